@@ -1,0 +1,70 @@
+/* fieldsync: port helpers shared by every implementation: log formatting, level names, UUIDv4. */
+#include <stdio.h>
+#include <string.h>
+
+#include "port/limits.h"
+#include "port/port.h"
+
+static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
+
+const char *fsa_log_level_str(fsa_log_level_t level)
+{
+    if ((unsigned)level <= FSA_LOG_OFF)
+        return level_names[level];
+    return "?";
+}
+
+fsa_status_t fsa_log_level_parse(const char *name, fsa_log_level_t *out)
+{
+    if (name == NULL || out == NULL)
+        return FSA_EINVAL;
+    for (unsigned i = 0; i <= FSA_LOG_OFF; i++) {
+        if (strcmp(name, level_names[i]) == 0) {
+            *out = (fsa_log_level_t)i;
+            return FSA_OK;
+        }
+    }
+    return FSA_EINVAL;
+}
+
+void fsa_logv(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, va_list ap)
+{
+    if (port == NULL || port->log == NULL || level < port->log_level || level >= FSA_LOG_OFF)
+        return;
+    char line[FSA_LIMIT_LOG_LINE];
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    if (n < 0)
+        return;
+    port->log(port->ctx, level, line);
+}
+
+void fsa_log(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fsa_logv(port, level, fmt, ap);
+    va_end(ap);
+}
+
+fsa_status_t fsa_uuid4(const fsa_port_t *port, char out[FSA_UUID_STR_LEN])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    out[0] = '\0';
+    if (port == NULL)
+        return FSA_EINVAL;
+    fsa_status_t st = port->random(port->ctx, b, sizeof b);
+    if (st != FSA_OK)
+        return st;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* variant 10xx */
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[b[i] >> 4];
+        *p++ = hex[b[i] & 15];
+    }
+    *p = '\0';
+    return FSA_OK;
+}

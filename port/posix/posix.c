@@ -1,0 +1,289 @@
+/* fieldsync: the posix port, for real devices (Linux): clocks, getrandom, pthreads, OFD locks. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "port/posix/posix.h"
+
+struct fsa_thread {
+    pthread_t tid;
+};
+struct fsa_mutex {
+    pthread_mutex_t m;
+};
+struct fsa_cond {
+    pthread_cond_t c;
+};
+struct fsa_flock {
+    int fd;
+};
+
+static fsa_mono_t posix_mono_now(void *ctx)
+{
+    (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    fsa_mono_t t = {(int64_t)ts.tv_sec * FSA_NS_PER_S + ts.tv_nsec};
+    return t;
+}
+
+static fsa_wall_t posix_wall_now(void *ctx)
+{
+    (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    fsa_wall_t t = {(int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000};
+    return t;
+}
+
+static void posix_sleep(void *ctx, int64_t ns)
+{
+    (void)ctx;
+    if (ns <= 0)
+        return;
+    struct timespec ts = {(time_t)(ns / FSA_NS_PER_S), (long)(ns % FSA_NS_PER_S)};
+    /* Restart after signals so a caller's sleep is never cut short silently. */
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static fsa_status_t posix_random(void *ctx, void *buf, size_t n)
+{
+    (void)ctx;
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return FSA_EIO;
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+    return FSA_OK;
+}
+
+fsa_status_t fsa__posix_thread_create(void *ctx, fsa_thread_t **out, fsa_thread_fn fn, void *arg)
+{
+    (void)ctx;
+    fsa_thread_t *t = malloc(sizeof *t);
+    if (t == NULL)
+        return FSA_ENOMEM;
+    if (pthread_create(&t->tid, NULL, fn, arg) != 0) {
+        free(t);
+        return FSA_ENOMEM;
+    }
+    *out = t;
+    return FSA_OK;
+}
+
+fsa_status_t fsa__posix_thread_join(void *ctx, fsa_thread_t *t, void **ret)
+{
+    (void)ctx;
+    void *r = NULL;
+    int rc = pthread_join(t->tid, &r);
+    free(t);
+    if (ret != NULL)
+        *ret = r;
+    return rc == 0 ? FSA_OK : FSA_EINVAL;
+}
+
+fsa_status_t fsa__posix_mutex_new(void *ctx, fsa_mutex_t **out)
+{
+    (void)ctx;
+    fsa_mutex_t *m = malloc(sizeof *m);
+    if (m == NULL)
+        return FSA_ENOMEM;
+    if (pthread_mutex_init(&m->m, NULL) != 0) {
+        free(m);
+        return FSA_ENOMEM;
+    }
+    *out = m;
+    return FSA_OK;
+}
+
+void fsa__posix_mutex_lock(void *ctx, fsa_mutex_t *m)
+{
+    (void)ctx;
+    pthread_mutex_lock(&m->m);
+}
+
+void fsa__posix_mutex_unlock(void *ctx, fsa_mutex_t *m)
+{
+    (void)ctx;
+    pthread_mutex_unlock(&m->m);
+}
+
+void fsa__posix_mutex_free(void *ctx, fsa_mutex_t *m)
+{
+    (void)ctx;
+    if (m == NULL)
+        return;
+    pthread_mutex_destroy(&m->m);
+    free(m);
+}
+
+fsa_status_t fsa__posix_cond_new(void *ctx, fsa_cond_t **out)
+{
+    (void)ctx;
+    fsa_cond_t *c = malloc(sizeof *c);
+    if (c == NULL)
+        return FSA_ENOMEM;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    /* Deadlines are monotonic; a wall-clock jump must not stretch or cut a wait. */
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&c->c, &attr);
+    pthread_condattr_destroy(&attr);
+    if (rc != 0) {
+        free(c);
+        return FSA_ENOMEM;
+    }
+    *out = c;
+    return FSA_OK;
+}
+
+/* Waits on the real monotonic clock; the sim port builds its virtual waits on this. */
+fsa_status_t fsa__posix_cond_wait_real(fsa_cond_t *c, fsa_mutex_t *m, fsa_mono_t deadline)
+{
+    if (deadline.ns == INT64_MAX) {
+        pthread_cond_wait(&c->c, &m->m);
+        return FSA_OK;
+    }
+    struct timespec ts = {(time_t)(deadline.ns / FSA_NS_PER_S),
+                          (long)(deadline.ns % FSA_NS_PER_S)};
+    int rc = pthread_cond_timedwait(&c->c, &m->m, &ts);
+    return rc == ETIMEDOUT ? FSA_ETIMEOUT : FSA_OK;
+}
+
+static fsa_status_t posix_cond_wait(void *ctx, fsa_cond_t *c, fsa_mutex_t *m, fsa_mono_t deadline)
+{
+    (void)ctx;
+    return fsa__posix_cond_wait_real(c, m, deadline);
+}
+
+void fsa__posix_cond_signal(void *ctx, fsa_cond_t *c)
+{
+    (void)ctx;
+    pthread_cond_signal(&c->c);
+}
+
+void fsa__posix_cond_broadcast(void *ctx, fsa_cond_t *c)
+{
+    (void)ctx;
+    pthread_cond_broadcast(&c->c);
+}
+
+void fsa__posix_cond_free(void *ctx, fsa_cond_t *c)
+{
+    (void)ctx;
+    if (c == NULL)
+        return;
+    pthread_cond_destroy(&c->c);
+    free(c);
+}
+
+fsa_status_t fsa__posix_flock_open(void *ctx, const char *path, fsa_flock_t **out)
+{
+    (void)ctx;
+    fsa_flock_t *f = malloc(sizeof *f);
+    if (f == NULL)
+        return FSA_ENOMEM;
+    f->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (f->fd < 0) {
+        free(f);
+        return FSA_EIO;
+    }
+    *out = f;
+    return FSA_OK;
+}
+
+/* Open file description locks belong to the open file, not the process: two handles in one
+ * process exclude each other (as threads need), and the kernel drops them when the holder dies. */
+static int ofd_lock(int fd, short type, uint64_t slot, int cmd)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)slot;
+    fl.l_len = 1;
+    return fcntl(fd, cmd, &fl);
+}
+
+fsa_status_t fsa__posix_flock_try(void *ctx, fsa_flock_t *f, uint64_t slot)
+{
+    (void)ctx;
+    if (slot > (uint64_t)INT64_MAX)
+        return FSA_EINVAL;
+    while (ofd_lock(f->fd, F_WRLCK, slot, F_OFD_SETLK) != 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EACCES)
+            return FSA_EBUSY;
+        return FSA_EIO;
+    }
+    return FSA_OK;
+}
+
+void fsa__posix_flock_release(void *ctx, fsa_flock_t *f, uint64_t slot)
+{
+    (void)ctx;
+    (void)ofd_lock(f->fd, F_UNLCK, slot, F_OFD_SETLK);
+}
+
+void fsa__posix_flock_close(void *ctx, fsa_flock_t *f)
+{
+    (void)ctx;
+    if (f == NULL)
+        return;
+    close(f->fd);
+    free(f);
+}
+
+static void posix_log(void *ctx, fsa_log_level_t level, const char *msg)
+{
+    (void)ctx;
+    /* One fprintf per line so lines from different threads do not interleave. */
+    fprintf(stderr, "fieldsync: %s: %s\n", fsa_log_level_str(level), msg);
+}
+
+static fsa_port_t posix_port = {
+    .version = FSA_PORT_VERSION,
+    .name = "posix",
+    .ctx = NULL,
+    .mono_now = posix_mono_now,
+    .wall_now = posix_wall_now,
+    .sleep = posix_sleep,
+    .random = posix_random,
+    .thread_create = fsa__posix_thread_create,
+    .thread_join = fsa__posix_thread_join,
+    .mutex_new = fsa__posix_mutex_new,
+    .mutex_lock = fsa__posix_mutex_lock,
+    .mutex_unlock = fsa__posix_mutex_unlock,
+    .mutex_free = fsa__posix_mutex_free,
+    .cond_new = fsa__posix_cond_new,
+    .cond_wait = posix_cond_wait,
+    .cond_signal = fsa__posix_cond_signal,
+    .cond_broadcast = fsa__posix_cond_broadcast,
+    .cond_free = fsa__posix_cond_free,
+    .flock_open = fsa__posix_flock_open,
+    .flock_try = fsa__posix_flock_try,
+    .flock_release = fsa__posix_flock_release,
+    .flock_close = fsa__posix_flock_close,
+    .log = posix_log,
+    .log_level = FSA_LOG_WARN,
+};
+
+fsa_port_t *fsa_port_posix(void)
+{
+    return &posix_port;
+}

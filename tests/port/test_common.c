@@ -1,0 +1,134 @@
+/* Tests for port/common.c and port/status.c: UUIDv4, log levels and filtering, status names. */
+#include <stdio.h>
+#include <string.h>
+
+#include "port/sim/sim.h"
+#include "tests/test_util.h"
+
+static void test_fsa_uuid4__canonical_v4(void **state)
+{
+    (void)state;
+    char a[FSA_UUID_STR_LEN], b[FSA_UUID_STR_LEN];
+    assert_fsa_ok(fsa_uuid4(fsa_port_posix(), a));
+    assert_fsa_ok(fsa_uuid4(fsa_port_posix(), b));
+    assert_int_equal(strlen(a), 36);
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23)
+            assert_int_equal(a[i], '-');
+        else
+            assert_non_null(strchr("0123456789abcdef", a[i]));
+    }
+    assert_int_equal(a[14], '4');               /* version */
+    assert_non_null(strchr("89ab", a[19]));     /* variant 10xx */
+    assert_string_not_equal(a, b);
+}
+
+static void test_fsa_uuid4__sim_is_reproducible(void **state)
+{
+    (void)state;
+    fsa_sim_t *s1, *s2;
+    fsa_wall_t w = {0};
+    assert_fsa_ok(fsa_sim_new(42, w, "a", &s1));
+    assert_fsa_ok(fsa_sim_new(42, w, "b", &s2));
+    char a[FSA_UUID_STR_LEN], b[FSA_UUID_STR_LEN];
+    assert_fsa_ok(fsa_uuid4(fsa_sim_port(s1), a));
+    assert_fsa_ok(fsa_uuid4(fsa_sim_port(s2), b));
+    assert_string_equal(a, b);
+    fsa_sim_free(s1);
+    fsa_sim_free(s2);
+}
+
+static void test_fsa_uuid4__null_port(void **state)
+{
+    (void)state;
+    char a[FSA_UUID_STR_LEN] = "x";
+    assert_int_equal(fsa_uuid4(NULL, a), FSA_EINVAL);
+    assert_string_equal(a, "");
+}
+
+struct captured {
+    int lines;
+    fsa_log_level_t last_level;
+    char last[4096];
+};
+
+static void capture(void *arg, fsa_log_level_t level, const char *msg)
+{
+    struct captured *c = arg;
+    c->lines++;
+    c->last_level = level;
+    snprintf(c->last, sizeof c->last, "%s", msg);
+}
+
+static void test_fsa_log__filters_below_level(void **state)
+{
+    (void)state;
+    fsa_sim_t *sim;
+    fsa_wall_t w = {0};
+    assert_fsa_ok(fsa_sim_new(1, w, "log", &sim));
+    struct captured c = {0};
+    fsa_sim_set_log(sim, capture, &c);
+    fsa_port_t *p = fsa_sim_port(sim);
+    p->log_level = FSA_LOG_INFO;
+    fsa_log(p, FSA_LOG_DEBUG, "hidden %d", 1);
+    assert_int_equal(c.lines, 0);
+    fsa_log(p, FSA_LOG_WARN, "shown %d", 2);
+    assert_int_equal(c.lines, 1);
+    assert_int_equal(c.last_level, FSA_LOG_WARN);
+    assert_string_equal(c.last, "shown 2");
+    fsa_sim_free(sim);
+}
+
+static void test_fsa_log__long_line_is_cut(void **state)
+{
+    (void)state;
+    fsa_sim_t *sim;
+    fsa_wall_t w = {0};
+    assert_fsa_ok(fsa_sim_new(1, w, "log", &sim));
+    struct captured c = {0};
+    fsa_sim_set_log(sim, capture, &c);
+    char big[3 * 1024];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    fsa_log(fsa_sim_port(sim), FSA_LOG_ERROR, "%s", big);
+    assert_int_equal(c.lines, 1);
+    assert_int_equal(strlen(c.last), 1023);
+    fsa_sim_free(sim);
+}
+
+static void test_fsa_log_level_parse__names(void **state)
+{
+    (void)state;
+    fsa_log_level_t l;
+    assert_fsa_ok(fsa_log_level_parse("debug", &l));
+    assert_int_equal(l, FSA_LOG_DEBUG);
+    assert_fsa_ok(fsa_log_level_parse("error", &l));
+    assert_int_equal(l, FSA_LOG_ERROR);
+    assert_int_equal(fsa_log_level_parse("loud", &l), FSA_EINVAL);
+    assert_int_equal(fsa_log_level_parse(NULL, &l), FSA_EINVAL);
+    assert_string_equal(fsa_log_level_str(FSA_LOG_WARN), "warn");
+}
+
+static void test_fsa_status_str__every_status_named(void **state)
+{
+    (void)state;
+    for (int s = 0; s < FSA__STATUS_COUNT; s++)
+        assert_string_not_equal(fsa_status_str((fsa_status_t)s), "unknown status");
+    assert_string_equal(fsa_status_str(FSA__STATUS_COUNT), "unknown status");
+    assert_string_equal(fsa_status_str((fsa_status_t)-1), "unknown status");
+    assert_string_equal(fsa_status_str(FSA_EFULL), "journal is full");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fsa_uuid4__canonical_v4),
+        cmocka_unit_test(test_fsa_uuid4__sim_is_reproducible),
+        cmocka_unit_test(test_fsa_uuid4__null_port),
+        cmocka_unit_test(test_fsa_log__filters_below_level),
+        cmocka_unit_test(test_fsa_log__long_line_is_cut),
+        cmocka_unit_test(test_fsa_log_level_parse__names),
+        cmocka_unit_test(test_fsa_status_str__every_status_named),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

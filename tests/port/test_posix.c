@@ -1,0 +1,221 @@
+/* Tests for port/posix: real clocks, sleep, random, threads, mutexes, condvars and OFD locks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/test_util.h"
+
+static fsa_port_t *P;
+
+static void test_mono_now__never_goes_back(void **state)
+{
+    (void)state;
+    fsa_mono_t prev = P->mono_now(P->ctx);
+    for (int i = 0; i < 10000; i++) {
+        fsa_mono_t t = P->mono_now(P->ctx);
+        assert_true(t.ns >= prev.ns);
+        prev = t;
+    }
+}
+
+static void test_wall_now__is_after_2025(void **state)
+{
+    (void)state;
+    assert_true(P->wall_now(P->ctx).ms > INT64_C(1735689600000)); /* 2025-01-01 */
+}
+
+static void test_sleep__waits_at_least_the_time(void **state)
+{
+    (void)state;
+    fsa_mono_t t0 = P->mono_now(P->ctx);
+    P->sleep(P->ctx, 20 * FSA_NS_PER_MS);
+    assert_true(fsa_mono_diff_ns(P->mono_now(P->ctx), t0) >= 20 * FSA_NS_PER_MS);
+}
+
+static void test_random__fills_and_differs(void **state)
+{
+    (void)state;
+    unsigned char a[64] = {0}, b[64] = {0}, zero[64] = {0};
+    assert_fsa_ok(P->random(P->ctx, a, sizeof a));
+    assert_fsa_ok(P->random(P->ctx, b, sizeof b));
+    assert_memory_not_equal(a, zero, sizeof a);
+    assert_memory_not_equal(a, b, sizeof a);
+}
+
+struct counter {
+    fsa_mutex_t *mu;
+    long value;
+};
+
+static void *count_up(void *arg)
+{
+    struct counter *c = arg;
+    for (int i = 0; i < 10000; i++) {
+        P->mutex_lock(P->ctx, c->mu);
+        c->value++;
+        P->mutex_unlock(P->ctx, c->mu);
+    }
+    return arg;
+}
+
+static void test_thread_create__sixteen_threads_share_a_mutex(void **state)
+{
+    (void)state;
+    struct counter c = {0};
+    assert_fsa_ok(P->mutex_new(P->ctx, &c.mu));
+    fsa_thread_t *t[16];
+    for (int i = 0; i < 16; i++)
+        assert_fsa_ok(P->thread_create(P->ctx, &t[i], count_up, &c));
+    for (int i = 0; i < 16; i++) {
+        void *ret = NULL;
+        assert_fsa_ok(P->thread_join(P->ctx, t[i], &ret));
+        assert_ptr_equal(ret, &c);
+    }
+    assert_int_equal(c.value, 16 * 10000);
+    P->mutex_free(P->ctx, c.mu);
+}
+
+static void test_cond_wait__deadline_times_out(void **state)
+{
+    (void)state;
+    fsa_mutex_t *mu;
+    fsa_cond_t *cv;
+    assert_fsa_ok(P->mutex_new(P->ctx, &mu));
+    assert_fsa_ok(P->cond_new(P->ctx, &cv));
+    fsa_mono_t t0 = P->mono_now(P->ctx);
+    P->mutex_lock(P->ctx, mu);
+    fsa_status_t st = FSA_OK;
+    while (st == FSA_OK) /* spurious wake-ups are allowed */
+        st = P->cond_wait(P->ctx, cv, mu, fsa_mono_add_ns(t0, 30 * FSA_NS_PER_MS));
+    P->mutex_unlock(P->ctx, mu);
+    assert_int_equal(st, FSA_ETIMEOUT);
+    assert_true(fsa_mono_diff_ns(P->mono_now(P->ctx), t0) >= 30 * FSA_NS_PER_MS);
+    P->cond_free(P->ctx, cv);
+    P->mutex_free(P->ctx, mu);
+}
+
+struct flag {
+    fsa_mutex_t *mu;
+    fsa_cond_t *cv;
+    int set;
+};
+
+static void *raise_flag(void *arg)
+{
+    struct flag *f = arg;
+    P->sleep(P->ctx, 5 * FSA_NS_PER_MS);
+    P->mutex_lock(P->ctx, f->mu);
+    f->set = 1;
+    P->cond_broadcast(P->ctx, f->cv);
+    P->mutex_unlock(P->ctx, f->mu);
+    return NULL;
+}
+
+static void test_cond_wait__woken_by_broadcast(void **state)
+{
+    (void)state;
+    struct flag f = {0};
+    assert_fsa_ok(P->mutex_new(P->ctx, &f.mu));
+    assert_fsa_ok(P->cond_new(P->ctx, &f.cv));
+    fsa_thread_t *t;
+    assert_fsa_ok(P->thread_create(P->ctx, &t, raise_flag, &f));
+    P->mutex_lock(P->ctx, f.mu);
+    fsa_mono_t deadline = fsa_mono_add_ns(P->mono_now(P->ctx), 60 * FSA_NS_PER_S);
+    while (!f.set)
+        assert_fsa_ok(P->cond_wait(P->ctx, f.cv, f.mu, deadline));
+    P->mutex_unlock(P->ctx, f.mu);
+    assert_fsa_ok(P->thread_join(P->ctx, t, NULL));
+    P->cond_free(P->ctx, f.cv);
+    P->mutex_free(P->ctx, f.mu);
+}
+
+static char lock_path[64];
+
+static int setup_lockfile(void **state)
+{
+    (void)state;
+    snprintf(lock_path, sizeof lock_path, "/tmp/fsa-test-posix-%ld.lock", (long)getpid());
+    return 0;
+}
+
+static int teardown_lockfile(void **state)
+{
+    (void)state;
+    unlink(lock_path);
+    return 0;
+}
+
+static void test_flock_try__two_handles_exclude_each_other(void **state)
+{
+    (void)state;
+    fsa_flock_t *a, *b;
+    assert_fsa_ok(P->flock_open(P->ctx, lock_path, &a));
+    assert_fsa_ok(P->flock_open(P->ctx, lock_path, &b));
+    assert_fsa_ok(P->flock_try(P->ctx, a, 7));
+    assert_int_equal(P->flock_try(P->ctx, b, 7), FSA_EBUSY);
+    assert_fsa_ok(P->flock_try(P->ctx, b, 8)); /* other slots are independent */
+    P->flock_release(P->ctx, a, 7);
+    assert_fsa_ok(P->flock_try(P->ctx, b, 7));
+    P->flock_close(P->ctx, a);
+    P->flock_close(P->ctx, b);
+}
+
+static void test_flock_try__released_when_holder_dies(void **state)
+{
+    (void)state;
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        fsa_flock_t *c;
+        if (P->flock_open(P->ctx, lock_path, &c) != FSA_OK || P->flock_try(P->ctx, c, 3) != FSA_OK)
+            _exit(2);
+        if (write(ready[1], "x", 1) != 1)
+            _exit(3);
+        P->sleep(P->ctx, 200 * FSA_NS_PER_MS);
+        _exit(0); /* dies holding the lock: the kernel releases it */
+    }
+    char x;
+    assert_int_equal(read(ready[0], &x, 1), 1);
+    fsa_flock_t *f;
+    assert_fsa_ok(P->flock_open(P->ctx, lock_path, &f));
+    assert_int_equal(P->flock_try(P->ctx, f, 3), FSA_EBUSY);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_fsa_ok(P->flock_try(P->ctx, f, 3));
+    P->flock_close(P->ctx, f);
+    close(ready[0]);
+    close(ready[1]);
+}
+
+static void test_flock_open__unwritable_path(void **state)
+{
+    (void)state;
+    fsa_flock_t *f = NULL;
+    assert_int_equal(P->flock_open(P->ctx, "/nonexistent-dir/x.lock", &f), FSA_EIO);
+    assert_null(f);
+}
+
+int main(void)
+{
+    P = fsa_port_posix();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mono_now__never_goes_back),
+        cmocka_unit_test(test_wall_now__is_after_2025),
+        cmocka_unit_test(test_sleep__waits_at_least_the_time),
+        cmocka_unit_test(test_random__fills_and_differs),
+        cmocka_unit_test(test_thread_create__sixteen_threads_share_a_mutex),
+        cmocka_unit_test(test_cond_wait__deadline_times_out),
+        cmocka_unit_test(test_cond_wait__woken_by_broadcast),
+        cmocka_unit_test_setup_teardown(test_flock_try__two_handles_exclude_each_other,
+                                        setup_lockfile, teardown_lockfile),
+        cmocka_unit_test_setup_teardown(test_flock_try__released_when_holder_dies,
+                                        setup_lockfile, teardown_lockfile),
+        cmocka_unit_test(test_flock_open__unwritable_path),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

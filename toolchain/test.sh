@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# fieldsync: configures, builds and runs the tests of one build variant; ends with ctest's summary.
+#
+#   toolchain/test.sh [host|asan|aarch64|armhf] [extra ctest arguments...]
+#
+#   host     the default: a RelWithDebInfo build in build/
+#   asan     AddressSanitizer + UndefinedBehaviorSanitizer, Debug, in build-asan/
+#   aarch64  cross build in build-aarch64/, tests run under qemu-aarch64
+#   armhf    cross build in build-armhf/, tests run under qemu-arm
+#
+# Run toolchain/install-deps.sh [aarch64|armhf] first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+variant=${1:-host}
+[ $# -gt 0 ] && shift
+jobs=$(nproc 2>/dev/null || echo 2)
+case "$variant" in
+  host) dir=build args=() ;;
+  asan) dir=build-asan args=(-DFSA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug) ;;
+  aarch64) dir=build-aarch64 args=(--toolchain toolchain/aarch64-linux-gnu.cmake) ;;
+  armhf) dir=build-armhf args=(--toolchain toolchain/arm-linux-gnueabihf.cmake) ;;
+  -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "test.sh: unknown variant '$variant' (host, asan, aarch64 or armhf)" >&2; exit 2 ;;
+esac
+
+cmake -S . -B "$dir" "${args[@]}" >/dev/null
+cmake --build "$dir" -j "$jobs"
+ctest --test-dir "$dir" --output-on-failure -j "$jobs" "$@"
