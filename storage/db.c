@@ -1,0 +1,2 @@
+/* fieldsync: storage/db.c (being written). */
+typedef int fsa__placeholder_db_t;

@@ -1,0 +1,56 @@
+/* fieldsync: opening a journal database (pragmas, mode 0600, migrations). Internal to storage/. */
+#ifndef FSA_STORAGE_DB_H
+#define FSA_STORAGE_DB_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "port/port.h"
+
+/* The schema version this program writes. Older journals are migrated on open; newer ones are
+ * refused with FSA_ESCHEMA. */
+#define FSA_SCHEMA_VERSION 1
+
+typedef struct fsa_db_opts {
+    bool sync_normal;         /* synchronous=NORMAL instead of FULL (may lose the last commits on
+                                 power loss; never corrupts) */
+    int busy_timeout_ms;      /* 0: FSA_LIMIT_BUSY_TIMEOUT_MS */
+    bool create;              /* create the file when missing (mode 0600) */
+} fsa_db_opts_t;
+
+/*
+ * Opens (and when asked, creates) the journal at path: WAL, synchronous FULL (or NORMAL), busy
+ * timeout, foreign keys, the schema migrated to FSA_SCHEMA_VERSION in one transaction, and a
+ * quick integrity check when the previous user did not close it cleanly.
+ * On FSA_OK *out is an open connection (close with fsa__db_close). Otherwise *out is NULL and
+ * err (errlen bytes) holds one line naming the problem. Returns FSA_OK, FSA_EINVAL, FSA_ENOTFOUND
+ * (missing and not create), FSA_EIO, FSA_ESCHEMA (newer journal), FSA_ECORRUPT, FSA_ENOMEM.
+ */
+fsa_status_t fsa__db_open(const char *path, const fsa_db_opts_t *opts, sqlite3 **out, char *err,
+                          size_t errlen);
+
+/* Marks a clean close and closes. NULL is accepted. */
+void fsa__db_close(sqlite3 *db);
+
+/* Maps a SQLite result code to a status (SQLITE_FULL -> FSA_EFULL, BUSY/LOCKED -> FSA_EBUSY,
+ * CORRUPT/NOTADB -> FSA_ECORRUPT, NOMEM -> FSA_ENOMEM, else FSA_EIO). */
+fsa_status_t fsa__db_status(int rc);
+
+/* Runs sql (no results) and maps errors; err may be NULL. */
+fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen);
+
+/*
+ * Schema of the lock manager's tables (part of the journal schema, so a journal write can check
+ * its fencing token in its own transaction):
+ *
+ *   lock_holders(id INTEGER PRIMARY KEY AUTOINCREMENT, pid INTEGER NOT NULL, label TEXT NOT NULL,
+ *                started_ms INTEGER NOT NULL)
+ *     one row per open lock manager; its liveness is an OFD lock on byte `id` of "<journal>.locks"
+ *   locks(key TEXT PRIMARY KEY, token INTEGER NOT NULL, holder INTEGER, holder_label TEXT,
+ *         acquired_ns INTEGER, expires_ns INTEGER)
+ *     token: the last fencing token issued for key (strictly increasing, never reset);
+ *     holder NULL when free; *_ns are CLOCK_MONOTONIC (port mono) nanoseconds.
+ */
+
+#endif

@@ -1,0 +1,2 @@
+/* fieldsync: storage/lock.c (being written). */
+typedef int fsa__placeholder_t;

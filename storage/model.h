@@ -1,0 +1,196 @@
+/* fieldsync: the entity model of PROTOCOL.md sections 1-2, shared by the journal and the server. */
+#ifndef FSA_STORAGE_MODEL_H
+#define FSA_STORAGE_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "port/limits.h"
+#include "port/status.h"
+
+/*
+ * One source of truth for entity types, their fields, defaults and field kinds, the op kinds, the
+ * status machines, and how an op applies to an entity's fields. The journal uses it to validate a
+ * record and to build the local view; the reference server uses the same code to apply pushed ops.
+ *
+ * Pure: no I/O, no clock, no globals that change. Field values travel as JSON text (UTF-8, NUL
+ * terminated); every function that returns text returns a malloc'ed string the caller frees with
+ * fsa_model_free().
+ */
+
+typedef enum fsa_type {
+    FSA_TYPE_ATTENDANCE = 0,
+    FSA_TYPE_JOBNEED = 1,
+    FSA_TYPE_TICKET = 2,
+    FSA__TYPE_COUNT
+} fsa_type_t;
+
+typedef enum fsa_field_kind {
+    FSA_FIELD_STR = 0,      /* JSON string */
+    FSA_FIELD_STR_NULL = 1, /* JSON string or null (jobneed.parent_id) */
+    FSA_FIELD_INT = 2,      /* JSON integer (no fraction), int64 range; takes increment */
+    FSA_FIELD_NUM = 3,      /* JSON number */
+    FSA_FIELD_OBJ = 4,      /* JSON object; takes merge and append */
+    FSA_FIELD_STATUS = 5,   /* JSON string in the type's status machine; only by transition */
+    FSA_FIELD_ENUM = 6      /* JSON string from a fixed set (attendance.kind: checkin/checkout) */
+} fsa_field_kind_t;
+
+typedef struct fsa_field_def {
+    const char *name;
+    fsa_field_kind_t kind;
+    bool required;            /* create must give it (no default) */
+    const char *default_json; /* the default on create as JSON text, NULL if required */
+} fsa_field_def_t;
+
+typedef enum fsa_op_kind {
+    FSA_OP_CREATE = 0,
+    FSA_OP_SET = 1,
+    FSA_OP_MERGE = 2,
+    FSA_OP_INCREMENT = 3,
+    FSA_OP_TRANSITION = 4,
+    FSA_OP_APPEND = 5,
+    FSA__OP_COUNT
+} fsa_op_kind_t;
+
+#define FSA_FIELD_NAME_BYTES 32   /* longest field name + NUL, with room */
+#define FSA_GROUP_BYTES (FSA_LIMIT_ID_BYTES + 1)
+#define FSA_ID_BYTES (FSA_LIMIT_ID_BYTES + 1)
+#define FSA_KEY_BYTES (FSA_LIMIT_ID_BYTES + 1) /* append: the array's key inside the object */
+#define FSA_STATUS_BYTES FSA_LIMIT_STATUS_BYTES
+#define FSA_OP_ID_BYTES 37 /* canonical UUID + NUL */
+
+/*
+ * One operation, as recorded, stored, sent and applied. Which members mean something depends on
+ * kind (PROTOCOL.md section 2):
+ *   create:     json = the fields object
+ *   set:        base_version, json = the fields object
+ *   merge:      field, json = the RFC 7396 merge patch (an object)
+ *   increment:  field, by
+ *   transition: field, from, to
+ *   append:     field, key, json = the item (any JSON value), max_len (0 = unbounded)
+ * Strings are NUL terminated; group "" means no group. json is owned by the op (malloc'ed);
+ * fsa_op_clear() frees it.
+ */
+typedef struct fsa_op {
+    char op_id[FSA_OP_ID_BYTES];
+    int64_t seq;
+    int64_t at_ms;
+    fsa_op_kind_t kind;
+    fsa_type_t type;
+    char id[FSA_ID_BYTES];
+    char group[FSA_GROUP_BYTES];
+    char field[FSA_FIELD_NAME_BYTES];
+    int64_t base_version;
+    int64_t by;
+    char from[FSA_STATUS_BYTES];
+    char to[FSA_STATUS_BYTES];
+    char key[FSA_KEY_BYTES];
+    int64_t max_len;
+    char *json;
+} fsa_op_t;
+
+/* Why an op cannot apply: the protocol's error code ("invalid_value", "unknown_field",
+ * "unknown_type", "not_found", "invalid_transition", "immutable", or "conflict" for a failed
+ * precondition) and one human-readable line naming the problem, e.g.
+ * "jobneed J1: ASSIGNED→COMPLETED is not an allowed transition". */
+typedef struct fsa_model_err {
+    char code[32];
+    char message[256];
+} fsa_model_err_t;
+
+/* Names: "attendance", "jobneed", "ticket"; "create", "set", "merge", "increment", "transition",
+ * "append". *_name never returns NULL ("?" for an unknown value). *_parse return FSA_OK or
+ * FSA_EINVAL and set *out only on FSA_OK. */
+const char *fsa_type_name(fsa_type_t type);
+fsa_status_t fsa_type_parse(const char *name, fsa_type_t *out) FSA_MUST_CHECK;
+const char *fsa_op_kind_name(fsa_op_kind_t kind);
+fsa_status_t fsa_op_kind_parse(const char *name, fsa_op_kind_t *out) FSA_MUST_CHECK;
+
+/* The field definitions of a type, in the protocol's order; *count receives their number. NULL
+ * for an unknown type. The table is static: never free it. */
+const fsa_field_def_t *fsa_model_fields(fsa_type_t type, size_t *count);
+
+/* One field's definition, NULL when the type has no such field. */
+const fsa_field_def_t *fsa_model_field(fsa_type_t type, const char *name);
+
+/* True when id is 1..128 bytes of [A-Za-z0-9._:-] (entity ids, device ids). */
+bool fsa_model_id_valid(const char *id);
+
+/* Status machines (PROTOCOL.md section 1). The status field of a type ("jobstatus", "status"),
+ * NULL for attendance. */
+const char *fsa_model_status_field(fsa_type_t type);
+/* True when s is a status of the type's machine. */
+bool fsa_model_status_known(fsa_type_t type, const char *s);
+/* True when from→to is an edge of the type's machine. Server-only edges (→AUTOCLOSED) count only
+ * when by_server is true. */
+bool fsa_model_transition_allowed(fsa_type_t type, const char *from, const char *to,
+                                  bool by_server);
+/* True for COMPLETED, AUTOCLOSED (jobneed), CLOSED, CANCELLED (ticket). */
+bool fsa_model_status_terminal(fsa_type_t type, const char *s);
+
+/* Flags for fsa_model_apply(). */
+#define FSA_APPLY_BY_SERVER 0x1u /* allow server-only transitions (→AUTOCLOSED) */
+#define FSA_APPLY_REPLAY 0x2u    /* local replay: skip the set's base_version check */
+
+/*
+ * Validates op on its own, without the entity: the type and id, that the kind may touch the field
+ * (field kinds), the JSON types of values, the status names, that from→to is an allowed edge, and
+ * the limits of port/limits.h (nesting depth, string length, sizes). It does not look at op_id,
+ * seq, at or group.
+ * Returns FSA_OK; FSA_ETRANSITION (code invalid_transition); FSA_EINVAL (code invalid_value,
+ * unknown_field, unknown_type or immutable); FSA_ENOMEM. err may be NULL; it is set on failure.
+ */
+fsa_status_t fsa_model_validate_op(const fsa_op_t *op, unsigned flags,
+                                   fsa_model_err_t *err) FSA_MUST_CHECK;
+
+/*
+ * Applies op to one entity, the server pattern of PROTOCOL.md section 2: validates it as
+ * fsa_model_validate_op() does, checks its precondition, and computes the new fields.
+ *   fields_json: the entity's current fields object, NULL when the entity does not exist.
+ *   version:     its current version (ignored when fields_json is NULL).
+ *   *out_json:   on FSA_OK, the new fields object (malloc'ed, caller frees with fsa_model_free);
+ *                NULL on every other return.
+ * create fills the defaults of absent fields and refuses unknown or missing required ones.
+ * merge applies an RFC 7396 patch; append adds item to the array at key inside the object field
+ * (creating the array when the key is absent), dropping the oldest items past max_len.
+ * Returns FSA_OK; FSA_ECONFLICT (code conflict: create on an existing entity, set with a stale
+ * base_version unless FSA_APPLY_REPLAY, transition whose from is not the current status);
+ * FSA_ENOTFOUND (code not_found: not create and the entity does not exist); the rejections of
+ * fsa_model_validate_op(); FSA_EINVAL also when the result would break a limit; FSA_ENOMEM.
+ */
+fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_t version,
+                             unsigned flags, char **out_json, fsa_model_err_t *err) FSA_MUST_CHECK;
+
+/*
+ * RFC 7396 JSON merge patch: *out_json = target with patch applied (null deletes a key, objects
+ * merge recursively, anything else replaces). target_json NULL means {}. Enforces the nesting and
+ * string limits on both inputs and the result. Returns FSA_OK, FSA_EINVAL (malformed or over a
+ * limit; *out_json NULL), FSA_ENOMEM.
+ */
+fsa_status_t fsa_model_merge_patch(const char *target_json, const char *patch_json,
+                                   char **out_json) FSA_MUST_CHECK;
+
+/* Checks that text is one JSON value within the limits (FSA_LIMIT_JSON_DEPTH nesting,
+ * FSA_LIMIT_STRING_BYTES per string, max_bytes in all). FSA_OK or FSA_EINVAL. */
+fsa_status_t fsa_model_json_check(const char *text, size_t max_bytes) FSA_MUST_CHECK;
+
+/* Reads one top-level field of a fields object as JSON text (malloc'ed into *out_json; NULL when
+ * absent). FSA_OK, FSA_ENOTFOUND, FSA_EINVAL (not an object), FSA_ENOMEM. */
+fsa_status_t fsa_model_get_field(const char *fields_json, const char *name,
+                                 char **out_json) FSA_MUST_CHECK;
+
+/* Reads a status field's string value into out (size FSA_STATUS_BYTES); FSA_ENOTFOUND if absent
+ * or not a string. */
+fsa_status_t fsa_model_get_status(const char *fields_json, fsa_type_t type,
+                                  char out[FSA_STATUS_BYTES]) FSA_MUST_CHECK;
+
+/* Frees text returned by this module. NULL is accepted. */
+void fsa_model_free(char *json);
+
+/* Copies src into dst with its own json (deep copy). FSA_OK or FSA_ENOMEM. */
+fsa_status_t fsa_op_copy(fsa_op_t *dst, const fsa_op_t *src) FSA_MUST_CHECK;
+/* Frees op->json and zeroes the op. NULL is accepted. */
+void fsa_op_clear(fsa_op_t *op);
+
+#endif
