@@ -53,4 +53,13 @@
 /* Done ops keep their op ids this long after compaction, for audit: 30 days. */
 #define FSA_LIMIT_AUDIT_MS (30LL * 24 * 3600 * 1000)
 
+/* The sync cycle's own backoff when the server is unreachable: it never gives up, but waits
+ * from 1 s doubling up to 5 min between cycles, so a device offline for days neither hammers the
+ * network nor waits hours after it comes back. */
+#define FSA_LIMIT_CYCLE_BACKOFF_INITIAL_MS 1000
+#define FSA_LIMIT_CYCLE_BACKOFF_MAX_MS (5 * 60 * 1000)
+
+/* A Retry-After the agent honours, at most: a server asking for more than an hour is capped. */
+#define FSA_LIMIT_RETRY_AFTER_MAX_MS (3600 * 1000)
+
 #endif

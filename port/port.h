@@ -92,6 +92,10 @@ struct fsa_port {
      * flock_close releases everything and frees the handle (NULL is accepted). */
     fsa_status_t (*flock_open)(void *ctx, const char *path, fsa_flock_t **out);
     fsa_status_t (*flock_try)(void *ctx, fsa_flock_t *f, uint64_t slot);
+    /* Like flock_try, but a shared lock: many holders at once, excluded by an exclusive one.
+     * On a byte this handle already holds, it converts the lock (exclusive to shared or back)
+     * atomically. */
+    fsa_status_t (*flock_try_shared)(void *ctx, fsa_flock_t *f, uint64_t slot);
     void (*flock_release)(void *ctx, fsa_flock_t *f, uint64_t slot);
     void (*flock_close)(void *ctx, fsa_flock_t *f);
 

@@ -28,6 +28,7 @@ static const char *const names[FSA__STATUS_COUNT] = {
     [FSA_EPERM] = "permission problem",
     [FSA_EUNSUPPORTED] = "not supported",
     [FSA_ELOST] = "lock lease lost",
+    [FSA_EEXHAUSTED] = "retries exhausted",
 };
 
 const char *fsa_status_str(fsa_status_t st)

@@ -32,6 +32,7 @@ typedef enum fsa_status {
     FSA_EPERM = 21,        /* permissions are wrong (e.g. a secret file readable by others) */
     FSA_EUNSUPPORTED = 22, /* the operation is not supported here */
     FSA_ELOST = 23,        /* a lock's lease expired while it was held */
+    FSA_EEXHAUSTED = 24,   /* a retry policy ran out of tries */
     FSA__STATUS_COUNT
 } fsa_status_t;
 

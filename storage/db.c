@@ -1,2 +1,371 @@
-/* fieldsync: storage/db.c (being written). */
-typedef int fsa__placeholder_db_t;
+/* fieldsync: opening a journal database: file mode, pragmas, migrations, integrity check. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "port/limits.h"
+#include "storage/db.h"
+
+/*
+ * Migrations: migrations[v] takes a journal from schema version v to v + 1. A journal's version
+ * is PRAGMA user_version (0 for a new file). Each step runs in the same transaction as the
+ * version bump, so a crash mid-migration leaves the old version intact. Never edit a step that
+ * has shipped: append a new one.
+ */
+static const char *const migrations[FSA_SCHEMA_VERSION] = {
+    /* 0 -> 1: the first schema. */
+    "CREATE TABLE entities("
+    "  type TEXT NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  base_fields TEXT,"               /* last known server fields; NULL: not on the server */
+    "  base_version INTEGER NOT NULL DEFAULT 0," /* server version of base_fields; 0: none */
+    "  local_fields TEXT,"              /* base with pending ops replayed; NULL: none */
+    "  updated_ms INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(type, id)) WITHOUT ROWID;"
+    /* AUTOINCREMENT: seq is never reused, even after compaction deletes the highest rows. */
+    "CREATE TABLE outbox("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  op_id TEXT NOT NULL UNIQUE,"
+    "  at_ms INTEGER NOT NULL,"
+    "  kind INTEGER NOT NULL,"
+    "  type INTEGER NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  grp TEXT NOT NULL DEFAULT '',"
+    "  field TEXT NOT NULL DEFAULT '',"
+    "  base_version INTEGER NOT NULL DEFAULT 0,"
+    "  by_n INTEGER NOT NULL DEFAULT 0,"
+    "  from_s TEXT NOT NULL DEFAULT '',"
+    "  to_s TEXT NOT NULL DEFAULT '',"
+    "  akey TEXT NOT NULL DEFAULT '',"
+    "  max_len INTEGER NOT NULL DEFAULT 0,"
+    "  payload TEXT,"
+    "  prior TEXT,"                     /* set: the fields' values before it, for 3-way merge */
+    "  state INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  result_version INTEGER,"
+    "  done_ms INTEGER);"
+    /* No index on state: the pending ops are read in seq (rowid) order, and done ops are
+     * compacted away, so the scan skips few rows; one index less makes every record cheaper. */
+    "CREATE INDEX outbox_by_entity ON outbox(type, id, state, seq);"
+    /* Done ops leave the outbox at compaction; their ids stay here for the audit period. */
+    "CREATE TABLE done_ops("
+    "  op_id TEXT PRIMARY KEY,"
+    "  seq INTEGER NOT NULL,"
+    "  done_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX done_ops_by_time ON done_ops(done_ms);"
+    /* Conflicts and rejections, kept until a person or a policy resolves them. */
+    "CREATE TABLE conflicts("
+    "  seq INTEGER PRIMARY KEY REFERENCES outbox(seq),"
+    "  op_id TEXT NOT NULL,"
+    "  outcome TEXT NOT NULL,"          /* 'conflict' or 'rejected' */
+    "  code TEXT NOT NULL DEFAULT '',"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  server_version INTEGER,"
+    "  server_fields TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  decision TEXT NOT NULL DEFAULT '',"  /* the resolver's verdict while open */
+    "  resolution TEXT,"                /* NULL while open; 'server', 'local', 'rebased', ... */
+    "  resolved_ms INTEGER);"
+    "CREATE TABLE sync_state("
+    "  k TEXT PRIMARY KEY,"
+    "  v) WITHOUT ROWID;"
+    "CREATE TABLE lock_holders("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  pid INTEGER NOT NULL,"
+    "  label TEXT NOT NULL,"
+    "  started_ms INTEGER NOT NULL);"
+    "CREATE TABLE locks("
+    "  key TEXT PRIMARY KEY,"
+    "  token INTEGER NOT NULL,"
+    "  holder INTEGER,"
+    "  holder_label TEXT,"
+    "  acquired_ns INTEGER,"
+    "  expires_ns INTEGER) WITHOUT ROWID;",
+};
+
+fsa_status_t fsa__db_status(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+        return FSA_OK;
+    case SQLITE_FULL:
+        return FSA_EFULL;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return FSA_EBUSY;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return FSA_ECORRUPT;
+    case SQLITE_NOMEM:
+        return FSA_ENOMEM;
+    case SQLITE_CANTOPEN:
+        return FSA_ENOTFOUND;
+    case SQLITE_CONSTRAINT:
+        return FSA_EEXISTS;
+    default:
+        return FSA_EIO;
+    }
+}
+
+fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK && err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s", msg != NULL ? msg : sqlite3_errstr(rc));
+    sqlite3_free(msg);
+    return fsa__db_status(rc);
+}
+
+static fsa_status_t query_int(sqlite3 *db, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *out = sqlite3_column_int64(st, 0);
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            *out = 0;
+            rc = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(st);
+    return fsa__db_status(rc);
+}
+
+/* Creates the file with mode 0600 before SQLite sees it: SQLite would create it with the
+ * process umask, and a journal holds a guard's whereabouts. The -wal and -shm files take the
+ * mode of the database file. */
+static fsa_status_t create_private(const char *path, bool create, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0)
+        return FSA_OK;
+    if (errno != ENOENT) {
+        snprintf(err, errlen, "journal %s: %s", path, strerror(errno));
+        return FSA_EIO;
+    }
+    if (!create) {
+        snprintf(err, errlen, "journal %s does not exist (run 'fieldsync init' first)", path);
+        return FSA_ENOTFOUND;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create journal %s: %s", path, strerror(errno));
+        return FSA_EIO;
+    }
+    if (fd >= 0)
+        close(fd);
+    return FSA_OK;
+}
+
+static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    char detail[256] = "";
+    fsa_status_t st = fsa__db_exec(db, "BEGIN IMMEDIATE", detail, sizeof detail);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "journal %s: cannot start migration: %s", path, detail);
+        return st;
+    }
+    int64_t version = 0;
+    st = query_int(db, "PRAGMA user_version", &version);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "journal %s: cannot read schema version (%s)", path,
+                 fsa_status_str(st));
+        goto out;
+    }
+    if (version > FSA_SCHEMA_VERSION) {
+        snprintf(err, errlen,
+                 "journal %s has schema version %lld, newer than this program's %d: "
+                 "upgrade fieldsync",
+                 path, (long long)version, FSA_SCHEMA_VERSION);
+        st = FSA_ESCHEMA;
+        goto out;
+    }
+    for (int64_t v = version; v < FSA_SCHEMA_VERSION; v++) {
+        st = fsa__db_exec(db, migrations[v], detail, sizeof detail);
+        if (st != FSA_OK) {
+            snprintf(err, errlen, "journal %s: migration to version %lld failed: %s", path,
+                     (long long)(v + 1), detail);
+            goto out;
+        }
+    }
+    if (version < FSA_SCHEMA_VERSION) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", FSA_SCHEMA_VERSION);
+        st = fsa__db_exec(db, sql, detail, sizeof detail);
+        if (st != FSA_OK) {
+            snprintf(err, errlen, "journal %s: cannot set schema version: %s", path, detail);
+            goto out;
+        }
+    }
+    st = fsa__db_exec(db, "COMMIT", detail, sizeof detail);
+    if (st != FSA_OK)
+        snprintf(err, errlen, "journal %s: migration commit failed: %s", path, detail);
+out:
+    if (st != FSA_OK)
+        (void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return st;
+}
+
+/* Sets the clean-close flag. */
+static fsa_status_t set_clean(sqlite3 *db, int clean, char *err, size_t errlen)
+{
+    return fsa__db_exec(db,
+                        clean ? "INSERT INTO sync_state(k, v) VALUES('clean_close', 1) "
+                                "ON CONFLICT(k) DO UPDATE SET v = 1"
+                              : "INSERT INTO sync_state(k, v) VALUES('clean_close', 0) "
+                                "ON CONFLICT(k) DO UPDATE SET v = 0",
+                        err, errlen);
+}
+
+/* Run by the only user of a journal: a journal left open (clean_close 0) by users that are all
+ * gone now was not closed cleanly, and gets a quick check before use. */
+static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    int64_t clean = 1;
+    fsa_status_t st = query_int(db, "SELECT coalesce((SELECT v FROM sync_state WHERE "
+                                    "k='clean_close'), 1)",
+                                &clean);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "journal %s: cannot read state (%s)", path, fsa_status_str(st));
+        return st;
+    }
+    if (clean)
+        return FSA_OK;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &q, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(q);
+    const char *res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+    bool ok = res != NULL && strcmp(res, "ok") == 0;
+    if (!ok)
+        snprintf(err, errlen, "journal %s failed its integrity check after an unclean shutdown: %s",
+                 path, res != NULL ? res : sqlite3_errstr(rc));
+    sqlite3_finalize(q);
+    return ok ? FSA_OK : FSA_ECORRUPT;
+}
+
+/*
+ * Who has the journal open is told by "<journal>.users": every user holds a shared lock on its
+ * byte 0 for as long as it has the journal open, and the kernel drops the lock of a user that
+ * dies. A user that can take the byte exclusively is alone: at open, it checks the journal if the
+ * last users did not close it cleanly; at close, it is the last one and marks a clean close.
+ */
+static fsa_status_t join_users(fsa_port_t *port, const char *path, sqlite3 *db,
+                               const fsa_db_opts_t *opts, fsa_flock_t **users, char *err,
+                               size_t errlen)
+{
+    char upath[4096];
+    if (snprintf(upath, sizeof upath, "%s.users", path) >= (int)sizeof upath) {
+        snprintf(err, errlen, "journal path too long");
+        return FSA_EINVAL;
+    }
+    fsa_status_t st = port->flock_open(port->ctx, upath, users);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "journal %s: cannot open %s", path, upath);
+        return st;
+    }
+    bool alone = port->flock_try(port->ctx, *users, 0) == FSA_OK;
+    if (!alone) {
+        /* Others have it open; one of them may be opening or closing right now and hold the byte
+         * exclusively for a moment. */
+        int timeout_ms = opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms
+                                                   : FSA_LIMIT_BUSY_TIMEOUT_MS;
+        fsa_mono_t deadline = fsa_mono_add_ns(port->mono_now(port->ctx),
+                                              (int64_t)timeout_ms * FSA_NS_PER_MS);
+        while ((st = port->flock_try_shared(port->ctx, *users, 0)) == FSA_EBUSY &&
+               port->mono_now(port->ctx).ns < deadline.ns)
+            port->sleep(port->ctx, FSA_NS_PER_MS);
+        if (st != FSA_OK) {
+            snprintf(err, errlen, "journal %s: another program kept it busy while opening", path);
+            return st == FSA_EBUSY ? FSA_EBUSY : st;
+        }
+    }
+    if (alone)
+        st = check_after_unclean(db, path, err, errlen);
+    if (st == FSA_OK)
+        st = set_clean(db, 0, err, errlen);
+    if (alone && st == FSA_OK)
+        st = port->flock_try_shared(port->ctx, *users, 0); /* a downgrade: cannot be refused */
+    return st;
+}
+
+fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_t *opts,
+                          sqlite3 **out, fsa_flock_t **users, char *err, size_t errlen)
+{
+    char scratch[8];
+    if (err == NULL || errlen == 0) {
+        err = scratch;
+        errlen = sizeof scratch;
+    }
+    err[0] = '\0';
+    if (out == NULL || users == NULL)
+        return FSA_EINVAL;
+    *out = NULL;
+    *users = NULL;
+    if (port == NULL || path == NULL || path[0] == '\0' || opts == NULL) {
+        snprintf(err, errlen, "no journal path given");
+        return FSA_EINVAL;
+    }
+    fsa_status_t st = create_private(path, opts->create, err, errlen);
+    if (st != FSA_OK)
+        return st;
+
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open journal %s: %s", path,
+                 db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        st = fsa__db_status(rc);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms
+                                                       : FSA_LIMIT_BUSY_TIMEOUT_MS);
+    char detail[256] = "";
+    st = fsa__db_exec(db, "PRAGMA journal_mode=WAL", detail, sizeof detail);
+    if (st == FSA_OK)
+        st = fsa__db_exec(db, opts->sync_normal ? "PRAGMA synchronous=NORMAL"
+                                                : "PRAGMA synchronous=FULL",
+                          detail, sizeof detail);
+    if (st == FSA_OK)
+        st = fsa__db_exec(db, "PRAGMA foreign_keys=ON", detail, sizeof detail);
+    if (st != FSA_OK) {
+        if (st == FSA_ECORRUPT || st == FSA_EIO)
+            snprintf(err, errlen, "journal %s is not a usable SQLite database: %s", path,
+                     detail);
+        else
+            snprintf(err, errlen, "journal %s: %s", path, detail);
+        goto fail;
+    }
+    st = migrate(db, path, err, errlen);
+    if (st != FSA_OK)
+        goto fail;
+    st = join_users(port, path, db, opts, users, err, errlen);
+    if (st != FSA_OK)
+        goto fail;
+    *out = db;
+    return FSA_OK;
+fail:
+    port->flock_close(port->ctx, *users);
+    *users = NULL;
+    sqlite3_close_v2(db);
+    return st;
+}
+
+void fsa__db_close(fsa_port_t *port, sqlite3 *db, fsa_flock_t *users)
+{
+    if (db != NULL && users != NULL && port->flock_try(port->ctx, users, 0) == FSA_OK)
+        (void)set_clean(db, 1, NULL, 0); /* the last user leaves */
+    if (users != NULL)
+        port->flock_close(port->ctx, users);
+    sqlite3_close_v2(db);
+}

@@ -21,17 +21,20 @@ typedef struct fsa_db_opts {
 
 /*
  * Opens (and when asked, creates) the journal at path: WAL, synchronous FULL (or NORMAL), busy
- * timeout, foreign keys, the schema migrated to FSA_SCHEMA_VERSION in one transaction, and a
- * quick integrity check when the previous user did not close it cleanly.
- * On FSA_OK *out is an open connection (close with fsa__db_close). Otherwise *out is NULL and
- * err (errlen bytes) holds one line naming the problem. Returns FSA_OK, FSA_EINVAL, FSA_ENOTFOUND
- * (missing and not create), FSA_EIO, FSA_ESCHEMA (newer journal), FSA_ECORRUPT, FSA_ENOMEM.
+ * timeout, foreign keys, the schema migrated to FSA_SCHEMA_VERSION in one transaction, and joins
+ * the journal's users (a shared lock on "<path>.users"); a user that finds itself alone on a
+ * journal whose last users did not close it cleanly runs a quick integrity check first.
+ * On FSA_OK *out is an open connection and *users its membership (close both with
+ * fsa__db_close). Otherwise both are NULL and err (errlen bytes) holds one line naming the
+ * problem. Returns FSA_OK, FSA_EINVAL, FSA_ENOTFOUND (missing and not create), FSA_EIO,
+ * FSA_EBUSY, FSA_ESCHEMA (newer journal), FSA_ECORRUPT, FSA_ENOMEM.
  */
-fsa_status_t fsa__db_open(const char *path, const fsa_db_opts_t *opts, sqlite3 **out, char *err,
-                          size_t errlen);
+fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_t *opts,
+                          sqlite3 **out, fsa_flock_t **users, char *err, size_t errlen);
 
-/* Marks a clean close and closes. NULL is accepted. */
-void fsa__db_close(sqlite3 *db);
+/* Leaves the journal's users (marking a clean close when this was the last one) and closes the
+ * connection. NULLs are accepted. */
+void fsa__db_close(fsa_port_t *port, sqlite3 *db, fsa_flock_t *users);
 
 /* Maps a SQLite result code to a status (SQLITE_FULL -> FSA_EFULL, BUSY/LOCKED -> FSA_EBUSY,
  * CORRUPT/NOTADB -> FSA_ECORRUPT, NOMEM -> FSA_ENOMEM, else FSA_EIO). */

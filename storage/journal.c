@@ -1,2 +1,1403 @@
-/* fieldsync: storage/journal.c (being written). */
-typedef int fsa__placeholder_t;
+/* fieldsync: the journal: recording, the local view, the outbox, conflicts and sync state. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "port/limits.h"
+#include "storage/db.h"
+#include "storage/journal.h"
+#include "storage/lock_internal.h"
+
+/* Prepared statements, kept for the life of the handle: preparing costs more CPU than the rest of
+ * a record. Keyed by the address of the SQL text, which is always a string literal. */
+#define STMT_CACHE_MAX 48
+
+struct fsa_journal {
+    fsa_port_t *port;
+    sqlite3 *db;
+    fsa_flock_t *users; /* membership of the journal's users (db.c) */
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } stmts[STMT_CACHE_MAX];
+    int nstmts;
+    fsa_mutex_t *mu; /* serializes the handle's transactions across threads */
+    int64_t budget_bytes;
+    char *path;
+};
+
+/* ---- small SQLite helpers ---- */
+
+/* A cached statement for sql (a string literal), ready to bind. Hand it back with release(). */
+static fsa_status_t prep(fsa_journal_t *j, const char *sql, sqlite3_stmt **st)
+{
+    for (int i = 0; i < j->nstmts; i++) {
+        if (j->stmts[i].sql == sql) {
+            *st = j->stmts[i].st;
+            return FSA_OK;
+        }
+    }
+    unsigned flags = j->nstmts < STMT_CACHE_MAX ? SQLITE_PREPARE_PERSISTENT : 0;
+    int rc = sqlite3_prepare_v3(j->db, sql, -1, flags, st, NULL);
+    if (rc != SQLITE_OK) {
+        fsa_log(j->port, FSA_LOG_ERROR, "journal: cannot prepare statement: %s",
+                sqlite3_errmsg(j->db));
+        *st = NULL;
+        return fsa__db_status(rc);
+    }
+    if (j->nstmts < STMT_CACHE_MAX) {
+        j->stmts[j->nstmts].sql = sql;
+        j->stmts[j->nstmts].st = *st;
+        j->nstmts++;
+    }
+    return FSA_OK;
+}
+
+/* Resets a statement from prep() for its next use (or finalizes it if the cache was full). */
+static void release(fsa_journal_t *j, sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return;
+    for (int i = 0; i < j->nstmts; i++) {
+        if (j->stmts[i].st == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    }
+    release(j, st);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(st, i, s != NULL ? s : "", -1, SQLITE_TRANSIENT);
+}
+
+static char *dup_col(sqlite3_stmt *st, int i)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+    if (s == NULL)
+        return NULL;
+    return strdup((const char *)s);
+}
+
+static void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int i)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+    snprintf(dst, cap, "%s", s != NULL ? (const char *)s : "");
+}
+
+/* Steps a statement that returns no rows, then finalizes it. */
+static fsa_status_t step_done(fsa_journal_t *j, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    release(j, st);
+    return rc == SQLITE_DONE ? FSA_OK : fsa__db_status(rc == SQLITE_ROW ? SQLITE_MISUSE : rc);
+}
+
+static void rec_error(fsa_rec_t *rec, const char *fmt, ...) FSA_PRINTF(2, 3);
+static void rec_error(fsa_rec_t *rec, const char *fmt, ...)
+{
+    if (rec == NULL)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rec->error, sizeof rec->error, fmt, ap);
+    va_end(ap);
+}
+
+static fsa_status_t begin(fsa_journal_t *j)
+{
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    fsa_status_t st = fsa__db_exec(j->db, "BEGIN IMMEDIATE", NULL, 0);
+    if (st != FSA_OK)
+        j->port->mutex_unlock(j->port->ctx, j->mu);
+    return st;
+}
+
+/* Commits when st is FSA_OK, else rolls back; returns the final status. Releases the mutex. */
+static fsa_status_t finish(fsa_journal_t *j, fsa_status_t st)
+{
+    if (st == FSA_OK) {
+        st = fsa__db_exec(j->db, "COMMIT", NULL, 0);
+        if (st != FSA_OK)
+            (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    } else {
+        (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return st;
+}
+
+static void full_message(fsa_journal_t *j, fsa_rec_t *rec)
+{
+    rec_error(rec, "journal full: %s reached its budget of %" PRId64 " MiB; sync to make room",
+              j->path, j->budget_bytes / (1024 * 1024));
+}
+
+/* ---- open / close ---- */
+
+fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_journal_opts_t *opts,
+                              fsa_journal_t **out, char *err, size_t errlen)
+{
+    char scratch[8];
+    if (err == NULL || errlen == 0) {
+        err = scratch;
+        errlen = sizeof scratch;
+    }
+    err[0] = '\0';
+    if (out == NULL)
+        return FSA_EINVAL;
+    *out = NULL;
+    if (port == NULL || path == NULL) {
+        snprintf(err, errlen, "journal: no port or path given");
+        return FSA_EINVAL;
+    }
+    fsa_journal_opts_t o = {0};
+    if (opts != NULL)
+        o = *opts;
+    if (o.budget_bytes < 0 || o.budget_bytes > FSA_LIMIT_JOURNAL_BUDGET_BYTES_MAX) {
+        snprintf(err, errlen, "journal budget %" PRId64 " bytes is out of range (max %lld)",
+                 o.budget_bytes, (long long)FSA_LIMIT_JOURNAL_BUDGET_BYTES_MAX);
+        return FSA_EINVAL;
+    }
+    fsa_journal_t *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return FSA_ENOMEM;
+    j->port = port;
+    j->budget_bytes = o.budget_bytes > 0 ? o.budget_bytes : FSA_LIMIT_JOURNAL_BUDGET_BYTES;
+    j->path = strdup(path);
+    fsa_status_t st = j->path != NULL ? port->mutex_new(port->ctx, &j->mu) : FSA_ENOMEM;
+    if (st != FSA_OK)
+        goto fail;
+    fsa_db_opts_t dbo = {.sync_normal = o.sync_normal,
+                         .busy_timeout_ms = o.busy_timeout_ms,
+                         .create = o.create};
+    st = fsa__db_open(port, path, &dbo, &j->db, &j->users, err, errlen);
+    if (st != FSA_OK)
+        goto fail;
+    /* The disk budget is SQLite's page limit: a write that would grow the file past it fails
+     * with SQLITE_FULL, which the recording calls report as "journal full". Pages freed by
+     * compaction are reused, so a full journal still applies results and compacts. */
+    char sql[96];
+    int64_t pages = j->budget_bytes / 4096;
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %" PRId64, pages > 16 ? pages : 16);
+    st = fsa__db_exec(j->db, sql, err, errlen);
+    if (st != FSA_OK)
+        goto fail;
+    *out = j;
+    return FSA_OK;
+fail:
+    fsa_journal_close(j);
+    return st;
+}
+
+void fsa_journal_close(fsa_journal_t *j)
+{
+    if (j == NULL)
+        return;
+    for (int i = 0; i < j->nstmts; i++)
+        sqlite3_finalize(j->stmts[i].st);
+    fsa__db_close(j->port, j->db, j->users);
+    if (j->mu != NULL)
+        j->port->mutex_free(j->port->ctx, j->mu);
+    free(j->path);
+    free(j);
+}
+
+const char *fsa_journal_path(const fsa_journal_t *j)
+{
+    return j != NULL ? j->path : "";
+}
+
+/* ---- sync state ---- */
+
+static fsa_status_t state_get_int_locked(fsa_journal_t *j, const char *key, int64_t dflt,
+                                         int64_t *out)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, "SELECT v FROM sync_state WHERE k = ?1", &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, key);
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : dflt;
+    release(j, st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? FSA_OK : fsa__db_status(rc);
+}
+
+fsa_status_t fsa_journal_state_get_int(fsa_journal_t *j, const char *key, int64_t dflt,
+                                       int64_t *out)
+{
+    if (j == NULL || key == NULL || out == NULL)
+        return FSA_EINVAL;
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    fsa_status_t s = state_get_int_locked(j, key, dflt, out);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+static fsa_status_t state_set(fsa_journal_t *j, const char *key, const char *sv, int64_t iv)
+{
+    if (j == NULL || key == NULL)
+        return FSA_EINVAL;
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "INSERT INTO sync_state(k, v) VALUES(?1, ?2) "
+                          "ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+                          &st);
+    if (s == FSA_OK) {
+        bind_text(st, 1, key);
+        if (sv != NULL)
+            bind_text(st, 2, sv);
+        else
+            sqlite3_bind_int64(st, 2, iv);
+        s = step_done(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+fsa_status_t fsa_journal_state_set_int(fsa_journal_t *j, const char *key, int64_t v)
+{
+    return state_set(j, key, NULL, v);
+}
+
+fsa_status_t fsa_journal_state_set_str(fsa_journal_t *j, const char *key, const char *v)
+{
+    if (v == NULL)
+        return FSA_EINVAL;
+    return state_set(j, key, v, 0);
+}
+
+fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key, char **out)
+{
+    if (j == NULL || key == NULL || out == NULL)
+        return FSA_EINVAL;
+    *out = NULL;
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, "SELECT v FROM sync_state WHERE k = ?1", &st);
+    if (s == FSA_OK) {
+        bind_text(st, 1, key);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *out = dup_col(st, 0);
+            if (*out == NULL && sqlite3_column_type(st, 0) != SQLITE_NULL)
+                s = FSA_ENOMEM;
+        } else if (rc != SQLITE_DONE) {
+            s = fsa__db_status(rc);
+        }
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+static fsa_wall_t now_locked(fsa_journal_t *j)
+{
+    int64_t offset = 0;
+    (void)state_get_int_locked(j, "clock_offset_ms", 0, &offset);
+    fsa_wall_t w = j->port->wall_now(j->port->ctx);
+    w.ms += offset;
+    return w;
+}
+
+fsa_wall_t fsa_journal_now(fsa_journal_t *j)
+{
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    fsa_wall_t w = now_locked(j);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return w;
+}
+
+/* ---- entities and the local view ---- */
+
+typedef struct entity {
+    bool exists;
+    char *base_fields;  /* NULL: not on the server */
+    int64_t base_version;
+    char *local_fields; /* NULL: no local view */
+} entity_t;
+
+static void entity_clear(entity_t *e)
+{
+    free(e->base_fields);
+    free(e->local_fields);
+    memset(e, 0, sizeof *e);
+}
+
+static fsa_status_t entity_load(fsa_journal_t *j, fsa_type_t type, const char *id, entity_t *e)
+{
+    memset(e, 0, sizeof *e);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT base_fields, base_version, local_fields FROM entities "
+                          "WHERE type = ?1 AND id = ?2",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, fsa_type_name(type));
+    bind_text(st, 2, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        e->base_fields = dup_col(st, 0);
+        e->base_version = sqlite3_column_int64(st, 1);
+        e->local_fields = dup_col(st, 2);
+        e->exists = e->local_fields != NULL;
+        if ((sqlite3_column_type(st, 0) != SQLITE_NULL && e->base_fields == NULL) ||
+            (sqlite3_column_type(st, 2) != SQLITE_NULL && e->local_fields == NULL))
+            s = FSA_ENOMEM;
+    } else if (rc != SQLITE_DONE) {
+        s = fsa__db_status(rc);
+    }
+    release(j, st);
+    if (s != FSA_OK)
+        entity_clear(e);
+    return s;
+}
+
+static fsa_status_t entity_store(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                 const entity_t *e)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s;
+    if (e->base_fields == NULL && e->local_fields == NULL) {
+        s = prep(j, "DELETE FROM entities WHERE type = ?1 AND id = ?2", &st);
+        if (s != FSA_OK)
+            return s;
+        bind_text(st, 1, fsa_type_name(type));
+        bind_text(st, 2, id);
+        return step_done(j, st);
+    }
+    s = prep(j,
+             "INSERT INTO entities(type, id, base_fields, base_version, local_fields, updated_ms) "
+             "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(type, id) DO UPDATE SET "
+             "base_fields = excluded.base_fields, base_version = excluded.base_version, "
+             "local_fields = excluded.local_fields, updated_ms = excluded.updated_ms",
+             &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, fsa_type_name(type));
+    bind_text(st, 2, id);
+    if (e->base_fields != NULL)
+        bind_text(st, 3, e->base_fields);
+    sqlite3_bind_int64(st, 4, e->base_version);
+    if (e->local_fields != NULL)
+        bind_text(st, 5, e->local_fields);
+    sqlite3_bind_int64(st, 6, j->port->wall_now(j->port->ctx).ms);
+    return step_done(j, st);
+}
+
+/* Column order of OP_COLUMNS, read by op_from_row(). */
+#define OP_COLUMNS                                                                             \
+    "seq, op_id, at_ms, kind, type, id, grp, field, base_version, by_n, from_s, to_s, akey, "  \
+    "max_len, payload, state"
+
+static fsa_status_t op_from_row(sqlite3_stmt *st, fsa_op_t *op, fsa_op_state_t *state)
+{
+    memset(op, 0, sizeof *op);
+    op->seq = sqlite3_column_int64(st, 0);
+    copy_col(op->op_id, sizeof op->op_id, st, 1);
+    op->at_ms = sqlite3_column_int64(st, 2);
+    op->kind = (fsa_op_kind_t)sqlite3_column_int(st, 3);
+    op->type = (fsa_type_t)sqlite3_column_int(st, 4);
+    copy_col(op->id, sizeof op->id, st, 5);
+    copy_col(op->group, sizeof op->group, st, 6);
+    copy_col(op->field, sizeof op->field, st, 7);
+    op->base_version = sqlite3_column_int64(st, 8);
+    op->by = sqlite3_column_int64(st, 9);
+    copy_col(op->from, sizeof op->from, st, 10);
+    copy_col(op->to, sizeof op->to, st, 11);
+    copy_col(op->key, sizeof op->key, st, 12);
+    op->max_len = sqlite3_column_int64(st, 13);
+    if (sqlite3_column_type(st, 14) != SQLITE_NULL) {
+        op->json = dup_col(st, 14);
+        if (op->json == NULL)
+            return FSA_ENOMEM;
+    }
+    if (state != NULL)
+        *state = (fsa_op_state_t)sqlite3_column_int(st, 15);
+    return FSA_OK;
+}
+
+/*
+ * Rebuilds an entity's local view: its base with every pending op replayed in seq order. An op
+ * that no longer applies on the new base (a transition whose from is gone, a create of what the
+ * server has) is skipped here; the server will answer it and the resolver will decide.
+ */
+static fsa_status_t rebuild_local(fsa_journal_t *j, fsa_type_t type, const char *id)
+{
+    entity_t e;
+    fsa_status_t s = entity_load(j, type, id, &e);
+    if (s != FSA_OK)
+        return s;
+    char *cur = e.base_fields != NULL ? strdup(e.base_fields) : NULL;
+    if (e.base_fields != NULL && cur == NULL) {
+        entity_clear(&e);
+        return FSA_ENOMEM;
+    }
+    sqlite3_stmt *st;
+    s = prep(j,
+             "SELECT " OP_COLUMNS " FROM outbox WHERE type = ?1 AND id = ?2 AND state IN (0, 1) "
+             "ORDER BY seq",
+             &st);
+    if (s != FSA_OK)
+        goto out;
+    sqlite3_bind_int(st, 1, (int)type);
+    bind_text(st, 2, id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        fsa_op_t op;
+        s = op_from_row(st, &op, NULL);
+        if (s != FSA_OK) {
+            fsa_op_clear(&op);
+            break;
+        }
+        char *next = NULL;
+        fsa_status_t as = fsa_model_apply(&op, cur, e.base_version, FSA_APPLY_REPLAY, &next, NULL);
+        fsa_op_clear(&op);
+        if (as == FSA_ENOMEM) {
+            s = as;
+            break;
+        }
+        if (as == FSA_OK) {
+            free(cur);
+            cur = next;
+        }
+    }
+    if (s == FSA_OK && rc != SQLITE_DONE)
+        s = fsa__db_status(rc);
+    release(j, st);
+    if (s == FSA_OK) {
+        free(e.local_fields);
+        e.local_fields = cur;
+        cur = NULL;
+        s = entity_store(j, type, id, &e);
+    }
+out:
+    free(cur);
+    entity_clear(&e);
+    return s;
+}
+
+static fsa_status_t count_pending(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t *n)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT count(*) FROM outbox WHERE type = ?1 AND id = ?2 AND "
+                          "state IN (0, 1)",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int(st, 1, (int)type);
+    bind_text(st, 2, id);
+    int rc = sqlite3_step(st);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    release(j, st);
+    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+}
+
+static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const char *prior,
+                                  int64_t *seq)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "INSERT INTO outbox(op_id, at_ms, kind, type, id, grp, field, "
+                          "base_version, by_n, from_s, to_s, akey, max_len, payload, prior) "
+                          "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
+                          "?15)",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, op->op_id);
+    sqlite3_bind_int64(st, 2, op->at_ms);
+    sqlite3_bind_int(st, 3, (int)op->kind);
+    sqlite3_bind_int(st, 4, (int)op->type);
+    bind_text(st, 5, op->id);
+    bind_text(st, 6, op->group);
+    bind_text(st, 7, op->field);
+    sqlite3_bind_int64(st, 8, op->base_version);
+    sqlite3_bind_int64(st, 9, op->by);
+    bind_text(st, 10, op->from);
+    bind_text(st, 11, op->to);
+    bind_text(st, 12, op->key);
+    sqlite3_bind_int64(st, 13, op->max_len);
+    if (op->json != NULL)
+        bind_text(st, 14, op->json);
+    if (prior != NULL)
+        bind_text(st, 15, prior);
+    s = step_done(j, st);
+    if (s == FSA_OK)
+        *seq = sqlite3_last_insert_rowid(j->db);
+    return s;
+}
+
+/*
+ * Records one op inside an open transaction: fills its identity and preconditions from the local
+ * view, validates and applies it there, appends it to the outbox. op is the caller's scratch copy
+ * (its json is borrowed and not freed here).
+ */
+static fsa_status_t record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_t at,
+                                      const char *group, fsa_rec_t *rec)
+{
+    const char *tname = fsa_type_name(op->type);
+    if ((unsigned)op->type >= FSA__TYPE_COUNT) {
+        rec_error(rec, "unknown entity type %d", (int)op->type);
+        return FSA_EINVAL;
+    }
+    if (!fsa_model_id_valid(op->id)) {
+        rec_error(rec, "invalid %s id '%.40s': ids are 1-128 characters of A-Z a-z 0-9 . _ : -",
+                  tname, op->id);
+        return FSA_EINVAL;
+    }
+    fsa_status_t s = fsa_uuid4(j->port, op->op_id);
+    if (s != FSA_OK)
+        return s;
+    op->at_ms = at.ms;
+    snprintf(op->group, sizeof op->group, "%s", group);
+
+    entity_t e;
+    s = entity_load(j, op->type, op->id, &e);
+    if (s != FSA_OK)
+        return s;
+    if (op->kind == FSA_OP_CREATE && e.exists) {
+        rec_error(rec, "%s %s already exists", tname, op->id);
+        s = FSA_EEXISTS;
+        goto out;
+    }
+    if (op->kind != FSA_OP_CREATE && !e.exists) {
+        rec_error(rec, "%s %s does not exist in this journal (create it, or sync to fetch it)",
+                  tname, op->id);
+        s = FSA_ENOTFOUND;
+        goto out;
+    }
+    if (op->kind == FSA_OP_SET) {
+        /* The version the server will have when this op arrives, if every op recorded before
+         * it on this entity applies: each applied op bumps the version by one. */
+        int64_t pending = 0;
+        s = count_pending(j, op->type, op->id, &pending);
+        if (s != FSA_OK)
+            goto out;
+        op->base_version = e.base_version + pending;
+    }
+    if (op->kind == FSA_OP_TRANSITION) {
+        const char *sf = fsa_model_status_field(op->type);
+        if (sf == NULL) {
+            rec_error(rec, "%s has no status to transition", tname);
+            s = FSA_EINVAL;
+            goto out;
+        }
+        snprintf(op->field, sizeof op->field, "%s", sf);
+        if (fsa_model_get_status(e.local_fields, op->type, op->from) != FSA_OK) {
+            rec_error(rec, "%s %s has no %s", tname, op->id, sf);
+            s = FSA_EINVAL;
+            goto out;
+        }
+    }
+    char *next = NULL, *prior = NULL;
+    fsa_model_err_t merr = {{0}, {0}};
+    s = fsa_model_apply(op, e.local_fields, e.base_version, FSA_APPLY_REPLAY, &next, &merr);
+    /* A set keeps the values it replaces: on a conflict the resolver compares them with the
+     * server's to tell whether the server changed the same fields (a three-way merge). */
+    if (s == FSA_OK && op->kind == FSA_OP_SET)
+        s = fsa_model_project(e.local_fields, op->json, &prior);
+    if (s != FSA_OK) {
+        if (s == FSA_ECONFLICT) /* the local view moved: same meaning as a failed precondition */
+            s = FSA_EINVAL;
+        rec_error(rec, "%s", merr.message[0] != '\0' ? merr.message : fsa_status_str(s));
+        goto out;
+    }
+    free(e.local_fields);
+    e.local_fields = next;
+    s = entity_store(j, op->type, op->id, &e);
+    if (s == FSA_OK)
+        s = outbox_insert(j, op, prior, &op->seq);
+    fsa_model_free(prior);
+out:
+    entity_clear(&e);
+    return s;
+}
+
+static fsa_status_t fence_check(fsa_journal_t *j, const fsa_fence_t *fence, fsa_rec_t *rec)
+{
+    if (fence == NULL)
+        return FSA_OK;
+    fsa_status_t s = fsa__lock_fence_check(j->db, fence);
+    if (s == FSA_EFENCED)
+        rec_error(rec, "write refused: lock %s was taken over (token %" PRId64
+                  " is stale); redo the work under a fresh lock",
+                  fence->key != NULL ? fence->key : "?", fence->token);
+    return s;
+}
+
+/* Records n ops in one transaction; as a group (one fresh group id) when grouped. */
+static fsa_status_t record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n, bool grouped,
+                               const fsa_fence_t *fence, fsa_rec_t *rec)
+{
+    if (rec != NULL)
+        memset(rec, 0, sizeof *rec);
+    if (j == NULL || ops == NULL || n == 0 || n > FSA_JOURNAL_GROUP_MAX) {
+        rec_error(rec, "invalid arguments to a journal write");
+        return FSA_EINVAL;
+    }
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK) {
+        rec_error(rec, "journal %s is busy or unwritable (%s)", j->path, fsa_status_str(s));
+        return s;
+    }
+    s = fence_check(j, fence, rec);
+    char group[FSA_GROUP_BYTES] = "";
+    if (s == FSA_OK && grouped)
+        s = fsa_uuid4(j->port, group);
+    fsa_wall_t at = now_locked(j);
+    for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        fsa_op_t op = ops[i]; /* shallow: json stays the caller's */
+        s = record_one_locked(j, &op, at, group, rec);
+        if (s == FSA_OK && i == 0 && rec != NULL) {
+            memcpy(rec->op_id, op.op_id, sizeof rec->op_id);
+            rec->seq = op.seq;
+        }
+    }
+    s = finish(j, s);
+    if (s == FSA_EFULL)
+        full_message(j, rec);
+    else if (s != FSA_OK && rec != NULL && rec->error[0] == '\0')
+        rec_error(rec, "journal %s: write failed (%s)", j->path, fsa_status_str(s));
+    if (s != FSA_OK && rec != NULL) {
+        rec->op_id[0] = '\0';
+        rec->seq = 0;
+    }
+    return s;
+}
+
+static fsa_status_t record_single(fsa_journal_t *j, fsa_op_t *op, const char *id,
+                                  const fsa_fence_t *fence, fsa_rec_t *rec)
+{
+    if (id == NULL || strlen(id) >= sizeof op->id) {
+        if (rec != NULL) {
+            memset(rec, 0, sizeof *rec);
+            rec_error(rec, "missing or overlong entity id");
+        }
+        return FSA_EINVAL;
+    }
+    memcpy(op->id, id, strlen(id) + 1);
+    return record_ops(j, op, 1, false, fence, rec);
+}
+
+static bool copy_name(char *dst, size_t cap, const char *src)
+{
+    if (src == NULL || strlen(src) >= cap)
+        return false;
+    memcpy(dst, src, strlen(src) + 1);
+    return true;
+}
+
+fsa_status_t fsa_journal_create(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                const char *fields_json, const fsa_fence_t *fence, fsa_rec_t *rec)
+{
+    fsa_op_t op = {.kind = FSA_OP_CREATE, .type = type, .json = (char *)(uintptr_t)fields_json};
+    if (fields_json == NULL)
+        op.json = (char *)(uintptr_t) "{}";
+    return record_single(j, &op, id, fence, rec);
+}
+
+fsa_status_t fsa_journal_set(fsa_journal_t *j, fsa_type_t type, const char *id,
+                             const char *fields_json, const fsa_fence_t *fence, fsa_rec_t *rec)
+{
+    fsa_op_t op = {.kind = FSA_OP_SET, .type = type, .json = (char *)(uintptr_t)fields_json};
+    if (fields_json == NULL) {
+        if (rec != NULL)
+            rec_error(rec, "set needs fields");
+        return FSA_EINVAL;
+    }
+    return record_single(j, &op, id, fence, rec);
+}
+
+fsa_status_t fsa_journal_merge(fsa_journal_t *j, fsa_type_t type, const char *id,
+                               const char *field, const char *patch_json,
+                               const fsa_fence_t *fence, fsa_rec_t *rec)
+{
+    fsa_op_t op = {.kind = FSA_OP_MERGE, .type = type, .json = (char *)(uintptr_t)patch_json};
+    if (patch_json == NULL || !copy_name(op.field, sizeof op.field, field)) {
+        if (rec != NULL)
+            rec_error(rec, "merge needs a field name and a patch");
+        return FSA_EINVAL;
+    }
+    return record_single(j, &op, id, fence, rec);
+}
+
+fsa_status_t fsa_journal_increment(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                   const char *field, int64_t by, const fsa_fence_t *fence,
+                                   fsa_rec_t *rec)
+{
+    fsa_op_t op = {.kind = FSA_OP_INCREMENT, .type = type, .by = by};
+    if (!copy_name(op.field, sizeof op.field, field)) {
+        if (rec != NULL)
+            rec_error(rec, "increment needs a field name");
+        return FSA_EINVAL;
+    }
+    return record_single(j, &op, id, fence, rec);
+}
+
+fsa_status_t fsa_journal_transition(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                    const char *to, const fsa_fence_t *fence, fsa_rec_t *rec)
+{
+    fsa_op_t op = {.kind = FSA_OP_TRANSITION, .type = type};
+    if (!copy_name(op.to, sizeof op.to, to)) {
+        if (rec != NULL)
+            rec_error(rec, "transition needs a target status (at most %d characters)",
+                      FSA_STATUS_BYTES - 1);
+        return FSA_EINVAL;
+    }
+    return record_single(j, &op, id, fence, rec);
+}
+
+fsa_status_t fsa_journal_append(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                const char *field, const char *key, const char *item_json,
+                                int64_t max_len, const fsa_fence_t *fence, fsa_rec_t *rec)
+{
+    fsa_op_t op = {.kind = FSA_OP_APPEND,
+                   .type = type,
+                   .max_len = max_len,
+                   .json = (char *)(uintptr_t)item_json};
+    if (item_json == NULL || !copy_name(op.field, sizeof op.field, field) ||
+        !copy_name(op.key, sizeof op.key, key)) {
+        if (rec != NULL)
+            rec_error(rec, "append needs a field, a key and an item");
+        return FSA_EINVAL;
+    }
+    return record_single(j, &op, id, fence, rec);
+}
+
+fsa_status_t fsa_journal_record_group(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
+                                      const fsa_fence_t *fence, fsa_rec_t *rec)
+{
+    return record_ops(j, ops, n, true, fence, rec);
+}
+
+fsa_status_t fsa_journal_checkpoint_update(fsa_journal_t *j, const char *child_id,
+                                           const char *fields_json, const fsa_fence_t *fence,
+                                           fsa_rec_t *rec)
+{
+    if (rec != NULL)
+        memset(rec, 0, sizeof *rec);
+    if (j == NULL || child_id == NULL || fields_json == NULL ||
+        strlen(child_id) >= FSA_ID_BYTES) {
+        rec_error(rec, "checkpoint update needs a checkpoint id and fields");
+        return FSA_EINVAL;
+    }
+    /* Reading the parent outside the write transaction is safe: parent_id is set at creation
+     * and changed only by a set on the child, which this group's own set would conflict with. */
+    char *fields = NULL;
+    fsa_status_t s = fsa_journal_get(j, FSA_TYPE_JOBNEED, child_id, &fields, NULL, NULL);
+    if (s == FSA_ENOTFOUND)
+        rec_error(rec, "checkpoint %s does not exist in this journal", child_id);
+    if (s != FSA_OK)
+        return s;
+    char *parent = NULL;
+    s = fsa_model_get_field(fields, "parent_id", &parent);
+    fsa_model_free(fields);
+    /* parent is JSON text: a quoted id, or null. */
+    char parent_id[FSA_ID_BYTES] = "";
+    size_t plen = parent != NULL ? strlen(parent) : 0;
+    if (s == FSA_OK && plen >= 3 && parent[0] == '"' && plen - 2 < sizeof parent_id) {
+        memcpy(parent_id, parent + 1, plen - 2);
+        parent_id[plen - 2] = '\0';
+    }
+    fsa_model_free(parent);
+    if (parent_id[0] == '\0' || !fsa_model_id_valid(parent_id)) {
+        rec_error(rec, "jobneed %s is not a checkpoint: it has no parent tour", child_id);
+        return FSA_EINVAL;
+    }
+    char touch[FSA_ID_BYTES + 96];
+    fsa_wall_t at = fsa_journal_now(j);
+    snprintf(touch, sizeof touch, "{\"last_checkpoint\":\"%s\",\"last_checkpoint_at\":%" PRId64 "}",
+             child_id, at.ms);
+    fsa_op_t ops[2] = {
+        {.kind = FSA_OP_SET, .type = FSA_TYPE_JOBNEED, .json = (char *)(uintptr_t)fields_json},
+        {.kind = FSA_OP_MERGE, .type = FSA_TYPE_JOBNEED, .json = touch},
+    };
+    memcpy(ops[0].id, child_id, strlen(child_id) + 1);
+    memcpy(ops[1].id, parent_id, strlen(parent_id) + 1);
+    memcpy(ops[1].field, "other_info", sizeof "other_info");
+    return record_ops(j, ops, 2, true, fence, rec);
+}
+
+fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id,
+                             char **fields_json, int64_t *base_version, int64_t *pending)
+{
+    if (fields_json != NULL)
+        *fields_json = NULL;
+    if (j == NULL || id == NULL || (unsigned)type >= FSA__TYPE_COUNT)
+        return FSA_EINVAL;
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    entity_t e;
+    fsa_status_t s = entity_load(j, type, id, &e);
+    if (s == FSA_OK && !e.exists)
+        s = FSA_ENOTFOUND;
+    if (s == FSA_OK && pending != NULL)
+        s = count_pending(j, type, id, pending);
+    if (s == FSA_OK) {
+        if (base_version != NULL)
+            *base_version = e.base_version;
+        if (fields_json != NULL) {
+            *fields_json = e.local_fields;
+            e.local_fields = NULL;
+        }
+    }
+    entity_clear(&e);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+fsa_status_t fsa_journal_get_base(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                  char **fields_json, int64_t *base_version)
+{
+    if (fields_json != NULL)
+        *fields_json = NULL;
+    if (j == NULL || id == NULL || (unsigned)type >= FSA__TYPE_COUNT)
+        return FSA_EINVAL;
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    entity_t e;
+    fsa_status_t s = entity_load(j, type, id, &e);
+    if (s == FSA_OK && !e.exists && e.base_fields == NULL)
+        s = FSA_ENOTFOUND;
+    if (s == FSA_OK) {
+        if (base_version != NULL)
+            *base_version = e.base_version;
+        if (fields_json != NULL) {
+            *fields_json = e.base_fields;
+            e.base_fields = NULL;
+        }
+    }
+    entity_clear(&e);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+/* ---- the outbox ---- */
+
+static fsa_status_t group_size(fsa_journal_t *j, const char *group, size_t *n)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, "SELECT count(*) FROM outbox WHERE grp = ?1 AND state IN (0, 1)",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, group);
+    int rc = sqlite3_step(st);
+    *n = rc == SQLITE_ROW ? (size_t)sqlite3_column_int64(st, 0) : 0;
+    release(j, st);
+    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+}
+
+/* Rough wire size of an op: its payload plus the fixed members. */
+static size_t op_wire_bytes(const fsa_op_t *op)
+{
+    return 256 + strlen(op->id) + strlen(op->group) + (op->json != NULL ? strlen(op->json) : 0);
+}
+
+fsa_status_t fsa_outbox_next_batch(fsa_journal_t *j, fsa_op_t *ops, size_t max_ops,
+                                   size_t max_bytes, size_t *n)
+{
+    if (n != NULL)
+        *n = 0;
+    if (j == NULL || ops == NULL || n == NULL || max_ops < FSA_JOURNAL_GROUP_MAX)
+        return FSA_EINVAL;
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    /* A read transaction, so the rows and the group sizes come from one snapshot. */
+    fsa_status_t s = fsa__db_exec(j->db, "BEGIN", NULL, 0);
+    if (s != FSA_OK) {
+        j->port->mutex_unlock(j->port->ctx, j->mu);
+        return s;
+    }
+    sqlite3_stmt *st;
+    s = prep(j, "SELECT " OP_COLUMNS " FROM outbox WHERE state IN (0, 1) ORDER BY seq LIMIT ?1",
+             &st);
+    size_t count = 0, bytes = 0;
+    char current_group[FSA_GROUP_BYTES] = "";
+    if (s == FSA_OK) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)max_ops);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            fsa_op_t op;
+            s = op_from_row(st, &op, NULL);
+            if (s != FSA_OK) {
+                fsa_op_clear(&op);
+                break;
+            }
+            size_t sz = op_wire_bytes(&op);
+            bool continues_group = op.group[0] != '\0' && strcmp(op.group, current_group) == 0;
+            if (!continues_group) {
+                /* A group is taken whole or not at all: size it before its first op. */
+                size_t need = 1;
+                if (op.group[0] != '\0')
+                    s = group_size(j, op.group, &need);
+                if (s != FSA_OK || (count > 0 && (count + need > max_ops ||
+                                                  bytes + sz * need > max_bytes))) {
+                    fsa_op_clear(&op);
+                    break;
+                }
+                memcpy(current_group, op.group, sizeof current_group);
+            }
+            if (count >= max_ops) { /* only a group bigger than max_ops could get here */
+                fsa_op_clear(&op);
+                break;
+            }
+            ops[count++] = op;
+            bytes += sz;
+        }
+        if (s == FSA_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+            s = fsa__db_status(rc);
+        release(j, st);
+    }
+    (void)sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    if (s != FSA_OK) {
+        for (size_t i = 0; i < count; i++)
+            fsa_op_clear(&ops[i]);
+        return s;
+    }
+    *n = count;
+    return FSA_OK;
+}
+
+fsa_status_t fsa_outbox_mark_inflight(fsa_journal_t *j, const fsa_op_t *ops, size_t n)
+{
+    if (j == NULL || (ops == NULL && n > 0))
+        return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_stmt *st;
+    s = prep(j,
+             "UPDATE outbox SET state = 1, attempts = attempts + 1 "
+             "WHERE op_id = ?1 AND state IN (0, 1)",
+             &st);
+    for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        sqlite3_reset(st);
+        bind_text(st, 1, ops[i].op_id);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+            s = fsa__db_status(rc);
+    }
+    release(j, st);
+    return finish(j, s);
+}
+
+static fsa_status_t find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
+                                fsa_op_state_t *state)
+{
+    memset(op, 0, sizeof *op);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, "SELECT " OP_COLUMNS " FROM outbox WHERE op_id = ?1", &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, op_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        s = op_from_row(st, op, state);
+    else
+        s = rc == SQLITE_DONE ? FSA_ENOTFOUND : fsa__db_status(rc);
+    release(j, st);
+    if (s != FSA_OK)
+        fsa_op_clear(op);
+    return s;
+}
+
+static fsa_status_t set_state(fsa_journal_t *j, int64_t seq, fsa_op_state_t state,
+                              int64_t version, int64_t done_ms)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "UPDATE outbox SET state = ?2, result_version = ?3, done_ms = ?4 "
+                          "WHERE seq = ?1",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, seq);
+    sqlite3_bind_int(st, 2, (int)state);
+    sqlite3_bind_int64(st, 3, version);
+    sqlite3_bind_int64(st, 4, done_ms);
+    return step_done(j, st);
+}
+
+static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, const char *outcome,
+                         const char *code, const char *reason, int64_t server_version,
+                         const char *server_fields, int64_t now_ms)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "INSERT INTO conflicts(seq, op_id, outcome, code, reason, "
+                          "server_version, server_fields, created_ms) "
+                          "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(seq) DO UPDATE SET "
+                          "outcome = excluded.outcome, code = excluded.code, "
+                          "reason = excluded.reason, server_version = excluded.server_version, "
+                          "server_fields = excluded.server_fields, resolution = NULL, "
+                          "resolved_ms = NULL",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, op->seq);
+    bind_text(st, 2, op->op_id);
+    bind_text(st, 3, outcome);
+    bind_text(st, 4, code);
+    bind_text(st, 5, reason);
+    if (server_version > 0)
+        sqlite3_bind_int64(st, 6, server_version);
+    if (server_fields != NULL)
+        bind_text(st, 7, server_fields);
+    sqlite3_bind_int64(st, 8, now_ms);
+    return step_done(j, st);
+}
+
+/* Applies one result inside the open transaction. */
+static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t *r,
+                                        int64_t now_ms)
+{
+    fsa_op_t op;
+    fsa_op_state_t state;
+    fsa_status_t s = find_locked(j, r->op_id, &op, &state);
+    if (s == FSA_ENOTFOUND)
+        return FSA_OK; /* not ours, or compacted long ago: nothing to do */
+    if (s != FSA_OK)
+        return s;
+    if (state != FSA_OPSTATE_PENDING && state != FSA_OPSTATE_INFLIGHT)
+        goto out; /* answered already */
+    fsa_result_status_t outcome = r->status == FSA_RESULT_DUPLICATE ? r->original : r->status;
+    entity_t e;
+    s = entity_load(j, op.type, op.id, &e);
+    if (s != FSA_OK)
+        goto out;
+    if (outcome == FSA_RESULT_APPLIED || outcome == FSA_RESULT_DUPLICATE) {
+        s = set_state(j, op.seq, FSA_OPSTATE_DONE, r->version, now_ms);
+        /* The base follows the server: this op applied on top of it. When other changes came
+         * in between (the version jumped), the fields are refreshed by the next pull. */
+        if (s == FSA_OK && r->version > e.base_version) {
+            char *next = NULL;
+            fsa_status_t as = fsa_model_apply(&op, e.base_fields, e.base_version,
+                                              FSA_APPLY_REPLAY, &next, NULL);
+            if (as == FSA_OK) {
+                free(e.base_fields);
+                e.base_fields = next;
+            } else if (as == FSA_ENOMEM) {
+                s = as;
+            }
+            e.base_version = r->version;
+        }
+    } else if (outcome == FSA_RESULT_CONFLICT) {
+        char reason[FSA_ID_BYTES + 128];
+        snprintf(reason, sizeof reason, "%s %s on the server is at version %" PRId64
+                 "; this %s expected otherwise",
+                 fsa_type_name(op.type), op.id, r->current_version, fsa_op_kind_name(op.kind));
+        s = set_state(j, op.seq, FSA_OPSTATE_CONFLICT, 0, now_ms);
+        if (s == FSA_OK)
+            s = park(j, &op, "conflict", "conflict", reason, r->current_version,
+                     r->current_fields, now_ms);
+        /* The server's current state is the best base there is. */
+        if (s == FSA_OK && r->current_fields != NULL && r->current_version >= e.base_version) {
+            char *copy = strdup(r->current_fields);
+            if (copy == NULL) {
+                s = FSA_ENOMEM;
+            } else {
+                free(e.base_fields);
+                e.base_fields = copy;
+                e.base_version = r->current_version;
+            }
+        }
+    } else {
+        s = set_state(j, op.seq, FSA_OPSTATE_REJECTED, 0, now_ms);
+        if (s == FSA_OK)
+            s = park(j, &op, "rejected", r->code, r->message, 0, NULL, now_ms);
+    }
+    if (s == FSA_OK) {
+        if (e.local_fields == NULL && e.base_fields != NULL) {
+            e.local_fields = strdup(e.base_fields);
+            if (e.local_fields == NULL)
+                s = FSA_ENOMEM;
+        }
+        if (s == FSA_OK && (e.local_fields != NULL || e.base_fields != NULL))
+            s = entity_store(j, op.type, op.id, &e);
+    }
+    if (s == FSA_OK)
+        s = rebuild_local(j, op.type, op.id);
+    entity_clear(&e);
+out:
+    fsa_op_clear(&op);
+    return s;
+}
+
+fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *results, size_t n)
+{
+    if (j == NULL || (results == NULL && n > 0))
+        return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    int64_t now_ms = j->port->wall_now(j->port->ctx).ms;
+    for (size_t i = 0; s == FSA_OK && i < n; i++)
+        s = apply_result_locked(j, &results[i], now_ms);
+    return finish(j, s);
+}
+
+fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
+                              const char *fields_json)
+{
+    if (j == NULL || id == NULL || fields_json == NULL || (unsigned)type >= FSA__TYPE_COUNT ||
+        !fsa_model_id_valid(id) || version < 1)
+        return FSA_EINVAL;
+    fsa_status_t s = fsa_model_json_check(fields_json, FSA_LIMIT_FIELDS_BYTES);
+    if (s != FSA_OK)
+        return s;
+    s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    entity_t e;
+    s = entity_load(j, type, id, &e);
+    if (s == FSA_OK && version > e.base_version) {
+        char *copy = strdup(fields_json);
+        if (copy == NULL) {
+            s = FSA_ENOMEM;
+        } else {
+            free(e.base_fields);
+            e.base_fields = copy;
+            e.base_version = version;
+            s = entity_store(j, type, id, &e);
+            if (s == FSA_OK)
+                s = rebuild_local(j, type, id);
+        }
+    }
+    entity_clear(&e);
+    return finish(j, s);
+}
+
+fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *removed)
+{
+    if (removed != NULL)
+        *removed = 0;
+    if (j == NULL || audit_ms < 0)
+        return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    int64_t now_ms = j->port->wall_now(j->port->ctx).ms;
+    s = fsa__db_exec(j->db,
+                     "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) "
+                     "SELECT op_id, seq, coalesce(done_ms, 0) FROM outbox WHERE state = 2",
+                     NULL, 0);
+    if (s == FSA_OK) {
+        s = fsa__db_exec(j->db, "DELETE FROM outbox WHERE state = 2", NULL, 0);
+        if (s == FSA_OK && removed != NULL)
+            *removed = (size_t)sqlite3_changes(j->db);
+    }
+    if (s == FSA_OK) {
+        sqlite3_stmt *st;
+        s = prep(j, "DELETE FROM done_ops WHERE done_ms < ?1", &st);
+        if (s == FSA_OK) {
+            sqlite3_bind_int64(st, 1, now_ms - audit_ms);
+            s = step_done(j, st);
+        }
+    }
+    return finish(j, s);
+}
+
+fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
+{
+    if (j == NULL || out == NULL)
+        return FSA_EINVAL;
+    memset(out, 0, sizeof *out);
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT "
+                          " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
+                          " (SELECT count(*) FROM outbox WHERE state = 1),"
+                          " (SELECT count(*) FROM outbox WHERE state = 2),"
+                          " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
+                          "  outcome = 'conflict'),"
+                          " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
+                          "  outcome = 'rejected'),"
+                          " (SELECT coalesce(min(at_ms), 0) FROM outbox WHERE seq = "
+                          "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
+                          " (SELECT coalesce(max(seq), 0) FROM sqlite_sequence "
+                          "  WHERE name = 'outbox')",
+                          &st);
+    if (s == FSA_OK) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            out->pending = sqlite3_column_int64(st, 0);
+            out->inflight = sqlite3_column_int64(st, 1);
+            out->done = sqlite3_column_int64(st, 2);
+            out->conflicts = sqlite3_column_int64(st, 3);
+            out->rejected = sqlite3_column_int64(st, 4);
+            out->oldest_pending_at_ms = sqlite3_column_int64(st, 5);
+            out->last_seq = sqlite3_column_int64(st, 6);
+        } else {
+            s = fsa__db_status(rc);
+        }
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+fsa_status_t fsa_outbox_find(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
+                             fsa_op_state_t *state)
+{
+    if (j == NULL || op_id == NULL || op == NULL)
+        return FSA_EINVAL;
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    fsa_status_t s = find_locked(j, op_id, op, state);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+/* ---- conflicts ---- */
+
+void fsa_conflict_clear(fsa_conflict_t *c)
+{
+    if (c == NULL)
+        return;
+    fsa_op_clear(&c->op);
+    free(c->server_fields);
+    free(c->prior_fields);
+    memset(c, 0, sizeof *c);
+}
+
+fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn, void *arg)
+{
+    if (j == NULL || fn == NULL)
+        return FSA_EINVAL;
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT o.seq, o.op_id, o.at_ms, o.kind, o.type, o.id, o.grp, o.field, "
+                          "o.base_version, o.by_n, o.from_s, o.to_s, o.akey, o.max_len, "
+                          "o.payload, o.state, c.outcome, c.code, c.reason, c.server_version, "
+                          "c.server_fields, c.created_ms, coalesce(c.resolution, ''), o.prior, "
+                          "c.decision "
+                          "FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+                          "WHERE ?1 OR c.resolution IS NULL ORDER BY c.seq",
+                          &st);
+    if (s == FSA_OK) {
+        sqlite3_bind_int(st, 1, all ? 1 : 0);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            fsa_conflict_t c;
+            memset(&c, 0, sizeof c);
+            s = op_from_row(st, &c.op, NULL);
+            copy_col(c.outcome, sizeof c.outcome, st, 16);
+            copy_col(c.code, sizeof c.code, st, 17);
+            copy_col(c.reason, sizeof c.reason, st, 18);
+            c.server_version = sqlite3_column_int64(st, 19);
+            c.server_fields = dup_col(st, 20);
+            c.created_ms = sqlite3_column_int64(st, 21);
+            copy_col(c.resolution, sizeof c.resolution, st, 22);
+            c.prior_fields = dup_col(st, 23);
+            copy_col(c.decision, sizeof c.decision, st, 24);
+            bool go_on = s == FSA_OK ? fn(arg, &c) : false;
+            fsa_conflict_clear(&c);
+            if (!go_on)
+                break;
+        }
+        if (s == FSA_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+            s = fsa__db_status(rc);
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
+                                  const char *resolution, fsa_rec_t *rec)
+{
+    if (rec != NULL)
+        memset(rec, 0, sizeof *rec);
+    if (j == NULL || op_id == NULL || resolution == NULL || resolution[0] == '\0') {
+        rec_error(rec, "resolve needs an op id and a resolution");
+        return FSA_EINVAL;
+    }
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    fsa_op_t op;
+    fsa_op_state_t state;
+    s = find_locked(j, op_id, &op, &state);
+    if (s == FSA_OK && state != FSA_OPSTATE_CONFLICT && state != FSA_OPSTATE_REJECTED)
+        s = FSA_ENOTFOUND;
+    sqlite3_stmt *st = NULL;
+    if (s == FSA_OK)
+        s = prep(j,
+                 "UPDATE conflicts SET resolution = ?2, resolved_ms = ?3 "
+                 "WHERE seq = ?1 AND resolution IS NULL",
+                 &st);
+    if (s == FSA_OK) {
+        sqlite3_bind_int64(st, 1, op.seq);
+        bind_text(st, 2, resolution);
+        sqlite3_bind_int64(st, 3, j->port->wall_now(j->port->ctx).ms);
+        s = step_done(j, st);
+        if (s == FSA_OK && sqlite3_changes(j->db) == 0)
+            s = FSA_ENOTFOUND;
+    }
+    if (s == FSA_ENOTFOUND)
+        rec_error(rec, "no open conflict for op %s", op_id);
+    if (s == FSA_OK && take_local) {
+        /* Recorded again as a new op: a new op_id (the old one has its answer on the server),
+         * the next seq, and preconditions taken from the state now known. */
+        fsa_op_t again = op;
+        again.group[0] = '\0';
+        s = record_one_locked(j, &again, now_locked(j), "", rec);
+        if (s == FSA_OK && rec != NULL) {
+            memcpy(rec->op_id, again.op_id, sizeof rec->op_id);
+            rec->seq = again.seq;
+        }
+    }
+    fsa_op_clear(&op);
+    s = finish(j, s);
+    if (s == FSA_EFULL)
+        full_message(j, rec);
+    return s;
+}
+
+fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id, const char *decision)
+{
+    if (j == NULL || op_id == NULL || decision == NULL)
+        return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_stmt *st;
+    s = prep(j, "UPDATE conflicts SET decision = ?2 WHERE op_id = ?1 AND resolution IS NULL", &st);
+    if (s == FSA_OK) {
+        bind_text(st, 1, op_id);
+        bind_text(st, 2, decision);
+        s = step_done(j, st);
+        if (s == FSA_OK && sqlite3_changes(j->db) == 0)
+            s = FSA_ENOTFOUND;
+    }
+    return finish(j, s);
+}
+
+fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen)
+{
+    if (j == NULL)
+        return FSA_EINVAL;
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, "PRAGMA integrity_check", &st);
+    if (s == FSA_OK) {
+        int rc = sqlite3_step(st);
+        const char *r = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+        if (r == NULL || strcmp(r, "ok") != 0) {
+            s = FSA_ECORRUPT;
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "%s", r != NULL ? r : sqlite3_errstr(rc));
+        }
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}

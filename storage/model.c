@@ -1,2 +1,1722 @@
-/* fieldsync: storage/model.c (being written). */
-typedef int fsa__placeholder_t;
+/* fieldsync: the entity model (types, fields, status machines) and how an op applies to it. */
+#include "storage/model.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+/*
+ * Memory: every text this module returns comes from cJSON_PrintUnformatted() or strdup(), and
+ * fsa_model_free() releases it with free(). That pairing holds because the project never installs
+ * cJSON hooks (cJSON_InitHooks), so cJSON allocates with malloc; it also lets a caller move a
+ * returned text into fsa_op_t.json, which fsa_op_clear() frees the same way.
+ */
+
+/* "→" in UTF-8: the arrow of every transition message, as in PROTOCOL.md. */
+#define ARROW "\xe2\x86\x92"
+
+/*
+ * Integer fields hold integers of magnitude at most 2^53 - 1. This is a deliberate limit below
+ * int64: cJSON keeps every number as a double, which represents exactly the integers up to 2^53,
+ * so anything larger could not be read back exactly (9007199254740993 parses as ...992). It is
+ * also the range JavaScript clients hold exactly, and a millisecond timestamp needs only 41 bits.
+ */
+#define SAFE_INT_MAX INT64_C(9007199254740991)
+
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tables: the single source of truth for types, fields, defaults and status machines.        */
+
+/* One field, one edge a line, as the protocol lists them. */
+/* clang-format off */
+
+static const fsa_field_def_t attendance_fields[] = {
+    {"people_id", FSA_FIELD_STR, true, NULL},
+    {"site_id", FSA_FIELD_STR, true, NULL},
+    {"kind", FSA_FIELD_ENUM, true, NULL},
+    {"at", FSA_FIELD_INT, true, NULL},
+    {"lat", FSA_FIELD_NUM, true, NULL},
+    {"lon", FSA_FIELD_NUM, true, NULL},
+    {"accuracy_m", FSA_FIELD_NUM, false, "0"},
+    {"other_info", FSA_FIELD_OBJ, false, "{}"},
+};
+
+static const fsa_field_def_t jobneed_fields[] = {
+    {"jobstatus", FSA_FIELD_STATUS, false, "\"ASSIGNED\""},
+    {"parent_id", FSA_FIELD_STR_NULL, false, "null"},
+    {"seqno", FSA_FIELD_INT, false, "0"},
+    {"expirytime", FSA_FIELD_INT, false, "0"},
+    {"other_info", FSA_FIELD_OBJ, false, "{}"},
+    {"people_id", FSA_FIELD_STR, false, "\"\""},
+};
+
+static const fsa_field_def_t ticket_fields[] = {
+    {"status", FSA_FIELD_STATUS, false, "\"NEW\""},
+    {"level", FSA_FIELD_INT, false, "0"},
+    {"assignedto", FSA_FIELD_STR, false, "\"\""},
+    {"ticketlog", FSA_FIELD_OBJ, false, "{\"ticket_history\":[]}"},
+    {"priority", FSA_FIELD_STR, false, "\"MEDIUM\""},
+};
+
+static const char *const attendance_kinds[] = {"checkin", "checkout"};
+
+typedef struct status_edge {
+    const char *from;
+    const char *to;
+    bool server_only; /* only the server makes it (FSA_APPLY_BY_SERVER) */
+} status_edge_t;
+
+typedef struct status_machine {
+    const char *field; /* NULL: the type has no status */
+    const char *const *states;
+    size_t n_states;
+    const status_edge_t *edges;
+    size_t n_edges;
+} status_machine_t;
+
+static const char *const jobneed_states[] = {"ASSIGNED", "INPROGRESS", "PARTIALLYCOMPLETED",
+                                             "COMPLETED", "AUTOCLOSED"};
+
+static const status_edge_t jobneed_edges[] = {
+    {"ASSIGNED", "INPROGRESS", false},
+    {"INPROGRESS", "COMPLETED", false},
+    {"INPROGRESS", "PARTIALLYCOMPLETED", false},
+    {"PARTIALLYCOMPLETED", "COMPLETED", false},
+    {"ASSIGNED", "AUTOCLOSED", true},
+    {"INPROGRESS", "AUTOCLOSED", true},
+    {"PARTIALLYCOMPLETED", "AUTOCLOSED", true},
+};
+
+static const char *const ticket_states[] = {"NEW", "OPEN", "RESOLVED", "CLOSED", "CANCELLED"};
+
+static const status_edge_t ticket_edges[] = {
+    {"NEW", "OPEN", false},
+    {"NEW", "RESOLVED", false},
+    {"OPEN", "RESOLVED", false},
+    {"RESOLVED", "CLOSED", false},
+    {"RESOLVED", "OPEN", false},
+    {"NEW", "CANCELLED", false},
+    {"OPEN", "CANCELLED", false},
+};
+/* clang-format on */
+
+typedef struct type_def {
+    const char *name;
+    const fsa_field_def_t *fields;
+    size_t n_fields;
+    status_machine_t machine;
+} type_def_t;
+
+/* A state with no outgoing edge is terminal; terminality is derived, never listed twice. */
+static const type_def_t types[FSA__TYPE_COUNT] = {
+    [FSA_TYPE_ATTENDANCE] = {.name = "attendance",
+                             .fields = attendance_fields,
+                             .n_fields = COUNT_OF(attendance_fields),
+                             .machine = {.field = NULL}},
+    [FSA_TYPE_JOBNEED] = {.name = "jobneed",
+                          .fields = jobneed_fields,
+                          .n_fields = COUNT_OF(jobneed_fields),
+                          .machine = {.field = "jobstatus",
+                                      .states = jobneed_states,
+                                      .n_states = COUNT_OF(jobneed_states),
+                                      .edges = jobneed_edges,
+                                      .n_edges = COUNT_OF(jobneed_edges)}},
+    [FSA_TYPE_TICKET] = {.name = "ticket",
+                         .fields = ticket_fields,
+                         .n_fields = COUNT_OF(ticket_fields),
+                         .machine = {.field = "status",
+                                     .states = ticket_states,
+                                     .n_states = COUNT_OF(ticket_states),
+                                     .edges = ticket_edges,
+                                     .n_edges = COUNT_OF(ticket_edges)}},
+};
+
+static const char *const op_kind_names[FSA__OP_COUNT] = {
+    [FSA_OP_CREATE] = "create",         [FSA_OP_SET] = "set",
+    [FSA_OP_MERGE] = "merge",           [FSA_OP_INCREMENT] = "increment",
+    [FSA_OP_TRANSITION] = "transition", [FSA_OP_APPEND] = "append",
+};
+
+static bool type_ok(fsa_type_t type)
+{
+    return (unsigned)type < FSA__TYPE_COUNT;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Names, fields, ids, status machines.                                                       */
+
+const char *fsa_type_name(fsa_type_t type)
+{
+    return type_ok(type) ? types[type].name : "?";
+}
+
+fsa_status_t fsa_type_parse(const char *name, fsa_type_t *out)
+{
+    if (name == NULL || out == NULL)
+        return FSA_EINVAL;
+    for (unsigned t = 0; t < FSA__TYPE_COUNT; t++) {
+        if (strcmp(name, types[t].name) == 0) {
+            *out = (fsa_type_t)t;
+            return FSA_OK;
+        }
+    }
+    return FSA_EINVAL;
+}
+
+const char *fsa_op_kind_name(fsa_op_kind_t kind)
+{
+    return (unsigned)kind < FSA__OP_COUNT ? op_kind_names[kind] : "?";
+}
+
+fsa_status_t fsa_op_kind_parse(const char *name, fsa_op_kind_t *out)
+{
+    if (name == NULL || out == NULL)
+        return FSA_EINVAL;
+    for (unsigned k = 0; k < FSA__OP_COUNT; k++) {
+        if (strcmp(name, op_kind_names[k]) == 0) {
+            *out = (fsa_op_kind_t)k;
+            return FSA_OK;
+        }
+    }
+    return FSA_EINVAL;
+}
+
+/* count is optional: a caller may only want to know whether the type exists. */
+const fsa_field_def_t *fsa_model_fields(fsa_type_t type, size_t *count)
+{
+    if (count != NULL)
+        *count = type_ok(type) ? types[type].n_fields : 0;
+    return type_ok(type) ? types[type].fields : NULL;
+}
+
+const fsa_field_def_t *fsa_model_field(fsa_type_t type, const char *name)
+{
+    if (!type_ok(type) || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < types[type].n_fields; i++) {
+        if (strcmp(types[type].fields[i].name, name) == 0)
+            return &types[type].fields[i];
+    }
+    return NULL;
+}
+
+bool fsa_model_id_valid(const char *id)
+{
+    if (id == NULL)
+        return false;
+    size_t n = 0;
+    for (; id[n] != '\0'; n++) {
+        char c = id[n];
+        if (n == FSA_LIMIT_ID_BYTES)
+            return false;
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == ':' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return n > 0;
+}
+
+const char *fsa_model_status_field(fsa_type_t type)
+{
+    return type_ok(type) ? types[type].machine.field : NULL;
+}
+
+bool fsa_model_status_known(fsa_type_t type, const char *s)
+{
+    if (!type_ok(type) || s == NULL)
+        return false;
+    const status_machine_t *m = &types[type].machine;
+    for (size_t i = 0; i < m->n_states; i++) {
+        if (strcmp(m->states[i], s) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The edge from→to of the type's machine, whoever may make it; NULL when there is none. */
+static const status_edge_t *find_edge(fsa_type_t type, const char *from, const char *to)
+{
+    if (!type_ok(type) || from == NULL || to == NULL)
+        return NULL;
+    const status_machine_t *m = &types[type].machine;
+    for (size_t i = 0; i < m->n_edges; i++) {
+        if (strcmp(m->edges[i].from, from) == 0 && strcmp(m->edges[i].to, to) == 0)
+            return &m->edges[i];
+    }
+    return NULL;
+}
+
+bool fsa_model_transition_allowed(fsa_type_t type, const char *from, const char *to, bool by_server)
+{
+    const status_edge_t *e = find_edge(type, from, to);
+    return e != NULL && (by_server || !e->server_only);
+}
+
+bool fsa_model_status_terminal(fsa_type_t type, const char *s)
+{
+    if (!fsa_model_status_known(type, s))
+        return false;
+    const status_machine_t *m = &types[type].machine;
+    for (size_t i = 0; i < m->n_edges; i++) {
+        if (strcmp(m->edges[i].from, s) == 0)
+            return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* JSON text: a strict, non-recursive scan that runs before cJSON sees the text.              */
+
+/*
+ * Why a text or tree was refused. The scan decides every syntax question itself, so cJSON parses
+ * only texts known to be valid JSON within the limits: a parse failure after a passed scan can
+ * only be an allocation failure, and no input can drive cJSON's recursion deeper than the limit.
+ */
+typedef enum json_why {
+    JSON_OK = 0,
+    JSON_SYNTAX,      /* not one valid JSON value */
+    JSON_DEPTH,       /* nested deeper than FSA_LIMIT_JSON_DEPTH */
+    JSON_STRING,      /* a string or key longer than FSA_LIMIT_STRING_BYTES (decoded) */
+    JSON_SIZE,        /* the text is longer than its maximum */
+    JSON_NUMBER_LONG, /* a number longer than cJSON reads (it would misparse it) */
+    JSON_NUL,         /* \u0000 in a string: cJSON would silently cut the string there */
+    JSON_UTF8,        /* invalid UTF-8, or an unpaired surrogate escape */
+    JSON_RANGE,       /* a number outside the range of a double */
+    JSON_DUP_KEY,     /* an object names the same key twice */
+    JSON_NOMEM
+} json_why_t;
+
+/* cJSON copies at most 63 characters of a number into its strtod buffer. */
+#define JSON_NUMBER_MAX 63
+
+static void describe_json(json_why_t why, size_t max_bytes, char *buf, size_t size)
+{
+    switch (why) {
+    case JSON_DEPTH:
+        snprintf(buf, size, "nested deeper than %d levels", FSA_LIMIT_JSON_DEPTH);
+        break;
+    case JSON_STRING:
+        snprintf(buf, size, "a string is longer than %d bytes", FSA_LIMIT_STRING_BYTES);
+        break;
+    case JSON_SIZE:
+        snprintf(buf, size, "longer than %zu bytes", max_bytes);
+        break;
+    case JSON_NUMBER_LONG:
+        snprintf(buf, size, "a number is longer than %d characters", JSON_NUMBER_MAX);
+        break;
+    case JSON_NUL:
+        snprintf(buf, size, "a string holds \\u0000");
+        break;
+    case JSON_UTF8:
+        snprintf(buf, size, "invalid UTF-8 or unpaired surrogate");
+        break;
+    case JSON_RANGE:
+        snprintf(buf, size, "a number is out of range");
+        break;
+    case JSON_DUP_KEY:
+        snprintf(buf, size, "an object repeats a key");
+        break;
+    case JSON_NOMEM:
+        snprintf(buf, size, "out of memory");
+        break;
+    case JSON_OK:
+    case JSON_SYNTAX:
+    default:
+        snprintf(buf, size, "not valid JSON");
+        break;
+    }
+}
+
+static bool is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* The length of the well-formed UTF-8 sequence at p (RFC 3629), 0 when it is not one. */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+    if (p[0] >= 0xC2 && p[0] <= 0xDF) {
+        n = 2;
+    } else if (p[0] == 0xE0) {
+        n = 3;
+        lo = 0xA0; /* no overlong forms */
+    } else if ((p[0] >= 0xE1 && p[0] <= 0xEC) || p[0] == 0xEE || p[0] == 0xEF) {
+        n = 3;
+    } else if (p[0] == 0xED) {
+        n = 3;
+        hi = 0x9F; /* no surrogates */
+    } else if (p[0] == 0xF0) {
+        n = 4;
+        lo = 0x90;
+    } else if (p[0] >= 0xF1 && p[0] <= 0xF3) {
+        n = 4;
+    } else if (p[0] == 0xF4) {
+        n = 4;
+        hi = 0x8F; /* nothing above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++) {
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    }
+    return n;
+}
+
+static bool hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
+{
+    unsigned v = 0;
+    if (end - p < 4)
+        return false;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        unsigned d;
+        if (is_digit(c))
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else
+            return false;
+        v = v * 16 + d;
+    }
+    *out = v;
+    return true;
+}
+
+/* Scans the string whose opening quote is at *pp, leaving *pp after its closing quote. */
+static json_why_t scan_string(const unsigned char **pp, const unsigned char *end)
+{
+    const unsigned char *p = *pp + 1;
+    size_t bytes = 0; /* decoded length: the limit is on the value, not on its escaping */
+    for (;;) {
+        if (p == end)
+            return JSON_SYNTAX;
+        unsigned char c = *p;
+        if (c == '"')
+            break;
+        if (c < 0x20)
+            return JSON_SYNTAX;
+        if (c == '\\') {
+            if (end - p < 2)
+                return JSON_SYNTAX;
+            c = p[1];
+            if (c == 'u') {
+                unsigned cp, lo;
+                if (!hex4(p + 2, end, &cp))
+                    return JSON_SYNTAX;
+                p += 6;
+                if (cp == 0)
+                    return JSON_NUL;
+                if (cp >= 0xDC00 && cp <= 0xDFFF)
+                    return JSON_UTF8;
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, end, &lo) ||
+                        lo < 0xDC00 || lo > 0xDFFF)
+                        return JSON_UTF8;
+                    p += 6;
+                    bytes += 4;
+                } else {
+                    bytes += cp < 0x80 ? 1 : cp < 0x800 ? 2 : 3;
+                }
+            } else if (c != '\0' && strchr("\"\\/bfnrt", c) != NULL) {
+                p += 2;
+                bytes += 1;
+            } else {
+                return JSON_SYNTAX;
+            }
+        } else if (c < 0x80) {
+            p++;
+            bytes++;
+        } else {
+            size_t n = utf8_len(p, end);
+            if (n == 0)
+                return JSON_UTF8;
+            p += n;
+            bytes += n;
+        }
+        if (bytes > FSA_LIMIT_STRING_BYTES)
+            return JSON_STRING;
+    }
+    *pp = p + 1;
+    return JSON_OK;
+}
+
+/* Scans the number at *pp (RFC 8259 grammar: no leading zeros, no '+', digits around '.'). */
+static json_why_t scan_number(const unsigned char **pp, const unsigned char *end)
+{
+    const unsigned char *p = *pp, *start = *pp;
+    if (*p == '-')
+        p++;
+    if (p == end || !is_digit(*p))
+        return JSON_SYNTAX;
+    if (*p == '0') {
+        p++;
+    } else {
+        while (p < end && is_digit(*p))
+            p++;
+    }
+    if (p < end && *p == '.') {
+        p++;
+        if (p == end || !is_digit(*p))
+            return JSON_SYNTAX;
+        while (p < end && is_digit(*p))
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p == end || !is_digit(*p))
+            return JSON_SYNTAX;
+        while (p < end && is_digit(*p))
+            p++;
+    }
+    if (p - start > JSON_NUMBER_MAX)
+        return JSON_NUMBER_LONG;
+    *pp = p;
+    return JSON_OK;
+}
+
+static bool scan_literal(const unsigned char **pp, const unsigned char *end, const char *word)
+{
+    size_t n = strlen(word);
+    if ((size_t)(end - *pp) < n || memcmp(*pp, word, n) != 0)
+        return false;
+    *pp += n;
+    return true;
+}
+
+/*
+ * Checks that text is exactly one JSON value (RFC 8259, whitespace around it allowed) of at most
+ * max_bytes, nested at most FSA_LIMIT_JSON_DEPTH deep, with every string within its limit. It
+ * keeps one bit per open container instead of recursing, so no input can exhaust the stack.
+ */
+static json_why_t json_scan(const char *text, size_t max_bytes)
+{
+    _Static_assert(FSA_LIMIT_JSON_DEPTH_MAX <= 64, "one bit per level in a uint64_t");
+    size_t len = strnlen(text, max_bytes < SIZE_MAX ? max_bytes + 1 : max_bytes);
+    if (len > max_bytes)
+        return JSON_SIZE;
+    const unsigned char *p = (const unsigned char *)text, *end = p + len;
+    uint64_t in_object = 0; /* bit d: the container at depth d + 1 is an object */
+    unsigned depth = 0;
+    enum { WANT_VALUE, WANT_VALUE_OR_CLOSE, WANT_KEY, WANT_KEY_OR_CLOSE, WANT_COLON, WANT_NEXT };
+    int want = WANT_VALUE;
+    json_why_t why;
+
+    for (;;) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+            p++;
+        if (p == end)
+            break;
+        unsigned char c = *p;
+        switch (want) {
+        case WANT_KEY_OR_CLOSE:
+            if (c == '}')
+                goto close;
+            /* fallthrough */
+        case WANT_KEY:
+            if (c != '"')
+                return JSON_SYNTAX;
+            if ((why = scan_string(&p, end)) != JSON_OK)
+                return why;
+            want = WANT_COLON;
+            break;
+        case WANT_COLON:
+            if (c != ':')
+                return JSON_SYNTAX;
+            p++;
+            want = WANT_VALUE;
+            break;
+        case WANT_VALUE_OR_CLOSE:
+            if (c == ']')
+                goto close;
+            /* fallthrough */
+        case WANT_VALUE:
+            if (c == '{' || c == '[') {
+                if (depth == FSA_LIMIT_JSON_DEPTH)
+                    return JSON_DEPTH;
+                if (c == '{')
+                    in_object |= UINT64_C(1) << depth;
+                else
+                    in_object &= ~(UINT64_C(1) << depth);
+                depth++;
+                p++;
+                want = c == '{' ? WANT_KEY_OR_CLOSE : WANT_VALUE_OR_CLOSE;
+                break;
+            }
+            if (c == '"')
+                why = scan_string(&p, end);
+            else if (c == '-' || is_digit(c))
+                why = scan_number(&p, end);
+            else if (scan_literal(&p, end, "true") || scan_literal(&p, end, "false") ||
+                     scan_literal(&p, end, "null"))
+                why = JSON_OK;
+            else
+                why = JSON_SYNTAX;
+            if (why != JSON_OK)
+                return why;
+            want = WANT_NEXT;
+            break;
+        default: /* WANT_NEXT */
+            if (depth == 0)
+                return JSON_SYNTAX; /* text after the value */
+            bool obj = (in_object >> (depth - 1)) & 1u;
+            if (c == ',') {
+                p++;
+                want = obj ? WANT_KEY : WANT_VALUE;
+                break;
+            }
+            if (c != (obj ? '}' : ']'))
+                return JSON_SYNTAX;
+            goto close;
+        }
+        continue;
+    close:
+        depth--;
+        p++;
+        want = WANT_NEXT;
+    }
+    return want == WANT_NEXT && depth == 0 ? JSON_OK : JSON_SYNTAX;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Trees: what the scan cannot see, parsing, and printing exactly.                            */
+
+static int cmp_member_key(const void *a, const void *b)
+{
+    const cJSON *const *x = a;
+    const cJSON *const *y = b;
+    return strcmp((*x)->string, (*y)->string);
+}
+
+static size_t count_children(const cJSON *item)
+{
+    size_t n = 0;
+    for (const cJSON *c = item->child; c != NULL; c = c->next)
+        n++;
+    return n;
+}
+
+/* Small objects are compared pairwise; larger ones sorted, so a hostile object costs n log n. */
+#define SMALL_OBJECT 16
+
+static json_why_t check_unique_keys(const cJSON *obj)
+{
+    size_t n = count_children(obj);
+    if (n <= SMALL_OBJECT) {
+        for (const cJSON *a = obj->child; a != NULL; a = a->next) {
+            for (const cJSON *b = a->next; b != NULL; b = b->next) {
+                if (strcmp(a->string, b->string) == 0)
+                    return JSON_DUP_KEY;
+            }
+        }
+        return JSON_OK;
+    }
+    const cJSON **sorted = malloc(n * sizeof *sorted);
+    if (sorted == NULL)
+        return JSON_NOMEM;
+    size_t i = 0;
+    for (const cJSON *c = obj->child; c != NULL; c = c->next)
+        sorted[i++] = c;
+    qsort(sorted, n, sizeof *sorted, cmp_member_key);
+    json_why_t why = JSON_OK;
+    for (i = 1; i < n && why == JSON_OK; i++) {
+        if (strcmp(sorted[i - 1]->string, sorted[i]->string) == 0)
+            why = JSON_DUP_KEY;
+    }
+    free(sorted);
+    return why;
+}
+
+/*
+ * Refuses what is valid JSON but would not survive cJSON: numbers beyond a double (cJSON keeps
+ * them as infinity and prints null), and repeated keys (cJSON keeps both and reads the first,
+ * while other parsers read the last). Recursion is bounded by the depth the scan enforced.
+ */
+static json_why_t check_tree(const cJSON *item)
+{
+    if (cJSON_IsNumber(item) && !isfinite(item->valuedouble))
+        return JSON_RANGE;
+    if (cJSON_IsObject(item)) {
+        json_why_t why = check_unique_keys(item);
+        if (why != JSON_OK)
+            return why;
+    }
+    for (const cJSON *c = item->child; c != NULL; c = c->next) {
+        json_why_t why = check_tree(c);
+        if (why != JSON_OK)
+            return why;
+    }
+    return JSON_OK;
+}
+
+/* Parses text (within max_bytes and the limits) into *out, which the caller deletes. */
+static json_why_t parse_checked(const char *text, size_t max_bytes, cJSON **out)
+{
+    *out = NULL;
+    json_why_t why = json_scan(text, max_bytes);
+    if (why != JSON_OK)
+        return why;
+    cJSON *root = cJSON_ParseWithOpts(text, NULL, true);
+    if (root == NULL)
+        return JSON_NOMEM; /* the scan accepted the text, so only an allocation can have failed */
+    why = check_tree(root);
+    if (why != JSON_OK) {
+        cJSON_Delete(root);
+        return why;
+    }
+    *out = root;
+    return JSON_OK;
+}
+
+/* Room for any double printed by format_number(), with its NUL. */
+#define NUMBER_TEXT_BYTES 32
+
+/*
+ * Prints a finite double as the shortest text that reads back as exactly the same double, and
+ * integral values as plain integers. cJSON's own printer is not exact: it prints
+ * 9007199254740991 as 9.00719925474099e+15 and 10^15 as 1e+15, which an int field must not be.
+ */
+static void format_number(double d, char *buf, size_t size)
+{
+    if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && (double)(int64_t)d == d) {
+        snprintf(buf, size, "%" PRId64, (int64_t)d);
+        return;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, size, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+    /* printf writes the locale's decimal point; JSON's is '.' whatever the locale. */
+    for (char *p = buf; *p != '\0'; p++) {
+        if (!is_digit((unsigned char)*p) && *p != '-' && *p != '+' && *p != 'e')
+            *p = '.';
+    }
+}
+
+/*
+ * Puts v in place of the member cur of obj, keeping its position. v takes over cur's key, so
+ * nothing is allocated and nothing can fail. cur is deleted.
+ */
+static void replace_member(cJSON *obj, cJSON *cur, cJSON *v)
+{
+    if (v->string != NULL && !(v->type & cJSON_StringIsConst))
+        cJSON_free(v->string);
+    v->string = cur->string;
+    v->type = (v->type & ~cJSON_StringIsConst) | (cur->type & cJSON_StringIsConst);
+    cur->string = NULL;
+    cur->type &= ~cJSON_StringIsConst;
+    (void)cJSON_ReplaceItemViaPointer(obj, cur, v);
+}
+
+/* Sets obj[name] = v, in place when the member exists. Takes v; false (v deleted) on ENOMEM. */
+static bool put_member(cJSON *obj, const char *name, cJSON *v)
+{
+    cJSON *cur = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (cur != NULL) {
+        replace_member(obj, cur, v);
+        return true;
+    }
+    if (cJSON_AddItemToObject(obj, name, v))
+        return true;
+    cJSON_Delete(v);
+    return false;
+}
+
+/* Replaces every number below parent by a raw node holding its exact text (format_number). */
+static json_why_t exact_numbers(cJSON *parent)
+{
+    cJSON *next;
+    for (cJSON *c = parent->child; c != NULL; c = next) {
+        next = c->next;
+        if (cJSON_IsNumber(c)) {
+            char buf[NUMBER_TEXT_BYTES];
+            if (!isfinite(c->valuedouble))
+                return JSON_RANGE;
+            format_number(c->valuedouble, buf, sizeof buf);
+            cJSON *raw = cJSON_CreateRaw(buf);
+            if (raw == NULL)
+                return JSON_NOMEM;
+            replace_member(parent, c, raw);
+        } else if (cJSON_IsArray(c) || cJSON_IsObject(c)) {
+            json_why_t why = exact_numbers(c);
+            if (why != JSON_OK)
+                return why;
+        }
+    }
+    return JSON_OK;
+}
+
+/*
+ * Prints root compactly into *out (the caller frees it) and checks the result against the limits
+ * again: an applied op can make a tree deeper or larger than any of its inputs. root is changed
+ * (its numbers become raw text) and stays the caller's to delete.
+ */
+static json_why_t emit(cJSON *root, size_t max_bytes, char **out)
+{
+    char *text;
+    json_why_t why;
+    *out = NULL;
+    if (cJSON_IsNumber(root)) {
+        char buf[NUMBER_TEXT_BYTES];
+        if (!isfinite(root->valuedouble))
+            return JSON_RANGE;
+        format_number(root->valuedouble, buf, sizeof buf);
+        text = strdup(buf);
+    } else {
+        if ((why = exact_numbers(root)) != JSON_OK)
+            return why;
+        text = cJSON_PrintUnformatted(root);
+    }
+    if (text == NULL)
+        return JSON_NOMEM;
+    if ((why = json_scan(text, max_bytes)) != JSON_OK) {
+        free(text);
+        return why;
+    }
+    *out = text;
+    return JSON_OK;
+}
+
+/* Reads an int field's value: an integral number of magnitude at most SAFE_INT_MAX. */
+static bool int_value(const cJSON *v, int64_t *out)
+{
+    if (!cJSON_IsNumber(v))
+        return false;
+    double d = v->valuedouble;
+    if (!(d >= (double)-SAFE_INT_MAX && d <= (double)SAFE_INT_MAX) || (double)(int64_t)d != d)
+        return false;
+    *out = (int64_t)d;
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* RFC 7396 merge patch.                                                                      */
+
+static bool merge_into(cJSON *target, const cJSON *patch);
+
+/*
+ * MergePatch(target, patch) of RFC 7396 section 2, on a target the function owns (NULL: absent).
+ * Returns the result, which the caller owns, or NULL when an allocation failed (target deleted).
+ */
+static cJSON *merge_value(cJSON *target, const cJSON *patch)
+{
+    if (!cJSON_IsObject(patch)) {
+        cJSON_Delete(target);
+        return cJSON_Duplicate(patch, true);
+    }
+    if (!cJSON_IsObject(target)) {
+        cJSON_Delete(target);
+        target = cJSON_CreateObject();
+        if (target == NULL)
+            return NULL;
+    }
+    if (!merge_into(target, patch)) {
+        cJSON_Delete(target);
+        return NULL;
+    }
+    return target;
+}
+
+/* The slot of index (sorted by key) holding the member named like key_holder, NULL if none. */
+static cJSON **member_slot(cJSON **index, size_t n, const cJSON *key_holder)
+{
+    return bsearch(&key_holder, index, n, sizeof *index, cmp_member_key);
+}
+
+/*
+ * Merges the object patch into the object target in place; false on ENOMEM (target then holds a
+ * partial merge, which every caller discards). A large target is indexed once, sorted by key,
+ * so a patch of many keys into an object of many keys costs n log n, not n squared. Members the
+ * patch deletes are parked until the end, because the index still compares against their keys.
+ */
+static bool merge_into(cJSON *target, const cJSON *patch)
+{
+    cJSON **index = NULL;
+    cJSON *parked = NULL;
+    bool ok = false;
+    size_t n = count_children(target);
+
+    if (n > SMALL_OBJECT && patch->child != NULL) {
+        index = malloc(n * sizeof *index);
+        parked = cJSON_CreateArray();
+        if (index == NULL || parked == NULL)
+            goto out;
+        size_t i = 0;
+        for (cJSON *c = target->child; c != NULL; c = c->next)
+            index[i++] = c;
+        qsort(index, n, sizeof *index, cmp_member_key);
+    }
+    for (const cJSON *p = patch->child; p != NULL; p = p->next) {
+        cJSON **slot = NULL;
+        cJSON *cur;
+        if (index != NULL) {
+            slot = member_slot(index, n, p);
+            cur = slot != NULL ? *slot : NULL;
+        } else {
+            cur = cJSON_GetObjectItemCaseSensitive(target, p->string);
+        }
+        if (cJSON_IsNull(p)) {
+            if (cur != NULL) {
+                cJSON_DetachItemViaPointer(target, cur);
+                if (parked != NULL)
+                    cJSON_AddItemToArray(parked, cur);
+                else
+                    cJSON_Delete(cur);
+            }
+            continue;
+        }
+        if (cJSON_IsObject(p) && cJSON_IsObject(cur)) {
+            if (!merge_into(cur, p))
+                goto out;
+            continue;
+        }
+        cJSON *v = merge_value(NULL, p);
+        if (v == NULL)
+            goto out;
+        if (cur != NULL) {
+            replace_member(target, cur, v);
+            if (slot != NULL)
+                *slot = v;
+        } else if (!cJSON_AddItemToObject(target, p->string, v)) {
+            cJSON_Delete(v);
+            goto out;
+        }
+    }
+    ok = true;
+out:
+    free(index);
+    cJSON_Delete(parked);
+    return ok;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors.                                                                                    */
+
+static void clear_err(fsa_model_err_t *err)
+{
+    if (err != NULL) {
+        err->code[0] = '\0';
+        err->message[0] = '\0';
+    }
+}
+
+/* True when the fixed-size string member s holds a NUL, so it can be read as a C string. */
+static bool terminated(const char *s, size_t size)
+{
+    return memchr(s, '\0', size) != NULL;
+}
+
+static bool op_id_ok(const fsa_op_t *op)
+{
+    return terminated(op->id, sizeof op->id) && fsa_model_id_valid(op->id);
+}
+
+/* s when it is printable ASCII, so a message stays one readable line; else a placeholder. */
+static const char *printable(const char *s)
+{
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p < 0x20 || *p > 0x7E)
+            return "(unprintable)";
+    }
+    return s;
+}
+
+/*
+ * Fills err (when non-NULL) with code and a message that starts with the entity it is about,
+ * "jobneed J1: ...", and returns st. op may be NULL; an invalid type or id is left out of the
+ * prefix rather than echoed.
+ */
+static fsa_status_t op_fail(fsa_model_err_t *err, const fsa_op_t *op, fsa_status_t st,
+                            const char *code, const char *fmt, ...) FSA_PRINTF(5, 6);
+
+static fsa_status_t op_fail(fsa_model_err_t *err, const fsa_op_t *op, fsa_status_t st,
+                            const char *code, const char *fmt, ...)
+{
+    if (err == NULL)
+        return st;
+    snprintf(err->code, sizeof err->code, "%s", code);
+    int n = 0;
+    if (op != NULL && type_ok(op->type) && op_id_ok(op))
+        n = snprintf(err->message, sizeof err->message, "%s %s: ", types[op->type].name, op->id);
+    else if (op != NULL && type_ok(op->type))
+        n = snprintf(err->message, sizeof err->message, "%s: ", types[op->type].name);
+    if (n < 0 || (size_t)n >= sizeof err->message)
+        n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message + n, sizeof err->message - (size_t)n, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+/* Maps a refused JSON text to its status and error: what names the text ("fields", "patch"). */
+static fsa_status_t json_fail(fsa_model_err_t *err, const fsa_op_t *op, json_why_t why,
+                              size_t max_bytes, const char *what)
+{
+    char detail[96];
+    if (why == JSON_NOMEM)
+        return op_fail(err, op, FSA_ENOMEM, "out_of_memory", "out of memory");
+    describe_json(why, max_bytes, detail, sizeof detail);
+    return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s: %s", what, detail);
+}
+
+static fsa_status_t nomem(fsa_model_err_t *err, const fsa_op_t *op)
+{
+    return op_fail(err, op, FSA_ENOMEM, "out_of_memory", "out of memory");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Validating an op on its own.                                                               */
+
+static bool enum_allowed(const char *s)
+{
+    for (size_t i = 0; i < COUNT_OF(attendance_kinds); i++) {
+        if (strcmp(attendance_kinds[i], s) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Checks that v may be the value of field def (its JSON type, status names, enum members). */
+static fsa_status_t check_value(const fsa_op_t *op, const fsa_field_def_t *def, const cJSON *v,
+                                fsa_model_err_t *err)
+{
+    int64_t i;
+    switch (def->kind) {
+    case FSA_FIELD_STR:
+        if (cJSON_IsString(v))
+            return FSA_OK;
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be a string", def->name);
+    case FSA_FIELD_STR_NULL:
+        /* The one such field, parent_id, names another jobneed, so a string must be an id. */
+        if (cJSON_IsNull(v) || (cJSON_IsString(v) && fsa_model_id_valid(v->valuestring)))
+            return FSA_OK;
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be null or an id", def->name);
+    case FSA_FIELD_INT:
+        if (int_value(v, &i))
+            return FSA_OK;
+        return op_fail(err, op, FSA_EINVAL, "invalid_value",
+                       "%s must be an integer of magnitude below 2^53", def->name);
+    case FSA_FIELD_NUM:
+        if (cJSON_IsNumber(v))
+            return FSA_OK;
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be a number", def->name);
+    case FSA_FIELD_OBJ:
+        if (cJSON_IsObject(v))
+            return FSA_OK;
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be an object", def->name);
+    case FSA_FIELD_STATUS:
+        if (cJSON_IsString(v) && fsa_model_status_known(op->type, v->valuestring))
+            return FSA_OK;
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be a status of %s", def->name,
+                       types[op->type].name);
+    case FSA_FIELD_ENUM:
+        if (cJSON_IsString(v) && enum_allowed(v->valuestring))
+            return FSA_OK;
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be one of checkin, checkout",
+                       def->name);
+    }
+    return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s has an unknown kind", def->name);
+}
+
+/* The definition of the field op names, or a failure (unknown_field, invalid_value). */
+static fsa_status_t op_field(const fsa_op_t *op, fsa_model_err_t *err, const fsa_field_def_t **out)
+{
+    *out = NULL;
+    if (!terminated(op->field, sizeof op->field))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "field name is not terminated");
+    *out = fsa_model_field(op->type, op->field);
+    if (*out == NULL)
+        return op_fail(err, op, FSA_EINVAL, "unknown_field", "%s has no field %s",
+                       types[op->type].name, printable(op->field));
+    return FSA_OK;
+}
+
+/* An append key: 1..FSA_LIMIT_ID_BYTES bytes of UTF-8 without control characters. */
+static bool key_valid(const char *key, size_t size)
+{
+    if (!terminated(key, size) || key[0] == '\0')
+        return false;
+    const unsigned char *p = (const unsigned char *)key, *end = p + strlen(key);
+    if (end - p > FSA_LIMIT_ID_BYTES)
+        return false;
+    while (p < end) {
+        if (*p < 0x20 || *p == 0x7F)
+            return false;
+        size_t n = *p < 0x80 ? 1 : utf8_len(p, end);
+        if (n == 0)
+            return false;
+        p += n;
+    }
+    return true;
+}
+
+/* Parses op->json, which must be present; what names it in messages. */
+static fsa_status_t op_payload(const fsa_op_t *op, const char *what, fsa_model_err_t *err,
+                               cJSON **out)
+{
+    if (op->json == NULL)
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s has no %s",
+                       op_kind_names[op->kind], what);
+    json_why_t why = parse_checked(op->json, FSA_LIMIT_FIELDS_BYTES, out);
+    if (why != JSON_OK)
+        return json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, what);
+    return FSA_OK;
+}
+
+/* Checks a create's or a set's fields object, member by member. */
+static fsa_status_t check_fields(const fsa_op_t *op, const cJSON *fields, fsa_model_err_t *err)
+{
+    if (!cJSON_IsObject(fields))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "fields must be an object");
+    if (op->kind == FSA_OP_SET && fields->child == NULL)
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "set names no field");
+    for (const cJSON *m = fields->child; m != NULL; m = m->next) {
+        const fsa_field_def_t *def = fsa_model_field(op->type, m->string);
+        if (def == NULL)
+            return op_fail(err, op, FSA_EINVAL, "unknown_field", "%s has no field %s",
+                           types[op->type].name, printable(m->string));
+        if (op->kind == FSA_OP_SET && def->kind == FSA_FIELD_STATUS)
+            return op_fail(err, op, FSA_EINVAL, "invalid_value",
+                           "%s changes only by transition, never by set", def->name);
+        fsa_status_t st = check_value(op, def, m, err);
+        if (st != FSA_OK)
+            return st;
+    }
+    if (op->kind == FSA_OP_CREATE) {
+        const type_def_t *t = &types[op->type];
+        for (size_t i = 0; i < t->n_fields; i++) {
+            if (t->fields[i].required &&
+                cJSON_GetObjectItemCaseSensitive(fields, t->fields[i].name) == NULL)
+                return op_fail(err, op, FSA_EINVAL, "invalid_value", "create lacks %s",
+                               t->fields[i].name);
+        }
+    }
+    return FSA_OK;
+}
+
+static fsa_status_t check_transition(const fsa_op_t *op, unsigned flags, fsa_model_err_t *err)
+{
+    fsa_type_t t = op->type;
+    if (!terminated(op->from, sizeof op->from) || !fsa_model_status_known(t, op->from))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "from '%.31s' is not a status of %s",
+                       terminated(op->from, sizeof op->from) ? printable(op->from) : "(overlong)",
+                       types[t].name);
+    if (!terminated(op->to, sizeof op->to) || !fsa_model_status_known(t, op->to))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "to '%.31s' is not a status of %s",
+                       terminated(op->to, sizeof op->to) ? printable(op->to) : "(overlong)",
+                       types[t].name);
+    bool by_server = (flags & FSA_APPLY_BY_SERVER) != 0;
+    if (fsa_model_transition_allowed(t, op->from, op->to, by_server))
+        return FSA_OK;
+    const status_edge_t *e = find_edge(t, op->from, op->to);
+    return op_fail(err, op, FSA_ETRANSITION, "invalid_transition",
+                   "%s" ARROW "%s is not an allowed transition%s", op->from, op->to,
+                   e != NULL ? " (only the server makes it)" : "");
+}
+
+/*
+ * fsa_model_validate_op(), handing back the op's parsed json (create, set, merge, append) in
+ * *payload for fsa_model_apply() to use; NULL for the other kinds and on failure.
+ */
+static fsa_status_t check_op(const fsa_op_t *op, unsigned flags, fsa_model_err_t *err,
+                             cJSON **payload)
+{
+    const fsa_field_def_t *def = NULL;
+    cJSON *json = NULL;
+    fsa_status_t st = FSA_OK;
+
+    *payload = NULL;
+    if (op == NULL)
+        return op_fail(err, NULL, FSA_EINVAL, "invalid_value", "no op");
+    if ((flags & ~(FSA_APPLY_BY_SERVER | FSA_APPLY_REPLAY)) != 0)
+        return op_fail(err, NULL, FSA_EINVAL, "invalid_value", "unknown flags 0x%x", flags);
+    if (!type_ok(op->type))
+        return op_fail(err, NULL, FSA_EINVAL, "unknown_type", "unknown entity type %d",
+                       (int)op->type);
+    if ((unsigned)op->kind >= FSA__OP_COUNT)
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "unknown op kind %d", (int)op->kind);
+    if (!op_id_ok(op))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value",
+                       "id is not 1..%d bytes of [A-Za-z0-9._:-]", FSA_LIMIT_ID_BYTES);
+    if (op->type == FSA_TYPE_ATTENDANCE && op->kind != FSA_OP_CREATE)
+        return op_fail(err, op, FSA_EINVAL, "immutable",
+                       "attendance is append-only, %s does not apply", op_kind_names[op->kind]);
+
+    switch (op->kind) {
+    case FSA_OP_CREATE:
+    case FSA_OP_SET:
+        if ((st = op_payload(op, "fields", err, &json)) != FSA_OK)
+            goto out;
+        st = check_fields(op, json, err);
+        break;
+    case FSA_OP_MERGE:
+        if ((st = op_field(op, err, &def)) != FSA_OK)
+            goto out;
+        if (def->kind != FSA_FIELD_OBJ) {
+            st = op_fail(err, op, FSA_EINVAL, "invalid_value",
+                         "merge applies to object fields, not to %s", def->name);
+            goto out;
+        }
+        if ((st = op_payload(op, "patch", err, &json)) != FSA_OK)
+            goto out;
+        /* RFC 7396 lets a non-object patch replace the target, which would change the field's
+         * type; an object field takes only object patches. */
+        if (!cJSON_IsObject(json))
+            st = op_fail(err, op, FSA_EINVAL, "invalid_value", "patch must be an object");
+        break;
+    case FSA_OP_INCREMENT:
+        if ((st = op_field(op, err, &def)) != FSA_OK)
+            goto out;
+        if (def->kind != FSA_FIELD_INT)
+            st = op_fail(err, op, FSA_EINVAL, "invalid_value",
+                         "increment applies to integer fields, not to %s", def->name);
+        break;
+    case FSA_OP_TRANSITION:
+        if ((st = op_field(op, err, &def)) != FSA_OK)
+            goto out;
+        if (def->kind != FSA_FIELD_STATUS) {
+            st = op_fail(err, op, FSA_EINVAL, "invalid_value",
+                         "transition applies to the status field, not to %s", def->name);
+            goto out;
+        }
+        st = check_transition(op, flags, err);
+        break;
+    case FSA_OP_APPEND:
+        if ((st = op_field(op, err, &def)) != FSA_OK)
+            goto out;
+        if (def->kind != FSA_FIELD_OBJ) {
+            st = op_fail(err, op, FSA_EINVAL, "invalid_value",
+                         "append applies to object fields, not to %s", def->name);
+            goto out;
+        }
+        if (!key_valid(op->key, sizeof op->key)) {
+            st = op_fail(err, op, FSA_EINVAL, "invalid_value",
+                         "key is not 1..%d bytes of printable UTF-8", FSA_LIMIT_ID_BYTES);
+            goto out;
+        }
+        if (op->max_len < 0) {
+            st = op_fail(err, op, FSA_EINVAL, "invalid_value", "max_len is negative");
+            goto out;
+        }
+        st = op_payload(op, "item", err, &json);
+        break;
+    default:
+        st = op_fail(err, op, FSA_EINVAL, "invalid_value", "unknown op kind");
+        break;
+    }
+out:
+    if (st == FSA_OK) {
+        *payload = json;
+        json = NULL;
+    }
+    cJSON_Delete(json);
+    return st;
+}
+
+fsa_status_t fsa_model_validate_op(const fsa_op_t *op, unsigned flags, fsa_model_err_t *err)
+{
+    cJSON *payload = NULL;
+    clear_err(err);
+    fsa_status_t st = check_op(op, flags, err, &payload);
+    cJSON_Delete(payload);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Applying an op.                                                                            */
+
+/*
+ * A create takes the fields in the protocol's order, each given or defaulted. A create may give
+ * the status field any status of the machine, not only the initial one (check_value enforces
+ * that it is known): entities also come into being on the server or by import already in
+ * progress, and the status machine governs changes, which a create is not.
+ */
+static fsa_status_t build_created(const fsa_op_t *op, cJSON *given, cJSON **out,
+                                  fsa_model_err_t *err)
+{
+    const type_def_t *t = &types[op->type];
+    cJSON *obj = cJSON_CreateObject();
+    if (obj == NULL)
+        return nomem(err, op);
+    for (size_t i = 0; i < t->n_fields; i++) {
+        const fsa_field_def_t *def = &t->fields[i];
+        cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(given, def->name);
+        if (v == NULL) /* check_fields saw every required field, so this one has a default */
+            v = cJSON_Parse(def->default_json);
+        if (v == NULL || !cJSON_AddItemToObject(obj, def->name, v)) {
+            cJSON_Delete(v);
+            cJSON_Delete(obj);
+            return nomem(err, op);
+        }
+    }
+    *out = obj;
+    return FSA_OK;
+}
+
+/*
+ * The member of fields for def, added with its default when absent (an entity stored before a
+ * field existed, or by another writer); NULL on ENOMEM.
+ */
+static cJSON *field_or_default(cJSON *fields, const fsa_field_def_t *def)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(fields, def->name);
+    if (v != NULL)
+        return v;
+    v = cJSON_Parse(def->default_json);
+    if (v == NULL || !cJSON_AddItemToObject(fields, def->name, v)) {
+        cJSON_Delete(v);
+        return NULL;
+    }
+    return v;
+}
+
+static fsa_status_t apply_set(const fsa_op_t *op, cJSON *fields, cJSON *given, fsa_model_err_t *err)
+{
+    cJSON *next;
+    for (cJSON *m = given->child; m != NULL; m = next) {
+        next = m->next;
+        const fsa_field_def_t *def = fsa_model_field(op->type, m->string);
+        assert(def != NULL); /* check_fields vouched for every member */
+        cJSON_DetachItemViaPointer(given, m);
+        if (!put_member(fields, def->name, m))
+            return nomem(err, op);
+    }
+    return FSA_OK;
+}
+
+static fsa_status_t apply_increment(const fsa_op_t *op, cJSON *fields, const fsa_field_def_t *def,
+                                    fsa_model_err_t *err)
+{
+    int64_t cur;
+    cJSON *v = field_or_default(fields, def);
+    if (v == NULL)
+        return nomem(err, op);
+    if (!int_value(v, &cur))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "stored %s is not an integer",
+                       def->name);
+    /* Both bounds are checked without forming the sum, which could overflow int64. */
+    if ((op->by > 0 && cur > SAFE_INT_MAX - op->by) || (op->by < 0 && cur < -SAFE_INT_MAX - op->by))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value",
+                       "%s %+" PRId64 " leaves the integer range of magnitude below 2^53",
+                       def->name, op->by);
+    cJSON *sum = cJSON_CreateNumber((double)(cur + op->by));
+    if (sum == NULL)
+        return nomem(err, op);
+    replace_member(fields, v, sum);
+    return FSA_OK;
+}
+
+static fsa_status_t apply_transition(const fsa_op_t *op, cJSON *fields, const fsa_field_def_t *def,
+                                     fsa_model_err_t *err)
+{
+    cJSON *v = field_or_default(fields, def);
+    if (v == NULL)
+        return nomem(err, op);
+    if (!cJSON_IsString(v))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "stored %s is not a string",
+                       def->name);
+    if (strcmp(v->valuestring, op->from) != 0) {
+        if (fsa_model_status_known(op->type, v->valuestring))
+            return op_fail(err, op, FSA_ECONFLICT, "conflict", "%s is %s, not %s", def->name,
+                           v->valuestring, op->from);
+        return op_fail(err, op, FSA_ECONFLICT, "conflict", "%s is not %s", def->name, op->from);
+    }
+    cJSON *to = cJSON_CreateString(op->to);
+    if (to == NULL)
+        return nomem(err, op);
+    replace_member(fields, v, to);
+    return FSA_OK;
+}
+
+/* Appends item (taken, *item set to NULL) to the array at op->key inside the object field. */
+static fsa_status_t apply_append(const fsa_op_t *op, cJSON *fields, const fsa_field_def_t *def,
+                                 cJSON **item, fsa_model_err_t *err)
+{
+    cJSON *obj = field_or_default(fields, def);
+    if (obj == NULL)
+        return nomem(err, op);
+    if (!cJSON_IsObject(obj))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "stored %s is not an object",
+                       def->name);
+    cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, op->key);
+    if (arr == NULL) {
+        arr = cJSON_CreateArray();
+        if (arr == NULL || !cJSON_AddItemToObject(obj, op->key, arr)) {
+            cJSON_Delete(arr);
+            return nomem(err, op);
+        }
+    } else if (!cJSON_IsArray(arr)) {
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s.%s is not an array", def->name,
+                       printable(op->key));
+    }
+    cJSON_AddItemToArray(arr, *item);
+    *item = NULL;
+    if (op->max_len > 0) {
+        int64_t size = cJSON_GetArraySize(arr);
+        for (; size > op->max_len; size--)
+            cJSON_DeleteItemFromArray(arr, 0); /* the oldest item is the first */
+    }
+    return FSA_OK;
+}
+
+/*
+ * Rebuilds fields with the type's fields first, in the protocol's order, then any others in
+ * their stored order (kept rather than lost: a newer writer may know them), so the text of an
+ * entity does not depend on the order its ops came in. Takes *fields; NULL on ENOMEM.
+ */
+static cJSON *in_protocol_order(fsa_type_t type, cJSON *fields)
+{
+    cJSON *out = cJSON_CreateObject();
+    if (out == NULL) {
+        cJSON_Delete(fields);
+        return NULL;
+    }
+    for (size_t i = 0; i < types[type].n_fields; i++) {
+        cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(fields, types[type].fields[i].name);
+        if (v != NULL)
+            cJSON_AddItemToArray(out, v); /* keeps v's key; this is how objects are linked */
+    }
+    while (fields->child != NULL)
+        cJSON_AddItemToArray(out, cJSON_DetachItemViaPointer(fields, fields->child));
+    cJSON_Delete(fields);
+    return out;
+}
+
+fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_t version,
+                             unsigned flags, char **out_json, fsa_model_err_t *err)
+{
+    cJSON *payload = NULL, *fields = NULL;
+    const fsa_field_def_t *def = NULL;
+    fsa_status_t st;
+    json_why_t why;
+
+    clear_err(err);
+    if (out_json == NULL)
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "no out_json");
+    *out_json = NULL;
+    if ((st = check_op(op, flags, err, &payload)) != FSA_OK)
+        goto out;
+
+    if (fields_json == NULL) {
+        if (op->kind != FSA_OP_CREATE) {
+            st = op_fail(err, op, FSA_ENOTFOUND, "not_found", "no such entity");
+            goto out;
+        }
+        if ((st = build_created(op, payload, &fields, err)) != FSA_OK)
+            goto out;
+    } else {
+        if (op->kind == FSA_OP_CREATE) {
+            st = op_fail(err, op, FSA_ECONFLICT, "conflict", "exists already");
+            goto out;
+        }
+        why = parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields);
+        if (why != JSON_OK) {
+            st = json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "stored fields");
+            goto out;
+        }
+        if (!cJSON_IsObject(fields)) {
+            st = op_fail(err, op, FSA_EINVAL, "invalid_value", "stored fields are not an object");
+            goto out;
+        }
+        if (op->kind != FSA_OP_SET) {
+            def = fsa_model_field(op->type, op->field);
+            assert(def != NULL); /* check_op vouched for it */
+        }
+
+        switch (op->kind) {
+        case FSA_OP_SET:
+            if (!(flags & FSA_APPLY_REPLAY) && op->base_version != version) {
+                st = op_fail(err, op, FSA_ECONFLICT, "conflict",
+                             "version is %" PRId64 ", the set was based on %" PRId64, version,
+                             op->base_version);
+                goto out;
+            }
+            st = apply_set(op, fields, payload, err);
+            break;
+        case FSA_OP_MERGE: {
+            cJSON *obj = field_or_default(fields, def);
+            if (obj == NULL)
+                st = nomem(err, op);
+            else if (!cJSON_IsObject(obj))
+                st = op_fail(err, op, FSA_EINVAL, "invalid_value", "stored %s is not an object",
+                             def->name);
+            else if (!merge_into(obj, payload))
+                st = nomem(err, op);
+            break;
+        }
+        case FSA_OP_INCREMENT:
+            st = apply_increment(op, fields, def, err);
+            break;
+        case FSA_OP_TRANSITION:
+            st = apply_transition(op, fields, def, err);
+            break;
+        case FSA_OP_APPEND:
+            st = apply_append(op, fields, def, &payload, err);
+            break;
+        default:
+            st = op_fail(err, op, FSA_EINVAL, "invalid_value", "unknown op kind");
+            break;
+        }
+        if (st != FSA_OK)
+            goto out;
+    }
+
+    fields = in_protocol_order(op->type, fields);
+    if (fields == NULL) {
+        st = nomem(err, op);
+        goto out;
+    }
+    why = emit(fields, FSA_LIMIT_FIELDS_BYTES, out_json);
+    if (why != JSON_OK)
+        st = json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "the resulting fields");
+out:
+    cJSON_Delete(payload);
+    cJSON_Delete(fields);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Plain JSON helpers.                                                                        */
+
+static fsa_status_t why_status(json_why_t why)
+{
+    return why == JSON_OK ? FSA_OK : why == JSON_NOMEM ? FSA_ENOMEM : FSA_EINVAL;
+}
+
+fsa_status_t fsa_model_merge_patch(const char *target_json, const char *patch_json, char **out_json)
+{
+    cJSON *target = NULL, *patch = NULL, *result = NULL;
+    json_why_t why;
+
+    if (out_json == NULL)
+        return FSA_EINVAL;
+    *out_json = NULL;
+    if (patch_json == NULL)
+        return FSA_EINVAL;
+    if (target_json != NULL &&
+        (why = parse_checked(target_json, FSA_LIMIT_FIELDS_BYTES, &target)) != JSON_OK)
+        goto out;
+    if ((why = parse_checked(patch_json, FSA_LIMIT_FIELDS_BYTES, &patch)) != JSON_OK)
+        goto out;
+    result = merge_value(target, patch); /* takes target, also on failure */
+    target = NULL;
+    if (result == NULL) {
+        why = JSON_NOMEM;
+        goto out;
+    }
+    why = emit(result, FSA_LIMIT_FIELDS_BYTES, out_json);
+out:
+    cJSON_Delete(target);
+    cJSON_Delete(patch);
+    cJSON_Delete(result);
+    return why_status(why);
+}
+
+/*
+ * Only the scan, which allocates nothing: the header promises FSA_OK or FSA_EINVAL. What needs a
+ * tree to see (repeated keys, numbers beyond a double) is refused when the text is parsed.
+ */
+fsa_status_t fsa_model_json_check(const char *text, size_t max_bytes)
+{
+    if (text == NULL)
+        return FSA_EINVAL;
+    return json_scan(text, max_bytes) == JSON_OK ? FSA_OK : FSA_EINVAL;
+}
+
+fsa_status_t fsa_model_get_field(const char *fields_json, const char *name, char **out_json)
+{
+    cJSON *fields = NULL;
+    json_why_t why;
+    fsa_status_t st;
+
+    if (out_json == NULL)
+        return FSA_EINVAL;
+    *out_json = NULL;
+    if (fields_json == NULL || name == NULL)
+        return FSA_EINVAL;
+    if ((why = parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields)) != JSON_OK) {
+        st = why_status(why);
+        goto out;
+    }
+    if (!cJSON_IsObject(fields)) {
+        st = FSA_EINVAL;
+        goto out;
+    }
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(fields, name);
+    if (v == NULL) {
+        st = FSA_ENOTFOUND;
+        goto out;
+    }
+    st = why_status(emit(v, FSA_LIMIT_FIELDS_BYTES, out_json));
+out:
+    cJSON_Delete(fields);
+    return st;
+}
+
+fsa_status_t fsa_model_get_status(const char *fields_json, fsa_type_t type,
+                                  char out[FSA_STATUS_BYTES])
+{
+    cJSON *fields = NULL;
+    json_why_t why;
+    fsa_status_t st;
+
+    if (out == NULL)
+        return FSA_EINVAL;
+    out[0] = '\0';
+    if (fields_json == NULL || !type_ok(type))
+        return FSA_EINVAL;
+    if (types[type].machine.field == NULL)
+        return FSA_ENOTFOUND; /* attendance has no status */
+    if ((why = parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields)) != JSON_OK) {
+        st = why_status(why);
+        goto out;
+    }
+    if (!cJSON_IsObject(fields)) {
+        st = FSA_EINVAL;
+        goto out;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(fields, types[type].machine.field);
+    if (!cJSON_IsString(v)) {
+        st = FSA_ENOTFOUND;
+        goto out;
+    }
+    /* Too long to be any status, and too long for out: a malformed entity, not an absent one. */
+    if (strlen(v->valuestring) >= FSA_STATUS_BYTES) {
+        st = FSA_EINVAL;
+        goto out;
+    }
+    snprintf(out, FSA_STATUS_BYTES, "%s", v->valuestring);
+    st = FSA_OK;
+out:
+    cJSON_Delete(fields);
+    return st;
+}
+
+/* Parses text into an object, or fails with FSA_EINVAL / FSA_ENOMEM. */
+static fsa_status_t parse_object(const char *text, cJSON **out)
+{
+    json_why_t why = parse_checked(text, FSA_LIMIT_FIELDS_BYTES, out);
+    if (why != JSON_OK)
+        return why_status(why);
+    if (!cJSON_IsObject(*out)) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        return FSA_EINVAL;
+    }
+    return FSA_OK;
+}
+
+fsa_status_t fsa_model_same_values(const char *a_json, const char *b_json, const char *keys_json,
+                                   bool *same)
+{
+    cJSON *a = NULL, *b = NULL, *keys = NULL;
+    if (same == NULL)
+        return FSA_EINVAL;
+    *same = false;
+    if (a_json == NULL || b_json == NULL || keys_json == NULL)
+        return FSA_EINVAL;
+    fsa_status_t st = parse_object(a_json, &a);
+    if (st == FSA_OK)
+        st = parse_object(b_json, &b);
+    if (st == FSA_OK)
+        st = parse_object(keys_json, &keys);
+    if (st == FSA_OK) {
+        bool all = true;
+        for (const cJSON *k = keys->child; k != NULL && all; k = k->next) {
+            const cJSON *va = cJSON_GetObjectItemCaseSensitive(a, k->string);
+            const cJSON *vb = cJSON_GetObjectItemCaseSensitive(b, k->string);
+            if (va == NULL || vb == NULL)
+                all = va == vb;
+            else
+                all = cJSON_Compare(va, vb, true) != 0;
+        }
+        *same = all;
+    }
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    cJSON_Delete(keys);
+    return st;
+}
+
+fsa_status_t fsa_model_project(const char *fields_json, const char *keys_json, char **out_json)
+{
+    cJSON *fields = NULL, *keys = NULL, *res = NULL;
+    if (out_json == NULL)
+        return FSA_EINVAL;
+    *out_json = NULL;
+    if (keys_json == NULL)
+        return FSA_EINVAL;
+    fsa_status_t st = parse_object(keys_json, &keys);
+    if (st == FSA_OK && fields_json != NULL)
+        st = parse_object(fields_json, &fields);
+    if (st == FSA_OK) {
+        res = cJSON_CreateObject();
+        if (res == NULL)
+            st = FSA_ENOMEM;
+    }
+    for (const cJSON *k = keys != NULL ? keys->child : NULL; st == FSA_OK && k != NULL;
+         k = k->next) {
+        const cJSON *v = fields != NULL ? cJSON_GetObjectItemCaseSensitive(fields, k->string)
+                                        : NULL;
+        cJSON *copy = v != NULL ? cJSON_Duplicate(v, true) : cJSON_CreateNull();
+        if (copy == NULL || !cJSON_AddItemToObject(res, k->string, copy)) {
+            cJSON_Delete(copy);
+            st = FSA_ENOMEM;
+        }
+    }
+    if (st == FSA_OK)
+        st = why_status(emit(res, FSA_LIMIT_FIELDS_BYTES, out_json));
+    cJSON_Delete(fields);
+    cJSON_Delete(keys);
+    cJSON_Delete(res);
+    return st;
+}
+
+void fsa_model_free(char *json)
+{
+    free(json);
+}
+
+/* dst's previous json is not freed: dst is taken as uninitialised (like memcpy). On ENOMEM dst
+ * is zeroed, so fsa_op_clear() on it is still safe. */
+fsa_status_t fsa_op_copy(fsa_op_t *dst, const fsa_op_t *src)
+{
+    if (dst == NULL || src == NULL)
+        return FSA_EINVAL;
+    if (dst == src)
+        return FSA_OK;
+    char *json = NULL;
+    if (src->json != NULL && (json = strdup(src->json)) == NULL) {
+        memset(dst, 0, sizeof *dst);
+        return FSA_ENOMEM;
+    }
+    *dst = *src;
+    dst->json = json;
+    return FSA_OK;
+}
+
+void fsa_op_clear(fsa_op_t *op)
+{
+    if (op == NULL)
+        return;
+    free(op->json);
+    memset(op, 0, sizeof *op);
+}

@@ -185,6 +185,18 @@ fsa_status_t fsa_model_get_field(const char *fields_json, const char *name,
 fsa_status_t fsa_model_get_status(const char *fields_json, fsa_type_t type,
                                   char out[FSA_STATUS_BYTES]) FSA_MUST_CHECK;
 
+/* Compares two objects at the top-level keys of keys_json (an object; its values are ignored):
+ * *same is true when, for every key, both lack it or both hold equal JSON values (deep, key order
+ * ignored). FSA_OK, FSA_EINVAL (an input is not an object, or malformed), FSA_ENOMEM. */
+fsa_status_t fsa_model_same_values(const char *a_json, const char *b_json, const char *keys_json,
+                                   bool *same) FSA_MUST_CHECK;
+
+/* *out_json = {key: fields[key]} for every top-level key of keys_json, with null for a key that
+ * fields lacks (fields_json NULL: all null). Malloc'ed; free with fsa_model_free. FSA_OK,
+ * FSA_EINVAL, FSA_ENOMEM. */
+fsa_status_t fsa_model_project(const char *fields_json, const char *keys_json,
+                               char **out_json) FSA_MUST_CHECK;
+
 /* Frees text returned by this module. NULL is accepted. */
 void fsa_model_free(char *json);
 

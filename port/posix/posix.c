@@ -219,12 +219,11 @@ static int ofd_lock(int fd, short type, uint64_t slot, int cmd)
     return fcntl(fd, cmd, &fl);
 }
 
-fsa_status_t fsa__posix_flock_try(void *ctx, fsa_flock_t *f, uint64_t slot)
+static fsa_status_t try_lock(fsa_flock_t *f, short type, uint64_t slot)
 {
-    (void)ctx;
     if (slot > (uint64_t)INT64_MAX)
         return FSA_EINVAL;
-    while (ofd_lock(f->fd, F_WRLCK, slot, F_OFD_SETLK) != 0) {
+    while (ofd_lock(f->fd, type, slot, F_OFD_SETLK) != 0) {
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EACCES)
@@ -232,6 +231,18 @@ fsa_status_t fsa__posix_flock_try(void *ctx, fsa_flock_t *f, uint64_t slot)
         return FSA_EIO;
     }
     return FSA_OK;
+}
+
+fsa_status_t fsa__posix_flock_try(void *ctx, fsa_flock_t *f, uint64_t slot)
+{
+    (void)ctx;
+    return try_lock(f, F_WRLCK, slot);
+}
+
+fsa_status_t fsa__posix_flock_try_shared(void *ctx, fsa_flock_t *f, uint64_t slot)
+{
+    (void)ctx;
+    return try_lock(f, F_RDLCK, slot);
 }
 
 void fsa__posix_flock_release(void *ctx, fsa_flock_t *f, uint64_t slot)
@@ -277,6 +288,7 @@ static fsa_port_t posix_port = {
     .cond_free = fsa__posix_cond_free,
     .flock_open = fsa__posix_flock_open,
     .flock_try = fsa__posix_flock_try,
+    .flock_try_shared = fsa__posix_flock_try_shared,
     .flock_release = fsa__posix_flock_release,
     .flock_close = fsa__posix_flock_close,
     .log = posix_log,

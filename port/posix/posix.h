@@ -17,6 +17,7 @@ void fsa__posix_cond_broadcast(void *ctx, fsa_cond_t *c);
 void fsa__posix_cond_free(void *ctx, fsa_cond_t *c);
 fsa_status_t fsa__posix_flock_open(void *ctx, const char *path, fsa_flock_t **out);
 fsa_status_t fsa__posix_flock_try(void *ctx, fsa_flock_t *f, uint64_t slot);
+fsa_status_t fsa__posix_flock_try_shared(void *ctx, fsa_flock_t *f, uint64_t slot);
 void fsa__posix_flock_release(void *ctx, fsa_flock_t *f, uint64_t slot);
 void fsa__posix_flock_close(void *ctx, fsa_flock_t *f);
 

@@ -162,6 +162,29 @@ static void test_flock_try__two_handles_exclude_each_other(void **state)
     P->flock_close(P->ctx, b);
 }
 
+static void test_flock_try_shared__readers_share_writers_exclude(void **state)
+{
+    (void)state;
+    fsa_flock_t *a, *b, *c;
+    assert_fsa_ok(P->flock_open(P->ctx, lock_path, &a));
+    assert_fsa_ok(P->flock_open(P->ctx, lock_path, &b));
+    assert_fsa_ok(P->flock_open(P->ctx, lock_path, &c));
+    assert_fsa_ok(P->flock_try_shared(P->ctx, a, 0));
+    assert_fsa_ok(P->flock_try_shared(P->ctx, b, 0));
+    assert_int_equal(P->flock_try(P->ctx, c, 0), FSA_EBUSY);
+    /* a reader cannot upgrade while another reader holds the byte... */
+    assert_int_equal(P->flock_try(P->ctx, a, 0), FSA_EBUSY);
+    P->flock_release(P->ctx, b, 0);
+    /* ...and can once it is the only one; the conversion is in place */
+    assert_fsa_ok(P->flock_try(P->ctx, a, 0));
+    assert_int_equal(P->flock_try_shared(P->ctx, b, 0), FSA_EBUSY);
+    assert_fsa_ok(P->flock_try_shared(P->ctx, a, 0)); /* downgrade */
+    assert_fsa_ok(P->flock_try_shared(P->ctx, b, 0));
+    P->flock_close(P->ctx, a);
+    P->flock_close(P->ctx, b);
+    P->flock_close(P->ctx, c);
+}
+
 static void test_flock_try__released_when_holder_dies(void **state)
 {
     (void)state;
@@ -212,6 +235,8 @@ int main(void)
         cmocka_unit_test(test_cond_wait__deadline_times_out),
         cmocka_unit_test(test_cond_wait__woken_by_broadcast),
         cmocka_unit_test_setup_teardown(test_flock_try__two_handles_exclude_each_other,
+                                        setup_lockfile, teardown_lockfile),
+        cmocka_unit_test_setup_teardown(test_flock_try_shared__readers_share_writers_exclude,
                                         setup_lockfile, teardown_lockfile),
         cmocka_unit_test_setup_teardown(test_flock_try__released_when_holder_dies,
                                         setup_lockfile, teardown_lockfile),

@@ -1,0 +1,264 @@
+/* fieldsync: the journal: entities with their base and local view, the outbox, conflicts, state. */
+#ifndef FSA_STORAGE_JOURNAL_H
+#define FSA_STORAGE_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "port/port.h"
+#include "storage/fence.h"
+#include "storage/model.h"
+
+/*
+ * One SQLite file per device. Every recording call is one transaction that validates the op
+ * against the model, applies it to the entity's local view and appends it to the outbox; it
+ * returns only after the commit (synchronous=FULL by default), and then the op survives a power
+ * cut. A journal handle may be shared by threads (calls are serialized on it); several
+ * processes may open the same file at once (SQLite serializes their writes).
+ *
+ * Ownership: strings passed in are copied; strings handed out are malloc'ed and documented as
+ * the caller's to free (with fsa_model_free).
+ */
+
+typedef struct fsa_journal fsa_journal_t;
+
+typedef struct fsa_journal_opts {
+    bool create;           /* create the file (mode 0600) when missing */
+    bool sync_normal;      /* synchronous=NORMAL: faster, but a power cut may lose the last
+                              commits (never corrupts); default FULL loses nothing */
+    int64_t budget_bytes;  /* disk budget; 0 = FSA_LIMIT_JOURNAL_BUDGET_BYTES */
+    int busy_timeout_ms;   /* 0 = FSA_LIMIT_BUSY_TIMEOUT_MS */
+} fsa_journal_opts_t;
+
+/* Outbox states, as stored (values are frozen). */
+typedef enum fsa_op_state {
+    FSA_OPSTATE_PENDING = 0,  /* waiting to be sent */
+    FSA_OPSTATE_INFLIGHT = 1, /* sent at least once, no answer yet (resent as is: idempotent) */
+    FSA_OPSTATE_DONE = 2,     /* applied (or duplicate of applied) on the server */
+    FSA_OPSTATE_CONFLICT = 3, /* parked: precondition failed */
+    FSA_OPSTATE_REJECTED = 4  /* parked: the server refused it for good */
+} fsa_op_state_t;
+
+/* What a recording call reports: the op_id and seq of its (first) op, or why it failed. */
+typedef struct fsa_rec {
+    char op_id[FSA_OP_ID_BYTES];
+    int64_t seq;
+    char error[320]; /* one line naming the problem; "" on FSA_OK */
+} fsa_rec_t;
+
+/*
+ * Opens (or creates) the journal. port supplies the clocks, random (op ids) and logging; it must
+ * outlive the journal. On FSA_OK *out is set; otherwise err (errlen bytes, may be NULL) holds one
+ * line. Returns FSA_OK, FSA_EINVAL, FSA_ENOTFOUND, FSA_EIO, FSA_ESCHEMA, FSA_ECORRUPT,
+ * FSA_ENOMEM.
+ */
+fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_journal_opts_t *opts,
+                              fsa_journal_t **out, char *err, size_t errlen) FSA_MUST_CHECK;
+
+/* Closes the journal (NULL accepted). Marks a clean shutdown. */
+void fsa_journal_close(fsa_journal_t *j);
+
+/* The journal's path (owned by the journal). */
+const char *fsa_journal_path(const fsa_journal_t *j);
+
+/*
+ * Recording. Each function is one transaction; on any failure nothing is written.
+ * fence: NULL, or the fencing token of a lock held for this write (refused with FSA_EFENCED if a
+ * later token was issued for its key). rec: may be NULL; receives op_id/seq or the error line.
+ * Common statuses: FSA_OK; FSA_EINVAL (bad argument or value, rec->error names it);
+ * FSA_ENOTFOUND (no such entity); FSA_EEXISTS (create of an existing entity);
+ * FSA_ETRANSITION (rec->error names both states); FSA_EFULL (journal reached its budget:
+ * "journal full"); FSA_EFENCED; FSA_EBUSY (another writer held the journal past the busy
+ * timeout); FSA_EIO; FSA_ENOMEM.
+ */
+
+/* create: fields_json is an object of the type's fields; absent ones take their defaults. */
+fsa_status_t fsa_journal_create(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                const char *fields_json, const fsa_fence_t *fence,
+                                fsa_rec_t *rec) FSA_MUST_CHECK;
+/* set: fields_json is an object of settable fields; the op carries the version it expects. */
+fsa_status_t fsa_journal_set(fsa_journal_t *j, fsa_type_t type, const char *id,
+                             const char *fields_json, const fsa_fence_t *fence,
+                             fsa_rec_t *rec) FSA_MUST_CHECK;
+/* merge: an RFC 7396 patch (an object) into an object field. */
+fsa_status_t fsa_journal_merge(fsa_journal_t *j, fsa_type_t type, const char *id,
+                               const char *field, const char *patch_json,
+                               const fsa_fence_t *fence, fsa_rec_t *rec) FSA_MUST_CHECK;
+/* increment: an int field by `by` (may be negative). */
+fsa_status_t fsa_journal_increment(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                   const char *field, int64_t by, const fsa_fence_t *fence,
+                                   fsa_rec_t *rec) FSA_MUST_CHECK;
+/* transition: the type's status field from its local value to `to`. */
+fsa_status_t fsa_journal_transition(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                    const char *to, const fsa_fence_t *fence,
+                                    fsa_rec_t *rec) FSA_MUST_CHECK;
+/* append: item_json to the array `key` inside object field `field`; max_len 0 = unbounded. */
+fsa_status_t fsa_journal_append(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                const char *field, const char *key, const char *item_json,
+                                int64_t max_len, const fsa_fence_t *fence,
+                                fsa_rec_t *rec) FSA_MUST_CHECK;
+
+/*
+ * A group: n ops (1..FSA_JOURNAL_GROUP_MAX) recorded in one transaction under one fresh group
+ * id, applied by the server all-or-nothing. Callers fill kind, type, id and the kind's members
+ * (field, by, to, key, max_len, json); the journal fills op_id, seq, at_ms, group, base_version
+ * (set) and from (transition). The ops array is not modified. rec reports the first op.
+ */
+#define FSA_JOURNAL_GROUP_MAX 16
+fsa_status_t fsa_journal_record_group(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
+                                      const fsa_fence_t *fence, fsa_rec_t *rec) FSA_MUST_CHECK;
+
+/* The checkpoint update: set fields_json on the checkpoint child_id and touch its parent tour
+ * (a merge into the parent's other_info of {"last_checkpoint": child_id, "last_checkpoint_at":
+ * at}) as one group. FSA_EINVAL if the child has no parent. */
+fsa_status_t fsa_journal_checkpoint_update(fsa_journal_t *j, const char *child_id,
+                                           const char *fields_json, const fsa_fence_t *fence,
+                                           fsa_rec_t *rec) FSA_MUST_CHECK;
+
+/* Reads an entity's local view: *fields_json (malloc'ed, free with fsa_model_free), its server
+ * version (0 when it has never been on the server) and pending op count. Any out may be NULL.
+ * FSA_OK, FSA_ENOTFOUND, FSA_EINVAL, FSA_EIO. */
+fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id,
+                             char **fields_json, int64_t *base_version,
+                             int64_t *pending) FSA_MUST_CHECK;
+
+/* Reads an entity's base (last known server state). Same conventions as fsa_journal_get;
+ * *fields_json is NULL when the entity has never been on the server. */
+fsa_status_t fsa_journal_get_base(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                  char **fields_json, int64_t *base_version) FSA_MUST_CHECK;
+
+/* ---- The outbox, for the sync engine. ---- */
+
+/*
+ * Reads the next batch: pending and in-flight ops in seq order, at most max_ops ops and about
+ * max_bytes of payload, never splitting a group (a group that does not fit ends the batch; a
+ * group larger than max_bytes is still returned whole when it comes first; max_ops must be at least
+ * FSA_JOURNAL_GROUP_MAX, so a group always fits by count). Fills ops[0..*n)
+ * (each with its own json: fsa_op_clear() each). Memory is bounded by the arguments, whatever
+ * the backlog. FSA_OK (with *n 0 when nothing is pending), FSA_EINVAL, FSA_EIO, FSA_ENOMEM.
+ */
+fsa_status_t fsa_outbox_next_batch(fsa_journal_t *j, fsa_op_t *ops, size_t max_ops,
+                                   size_t max_bytes, size_t *n) FSA_MUST_CHECK;
+
+/* Marks ops as in flight and counts an attempt for each. */
+fsa_status_t fsa_outbox_mark_inflight(fsa_journal_t *j, const fsa_op_t *ops,
+                                      size_t n) FSA_MUST_CHECK;
+
+typedef enum fsa_result_status {
+    FSA_RESULT_APPLIED = 0,
+    FSA_RESULT_DUPLICATE = 1,
+    FSA_RESULT_CONFLICT = 2,
+    FSA_RESULT_REJECTED = 3
+} fsa_result_status_t;
+
+/* One per-op result from the server (PROTOCOL.md section 3). current_fields is borrowed. */
+typedef struct fsa_op_result {
+    char op_id[FSA_OP_ID_BYTES];
+    fsa_result_status_t status;
+    fsa_result_status_t original; /* duplicate only: the original outcome */
+    int64_t version;              /* applied/duplicate: version after the op */
+    int64_t current_version;      /* conflict: the entity now; 0 when absent */
+    const char *current_fields;   /* conflict: its fields (JSON), may be NULL */
+    char code[32];                /* rejected: the error code */
+    char message[256];            /* rejected: the server's message */
+} fsa_op_result_t;
+
+/*
+ * Applies results in one transaction: applied/duplicate ops become done and their entity's base
+ * takes the server version; conflicts and rejections are parked in the conflicts table with the
+ * server's state, the op and the reason; each touched entity's local view is rebuilt from its
+ * base and its still-pending ops. A result for an unknown op_id is ignored (FSA_OK); an op that
+ * is already done is left alone. FSA_OK, FSA_EINVAL, FSA_EIO, FSA_ENOMEM.
+ */
+fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *results,
+                                      size_t n) FSA_MUST_CHECK;
+
+/* Folds a pulled server state into the entity's base when it is newer than the base, and
+ * rebuilds the local view (base + pending ops). fields_json is the entity's full fields. */
+fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
+                              const char *fields_json) FSA_MUST_CHECK;
+
+/* Compaction: removes done ops from the outbox, keeping their op ids (in done_ops) until
+ * audit_ms after they were done; forgets older ids. *removed (may be NULL) counts outbox rows
+ * removed. */
+fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms,
+                                size_t *removed) FSA_MUST_CHECK;
+
+/* Queue figures for status and metrics. */
+typedef struct fsa_outbox_stats {
+    int64_t pending;          /* pending + in flight */
+    int64_t inflight;
+    int64_t done;             /* not yet compacted */
+    int64_t conflicts;        /* open (unresolved) conflicts */
+    int64_t rejected;         /* open rejections */
+    int64_t oldest_pending_at_ms; /* `at` of the oldest pending op; 0 when none */
+    int64_t last_seq;         /* highest seq ever issued */
+} fsa_outbox_stats_t;
+fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out) FSA_MUST_CHECK;
+
+/* Looks an op up by op_id in the outbox: fills *op (json owned by the caller: fsa_op_clear) and
+ * *state. FSA_OK, FSA_ENOTFOUND (never recorded, or compacted). */
+fsa_status_t fsa_outbox_find(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
+                             fsa_op_state_t *state) FSA_MUST_CHECK;
+
+/* ---- Conflicts ---- */
+
+typedef struct fsa_conflict {
+    fsa_op_t op;                /* the local op (json owned: fsa_conflict_clear) */
+    char outcome[16];           /* "conflict" or "rejected" */
+    char code[32];
+    char reason[256];
+    int64_t server_version;
+    char *server_fields;        /* may be NULL (owned) */
+    char *prior_fields;         /* set: the values it replaced, for a 3-way merge; may be NULL */
+    int64_t created_ms;
+    char decision[16];          /* the resolver's verdict while open ("park", "server-wins") */
+    char resolution[16];        /* "" while open */
+} fsa_conflict_t;
+
+void fsa_conflict_clear(fsa_conflict_t *c);
+
+/* Calls fn for each conflict (open ones only unless all) in seq order; the conflict is valid
+ * only during the call. Stops early when fn returns false. fn must not call the journal (the
+ * handle is busy during the walk). */
+typedef bool (*fsa_conflict_fn)(void *arg, const fsa_conflict_t *c);
+fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn,
+                                void *arg) FSA_MUST_CHECK;
+
+/*
+ * Resolves an open conflict or rejection. take_local: the op is recorded again as a new op (new
+ * op_id and seq; a set expects the server version now known; a transition starts from the
+ * server's current status), in the same transaction that closes the conflict; validation
+ * errors of the new op are returned as from a recording call. Not take_local: the server's state
+ * stands; the conflict is closed. resolution ("server", "local", "rebased", "converged", ...) is
+ * stored. rec (may be NULL) reports the new op or the error. FSA_OK, FSA_ENOTFOUND (no open
+ * conflict with that op_id), the recording statuses.
+ */
+fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
+                                  const char *resolution, fsa_rec_t *rec) FSA_MUST_CHECK;
+
+/* Records the resolver's verdict on an open conflict (shown to people). FSA_OK, FSA_ENOTFOUND. */
+fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
+                                       const char *decision) FSA_MUST_CHECK;
+
+/* ---- Sync state (key/value, durable) ---- */
+
+/* Integers: clock_offset_ms, next_attempt_ms, last_sync_ms, ... *out = dflt when absent. */
+fsa_status_t fsa_journal_state_get_int(fsa_journal_t *j, const char *key, int64_t dflt,
+                                       int64_t *out) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_state_set_int(fsa_journal_t *j, const char *key,
+                                       int64_t v) FSA_MUST_CHECK;
+/* Strings (device_id, server, cursor, ...): *out malloc'ed (fsa_model_free), NULL when absent. */
+fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key,
+                                       char **out) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_state_set_str(fsa_journal_t *j, const char *key,
+                                       const char *v) FSA_MUST_CHECK;
+
+/* The device wall clock corrected by the stored server clock offset, as stamped on new ops. */
+fsa_wall_t fsa_journal_now(fsa_journal_t *j);
+
+/* Runs PRAGMA integrity_check; FSA_OK or FSA_ECORRUPT (err names the first problem). */
+fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen) FSA_MUST_CHECK;
+
+#endif

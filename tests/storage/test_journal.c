@@ -1,0 +1,722 @@
+/* Tests for storage/journal.c and storage/db.c: opening, recording, the outbox, conflicts. */
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include "storage/lock.h"
+#include "tests/storage/journal_test_util.h"
+
+typedef struct fixture {
+    test_dir_t dir;
+    fsa_sim_t *sim;
+    fsa_port_t *port;
+    fsa_journal_t *j;
+} fixture_t;
+
+static const fsa_wall_t START = {INT64_C(1764090000000)};
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    test_dir_make(&f->dir);
+    if (fsa_sim_new(7, START, "journal", &f->sim) != FSA_OK)
+        return -1;
+    f->port = fsa_sim_port(f->sim);
+    fsa_journal_opts_t o = {.create = true};
+    char err[256];
+    if (fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err) != FSA_OK) {
+        fprintf(stderr, "open: %s\n", err);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    fsa_journal_close(f->j);
+    fsa_sim_free(f->sim);
+    test_dir_remove(&f->dir);
+    free(f);
+    return 0;
+}
+
+static int64_t seq_count(fsa_journal_t *j)
+{
+    fsa_outbox_stats_t s;
+    assert_fsa_ok(fsa_outbox_stats(j, &s));
+    return s.last_seq;
+}
+
+/* The local view's value of one field, as JSON text, into a static buffer. */
+static const char *field_of(fsa_journal_t *j, fsa_type_t type, const char *id, const char *name)
+{
+    static char buf[4096];
+    char *fields = NULL, *v = NULL;
+    assert_fsa_ok(fsa_journal_get(j, type, id, &fields, NULL, NULL));
+    fsa_status_t st = fsa_model_get_field(fields, name, &v);
+    snprintf(buf, sizeof buf, "%s", st == FSA_OK ? v : "<absent>");
+    fsa_model_free(v);
+    fsa_model_free(fields);
+    return buf;
+}
+
+static void test_fsa_journal_open__creates_private_wal_file(void **state)
+{
+    fixture_t *f = *state;
+    struct stat sb;
+    assert_int_equal(stat(f->dir.path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void test_fsa_journal_open__missing_without_create(void **state)
+{
+    fixture_t *f = *state;
+    char path[160], err[256];
+    snprintf(path, sizeof path, "%s/none.db", f->dir.dir);
+    fsa_journal_t *j = (fsa_journal_t *)1;
+    fsa_journal_opts_t o = {.create = false};
+    assert_int_equal(fsa_journal_open(f->port, path, &o, &j, err, sizeof err), FSA_ENOTFOUND);
+    assert_null(j);
+    assert_non_null(strstr(err, "does not exist"));
+}
+
+static void test_fsa_journal_open__newer_schema_refused(void **state)
+{
+    fixture_t *f = *state;
+    fsa_journal_close(f->j);
+    f->j = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    char err[256];
+    fsa_journal_opts_t o = {.create = true};
+    assert_int_equal(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err),
+                     FSA_ESCHEMA);
+    assert_non_null(strstr(err, "newer"));
+    assert_null(f->j);
+}
+
+static void test_fsa_journal_open__garbage_file_refused(void **state)
+{
+    fixture_t *f = *state;
+    char path[160], err[256];
+    snprintf(path, sizeof path, "%s/garbage.db", f->dir.dir);
+    FILE *fp = fopen(path, "w");
+    for (int i = 0; i < 200; i++)
+        fputs("this is not a database at all. ", fp);
+    fclose(fp);
+    fsa_journal_t *j = NULL;
+    fsa_journal_opts_t o = {.create = true};
+    fsa_status_t st = fsa_journal_open(f->port, path, &o, &j, err, sizeof err);
+    assert_int_equal(st, FSA_ECORRUPT);
+    assert_null(j);
+    assert_non_null(strstr(err, path));
+}
+
+static void test_fsa_journal_open__migrates_version_zero_file(void **state)
+{
+    fixture_t *f = *state;
+    char path[160], err[256];
+    snprintf(path, sizeof path, "%s/old.db", f->dir.dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK); /* an empty, version-0 database */
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE unrelated(x)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    fsa_journal_t *j = NULL;
+    fsa_journal_opts_t o = {.create = false};
+    assert_fsa_ok(fsa_journal_open(f->port, path, &o, &j, err, sizeof err));
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_journal_close(j);
+}
+
+static void test_fsa_journal_create__defaults_and_seq(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1", "{\"seqno\":3}", NULL, &rec));
+    assert_int_equal(rec.seq, 1);
+    assert_int_equal(strlen(rec.op_id), 36);
+    assert_string_equal(rec.error, "");
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "jobstatus"), "\"ASSIGNED\"");
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "seqno"), "3");
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "parent_id"), "null");
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    assert_int_equal(rec.seq, 2);
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "ticketlog"),
+                        "{\"ticket_history\":[]}");
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "priority"), "\"MEDIUM\"");
+}
+
+static void test_fsa_journal_create__existing_refused(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec),
+                     FSA_EEXISTS);
+    assert_non_null(strstr(rec.error, "already exists"));
+    assert_int_equal(seq_count(f->j), 1);
+}
+
+static void test_fsa_journal_create__attendance_requires_fields(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_ATTENDANCE, "A1", "{\"people_id\":\"p\"}",
+                                        NULL, &rec),
+                     FSA_EINVAL);
+    assert_string_not_equal(rec.error, "");
+    assert_int_equal(seq_count(f->j), 0);
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_ATTENDANCE, "A1",
+                                     "{\"people_id\":\"p\",\"site_id\":\"s\",\"kind\":\"checkin\","
+                                     "\"at\":1,\"lat\":1.5,\"lon\":2.5}",
+                                     NULL, &rec));
+    assert_string_equal(field_of(f->j, FSA_TYPE_ATTENDANCE, "A1", "accuracy_m"), "0");
+    /* attendance is append-only */
+    assert_int_equal(fsa_journal_set(f->j, FSA_TYPE_ATTENDANCE, "A1", "{\"site_id\":\"x\"}", NULL,
+                                     &rec),
+                     FSA_EINVAL);
+}
+
+static void test_fsa_journal_create__bad_id_refused(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_TICKET, "bad id!", NULL, NULL, &rec),
+                     FSA_EINVAL);
+    assert_non_null(strstr(rec.error, "invalid ticket id"));
+    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_TICKET, "", NULL, NULL, &rec), FSA_EINVAL);
+    assert_int_equal(fsa_journal_create(NULL, FSA_TYPE_TICKET, "T", NULL, NULL, &rec),
+                     FSA_EINVAL);
+    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_TICKET, NULL, NULL, NULL, NULL),
+                     FSA_EINVAL);
+    assert_int_equal(seq_count(f->j), 0);
+}
+
+static void test_fsa_journal_set__status_field_refused(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1", NULL, NULL, &rec));
+    assert_int_equal(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"jobstatus\":\"COMPLETED\"}",
+                                     NULL, &rec),
+                     FSA_EINVAL);
+    assert_int_equal(seq_count(f->j), 1);
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "jobstatus"), "\"ASSIGNED\"");
+}
+
+static void test_fsa_journal_set__base_version_counts_pending(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1", NULL, NULL, &rec));
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"expirytime\":45}", NULL, &rec));
+    fsa_op_t op;
+    fsa_op_state_t state_;
+    assert_fsa_ok(fsa_outbox_find(f->j, rec.op_id, &op, &state_));
+    assert_int_equal(op.kind, FSA_OP_SET);
+    assert_int_equal(op.base_version, 1); /* the create will make version 1 */
+    assert_int_equal(state_, FSA_OPSTATE_PENDING);
+    fsa_op_clear(&op);
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "expirytime"), "45");
+}
+
+static void test_fsa_journal_merge__patch_semantics(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1",
+                                     "{\"other_info\":{\"a\":1,\"b\":{\"c\":2,\"d\":3}}}", NULL,
+                                     &rec));
+    assert_fsa_ok(fsa_journal_merge(f->j, FSA_TYPE_JOBNEED, "J1", "other_info",
+                                    "{\"a\":null,\"b\":{\"c\":9},\"e\":[1]}", NULL, &rec));
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "other_info"),
+                        "{\"b\":{\"c\":9,\"d\":3},\"e\":[1]}");
+    assert_int_equal(fsa_journal_merge(f->j, FSA_TYPE_JOBNEED, "J1", "seqno", "{\"a\":1}", NULL,
+                                       &rec),
+                     FSA_EINVAL);
+    assert_int_equal(fsa_journal_merge(f->j, FSA_TYPE_JOBNEED, "J1", "other_info", "{bad", NULL,
+                                       &rec),
+                     FSA_EINVAL);
+}
+
+static void test_fsa_journal_increment__adds(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 2, NULL, &rec));
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", -1, NULL, &rec));
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "level"), "1");
+    assert_int_equal(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "priority", 1, NULL, &rec),
+                     FSA_EINVAL);
+    assert_int_equal(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T9", "level", 1, NULL, &rec),
+                     FSA_ENOTFOUND);
+    assert_non_null(strstr(rec.error, "T9"));
+}
+
+static void test_fsa_journal_transition__valid_and_invalid(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1", NULL, NULL, &rec));
+    int64_t before = seq_count(f->j);
+    assert_int_equal(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J1", "COMPLETED", NULL, &rec),
+                     FSA_ETRANSITION);
+    assert_non_null(strstr(rec.error, "ASSIGNED"));
+    assert_non_null(strstr(rec.error, "COMPLETED"));
+    assert_int_equal(seq_count(f->j), before); /* nothing written */
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "jobstatus"), "\"ASSIGNED\"");
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J1", "INPROGRESS", NULL, &rec));
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J1", "COMPLETED", NULL, &rec));
+    fsa_op_t op;
+    assert_fsa_ok(fsa_outbox_find(f->j, rec.op_id, &op, NULL));
+    assert_string_equal(op.from, "INPROGRESS");
+    assert_string_equal(op.to, "COMPLETED");
+    assert_string_equal(op.field, "jobstatus");
+    fsa_op_clear(&op);
+    /* AUTOCLOSED is the server's alone */
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J2", NULL, NULL, &rec));
+    assert_int_equal(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J2", "AUTOCLOSED", NULL, &rec),
+                     FSA_ETRANSITION);
+    int64_t n = seq_count(f->j);
+    assert_int_not_equal(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J2", "NOSUCH", NULL,
+                                                &rec),
+                         FSA_OK);
+    if (strstr(rec.error, "NOSUCH") == NULL) fail_msg("error: %s", rec.error);
+    assert_int_equal(seq_count(f->j), n);
+}
+
+static void test_fsa_journal_append__max_len(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    for (int i = 1; i <= 4; i++) {
+        char item[32];
+        snprintf(item, sizeof item, "{\"n\":%d}", i);
+        assert_fsa_ok(fsa_journal_append(f->j, FSA_TYPE_TICKET, "T1", "ticketlog",
+                                         "ticket_history", item, 3, NULL, &rec));
+    }
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "ticketlog"),
+                        "{\"ticket_history\":[{\"n\":2},{\"n\":3},{\"n\":4}]}");
+}
+
+static void test_fsa_journal_checkpoint_update__one_group(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "TOUR", NULL, NULL, &rec));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "CP1", "{\"parent_id\":\"TOUR\"}",
+                                     NULL, &rec));
+    assert_fsa_ok(fsa_journal_checkpoint_update(f->j, "CP1", "{\"expirytime\":45}", NULL, &rec));
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 4);
+    assert_int_equal(ops[2].kind, FSA_OP_SET);
+    assert_string_equal(ops[2].id, "CP1");
+    assert_int_equal(ops[3].kind, FSA_OP_MERGE);
+    assert_string_equal(ops[3].id, "TOUR");
+    assert_string_not_equal(ops[2].group, "");
+    assert_string_equal(ops[2].group, ops[3].group);
+    assert_int_equal(ops[3].seq, ops[2].seq + 1);
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+    assert_non_null(strstr(field_of(f->j, FSA_TYPE_JOBNEED, "TOUR", "other_info"), "CP1"));
+    /* a tour is not a checkpoint */
+    assert_int_equal(fsa_journal_checkpoint_update(f->j, "TOUR", "{\"seqno\":1}", NULL, &rec),
+                     FSA_EINVAL);
+    assert_non_null(strstr(rec.error, "no parent"));
+}
+
+static void test_fsa_journal_record_group__failure_writes_nothing(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_op_t ops[2] = {
+        {.kind = FSA_OP_INCREMENT, .type = FSA_TYPE_TICKET, .id = "T1", .field = "level", .by = 1},
+        {.kind = FSA_OP_TRANSITION, .type = FSA_TYPE_TICKET, .id = "T1", .to = "CLOSED"},
+    };
+    assert_int_equal(fsa_journal_record_group(f->j, ops, 2, NULL, &rec), FSA_ETRANSITION);
+    assert_int_equal(seq_count(f->j), 1);
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "level"), "0");
+}
+
+static void test_fsa_outbox_next_batch__never_splits_a_group(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    for (int i = 0; i < 15; i++)
+        assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &rec));
+    fsa_op_t g[3];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < 3; i++) {
+        g[i].kind = FSA_OP_INCREMENT;
+        g[i].type = FSA_TYPE_TICKET;
+        snprintf(g[i].id, sizeof g[i].id, "T1");
+        snprintf(g[i].field, sizeof g[i].field, "level");
+        g[i].by = 1;
+    }
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 3, NULL, &rec)); /* seqs 17..19 */
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    /* 16 fit by count, but the group (seq 17-19) would be split: the batch stops before it. */
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 16);
+    assert_int_equal(ops[15].seq, 16);
+    assert_fsa_ok(fsa_outbox_mark_inflight(f->j, ops, n));
+    fsa_op_result_t res[FSA_JOURNAL_GROUP_MAX];
+    memset(res, 0, sizeof res);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(res[i].op_id, ops[i].op_id, sizeof res[i].op_id);
+        res[i].status = FSA_RESULT_APPLIED;
+        res[i].version = (int64_t)i + 1;
+        fsa_op_clear(&ops[i]);
+    }
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, res, n));
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 3);
+    assert_int_equal(ops[0].seq, 17);
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+    assert_int_equal(fsa_outbox_next_batch(f->j, ops, 4, 1 << 20, &n), FSA_EINVAL);
+}
+
+static void test_fsa_outbox_next_batch__bounded_by_bytes(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    for (int i = 0; i < 40; i++)
+        assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &rec));
+    fsa_op_t ops[64];
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, 64, 2000, &n));
+    assert_true(n >= 1 && n < 10);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ops[i].seq, (int64_t)i + 1);
+        fsa_op_clear(&ops[i]);
+    }
+}
+
+static fsa_op_result_t result_for(const char *op_id, fsa_result_status_t status, int64_t version)
+{
+    fsa_op_result_t r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.op_id, sizeof r.op_id, "%s", op_id);
+    r.status = status;
+    r.version = version;
+    return r;
+}
+
+static void test_fsa_outbox_apply_results__applied_moves_base(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t c, s;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1", NULL, NULL, &c));
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"seqno\":5}", NULL, &s));
+    fsa_op_result_t r = result_for(c.op_id, FSA_RESULT_APPLIED, 1);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    char *base = NULL;
+    int64_t v = 0, pending = 0;
+    assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_JOBNEED, "J1", &base, &v));
+    assert_int_equal(v, 1);
+    assert_non_null(strstr(base, "\"seqno\":0"));
+    fsa_model_free(base);
+    assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_JOBNEED, "J1", NULL, NULL, &pending));
+    assert_int_equal(pending, 1);
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "seqno"), "5");
+    /* a duplicate of applied is the same as applied; repeating a result changes nothing */
+    fsa_op_result_t d = result_for(s.op_id, FSA_RESULT_DUPLICATE, 2);
+    d.original = FSA_RESULT_APPLIED;
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &d, 1));
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &d, 1));
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.done, 2);
+    assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_JOBNEED, "J1", &base, &v));
+    assert_int_equal(v, 2);
+    assert_non_null(strstr(base, "\"seqno\":5"));
+    fsa_model_free(base);
+    /* an unknown op id is ignored */
+    fsa_op_result_t u = result_for("00000000-0000-4000-8000-000000000000", FSA_RESULT_APPLIED, 9);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &u, 1));
+}
+
+static bool count_conflict(void *arg, const fsa_conflict_t *c)
+{
+    fsa_conflict_t *out = arg;
+    fsa_conflict_clear(out);
+    *out = *c;
+    out->op.json = c->op.json != NULL ? strdup(c->op.json) : NULL;
+    out->server_fields = c->server_fields != NULL ? strdup(c->server_fields) : NULL;
+    out->prior_fields = c->prior_fields != NULL ? strdup(c->prior_fields) : NULL;
+    out->created_ms++; /* mark "seen" */
+    return true;
+}
+
+static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    /* The server had J1 at version 3 (pulled), we set seqno expecting 3, the server moved on. */
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 3,
+                                   "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
+                                   "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}"));
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"seqno\":7}", NULL, &rec));
+    fsa_op_result_t r = result_for(rec.op_id, FSA_RESULT_CONFLICT, 0);
+    r.current_version = 4;
+    r.current_fields = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":2,"
+                       "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.conflicts, 1);
+    /* the local view is the server's state now */
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "seqno"), "2");
+    fsa_conflict_t c;
+    memset(&c, 0, sizeof c);
+    assert_fsa_ok(fsa_conflicts_each(f->j, false, count_conflict, &c));
+    assert_string_equal(c.op.op_id, rec.op_id);
+    assert_string_equal(c.outcome, "conflict");
+    assert_int_equal(c.server_version, 4);
+    assert_non_null(strstr(c.server_fields, "\"seqno\":2"));
+    assert_string_equal(c.prior_fields, "{\"seqno\":1}"); /* what the set replaced */
+    assert_string_equal(c.decision, "");
+    fsa_conflict_clear(&c);
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, rec.op_id, "server-wins"));
+    assert_fsa_ok(fsa_conflicts_each(f->j, false, count_conflict, &c));
+    assert_string_equal(c.decision, "server-wins");
+    fsa_conflict_clear(&c);
+    assert_int_equal(fsa_conflict_set_decision(f->j, "nope", "park"), FSA_ENOTFOUND);
+    /* take local: recorded again, expecting version 4 */
+    fsa_rec_t again;
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, true, "local", &again));
+    assert_string_not_equal(again.op_id, rec.op_id);
+    fsa_op_t op;
+    assert_fsa_ok(fsa_outbox_find(f->j, again.op_id, &op, NULL));
+    assert_int_equal(op.base_version, 4);
+    fsa_op_clear(&op);
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "seqno"), "7");
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.conflicts, 0);
+    assert_int_equal(st.pending, 1);
+    assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, false, "server", NULL), FSA_ENOTFOUND);
+}
+
+static void test_fsa_outbox_apply_results__rejection_parked(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_op_result_t r = result_for(rec.op_id, FSA_RESULT_REJECTED, 0);
+    snprintf(r.code, sizeof r.code, "invalid_value");
+    snprintf(r.message, sizeof r.message, "nope");
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.rejected, 1);
+    assert_int_equal(st.pending, 0);
+    /* the rejected create leaves no local entity */
+    assert_int_equal(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, NULL),
+                     FSA_ENOTFOUND);
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, "dismissed", NULL));
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.rejected, 0);
+}
+
+static void test_fsa_journal_fold__replays_pending_on_new_base(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    const char *v1 = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                     "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
+    const char *v5 = "{\"status\":\"OPEN\",\"level\":3,\"assignedto\":\"bob\","
+                     "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"HIGH\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, v1));
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &rec));
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 5, v5));
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "level"), "4");
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "assignedto"), "\"bob\"");
+    /* an older state never replaces a newer base */
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 2, v1));
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "assignedto"), "\"bob\"");
+    assert_int_equal(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 6, "{not json"), FSA_EINVAL);
+}
+
+static void test_fsa_outbox_compact__keeps_ids_for_audit(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t a, b;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &a));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T2", NULL, NULL, &b));
+    fsa_op_result_t r = result_for(a.op_id, FSA_RESULT_APPLIED, 1);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    size_t removed = 0;
+    assert_fsa_ok(fsa_outbox_compact(f->j, FSA_LIMIT_AUDIT_MS, &removed));
+    assert_int_equal(removed, 1);
+    fsa_op_t op;
+    assert_int_equal(fsa_outbox_find(f->j, a.op_id, &op, NULL), FSA_ENOTFOUND);
+    assert_fsa_ok(fsa_outbox_find(f->j, b.op_id, &op, NULL));
+    fsa_op_clear(&op);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM done_ops WHERE op_id = ?1", -1,
+                                        &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, a.op_id, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    /* seq is never reused after compaction, also across a reopen */
+    fsa_journal_close(f->j);
+    fsa_journal_opts_t o = {0};
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, NULL, 0));
+    fsa_rec_t c;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T3", NULL, NULL, &c));
+    assert_int_equal(c.seq, 3);
+    /* past the audit period the ids go */
+    fsa_sim_advance(f->sim, 2 * FSA_LIMIT_AUDIT_MS * FSA_NS_PER_MS);
+    assert_fsa_ok(fsa_outbox_compact(f->j, FSA_LIMIT_AUDIT_MS, NULL));
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM done_ops", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void test_fsa_journal_now__applies_clock_offset(void **state)
+{
+    fixture_t *f = *state;
+    assert_fsa_ok(fsa_journal_state_set_int(f->j, "clock_offset_ms", 3600 * 1000));
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_op_t op;
+    assert_fsa_ok(fsa_outbox_find(f->j, rec.op_id, &op, NULL));
+    assert_int_equal(op.at_ms, START.ms + 3600 * 1000);
+    fsa_op_clear(&op);
+    int64_t v = 0;
+    assert_fsa_ok(fsa_journal_state_get_int(f->j, "missing", 42, &v));
+    assert_int_equal(v, 42);
+    char *s = NULL;
+    assert_fsa_ok(fsa_journal_state_set_str(f->j, "device_id", "dev001"));
+    assert_fsa_ok(fsa_journal_state_get_str(f->j, "device_id", &s));
+    assert_string_equal(s, "dev001");
+    fsa_model_free(s);
+    assert_fsa_ok(fsa_journal_state_get_str(f->j, "nothing", &s));
+    assert_null(s);
+}
+
+static void test_fsa_journal_create__budget_full_writes_nothing(void **state)
+{
+    fixture_t *f = *state;
+    fsa_journal_close(f->j);
+    fsa_journal_opts_t o = {.budget_bytes = 256 * 1024};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+    char big[8192];
+    snprintf(big, sizeof big, "{\"other_info\":{\"pad\":\"");
+    size_t len = strlen(big);
+    memset(big + len, 'x', 6000);
+    snprintf(big + len + 6000, sizeof big - len - 6000, "\"}}");
+    fsa_rec_t rec;
+    fsa_status_t st = FSA_OK;
+    int i;
+    for (i = 0; i < 1000 && st == FSA_OK; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "J%d", i);
+        st = fsa_journal_create(f->j, FSA_TYPE_JOBNEED, id, big, NULL, &rec);
+    }
+    assert_int_equal(st, FSA_EFULL);
+    assert_non_null(strstr(rec.error, "journal full"));
+    fsa_outbox_stats_t s;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &s));
+    assert_int_equal(s.pending, i - 1); /* the refused one left nothing behind */
+    char id[16];
+    snprintf(id, sizeof id, "J%d", i - 1);
+    assert_int_equal(fsa_journal_get(f->j, FSA_TYPE_JOBNEED, id, NULL, NULL, NULL), FSA_ENOTFOUND);
+    assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
+}
+
+static void test_fsa_journal_set__fenced_write_refused(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1", NULL, NULL, &rec));
+    fsa_lockmgr_t *lm = NULL;
+    assert_fsa_ok(fsa_lockmgr_open(f->port, f->dir.path, NULL, &lm, NULL, 0));
+    fsa_lock_t first, second;
+    assert_fsa_ok(fsa_lock_acquire(lm, FSA_LOCK_JOB_WORKFLOW_UPDATE, "J1", &first, NULL, 0));
+    fsa_fence_t fence1 = fsa_lock_fence(&first);
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"seqno\":1}", &fence1, &rec));
+    /* the holder overruns its 15 s lease; someone else takes the lock */
+    fsa_sim_advance(f->sim, 16 * FSA_NS_PER_S);
+    assert_fsa_ok(fsa_lock_acquire(lm, FSA_LOCK_JOB_WORKFLOW_UPDATE, "J1", &second, NULL, 0));
+    assert_true(second.token > first.token);
+    int64_t before = seq_count(f->j);
+    assert_int_equal(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"seqno\":2}", &fence1, &rec),
+                     FSA_EFENCED);
+    assert_non_null(strstr(rec.error, "JOB_WORKFLOW_UPDATE:J1"));
+    assert_int_equal(seq_count(f->j), before);
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "seqno"), "1");
+    fsa_fence_t fence2 = fsa_lock_fence(&second);
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"seqno\":3}", &fence2, &rec));
+    assert_fsa_ok(fsa_lock_release(&second, NULL, 0));
+    assert_int_equal(fsa_lock_release(&first, NULL, 0), FSA_ELOST);
+    fsa_lockmgr_close(lm);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_fsa_journal_open__creates_private_wal_file),
+        T(test_fsa_journal_open__missing_without_create),
+        T(test_fsa_journal_open__newer_schema_refused),
+        T(test_fsa_journal_open__garbage_file_refused),
+        T(test_fsa_journal_open__migrates_version_zero_file),
+        T(test_fsa_journal_create__defaults_and_seq),
+        T(test_fsa_journal_create__existing_refused),
+        T(test_fsa_journal_create__attendance_requires_fields),
+        T(test_fsa_journal_create__bad_id_refused),
+        T(test_fsa_journal_set__status_field_refused),
+        T(test_fsa_journal_set__base_version_counts_pending),
+        T(test_fsa_journal_merge__patch_semantics),
+        T(test_fsa_journal_increment__adds),
+        T(test_fsa_journal_transition__valid_and_invalid),
+        T(test_fsa_journal_append__max_len),
+        T(test_fsa_journal_checkpoint_update__one_group),
+        T(test_fsa_journal_record_group__failure_writes_nothing),
+        T(test_fsa_outbox_next_batch__never_splits_a_group),
+        T(test_fsa_outbox_next_batch__bounded_by_bytes),
+        T(test_fsa_outbox_apply_results__applied_moves_base),
+        T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
+        T(test_fsa_outbox_apply_results__rejection_parked),
+        T(test_fsa_journal_fold__replays_pending_on_new_base),
+        T(test_fsa_outbox_compact__keeps_ids_for_audit),
+        T(test_fsa_journal_now__applies_clock_offset),
+        T(test_fsa_journal_create__budget_full_writes_nothing),
+        T(test_fsa_journal_set__fenced_write_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

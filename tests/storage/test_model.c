@@ -1,0 +1,1920 @@
+/* Tests for storage/model.c: types, fields, status machines, op validation and application. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "storage/model.h"
+#include "tests/test_util.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Helpers                                                                                    */
+
+static fsa_op_t make_op(fsa_op_kind_t kind, fsa_type_t type, const char *id, const char *json)
+{
+    fsa_op_t op;
+    memset(&op, 0, sizeof op);
+    snprintf(op.op_id, sizeof op.op_id, "%s", "5f0c6e0e-1a2b-4c3d-8e4f-001122334455");
+    op.seq = 1;
+    op.at_ms = INT64_C(1764090000000);
+    op.kind = kind;
+    op.type = type;
+    snprintf(op.id, sizeof op.id, "%s", id);
+    if (json != NULL) {
+        op.json = strdup(json);
+        assert_non_null(op.json);
+    }
+    return op;
+}
+
+static fsa_op_t op_create(fsa_type_t type, const char *id, const char *fields)
+{
+    return make_op(FSA_OP_CREATE, type, id, fields);
+}
+
+static fsa_op_t op_set(fsa_type_t type, const char *id, int64_t base, const char *fields)
+{
+    fsa_op_t op = make_op(FSA_OP_SET, type, id, fields);
+    op.base_version = base;
+    return op;
+}
+
+static fsa_op_t op_merge(fsa_type_t type, const char *id, const char *field, const char *patch)
+{
+    fsa_op_t op = make_op(FSA_OP_MERGE, type, id, patch);
+    snprintf(op.field, sizeof op.field, "%s", field);
+    return op;
+}
+
+static fsa_op_t op_incr(fsa_type_t type, const char *id, const char *field, int64_t by)
+{
+    fsa_op_t op = make_op(FSA_OP_INCREMENT, type, id, NULL);
+    snprintf(op.field, sizeof op.field, "%s", field);
+    op.by = by;
+    return op;
+}
+
+static fsa_op_t op_trans(fsa_type_t type, const char *id, const char *field, const char *from,
+                         const char *to)
+{
+    fsa_op_t op = make_op(FSA_OP_TRANSITION, type, id, NULL);
+    snprintf(op.field, sizeof op.field, "%s", field);
+    snprintf(op.from, sizeof op.from, "%s", from);
+    snprintf(op.to, sizeof op.to, "%s", to);
+    return op;
+}
+
+static fsa_op_t op_append(fsa_type_t type, const char *id, const char *field, const char *key,
+                          const char *item, int64_t max_len)
+{
+    fsa_op_t op = make_op(FSA_OP_APPEND, type, id, item);
+    snprintf(op.field, sizeof op.field, "%s", field);
+    snprintf(op.key, sizeof op.key, "%s", key);
+    op.max_len = max_len;
+    return op;
+}
+
+/* Applies op (then clears it) and returns the new fields; fails the test unless it applied. */
+static char *apply_ok(fsa_op_t op, const char *fields, int64_t version, unsigned flags)
+{
+    char *out = NULL;
+    fsa_model_err_t err;
+    fsa_status_t st = fsa_model_apply(&op, fields, version, flags, &out, &err);
+    if (st != FSA_OK)
+        fail_msg("apply returned %s (%s: %s)", fsa_status_str(st), err.code, err.message);
+    assert_non_null(out);
+    assert_string_equal(err.code, "");
+    fsa_op_clear(&op);
+    return out;
+}
+
+static void expect_applied(fsa_op_t op, const char *fields, int64_t version, unsigned flags,
+                           const char *want)
+{
+    char *out = apply_ok(op, fields, version, flags);
+    assert_string_equal(out, want);
+    fsa_model_free(out);
+}
+
+/*
+ * Applies op (then clears it), expecting status st and error code; also with err NULL, which
+ * must give the same status without crashing. Returns nothing; the message is checked to be set.
+ */
+static void expect_refused_msg(fsa_op_t op, const char *fields, int64_t version, unsigned flags,
+                               fsa_status_t st, const char *code, char *msg, size_t msg_size)
+{
+    char sentinel = 0;
+    char *out = &sentinel;
+    fsa_model_err_t err;
+    memset(&err, 'x', sizeof err);
+    fsa_status_t got = fsa_model_apply(&op, fields, version, flags, &out, &err);
+    if (got != st)
+        fail_msg("apply returned %s, expected %s (%s: %s)", fsa_status_str(got), fsa_status_str(st),
+                 err.code, err.message);
+    assert_null(out);
+    assert_string_equal(err.code, code);
+    assert_true(strlen(err.message) > 0 && strlen(err.message) < sizeof err.message);
+    out = &sentinel;
+    assert_int_equal(fsa_model_apply(&op, fields, version, flags, &out, NULL), st);
+    assert_null(out);
+    if (msg != NULL)
+        snprintf(msg, msg_size, "%s", err.message);
+    fsa_op_clear(&op);
+}
+
+static void expect_refused(fsa_op_t op, const char *fields, int64_t version, unsigned flags,
+                           fsa_status_t st, const char *code)
+{
+    expect_refused_msg(op, fields, version, flags, st, code, NULL, 0);
+}
+
+/* A malloc'ed text of n copies of c between prefix and suffix. */
+static char *repeat(const char *prefix, char c, size_t n, const char *suffix)
+{
+    size_t lp = strlen(prefix), ls = strlen(suffix);
+    char *s = malloc(lp + n + ls + 1);
+    assert_non_null(s);
+    memcpy(s, prefix, lp);
+    memset(s + lp, c, n);
+    memcpy(s + lp + n, suffix, ls + 1);
+    return s;
+}
+
+/* A malloc'ed JSON text of depth nested arrays: [[...]]. */
+static char *nested(size_t depth)
+{
+    char *s = malloc(2 * depth + 1);
+    assert_non_null(s);
+    memset(s, '[', depth);
+    memset(s + depth, ']', depth);
+    s[2 * depth] = '\0';
+    return s;
+}
+
+static const char JOBNEED_DEFAULTS[] = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":0,"
+                                       "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+static const char TICKET_DEFAULTS[] = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                                      "\"ticketlog\":{\"ticket_history\":[]},"
+                                      "\"priority\":\"MEDIUM\"}";
+static const char ATTENDANCE_GIVEN[] = "{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":"
+                                       "\"checkin\",\"at\":1764090000000,\"lat\":12.9716,"
+                                       "\"lon\":77.5946}";
+
+/* ------------------------------------------------------------------------------------------ */
+/* Names and tables                                                                           */
+
+static void test_fsa_type_name__round_trip(void **state)
+{
+    (void)state;
+    const char *names[] = {"attendance", "jobneed", "ticket"};
+    for (int t = 0; t < FSA__TYPE_COUNT; t++) {
+        fsa_type_t got = FSA__TYPE_COUNT;
+        assert_string_equal(fsa_type_name((fsa_type_t)t), names[t]);
+        assert_fsa_ok(fsa_type_parse(names[t], &got));
+        assert_int_equal(got, t);
+    }
+    fsa_type_t out = FSA_TYPE_TICKET;
+    assert_string_equal(fsa_type_name(FSA__TYPE_COUNT), "?");
+    assert_string_equal(fsa_type_name((fsa_type_t)-1), "?");
+    assert_int_equal(fsa_type_parse("Ticket", &out), FSA_EINVAL);
+    assert_int_equal(fsa_type_parse("", &out), FSA_EINVAL);
+    assert_int_equal(out, FSA_TYPE_TICKET); /* untouched on failure */
+    assert_int_equal(fsa_type_parse(NULL, &out), FSA_EINVAL);
+    assert_int_equal(fsa_type_parse("ticket", NULL), FSA_EINVAL);
+}
+
+static void test_fsa_op_kind_name__round_trip(void **state)
+{
+    (void)state;
+    const char *names[] = {"create", "set", "merge", "increment", "transition", "append"};
+    for (int k = 0; k < FSA__OP_COUNT; k++) {
+        fsa_op_kind_t got = FSA__OP_COUNT;
+        assert_string_equal(fsa_op_kind_name((fsa_op_kind_t)k), names[k]);
+        assert_fsa_ok(fsa_op_kind_parse(names[k], &got));
+        assert_int_equal(got, k);
+    }
+    fsa_op_kind_t out = FSA_OP_SET;
+    assert_string_equal(fsa_op_kind_name(FSA__OP_COUNT), "?");
+    assert_string_equal(fsa_op_kind_name((fsa_op_kind_t)-3), "?");
+    assert_int_equal(fsa_op_kind_parse("delete", &out), FSA_EINVAL);
+    assert_int_equal(out, FSA_OP_SET);
+    assert_int_equal(fsa_op_kind_parse(NULL, &out), FSA_EINVAL);
+    assert_int_equal(fsa_op_kind_parse("set", NULL), FSA_EINVAL);
+}
+
+struct field_row {
+    fsa_type_t type;
+    const char *name;
+    fsa_field_kind_t kind;
+    bool required;
+    const char *default_json;
+};
+
+/* PROTOCOL.md section 1, written out again here so the table in model.c is checked. */
+static const struct field_row FIELD_ROWS[] = {
+    {FSA_TYPE_ATTENDANCE, "people_id", FSA_FIELD_STR, true, NULL},
+    {FSA_TYPE_ATTENDANCE, "site_id", FSA_FIELD_STR, true, NULL},
+    {FSA_TYPE_ATTENDANCE, "kind", FSA_FIELD_ENUM, true, NULL},
+    {FSA_TYPE_ATTENDANCE, "at", FSA_FIELD_INT, true, NULL},
+    {FSA_TYPE_ATTENDANCE, "lat", FSA_FIELD_NUM, true, NULL},
+    {FSA_TYPE_ATTENDANCE, "lon", FSA_FIELD_NUM, true, NULL},
+    {FSA_TYPE_ATTENDANCE, "accuracy_m", FSA_FIELD_NUM, false, "0"},
+    {FSA_TYPE_ATTENDANCE, "other_info", FSA_FIELD_OBJ, false, "{}"},
+    {FSA_TYPE_JOBNEED, "jobstatus", FSA_FIELD_STATUS, false, "\"ASSIGNED\""},
+    {FSA_TYPE_JOBNEED, "parent_id", FSA_FIELD_STR_NULL, false, "null"},
+    {FSA_TYPE_JOBNEED, "seqno", FSA_FIELD_INT, false, "0"},
+    {FSA_TYPE_JOBNEED, "expirytime", FSA_FIELD_INT, false, "0"},
+    {FSA_TYPE_JOBNEED, "other_info", FSA_FIELD_OBJ, false, "{}"},
+    {FSA_TYPE_JOBNEED, "people_id", FSA_FIELD_STR, false, "\"\""},
+    {FSA_TYPE_TICKET, "status", FSA_FIELD_STATUS, false, "\"NEW\""},
+    {FSA_TYPE_TICKET, "level", FSA_FIELD_INT, false, "0"},
+    {FSA_TYPE_TICKET, "assignedto", FSA_FIELD_STR, false, "\"\""},
+    {FSA_TYPE_TICKET, "ticketlog", FSA_FIELD_OBJ, false, "{\"ticket_history\":[]}"},
+    {FSA_TYPE_TICKET, "priority", FSA_FIELD_STR, false, "\"MEDIUM\""},
+};
+
+static void test_fsa_model_fields__protocol_table(void **state)
+{
+    (void)state;
+    size_t row = 0;
+    for (int t = 0; t < FSA__TYPE_COUNT; t++) {
+        size_t n = 99;
+        const fsa_field_def_t *defs = fsa_model_fields((fsa_type_t)t, &n);
+        assert_non_null(defs);
+        for (size_t i = 0; i < n; i++, row++) {
+            const struct field_row *want = &FIELD_ROWS[row];
+            assert_int_equal(want->type, t);
+            assert_string_equal(defs[i].name, want->name);
+            assert_int_equal(defs[i].kind, want->kind);
+            assert_int_equal(defs[i].required, want->required);
+            if (want->default_json == NULL) {
+                assert_null(defs[i].default_json);
+            } else {
+                assert_string_equal(defs[i].default_json, want->default_json);
+                assert_fsa_ok(fsa_model_json_check(defs[i].default_json, 64));
+            }
+            assert_ptr_equal(fsa_model_field((fsa_type_t)t, want->name), &defs[i]);
+            assert_true(strlen(defs[i].name) < FSA_FIELD_NAME_BYTES);
+        }
+    }
+    assert_int_equal(row, sizeof FIELD_ROWS / sizeof FIELD_ROWS[0]);
+}
+
+static void test_fsa_model_fields__unknown_type(void **state)
+{
+    (void)state;
+    size_t n = 99;
+    assert_null(fsa_model_fields(FSA__TYPE_COUNT, &n));
+    assert_int_equal(n, 0);
+    assert_null(fsa_model_fields((fsa_type_t)-1, NULL));
+    assert_non_null(fsa_model_fields(FSA_TYPE_TICKET, NULL)); /* count is optional */
+}
+
+static void test_fsa_model_field__unknown_names(void **state)
+{
+    (void)state;
+    assert_null(fsa_model_field(FSA_TYPE_JOBNEED, "status")); /* that is ticket's */
+    assert_null(fsa_model_field(FSA_TYPE_TICKET, "jobstatus"));
+    assert_null(fsa_model_field(FSA_TYPE_TICKET, "Status"));
+    assert_null(fsa_model_field(FSA_TYPE_TICKET, ""));
+    assert_null(fsa_model_field(FSA_TYPE_TICKET, NULL));
+    assert_null(fsa_model_field(FSA__TYPE_COUNT, "status"));
+}
+
+static void test_fsa_model_id_valid__table(void **state)
+{
+    (void)state;
+    char max[FSA_LIMIT_ID_BYTES + 2];
+    memset(max, 'a', FSA_LIMIT_ID_BYTES);
+    max[FSA_LIMIT_ID_BYTES] = '\0';
+    assert_true(fsa_model_id_valid(max));
+    max[FSA_LIMIT_ID_BYTES] = 'a';
+    max[FSA_LIMIT_ID_BYTES + 1] = '\0';
+    assert_false(fsa_model_id_valid(max));
+
+    static const struct {
+        const char *id;
+        bool valid;
+    } rows[] = {
+        {"J1", true},
+        {"5f0c6e0e-1a2b-4c3d-8e4f-001122334455", true},
+        {"a.b_c:d-E9", true},
+        {"0", true},
+        {"", false},
+        {"a b", false},
+        {"a/b", false},
+        {"a\"b", false},
+        {"caf\xc3\xa9", false},
+        {"tab\t", false},
+        {"a+b", false},
+        {"a,b", false},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (fsa_model_id_valid(rows[i].id) != rows[i].valid)
+            fail_msg("id \"%s\": expected %s", rows[i].id, rows[i].valid ? "valid" : "invalid");
+    }
+    assert_false(fsa_model_id_valid(NULL));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status machines                                                                            */
+
+static const char *const JOBNEED_STATES[] = {"ASSIGNED", "INPROGRESS", "PARTIALLYCOMPLETED",
+                                             "COMPLETED", "AUTOCLOSED"};
+static const char *const TICKET_STATES[] = {"NEW", "OPEN", "RESOLVED", "CLOSED", "CANCELLED"};
+
+struct edge_row {
+    fsa_type_t type;
+    const char *from;
+    const char *to;
+    bool server_only;
+};
+
+/* PROTOCOL.md section 1, written out again. */
+static const struct edge_row EDGES[] = {
+    {FSA_TYPE_JOBNEED, "ASSIGNED", "INPROGRESS", false},
+    {FSA_TYPE_JOBNEED, "INPROGRESS", "COMPLETED", false},
+    {FSA_TYPE_JOBNEED, "INPROGRESS", "PARTIALLYCOMPLETED", false},
+    {FSA_TYPE_JOBNEED, "PARTIALLYCOMPLETED", "COMPLETED", false},
+    {FSA_TYPE_JOBNEED, "ASSIGNED", "AUTOCLOSED", true},
+    {FSA_TYPE_JOBNEED, "INPROGRESS", "AUTOCLOSED", true},
+    {FSA_TYPE_JOBNEED, "PARTIALLYCOMPLETED", "AUTOCLOSED", true},
+    {FSA_TYPE_TICKET, "NEW", "OPEN", false},
+    {FSA_TYPE_TICKET, "NEW", "RESOLVED", false},
+    {FSA_TYPE_TICKET, "OPEN", "RESOLVED", false},
+    {FSA_TYPE_TICKET, "RESOLVED", "CLOSED", false},
+    {FSA_TYPE_TICKET, "RESOLVED", "OPEN", false},
+    {FSA_TYPE_TICKET, "NEW", "CANCELLED", false},
+    {FSA_TYPE_TICKET, "OPEN", "CANCELLED", false},
+};
+
+/* 0: no edge, 1: any writer, 2: only the server. */
+static int edge_in_table(fsa_type_t type, const char *from, const char *to)
+{
+    for (size_t i = 0; i < sizeof EDGES / sizeof EDGES[0]; i++) {
+        if (EDGES[i].type == type && strcmp(EDGES[i].from, from) == 0 &&
+            strcmp(EDGES[i].to, to) == 0)
+            return EDGES[i].server_only ? 2 : 1;
+    }
+    return 0;
+}
+
+static void states_of(fsa_type_t type, const char *const **states, size_t *n)
+{
+    if (type == FSA_TYPE_JOBNEED) {
+        *states = JOBNEED_STATES;
+        *n = sizeof JOBNEED_STATES / sizeof JOBNEED_STATES[0];
+    } else {
+        *states = TICKET_STATES;
+        *n = sizeof TICKET_STATES / sizeof TICKET_STATES[0];
+    }
+}
+
+/* Every ordered pair of states, by a device and by the server: the predicate, validate_op and
+ * apply all agree with the protocol's table. */
+static void test_fsa_model_transition_allowed__every_pair(void **state)
+{
+    (void)state;
+    const fsa_type_t machines[] = {FSA_TYPE_JOBNEED, FSA_TYPE_TICKET};
+    int applied = 0, refused = 0;
+    for (size_t m = 0; m < 2; m++) {
+        fsa_type_t type = machines[m];
+        const char *field = fsa_model_status_field(type);
+        const char *const *states;
+        size_t n;
+        states_of(type, &states, &n);
+        for (size_t i = 0; i < n; i++) {
+            for (size_t j = 0; j < n; j++) {
+                for (int by_server = 0; by_server <= 1; by_server++) {
+                    const char *from = states[i], *to = states[j];
+                    int e = edge_in_table(type, from, to);
+                    bool want = e == 1 || (e == 2 && by_server);
+                    unsigned flags = by_server ? FSA_APPLY_BY_SERVER : 0;
+                    if (fsa_model_transition_allowed(type, from, to, by_server) != want)
+                        fail_msg("%s %s->%s by_server=%d: expected %d", fsa_type_name(type), from,
+                                 to, by_server, want);
+
+                    fsa_op_t op = op_trans(type, "E1", field, from, to);
+                    fsa_model_err_t err;
+                    assert_int_equal(fsa_model_validate_op(&op, flags, &err),
+                                     want ? FSA_OK : FSA_ETRANSITION);
+
+                    char fields[128];
+                    snprintf(fields, sizeof fields, "{\"%s\":\"%s\"}", field, from);
+                    if (want) {
+                        char *out = apply_ok(op, fields, 3, flags);
+                        char st[FSA_STATUS_BYTES];
+                        assert_fsa_ok(fsa_model_get_status(out, type, st));
+                        assert_string_equal(st, to);
+                        fsa_model_free(out);
+                        applied++;
+                    } else {
+                        char msg[256], want_msg[256];
+                        expect_refused_msg(op, fields, 3, flags, FSA_ETRANSITION,
+                                           "invalid_transition", msg, sizeof msg);
+                        snprintf(want_msg, sizeof want_msg,
+                                 "%s E1: %s\xe2\x86\x92%s is not an allowed transition",
+                                 fsa_type_name(type), from, to);
+                        assert_memory_equal(msg, want_msg, strlen(want_msg));
+                        refused++;
+                    }
+                }
+            }
+        }
+    }
+    /* 25 + 25 pairs, twice; 4 + 7 device edges, 7 + 7 server edges. */
+    assert_int_equal(applied, 4 + 7 + 7 + 7);
+    assert_int_equal(refused, 100 - applied);
+}
+
+static void test_fsa_model_transition_allowed__message_examples(void **state)
+{
+    (void)state;
+    char msg[256];
+    expect_refused_msg(op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "ASSIGNED", "COMPLETED"),
+                       "{\"jobstatus\":\"ASSIGNED\"}", 1, 0, FSA_ETRANSITION, "invalid_transition",
+                       msg, sizeof msg);
+    assert_string_equal(msg, "jobneed J1: ASSIGNED\xe2\x86\x92"
+                             "COMPLETED is not an allowed "
+                             "transition");
+    expect_refused_msg(op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "ASSIGNED", "AUTOCLOSED"),
+                       "{\"jobstatus\":\"ASSIGNED\"}", 1, 0, FSA_ETRANSITION, "invalid_transition",
+                       msg, sizeof msg);
+    assert_string_equal(msg, "jobneed J1: ASSIGNED\xe2\x86\x92"
+                             "AUTOCLOSED is not an allowed "
+                             "transition (only the server makes it)");
+}
+
+static void test_fsa_model_transition_allowed__bad_arguments(void **state)
+{
+    (void)state;
+    assert_false(fsa_model_transition_allowed(FSA_TYPE_JOBNEED, NULL, "INPROGRESS", true));
+    assert_false(fsa_model_transition_allowed(FSA_TYPE_JOBNEED, "ASSIGNED", NULL, true));
+    assert_false(fsa_model_transition_allowed(FSA_TYPE_ATTENDANCE, "NEW", "OPEN", true));
+    assert_false(fsa_model_transition_allowed(FSA__TYPE_COUNT, "NEW", "OPEN", true));
+    assert_false(fsa_model_transition_allowed(FSA_TYPE_TICKET, "new", "open", true));
+    assert_false(fsa_model_transition_allowed(FSA_TYPE_TICKET, "NEW", "NEW", true));
+    /* Each machine's states belong to it alone. */
+    assert_false(fsa_model_transition_allowed(FSA_TYPE_TICKET, "ASSIGNED", "INPROGRESS", true));
+}
+
+static void test_fsa_model_status_terminal__table(void **state)
+{
+    (void)state;
+    static const struct {
+        fsa_type_t type;
+        const char *s;
+        bool terminal;
+    } rows[] = {
+        {FSA_TYPE_JOBNEED, "ASSIGNED", false},
+        {FSA_TYPE_JOBNEED, "INPROGRESS", false},
+        {FSA_TYPE_JOBNEED, "PARTIALLYCOMPLETED", false},
+        {FSA_TYPE_JOBNEED, "COMPLETED", true},
+        {FSA_TYPE_JOBNEED, "AUTOCLOSED", true},
+        {FSA_TYPE_TICKET, "NEW", false},
+        {FSA_TYPE_TICKET, "OPEN", false},
+        {FSA_TYPE_TICKET, "RESOLVED", false},
+        {FSA_TYPE_TICKET, "CLOSED", true},
+        {FSA_TYPE_TICKET, "CANCELLED", true},
+        {FSA_TYPE_TICKET, "COMPLETED", false},
+        {FSA_TYPE_JOBNEED, "CLOSED", false},
+        {FSA_TYPE_ATTENDANCE, "CLOSED", false},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (fsa_model_status_terminal(rows[i].type, rows[i].s) != rows[i].terminal)
+            fail_msg("%s %s", fsa_type_name(rows[i].type), rows[i].s);
+    }
+    assert_false(fsa_model_status_terminal(FSA_TYPE_TICKET, NULL));
+
+    /* A terminal state has no way out, for anyone. */
+    const fsa_type_t machines[] = {FSA_TYPE_JOBNEED, FSA_TYPE_TICKET};
+    for (size_t m = 0; m < 2; m++) {
+        const char *const *states;
+        size_t n;
+        states_of(machines[m], &states, &n);
+        for (size_t i = 0; i < n; i++) {
+            bool out = false;
+            for (size_t j = 0; j < n; j++)
+                out = out || fsa_model_transition_allowed(machines[m], states[i], states[j], true);
+            assert_int_equal(out, !fsa_model_status_terminal(machines[m], states[i]));
+        }
+    }
+}
+
+static void test_fsa_model_status_known__per_type(void **state)
+{
+    (void)state;
+    assert_string_equal(fsa_model_status_field(FSA_TYPE_JOBNEED), "jobstatus");
+    assert_string_equal(fsa_model_status_field(FSA_TYPE_TICKET), "status");
+    assert_null(fsa_model_status_field(FSA_TYPE_ATTENDANCE));
+    assert_null(fsa_model_status_field(FSA__TYPE_COUNT));
+    for (size_t i = 0; i < 5; i++) {
+        assert_true(fsa_model_status_known(FSA_TYPE_JOBNEED, JOBNEED_STATES[i]));
+        assert_true(fsa_model_status_known(FSA_TYPE_TICKET, TICKET_STATES[i]));
+        assert_false(fsa_model_status_known(FSA_TYPE_JOBNEED, TICKET_STATES[i]));
+        assert_false(fsa_model_status_known(FSA_TYPE_ATTENDANCE, TICKET_STATES[i]));
+        assert_true(strlen(JOBNEED_STATES[i]) < FSA_STATUS_BYTES);
+    }
+    assert_false(fsa_model_status_known(FSA_TYPE_JOBNEED, "assigned"));
+    assert_false(fsa_model_status_known(FSA_TYPE_JOBNEED, ""));
+    assert_false(fsa_model_status_known(FSA_TYPE_JOBNEED, NULL));
+    assert_false(fsa_model_status_known(FSA__TYPE_COUNT, "NEW"));
+    /* The defaults are states of their machines. */
+    assert_string_equal(fsa_model_field(FSA_TYPE_JOBNEED, "jobstatus")->default_json,
+                        "\"ASSIGNED\"");
+    assert_string_equal(fsa_model_field(FSA_TYPE_TICKET, "status")->default_json, "\"NEW\"");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* create                                                                                     */
+
+static void test_fsa_model_apply__create_fills_defaults(void **state)
+{
+    (void)state;
+    expect_applied(op_create(FSA_TYPE_JOBNEED, "J1", "{}"), NULL, 0, 0, JOBNEED_DEFAULTS);
+    expect_applied(op_create(FSA_TYPE_TICKET, "T1", "{}"), NULL, 0, 0, TICKET_DEFAULTS);
+    expect_applied(op_create(FSA_TYPE_ATTENDANCE, "A1", ATTENDANCE_GIVEN), NULL, 0, 0,
+                   "{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\","
+                   "\"at\":1764090000000,\"lat\":12.9716,\"lon\":77.5946,\"accuracy_m\":0,"
+                   "\"other_info\":{}}");
+}
+
+static void test_fsa_model_apply__create_keeps_protocol_order(void **state)
+{
+    (void)state;
+    expect_applied(op_create(FSA_TYPE_TICKET, "T1",
+                             "{ \"priority\" : \"HIGH\", \"ticketlog\": {\"ticket_history\":[1],"
+                             "\"x\":{}}, \"status\":\"OPEN\", \"level\": 2 }"),
+                   NULL, 0, 0,
+                   "{\"status\":\"OPEN\",\"level\":2,\"assignedto\":\"\",\"ticketlog\":"
+                   "{\"ticket_history\":[1],\"x\":{}},\"priority\":\"HIGH\"}");
+    expect_applied(op_create(FSA_TYPE_JOBNEED, "CP.1",
+                             "{\"people_id\":\"U7\",\"parent_id\":\"T:1\",\"seqno\":3}"),
+                   NULL, 0, 0,
+                   "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":\"T:1\",\"seqno\":3,"
+                   "\"expirytime\":0,\"other_info\":{},\"people_id\":\"U7\"}");
+}
+
+/* A create may start in any state of the machine (documented in model.c), not an unknown one. */
+static void test_fsa_model_apply__create_with_known_status(void **state)
+{
+    (void)state;
+    char *out =
+        apply_ok(op_create(FSA_TYPE_JOBNEED, "J1", "{\"jobstatus\":\"INPROGRESS\"}"), NULL, 0, 0);
+    char st[FSA_STATUS_BYTES];
+    assert_fsa_ok(fsa_model_get_status(out, FSA_TYPE_JOBNEED, st));
+    assert_string_equal(st, "INPROGRESS");
+    fsa_model_free(out);
+    expect_refused(op_create(FSA_TYPE_JOBNEED, "J1", "{\"jobstatus\":\"DONE\"}"), NULL, 0, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_create(FSA_TYPE_TICKET, "T1", "{\"status\":\"ASSIGNED\"}"), NULL, 0, 0,
+                   FSA_EINVAL, "invalid_value");
+}
+
+struct refusal_row {
+    fsa_type_t type;
+    const char *fields;
+    const char *code;
+};
+
+static void test_fsa_model_apply__create_refusals(void **state)
+{
+    (void)state;
+    static const struct refusal_row rows[] = {
+        {FSA_TYPE_JOBNEED, "{\"status\":\"NEW\"}", "unknown_field"},
+        {FSA_TYPE_TICKET, "{\"jobstatus\":\"ASSIGNED\"}", "unknown_field"},
+        {FSA_TYPE_JOBNEED, "{\"seqno\":1,\"extra\":true}", "unknown_field"},
+        /* attendance: each required field missing in turn */
+        {FSA_TYPE_ATTENDANCE,
+         "{\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lat\":0,\"lon\":0}", "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"kind\":\"checkin\",\"at\":1,\"lat\":0,\"lon\":0}",
+         "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"site_id\":\"S\",\"at\":1,\"lat\":0,\"lon\":0}", "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"lat\":0,\"lon\":0}",
+         "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lon\":0}",
+         "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lat\":0}",
+         "invalid_value"},
+        {FSA_TYPE_ATTENDANCE, "{}", "invalid_value"},
+        /* wrong JSON types, field kind by field kind */
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":1,\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lat\":0,\"lon\":0}",
+         "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkon\",\"at\":1,\"lat\":0,"
+         "\"lon\":0}",
+         "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"CHECKIN\",\"at\":1,\"lat\":0,"
+         "\"lon\":0}",
+         "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1.5,\"lat\":0,"
+         "\"lon\":0}",
+         "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lat\":\"0\","
+         "\"lon\":0}",
+         "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lat\":0,"
+         "\"lon\":null}",
+         "invalid_value"},
+        {FSA_TYPE_ATTENDANCE,
+         "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lat\":0,"
+         "\"lon\":0,\"other_info\":[]}",
+         "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"seqno\":\"1\"}", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"seqno\":true}", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"expirytime\":null}", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"parent_id\":5}", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"parent_id\":\"\"}", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"parent_id\":\"has space\"}", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"jobstatus\":null}", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"jobstatus\":\"assigned\"}", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"other_info\":\"{}\"}", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"people_id\":null}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"level\":1e300}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"ticketlog\":null}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"priority\":[\"HIGH\"]}", "invalid_value"},
+        /* not a fields object */
+        {FSA_TYPE_TICKET, "[]", "invalid_value"},
+        {FSA_TYPE_TICKET, "null", "invalid_value"},
+        {FSA_TYPE_TICKET, "{", "invalid_value"},
+        {FSA_TYPE_TICKET, "", "invalid_value"},
+        {FSA_TYPE_TICKET, "{} {}", "invalid_value"},
+        /* valid JSON that would not survive cJSON */
+        {FSA_TYPE_TICKET, "{\"level\":1,\"level\":2}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"ticketlog\":{\"x\":1e400}}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"assignedto\":\"a\\u0000b\"}", "invalid_value"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        fsa_op_t op = op_create(rows[i].type, "E1", rows[i].fields);
+        fsa_model_err_t err;
+        fsa_status_t st = fsa_model_validate_op(&op, 0, &err);
+        if (st != FSA_EINVAL || strcmp(err.code, rows[i].code) != 0)
+            fail_msg("row %zu %s: got %s %s (%s)", i, rows[i].fields, fsa_status_str(st), err.code,
+                     err.message);
+        expect_refused(op, NULL, 0, 0, FSA_EINVAL, rows[i].code);
+    }
+    fsa_op_t op = op_create(FSA_TYPE_TICKET, "T1", NULL);
+    expect_refused(op, NULL, 0, 0, FSA_EINVAL, "invalid_value");
+}
+
+static void test_fsa_model_apply__create_on_existing_conflicts(void **state)
+{
+    (void)state;
+    char msg[256];
+    expect_refused_msg(op_create(FSA_TYPE_TICKET, "T1", "{}"), TICKET_DEFAULTS, 1, 0, FSA_ECONFLICT,
+                       "conflict", msg, sizeof msg);
+    assert_string_equal(msg, "ticket T1: exists already");
+    expect_refused(op_create(FSA_TYPE_ATTENDANCE, "A1", ATTENDANCE_GIVEN), "{}", 1,
+                   FSA_APPLY_BY_SERVER | FSA_APPLY_REPLAY, FSA_ECONFLICT, "conflict");
+}
+
+static void test_fsa_model_apply__missing_entity_not_found(void **state)
+{
+    (void)state;
+    char msg[256];
+    expect_refused_msg(op_set(FSA_TYPE_JOBNEED, "J1", 1, "{\"seqno\":1}"), NULL, 0, 0,
+                       FSA_ENOTFOUND, "not_found", msg, sizeof msg);
+    assert_string_equal(msg, "jobneed J1: no such entity");
+    expect_refused(op_merge(FSA_TYPE_JOBNEED, "J1", "other_info", "{}"), NULL, 0, 0, FSA_ENOTFOUND,
+                   "not_found");
+    expect_refused(op_incr(FSA_TYPE_TICKET, "T1", "level", 1), NULL, 0, 0, FSA_ENOTFOUND,
+                   "not_found");
+    expect_refused(op_trans(FSA_TYPE_TICKET, "T1", "status", "NEW", "OPEN"), NULL, 0, 0,
+                   FSA_ENOTFOUND, "not_found");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "1", 0), NULL, 0,
+                   0, FSA_ENOTFOUND, "not_found");
+    /* A rejection of the op itself comes first. */
+    expect_refused(op_trans(FSA_TYPE_TICKET, "T1", "status", "NEW", "CLOSED"), NULL, 0, 0,
+                   FSA_ETRANSITION, "invalid_transition");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* set                                                                                        */
+
+static void test_fsa_model_apply__set_replaces_fields_in_place(void **state)
+{
+    (void)state;
+    expect_applied(op_set(FSA_TYPE_JOBNEED, "J1", 4,
+                          "{\"other_info\":{\"a\":[1]},\"people_id\":\"U2\",\"seqno\":-3,"
+                          "\"parent_id\":\"T1\"}"),
+                   JOBNEED_DEFAULTS, 4, 0,
+                   "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":\"T1\",\"seqno\":-3,"
+                   "\"expirytime\":0,\"other_info\":{\"a\":[1]},\"people_id\":\"U2\"}");
+    expect_applied(op_set(FSA_TYPE_JOBNEED, "J1", 2, "{\"parent_id\":null}"),
+                   "{\"parent_id\":\"T1\",\"seqno\":1}", 2, 0, "{\"parent_id\":null,\"seqno\":1}");
+    /* set replaces a whole object field, never merges into it */
+    expect_applied(op_set(FSA_TYPE_TICKET, "T1", 1, "{\"ticketlog\":{}}"), TICKET_DEFAULTS, 1, 0,
+                   "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\",\"ticketlog\":{},"
+                   "\"priority\":\"MEDIUM\"}");
+    /* a field absent from the stored entity is added in its protocol place */
+    expect_applied(op_set(FSA_TYPE_TICKET, "T1", 1, "{\"level\":5}"),
+                   "{\"priority\":\"LOW\",\"status\":\"OPEN\",\"zzz\":1}", 1, 0,
+                   "{\"status\":\"OPEN\",\"level\":5,\"priority\":\"LOW\",\"zzz\":1}");
+}
+
+static void test_fsa_model_apply__set_stale_base_version_conflicts(void **state)
+{
+    (void)state;
+    char msg[256];
+    expect_refused_msg(op_set(FSA_TYPE_TICKET, "T1", 3, "{\"level\":1}"), TICKET_DEFAULTS, 4, 0,
+                       FSA_ECONFLICT, "conflict", msg, sizeof msg);
+    assert_string_equal(msg, "ticket T1: version is 4, the set was based on 3");
+    expect_refused(op_set(FSA_TYPE_TICKET, "T1", 5, "{\"level\":1}"), TICKET_DEFAULTS, 4,
+                   FSA_APPLY_BY_SERVER, FSA_ECONFLICT, "conflict");
+    /* A local replay skips the check. */
+    char *out = apply_ok(op_set(FSA_TYPE_TICKET, "T1", 3, "{\"level\":1}"), TICKET_DEFAULTS, 4,
+                         FSA_APPLY_REPLAY);
+    char *level = NULL;
+    assert_fsa_ok(fsa_model_get_field(out, "level", &level));
+    assert_string_equal(level, "1");
+    fsa_model_free(level);
+    fsa_model_free(out);
+}
+
+static void test_fsa_model_apply__set_refusals(void **state)
+{
+    (void)state;
+    static const struct refusal_row rows[] = {
+        {FSA_TYPE_JOBNEED, "{\"jobstatus\":\"INPROGRESS\"}", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"jobstatus\":\"ASSIGNED\"}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"status\":\"OPEN\"}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"level\":1,\"status\":\"OPEN\"}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"owner\":\"x\"}", "unknown_field"},
+        {FSA_TYPE_TICKET, "{\"level\":\"high\"}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"level\":0.5}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"assignedto\":7}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{\"ticketlog\":[]}", "invalid_value"},
+        {FSA_TYPE_TICKET, "{}", "invalid_value"},
+        {FSA_TYPE_TICKET, "[{\"level\":1}]", "invalid_value"},
+        {FSA_TYPE_JOBNEED, "{\"parent_id\":\"a/b\"}", "invalid_value"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *stored = rows[i].type == FSA_TYPE_TICKET ? TICKET_DEFAULTS : JOBNEED_DEFAULTS;
+        expect_refused(op_set(rows[i].type, "E1", 1, rows[i].fields), stored, 1, 0, FSA_EINVAL,
+                       rows[i].code);
+    }
+    expect_refused(op_set(FSA_TYPE_TICKET, "T1", 1, NULL), TICKET_DEFAULTS, 1, 0, FSA_EINVAL,
+                   "invalid_value");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* merge                                                                                      */
+
+static void test_fsa_model_apply__merge_patches_object_field(void **state)
+{
+    (void)state;
+    const char *stored = "{\"jobstatus\":\"INPROGRESS\",\"other_info\":{\"a\":1,\"b\":{\"c\":2,"
+                         "\"d\":3},\"e\":[1,2]}}";
+    expect_applied(op_merge(FSA_TYPE_JOBNEED, "J1", "other_info",
+                            "{\"a\":null,\"b\":{\"d\":null,\"x\":true},\"e\":[3],\"f\":{\"g\":"
+                            "null,\"h\":1}}"),
+                   stored, 7, 0,
+                   "{\"jobstatus\":\"INPROGRESS\",\"other_info\":{\"b\":{\"c\":2,\"x\":true},"
+                   "\"e\":[3],\"f\":{\"h\":1}}}");
+    /* An empty patch changes nothing but is still applied (it bumps the version). */
+    expect_applied(op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "{}"), TICKET_DEFAULTS, 1, 0,
+                   TICKET_DEFAULTS);
+    /* A field absent from the stored entity merges into its default. */
+    expect_applied(op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "{\"note\":\"x\"}"),
+                   "{\"status\":\"OPEN\"}", 1, 0,
+                   "{\"status\":\"OPEN\",\"ticketlog\":{\"ticket_history\":[],\"note\":\"x\"}}");
+}
+
+static void test_fsa_model_apply__merge_refusals(void **state)
+{
+    (void)state;
+    expect_refused(op_merge(FSA_TYPE_TICKET, "T1", "level", "{}"), TICKET_DEFAULTS, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_merge(FSA_TYPE_TICKET, "T1", "status", "{}"), TICKET_DEFAULTS, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_merge(FSA_TYPE_TICKET, "T1", "priority", "{}"), TICKET_DEFAULTS, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_merge(FSA_TYPE_TICKET, "T1", "log", "{}"), TICKET_DEFAULTS, 1, 0, FSA_EINVAL,
+                   "unknown_field");
+    expect_refused(op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "[1]"), TICKET_DEFAULTS, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "null"), TICKET_DEFAULTS, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", NULL), TICKET_DEFAULTS, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "{\"a\":1"), TICKET_DEFAULTS, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    /* the stored value is broken */
+    expect_refused(op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "{}"), "{\"ticketlog\":3}", 1, 0,
+                   FSA_EINVAL, "invalid_value");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* increment                                                                                  */
+
+static void test_fsa_model_apply__increment(void **state)
+{
+    (void)state;
+    expect_applied(op_incr(FSA_TYPE_TICKET, "T1", "level", 2), "{\"level\":40}", 1, 0,
+                   "{\"level\":42}");
+    expect_applied(op_incr(FSA_TYPE_TICKET, "T1", "level", -50), "{\"level\":40}", 1, 0,
+                   "{\"level\":-10}");
+    expect_applied(op_incr(FSA_TYPE_TICKET, "T1", "level", 0), "{\"level\":40}", 1, 0,
+                   "{\"level\":40}");
+    expect_applied(op_incr(FSA_TYPE_JOBNEED, "J1", "expirytime", 60000),
+                   "{\"jobstatus\":\"ASSIGNED\",\"expirytime\":1764090000000}", 1, 0,
+                   "{\"jobstatus\":\"ASSIGNED\",\"expirytime\":1764090060000}");
+    /* absent: from the default 0 */
+    expect_applied(op_incr(FSA_TYPE_JOBNEED, "J1", "seqno", 3), "{}", 1, 0, "{\"seqno\":3}");
+    /* exact at the edge of the range */
+    expect_applied(op_incr(FSA_TYPE_JOBNEED, "J1", "seqno", 1), "{\"seqno\":9007199254740990}", 1,
+                   0, "{\"seqno\":9007199254740991}");
+    expect_applied(op_incr(FSA_TYPE_JOBNEED, "J1", "seqno", -1), "{\"seqno\":-9007199254740990}", 1,
+                   0, "{\"seqno\":-9007199254740991}");
+}
+
+static void test_fsa_model_apply__increment_overflow(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *stored;
+        int64_t by;
+    } rows[] = {
+        {"{\"seqno\":1}", INT64_MAX},
+        {"{\"seqno\":-1}", INT64_MIN},
+        {"{\"seqno\":0}", INT64_MIN},
+        {"{\"seqno\":9007199254740991}", 1},
+        {"{\"seqno\":9007199254740990}", 2},
+        {"{\"seqno\":-9007199254740991}", -1},
+        {"{\"seqno\":0}", INT64_C(9007199254740992)},
+        {"{\"seqno\":-5}", INT64_C(-9007199254740987)},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        expect_refused(op_incr(FSA_TYPE_JOBNEED, "J1", "seqno", rows[i].by), rows[i].stored, 1, 0,
+                       FSA_EINVAL, "invalid_value");
+}
+
+static void test_fsa_model_apply__increment_refusals(void **state)
+{
+    (void)state;
+    expect_refused(op_incr(FSA_TYPE_TICKET, "T1", "priority", 1), TICKET_DEFAULTS, 1, 0, FSA_EINVAL,
+                   "invalid_value");
+    expect_refused(op_incr(FSA_TYPE_TICKET, "T1", "status", 1), TICKET_DEFAULTS, 1, 0, FSA_EINVAL,
+                   "invalid_value");
+    expect_refused(op_incr(FSA_TYPE_TICKET, "T1", "ticketlog", 1), TICKET_DEFAULTS, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_incr(FSA_TYPE_TICKET, "T1", "levels", 1), TICKET_DEFAULTS, 1, 0, FSA_EINVAL,
+                   "unknown_field");
+    expect_refused(op_incr(FSA_TYPE_TICKET, "T1", "", 1), TICKET_DEFAULTS, 1, 0, FSA_EINVAL,
+                   "unknown_field");
+    expect_refused(op_incr(FSA_TYPE_TICKET, "T1", "level", 1), "{\"level\":\"3\"}", 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_incr(FSA_TYPE_TICKET, "T1", "level", 1), "{\"level\":2.5}", 1, 0, FSA_EINVAL,
+                   "invalid_value");
+    /* a field name without its NUL */
+    fsa_op_t op = op_incr(FSA_TYPE_TICKET, "T1", "level", 1);
+    memset(op.field, 'l', sizeof op.field);
+    expect_refused(op, TICKET_DEFAULTS, 1, 0, FSA_EINVAL, "invalid_value");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* transition                                                                                 */
+
+static void test_fsa_model_apply__transition_precondition(void **state)
+{
+    (void)state;
+    char msg[256];
+    expect_applied(op_trans(FSA_TYPE_TICKET, "T1", "status", "NEW", "OPEN"), TICKET_DEFAULTS, 1, 0,
+                   "{\"status\":\"OPEN\",\"level\":0,\"assignedto\":\"\",\"ticketlog\":"
+                   "{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}");
+    expect_refused_msg(op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "ASSIGNED", "INPROGRESS"),
+                       "{\"jobstatus\":\"INPROGRESS\"}", 2, 0, FSA_ECONFLICT, "conflict", msg,
+                       sizeof msg);
+    assert_string_equal(msg, "jobneed J1: jobstatus is INPROGRESS, not ASSIGNED");
+    /* The edge is validated before the precondition: a non-edge is a rejection, not a conflict. */
+    expect_refused(op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "COMPLETED", "INPROGRESS"),
+                   "{\"jobstatus\":\"INPROGRESS\"}", 2, 0, FSA_ETRANSITION, "invalid_transition");
+    /* Absent status: the default. */
+    expect_applied(op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "ASSIGNED", "INPROGRESS"), "{}", 1,
+                   0, "{\"jobstatus\":\"INPROGRESS\"}");
+    /* Of racing devices exactly one wins: the second sees the first's result. */
+    char *out = apply_ok(op_trans(FSA_TYPE_TICKET, "T1", "status", "OPEN", "RESOLVED"),
+                         "{\"status\":\"OPEN\"}", 1, 0);
+    expect_refused(op_trans(FSA_TYPE_TICKET, "T1", "status", "OPEN", "RESOLVED"), out, 2, 0,
+                   FSA_ECONFLICT, "conflict");
+    fsa_model_free(out);
+    /* the server's AUTOCLOSED */
+    expect_applied(
+        op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "PARTIALLYCOMPLETED", "AUTOCLOSED"),
+        "{\"jobstatus\":\"PARTIALLYCOMPLETED\"}", 1, FSA_APPLY_BY_SERVER,
+        "{\"jobstatus\":\"AUTOCLOSED\"}");
+}
+
+static void test_fsa_model_apply__transition_refusals(void **state)
+{
+    (void)state;
+    const char *stored = "{\"jobstatus\":\"ASSIGNED\"}";
+    expect_refused(op_trans(FSA_TYPE_JOBNEED, "J1", "status", "ASSIGNED", "INPROGRESS"), stored, 1,
+                   0, FSA_EINVAL, "unknown_field");
+    expect_refused(op_trans(FSA_TYPE_JOBNEED, "J1", "seqno", "ASSIGNED", "INPROGRESS"), stored, 1,
+                   0, FSA_EINVAL, "invalid_value");
+    expect_refused(op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "Assigned", "INPROGRESS"), stored,
+                   1, 0, FSA_EINVAL, "invalid_value");
+    expect_refused(op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "ASSIGNED", ""), stored, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "NEW", "OPEN"), stored, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "ASSIGNED", "ASSIGNED"), stored, 1,
+                   0, FSA_ETRANSITION, "invalid_transition");
+    fsa_op_t op = op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "ASSIGNED", "INPROGRESS");
+    memset(op.to, 'A', sizeof op.to);
+    expect_refused(op, stored, 1, 0, FSA_EINVAL, "invalid_value");
+    expect_refused(op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "ASSIGNED", "INPROGRESS"),
+                   "{\"jobstatus\":7}", 1, 0, FSA_EINVAL, "invalid_value");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* append                                                                                     */
+
+static void test_fsa_model_apply__append(void **state)
+{
+    (void)state;
+    expect_applied(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history",
+                             "{\"by\":\"U1\",\"what\":\"opened\"}", 0),
+                   TICKET_DEFAULTS, 1, 0,
+                   "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\",\"ticketlog\":"
+                   "{\"ticket_history\":[{\"by\":\"U1\",\"what\":\"opened\"}]},"
+                   "\"priority\":\"MEDIUM\"}");
+    /* absent key: the array is created */
+    expect_applied(op_append(FSA_TYPE_JOBNEED, "J1", "other_info", "photos", "\"p1.jpg\"", 0),
+                   "{\"other_info\":{\"a\":1}}", 1, 0,
+                   "{\"other_info\":{\"a\":1,\"photos\":[\"p1.jpg\"]}}");
+    /* absent field: its default object */
+    expect_applied(op_append(FSA_TYPE_JOBNEED, "J1", "other_info", "k", "null", 0), "{}", 1, 0,
+                   "{\"other_info\":{\"k\":[null]}}");
+    /* any JSON value is an item */
+    expect_applied(op_append(FSA_TYPE_JOBNEED, "J1", "other_info", "k", "[1,{\"x\":[]}]", 0),
+                   "{\"other_info\":{\"k\":[true]}}", 1, 0,
+                   "{\"other_info\":{\"k\":[true,[1,{\"x\":[]}]]}}");
+}
+
+static void test_fsa_model_apply__append_max_len_drops_oldest(void **state)
+{
+    (void)state;
+    const char *stored = "{\"ticketlog\":{\"ticket_history\":[1,2,3]}}";
+    expect_applied(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "4", 3), stored,
+                   1, 0, "{\"ticketlog\":{\"ticket_history\":[2,3,4]}}");
+    expect_applied(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "4", 4), stored,
+                   1, 0, "{\"ticketlog\":{\"ticket_history\":[1,2,3,4]}}");
+    expect_applied(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "4", 1), stored,
+                   1, 0, "{\"ticketlog\":{\"ticket_history\":[4]}}");
+    /* 0 means unbounded */
+    expect_applied(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "4", 0), stored,
+                   1, 0, "{\"ticketlog\":{\"ticket_history\":[1,2,3,4]}}");
+    expect_applied(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "4", INT64_MAX),
+                   stored, 1, 0, "{\"ticketlog\":{\"ticket_history\":[1,2,3,4]}}");
+}
+
+static void test_fsa_model_apply__append_refusals(void **state)
+{
+    (void)state;
+    const char *stored = "{\"ticketlog\":{\"ticket_history\":{},\"n\":1}}";
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "1", 0), stored,
+                   1, 0, FSA_EINVAL, "invalid_value");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "n", "1", 0), stored, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "x", "1", -1), stored, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "", "1", 0), stored, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "bad\x01key", "1", 0), stored, 1,
+                   0, FSA_EINVAL, "invalid_value");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "bad\xff", "1", 0), stored, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "x", NULL, 0), stored, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "x", "[1,", 0), stored, 1, 0,
+                   FSA_EINVAL, "invalid_value");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "level", "x", "1", 0), stored, 1, 0, FSA_EINVAL,
+                   "invalid_value");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "history", "x", "1", 0), stored, 1, 0,
+                   FSA_EINVAL, "unknown_field");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "x", "1", 0), "{\"ticketlog\":[]}",
+                   1, 0, FSA_EINVAL, "invalid_value");
+    /* a UTF-8 key is fine */
+    expect_applied(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "caf\xc3\xa9", "1", 0),
+                   "{\"ticketlog\":{}}", 1, 0, "{\"ticketlog\":{\"caf\xc3\xa9\":[1]}}");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Rejections common to every op                                                              */
+
+static void test_fsa_model_apply__attendance_is_immutable(void **state)
+{
+    (void)state;
+    const char *stored = "{\"people_id\":\"P1\",\"other_info\":{},\"at\":1}";
+    char msg[256];
+    expect_refused_msg(op_set(FSA_TYPE_ATTENDANCE, "A1", 1, "{\"people_id\":\"P2\"}"), stored, 1, 0,
+                       FSA_EINVAL, "immutable", msg, sizeof msg);
+    assert_string_equal(msg, "attendance A1: attendance is append-only, set does not apply");
+    expect_refused(op_merge(FSA_TYPE_ATTENDANCE, "A1", "other_info", "{}"), stored, 1, 0,
+                   FSA_EINVAL, "immutable");
+    expect_refused(op_incr(FSA_TYPE_ATTENDANCE, "A1", "at", 1), stored, 1, FSA_APPLY_BY_SERVER,
+                   FSA_EINVAL, "immutable");
+    expect_refused(op_trans(FSA_TYPE_ATTENDANCE, "A1", "kind", "checkin", "checkout"), stored, 1, 0,
+                   FSA_EINVAL, "immutable");
+    expect_refused(op_append(FSA_TYPE_ATTENDANCE, "A1", "other_info", "k", "1", 0), stored, 1, 0,
+                   FSA_EINVAL, "immutable");
+    /* even on a missing entity: the op can never apply, which beats not_found */
+    expect_refused(op_incr(FSA_TYPE_ATTENDANCE, "A1", "at", 1), NULL, 0, 0, FSA_EINVAL,
+                   "immutable");
+}
+
+static void test_fsa_model_apply__unknown_type_kind_flags(void **state)
+{
+    (void)state;
+    expect_refused(op_create(FSA__TYPE_COUNT, "X1", "{}"), NULL, 0, 0, FSA_EINVAL, "unknown_type");
+    expect_refused(op_create((fsa_type_t)-1, "X1", "{}"), NULL, 0, 0, FSA_EINVAL, "unknown_type");
+    fsa_op_t op = op_create(FSA_TYPE_TICKET, "T1", "{}");
+    op.kind = FSA__OP_COUNT;
+    expect_refused(op, NULL, 0, 0, FSA_EINVAL, "invalid_value");
+    expect_refused(op_create(FSA_TYPE_TICKET, "T1", "{}"), NULL, 0, 0x4u, FSA_EINVAL,
+                   "invalid_value");
+}
+
+static void test_fsa_model_apply__bad_ids(void **state)
+{
+    (void)state;
+    static const char *const ids[] = {"", "has space", "a/b", "caf\xc3\xa9", "J1\n", "a?b"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        char msg[256];
+        expect_refused_msg(op_create(FSA_TYPE_JOBNEED, ids[i], "{}"), NULL, 0, 0, FSA_EINVAL,
+                           "invalid_value", msg, sizeof msg);
+        /* the message names the type, and does not echo the bad id */
+        assert_string_equal(msg, "jobneed: id is not 1..128 bytes of [A-Za-z0-9._:-]");
+    }
+    /* 128 bytes is the longest id; an id filling the buffer without a NUL is refused */
+    fsa_op_t op = op_create(FSA_TYPE_JOBNEED, "", "{}");
+    memset(op.id, 'a', FSA_LIMIT_ID_BYTES);
+    char *out = apply_ok(op, NULL, 0, 0);
+    fsa_model_free(out);
+    op = op_create(FSA_TYPE_JOBNEED, "", "{}");
+    memset(op.id, 'a', sizeof op.id);
+    expect_refused(op, NULL, 0, 0, FSA_EINVAL, "invalid_value");
+}
+
+static void test_fsa_model_apply__stored_fields_malformed(void **state)
+{
+    (void)state;
+    static const char *const stored[] = {"", "[]", "\"x\"", "{\"level\":1", "{\"a\":1,\"a\":2}"};
+    for (size_t i = 0; i < sizeof stored / sizeof stored[0]; i++)
+        expect_refused(op_incr(FSA_TYPE_TICKET, "T1", "level", 1), stored[i], 1, 0, FSA_EINVAL,
+                       "invalid_value");
+}
+
+static void test_fsa_model_apply__null_arguments(void **state)
+{
+    (void)state;
+    fsa_model_err_t err;
+    char *out = NULL;
+    assert_int_equal(fsa_model_apply(NULL, NULL, 0, 0, &out, &err), FSA_EINVAL);
+    assert_null(out);
+    assert_string_equal(err.code, "invalid_value");
+    assert_int_equal(fsa_model_apply(NULL, NULL, 0, 0, &out, NULL), FSA_EINVAL);
+    fsa_op_t op = op_create(FSA_TYPE_TICKET, "T1", "{}");
+    assert_int_equal(fsa_model_apply(&op, NULL, 0, 0, NULL, &err), FSA_EINVAL);
+    assert_string_equal(err.code, "invalid_value");
+    assert_int_equal(fsa_model_apply(&op, NULL, 0, 0, NULL, NULL), FSA_EINVAL);
+    fsa_op_clear(&op);
+    assert_int_equal(fsa_model_validate_op(NULL, 0, &err), FSA_EINVAL);
+    assert_string_equal(err.code, "invalid_value");
+    assert_int_equal(fsa_model_validate_op(NULL, 0, NULL), FSA_EINVAL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* validate_op                                                                                */
+
+static void test_fsa_model_validate_op__each_kind_without_the_entity(void **state)
+{
+    (void)state;
+    fsa_op_t ops[] = {
+        op_create(FSA_TYPE_ATTENDANCE, "A1", ATTENDANCE_GIVEN),
+        op_set(FSA_TYPE_TICKET, "T1", 9, "{\"assignedto\":\"U3\"}"),
+        op_merge(FSA_TYPE_JOBNEED, "J1", "other_info", "{\"a\":null}"),
+        op_incr(FSA_TYPE_TICKET, "T1", "level", -1),
+        op_trans(FSA_TYPE_TICKET, "T1", "status", "RESOLVED", "OPEN"),
+        op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "{}", 10),
+    };
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        fsa_model_err_t err;
+        memset(&err, 'x', sizeof err);
+        assert_fsa_ok(fsa_model_validate_op(&ops[i], 0, &err));
+        assert_string_equal(err.code, ""); /* cleared on success */
+        assert_fsa_ok(fsa_model_validate_op(&ops[i], FSA_APPLY_BY_SERVER | FSA_APPLY_REPLAY, NULL));
+        fsa_op_clear(&ops[i]);
+    }
+    /* op_id, seq, at and group are not its business */
+    fsa_op_t op = op_incr(FSA_TYPE_TICKET, "T1", "level", 1);
+    memset(op.op_id, '?', sizeof op.op_id);
+    memset(op.group, '?', sizeof op.group);
+    op.seq = -1;
+    assert_fsa_ok(fsa_model_validate_op(&op, 0, NULL));
+}
+
+static void test_fsa_model_validate_op__server_only_edge(void **state)
+{
+    (void)state;
+    fsa_op_t op = op_trans(FSA_TYPE_JOBNEED, "J1", "jobstatus", "INPROGRESS", "AUTOCLOSED");
+    fsa_model_err_t err;
+    assert_int_equal(fsa_model_validate_op(&op, 0, &err), FSA_ETRANSITION);
+    assert_string_equal(err.code, "invalid_transition");
+    assert_fsa_ok(fsa_model_validate_op(&op, FSA_APPLY_BY_SERVER, &err));
+    fsa_op_clear(&op);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Limits                                                                                     */
+
+static void test_fsa_model_json_check__nesting(void **state)
+{
+    (void)state;
+    char *ok = nested(FSA_LIMIT_JSON_DEPTH);
+    char *deep = nested(FSA_LIMIT_JSON_DEPTH + 1);
+    char *very_deep = nested(200000); /* would exhaust a recursive parser's stack */
+    assert_fsa_ok(fsa_model_json_check(ok, 1000));
+    assert_int_equal(fsa_model_json_check(deep, 1000), FSA_EINVAL);
+    assert_int_equal(fsa_model_json_check(very_deep, 1000000), FSA_EINVAL);
+
+    /* the same through the op paths */
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "k", very_deep, 0),
+                   TICKET_DEFAULTS, 1, 0, FSA_EINVAL, "invalid_value");
+    expect_refused(op_incr(FSA_TYPE_TICKET, "T1", "level", 1), very_deep, 1, 0, FSA_EINVAL,
+                   "invalid_value");
+    char *out = NULL;
+    assert_int_equal(fsa_model_merge_patch(very_deep, "{}", &out), FSA_EINVAL);
+    assert_int_equal(fsa_model_merge_patch("{}", very_deep, &out), FSA_EINVAL);
+    assert_null(out);
+    free(ok);
+    free(deep);
+    free(very_deep);
+
+    /* objects count too */
+    char buf[512] = "";
+    for (int i = 0; i < FSA_LIMIT_JSON_DEPTH; i++)
+        strcat(buf, "{\"a\":");
+    strcat(buf, "1");
+    for (int i = 0; i < FSA_LIMIT_JSON_DEPTH; i++)
+        strcat(buf, "}");
+    assert_fsa_ok(fsa_model_json_check(buf, sizeof buf));
+    memmove(buf + 1, buf, strlen(buf) + 1); /* one level more: [ {...} ] */
+    buf[0] = '[';
+    strcat(buf, "]");
+    assert_int_equal(fsa_model_json_check(buf, sizeof buf), FSA_EINVAL);
+}
+
+/* An op whose inputs are within the limits, but whose result would nest too deep. */
+static void test_fsa_model_apply__result_too_deep(void **state)
+{
+    (void)state;
+    /* fields { ticketlog { ticket_history [ item ] } }: the item starts at depth 3 */
+    char *fits = nested(FSA_LIMIT_JSON_DEPTH - 3);
+    char *too_deep = nested(FSA_LIMIT_JSON_DEPTH - 2);
+    char *out = apply_ok(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", fits, 0),
+                         TICKET_DEFAULTS, 1, 0);
+    assert_fsa_ok(fsa_model_json_check(out, FSA_LIMIT_FIELDS_BYTES));
+    fsa_model_free(out);
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", too_deep, 0),
+                   TICKET_DEFAULTS, 1, 0, FSA_EINVAL, "invalid_value");
+    free(fits);
+    free(too_deep);
+}
+
+static void test_fsa_model_json_check__string_length(void **state)
+{
+    (void)state;
+    char *ok = repeat("\"", 'a', FSA_LIMIT_STRING_BYTES, "\"");
+    char *long1 = repeat("\"", 'a', FSA_LIMIT_STRING_BYTES + 1, "\"");
+    char *long_key = repeat("{\"", 'k', FSA_LIMIT_STRING_BYTES + 1, "\":1}");
+    assert_fsa_ok(fsa_model_json_check(ok, FSA_LIMIT_FIELDS_BYTES));
+    assert_int_equal(fsa_model_json_check(long1, FSA_LIMIT_FIELDS_BYTES), FSA_EINVAL);
+    assert_int_equal(fsa_model_json_check(long_key, FSA_LIMIT_FIELDS_BYTES), FSA_EINVAL);
+
+    /* The limit counts decoded bytes: "\u00e9" is 6 characters of text and 2 bytes of value. */
+    size_t n = FSA_LIMIT_STRING_BYTES / 2;
+    char *esc = malloc(6 * (n + 1) + 3);
+    assert_non_null(esc);
+    char *p = esc;
+    *p++ = '"';
+    for (size_t i = 0; i < n; i++, p += 6)
+        memcpy(p, "\\u00e9", 6);
+    strcpy(p, "\"");
+    assert_fsa_ok(fsa_model_json_check(esc, FSA_LIMIT_FIELDS_BYTES));
+    strcpy(p, "\\u00e9\"");
+    assert_int_equal(fsa_model_json_check(esc, FSA_LIMIT_FIELDS_BYTES), FSA_EINVAL);
+
+    /* through create, set and append */
+    char *fields = repeat("{\"assignedto\":\"", 'x', FSA_LIMIT_STRING_BYTES + 1, "\"}");
+    expect_refused(op_create(FSA_TYPE_TICKET, "T1", fields), NULL, 0, 0, FSA_EINVAL,
+                   "invalid_value");
+    expect_refused(op_set(FSA_TYPE_TICKET, "T1", 1, fields), TICKET_DEFAULTS, 1, 0, FSA_EINVAL,
+                   "invalid_value");
+    expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "k", long1, 0), TICKET_DEFAULTS, 1,
+                   0, FSA_EINVAL, "invalid_value");
+    char *fits = repeat("{\"assignedto\":\"", 'x', FSA_LIMIT_STRING_BYTES, "\"}");
+    char *out = apply_ok(op_create(FSA_TYPE_TICKET, "T1", fits), NULL, 0, 0);
+    fsa_model_free(out);
+    free(fits);
+    free(fields);
+    free(esc);
+    free(ok);
+    free(long1);
+    free(long_key);
+}
+
+static void test_fsa_model_json_check__size(void **state)
+{
+    (void)state;
+    assert_fsa_ok(fsa_model_json_check("[1,2]", 5));
+    assert_int_equal(fsa_model_json_check("[1,2]", 4), FSA_EINVAL);
+    assert_int_equal(fsa_model_json_check("1", 0), FSA_EINVAL);
+    assert_int_equal(fsa_model_json_check(NULL, 10), FSA_EINVAL);
+    char *big = repeat("[\"", 'x', FSA_LIMIT_FIELDS_BYTES, "\"]");
+    expect_refused(op_create(FSA_TYPE_TICKET, "T1", big), NULL, 0, 0, FSA_EINVAL, "invalid_value");
+    free(big);
+}
+
+/* The result of an op may not pass FSA_LIMIT_FIELDS_BYTES; max_len can keep it within. */
+static void test_fsa_model_apply__result_too_large(void **state)
+{
+    (void)state;
+    const size_t item = 65000, items = 16;
+    char *stored = malloc(items * (item + 3) + 64);
+    assert_non_null(stored);
+    strcpy(stored, "{\"ticketlog\":{\"ticket_history\":[");
+    char *p = stored + strlen(stored);
+    for (size_t i = 0; i < items; i++) {
+        *p++ = i ? ',' : '"';
+        if (i)
+            *p++ = '"';
+        memset(p, 'a' + (char)i, item);
+        p += item;
+        *p++ = '"';
+    }
+    strcpy(p, "]}}");
+    assert_true(strlen(stored) < FSA_LIMIT_FIELDS_BYTES);
+    assert_fsa_ok(fsa_model_json_check(stored, FSA_LIMIT_FIELDS_BYTES));
+
+    char *extra = repeat("\"", 'z', 10000, "\"");
+    char msg[256];
+    expect_refused_msg(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", extra, 0),
+                       stored, 1, 0, FSA_EINVAL, "invalid_value", msg, sizeof msg);
+    assert_non_null(strstr(msg, "the resulting fields: longer than 1048576 bytes"));
+
+    char *out = apply_ok(
+        op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", extra, (int64_t)items),
+        stored, 1, 0);
+    assert_null(strstr(out, "\"aaaa")); /* the oldest item went */
+    assert_non_null(strstr(out, "\"bbbb"));
+    assert_non_null(strstr(out, "\"zzzz"));
+    fsa_model_free(out);
+    free(extra);
+    free(stored);
+}
+
+struct text_row {
+    const char *text;
+    bool ok;
+};
+
+/* The scan is strict RFC 8259: it refuses what cJSON would accept loosely or misread. */
+static void test_fsa_model_json_check__syntax_table(void **state)
+{
+    (void)state;
+    static const struct text_row rows[] = {
+        {"0", true},
+        {"-0", true},
+        {"-1.5e+10", true},
+        {"1E-3", true},
+        {" \t\r\n{ \"a\" : [ 1 , true , false , null , \"s\" ] } \n", true},
+        {"\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u20AC\"", true},
+        {"\"\\ud83d\\ude00\"", true},                         /* a surrogate pair */
+        {"\"\xf0\x9f\x98\x80 \xc3\xa9 \xe2\x82\xac\"", true}, /* raw UTF-8 */
+        {"{}", true},
+        {"[]", true},
+        {"[[],{}]", true},
+        {"", false},
+        {"   ", false},
+        {"01", false},
+        {"+1", false},
+        {".5", false},
+        {"1.", false},
+        {"1e", false},
+        {"-", false},
+        {"0x10", false},
+        {"NaN", false},
+        {"Infinity", false},
+        {"tru", false},
+        {"nul", false},
+        {"True", false},
+        {"[1,]", false},
+        {"{\"a\":1,}", false},
+        {"{\"a\" 1}", false},
+        {"{a:1}", false},
+        {"{'a':1}", false},
+        {"[1 2]", false},
+        {"[1}", false},
+        {"{\"a\":1]", false},
+        {"]", false},
+        {"1 2", false},
+        {"{} x", false},
+        {"\"abc", false},
+        {"\"a\tb\"", false},  /* raw control character */
+        {"\"\\x41\"", false}, /* unknown escape */
+        {"\"\\u12G4\"", false},
+        {"\"\\u0000\"", false}, /* cJSON would cut the string here */
+        {"\"\\ud83d\"", false}, /* lone high surrogate */
+        {"\"\\ude00\"", false}, /* lone low surrogate */
+        {"\"\\ud83d\\u0041\"", false},
+        {"\"\xff\"", false},             /* not UTF-8 */
+        {"\"\xc0\xaf\"", false},         /* overlong */
+        {"\"\xed\xa0\x80\"", false},     /* an encoded surrogate */
+        {"\"\xf4\x90\x80\x80\"", false}, /* above U+10FFFF */
+        {"\"\xe2\x82\"", false},         /* truncated */
+        {"\xef\xbb\xbf{}", false},       /* byte order mark */
+        {"\v1", false},
+        {"1234567890123456789012345678901234567890123456789012345678901234", false},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        fsa_status_t st = fsa_model_json_check(rows[i].text, 1000);
+        if ((st == FSA_OK) != rows[i].ok)
+            fail_msg("row %zu \"%s\": expected %s", i, rows[i].text, rows[i].ok ? "ok" : "EINVAL");
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Numbers                                                                                    */
+
+static void test_fsa_model_apply__int_fields_are_exact(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *given;
+        const char *printed; /* NULL: refused */
+    } rows[] = {
+        {"0", "0"},
+        {"-0", "0"},
+        {"42", "42"},
+        {"1.0", "1"},
+        {"1e3", "1000"},
+        {"-2147483649", "-2147483649"},
+        {"1764090000000", "1764090000000"},
+        {"1000000000000000", "1000000000000000"}, /* cJSON alone prints 1e+15 */
+        {"9007199254740991", "9007199254740991"}, /* cJSON alone prints 9.00719925474099e+15 */
+        {"-9007199254740991", "-9007199254740991"},
+        {"9007199254740992", NULL}, /* 2^53: 2^53 + 1 would read as the same double */
+        {"9007199254740993", NULL},
+        {"-9007199254740992", NULL},
+        {"9223372036854775807", NULL},
+        {"1.5", NULL},
+        {"0.1", NULL},
+        {"1e-7", NULL},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char fields[128], want[128];
+        snprintf(fields, sizeof fields, "{\"seqno\":%s}", rows[i].given);
+        if (rows[i].printed == NULL) {
+            expect_refused(op_set(FSA_TYPE_JOBNEED, "J1", 1, fields), JOBNEED_DEFAULTS, 1, 0,
+                           FSA_EINVAL, "invalid_value");
+            continue;
+        }
+        char *out = apply_ok(op_set(FSA_TYPE_JOBNEED, "J1", 1, fields), "{}", 1, 0);
+        snprintf(want, sizeof want, "{\"seqno\":%s}", rows[i].printed);
+        if (strcmp(out, want) != 0)
+            fail_msg("%s printed as %s", rows[i].given, out);
+        fsa_model_free(out);
+    }
+}
+
+/* Numbers that are not ints come back as the same double, wherever they are. */
+static void test_fsa_model_apply__numbers_round_trip(void **state)
+{
+    (void)state;
+    static const char *const nums[] = {"12.345678901234567",
+                                       "0.1",
+                                       "-77.59460000000001",
+                                       "5e-324",
+                                       "1.7976931348623157e308",
+                                       "123456789012345678",
+                                       "1e20",
+                                       "-3.14159"};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        char fields[256];
+        snprintf(fields, sizeof fields,
+                 "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkout\",\"at\":1,"
+                 "\"lat\":%s,\"lon\":0,\"other_info\":{\"n\":[%s]}}",
+                 nums[i], nums[i]);
+        char *out = apply_ok(op_create(FSA_TYPE_ATTENDANCE, "A1", fields), NULL, 0, 0);
+        char *lat = NULL, *info = NULL;
+        assert_fsa_ok(fsa_model_get_field(out, "lat", &lat));
+        assert_fsa_ok(fsa_model_get_field(out, "other_info", &info));
+        if (strtod(lat, NULL) != strtod(nums[i], NULL))
+            fail_msg("%s came back as %s", nums[i], lat);
+        assert_true(strtod(strchr(info, '[') + 1, NULL) == strtod(nums[i], NULL));
+        assert_fsa_ok(fsa_model_json_check(out, FSA_LIMIT_FIELDS_BYTES));
+        fsa_model_free(lat);
+        fsa_model_free(info);
+        fsa_model_free(out);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* merge patch                                                                                */
+
+struct patch_row {
+    const char *target;
+    const char *patch;
+    const char *result;
+};
+
+static void test_fsa_model_merge_patch__rfc7396_appendix_a(void **state)
+{
+    (void)state;
+    static const struct patch_row rows[] = {
+        {"{\"a\":\"b\"}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
+        {"{\"a\":\"b\"}", "{\"b\":\"c\"}", "{\"a\":\"b\",\"b\":\"c\"}"},
+        {"{\"a\":\"b\"}", "{\"a\":null}", "{}"},
+        {"{\"a\":\"b\",\"b\":\"c\"}", "{\"a\":null}", "{\"b\":\"c\"}"},
+        {"{\"a\":[\"b\"]}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
+        {"{\"a\":\"c\"}", "{\"a\":[\"b\"]}", "{\"a\":[\"b\"]}"},
+        {"{\"a\":{\"b\":\"c\"}}", "{\"a\":{\"b\":\"d\",\"c\":null}}", "{\"a\":{\"b\":\"d\"}}"},
+        {"{\"a\":[{\"b\":\"c\"}]}", "{\"a\":[1]}", "{\"a\":[1]}"},
+        {"[\"a\",\"b\"]", "[\"c\",\"d\"]", "[\"c\",\"d\"]"},
+        {"{\"a\":\"b\"}", "[\"c\"]", "[\"c\"]"},
+        {"{\"a\":\"foo\"}", "null", "null"},
+        {"{\"a\":\"foo\"}", "\"bar\"", "\"bar\""},
+        {"{\"e\":null}", "{\"a\":1}", "{\"e\":null,\"a\":1}"},
+        {"[1,2]", "{\"a\":\"b\",\"c\":null}", "{\"a\":\"b\"}"},
+        {"{}", "{\"a\":{\"bb\":{\"ccc\":null}}}", "{\"a\":{\"bb\":{}}}"},
+        /* RFC 7396 section 3 */
+        {"{\"title\":\"Goodbye!\",\"author\":{\"givenName\":\"John\",\"familyName\":\"Doe\"},"
+         "\"tags\":[\"example\",\"sample\"],\"content\":\"This will be unchanged\"}",
+         "{\"title\":\"Hello!\",\"phoneNumber\":\"+01-123-456-7890\",\"author\":{\"familyName\":"
+         "null},\"tags\":[\"example\"]}",
+         "{\"title\":\"Hello!\",\"author\":{\"givenName\":\"John\"},\"tags\":[\"example\"],"
+         "\"content\":\"This will be unchanged\",\"phoneNumber\":\"+01-123-456-7890\"}"},
+        /* more: a scalar target, a number target, deletion of an absent key */
+        {"7", "{\"a\":{\"b\":null,\"c\":1}}", "{\"a\":{\"c\":1}}"},
+        {"{\"a\":1}", "42", "42"},
+        {"{\"a\":1}", "{\"z\":null}", "{\"a\":1}"},
+        {"{\"a\":{\"b\":{\"c\":{\"d\":1}}}}", "{\"a\":{\"b\":{\"c\":{\"e\":2}}}}",
+         "{\"a\":{\"b\":{\"c\":{\"d\":1,\"e\":2}}}}"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char *out = NULL;
+        assert_fsa_ok(fsa_model_merge_patch(rows[i].target, rows[i].patch, &out));
+        if (strcmp(out, rows[i].result) != 0)
+            fail_msg("row %zu: %s + %s = %s, expected %s", i, rows[i].target, rows[i].patch, out,
+                     rows[i].result);
+        fsa_model_free(out);
+    }
+}
+
+static void test_fsa_model_merge_patch__arguments(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    assert_fsa_ok(fsa_model_merge_patch(NULL, "{\"a\":null,\"b\":1}", &out)); /* NULL is {} */
+    assert_string_equal(out, "{\"b\":1}");
+    fsa_model_free(out);
+    char sentinel = 0;
+    out = &sentinel;
+    assert_int_equal(fsa_model_merge_patch("{}", NULL, &out), FSA_EINVAL);
+    assert_null(out);
+    assert_int_equal(fsa_model_merge_patch("{}", "{}", NULL), FSA_EINVAL);
+    out = &sentinel;
+    assert_int_equal(fsa_model_merge_patch("{", "{}", &out), FSA_EINVAL);
+    assert_null(out);
+    assert_int_equal(fsa_model_merge_patch("{}", "{\"a\":1,\"a\":2}", &out), FSA_EINVAL);
+    assert_int_equal(fsa_model_merge_patch("{}", "{\"a\":1e999}", &out), FSA_EINVAL);
+    assert_null(out);
+}
+
+/* Objects above the pairwise threshold take the sorted-index path; the result is the same. */
+static void test_fsa_model_merge_patch__large_objects(void **state)
+{
+    (void)state;
+    char target[4096] = "{", patch[4096] = "{", want[4096] = "{";
+    for (int i = 0; i < 40; i++) {
+        char m[64];
+        if (i == 7)
+            snprintf(m, sizeof m, "%s\"k%d\":{\"a\":1,\"b\":2}", i ? "," : "", i);
+        else
+            snprintf(m, sizeof m, "%s\"k%d\":%d", i ? "," : "", i, i);
+        strcat(target, m);
+    }
+    strcat(target, "}");
+    /* 20 patch members in scrambled order: deletes, replacements, a nested merge, additions */
+    strcat(patch, "\"k39\":null,\"new1\":{\"x\":null,\"y\":[1]},\"k7\":{\"b\":null,\"c\":3},"
+                  "\"k0\":\"zero\",\"k5\":null,\"k20\":{\"n\":null},\"absent\":null,"
+                  "\"k33\":[33],\"new2\":true");
+    for (int i = 10; i < 21; i++) {
+        if (i == 20)
+            continue;
+        char m[32];
+        snprintf(m, sizeof m, ",\"k%d\":%d", i, -i);
+        strcat(patch, m);
+    }
+    strcat(patch, "}");
+    for (int i = 0; i < 39; i++) {
+        char m[64];
+        if (i == 5)
+            continue;
+        if (i == 0)
+            snprintf(m, sizeof m, "\"k0\":\"zero\"");
+        else if (i == 7)
+            snprintf(m, sizeof m, ",\"k7\":{\"a\":1,\"c\":3}");
+        else if (i == 20)
+            snprintf(m, sizeof m, ",\"k20\":{}");
+        else if (i == 33)
+            snprintf(m, sizeof m, ",\"k33\":[33]");
+        else if (i >= 10 && i < 20)
+            snprintf(m, sizeof m, ",\"k%d\":%d", i, -i);
+        else
+            snprintf(m, sizeof m, ",\"k%d\":%d", i, i);
+        strcat(want, m);
+    }
+    strcat(want, ",\"new1\":{\"y\":[1]},\"new2\":true}");
+    char *out = NULL;
+    assert_fsa_ok(fsa_model_merge_patch(target, patch, &out));
+    assert_string_equal(out, want);
+    fsa_model_free(out);
+
+    /* the same through a merge op into a nested large object */
+    char stored[4200];
+    snprintf(stored, sizeof stored, "{\"other_info\":{\"big\":%s}}", target);
+    char op_patch[4200];
+    snprintf(op_patch, sizeof op_patch, "{\"big\":%s}", patch);
+    char expected[4200];
+    snprintf(expected, sizeof expected, "{\"other_info\":{\"big\":%s}}", want);
+    expect_applied(op_merge(FSA_TYPE_JOBNEED, "J1", "other_info", op_patch), stored, 1, 0,
+                   expected);
+
+    /* duplicate keys in a large object are found too */
+    char dup[1024] = "{";
+    for (int i = 0; i < 30; i++) {
+        char m[32];
+        snprintf(m, sizeof m, "%s\"d%d\":%d", i ? "," : "", i % 29, i);
+        strcat(dup, m);
+    }
+    strcat(dup, "}");
+    out = NULL;
+    assert_int_equal(fsa_model_merge_patch(dup, "{}", &out), FSA_EINVAL);
+    assert_null(out);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* get_field, get_status                                                                      */
+
+static void test_fsa_model_get_field__values(void **state)
+{
+    (void)state;
+    const char *fields = "{ \"a\": 1, \"b\": {\"c\": [1, \"x\"]}, \"n\": 9007199254740991, "
+                         "\"s\": \"t\\u00e9\", \"z\": null }";
+    static const struct {
+        const char *name;
+        const char *value;
+    } rows[] = {
+        {"a", "1"},
+        {"b", "{\"c\":[1,\"x\"]}"},
+        {"n", "9007199254740991"},
+        {"s", "\"t\xc3\xa9\""},
+        {"z", "null"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char *out = NULL;
+        assert_fsa_ok(fsa_model_get_field(fields, rows[i].name, &out));
+        assert_string_equal(out, rows[i].value);
+        fsa_model_free(out);
+    }
+    char sentinel = 0;
+    char *out = &sentinel;
+    assert_int_equal(fsa_model_get_field(fields, "c", &out), FSA_ENOTFOUND);
+    assert_null(out);
+    assert_int_equal(fsa_model_get_field("[1]", "a", &out), FSA_EINVAL);
+    assert_int_equal(fsa_model_get_field("{\"a\":", "a", &out), FSA_EINVAL);
+    assert_int_equal(fsa_model_get_field(NULL, "a", &out), FSA_EINVAL);
+    assert_int_equal(fsa_model_get_field(fields, NULL, &out), FSA_EINVAL);
+    assert_null(out);
+    assert_int_equal(fsa_model_get_field(fields, "a", NULL), FSA_EINVAL);
+}
+
+static void test_fsa_model_get_status__per_type(void **state)
+{
+    (void)state;
+    char st[FSA_STATUS_BYTES];
+    assert_fsa_ok(fsa_model_get_status(JOBNEED_DEFAULTS, FSA_TYPE_JOBNEED, st));
+    assert_string_equal(st, "ASSIGNED");
+    assert_fsa_ok(fsa_model_get_status(TICKET_DEFAULTS, FSA_TYPE_TICKET, st));
+    assert_string_equal(st, "NEW");
+    /* it reads, it does not judge */
+    assert_fsa_ok(fsa_model_get_status("{\"status\":\"WHATEVER\"}", FSA_TYPE_TICKET, st));
+    assert_string_equal(st, "WHATEVER");
+
+    static const struct {
+        const char *fields;
+        fsa_type_t type;
+        fsa_status_t want;
+    } rows[] = {
+        {"{\"status\":\"NEW\"}", FSA_TYPE_JOBNEED, FSA_ENOTFOUND},
+        {"{\"status\":3}", FSA_TYPE_TICKET, FSA_ENOTFOUND},
+        {"{\"status\":null}", FSA_TYPE_TICKET, FSA_ENOTFOUND},
+        {"{}", FSA_TYPE_TICKET, FSA_ENOTFOUND},
+        {"{\"people_id\":\"P\"}", FSA_TYPE_ATTENDANCE, FSA_ENOTFOUND},
+        {"{\"status\":\"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456\"}", FSA_TYPE_TICKET, FSA_EINVAL},
+        {"[\"status\"]", FSA_TYPE_TICKET, FSA_EINVAL},
+        {"{\"status\":", FSA_TYPE_TICKET, FSA_EINVAL},
+        {"{}", FSA__TYPE_COUNT, FSA_EINVAL},
+        {NULL, FSA_TYPE_TICKET, FSA_EINVAL},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        strcpy(st, "junk");
+        assert_int_equal(fsa_model_get_status(rows[i].fields, rows[i].type, st), rows[i].want);
+        assert_string_equal(st, "");
+    }
+    assert_int_equal(fsa_model_get_status("{}", FSA_TYPE_TICKET, NULL), FSA_EINVAL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* fsa_op_copy, fsa_op_clear, fsa_model_free                                                  */
+
+static void test_fsa_op_copy__deep_copy(void **state)
+{
+    (void)state;
+    fsa_op_t src = op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "{\"a\":1}", 5);
+    snprintf(src.group, sizeof src.group, "%s", "g1");
+    fsa_op_t dst;
+    memset(&dst, 0xAB, sizeof dst);
+    assert_fsa_ok(fsa_op_copy(&dst, &src));
+    assert_ptr_not_equal(dst.json, src.json);
+    assert_string_equal(dst.json, "{\"a\":1}");
+    assert_string_equal(dst.id, "T1");
+    assert_string_equal(dst.group, "g1");
+    assert_string_equal(dst.key, "ticket_history");
+    assert_int_equal(dst.max_len, 5);
+    assert_int_equal(dst.kind, FSA_OP_APPEND);
+    src.json[2] = 'b';
+    assert_string_equal(dst.json, "{\"a\":1}");
+    fsa_op_clear(&src);
+    assert_string_equal(dst.json, "{\"a\":1}"); /* outlives its source */
+    fsa_op_clear(&dst);
+    assert_null(dst.json);
+    assert_string_equal(dst.id, "");
+    assert_int_equal(dst.max_len, 0);
+
+    /* no json */
+    fsa_op_t inc = op_incr(FSA_TYPE_TICKET, "T1", "level", 3);
+    assert_fsa_ok(fsa_op_copy(&dst, &inc));
+    assert_null(dst.json);
+    assert_int_equal(dst.by, 3);
+    /* onto itself */
+    assert_fsa_ok(fsa_op_copy(&dst, &dst));
+    assert_int_equal(dst.by, 3);
+    fsa_op_clear(&dst);
+}
+
+static void test_fsa_op_copy__null_arguments(void **state)
+{
+    (void)state;
+    fsa_op_t op = op_create(FSA_TYPE_TICKET, "T1", "{}");
+    assert_int_equal(fsa_op_copy(NULL, &op), FSA_EINVAL);
+    assert_int_equal(fsa_op_copy(&op, NULL), FSA_EINVAL);
+    fsa_op_clear(&op);
+    fsa_op_clear(&op); /* twice is fine: the first zeroed it */
+    fsa_op_clear(NULL);
+    fsa_model_free(NULL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A whole life: every op kind in turn, each result feeding the next.                         */
+
+static void test_fsa_model_apply__ticket_lifecycle(void **state)
+{
+    (void)state;
+    char *v1 = apply_ok(op_create(FSA_TYPE_TICKET, "T-9", "{\"priority\":\"HIGH\"}"), NULL, 0, 0);
+    char *v2 = apply_ok(op_set(FSA_TYPE_TICKET, "T-9", 1, "{\"assignedto\":\"U1\"}"), v1, 1, 0);
+    char *v3 = apply_ok(op_trans(FSA_TYPE_TICKET, "T-9", "status", "NEW", "OPEN"), v2, 2, 0);
+    char *v4 = apply_ok(op_incr(FSA_TYPE_TICKET, "T-9", "level", 2), v3, 3, 0);
+    char *v5 = apply_ok(op_append(FSA_TYPE_TICKET, "T-9", "ticketlog", "ticket_history",
+                                  "{\"e\":\"escalated\"}", 0),
+                        v4, 4, 0);
+    char *v6 =
+        apply_ok(op_merge(FSA_TYPE_TICKET, "T-9", "ticketlog", "{\"sla\":{\"h\":4}}"), v5, 5, 0);
+    char *v7 = apply_ok(op_trans(FSA_TYPE_TICKET, "T-9", "status", "OPEN", "RESOLVED"), v6, 6, 0);
+    char *v8 = apply_ok(op_trans(FSA_TYPE_TICKET, "T-9", "status", "RESOLVED", "CLOSED"), v7, 7, 0);
+    assert_string_equal(v8, "{\"status\":\"CLOSED\",\"level\":2,\"assignedto\":\"U1\","
+                            "\"ticketlog\":{\"ticket_history\":[{\"e\":\"escalated\"}],"
+                            "\"sla\":{\"h\":4}},\"priority\":\"HIGH\"}");
+    /* CLOSED is terminal: no way out, for the server either */
+    for (size_t i = 0; i < 5; i++)
+        expect_refused(op_trans(FSA_TYPE_TICKET, "T-9", "status", "CLOSED", TICKET_STATES[i]), v8,
+                       8, FSA_APPLY_BY_SERVER, FSA_ETRANSITION, "invalid_transition");
+    char *all[] = {v1, v2, v3, v4, v5, v6, v7, v8};
+    for (size_t i = 0; i < 8; i++)
+        fsa_model_free(all[i]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Allocation failures                                                                        */
+
+/*
+ * The torture test fails cJSON's n-th allocation for n = 0, 1, 2, ... until the call succeeds,
+ * and checks that every failure is a clean FSA_ENOMEM: no output, the error set, nothing leaked
+ * (ASan). The hooks still allocate with malloc and free, so the model's free() of printed text
+ * stays right. Test-only state; the module itself has none.
+ */
+static long allocs_left = -1; /* -1: never fail */
+
+static void *failing_malloc(size_t n)
+{
+    if (allocs_left == 0)
+        return NULL;
+    if (allocs_left > 0)
+        allocs_left--;
+    return malloc(n);
+}
+
+struct torture_row {
+    fsa_op_t op;
+    const char *fields;
+    unsigned flags;
+};
+
+static void test_fsa_model_apply__allocation_failures(void **state)
+{
+    (void)state;
+    const char *ticket = "{\"status\":\"OPEN\",\"level\":3,\"ticketlog\":{\"ticket_history\":"
+                         "[1,2,{\"a\":[1.5]}],\"m\":{\"x\":1}},\"zzz\":[true]}";
+    struct torture_row rows[] = {
+        {op_create(FSA_TYPE_TICKET, "T1", "{\"level\":2,\"ticketlog\":{\"k\":[1,2.5]}}"), NULL, 0},
+        {op_create(FSA_TYPE_ATTENDANCE, "A1", ATTENDANCE_GIVEN), NULL, 0},
+        {op_set(FSA_TYPE_TICKET, "T1", 1, "{\"level\":9,\"assignedto\":\"U\",\"ticketlog\":{}}"),
+         ticket, 0},
+        {op_merge(FSA_TYPE_TICKET, "T1", "ticketlog",
+                  "{\"m\":{\"x\":null,\"y\":{\"z\":null,\"w\":1}},\"n\":[1],"
+                  "\"ticket_history\":null}"),
+         ticket, 0},
+        {op_merge(FSA_TYPE_JOBNEED, "J1", "other_info", "{\"a\":{\"b\":1}}"), "{}", 0},
+        {op_incr(FSA_TYPE_TICKET, "T1", "level", 5), ticket, 0},
+        {op_trans(FSA_TYPE_TICKET, "T1", "status", "OPEN", "RESOLVED"), ticket, 0},
+        {op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "new", "{\"e\":[1,2]}", 0), ticket, 0},
+        {op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "7", 2), ticket, 0},
+    };
+    cJSON_Hooks hooks = {failing_malloc, free};
+    cJSON_InitHooks(&hooks);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        for (long n = 0;; n++) {
+            char sentinel = 0;
+            char *out = &sentinel;
+            fsa_model_err_t err;
+            allocs_left = n;
+            fsa_status_t st =
+                fsa_model_apply(&rows[i].op, rows[i].fields, 1, rows[i].flags, &out, &err);
+            allocs_left = -1;
+            if (st == FSA_OK) {
+                assert_non_null(out);
+                fsa_model_free(out);
+                assert_true(n > 0); /* else the hooks never failed anything */
+                break;
+            }
+            if (st != FSA_ENOMEM)
+                fail_msg("row %zu, allocation %ld: %s (%s)", i, n, fsa_status_str(st), err.message);
+            assert_null(out);
+            assert_string_equal(err.code, "out_of_memory");
+        }
+        fsa_op_clear(&rows[i].op);
+    }
+    for (long n = 0;; n++) {
+        char *out = NULL, *field = NULL;
+        char st_buf[FSA_STATUS_BYTES];
+        allocs_left = n;
+        fsa_status_t a =
+            fsa_model_merge_patch(ticket, "{\"ticketlog\":{\"m\":null,\"q\":2}}", &out);
+        fsa_status_t b = fsa_model_get_field(ticket, "ticketlog", &field);
+        fsa_status_t c = fsa_model_get_status(ticket, FSA_TYPE_TICKET, st_buf);
+        allocs_left = -1;
+        assert_true(a == FSA_OK || (a == FSA_ENOMEM && out == NULL));
+        assert_true(b == FSA_OK || (b == FSA_ENOMEM && field == NULL));
+        assert_true(c == FSA_OK || c == FSA_ENOMEM);
+        fsa_model_free(out);
+        fsa_model_free(field);
+        if (a == FSA_OK && b == FSA_OK && c == FSA_OK)
+            break;
+    }
+    cJSON_InitHooks(NULL);
+}
+
+static void test_fsa_model_same_values__compares_named_keys_only(void **state)
+{
+    (void)state;
+    bool same = false;
+    const char *a = "{\"x\":1,\"y\":{\"p\":1,\"q\":2},\"z\":3}";
+    const char *b = "{\"y\":{\"q\":2,\"p\":1},\"x\":1.0,\"z\":4}";
+    assert_int_equal(fsa_model_same_values(a, b, "{\"x\":0,\"y\":0}", &same), FSA_OK);
+    assert_true(same); /* key order and 1 vs 1.0 do not matter */
+    assert_int_equal(fsa_model_same_values(a, b, "{\"z\":0}", &same), FSA_OK);
+    assert_false(same);
+    assert_int_equal(fsa_model_same_values(a, b, "{\"w\":0}", &same), FSA_OK);
+    assert_true(same); /* absent from both */
+    assert_int_equal(fsa_model_same_values(a, "{}", "{\"x\":0}", &same), FSA_OK);
+    assert_false(same); /* absent from one */
+    assert_int_equal(fsa_model_same_values(a, "[1]", "{\"x\":0}", &same), FSA_EINVAL);
+    assert_int_equal(fsa_model_same_values(a, b, "{bad", &same), FSA_EINVAL);
+    assert_int_equal(fsa_model_same_values(NULL, b, "{}", &same), FSA_EINVAL);
+    assert_int_equal(fsa_model_same_values(a, b, "{}", NULL), FSA_EINVAL);
+}
+
+static void test_fsa_model_project__picks_keys_with_null_for_absent(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    assert_int_equal(fsa_model_project("{\"seqno\":3,\"expirytime\":9}",
+                                       "{\"seqno\":5,\"nope\":1}", &out),
+                     FSA_OK);
+    assert_string_equal(out, "{\"seqno\":3,\"nope\":null}");
+    fsa_model_free(out);
+    assert_int_equal(fsa_model_project(NULL, "{\"a\":1}", &out), FSA_OK);
+    assert_string_equal(out, "{\"a\":null}");
+    fsa_model_free(out);
+    assert_int_equal(fsa_model_project("{}", "[]", &out), FSA_EINVAL);
+    assert_null(out);
+    assert_int_equal(fsa_model_project("{}", NULL, &out), FSA_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fsa_type_name__round_trip),
+        cmocka_unit_test(test_fsa_op_kind_name__round_trip),
+        cmocka_unit_test(test_fsa_model_fields__protocol_table),
+        cmocka_unit_test(test_fsa_model_fields__unknown_type),
+        cmocka_unit_test(test_fsa_model_field__unknown_names),
+        cmocka_unit_test(test_fsa_model_id_valid__table),
+        cmocka_unit_test(test_fsa_model_transition_allowed__every_pair),
+        cmocka_unit_test(test_fsa_model_transition_allowed__message_examples),
+        cmocka_unit_test(test_fsa_model_transition_allowed__bad_arguments),
+        cmocka_unit_test(test_fsa_model_status_terminal__table),
+        cmocka_unit_test(test_fsa_model_status_known__per_type),
+        cmocka_unit_test(test_fsa_model_apply__create_fills_defaults),
+        cmocka_unit_test(test_fsa_model_apply__create_keeps_protocol_order),
+        cmocka_unit_test(test_fsa_model_apply__create_with_known_status),
+        cmocka_unit_test(test_fsa_model_apply__create_refusals),
+        cmocka_unit_test(test_fsa_model_apply__create_on_existing_conflicts),
+        cmocka_unit_test(test_fsa_model_apply__missing_entity_not_found),
+        cmocka_unit_test(test_fsa_model_apply__set_replaces_fields_in_place),
+        cmocka_unit_test(test_fsa_model_apply__set_stale_base_version_conflicts),
+        cmocka_unit_test(test_fsa_model_apply__set_refusals),
+        cmocka_unit_test(test_fsa_model_apply__merge_patches_object_field),
+        cmocka_unit_test(test_fsa_model_apply__merge_refusals),
+        cmocka_unit_test(test_fsa_model_apply__increment),
+        cmocka_unit_test(test_fsa_model_apply__increment_overflow),
+        cmocka_unit_test(test_fsa_model_apply__increment_refusals),
+        cmocka_unit_test(test_fsa_model_apply__transition_precondition),
+        cmocka_unit_test(test_fsa_model_apply__transition_refusals),
+        cmocka_unit_test(test_fsa_model_apply__append),
+        cmocka_unit_test(test_fsa_model_apply__append_max_len_drops_oldest),
+        cmocka_unit_test(test_fsa_model_apply__append_refusals),
+        cmocka_unit_test(test_fsa_model_apply__attendance_is_immutable),
+        cmocka_unit_test(test_fsa_model_apply__unknown_type_kind_flags),
+        cmocka_unit_test(test_fsa_model_apply__bad_ids),
+        cmocka_unit_test(test_fsa_model_apply__stored_fields_malformed),
+        cmocka_unit_test(test_fsa_model_apply__null_arguments),
+        cmocka_unit_test(test_fsa_model_validate_op__each_kind_without_the_entity),
+        cmocka_unit_test(test_fsa_model_validate_op__server_only_edge),
+        cmocka_unit_test(test_fsa_model_json_check__nesting),
+        cmocka_unit_test(test_fsa_model_apply__result_too_deep),
+        cmocka_unit_test(test_fsa_model_json_check__string_length),
+        cmocka_unit_test(test_fsa_model_json_check__size),
+        cmocka_unit_test(test_fsa_model_apply__result_too_large),
+        cmocka_unit_test(test_fsa_model_json_check__syntax_table),
+        cmocka_unit_test(test_fsa_model_apply__int_fields_are_exact),
+        cmocka_unit_test(test_fsa_model_apply__numbers_round_trip),
+        cmocka_unit_test(test_fsa_model_merge_patch__rfc7396_appendix_a),
+        cmocka_unit_test(test_fsa_model_merge_patch__arguments),
+        cmocka_unit_test(test_fsa_model_merge_patch__large_objects),
+        cmocka_unit_test(test_fsa_model_get_field__values),
+        cmocka_unit_test(test_fsa_model_get_status__per_type),
+        cmocka_unit_test(test_fsa_op_copy__deep_copy),
+        cmocka_unit_test(test_fsa_op_copy__null_arguments),
+        cmocka_unit_test(test_fsa_model_apply__ticket_lifecycle),
+        cmocka_unit_test(test_fsa_model_apply__allocation_failures),
+        cmocka_unit_test(test_fsa_model_same_values__compares_named_keys_only),
+        cmocka_unit_test(test_fsa_model_project__picks_keys_with_null_for_absent),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
