@@ -29,6 +29,7 @@ static const char *const names[FSA__STATUS_COUNT] = {
     [FSA_EUNSUPPORTED] = "not supported",
     [FSA_ELOST] = "lock lease lost",
     [FSA_EEXHAUSTED] = "retries exhausted",
+    [FSA_ETLS] = "TLS verification failed",
 };
 
 const char *fsa_status_str(fsa_status_t st)

@@ -33,6 +33,7 @@ typedef enum fsa_status {
     FSA_EUNSUPPORTED = 22, /* the operation is not supported here */
     FSA_ELOST = 23,        /* a lock's lease expired while it was held */
     FSA_EEXHAUSTED = 24,   /* a retry policy ran out of tries */
+    FSA_ETLS = 25,         /* TLS failed: certificate not trusted, pin mismatch, handshake */
     FSA__STATUS_COUNT
 } fsa_status_t;
 

@@ -1054,10 +1054,13 @@ static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, const char *outco
     return step_done(j, st);
 }
 
-/* Applies one result inside the open transaction. */
+/* Applies one result inside the open transaction. *parked is set when the op was parked, with
+ * its entity in *ptype / pid: that entity's local view must be rebuilt. */
 static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t *r,
-                                        int64_t now_ms)
+                                        int64_t now_ms, bool *parked, fsa_type_t *ptype,
+                                        char pid[FSA_ID_BYTES])
 {
+    *parked = false;
     fsa_op_t op;
     fsa_op_state_t state;
     fsa_status_t s = find_locked(j, r->op_id, &op, &state);
@@ -1122,10 +1125,17 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t 
         if (s == FSA_OK && (e.local_fields != NULL || e.base_fields != NULL))
             s = entity_store(j, op.type, op.id, &e);
     }
-    if (s == FSA_OK)
-        s = rebuild_local(j, op.type, op.id);
+    /* An applied op moved from the pending ops into the base, so base + pending, the local view,
+     * is what it was: only a parked op changes it. Skipping the rebuild keeps draining a long
+     * backlog on one entity linear instead of quadratic. */
+    if (s == FSA_OK && (outcome == FSA_RESULT_CONFLICT || outcome == FSA_RESULT_REJECTED))
+        *parked = true;
     entity_clear(&e);
 out:
+    if (s == FSA_OK && *parked) {
+        *ptype = op.type;
+        memcpy(pid, op.id, sizeof op.id);
+    }
     fsa_op_clear(&op);
     return s;
 }
@@ -1138,8 +1148,30 @@ fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *r
     if (s != FSA_OK)
         return s;
     int64_t now_ms = j->port->wall_now(j->port->ctx).ms;
-    for (size_t i = 0; s == FSA_OK && i < n; i++)
-        s = apply_result_locked(j, &results[i], now_ms);
+    /* Entities whose local view must be rebuilt (a parked op left it), each once per call. */
+    typedef struct touched {
+        fsa_type_t type;
+        char id[FSA_ID_BYTES];
+    } touched_t;
+    touched_t *t = n > 0 ? calloc(n, sizeof *t) : NULL;
+    size_t nt = 0;
+    if (n > 0 && t == NULL)
+        s = FSA_ENOMEM;
+    for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        bool parked = false;
+        touched_t cur;
+        s = apply_result_locked(j, &results[i], now_ms, &parked, &cur.type, cur.id);
+        if (s != FSA_OK || !parked)
+            continue;
+        size_t k = 0;
+        while (k < nt && !(t[k].type == cur.type && strcmp(t[k].id, cur.id) == 0))
+            k++;
+        if (k == nt)
+            t[nt++] = cur;
+    }
+    for (size_t k = 0; s == FSA_OK && k < nt; k++)
+        s = rebuild_local(j, t[k].type, t[k].id);
+    free(t);
     return finish(j, s);
 }
 
@@ -1311,6 +1343,38 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn, 
     return s;
 }
 
+/* The open conflicts that resolve together with op: op alone, or every open conflict of its group
+ * (a group is resolved as a whole). Takes ownership of op. */
+static fsa_status_t conflict_members(fsa_journal_t *j, fsa_op_t *op,
+                                     fsa_op_t members[FSA_JOURNAL_GROUP_MAX], size_t *n)
+{
+    *n = 0;
+    if (op->group[0] == '\0') {
+        members[(*n)++] = *op;
+        memset(op, 0, sizeof *op);
+        return FSA_OK;
+    }
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT " OP_COLUMNS " FROM outbox WHERE grp = ?1 AND seq IN "
+                          "(SELECT seq FROM conflicts WHERE resolution IS NULL) ORDER BY seq",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, op->group);
+    int rc;
+    while (s == FSA_OK && *n < FSA_JOURNAL_GROUP_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        s = op_from_row(st, &members[*n], NULL);
+        if (s != FSA_OK)
+            fsa_op_clear(&members[*n]);
+        else
+            (*n)++;
+    }
+    release(j, st);
+    fsa_op_clear(op);
+    return s;
+}
+
 fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
                                   const char *resolution, fsa_rec_t *rec)
 {
@@ -1323,39 +1387,54 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
     fsa_status_t s = begin(j);
     if (s != FSA_OK)
         return s;
-    fsa_op_t op;
+    fsa_op_t op, members[FSA_JOURNAL_GROUP_MAX];
     fsa_op_state_t state;
+    size_t n = 0;
     s = find_locked(j, op_id, &op, &state);
     if (s == FSA_OK && state != FSA_OPSTATE_CONFLICT && state != FSA_OPSTATE_REJECTED)
         s = FSA_ENOTFOUND;
-    sqlite3_stmt *st = NULL;
     if (s == FSA_OK)
+        s = conflict_members(j, &op, members, &n);
+    fsa_op_clear(&op);
+    int64_t now_ms = j->port->wall_now(j->port->ctx).ms;
+    for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        sqlite3_stmt *st;
         s = prep(j,
                  "UPDATE conflicts SET resolution = ?2, resolved_ms = ?3 "
                  "WHERE seq = ?1 AND resolution IS NULL",
                  &st);
-    if (s == FSA_OK) {
-        sqlite3_bind_int64(st, 1, op.seq);
+        if (s != FSA_OK)
+            break;
+        sqlite3_bind_int64(st, 1, members[i].seq);
         bind_text(st, 2, resolution);
-        sqlite3_bind_int64(st, 3, j->port->wall_now(j->port->ctx).ms);
+        sqlite3_bind_int64(st, 3, now_ms);
         s = step_done(j, st);
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
             s = FSA_ENOTFOUND;
     }
+    if (s == FSA_OK && n == 0)
+        s = FSA_ENOTFOUND;
     if (s == FSA_ENOTFOUND)
         rec_error(rec, "no open conflict for op %s", op_id);
     if (s == FSA_OK && take_local) {
-        /* Recorded again as a new op: a new op_id (the old one has its answer on the server),
-         * the next seq, and preconditions taken from the state now known. */
-        fsa_op_t again = op;
-        again.group[0] = '\0';
-        s = record_one_locked(j, &again, now_locked(j), "", rec);
-        if (s == FSA_OK && rec != NULL) {
-            memcpy(rec->op_id, again.op_id, sizeof rec->op_id);
-            rec->seq = again.seq;
+        /* Recorded again as new ops: new op_ids (the old ones have their answers on the
+         * server), the next seqs, preconditions from the state now known, and a new group id
+         * for a group, which is resent whole. */
+        char group[FSA_GROUP_BYTES] = "";
+        if (members[0].group[0] != '\0')
+            s = fsa_uuid4(j->port, group);
+        fsa_wall_t at = now_locked(j);
+        for (size_t i = 0; s == FSA_OK && i < n; i++) {
+            fsa_op_t again = members[i]; /* shallow: json stays owned by members[i] */
+            s = record_one_locked(j, &again, at, group, rec);
+            if (s == FSA_OK && i == 0 && rec != NULL) {
+                memcpy(rec->op_id, again.op_id, sizeof rec->op_id);
+                rec->seq = again.seq;
+            }
         }
     }
-    fsa_op_clear(&op);
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&members[i]);
     s = finish(j, s);
     if (s == FSA_EFULL)
         full_message(j, rec);

@@ -145,13 +145,6 @@ fsa_status_t fsa_outbox_next_batch(fsa_journal_t *j, fsa_op_t *ops, size_t max_o
 fsa_status_t fsa_outbox_mark_inflight(fsa_journal_t *j, const fsa_op_t *ops,
                                       size_t n) FSA_MUST_CHECK;
 
-typedef enum fsa_result_status {
-    FSA_RESULT_APPLIED = 0,
-    FSA_RESULT_DUPLICATE = 1,
-    FSA_RESULT_CONFLICT = 2,
-    FSA_RESULT_REJECTED = 3
-} fsa_result_status_t;
-
 /* One per-op result from the server (PROTOCOL.md section 3). current_fields is borrowed. */
 typedef struct fsa_op_result {
     char op_id[FSA_OP_ID_BYTES];
@@ -227,10 +220,12 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn,
                                 void *arg) FSA_MUST_CHECK;
 
 /*
- * Resolves an open conflict or rejection. take_local: the op is recorded again as a new op (new
+ * Resolves an open conflict or rejection; for an op of a group, every open conflict of the group
+ * together (a group is resolved as a whole). take_local: the op is recorded again as a new op (new
  * op_id and seq; a set expects the server version now known; a transition starts from the
  * server's current status), in the same transaction that closes the conflict; validation
- * errors of the new op are returned as from a recording call. Not take_local: the server's state
+ * errors of the new op are returned as from a recording call; a group's ops are recorded again
+ * as one new group. Not take_local: the server's state
  * stands; the conflict is closed. resolution ("server", "local", "rebased", "converged", ...) is
  * stored. rec (may be NULL) reports the new op or the error. FSA_OK, FSA_ENOTFOUND (no open
  * conflict with that op_id), the recording statuses.

@@ -53,6 +53,15 @@ typedef enum fsa_op_kind {
     FSA__OP_COUNT
 } fsa_op_kind_t;
 
+/* A server's answer for one op (PROTOCOL.md section 3). Values are frozen. */
+typedef enum fsa_result_status {
+    FSA_RESULT_APPLIED = 0,
+    FSA_RESULT_DUPLICATE = 1,
+    FSA_RESULT_CONFLICT = 2,
+    FSA_RESULT_REJECTED = 3,
+    FSA__RESULT_COUNT
+} fsa_result_status_t;
+
 #define FSA_FIELD_NAME_BYTES 32   /* longest field name + NUL, with room */
 #define FSA_GROUP_BYTES (FSA_LIMIT_ID_BYTES + 1)
 #define FSA_ID_BYTES (FSA_LIMIT_ID_BYTES + 1)

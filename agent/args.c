@@ -1,0 +1,130 @@
+/* fieldsync: NAME=VALUE arguments to a JSON object; JSON string quoting. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/args.h"
+#include "port/limits.h"
+#include "storage/model.h"
+
+fsa_status_t fsa_args_quote(const char *s, char *buf, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = strlen(buf);
+    size_t start = o;
+    if (o + 1 >= cap)
+        return FSA_ETOOLARGE;
+    buf[o++] = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc = 0;
+        switch (*p) {
+        case '"': esc = '"'; break;
+        case '\\': esc = '\\'; break;
+        case '\n': esc = 'n'; break;
+        case '\r': esc = 'r'; break;
+        case '\t': esc = 't'; break;
+        case '\b': esc = 'b'; break;
+        case '\f': esc = 'f'; break;
+        default: break;
+        }
+        size_t need = esc ? 2 : *p < 0x20 ? 6 : 1;
+        if (o + need + 2 > cap) {
+            buf[start] = '\0';
+            return FSA_ETOOLARGE;
+        }
+        if (esc) {
+            buf[o++] = '\\';
+            buf[o++] = esc;
+        } else if (*p < 0x20) {
+            memcpy(buf + o, "\\u00", 4);
+            buf[o + 4] = hex[*p >> 4];
+            buf[o + 5] = hex[*p & 15];
+            o += 6;
+        } else {
+            buf[o++] = (char)*p;
+        }
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return FSA_OK;
+}
+
+static int name_ok(const char *name, size_t len)
+{
+    if (len == 0 || len >= FSA_FIELD_NAME_BYTES)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err, size_t errlen)
+{
+    char scratch[8];
+    if (err == NULL || errlen == 0) {
+        err = scratch;
+        errlen = sizeof scratch;
+    }
+    err[0] = '\0';
+    if (out == NULL || (args == NULL && n > 0))
+        return FSA_EINVAL;
+    *out = NULL;
+    /* Bounded by the size of one entity's fields. */
+    size_t cap = FSA_LIMIT_FIELDS_BYTES;
+    char *buf = malloc(cap);
+    if (buf == NULL)
+        return FSA_ENOMEM;
+    buf[0] = '{';
+    buf[1] = '\0';
+    fsa_status_t st = FSA_OK;
+    for (size_t i = 0; i < n && st == FSA_OK; i++) {
+        const char *eq = strchr(args[i], '=');
+        if (eq == NULL || !name_ok(args[i], (size_t)(eq - args[i]))) {
+            snprintf(err, errlen, "'%.60s' is not NAME=VALUE (NAME: a-z 0-9 _, 1-31 chars)",
+                     args[i]);
+            st = FSA_EINVAL;
+            break;
+        }
+        size_t nlen = (size_t)(eq - args[i]);
+        for (size_t k = 0; k < i; k++) {
+            if (strncmp(args[k], args[i], nlen + 1) == 0) {
+                snprintf(err, errlen, "field '%.*s' is given twice", (int)nlen, args[i]);
+                st = FSA_EINVAL;
+                break;
+            }
+        }
+        if (st != FSA_OK)
+            break;
+        const char *value = eq + 1;
+        size_t o = strlen(buf);
+        if (o + nlen + 4 >= cap) {
+            st = FSA_ETOOLARGE;
+            break;
+        }
+        snprintf(buf + o, cap - o, "%s\"%.*s\":", i > 0 ? "," : "", (int)nlen, args[i]);
+        if (value[0] != '\0' && fsa_model_json_check(value, FSA_LIMIT_FIELDS_BYTES) == FSA_OK) {
+            o = strlen(buf);
+            if (o + strlen(value) + 2 >= cap) {
+                st = FSA_ETOOLARGE;
+                break;
+            }
+            memcpy(buf + o, value, strlen(value) + 1);
+        } else {
+            st = fsa_args_quote(value, buf, cap - 1);
+        }
+        if (st == FSA_ETOOLARGE)
+            snprintf(err, errlen, "fields are too large (at most %zu bytes)", cap);
+    }
+    if (st == FSA_OK) {
+        size_t o = strlen(buf);
+        buf[o] = '}';
+        buf[o + 1] = '\0';
+        *out = buf;
+        return FSA_OK;
+    }
+    free(buf);
+    return st;
+}

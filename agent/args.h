@@ -1,0 +1,23 @@
+/* fieldsync: command-line values: NAME=VALUE pairs into a JSON object, JSON string quoting. */
+#ifndef FSA_AGENT_ARGS_H
+#define FSA_AGENT_ARGS_H
+
+#include <stddef.h>
+
+#include "port/status.h"
+
+/*
+ * Builds a JSON object from NAME=VALUE arguments: VALUE is taken as JSON when it is one valid
+ * JSON value within the limits (so 5, true, null, "x", {"a":1} keep their types), else as a
+ * string. NAME must be 1..31 characters of [a-z0-9_] and may not repeat.
+ * On FSA_OK *out is a malloc'ed object text (free()); on FSA_EINVAL / FSA_ETOOLARGE err names the
+ * bad argument. FSA_ENOMEM.
+ */
+fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
+                             size_t errlen) FSA_MUST_CHECK;
+
+/* Appends s as a JSON string literal (quoted, escaped) to buf (a NUL-terminated string of
+ * capacity cap). FSA_OK or FSA_ETOOLARGE (buf unchanged). */
+fsa_status_t fsa_args_quote(const char *s, char *buf, size_t cap) FSA_MUST_CHECK;
+
+#endif

@@ -1,0 +1,106 @@
+/* fieldsync: reading small private files, refusing secrets that others could read. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "port/files.h"
+
+fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only, char **out,
+                           size_t *len, char *err, size_t errlen)
+{
+    char scratch[8];
+    if (err == NULL || errlen == 0) {
+        err = scratch;
+        errlen = sizeof scratch;
+    }
+    err[0] = '\0';
+    if (out != NULL)
+        *out = NULL;
+    if (len != NULL)
+        *len = 0;
+    if (path == NULL || out == NULL || len == NULL) {
+        snprintf(err, errlen, "no file given");
+        return FSA_EINVAL;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));
+        return e == ENOENT ? FSA_ENOTFOUND : e == EACCES ? FSA_EPERM : FSA_EIO;
+    }
+    fsa_status_t st = FSA_OK;
+    char *buf = NULL;
+    struct stat sb;
+    /* fstat on the open file: the permissions checked are those of the bytes read. */
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file", path);
+        st = FSA_EINVAL;
+        goto out;
+    }
+    if (private_only && (sb.st_mode & 077) != 0) {
+        snprintf(err, errlen, "%s is accessible by others (mode %04o): run 'chmod 600 %s'", path,
+                 (unsigned)(sb.st_mode & 07777), path);
+        st = FSA_EPERM;
+        goto out;
+    }
+    if (private_only && sb.st_uid != geteuid()) {
+        snprintf(err, errlen, "%s is owned by uid %u, not by this user", path,
+                 (unsigned)sb.st_uid);
+        st = FSA_EPERM;
+        goto out;
+    }
+    if ((size_t)sb.st_size > max_bytes) {
+        snprintf(err, errlen, "%s is too large (%lld bytes, at most %zu)", path,
+                 (long long)sb.st_size, max_bytes);
+        st = FSA_ETOOLARGE;
+        goto out;
+    }
+    buf = malloc(max_bytes + 1);
+    if (buf == NULL) {
+        st = FSA_ENOMEM;
+        goto out;
+    }
+    size_t got = 0;
+    while (got <= max_bytes) {
+        ssize_t n = read(fd, buf + got, max_bytes + 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+            st = FSA_EIO;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got > max_bytes) { /* it grew after the fstat */
+        snprintf(err, errlen, "%s is too large (at most %zu bytes)", path, max_bytes);
+        st = FSA_ETOOLARGE;
+        goto out;
+    }
+    buf[got] = '\0';
+    *out = buf;
+    *len = got;
+    buf = NULL;
+out:
+    if (buf != NULL)
+        fsa_file_wipe_free(buf, max_bytes + 1);
+    close(fd);
+    return st;
+}
+
+void fsa_file_wipe_free(char *p, size_t n)
+{
+    if (p == NULL)
+        return;
+    /* A volatile pointer keeps the compiler from dropping the stores before free(). */
+    volatile char *v = p;
+    for (size_t i = 0; i < n; i++)
+        v[i] = 0;
+    free(p);
+}

@@ -1,0 +1,1121 @@
+/* fieldsync: the JSON wire format (push bodies, per-op results, pull answers, errors) with cJSON.
+ */
+#include "sync/codec.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "sync/signer.h"
+
+/* Integers travel as JSON numbers, which cJSON reads as doubles: only values a double holds
+ * exactly are accepted, so a number never silently changes on its way through. */
+#define JSON_INT_MAX 9007199254740992.0 /* 2^53 */
+
+#define ANSWER_MAX_RESULTS FSA_LIMIT_BATCH_OPS_MAX
+#define ANSWER_MAX_CHANGES 100000
+
+void fsa_codec_free(char *text)
+{
+    free(text);
+}
+
+static void set_err(fsa_codec_err_t *err, const char *code, const char *fmt, ...) FSA_PRINTF(3, 4);
+
+static void set_err(fsa_codec_err_t *err, const char *code, const char *fmt, ...)
+{
+    if (err == NULL)
+        return;
+    snprintf(err->code, sizeof err->code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+}
+
+static void set_reject(fsa_model_err_t *rej, const char *code, const char *fmt, ...)
+    FSA_PRINTF(3, 4);
+
+static void set_reject(fsa_model_err_t *rej, const char *code, const char *fmt, ...)
+{
+    snprintf(rej->code, sizeof rej->code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rej->message, sizeof rej->message, fmt, ap);
+    va_end(ap);
+}
+
+size_t fsa_codec_json_depth(const char *text, size_t len, size_t max_depth)
+{
+    size_t depth = 0;
+    size_t deepest = 0;
+    bool in_string = false;
+    if (text == NULL)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++; /* the escaped char cannot end the string */
+            else if (c == '"')
+                in_string = false;
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            depth++;
+            if (depth > deepest) {
+                deepest = depth;
+                if (deepest > max_depth)
+                    return max_depth + 1;
+            }
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return deepest;
+}
+
+/* Every string value and key within FSA_LIMIT_STRING_BYTES. The recursion is bounded because the
+ * depth was checked before parsing. */
+static bool strings_within_limit(const cJSON *item)
+{
+    for (; item != NULL; item = item->next) {
+        if (item->string != NULL && strlen(item->string) > FSA_LIMIT_STRING_BYTES)
+            return false;
+        if (cJSON_IsString(item) && strlen(item->valuestring) > FSA_LIMIT_STRING_BYTES)
+            return false;
+        if ((cJSON_IsArray(item) || cJSON_IsObject(item)) && !strings_within_limit(item->child))
+            return false;
+    }
+    return true;
+}
+
+typedef enum parse_fail { PARSE_OK, PARSE_TOO_LARGE, PARSE_MALFORMED, PARSE_NOMEM } parse_fail_t;
+
+/*
+ * Parses text[0..len) as exactly one JSON value within max_bytes, max_depth and the string limit.
+ * *root is set only on PARSE_OK; the caller then owns it (one cJSON_Delete).
+ */
+static parse_fail_t parse_bounded(const char *text, size_t len, size_t max_bytes, size_t max_depth,
+                                  cJSON **root, const char **why)
+{
+    *root = NULL;
+    if (len > max_bytes) {
+        *why = "body is over the size limit";
+        return PARSE_TOO_LARGE;
+    }
+    if (fsa_codec_json_depth(text, len, max_depth) > max_depth) {
+        *why = "JSON nesting is over the depth limit";
+        return PARSE_TOO_LARGE;
+    }
+    const char *end = NULL;
+    cJSON *r = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    if (r == NULL) {
+        *why = "body is not valid JSON";
+        return PARSE_MALFORMED;
+    }
+    /* Only whitespace may follow the value (cJSON would otherwise ignore trailing garbage). */
+    for (const char *p = end; p != NULL && p < text + len; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            cJSON_Delete(r);
+            *why = "trailing bytes after the JSON value";
+            return PARSE_MALFORMED;
+        }
+    }
+    if (!strings_within_limit(r)) {
+        cJSON_Delete(r);
+        *why = "a string is over the length limit";
+        return PARSE_TOO_LARGE;
+    }
+    *root = r;
+    return PARSE_OK;
+}
+
+static bool get_int(const cJSON *item, int64_t *out)
+{
+    if (!cJSON_IsNumber(item))
+        return false;
+    double d = item->valuedouble;
+    /* The range check comes first so that the cast below is defined. */
+    if (!isfinite(d) || d > JSON_INT_MAX || d < -JSON_INT_MAX || (double)(int64_t)d != d)
+        return false;
+    *out = (int64_t)d;
+    return true;
+}
+
+/* Copies a string member into dst (cap bytes with NUL). False when absent, not a string, or too
+ * long; dst is then "". */
+static bool get_str(const cJSON *obj, const char *name, char *dst, size_t cap)
+{
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(obj, name);
+    dst[0] = '\0';
+    if (!cJSON_IsString(s))
+        return false;
+    size_t n = strlen(s->valuestring);
+    if (n >= cap)
+        return false;
+    memcpy(dst, s->valuestring, n + 1);
+    return true;
+}
+
+static char *dup_text(const char *s)
+{
+    size_t n = strlen(s);
+    char *p = malloc(n + 1);
+    if (p != NULL)
+        memcpy(p, s, n + 1);
+    return p;
+}
+
+/* Prints item into a malloc'ed string of our own allocator. NULL on allocation failure. */
+static char *print_item(const cJSON *item)
+{
+    char *printed = cJSON_PrintUnformatted(item);
+    if (printed == NULL)
+        return NULL;
+    char *copy = dup_text(printed);
+    cJSON_free(printed);
+    return copy;
+}
+
+/* Prints root as the final answer text. */
+static fsa_status_t finish(cJSON *root, char **out, size_t *out_len)
+{
+    char *text = print_item(root);
+    if (text == NULL)
+        return FSA_ENOMEM;
+    *out = text;
+    if (out_len != NULL)
+        *out_len = strlen(text);
+    return FSA_OK;
+}
+
+/* An exact int64 as a raw JSON number (cJSON's own numbers are doubles). */
+static bool add_int(cJSON *obj, const char *name, int64_t v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRId64, v);
+    return cJSON_AddRawToObject(obj, name, buf) != NULL;
+}
+
+static bool id_char_ok(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '-';
+}
+
+/* 1..max bytes of the id alphabet. The codec checks it itself so that it does not depend on the
+ * model for its own envelope (op_id, batch_id). */
+static bool id_ok(const char *s, size_t max)
+{
+    size_t n = 0;
+    for (; s[n] != '\0'; n++) {
+        if (n >= max || !id_char_ok(s[n]))
+            return false;
+    }
+    return n > 0;
+}
+
+/* A JSON object text, cheaply recognised by its first and last non-blank chars. */
+static bool looks_like_object(const char *s)
+{
+    if (s == NULL)
+        return false;
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+        s++;
+    if (*s != '{')
+        return false;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+        n--;
+    return n >= 2 && s[n - 1] == '}';
+}
+
+static void out_reset(char **out, size_t *out_len)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (out_len != NULL)
+        *out_len = 0;
+}
+
+/* ---- push ---- */
+
+void fsa_codec_push_free(fsa_codec_push_t *push)
+{
+    if (push == NULL)
+        return;
+    for (size_t i = 0; i < push->count; i++)
+        fsa_op_clear(&push->ops[i].op);
+    free(push->ops);
+    memset(push, 0, sizeof *push);
+}
+
+/* Adds an op's json as a member, parsed (it must be valid JSON within the depth limit). */
+static fsa_status_t add_json_member(cJSON *obj, const char *name, const char *json)
+{
+    if (json == NULL)
+        return FSA_EINVAL;
+    size_t len = strlen(json);
+    if (fsa_codec_json_depth(json, len, FSA_LIMIT_JSON_DEPTH) > FSA_LIMIT_JSON_DEPTH)
+        return FSA_EINVAL;
+    cJSON *v = cJSON_ParseWithLength(json, len);
+    if (v == NULL)
+        return FSA_EINVAL;
+    if (!cJSON_AddItemToObject(obj, name, v)) {
+        cJSON_Delete(v);
+        return FSA_ENOMEM;
+    }
+    return FSA_OK;
+}
+
+static fsa_status_t encode_op(const fsa_op_t *op, cJSON *o)
+{
+    if ((unsigned)op->kind >= FSA__OP_COUNT || (unsigned)op->type >= FSA__TYPE_COUNT)
+        return FSA_EINVAL;
+    bool ok = cJSON_AddStringToObject(o, "op_id", op->op_id) != NULL &&
+              add_int(o, "seq", op->seq) && add_int(o, "at", op->at_ms) &&
+              cJSON_AddStringToObject(o, "kind", fsa_op_kind_name(op->kind)) != NULL &&
+              cJSON_AddStringToObject(o, "type", fsa_type_name(op->type)) != NULL &&
+              cJSON_AddStringToObject(o, "id", op->id) != NULL;
+    if (ok && op->group[0] != '\0')
+        ok = cJSON_AddStringToObject(o, "group", op->group) != NULL;
+    if (!ok)
+        return FSA_ENOMEM;
+    switch (op->kind) {
+    case FSA_OP_CREATE:
+        return add_json_member(o, "fields", op->json);
+    case FSA_OP_SET:
+        if (!add_int(o, "base_version", op->base_version))
+            return FSA_ENOMEM;
+        return add_json_member(o, "fields", op->json);
+    case FSA_OP_MERGE:
+        if (cJSON_AddStringToObject(o, "field", op->field) == NULL)
+            return FSA_ENOMEM;
+        return add_json_member(o, "patch", op->json);
+    case FSA_OP_INCREMENT:
+        if (cJSON_AddStringToObject(o, "field", op->field) == NULL || !add_int(o, "by", op->by))
+            return FSA_ENOMEM;
+        return FSA_OK;
+    case FSA_OP_TRANSITION:
+        if (cJSON_AddStringToObject(o, "field", op->field) == NULL ||
+            cJSON_AddStringToObject(o, "from", op->from) == NULL ||
+            cJSON_AddStringToObject(o, "to", op->to) == NULL)
+            return FSA_ENOMEM;
+        return FSA_OK;
+    case FSA_OP_APPEND:
+        if (cJSON_AddStringToObject(o, "field", op->field) == NULL ||
+            cJSON_AddStringToObject(o, "key", op->key) == NULL)
+            return FSA_ENOMEM;
+        if (op->max_len > 0 && !add_int(o, "max_len", op->max_len))
+            return FSA_ENOMEM;
+        return add_json_member(o, "item", op->json);
+    default:
+        return FSA_EINVAL;
+    }
+}
+
+fsa_status_t fsa_codec_encode_push(const char *batch_id, const fsa_op_t *ops, size_t count,
+                                   char **out, size_t *out_len)
+{
+    out_reset(out, out_len);
+    if (batch_id == NULL || out == NULL || (ops == NULL && count > 0) ||
+        !id_ok(batch_id, FSA_LIMIT_ID_BYTES))
+        return FSA_EINVAL;
+    if (count > FSA_LIMIT_BATCH_OPS)
+        return FSA_ETOOLARGE;
+    fsa_status_t st = FSA_ENOMEM;
+    cJSON *root = cJSON_CreateObject();
+    if (root == NULL)
+        goto out;
+    if (cJSON_AddStringToObject(root, "batch_id", batch_id) == NULL)
+        goto out;
+    cJSON *arr = cJSON_AddArrayToObject(root, "ops");
+    if (arr == NULL)
+        goto out;
+    for (size_t i = 0; i < count; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (o == NULL) {
+            st = FSA_ENOMEM;
+            goto out;
+        }
+        if (!cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            st = FSA_ENOMEM;
+            goto out;
+        }
+        st = encode_op(&ops[i], o);
+        if (st != FSA_OK)
+            goto out;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    st = finish(root, &text, &len);
+    if (st != FSA_OK)
+        goto out;
+    if (len > FSA_LIMIT_BODY_BYTES) {
+        free(text);
+        st = FSA_ETOOLARGE;
+        goto out;
+    }
+    *out = text;
+    if (out_len != NULL)
+        *out_len = len;
+out:
+    cJSON_Delete(root);
+    return st;
+}
+
+/* The member carrying an op's JSON payload; a missing or mistyped one rejects the op. */
+static fsa_status_t take_payload(const cJSON *o, const char *name, bool must_be_object,
+                                 fsa_codec_op_t *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (v == NULL || (must_be_object && !cJSON_IsObject(v))) {
+        set_reject(&out->reject, "invalid_value", "%s op: \"%s\" must be %s",
+                   fsa_op_kind_name(out->op.kind), name, must_be_object ? "an object" : "present");
+        return FSA_OK;
+    }
+    out->op.json = print_item(v);
+    return out->op.json != NULL ? FSA_OK : FSA_ENOMEM;
+}
+
+/* Reads a short string member of a kind into dst; a missing, mistyped or overlong one rejects. */
+static bool take_str(const cJSON *o, const char *name, char *dst, size_t cap, const char *code,
+                     fsa_codec_op_t *out)
+{
+    if (get_str(o, name, dst, cap))
+        return true;
+    set_reject(&out->reject, code, "%s op: \"%s\" must be a string of at most %zu bytes",
+               fsa_op_kind_name(out->op.kind), name, cap - 1);
+    return false;
+}
+
+/* Decodes one op. FSA_OK (perhaps with a rejection), FSA_EINVAL (malformed), FSA_ENOMEM. */
+static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, fsa_codec_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!cJSON_IsObject(o)) {
+        set_err(err, "malformed", "ops[%zu] is not an object", idx);
+        return FSA_EINVAL;
+    }
+    fsa_op_t *op = &out->op;
+    if (!get_str(o, "op_id", op->op_id, sizeof op->op_id) ||
+        !id_ok(op->op_id, FSA_OP_ID_BYTES - 1)) {
+        set_err(err, "malformed", "ops[%zu]: op_id must be 1..36 bytes of [A-Za-z0-9._:-]", idx);
+        return FSA_EINVAL;
+    }
+    if (!get_int(cJSON_GetObjectItemCaseSensitive(o, "seq"), &op->seq) ||
+        !get_int(cJSON_GetObjectItemCaseSensitive(o, "at"), &op->at_ms)) {
+        set_err(err, "malformed", "ops[%zu]: seq and at must be integers", idx);
+        return FSA_EINVAL;
+    }
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+    if (!cJSON_IsString(kind) || !cJSON_IsString(type) || !cJSON_IsString(id)) {
+        set_err(err, "malformed", "ops[%zu]: kind, type and id must be strings", idx);
+        return FSA_EINVAL;
+    }
+    const cJSON *group = cJSON_GetObjectItemCaseSensitive(o, "group");
+    if (group != NULL && !cJSON_IsNull(group) &&
+        !get_str(o, "group", op->group, sizeof op->group)) {
+        set_err(err, "malformed", "ops[%zu]: group must be a string of at most %d bytes", idx,
+                FSA_LIMIT_ID_BYTES);
+        return FSA_EINVAL;
+    }
+
+    if (fsa_op_kind_parse(kind->valuestring, &op->kind) != FSA_OK) {
+        set_reject(&out->reject, "invalid_value", "unknown op kind \"%.64s\"", kind->valuestring);
+        return FSA_OK;
+    }
+    if (fsa_type_parse(type->valuestring, &op->type) != FSA_OK) {
+        set_reject(&out->reject, "unknown_type", "unknown entity type \"%.64s\"",
+                   type->valuestring);
+        return FSA_OK;
+    }
+    if (!id_ok(id->valuestring, FSA_LIMIT_ID_BYTES)) {
+        set_reject(&out->reject, "invalid_value",
+                   "entity id must be 1..%d bytes of [A-Za-z0-9._:-]", FSA_LIMIT_ID_BYTES);
+        return FSA_OK;
+    }
+    memcpy(op->id, id->valuestring, strlen(id->valuestring) + 1);
+
+    if (op->kind != FSA_OP_CREATE && op->kind != FSA_OP_SET &&
+        !take_str(o, "field", op->field, sizeof op->field, "unknown_field", out))
+        return FSA_OK;
+    switch (op->kind) {
+    case FSA_OP_CREATE:
+        return take_payload(o, "fields", true, out);
+    case FSA_OP_SET:
+        if (!get_int(cJSON_GetObjectItemCaseSensitive(o, "base_version"), &op->base_version)) {
+            set_reject(&out->reject, "invalid_value", "set op: base_version must be an integer");
+            return FSA_OK;
+        }
+        return take_payload(o, "fields", true, out);
+    case FSA_OP_MERGE:
+        return take_payload(o, "patch", true, out);
+    case FSA_OP_INCREMENT:
+        if (!get_int(cJSON_GetObjectItemCaseSensitive(o, "by"), &op->by))
+            set_reject(&out->reject, "invalid_value", "increment op: by must be an integer");
+        return FSA_OK;
+    case FSA_OP_TRANSITION:
+        if (take_str(o, "from", op->from, sizeof op->from, "invalid_value", out))
+            (void)take_str(o, "to", op->to, sizeof op->to, "invalid_value", out);
+        return FSA_OK;
+    case FSA_OP_APPEND: {
+        if (!take_str(o, "key", op->key, sizeof op->key, "invalid_value", out))
+            return FSA_OK;
+        const cJSON *ml = cJSON_GetObjectItemCaseSensitive(o, "max_len");
+        if (ml != NULL && !cJSON_IsNull(ml) && (!get_int(ml, &op->max_len) || op->max_len < 0)) {
+            set_reject(&out->reject, "invalid_value",
+                       "append op: max_len must be a non-negative integer");
+            return FSA_OK;
+        }
+        return take_payload(o, "item", false, out);
+    }
+    default:
+        set_reject(&out->reject, "invalid_value", "unknown op kind");
+        return FSA_OK;
+    }
+}
+
+fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_t *out,
+                                   fsa_codec_err_t *err)
+{
+    if (err != NULL)
+        memset(err, 0, sizeof *err);
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (out == NULL || (body == NULL && len > 0)) {
+        set_err(err, "malformed", "no body");
+        return FSA_EINVAL;
+    }
+    cJSON *root = NULL;
+    const char *why = NULL;
+    fsa_status_t st = FSA_OK;
+    parse_fail_t pf =
+        parse_bounded(body != NULL ? body : "", len, FSA_LIMIT_BODY_BYTES,
+                      FSA_LIMIT_JSON_DEPTH + FSA_CODEC_PUSH_ENVELOPE_DEPTH, &root, &why);
+    if (pf != PARSE_OK) {
+        set_err(err, pf == PARSE_TOO_LARGE ? "too_large" : "malformed", "%s", why);
+        return pf == PARSE_TOO_LARGE ? FSA_ETOOLARGE : FSA_EINVAL;
+    }
+    const cJSON *ops = cJSON_GetObjectItemCaseSensitive(root, "ops");
+    if (!cJSON_IsObject(root) || !get_str(root, "batch_id", out->batch_id, sizeof out->batch_id) ||
+        !cJSON_IsArray(ops)) {
+        set_err(err, "malformed", "body must be {\"batch_id\": string, \"ops\": [...]}");
+        st = FSA_EINVAL;
+        goto out;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(ops);
+    if (n > FSA_LIMIT_BATCH_OPS) {
+        set_err(err, "too_large", "%zu ops in one batch; the limit is %d", n, FSA_LIMIT_BATCH_OPS);
+        st = FSA_ETOOLARGE;
+        goto out;
+    }
+    if (n > 0) {
+        out->ops = calloc(n, sizeof *out->ops);
+        if (out->ops == NULL) {
+            st = FSA_ENOMEM;
+            goto out;
+        }
+    }
+    size_t i = 0;
+    for (const cJSON *o = ops->child; o != NULL; o = o->next, i++) {
+        st = decode_op(o, i, &out->ops[i], err);
+        out->count = i + 1; /* so push_free releases what this op holds, even on failure */
+        if (st != FSA_OK)
+            goto out;
+    }
+out:
+    cJSON_Delete(root);
+    if (st != FSA_OK) {
+        fsa_codec_push_free(out);
+        if (st == FSA_ENOMEM)
+            set_err(err, "internal", "out of memory");
+    }
+    return st;
+}
+
+/* ---- results ---- */
+
+static const char *const result_names[] = {"applied", "duplicate", "conflict", "rejected"};
+
+const char *fsa_result_status_name(fsa_result_status_t s)
+{
+    return (unsigned)s < FSA__RESULT_COUNT ? result_names[s] : "?";
+}
+
+fsa_status_t fsa_result_status_parse(const char *name, fsa_result_status_t *out)
+{
+    if (name == NULL || out == NULL)
+        return FSA_EINVAL;
+    for (unsigned i = 0; i < FSA__RESULT_COUNT; i++) {
+        if (strcmp(name, result_names[i]) == 0) {
+            *out = (fsa_result_status_t)i;
+            return FSA_OK;
+        }
+    }
+    return FSA_EINVAL;
+}
+
+void fsa_codec_result_clear(fsa_codec_result_t *r)
+{
+    if (r == NULL)
+        return;
+    free(r->current_fields);
+    memset(r, 0, sizeof *r);
+}
+
+void fsa_codec_results_free(fsa_codec_result_t *results, size_t count)
+{
+    if (results == NULL)
+        return;
+    for (size_t i = 0; i < count; i++)
+        fsa_codec_result_clear(&results[i]);
+    free(results);
+}
+
+static fsa_status_t add_error_object(cJSON *parent, const char *code, const char *message)
+{
+    cJSON *e = cJSON_AddObjectToObject(parent, "error");
+    if (e == NULL || cJSON_AddStringToObject(e, "code", code) == NULL ||
+        cJSON_AddStringToObject(e, "message", message != NULL ? message : "") == NULL)
+        return FSA_ENOMEM;
+    return FSA_OK;
+}
+
+static fsa_status_t encode_result(const fsa_codec_result_t *r, cJSON *o)
+{
+    if ((unsigned)r->status >= FSA__RESULT_COUNT ||
+        (r->status == FSA_RESULT_DUPLICATE &&
+         ((unsigned)r->original >= FSA__RESULT_COUNT || r->original == FSA_RESULT_DUPLICATE)))
+        return FSA_EINVAL;
+    if (r->has_current && !looks_like_object(r->current_fields))
+        return FSA_EINVAL;
+    if (cJSON_AddStringToObject(o, "op_id", r->op_id) == NULL ||
+        cJSON_AddStringToObject(o, "status", fsa_result_status_name(r->status)) == NULL)
+        return FSA_ENOMEM;
+    if (r->version > 0 && !add_int(o, "version", r->version))
+        return FSA_ENOMEM;
+    if (r->status == FSA_RESULT_DUPLICATE &&
+        cJSON_AddStringToObject(o, "original", fsa_result_status_name(r->original)) == NULL)
+        return FSA_ENOMEM;
+    if (r->has_current) {
+        cJSON *c = cJSON_AddObjectToObject(o, "current");
+        /* The fields come from the server's own store: embedded as they are, not re-parsed. */
+        if (c == NULL || !add_int(c, "version", r->current_version) ||
+            cJSON_AddRawToObject(c, "fields", r->current_fields) == NULL)
+            return FSA_ENOMEM;
+    }
+    if (r->code[0] != '\0')
+        return add_error_object(o, r->code, r->message);
+    return FSA_OK;
+}
+
+fsa_status_t fsa_codec_encode_results(const fsa_codec_result_t *results, size_t count,
+                                      int64_t server_time_ms, char **out, size_t *out_len)
+{
+    out_reset(out, out_len);
+    if (out == NULL || (results == NULL && count > 0))
+        return FSA_EINVAL;
+    fsa_status_t st = FSA_ENOMEM;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = root != NULL ? cJSON_AddArrayToObject(root, "results") : NULL;
+    if (arr == NULL)
+        goto out;
+    for (size_t i = 0; i < count; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (o == NULL || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            st = FSA_ENOMEM;
+            goto out;
+        }
+        st = encode_result(&results[i], o);
+        if (st != FSA_OK)
+            goto out;
+    }
+    st = add_int(root, "server_time", server_time_ms) ? finish(root, out, out_len) : FSA_ENOMEM;
+out:
+    cJSON_Delete(root);
+    return st;
+}
+
+/* Reads an answer's optional server_time. False when present but not an integer. */
+static bool get_server_time(const cJSON *root, int64_t *out, int64_t absent)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "server_time");
+    *out = absent;
+    if (t == NULL)
+        return true;
+    return get_int(t, out);
+}
+
+static fsa_status_t decode_answer_root(const char *body, size_t len, cJSON **root)
+{
+    const char *why = NULL;
+    *root = NULL;
+    if (body == NULL)
+        return FSA_EPROTO;
+    parse_fail_t pf =
+        parse_bounded(body, len, FSA_LIMIT_BODY_BYTES_MAX,
+                      FSA_LIMIT_JSON_DEPTH + FSA_CODEC_ANSWER_ENVELOPE_DEPTH, root, &why);
+    if (pf == PARSE_NOMEM)
+        return FSA_ENOMEM;
+    if (pf != PARSE_OK)
+        return FSA_EPROTO;
+    if (!cJSON_IsObject(*root)) {
+        cJSON_Delete(*root);
+        *root = NULL;
+        return FSA_EPROTO;
+    }
+    return FSA_OK;
+}
+
+/* Reads {"code","message"} of an answer; FSA_EPROTO when not that shape. */
+static fsa_status_t decode_error_object(const cJSON *e, char code[FSA_CODEC_CODE_BYTES],
+                                        char message[FSA_CODEC_MESSAGE_BYTES])
+{
+    if (!cJSON_IsObject(e) || !get_str(e, "code", code, FSA_CODEC_CODE_BYTES) || code[0] == '\0')
+        return FSA_EPROTO;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
+    message[0] = '\0';
+    if (m != NULL) {
+        if (!cJSON_IsString(m))
+            return FSA_EPROTO;
+        snprintf(message, FSA_CODEC_MESSAGE_BYTES, "%s", m->valuestring); /* cut, never overrun */
+    }
+    return FSA_OK;
+}
+
+static fsa_status_t decode_result(const cJSON *o, fsa_codec_result_t *r)
+{
+    char status[16];
+    if (!cJSON_IsObject(o) || !get_str(o, "op_id", r->op_id, sizeof r->op_id) ||
+        r->op_id[0] == '\0' || !get_str(o, "status", status, sizeof status) ||
+        fsa_result_status_parse(status, &r->status) != FSA_OK)
+        return FSA_EPROTO;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
+    if (v != NULL && (!get_int(v, &r->version) || r->version < 1))
+        return FSA_EPROTO;
+    if (r->status == FSA_RESULT_APPLIED && v == NULL)
+        return FSA_EPROTO;
+    if (r->status == FSA_RESULT_DUPLICATE) {
+        if (!get_str(o, "original", status, sizeof status) ||
+            fsa_result_status_parse(status, &r->original) != FSA_OK ||
+            r->original == FSA_RESULT_DUPLICATE)
+            return FSA_EPROTO;
+    }
+    const cJSON *cur = cJSON_GetObjectItemCaseSensitive(o, "current");
+    if (cur != NULL && !cJSON_IsNull(cur)) {
+        const cJSON *fields = cJSON_GetObjectItemCaseSensitive(cur, "fields");
+        if (!cJSON_IsObject(cur) ||
+            !get_int(cJSON_GetObjectItemCaseSensitive(cur, "version"), &r->current_version) ||
+            r->current_version < 1 || !cJSON_IsObject(fields))
+            return FSA_EPROTO;
+        r->current_fields = print_item(fields);
+        if (r->current_fields == NULL)
+            return FSA_ENOMEM;
+        r->has_current = true;
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
+    if (e != NULL && decode_error_object(e, r->code, r->message) != FSA_OK)
+        return FSA_EPROTO;
+    if (r->status == FSA_RESULT_REJECTED && r->code[0] == '\0')
+        return FSA_EPROTO;
+    return FSA_OK;
+}
+
+fsa_status_t fsa_codec_decode_results(const char *body, size_t len, fsa_codec_result_t **out,
+                                      size_t *count, int64_t *server_time_ms)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (count != NULL)
+        *count = 0;
+    if (server_time_ms != NULL)
+        *server_time_ms = 0;
+    if (out == NULL || count == NULL)
+        return FSA_EINVAL;
+    cJSON *root = NULL;
+    fsa_codec_result_t *res = NULL;
+    size_t n = 0;
+    int64_t t = 0;
+    fsa_status_t st = decode_answer_root(body, len, &root);
+    if (st != FSA_OK)
+        return st;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "results");
+    if (!cJSON_IsArray(arr) || !get_server_time(root, &t, 0)) {
+        st = FSA_EPROTO;
+        goto out;
+    }
+    size_t total = (size_t)cJSON_GetArraySize(arr);
+    if (total > ANSWER_MAX_RESULTS) {
+        st = FSA_EPROTO;
+        goto out;
+    }
+    if (total > 0) {
+        res = calloc(total, sizeof *res);
+        if (res == NULL) {
+            st = FSA_ENOMEM;
+            goto out;
+        }
+    }
+    for (const cJSON *o = arr->child; o != NULL; o = o->next) {
+        st = decode_result(o, &res[n]);
+        n++;
+        if (st != FSA_OK)
+            goto out;
+    }
+out:
+    cJSON_Delete(root);
+    if (st != FSA_OK) {
+        fsa_codec_results_free(res, n);
+        return st;
+    }
+    *out = res;
+    *count = n;
+    if (server_time_ms != NULL)
+        *server_time_ms = t;
+    return FSA_OK;
+}
+
+/* ---- pull and entities ---- */
+
+void fsa_codec_change_clear(fsa_codec_change_t *c)
+{
+    if (c == NULL)
+        return;
+    free(c->fields);
+    memset(c, 0, sizeof *c);
+}
+
+void fsa_codec_pull_free(fsa_codec_pull_t *pull)
+{
+    if (pull == NULL)
+        return;
+    for (size_t i = 0; i < pull->count; i++)
+        fsa_codec_change_clear(&pull->changes[i]);
+    free(pull->changes);
+    memset(pull, 0, sizeof *pull);
+}
+
+static fsa_status_t encode_change(const fsa_codec_change_t *c, cJSON *o)
+{
+    if ((unsigned)c->type >= FSA__TYPE_COUNT || !looks_like_object(c->fields))
+        return FSA_EINVAL;
+    if (cJSON_AddStringToObject(o, "type", fsa_type_name(c->type)) == NULL ||
+        cJSON_AddStringToObject(o, "id", c->id) == NULL || !add_int(o, "version", c->version) ||
+        !add_int(o, "mdtz", c->mdtz_ms) || cJSON_AddRawToObject(o, "fields", c->fields) == NULL)
+        return FSA_ENOMEM;
+    return FSA_OK;
+}
+
+fsa_status_t fsa_codec_encode_pull(const fsa_codec_pull_t *pull, char **out, size_t *out_len)
+{
+    out_reset(out, out_len);
+    if (pull == NULL || out == NULL || (pull->changes == NULL && pull->count > 0))
+        return FSA_EINVAL;
+    fsa_status_t st = FSA_ENOMEM;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = root != NULL ? cJSON_AddArrayToObject(root, "changes") : NULL;
+    if (arr == NULL)
+        goto out;
+    for (size_t i = 0; i < pull->count; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (o == NULL || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            st = FSA_ENOMEM;
+            goto out;
+        }
+        st = encode_change(&pull->changes[i], o);
+        if (st != FSA_OK)
+            goto out;
+    }
+    if (cJSON_AddStringToObject(root, "cursor", pull->cursor) == NULL ||
+        cJSON_AddBoolToObject(root, "more", pull->more) == NULL ||
+        !add_int(root, "server_time", pull->server_time_ms)) {
+        st = FSA_ENOMEM;
+        goto out;
+    }
+    st = finish(root, out, out_len);
+out:
+    cJSON_Delete(root);
+    return st;
+}
+
+/* Reads {type, id, fields[, version, mdtz]}; need_meta requires version >= 1 and mdtz. */
+static fsa_status_t decode_change(const cJSON *o, fsa_codec_change_t *c, bool need_meta)
+{
+    char type[16];
+    const cJSON *fields = cJSON_GetObjectItemCaseSensitive(o, "fields");
+    if (!cJSON_IsObject(o) || !get_str(o, "type", type, sizeof type) ||
+        fsa_type_parse(type, &c->type) != FSA_OK || !get_str(o, "id", c->id, sizeof c->id) ||
+        !id_ok(c->id, FSA_LIMIT_ID_BYTES) || !cJSON_IsObject(fields))
+        return FSA_EINVAL;
+    if (need_meta &&
+        (!get_int(cJSON_GetObjectItemCaseSensitive(o, "version"), &c->version) || c->version < 1 ||
+         !get_int(cJSON_GetObjectItemCaseSensitive(o, "mdtz"), &c->mdtz_ms)))
+        return FSA_EINVAL;
+    c->fields = print_item(fields);
+    return c->fields != NULL ? FSA_OK : FSA_ENOMEM;
+}
+
+fsa_status_t fsa_codec_decode_pull(const char *body, size_t len, fsa_codec_pull_t *out)
+{
+    if (out == NULL)
+        return FSA_EINVAL;
+    memset(out, 0, sizeof *out);
+    cJSON *root = NULL;
+    fsa_status_t st = decode_answer_root(body, len, &root);
+    if (st != FSA_OK)
+        return st;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "changes");
+    const cJSON *more = cJSON_GetObjectItemCaseSensitive(root, "more");
+    if (!cJSON_IsArray(arr) || !get_str(root, "cursor", out->cursor, sizeof out->cursor) ||
+        !cJSON_IsBool(more) || !get_server_time(root, &out->server_time_ms, 0)) {
+        st = FSA_EPROTO;
+        goto out;
+    }
+    out->more = cJSON_IsTrue(more);
+    size_t total = (size_t)cJSON_GetArraySize(arr);
+    if (total > ANSWER_MAX_CHANGES) {
+        st = FSA_EPROTO;
+        goto out;
+    }
+    if (total > 0) {
+        out->changes = calloc(total, sizeof *out->changes);
+        if (out->changes == NULL) {
+            st = FSA_ENOMEM;
+            goto out;
+        }
+    }
+    for (const cJSON *o = arr->child; o != NULL; o = o->next) {
+        st = decode_change(o, &out->changes[out->count], true);
+        out->count++;
+        if (st != FSA_OK) {
+            if (st == FSA_EINVAL)
+                st = FSA_EPROTO;
+            goto out;
+        }
+    }
+out:
+    cJSON_Delete(root);
+    if (st != FSA_OK)
+        fsa_codec_pull_free(out);
+    return st;
+}
+
+fsa_status_t fsa_codec_encode_entity(const fsa_codec_change_t *entity, int64_t server_time_ms,
+                                     char **out, size_t *out_len)
+{
+    out_reset(out, out_len);
+    if (entity == NULL || out == NULL)
+        return FSA_EINVAL;
+    cJSON *root = cJSON_CreateObject();
+    if (root == NULL)
+        return FSA_ENOMEM;
+    fsa_status_t st = encode_change(entity, root);
+    if (st == FSA_OK && server_time_ms >= 0 && !add_int(root, "server_time", server_time_ms))
+        st = FSA_ENOMEM;
+    if (st == FSA_OK)
+        st = finish(root, out, out_len);
+    cJSON_Delete(root);
+    return st;
+}
+
+fsa_status_t fsa_codec_decode_entity(const char *body, size_t len, fsa_codec_change_t *out,
+                                     fsa_codec_err_t *err)
+{
+    if (err != NULL)
+        memset(err, 0, sizeof *err);
+    if (out == NULL || (body == NULL && len > 0)) {
+        set_err(err, "malformed", "no body");
+        return FSA_EINVAL;
+    }
+    memset(out, 0, sizeof *out);
+    cJSON *root = NULL;
+    const char *why = NULL;
+    parse_fail_t pf = parse_bounded(body != NULL ? body : "", len, FSA_LIMIT_BODY_BYTES,
+                                    FSA_LIMIT_JSON_DEPTH + 1, &root, &why);
+    if (pf != PARSE_OK) {
+        set_err(err, pf == PARSE_TOO_LARGE ? "too_large" : "malformed", "%s", why);
+        return pf == PARSE_TOO_LARGE ? FSA_ETOOLARGE : FSA_EINVAL;
+    }
+    fsa_status_t st = decode_change(root, out, false);
+    cJSON_Delete(root);
+    if (st != FSA_OK) {
+        fsa_codec_change_clear(out);
+        set_err(err, st == FSA_ENOMEM ? "internal" : "malformed", "%s",
+                st == FSA_ENOMEM ? "out of memory"
+                                 : "body must be {\"type\": known type, \"id\": valid id, "
+                                   "\"fields\": {...}}");
+        return st;
+    }
+    out->version = 0;
+    out->mdtz_ms = 0;
+    return FSA_OK;
+}
+
+/* ---- errors ---- */
+
+fsa_status_t fsa_codec_encode_error(const char *code, const char *message, int64_t server_time_ms,
+                                    char **out, size_t *out_len)
+{
+    out_reset(out, out_len);
+    if (code == NULL || code[0] == '\0' || out == NULL)
+        return FSA_EINVAL;
+    cJSON *root = cJSON_CreateObject();
+    if (root == NULL)
+        return FSA_ENOMEM;
+    fsa_status_t st = add_error_object(root, code, message);
+    if (st == FSA_OK && server_time_ms >= 0 && !add_int(root, "server_time", server_time_ms))
+        st = FSA_ENOMEM;
+    if (st == FSA_OK)
+        st = finish(root, out, out_len);
+    cJSON_Delete(root);
+    return st;
+}
+
+fsa_status_t fsa_codec_decode_error(const char *body, size_t len, fsa_codec_err_t *err,
+                                    int64_t *server_time_ms)
+{
+    if (server_time_ms != NULL)
+        *server_time_ms = -1;
+    if (err == NULL)
+        return FSA_EINVAL;
+    memset(err, 0, sizeof *err);
+    cJSON *root = NULL;
+    fsa_status_t st = decode_answer_root(body, len, &root);
+    if (st != FSA_OK)
+        return st;
+    int64_t t = -1;
+    st = decode_error_object(cJSON_GetObjectItemCaseSensitive(root, "error"), err->code,
+                             err->message);
+    if (st == FSA_OK && !get_server_time(root, &t, -1))
+        st = FSA_EPROTO;
+    cJSON_Delete(root);
+    if (st != FSA_OK) {
+        memset(err, 0, sizeof *err);
+        return st;
+    }
+    if (server_time_ms != NULL)
+        *server_time_ms = t;
+    return FSA_OK;
+}
+
+/* ---- devices file ---- */
+
+void fsa_codec_devices_free(fsa_codec_device_t *devices, size_t count)
+{
+    if (devices == NULL)
+        return;
+    fsa_signer_wipe(devices, count * sizeof *devices);
+    free(devices);
+}
+
+/* Wipes every "secret" string of the parsed file before the tree is freed. */
+static void wipe_secrets(cJSON *arr)
+{
+    for (cJSON *d = arr != NULL ? arr->child : NULL; d != NULL; d = d->next) {
+        cJSON *sec = cJSON_GetObjectItemCaseSensitive(d, "secret");
+        if (cJSON_IsString(sec))
+            fsa_signer_wipe(sec->valuestring, strlen(sec->valuestring));
+    }
+}
+
+static int device_cmp(const void *a, const void *b)
+{
+    return strcmp(((const fsa_codec_device_t *)a)->id, ((const fsa_codec_device_t *)b)->id);
+}
+
+fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_device_t **out,
+                                      size_t *count, fsa_codec_err_t *err)
+{
+    if (err != NULL)
+        memset(err, 0, sizeof *err);
+    if (out != NULL)
+        *out = NULL;
+    if (count != NULL)
+        *count = 0;
+    if (text == NULL || out == NULL || count == NULL) {
+        set_err(err, "malformed", "no devices file");
+        return FSA_EINVAL;
+    }
+    cJSON *root = NULL;
+    const char *why = NULL;
+    parse_fail_t pf = parse_bounded(text, len, FSA_LIMIT_BODY_BYTES, 4, &root, &why);
+    if (pf != PARSE_OK) {
+        set_err(err, pf == PARSE_TOO_LARGE ? "too_large" : "malformed", "%s", why);
+        return pf == PARSE_TOO_LARGE ? FSA_ETOOLARGE : FSA_EINVAL;
+    }
+    fsa_status_t st = FSA_OK;
+    fsa_codec_device_t *devs = NULL;
+    size_t n = 0;
+    size_t total = 0;
+    cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "devices");
+    if (!cJSON_IsObject(root) || !cJSON_IsArray(arr)) {
+        set_err(err, "malformed", "expected {\"devices\": [{\"id\": ..., \"secret\": ...}]}");
+        st = FSA_EINVAL;
+        goto out;
+    }
+    total = (size_t)cJSON_GetArraySize(arr);
+    if (total == 0 || total > FSA_CODEC_DEVICES_MAX) {
+        set_err(err, "malformed", "the devices list must hold 1..%d devices",
+                FSA_CODEC_DEVICES_MAX);
+        st = FSA_EINVAL;
+        goto out;
+    }
+    devs = calloc(total, sizeof *devs);
+    if (devs == NULL) {
+        st = FSA_ENOMEM;
+        set_err(err, "internal", "out of memory");
+        goto out;
+    }
+    for (const cJSON *d = arr->child; d != NULL; d = d->next, n++) {
+        fsa_signer_key_t key;
+        const cJSON *sec = cJSON_GetObjectItemCaseSensitive(d, "secret");
+        if (!cJSON_IsObject(d) || !get_str(d, "id", devs[n].id, sizeof devs[n].id) ||
+            !id_ok(devs[n].id, FSA_LIMIT_ID_BYTES)) {
+            set_err(err, "malformed", "devices[%zu]: id must be 1..%d bytes of [A-Za-z0-9._:-]", n,
+                    FSA_LIMIT_ID_BYTES);
+            st = FSA_EINVAL;
+            goto out;
+        }
+        if (!cJSON_IsString(sec) ||
+            fsa_signer_key_parse(sec->valuestring, strlen(sec->valuestring), &key) != FSA_OK) {
+            set_err(err, "malformed", "device %s: secret must be 64 hex chars (32 bytes)",
+                    devs[n].id);
+            st = FSA_EINVAL;
+            goto out;
+        }
+        fsa_signer_key_wipe(&key);
+        memcpy(devs[n].secret_hex, sec->valuestring, sizeof devs[n].secret_hex);
+    }
+    qsort(devs, n, sizeof *devs, device_cmp);
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(devs[i - 1].id, devs[i].id) == 0) {
+            set_err(err, "malformed", "device %s is listed twice", devs[i].id);
+            st = FSA_EINVAL;
+            goto out;
+        }
+    }
+out:
+    wipe_secrets(arr);
+    cJSON_Delete(root);
+    if (st != FSA_OK) {
+        fsa_codec_devices_free(devs, total);
+        return st;
+    }
+    *out = devs;
+    *count = n;
+    return FSA_OK;
+}

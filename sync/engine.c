@@ -1,0 +1,792 @@
+/* fieldsync: the sync engine: push, results, conflicts, pull, retries and the persisted backoff. */
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "port/limits.h"
+#include "storage/lock.h"
+#include "sync/codec.h"
+#include "sync/engine.h"
+
+/* Keys of the journal's sync state used here. */
+#define K_OFFSET "clock_offset_ms"
+#define K_NEXT "next_attempt_ms"
+#define K_FAILURES "sync_failures"
+#define K_LAST "last_sync_ms"
+#define K_CURSOR "cursor"
+
+/* Rounds of push + resolve in one cycle: a rebased op is pushed again at once, but a server that
+ * keeps conflicting cannot keep the cycle going forever. */
+#define PUSH_ROUNDS_MAX 4
+/* Pull pages in one cycle, against a server whose `more` never ends. */
+#define PULL_PAGES_MAX 100000
+/* Conflicts examined per resolve pass. */
+#define RESOLVE_BATCH 256
+/* Clock-skew corrections in a row for one request. */
+#define SKEW_RETRIES_MAX 2
+
+struct fsa_engine {
+    fsa_port_t *port;
+    fsa_journal_t *j;
+    fsa_transport_t *t;
+    fsa_signer_key_t key;
+    char device_id[FSA_ID_BYTES];
+    fsa_engine_opts_t opts; /* pointers inside are not kept past new(), except policies */
+    const fsa_retry_policy_t *retry;
+    fsa_engine_status_fn status_fn;
+    void *status_arg;
+    atomic_int cancelled;
+    int64_t retry_after_ms; /* the last Retry-After of a failed cycle, for its backoff */
+    fsa_sync_report_t *rep;
+    fsa_sync_report_t scratch;
+};
+
+const char *fsa_engine_state_name(fsa_engine_state_t s)
+{
+    static const char *const names[] = {"idle",     "pushing", "pulling",
+                                        "retrying", "offline", "stopped"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
+}
+
+static void report_error(fsa_engine_t *e, const char *fmt, ...) FSA_PRINTF(2, 3);
+static void report_error(fsa_engine_t *e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->rep->error, sizeof e->rep->error, fmt, ap);
+    va_end(ap);
+    fsa_log(e->port, FSA_LOG_WARN, "sync: %s", e->rep->error);
+}
+
+static void notify(fsa_engine_t *e, fsa_engine_state_t state, const char *reason,
+                   fsa_status_t last)
+{
+    if (e->status_fn == NULL)
+        return;
+    fsa_outbox_stats_t os = {0};
+    if (fsa_outbox_stats(e->j, &os) != FSA_OK)
+        os.pending = -1;
+    fsa_engine_status_t s = {
+        .state = state,
+        .reason = reason,
+        .queue_depth = os.pending,
+        .pushed = e->rep->pushed,
+        .last_error = last,
+        .last_error_msg = e->rep->error,
+    };
+    e->status_fn(e->status_arg, &s);
+}
+
+/* ---- signing and the clock offset ---- */
+
+static fsa_status_t sign_cb(void *arg, const char *method, const char *path_and_query,
+                            const void *wire_body, size_t wire_len, fsa_auth_headers_t *out)
+{
+    fsa_engine_t *e = arg;
+    memset(out, 0, sizeof *out);
+    snprintf(out->device_id, sizeof out->device_id, "%s", e->device_id);
+    snprintf(out->timestamp, sizeof out->timestamp, "%" PRId64, fsa_journal_now(e->j).ms);
+    fsa_status_t st = fsa_signer_nonce(e->port, out->nonce);
+    if (st == FSA_OK)
+        st = fsa_signer_sign(&e->key, method, path_and_query, out->timestamp, out->nonce,
+                             wire_body, wire_len, out->signature);
+    return st;
+}
+
+/* offset = server_time - local_now, from every answer that carries server_time. */
+static void learn_offset(fsa_engine_t *e, int64_t server_time_ms)
+{
+    if (server_time_ms <= 0)
+        return;
+    int64_t offset = server_time_ms - e->port->wall_now(e->port->ctx).ms;
+    int64_t old = 0;
+    if (fsa_journal_state_get_int(e->j, K_OFFSET, 0, &old) != FSA_OK)
+        return;
+    /* Small jitter (network delay) is not worth a write per request. */
+    if (offset - old > 1000 || old - offset > 1000) {
+        if (fsa_journal_state_set_int(e->j, K_OFFSET, offset) == FSA_OK)
+            fsa_log(e->port, FSA_LOG_INFO, "sync: clock offset to the server is now %" PRId64
+                    " ms", offset);
+    }
+}
+
+/* ---- one request with the retry policy ---- */
+
+typedef struct answer {
+    fsa_http_response_t resp;
+    fsa_errclass_t cls;
+    fsa_codec_err_t err; /* decoded error body, when any */
+} answer_t;
+
+static uint64_t random64(fsa_engine_t *e)
+{
+    uint64_t r = 0;
+    (void)e->port->random(e->port->ctx, &r, sizeof r);
+    return r;
+}
+
+/*
+ * Sends one request, retrying transient failures and 429/503 with the engine's policy and
+ * correcting the clock on clock_skew. Returns FSA_OK with a 2xx answer in *a; FSA_ETOOLARGE (413);
+ * FSA_EAUTH (other 401); FSA_EREJECTED (other 4xx: a->err says why); FSA_ENET / FSA_ETIMEOUT /
+ * FSA_ETLS when the retries ran out (a->resp.retry_after_ms kept for the cycle's backoff);
+ * FSA_ETIMEOUT when cancelled.
+ */
+static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *path,
+                             const char *body, size_t len, answer_t *a)
+{
+    fsa_backoff_t b;
+    fsa_backoff_init(&b, e->retry);
+    int skews = 0;
+    for (;;) {
+        fsa_http_response_clear(&a->resp);
+        memset(&a->err, 0, sizeof a->err);
+        fsa_status_t st = fsa_transport_request(e->t, method, path, body, len, sign_cb, e,
+                                                &a->resp);
+        if (st == FSA_OK)
+            e->rep->last_http_status = a->resp.status;
+        e->rep->bytes_sent += (int64_t)a->resp.wire_bytes_sent;
+        e->rep->bytes_received += (int64_t)a->resp.wire_bytes_received;
+        int64_t server_time = -1;
+        if (st == FSA_OK && (a->resp.status < 200 || a->resp.status >= 300) &&
+            a->resp.body != NULL)
+            if (fsa_codec_decode_error(a->resp.body, a->resp.body_len, &a->err, &server_time) !=
+                FSA_OK)
+                memset(&a->err, 0, sizeof a->err); /* not our error shape: the status decides */
+        learn_offset(e, server_time);
+        a->cls = fsa_errclass(st, a->resp.status, a->err.code);
+        switch (a->cls) {
+        case FSA_ERRCLASS_NONE:
+            return FSA_OK;
+        case FSA_ERRCLASS_TOO_LARGE:
+            return FSA_ETOOLARGE;
+        case FSA_ERRCLASS_SKEW:
+            if (++skews > SKEW_RETRIES_MAX || server_time <= 0) {
+                report_error(e, "server keeps saying clock_skew: %s", a->err.message);
+                return FSA_EAUTH;
+            }
+            continue; /* the offset is corrected: sign again at once */
+        case FSA_ERRCLASS_AUTH:
+            report_error(e, "server refused this device (%s): %s", a->err.code,
+                         a->err.message);
+            return FSA_EAUTH;
+        case FSA_ERRCLASS_REJECTED:
+            report_error(e, "server answered HTTP %d %s: %s", a->resp.status, a->err.code,
+                         a->err.message);
+            return FSA_EREJECTED;
+        case FSA_ERRCLASS_TRANSIENT:
+        case FSA_ERRCLASS_WAIT:
+            break;
+        }
+        if (atomic_load(&e->cancelled)) {
+            report_error(e, "cancelled");
+            return FSA_ETIMEOUT;
+        }
+        int64_t ra = a->resp.retry_after_ms > 0 ? a->resp.retry_after_ms * FSA_NS_PER_MS : 0;
+        int64_t delay = 0;
+        char what[160];
+        if (st != FSA_OK)
+            snprintf(what, sizeof what, "%.150s",
+                     a->resp.error[0] ? a->resp.error : fsa_status_str(st));
+        else
+            snprintf(what, sizeof what, "server answered HTTP %d", a->resp.status);
+        if (fsa_backoff_next(&b, random64(e), ra, &delay) != FSA_OK) {
+            report_error(e, "%s (gave up after %u retries, policy %s)", what, b.retries,
+                         e->retry->name);
+            return st != FSA_OK ? st : FSA_ENET;
+        }
+        e->rep->retries++;
+        fsa_log(e->port, FSA_LOG_INFO, "sync: %s; retrying in %" PRId64 " ms", what,
+                delay / FSA_NS_PER_MS);
+        notify(e, FSA_ENGINE_RETRYING, what, st != FSA_OK ? st : FSA_ENET);
+        /* In slices, so that a cancel (SIGTERM in the daemon) is seen within 100 ms. */
+        while (delay > 0 && !atomic_load(&e->cancelled)) {
+            int64_t slice = delay < 100 * FSA_NS_PER_MS ? delay : 100 * FSA_NS_PER_MS;
+            e->port->sleep(e->port->ctx, slice);
+            delay -= slice;
+        }
+    }
+}
+
+/* ---- push ---- */
+
+static void count_outcome(fsa_engine_t *e, fsa_result_status_t s)
+{
+    switch (s) {
+    case FSA_RESULT_APPLIED:
+        e->rep->applied++;
+        break;
+    case FSA_RESULT_DUPLICATE:
+        e->rep->duplicate++;
+        break;
+    case FSA_RESULT_CONFLICT:
+        e->rep->conflict++;
+        break;
+    default:
+        e->rep->rejected++;
+        break;
+    }
+}
+
+/* Parks the ops of a batch the server can never take, with a local reason. */
+static fsa_status_t park_batch(fsa_engine_t *e, const fsa_op_t *ops, size_t n, const char *code,
+                               const char *message)
+{
+    fsa_op_result_t *r = calloc(n, sizeof *r);
+    if (r == NULL)
+        return FSA_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(r[i].op_id, ops[i].op_id, sizeof r[i].op_id);
+        r[i].status = FSA_RESULT_REJECTED;
+        snprintf(r[i].code, sizeof r[i].code, "%s", code);
+        snprintf(r[i].message, sizeof r[i].message, "%s", message);
+        e->rep->rejected++;
+    }
+    fsa_status_t st = fsa_outbox_apply_results(e->j, r, n);
+    free(r);
+    return st;
+}
+
+/* Applies a 200 answer's results, which must answer the batch's ops in order. */
+static fsa_status_t apply_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n,
+                                 const answer_t *a)
+{
+    fsa_codec_result_t *res = NULL;
+    size_t count = 0;
+    int64_t server_time = 0;
+    fsa_status_t st = fsa_codec_decode_results(a->resp.body, a->resp.body_len, &res, &count,
+                                               &server_time);
+    if (st != FSA_OK) {
+        report_error(e, "server sent a malformed results answer (%s)", fsa_status_str(st));
+        return FSA_EPROTO;
+    }
+    learn_offset(e, server_time);
+    if (count != n) {
+        report_error(e, "server answered %zu results for %zu ops", count, n);
+        fsa_codec_results_free(res, count);
+        return FSA_EPROTO;
+    }
+    fsa_op_result_t *r = calloc(n, sizeof *r);
+    if (r == NULL) {
+        fsa_codec_results_free(res, count);
+        return FSA_ENOMEM;
+    }
+    for (size_t i = 0; i < n && st == FSA_OK; i++) {
+        if (strcmp(res[i].op_id, ops[i].op_id) != 0) {
+            report_error(e, "server answered op %s where %s was sent", res[i].op_id,
+                         ops[i].op_id);
+            st = FSA_EPROTO;
+            break;
+        }
+        memcpy(r[i].op_id, res[i].op_id, sizeof r[i].op_id);
+        r[i].status = res[i].status;
+        r[i].original = res[i].original;
+        r[i].version = res[i].version;
+        r[i].current_version = res[i].has_current ? res[i].current_version : 0;
+        r[i].current_fields = res[i].has_current ? res[i].current_fields : NULL;
+        memcpy(r[i].code, res[i].code, sizeof r[i].code);
+        memcpy(r[i].message, res[i].message, sizeof r[i].message);
+        count_outcome(e, res[i].status == FSA_RESULT_DUPLICATE ? res[i].original : res[i].status);
+    }
+    if (st == FSA_OK)
+        st = fsa_outbox_apply_results(e->j, r, n);
+    free(r);
+    fsa_codec_results_free(res, count);
+    return st;
+}
+
+static void path_for(fsa_engine_t *e, char *buf, size_t cap, const char *tail)
+{
+    snprintf(buf, cap, "/v1/devices/%s/%s", e->device_id, tail);
+}
+
+/* Pushes everything pending. */
+static fsa_status_t push_all(fsa_engine_t *e)
+{
+    size_t max_ops = e->opts.batch_max_ops;
+    size_t max_bytes = e->opts.batch_max_bytes;
+    fsa_op_t *ops = calloc(max_ops, sizeof *ops);
+    if (ops == NULL)
+        return FSA_ENOMEM;
+    char path[FSA_ID_BYTES + 32];
+    path_for(e, path, sizeof path, "ops");
+    fsa_status_t st = FSA_OK;
+    while (st == FSA_OK) {
+        if (atomic_load(&e->cancelled)) {
+            report_error(e, "cancelled");
+            st = FSA_ETIMEOUT;
+            break;
+        }
+        size_t n = 0;
+        st = fsa_outbox_next_batch(e->j, ops, max_ops, max_bytes, &n);
+        if (st != FSA_OK || n == 0)
+            break;
+        char batch_id[FSA_UUID_STR_LEN];
+        char *body = NULL;
+        size_t len = 0;
+        st = fsa_uuid4(e->port, batch_id);
+        if (st == FSA_OK)
+            st = fsa_codec_encode_push(batch_id, ops, n, &body, &len);
+        bool single = n == 1 || (ops[0].group[0] != '\0' &&
+                                 strcmp(ops[0].group, ops[n - 1].group) == 0);
+        if (st == FSA_ETOOLARGE && !single) {
+            max_bytes = max_bytes / 2 > 1024 ? max_bytes / 2 : 1024;
+            st = FSA_OK;
+            goto next;
+        }
+        if (st == FSA_ETOOLARGE) {
+            st = park_batch(e, ops, n, "too_large", "op is larger than a request may be");
+            goto next;
+        }
+        if (st != FSA_OK)
+            goto next;
+        st = fsa_outbox_mark_inflight(e->j, ops, n);
+        if (st != FSA_OK)
+            goto next;
+        char reason[64];
+        snprintf(reason, sizeof reason, "pushing %zu ops", n);
+        notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
+        answer_t a;
+        memset(&a, 0, sizeof a);
+        st = exchange(e, "POST", path, body, len, &a);
+        e->rep->batches++;
+        if (st == FSA_OK) {
+            st = apply_answer(e, ops, n, &a);
+            if (st == FSA_OK)
+                e->rep->pushed += (int64_t)n;
+        } else if (st == FSA_ETOOLARGE) {
+            /* 413: split; a batch that cannot be split any more can never be sent. */
+            if (single)
+                st = park_batch(e, ops, n, "too_large", "the server says the op is too large");
+            else {
+                max_bytes = len / 2 > 1024 ? len / 2 : 1024;
+                st = FSA_OK;
+            }
+        } else if (st == FSA_EREJECTED) {
+            /* 400: the server cannot read this batch; resending it as is cannot help. */
+            char msg[FSA_CODEC_MESSAGE_BYTES + 48];
+            snprintf(msg, sizeof msg, "batch refused by the server: %s", a.err.message);
+            st = park_batch(e, ops, n, a.err.code[0] ? a.err.code : "malformed", msg);
+        }
+        if (st != FSA_OK && a.resp.retry_after_ms > 0)
+            e->retry_after_ms = a.resp.retry_after_ms;
+        fsa_http_response_clear(&a.resp);
+    next:
+        fsa_codec_free(body);
+        for (size_t i = 0; i < n; i++)
+            fsa_op_clear(&ops[i]);
+    }
+    free(ops);
+    return st;
+}
+
+/* ---- conflicts ---- */
+
+typedef struct pending_conflict {
+    fsa_op_t op;
+    char outcome[16];
+    char *prior;
+    int64_t server_version;
+    char *server_fields;
+} pending_conflict_t;
+
+typedef struct collect {
+    pending_conflict_t *items;
+    size_t n, cap;
+    bool oom;
+} collect_t;
+
+static bool collect_cb(void *arg, const fsa_conflict_t *c)
+{
+    collect_t *col = arg;
+    if (c->decision[0] != '\0')
+        return true; /* decided before: waits for a person */
+    if (col->n == col->cap)
+        return false;
+    pending_conflict_t *p = &col->items[col->n];
+    memset(p, 0, sizeof *p);
+    if (fsa_op_copy(&p->op, &c->op) != FSA_OK) {
+        col->oom = true;
+        return false;
+    }
+    snprintf(p->outcome, sizeof p->outcome, "%s", c->outcome);
+    p->server_version = c->server_version;
+    p->prior = c->prior_fields != NULL ? strdup(c->prior_fields) : NULL;
+    p->server_fields = c->server_fields != NULL ? strdup(c->server_fields) : NULL;
+    col->n++;
+    return true;
+}
+
+static void collect_free(collect_t *col)
+{
+    for (size_t i = 0; i < col->n; i++) {
+        fsa_op_clear(&col->items[i].op);
+        free(col->items[i].prior);
+        free(col->items[i].server_fields);
+    }
+    free(col->items);
+}
+
+/* Applies DESIGN.md's table to every undecided conflict. *rebased counts ops sent again. */
+static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
+{
+    *rebased = 0;
+    collect_t col = {.cap = RESOLVE_BATCH};
+    col.items = calloc(col.cap, sizeof *col.items);
+    if (col.items == NULL)
+        return FSA_ENOMEM;
+    fsa_status_t st = fsa_conflicts_each(e->j, false, collect_cb, &col);
+    if (st == FSA_OK && col.oom)
+        st = FSA_ENOMEM;
+    bool *done = calloc(col.n + 1, sizeof *done);
+    if (done == NULL)
+        st = FSA_ENOMEM;
+    for (size_t i = 0; st == FSA_OK && i < col.n; i++) {
+        if (done[i])
+            continue;
+        /* A group is decided as a whole, from all its members collected here. */
+        fsa_resolver_input_t in[FSA_JOURNAL_GROUP_MAX];
+        size_t m = 0;
+        for (size_t k = i; k < col.n && m < FSA_JOURNAL_GROUP_MAX; k++) {
+            bool member = k == i || (col.items[i].op.group[0] != '\0' &&
+                                     strcmp(col.items[k].op.group, col.items[i].op.group) == 0);
+            if (!member || done[k])
+                continue;
+            done[k] = true;
+            pending_conflict_t *p = &col.items[k];
+            in[m++] = (fsa_resolver_input_t){&p->op, p->outcome, p->prior, p->server_version,
+                                             p->server_fields};
+        }
+        char why[256];
+        fsa_resolution_t r = m == 1 ? fsa_resolve(e->opts.resolver, &in[0], why, sizeof why)
+                                    : fsa_resolve_group(e->opts.resolver, in, m, why, sizeof why);
+        const char *op_id = col.items[i].op.op_id;
+        fsa_rec_t rec;
+        fsa_log(e->port, FSA_LOG_INFO, "sync: %s %s %s: %s (%s)",
+                fsa_op_kind_name(col.items[i].op.kind), fsa_type_name(col.items[i].op.type),
+                col.items[i].op.id, fsa_resolution_name(r), why);
+        switch (r) {
+        case FSA_RESOLVE_REBASE:
+            st = fsa_conflict_resolve(e->j, op_id, true, "rebased", &rec);
+            if (st == FSA_OK) {
+                e->rep->rebased += (int64_t)m;
+                *rebased += (int64_t)m;
+            } else if (st != FSA_ENOMEM && st != FSA_EIO && st != FSA_EBUSY &&
+                       st != FSA_EFULL) {
+                /* The op no longer makes sense on the server's state: leave it to a person. */
+                fsa_log(e->port, FSA_LOG_WARN, "sync: cannot rebase %s: %s", op_id, rec.error);
+                st = fsa_conflict_set_decision(e->j, op_id, "park");
+                e->rep->parked += (int64_t)m;
+            }
+            break;
+        case FSA_RESOLVE_CONVERGED:
+            st = fsa_conflict_resolve(e->j, op_id, false, "converged", NULL);
+            e->rep->converged += (int64_t)m;
+            break;
+        case FSA_RESOLVE_SERVER_WINS:
+            for (size_t k = 0; k < m && st == FSA_OK; k++)
+                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, "server-wins");
+            e->rep->server_wins += (int64_t)m;
+            break;
+        case FSA_RESOLVE_PARK:
+            for (size_t k = 0; k < m && st == FSA_OK; k++)
+                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, "park");
+            e->rep->parked += (int64_t)m;
+            break;
+        }
+    }
+    free(done);
+    collect_free(&col);
+    return st;
+}
+
+/* ---- pull ---- */
+
+/* Percent-encodes an opaque cursor for a query string. */
+static bool url_encode(const char *in, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+        bool plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                     (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' || *p == '~';
+        if (o + (plain ? 1 : 3) >= cap)
+            return false;
+        if (plain) {
+            out[o++] = (char)*p;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    out[o] = '\0';
+    return true;
+}
+
+static fsa_status_t pull_all(fsa_engine_t *e)
+{
+    fsa_status_t st = FSA_OK;
+    for (int page = 0; page < PULL_PAGES_MAX && st == FSA_OK; page++) {
+        if (atomic_load(&e->cancelled)) {
+            report_error(e, "cancelled");
+            return FSA_ETIMEOUT;
+        }
+        char *cursor = NULL;
+        st = fsa_journal_state_get_str(e->j, K_CURSOR, &cursor);
+        if (st != FSA_OK)
+            return st;
+        char enc[3 * FSA_CODEC_CURSOR_BYTES + 1] = "";
+        if (cursor != NULL && !url_encode(cursor, enc, sizeof enc)) {
+            fsa_model_free(cursor);
+            report_error(e, "stored pull cursor is too long");
+            return FSA_EPROTO;
+        }
+        char tail[sizeof enc + 64];
+        if (cursor != NULL)
+            snprintf(tail, sizeof tail, "changes?since=%s&limit=%zu", enc, e->opts.pull_limit);
+        else
+            snprintf(tail, sizeof tail, "changes?limit=%zu", e->opts.pull_limit);
+        char path[sizeof tail + FSA_ID_BYTES + 32];
+        path_for(e, path, sizeof path, tail);
+        notify(e, FSA_ENGINE_PULLING, "pulling changes", FSA_OK);
+        answer_t a;
+        memset(&a, 0, sizeof a);
+        st = exchange(e, "GET", path, NULL, 0, &a);
+        fsa_codec_pull_t pull;
+        memset(&pull, 0, sizeof pull);
+        if (st == FSA_OK) {
+            st = fsa_codec_decode_pull(a.resp.body, a.resp.body_len, &pull);
+            if (st != FSA_OK) {
+                report_error(e, "server sent a malformed pull answer");
+                st = FSA_EPROTO;
+            }
+        }
+        fsa_http_response_clear(&a.resp);
+        for (size_t i = 0; st == FSA_OK && i < pull.count; i++) {
+            const fsa_codec_change_t *c = &pull.changes[i];
+            st = fsa_journal_fold(e->j, c->type, c->id, c->version, c->fields);
+            if (st == FSA_OK)
+                e->rep->pulled++;
+        }
+        if (st == FSA_OK) {
+            learn_offset(e, pull.server_time_ms);
+            if (pull.more && cursor != NULL && strcmp(cursor, pull.cursor) == 0) {
+                report_error(e, "server's pull cursor did not move");
+                st = FSA_EPROTO;
+            } else if (pull.cursor[0] != '\0') {
+                st = fsa_journal_state_set_str(e->j, K_CURSOR, pull.cursor);
+            }
+        }
+        bool more = pull.more;
+        fsa_codec_pull_free(&pull);
+        fsa_model_free(cursor);
+        if (st != FSA_OK || !more)
+            return st;
+    }
+    return st;
+}
+
+/* ---- the cycle ---- */
+
+static fsa_status_t persist_failure(fsa_engine_t *e, int64_t retry_after_ms)
+{
+    int64_t failures = 0;
+    if (fsa_journal_state_get_int(e->j, K_FAILURES, 0, &failures) != FSA_OK)
+        failures = 0;
+    failures++;
+    int64_t delay = fsa_backoff_cycle_delay((uint32_t)(failures > 1000 ? 1000 : failures),
+                                            random64(e), retry_after_ms * FSA_NS_PER_MS);
+    int64_t next = e->port->wall_now(e->port->ctx).ms + delay / FSA_NS_PER_MS;
+    e->rep->next_attempt_ms = next;
+    fsa_status_t st = fsa_journal_state_set_int(e->j, K_FAILURES, failures);
+    if (st == FSA_OK)
+        st = fsa_journal_state_set_int(e->j, K_NEXT, next);
+    return st;
+}
+
+static fsa_status_t persist_success(fsa_engine_t *e)
+{
+    fsa_status_t st = fsa_journal_state_set_int(e->j, K_FAILURES, 0);
+    if (st == FSA_OK)
+        st = fsa_journal_state_set_int(e->j, K_NEXT, 0);
+    if (st == FSA_OK)
+        st = fsa_journal_state_set_int(e->j, K_LAST, e->port->wall_now(e->port->ctx).ms);
+    return st;
+}
+
+static fsa_status_t cycle(fsa_engine_t *e)
+{
+    fsa_status_t st = FSA_OK;
+    for (int round = 0; round < PUSH_ROUNDS_MAX && st == FSA_OK; round++) {
+        st = push_all(e);
+        int64_t rebased = 0;
+        if (st == FSA_OK)
+            st = resolve_all(e, &rebased);
+        if (st != FSA_OK || rebased == 0)
+            break;
+    }
+    if (st == FSA_OK)
+        st = pull_all(e);
+    if (st == FSA_OK) {
+        /* Conflicts found by the pull's newer states are resolved, not left for next time. */
+        int64_t rebased = 0;
+        st = resolve_all(e, &rebased);
+        if (st == FSA_OK && rebased > 0)
+            st = push_all(e);
+    }
+    if (st == FSA_OK)
+        st = fsa_outbox_compact(e->j, FSA_LIMIT_AUDIT_MS, NULL);
+    return st;
+}
+
+fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report)
+{
+    if (e == NULL)
+        return FSA_EINVAL;
+    e->rep = report != NULL ? report : &e->scratch;
+    memset(e->rep, 0, sizeof *e->rep);
+    e->retry_after_ms = 0;
+
+    int64_t next = 0;
+    fsa_status_t st = fsa_journal_state_get_int(e->j, K_NEXT, 0, &next);
+    if (st != FSA_OK)
+        return st;
+    int64_t now = e->port->wall_now(e->port->ctx).ms;
+    if (!e->opts.ignore_backoff && next > now) {
+        e->rep->next_attempt_ms = next;
+        /* Not a new problem: the failure that set this was logged when it happened. */
+        snprintf(e->rep->error, sizeof e->rep->error, "backing off: next attempt in %" PRId64 " s",
+                 (next - now + 999) / 1000);
+        return FSA_EBUSY;
+    }
+
+    fsa_lockmgr_t *lm = NULL;
+    fsa_lock_t lock;
+    fsa_lock_init(&lock);
+    char err[256] = "";
+    if (!e->opts.no_lock) {
+        fsa_lockmgr_opts_t lo = {.label = "fieldsync-sync"};
+        st = fsa_lockmgr_open(e->port, fsa_journal_path(e->j), &lo, &lm, err, sizeof err);
+        if (st == FSA_OK)
+            st = fsa_lock_acquire(lm, FSA_LOCK_SYNC, "device", &lock, err, sizeof err);
+        if (st != FSA_OK) {
+            report_error(e, "%s", err[0] ? err : fsa_status_str(st));
+            fsa_lockmgr_close(lm);
+            return st == FSA_ELOCKTIMEOUT ? FSA_EBUSY : st;
+        }
+    }
+
+    st = cycle(e);
+    fsa_status_t ps;
+    switch (st) {
+    case FSA_OK:
+        ps = persist_success(e);
+        notify(e, FSA_ENGINE_IDLE, "synced", FSA_OK);
+        break;
+    case FSA_ENET:
+    case FSA_ETIMEOUT:
+    case FSA_ETLS:
+    case FSA_EPROTO:
+        ps = persist_failure(e, e->retry_after_ms);
+        notify(e, FSA_ENGINE_OFFLINE, e->rep->error, st);
+        break;
+    case FSA_EAUTH:
+        ps = persist_failure(e, 0);
+        notify(e, FSA_ENGINE_STOPPED, e->rep->error, st);
+        break;
+    default:
+        ps = FSA_OK;
+        if (e->rep->error[0] == '\0')
+            report_error(e, "sync failed: %s", fsa_status_str(st));
+        notify(e, FSA_ENGINE_OFFLINE, e->rep->error, st);
+        break;
+    }
+    if (st == FSA_OK && ps != FSA_OK)
+        st = ps;
+    if (lm != NULL) {
+        if (fsa_lock_held(&lock))
+            if (fsa_lock_release(&lock, err, sizeof err) != FSA_OK)
+                fsa_log(e->port, FSA_LOG_WARN, "sync: releasing the SYNC lock: %s", err);
+        fsa_lockmgr_close(lm);
+    }
+    return st;
+}
+
+/* ---- life cycle ---- */
+
+fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine_opts_t *opts,
+                            fsa_engine_t **out, char *err, size_t errlen)
+{
+    char scratch[8];
+    if (err == NULL || errlen == 0) {
+        err = scratch;
+        errlen = sizeof scratch;
+    }
+    err[0] = '\0';
+    if (out == NULL)
+        return FSA_EINVAL;
+    *out = NULL;
+    if (port == NULL || j == NULL || opts == NULL || opts->key == NULL ||
+        opts->device_id == NULL || !fsa_model_id_valid(opts->device_id)) {
+        snprintf(err, errlen, "sync engine: a device id (1-128 of A-Z a-z 0-9 . _ : -) and a "
+                              "secret are required");
+        return FSA_EINVAL;
+    }
+    fsa_engine_t *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return FSA_ENOMEM;
+    e->port = port;
+    e->j = j;
+    e->opts = *opts;
+    e->key = *opts->key;
+    e->opts.key = NULL;
+    snprintf(e->device_id, sizeof e->device_id, "%s", opts->device_id);
+    if (e->opts.batch_max_ops == 0)
+        e->opts.batch_max_ops = 100;
+    if (e->opts.batch_max_ops > FSA_LIMIT_BATCH_OPS)
+        e->opts.batch_max_ops = FSA_LIMIT_BATCH_OPS;
+    if (e->opts.batch_max_ops < FSA_JOURNAL_GROUP_MAX)
+        e->opts.batch_max_ops = FSA_JOURNAL_GROUP_MAX;
+    if (e->opts.batch_max_bytes == 0)
+        e->opts.batch_max_bytes = 256 * 1024;
+    if (e->opts.batch_max_bytes > FSA_LIMIT_BODY_BYTES)
+        e->opts.batch_max_bytes = FSA_LIMIT_BODY_BYTES;
+    if (e->opts.pull_limit == 0)
+        e->opts.pull_limit = 200;
+    e->retry = opts->retry != NULL ? opts->retry : fsa_retry_policy(FSA_RETRY_DEFAULT);
+    e->rep = &e->scratch;
+    fsa_status_t st = fsa_transport_new(&opts->transport, &e->t, err, errlen);
+    if (st != FSA_OK) {
+        fsa_engine_free(e);
+        return st;
+    }
+    *out = e;
+    return FSA_OK;
+}
+
+void fsa_engine_free(fsa_engine_t *e)
+{
+    if (e == NULL)
+        return;
+    fsa_transport_free(e->t);
+    fsa_signer_key_wipe(&e->key);
+    free(e);
+}
+
+void fsa_engine_on_status(fsa_engine_t *e, fsa_engine_status_fn fn, void *arg)
+{
+    if (e == NULL)
+        return;
+    e->status_fn = fn;
+    e->status_arg = arg;
+}
+
+void fsa_engine_cancel(fsa_engine_t *e)
+{
+    if (e != NULL)
+        atomic_store(&e->cancelled, 1);
+}

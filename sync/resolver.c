@@ -1,0 +1,185 @@
+/* fieldsync: the conflict resolver: DESIGN.md's table, per-field overrides, three-way merge. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sync/resolver.h"
+
+static void say(char *why, size_t whylen, const char *fmt, ...) FSA_PRINTF(3, 4);
+static void say(char *why, size_t whylen, const char *fmt, ...)
+{
+    if (why == NULL || whylen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+}
+
+static fsa_policy_action_t rule_for(const fsa_resolver_policy_t *policy, fsa_type_t type,
+                                    const char *field)
+{
+    if (policy == NULL)
+        return FSA_POLICY_DEFAULT;
+    for (size_t i = 0; i < policy->n; i++) {
+        const fsa_policy_rule_t *r = &policy->rules[i];
+        if (r->type == type && (r->field == NULL || (field != NULL && strcmp(r->field, field) == 0)))
+            return r->action;
+    }
+    return FSA_POLICY_DEFAULT;
+}
+
+/* The strongest override among the fields of a set (park > server > local > default). */
+static fsa_policy_action_t rule_for_set(const fsa_resolver_policy_t *policy, const fsa_op_t *op)
+{
+    fsa_policy_action_t best = FSA_POLICY_DEFAULT;
+    size_t nfields = 0;
+    const fsa_field_def_t *defs = fsa_model_fields(op->type, &nfields);
+    for (size_t i = 0; defs != NULL && i < nfields; i++) {
+        char *v = NULL;
+        if (fsa_model_get_field(op->json, defs[i].name, &v) != FSA_OK)
+            continue;
+        fsa_model_free(v);
+        fsa_policy_action_t a = rule_for(policy, op->type, defs[i].name);
+        static const int rank[] = {[FSA_POLICY_DEFAULT] = 0, [FSA_POLICY_LOCAL_WINS] = 1,
+                                   [FSA_POLICY_SERVER_WINS] = 2, [FSA_POLICY_PARK] = 3};
+        if (rank[a] > rank[best])
+            best = a;
+    }
+    return best;
+}
+
+static fsa_resolution_t from_action(fsa_policy_action_t a)
+{
+    switch (a) {
+    case FSA_POLICY_SERVER_WINS:
+        return FSA_RESOLVE_SERVER_WINS;
+    case FSA_POLICY_LOCAL_WINS:
+        return FSA_RESOLVE_REBASE;
+    default:
+        return FSA_RESOLVE_PARK;
+    }
+}
+
+fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_resolver_input_t *in,
+                             char *why, size_t whylen)
+{
+    if (in == NULL || in->op == NULL) {
+        say(why, whylen, "no op to resolve");
+        return FSA_RESOLVE_PARK;
+    }
+    const fsa_op_t *op = in->op;
+    const char *tname = fsa_type_name(op->type);
+    if (in->outcome != NULL && strcmp(in->outcome, "rejected") == 0) {
+        say(why, whylen, "the server rejected the %s for good", fsa_op_kind_name(op->kind));
+        return FSA_RESOLVE_PARK;
+    }
+    if (in->server_fields == NULL) {
+        say(why, whylen, "the server's state of %s %s is unknown", tname, op->id);
+        return FSA_RESOLVE_PARK;
+    }
+    bool same = false;
+    switch (op->kind) {
+    case FSA_OP_CREATE:
+        if (fsa_model_same_values(op->json, in->server_fields, op->json, &same) == FSA_OK &&
+            same) {
+            say(why, whylen, "%s %s already exists with the same content", tname, op->id);
+            return FSA_RESOLVE_CONVERGED;
+        }
+        say(why, whylen, "%s %s already exists on the server with other content", tname, op->id);
+        return FSA_RESOLVE_PARK;
+    case FSA_OP_SET: {
+        fsa_policy_action_t a = rule_for_set(policy, op);
+        if (a != FSA_POLICY_DEFAULT) {
+            say(why, whylen, "policy for %s: %s", tname,
+                a == FSA_POLICY_LOCAL_WINS    ? "local wins"
+                : a == FSA_POLICY_SERVER_WINS ? "server wins"
+                                              : "park");
+            return from_action(a);
+        }
+        if (in->prior_fields != NULL &&
+            fsa_model_same_values(in->prior_fields, in->server_fields, op->json, &same) ==
+                FSA_OK &&
+            same) {
+            say(why, whylen, "the server changed other fields of %s %s; rebased on version %lld",
+                tname, op->id, (long long)in->server_version);
+            return FSA_RESOLVE_REBASE;
+        }
+        say(why, whylen, "the server changed the same fields of %s %s (now version %lld)", tname,
+            op->id, (long long)in->server_version);
+        return FSA_RESOLVE_SERVER_WINS;
+    }
+    case FSA_OP_TRANSITION: {
+        char now[FSA_STATUS_BYTES];
+        if (fsa_model_get_status(in->server_fields, op->type, now) != FSA_OK) {
+            say(why, whylen, "the server's %s %s has no status", tname, op->id);
+            return FSA_RESOLVE_PARK;
+        }
+        fsa_policy_action_t a = rule_for(policy, op->type, op->field);
+        if (strcmp(now, op->to) == 0) {
+            say(why, whylen, "%s %s is already %s on the server", tname, op->id, now);
+            return FSA_RESOLVE_CONVERGED;
+        }
+        if (a != FSA_POLICY_DEFAULT) {
+            say(why, whylen, "policy for %s.%s", tname, op->field);
+            return from_action(a);
+        }
+        if (fsa_model_status_terminal(op->type, now)) {
+            say(why, whylen, "%s %s is %s on the server, a final state; %s→%s dropped", tname,
+                op->id, now, op->from, op->to);
+            return FSA_RESOLVE_SERVER_WINS;
+        }
+        say(why, whylen, "%s %s is %s on the server, not %s", tname, op->id, now, op->from);
+        return FSA_RESOLVE_PARK;
+    }
+    case FSA_OP_MERGE:
+    case FSA_OP_INCREMENT:
+    case FSA_OP_APPEND:
+        say(why, whylen, "a %s never conflicts on its own: resent with its group",
+            fsa_op_kind_name(op->kind));
+        return FSA_RESOLVE_REBASE;
+    default:
+        say(why, whylen, "unknown op kind");
+        return FSA_RESOLVE_PARK;
+    }
+}
+
+fsa_resolution_t fsa_resolve_group(const fsa_resolver_policy_t *policy,
+                                   const fsa_resolver_input_t *in, size_t n, char *why,
+                                   size_t whylen)
+{
+    if (in == NULL || n == 0) {
+        say(why, whylen, "empty group");
+        return FSA_RESOLVE_PARK;
+    }
+    /* park > server wins > rebase > converged; the verdict explained is the deciding one. */
+    static const int rank[] = {[FSA_RESOLVE_CONVERGED] = 0, [FSA_RESOLVE_REBASE] = 1,
+                               [FSA_RESOLVE_SERVER_WINS] = 2, [FSA_RESOLVE_PARK] = 3};
+    fsa_resolution_t worst = FSA_RESOLVE_CONVERGED;
+    int worst_rank = -1;
+    for (size_t i = 0; i < n; i++) {
+        char one[256];
+        fsa_resolution_t r = fsa_resolve(policy, &in[i], one, sizeof one);
+        if (rank[r] > worst_rank) {
+            worst_rank = rank[r];
+            worst = r;
+            say(why, whylen, "group: %s", one);
+        }
+    }
+    return worst;
+}
+
+const char *fsa_resolution_name(fsa_resolution_t r)
+{
+    switch (r) {
+    case FSA_RESOLVE_REBASE:
+        return "rebase";
+    case FSA_RESOLVE_CONVERGED:
+        return "converged";
+    case FSA_RESOLVE_SERVER_WINS:
+        return "server-wins";
+    case FSA_RESOLVE_PARK:
+        return "park";
+    }
+    return "?";
+}

@@ -1,0 +1,1418 @@
+/* fieldsync-server: HTTP (libmicrohttpd), authentication, routing, limits, admin API and faults. */
+/* 64-bit file offsets and inode numbers on 32-bit targets (armhf): without them fstat() of a
+ * secret file can fail with EOVERFLOW on a large file system. */
+#define _FILE_OFFSET_BITS 64
+
+/*
+ * The server is a Linux program of its own, not code that runs on a device: like libmicrohttpd
+ * under it, it uses sockets, files and sysconf directly instead of going through the port, which
+ * it uses for clocks, randomness, mutexes and its log.
+ */
+#include "sync/server/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <zlib.h>
+
+#include "port/limits.h"
+#include "sync/codec.h"
+#include "sync/server/store.h"
+#include "sync/signer.h"
+
+#define URI_MAX 2048
+/* A compressed body can be a little larger than its inflated form (incompressible data). */
+#define RAW_BODY_MAX (FSA_LIMIT_BODY_BYTES + 64 * 1024)
+#define TOKEN_MAX 4096
+#define CERT_MAX (256 * 1024)
+#define PULL_DEFAULT_LIMIT 100
+#define SHUTDOWN_WAIT_MS 10000
+/* Nonces live until their timestamp leaves the skew window; the cache holds at most NONCE_MAX
+ * live ones (about 870 requests a second sustained over the window). When it is full the server
+ * answers 503 instead of forgetting a nonce, which would let a replay through. */
+#define NONCE_SLOTS (1u << 19)
+#define NONCE_MAX (NONCE_SLOTS / 2)
+#define CURSOR_PREFIX "v1."
+
+/* ---- statistics ---- */
+
+typedef struct stats {
+    atomic_llong requests, push, pull, admin, other;
+    atomic_llong http2xx, http4xx, http5xx;
+    atomic_llong ops[FSA__RESULT_COUNT];
+    atomic_llong bad_signature, unknown_device, replay, clock_skew;
+    atomic_llong malformed, too_large;
+    atomic_llong f_latency, f_5xx, f_429, f_drop, f_reset;
+} stats_t;
+
+static void bump(atomic_llong *c)
+{
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static long long get(atomic_llong *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* ---- devices and the nonce cache ---- */
+
+typedef struct device {
+    char id[FSA_ID_BYTES];
+    fsa_signer_key_t key;
+} device_t;
+
+typedef struct nonce_slot {
+    uint64_t a, b;      /* the nonce's 16 bytes */
+    uint32_t device;    /* index + 1; 0 marks an empty slot */
+    int64_t expires_ms; /* server wall time after which the entry is dead */
+} nonce_slot_t;
+
+typedef struct nonce_cache {
+    fsa_mutex_t *lock;
+    nonce_slot_t *slots;
+    size_t used; /* occupied slots, live or dead */
+} nonce_cache_t;
+
+struct fsa_server {
+    fsa_port_t port; /* the posix port with the server's own log prefix */
+    fsa_server_config_t cfg;
+    struct MHD_Daemon *mhd;
+    int listen_fd;
+    char url[128];
+    fsa_store_t *store;
+    device_t *devices;
+    size_t ndevices;
+    bool admin_enabled;
+    unsigned char admin_hash[32]; /* SHA-256 of the admin token; the token itself is not kept */
+    char *tls_cert;
+    char *tls_key;
+    nonce_cache_t nonces;
+    stats_t stats;
+    atomic_llong in_flight;
+    atomic_ullong fault_counter;
+    int64_t started_ms;
+};
+
+typedef struct request {
+    fsa_server_t *srv;
+    char uri[URI_MAX];
+    bool uri_too_long;
+    bool started;
+    bool drop; /* the fault "commit, then drop the response" */
+    char *body;
+    size_t len;
+    size_t cap;
+    bool body_too_large;
+} request_t;
+
+static int64_t now_ms(const fsa_server_t *srv)
+{
+    return srv->port.wall_now(srv->port.ctx).ms;
+}
+
+static void server_log(void *ctx, fsa_log_level_t level, const char *msg)
+{
+    (void)ctx;
+    fprintf(stderr, "fieldsync-server: %s: %s\n", fsa_log_level_str(level), msg);
+}
+
+/* ---- the fault generator: splitmix64 over a shared counter, so draws are seeded and cheap ---- */
+
+static double fault_draw(fsa_server_t *srv)
+{
+    uint64_t x = atomic_fetch_add_explicit(&srv->fault_counter, 1, memory_order_relaxed);
+    uint64_t z = srv->cfg.faults.seed + (x + 1) * UINT64_C(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static bool fault_hit(fsa_server_t *srv, double rate)
+{
+    return rate > 0 && fault_draw(srv) < rate;
+}
+
+/* ---- responses ---- */
+
+static void free_text(void *p)
+{
+    fsa_codec_free(p);
+}
+
+static void count_status(fsa_server_t *srv, unsigned http)
+{
+    if (http < 300)
+        bump(&srv->stats.http2xx);
+    else if (http < 500)
+        bump(&srv->stats.http4xx);
+    else
+        bump(&srv->stats.http5xx);
+}
+
+/* True when the request's Accept-Encoding names gzip and does not refuse it with q=0. */
+static bool accepts_gzip(struct MHD_Connection *c)
+{
+    const char *ae = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept-Encoding");
+    const char *g = ae != NULL ? strstr(ae, "gzip") : NULL;
+    if (g == NULL)
+        return false;
+    g += 4;
+    while (*g == ' ')
+        g++;
+    if (strncmp(g, ";q=0", 4) != 0)
+        return true;
+    g += 4;
+    if (*g == '.')
+        g += 1 + strspn(g + 1, "0");
+    return *g >= '1' && *g <= '9'; /* q=0.5 accepts; q=0, q=0.0 refuse */
+}
+
+/* Compresses text with gzip into a new malloc'ed buffer; false (nothing allocated) when that
+ * fails or does not make it smaller. */
+static bool gzip_text(const char *text, size_t len, char **out, size_t *out_len)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8,
+                     Z_DEFAULT_STRATEGY) != Z_OK)
+        return false;
+    size_t cap = deflateBound(&z, (uLong)len);
+    char *buf = malloc(cap);
+    bool ok = false;
+    if (buf != NULL) {
+        z.next_in = (Bytef *)(uintptr_t)text;
+        z.avail_in = (uInt)len;
+        z.next_out = (Bytef *)buf;
+        z.avail_out = (uInt)cap;
+        ok = deflate(&z, Z_FINISH) == Z_STREAM_END && z.total_out < len;
+    }
+    deflateEnd(&z);
+    if (!ok) {
+        free(buf);
+        return false;
+    }
+    *out = buf;
+    *out_len = z.total_out;
+    return true;
+}
+
+/* Answers of at least this size are gzip-compressed for a client that accepts it. */
+#define GZIP_MIN_BYTES 1024
+
+/* Queues text (malloc'ed, taken over) as a JSON answer, gzip-compressed when the client accepts it
+ * and it is worth it. */
+static enum MHD_Result respond(fsa_server_t *srv, struct MHD_Connection *c, unsigned http,
+                               char *text, size_t len, const char *retry_after)
+{
+    struct MHD_Response *r;
+    bool gzipped = false;
+    char *gz = NULL;
+    size_t gz_len = 0;
+    if (text != NULL && len >= GZIP_MIN_BYTES && accepts_gzip(c) &&
+        gzip_text(text, len, &gz, &gz_len)) {
+        fsa_codec_free(text);
+        text = gz;
+        len = gz_len;
+        gzipped = true;
+    }
+    static const char fallback[] =
+        "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+    if (text == NULL) {
+        http = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        r = MHD_create_response_from_buffer(sizeof fallback - 1, (void *)(uintptr_t)fallback,
+                                            MHD_RESPMEM_PERSISTENT);
+    } else {
+        r = MHD_create_response_from_buffer_with_free_callback(len, text, free_text);
+        if (r == NULL)
+            fsa_codec_free(text);
+    }
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (gzipped)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+    if (retry_after != NULL)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, retry_after);
+    enum MHD_Result ret = MHD_queue_response(c, http, r);
+    MHD_destroy_response(r);
+    count_status(srv, http);
+    return ret;
+}
+
+static enum MHD_Result respond_error(fsa_server_t *srv, struct MHD_Connection *c, unsigned http,
+                                     const char *code, const char *message)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (fsa_codec_encode_error(code, message, now_ms(srv), &text, &len) != FSA_OK)
+        text = NULL;
+    return respond(srv, c, http, text, len, NULL);
+}
+
+/* ---- secret files ---- */
+
+/*
+ * Reads a whole file of at most max bytes into a malloc'ed, NUL-terminated buffer. When secret,
+ * refuses a file that group or others may read or write.
+ */
+static fsa_status_t read_file(const char *what, const char *path, size_t max, bool secret,
+                              char **out, size_t *out_len, char *err, size_t errlen)
+{
+    *out = NULL;
+    *out_len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot read the %s %s: %s", what, path, strerror(errno));
+        return errno == ENOENT ? FSA_ENOTFOUND : FSA_EIO;
+    }
+    fsa_status_t st = FSA_OK;
+    char *buf = NULL;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "the %s %s is not a regular file", what, path);
+        st = FSA_EINVAL;
+        goto out;
+    }
+    if (secret && (sb.st_mode & 077) != 0) {
+        snprintf(err, errlen,
+                 "the %s %s is accessible to group or others (mode %03o); run chmod 600 on it",
+                 what, path, (unsigned)(sb.st_mode & 0777));
+        st = FSA_EPERM;
+        goto out;
+    }
+    if ((uint64_t)sb.st_size > max) {
+        snprintf(err, errlen, "the %s %s is larger than %zu bytes", what, path, max);
+        st = FSA_ETOOLARGE;
+        goto out;
+    }
+    buf = malloc((size_t)sb.st_size + 1);
+    if (buf == NULL) {
+        snprintf(err, errlen, "out of memory reading the %s", what);
+        st = FSA_ENOMEM;
+        goto out;
+    }
+    size_t got = 0;
+    while (got < (size_t)sb.st_size) {
+        ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen, "cannot read the %s %s: %s", what, path,
+                     n < 0 ? strerror(errno) : "file shrank");
+            st = FSA_EIO;
+            goto out;
+        }
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    *out = buf;
+    *out_len = got;
+    buf = NULL;
+out:
+    if (buf != NULL) {
+        fsa_signer_wipe(buf, (size_t)sb.st_size);
+        free(buf);
+    }
+    close(fd);
+    return st;
+}
+
+static int device_find_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const device_t *)elem)->id);
+}
+
+static const device_t *device_find(const fsa_server_t *srv, const char *id)
+{
+    return bsearch(id, srv->devices, srv->ndevices, sizeof *srv->devices, device_find_cmp);
+}
+
+static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
+{
+    char *text = NULL;
+    size_t len = 0;
+    fsa_status_t st = read_file("devices file", srv->cfg.devices_file, FSA_LIMIT_BODY_BYTES, true,
+                                &text, &len, err, errlen);
+    if (st != FSA_OK)
+        return st;
+    fsa_codec_device_t *devs = NULL;
+    size_t n = 0;
+    fsa_codec_err_t cerr;
+    st = fsa_codec_decode_devices(text, len, &devs, &n, &cerr);
+    fsa_signer_wipe(text, len);
+    free(text);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "the devices file %s is malformed: %s", srv->cfg.devices_file,
+                 cerr.message);
+        return st == FSA_ENOMEM ? st : FSA_EINVAL;
+    }
+    srv->devices = calloc(n, sizeof *srv->devices);
+    if (srv->devices == NULL) {
+        fsa_codec_devices_free(devs, n);
+        snprintf(err, errlen, "out of memory loading the devices");
+        return FSA_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* Already sorted by id and checked by the codec. */
+        memcpy(srv->devices[i].id, devs[i].id, sizeof devs[i].id);
+        st = fsa_signer_key_parse(devs[i].secret_hex, strlen(devs[i].secret_hex),
+                                  &srv->devices[i].key);
+        if (st != FSA_OK)
+            break;
+    }
+    srv->ndevices = n;
+    fsa_codec_devices_free(devs, n);
+    if (st != FSA_OK)
+        snprintf(err, errlen, "the devices file %s has a bad secret", srv->cfg.devices_file);
+    return st;
+}
+
+static fsa_status_t load_admin_token(fsa_server_t *srv, char *err, size_t errlen)
+{
+    char *text = NULL;
+    size_t len = 0;
+    fsa_status_t st = read_file("admin token file", srv->cfg.admin_token_file, TOKEN_MAX, true,
+                                &text, &len, err, errlen);
+    if (st != FSA_OK)
+        return st;
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ' ||
+                       text[len - 1] == '\t'))
+        len--;
+    if (len < 16) {
+        snprintf(err, errlen, "the admin token in %s is shorter than 16 chars",
+                 srv->cfg.admin_token_file);
+        st = FSA_EINVAL;
+    } else {
+        char hex[FSA_SIGNER_HEX_BYTES];
+        st = fsa_signer_sha256_hex(text, len, hex);
+        for (size_t i = 0; st == FSA_OK && i < 32; i++) {
+            unsigned v = 0;
+            sscanf(hex + 2 * i, "%2x", &v);
+            srv->admin_hash[i] = (unsigned char)v;
+        }
+        fsa_signer_wipe(hex, sizeof hex);
+        srv->admin_enabled = st == FSA_OK;
+        if (st != FSA_OK)
+            snprintf(err, errlen, "cannot hash the admin token");
+    }
+    fsa_signer_wipe(text, len);
+    free(text);
+    return st;
+}
+
+/* ---- nonces ---- */
+
+static bool nonce_parse(const char *hex, uint64_t *a, uint64_t *b)
+{
+    if (strlen(hex) != FSA_LIMIT_NONCE_HEX ||
+        strspn(hex, "0123456789abcdefABCDEF") != FSA_LIMIT_NONCE_HEX)
+        return false;
+    char half[17];
+    memcpy(half, hex, 16);
+    half[16] = '\0';
+    *a = strtoull(half, NULL, 16);
+    memcpy(half, hex + 16, 16);
+    *b = strtoull(half, NULL, 16);
+    return true;
+}
+
+static size_t nonce_hash(uint64_t a, uint64_t b, uint32_t device)
+{
+    uint64_t h = a ^ (b * UINT64_C(0x9e3779b97f4a7c15)) ^ ((uint64_t)device << 32);
+    h ^= h >> 29;
+    return (size_t)(h & (NONCE_SLOTS - 1));
+}
+
+static void nonce_put(nonce_slot_t *slots, const nonce_slot_t *e)
+{
+    size_t i = nonce_hash(e->a, e->b, e->device);
+    while (slots[i].device != 0)
+        i = (i + 1) & (NONCE_SLOTS - 1);
+    slots[i] = *e;
+}
+
+/* Drops dead entries by rebuilding the table (linear probing has no cheap delete). */
+static void nonce_sweep(nonce_cache_t *nc, int64_t now)
+{
+    nonce_slot_t *fresh = calloc(NONCE_SLOTS, sizeof *fresh);
+    if (fresh == NULL)
+        return;
+    size_t used = 0;
+    for (size_t i = 0; i < NONCE_SLOTS; i++) {
+        if (nc->slots[i].device != 0 && nc->slots[i].expires_ms >= now) {
+            nonce_put(fresh, &nc->slots[i]);
+            used++;
+        }
+    }
+    free(nc->slots);
+    nc->slots = fresh;
+    nc->used = used;
+}
+
+typedef enum nonce_result { NONCE_FRESH, NONCE_REPLAY, NONCE_FULL } nonce_result_t;
+
+static nonce_result_t nonce_check(fsa_server_t *srv, uint32_t device, uint64_t a, uint64_t b,
+                                  int64_t expires, int64_t now)
+{
+    nonce_cache_t *nc = &srv->nonces;
+    nonce_result_t res = NONCE_FRESH;
+    srv->port.mutex_lock(srv->port.ctx, nc->lock);
+    size_t i = nonce_hash(a, b, device);
+    for (; nc->slots[i].device != 0; i = (i + 1) & (NONCE_SLOTS - 1)) {
+        const nonce_slot_t *s = &nc->slots[i];
+        if (s->device == device && s->a == a && s->b == b && s->expires_ms >= now) {
+            res = NONCE_REPLAY;
+            goto out;
+        }
+    }
+    if (nc->used >= NONCE_MAX) {
+        nonce_sweep(nc, now);
+        if (nc->used >= NONCE_MAX) {
+            res = NONCE_FULL;
+            goto out;
+        }
+    }
+    nonce_slot_t e = {a, b, device, expires};
+    nonce_put(nc->slots, &e);
+    nc->used++;
+out:
+    srv->port.mutex_unlock(srv->port.ctx, nc->lock);
+    return res;
+}
+
+/* ---- authentication (PROTOCOL.md section 5) ---- */
+
+typedef struct auth_fail {
+    unsigned http;
+    const char *code;
+    const char *message;
+} auth_fail_t;
+
+/* A decimal integer of at most 18 digits (so it can neither overflow nor, as a timestamp, make
+ * the skew arithmetic overflow), optionally negative. */
+static bool parse_i64(const char *s, int64_t *out)
+{
+    if (s == NULL)
+        return false;
+    size_t i = (s[0] == '-') ? 1 : 0;
+    size_t digits = strlen(s + i);
+    if (digits == 0 || digits > 18)
+        return false;
+    int64_t v = 0;
+    for (; s[i] != '\0'; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = s[0] == '-' ? -v : v;
+    return true;
+}
+
+/* Authenticates a device request; on success *dev is the signer. */
+static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const request_t *req,
+                         const char *method, const char *path_device, const device_t **dev,
+                         auth_fail_t *fail)
+{
+    const char *hid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Device-Id");
+    const char *hts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Timestamp");
+    const char *hnonce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Nonce");
+    const char *hsig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Signature");
+    *dev = NULL;
+    const device_t *d = hid != NULL ? device_find(srv, hid) : NULL;
+    if (d == NULL) {
+        *fail = (auth_fail_t){401, "unknown_device", "unknown device"};
+        bump(&srv->stats.unknown_device);
+        return false;
+    }
+    int64_t ts = 0;
+    uint64_t na = 0, nb = 0;
+    if (hts == NULL || hsig == NULL || hnonce == NULL || !parse_i64(hts, &ts) ||
+        !nonce_parse(hnonce, &na, &nb) ||
+        fsa_signer_verify(&d->key, method, req->uri, hts, hnonce,
+                          req->body != NULL ? req->body : "", req->len, hsig) != FSA_OK) {
+        *fail = (auth_fail_t){401, "bad_signature", "the request signature does not verify"};
+        bump(&srv->stats.bad_signature);
+        return false;
+    }
+    /* The signer is known only now: a path naming another device is refused after the signature
+     * so that probing does not reveal which ids exist. */
+    if (path_device != NULL && strcmp(path_device, d->id) != 0) {
+        *fail = (auth_fail_t){401, "unknown_device", "the device in the path is not the signer"};
+        bump(&srv->stats.unknown_device);
+        return false;
+    }
+    int64_t now = now_ms(srv);
+    int64_t skew = now > ts ? now - ts : ts - now;
+    if (skew > FSA_LIMIT_SKEW_MS) {
+        *fail = (auth_fail_t){401, "clock_skew", "X-Timestamp is more than 300 s from server_time"};
+        bump(&srv->stats.clock_skew);
+        return false;
+    }
+    uint32_t didx = (uint32_t)(d - srv->devices) + 1;
+    nonce_result_t nr = nonce_check(srv, didx, na, nb, ts + FSA_LIMIT_SKEW_MS + 1000, now);
+    if (nr == NONCE_REPLAY) {
+        *fail = (auth_fail_t){401, "replay", "this nonce was seen before"};
+        bump(&srv->stats.replay);
+        return false;
+    }
+    if (nr == NONCE_FULL) {
+        *fail = (auth_fail_t){503, "overloaded", "too many requests in the replay window"};
+        fsa_log(&srv->port, FSA_LOG_WARN, "nonce cache is full; answering 503");
+        return false;
+    }
+    *dev = d;
+    return true;
+}
+
+static enum MHD_Result respond_auth_fail(fsa_server_t *srv, struct MHD_Connection *c,
+                                         const auth_fail_t *f)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (fsa_codec_encode_error(f->code, f->message, now_ms(srv), &text, &len) != FSA_OK)
+        text = NULL;
+    return respond(srv, c, f->http, text, len, f->http == 503 ? "1" : NULL);
+}
+
+/* ---- bodies ---- */
+
+/* Inflates a gzip body into a new buffer of at most FSA_LIMIT_BODY_BYTES. FSA_ETOOLARGE as soon as
+ * the output would pass the limit: a gzip bomb costs at most one limit's worth of work. */
+static fsa_status_t inflate_body(const char *in, size_t in_len, char **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+        return FSA_ENOMEM;
+    size_t cap = in_len * 4 + 1024;
+    if (cap > FSA_LIMIT_BODY_BYTES + 1)
+        cap = FSA_LIMIT_BODY_BYTES + 1;
+    char *buf = malloc(cap);
+    fsa_status_t st = buf != NULL ? FSA_OK : FSA_ENOMEM;
+    size_t len = 0;
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)in_len;
+    while (st == FSA_OK) {
+        if (len == cap) {
+            if (cap > FSA_LIMIT_BODY_BYTES) {
+                st = FSA_ETOOLARGE;
+                break;
+            }
+            size_t ncap = cap * 2 > FSA_LIMIT_BODY_BYTES + 1 ? FSA_LIMIT_BODY_BYTES + 1 : cap * 2;
+            char *nb = realloc(buf, ncap);
+            if (nb == NULL) {
+                st = FSA_ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        z.next_out = (Bytef *)(buf + len);
+        z.avail_out = (uInt)(cap - len);
+        int rc = inflate(&z, Z_NO_FLUSH);
+        len = cap - z.avail_out;
+        if (rc == Z_STREAM_END) {
+            if (z.avail_in != 0)
+                st = FSA_EINVAL; /* trailing bytes after the gzip member */
+            else if (len > FSA_LIMIT_BODY_BYTES)
+                st = FSA_ETOOLARGE;
+            break;
+        }
+        if (rc == Z_BUF_ERROR && z.avail_in == 0 && len < cap) {
+            st = FSA_EINVAL; /* truncated stream */
+            break;
+        }
+        if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            st = rc == Z_MEM_ERROR ? FSA_ENOMEM : FSA_EINVAL;
+            break;
+        }
+    }
+    inflateEnd(&z);
+    if (st != FSA_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    *out_len = len;
+    return FSA_OK;
+}
+
+/* The request body as JSON text: inflated when sent with Content-Encoding: gzip. *owned is the
+ * buffer to free (NULL when the raw body is used as is). */
+static bool request_json(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
+                         const char **text, size_t *len, char **owned, enum MHD_Result *ret)
+{
+    const char *enc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Encoding");
+    *owned = NULL;
+    *text = req->body != NULL ? req->body : "";
+    *len = req->len;
+    if (enc == NULL || strcasecmp(enc, "identity") == 0)
+        return true;
+    if (strcasecmp(enc, "gzip") != 0) {
+        bump(&srv->stats.malformed);
+        *ret = respond_error(srv, c, 400, "malformed", "unsupported Content-Encoding");
+        return false;
+    }
+    fsa_status_t st = inflate_body(*text, *len, owned, len);
+    if (st == FSA_OK) {
+        *text = *owned;
+        return true;
+    }
+    if (st == FSA_ETOOLARGE) {
+        bump(&srv->stats.too_large);
+        *ret = respond_error(srv, c, 413, "too_large", "the inflated body is over 1 MiB");
+    } else if (st == FSA_EINVAL) {
+        bump(&srv->stats.malformed);
+        *ret = respond_error(srv, c, 400, "malformed", "the gzip body is corrupt");
+    } else {
+        *ret = respond_error(srv, c, 500, "internal", "out of memory");
+    }
+    return false;
+}
+
+static enum MHD_Result respond_codec_error(fsa_server_t *srv, struct MHD_Connection *c,
+                                           fsa_status_t st, const fsa_codec_err_t *e)
+{
+    if (st == FSA_ETOOLARGE) {
+        bump(&srv->stats.too_large);
+        return respond_error(srv, c, 413, "too_large", e->message);
+    }
+    if (st == FSA_EINVAL) {
+        bump(&srv->stats.malformed);
+        return respond_error(srv, c, 400, "malformed", e->message);
+    }
+    return respond_error(srv, c, 500, "internal", "out of memory");
+}
+
+/* Applies a decoded batch and answers with its results. */
+static enum MHD_Result apply_and_answer(fsa_server_t *srv, struct MHD_Connection *c,
+                                        const char *device, bool by_server,
+                                        const fsa_codec_push_t *push)
+{
+    fsa_codec_result_t *results = calloc(push->count > 0 ? push->count : 1, sizeof *results);
+    if (results == NULL)
+        return respond_error(srv, c, 500, "internal", "out of memory");
+    char err[256];
+    fsa_status_t st = fsa_store_apply(srv->store, device, by_server, push->ops, push->count,
+                                      now_ms(srv), results, err, sizeof err);
+    enum MHD_Result ret;
+    if (st != FSA_OK) {
+        fsa_log(&srv->port, FSA_LOG_ERROR, "batch %s of %s not applied: %s", push->batch_id, device,
+                err);
+        ret = respond_error(srv, c, st == FSA_EBUSY ? 503 : 500,
+                            st == FSA_EBUSY ? "overloaded" : "internal",
+                            "the server could not store the batch");
+    } else {
+        for (size_t i = 0; i < push->count; i++)
+            bump(&srv->stats.ops[results[i].status]);
+        char *text = NULL;
+        size_t len = 0;
+        if (fsa_codec_encode_results(results, push->count, now_ms(srv), &text, &len) != FSA_OK)
+            text = NULL;
+        ret = respond(srv, c, 200, text, len, NULL);
+    }
+    fsa_codec_results_free(results, push->count);
+    return ret;
+}
+
+/* ---- /v1/ ---- */
+
+static enum MHD_Result handle_push(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
+                                   const device_t *dev)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    char *owned = NULL;
+    enum MHD_Result ret = MHD_NO;
+    if (!request_json(srv, c, req, &text, &len, &owned, &ret))
+        return ret;
+    fsa_codec_push_t push;
+    fsa_codec_err_t cerr;
+    fsa_status_t st = fsa_codec_decode_push(text, len, &push, &cerr);
+    free(owned);
+    if (st != FSA_OK)
+        return respond_codec_error(srv, c, st, &cerr);
+    ret = apply_and_answer(srv, c, dev->id, false, &push);
+    fsa_codec_push_free(&push);
+    return ret;
+}
+
+/* Finds name=value in a raw query string (no percent-decoding: our values never need it). */
+static bool query_get(const char *query, const char *name, char *out, size_t cap, bool *present)
+{
+    size_t nlen = strlen(name);
+    *present = false;
+    out[0] = '\0';
+    for (const char *p = query; p != NULL && *p != '\0';) {
+        const char *amp = strchr(p, '&');
+        size_t plen = amp != NULL ? (size_t)(amp - p) : strlen(p);
+        if (plen >= nlen && strncmp(p, name, nlen) == 0 && (plen == nlen || p[nlen] == '=')) {
+            size_t vlen = plen > nlen ? plen - nlen - 1 : 0;
+            if (vlen >= cap)
+                return false;
+            memcpy(out, p + nlen + (plen > nlen ? 1 : 0), vlen);
+            out[vlen] = '\0';
+            *present = true;
+            return true;
+        }
+        p = amp != NULL ? amp + 1 : NULL;
+    }
+    return true;
+}
+
+static enum MHD_Result handle_pull(fsa_server_t *srv, struct MHD_Connection *c, const char *query,
+                                   const device_t *dev)
+{
+    char since_s[FSA_CODEC_CURSOR_BYTES];
+    char limit_s[16];
+    bool has_since = false, has_limit = false;
+    int64_t since = 0;
+    int64_t limit = PULL_DEFAULT_LIMIT;
+    const size_t plen = strlen(CURSOR_PREFIX);
+    if (!query_get(query, "since", since_s, sizeof since_s, &has_since) ||
+        !query_get(query, "limit", limit_s, sizeof limit_s, &has_limit) ||
+        (has_since && since_s[0] != '\0' &&
+         (strncmp(since_s, CURSOR_PREFIX, plen) != 0 || !parse_i64(since_s + plen, &since) ||
+          since < 0)) ||
+        (has_limit && (!parse_i64(limit_s, &limit) || limit < 1 || limit > FSA_STORE_PULL_MAX))) {
+        bump(&srv->stats.malformed);
+        return respond_error(srv, c, 400, "malformed",
+                             "since must be a cursor from this server, limit 1..1000");
+    }
+    fsa_codec_pull_t pull;
+    int64_t next = 0;
+    fsa_status_t st = fsa_store_pull(srv->store, dev->id, since, (unsigned)limit, &pull, &next);
+    if (st != FSA_OK) {
+        fsa_log(&srv->port, FSA_LOG_ERROR, "pull for %s failed: %s", dev->id, fsa_status_str(st));
+        return respond_error(srv, c, 500, "internal", "the server could not read its store");
+    }
+    snprintf(pull.cursor, sizeof pull.cursor, CURSOR_PREFIX "%" PRId64, next);
+    pull.server_time_ms = now_ms(srv);
+    char *text = NULL;
+    size_t len = 0;
+    if (fsa_codec_encode_pull(&pull, &text, &len) != FSA_OK)
+        text = NULL;
+    fsa_codec_pull_free(&pull);
+    return respond(srv, c, 200, text, len, NULL);
+}
+
+/* ---- admin ---- */
+
+static bool admin_authorized(fsa_server_t *srv, struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    static const char bearer[] = "Bearer ";
+    if (h == NULL || strncmp(h, bearer, sizeof bearer - 1) != 0)
+        return false;
+    const char *tok = h + sizeof bearer - 1;
+    char hex[FSA_SIGNER_HEX_BYTES];
+    unsigned char got[32];
+    if (fsa_signer_sha256_hex(tok, strlen(tok), hex) != FSA_OK)
+        return false;
+    for (size_t i = 0; i < 32; i++) {
+        unsigned v = 0;
+        sscanf(hex + 2 * i, "%2x", &v);
+        got[i] = (unsigned char)v;
+    }
+    return fsa_signer_equal(got, srv->admin_hash, sizeof got);
+}
+
+static enum MHD_Result respond_entity(fsa_server_t *srv, struct MHD_Connection *c, unsigned http,
+                                      fsa_type_t type, const char *id)
+{
+    fsa_codec_change_t e;
+    fsa_status_t st = fsa_store_get(srv->store, type, id, &e);
+    if (st == FSA_ENOTFOUND)
+        return respond_error(srv, c, 404, "not_found", "no such entity");
+    if (st != FSA_OK)
+        return respond_error(srv, c, 500, "internal", "the server could not read its store");
+    char *text = NULL;
+    size_t len = 0;
+    if (fsa_codec_encode_entity(&e, now_ms(srv), &text, &len) != FSA_OK)
+        text = NULL;
+    fsa_codec_change_clear(&e);
+    return respond(srv, c, http, text, len, NULL);
+}
+
+/* Applies one server op (seed, autoclose) and answers with the entity or the op's error. */
+static enum MHD_Result admin_one_op(fsa_server_t *srv, struct MHD_Connection *c, fsa_codec_op_t *op,
+                                    unsigned ok_http)
+{
+    fsa_codec_result_t r;
+    char err[256];
+    if (fsa_uuid4(&srv->port, op->op.op_id) != FSA_OK)
+        return respond_error(srv, c, 500, "internal", "no randomness for an op id");
+    op->op.at_ms = now_ms(srv);
+    fsa_status_t st =
+        fsa_store_apply(srv->store, "admin", true, op, 1, now_ms(srv), &r, err, sizeof err);
+    if (st != FSA_OK) {
+        fsa_log(&srv->port, FSA_LOG_ERROR, "admin op not applied: %s", err);
+        return respond_error(srv, c, 500, "internal", "the server could not store the op");
+    }
+    bump(&srv->stats.ops[r.status]);
+    enum MHD_Result ret;
+    if (r.status == FSA_RESULT_APPLIED)
+        ret = respond_entity(srv, c, ok_http, op->op.type, op->op.id);
+    else if (r.status == FSA_RESULT_CONFLICT)
+        ret = respond_error(srv, c, 409, "conflict", r.message);
+    else
+        ret = respond_error(srv, c, 422, r.code, r.message);
+    fsa_codec_result_clear(&r);
+    return ret;
+}
+
+static enum MHD_Result admin_seed(fsa_server_t *srv, struct MHD_Connection *c, request_t *req)
+{
+    fsa_codec_change_t e;
+    fsa_codec_err_t cerr;
+    fsa_status_t st = fsa_codec_decode_entity(req->body, req->len, &e, &cerr);
+    if (st != FSA_OK)
+        return respond_codec_error(srv, c, st, &cerr);
+    fsa_codec_op_t op;
+    memset(&op, 0, sizeof op);
+    op.op.kind = FSA_OP_CREATE;
+    op.op.type = e.type;
+    memcpy(op.op.id, e.id, sizeof e.id);
+    op.op.json = e.fields; /* taken over */
+    e.fields = NULL;
+    enum MHD_Result ret = admin_one_op(srv, c, &op, 201);
+    fsa_op_clear(&op.op);
+    return ret;
+}
+
+static enum MHD_Result admin_autoclose(fsa_server_t *srv, struct MHD_Connection *c, const char *id)
+{
+    fsa_codec_change_t e;
+    fsa_status_t st = fsa_store_get(srv->store, FSA_TYPE_JOBNEED, id, &e);
+    if (st == FSA_ENOTFOUND)
+        return respond_error(srv, c, 404, "not_found", "no such jobneed");
+    if (st != FSA_OK)
+        return respond_error(srv, c, 500, "internal", "the server could not read its store");
+    fsa_codec_op_t op;
+    memset(&op, 0, sizeof op);
+    st = fsa_model_get_status(e.fields, FSA_TYPE_JOBNEED, op.op.from);
+    fsa_codec_change_clear(&e);
+    if (st != FSA_OK)
+        return respond_error(srv, c, 500, "internal", "the jobneed has no jobstatus");
+    op.op.kind = FSA_OP_TRANSITION;
+    op.op.type = FSA_TYPE_JOBNEED;
+    size_t idlen = strlen(id);
+    if (idlen >= sizeof op.op.id)
+        return respond_error(srv, c, 404, "not_found", "no such jobneed");
+    memcpy(op.op.id, id, idlen + 1);
+    snprintf(op.op.field, sizeof op.op.field, "jobstatus");
+    snprintf(op.op.to, sizeof op.op.to, "AUTOCLOSED");
+    /* The transition names the status just read: if a device moved the job in between, it is a
+     * conflict (409) and the caller may retry, never a blind overwrite. */
+    return admin_one_op(srv, c, &op, 200);
+}
+
+static enum MHD_Result admin_ops(fsa_server_t *srv, struct MHD_Connection *c, request_t *req)
+{
+    fsa_codec_push_t push;
+    fsa_codec_err_t cerr;
+    fsa_status_t st = fsa_codec_decode_push(req->body, req->len, &push, &cerr);
+    if (st != FSA_OK)
+        return respond_codec_error(srv, c, st, &cerr);
+    enum MHD_Result ret = apply_and_answer(srv, c, "admin", true, &push);
+    fsa_codec_push_free(&push);
+    return ret;
+}
+
+static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
+{
+    int64_t ents = 0, ops = 0, last = 0;
+    if (fsa_store_counts(srv->store, &ents, &ops, &last) != FSA_OK)
+        return respond_error(srv, c, 500, "internal", "the server could not read its store");
+    stats_t *s = &srv->stats;
+    size_t cap = 2048;
+    char *text = malloc(cap);
+    if (text == NULL)
+        return respond(srv, c, 500, NULL, 0, NULL);
+    int64_t now = now_ms(srv);
+    int n = snprintf(
+        text, cap,
+        "{\"requests\":{\"total\":%lld,\"push\":%lld,\"pull\":%lld,\"admin\":%lld,\"other\":%lld},"
+        "\"responses\":{\"2xx\":%lld,\"4xx\":%lld,\"5xx\":%lld},"
+        "\"ops\":{\"applied\":%lld,\"duplicate\":%lld,\"conflict\":%lld,\"rejected\":%lld},"
+        "\"auth_failures\":{\"bad_signature\":%lld,\"unknown_device\":%lld,\"replay\":%lld,"
+        "\"clock_skew\":%lld},"
+        "\"bad_requests\":{\"malformed\":%lld,\"too_large\":%lld},"
+        "\"faults\":{\"latency\":%lld,\"5xx\":%lld,\"429\":%lld,\"drop\":%lld,\"reset\":%lld},"
+        "\"store\":{\"entities\":%" PRId64 ",\"ops\":%" PRId64 ",\"last_change\":%" PRId64 "},"
+        "\"devices\":%zu,\"uptime_ms\":%" PRId64 ",\"server_time\":%" PRId64 "}",
+        get(&s->requests), get(&s->push), get(&s->pull), get(&s->admin), get(&s->other),
+        get(&s->http2xx), get(&s->http4xx), get(&s->http5xx), get(&s->ops[0]), get(&s->ops[1]),
+        get(&s->ops[2]), get(&s->ops[3]), get(&s->bad_signature), get(&s->unknown_device),
+        get(&s->replay), get(&s->clock_skew), get(&s->malformed), get(&s->too_large),
+        get(&s->f_latency), get(&s->f_5xx), get(&s->f_429), get(&s->f_drop), get(&s->f_reset), ents,
+        ops, last, srv->ndevices, now - srv->started_ms, now);
+    if (n < 0 || (size_t)n >= cap) {
+        free(text);
+        return respond_error(srv, c, 500, "internal", "statistics did not fit");
+    }
+    return respond(srv, c, 200, text, (size_t)n, NULL);
+}
+
+static enum MHD_Result handle_admin(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
+                                    const char *method, const char *path)
+{
+    bump(&srv->stats.admin);
+    if (!srv->admin_enabled)
+        return respond_error(srv, c, 404, "not_found",
+                             "the admin API is off (start with --admin-token-file)");
+    if (!admin_authorized(srv, c))
+        return respond_error(srv, c, 401, "unauthorized", "missing or wrong admin bearer token");
+    bool get_m = strcmp(method, "GET") == 0;
+    bool post_m = strcmp(method, "POST") == 0;
+    const char *rest = path + strlen("/admin/v1/");
+    if (strcmp(rest, "stats") == 0)
+        return get_m ? admin_stats(srv, c)
+                     : respond_error(srv, c, 405, "method_not_allowed", "use GET");
+    if (strcmp(rest, "entities") == 0)
+        return post_m ? admin_seed(srv, c, req)
+                      : respond_error(srv, c, 405, "method_not_allowed", "use POST");
+    if (strcmp(rest, "ops") == 0)
+        return post_m ? admin_ops(srv, c, req)
+                      : respond_error(srv, c, 405, "method_not_allowed", "use POST");
+    char a[32], b[FSA_ID_BYTES + 1], tail[32];
+    if (strncmp(rest, "entities/", 9) == 0) {
+        const char *t = rest + 9;
+        const char *slash = strchr(t, '/');
+        fsa_type_t type;
+        if (slash != NULL && (size_t)(slash - t) < sizeof a) {
+            memcpy(a, t, (size_t)(slash - t));
+            a[slash - t] = '\0';
+            if (fsa_type_parse(a, &type) == FSA_OK && fsa_model_id_valid(slash + 1))
+                return get_m ? respond_entity(srv, c, 200, type, slash + 1)
+                             : respond_error(srv, c, 405, "method_not_allowed", "use GET");
+        }
+    }
+    if (strncmp(rest, "jobneeds/", 9) == 0) {
+        const char *t = rest + 9;
+        const char *slash = strchr(t, '/');
+        if (slash != NULL && (size_t)(slash - t) < sizeof b && strlen(slash) < sizeof tail) {
+            memcpy(b, t, (size_t)(slash - t));
+            b[slash - t] = '\0';
+            if (strcmp(slash, "/autoclose") == 0 && fsa_model_id_valid(b))
+                return post_m ? admin_autoclose(srv, c, b)
+                              : respond_error(srv, c, 405, "method_not_allowed", "use POST");
+        }
+    }
+    return respond_error(srv, c, 404, "not_found", "no such admin resource");
+}
+
+/* ---- routing ---- */
+
+static enum MHD_Result handle_request(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
+                                      const char *method)
+{
+    char path[URI_MAX];
+    snprintf(path, sizeof path, "%s", req->uri);
+    char *q = strchr(path, '?');
+    const char *query = "";
+    if (q != NULL) {
+        *q = '\0';
+        query = req->uri + (q - path) + 1;
+    }
+    if (strncmp(path, "/admin/v1/", 10) == 0)
+        return handle_admin(srv, c, req, method, path);
+
+    static const char prefix[] = "/v1/devices/";
+    const char *tail = NULL;
+    char devid[FSA_ID_BYTES + 1];
+    bool is_push = false, is_pull = false;
+    if (strncmp(path, prefix, sizeof prefix - 1) == 0) {
+        const char *d = path + sizeof prefix - 1;
+        tail = strchr(d, '/');
+        if (tail != NULL && (size_t)(tail - d) < sizeof devid) {
+            memcpy(devid, d, (size_t)(tail - d));
+            devid[tail - d] = '\0';
+            is_push = strcmp(tail, "/ops") == 0;
+            is_pull = strcmp(tail, "/changes") == 0;
+        }
+    }
+    if (!is_push && !is_pull) {
+        bump(&srv->stats.other);
+        return respond_error(srv, c, 404, "not_found", "no such resource");
+    }
+    bump(is_push ? &srv->stats.push : &srv->stats.pull);
+    if ((is_push && strcmp(method, "POST") != 0) || (is_pull && strcmp(method, "GET") != 0))
+        return respond_error(srv, c, 405, "method_not_allowed",
+                             is_push ? "push is POST" : "pull is GET");
+
+    /* Injected overload answers come before any work, so nothing is applied. */
+    if (fault_hit(srv, srv->cfg.faults.rate_429)) {
+        bump(&srv->stats.f_429);
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", srv->cfg.faults.retry_after_s);
+        char *text = NULL;
+        size_t len = 0;
+        if (fsa_codec_encode_error("overloaded", "injected fault: 429", now_ms(srv), &text, &len) !=
+            FSA_OK)
+            text = NULL;
+        return respond(srv, c, 429, text, len, ra);
+    }
+    if (fault_hit(srv, srv->cfg.faults.rate_5xx)) {
+        bump(&srv->stats.f_5xx);
+        return respond_error(srv, c, 500, "internal", "injected fault: 500");
+    }
+
+    const device_t *dev = NULL;
+    auth_fail_t fail;
+    if (!authenticate(srv, c, req, method, devid, &dev, &fail))
+        return respond_auth_fail(srv, c, &fail);
+    return is_push ? handle_push(srv, c, req, dev) : handle_pull(srv, c, query, dev);
+}
+
+/* ---- libmicrohttpd callbacks ---- */
+
+/* Called first for every request with the request target exactly as sent: the signature covers
+ * it byte for byte, so it is kept before MHD decodes it. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)c;
+    fsa_server_t *srv = cls;
+    request_t *req = calloc(1, sizeof *req);
+    if (req == NULL)
+        return NULL;
+    req->srv = srv;
+    size_t n = strlen(uri);
+    if (n >= sizeof req->uri)
+        req->uri_too_long = true;
+    else
+        memcpy(req->uri, uri, n + 1);
+    atomic_fetch_add(&srv->in_flight, 1);
+    bump(&srv->stats.requests);
+    return req;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    (void)toe;
+    fsa_server_t *srv = cls;
+    request_t *req = *con_cls;
+    if (req == NULL)
+        return;
+    free(req->body);
+    free(req);
+    *con_cls = NULL;
+    atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+static bool append_body(request_t *req, const char *data, size_t n)
+{
+    if (req->body_too_large || req->len + n > RAW_BODY_MAX) {
+        req->body_too_large = true; /* the rest is read and dropped; 413 at the end */
+        return true;
+    }
+    if (req->len + n + 1 > req->cap) {
+        size_t ncap = req->cap == 0 ? 16384 : req->cap;
+        while (ncap < req->len + n + 1)
+            ncap *= 2;
+        if (ncap > RAW_BODY_MAX + 1)
+            ncap = RAW_BODY_MAX + 1;
+        char *nb = realloc(req->body, ncap);
+        if (nb == NULL)
+            return false;
+        req->body = nb;
+        req->cap = ncap;
+    }
+    memcpy(req->body + req->len, data, n);
+    req->len += n;
+    req->body[req->len] = '\0';
+    return true;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)url;
+    (void)version;
+    fsa_server_t *srv = cls;
+    request_t *req = *con_cls;
+    if (req == NULL)
+        return MHD_NO; /* on_uri could not allocate: close the connection */
+    bool is_v1 = strncmp(req->uri, "/v1/", 4) == 0;
+    if (!req->started) {
+        req->started = true;
+        if (is_v1 && fault_hit(srv, srv->cfg.faults.rate_reset)) {
+            bump(&srv->stats.f_reset);
+            return MHD_NO; /* close before processing */
+        }
+        if (req->uri_too_long)
+            return respond_error(srv, c, 414, "malformed", "the request target is too long");
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        int64_t clen = 0;
+        if (cl != NULL && parse_i64(cl, &clen) && clen > RAW_BODY_MAX) {
+            bump(&srv->stats.too_large);
+            return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+        }
+        if (is_v1)
+            req->drop = fault_hit(srv, srv->cfg.faults.rate_drop);
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        bool ok = append_body(req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return ok ? MHD_YES : MHD_NO;
+    }
+    if (req->body_too_large) {
+        bump(&srv->stats.too_large);
+        return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+    }
+    if (is_v1 && srv->cfg.faults.latency_ms > 0) {
+        bump(&srv->stats.f_latency);
+        srv->port.sleep(srv->port.ctx, srv->cfg.faults.latency_ms * FSA_NS_PER_MS);
+    }
+    enum MHD_Result ret = handle_request(srv, c, req, method);
+    if (req->drop) {
+        bump(&srv->stats.f_drop);
+        return MHD_NO; /* processed and committed; the answer is lost */
+    }
+    return ret;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    fsa_server_t *srv = cls;
+    char line[FSA_LIMIT_LOG_LINE];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    fsa_log(&srv->port, FSA_LOG_WARN, "libmicrohttpd: %s", line);
+}
+
+/* ---- start and stop ---- */
+
+static fsa_status_t bind_listen(fsa_server_t *srv, char *err, size_t errlen)
+{
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(srv->cfg.host, srv->cfg.port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve the listen address %s:%s: %s", srv->cfg.host,
+                 srv->cfg.port, gai_strerror(rc));
+        return FSA_EINVAL;
+    }
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    int one = 1;
+    fsa_status_t st = FSA_OK;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on %s:%s: %s", srv->cfg.host, srv->cfg.port,
+                 strerror(e));
+        st = e == EADDRINUSE ? FSA_EBUSY : FSA_EIO;
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    int family = ai->ai_family;
+    freeaddrinfo(ai);
+    if (st != FSA_OK)
+        return st;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    unsigned port = 0;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6)
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    bool v6 = family == AF_INET6 && strchr(srv->cfg.host, ':') != NULL;
+    snprintf(srv->url, sizeof srv->url, "%s://%s%s%s:%u",
+             srv->cfg.tls_cert != NULL ? "https" : "http", v6 ? "[" : "", srv->cfg.host,
+             v6 ? "]" : "", port);
+    srv->listen_fd = fd;
+    return FSA_OK;
+}
+
+static unsigned worker_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    /* A worker serves its own connections one request at a time, and requests wait for the single
+     * writer (and in injected latency): many more workers than cores keep one slow request from
+     * holding up the connections that share its worker (8 per core measured best for the tail
+     * latency of 100 devices pushing at once). */
+    long t = n > 0 ? 8 * n : 8;
+    if (t < 8)
+        t = 8;
+    if (t > 64)
+        t = 64;
+    return (unsigned)t;
+}
+
+static void server_free(fsa_server_t *srv)
+{
+    if (srv == NULL)
+        return;
+    fsa_store_close(srv->store);
+    if (srv->listen_fd >= 0)
+        close(srv->listen_fd);
+    for (size_t i = 0; i < srv->ndevices; i++)
+        fsa_signer_key_wipe(&srv->devices[i].key);
+    free(srv->devices);
+    fsa_signer_wipe(srv->admin_hash, sizeof srv->admin_hash);
+    if (srv->tls_key != NULL) {
+        fsa_signer_wipe(srv->tls_key, strlen(srv->tls_key));
+        free(srv->tls_key);
+    }
+    free(srv->tls_cert);
+    srv->port.mutex_free(srv->port.ctx, srv->nonces.lock);
+    free(srv->nonces.slots);
+    free(srv);
+}
+
+fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out, char *err,
+                              size_t errlen)
+{
+    char dummy[8];
+    if (err == NULL || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    if (out != NULL)
+        *out = NULL;
+    if (cfg == NULL || out == NULL || cfg->host == NULL || cfg->port == NULL ||
+        cfg->db_path == NULL || cfg->devices_file == NULL ||
+        (cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+        snprintf(err, errlen, "invalid server configuration");
+        return FSA_EINVAL;
+    }
+    fsa_server_t *srv = calloc(1, sizeof *srv);
+    if (srv == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return FSA_ENOMEM;
+    }
+    srv->port = *fsa_port_posix();
+    srv->port.log = server_log;
+    srv->cfg = *cfg;
+    srv->listen_fd = -1;
+    srv->started_ms = now_ms(srv);
+    atomic_init(&srv->in_flight, 0);
+    atomic_init(&srv->fault_counter, 0);
+    fsa_status_t st = srv->port.mutex_new(srv->port.ctx, &srv->nonces.lock);
+    srv->nonces.slots = calloc(NONCE_SLOTS, sizeof *srv->nonces.slots);
+    if (st != FSA_OK || srv->nonces.slots == NULL) {
+        snprintf(err, errlen, "out of memory");
+        st = FSA_ENOMEM;
+        goto out;
+    }
+    st = load_devices(srv, err, errlen);
+    if (st == FSA_OK && cfg->admin_token_file != NULL)
+        st = load_admin_token(srv, err, errlen);
+    size_t len = 0;
+    if (st == FSA_OK && cfg->tls_cert != NULL) {
+        st = read_file("TLS certificate", cfg->tls_cert, CERT_MAX, false, &srv->tls_cert, &len, err,
+                       errlen);
+        if (st == FSA_OK)
+            st = read_file("TLS key", cfg->tls_key, CERT_MAX, true, &srv->tls_key, &len, err,
+                           errlen);
+        if (st == FSA_OK && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            snprintf(err, errlen, "this libmicrohttpd was built without TLS");
+            st = FSA_EUNSUPPORTED;
+        }
+    }
+    if (st != FSA_OK)
+        goto out;
+    unsigned threads = worker_threads();
+    st = fsa_store_open(&srv->port, cfg->db_path, threads, &srv->store, err, errlen);
+    if (st != FSA_OK) {
+        char tmp[256];
+        snprintf(tmp, sizeof tmp, "%s", err);
+        snprintf(err, errlen, "database %s: %s", cfg->db_path, tmp);
+        goto out;
+    }
+    st = bind_listen(srv, err, errlen);
+    if (st != FSA_OK)
+        goto out;
+
+    /* poll(), not epoll: with a thread pool and epoll, libmicrohttpd 0.9.75's
+     * MHD_quiesce_daemon() races its own worker threads removing the listening socket from their
+     * epoll sets, and now and then aborts the process at shutdown ("Failed to remove listen FD
+     * from epoll set"). poll() has no such set; each worker polls only its own connections and
+     * the listening socket, which stays cheap at hundreds of connections. */
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (srv->tls_cert != NULL)
+        flags |= MHD_USE_TLS;
+    struct MHD_OptionItem tls_opts[] = {
+        {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, srv->tls_cert},
+        {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, srv->tls_key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    srv->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+        MHD_OPTION_LISTEN_SOCKET, srv->listen_fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+        MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+    if (srv->mhd == NULL) {
+        snprintf(err, errlen, "cannot start the HTTP server on %s:%s%s", cfg->host, cfg->port,
+                 srv->tls_cert != NULL ? " (check the TLS certificate and key)" : "");
+        st = FSA_EIO;
+        goto out;
+    }
+out:
+    if (st != FSA_OK) {
+        server_free(srv);
+        return st;
+    }
+    *out = srv;
+    return FSA_OK;
+}
+
+const char *fsa_server_url(const fsa_server_t *srv)
+{
+    return srv != NULL ? srv->url : "";
+}
+
+void fsa_server_stop(fsa_server_t *srv)
+{
+    if (srv == NULL)
+        return;
+    if (srv->mhd != NULL) {
+        /* Once MHD runs it owns the listening socket: quiesce hands it back (we close it), or
+         * MHD_stop_daemon closes it. */
+        MHD_socket s = MHD_quiesce_daemon(srv->mhd);
+        if (s != MHD_INVALID_SOCKET)
+            close(s);
+        srv->listen_fd = -1;
+        /* Requests already received finish and get their answers; idle keep-alive connections
+         * are closed by MHD_stop_daemon. */
+        for (int waited = 0; atomic_load(&srv->in_flight) > 0 && waited < SHUTDOWN_WAIT_MS;
+             waited += 10)
+            srv->port.sleep(srv->port.ctx, 10 * FSA_NS_PER_MS);
+        MHD_stop_daemon(srv->mhd);
+        srv->mhd = NULL;
+    }
+    server_free(srv);
+}

@@ -1,0 +1,76 @@
+/* fieldsync-server: the server's own entity store (SQLite, WAL): apply pushed ops, pull changes. */
+#ifndef FSA_SYNC_SERVER_STORE_H
+#define FSA_SYNC_SERVER_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "port/port.h"
+#include "storage/model.h"
+#include "sync/codec.h"
+
+/*
+ * One database file holds the entities, the op log (op_id -> outcome, for idempotency across
+ * restarts) and the change sequence that pull cursors count in.
+ *
+ * Concurrency: one write connection, taken by one thread at a time in arrival order, applies
+ * every batch inside BEGIN IMMEDIATE ... COMMIT, so every precondition is checked inside the write
+ * transaction; a small pool of read connections serves pulls and reads (WAL readers never block
+ * the writer). All functions are safe to call from any number of threads.
+ */
+
+typedef struct fsa_store fsa_store_t;
+
+/*
+ * Opens (creating it, mode 0600, when missing) the store at path with `readers` read connections
+ * (1..64): WAL, synchronous=FULL, busy timeout FSA_LIMIT_BUSY_TIMEOUT_MS.
+ * On FSA_OK *out is the store (close with fsa_store_close); otherwise *out is NULL and err
+ * (errlen bytes) names the problem. Returns FSA_OK, FSA_EINVAL, FSA_EIO, FSA_ESCHEMA (a database
+ * of another program or a newer schema), FSA_ENOMEM.
+ */
+fsa_status_t fsa_store_open(const fsa_port_t *port, const char *path, unsigned readers,
+                            fsa_store_t **out, char *err, size_t errlen) FSA_MUST_CHECK;
+
+/* Closes every connection (after the callers are done with it). NULL is accepted. */
+void fsa_store_close(fsa_store_t *store);
+
+/*
+ * Applies a decoded push in one transaction: ops in array order, a group (same non-empty group
+ * string) all-or-nothing at the position of its first op, each op_id at most once forever.
+ *   device:    the signer; recorded with each op and as the owner of the attendance it creates.
+ *   by_server: admin ops (FSA_APPLY_BY_SERVER: server-only transitions allowed; no owner).
+ *   results:   n entries the function fills (caller clears them with fsa_codec_result_clear).
+ * A group where one op is not applied: nothing of it is applied, and every op of the group that
+ * is not a duplicate reports the failing op's status: "conflict" (each with its own entity's
+ * current state, when the entity exists) or "rejected" with the failing op's code; the error
+ * message names the failing op.
+ * Returns FSA_OK (results filled); FSA_EIO, FSA_EBUSY, FSA_EFULL, FSA_ENOMEM when the database
+ * failed: then nothing was committed, results are cleared and err names the problem.
+ */
+fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_server,
+                             const fsa_codec_op_t *ops, size_t n, int64_t now_ms,
+                             fsa_codec_result_t *results, char *err, size_t errlen) FSA_MUST_CHECK;
+
+/*
+ * The changes after cursor `since` (0: from the beginning) that `device` may see, oldest first,
+ * at most `limit` (1..FSA_STORE_PULL_MAX). Sets out->changes/count/more and *next_cursor (the
+ * cursor to send next; `since` when nothing is returned). out->cursor and server_time are left to
+ * the caller. Visibility: jobneeds and tickets are visible to every device; an attendance only to
+ * the device that created it (an attendance the server created through the admin API, to all).
+ * Returns FSA_OK, FSA_EINVAL, FSA_EIO, FSA_ENOMEM; on failure out is empty.
+ */
+#define FSA_STORE_PULL_MAX 1000
+fsa_status_t fsa_store_pull(fsa_store_t *store, const char *device, int64_t since, unsigned limit,
+                            fsa_codec_pull_t *out, int64_t *next_cursor) FSA_MUST_CHECK;
+
+/* Reads one entity into *out (fields malloc'ed; clear with fsa_codec_change_clear). Returns
+ * FSA_OK, FSA_ENOTFOUND, FSA_EINVAL, FSA_EIO, FSA_ENOMEM; *out is empty on failure. */
+fsa_status_t fsa_store_get(fsa_store_t *store, fsa_type_t type, const char *id,
+                           fsa_codec_change_t *out) FSA_MUST_CHECK;
+
+/* Counts of stored rows, for the admin statistics. FSA_OK or FSA_EIO (then all 0). */
+fsa_status_t fsa_store_counts(fsa_store_t *store, int64_t *entities, int64_t *ops,
+                              int64_t *last_change) FSA_MUST_CHECK;
+
+#endif

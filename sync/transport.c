@@ -1,0 +1,895 @@
+/* fieldsync: the HTTP(S) transport to the server over libcurl, the only file that includes it. */
+#include "sync/transport.h"
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#define ZLIB_CONST
+#include <zlib.h>
+
+#include "port/limits.h"
+#include "port/port.h"
+
+/* The defaults transport.h documents for a 0 in the options. */
+#define DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define DEFAULT_TOTAL_TIMEOUT_MS 60000
+#define DEFAULT_GZIP_MIN_BYTES 1024
+#define DEFAULT_MAX_RESPONSE_BYTES ((size_t)8 * 1024 * 1024)
+
+/* The first allocation for an answer body; it doubles from here up to max_response_bytes. */
+#define BODY_INITIAL_CAP 16384
+
+/* "sha256//" and the base64 of 32 bytes: 43 characters and one '=' of padding. */
+#define PIN_PREFIX "sha256//"
+#define PIN_B64_LEN 44
+
+/* Room for a Retry-After or Date value: an HTTP date is 29 characters; longer is malformed. */
+#define RETRY_AFTER_MAX 64
+
+/* A request header line we build: the longest is X-Device-Id with a 128-byte id. */
+#define HEADER_LINE_MAX 192
+
+struct fsa_transport {
+    CURL *curl;
+    char *base_url;  /* scheme://host[:port][/prefix], without a trailing '/' */
+    char *base_path; /* the prefix alone: "" or "/prefix" */
+    size_t gzip_min_bytes;
+    size_t max_response_bytes;
+    char curl_err[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: curl's detail of the last failure */
+};
+
+/*
+ * libcurl must be initialised once per process before any other call, and curl_global_init is
+ * not guaranteed thread safe on every build. STYLE.md keeps OS calls in port/, but this is a
+ * library's own process-wide setup rather than something tests need to substitute, so a
+ * pthread_once guard here is the deliberate exception. curl_global_cleanup is never called: other
+ * code in the process may still use libcurl at exit, and the OS reclaims everything anyway.
+ */
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_FAILED_INIT;
+
+static void global_init(void)
+{
+    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void say(char *buf, size_t len, const char *fmt, ...) FSA_PRINTF(3, 4);
+
+static void say(char *buf, size_t len, const char *fmt, ...)
+{
+    if (buf == NULL || len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+    /* A message is one line: curl's detail text can end in a newline, and a URL from the caller
+     * must not be able to forge a second log line. */
+    for (char *p = buf; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    size_t n = strlen(buf);
+    while (n > 0 && buf[n - 1] == ' ')
+        buf[--n] = '\0';
+}
+
+/* ---- URL and option checks (pure) ---- */
+
+bool fsa_transport_host_is_loopback(const char *host)
+{
+    if (host == NULL)
+        return false;
+    if (strcasecmp(host, "localhost") == 0)
+        return true;
+
+    char buf[INET6_ADDRSTRLEN + 2];
+    size_t n = strlen(host);
+    if (n >= sizeof buf)
+        return false;
+    memcpy(buf, host, n + 1);
+    if (n >= 2 && buf[0] == '[' && buf[n - 1] == ']') {
+        memmove(buf, buf + 1, n - 2);
+        buf[n - 2] = '\0';
+    }
+
+    /* inet_pton takes only the strict dotted-decimal form: no octal or hex parts, no short
+     * forms, so "0177.0.0.1" cannot pass for something it is not. */
+    struct in_addr a4;
+    if (inet_pton(AF_INET, buf, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, buf, &a6) == 1) {
+        if (IN6_IS_ADDR_LOOPBACK(&a6))
+            return true;
+        /* ::ffff:127.x.y.z reaches the IPv4 loopback through a dual-stack socket. */
+        return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+static int b64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+static bool pin_is_valid(const char *p, size_t n)
+{
+    size_t plen = sizeof PIN_PREFIX - 1;
+    if (n != plen + PIN_B64_LEN || strncmp(p, PIN_PREFIX, plen) != 0)
+        return false;
+    p += plen;
+    for (size_t i = 0; i < PIN_B64_LEN - 1; i++)
+        if (b64_value(p[i]) < 0)
+            return false;
+    if (p[PIN_B64_LEN - 1] != '=')
+        return false;
+    /* 43 characters carry 258 bits for 256: in the canonical encoding the last character's two
+     * low bits are zero. curl compares pins as strings against the canonical encoding, so any
+     * other spelling of the same bytes would never match and is a configuration error. */
+    return (b64_value(p[PIN_B64_LEN - 2]) & 3) == 0;
+}
+
+static bool pin_list_is_valid(const char *pins)
+{
+    const char *p = pins;
+    for (;;) {
+        const char *semi = strchr(p, ';');
+        size_t n = semi != NULL ? (size_t)(semi - p) : strlen(p);
+        if (!pin_is_valid(p, n))
+            return false;
+        if (semi == NULL)
+            return true;
+        p = semi + 1;
+    }
+}
+
+/* What follows the host in a request line: '/' then visible ASCII only, so nothing the caller
+ * passes can split the request line or add a header. */
+static bool path_is_valid(const char *path)
+{
+    if (path[0] != '/')
+        return false;
+    for (const char *p = path; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '#')
+            return false;
+    return true;
+}
+
+static char *dup_trimmed(const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == '/')
+        n--;
+    char *r = malloc(n + 1);
+    if (r != NULL) {
+        memcpy(r, s, n);
+        r[n] = '\0';
+    }
+    return r;
+}
+
+/*
+ * Parses and checks base_url with curl's own URL parser, so the transport and libcurl agree on
+ * what the host is. On FSA_OK sets t->base_url and t->base_path.
+ */
+static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, bool allow_insecure,
+                                   char *err, size_t errlen)
+{
+    fsa_status_t st = FSA_EINVAL;
+    char *scheme = NULL, *host = NULL, *path = NULL, *full = NULL;
+    char *extra = NULL;
+    CURLU *u = curl_url();
+    if (u == NULL) {
+        say(err, errlen, "out of memory parsing base_url");
+        return FSA_ENOMEM;
+    }
+    /* NON_SUPPORT_SCHEME lets any scheme through the parser so the check below can name it. */
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+    if (uc != CURLUE_OK) {
+        st = uc == CURLUE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
+        say(err, errlen, "malformed base_url \"%.120s\": %s", url, curl_url_strerror(uc));
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
+        say(err, errlen, "malformed base_url \"%.120s\": no scheme or host", url);
+        goto out;
+    }
+    bool https = strcasecmp(scheme, "https") == 0;
+    if (!https && strcasecmp(scheme, "http") != 0) {
+        say(err, errlen, "base_url scheme \"%.20s\" is not supported: use https", scheme);
+        goto out;
+    }
+    /* Credentials in a URL end up in logs; a query or fragment cannot take a path after it. */
+    static const CURLUPart forbidden[] = {CURLUPART_USER, CURLUPART_PASSWORD, CURLUPART_QUERY,
+                                          CURLUPART_FRAGMENT};
+    for (size_t i = 0; i < sizeof forbidden / sizeof forbidden[0]; i++) {
+        uc = curl_url_get(u, forbidden[i], &extra, 0);
+        curl_free(extra);
+        extra = NULL;
+        if (uc == CURLUE_OK) {
+            /* Not echoed: the URL may hold a password. */
+            say(err, errlen, "base_url must not hold credentials, a query or a fragment");
+            goto out;
+        }
+    }
+    if (!https && !allow_insecure && !fsa_transport_host_is_loopback(host)) {
+        say(err, errlen,
+            "refusing plain http:// to %.100s: use https (or allow insecure http explicitly)",
+            host);
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK) {
+        st = FSA_ENOMEM;
+        say(err, errlen, "out of memory parsing base_url");
+        goto out;
+    }
+    t->base_url = dup_trimmed(full);
+    t->base_path = dup_trimmed(path);
+    if (t->base_url == NULL || t->base_path == NULL) {
+        st = FSA_ENOMEM;
+        say(err, errlen, "out of memory copying base_url");
+        goto out;
+    }
+    st = FSA_OK;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(path);
+    curl_free(full);
+    curl_url_cleanup(u);
+    return st;
+}
+
+/* ---- creation ---- */
+
+static long clamp_ms(int64_t ms, int64_t dflt)
+{
+    if (ms == 0)
+        ms = dflt;
+    return ms > LONG_MAX ? LONG_MAX : (long)ms;
+}
+
+/* Sets one option; on failure records which one and leaves through `out`. */
+#define SETOPT(opt, val)                                                                           \
+    do {                                                                                           \
+        CURLcode rc_ = curl_easy_setopt(t->curl, opt, val);                                        \
+        if (rc_ != CURLE_OK) {                                                                     \
+            st = rc_ == CURLE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;                             \
+            say(err, errlen, "libcurl refused %s: %s", #opt, curl_easy_strerror(rc_));             \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+fsa_status_t fsa_transport_new(const fsa_transport_opts_t *opts, fsa_transport_t **out, char *err,
+                               size_t errlen)
+{
+    fsa_status_t st = FSA_EINVAL;
+    fsa_transport_t *t = NULL;
+    say(err, errlen, "%s", "");
+    if (out == NULL) {
+        say(err, errlen, "no place for the transport (out is NULL)");
+        return FSA_EINVAL;
+    }
+    *out = NULL;
+    if (opts == NULL || opts->base_url == NULL) {
+        say(err, errlen, "base_url is required");
+        return FSA_EINVAL;
+    }
+    if ((opts->client_cert == NULL) != (opts->client_key == NULL)) {
+        say(err, errlen, "client_cert and client_key go together: give both or neither");
+        return FSA_EINVAL;
+    }
+    if (opts->connect_timeout_ms < 0 || opts->total_timeout_ms < 0) {
+        say(err, errlen, "timeouts must not be negative");
+        return FSA_EINVAL;
+    }
+    if (opts->pins != NULL && !pin_list_is_valid(opts->pins)) {
+        say(err, errlen, "malformed pin list: expected sha256//<base64 of 32 bytes>[;sha256//...]");
+        return FSA_EINVAL;
+    }
+    pthread_once(&global_once, global_init);
+    if (global_rc != CURLE_OK) {
+        say(err, errlen, "libcurl failed to initialise: %s", curl_easy_strerror(global_rc));
+        return FSA_ENOMEM;
+    }
+
+    t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        say(err, errlen, "out of memory");
+        return FSA_ENOMEM;
+    }
+    st = parse_base_url(t, opts->base_url, opts->allow_insecure_http, err, errlen);
+    if (st != FSA_OK)
+        goto out;
+    t->gzip_min_bytes = opts->gzip_min_bytes != 0 ? opts->gzip_min_bytes : DEFAULT_GZIP_MIN_BYTES;
+    t->max_response_bytes =
+        opts->max_response_bytes != 0 ? opts->max_response_bytes : DEFAULT_MAX_RESPONSE_BYTES;
+    /* The body buffer holds max + 1 bytes for the terminating NUL. */
+    if (t->max_response_bytes == SIZE_MAX)
+        t->max_response_bytes = SIZE_MAX - 1;
+
+    t->curl = curl_easy_init();
+    if (t->curl == NULL) {
+        st = FSA_ENOMEM;
+        say(err, errlen, "libcurl could not make a handle");
+        goto out;
+    }
+    SETOPT(CURLOPT_ERRORBUFFER, t->curl_err);
+    /* Signals would interrupt the host program; timeouts work without them (threaded resolver). */
+    SETOPT(CURLOPT_NOSIGNAL, 1L);
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS,
+           clamp_ms(opts->connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS));
+    SETOPT(CURLOPT_TIMEOUT_MS, clamp_ms(opts->total_timeout_ms, DEFAULT_TOTAL_TIMEOUT_MS));
+    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+    /* A redirect would change the path the signature covers: the server never sends one. */
+    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+    /* The server verifies the signature over the path exactly as the signer saw it, so curl must
+     * not squash "/./" or "/../" on the way out. */
+    SETOPT(CURLOPT_PATH_AS_IS, 1L);
+    SETOPT(CURLOPT_USERAGENT, "fieldsync-agent");
+    SETOPT(CURLOPT_ACCEPT_ENCODING, "gzip");
+    SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
+    SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+    SETOPT(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (opts->ca_file != NULL) {
+        SETOPT(CURLOPT_CAINFO, opts->ca_file);
+        /* "Instead of the system's": Debian's libcurl also trusts a compiled-in CA directory
+         * unless it is switched off. */
+        SETOPT(CURLOPT_CAPATH, (char *)NULL);
+    }
+    if (opts->pins != NULL)
+        SETOPT(CURLOPT_PINNEDPUBLICKEY, opts->pins);
+    if (opts->client_cert != NULL) {
+        SETOPT(CURLOPT_SSLCERT, opts->client_cert);
+        SETOPT(CURLOPT_SSLCERTTYPE, "PEM");
+        SETOPT(CURLOPT_SSLKEY, opts->client_key);
+        SETOPT(CURLOPT_SSLKEYTYPE, "PEM");
+    }
+    /* An empty proxy string makes curl ignore http_proxy and friends: the configuration says
+     * where traffic goes, not whatever environment the agent was started in. */
+    SETOPT(CURLOPT_PROXY, opts->proxy != NULL ? opts->proxy : "");
+    st = FSA_OK;
+out:
+    if (st != FSA_OK) {
+        fsa_transport_free(t);
+        return st;
+    }
+    *out = t;
+    return FSA_OK;
+}
+
+#undef SETOPT
+
+void fsa_transport_free(fsa_transport_t *t)
+{
+    if (t == NULL)
+        return;
+    if (t->curl != NULL)
+        curl_easy_cleanup(t->curl);
+    free(t->base_url);
+    free(t->base_path);
+    free(t);
+}
+
+void fsa_http_response_clear(fsa_http_response_t *r)
+{
+    if (r == NULL)
+        return;
+    free(r->body);
+    memset(r, 0, sizeof *r);
+    r->retry_after_ms = -1;
+}
+
+/* ---- one request ---- */
+
+/*
+ * Compresses in[0..len) into one gzip member. The output buffer is deflateBound's worst case, so
+ * deflate never runs out of room; the loop only exists because zlib counts in 32-bit units.
+ */
+static fsa_status_t gzip_body(const void *in, size_t len, unsigned char **out, size_t *out_len)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    *out = NULL;
+    *out_len = 0;
+    if ((uLong)len != len)
+        return FSA_ETOOLARGE;
+    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+        Z_OK)
+        return FSA_ENOMEM;
+    fsa_status_t st = FSA_ENOMEM;
+    size_t cap = (size_t)deflateBound(&zs, (uLong)len);
+    unsigned char *buf = cap >= len ? malloc(cap) : NULL;
+    if (buf == NULL)
+        goto out;
+    const unsigned char *src = in;
+    size_t in_left = len;
+    size_t produced = 0;
+    int zrc;
+    do {
+        if (zs.avail_in == 0 && in_left > 0) {
+            uInt chunk = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
+            zs.next_in = src;
+            zs.avail_in = chunk;
+            src += chunk;
+            in_left -= chunk;
+        }
+        size_t room = cap - produced;
+        uInt avail = room > UINT_MAX ? UINT_MAX : (uInt)room;
+        zs.next_out = buf + produced;
+        zs.avail_out = avail;
+        zrc = deflate(&zs, in_left == 0 ? Z_FINISH : Z_NO_FLUSH);
+        produced += avail - zs.avail_out;
+        if (zrc == Z_STREAM_ERROR || (zrc != Z_STREAM_END && produced == cap)) {
+            st = FSA_EIO;
+            goto out;
+        }
+    } while (zrc != Z_STREAM_END);
+    *out = buf;
+    *out_len = produced;
+    buf = NULL;
+    st = FSA_OK;
+out:
+    deflateEnd(&zs);
+    free(buf);
+    return st;
+}
+
+/* The request body as curl reads it; counts what was handed to the wire. */
+typedef struct upload {
+    const unsigned char *data;
+    size_t len;
+    size_t pos;
+    size_t sent; /* bytes given to curl, including any resend after a rewind */
+} upload_t;
+
+static size_t on_read(char *dst, size_t size, size_t nitems, void *arg)
+{
+    upload_t *up = arg;
+    size_t room = size * nitems; /* curl guarantees this product fits */
+    size_t n = up->len - up->pos;
+    if (n > room)
+        n = room;
+    if (n == 0)
+        return 0; /* the end of the body (data may be NULL for an empty one) */
+    memcpy(dst, up->data + up->pos, n);
+    up->pos += n;
+    up->sent += n;
+    return n;
+}
+
+/* curl rewinds the body when it resends a request, e.g. after a kept-alive connection turned out
+ * to be closed by the server: without this it would fail instead of retrying. */
+static int on_seek(void *arg, curl_off_t offset, int origin)
+{
+    upload_t *up = arg;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > up->len)
+        return CURL_SEEKFUNC_FAIL;
+    up->pos = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+/* The answer body, bounded by max_response_bytes after curl has inflated it. */
+typedef struct sink {
+    char *buf;
+    size_t len;
+    size_t cap;
+    size_t max;
+    bool too_large;
+    bool no_memory;
+} sink_t;
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
+{
+    sink_t *s = arg;
+    size_t n = size * nmemb; /* curl passes size 1 */
+    if (n == 0)
+        return 0;
+    if (n > s->max - s->len) {
+        s->too_large = true;
+        return 0; /* any count other than n makes curl abort with CURLE_WRITE_ERROR */
+    }
+    if (s->len + n + 1 > s->cap) {
+        size_t need = s->len + n + 1;
+        size_t cap = s->cap != 0 ? s->cap : BODY_INITIAL_CAP;
+        while (cap < need)
+            cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+        if (cap > s->max + 1)
+            cap = s->max + 1;
+        char *p = realloc(s->buf, cap);
+        if (p == NULL) {
+            s->no_memory = true;
+            return 0;
+        }
+        s->buf = p;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, data, n);
+    s->len += n;
+    s->buf[s->len] = '\0';
+    return n;
+}
+
+/* One auth header value from the sign callback: NUL terminated inside its array, non-empty, and
+ * visible ASCII only, so a buggy callback cannot inject a header. */
+static bool header_value_is_valid(const char *v, size_t cap)
+{
+    const char *end = memchr(v, '\0', cap);
+    if (end == NULL || end == v)
+        return false;
+    for (const char *p = v; p < end; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return false;
+    return true;
+}
+
+static fsa_status_t add_header(struct curl_slist **list, const char *name, const char *value)
+{
+    char line[HEADER_LINE_MAX];
+    int n = snprintf(line, sizeof line, "%s: %s", name, value);
+    if (n < 0 || (size_t)n >= sizeof line)
+        return FSA_EINVAL;
+    struct curl_slist *l = curl_slist_append(*list, line);
+    if (l == NULL)
+        return FSA_ENOMEM;
+    *list = l;
+    return FSA_OK;
+}
+
+/*
+ * Retry-After (RFC 9110 section 10.2.3): delay-seconds or an HTTP date. A date is measured
+ * against the server's own Date header when there is one, so a device clock that is off does not
+ * stretch or shrink the wait; otherwise against the wall clock. Past dates give 0, a value that
+ * is neither form gives -1 (absent), and every wait is capped at FSA_LIMIT_RETRY_AFTER_MAX_MS.
+ */
+static int64_t parse_retry_after(const char *v, const char *server_date)
+{
+    const int64_t cap_s = FSA_LIMIT_RETRY_AFTER_MAX_MS / 1000;
+    const char *p = v;
+    bool negative = false;
+    if (*p == '-') {
+        negative = true;
+        p++;
+    }
+    if (*p >= '0' && *p <= '9') {
+        int64_t secs = 0;
+        for (; *p >= '0' && *p <= '9'; p++)
+            if (secs <= cap_s)
+                secs = secs * 10 + (*p - '0');
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p != '\0')
+            return -1;
+        if (negative)
+            return 0;
+        return (secs > cap_s ? cap_s : secs) * 1000;
+    }
+    if (negative)
+        return -1;
+    time_t when = curl_getdate(v, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    time_t now = server_date != NULL ? curl_getdate(server_date, NULL) : (time_t)-1;
+    int64_t now_ms;
+    if (now != (time_t)-1)
+        now_ms = (int64_t)now * 1000;
+    else
+        now_ms = fsa_port_posix()->wall_now(fsa_port_posix()->ctx).ms;
+    int64_t delta = (int64_t)when * 1000 - now_ms;
+    if (delta < 0)
+        return 0;
+    return delta > FSA_LIMIT_RETRY_AFTER_MAX_MS ? FSA_LIMIT_RETRY_AFTER_MAX_MS : delta;
+}
+
+/* Copies the answer's header `name` into buf. False when it is absent or longer than buf (no
+ * value this module reads is anywhere near that long). The copy matters: curl's header struct is
+ * only valid until the next curl_easy_header call. */
+static bool header_copy(CURL *curl, const char *name, char *buf, size_t len)
+{
+    struct curl_header *h = NULL;
+    if (curl_easy_header(curl, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || h == NULL)
+        return false;
+    size_t n = strlen(h->value);
+    if (n >= len)
+        return false;
+    memcpy(buf, h->value, n + 1);
+    return true;
+}
+
+/* Fills the answer's numbers from curl; called after every perform, failed or not, since a
+ * failed request can still have put bytes on the wire. */
+static void collect_info(fsa_transport_t *t, const upload_t *up, fsa_http_response_t *resp)
+{
+    long code = 0, req_size = 0, hdr_size = 0, connects = 1;
+    curl_off_t down = 0;
+    if (curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK)
+        resp->status = (int)code;
+    /* The body goes through on_read, never in curl's request buffer, so REQUEST_SIZE is the
+     * header part alone and the body is what on_read handed out. */
+    if (curl_easy_getinfo(t->curl, CURLINFO_REQUEST_SIZE, &req_size) == CURLE_OK && req_size > 0)
+        resp->wire_bytes_sent = (size_t)req_size;
+    resp->wire_bytes_sent += up->sent;
+    if (curl_easy_getinfo(t->curl, CURLINFO_HEADER_SIZE, &hdr_size) == CURLE_OK && hdr_size > 0)
+        resp->wire_bytes_received = (size_t)hdr_size;
+    if (curl_easy_getinfo(t->curl, CURLINFO_SIZE_DOWNLOAD_T, &down) == CURLE_OK && down > 0)
+        resp->wire_bytes_received += (size_t)down;
+    if (curl_easy_getinfo(t->curl, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
+        resp->reused_connection = resp->status != 0 && connects == 0;
+}
+
+typedef struct curl_failure {
+    fsa_status_t st;
+    const char *what;
+} curl_failure_t;
+
+static curl_failure_t map_curl_error(CURLcode rc, const sink_t *sink)
+{
+    curl_failure_t f = {FSA_ENET, "network error"};
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        f.st = FSA_ETIMEOUT;
+        f.what = "timed out";
+        break;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_USE_SSL_FAILED:
+        f.st = FSA_ETLS;
+        f.what = "TLS failed";
+        break;
+    case CURLE_WRITE_ERROR:
+        if (sink->too_large) {
+            f.st = FSA_ETOOLARGE;
+            f.what = "answer too large";
+        } else if (sink->no_memory) {
+            f.st = FSA_ENOMEM;
+            f.what = "out of memory for the answer";
+        }
+        break;
+    case CURLE_OUT_OF_MEMORY:
+        f.st = FSA_ENOMEM;
+        f.what = "out of memory";
+        break;
+    case CURLE_URL_MALFORMAT:
+        f.st = FSA_EINVAL;
+        f.what = "malformed URL";
+        break;
+    default:
+        /* Resolve, connect, send and receive failures, resets, and anything else about the
+         * exchange itself (a garbled answer, a broken gzip stream) are all "the network failed":
+         * the engine backs off and tries again, which is the only useful reaction. */
+        break;
+    }
+    return f;
+}
+
+fsa_status_t fsa_transport_request(fsa_transport_t *t, const char *method,
+                                   const char *path_and_query, const void *body, size_t len,
+                                   fsa_transport_sign_fn sign, void *sign_arg,
+                                   fsa_http_response_t *resp)
+{
+    if (resp == NULL)
+        return FSA_EINVAL;
+    memset(resp, 0, sizeof *resp);
+    resp->retry_after_ms = -1;
+    if (t == NULL || method == NULL || path_and_query == NULL) {
+        say(resp->error, sizeof resp->error, "transport, method and path are required");
+        return FSA_EINVAL;
+    }
+    bool post = strcmp(method, "POST") == 0;
+    if (!post && strcmp(method, "GET") != 0) {
+        say(resp->error, sizeof resp->error, "method \"%.16s\" is not GET or POST", method);
+        return FSA_EINVAL;
+    }
+    if (!path_is_valid(path_and_query)) {
+        say(resp->error, sizeof resp->error,
+            "path \"%.100s\" must start with '/' and hold visible ASCII only", path_and_query);
+        return FSA_EINVAL;
+    }
+    if (body == NULL && len > 0) {
+        say(resp->error, sizeof resp->error, "body is NULL but len is %zu", len);
+        return FSA_EINVAL;
+    }
+    if (!post && len > 0) {
+        say(resp->error, sizeof resp->error, "a GET carries no body");
+        return FSA_EINVAL;
+    }
+
+    fsa_status_t st = FSA_ENOMEM;
+    unsigned char *gz = NULL;
+    char *url = NULL;
+    char *full_path = NULL;
+    struct curl_slist *headers = NULL;
+    sink_t sink = {.max = t->max_response_bytes};
+    upload_t up = {.data = body, .len = len};
+    bool compressed = post && t->gzip_min_bytes != SIZE_MAX && len >= t->gzip_min_bytes;
+
+    size_t plen = strlen(path_and_query);
+    size_t blen = strlen(t->base_url);
+    size_t bplen = strlen(t->base_path);
+    url = malloc(blen + plen + 1);
+    full_path = malloc(bplen + plen + 1);
+    if (url == NULL || full_path == NULL) {
+        say(resp->error, sizeof resp->error, "out of memory building the URL");
+        goto out;
+    }
+    memcpy(url, t->base_url, blen);
+    memcpy(url + blen, path_and_query, plen + 1);
+    memcpy(full_path, t->base_path, bplen);
+    memcpy(full_path + bplen, path_and_query, plen + 1);
+
+    if (compressed) {
+        size_t gz_len = 0;
+        st = gzip_body(body, len, &gz, &gz_len);
+        if (st != FSA_OK) {
+            say(resp->error, sizeof resp->error, "compressing the %zu-byte body failed: %s", len,
+                fsa_status_str(st));
+            goto out;
+        }
+        up.data = gz;
+        up.len = gz_len;
+    }
+
+    if (post) {
+        st = add_header(&headers, "Content-Type", "application/json");
+        if (st == FSA_OK && compressed)
+            st = add_header(&headers, "Content-Encoding", "gzip");
+        /* Without this curl sends "Expect: 100-continue" for larger bodies and holds them back
+         * until the server answers "100 Continue" or a second passes: a round trip lost for no
+         * gain, since our bodies are small and the server reads them all anyway. */
+        if (st == FSA_OK) {
+            /* A header with nothing after the colon tells curl to leave that header out. */
+            struct curl_slist *l = curl_slist_append(headers, "Expect:");
+            if (l != NULL)
+                headers = l;
+            else
+                st = FSA_ENOMEM;
+        }
+        if (st != FSA_OK)
+            goto header_failed;
+    }
+    st = add_header(&headers, "Accept", "application/json");
+    if (st != FSA_OK)
+        goto header_failed;
+    if (sign != NULL) {
+        fsa_auth_headers_t auth;
+        memset(&auth, 0, sizeof auth);
+        /* The path the server sees, prefix included: that is what it verifies. */
+        st = sign(sign_arg, method, full_path, up.data, up.len, &auth);
+        if (st != FSA_OK) {
+            say(resp->error, sizeof resp->error, "signing %s %.100s failed: %s", method, full_path,
+                fsa_status_str(st));
+            goto out;
+        }
+        if (!header_value_is_valid(auth.device_id, sizeof auth.device_id) ||
+            !header_value_is_valid(auth.timestamp, sizeof auth.timestamp) ||
+            !header_value_is_valid(auth.nonce, sizeof auth.nonce) ||
+            !header_value_is_valid(auth.signature, sizeof auth.signature)) {
+            st = FSA_EINVAL;
+            say(resp->error, sizeof resp->error,
+                "the sign callback returned an empty or malformed auth header");
+            goto out;
+        }
+        st = add_header(&headers, "X-Device-Id", auth.device_id);
+        if (st == FSA_OK)
+            st = add_header(&headers, "X-Timestamp", auth.timestamp);
+        if (st == FSA_OK)
+            st = add_header(&headers, "X-Nonce", auth.nonce);
+        if (st == FSA_OK)
+            st = add_header(&headers, "X-Signature", auth.signature);
+        if (st != FSA_OK)
+            goto header_failed;
+    }
+
+    CURLcode rc = curl_easy_setopt(t->curl, CURLOPT_URL, url);
+    if (rc == CURLE_OK && post) {
+        rc = curl_easy_setopt(t->curl, CURLOPT_POST, 1L);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(t->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)up.len);
+    } else if (rc == CURLE_OK) {
+        rc = curl_easy_setopt(t->curl, CURLOPT_HTTPGET, 1L);
+    }
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(t->curl, CURLOPT_READFUNCTION, on_read);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(t->curl, CURLOPT_READDATA, &up);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(t->curl, CURLOPT_SEEKFUNCTION, on_seek);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(t->curl, CURLOPT_SEEKDATA, &up);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(t->curl, CURLOPT_WRITEFUNCTION, on_write);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(t->curl, CURLOPT_WRITEDATA, &sink);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, headers);
+    if (rc != CURLE_OK) {
+        st = rc == CURLE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
+        say(resp->error, sizeof resp->error, "libcurl refused the request for %.120s: %s", url,
+            curl_easy_strerror(rc));
+        goto out;
+    }
+
+    t->curl_err[0] = '\0';
+    rc = curl_easy_perform(t->curl);
+    collect_info(t, &up, resp);
+    if (rc != CURLE_OK) {
+        curl_failure_t f = map_curl_error(rc, &sink);
+        st = f.st;
+        if (st == FSA_ETOOLARGE)
+            say(resp->error, sizeof resp->error, "%s: %s %.120s: over %zu bytes", f.what, method,
+                url, t->max_response_bytes);
+        else
+            say(resp->error, sizeof resp->error, "%s: %s %.120s: %s", f.what, method, url,
+                t->curl_err[0] != '\0' ? t->curl_err : curl_easy_strerror(rc));
+        resp->reused_connection = false;
+        goto out;
+    }
+    char retry_after[RETRY_AFTER_MAX], date[RETRY_AFTER_MAX];
+    if (header_copy(t->curl, "Retry-After", retry_after, sizeof retry_after))
+        resp->retry_after_ms = parse_retry_after(
+            retry_after, header_copy(t->curl, "Date", date, sizeof date) ? date : NULL);
+    if (sink.buf == NULL) {
+        sink.buf = malloc(1);
+        if (sink.buf == NULL) {
+            st = FSA_ENOMEM;
+            say(resp->error, sizeof resp->error, "out of memory for an empty answer");
+            goto out;
+        }
+        sink.buf[0] = '\0';
+    }
+    resp->body = sink.buf;
+    resp->body_len = sink.len;
+    sink.buf = NULL;
+    st = FSA_OK;
+    goto out;
+
+header_failed:
+    say(resp->error, sizeof resp->error, "building the request headers failed: %s",
+        fsa_status_str(st));
+out:
+    /* Nothing on the handle may point at this call's stack or buffers once it returns. */
+    (void)curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    (void)curl_easy_setopt(t->curl, CURLOPT_READDATA, (void *)NULL);
+    (void)curl_easy_setopt(t->curl, CURLOPT_SEEKDATA, (void *)NULL);
+    (void)curl_easy_setopt(t->curl, CURLOPT_WRITEDATA, (void *)NULL);
+    curl_slist_free_all(headers);
+    free(sink.buf);
+    free(gz);
+    free(url);
+    free(full_path);
+    return st;
+}

@@ -1,0 +1,105 @@
+/* fieldsync: the HTTP(S) transport to the server (libcurl; the only module that includes curl). */
+#ifndef FSA_SYNC_TRANSPORT_H
+#define FSA_SYNC_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "port/status.h"
+
+/*
+ * One transport talks to one server over one reused connection (keep-alive). It is not thread
+ * safe: one per thread (the sync engine has one). Bodies above a size threshold are sent gzip
+ * compressed; the signature (PROTOCOL.md section 5) covers the bytes exactly as sent, so the
+ * transport compresses first and then asks the caller's sign callback for the auth headers.
+ *
+ * Security defaults: TLS peer and host verification always on (there is no option to turn them
+ * off); optional pinned public keys; plain http:// refused unless the host is loopback
+ * (127.0.0.0/8, ::1, localhost) or allow_insecure_http is set.
+ */
+
+typedef struct fsa_transport fsa_transport_t;
+
+typedef struct fsa_transport_opts {
+    const char *base_url;       /* "https://host[:port][/prefix]"; required; copied */
+    const char *ca_file;        /* PEM bundle to trust instead of the system's; NULL: system */
+    const char *pins;           /* "sha256//<base64>[;sha256//<base64>...]": the server's public
+                                   key must match one; NULL: no pinning */
+    const char *client_cert;    /* PEM client certificate for mutual TLS; NULL: none */
+    const char *client_key;     /* its PEM key (required with client_cert) */
+    const char *proxy;          /* "http://proxy:3128" etc.; NULL: no proxy (the environment's
+                                   proxy variables are ignored: configuration is explicit) */
+    bool allow_insecure_http;   /* permit http:// to a non-loopback host */
+    int64_t connect_timeout_ms; /* 0: 10 s */
+    int64_t total_timeout_ms;   /* one whole request; 0: 60 s */
+    size_t gzip_min_bytes;      /* compress request bodies at least this large; 0: 1024;
+                                   SIZE_MAX: never */
+    size_t max_response_bytes;  /* a larger (inflated) answer fails with FSA_ETOOLARGE;
+                                   0: 8 MiB */
+} fsa_transport_opts_t;
+
+/* The authentication headers of PROTOCOL.md section 5, filled by the sign callback. */
+typedef struct fsa_auth_headers {
+    char device_id[129];
+    char timestamp[24];
+    char nonce[33];
+    char signature[65];
+} fsa_auth_headers_t;
+
+/*
+ * Computes the auth headers for a request whose body is exactly wire_body (after compression).
+ * path_and_query is what follows the host in the URL, e.g. "/v1/devices/dev001/ops". Returns
+ * FSA_OK or an error that aborts the request (returned by fsa_transport_request).
+ */
+typedef fsa_status_t (*fsa_transport_sign_fn)(void *arg, const char *method,
+                                              const char *path_and_query, const void *wire_body,
+                                              size_t wire_len, fsa_auth_headers_t *out);
+
+/* An answer. body is malloc'ed, NUL terminated, inflated if the server compressed it; free with
+ * fsa_http_response_clear(). */
+typedef struct fsa_http_response {
+    int status;               /* HTTP status; 0 when no answer arrived */
+    char *body;
+    size_t body_len;
+    int64_t retry_after_ms;   /* from Retry-After (seconds or HTTP date); -1 when absent */
+    size_t wire_bytes_sent;   /* request bytes on the wire (headers + body, as sent) */
+    size_t wire_bytes_received;
+    bool reused_connection;   /* the request went over an already open connection */
+    char error[256];          /* on a transport failure: one line naming it */
+} fsa_http_response_t;
+
+void fsa_http_response_clear(fsa_http_response_t *r);
+
+/*
+ * Creates a transport. On FSA_OK *out is set; otherwise *out is NULL and err holds one line.
+ * Returns FSA_OK; FSA_EINVAL (missing or malformed base_url, a scheme other than http/https,
+ * plain http to a non-loopback host without allow_insecure_http, client_cert without client_key,
+ * a malformed pin list); FSA_ENOMEM.
+ */
+fsa_status_t fsa_transport_new(const fsa_transport_opts_t *opts, fsa_transport_t **out, char *err,
+                               size_t errlen) FSA_MUST_CHECK;
+
+/* Frees the transport and closes its connection. NULL is accepted. */
+void fsa_transport_free(fsa_transport_t *t);
+
+/*
+ * Sends one request: method "GET" or "POST", path_and_query appended to the base URL, body (len
+ * bytes; NULL/0 for none) sent as application/json, gzip-compressed when len >= gzip_min_bytes,
+ * signed by sign(sign_arg, ...) when sign is not NULL. Asks for gzip answers.
+ * resp is filled in every case (cleared first).
+ * Returns FSA_OK when an HTTP answer arrived, whatever its status; FSA_ENET (cannot resolve,
+ * connect refused, reset, DNS); FSA_ETIMEOUT (connect or total timeout); FSA_ETLS (certificate
+ * not trusted, host mismatch, pin mismatch, handshake failure); FSA_ETOOLARGE (the answer is over
+ * max_response_bytes); FSA_EINVAL; FSA_ENOMEM; or the sign callback's error.
+ */
+fsa_status_t fsa_transport_request(fsa_transport_t *t, const char *method,
+                                   const char *path_and_query, const void *body, size_t len,
+                                   fsa_transport_sign_fn sign, void *sign_arg,
+                                   fsa_http_response_t *resp) FSA_MUST_CHECK;
+
+/* True when host (a URL's host part, brackets allowed for IPv6) is loopback: 127.0.0.0/8, ::1,
+ * "localhost". Pure; exposed for tests. */
+bool fsa_transport_host_is_loopback(const char *host);
+
+#endif

@@ -1,0 +1,98 @@
+/* Tests for agent/args.c: NAME=VALUE into a JSON object, JSON string quoting. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/args.h"
+#include "tests/test_util.h"
+
+static char *obj(int n, char **args, fsa_status_t want, const char *err_has)
+{
+    char *out = NULL;
+    char err[256] = "";
+    fsa_status_t st = fsa_args_object(args, (size_t)n, &out, err, sizeof err);
+    if (st != want)
+        fail_msg("got %s (%s)", fsa_status_str(st), err);
+    if (err_has != NULL && strstr(err, err_has) == NULL)
+        fail_msg("error '%s' lacks '%s'", err, err_has);
+    return out;
+}
+
+static void test_fsa_args_object__json_values_keep_their_types(void **state)
+{
+    (void)state;
+    char *a[] = {"seqno=5", "ok=true", "none=null", "o={\"a\":[1,2]}", "s=\"quoted\"",
+                 "name=plain text", "empty="};
+    char *out = obj(7, a, FSA_OK, NULL);
+    assert_string_equal(out, "{\"seqno\":5,\"ok\":true,\"none\":null,\"o\":{\"a\":[1,2]},"
+                             "\"s\":\"quoted\",\"name\":\"plain text\",\"empty\":\"\"}");
+    free(out);
+    out = obj(0, NULL, FSA_OK, NULL);
+    assert_string_equal(out, "{}");
+    free(out);
+}
+
+static void test_fsa_args_object__strings_are_escaped(void **state)
+{
+    (void)state;
+    char *a[] = {"note=say \"hi\"\\\n\tnow", "bad={unclosed"};
+    char *out = obj(2, a, FSA_OK, NULL);
+    assert_string_equal(out, "{\"note\":\"say \\\"hi\\\"\\\\\\n\\tnow\",\"bad\":\"{unclosed\"}");
+    free(out);
+}
+
+static void test_fsa_args_object__bad_names_and_repeats(void **state)
+{
+    (void)state;
+    char *noeq[] = {"seqno"};
+    assert_null(obj(1, noeq, FSA_EINVAL, "NAME=VALUE"));
+    char *upper[] = {"Seq=1"};
+    assert_null(obj(1, upper, FSA_EINVAL, "NAME=VALUE"));
+    char *empty[] = {"=1"};
+    assert_null(obj(1, empty, FSA_EINVAL, NULL));
+    char *twice[] = {"a=1", "a=2"};
+    assert_null(obj(2, twice, FSA_EINVAL, "given twice"));
+    char *prefix[] = {"ab=1", "a=2"}; /* a prefix of another name is not a repeat */
+    char *out = obj(2, prefix, FSA_OK, NULL);
+    free(out);
+    char *longname[] = {"abcdefghijklmnopqrstuvwxyzabcdef=1"};
+    assert_null(obj(1, longname, FSA_EINVAL, NULL));
+    char *o = NULL;
+    assert_int_equal(fsa_args_object(NULL, 1, &o, NULL, 0), FSA_EINVAL);
+    assert_int_equal(fsa_args_object(noeq, 1, NULL, NULL, 0), FSA_EINVAL);
+}
+
+static void test_fsa_args_object__bounded(void **state)
+{
+    (void)state;
+    size_t big = 2 * 1024 * 1024;
+    char *v = malloc(big + 3);
+    memcpy(v, "a=", 2);
+    memset(v + 2, 'x', big);
+    v[big + 2] = '\0';
+    char *a[] = {v};
+    assert_null(obj(1, a, FSA_ETOOLARGE, "too large"));
+    free(v);
+}
+
+static void test_fsa_args_quote__control_chars_and_room(void **state)
+{
+    (void)state;
+    char buf[32] = "";
+    assert_fsa_ok(fsa_args_quote("a\x01z", buf, sizeof buf));
+    assert_string_equal(buf, "\"a\\u0001z\"");
+    char small[6] = "";
+    assert_int_equal(fsa_args_quote("toolong", small, sizeof small), FSA_ETOOLARGE);
+    assert_string_equal(small, ""); /* unchanged */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fsa_args_object__json_values_keep_their_types),
+        cmocka_unit_test(test_fsa_args_object__strings_are_escaped),
+        cmocka_unit_test(test_fsa_args_object__bad_names_and_repeats),
+        cmocka_unit_test(test_fsa_args_object__bounded),
+        cmocka_unit_test(test_fsa_args_quote__control_chars_and_room),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,481 @@
+/* Integration tests for agent/fieldsync.c with the sync engine, against the real fieldsync-server
+ * on loopback: offline recording then sync, faults, conflicts, HTTPS, and a killed sync. */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/sync/server_client.h"
+#include "tests/sync/server_harness.h"
+#include "tests/test_util.h"
+
+#ifndef FSA_FIELDSYNC_BIN
+#error "FSA_FIELDSYNC_BIN must name the fieldsync binary"
+#endif
+#ifndef FSA_TEST_EMULATOR
+#define FSA_TEST_EMULATOR ""
+#endif
+
+/* ---- running the fieldsync command ---- */
+
+typedef struct run {
+    int status; /* exit status, 128+signal, -1 on timeout */
+    char out[8192];
+    char err[4096];
+} run_t;
+
+/* Runs fieldsync with args (NULL-terminated), bounded by timeout_s; kill_after_ms > 0 sends it
+ * SIGKILL after that long instead. */
+static void run_fieldsync(run_t *r, int timeout_s, int kill_after_ms, const char *const *args)
+{
+    memset(r, 0, sizeof *r);
+    char emu[512];
+    snprintf(emu, sizeof emu, "%s", FSA_TEST_EMULATOR);
+    const char *argv[64];
+    int n = 0;
+    for (char *w = emu; *w != '\0' && n < 8;) {
+        argv[n++] = w;
+        char *bar = strchr(w, '|');
+        if (bar == NULL)
+            break;
+        *bar = '\0';
+        w = bar + 1;
+    }
+    argv[n++] = FSA_FIELDSYNC_BIN;
+    for (int i = 0; args[i] != NULL && n < 63; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    int po[2], pe[2];
+    assert_int_equal(pipe(po), 0);
+    assert_int_equal(pipe(pe), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(po[1], 1);
+        dup2(pe[1], 2);
+        close(po[0]);
+        close(pe[0]);
+        execv(argv[0], (char *const *)(uintptr_t)argv);
+        _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    size_t no = 0, ne = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int open_fds = 2;
+    bool killed = false;
+    while (open_fds > 0) {
+        struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+        poll(fds, 2, 20);
+        for (int k = 0; k < 2; k++) {
+            if (fds[k].revents == 0)
+                continue;
+            char *buf = k == 0 ? r->out : r->err;
+            size_t *len = k == 0 ? &no : &ne;
+            size_t cap = k == 0 ? sizeof r->out : sizeof r->err;
+            char tmp[1024];
+            ssize_t got = read(fds[k].fd, tmp, sizeof tmp);
+            if (got <= 0) {
+                fds[k].fd = -1;
+                close(k == 0 ? po[0] : pe[0]);
+                if (k == 0)
+                    po[0] = -1;
+                else
+                    pe[0] = -1;
+                open_fds--;
+                continue;
+            }
+            size_t take = (size_t)got < cap - 1 - *len ? (size_t)got : cap - 1 - *len;
+            memcpy(buf + *len, tmp, take);
+            *len += take;
+            buf[*len] = '\0';
+        }
+        if (po[0] < 0 && pe[0] < 0)
+            break;
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (!killed && kill_after_ms > 0 && ms >= kill_after_ms) {
+            kill(pid, SIGKILL);
+            killed = true;
+        }
+        if (!killed && ms > timeout_s * 1000) {
+            kill(pid, SIGKILL);
+            killed = true;
+            r->status = -1;
+        }
+    }
+    if (po[0] >= 0)
+        close(po[0]);
+    if (pe[0] >= 0)
+        close(pe[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (r->status != -1)
+        r->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+#define FS(r, ...)                                                                             \
+    do {                                                                                       \
+        const char *a_[] = {__VA_ARGS__, NULL};                                                \
+        run_fieldsync((r), 120, 0, a_);                                                        \
+    } while (0)
+
+/* Runs and expects exit 0, printing what it said otherwise. */
+#define FS_OK(r, ...)                                                                          \
+    do {                                                                                       \
+        FS((r), __VA_ARGS__);                                                                  \
+        if ((r)->status != 0)                                                                  \
+            fail_msg("fieldsync exited %d: %s%s", (r)->status, (r)->err, (r)->out);            \
+    } while (0)
+
+/* ---- fixtures ---- */
+
+typedef struct fx {
+    th_server_t srv;
+    bool started;
+    char secret[2][400]; /* secret files of dev000, dev001 */
+    char db[2][400];     /* journals of two devices */
+} fx_t;
+
+static void write_secret(const char *path, int dev)
+{
+    fsa_signer_key_t key;
+    th_device_key(dev, &key);
+    char hex[70];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", key.bytes[i]);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, hex, 64), 64);
+    assert_int_equal(write(fd, "\n", 1), 1);
+    close(fd);
+}
+
+static int setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    if (!th_dir_make(f->srv.dir) || !th_write_files(&f->srv, 4))
+        return -1;
+    for (int d = 0; d < 2; d++) {
+        snprintf(f->secret[d], sizeof f->secret[d], "%s/dev%03d.secret", f->srv.dir, d);
+        snprintf(f->db[d], sizeof f->db[d], "%s/dev%03d.db", f->srv.dir, d);
+        write_secret(f->secret[d], d);
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    if (f->started)
+        th_server_stop(&f->srv);
+    th_dir_remove(f->srv.dir);
+    free(f);
+    return 0;
+}
+
+static void start(fx_t *f, const char *const *extra)
+{
+    assert_true(th_server_start(&f->srv, extra));
+    f->started = true;
+}
+
+static void init_device(fx_t *f, int d, const char *url)
+{
+    run_t r;
+    char dev[16];
+    th_device_id(d, dev);
+    FS_OK(&r, "--db", f->db[d], "init", "--device-id", dev, "--server", url, "--secret-file",
+          f->secret[d]);
+}
+
+/* Syncs until it exits 0, at most `tries` times (faults may need several runs). */
+static void sync_until_done(fx_t *f, int d, int tries)
+{
+    run_t r;
+    for (int i = 0; i < tries; i++) {
+        FS(&r, "--db", f->db[d], "sync", "--now");
+        if (r.status == 0)
+            return;
+        if (r.status != 75)
+            fail_msg("sync exited %d: %s", r.status, r.err);
+    }
+    fail_msg("sync did not finish in %d runs: %s", tries, r.err);
+}
+
+static void field(fx_t *f, const char *type, const char *id, const char *name, char *out,
+                  size_t cap)
+{
+    tc_field(NULL, f->srv.url, type, id, name, out, cap);
+}
+
+/* ---- the tests ---- */
+
+static void test_cli__help_and_bad_usage(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    FS(&r, "--help");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "usage: fieldsync"));
+    FS(&r, "--db", f->db[0], "sync", "--help");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "75"));
+    FS(&r, "--db", f->db[0], "frobnicate");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "unknown command 'frobnicate'"));
+    assert_null(strchr(strchr(r.err, '\n') + 1, '\n')); /* one line */
+    FS(&r, "status");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "--db"));
+    /* no journal yet: a clear error, and no file left behind */
+    FS(&r, "--db", f->db[0], "job", "create", "J1");
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "fieldsync init"));
+    assert_int_not_equal(access(f->db[0], F_OK), 0);
+}
+
+static void test_cli__init_refuses_bad_secret_and_insecure_http(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    /* plain http to a non-loopback host is refused before anything is written */
+    FS(&r, "--db", f->db[0], "init", "--device-id", "dev000", "--server",
+       "http://server.invalid:8080", "--secret-file", f->secret[0]);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "http"));
+    assert_int_not_equal(access(f->db[0], F_OK), 0);
+    /* a secret readable by others is refused */
+    chmod(f->secret[0], 0644);
+    FS(&r, "--db", f->db[0], "init", "--device-id", "dev000", "--server",
+       "http://127.0.0.1:9", "--secret-file", f->secret[0]);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "chmod 600"));
+    chmod(f->secret[0], 0600);
+    FS_OK(&r, "--db", f->db[0], "init", "--device-id", "dev000", "--server", "http://127.0.0.1:9",
+          "--secret-file", f->secret[0]);
+    /* the journal belongs to its device */
+    FS(&r, "--db", f->db[0], "init", "--device-id", "dev001", "--server", "http://127.0.0.1:9",
+       "--secret-file", f->secret[1]);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "belongs to device dev000"));
+    struct stat sb;
+    assert_int_equal(stat(f->db[0], &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+}
+
+static void test_sync__offline_records_then_sum_of_intents(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    /* Offline: nothing listens on the configured port. */
+    init_device(f, 0, "http://127.0.0.1:9");
+    FS_OK(&r, "--db", f->db[0], "attendance", "checkin", "--people", "p1", "--site", "s1",
+          "--lat", "52.5", "--lon", "13.4", "--accuracy", "8");
+    FS_OK(&r, "--db", f->db[0], "job", "create", "TOUR1");
+    FS_OK(&r, "--db", f->db[0], "job", "create", "CP1", "--parent", "TOUR1", "seqno=1");
+    FS_OK(&r, "--db", f->db[0], "job", "transition", "CP1", "--to", "INPROGRESS");
+    FS_OK(&r, "--db", f->db[0], "checkpoint", "update", "CP1", "expirytime=45");
+    FS_OK(&r, "--db", f->db[0], "job", "merge", "TOUR1", "{\"weather\":\"rain\",\"n\":1}");
+    FS_OK(&r, "--db", f->db[0], "job", "set", "CP1", "seqno=3", "people_id=p1");
+    FS_OK(&r, "--db", f->db[0], "ticket", "create", "T1", "priority=HIGH");
+    for (int i = 0; i < 3; i++)
+        FS_OK(&r, "--db", f->db[0], "ticket", "escalate", "T1", "--note", "no answer");
+    FS_OK(&r, "--db", f->db[0], "ticket", "log", "T1", "{\"action\":\"called\"}");
+    FS_OK(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "OPEN");
+    FS_OK(&r, "--db", f->db[0], "attendance", "checkout", "--people", "p1", "--site", "s1",
+          "--lat", "52.5", "--lon", "13.4");
+    /* an invalid transition fails at once, naming both states, and records nothing */
+    FS(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "CLOSED");
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "OPEN"));
+    assert_non_null(strstr(r.err, "CLOSED"));
+    FS(&r, "--db", f->db[0], "sync");
+    assert_int_equal(r.status, 75); /* unreachable */
+    FS_OK(&r, "--db", f->db[0], "status", "--json");
+    assert_non_null(strstr(r.out, "\"pending\":18"));
+    assert_non_null(strstr(r.out, "\"next_attempt_ms\":"));
+    assert_null(strstr(r.out, "\"next_attempt_ms\":0,"));
+    /* a backoff is in force: sync without --now does not try */
+    FS(&r, "--db", f->db[0], "sync");
+    assert_int_equal(r.status, 75);
+    assert_non_null(strstr(r.err, "backing off"));
+
+    start(f, NULL);
+    init_device(f, 0, f->srv.url); /* the server came back at another address */
+    FS_OK(&r, "--db", f->db[0], "sync", "--now");
+    assert_non_null(strstr(r.out, "18 applied"));
+    FS_OK(&r, "--db", f->db[0], "status", "--json");
+    assert_non_null(strstr(r.out, "\"pending\":0"));
+    assert_non_null(strstr(r.out, "\"next_attempt_ms\":0"));
+
+    char v[4096];
+    field(f, "ticket", "T1", "level", v, sizeof v);
+    assert_string_equal(v, "3");
+    field(f, "ticket", "T1", "status", v, sizeof v);
+    assert_string_equal(v, "\"OPEN\"");
+    field(f, "ticket", "T1", "ticketlog", v, sizeof v);
+    int entries = 0;
+    for (const char *p = v; (p = strstr(p, "\"action\"")) != NULL; p++)
+        entries++;
+    assert_int_equal(entries, 4);
+    field(f, "jobneed", "CP1", "expirytime", v, sizeof v);
+    assert_string_equal(v, "45");
+    field(f, "jobneed", "CP1", "seqno", v, sizeof v);
+    assert_string_equal(v, "3");
+    field(f, "jobneed", "CP1", "jobstatus", v, sizeof v);
+    assert_string_equal(v, "\"INPROGRESS\"");
+    field(f, "jobneed", "TOUR1", "other_info", v, sizeof v);
+    assert_non_null(strstr(v, "\"weather\":\"rain\""));
+    assert_non_null(strstr(v, "\"last_checkpoint\":\"CP1\""));
+    /* the local view agrees with the server */
+    FS_OK(&r, "--db", f->db[0], "show", "ticket", "T1", "--json");
+    assert_non_null(strstr(r.out, "\"level\":3"));
+    /* a second sync has nothing to do */
+    FS_OK(&r, "--db", f->db[0], "sync");
+    assert_non_null(strstr(r.out, "0 applied"));
+}
+
+static void test_sync__faults_give_exactly_once(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    const char *faults[] = {"--fault-drop",   "0.3",  "--fault-5xx", "0.2", "--fault-reset",
+                            "0.1",            "--fault-429", "0.1", "--fault-retry-after", "1",
+                            "--fault-seed",   "11", NULL};
+    start(f, faults);
+    assert_int_equal(tc_seed(NULL, f->srv.url, "ticket", "T9", "{}"), 201);
+    init_device(f, 0, f->srv.url);
+    FS_OK(&r, "--db", f->db[0], "sync", "--now"); /* pulls T9 */
+    for (int i = 0; i < 40; i++)
+        FS_OK(&r, "--db", f->db[0], "ticket", "escalate", "T9");
+    sync_until_done(f, 0, 30);
+    char v[1 << 16];
+    field(f, "ticket", "T9", "level", v, sizeof v);
+    assert_string_equal(v, "40"); /* not one lost, not one doubled */
+    field(f, "ticket", "T9", "ticketlog", v, sizeof v);
+    int entries = 0;
+    for (const char *p = v; (p = strstr(p, "escalated")) != NULL; p++)
+        entries++;
+    assert_int_equal(entries, 40);
+}
+
+static void test_sync__conflicts_resolved_per_table(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    start(f, NULL);
+    assert_int_equal(tc_seed(NULL, f->srv.url, "jobneed", "J1", "{}"), 201);
+    assert_int_equal(tc_seed(NULL, f->srv.url, "jobneed", "J2", "{}"), 201);
+    for (int d = 0; d < 2; d++) {
+        init_device(f, d, f->srv.url);
+        FS_OK(&r, "--db", f->db[d], "sync");
+    }
+    /* two devices edit different fields of one job: the second is rebased, both land */
+    FS_OK(&r, "--db", f->db[0], "job", "set", "J1", "seqno=5");
+    FS_OK(&r, "--db", f->db[1], "job", "set", "J1", "expirytime=9");
+    FS_OK(&r, "--db", f->db[0], "sync");
+    FS_OK(&r, "--db", f->db[1], "sync");
+    char v[4096];
+    field(f, "jobneed", "J1", "seqno", v, sizeof v);
+    assert_string_equal(v, "5");
+    field(f, "jobneed", "J1", "expirytime", v, sizeof v);
+    assert_string_equal(v, "9");
+    /* both race the same transition: the second converges */
+    FS_OK(&r, "--db", f->db[0], "job", "transition", "J1", "--to", "INPROGRESS");
+    FS_OK(&r, "--db", f->db[1], "job", "transition", "J1", "--to", "INPROGRESS");
+    FS_OK(&r, "--db", f->db[0], "sync");
+    FS_OK(&r, "--db", f->db[1], "sync");
+    FS_OK(&r, "--db", f->db[1], "conflicts");
+    assert_non_null(strstr(r.out, "no open conflicts"));
+    /* both set the same field: the server wins, visibly, and a person can override */
+    FS_OK(&r, "--db", f->db[0], "job", "set", "J1", "seqno=7");
+    FS_OK(&r, "--db", f->db[1], "job", "set", "J1", "seqno=8");
+    FS_OK(&r, "--db", f->db[0], "sync");
+    FS_OK(&r, "--db", f->db[1], "sync");
+    field(f, "jobneed", "J1", "seqno", v, sizeof v);
+    assert_string_equal(v, "7");
+    FS_OK(&r, "--db", f->db[1], "conflicts", "--json");
+    assert_non_null(strstr(r.out, "\"decision\":\"server-wins\""));
+    char *p = strstr(r.out, "\"op_id\":\"");
+    assert_non_null(p);
+    char op_id[37];
+    memcpy(op_id, p + 9, 36);
+    op_id[36] = '\0';
+    FS_OK(&r, "--db", f->db[1], "show", "job", "J1", "--json");
+    assert_non_null(strstr(r.out, "\"seqno\":7")); /* the local view shows the server's value */
+    FS_OK(&r, "--db", f->db[1], "conflicts", "resolve", op_id, "--take", "local");
+    FS_OK(&r, "--db", f->db[1], "sync");
+    field(f, "jobneed", "J1", "seqno", v, sizeof v);
+    assert_string_equal(v, "8");
+    /* the server autocloses a job while a device completes it offline: server wins */
+    FS_OK(&r, "--db", f->db[0], "job", "transition", "J2", "--to", "INPROGRESS");
+    FS_OK(&r, "--db", f->db[0], "sync");
+    FS_OK(&r, "--db", f->db[0], "job", "transition", "J2", "--to", "COMPLETED");
+    th_resp_t ar;
+    th_req_opts_t ao = {.bearer = TH_ADMIN_TOKEN};
+    assert_true(th_request(NULL, f->srv.url, "POST", "/admin/v1/jobneeds/J2/autoclose", 0, "", 0,
+                           &ao, &ar));
+    assert_int_equal(ar.status, 200);
+    th_resp_free(&ar);
+    FS_OK(&r, "--db", f->db[0], "sync");
+    field(f, "jobneed", "J2", "jobstatus", v, sizeof v);
+    assert_string_equal(v, "\"AUTOCLOSED\"");
+    FS_OK(&r, "--db", f->db[0], "conflicts", "--json");
+    assert_non_null(strstr(r.out, "AUTOCLOSED"));
+    assert_non_null(strstr(r.out, "\"decision\":\"server-wins\""));
+    FS_OK(&r, "--db", f->db[0], "status", "--json");
+    assert_non_null(strstr(r.out, "\"conflicts\":1"));
+}
+
+static void test_sync__killed_mid_batch_loses_and_doubles_nothing(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    const char *slow[] = {"--fault-latency-ms", "20", NULL};
+    start(f, slow);
+    assert_int_equal(tc_seed(NULL, f->srv.url, "ticket", "TK", "{}"), 201);
+    init_device(f, 0, f->srv.url);
+    FS_OK(&r, "--db", f->db[0], "sync");
+    const int n = 300;
+    for (int i = 0; i < n; i += 1)
+        FS_OK(&r, "--db", f->db[0], "ticket", "log", "TK", "{\"n\":1}");
+    /* kill syncs at several points, then let one finish */
+    for (int k = 0; k < 4; k++) {
+        const char *args[] = {"--db", f->db[0], "sync", "--now", NULL};
+        run_fieldsync(&r, 60, 30 + 40 * k, args);
+    }
+    sync_until_done(f, 0, 5);
+    char *fields = NULL;
+    assert_true(tc_get(NULL, f->srv.url, "ticket", "TK", &fields) > 0);
+    int entries = 0;
+    for (const char *p = fields; (p = strstr(p, "\"n\":1")) != NULL; p++)
+        entries++;
+    free(fields);
+    assert_int_equal(entries, n);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_cli__help_and_bad_usage),
+        T(test_cli__init_refuses_bad_secret_and_insecure_http),
+        T(test_sync__offline_records_then_sum_of_intents),
+        T(test_sync__faults_give_exactly_once),
+        T(test_sync__conflicts_resolved_per_table),
+        T(test_sync__killed_mid_batch_loses_and_doubles_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,409 @@
+/* Tests for agent/run.c, the daemon `fieldsync run`, against the real fieldsync-server: wake on
+ * record, signals, one daemon per journal, the watchdog, metrics, and no secrets in the logs. */
+#define _XOPEN_SOURCE 700
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/sync/server_client.h"
+#include "tests/sync/server_harness.h"
+#include "tests/test_util.h"
+
+#ifndef FSA_FIELDSYNC_BIN
+#error "FSA_FIELDSYNC_BIN must name the fieldsync binary"
+#endif
+#ifndef FSA_TEST_EMULATOR
+#define FSA_TEST_EMULATOR ""
+#endif
+
+typedef struct fx {
+    th_server_t srv;
+    bool started;
+    char secret[400], db[400], out[400], err[400], prom[400];
+    pid_t daemon;
+} fx_t;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Starts the fieldsync binary with args, stdout and stderr to files; returns its pid. */
+static pid_t spawn(const char *out, const char *err, const char *const *args)
+{
+    char emu[512];
+    snprintf(emu, sizeof emu, "%s", FSA_TEST_EMULATOR);
+    const char *argv[64];
+    int n = 0;
+    for (char *w = emu; *w != '\0' && n < 8;) {
+        argv[n++] = w;
+        char *bar = strchr(w, '|');
+        if (bar == NULL)
+            break;
+        *bar = '\0';
+        w = bar + 1;
+    }
+    argv[n++] = FSA_FIELDSYNC_BIN;
+    for (int i = 0; args[i] != NULL && n < 63; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int o = open(out, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        int e = open(err, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (o < 0 || e < 0)
+            _exit(126);
+        dup2(o, 1);
+        dup2(e, 2);
+        execv(argv[0], (char *const *)(uintptr_t)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits up to ms for pid; returns its exit status, 128+signal, or -1 if it is still running. */
+static int wait_exit(pid_t pid, int ms)
+{
+    int64_t end = now_ms() + ms;
+    for (;;) {
+        int status;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (now_ms() > end)
+            return -1;
+        sleep_ms(20);
+    }
+}
+
+static int run_cli(fx_t *f, const char *const *args)
+{
+    pid_t pid = spawn(f->out, f->err, args);
+    int st = wait_exit(pid, 60000);
+    if (st == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return st;
+}
+
+static char *slurp(const char *path)
+{
+    static char buf[1 << 16];
+    buf[0] = '\0';
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        return buf;
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    buf[n] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+/* Polls cond(f) every 50 ms for up to ms; true when it held. */
+static bool eventually(fx_t *f, bool (*cond)(fx_t *), int ms)
+{
+    int64_t end = now_ms() + ms;
+    while (now_ms() < end) {
+        if (cond(f))
+            return true;
+        sleep_ms(50);
+    }
+    return cond(f);
+}
+
+static int setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    if (!th_dir_make(f->srv.dir) || !th_write_files(&f->srv, 2))
+        return -1;
+    snprintf(f->secret, sizeof f->secret, "%s/dev.secret", f->srv.dir);
+    snprintf(f->db, sizeof f->db, "%s/dev.db", f->srv.dir);
+    snprintf(f->out, sizeof f->out, "%s/out.txt", f->srv.dir);
+    snprintf(f->err, sizeof f->err, "%s/err.txt", f->srv.dir);
+    snprintf(f->prom, sizeof f->prom, "%s/fieldsync.prom", f->srv.dir);
+    fsa_signer_key_t key;
+    th_device_key(0, &key);
+    char hex[66];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", key.bytes[i]);
+    int fd = open(f->secret, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || write(fd, hex, 64) != 64)
+        return -1;
+    close(fd);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    if (f->daemon > 0) {
+        kill(f->daemon, SIGKILL);
+        waitpid(f->daemon, NULL, 0);
+    }
+    if (f->started)
+        th_server_stop(&f->srv);
+    th_dir_remove(f->srv.dir);
+    free(f);
+    return 0;
+}
+
+static void start_server(fx_t *f, const char *const *extra)
+{
+    assert_true(th_server_start(&f->srv, extra));
+    f->started = true;
+}
+
+static void init(fx_t *f, const char *url)
+{
+    const char *a[] = {"--db", f->db, "init", "--device-id", "dev000", "--server", url,
+                       "--secret-file", f->secret, NULL};
+    assert_int_equal(run_cli(f, a), 0);
+}
+
+static void record_ticket(fx_t *f, const char *id)
+{
+    const char *a[] = {"--db", f->db, "ticket", "create", id, NULL};
+    assert_int_equal(run_cli(f, a), 0);
+}
+
+static bool on_server(fx_t *f, const char *id)
+{
+    char *fields = NULL;
+    bool there = tc_get(NULL, f->srv.url, "ticket", id, &fields) > 0;
+    free(fields);
+    return there;
+}
+
+static bool t1_on_server(fx_t *f)
+{
+    return on_server(f, "T1");
+}
+
+static bool t2_on_server(fx_t *f)
+{
+    return on_server(f, "T2");
+}
+
+static void start_daemon(fx_t *f, const char *const *extra)
+{
+    const char *a[32] = {"--db", f->db, "run", "--metrics-file", f->prom, "--metrics-every", "1"};
+    int n = 7;
+    for (int i = 0; extra != NULL && extra[i] != NULL && n < 30; i++)
+        a[n++] = extra[i];
+    a[n] = NULL;
+    f->daemon = spawn(f->out, f->err, a);
+}
+
+static int stop_daemon(fx_t *f, int sig)
+{
+    kill(f->daemon, sig);
+    int64_t t0 = now_ms();
+    int st = wait_exit(f->daemon, 6000);
+    int64_t took = now_ms() - t0;
+    if (st == -1)
+        fail_msg("the daemon did not exit within 6 s of signal %d", sig);
+    f->daemon = 0;
+    assert_true(took < 5000);
+    return st;
+}
+
+static void test_run__wakes_on_record_and_stops_on_sigterm(void **state)
+{
+    fx_t *f = *state;
+    start_server(f, NULL);
+    init(f, f->srv.url);
+    const char *slow[] = {"--interval", "3600", NULL}; /* only a wake-up can sync in time */
+    start_daemon(f, slow);
+    sleep_ms(300);
+    record_ticket(f, "T1");
+    if (!eventually(f, t1_on_server, 10000))
+        fail_msg("the record was not synced within 10 s: %s", slurp(f->err));
+    record_ticket(f, "T2");
+    assert_true(eventually(f, t2_on_server, 10000));
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+    const char *log = slurp(f->err);
+    assert_non_null(strstr(log, "SIGTERM: stopping"));
+    assert_non_null(strstr(log, "stopped"));
+}
+
+static void test_run__one_daemon_per_journal(void **state)
+{
+    fx_t *f = *state;
+    start_server(f, NULL);
+    init(f, f->srv.url);
+    start_daemon(f, NULL);
+    sleep_ms(500);
+    const char *a[] = {"--db", f->db, "run", NULL};
+    assert_int_equal(run_cli(f, a), 1);
+    assert_non_null(strstr(slurp(f->err), "already syncing"));
+    assert_int_equal(stop_daemon(f, SIGINT), 0);
+    /* once it is gone, a new one may run */
+    start_daemon(f, NULL);
+    sleep_ms(300);
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+}
+
+static bool reloaded(fx_t *f)
+{
+    return strstr(slurp(f->err), "SIGHUP: reloading") != NULL && t1_on_server(f);
+}
+
+static void test_run__sighup_reloads_configuration(void **state)
+{
+    fx_t *f = *state;
+    start_server(f, NULL);
+    init(f, "http://127.0.0.1:9"); /* wrong: nothing listens there */
+    record_ticket(f, "T1");
+    const char *fast[] = {"--interval", "1", NULL};
+    start_daemon(f, fast);
+    sleep_ms(500);
+    assert_false(t1_on_server(f));
+    init(f, f->srv.url);
+    kill(f->daemon, SIGHUP);
+    if (!eventually(f, reloaded, 15000))
+        fail_msg("no sync after SIGHUP: %s", slurp(f->err));
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+}
+
+static bool stalled(fx_t *f)
+{
+    return strstr(slurp(f->prom), "\nfieldsync_watchdog_stalled 1\n") != NULL;
+}
+
+static void test_run__watchdog_notices_a_stuck_queue(void **state)
+{
+    fx_t *f = *state;
+    const char *broken[] = {"--fault-5xx", "1", NULL}; /* the server answers, always 500 */
+    start_server(f, broken);
+    init(f, f->srv.url);
+    record_ticket(f, "T1");
+    const char *a[] = {"--interval", "1", "--stall-after", "1", NULL};
+    start_daemon(f, a);
+    if (!eventually(f, stalled, 20000))
+        fail_msg("watchdog did not fire: %s", slurp(f->err));
+    assert_non_null(strstr(slurp(f->err), "watchdog: the queue stopped moving"));
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *arg)
+{
+    char *buf = arg;
+    size_t have = strlen(buf), add = size * n;
+    if (have + add >= 16384)
+        add = 16383 - have;
+    memcpy(buf + have, p, add);
+    buf[have + add] = '\0';
+    return size * n;
+}
+
+static bool port_printed(fx_t *f)
+{
+    return strstr(slurp(f->out), "metrics on port ") != NULL;
+}
+
+static void test_run__metrics_file_and_endpoint(void **state)
+{
+    fx_t *f = *state;
+    start_server(f, NULL);
+    init(f, f->srv.url);
+    record_ticket(f, "T1");
+    const char *ok[] = {"--metrics-listen", "127.0.0.1:0", NULL};
+    start_daemon(f, ok);
+    assert_true(eventually(f, t1_on_server, 10000));
+    assert_true(eventually(f, port_printed, 5000));
+    int port = (int)strtol(strstr(slurp(f->out), "metrics on port ") + 16, NULL, 10);
+    assert_true(port > 0);
+    char url[64], body[16384] = "";
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    assert_int_equal(code, 200);
+    static const char *const names[] = {
+        "fieldsync_queue_depth 0",           "fieldsync_oldest_pending_age_seconds",
+        "fieldsync_pushes_total",            "fieldsync_results_total{status=\"applied\"} 1",
+        "fieldsync_retries_total{policy=\"DEFAULT\"}", "fieldsync_conflicts_total{kind=\"rebased\"}",
+        "fieldsync_lock_waits_total",        "fieldsync_clock_offset_seconds",
+        "# TYPE fieldsync_queue_depth gauge", "\nfieldsync_watchdog_stalled 0\n",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strstr(body, names[i]) == NULL)
+            fail_msg("endpoint lacks '%s':\n%s", names[i], body);
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+    /* the file holds the same set, written atomically */
+    const char *file = slurp(f->prom);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strstr(file, names[i]) == NULL)
+            fail_msg("metrics file lacks '%s'", names[i]);
+    struct stat sb;
+    char tmp[420];
+    snprintf(tmp, sizeof tmp, "%s.tmp", f->prom);
+    assert_int_not_equal(stat(tmp, &sb), 0);
+    /* never a secret in the logs, even at debug level */
+    char *secret = NULL;
+    FILE *fp = fopen(f->secret, "r");
+    char hex[80] = "";
+    assert_non_null(fgets(hex, sizeof hex, fp));
+    fclose(fp);
+    secret = hex;
+    assert_null(strstr(slurp(f->err), secret));
+    /* only loopback addresses may serve metrics */
+    const char *bad[] = {"--db", f->db, "run", "--metrics-listen", "0.0.0.0:0", NULL};
+    assert_int_not_equal(run_cli(f, bad), 0);
+    assert_non_null(strstr(slurp(f->err), "loopback"));
+}
+
+static void test_run__bad_arguments(void **state)
+{
+    fx_t *f = *state;
+    const char *a[] = {"--db", f->db, "run", "--interval", "soon", NULL};
+    assert_int_equal(run_cli(f, a), 2);
+    assert_non_null(strstr(slurp(f->err), "--interval soon"));
+    const char *b[] = {"--db", f->db, "run", "--frob", "1", NULL};
+    assert_int_equal(run_cli(f, b), 2);
+    const char *c[] = {"--db", f->db, "run", NULL}; /* no journal */
+    assert_int_equal(run_cli(f, c), 1);
+    assert_non_null(strstr(slurp(f->err), "fieldsync init"));
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_run__wakes_on_record_and_stops_on_sigterm),
+        T(test_run__one_daemon_per_journal),
+        T(test_run__sighup_reloads_configuration),
+        T(test_run__watchdog_notices_a_stuck_queue),
+        T(test_run__metrics_file_and_endpoint),
+        T(test_run__bad_arguments),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,98 @@
+/* fieldsync tests: runs the real fieldsync-server binary and talks signed HTTP to it (libcurl). */
+#ifndef FSA_TESTS_SYNC_SERVER_HARNESS_H
+#define FSA_TESTS_SYNC_SERVER_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "sync/signer.h"
+
+/*
+ * Shared by the integration tests and the server benchmark. Every server runs in its own temp dir
+ * (mkdtemp) holding its database, devices file (devices "dev000".."devNNN", each with a secret
+ * derived from its number: th_device_key), admin token file and stderr log; th_dir_remove() cleans
+ * it up. The binary is FSA_SERVER_BIN, run through FSA_TEST_EMULATOR (words joined by "|", may
+ * be empty) when cross-compiled.
+ */
+
+#define TH_ADMIN_TOKEN "test-admin-token-0123456789"
+#define TH_MAX_ARGS 24
+
+typedef struct th_server {
+    pid_t pid;
+    int out_fd; /* the read end of the server's stdout, open while it runs */
+    char dir[256];
+    char url[128];
+    char db[320];
+    char devices[320];
+    char token[320];
+    char errlog[320];
+} th_server_t;
+
+/* Makes a fresh temp dir into dir (size 256). False on failure. */
+bool th_dir_make(char *dir);
+/* Removes the dir and every file in it (not recursive beyond one level). */
+void th_dir_remove(const char *dir);
+
+/* Writes the devices file (ndevices devices, mode 0600) and admin token file into s->dir (which
+ * must exist) and fills the paths in s. */
+bool th_write_files(th_server_t *s, int ndevices);
+
+/* The id and key of device i. */
+void th_device_id(int i, char out[16]);
+void th_device_key(int i, fsa_signer_key_t *key);
+
+/* Starts the server with the files of s and extra arguments (NULL-terminated, may be NULL),
+ * waits (bounded, 20 s) for its "listening on" line and fills s->url. False on failure (the
+ * server's stderr is printed). */
+bool th_server_start(th_server_t *s, const char *const *extra);
+
+/* Sends SIGTERM and waits (bounded, 20 s) for the exit. Returns the exit status (0..255), 128+sig
+ * when killed by a signal, -1 when it did not exit (it is then killed). */
+int th_server_stop(th_server_t *s);
+
+/* Kills the server with SIGKILL (a crash) and reaps it. Returns 128 + SIGKILL, or -1. */
+int th_server_kill(th_server_t *s);
+
+/* Runs the server binary with args (NULL-terminated) expecting it to exit on its own within 10 s;
+ * returns its exit status (-1 on timeout) and its stderr (cut to errcap). */
+int th_run_cli(const char *const *args, char *err, size_t errcap);
+
+typedef struct th_resp {
+    long status;   /* HTTP status, 0 when no answer */
+    int curl_code; /* CURLE_OK or the transport error */
+    char *body;    /* malloc'ed, NUL-terminated; free with th_resp_free */
+    size_t len;
+    char retry_after[32];
+    bool gzipped; /* the answer came with Content-Encoding: gzip (curl inflated it) */
+} th_resp_t;
+
+void th_resp_free(th_resp_t *r);
+
+/* Per-request knobs for th_request (all optional). */
+typedef struct th_req_opts {
+    bool gzip;      /* send the body gzip-compressed (signature over the compressed bytes) */
+    bool skip_auth; /* no X-* headers at all */
+    bool corrupt_signature;    /* flip one hex digit of the signature */
+    int64_t ts_offset_ms;      /* added to X-Timestamp */
+    const char *nonce;         /* use this nonce instead of a fresh one */
+    const char *header_device; /* X-Device-Id different from the signer's id */
+    const char *bearer;        /* admin requests: Authorization: Bearer <bearer>, no device auth */
+    const char *content_encoding; /* send this Content-Encoding as is (the body is not touched) */
+    bool accept_gzip;             /* Accept-Encoding: gzip (curl inflates the answer) */
+} th_req_opts_t;
+
+/*
+ * One request to s->url + path_and_query, signed as device `device` (ignored with opts->bearer or
+ * skip_auth). body may be NULL. handle: a CURL * to reuse (NULL: a fresh one). Returns true when
+ * an HTTP answer arrived (r->status set); transport errors leave r->curl_code set and false.
+ */
+bool th_request(void *handle, const char *url, const char *method, const char *path_and_query,
+                int device, const void *body, size_t len, const th_req_opts_t *opts, th_resp_t *r);
+
+/* gzip-compresses in into a malloc'ed buffer. */
+bool th_gzip(const void *in, size_t len, unsigned char **out, size_t *out_len);
+
+#endif

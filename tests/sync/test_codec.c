@@ -1,0 +1,606 @@
+/* fieldsync tests: sync/codec (push bodies, results, pull answers, errors, devices; limits). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync/codec.h"
+#include "tests/test_util.h"
+
+static void make_op(fsa_op_t *op, fsa_op_kind_t kind, const char *id, const char *json)
+{
+    memset(op, 0, sizeof *op);
+    snprintf(op->op_id, sizeof op->op_id, "00000000-0000-4000-8000-%012d", (int)kind + 1);
+    op->seq = 7;
+    op->at_ms = 1764090000123;
+    op->kind = kind;
+    op->type = FSA_TYPE_TICKET;
+    snprintf(op->id, sizeof op->id, "%s", id);
+    if (json != NULL)
+        op->json = strdup(json);
+}
+
+static void test_fsa_codec_push__round_trip_every_kind(void **state)
+{
+    (void)state;
+    fsa_op_t ops[6];
+    make_op(&ops[0], FSA_OP_CREATE, "T1", "{\"priority\":\"HIGH\"}");
+    make_op(&ops[1], FSA_OP_SET, "T1", "{\"assignedto\":\"p\\\"1\"}");
+    ops[1].base_version = 3;
+    snprintf(ops[1].group, sizeof ops[1].group, "g-1");
+    make_op(&ops[2], FSA_OP_MERGE, "T1", "{\"a\":{\"b\":null}}");
+    snprintf(ops[2].field, sizeof ops[2].field, "ticketlog");
+    make_op(&ops[3], FSA_OP_INCREMENT, "T1", NULL);
+    snprintf(ops[3].field, sizeof ops[3].field, "level");
+    ops[3].by = -9007199254740991LL;
+    make_op(&ops[4], FSA_OP_TRANSITION, "T1", NULL);
+    snprintf(ops[4].field, sizeof ops[4].field, "status");
+    snprintf(ops[4].from, sizeof ops[4].from, "NEW");
+    snprintf(ops[4].to, sizeof ops[4].to, "OPEN");
+    make_op(&ops[5], FSA_OP_APPEND, "T1", "[1,\"x\"]");
+    snprintf(ops[5].field, sizeof ops[5].field, "ticketlog");
+    snprintf(ops[5].key, sizeof ops[5].key, "ticket_history");
+    ops[5].max_len = 50;
+
+    char *body = NULL;
+    size_t len = 0;
+    assert_fsa_ok(fsa_codec_encode_push("batch-1", ops, 6, &body, &len));
+    assert_int_equal(strlen(body), len);
+    fsa_codec_push_t p;
+    fsa_codec_err_t err;
+    assert_fsa_ok(fsa_codec_decode_push(body, len, &p, &err));
+    assert_string_equal(p.batch_id, "batch-1");
+    assert_int_equal(p.count, 6);
+    for (size_t i = 0; i < 6; i++) {
+        const fsa_op_t *a = &ops[i], *b = &p.ops[i].op;
+        assert_string_equal(p.ops[i].reject.code, "");
+        assert_string_equal(a->op_id, b->op_id);
+        assert_int_equal(a->seq, b->seq);
+        assert_int_equal(a->at_ms, b->at_ms);
+        assert_int_equal(a->kind, b->kind);
+        assert_int_equal(a->type, b->type);
+        assert_string_equal(a->id, b->id);
+        assert_string_equal(a->group, b->group);
+        assert_string_equal(a->field, b->field);
+        assert_int_equal(a->base_version, b->base_version);
+        assert_int_equal(a->by, b->by);
+        assert_string_equal(a->from, b->from);
+        assert_string_equal(a->to, b->to);
+        assert_string_equal(a->key, b->key);
+        assert_int_equal(a->max_len, b->max_len);
+        if (a->json != NULL)
+            assert_string_equal(a->json, b->json);
+        else
+            assert_null(b->json);
+    }
+    fsa_codec_push_free(&p);
+    fsa_codec_push_free(&p); /* cleared: a second free is harmless */
+    fsa_codec_free(body);
+    for (size_t i = 0; i < 6; i++)
+        fsa_op_clear(&ops[i]);
+}
+
+static void test_fsa_codec_encode_push__invalid(void **state)
+{
+    (void)state;
+    fsa_op_t op;
+    char *body = (char *)1;
+    size_t len = 99;
+    make_op(&op, FSA_OP_CREATE, "T1", "{not json");
+    assert_int_equal(fsa_codec_encode_push("b", &op, 1, &body, &len), FSA_EINVAL);
+    assert_null(body);
+    assert_int_equal(len, 0);
+    fsa_op_clear(&op);
+    make_op(&op, FSA_OP_CREATE, "T1", NULL);
+    assert_int_equal(fsa_codec_encode_push("b", &op, 1, &body, &len), FSA_EINVAL);
+    assert_int_equal(fsa_codec_encode_push("bad id", &op, 0, &body, &len), FSA_EINVAL);
+    assert_int_equal(fsa_codec_encode_push("b", &op, FSA_LIMIT_BATCH_OPS + 1, &body, &len),
+                     FSA_ETOOLARGE);
+    op.kind = (fsa_op_kind_t)42;
+    assert_int_equal(fsa_codec_encode_push("b", &op, 1, &body, &len), FSA_EINVAL);
+    fsa_op_clear(&op);
+}
+
+/* Decodes body and checks the status and code. */
+static void expect_decode(const char *body, fsa_status_t want, const char *code)
+{
+    fsa_codec_push_t p;
+    fsa_codec_err_t err;
+    fsa_status_t st = fsa_codec_decode_push(body, strlen(body), &p, &err);
+    if (st != want)
+        fail_msg("%s: got %d (%s), want %d", body, (int)st, err.message, (int)want);
+    if (st != FSA_OK) {
+        assert_string_equal(err.code, code);
+        assert_int_equal(p.count, 0);
+        assert_null(p.ops);
+    }
+    fsa_codec_push_free(&p);
+}
+
+static void test_fsa_codec_decode_push__malformed_shapes(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "",
+        "nul",
+        "{",
+        "[]",
+        "42",
+        "{\"batch_id\":\"b\"}",
+        "{\"ops\":[]}",
+        "{\"batch_id\":1,\"ops\":[]}",
+        "{\"batch_id\":\"b\",\"ops\":{}}",
+        "{\"batch_id\":\"b\",\"ops\":[]}x",
+        "{\"batch_id\":\"b\",\"ops\":[[]]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"seq\":1,\"at\":1,\"kind\":\"create\",\"type\":\"ticket\","
+        "\"id\":\"T\"}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a "
+        "b\",\"seq\":1,\"at\":1,\"kind\":\"create\",\"type\":\"ticket\",\"id\":\"T\"}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"0123456789012345678901234567890123456\",\"seq\":"
+        "1,\"at\":1,\"kind\":\"create\",\"type\":\"ticket\",\"id\":\"T\"}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":\"1\",\"at\":1,\"kind\":\"create\","
+        "\"type\":\"ticket\",\"id\":\"T\"}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":1.5,\"at\":1,\"kind\":\"create\","
+        "\"type\":\"ticket\",\"id\":\"T\"}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":1,\"at\":1e300,\"kind\":\"create\","
+        "\"type\":\"ticket\",\"id\":\"T\"}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":1,\"at\":1,\"kind\":3,\"type\":"
+        "\"ticket\",\"id\":\"T\"}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":1,\"at\":1,\"kind\":\"create\","
+        "\"type\":null,\"id\":\"T\"}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":1,\"at\":1,\"kind\":\"create\","
+        "\"type\":\"ticket\",\"id\":\"T\",\"group\":5}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_decode(bad[i], FSA_EINVAL, "malformed");
+    fsa_codec_push_t p;
+    assert_int_equal(fsa_codec_decode_push(NULL, 3, &p, NULL), FSA_EINVAL);
+}
+
+static void test_fsa_codec_decode_push__per_op_rejections(void **state)
+{
+    (void)state;
+    const char *body =
+        "{\"batch_id\":\"b\",\"ops\":["
+        "{\"op_id\":\"o1\",\"seq\":1,\"at\":1,\"kind\":\"fly\",\"type\":\"ticket\",\"id\":\"T\"},"
+        "{\"op_id\":\"o2\",\"seq\":2,\"at\":1,\"kind\":\"create\",\"type\":\"boat\",\"id\":\"T\","
+        "\"fields\":{}},"
+        "{\"op_id\":\"o3\",\"seq\":3,\"at\":1,\"kind\":\"create\",\"type\":\"ticket\",\"id\":\"T "
+        "T\",\"fields\":{}},"
+        "{\"op_id\":\"o4\",\"seq\":4,\"at\":1,\"kind\":\"create\",\"type\":\"ticket\",\"id\":\"T\","
+        "\"fields\":[]},"
+        "{\"op_id\":\"o5\",\"seq\":5,\"at\":1,\"kind\":\"increment\",\"type\":\"ticket\",\"id\":"
+        "\"T\",\"field\":\"level\",\"by\":\"1\"},"
+        "{\"op_id\":\"o6\",\"seq\":6,\"at\":1,\"kind\":\"increment\",\"type\":\"ticket\",\"id\":"
+        "\"T\",\"field\":\"a_field_name_that_is_far_too_long_to_exist\",\"by\":1},"
+        "{\"op_id\":\"o7\",\"seq\":7,\"at\":1,\"kind\":\"append\",\"type\":\"ticket\",\"id\":\"T\","
+        "\"field\":\"ticketlog\",\"key\":\"k\",\"item\":1,\"max_len\":-1},"
+        "{\"op_id\":\"o8\",\"seq\":8,\"at\":1,\"kind\":\"set\",\"type\":\"ticket\",\"id\":\"T\","
+        "\"fields\":{}},"
+        "{\"op_id\":\"o9\",\"seq\":9,\"at\":1,\"kind\":\"transition\",\"type\":\"ticket\",\"id\":"
+        "\"T\",\"field\":\"status\",\"from\":\"NEW\"},"
+        "{\"op_id\":\"o10\",\"seq\":10,\"at\":1,\"kind\":\"append\",\"type\":\"ticket\",\"id\":"
+        "\"T\",\"field\":\"ticketlog\",\"key\":\"k\"},"
+        "{\"op_id\":\"o11\",\"seq\":11,\"at\":1,\"kind\":\"increment\",\"type\":\"ticket\",\"id\":"
+        "\"T\",\"field\":\"level\",\"by\":2}"
+        "]}";
+    const char *codes[] = {"invalid_value",
+                           "unknown_type",
+                           "invalid_value",
+                           "invalid_value",
+                           "invalid_value",
+                           "unknown_field",
+                           "invalid_value",
+                           "invalid_value",
+                           "invalid_value",
+                           "invalid_value",
+                           ""};
+    fsa_codec_push_t p;
+    fsa_codec_err_t err;
+    assert_fsa_ok(fsa_codec_decode_push(body, strlen(body), &p, &err));
+    assert_int_equal(p.count, 11);
+    for (size_t i = 0; i < p.count; i++) {
+        if (strcmp(p.ops[i].reject.code, codes[i]) != 0)
+            fail_msg("op %zu: code '%s', want '%s'", i, p.ops[i].reject.code, codes[i]);
+        char want_id[32];
+        snprintf(want_id, sizeof want_id, "o%zu", i + 1);
+        assert_string_equal(p.ops[i].op.op_id, want_id);
+    }
+    assert_int_equal(p.ops[10].op.by, 2);
+    fsa_codec_push_free(&p);
+}
+
+static void test_fsa_codec_decode_push__limits(void **state)
+{
+    (void)state;
+    /* Nesting: a value 32 deep passes, 33 deep is too large, 50000 deep is refused cheaply. */
+    size_t cap = 600000;
+    char *b = malloc(cap);
+    assert_non_null(b);
+    const char *head =
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o\",\"seq\":1,\"at\":1,\"kind\":"
+        "\"merge\",\"type\":\"ticket\",\"id\":\"T\",\"field\":\"ticketlog\",\"patch\":";
+    size_t depths[] = {32, 33, 50000};
+    fsa_status_t want[] = {FSA_OK, FSA_ETOOLARGE, FSA_ETOOLARGE};
+    for (size_t k = 0; k < 3; k++) {
+        size_t n = (size_t)snprintf(b, cap, "%s", head);
+        for (size_t i = 0; i + 1 < depths[k]; i++)
+            n += (size_t)snprintf(b + n, cap - n, "{\"a\":");
+        n += (size_t)snprintf(b + n, cap - n, "{}");
+        for (size_t i = 0; i + 1 < depths[k]; i++)
+            b[n++] = '}';
+        n += (size_t)snprintf(b + n, cap - n, "}]}");
+        fsa_codec_push_t p;
+        fsa_codec_err_t err;
+        fsa_status_t st = fsa_codec_decode_push(b, n, &p, &err);
+        if (st != want[k])
+            fail_msg("depth %zu: %d (%s)", depths[k], (int)st, err.message);
+        fsa_codec_push_free(&p);
+    }
+    /* Brackets inside strings do not count. */
+    assert_int_equal(fsa_codec_json_depth("[\"[[[[\\\"[[[\"]", 13, 10), 1);
+    assert_int_equal(fsa_codec_json_depth("{\"a\":[{}]}", 10, 10), 3);
+    assert_int_equal(fsa_codec_json_depth("[[[[", 4, 2), 3);
+    free(b);
+
+    /* A string of exactly the limit passes, one byte more is too large. */
+    cap = FSA_LIMIT_STRING_BYTES + 200;
+    b = malloc(cap);
+    assert_non_null(b);
+    for (size_t extra = 0; extra < 2; extra++) {
+        size_t n = (size_t)snprintf(b, cap, "{\"batch_id\":\"b\",\"ops\":[],\"x\":\"");
+        memset(b + n, 'y', FSA_LIMIT_STRING_BYTES + extra);
+        n += FSA_LIMIT_STRING_BYTES + extra;
+        n += (size_t)snprintf(b + n, cap - n, "\"}");
+        fsa_codec_push_t p;
+        fsa_codec_err_t err;
+        fsa_status_t st = fsa_codec_decode_push(b, n, &p, &err);
+        assert_int_equal(st, extra ? FSA_ETOOLARGE : FSA_OK);
+        fsa_codec_push_free(&p);
+    }
+    free(b);
+
+    /* Body size and op count. */
+    cap = FSA_LIMIT_BODY_BYTES + 10;
+    b = malloc(cap);
+    assert_non_null(b);
+    memset(b, ' ', cap);
+    fsa_codec_push_t p;
+    fsa_codec_err_t err;
+    assert_int_equal(fsa_codec_decode_push(b, FSA_LIMIT_BODY_BYTES + 1, &p, &err), FSA_ETOOLARGE);
+    assert_string_equal(err.code, "too_large");
+    for (int count = FSA_LIMIT_BATCH_OPS; count <= FSA_LIMIT_BATCH_OPS + 1; count++) {
+        size_t n = (size_t)snprintf(b, cap, "{\"batch_id\":\"b\",\"ops\":[");
+        for (int i = 0; i < count; i++)
+            n += (size_t)snprintf(b + n, cap - n,
+                                  "%s{\"op_id\":\"o%d\",\"seq\":%d,\"at\":1,\"kind\":\"increment\","
+                                  "\"type\":\"ticket\",\"id\":\"T\",\"field\":\"level\",\"by\":1}",
+                                  i ? "," : "", i, i);
+        n += (size_t)snprintf(b + n, cap - n, "]}");
+        fsa_status_t st = fsa_codec_decode_push(b, n, &p, &err);
+        assert_int_equal(st, count > FSA_LIMIT_BATCH_OPS ? FSA_ETOOLARGE : FSA_OK);
+        if (st == FSA_OK)
+            assert_int_equal(p.count, (size_t)count);
+        fsa_codec_push_free(&p);
+    }
+    free(b);
+}
+
+static void test_fsa_codec_results__round_trip(void **state)
+{
+    (void)state;
+    fsa_codec_result_t in[4];
+    memset(in, 0, sizeof in);
+    snprintf(in[0].op_id, sizeof in[0].op_id, "a");
+    in[0].status = FSA_RESULT_APPLIED;
+    in[0].version = 7;
+    snprintf(in[1].op_id, sizeof in[1].op_id, "b");
+    in[1].status = FSA_RESULT_DUPLICATE;
+    in[1].original = FSA_RESULT_APPLIED;
+    in[1].version = 7;
+    snprintf(in[2].op_id, sizeof in[2].op_id, "c");
+    in[2].status = FSA_RESULT_CONFLICT;
+    in[2].has_current = true;
+    in[2].current_version = 9;
+    in[2].current_fields = strdup("{\"status\":\"OPEN\",\"level\":2}");
+    snprintf(in[2].code, sizeof in[2].code, "conflict");
+    snprintf(in[3].op_id, sizeof in[3].op_id, "d");
+    in[3].status = FSA_RESULT_REJECTED;
+    snprintf(in[3].code, sizeof in[3].code, "invalid_transition");
+    snprintf(in[3].message, sizeof in[3].message, "NEW→CLOSED is not allowed");
+    char *text = NULL;
+    size_t len = 0;
+    assert_fsa_ok(fsa_codec_encode_results(in, 4, 1764090000000, &text, &len));
+    fsa_codec_result_t *out = NULL;
+    size_t n = 0;
+    int64_t t = 0;
+    assert_fsa_ok(fsa_codec_decode_results(text, len, &out, &n, &t));
+    assert_int_equal(n, 4);
+    assert_int_equal(t, 1764090000000);
+    for (size_t i = 0; i < 4; i++) {
+        assert_string_equal(out[i].op_id, in[i].op_id);
+        assert_int_equal(out[i].status, in[i].status);
+        assert_int_equal(out[i].version, in[i].version);
+        assert_string_equal(out[i].code, in[i].code);
+        assert_string_equal(out[i].message, in[i].message);
+    }
+    assert_int_equal(out[1].original, FSA_RESULT_APPLIED);
+    assert_true(out[2].has_current);
+    assert_int_equal(out[2].current_version, 9);
+    assert_string_equal(out[2].current_fields, "{\"status\":\"OPEN\",\"level\":2}");
+    fsa_codec_results_free(out, n);
+    fsa_codec_free(text);
+    fsa_codec_result_clear(&in[2]);
+}
+
+static void test_fsa_codec_decode_results__hostile(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "",
+        "{",
+        "[]",
+        "{\"results\":{}}",
+        "{\"results\":[1]}",
+        "{\"results\":[{\"status\":\"applied\",\"version\":1}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"won\"}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\"}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":\"7\"}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":0}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"duplicate\"}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"duplicate\",\"original\":\"duplicate\"}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"conflict\",\"current\":{\"version\":1}}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"conflict\",\"current\":{\"version\":1,"
+        "\"fields\":[]}}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"rejected\"}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"rejected\",\"error\":{\"code\":\"a_code_that_"
+        "is_much_too_long_for_us\"}}]}",
+        "{\"results\":[{\"op_id\":\"0123456789012345678901234567890123456789\",\"status\":"
+        "\"conflict\"}]}",
+        "{\"results\":[],\"server_time\":\"now\"}",
+        "{\"results\":[]}garbage",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fsa_codec_result_t *out = (fsa_codec_result_t *)1;
+        size_t n = 5;
+        fsa_status_t st = fsa_codec_decode_results(bad[i], strlen(bad[i]), &out, &n, NULL);
+        if (st != FSA_EPROTO)
+            fail_msg("case %zu: %d", i, (int)st);
+        assert_null(out);
+        assert_int_equal(n, 0);
+    }
+    /* Deep nesting inside current.fields is refused before parsing. */
+    char deep[4000];
+    size_t n = (size_t)snprintf(deep, sizeof deep,
+                                "{\"results\":[{\"op_id\":\"a\",\"status\":\"conflict\","
+                                "\"current\":{\"version\":1,\"fields\":");
+    for (int i = 0; i < 1000; i++)
+        deep[n++] = '[';
+    deep[n] = '\0';
+    fsa_codec_result_t *out = NULL;
+    size_t cnt = 0;
+    assert_int_equal(fsa_codec_decode_results(deep, n, &out, &cnt, NULL), FSA_EPROTO);
+    assert_int_equal(fsa_codec_decode_results(NULL, 0, &out, &cnt, NULL), FSA_EPROTO);
+    assert_int_equal(fsa_codec_decode_results("{}", 2, NULL, &cnt, NULL), FSA_EINVAL);
+    /* An empty list is fine. */
+    assert_fsa_ok(fsa_codec_decode_results("{\"results\":[]}", 14, &out, &cnt, NULL));
+    assert_int_equal(cnt, 0);
+    fsa_codec_results_free(out, cnt);
+}
+
+static void test_fsa_codec_pull__round_trip_and_hostile(void **state)
+{
+    (void)state;
+    fsa_codec_change_t ch[2] = {
+        {FSA_TYPE_JOBNEED, "J1", 9, 1764090000001, strdup("{\"jobstatus\":\"ASSIGNED\"}")},
+        {FSA_TYPE_ATTENDANCE, "A:1", 1, 1764090000002, strdup("{}")},
+    };
+    fsa_codec_pull_t in = {ch, 2, "v1.42", true, 1764090000003};
+    char *text = NULL;
+    size_t len = 0;
+    assert_fsa_ok(fsa_codec_encode_pull(&in, &text, &len));
+    fsa_codec_pull_t out;
+    assert_fsa_ok(fsa_codec_decode_pull(text, len, &out));
+    assert_int_equal(out.count, 2);
+    assert_string_equal(out.cursor, "v1.42");
+    assert_true(out.more);
+    assert_int_equal(out.server_time_ms, 1764090000003);
+    assert_int_equal(out.changes[0].type, FSA_TYPE_JOBNEED);
+    assert_string_equal(out.changes[0].id, "J1");
+    assert_int_equal(out.changes[0].version, 9);
+    assert_int_equal(out.changes[0].mdtz_ms, 1764090000001);
+    assert_string_equal(out.changes[0].fields, "{\"jobstatus\":\"ASSIGNED\"}");
+    assert_int_equal(out.changes[1].type, FSA_TYPE_ATTENDANCE);
+    fsa_codec_pull_free(&out);
+    fsa_codec_free(text);
+    /* One entity, as the admin API answers it. */
+    assert_fsa_ok(fsa_codec_encode_entity(&ch[0], -1, &text, &len));
+    fsa_codec_change_t e;
+    fsa_codec_err_t err;
+    assert_fsa_ok(fsa_codec_decode_entity(text, len, &e, &err));
+    assert_string_equal(e.id, "J1");
+    assert_string_equal(e.fields, "{\"jobstatus\":\"ASSIGNED\"}");
+    fsa_codec_change_clear(&e);
+    fsa_codec_free(text);
+    assert_int_equal(
+        fsa_codec_decode_entity("{\"type\":\"car\",\"id\":\"x\",\"fields\":{}}", 35, &e, &err),
+        FSA_EINVAL);
+    assert_string_equal(err.code, "malformed");
+    fsa_codec_change_clear(&ch[0]);
+    fsa_codec_change_clear(&ch[1]);
+
+    const char *bad[] = {
+        "{\"changes\":[],\"cursor\":\"c\"}",
+        "{\"changes\":[],\"more\":false}",
+        "{\"changes\":[],\"cursor\":1,\"more\":false}",
+        "{\"changes\":[],\"cursor\":\"c\",\"more\":0}",
+        "{\"changes\":[{\"type\":\"jobneed\",\"id\":\"J\",\"version\":1,\"mdtz\":1}],\"cursor\":"
+        "\"c\",\"more\":false}",
+        "{\"changes\":[{\"type\":\"robot\",\"id\":\"J\",\"version\":1,\"mdtz\":1,\"fields\":{}}],"
+        "\"cursor\":\"c\",\"more\":false}",
+        "{\"changes\":[{\"type\":\"jobneed\",\"id\":\"J "
+        "J\",\"version\":1,\"mdtz\":1,\"fields\":{}}],\"cursor\":\"c\",\"more\":false}",
+        "{\"changes\":[{\"type\":\"jobneed\",\"id\":\"J\",\"version\":0,\"mdtz\":1,\"fields\":{}}],"
+        "\"cursor\":\"c\",\"more\":false}",
+        "{\"changes\":[],\"cursor\":"
+        "\"0123456789012345678901234567890123456789012345678901234567890123456789\",\"more\":"
+        "false}",
+        "{\"changes\":[null],\"cursor\":\"c\",\"more\":false}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fsa_status_t st = fsa_codec_decode_pull(bad[i], strlen(bad[i]), &out);
+        if (st != FSA_EPROTO)
+            fail_msg("case %zu: %d", i, (int)st);
+        assert_int_equal(out.count, 0);
+        assert_null(out.changes);
+    }
+}
+
+static void test_fsa_codec_error__round_trip_and_hostile(void **state)
+{
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    assert_fsa_ok(
+        fsa_codec_encode_error("clock_skew", "off by \"a lot\"", 1764090000000, &text, &len));
+    fsa_codec_err_t e;
+    int64_t t = 0;
+    assert_fsa_ok(fsa_codec_decode_error(text, len, &e, &t));
+    assert_string_equal(e.code, "clock_skew");
+    assert_string_equal(e.message, "off by \"a lot\"");
+    assert_int_equal(t, 1764090000000);
+    fsa_codec_free(text);
+    assert_fsa_ok(fsa_codec_encode_error("malformed", NULL, -1, &text, &len));
+    assert_string_equal(text, "{\"error\":{\"code\":\"malformed\",\"message\":\"\"}}");
+    assert_fsa_ok(fsa_codec_decode_error(text, len, &e, &t));
+    assert_int_equal(t, -1);
+    fsa_codec_free(text);
+    assert_int_equal(fsa_codec_encode_error("", "x", 0, &text, &len), FSA_EINVAL);
+    assert_null(text);
+    const char *bad[] = {"{}",
+                         "{\"error\":\"x\"}",
+                         "{\"error\":{\"code\":\"\"}}",
+                         "{\"error\":{\"code\":1}}",
+                         "{\"error\":{\"code\":\"a\",\"message\":2}}",
+                         "<html>",
+                         "{\"error\":{\"code\":\"a\"},\"server_time\":true}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(fsa_codec_decode_error(bad[i], strlen(bad[i]), &e, &t), FSA_EPROTO);
+    /* A long message is cut, never overrun. */
+    char longmsg[1000];
+    int n = snprintf(longmsg, sizeof longmsg, "{\"error\":{\"code\":\"x\",\"message\":\"");
+    memset(longmsg + n, 'm', 600);
+    snprintf(longmsg + n + 600, sizeof longmsg - (size_t)n - 600, "\"}}");
+    assert_fsa_ok(fsa_codec_decode_error(longmsg, strlen(longmsg), &e, NULL));
+    assert_int_equal(strlen(e.message), FSA_CODEC_MESSAGE_BYTES - 1);
+}
+
+static void test_fsa_codec_decode_devices__cases(void **state)
+{
+    (void)state;
+    const char *ok = "{\"devices\":[{\"id\":\"dev002\",\"secret\":"
+                     "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"},"
+                     "{\"id\":\"dev001\",\"secret\":"
+                     "\"FF0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"}]}";
+    fsa_codec_device_t *d = NULL;
+    size_t n = 0;
+    fsa_codec_err_t err;
+    assert_fsa_ok(fsa_codec_decode_devices(ok, strlen(ok), &d, &n, &err));
+    assert_int_equal(n, 2);
+    assert_string_equal(d[0].id, "dev001"); /* sorted */
+    assert_string_equal(d[1].id, "dev002");
+    fsa_codec_devices_free(d, n);
+    const char *bad[] = {
+        "{}",
+        "{\"devices\":[]}",
+        "{\"devices\":[{\"id\":\"a\",\"secret\":\"00\"}]}",
+        "{\"devices\":[{\"id\":\"a "
+        "b\",\"secret\":\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"}]}",
+        "{\"devices\":[{\"id\":\"a\",\"secret\":"
+        "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"},"
+        "{\"id\":\"a\",\"secret\":"
+        "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"}]}",
+        "not json",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fsa_status_t st = fsa_codec_decode_devices(bad[i], strlen(bad[i]), &d, &n, &err);
+        if (st != FSA_EINVAL)
+            fail_msg("case %zu: %d", i, (int)st);
+        assert_null(d);
+        assert_null(strstr(err.message, "0001020304")); /* never echo a secret */
+    }
+}
+
+/* Every prefix and a few thousand seeded byte mutations of valid texts: the decoders answer with a
+ * status, never crash or leak (the sanitizer build checks both). */
+static void test_fsa_codec_decoders__truncations_and_mutations(void **state)
+{
+    (void)state;
+    const char *push = "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o1\",\"seq\":1,\"at\":2,"
+                       "\"kind\":\"append\",\"type\":\"ticket\",\"id\":\"T\",\"group\":\"g\","
+                       "\"field\":\"ticketlog\",\"key\":\"h\",\"item\":{\"a\":[1,\"x\"]},"
+                       "\"max_len\":3},{\"op_id\":\"o2\",\"seq\":2,\"at\":2,\"kind\":\"set\","
+                       "\"type\":\"jobneed\",\"id\":\"J\",\"base_version\":4,\"fields\":{}}]}";
+    const char *results = "{\"results\":[{\"op_id\":\"a\",\"status\":\"duplicate\",\"version\":3,"
+                          "\"original\":\"applied\"},{\"op_id\":\"b\",\"status\":\"conflict\","
+                          "\"current\":{\"version\":2,\"fields\":{\"x\":[1]}},\"error\":{\"code\":"
+                          "\"conflict\",\"message\":\"m\"}}],\"server_time\":5}";
+    const char *pull = "{\"changes\":[{\"type\":\"ticket\",\"id\":\"T\",\"version\":2,\"mdtz\":9,"
+                       "\"fields\":{\"level\":1}}],\"cursor\":\"v1.7\",\"more\":true,"
+                       "\"server_time\":5}";
+    const char *texts[] = {push, results, pull};
+    uint64_t rng = 12345;
+    for (size_t t = 0; t < 3; t++) {
+        size_t len = strlen(texts[t]);
+        char *buf = malloc(len + 1);
+        assert_non_null(buf);
+        for (size_t round = 0; round < len + 2000; round++) {
+            memcpy(buf, texts[t], len + 1);
+            size_t use = len;
+            if (round < len) {
+                use = round; /* every prefix */
+            } else {
+                for (int k = 0; k < 3; k++) {
+                    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+                    buf[(rng >> 33) % len] = (char)(rng >> 13);
+                }
+            }
+            fsa_codec_push_t p;
+            fsa_codec_err_t err;
+            fsa_status_t st = fsa_codec_decode_push(buf, use, &p, &err);
+            assert_true(st == FSA_OK || st == FSA_EINVAL || st == FSA_ETOOLARGE);
+            fsa_codec_push_free(&p);
+            fsa_codec_result_t *res = NULL;
+            size_t n = 0;
+            st = fsa_codec_decode_results(buf, use, &res, &n, NULL);
+            assert_true(st == FSA_OK || st == FSA_EPROTO);
+            fsa_codec_results_free(res, n);
+            fsa_codec_pull_t pl;
+            st = fsa_codec_decode_pull(buf, use, &pl);
+            assert_true(st == FSA_OK || st == FSA_EPROTO);
+            fsa_codec_pull_free(&pl);
+            int64_t tm;
+            st = fsa_codec_decode_error(buf, use, &err, &tm);
+            assert_true(st == FSA_OK || st == FSA_EPROTO);
+        }
+        free(buf);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fsa_codec_push__round_trip_every_kind),
+        cmocka_unit_test(test_fsa_codec_encode_push__invalid),
+        cmocka_unit_test(test_fsa_codec_decode_push__malformed_shapes),
+        cmocka_unit_test(test_fsa_codec_decode_push__per_op_rejections),
+        cmocka_unit_test(test_fsa_codec_decode_push__limits),
+        cmocka_unit_test(test_fsa_codec_results__round_trip),
+        cmocka_unit_test(test_fsa_codec_decode_results__hostile),
+        cmocka_unit_test(test_fsa_codec_pull__round_trip_and_hostile),
+        cmocka_unit_test(test_fsa_codec_error__round_trip_and_hostile),
+        cmocka_unit_test(test_fsa_codec_decode_devices__cases),
+        cmocka_unit_test(test_fsa_codec_decoders__truncations_and_mutations),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

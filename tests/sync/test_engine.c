@@ -1,0 +1,241 @@
+/* Tests for sync/engine.c on the sim clock against the real fieldsync-server: clock skew, backoff
+ * per policy, Retry-After, the persisted next attempt, and the status callback. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "port/sim/sim.h"
+#include "sync/engine.h"
+#include "tests/sync/server_client.h"
+#include "tests/sync/server_harness.h"
+#include "tests/test_util.h"
+
+typedef struct fx {
+    th_server_t srv;
+    bool started;
+    fsa_sim_t *sim;
+    fsa_port_t *port;
+    fsa_journal_t *j;
+    char db[400];
+} fx_t;
+
+static int64_t real_wall_ms(void)
+{
+    return fsa_port_posix()->wall_now(NULL).ms;
+}
+
+/* A device whose clock is off by skew_ms. */
+static void make_device(fx_t *f, int64_t skew_ms)
+{
+    fsa_wall_t start = {real_wall_ms() + skew_ms};
+    assert_fsa_ok(fsa_sim_new(5, start, "device", &f->sim));
+    f->port = fsa_sim_port(f->sim);
+    snprintf(f->db, sizeof f->db, "%s/device.db", f->srv.dir);
+    fsa_journal_opts_t o = {.create = true};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(f->port, f->db, &o, &f->j, err, sizeof err));
+}
+
+static fsa_engine_t *engine(fx_t *f, const char *url, const fsa_retry_policy_t *retry)
+{
+    fsa_signer_key_t key;
+    th_device_key(0, &key);
+    fsa_engine_opts_t o = {.device_id = "dev000", .key = &key, .retry = retry};
+    o.transport.base_url = url;
+    o.transport.connect_timeout_ms = 2000;
+    o.transport.total_timeout_ms = 10000;
+    fsa_engine_t *e = NULL;
+    char err[256];
+    assert_fsa_ok(fsa_engine_new(f->port, f->j, &o, &e, err, sizeof err));
+    fsa_signer_key_wipe(&key);
+    return e;
+}
+
+static int setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    if (!th_dir_make(f->srv.dir) || !th_write_files(&f->srv, 2))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    fsa_journal_close(f->j);
+    fsa_sim_free(f->sim);
+    if (f->started)
+        th_server_stop(&f->srv);
+    th_dir_remove(f->srv.dir);
+    free(f);
+    return 0;
+}
+
+static void start(fx_t *f, const char *const *extra)
+{
+    assert_true(th_server_start(&f->srv, extra));
+    f->started = true;
+}
+
+static int64_t state_int(fx_t *f, const char *key)
+{
+    int64_t v = 0;
+    assert_fsa_ok(fsa_journal_state_get_int(f->j, key, 0, &v));
+    return v;
+}
+
+static void skewed_clock_is_corrected(void **state, int64_t skew_ms)
+{
+    fx_t *f = *state;
+    start(f, NULL);
+    make_device(f, skew_ms);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_engine_t *e = engine(f, f->srv.url, NULL);
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    assert_int_equal(r.applied, 1);
+    /* offset = server_time - local_now: about minus the skew */
+    int64_t offset = state_int(f, "clock_offset_ms");
+    assert_true(offset > -skew_ms - 5000 && offset < -skew_ms + 5000);
+    /* records made now carry the corrected time */
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &rec));
+    fsa_op_t op;
+    assert_fsa_ok(fsa_outbox_find(f->j, rec.op_id, &op, NULL));
+    int64_t err_ms = op.at_ms - real_wall_ms();
+    fsa_op_clear(&op);
+    assert_true(err_ms > -5000 && err_ms < 5000);
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    assert_int_equal(r.applied, 1);
+    fsa_engine_free(e);
+}
+
+static void test_fsa_engine_sync__clock_one_hour_ahead(void **state)
+{
+    skewed_clock_is_corrected(state, 3600 * 1000);
+}
+
+static void test_fsa_engine_sync__clock_one_hour_behind(void **state)
+{
+    skewed_clock_is_corrected(state, -3600 * 1000);
+}
+
+typedef struct seen {
+    int retrying, offline;
+} seen_t;
+
+static void on_status(void *arg, const fsa_engine_status_t *s)
+{
+    seen_t *seen = arg;
+    if (s->state == FSA_ENGINE_RETRYING)
+        seen->retrying++;
+    if (s->state == FSA_ENGINE_OFFLINE)
+        seen->offline++;
+}
+
+static void test_fsa_engine_sync__unreachable_backs_off_per_policy(void **state)
+{
+    fx_t *f = *state;
+    make_device(f, 0);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    /* port 9 on loopback: nothing listens, connect is refused at once */
+    fsa_engine_t *e = engine(f, "http://127.0.0.1:9", fsa_retry_policy(FSA_RETRY_DEFAULT));
+    seen_t seen = {0};
+    fsa_engine_on_status(e, on_status, &seen);
+    fsa_mono_t real0 = fsa_port_posix()->mono_now(NULL);
+    fsa_mono_t v0 = f->port->mono_now(f->port->ctx);
+    fsa_sync_report_t r;
+    assert_int_equal(fsa_engine_sync(e, &r), FSA_ENET);
+    int64_t slept = fsa_mono_diff_ns(f->port->mono_now(f->port->ctx), v0);
+    /* DEFAULT: 3 retries with full jitter under caps of 0.1, 0.2 and 0.4 s */
+    assert_int_equal(r.retries, 3);
+    assert_int_equal(seen.retrying, 3);
+    assert_int_equal(seen.offline, 1);
+    assert_true(slept <= 700 * FSA_NS_PER_MS);
+    assert_true(test_real_elapsed_ns(real0) < 5 * FSA_NS_PER_S);
+    assert_non_null(strstr(r.error, "gave up after 3 retries"));
+    /* the cycle's next attempt is persisted: 0.5..1 s after the first failure */
+    int64_t next = state_int(f, "next_attempt_ms");
+    int64_t now = f->port->wall_now(f->port->ctx).ms;
+    assert_true(next >= now + 500 && next <= now + 1000);
+    assert_int_equal(state_int(f, "sync_failures"), 1);
+    fsa_engine_free(e);
+
+    /* a restart does not reset it, and neither does a new record */
+    fsa_journal_close(f->j);
+    fsa_journal_opts_t o = {0};
+    assert_fsa_ok(fsa_journal_open(f->port, f->db, &o, &f->j, NULL, 0));
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &rec));
+    e = engine(f, "http://127.0.0.1:9", fsa_retry_policy(FSA_RETRY_DEFAULT));
+    assert_int_equal(fsa_engine_sync(e, &r), FSA_EBUSY);
+    assert_non_null(strstr(r.error, "backing off"));
+    assert_int_equal(r.retries, 0);
+    /* once the time has come it tries again, and the cycle's delay grows */
+    fsa_sim_advance(f->sim, 2 * FSA_NS_PER_S);
+    assert_int_equal(fsa_engine_sync(e, &r), FSA_ENET);
+    assert_int_equal(state_int(f, "sync_failures"), 2);
+    next = state_int(f, "next_attempt_ms");
+    now = f->port->wall_now(f->port->ctx).ms;
+    assert_true(next >= now + 1000 && next <= now + 2000);
+    fsa_engine_free(e);
+    fsa_outbox_stats_t os;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &os));
+    assert_int_equal(os.pending, 2); /* the outbox is never dropped */
+}
+
+static void test_fsa_engine_sync__retry_after_is_honoured(void **state)
+{
+    fx_t *f = *state;
+    const char *busy[] = {"--fault-429", "1", "--fault-retry-after", "7", NULL};
+    start(f, busy);
+    make_device(f, 0);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_engine_t *e = engine(f, f->srv.url, fsa_retry_policy(FSA_RETRY_CONSERVATIVE));
+    fsa_mono_t v0 = f->port->mono_now(f->port->ctx);
+    fsa_sync_report_t r;
+    assert_int_not_equal(fsa_engine_sync(e, &r), FSA_OK);
+    assert_int_equal(r.retries, 2); /* CONSERVATIVE: 2 retries */
+    /* each wait was at least the 7 s the server asked for, more than the policy's caps */
+    assert_true(fsa_mono_diff_ns(f->port->mono_now(f->port->ctx), v0) >= 14 * FSA_NS_PER_S);
+    assert_true(state_int(f, "next_attempt_ms") >= f->port->wall_now(f->port->ctx).ms + 7000);
+    fsa_engine_free(e);
+}
+
+static void test_fsa_engine_sync__status_and_nothing_pending(void **state)
+{
+    fx_t *f = *state;
+    start(f, NULL);
+    make_device(f, 0);
+    fsa_engine_t *e = engine(f, f->srv.url, NULL);
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    assert_int_equal(r.pushed, 0);
+    assert_true(state_int(f, "last_sync_ms") > 0);
+    fsa_engine_cancel(e);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    assert_int_equal(fsa_engine_sync(e, &r), FSA_ETIMEOUT); /* cancelled: sends nothing */
+    assert_string_equal(r.error, "cancelled");
+    fsa_engine_free(e);
+    assert_string_equal(fsa_engine_state_name(FSA_ENGINE_RETRYING), "retrying");
+    fsa_engine_t *bad = NULL;
+    fsa_engine_opts_t o = {.device_id = "bad id"};
+    assert_int_equal(fsa_engine_new(f->port, f->j, &o, &bad, NULL, 0), FSA_EINVAL);
+    assert_null(bad);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_fsa_engine_sync__clock_one_hour_ahead),
+        T(test_fsa_engine_sync__clock_one_hour_behind),
+        T(test_fsa_engine_sync__unreachable_backs_off_per_policy),
+        T(test_fsa_engine_sync__retry_after_is_honoured),
+        T(test_fsa_engine_sync__status_and_nothing_pending),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,739 @@
+/* fieldsync tests: fieldsync-server over real HTTP: every op kind, result, rejection, auth and
+ * limit of PROTOCOL.md sections 2-5, against the real binary on 127.0.0.1:0. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "tests/sync/server_client.h"
+#include "tests/test_util.h"
+
+static th_server_t g_srv;
+static CURL *g_h;
+
+#define URL (g_srv.url)
+#define OPBUF 4096
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&g_srv, 0, sizeof g_srv);
+    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, 8) || !th_server_start(&g_srv, NULL))
+        return -1;
+    g_h = curl_easy_init();
+    return g_h != NULL ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    curl_easy_cleanup(g_h);
+    int rc = th_server_stop(&g_srv);
+    th_dir_remove(g_srv.dir);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Pushes exactly one op and returns its result (cleared by the caller). */
+static fsa_codec_result_t push1(int dev, const char *op_json)
+{
+    fsa_codec_result_t *res = NULL;
+    size_t n = 0;
+    long st = tc_push(g_h, URL, dev, op_json, &res, &n);
+    if (st != 200 || n != 1)
+        fail_msg("push answered %ld with %zu results for %s", st, n, op_json);
+    fsa_codec_result_t r = res[0];
+    res[0].current_fields = NULL;
+    fsa_codec_results_free(res, n);
+    return r;
+}
+
+static void expect_status(int dev, const char *op_json, fsa_result_status_t want,
+                          const char *want_code)
+{
+    fsa_codec_result_t r = push1(dev, op_json);
+    if (r.status != want || (want_code != NULL && strcmp(r.code, want_code) != 0))
+        fail_msg("%s: got %s/%s (%s), want %s/%s", op_json, fsa_result_status_name(r.status),
+                 r.code, r.message, fsa_result_status_name(want), want_code ? want_code : "-");
+    fsa_codec_result_clear(&r);
+}
+
+static void field_eq(const char *type, const char *id, const char *name, const char *want)
+{
+    char got[4096];
+    tc_field(g_h, URL, type, id, name, got, sizeof got);
+    if (strcmp(got, want) != 0)
+        fail_msg("%s %s.%s is %s, want %s", type, id, name, got, want);
+}
+
+static void test_server_create__defaults_and_versions(void **state)
+{
+    (void)state;
+    char op[OPBUF];
+    fsa_codec_result_t r =
+        push1(0, tc_op(op, sizeof op, NULL, "create", "jobneed", "J-def", ",\"fields\":{}"));
+    assert_int_equal(r.status, FSA_RESULT_APPLIED);
+    assert_int_equal(r.version, 1);
+    fsa_codec_result_clear(&r);
+    field_eq("jobneed", "J-def", "jobstatus", "\"ASSIGNED\"");
+    field_eq("jobneed", "J-def", "parent_id", "null");
+    field_eq("jobneed", "J-def", "seqno", "0");
+    field_eq("jobneed", "J-def", "other_info", "{}");
+    field_eq("jobneed", "J-def", "people_id", "\"\"");
+
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "create", "ticket", "T-def",
+                        ",\"fields\":{\"priority\":\"HIGH\"}"),
+                  FSA_RESULT_APPLIED, NULL);
+    field_eq("ticket", "T-def", "status", "\"NEW\"");
+    field_eq("ticket", "T-def", "level", "0");
+    field_eq("ticket", "T-def", "priority", "\"HIGH\"");
+    field_eq("ticket", "T-def", "ticketlog", "{\"ticket_history\":[]}");
+
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "create", "attendance", "A-1",
+                        ",\"fields\":{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\","
+                        "\"at\":1764090000000,\"lat\":12.5,\"lon\":77.25}"),
+                  FSA_RESULT_APPLIED, NULL);
+    field_eq("attendance", "A-1", "accuracy_m", "0");
+    /* A second create of an existing entity is a conflict carrying the current state. */
+    r = push1(0, tc_op(op, sizeof op, NULL, "create", "ticket", "T-def", ",\"fields\":{}"));
+    assert_int_equal(r.status, FSA_RESULT_CONFLICT);
+    assert_true(r.has_current);
+    assert_int_equal(r.current_version, 1);
+    assert_non_null(strstr(r.current_fields, "\"HIGH\""));
+    fsa_codec_result_clear(&r);
+    /* Attendance: required fields, and immutable once created. */
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "create", "attendance", "A-2",
+                        ",\"fields\":{\"kind\":\"checkin\"}"),
+                  FSA_RESULT_REJECTED, "invalid_value");
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "merge", "attendance", "A-1",
+                        ",\"field\":\"other_info\",\"patch\":{\"a\":1}"),
+                  FSA_RESULT_REJECTED, "immutable");
+}
+
+static void test_server_set__applied_stale_and_status_field(void **state)
+{
+    (void)state;
+    char op[OPBUF];
+    assert_int_equal(tc_seed(g_h, URL, "jobneed", "J-set", "{\"seqno\":3}"), 201);
+    fsa_codec_result_t r = push1(1, tc_op(op, sizeof op, NULL, "set", "jobneed", "J-set",
+                                          ",\"base_version\":1,\"fields\":{\"seqno\":4}"));
+    assert_int_equal(r.status, FSA_RESULT_APPLIED);
+    assert_int_equal(r.version, 2);
+    fsa_codec_result_clear(&r);
+    /* Stale base_version: conflict, never an overwrite. */
+    r = push1(2, tc_op(op, sizeof op, NULL, "set", "jobneed", "J-set",
+                       ",\"base_version\":1,\"fields\":{\"seqno\":99}"));
+    assert_int_equal(r.status, FSA_RESULT_CONFLICT);
+    assert_int_equal(r.current_version, 2);
+    assert_non_null(strstr(r.current_fields, "\"seqno\":4"));
+    assert_string_equal(r.code, "conflict");
+    fsa_codec_result_clear(&r);
+    field_eq("jobneed", "J-set", "seqno", "4");
+    /* A status field never changes by set; wrong JSON types and unknown fields are rejected. */
+    expect_status(1,
+                  tc_op(op, sizeof op, NULL, "set", "jobneed", "J-set",
+                        ",\"base_version\":2,\"fields\":{\"jobstatus\":\"COMPLETED\"}"),
+                  FSA_RESULT_REJECTED, "invalid_value");
+    expect_status(1,
+                  tc_op(op, sizeof op, NULL, "set", "jobneed", "J-set",
+                        ",\"base_version\":2,\"fields\":{\"seqno\":\"x\"}"),
+                  FSA_RESULT_REJECTED, "invalid_value");
+    expect_status(1,
+                  tc_op(op, sizeof op, NULL, "set", "jobneed", "J-set",
+                        ",\"base_version\":2,\"fields\":{\"nope\":1}"),
+                  FSA_RESULT_REJECTED, "unknown_field");
+    expect_status(1,
+                  tc_op(op, sizeof op, NULL, "set", "jobneed", "J-nothere",
+                        ",\"base_version\":1,\"fields\":{\"seqno\":1}"),
+                  FSA_RESULT_REJECTED, "not_found");
+    char *fields = NULL;
+    assert_int_equal(tc_get(g_h, URL, "jobneed", "J-set", &fields), 2);
+    free(fields);
+}
+
+static void test_server_merge_increment_append(void **state)
+{
+    (void)state;
+    char op[OPBUF];
+    assert_int_equal(tc_seed(g_h, URL, "ticket", "T-mia", "{}"), 201);
+    expect_status(
+        0,
+        tc_op(op, sizeof op, NULL, "increment", "ticket", "T-mia", ",\"field\":\"level\",\"by\":3"),
+        FSA_RESULT_APPLIED, NULL);
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "increment", "ticket", "T-mia",
+                        ",\"field\":\"level\",\"by\":-1"),
+                  FSA_RESULT_APPLIED, NULL);
+    field_eq("ticket", "T-mia", "level", "2");
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "increment", "ticket", "T-mia",
+                        ",\"field\":\"priority\",\"by\":1"),
+                  FSA_RESULT_REJECTED, "invalid_value");
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "increment", "ticket", "T-mia",
+                        ",\"field\":\"level\",\"by\":1.5"),
+                  FSA_RESULT_REJECTED, "invalid_value");
+    for (int i = 0; i < 4; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra,
+                 ",\"field\":\"ticketlog\",\"key\":\"ticket_history\",\"item\":%d,\"max_len\":3",
+                 i);
+        expect_status(0, tc_op(op, sizeof op, NULL, "append", "ticket", "T-mia", extra),
+                      FSA_RESULT_APPLIED, NULL);
+    }
+    field_eq("ticket", "T-mia", "ticketlog", "{\"ticket_history\":[1,2,3]}");
+    assert_int_equal(tc_seed(g_h, URL, "jobneed", "J-mia", "{}"), 201);
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "merge", "jobneed", "J-mia",
+                        ",\"field\":\"other_info\",\"patch\":{\"a\":1,\"b\":{\"c\":2}}"),
+                  FSA_RESULT_APPLIED, NULL);
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "merge", "jobneed", "J-mia",
+                        ",\"field\":\"other_info\",\"patch\":{\"a\":null,\"b\":{\"d\":3}}"),
+                  FSA_RESULT_APPLIED, NULL);
+    field_eq("jobneed", "J-mia", "other_info", "{\"b\":{\"c\":2,\"d\":3}}");
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "merge", "jobneed", "J-mia",
+                        ",\"field\":\"seqno\",\"patch\":{}"),
+                  FSA_RESULT_REJECTED, "invalid_value");
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "merge", "jobneed", "J-none",
+                        ",\"field\":\"other_info\",\"patch\":{}"),
+                  FSA_RESULT_REJECTED, "not_found");
+    /* Kind-specific members missing or mistyped. */
+    expect_status(
+        0, tc_op(op, sizeof op, NULL, "merge", "jobneed", "J-mia", ",\"field\":\"other_info\""),
+        FSA_RESULT_REJECTED, "invalid_value");
+    expect_status(
+        0, tc_op(op, sizeof op, NULL, "increment", "ticket", "T-mia", ",\"field\":\"level\""),
+        FSA_RESULT_REJECTED, "invalid_value");
+    char *fields = NULL;
+    assert_int_equal(tc_get(g_h, URL, "ticket", "T-mia", &fields), 7);
+    free(fields);
+}
+
+static void test_server_transition__workflow(void **state)
+{
+    (void)state;
+    char op[OPBUF];
+    assert_int_equal(tc_seed(g_h, URL, "jobneed", "J-tr", "{}"), 201);
+    const char *js = ",\"field\":\"jobstatus\"";
+    char extra[256];
+    snprintf(extra, sizeof extra, "%s,\"from\":\"ASSIGNED\",\"to\":\"INPROGRESS\"", js);
+    expect_status(0, tc_op(op, sizeof op, NULL, "transition", "jobneed", "J-tr", extra),
+                  FSA_RESULT_APPLIED, NULL);
+    /* Same from again: the status moved on, conflict with current. */
+    fsa_codec_result_t r =
+        push1(1, tc_op(op, sizeof op, NULL, "transition", "jobneed", "J-tr", extra));
+    assert_int_equal(r.status, FSA_RESULT_CONFLICT);
+    assert_non_null(strstr(r.current_fields, "INPROGRESS"));
+    fsa_codec_result_clear(&r);
+    /* Not an edge of the machine; AUTOCLOSED is the server's alone; unknown status. */
+    snprintf(extra, sizeof extra, "%s,\"from\":\"ASSIGNED\",\"to\":\"COMPLETED\"", js);
+    expect_status(0, tc_op(op, sizeof op, NULL, "transition", "jobneed", "J-tr", extra),
+                  FSA_RESULT_REJECTED, "invalid_transition");
+    snprintf(extra, sizeof extra, "%s,\"from\":\"INPROGRESS\",\"to\":\"AUTOCLOSED\"", js);
+    expect_status(0, tc_op(op, sizeof op, NULL, "transition", "jobneed", "J-tr", extra),
+                  FSA_RESULT_REJECTED, "invalid_transition");
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "transition", "jobneed", "J-tr",
+                        ",\"field\":\"seqno\",\"from\":\"A\",\"to\":\"B\""),
+                  FSA_RESULT_REJECTED, "invalid_value");
+    /* The admin API autocloses (a server-only edge) ... */
+    th_req_opts_t admin = {.bearer = TH_ADMIN_TOKEN};
+    th_resp_t resp;
+    assert_true(th_request(g_h, URL, "POST", "/admin/v1/jobneeds/J-tr/autoclose", 0, NULL, 0,
+                           &admin, &resp));
+    assert_int_equal(resp.status, 200);
+    assert_non_null(strstr(resp.body, "AUTOCLOSED"));
+    th_resp_free(&resp);
+    field_eq("jobneed", "J-tr", "jobstatus", "\"AUTOCLOSED\"");
+    /* ... and a terminal job cannot be autoclosed again or moved by a device. */
+    assert_true(th_request(g_h, URL, "POST", "/admin/v1/jobneeds/J-tr/autoclose", 0, NULL, 0,
+                           &admin, &resp));
+    assert_int_equal(resp.status, 422);
+    th_resp_free(&resp);
+    snprintf(extra, sizeof extra, "%s,\"from\":\"INPROGRESS\",\"to\":\"COMPLETED\"", js);
+    expect_status(0, tc_op(op, sizeof op, NULL, "transition", "jobneed", "J-tr", extra),
+                  FSA_RESULT_CONFLICT, "conflict");
+    /* Tickets. */
+    assert_int_equal(tc_seed(g_h, URL, "ticket", "T-tr", "{}"), 201);
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "transition", "ticket", "T-tr",
+                        ",\"field\":\"status\",\"from\":\"NEW\",\"to\":\"RESOLVED\""),
+                  FSA_RESULT_APPLIED, NULL);
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "transition", "ticket", "T-tr",
+                        ",\"field\":\"status\",\"from\":\"RESOLVED\",\"to\":\"CANCELLED\""),
+                  FSA_RESULT_REJECTED, "invalid_transition");
+}
+
+static void test_server_rejections__type_id_kind(void **state)
+{
+    (void)state;
+    char op[OPBUF];
+    expect_status(0, tc_op(op, sizeof op, NULL, "create", "spaceship", "X1", ",\"fields\":{}"),
+                  FSA_RESULT_REJECTED, "unknown_type");
+    expect_status(0, tc_op(op, sizeof op, NULL, "explode", "ticket", "X1", ""), FSA_RESULT_REJECTED,
+                  "invalid_value");
+    expect_status(0, tc_op(op, sizeof op, NULL, "create", "ticket", "bad id!", ",\"fields\":{}"),
+                  FSA_RESULT_REJECTED, "invalid_value");
+    char longid[200];
+    memset(longid, 'a', 129);
+    longid[129] = '\0';
+    expect_status(0, tc_op(op, sizeof op, NULL, "create", "ticket", longid, ",\"fields\":{}"),
+                  FSA_RESULT_REJECTED, "invalid_value");
+    expect_status(
+        0,
+        tc_op(op, sizeof op, NULL, "create", "ticket", "T-unk", ",\"fields\":{\"color\":\"red\"}"),
+        FSA_RESULT_REJECTED, "unknown_field");
+    expect_status(
+        0,
+        tc_op(op, sizeof op, NULL, "increment", "ticket", "T-unk", ",\"field\":\"nope\",\"by\":1"),
+        FSA_RESULT_REJECTED, "unknown_field");
+    char *fields = NULL;
+    assert_int_equal(tc_get(g_h, URL, "ticket", "T-unk", &fields), 0);
+    assert_null(fields);
+}
+
+static void test_server_duplicate__same_batch_and_resend(void **state)
+{
+    (void)state;
+    assert_int_equal(tc_seed(g_h, URL, "ticket", "T-dup", "{}"), 201);
+    char id1[37], id2[37], id3[37];
+    tc_op_id(id1);
+    tc_op_id(id2);
+    tc_op_id(id3);
+    char ops[3 * OPBUF];
+    char a[OPBUF], b[OPBUF], c[OPBUF];
+    snprintf(
+        ops, sizeof ops, "%s,%s,%s",
+        tc_op(a, sizeof a, id1, "increment", "ticket", "T-dup", ",\"field\":\"level\",\"by\":5"),
+        tc_op(b, sizeof b, id2, "transition", "ticket", "T-dup",
+              ",\"field\":\"status\",\"from\":\"OPEN\",\"to\":\"RESOLVED\""),
+        tc_op(c, sizeof c, id1, "increment", "ticket", "T-dup", ",\"field\":\"level\",\"by\":5"));
+    fsa_codec_result_t *res = NULL;
+    size_t n = 0;
+    assert_int_equal(tc_push(g_h, URL, 0, ops, &res, &n), 200);
+    assert_int_equal(n, 3);
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    assert_int_equal(res[0].version, 2);
+    assert_int_equal(res[1].status, FSA_RESULT_CONFLICT);
+    assert_int_equal(res[2].status, FSA_RESULT_DUPLICATE);
+    assert_int_equal(res[2].original, FSA_RESULT_APPLIED);
+    assert_int_equal(res[2].version, 2);
+    fsa_codec_results_free(res, n);
+    /* The whole batch again (a lost response): every op repeats its original outcome. */
+    assert_int_equal(tc_push(g_h, URL, 0, ops, &res, &n), 200);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(res[i].status, FSA_RESULT_DUPLICATE);
+    assert_int_equal(res[0].original, FSA_RESULT_APPLIED);
+    assert_int_equal(res[0].version, 2);
+    assert_int_equal(res[1].original, FSA_RESULT_CONFLICT);
+    assert_true(res[1].has_current);
+    fsa_codec_results_free(res, n);
+    field_eq("ticket", "T-dup", "level", "5");
+    /* A rejected op resent repeats its error. */
+    tc_op(a, sizeof a, id3, "increment", "ticket", "T-dup", ",\"field\":\"status\",\"by\":1");
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(tc_push(g_h, URL, 0, a, &res, &n), 200);
+        assert_int_equal(n, 1);
+        assert_int_equal(res[0].status, round == 0 ? FSA_RESULT_REJECTED : FSA_RESULT_DUPLICATE);
+        if (round == 1)
+            assert_int_equal(res[0].original, FSA_RESULT_REJECTED);
+        assert_string_equal(res[0].code, "invalid_value");
+        fsa_codec_results_free(res, n);
+    }
+}
+
+static void test_server_group__all_or_nothing(void **state)
+{
+    (void)state;
+    assert_int_equal(tc_seed(g_h, URL, "jobneed", "TOUR1", "{}"), 201);
+    assert_int_equal(tc_seed(g_h, URL, "jobneed", "CP1", "{\"parent_id\":\"TOUR1\"}"), 201);
+    char a[OPBUF], b[OPBUF], c[OPBUF], ops[3 * OPBUF];
+    /* One stale op in the group: nothing is applied, every op reports conflict. */
+    snprintf(
+        ops, sizeof ops, "%s,%s,%s",
+        tc_op(a, sizeof a, NULL, "merge", "jobneed", "CP1",
+              ",\"group\":\"g1\",\"field\":\"other_info\",\"patch\":{\"seen\":true}"),
+        tc_op(b, sizeof b, NULL, "set", "jobneed", "TOUR1",
+              ",\"group\":\"g1\",\"base_version\":7,\"fields\":{\"seqno\":1}"),
+        tc_op(c, sizeof c, NULL, "increment", "ticket", "T-mia", ",\"field\":\"level\",\"by\":1"));
+    fsa_codec_result_t *res = NULL;
+    size_t n = 0;
+    assert_int_equal(tc_push(g_h, URL, 0, ops, &res, &n), 200);
+    assert_int_equal(n, 3);
+    assert_int_equal(res[0].status, FSA_RESULT_CONFLICT);
+    assert_int_equal(res[1].status, FSA_RESULT_CONFLICT);
+    assert_true(res[0].has_current);
+    assert_int_equal(res[0].current_version, 1);
+    assert_non_null(strstr(res[0].message, "g1"));
+    assert_int_equal(res[2].status,
+                     FSA_RESULT_APPLIED); /* a failed group does not stop the batch */
+    fsa_codec_results_free(res, n);
+    field_eq("jobneed", "CP1", "other_info", "{}");
+    char *f = NULL;
+    assert_int_equal(tc_get(g_h, URL, "jobneed", "CP1", &f), 1);
+    free(f);
+    /* A rejected op: every op of the group reports the rejection. */
+    snprintf(ops, sizeof ops, "%s,%s",
+             tc_op(a, sizeof a, NULL, "merge", "jobneed", "CP1",
+                   ",\"group\":\"g2\",\"field\":\"other_info\",\"patch\":{\"seen\":true}"),
+             tc_op(b, sizeof b, NULL, "set", "jobneed", "TOUR1",
+                   ",\"group\":\"g2\",\"base_version\":1,\"fields\":{\"nope\":1}"));
+    assert_int_equal(tc_push(g_h, URL, 0, ops, &res, &n), 200);
+    assert_int_equal(res[0].status, FSA_RESULT_REJECTED);
+    assert_string_equal(res[0].code, "unknown_field");
+    assert_int_equal(res[1].status, FSA_RESULT_REJECTED);
+    fsa_codec_results_free(res, n);
+    field_eq("jobneed", "CP1", "other_info", "{}");
+    /* A good group applies as a whole. */
+    snprintf(ops, sizeof ops, "%s,%s",
+             tc_op(a, sizeof a, NULL, "merge", "jobneed", "CP1",
+                   ",\"group\":\"g3\",\"field\":\"other_info\",\"patch\":{\"seen\":true}"),
+             tc_op(b, sizeof b, NULL, "set", "jobneed", "TOUR1",
+                   ",\"group\":\"g3\",\"base_version\":1,\"fields\":{\"seqno\":1}"));
+    assert_int_equal(tc_push(g_h, URL, 0, ops, &res, &n), 200);
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    assert_int_equal(res[1].status, FSA_RESULT_APPLIED);
+    assert_int_equal(res[1].version, 2);
+    fsa_codec_results_free(res, n);
+    field_eq("jobneed", "CP1", "other_info", "{\"seen\":true}");
+    field_eq("jobneed", "TOUR1", "seqno", "1");
+}
+
+/* Pulls everything device dev may see, in pages of `limit`; returns the number of changes and
+ * whether `id` was among them. */
+static size_t pull_all(int dev, unsigned limit, const char *id, bool *seen, int *pages)
+{
+    char cursor[FSA_CODEC_CURSOR_BYTES] = "";
+    size_t total = 0;
+    *seen = false;
+    *pages = 0;
+    char devid[16];
+    th_device_id(dev, devid);
+    for (int guard = 0; guard < 1000; guard++) {
+        char path[256];
+        if (cursor[0] != '\0')
+            snprintf(path, sizeof path, "/v1/devices/%s/changes?since=%s&limit=%u", devid, cursor,
+                     limit);
+        else
+            snprintf(path, sizeof path, "/v1/devices/%s/changes?limit=%u", devid, limit);
+        th_resp_t r;
+        assert_true(th_request(g_h, URL, "GET", path, dev, NULL, 0, NULL, &r));
+        assert_int_equal(r.status, 200);
+        fsa_codec_pull_t p;
+        assert_fsa_ok(fsa_codec_decode_pull(r.body, r.len, &p));
+        th_resp_free(&r);
+        assert_true(p.count <= limit);
+        assert_true(p.server_time_ms > 0);
+        for (size_t i = 0; i < p.count; i++)
+            if (strcmp(p.changes[i].id, id) == 0)
+                *seen = true;
+        total += p.count;
+        (*pages)++;
+        snprintf(cursor, sizeof cursor, "%s", p.cursor);
+        bool more = p.more;
+        fsa_codec_pull_free(&p);
+        if (!more)
+            break;
+    }
+    return total;
+}
+
+static void test_server_pull__pages_cursor_visibility(void **state)
+{
+    (void)state;
+    char op[OPBUF];
+    expect_status(3,
+                  tc_op(op, sizeof op, NULL, "create", "attendance", "A-dev3",
+                        ",\"fields\":{\"people_id\":\"P3\",\"site_id\":\"S1\",\"kind\":\"checkin\","
+                        "\"at\":1764090000000,\"lat\":1,\"lon\":2}"),
+                  FSA_RESULT_APPLIED, NULL);
+    bool seen = false;
+    int pages = 0;
+    size_t all3 = pull_all(3, 1000, "A-dev3", &seen, &pages);
+    assert_true(seen);
+    assert_int_equal(pages, 1);
+    size_t all4 = pull_all(4, 1000, "A-dev3", &seen, &pages);
+    assert_false(seen); /* another device's attendance is not visible */
+    assert_true(all4 < all3);
+    size_t paged = pull_all(3, 2, "A-dev3", &seen, &pages);
+    assert_int_equal(paged, all3);
+    assert_true(pages >= (int)(all3 / 2));
+    /* The cursor only moves forward: pulling from the end gives nothing until something changes. */
+    char devid[16];
+    th_device_id(3, devid);
+    th_resp_t r;
+    char path[256];
+    snprintf(path, sizeof path, "/v1/devices/%s/changes", devid);
+    assert_true(th_request(g_h, URL, "GET", path, 3, NULL, 0, NULL, &r));
+    fsa_codec_pull_t p;
+    assert_fsa_ok(fsa_codec_decode_pull(r.body, r.len, &p));
+    th_resp_free(&r);
+    char end[FSA_CODEC_CURSOR_BYTES];
+    snprintf(end, sizeof end, "%s", p.cursor);
+    fsa_codec_pull_free(&p);
+    snprintf(path, sizeof path, "/v1/devices/%s/changes?since=%s", devid, end);
+    assert_true(th_request(g_h, URL, "GET", path, 3, NULL, 0, NULL, &r));
+    assert_fsa_ok(fsa_codec_decode_pull(r.body, r.len, &p));
+    th_resp_free(&r);
+    assert_int_equal(p.count, 0);
+    assert_false(p.more);
+    assert_string_equal(p.cursor, end);
+    fsa_codec_pull_free(&p);
+    expect_status(
+        3,
+        tc_op(op, sizeof op, NULL, "increment", "ticket", "T-mia", ",\"field\":\"level\",\"by\":1"),
+        FSA_RESULT_APPLIED, NULL);
+    assert_true(th_request(g_h, URL, "GET", path, 3, NULL, 0, NULL, &r));
+    assert_fsa_ok(fsa_codec_decode_pull(r.body, r.len, &p));
+    th_resp_free(&r);
+    assert_int_equal(p.count, 1);
+    assert_string_equal(p.changes[0].id, "T-mia");
+    fsa_codec_pull_free(&p);
+    /* A large answer is gzip-compressed for a client that asks for it (and only then). */
+    th_req_opts_t gz = {.accept_gzip = true};
+    snprintf(path, sizeof path, "/v1/devices/%s/changes?limit=1000", devid);
+    assert_true(th_request(g_h, URL, "GET", path, 3, NULL, 0, &gz, &r));
+    assert_int_equal(r.status, 200);
+    assert_true(r.gzipped);
+    assert_fsa_ok(fsa_codec_decode_pull(r.body, r.len, &p));
+    assert_int_equal(p.count, all3);
+    fsa_codec_pull_free(&p);
+    th_resp_free(&r);
+    assert_true(th_request(g_h, URL, "GET", path, 3, NULL, 0, NULL, &r));
+    assert_false(r.gzipped);
+    th_resp_free(&r);
+    /* Bad cursors and limits are malformed. */
+    const char *bad[] = {"?since=garbage", "?since=v1.-4", "?limit=0", "?limit=100000", "?limit=x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(path, sizeof path, "/v1/devices/%s/changes%s", devid, bad[i]);
+        assert_true(th_request(g_h, URL, "GET", path, 3, NULL, 0, NULL, &r));
+        assert_int_equal(r.status, 400);
+        th_resp_free(&r);
+    }
+}
+
+static int64_t stat_applied(void)
+{
+    th_req_opts_t o = {.bearer = TH_ADMIN_TOKEN};
+    th_resp_t r;
+    if (!th_request(g_h, URL, "GET", "/admin/v1/stats", 0, NULL, 0, &o, &r) || r.status != 200)
+        fail_msg("stats answered %ld", r.status);
+    const char *p = strstr(r.body, "\"store\":{\"entities\":");
+    assert_non_null(p);
+    const char *q = strstr(p, "\"last_change\":");
+    assert_non_null(q);
+    int64_t v = strtoll(q + 14, NULL, 10);
+    th_resp_free(&r);
+    return v;
+}
+
+static void test_server_bad_bodies__codes_and_nothing_applied(void **state)
+{
+    (void)state;
+    int64_t before = stat_applied();
+    char code[32];
+    /* Each case: body, expected HTTP status and code. */
+    struct {
+        const char *body;
+        long http;
+        const char *code;
+    } cases[] = {
+        {"garbage", 400, "malformed"},
+        {"", 400, "malformed"},
+        {"[]", 400, "malformed"},
+        {"{\"ops\":[]}", 400, "malformed"},
+        {"{\"batch_id\":\"b\",\"ops\":{}}", 400, "malformed"},
+        {"{\"batch_id\":\"b\",\"ops\":[1]}", 400, "malformed"},
+        {"{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"x\",\"seq\":1,\"at\":1,\"kind\":\"create\","
+         "\"type\":\"ticket\"}]}",
+         400, "malformed"},
+        {"{\"batch_id\":\"b\",\"ops\":[]} trailing", 400, "malformed"},
+        {"{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"0123456789abcdef0123456789abcdef01234\","
+         "\"seq\":1,"
+         "\"at\":1,\"kind\":\"create\",\"type\":\"ticket\",\"id\":\"T\",\"fields\":{}}]}",
+         400, "malformed"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        long st = tc_push_raw(g_h, URL, 0, cases[i].body, strlen(cases[i].body), NULL, code);
+        if (st != cases[i].http || strcmp(code, cases[i].code) != 0)
+            fail_msg("case %zu: %ld %s", i, st, code);
+    }
+    /* Deep nesting, checked before parsing. */
+    char *deep = malloc(20000);
+    assert_non_null(deep);
+    size_t n = (size_t)snprintf(deep, 20000,
+                                "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"d1\",\"seq\":1,\"at\":1,"
+                                "\"kind\":\"merge\",\"type\":\"jobneed\",\"id\":\"J-mia\","
+                                "\"field\":\"other_info\",\"patch\":");
+    for (int i = 0; i < 5000; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 5000; i++)
+        deep[n++] = ']';
+    n += (size_t)snprintf(deep + n, 20000 - n, "}]}");
+    assert_int_equal(tc_push_raw(g_h, URL, 0, deep, n, NULL, code), 413);
+    assert_string_equal(code, "too_large");
+    free(deep);
+    /* Oversized body (raw), oversized string, too many ops. */
+    size_t big = FSA_LIMIT_BODY_BYTES + 200 * 1024;
+    char *body = malloc(big + 100);
+    assert_non_null(body);
+    memset(body, ' ', big);
+    assert_int_equal(tc_push_raw(g_h, URL, 0, body, big, NULL, code), 413);
+    n = (size_t)snprintf(body, 200, "{\"batch_id\":\"b\",\"ops\":[],\"pad\":\"");
+    memset(body + n, 'x', FSA_LIMIT_STRING_BYTES + 1);
+    n += FSA_LIMIT_STRING_BYTES + 1;
+    n += (size_t)snprintf(body + n, 10, "\"}");
+    assert_int_equal(tc_push_raw(g_h, URL, 0, body, n, NULL, code), 413);
+    assert_string_equal(code, "too_large");
+    n = (size_t)snprintf(body, 100, "{\"batch_id\":\"b\",\"ops\":[");
+    char op[OPBUF];
+    for (int i = 0; i <= FSA_LIMIT_BATCH_OPS; i++) {
+        tc_op(op, sizeof op, NULL, "increment", "ticket", "T-mia", ",\"field\":\"level\",\"by\":1");
+        n += (size_t)snprintf(body + n, big - n, "%s%s", i ? "," : "", op);
+    }
+    n += (size_t)snprintf(body + n, big - n, "]}");
+    assert_int_equal(tc_push_raw(g_h, URL, 0, body, n, NULL, code), 413);
+    assert_string_equal(code, "too_large");
+    /* The same 501 ops gzip-compressed are still too many; a gzip bomb stops at the limit. */
+    th_req_opts_t gz = {.gzip = true};
+    assert_int_equal(tc_push_raw(g_h, URL, 0, body, n, &gz, code), 413);
+    memset(body, ' ', big);
+    assert_int_equal(tc_push_raw(g_h, URL, 0, body, big, &gz, code), 413); /* ~1 KiB compressed */
+    assert_string_equal(code, "too_large");
+    /* A real bomb: 16 MiB of zeros in about 16 KiB; the server stops inflating at 1 MiB. */
+    size_t bomb_len = 16u * 1024 * 1024;
+    char *zeros = calloc(1, bomb_len);
+    assert_non_null(zeros);
+    unsigned char *bomb = NULL;
+    size_t bomb_gz = 0;
+    assert_true(th_gzip(zeros, bomb_len, &bomb, &bomb_gz));
+    free(zeros);
+    assert_true(bomb_gz < 64 * 1024);
+    th_req_opts_t raw_gz = {.content_encoding = "gzip"};
+    assert_int_equal(tc_push_raw(g_h, URL, 0, (const char *)bomb, bomb_gz, &raw_gz, code), 413);
+    assert_string_equal(code, "too_large");
+    free(bomb);
+    th_req_opts_t bad_enc = {.content_encoding = "gzip"};
+    assert_int_equal(tc_push_raw(g_h, URL, 0, "not gzip at all", 15, &bad_enc, code), 400);
+    assert_string_equal(code, "malformed");
+    th_req_opts_t br = {.content_encoding = "br"};
+    assert_int_equal(tc_push_raw(g_h, URL, 0, "{}", 2, &br, code), 400);
+    free(body);
+    assert_int_equal(stat_applied(), before);
+    /* A valid gzip push still works. */
+    char ok[OPBUF + 100];
+    tc_op(op, sizeof op, NULL, "increment", "ticket", "T-mia", ",\"field\":\"level\",\"by\":1");
+    n = (size_t)snprintf(ok, sizeof ok, "{\"batch_id\":\"b\",\"ops\":[%s]}", op);
+    assert_int_equal(tc_push_raw(g_h, URL, 0, ok, n, &gz, code), 200);
+    assert_int_equal(stat_applied(), before + 1);
+}
+
+static void test_server_auth__signature_replay_skew_device(void **state)
+{
+    (void)state;
+    int64_t before = stat_applied();
+    char op[OPBUF], body[OPBUF + 100], code[32];
+    tc_op(op, sizeof op, NULL, "increment", "ticket", "T-mia", ",\"field\":\"level\",\"by\":1");
+    size_t n = (size_t)snprintf(body, sizeof body, "{\"batch_id\":\"b\",\"ops\":[%s]}", op);
+    th_req_opts_t o = {.corrupt_signature = true};
+    assert_int_equal(tc_push_raw(g_h, URL, 0, body, n, &o, code), 401);
+    assert_string_equal(code, "bad_signature");
+    th_req_opts_t none = {.skip_auth = true};
+    assert_int_equal(tc_push_raw(g_h, URL, 0, body, n, &none, code), 401);
+    assert_string_equal(code, "unknown_device");
+    th_req_opts_t stranger = {.header_device = "dev999"};
+    assert_int_equal(tc_push_raw(g_h, URL, 0, body, n, &stranger, code), 401);
+    assert_string_equal(code, "unknown_device");
+    /* Signed by dev001 for dev000's path. */
+    th_resp_t r;
+    assert_true(th_request(g_h, URL, "POST", "/v1/devices/dev000/ops", 1, body, n, NULL, &r));
+    assert_int_equal(r.status, 401);
+    assert_non_null(strstr(r.body, "unknown_device"));
+    th_resp_free(&r);
+    /* Skew: the answer carries server_time. */
+    th_req_opts_t skew = {.ts_offset_ms = -(FSA_LIMIT_SKEW_MS + 5000)};
+    assert_true(th_request(g_h, URL, "POST", "/v1/devices/dev000/ops", 0, body, n, &skew, &r));
+    assert_int_equal(r.status, 401);
+    fsa_codec_err_t e;
+    int64_t server_time = -1;
+    assert_fsa_ok(fsa_codec_decode_error(r.body, r.len, &e, &server_time));
+    assert_string_equal(e.code, "clock_skew");
+    assert_true(server_time > 0);
+    th_resp_free(&r);
+    /* Replay: the same nonce twice inside the window. */
+    char nonce[FSA_SIGNER_NONCE_BYTES];
+    assert_fsa_ok(fsa_signer_nonce(fsa_port_posix(), nonce));
+    th_req_opts_t rep = {.nonce = nonce};
+    assert_int_equal(tc_push_raw(g_h, URL, 0, body, n, &rep, code), 200);
+    assert_int_equal(tc_push_raw(g_h, URL, 0, body, n, &rep, code), 401);
+    assert_string_equal(code, "replay");
+    assert_int_equal(stat_applied(), before + 1);
+    /* Admin: wrong token. */
+    th_req_opts_t wrong = {.bearer = "not-the-token-at-all"};
+    assert_true(th_request(g_h, URL, "GET", "/admin/v1/stats", 0, NULL, 0, &wrong, &r));
+    assert_int_equal(r.status, 401);
+    th_resp_free(&r);
+    assert_true(th_request(g_h, URL, "GET", "/nowhere", 0, NULL, 0, &none, &r));
+    assert_int_equal(r.status, 404);
+    th_resp_free(&r);
+    assert_true(th_request(g_h, URL, "GET", "/v1/devices/dev000/ops", 0, NULL, 0, NULL, &r));
+    assert_int_equal(r.status, 405);
+    th_resp_free(&r);
+}
+
+static void test_server_admin__ops_get_stats(void **state)
+{
+    (void)state;
+    th_req_opts_t admin = {.bearer = TH_ADMIN_TOKEN};
+    char op[OPBUF], body[OPBUF + 100];
+    tc_op(op, sizeof op, NULL, "create", "jobneed", "J-adm",
+          ",\"fields\":{\"jobstatus\":\"INPROGRESS\"}");
+    size_t n = (size_t)snprintf(body, sizeof body, "{\"batch_id\":\"adm1\",\"ops\":[%s]}", op);
+    th_resp_t r;
+    assert_true(th_request(g_h, URL, "POST", "/admin/v1/ops", 0, body, n, &admin, &r));
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"applied\""));
+    th_resp_free(&r);
+    field_eq("jobneed", "J-adm", "jobstatus", "\"INPROGRESS\"");
+    assert_int_equal(tc_seed(g_h, URL, "jobneed", "J-adm", "{}"), 409);
+    assert_int_equal(tc_seed(g_h, URL, "jobneed", "J-adm2", "{\"bogus\":1}"), 422);
+    assert_true(
+        th_request(g_h, URL, "GET", "/admin/v1/entities/jobneed/none", 0, NULL, 0, &admin, &r));
+    assert_int_equal(r.status, 404);
+    th_resp_free(&r);
+    assert_true(th_request(g_h, URL, "GET", "/admin/v1/stats", 0, NULL, 0, &admin, &r));
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"ops\":{\"applied\":"));
+    assert_non_null(strstr(r.body, "\"server_time\":"));
+    th_resp_free(&r);
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_server_create__defaults_and_versions),
+        cmocka_unit_test(test_server_set__applied_stale_and_status_field),
+        cmocka_unit_test(test_server_merge_increment_append),
+        cmocka_unit_test(test_server_transition__workflow),
+        cmocka_unit_test(test_server_rejections__type_id_kind),
+        cmocka_unit_test(test_server_duplicate__same_batch_and_resend),
+        cmocka_unit_test(test_server_group__all_or_nothing),
+        cmocka_unit_test(test_server_pull__pages_cursor_visibility),
+        cmocka_unit_test(test_server_bad_bodies__codes_and_nothing_applied),
+        cmocka_unit_test(test_server_auth__signature_replay_skew_device),
+        cmocka_unit_test(test_server_admin__ops_get_stats),
+    };
+    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    curl_global_cleanup();
+    return rc;
+}

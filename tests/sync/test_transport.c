@@ -1,0 +1,1334 @@
+/* fieldsync tests: sync/transport over real HTTP and HTTPS on 127.0.0.1, against an in-test
+ * libmicrohttpd server and a test CA made at run time with the openssl command line. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <zlib.h>
+#ifdef FSA_TEST_HAVE_GNUTLS
+#include <gnutls/gnutls.h>
+#endif
+
+#include "sync/transport.h"
+#include "tests/test_util.h"
+
+#define SERVER_BODY_MAX (4u * 1024 * 1024)
+#define BIG_ANSWER_BYTES 65536
+#define GZIP_ANSWER_BYTES (256 * 1024)
+#define SMALL_MAX_RESPONSE 16384
+#define DELAY_MS 2000
+#define VALID_PIN_ZERO "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+/* ---- the in-test server ---- */
+
+typedef struct test_server {
+    struct MHD_Daemon *d;
+    unsigned short port;
+    char url[64];
+} test_server_t;
+
+typedef struct fixture {
+    char dir[64];
+    bool tls_ready;
+    char ca_file[128];
+    char client_cert[128];
+    char client_key[128];
+    char *ca_pem;
+    char *srv_key_pem;
+    char *srv_cert_pem;
+    char pin[64];    /* the server key's pin */
+    char ca_pin[64]; /* a real pin, but of the CA's key */
+    unsigned char *gzip_answer;
+    size_t gzip_answer_len;
+    test_server_t http;
+    test_server_t https;
+} fixture_t;
+
+static fixture_t fx;
+static atomic_bool g_stopping;
+static atomic_int g_requests;
+static atomic_bool g_drop_next; /* the next "drop" request is answered by closing the connection */
+
+typedef struct conn_ctx {
+    unsigned char *buf;
+    size_t len;
+    size_t cap;
+    bool overflow;
+} conn_ctx_t;
+
+static char answer_pattern(size_t i)
+{
+    return (char)('a' + (i * 7 + i / 13) % 26);
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const void *body, size_t len,
+                             const char *hname, const char *hvalue)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+    if (r == NULL)
+        return MHD_NO;
+    if (hname != NULL)
+        MHD_add_response_header(r, hname, hvalue);
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Inflates a gzip body; returns its length or -1. The result is bounded by SERVER_BODY_MAX. */
+static long long server_inflate(const unsigned char *in, size_t len, unsigned long *crc)
+{
+    unsigned char *out = malloc(SERVER_BODY_MAX);
+    if (out == NULL)
+        return -1;
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    long long n = -1;
+    if (inflateInit2(&zs, 15 + 16) == Z_OK) {
+        zs.next_in = (Bytef *)(uintptr_t)in;
+        zs.avail_in = (uInt)len;
+        zs.next_out = out;
+        zs.avail_out = SERVER_BODY_MAX;
+        if (inflate(&zs, Z_FINISH) == Z_STREAM_END) {
+            n = (long long)zs.total_out;
+            *crc = crc32(crc32(0L, Z_NULL, 0), out, (uInt)n);
+        }
+        inflateEnd(&zs);
+    }
+    free(out);
+    return n;
+}
+
+static const char *hdr(struct MHD_Connection *c, const char *name)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+    return v != NULL ? v : "-";
+}
+
+/* echo: everything the transport put on the wire, as "key=value" words. */
+static enum MHD_Result route_echo(struct MHD_Connection *c, const char *url, const char *method,
+                                  const conn_ctx_t *cc)
+{
+    const char *enc = hdr(c, "Content-Encoding");
+    unsigned long rawcrc = crc32(crc32(0L, Z_NULL, 0), cc->buf, (uInt)cc->len);
+    unsigned long bodycrc = rawcrc;
+    long long body = (long long)cc->len;
+    if (strcmp(enc, "gzip") == 0)
+        body = server_inflate(cc->buf, cc->len, &bodycrc);
+    const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "q");
+    char text[1024];
+    int n = snprintf(text, sizeof text,
+                     "method=%s path=%s q=%s enc=%s raw=%zu rawcrc=%08lx body=%lld bodycrc=%08lx "
+                     "dev=%s ts=%s nonce=%s sig=%s ct=%s ae=%s expect=%s overflow=%d\n",
+                     method, url, q != NULL ? q : "-", enc, cc->len, rawcrc, body, bodycrc,
+                     hdr(c, "X-Device-Id"), hdr(c, "X-Timestamp"), hdr(c, "X-Nonce"),
+                     hdr(c, "X-Signature"), hdr(c, "Content-Type"), hdr(c, "Accept-Encoding"),
+                     hdr(c, "Expect"), cc->overflow);
+    if (n < 0 || (size_t)n >= sizeof text)
+        return reply(c, 500, "echo overflow", 13, NULL, NULL);
+    return reply(c, 200, text, (size_t)n, NULL, NULL);
+}
+
+#ifdef FSA_TEST_HAVE_GNUTLS
+/* whoami: whether the TLS client presented a certificate and whether it checks against the CA. */
+static enum MHD_Result route_whoami(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (ci == NULL)
+        return reply(c, 200, "peers=-1", 8, NULL, NULL);
+    gnutls_session_t s = (gnutls_session_t)ci->tls_session;
+    unsigned int npeers = 0;
+    (void)gnutls_certificate_get_peers(s, &npeers);
+    unsigned int status = 1;
+    int vrc = npeers > 0 ? gnutls_certificate_verify_peers2(s, &status) : -1;
+    char text[64];
+    int n = snprintf(text, sizeof text, "peers=%u verified=%d", npeers, vrc == 0 && status == 0);
+    return reply(c, 200, text, (size_t)n, NULL, NULL);
+}
+#endif
+
+static void http_date(time_t when, char *out, size_t len)
+{
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    strftime(out, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    conn_ctx_t *cc = *con_cls;
+    if (cc == NULL) {
+        cc = calloc(1, sizeof *cc);
+        if (cc == NULL)
+            return MHD_NO;
+        *con_cls = cc;
+        atomic_fetch_add(&g_requests, 1);
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        if (cc->len + n > SERVER_BODY_MAX) {
+            cc->overflow = true;
+        } else {
+            if (cc->len + n > cc->cap) {
+                size_t cap = cc->cap ? cc->cap : 4096;
+                while (cap < cc->len + n)
+                    cap *= 2;
+                unsigned char *p = realloc(cc->buf, cap);
+                if (p == NULL)
+                    return MHD_NO;
+                cc->buf = p;
+                cc->cap = cap;
+            }
+            memcpy(cc->buf + cc->len, upload_data, n);
+            cc->len += n;
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    const char *slash = strrchr(url, '/');
+    const char *route = slash != NULL ? slash + 1 : url;
+    if (strcmp(route, "echo") == 0)
+        return route_echo(c, url, method, cc);
+    if (strcmp(route, "drop") == 0) {
+        /* MHD_NO closes the connection without an answer, as a server does that timed out a
+         * kept-alive connection just as the request arrived. */
+        if (atomic_exchange(&g_drop_next, false))
+            return MHD_NO;
+        return route_echo(c, url, method, cc);
+    }
+    if (strcmp(route, "delay") == 0) {
+        /* Sleeps past the client's timeout, but gives up at once when the server stops. */
+        for (int i = 0; i < DELAY_MS / 20 && !atomic_load(&g_stopping); i++)
+            fsa_port_posix()->sleep(NULL, 20 * FSA_NS_PER_MS);
+        return reply(c, 200, "late", 4, NULL, NULL);
+    }
+    if (strcmp(route, "big") == 0) {
+        char *big = malloc(BIG_ANSWER_BYTES);
+        if (big == NULL)
+            return MHD_NO;
+        memset(big, 'x', BIG_ANSWER_BYTES);
+        enum MHD_Result ret = reply(c, 200, big, BIG_ANSWER_BYTES, NULL, NULL);
+        free(big);
+        return ret;
+    }
+    if (strcmp(route, "gzip") == 0)
+        return reply(c, 200, fx.gzip_answer, fx.gzip_answer_len, "Content-Encoding", "gzip");
+    if (strcmp(route, "empty") == 0)
+        return reply(c, 204, "", 0, NULL, NULL);
+    if (strcmp(route, "retry") == 0)
+        return reply(c, 429, "{}", 2, "Retry-After", "7");
+    if (strcmp(route, "retry_date") == 0) {
+        char date[64];
+        http_date(time(NULL) + 30, date, sizeof date);
+        return reply(c, 503, "{}", 2, "Retry-After", date);
+    }
+    if (strcmp(route, "retry_past") == 0)
+        return reply(c, 503, "{}", 2, "Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT");
+    if (strcmp(route, "retry_bad") == 0)
+        return reply(c, 503, "{}", 2, "Retry-After", "soon");
+    if (strcmp(route, "retry_negative") == 0)
+        return reply(c, 503, "{}", 2, "Retry-After", "-5");
+    if (strcmp(route, "retry_huge") == 0)
+        return reply(c, 503, "{}", 2, "Retry-After", "99999999999999999999999");
+#ifdef FSA_TEST_HAVE_GNUTLS
+    if (strcmp(route, "whoami") == 0)
+        return route_whoami(c);
+#endif
+    return reply(c, 404, "no such route", 13, NULL, NULL);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    conn_ctx_t *cc = *con_cls;
+    if (cc != NULL) {
+        free(cc->buf);
+        free(cc);
+        *con_cls = NULL;
+    }
+}
+
+static bool server_start(test_server_t *s, bool tls)
+{
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = 0;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
+    if (tls) {
+        s->d = MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, on_request, NULL,
+                                MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                                MHD_OPTION_HTTPS_MEM_KEY, fx.srv_key_pem, MHD_OPTION_HTTPS_MEM_CERT,
+                                fx.srv_cert_pem, MHD_OPTION_HTTPS_MEM_TRUST, fx.ca_pem,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+    } else {
+        s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
+                                (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                                NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+    }
+    if (s->d == NULL)
+        return false;
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    if (info == NULL || info->port == 0)
+        return false;
+    s->port = info->port;
+    snprintf(s->url, sizeof s->url, "%s://127.0.0.1:%u", tls ? "https" : "http", s->port);
+    return true;
+}
+
+static void server_stop(test_server_t *s)
+{
+    if (s->d != NULL)
+        MHD_stop_daemon(s->d);
+    s->d = NULL;
+}
+
+/* ---- the test CA ---- */
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *buf = malloc(65536);
+    size_t n = buf != NULL ? fread(buf, 1, 65535, f) : 0;
+    fclose(f);
+    if (buf != NULL)
+        buf[n] = '\0';
+    return buf;
+}
+
+static bool run(const char *cmd)
+{
+    char full[2048];
+    snprintf(full, sizeof full, "cd '%s' && %s >/dev/null 2>&1", fx.dir, cmd);
+    return system(full) == 0;
+}
+
+static bool pin_of(const char *what, char *out, size_t len)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && %s 2>/dev/null | openssl pkey -pubin -outform der 2>/dev/null | "
+             "openssl dgst -sha256 -binary | openssl base64",
+             fx.dir, what);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return false;
+    char line[128] = "";
+    bool ok = fgets(line, sizeof line, p) != NULL;
+    ok = pclose(p) == 0 && ok;
+    line[strcspn(line, "\r\n")] = '\0';
+    if (!ok || strlen(line) != 44)
+        return false;
+    snprintf(out, len, "sha256//%s", line);
+    return true;
+}
+
+static const char ca_cnf[] = "[req]\n"
+                             "distinguished_name = dn\n"
+                             "prompt = no\n"
+                             "x509_extensions = v3_ca\n"
+                             "[dn]\n"
+                             "CN = fieldsync test CA\n"
+                             "[v3_ca]\n"
+                             "basicConstraints = critical, CA:TRUE\n"
+                             "keyUsage = critical, keyCertSign, cRLSign\n"
+                             "subjectKeyIdentifier = hash\n"
+                             "[srv]\n"
+                             "basicConstraints = critical, CA:FALSE\n"
+                             "keyUsage = critical, digitalSignature, keyEncipherment\n"
+                             "extendedKeyUsage = serverAuth\n"
+                             "subjectAltName = IP:127.0.0.1\n"
+                             "[cli]\n"
+                             "basicConstraints = critical, CA:FALSE\n"
+                             "keyUsage = critical, digitalSignature\n"
+                             "extendedKeyUsage = clientAuth\n";
+
+#define EC_KEY "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+
+static bool make_ca(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/ca.cnf", fx.dir);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return false;
+    bool ok = fputs(ca_cnf, f) >= 0;
+    ok = fclose(f) == 0 && ok;
+    ok = ok && run("openssl req -x509 -config ca.cnf " EC_KEY " -keyout ca.key -out ca.pem "
+                   "-days 2");
+    ok = ok && run("openssl req -new " EC_KEY " -keyout srv.key -out srv.csr -subj /CN=127.0.0.1");
+    ok = ok && run("openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 2 "
+                   "-days 2 -extfile ca.cnf -extensions srv -out srv.pem");
+    ok = ok && run("openssl req -new " EC_KEY " -keyout cli.key -out cli.csr -subj /CN=dev001");
+    ok = ok && run("openssl x509 -req -in cli.csr -CA ca.pem -CAkey ca.key -set_serial 3 "
+                   "-days 2 -extfile ca.cnf -extensions cli -out cli.pem");
+    ok = ok && pin_of("openssl x509 -in srv.pem -pubkey -noout", fx.pin, sizeof fx.pin);
+    ok = ok && pin_of("openssl x509 -in ca.pem -pubkey -noout", fx.ca_pin, sizeof fx.ca_pin);
+    if (!ok)
+        return false;
+    snprintf(fx.ca_file, sizeof fx.ca_file, "%s/ca.pem", fx.dir);
+    snprintf(fx.client_cert, sizeof fx.client_cert, "%s/cli.pem", fx.dir);
+    snprintf(fx.client_key, sizeof fx.client_key, "%s/cli.key", fx.dir);
+    snprintf(path, sizeof path, "%s/srv.key", fx.dir);
+    fx.srv_key_pem = read_text(path);
+    snprintf(path, sizeof path, "%s/srv.pem", fx.dir);
+    fx.srv_cert_pem = read_text(path);
+    fx.ca_pem = read_text(fx.ca_file);
+    return fx.srv_key_pem != NULL && fx.srv_cert_pem != NULL && fx.ca_pem != NULL;
+}
+
+static bool make_gzip_answer(void)
+{
+    char *plain = malloc(GZIP_ANSWER_BYTES);
+    unsigned char *gz = malloc(GZIP_ANSWER_BYTES);
+    bool ok = false;
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (plain == NULL || gz == NULL ||
+        deflateInit2(&zs, 9, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        goto out;
+    for (size_t i = 0; i < GZIP_ANSWER_BYTES; i++)
+        plain[i] = answer_pattern(i);
+    zs.next_in = (Bytef *)plain;
+    zs.avail_in = GZIP_ANSWER_BYTES;
+    zs.next_out = gz;
+    zs.avail_out = GZIP_ANSWER_BYTES;
+    ok = deflate(&zs, Z_FINISH) == Z_STREAM_END;
+    fx.gzip_answer_len = zs.total_out;
+    deflateEnd(&zs);
+out:
+    free(plain);
+    if (ok)
+        fx.gzip_answer = gz;
+    else
+        free(gz);
+    return ok;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    memset(&fx, 0, sizeof fx);
+    snprintf(fx.dir, sizeof fx.dir, "/tmp/fsa-transport-XXXXXX");
+    if (mkdtemp(fx.dir) == NULL || !make_gzip_answer())
+        return -1;
+    if (!server_start(&fx.http, false))
+        return -1;
+    /* Without the openssl tool (a bare cross sysroot) the TLS tests skip; HTTP still runs. */
+    fx.tls_ready = make_ca() && server_start(&fx.https, true);
+    if (!fx.tls_ready)
+        fprintf(stderr, "test_transport: no openssl or no TLS in libmicrohttpd: TLS tests skip\n");
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    atomic_store(&g_stopping, true);
+    server_stop(&fx.http);
+    server_stop(&fx.https);
+    free(fx.ca_pem);
+    free(fx.srv_key_pem);
+    free(fx.srv_cert_pem);
+    free(fx.gzip_answer);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx.dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- helpers ---- */
+
+static fsa_transport_opts_t http_opts(void)
+{
+    fsa_transport_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.base_url = fx.http.url;
+    o.connect_timeout_ms = 2000;
+    o.total_timeout_ms = 5000;
+    return o;
+}
+
+static fsa_transport_opts_t https_opts(void)
+{
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = fx.https.url;
+    o.ca_file = fx.ca_file;
+    return o;
+}
+
+static fsa_transport_t *make(const fsa_transport_opts_t *o)
+{
+    fsa_transport_t *t = NULL;
+    char err[256];
+    fsa_status_t st = fsa_transport_new(o, &t, err, sizeof err);
+    if (st != FSA_OK)
+        fail_msg("fsa_transport_new(%s): %s: %s", o->base_url, fsa_status_str(st), err);
+    return t;
+}
+
+/* The value of "key=" in an echo answer, copied into out ("" when missing). */
+static const char *field(const char *body, const char *key, char *out, size_t len)
+{
+    char pat[32];
+    snprintf(pat, sizeof pat, "%s=", key);
+    out[0] = '\0';
+    for (const char *p = body; p != NULL && (p = strstr(p, pat)) != NULL; p++) {
+        if (p != body && p[-1] != ' ')
+            continue;
+        p += strlen(pat);
+        size_t n = strcspn(p, " \n");
+        if (n >= len)
+            n = len - 1;
+        memcpy(out, p, n);
+        out[n] = '\0';
+        break;
+    }
+    return out;
+}
+
+static long field_long(const char *body, const char *key)
+{
+    char v[64];
+    return strtol(field(body, key, v, sizeof v), NULL, 10);
+}
+
+static unsigned long field_hex(const char *body, const char *key)
+{
+    char v[64];
+    return strtoul(field(body, key, v, sizeof v), NULL, 16);
+}
+
+static void assert_field(const char *body, const char *key, const char *want)
+{
+    char v[256];
+    field(body, key, v, sizeof v);
+    if (strcmp(v, want) != 0)
+        fail_msg("%s=%s, want %s (answer: %s)", key, v, want, body);
+}
+
+static unsigned long crc_of(const void *p, size_t n)
+{
+    return crc32(crc32(0L, Z_NULL, 0), p, (uInt)n);
+}
+
+/* Requests and expects an HTTP answer. */
+static void req_ok(fsa_transport_t *t, const char *method, const char *path, const void *body,
+                   size_t len, fsa_http_response_t *r)
+{
+    fsa_status_t st = fsa_transport_request(t, method, path, body, len, NULL, NULL, r);
+    if (st != FSA_OK)
+        fail_msg("%s %s: %s: %s", method, path, fsa_status_str(st), r->error);
+    assert_non_null(r->body);
+    assert_string_equal(r->error, "");
+}
+
+static void expect_fail(fsa_transport_t *t, const char *path, fsa_status_t want,
+                        const char *error_has)
+{
+    fsa_http_response_t r;
+    fsa_status_t st = fsa_transport_request(t, "GET", path, NULL, 0, NULL, NULL, &r);
+    if (st != want)
+        fail_msg("GET %s: %s (%s), want %s", path, fsa_status_str(st), r.error,
+                 fsa_status_str(want));
+    assert_null(r.body);
+    assert_false(r.reused_connection);
+    if (strchr(r.error, '\n') != NULL || r.error[0] == '\0')
+        fail_msg("error is not one line: \"%s\"", r.error);
+    if (error_has != NULL && strstr(r.error, error_has) == NULL)
+        fail_msg("error \"%s\" does not mention \"%s\"", r.error, error_has);
+    fsa_http_response_clear(&r);
+}
+
+static char *json_body(size_t n)
+{
+    char *b = malloc(n);
+    assert_non_null(b);
+    static const char unit[] = "{\"op\":\"merge\",\"field\":\"other_info\"},";
+    for (size_t i = 0; i < n; i++)
+        b[i] = unit[i % (sizeof unit - 1)];
+    return b;
+}
+
+/* A sign callback that records what it was given and fills fixed headers. */
+typedef struct sign_rec {
+    int calls;
+    fsa_status_t result;
+    bool malformed;
+    char method[8];
+    char path[256];
+    size_t wire_len;
+    unsigned long wire_crc;
+} sign_rec_t;
+
+static fsa_status_t record_sign(void *arg, const char *method, const char *path_and_query,
+                                const void *wire_body, size_t wire_len, fsa_auth_headers_t *out)
+{
+    sign_rec_t *rec = arg;
+    rec->calls++;
+    snprintf(rec->method, sizeof rec->method, "%s", method);
+    snprintf(rec->path, sizeof rec->path, "%s", path_and_query);
+    rec->wire_len = wire_len;
+    rec->wire_crc = crc_of(wire_body, wire_len);
+    if (rec->result != FSA_OK)
+        return rec->result;
+    snprintf(out->device_id, sizeof out->device_id, "%s",
+             rec->malformed ? "dev001\r\nX-Evil: 1" : "dev001");
+    snprintf(out->timestamp, sizeof out->timestamp, "1764090000000");
+    snprintf(out->nonce, sizeof out->nonce, "0123456789abcdef0123456789abcdef");
+    snprintf(out->signature, sizeof out->signature, "%064x", 0xabcdefu);
+    return FSA_OK;
+}
+
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    close(fd); /* bound but never listening: a connect is refused */
+    return ntohs(sa.sin_port);
+}
+
+#define SKIP_WITHOUT_TLS()                                                                         \
+    do {                                                                                           \
+        if (!fx.tls_ready)                                                                         \
+            skip();                                                                                \
+    } while (0)
+
+/* ---- pure checks ---- */
+
+static void test_fsa_transport_host_is_loopback__table(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *host;
+        bool loopback;
+    } cases[] = {
+        {"localhost", true},
+        {"LocalHost", true},
+        {"127.0.0.1", true},
+        {"127.255.255.254", true},
+        {"127.8.9.10", true},
+        {"::1", true},
+        {"[::1]", true},
+        {"0:0:0:0:0:0:0:1", true},
+        {"::ffff:127.0.0.1", true},
+        {"[::ffff:127.0.0.2]", true},
+        {"", false},
+        {"128.0.0.1", false},
+        {"10.0.0.1", false},
+        {"0.0.0.0", false},
+        {"::", false},
+        {"::2", false},
+        {"[::1", false},
+        {"::1]", false},
+        {"0177.0.0.1", false},
+        {"127.1", false},
+        {"127.0.0.1.", false},
+        {"127.0.0.256", false},
+        {" 127.0.0.1", false},
+        {"localhost.example", false},
+        {"server.invalid", false},
+        {"[]", false},
+        {"::ffff:10.0.0.1", false},
+        {"127.0.0.1.nip.io", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (fsa_transport_host_is_loopback(cases[i].host) != cases[i].loopback)
+            fail_msg("host \"%s\": want %s", cases[i].host, cases[i].loopback ? "true" : "false");
+    assert_false(fsa_transport_host_is_loopback(NULL));
+}
+
+static void test_fsa_transport_new__invalid_args(void **state)
+{
+    (void)state;
+    fsa_transport_t *t = (fsa_transport_t *)&fx; /* proves *out is reset */
+    char err[256];
+    fsa_transport_opts_t o = http_opts();
+    assert_int_equal(fsa_transport_new(NULL, &t, err, sizeof err), FSA_EINVAL);
+    assert_null(t);
+    assert_true(err[0] != '\0');
+    assert_int_equal(fsa_transport_new(&o, NULL, err, sizeof err), FSA_EINVAL);
+    /* err may be absent. */
+    assert_int_equal(fsa_transport_new(NULL, &t, NULL, 0), FSA_EINVAL);
+
+    static const char *const bad_urls[] = {
+        "",
+        "127.0.0.1:8080",
+        "ftp://127.0.0.1/",
+        "file:///etc/passwd",
+        "https://",
+        "http://[::1",
+        "https://user:pw@example.com/",
+        "https://example.com/?a=b",
+        "https://example.com/#frag",
+        "https://exa mple.com/",
+        "http://10.0.0.1/",
+        "http://127.0.0.1.nip.io/",
+        "not a url",
+    };
+    for (size_t i = 0; i < sizeof bad_urls / sizeof bad_urls[0]; i++) {
+        o.base_url = bad_urls[i];
+        t = (fsa_transport_t *)&fx;
+        err[0] = '\0';
+        fsa_status_t st = fsa_transport_new(&o, &t, err, sizeof err);
+        if (st != FSA_EINVAL || t != NULL || err[0] == '\0')
+            fail_msg("base_url \"%s\": %s, err \"%s\"", bad_urls[i], fsa_status_str(st), err);
+    }
+    o.base_url = "ftp://127.0.0.1/";
+    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_non_null(strstr(err, "ftp"));
+
+    o = http_opts();
+    o.base_url = NULL;
+    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    o = http_opts();
+    o.client_cert = "cert.pem";
+    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_non_null(strstr(err, "client_key"));
+    o = http_opts();
+    o.client_key = "key.pem";
+    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    o = http_opts();
+    o.connect_timeout_ms = -1;
+    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    o = http_opts();
+    o.total_timeout_ms = -5;
+    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_null(t);
+
+    /* Well-formed ones: loopback http in each spelling, and https anywhere (no traffic yet). */
+    static const char *const good_urls[] = {
+        "http://127.0.0.1:1",
+        "http://127.9.8.7:1/api/",
+        "http://[::1]:1/",
+        "http://localhost:1",
+        "HTTP://LOCALHOST:1/x",
+        "https://example.com",
+        "https://example.com:8443/prefix/",
+    };
+    for (size_t i = 0; i < sizeof good_urls / sizeof good_urls[0]; i++) {
+        o.base_url = good_urls[i];
+        o.total_timeout_ms = 0;
+        fsa_status_t st = fsa_transport_new(&o, &t, err, sizeof err);
+        if (st != FSA_OK)
+            fail_msg("base_url \"%s\": %s: %s", good_urls[i], fsa_status_str(st), err);
+        assert_string_equal(err, "");
+        fsa_transport_free(t);
+    }
+    fsa_transport_free(NULL);
+    fsa_http_response_clear(NULL);
+}
+
+static void test_fsa_transport_new__refuses_plain_http_to_remote(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = "http://server.invalid:8080";
+    fsa_transport_t *t = NULL;
+    char err[256];
+    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_null(t);
+    assert_non_null(strstr(err, "refusing plain http:// to server.invalid"));
+}
+
+static void test_fsa_transport_new__malformed_pins(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "",
+        "sha256//",
+        "sha256//short=",
+        "SHA256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "sha1//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", /* no padding */
+        "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==", /* 31 bytes */
+        "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB=", /* not canonical */
+        "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA*=",
+        VALID_PIN_ZERO ";",
+        ";" VALID_PIN_ZERO,
+        VALID_PIN_ZERO " ",
+        VALID_PIN_ZERO "; " VALID_PIN_ZERO,
+        "/etc/ssl/server-pubkey.pem",
+    };
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = NULL;
+    char err[256];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        o.pins = bad[i];
+        fsa_status_t st = fsa_transport_new(&o, &t, err, sizeof err);
+        if (st != FSA_EINVAL || t != NULL || strstr(err, "pin") == NULL)
+            fail_msg("pins \"%s\": %s, err \"%s\"", bad[i], fsa_status_str(st), err);
+    }
+    static const char *const good[] = {
+        VALID_PIN_ZERO,
+        VALID_PIN_ZERO ";sha256//+/+/+/+/+/+/+/+/+/+/+/+/+/+/+/+/+/+/+/+/+/8=",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        o.pins = good[i];
+        assert_fsa_ok(fsa_transport_new(&o, &t, err, sizeof err));
+        fsa_transport_free(t);
+    }
+}
+
+/* ---- plain HTTP on loopback ---- */
+
+static void test_fsa_transport_request__invalid_args(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+    memset(&r, 0x5a, sizeof r); /* garbage in: the transport must not free or trust it */
+    assert_int_equal(fsa_transport_request(NULL, "GET", "/echo", NULL, 0, NULL, NULL, &r),
+                     FSA_EINVAL);
+    assert_null(r.body);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.retry_after_ms, -1);
+    assert_true(r.error[0] != '\0');
+    assert_int_equal(fsa_transport_request(t, "GET", "/echo", NULL, 0, NULL, NULL, NULL),
+                     FSA_EINVAL);
+    static const struct {
+        const char *method;
+        const char *path;
+        const char *body;
+        size_t len;
+    } cases[] = {
+        {NULL, "/echo", NULL, 0},   {"PUT", "/echo", NULL, 0},      {"get", "/echo", NULL, 0},
+        {"GET", NULL, NULL, 0},     {"GET", "echo", NULL, 0},       {"GET", "", NULL, 0},
+        {"GET", "/a b", NULL, 0},   {"GET", "/a\r\nX: y", NULL, 0}, {"GET", "/a#frag", NULL, 0},
+        {"POST", "/echo", NULL, 5}, {"GET", "/echo", "{}", 2},
+    };
+    int before = atomic_load(&g_requests);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fsa_status_t st = fsa_transport_request(t, cases[i].method, cases[i].path, cases[i].body,
+                                                cases[i].len, NULL, NULL, &r);
+        if (st != FSA_EINVAL || r.error[0] == '\0' || r.body != NULL)
+            fail_msg("case %zu: %s \"%s\"", i, fsa_status_str(st), r.error);
+    }
+    assert_int_equal(atomic_load(&g_requests), before);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__http_loopback_echo(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/echo", NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, strlen(r.body));
+    assert_int_equal(r.retry_after_ms, -1);
+    assert_field(r.body, "method", "GET");
+    assert_field(r.body, "path", "/echo");
+    assert_field(r.body, "raw", "0");
+    assert_field(r.body, "ae", "gzip");
+    assert_field(r.body, "dev", "-"); /* no sign callback, no auth headers */
+    assert_true(r.wire_bytes_sent > 20 && r.wire_bytes_sent < 512);
+    assert_true(r.wire_bytes_received > r.body_len);
+    fsa_http_response_clear(&r);
+    assert_null(r.body);
+    assert_int_equal(r.retry_after_ms, -1);
+
+    /* A POST with a small body: sent as is, JSON, no "Expect: 100-continue". */
+    static const char small[] = "{\"batch_id\":\"b1\",\"ops\":[]}";
+    req_ok(t, "POST", "/echo", small, sizeof small - 1, &r);
+    assert_field(r.body, "method", "POST");
+    assert_field(r.body, "enc", "-");
+    assert_field(r.body, "ct", "application/json");
+    assert_field(r.body, "expect", "-");
+    assert_int_equal(field_long(r.body, "raw"), (long)(sizeof small - 1));
+    assert_int_equal(field_hex(r.body, "bodycrc"), crc_of(small, sizeof small - 1));
+    assert_true(r.wire_bytes_sent > sizeof small - 1 && r.wire_bytes_sent < 512 + sizeof small);
+    fsa_http_response_clear(&r);
+
+    /* An empty POST, and an answer without a body: body is "" rather than NULL. */
+    req_ok(t, "POST", "/echo", NULL, 0, &r);
+    assert_field(r.body, "raw", "0");
+    fsa_http_response_clear(&r);
+    req_ok(t, "GET", "/empty", NULL, 0, &r);
+    assert_int_equal(r.status, 204);
+    assert_int_equal(r.body_len, 0);
+    assert_string_equal(r.body, "");
+    fsa_http_response_clear(&r);
+
+    /* Any status is an answer. */
+    req_ok(t, "GET", "/nowhere", NULL, 0, &r);
+    assert_int_equal(r.status, 404);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__base_prefix_and_query_are_signed(void **state)
+{
+    (void)state;
+    char base[96];
+    snprintf(base, sizeof base, "%s/api/", fx.http.url);
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = base;
+    fsa_transport_t *t = make(&o);
+    sign_rec_t rec = {0};
+    fsa_http_response_t r;
+    assert_fsa_ok(fsa_transport_request(t, "GET", "/echo?q=v1.0", NULL, 0, record_sign, &rec, &r));
+    assert_int_equal(rec.calls, 1);
+    assert_string_equal(rec.method, "GET");
+    /* The signer sees the path as the server does, prefix and query included. */
+    assert_string_equal(rec.path, "/api/echo?q=v1.0");
+    assert_field(r.body, "path", "/api/echo");
+    assert_field(r.body, "q", "v1.0");
+    assert_field(r.body, "dev", "dev001");
+    assert_field(r.body, "ts", "1764090000000");
+    assert_field(r.body, "nonce", "0123456789abcdef0123456789abcdef");
+    assert_field(r.body, "sig", "0000000000000000000000000000000000000000000000000000000000abcdef");
+    fsa_http_response_clear(&r);
+    /* Dot segments stay as signed rather than being squashed by curl. */
+    assert_fsa_ok(fsa_transport_request(t, "GET", "/x/../echo", NULL, 0, record_sign, &rec, &r));
+    assert_string_equal(rec.path, "/api/x/../echo");
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__insecure_http_unresolvable(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = "http://server.invalid:8080";
+    o.allow_insecure_http = true;
+    fsa_transport_t *t = make(&o);
+    /* .invalid never resolves (RFC 6761), so this fails at name resolution. */
+    expect_fail(t, "/echo", FSA_ENET, "server.invalid");
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__connection_refused(void **state)
+{
+    (void)state;
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", closed_port());
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = base;
+    fsa_transport_t *t = make(&o);
+    expect_fail(t, "/echo", FSA_ENET, base);
+    fsa_http_response_t r;
+    assert_int_equal(fsa_transport_request(t, "POST", "/echo", "{}", 2, NULL, NULL, &r), FSA_ENET);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.wire_bytes_received, 0);
+    assert_int_equal(r.retry_after_ms, -1);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__proxy_explicit_not_environment(void **state)
+{
+    (void)state;
+    char proxy[64];
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", closed_port());
+    /* An environment proxy that would fail every request is ignored. */
+    assert_int_equal(setenv("http_proxy", proxy, 1), 0);
+    assert_int_equal(setenv("ALL_PROXY", proxy, 1), 0);
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+    fsa_status_t st = fsa_transport_request(t, "GET", "/echo", NULL, 0, NULL, NULL, &r);
+    /* Unset before asserting, so a failure here does not spill into the tests after it. */
+    assert_int_equal(unsetenv("http_proxy"), 0);
+    assert_int_equal(unsetenv("ALL_PROXY"), 0);
+    if (st != FSA_OK)
+        fail_msg("the environment's proxy was used: %s", r.error);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+    /* The configured one is used: it is down, so the request fails. */
+    o.proxy = proxy;
+    t = make(&o);
+    expect_fail(t, "/echo", FSA_ENET, NULL);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__reuses_connection(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/echo", NULL, 0, &r);
+    assert_false(r.reused_connection);
+    fsa_http_response_clear(&r);
+    char *big = json_body(5000);
+    req_ok(t, "POST", "/echo", big, 5000, &r);
+    assert_true(r.reused_connection);
+    fsa_http_response_clear(&r);
+    req_ok(t, "GET", "/echo", NULL, 0, &r);
+    assert_true(r.reused_connection);
+    fsa_http_response_clear(&r);
+    free(big);
+    fsa_transport_free(t);
+    /* A new transport opens its own connection. */
+    t = make(&o);
+    req_ok(t, "GET", "/echo", NULL, 0, &r);
+    assert_false(r.reused_connection);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__resends_when_reused_connection_drops(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/echo", NULL, 0, &r);
+    fsa_http_response_clear(&r);
+    /* The server drops the kept-alive connection without answering: curl sends the request
+     * again on a new connection, which needs the body rewound (on_seek). */
+    atomic_store(&g_drop_next, true);
+    char *body = json_body(3000);
+    sign_rec_t rec = {0};
+    assert_fsa_ok(fsa_transport_request(t, "POST", "/drop", body, 3000, record_sign, &rec, &r));
+    assert_false(atomic_load(&g_drop_next));
+    assert_int_equal(r.status, 200);
+    assert_false(r.reused_connection);
+    assert_int_equal(field_long(r.body, "body"), 3000);
+    assert_int_equal(field_hex(r.body, "bodycrc"), crc_of(body, 3000));
+    assert_int_equal(rec.calls, 1); /* signed once, sent twice */
+    /* Both sends were on the wire. */
+    long raw = field_long(r.body, "raw");
+    assert_true(r.wire_bytes_sent > 2 * (size_t)raw);
+    fsa_http_response_clear(&r);
+    free(body);
+    fsa_transport_free(t);
+}
+
+/* POSTs n bytes and checks whether they went compressed and arrived intact. */
+static void check_gzip(fsa_transport_t *t, size_t n, bool want_gzip)
+{
+    char *body = json_body(n);
+    sign_rec_t rec = {0};
+    fsa_http_response_t r;
+    assert_fsa_ok(fsa_transport_request(t, "POST", "/echo", body, n, record_sign, &rec, &r));
+    assert_int_equal(r.status, 200);
+    assert_field(r.body, "enc", want_gzip ? "gzip" : "-");
+    assert_int_equal(field_long(r.body, "body"), (long)n);
+    assert_int_equal(field_hex(r.body, "bodycrc"), crc_of(body, n));
+    long raw = field_long(r.body, "raw");
+    if (want_gzip)
+        assert_true(raw < (long)n);
+    else
+        assert_int_equal(raw, (long)n);
+    /* The signer saw exactly the bytes that arrived. */
+    assert_int_equal(rec.calls, 1);
+    assert_int_equal(rec.wire_len, (size_t)raw);
+    assert_int_equal(rec.wire_crc, field_hex(r.body, "rawcrc"));
+    /* Headers plus the body as sent. */
+    assert_true(r.wire_bytes_sent > (size_t)raw && r.wire_bytes_sent < (size_t)raw + 1024);
+    fsa_http_response_clear(&r);
+    free(body);
+}
+
+static void test_fsa_transport_request__gzip_threshold(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    check_gzip(t, 1023, false); /* default threshold 1024 */
+    check_gzip(t, 1024, true);
+    check_gzip(t, 200000, true);
+    fsa_transport_free(t);
+
+    o.gzip_min_bytes = 100;
+    t = make(&o);
+    check_gzip(t, 99, false);
+    check_gzip(t, 100, true);
+    fsa_transport_free(t);
+
+    o.gzip_min_bytes = SIZE_MAX;
+    t = make(&o);
+    check_gzip(t, 200000, false);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__sign_error_aborts(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    sign_rec_t rec = {.result = FSA_EIO};
+    fsa_http_response_t r;
+    int before = atomic_load(&g_requests);
+    char *body = json_body(3000);
+    assert_int_equal(fsa_transport_request(t, "POST", "/echo", body, 3000, record_sign, &rec, &r),
+                     FSA_EIO);
+    assert_int_equal(rec.calls, 1);
+    assert_null(r.body);
+    assert_non_null(strstr(r.error, "sign"));
+    /* A callback that fills in a header with a line break in it is refused too. */
+    rec = (sign_rec_t){.malformed = true};
+    assert_int_equal(fsa_transport_request(t, "POST", "/echo", body, 3000, record_sign, &rec, &r),
+                     FSA_EINVAL);
+    assert_null(r.body);
+    assert_int_equal(atomic_load(&g_requests), before); /* nothing reached the server */
+    /* The transport is still fine afterwards. */
+    rec = (sign_rec_t){0};
+    assert_fsa_ok(fsa_transport_request(t, "POST", "/echo", body, 3000, record_sign, &rec, &r));
+    assert_field(r.body, "dev", "dev001");
+    fsa_http_response_clear(&r);
+    free(body);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__total_timeout(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    o.total_timeout_ms = 300;
+    fsa_transport_t *t = make(&o);
+    fsa_mono_t t0 = fsa_port_posix()->mono_now(NULL);
+    expect_fail(t, "/delay", FSA_ETIMEOUT, "timed out");
+    int64_t ms = test_real_elapsed_ns(t0) / FSA_NS_PER_MS;
+    if (ms < 250 || ms > 1500)
+        fail_msg("the 300 ms timeout took %lld ms", (long long)ms);
+    /* The next request works (on a fresh connection). */
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/echo", NULL, 0, &r);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__answer_too_large(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    o.max_response_bytes = SMALL_MAX_RESPONSE;
+    fsa_transport_t *t = make(&o);
+    expect_fail(t, "/big", FSA_ETOOLARGE, "16384");
+    /* A gzip answer is measured inflated: ~1 KiB on the wire, 256 KiB once inflated. */
+    expect_fail(t, "/gzip", FSA_ETOOLARGE, NULL);
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/echo", NULL, 0, &r);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+
+    o.max_response_bytes = BIG_ANSWER_BYTES; /* exactly at the limit is fine */
+    t = make(&o);
+    req_ok(t, "GET", "/big", NULL, 0, &r);
+    assert_int_equal(r.body_len, BIG_ANSWER_BYTES);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__gzip_answer_inflated(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/gzip", NULL, 0, &r);
+    assert_int_equal(r.body_len, GZIP_ANSWER_BYTES);
+    for (size_t i = 0; i < GZIP_ANSWER_BYTES; i++)
+        if (r.body[i] != answer_pattern(i))
+            fail_msg("inflated answer differs at byte %zu", i);
+    assert_int_equal(r.body[r.body_len], '\0');
+    /* The wire carried the compressed form. */
+    assert_true(r.wire_bytes_received < fx.gzip_answer_len + 1024);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__retry_after(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/retry", NULL, 0, &r);
+    assert_int_equal(r.status, 429);
+    assert_int_equal(r.retry_after_ms, 7000);
+    fsa_http_response_clear(&r);
+    req_ok(t, "GET", "/retry_date", NULL, 0, &r);
+    assert_int_equal(r.status, 503);
+    if (r.retry_after_ms < 28000 || r.retry_after_ms > 31000)
+        fail_msg("an HTTP date 30 s ahead gave %lld ms", (long long)r.retry_after_ms);
+    fsa_http_response_clear(&r);
+    req_ok(t, "GET", "/retry_past", NULL, 0, &r);
+    assert_int_equal(r.retry_after_ms, 0);
+    fsa_http_response_clear(&r);
+    req_ok(t, "GET", "/retry_negative", NULL, 0, &r);
+    assert_int_equal(r.retry_after_ms, 0);
+    fsa_http_response_clear(&r);
+    req_ok(t, "GET", "/retry_bad", NULL, 0, &r);
+    assert_int_equal(r.retry_after_ms, -1);
+    fsa_http_response_clear(&r);
+    req_ok(t, "GET", "/retry_huge", NULL, 0, &r);
+    assert_int_equal(r.retry_after_ms, 3600 * 1000);
+    fsa_http_response_clear(&r);
+    req_ok(t, "GET", "/echo", NULL, 0, &r);
+    assert_int_equal(r.retry_after_ms, -1);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+}
+
+/* ---- HTTPS ---- */
+
+static void https_ok(const fsa_transport_opts_t *o)
+{
+    fsa_transport_t *t = make(o);
+    fsa_http_response_t r;
+    char *body = json_body(4000);
+    req_ok(t, "POST", "/echo", body, 4000, &r);
+    assert_int_equal(r.status, 200);
+    assert_field(r.body, "enc", "gzip");
+    assert_int_equal(field_hex(r.body, "bodycrc"), crc_of(body, 4000));
+    assert_false(r.reused_connection);
+    fsa_http_response_clear(&r);
+    req_ok(t, "GET", "/echo", NULL, 0, &r);
+    assert_true(r.reused_connection);
+    fsa_http_response_clear(&r);
+    free(body);
+    fsa_transport_free(t);
+}
+
+static void https_fails(const fsa_transport_opts_t *o, fsa_status_t want, const char *error_has)
+{
+    fsa_transport_t *t = make(o);
+    expect_fail(t, "/echo", want, error_has);
+    fsa_transport_free(t);
+}
+
+static void test_fsa_transport_request__https_with_ca_file(void **state)
+{
+    (void)state;
+    SKIP_WITHOUT_TLS();
+    fsa_transport_opts_t o = https_opts();
+    https_ok(&o);
+}
+
+static void test_fsa_transport_request__https_untrusted(void **state)
+{
+    (void)state;
+    SKIP_WITHOUT_TLS();
+    /* The system store does not know the test CA. */
+    fsa_transport_opts_t o = https_opts();
+    o.ca_file = NULL;
+    https_fails(&o, FSA_ETLS, "TLS");
+    /* The CA is right but the name is not: the certificate is for 127.0.0.1 only. */
+    char base[64];
+    snprintf(base, sizeof base, "https://localhost:%u", fx.https.port);
+    o = https_opts();
+    o.base_url = base;
+    https_fails(&o, FSA_ETLS, NULL);
+    /* A CA file that does not exist. */
+    o = https_opts();
+    o.ca_file = "/nonexistent/ca.pem";
+    https_fails(&o, FSA_ETLS, NULL);
+}
+
+static void test_fsa_transport_request__https_pins(void **state)
+{
+    (void)state;
+    SKIP_WITHOUT_TLS();
+    fsa_transport_opts_t o = https_opts();
+    o.pins = fx.pin;
+    https_ok(&o);
+
+    char several[256];
+    snprintf(several, sizeof several, "%s;%s;%s", VALID_PIN_ZERO, fx.ca_pin, fx.pin);
+    o.pins = several;
+    https_ok(&o);
+
+    o.pins = VALID_PIN_ZERO;
+    https_fails(&o, FSA_ETLS, "TLS");
+    snprintf(several, sizeof several, "%s;%s", VALID_PIN_ZERO, fx.ca_pin);
+    o.pins = several;
+    https_fails(&o, FSA_ETLS, NULL);
+}
+
+static void test_fsa_transport_request__https_client_cert(void **state)
+{
+    (void)state;
+    SKIP_WITHOUT_TLS();
+    fsa_transport_opts_t o = https_opts();
+    o.client_cert = fx.client_cert;
+    o.client_key = fx.client_key;
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+#ifdef FSA_TEST_HAVE_GNUTLS
+    req_ok(t, "GET", "/whoami", NULL, 0, &r);
+    /* OpenSSL sends the chain it can build (certificate and CA), so count at least one. */
+    if (strncmp(r.body, "peers=0", 7) == 0 || strstr(r.body, "verified=1") == NULL)
+        fail_msg("the server saw no valid client certificate: %s", r.body);
+#else
+    req_ok(t, "GET", "/echo", NULL, 0, &r);
+#endif
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+
+#ifdef FSA_TEST_HAVE_GNUTLS
+    o = https_opts();
+    t = make(&o);
+    req_ok(t, "GET", "/whoami", NULL, 0, &r);
+    assert_string_equal(r.body, "peers=0 verified=0");
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+#endif
+
+    /* A client certificate that cannot be read is a TLS failure, named as such. */
+    o = https_opts();
+    o.client_cert = "/nonexistent/cli.pem";
+    o.client_key = fx.client_key;
+    https_fails(&o, FSA_ETLS, NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fsa_transport_host_is_loopback__table),
+        cmocka_unit_test(test_fsa_transport_new__invalid_args),
+        cmocka_unit_test(test_fsa_transport_new__refuses_plain_http_to_remote),
+        cmocka_unit_test(test_fsa_transport_new__malformed_pins),
+        cmocka_unit_test(test_fsa_transport_request__invalid_args),
+        cmocka_unit_test(test_fsa_transport_request__http_loopback_echo),
+        cmocka_unit_test(test_fsa_transport_request__base_prefix_and_query_are_signed),
+        cmocka_unit_test(test_fsa_transport_request__insecure_http_unresolvable),
+        cmocka_unit_test(test_fsa_transport_request__connection_refused),
+        cmocka_unit_test(test_fsa_transport_request__proxy_explicit_not_environment),
+        cmocka_unit_test(test_fsa_transport_request__reuses_connection),
+        cmocka_unit_test(test_fsa_transport_request__resends_when_reused_connection_drops),
+        cmocka_unit_test(test_fsa_transport_request__gzip_threshold),
+        cmocka_unit_test(test_fsa_transport_request__sign_error_aborts),
+        cmocka_unit_test(test_fsa_transport_request__total_timeout),
+        cmocka_unit_test(test_fsa_transport_request__answer_too_large),
+        cmocka_unit_test(test_fsa_transport_request__gzip_answer_inflated),
+        cmocka_unit_test(test_fsa_transport_request__retry_after),
+        cmocka_unit_test(test_fsa_transport_request__https_with_ca_file),
+        cmocka_unit_test(test_fsa_transport_request__https_untrusted),
+        cmocka_unit_test(test_fsa_transport_request__https_pins),
+        cmocka_unit_test(test_fsa_transport_request__https_client_cert),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
