@@ -27,10 +27,10 @@ esac
 
 host_pkgs=(build-essential cmake pkg-config file openssl ca-certificates
   libsqlite3-dev sqlite3 libcurl4-openssl-dev libcjson-dev libmbedtls-dev libcmocka-dev
-  libmicrohttpd-dev zlib1g-dev)
+  libmicrohttpd-dev zlib1g-dev libgnutls28-dev)
 # The target's libraries, unpacked into the sysroot with their dependencies.
 target_pkgs=(libc6-dev libsqlite3-dev libcurl4-openssl-dev libcjson-dev libmbedtls-dev
-  libcmocka-dev libmicrohttpd-dev zlib1g-dev)
+  libcmocka-dev libmicrohttpd-dev zlib1g-dev libgnutls28-dev)
 
 case "$arch" in
   aarch64) triplet=aarch64-linux-gnu debarch=arm64 host_pkgs+=(gcc-aarch64-linux-gnu qemu-user) ;;

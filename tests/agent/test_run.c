@@ -334,15 +334,22 @@ static void test_run__metrics_file_and_endpoint(void **state)
     assert_true(port > 0);
     char url[64], body[16384] = "";
     snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
-    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    /* The server has the record; the daemon counts it when its cycle ends: poll the endpoint. */
     long code = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(c);
+    for (int i = 0; i < 200; i++) {
+        body[0] = '\0';
+        CURL *c = curl_easy_init();
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
+        assert_int_equal(curl_easy_perform(c), CURLE_OK);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+        curl_easy_cleanup(c);
+        if (strstr(body, "fieldsync_results_total{status=\"applied\"} 1") != NULL)
+            break;
+        sleep_ms(50);
+    }
     assert_int_equal(code, 200);
     static const char *const names[] = {
         "fieldsync_queue_depth 0",           "fieldsync_oldest_pending_age_seconds",
