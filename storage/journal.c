@@ -826,8 +826,9 @@ fsa_status_t fsa_journal_checkpoint_update(fsa_journal_t *j, const char *child_i
     return record_ops(j, ops, 2, true, fence, rec);
 }
 
-fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id,
-                             char **fields_json, int64_t *base_version, int64_t *pending)
+/* Reads an entity's local view (base false) or its base (base true). */
+static fsa_status_t read_entity(fsa_journal_t *j, fsa_type_t type, const char *id, bool base,
+                                char **fields_json, int64_t *base_version, int64_t *pending)
 {
     if (fields_json != NULL)
         *fields_json = NULL;
@@ -836,7 +837,8 @@ fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id,
     j->port->mutex_lock(j->port->ctx, j->mu);
     entity_t e;
     fsa_status_t s = entity_load(j, type, id, &e);
-    if (s == FSA_OK && !e.exists)
+    char **which = base ? &e.base_fields : &e.local_fields;
+    if (s == FSA_OK && *which == NULL)
         s = FSA_ENOTFOUND;
     if (s == FSA_OK && pending != NULL)
         s = count_pending(j, type, id, pending);
@@ -844,8 +846,8 @@ fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id,
         if (base_version != NULL)
             *base_version = e.base_version;
         if (fields_json != NULL) {
-            *fields_json = e.local_fields;
-            e.local_fields = NULL;
+            *fields_json = *which;
+            *which = NULL;
         }
     }
     entity_clear(&e);
@@ -853,29 +855,16 @@ fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id,
     return s;
 }
 
+fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id,
+                             char **fields_json, int64_t *base_version, int64_t *pending)
+{
+    return read_entity(j, type, id, false, fields_json, base_version, pending);
+}
+
 fsa_status_t fsa_journal_get_base(fsa_journal_t *j, fsa_type_t type, const char *id,
                                   char **fields_json, int64_t *base_version)
 {
-    if (fields_json != NULL)
-        *fields_json = NULL;
-    if (j == NULL || id == NULL || (unsigned)type >= FSA__TYPE_COUNT)
-        return FSA_EINVAL;
-    j->port->mutex_lock(j->port->ctx, j->mu);
-    entity_t e;
-    fsa_status_t s = entity_load(j, type, id, &e);
-    if (s == FSA_OK && !e.exists && e.base_fields == NULL)
-        s = FSA_ENOTFOUND;
-    if (s == FSA_OK) {
-        if (base_version != NULL)
-            *base_version = e.base_version;
-        if (fields_json != NULL) {
-            *fields_json = e.base_fields;
-            e.base_fields = NULL;
-        }
-    }
-    entity_clear(&e);
-    j->port->mutex_unlock(j->port->ctx, j->mu);
-    return s;
+    return read_entity(j, type, id, true, fields_json, base_version, NULL);
 }
 
 /* ---- the outbox ---- */

@@ -124,7 +124,7 @@ fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id,
                              int64_t *pending) FSA_MUST_CHECK;
 
 /* Reads an entity's base (last known server state). Same conventions as fsa_journal_get;
- * *fields_json is NULL when the entity has never been on the server. */
+ * FSA_ENOTFOUND when the entity has never been on the server. */
 fsa_status_t fsa_journal_get_base(fsa_journal_t *j, fsa_type_t type, const char *id,
                                   char **fields_json, int64_t *base_version) FSA_MUST_CHECK;
 

@@ -15,6 +15,7 @@
 
 #include "tests/sync/server_client.h"
 #include "tests/sync/server_harness.h"
+#include "tests/test_exec.h"
 #include "tests/test_util.h"
 
 #ifndef FSA_FIELDSYNC_BIN
@@ -40,19 +41,7 @@ static void run_fieldsync(run_t *r, int timeout_s, int kill_after_ms, const char
     char emu[512];
     snprintf(emu, sizeof emu, "%s", FSA_TEST_EMULATOR);
     const char *argv[64];
-    int n = 0;
-    for (char *w = emu; *w != '\0' && n < 8;) {
-        argv[n++] = w;
-        char *bar = strchr(w, '|');
-        if (bar == NULL)
-            break;
-        *bar = '\0';
-        w = bar + 1;
-    }
-    argv[n++] = FSA_FIELDSYNC_BIN;
-    for (int i = 0; args[i] != NULL && n < 63; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
+    test_exec_argv(emu, FSA_FIELDSYNC_BIN, args, argv, 64);
     int po[2], pe[2];
     assert_int_equal(pipe(po), 0);
     assert_int_equal(pipe(pe), 0);
