@@ -1,7 +1,4 @@
 /* fieldsync tests: runs the real fieldsync-server binary and talks signed HTTP to it (libcurl). */
-/* 64-bit file offsets and inode numbers on 32-bit targets (armhf): without them readdir() fails
- * with EOVERFLOW on a large file system and the temp dirs would not be cleaned up. */
-#define _FILE_OFFSET_BITS 64
 #include "tests/sync/server_harness.h"
 
 #include <dirent.h>
