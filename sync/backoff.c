@@ -103,9 +103,12 @@ fsa_errclass_t fsa_errclass(fsa_status_t net, int http, const char *code)
         return FSA_ERRCLASS_WAIT;
     if (http == 413)
         return FSA_ERRCLASS_TOO_LARGE;
+    if (http == 401 && code != NULL && strcmp(code, "clock_skew") == 0)
+        return FSA_ERRCLASS_SKEW;
+    if (http == 401 && code != NULL && strcmp(code, "replay") == 0)
+        return FSA_ERRCLASS_RESIGN;
     if (http == 401)
-        return code != NULL && strcmp(code, "clock_skew") == 0 ? FSA_ERRCLASS_SKEW
-                                                                : FSA_ERRCLASS_AUTH;
+        return FSA_ERRCLASS_AUTH;
     if (http == 408 || http >= 500)
         return FSA_ERRCLASS_TRANSIENT;
     return FSA_ERRCLASS_REJECTED;
@@ -114,6 +117,6 @@ fsa_errclass_t fsa_errclass(fsa_status_t net, int http, const char *code)
 const char *fsa_errclass_name(fsa_errclass_t c)
 {
     static const char *const names[] = {"none", "transient", "wait",     "too_large",
-                                        "skew", "auth",      "rejected"};
+                                        "skew", "auth",      "rejected", "resign"};
     return (unsigned)c < sizeof names / sizeof names[0] ? names[c] : "?";
 }

@@ -71,7 +71,9 @@ typedef enum fsa_errclass {
     FSA_ERRCLASS_TOO_LARGE = 3, /* 413: split the batch and retry */
     FSA_ERRCLASS_SKEW = 4,      /* 401 clock_skew: correct the clock offset and retry */
     FSA_ERRCLASS_AUTH = 5,      /* other 401s: stop syncing and report */
-    FSA_ERRCLASS_REJECTED = 6   /* 400 and other 4xx: do not resend as is; report */
+    FSA_ERRCLASS_REJECTED = 6,  /* 400 and other 4xx: do not resend as is; report */
+    FSA_ERRCLASS_RESIGN = 7     /* 401 replay: the server saw this nonce (an HTTP library resent
+                                   the request after a dropped connection): sign again and resend */
 } fsa_errclass_t;
 
 /*

@@ -25,8 +25,9 @@
 #define PULL_PAGES_MAX 100000
 /* Conflicts examined per resolve pass. */
 #define RESOLVE_BATCH 256
-/* Clock-skew corrections in a row for one request. */
+/* Clock-skew corrections, and fresh signatures after a replay answer, for one request. */
 #define SKEW_RETRIES_MAX 2
+#define RESIGN_RETRIES_MAX 3
 
 struct fsa_engine {
     fsa_port_t *port;
@@ -140,7 +141,7 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
 {
     fsa_backoff_t b;
     fsa_backoff_init(&b, e->retry);
-    int skews = 0;
+    int skews = 0, resigns = 0;
     for (;;) {
         fsa_http_response_clear(&a->resp);
         memset(&a->err, 0, sizeof a->err);
@@ -169,6 +170,15 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
                 return FSA_EAUTH;
             }
             continue; /* the offset is corrected: sign again at once */
+        case FSA_ERRCLASS_RESIGN:
+            /* libcurl resends a request by itself when a reused connection turns out dead; if
+             * the server had read it, the copy carries a nonce it has seen. The server checks
+             * the nonce before doing anything, and ops are idempotent: sign again and resend. */
+            if (++resigns > RESIGN_RETRIES_MAX) {
+                report_error(e, "server keeps saying replay: %s", a->err.message);
+                return FSA_EAUTH;
+            }
+            continue;
         case FSA_ERRCLASS_AUTH:
             report_error(e, "server refused this device (%s): %s", a->err.code,
                          a->err.message);
@@ -289,7 +299,7 @@ static fsa_status_t apply_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n,
         r[i].current_fields = res[i].has_current ? res[i].current_fields : NULL;
         memcpy(r[i].code, res[i].code, sizeof r[i].code);
         memcpy(r[i].message, res[i].message, sizeof r[i].message);
-        count_outcome(e, res[i].status == FSA_RESULT_DUPLICATE ? res[i].original : res[i].status);
+        count_outcome(e, res[i].status); /* the server's answer: a duplicate counts as one */
     }
     if (st == FSA_OK)
         st = fsa_outbox_apply_results(e->j, r, n);

@@ -161,7 +161,7 @@ static void test_fsa_errclass__protocol_table(void **state)
         {FSA_OK, 400, "malformed", FSA_ERRCLASS_REJECTED},
         {FSA_OK, 401, "clock_skew", FSA_ERRCLASS_SKEW},
         {FSA_OK, 401, "bad_signature", FSA_ERRCLASS_AUTH},
-        {FSA_OK, 401, "replay", FSA_ERRCLASS_AUTH},
+        {FSA_OK, 401, "replay", FSA_ERRCLASS_RESIGN},
         {FSA_OK, 401, NULL, FSA_ERRCLASS_AUTH},
         {FSA_OK, 413, "too_large", FSA_ERRCLASS_TOO_LARGE},
         {FSA_OK, 429, NULL, FSA_ERRCLASS_WAIT},
@@ -178,6 +178,7 @@ static void test_fsa_errclass__protocol_table(void **state)
                                                     cases[i].code)));
     }
     assert_string_equal(fsa_errclass_name(FSA_ERRCLASS_SKEW), "skew");
+    assert_string_equal(fsa_errclass_name(FSA_ERRCLASS_RESIGN), "resign");
     assert_string_equal(fsa_errclass_name((fsa_errclass_t)99), "?");
 }
 

@@ -1,0 +1,646 @@
+/* fieldsync-sim: simulated devices (a journal, a sim port, the real engine) and the worker pool. */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/sim/fleet.h"
+
+/* Samples of the series: at most one per this many ms, and at most this many (then halved). */
+#define SAMPLE_EVERY_MS 20
+#define SAMPLES_MAX 4096
+/* A device's offline sync: how long the engine may wait for the refused port (it is refused at
+ * once; the bound only matters if the port were ever taken). */
+#define OFFLINE_TIMEOUT_MS 2000
+/* Syncs in one fsa__dev_sync() that only wait out a persisted backoff. */
+#define BACKOFF_WAITS_MAX 3
+
+int64_t fsa__real_ms(void)
+{
+    fsa_port_t *p = fsa_port_posix();
+    return p->mono_now(p->ctx).ns / FSA_NS_PER_MS;
+}
+
+uint64_t fsa__mix(uint64_t *s)
+{
+    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+void fsa__dev_error(fsa__device_t *d, const char *fmt, ...)
+{
+    if (d->error[0] != '\0')
+        return; /* the first error explains the rest */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->error, sizeof d->error, fmt, ap);
+    va_end(ap);
+}
+
+/* The engine and journal log through the port; a fleet of hundreds would drown a terminal, and
+ * every failure that matters reaches the report through statuses and invariants. */
+static void quiet_log(void *arg, fsa_log_level_t level, const char *msg)
+{
+    (void)arg;
+    (void)level;
+    (void)msg;
+}
+
+/* A fresh boot of a device: a new sim port whose seed depends on the run seed, the scenario, the
+ * device and the boot (a rebooted device must never repeat the random sequence, op ids and
+ * nonces, of its previous life). */
+static fsa_status_t dev_boot(fsa__fleet_t *f, fsa__device_t *d)
+{
+    fsa_sim_free(d->sim);
+    d->sim = NULL;
+    uint64_t s = f->seed ^ f->seed_mix;
+    s ^= (uint64_t)(f->scenario_index + 1) * UINT64_C(0x100000001B3);
+    s ^= (uint64_t)(d->index + 1) * UINT64_C(0x9E3779B97F4A7C15);
+    s ^= (uint64_t)(d->boot + 1) * UINT64_C(0xC2B2AE3D27D4EB4F);
+    uint64_t seed = fsa__mix(&s);
+    fsa_port_t *p = fsa_port_posix();
+    fsa_wall_t start = {p->wall_now(p->ctx).ms + d->wall_shift_ms};
+    fsa_status_t st = fsa_sim_new(seed, start, d->id, &d->sim);
+    if (st != FSA_OK)
+        return st;
+    fsa_sim_set_log(d->sim, quiet_log, NULL);
+    d->boot_real_ms = fsa__real_ms();
+    return FSA_OK;
+}
+
+/* The virtual clock of a device never lags real time: its sleeps (retries) and waits (offline
+ * backoff) put it ahead, but the server's clock keeps moving too. */
+static void catch_up(fsa__device_t *d)
+{
+    fsa_port_t *p = fsa_sim_port(d->sim);
+    int64_t virt_ms = p->mono_now(p->ctx).ns / FSA_NS_PER_MS;
+    int64_t real_ms = fsa__real_ms() - d->boot_real_ms;
+    if (real_ms > virt_ms)
+        fsa_sim_advance(d->sim, (real_ms - virt_ms) * FSA_NS_PER_MS);
+}
+
+void fsa__dev_shift_clock(fsa__device_t *d, int64_t delta_ms)
+{
+    d->wall_shift_ms += delta_ms;
+    if (d->sim != NULL)
+        fsa_sim_shift_wall(d->sim, delta_ms);
+}
+
+fsa_status_t fsa__fleet_init(fsa__fleet_t *f, char *err, size_t errlen)
+{
+    fsa_port_t *p = fsa_port_posix();
+    fsa_status_t st = p->mutex_new(p->ctx, &f->mu);
+    if (st != FSA_OK)
+        snprintf(err, errlen, "cannot create a mutex: %s", fsa_status_str(st));
+    return st;
+}
+
+static void dev_reset(fsa__device_t *d)
+{
+    free(d->marks);
+    free(d->conflicts);
+    d->marks = NULL;
+    d->conflicts = NULL;
+    d->nmarks = d->capmarks = d->first_unsettled = d->nconflicts = 0;
+    d->pending = d->recorded_ops = d->retries = d->applied = d->conflict = d->rejected = 0;
+    d->rebased = d->server_wins = d->converged = d->parked = 0;
+    d->syncs = d->sync_errors = d->crashes = d->clock_offset_ms = d->open_conflicts = 0;
+    d->clock_error_ms = 0;
+    d->error[0] = '\0';
+}
+
+void fsa__fleet_end(fsa__fleet_t *f)
+{
+    for (int i = 0; i < f->ndev; i++) {
+        fsa_sim_free(f->dev[i].sim);
+        f->dev[i].sim = NULL;
+    }
+}
+
+void fsa__fleet_free(fsa__fleet_t *f)
+{
+    if (f == NULL)
+        return;
+    fsa__fleet_end(f);
+    for (int i = 0; f->dev != NULL && i < f->ndev; i++) {
+        dev_reset(&f->dev[i]);
+        fsa_signer_key_wipe(&f->dev[i].key);
+    }
+    free(f->dev);
+    free(f->samples);
+    free(f->lags);
+    f->dev = NULL;
+    f->samples = NULL;
+    f->lags = NULL;
+    if (f->mu != NULL)
+        fsa_port_posix()->mutex_free(fsa_port_posix()->ctx, f->mu);
+    f->mu = NULL;
+}
+
+fsa_status_t fsa__fleet_begin(fsa__fleet_t *f, const char *scenario, int index, const char *dir,
+                              char *err, size_t errlen)
+{
+    f->scenario = scenario;
+    f->scenario_index = index;
+    if ((size_t)snprintf(f->dir, sizeof f->dir, "%s", dir) >= sizeof f->dir) {
+        snprintf(err, errlen, "workdir path too long: %s", dir);
+        return FSA_ETOOLARGE;
+    }
+    free(f->samples);
+    free(f->lags);
+    f->samples = NULL;
+    f->lags = NULL;
+    f->nsamples = f->capsamples = f->nlags = f->caplags = 0;
+    f->depth_total = f->retries_total = 0;
+    f->last_sample_ms = 0;
+    f->t0_ms = fsa__real_ms();
+    for (int i = 0; i < f->ndev; i++) {
+        fsa__device_t *d = &f->dev[i];
+        dev_reset(d);
+        d->boot = 0;
+        d->wall_shift_ms = 0;
+        if ((size_t)snprintf(d->journal, sizeof d->journal, "%s/%s.db", dir, d->id) >=
+            sizeof d->journal) {
+            snprintf(err, errlen, "journal path too long under %s", dir);
+            return FSA_ETOOLARGE;
+        }
+        fsa_status_t st = dev_boot(f, d);
+        if (st != FSA_OK) {
+            snprintf(err, errlen, "cannot create the sim port of %s: %s", d->id,
+                     fsa_status_str(st));
+            return st;
+        }
+    }
+    return FSA_OK;
+}
+
+/* ---- the shared series (under f->mu) ---- */
+
+static void lock(fsa__fleet_t *f)
+{
+    fsa_port_posix()->mutex_lock(fsa_port_posix()->ctx, f->mu);
+}
+
+static void unlock(fsa__fleet_t *f)
+{
+    fsa_port_posix()->mutex_unlock(fsa_port_posix()->ctx, f->mu);
+}
+
+static void sample_locked(fsa__fleet_t *f, bool force)
+{
+    int64_t now = fsa__real_ms() - f->t0_ms;
+    if (!force && f->nsamples > 0 && now - f->last_sample_ms < SAMPLE_EVERY_MS)
+        return;
+    if (f->nsamples == SAMPLES_MAX) {
+        /* Halve the resolution rather than grow: the chart has a few hundred pixels anyway. */
+        size_t k = 0;
+        for (size_t i = 0; i < f->nsamples; i += 2)
+            f->samples[k++] = f->samples[i];
+        f->nsamples = k;
+    }
+    if (f->nsamples == f->capsamples) {
+        size_t cap = f->capsamples ? f->capsamples * 2 : 256;
+        if (cap > SAMPLES_MAX)
+            cap = SAMPLES_MAX;
+        fsa__sample_t *n = realloc(f->samples, cap * sizeof *n);
+        if (n == NULL)
+            return; /* a missing sample only thins the chart */
+        f->samples = n;
+        f->capsamples = cap;
+    }
+    f->samples[f->nsamples++] = (fsa__sample_t){now, f->depth_total, f->retries_total};
+    f->last_sample_ms = now;
+}
+
+static void add_lag(fsa__fleet_t *f, int64_t lag)
+{
+    lock(f);
+    if (f->nlags == f->caplags) {
+        size_t cap = f->caplags ? f->caplags * 2 : 1024;
+        int64_t *n = realloc(f->lags, cap * sizeof *n);
+        if (n == NULL) {
+            unlock(f);
+            return;
+        }
+        f->lags = n;
+        f->caplags = cap;
+    }
+    f->lags[f->nlags++] = lag;
+    unlock(f);
+}
+
+static void account(fsa__fleet_t *f, int64_t depth_delta, int64_t retries_delta)
+{
+    lock(f);
+    f->depth_total += depth_delta;
+    f->retries_total += retries_delta;
+    sample_locked(f, false);
+    unlock(f);
+}
+
+/* ---- the worker pool ---- */
+
+typedef struct pool {
+    fsa__fleet_t *f;
+    fsa__step_fn fn;
+    void *arg;
+    int count;
+    int next; /* under f->mu */
+} pool_t;
+
+static void progress_locked(fsa__fleet_t *f, bool final)
+{
+    if (!f->progress)
+        return;
+    int64_t now = fsa__real_ms();
+    if (!final && now - f->last_progress_ms < 100)
+        return;
+    f->last_progress_ms = now;
+    fprintf(stderr, "\r\033[K%s: %s %d/%d devices, %" PRId64 " ops pending, %.1f s", f->scenario,
+            f->phase, f->phase_done, f->phase_total, f->depth_total,
+            (double)(now - f->t0_ms) / 1000.0);
+    fflush(stderr);
+}
+
+static void *worker(void *arg)
+{
+    pool_t *p = arg;
+    fsa__fleet_t *f = p->f;
+    for (;;) {
+        lock(f);
+        int i = p->next < p->count ? p->next++ : -1;
+        unlock(f);
+        if (i < 0)
+            break;
+        fsa__device_t *d = &f->dev[i];
+        catch_up(d);
+        p->fn(f, d, p->arg);
+        lock(f);
+        f->phase_done++;
+        progress_locked(f, false);
+        unlock(f);
+    }
+    return NULL;
+}
+
+void fsa__fleet_run(fsa__fleet_t *f, const char *phase, int count, fsa__step_fn fn, void *arg)
+{
+    if (count > f->ndev)
+        count = f->ndev;
+    pool_t p = {.f = f, .fn = fn, .arg = arg, .count = count};
+    lock(f);
+    f->phase = phase;
+    f->phase_done = 0;
+    f->phase_total = count;
+    unlock(f);
+    int n = f->workers < count ? f->workers : count;
+    fsa_thread_t *threads[64];
+    int started = 0;
+    fsa_port_t *port = fsa_port_posix();
+    for (int i = 0; i < n && i < 64; i++) {
+        if (port->thread_create(port->ctx, &threads[started], worker, &p) != FSA_OK)
+            break;
+        started++;
+    }
+    if (started == 0)
+        worker(&p); /* no thread to be had: the main thread steps every device itself */
+    for (int i = 0; i < started; i++)
+        (void)port->thread_join(port->ctx, threads[i], NULL);
+    lock(f);
+    sample_locked(f, true);
+    progress_locked(f, true);
+    unlock(f);
+}
+
+/* ---- one device ---- */
+
+bool fsa__dev_open(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t **j)
+{
+    char err[FSA__ERR_BYTES];
+    fsa_journal_opts_t o = {.create = true, .sync_normal = f->sync_normal};
+    fsa_status_t st = fsa_journal_open(fsa_sim_port(d->sim), d->journal, &o, j, err, sizeof err);
+    if (st != FSA_OK) {
+        fsa__dev_error(d, "cannot open journal %s: %s", d->journal, err);
+        return false;
+    }
+    return true;
+}
+
+void fsa__dev_close(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j)
+{
+    fsa_outbox_stats_t s;
+    if (j != NULL && fsa_outbox_stats(j, &s) == FSA_OK) {
+        account(f, s.pending - d->pending, 0);
+        d->pending = s.pending;
+    }
+    fsa_journal_close(j);
+}
+
+bool fsa__dev_mark(fsa__fleet_t *f, fsa__device_t *d, fsa_status_t st, const fsa_rec_t *rec,
+                   int nops, const char *what)
+{
+    (void)f;
+    if (st != FSA_OK) {
+        fsa__dev_error(d, "%s: %s", what, rec->error[0] ? rec->error : fsa_status_str(st));
+        return false;
+    }
+    if (d->nmarks == d->capmarks) {
+        size_t cap = d->capmarks ? d->capmarks * 2 : 16;
+        fsa__mark_t *n = realloc(d->marks, cap * sizeof *n);
+        if (n == NULL) {
+            fsa__dev_error(d, "out of memory following %s", what);
+            return true; /* recorded all the same; the op is only not followed */
+        }
+        d->marks = n;
+        d->capmarks = cap;
+    }
+    fsa__mark_t *m = &d->marks[d->nmarks++];
+    memset(m, 0, sizeof *m);
+    memcpy(m->op_id, rec->op_id, sizeof m->op_id);
+    m->rec_ms = fsa__real_ms();
+    m->nops = nops;
+    m->state = FSA__MARK_PENDING;
+    d->recorded_ops += nops;
+    return true;
+}
+
+/* Looks at every recording still pending: gone from the outbox (compacted) or done means
+ * applied; parked means conflict or rejected. */
+static void settle(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j)
+{
+    int64_t now = fsa__real_ms();
+    bool prefix = true;
+    for (size_t i = d->first_unsettled; i < d->nmarks; i++) {
+        fsa__mark_t *m = &d->marks[i];
+        if (m->state == FSA__MARK_PENDING) {
+            fsa_op_t op;
+            memset(&op, 0, sizeof op);
+            fsa_op_state_t state = FSA_OPSTATE_PENDING;
+            fsa_status_t st = fsa_outbox_find(j, m->op_id, &op, &state);
+            fsa_op_clear(&op);
+            if (st == FSA_ENOTFOUND || (st == FSA_OK && state == FSA_OPSTATE_DONE)) {
+                m->state = FSA__MARK_DONE;
+                add_lag(f, now - m->rec_ms);
+            } else if (st == FSA_OK && state == FSA_OPSTATE_CONFLICT) {
+                m->state = FSA__MARK_CONFLICT;
+            } else if (st == FSA_OK && state == FSA_OPSTATE_REJECTED) {
+                m->state = FSA__MARK_REJECTED;
+            }
+        }
+        if (m->state == FSA__MARK_PENDING)
+            prefix = false;
+        else if (prefix)
+            d->first_unsettled = i + 1;
+    }
+}
+
+static void add_report(fsa__fleet_t *f, fsa__device_t *d, const fsa_sync_report_t *r)
+{
+    d->retries += r->retries;
+    d->applied += r->applied;
+    d->conflict += r->conflict;
+    d->rejected += r->rejected;
+    d->rebased += r->rebased;
+    d->server_wins += r->server_wins;
+    d->converged += r->converged;
+    d->parked += r->parked;
+    if (r->retries > 0)
+        account(f, 0, r->retries);
+}
+
+fsa_status_t fsa__dev_sync(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j, bool online)
+{
+    fsa_port_t *port = fsa_sim_port(d->sim);
+    fsa_status_t st = FSA_OK;
+    for (int wait = 0; wait <= BACKOFF_WAITS_MAX; wait++) {
+        fsa_engine_opts_t o;
+        memset(&o, 0, sizeof o);
+        o.device_id = d->id;
+        o.key = &d->key;
+        o.transport.base_url = online ? f->url : f->dead_url;
+        if (!online) {
+            o.transport.connect_timeout_ms = OFFLINE_TIMEOUT_MS;
+            o.transport.total_timeout_ms = OFFLINE_TIMEOUT_MS;
+        }
+        fsa_engine_t *e = NULL;
+        char err[FSA__ERR_BYTES];
+        st = fsa_engine_new(port, j, &o, &e, err, sizeof err);
+        if (st != FSA_OK) {
+            fsa__dev_error(d, "cannot create the sync engine: %s", err);
+            return st;
+        }
+        fsa_sync_report_t r;
+        memset(&r, 0, sizeof r);
+        st = fsa_engine_sync(e, &r);
+        fsa_engine_free(e);
+        d->syncs++;
+        add_report(f, d, &r);
+        if (st == FSA_EBUSY && r.next_attempt_ms > 0 && online) {
+            /* The device keeps its persisted backoff, as a real one would: time passes (on its
+             * virtual clock) until the next attempt is due. */
+            int64_t wait_ms = r.next_attempt_ms - port->wall_now(port->ctx).ms + 1;
+            if (wait_ms > 0)
+                fsa_sim_advance(d->sim, wait_ms * FSA_NS_PER_MS);
+            continue;
+        }
+        if (st != FSA_OK && online) {
+            d->sync_errors++;
+            if (st == FSA_EAUTH || st == FSA_EPROTO || st == FSA_EIO || st == FSA_ENOMEM)
+                fsa__dev_error(d, "sync: %s", r.error[0] ? r.error : fsa_status_str(st));
+        }
+        break;
+    }
+    settle(f, d, j);
+    return st;
+}
+
+bool fsa__dev_drain(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j, int max_rounds)
+{
+    for (int i = 0; i < max_rounds; i++) {
+        fsa_status_t st = fsa__dev_sync(f, d, j, true);
+        fsa_outbox_stats_t s;
+        if (fsa_outbox_stats(j, &s) != FSA_OK)
+            return false;
+        if (st == FSA_OK && s.pending == 0)
+            return true;
+        /* On FSA_EAUTH too: `fieldsync run` keeps its schedule after a refusal (and the engine
+         * persisted a backoff, which fsa__dev_sync waits out), so the device tries again. The
+         * refusal itself stays on record as the device's error. */
+    }
+    return false;
+}
+
+/* ---- collecting ---- */
+
+typedef struct collect {
+    fsa__device_t *d;
+    size_t cap;
+    bool oom;
+} collect_t;
+
+static bool collect_conflict(void *arg, const fsa_conflict_t *c)
+{
+    collect_t *col = arg;
+    fsa__device_t *d = col->d;
+    if (d->nconflicts == col->cap) {
+        size_t cap = col->cap ? col->cap * 2 : 4;
+        fsa__dconflict_t *n = realloc(d->conflicts, cap * sizeof *n);
+        if (n == NULL) {
+            col->oom = true;
+            return false;
+        }
+        d->conflicts = n;
+        col->cap = cap;
+    }
+    fsa__dconflict_t *x = &d->conflicts[d->nconflicts++];
+    memset(x, 0, sizeof *x);
+    memcpy(x->op_id, c->op.op_id, sizeof x->op_id);
+    x->kind = c->op.kind;
+    x->type = c->op.type;
+    snprintf(x->id, sizeof x->id, "%s", c->op.id);
+    snprintf(x->outcome, sizeof x->outcome, "%s", c->outcome);
+    snprintf(x->decision, sizeof x->decision, "%s", c->decision);
+    snprintf(x->resolution, sizeof x->resolution, "%s", c->resolution);
+    if (c->server_fields != NULL &&
+        fsa_model_get_status(c->server_fields, c->op.type, x->server_status) != FSA_OK)
+        x->server_status[0] = '\0';
+    return true;
+}
+
+void fsa__dev_collect(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j)
+{
+    (void)f;
+    fsa_outbox_stats_t s;
+    if (fsa_outbox_stats(j, &s) == FSA_OK)
+        d->open_conflicts = s.conflicts + s.rejected;
+    else
+        fsa__dev_error(d, "cannot read the outbox figures of %s", d->journal);
+    if (fsa_journal_state_get_int(j, "clock_offset_ms", 0, &d->clock_offset_ms) != FSA_OK)
+        d->clock_offset_ms = 0;
+    /* The shift, plus the virtual time the device spent waiting ahead of real time. */
+    fsa_port_t *sp = fsa_sim_port(d->sim), *rp = fsa_port_posix();
+    d->clock_error_ms = sp->wall_now(sp->ctx).ms - rp->wall_now(rp->ctx).ms;
+    free(d->conflicts);
+    d->conflicts = NULL;
+    d->nconflicts = 0;
+    collect_t col = {.d = d};
+    if (fsa_conflicts_each(j, true, collect_conflict, &col) != FSA_OK || col.oom)
+        fsa__dev_error(d, "cannot read the conflicts of %s", d->journal);
+    settle(f, d, j);
+}
+
+/* ---- a crash ---- */
+
+typedef struct crash_child {
+    int fd;
+    bool before_send;
+    bool signalled;
+} crash_child_t;
+
+static void crash_status(void *arg, const fsa_engine_status_t *s)
+{
+    crash_child_t *c = arg;
+    if (s->state != FSA_ENGINE_PUSHING || c->signalled)
+        return;
+    c->signalled = true;
+    /* The batch is marked in flight now. Tell the parent, which kills this process. */
+    ssize_t w;
+    do {
+        w = write(c->fd, "p", 1);
+    } while (w < 0 && errno == EINTR);
+    if (c->before_send)
+        for (;;)
+            pause(); /* killed while it waits to send: the batch is abandoned unsent */
+}
+
+/* The child: never returns. Only _exit: the parent's atexit handlers and stdio buffers are not
+ * the child's to run or flush. */
+static void crash_child_run(fsa__fleet_t *f, fsa__device_t *d, int fd, bool before_send)
+{
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        _exit(3);
+    fsa_engine_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.device_id = d->id;
+    o.key = &d->key;
+    o.transport.base_url = f->url;
+    o.ignore_backoff = true;
+    fsa_engine_t *e = NULL;
+    if (fsa_engine_new(fsa_sim_port(d->sim), j, &o, &e, NULL, 0) != FSA_OK)
+        _exit(4);
+    crash_child_t c = {.fd = fd, .before_send = before_send};
+    fsa_engine_on_status(e, crash_status, &c);
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(e, &r);
+    _exit(c.signalled ? 0 : st == FSA_OK ? 5 : 6);
+}
+
+int fsa__dev_crash(fsa__fleet_t *f, fsa__device_t *d, bool before_send)
+{
+    int pfd[2];
+    if (pipe(pfd) != 0) {
+        fsa__dev_error(d, "crash: pipe: %s", strerror(errno));
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        fsa__dev_error(d, "crash: fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        close(pfd[0]);
+        crash_child_run(f, d, pfd[1], before_send);
+    }
+    close(pfd[1]);
+    bool mid_cycle = false, pushing = false;
+    struct pollfd p = {pfd[0], POLLIN, 0};
+    int r;
+    do {
+        r = poll(&p, 1, 20000);
+    } while (r < 0 && errno == EINTR);
+    char c = 0;
+    if (r == 1 && read(pfd[0], &c, 1) == 1 && c == 'p') {
+        pushing = true;
+        if (!before_send) {
+            /* A moment into the request: the server may or may not have committed the batch;
+             * either way the answer never arrives. */
+            uint64_t s = f->seed ^ (uint64_t)d->index;
+            struct timespec ts = {0, (long)(fsa__mix(&s) % 3000000)};
+            nanosleep(&ts, NULL);
+        }
+        mid_cycle = kill(pid, SIGKILL) == 0;
+    } else {
+        kill(pid, SIGKILL);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    close(pfd[0]);
+    /* Killed by our SIGKILL, not finished on its own before it: a crash mid-cycle. */
+    mid_cycle = mid_cycle && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    if (mid_cycle)
+        d->crashes++;
+    /* The reboot: a new port (new monotonic epoch, new random sequence), same journal. */
+    d->boot++;
+    if (dev_boot(f, d) != FSA_OK)
+        fsa__dev_error(d, "cannot reboot after the crash");
+    if (mid_cycle)
+        return 1;
+    /* While sending, the child may win the race and finish its cycle before the kill lands: no
+     * crash then, but nothing wrong either. Before the push, it never gets that far. */
+    return pushing && !before_send && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}

@@ -1,0 +1,718 @@
+/* fieldsync-sim: the command line: a fleet of simulated devices against a server, checked. */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/sim/fleet.h"
+#include "port/files.h"
+#include "sync/codec.h"
+
+#define EXIT_USAGE 2
+#define DEVICES_MAX 100000
+#define OPS_MAX 5000 /* checkpoints seeded one admin request each; histories stay < 1 MiB */
+#define WORKERS_MAX 64
+#define DEFAULT_DEVICES 20
+#define DEFAULT_OPS 100
+#define DEFAULT_FLAKY_FAULTS "5xx=0.05,429=0.05,drop=0.05,reset=0.03,latency=1,retry-after=1"
+
+static const char USAGE[] =
+    "usage: fieldsync-sim [--devices N] [--scenario NAME] [--seed S] [--ops N] [--duration D]\n"
+    "                     [--faults SPEC] [--server URL --devices-file F [--admin-token-file F]]\n"
+    "                     [--report FILE.json] [--html FILE.html] [--workdir DIR]\n"
+    "                     [--workers N] [--journal-sync normal|full]\n"
+    "\n"
+    "Runs N simulated devices, each with its own journal, the real recording calls and the real\n"
+    "sync engine over real HTTP, through the platform's race scenarios against a fieldsync\n"
+    "server; then reads the server's final state and checks every invariant (nothing lost or\n"
+    "doubled, one winner per race, groups whole, conflicts recorded where expected).\n"
+    "\n"
+    "  --devices N          simulated devices (default 20, at most 100000)\n"
+    "  --scenario NAME      autoclose, checkpoints, escalation, ticketlog, json, attendance,\n"
+    "                       flaky, or all (default: all, each on a fresh server database)\n"
+    "  --seed S             seed of every choice and of the devices' ports (default 1)\n"
+    "  --ops N              scale of each scenario (1..5000): checkpoints, escalations, history\n"
+    "                       entries, keys (default 100; see docs/sim.md)\n"
+    "  --duration D         repeat the scenarios until D has passed (e.g. 90s, 5m, 1h)\n"
+    "  --faults SPEC        server faults for every scenario, e.g.\n"
+    "                       '5xx=0.05,429=0.05,drop=0.05,reset=0.03,latency=1,retry-after=1',\n"
+    "                       or 'none' (default: faults in 'flaky' only, as above)\n"
+    "  --server URL         use this server instead of starting one; needs --devices-file\n"
+    "  --devices-file F     the devices and secrets the server knows ({\"devices\": [...]})\n"
+    "  --admin-token-file F the server's admin token, to seed entities and read the final\n"
+    "                       state; without it, checks of the server's state are 'not checked'\n"
+    "  --report FILE.json   write the JSON report\n"
+    "  --html FILE.html     write a self-contained HTML report with charts\n"
+    "  --workdir DIR        keep journals, server database and logs in DIR (created, must be\n"
+    "                       empty); default: a temporary directory removed at the end\n"
+    "  --workers N          threads stepping devices (default 8, at most 64)\n"
+    "  --journal-sync MODE  the devices' journals: normal (default, see docs/sim.md) or full\n"
+    "\n"
+    "The server is $FIELDSYNC_SERVER, or fieldsync-server from the build tree or installed\n"
+    "beside this program. Exit status: 0 every checked invariant holds; 1 an invariant failed or\n"
+    "the run could not be completed; 2 usage error.\n";
+
+static const char *prog = "fieldsync-sim";
+
+static void die_usage(const char *fmt, ...) FSA_PRINTF(1, 2);
+static void die_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see '%s --help')\n", prog);
+    va_end(ap);
+    exit(EXIT_USAGE);
+}
+
+static int fail(const char *fmt, ...) FSA_PRINTF(1, 2);
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return EXIT_FAILURE;
+}
+
+static long long parse_int(const char *opt, const char *v, long long min, long long max)
+{
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || n < min || n > max)
+        die_usage("%s needs a whole number from %lld to %lld, not '%s'", opt, min, max, v);
+    return n;
+}
+
+static uint64_t parse_seed(const char *v)
+{
+    char *end = NULL;
+    errno = 0;
+    if (v[0] == '-' || v[0] == '\0')
+        die_usage("--seed needs a non-negative whole number, not '%s'", v);
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0')
+        die_usage("--seed needs a non-negative whole number, not '%s'", v);
+    return (uint64_t)n;
+}
+
+/* "90", "90s", "500ms", "5m", "1h" into ms. */
+static int64_t parse_duration(const char *v)
+{
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    int64_t mul = 1000;
+    if (errno == 0 && end != v && n > 0) {
+        if (strcmp(end, "ms") == 0)
+            mul = 1;
+        else if (strcmp(end, "s") == 0 || *end == '\0')
+            mul = 1000;
+        else if (strcmp(end, "m") == 0)
+            mul = 60000;
+        else if (strcmp(end, "h") == 0)
+            mul = 3600000;
+        else
+            mul = 0;
+        if (mul != 0 && n <= INT64_C(7) * 24 * 3600 * 1000 / mul)
+            return (int64_t)n * mul;
+    }
+    die_usage("--duration needs a positive time such as 90s, 5m or 1h (at most a week), not '%s'",
+              v);
+    return 0;
+}
+
+/* Server fault options from a SPEC; args receives pairs for fieldsync-server. */
+typedef struct faults {
+    char text[256];
+    char vals[8][32];
+    const char *args[20];
+    size_t nargs;
+} faults_t;
+
+static void parse_faults(const char *spec, uint64_t seed, faults_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (strcmp(spec, "none") == 0)
+        return;
+    static const struct {
+        const char *key, *flag;
+        bool rate;
+    } keys[] = {{"5xx", "--fault-5xx", true},
+                {"429", "--fault-429", true},
+                {"drop", "--fault-drop", true},
+                {"reset", "--fault-reset", true},
+                {"latency", "--fault-latency-ms", false},
+                {"retry-after", "--fault-retry-after", false}};
+    char copy[256];
+    if (strlen(spec) >= sizeof copy)
+        die_usage("--faults: the spec is too long");
+    snprintf(copy, sizeof copy, "%s", spec);
+    size_t nv = 0;
+    bool seen[6] = {false};
+    for (char *item = copy; item != NULL && *item != '\0';) {
+        char *comma = strchr(item, ',');
+        if (comma != NULL)
+            *comma = '\0';
+        char *eq = strchr(item, '=');
+        if (eq == NULL)
+            die_usage("--faults: '%s' is not KEY=VALUE (keys: 5xx 429 drop reset latency "
+                      "retry-after)",
+                      item);
+        *eq = '\0';
+        const char *val = eq + 1;
+        size_t k;
+        for (k = 0; k < sizeof keys / sizeof keys[0]; k++)
+            if (strcmp(item, keys[k].key) == 0)
+                break;
+        if (k == sizeof keys / sizeof keys[0])
+            die_usage("--faults: unknown fault '%s' (5xx 429 drop reset latency retry-after)",
+                      item);
+        if (seen[k])
+            die_usage("--faults: '%s' given twice", item);
+        seen[k] = true;
+        if (keys[k].rate) {
+            char *end = NULL;
+            errno = 0;
+            double d = strtod(val, &end);
+            if (errno != 0 || end == val || *end != '\0' || !(d >= 0.0 && d <= 1.0))
+                die_usage("--faults: %s needs a rate from 0 to 1, not '%s'", item, val);
+        } else {
+            (void)parse_int(strcmp(item, "latency") == 0 ? "--faults latency (ms)"
+                                                         : "--faults retry-after (s)",
+                            val, 0, strcmp(item, "latency") == 0 ? 10000 : 3600);
+        }
+        snprintf(out->vals[nv], sizeof out->vals[nv], "%s", val);
+        out->args[out->nargs++] = keys[k].flag;
+        out->args[out->nargs++] = out->vals[nv++];
+        size_t l = strlen(out->text);
+        snprintf(out->text + l, sizeof out->text - l, "%s%s=%s", l ? "," : "", item, val);
+        item = comma != NULL ? comma + 1 : NULL;
+    }
+    snprintf(out->vals[nv], sizeof out->vals[nv], "%" PRIu64, seed % 1000000000u + 1);
+    out->args[out->nargs++] = "--fault-seed";
+    out->args[out->nargs++] = out->vals[nv];
+    out->args[out->nargs] = NULL;
+}
+
+static bool dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return false;
+    bool empty = true;
+    const struct dirent *e;
+    while (empty && (e = readdir(d)) != NULL)
+        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(d);
+    return empty;
+}
+
+/* ---- the devices ---- */
+
+static bool hex_random(char *out, size_t nbytes)
+{
+    unsigned char b[64];
+    if (nbytes > sizeof b)
+        return false;
+    fsa_port_t *p = fsa_port_posix();
+    if (p->random(p->ctx, b, nbytes) != FSA_OK)
+        return false;
+    for (size_t i = 0; i < nbytes; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    memset(b, 0, sizeof b);
+    return true;
+}
+
+/* Our own server: device ids and fresh secrets, written to a devices file (0600). */
+static int make_devices(fsa__fleet_t *f, const char *path)
+{
+    size_t cap = 64 + (size_t)f->ndev * 120;
+    char *text = malloc(cap);
+    if (text == NULL)
+        return fail("out of memory");
+    size_t n = (size_t)snprintf(text, cap, "{\"devices\": [");
+    for (int i = 0; i < f->ndev; i++) {
+        fsa__device_t *d = &f->dev[i];
+        d->index = i;
+        snprintf(d->id, sizeof d->id, "dev%05d", i);
+        char hex[2 * FSA_LIMIT_SECRET_BYTES + 1];
+        if (!hex_random(hex, FSA_LIMIT_SECRET_BYTES) ||
+            fsa_signer_key_parse(hex, strlen(hex), &d->key) != FSA_OK) {
+            free(text);
+            return fail("no random source for the device secrets");
+        }
+        n += (size_t)snprintf(text + n, cap - n, "%s{\"id\": \"%s\", \"secret\": \"%s\"}",
+                              i ? ", " : "", d->id, hex);
+        fsa_signer_wipe(hex, sizeof hex);
+    }
+    snprintf(text + n, cap - n, "]}\n");
+    char err[FSA__ERR_BYTES];
+    fsa_status_t st = fsa__write_private(path, text, err, sizeof err);
+    fsa_signer_wipe(text, cap);
+    free(text);
+    return st == FSA_OK ? EXIT_SUCCESS : fail("%s", err);
+}
+
+/* Another server: the devices and secrets it knows, from the devices file. */
+static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given)
+{
+    char *text = NULL, err[FSA__ERR_BYTES];
+    size_t len = 0;
+    fsa_status_t st = fsa_file_read(path, FSA_LIMIT_BODY_BYTES, 1, &text, &len, err, sizeof err);
+    if (st != FSA_OK)
+        return fail("%s", err);
+    fsa_codec_device_t *devs = NULL;
+    size_t count = 0;
+    fsa_codec_err_t cerr;
+    st = fsa_codec_decode_devices(text, len, &devs, &count, &cerr);
+    fsa_file_wipe_free(text, len);
+    if (st != FSA_OK)
+        return fail("devices file %s: %s", path, cerr.message);
+    if (count == 0) {
+        fsa_codec_devices_free(devs, count);
+        return fail("devices file %s lists no device", path);
+    }
+    if (devices_given && (size_t)f->ndev > count) {
+        fsa_codec_devices_free(devs, count);
+        return fail("--devices %d, but the devices file %s lists only %zu", f->ndev, path, count);
+    }
+    if (!devices_given) {
+        f->ndev = count < DEVICES_MAX ? (int)count : DEVICES_MAX;
+        fsa__device_t *nd = calloc((size_t)f->ndev, sizeof *nd);
+        if (nd == NULL) {
+            fsa_codec_devices_free(devs, count);
+            return fail("out of memory");
+        }
+        free(f->dev);
+        f->dev = nd;
+    }
+    for (int i = 0; i < f->ndev; i++) {
+        fsa__device_t *d = &f->dev[i];
+        d->index = i;
+        snprintf(d->id, sizeof d->id, "%s", devs[i].id);
+        if (fsa_signer_key_parse(devs[i].secret_hex, strlen(devs[i].secret_hex), &d->key) !=
+            FSA_OK) {
+            fsa_codec_devices_free(devs, count);
+            return fail("devices file %s: the secret of %s is not 64 hex characters", path, d->id);
+        }
+    }
+    fsa_codec_devices_free(devs, count);
+    return EXIT_SUCCESS;
+}
+
+static int read_token(const char *path, char *out, size_t cap)
+{
+    char *text = NULL, err[FSA__ERR_BYTES];
+    size_t len = 0;
+    fsa_status_t st = fsa_file_read(path, 4096, 1, &text, &len, err, sizeof err);
+    if (st != FSA_OK)
+        return fail("%s", err);
+    size_t n = strcspn(text, "\r\n");
+    while (n > 0 && (text[n - 1] == ' ' || text[n - 1] == '\t'))
+        n--;
+    if (n < 16 || n >= cap) {
+        fsa_file_wipe_free(text, len);
+        return fail("admin token file %s must hold a token of 16 to %zu characters", path, cap - 1);
+    }
+    memcpy(out, text, n);
+    out[n] = '\0';
+    fsa_file_wipe_free(text, len);
+    return EXIT_SUCCESS;
+}
+
+/* ---- main ---- */
+
+typedef struct opts {
+    int devices, ops, workers;
+    bool devices_given;
+    const char *scenario;
+    uint64_t seed;
+    int64_t duration_ms;
+    const char *faults, *server, *devices_file, *token_file, *report, *html, *workdir;
+    bool sync_full;
+} opts_t;
+
+static void parse_args(int argc, char **argv, opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->devices = DEFAULT_DEVICES;
+    o->ops = DEFAULT_OPS;
+    o->workers = 8;
+    o->scenario = "all";
+    o->seed = 1;
+    static const char *const with_value[] = {"--devices", "--scenario",     "--seed",
+                                             "--ops",     "--duration",     "--faults",
+                                             "--server",  "--devices-file", "--admin-token-file",
+                                             "--report",  "--html",         "--workdir",
+                                             "--workers", "--journal-sync"};
+    bool given[sizeof with_value / sizeof with_value[0]] = {false};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(USAGE, stdout);
+            exit(EXIT_SUCCESS);
+        }
+        size_t k;
+        for (k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+            if (strcmp(a, with_value[k]) == 0)
+                break;
+        if (k == sizeof with_value / sizeof with_value[0]) {
+            if (strncmp(a, "-", 1) == 0)
+                die_usage("unknown option '%s'", a);
+            die_usage("unexpected argument '%s'", a);
+        }
+        if (given[k])
+            die_usage("option '%s' given twice", a);
+        given[k] = true;
+        if (i + 1 >= argc || argv[i + 1][0] == '\0')
+            die_usage("option '%s' needs a value", a);
+        const char *v = argv[++i];
+        if (strcmp(a, "--devices") == 0) {
+            o->devices = (int)parse_int(a, v, 1, DEVICES_MAX);
+            o->devices_given = true;
+        } else if (strcmp(a, "--scenario") == 0) {
+            o->scenario = v;
+        } else if (strcmp(a, "--seed") == 0) {
+            o->seed = parse_seed(v);
+        } else if (strcmp(a, "--ops") == 0) {
+            o->ops = (int)parse_int(a, v, 1, OPS_MAX);
+        } else if (strcmp(a, "--duration") == 0) {
+            o->duration_ms = parse_duration(v);
+        } else if (strcmp(a, "--faults") == 0) {
+            o->faults = v;
+        } else if (strcmp(a, "--server") == 0) {
+            o->server = v;
+        } else if (strcmp(a, "--devices-file") == 0) {
+            o->devices_file = v;
+        } else if (strcmp(a, "--admin-token-file") == 0) {
+            o->token_file = v;
+        } else if (strcmp(a, "--report") == 0) {
+            o->report = v;
+        } else if (strcmp(a, "--html") == 0) {
+            o->html = v;
+        } else if (strcmp(a, "--workdir") == 0) {
+            o->workdir = v;
+        } else if (strcmp(a, "--workers") == 0) {
+            o->workers = (int)parse_int(a, v, 1, WORKERS_MAX);
+        } else if (strcmp(a, "--journal-sync") == 0) {
+            if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0)
+                die_usage("--journal-sync needs 'normal' or 'full', not '%s'", v);
+            o->sync_full = strcmp(v, "full") == 0;
+        }
+    }
+    size_t ns = 0;
+    const fsa__scenario_t *sc = fsa__scenarios(&ns);
+    bool known = strcmp(o->scenario, "all") == 0;
+    for (size_t i = 0; i < ns && !known; i++)
+        known = strcmp(o->scenario, sc[i].name) == 0;
+    if (!known)
+        die_usage("unknown scenario '%s' (autoclose, checkpoints, escalation, ticketlog, json, "
+                  "attendance, flaky, all)",
+                  o->scenario);
+    if (o->server != NULL && o->devices_file == NULL)
+        die_usage("--server needs --devices-file (the devices' secrets)");
+    if (o->server == NULL && o->devices_file != NULL)
+        die_usage("--devices-file goes with --server (the simulator writes its own otherwise)");
+    if (o->server == NULL && o->token_file != NULL)
+        die_usage("--admin-token-file goes with --server (the simulator makes its own otherwise)");
+    if (o->server != NULL && o->faults != NULL)
+        die_usage("--faults needs the simulator's own server (they are fieldsync-server options)");
+    if (o->server != NULL && strncmp(o->server, "http://", 7) != 0 &&
+        strncmp(o->server, "https://", 8) != 0)
+        die_usage("--server needs an http:// or https:// URL, not '%s'", o->server);
+    const char *outs[2] = {o->report, o->html};
+    for (int i = 0; i < 2; i++) {
+        if (outs[i] == NULL)
+            continue;
+        /* Checked now, not after a run of minutes: the file's directory must be writable. */
+        char dir[FSA__PATH_BYTES];
+        if ((size_t)snprintf(dir, sizeof dir, "%s", outs[i]) >= sizeof dir)
+            die_usage("%s: path too long", i == 0 ? "--report" : "--html");
+        char *slash = strrchr(dir, '/');
+        if (slash == dir)
+            dir[1] = '\0';
+        else if (slash != NULL)
+            *slash = '\0';
+        else
+            snprintf(dir, sizeof dir, ".");
+        if (access(dir, W_OK) != 0)
+            die_usage("%s %s: directory %s is missing or not writable",
+                      i == 0 ? "--report" : "--html", outs[i], dir);
+    }
+    if (o->faults != NULL) {
+        faults_t tmp;
+        parse_faults(o->faults, o->seed, &tmp); /* validates now, before anything runs */
+    }
+}
+
+/* The scenarios to run, in order. */
+static size_t pick(const opts_t *o, const fsa__scenario_t **out, size_t cap)
+{
+    size_t ns = 0, n = 0;
+    const fsa__scenario_t *sc = fsa__scenarios(&ns);
+    for (size_t i = 0; i < ns && n < cap; i++)
+        if (strcmp(o->scenario, "all") == 0 || strcmp(o->scenario, sc[i].name) == 0)
+            out[n++] = &sc[i];
+    return n;
+}
+
+static void command_line(int argc, char **argv, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0; i < argc && n + 1 < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? " " : "", argv[i]);
+    if (n >= cap)
+        out[cap - 1] = '\0';
+}
+
+int main(int argc, char **argv)
+{
+    opts_t o;
+    parse_args(argc, argv, &o);
+    int64_t t_start = fsa__real_ms();
+    char err[FSA__ERR_BYTES];
+    char token[256] = ""; /* the admin token; wiped at the end */
+    int rc = EXIT_SUCCESS;
+
+    fsa__fleet_t f;
+    memset(&f, 0, sizeof f);
+    f.ndev = o.devices;
+    f.workers = o.workers;
+    f.seed = o.seed;
+    f.sync_normal = !o.sync_full;
+    f.progress = isatty(STDERR_FILENO) != 0;
+    f.dev = calloc((size_t)f.ndev, sizeof *f.dev);
+    if (f.dev == NULL)
+        return fail("out of memory for %d devices", f.ndev);
+    if (fsa__fleet_init(&f, err, sizeof err) != FSA_OK) {
+        free(f.dev);
+        return fail("%s", err);
+    }
+    fsa__admin_global(true);
+
+    /* The workdir. */
+    char workdir[FSA__PATH_BYTES];
+    bool keep = o.workdir != NULL;
+    if (keep) {
+        struct stat st;
+        if (snprintf(workdir, sizeof workdir, "%s", o.workdir) >= (int)sizeof workdir - 64)
+            die_usage("--workdir path is too long");
+        if (stat(workdir, &st) == 0) {
+            if (!S_ISDIR(st.st_mode))
+                die_usage("--workdir %s exists and is not a directory", workdir);
+            if (!dir_empty(workdir))
+                die_usage("--workdir %s is not empty (journals of another run would be reused)",
+                          workdir);
+        } else if (mkdir(workdir, 0700) != 0) {
+            rc = fail("cannot create --workdir %s: %s", workdir, strerror(errno));
+            goto out_fleet;
+        }
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(workdir, sizeof workdir, "%s/fieldsync-sim-XXXXXX",
+                 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+        if (mkdtemp(workdir) == NULL) {
+            rc = fail("cannot create a temporary directory under %s: %s",
+                      tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp", strerror(errno));
+            goto out_fleet;
+        }
+    }
+
+    /* The server and the devices. */
+    fsa__server_t srv;
+    memset(&srv, 0, sizeof srv);
+    char devices_file[FSA__PATH_BYTES + 32], token_file[FSA__PATH_BYTES + 32];
+    char runtag[32];
+    if (o.server == NULL) {
+        if (fsa__server_find(&srv, err, sizeof err) != FSA_OK) {
+            rc = fail("%s", err);
+            goto out_dir;
+        }
+        snprintf(devices_file, sizeof devices_file, "%s/devices.json", workdir);
+        snprintf(token_file, sizeof token_file, "%s/admin.token", workdir);
+        rc = make_devices(&f, devices_file);
+        if (rc != EXIT_SUCCESS)
+            goto out_dir;
+        char line[sizeof token + 2];
+        if (!hex_random(token, 24)) {
+            rc = fail("no random source for the admin token");
+            goto out_dir;
+        }
+        snprintf(line, sizeof line, "%s\n", token);
+        fsa_status_t wst = fsa__write_private(token_file, line, err, sizeof err);
+        fsa_signer_wipe(line, sizeof line);
+        if (wst != FSA_OK) {
+            rc = fail("%s", err);
+            goto out_dir;
+        }
+        snprintf(runtag, sizeof runtag, "s%" PRIu64, o.seed % 1000000000u);
+    } else {
+        rc = load_devices(&f, o.devices_file, o.devices_given);
+        if (rc != EXIT_SUCCESS)
+            goto out_dir;
+        if (o.token_file != NULL &&
+            (rc = read_token(o.token_file, token, sizeof token)) != EXIT_SUCCESS)
+            goto out_dir;
+        snprintf(f.url, sizeof f.url, "%s", o.server);
+        /* Op ids and nonces must be unique forever on a server that outlives this run: mix a
+         * per-run random value into the devices' seeds, and into the entity ids. */
+        fsa_port_t *p = fsa_port_posix();
+        uint32_t r = 0;
+        if (p->random(p->ctx, &f.seed_mix, sizeof f.seed_mix) != FSA_OK ||
+            p->random(p->ctx, &r, sizeof r) != FSA_OK) {
+            rc = fail("no random source");
+            goto out_dir;
+        }
+        snprintf(runtag, sizeof runtag, "r%08" PRIx32, r);
+    }
+    int dead_fd = -1;
+    if (fsa__dead_url(f.dead_url, sizeof f.dead_url, &dead_fd) != FSA_OK) {
+        rc = fail("cannot reserve a loopback port for offline periods");
+        goto out_dir;
+    }
+
+    const fsa__scenario_t *list[16];
+    size_t nlist = pick(&o, list, 16);
+    fsa__result_t *results = NULL;
+    size_t nres = 0, capres = 0;
+    int64_t deadline = o.duration_ms > 0 ? t_start + o.duration_ms : 0;
+    bool stop = false;
+    for (int round = 1; !stop; round++) {
+        for (size_t si = 0; si < nlist && !stop; si++) {
+            const fsa__scenario_t *s = list[si];
+            if (nres == capres) {
+                size_t cap = capres ? capres * 2 : 8;
+                fsa__result_t *nr = realloc(results, cap * sizeof *nr);
+                if (nr == NULL) {
+                    rc = fail("out of memory");
+                    stop = true;
+                    break;
+                }
+                results = nr;
+                capres = cap;
+            }
+            fsa__result_t *res = &results[nres++];
+            memset(res, 0, sizeof *res);
+            if (round > 1)
+                snprintf(res->name, sizeof res->name, "%s#%d", s->name, round);
+            else
+                snprintf(res->name, sizeof res->name, "%s", s->name);
+            res->devices = f.ndev;
+            char dir[FSA__PATH_BYTES + 64];
+            snprintf(dir, sizeof dir, "%s/%s.%d", workdir, s->name, round);
+            if (mkdir(dir, 0700) != 0) {
+                rc = fail("cannot create %s: %s", dir, strerror(errno));
+                stop = true;
+                break;
+            }
+            fsa__run_t run;
+            memset(&run, 0, sizeof run);
+            run.fleet = &f;
+            run.ops = o.ops;
+            run.res = res;
+            snprintf(run.prefix, sizeof run.prefix, "%s.%s.%d.", runtag, s->name, round);
+            fsa__admin_t *admin = NULL;
+            if (o.server == NULL) {
+                faults_t fl;
+                const char *spec = o.faults != NULL  ? o.faults
+                                   : s->wants_faults ? DEFAULT_FLAKY_FAULTS
+                                                     : "none";
+                parse_faults(spec, o.seed + (uint64_t)round, &fl);
+                snprintf(res->faults, sizeof res->faults, "%s", fl.text);
+                run.faults = fl.text[0] != '\0';
+                char db[FSA__PATH_BYTES + 96];
+                snprintf(db, sizeof db, "%s/server.db", dir);
+                snprintf(srv.log, sizeof srv.log, "%s/server.log", dir);
+                if (fsa__server_start(&srv, db, devices_file, token_file, fl.args, err,
+                                      sizeof err) != FSA_OK) {
+                    fsa__inv_add(res, "scenario_ran", FSA__INV_FAIL, "%s", err);
+                    rc = fail("%s", err);
+                    stop = true;
+                    break;
+                }
+                snprintf(f.url, sizeof f.url, "%s", srv.url);
+                run.owned_server = true;
+            } else if (s->wants_faults) {
+                snprintf(res->note, sizeof res->note,
+                         "server faults not injected (--server): crashes and skewed clocks only");
+            }
+            if (token[0] != '\0' &&
+                fsa__admin_new(f.url, token, &admin, err, sizeof err) != FSA_OK) {
+                rc = fail("%s", err);
+                stop = true;
+            }
+            run.admin = admin;
+            if (!stop && fsa__fleet_begin(&f, s->name, (int)si + 100 * (round - 1), dir, err,
+                                          sizeof err) != FSA_OK) {
+                rc = fail("%s", err);
+                stop = true;
+            }
+            if (!stop)
+                fsa__scenario_run(s, &run);
+            if (f.progress)
+                fputs("\r\033[K", stderr);
+            fsa__fleet_end(&f);
+            fsa__admin_free(admin);
+            if (o.server == NULL && srv.pid > 0) {
+                int src = fsa__server_stop(&srv);
+                if (src != 0)
+                    fsa__inv_add(res, "server_clean_exit", FSA__INV_FAIL,
+                                 "fieldsync-server exited with status %d (log: %s)", src, srv.log);
+            }
+            if (!keep)
+                fsa__remove_tree(dir); /* the journals of a finished scenario are not needed */
+        }
+        if (deadline == 0 || fsa__real_ms() >= deadline)
+            stop = true;
+    }
+    close(dead_fd);
+
+    char cmd[1024];
+    command_line(argc, argv, cmd, sizeof cmd);
+    fsa__report_meta_t meta = {
+        .command = cmd,
+        .seed = o.seed,
+        .devices = f.ndev,
+        .ops = o.ops,
+        .workers = o.workers,
+        .server_url = o.server != NULL ? o.server : (srv.url[0] ? srv.url : "(not started)"),
+        .server_binary = o.server == NULL ? srv.binary : NULL,
+        .server_found_via = srv.found_via,
+        .workdir = workdir,
+        .workdir_kept = keep,
+        .wall_ms = fsa__real_ms() - t_start,
+    };
+    fsa__report_summary(stdout, &meta, results, nres);
+    fflush(stdout);
+    for (size_t i = 0; i < nres; i++)
+        for (size_t k = 0; k < results[i].ninv; k++)
+            if (results[i].inv[k].status == FSA__INV_FAIL)
+                rc = EXIT_FAILURE;
+    if (o.report != NULL &&
+        fsa__report_json(o.report, &meta, results, nres, err, sizeof err) != FSA_OK)
+        rc = fail("%s", err);
+    if (o.html != NULL && fsa__report_html(o.html, &meta, results, nres, err, sizeof err) != FSA_OK)
+        rc = fail("%s", err);
+    for (size_t i = 0; i < nres; i++)
+        fsa__result_free(&results[i]);
+    free(results);
+out_dir:
+    if (!keep)
+        fsa__remove_tree(workdir);
+out_fleet:
+    fsa_signer_wipe(token, sizeof token);
+    fsa__admin_global(false);
+    fsa__fleet_free(&f);
+    return rc;
+}

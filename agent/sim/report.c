@@ -1,0 +1,441 @@
+/* fieldsync-sim: the summary table, the JSON report and the self-contained HTML report. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/sim/fleet.h"
+
+/* ---- the summary ---- */
+
+static void count_inv(const fsa__result_t *r, size_t *pass, size_t *fail, size_t *nc)
+{
+    for (size_t i = 0; i < r->ninv; i++) {
+        if (r->inv[i].status == FSA__INV_PASS)
+            (*pass)++;
+        else if (r->inv[i].status == FSA__INV_FAIL)
+            (*fail)++;
+        else
+            (*nc)++;
+    }
+}
+
+static void num_or_dash(char *out, size_t cap, bool known, int64_t v)
+{
+    if (known)
+        snprintf(out, cap, "%" PRId64, v);
+    else
+        snprintf(out, cap, "-");
+}
+
+void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__result_t *r, size_t n)
+{
+    fprintf(out, "fieldsync-sim: %d devices, %d ops, seed %" PRIu64 ", %d workers, %.1f s\n",
+            m->devices, m->ops, m->seed, m->workers, (double)m->wall_ms / 1000.0);
+    if (m->server_binary != NULL)
+        fprintf(out, "server: %s (fieldsync-server found via %s: %s)\n", m->server_url,
+                m->server_found_via, m->server_binary);
+    else
+        fprintf(out, "server: %s (given with --server)\n", m->server_url);
+    fprintf(out, "%-12s %7s %8s %8s %6s %8s %8s %5s %7s %12s  %s\n", "scenario", "devices",
+            "recorded", "applied", "dup", "conflict", "rejected", "lost", "retries", "lag p50/p99",
+            "invariants");
+    size_t tp = 0, tf = 0, tn = 0;
+    for (size_t i = 0; i < n; i++) {
+        const fsa__result_t *x = &r[i];
+        size_t p = 0, fl = 0, nc = 0;
+        count_inv(x, &p, &fl, &nc);
+        tp += p;
+        tf += fl;
+        tn += nc;
+        char ap[24], dp[24], cf[24], rj[24], lag[32], inv[48];
+        /* The server's counters when known (they see what a crashed device never heard);
+         * otherwise what the devices' engines reported. */
+        num_or_dash(ap, sizeof ap, true, x->have_server ? x->s_applied : x->c_applied);
+        num_or_dash(dp, sizeof dp, x->have_server, x->s_duplicate);
+        num_or_dash(cf, sizeof cf, true, x->have_server ? x->s_conflict : x->c_conflict);
+        num_or_dash(rj, sizeof rj, true, x->have_server ? x->s_rejected : x->c_rejected);
+        snprintf(lag, sizeof lag, "%" PRId64 "/%" PRId64 " ms", x->lag_p50, x->lag_p99);
+        if (fl)
+            snprintf(inv, sizeof inv, "%zu FAIL, %zu pass", fl, p);
+        else
+            snprintf(inv, sizeof inv, "%zu pass", p);
+        if (nc) {
+            size_t l = strlen(inv);
+            snprintf(inv + l, sizeof inv - l, ", %zu not checked", nc);
+        }
+        fprintf(out, "%-12s %7d %8" PRId64 " %8s %6s %8s %8s %5" PRId64 " %7" PRId64 " %12s  %s\n",
+                x->name, x->devices, x->recorded, ap, dp, cf, rj, x->lost, x->retries, lag, inv);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].note[0] != '\0')
+            fprintf(out, "note: %s: %s\n", r[i].name, r[i].note);
+        for (size_t k = 0; k < r[i].ninv; k++) {
+            const fsa__inv_t *v = &r[i].inv[k];
+            if (v->status == FSA__INV_FAIL)
+                fprintf(out, "FAIL %s: %s: %s\n", r[i].name, v->name, v->details);
+            else if (v->status == FSA__INV_NOT_CHECKED)
+                fprintf(out, "not checked %s: %s: %s\n", r[i].name, v->name, v->details);
+        }
+    }
+    if (tf > 0)
+        fprintf(out, "result: %zu invariants FAILED, %zu passed, %zu not checked\n", tf, tp, tn);
+    else if (tn > 0)
+        fprintf(out, "result: all %zu checked invariants passed (%zu not checked)\n", tp, tn);
+    else
+        fprintf(out, "result: all %zu checked invariants passed\n", tp);
+    if (m->workdir_kept)
+        fprintf(out, "workdir kept: %s\n", m->workdir);
+}
+
+/* ---- JSON ---- */
+
+static void json_str(FILE *o, const char *s)
+{
+    fputc('"', o);
+    for (const unsigned char *p = (const unsigned char *)s; p != NULL && *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(o, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(o, "\\u%04x", *p);
+        else
+            fputc(*p, o);
+    }
+    fputc('"', o);
+}
+
+static void json_stats(FILE *o, const fsa__stats_t *s)
+{
+    fprintf(o,
+            "{\"applied\":%" PRId64 ",\"duplicate\":%" PRId64 ",\"conflict\":%" PRId64
+            ",\"rejected\":%" PRId64 ",\"push_requests\":%" PRId64 ",\"pull_requests\":%" PRId64
+            ",\"clock_skew\":%" PRId64 ",\"replay\":%" PRId64 ",\"bad_signature\":%" PRId64
+            ",\"faults\":{\"5xx\":%" PRId64 ",\"429\":%" PRId64 ",\"drop\":%" PRId64
+            ",\"reset\":%" PRId64 ",\"latency\":%" PRId64 "},\"entities_added\":%" PRId64 "}",
+            s->applied, s->duplicate, s->conflict, s->rejected, s->push, s->pull, s->clock_skew,
+            s->replay, s->bad_signature, s->f_5xx, s->f_429, s->f_drop, s->f_reset, s->f_latency,
+            s->entities);
+}
+
+static void json_result(FILE *o, const fsa__result_t *r)
+{
+    fprintf(o, "{\"name\":");
+    json_str(o, r->name);
+    fprintf(o, ",\"devices\":%d,\"duration_ms\":%" PRId64 ",\"note\":", r->devices, r->duration_ms);
+    json_str(o, r->note);
+    fprintf(o, ",\"faults\":");
+    json_str(o, r->faults);
+    /* The headline counts: the server's when known, else the devices'. */
+    bool sv = r->have_server;
+    fprintf(o,
+            ",\"counts_source\":\"%s\",\"ops\":{\"recorded\":%" PRId64 ",\"applied\":%" PRId64
+            ",\"duplicate\":",
+            sv ? "server" : "devices", r->recorded, sv ? r->s_applied : r->c_applied);
+    if (sv)
+        fprintf(o, "%" PRId64, r->s_duplicate);
+    else
+        fprintf(o, "null");
+    fprintf(o,
+            ",\"conflict\":%" PRId64 ",\"rejected\":%" PRId64 ",\"lost\":%" PRId64
+            ",\"rebased\":%" PRId64 "},",
+            sv ? r->s_conflict : r->c_conflict, sv ? r->s_rejected : r->c_rejected, r->lost,
+            r->rebased);
+    fprintf(o,
+            "\"devices_saw\":{\"applied\":%" PRId64 ",\"conflict\":%" PRId64
+            ",\"rejected\":%" PRId64 ",\"rebased\":%" PRId64 ",\"server_wins\":%" PRId64
+            ",\"converged\":%" PRId64 ",\"parked\":%" PRId64 ",\"syncs\":%" PRId64
+            ",\"crashes\":%" PRId64 "},",
+            r->c_applied, r->c_conflict, r->c_rejected, r->rebased, r->server_wins, r->converged,
+            r->parked, r->syncs, r->crashes);
+    fprintf(o, "\"retries\":%" PRId64 ",\"admin_ops\":%" PRId64 ",", r->retries, r->admin_ops);
+    fprintf(o,
+            "\"sync_lag_ms\":{\"samples\":%zu,\"p50\":%" PRId64 ",\"p99\":%" PRId64
+            ",\"max\":%" PRId64 "},",
+            r->nlags, r->lag_p50, r->lag_p99, r->lag_max);
+    fprintf(o, "\"server\":");
+    if (sv)
+        json_stats(o, &r->s_delta);
+    else
+        fprintf(o, "null");
+    fprintf(o, ",\"conflicts_by_kind\":{");
+    for (size_t i = 0; i < r->nkinds; i++) {
+        fprintf(o, "%s", i ? "," : "");
+        json_str(o, r->kinds[i].label);
+        fprintf(o, ":%" PRId64, r->kinds[i].n);
+    }
+    fprintf(o, "},\"invariants\":[");
+    for (size_t i = 0; i < r->ninv; i++) {
+        fprintf(o, "%s{\"name\":", i ? "," : "");
+        json_str(o, r->inv[i].name);
+        fprintf(o, ",\"result\":\"%s\",\"pass\":%s,\"details\":",
+                fsa__inv_status_name(r->inv[i].status),
+                r->inv[i].status == FSA__INV_PASS ? "true" : "false");
+        json_str(o, r->inv[i].details);
+        fprintf(o, "}");
+    }
+    fprintf(o, "]}");
+}
+
+static FILE *open_out(const char *path, char *err, size_t errlen)
+{
+    FILE *o = fopen(path, "w");
+    if (o == NULL)
+        snprintf(err, errlen, "cannot write %s", path);
+    return o;
+}
+
+static fsa_status_t close_out(FILE *o, const char *path, char *err, size_t errlen)
+{
+    bool bad = ferror(o) != 0;
+    if (fclose(o) != 0 || bad) {
+        snprintf(err, errlen, "cannot write %s", path);
+        return FSA_EIO;
+    }
+    return FSA_OK;
+}
+
+fsa_status_t fsa__report_json(const char *path, const fsa__report_meta_t *m, const fsa__result_t *r,
+                              size_t n, char *err, size_t errlen)
+{
+    FILE *o = open_out(path, err, errlen);
+    if (o == NULL)
+        return FSA_EIO;
+    size_t tp = 0, tf = 0, tn = 0;
+    for (size_t i = 0; i < n; i++)
+        count_inv(&r[i], &tp, &tf, &tn);
+    fprintf(o, "{\"tool\":\"fieldsync-sim\",\"command\":");
+    json_str(o, m->command);
+    fprintf(o,
+            ",\"seed\":%" PRIu64 ",\"devices\":%d,\"ops\":%d,\"workers\":%d,\"wall_ms\":%" PRId64
+            ",\"server\":{\"url\":",
+            m->seed, m->devices, m->ops, m->workers, m->wall_ms);
+    json_str(o, m->server_url);
+    fprintf(o, ",\"binary\":");
+    if (m->server_binary != NULL) {
+        json_str(o, m->server_binary);
+        fprintf(o, ",\"found_via\":");
+        json_str(o, m->server_found_via);
+    } else {
+        fprintf(o, "null,\"found_via\":\"--server\"");
+    }
+    fprintf(o,
+            "},\"invariants\":{\"pass\":%zu,\"fail\":%zu,\"not_checked\":%zu},\"ok\":%s,"
+            "\"scenarios\":[",
+            tp, tf, tn, tf == 0 ? "true" : "false");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(o, "%s\n", i ? "," : "");
+        json_result(o, &r[i]);
+    }
+    fprintf(o, "\n]}\n");
+    return close_out(o, path, err, errlen);
+}
+
+/* ---- HTML with inline SVG ---- */
+
+static void html_text(FILE *o, const char *s)
+{
+    for (; s != NULL && *s; s++) {
+        switch (*s) {
+        case '<':
+            fputs("&lt;", o);
+            break;
+        case '>':
+            fputs("&gt;", o);
+            break;
+        case '&':
+            fputs("&amp;", o);
+            break;
+        case '"':
+            fputs("&quot;", o);
+            break;
+        default:
+            fputc(*s, o);
+        }
+    }
+}
+
+#define CW 460
+#define CH 200
+#define ML 56
+#define MB 28
+#define MT 24
+#define MR 12
+
+static void svg_open(FILE *o, const char *title)
+{
+    fprintf(o,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "viewBox=\"0 0 %d %d\" role=\"img\"><title>",
+            CW, CH, CW, CH);
+    html_text(o, title);
+    fprintf(o,
+            "</title><rect width=\"%d\" height=\"%d\" fill=\"#fff\" stroke=\"#ccc\"/>"
+            "<text x=\"%d\" y=\"16\" font-size=\"12\" font-family=\"sans-serif\">",
+            CW, CH, ML);
+    html_text(o, title);
+    fprintf(o,
+            "</text><line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#888\"/>"
+            "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#888\"/>",
+            ML, CH - MB, CW - MR, CH - MB, ML, MT, ML, CH - MB);
+}
+
+static void svg_axis(FILE *o, const char *xmax, const char *ymax, const char *xlabel)
+{
+    fprintf(o,
+            "<g font-size=\"10\" font-family=\"sans-serif\" fill=\"#444\">"
+            "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>"
+            "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">0</text>"
+            "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>"
+            "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text></g>",
+            ML - 4, MT + 8, ymax, ML - 4, CH - MB, CW - MR, CH - 8, xmax, (ML + CW - MR) / 2,
+            CH - 8, xlabel);
+}
+
+/* A line chart of (t, value) samples; which = 0 depth, 1 retries. */
+static void svg_series(FILE *o, const fsa__result_t *r, int which, const char *title)
+{
+    svg_open(o, title);
+    int64_t tmax = 1, vmax = 1;
+    for (size_t i = 0; i < r->nsamples; i++) {
+        int64_t v = which == 0 ? r->samples[i].depth : r->samples[i].retries;
+        if (r->samples[i].t_ms > tmax)
+            tmax = r->samples[i].t_ms;
+        if (v > vmax)
+            vmax = v;
+    }
+    char xs[32], ys[32];
+    snprintf(xs, sizeof xs, "%.1f s", (double)tmax / 1000.0);
+    snprintf(ys, sizeof ys, "%" PRId64, vmax);
+    svg_axis(o, xs, ys, "time since the scenario started");
+    if (r->nsamples > 0) {
+        fprintf(o, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
+                which == 0 ? "#1f6feb" : "#d9480f");
+        double w = CW - ML - MR, h = CH - MB - MT;
+        for (size_t i = 0; i < r->nsamples; i++) {
+            int64_t v = which == 0 ? r->samples[i].depth : r->samples[i].retries;
+            fprintf(o, "%.1f,%.1f ", ML + w * (double)r->samples[i].t_ms / (double)tmax,
+                    (CH - MB) - h * (double)v / (double)vmax);
+        }
+        fprintf(o, "\"/>");
+    }
+    fprintf(o, "</svg>\n");
+}
+
+#define LAG_BINS 24
+
+static void svg_lags(FILE *o, const fsa__result_t *r)
+{
+    svg_open(o, "sync lag: record to applied (ms)");
+    int64_t hi = r->nlags > 0 ? r->lags[r->nlags - 1] : 1; /* lags are sorted */
+    if (hi < 1)
+        hi = 1;
+    int64_t bins[LAG_BINS] = {0}, bmax = 1;
+    for (size_t i = 0; i < r->nlags; i++) {
+        int64_t b = r->lags[i] * LAG_BINS / (hi + 1);
+        if (b >= LAG_BINS)
+            b = LAG_BINS - 1;
+        if (b < 0)
+            b = 0;
+        if (++bins[b] > bmax)
+            bmax = bins[b];
+    }
+    char xs[32], ys[32];
+    snprintf(xs, sizeof xs, "%" PRId64 " ms", hi);
+    snprintf(ys, sizeof ys, "%" PRId64, bmax);
+    svg_axis(o, xs, ys, "lag (ms), ops per bin");
+    double w = (double)(CW - ML - MR) / LAG_BINS, h = CH - MB - MT;
+    for (int b = 0; b < LAG_BINS; b++) {
+        double bh = h * (double)bins[b] / (double)bmax;
+        fprintf(o,
+                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#2da44e\">"
+                "<title>%" PRId64 " ops</title></rect>",
+                ML + w * b + 1, (CH - MB) - bh, w - 2, bh, bins[b]);
+    }
+    fprintf(o, "</svg>\n");
+}
+
+static void svg_kinds(FILE *o, const fsa__result_t *r)
+{
+    svg_open(o, "conflicts by kind (op, outcome: resolution)");
+    int64_t vmax = 1;
+    for (size_t i = 0; i < r->nkinds; i++)
+        if (r->kinds[i].n > vmax)
+            vmax = r->kinds[i].n;
+    if (r->nkinds == 0)
+        fprintf(o,
+                "<text x=\"%d\" y=\"%d\" font-size=\"12\" font-family=\"sans-serif\">"
+                "no conflicts</text>",
+                ML + 10, CH / 2);
+    double row = r->nkinds > 0 ? (double)(CH - MB - MT) / (double)r->nkinds : 0;
+    if (row > 28)
+        row = 28;
+    for (size_t i = 0; i < r->nkinds; i++) {
+        double bw = (double)(CW - ML - MR - 150) * (double)r->kinds[i].n / (double)vmax;
+        double y = MT + row * (double)i + 2;
+        fprintf(o,
+                "<rect x=\"%d\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#8250df\"/>"
+                "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" font-family=\"sans-serif\">",
+                ML + 2, y, bw, row - 4, ML + 6 + bw, y + row / 2 + 3);
+        html_text(o, r->kinds[i].label);
+        fprintf(o, " (%" PRId64 ")</text>", r->kinds[i].n);
+    }
+    fprintf(o, "</svg>\n");
+}
+
+fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, const fsa__result_t *r,
+                              size_t n, char *err, size_t errlen)
+{
+    FILE *o = open_out(path, err, errlen);
+    if (o == NULL)
+        return FSA_EIO;
+    fprintf(o, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+               "<title>fieldsync-sim report</title><style>"
+               "body{font-family:sans-serif;margin:2em;color:#222}"
+               "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+               "font-size:13px;text-align:left}.pass{color:#1a7f37}.fail{color:#cf222e;"
+               "font-weight:bold}.nc{color:#9a6700}svg{margin:4px}</style></head><body>\n");
+    fprintf(o, "<h1>fieldsync-sim</h1><p>");
+    html_text(o, m->command);
+    fprintf(o, "<br>%d devices, %d ops, seed %" PRIu64 ", %.1f s; server ", m->devices, m->ops,
+            m->seed, (double)m->wall_ms / 1000.0);
+    html_text(o, m->server_url);
+    fprintf(o, "</p>\n");
+    for (size_t i = 0; i < n; i++) {
+        const fsa__result_t *x = &r[i];
+        fprintf(o, "<h2>");
+        html_text(o, x->name);
+        fprintf(o,
+                "</h2><p>%d devices, %" PRId64 " ops recorded, %" PRId64 " lost, %" PRId64
+                " retries, lag p50 %" PRId64 " ms, p99 %" PRId64 " ms, %.1f s",
+                x->devices, x->recorded, x->lost, x->retries, x->lag_p50, x->lag_p99,
+                (double)x->duration_ms / 1000.0);
+        if (x->faults[0]) {
+            fprintf(o, "; server faults: ");
+            html_text(o, x->faults);
+        }
+        if (x->note[0]) {
+            fprintf(o, "<br>");
+            html_text(o, x->note);
+        }
+        fprintf(o, "</p>\n<table><tr><th>invariant</th><th>result</th><th>details</th></tr>\n");
+        for (size_t k = 0; k < x->ninv; k++) {
+            const fsa__inv_t *v = &x->inv[k];
+            const char *cls = v->status == FSA__INV_PASS   ? "pass"
+                              : v->status == FSA__INV_FAIL ? "fail"
+                                                           : "nc";
+            fprintf(o, "<tr><td>");
+            html_text(o, v->name);
+            fprintf(o, "</td><td class=\"%s\">%s</td><td>", cls, fsa__inv_status_name(v->status));
+            html_text(o, v->details);
+            fprintf(o, "</td></tr>\n");
+        }
+        fprintf(o, "</table>\n<div>\n");
+        svg_series(o, x, 0, "outbox depth over time (pending ops, whole fleet)");
+        svg_lags(o, x);
+        svg_series(o, x, 1, "retries over time (cumulative)");
+        svg_kinds(o, x);
+        fprintf(o, "</div>\n");
+    }
+    fprintf(o, "</body></html>\n");
+    return close_out(o, path, err, errlen);
+}

@@ -1,0 +1,1341 @@
+/* fieldsync-sim: the platform's race scenarios played by a fleet, and their invariants. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/sim/fleet.h"
+
+/*
+ * Every scenario follows the same shape: the server holds the entities (seeded through the admin
+ * API, or created by device 0 when there is no admin access), the devices pull them, record ops
+ * with the real journal calls while offline or online, sync with the real engine over real HTTP,
+ * and finally drain their outboxes. Then the server's final state is read through the admin API
+ * and every invariant is checked. A check that needs the server's state and has no admin access
+ * is "not checked", never passed.
+ */
+
+/* Syncs a device may take to empty its outbox at the end (faults, backoff, rebases). */
+#define DRAIN_ROUNDS 40
+
+void fsa__inv_add(fsa__result_t *res, const char *name, fsa__inv_status_t st, const char *fmt, ...)
+{
+    if (res->ninv == FSA__INV_MAX)
+        return;
+    fsa__inv_t *v = &res->inv[res->ninv++];
+    snprintf(v->name, sizeof v->name, "%s", name);
+    v->status = st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->details, sizeof v->details, fmt, ap);
+    va_end(ap);
+}
+
+void fsa__result_free(fsa__result_t *r)
+{
+    if (r == NULL)
+        return;
+    free(r->lags);
+    free(r->samples);
+    r->lags = NULL;
+    r->samples = NULL;
+}
+
+/* ---- helpers shared by the scenarios ---- */
+
+static void entity_id(const fsa__run_t *run, char *out, size_t cap, const char *fmt, ...)
+    FSA_PRINTF(4, 5);
+static void entity_id(const fsa__run_t *run, char *out, size_t cap, const char *fmt, ...)
+{
+    size_t n = (size_t)snprintf(out, cap, "%s", run->prefix);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n < cap)
+        vsnprintf(out + n, cap - n, fmt, ap);
+    va_end(ap);
+}
+
+typedef struct seed_ent {
+    fsa_type_t type;
+    char id[FSA_ID_BYTES];
+    char fields[FSA_ID_BYTES + 64];
+} seed_ent_t;
+
+/* Puts the scenario's entities on the server: through the admin API, or, without admin access,
+ * as creates recorded and synced by device 0 (which then count as the scenario's ops). */
+static bool seed_all(fsa__run_t *run, const seed_ent_t *e, size_t n)
+{
+    fsa__fleet_t *f = run->fleet;
+    char err[FSA__ERR_BYTES];
+    if (run->admin != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            fsa_status_t st =
+                fsa__admin_seed(run->admin, e[i].type, e[i].id, e[i].fields, err, sizeof err);
+            if (st != FSA_ENET && st != FSA_EAUTH && st != FSA_ENOMEM && st != FSA_ETOOLARGE)
+                run->admin_ops++; /* it reached the server's op counters, whatever its result */
+            if (st != FSA_OK) {
+                fsa__inv_add(run->res, "entities_seeded", FSA__INV_FAIL, "%s", err);
+                return false;
+            }
+        }
+        return true;
+    }
+    fsa__device_t *d = &f->dev[0];
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j)) {
+        fsa__inv_add(run->res, "entities_seeded", FSA__INV_FAIL, "%s", d->error);
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        fsa_rec_t rec;
+        ok = fsa__dev_mark(f, d, fsa_journal_create(j, e[i].type, e[i].id, e[i].fields, NULL, &rec),
+                           &rec, 1, "seeding");
+    }
+    ok = ok && fsa__dev_drain(f, d, j, DRAIN_ROUNDS);
+    fsa__dev_close(f, d, j);
+    if (!ok)
+        fsa__inv_add(run->res, "entities_seeded", FSA__INV_FAIL,
+                     "device %s could not create the scenario's entities: %s", d->id,
+                     d->error[0] ? d->error : "its outbox did not drain");
+    return ok;
+}
+
+/* Steps every scenario uses. */
+static void step_pull(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    (void)arg;
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        return;
+    fsa_status_t st = fsa__dev_sync(f, d, j, true);
+    if (st != FSA_OK && !fsa__dev_drain(f, d, j, DRAIN_ROUNDS))
+        fsa__dev_error(d, "cannot pull the scenario's entities: %s", fsa_status_str(st));
+    fsa__dev_close(f, d, j);
+}
+
+static void step_drain(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    (void)arg;
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        return;
+    (void)fsa__dev_drain(f, d, j, DRAIN_ROUNDS);
+    fsa__dev_close(f, d, j);
+}
+
+static void step_finish(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    (void)arg;
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        return;
+    (void)fsa__dev_drain(f, d, j, DRAIN_ROUNDS);
+    fsa__dev_collect(f, d, j);
+    fsa__dev_close(f, d, j);
+}
+
+static bool need_admin(fsa__run_t *run, const char *name)
+{
+    if (run->admin != NULL)
+        return true;
+    fsa__inv_add(run->res, name, FSA__INV_NOT_CHECKED,
+                 "needs the server's state: give --admin-token-file");
+    return false;
+}
+
+/* Reads an entity from the server; on failure adds a failing invariant and returns false. */
+static bool read_entity(fsa__run_t *run, const char *inv, fsa_type_t type, const char *id,
+                        int64_t *version, char **fields)
+{
+    char err[FSA__ERR_BYTES];
+    fsa_status_t st = fsa__admin_get_entity(run->admin, type, id, version, fields, err, sizeof err);
+    if (st != FSA_OK) {
+        fsa__inv_add(run->res, inv, FSA__INV_FAIL, "%s", err);
+        return false;
+    }
+    return true;
+}
+
+/* An invariant over many entities: counts failures, keeps the first explanation. */
+typedef struct tally {
+    size_t checked, failed;
+    char first[400];
+} tally_t;
+
+static void tally(tally_t *t, bool ok, const char *what, const char *details)
+{
+    t->checked++;
+    if (!ok && t->failed++ == 0)
+        snprintf(t->first, sizeof t->first, "%.100s: %.290s", what, details);
+}
+
+static void tally_done(fsa__run_t *run, const char *name, const tally_t *t, const char *what)
+{
+    if (t->failed == 0)
+        fsa__inv_add(run->res, name, FSA__INV_PASS, "%zu %s checked", t->checked, what);
+    else
+        fsa__inv_add(run->res, name, FSA__INV_FAIL, "%zu of %zu %s wrong; first: %s", t->failed,
+                     t->checked, what, t->first);
+}
+
+/* The mark at index i of device d, or NULL. */
+static const fsa__mark_t *mark_at(const fsa__device_t *d, long i)
+{
+    return i >= 0 && (size_t)i < d->nmarks ? &d->marks[i] : NULL;
+}
+
+/* Records an op and returns its mark index (-1 when not recorded). */
+static long rec_mark(fsa__fleet_t *f, fsa__device_t *d, fsa_status_t st, const fsa_rec_t *rec,
+                     int nops, const char *what)
+{
+    long at = (long)d->nmarks;
+    return fsa__dev_mark(f, d, st, rec, nops, what) && (size_t)at < d->nmarks ? at : -1;
+}
+
+static const fsa__dconflict_t *find_conflict(const fsa__device_t *d, const char *op_id)
+{
+    for (size_t i = 0; i < d->nconflicts; i++)
+        if (strcmp(d->conflicts[i].op_id, op_id) == 0)
+            return &d->conflicts[i];
+    return NULL;
+}
+
+/* Builds an item {"dev": id, "n": n} (and extra members) into out. */
+static void item(char *out, size_t cap, const char *dev, int64_t n, const char *extra)
+{
+    snprintf(out, cap, "{\"dev\":\"%s\",\"n\":%" PRId64 "%s%s}", dev, n, extra[0] ? "," : "",
+             extra);
+}
+
+/* ================= autoclose ================= */
+
+/*
+ * The server autocloses jobs (admin API) while their devices are offline; the devices then
+ * complete them. Server wins: the completion is a conflict the device records and can show. Each
+ * device also races every other device of its race group on one shared job's ASSIGNED→INPROGRESS:
+ * exactly one wins, the others converge.
+ */
+typedef struct ac_ctx {
+    fsa__run_t *run;
+    int races;
+    bool *closed; /* per device: its job was autoclosed */
+    long *m_start, *m_race, *m_complete;
+    char (*local)[FSA_STATUS_BYTES]; /* the device's local view of its job at the end */
+} ac_ctx_t;
+
+static void ac_job(const fsa__run_t *run, int i, char *out, size_t cap)
+{
+    entity_id(run, out, cap, "job%d", i);
+}
+
+static void ac_race(const fsa__run_t *run, int k, char *out, size_t cap)
+{
+    entity_id(run, out, cap, "race%d", k);
+}
+
+static void ac_record_start(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    ac_ctx_t *c = arg;
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        return;
+    char id[FSA_ID_BYTES];
+    fsa_rec_t rec;
+    ac_job(c->run, d->index, id, sizeof id);
+    c->m_start[d->index] =
+        rec_mark(f, d, fsa_journal_transition(j, FSA_TYPE_JOBNEED, id, "INPROGRESS", NULL, &rec),
+                 &rec, 1, "starting the job");
+    ac_race(c->run, d->index % c->races, id, sizeof id);
+    c->m_race[d->index] =
+        rec_mark(f, d, fsa_journal_transition(j, FSA_TYPE_JOBNEED, id, "INPROGRESS", NULL, &rec),
+                 &rec, 1, "racing for the shared job");
+    fsa__dev_close(f, d, j);
+}
+
+static void ac_record_complete(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    ac_ctx_t *c = arg;
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        return;
+    char id[FSA_ID_BYTES];
+    fsa_rec_t rec;
+    ac_job(c->run, d->index, id, sizeof id);
+    c->m_complete[d->index] =
+        rec_mark(f, d, fsa_journal_transition(j, FSA_TYPE_JOBNEED, id, "COMPLETED", NULL, &rec),
+                 &rec, 1, "completing the job");
+    /* Offline: the attempt fails and the engine persists its backoff. */
+    (void)fsa__dev_sync(f, d, j, false);
+    fsa__dev_close(f, d, j);
+}
+
+static void ac_finish(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    ac_ctx_t *c = arg;
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        return;
+    (void)fsa__dev_drain(f, d, j, DRAIN_ROUNDS);
+    fsa__dev_collect(f, d, j);
+    char id[FSA_ID_BYTES];
+    ac_job(c->run, d->index, id, sizeof id);
+    char *fields = NULL;
+    if (fsa_journal_get(j, FSA_TYPE_JOBNEED, id, &fields, NULL, NULL) != FSA_OK ||
+        fsa_model_get_status(fields, FSA_TYPE_JOBNEED, c->local[d->index]) != FSA_OK)
+        c->local[d->index][0] = '\0';
+    fsa_model_free(fields);
+    fsa__dev_close(f, d, j);
+}
+
+/* Jobneeds are visible to every device, so every device pulls every job: one job per device
+ * makes this scenario quadratic in the fleet. Past this many devices the others sit it out. */
+#define AUTOCLOSE_DEVICES_MAX 200
+
+static void scn_autoclose(fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
+    int D = f->ndev < AUTOCLOSE_DEVICES_MAX ? f->ndev : AUTOCLOSE_DEVICES_MAX;
+    run->res->devices = D;
+    ac_ctx_t c = {.run = run, .races = D / 10 > 0 ? D / 10 : 1};
+    c.closed = calloc((size_t)D, sizeof *c.closed);
+    c.m_start = calloc((size_t)D, sizeof *c.m_start);
+    c.m_race = calloc((size_t)D, sizeof *c.m_race);
+    c.m_complete = calloc((size_t)D, sizeof *c.m_complete);
+    c.local = calloc((size_t)D, sizeof *c.local);
+    size_t nseed = (size_t)(D + c.races);
+    seed_ent_t *seeds = calloc(nseed, sizeof *seeds);
+    if (!c.closed || !c.m_start || !c.m_race || !c.m_complete || !c.local || !seeds) {
+        fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < D; i++) {
+        seeds[i].type = FSA_TYPE_JOBNEED;
+        ac_job(run, i, seeds[i].id, sizeof seeds[i].id);
+        snprintf(seeds[i].fields, sizeof seeds[i].fields, "{\"people_id\":\"%s\"}", f->dev[i].id);
+    }
+    for (int k = 0; k < c.races; k++) {
+        seeds[D + k].type = FSA_TYPE_JOBNEED;
+        ac_race(run, k, seeds[D + k].id, sizeof seeds[D + k].id);
+        snprintf(seeds[D + k].fields, sizeof seeds[D + k].fields, "{}");
+    }
+    if (!seed_all(run, seeds, nseed))
+        goto out;
+    fsa__fleet_run(f, "pull", D, step_pull, NULL);
+    fsa__fleet_run(f, "record start+race", D, ac_record_start, &c);
+    fsa__fleet_run(f, "sync", D, step_drain, NULL);
+    fsa__fleet_run(f, "offline: complete", D, ac_record_complete, &c);
+    /* The server autocloses about half of the jobs (seeded choice), at least one, while their
+     * devices are offline. */
+    uint64_t rs = f->seed ^ UINT64_C(0xA0C105E);
+    int nclosed = 0;
+    for (int i = 0; i < D; i++) {
+        c.closed[i] = (fsa__mix(&rs) & 1) != 0 || (i == D - 1 && nclosed == 0);
+        if (D >= 2 && i == D - 1 && nclosed == D - 1)
+            c.closed[i] = false;
+        if (!c.closed[i])
+            continue;
+        nclosed++;
+        if (run->admin == NULL)
+            continue;
+        char id[FSA_ID_BYTES], err[FSA__ERR_BYTES];
+        ac_job(run, i, id, sizeof id);
+        fsa_status_t st = fsa__admin_autoclose(run->admin, id, err, sizeof err);
+        run->admin_ops++;
+        if (st != FSA_OK) {
+            fsa__inv_add(run->res, "autoclose_applied", FSA__INV_FAIL, "%s", err);
+            c.closed[i] = false;
+        }
+    }
+    fsa__fleet_run(f, "online: sync", D, ac_finish, &c);
+
+    /* Client side: the journals' own record of what happened. */
+    tally_t tc = {0}, tr = {0}, tl = {0};
+    for (int i = 0; i < D; i++) {
+        fsa__device_t *d = &f->dev[i];
+        const fsa__mark_t *m = mark_at(d, c.m_complete[i]);
+        char det[200];
+        if (m == NULL) {
+            tally(&tc, false, d->id, "its completion was not recorded");
+            continue;
+        }
+        const fsa__dconflict_t *x = find_conflict(d, m->op_id);
+        if (c.closed[i]) {
+            bool ok = m->state == FSA__MARK_CONFLICT && x != NULL &&
+                      strcmp(x->decision, "server-wins") == 0 &&
+                      strcmp(x->server_status, "AUTOCLOSED") == 0;
+            snprintf(det, sizeof det,
+                     "completion of an autoclosed job: state %d, conflict %s, "
+                     "decision %.16s, server %.20s",
+                     m->state, x ? "recorded" : "missing", x ? x->decision : "-",
+                     x ? x->server_status : "-");
+            tally(&tc, ok, d->id, det);
+        } else {
+            snprintf(det, sizeof det, "completion of an open job: state %d%s", m->state,
+                     x ? ", with a conflict" : "");
+            tally(&tc, m->state == FSA__MARK_DONE && x == NULL, d->id, det);
+        }
+        const char *want = c.closed[i] ? "AUTOCLOSED" : "COMPLETED";
+        snprintf(det, sizeof det, "local view %.20s, server %s", c.local[i], want);
+        tally(&tl, strcmp(c.local[i], want) == 0, d->id, det);
+    }
+    tally_done(run, "server_wins_recorded_as_conflict", &tc, "completions");
+    tally_done(run, "local_views_converged", &tl, "devices");
+    for (int k = 0; k < c.races; k++) {
+        int winners = 0, converged = 0, racers = 0;
+        for (int i = k; i < D; i += c.races) {
+            fsa__device_t *d = &f->dev[i];
+            const fsa__mark_t *m = mark_at(d, c.m_race[i]);
+            racers++;
+            if (m == NULL)
+                continue;
+            const fsa__dconflict_t *x = find_conflict(d, m->op_id);
+            if (m->state == FSA__MARK_DONE && x == NULL)
+                winners++;
+            else if (x != NULL && strcmp(x->resolution, "converged") == 0)
+                converged++;
+        }
+        char det[160], id[FSA_ID_BYTES];
+        ac_race(run, k, id, sizeof id);
+        snprintf(det, sizeof det, "%d racers: %d applied, %d converged", racers, winners,
+                 converged);
+        tally(&tr, winners == 1 && converged == racers - 1, id, det);
+    }
+    tally_done(run, "one_winner_per_race", &tr, "races");
+
+    /* Server side. */
+    if (need_admin(run, "autoclosed_jobs_stay_autoclosed")) {
+        tally_t ts = {0};
+        for (int i = 0; i < D; i++) {
+            char id[FSA_ID_BYTES], det[200];
+            ac_job(run, i, id, sizeof id);
+            int64_t v = 0;
+            char *fields = NULL;
+            if (!read_entity(run, "autoclosed_jobs_stay_autoclosed", FSA_TYPE_JOBNEED, id, &v,
+                             &fields))
+                break;
+            const char *want = c.closed[i] ? "AUTOCLOSED" : "COMPLETED";
+            bool ok = fsa__check_str_field(fields, "jobstatus", want, det, sizeof det) && v == 3;
+            if (v != 3)
+                snprintf(det, sizeof det, "version %" PRId64 ", expected 3 (seed, start, %s)", v,
+                         c.closed[i] ? "autoclose" : "completion");
+            tally(&ts, ok, id, det);
+            free(fields);
+        }
+        tally_done(run, "autoclosed_jobs_stay_autoclosed", &ts, "jobs");
+    }
+    if (need_admin(run, "race_applied_once")) {
+        tally_t ts = {0};
+        for (int k = 0; k < c.races; k++) {
+            char id[FSA_ID_BYTES], det[200];
+            ac_race(run, k, id, sizeof id);
+            int64_t v = 0;
+            char *fields = NULL;
+            if (!read_entity(run, "race_applied_once", FSA_TYPE_JOBNEED, id, &v, &fields))
+                break;
+            bool ok = fsa__check_str_field(fields, "jobstatus", "INPROGRESS", det, sizeof det);
+            if (ok && v != 2) {
+                ok = false;
+                snprintf(det, sizeof det,
+                         "version %" PRId64 ": the transition applied %" PRId64 " times", v, v - 1);
+            }
+            tally(&ts, ok, id, det);
+            free(fields);
+        }
+        tally_done(run, "race_applied_once", &ts, "shared jobs");
+    }
+out:
+    free(seeds);
+    free(c.closed);
+    free(c.m_start);
+    free(c.m_race);
+    free(c.m_complete);
+    free(c.local);
+}
+
+/* ================= checkpoints ================= */
+
+/*
+ * One tour of C checkpoints; every checkpoint is updated twice, by two devices, on different
+ * fields (expirytime, seqno), each update a group with the touch of the tour
+ * (fsa_journal_checkpoint_update). Both updates are recorded on the same base version, so one
+ * of each pair is stale on the server: the group conflicts as a whole and is rebased (the server
+ * changed other fields) and applied.
+ */
+typedef struct cp_ctx {
+    fsa__run_t *run;
+    int C, U;
+} cp_ctx_t;
+
+static void cp_child(const fsa__run_t *run, int k, char *out, size_t cap)
+{
+    entity_id(run, out, cap, "cp%d", k);
+}
+
+static void cp_record(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    cp_ctx_t *c = arg;
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        return;
+    for (int u = d->index; u < 2 * c->C; u += c->U) {
+        int k = u / 2;
+        char id[FSA_ID_BYTES], fields[64];
+        cp_child(c->run, k, id, sizeof id);
+        if (u % 2 == 0)
+            snprintf(fields, sizeof fields, "{\"expirytime\":%d}", 100000 + k);
+        else
+            snprintf(fields, sizeof fields, "{\"seqno\":%d}", k + 1);
+        fsa_rec_t rec;
+        (void)fsa__dev_mark(f, d, fsa_journal_checkpoint_update(j, id, fields, NULL, &rec), &rec, 2,
+                            "checkpoint update");
+    }
+    fsa__dev_close(f, d, j);
+}
+
+static void scn_checkpoints(fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
+    cp_ctx_t c = {.run = run, .C = run->ops > 0 ? run->ops : 1};
+    c.U = f->ndev < 2 * c.C ? f->ndev : 2 * c.C;
+    seed_ent_t *seeds = calloc((size_t)c.C + 1, sizeof *seeds);
+    char tour[FSA_ID_BYTES];
+    entity_id(run, tour, sizeof tour, "tour");
+    if (seeds == NULL) {
+        fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
+        return;
+    }
+    seeds[0].type = FSA_TYPE_JOBNEED;
+    snprintf(seeds[0].id, sizeof seeds[0].id, "%s", tour);
+    snprintf(seeds[0].fields, sizeof seeds[0].fields, "{}");
+    for (int k = 0; k < c.C; k++) {
+        seeds[k + 1].type = FSA_TYPE_JOBNEED;
+        cp_child(run, k, seeds[k + 1].id, sizeof seeds[k + 1].id);
+        snprintf(seeds[k + 1].fields, sizeof seeds[k + 1].fields, "{\"parent_id\":\"%s\"}", tour);
+    }
+    bool seeded = seed_all(run, seeds, (size_t)c.C + 1);
+    free(seeds);
+    if (!seeded)
+        return;
+    run->res->devices = c.U;
+    fsa__fleet_run(f, "pull", c.U, step_pull, NULL);
+    fsa__fleet_run(f, "record updates", c.U, cp_record, &c);
+    fsa__fleet_run(f, "sync", c.U, step_drain, NULL);
+    fsa__fleet_run(f, "finish", c.U, step_finish, NULL);
+
+    int64_t rebased = 0, open = 0;
+    for (int i = 0; i < c.U; i++) {
+        rebased += f->dev[i].rebased;
+        open += f->dev[i].open_conflicts;
+    }
+    /* Every pair has exactly one stale update when two devices made it (a group of 2 ops); one
+     * device alone records its second update on top of its first, which is not stale. */
+    int64_t want_rebased = c.U >= 2 ? 2 * (int64_t)c.C : 0;
+    fsa__inv_add(run->res, "stale_groups_rebased_whole",
+                 rebased == want_rebased && open == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
+                 "%" PRId64 " ops rebased (expected %" PRId64 ": with two devices, one stale "
+                 "group of 2 per checkpoint), %" PRId64 " conflicts left open",
+                 rebased, want_rebased, open);
+    if (need_admin(run, "checkpoint_fields_applied")) {
+        tally_t tf = {0};
+        for (int k = 0; k < c.C; k++) {
+            char id[FSA_ID_BYTES], det[200];
+            cp_child(run, k, id, sizeof id);
+            int64_t v = 0;
+            char *fields = NULL;
+            if (!read_entity(run, "checkpoint_fields_applied", FSA_TYPE_JOBNEED, id, &v, &fields))
+                break;
+            bool ok = fsa__check_int_field(fields, "expirytime", 100000 + k, det, sizeof det);
+            if (ok)
+                ok = fsa__check_int_field(fields, "seqno", k + 1, det, sizeof det);
+            if (ok && v != 3) {
+                ok = false;
+                snprintf(det, sizeof det, "version %" PRId64 ", expected 3 (seed + 2 updates)", v);
+            }
+            tally(&tf, ok, id, det);
+            free(fields);
+        }
+        tally_done(run, "checkpoint_fields_applied", &tf, "checkpoints");
+    }
+    if (need_admin(run, "groups_whole")) {
+        int64_t v = 0;
+        char *fields = NULL;
+        if (read_entity(run, "groups_whole", FSA_TYPE_JOBNEED, tour, &v, &fields)) {
+            char det[300];
+            /* The tour is touched by every applied group, once: its version counts them. */
+            int64_t want = 1 + 2 * (int64_t)c.C;
+            char **names = calloc((size_t)c.C + 1, sizeof *names);
+            char(*buf)[FSA_ID_BYTES] = calloc((size_t)c.C + 1, sizeof *buf);
+            bool last_ok = false;
+            if (names != NULL && buf != NULL) {
+                for (int k = 0; k < c.C; k++) {
+                    cp_child(run, k, buf[k], sizeof buf[k]);
+                    names[k] = buf[k];
+                }
+                last_ok =
+                    fsa__check_member_in(fields, "other_info", "last_checkpoint",
+                                         (const char *const *)names, (size_t)c.C, det, sizeof det);
+            }
+            if (v != want)
+                fsa__inv_add(run->res, "groups_whole", FSA__INV_FAIL,
+                             "tour version %" PRId64 ", expected %" PRId64
+                             " (1 + one touch per applied update): a group was split or doubled",
+                             v, want);
+            else if (!last_ok)
+                fsa__inv_add(run->res, "groups_whole", FSA__INV_FAIL, "tour: %s", det);
+            else
+                fsa__inv_add(run->res, "groups_whole", FSA__INV_PASS,
+                             "tour version %" PRId64 " = 1 + %d group touches; %s", v, 2 * c.C,
+                             det);
+            free(names);
+            free(buf);
+            free(fields);
+        }
+    }
+}
+
+/* ================= escalation / ticketlog / json: many devices, one field ================= */
+
+typedef enum many_kind { MANY_ESCALATE, MANY_LOG, MANY_MERGE } many_kind_t;
+
+typedef struct many_ctx {
+    fsa__run_t *run;
+    many_kind_t kind;
+    int total;   /* ops (escalations, entries, keys) */
+    int targets; /* entities they spread over */
+    int devices;
+} many_ctx_t;
+
+static void many_target(const many_ctx_t *c, int t, char *out, size_t cap)
+{
+    entity_id(c->run, out, cap, "%s%d", c->kind == MANY_MERGE ? "job" : "ticket", t);
+}
+
+/* Records the device's share, half before a sync and half after, so that devices interleave. */
+static void many_record(fsa__fleet_t *f, fsa__device_t *d, many_ctx_t *c, int half)
+{
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        return;
+    int mine = 0;
+    for (int e = d->index; e < c->total; e += c->devices, mine++) {
+        if ((mine % 2) != half)
+            continue;
+        char id[FSA_ID_BYTES], it[FSA_ID_BYTES + 96];
+        many_target(c, e % c->targets, id, sizeof id);
+        fsa_rec_t rec;
+        if (c->kind == MANY_ESCALATE) {
+            item(it, sizeof it, d->id, e, "\"action\":\"escalated\"");
+            fsa_op_t ops[2];
+            memset(ops, 0, sizeof ops);
+            ops[0] = (fsa_op_t){.kind = FSA_OP_INCREMENT, .type = FSA_TYPE_TICKET, .by = 1};
+            snprintf(ops[0].field, sizeof ops[0].field, "level");
+            ops[1] = (fsa_op_t){.kind = FSA_OP_APPEND, .type = FSA_TYPE_TICKET, .json = it};
+            snprintf(ops[1].field, sizeof ops[1].field, "ticketlog");
+            snprintf(ops[1].key, sizeof ops[1].key, "ticket_history");
+            for (int k = 0; k < 2; k++)
+                snprintf(ops[k].id, sizeof ops[k].id, "%s", id);
+            (void)fsa__dev_mark(f, d, fsa_journal_record_group(j, ops, 2, NULL, &rec), &rec, 2,
+                                "escalation");
+        } else if (c->kind == MANY_LOG) {
+            item(it, sizeof it, d->id, e, "\"action\":\"noted\"");
+            (void)fsa__dev_mark(f, d,
+                                fsa_journal_append(j, FSA_TYPE_TICKET, id, "ticketlog",
+                                                   "ticket_history", it, 0, NULL, &rec),
+                                &rec, 1, "history entry");
+        } else {
+            char patch[FSA_ID_BYTES + 160];
+            item(it, sizeof it, d->id, e, "");
+            snprintf(patch, sizeof patch, "{\"k%d\":%s}", e, it);
+            (void)fsa__dev_mark(
+                f, d, fsa_journal_merge(j, FSA_TYPE_JOBNEED, id, "other_info", patch, NULL, &rec),
+                &rec, 1, "merge into other_info");
+        }
+    }
+    if (half == 0)
+        (void)fsa__dev_drain(f, d, j, DRAIN_ROUNDS);
+    fsa__dev_close(f, d, j);
+}
+
+static void many_first(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    many_record(f, d, arg, 0);
+}
+
+static void many_second(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    many_record(f, d, arg, 1);
+}
+
+static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
+{
+    fsa__fleet_t *f = run->fleet;
+    many_ctx_t c = {.run = run, .kind = kind, .total = total, .targets = targets};
+    c.devices = f->ndev < total ? f->ndev : total;
+    seed_ent_t *seeds = calloc((size_t)targets, sizeof *seeds);
+    if (seeds == NULL) {
+        fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
+        return;
+    }
+    for (int t = 0; t < targets; t++) {
+        seeds[t].type = kind == MANY_MERGE ? FSA_TYPE_JOBNEED : FSA_TYPE_TICKET;
+        many_target(&c, t, seeds[t].id, sizeof seeds[t].id);
+        snprintf(seeds[t].fields, sizeof seeds[t].fields, "{}");
+    }
+    bool seeded = seed_all(run, seeds, (size_t)targets);
+    free(seeds);
+    if (!seeded)
+        return;
+    run->res->devices = c.devices;
+    fsa__fleet_run(f, "pull", c.devices, step_pull, NULL);
+    fsa__fleet_run(f, "record, sync", c.devices, many_first, &c);
+    fsa__fleet_run(f, "record more", c.devices, many_second, &c);
+    fsa__fleet_run(f, "finish", c.devices, step_finish, NULL);
+
+    int64_t conflicts = 0;
+    for (int i = 0; i < c.devices; i++)
+        conflicts += f->dev[i].conflict + f->dev[i].rejected;
+    fsa__inv_add(run->res, "never_conflicts", conflicts == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
+                 "%" PRId64 " conflicts or rejections (increment, append and merge never "
+                 "conflict)",
+                 conflicts);
+    const char *name = kind == MANY_ESCALATE ? "level_and_history_match"
+                       : kind == MANY_LOG    ? "all_entries_present_once"
+                                             : "all_keys_present";
+    if (!need_admin(run, name))
+        return;
+    tally_t tv = {0}, tc = {0};
+    const char **devs = calloc((size_t)total + 1, sizeof *devs);
+    int64_t *ns = calloc((size_t)total + 1, sizeof *ns);
+    for (int t = 0; devs != NULL && ns != NULL && t < targets; t++) {
+        size_t n = 0;
+        for (int e = t; e < total; e += targets) {
+            devs[n] = f->dev[e % c.devices].id;
+            ns[n++] = e;
+        }
+        char id[FSA_ID_BYTES], det[400];
+        many_target(&c, t, id, sizeof id);
+        int64_t v = 0;
+        char *fields = NULL;
+        if (!read_entity(run, name, kind == MANY_MERGE ? FSA_TYPE_JOBNEED : FSA_TYPE_TICKET, id, &v,
+                         &fields))
+            break;
+        bool ok;
+        if (kind == MANY_ESCALATE) {
+            ok = fsa__check_int_field(fields, "level", (int64_t)n, det, sizeof det);
+            if (ok)
+                ok = fsa__check_log(fields, "ticketlog", "ticket_history", devs, ns, n, det,
+                                    sizeof det);
+        } else if (kind == MANY_LOG) {
+            ok =
+                fsa__check_log(fields, "ticketlog", "ticket_history", devs, ns, n, det, sizeof det);
+        } else {
+            ok = fsa__check_keys(fields, "other_info", "k", devs, ns, n, det, sizeof det);
+        }
+        tally(&tc, ok, id, det);
+        /* Every op applied exactly once: an escalation is two ops, the others one. */
+        int64_t want = 1 + (int64_t)n * (kind == MANY_ESCALATE ? 2 : 1);
+        snprintf(det, sizeof det, "version %" PRId64 ", expected %" PRId64, v, want);
+        tally(&tv, v == want, id, det);
+        free(fields);
+    }
+    if (devs == NULL || ns == NULL)
+        fsa__inv_add(run->res, name, FSA__INV_FAIL, "out of memory");
+    else {
+        tally_done(run, name, &tc, kind == MANY_MERGE ? "jobs" : "tickets");
+        tally_done(run, "each_op_applied_once", &tv, "entity versions");
+    }
+    free(devs);
+    free(ns);
+}
+
+static void scn_escalation(fsa__run_t *run)
+{
+    int total = run->ops > 0 ? run->ops : 1;
+    int targets = total / 10 > 0 ? total / 10 : 1;
+    scn_many(run, MANY_ESCALATE, total, targets);
+}
+
+/* An entity's fields are at most FSA_LIMIT_FIELDS_BYTES (1 MiB): a history entry or a key is
+ * about 60 bytes, so past this many a second entity takes the rest. */
+#define ENTRIES_PER_ENTITY 8000
+
+static void scn_ticketlog(fsa__run_t *run)
+{
+    int total = 2 * run->ops > run->fleet->ndev ? 2 * run->ops : run->fleet->ndev;
+    scn_many(run, MANY_LOG, total, (total + ENTRIES_PER_ENTITY - 1) / ENTRIES_PER_ENTITY);
+}
+
+static void scn_json(fsa__run_t *run)
+{
+    int total = run->ops > run->fleet->ndev ? run->ops : run->fleet->ndev;
+    scn_many(run, MANY_MERGE, total, (total + ENTRIES_PER_ENTITY - 1) / ENTRIES_PER_ENTITY);
+}
+
+/* ================= attendance ================= */
+
+typedef struct att_rec {
+    char id[FSA_UUID_STR_LEN];
+    int dev;
+    bool checkout;
+} att_rec_t;
+
+typedef struct att_ctx {
+    fsa__run_t *run;
+    int pairs;
+    att_rec_t **recs; /* per device: 2 * pairs */
+    int *nrecs;
+} att_ctx_t;
+
+static void att_record(fsa__fleet_t *f, fsa__device_t *d, att_ctx_t *c, bool checkout)
+{
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        return;
+    att_rec_t *r = &c->recs[d->index][c->nrecs[d->index]];
+    if (fsa_uuid4(fsa_sim_port(d->sim), r->id) != FSA_OK) {
+        fsa__dev_error(d, "no random for an attendance id");
+        fsa__dev_close(f, d, j);
+        return;
+    }
+    char fields[400];
+    snprintf(fields, sizeof fields,
+             "{\"people_id\":\"p-%s\",\"site_id\":\"site%d\",\"kind\":\"%s\",\"at\":%" PRId64
+             ",\"lat\":%.5f,\"lon\":%.5f,\"accuracy_m\":5}",
+             d->id, d->index % 7, checkout ? "checkout" : "checkin", fsa_journal_now(j).ms,
+             12.9 + (double)(d->index % 100) / 1000.0, 77.5 + (double)(d->index % 97) / 1000.0);
+    fsa_rec_t rec;
+    if (fsa__dev_mark(f, d, fsa_journal_create(j, FSA_TYPE_ATTENDANCE, r->id, fields, NULL, &rec),
+                      &rec, 1, checkout ? "check-out" : "check-in")) {
+        r->dev = d->index;
+        r->checkout = checkout;
+        c->nrecs[d->index]++;
+    }
+    /* Offline: the attempt fails and the backoff is persisted. */
+    (void)fsa__dev_sync(f, d, j, false);
+    fsa__dev_close(f, d, j);
+}
+
+static void att_checkin(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    att_record(f, d, arg, false);
+}
+
+static void att_checkout(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    att_record(f, d, arg, true);
+}
+
+/* Half of the fleet comes online between a check-in and its check-out; the other half stays
+ * offline through the whole shift and syncs only at the end. */
+static void att_online(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    (void)arg;
+    if (d->index % 2 == 1)
+        return;
+    step_drain(f, d, NULL);
+}
+
+static void scn_attendance(fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
+    int D = f->ndev;
+    att_ctx_t c = {.run = run, .pairs = run->ops / D > 0 ? run->ops / D : 1};
+    if (c.pairs > 50)
+        c.pairs = 50;
+    c.recs = calloc((size_t)D, sizeof *c.recs);
+    c.nrecs = calloc((size_t)D, sizeof *c.nrecs);
+    bool ok = c.recs != NULL && c.nrecs != NULL;
+    for (int i = 0; ok && i < D; i++)
+        ok = (c.recs[i] = calloc((size_t)(2 * c.pairs), sizeof **c.recs)) != NULL;
+    if (!ok) {
+        fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
+        goto out;
+    }
+    for (int p = 0; p < c.pairs; p++) {
+        fsa__fleet_run(f, "offline: check in", D, att_checkin, &c);
+        fsa__fleet_run(f, "half online", D, att_online, &c);
+        fsa__fleet_run(f, "offline: check out", D, att_checkout, &c);
+    }
+    fsa__fleet_run(f, "online: finish", D, step_finish, NULL);
+
+    int64_t conflicts = 0, expected = 0;
+    for (int i = 0; i < D; i++) {
+        conflicts += f->dev[i].conflict + f->dev[i].rejected + f->dev[i].open_conflicts;
+        expected += c.nrecs[i];
+    }
+    fsa__inv_add(run->res, "no_attendance_conflict", conflicts == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
+                 "%" PRId64 " conflicts or rejections for %" PRId64 " attendances", conflicts,
+                 expected);
+    fsa__inv_add(run->res, "every_shift_recorded",
+                 expected == 2 * (int64_t)c.pairs * D ? FSA__INV_PASS : FSA__INV_FAIL,
+                 "%" PRId64 " of %" PRId64 " check-ins and check-outs recorded", expected,
+                 2 * (int64_t)c.pairs * D);
+    if (need_admin(run, "every_attendance_exists_once")) {
+        tally_t t = {0};
+        bool broke = false;
+        for (int i = 0; i < D && !broke; i++) {
+            for (int k = 0; k < c.nrecs[i]; k++) {
+                att_rec_t *r = &c.recs[i][k];
+                int64_t v = 0;
+                char *fields = NULL, det[200], who[FSA_ID_BYTES + 4];
+                if (!read_entity(run, "every_attendance_exists_once", FSA_TYPE_ATTENDANCE, r->id,
+                                 &v, &fields)) {
+                    broke = true;
+                    break;
+                }
+                snprintf(who, sizeof who, "p-%s", f->dev[i].id);
+                bool good =
+                    fsa__check_str_field(fields, "kind", r->checkout ? "checkout" : "checkin", det,
+                                         sizeof det) &&
+                    fsa__check_str_field(fields, "people_id", who, det, sizeof det);
+                if (good && v != 1) {
+                    good = false;
+                    snprintf(det, sizeof det, "version %" PRId64 ": changed after its create", v);
+                }
+                tally(&t, good, r->id, det);
+                free(fields);
+            }
+        }
+        if (!broke)
+            tally_done(run, "every_attendance_exists_once", &t, "attendances");
+        fsa__scenario_stats_after(run);
+        if (run->res->have_server)
+            fsa__inv_add(run->res, "no_extra_attendance",
+                         run->res->s_delta.entities == expected ? FSA__INV_PASS : FSA__INV_FAIL,
+                         "the server gained %" PRId64 " entities for %" PRId64
+                         " attendances recorded",
+                         run->res->s_delta.entities, expected);
+    }
+out:
+    for (int i = 0; c.recs != NULL && i < D; i++)
+        free(c.recs[i]);
+    free(c.recs);
+    free(c.nrecs);
+}
+
+/* ================= flaky ================= */
+
+/*
+ * Everything at once on one counter, one history and one job: a server with faults (5xx, 429
+ * with Retry-After, responses dropped after commit, connections reset, latency), devices whose
+ * clocks are off by hours (the server answers clock_skew and the engine corrects its offset), and
+ * devices that crash mid-sync (a forked child SIGKILLed with its batch in flight) and reboot.
+ */
+typedef struct fl_ctx {
+    fsa__run_t *run;
+    int rounds;
+    int round;
+    bool sync_after;
+    att_rec_t *atts; /* per device: rounds */
+    int *natts;
+    int64_t *shift; /* per device: how far its clock is off */
+} fl_ctx_t;
+
+static bool fl_crasher(int i)
+{
+    return i % 7 == 3 && i / 7 < 64;
+}
+
+static void fl_record(fsa__fleet_t *f, fsa__device_t *d, void *arg)
+{
+    fl_ctx_t *c = arg;
+    fsa_journal_t *j = NULL;
+    if (!fsa__dev_open(f, d, &j))
+        return;
+    char count[FSA_ID_BYTES], log[FSA_ID_BYTES], job[FSA_ID_BYTES], it[FSA_ID_BYTES + 96];
+    entity_id(c->run, count, sizeof count, "count");
+    entity_id(c->run, log, sizeof log, "log");
+    entity_id(c->run, job, sizeof job, "job");
+    int64_t n = (int64_t)d->index * 1000 + c->round;
+    fsa_rec_t rec;
+    (void)fsa__dev_mark(f, d,
+                        fsa_journal_increment(j, FSA_TYPE_TICKET, count, "level", 1, NULL, &rec),
+                        &rec, 1, "increment");
+    item(it, sizeof it, d->id, n, "");
+    (void)fsa__dev_mark(f, d,
+                        fsa_journal_append(j, FSA_TYPE_TICKET, log, "ticketlog", "ticket_history",
+                                           it, 0, NULL, &rec),
+                        &rec, 1, "append");
+    char patch[FSA_ID_BYTES + 160];
+    snprintf(patch, sizeof patch, "{\"k%" PRId64 "\":%s}", n, it);
+    (void)fsa__dev_mark(
+        f, d, fsa_journal_merge(j, FSA_TYPE_JOBNEED, job, "other_info", patch, NULL, &rec), &rec, 1,
+        "merge");
+    att_rec_t *a = &c->atts[(size_t)d->index * (size_t)c->rounds + (size_t)c->natts[d->index]];
+    if (fsa_uuid4(fsa_sim_port(d->sim), a->id) == FSA_OK) {
+        char fields[400];
+        snprintf(fields, sizeof fields,
+                 "{\"people_id\":\"p-%s\",\"site_id\":\"s1\",\"kind\":\"%s\",\"at\":%" PRId64
+                 ",\"lat\":1.5,\"lon\":2.5}",
+                 d->id, c->round % 2 ? "checkout" : "checkin", fsa_journal_now(j).ms);
+        if (fsa__dev_mark(f, d,
+                          fsa_journal_create(j, FSA_TYPE_ATTENDANCE, a->id, fields, NULL, &rec),
+                          &rec, 1, "attendance")) {
+            a->dev = d->index;
+            a->checkout = c->round % 2 != 0;
+            c->natts[d->index]++;
+        }
+    }
+    /* One sync, not a drain: faults may leave ops pending for a later round. The crashers keep
+     * their last round pending for the crash. */
+    if (c->sync_after && !(fl_crasher(d->index) && c->round == c->rounds - 1))
+        (void)fsa__dev_sync(f, d, j, true);
+    fsa__dev_close(f, d, j);
+}
+
+static void scn_flaky(fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
+    int D = f->ndev;
+    fl_ctx_t c = {.run = run};
+    c.rounds = 2 * run->ops / D;
+    if (c.rounds < 2)
+        c.rounds = 2;
+    if (c.rounds > 20)
+        c.rounds = 20;
+    c.atts = calloc((size_t)D * (size_t)c.rounds, sizeof *c.atts);
+    c.natts = calloc((size_t)D, sizeof *c.natts);
+    c.shift = calloc((size_t)D, sizeof *c.shift);
+    if (c.atts == NULL || c.natts == NULL || c.shift == NULL) {
+        fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
+        goto out;
+    }
+    seed_ent_t seeds[3];
+    memset(seeds, 0, sizeof seeds);
+    seeds[0].type = FSA_TYPE_TICKET;
+    entity_id(run, seeds[0].id, sizeof seeds[0].id, "count");
+    seeds[1].type = FSA_TYPE_TICKET;
+    entity_id(run, seeds[1].id, sizeof seeds[1].id, "log");
+    seeds[2].type = FSA_TYPE_JOBNEED;
+    entity_id(run, seeds[2].id, sizeof seeds[2].id, "job");
+    for (int i = 0; i < 3; i++)
+        snprintf(seeds[i].fields, sizeof seeds[i].fields, "{}");
+    if (!seed_all(run, seeds, 3))
+        goto out;
+    /* Clocks off by 1-4 hours, ahead or behind, on two devices in five. */
+    int skewed = 0;
+    for (int i = 0; i < D; i++) {
+        int64_t h = 1 + i % 4;
+        if (i % 5 == 1 || i % 5 == 2) {
+            c.shift[i] = (i % 5 == 1 ? 1 : -1) * h * 3600 * 1000;
+            fsa__dev_shift_clock(&f->dev[i], c.shift[i]);
+            skewed++;
+        }
+    }
+    fsa__fleet_run(f, "pull", D, step_pull, NULL);
+    for (c.round = 0; c.round < c.rounds; c.round++) {
+        c.sync_after = true;
+        fsa__fleet_run(f, "record, sync under faults", D, fl_record, &c);
+    }
+    /* The crashes: in the main thread, with no worker running (fork). */
+    int crashers = 0, before = 0, before_landed = 0, during = 0, during_landed = 0, broken = 0;
+    for (int i = 0; i < D; i++) {
+        if (!fl_crasher(i))
+            continue;
+        bool before_send = crashers++ % 2 == 0;
+        int r = fsa__dev_crash(f, &f->dev[i], before_send);
+        before += before_send;
+        during += !before_send;
+        before_landed += before_send && r == 1;
+        during_landed += !before_send && r == 1;
+        broken += r < 0;
+    }
+    fsa__fleet_run(f, "reboot, finish", D, step_finish, NULL);
+
+    /* Client side. */
+    int64_t crashes = 0;
+    for (int i = 0; i < D; i++)
+        crashes += f->dev[i].crashes;
+    /* A kill before sending always lands; one while sending lands unless the child's whole
+     * cycle was faster than the random delay (then it simply finished: reported, not failed). */
+    if (crashers > 0)
+        fsa__inv_add(run->res, "crashes_mid_sync",
+                     broken == 0 && before_landed == before ? FSA__INV_PASS : FSA__INV_FAIL,
+                     "SIGKILLed with a batch in flight: %d of %d before sending it, %d of %d "
+                     "while sending it (the others finished their cycle first); %d never reached "
+                     "their push",
+                     before_landed, before, during_landed, during, broken);
+    tally_t tk = {0};
+    for (int i = 0; i < D; i++) {
+        if (c.shift[i] == 0)
+            continue;
+        /* The offset the engine learned must cancel the clock's error: the shift of hours plus
+         * the virtual time the device spent waiting (backoff) ahead of real time. */
+        char det[200];
+        int64_t err = f->dev[i].clock_offset_ms + f->dev[i].clock_error_ms;
+        snprintf(det, sizeof det,
+                 "clock shifted by %" PRId64 " ms, off by %" PRId64 " ms at the end, learned "
+                 "offset %" PRId64 " ms",
+                 c.shift[i], f->dev[i].clock_error_ms, f->dev[i].clock_offset_ms);
+        tally(&tk, err > -60000 && err < 60000, f->dev[i].id, det);
+    }
+    if (skewed > 0)
+        tally_done(run, "skewed_clocks_corrected", &tk, "devices with clocks off by hours");
+    int64_t conflicts = 0;
+    for (int i = 0; i < D; i++)
+        conflicts += f->dev[i].open_conflicts;
+    fsa__inv_add(run->res, "never_conflicts", conflicts == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
+                 "%" PRId64 " conflicts or rejections kept by devices", conflicts);
+
+    if (!need_admin(run, "counter_exact"))
+        goto out;
+    char id[FSA_ID_BYTES], det[400];
+    int64_t v = 0, total = 0;
+    char *fields = NULL;
+    for (int i = 0; i < D; i++)
+        total += c.rounds;
+    entity_id(run, id, sizeof id, "count");
+    if (read_entity(run, "counter_exact", FSA_TYPE_TICKET, id, &v, &fields)) {
+        bool ok = fsa__check_int_field(fields, "level", total, det, sizeof det);
+        if (ok && v != 1 + total) {
+            ok = false;
+            snprintf(det, sizeof det, "version %" PRId64 ", expected %" PRId64, v, 1 + total);
+        }
+        fsa__inv_add(run->res, "counter_exact", ok ? FSA__INV_PASS : FSA__INV_FAIL,
+                     "%s (%" PRId64 " increments recorded)", det, total);
+        free(fields);
+    }
+    const char **devs = calloc((size_t)total + 1, sizeof *devs);
+    int64_t *ns = calloc((size_t)total + 1, sizeof *ns);
+    if (devs == NULL || ns == NULL) {
+        free(devs);
+        free(ns);
+        goto out;
+    }
+    size_t n = 0;
+    for (int i = 0; i < D; i++)
+        for (int r = 0; r < c.rounds; r++) {
+            devs[n] = f->dev[i].id;
+            ns[n++] = (int64_t)i * 1000 + r;
+        }
+    entity_id(run, id, sizeof id, "log");
+    if (read_entity(run, "history_entries_once", FSA_TYPE_TICKET, id, &v, &fields)) {
+        bool ok =
+            fsa__check_log(fields, "ticketlog", "ticket_history", devs, ns, n, det, sizeof det);
+        fsa__inv_add(run->res, "history_entries_once", ok ? FSA__INV_PASS : FSA__INV_FAIL, "%s",
+                     det);
+        free(fields);
+    }
+    entity_id(run, id, sizeof id, "job");
+    if (read_entity(run, "json_keys_present", FSA_TYPE_JOBNEED, id, &v, &fields)) {
+        bool ok = fsa__check_keys(fields, "other_info", "k", devs, ns, n, det, sizeof det);
+        fsa__inv_add(run->res, "json_keys_present", ok ? FSA__INV_PASS : FSA__INV_FAIL, "%s", det);
+        free(fields);
+    }
+    free(devs);
+    free(ns);
+    tally_t ta = {0};
+    for (int i = 0; i < D; i++)
+        for (int k = 0; k < c.natts[i]; k++) {
+            att_rec_t *a = &c.atts[(size_t)i * (size_t)c.rounds + (size_t)k];
+            fields = NULL;
+            char err[FSA__ERR_BYTES];
+            fsa_status_t st = fsa__admin_get_entity(run->admin, FSA_TYPE_ATTENDANCE, a->id, &v,
+                                                    &fields, err, sizeof err);
+            if (st != FSA_OK)
+                tally(&ta, false, a->id, err);
+            else {
+                bool ok = fsa__check_str_field(fields, "kind", a->checkout ? "checkout" : "checkin",
+                                               det, sizeof det);
+                if (ok && v != 1) {
+                    ok = false;
+                    snprintf(det, sizeof det, "version %" PRId64 ": changed after its create", v);
+                }
+                tally(&ta, ok, a->id, det);
+            }
+            free(fields);
+        }
+    tally_done(run, "attendance_exists_once", &ta, "attendances");
+out:
+    free(c.atts);
+    free(c.natts);
+    free(c.shift);
+}
+
+/* ================= the table ================= */
+
+static const fsa__scenario_t scenarios[] = {
+    {"autoclose", "server autocloses jobs while devices are offline; server wins, recorded",
+     scn_autoclose, false, true},
+    {"checkpoints", "one tour, every checkpoint updated by two devices, grouped with the parent",
+     scn_checkpoints, false, false},
+    {"escalation", "escalations across tickets: level +1 and a history entry, one group",
+     scn_escalation, false, false},
+    {"ticketlog", "every device appends to one ticket's history", scn_ticketlog, false, false},
+    {"json", "devices merge distinct keys into one job's other_info", scn_json, false, false},
+    {"attendance", "check-ins and check-outs across offline periods", scn_attendance, false, false},
+    {"flaky", "server faults, dropped responses, crashes mid-sync, clocks off by hours", scn_flaky,
+     true, false},
+};
+
+const fsa__scenario_t *fsa__scenarios(size_t *n)
+{
+    *n = sizeof scenarios / sizeof scenarios[0];
+    return scenarios;
+}
+
+/* ================= the common part ================= */
+
+void fsa__scenario_stats_after(fsa__run_t *run)
+{
+    if (run->have_after || !run->have_before || run->admin == NULL)
+        return;
+    fsa__stats_t a;
+    char err[FSA__ERR_BYTES];
+    if (fsa__admin_stats(run->admin, &a, err, sizeof err) != FSA_OK) {
+        fsa__inv_add(run->res, "server_stats_read", FSA__INV_FAIL, "%s", err);
+        return;
+    }
+    run->have_after = true;
+    const fsa__stats_t *b = &run->before;
+    fsa__stats_t *d = &run->res->s_delta;
+    d->applied = a.applied - b->applied;
+    d->duplicate = a.duplicate - b->duplicate;
+    d->conflict = a.conflict - b->conflict;
+    d->rejected = a.rejected - b->rejected;
+    d->push = a.push - b->push;
+    d->pull = a.pull - b->pull;
+    d->clock_skew = a.clock_skew - b->clock_skew;
+    d->replay = a.replay - b->replay;
+    d->bad_signature = a.bad_signature - b->bad_signature;
+    d->f_5xx = a.f_5xx - b->f_5xx;
+    d->f_429 = a.f_429 - b->f_429;
+    d->f_drop = a.f_drop - b->f_drop;
+    d->f_reset = a.f_reset - b->f_reset;
+    d->f_latency = a.f_latency - b->f_latency;
+    d->entities = a.entities - b->entities;
+    run->res->have_server = true;
+}
+
+static void count_kind(fsa__result_t *r, const fsa__dconflict_t *x)
+{
+    char label[48];
+    const char *how = x->resolution[0] ? x->resolution : x->decision[0] ? x->decision : "open";
+    snprintf(label, sizeof label, "%s %s: %s", fsa_op_kind_name(x->kind), x->outcome, how);
+    for (size_t i = 0; i < r->nkinds; i++)
+        if (strcmp(r->kinds[i].label, label) == 0) {
+            r->kinds[i].n++;
+            return;
+        }
+    if (r->nkinds < FSA__KINDS_MAX) {
+        snprintf(r->kinds[r->nkinds].label, sizeof r->kinds[r->nkinds].label, "%s", label);
+        r->kinds[r->nkinds++].n = 1;
+    }
+}
+
+void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
+    fsa__result_t *r = run->res;
+    int64_t t0 = fsa__real_ms();
+    char err[FSA__ERR_BYTES];
+    if (run->admin != NULL) {
+        if (fsa__admin_stats(run->admin, &run->before, err, sizeof err) == FSA_OK)
+            run->have_before = true;
+        else
+            fsa__inv_add(r, "server_stats_read", FSA__INV_FAIL, "%s", err);
+    }
+    if (s->needs_admin && run->admin == NULL) {
+        snprintf(r->note, sizeof r->note,
+                 "not run: the server must autoclose jobs through its admin API; give "
+                 "--admin-token-file");
+        fsa__inv_add(r, "scenario_ran", FSA__INV_NOT_CHECKED, "%s", r->note);
+        r->duration_ms = fsa__real_ms() - t0;
+        return;
+    }
+    s->fn(run);
+    fsa__scenario_stats_after(run);
+
+    /* What the devices saw. */
+    int64_t lost = 0, unsettled_devs = 0, pending_devs = 0, pending = 0, errors = 0;
+    const char *first_error = NULL, *first_error_dev = NULL;
+    for (int i = 0; i < f->ndev; i++) {
+        fsa__device_t *d = &f->dev[i];
+        r->recorded += d->recorded_ops;
+        r->retries += d->retries;
+        r->syncs += d->syncs;
+        r->crashes += d->crashes;
+        r->rebased += d->rebased;
+        r->server_wins += d->server_wins;
+        r->converged += d->converged;
+        r->parked += d->parked;
+        r->c_applied += d->applied;
+        r->c_conflict += d->conflict;
+        r->c_rejected += d->rejected;
+        bool unsettled = false;
+        for (size_t k = d->first_unsettled; k < d->nmarks; k++)
+            if (d->marks[k].state == FSA__MARK_PENDING) {
+                lost += d->marks[k].nops;
+                unsettled = true;
+            }
+        unsettled_devs += unsettled;
+        pending_devs += d->pending > 0;
+        pending += d->pending;
+        for (size_t k = 0; k < d->nconflicts; k++)
+            count_kind(r, &d->conflicts[k]);
+        if (d->error[0] != '\0' && errors++ == 0) {
+            first_error = d->error;
+            first_error_dev = d->id;
+        }
+    }
+    r->lost = lost;
+    fsa__inv_add(r, "no_op_lost", lost == 0 && pending == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
+                 "%" PRId64 " ops recorded; %" PRId64 " never answered (on %" PRId64
+                 " devices), %" PRId64 " still in outboxes (on %" PRId64 " devices)",
+                 r->recorded, lost, unsettled_devs, pending, pending_devs);
+    if (errors == 0)
+        fsa__inv_add(r, "devices_error_free", FSA__INV_PASS, "no device hit an unexpected error");
+    else {
+        int64_t same = 0;
+        for (int i = 0; i < f->ndev; i++)
+            same += strcmp(f->dev[i].error, first_error) == 0;
+        fsa__inv_add(r, "devices_error_free", FSA__INV_FAIL,
+                     "%" PRId64 " devices hit an unexpected error (%" PRId64
+                     " of them this one); first, %s: %.300s",
+                     errors, same, first_error_dev, first_error);
+    }
+    if (r->have_server) {
+        r->admin_ops = run->admin_ops;
+        r->s_applied = r->s_delta.applied - run->admin_ops;
+        r->s_duplicate = r->s_delta.duplicate;
+        r->s_conflict = r->s_delta.conflict;
+        r->s_rejected = r->s_delta.rejected;
+        /* Every op id gets exactly one first outcome on the server (later ones are duplicates):
+         * the ops the devices recorded, and those the resolver recorded again (rebases). */
+        int64_t firsts = r->s_applied + r->s_conflict + r->s_rejected;
+        int64_t sent = r->recorded + r->rebased;
+        if (run->owned_server)
+            fsa__inv_add(r, "counts_consistent", firsts == sent ? FSA__INV_PASS : FSA__INV_FAIL,
+                         "server answered %" PRId64 " ops first (applied %" PRId64
+                         " + conflict %" PRId64 " + rejected %" PRId64 "), devices sent %" PRId64
+                         " (%" PRId64 " recorded + %" PRId64 " rebased); %" PRId64 " duplicates",
+                         firsts, r->s_applied, r->s_conflict, r->s_rejected, sent, r->recorded,
+                         r->rebased, r->s_duplicate);
+        else
+            fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
+                         "the server's counters are server-wide and it is not this run's own");
+    } else {
+        fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
+                     "needs the server's counters: give --admin-token-file");
+    }
+
+    /* Lags and series. */
+    r->nlags = f->nlags;
+    r->lags = NULL;
+    if (f->nlags > 0 && (r->lags = malloc(f->nlags * sizeof *r->lags)) != NULL) {
+        memcpy(r->lags, f->lags, f->nlags * sizeof *r->lags);
+        r->lag_p50 = fsa__percentile(r->lags, r->nlags, 50);
+        r->lag_p99 = fsa__percentile(r->lags, r->nlags, 99);
+        r->lag_max = r->lags[r->nlags - 1];
+    } else {
+        r->nlags = 0;
+    }
+    r->nsamples = 0;
+    if (f->nsamples > 0 && (r->samples = malloc(f->nsamples * sizeof *r->samples)) != NULL) {
+        memcpy(r->samples, f->samples, f->nsamples * sizeof *r->samples);
+        r->nsamples = f->nsamples;
+    }
+    r->duration_ms = fsa__real_ms() - t0;
+}

@@ -1,0 +1,215 @@
+/* Unit tests for agent/sim/checks.c: the invariant checkers on hand-made server states, so that
+ * every way an invariant can break (lost, doubled, foreign, malformed) is proven to fail. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/sim/fleet.h"
+#include "tests/test_util.h"
+
+static char det[512];
+
+static void test_check_int_field__equal_passes(void **state)
+{
+    (void)state;
+    assert_true(fsa__check_int_field("{\"level\":3}", "level", 3, det, sizeof det));
+    assert_non_null(strstr(det, "level is 3"));
+}
+
+static void test_check_int_field__wrong_missing_or_malformed_fails(void **state)
+{
+    (void)state;
+    assert_false(fsa__check_int_field("{\"level\":2}", "level", 3, det, sizeof det));
+    assert_non_null(strstr(det, "expected 3"));
+    assert_false(fsa__check_int_field("{\"level\":4}", "level", 3, det, sizeof det));
+    assert_false(fsa__check_int_field("{}", "level", 0, det, sizeof det));
+    assert_false(fsa__check_int_field("{\"level\":\"3\"}", "level", 3, det, sizeof det));
+    assert_false(fsa__check_int_field("{\"level\":3.5}", "level", 3, det, sizeof det));
+    assert_false(fsa__check_int_field("not json", "level", 3, det, sizeof det));
+    assert_false(fsa__check_int_field("[3]", "level", 3, det, sizeof det));
+    assert_false(fsa__check_int_field(NULL, "level", 3, det, sizeof det));
+}
+
+static void test_check_str_field__cases(void **state)
+{
+    (void)state;
+    assert_true(fsa__check_str_field("{\"jobstatus\":\"AUTOCLOSED\"}", "jobstatus", "AUTOCLOSED",
+                                     det, sizeof det));
+    assert_false(fsa__check_str_field("{\"jobstatus\":\"COMPLETED\"}", "jobstatus", "AUTOCLOSED",
+                                      det, sizeof det));
+    assert_non_null(strstr(det, "COMPLETED"));
+    assert_false(fsa__check_str_field("{\"jobstatus\":1}", "jobstatus", "X", det, sizeof det));
+}
+
+static const char *const devs3[] = {"d1", "d1", "d2"};
+static const int64_t ns3[] = {1, 2, 3};
+
+#define LOG(items) "{\"ticketlog\":{\"ticket_history\":[" items "]}}"
+
+static void test_check_log__exact_passes(void **state)
+{
+    (void)state;
+    assert_true(fsa__check_log(LOG("{\"dev\":\"d2\",\"n\":3},{\"dev\":\"d1\",\"n\":1},"
+                                   "{\"dev\":\"d1\",\"n\":2,\"action\":\"x\"}"),
+                               "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
+    assert_non_null(strstr(det, "all 3 entries present once"));
+}
+
+static void test_check_log__lost_entry_fails(void **state)
+{
+    (void)state;
+    assert_false(fsa__check_log(LOG("{\"dev\":\"d2\",\"n\":3},{\"dev\":\"d1\",\"n\":1}"),
+                                "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
+    assert_non_null(strstr(det, "1 missing (e.g. d1/2)"));
+}
+
+static void test_check_log__doubled_entry_fails(void **state)
+{
+    (void)state;
+    assert_false(fsa__check_log(LOG("{\"dev\":\"d2\",\"n\":3},{\"dev\":\"d1\",\"n\":1},"
+                                    "{\"dev\":\"d1\",\"n\":2},{\"dev\":\"d1\",\"n\":1}"),
+                                "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
+    assert_non_null(strstr(det, "1 doubled (e.g. d1/1)"));
+}
+
+static void test_check_log__foreign_or_malformed_entry_fails(void **state)
+{
+    (void)state;
+    assert_false(fsa__check_log(LOG("{\"dev\":\"d2\",\"n\":3},{\"dev\":\"d1\",\"n\":1},"
+                                    "{\"dev\":\"d1\",\"n\":2},{\"dev\":\"d9\",\"n\":1}"),
+                                "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
+    assert_non_null(strstr(det, "1 unexpected (e.g. d9/1)"));
+    assert_false(fsa__check_log(LOG("{\"dev\":\"d2\",\"n\":3},{\"dev\":\"d1\",\"n\":1},"
+                                    "{\"dev\":\"d1\",\"n\":2},\"junk\""),
+                                "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
+    assert_non_null(strstr(det, "1 malformed"));
+    /* The same entry from another device is not the entry expected. */
+    assert_false(fsa__check_log(LOG("{\"dev\":\"d2\",\"n\":3},{\"dev\":\"d1\",\"n\":1},"
+                                    "{\"dev\":\"d2\",\"n\":2}"),
+                                "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
+}
+
+static void test_check_log__no_array_fails(void **state)
+{
+    (void)state;
+    assert_false(fsa__check_log("{\"ticketlog\":{}}", "ticketlog", "ticket_history", devs3, ns3, 3,
+                                det, sizeof det));
+    assert_false(
+        fsa__check_log("{}", "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
+    /* Nothing expected and nothing there: holds. */
+    assert_true(
+        fsa__check_log(LOG(""), "ticketlog", "ticket_history", devs3, ns3, 0, det, sizeof det));
+}
+
+static void test_check_log__repeated_expectation_counts(void **state)
+{
+    (void)state;
+    const char *const d[] = {"a", "a"};
+    const int64_t n[] = {5, 5};
+    assert_true(fsa__check_log(LOG("{\"dev\":\"a\",\"n\":5},{\"dev\":\"a\",\"n\":5}"), "ticketlog",
+                               "ticket_history", d, n, 2, det, sizeof det));
+    assert_false(fsa__check_log(LOG("{\"dev\":\"a\",\"n\":5}"), "ticketlog", "ticket_history", d, n,
+                                2, det, sizeof det));
+}
+
+#define KEYS(items) "{\"other_info\":{" items "}}"
+
+static void test_check_keys__all_present_passes(void **state)
+{
+    (void)state;
+    assert_true(fsa__check_keys(KEYS("\"k1\":{\"dev\":\"d1\",\"n\":1},\"k2\":{\"dev\":\"d1\","
+                                     "\"n\":2},\"k3\":{\"dev\":\"d2\",\"n\":3},"
+                                     "\"last_checkpoint\":\"x\""),
+                                "other_info", "k", devs3, ns3, 3, det, sizeof det));
+}
+
+static void test_check_keys__missing_wrong_or_extra_fails(void **state)
+{
+    (void)state;
+    /* Lost: k2 missing (a merge overwritten by another device's whole-object write). */
+    assert_false(fsa__check_keys(KEYS("\"k1\":{\"dev\":\"d1\",\"n\":1},\"k3\":{\"dev\":\"d2\","
+                                      "\"n\":3}"),
+                                 "other_info", "k", devs3, ns3, 3, det, sizeof det));
+    assert_non_null(strstr(det, "1 missing"));
+    /* A value under the wrong key. */
+    assert_false(fsa__check_keys(KEYS("\"k1\":{\"dev\":\"d1\",\"n\":1},\"k2\":{\"dev\":\"d1\","
+                                      "\"n\":3},\"k3\":{\"dev\":\"d2\",\"n\":3}"),
+                                 "other_info", "k", devs3, ns3, 3, det, sizeof det));
+    /* A key nobody merged. */
+    assert_false(fsa__check_keys(KEYS("\"k1\":{\"dev\":\"d1\",\"n\":1},\"k2\":{\"dev\":\"d1\","
+                                      "\"n\":2},\"k3\":{\"dev\":\"d2\",\"n\":3},"
+                                      "\"k4\":{\"dev\":\"d2\",\"n\":4}"),
+                                 "other_info", "k", devs3, ns3, 3, det, sizeof det));
+    assert_non_null(strstr(det, "unexpected"));
+    assert_false(
+        fsa__check_keys("{\"other_info\":[]}", "other_info", "k", devs3, ns3, 3, det, sizeof det));
+}
+
+static void test_check_member_in__cases(void **state)
+{
+    (void)state;
+    const char *const allowed[] = {"c1", "c2"};
+    assert_true(fsa__check_member_in("{\"other_info\":{\"last_checkpoint\":\"c2\"}}", "other_info",
+                                     "last_checkpoint", allowed, 2, det, sizeof det));
+    assert_false(fsa__check_member_in("{\"other_info\":{\"last_checkpoint\":\"c9\"}}", "other_info",
+                                      "last_checkpoint", allowed, 2, det, sizeof det));
+    assert_false(fsa__check_member_in("{\"other_info\":{}}", "other_info", "last_checkpoint",
+                                      allowed, 2, det, sizeof det));
+}
+
+static void test_stats_parse__good_and_bad(void **state)
+{
+    (void)state;
+    fsa__stats_t s;
+    const char *good = "{\"requests\":{\"total\":9,\"push\":4,\"pull\":5,\"admin\":0,\"other\":0},"
+                       "\"responses\":{\"2xx\":9,\"4xx\":0,\"5xx\":0},"
+                       "\"ops\":{\"applied\":7,\"duplicate\":2,\"conflict\":1,\"rejected\":0},"
+                       "\"auth_failures\":{\"bad_signature\":0,\"unknown_device\":0,\"replay\":3,"
+                       "\"clock_skew\":1},\"bad_requests\":{\"malformed\":0,\"too_large\":0},"
+                       "\"faults\":{\"latency\":0,\"5xx\":1,\"429\":2,\"drop\":3,\"reset\":4},"
+                       "\"store\":{\"entities\":11,\"ops\":8,\"last_change\":8},\"devices\":2,"
+                       "\"uptime_ms\":5,\"server_time\":6}";
+    assert_fsa_ok(fsa__stats_parse(good, &s));
+    assert_int_equal(s.applied, 7);
+    assert_int_equal(s.duplicate, 2);
+    assert_int_equal(s.replay, 3);
+    assert_int_equal(s.f_drop, 3);
+    assert_int_equal(s.entities, 11);
+    assert_int_equal(fsa__stats_parse("{\"ops\":{}}", &s), FSA_EPROTO);
+    assert_int_equal(s.applied, 0);
+    assert_int_equal(fsa__stats_parse("nope", &s), FSA_EPROTO);
+    assert_int_equal(fsa__stats_parse(NULL, &s), FSA_EPROTO);
+}
+
+static void test_percentile__nearest_rank(void **state)
+{
+    (void)state;
+    int64_t v[] = {50, 10, 40, 20, 30, 60, 70, 80, 90, 100};
+    assert_int_equal(fsa__percentile(v, 10, 50), 50);
+    assert_int_equal(fsa__percentile(v, 10, 99), 100);
+    assert_int_equal(fsa__percentile(v, 10, 10), 10);
+    assert_int_equal(fsa__percentile(v, 0, 50), 0);
+    int64_t one[] = {7};
+    assert_int_equal(fsa__percentile(one, 1, 99), 7);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_check_int_field__equal_passes),
+        cmocka_unit_test(test_check_int_field__wrong_missing_or_malformed_fails),
+        cmocka_unit_test(test_check_str_field__cases),
+        cmocka_unit_test(test_check_log__exact_passes),
+        cmocka_unit_test(test_check_log__lost_entry_fails),
+        cmocka_unit_test(test_check_log__doubled_entry_fails),
+        cmocka_unit_test(test_check_log__foreign_or_malformed_entry_fails),
+        cmocka_unit_test(test_check_log__no_array_fails),
+        cmocka_unit_test(test_check_log__repeated_expectation_counts),
+        cmocka_unit_test(test_check_keys__all_present_passes),
+        cmocka_unit_test(test_check_keys__missing_wrong_or_extra_fails),
+        cmocka_unit_test(test_check_member_in__cases),
+        cmocka_unit_test(test_stats_parse__good_and_bad),
+        cmocka_unit_test(test_percentile__nearest_rank),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
