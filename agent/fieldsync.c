@@ -794,6 +794,8 @@ int main(int argc, char **argv)
             if (fsa_log_level_parse(argv[++i], &fsa_port_posix()->log_level) != FSA_OK)
                 die_usage("unknown log level '%s'", argv[i]);
             level_given = true;
+        } else if (strcmp(a, "--db") == 0 || strcmp(a, "--log-level") == 0) {
+            die_usage("option '%s' needs a value", a);
         } else {
             die_usage("unknown option '%s'", a);
         }

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -405,17 +406,20 @@ static void make_engine(daemon_t *d)
 static void *sync_loop(void *arg)
 {
     daemon_t *d = arg;
-    int64_t last_metrics = 0;
     bool need_engine = true;
+    bool refused = false; /* the server refused this device: no sync until a reload */
     while (!atomic_load(&d->stop)) {
         if (need_engine || atomic_exchange(&d->reload, 0)) {
             make_engine(d);
             need_engine = false;
+            refused = false;
+            if (atomic_load(&d->stop))
+                break; /* a SIGTERM right after a SIGHUP: do not start a cycle */
         }
         fsa_status_t st = FSA_EINVAL;
         fsa_sync_report_t r;
         memset(&r, 0, sizeof r);
-        if (d->engine != NULL) {
+        if (d->engine != NULL && !refused) {
             st = fsa_engine_sync(d->engine, &r);
             account(d, st, &r);
             if (st == FSA_OK && (r.pushed > 0 || r.pulled > 0))
@@ -423,51 +427,59 @@ static void *sync_loop(void *arg)
                         "synced: %" PRId64 " applied, %" PRId64 " duplicate, %" PRId64
                         " conflict, %" PRId64 " rejected, %" PRId64 " pulled",
                         r.applied, r.duplicate, r.conflict, r.rejected, r.pulled);
-            if (st == FSA_EAUTH)
+            if (st == FSA_EAUTH) {
+                refused = true;
                 fsa_log(&d->port, FSA_LOG_ERROR,
-                        "the server refused this device: waiting for a new configuration "
-                        "(SIGHUP)");
+                        "the server refused this device: no sync until the configuration is "
+                        "fixed and reloaded (SIGHUP)");
+            }
         }
         /* Our own writes during the cycle are not news: take them off the watch, then look at
          * the queue, which also shows records that others made meanwhile. */
         if (fsa_watch_wait(d->watch, 0) == FSA_EIO)
             fsa_log(&d->port, FSA_LOG_WARN, "journal watch failed");
         refresh_queue(d);
-        watchdog(d, st, &r);
+        if (!refused && d->engine != NULL)
+            watchdog(d, st, &r);
+        write_metrics_file(d);
+
+        /* When to sync next: at the persisted next attempt while backing off (new records do
+         * not cut it short); soon when ops came in during the cycle; else on a new record or
+         * on the schedule. Without a usable configuration, only a reload helps. */
         int64_t now = d->port.wall_now(NULL).ms;
-        if (now - last_metrics >= d->metrics_every_ms || st != FSA_EBUSY) {
-            write_metrics_file(d);
-            last_metrics = now;
-        }
-        /* How long to wait: until the persisted next attempt while backing off (new records do
-         * not cut it short); else for a record or the schedule. */
-        int64_t wait_ms = d->interval_ms;
-        bool records_wake = true;
         pthread_mutex_lock(&d->mu);
         int64_t next = d->m.next_attempt_ms, depth = d->m.queue_depth;
         pthread_mutex_unlock(&d->mu);
-        if (d->engine == NULL || st == FSA_EAUTH) {
-            records_wake = false; /* nothing can be sent until the configuration changes */
+        int64_t wait_ms = d->interval_ms;
+        bool records_wake = true;
+        if (d->engine == NULL || refused) {
+            wait_ms = INT64_MAX / FSA_NS_PER_MS;
+            records_wake = false;
         } else if (next > now) {
             wait_ms = next - now + 1; /* past the boundary, not a hair before it */
             records_wake = false;
         } else if (st == FSA_OK && depth > 0) {
-            wait_ms = 0; /* recorded while we synced */
+            wait_ms = 1000; /* recorded during the cycle, or rebased past the cycle's rounds */
         }
-        if (wait_ms > d->metrics_every_ms && d->metrics_file != NULL)
-            wait_ms = d->metrics_every_ms;
-        fsa_mono_t until = fsa_mono_add_ns(d->port.mono_now(NULL), wait_ms * FSA_NS_PER_MS);
+        fsa_mono_t due = fsa_mono_add_ns(d->port.mono_now(NULL), wait_ms * FSA_NS_PER_MS);
         while (!atomic_load(&d->stop) && !atomic_load(&d->reload)) {
-            int64_t left_ns = fsa_mono_diff_ns(until, d->port.mono_now(NULL));
+            int64_t left_ns = fsa_mono_diff_ns(due, d->port.mono_now(NULL));
             int64_t left = (left_ns + FSA_NS_PER_MS - 1) / FSA_NS_PER_MS; /* round up */
             if (left <= 0)
                 break;
-            fsa_status_t ws = fsa_watch_wait(d->watch, left);
+            /* The metrics file is refreshed on its own period, without a sync. */
+            bool metrics_tick = d->metrics_file != NULL && left > d->metrics_every_ms;
+            fsa_status_t ws = fsa_watch_wait(d->watch, metrics_tick ? d->metrics_every_ms : left);
             if (ws == FSA_OK && records_wake)
                 break;
+            if (ws == FSA_ETIMEOUT && metrics_tick) {
+                refresh_queue(d);
+                write_metrics_file(d);
+            }
             if (ws == FSA_EIO) {
-                d->port.sleep(NULL, left * FSA_NS_PER_MS);
-                break;
+                d->port.sleep(NULL, (metrics_tick ? d->metrics_every_ms : left) * FSA_NS_PER_MS);
+                if (!metrics_tick)
+                    break;
             }
         }
     }
@@ -483,7 +495,7 @@ static int parse_seconds(const char *opt, const char *v, int64_t min_s, int64_t 
     char *end;
     errno = 0;
     double s = strtod(v, &end);
-    if (errno != 0 || *end != '\0' || s < (double)min_s || s > (double)max_s) {
+    if (errno != 0 || *end != '\0' || !isfinite(s) || s < (double)min_s || s > (double)max_s) {
         fprintf(stderr, "fieldsync: %s %s: expected seconds between %" PRId64 " and %" PRId64
                         "\n",
                 opt, v, min_s, max_s);
@@ -567,7 +579,14 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
     st = d->port.flock_open(NULL, lpath, &single);
     if (st == FSA_OK)
         st = d->port.flock_try(NULL, single, 0);
-    if (st != FSA_OK) {
+    if (st != FSA_OK && st != FSA_EBUSY) {
+        fprintf(stderr, "fieldsync: cannot take the daemon lock %s: %s\n", lpath,
+                fsa_status_str(st));
+        d->port.flock_close(NULL, single);
+        fsa_journal_close(d->j);
+        return 1;
+    }
+    if (st == FSA_EBUSY) {
         char pid[32] = "";
         FILE *f = fopen(lpath, "r");
         if (f != NULL) {

@@ -66,7 +66,7 @@ static void release(fsa_journal_t *j, sqlite3_stmt *st)
             return;
         }
     }
-    release(j, st);
+    sqlite3_finalize(st); /* prepared when the cache was full: not kept */
 }
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
@@ -602,8 +602,14 @@ static fsa_status_t record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_t
     s = fsa_model_apply(op, e.local_fields, e.base_version, FSA_APPLY_REPLAY, &next, &merr);
     /* A set keeps the values it replaces: on a conflict the resolver compares them with the
      * server's to tell whether the server changed the same fields (a three-way merge). */
-    if (s == FSA_OK && op->kind == FSA_OP_SET)
+    if (s == FSA_OK && op->kind == FSA_OP_SET) {
         s = fsa_model_project(e.local_fields, op->json, &prior);
+        if (s != FSA_OK) {
+            fsa_model_free(next);
+            rec_error(rec, "cannot record %s %s: %s", tname, op->id, fsa_status_str(s));
+            goto out;
+        }
+    }
     if (s != FSA_OK) {
         if (s == FSA_ECONFLICT) /* the local view moved: same meaning as a failed precondition */
             s = FSA_EINVAL;
@@ -1066,19 +1072,21 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t 
         goto out;
     if (outcome == FSA_RESULT_APPLIED || outcome == FSA_RESULT_DUPLICATE) {
         s = set_state(j, op.seq, FSA_OPSTATE_DONE, r->version, now_ms);
-        /* The base follows the server: this op applied on top of it. When other changes came
-         * in between (the version jumped), the fields are refreshed by the next pull. */
-        if (s == FSA_OK && r->version > e.base_version) {
+        /* The base follows the server only when this op is the very next change after it:
+         * if the version jumped, others changed the entity in between, and labelling our base
+         * with that version would hide their changes (and let a stale set through). The pull
+         * that follows every push folds the server's state then. */
+        if (s == FSA_OK && r->version == e.base_version + 1) {
             char *next = NULL;
             fsa_status_t as = fsa_model_apply(&op, e.base_fields, e.base_version,
                                               FSA_APPLY_REPLAY, &next, NULL);
             if (as == FSA_OK) {
                 free(e.base_fields);
                 e.base_fields = next;
+                e.base_version = r->version;
             } else if (as == FSA_ENOMEM) {
                 s = as;
             }
-            e.base_version = r->version;
         }
     } else if (outcome == FSA_RESULT_CONFLICT) {
         char reason[FSA_ID_BYTES + 128];
@@ -1427,6 +1435,10 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
     s = finish(j, s);
     if (s == FSA_EFULL)
         full_message(j, rec);
+    if (s != FSA_OK && rec != NULL) {
+        rec->op_id[0] = '\0';
+        rec->seq = 0;
+    }
     return s;
 }
 

@@ -109,9 +109,11 @@ fsa_errclass_t fsa_errclass(fsa_status_t net, int http, const char *code)
         return FSA_ERRCLASS_RESIGN;
     if (http == 401)
         return FSA_ERRCLASS_AUTH;
-    if (http == 408 || http >= 500)
-        return FSA_ERRCLASS_TRANSIENT;
-    return FSA_ERRCLASS_REJECTED;
+    if (http == 400)
+        return FSA_ERRCLASS_REJECTED;
+    /* Anything else (5xx, 408, a redirect from a captive portal, a 404 or 403 from a proxy in
+     * the way) is not the protocol's answer: the ops stay, and the cycle backs off. */
+    return FSA_ERRCLASS_TRANSIENT;
 }
 
 const char *fsa_errclass_name(fsa_errclass_t c)

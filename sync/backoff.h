@@ -66,12 +66,14 @@ int64_t fsa_backoff_cycle_delay(uint32_t failures, uint64_t random, int64_t retr
 /* How a failed exchange with the server is handled (PROTOCOL.md section 3). */
 typedef enum fsa_errclass {
     FSA_ERRCLASS_NONE = 0,      /* not an error */
-    FSA_ERRCLASS_TRANSIENT = 1, /* network error, timeout, reset, 5xx: back off, retry as is */
+    FSA_ERRCLASS_TRANSIENT = 1, /* network error, timeout, reset, 5xx, and any answer that is
+                                   not the protocol's (3xx, 403, 404...): back off, retry as is */
     FSA_ERRCLASS_WAIT = 2,      /* 429/503: wait at least Retry-After, else back off */
     FSA_ERRCLASS_TOO_LARGE = 3, /* 413: split the batch and retry */
     FSA_ERRCLASS_SKEW = 4,      /* 401 clock_skew: correct the clock offset and retry */
     FSA_ERRCLASS_AUTH = 5,      /* other 401s: stop syncing and report */
-    FSA_ERRCLASS_REJECTED = 6,  /* 400 and other 4xx: do not resend as is; report */
+    FSA_ERRCLASS_REJECTED = 6,  /* 400: the server cannot read the request; with the code
+                                   "malformed" the batch is quarantined, not resent as is */
     FSA_ERRCLASS_RESIGN = 7     /* 401 replay: the server saw this nonce (an HTTP library resent
                                    the request after a dropped connection): sign again and resend */
 } fsa_errclass_t;

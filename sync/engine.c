@@ -41,6 +41,7 @@ struct fsa_engine {
     void *status_arg;
     atomic_int cancelled;
     int64_t retry_after_ms; /* the last Retry-After of a failed cycle, for its backoff */
+    fsa_lock_t *lock;       /* the SYNC lock held during a cycle (NULL with no_lock) */
     fsa_sync_report_t *rep;
     fsa_sync_report_t scratch;
 };
@@ -132,7 +133,7 @@ static uint64_t random64(fsa_engine_t *e)
 /*
  * Sends one request, retrying transient failures and 429/503 with the engine's policy and
  * correcting the clock on clock_skew. Returns FSA_OK with a 2xx answer in *a; FSA_ETOOLARGE (413);
- * FSA_EAUTH (other 401); FSA_EREJECTED (other 4xx: a->err says why); FSA_ENET / FSA_ETIMEOUT /
+ * FSA_EAUTH (other 401); FSA_EREJECTED (400: a->err says why); FSA_ENET / FSA_ETIMEOUT /
  * FSA_ETLS when the retries ran out (a->resp.retry_after_ms kept for the cycle's backoff);
  * FSA_ETIMEOUT when cancelled.
  */
@@ -206,6 +207,9 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
         if (fsa_backoff_next(&b, random64(e), ra, &delay) != FSA_OK) {
             report_error(e, "%s (gave up after %u retries, policy %s)", what, b.retries,
                          e->retry->name);
+            /* The server's wish outlives this request: the cycle's backoff honours it. */
+            if (a->resp.retry_after_ms > e->retry_after_ms)
+                e->retry_after_ms = a->resp.retry_after_ms;
             return st != FSA_OK ? st : FSA_ENET;
         }
         e->rep->retries++;
@@ -219,6 +223,21 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
             delay -= slice;
         }
     }
+}
+
+/* Extends the SYNC lease before each request of a long cycle; a cycle whose lease was taken over
+ * stops (another cycle runs). */
+static fsa_status_t keep_lock(fsa_engine_t *e)
+{
+    if (e->lock == NULL)
+        return FSA_OK;
+    char err[256];
+    fsa_status_t st = fsa_lock_renew(e->lock, 0, err, sizeof err);
+    if (st != FSA_OK) {
+        report_error(e, "lost the SYNC lock: %s", err);
+        return st == FSA_ELOST ? FSA_EBUSY : st;
+    }
+    return FSA_OK;
 }
 
 /* ---- push ---- */
@@ -334,6 +353,12 @@ static fsa_status_t push_all(fsa_engine_t *e)
         st = fsa_outbox_next_batch(e->j, ops, max_ops, max_bytes, &n);
         if (st != FSA_OK || n == 0)
             break;
+        st = keep_lock(e);
+        if (st != FSA_OK) {
+            for (size_t i = 0; i < n; i++)
+                fsa_op_clear(&ops[i]);
+            break;
+        }
         char batch_id[FSA_UUID_STR_LEN];
         char *body = NULL;
         size_t len = 0;
@@ -375,14 +400,14 @@ static fsa_status_t push_all(fsa_engine_t *e)
                 max_bytes = len / 2 > 1024 ? len / 2 : 1024;
                 st = FSA_OK;
             }
-        } else if (st == FSA_EREJECTED) {
-            /* 400: the server cannot read this batch; resending it as is cannot help. */
+        } else if (st == FSA_EREJECTED && strcmp(a.err.code, "malformed") == 0) {
+            /* 400 malformed: the server cannot read this batch; resending it as is cannot
+             * help (PROTOCOL.md section 3): quarantine it, visibly. Any other 400 fails the
+             * cycle and keeps the ops. */
             char msg[FSA_CODEC_MESSAGE_BYTES + 48];
             snprintf(msg, sizeof msg, "batch refused by the server: %s", a.err.message);
-            st = park_batch(e, ops, n, a.err.code[0] ? a.err.code : "malformed", msg);
+            st = park_batch(e, ops, n, "malformed", msg);
         }
-        if (st != FSA_OK && a.resp.retry_after_ms > 0)
-            e->retry_after_ms = a.resp.retry_after_ms;
         fsa_http_response_clear(&a.resp);
     next:
         fsa_codec_free(body);
@@ -488,7 +513,9 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
                        st != FSA_EFULL) {
                 /* The op no longer makes sense on the server's state: leave it to a person. */
                 fsa_log(e->port, FSA_LOG_WARN, "sync: cannot rebase %s: %s", op_id, rec.error);
-                st = fsa_conflict_set_decision(e->j, op_id, "park");
+                st = FSA_OK;
+                for (size_t k = 0; k < m && st == FSA_OK; k++)
+                    st = fsa_conflict_set_decision(e->j, in[k].op->op_id, "park");
                 e->rep->parked += (int64_t)m;
             }
             break;
@@ -507,6 +534,9 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
             e->rep->parked += (int64_t)m;
             break;
         }
+        /* A person (fieldsync conflicts resolve) may have closed it meanwhile: nothing to do. */
+        if (st == FSA_ENOTFOUND)
+            st = FSA_OK;
     }
     free(done);
     collect_free(&col);
@@ -545,6 +575,9 @@ static fsa_status_t pull_all(fsa_engine_t *e)
             report_error(e, "cancelled");
             return FSA_ETIMEOUT;
         }
+        st = keep_lock(e);
+        if (st != FSA_OK)
+            return st;
         char *cursor = NULL;
         st = fsa_journal_state_get_str(e->j, K_CURSOR, &cursor);
         if (st != FSA_OK)
@@ -690,7 +723,9 @@ fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report)
         }
     }
 
+    e->lock = lm != NULL ? &lock : NULL;
     st = cycle(e);
+    e->lock = NULL;
     fsa_status_t ps;
     switch (st) {
     case FSA_OK:
@@ -701,6 +736,7 @@ fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report)
     case FSA_ETIMEOUT:
     case FSA_ETLS:
     case FSA_EPROTO:
+    case FSA_EREJECTED:
         ps = persist_failure(e, e->retry_after_ms);
         notify(e, FSA_ENGINE_OFFLINE, e->rep->error, st);
         break;

@@ -234,6 +234,21 @@ static void test_run__wakes_on_record_and_stops_on_sigterm(void **state)
     assert_non_null(strstr(log, "stopped"));
 }
 
+/* Metrics are refreshed on their own period; that does not make the daemon sync. */
+static void test_run__metrics_refresh_does_not_sync(void **state)
+{
+    fx_t *f = *state;
+    start_server(f, NULL);
+    init(f, f->srv.url);
+    const char *slow[] = {"--interval", "3600", NULL}; /* metrics every 1 s (start_daemon) */
+    start_daemon(f, slow);
+    sleep_ms(3500);
+    const char *m = slurp(f->prom);
+    if (strstr(m, "fieldsync_sync_cycles_total{result=\"ok\"} 1\n") == NULL)
+        fail_msg("expected exactly one sync cycle:\n%s", m);
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+}
+
 static void test_run__one_daemon_per_journal(void **state)
 {
     fx_t *f = *state;
@@ -393,6 +408,7 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_run__wakes_on_record_and_stops_on_sigterm),
+        T(test_run__metrics_refresh_does_not_sync),
         T(test_run__one_daemon_per_journal),
         T(test_run__sighup_reloads_configuration),
         T(test_run__watchdog_notices_a_stuck_queue),

@@ -458,6 +458,37 @@ static void test_fsa_outbox_apply_results__applied_moves_base(void **state)
     assert_fsa_ok(fsa_outbox_apply_results(f->j, &u, 1));
 }
 
+/* When others changed the entity between our base and our op, the server's version jumps: the
+ * base must not take that version with fields that lack their changes; the pull's state does. */
+static void test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    const char *v5 = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                     "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 5, v5));
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &rec));
+    fsa_op_result_t r = result_for(rec.op_id, FSA_RESULT_APPLIED, 7); /* someone made v6 */
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    int64_t v = 0;
+    char *base = NULL;
+    assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T1", &base, &v));
+    assert_int_equal(v, 5);
+    fsa_model_free(base);
+    const char *v7 = "{\"status\":\"NEW\",\"level\":1,\"assignedto\":\"\","
+                     "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"HIGH\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 7, v7));
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "priority"), "\"HIGH\"");
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "level"), "1");
+    /* a set made now expects version 7, so it cannot overwrite the HIGH it has seen */
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"LOW\"}", NULL,
+                                  &rec));
+    fsa_op_t op;
+    assert_fsa_ok(fsa_outbox_find(f->j, rec.op_id, &op, NULL));
+    assert_int_equal(op.base_version, 7);
+    fsa_op_clear(&op);
+}
+
 static bool count_conflict(void *arg, const fsa_conflict_t *c)
 {
     fsa_conflict_t *out = arg;
@@ -710,6 +741,7 @@ int main(void)
         T(test_fsa_outbox_next_batch__never_splits_a_group),
         T(test_fsa_outbox_next_batch__bounded_by_bytes),
         T(test_fsa_outbox_apply_results__applied_moves_base),
+        T(test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull),
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
         T(test_fsa_outbox_apply_results__rejection_parked),
         T(test_fsa_journal_fold__replays_pending_on_new_base),

@@ -168,7 +168,10 @@ static void test_fsa_errclass__protocol_table(void **state)
         {FSA_OK, 503, NULL, FSA_ERRCLASS_WAIT},
         {FSA_OK, 500, NULL, FSA_ERRCLASS_TRANSIENT},
         {FSA_OK, 502, NULL, FSA_ERRCLASS_TRANSIENT},
-        {FSA_OK, 404, NULL, FSA_ERRCLASS_REJECTED},
+        {FSA_OK, 404, NULL, FSA_ERRCLASS_TRANSIENT}, /* a proxy in the way: not an answer */
+        {FSA_OK, 302, NULL, FSA_ERRCLASS_TRANSIENT}, /* a captive portal */
+        {FSA_OK, 403, NULL, FSA_ERRCLASS_TRANSIENT},
+        {FSA_OK, 400, "malformed_cursor", FSA_ERRCLASS_REJECTED},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (fsa_errclass(cases[i].net, cases[i].http, cases[i].code) != cases[i].want)

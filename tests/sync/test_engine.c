@@ -227,6 +227,29 @@ static void test_fsa_engine_sync__status_and_nothing_pending(void **state)
     assert_null(bad);
 }
 
+/* An answer that is not the protocol's (a proxy's 404, a captive portal's redirect) keeps the ops
+ * pending: only a 400 malformed quarantines a batch. */
+static void test_fsa_engine_sync__foreign_answer_keeps_ops(void **state)
+{
+    fx_t *f = *state;
+    start(f, NULL);
+    make_device(f, 0);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    char url[256];
+    snprintf(url, sizeof url, "%s/not-the-api", f->srv.url); /* the server answers 404 */
+    fsa_engine_t *e = engine(f, url, fsa_retry_policy(FSA_RETRY_CONSERVATIVE));
+    fsa_sync_report_t r;
+    assert_int_not_equal(fsa_engine_sync(e, &r), FSA_OK);
+    assert_non_null(strstr(r.error, "404"));
+    fsa_outbox_stats_t os;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &os));
+    assert_int_equal(os.pending, 1);
+    assert_int_equal(os.rejected, 0);
+    assert_true(state_int(f, "next_attempt_ms") > 0); /* and the cycle backs off */
+    fsa_engine_free(e);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -236,6 +259,7 @@ int main(void)
         T(test_fsa_engine_sync__unreachable_backs_off_per_policy),
         T(test_fsa_engine_sync__retry_after_is_honoured),
         T(test_fsa_engine_sync__status_and_nothing_pending),
+        T(test_fsa_engine_sync__foreign_answer_keeps_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
