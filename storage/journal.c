@@ -1372,6 +1372,29 @@ static fsa_status_t conflict_members(fsa_journal_t *j, fsa_op_t *op,
     return s;
 }
 
+/* True in *yes when the state now known already has what op meant: a transition whose target
+ * is the status now, a create of an entity that exists. Recording such an op again could only
+ * fail (or, for a group, fail the whole group), so taking it "local" leaves it out. */
+static fsa_status_t already_satisfied(fsa_journal_t *j, const fsa_op_t *op, bool *yes)
+{
+    *yes = false;
+    if (op->kind != FSA_OP_TRANSITION && op->kind != FSA_OP_CREATE)
+        return FSA_OK;
+    entity_t e;
+    fsa_status_t s = entity_load(j, op->type, op->id, &e);
+    if (s != FSA_OK)
+        return s;
+    if (op->kind == FSA_OP_CREATE) {
+        *yes = e.exists;
+    } else if (e.exists) {
+        char now[FSA_STATUS_BYTES];
+        *yes = fsa_model_get_status(e.local_fields, op->type, now) == FSA_OK &&
+               strcmp(now, op->to) == 0;
+    }
+    entity_clear(&e);
+    return FSA_OK;
+}
+
 fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
                                   const char *resolution, fsa_rec_t *rec)
 {
@@ -1421,13 +1444,19 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
         if (members[0].group[0] != '\0')
             s = fsa_uuid4(j->port, group);
         fsa_wall_t at = now_locked(j);
+        bool first = true;
         for (size_t i = 0; s == FSA_OK && i < n; i++) {
+            bool satisfied = false;
+            s = already_satisfied(j, &members[i], &satisfied);
+            if (s != FSA_OK || satisfied)
+                continue;
             fsa_op_t again = members[i]; /* shallow: json stays owned by members[i] */
             s = record_one_locked(j, &again, at, group, rec);
-            if (s == FSA_OK && i == 0 && rec != NULL) {
+            if (s == FSA_OK && first && rec != NULL) {
                 memcpy(rec->op_id, again.op_id, sizeof rec->op_id);
                 rec->seq = again.seq;
             }
+            first = false;
         }
     }
     for (size_t i = 0; i < n; i++)

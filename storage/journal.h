@@ -225,7 +225,8 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn,
  * op_id and seq; a set expects the server version now known; a transition starts from the
  * server's current status), in the same transaction that closes the conflict; validation
  * errors of the new op are returned as from a recording call; a group's ops are recorded again
- * as one new group. Not take_local: the server's state
+ * as one new group, leaving out the ones the known state already satisfies (a transition to the
+ * current status, a create of an existing entity). Not take_local: the server's state
  * stands; the conflict is closed. resolution ("server", "local", "rebased", "converged", ...) is
  * stored. rec (may be NULL) reports the new op or the error. FSA_OK, FSA_ENOTFOUND (no open
  * conflict with that op_id), the recording statuses.

@@ -417,7 +417,7 @@ static fsa_op_result_t result_for(const char *op_id, fsa_result_status_t status,
 {
     fsa_op_result_t r;
     memset(&r, 0, sizeof r);
-    snprintf(r.op_id, sizeof r.op_id, "%s", op_id);
+    snprintf(r.op_id, sizeof r.op_id, "%.36s", op_id);
     r.status = status;
     r.version = version;
     return r;
@@ -549,6 +549,55 @@ static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **
     assert_int_equal(st.conflicts, 0);
     assert_int_equal(st.pending, 1);
     assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, false, "server", NULL), FSA_ENOTFOUND);
+}
+
+/* A group resolved "local" leaves out the member the server already satisfies. */
+static void test_fsa_conflict_resolve__group_without_converged_member(void **state)
+{
+    fixture_t *f = *state;
+    const char *v1 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":0,"
+                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    const char *v2 = "{\"jobstatus\":\"INPROGRESS\",\"parent_id\":null,\"seqno\":0,"
+                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 1, v1));
+    fsa_op_t g[2];
+    memset(g, 0, sizeof g);
+    g[0].kind = FSA_OP_TRANSITION;
+    g[0].type = FSA_TYPE_JOBNEED;
+    snprintf(g[0].id, sizeof g[0].id, "J1");
+    snprintf(g[0].to, sizeof g[0].to, "INPROGRESS");
+    g[1].kind = FSA_OP_MERGE;
+    g[1].type = FSA_TYPE_JOBNEED;
+    snprintf(g[1].id, sizeof g[1].id, "J1");
+    snprintf(g[1].field, sizeof g[1].field, "other_info");
+    g[1].json = (char *)(uintptr_t) "{\"started_by\":\"me\"}";
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 2);
+    /* another device started the job first: the whole group conflicts */
+    fsa_op_result_t r[2];
+    for (int i = 0; i < 2; i++) {
+        r[i] = result_for(ops[i].op_id, FSA_RESULT_CONFLICT, 0);
+        r[i].current_version = 2;
+        r[i].current_fields = v2;
+    }
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 2));
+    fsa_rec_t again;
+    assert_fsa_ok(fsa_conflict_resolve(f->j, ops[0].op_id, true, "rebased", &again));
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+    /* only the merge is sent again */
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 1);
+    assert_int_equal(ops[0].kind, FSA_OP_MERGE);
+    assert_string_equal(ops[0].op_id, again.op_id);
+    fsa_op_clear(&ops[0]);
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.conflicts, 0);
 }
 
 static void test_fsa_outbox_apply_results__rejection_parked(void **state)
@@ -743,6 +792,7 @@ int main(void)
         T(test_fsa_outbox_apply_results__applied_moves_base),
         T(test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull),
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
+        T(test_fsa_conflict_resolve__group_without_converged_member),
         T(test_fsa_outbox_apply_results__rejection_parked),
         T(test_fsa_journal_fold__replays_pending_on_new_base),
         T(test_fsa_outbox_compact__keeps_ids_for_audit),
