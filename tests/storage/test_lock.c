@@ -173,7 +173,7 @@ static void test_lock_key__invalid_params(void **state)
         {"A_NAME_LONGER_THAN_SIXTY_FOUR_CHARACTERS_IS_NOT_A_LOCK_NAME_AT_ALL", "x", FSA_EINVAL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        strcpy(key, "junk");
+        snprintf(key, sizeof key, "junk");
         assert_int_equal(fsa_lock_key(cases[i].name, cases[i].resource, key, sizeof key),
                          cases[i].want);
         assert_string_equal(key, "");

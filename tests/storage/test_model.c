@@ -11,6 +11,16 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Helpers                                                                                    */
 
+/* strcat with the destination's size: fails the test instead of overflowing. */
+static void test_cat(char *dst, size_t cap, const char *s)
+{
+    size_t have = strlen(dst), add = strlen(s);
+    if (have + add >= cap)
+        fail_msg("test buffer of %zu bytes too small", cap);
+    memcpy(dst + have, s, add + 1);
+}
+#define CAT(arr, s) test_cat((arr), sizeof(arr), (s))
+
 static fsa_op_t make_op(fsa_op_kind_t kind, fsa_type_t type, const char *id, const char *json)
 {
     fsa_op_t op;
@@ -1167,14 +1177,14 @@ static void test_fsa_model_json_check__nesting(void **state)
     /* objects count too */
     char buf[512] = "";
     for (int i = 0; i < FSA_LIMIT_JSON_DEPTH; i++)
-        strcat(buf, "{\"a\":");
-    strcat(buf, "1");
+        CAT(buf, "{\"a\":");
+    CAT(buf, "1");
     for (int i = 0; i < FSA_LIMIT_JSON_DEPTH; i++)
-        strcat(buf, "}");
+        CAT(buf, "}");
     assert_fsa_ok(fsa_model_json_check(buf, sizeof buf));
     memmove(buf + 1, buf, strlen(buf) + 1); /* one level more: [ {...} ] */
     buf[0] = '[';
-    strcat(buf, "]");
+    CAT(buf, "]");
     assert_int_equal(fsa_model_json_check(buf, sizeof buf), FSA_EINVAL);
 }
 
@@ -1213,9 +1223,9 @@ static void test_fsa_model_json_check__string_length(void **state)
     *p++ = '"';
     for (size_t i = 0; i < n; i++, p += 6)
         memcpy(p, "\\u00e9", 6);
-    strcpy(p, "\"");
+    memcpy(p, "\"", sizeof "\"");
     assert_fsa_ok(fsa_model_json_check(esc, FSA_LIMIT_FIELDS_BYTES));
-    strcpy(p, "\\u00e9\"");
+    memcpy(p, "\\u00e9\"", sizeof "\\u00e9\"");
     assert_int_equal(fsa_model_json_check(esc, FSA_LIMIT_FIELDS_BYTES), FSA_EINVAL);
 
     /* through create, set and append */
@@ -1256,7 +1266,7 @@ static void test_fsa_model_apply__result_too_large(void **state)
     const size_t item = 65000, items = 16;
     char *stored = malloc(items * (item + 3) + 64);
     assert_non_null(stored);
-    strcpy(stored, "{\"ticketlog\":{\"ticket_history\":[");
+    memcpy(stored, "{\"ticketlog\":{\"ticket_history\":[", sizeof "{\"ticketlog\":{\"ticket_history\":[");
     char *p = stored + strlen(stored);
     for (size_t i = 0; i < items; i++) {
         *p++ = i ? ',' : '"';
@@ -1266,7 +1276,7 @@ static void test_fsa_model_apply__result_too_large(void **state)
         p += item;
         *p++ = '"';
     }
-    strcpy(p, "]}}");
+    memcpy(p, "]}}", sizeof "]}}");
     assert_true(strlen(stored) < FSA_LIMIT_FIELDS_BYTES);
     assert_fsa_ok(fsa_model_json_check(stored, FSA_LIMIT_FIELDS_BYTES));
 
@@ -1516,11 +1526,11 @@ static void test_fsa_model_merge_patch__large_objects(void **state)
             snprintf(m, sizeof m, "%s\"k%d\":{\"a\":1,\"b\":2}", i ? "," : "", i);
         else
             snprintf(m, sizeof m, "%s\"k%d\":%d", i ? "," : "", i, i);
-        strcat(target, m);
+        CAT(target, m);
     }
-    strcat(target, "}");
+    CAT(target, "}");
     /* 20 patch members in scrambled order: deletes, replacements, a nested merge, additions */
-    strcat(patch, "\"k39\":null,\"new1\":{\"x\":null,\"y\":[1]},\"k7\":{\"b\":null,\"c\":3},"
+    CAT(patch, "\"k39\":null,\"new1\":{\"x\":null,\"y\":[1]},\"k7\":{\"b\":null,\"c\":3},"
                   "\"k0\":\"zero\",\"k5\":null,\"k20\":{\"n\":null},\"absent\":null,"
                   "\"k33\":[33],\"new2\":true");
     for (int i = 10; i < 21; i++) {
@@ -1528,9 +1538,9 @@ static void test_fsa_model_merge_patch__large_objects(void **state)
             continue;
         char m[32];
         snprintf(m, sizeof m, ",\"k%d\":%d", i, -i);
-        strcat(patch, m);
+        CAT(patch, m);
     }
-    strcat(patch, "}");
+    CAT(patch, "}");
     for (int i = 0; i < 39; i++) {
         char m[64];
         if (i == 5)
@@ -1547,9 +1557,9 @@ static void test_fsa_model_merge_patch__large_objects(void **state)
             snprintf(m, sizeof m, ",\"k%d\":%d", i, -i);
         else
             snprintf(m, sizeof m, ",\"k%d\":%d", i, i);
-        strcat(want, m);
+        CAT(want, m);
     }
-    strcat(want, ",\"new1\":{\"y\":[1]},\"new2\":true}");
+    CAT(want, ",\"new1\":{\"y\":[1]},\"new2\":true}");
     char *out = NULL;
     assert_fsa_ok(fsa_model_merge_patch(target, patch, &out));
     assert_string_equal(out, want);
@@ -1570,9 +1580,9 @@ static void test_fsa_model_merge_patch__large_objects(void **state)
     for (int i = 0; i < 30; i++) {
         char m[32];
         snprintf(m, sizeof m, "%s\"d%d\":%d", i ? "," : "", i % 29, i);
-        strcat(dup, m);
+        CAT(dup, m);
     }
-    strcat(dup, "}");
+    CAT(dup, "}");
     out = NULL;
     assert_int_equal(fsa_model_merge_patch(dup, "{}", &out), FSA_EINVAL);
     assert_null(out);
@@ -1643,7 +1653,7 @@ static void test_fsa_model_get_status__per_type(void **state)
         {NULL, FSA_TYPE_TICKET, FSA_EINVAL},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        strcpy(st, "junk");
+        snprintf(st, sizeof st, "junk");
         assert_int_equal(fsa_model_get_status(rows[i].fields, rows[i].type, st), rows[i].want);
         assert_string_equal(st, "");
     }

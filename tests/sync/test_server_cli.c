@@ -304,8 +304,8 @@ static long long device_requests(const char *url)
         const char *t = strstr(r.body, "\"total\":");
         const char *a = strstr(r.body, "\"admin\":");
         if (t != NULL && a != NULL) {
-            total = atoll(t + 8);
-            admin = atoll(a + 8);
+            total = strtoll(t + 8, NULL, 10);
+            admin = strtoll(a + 8, NULL, 10);
         }
     }
     th_resp_free(&r);
@@ -452,7 +452,7 @@ static void test_server_crash__acknowledged_ops_survive_kill9(void **state)
     char lvl[32];
     tc_field(NULL, s.url, "ticket", "T-crash", "level", lvl, sizeof lvl);
     free(f);
-    int level = atoi(lvl);
+    int level = (int)strtol(lvl, NULL, 10);
     /* Every acknowledged op survived; none is applied twice; the version counts them exactly. */
     assert_true(level >= acked);
     assert_true(level <= attempted);
@@ -472,7 +472,7 @@ static void test_server_crash__acknowledged_ops_survive_kill9(void **state)
         fsa_codec_results_free(res, n);
     }
     tc_field(NULL, s.url, "ticket", "T-crash", "level", lvl, sizeof lvl);
-    assert_int_equal(atoi(lvl), attempted);
+    assert_int_equal(strtol(lvl, NULL, 10), attempted);
     assert_int_equal(th_server_stop(&s), 0);
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->lock);

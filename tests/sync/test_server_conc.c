@@ -237,7 +237,7 @@ static void test_server_conc__racing_stale_sets_and_groups(void **state)
     tc_field(NULL, g_srv.url, "jobneed", "J-grp-cp", "other_info", info, 65536);
     char seq[32];
     tc_field(NULL, g_srv.url, "jobneed", "J-grp", "seqno", seq, sizeof seq);
-    int winner = atoi(seq) - 1;
+    int winner = (int)strtol(seq, NULL, 10) - 1;
     assert_true(winner >= 0 && winner < RACERS);
     for (int i = 0; i < RACERS; i++) {
         char key[32];
