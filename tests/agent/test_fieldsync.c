@@ -296,10 +296,12 @@ static void test_sync__offline_records_then_sum_of_intents(void **state)
     assert_non_null(strstr(r.out, "\"pending\":18"));
     assert_non_null(strstr(r.out, "\"next_attempt_ms\":"));
     assert_null(strstr(r.out, "\"next_attempt_ms\":0,"));
-    /* a backoff is in force: sync without --now does not try */
+    /* Again: 75 whether the backoff is still in force ("backing off") or over (unreachable);
+     * which one depends on the speed of the machine (qemu), so both are accepted here, and the
+     * backoff itself is tested on the sim clock (tests/sync/test_engine.c). */
     FS(&r, "--db", f->db[0], "sync");
     assert_int_equal(r.status, 75);
-    assert_non_null(strstr(r.err, "backing off"));
+    assert_true(strstr(r.err, "backing off") != NULL || strstr(r.err, "network error") != NULL);
 
     start(f, NULL);
     init_device(f, 0, f->srv.url); /* the server came back at another address */
