@@ -25,9 +25,10 @@
 #define PULL_PAGES_MAX 100000
 /* Conflicts examined per resolve pass. */
 #define RESOLVE_BATCH 256
-/* Clock-skew corrections, and fresh signatures after a replay answer, for one request. */
+/* Clock-skew corrections for one request, and fresh signatures sent at once after a replay
+ * answer (more go through the retry policy). */
 #define SKEW_RETRIES_MAX 2
-#define RESIGN_RETRIES_MAX 3
+#define RESIGN_AT_ONCE_MAX 1
 
 struct fsa_engine {
     fsa_port_t *port;
@@ -174,12 +175,12 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
         case FSA_ERRCLASS_RESIGN:
             /* libcurl resends a request by itself when a reused connection turns out dead; if
              * the server had read it, the copy carries a nonce it has seen. The server checks
-             * the nonce before doing anything, and ops are idempotent: sign again and resend. */
-            if (++resigns > RESIGN_RETRIES_MAX) {
-                report_error(e, "server keeps saying replay: %s", a->err.message);
-                return FSA_EAUTH;
-            }
-            continue;
+             * the nonce before doing anything, and ops are idempotent: sign again and resend at
+             * once; when that keeps happening (a network that keeps dropping answers), it is a
+             * transient failure like any other and the retry policy paces it. */
+            if (++resigns <= RESIGN_AT_ONCE_MAX)
+                continue;
+            break;
         case FSA_ERRCLASS_AUTH:
             report_error(e, "server refused this device (%s): %s", a->err.code,
                          a->err.message);
@@ -203,7 +204,8 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
             snprintf(what, sizeof what, "%.150s",
                      a->resp.error[0] ? a->resp.error : fsa_status_str(st));
         else
-            snprintf(what, sizeof what, "server answered HTTP %d", a->resp.status);
+            snprintf(what, sizeof what, "server answered HTTP %d%s%s", a->resp.status,
+                     a->err.code[0] ? " " : "", a->err.code);
         if (fsa_backoff_next(&b, random64(e), ra, &delay) != FSA_OK) {
             report_error(e, "%s (gave up after %u retries, policy %s)", what, b.retries,
                          e->retry->name);
