@@ -1,4 +1,5 @@
-/* fieldsync: NAME=VALUE arguments to a JSON object; JSON string quoting. */
+/* fieldsync: NAME=VALUE arguments to a JSON object; JSON string quoting; one-line CLI errors. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,4 +128,26 @@ fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
     }
     free(buf);
     return st;
+}
+
+void fsa_cli_die_usage(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see '%s --help')\n", prog);
+    va_end(ap);
+    exit(2);
+}
+
+int fsa_cli_fail(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return EXIT_FAILURE;
 }

@@ -1,4 +1,5 @@
-/* fieldsync: command-line values: NAME=VALUE pairs into a JSON object, JSON string quoting. */
+/* fieldsync: command-line values (NAME=VALUE pairs into a JSON object, JSON string quoting) and
+ * one-line errors, shared by fieldsync and fieldsync-sim. */
 #ifndef FSA_AGENT_ARGS_H
 #define FSA_AGENT_ARGS_H
 
@@ -19,5 +20,11 @@ fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
 /* Appends s as a JSON string literal (quoted, escaped) to buf (a NUL-terminated string of
  * capacity cap). FSA_OK or FSA_ETOOLARGE (buf unchanged). */
 fsa_status_t fsa_args_quote(const char *s, char *buf, size_t cap) FSA_MUST_CHECK;
+
+/* Prints "PROG: MESSAGE (see 'PROG --help')" as one line on stderr and exits with status 2. */
+_Noreturn void fsa_cli_die_usage(const char *prog, const char *fmt, ...) FSA_PRINTF(2, 3);
+
+/* Prints "PROG: MESSAGE" as one line on stderr; returns EXIT_FAILURE (1), for `return fail(...)`. */
+int fsa_cli_fail(const char *prog, const char *fmt, ...) FSA_PRINTF(2, 3);
 
 #endif

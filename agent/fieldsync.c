@@ -3,7 +3,6 @@
 #define _XOPEN_SOURCE 700
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,29 +22,9 @@
 
 static const char *prog = "fieldsync";
 
-static void die_usage(const char *fmt, ...) FSA_PRINTF(1, 2);
-static void die_usage(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see '%s --help')\n", prog);
-    va_end(ap);
-    exit(EXIT_USAGE);
-}
-
-static int fail(const char *fmt, ...) FSA_PRINTF(1, 2);
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return EXIT_FAILURE;
-}
+/* One-line errors on stderr (agent/args.h): usage errors exit 2, others return 1. */
+#define die_usage(...) fsa_cli_die_usage(prog, __VA_ARGS__)
+#define fail(...) fsa_cli_fail(prog, __VA_ARGS__)
 
 static const char USAGE[] =
     "usage: fieldsync [--db FILE] [--log-level debug|info|warn|error] COMMAND ...\n"

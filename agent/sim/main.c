@@ -2,18 +2,17 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/args.h"
 #include "agent/sim/fleet.h"
 #include "port/files.h"
 #include "sync/codec.h"
 
-#define EXIT_USAGE 2
 #define DEVICES_MAX 100000
 #define OPS_MAX 5000 /* checkpoints seeded one admin request each; histories stay < 1 MiB */
 #define WORKERS_MAX 64
@@ -59,29 +58,9 @@ static const char USAGE[] =
 
 static const char *prog = "fieldsync-sim";
 
-static void die_usage(const char *fmt, ...) FSA_PRINTF(1, 2);
-static void die_usage(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see '%s --help')\n", prog);
-    va_end(ap);
-    exit(EXIT_USAGE);
-}
-
-static int fail(const char *fmt, ...) FSA_PRINTF(1, 2);
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return EXIT_FAILURE;
-}
+/* One-line errors on stderr (agent/args.h): usage errors exit 2, others return 1. */
+#define die_usage(...) fsa_cli_die_usage(prog, __VA_ARGS__)
+#define fail(...) fsa_cli_fail(prog, __VA_ARGS__)
 
 static long long parse_int(const char *opt, const char *v, long long min, long long max)
 {
