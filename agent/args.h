@@ -24,7 +24,7 @@ fsa_status_t fsa_args_quote(const char *s, char *buf, size_t cap) FSA_MUST_CHECK
 /* Prints "PROG: MESSAGE (see 'PROG --help')" as one line on stderr and exits with status 2. */
 _Noreturn void fsa_cli_die_usage(const char *prog, const char *fmt, ...) FSA_PRINTF(2, 3);
 
-/* Prints "PROG: MESSAGE" as one line on stderr; returns EXIT_FAILURE (1), for `return fail(...)`. */
+/* Prints "PROG: MESSAGE" as one line on stderr; returns EXIT_FAILURE (1): `return fail(...)`. */
 int fsa_cli_fail(const char *prog, const char *fmt, ...) FSA_PRINTF(2, 3);
 
 #endif

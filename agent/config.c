@@ -34,9 +34,8 @@ static char *cfg(fsa_journal_t *j, const char *key)
     return v;
 }
 
-fsa_status_t fsa_agent_engine_new(fsa_port_t *port, fsa_journal_t *j,
-                                  const fsa_engine_opts_t *base, fsa_engine_t **out, char *err,
-                                  size_t errlen)
+fsa_status_t fsa_agent_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine_opts_t *base,
+                                  fsa_engine_t **out, char *err, size_t errlen)
 {
     char *device = cfg(j, FSA_CFG_DEVICE_ID), *server = cfg(j, FSA_CFG_SERVER);
     char *secret = cfg(j, FSA_CFG_SECRET_FILE), *ca = cfg(j, FSA_CFG_CA_FILE);

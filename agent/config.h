@@ -25,8 +25,7 @@ fsa_status_t fsa_agent_read_secret(const char *path, fsa_signer_key_t *key, char
  * engine options to keep (retry policy, batch sizes, ignore_backoff); its device, key and
  * transport are taken from the journal. FSA_OK, FSA_ENOTFOUND (not initialised), the errors of
  * fsa_agent_read_secret and fsa_engine_new; err names the problem. */
-fsa_status_t fsa_agent_engine_new(fsa_port_t *port, fsa_journal_t *j,
-                                  const fsa_engine_opts_t *base, fsa_engine_t **out, char *err,
-                                  size_t errlen) FSA_MUST_CHECK;
+fsa_status_t fsa_agent_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine_opts_t *base,
+                                  fsa_engine_t **out, char *err, size_t errlen) FSA_MUST_CHECK;
 
 #endif

@@ -69,8 +69,8 @@ typedef struct optspec {
 } optspec_t;
 
 /* Parses argv[0..argc) into opts and positional args; dies on an unknown option. */
-static int parse_opts(int argc, char **argv, optspec_t *opts, size_t nopts, char **pos,
-                      int maxpos, const char *help)
+static int parse_opts(int argc, char **argv, optspec_t *opts, size_t nopts, char **pos, int maxpos,
+                      const char *help)
 {
     int npos = 0;
     for (int i = 0; i < argc; i++) {
@@ -144,16 +144,17 @@ static int recorded(fsa_journal_t *j, fsa_status_t st, const fsa_rec_t *rec)
 
 static int cmd_init(int argc, char **argv)
 {
-    optspec_t o[] = {{"device-id", 1, NULL}, {"server", 1, NULL},  {"secret-file", 1, NULL},
-                     {"ca-file", 1, NULL},   {"pin", 1, NULL},     {"allow-http", 0, NULL}};
+    optspec_t o[] = {{"device-id", 1, NULL}, {"server", 1, NULL}, {"secret-file", 1, NULL},
+                     {"ca-file", 1, NULL},   {"pin", 1, NULL},    {"allow-http", 0, NULL}};
     const size_t no = sizeof o / sizeof o[0];
     char *pos[1];
-    parse_opts(argc, argv, o, no, pos, 0,
-               "usage: fieldsync --db FILE init --device-id ID --server URL --secret-file FILE\n"
-               "                 [--ca-file F] [--pin sha256//BASE64[;sha256//...]] [--allow-http]\n"
-               "Creates the journal (mode 0600) and stores how to reach the server. The secret\n"
-               "file holds the device's 32-byte secret as 64 hex characters and must be mode\n"
-               "0600. Plain http:// is accepted only for loopback unless --allow-http.\n");
+    parse_opts(
+        argc, argv, o, no, pos, 0,
+        "usage: fieldsync --db FILE init --device-id ID --server URL --secret-file FILE\n"
+        "                 [--ca-file F] [--pin sha256//BASE64[;sha256//...]] [--allow-http]\n"
+        "Creates the journal (mode 0600) and stores how to reach the server. The secret\n"
+        "file holds the device's 32-byte secret as 64 hex characters and must be mode\n"
+        "0600. Plain http:// is accepted only for loopback unless --allow-http.\n");
     const char *dev = opt(o, no, "device-id"), *server = opt(o, no, "server");
     const char *secret = opt(o, no, "secret-file"), *ca = opt(o, no, "ca-file");
     const char *pin = opt(o, no, "pin");
@@ -217,7 +218,7 @@ static int cmd_init(int argc, char **argv)
 
 static int cmd_attendance(int argc, char **argv)
 {
-    optspec_t o[] = {{"people", 1, NULL}, {"site", 1, NULL}, {"lat", 1, NULL},
+    optspec_t o[] = {{"people", 1, NULL}, {"site", 1, NULL},     {"lat", 1, NULL},
                      {"lon", 1, NULL},    {"accuracy", 1, NULL}, {"id", 1, NULL}};
     const size_t no = sizeof o / sizeof o[0];
     char *pos[1];
@@ -363,8 +364,7 @@ static int cmd_entity(fsa_type_t type, int argc, char **argv)
         if (n != 2)
             die_usage("ticket log needs ID and one JSON_ITEM");
         fsa_journal_t *j = open_journal(false);
-        st = fsa_journal_append(j, type, id, "ticketlog", "ticket_history", pos[1], 0, NULL,
-                                &rec);
+        st = fsa_journal_append(j, type, id, "ticketlog", "ticket_history", pos[1], 0, NULL, &rec);
         return recorded(j, st, &rec);
     }
     if (strcmp(sub, "escalate") == 0 && type == FSA_TYPE_TICKET) {
@@ -500,10 +500,8 @@ static int cmd_sync(int argc, char **argv)
     switch (st) {
     case FSA_ENET:
     case FSA_ETIMEOUT:
-    case FSA_EBUSY:
-        return EXIT_TEMPFAIL;
-    default:
-        return EXIT_FAILURE;
+    case FSA_EBUSY: return EXIT_TEMPFAIL;
+    default: return EXIT_FAILURE;
     }
 }
 
@@ -578,9 +576,8 @@ static int cmd_status(int argc, char **argv)
         json_str_or_null(server);
         printf(",\"pending\":%" PRId64 ",\"inflight\":%" PRId64 ",\"conflicts\":%" PRId64
                ",\"rejected\":%" PRId64 ",\"oldest_pending_at_ms\":%" PRId64
-               ",\"last_seq\":%" PRId64 ",\"last_sync_ms\":%" PRId64
-               ",\"next_attempt_ms\":%" PRId64 ",\"sync_failures\":%" PRId64
-               ",\"clock_offset_ms\":%" PRId64 "}\n",
+               ",\"last_seq\":%" PRId64 ",\"last_sync_ms\":%" PRId64 ",\"next_attempt_ms\":%" PRId64
+               ",\"sync_failures\":%" PRId64 ",\"clock_offset_ms\":%" PRId64 "}\n",
                s.pending, s.inflight, s.conflicts, s.rejected, s.oldest_pending_at_ms, s.last_seq,
                last, next, failures, offset);
     } else {
@@ -588,8 +585,8 @@ static int cmd_status(int argc, char **argv)
                server ? server : "(not set up)");
         printf("pending ops:   %" PRId64 " (%" PRId64 " sent, awaiting an answer)\n", s.pending,
                s.inflight);
-        printf("conflicts:     %" PRId64 " open\nrejected:      %" PRId64 " open\n",
-               s.conflicts, s.rejected);
+        printf("conflicts:     %" PRId64 " open\nrejected:      %" PRId64 " open\n", s.conflicts,
+               s.rejected);
         char b1[96], b2[96];
         printf("last sync:     %s\nnext attempt:  %s\n", when(last, b1, sizeof b1),
                next ? when(next, b2, sizeof b2) : "now (no backoff)");
@@ -625,8 +622,8 @@ static bool print_conflict(void *arg, const fsa_conflict_t *c)
                c->op.json ? c->op.json : "null");
     } else {
         printf("%s  %s %s %s  %s%s%s  %s\n", c->op.op_id, fsa_op_kind_name(c->op.kind),
-               fsa_type_name(c->op.type), c->op.id, c->outcome,
-               c->decision[0] ? " / " : "", c->decision, c->reason);
+               fsa_type_name(c->op.type), c->op.id, c->outcome, c->decision[0] ? " / " : "",
+               c->decision, c->reason);
     }
     p->count++;
     return true;
@@ -653,8 +650,7 @@ static int cmd_conflicts(int argc, char **argv)
         bool local = strcmp(take, "local") == 0;
         fsa_journal_t *j = open_journal(false);
         fsa_rec_t rec;
-        fsa_status_t st = fsa_conflict_resolve(j, pos[1], local, local ? "local" : "server",
-                                               &rec);
+        fsa_status_t st = fsa_conflict_resolve(j, pos[1], local, local ? "local" : "server", &rec);
         fsa_journal_close(j);
         if (st != FSA_OK)
             return fail("%s", rec.error[0] ? rec.error : fsa_status_str(st));
@@ -723,10 +719,11 @@ static int cmd_show(int argc, char **argv)
 {
     optspec_t o[] = {{"json", 0, NULL}};
     char *pos[2];
-    int n = parse_opts(argc, argv, o, 1, pos, 2,
-                       "usage: fieldsync --db FILE show TYPE ID [--json]\n"
-                       "Shows an entity's local view: the server's last known state with the\n"
-                       "device's pending ops applied. TYPE: attendance, jobneed (or job), ticket.\n");
+    int n =
+        parse_opts(argc, argv, o, 1, pos, 2,
+                   "usage: fieldsync --db FILE show TYPE ID [--json]\n"
+                   "Shows an entity's local view: the server's last known state with the\n"
+                   "device's pending ops applied. TYPE: attendance, jobneed (or job), ticket.\n");
     if (n != 2)
         die_usage("show needs TYPE and ID");
     fsa_type_t type;
@@ -744,12 +741,12 @@ static int cmd_show(int argc, char **argv)
     if (st != FSA_OK)
         return fail("cannot read %s %s: %s", fsa_type_name(type), pos[1], fsa_status_str(st));
     if (o[0].value != NULL)
-        printf("{\"type\":\"%s\",\"id\":\"%s\",\"server_version\":%" PRId64
-               ",\"pending\":%" PRId64 ",\"fields\":%s}\n",
+        printf("{\"type\":\"%s\",\"id\":\"%s\",\"server_version\":%" PRId64 ",\"pending\":%" PRId64
+               ",\"fields\":%s}\n",
                fsa_type_name(type), pos[1], version, pending, fields);
     else
-        printf("%s %s (server version %" PRId64 ", %" PRId64 " pending)\n%s\n",
-               fsa_type_name(type), pos[1], version, pending, fields);
+        printf("%s %s (server version %" PRId64 ", %" PRId64 " pending)\n%s\n", fsa_type_name(type),
+               pos[1], version, pending, fields);
     fsa_model_free(fields);
     return EXIT_SUCCESS;
 }

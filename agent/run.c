@@ -93,8 +93,8 @@ static void render(daemon_t *d)
 {
     const metrics_t *m = &d->m;
     int64_t now = d->port.wall_now(NULL).ms;
-    double age = m->oldest_pending_at_ms > 0 ? (double)(now - m->oldest_pending_at_ms) / 1000.0
-                                             : 0.0;
+    double age =
+        m->oldest_pending_at_ms > 0 ? (double)(now - m->oldest_pending_at_ms) / 1000.0 : 0.0;
     snprintf(
         d->text, sizeof d->text,
         "# HELP fieldsync_queue_depth Ops recorded on this device and not yet answered.\n"
@@ -144,7 +144,8 @@ static void render(daemon_t *d)
         "# HELP fieldsync_next_attempt_timestamp_seconds Backoff: no sync before this time.\n"
         "# TYPE fieldsync_next_attempt_timestamp_seconds gauge\n"
         "fieldsync_next_attempt_timestamp_seconds %.3f\n"
-        "# HELP fieldsync_watchdog_stalled Whether the queue is stuck although the server answers.\n"
+        "# HELP fieldsync_watchdog_stalled Whether the queue is stuck although the server "
+        "answers.\n"
         "# TYPE fieldsync_watchdog_stalled gauge\nfieldsync_watchdog_stalled %d\n",
         m->queue_depth, age, m->batches, m->applied, m->duplicate, m->conflict, m->rejected,
         d->retry_name, m->retries, m->rebased, m->converged, m->server_wins, m->parked,
@@ -297,8 +298,8 @@ static bool start_metrics_server(daemon_t *d, pthread_t *t)
         int port = bound.ss_family == AF_INET
                        ? ntohs(((struct sockaddr_in *)(void *)&bound)->sin_port)
                        : ntohs(((struct sockaddr_in6 *)(void *)&bound)->sin6_port);
-        fsa_log(&d->port, FSA_LOG_INFO, "metrics at http://%s/metrics (port %d)",
-                d->metrics_listen, port);
+        fsa_log(&d->port, FSA_LOG_INFO, "metrics at http://%s/metrics (port %d)", d->metrics_listen,
+                port);
         /* One line on stdout that tools (and tests) can read the port from. */
         printf("metrics on port %d\n", port);
         fflush(stdout);
@@ -377,8 +378,8 @@ static void watchdog(daemon_t *d, fsa_status_t st, const fsa_sync_report_t *r)
     pthread_mutex_unlock(&d->mu);
     if (d->m.stalled && !was)
         fsa_log(&d->port, FSA_LOG_WARN,
-                "watchdog: the queue stopped moving: %" PRId64 " ops pending, the oldest for %" PRId64
-                " s, although the server answers",
+                "watchdog: the queue stopped moving: %" PRId64
+                " ops pending, the oldest for %" PRId64 " s, although the server answers",
                 depth, age_s);
     else if (!d->m.stalled && was)
         fsa_log(&d->port, FSA_LOG_INFO, "watchdog: the queue moves again");
@@ -496,8 +497,7 @@ static int parse_seconds(const char *opt, const char *v, int64_t min_s, int64_t 
     errno = 0;
     double s = strtod(v, &end);
     if (errno != 0 || *end != '\0' || !isfinite(s) || s < (double)min_s || s > (double)max_s) {
-        fprintf(stderr, "fieldsync: %s %s: expected seconds between %" PRId64 " and %" PRId64
-                        "\n",
+        fprintf(stderr, "fieldsync: %s %s: expected seconds between %" PRId64 " and %" PRId64 "\n",
                 opt, v, min_s, max_s);
         return -1;
     }
@@ -526,8 +526,9 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
             continue;
         }
         if (v == NULL) {
-            fprintf(stderr, "fieldsync: run: unknown option or missing value: '%s' (see "
-                            "'fieldsync run --help')\n",
+            fprintf(stderr,
+                    "fieldsync: run: unknown option or missing value: '%s' (see "
+                    "'fieldsync run --help')\n",
                     a);
             return 2;
         }

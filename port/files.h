@@ -1,4 +1,4 @@
-/* fieldsync: reading small private files (secrets, configuration) with their permissions checked. */
+/* fieldsync: reading small private files (secrets, configuration), permissions checked. */
 #ifndef FSA_PORT_FILES_H
 #define FSA_PORT_FILES_H
 

@@ -51,9 +51,9 @@ typedef void *(*fsa_thread_fn)(void *arg);
 typedef struct fsa_port fsa_port_t;
 
 struct fsa_port {
-    int version; /* FSA_PORT_VERSION */
+    int version;      /* FSA_PORT_VERSION */
     const char *name; /* "posix", "sim" */
-    void *ctx;       /* owned by the implementation; passed to every call */
+    void *ctx;        /* owned by the implementation; passed to every call */
 
     /* Clocks. Never fail. */
     fsa_mono_t (*mono_now)(void *ctx);
@@ -111,8 +111,7 @@ fsa_port_t *fsa_port_posix(void);
 
 /* Formats a line and hands it to port->log if level >= port->log_level. Lines longer than
  * FSA_LIMIT_LOG_LINE are cut. */
-void fsa_log(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, ...)
-    FSA_PRINTF(3, 4);
+void fsa_log(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, ...) FSA_PRINTF(3, 4);
 void fsa_logv(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, va_list ap)
     FSA_PRINTF(3, 0);
 

@@ -20,9 +20,9 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     "CREATE TABLE entities("
     "  type TEXT NOT NULL,"
     "  id TEXT NOT NULL,"
-    "  base_fields TEXT,"               /* last known server fields; NULL: not on the server */
+    "  base_fields TEXT," /* last known server fields; NULL: not on the server */
     "  base_version INTEGER NOT NULL DEFAULT 0," /* server version of base_fields; 0: none */
-    "  local_fields TEXT,"              /* base with pending ops replayed; NULL: none */
+    "  local_fields TEXT,"                       /* base with pending ops replayed; NULL: none */
     "  updated_ms INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY(type, id)) WITHOUT ROWID;"
     /* AUTOINCREMENT: seq is never reused, even after compaction deletes the highest rows. */
@@ -42,7 +42,7 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     "  akey TEXT NOT NULL DEFAULT '',"
     "  max_len INTEGER NOT NULL DEFAULT 0,"
     "  payload TEXT,"
-    "  prior TEXT,"                     /* set: the fields' values before it, for 3-way merge */
+    "  prior TEXT," /* set: the fields' values before it, for 3-way merge */
     "  state INTEGER NOT NULL DEFAULT 0,"
     "  attempts INTEGER NOT NULL DEFAULT 0,"
     "  result_version INTEGER,"
@@ -60,14 +60,14 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     "CREATE TABLE conflicts("
     "  seq INTEGER PRIMARY KEY REFERENCES outbox(seq),"
     "  op_id TEXT NOT NULL,"
-    "  outcome TEXT NOT NULL,"          /* 'conflict' or 'rejected' */
+    "  outcome TEXT NOT NULL," /* 'conflict' or 'rejected' */
     "  code TEXT NOT NULL DEFAULT '',"
     "  reason TEXT NOT NULL DEFAULT '',"
     "  server_version INTEGER,"
     "  server_fields TEXT,"
     "  created_ms INTEGER NOT NULL,"
-    "  decision TEXT NOT NULL DEFAULT '',"  /* the resolver's verdict while open */
-    "  resolution TEXT,"                /* NULL while open; 'server', 'local', 'rebased', ... */
+    "  decision TEXT NOT NULL DEFAULT ''," /* the resolver's verdict while open */
+    "  resolution TEXT,"                   /* NULL while open; 'server', 'local', 'rebased', ... */
     "  resolved_ms INTEGER);"
     "CREATE TABLE sync_state("
     "  k TEXT PRIMARY KEY,"
@@ -91,24 +91,16 @@ fsa_status_t fsa__db_status(int rc)
     switch (rc & 0xff) {
     case SQLITE_OK:
     case SQLITE_DONE:
-    case SQLITE_ROW:
-        return FSA_OK;
-    case SQLITE_FULL:
-        return FSA_EFULL;
+    case SQLITE_ROW: return FSA_OK;
+    case SQLITE_FULL: return FSA_EFULL;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return FSA_EBUSY;
+    case SQLITE_LOCKED: return FSA_EBUSY;
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return FSA_ECORRUPT;
-    case SQLITE_NOMEM:
-        return FSA_ENOMEM;
-    case SQLITE_CANTOPEN:
-        return FSA_ENOTFOUND;
-    case SQLITE_CONSTRAINT:
-        return FSA_EEXISTS;
-    default:
-        return FSA_EIO;
+    case SQLITE_NOTADB: return FSA_ECORRUPT;
+    case SQLITE_NOMEM: return FSA_ENOMEM;
+    case SQLITE_CANTOPEN: return FSA_ENOTFOUND;
+    case SQLITE_CONSTRAINT: return FSA_EEXISTS;
+    default: return FSA_EIO;
     }
 }
 
@@ -231,8 +223,9 @@ static fsa_status_t set_clean(sqlite3 *db, int clean, char *err, size_t errlen)
 static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
     int64_t clean = 1;
-    fsa_status_t st = query_int(db, "SELECT coalesce((SELECT v FROM sync_state WHERE "
-                                    "k='clean_close'), 1)",
+    fsa_status_t st = query_int(db,
+                                "SELECT coalesce((SELECT v FROM sync_state WHERE "
+                                "k='clean_close'), 1)",
                                 &clean);
     if (st != FSA_OK) {
         snprintf(err, errlen, "journal %s: cannot read state (%s)", path, fsa_status_str(st));
@@ -277,10 +270,10 @@ static fsa_status_t join_users(fsa_port_t *port, const char *path, sqlite3 *db,
     if (!alone) {
         /* Others have it open; one of them may be opening or closing right now and hold the byte
          * exclusively for a moment. */
-        int timeout_ms = opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms
-                                                   : FSA_LIMIT_BUSY_TIMEOUT_MS;
-        fsa_mono_t deadline = fsa_mono_add_ns(port->mono_now(port->ctx),
-                                              (int64_t)timeout_ms * FSA_NS_PER_MS);
+        int timeout_ms =
+            opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : FSA_LIMIT_BUSY_TIMEOUT_MS;
+        fsa_mono_t deadline =
+            fsa_mono_add_ns(port->mono_now(port->ctx), (int64_t)timeout_ms * FSA_NS_PER_MS);
         while ((st = port->flock_try_shared(port->ctx, *users, 0)) == FSA_EBUSY &&
                port->mono_now(port->ctx).ns < deadline.ns)
             port->sleep(port->ctx, FSA_NS_PER_MS);
@@ -333,15 +326,14 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
     char detail[256] = "";
     st = fsa__db_exec(db, "PRAGMA journal_mode=WAL", detail, sizeof detail);
     if (st == FSA_OK)
-        st = fsa__db_exec(db, opts->sync_normal ? "PRAGMA synchronous=NORMAL"
-                                                : "PRAGMA synchronous=FULL",
-                          detail, sizeof detail);
+        st = fsa__db_exec(
+            db, opts->sync_normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", detail,
+            sizeof detail);
     if (st == FSA_OK)
         st = fsa__db_exec(db, "PRAGMA foreign_keys=ON", detail, sizeof detail);
     if (st != FSA_OK) {
         if (st == FSA_ECORRUPT || st == FSA_EIO)
-            snprintf(err, errlen, "journal %s is not a usable SQLite database: %s", path,
-                     detail);
+            snprintf(err, errlen, "journal %s is not a usable SQLite database: %s", path, detail);
         else
             snprintf(err, errlen, "journal %s: %s", path, detail);
         goto fail;

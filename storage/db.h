@@ -13,10 +13,10 @@
 #define FSA_SCHEMA_VERSION 1
 
 typedef struct fsa_db_opts {
-    bool sync_normal;         /* synchronous=NORMAL instead of FULL (may lose the last commits on
-                                 power loss; never corrupts) */
-    int busy_timeout_ms;      /* 0: FSA_LIMIT_BUSY_TIMEOUT_MS */
-    bool create;              /* create the file when missing (mode 0600) */
+    bool sync_normal;    /* synchronous=NORMAL instead of FULL (may lose the last commits on
+                            power loss; never corrupts) */
+    int busy_timeout_ms; /* 0: FSA_LIMIT_BUSY_TIMEOUT_MS */
+    bool create;         /* create the file when missing (mode 0600) */
 } fsa_db_opts_t;
 
 /*

@@ -171,9 +171,8 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
     fsa_status_t st = j->path != NULL ? port->mutex_new(port->ctx, &j->mu) : FSA_ENOMEM;
     if (st != FSA_OK)
         goto fail;
-    fsa_db_opts_t dbo = {.sync_normal = o.sync_normal,
-                         .busy_timeout_ms = o.busy_timeout_ms,
-                         .create = o.create};
+    fsa_db_opts_t dbo = {
+        .sync_normal = o.sync_normal, .busy_timeout_ms = o.busy_timeout_ms, .create = o.create};
     st = fsa__db_open(port, path, &dbo, &j->db, &j->users, err, errlen);
     if (st != FSA_OK)
         goto fail;
@@ -317,7 +316,7 @@ fsa_wall_t fsa_journal_now(fsa_journal_t *j)
 
 typedef struct entity {
     bool exists;
-    char *base_fields;  /* NULL: not on the server */
+    char *base_fields; /* NULL: not on the server */
     int64_t base_version;
     char *local_fields; /* NULL: no local view */
 } entity_t;
@@ -392,8 +391,8 @@ static fsa_status_t entity_store(fsa_journal_t *j, fsa_type_t type, const char *
 }
 
 /* Column order of OP_COLUMNS, read by op_from_row(). */
-#define OP_COLUMNS                                                                             \
-    "seq, op_id, at_ms, kind, type, id, grp, field, base_version, by_n, from_s, to_s, akey, "  \
+#define OP_COLUMNS                                                                                 \
+    "seq, op_id, at_ms, kind, type, id, grp, field, base_version, by_n, from_s, to_s, akey, "      \
     "max_len, payload, state"
 
 static fsa_status_t op_from_row(sqlite3_stmt *st, fsa_op_t *op, fsa_op_state_t *state)
@@ -633,7 +632,8 @@ static fsa_status_t fence_check(fsa_journal_t *j, const fsa_fence_t *fence, fsa_
         return FSA_OK;
     fsa_status_t s = fsa__lock_fence_check(j->db, fence);
     if (s == FSA_EFENCED)
-        rec_error(rec, "write refused: lock %s was taken over (token %" PRId64
+        rec_error(rec,
+                  "write refused: lock %s was taken over (token %" PRId64
                   " is stale); redo the work under a fresh lock",
                   fence->key != NULL ? fence->key : "?", fence->token);
     return s;
@@ -722,9 +722,8 @@ fsa_status_t fsa_journal_set(fsa_journal_t *j, fsa_type_t type, const char *id,
     return record_single(j, &op, id, fence, rec);
 }
 
-fsa_status_t fsa_journal_merge(fsa_journal_t *j, fsa_type_t type, const char *id,
-                               const char *field, const char *patch_json,
-                               const fsa_fence_t *fence, fsa_rec_t *rec)
+fsa_status_t fsa_journal_merge(fsa_journal_t *j, fsa_type_t type, const char *id, const char *field,
+                               const char *patch_json, const fsa_fence_t *fence, fsa_rec_t *rec)
 {
     fsa_op_t op = {.kind = FSA_OP_MERGE, .type = type, .json = (char *)(uintptr_t)patch_json};
     if (patch_json == NULL || !copy_name(op.field, sizeof op.field, field)) {
@@ -790,8 +789,7 @@ fsa_status_t fsa_journal_checkpoint_update(fsa_journal_t *j, const char *child_i
 {
     if (rec != NULL)
         memset(rec, 0, sizeof *rec);
-    if (j == NULL || child_id == NULL || fields_json == NULL ||
-        strlen(child_id) >= FSA_ID_BYTES) {
+    if (j == NULL || child_id == NULL || fields_json == NULL || strlen(child_id) >= FSA_ID_BYTES) {
         rec_error(rec, "checkpoint update needs a checkpoint id and fields");
         return FSA_EINVAL;
     }
@@ -861,8 +859,8 @@ static fsa_status_t read_entity(fsa_journal_t *j, fsa_type_t type, const char *i
     return s;
 }
 
-fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id,
-                             char **fields_json, int64_t *base_version, int64_t *pending)
+fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id, char **fields_json,
+                             int64_t *base_version, int64_t *pending)
 {
     return read_entity(j, type, id, false, fields_json, base_version, pending);
 }
@@ -878,8 +876,7 @@ fsa_status_t fsa_journal_get_base(fsa_journal_t *j, fsa_type_t type, const char 
 static fsa_status_t group_size(fsa_journal_t *j, const char *group, size_t *n)
 {
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "SELECT count(*) FROM outbox WHERE grp = ?1 AND state IN (0, 1)",
-                          &st);
+    fsa_status_t s = prep(j, "SELECT count(*) FROM outbox WHERE grp = ?1 AND state IN (0, 1)", &st);
     if (s != FSA_OK)
         return s;
     bind_text(st, 1, group);
@@ -931,8 +928,8 @@ fsa_status_t fsa_outbox_next_batch(fsa_journal_t *j, fsa_op_t *ops, size_t max_o
                 size_t need = 1;
                 if (op.group[0] != '\0')
                     s = group_size(j, op.group, &need);
-                if (s != FSA_OK || (count > 0 && (count + need > max_ops ||
-                                                  bytes + sz * need > max_bytes))) {
+                if (s != FSA_OK ||
+                    (count > 0 && (count + need > max_ops || bytes + sz * need > max_bytes))) {
                     fsa_op_clear(&op);
                     break;
                 }
@@ -1003,8 +1000,8 @@ static fsa_status_t find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *o
     return s;
 }
 
-static fsa_status_t set_state(fsa_journal_t *j, int64_t seq, fsa_op_state_t state,
-                              int64_t version, int64_t done_ms)
+static fsa_status_t set_state(fsa_journal_t *j, int64_t seq, fsa_op_state_t state, int64_t version,
+                              int64_t done_ms)
 {
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
@@ -1051,9 +1048,8 @@ static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, const char *outco
 
 /* Applies one result inside the open transaction. *parked is set when the op was parked, with
  * its entity in *ptype / pid: that entity's local view must be rebuilt. */
-static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t *r,
-                                        int64_t now_ms, bool *parked, fsa_type_t *ptype,
-                                        char pid[FSA_ID_BYTES])
+static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t *r, int64_t now_ms,
+                                        bool *parked, fsa_type_t *ptype, char pid[FSA_ID_BYTES])
 {
     *parked = false;
     fsa_op_t op;
@@ -1078,8 +1074,8 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t 
          * that follows every push folds the server's state then. */
         if (s == FSA_OK && r->version == e.base_version + 1) {
             char *next = NULL;
-            fsa_status_t as = fsa_model_apply(&op, e.base_fields, e.base_version,
-                                              FSA_APPLY_REPLAY, &next, NULL);
+            fsa_status_t as =
+                fsa_model_apply(&op, e.base_fields, e.base_version, FSA_APPLY_REPLAY, &next, NULL);
             if (as == FSA_OK) {
                 free(e.base_fields);
                 e.base_fields = next;
@@ -1090,13 +1086,13 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t 
         }
     } else if (outcome == FSA_RESULT_CONFLICT) {
         char reason[FSA_ID_BYTES + 128];
-        snprintf(reason, sizeof reason, "%s %s on the server is at version %" PRId64
-                 "; this %s expected otherwise",
+        snprintf(reason, sizeof reason,
+                 "%s %s on the server is at version %" PRId64 "; this %s expected otherwise",
                  fsa_type_name(op.type), op.id, r->current_version, fsa_op_kind_name(op.kind));
         s = set_state(j, op.seq, FSA_OPSTATE_CONFLICT, 0, now_ms);
         if (s == FSA_OK)
-            s = park(j, &op, "conflict", "conflict", reason, r->current_version,
-                     r->current_fields, now_ms);
+            s = park(j, &op, "conflict", "conflict", reason, r->current_version, r->current_fields,
+                     now_ms);
         /* The server's current state is the best base there is. */
         if (s == FSA_OK && r->current_fields != NULL && r->current_version >= e.base_version) {
             char *copy = strdup(r->current_fields);

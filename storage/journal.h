@@ -24,11 +24,11 @@
 typedef struct fsa_journal fsa_journal_t;
 
 typedef struct fsa_journal_opts {
-    bool create;           /* create the file (mode 0600) when missing */
-    bool sync_normal;      /* synchronous=NORMAL: faster, but a power cut may lose the last
-                              commits (never corrupts); default FULL loses nothing */
-    int64_t budget_bytes;  /* disk budget; 0 = FSA_LIMIT_JOURNAL_BUDGET_BYTES */
-    int busy_timeout_ms;   /* 0 = FSA_LIMIT_BUSY_TIMEOUT_MS */
+    bool create;          /* create the file (mode 0600) when missing */
+    bool sync_normal;     /* synchronous=NORMAL: faster, but a power cut may lose the last
+                             commits (never corrupts); default FULL loses nothing */
+    int64_t budget_bytes; /* disk budget; 0 = FSA_LIMIT_JOURNAL_BUDGET_BYTES */
+    int busy_timeout_ms;  /* 0 = FSA_LIMIT_BUSY_TIMEOUT_MS */
 } fsa_journal_opts_t;
 
 /* Outbox states, as stored (values are frozen). */
@@ -82,9 +82,9 @@ fsa_status_t fsa_journal_set(fsa_journal_t *j, fsa_type_t type, const char *id,
                              const char *fields_json, const fsa_fence_t *fence,
                              fsa_rec_t *rec) FSA_MUST_CHECK;
 /* merge: an RFC 7396 patch (an object) into an object field. */
-fsa_status_t fsa_journal_merge(fsa_journal_t *j, fsa_type_t type, const char *id,
-                               const char *field, const char *patch_json,
-                               const fsa_fence_t *fence, fsa_rec_t *rec) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_merge(fsa_journal_t *j, fsa_type_t type, const char *id, const char *field,
+                               const char *patch_json, const fsa_fence_t *fence,
+                               fsa_rec_t *rec) FSA_MUST_CHECK;
 /* increment: an int field by `by` (may be negative). */
 fsa_status_t fsa_journal_increment(fsa_journal_t *j, fsa_type_t type, const char *id,
                                    const char *field, int64_t by, const fsa_fence_t *fence,
@@ -119,9 +119,8 @@ fsa_status_t fsa_journal_checkpoint_update(fsa_journal_t *j, const char *child_i
 /* Reads an entity's local view: *fields_json (malloc'ed, free with fsa_model_free), its server
  * version (0 when it has never been on the server) and pending op count. Any out may be NULL.
  * FSA_OK, FSA_ENOTFOUND, FSA_EINVAL, FSA_EIO. */
-fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id,
-                             char **fields_json, int64_t *base_version,
-                             int64_t *pending) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id, char **fields_json,
+                             int64_t *base_version, int64_t *pending) FSA_MUST_CHECK;
 
 /* Reads an entity's base (last known server state). Same conventions as fsa_journal_get;
  * FSA_ENOTFOUND when the entity has never been on the server. */
@@ -175,18 +174,17 @@ fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id,
 /* Compaction: removes done ops from the outbox, keeping their op ids (in done_ops) until
  * audit_ms after they were done; forgets older ids. *removed (may be NULL) counts outbox rows
  * removed. */
-fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms,
-                                size_t *removed) FSA_MUST_CHECK;
+fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *removed) FSA_MUST_CHECK;
 
 /* Queue figures for status and metrics. */
 typedef struct fsa_outbox_stats {
-    int64_t pending;          /* pending + in flight */
+    int64_t pending; /* pending + in flight */
     int64_t inflight;
-    int64_t done;             /* not yet compacted */
-    int64_t conflicts;        /* open (unresolved) conflicts */
-    int64_t rejected;         /* open rejections */
+    int64_t done;                 /* not yet compacted */
+    int64_t conflicts;            /* open (unresolved) conflicts */
+    int64_t rejected;             /* open rejections */
     int64_t oldest_pending_at_ms; /* `at` of the oldest pending op; 0 when none */
-    int64_t last_seq;         /* highest seq ever issued */
+    int64_t last_seq;             /* highest seq ever issued */
 } fsa_outbox_stats_t;
 fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out) FSA_MUST_CHECK;
 
@@ -198,16 +196,16 @@ fsa_status_t fsa_outbox_find(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
 /* ---- Conflicts ---- */
 
 typedef struct fsa_conflict {
-    fsa_op_t op;                /* the local op (json owned: fsa_conflict_clear) */
-    char outcome[16];           /* "conflict" or "rejected" */
+    fsa_op_t op;      /* the local op (json owned: fsa_conflict_clear) */
+    char outcome[16]; /* "conflict" or "rejected" */
     char code[32];
     char reason[256];
     int64_t server_version;
-    char *server_fields;        /* may be NULL (owned) */
-    char *prior_fields;         /* set: the values it replaced, for a 3-way merge; may be NULL */
+    char *server_fields; /* may be NULL (owned) */
+    char *prior_fields;  /* set: the values it replaced, for a 3-way merge; may be NULL */
     int64_t created_ms;
-    char decision[16];          /* the resolver's verdict while open ("park", "server-wins") */
-    char resolution[16];        /* "" while open */
+    char decision[16];   /* the resolver's verdict while open ("park", "server-wins") */
+    char resolution[16]; /* "" while open */
 } fsa_conflict_t;
 
 void fsa_conflict_clear(fsa_conflict_t *c);
@@ -243,8 +241,7 @@ fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
 /* Integers: clock_offset_ms, next_attempt_ms, last_sync_ms, ... *out = dflt when absent. */
 fsa_status_t fsa_journal_state_get_int(fsa_journal_t *j, const char *key, int64_t dflt,
                                        int64_t *out) FSA_MUST_CHECK;
-fsa_status_t fsa_journal_state_set_int(fsa_journal_t *j, const char *key,
-                                       int64_t v) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_state_set_int(fsa_journal_t *j, const char *key, int64_t v) FSA_MUST_CHECK;
 /* Strings (device_id, server, cursor, ...): *out malloc'ed (fsa_model_free), NULL when absent. */
 fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key,
                                        char **out) FSA_MUST_CHECK;

@@ -306,32 +306,18 @@ static void describe_json(json_why_t why, size_t max_bytes, char *buf, size_t si
     case JSON_STRING:
         snprintf(buf, size, "a string is longer than %d bytes", FSA_LIMIT_STRING_BYTES);
         break;
-    case JSON_SIZE:
-        snprintf(buf, size, "longer than %zu bytes", max_bytes);
-        break;
+    case JSON_SIZE: snprintf(buf, size, "longer than %zu bytes", max_bytes); break;
     case JSON_NUMBER_LONG:
         snprintf(buf, size, "a number is longer than %d characters", JSON_NUMBER_MAX);
         break;
-    case JSON_NUL:
-        snprintf(buf, size, "a string holds \\u0000");
-        break;
-    case JSON_UTF8:
-        snprintf(buf, size, "invalid UTF-8 or unpaired surrogate");
-        break;
-    case JSON_RANGE:
-        snprintf(buf, size, "a number is out of range");
-        break;
-    case JSON_DUP_KEY:
-        snprintf(buf, size, "an object repeats a key");
-        break;
-    case JSON_NOMEM:
-        snprintf(buf, size, "out of memory");
-        break;
+    case JSON_NUL: snprintf(buf, size, "a string holds \\u0000"); break;
+    case JSON_UTF8: snprintf(buf, size, "invalid UTF-8 or unpaired surrogate"); break;
+    case JSON_RANGE: snprintf(buf, size, "a number is out of range"); break;
+    case JSON_DUP_KEY: snprintf(buf, size, "an object repeats a key"); break;
+    case JSON_NOMEM: snprintf(buf, size, "out of memory"); break;
     case JSON_OK:
     case JSON_SYNTAX:
-    default:
-        snprintf(buf, size, "not valid JSON");
-        break;
+    default: snprintf(buf, size, "not valid JSON"); break;
     }
 }
 
@@ -1218,9 +1204,7 @@ static fsa_status_t check_op(const fsa_op_t *op, unsigned flags, fsa_model_err_t
         }
         st = op_payload(op, "item", err, &json);
         break;
-    default:
-        st = op_fail(err, op, FSA_EINVAL, "invalid_value", "unknown op kind");
-        break;
+    default: st = op_fail(err, op, FSA_EINVAL, "invalid_value", "unknown op kind"); break;
     }
 out:
     if (st == FSA_OK) {
@@ -1462,18 +1446,10 @@ fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_
                 st = nomem(err, op);
             break;
         }
-        case FSA_OP_INCREMENT:
-            st = apply_increment(op, fields, def, err);
-            break;
-        case FSA_OP_TRANSITION:
-            st = apply_transition(op, fields, def, err);
-            break;
-        case FSA_OP_APPEND:
-            st = apply_append(op, fields, def, &payload, err);
-            break;
-        default:
-            st = op_fail(err, op, FSA_EINVAL, "invalid_value", "unknown op kind");
-            break;
+        case FSA_OP_INCREMENT: st = apply_increment(op, fields, def, err); break;
+        case FSA_OP_TRANSITION: st = apply_transition(op, fields, def, err); break;
+        case FSA_OP_APPEND: st = apply_append(op, fields, def, &payload, err); break;
+        default: st = op_fail(err, op, FSA_EINVAL, "invalid_value", "unknown op kind"); break;
         }
         if (st != FSA_OK)
             goto out;
@@ -1674,8 +1650,8 @@ fsa_status_t fsa_model_project(const char *fields_json, const char *keys_json, c
     }
     for (const cJSON *k = keys != NULL ? keys->child : NULL; st == FSA_OK && k != NULL;
          k = k->next) {
-        const cJSON *v = fields != NULL ? cJSON_GetObjectItemCaseSensitive(fields, k->string)
-                                        : NULL;
+        const cJSON *v =
+            fields != NULL ? cJSON_GetObjectItemCaseSensitive(fields, k->string) : NULL;
         cJSON *copy = v != NULL ? cJSON_Duplicate(v, true) : cJSON_CreateNull();
         if (copy == NULL || !cJSON_AddItemToObject(res, k->string, copy)) {
             cJSON_Delete(copy);

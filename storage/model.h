@@ -62,7 +62,7 @@ typedef enum fsa_result_status {
     FSA__RESULT_COUNT
 } fsa_result_status_t;
 
-#define FSA_FIELD_NAME_BYTES 32   /* longest field name + NUL, with room */
+#define FSA_FIELD_NAME_BYTES 32 /* longest field name + NUL, with room */
 #define FSA_GROUP_BYTES (FSA_LIMIT_ID_BYTES + 1)
 #define FSA_ID_BYTES (FSA_LIMIT_ID_BYTES + 1)
 #define FSA_KEY_BYTES (FSA_LIMIT_ID_BYTES + 1) /* append: the array's key inside the object */

@@ -6,7 +6,7 @@
 #include "port/port.h"
 #include "sync/backoff.h"
 
-#define MS(x) ((int64_t)((x) * 1e6))
+#define MS(x) ((int64_t)((x)*1e6))
 
 /* The platform's table (race-condition guide, "Retry Policies"), exactly. */
 static const fsa_retry_policy_t policies[FSA__RETRY_COUNT] = {

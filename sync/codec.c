@@ -290,8 +290,7 @@ static fsa_status_t encode_op(const fsa_op_t *op, cJSON *o)
     if (!ok)
         return FSA_ENOMEM;
     switch (op->kind) {
-    case FSA_OP_CREATE:
-        return add_json_member(o, "fields", op->json);
+    case FSA_OP_CREATE: return add_json_member(o, "fields", op->json);
     case FSA_OP_SET:
         if (!add_int(o, "base_version", op->base_version))
             return FSA_ENOMEM;
@@ -317,8 +316,7 @@ static fsa_status_t encode_op(const fsa_op_t *op, cJSON *o)
         if (op->max_len > 0 && !add_int(o, "max_len", op->max_len))
             return FSA_ENOMEM;
         return add_json_member(o, "item", op->json);
-    default:
-        return FSA_EINVAL;
+    default: return FSA_EINVAL;
     }
 }
 
@@ -452,16 +450,14 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
         !take_str(o, "field", op->field, sizeof op->field, "unknown_field", out))
         return FSA_OK;
     switch (op->kind) {
-    case FSA_OP_CREATE:
-        return take_payload(o, "fields", true, out);
+    case FSA_OP_CREATE: return take_payload(o, "fields", true, out);
     case FSA_OP_SET:
         if (!get_int(cJSON_GetObjectItemCaseSensitive(o, "base_version"), &op->base_version)) {
             set_reject(&out->reject, "invalid_value", "set op: base_version must be an integer");
             return FSA_OK;
         }
         return take_payload(o, "fields", true, out);
-    case FSA_OP_MERGE:
-        return take_payload(o, "patch", true, out);
+    case FSA_OP_MERGE: return take_payload(o, "patch", true, out);
     case FSA_OP_INCREMENT:
         if (!get_int(cJSON_GetObjectItemCaseSensitive(o, "by"), &op->by))
             set_reject(&out->reject, "invalid_value", "increment op: by must be an integer");
@@ -481,9 +477,7 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
         }
         return take_payload(o, "item", false, out);
     }
-    default:
-        set_reject(&out->reject, "invalid_value", "unknown op kind");
-        return FSA_OK;
+    default: set_reject(&out->reject, "invalid_value", "unknown op kind"); return FSA_OK;
     }
 }
 

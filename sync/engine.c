@@ -1,7 +1,7 @@
 /* fieldsync: the sync engine: push, results, conflicts, pull, retries and the persisted backoff. */
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,8 +64,7 @@ static void report_error(fsa_engine_t *e, const char *fmt, ...)
     fsa_log(e->port, FSA_LOG_WARN, "sync: %s", e->rep->error);
 }
 
-static void notify(fsa_engine_t *e, fsa_engine_state_t state, const char *reason,
-                   fsa_status_t last)
+static void notify(fsa_engine_t *e, fsa_engine_state_t state, const char *reason, fsa_status_t last)
 {
     if (e->status_fn == NULL)
         return;
@@ -94,8 +93,8 @@ static fsa_status_t sign_cb(void *arg, const char *method, const char *path_and_
     snprintf(out->timestamp, sizeof out->timestamp, "%" PRId64, fsa_journal_now(e->j).ms);
     fsa_status_t st = fsa_signer_nonce(e->port, out->nonce);
     if (st == FSA_OK)
-        st = fsa_signer_sign(&e->key, method, path_and_query, out->timestamp, out->nonce,
-                             wire_body, wire_len, out->signature);
+        st = fsa_signer_sign(&e->key, method, path_and_query, out->timestamp, out->nonce, wire_body,
+                             wire_len, out->signature);
     return st;
 }
 
@@ -111,8 +110,8 @@ static void learn_offset(fsa_engine_t *e, int64_t server_time_ms)
     /* Small jitter (network delay) is not worth a write per request. */
     if (offset - old > 1000 || old - offset > 1000) {
         if (fsa_journal_state_set_int(e->j, K_OFFSET, offset) == FSA_OK)
-            fsa_log(e->port, FSA_LOG_INFO, "sync: clock offset to the server is now %" PRId64
-                    " ms", offset);
+            fsa_log(e->port, FSA_LOG_INFO, "sync: clock offset to the server is now %" PRId64 " ms",
+                    offset);
     }
 }
 
@@ -147,25 +146,22 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
     for (;;) {
         fsa_http_response_clear(&a->resp);
         memset(&a->err, 0, sizeof a->err);
-        fsa_status_t st = fsa_transport_request(e->t, method, path, body, len, sign_cb, e,
-                                                &a->resp);
+        fsa_status_t st =
+            fsa_transport_request(e->t, method, path, body, len, sign_cb, e, &a->resp);
         if (st == FSA_OK)
             e->rep->last_http_status = a->resp.status;
         e->rep->bytes_sent += (int64_t)a->resp.wire_bytes_sent;
         e->rep->bytes_received += (int64_t)a->resp.wire_bytes_received;
         int64_t server_time = -1;
-        if (st == FSA_OK && (a->resp.status < 200 || a->resp.status >= 300) &&
-            a->resp.body != NULL)
+        if (st == FSA_OK && (a->resp.status < 200 || a->resp.status >= 300) && a->resp.body != NULL)
             if (fsa_codec_decode_error(a->resp.body, a->resp.body_len, &a->err, &server_time) !=
                 FSA_OK)
                 memset(&a->err, 0, sizeof a->err); /* not our error shape: the status decides */
         learn_offset(e, server_time);
         a->cls = fsa_errclass(st, a->resp.status, a->err.code);
         switch (a->cls) {
-        case FSA_ERRCLASS_NONE:
-            return FSA_OK;
-        case FSA_ERRCLASS_TOO_LARGE:
-            return FSA_ETOOLARGE;
+        case FSA_ERRCLASS_NONE: return FSA_OK;
+        case FSA_ERRCLASS_TOO_LARGE: return FSA_ETOOLARGE;
         case FSA_ERRCLASS_SKEW:
             if (++skews > SKEW_RETRIES_MAX || server_time <= 0) {
                 report_error(e, "server keeps saying clock_skew: %s", a->err.message);
@@ -182,16 +178,14 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
                 continue;
             break;
         case FSA_ERRCLASS_AUTH:
-            report_error(e, "server refused this device (%s): %s", a->err.code,
-                         a->err.message);
+            report_error(e, "server refused this device (%s): %s", a->err.code, a->err.message);
             return FSA_EAUTH;
         case FSA_ERRCLASS_REJECTED:
             report_error(e, "server answered HTTP %d %s: %s", a->resp.status, a->err.code,
                          a->err.message);
             return FSA_EREJECTED;
         case FSA_ERRCLASS_TRANSIENT:
-        case FSA_ERRCLASS_WAIT:
-            break;
+        case FSA_ERRCLASS_WAIT: break;
         }
         if (atomic_load(&e->cancelled)) {
             report_error(e, "cancelled");
@@ -247,18 +241,10 @@ static fsa_status_t keep_lock(fsa_engine_t *e)
 static void count_outcome(fsa_engine_t *e, fsa_result_status_t s)
 {
     switch (s) {
-    case FSA_RESULT_APPLIED:
-        e->rep->applied++;
-        break;
-    case FSA_RESULT_DUPLICATE:
-        e->rep->duplicate++;
-        break;
-    case FSA_RESULT_CONFLICT:
-        e->rep->conflict++;
-        break;
-    default:
-        e->rep->rejected++;
-        break;
+    case FSA_RESULT_APPLIED: e->rep->applied++; break;
+    case FSA_RESULT_DUPLICATE: e->rep->duplicate++; break;
+    case FSA_RESULT_CONFLICT: e->rep->conflict++; break;
+    default: e->rep->rejected++; break;
     }
 }
 
@@ -282,14 +268,13 @@ static fsa_status_t park_batch(fsa_engine_t *e, const fsa_op_t *ops, size_t n, c
 }
 
 /* Applies a 200 answer's results, which must answer the batch's ops in order. */
-static fsa_status_t apply_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n,
-                                 const answer_t *a)
+static fsa_status_t apply_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n, const answer_t *a)
 {
     fsa_codec_result_t *res = NULL;
     size_t count = 0;
     int64_t server_time = 0;
-    fsa_status_t st = fsa_codec_decode_results(a->resp.body, a->resp.body_len, &res, &count,
-                                               &server_time);
+    fsa_status_t st =
+        fsa_codec_decode_results(a->resp.body, a->resp.body_len, &res, &count, &server_time);
     if (st != FSA_OK) {
         report_error(e, "server sent a malformed results answer (%s)", fsa_status_str(st));
         return FSA_EPROTO;
@@ -307,8 +292,7 @@ static fsa_status_t apply_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n,
     }
     for (size_t i = 0; i < n && st == FSA_OK; i++) {
         if (strcmp(res[i].op_id, ops[i].op_id) != 0) {
-            report_error(e, "server answered op %s where %s was sent", res[i].op_id,
-                         ops[i].op_id);
+            report_error(e, "server answered op %s where %s was sent", res[i].op_id, ops[i].op_id);
             st = FSA_EPROTO;
             break;
         }
@@ -367,8 +351,8 @@ static fsa_status_t push_all(fsa_engine_t *e)
         st = fsa_uuid4(e->port, batch_id);
         if (st == FSA_OK)
             st = fsa_codec_encode_push(batch_id, ops, n, &body, &len);
-        bool single = n == 1 || (ops[0].group[0] != '\0' &&
-                                 strcmp(ops[0].group, ops[n - 1].group) == 0);
+        bool single =
+            n == 1 || (ops[0].group[0] != '\0' && strcmp(ops[0].group, ops[n - 1].group) == 0);
         if (st == FSA_ETOOLARGE && !single) {
             max_bytes = max_bytes / 2 > 1024 ? max_bytes / 2 : 1024;
             st = FSA_OK;
@@ -511,8 +495,7 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
             if (st == FSA_OK) {
                 e->rep->rebased += (int64_t)m;
                 *rebased += (int64_t)m;
-            } else if (st != FSA_ENOMEM && st != FSA_EIO && st != FSA_EBUSY &&
-                       st != FSA_EFULL) {
+            } else if (st != FSA_ENOMEM && st != FSA_EIO && st != FSA_EBUSY && st != FSA_EFULL) {
                 /* The op no longer makes sense on the server's state: leave it to a person. */
                 fsa_log(e->port, FSA_LOG_WARN, "sync: cannot rebase %s: %s", op_id, rec.error);
                 st = FSA_OK;
@@ -778,10 +761,11 @@ fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine
     if (out == NULL)
         return FSA_EINVAL;
     *out = NULL;
-    if (port == NULL || j == NULL || opts == NULL || opts->key == NULL ||
-        opts->device_id == NULL || !fsa_model_id_valid(opts->device_id)) {
-        snprintf(err, errlen, "sync engine: a device id (1-128 of A-Z a-z 0-9 . _ : -) and a "
-                              "secret are required");
+    if (port == NULL || j == NULL || opts == NULL || opts->key == NULL || opts->device_id == NULL ||
+        !fsa_model_id_valid(opts->device_id)) {
+        snprintf(err, errlen,
+                 "sync engine: a device id (1-128 of A-Z a-z 0-9 . _ : -) and a "
+                 "secret are required");
         return FSA_EINVAL;
     }
     fsa_engine_t *e = calloc(1, sizeof *e);

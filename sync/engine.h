@@ -17,21 +17,21 @@
 typedef struct fsa_engine fsa_engine_t;
 
 typedef struct fsa_engine_opts {
-    const char *device_id;          /* required; copied */
-    const fsa_signer_key_t *key;    /* required; copied, wiped by fsa_engine_free */
-    fsa_transport_opts_t transport; /* base_url required */
-    size_t batch_max_ops;           /* 0: 100; at most FSA_LIMIT_BATCH_OPS */
-    size_t batch_max_bytes;         /* 0: 256 KiB; at most FSA_LIMIT_BODY_BYTES */
-    size_t pull_limit;              /* changes per pull page; 0: 200 */
-    const fsa_retry_policy_t *retry; /* one request's retries; NULL: DEFAULT */
+    const char *device_id;                 /* required; copied */
+    const fsa_signer_key_t *key;           /* required; copied, wiped by fsa_engine_free */
+    fsa_transport_opts_t transport;        /* base_url required */
+    size_t batch_max_ops;                  /* 0: 100; at most FSA_LIMIT_BATCH_OPS */
+    size_t batch_max_bytes;                /* 0: 256 KiB; at most FSA_LIMIT_BODY_BYTES */
+    size_t pull_limit;                     /* changes per pull page; 0: 200 */
+    const fsa_retry_policy_t *retry;       /* one request's retries; NULL: DEFAULT */
     const fsa_resolver_policy_t *resolver; /* NULL: DESIGN.md's defaults */
-    bool ignore_backoff;            /* sync now even when the persisted next attempt is later */
-    bool no_lock;                   /* do not take the SYNC lock (the caller holds it) */
+    bool ignore_backoff; /* sync now even when the persisted next attempt is later */
+    bool no_lock;        /* do not take the SYNC lock (the caller holds it) */
 } fsa_engine_opts_t;
 
 /* What the engine is doing, for the app that embeds it. Values are frozen. */
 typedef enum fsa_engine_state {
-    FSA_ENGINE_IDLE = 0,     /* nothing to do, or done */
+    FSA_ENGINE_IDLE = 0, /* nothing to do, or done */
     FSA_ENGINE_PUSHING = 1,
     FSA_ENGINE_PULLING = 2,
     FSA_ENGINE_RETRYING = 3, /* waiting before a retry (network error, 5xx, 429) */
@@ -53,14 +53,14 @@ typedef void (*fsa_engine_status_fn)(void *arg, const fsa_engine_status_t *statu
 /* One cycle's figures. */
 typedef struct fsa_sync_report {
     int64_t batches, pushed;
-    int64_t applied, duplicate, conflict, rejected; /* per-op results */
+    int64_t applied, duplicate, conflict, rejected;  /* per-op results */
     int64_t rebased, converged, server_wins, parked; /* resolver verdicts */
     int64_t pulled;                                  /* changes folded */
     int64_t retries;                                 /* requests retried */
     int64_t bytes_sent, bytes_received;              /* on the wire */
     int64_t next_attempt_ms;                         /* persisted next attempt; 0: none */
     int last_http_status; /* the last HTTP status the server answered; 0: no answer arrived */
-    char error[320];                                 /* "" on success */
+    char error[320];      /* "" on success */
 } fsa_sync_report_t;
 
 /*

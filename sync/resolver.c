@@ -23,7 +23,8 @@ static fsa_policy_action_t rule_for(const fsa_resolver_policy_t *policy, fsa_typ
         return FSA_POLICY_DEFAULT;
     for (size_t i = 0; i < policy->n; i++) {
         const fsa_policy_rule_t *r = &policy->rules[i];
-        if (r->type == type && (r->field == NULL || (field != NULL && strcmp(r->field, field) == 0)))
+        if (r->type == type &&
+            (r->field == NULL || (field != NULL && strcmp(r->field, field) == 0)))
             return r->action;
     }
     return FSA_POLICY_DEFAULT;
@@ -41,8 +42,10 @@ static fsa_policy_action_t rule_for_set(const fsa_resolver_policy_t *policy, con
             continue;
         fsa_model_free(v);
         fsa_policy_action_t a = rule_for(policy, op->type, defs[i].name);
-        static const int rank[] = {[FSA_POLICY_DEFAULT] = 0, [FSA_POLICY_LOCAL_WINS] = 1,
-                                   [FSA_POLICY_SERVER_WINS] = 2, [FSA_POLICY_PARK] = 3};
+        static const int rank[] = {[FSA_POLICY_DEFAULT] = 0,
+                                   [FSA_POLICY_LOCAL_WINS] = 1,
+                                   [FSA_POLICY_SERVER_WINS] = 2,
+                                   [FSA_POLICY_PARK] = 3};
         if (rank[a] > rank[best])
             best = a;
     }
@@ -52,12 +55,9 @@ static fsa_policy_action_t rule_for_set(const fsa_resolver_policy_t *policy, con
 static fsa_resolution_t from_action(fsa_policy_action_t a)
 {
     switch (a) {
-    case FSA_POLICY_SERVER_WINS:
-        return FSA_RESOLVE_SERVER_WINS;
-    case FSA_POLICY_LOCAL_WINS:
-        return FSA_RESOLVE_REBASE;
-    default:
-        return FSA_RESOLVE_PARK;
+    case FSA_POLICY_SERVER_WINS: return FSA_RESOLVE_SERVER_WINS;
+    case FSA_POLICY_LOCAL_WINS: return FSA_RESOLVE_REBASE;
+    default: return FSA_RESOLVE_PARK;
     }
 }
 
@@ -81,8 +81,7 @@ fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_reso
     bool same = false;
     switch (op->kind) {
     case FSA_OP_CREATE:
-        if (fsa_model_same_values(op->json, in->server_fields, op->json, &same) == FSA_OK &&
-            same) {
+        if (fsa_model_same_values(op->json, in->server_fields, op->json, &same) == FSA_OK && same) {
             say(why, whylen, "%s %s already exists with the same content", tname, op->id);
             return FSA_RESOLVE_CONVERGED;
         }
@@ -98,8 +97,7 @@ fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_reso
             return from_action(a);
         }
         if (in->prior_fields != NULL &&
-            fsa_model_same_values(in->prior_fields, in->server_fields, op->json, &same) ==
-                FSA_OK &&
+            fsa_model_same_values(in->prior_fields, in->server_fields, op->json, &same) == FSA_OK &&
             same) {
             say(why, whylen, "the server changed other fields of %s %s; rebased on version %lld",
                 tname, op->id, (long long)in->server_version);
@@ -138,9 +136,7 @@ fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_reso
         say(why, whylen, "a %s never conflicts on its own: resent with its group",
             fsa_op_kind_name(op->kind));
         return FSA_RESOLVE_REBASE;
-    default:
-        say(why, whylen, "unknown op kind");
-        return FSA_RESOLVE_PARK;
+    default: say(why, whylen, "unknown op kind"); return FSA_RESOLVE_PARK;
     }
 }
 
@@ -153,8 +149,10 @@ fsa_resolution_t fsa_resolve_group(const fsa_resolver_policy_t *policy,
         return FSA_RESOLVE_PARK;
     }
     /* park > server wins > rebase > converged; the verdict explained is the deciding one. */
-    static const int rank[] = {[FSA_RESOLVE_CONVERGED] = 0, [FSA_RESOLVE_REBASE] = 1,
-                               [FSA_RESOLVE_SERVER_WINS] = 2, [FSA_RESOLVE_PARK] = 3};
+    static const int rank[] = {[FSA_RESOLVE_CONVERGED] = 0,
+                               [FSA_RESOLVE_REBASE] = 1,
+                               [FSA_RESOLVE_SERVER_WINS] = 2,
+                               [FSA_RESOLVE_PARK] = 3};
     fsa_resolution_t worst = FSA_RESOLVE_CONVERGED;
     int worst_rank = -1;
     for (size_t i = 0; i < n; i++) {
@@ -172,14 +170,10 @@ fsa_resolution_t fsa_resolve_group(const fsa_resolver_policy_t *policy,
 const char *fsa_resolution_name(fsa_resolution_t r)
 {
     switch (r) {
-    case FSA_RESOLVE_REBASE:
-        return "rebase";
-    case FSA_RESOLVE_CONVERGED:
-        return "converged";
-    case FSA_RESOLVE_SERVER_WINS:
-        return "server-wins";
-    case FSA_RESOLVE_PARK:
-        return "park";
+    case FSA_RESOLVE_REBASE: return "rebase";
+    case FSA_RESOLVE_CONVERGED: return "converged";
+    case FSA_RESOLVE_SERVER_WINS: return "server-wins";
+    case FSA_RESOLVE_PARK: return "park";
     }
     return "?";
 }

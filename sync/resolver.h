@@ -1,4 +1,4 @@
-/* fieldsync: the conflict policy of DESIGN.md as a pure function, configurable per type and field. */
+/* fieldsync: DESIGN.md's conflict policy as a pure function, configurable per type and field. */
 #ifndef FSA_SYNC_RESOLVER_H
 #define FSA_SYNC_RESOLVER_H
 
@@ -38,11 +38,11 @@ typedef struct fsa_resolver_policy {
 } fsa_resolver_policy_t;
 
 typedef struct fsa_resolver_input {
-    const fsa_op_t *op;          /* the local op */
-    const char *outcome;         /* "conflict" or "rejected" */
-    const char *prior_fields;    /* set: its fields' values before it was recorded; may be NULL */
-    int64_t server_version;      /* the entity on the server now; 0 if unknown */
-    const char *server_fields;   /* its fields (JSON object); NULL if unknown */
+    const fsa_op_t *op;        /* the local op */
+    const char *outcome;       /* "conflict" or "rejected" */
+    const char *prior_fields;  /* set: its fields' values before it was recorded; may be NULL */
+    int64_t server_version;    /* the entity on the server now; 0 if unknown */
+    const char *server_fields; /* its fields (JSON object); NULL if unknown */
 } fsa_resolver_input_t;
 
 /*

@@ -59,14 +59,14 @@ typedef fsa_status_t (*fsa_transport_sign_fn)(void *arg, const char *method,
 /* An answer. body is malloc'ed, NUL terminated, inflated if the server compressed it; free with
  * fsa_http_response_clear(). */
 typedef struct fsa_http_response {
-    int status;               /* HTTP status; 0 when no answer arrived */
+    int status; /* HTTP status; 0 when no answer arrived */
     char *body;
     size_t body_len;
-    int64_t retry_after_ms;   /* from Retry-After (seconds or HTTP date); -1 when absent */
-    size_t wire_bytes_sent;   /* request bytes on the wire (headers + body, as sent) */
+    int64_t retry_after_ms; /* from Retry-After (seconds or HTTP date); -1 when absent */
+    size_t wire_bytes_sent; /* request bytes on the wire (headers + body, as sent) */
     size_t wire_bytes_received;
-    bool reused_connection;   /* the request went over an already open connection */
-    char error[256];          /* on a transport failure: one line naming it */
+    bool reused_connection; /* the request went over an already open connection */
+    char error[256];        /* on a transport failure: one line naming it */
 } fsa_http_response_t;
 
 void fsa_http_response_clear(fsa_http_response_t *r);

@@ -12,11 +12,11 @@
 #include "port/port.h"
 
 /* Asserts that a call returned FSA_OK, printing the status name if not. */
-#define assert_fsa_ok(expr)                                                                    \
-    do {                                                                                       \
-        fsa_status_t st_ = (expr);                                                             \
-        if (st_ != FSA_OK)                                                                     \
-            fail_msg("%s returned %d (%s)", #expr, (int)st_, fsa_status_str(st_));             \
+#define assert_fsa_ok(expr)                                                                        \
+    do {                                                                                           \
+        fsa_status_t st_ = (expr);                                                                 \
+        if (st_ != FSA_OK)                                                                         \
+            fail_msg("%s returned %d (%s)", #expr, (int)st_, fsa_status_str(st_));                 \
     } while (0)
 
 /* Real elapsed nanoseconds of the posix monotonic clock since t0. */

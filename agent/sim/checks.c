@@ -19,12 +19,9 @@
 const char *fsa__inv_status_name(fsa__inv_status_t s)
 {
     switch (s) {
-    case FSA__INV_PASS:
-        return "pass";
-    case FSA__INV_FAIL:
-        return "fail";
-    case FSA__INV_NOT_CHECKED:
-        return "not checked";
+    case FSA__INV_PASS: return "pass";
+    case FSA__INV_FAIL: return "fail";
+    case FSA__INV_NOT_CHECKED: return "not checked";
     }
     return "?";
 }

@@ -236,20 +236,11 @@ static void html_text(FILE *o, const char *s)
 {
     for (; s != NULL && *s; s++) {
         switch (*s) {
-        case '<':
-            fputs("&lt;", o);
-            break;
-        case '>':
-            fputs("&gt;", o);
-            break;
-        case '&':
-            fputs("&amp;", o);
-            break;
-        case '"':
-            fputs("&quot;", o);
-            break;
-        default:
-            fputc(*s, o);
+        case '<': fputs("&lt;", o); break;
+        case '>': fputs("&gt;", o); break;
+        case '&': fputs("&amp;", o); break;
+        case '"': fputs("&quot;", o); break;
+        default: fputc(*s, o);
         }
     }
 }

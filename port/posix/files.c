@@ -48,8 +48,7 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
         goto out;
     }
     if (private_only && sb.st_uid != geteuid()) {
-        snprintf(err, errlen, "%s is owned by uid %u, not by this user", path,
-                 (unsigned)sb.st_uid);
+        snprintf(err, errlen, "%s is owned by uid %u, not by this user", path, (unsigned)sb.st_uid);
         st = FSA_EPERM;
         goto out;
     }

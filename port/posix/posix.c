@@ -158,8 +158,7 @@ fsa_status_t fsa__posix_cond_wait_real(fsa_cond_t *c, fsa_mutex_t *m, fsa_mono_t
         pthread_cond_wait(&c->c, &m->m);
         return FSA_OK;
     }
-    struct timespec ts = {(time_t)(deadline.ns / FSA_NS_PER_S),
-                          (long)(deadline.ns % FSA_NS_PER_S)};
+    struct timespec ts = {(time_t)(deadline.ns / FSA_NS_PER_S), (long)(deadline.ns % FSA_NS_PER_S)};
     int rc = pthread_cond_timedwait(&c->c, &m->m, &ts);
     return rc == ETIMEDOUT ? FSA_ETIMEOUT : FSA_OK;
 }

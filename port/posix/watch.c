@@ -14,7 +14,7 @@
 
 struct fsa_watch {
     int fd;
-    int poke[2]; /* a self-pipe: poke writes, wait returns */
+    int poke[2];             /* a self-pipe: poke writes, wait returns */
     char name[NAME_MAX + 1]; /* the watched file's base name */
 };
 

@@ -87,8 +87,8 @@ static fsa_status_t sim_cond_wait(void *ctx, fsa_cond_t *c, fsa_mutex_t *m, fsa_
         return FSA_ETIMEOUT;
     /* The grace period is real time: it gives another thread the chance to signal before this
      * waiter decides nobody will and jumps the virtual clock to its deadline. */
-    fsa_mono_t real_deadline = fsa_mono_add_ns(fsa_port_posix()->mono_now(NULL),
-                                               FSA_SIM_WAIT_GRACE_NS);
+    fsa_mono_t real_deadline =
+        fsa_mono_add_ns(fsa_port_posix()->mono_now(NULL), FSA_SIM_WAIT_GRACE_NS);
     if (fsa__posix_cond_wait_real(c, m, real_deadline) == FSA_OK)
         return FSA_OK;
     if (deadline.ns == INT64_MAX)

@@ -85,20 +85,14 @@ static fsa_status_t map_rc(int rc)
     switch (rc & 0xff) {
     case SQLITE_OK:
     case SQLITE_DONE:
-    case SQLITE_ROW:
-        return FSA_OK;
-    case SQLITE_NOMEM:
-        return FSA_ENOMEM;
-    case SQLITE_FULL:
-        return FSA_EFULL;
+    case SQLITE_ROW: return FSA_OK;
+    case SQLITE_NOMEM: return FSA_ENOMEM;
+    case SQLITE_FULL: return FSA_EFULL;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return FSA_EBUSY;
+    case SQLITE_LOCKED: return FSA_EBUSY;
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return FSA_ECORRUPT;
-    default:
-        return FSA_EIO;
+    case SQLITE_NOTADB: return FSA_ECORRUPT;
+    default: return FSA_EIO;
     }
 }
 
@@ -512,9 +506,7 @@ static fsa_status_t try_op(fsa_store_t *s, const char *device, bool by_server,
             fields = NULL;
         }
         break;
-    case FSA_ENOMEM:
-        st = FSA_ENOMEM;
-        break;
+    case FSA_ENOMEM: st = FSA_ENOMEM; break;
     default:
         /* FSA_ENOTFOUND, FSA_EINVAL, FSA_ETRANSITION: the model named the rejection. */
         r->status = FSA_RESULT_REJECTED;

@@ -20,8 +20,8 @@ static char *obj(int n, char **args, fsa_status_t want, const char *err_has)
 static void test_fsa_args_object__json_values_keep_their_types(void **state)
 {
     (void)state;
-    char *a[] = {"seqno=5", "ok=true", "none=null", "o={\"a\":[1,2]}", "s=\"quoted\"",
-                 "name=plain text", "empty="};
+    char *a[] = {"seqno=5",      "ok=true",         "none=null", "o={\"a\":[1,2]}",
+                 "s=\"quoted\"", "name=plain text", "empty="};
     char *out = obj(7, a, FSA_OK, NULL);
     assert_string_equal(out, "{\"seqno\":5,\"ok\":true,\"none\":null,\"o\":{\"a\":[1,2]},"
                              "\"s\":\"quoted\",\"name\":\"plain text\",\"empty\":\"\"}");

@@ -113,18 +113,18 @@ static void run_fieldsync(run_t *r, int timeout_s, int kill_after_ms, const char
         r->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-#define FS(r, ...)                                                                             \
-    do {                                                                                       \
-        const char *a_[] = {__VA_ARGS__, NULL};                                                \
-        run_fieldsync((r), 120, 0, a_);                                                        \
+#define FS(r, ...)                                                                                 \
+    do {                                                                                           \
+        const char *a_[] = {__VA_ARGS__, NULL};                                                    \
+        run_fieldsync((r), 120, 0, a_);                                                            \
     } while (0)
 
 /* Runs and expects exit 0, printing what it said otherwise. */
-#define FS_OK(r, ...)                                                                          \
-    do {                                                                                       \
-        FS((r), __VA_ARGS__);                                                                  \
-        if ((r)->status != 0)                                                                  \
-            fail_msg("fieldsync exited %d: %s%s", (r)->status, (r)->err, (r)->out);            \
+#define FS_OK(r, ...)                                                                              \
+    do {                                                                                           \
+        FS((r), __VA_ARGS__);                                                                      \
+        if ((r)->status != 0)                                                                      \
+            fail_msg("fieldsync exited %d: %s%s", (r)->status, (r)->err, (r)->out);                \
     } while (0)
 
 /* ---- fixtures ---- */
@@ -247,8 +247,8 @@ static void test_cli__init_refuses_bad_secret_and_insecure_http(void **state)
     assert_int_not_equal(access(f->db[0], F_OK), 0);
     /* a secret readable by others is refused */
     chmod(f->secret[0], 0644);
-    FS(&r, "--db", f->db[0], "init", "--device-id", "dev000", "--server",
-       "http://127.0.0.1:9", "--secret-file", f->secret[0]);
+    FS(&r, "--db", f->db[0], "init", "--device-id", "dev000", "--server", "http://127.0.0.1:9",
+       "--secret-file", f->secret[0]);
     assert_int_equal(r.status, 1);
     assert_non_null(strstr(r.err, "chmod 600"));
     chmod(f->secret[0], 0600);
@@ -270,8 +270,8 @@ static void test_sync__offline_records_then_sum_of_intents(void **state)
     run_t r;
     /* Offline: nothing listens on the configured port. */
     init_device(f, 0, "http://127.0.0.1:9");
-    FS_OK(&r, "--db", f->db[0], "attendance", "checkin", "--people", "p1", "--site", "s1",
-          "--lat", "52.5", "--lon", "13.4", "--accuracy", "8");
+    FS_OK(&r, "--db", f->db[0], "attendance", "checkin", "--people", "p1", "--site", "s1", "--lat",
+          "52.5", "--lon", "13.4", "--accuracy", "8");
     FS_OK(&r, "--db", f->db[0], "job", "create", "TOUR1");
     FS_OK(&r, "--db", f->db[0], "job", "create", "CP1", "--parent", "TOUR1", "seqno=1");
     FS_OK(&r, "--db", f->db[0], "job", "transition", "CP1", "--to", "INPROGRESS");
@@ -283,8 +283,8 @@ static void test_sync__offline_records_then_sum_of_intents(void **state)
         FS_OK(&r, "--db", f->db[0], "ticket", "escalate", "T1", "--note", "no answer");
     FS_OK(&r, "--db", f->db[0], "ticket", "log", "T1", "{\"action\":\"called\"}");
     FS_OK(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "OPEN");
-    FS_OK(&r, "--db", f->db[0], "attendance", "checkout", "--people", "p1", "--site", "s1",
-          "--lat", "52.5", "--lon", "13.4");
+    FS_OK(&r, "--db", f->db[0], "attendance", "checkout", "--people", "p1", "--site", "s1", "--lat",
+          "52.5", "--lon", "13.4");
     /* an invalid transition fails at once, naming both states, and records nothing */
     FS(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "CLOSED");
     assert_int_equal(r.status, 1);
@@ -342,9 +342,19 @@ static void test_sync__faults_give_exactly_once(void **state)
 {
     fx_t *f = *state;
     run_t r;
-    const char *faults[] = {"--fault-drop",   "0.3",  "--fault-5xx", "0.2", "--fault-reset",
-                            "0.1",            "--fault-429", "0.1", "--fault-retry-after", "1",
-                            "--fault-seed",   "11", NULL};
+    const char *faults[] = {"--fault-drop",
+                            "0.3",
+                            "--fault-5xx",
+                            "0.2",
+                            "--fault-reset",
+                            "0.1",
+                            "--fault-429",
+                            "0.1",
+                            "--fault-retry-after",
+                            "1",
+                            "--fault-seed",
+                            "11",
+                            NULL};
     start(f, faults);
     assert_int_equal(tc_seed(NULL, f->srv.url, "ticket", "T9", "{}"), 201);
     init_device(f, 0, f->srv.url);

@@ -163,8 +163,8 @@ static void start_server(fx_t *f, const char *const *extra)
 
 static void init(fx_t *f, const char *url)
 {
-    const char *a[] = {"--db", f->db, "init", "--device-id", "dev000", "--server", url,
-                       "--secret-file", f->secret, NULL};
+    const char *a[] = {"--db",     f->db, "init",          "--device-id", "dev000",
+                       "--server", url,   "--secret-file", f->secret,     NULL};
     assert_int_equal(run_cli(f, a), 0);
 }
 
@@ -370,11 +370,16 @@ static void test_run__metrics_file_and_endpoint(void **state)
     }
     assert_int_equal(code, 200);
     static const char *const names[] = {
-        "fieldsync_queue_depth 0",           "fieldsync_oldest_pending_age_seconds",
-        "fieldsync_pushes_total",            "fieldsync_results_total{status=\"applied\"} 1",
-        "fieldsync_retries_total{policy=\"DEFAULT\"}", "fieldsync_conflicts_total{kind=\"rebased\"}",
-        "fieldsync_lock_waits_total",        "fieldsync_clock_offset_seconds",
-        "# TYPE fieldsync_queue_depth gauge", "\nfieldsync_watchdog_stalled 0\n",
+        "fieldsync_queue_depth 0",
+        "fieldsync_oldest_pending_age_seconds",
+        "fieldsync_pushes_total",
+        "fieldsync_results_total{status=\"applied\"} 1",
+        "fieldsync_retries_total{policy=\"DEFAULT\"}",
+        "fieldsync_conflicts_total{kind=\"rebased\"}",
+        "fieldsync_lock_waits_total",
+        "fieldsync_clock_offset_seconds",
+        "# TYPE fieldsync_queue_depth gauge",
+        "\nfieldsync_watchdog_stalled 0\n",
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strstr(body, names[i]) == NULL)

@@ -148,8 +148,8 @@ static void drain_child(const char *path, const char *url, int fd)
         _exit(2);
     fsa_signer_key_t key;
     th_device_key(0, &key);
-    fsa_engine_opts_t eo = {.device_id = "dev000", .key = &key, .batch_max_ops = BATCH,
-                            .batch_max_bytes = 1000 * 1000};
+    fsa_engine_opts_t eo = {
+        .device_id = "dev000", .key = &key, .batch_max_ops = BATCH, .batch_max_bytes = 1000 * 1000};
     eo.transport.base_url = url;
     fsa_engine_t *e;
     char err[256];

@@ -18,8 +18,8 @@ static void test_fsa_uuid4__canonical_v4(void **state)
         else
             assert_non_null(strchr("0123456789abcdef", a[i]));
     }
-    assert_int_equal(a[14], '4');               /* version */
-    assert_non_null(strchr("89ab", a[19]));     /* variant 10xx */
+    assert_int_equal(a[14], '4');           /* version */
+    assert_non_null(strchr("89ab", a[19])); /* variant 10xx */
     assert_string_not_equal(a, b);
 }
 

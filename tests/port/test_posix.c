@@ -238,8 +238,8 @@ int main(void)
                                         setup_lockfile, teardown_lockfile),
         cmocka_unit_test_setup_teardown(test_flock_try_shared__readers_share_writers_exclude,
                                         setup_lockfile, teardown_lockfile),
-        cmocka_unit_test_setup_teardown(test_flock_try__released_when_holder_dies,
-                                        setup_lockfile, teardown_lockfile),
+        cmocka_unit_test_setup_teardown(test_flock_try__released_when_holder_dies, setup_lockfile,
+                                        teardown_lockfile),
         cmocka_unit_test(test_flock_open__unwritable_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -173,9 +173,9 @@ static void test_fsa_journal_create__attendance_requires_fields(void **state)
 {
     fixture_t *f = *state;
     fsa_rec_t rec;
-    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_ATTENDANCE, "A1", "{\"people_id\":\"p\"}",
-                                        NULL, &rec),
-                     FSA_EINVAL);
+    assert_int_equal(
+        fsa_journal_create(f->j, FSA_TYPE_ATTENDANCE, "A1", "{\"people_id\":\"p\"}", NULL, &rec),
+        FSA_EINVAL);
     assert_string_not_equal(rec.error, "");
     assert_int_equal(seq_count(f->j), 0);
     assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_ATTENDANCE, "A1",
@@ -184,9 +184,9 @@ static void test_fsa_journal_create__attendance_requires_fields(void **state)
                                      NULL, &rec));
     assert_string_equal(field_of(f->j, FSA_TYPE_ATTENDANCE, "A1", "accuracy_m"), "0");
     /* attendance is append-only */
-    assert_int_equal(fsa_journal_set(f->j, FSA_TYPE_ATTENDANCE, "A1", "{\"site_id\":\"x\"}", NULL,
-                                     &rec),
-                     FSA_EINVAL);
+    assert_int_equal(
+        fsa_journal_set(f->j, FSA_TYPE_ATTENDANCE, "A1", "{\"site_id\":\"x\"}", NULL, &rec),
+        FSA_EINVAL);
 }
 
 static void test_fsa_journal_create__bad_id_refused(void **state)
@@ -197,10 +197,8 @@ static void test_fsa_journal_create__bad_id_refused(void **state)
                      FSA_EINVAL);
     assert_non_null(strstr(rec.error, "invalid ticket id"));
     assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_TICKET, "", NULL, NULL, &rec), FSA_EINVAL);
-    assert_int_equal(fsa_journal_create(NULL, FSA_TYPE_TICKET, "T", NULL, NULL, &rec),
-                     FSA_EINVAL);
-    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_TICKET, NULL, NULL, NULL, NULL),
-                     FSA_EINVAL);
+    assert_int_equal(fsa_journal_create(NULL, FSA_TYPE_TICKET, "T", NULL, NULL, &rec), FSA_EINVAL);
+    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_TICKET, NULL, NULL, NULL, NULL), FSA_EINVAL);
     assert_int_equal(seq_count(f->j), 0);
 }
 
@@ -209,9 +207,9 @@ static void test_fsa_journal_set__status_field_refused(void **state)
     fixture_t *f = *state;
     fsa_rec_t rec;
     assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1", NULL, NULL, &rec));
-    assert_int_equal(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"jobstatus\":\"COMPLETED\"}",
-                                     NULL, &rec),
-                     FSA_EINVAL);
+    assert_int_equal(
+        fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"jobstatus\":\"COMPLETED\"}", NULL, &rec),
+        FSA_EINVAL);
     assert_int_equal(seq_count(f->j), 1);
     assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "jobstatus"), "\"ASSIGNED\"");
 }
@@ -243,12 +241,12 @@ static void test_fsa_journal_merge__patch_semantics(void **state)
                                     "{\"a\":null,\"b\":{\"c\":9},\"e\":[1]}", NULL, &rec));
     assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "other_info"),
                         "{\"b\":{\"c\":9,\"d\":3},\"e\":[1]}");
-    assert_int_equal(fsa_journal_merge(f->j, FSA_TYPE_JOBNEED, "J1", "seqno", "{\"a\":1}", NULL,
-                                       &rec),
-                     FSA_EINVAL);
-    assert_int_equal(fsa_journal_merge(f->j, FSA_TYPE_JOBNEED, "J1", "other_info", "{bad", NULL,
-                                       &rec),
-                     FSA_EINVAL);
+    assert_int_equal(
+        fsa_journal_merge(f->j, FSA_TYPE_JOBNEED, "J1", "seqno", "{\"a\":1}", NULL, &rec),
+        FSA_EINVAL);
+    assert_int_equal(
+        fsa_journal_merge(f->j, FSA_TYPE_JOBNEED, "J1", "other_info", "{bad", NULL, &rec),
+        FSA_EINVAL);
 }
 
 static void test_fsa_journal_increment__adds(void **state)
@@ -291,10 +289,10 @@ static void test_fsa_journal_transition__valid_and_invalid(void **state)
     assert_int_equal(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J2", "AUTOCLOSED", NULL, &rec),
                      FSA_ETRANSITION);
     int64_t n = seq_count(f->j);
-    assert_int_not_equal(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J2", "NOSUCH", NULL,
-                                                &rec),
+    assert_int_not_equal(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J2", "NOSUCH", NULL, &rec),
                          FSA_OK);
-    if (strstr(rec.error, "NOSUCH") == NULL) fail_msg("error: %s", rec.error);
+    if (strstr(rec.error, "NOSUCH") == NULL)
+        fail_msg("error: %s", rec.error);
     assert_int_equal(seq_count(f->j), n);
 }
 
@@ -306,8 +304,8 @@ static void test_fsa_journal_append__max_len(void **state)
     for (int i = 1; i <= 4; i++) {
         char item[32];
         snprintf(item, sizeof item, "{\"n\":%d}", i);
-        assert_fsa_ok(fsa_journal_append(f->j, FSA_TYPE_TICKET, "T1", "ticketlog",
-                                         "ticket_history", item, 3, NULL, &rec));
+        assert_fsa_ok(fsa_journal_append(f->j, FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history",
+                                         item, 3, NULL, &rec));
     }
     assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "ticketlog"),
                         "{\"ticket_history\":[{\"n\":2},{\"n\":3},{\"n\":4}]}");
@@ -318,8 +316,8 @@ static void test_fsa_journal_checkpoint_update__one_group(void **state)
     fixture_t *f = *state;
     fsa_rec_t rec;
     assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "TOUR", NULL, NULL, &rec));
-    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "CP1", "{\"parent_id\":\"TOUR\"}",
-                                     NULL, &rec));
+    assert_fsa_ok(
+        fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "CP1", "{\"parent_id\":\"TOUR\"}", NULL, &rec));
     assert_fsa_ok(fsa_journal_checkpoint_update(f->j, "CP1", "{\"expirytime\":45}", NULL, &rec));
     fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
     size_t n = 0;
@@ -481,8 +479,8 @@ static void test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull(void
     assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "priority"), "\"HIGH\"");
     assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "level"), "1");
     /* a set made now expects version 7, so it cannot overwrite the HIGH it has seen */
-    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"LOW\"}", NULL,
-                                  &rec));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"LOW\"}", NULL, &rec));
     fsa_op_t op;
     assert_fsa_ok(fsa_outbox_find(f->j, rec.op_id, &op, NULL));
     assert_int_equal(op.base_version, 7);
@@ -614,8 +612,7 @@ static void test_fsa_outbox_apply_results__rejection_parked(void **state)
     assert_int_equal(st.rejected, 1);
     assert_int_equal(st.pending, 0);
     /* the rejected create leaves no local entity */
-    assert_int_equal(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, NULL),
-                     FSA_ENOTFOUND);
+    assert_int_equal(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, NULL), FSA_ENOTFOUND);
     assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, "dismissed", NULL));
     assert_fsa_ok(fsa_outbox_stats(f->j, &st));
     assert_int_equal(st.rejected, 0);
@@ -658,9 +655,9 @@ static void test_fsa_outbox_compact__keeps_ids_for_audit(void **state)
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
     sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM done_ops WHERE op_id = ?1", -1,
-                                        &st, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM done_ops WHERE op_id = ?1", -1, &st, NULL),
+        SQLITE_OK);
     sqlite3_bind_text(st, 1, a.op_id, -1, SQLITE_STATIC);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int(st, 0), 1);

@@ -111,8 +111,8 @@ static void test_record__survives_sigkill_at_random_moments(void **state)
         while ((got = read(p[0], &r, sizeof r)) == (ssize_t)sizeof r) {
             /* every record whose call returned is there, with the seq it was given */
             if (!seq_exists(j, r.seq, r.op_id))
-                fail_msg("iteration %d: op %s (seq %lld) returned but is missing", iter,
-                         r.op_id, (long long)r.seq);
+                fail_msg("iteration %d: op %s (seq %lld) returned but is missing", iter, r.op_id,
+                         (long long)r.seq);
             reported_total++;
         }
         close(p[0]);

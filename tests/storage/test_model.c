@@ -1266,7 +1266,8 @@ static void test_fsa_model_apply__result_too_large(void **state)
     const size_t item = 65000, items = 16;
     char *stored = malloc(items * (item + 3) + 64);
     assert_non_null(stored);
-    memcpy(stored, "{\"ticketlog\":{\"ticket_history\":[", sizeof "{\"ticketlog\":{\"ticket_history\":[");
+    memcpy(stored, "{\"ticketlog\":{\"ticket_history\":[",
+           sizeof "{\"ticketlog\":{\"ticket_history\":[");
     char *p = stored + strlen(stored);
     for (size_t i = 0; i < items; i++) {
         *p++ = i ? ',' : '"';
@@ -1531,8 +1532,8 @@ static void test_fsa_model_merge_patch__large_objects(void **state)
     CAT(target, "}");
     /* 20 patch members in scrambled order: deletes, replacements, a nested merge, additions */
     CAT(patch, "\"k39\":null,\"new1\":{\"x\":null,\"y\":[1]},\"k7\":{\"b\":null,\"c\":3},"
-                  "\"k0\":\"zero\",\"k5\":null,\"k20\":{\"n\":null},\"absent\":null,"
-                  "\"k33\":[33],\"new2\":true");
+               "\"k0\":\"zero\",\"k5\":null,\"k20\":{\"n\":null},\"absent\":null,"
+               "\"k33\":[33],\"new2\":true");
     for (int i = 10; i < 21; i++) {
         if (i == 20)
             continue;
@@ -1853,9 +1854,9 @@ static void test_fsa_model_project__picks_keys_with_null_for_absent(void **state
 {
     (void)state;
     char *out = NULL;
-    assert_int_equal(fsa_model_project("{\"seqno\":3,\"expirytime\":9}",
-                                       "{\"seqno\":5,\"nope\":1}", &out),
-                     FSA_OK);
+    assert_int_equal(
+        fsa_model_project("{\"seqno\":3,\"expirytime\":9}", "{\"seqno\":5,\"nope\":1}", &out),
+        FSA_OK);
     assert_string_equal(out, "{\"seqno\":3,\"nope\":null}");
     fsa_model_free(out);
     assert_int_equal(fsa_model_project(NULL, "{\"a\":1}", &out), FSA_OK);

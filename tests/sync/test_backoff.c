@@ -6,7 +6,7 @@
 #include "sync/backoff.h"
 #include "tests/test_util.h"
 
-#define MS(x) ((int64_t)((x) * 1e6))
+#define MS(x) ((int64_t)((x)*1e6))
 
 static void test_fsa_retry_policy__platform_table(void **state)
 {
@@ -177,8 +177,7 @@ static void test_fsa_errclass__protocol_table(void **state)
         if (fsa_errclass(cases[i].net, cases[i].http, cases[i].code) != cases[i].want)
             fail_msg("case %zu: http %d code %s gave %s", i, cases[i].http,
                      cases[i].code ? cases[i].code : "-",
-                     fsa_errclass_name(fsa_errclass(cases[i].net, cases[i].http,
-                                                    cases[i].code)));
+                     fsa_errclass_name(fsa_errclass(cases[i].net, cases[i].http, cases[i].code)));
     }
     assert_string_equal(fsa_errclass_name(FSA_ERRCLASS_SKEW), "skew");
     assert_string_equal(fsa_errclass_name(FSA_ERRCLASS_RESIGN), "resign");

@@ -81,8 +81,7 @@ static void test_fsa_resolve__transition_table(void **state)
     assert_int_equal(resolve(NULL, &op, "conflict", NULL, "{\"jobstatus\":\"AUTOCLOSED\"}"),
                      FSA_RESOLVE_SERVER_WINS);
     /* elsewhere: park */
-    assert_int_equal(resolve(NULL, &op, "conflict", NULL,
-                             "{\"jobstatus\":\"PARTIALLYCOMPLETED\"}"),
+    assert_int_equal(resolve(NULL, &op, "conflict", NULL, "{\"jobstatus\":\"PARTIALLYCOMPLETED\"}"),
                      FSA_RESOLVE_PARK);
 }
 
