@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "agent/args.h"
+#include "port/alloc.h"
 #include "port/limits.h"
 #include "storage/model.h"
 
@@ -75,7 +76,7 @@ fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
     *out = NULL;
     /* Bounded by the size of one entity's fields. */
     size_t cap = FSA_LIMIT_FIELDS_BYTES;
-    char *buf = malloc(cap);
+    char *buf = fsa_malloc(cap);
     if (buf == NULL)
         return FSA_ENOMEM;
     buf[0] = '{';
@@ -126,7 +127,7 @@ fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
         *out = buf;
         return FSA_OK;
     }
-    free(buf);
+    fsa_free(buf);
     return st;
 }
 

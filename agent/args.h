@@ -11,8 +11,8 @@
  * Builds a JSON object from NAME=VALUE arguments: VALUE is taken as JSON when it is one valid
  * JSON value within the limits (so 5, true, null, "x", {"a":1} keep their types), else as a
  * string. NAME must be 1..31 characters of [a-z0-9_] and may not repeat.
- * On FSA_OK *out is a malloc'ed object text (free()); on FSA_EINVAL / FSA_ETOOLARGE err names the
- * bad argument. FSA_ENOMEM.
+ * On FSA_OK *out is a malloc'ed object text (fsa_free()); on FSA_EINVAL / FSA_ETOOLARGE err names
+ * the bad argument. FSA_ENOMEM.
  */
 fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
                              size_t errlen) FSA_MUST_CHECK;

@@ -12,8 +12,10 @@
 #include "agent/args.h"
 #include "agent/config.h"
 #include "agent/run.h"
+#include "port/alloc.h"
 #include "port/limits.h"
 #include "storage/journal.h"
+#include "storage/libs.h"
 #include "storage/lock.h"
 #include "sync/engine.h"
 
@@ -332,7 +334,7 @@ static int cmd_entity(fsa_type_t type, int argc, char **argv)
         fields_from(extra, m, &fields);
         fsa_journal_t *j = open_journal(false);
         st = fsa_journal_create(j, type, id, fields, NULL, &rec);
-        free(fields);
+        fsa_free(fields);
         return recorded(j, st, &rec);
     }
     if (strcmp(sub, "transition") == 0) {
@@ -350,7 +352,7 @@ static int cmd_entity(fsa_type_t type, int argc, char **argv)
         fields_from(pos + 1, n - 1, &fields);
         fsa_journal_t *j = open_journal(false);
         st = fsa_journal_set(j, type, id, fields, NULL, &rec);
-        free(fields);
+        fsa_free(fields);
         return recorded(j, st, &rec);
     }
     if (strcmp(sub, "merge") == 0 && type == FSA_TYPE_JOBNEED) {
@@ -432,7 +434,7 @@ static int cmd_checkpoint(int argc, char **argv)
     fsa_journal_t *j = open_journal(false);
     fsa_rec_t rec;
     fsa_status_t st = fsa_journal_checkpoint_update(j, pos[1], fields, NULL, &rec);
-    free(fields);
+    fsa_free(fields);
     return recorded(j, st, &rec);
 }
 
@@ -753,6 +755,7 @@ static int cmd_show(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    fsa_libs_use_allocator();
     db_path = getenv("FIELDSYNC_DB");
     bool level_given = false;
     int i = 1;

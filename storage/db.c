@@ -8,6 +8,7 @@
 
 #include "port/limits.h"
 #include "storage/db.h"
+#include "storage/libs.h"
 
 /*
  * Migrations: migrations[v] takes a journal from schema version v to v + 1. A journal's version
@@ -312,6 +313,7 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
     if (st != FSA_OK)
         return st;
 
+    fsa_libs_use_allocator();
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
     if (rc != SQLITE_OK) {

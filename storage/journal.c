@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "port/alloc.h"
 #include "port/limits.h"
 #include "storage/db.h"
 #include "storage/journal.h"
@@ -79,7 +80,7 @@ static char *dup_col(sqlite3_stmt *st, int i)
     const unsigned char *s = sqlite3_column_text(st, i);
     if (s == NULL)
         return NULL;
-    return strdup((const char *)s);
+    return fsa_strdup((const char *)s);
 }
 
 static void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int i)
@@ -162,12 +163,12 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
                  o.budget_bytes, (long long)FSA_LIMIT_JOURNAL_BUDGET_BYTES_MAX);
         return FSA_EINVAL;
     }
-    fsa_journal_t *j = calloc(1, sizeof *j);
+    fsa_journal_t *j = fsa_calloc(1, sizeof *j);
     if (j == NULL)
         return FSA_ENOMEM;
     j->port = port;
     j->budget_bytes = o.budget_bytes > 0 ? o.budget_bytes : FSA_LIMIT_JOURNAL_BUDGET_BYTES;
-    j->path = strdup(path);
+    j->path = fsa_strdup(path);
     fsa_status_t st = j->path != NULL ? port->mutex_new(port->ctx, &j->mu) : FSA_ENOMEM;
     if (st != FSA_OK)
         goto fail;
@@ -201,8 +202,8 @@ void fsa_journal_close(fsa_journal_t *j)
     fsa__db_close(j->port, j->db, j->users);
     if (j->mu != NULL)
         j->port->mutex_free(j->port->ctx, j->mu);
-    free(j->path);
-    free(j);
+    fsa_free(j->path);
+    fsa_free(j);
 }
 
 const char *fsa_journal_path(const fsa_journal_t *j)
@@ -323,8 +324,8 @@ typedef struct entity {
 
 static void entity_clear(entity_t *e)
 {
-    free(e->base_fields);
-    free(e->local_fields);
+    fsa_free(e->base_fields);
+    fsa_free(e->local_fields);
     memset(e, 0, sizeof *e);
 }
 
@@ -433,7 +434,7 @@ static fsa_status_t rebuild_local(fsa_journal_t *j, fsa_type_t type, const char 
     fsa_status_t s = entity_load(j, type, id, &e);
     if (s != FSA_OK)
         return s;
-    char *cur = e.base_fields != NULL ? strdup(e.base_fields) : NULL;
+    char *cur = e.base_fields != NULL ? fsa_strdup(e.base_fields) : NULL;
     if (e.base_fields != NULL && cur == NULL) {
         entity_clear(&e);
         return FSA_ENOMEM;
@@ -463,7 +464,7 @@ static fsa_status_t rebuild_local(fsa_journal_t *j, fsa_type_t type, const char 
             break;
         }
         if (as == FSA_OK) {
-            free(cur);
+            fsa_free(cur);
             cur = next;
         }
     }
@@ -471,13 +472,13 @@ static fsa_status_t rebuild_local(fsa_journal_t *j, fsa_type_t type, const char 
         s = fsa__db_status(rc);
     release(j, st);
     if (s == FSA_OK) {
-        free(e.local_fields);
+        fsa_free(e.local_fields);
         e.local_fields = cur;
         cur = NULL;
         s = entity_store(j, type, id, &e);
     }
 out:
-    free(cur);
+    fsa_free(cur);
     entity_clear(&e);
     return s;
 }
@@ -615,7 +616,7 @@ static fsa_status_t record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_t
         rec_error(rec, "%s", merr.message[0] != '\0' ? merr.message : fsa_status_str(s));
         goto out;
     }
-    free(e.local_fields);
+    fsa_free(e.local_fields);
     e.local_fields = next;
     s = entity_store(j, op->type, op->id, &e);
     if (s == FSA_OK)
@@ -1077,7 +1078,7 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t 
             fsa_status_t as =
                 fsa_model_apply(&op, e.base_fields, e.base_version, FSA_APPLY_REPLAY, &next, NULL);
             if (as == FSA_OK) {
-                free(e.base_fields);
+                fsa_free(e.base_fields);
                 e.base_fields = next;
                 e.base_version = r->version;
             } else if (as == FSA_ENOMEM) {
@@ -1095,11 +1096,11 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t 
                      now_ms);
         /* The server's current state is the best base there is. */
         if (s == FSA_OK && r->current_fields != NULL && r->current_version >= e.base_version) {
-            char *copy = strdup(r->current_fields);
+            char *copy = fsa_strdup(r->current_fields);
             if (copy == NULL) {
                 s = FSA_ENOMEM;
             } else {
-                free(e.base_fields);
+                fsa_free(e.base_fields);
                 e.base_fields = copy;
                 e.base_version = r->current_version;
             }
@@ -1111,7 +1112,7 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t 
     }
     if (s == FSA_OK) {
         if (e.local_fields == NULL && e.base_fields != NULL) {
-            e.local_fields = strdup(e.base_fields);
+            e.local_fields = fsa_strdup(e.base_fields);
             if (e.local_fields == NULL)
                 s = FSA_ENOMEM;
         }
@@ -1146,7 +1147,7 @@ fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *r
         fsa_type_t type;
         char id[FSA_ID_BYTES];
     } touched_t;
-    touched_t *t = n > 0 ? calloc(n, sizeof *t) : NULL;
+    touched_t *t = n > 0 ? fsa_calloc(n, sizeof *t) : NULL;
     size_t nt = 0;
     if (n > 0 && t == NULL)
         s = FSA_ENOMEM;
@@ -1164,7 +1165,7 @@ fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *r
     }
     for (size_t k = 0; s == FSA_OK && k < nt; k++)
         s = rebuild_local(j, t[k].type, t[k].id);
-    free(t);
+    fsa_free(t);
     return finish(j, s);
 }
 
@@ -1183,11 +1184,11 @@ fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id,
     entity_t e;
     s = entity_load(j, type, id, &e);
     if (s == FSA_OK && version > e.base_version) {
-        char *copy = strdup(fields_json);
+        char *copy = fsa_strdup(fields_json);
         if (copy == NULL) {
             s = FSA_ENOMEM;
         } else {
-            free(e.base_fields);
+            fsa_free(e.base_fields);
             e.base_fields = copy;
             e.base_version = version;
             s = entity_store(j, type, id, &e);
@@ -1287,8 +1288,8 @@ void fsa_conflict_clear(fsa_conflict_t *c)
     if (c == NULL)
         return;
     fsa_op_clear(&c->op);
-    free(c->server_fields);
-    free(c->prior_fields);
+    fsa_free(c->server_fields);
+    fsa_free(c->prior_fields);
     memset(c, 0, sizeof *c);
 }
 

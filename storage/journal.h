@@ -18,7 +18,7 @@
  * processes may open the same file at once (SQLite serializes their writes).
  *
  * Ownership: strings passed in are copied; strings handed out are malloc'ed and documented as
- * the caller's to free (with fsa_model_free).
+ * the caller's to fsa_free (with fsa_model_free).
  */
 
 typedef struct fsa_journal fsa_journal_t;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
 #include "storage/db.h"
 #include "storage/lock.h"
 #include "storage/lock_internal.h"
@@ -731,8 +732,8 @@ fsa_status_t fsa_lockmgr_open(fsa_port_t *port, const char *journal_path,
         return FSA_EINVAL;
     }
 
-    fsa_lockmgr_t *m = calloc(1, sizeof *m);
-    char *locks_path = malloc(path_len + sizeof ".locks");
+    fsa_lockmgr_t *m = fsa_calloc(1, sizeof *m);
+    char *locks_path = fsa_malloc(path_len + sizeof ".locks");
     fsa_status_t st = FSA_ENOMEM;
     if (m == NULL || locks_path == NULL) {
         snprintf(err, errlen, "lock manager: out of memory");
@@ -762,18 +763,18 @@ fsa_status_t fsa_lockmgr_open(fsa_port_t *port, const char *journal_path,
     if ((st = prepare_all(m, err, errlen)) != FSA_OK ||
         (st = register_holder(m, err, errlen)) != FSA_OK)
         goto fail;
-    free(locks_path);
+    fsa_free(locks_path);
     *out = m;
     return FSA_OK;
 fail:
-    free(locks_path);
+    fsa_free(locks_path);
     if (m != NULL) {
         finalize_all(m);
         fsa__db_close(port, m->db, m->users);
         port->flock_close(port->ctx, m->live);
         port->cond_free(port->ctx, m->released);
         port->mutex_free(port->ctx, m->mu);
-        free(m);
+        fsa_free(m);
     }
     return st;
 }
@@ -808,7 +809,7 @@ void fsa_lockmgr_close(fsa_lockmgr_t *m)
     p->flock_close(p->ctx, m->live);
     p->cond_free(p->ctx, m->released);
     p->mutex_free(p->ctx, m->mu);
-    free(m);
+    fsa_free(m);
 }
 
 static fsa_status_t list_holders(fsa_lockmgr_t *m, fsa_lock_stats_t *out, char *err, size_t errlen)

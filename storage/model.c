@@ -1,5 +1,6 @@
 /* fieldsync: the entity model (types, fields, status machines) and how an op applies to it. */
 #include "storage/model.h"
+#include "port/alloc.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -12,10 +13,10 @@
 #include <cjson/cJSON.h>
 
 /*
- * Memory: every text this module returns comes from cJSON_PrintUnformatted() or strdup(), and
- * fsa_model_free() releases it with free(). That pairing holds because the project never installs
- * cJSON hooks (cJSON_InitHooks), so cJSON allocates with malloc; it also lets a caller move a
- * returned text into fsa_op_t.json, which fsa_op_clear() frees the same way.
+ * Memory: every text this module returns comes from cJSON_PrintUnformatted() or fsa_strdup(), and
+ * fsa_model_free() releases it with fsa_free(). That pairing holds because cJSON's hooks, when
+ * installed (storage/libs.h), are the project's allocator, itself the C library's; it also lets a
+ * caller move a returned text into fsa_op_t.json, which fsa_op_clear() frees the same way.
  */
 
 /* "→" in UTF-8: the arrow of every transition message, as in PROTOCOL.md. */
@@ -613,7 +614,7 @@ static json_why_t check_unique_keys(const cJSON *obj)
         }
         return JSON_OK;
     }
-    const cJSON **sorted = malloc(n * sizeof *sorted);
+    const cJSON **sorted = fsa_malloc(n * sizeof *sorted);
     if (sorted == NULL)
         return JSON_NOMEM;
     size_t i = 0;
@@ -625,7 +626,7 @@ static json_why_t check_unique_keys(const cJSON *obj)
         if (strcmp(sorted[i - 1]->string, sorted[i]->string) == 0)
             why = JSON_DUP_KEY;
     }
-    free(sorted);
+    fsa_free(sorted);
     return why;
 }
 
@@ -764,7 +765,7 @@ static json_why_t emit(cJSON *root, size_t max_bytes, char **out)
         if (!isfinite(root->valuedouble))
             return JSON_RANGE;
         format_number(root->valuedouble, buf, sizeof buf);
-        text = strdup(buf);
+        text = fsa_strdup(buf);
     } else {
         if ((why = exact_numbers(root)) != JSON_OK)
             return why;
@@ -773,7 +774,7 @@ static json_why_t emit(cJSON *root, size_t max_bytes, char **out)
     if (text == NULL)
         return JSON_NOMEM;
     if ((why = json_scan(text, max_bytes)) != JSON_OK) {
-        free(text);
+        fsa_free(text);
         return why;
     }
     *out = text;
@@ -840,7 +841,7 @@ static bool merge_into(cJSON *target, const cJSON *patch)
     size_t n = count_children(target);
 
     if (n > SMALL_OBJECT && patch->child != NULL) {
-        index = malloc(n * sizeof *index);
+        index = fsa_malloc(n * sizeof *index);
         parked = cJSON_CreateArray();
         if (index == NULL || parked == NULL)
             goto out;
@@ -887,7 +888,7 @@ static bool merge_into(cJSON *target, const cJSON *patch)
     }
     ok = true;
 out:
-    free(index);
+    fsa_free(index);
     cJSON_Delete(parked);
     return ok;
 }
@@ -1668,7 +1669,7 @@ fsa_status_t fsa_model_project(const char *fields_json, const char *keys_json, c
 
 void fsa_model_free(char *json)
 {
-    free(json);
+    fsa_free(json);
 }
 
 /* dst's previous json is not freed: dst is taken as uninitialised (like memcpy). On ENOMEM dst
@@ -1680,7 +1681,7 @@ fsa_status_t fsa_op_copy(fsa_op_t *dst, const fsa_op_t *src)
     if (dst == src)
         return FSA_OK;
     char *json = NULL;
-    if (src->json != NULL && (json = strdup(src->json)) == NULL) {
+    if (src->json != NULL && (json = fsa_strdup(src->json)) == NULL) {
         memset(dst, 0, sizeof *dst);
         return FSA_ENOMEM;
     }
@@ -1693,6 +1694,6 @@ void fsa_op_clear(fsa_op_t *op)
 {
     if (op == NULL)
         return;
-    free(op->json);
+    fsa_free(op->json);
     memset(op, 0, sizeof *op);
 }

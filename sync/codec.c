@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "port/alloc.h"
 #include "sync/signer.h"
 
 /* Integers travel as JSON numbers, which cJSON reads as doubles: only values a double holds
@@ -22,7 +23,7 @@
 
 void fsa_codec_free(char *text)
 {
-    free(text);
+    fsa_free(text);
 }
 
 static void set_err(fsa_codec_err_t *err, const char *code, const char *fmt, ...) FSA_PRINTF(3, 4);
@@ -168,7 +169,7 @@ static bool get_str(const cJSON *obj, const char *name, char *dst, size_t cap)
 static char *dup_text(const char *s)
 {
     size_t n = strlen(s);
-    char *p = malloc(n + 1);
+    char *p = fsa_malloc(n + 1);
     if (p != NULL)
         memcpy(p, s, n + 1);
     return p;
@@ -254,7 +255,7 @@ void fsa_codec_push_free(fsa_codec_push_t *push)
         return;
     for (size_t i = 0; i < push->count; i++)
         fsa_op_clear(&push->ops[i].op);
-    free(push->ops);
+    fsa_free(push->ops);
     memset(push, 0, sizeof *push);
 }
 
@@ -359,7 +360,7 @@ fsa_status_t fsa_codec_encode_push(const char *batch_id, const fsa_op_t *ops, si
     if (st != FSA_OK)
         goto out;
     if (len > FSA_LIMIT_BODY_BYTES) {
-        free(text);
+        fsa_free(text);
         st = FSA_ETOOLARGE;
         goto out;
     }
@@ -516,7 +517,7 @@ fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_
         goto out;
     }
     if (n > 0) {
-        out->ops = calloc(n, sizeof *out->ops);
+        out->ops = fsa_calloc(n, sizeof *out->ops);
         if (out->ops == NULL) {
             st = FSA_ENOMEM;
             goto out;
@@ -565,7 +566,7 @@ void fsa_codec_result_clear(fsa_codec_result_t *r)
 {
     if (r == NULL)
         return;
-    free(r->current_fields);
+    fsa_free(r->current_fields);
     memset(r, 0, sizeof *r);
 }
 
@@ -575,7 +576,7 @@ void fsa_codec_results_free(fsa_codec_result_t *results, size_t count)
         return;
     for (size_t i = 0; i < count; i++)
         fsa_codec_result_clear(&results[i]);
-    free(results);
+    fsa_free(results);
 }
 
 static fsa_status_t add_error_object(cJSON *parent, const char *code, const char *message)
@@ -757,7 +758,7 @@ fsa_status_t fsa_codec_decode_results(const char *body, size_t len, fsa_codec_re
         goto out;
     }
     if (total > 0) {
-        res = calloc(total, sizeof *res);
+        res = fsa_calloc(total, sizeof *res);
         if (res == NULL) {
             st = FSA_ENOMEM;
             goto out;
@@ -788,7 +789,7 @@ void fsa_codec_change_clear(fsa_codec_change_t *c)
 {
     if (c == NULL)
         return;
-    free(c->fields);
+    fsa_free(c->fields);
     memset(c, 0, sizeof *c);
 }
 
@@ -798,7 +799,7 @@ void fsa_codec_pull_free(fsa_codec_pull_t *pull)
         return;
     for (size_t i = 0; i < pull->count; i++)
         fsa_codec_change_clear(&pull->changes[i]);
-    free(pull->changes);
+    fsa_free(pull->changes);
     memset(pull, 0, sizeof *pull);
 }
 
@@ -886,7 +887,7 @@ fsa_status_t fsa_codec_decode_pull(const char *body, size_t len, fsa_codec_pull_
         goto out;
     }
     if (total > 0) {
-        out->changes = calloc(total, sizeof *out->changes);
+        out->changes = fsa_calloc(total, sizeof *out->changes);
         if (out->changes == NULL) {
             st = FSA_ENOMEM;
             goto out;
@@ -1013,7 +1014,7 @@ void fsa_codec_devices_free(fsa_codec_device_t *devices, size_t count)
     if (devices == NULL)
         return;
     fsa_signer_wipe(devices, count * sizeof *devices);
-    free(devices);
+    fsa_free(devices);
 }
 
 /* Wipes every "secret" string of the parsed file before the tree is freed. */
@@ -1068,7 +1069,7 @@ fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_de
         st = FSA_EINVAL;
         goto out;
     }
-    devs = calloc(total, sizeof *devs);
+    devs = fsa_calloc(total, sizeof *devs);
     if (devs == NULL) {
         st = FSA_ENOMEM;
         set_err(err, "internal", "out of memory");

@@ -15,9 +15,9 @@
  * The only module in sync/ that touches cJSON. Pure: no I/O, no clock.
  *
  * Ownership, stated once: every char ** out-parameter receives a malloc'ed, NUL-terminated string
- * the caller frees with fsa_codec_free() (plain free() is equivalent); every decoded structure is
- * freed with its *_free()/_clear() function, which frees its contents (not the struct itself) and
- * accepts NULL and already-cleared structures. On every failure, out-parameters are left empty
+ * the caller frees with fsa_codec_free() (plain fsa_free() is equivalent); every decoded structure
+ * is freed with its *_free()/_clear() function, which frees its contents (not the struct itself)
+ * and accepts NULL and already-cleared structures. On every failure, out-parameters are left empty
  * (NULL pointers, zero counts, "" strings).
  *
  * Limits (port/limits.h), enforced by fsa_codec_decode_push(), the server's parser:

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "port/alloc.h"
 #include "port/limits.h"
 #include "storage/lock.h"
 #include "sync/codec.h"
@@ -252,7 +253,7 @@ static void count_outcome(fsa_engine_t *e, fsa_result_status_t s)
 static fsa_status_t park_batch(fsa_engine_t *e, const fsa_op_t *ops, size_t n, const char *code,
                                const char *message)
 {
-    fsa_op_result_t *r = calloc(n, sizeof *r);
+    fsa_op_result_t *r = fsa_calloc(n, sizeof *r);
     if (r == NULL)
         return FSA_ENOMEM;
     for (size_t i = 0; i < n; i++) {
@@ -263,7 +264,7 @@ static fsa_status_t park_batch(fsa_engine_t *e, const fsa_op_t *ops, size_t n, c
         e->rep->rejected++;
     }
     fsa_status_t st = fsa_outbox_apply_results(e->j, r, n);
-    free(r);
+    fsa_free(r);
     return st;
 }
 
@@ -285,7 +286,7 @@ static fsa_status_t apply_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n,
         fsa_codec_results_free(res, count);
         return FSA_EPROTO;
     }
-    fsa_op_result_t *r = calloc(n, sizeof *r);
+    fsa_op_result_t *r = fsa_calloc(n, sizeof *r);
     if (r == NULL) {
         fsa_codec_results_free(res, count);
         return FSA_ENOMEM;
@@ -308,7 +309,7 @@ static fsa_status_t apply_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n,
     }
     if (st == FSA_OK)
         st = fsa_outbox_apply_results(e->j, r, n);
-    free(r);
+    fsa_free(r);
     fsa_codec_results_free(res, count);
     return st;
 }
@@ -323,7 +324,7 @@ static fsa_status_t push_all(fsa_engine_t *e)
 {
     size_t max_ops = e->opts.batch_max_ops;
     size_t max_bytes = e->opts.batch_max_bytes;
-    fsa_op_t *ops = calloc(max_ops, sizeof *ops);
+    fsa_op_t *ops = fsa_calloc(max_ops, sizeof *ops);
     if (ops == NULL)
         return FSA_ENOMEM;
     char path[FSA_ID_BYTES + 32];
@@ -400,7 +401,7 @@ static fsa_status_t push_all(fsa_engine_t *e)
         for (size_t i = 0; i < n; i++)
             fsa_op_clear(&ops[i]);
     }
-    free(ops);
+    fsa_free(ops);
     return st;
 }
 
@@ -435,8 +436,8 @@ static bool collect_cb(void *arg, const fsa_conflict_t *c)
     }
     snprintf(p->outcome, sizeof p->outcome, "%s", c->outcome);
     p->server_version = c->server_version;
-    p->prior = c->prior_fields != NULL ? strdup(c->prior_fields) : NULL;
-    p->server_fields = c->server_fields != NULL ? strdup(c->server_fields) : NULL;
+    p->prior = c->prior_fields != NULL ? fsa_strdup(c->prior_fields) : NULL;
+    p->server_fields = c->server_fields != NULL ? fsa_strdup(c->server_fields) : NULL;
     col->n++;
     return true;
 }
@@ -445,10 +446,10 @@ static void collect_free(collect_t *col)
 {
     for (size_t i = 0; i < col->n; i++) {
         fsa_op_clear(&col->items[i].op);
-        free(col->items[i].prior);
-        free(col->items[i].server_fields);
+        fsa_free(col->items[i].prior);
+        fsa_free(col->items[i].server_fields);
     }
-    free(col->items);
+    fsa_free(col->items);
 }
 
 /* Applies DESIGN.md's table to every undecided conflict. *rebased counts ops sent again. */
@@ -456,13 +457,13 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
 {
     *rebased = 0;
     collect_t col = {.cap = RESOLVE_BATCH};
-    col.items = calloc(col.cap, sizeof *col.items);
+    col.items = fsa_calloc(col.cap, sizeof *col.items);
     if (col.items == NULL)
         return FSA_ENOMEM;
     fsa_status_t st = fsa_conflicts_each(e->j, false, collect_cb, &col);
     if (st == FSA_OK && col.oom)
         st = FSA_ENOMEM;
-    bool *done = calloc(col.n + 1, sizeof *done);
+    bool *done = fsa_calloc(col.n + 1, sizeof *done);
     if (done == NULL)
         st = FSA_ENOMEM;
     for (size_t i = 0; st == FSA_OK && i < col.n; i++) {
@@ -523,7 +524,7 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
         if (st == FSA_ENOTFOUND)
             st = FSA_OK;
     }
-    free(done);
+    fsa_free(done);
     collect_free(&col);
     return st;
 }
@@ -768,7 +769,7 @@ fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine
                  "secret are required");
         return FSA_EINVAL;
     }
-    fsa_engine_t *e = calloc(1, sizeof *e);
+    fsa_engine_t *e = fsa_calloc(1, sizeof *e);
     if (e == NULL)
         return FSA_ENOMEM;
     e->port = port;
@@ -806,7 +807,7 @@ void fsa_engine_free(fsa_engine_t *e)
         return;
     fsa_transport_free(e->t);
     fsa_signer_key_wipe(&e->key);
-    free(e);
+    fsa_free(e);
 }
 
 void fsa_engine_on_status(fsa_engine_t *e, fsa_engine_status_fn fn, void *arg)

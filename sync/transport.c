@@ -17,6 +17,7 @@
 #define ZLIB_CONST
 #include <zlib.h>
 
+#include "port/alloc.h"
 #include "port/limits.h"
 #include "port/port.h"
 
@@ -54,13 +55,21 @@ struct fsa_transport {
  * library's own process-wide setup rather than something tests need to substitute, so a
  * pthread_once guard here is the deliberate exception. curl_global_cleanup is never called: other
  * code in the process may still use libcurl at exit, and the OS reclaims everything anyway.
+ * libcurl allocates with the project's allocator (port/alloc.h) from then on.
  */
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_FAILED_INIT;
 
 static void global_init(void)
 {
-    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    global_rc = curl_global_init_mem(CURL_GLOBAL_DEFAULT, fsa_malloc, fsa_free, fsa_realloc,
+                                     fsa_strdup, fsa_calloc);
+}
+
+fsa_status_t fsa_transport_global_init(void)
+{
+    pthread_once(&global_once, global_init);
+    return global_rc == CURLE_OK ? FSA_OK : FSA_ENOMEM;
 }
 
 static void say(char *buf, size_t len, const char *fmt, ...) FSA_PRINTF(3, 4);
@@ -180,7 +189,7 @@ static char *dup_trimmed(const char *s)
     size_t n = strlen(s);
     while (n > 0 && s[n - 1] == '/')
         n--;
-    char *r = malloc(n + 1);
+    char *r = fsa_malloc(n + 1);
     if (r != NULL) {
         memcpy(r, s, n);
         r[n] = '\0';
@@ -309,13 +318,12 @@ fsa_status_t fsa_transport_new(const fsa_transport_opts_t *opts, fsa_transport_t
         say(err, errlen, "malformed pin list: expected sha256//<base64 of 32 bytes>[;sha256//...]");
         return FSA_EINVAL;
     }
-    pthread_once(&global_once, global_init);
-    if (global_rc != CURLE_OK) {
+    if (fsa_transport_global_init() != FSA_OK) {
         say(err, errlen, "libcurl failed to initialise: %s", curl_easy_strerror(global_rc));
         return FSA_ENOMEM;
     }
 
-    t = calloc(1, sizeof *t);
+    t = fsa_calloc(1, sizeof *t);
     if (t == NULL) {
         say(err, errlen, "out of memory");
         return FSA_ENOMEM;
@@ -389,16 +397,16 @@ void fsa_transport_free(fsa_transport_t *t)
         return;
     if (t->curl != NULL)
         curl_easy_cleanup(t->curl);
-    free(t->base_url);
-    free(t->base_path);
-    free(t);
+    fsa_free(t->base_url);
+    fsa_free(t->base_path);
+    fsa_free(t);
 }
 
 void fsa_http_response_clear(fsa_http_response_t *r)
 {
     if (r == NULL)
         return;
-    free(r->body);
+    fsa_free(r->body);
     memset(r, 0, sizeof *r);
     r->retry_after_ms = -1;
 }
@@ -422,7 +430,7 @@ static fsa_status_t gzip_body(const void *in, size_t len, unsigned char **out, s
         return FSA_ENOMEM;
     fsa_status_t st = FSA_ENOMEM;
     size_t cap = (size_t)deflateBound(&zs, (uLong)len);
-    unsigned char *buf = cap >= len ? malloc(cap) : NULL;
+    unsigned char *buf = cap >= len ? fsa_malloc(cap) : NULL;
     if (buf == NULL)
         goto out;
     const unsigned char *src = in;
@@ -454,7 +462,7 @@ static fsa_status_t gzip_body(const void *in, size_t len, unsigned char **out, s
     st = FSA_OK;
 out:
     deflateEnd(&zs);
-    free(buf);
+    fsa_free(buf);
     return st;
 }
 
@@ -519,7 +527,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
             cap = cap > SIZE_MAX / 2 ? need : cap * 2;
         if (cap > s->max + 1)
             cap = s->max + 1;
-        char *p = realloc(s->buf, cap);
+        char *p = fsa_realloc(s->buf, cap);
         if (p == NULL) {
             s->no_memory = true;
             return 0;
@@ -740,8 +748,8 @@ fsa_status_t fsa_transport_request(fsa_transport_t *t, const char *method,
     size_t plen = strlen(path_and_query);
     size_t blen = strlen(t->base_url);
     size_t bplen = strlen(t->base_path);
-    url = malloc(blen + plen + 1);
-    full_path = malloc(bplen + plen + 1);
+    url = fsa_malloc(blen + plen + 1);
+    full_path = fsa_malloc(bplen + plen + 1);
     if (url == NULL || full_path == NULL) {
         say(resp->error, sizeof resp->error, "out of memory building the URL");
         goto out;
@@ -863,7 +871,7 @@ fsa_status_t fsa_transport_request(fsa_transport_t *t, const char *method,
         resp->retry_after_ms = parse_retry_after(
             retry_after, header_copy(t->curl, "Date", date, sizeof date) ? date : NULL);
     if (sink.buf == NULL) {
-        sink.buf = malloc(1);
+        sink.buf = fsa_malloc(1);
         if (sink.buf == NULL) {
             st = FSA_ENOMEM;
             say(resp->error, sizeof resp->error, "out of memory for an empty answer");
@@ -887,9 +895,9 @@ out:
     (void)curl_easy_setopt(t->curl, CURLOPT_SEEKDATA, (void *)NULL);
     (void)curl_easy_setopt(t->curl, CURLOPT_WRITEDATA, (void *)NULL);
     curl_slist_free_all(headers);
-    free(sink.buf);
-    free(gz);
-    free(url);
-    free(full_path);
+    fsa_free(sink.buf);
+    fsa_free(gz);
+    fsa_free(url);
+    fsa_free(full_path);
     return st;
 }

@@ -72,6 +72,13 @@ typedef struct fsa_http_response {
 void fsa_http_response_clear(fsa_http_response_t *r);
 
 /*
+ * Initialises libcurl for the process, once, with the project's allocator (port/alloc.h); later
+ * calls return the first one's result. fsa_transport_new() calls it; a program that also uses
+ * libcurl directly calls it before its own first libcurl call. FSA_OK or FSA_ENOMEM.
+ */
+fsa_status_t fsa_transport_global_init(void) FSA_MUST_CHECK;
+
+/*
  * Creates a transport. On FSA_OK *out is set; otherwise *out is NULL and err holds one line.
  * Returns FSA_OK; FSA_EINVAL (missing or malformed base_url, a scheme other than http/https,
  * plain http to a non-loopback host without allow_insecure_http, client_cert without client_key,

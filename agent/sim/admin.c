@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 
 #include "agent/sim/fleet.h"
+#include "port/alloc.h"
 #include "sync/codec.h"
 
 /*
@@ -44,7 +45,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
         size_t cap = b->cap ? b->cap : 4096;
         while (cap < b->n + len + 1)
             cap *= 2;
-        char *np = realloc(b->p, cap);
+        char *np = fsa_realloc(b->p, cap);
         if (np == NULL)
             return 0;
         b->p = np;
@@ -56,28 +57,18 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return len;
 }
 
-void fsa__admin_global(bool init)
-{
-    /* Once, before the worker threads make their transports: curl_global_init is not safe to
-     * race with other curl calls on every libcurl build. */
-    if (init)
-        (void)curl_global_init(CURL_GLOBAL_DEFAULT);
-    else
-        curl_global_cleanup();
-}
-
 fsa_status_t fsa__admin_new(const char *base_url, const char *token, fsa__admin_t **out, char *err,
                             size_t errlen)
 {
     *out = NULL;
-    fsa__admin_t *a = calloc(1, sizeof *a);
+    fsa__admin_t *a = fsa_calloc(1, sizeof *a);
     if (a == NULL)
         return FSA_ENOMEM;
     size_t bl = strlen(base_url);
     while (bl > 0 && base_url[bl - 1] == '/')
         bl--;
     if (bl >= sizeof a->base) {
-        free(a);
+        fsa_free(a);
         snprintf(err, errlen, "server URL too long");
         return FSA_EINVAL;
     }
@@ -85,7 +76,7 @@ fsa_status_t fsa__admin_new(const char *base_url, const char *token, fsa__admin_
     a->base[bl] = '\0';
     char auth[600];
     if ((size_t)snprintf(auth, sizeof auth, "Authorization: Bearer %s", token) >= sizeof auth) {
-        free(a);
+        fsa_free(a);
         snprintf(err, errlen, "admin token too long");
         return FSA_EINVAL;
     }
@@ -110,7 +101,7 @@ void fsa__admin_free(fsa__admin_t *a)
     if (a->curl != NULL)
         curl_easy_cleanup(a->curl);
     curl_slist_free_all(a->headers);
-    free(a);
+    fsa_free(a);
 }
 
 /* One request: *http the status, *body the answer (malloc'ed, may be NULL). */
@@ -143,7 +134,7 @@ static fsa_status_t request(fsa__admin_t *a, const char *method, const char *pat
     }
     CURLcode rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
-        free(b.p);
+        fsa_free(b.p);
         snprintf(err, errlen, "admin %s %s: %s", method, path,
                  b.too_large ? "answer too large" : curl_easy_strerror(rc));
         return b.too_large ? FSA_ETOOLARGE : FSA_ENET;
@@ -181,29 +172,29 @@ fsa_status_t fsa__admin_get_entity(fsa__admin_t *a, fsa_type_t type, const char 
     if (st != FSA_OK)
         return st;
     if (http == 404) {
-        free(ans);
+        fsa_free(ans);
         snprintf(err, errlen, "%s %s does not exist on the server", fsa_type_name(type), id);
         return FSA_ENOTFOUND;
     }
     if (http != 200 || ans == NULL) {
         error_line(path, http, ans, err, errlen);
-        free(ans);
+        fsa_free(ans);
         return FSA_EPROTO;
     }
     /* The answer is a pull change plus server_time: decode it as a one-change pull page. */
     size_t alen = strlen(ans);
     size_t cap = alen + 64;
-    char *wrap = malloc(cap);
+    char *wrap = fsa_malloc(cap);
     if (wrap == NULL) {
-        free(ans);
+        fsa_free(ans);
         return FSA_ENOMEM;
     }
     int wl = snprintf(wrap, cap, "{\"changes\":[%s],\"cursor\":\"\",\"more\":false}", ans);
-    free(ans);
+    fsa_free(ans);
     fsa_codec_pull_t pull;
     memset(&pull, 0, sizeof pull);
     st = wl > 0 ? fsa_codec_decode_pull(wrap, (size_t)wl, &pull) : FSA_EPROTO;
-    free(wrap);
+    fsa_free(wrap);
     if (st != FSA_OK || pull.count != 1 || pull.changes[0].type != type ||
         strcmp(pull.changes[0].id, id) != 0) {
         fsa_codec_pull_free(&pull);
@@ -221,7 +212,7 @@ fsa_status_t fsa__admin_seed(fsa__admin_t *a, fsa_type_t type, const char *id,
                              const char *fields_json, char *err, size_t errlen)
 {
     size_t cap = strlen(fields_json) + FSA_ID_BYTES + 64;
-    char *body = malloc(cap);
+    char *body = fsa_malloc(cap);
     if (body == NULL)
         return FSA_ENOMEM;
     snprintf(body, cap, "{\"type\":\"%s\",\"id\":\"%s\",\"fields\":%s}", fsa_type_name(type), id,
@@ -229,7 +220,7 @@ fsa_status_t fsa__admin_seed(fsa__admin_t *a, fsa_type_t type, const char *id,
     long http = 0;
     char *ans = NULL;
     fsa_status_t st = request(a, "POST", "/admin/v1/entities", body, &http, &ans, err, errlen);
-    free(body);
+    fsa_free(body);
     if (st != FSA_OK)
         return st;
     char what[FSA_ID_BYTES + 48];
@@ -244,7 +235,7 @@ fsa_status_t fsa__admin_seed(fsa__admin_t *a, fsa_type_t type, const char *id,
         st = FSA_EPROTO;
     if (st != FSA_OK)
         error_line(what, http, ans, err, errlen);
-    free(ans);
+    fsa_free(ans);
     return st;
 }
 
@@ -269,7 +260,7 @@ fsa_status_t fsa__admin_autoclose(fsa__admin_t *a, const char *id, char *err, si
         st = FSA_EPROTO;
     if (st != FSA_OK)
         error_line(path, http, ans, err, errlen);
-    free(ans);
+    fsa_free(ans);
     return st;
 }
 
@@ -283,11 +274,11 @@ fsa_status_t fsa__admin_stats(fsa__admin_t *a, fsa__stats_t *out, char *err, siz
         return st;
     if (http != 200 || ans == NULL) {
         error_line("/admin/v1/stats", http, ans, err, errlen);
-        free(ans);
+        fsa_free(ans);
         return FSA_EPROTO;
     }
     st = fsa__stats_parse(ans, out);
-    free(ans);
+    fsa_free(ans);
     if (st != FSA_OK)
         snprintf(err, errlen, "/admin/v1/stats: the answer is not the server's statistics");
     return st;

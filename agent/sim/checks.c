@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "agent/sim/fleet.h"
+#include "port/alloc.h"
 
 /*
  * The checkers read entity fields as the admin API returns them. They parse JSON with cJSON
@@ -108,7 +109,7 @@ static want_t *want_find(want_t *w, size_t count, const char *dev, int64_t n)
 
 static want_t *wants_new(const char *const *devs, const int64_t *ns, size_t count)
 {
-    want_t *w = calloc(count + 1, sizeof *w);
+    want_t *w = fsa_calloc(count + 1, sizeof *w);
     if (w == NULL)
         return NULL;
     for (size_t i = 0; i < count; i++)
@@ -219,7 +220,7 @@ bool fsa__check_log(const char *fields_json, const char *field, const char *key,
         seen_one(w, count, &p, e);
     }
     bool ok = wants_verdict(w, count, &p, "entries", seen, details, cap);
-    free(w);
+    fsa_free(w);
     cJSON_Delete(root);
     return ok;
 }
@@ -268,7 +269,7 @@ bool fsa__check_keys(const char *fields_json, const char *field, const char *pre
         seen_one(w, count, &p, e);
     }
     bool ok = wants_verdict(w, count, &p, "keys", seen, details, cap);
-    free(w);
+    fsa_free(w);
     cJSON_Delete(root);
     return ok;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent/sim/fleet.h"
+#include "port/alloc.h"
 
 /* Samples of the series: at most one per this many ms, and at most this many (then halved). */
 #define SAMPLE_EVERY_MS 20
@@ -107,8 +108,8 @@ fsa_status_t fsa__fleet_init(fsa__fleet_t *f, char *err, size_t errlen)
 
 static void dev_reset(fsa__device_t *d)
 {
-    free(d->marks);
-    free(d->conflicts);
+    fsa_free(d->marks);
+    fsa_free(d->conflicts);
     d->marks = NULL;
     d->conflicts = NULL;
     d->nmarks = d->capmarks = d->first_unsettled = d->nconflicts = 0;
@@ -136,9 +137,9 @@ void fsa__fleet_free(fsa__fleet_t *f)
         dev_reset(&f->dev[i]);
         fsa_signer_key_wipe(&f->dev[i].key);
     }
-    free(f->dev);
-    free(f->samples);
-    free(f->lags);
+    fsa_free(f->dev);
+    fsa_free(f->samples);
+    fsa_free(f->lags);
     f->dev = NULL;
     f->samples = NULL;
     f->lags = NULL;
@@ -156,8 +157,8 @@ fsa_status_t fsa__fleet_begin(fsa__fleet_t *f, const char *scenario, int index, 
         snprintf(err, errlen, "workdir path too long: %s", dir);
         return FSA_ETOOLARGE;
     }
-    free(f->samples);
-    free(f->lags);
+    fsa_free(f->samples);
+    fsa_free(f->lags);
     f->samples = NULL;
     f->lags = NULL;
     f->nsamples = f->capsamples = f->nlags = f->caplags = 0;
@@ -212,7 +213,7 @@ static void sample_locked(fsa__fleet_t *f, bool force)
         size_t cap = f->capsamples ? f->capsamples * 2 : 256;
         if (cap > SAMPLES_MAX)
             cap = SAMPLES_MAX;
-        fsa__sample_t *n = realloc(f->samples, cap * sizeof *n);
+        fsa__sample_t *n = fsa_realloc(f->samples, cap * sizeof *n);
         if (n == NULL)
             return; /* a missing sample only thins the chart */
         f->samples = n;
@@ -227,7 +228,7 @@ static void add_lag(fsa__fleet_t *f, int64_t lag)
     lock(f);
     if (f->nlags == f->caplags) {
         size_t cap = f->caplags ? f->caplags * 2 : 1024;
-        int64_t *n = realloc(f->lags, cap * sizeof *n);
+        int64_t *n = fsa_realloc(f->lags, cap * sizeof *n);
         if (n == NULL) {
             unlock(f);
             return;
@@ -356,7 +357,7 @@ bool fsa__dev_mark(fsa__fleet_t *f, fsa__device_t *d, fsa_status_t st, const fsa
     }
     if (d->nmarks == d->capmarks) {
         size_t cap = d->capmarks ? d->capmarks * 2 : 16;
-        fsa__mark_t *n = realloc(d->marks, cap * sizeof *n);
+        fsa__mark_t *n = fsa_realloc(d->marks, cap * sizeof *n);
         if (n == NULL) {
             fsa__dev_error(d, "out of memory following %s", what);
             return true; /* recorded all the same; the op is only not followed */
@@ -494,7 +495,7 @@ static bool collect_conflict(void *arg, const fsa_conflict_t *c)
     fsa__device_t *d = col->d;
     if (d->nconflicts == col->cap) {
         size_t cap = col->cap ? col->cap * 2 : 4;
-        fsa__dconflict_t *n = realloc(d->conflicts, cap * sizeof *n);
+        fsa__dconflict_t *n = fsa_realloc(d->conflicts, cap * sizeof *n);
         if (n == NULL) {
             col->oom = true;
             return false;
@@ -530,7 +531,7 @@ void fsa__dev_collect(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j)
     /* The shift, plus the virtual time the device spent waiting ahead of real time. */
     fsa_port_t *sp = fsa_sim_port(d->sim), *rp = fsa_port_posix();
     d->clock_error_ms = sp->wall_now(sp->ctx).ms - rp->wall_now(rp->ctx).ms;
-    free(d->conflicts);
+    fsa_free(d->conflicts);
     d->conflicts = NULL;
     d->nconflicts = 0;
     collect_t col = {.d = d};

@@ -98,14 +98,11 @@ int64_t fsa__percentile(int64_t *values, size_t n, double p);
 
 typedef struct fsa__admin fsa__admin_t;
 
-/* libcurl's process-wide set-up (init true, before any thread) and tear-down (false). */
-void fsa__admin_global(bool init);
-
 fsa_status_t fsa__admin_new(const char *base_url, const char *token, fsa__admin_t **out, char *err,
                             size_t errlen) FSA_MUST_CHECK;
 void fsa__admin_free(fsa__admin_t *a);
-/* Reads an entity: FSA_OK (*fields malloc'ed, free()), FSA_ENOTFOUND (404), FSA_EPROTO, FSA_ENET,
- * FSA_EAUTH (401). */
+/* Reads an entity: FSA_OK (*fields malloc'ed, fsa_free()), FSA_ENOTFOUND (404), FSA_EPROTO,
+ * FSA_ENET, FSA_EAUTH (401). */
 fsa_status_t fsa__admin_get_entity(fsa__admin_t *a, fsa_type_t type, const char *id,
                                    int64_t *version, char **fields, char *err,
                                    size_t errlen) FSA_MUST_CHECK;

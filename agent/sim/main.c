@@ -10,8 +10,11 @@
 
 #include "agent/args.h"
 #include "agent/sim/fleet.h"
+#include "port/alloc.h"
 #include "port/files.h"
+#include "storage/libs.h"
 #include "sync/codec.h"
+#include "sync/transport.h"
 
 #define DEVICES_MAX 100000
 #define OPS_MAX 5000 /* checkpoints seeded one admin request each; histories stay < 1 MiB */
@@ -216,7 +219,7 @@ static bool hex_random(char *out, size_t nbytes)
 static int make_devices(fsa__fleet_t *f, const char *path)
 {
     size_t cap = 64 + (size_t)f->ndev * 120;
-    char *text = malloc(cap);
+    char *text = fsa_malloc(cap);
     if (text == NULL)
         return fail("out of memory");
     size_t n = (size_t)snprintf(text, cap, "{\"devices\": [");
@@ -227,7 +230,7 @@ static int make_devices(fsa__fleet_t *f, const char *path)
         char hex[2 * FSA_LIMIT_SECRET_BYTES + 1];
         if (!hex_random(hex, FSA_LIMIT_SECRET_BYTES) ||
             fsa_signer_key_parse(hex, strlen(hex), &d->key) != FSA_OK) {
-            free(text);
+            fsa_free(text);
             return fail("no random source for the device secrets");
         }
         n += (size_t)snprintf(text + n, cap - n, "%s{\"id\": \"%s\", \"secret\": \"%s\"}",
@@ -238,7 +241,7 @@ static int make_devices(fsa__fleet_t *f, const char *path)
     char err[FSA__ERR_BYTES];
     fsa_status_t st = fsa__write_private(path, text, err, sizeof err);
     fsa_signer_wipe(text, cap);
-    free(text);
+    fsa_free(text);
     return st == FSA_OK ? EXIT_SUCCESS : fail("%s", err);
 }
 
@@ -267,12 +270,12 @@ static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given)
     }
     if (!devices_given) {
         f->ndev = count < DEVICES_MAX ? (int)count : DEVICES_MAX;
-        fsa__device_t *nd = calloc((size_t)f->ndev, sizeof *nd);
+        fsa__device_t *nd = fsa_calloc((size_t)f->ndev, sizeof *nd);
         if (nd == NULL) {
             fsa_codec_devices_free(devs, count);
             return fail("out of memory");
         }
-        free(f->dev);
+        fsa_free(f->dev);
         f->dev = nd;
     }
     for (int i = 0; i < f->ndev; i++) {
@@ -457,6 +460,7 @@ static void command_line(int argc, char **argv, char *out, size_t cap)
 
 int main(int argc, char **argv)
 {
+    fsa_libs_use_allocator();
     opts_t o;
     parse_args(argc, argv, &o);
     int64_t t_start = fsa__real_ms();
@@ -471,14 +475,18 @@ int main(int argc, char **argv)
     f.seed = o.seed;
     f.sync_normal = !o.sync_full;
     f.progress = isatty(STDERR_FILENO) != 0;
-    f.dev = calloc((size_t)f.ndev, sizeof *f.dev);
+    f.dev = fsa_calloc((size_t)f.ndev, sizeof *f.dev);
     if (f.dev == NULL)
         return fail("out of memory for %d devices", f.ndev);
     if (fsa__fleet_init(&f, err, sizeof err) != FSA_OK) {
-        free(f.dev);
+        fsa_free(f.dev);
         return fail("%s", err);
     }
-    fsa__admin_global(true);
+    /* libcurl's process-wide set-up, before the worker threads make their transports. */
+    if (fsa_transport_global_init() != FSA_OK) {
+        fsa__fleet_free(&f);
+        return fail("libcurl failed to initialise");
+    }
 
     /* The workdir. */
     char workdir[FSA__PATH_BYTES];
@@ -572,7 +580,7 @@ int main(int argc, char **argv)
             const fsa__scenario_t *s = list[si];
             if (nres == capres) {
                 size_t cap = capres ? capres * 2 : 8;
-                fsa__result_t *nr = realloc(results, cap * sizeof *nr);
+                fsa__result_t *nr = fsa_realloc(results, cap * sizeof *nr);
                 if (nr == NULL) {
                     rc = fail("out of memory");
                     stop = true;
@@ -685,13 +693,12 @@ int main(int argc, char **argv)
         rc = fail("%s", err);
     for (size_t i = 0; i < nres; i++)
         fsa__result_free(&results[i]);
-    free(results);
+    fsa_free(results);
 out_dir:
     if (!keep)
         fsa__remove_tree(workdir);
 out_fleet:
     fsa_signer_wipe(token, sizeof token);
-    fsa__admin_global(false);
     fsa__fleet_free(&f);
     return rc;
 }

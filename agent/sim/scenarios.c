@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "agent/sim/fleet.h"
+#include "port/alloc.h"
 
 /*
  * Every scenario follows the same shape: the server holds the entities (seeded through the admin
@@ -36,8 +37,8 @@ void fsa__result_free(fsa__result_t *r)
 {
     if (r == NULL)
         return;
-    free(r->lags);
-    free(r->samples);
+    fsa_free(r->lags);
+    fsa_free(r->samples);
     r->lags = NULL;
     r->samples = NULL;
 }
@@ -299,13 +300,13 @@ static void scn_autoclose(fsa__run_t *run)
     int D = f->ndev < AUTOCLOSE_DEVICES_MAX ? f->ndev : AUTOCLOSE_DEVICES_MAX;
     run->res->devices = D;
     ac_ctx_t c = {.run = run, .races = D / 10 > 0 ? D / 10 : 1};
-    c.closed = calloc((size_t)D, sizeof *c.closed);
-    c.m_start = calloc((size_t)D, sizeof *c.m_start);
-    c.m_race = calloc((size_t)D, sizeof *c.m_race);
-    c.m_complete = calloc((size_t)D, sizeof *c.m_complete);
-    c.local = calloc((size_t)D, sizeof *c.local);
+    c.closed = fsa_calloc((size_t)D, sizeof *c.closed);
+    c.m_start = fsa_calloc((size_t)D, sizeof *c.m_start);
+    c.m_race = fsa_calloc((size_t)D, sizeof *c.m_race);
+    c.m_complete = fsa_calloc((size_t)D, sizeof *c.m_complete);
+    c.local = fsa_calloc((size_t)D, sizeof *c.local);
     size_t nseed = (size_t)(D + c.races);
-    seed_ent_t *seeds = calloc(nseed, sizeof *seeds);
+    seed_ent_t *seeds = fsa_calloc(nseed, sizeof *seeds);
     if (!c.closed || !c.m_start || !c.m_race || !c.m_complete || !c.local || !seeds) {
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
         goto out;
@@ -421,7 +422,7 @@ static void scn_autoclose(fsa__run_t *run)
                 snprintf(det, sizeof det, "version %" PRId64 ", expected 3 (seed, start, %s)", v,
                          c.closed[i] ? "autoclose" : "completion");
             tally(&ts, ok, id, det);
-            free(fields);
+            fsa_free(fields);
         }
         tally_done(run, "autoclosed_jobs_stay_autoclosed", &ts, "jobs");
     }
@@ -441,17 +442,17 @@ static void scn_autoclose(fsa__run_t *run)
                          "version %" PRId64 ": the transition applied %" PRId64 " times", v, v - 1);
             }
             tally(&ts, ok, id, det);
-            free(fields);
+            fsa_free(fields);
         }
         tally_done(run, "race_applied_once", &ts, "shared jobs");
     }
 out:
-    free(seeds);
-    free(c.closed);
-    free(c.m_start);
-    free(c.m_race);
-    free(c.m_complete);
-    free(c.local);
+    fsa_free(seeds);
+    fsa_free(c.closed);
+    fsa_free(c.m_start);
+    fsa_free(c.m_race);
+    fsa_free(c.m_complete);
+    fsa_free(c.local);
 }
 
 /* ================= checkpoints ================= */
@@ -499,7 +500,7 @@ static void scn_checkpoints(fsa__run_t *run)
     fsa__fleet_t *f = run->fleet;
     cp_ctx_t c = {.run = run, .C = run->ops > 0 ? run->ops : 1};
     c.U = f->ndev < 2 * c.C ? f->ndev : 2 * c.C;
-    seed_ent_t *seeds = calloc((size_t)c.C + 1, sizeof *seeds);
+    seed_ent_t *seeds = fsa_calloc((size_t)c.C + 1, sizeof *seeds);
     char tour[FSA_ID_BYTES];
     entity_id(run, tour, sizeof tour, "tour");
     if (seeds == NULL) {
@@ -515,7 +516,7 @@ static void scn_checkpoints(fsa__run_t *run)
         snprintf(seeds[k + 1].fields, sizeof seeds[k + 1].fields, "{\"parent_id\":\"%s\"}", tour);
     }
     bool seeded = seed_all(run, seeds, (size_t)c.C + 1);
-    free(seeds);
+    fsa_free(seeds);
     if (!seeded)
         return;
     run->res->devices = c.U;
@@ -554,7 +555,7 @@ static void scn_checkpoints(fsa__run_t *run)
                 snprintf(det, sizeof det, "version %" PRId64 ", expected 3 (seed + 2 updates)", v);
             }
             tally(&tf, ok, id, det);
-            free(fields);
+            fsa_free(fields);
         }
         tally_done(run, "checkpoint_fields_applied", &tf, "checkpoints");
     }
@@ -565,8 +566,8 @@ static void scn_checkpoints(fsa__run_t *run)
             char det[300];
             /* The tour is touched by every applied group, once: its version counts them. */
             int64_t want = 1 + 2 * (int64_t)c.C;
-            char **names = calloc((size_t)c.C + 1, sizeof *names);
-            char(*buf)[FSA_ID_BYTES] = calloc((size_t)c.C + 1, sizeof *buf);
+            char **names = fsa_calloc((size_t)c.C + 1, sizeof *names);
+            char(*buf)[FSA_ID_BYTES] = fsa_calloc((size_t)c.C + 1, sizeof *buf);
             bool last_ok = false;
             if (names != NULL && buf != NULL) {
                 for (int k = 0; k < c.C; k++) {
@@ -588,9 +589,9 @@ static void scn_checkpoints(fsa__run_t *run)
                 fsa__inv_add(run->res, "groups_whole", FSA__INV_PASS,
                              "tour version %" PRId64 " = 1 + %d group touches; %s", v, 2 * c.C,
                              det);
-            free(names);
-            free(buf);
-            free(fields);
+            fsa_free(names);
+            fsa_free(buf);
+            fsa_free(fields);
         }
     }
 }
@@ -673,7 +674,7 @@ static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
     fsa__fleet_t *f = run->fleet;
     many_ctx_t c = {.run = run, .kind = kind, .total = total, .targets = targets};
     c.devices = f->ndev < total ? f->ndev : total;
-    seed_ent_t *seeds = calloc((size_t)targets, sizeof *seeds);
+    seed_ent_t *seeds = fsa_calloc((size_t)targets, sizeof *seeds);
     if (seeds == NULL) {
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
         return;
@@ -684,7 +685,7 @@ static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
         snprintf(seeds[t].fields, sizeof seeds[t].fields, "{}");
     }
     bool seeded = seed_all(run, seeds, (size_t)targets);
-    free(seeds);
+    fsa_free(seeds);
     if (!seeded)
         return;
     run->res->devices = c.devices;
@@ -706,8 +707,8 @@ static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
     if (!need_admin(run, name))
         return;
     tally_t tv = {0}, tc = {0};
-    const char **devs = calloc((size_t)total + 1, sizeof *devs);
-    int64_t *ns = calloc((size_t)total + 1, sizeof *ns);
+    const char **devs = fsa_calloc((size_t)total + 1, sizeof *devs);
+    int64_t *ns = fsa_calloc((size_t)total + 1, sizeof *ns);
     for (int t = 0; devs != NULL && ns != NULL && t < targets; t++) {
         size_t n = 0;
         for (int e = t; e < total; e += targets) {
@@ -738,7 +739,7 @@ static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
         int64_t want = 1 + (int64_t)n * (kind == MANY_ESCALATE ? 2 : 1);
         snprintf(det, sizeof det, "version %" PRId64 ", expected %" PRId64, v, want);
         tally(&tv, v == want, id, det);
-        free(fields);
+        fsa_free(fields);
     }
     if (devs == NULL || ns == NULL)
         fsa__inv_add(run->res, name, FSA__INV_FAIL, "out of memory");
@@ -746,8 +747,8 @@ static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
         tally_done(run, name, &tc, kind == MANY_MERGE ? "jobs" : "tickets");
         tally_done(run, "each_op_applied_once", &tv, "entity versions");
     }
-    free(devs);
-    free(ns);
+    fsa_free(devs);
+    fsa_free(ns);
 }
 
 static void scn_escalation(fsa__run_t *run)
@@ -844,11 +845,11 @@ static void scn_attendance(fsa__run_t *run)
     att_ctx_t c = {.run = run, .pairs = run->ops / D > 0 ? run->ops / D : 1};
     if (c.pairs > 50)
         c.pairs = 50;
-    c.recs = calloc((size_t)D, sizeof *c.recs);
-    c.nrecs = calloc((size_t)D, sizeof *c.nrecs);
+    c.recs = fsa_calloc((size_t)D, sizeof *c.recs);
+    c.nrecs = fsa_calloc((size_t)D, sizeof *c.nrecs);
     bool ok = c.recs != NULL && c.nrecs != NULL;
     for (int i = 0; ok && i < D; i++)
-        ok = (c.recs[i] = calloc((size_t)(2 * c.pairs), sizeof **c.recs)) != NULL;
+        ok = (c.recs[i] = fsa_calloc((size_t)(2 * c.pairs), sizeof **c.recs)) != NULL;
     if (!ok) {
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
         goto out;
@@ -895,7 +896,7 @@ static void scn_attendance(fsa__run_t *run)
                     snprintf(det, sizeof det, "version %" PRId64 ": changed after its create", v);
                 }
                 tally(&t, good, r->id, det);
-                free(fields);
+                fsa_free(fields);
             }
         }
         if (!broke)
@@ -910,9 +911,9 @@ static void scn_attendance(fsa__run_t *run)
     }
 out:
     for (int i = 0; c.recs != NULL && i < D; i++)
-        free(c.recs[i]);
-    free(c.recs);
-    free(c.nrecs);
+        fsa_free(c.recs[i]);
+    fsa_free(c.recs);
+    fsa_free(c.nrecs);
 }
 
 /* ================= flaky ================= */
@@ -995,9 +996,9 @@ static void scn_flaky(fsa__run_t *run)
         c.rounds = 2;
     if (c.rounds > 20)
         c.rounds = 20;
-    c.atts = calloc((size_t)D * (size_t)c.rounds, sizeof *c.atts);
-    c.natts = calloc((size_t)D, sizeof *c.natts);
-    c.shift = calloc((size_t)D, sizeof *c.shift);
+    c.atts = fsa_calloc((size_t)D * (size_t)c.rounds, sizeof *c.atts);
+    c.natts = fsa_calloc((size_t)D, sizeof *c.natts);
+    c.shift = fsa_calloc((size_t)D, sizeof *c.shift);
     if (c.atts == NULL || c.natts == NULL || c.shift == NULL) {
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
         goto out;
@@ -1095,13 +1096,13 @@ static void scn_flaky(fsa__run_t *run)
         }
         fsa__inv_add(run->res, "counter_exact", ok ? FSA__INV_PASS : FSA__INV_FAIL,
                      "%s (%" PRId64 " increments recorded)", det, total);
-        free(fields);
+        fsa_free(fields);
     }
-    const char **devs = calloc((size_t)total + 1, sizeof *devs);
-    int64_t *ns = calloc((size_t)total + 1, sizeof *ns);
+    const char **devs = fsa_calloc((size_t)total + 1, sizeof *devs);
+    int64_t *ns = fsa_calloc((size_t)total + 1, sizeof *ns);
     if (devs == NULL || ns == NULL) {
-        free(devs);
-        free(ns);
+        fsa_free(devs);
+        fsa_free(ns);
         goto out;
     }
     size_t n = 0;
@@ -1116,16 +1117,16 @@ static void scn_flaky(fsa__run_t *run)
             fsa__check_log(fields, "ticketlog", "ticket_history", devs, ns, n, det, sizeof det);
         fsa__inv_add(run->res, "history_entries_once", ok ? FSA__INV_PASS : FSA__INV_FAIL, "%s",
                      det);
-        free(fields);
+        fsa_free(fields);
     }
     entity_id(run, id, sizeof id, "job");
     if (read_entity(run, "json_keys_present", FSA_TYPE_JOBNEED, id, &v, &fields)) {
         bool ok = fsa__check_keys(fields, "other_info", "k", devs, ns, n, det, sizeof det);
         fsa__inv_add(run->res, "json_keys_present", ok ? FSA__INV_PASS : FSA__INV_FAIL, "%s", det);
-        free(fields);
+        fsa_free(fields);
     }
-    free(devs);
-    free(ns);
+    fsa_free(devs);
+    fsa_free(ns);
     tally_t ta = {0};
     for (int i = 0; i < D; i++)
         for (int k = 0; k < c.natts[i]; k++) {
@@ -1145,13 +1146,13 @@ static void scn_flaky(fsa__run_t *run)
                 }
                 tally(&ta, ok, a->id, det);
             }
-            free(fields);
+            fsa_free(fields);
         }
     tally_done(run, "attendance_exists_once", &ta, "attendances");
 out:
-    free(c.atts);
-    free(c.natts);
-    free(c.shift);
+    fsa_free(c.atts);
+    fsa_free(c.natts);
+    fsa_free(c.shift);
 }
 
 /* ================= the table ================= */
@@ -1324,7 +1325,7 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
     /* Lags and series. */
     r->nlags = f->nlags;
     r->lags = NULL;
-    if (f->nlags > 0 && (r->lags = malloc(f->nlags * sizeof *r->lags)) != NULL) {
+    if (f->nlags > 0 && (r->lags = fsa_malloc(f->nlags * sizeof *r->lags)) != NULL) {
         memcpy(r->lags, f->lags, f->nlags * sizeof *r->lags);
         r->lag_p50 = fsa__percentile(r->lags, r->nlags, 50);
         r->lag_p99 = fsa__percentile(r->lags, r->nlags, 99);
@@ -1333,7 +1334,7 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
         r->nlags = 0;
     }
     r->nsamples = 0;
-    if (f->nsamples > 0 && (r->samples = malloc(f->nsamples * sizeof *r->samples)) != NULL) {
+    if (f->nsamples > 0 && (r->samples = fsa_malloc(f->nsamples * sizeof *r->samples)) != NULL) {
         memcpy(r->samples, f->samples, f->nsamples * sizeof *r->samples);
         r->nsamples = f->nsamples;
     }

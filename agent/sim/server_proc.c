@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "agent/sim/fleet.h"
+#include "port/alloc.h"
 
 #define START_TIMEOUT_MS 20000
 #define STOP_TIMEOUT_MS 20000
@@ -60,7 +61,7 @@ fsa_status_t fsa__server_find(fsa__server_t *s, char *err, size_t errlen)
     if (executable(build)) {
         char *real = realpath(build, NULL);
         snprintf(s->binary, sizeof s->binary, "%s", real != NULL ? real : build);
-        free(real);
+        fsa_free(real);
         snprintf(s->found_via, sizeof s->found_via, "build tree");
         return FSA_OK;
     }

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
 #include "port/files.h"
 
 fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only, char **out,
@@ -58,7 +59,7 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
         st = FSA_ETOOLARGE;
         goto out;
     }
-    buf = malloc(max_bytes + 1);
+    buf = fsa_malloc(max_bytes + 1);
     if (buf == NULL) {
         st = FSA_ENOMEM;
         goto out;
@@ -97,9 +98,9 @@ void fsa_file_wipe_free(char *p, size_t n)
 {
     if (p == NULL)
         return;
-    /* A volatile pointer keeps the compiler from dropping the stores before free(). */
+    /* A volatile pointer keeps the compiler from dropping the stores before fsa_free(). */
     volatile char *v = p;
     for (size_t i = 0; i < n; i++)
         v[i] = 0;
-    free(p);
+    fsa_free(p);
 }

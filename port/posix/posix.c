@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
 #include "port/posix/posix.h"
 
 struct fsa_thread {
@@ -74,11 +75,11 @@ static fsa_status_t posix_random(void *ctx, void *buf, size_t n)
 fsa_status_t fsa__posix_thread_create(void *ctx, fsa_thread_t **out, fsa_thread_fn fn, void *arg)
 {
     (void)ctx;
-    fsa_thread_t *t = malloc(sizeof *t);
+    fsa_thread_t *t = fsa_malloc(sizeof *t);
     if (t == NULL)
         return FSA_ENOMEM;
     if (pthread_create(&t->tid, NULL, fn, arg) != 0) {
-        free(t);
+        fsa_free(t);
         return FSA_ENOMEM;
     }
     *out = t;
@@ -90,7 +91,7 @@ fsa_status_t fsa__posix_thread_join(void *ctx, fsa_thread_t *t, void **ret)
     (void)ctx;
     void *r = NULL;
     int rc = pthread_join(t->tid, &r);
-    free(t);
+    fsa_free(t);
     if (ret != NULL)
         *ret = r;
     return rc == 0 ? FSA_OK : FSA_EINVAL;
@@ -99,11 +100,11 @@ fsa_status_t fsa__posix_thread_join(void *ctx, fsa_thread_t *t, void **ret)
 fsa_status_t fsa__posix_mutex_new(void *ctx, fsa_mutex_t **out)
 {
     (void)ctx;
-    fsa_mutex_t *m = malloc(sizeof *m);
+    fsa_mutex_t *m = fsa_malloc(sizeof *m);
     if (m == NULL)
         return FSA_ENOMEM;
     if (pthread_mutex_init(&m->m, NULL) != 0) {
-        free(m);
+        fsa_free(m);
         return FSA_ENOMEM;
     }
     *out = m;
@@ -128,13 +129,13 @@ void fsa__posix_mutex_free(void *ctx, fsa_mutex_t *m)
     if (m == NULL)
         return;
     pthread_mutex_destroy(&m->m);
-    free(m);
+    fsa_free(m);
 }
 
 fsa_status_t fsa__posix_cond_new(void *ctx, fsa_cond_t **out)
 {
     (void)ctx;
-    fsa_cond_t *c = malloc(sizeof *c);
+    fsa_cond_t *c = fsa_malloc(sizeof *c);
     if (c == NULL)
         return FSA_ENOMEM;
     pthread_condattr_t attr;
@@ -144,7 +145,7 @@ fsa_status_t fsa__posix_cond_new(void *ctx, fsa_cond_t **out)
     int rc = pthread_cond_init(&c->c, &attr);
     pthread_condattr_destroy(&attr);
     if (rc != 0) {
-        free(c);
+        fsa_free(c);
         return FSA_ENOMEM;
     }
     *out = c;
@@ -187,18 +188,18 @@ void fsa__posix_cond_free(void *ctx, fsa_cond_t *c)
     if (c == NULL)
         return;
     pthread_cond_destroy(&c->c);
-    free(c);
+    fsa_free(c);
 }
 
 fsa_status_t fsa__posix_flock_open(void *ctx, const char *path, fsa_flock_t **out)
 {
     (void)ctx;
-    fsa_flock_t *f = malloc(sizeof *f);
+    fsa_flock_t *f = fsa_malloc(sizeof *f);
     if (f == NULL)
         return FSA_ENOMEM;
     f->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (f->fd < 0) {
-        free(f);
+        fsa_free(f);
         return FSA_EIO;
     }
     *out = f;
@@ -256,7 +257,7 @@ void fsa__posix_flock_close(void *ctx, fsa_flock_t *f)
     if (f == NULL)
         return;
     close(f->fd);
-    free(f);
+    fsa_free(f);
 }
 
 static void posix_log(void *ctx, fsa_log_level_t level, const char *msg)

@@ -9,6 +9,7 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
 #include "port/port.h"
 #include "port/watch.h"
 
@@ -42,18 +43,18 @@ fsa_status_t fsa_watch_open(const char *path, fsa_watch_t **out)
             dir[1] = '\0';
         }
     }
-    fsa_watch_t *w = calloc(1, sizeof *w);
+    fsa_watch_t *w = fsa_calloc(1, sizeof *w);
     if (w == NULL)
         return FSA_ENOMEM;
     memcpy(w->name, base, strlen(base) + 1);
     w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->fd < 0) {
-        free(w);
+        fsa_free(w);
         return FSA_EIO;
     }
     if (pipe2(w->poke, O_NONBLOCK | O_CLOEXEC) != 0) {
         close(w->fd);
-        free(w);
+        fsa_free(w);
         return FSA_EIO;
     }
     if (inotify_add_watch(w->fd, dir, IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO) < 0) {
@@ -61,7 +62,7 @@ fsa_status_t fsa_watch_open(const char *path, fsa_watch_t **out)
         close(w->fd);
         close(w->poke[0]);
         close(w->poke[1]);
-        free(w);
+        fsa_free(w);
         return e == ENOENT ? FSA_ENOTFOUND : FSA_EIO;
     }
     *out = w;
@@ -138,5 +139,5 @@ void fsa_watch_close(fsa_watch_t *w)
     close(w->poke[0]);
     close(w->poke[1]);
     close(w->fd);
-    free(w);
+    fsa_free(w);
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "port/alloc.h"
 #include "port/posix/posix.h"
 #include "port/sim/sim.h"
 
@@ -117,11 +118,11 @@ fsa_status_t fsa_sim_new(uint64_t seed, fsa_wall_t start_wall, const char *label
 {
     if (out == NULL)
         return FSA_EINVAL;
-    fsa_sim_t *sim = calloc(1, sizeof *sim);
+    fsa_sim_t *sim = fsa_calloc(1, sizeof *sim);
     if (sim == NULL)
         return FSA_ENOMEM;
     if (pthread_mutex_init(&sim->mu, NULL) != 0) {
-        free(sim);
+        fsa_free(sim);
         return FSA_ENOMEM;
     }
     sim->wall_base_ms = start_wall.ms;
@@ -149,7 +150,7 @@ void fsa_sim_free(fsa_sim_t *sim)
     if (sim == NULL)
         return;
     pthread_mutex_destroy(&sim->mu);
-    free(sim);
+    fsa_free(sim);
 }
 
 fsa_port_t *fsa_sim_port(fsa_sim_t *sim)

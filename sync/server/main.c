@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "storage/libs.h"
 #include "sync/server/server.h"
 
 static const char usage[] =
@@ -90,6 +91,7 @@ static void split_listen(const char *v, char *host, size_t hcap, char *port, siz
 
 int main(int argc, char **argv)
 {
+    fsa_libs_use_allocator();
     fsa_server_config_t cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.faults.retry_after_s = 1;

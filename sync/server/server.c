@@ -28,6 +28,7 @@
 #include <microhttpd.h>
 #include <zlib.h>
 
+#include "port/alloc.h"
 #include "port/limits.h"
 #include "sync/codec.h"
 #include "sync/server/store.h"
@@ -192,7 +193,7 @@ static bool gzip_text(const char *text, size_t len, char **out, size_t *out_len)
                      Z_DEFAULT_STRATEGY) != Z_OK)
         return false;
     size_t cap = deflateBound(&z, (uLong)len);
-    char *buf = malloc(cap);
+    char *buf = fsa_malloc(cap);
     bool ok = false;
     if (buf != NULL) {
         z.next_in = (Bytef *)(uintptr_t)text;
@@ -203,7 +204,7 @@ static bool gzip_text(const char *text, size_t len, char **out, size_t *out_len)
     }
     deflateEnd(&z);
     if (!ok) {
-        free(buf);
+        fsa_free(buf);
         return false;
     }
     *out = buf;
@@ -300,7 +301,7 @@ static fsa_status_t read_file(const char *what, const char *path, size_t max, bo
         st = FSA_ETOOLARGE;
         goto out;
     }
-    buf = malloc((size_t)sb.st_size + 1);
+    buf = fsa_malloc((size_t)sb.st_size + 1);
     if (buf == NULL) {
         snprintf(err, errlen, "out of memory reading the %s", what);
         st = FSA_ENOMEM;
@@ -326,7 +327,7 @@ static fsa_status_t read_file(const char *what, const char *path, size_t max, bo
 out:
     if (buf != NULL) {
         fsa_signer_wipe(buf, (size_t)sb.st_size);
-        free(buf);
+        fsa_free(buf);
     }
     close(fd);
     return st;
@@ -355,13 +356,13 @@ static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
     fsa_codec_err_t cerr;
     st = fsa_codec_decode_devices(text, len, &devs, &n, &cerr);
     fsa_signer_wipe(text, len);
-    free(text);
+    fsa_free(text);
     if (st != FSA_OK) {
         snprintf(err, errlen, "the devices file %s is malformed: %s", srv->cfg.devices_file,
                  cerr.message);
         return st == FSA_ENOMEM ? st : FSA_EINVAL;
     }
-    srv->devices = calloc(n, sizeof *srv->devices);
+    srv->devices = fsa_calloc(n, sizeof *srv->devices);
     if (srv->devices == NULL) {
         fsa_codec_devices_free(devs, n);
         snprintf(err, errlen, "out of memory loading the devices");
@@ -411,7 +412,7 @@ static fsa_status_t load_admin_token(fsa_server_t *srv, char *err, size_t errlen
             snprintf(err, errlen, "cannot hash the admin token");
     }
     fsa_signer_wipe(text, len);
-    free(text);
+    fsa_free(text);
     return st;
 }
 
@@ -449,7 +450,7 @@ static void nonce_put(nonce_slot_t *slots, const nonce_slot_t *e)
 /* Drops dead entries by rebuilding the table (linear probing has no cheap delete). */
 static void nonce_sweep(nonce_cache_t *nc, int64_t now)
 {
-    nonce_slot_t *fresh = calloc(NONCE_SLOTS, sizeof *fresh);
+    nonce_slot_t *fresh = fsa_calloc(NONCE_SLOTS, sizeof *fresh);
     if (fresh == NULL)
         return;
     size_t used = 0;
@@ -459,7 +460,7 @@ static void nonce_sweep(nonce_cache_t *nc, int64_t now)
             used++;
         }
     }
-    free(nc->slots);
+    fsa_free(nc->slots);
     nc->slots = fresh;
     nc->used = used;
 }
@@ -604,7 +605,7 @@ static fsa_status_t inflate_body(const char *in, size_t in_len, char **out, size
     size_t cap = in_len * 4 + 1024;
     if (cap > FSA_LIMIT_BODY_BYTES + 1)
         cap = FSA_LIMIT_BODY_BYTES + 1;
-    char *buf = malloc(cap);
+    char *buf = fsa_malloc(cap);
     fsa_status_t st = buf != NULL ? FSA_OK : FSA_ENOMEM;
     size_t len = 0;
     z.next_in = (Bytef *)(uintptr_t)in;
@@ -616,7 +617,7 @@ static fsa_status_t inflate_body(const char *in, size_t in_len, char **out, size
                 break;
             }
             size_t ncap = cap * 2 > FSA_LIMIT_BODY_BYTES + 1 ? FSA_LIMIT_BODY_BYTES + 1 : cap * 2;
-            char *nb = realloc(buf, ncap);
+            char *nb = fsa_realloc(buf, ncap);
             if (nb == NULL) {
                 st = FSA_ENOMEM;
                 break;
@@ -646,7 +647,7 @@ static fsa_status_t inflate_body(const char *in, size_t in_len, char **out, size
     }
     inflateEnd(&z);
     if (st != FSA_OK) {
-        free(buf);
+        fsa_free(buf);
         return st;
     }
     *out = buf;
@@ -655,7 +656,7 @@ static fsa_status_t inflate_body(const char *in, size_t in_len, char **out, size
 }
 
 /* The request body as JSON text: inflated when sent with Content-Encoding: gzip. *owned is the
- * buffer to free (NULL when the raw body is used as is). */
+ * buffer to fsa_free (NULL when the raw body is used as is). */
 static bool request_json(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
                          const char **text, size_t *len, char **owned, enum MHD_Result *ret)
 {
@@ -706,7 +707,7 @@ static enum MHD_Result apply_and_answer(fsa_server_t *srv, struct MHD_Connection
                                         const char *device, bool by_server,
                                         const fsa_codec_push_t *push)
 {
-    fsa_codec_result_t *results = calloc(push->count > 0 ? push->count : 1, sizeof *results);
+    fsa_codec_result_t *results = fsa_calloc(push->count > 0 ? push->count : 1, sizeof *results);
     if (results == NULL)
         return respond_error(srv, c, 500, "internal", "out of memory");
     char err[256];
@@ -746,7 +747,7 @@ static enum MHD_Result handle_push(fsa_server_t *srv, struct MHD_Connection *c, 
     fsa_codec_push_t push;
     fsa_codec_err_t cerr;
     fsa_status_t st = fsa_codec_decode_push(text, len, &push, &cerr);
-    free(owned);
+    fsa_free(owned);
     if (st != FSA_OK)
         return respond_codec_error(srv, c, st, &cerr);
     ret = apply_and_answer(srv, c, dev->id, false, &push);
@@ -943,7 +944,7 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         return respond_error(srv, c, 500, "internal", "the server could not read its store");
     stats_t *s = &srv->stats;
     size_t cap = 2048;
-    char *text = malloc(cap);
+    char *text = fsa_malloc(cap);
     if (text == NULL)
         return respond(srv, c, 500, NULL, 0, NULL);
     int64_t now = now_ms(srv);
@@ -965,7 +966,7 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         get(&s->f_latency), get(&s->f_5xx), get(&s->f_429), get(&s->f_drop), get(&s->f_reset), ents,
         ops, last, srv->ndevices, now - srv->started_ms, now);
     if (n < 0 || (size_t)n >= cap) {
-        free(text);
+        fsa_free(text);
         return respond_error(srv, c, 500, "internal", "statistics did not fit");
     }
     return respond(srv, c, 200, text, (size_t)n, NULL);
@@ -1090,7 +1091,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 {
     (void)c;
     fsa_server_t *srv = cls;
-    request_t *req = calloc(1, sizeof *req);
+    request_t *req = fsa_calloc(1, sizeof *req);
     if (req == NULL)
         return NULL;
     req->srv = srv;
@@ -1113,8 +1114,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     request_t *req = *con_cls;
     if (req == NULL)
         return;
-    free(req->body);
-    free(req);
+    fsa_free(req->body);
+    fsa_free(req);
     *con_cls = NULL;
     atomic_fetch_sub(&srv->in_flight, 1);
 }
@@ -1131,7 +1132,7 @@ static bool append_body(request_t *req, const char *data, size_t n)
             ncap *= 2;
         if (ncap > RAW_BODY_MAX + 1)
             ncap = RAW_BODY_MAX + 1;
-        char *nb = realloc(req->body, ncap);
+        char *nb = fsa_realloc(req->body, ncap);
         if (nb == NULL)
             return false;
         req->body = nb;
@@ -1278,16 +1279,16 @@ static void server_free(fsa_server_t *srv)
         close(srv->listen_fd);
     for (size_t i = 0; i < srv->ndevices; i++)
         fsa_signer_key_wipe(&srv->devices[i].key);
-    free(srv->devices);
+    fsa_free(srv->devices);
     fsa_signer_wipe(srv->admin_hash, sizeof srv->admin_hash);
     if (srv->tls_key != NULL) {
         fsa_signer_wipe(srv->tls_key, strlen(srv->tls_key));
-        free(srv->tls_key);
+        fsa_free(srv->tls_key);
     }
-    free(srv->tls_cert);
+    fsa_free(srv->tls_cert);
     srv->port.mutex_free(srv->port.ctx, srv->nonces.lock);
-    free(srv->nonces.slots);
-    free(srv);
+    fsa_free(srv->nonces.slots);
+    fsa_free(srv);
 }
 
 fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out, char *err,
@@ -1307,7 +1308,7 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
         snprintf(err, errlen, "invalid server configuration");
         return FSA_EINVAL;
     }
-    fsa_server_t *srv = calloc(1, sizeof *srv);
+    fsa_server_t *srv = fsa_calloc(1, sizeof *srv);
     if (srv == NULL) {
         snprintf(err, errlen, "out of memory");
         return FSA_ENOMEM;
@@ -1320,7 +1321,7 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     atomic_init(&srv->in_flight, 0);
     atomic_init(&srv->fault_counter, 0);
     fsa_status_t st = srv->port.mutex_new(srv->port.ctx, &srv->nonces.lock);
-    srv->nonces.slots = calloc(NONCE_SLOTS, sizeof *srv->nonces.slots);
+    srv->nonces.slots = fsa_calloc(NONCE_SLOTS, sizeof *srv->nonces.slots);
     if (st != FSA_OK || srv->nonces.slots == NULL) {
         snprintf(err, errlen, "out of memory");
         st = FSA_ENOMEM;

@@ -7,6 +7,8 @@
  * sync/server/ includes it.
  */
 #include "sync/server/store.h"
+#include "port/alloc.h"
+#include "storage/libs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -127,6 +129,7 @@ static fsa_status_t open_conn(const char *path, sqlite3 **out, char *err, size_t
 {
     sqlite3 *db = NULL;
     *out = NULL;
+    fsa_libs_use_allocator();
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         fsa_status_t st = db_fail(db, rc, "cannot open the database", err, errlen);
@@ -210,7 +213,7 @@ void fsa_store_close(fsa_store_t *store)
         store->port->mutex_free(store->port->ctx, store->rlock);
         store->port->cond_free(store->port->ctx, store->rcond);
     }
-    free(store);
+    fsa_free(store);
 }
 
 fsa_status_t fsa_store_open(const fsa_port_t *port, const char *path, unsigned readers,
@@ -238,7 +241,7 @@ fsa_status_t fsa_store_open(const fsa_port_t *port, const char *path, unsigned r
     }
     close(fd);
 
-    fsa_store_t *s = calloc(1, sizeof *s);
+    fsa_store_t *s = fsa_calloc(1, sizeof *s);
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");
         return FSA_ENOMEM;
@@ -282,7 +285,7 @@ out:
             s->port->cond_free(s->port->ctx, s->wcond);
             s->port->mutex_free(s->port->ctx, s->rlock);
             s->port->cond_free(s->port->ctx, s->rcond);
-            free(s);
+            fsa_free(s);
         } else {
             fsa_store_close(s);
         }
@@ -308,7 +311,7 @@ static char *column_dup(sqlite3_stmt *s, int i)
     int n = sqlite3_column_bytes(s, i);
     if (t == NULL)
         return NULL;
-    char *p = malloc((size_t)n + 1);
+    char *p = fsa_malloc((size_t)n + 1);
     if (p != NULL) {
         memcpy(p, t, (size_t)n);
         p[n] = '\0';
@@ -434,7 +437,7 @@ static fsa_status_t attach_current(fsa_store_t *s, const char *type, const char 
     fsa_status_t st = load_entity(s, type, id, &version, &fields);
     if (st != FSA_OK || fields == NULL)
         return st;
-    free(r->current_fields);
+    fsa_free(r->current_fields);
     r->current_fields = fields;
     r->current_version = version;
     r->has_current = true;
@@ -515,7 +518,7 @@ static fsa_status_t try_op(fsa_store_t *s, const char *device, bool by_server,
         break;
     }
     fsa_model_free(next);
-    free(fields); /* ours (column_dup), not the model's */
+    fsa_free(fields); /* ours (column_dup), not the model's */
     return st;
 }
 
@@ -589,7 +592,7 @@ static fsa_status_t apply_group(fsa_store_t *s, const char *device, bool by_serv
     /* A duplicate of an op logged before this group keeps its answer; a duplicate of an op of
      * this very group (an op_id repeated in the batch) was rolled back with it and takes the
      * group's outcome. Decided for all before anything is logged again. */
-    bool *retake = calloc(n - first, sizeof *retake);
+    bool *retake = fsa_calloc(n - first, sizeof *retake);
     if (retake == NULL)
         return FSA_ENOMEM;
     for (size_t i = first; i < n && st == FSA_OK; i++) {
@@ -615,7 +618,7 @@ static fsa_status_t apply_group(fsa_store_t *s, const char *device, bool by_serv
         if (st == FSA_OK)
             st = log_op(s, device, &ops[i].op, r, now_ms); /* a repeated op_id: ignored */
     }
-    free(retake);
+    fsa_free(retake);
     if (st == FSA_OK)
         st = exec_sql(s->wdb, "RELEASE grp", NULL, 0);
     return st;
@@ -658,7 +661,7 @@ fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_ser
         memset(&results[i], 0, sizeof results[i]);
         snprintf(results[i].op_id, sizeof results[i].op_id, "%s", ops[i].op.op_id);
     }
-    bool *done = calloc(n > 0 ? n : 1, sizeof *done);
+    bool *done = fsa_calloc(n > 0 ? n : 1, sizeof *done);
     if (done == NULL) {
         snprintf(err, errlen, "out of memory");
         return FSA_ENOMEM;
@@ -692,7 +695,7 @@ fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_ser
         store->last_chg = chg_before;
     }
     writer_give(store);
-    free(done);
+    fsa_free(done);
     if (st != FSA_OK) {
         for (size_t i = 0; i < n; i++)
             fsa_codec_result_clear(&results[i]);
@@ -737,7 +740,7 @@ fsa_status_t fsa_store_pull(fsa_store_t *store, const char *device, int64_t sinc
     if (store == NULL || device == NULL || out == NULL || next_cursor == NULL || since < 0 ||
         limit == 0 || limit > FSA_STORE_PULL_MAX)
         return FSA_EINVAL;
-    out->changes = calloc(limit, sizeof *out->changes);
+    out->changes = fsa_calloc(limit, sizeof *out->changes);
     if (out->changes == NULL)
         return FSA_ENOMEM;
     reader_t *rd = reader_take(store);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "agent/args.h"
+#include "port/alloc.h"
 #include "tests/test_util.h"
 
 static char *obj(int n, char **args, fsa_status_t want, const char *err_has)
@@ -25,10 +26,10 @@ static void test_fsa_args_object__json_values_keep_their_types(void **state)
     char *out = obj(7, a, FSA_OK, NULL);
     assert_string_equal(out, "{\"seqno\":5,\"ok\":true,\"none\":null,\"o\":{\"a\":[1,2]},"
                              "\"s\":\"quoted\",\"name\":\"plain text\",\"empty\":\"\"}");
-    free(out);
+    fsa_free(out);
     out = obj(0, NULL, FSA_OK, NULL);
     assert_string_equal(out, "{}");
-    free(out);
+    fsa_free(out);
 }
 
 static void test_fsa_args_object__strings_are_escaped(void **state)
@@ -37,7 +38,7 @@ static void test_fsa_args_object__strings_are_escaped(void **state)
     char *a[] = {"note=say \"hi\"\\\n\tnow", "bad={unclosed"};
     char *out = obj(2, a, FSA_OK, NULL);
     assert_string_equal(out, "{\"note\":\"say \\\"hi\\\"\\\\\\n\\tnow\",\"bad\":\"{unclosed\"}");
-    free(out);
+    fsa_free(out);
 }
 
 static void test_fsa_args_object__bad_names_and_repeats(void **state)
@@ -53,7 +54,7 @@ static void test_fsa_args_object__bad_names_and_repeats(void **state)
     assert_null(obj(2, twice, FSA_EINVAL, "given twice"));
     char *prefix[] = {"ab=1", "a=2"}; /* a prefix of another name is not a repeat */
     char *out = obj(2, prefix, FSA_OK, NULL);
-    free(out);
+    fsa_free(out);
     char *longname[] = {"abcdefghijklmnopqrstuvwxyzabcdef=1"};
     assert_null(obj(1, longname, FSA_EINVAL, NULL));
     char *o = NULL;
@@ -65,13 +66,13 @@ static void test_fsa_args_object__bounded(void **state)
 {
     (void)state;
     size_t big = 2 * 1024 * 1024;
-    char *v = malloc(big + 3);
+    char *v = fsa_malloc(big + 3);
     memcpy(v, "a=", 2);
     memset(v + 2, 'x', big);
     v[big + 2] = '\0';
     char *a[] = {v};
     assert_null(obj(1, a, FSA_ETOOLARGE, "too large"));
-    free(v);
+    fsa_free(v);
 }
 
 static void test_fsa_args_quote__control_chars_and_room(void **state)

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
 #include "tests/sync/server_client.h"
 #include "tests/sync/server_harness.h"
 #include "tests/test_exec.h"
@@ -152,7 +153,7 @@ static void write_secret(const char *path, int dev)
 
 static int setup(void **state)
 {
-    fx_t *f = calloc(1, sizeof *f);
+    fx_t *f = fsa_calloc(1, sizeof *f);
     if (!th_dir_make(f->srv.dir) || !th_write_files(&f->srv, 4))
         return -1;
     for (int d = 0; d < 2; d++) {
@@ -170,7 +171,7 @@ static int teardown(void **state)
     if (f->started)
         th_server_stop(&f->srv);
     th_dir_remove(f->srv.dir);
-    free(f);
+    fsa_free(f);
     return 0;
 }
 
@@ -463,7 +464,7 @@ static void test_sync__killed_mid_batch_loses_and_doubles_nothing(void **state)
     int entries = 0;
     for (const char *p = fields; (p = strstr(p, "\"n\":1")) != NULL; p++)
         entries++;
-    free(fields);
+    fsa_free(fields);
     assert_int_equal(entries, n);
 }
 

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
+#include "sync/transport.h"
 #include "tests/sync/server_client.h"
 #include "tests/sync/server_harness.h"
 #include "tests/test_exec.h"
@@ -120,7 +122,7 @@ static bool eventually(fx_t *f, bool (*cond)(fx_t *), int ms)
 
 static int setup(void **state)
 {
-    fx_t *f = calloc(1, sizeof *f);
+    fx_t *f = fsa_calloc(1, sizeof *f);
     if (!th_dir_make(f->srv.dir) || !th_write_files(&f->srv, 2))
         return -1;
     snprintf(f->secret, sizeof f->secret, "%s/dev.secret", f->srv.dir);
@@ -151,7 +153,7 @@ static int teardown(void **state)
     if (f->started)
         th_server_stop(&f->srv);
     th_dir_remove(f->srv.dir);
-    free(f);
+    fsa_free(f);
     return 0;
 }
 
@@ -178,7 +180,7 @@ static bool on_server(fx_t *f, const char *id)
 {
     char *fields = NULL;
     bool there = tc_get(NULL, f->srv.url, "ticket", id, &fields) > 0;
-    free(fields);
+    fsa_free(fields);
     return there;
 }
 
@@ -423,7 +425,8 @@ static void test_run__bad_arguments(void **state)
 
 int main(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (fsa_transport_global_init() != FSA_OK)
+        return 1;
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_run__wakes_on_record_and_stops_on_sigterm),

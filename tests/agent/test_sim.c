@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "port/alloc.h"
 #include "tests/sync/server_harness.h"
 #include "tests/test_util.h"
 
@@ -129,14 +130,14 @@ static char *slurp(const char *path)
     if (f == NULL)
         return NULL;
     size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
+    char *buf = fsa_malloc(cap);
     size_t got;
     while (buf != NULL && (got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
         n += got;
         if (n + 1 == cap) {
-            char *nb = realloc(buf, cap * 2);
+            char *nb = fsa_realloc(buf, cap * 2);
             if (nb == NULL) {
-                free(buf);
+                fsa_free(buf);
                 buf = NULL;
                 break;
             }
@@ -216,7 +217,7 @@ static cJSON *load_report(const char *path)
     char *text = slurp(path);
     assert_non_null(text);
     cJSON *root = cJSON_Parse(text);
-    free(text);
+    fsa_free(text);
     assert_true(cJSON_IsObject(root));
     return root;
 }
@@ -253,7 +254,7 @@ static void scenario(const char *name, const char *devices, const char *extra_op
     assert_null(strstr(html, "<link"));
     assert_null(strstr(html, "src="));
     assert_null(strstr(html, "href="));
-    free(html);
+    fsa_free(html);
     unlink(t.report);
     unlink(t.html);
     th_dir_remove(t.dir);

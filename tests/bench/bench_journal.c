@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
 #include "storage/journal.h"
 
 static double now_s(void)
@@ -28,7 +29,7 @@ static double bare_sqlite(const char *path, int from, int n, size_t row_bytes, i
     sqlite3_exec(db, sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL,
                  NULL, NULL);
     sqlite3_exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", NULL, NULL, NULL);
-    char *payload = malloc(row_bytes + 1);
+    char *payload = fsa_malloc(row_bytes + 1);
     memset(payload, 'x', row_bytes);
     payload[row_bytes] = '\0';
     sqlite3_stmt *st;
@@ -43,7 +44,7 @@ static double bare_sqlite(const char *path, int from, int n, size_t row_bytes, i
     double dt = now_s() - t0;
     sqlite3_finalize(st);
     sqlite3_close(db);
-    free(payload);
+    fsa_free(payload);
     return dt;
 }
 

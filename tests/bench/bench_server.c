@@ -8,7 +8,9 @@
 #include <curl/curl.h>
 #include <sqlite3.h>
 
+#include "port/alloc.h"
 #include "port/port.h"
+#include "sync/transport.h"
 #include "tests/sync/server_client.h"
 
 /*
@@ -43,7 +45,7 @@ static void add(char *body, size_t cap, size_t *n, const char *s)
 static char *mixed_batch(int b, size_t *len)
 {
     size_t cap = (size_t)BATCH_OPS * OPBUF + 256, n = 0;
-    char *body = malloc(cap);
+    char *body = fsa_malloc(cap);
     if (body == NULL)
         return NULL;
     char op[OPBUF], id[32], extra[200];
@@ -205,7 +207,7 @@ static void *lat_main(void *arg)
     snprintf(tid, sizeof tid, "LT-%d", w->device);
     snprintf(path, sizeof path, "/v1/devices/%s/ops", dev);
     size_t cap = (size_t)LAT_OPS * OPBUF + 128;
-    char *body = malloc(cap);
+    char *body = fsa_malloc(cap);
     pthread_barrier_wait(w->start);
     for (int r = 0; r < LAT_ROUNDS && body != NULL; r++) {
         size_t n =
@@ -232,7 +234,7 @@ static void *lat_main(void *arg)
             w->failures++;
         th_resp_free(&resp);
     }
-    free(body);
+    fsa_free(body);
     curl_easy_cleanup(h);
     return NULL;
 }
@@ -251,7 +253,7 @@ static void bench_latency(th_server_t *s, double *p50, double *p99, int *failure
         if (tc_seed(NULL, s->url, "ticket", tid, "{}") != 201)
             (*failures)++;
     }
-    lat_worker_t *w = calloc(LAT_DEVICES, sizeof *w);
+    lat_worker_t *w = fsa_calloc(LAT_DEVICES, sizeof *w);
     pthread_t t[LAT_DEVICES];
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, LAT_DEVICES);
@@ -266,7 +268,7 @@ static void bench_latency(th_server_t *s, double *p50, double *p99, int *failure
         *failures += w[d].failures;
     }
     pthread_barrier_destroy(&start);
-    free(w);
+    fsa_free(w);
     size_t n = LAT_DEVICES * LAT_ROUNDS;
     qsort(all, n, sizeof all[0], cmp_double);
     *p50 = all[n / 2];
@@ -275,7 +277,8 @@ static void bench_latency(th_server_t *s, double *p50, double *p99, int *failure
 
 int main(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (fsa_transport_global_init() != FSA_OK)
+        return 1;
     th_server_t s;
     memset(&s, 0, sizeof s);
     if (!th_dir_make(s.dir) || !th_write_files(&s, LAT_DEVICES) || !th_server_start(&s, NULL)) {
@@ -294,7 +297,7 @@ int main(void)
     double base_seq = bench_sqlite_seq(s.dir);
     double rate = bench_apply(&s, bodies, lens, &failures);
     for (int b = 0; b < BATCHES; b++)
-        free(bodies[b]);
+        fsa_free(bodies[b]);
     double p50 = 0, p99 = 0;
     bench_latency(&s, &p50, &p99, &failures);
     int rc = th_server_stop(&s);

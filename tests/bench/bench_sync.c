@@ -10,8 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
 #include "sync/codec.h"
 #include "sync/engine.h"
+#include "sync/transport.h"
 #include "tests/sync/server_client.h"
 #include "tests/sync/server_harness.h"
 
@@ -48,9 +50,9 @@ static size_t discard(char *p, size_t size, size_t n, void *arg)
 static double bare_post_loop(const char *url, int nops, double *bytes_per_op)
 {
     int batches = nops / BATCH;
-    char **bodies = calloc((size_t)batches, sizeof *bodies);
-    size_t *lens = calloc((size_t)batches, sizeof *lens);
-    fsa_op_t *ops = calloc(BATCH, sizeof *ops);
+    char **bodies = fsa_calloc((size_t)batches, sizeof *bodies);
+    size_t *lens = fsa_calloc((size_t)batches, sizeof *lens);
+    fsa_op_t *ops = fsa_calloc(BATCH, sizeof *ops);
     for (int b = 0; b < batches; b++) {
         for (int i = 0; i < BATCH; i++)
             make_op(&ops[i], (int64_t)b * BATCH + i + 1);
@@ -59,7 +61,7 @@ static double bare_post_loop(const char *url, int nops, double *bytes_per_op)
             fsa_codec_encode_push(batch_id, ops, BATCH, &bodies[b], &lens[b]) != FSA_OK)
             exit(1);
     }
-    free(ops);
+    fsa_free(ops);
     fsa_signer_key_t key;
     th_device_key(1, &key);
     CURL *c = curl_easy_init();
@@ -106,8 +108,8 @@ static double bare_post_loop(const char *url, int nops, double *bytes_per_op)
     curl_easy_cleanup(c);
     for (int b = 0; b < batches; b++)
         fsa_codec_free(bodies[b]);
-    free(bodies);
-    free(lens);
+    fsa_free(bodies);
+    fsa_free(lens);
     fsa_signer_key_wipe(&key);
     *bytes_per_op = bytes / (batches * BATCH);
     return batches * BATCH / dt;
@@ -179,7 +181,8 @@ int main(int argc, char **argv)
     if (nops < BATCH)
         nops = BATCH;
     nops -= nops % BATCH;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (fsa_transport_global_init() != FSA_OK)
+        return 1;
     th_server_t s;
     memset(&s, 0, sizeof s);
     if (!th_dir_make(s.dir) || !th_write_files(&s, 2) || !th_server_start(&s, NULL)) {

@@ -2,6 +2,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include "port/alloc.h"
 #include "storage/lock.h"
 #include "tests/storage/journal_test_util.h"
 
@@ -16,7 +17,7 @@ static const fsa_wall_t START = {INT64_C(1764090000000)};
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
+    fixture_t *f = fsa_calloc(1, sizeof *f);
     test_dir_make(&f->dir);
     if (fsa_sim_new(7, START, "journal", &f->sim) != FSA_OK)
         return -1;
@@ -37,7 +38,7 @@ static int teardown(void **state)
     fsa_journal_close(f->j);
     fsa_sim_free(f->sim);
     test_dir_remove(&f->dir);
-    free(f);
+    fsa_free(f);
     return 0;
 }
 
@@ -492,9 +493,9 @@ static bool count_conflict(void *arg, const fsa_conflict_t *c)
     fsa_conflict_t *out = arg;
     fsa_conflict_clear(out);
     *out = *c;
-    out->op.json = c->op.json != NULL ? strdup(c->op.json) : NULL;
-    out->server_fields = c->server_fields != NULL ? strdup(c->server_fields) : NULL;
-    out->prior_fields = c->prior_fields != NULL ? strdup(c->prior_fields) : NULL;
+    out->op.json = c->op.json != NULL ? fsa_strdup(c->op.json) : NULL;
+    out->server_fields = c->server_fields != NULL ? fsa_strdup(c->server_fields) : NULL;
+    out->prior_fields = c->prior_fields != NULL ? fsa_strdup(c->prior_fields) : NULL;
     out->created_ms++; /* mark "seen" */
     return true;
 }

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
 #include "port/sim/sim.h"
 #include "storage/db.h"
 #include "storage/lock.h"
@@ -36,18 +37,18 @@ static void capture_log(void *arg, fsa_log_level_t level, const char *msg)
 
 static int setup(void **state)
 {
-    fixture_t *fx = calloc(1, sizeof *fx);
+    fixture_t *fx = fsa_calloc(1, sizeof *fx);
     if (fx == NULL)
         return -1;
     snprintf(fx->dir, sizeof fx->dir, "/tmp/fsa-lock-XXXXXX");
     if (mkdtemp(fx->dir) == NULL) {
-        free(fx);
+        fsa_free(fx);
         return -1;
     }
     snprintf(fx->path, sizeof fx->path, "%s/journal.db", fx->dir);
     if (fsa_sim_new(42, START, "lock-test", &fx->sim) != FSA_OK) {
         rmdir(fx->dir);
-        free(fx);
+        fsa_free(fx);
         return -1;
     }
     fx->sp = fsa_sim_port(fx->sim);
@@ -76,7 +77,7 @@ static int teardown(void **state)
     }
     int rc = rmdir(fx->dir);
     fsa_sim_free(fx->sim);
-    free(fx);
+    fsa_free(fx);
     return rc == 0 ? 0 : -1;
 }
 
@@ -255,13 +256,13 @@ static void test_lockmgr_open__invalid_params(void **state)
     long_label[sizeof long_label - 1] = '\0';
     o.label = long_label;
     assert_int_equal(fsa_lockmgr_open(fx->sp, fx->path, &o, &m, NULL, 0), FSA_EINVAL);
-    char *long_path = malloc(5000);
+    char *long_path = fsa_malloc(5000);
     assert_non_null(long_path);
     memset(long_path, 'p', 4999);
     long_path[4999] = '\0';
     o.label = NULL;
     assert_int_equal(fsa_lockmgr_open(fx->sp, long_path, &o, &m, err, sizeof err), FSA_EINVAL);
-    free(long_path);
+    fsa_free(long_path);
     /* No journal and no create: nothing is created, not even the .locks file's journal. */
     o.create = false;
     assert_int_equal(fsa_lockmgr_open(fx->sp, fx->path, &o, &m, err, sizeof err), FSA_ENOTFOUND);
@@ -1004,12 +1005,12 @@ static void test_lockmgr_stats__lists_at_most_the_maximum(void **state)
     assert_int_equal(s.holders_total, N);
     assert_int_equal(s.n_holders, FSA_LOCK_STATS_HOLDERS_MAX);
     assert_string_equal(s.holders[0].key, "SYNC:r00"); /* sorted by key */
-    char *json = malloc(16384);
+    char *json = fsa_malloc(16384);
     assert_non_null(json);
     assert_fsa_ok(fsa_lock_stats_json(&s, json, 16384, NULL));
     assert_non_null(strstr(json, "\"holders_total\":19"));
     assert_null(strstr(json, "SYNC:r16")); /* beyond the listed maximum */
-    free(json);
+    fsa_free(json);
     for (int i = 0; i < N; i++)
         assert_fsa_ok(fsa_lock_release(&l[i], NULL, 0));
     fsa_lockmgr_close(m);

@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "port/alloc.h"
 #include "storage/model.h"
 #include "tests/test_util.h"
 
@@ -32,7 +33,7 @@ static fsa_op_t make_op(fsa_op_kind_t kind, fsa_type_t type, const char *id, con
     op.type = type;
     snprintf(op.id, sizeof op.id, "%s", id);
     if (json != NULL) {
-        op.json = strdup(json);
+        op.json = fsa_strdup(json);
         assert_non_null(op.json);
     }
     return op;
@@ -143,7 +144,7 @@ static void expect_refused(fsa_op_t op, const char *fields, int64_t version, uns
 static char *repeat(const char *prefix, char c, size_t n, const char *suffix)
 {
     size_t lp = strlen(prefix), ls = strlen(suffix);
-    char *s = malloc(lp + n + ls + 1);
+    char *s = fsa_malloc(lp + n + ls + 1);
     assert_non_null(s);
     memcpy(s, prefix, lp);
     memset(s + lp, c, n);
@@ -154,7 +155,7 @@ static char *repeat(const char *prefix, char c, size_t n, const char *suffix)
 /* A malloc'ed JSON text of depth nested arrays: [[...]]. */
 static char *nested(size_t depth)
 {
-    char *s = malloc(2 * depth + 1);
+    char *s = fsa_malloc(2 * depth + 1);
     assert_non_null(s);
     memset(s, '[', depth);
     memset(s + depth, ']', depth);
@@ -1170,9 +1171,9 @@ static void test_fsa_model_json_check__nesting(void **state)
     assert_int_equal(fsa_model_merge_patch(very_deep, "{}", &out), FSA_EINVAL);
     assert_int_equal(fsa_model_merge_patch("{}", very_deep, &out), FSA_EINVAL);
     assert_null(out);
-    free(ok);
-    free(deep);
-    free(very_deep);
+    fsa_free(ok);
+    fsa_free(deep);
+    fsa_free(very_deep);
 
     /* objects count too */
     char buf[512] = "";
@@ -1201,8 +1202,8 @@ static void test_fsa_model_apply__result_too_deep(void **state)
     fsa_model_free(out);
     expect_refused(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", too_deep, 0),
                    TICKET_DEFAULTS, 1, 0, FSA_EINVAL, "invalid_value");
-    free(fits);
-    free(too_deep);
+    fsa_free(fits);
+    fsa_free(too_deep);
 }
 
 static void test_fsa_model_json_check__string_length(void **state)
@@ -1217,7 +1218,7 @@ static void test_fsa_model_json_check__string_length(void **state)
 
     /* The limit counts decoded bytes: "\u00e9" is 6 characters of text and 2 bytes of value. */
     size_t n = FSA_LIMIT_STRING_BYTES / 2;
-    char *esc = malloc(6 * (n + 1) + 3);
+    char *esc = fsa_malloc(6 * (n + 1) + 3);
     assert_non_null(esc);
     char *p = esc;
     *p++ = '"';
@@ -1239,12 +1240,12 @@ static void test_fsa_model_json_check__string_length(void **state)
     char *fits = repeat("{\"assignedto\":\"", 'x', FSA_LIMIT_STRING_BYTES, "\"}");
     char *out = apply_ok(op_create(FSA_TYPE_TICKET, "T1", fits), NULL, 0, 0);
     fsa_model_free(out);
-    free(fits);
-    free(fields);
-    free(esc);
-    free(ok);
-    free(long1);
-    free(long_key);
+    fsa_free(fits);
+    fsa_free(fields);
+    fsa_free(esc);
+    fsa_free(ok);
+    fsa_free(long1);
+    fsa_free(long_key);
 }
 
 static void test_fsa_model_json_check__size(void **state)
@@ -1256,7 +1257,7 @@ static void test_fsa_model_json_check__size(void **state)
     assert_int_equal(fsa_model_json_check(NULL, 10), FSA_EINVAL);
     char *big = repeat("[\"", 'x', FSA_LIMIT_FIELDS_BYTES, "\"]");
     expect_refused(op_create(FSA_TYPE_TICKET, "T1", big), NULL, 0, 0, FSA_EINVAL, "invalid_value");
-    free(big);
+    fsa_free(big);
 }
 
 /* The result of an op may not pass FSA_LIMIT_FIELDS_BYTES; max_len can keep it within. */
@@ -1264,7 +1265,7 @@ static void test_fsa_model_apply__result_too_large(void **state)
 {
     (void)state;
     const size_t item = 65000, items = 16;
-    char *stored = malloc(items * (item + 3) + 64);
+    char *stored = fsa_malloc(items * (item + 3) + 64);
     assert_non_null(stored);
     memcpy(stored, "{\"ticketlog\":{\"ticket_history\":[",
            sizeof "{\"ticketlog\":{\"ticket_history\":[");
@@ -1294,8 +1295,8 @@ static void test_fsa_model_apply__result_too_large(void **state)
     assert_non_null(strstr(out, "\"bbbb"));
     assert_non_null(strstr(out, "\"zzzz"));
     fsa_model_free(out);
-    free(extra);
-    free(stored);
+    fsa_free(extra);
+    fsa_free(stored);
 }
 
 struct text_row {
@@ -1746,7 +1747,7 @@ static void test_fsa_model_apply__ticket_lifecycle(void **state)
 /*
  * The torture test fails cJSON's n-th allocation for n = 0, 1, 2, ... until the call succeeds,
  * and checks that every failure is a clean FSA_ENOMEM: no output, the error set, nothing leaked
- * (ASan). The hooks still allocate with malloc and free, so the model's free() of printed text
+ * (ASan). The hooks still allocate with malloc and free, so the model's fsa_free() of printed text
  * stays right. Test-only state; the module itself has none.
  */
 static long allocs_left = -1; /* -1: never fail */
@@ -1757,7 +1758,7 @@ static void *failing_malloc(size_t n)
         return NULL;
     if (allocs_left > 0)
         allocs_left--;
-    return malloc(n);
+    return fsa_malloc(n);
 }
 
 struct torture_row {

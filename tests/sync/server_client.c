@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "port/alloc.h"
 #include "port/port.h"
 #include "storage/model.h"
 
@@ -39,7 +40,7 @@ long tc_push(void *h, const char *url, int dev, const char *ops_csv, fsa_codec_r
     char bid[37];
     tc_op_id(bid);
     size_t cap = strlen(ops_csv) + 128;
-    char *body = malloc(cap);
+    char *body = fsa_malloc(cap);
     if (body == NULL)
         return 0;
     snprintf(body, cap, "{\"batch_id\":\"%s\",\"ops\":[%s]}", bid, ops_csv);
@@ -49,7 +50,7 @@ long tc_push(void *h, const char *url, int dev, const char *ops_csv, fsa_codec_r
     snprintf(path, sizeof path, "/v1/devices/%s/ops", id);
     th_resp_t r;
     th_request(h, url, "POST", path, dev, body, strlen(body), NULL, &r);
-    free(body);
+    fsa_free(body);
     if (r.status == 200) {
         int64_t t = 0;
         if (fsa_codec_decode_results(r.body, r.len, results, count, &t) != FSA_OK)
@@ -97,7 +98,7 @@ int64_t tc_get(void *h, const char *url, const char *type, const char *id, char 
             version = (int64_t)v->valuedouble;
             char *p = cJSON_PrintUnformatted(f);
             if (p != NULL) {
-                *fields = strdup(p);
+                *fields = fsa_strdup(p);
                 cJSON_free(p);
             }
         }
@@ -117,7 +118,7 @@ void tc_field(void *h, const char *url, const char *type, const char *id, const 
     if (fields != NULL && fsa_model_get_field(fields, name, &v) == FSA_OK && v != NULL)
         snprintf(out, cap, "%s", v);
     fsa_model_free(v);
-    free(fields);
+    fsa_free(fields);
 }
 
 long tc_seed(void *h, const char *url, const char *type, const char *id, const char *fields_json)

@@ -1,5 +1,6 @@
 /* fieldsync tests: runs the real fieldsync-server binary and talks signed HTTP to it (libcurl). */
 #include "tests/sync/server_harness.h"
+#include "port/alloc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -79,7 +80,7 @@ bool th_write_files(th_server_t *s, int ndevices)
     snprintf(s->token, sizeof s->token, "%s/admin.token", s->dir);
     snprintf(s->errlog, sizeof s->errlog, "%s/server.err", s->dir);
     size_t cap = 64 + (size_t)ndevices * 110;
-    char *text = malloc(cap);
+    char *text = fsa_malloc(cap);
     if (text == NULL)
         return false;
     size_t n = (size_t)snprintf(text, cap, "{\"devices\": [");
@@ -96,7 +97,7 @@ bool th_write_files(th_server_t *s, int ndevices)
     }
     snprintf(text + n, cap - n, "]}\n");
     bool ok = write_text(s->devices, text, 0600) && write_text(s->token, TH_ADMIN_TOKEN "\n", 0600);
-    free(text);
+    fsa_free(text);
     return ok;
 }
 
@@ -326,7 +327,7 @@ int th_run_cli(const char *const *args, char *err, size_t errcap)
 void th_resp_free(th_resp_t *r)
 {
     if (r != NULL) {
-        free(r->body);
+        fsa_free(r->body);
         memset(r, 0, sizeof *r);
     }
 }
@@ -335,7 +336,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
     th_resp_t *r = ud;
     size_t n = size * nmemb;
-    char *nb = realloc(r->body, r->len + n + 1);
+    char *nb = fsa_realloc(r->body, r->len + n + 1);
     if (nb == NULL)
         return 0;
     memcpy(nb + r->len, data, n);
@@ -374,7 +375,7 @@ bool th_gzip(const void *in, size_t len, unsigned char **out, size_t *out_len)
     if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return false;
     size_t cap = deflateBound(&z, (uLong)len) + 64;
-    unsigned char *buf = malloc(cap);
+    unsigned char *buf = fsa_malloc(cap);
     if (buf == NULL) {
         deflateEnd(&z);
         return false;
@@ -387,7 +388,7 @@ bool th_gzip(const void *in, size_t len, unsigned char **out, size_t *out_len)
     *out_len = cap - z.avail_out;
     deflateEnd(&z);
     if (rc != Z_STREAM_END) {
-        free(buf);
+        fsa_free(buf);
         return false;
     }
     *out = buf;
@@ -484,7 +485,7 @@ bool th_request(void *handle, const char *url, const char *method, const char *p
     if (cc == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
     curl_slist_free_all(hdrs);
-    free(gz);
+    fsa_free(gz);
     if (handle == NULL)
         curl_easy_cleanup(h);
     return cc == CURLE_OK;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "port/alloc.h"
 #include "sync/codec.h"
 #include "tests/test_util.h"
 
@@ -17,7 +18,7 @@ static void make_op(fsa_op_t *op, fsa_op_kind_t kind, const char *id, const char
     op->type = FSA_TYPE_TICKET;
     snprintf(op->id, sizeof op->id, "%s", id);
     if (json != NULL)
-        op->json = strdup(json);
+        op->json = fsa_strdup(json);
 }
 
 static void test_fsa_codec_push__round_trip_every_kind(void **state)
@@ -215,7 +216,7 @@ static void test_fsa_codec_decode_push__limits(void **state)
     (void)state;
     /* Nesting: a value 32 deep passes, 33 deep is too large, 50000 deep is refused cheaply. */
     size_t cap = 600000;
-    char *b = malloc(cap);
+    char *b = fsa_malloc(cap);
     assert_non_null(b);
     const char *head =
         "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o\",\"seq\":1,\"at\":1,\"kind\":"
@@ -241,11 +242,11 @@ static void test_fsa_codec_decode_push__limits(void **state)
     assert_int_equal(fsa_codec_json_depth("[\"[[[[\\\"[[[\"]", 13, 10), 1);
     assert_int_equal(fsa_codec_json_depth("{\"a\":[{}]}", 10, 10), 3);
     assert_int_equal(fsa_codec_json_depth("[[[[", 4, 2), 3);
-    free(b);
+    fsa_free(b);
 
     /* A string of exactly the limit passes, one byte more is too large. */
     cap = FSA_LIMIT_STRING_BYTES + 200;
-    b = malloc(cap);
+    b = fsa_malloc(cap);
     assert_non_null(b);
     for (size_t extra = 0; extra < 2; extra++) {
         size_t n = (size_t)snprintf(b, cap, "{\"batch_id\":\"b\",\"ops\":[],\"x\":\"");
@@ -258,11 +259,11 @@ static void test_fsa_codec_decode_push__limits(void **state)
         assert_int_equal(st, extra ? FSA_ETOOLARGE : FSA_OK);
         fsa_codec_push_free(&p);
     }
-    free(b);
+    fsa_free(b);
 
     /* Body size and op count. */
     cap = FSA_LIMIT_BODY_BYTES + 10;
-    b = malloc(cap);
+    b = fsa_malloc(cap);
     assert_non_null(b);
     memset(b, ' ', cap);
     fsa_codec_push_t p;
@@ -283,7 +284,7 @@ static void test_fsa_codec_decode_push__limits(void **state)
             assert_int_equal(p.count, (size_t)count);
         fsa_codec_push_free(&p);
     }
-    free(b);
+    fsa_free(b);
 }
 
 static void test_fsa_codec_results__round_trip(void **state)
@@ -302,7 +303,7 @@ static void test_fsa_codec_results__round_trip(void **state)
     in[2].status = FSA_RESULT_CONFLICT;
     in[2].has_current = true;
     in[2].current_version = 9;
-    in[2].current_fields = strdup("{\"status\":\"OPEN\",\"level\":2}");
+    in[2].current_fields = fsa_strdup("{\"status\":\"OPEN\",\"level\":2}");
     snprintf(in[2].code, sizeof in[2].code, "conflict");
     snprintf(in[3].op_id, sizeof in[3].op_id, "d");
     in[3].status = FSA_RESULT_REJECTED;
@@ -392,8 +393,8 @@ static void test_fsa_codec_pull__round_trip_and_hostile(void **state)
 {
     (void)state;
     fsa_codec_change_t ch[2] = {
-        {FSA_TYPE_JOBNEED, "J1", 9, 1764090000001, strdup("{\"jobstatus\":\"ASSIGNED\"}")},
-        {FSA_TYPE_ATTENDANCE, "A:1", 1, 1764090000002, strdup("{}")},
+        {FSA_TYPE_JOBNEED, "J1", 9, 1764090000001, fsa_strdup("{\"jobstatus\":\"ASSIGNED\"}")},
+        {FSA_TYPE_ATTENDANCE, "A:1", 1, 1764090000002, fsa_strdup("{}")},
     };
     fsa_codec_pull_t in = {ch, 2, "v1.42", true, 1764090000003};
     char *text = NULL;
@@ -552,7 +553,7 @@ static void test_fsa_codec_decoders__truncations_and_mutations(void **state)
     uint64_t rng = 12345;
     for (size_t t = 0; t < 3; t++) {
         size_t len = strlen(texts[t]);
-        char *buf = malloc(len + 1);
+        char *buf = fsa_malloc(len + 1);
         assert_non_null(buf);
         for (size_t round = 0; round < len + 2000; round++) {
             memcpy(buf, texts[t], len + 1);
@@ -583,7 +584,7 @@ static void test_fsa_codec_decoders__truncations_and_mutations(void **state)
             st = fsa_codec_decode_error(buf, use, &err, &tm);
             assert_true(st == FSA_OK || st == FSA_EPROTO);
         }
-        free(buf);
+        fsa_free(buf);
     }
 }
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "port/alloc.h"
 #include "port/sim/sim.h"
 #include "sync/engine.h"
 #include "tests/sync/server_client.h"
@@ -53,7 +54,7 @@ static fsa_engine_t *engine(fx_t *f, const char *url, const fsa_retry_policy_t *
 
 static int setup(void **state)
 {
-    fx_t *f = calloc(1, sizeof *f);
+    fx_t *f = fsa_calloc(1, sizeof *f);
     if (!th_dir_make(f->srv.dir) || !th_write_files(&f->srv, 2))
         return -1;
     *state = f;
@@ -68,7 +69,7 @@ static int teardown(void **state)
     if (f->started)
         th_server_stop(&f->srv);
     th_dir_remove(f->srv.dir);
-    free(f);
+    fsa_free(f);
     return 0;
 }
 

@@ -6,6 +6,8 @@
 
 #include <curl/curl.h>
 
+#include "port/alloc.h"
+#include "sync/transport.h"
 #include "tests/sync/server_client.h"
 #include "tests/test_util.h"
 
@@ -152,7 +154,7 @@ static void test_server_set__applied_stale_and_status_field(void **state)
                   FSA_RESULT_REJECTED, "not_found");
     char *fields = NULL;
     assert_int_equal(tc_get(g_h, URL, "jobneed", "J-set", &fields), 2);
-    free(fields);
+    fsa_free(fields);
 }
 
 static void test_server_merge_increment_append(void **state)
@@ -213,7 +215,7 @@ static void test_server_merge_increment_append(void **state)
         FSA_RESULT_REJECTED, "invalid_value");
     char *fields = NULL;
     assert_int_equal(tc_get(g_h, URL, "ticket", "T-mia", &fields), 7);
-    free(fields);
+    fsa_free(fields);
 }
 
 static void test_server_transition__workflow(void **state)
@@ -380,7 +382,7 @@ static void test_server_group__all_or_nothing(void **state)
     field_eq("jobneed", "CP1", "other_info", "{}");
     char *f = NULL;
     assert_int_equal(tc_get(g_h, URL, "jobneed", "CP1", &f), 1);
-    free(f);
+    fsa_free(f);
     /* A rejected op: every op of the group reports the rejection. */
     snprintf(ops, sizeof ops, "%s,%s",
              tc_op(a, sizeof a, NULL, "merge", "jobneed", "CP1",
@@ -568,7 +570,7 @@ static void test_server_bad_bodies__codes_and_nothing_applied(void **state)
             fail_msg("case %zu: %ld %s", i, st, code);
     }
     /* Deep nesting, checked before parsing. */
-    char *deep = malloc(20000);
+    char *deep = fsa_malloc(20000);
     assert_non_null(deep);
     size_t n = (size_t)snprintf(deep, 20000,
                                 "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"d1\",\"seq\":1,\"at\":1,"
@@ -581,10 +583,10 @@ static void test_server_bad_bodies__codes_and_nothing_applied(void **state)
     n += (size_t)snprintf(deep + n, 20000 - n, "}]}");
     assert_int_equal(tc_push_raw(g_h, URL, 0, deep, n, NULL, code), 413);
     assert_string_equal(code, "too_large");
-    free(deep);
+    fsa_free(deep);
     /* Oversized body (raw), oversized string, too many ops. */
     size_t big = FSA_LIMIT_BODY_BYTES + 200 * 1024;
-    char *body = malloc(big + 100);
+    char *body = fsa_malloc(big + 100);
     assert_non_null(body);
     memset(body, ' ', big);
     assert_int_equal(tc_push_raw(g_h, URL, 0, body, big, NULL, code), 413);
@@ -611,23 +613,23 @@ static void test_server_bad_bodies__codes_and_nothing_applied(void **state)
     assert_string_equal(code, "too_large");
     /* A real bomb: 16 MiB of zeros in about 16 KiB; the server stops inflating at 1 MiB. */
     size_t bomb_len = 16u * 1024 * 1024;
-    char *zeros = calloc(1, bomb_len);
+    char *zeros = fsa_calloc(1, bomb_len);
     assert_non_null(zeros);
     unsigned char *bomb = NULL;
     size_t bomb_gz = 0;
     assert_true(th_gzip(zeros, bomb_len, &bomb, &bomb_gz));
-    free(zeros);
+    fsa_free(zeros);
     assert_true(bomb_gz < 64 * 1024);
     th_req_opts_t raw_gz = {.content_encoding = "gzip"};
     assert_int_equal(tc_push_raw(g_h, URL, 0, (const char *)bomb, bomb_gz, &raw_gz, code), 413);
     assert_string_equal(code, "too_large");
-    free(bomb);
+    fsa_free(bomb);
     th_req_opts_t bad_enc = {.content_encoding = "gzip"};
     assert_int_equal(tc_push_raw(g_h, URL, 0, "not gzip at all", 15, &bad_enc, code), 400);
     assert_string_equal(code, "malformed");
     th_req_opts_t br = {.content_encoding = "br"};
     assert_int_equal(tc_push_raw(g_h, URL, 0, "{}", 2, &br, code), 400);
-    free(body);
+    fsa_free(body);
     assert_int_equal(stat_applied(), before);
     /* A valid gzip push still works. */
     char ok[OPBUF + 100];
@@ -719,7 +721,8 @@ static void test_server_admin__ops_get_stats(void **state)
 
 int main(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (fsa_transport_global_init() != FSA_OK)
+        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_create__defaults_and_versions),
         cmocka_unit_test(test_server_set__applied_stale_and_status_field),

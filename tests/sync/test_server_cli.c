@@ -12,6 +12,8 @@
 
 #include <curl/curl.h>
 
+#include "port/alloc.h"
+#include "sync/transport.h"
 #include "tests/sync/server_client.h"
 #include "tests/test_util.h"
 
@@ -173,7 +175,7 @@ static void test_server_restart__duplicates_survive(void **state)
     char *f = NULL;
     assert_int_equal(tc_get(NULL, s.url, "ticket", "T-r", &f), 3);
     assert_non_null(strstr(f, "\"level\":2"));
-    free(f);
+    fsa_free(f);
     assert_int_equal(th_server_stop(&s), 0);
     th_dir_remove(s.dir);
 }
@@ -196,7 +198,7 @@ static void test_server_fault__drop_after_commit_then_resend(void **state)
      * finds every op a duplicate and the state is as after one application. */
     char *f = NULL;
     assert_int_equal(tc_get(NULL, s.url, "ticket", "T-r", &f), 3);
-    free(f);
+    fsa_free(f);
     assert_int_equal(th_server_stop(&s), 0);
     assert_true(th_server_start(&s, NULL));
     fsa_codec_result_t *res;
@@ -208,7 +210,7 @@ static void test_server_fault__drop_after_commit_then_resend(void **state)
     assert_int_equal(tc_get(NULL, s.url, "ticket", "T-r", &f), 3);
     assert_non_null(strstr(f, "\"level\":2"));
     assert_non_null(strstr(f, "[\"x\"]"));
-    free(f);
+    fsa_free(f);
     assert_int_equal(th_server_stop(&s), 0);
     th_dir_remove(s.dir);
 }
@@ -337,7 +339,7 @@ static void test_server_sigterm__finishes_request_in_flight(void **state)
     assert_true(th_server_start(&s, NULL));
     char *f = NULL;
     assert_int_equal(tc_get(NULL, s.url, "jobneed", "J-term", &f), 1);
-    free(f);
+    fsa_free(f);
     assert_int_equal(th_server_stop(&s), 0);
     th_dir_remove(s.dir);
 }
@@ -428,7 +430,7 @@ static void test_server_crash__acknowledged_ops_survive_kill9(void **state)
     fresh(&s);
     assert_true(th_server_start(&s, NULL));
     assert_int_equal(tc_seed(NULL, s.url, "ticket", "T-crash", "{}"), 201);
-    crasher_t *c = calloc(1, sizeof *c);
+    crasher_t *c = fsa_calloc(1, sizeof *c);
     assert_non_null(c);
     c->url = s.url;
     pthread_mutex_init(&c->lock, NULL);
@@ -451,7 +453,7 @@ static void test_server_crash__acknowledged_ops_survive_kill9(void **state)
     int64_t version = tc_get(NULL, s.url, "ticket", "T-crash", &f);
     char lvl[32];
     tc_field(NULL, s.url, "ticket", "T-crash", "level", lvl, sizeof lvl);
-    free(f);
+    fsa_free(f);
     int level = (int)strtol(lvl, NULL, 10);
     /* Every acknowledged op survived; none is applied twice; the version counts them exactly. */
     assert_true(level >= acked);
@@ -476,13 +478,14 @@ static void test_server_crash__acknowledged_ops_survive_kill9(void **state)
     assert_int_equal(th_server_stop(&s), 0);
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->lock);
-    free(c);
+    fsa_free(c);
     th_dir_remove(s.dir);
 }
 
 int main(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (fsa_transport_global_init() != FSA_OK)
+        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_cli__bad_flags_and_files),
         cmocka_unit_test(test_server_cli__busy_port),

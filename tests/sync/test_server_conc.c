@@ -8,6 +8,8 @@
 
 #include <curl/curl.h>
 
+#include "port/alloc.h"
+#include "sync/transport.h"
 #include "tests/sync/server_client.h"
 #include "tests/test_util.h"
 
@@ -61,7 +63,7 @@ static void *worker_main(void *arg)
 /* Runs n workers at once (released together by a barrier); counts results by status. */
 static void run_workers(worker_t *w, int n, int counts[FSA__RESULT_COUNT], bool keep)
 {
-    pthread_t *t = calloc((size_t)n, sizeof *t);
+    pthread_t *t = fsa_calloc((size_t)n, sizeof *t);
     assert_non_null(t);
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, (unsigned)n);
@@ -72,7 +74,7 @@ static void run_workers(worker_t *w, int n, int counts[FSA__RESULT_COUNT], bool 
     for (int i = 0; i < n; i++)
         pthread_join(t[i], NULL);
     pthread_barrier_destroy(&start);
-    free(t);
+    fsa_free(t);
     memset(counts, 0, sizeof(int) * FSA__RESULT_COUNT);
     for (int i = 0; i < n; i++) {
         for (int k = 0; k < w[i].pushes; k++) {
@@ -92,7 +94,7 @@ static void test_server_conc__100_increments_of_one_level(void **state)
 {
     (void)state;
     assert_int_equal(tc_seed(NULL, g_srv.url, "ticket", "T-inc", "{}"), 201);
-    worker_t *w = calloc(NDEV, sizeof *w);
+    worker_t *w = fsa_calloc(NDEV, sizeof *w);
     assert_non_null(w);
     for (int i = 0; i < NDEV; i++) {
         w[i].device = i;
@@ -109,15 +111,15 @@ static void test_server_conc__100_increments_of_one_level(void **state)
     assert_string_equal(v, want);
     char *f = NULL;
     assert_int_equal(tc_get(NULL, g_srv.url, "ticket", "T-inc", &f), 1 + NDEV);
-    free(f);
-    free(w);
+    fsa_free(f);
+    fsa_free(w);
 }
 
 static void test_server_conc__200_appends_to_one_history(void **state)
 {
     (void)state;
     assert_int_equal(tc_seed(NULL, g_srv.url, "ticket", "T-app", "{}"), 201);
-    worker_t *w = calloc(NDEV, sizeof *w);
+    worker_t *w = fsa_calloc(NDEV, sizeof *w);
     assert_non_null(w);
     for (int i = 0; i < NDEV; i++) {
         w[i].device = i;
@@ -133,7 +135,7 @@ static void test_server_conc__200_appends_to_one_history(void **state)
     int counts[FSA__RESULT_COUNT];
     run_workers(w, NDEV, counts, false);
     assert_int_equal(counts[FSA_RESULT_APPLIED], 2 * NDEV);
-    char *log = malloc(65536);
+    char *log = fsa_malloc(65536);
     assert_non_null(log);
     tc_field(NULL, g_srv.url, "ticket", "T-app", "ticketlog", log, 65536);
     for (int i = 0; i < NDEV; i++) {
@@ -144,15 +146,15 @@ static void test_server_conc__200_appends_to_one_history(void **state)
                 fail_msg("append %s is missing", item);
         }
     }
-    free(log);
-    free(w);
+    fsa_free(log);
+    fsa_free(w);
 }
 
 static void test_server_conc__100_merges_of_distinct_keys(void **state)
 {
     (void)state;
     assert_int_equal(tc_seed(NULL, g_srv.url, "jobneed", "J-merge", "{}"), 201);
-    worker_t *w = calloc(NDEV, sizeof *w);
+    worker_t *w = fsa_calloc(NDEV, sizeof *w);
     assert_non_null(w);
     for (int i = 0; i < NDEV; i++) {
         w[i].device = i;
@@ -164,7 +166,7 @@ static void test_server_conc__100_merges_of_distinct_keys(void **state)
     int counts[FSA__RESULT_COUNT];
     run_workers(w, NDEV, counts, false);
     assert_int_equal(counts[FSA_RESULT_APPLIED], NDEV);
-    char *info = malloc(65536);
+    char *info = fsa_malloc(65536);
     assert_non_null(info);
     tc_field(NULL, g_srv.url, "jobneed", "J-merge", "other_info", info, 65536);
     for (int i = 0; i < NDEV; i++) {
@@ -173,8 +175,8 @@ static void test_server_conc__100_merges_of_distinct_keys(void **state)
         if (strstr(info, kv) == NULL)
             fail_msg("merge %s is missing", kv);
     }
-    free(info);
-    free(w);
+    fsa_free(info);
+    fsa_free(w);
 }
 
 static void test_server_conc__50_devices_race_one_transition(void **state)
@@ -182,7 +184,7 @@ static void test_server_conc__50_devices_race_one_transition(void **state)
     (void)state;
     assert_int_equal(tc_seed(NULL, g_srv.url, "jobneed", "J-race", "{}"), 201);
     enum { RACERS = 50 };
-    worker_t *w = calloc(RACERS, sizeof *w);
+    worker_t *w = fsa_calloc(RACERS, sizeof *w);
     assert_non_null(w);
     for (int i = 0; i < RACERS; i++) {
         w[i].device = i;
@@ -196,8 +198,8 @@ static void test_server_conc__50_devices_race_one_transition(void **state)
     assert_int_equal(counts[FSA_RESULT_CONFLICT], RACERS - 1);
     char *f = NULL;
     assert_int_equal(tc_get(NULL, g_srv.url, "jobneed", "J-race", &f), 2);
-    free(f);
-    free(w);
+    fsa_free(f);
+    fsa_free(w);
 }
 
 static void test_server_conc__racing_stale_sets_and_groups(void **state)
@@ -208,7 +210,7 @@ static void test_server_conc__racing_stale_sets_and_groups(void **state)
     assert_int_equal(tc_seed(NULL, g_srv.url, "jobneed", "J-grp", "{}"), 201);
     assert_int_equal(tc_seed(NULL, g_srv.url, "jobneed", "J-grp-cp", "{}"), 201);
     enum { RACERS = 40 };
-    worker_t *w = calloc(RACERS, sizeof *w);
+    worker_t *w = fsa_calloc(RACERS, sizeof *w);
     assert_non_null(w);
     for (int i = 0; i < RACERS; i++) {
         w[i].device = i;
@@ -232,7 +234,7 @@ static void test_server_conc__racing_stale_sets_and_groups(void **state)
         assert_int_equal(w[i].res[0][0].status, w[i].res[0][1].status);
         fsa_codec_results_free(w[i].res[0], w[i].nres[0]);
     }
-    char *info = malloc(65536);
+    char *info = fsa_malloc(65536);
     assert_non_null(info);
     tc_field(NULL, g_srv.url, "jobneed", "J-grp-cp", "other_info", info, 65536);
     char seq[32];
@@ -248,11 +250,11 @@ static void test_server_conc__racing_stale_sets_and_groups(void **state)
     }
     char *f = NULL;
     assert_int_equal(tc_get(NULL, g_srv.url, "jobneed", "J-grp", &f), 2);
-    free(f);
+    fsa_free(f);
     assert_int_equal(tc_get(NULL, g_srv.url, "jobneed", "J-grp-cp", &f), 2);
-    free(f);
-    free(info);
-    free(w);
+    fsa_free(f);
+    fsa_free(info);
+    fsa_free(w);
 }
 
 typedef struct puller {
@@ -315,7 +317,7 @@ static void test_server_conc__pull_cursor_misses_nothing_under_writes(void **sta
         snprintf(id, sizeof id, "T-pull-%d", i);
         assert_int_equal(tc_seed(NULL, g_srv.url, "ticket", id, "{}"), 201);
     }
-    worker_t *w = calloc(WRITERS, sizeof *w);
+    worker_t *w = fsa_calloc(WRITERS, sizeof *w);
     assert_non_null(w);
     for (int i = 0; i < WRITERS; i++) {
         w[i].device = i;
@@ -342,16 +344,17 @@ static void test_server_conc__pull_cursor_misses_nothing_under_writes(void **sta
         char id[32], *f = NULL;
         snprintf(id, sizeof id, "T-pull-%d", i);
         int64_t v = tc_get(NULL, g_srv.url, "ticket", id, &f);
-        free(f);
+        fsa_free(f);
         assert_int_equal(v, 1 + WRITERS * 4 / TICKETS);
         assert_int_equal(p.seen_version[i], v);
     }
-    free(w);
+    fsa_free(w);
 }
 
 int main(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (fsa_transport_global_init() != FSA_OK)
+        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_conc__100_increments_of_one_level),
         cmocka_unit_test(test_server_conc__200_appends_to_one_history),

@@ -17,6 +17,7 @@
 #include <gnutls/gnutls.h>
 #endif
 
+#include "port/alloc.h"
 #include "sync/transport.h"
 #include "tests/test_util.h"
 
@@ -86,7 +87,7 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const void
 /* Inflates a gzip body; returns its length or -1. The result is bounded by SERVER_BODY_MAX. */
 static long long server_inflate(const unsigned char *in, size_t len, unsigned long *crc)
 {
-    unsigned char *out = malloc(SERVER_BODY_MAX);
+    unsigned char *out = fsa_malloc(SERVER_BODY_MAX);
     if (out == NULL)
         return -1;
     z_stream zs;
@@ -103,7 +104,7 @@ static long long server_inflate(const unsigned char *in, size_t len, unsigned lo
         }
         inflateEnd(&zs);
     }
-    free(out);
+    fsa_free(out);
     return n;
 }
 
@@ -171,7 +172,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)version;
     conn_ctx_t *cc = *con_cls;
     if (cc == NULL) {
-        cc = calloc(1, sizeof *cc);
+        cc = fsa_calloc(1, sizeof *cc);
         if (cc == NULL)
             return MHD_NO;
         *con_cls = cc;
@@ -187,7 +188,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 size_t cap = cc->cap ? cc->cap : 4096;
                 while (cap < cc->len + n)
                     cap *= 2;
-                unsigned char *p = realloc(cc->buf, cap);
+                unsigned char *p = fsa_realloc(cc->buf, cap);
                 if (p == NULL)
                     return MHD_NO;
                 cc->buf = p;
@@ -218,12 +219,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return reply(c, 200, "late", 4, NULL, NULL);
     }
     if (strcmp(route, "big") == 0) {
-        char *big = malloc(BIG_ANSWER_BYTES);
+        char *big = fsa_malloc(BIG_ANSWER_BYTES);
         if (big == NULL)
             return MHD_NO;
         memset(big, 'x', BIG_ANSWER_BYTES);
         enum MHD_Result ret = reply(c, 200, big, BIG_ANSWER_BYTES, NULL, NULL);
-        free(big);
+        fsa_free(big);
         return ret;
     }
     if (strcmp(route, "gzip") == 0)
@@ -260,8 +261,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     conn_ctx_t *cc = *con_cls;
     if (cc != NULL) {
-        free(cc->buf);
-        free(cc);
+        fsa_free(cc->buf);
+        fsa_free(cc);
         *con_cls = NULL;
     }
 }
@@ -310,7 +311,7 @@ static char *read_text(const char *path)
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return NULL;
-    char *buf = malloc(65536);
+    char *buf = fsa_malloc(65536);
     size_t n = buf != NULL ? fread(buf, 1, 65535, f) : 0;
     fclose(f);
     if (buf != NULL)
@@ -401,8 +402,8 @@ static bool make_ca(void)
 
 static bool make_gzip_answer(void)
 {
-    char *plain = malloc(GZIP_ANSWER_BYTES);
-    unsigned char *gz = malloc(GZIP_ANSWER_BYTES);
+    char *plain = fsa_malloc(GZIP_ANSWER_BYTES);
+    unsigned char *gz = fsa_malloc(GZIP_ANSWER_BYTES);
     bool ok = false;
     z_stream zs;
     memset(&zs, 0, sizeof zs);
@@ -419,11 +420,11 @@ static bool make_gzip_answer(void)
     fx.gzip_answer_len = zs.total_out;
     deflateEnd(&zs);
 out:
-    free(plain);
+    fsa_free(plain);
     if (ok)
         fx.gzip_answer = gz;
     else
-        free(gz);
+        fsa_free(gz);
     return ok;
 }
 
@@ -453,10 +454,10 @@ static int group_teardown(void **state)
     atomic_store(&g_stopping, true);
     server_stop(&fx.http);
     server_stop(&fx.https);
-    free(fx.ca_pem);
-    free(fx.srv_key_pem);
-    free(fx.srv_cert_pem);
-    free(fx.gzip_answer);
+    fsa_free(fx.ca_pem);
+    fsa_free(fx.srv_key_pem);
+    fsa_free(fx.srv_cert_pem);
+    fsa_free(fx.gzip_answer);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx.dir);
     return system(cmd) == 0 ? 0 : -1;
@@ -567,7 +568,7 @@ static void expect_fail(fsa_transport_t *t, const char *path, fsa_status_t want,
 
 static char *json_body(size_t n)
 {
-    char *b = malloc(n);
+    char *b = fsa_malloc(n);
     assert_non_null(b);
     static const char unit[] = "{\"op\":\"merge\",\"field\":\"other_info\"},";
     for (size_t i = 0; i < n; i++)
@@ -985,7 +986,7 @@ static void test_fsa_transport_request__reuses_connection(void **state)
     req_ok(t, "GET", "/echo", NULL, 0, &r);
     assert_true(r.reused_connection);
     fsa_http_response_clear(&r);
-    free(big);
+    fsa_free(big);
     fsa_transport_free(t);
     /* A new transport opens its own connection. */
     t = make(&o);
@@ -1019,7 +1020,7 @@ static void test_fsa_transport_request__resends_when_reused_connection_drops(voi
     long raw = field_long(r.body, "raw");
     assert_true(r.wire_bytes_sent > 2 * (size_t)raw);
     fsa_http_response_clear(&r);
-    free(body);
+    fsa_free(body);
     fsa_transport_free(t);
 }
 
@@ -1046,7 +1047,7 @@ static void check_gzip(fsa_transport_t *t, size_t n, bool want_gzip)
     /* Headers plus the body as sent. */
     assert_true(r.wire_bytes_sent > (size_t)raw && r.wire_bytes_sent < (size_t)raw + 1024);
     fsa_http_response_clear(&r);
-    free(body);
+    fsa_free(body);
 }
 
 static void test_fsa_transport_request__gzip_threshold(void **state)
@@ -1096,7 +1097,7 @@ static void test_fsa_transport_request__sign_error_aborts(void **state)
     assert_fsa_ok(fsa_transport_request(t, "POST", "/echo", body, 3000, record_sign, &rec, &r));
     assert_field(r.body, "dev", "dev001");
     fsa_http_response_clear(&r);
-    free(body);
+    fsa_free(body);
     fsa_transport_free(t);
 }
 
@@ -1207,7 +1208,7 @@ static void https_ok(const fsa_transport_opts_t *o)
     req_ok(t, "GET", "/echo", NULL, 0, &r);
     assert_true(r.reused_connection);
     fsa_http_response_clear(&r);
-    free(body);
+    fsa_free(body);
     fsa_transport_free(t);
 }
 

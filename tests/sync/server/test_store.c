@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
 #include "sync/server/store.h"
 #include "tests/test_util.h"
 
@@ -16,7 +17,7 @@ typedef struct fixture {
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
+    fixture_t *f = fsa_calloc(1, sizeof *f);
     if (f == NULL)
         return -1;
     snprintf(f->dir, sizeof f->dir, "/tmp/fsa-store-XXXXXX");
@@ -43,7 +44,7 @@ static int teardown(void **state)
         unlink(p);
     }
     rmdir(f->dir);
-    free(f);
+    fsa_free(f);
     return 0;
 }
 
@@ -57,7 +58,7 @@ static void op_make(fsa_codec_op_t *o, const char *op_id, fsa_op_kind_t kind, fs
     o->op.type = type;
     snprintf(o->op.id, sizeof o->op.id, "%s", id);
     snprintf(o->op.group, sizeof o->op.group, "%s", group != NULL ? group : "");
-    o->op.json = json != NULL ? strdup(json) : NULL;
+    o->op.json = json != NULL ? fsa_strdup(json) : NULL;
 }
 
 static void ops_clear(fsa_codec_op_t *ops, fsa_codec_result_t *res, size_t n)

@@ -1,0 +1,36 @@
+/* fieldsync: the project's allocator, the one place memory is taken from the C library. */
+#ifndef FSA_PORT_ALLOC_H
+#define FSA_PORT_ALLOC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * Every allocation of the project goes through these functions (toolchain/banned.sh refuses raw
+ * malloc elsewhere), and they are handed to cJSON, SQLite (fsa_libs_use_allocator) and libcurl
+ * (the transport's global init), so that a test can make the Nth allocation of a whole path fail.
+ *
+ * They have the C library's contracts exactly, and fsa_free is the C library's release: memory
+ * from fsa_malloc may reach libc's own release and memory from libc (realpath) fsa_free(), so
+ * mixing the two never corrupts the heap.
+ */
+void *fsa_malloc(size_t size);
+void *fsa_calloc(size_t count, size_t size);
+void *fsa_realloc(void *ptr, size_t size);
+void fsa_free(void *ptr);
+char *fsa_strdup(const char *s);
+char *fsa_strndup(const char *s, size_t max);
+
+/*
+ * Fault injection, for tests. fsa_alloc_fail_nth(n) arms the allocator so that the nth
+ * allocation from now (1-based; fsa_realloc, fsa_strdup and the rest count as allocations)
+ * returns NULL, once; 0 disarms it. The count is process-wide and atomic, so the tests that sweep
+ * N = 1, 2, ... run their workload on one thread. fsa_alloc_count() is the number of allocations
+ * since the last fsa_alloc_fail_nth() (counted only while armed: arm with ULONG_MAX to count
+ * without failing); fsa_alloc_fault_fired() tells whether the armed allocation has failed.
+ */
+void fsa_alloc_fail_nth(unsigned long n);
+unsigned long fsa_alloc_count(void);
+bool fsa_alloc_fault_fired(void);
+
+#endif
