@@ -13,6 +13,7 @@
 #include "agent/config.h"
 #include "agent/run.h"
 #include "port/alloc.h"
+#include "port/files.h"
 #include "port/limits.h"
 #include "storage/journal.h"
 #include "storage/libs.h"
@@ -756,6 +757,9 @@ static int cmd_show(int argc, char **argv)
 int main(int argc, char **argv)
 {
     fsa_libs_use_allocator();
+    char perr[160];
+    if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK)
+        return fail("%s", perr);
     db_path = getenv("FIELDSYNC_DB");
     bool level_given = false;
     int i = 1;

@@ -21,4 +21,13 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
 /* Overwrites n bytes of p with zeros (not optimised away) and frees p. NULL is accepted. */
 void fsa_file_wipe_free(char *p, size_t n);
 
+/*
+ * Keeps the secrets a process holds in memory out of core dumps: no core file (RLIMIT_CORE 0)
+ * and, on Linux, not dumpable (PR_SET_DUMPABLE 0, which also covers a core_pattern pipe such as
+ * systemd-coredump, and keeps other processes of the same user from reading its memory). A
+ * debugger that starts the program still works. Programs that read a secret call it first thing.
+ * FSA_OK, or FSA_EIO with err naming the call that failed.
+ */
+fsa_status_t fsa_process_protect_secrets(char *err, size_t errlen) FSA_MUST_CHECK;
+
 #endif

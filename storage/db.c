@@ -133,14 +133,46 @@ static fsa_status_t query_int(sqlite3 *db, const char *sql, int64_t *out)
     return fsa__db_status(rc);
 }
 
+/* Takes group and other permissions away from path when it exists with them (a copy made with a
+ * wide umask, a chmod by hand). */
+static fsa_status_t make_private(const char *path, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (errno == ENOENT)
+            return FSA_OK;
+        snprintf(err, errlen, "journal file %s: %s", path, strerror(errno));
+        return FSA_EIO;
+    }
+    if ((sb.st_mode & 077) == 0)
+        return FSA_OK;
+    if (chmod(path, sb.st_mode & 0700) != 0) {
+        snprintf(err, errlen,
+                 "journal file %s is accessible by others (mode %04o) and cannot be "
+                 "made private: %s",
+                 path, (unsigned)(sb.st_mode & 07777), strerror(errno));
+        return FSA_EPERM;
+    }
+    return FSA_OK;
+}
+
 /* Creates the file with mode 0600 before SQLite sees it: SQLite would create it with the
  * process umask, and a journal holds a guard's whereabouts. The -wal and -shm files take the
- * mode of the database file. */
+ * mode of the database file when SQLite creates them. An existing journal, -wal or -shm that
+ * others may access is made private again (0600 stays the invariant, whoever widened it). */
 static fsa_status_t create_private(const char *path, bool create, char *err, size_t errlen)
 {
     struct stat sb;
-    if (stat(path, &sb) == 0)
-        return FSA_OK;
+    if (stat(path, &sb) == 0) {
+        fsa_status_t st = make_private(path, err, errlen);
+        for (const char *const *sfx = (const char *const[]){"-wal", "-shm", NULL};
+             st == FSA_OK && *sfx != NULL; sfx++) {
+            char side[4096];
+            if ((size_t)snprintf(side, sizeof side, "%s%s", path, *sfx) < sizeof side)
+                st = make_private(side, err, errlen);
+        }
+        return st;
+    }
     if (errno != ENOENT) {
         snprintf(err, errlen, "journal %s: %s", path, strerror(errno));
         return FSA_EIO;

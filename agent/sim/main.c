@@ -461,6 +461,9 @@ static void command_line(int argc, char **argv, char *out, size_t cap)
 int main(int argc, char **argv)
 {
     fsa_libs_use_allocator();
+    char perr[160];
+    if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK)
+        return fail("%s", perr);
     opts_t o;
     parse_args(argc, argv, &o);
     int64_t t_start = fsa__real_ms();

@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "port/alloc.h"
 #include "port/files.h"
@@ -103,4 +107,20 @@ void fsa_file_wipe_free(char *p, size_t n)
     for (size_t i = 0; i < n; i++)
         v[i] = 0;
     fsa_free(p);
+}
+
+fsa_status_t fsa_process_protect_secrets(char *err, size_t errlen)
+{
+    struct rlimit none = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &none) != 0) {
+        snprintf(err, errlen, "cannot turn core dumps off (setrlimit): %s", strerror(errno));
+        return FSA_EIO;
+    }
+#ifdef __linux__
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        snprintf(err, errlen, "cannot make the process undumpable (prctl): %s", strerror(errno));
+        return FSA_EIO;
+    }
+#endif
+    return FSA_OK;
 }

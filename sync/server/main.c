@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "port/files.h"
 #include "storage/libs.h"
 #include "sync/server/server.h"
 
@@ -92,6 +93,11 @@ static void split_listen(const char *v, char *host, size_t hcap, char *port, siz
 int main(int argc, char **argv)
 {
     fsa_libs_use_allocator();
+    char perr[160];
+    if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK) {
+        fprintf(stderr, "fieldsync-server: %s\n", perr);
+        return 1;
+    }
     fsa_server_config_t cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.faults.retry_after_s = 1;

@@ -468,6 +468,115 @@ static void test_sync__killed_mid_batch_loses_and_doubles_nothing(void **state)
     assert_int_equal(entries, n);
 }
 
+/* True when the file at path contains needle (n bytes) anywhere. */
+static bool file_contains(const char *path, const void *needle, size_t n)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL)
+        return false;
+    bool found = false;
+    size_t cap = 1 << 20, len = 0;
+    unsigned char *buf = fsa_malloc(cap);
+    assert_non_null(buf);
+    for (;;) {
+        size_t got = fread(buf + len, 1, cap - len, fp);
+        len += got;
+        for (size_t i = 0; !found && len >= n && i + n <= len; i++)
+            found = memcmp(buf + i, needle, n) == 0;
+        if (found || got == 0 || len < n)
+            break;
+        /* keep the last n - 1 bytes: a match may straddle two reads */
+        memmove(buf, buf + len - (n - 1), n - 1);
+        len = n - 1;
+    }
+    fsa_free(buf);
+    fclose(fp);
+    return found;
+}
+
+/* The secret appears in no output, log, journal or WAL, as hex text or as raw key bytes. */
+static void assert_secret_absent(fx_t *f, const run_t *r, int dev)
+{
+    fsa_signer_key_t key;
+    th_device_key(dev, &key);
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", key.bytes[i]);
+    /* any 16 hex digits of it would be a leak */
+    for (int at = 0; at + 16 <= 64; at += 8) {
+        char part[17];
+        memcpy(part, hex + at, 16);
+        part[16] = '\0';
+        if (strstr(r->out, part) != NULL || strstr(r->err, part) != NULL)
+            fail_msg("secret hex in the output of fieldsync: %s%s", r->out, r->err);
+    }
+    const char *sfx[] = {"", "-wal", "-shm", ".users"};
+    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
+        char p[450];
+        snprintf(p, sizeof p, "%s%s", f->db[dev], sfx[i]);
+        assert_false(file_contains(p, hex, 64));
+        assert_false(file_contains(p, key.bytes, 16));
+    }
+    assert_false(file_contains(f->srv.errlog, hex, 16));
+}
+
+static void assert_private(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        fail_msg("%s: %s", path, strerror(errno));
+    if ((sb.st_mode & 0777) != 0600)
+        fail_msg("%s has mode %04o, not 0600", path, (unsigned)(sb.st_mode & 0777));
+}
+
+static void test_security__private_files_and_no_secret_in_output(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    /* The widest umask: every file the agent creates must still be private. */
+    mode_t old = umask(0);
+    /* the search itself finds what it looks for (the secret file holds the hex) */
+    fsa_signer_key_t key;
+    th_device_key(0, &key);
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", key.bytes[i]);
+    assert_true(file_contains(f->secret[0], hex + 40, 16));
+    start(f, NULL);
+    init_device(f, 0, f->srv.url);
+    FS_OK(&r, "--db", f->db[0], "--log-level", "debug", "ticket", "create", "T1", "priority=HIGH");
+    assert_secret_absent(f, &r, 0);
+    FS_OK(&r, "--db", f->db[0], "--log-level", "debug", "sync", "--now");
+    assert_non_null(strstr(r.out, "1 applied"));
+    assert_secret_absent(f, &r, 0);
+    char p[450];
+    const char *sfx[] = {"", "-wal", "-shm", ".users"};
+    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
+        snprintf(p, sizeof p, "%s%s", f->db[0], sfx[i]);
+        if (i == 0 || access(p, F_OK) == 0) /* -wal and -shm exist only while in use */
+            assert_private(p);
+    }
+    /* Someone widens the journal: the next command makes it private again. */
+    assert_int_equal(chmod(f->db[0], 0644), 0);
+    snprintf(p, sizeof p, "%s-wal", f->db[0]);
+    bool wal = access(p, F_OK) == 0;
+    if (wal)
+        assert_int_equal(chmod(p, 0666), 0);
+    FS_OK(&r, "--db", f->db[0], "status");
+    assert_private(f->db[0]);
+    if (wal)
+        assert_private(p);
+    /* A wrong secret (another device's) fails to authenticate, and neither secret is printed. */
+    assert_int_equal(rename(f->secret[1], f->secret[0]), 0);
+    FS(&r, "--db", f->db[0], "--log-level", "debug", "ticket", "create", "T2");
+    assert_int_equal(r.status, 0);
+    FS(&r, "--db", f->db[0], "--log-level", "debug", "sync", "--now");
+    assert_int_not_equal(r.status, 0);
+    assert_secret_absent(f, &r, 0);
+    assert_secret_absent(f, &r, 1);
+    umask(old);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -478,6 +587,7 @@ int main(void)
         T(test_sync__faults_give_exactly_once),
         T(test_sync__conflicts_resolved_per_table),
         T(test_sync__killed_mid_batch_loses_and_doubles_nothing),
+        T(test_security__private_files_and_no_secret_in_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
