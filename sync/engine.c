@@ -380,11 +380,14 @@ static fsa_status_t push_all(fsa_engine_t *e)
             if (st == FSA_OK)
                 e->rep->pushed += (int64_t)n;
         } else if (st == FSA_ETOOLARGE) {
-            /* 413: split; a batch that cannot be split any more can never be sent. */
+            /* 413: split; a batch that cannot be split any more can never be sent. No floor on
+             * the halving: a server whose limit holds fewer ops than a floor's worth would be
+             * sent the same batch forever. The outbox always returns the first op (or group)
+             * whole, so the batches shrink to one op or group, which is then parked. */
             if (single)
                 st = park_batch(e, ops, n, "too_large", "the server says the op is too large");
             else {
-                max_bytes = len / 2 > 1024 ? len / 2 : 1024;
+                max_bytes = len / 2 > 0 ? len / 2 : 1;
                 st = FSA_OK;
             }
         } else if (st == FSA_EREJECTED && strcmp(a.err.code, "malformed") == 0) {

@@ -27,7 +27,9 @@ esac
 
 host_pkgs=(build-essential cmake pkg-config file openssl ca-certificates
   libsqlite3-dev sqlite3 libcurl4-openssl-dev libcjson-dev libmbedtls-dev libcmocka-dev
-  libmicrohttpd-dev zlib1g-dev libgnutls28-dev)
+  libmicrohttpd-dev zlib1g-dev libgnutls28-dev gcovr)
+# clang and its libFuzzer runtime, which Debian's clang package does not pull in (toolchain/fuzz.sh).
+host_pkgs+=(clang libclang-rt-14-dev)
 # The target's libraries, unpacked into the sysroot with their dependencies.
 target_pkgs=(libc6-dev libsqlite3-dev libcurl4-openssl-dev libcjson-dev libmbedtls-dev
   libcmocka-dev libmicrohttpd-dev zlib1g-dev libgnutls28-dev)

@@ -95,6 +95,26 @@ static void test_server_cli__bad_flags_and_files(void **state)
     th_dir_remove(s.dir);
 }
 
+/* Configuration files that are there and private but still unusable: each a one-line error. */
+static void test_server_cli__unusable_config_files(void **state)
+{
+    (void)state;
+    th_server_t s;
+    fresh(&s);
+    const char *a1[] = {"--listen", "127.0.0.1:0", "--db", s.db, "--devices-file", s.dir, NULL};
+    expect_cli_error(a1, "is not a regular file");
+    write_file(s.token, "short-token\n", 0600);
+    const char *a2[] = {"--listen", "127.0.0.1:0",        "--db",  s.db, "--devices-file",
+                        s.devices,  "--admin-token-file", s.token, NULL};
+    expect_cli_error(a2, "shorter than 16");
+    char big[5000];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    write_file(s.token, big, 0600);
+    expect_cli_error(a2, "is larger than");
+    th_dir_remove(s.dir);
+}
+
 static void test_server_cli__busy_port(void **state)
 {
     (void)state;
@@ -488,6 +508,7 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_cli__bad_flags_and_files),
+        cmocka_unit_test(test_server_cli__unusable_config_files),
         cmocka_unit_test(test_server_cli__busy_port),
         cmocka_unit_test(test_server_restart__duplicates_survive),
         cmocka_unit_test(test_server_fault__drop_after_commit_then_resend),

@@ -1,0 +1,758 @@
+/* Tests for sync/engine.c against a scripted server on loopback (an in-test libmicrohttpd server
+ * that decodes each push with the real codec and answers as a test tells it): the batch-level
+ * answers of PROTOCOL.md section 3 (413 split, 400 malformed quarantine, other 400s), answers
+ * that break the protocol (wrong result count, wrong op id, not JSON, a pull cursor that does not
+ * move), repeated clock_skew, pull paging with a cursor that needs encoding, cancel, and a SYNC
+ * lock held by another cycle. The real server never sends most of these, so only a scripted one
+ * can show that the engine keeps every op when the server misbehaves. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+#include <zlib.h>
+
+#include "port/alloc.h"
+#include "port/sim/sim.h"
+#include "storage/lock.h"
+#include "sync/codec.h"
+#include "sync/engine.h"
+#include "tests/sync/server_harness.h"
+#include "tests/test_util.h"
+
+#define BODY_MAX (2u * 1024 * 1024)
+#define SEEN_MAX 64
+#define TOO_LARGE_MAX 16
+
+/* ---- the scripted server ---- */
+
+typedef enum push_mode {
+    PUSH_APPLY,      /* 200, every op applied (413 too_large above max_ops ops) */
+    PUSH_ERROR,      /* err_http with {"error": {err_code, err_message}} */
+    PUSH_SHORT,      /* 200 with one result fewer than the ops sent */
+    PUSH_WRONG_ID,   /* 200 whose first result names another op */
+    PUSH_NOT_JSON,   /* 200 with an HTML page */
+    PUSH_CLOCK_SKEW, /* 401 clock_skew with the server's time */
+} push_mode_t;
+
+typedef enum pull_mode {
+    PULL_EMPTY, /* no changes, more=false */
+    PULL_STUCK, /* the same cursor with more=true, every time */
+    PULL_NOT_JSON,
+    PULL_PAGES, /* page 1: the change below and a cursor needing %-encoding; page 2: the end */
+} pull_mode_t;
+
+#define ODD_CURSOR "p1 a/b+c=d&e%f"
+
+typedef struct fake {
+    struct MHD_Daemon *d;
+    char url[64];
+    pthread_mutex_t mu;
+    /* the script, set before a sync */
+    push_mode_t push;
+    size_t max_ops; /* PUSH_APPLY: 413 above this many ops; 0: no limit */
+    int err_http;
+    const char *err_code;
+    const char *err_message;
+    pull_mode_t pull;
+    const char *pull_fields; /* PULL_PAGES: ticket T1 at version 5 with these fields */
+    /* what was seen */
+    int pushes, pulls, too_large;
+    size_t push_ops[SEEN_MAX];  /* ops in each push, in order */
+    char applied[SEEN_MAX][40]; /* op ids answered "applied", in order */
+    size_t n_applied;
+    char since[4][64]; /* the decoded since= of each pull, "" when absent */
+    int64_t version;
+} fake_t;
+
+typedef struct req {
+    unsigned char *buf;
+    size_t len, cap;
+    bool overflow;
+} req_t;
+
+static int64_t now_ms(void)
+{
+    return fsa_port_posix()->wall_now(NULL).ms;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *body, size_t len)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Answers with text made by the codec (freed here); 500 when the codec failed. */
+static enum MHD_Result reply_codec(struct MHD_Connection *c, unsigned code, fsa_status_t st,
+                                   char *text, size_t len)
+{
+    if (st != FSA_OK)
+        return reply(c, 500, "{}", 2);
+    enum MHD_Result ret = reply(c, code, text, len);
+    fsa_codec_free(text);
+    return ret;
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned code, const char *ecode,
+                                   const char *message)
+{
+    char *text = NULL;
+    size_t len = 0;
+    fsa_status_t st = fsa_codec_encode_error(ecode, message, now_ms(), &text, &len);
+    return reply_codec(c, code, st, text, len);
+}
+
+/* The request body, inflated when it came gzip-compressed; NULL when it could not be read. */
+static char *request_body(struct MHD_Connection *c, const req_t *rq, size_t *len)
+{
+    const char *enc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Encoding");
+    if (enc == NULL || strcmp(enc, "gzip") != 0) {
+        char *copy = fsa_malloc(rq->len + 1);
+        if (copy != NULL) {
+            if (rq->len > 0)
+                memcpy(copy, rq->buf, rq->len);
+            copy[rq->len] = '\0';
+            *len = rq->len;
+        }
+        return copy;
+    }
+    char *out = fsa_malloc(BODY_MAX + 1);
+    if (out == NULL)
+        return NULL;
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    bool ok = false;
+    if (inflateInit2(&zs, 15 + 16) == Z_OK) {
+        zs.next_in = rq->buf;
+        zs.avail_in = (uInt)rq->len;
+        zs.next_out = (Bytef *)out;
+        zs.avail_out = BODY_MAX;
+        ok = inflate(&zs, Z_FINISH) == Z_STREAM_END;
+        *len = zs.total_out;
+        inflateEnd(&zs);
+    }
+    if (!ok) {
+        fsa_free(out);
+        return NULL;
+    }
+    out[*len] = '\0';
+    return out;
+}
+
+static enum MHD_Result on_push(fake_t *f, struct MHD_Connection *c, const req_t *rq)
+{
+    size_t len = 0;
+    char *body = rq->overflow ? NULL : request_body(c, rq, &len);
+    fsa_codec_push_t push;
+    fsa_codec_err_t err;
+    memset(&push, 0, sizeof push);
+    fsa_status_t st = body != NULL ? fsa_codec_decode_push(body, len, &push, &err) : FSA_EPROTO;
+    fsa_free(body);
+    if (st != FSA_OK)
+        return reply_error(c, 400, "malformed", "the scripted server could not read the push");
+
+    pthread_mutex_lock(&f->mu);
+    if (f->pushes < SEEN_MAX)
+        f->push_ops[f->pushes] = push.count;
+    f->pushes++;
+    enum MHD_Result ret;
+    if (f->push == PUSH_ERROR) {
+        ret = reply_error(c, (unsigned)f->err_http, f->err_code, f->err_message);
+    } else if (f->push == PUSH_NOT_JSON) {
+        ret = reply(c, 200, "<html>captive portal</html>", 27);
+    } else if (f->push == PUSH_CLOCK_SKEW) {
+        ret = reply_error(c, 401, "clock_skew", "X-Timestamp is too far from the server's time");
+    } else if (f->push == PUSH_APPLY && f->max_ops > 0 && push.count > f->max_ops) {
+        /* An engine that does not shrink its batches would loop forever: end it with an answer
+         * that fails the cycle, so the test fails instead of hanging. */
+        if (++f->too_large > TOO_LARGE_MAX)
+            ret = reply_error(c, 400, "split_loop", "the batch keeps coming back too large");
+        else
+            ret = reply_error(c, 413, "too_large", "more ops than this server takes");
+    } else {
+        size_t n = push.count;
+        if (f->push == PUSH_SHORT && n > 0)
+            n--;
+        fsa_codec_result_t *res = fsa_calloc(n + 1, sizeof *res);
+        for (size_t i = 0; res != NULL && i < n; i++) {
+            snprintf(res[i].op_id, sizeof res[i].op_id, "%s", push.ops[i].op.op_id);
+            res[i].status = FSA_RESULT_APPLIED;
+            res[i].version = ++f->version;
+            if (f->push == PUSH_APPLY && f->n_applied < SEEN_MAX)
+                snprintf(f->applied[f->n_applied++], sizeof f->applied[0], "%s",
+                         push.ops[i].op.op_id);
+        }
+        if (res != NULL && f->push == PUSH_WRONG_ID && n > 0)
+            snprintf(res[0].op_id, sizeof res[0].op_id, "00000000-0000-4000-8000-000000000000");
+        char *text = NULL;
+        size_t tlen = 0;
+        st = res != NULL ? fsa_codec_encode_results(res, n, now_ms(), &text, &tlen) : FSA_ENOMEM;
+        fsa_free(res);
+        ret = reply_codec(c, 200, st, text, tlen);
+    }
+    pthread_mutex_unlock(&f->mu);
+    fsa_codec_push_free(&push);
+    return ret;
+}
+
+static enum MHD_Result on_pull(fake_t *f, struct MHD_Connection *c)
+{
+    const char *since = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
+    pthread_mutex_lock(&f->mu);
+    int page = f->pulls++;
+    if (page < 4)
+        snprintf(f->since[page], sizeof f->since[0], "%s", since != NULL ? since : "");
+    fsa_codec_pull_t pull;
+    memset(&pull, 0, sizeof pull);
+    fsa_codec_change_t change;
+    memset(&change, 0, sizeof change);
+    pull.server_time_ms = now_ms();
+    enum MHD_Result ret;
+    if (f->pull == PULL_NOT_JSON) {
+        ret = reply(c, 200, "not json", 8);
+        goto out;
+    }
+    switch (f->pull) {
+    case PULL_STUCK:
+        snprintf(pull.cursor, sizeof pull.cursor, "stuck");
+        pull.more = true;
+        break;
+    case PULL_PAGES:
+        if (since == NULL) {
+            change.type = FSA_TYPE_TICKET;
+            snprintf(change.id, sizeof change.id, "T1");
+            change.version = 5;
+            change.mdtz_ms = now_ms();
+            change.fields = (char *)(uintptr_t)f->pull_fields;
+            pull.changes = &change;
+            pull.count = 1;
+            snprintf(pull.cursor, sizeof pull.cursor, "%s", ODD_CURSOR);
+            pull.more = true;
+        } else {
+            snprintf(pull.cursor, sizeof pull.cursor, "end");
+        }
+        break;
+    default: snprintf(pull.cursor, sizeof pull.cursor, "c1"); break;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    fsa_status_t st = fsa_codec_encode_pull(&pull, &text, &len);
+    ret = reply_codec(c, 200, st, text, len);
+out:
+    pthread_mutex_unlock(&f->mu);
+    return ret;
+}
+
+static bool ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), m = strlen(tail);
+    return n >= m && strcmp(s + n - m, tail) == 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    fake_t *f = cls;
+    req_t *rq = *con_cls;
+    if (rq == NULL) {
+        rq = fsa_calloc(1, sizeof *rq);
+        if (rq == NULL)
+            return MHD_NO;
+        *con_cls = rq;
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        size_t n = *upload_size;
+        if (rq->len + n > BODY_MAX) {
+            rq->overflow = true;
+        } else {
+            if (rq->len + n > rq->cap) {
+                size_t cap = (rq->len + n) * 2;
+                unsigned char *b = fsa_realloc(rq->buf, cap);
+                if (b == NULL)
+                    return MHD_NO;
+                rq->buf = b;
+                rq->cap = cap;
+            }
+            memcpy(rq->buf + rq->len, upload, n);
+            rq->len += n;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (strcmp(method, "POST") == 0 && ends_with(url, "/ops"))
+        return on_push(f, c, rq);
+    if (strcmp(method, "GET") == 0 && ends_with(url, "/changes"))
+        return on_pull(f, c);
+    return reply_error(c, 404, "not_found", "no such route");
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    req_t *rq = *con_cls;
+    if (rq != NULL) {
+        fsa_free(rq->buf);
+        fsa_free(rq);
+    }
+    *con_cls = NULL;
+}
+
+static bool fake_start(fake_t *f)
+{
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    pthread_mutex_init(&f->mu, NULL);
+    f->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, on_request, f,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+    if (f->d == NULL)
+        return false;
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(f->d, MHD_DAEMON_INFO_BIND_PORT);
+    if (info == NULL || info->port == 0)
+        return false;
+    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%u", (unsigned)info->port);
+    return true;
+}
+
+/* ---- fixture ---- */
+
+typedef struct fx {
+    fake_t srv;
+    char dir[256];
+    char db[320];
+    fsa_sim_t *sim;
+    fsa_port_t *port;
+    fsa_journal_t *j;
+    fsa_engine_t *e;
+    fsa_engine_state_t last_state;
+} fx_t;
+
+static void on_status(void *arg, const fsa_engine_status_t *s)
+{
+    ((fx_t *)arg)->last_state = s->state;
+}
+
+static int setup(void **state)
+{
+    fx_t *f = fsa_calloc(1, sizeof *f);
+    if (f == NULL || !th_dir_make(f->dir) || !fake_start(&f->srv))
+        return -1;
+    if (fsa_sim_new(11, (fsa_wall_t){now_ms()}, "device", &f->sim) != FSA_OK)
+        return -1;
+    f->port = fsa_sim_port(f->sim);
+    snprintf(f->db, sizeof f->db, "%s/device.db", f->dir);
+    fsa_journal_opts_t o = {.create = true};
+    char err[256];
+    if (fsa_journal_open(f->port, f->db, &o, &f->j, err, sizeof err) != FSA_OK)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    fsa_engine_free(f->e);
+    fsa_journal_close(f->j);
+    fsa_sim_free(f->sim);
+    if (f->srv.d != NULL)
+        MHD_stop_daemon(f->srv.d);
+    pthread_mutex_destroy(&f->srv.mu);
+    th_dir_remove(f->dir);
+    fsa_free(f);
+    return 0;
+}
+
+/* The engine for this fixture; batch_max_bytes 0 is the default. */
+static fsa_engine_t *engine(fx_t *f, size_t batch_max_bytes)
+{
+    fsa_signer_key_t key;
+    th_device_key(0, &key);
+    fsa_engine_opts_t o = {.device_id = "dev000",
+                           .key = &key,
+                           .batch_max_bytes = batch_max_bytes,
+                           .retry = fsa_retry_policy(FSA_RETRY_DEFAULT)};
+    o.transport.base_url = f->srv.url;
+    o.transport.connect_timeout_ms = 2000;
+    o.transport.total_timeout_ms = 10000;
+    char err[256];
+    assert_fsa_ok(fsa_engine_new(f->port, f->j, &o, &f->e, err, sizeof err));
+    fsa_signer_key_wipe(&key);
+    fsa_engine_on_status(f->e, on_status, f);
+    return f->e;
+}
+
+/* n new tickets T0..T(n-1); their op ids into op_ids (may be NULL). */
+static void record_tickets(fx_t *f, int n, char op_ids[][40])
+{
+    for (int i = 0; i < n; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "T%d", i);
+        fsa_rec_t rec;
+        assert_fsa_ok(
+            fsa_journal_create(f->j, FSA_TYPE_TICKET, id, "{\"priority\": \"HIGH\"}", NULL, &rec));
+        if (op_ids != NULL)
+            snprintf(op_ids[i], 40, "%s", rec.op_id);
+    }
+}
+
+static fsa_outbox_stats_t stats(fx_t *f)
+{
+    fsa_outbox_stats_t os;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &os));
+    return os;
+}
+
+static int64_t state_int(fx_t *f, const char *key)
+{
+    int64_t v = 0;
+    assert_fsa_ok(fsa_journal_state_get_int(f->j, key, 0, &v));
+    return v;
+}
+
+typedef struct seen_conflicts {
+    int n;
+    char code[4][32];
+    char reason[4][256];
+} seen_conflicts_t;
+
+static bool seen_cb(void *arg, const fsa_conflict_t *c)
+{
+    seen_conflicts_t *s = arg;
+    if (s->n < 4) {
+        snprintf(s->code[s->n], sizeof s->code[0], "%s", c->code);
+        snprintf(s->reason[s->n], sizeof s->reason[0], "%s", c->reason);
+    }
+    s->n++;
+    return true;
+}
+
+static seen_conflicts_t open_conflicts(fx_t *f)
+{
+    seen_conflicts_t s;
+    memset(&s, 0, sizeof s);
+    assert_fsa_ok(fsa_conflicts_each(f->j, false, seen_cb, &s));
+    return s;
+}
+
+/* A failed cycle keeps every op pending, stores a next attempt and reports why. */
+static void assert_failed_keeping_ops(fx_t *f, fsa_status_t st, const fsa_sync_report_t *r,
+                                      fsa_status_t want, int64_t pending, const char *why)
+{
+    if (st != want)
+        fail_msg("sync returned %s, want %s (%s)", fsa_status_str(st), fsa_status_str(want),
+                 r->error);
+    if (strstr(r->error, why) == NULL)
+        fail_msg("error \"%s\" does not say \"%s\"", r->error, why);
+    fsa_outbox_stats_t os = stats(f);
+    assert_int_equal(os.pending, pending);
+    assert_int_equal(os.done, 0);
+    assert_int_equal(os.rejected, 0);
+    assert_int_equal(r->applied, 0);
+    assert_true(state_int(f, "next_attempt_ms") > 0);
+}
+
+/* ---- push: batch-level answers ---- */
+
+/* A 413 splits the batch until the server takes it; every op is applied once, in seq order. */
+static void test_fsa_engine_sync__413_splits_batch_until_taken(void **state)
+{
+    fx_t *f = *state;
+    char ids[8][40];
+    record_tickets(f, 8, ids);
+    f->srv.push = PUSH_APPLY;
+    f->srv.max_ops = 2;
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    /* All 8 went first; each refusal at least halves the batch, so there are at most 3, and
+     * after them every op is sent once. */
+    assert_int_equal(f->srv.push_ops[0], 8);
+    assert_true(f->srv.too_large >= 1 && f->srv.too_large <= 3);
+    assert_true(f->srv.pushes <= f->srv.too_large + 8);
+    assert_int_equal(r.applied, 8);
+    assert_int_equal(r.pushed, 8);
+    assert_int_equal(r.rejected, 0);
+    assert_int_equal(stats(f).pending, 0);
+    size_t answered = 0;
+    for (int i = 0; i < f->srv.pushes && i < SEEN_MAX; i++)
+        if (f->srv.push_ops[i] <= 2)
+            answered += f->srv.push_ops[i];
+    assert_int_equal(answered, 8);
+    assert_int_equal(f->srv.n_applied, 8);
+    for (int i = 0; i < 8; i++)
+        assert_string_equal(f->srv.applied[i], ids[i]);
+}
+
+/* A single op the server always refuses as too large can never be sent: it is parked as rejected
+ * (visible to a person), and the queue is not blocked behind it. */
+static void test_fsa_engine_sync__413_single_op_is_parked(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 1, NULL);
+    f->srv.push = PUSH_ERROR;
+    f->srv.err_http = 413;
+    f->srv.err_code = "too_large";
+    f->srv.err_message = "op over the limit";
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    assert_int_equal(f->srv.pushes, 1);
+    assert_int_equal(r.rejected, 1);
+    fsa_outbox_stats_t os = stats(f);
+    assert_int_equal(os.pending, 0);
+    assert_int_equal(os.rejected, 1);
+    seen_conflicts_t s = open_conflicts(f);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.code[0], "too_large");
+}
+
+/* A group (a checkpoint update: child and parent) is never split: refused as too large, it is
+ * parked whole. */
+static void test_fsa_engine_sync__413_group_is_parked_whole(void **state)
+{
+    fx_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "TOUR", NULL, NULL, &rec));
+    assert_fsa_ok(
+        fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "CP1", "{\"parent_id\": \"TOUR\"}", NULL, &rec));
+    f->srv.push = PUSH_APPLY; /* the two creates go first */
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    assert_int_equal(r.applied, 2);
+
+    assert_fsa_ok(fsa_journal_checkpoint_update(f->j, "CP1", "{\"seqno\": 3}", NULL, &rec));
+    assert_int_equal(stats(f).pending, 2);
+    f->srv.max_ops = 1;
+    int before = f->srv.pushes;
+    assert_fsa_ok(fsa_engine_sync(f->e, &r));
+    assert_int_equal(f->srv.pushes - before, 1); /* refused once, never sent in halves */
+    assert_int_equal(r.applied, 0);
+    assert_int_equal(r.rejected, 2);
+    fsa_outbox_stats_t os = stats(f);
+    assert_int_equal(os.pending, 0);
+    assert_int_equal(os.rejected, 2);
+}
+
+/* 400 malformed: resending as is cannot help; the batch is quarantined with the server's reason. */
+static void test_fsa_engine_sync__400_malformed_quarantines_batch(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 3, NULL);
+    f->srv.push = PUSH_ERROR;
+    f->srv.err_http = 400;
+    f->srv.err_code = "malformed";
+    f->srv.err_message = "ops[1] is not an object";
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    assert_int_equal(f->srv.pushes, 1);
+    assert_int_equal(r.rejected, 3);
+    fsa_outbox_stats_t os = stats(f);
+    assert_int_equal(os.pending, 0);
+    assert_int_equal(os.rejected, 3);
+    seen_conflicts_t s = open_conflicts(f);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.code[0], "malformed");
+    assert_non_null(strstr(s.reason[0], "ops[1] is not an object"));
+}
+
+/* Any other 400 fails the cycle and keeps the ops: they may be fine for a fixed server. */
+static void test_fsa_engine_sync__400_other_keeps_ops(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 2, NULL);
+    f->srv.push = PUSH_ERROR;
+    f->srv.err_http = 400;
+    f->srv.err_code = "bad_request";
+    f->srv.err_message = "something else";
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_failed_keeping_ops(f, st, &r, FSA_EREJECTED, 2, "bad_request");
+    assert_int_equal(f->srv.pushes, 1); /* not retried within the cycle */
+    assert_int_equal(f->last_state, FSA_ENGINE_OFFLINE);
+}
+
+/* ---- push: answers that break the protocol ---- */
+
+static void test_fsa_engine_sync__results_short_keeps_ops(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 2, NULL);
+    f->srv.push = PUSH_SHORT;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 2, "1 results for 2 ops");
+}
+
+static void test_fsa_engine_sync__results_wrong_op_keeps_ops(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 2, NULL);
+    f->srv.push = PUSH_WRONG_ID;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 2, "00000000-0000-4000-8000-000000000000");
+}
+
+static void test_fsa_engine_sync__results_not_json_keeps_ops(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 1, NULL);
+    f->srv.push = PUSH_NOT_JSON;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 1, "malformed results");
+}
+
+/* clock_skew is corrected and retried at once, but a server that keeps saying it after the
+ * correction is refusing this device: the cycle stops (a person must look). */
+static void test_fsa_engine_sync__clock_skew_forever_stops(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 1, NULL);
+    f->srv.push = PUSH_CLOCK_SKEW;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_failed_keeping_ops(f, st, &r, FSA_EAUTH, 1, "clock_skew");
+    assert_true(f->srv.pushes > 1 && f->srv.pushes <= 4); /* retried, but boundedly */
+    assert_int_equal(f->last_state, FSA_ENGINE_STOPPED);
+    assert_int_equal(r.last_http_status, 401);
+}
+
+/* ---- pull ---- */
+
+/* A cursor with characters outside the unreserved set reaches the server intact, the change of
+ * page 1 is folded, and the final cursor is stored. */
+static void test_fsa_engine_sync__pull_pages_with_odd_cursor(void **state)
+{
+    fx_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    f->srv.pull_fields = "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p7\", "
+                         "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}";
+    f->srv.pull = PULL_PAGES;
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    assert_int_equal(r.applied, 1);
+    assert_int_equal(r.pulled, 1);
+    assert_int_equal(f->srv.pulls, 2);
+    assert_string_equal(f->srv.since[0], "");
+    assert_string_equal(f->srv.since[1], ODD_CURSOR);
+    char *cursor = NULL;
+    assert_fsa_ok(fsa_journal_state_get_str(f->j, "cursor", &cursor));
+    assert_non_null(cursor);
+    assert_string_equal(cursor, "end");
+    fsa_model_free(cursor);
+    char *fields = NULL;
+    int64_t base = 0, pending = 0;
+    assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", &fields, &base, &pending));
+    assert_int_equal(base, 5);
+    assert_int_equal(pending, 0);
+    assert_non_null(strstr(fields, "\"p7\""));
+    fsa_model_free(fields);
+}
+
+/* A server that says "more" without moving the cursor would make the device pull forever. */
+static void test_fsa_engine_sync__pull_cursor_stuck_fails(void **state)
+{
+    fx_t *f = *state;
+    f->srv.pull = PULL_STUCK;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_int_equal(st, FSA_EPROTO);
+    assert_non_null(strstr(r.error, "did not move"));
+    assert_int_equal(f->srv.pulls, 2);
+    assert_true(state_int(f, "next_attempt_ms") > 0);
+}
+
+static void test_fsa_engine_sync__pull_not_json_fails(void **state)
+{
+    fx_t *f = *state;
+    f->srv.pull = PULL_NOT_JSON;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_int_equal(st, FSA_EPROTO);
+    assert_non_null(strstr(r.error, "malformed pull"));
+    char *cursor = NULL;
+    assert_fsa_ok(fsa_journal_state_get_str(f->j, "cursor", &cursor));
+    assert_null(cursor); /* nothing learned from it */
+}
+
+/* ---- the cycle ---- */
+
+/* A cancelled engine sends nothing and keeps everything. */
+static void test_fsa_engine_sync__cancelled_sends_nothing(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 2, NULL);
+    fsa_engine_cancel(engine(f, 0));
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(f->e, &r);
+    assert_failed_keeping_ops(f, st, &r, FSA_ETIMEOUT, 2, "cancelled");
+    assert_int_equal(f->srv.pushes, 0);
+    assert_int_equal(f->srv.pulls, 0);
+}
+
+/* One cycle per journal: while another holds the SYNC lock, a sync is busy, sends nothing and
+ * does not count as a failure (no backoff). */
+static void test_fsa_engine_sync__sync_lock_held_is_busy(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 1, NULL);
+    fsa_lockmgr_t *lm = NULL;
+    fsa_lockmgr_opts_t lo = {.label = "other-cycle"};
+    char err[256];
+    assert_fsa_ok(fsa_lockmgr_open(f->port, f->db, &lo, &lm, err, sizeof err));
+    fsa_lock_t lock;
+    fsa_lock_init(&lock);
+    assert_fsa_ok(fsa_lock_acquire(lm, FSA_LOCK_SYNC, "device", &lock, err, sizeof err));
+    fsa_sync_report_t r;
+    assert_int_equal(fsa_engine_sync(engine(f, 0), &r), FSA_EBUSY);
+    assert_int_equal(f->srv.pushes, 0);
+    assert_int_equal(stats(f).pending, 1);
+    assert_int_equal(state_int(f, "next_attempt_ms"), 0);
+    assert_fsa_ok(fsa_lock_release(&lock, err, sizeof err));
+    fsa_lockmgr_close(lm);
+    /* and once it is free, the same engine syncs */
+    assert_fsa_ok(fsa_engine_sync(f->e, &r));
+    assert_int_equal(r.applied, 1);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_fsa_engine_sync__413_splits_batch_until_taken),
+        T(test_fsa_engine_sync__413_single_op_is_parked),
+        T(test_fsa_engine_sync__413_group_is_parked_whole),
+        T(test_fsa_engine_sync__400_malformed_quarantines_batch),
+        T(test_fsa_engine_sync__400_other_keeps_ops),
+        T(test_fsa_engine_sync__results_short_keeps_ops),
+        T(test_fsa_engine_sync__results_wrong_op_keeps_ops),
+        T(test_fsa_engine_sync__results_not_json_keeps_ops),
+        T(test_fsa_engine_sync__clock_skew_forever_stops),
+        T(test_fsa_engine_sync__pull_pages_with_odd_cursor),
+        T(test_fsa_engine_sync__pull_cursor_stuck_fails),
+        T(test_fsa_engine_sync__pull_not_json_fails),
+        T(test_fsa_engine_sync__cancelled_sends_nothing),
+        T(test_fsa_engine_sync__sync_lock_held_is_busy),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
