@@ -8,6 +8,9 @@
 static atomic_ulong fail_at; /* 0: disarmed; else the count at which an allocation fails */
 static atomic_ulong calls;
 static atomic_bool fired;
+static void (*_Atomic on_fault)(void *arg);
+static void *_Atomic on_fault_arg;
+static _Thread_local unsigned long failures; /* NULL returns on this thread */
 
 void fsa_alloc_fail_nth(unsigned long n)
 {
@@ -27,6 +30,18 @@ bool fsa_alloc_fault_fired(void)
     return atomic_load(&fired);
 }
 
+void fsa_alloc_on_fault(void (*fn)(void *arg), void *arg)
+{
+    atomic_store(&on_fault, NULL);
+    atomic_store(&on_fault_arg, arg);
+    atomic_store(&on_fault, fn);
+}
+
+unsigned long fsa_alloc_failures(void)
+{
+    return failures;
+}
+
 /* True when this allocation is the armed one. The common case is one relaxed load. */
 static bool fault(void)
 {
@@ -36,22 +51,33 @@ static bool fault(void)
     if (n != atomic_load(&fail_at))
         return false;
     atomic_store(&fired, true);
+    void (*fn)(void *) = atomic_load(&on_fault);
+    if (fn != NULL)
+        fn(atomic_load(&on_fault_arg));
     return true;
+}
+
+/* Counts a NULL result of a non-empty request (malloc(0) may return NULL and is no failure). */
+static void *counted(void *p, bool nonempty)
+{
+    if (p == NULL && nonempty)
+        failures++;
+    return p;
 }
 
 void *fsa_malloc(size_t size)
 {
-    return fault() ? NULL : malloc(size);
+    return counted(fault() ? NULL : malloc(size), size > 0);
 }
 
 void *fsa_calloc(size_t count, size_t size)
 {
-    return fault() ? NULL : calloc(count, size);
+    return counted(fault() ? NULL : calloc(count, size), count > 0 && size > 0);
 }
 
 void *fsa_realloc(void *ptr, size_t size)
 {
-    return fault() ? NULL : realloc(ptr, size);
+    return counted(fault() ? NULL : realloc(ptr, size), size > 0);
 }
 
 void fsa_free(void *ptr)

@@ -33,4 +33,19 @@ void fsa_alloc_fail_nth(unsigned long n);
 unsigned long fsa_alloc_count(void);
 bool fsa_alloc_fault_fired(void);
 
+/*
+ * For tests that must tell where the armed allocation failed: fn(arg) is called on the failing
+ * thread just before the armed allocation returns NULL (fn must not call this allocator; it may
+ * take a backtrace). NULL removes it.
+ */
+void fsa_alloc_on_fault(void (*fn)(void *arg), void *arg);
+
+/*
+ * The number of allocations of this thread that returned NULL (injected or real), ever. A
+ * library that reports a failure without its cause (cJSON_Parse returns NULL for bad text and
+ * for a failed allocation alike) is told apart by comparing this before and after the call; it
+ * sees the library's allocations only when they come here (fsa_libs_use_allocator()).
+ */
+unsigned long fsa_alloc_failures(void);
+
 #endif

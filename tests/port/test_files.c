@@ -37,8 +37,10 @@ static void write_file(const char *path, const char *text, mode_t mode)
 static int setup(void **state)
 {
     fx_t *f = fsa_calloc(1, sizeof *f);
+    if (f == NULL)
+        return -1;
     snprintf(f->dir, sizeof f->dir, "/tmp/fsa-files-XXXXXX");
-    if (f == NULL || mkdtemp(f->dir) == NULL)
+    if (mkdtemp(f->dir) == NULL)
         return -1;
     snprintf(f->path, sizeof f->path, "%s/secret", f->dir);
     *state = f;
