@@ -99,8 +99,10 @@ fsa_status_t fsa__db_status(int rc)
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB: return FSA_ECORRUPT;
     case SQLITE_NOMEM: return FSA_ENOMEM;
-    case SQLITE_CANTOPEN: return FSA_ENOTFOUND;
     case SQLITE_CONSTRAINT: return FSA_EEXISTS;
+    /* SQLITE_CANTOPEN included: a missing journal is told before SQLite sees the path
+     * (create_private), so SQLite failing to open a file (the journal, its -wal, a temporary
+     * file) is the disk failing, not "no such entity". */
     default: return FSA_EIO;
     }
 }
@@ -218,7 +220,7 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
         st = fsa__db_exec(db, migrations[v], detail, sizeof detail);
         if (st != FSA_OK) {
             snprintf(err, errlen, "journal %s: migration to version %lld failed: %s", path,
-                     (long long)(v + 1), detail);
+                     (long long)v + 1, detail);
             goto out;
         }
     }
@@ -271,12 +273,29 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
     if (rc == SQLITE_OK)
         rc = sqlite3_step(q);
     const char *res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
-    bool ok = res != NULL && strcmp(res, "ok") == 0;
-    if (!ok)
+    /* Only what the check finds (or SQLite's own corruption codes) is corruption: a check that
+     * could not run for want of memory says nothing of the journal. */
+    if ((rc == SQLITE_ROW && res == NULL) || (rc != SQLITE_ROW && fsa__db_status(rc) == FSA_ENOMEM))
+        st = FSA_ENOMEM;
+    /* Nor could a check that could not read: SQLite reports a page it failed to read as a finding
+     * ("unable to get the page. error code=266", the code of the read error), and returns the
+     * read error itself when it fails before any page. */
+    else if ((rc != SQLITE_ROW && (rc & 0xff) == SQLITE_IOERR) ||
+             (res != NULL && strstr(res, "unable to get the page. error code=") != NULL))
+        st = FSA_EIO;
+    else
+        st = res != NULL && strcmp(res, "ok") == 0 ? FSA_OK : FSA_ECORRUPT;
+    if (st == FSA_ENOMEM)
+        snprintf(err, errlen, "journal %s: out of memory during its integrity check", path);
+    else if (st == FSA_EIO)
+        snprintf(err, errlen,
+                 "journal %s: cannot read it for its integrity check after an unclean shutdown: %s",
+                 path, res != NULL ? res : sqlite3_errstr(rc));
+    else if (st != FSA_OK)
         snprintf(err, errlen, "journal %s failed its integrity check after an unclean shutdown: %s",
                  path, res != NULL ? res : sqlite3_errstr(rc));
     sqlite3_finalize(q);
-    return ok ? FSA_OK : FSA_ECORRUPT;
+    return st;
 }
 
 /*
@@ -317,8 +336,12 @@ static fsa_status_t join_users(fsa_port_t *port, const char *path, sqlite3 *db,
     }
     if (alone)
         st = check_after_unclean(db, path, err, errlen);
-    if (st == FSA_OK)
-        st = set_clean(db, 0, err, errlen);
+    if (st == FSA_OK) {
+        char detail[256] = "";
+        st = set_clean(db, 0, detail, sizeof detail);
+        if (st != FSA_OK)
+            snprintf(err, errlen, "journal %s: cannot record that it is open: %s", path, detail);
+    }
     if (alone && st == FSA_OK)
         st = port->flock_try_shared(port->ctx, *users, 0); /* a downgrade: cannot be refused */
     return st;
@@ -366,8 +389,11 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
     if (st == FSA_OK)
         st = fsa__db_exec(db, "PRAGMA foreign_keys=ON", detail, sizeof detail);
     if (st != FSA_OK) {
-        if (st == FSA_ECORRUPT || st == FSA_EIO)
+        /* A read or write that failed says nothing about the file's contents. */
+        if (st == FSA_ECORRUPT)
             snprintf(err, errlen, "journal %s is not a usable SQLite database: %s", path, detail);
+        else if (st == FSA_EIO)
+            snprintf(err, errlen, "journal %s: cannot read or write it: %s", path, detail);
         else
             snprintf(err, errlen, "journal %s: %s", path, detail);
         goto fail;

@@ -1,4 +1,5 @@
 /* fieldsync: the journal: recording, the local view, the outbox, conflicts and sync state. */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,9 +71,13 @@ static void release(fsa_journal_t *j, sqlite3_stmt *st)
     sqlite3_finalize(st); /* prepared when the cache was full: not kept */
 }
 
+/* SQLITE_STATIC: SQLite keeps the pointer instead of a copy, so binding allocates nothing and
+ * cannot fail for want of memory (a failed copy would leave the parameter NULL and the statement
+ * would run on with it: a lookup finds nothing, an insert stores NULL). Every string bound here
+ * outlives the statement's use, which ends at release(). */
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
-    sqlite3_bind_text(st, i, s != NULL ? s : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, i, s != NULL ? s : "", -1, SQLITE_STATIC);
 }
 
 static char *dup_col(sqlite3_stmt *st, int i)
@@ -108,22 +113,37 @@ static void rec_error(fsa_rec_t *rec, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Under the mutex no transaction is open, unless a COMMIT or ROLLBACK that had no memory to run
+ * left one: ending it first keeps one failed allocation from failing every later call. */
+static void end_leftover(fsa_journal_t *j)
+{
+    if (!sqlite3_get_autocommit(j->db))
+        (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
 static fsa_status_t begin(fsa_journal_t *j)
 {
     j->port->mutex_lock(j->port->ctx, j->mu);
+    end_leftover(j);
     fsa_status_t st = fsa__db_exec(j->db, "BEGIN IMMEDIATE", NULL, 0);
     if (st != FSA_OK)
         j->port->mutex_unlock(j->port->ctx, j->mu);
     return st;
 }
 
-/* Commits when st is FSA_OK, else rolls back; returns the final status. Releases the mutex. */
-static fsa_status_t finish(fsa_journal_t *j, fsa_status_t st)
+/* Commits when st is FSA_OK, else rolls back; returns the final status. Releases the mutex.
+ * *commit_failed (may be NULL) tells whether it was the COMMIT that failed. */
+static fsa_status_t finish_commit(fsa_journal_t *j, fsa_status_t st, bool *commit_failed)
 {
+    if (commit_failed != NULL)
+        *commit_failed = false;
     if (st == FSA_OK) {
         st = fsa__db_exec(j->db, "COMMIT", NULL, 0);
-        if (st != FSA_OK)
+        if (st != FSA_OK) {
+            if (commit_failed != NULL)
+                *commit_failed = true;
             (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+        }
     } else {
         (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     }
@@ -131,10 +151,27 @@ static fsa_status_t finish(fsa_journal_t *j, fsa_status_t st)
     return st;
 }
 
-static void full_message(fsa_journal_t *j, fsa_rec_t *rec)
+static fsa_status_t finish(fsa_journal_t *j, fsa_status_t st)
 {
-    rec_error(rec, "journal full: %s reached its budget of %" PRId64 " MiB; sync to make room",
-              j->path, j->budget_bytes / (1024 * 1024));
+    return finish_commit(j, st, NULL);
+}
+
+/*
+ * SQLITE_FULL has two causes. The budget (max_page_count) is enforced when a statement allocates a
+ * page; a device out of space (ENOSPC) shows, in WAL mode, when the COMMIT writes the log. Telling
+ * them apart matters to the person reading it: syncing makes room in the budget, and does nothing
+ * for a full device.
+ */
+static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool at_commit)
+{
+    if (at_commit)
+        rec_error(rec,
+                  "disk full: no space left on the device holding journal %s; nothing was "
+                  "recorded; free space on the device",
+                  j->path);
+    else
+        rec_error(rec, "journal full: %s reached its budget of %" PRId64 " MiB; sync to make room",
+                  j->path, j->budget_bytes / (1024 * 1024));
 }
 
 /* ---- open / close ---- */
@@ -296,20 +333,29 @@ fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key, char *
     return s;
 }
 
-static fsa_wall_t now_locked(fsa_journal_t *j)
+/* The corrected clock in *out; without the offset (and an error) when it cannot be read, so that
+ * an op is never stamped with an uncorrected time. */
+static fsa_status_t now_locked(fsa_journal_t *j, fsa_wall_t *out)
 {
     int64_t offset = 0;
-    (void)state_get_int_locked(j, "clock_offset_ms", 0, &offset);
-    fsa_wall_t w = j->port->wall_now(j->port->ctx);
-    w.ms += offset;
-    return w;
+    fsa_status_t s = state_get_int_locked(j, "clock_offset_ms", 0, &offset);
+    *out = j->port->wall_now(j->port->ctx);
+    out->ms += offset;
+    return s;
+}
+
+static fsa_status_t now_checked(fsa_journal_t *j, fsa_wall_t *out)
+{
+    j->port->mutex_lock(j->port->ctx, j->mu);
+    fsa_status_t s = now_locked(j, out);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
 }
 
 fsa_wall_t fsa_journal_now(fsa_journal_t *j)
 {
-    j->port->mutex_lock(j->port->ctx, j->mu);
-    fsa_wall_t w = now_locked(j);
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    fsa_wall_t w;
+    (void)now_checked(j, &w); /* the header's contract: uncorrected when the offset is unreadable */
     return w;
 }
 
@@ -591,7 +637,10 @@ static fsa_status_t record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_t
             goto out;
         }
         snprintf(op->field, sizeof op->field, "%s", sf);
-        if (fsa_model_get_status(e.local_fields, op->type, op->from) != FSA_OK) {
+        s = fsa_model_get_status(e.local_fields, op->type, op->from);
+        if (s == FSA_ENOMEM)
+            goto out;
+        if (s != FSA_OK) {
             rec_error(rec, "%s %s has no %s", tname, op->id, sf);
             s = FSA_EINVAL;
             goto out;
@@ -659,7 +708,9 @@ static fsa_status_t record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n, 
     char group[FSA_GROUP_BYTES] = "";
     if (s == FSA_OK && grouped)
         s = fsa_uuid4(j->port, group);
-    fsa_wall_t at = now_locked(j);
+    fsa_wall_t at = {0};
+    if (s == FSA_OK)
+        s = now_locked(j, &at);
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         fsa_op_t op = ops[i]; /* shallow: json stays the caller's */
         s = record_one_locked(j, &op, at, group, rec);
@@ -668,9 +719,10 @@ static fsa_status_t record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n, 
             rec->seq = op.seq;
         }
     }
-    s = finish(j, s);
+    bool at_commit = false;
+    s = finish_commit(j, s, &at_commit);
     if (s == FSA_EFULL)
-        full_message(j, rec);
+        full_message(j, rec, at_commit);
     else if (s != FSA_OK && rec != NULL && rec->error[0] == '\0')
         rec_error(rec, "journal %s: write failed (%s)", j->path, fsa_status_str(s));
     if (s != FSA_OK && rec != NULL) {
@@ -805,6 +857,8 @@ fsa_status_t fsa_journal_checkpoint_update(fsa_journal_t *j, const char *child_i
     char *parent = NULL;
     s = fsa_model_get_field(fields, "parent_id", &parent);
     fsa_model_free(fields);
+    if (s == FSA_ENOMEM)
+        return s; /* not "no parent": nothing is known of the parent */
     /* parent is JSON text: a quoted id, or null. */
     char parent_id[FSA_ID_BYTES] = "";
     size_t plen = parent != NULL ? strlen(parent) : 0;
@@ -818,7 +872,10 @@ fsa_status_t fsa_journal_checkpoint_update(fsa_journal_t *j, const char *child_i
         return FSA_EINVAL;
     }
     char touch[FSA_ID_BYTES + 96];
-    fsa_wall_t at = fsa_journal_now(j);
+    fsa_wall_t at;
+    s = now_checked(j, &at);
+    if (s != FSA_OK)
+        return s;
     snprintf(touch, sizeof touch, "{\"last_checkpoint\":\"%s\",\"last_checkpoint_at\":%" PRId64 "}",
              child_id, at.ms);
     fsa_op_t ops[2] = {
@@ -902,6 +959,7 @@ fsa_status_t fsa_outbox_next_batch(fsa_journal_t *j, fsa_op_t *ops, size_t max_o
         return FSA_EINVAL;
     j->port->mutex_lock(j->port->ctx, j->mu);
     /* A read transaction, so the rows and the group sizes come from one snapshot. */
+    end_leftover(j);
     fsa_status_t s = fsa__db_exec(j->db, "BEGIN", NULL, 0);
     if (s != FSA_OK) {
         j->port->mutex_unlock(j->port->ctx, j->mu);
@@ -947,7 +1005,13 @@ fsa_status_t fsa_outbox_next_batch(fsa_journal_t *j, fsa_op_t *ops, size_t max_o
             s = fsa__db_status(rc);
         release(j, st);
     }
-    (void)sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL);
+    /* The read transaction must end even when COMMIT cannot run (no memory to prepare it): it
+     * wrote nothing, so a rollback ends it as well. */
+    int end = sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL);
+    if (end != SQLITE_OK)
+        end = sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    if (s == FSA_OK && end != SQLITE_OK)
+        s = fsa__db_status(end);
     j->port->mutex_unlock(j->port->ctx, j->mu);
     if (s != FSA_OK) {
         for (size_t i = 0; i < count; i++)
@@ -995,6 +1059,7 @@ static fsa_status_t find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *o
         s = op_from_row(st, op, state);
     else
         s = rc == SQLITE_DONE ? FSA_ENOTFOUND : fsa__db_status(rc);
+    assert(rc == SQLITE_ROW || s != FSA_OK); /* *state is set whenever FSA_OK is returned */
     release(j, st);
     if (s != FSA_OK)
         fsa_op_clear(op);
@@ -1324,6 +1389,10 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn, 
             copy_col(c.resolution, sizeof c.resolution, st, 22);
             c.prior_fields = dup_col(st, 23);
             copy_col(c.decision, sizeof c.decision, st, 24);
+            if (s == FSA_OK &&
+                ((c.server_fields == NULL && sqlite3_column_type(st, 20) != SQLITE_NULL) ||
+                 (c.prior_fields == NULL && sqlite3_column_type(st, 23) != SQLITE_NULL)))
+                s = FSA_ENOMEM; /* not a conflict without the server's state */
             bool go_on = s == FSA_OK ? fn(arg, &c) : false;
             fsa_conflict_clear(&c);
             if (!go_on)
@@ -1356,7 +1425,7 @@ static fsa_status_t conflict_members(fsa_journal_t *j, fsa_op_t *op,
     if (s != FSA_OK)
         return s;
     bind_text(st, 1, op->group);
-    int rc;
+    int rc = SQLITE_DONE;
     while (s == FSA_OK && *n < FSA_JOURNAL_GROUP_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         s = op_from_row(st, &members[*n], NULL);
         if (s != FSA_OK)
@@ -1364,6 +1433,9 @@ static fsa_status_t conflict_members(fsa_journal_t *j, fsa_op_t *op,
         else
             (*n)++;
     }
+    /* A step that failed ends the list early: resolving part of a group would break it. */
+    if (s == FSA_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        s = fsa__db_status(rc);
     release(j, st);
     fsa_op_clear(op);
     return s;
@@ -1385,11 +1457,13 @@ static fsa_status_t already_satisfied(fsa_journal_t *j, const fsa_op_t *op, bool
         *yes = e.exists;
     } else if (e.exists) {
         char now[FSA_STATUS_BYTES];
-        *yes = fsa_model_get_status(e.local_fields, op->type, now) == FSA_OK &&
-               strcmp(now, op->to) == 0;
+        s = fsa_model_get_status(e.local_fields, op->type, now);
+        *yes = s == FSA_OK && strcmp(now, op->to) == 0;
+        if (s != FSA_ENOMEM)
+            s = FSA_OK; /* no status: not satisfied, and the record says why */
     }
     entity_clear(&e);
-    return FSA_OK;
+    return s;
 }
 
 fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
@@ -1440,7 +1514,9 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
         char group[FSA_GROUP_BYTES] = "";
         if (members[0].group[0] != '\0')
             s = fsa_uuid4(j->port, group);
-        fsa_wall_t at = now_locked(j);
+        fsa_wall_t at = {0};
+        if (s == FSA_OK)
+            s = now_locked(j, &at);
         bool first = true;
         for (size_t i = 0; s == FSA_OK && i < n; i++) {
             bool satisfied = false;
@@ -1458,9 +1534,10 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
     }
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&members[i]);
-    s = finish(j, s);
+    bool at_commit = false;
+    s = finish_commit(j, s, &at_commit);
     if (s == FSA_EFULL)
-        full_message(j, rec);
+        full_message(j, rec, at_commit);
     if (s != FSA_OK && rec != NULL) {
         rec->op_id[0] = '\0';
         rec->seq = 0;

@@ -69,7 +69,7 @@ const char *fsa_journal_path(const fsa_journal_t *j);
  * Common statuses: FSA_OK; FSA_EINVAL (bad argument or value, rec->error names it);
  * FSA_ENOTFOUND (no such entity); FSA_EEXISTS (create of an existing entity);
  * FSA_ETRANSITION (rec->error names both states); FSA_EFULL (journal reached its budget:
- * "journal full"); FSA_EFENCED; FSA_EBUSY (another writer held the journal past the busy
+ * "journal full"; or the device holding it has no space left: "disk full"); FSA_EFENCED; FSA_EBUSY (another writer held the journal past the busy
  * timeout); FSA_EIO; FSA_ENOMEM.
  */
 
@@ -248,7 +248,9 @@ fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key,
 fsa_status_t fsa_journal_state_set_str(fsa_journal_t *j, const char *key,
                                        const char *v) FSA_MUST_CHECK;
 
-/* The device wall clock corrected by the stored server clock offset, as stamped on new ops. */
+/* The device wall clock corrected by the stored server clock offset, as stamped on new ops; the
+ * uncorrected clock when the offset cannot be read (out of memory, an I/O error). Recording calls
+ * never stamp an op with an uncorrected time: they fail instead. */
 fsa_wall_t fsa_journal_now(fsa_journal_t *j);
 
 /* Runs PRAGMA integrity_check; FSA_OK or FSA_ECORRUPT (err names the first problem). */

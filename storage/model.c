@@ -515,7 +515,7 @@ static json_why_t json_scan(const char *text, size_t max_bytes)
         case WANT_KEY_OR_CLOSE:
             if (c == '}')
                 goto close;
-            /* fallthrough */
+            __attribute__((fallthrough)); /* clang does not read the comment form */
         case WANT_KEY:
             if (c != '"')
                 return JSON_SYNTAX;
@@ -532,7 +532,7 @@ static json_why_t json_scan(const char *text, size_t max_bytes)
         case WANT_VALUE_OR_CLOSE:
             if (c == ']')
                 goto close;
-            /* fallthrough */
+            __attribute__((fallthrough));
         case WANT_VALUE:
             if (c == '{' || c == '[') {
                 if (depth == FSA_LIMIT_JSON_DEPTH)
@@ -614,13 +614,15 @@ static json_why_t check_unique_keys(const cJSON *obj)
         }
         return JSON_OK;
     }
+    /* sorted holds cJSON pointers: sizeof *sorted is a pointer's size, as meant. */
+    // NOLINTNEXTLINE(bugprone-sizeof-expression)
     const cJSON **sorted = fsa_malloc(n * sizeof *sorted);
     if (sorted == NULL)
         return JSON_NOMEM;
     size_t i = 0;
     for (const cJSON *c = obj->child; c != NULL; c = c->next)
         sorted[i++] = c;
-    qsort(sorted, n, sizeof *sorted, cmp_member_key);
+    qsort(sorted, n, sizeof *sorted, cmp_member_key); // NOLINT(bugprone-sizeof-expression)
     json_why_t why = JSON_OK;
     for (i = 1; i < n && why == JSON_OK; i++) {
         if (strcmp(sorted[i - 1]->string, sorted[i]->string) == 0)
@@ -635,6 +637,7 @@ static json_why_t check_unique_keys(const cJSON *obj)
  * them as infinity and prints null), and repeated keys (cJSON keeps both and reads the first,
  * while other parsers read the last). Recursion is bounded by the depth the scan enforced.
  */
+// NOLINTNEXTLINE(misc-no-recursion): bounded by FSA_LIMIT_JSON_DEPTH (json_scan)
 static json_why_t check_tree(const cJSON *item)
 {
     if (cJSON_IsNumber(item) && !isfinite(item->valuedouble))
@@ -727,6 +730,7 @@ static bool put_member(cJSON *obj, const char *name, cJSON *v)
 }
 
 /* Replaces every number below parent by a raw node holding its exact text (format_number). */
+// NOLINTNEXTLINE(misc-no-recursion): bounded by FSA_LIMIT_JSON_DEPTH (json_scan)
 static json_why_t exact_numbers(cJSON *parent)
 {
     cJSON *next;
@@ -801,7 +805,9 @@ static bool merge_into(cJSON *target, const cJSON *patch);
 /*
  * MergePatch(target, patch) of RFC 7396 section 2, on a target the function owns (NULL: absent).
  * Returns the result, which the caller owns, or NULL when an allocation failed (target deleted).
+ * It recurses with merge_into as deep as the patch, which parse_checked bounded.
  */
+// NOLINTNEXTLINE(misc-no-recursion): bounded by FSA_LIMIT_JSON_DEPTH (json_scan)
 static cJSON *merge_value(cJSON *target, const cJSON *patch)
 {
     if (!cJSON_IsObject(patch)) {
@@ -824,7 +830,8 @@ static cJSON *merge_value(cJSON *target, const cJSON *patch)
 /* The slot of index (sorted by key) holding the member named like key_holder, NULL if none. */
 static cJSON **member_slot(cJSON **index, size_t n, const cJSON *key_holder)
 {
-    return bsearch(&key_holder, index, n, sizeof *index, cmp_member_key);
+    return bsearch(&key_holder, index, n, sizeof *index, // NOLINT(bugprone-sizeof-expression)
+                   cmp_member_key);
 }
 
 /*
@@ -833,22 +840,24 @@ static cJSON **member_slot(cJSON **index, size_t n, const cJSON *key_holder)
  * so a patch of many keys into an object of many keys costs n log n, not n squared. Members the
  * patch deletes are parked until the end, because the index still compares against their keys.
  */
+// NOLINTNEXTLINE(misc-no-recursion): bounded by FSA_LIMIT_JSON_DEPTH (json_scan)
 static bool merge_into(cJSON *target, const cJSON *patch)
 {
+    assert(target != NULL && patch != NULL); /* two objects, as merge_value and its callers check */
     cJSON **index = NULL;
     cJSON *parked = NULL;
     bool ok = false;
     size_t n = count_children(target);
 
     if (n > SMALL_OBJECT && patch->child != NULL) {
-        index = fsa_malloc(n * sizeof *index);
+        index = fsa_malloc(n * sizeof *index); // NOLINT(bugprone-sizeof-expression)
         parked = cJSON_CreateArray();
         if (index == NULL || parked == NULL)
             goto out;
         size_t i = 0;
         for (cJSON *c = target->child; c != NULL; c = c->next)
             index[i++] = c;
-        qsort(index, n, sizeof *index, cmp_member_key);
+        qsort(index, n, sizeof *index, cmp_member_key); // NOLINT(bugprone-sizeof-expression)
     }
     for (const cJSON *p = patch->child; p != NULL; p = p->next) {
         cJSON **slot = NULL;
@@ -952,6 +961,10 @@ static fsa_status_t op_fail(fsa_model_err_t *err, const fsa_op_t *op, fsa_status
     va_end(ap);
     return st;
 }
+/* The static analyzer does not follow calls into variadic functions, so it would take any status
+ * from op_fail, FSA_OK included, and then report the NULL outputs of the failure paths. Every
+ * call below returns its st in plain sight instead (st is always a constant). */
+#define op_fail(err, op, st, ...) (op_fail(err, op, st, __VA_ARGS__), (st))
 
 /* Maps a refused JSON text to its status and error: what names the text ("fields", "patch"). */
 static fsa_status_t json_fail(fsa_model_err_t *err, const fsa_op_t *op, json_why_t why,
@@ -1438,8 +1451,9 @@ fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_
             break;
         case FSA_OP_MERGE: {
             cJSON *obj = field_or_default(fields, def);
+            /* Two out-of-memory cases, with the type check between them. */
             if (obj == NULL)
-                st = nomem(err, op);
+                st = nomem(err, op); // NOLINT(bugprone-branch-clone)
             else if (!cJSON_IsObject(obj))
                 st = op_fail(err, op, FSA_EINVAL, "invalid_value", "stored %s is not an object",
                              def->name);

@@ -5,6 +5,7 @@
 #include "port/alloc.h"
 #include "storage/lock.h"
 #include "tests/storage/journal_test_util.h"
+#include "tests/storage/vfs_fault.h"
 
 typedef struct fixture {
     test_dir_t dir;
@@ -115,7 +116,7 @@ static void test_fsa_journal_open__garbage_file_refused(void **state)
     FILE *fp = fopen(path, "w");
     for (int i = 0; i < 200; i++)
         fputs("this is not a database at all. ", fp);
-    fclose(fp);
+    assert_int_equal(fclose(fp), 0);
     fsa_journal_t *j = NULL;
     fsa_journal_opts_t o = {.create = true};
     fsa_status_t st = fsa_journal_open(f->port, path, &o, &j, err, sizeof err);
@@ -599,6 +600,69 @@ static void test_fsa_conflict_resolve__group_without_converged_member(void **sta
     assert_int_equal(st.conflicts, 0);
 }
 
+/* A group is resolved whole or not at all. With each read of the journal's files failing in turn
+ * (a cold cache, one member per page, so reading the group's later members reaches the disk), the
+ * call either resolves every member or fails and leaves them all open. */
+static void test_fsa_conflict_resolve__group_whole_under_read_faults(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(vfs_fault_install(), SQLITE_OK);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    enum { MEMBERS = 3, NOTE = 3000 }; /* a member's patch fills most of a 4 KiB page */
+    static char patch[MEMBERS][NOTE + 32];
+    fsa_op_t g[MEMBERS];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < MEMBERS; i++) {
+        int n = snprintf(patch[i], sizeof patch[i], "{\"note%d\":\"", i);
+        memset(patch[i] + n, 'a' + i, NOTE);
+        snprintf(patch[i] + n + NOTE, sizeof patch[i] - (size_t)n - NOTE, "\"}");
+        g[i].kind = FSA_OP_MERGE;
+        g[i].type = FSA_TYPE_TICKET;
+        snprintf(g[i].id, sizeof g[i].id, "T1");
+        snprintf(g[i].field, sizeof g[i].field, "ticketlog");
+        g[i].json = patch[i];
+    }
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, MEMBERS, NULL, &rec));
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, MEMBERS + 1);
+    fsa_op_result_t r[MEMBERS + 1];
+    for (size_t i = 0; i < n; i++) {
+        r[i] = result_for(ops[i].op_id, i == 0 ? FSA_RESULT_APPLIED : FSA_RESULT_REJECTED, 1);
+        snprintf(r[i].code, sizeof r[i].code, "invalid_value");
+        snprintf(r[i].message, sizeof r[i].message, "nope");
+    }
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, n));
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.rejected, MEMBERS);
+    fsa_journal_opts_t o = {.create = false};
+    char err[256];
+    for (int64_t k = 1;; k++) {
+        fsa_journal_close(f->j); /* a cold page cache: every page is read again */
+        assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+        vfs_fault_plan_t plan = {.kinds = VFS_FAULT_READ, .nth = k};
+        vfs_fault_arm(f->dir.path, &plan);
+        fsa_status_t s = fsa_conflict_resolve(f->j, ops[1].op_id, false, "dismissed", NULL);
+        bool fired = vfs_fault_fired() > 0;
+        vfs_fault_disarm();
+        assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+        if (s == FSA_OK && !fired) {
+            assert_int_equal(st.rejected, 0);
+            break;
+        }
+        if (s == FSA_OK)
+            fail_msg("read %lld failed, yet resolving the group succeeded (%lld of %d left open)",
+                     (long long)k, (long long)st.rejected, MEMBERS);
+        assert_int_equal(st.rejected, MEMBERS); /* none of them resolved */
+        assert_true(k < 10000);
+    }
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+}
+
 static void test_fsa_outbox_apply_results__rejection_parked(void **state)
 {
     fixture_t *f = *state;
@@ -791,6 +855,7 @@ int main(void)
         T(test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull),
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
         T(test_fsa_conflict_resolve__group_without_converged_member),
+        T(test_fsa_conflict_resolve__group_whole_under_read_faults),
         T(test_fsa_outbox_apply_results__rejection_parked),
         T(test_fsa_journal_fold__replays_pending_on_new_base),
         T(test_fsa_outbox_compact__keeps_ids_for_audit),

@@ -107,8 +107,7 @@ static void test_record__survives_sigkill_at_random_moments(void **state)
         assert_fsa_ok(fsa_journal_open(fsa_port_posix(), d.path, &o, &j, err, sizeof err));
         assert_fsa_ok(fsa_journal_integrity(j, err, sizeof err));
         report_t r;
-        ssize_t got;
-        while ((got = read(p[0], &r, sizeof r)) == (ssize_t)sizeof r) {
+        while (read(p[0], &r, sizeof r) == (ssize_t)sizeof r) {
             /* every record whose call returned is there, with the seq it was given */
             if (!seq_exists(j, r.seq, r.op_id))
                 fail_msg("iteration %d: op %s (seq %lld) returned but is missing", iter, r.op_id,

@@ -662,7 +662,6 @@ typedef struct counter_run {
     fsa_lockmgr_t *shared; /* NULL: each thread opens its own manager */
     int rounds;
     long counter; /* protected only by the lock */
-    int failures; /* written under the lock */
 } counter_run_t;
 
 static void *count_under_lock(void *arg)
