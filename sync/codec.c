@@ -85,6 +85,7 @@ size_t fsa_codec_json_depth(const char *text, size_t len, size_t max_depth)
 
 /* Every string value and key within FSA_LIMIT_STRING_BYTES. The recursion is bounded because the
  * depth was checked before parsing. */
+// NOLINTNEXTLINE(misc-no-recursion): bounded by the depth parse_bounded checked first
 static bool strings_within_limit(const cJSON *item)
 {
     for (; item != NULL; item = item->next) {
@@ -99,6 +100,16 @@ static bool strings_within_limit(const cJSON *item)
 }
 
 typedef enum parse_fail { PARSE_OK, PARSE_TOO_LARGE, PARSE_MALFORMED, PARSE_NOMEM } parse_fail_t;
+
+/* The status and err of a body that parse_bounded() refused. */
+static fsa_status_t parse_status(parse_fail_t pf, const char *why, fsa_codec_err_t *err)
+{
+    switch (pf) {
+    case PARSE_TOO_LARGE: set_err(err, "too_large", "%s", why); return FSA_ETOOLARGE;
+    case PARSE_NOMEM: set_err(err, "internal", "out of memory"); return FSA_ENOMEM;
+    default: set_err(err, "malformed", "%s", why); return FSA_EINVAL;
+    }
+}
 
 /*
  * Parses text[0..len) as exactly one JSON value within max_bytes, max_depth and the string limit.
@@ -117,8 +128,15 @@ static parse_fail_t parse_bounded(const char *text, size_t len, size_t max_bytes
         return PARSE_TOO_LARGE;
     }
     const char *end = NULL;
+    unsigned long failures = fsa_alloc_failures();
     cJSON *r = cJSON_ParseWithLengthOpts(text, len, &end, false);
     if (r == NULL) {
+        /* cJSON says NULL for bad text and for no memory alike; a body is refused as malformed
+         * (for good) only when no allocation failed. */
+        if (fsa_alloc_failures() != failures) {
+            *why = "out of memory";
+            return PARSE_NOMEM;
+        }
         *why = "body is not valid JSON";
         return PARSE_MALFORMED;
     }
@@ -267,9 +285,10 @@ static fsa_status_t add_json_member(cJSON *obj, const char *name, const char *js
     size_t len = strlen(json);
     if (fsa_codec_json_depth(json, len, FSA_LIMIT_JSON_DEPTH) > FSA_LIMIT_JSON_DEPTH)
         return FSA_EINVAL;
+    unsigned long failures = fsa_alloc_failures();
     cJSON *v = cJSON_ParseWithLength(json, len);
     if (v == NULL)
-        return FSA_EINVAL;
+        return fsa_alloc_failures() != failures ? FSA_ENOMEM : FSA_EINVAL;
     if (!cJSON_AddItemToObject(obj, name, v)) {
         cJSON_Delete(v);
         return FSA_ENOMEM;
@@ -499,10 +518,8 @@ fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_
     parse_fail_t pf =
         parse_bounded(body != NULL ? body : "", len, FSA_LIMIT_BODY_BYTES,
                       FSA_LIMIT_JSON_DEPTH + FSA_CODEC_PUSH_ENVELOPE_DEPTH, &root, &why);
-    if (pf != PARSE_OK) {
-        set_err(err, pf == PARSE_TOO_LARGE ? "too_large" : "malformed", "%s", why);
-        return pf == PARSE_TOO_LARGE ? FSA_ETOOLARGE : FSA_EINVAL;
-    }
+    if (pf != PARSE_OK)
+        return parse_status(pf, why, err);
     const cJSON *ops = cJSON_GetObjectItemCaseSensitive(root, "ops");
     if (!cJSON_IsObject(root) || !get_str(root, "batch_id", out->batch_id, sizeof out->batch_id) ||
         !cJSON_IsArray(ops)) {
@@ -764,7 +781,8 @@ fsa_status_t fsa_codec_decode_results(const char *body, size_t len, fsa_codec_re
             goto out;
         }
     }
-    for (const cJSON *o = arr->child; o != NULL; o = o->next) {
+    /* n < total: never past res, even if cJSON's count and its list disagreed. */
+    for (const cJSON *o = arr->child; o != NULL && n < total; o = o->next) {
         st = decode_result(o, &res[n]);
         n++;
         if (st != FSA_OK)
@@ -893,7 +911,7 @@ fsa_status_t fsa_codec_decode_pull(const char *body, size_t len, fsa_codec_pull_
             goto out;
         }
     }
-    for (const cJSON *o = arr->child; o != NULL; o = o->next) {
+    for (const cJSON *o = arr->child; o != NULL && out->count < total; o = o->next) {
         st = decode_change(o, &out->changes[out->count], true);
         out->count++;
         if (st != FSA_OK) {
@@ -941,10 +959,8 @@ fsa_status_t fsa_codec_decode_entity(const char *body, size_t len, fsa_codec_cha
     const char *why = NULL;
     parse_fail_t pf = parse_bounded(body != NULL ? body : "", len, FSA_LIMIT_BODY_BYTES,
                                     FSA_LIMIT_JSON_DEPTH + 1, &root, &why);
-    if (pf != PARSE_OK) {
-        set_err(err, pf == PARSE_TOO_LARGE ? "too_large" : "malformed", "%s", why);
-        return pf == PARSE_TOO_LARGE ? FSA_ETOOLARGE : FSA_EINVAL;
-    }
+    if (pf != PARSE_OK)
+        return parse_status(pf, why, err);
     fsa_status_t st = decode_change(root, out, false);
     cJSON_Delete(root);
     if (st != FSA_OK) {
@@ -1048,10 +1064,8 @@ fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_de
     cJSON *root = NULL;
     const char *why = NULL;
     parse_fail_t pf = parse_bounded(text, len, FSA_LIMIT_BODY_BYTES, 4, &root, &why);
-    if (pf != PARSE_OK) {
-        set_err(err, pf == PARSE_TOO_LARGE ? "too_large" : "malformed", "%s", why);
-        return pf == PARSE_TOO_LARGE ? FSA_ETOOLARGE : FSA_EINVAL;
-    }
+    if (pf != PARSE_OK)
+        return parse_status(pf, why, err);
     fsa_status_t st = FSA_OK;
     fsa_codec_device_t *devs = NULL;
     size_t n = 0;

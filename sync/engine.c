@@ -153,6 +153,12 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
             e->rep->last_http_status = a->resp.status;
         e->rep->bytes_sent += (int64_t)a->resp.wire_bytes_sent;
         e->rep->bytes_received += (int64_t)a->resp.wire_bytes_received;
+        if (st == FSA_ENOMEM) {
+            /* Our memory, not the network: no retry on the network's policy, and no backoff
+             * persisted as if the server were away. The ops stay in flight, resent next cycle. */
+            report_error(e, "out of memory during the %s %s request", method, path);
+            return st;
+        }
         int64_t server_time = -1;
         if (st == FSA_OK && (a->resp.status < 200 || a->resp.status >= 300) && a->resp.body != NULL)
             if (fsa_codec_decode_error(a->resp.body, a->resp.body_len, &a->err, &server_time) !=
@@ -276,6 +282,10 @@ static fsa_status_t apply_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n,
     int64_t server_time = 0;
     fsa_status_t st =
         fsa_codec_decode_results(a->resp.body, a->resp.body_len, &res, &count, &server_time);
+    if (st == FSA_ENOMEM) { /* not the server's fault: the ops stay in flight, resent later */
+        report_error(e, "out of memory reading the results answer");
+        return st;
+    }
     if (st != FSA_OK) {
         report_error(e, "server sent a malformed results answer (%s)", fsa_status_str(st));
         return FSA_EPROTO;
@@ -441,7 +451,13 @@ static bool collect_cb(void *arg, const fsa_conflict_t *c)
     p->server_version = c->server_version;
     p->prior = c->prior_fields != NULL ? fsa_strdup(c->prior_fields) : NULL;
     p->server_fields = c->server_fields != NULL ? fsa_strdup(c->server_fields) : NULL;
-    col->n++;
+    col->n++; /* collect_free() releases what it holds, also when a copy failed */
+    /* A missing copy would read as "the server's state is unknown" and park the op for good. */
+    if ((c->prior_fields != NULL && p->prior == NULL) ||
+        (c->server_fields != NULL && p->server_fields == NULL)) {
+        col->oom = true;
+        return false;
+    }
     return true;
 }
 
@@ -522,6 +538,9 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
                 st = fsa_conflict_set_decision(e->j, in[k].op->op_id, "park");
             e->rep->parked += (int64_t)m;
             break;
+        case FSA_RESOLVE_RETRY: /* undecided, left open: decided again at the next sync */
+            st = FSA_ENOMEM;
+            break;
         }
         /* A person (fieldsync conflicts resolve) may have closed it meanwhile: nothing to do. */
         if (st == FSA_ENOTFOUND)
@@ -592,7 +611,9 @@ static fsa_status_t pull_all(fsa_engine_t *e)
         memset(&pull, 0, sizeof pull);
         if (st == FSA_OK) {
             st = fsa_codec_decode_pull(a.resp.body, a.resp.body_len, &pull);
-            if (st != FSA_OK) {
+            if (st == FSA_ENOMEM) {
+                report_error(e, "out of memory reading the pull answer");
+            } else if (st != FSA_OK) {
                 report_error(e, "server sent a malformed pull answer");
                 st = FSA_EPROTO;
             }

@@ -92,7 +92,9 @@ void fsa_engine_cancel(fsa_engine_t *e);
  * persisted next attempt is later: nothing sent); FSA_ENET, FSA_ETIMEOUT, FSA_ETLS (the server
  * could not be reached within the retry policy: the next attempt time is persisted);
  * FSA_EAUTH (the server refused our credentials; stopped); FSA_EPROTO (a malformed answer);
- * FSA_ETIMEOUT also when cancelled; storage errors.
+ * FSA_ETIMEOUT also when cancelled; FSA_ENOMEM (an allocation failed: not retried as a network
+ * failure, no backoff persisted; ops sent stay in flight and are resent next cycle); storage
+ * errors.
  */
 fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report) FSA_MUST_CHECK;
 

@@ -30,15 +30,21 @@ static fsa_policy_action_t rule_for(const fsa_resolver_policy_t *policy, fsa_typ
     return FSA_POLICY_DEFAULT;
 }
 
-/* The strongest override among the fields of a set (park > server > local > default). */
-static fsa_policy_action_t rule_for_set(const fsa_resolver_policy_t *policy, const fsa_op_t *op)
+/* The strongest override among the fields of a set (park > server > local > default) in *best.
+ * FSA_OK, or FSA_ENOMEM: a field the set names must not be missed for want of memory. */
+static fsa_status_t rule_for_set(const fsa_resolver_policy_t *policy, const fsa_op_t *op,
+                                 fsa_policy_action_t *best_out)
 {
     fsa_policy_action_t best = FSA_POLICY_DEFAULT;
     size_t nfields = 0;
     const fsa_field_def_t *defs = fsa_model_fields(op->type, &nfields);
+    *best_out = best;
     for (size_t i = 0; defs != NULL && i < nfields; i++) {
         char *v = NULL;
-        if (fsa_model_get_field(op->json, defs[i].name, &v) != FSA_OK)
+        fsa_status_t st = fsa_model_get_field(op->json, defs[i].name, &v);
+        if (st == FSA_ENOMEM)
+            return st;
+        if (st != FSA_OK)
             continue;
         fsa_model_free(v);
         fsa_policy_action_t a = rule_for(policy, op->type, defs[i].name);
@@ -49,7 +55,8 @@ static fsa_policy_action_t rule_for_set(const fsa_resolver_policy_t *policy, con
         if (rank[a] > rank[best])
             best = a;
     }
-    return best;
+    *best_out = best;
+    return FSA_OK;
 }
 
 static fsa_resolution_t from_action(fsa_policy_action_t a)
@@ -59,6 +66,15 @@ static fsa_resolution_t from_action(fsa_policy_action_t a)
     case FSA_POLICY_LOCAL_WINS: return FSA_RESOLVE_REBASE;
     default: return FSA_RESOLVE_PARK;
     }
+}
+
+/* An allocation failed while comparing values: no verdict, so nothing is stored and the conflict
+ * is decided again later, instead of a verdict taken on a comparison that did not happen. */
+static fsa_resolution_t no_memory(char *why, size_t whylen, const fsa_op_t *op)
+{
+    say(why, whylen, "out of memory while deciding %s %s %s; decided later",
+        fsa_op_kind_name(op->kind), fsa_type_name(op->type), op->id);
+    return FSA_RESOLVE_RETRY;
 }
 
 fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_resolver_input_t *in,
@@ -79,16 +95,22 @@ fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_reso
         return FSA_RESOLVE_PARK;
     }
     bool same = false;
+    fsa_status_t st;
     switch (op->kind) {
     case FSA_OP_CREATE:
-        if (fsa_model_same_values(op->json, in->server_fields, op->json, &same) == FSA_OK && same) {
+        st = fsa_model_same_values(op->json, in->server_fields, op->json, &same);
+        if (st == FSA_ENOMEM)
+            return no_memory(why, whylen, op);
+        if (st == FSA_OK && same) {
             say(why, whylen, "%s %s already exists with the same content", tname, op->id);
             return FSA_RESOLVE_CONVERGED;
         }
         say(why, whylen, "%s %s already exists on the server with other content", tname, op->id);
         return FSA_RESOLVE_PARK;
     case FSA_OP_SET: {
-        fsa_policy_action_t a = rule_for_set(policy, op);
+        fsa_policy_action_t a;
+        if (rule_for_set(policy, op, &a) != FSA_OK)
+            return no_memory(why, whylen, op);
         if (a != FSA_POLICY_DEFAULT) {
             say(why, whylen, "policy for %s: %s", tname,
                 a == FSA_POLICY_LOCAL_WINS    ? "local wins"
@@ -96,9 +118,12 @@ fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_reso
                                               : "park");
             return from_action(a);
         }
-        if (in->prior_fields != NULL &&
-            fsa_model_same_values(in->prior_fields, in->server_fields, op->json, &same) == FSA_OK &&
-            same) {
+        st = in->prior_fields != NULL
+                 ? fsa_model_same_values(in->prior_fields, in->server_fields, op->json, &same)
+                 : FSA_EINVAL;
+        if (st == FSA_ENOMEM)
+            return no_memory(why, whylen, op);
+        if (st == FSA_OK && same) {
             say(why, whylen, "the server changed other fields of %s %s; rebased on version %lld",
                 tname, op->id, (long long)in->server_version);
             return FSA_RESOLVE_REBASE;
@@ -109,7 +134,10 @@ fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_reso
     }
     case FSA_OP_TRANSITION: {
         char now[FSA_STATUS_BYTES];
-        if (fsa_model_get_status(in->server_fields, op->type, now) != FSA_OK) {
+        st = fsa_model_get_status(in->server_fields, op->type, now);
+        if (st == FSA_ENOMEM)
+            return no_memory(why, whylen, op);
+        if (st != FSA_OK) {
             say(why, whylen, "the server's %s %s has no status", tname, op->id);
             return FSA_RESOLVE_PARK;
         }
@@ -148,11 +176,13 @@ fsa_resolution_t fsa_resolve_group(const fsa_resolver_policy_t *policy,
         say(why, whylen, "empty group");
         return FSA_RESOLVE_PARK;
     }
-    /* park > server wins > rebase > converged; the verdict explained is the deciding one. */
+    /* retry > park > server wins > rebase > converged; the verdict explained is the deciding
+     * one. A member that could not be decided leaves the whole group undecided. */
     static const int rank[] = {[FSA_RESOLVE_CONVERGED] = 0,
                                [FSA_RESOLVE_REBASE] = 1,
                                [FSA_RESOLVE_SERVER_WINS] = 2,
-                               [FSA_RESOLVE_PARK] = 3};
+                               [FSA_RESOLVE_PARK] = 3,
+                               [FSA_RESOLVE_RETRY] = 4};
     fsa_resolution_t worst = FSA_RESOLVE_CONVERGED;
     int worst_rank = -1;
     for (size_t i = 0; i < n; i++) {
@@ -174,6 +204,7 @@ const char *fsa_resolution_name(fsa_resolution_t r)
     case FSA_RESOLVE_CONVERGED: return "converged";
     case FSA_RESOLVE_SERVER_WINS: return "server-wins";
     case FSA_RESOLVE_PARK: return "park";
+    case FSA_RESOLVE_RETRY: return "retry";
     }
     return "?";
 }

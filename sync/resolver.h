@@ -13,7 +13,9 @@ typedef enum fsa_resolution {
     FSA_RESOLVE_CONVERGED = 1,   /* the server already has what the op meant: done */
     FSA_RESOLVE_SERVER_WINS = 2, /* the server's state stands; kept visible, a person may
                                     override it with the local op */
-    FSA_RESOLVE_PARK = 3         /* kept for a person to decide */
+    FSA_RESOLVE_PARK = 3,        /* kept for a person to decide */
+    FSA_RESOLVE_RETRY = 4        /* nothing decided: an allocation failed; leave the conflict
+                                    open and undecided, and decide again later */
 } fsa_resolution_t;
 
 /* A per-type/field override of the default table. */
@@ -55,19 +57,22 @@ typedef struct fsa_resolver_input {
  *   merge, increment, append: never conflict on their own (only as part of a failed group):
  *        rebase.
  *   rejected (any kind), or an unknown server state: park.
+ *   FSA_RESOLVE_RETRY when an allocation failed (the comparison of values needs memory): never
+ *        a verdict, never stored.
  * why (whylen bytes, may be NULL) receives one line explaining the verdict.
  */
 fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_resolver_input_t *in,
                              char *why, size_t whylen);
 
-/* Decides a group as a whole from its members' inputs: park if any member parks, else server
- * wins if any member's server wins, else rebase (the group is resent without its converged
- * members, or is converged when all of them are). */
+/* Decides a group as a whole from its members' inputs: retry if any member could not be decided
+ * (an allocation failed), else park if any member parks, else server wins if any member's server
+ * wins, else rebase (the group is resent without its converged members, or is converged when all
+ * of them are). */
 fsa_resolution_t fsa_resolve_group(const fsa_resolver_policy_t *policy,
                                    const fsa_resolver_input_t *in, size_t n, char *why,
                                    size_t whylen);
 
-/* "rebase", "converged", "server-wins", "park". */
+/* "rebase", "converged", "server-wins", "park", "retry". */
 const char *fsa_resolution_name(fsa_resolution_t r);
 
 #endif

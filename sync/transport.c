@@ -219,8 +219,15 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, bool all
         say(err, errlen, "malformed base_url \"%.120s\": %s", url, curl_url_strerror(uc));
         goto out;
     }
-    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
+    uc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+    if (uc == CURLUE_OK)
+        uc = curl_url_get(u, CURLUPART_HOST, &host, 0);
+    if (uc == CURLUE_OUT_OF_MEMORY) {
+        st = FSA_ENOMEM;
+        say(err, errlen, "out of memory parsing base_url");
+        goto out;
+    }
+    if (uc != CURLUE_OK || host[0] == '\0') {
         say(err, errlen, "malformed base_url \"%.120s\": no scheme or host", url);
         goto out;
     }
@@ -236,6 +243,11 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, bool all
         uc = curl_url_get(u, forbidden[i], &extra, 0);
         curl_free(extra);
         extra = NULL;
+        if (uc == CURLUE_OUT_OF_MEMORY) { /* not "absent": the check did not happen */
+            st = FSA_ENOMEM;
+            say(err, errlen, "out of memory parsing base_url");
+            goto out;
+        }
         if (uc == CURLUE_OK) {
             /* Not echoed: the URL may hold a password. */
             say(err, errlen, "base_url must not hold credentials, a query or a fragment");

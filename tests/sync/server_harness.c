@@ -136,7 +136,7 @@ static void print_file(const char *path)
     char line[512];
     while (fgets(line, sizeof line, f) != NULL)
         fprintf(stderr, "  server stderr: %s", line);
-    fclose(f);
+    (void)fclose(f);
 }
 
 static int64_t mono_ms(void)

@@ -221,8 +221,8 @@ static void test_fsa_codec_decode_push__limits(void **state)
     const char *head =
         "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o\",\"seq\":1,\"at\":1,\"kind\":"
         "\"merge\",\"type\":\"ticket\",\"id\":\"T\",\"field\":\"ticketlog\",\"patch\":";
-    size_t depths[] = {32, 33, 50000};
-    fsa_status_t want[] = {FSA_OK, FSA_ETOOLARGE, FSA_ETOOLARGE};
+    const size_t depths[] = {32, 33, 50000};
+    const fsa_status_t want[] = {FSA_OK, FSA_ETOOLARGE, FSA_ETOOLARGE};
     for (size_t k = 0; k < 3; k++) {
         size_t n = (size_t)snprintf(b, cap, "%s", head);
         for (size_t i = 0; i + 1 < depths[k]; i++)
@@ -351,6 +351,8 @@ static void test_fsa_codec_decode_results__hostile(void **state)
         "{\"results\":[{\"op_id\":\"a\",\"status\":\"duplicate\"}]}",
         "{\"results\":[{\"op_id\":\"a\",\"status\":\"duplicate\",\"original\":\"duplicate\"}]}",
         "{\"results\":[{\"op_id\":\"a\",\"status\":\"conflict\",\"current\":{\"version\":1}}]}",
+        /* one string in two pieces: */
+        // NOLINTNEXTLINE(bugprone-suspicious-missing-comma)
         "{\"results\":[{\"op_id\":\"a\",\"status\":\"conflict\",\"current\":{\"version\":1,"
         "\"fields\":[]}}]}",
         "{\"results\":[{\"op_id\":\"a\",\"status\":\"rejected\"}]}",

@@ -28,8 +28,8 @@ static int64_t real_wall_ms(void)
 /* A device whose clock is off by skew_ms. */
 static void make_device(fx_t *f, int64_t skew_ms)
 {
-    fsa_wall_t start = {real_wall_ms() + skew_ms};
-    assert_fsa_ok(fsa_sim_new(5, start, "device", &f->sim));
+    fsa_wall_t skewed = {real_wall_ms() + skew_ms};
+    assert_fsa_ok(fsa_sim_new(5, skewed, "device", &f->sim));
     f->port = fsa_sim_port(f->sim);
     snprintf(f->db, sizeof f->db, "%s/device.db", f->srv.dir);
     fsa_journal_opts_t o = {.create = true};

@@ -160,8 +160,8 @@ static enum MHD_Result route_whoami(struct MHD_Connection *c)
 static void http_date(time_t when, char *out, size_t len)
 {
     struct tm tm;
-    gmtime_r(&when, &tm);
-    strftime(out, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    assert_non_null(gmtime_r(&when, &tm));
+    assert_true(strftime(out, len, "%a, %d %b %Y %H:%M:%S GMT", &tm) > 0);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -313,7 +313,7 @@ static char *read_text(const char *path)
         return NULL;
     char *buf = fsa_malloc(65536);
     size_t n = buf != NULL ? fread(buf, 1, 65535, f) : 0;
-    fclose(f);
+    (void)fclose(f);
     if (buf != NULL)
         buf[n] = '\0';
     return buf;

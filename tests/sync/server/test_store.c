@@ -205,7 +205,7 @@ static void test_fsa_store_open__refuses_a_foreign_database(void **state)
     assert_non_null(fp);
     fputs("this is not a database, just some text that is long enough to look like a header...",
           fp);
-    fclose(fp);
+    assert_int_equal(fclose(fp), 0);
     fsa_store_t *s = (fsa_store_t *)1;
     char err[256];
     assert_int_not_equal(fsa_store_open(fsa_port_posix(), path, 1, &s, err, sizeof err), FSA_OK);
