@@ -69,8 +69,8 @@ const char *fsa_journal_path(const fsa_journal_t *j);
  * Common statuses: FSA_OK; FSA_EINVAL (bad argument or value, rec->error names it);
  * FSA_ENOTFOUND (no such entity); FSA_EEXISTS (create of an existing entity);
  * FSA_ETRANSITION (rec->error names both states); FSA_EFULL (journal reached its budget:
- * "journal full"; or the device holding it has no space left: "disk full"); FSA_EFENCED; FSA_EBUSY (another writer held the journal past the busy
- * timeout); FSA_EIO; FSA_ENOMEM.
+ * "journal full"; or the device holding it has no space left: "disk full"); FSA_EFENCED;
+ * FSA_EBUSY (another writer held the journal past the busy timeout); FSA_EIO; FSA_ENOMEM.
  */
 
 /* create: fields_json is an object of the type's fields; absent ones take their defaults. */
