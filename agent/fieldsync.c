@@ -531,8 +531,8 @@ static const char *when(int64_t ms, char *buf, size_t cap)
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
     char ts[32];
-    gmtime_r(&t, &tm);
-    strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    if (gmtime_r(&t, &tm) == NULL || strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+        snprintf(ts, sizeof ts, "?");
     int64_t d = (ms - fsa_port_posix()->wall_now(NULL).ms) / 1000;
     if (d >= 0)
         snprintf(buf, cap, "%s (in %" PRId64 " s)", ts, d);

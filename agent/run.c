@@ -77,8 +77,8 @@ static void daemon_log(void *ctx, fsa_log_level_t level, const char *msg)
     char ts[32];
     time_t now = time(NULL);
     struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (gmtime_r(&now, &tm) == NULL || strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(ts, sizeof ts, "?");
     fprintf(stderr, "%s fieldsync[%ld]: %s: %s\n", ts, (long)getpid(), fsa_log_level_str(level),
             msg);
     if (d->use_syslog) {
@@ -295,6 +295,7 @@ static bool start_metrics_server(daemon_t *d, pthread_t *t)
     struct sockaddr_storage bound;
     socklen_t bl = sizeof bound;
     if (getsockname(d->listen_fd, (struct sockaddr *)&bound, &bl) == 0) {
+        // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): getsockname set it
         int port = bound.ss_family == AF_INET
                        ? ntohs(((struct sockaddr_in *)(void *)&bound)->sin_port)
                        : ntohs(((struct sockaddr_in6 *)(void *)&bound)->sin6_port);
@@ -593,7 +594,7 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
         if (f != NULL) {
             if (fgets(pid, sizeof pid, f) == NULL)
                 pid[0] = '\0';
-            fclose(f);
+            (void)fclose(f);
             pid[strcspn(pid, "\n")] = '\0';
         }
         fprintf(stderr, "fieldsync: another 'fieldsync run'%s%s%s is already syncing %s\n",
@@ -605,7 +606,7 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
     FILE *pf = fopen(lpath, "w");
     if (pf != NULL) {
         fprintf(pf, "%ld\n", (long)getpid());
-        fclose(pf);
+        (void)fclose(pf); /* the pid only names the holder in the message above */
     }
 
     st = fsa_watch_open(db_path, &d->watch);
@@ -623,7 +624,7 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for SIGPIPE */
 
     pthread_t metrics_thread, worker;
     bool metrics_running = false;

@@ -30,6 +30,8 @@ host_pkgs=(build-essential cmake pkg-config file openssl ca-certificates
   libmicrohttpd-dev zlib1g-dev libgnutls28-dev gcovr)
 # clang and its libFuzzer runtime, which Debian's clang package does not pull in (toolchain/fuzz.sh).
 host_pkgs+=(clang libclang-rt-14-dev)
+# The static analysers and the format check of toolchain/lint.sh.
+host_pkgs+=(cppcheck clang-tidy clang-format)
 # The target's libraries, unpacked into the sysroot with their dependencies.
 target_pkgs=(libc6-dev libsqlite3-dev libcurl4-openssl-dev libcjson-dev libmbedtls-dev
   libcmocka-dev libmicrohttpd-dev zlib1g-dev libgnutls28-dev)

@@ -282,17 +282,16 @@ bool fsa__check_member_in(const char *fields_json, const char *field, const char
         return false;
     const cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, field);
     const cJSON *v = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    const char *s = cJSON_GetStringValue(v); /* NULL unless v is a string */
     bool ok = false;
-    if (cJSON_IsString(v))
-        for (size_t i = 0; i < count && !ok; i++)
-            ok = strcmp(v->valuestring, allowed[i]) == 0;
-    if (!cJSON_IsString(v))
+    for (size_t i = 0; s != NULL && i < count && !ok; i++)
+        ok = strcmp(s, allowed[i]) == 0;
+    if (s == NULL)
         snprintf(details, cap, "%s.%s is missing or not a string", field, key);
     else if (!ok)
-        snprintf(details, cap, "%s.%s is %.60s, not one of the %zu expected", field, key,
-                 v->valuestring, count);
+        snprintf(details, cap, "%s.%s is %.60s, not one of the %zu expected", field, key, s, count);
     else
-        snprintf(details, cap, "%s.%s is %.60s", field, key, v->valuestring);
+        snprintf(details, cap, "%s.%s is %.60s", field, key, s);
     cJSON_Delete(root);
     return ok;
 }

@@ -93,8 +93,8 @@ static int64_t parse_duration(const char *v)
     char *end = NULL;
     errno = 0;
     long long n = strtoll(v, &end, 10);
-    int64_t mul = 1000;
     if (errno == 0 && end != v && n > 0) {
+        int64_t mul;
         if (strcmp(end, "ms") == 0)
             mul = 1;
         else if (strcmp(end, "s") == 0 || *end == '\0')

@@ -305,7 +305,7 @@ static void scn_autoclose(fsa__run_t *run)
     c.m_race = fsa_calloc((size_t)D, sizeof *c.m_race);
     c.m_complete = fsa_calloc((size_t)D, sizeof *c.m_complete);
     c.local = fsa_calloc((size_t)D, sizeof *c.local);
-    size_t nseed = (size_t)(D + c.races);
+    size_t nseed = (size_t)D + (size_t)c.races;
     seed_ent_t *seeds = fsa_calloc(nseed, sizeof *seeds);
     if (!c.closed || !c.m_start || !c.m_race || !c.m_complete || !c.local || !seeds) {
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
@@ -783,7 +783,6 @@ typedef struct att_rec {
 } att_rec_t;
 
 typedef struct att_ctx {
-    fsa__run_t *run;
     int pairs;
     att_rec_t **recs; /* per device: 2 * pairs */
     int *nrecs;
@@ -842,14 +841,14 @@ static void scn_attendance(fsa__run_t *run)
 {
     fsa__fleet_t *f = run->fleet;
     int D = f->ndev;
-    att_ctx_t c = {.run = run, .pairs = run->ops / D > 0 ? run->ops / D : 1};
+    att_ctx_t c = {.pairs = run->ops / D > 0 ? run->ops / D : 1};
     if (c.pairs > 50)
         c.pairs = 50;
-    c.recs = fsa_calloc((size_t)D, sizeof *c.recs);
+    c.recs = fsa_calloc((size_t)D, sizeof *c.recs); // NOLINT(bugprone-sizeof-expression)
     c.nrecs = fsa_calloc((size_t)D, sizeof *c.nrecs);
     bool ok = c.recs != NULL && c.nrecs != NULL;
     for (int i = 0; ok && i < D; i++)
-        ok = (c.recs[i] = fsa_calloc((size_t)(2 * c.pairs), sizeof **c.recs)) != NULL;
+        ok = (c.recs[i] = fsa_calloc(2 * (size_t)c.pairs, sizeof **c.recs)) != NULL;
     if (!ok) {
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
         goto out;

@@ -490,7 +490,7 @@ static bool file_contains(const char *path, const void *needle, size_t n)
         len = n - 1;
     }
     fsa_free(buf);
-    fclose(fp);
+    (void)fclose(fp);
     return found;
 }
 

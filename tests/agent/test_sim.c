@@ -145,7 +145,7 @@ static char *slurp(const char *path)
             cap *= 2;
         }
     }
-    fclose(f);
+    (void)fclose(f);
     if (buf != NULL)
         buf[n] = '\0';
     return buf;
@@ -482,7 +482,7 @@ static void write_sim_devices(const char *path, int n, int wrong)
         fprintf(f, "\"}");
     }
     fprintf(f, "]}\n");
-    fclose(f);
+    assert_int_equal(fclose(f), 0);
     assert_int_equal(chmod(path, 0600), 0);
 }
 

@@ -96,7 +96,8 @@ int main(int argc, char **argv)
             bare_s += bare_sqlite(bp, r * (n / rounds), n / rounds, row, full);
             rec_s += journal_record(jp, r * (n / rounds), n / rounds, full);
         }
-        double bare = (n / rounds) * rounds / bare_s, rec = (n / rounds) * rounds / rec_s;
+        int ran = n / rounds * rounds; /* the records the rounds made */
+        double bare = ran / bare_s, rec = ran / rec_s;
         const char *mode = full ? "fsync" : "normal";
         printf("journal record (%s): %.0f ops/s; bare SQLite insert of %zu bytes: %.0f ops/s; "
                "ratio %.2f (goal >= 0.8 with FULL)\n",

@@ -39,6 +39,8 @@ static void make_op(fsa_op_t *op, int64_t seq)
     op->by = 1;
 }
 
+/* The type of curl's write callback, char * included. */
+// NOLINTNEXTLINE(readability-non-const-parameter)
 static size_t discard(char *p, size_t size, size_t n, void *arg)
 {
     (void)p;
