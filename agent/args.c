@@ -14,7 +14,7 @@ fsa_status_t fsa_args_quote(const char *s, char *buf, size_t cap)
     static const char hex[] = "0123456789abcdef";
     size_t o = strlen(buf);
     size_t start = o;
-    if (o + 1 >= cap)
+    if (o + 2 >= cap) /* room for both quotes and the NUL, even for "" */
         return FSA_ETOOLARGE;
     buf[o++] = '"';
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -117,9 +117,10 @@ fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
         } else {
             st = fsa_args_quote(value, buf, cap - 1);
         }
-        if (st == FSA_ETOOLARGE)
-            snprintf(err, errlen, "fields are too large (at most %zu bytes)", cap);
     }
+    /* Every way of running out of room says so (two of them leave the loop early). */
+    if (st == FSA_ETOOLARGE)
+        snprintf(err, errlen, "fields are too large (at most %zu bytes)", cap);
     if (st == FSA_OK) {
         size_t o = strlen(buf);
         buf[o] = '}';

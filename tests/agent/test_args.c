@@ -4,6 +4,7 @@
 
 #include "agent/args.h"
 #include "port/alloc.h"
+#include "port/limits.h"
 #include "tests/test_util.h"
 
 static char *obj(int n, char **args, fsa_status_t want, const char *err_has)
@@ -86,6 +87,65 @@ static void test_fsa_args_quote__control_chars_and_room(void **state)
     assert_string_equal(small, ""); /* unchanged */
 }
 
+/* Found by tests/fuzz/fuzz_args: "" needs three bytes (two quotes and the NUL); with two left,
+ * the closing NUL went one byte past the buffer. */
+static void test_fsa_args_quote__empty_string_at_the_end(void **state)
+{
+    (void)state;
+    char buf[4] = {'x', '\0', 'G', 'G'};
+    assert_int_equal(fsa_args_quote("", buf, 3), FSA_ETOOLARGE);
+    assert_string_equal(buf, "x");
+    assert_int_equal(buf[2], 'G');
+    assert_fsa_ok(fsa_args_quote("", buf, 4));
+    assert_string_equal(buf, "x\"\"");
+}
+
+/* The same one byte past the object's buffer: an empty VALUE quoted where it just does not fit
+ * ahead of the closing brace. VALUE of the first argument is sized to leave exactly that. */
+static void test_fsa_args_object__empty_value_at_the_limit(void **state)
+{
+    (void)state;
+    size_t cap = FSA_LIMIT_FIELDS_BYTES;
+    size_t vlen = cap - 13; /* {"a":V,"b": then leaves cap - 3 bytes used */
+    char *a0 = fsa_malloc(2 + vlen + 1);
+    assert_non_null(a0);
+    memcpy(a0, "a=[", 3); // NOLINT(bugprone-not-null-terminated-result): "1]" below ends it
+    memset(a0 + 3, ' ', vlen - 3);
+    memcpy(a0 + vlen, "1]", 3);
+    char b0[] = "b=";
+    char *a[] = {a0, b0};
+    assert_null(obj(2, a, FSA_ETOOLARGE, "too large"));
+    fsa_free(a0);
+}
+
+/* "a=[ ... 1]", sized so that {"a":V leaves `left` bytes of the object's buffer. */
+static char *arg_leaving(size_t left)
+{
+    size_t vlen = FSA_LIMIT_FIELDS_BYTES - 5 - left;
+    char *a = fsa_malloc(2 + vlen + 1);
+    assert_non_null(a);
+    memcpy(a, "a=[", 3); // NOLINT(bugprone-not-null-terminated-result): "1]" below ends it
+    memset(a + 3, ' ', vlen - 3);
+    memcpy(a + vlen, "1]", 3);
+    return a;
+}
+
+/* Found by tests/fuzz/fuzz_args: a NAME or a JSON VALUE that did not fit left the loop before the
+ * error was written, so fieldsync printed an empty error. */
+static void test_fsa_args_object__too_large_always_says_why(void **state)
+{
+    (void)state;
+    char n12[] = "n=12";
+    char *a0 = arg_leaving(5); /* no room for ,"n": */
+    char *a[] = {a0, n12};
+    assert_null(obj(2, a, FSA_ETOOLARGE, "too large"));
+    fsa_free(a0);
+    a0 = arg_leaving(8); /* room for ,"n": but not for 12 and the brace */
+    a[0] = a0;
+    assert_null(obj(2, a, FSA_ETOOLARGE, "too large"));
+    fsa_free(a0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -94,6 +154,9 @@ int main(void)
         cmocka_unit_test(test_fsa_args_object__bad_names_and_repeats),
         cmocka_unit_test(test_fsa_args_object__bounded),
         cmocka_unit_test(test_fsa_args_quote__control_chars_and_room),
+        cmocka_unit_test(test_fsa_args_quote__empty_string_at_the_end),
+        cmocka_unit_test(test_fsa_args_object__empty_value_at_the_limit),
+        cmocka_unit_test(test_fsa_args_object__too_large_always_says_why),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
