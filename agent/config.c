@@ -7,6 +7,15 @@
 #include "agent/config.h"
 #include "port/files.h"
 
+fsa_status_t fsa_agent_parse_secret(const char *text, size_t len, fsa_signer_key_t *key)
+{
+    if (text == NULL)
+        return fsa_signer_key_parse(NULL, 0, key);
+    while (len > 0 && isspace((unsigned char)text[len - 1]))
+        len--;
+    return fsa_signer_key_parse(text, len, key);
+}
+
 fsa_status_t fsa_agent_read_secret(const char *path, fsa_signer_key_t *key, char *err,
                                    size_t errlen)
 {
@@ -15,10 +24,7 @@ fsa_status_t fsa_agent_read_secret(const char *path, fsa_signer_key_t *key, char
     fsa_status_t st = fsa_file_read(path, 4096, 1, &text, &len, err, errlen);
     if (st != FSA_OK)
         return st;
-    size_t n = len;
-    while (n > 0 && isspace((unsigned char)text[n - 1]))
-        n--;
-    st = fsa_signer_key_parse(text, n, key);
+    st = fsa_agent_parse_secret(text, len, key);
     if (st != FSA_OK)
         snprintf(err, errlen, "secret file %s must hold exactly 64 hex characters", path);
     fsa_file_wipe_free(text, len);

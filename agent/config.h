@@ -15,6 +15,11 @@
 #define FSA_CFG_PINS "pins"
 #define FSA_CFG_ALLOW_HTTP "allow_http"
 
+/* Parses the content of a device secret file (len bytes, need not be NUL terminated): exactly 64
+ * hex characters, then optional whitespace. FSA_OK, or FSA_EINVAL with *key wiped. */
+fsa_status_t fsa_agent_parse_secret(const char *text, size_t len,
+                                    fsa_signer_key_t *key) FSA_MUST_CHECK;
+
 /* Reads a device secret file: it must be private (mode 0600 or 0400, ours) and hold exactly 64
  * hex characters (a trailing newline is allowed). FSA_OK, FSA_EPERM, FSA_EINVAL, FSA_ENOTFOUND,
  * FSA_EIO; err names the file and the problem, never the secret. */

@@ -31,10 +31,11 @@
 #include "port/alloc.h"
 #include "port/limits.h"
 #include "sync/codec.h"
+#include "sync/server/request.h"
 #include "sync/server/store.h"
 #include "sync/signer.h"
 
-#define URI_MAX 2048
+#define URI_MAX FSA__SERVER_URI_MAX
 /* A compressed body can be a little larger than its inflated form (incompressible data). */
 #define RAW_BODY_MAX (FSA_LIMIT_BODY_BYTES + 64 * 1024)
 #define TOKEN_MAX 4096
@@ -71,10 +72,7 @@ static long long get(atomic_llong *c)
 
 /* ---- devices and the nonce cache ---- */
 
-typedef struct device {
-    char id[FSA_ID_BYTES];
-    fsa_signer_key_t key;
-} device_t;
+typedef fsa__server_device_t device_t;
 
 typedef struct nonce_slot {
     uint64_t a, b;      /* the nonce's 16 bytes */
@@ -338,9 +336,9 @@ static int device_find_cmp(const void *key, const void *elem)
     return strcmp(key, ((const device_t *)elem)->id);
 }
 
-static const device_t *device_find(const fsa_server_t *srv, const char *id)
+static const device_t *device_find(const device_t *devices, size_t n, const char *id)
 {
-    return bsearch(id, srv->devices, srv->ndevices, sizeof *srv->devices, device_find_cmp);
+    return bsearch(id, devices, n, sizeof *devices, device_find_cmp);
 }
 
 static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
@@ -403,7 +401,8 @@ static fsa_status_t load_admin_token(fsa_server_t *srv, char *err, size_t errlen
         st = fsa_signer_sha256_hex(text, len, hex);
         for (size_t i = 0; st == FSA_OK && i < 32; i++) {
             unsigned v = 0;
-            sscanf(hex + 2 * i, "%2x", &v);
+            /* hex is our own SHA-256 output: two hex digits always convert. */
+            sscanf(hex + 2 * i, "%2x", &v); // NOLINT(cert-err33-c,cert-err34-c)
             srv->admin_hash[i] = (unsigned char)v;
         }
         fsa_signer_wipe(hex, sizeof hex);
@@ -498,11 +497,7 @@ out:
 
 /* ---- authentication (PROTOCOL.md section 5) ---- */
 
-typedef struct auth_fail {
-    unsigned http;
-    const char *code;
-    const char *message;
-} auth_fail_t;
+typedef fsa__server_fail_t auth_fail_t;
 
 /* A decimal integer of at most 18 digits (so it can neither overflow nor, as a timestamp, make
  * the skew arithmetic overflow), optionally negative. */
@@ -524,46 +519,74 @@ static bool parse_i64(const char *s, int64_t *out)
     return true;
 }
 
+void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
+                            const fsa__server_auth_in_t *in, fsa__server_auth_t *out)
+{
+    memset(out, 0, sizeof *out);
+    const device_t *d = in->device_id != NULL ? device_find(devices, n, in->device_id) : NULL;
+    if (d == NULL) {
+        out->verdict = FSA__AUTH_UNKNOWN_DEVICE;
+        out->fail = (auth_fail_t){401, "unknown_device", "unknown device"};
+        return;
+    }
+    if (in->timestamp == NULL || in->signature == NULL || in->nonce == NULL ||
+        !parse_i64(in->timestamp, &out->ts) ||
+        !nonce_parse(in->nonce, &out->nonce_a, &out->nonce_b) ||
+        fsa_signer_verify(&d->key, in->method, in->uri, in->timestamp, in->nonce,
+                          in->body != NULL ? in->body : "", in->len, in->signature) != FSA_OK) {
+        out->verdict = FSA__AUTH_BAD_SIGNATURE;
+        out->fail = (auth_fail_t){401, "bad_signature", "the request signature does not verify"};
+        return;
+    }
+    /* The signer is known only now: a path naming another device is refused after the signature
+     * so that probing does not reveal which ids exist. */
+    if (in->path_device != NULL && strcmp(in->path_device, d->id) != 0) {
+        out->verdict = FSA__AUTH_NOT_SIGNER;
+        out->fail =
+            (auth_fail_t){401, "unknown_device", "the device in the path is not the signer"};
+        return;
+    }
+    int64_t skew = in->now_ms > out->ts ? in->now_ms - out->ts : out->ts - in->now_ms;
+    if (skew > FSA_LIMIT_SKEW_MS) {
+        out->verdict = FSA__AUTH_CLOCK_SKEW;
+        out->fail =
+            (auth_fail_t){401, "clock_skew", "X-Timestamp is more than 300 s from server_time"};
+        return;
+    }
+    out->verdict = FSA__AUTH_OK;
+    out->dev = d;
+}
+
 /* Authenticates a device request; on success *dev is the signer. */
 static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const request_t *req,
                          const char *method, const char *path_device, const device_t **dev,
                          auth_fail_t *fail)
 {
-    const char *hid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Device-Id");
-    const char *hts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Timestamp");
-    const char *hnonce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Nonce");
-    const char *hsig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Signature");
+    fsa__server_auth_in_t in = {
+        .method = method,
+        .uri = req->uri,
+        .device_id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Device-Id"),
+        .timestamp = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Timestamp"),
+        .nonce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Nonce"),
+        .signature = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Signature"),
+        .body = req->body,
+        .len = req->len,
+        .path_device = path_device,
+        .now_ms = now_ms(srv),
+    };
+    fsa__server_auth_t a;
+    fsa__server_auth_check(srv->devices, srv->ndevices, &in, &a);
     *dev = NULL;
-    const device_t *d = hid != NULL ? device_find(srv, hid) : NULL;
-    if (d == NULL) {
-        *fail = (auth_fail_t){401, "unknown_device", "unknown device"};
-        bump(&srv->stats.unknown_device);
+    if (a.verdict != FSA__AUTH_OK) {
+        *fail = a.fail;
+        bump(a.verdict == FSA__AUTH_BAD_SIGNATURE ? &srv->stats.bad_signature
+             : a.verdict == FSA__AUTH_CLOCK_SKEW  ? &srv->stats.clock_skew
+                                                  : &srv->stats.unknown_device);
         return false;
     }
-    int64_t ts = 0;
-    uint64_t na = 0, nb = 0;
-    if (hts == NULL || hsig == NULL || hnonce == NULL || !parse_i64(hts, &ts) ||
-        !nonce_parse(hnonce, &na, &nb) ||
-        fsa_signer_verify(&d->key, method, req->uri, hts, hnonce,
-                          req->body != NULL ? req->body : "", req->len, hsig) != FSA_OK) {
-        *fail = (auth_fail_t){401, "bad_signature", "the request signature does not verify"};
-        bump(&srv->stats.bad_signature);
-        return false;
-    }
-    /* The signer is known only now: a path naming another device is refused after the signature
-     * so that probing does not reveal which ids exist. */
-    if (path_device != NULL && strcmp(path_device, d->id) != 0) {
-        *fail = (auth_fail_t){401, "unknown_device", "the device in the path is not the signer"};
-        bump(&srv->stats.unknown_device);
-        return false;
-    }
-    int64_t now = now_ms(srv);
-    int64_t skew = now > ts ? now - ts : ts - now;
-    if (skew > FSA_LIMIT_SKEW_MS) {
-        *fail = (auth_fail_t){401, "clock_skew", "X-Timestamp is more than 300 s from server_time"};
-        bump(&srv->stats.clock_skew);
-        return false;
-    }
+    const device_t *d = a.dev;
+    int64_t ts = a.ts, now = in.now_ms;
+    uint64_t na = a.nonce_a, nb = a.nonce_b;
     uint32_t didx = (uint32_t)(d - srv->devices) + 1;
     nonce_result_t nr = nonce_check(srv, didx, na, nb, ts + FSA_LIMIT_SKEW_MS + 1000, now);
     if (nr == NONCE_REPLAY) {
@@ -655,37 +678,50 @@ static fsa_status_t inflate_body(const char *in, size_t in_len, char **out, size
     return FSA_OK;
 }
 
-/* The request body as JSON text: inflated when sent with Content-Encoding: gzip. *owned is the
- * buffer to fsa_free (NULL when the raw body is used as is). */
-static bool request_json(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
-                         const char **text, size_t *len, char **owned, enum MHD_Result *ret)
+fsa_status_t fsa__server_push_body(const char *content_encoding, const char *body, size_t len,
+                                   fsa_codec_push_t *push, fsa_codec_err_t *cerr,
+                                   fsa__server_fail_t *fail)
 {
-    const char *enc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Encoding");
-    *owned = NULL;
-    *text = req->body != NULL ? req->body : "";
-    *len = req->len;
-    if (enc == NULL || strcasecmp(enc, "identity") == 0)
-        return true;
-    if (strcasecmp(enc, "gzip") != 0) {
-        bump(&srv->stats.malformed);
-        *ret = respond_error(srv, c, 400, "malformed", "unsupported Content-Encoding");
-        return false;
+    memset(push, 0, sizeof *push);
+    *fail = (fsa__server_fail_t){0, "", ""};
+    const char *text = body != NULL ? body : "";
+    char *owned = NULL;
+    if (content_encoding != NULL && strcasecmp(content_encoding, "identity") != 0) {
+        if (strcasecmp(content_encoding, "gzip") != 0) {
+            *fail = (fsa__server_fail_t){400, "malformed", "unsupported Content-Encoding"};
+            return FSA_EINVAL;
+        }
+        fsa_status_t st = inflate_body(text, len, &owned, &len);
+        if (st == FSA_ETOOLARGE)
+            *fail = (fsa__server_fail_t){413, "too_large", "the inflated body is over 1 MiB"};
+        else if (st == FSA_EINVAL)
+            *fail = (fsa__server_fail_t){400, "malformed", "the gzip body is corrupt"};
+        else if (st != FSA_OK)
+            *fail = (fsa__server_fail_t){500, "internal", "out of memory"};
+        if (st != FSA_OK)
+            return st == FSA_ETOOLARGE || st == FSA_EINVAL ? st : FSA_ENOMEM;
+        text = owned;
     }
-    fsa_status_t st = inflate_body(*text, *len, owned, len);
-    if (st == FSA_OK) {
-        *text = *owned;
-        return true;
-    }
-    if (st == FSA_ETOOLARGE) {
+    fsa_status_t st = fsa_codec_decode_push(text, len, push, cerr);
+    fsa_free(owned);
+    if (st == FSA_ETOOLARGE)
+        *fail = (fsa__server_fail_t){413, "too_large", cerr->message};
+    else if (st == FSA_EINVAL)
+        *fail = (fsa__server_fail_t){400, "malformed", cerr->message};
+    else if (st != FSA_OK)
+        *fail = (fsa__server_fail_t){500, "internal", "out of memory"};
+    return st == FSA_OK || st == FSA_ETOOLARGE || st == FSA_EINVAL ? st : FSA_ENOMEM;
+}
+
+/* Answers a refused body, counting it. */
+static enum MHD_Result respond_body_fail(fsa_server_t *srv, struct MHD_Connection *c,
+                                         const fsa__server_fail_t *f)
+{
+    if (f->http == 413)
         bump(&srv->stats.too_large);
-        *ret = respond_error(srv, c, 413, "too_large", "the inflated body is over 1 MiB");
-    } else if (st == FSA_EINVAL) {
+    else if (f->http == 400)
         bump(&srv->stats.malformed);
-        *ret = respond_error(srv, c, 400, "malformed", "the gzip body is corrupt");
-    } else {
-        *ret = respond_error(srv, c, 500, "internal", "out of memory");
-    }
-    return false;
+    return respond_error(srv, c, f->http, f->code, f->message);
 }
 
 static enum MHD_Result respond_codec_error(fsa_server_t *srv, struct MHD_Connection *c,
@@ -738,19 +774,13 @@ static enum MHD_Result apply_and_answer(fsa_server_t *srv, struct MHD_Connection
 static enum MHD_Result handle_push(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
                                    const device_t *dev)
 {
-    const char *text = NULL;
-    size_t len = 0;
-    char *owned = NULL;
-    enum MHD_Result ret = MHD_NO;
-    if (!request_json(srv, c, req, &text, &len, &owned, &ret))
-        return ret;
+    const char *enc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Encoding");
     fsa_codec_push_t push;
     fsa_codec_err_t cerr;
-    fsa_status_t st = fsa_codec_decode_push(text, len, &push, &cerr);
-    fsa_free(owned);
-    if (st != FSA_OK)
-        return respond_codec_error(srv, c, st, &cerr);
-    ret = apply_and_answer(srv, c, dev->id, false, &push);
+    fsa__server_fail_t fail;
+    if (fsa__server_push_body(enc, req->body, req->len, &push, &cerr, &fail) != FSA_OK)
+        return respond_body_fail(srv, c, &fail);
+    enum MHD_Result ret = apply_and_answer(srv, c, dev->id, false, &push);
     fsa_codec_push_free(&push);
     return ret;
 }
@@ -778,21 +808,29 @@ static bool query_get(const char *query, const char *name, char *out, size_t cap
     return true;
 }
 
-static enum MHD_Result handle_pull(fsa_server_t *srv, struct MHD_Connection *c, const char *query,
-                                   const device_t *dev)
+bool fsa__server_pull_query(const char *query, int64_t *since, int64_t *limit)
 {
     char since_s[FSA_CODEC_CURSOR_BYTES];
     char limit_s[16];
     bool has_since = false, has_limit = false;
+    *since = 0;
+    *limit = PULL_DEFAULT_LIMIT;
+    const size_t plen = strlen(CURSOR_PREFIX);
+    return query_get(query, "since", since_s, sizeof since_s, &has_since) &&
+           query_get(query, "limit", limit_s, sizeof limit_s, &has_limit) &&
+           !(has_since && since_s[0] != '\0' &&
+             (strncmp(since_s, CURSOR_PREFIX, plen) != 0 || !parse_i64(since_s + plen, since) ||
+              *since < 0)) &&
+           !(has_limit &&
+             (!parse_i64(limit_s, limit) || *limit < 1 || *limit > FSA_STORE_PULL_MAX));
+}
+
+static enum MHD_Result handle_pull(fsa_server_t *srv, struct MHD_Connection *c, const char *query,
+                                   const device_t *dev)
+{
     int64_t since = 0;
     int64_t limit = PULL_DEFAULT_LIMIT;
-    const size_t plen = strlen(CURSOR_PREFIX);
-    if (!query_get(query, "since", since_s, sizeof since_s, &has_since) ||
-        !query_get(query, "limit", limit_s, sizeof limit_s, &has_limit) ||
-        (has_since && since_s[0] != '\0' &&
-         (strncmp(since_s, CURSOR_PREFIX, plen) != 0 || !parse_i64(since_s + plen, &since) ||
-          since < 0)) ||
-        (has_limit && (!parse_i64(limit_s, &limit) || limit < 1 || limit > FSA_STORE_PULL_MAX))) {
+    if (!fsa__server_pull_query(query, &since, &limit)) {
         bump(&srv->stats.malformed);
         return respond_error(srv, c, 400, "malformed",
                              "since must be a cursor from this server, limit 1..1000");
@@ -829,7 +867,7 @@ static bool admin_authorized(fsa_server_t *srv, struct MHD_Connection *c)
         return false;
     for (size_t i = 0; i < 32; i++) {
         unsigned v = 0;
-        sscanf(hex + 2 * i, "%2x", &v);
+        sscanf(hex + 2 * i, "%2x", &v); // NOLINT(cert-err33-c,cert-err34-c): see load_admin_token
         got[i] = (unsigned char)v;
     }
     return fsa_signer_equal(got, srv->admin_hash, sizeof got);
@@ -1022,34 +1060,44 @@ static enum MHD_Result handle_admin(fsa_server_t *srv, struct MHD_Connection *c,
 
 /* ---- routing ---- */
 
+void fsa__server_route(const char *uri, fsa__server_route_t *out)
+{
+    char *path = out->path;
+    snprintf(path, sizeof out->path, "%s", uri);
+    char *q = strchr(path, '?');
+    out->query = "";
+    if (q != NULL) {
+        *q = '\0';
+        out->query = uri + (q - path) + 1;
+    }
+    out->admin = strncmp(path, "/admin/v1/", 10) == 0;
+    out->push = out->pull = false;
+    out->device[0] = '\0';
+    if (out->admin)
+        return;
+
+    static const char prefix[] = "/v1/devices/";
+    if (strncmp(path, prefix, sizeof prefix - 1) == 0) {
+        const char *d = path + sizeof prefix - 1;
+        const char *tail = strchr(d, '/');
+        if (tail != NULL && (size_t)(tail - d) < sizeof out->device) {
+            memcpy(out->device, d, (size_t)(tail - d));
+            out->device[tail - d] = '\0';
+            out->push = strcmp(tail, "/ops") == 0;
+            out->pull = strcmp(tail, "/changes") == 0;
+        }
+    }
+}
+
 static enum MHD_Result handle_request(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
                                       const char *method)
 {
-    char path[URI_MAX];
-    snprintf(path, sizeof path, "%s", req->uri);
-    char *q = strchr(path, '?');
-    const char *query = "";
-    if (q != NULL) {
-        *q = '\0';
-        query = req->uri + (q - path) + 1;
-    }
-    if (strncmp(path, "/admin/v1/", 10) == 0)
-        return handle_admin(srv, c, req, method, path);
-
-    static const char prefix[] = "/v1/devices/";
-    const char *tail = NULL;
-    char devid[FSA_ID_BYTES + 1];
-    bool is_push = false, is_pull = false;
-    if (strncmp(path, prefix, sizeof prefix - 1) == 0) {
-        const char *d = path + sizeof prefix - 1;
-        tail = strchr(d, '/');
-        if (tail != NULL && (size_t)(tail - d) < sizeof devid) {
-            memcpy(devid, d, (size_t)(tail - d));
-            devid[tail - d] = '\0';
-            is_push = strcmp(tail, "/ops") == 0;
-            is_pull = strcmp(tail, "/changes") == 0;
-        }
-    }
+    fsa__server_route_t rt;
+    fsa__server_route(req->uri, &rt);
+    if (rt.admin)
+        return handle_admin(srv, c, req, method, rt.path);
+    const char *query = rt.query, *devid = rt.device;
+    bool is_push = rt.push, is_pull = rt.pull;
     if (!is_push && !is_pull) {
         bump(&srv->stats.other);
         return respond_error(srv, c, 404, "not_found", "no such resource");
@@ -1194,6 +1242,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return ret;
 }
 
+/* MHD's format, checked by the compiler as a printf format passed on. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) FSA_PRINTF(2, 0);
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     fsa_server_t *srv = cls;
@@ -1237,7 +1288,7 @@ static fsa_status_t bind_listen(fsa_server_t *srv, char *err, size_t errlen)
     int family = ai->ai_family;
     freeaddrinfo(ai);
     if (st != FSA_OK)
-        return st;
+        return st; // cppcheck-suppress resourceLeak ; fd was closed above whenever st != FSA_OK
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     unsigned port = 0;

@@ -1,0 +1,102 @@
+/* fieldsync-server: the pure steps of a device request (routing, authentication, body, query). */
+#ifndef FSA_SYNC_SERVER_REQUEST_H
+#define FSA_SYNC_SERVER_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/model.h"
+#include "sync/codec.h"
+#include "sync/signer.h"
+
+/*
+ * Internal to the server (server.c defines them); declared here so that the fuzz targets in
+ * tests/fuzz/ drive the same code the server runs on (method, target, headers, body), without
+ * libmicrohttpd, sockets or the store. No I/O, no clock (now is passed in), no global state: the
+ * nonce cache, the statistics and the fault generator stay in server.c, around these steps.
+ */
+
+#define FSA__SERVER_URI_MAX 2048 /* a request target this long or longer is refused (414) */
+
+/* One device of the devices file, its secret parsed. */
+typedef struct fsa__server_device {
+    char id[FSA_ID_BYTES];
+    fsa_signer_key_t key;
+} fsa__server_device_t;
+
+/* How a request is refused: the HTTP status, the protocol's error code and one line (static, or
+ * pointing into the fsa_codec_err_t given to the step that failed). */
+typedef struct fsa__server_fail {
+    unsigned http;
+    const char *code;
+    const char *message;
+} fsa__server_fail_t;
+
+/* Where a request target leads. */
+typedef struct fsa__server_route {
+    char path[FSA__SERVER_URI_MAX]; /* the target without its query */
+    const char *query;              /* points into the target after '?', or "" */
+    bool admin;                     /* under /admin/v1/ */
+    bool push;                      /* /v1/devices/<device>/ops */
+    bool pull;                      /* /v1/devices/<device>/changes */
+    char device[FSA_ID_BYTES + 1];  /* the path's device (push and pull only) */
+} fsa__server_route_t;
+
+/* Routes uri (a NUL-terminated target shorter than FSA__SERVER_URI_MAX) into *out. */
+void fsa__server_route(const char *uri, fsa__server_route_t *out);
+
+/* Why authentication failed, so the server counts it; FSA__AUTH_OK when it did not. */
+typedef enum fsa__server_auth_verdict {
+    FSA__AUTH_OK = 0,
+    FSA__AUTH_UNKNOWN_DEVICE, /* no or unknown X-Device-Id (401 unknown_device) */
+    FSA__AUTH_BAD_SIGNATURE,  /* a header missing or malformed, or the signature (401) */
+    FSA__AUTH_NOT_SIGNER,     /* the path names another device than the signer (401) */
+    FSA__AUTH_CLOCK_SKEW      /* X-Timestamp more than FSA_LIMIT_SKEW_MS from now (401) */
+} fsa__server_auth_verdict_t;
+
+/* A device request as received: every string NUL terminated, headers NULL when absent. */
+typedef struct fsa__server_auth_in {
+    const char *method;
+    const char *uri; /* the request target exactly as sent (it is signed byte for byte) */
+    const char *device_id, *timestamp, *nonce, *signature; /* X-Device-Id ... X-Signature */
+    const char *body;                                      /* raw body as sent; NULL: empty */
+    size_t len;
+    const char *path_device; /* the device the path names; NULL: none */
+    int64_t now_ms;          /* the server's wall clock */
+} fsa__server_auth_in_t;
+
+typedef struct fsa__server_auth {
+    fsa__server_auth_verdict_t verdict;
+    fsa__server_fail_t fail;         /* when verdict is not FSA__AUTH_OK */
+    const fsa__server_device_t *dev; /* the signer on FSA__AUTH_OK, else NULL */
+    int64_t ts;                      /* X-Timestamp, parsed */
+    uint64_t nonce_a, nonce_b;       /* X-Nonce's 16 bytes, parsed */
+} fsa__server_auth_t;
+
+/*
+ * PROTOCOL.md section 5 without the replay check: the device among devices[0..n) (sorted by id),
+ * the headers' shapes, the signature, that the path names the signer, the clock skew. On
+ * FSA__AUTH_OK the caller still checks the nonce (ts and nonce_a/b) against its cache.
+ */
+void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
+                            const fsa__server_auth_in_t *in, fsa__server_auth_t *out);
+
+/*
+ * A push body as the server reads it: content_encoding NULL or "identity" (as is) or "gzip"
+ * (inflated within FSA_LIMIT_BODY_BYTES; a gzip bomb costs at most one limit's worth of work),
+ * then fsa_codec_decode_push(). body may be NULL when len is 0.
+ * On FSA_OK *push holds the batch (fsa_codec_push_free). Otherwise *push is empty and *fail the
+ * answer: 400 malformed (FSA_EINVAL), 413 too_large (FSA_ETOOLARGE), 500 internal (FSA_ENOMEM);
+ * its message may point into *cerr.
+ */
+fsa_status_t fsa__server_push_body(const char *content_encoding, const char *body, size_t len,
+                                   fsa_codec_push_t *push, fsa_codec_err_t *cerr,
+                                   fsa__server_fail_t *fail) FSA_MUST_CHECK;
+
+/* A pull's query string ("since=v1.N&limit=M", both optional, no percent-decoding): true with
+ * *since (0 when absent or empty) and *limit (100 when absent, else 1..FSA_STORE_PULL_MAX), false
+ * when malformed (400). */
+bool fsa__server_pull_query(const char *query, int64_t *since, int64_t *limit);
+
+#endif
