@@ -131,17 +131,21 @@ static fsa_status_t begin(fsa_journal_t *j)
     return st;
 }
 
+/* How a COMMIT failed: not at all, or how. */
+typedef enum commit_fail { COMMIT_DONE, COMMIT_FAILED, COMMIT_FSYNC_FAILED } commit_fail_t;
+
 /* Commits when st is FSA_OK, else rolls back; returns the final status. Releases the mutex.
- * *commit_failed (may be NULL) tells whether it was the COMMIT that failed. */
-static fsa_status_t finish_commit(fsa_journal_t *j, fsa_status_t st, bool *commit_failed)
+ * *how (may be NULL) tells whether it was the COMMIT that failed, and whether at its fsync. */
+static fsa_status_t finish_commit(fsa_journal_t *j, fsa_status_t st, commit_fail_t *how)
 {
-    if (commit_failed != NULL)
-        *commit_failed = false;
+    if (how != NULL)
+        *how = COMMIT_DONE;
     if (st == FSA_OK) {
         st = fsa__db_exec(j->db, "COMMIT", NULL, 0);
         if (st != FSA_OK) {
-            if (commit_failed != NULL)
-                *commit_failed = true;
+            if (how != NULL)
+                *how = sqlite3_extended_errcode(j->db) == SQLITE_IOERR_FSYNC ? COMMIT_FSYNC_FAILED
+                                                                             : COMMIT_FAILED;
             (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
         }
     } else {
@@ -172,6 +176,22 @@ static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool at_commit)
     else
         rec_error(rec, "journal full: %s reached its budget of %" PRId64 " MiB; sync to make room",
                   j->path, j->budget_bytes / (1024 * 1024));
+}
+
+/*
+ * A failed fsync at COMMIT is the one failure that leaves the outcome open: the op's WAL frames
+ * are written, SQLite reports the error and the op is not in the journal now, but a power loss
+ * before the next commit lets recovery find those frames and bring the op back (the next commit
+ * overwrites them, so without a power loss it stays out). Recording it again at once is safe;
+ * after a power loss, the person should look first. The message says so.
+ */
+static void fsync_message(fsa_journal_t *j, fsa_rec_t *rec)
+{
+    rec_error(rec,
+              "journal %s: the device failed to store the op (fsync failed); it is not recorded, "
+              "but if the device loses power before the next write it may come back: after a "
+              "restart, check with 'fieldsync show' before recording it again",
+              j->path);
 }
 
 /* ---- open / close ---- */
@@ -719,10 +739,12 @@ static fsa_status_t record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n, 
             rec->seq = op.seq;
         }
     }
-    bool at_commit = false;
-    s = finish_commit(j, s, &at_commit);
+    commit_fail_t how = COMMIT_DONE;
+    s = finish_commit(j, s, &how);
     if (s == FSA_EFULL)
-        full_message(j, rec, at_commit);
+        full_message(j, rec, how != COMMIT_DONE);
+    else if (how == COMMIT_FSYNC_FAILED)
+        fsync_message(j, rec);
     else if (s != FSA_OK && rec != NULL && rec->error[0] == '\0')
         rec_error(rec, "journal %s: write failed (%s)", j->path, fsa_status_str(s));
     if (s != FSA_OK && rec != NULL) {
@@ -1534,10 +1556,12 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
     }
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&members[i]);
-    bool at_commit = false;
-    s = finish_commit(j, s, &at_commit);
+    commit_fail_t how = COMMIT_DONE;
+    s = finish_commit(j, s, &how);
     if (s == FSA_EFULL)
-        full_message(j, rec, at_commit);
+        full_message(j, rec, how != COMMIT_DONE);
+    else if (how == COMMIT_FSYNC_FAILED)
+        fsync_message(j, rec);
     if (s != FSA_OK && rec != NULL) {
         rec->op_id[0] = '\0';
         rec->seq = 0;

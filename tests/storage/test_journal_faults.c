@@ -286,6 +286,10 @@ static void assert_fault_status(const run_t *r, fsa_status_t st, const step_t *s
         assert_string_equal(rec->op_id, "");
         assert_int_equal(rec->seq, 0);
     }
+    /* A failed fsync leaves the op's fate open until the next write: the message must say so. */
+    if (st == FSA_EIO && is_recording(step->kind) && r->plan.kinds == VFS_FAULT_SYNC &&
+        strstr(rec->error, "fsync failed") == NULL)
+        fail_msg("%s after a failed fsync says: %s", STEP_NAMES[step->kind], rec->error);
     /* A full device is not the journal's budget: syncing would not help, freeing space would. */
     if (st == FSA_EFULL && is_recording(step->kind) &&
         (strstr(rec->error, "disk full") == NULL || strstr(rec->error, r->faulty.path) == NULL))
