@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -273,15 +274,20 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
     if (rc == SQLITE_OK)
         rc = sqlite3_step(q);
     const char *res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+    /* SQLite reports a page it could not get as a finding, with the code of the failure
+     * ("unable to get the page. error code=266"): a read error or no memory, or corruption. */
+    int page_rc = 0;
+    const char *page = res != NULL ? strstr(res, "unable to get the page. error code=") : NULL;
+    if (page != NULL)
+        page_rc = (int)strtol(page + strlen("unable to get the page. error code="), NULL, 10);
     /* Only what the check finds (or SQLite's own corruption codes) is corruption: a check that
-     * could not run for want of memory says nothing of the journal. */
-    if ((rc == SQLITE_ROW && res == NULL) || (rc != SQLITE_ROW && fsa__db_status(rc) == FSA_ENOMEM))
+     * could not run for want of memory says nothing of the journal, */
+    if ((rc == SQLITE_ROW && res == NULL) ||
+        (rc != SQLITE_ROW && fsa__db_status(rc) == FSA_ENOMEM) || page_rc == SQLITE_NOMEM)
         st = FSA_ENOMEM;
-    /* Nor could a check that could not read: SQLite reports a page it failed to read as a finding
-     * ("unable to get the page. error code=266", the code of the read error), and returns the
-     * read error itself when it fails before any page. */
-    else if ((rc != SQLITE_ROW && (rc & 0xff) == SQLITE_IOERR) ||
-             (res != NULL && strstr(res, "unable to get the page. error code=") != NULL))
+    /* nor does a check that could not read (SQLite returns the read error itself when it fails
+     * before any page). */
+    else if ((rc != SQLITE_ROW && (rc & 0xff) == SQLITE_IOERR) || (page_rc & 0xff) == SQLITE_IOERR)
         st = FSA_EIO;
     else
         st = res != NULL && strcmp(res, "ok") == 0 ? FSA_OK : FSA_ECORRUPT;

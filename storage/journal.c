@@ -121,25 +121,56 @@ static void end_leftover(fsa_journal_t *j)
         (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-static fsa_status_t begin(fsa_journal_t *j)
+/* Takes the journal's mutex; every call that touches the database starts here, so that a write
+ * in autocommit mode never lands in a transaction left open, and a read never sees one. */
+static void lock_j(fsa_journal_t *j)
 {
     j->port->mutex_lock(j->port->ctx, j->mu);
     end_leftover(j);
+}
+
+static fsa_status_t begin(fsa_journal_t *j)
+{
+    lock_j(j);
     fsa_status_t st = fsa__db_exec(j->db, "BEGIN IMMEDIATE", NULL, 0);
     if (st != FSA_OK)
         j->port->mutex_unlock(j->port->ctx, j->mu);
     return st;
 }
 
-/* How a COMMIT failed: not at all, or how. */
-typedef enum commit_fail { COMMIT_DONE, COMMIT_FAILED, COMMIT_FSYNC_FAILED } commit_fail_t;
+/* How a write ended: committed; the COMMIT failed (at its fsync or otherwise); or a statement
+ * found no room before the COMMIT, with the journal below its budget (so the device is full). */
+typedef enum commit_fail {
+    COMMIT_DONE,
+    COMMIT_FAILED,
+    COMMIT_FSYNC_FAILED,
+    COMMIT_DEVICE_FULL
+} commit_fail_t;
+
+/* True when the open transaction has grown to the journal's budget (max_page_count). */
+static bool at_budget(fsa_journal_t *j)
+{
+    int64_t pages = 0, max = 0;
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(j->db, "SELECT * FROM pragma_page_count, pragma_max_page_count", -1, &q,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW) {
+        pages = sqlite3_column_int64(q, 0);
+        max = sqlite3_column_int64(q, 1);
+    }
+    sqlite3_finalize(q);
+    /* When it cannot tell (no memory for the query), the budget: the message of old. */
+    return max == 0 || pages + 1 >= max;
+}
 
 /* Commits when st is FSA_OK, else rolls back; returns the final status. Releases the mutex.
- * *how (may be NULL) tells whether it was the COMMIT that failed, and whether at its fsync. */
+ * *how (may be NULL) tells how it ended (see commit_fail_t). */
 static fsa_status_t finish_commit(fsa_journal_t *j, fsa_status_t st, commit_fail_t *how)
 {
     if (how != NULL)
         *how = COMMIT_DONE;
+    if (st == FSA_EFULL && how != NULL && !at_budget(j))
+        *how = COMMIT_DEVICE_FULL;
     if (st == FSA_OK) {
         st = fsa__db_exec(j->db, "COMMIT", NULL, 0);
         if (st != FSA_OK) {
@@ -162,13 +193,13 @@ static fsa_status_t finish(fsa_journal_t *j, fsa_status_t st)
 
 /*
  * SQLITE_FULL has two causes. The budget (max_page_count) is enforced when a statement allocates a
- * page; a device out of space (ENOSPC) shows, in WAL mode, when the COMMIT writes the log. Telling
- * them apart matters to the person reading it: syncing makes room in the budget, and does nothing
- * for a full device.
+ * page; a device out of space (ENOSPC) shows, in WAL mode, mostly when the COMMIT writes the log,
+ * or when a statement spills a large transaction's pages early. Telling them apart matters to the
+ * person reading it: syncing makes room in the budget, and does nothing for a full device.
  */
-static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool at_commit)
+static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full)
 {
-    if (at_commit)
+    if (device_full)
         rec_error(rec,
                   "disk full: no space left on the device holding journal %s; nothing was "
                   "recorded; free space on the device",
@@ -289,7 +320,7 @@ fsa_status_t fsa_journal_state_get_int(fsa_journal_t *j, const char *key, int64_
 {
     if (j == NULL || key == NULL || out == NULL)
         return FSA_EINVAL;
-    j->port->mutex_lock(j->port->ctx, j->mu);
+    lock_j(j);
     fsa_status_t s = state_get_int_locked(j, key, dflt, out);
     j->port->mutex_unlock(j->port->ctx, j->mu);
     return s;
@@ -299,7 +330,7 @@ static fsa_status_t state_set(fsa_journal_t *j, const char *key, const char *sv,
 {
     if (j == NULL || key == NULL)
         return FSA_EINVAL;
-    j->port->mutex_lock(j->port->ctx, j->mu);
+    lock_j(j);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
                           "INSERT INTO sync_state(k, v) VALUES(?1, ?2) "
@@ -334,7 +365,7 @@ fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key, char *
     if (j == NULL || key == NULL || out == NULL)
         return FSA_EINVAL;
     *out = NULL;
-    j->port->mutex_lock(j->port->ctx, j->mu);
+    lock_j(j);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j, "SELECT v FROM sync_state WHERE k = ?1", &st);
     if (s == FSA_OK) {
@@ -366,7 +397,7 @@ static fsa_status_t now_locked(fsa_journal_t *j, fsa_wall_t *out)
 
 static fsa_status_t now_checked(fsa_journal_t *j, fsa_wall_t *out)
 {
-    j->port->mutex_lock(j->port->ctx, j->mu);
+    lock_j(j);
     fsa_status_t s = now_locked(j, out);
     j->port->mutex_unlock(j->port->ctx, j->mu);
     return s;
@@ -918,7 +949,7 @@ static fsa_status_t read_entity(fsa_journal_t *j, fsa_type_t type, const char *i
         *fields_json = NULL;
     if (j == NULL || id == NULL || (unsigned)type >= FSA__TYPE_COUNT)
         return FSA_EINVAL;
-    j->port->mutex_lock(j->port->ctx, j->mu);
+    lock_j(j);
     entity_t e;
     fsa_status_t s = entity_load(j, type, id, &e);
     char **which = base ? &e.base_fields : &e.local_fields;
@@ -979,9 +1010,8 @@ fsa_status_t fsa_outbox_next_batch(fsa_journal_t *j, fsa_op_t *ops, size_t max_o
         *n = 0;
     if (j == NULL || ops == NULL || n == NULL || max_ops < FSA_JOURNAL_GROUP_MAX)
         return FSA_EINVAL;
-    j->port->mutex_lock(j->port->ctx, j->mu);
+    lock_j(j);
     /* A read transaction, so the rows and the group sizes come from one snapshot. */
-    end_leftover(j);
     fsa_status_t s = fsa__db_exec(j->db, "BEGIN", NULL, 0);
     if (s != FSA_OK) {
         j->port->mutex_unlock(j->port->ctx, j->mu);
@@ -1322,7 +1352,7 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
     if (j == NULL || out == NULL)
         return FSA_EINVAL;
     memset(out, 0, sizeof *out);
-    j->port->mutex_lock(j->port->ctx, j->mu);
+    lock_j(j);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
                           "SELECT "
@@ -1362,7 +1392,7 @@ fsa_status_t fsa_outbox_find(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
 {
     if (j == NULL || op_id == NULL || op == NULL)
         return FSA_EINVAL;
-    j->port->mutex_lock(j->port->ctx, j->mu);
+    lock_j(j);
     fsa_status_t s = find_locked(j, op_id, op, state);
     j->port->mutex_unlock(j->port->ctx, j->mu);
     return s;
@@ -1384,7 +1414,7 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn, 
 {
     if (j == NULL || fn == NULL)
         return FSA_EINVAL;
-    j->port->mutex_lock(j->port->ctx, j->mu);
+    lock_j(j);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
                           "SELECT o.seq, o.op_id, o.at_ms, o.kind, o.type, o.id, o.grp, o.field, "
@@ -1592,7 +1622,7 @@ fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen)
 {
     if (j == NULL)
         return FSA_EINVAL;
-    j->port->mutex_lock(j->port->ctx, j->mu);
+    lock_j(j);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j, "PRAGMA integrity_check", &st);
     if (s == FSA_OK) {

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "port/alloc.h"
 #include "tests/sync/server_client.h"
 #include "tests/sync/server_harness.h"
@@ -556,16 +558,24 @@ static void test_security__private_files_and_no_secret_in_output(void **state)
         if (i == 0 || access(p, F_OK) == 0) /* -wal and -shm exist only while in use */
             assert_private(p);
     }
-    /* Someone widens the journal: the next command makes it private again. */
+    /* Someone widens the journal, its -wal and its -shm: the next command makes them private
+     * again. A reader of our own keeps the -wal and -shm in being meanwhile (SQLite removes the
+     * -wal when the last connection closes). */
+    sqlite3 *reader = NULL;
+    assert_int_equal(sqlite3_open_v2(f->db[0], &reader, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(reader, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL),
+                     SQLITE_OK);
+    char wal[450], shm[450];
+    snprintf(wal, sizeof wal, "%s-wal", f->db[0]);
+    snprintf(shm, sizeof shm, "%s-shm", f->db[0]);
     assert_int_equal(chmod(f->db[0], 0644), 0);
-    snprintf(p, sizeof p, "%s-wal", f->db[0]);
-    bool wal = access(p, F_OK) == 0;
-    if (wal)
-        assert_int_equal(chmod(p, 0666), 0);
+    assert_int_equal(chmod(wal, 0666), 0);
+    assert_int_equal(chmod(shm, 0666), 0);
     FS_OK(&r, "--db", f->db[0], "status");
     assert_private(f->db[0]);
-    if (wal)
-        assert_private(p);
+    assert_private(wal);
+    assert_private(shm);
+    sqlite3_close(reader);
     /* A wrong secret (another device's) fails to authenticate, and neither secret is printed. */
     assert_int_equal(rename(f->secret[1], f->secret[0]), 0);
     FS(&r, "--db", f->db[0], "--log-level", "debug", "ticket", "create", "T2");
