@@ -143,9 +143,28 @@ static fsa_status_t begin(fsa_journal_t *j)
 typedef enum commit_fail {
     COMMIT_DONE,
     COMMIT_FAILED,
-    COMMIT_FSYNC_FAILED,
+    COMMIT_FSYNC_FAILED, /* see overwrite_failed_commit and fsync_message */
     COMMIT_DEVICE_FULL
 } commit_fail_t;
+
+/*
+ * After a COMMIT whose fsync failed, the op's WAL frames are in the file: SQLite rolled the
+ * transaction back in memory, but a power loss before the next commit would let its recovery find
+ * them and bring the op back, although the caller was told it failed. The next commit writes at
+ * the same place in the WAL, and once it is on the disk the old frames no longer chain, so the
+ * journal makes that next commit at once: a small write of its own (the time of the failure).
+ * Best effort: SQLite does not tell whether that commit's own fsync ran (with a device that keeps
+ * failing it was seen to report success without one), so the caller's message keeps the caveat.
+ */
+static void overwrite_failed_commit(fsa_journal_t *j)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO sync_state(k, v) VALUES('last_fsync_failure', %" PRId64 ") "
+             "ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+             j->port->wall_now(j->port->ctx).ms);
+    (void)sqlite3_exec(j->db, sql, NULL, NULL, NULL);
+}
 
 /* True when the open transaction has grown to the journal's budget (max_page_count). */
 static bool at_budget(fsa_journal_t *j)
@@ -174,10 +193,12 @@ static fsa_status_t finish_commit(fsa_journal_t *j, fsa_status_t st, commit_fail
     if (st == FSA_OK) {
         st = fsa__db_exec(j->db, "COMMIT", NULL, 0);
         if (st != FSA_OK) {
-            if (how != NULL)
-                *how = sqlite3_extended_errcode(j->db) == SQLITE_IOERR_FSYNC ? COMMIT_FSYNC_FAILED
-                                                                             : COMMIT_FAILED;
+            int xrc = sqlite3_extended_errcode(j->db);
             (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+            if (xrc == SQLITE_IOERR_FSYNC)
+                overwrite_failed_commit(j);
+            if (how != NULL)
+                *how = xrc == SQLITE_IOERR_FSYNC ? COMMIT_FSYNC_FAILED : COMMIT_FAILED;
         }
     } else {
         (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
@@ -210,11 +231,10 @@ static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full)
 }
 
 /*
- * A failed fsync at COMMIT is the one failure that leaves the outcome open: the op's WAL frames
- * are written, SQLite reports the error and the op is not in the journal now, but a power loss
- * before the next commit lets recovery find those frames and bring the op back (the next commit
- * overwrites them, so without a power loss it stays out). Recording it again at once is safe;
- * after a power loss, the person should look first. The message says so.
+ * A failed fsync at COMMIT: the op is not in the journal, and the journal has written over its
+ * frames (overwrite_failed_commit); but with a device that keeps failing, a power loss may still
+ * bring it back. Recording it again at once is safe; after a power loss, the person should look
+ * first. The message says so.
  */
 static void fsync_message(fsa_journal_t *j, fsa_rec_t *rec)
 {

@@ -412,7 +412,11 @@ static char *journal_dump(const char *path)
                "ORDER BY type, id",
                &t);
     text_add(&t, "state:\n");
-    dump_query(db, "SELECT k, v FROM sync_state WHERE k <> 'clean_close' ORDER BY k", &t);
+    /* not the journal's own bookkeeping: the clean-close flag, the time of a failed fsync */
+    dump_query(db,
+               "SELECT k, v FROM sync_state WHERE k NOT IN ('clean_close', 'last_fsync_failure') "
+               "ORDER BY k",
+               &t);
     text_add(&t, "done, conflicts, last seq:\n");
     dump_query(db,
                "SELECT (SELECT count(*) FROM done_ops), (SELECT count(*) FROM conflicts), "
@@ -795,6 +799,83 @@ static void test_journal__unclean_reopen_read_fails(void **state)
     fsa_sim_free(sim);
 }
 
+/* Copies the file at from to to, bytes as the OS holds them: what a power cut that kept every
+ * write would leave. */
+static void copy_bytes(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    (void)fclose(in); /* read only */
+    assert_int_equal(fclose(out), 0);
+}
+
+/*
+ * A failed fsync at COMMIT: the op's WAL frames were written before the fsync failed. The journal
+ * then commits a small write of its own over them, so that once that commit is on the disk the
+ * op cannot come back. "Power loss" here is a copy of the journal and its -wal as written (no
+ * -shm, so SQLite recovers from the WAL), opened as a journal: the op must not be in it (without
+ * the follow-up it is: seen). The message keeps the caveat for a device that keeps failing.
+ */
+static void test_journal__failed_fsync_op_does_not_come_back(void **state)
+{
+    (void)state;
+    fsa_sim_t *sim = NULL;
+    assert_fsa_ok(fsa_sim_new(13, START, "faults", &sim));
+    fsa_sim_set_log(sim, quiet_log, NULL);
+    test_dir_t dir;
+    fast_dir_make(&dir);
+    char path[160], copy[160], from[200], to[200], err[320];
+    snprintf(path, sizeof path, "%s/fsync.db", dir.dir);
+    snprintf(copy, sizeof copy, "%s/after-power-loss.db", dir.dir);
+    fsa_journal_opts_t o = {.create = true};
+    fsa_journal_t *j = NULL;
+    assert_fsa_ok(fsa_journal_open(fsa_sim_port(sim), path, &o, &j, err, sizeof err));
+    fsa_rec_t rec;
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "T%d", i);
+        assert_fsa_ok(fsa_journal_create(j, T_TICKET, id, "{\"priority\":\"HIGH\"}", NULL, &rec));
+    }
+    /* One failed fsync: the op's COMMIT fails, the journal's own follow-up commit succeeds. */
+    vfs_fault_plan_t plan = {.kinds = VFS_FAULT_SYNC, .nth = 1, .flavour = VFS_FAULT_EIO};
+    vfs_fault_arm(path, &plan);
+    fsa_status_t st = fsa_journal_create(j, T_TICKET, "LOST", "{\"priority\":\"LOW\"}", NULL, &rec);
+    vfs_fault_disarm();
+    assert_int_equal(vfs_fault_fired(), 1);
+    assert_int_equal(vfs_fault_calls(), 2); /* the failed fsync and the follow-up's */
+    assert_int_equal(st, FSA_EIO);
+    assert_non_null(strstr(rec.error, "fsync failed"));
+    assert_non_null(strstr(rec.error, "may come back"));
+    snprintf(from, sizeof from, "%s-wal", path);
+    snprintf(to, sizeof to, "%s-wal", copy);
+    copy_bytes(path, copy);
+    copy_bytes(from, to);
+    fsa_journal_t *after = NULL;
+    o.create = false;
+    assert_fsa_ok(fsa_journal_open(fsa_sim_port(sim), copy, &o, &after, err, sizeof err));
+    assert_int_equal(fsa_journal_get(after, T_TICKET, "LOST", NULL, NULL, NULL), FSA_ENOTFOUND);
+    assert_fsa_ok(fsa_journal_get(after, T_TICKET, "T4", NULL, NULL, NULL));
+    fsa_journal_close(after);
+    /* A device that keeps failing: an error with the same caveat. */
+    plan.persistent = true;
+    vfs_fault_arm(path, &plan);
+    st = fsa_journal_create(j, T_TICKET, "MAYBE", "{\"priority\":\"LOW\"}", NULL, &rec);
+    vfs_fault_disarm();
+    assert_int_equal(st, FSA_EIO);
+    assert_non_null(strstr(rec.error, "fsync failed"));
+    /* Once the device works again, recording goes on. */
+    assert_fsa_ok(fsa_journal_create(j, T_TICKET, "T5", "{\"priority\":\"HIGH\"}", NULL, &rec));
+    assert_integrity(j);
+    fsa_journal_close(j);
+    test_dir_remove(&dir);
+    fsa_sim_free(sim);
+}
+
 static void test_journal__disk_full_from_n_until_space_returns(void **state)
 {
     (void)state;
@@ -819,6 +900,7 @@ int main(void)
         cmocka_unit_test(test_journal__each_read_fails),
         cmocka_unit_test(test_journal__unclean_reopen_read_fails),
         cmocka_unit_test(test_journal__disk_full_from_n_until_space_returns),
+        cmocka_unit_test(test_journal__failed_fsync_op_does_not_come_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
