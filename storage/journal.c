@@ -143,7 +143,8 @@ static fsa_status_t begin(fsa_journal_t *j)
 typedef enum commit_fail {
     COMMIT_DONE,
     COMMIT_FAILED,
-    COMMIT_FSYNC_FAILED, /* see overwrite_failed_commit and fsync_message */
+    COMMIT_FSYNC_FAILED,      /* and the op may come back after a power loss (fsync_message) */
+    COMMIT_FSYNC_OVERWRITTEN, /* failed at its fsync, but cannot come back: nothing recorded */
     COMMIT_DEVICE_FULL
 } commit_fail_t;
 
@@ -152,18 +153,17 @@ typedef enum commit_fail {
  * transaction back in memory, but a power loss before the next commit would let its recovery find
  * them and bring the op back, although the caller was told it failed. The next commit writes at
  * the same place in the WAL, and once it is on the disk the old frames no longer chain, so the
- * journal makes that next commit at once: a small write of its own (the time of the failure).
- * Best effort: SQLite does not tell whether that commit's own fsync ran (with a device that keeps
- * failing it was seen to report success without one), so the caller's message keeps the caveat.
+ * journal makes that next commit at once: a small write of its own, a count of failed fsyncs
+ * (a count, so that the row always changes: SQLite writes nothing for an update to the same
+ * value, and such a commit would not sync). True when that commit, fsync included, succeeded:
+ * the op can then no longer come back.
  */
-static void overwrite_failed_commit(fsa_journal_t *j)
+static bool overwrite_failed_commit(fsa_journal_t *j)
 {
-    char sql[160];
-    snprintf(sql, sizeof sql,
-             "INSERT INTO sync_state(k, v) VALUES('last_fsync_failure', %" PRId64 ") "
-             "ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-             j->port->wall_now(j->port->ctx).ms);
-    (void)sqlite3_exec(j->db, sql, NULL, NULL, NULL);
+    return sqlite3_exec(j->db,
+                        "INSERT INTO sync_state(k, v) VALUES('fsync_failures', 1) "
+                        "ON CONFLICT(k) DO UPDATE SET v = v + 1",
+                        NULL, NULL, NULL) == SQLITE_OK;
 }
 
 /* True when the open transaction has grown to the journal's budget (max_page_count). */
@@ -195,10 +195,11 @@ static fsa_status_t finish_commit(fsa_journal_t *j, fsa_status_t st, commit_fail
         if (st != FSA_OK) {
             int xrc = sqlite3_extended_errcode(j->db);
             (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+            commit_fail_t h = COMMIT_FAILED;
             if (xrc == SQLITE_IOERR_FSYNC)
-                overwrite_failed_commit(j);
+                h = overwrite_failed_commit(j) ? COMMIT_FSYNC_OVERWRITTEN : COMMIT_FSYNC_FAILED;
             if (how != NULL)
-                *how = xrc == SQLITE_IOERR_FSYNC ? COMMIT_FSYNC_FAILED : COMMIT_FAILED;
+                *how = h;
         }
     } else {
         (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
@@ -231,13 +232,21 @@ static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full)
 }
 
 /*
- * A failed fsync at COMMIT: the op is not in the journal, and the journal has written over its
- * frames (overwrite_failed_commit); but with a device that keeps failing, a power loss may still
+ * A failed fsync at COMMIT: when the journal's follow-up commit (overwrite_failed_commit)
+ * succeeded, nothing was recorded, plainly. When it failed too (a device that keeps failing), the
+ * outcome is open: the op is not in the journal now, but a power loss before the next commit may
  * bring it back. Recording it again at once is safe; after a power loss, the person should look
  * first. The message says so.
  */
-static void fsync_message(fsa_journal_t *j, fsa_rec_t *rec)
+static void fsync_message(fsa_journal_t *j, fsa_rec_t *rec, bool overwritten)
 {
+    if (overwritten) {
+        rec_error(rec,
+                  "journal %s: the device failed to store the op (fsync failed); nothing was "
+                  "recorded",
+                  j->path);
+        return;
+    }
     rec_error(rec,
               "journal %s: the device failed to store the op (fsync failed); it is not recorded, "
               "but if the device loses power before the next write it may come back: after a "
@@ -794,8 +803,8 @@ static fsa_status_t record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n, 
     s = finish_commit(j, s, &how);
     if (s == FSA_EFULL)
         full_message(j, rec, how != COMMIT_DONE);
-    else if (how == COMMIT_FSYNC_FAILED)
-        fsync_message(j, rec);
+    else if (how == COMMIT_FSYNC_FAILED || how == COMMIT_FSYNC_OVERWRITTEN)
+        fsync_message(j, rec, how == COMMIT_FSYNC_OVERWRITTEN);
     else if (s != FSA_OK && rec != NULL && rec->error[0] == '\0')
         rec_error(rec, "journal %s: write failed (%s)", j->path, fsa_status_str(s));
     if (s != FSA_OK && rec != NULL) {
@@ -1610,8 +1619,8 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
     s = finish_commit(j, s, &how);
     if (s == FSA_EFULL)
         full_message(j, rec, how != COMMIT_DONE);
-    else if (how == COMMIT_FSYNC_FAILED)
-        fsync_message(j, rec);
+    else if (how == COMMIT_FSYNC_FAILED || how == COMMIT_FSYNC_OVERWRITTEN)
+        fsync_message(j, rec, how == COMMIT_FSYNC_OVERWRITTEN);
     if (s != FSA_OK && rec != NULL) {
         rec->op_id[0] = '\0';
         rec->seq = 0;
