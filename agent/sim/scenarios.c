@@ -1045,9 +1045,6 @@ static void scn_flaky(fsa__run_t *run)
     fsa__fleet_run(f, "reboot, finish", D, step_finish, NULL);
 
     /* Client side. */
-    int64_t crashes = 0;
-    for (int i = 0; i < D; i++)
-        crashes += f->dev[i].crashes;
     /* A kill before sending always lands; one while sending lands unless the child's whole
      * cycle was faster than the random delay (then it simply finished: reported, not failed). */
     if (crashers > 0)
