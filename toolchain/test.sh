@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # fieldsync: configures, builds and runs the tests of one build variant; ends with ctest's summary.
 #
-#   toolchain/test.sh [host|asan|aarch64|armhf] [extra ctest arguments...]
+#   toolchain/test.sh [host|asan|clang|aarch64|armhf] [extra ctest arguments...]
 #
 #   host     the default: a RelWithDebInfo build in build/
 #   asan     AddressSanitizer + UndefinedBehaviorSanitizer, Debug, in build-asan/
+#   clang    the host build with clang instead of gcc (warnings are errors there too), build-clang/
 #   aarch64  cross build in build-aarch64/, tests run under qemu-aarch64
 #   armhf    cross build in build-armhf/, tests run under qemu-arm
 #
@@ -18,10 +19,11 @@ jobs=$(nproc 2>/dev/null || echo 2)
 case "$variant" in
   host) dir=build args=() ;;
   asan) dir=build-asan args=(-DFSA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug) ;;
+  clang) dir=build-clang args=(-DCMAKE_C_COMPILER=clang) ;;
   aarch64) dir=build-aarch64 args=(--toolchain toolchain/aarch64-linux-gnu.cmake) ;;
   armhf) dir=build-armhf args=(--toolchain toolchain/arm-linux-gnueabihf.cmake) ;;
-  -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "test.sh: unknown variant '$variant' (host, asan, aarch64 or armhf)" >&2; exit 2 ;;
+  -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "test.sh: unknown variant '$variant' (host, asan, clang, aarch64 or armhf)" >&2; exit 2 ;;
 esac
 
 cmake -S . -B "$dir" "${args[@]}" >/dev/null
