@@ -30,6 +30,7 @@ static const char *const names[FSA__STATUS_COUNT] = {
     [FSA_ELOST] = "lock lease lost",
     [FSA_EEXHAUSTED] = "retries exhausted",
     [FSA_ETLS] = "TLS verification failed",
+    [FSA_ECLOSED] = "handle is closed",
 };
 
 const char *fsa_status_str(fsa_status_t st)

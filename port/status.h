@@ -34,6 +34,7 @@ typedef enum fsa_status {
     FSA_ELOST = 23,        /* a lock's lease expired while it was held */
     FSA_EEXHAUSTED = 24,   /* a retry policy ran out of tries */
     FSA_ETLS = 25,         /* TLS failed: certificate not trusted, pin mismatch, handshake */
+    FSA_ECLOSED = 26,      /* the handle is closed, or failed to open (libfieldsync) */
     FSA__STATUS_COUNT
 } fsa_status_t;
 
