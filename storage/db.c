@@ -86,6 +86,18 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     "  holder_label TEXT,"
     "  acquired_ns INTEGER,"
     "  expires_ns INTEGER) WITHOUT ROWID;",
+    /* 1 -> 2: the change log. Every transaction that changes an entity appends a row, so that
+     * every process on the journal (an app, the daemon) can tell its listeners what changed,
+     * each change once, by reading past the last row it saw. AUTOINCREMENT: a seq is never
+     * reused after pruning. type is the model's number, as in the outbox. */
+    "CREATE TABLE changes("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  type INTEGER NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  reason INTEGER NOT NULL,"
+    "  op_id TEXT NOT NULL DEFAULT '',"
+    "  at_ms INTEGER NOT NULL);",
 };
 
 fsa_status_t fsa__db_status(int rc)

@@ -519,6 +519,26 @@ static fsa_status_t entity_store(fsa_journal_t *j, fsa_type_t type, const char *
     return step_done(j, st);
 }
 
+/* Appends a row to the change log inside the open transaction (see fsa_change_reason_t). */
+static fsa_status_t log_change(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
+                               fsa_change_reason_t why, const char *op_id)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "INSERT INTO changes(type, id, version, reason, op_id, at_ms) "
+                          "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int(st, 1, (int)type);
+    bind_text(st, 2, id);
+    sqlite3_bind_int64(st, 3, version);
+    sqlite3_bind_int(st, 4, (int)why);
+    bind_text(st, 5, op_id);
+    sqlite3_bind_int64(st, 6, j->port->wall_now(j->port->ctx).ms);
+    return step_done(j, st);
+}
+
 /* Column order of OP_COLUMNS, read by op_from_row(). */
 #define OP_COLUMNS                                                                                 \
     "seq, op_id, at_ms, kind, type, id, grp, field, base_version, by_n, from_s, to_s, akey, "      \
@@ -669,7 +689,7 @@ static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const ch
  * (its json is borrowed and not freed here).
  */
 static fsa_status_t record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_t at,
-                                      const char *group, fsa_rec_t *rec)
+                                      const char *group, fsa_change_reason_t why, fsa_rec_t *rec)
 {
     const char *tname = fsa_type_name(op->type);
     if ((unsigned)op->type >= FSA__TYPE_COUNT) {
@@ -752,6 +772,8 @@ static fsa_status_t record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_t
     s = entity_store(j, op->type, op->id, &e);
     if (s == FSA_OK)
         s = outbox_insert(j, op, prior, &op->seq);
+    if (s == FSA_OK)
+        s = log_change(j, op->type, op->id, e.base_version, why, op->op_id);
     fsa_model_free(prior);
 out:
     entity_clear(&e);
@@ -795,7 +817,7 @@ static fsa_status_t record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n, 
         s = now_locked(j, &at);
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         fsa_op_t op = ops[i]; /* shallow: json stays the caller's */
-        s = record_one_locked(j, &op, at, group, rec);
+        s = record_one_locked(j, &op, at, group, FSA_CHANGE_RECORDED, rec);
         if (s == FSA_OK && i == 0 && rec != NULL) {
             memcpy(rec->op_id, op.op_id, sizeof rec->op_id);
             rec->seq = op.seq;
@@ -1272,6 +1294,10 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, const fsa_op_result_t 
      * backlog on one entity linear instead of quadratic. */
     if (s == FSA_OK && (outcome == FSA_RESULT_CONFLICT || outcome == FSA_RESULT_REJECTED))
         *parked = true;
+    if (s == FSA_OK)
+        s = log_change(j, op.type, op.id,
+                       *parked ? e.base_version : (r->version > 0 ? r->version : e.base_version),
+                       *parked ? FSA_CHANGE_PARKED : FSA_CHANGE_SYNCED, op.op_id);
     entity_clear(&e);
 out:
     if (s == FSA_OK && *parked) {
@@ -1342,6 +1368,8 @@ fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id,
             s = entity_store(j, type, id, &e);
             if (s == FSA_OK)
                 s = rebuild_local(j, type, id);
+            if (s == FSA_OK)
+                s = log_change(j, type, id, version, FSA_CHANGE_PULLED, "");
         }
     }
     entity_clear(&e);
@@ -1372,6 +1400,20 @@ fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *remo
         s = prep(j, "DELETE FROM done_ops WHERE done_ms < ?1", &st);
         if (s == FSA_OK) {
             sqlite3_bind_int64(st, 1, now_ms - audit_ms);
+            s = step_done(j, st);
+        }
+    }
+    /* The change log keeps an hour and at least the newest rows: a listener that is behind by
+     * less than that misses nothing. */
+    if (s == FSA_OK) {
+        sqlite3_stmt *st;
+        s = prep(j,
+                 "DELETE FROM changes WHERE at_ms < ?1 AND "
+                 "seq <= (SELECT coalesce(max(seq), 0) FROM changes) - ?2",
+                 &st);
+        if (s == FSA_OK) {
+            sqlite3_bind_int64(st, 1, now_ms - FSA_CHANGES_KEEP_MS);
+            sqlite3_bind_int64(st, 2, FSA_CHANGES_KEEP_ROWS);
             s = step_done(j, st);
         }
     }
@@ -1441,41 +1483,51 @@ void fsa_conflict_clear(fsa_conflict_t *c)
     memset(c, 0, sizeof *c);
 }
 
+/* The columns conflict_from_row() reads, then the statement's own FROM and WHERE. */
+#define CONFLICT_SELECT                                                                            \
+    "SELECT o.seq, o.op_id, o.at_ms, o.kind, o.type, o.id, o.grp, o.field, "                       \
+    "o.base_version, o.by_n, o.from_s, o.to_s, o.akey, o.max_len, "                                \
+    "o.payload, o.state, c.outcome, c.code, c.reason, c.server_version, "                          \
+    "c.server_fields, c.created_ms, coalesce(c.resolution, ''), o.prior, "                         \
+    "c.decision "                                                                                  \
+    "FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+
+/* Fills *c from a CONFLICT_SELECT row; on failure c is cleared. */
+static fsa_status_t conflict_from_row(sqlite3_stmt *st, fsa_conflict_t *c)
+{
+    memset(c, 0, sizeof *c);
+    fsa_status_t s = op_from_row(st, &c->op, NULL);
+    copy_col(c->outcome, sizeof c->outcome, st, 16);
+    copy_col(c->code, sizeof c->code, st, 17);
+    copy_col(c->reason, sizeof c->reason, st, 18);
+    c->server_version = sqlite3_column_int64(st, 19);
+    c->server_fields = dup_col(st, 20);
+    c->created_ms = sqlite3_column_int64(st, 21);
+    copy_col(c->resolution, sizeof c->resolution, st, 22);
+    c->prior_fields = dup_col(st, 23);
+    copy_col(c->decision, sizeof c->decision, st, 24);
+    if (s == FSA_OK && ((c->server_fields == NULL && sqlite3_column_type(st, 20) != SQLITE_NULL) ||
+                        (c->prior_fields == NULL && sqlite3_column_type(st, 23) != SQLITE_NULL)))
+        s = FSA_ENOMEM; /* not a conflict without the server's state */
+    if (s != FSA_OK)
+        fsa_conflict_clear(c);
+    return s;
+}
+
 fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn, void *arg)
 {
     if (j == NULL || fn == NULL)
         return FSA_EINVAL;
     lock_j(j);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j,
-                          "SELECT o.seq, o.op_id, o.at_ms, o.kind, o.type, o.id, o.grp, o.field, "
-                          "o.base_version, o.by_n, o.from_s, o.to_s, o.akey, o.max_len, "
-                          "o.payload, o.state, c.outcome, c.code, c.reason, c.server_version, "
-                          "c.server_fields, c.created_ms, coalesce(c.resolution, ''), o.prior, "
-                          "c.decision "
-                          "FROM conflicts c JOIN outbox o ON o.seq = c.seq "
-                          "WHERE ?1 OR c.resolution IS NULL ORDER BY c.seq",
-                          &st);
+    fsa_status_t s =
+        prep(j, CONFLICT_SELECT "WHERE ?1 OR c.resolution IS NULL ORDER BY c.seq", &st);
     if (s == FSA_OK) {
         sqlite3_bind_int(st, 1, all ? 1 : 0);
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             fsa_conflict_t c;
-            memset(&c, 0, sizeof c);
-            s = op_from_row(st, &c.op, NULL);
-            copy_col(c.outcome, sizeof c.outcome, st, 16);
-            copy_col(c.code, sizeof c.code, st, 17);
-            copy_col(c.reason, sizeof c.reason, st, 18);
-            c.server_version = sqlite3_column_int64(st, 19);
-            c.server_fields = dup_col(st, 20);
-            c.created_ms = sqlite3_column_int64(st, 21);
-            copy_col(c.resolution, sizeof c.resolution, st, 22);
-            c.prior_fields = dup_col(st, 23);
-            copy_col(c.decision, sizeof c.decision, st, 24);
-            if (s == FSA_OK &&
-                ((c.server_fields == NULL && sqlite3_column_type(st, 20) != SQLITE_NULL) ||
-                 (c.prior_fields == NULL && sqlite3_column_type(st, 23) != SQLITE_NULL)))
-                s = FSA_ENOMEM; /* not a conflict without the server's state */
+            s = conflict_from_row(st, &c);
             bool go_on = s == FSA_OK ? fn(arg, &c) : false;
             fsa_conflict_clear(&c);
             if (!go_on)
@@ -1585,6 +1637,13 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
         s = step_done(j, st);
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
             s = FSA_ENOTFOUND;
+        /* Taking the server's state changes the local view now (the op is gone from it); taking
+         * ours is told by the op recorded again, below. */
+        if (s == FSA_OK && !take_local)
+            s = log_change(j, members[i].type, members[i].id, 0,
+                           strcmp(resolution, "converged") == 0 ? FSA_CHANGE_SYNCED
+                                                                : FSA_CHANGE_RESOLVED,
+                           members[i].op_id);
     }
     if (s == FSA_OK && n == 0)
         s = FSA_ENOTFOUND;
@@ -1607,7 +1666,9 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
             if (s != FSA_OK || satisfied)
                 continue;
             fsa_op_t again = members[i]; /* shallow: json stays owned by members[i] */
-            s = record_one_locked(j, &again, at, group, rec);
+            s = record_one_locked(
+                j, &again, at, group,
+                strcmp(resolution, "rebased") == 0 ? FSA_CHANGE_REBASED : FSA_CHANGE_RESOLVED, rec);
             if (s == FSA_OK && first && rec != NULL) {
                 memcpy(rec->op_id, again.op_id, sizeof rec->op_id);
                 rec->seq = again.seq;
@@ -1646,6 +1707,19 @@ fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id, cons
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
             s = FSA_ENOTFOUND;
     }
+    if (s == FSA_OK && strcmp(decision, "server-wins") == 0) {
+        fsa_op_t op;
+        fsa_op_state_t state;
+        s = find_locked(j, op_id, &op, &state);
+        if (s == FSA_OK) {
+            entity_t e;
+            s = entity_load(j, op.type, op.id, &e);
+            if (s == FSA_OK)
+                s = log_change(j, op.type, op.id, e.base_version, FSA_CHANGE_SERVER_WON, op_id);
+            entity_clear(&e);
+            fsa_op_clear(&op);
+        }
+    }
     return finish(j, s);
 }
 
@@ -1664,6 +1738,219 @@ fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen)
             if (err != NULL && errlen > 0)
                 snprintf(err, errlen, "%s", r != NULL ? r : sqlite3_errstr(rc));
         }
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id, fsa_conflict_t *out)
+{
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (j == NULL || op_id == NULL || out == NULL)
+        return FSA_EINVAL;
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, CONFLICT_SELECT "WHERE o.op_id = ?1", &st);
+    if (s == FSA_OK) {
+        bind_text(st, 1, op_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            s = conflict_from_row(st, out);
+        else
+            s = rc == SQLITE_DONE ? FSA_ENOTFOUND : fsa__db_status(rc);
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+/* ---- several state keys at once ---- */
+
+fsa_status_t fsa_journal_state_set_many(fsa_journal_t *j, const fsa_state_item_t *items, size_t n)
+{
+    if (j == NULL || (items == NULL && n > 0))
+        return FSA_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].key == NULL || items[i].key[0] == '\0')
+            return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        sqlite3_stmt *st;
+        s = prep(j,
+                 "INSERT INTO sync_state(k, v) VALUES(?1, ?2) ON CONFLICT(k) DO UPDATE SET v = ?2",
+                 &st);
+        if (s != FSA_OK)
+            break;
+        bind_text(st, 1, items[i].key);
+        if (items[i].s != NULL)
+            bind_text(st, 2, items[i].s);
+        else
+            sqlite3_bind_int64(st, 2, items[i].i);
+        s = step_done(j, st);
+    }
+    return finish(j, s);
+}
+
+/* ---- the change log ---- */
+
+fsa_status_t fsa_journal_changes_last(fsa_journal_t *j, int64_t *seq)
+{
+    if (seq != NULL)
+        *seq = 0;
+    if (j == NULL || seq == NULL)
+        return FSA_EINVAL;
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, "SELECT coalesce(max(seq), 0) FROM changes", &st);
+    if (s == FSA_OK) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            *seq = sqlite3_column_int64(st, 0);
+        else
+            s = fsa__db_status(rc);
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+fsa_status_t fsa_journal_changes_read(fsa_journal_t *j, int64_t after, fsa_change_t *out,
+                                      size_t max, size_t *n)
+{
+    if (n != NULL)
+        *n = 0;
+    if (j == NULL || out == NULL || n == NULL || max == 0)
+        return FSA_EINVAL;
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT seq, type, id, version, reason, op_id FROM changes "
+                          "WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                          &st);
+    if (s == FSA_OK) {
+        sqlite3_bind_int64(st, 1, after);
+        sqlite3_bind_int64(st, 2, (int64_t)max);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < max) {
+            fsa_change_t *c = &out[*n];
+            memset(c, 0, sizeof *c);
+            c->seq = sqlite3_column_int64(st, 0);
+            c->type = (fsa_type_t)sqlite3_column_int(st, 1);
+            copy_col(c->id, sizeof c->id, st, 2);
+            c->version = sqlite3_column_int64(st, 3);
+            c->reason = (fsa_change_reason_t)sqlite3_column_int(st, 4);
+            copy_col(c->op_id, sizeof c->op_id, st, 5);
+            (*n)++;
+        }
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+            s = fsa__db_status(rc);
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    if (s != FSA_OK)
+        *n = 0;
+    return s;
+}
+
+/* ---- listing entities ---- */
+
+fsa_status_t fsa_journal_entity_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                          int64_t *n)
+{
+    if (n != NULL)
+        *n = 0;
+    if (j == NULL || id == NULL || n == NULL || (unsigned)type >= FSA__TYPE_COUNT)
+        return FSA_EINVAL;
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+                          "WHERE o.type = ?1 AND o.id = ?2 AND c.resolution IS NULL",
+                          &st);
+    if (s == FSA_OK) {
+        sqlite3_bind_int(st, 1, (int)type);
+        bind_text(st, 2, id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            *n = sqlite3_column_int64(st, 0);
+        else
+            s = fsa__db_status(rc);
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+/*
+ * One statement for every filter: a NULL parameter does not filter. The filters read the local
+ * view with json_extract; a device journal holds what one device works on (hundreds to a few
+ * thousand entities), so the scan of one type's rows in key order costs little, and an
+ * expression index per filter would tax every record instead.
+ */
+fsa_status_t fsa_journal_list(fsa_journal_t *j, const fsa_entity_filter_t *f, fsa_entity_fn fn,
+                              void *arg)
+{
+    if (j == NULL || f == NULL || fn == NULL || (unsigned)f->type >= FSA__TYPE_COUNT ||
+        f->limit > FSA_LIST_MAX || (f->to_ms != 0 && f->to_ms < f->from_ms))
+        return FSA_EINVAL;
+    const char *status_path = f->type == FSA_TYPE_TICKET ? "$.status" : "$.jobstatus";
+    const char *people_path = f->type == FSA_TYPE_TICKET ? "$.assignedto" : "$.people_id";
+    if (f->status != NULL && fsa_model_status_field(f->type) == NULL)
+        return FSA_EINVAL; /* attendance has no status */
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT e.id, e.local_fields, e.base_version, "
+                          " (SELECT count(*) FROM outbox o WHERE o.type = ?1 AND o.id = e.id "
+                          "  AND o.state IN (0, 1)), "
+                          " (SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+                          "  WHERE o.type = ?1 AND o.id = e.id AND c.resolution IS NULL) "
+                          "FROM entities e WHERE e.type = ?2 AND e.local_fields IS NOT NULL "
+                          " AND (?3 IS NULL OR e.id > ?3) "
+                          " AND (?4 IS NULL OR json_extract(e.local_fields, '$.parent_id') = ?4) "
+                          " AND (?5 IS NULL OR json_extract(e.local_fields, ?6) = ?5) "
+                          " AND (?7 IS NULL OR json_extract(e.local_fields, ?8) = ?7) "
+                          " AND (?9 IS NULL OR json_extract(e.local_fields, '$.site_id') = ?9) "
+                          " AND (?10 = 0 OR json_extract(e.local_fields, '$.at') >= ?10) "
+                          " AND (?11 = 0 OR json_extract(e.local_fields, '$.at') < ?11) "
+                          "ORDER BY e.id LIMIT ?12",
+                          &st);
+    if (s == FSA_OK) {
+        sqlite3_bind_int(st, 1, (int)f->type);
+        bind_text(st, 2, fsa_type_name(f->type));
+        if (f->after_id != NULL)
+            bind_text(st, 3, f->after_id);
+        if (f->parent_id != NULL)
+            bind_text(st, 4, f->parent_id);
+        if (f->status != NULL)
+            bind_text(st, 5, f->status);
+        bind_text(st, 6, status_path);
+        if (f->people_id != NULL)
+            bind_text(st, 7, f->people_id);
+        bind_text(st, 8, people_path);
+        if (f->site_id != NULL)
+            bind_text(st, 9, f->site_id);
+        sqlite3_bind_int64(st, 10, f->from_ms);
+        sqlite3_bind_int64(st, 11, f->to_ms);
+        sqlite3_bind_int64(st, 12, (int64_t)(f->limit != 0 ? f->limit : FSA_LIST_DEFAULT));
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *id = (const char *)sqlite3_column_text(st, 0);
+            const char *fields = (const char *)sqlite3_column_text(st, 1);
+            if (id == NULL || fields == NULL) {
+                s = FSA_ENOMEM;
+                break;
+            }
+            if (!fn(arg, f->type, id, fields, sqlite3_column_int64(st, 2),
+                    sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4)))
+                break;
+        }
+        if (s == FSA_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+            s = fsa__db_status(rc);
         release(j, st);
     }
     j->port->mutex_unlock(j->port->ctx, j->mu);

@@ -232,7 +232,13 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn,
 fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
                                   const char *resolution, fsa_rec_t *rec) FSA_MUST_CHECK;
 
-/* Records the resolver's verdict on an open conflict (shown to people). FSA_OK, FSA_ENOTFOUND. */
+/* One conflict (open or closed) by its op id: *out filled, its strings owned by the caller
+ * (fsa_conflict_clear). FSA_OK, FSA_ENOTFOUND, FSA_EINVAL, FSA_EIO, FSA_ENOMEM. */
+fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id,
+                              fsa_conflict_t *out) FSA_MUST_CHECK;
+
+/* Records the resolver's verdict on an open conflict (shown to people). FSA_OK, FSA_ENOTFOUND.
+ * The verdict "server-wins" is a change (FSA_CHANGE_SERVER_WON). */
 fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
                                        const char *decision) FSA_MUST_CHECK;
 
@@ -247,6 +253,88 @@ fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key,
                                        char **out) FSA_MUST_CHECK;
 fsa_status_t fsa_journal_state_set_str(fsa_journal_t *j, const char *key,
                                        const char *v) FSA_MUST_CHECK;
+
+/* Several keys in one transaction: all are written or none. Each item sets a string (s non-NULL)
+ * or an integer (s NULL). FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM. */
+typedef struct fsa_state_item {
+    const char *key;
+    const char *s;
+    int64_t i;
+} fsa_state_item_t;
+fsa_status_t fsa_journal_state_set_many(fsa_journal_t *j, const fsa_state_item_t *items,
+                                        size_t n) FSA_MUST_CHECK;
+
+/* ---- The change log ---- */
+
+/*
+ * Every transaction that changes an entity appends rows to the journal's change log, in the same
+ * transaction, so that every process on the journal can hear what changed, each change once, by
+ * reading past the last row it saw (libfieldsync's listeners do). Rows older than
+ * FSA_CHANGES_KEEP_MS and beyond the newest FSA_CHANGES_KEEP_ROWS are pruned at compaction.
+ * Values are frozen (libfieldsync's fieldsync_change_reason_t has the same numbers).
+ */
+typedef enum fsa_change_reason {
+    FSA_CHANGE_RECORDED = 0,   /* an op was recorded (op_id: it) */
+    FSA_CHANGE_SYNCED = 1,     /* the server applied our op (or already had what it meant) */
+    FSA_CHANGE_PULLED = 2,     /* a newer server state was folded in */
+    FSA_CHANGE_REBASED = 3,    /* a conflicting op was recorded again (op_id: the new op) */
+    FSA_CHANGE_SERVER_WON = 4, /* the resolver let the server's state stand (op_id: ours) */
+    FSA_CHANGE_PARKED = 5,     /* the server answered conflict or rejected (op_id: ours) */
+    FSA_CHANGE_RESOLVED = 6,   /* a person resolved a conflict (op_id: the conflict's op) */
+    FSA_CHANGE_GONE = 7        /* the entity left the device's scope and was dropped */
+} fsa_change_reason_t;
+
+#define FSA_CHANGES_KEEP_MS (60 * 60 * 1000)
+#define FSA_CHANGES_KEEP_ROWS 10000
+
+typedef struct fsa_change {
+    int64_t seq;
+    fsa_type_t type;
+    char id[FSA_ID_BYTES];
+    int64_t version; /* the entity's server version after the change; 0: never on the server */
+    fsa_change_reason_t reason;
+    char op_id[FSA_OP_ID_BYTES]; /* "" when no op is concerned */
+} fsa_change_t;
+
+/* The seq of the newest change (0 when none). FSA_OK, FSA_EINVAL, FSA_EIO. */
+fsa_status_t fsa_journal_changes_last(fsa_journal_t *j, int64_t *seq) FSA_MUST_CHECK;
+
+/* Reads up to max changes with seq > after, in seq order, into out[0..*n). FSA_OK (*n 0 when
+ * none), FSA_EINVAL, FSA_EIO. */
+fsa_status_t fsa_journal_changes_read(fsa_journal_t *j, int64_t after, fsa_change_t *out,
+                                      size_t max, size_t *n) FSA_MUST_CHECK;
+
+/* ---- Listing entities ---- */
+
+/* Which entities fsa_journal_list visits; NULL/0 members do not filter. */
+typedef struct fsa_entity_filter {
+    fsa_type_t type;
+    const char *parent_id; /* jobneed.parent_id */
+    const char *status;    /* the type's status field */
+    const char *people_id; /* attendance, jobneed: people_id; ticket: assignedto */
+    const char *site_id;   /* attendance.site_id */
+    int64_t from_ms;       /* attendance: at >= from_ms */
+    int64_t to_ms;         /* attendance: at < to_ms (0: no bound) */
+    const char *after_id;  /* ids sorting after this one (paging) */
+    size_t limit;          /* at most this many (0: FSA_LIST_DEFAULT; at most FSA_LIST_MAX) */
+} fsa_entity_filter_t;
+
+#define FSA_LIST_DEFAULT 100
+#define FSA_LIST_MAX 1000
+
+/* Called for each entity in id order with its local view; stop early by returning false.
+ * fn must not call the journal (the handle is busy during the walk). */
+typedef bool (*fsa_entity_fn)(void *arg, fsa_type_t type, const char *id, const char *fields_json,
+                              int64_t base_version, int64_t pending, int64_t open_conflicts);
+
+/* Visits the entities matching f (local views; entities deleted locally are skipped).
+ * FSA_OK, FSA_EINVAL (bad filter, limit over FSA_LIST_MAX), FSA_EIO, FSA_ENOMEM. */
+fsa_status_t fsa_journal_list(fsa_journal_t *j, const fsa_entity_filter_t *f, fsa_entity_fn fn,
+                              void *arg) FSA_MUST_CHECK;
+
+/* Open conflicts and rejections on one entity. FSA_OK, FSA_EINVAL, FSA_EIO. */
+fsa_status_t fsa_journal_entity_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                          int64_t *n) FSA_MUST_CHECK;
 
 /* The device wall clock corrected by the stored server clock offset, as stamped on new ops; the
  * uncorrected clock when the offset cannot be read (out of memory, an I/O error). Recording calls

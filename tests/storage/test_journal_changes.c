@@ -1,0 +1,447 @@
+/* Tests for the journal's change log, entity listing, conflict lookup and multi-key state writes
+ * (storage/journal.c), and the migration that adds the change log (storage/db.c). */
+#include <sqlite3.h>
+
+#include "port/alloc.h"
+#include "tests/storage/journal_test_util.h"
+
+typedef struct fixture {
+    test_dir_t dir;
+    fsa_sim_t *sim;
+    fsa_port_t *port;
+    fsa_journal_t *j;
+} fixture_t;
+
+static const fsa_wall_t START = {INT64_C(1764090000000)};
+
+static int setup(void **state)
+{
+    fixture_t *f = fsa_calloc(1, sizeof *f);
+    test_dir_make(&f->dir);
+    if (fsa_sim_new(11, START, "changes", &f->sim) != FSA_OK)
+        return -1;
+    f->port = fsa_sim_port(f->sim);
+    fsa_journal_opts_t o = {.create = true};
+    char err[256];
+    if (fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err) != FSA_OK) {
+        fprintf(stderr, "open: %s\n", err);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    fsa_journal_close(f->j);
+    fsa_sim_free(f->sim);
+    test_dir_remove(&f->dir);
+    fsa_free(f);
+    return 0;
+}
+
+/* Reads every change after `after` into out (at most 64). */
+static size_t changes(fsa_journal_t *j, int64_t after, fsa_change_t out[64])
+{
+    size_t n = 0;
+    assert_fsa_ok(fsa_journal_changes_read(j, after, out, 64, &n));
+    return n;
+}
+
+static fsa_op_result_t result_for(const char *op_id, fsa_result_status_t status, int64_t version)
+{
+    fsa_op_result_t r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.op_id, sizeof r.op_id, "%.36s", op_id);
+    r.status = status;
+    r.version = version;
+    return r;
+}
+
+static void test_fsa_journal_changes_read__records_results_and_pulls(void **state)
+{
+    fixture_t *f = *state;
+    int64_t last = -1;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &last));
+    assert_int_equal(last, 0);
+    fsa_rec_t c, s;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1", NULL, NULL, &c));
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"seqno\":5}", NULL, &s));
+    fsa_change_t ch[64];
+    size_t n = changes(f->j, 0, ch);
+    assert_int_equal(n, 2);
+    assert_int_equal(ch[0].reason, FSA_CHANGE_RECORDED);
+    assert_string_equal(ch[0].op_id, c.op_id);
+    assert_string_equal(ch[0].id, "J1");
+    assert_int_equal(ch[0].type, FSA_TYPE_JOBNEED);
+    assert_int_equal(ch[0].version, 0);
+    assert_string_equal(ch[1].op_id, s.op_id);
+    assert_true(ch[1].seq > ch[0].seq);
+
+    /* applied: SYNCED with the server's version; a repeated result adds nothing */
+    fsa_op_result_t r = result_for(c.op_id, FSA_RESULT_APPLIED, 1);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    n = changes(f->j, ch[1].seq, ch);
+    assert_int_equal(n, 1);
+    assert_int_equal(ch[0].reason, FSA_CHANGE_SYNCED);
+    assert_int_equal(ch[0].version, 1);
+    assert_string_equal(ch[0].op_id, c.op_id);
+    int64_t after = ch[0].seq;
+
+    /* a pull of a newer state: PULLED; of an older one: nothing */
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 4,
+                                   "{\"jobstatus\":\"INPROGRESS\",\"parent_id\":null,\"seqno\":1,"
+                                   "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}"));
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 3,
+                                   "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
+                                   "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}"));
+    n = changes(f->j, after, ch);
+    assert_int_equal(n, 1);
+    assert_int_equal(ch[0].reason, FSA_CHANGE_PULLED);
+    assert_int_equal(ch[0].version, 4);
+    assert_string_equal(ch[0].op_id, "");
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &last));
+    assert_int_equal(last, ch[0].seq);
+}
+
+static void test_fsa_journal_changes_read__parked_resolved_and_server_won(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t c, s, t;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &c));
+    fsa_op_result_t r = result_for(c.op_id, FSA_RESULT_APPLIED, 1);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"HIGH\"}", NULL, &s));
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_TICKET, "T1", "OPEN", NULL, &t));
+    int64_t after = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &after));
+
+    fsa_op_result_t res[2] = {result_for(s.op_id, FSA_RESULT_CONFLICT, 0),
+                              result_for(t.op_id, FSA_RESULT_REJECTED, 0)};
+    res[0].current_version = 3;
+    res[0].current_fields = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                            "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"LOW\"}";
+    snprintf(res[1].code, sizeof res[1].code, "invalid_transition");
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, res, 2));
+    fsa_change_t ch[64];
+    size_t n = changes(f->j, after, ch);
+    assert_int_equal(n, 2);
+    assert_int_equal(ch[0].reason, FSA_CHANGE_PARKED);
+    assert_string_equal(ch[0].op_id, s.op_id);
+    assert_int_equal(ch[0].version, 3);
+    assert_int_equal(ch[1].reason, FSA_CHANGE_PARKED);
+    assert_string_equal(ch[1].op_id, t.op_id);
+    after = ch[1].seq;
+
+    /* the resolver's server-wins verdict, then a person's take-local and take-server */
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, s.op_id, "server-wins"));
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, t.op_id, "park"));
+    n = changes(f->j, after, ch);
+    assert_int_equal(n, 1);
+    assert_int_equal(ch[0].reason, FSA_CHANGE_SERVER_WON);
+    assert_string_equal(ch[0].op_id, s.op_id);
+    after = ch[0].seq;
+    fsa_rec_t again;
+    assert_fsa_ok(fsa_conflict_resolve(f->j, s.op_id, true, "local", &again));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, t.op_id, false, "server", NULL));
+    n = changes(f->j, after, ch);
+    assert_int_equal(n, 2);
+    assert_int_equal(ch[0].reason, FSA_CHANGE_RESOLVED);
+    assert_string_equal(ch[0].op_id, again.op_id);
+    assert_int_equal(ch[1].reason, FSA_CHANGE_RESOLVED);
+    assert_string_equal(ch[1].op_id, t.op_id);
+
+    /* conflict lookup by op id, open or closed */
+    fsa_conflict_t cf;
+    assert_fsa_ok(fsa_conflict_get(f->j, t.op_id, &cf));
+    assert_string_equal(cf.outcome, "rejected");
+    assert_string_equal(cf.code, "invalid_transition");
+    assert_string_equal(cf.resolution, "server");
+    assert_string_equal(cf.op.id, "T1");
+    fsa_conflict_clear(&cf);
+    assert_int_equal(fsa_conflict_get(f->j, c.op_id, &cf), FSA_ENOTFOUND);
+    assert_int_equal(fsa_conflict_get(f->j, NULL, &cf), FSA_EINVAL);
+}
+
+static void test_fsa_journal_changes_read__rebase_is_one_change(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t c, s;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J2", NULL, NULL, &c));
+    fsa_op_result_t r = result_for(c.op_id, FSA_RESULT_APPLIED, 1);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J2", "{\"seqno\":9}", NULL, &s));
+    fsa_op_result_t cr = result_for(s.op_id, FSA_RESULT_CONFLICT, 0);
+    cr.current_version = 2;
+    cr.current_fields = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":0,"
+                        "\"expirytime\":0,\"other_info\":{\"x\":1},\"people_id\":\"\"}";
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &cr, 1));
+    int64_t after = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &after));
+    fsa_rec_t again;
+    assert_fsa_ok(fsa_conflict_resolve(f->j, s.op_id, true, "rebased", &again));
+    fsa_change_t ch[64];
+    size_t n = changes(f->j, after, ch);
+    assert_int_equal(n, 1);
+    assert_int_equal(ch[0].reason, FSA_CHANGE_REBASED);
+    assert_string_equal(ch[0].op_id, again.op_id);
+    assert_int_equal(ch[0].version, 2);
+}
+
+static void test_fsa_journal_changes_read__paged_and_bounded(void **state)
+{
+    fixture_t *f = *state;
+    for (int i = 0; i < 10; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "T%02d", i);
+        assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, NULL));
+    }
+    fsa_change_t ch[4];
+    size_t n = 0, total = 0;
+    int64_t after = 0;
+    do {
+        assert_fsa_ok(fsa_journal_changes_read(f->j, after, ch, 4, &n));
+        assert_true(n <= 4);
+        for (size_t i = 0; i < n; i++) {
+            char id[16];
+            snprintf(id, sizeof id, "T%02zu", total + i);
+            assert_string_equal(ch[i].id, id);
+            assert_true(ch[i].seq > after);
+            after = ch[i].seq;
+        }
+        total += n;
+    } while (n > 0);
+    assert_int_equal(total, 10);
+    assert_int_equal(fsa_journal_changes_read(f->j, 0, ch, 0, &n), FSA_EINVAL);
+    assert_int_equal(fsa_journal_changes_read(NULL, 0, ch, 4, &n), FSA_EINVAL);
+    assert_int_equal(n, 0);
+}
+
+static void test_fsa_outbox_compact__prunes_old_changes_only_beyond_the_newest(void **state)
+{
+    fixture_t *f = *state;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, NULL));
+    /* Two hours later the row is old, but it is among the newest FSA_CHANGES_KEEP_ROWS: kept. */
+    f->port->sleep(f->port->ctx, 2 * 3600 * FSA_NS_PER_S);
+    assert_fsa_ok(fsa_outbox_compact(f->j, 0, NULL));
+    fsa_change_t ch[64];
+    assert_int_equal(changes(f->j, 0, ch), 1);
+    /* Past the row budget, the old rows go and the new ones stay. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d) "
+             "INSERT INTO changes(type, id, version, reason, op_id, at_ms) "
+             "SELECT 2, 'X', 0, 0, '', %lld FROM n",
+             FSA_CHANGES_KEEP_ROWS, (long long)(f->port->wall_now(f->port->ctx).ms));
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_fsa_ok(fsa_outbox_compact(f->j, 0, NULL));
+    size_t n = changes(f->j, 0, ch);
+    assert_int_equal(n, 64);
+    assert_string_equal(ch[0].id, "X"); /* T1's row is gone */
+}
+
+static void test_fsa_journal_open__v1_journal_gains_the_change_log(void **state)
+{
+    fixture_t *f = *state;
+    fsa_journal_close(f->j);
+    f->j = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "DROP TABLE changes; PRAGMA user_version = 1", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    fsa_journal_opts_t o = {0};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T9", NULL, NULL, NULL));
+    fsa_change_t ch[64];
+    assert_int_equal(changes(f->j, 0, ch), 1);
+}
+
+/* ---- listing ---- */
+
+typedef struct seen {
+    char ids[32][FSA_ID_BYTES];
+    int64_t pending[32], conflicts[32];
+    size_t n;
+} seen_t;
+
+static bool collect(void *arg, fsa_type_t type, const char *id, const char *fields_json,
+                    int64_t base_version, int64_t pending, int64_t open_conflicts)
+{
+    (void)type;
+    (void)base_version;
+    seen_t *s = arg;
+    assert_non_null(fields_json);
+    assert_true(s->n < 32);
+    snprintf(s->ids[s->n], sizeof s->ids[s->n], "%s", id);
+    s->pending[s->n] = pending;
+    s->conflicts[s->n] = open_conflicts;
+    s->n++;
+    return true;
+}
+
+static seen_t list(fsa_journal_t *j, const fsa_entity_filter_t *flt)
+{
+    seen_t s;
+    memset(&s, 0, sizeof s);
+    assert_fsa_ok(fsa_journal_list(j, flt, collect, &s));
+    return s;
+}
+
+static void test_fsa_journal_list__filters(void **state)
+{
+    fixture_t *f = *state;
+    assert_fsa_ok(
+        fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "TOUR1", "{\"people_id\":\"p1\"}", NULL, NULL));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "TOUR2", NULL, NULL, NULL));
+    const char *kids[] = {"CP3", "CP1", "CP2"};
+    for (int i = 0; i < 3; i++)
+        assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, kids[i],
+                                         "{\"parent_id\":\"TOUR1\"}", NULL, NULL));
+    assert_fsa_ok(
+        fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "CP9", "{\"parent_id\":\"TOUR2\"}", NULL, NULL));
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "CP2", "INPROGRESS", NULL, NULL));
+
+    fsa_entity_filter_t flt = {.type = FSA_TYPE_JOBNEED, .parent_id = "TOUR1"};
+    seen_t s = list(f->j, &flt);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.ids[0], "CP1"); /* id order */
+    assert_string_equal(s.ids[2], "CP3");
+    assert_int_equal(s.pending[1], 2); /* CP2: create + transition */
+
+    flt = (fsa_entity_filter_t){.type = FSA_TYPE_JOBNEED, .status = "INPROGRESS"};
+    s = list(f->j, &flt);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], "CP2");
+
+    flt = (fsa_entity_filter_t){.type = FSA_TYPE_JOBNEED, .people_id = "p1"};
+    s = list(f->j, &flt);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], "TOUR1");
+
+    /* paging */
+    flt = (fsa_entity_filter_t){.type = FSA_TYPE_JOBNEED, .limit = 2};
+    s = list(f->j, &flt);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.ids[1], "CP2");
+    flt.after_id = "CP2";
+    s = list(f->j, &flt);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.ids[0], "CP3");
+    assert_string_equal(s.ids[1], "CP9");
+
+    /* bad filters */
+    flt = (fsa_entity_filter_t){.type = FSA_TYPE_JOBNEED, .limit = FSA_LIST_MAX + 1};
+    assert_int_equal(fsa_journal_list(f->j, &flt, collect, &s), FSA_EINVAL);
+    flt = (fsa_entity_filter_t){.type = FSA_TYPE_ATTENDANCE, .status = "OPEN"};
+    assert_int_equal(fsa_journal_list(f->j, &flt, collect, &s), FSA_EINVAL);
+    flt = (fsa_entity_filter_t){.type = (fsa_type_t)99};
+    assert_int_equal(fsa_journal_list(f->j, &flt, collect, &s), FSA_EINVAL);
+    assert_int_equal(fsa_journal_list(f->j, NULL, collect, &s), FSA_EINVAL);
+}
+
+static void test_fsa_journal_list__attendance_by_person_site_and_day(void **state)
+{
+    fixture_t *f = *state;
+    const int64_t day = INT64_C(1764028800000); /* a midnight UTC */
+    struct {
+        const char *id, *people, *site;
+        int64_t at;
+    } rows[] = {{"A1", "p1", "s1", day + 1000},
+                {"A2", "p1", "s1", day + 86400000 + 5},
+                {"A3", "p2", "s1", day + 2000},
+                {"A4", "p1", "s2", day + 3000}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char fields[256];
+        snprintf(fields, sizeof fields,
+                 "{\"people_id\":\"%s\",\"site_id\":\"%s\",\"kind\":\"checkin\",\"at\":%lld,"
+                 "\"lat\":1.0,\"lon\":2.0}",
+                 rows[i].people, rows[i].site, (long long)rows[i].at);
+        assert_fsa_ok(
+            fsa_journal_create(f->j, FSA_TYPE_ATTENDANCE, rows[i].id, fields, NULL, NULL));
+    }
+    fsa_entity_filter_t flt = {
+        .type = FSA_TYPE_ATTENDANCE, .people_id = "p1", .from_ms = day, .to_ms = day + 86400000};
+    seen_t s = list(f->j, &flt);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.ids[0], "A1");
+    assert_string_equal(s.ids[1], "A4");
+    flt.site_id = "s2";
+    s = list(f->j, &flt);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], "A4");
+    flt = (fsa_entity_filter_t){.type = FSA_TYPE_ATTENDANCE, .from_ms = day + 10, .to_ms = day};
+    assert_int_equal(fsa_journal_list(f->j, &flt, collect, &s), FSA_EINVAL);
+}
+
+static void test_fsa_journal_entity_conflicts__counts_open_ones(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t c, t;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &c));
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_TICKET, "T1", "OPEN", NULL, &t));
+    fsa_op_result_t r[2] = {result_for(c.op_id, FSA_RESULT_APPLIED, 1),
+                            result_for(t.op_id, FSA_RESULT_REJECTED, 0)};
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 2));
+    int64_t n = -1;
+    assert_fsa_ok(fsa_journal_entity_conflicts(f->j, FSA_TYPE_TICKET, "T1", &n));
+    assert_int_equal(n, 1);
+    fsa_entity_filter_t flt = {.type = FSA_TYPE_TICKET};
+    seen_t s = list(f->j, &flt);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.conflicts[0], 1);
+    assert_fsa_ok(fsa_conflict_resolve(f->j, t.op_id, false, "server", NULL));
+    assert_fsa_ok(fsa_journal_entity_conflicts(f->j, FSA_TYPE_TICKET, "T1", &n));
+    assert_int_equal(n, 0);
+    assert_int_equal(fsa_journal_entity_conflicts(f->j, FSA_TYPE_TICKET, NULL, &n), FSA_EINVAL);
+}
+
+/* ---- several state keys at once ---- */
+
+static void test_fsa_journal_state_set_many__all_or_nothing(void **state)
+{
+    fixture_t *f = *state;
+    fsa_state_item_t items[] = {{"device_id", "dev1", 0}, {"allow_http", NULL, 1}};
+    assert_fsa_ok(fsa_journal_state_set_many(f->j, items, 2));
+    char *s = NULL;
+    int64_t v = 0;
+    assert_fsa_ok(fsa_journal_state_get_str(f->j, "device_id", &s));
+    assert_string_equal(s, "dev1");
+    fsa_model_free(s);
+    assert_fsa_ok(fsa_journal_state_get_int(f->j, "allow_http", 0, &v));
+    assert_int_equal(v, 1);
+    /* a bad item anywhere: nothing written */
+    fsa_state_item_t bad[] = {{"device_id", "dev2", 0}, {"", "x", 0}};
+    assert_int_equal(fsa_journal_state_set_many(f->j, bad, 2), FSA_EINVAL);
+    assert_fsa_ok(fsa_journal_state_get_str(f->j, "device_id", &s));
+    assert_string_equal(s, "dev1");
+    fsa_model_free(s);
+    assert_int_equal(fsa_journal_state_set_many(f->j, NULL, 1), FSA_EINVAL);
+    assert_fsa_ok(fsa_journal_state_set_many(f->j, NULL, 0));
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_fsa_journal_changes_read__records_results_and_pulls),
+        T(test_fsa_journal_changes_read__parked_resolved_and_server_won),
+        T(test_fsa_journal_changes_read__rebase_is_one_change),
+        T(test_fsa_journal_changes_read__paged_and_bounded),
+        T(test_fsa_outbox_compact__prunes_old_changes_only_beyond_the_newest),
+        T(test_fsa_journal_open__v1_journal_gains_the_change_log),
+        T(test_fsa_journal_list__filters),
+        T(test_fsa_journal_list__attendance_by_person_site_and_day),
+        T(test_fsa_journal_entity_conflicts__counts_open_ones),
+        T(test_fsa_journal_state_set_many__all_or_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
