@@ -1,0 +1,599 @@
+/* libfieldsync: the handle: open (and init), close, errors per handle and thread, statuses. */
+/* realpath() is an X/Open interface. */
+#define _XOPEN_SOURCE 700
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/lib/internal.h"
+#include "port/alloc.h"
+#include "port/limits.h"
+
+/* ---- statuses: the public numbers are the project's ---- */
+
+#define SAME(x) _Static_assert((int)FIELDSYNC_##x == (int)FSA_##x, "FIELDSYNC_" #x " != FSA_" #x)
+SAME(OK);
+SAME(EINVAL);
+SAME(ENOMEM);
+SAME(EIO);
+SAME(ETIMEOUT);
+SAME(ENOTFOUND);
+SAME(EEXISTS);
+SAME(ETOOLARGE);
+SAME(ETRANSITION);
+SAME(EFULL);
+SAME(EFENCED);
+SAME(ELOCKTIMEOUT);
+SAME(ESCHEMA);
+SAME(ECORRUPT);
+SAME(EBUSY);
+SAME(ENET);
+SAME(EAUTH);
+SAME(ESKEW);
+SAME(EPROTO);
+SAME(EREJECTED);
+SAME(ECONFLICT);
+SAME(EPERM);
+SAME(EUNSUPPORTED);
+SAME(ELOST);
+SAME(EEXHAUSTED);
+SAME(ETLS);
+SAME(ECLOSED);
+_Static_assert(FSA__STATUS_COUNT == FIELDSYNC_ECLOSED + 1, "a status is missing from the API");
+
+fieldsync_status_t fsl__status(fsa_status_t st)
+{
+    return (fieldsync_status_t)st;
+}
+
+const char *fieldsync_version(void)
+{
+#define STR2(x) #x
+#define STR(x) STR2(x)
+    return STR(FIELDSYNC_VERSION_MAJOR) "." STR(FIELDSYNC_VERSION_MINOR) "." STR(
+        FIELDSYNC_VERSION_PATCH);
+}
+
+const char *fieldsync_status_str(fieldsync_status_t st)
+{
+    return fsa_status_str((fsa_status_t)st);
+}
+
+/* ---- errors: per handle and per calling thread ---- */
+
+/*
+ * Each thread keeps the last message of the last few handles it used, keyed by the handle's id
+ * (unique in the process, never reused), as sqlite3_errmsg keeps one per connection. Id 0 is
+ * the last open that could not make a handle. A thread that uses more handles than there are
+ * slots loses the oldest messages (they read as "").
+ */
+#define ERR_SLOTS 16
+#define ERR_BYTES 512
+
+typedef struct err_slot {
+    uint64_t id;
+    uint64_t used; /* for least-recently-used replacement */
+    bool set;
+    char msg[ERR_BYTES];
+} err_slot_t;
+
+static _Thread_local err_slot_t err_slots[ERR_SLOTS];
+static _Thread_local uint64_t err_clock;
+static _Atomic uint64_t next_handle_id = 1;
+
+static err_slot_t *err_slot(uint64_t id, bool create)
+{
+    err_slot_t *victim = &err_slots[0];
+    for (size_t i = 0; i < ERR_SLOTS; i++) {
+        err_slot_t *s = &err_slots[i];
+        if (s->set && s->id == id) {
+            s->used = ++err_clock;
+            return s;
+        }
+        if (!s->set || s->used < victim->used)
+            victim = s;
+        if (!victim->set)
+            break;
+    }
+    if (!create)
+        return NULL;
+    victim->set = true;
+    victim->id = id;
+    victim->used = ++err_clock;
+    victim->msg[0] = '\0';
+    return victim;
+}
+
+static void err_setv(uint64_t id, const char *fmt, va_list ap)
+{
+    err_slot_t *s = err_slot(id, true);
+    vsnprintf(s->msg, sizeof s->msg, fmt, ap);
+}
+
+static void err_set(uint64_t id, const char *fmt, ...) FSA_PRINTF(2, 3);
+static void err_set(uint64_t id, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    err_setv(id, fmt, ap);
+    va_end(ap);
+}
+
+fieldsync_status_t fsl__fail(const fieldsync_t *fs, fieldsync_status_t st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    err_setv(fs != NULL ? fs->id : 0, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+fieldsync_status_t fsl__ok(const fieldsync_t *fs)
+{
+    if (fs != NULL) {
+        err_slot_t *s = err_slot(fs->id, false);
+        if (s != NULL)
+            s->msg[0] = '\0';
+    }
+    return FIELDSYNC_OK;
+}
+
+bool fsl__usable(const fieldsync_t *fs)
+{
+    if (fs == NULL)
+        return false;
+    uint32_t m = atomic_load(&fs->magic);
+    if (m == FSL_MAGIC_OPEN)
+        return true;
+    if (m == FSL_MAGIC_FAILED)
+        err_set(fs->id, "this handle failed to open: only fieldsync_errmsg and fieldsync_close "
+                        "work on it");
+    return false;
+}
+
+const char *fieldsync_errmsg(const fieldsync_t *fs)
+{
+    if (fs != NULL) {
+        uint32_t m = atomic_load(&fs->magic);
+        if (m != FSL_MAGIC_OPEN && m != FSL_MAGIC_FAILED)
+            return "not a handle (closed, or never opened)";
+    }
+    const err_slot_t *s = err_slot(fs != NULL ? fs->id : 0, false);
+    return s != NULL ? s->msg : "";
+}
+
+void fieldsync_free(void *p)
+{
+    fsa_free(p);
+}
+
+bool fsl__type_parse(const char *name, fsa_type_t *out)
+{
+    if (name == NULL)
+        return false;
+    if (strcmp(name, "job") == 0) {
+        *out = FSA_TYPE_JOBNEED;
+        return true;
+    }
+    return fsa_type_parse(name, out) == FSA_OK;
+}
+
+/* ---- JSON text, bounded ---- */
+
+/* A JSON answer is at most this large: a list of 1000 entities of 1 MiB each does not fit, and
+ * says so (FIELDSYNC_ETOOLARGE) instead of taking the device's memory. */
+#define JB_MAX ((size_t)64 * 1024 * 1024)
+
+static bool jb_reserve(fsl_jb_t *b, size_t more)
+{
+    if (b->st != FSA_OK)
+        return false;
+    if (b->len + more + 1 <= b->cap)
+        return true;
+    if (b->len + more + 1 > JB_MAX) {
+        b->st = FSA_ETOOLARGE;
+        return false;
+    }
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more + 1)
+        cap *= 2;
+    if (cap > JB_MAX)
+        cap = JB_MAX;
+    char *n = fsa_realloc(b->buf, cap);
+    if (n == NULL) {
+        b->st = FSA_ENOMEM;
+        return false;
+    }
+    b->buf = n;
+    b->cap = cap;
+    return true;
+}
+
+void fsl__jb_raw(fsl_jb_t *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (!jb_reserve(b, n))
+        return;
+    memcpy(b->buf + b->len, s, n + 1);
+    b->len += n;
+}
+
+void fsl__jb_str(fsl_jb_t *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (s == NULL) {
+        fsl__jb_raw(b, "null");
+        return;
+    }
+    if (!jb_reserve(b, 6 * strlen(s) + 2))
+        return;
+    char *o = b->buf + b->len;
+    *o++ = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc = 0;
+        switch (*p) {
+        case '"': esc = '"'; break;
+        case '\\': esc = '\\'; break;
+        case '\n': esc = 'n'; break;
+        case '\r': esc = 'r'; break;
+        case '\t': esc = 't'; break;
+        case '\b': esc = 'b'; break;
+        case '\f': esc = 'f'; break;
+        default: break;
+        }
+        if (esc) {
+            *o++ = '\\';
+            *o++ = esc;
+        } else if (*p < 0x20 || *p == 0x7f) {
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[*p >> 4];
+            o[5] = hex[*p & 15];
+            o += 6;
+        } else {
+            *o++ = (char)*p;
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+    b->len = (size_t)(o - b->buf);
+}
+
+void fsl__jb_fmt(fsl_jb_t *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        if (b->st == FSA_OK)
+            b->st = FSA_ETOOLARGE;
+        return;
+    }
+    fsl__jb_raw(b, tmp);
+}
+
+fsa_status_t fsl__jb_take(fsl_jb_t *b, char **out)
+{
+    if (b->st == FSA_OK && b->buf == NULL)
+        fsl__jb_raw(b, "");
+    fsa_status_t st = b->st;
+    if (st != FSA_OK) {
+        fsa_free(b->buf);
+        *out = NULL;
+    } else {
+        *out = b->buf;
+    }
+    memset(b, 0, sizeof *b);
+    return st;
+}
+
+/* ---- open ---- */
+
+/* Where each member of fieldsync_config_t ends: a caller's size must end on one of them. */
+#define END(m) (offsetof(fieldsync_config_t, m) + sizeof(((fieldsync_config_t *)0)->m))
+static const size_t cfg_ends[] = {END(journal_path),    END(device_id),
+                                  END(server_url),      END(secret_file),
+                                  END(ca_file),         END(pins),
+                                  END(client_cert),     END(client_key),
+                                  END(proxy),           END(allow_http),
+                                  END(durability),      END(retry_policy),
+                                  END(resolver_policy), END(sync_interval_ms),
+                                  END(stall_after_ms),  END(budget_bytes),
+                                  END(label),           sizeof(fieldsync_config_t)};
+#undef END
+
+/* Copies the caller's config (of its own size) into *c, defaults for what it does not have. */
+static fieldsync_status_t config_copy(const fieldsync_config_t *cfg, fieldsync_config_t *c,
+                                      char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    size_t size = cfg->size;
+    if (size > sizeof *c) {
+        /* A newer caller: what this library does not know must be zero (unset). */
+        const unsigned char *tail = (const unsigned char *)cfg + sizeof *c;
+        for (size_t i = 0; i < size - sizeof *c; i++)
+            if (tail[i] != 0) {
+                snprintf(err, errlen,
+                         "config: member at byte %zu is set, but this library (%s) knows only "
+                         "%zu bytes of fieldsync_config_t",
+                         sizeof *c + i, fieldsync_version(), sizeof *c);
+                return FIELDSYNC_EUNSUPPORTED;
+            }
+        size = sizeof *c;
+    }
+    bool boundary = false;
+    for (size_t i = 0; i < sizeof cfg_ends / sizeof cfg_ends[0]; i++)
+        boundary = boundary || cfg_ends[i] == size;
+    if (!boundary) {
+        snprintf(err, errlen,
+                 "config: size %u is not the size of any fieldsync_config_t (set it to "
+                 "sizeof(fieldsync_config_t))",
+                 (unsigned)cfg->size);
+        return FIELDSYNC_EINVAL;
+    }
+    memcpy(c, cfg, size);
+    return FIELDSYNC_OK;
+}
+
+static fsa_status_t dup_opt(const char *s, char **dst)
+{
+    if (s == NULL || s[0] == '\0')
+        return FSA_OK;
+    *dst = fsa_strdup(s);
+    return *dst != NULL ? FSA_OK : FSA_ENOMEM;
+}
+
+/* An absolute path for a file the journal keeps (a later process may start elsewhere). */
+static fieldsync_status_t absolute(char **path, const char *what, char *err, size_t errlen)
+{
+    if (*path == NULL)
+        return FIELDSYNC_OK;
+    char *abs = realpath(*path, NULL);
+    if (abs == NULL) {
+        snprintf(err, errlen, "%s %s: not found", what, *path);
+        return FIELDSYNC_ENOTFOUND;
+    }
+    char *copy = fsa_strdup(abs);
+    fsa_free(abs); /* port/alloc.h: fsa_free releases libc memory too */
+    if (copy == NULL)
+        return FIELDSYNC_ENOMEM;
+    fsa_free(*path);
+    *path = copy;
+    return FIELDSYNC_OK;
+}
+
+static fsa_status_t journal_open(fieldsync_t *fs, bool create, char *err, size_t errlen)
+{
+    fsa_journal_opts_t o = {.create = create,
+                            .sync_normal = fs->cfg.durability == FIELDSYNC_DURABLE_NORMAL,
+                            .budget_bytes = fs->cfg.budget_bytes};
+    return fsa_journal_open(&fs->port, fs->cfg.journal_path, &o, &fs->j, err, errlen);
+}
+
+static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *cfg, char *err,
+                                     size_t errlen)
+{
+    fieldsync_config_t c;
+    fieldsync_status_t ps = config_copy(cfg, &c, err, errlen);
+    if (ps != FIELDSYNC_OK)
+        return ps;
+    if (c.journal_path == NULL || c.journal_path[0] == '\0') {
+        snprintf(err, errlen, "config: journal_path is required");
+        return FIELDSYNC_EINVAL;
+    }
+    if ((c.flags & ~(FIELDSYNC_OPEN_INIT | FIELDSYNC_EVENTS_BUFFERED)) != 0) {
+        snprintf(err, errlen, "config: unknown flags 0x%x", (unsigned)c.flags);
+        return FIELDSYNC_EUNSUPPORTED;
+    }
+    if (c.durability != FIELDSYNC_DURABLE_FULL && c.durability != FIELDSYNC_DURABLE_NORMAL) {
+        snprintf(err, errlen, "config: unknown durability %d", (int)c.durability);
+        return FIELDSYNC_EINVAL;
+    }
+    if (c.sync_interval_ms < 0 || c.stall_after_ms < 0 || c.budget_bytes < 0 ||
+        c.budget_bytes > FSA_LIMIT_JOURNAL_BUDGET_BYTES_MAX) {
+        snprintf(err, errlen,
+                 "config: sync_interval_ms, stall_after_ms and budget_bytes must be >= 0 "
+                 "(budget at most 64 GiB)");
+        return FIELDSYNC_EINVAL;
+    }
+    fsl_config_t *k = &fs->cfg;
+    k->flags = c.flags;
+    k->allow_http = c.allow_http;
+    k->durability = c.durability;
+    k->sync_interval_ms = c.sync_interval_ms;
+    k->stall_after_ms = c.stall_after_ms;
+    k->budget_bytes = c.budget_bytes;
+    fsa_status_t st = dup_opt(c.journal_path, &k->journal_path);
+    if (st == FSA_OK)
+        st = dup_opt(c.device_id, &k->device_id);
+    if (st == FSA_OK)
+        st = dup_opt(c.server_url, &k->server_url);
+    if (st == FSA_OK)
+        st = dup_opt(c.secret_file, &k->secret_file);
+    if (st == FSA_OK)
+        st = dup_opt(c.ca_file, &k->ca_file);
+    if (st == FSA_OK)
+        st = dup_opt(c.pins, &k->pins);
+    if (st == FSA_OK)
+        st = dup_opt(c.client_cert, &k->client_cert);
+    if (st == FSA_OK)
+        st = dup_opt(c.client_key, &k->client_key);
+    if (st == FSA_OK)
+        st = dup_opt(c.proxy, &k->proxy);
+    if (st == FSA_OK)
+        st = dup_opt(c.retry_policy, &k->retry_policy);
+    if (st == FSA_OK)
+        st = dup_opt(c.resolver_policy, &k->resolver_policy);
+    if (st == FSA_OK)
+        st = dup_opt(c.label != NULL ? c.label : "app", &k->label);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "out of memory");
+        return FIELDSYNC_ENOMEM;
+    }
+
+    bool init = (c.flags & FIELDSYNC_OPEN_INIT) != 0;
+    if (init) {
+        /* Everything is checked before the journal file is created: a typo leaves nothing. */
+        if (k->device_id == NULL || k->server_url == NULL || k->secret_file == NULL) {
+            snprintf(err, errlen, "init needs device_id, server_url and secret_file");
+            return FIELDSYNC_EINVAL;
+        }
+        ps = absolute(&k->secret_file, "secret file", err, errlen);
+        if (ps == FIELDSYNC_OK)
+            ps = absolute(&k->ca_file, "CA file", err, errlen);
+        if (ps == FIELDSYNC_OK)
+            ps = absolute(&k->client_cert, "client certificate", err, errlen);
+        if (ps == FIELDSYNC_OK)
+            ps = absolute(&k->client_key, "client key", err, errlen);
+        if (ps != FIELDSYNC_OK)
+            return ps;
+        st = fsl__config_check(k, true, err, errlen);
+        if (st != FSA_OK)
+            return fsl__status(st);
+        st = journal_open(fs, true, err, errlen);
+        if (st != FSA_OK)
+            return fsl__status(st);
+        char *existing = NULL;
+        st = fsa_journal_state_get_str(fs->j, "device_id", &existing);
+        if (st == FSA_OK && existing != NULL && existing[0] != '\0' &&
+            strcmp(existing, k->device_id) != 0) {
+            snprintf(err, errlen, "journal %s belongs to device %s, not %s", k->journal_path,
+                     existing, k->device_id);
+            st = FSA_EINVAL;
+        } else if (st != FSA_OK) {
+            snprintf(err, errlen, "cannot read %s: %s", k->journal_path, fsa_status_str(st));
+        }
+        fsa_model_free(existing);
+        if (st == FSA_OK)
+            st = fsl__config_store(fs->j, k, err, errlen);
+        if (st != FSA_OK)
+            return fsl__status(st);
+    } else {
+        st = journal_open(fs, false, err, errlen);
+        if (st != FSA_OK)
+            return fsl__status(st);
+        char *stored = NULL;
+        st = fsa_journal_state_get_str(fs->j, "device_id", &stored);
+        if (st != FSA_OK) {
+            snprintf(err, errlen, "cannot read %s: %s", k->journal_path, fsa_status_str(st));
+        } else if (stored == NULL || stored[0] == '\0') {
+            snprintf(err, errlen, "journal %s is not set up: run 'fieldsync init' first",
+                     k->journal_path);
+            st = FSA_ENOTFOUND;
+        } else if (k->device_id != NULL && strcmp(k->device_id, stored) != 0) {
+            snprintf(err, errlen, "journal %s belongs to device %s, not %s", k->journal_path,
+                     stored, k->device_id);
+            st = FSA_EINVAL;
+        } else if (k->device_id == NULL && (k->device_id = fsa_strdup(stored)) == NULL) {
+            st = FSA_ENOMEM;
+        }
+        fsa_model_free(stored);
+        bool durability_given = k->durability != FIELDSYNC_DURABLE_FULL;
+        bool budget_given = k->budget_bytes != 0;
+        if (st == FSA_OK)
+            st = fsl__config_load(fs->j, k, err, errlen);
+        if (st == FSA_OK)
+            st = fsl__config_check(k, false, err, errlen);
+        if (st != FSA_OK)
+            return fsl__status(st);
+        /* The journal's own options come from the stored configuration unless overridden: open
+         * it again with them when they differ from the defaults it was opened with. */
+        if ((!durability_given && k->durability != FIELDSYNC_DURABLE_FULL) ||
+            (!budget_given && k->budget_bytes != 0)) {
+            fsa_journal_close(fs->j);
+            fs->j = NULL;
+            st = journal_open(fs, false, err, errlen);
+            if (st != FSA_OK)
+                return fsl__status(st);
+        }
+    }
+    fsa_lockmgr_opts_t lo = {.label = k->label};
+    st = fsa_lockmgr_open(&fs->port, k->journal_path, &lo, &fs->locks, err, errlen);
+    if (st != FSA_OK)
+        return fsl__status(st);
+    st = fsl__events_new(fs);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "cannot set up the listeners: %s", fsa_status_str(st));
+        return fsl__status(st);
+    }
+    return FIELDSYNC_OK;
+}
+
+fieldsync_status_t fsl__open_with_port(const fieldsync_config_t *cfg, const fsa_port_t *port,
+                                       fieldsync_t **out)
+{
+    if (out == NULL)
+        return fsl__fail(NULL, FIELDSYNC_EINVAL, "fieldsync_open: out is NULL");
+    *out = NULL;
+    if (port == NULL)
+        return fsl__fail(NULL, FIELDSYNC_EINVAL, "fieldsync_open: port is NULL");
+    fieldsync_t *fs = fsa_calloc(1, sizeof *fs);
+    if (fs == NULL)
+        return fsl__fail(NULL, FIELDSYNC_ENOMEM, "fieldsync_open: out of memory");
+    fs->port = *port;
+    fs->id = atomic_fetch_add(&next_handle_id, 1);
+    atomic_store(&fs->magic, FSL_MAGIC_FAILED);
+    char err[512] = "";
+    fieldsync_status_t st;
+    if (cfg == NULL) {
+        snprintf(err, sizeof err, "fieldsync_open: cfg is NULL");
+        st = FIELDSYNC_EINVAL;
+    } else {
+        st = open_steps(fs, cfg, err, sizeof err);
+    }
+    if (st != FIELDSYNC_OK) {
+        /* The failed handle keeps only its id (for its message); the rest is undone now. */
+        fsl__events_free(fs);
+        fsa_lockmgr_close(fs->locks);
+        fs->locks = NULL;
+        fsa_journal_close(fs->j);
+        fs->j = NULL;
+        fsl__config_clear(&fs->cfg);
+        if (err[0] == '\0')
+            snprintf(err, sizeof err, "fieldsync_open: %s", fieldsync_status_str(st));
+        err_set(0, "%s", err);
+        err_set(fs->id, "%s", err);
+        *out = fs;
+        return st;
+    }
+    atomic_store(&fs->magic, FSL_MAGIC_OPEN);
+    *out = fs;
+    fsl__ok(fs);
+    return FIELDSYNC_OK;
+}
+
+fieldsync_status_t fieldsync_open(const fieldsync_config_t *cfg, fieldsync_t **out)
+{
+    return fsl__open_with_port(cfg, fsa_port_posix(), out);
+}
+
+fieldsync_status_t fieldsync_close(fieldsync_t *fs)
+{
+    if (fs == NULL)
+        return FIELDSYNC_OK;
+    uint32_t m = atomic_load(&fs->magic);
+    if (m == FSL_MAGIC_FAILED) {
+        atomic_store(&fs->magic, FSL_MAGIC_CLOSED);
+        fsl__config_clear(&fs->cfg);
+        fsa_free(fs);
+        return FIELDSYNC_OK;
+    }
+    if (m != FSL_MAGIC_OPEN)
+        return FIELDSYNC_EINVAL;
+    if (fsl__in_listener(fs))
+        return fsl__fail(fs, FIELDSYNC_EBUSY, "fieldsync_close: called from a listener");
+    /* The sync thread first (it uses the journal, the locks and the listeners), then the
+     * listeners, then what they used. */
+    fsl__worker_shutdown(fs);
+    fsl__worker_free(fs);
+    fsl__events_free(fs);
+    atomic_store(&fs->magic, FSL_MAGIC_CLOSED);
+    fsa_lockmgr_close(fs->locks);
+    fsa_journal_close(fs->j);
+    fsl__config_clear(&fs->cfg);
+    fsa_free(fs);
+    return FIELDSYNC_OK;
+}
