@@ -72,6 +72,38 @@ fsa_status_t fsl__engine_new(fieldsync_t *fs, bool ignore_backoff, fsa_engine_t 
                              size_t errlen) FSA_MUST_CHECK;
 /* The entity type from its public name ("job" is accepted for jobneed). */
 bool fsl__type_parse(const char *name, fsa_type_t *out);
+/* core (handle.c, config.c, record.c, read.c): a bounded, growable JSON text (fsl__jb_*). */
+typedef struct fsl_jb {
+    char *buf;
+    size_t len, cap;
+    fsa_status_t st; /* the first failure (ENOMEM, ETOOLARGE); later appends do nothing */
+} fsl_jb_t;
+void fsl__jb_raw(fsl_jb_t *b, const char *s);
+void fsl__jb_str(fsl_jb_t *b, const char *s); /* s as a quoted, escaped string; NULL: null */
+void fsl__jb_fmt(fsl_jb_t *b, const char *fmt, ...) FSA_PRINTF(2, 3);
+fsa_status_t fsl__jb_take(fsl_jb_t *b, char **out); /* *out owned by the caller; frees on error */
+/* Journal state keys of the configuration stored at init (config.c), and of the last cycle's
+ * error, which the sync thread stores (fsl__sync_note) and fieldsync_status reads. */
+#define FSL_KEY_LAST_ERROR "last_error"
+#define FSL_KEY_LAST_ERROR_MSG "last_error_msg"
+fsa_status_t fsl__sync_note(fieldsync_t *fs, fsa_status_t st, const char *msg) FSA_MUST_CHECK;
+/* Fills s from the journal (read.c); the worker may overlay its live state. */
+fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s) FSA_MUST_CHECK;
+/* config.c: the configuration in the journal (all keys in one transaction), the secret, the
+ * policies. Errors name the problem in err. */
+fsa_status_t fsl__config_store(fsa_journal_t *j, const fsl_config_t *c, char *err,
+                               size_t errlen) FSA_MUST_CHECK;
+fsa_status_t fsl__config_load(fsa_journal_t *j, fsl_config_t *c, char *err,
+                              size_t errlen) FSA_MUST_CHECK; /* fills the members still NULL */
+void fsl__config_clear(fsl_config_t *c);
+fsa_status_t fsl__config_check(const fsl_config_t *c, bool full, char *err,
+                               size_t errlen) FSA_MUST_CHECK; /* policies; full: URL, TLS, secret */
+fsa_status_t fsl__read_secret(const char *path, fsa_signer_key_t *key, char *err,
+                              size_t errlen) FSA_MUST_CHECK;
+fsa_status_t fsl__resolver_policy(const char *spec, const fsa_resolver_policy_t **out, char *err,
+                                  size_t errlen) FSA_MUST_CHECK; /* NULL/"": *out NULL */
+/* Test hook (record.c): the named locks' lease and wait for this process (0: the platform's). */
+void fsl__test_lock_times(fsa_lock_kind_t kind, int64_t lease_ns, int64_t wait_ns);
 
 /* ---- worker.c ---- */
 
