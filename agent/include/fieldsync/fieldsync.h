@@ -503,6 +503,25 @@ FIELDSYNC_API fieldsync_status_t fieldsync_reload(fieldsync_t *fs);
 FIELDSYNC_API fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
                                                      fieldsync_report_t *report) FIELDSYNC_MUST_CHECK;
 
+/* The sync figures of this handle since it was opened (the sync thread's cycles and
+ * fieldsync_sync_once's alike), for metrics. A caller compiled against an older header passes
+ * its smaller size and gets the members it knows. */
+typedef struct fieldsync_stats {
+    uint32_t size;             /* set by the caller to sizeof(fieldsync_stats_t) */
+    int64_t cycles_ok;         /* pushed and pulled everything */
+    int64_t cycles_offline;    /* the server could not be reached, or backing off */
+    int64_t cycles_error;      /* refused, protocol, storage and other failures */
+    int64_t cycles_busy;       /* another process held the SYNC lock: nothing done */
+    int64_t batches;           /* batches pushed */
+    fieldsync_report_t totals; /* every cycle's report summed; next_attempt_ms and
+                                  last_http_status are the last cycle's */
+} fieldsync_stats_t;
+
+/* Fills *out (out->size set by the caller). FIELDSYNC_OK, FIELDSYNC_EINVAL (NULL, no size),
+ * FIELDSYNC_ECLOSED. Any thread, also a listener. */
+FIELDSYNC_API fieldsync_status_t fieldsync_stats(fieldsync_t *fs,
+                                                 fieldsync_stats_t *out) FIELDSYNC_MUST_CHECK;
+
 /* ---- Listeners ---- */
 
 /* Why an entity changed. */
