@@ -431,6 +431,21 @@ typedef struct fieldsync_sync_status {
 FIELDSYNC_API fieldsync_status_t fieldsync_status(fieldsync_t *fs,
                                                   fieldsync_sync_status_t *out) FIELDSYNC_MUST_CHECK;
 
+/* Where an op recorded on this device stands. */
+typedef enum fieldsync_op_state {
+    FIELDSYNC_OP_PENDING = 0,  /* waiting to be sent */
+    FIELDSYNC_OP_SENT = 1,     /* sent, no answer yet (it is resent as is: ops are idempotent) */
+    FIELDSYNC_OP_DONE = 2,     /* the server applied it */
+    FIELDSYNC_OP_CONFLICT = 3, /* waits for a person: its precondition failed on the server */
+    FIELDSYNC_OP_REJECTED = 4  /* waits for a person: the server refused it for good */
+} fieldsync_op_state_t;
+
+/* The state of op op_id (from a fieldsync_rec_t) in *out. FIELDSYNC_OK; FIELDSYNC_ENOTFOUND
+ * (never recorded here, or done and forgotten after the audit period of 30 days);
+ * FIELDSYNC_EINVAL; FIELDSYNC_EIO; FIELDSYNC_ECLOSED. Any thread. */
+FIELDSYNC_API fieldsync_status_t fieldsync_op_state(fieldsync_t *fs, const char *op_id,
+                                                    fieldsync_op_state_t *out) FIELDSYNC_MUST_CHECK;
+
 /* The conflicts and rejections waiting for a person (all: also resolved ones), oldest first, as
  * a JSON array in *json (caller frees); each {"op_id","seq","kind","type","id","outcome","code",
  * "reason","decision","resolution","server_version","server_fields","local"}.
