@@ -133,11 +133,7 @@ bool fsl__in_listener(const fieldsync_t *fs);
 /* Test hook: the bound of the buffered queue (0: the default, 16384 events). */
 void fsl__events_set_queue_max(fieldsync_t *fs, size_t max);
 
-/* ---- the simulator's hook (documented in docs/api.md; not exported from the shared library) */
-
-/* fieldsync_open with a port of the caller's (a sim port with its virtual clock); the port must
- * outlive the handle. */
-fieldsync_status_t fsl__open_with_port(const fieldsync_config_t *cfg, const fsa_port_t *port,
-                                       fieldsync_t **out);
+/* ---- the simulator's hook: agent/lib/sim_hook.h ---- */
+#include "agent/lib/sim_hook.h"
 
 #endif
