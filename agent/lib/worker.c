@@ -24,6 +24,9 @@
 #define DEFAULT_STALL_MS (600 * 1000)
 #define WATCH_RETRY_MS 1000 /* without a working watch, the journal is looked at this often */
 #define SOON_MS 1000        /* after a cycle that left ops without pushing any */
+/* The engine's persisted backoff (sync/engine.c's keys in the journal's sync state). */
+#define K_NEXT_ATTEMPT "next_attempt_ms"
+#define K_FAILURES "sync_failures"
 
 typedef enum phase { PH_NONE = 0, PH_RUNNING = 1, PH_ENDED = 2 } phase_t;
 
@@ -222,6 +225,16 @@ static void on_engine_status(void *arg, const fsa_engine_status_t *es)
     }
     lock(fs);
     set_live(w, state, es->reason);
+    bool ended = es->state == FSA_ENGINE_OFFLINE || es->state == FSA_ENGINE_STOPPED ||
+                 es->state == FSA_ENGINE_IDLE;
+    if (es->state == FSA_ENGINE_OFFLINE || es->state == FSA_ENGINE_STOPPED)
+        set_error(w, es->last_error, es->last_error_msg);
+    if (ended) {
+        /* The cycle is over and its outcome persisted (the next attempt): show the journal's. */
+        unlock(fs);
+        show_now(fs, false);
+        return;
+    }
     fieldsync_sync_status_t s = w->shown_valid ? w->shown : (fieldsync_sync_status_t){0};
     s.size = (uint32_t)sizeof s;
     if (es->queue_depth >= 0)
@@ -458,6 +471,11 @@ static void cycle(loop_t *L, fsa_status_t *out_st, fsa_sync_report_t *r)
     if (stop)
         return;
     show_now(fs, false);
+    /* The engine counts a cancelled cycle as a failed one and persists a backoff; a stop is not
+     * a failure, so the next start must not wait for it: what was there is put back. */
+    int64_t next0 = 0, failures0 = 0;
+    bool saved = fsa_journal_state_get_int(fs->j, K_NEXT_ATTEMPT, 0, &next0) == FSA_OK &&
+                 fsa_journal_state_get_int(fs->j, K_FAILURES, 0, &failures0) == FSA_OK;
     fsa_status_t st = fsa_engine_sync(L->engine, r);
     lock(fs);
     w->engine = NULL;
@@ -466,6 +484,12 @@ static void cycle(loop_t *L, fsa_status_t *out_st, fsa_sync_report_t *r)
     *out_st = st;
     account(fs, st, r, cancelled);
     if (cancelled) {
+        if (saved && st != FSA_OK) {
+            const fsa_state_item_t back[] = {{K_NEXT_ATTEMPT, NULL, next0},
+                                             {K_FAILURES, NULL, failures0}};
+            if (fsa_journal_state_set_many(fs->j, back, 2) != FSA_OK)
+                fsa_log(&fs->port, FSA_LOG_WARN, "sync: cannot undo the cancelled cycle's backoff");
+        }
         /* A cancel is sticky in the engine; the next start makes a new one. */
         engine_drop(L);
         return;
