@@ -597,3 +597,18 @@ fieldsync_status_t fieldsync_close(fieldsync_t *fs)
     fsa_free(fs);
     return FIELDSYNC_OK;
 }
+
+fieldsync_status_t fieldsync_set_log_level(const char *level)
+{
+    fsa_log_level_t l;
+    if (level == NULL)
+        return fsl__fail(NULL, FIELDSYNC_EINVAL, "log level is NULL");
+    if (strcmp(level, "off") == 0)
+        l = FSA_LOG_OFF;
+    else if (fsa_log_level_parse(level, &l) != FSA_OK)
+        return fsl__fail(NULL, FIELDSYNC_EINVAL,
+                         "unknown log level '%.20s' (debug, info, warn, error, off)", level);
+    /* Handles copy the posix port at open, so this reaches the handles opened after it. */
+    fsa_port_posix()->log_level = l;
+    return FIELDSYNC_OK;
+}

@@ -348,3 +348,40 @@ fieldsync_status_t fieldsync_conflict_resolve(fieldsync_t *fs, const char *op_id
     }
     return fsl__ok(fs);
 }
+
+/* ---- the device's figures ---- */
+
+fieldsync_status_t fieldsync_info(fieldsync_t *fs, char **json)
+{
+    READ_START(json);
+    fsa_outbox_stats_t s;
+    int64_t last = 0, next = 0, offset = 0, failures = 0;
+    fsa_status_t st = fsa_outbox_stats(fs->j, &s);
+    if (st == FSA_OK)
+        st = fsa_journal_state_get_int(fs->j, K_LAST_SYNC, 0, &last);
+    if (st == FSA_OK)
+        st = fsa_journal_state_get_int(fs->j, K_NEXT_ATTEMPT, 0, &next);
+    if (st == FSA_OK)
+        st = fsa_journal_state_get_int(fs->j, K_CLOCK_OFFSET, 0, &offset);
+    if (st == FSA_OK)
+        st = fsa_journal_state_get_int(fs->j, "sync_failures", 0, &failures);
+    if (st != FSA_OK)
+        return fsl__fail(fs, fsl__status(st), "cannot read %s: %s", fs->cfg.journal_path,
+                         fsa_status_str(st));
+    /* The format of `fieldsync status --json` before the library (scripts read it). */
+    fsl_jb_t b = {0};
+    fsl__jb_raw(&b, "{\"device_id\":");
+    fsl__jb_str(&b, fs->cfg.device_id);
+    fsl__jb_raw(&b, ",\"server\":");
+    fsl__jb_str(&b, fs->cfg.server_url);
+    fsl__jb_fmt(&b,
+                ",\"pending\":%" PRId64 ",\"inflight\":%" PRId64 ",\"conflicts\":%" PRId64
+                ",\"rejected\":%" PRId64 ",\"oldest_pending_at_ms\":%" PRId64
+                ",\"last_seq\":%" PRId64,
+                s.pending, s.inflight, s.conflicts, s.rejected, s.oldest_pending_at_ms, s.last_seq);
+    fsl__jb_fmt(&b,
+                ",\"last_sync_ms\":%" PRId64 ",\"next_attempt_ms\":%" PRId64
+                ",\"sync_failures\":%" PRId64 ",\"clock_offset_ms\":%" PRId64 "}",
+                last, next, failures, offset);
+    return answer(fs, &b, json, "fieldsync_info");
+}

@@ -94,6 +94,11 @@ typedef enum fieldsync_status {
  * Any thread. */
 FIELDSYNC_API const char *fieldsync_status_str(fieldsync_status_t st);
 
+/* The level of the library's log lines (on stderr): "debug", "info", "warn" (the default),
+ * "error" or "off". Process-wide; takes effect for handles opened after the call. FIELDSYNC_OK,
+ * FIELDSYNC_EINVAL (unknown level). Call it before opening handles, from one thread. */
+FIELDSYNC_API fieldsync_status_t fieldsync_set_log_level(const char *level);
+
 /* ---- Opening a journal ---- */
 
 typedef struct fieldsync fieldsync_t;
@@ -430,6 +435,14 @@ typedef struct fieldsync_sync_status {
  * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ECLOSED. */
 FIELDSYNC_API fieldsync_status_t fieldsync_status(fieldsync_t *fs,
                                                   fieldsync_sync_status_t *out) FIELDSYNC_MUST_CHECK;
+
+/* The device's configuration and queue figures as a JSON object in *json (caller frees), for
+ * diagnostics (`fieldsync status --json` prints it):
+ *   {"device_id":"dev1","server":"https://...","pending":3,"inflight":1,"conflicts":0,
+ *    "rejected":0,"oldest_pending_at_ms":...,"last_seq":17,"last_sync_ms":...,
+ *    "next_attempt_ms":0,"sync_failures":0,"clock_offset_ms":-12}
+ * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ENOMEM, FIELDSYNC_ECLOSED. Any thread. */
+FIELDSYNC_API fieldsync_status_t fieldsync_info(fieldsync_t *fs, char **json) FIELDSYNC_MUST_CHECK;
 
 /* Where an op recorded on this device stands. */
 typedef enum fieldsync_op_state {

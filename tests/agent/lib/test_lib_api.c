@@ -89,6 +89,9 @@ static void every_call(fieldsync_t *fs, fieldsync_status_t want)
     fieldsync_op_state_t os;
     assert_st(want, fieldsync_op_state(fs, "00000000-0000-4000-8000-000000000000", &os));
     json = (char *)"x";
+    assert_st(want, fieldsync_info(fs, &json));
+    assert_null(json);
+    json = (char *)"x";
     assert_st(want, fieldsync_conflicts(fs, true, &json));
     assert_null(json);
     assert_st(want,
@@ -192,6 +195,11 @@ static void test_every_function__null_arguments(void **state)
     assert_st(FIELDSYNC_EINVAL, fieldsync_conflicts(fs, false, NULL));
     assert_st(FIELDSYNC_EINVAL, fieldsync_conflict_resolve(fs, NULL, false, NULL));
     assert_st(FIELDSYNC_EINVAL, fieldsync_stats(fs, NULL));
+    assert_st(FIELDSYNC_EINVAL, fieldsync_info(fs, NULL));
+    assert_st(FIELDSYNC_EINVAL, fieldsync_set_log_level(NULL));
+    assert_st(FIELDSYNC_EINVAL, fieldsync_set_log_level("loud"));
+    assert_non_null(strstr(fieldsync_errmsg(NULL), "loud"));
+    assert_st(FIELDSYNC_OK, fieldsync_set_log_level("warn"));
     assert_st(FIELDSYNC_EINVAL, fieldsync_add_status_listener(fs, NULL, NULL, NULL));
     assert_st(FIELDSYNC_EINVAL, fieldsync_add_change_listener(fs, NULL, NULL, NULL));
     assert_st(FIELDSYNC_EINVAL, fieldsync_add_conflict_listener(fs, NULL, NULL, NULL));

@@ -328,6 +328,11 @@ static void test_status_and_conflicts__fresh_journal(void **state)
     assert_fs_ok(f->fs, fieldsync_conflicts(f->fs, true, &json));
     assert_string_equal(json, "[]");
     fieldsync_free(json);
+    assert_fs_ok(f->fs, fieldsync_info(f->fs, &json));
+    assert_non_null(strstr(json, "{\"device_id\":\"dev000\",\"server\":\"http://127.0.0.1:9\","
+                                 "\"pending\":1,\"inflight\":0,\"conflicts\":0,\"rejected\":0,"));
+    assert_non_null(strstr(json, "\"next_attempt_ms\":0,\"sync_failures\":0"));
+    fieldsync_free(json);
     assert_int_equal(
         fieldsync_conflict_resolve(f->fs, "00000000-0000-4000-8000-000000000000", false, NULL),
         FIELDSYNC_ENOTFOUND);
