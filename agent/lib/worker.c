@@ -38,6 +38,7 @@ struct fsl_worker {
     int once;             /* fieldsync_sync_once calls running */
     uint32_t flags;       /* of the current start */
     bool stop, now, reload, changed, watch_stop;
+    bool reread; /* a reload was asked: engines come from the journal's configuration now */
     fsa_engine_t *engine; /* the engine of the cycle running (to cancel it) */
     /* The live status the sync thread shows (fieldsync_status overlays it while started). */
     fieldsync_state_t state;
@@ -350,6 +351,56 @@ static void report_copy(const fsa_sync_report_t *r, fieldsync_report_t *out)
     out->last_http_status = r->last_http_status;
 }
 
+/* ---- engines ---- */
+
+/*
+ * Builds an engine for a cycle. Until the first fieldsync_reload, from the handle's
+ * configuration (fsl__engine_new); after it, from the configuration stored in the journal now
+ * (a person ran init again, or rotated the key): a shell of the handle whose configuration is
+ * re-read carries it, since fsl__engine_new reads a handle. The engine keeps a pointer to the
+ * shell's port, so the shell lives as long as the engine (*shell, freed by engine_unmake).
+ * The handle's own configuration is never written here: other threads read it.
+ */
+static fsa_status_t engine_make(fieldsync_t *fs, bool ignore_backoff, fsa_engine_t **out,
+                                fieldsync_t **shell, char *err, size_t errlen)
+{
+    *out = NULL;
+    *shell = NULL;
+    lock(fs);
+    bool reread = fs->worker->reread;
+    unlock(fs);
+    if (!reread)
+        return fsl__engine_new(fs, ignore_backoff, out, err, errlen);
+    fieldsync_t *b = fsa_malloc(sizeof *b);
+    if (b == NULL)
+        return FSA_ENOMEM;
+    memcpy(b, fs, sizeof *b); /* the port, the journal; nothing of it is freed through b */
+    memset(&b->cfg, 0, sizeof b->cfg);
+    b->cfg.journal_path = fsa_strdup(fs->cfg.journal_path);
+    b->cfg.device_id = fsa_strdup(fs->cfg.device_id);
+    fsa_status_t st = b->cfg.journal_path != NULL && b->cfg.device_id != NULL ? FSA_OK : FSA_ENOMEM;
+    if (st == FSA_OK)
+        st = fsl__config_load(fs->j, &b->cfg, err, errlen);
+    if (st == FSA_OK)
+        st = fsl__engine_new(b, ignore_backoff, out, err, errlen);
+    if (st != FSA_OK) {
+        fsl__config_clear(&b->cfg);
+        fsa_free(b);
+        return st;
+    }
+    *shell = b;
+    return FSA_OK;
+}
+
+static void engine_unmake(fsa_engine_t *e, fieldsync_t *shell)
+{
+    fsa_engine_free(e);
+    if (shell != NULL) {
+        fsl__config_clear(&shell->cfg);
+        fsa_free(shell);
+    }
+}
+
 /* ---- the watchdog ---- */
 
 /* Pending ops older than stall_after_ms while the server answers: the queue is stuck (a
@@ -389,6 +440,7 @@ typedef struct loop {
     fsa_thread_t *watcher;
     bool listen_only;
     fsa_engine_t *engine;
+    fieldsync_t *shell;    /* the engine's configuration after a reload (engine_make) */
     int64_t seen_seq;      /* the outbox's last seq when the last cycle began */
     fsa_mono_t last_cycle; /* when the last cycle ended */
     bool never_synced;
@@ -425,8 +477,9 @@ static void engine_drop(loop_t *L)
     lock(fs);
     fs->worker->engine = NULL;
     unlock(fs);
-    fsa_engine_free(L->engine);
+    engine_unmake(L->engine, L->shell);
     L->engine = NULL;
+    L->shell = NULL;
 }
 
 /* Makes the engine when there is none. False when it cannot be made (ATTENTION shown). */
@@ -439,7 +492,8 @@ static bool engine_ready(loop_t *L)
     char err[320] = "";
     fsa_engine_t *e = NULL;
     /* The backoff is the loop's to honour (fieldsync_sync_now must be able to cut it short). */
-    fsa_status_t st = fsl__engine_new(fs, true, &e, err, sizeof err);
+    fieldsync_t *shell = NULL;
+    fsa_status_t st = engine_make(fs, true, &e, &shell, err, sizeof err);
     if (st != FSA_OK) {
         fsa_log(&fs->port, FSA_LOG_ERROR, "cannot sync: %s", err);
         lock(fs);
@@ -451,6 +505,7 @@ static bool engine_ready(loop_t *L)
     }
     fsa_engine_on_status(e, on_engine_status, fs);
     L->engine = e;
+    L->shell = shell;
     fsa_log(&fs->port, FSA_LOG_INFO, "configuration loaded");
     return true;
 }
@@ -783,13 +838,14 @@ fieldsync_status_t fieldsync_reload(fieldsync_t *fs)
 {
     if (!fsl__usable(fs))
         return fs == NULL ? FIELDSYNC_EINVAL : FIELDSYNC_ECLOSED;
-    fsl_worker_t *w = __atomic_load_n(&fs->worker, __ATOMIC_ACQUIRE);
-    if (w != NULL) {
-        lock(fs);
-        w->reload = true;
-        wake(fs);
-        unlock(fs);
-    }
+    fsl_worker_t *w = NULL;
+    if (worker_get(fs, &w) != FSA_OK)
+        return fsl__fail(fs, FIELDSYNC_ENOMEM, "out of memory");
+    lock(fs);
+    w->reread = true;
+    w->reload = true;
+    wake(fs);
+    unlock(fs);
     /* Without a thread, fieldsync_sync_once makes a new engine at each call anyway. */
     return fsl__ok(fs);
 }
@@ -817,13 +873,14 @@ fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
 
     char err[320] = "";
     fsa_engine_t *e = NULL;
-    fsa_status_t st = fsl__engine_new(fs, ignore_backoff, &e, err, sizeof err);
+    fieldsync_t *shell = NULL;
+    fsa_status_t st = engine_make(fs, ignore_backoff, &e, &shell, err, sizeof err);
     fsa_sync_report_t r;
     memset(&r, 0, sizeof r);
     if (st == FSA_OK) {
         fsa_engine_on_status(e, on_engine_status, fs);
         st = fsa_engine_sync(e, &r);
-        fsa_engine_free(e);
+        engine_unmake(e, shell);
         account(fs, st, &r, false);
         settle(fs, st, &r);
         if (st != FSA_EBUSY)

@@ -395,6 +395,65 @@ static void test_start__bad_arguments(void **state)
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
 }
 
+/* A reload takes the configuration stored in the journal now (init run again meanwhile). */
+static void test_reload__takes_the_stored_configuration(void **state)
+{
+    lfx_t *f = *state;
+    assert_true(th_server_start(&f->srv, NULL));
+    f->started = true;
+    fieldsync_t *fs = lfx_open(f, 0, 0); /* stored: a server where nothing listens */
+    assert_int_equal(fieldsync_ticket_create(fs, "H1", NULL, NULL), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    pthread_mutex_lock(&r.mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 30;
+    while (r.last.state != FIELDSYNC_STATE_OFFLINE &&
+           pthread_cond_timedwait(&r.cv, &r.mu, &dl) == 0) {
+    }
+    assert_int_equal(r.last.state, FIELDSYNC_STATE_OFFLINE);
+    pthread_mutex_unlock(&r.mu);
+    /* init again, as a person would, with the right server; then reload */
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.flags = FIELDSYNC_OPEN_INIT;
+    cfg.journal_path = f->db;
+    cfg.device_id = "dev000";
+    cfg.server_url = f->srv.url;
+    cfg.secret_file = f->secret;
+    fieldsync_t *init = NULL;
+    assert_int_equal(fieldsync_open(&cfg, &init), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_close(init), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_reload(fs), FIELDSYNC_OK);
+    int64_t end = lfx_now_ms() + 30000;
+    while (!on_server(f, "H1") && lfx_now_ms() < end) {
+        pthread_mutex_lock(&r.mu);
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 1;
+        (void)pthread_cond_timedwait(&r.cv, &r.mu, &dl);
+        pthread_mutex_unlock(&r.mu);
+    }
+    assert_true(on_server(f, "H1"));
+    stop_and_wait(fs, &r);
+    /* sync_once after the reload uses the stored configuration too */
+    assert_int_equal(fieldsync_ticket_create(fs, "H2", NULL, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_sync_once(fs, true, NULL), FIELDSYNC_OK);
+    assert_true(on_server(f, "H2"));
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
+static int setup_no_server(void **state)
+{
+    lfx_t *f = fsa_calloc(1, sizeof *f);
+    if (f == NULL || !lfx_setup(f, NULL, true))
+        return -1;
+    *state = f;
+    return 0;
+}
+
 int main(void)
 {
     if (fsa_transport_global_init() != FSA_OK)
@@ -409,6 +468,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_once__busy_while_started, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__refused_device_is_attention, setup_plain,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_reload__takes_the_stored_configuration,
+                                        setup_no_server, teardown),
         cmocka_unit_test_setup_teardown(test_start__bad_arguments, setup_plain, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
