@@ -106,6 +106,7 @@ static err_slot_t *err_slot(uint64_t id, bool create)
     return victim;
 }
 
+static void err_setv(uint64_t id, const char *fmt, va_list ap) FSA_PRINTF(2, 0);
 static void err_setv(uint64_t id, const char *fmt, va_list ap)
 {
     err_slot_t *s = err_slot(id, true);
@@ -439,6 +440,12 @@ static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *
         /* Everything is checked before the journal file is created: a typo leaves nothing. */
         if (k->device_id == NULL || k->server_url == NULL || k->secret_file == NULL) {
             snprintf(err, errlen, "init needs device_id, server_url and secret_file");
+            return FIELDSYNC_EINVAL;
+        }
+        if (!fsa_model_id_valid(k->device_id)) {
+            snprintf(err, errlen,
+                     "invalid device id '%.40s': 1-128 characters of A-Z a-z 0-9 . _ : -",
+                     k->device_id);
             return FIELDSYNC_EINVAL;
         }
         ps = absolute(&k->secret_file, "secret file", err, errlen);
