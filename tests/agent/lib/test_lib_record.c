@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "agent/lib/internal.h"
 #include "tests/agent/lib/lib_fixture.h"
 
 /* Ops waiting in the outbox (a failed call must not change it). */
@@ -338,6 +339,30 @@ static void test_status_and_conflicts__fresh_journal(void **state)
         FIELDSYNC_ENOTFOUND);
 }
 
+/* The state as the journal shows it: OFFLINE while the stored next attempt is ahead, ATTENTION
+ * once the sync thread noted that the server refused our credentials (fsl__sync_note). */
+static void test_status__offline_and_attention_from_the_journal(void **state)
+{
+    cfx_t *f = *state;
+    fieldsync_sync_status_t s = {.size = sizeof s};
+    int64_t now = fsa_port_posix()->wall_now(NULL).ms;
+    assert_fsa_ok(fsa_journal_state_set_int(f->fs->j, "next_attempt_ms", now + 60000));
+    assert_fs_ok(f->fs, fieldsync_status(f->fs, &s));
+    assert_int_equal(s.state, FIELDSYNC_STATE_OFFLINE);
+    assert_int_equal(s.next_attempt_ms, now + 60000);
+    assert_non_null(strstr(s.reason, "backing off"));
+    assert_fsa_ok(fsl__sync_note(f->fs, FSA_EAUTH, "server said 401 bad_signature"));
+    assert_fs_ok(f->fs, fieldsync_status(f->fs, &s));
+    assert_int_equal(s.state, FIELDSYNC_STATE_ATTENTION);
+    assert_int_equal(s.last_error, FIELDSYNC_EAUTH);
+    assert_string_equal(s.last_error_msg, "server said 401 bad_signature");
+    assert_fsa_ok(fsl__sync_note(f->fs, FSA_OK, NULL));
+    assert_fsa_ok(fsa_journal_state_set_int(f->fs->j, "next_attempt_ms", 0));
+    assert_fs_ok(f->fs, fieldsync_status(f->fs, &s));
+    assert_int_equal(s.state, FIELDSYNC_STATE_IDLE);
+    assert_string_equal(s.last_error_msg, "");
+}
+
 static void test_open__stored_configuration_and_overrides(void **state)
 {
     cfx_t *f = *state;
@@ -417,6 +442,7 @@ int main(void)
         T(test_record__generic_ops_and_groups),
         T(test_list__filters_and_pages),
         T(test_status_and_conflicts__fresh_journal),
+        T(test_status__offline_and_attention_from_the_journal),
         T(test_open__stored_configuration_and_overrides),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
