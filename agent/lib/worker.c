@@ -517,6 +517,9 @@ static void cycle(loop_t *L, fsa_status_t *out_st, fsa_sync_report_t *r)
     fsl_worker_t *w = fs->worker;
     lock(fs);
     bool stop = w->stop;
+    fieldsync_state_t prev = w->state;
+    char prev_reason[sizeof w->reason];
+    copy_cut(prev_reason, sizeof prev_reason, w->reason);
     if (!stop) {
         w->engine = L->engine;
         set_live(w, FIELDSYNC_STATE_SYNCING, "syncing");
@@ -560,6 +563,12 @@ static void cycle(loop_t *L, fsa_status_t *out_st, fsa_sync_report_t *r)
                 "configuration, then reload)",
                 r->error);
     settle(fs, st, r);
+    if (st == FSA_EBUSY && strstr(r->error, "backing off") == NULL) {
+        /* Another process syncs: this cycle did nothing, the state is what it was. */
+        lock(fs);
+        set_live(w, prev, prev_reason);
+        unlock(fs);
+    }
     if (st != FSA_EBUSY)
         note(fs, st, r->error);
     watchdog(fs, st, r);
