@@ -11,6 +11,8 @@
 
 #include <curl/curl.h>
 
+#include "agent/lib/internal.h" /* the simulator's hook: a handle on a sim port */
+#include "port/sim/sim.h"
 #include "sync/transport.h"
 #include "tests/agent/lib/lib_sync_fixture.h"
 
@@ -454,6 +456,45 @@ static int setup_no_server(void **state)
     return 0;
 }
 
+/* The thread waits on the handle's port: on a sim port, the interval passes in virtual time. */
+static void test_start__on_a_sim_port_waits_in_virtual_time(void **state)
+{
+    lfx_t *f = *state;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    fsa_sim_t *sim = NULL;
+    fsa_wall_t start = {(int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000};
+    assert_int_equal(fsa_sim_new(42, start, "sim-dev", &sim), FSA_OK);
+    fsa_port_t *port = fsa_sim_port(sim);
+    port->log_level = FSA_LOG_ERROR;
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = f->db;
+    cfg.sync_interval_ms = 60000; /* a minute between pulls: virtual minutes */
+    fieldsync_t *fs = NULL;
+    assert_int_equal(fsl__open_with_port(&cfg, port, &fs), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    int64_t t0 = lfx_now_ms();
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    pthread_mutex_lock(&r.mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 60;
+    while (r.synced_seen < 3 && pthread_cond_timedwait(&r.cv, &r.mu, &dl) == 0) {
+    }
+    int synced = r.synced_seen;
+    pthread_mutex_unlock(&r.mu);
+    int64_t took = lfx_now_ms() - t0;
+    assert_true(synced >= 3); /* three pulls: two virtual minutes */
+    printf("3 pulls a virtual minute apart took %" PRId64 " ms of real time\n", took);
+    assert_true(took < 60000);
+    stop_and_wait(fs, &r);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+    fsa_sim_free(sim);
+}
+
 int main(void)
 {
     if (fsa_transport_global_init() != FSA_OK)
@@ -470,6 +511,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reload__takes_the_stored_configuration,
                                         setup_no_server, teardown),
+        cmocka_unit_test_setup_teardown(test_start__on_a_sim_port_waits_in_virtual_time,
+                                        setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__bad_arguments, setup_plain, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
