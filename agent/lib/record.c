@@ -518,7 +518,6 @@ static bool tour_child(void *arg, fsa_type_t type, const char *id, const char *f
 typedef struct tour_arg {
     const char *tour, *fields;
     size_t updated;
-    fieldsync_status_t why; /* FIELDSYNC_ETOOLARGE when too many */
 } tour_arg_t;
 
 static fsa_status_t do_tour(fieldsync_t *fs, void *arg, const fsa_fence_t *fence, fsa_rec_t *r)
