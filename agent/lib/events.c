@@ -78,6 +78,7 @@ struct fsl_events {
     uint64_t dropped_all; /* over the handle's life, for the log */
     fieldsync_sync_status_t last_status;
     int64_t last_seq; /* the change log's position delivered (or queued) */
+    bool muted;       /* closing: nothing more is delivered or queued */
 };
 
 /* The listeners running on this thread, innermost first (a listener of one handle may dispatch
@@ -164,6 +165,16 @@ void fsl__events_free(fieldsync_t *fs)
     fs->port.mutex_free(fs->port.ctx, ev->deliver);
     fs->port.mutex_free(fs->port.ctx, ev->mu);
     fsa_free(ev);
+}
+
+void fsl__events_mute(fieldsync_t *fs)
+{
+    fsl_events_t *ev = fs != NULL ? fs->events : NULL;
+    if (ev == NULL)
+        return;
+    fs->port.mutex_lock(fs->port.ctx, ev->mu);
+    ev->muted = true;
+    fs->port.mutex_unlock(fs->port.ctx, ev->mu);
 }
 
 void fsl__events_set_queue_max(fieldsync_t *fs, size_t max)
@@ -309,6 +320,13 @@ static void enqueue(fsl_events_t *ev, fsl_event_t *e, bool always)
 static void emit(fsl_events_t *ev, fsl_event_t *e, bool always)
 {
     fsa_port_t *p = &ev->fs->port;
+    p->mutex_lock(p->ctx, ev->mu);
+    bool muted = ev->muted;
+    p->mutex_unlock(p->ctx, ev->mu);
+    if (muted) {
+        fsa_free(e);
+        return;
+    }
     if (e->kind == EV_STATUS) {
         p->mutex_lock(p->ctx, ev->mu);
         ev->last_status = e->u.status;

@@ -937,6 +937,9 @@ void fsl__worker_shutdown(fieldsync_t *fs)
     fsl_worker_t *w = fs != NULL ? __atomic_load_n(&fs->worker, __ATOMIC_ACQUIRE) : NULL;
     if (w == NULL)
         return;
+    /* Close delivers nothing more (its caller may be tearing down what listeners use): the
+     * thread still ends its cycle and its STOPPED, unheard. A listener running now finishes. */
+    fsl__events_mute(fs);
     lock(fs);
     if (w->phase == PH_RUNNING) {
         w->stop = true;
