@@ -243,6 +243,9 @@ static void on_engine_status(void *arg, const fsa_engine_status_t *es)
     overlay_locked(w, &s);
     unlock(fs);
     show(fs, &s, false);
+    /* Between the steps of a long cycle (a backlog drained batch by batch), the listeners hear
+     * of the changes so far: the last batch's results, the app's new records. */
+    fsl__events_pump(fs);
 }
 
 /* Counts a cycle in the handle's figures. */

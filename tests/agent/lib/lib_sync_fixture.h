@@ -122,9 +122,11 @@ typedef struct lrec {
     int after_stopped;            /* events heard while stopped was set */
     int syncing_seen;             /* status events with state SYNCING */
     int attention_seen;
-    int synced_seen;  /* status events saying a cycle went well */
-    int64_t last_seq; /* of the newest change */
-    int out_of_order; /* changes whose seq was not above the one before */
+    int synced_seen;         /* status events saying a cycle went well */
+    int synced_changes;      /* SYNCED changes heard */
+    int synced_at_first_end; /* ... when the first cycle's "synced" status came */
+    int64_t last_seq;        /* of the newest change */
+    int out_of_order;        /* changes whose seq was not above the one before */
     int recorded, pulled;
     char (*recorded_ids)[40]; /* op ids of RECORDED changes, in the order heard */
     int recorded_cap;
@@ -185,8 +187,9 @@ static inline void lrec_on_status(void *ctx, const fieldsync_sync_status_t *s)
         r->syncing_seen++;
     if (s->state == FIELDSYNC_STATE_ATTENTION)
         r->attention_seen++;
-    if (s->state == FIELDSYNC_STATE_IDLE && strcmp(s->reason, "synced") == 0)
-        r->synced_seen++;
+    if (s->state == FIELDSYNC_STATE_IDLE && strcmp(s->reason, "synced") == 0 &&
+        r->synced_seen++ == 0)
+        r->synced_at_first_end = r->synced_changes;
     if (s->state == FIELDSYNC_STATE_STOPPED)
         r->stopped = true;
     else if (r->stop_in_listener && r->stop_calls == 0)
@@ -225,6 +228,8 @@ static inline void lrec_on_change(void *ctx, const fieldsync_change_t *c)
     }
     if (c->reason == FIELDSYNC_CHANGE_PULLED)
         r->pulled++;
+    if (c->reason == FIELDSYNC_CHANGE_SYNCED)
+        r->synced_changes++;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }

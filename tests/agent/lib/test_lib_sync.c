@@ -495,6 +495,33 @@ static void test_start__on_a_sim_port_waits_in_virtual_time(void **state)
     fsa_sim_free(sim);
 }
 
+/* A long cycle (a backlog pushed batch by batch) tells its changes as it goes, not at its end. */
+static void test_start__long_cycle_tells_changes_as_it_goes(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    int n = 350; /* four batches of at most 100 */
+    for (int i = 0; i < n; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "G%d", i);
+        assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
+    }
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_has_synced, 60000));
+    stop_and_wait(fs, &r);
+    pthread_mutex_lock(&r.mu);
+    /* Before the cycle's end: at least the first three batches' results. */
+    if (r.synced_at_first_end < 300)
+        fail_msg("only %d SYNCED changes were heard before the cycle ended", r.synced_at_first_end);
+    assert_int_equal(r.synced_changes, n);
+    pthread_mutex_unlock(&r.mu);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
 int main(void)
 {
     if (fsa_transport_global_init() != FSA_OK)
@@ -512,6 +539,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload__takes_the_stored_configuration,
                                         setup_no_server, teardown),
         cmocka_unit_test_setup_teardown(test_start__on_a_sim_port_waits_in_virtual_time,
+                                        setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_start__long_cycle_tells_changes_as_it_goes,
                                         setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__bad_arguments, setup_plain, teardown),
     };
