@@ -497,7 +497,7 @@ typedef struct fieldsync_report {
  * sync_interval_ms, and at the persisted next attempt while backing off; it runs the listeners
  * (unless buffered). FIELDSYNC_OK; FIELDSYNC_EBUSY (already started, or still stopping: wait
  * for the STOPPED status; or called from a listener); FIELDSYNC_ENOTFOUND (not initialised);
- * FIELDSYNC_ENOMEM; FIELDSYNC_ECLOSED. Any thread.
+ * FIELDSYNC_EINVAL (unknown flags); FIELDSYNC_ENOMEM; FIELDSYNC_ECLOSED. Any thread.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_start(fieldsync_t *fs,
                                                  uint32_t flags) FIELDSYNC_MUST_CHECK;
