@@ -511,6 +511,7 @@ fieldsync_status_t fieldsync_add_conflict_listener(fieldsync_t *fs, fieldsync_co
     return add_listener(fs, &t, fn != NULL, token);
 }
 
+// cppcheck-suppress constParameter ; the public signature: remove frees the listener
 fieldsync_status_t fieldsync_remove_listener(fieldsync_t *fs, fieldsync_listener_t *token)
 {
     if (!fsl__usable(fs))

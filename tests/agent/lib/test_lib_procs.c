@@ -172,7 +172,6 @@ typedef struct app {
     pthread_cond_t cv;
     pulled_t pulled[MAX_PULLED];
     size_t n;
-    int other_events_after_stop;
 } app_t;
 
 static void app_change(void *ctx, const fieldsync_change_t *c)

@@ -394,6 +394,7 @@ static void test_start__bad_arguments(void **state)
     assert_int_equal(fieldsync_stats(fs, &small.st), FIELDSYNC_OK);
     assert_int_equal(small.st.cycles_ok, 0);
     assert_int_equal(small.st.batches, (int64_t)0x5a5a5a5a5a5a5a5a);
+    assert_int_equal(small.guard, (int64_t)0x5a5a5a5a5a5a5a5a);
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
 }
 
