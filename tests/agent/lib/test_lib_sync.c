@@ -2,6 +2,7 @@
  * sixteen app threads recording while the thread drains with faults on, start/stop/close races,
  * stop from a listener, nothing after STOPPED, a refused device, sync_once and sync_now. */
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -94,6 +95,18 @@ static bool drained(fieldsync_t *fs, lrec_t *r, int ms)
         pthread_mutex_unlock(&r->mu);
     }
     return queue_depth(fs) == 0;
+}
+
+/* Open file descriptors of this process. */
+static int open_fds(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    assert_non_null(dir);
+    int n = 0;
+    while (readdir(dir) != NULL)
+        n++;
+    closedir(dir);
+    return n;
 }
 
 static void stop_and_wait(fieldsync_t *fs, lrec_t *r)
@@ -277,6 +290,7 @@ static void test_start__stop_rounds_nothing_after_stopped(void **state)
     lrec_init(&r, fs, 0);
     lrec_listen(&r, fs);
     int rounds = lfx_scaled(100);
+    int fds = open_fds();
     for (int i = 0; i < rounds; i++) {
         pthread_mutex_lock(&r.mu);
         assert_int_equal(r.after_stopped, 0);
@@ -295,6 +309,15 @@ static void test_start__stop_rounds_nothing_after_stopped(void **state)
             assert_true(lrec_wait(&r, lrec_is_syncing, 20000)); /* stop in a cycle */
         stop_and_wait(fs, &r);
     }
+    /* Each start's watch, pipe and threads are gone with it. The last thread may still be on
+     * its way out (after STOPPED): a start joins it. */
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.after_stopped, 0);
+    r.stopped = false;
+    pthread_mutex_unlock(&r.mu);
+    assert_int_equal(fieldsync_start(fs, FIELDSYNC_START_LISTEN_ONLY), FIELDSYNC_OK);
+    stop_and_wait(fs, &r);
+    assert_true(open_fds() <= fds + 3); /* at most the last start's inotify fd and pipe */
     struct timespec ts = {0, 200 * 1000000L};
     nanosleep(&ts, NULL);
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
