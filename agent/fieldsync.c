@@ -121,21 +121,26 @@ static const char *ws(const char *p)
     return p;
 }
 
+/* The end of the JSON string that opens at p (the closing quote's successor). */
+static const char *skip_string(const char *p)
+{
+    for (p++; *p && *p != '"'; p++)
+        if (*p == '\\' && p[1] != '\0')
+            p++;
+    return *p == '"' ? p + 1 : p;
+}
+
 /* The end of the JSON value at p (p itself when it is not one). */
 static const char *skip_value(const char *p)
 {
     p = ws(p);
-    if (*p == '"') {
-        for (p++; *p && *p != '"'; p++)
-            if (*p == '\\' && p[1] != '\0')
-                p++;
-        return *p == '"' ? p + 1 : p;
-    }
+    if (*p == '"')
+        return skip_string(p);
     if (*p == '{' || *p == '[') {
         int depth = 0;
         do {
             if (*p == '"') {
-                p = skip_value(p);
+                p = skip_string(p);
                 continue;
             }
             if (*p == '{' || *p == '[')
@@ -202,7 +207,7 @@ static const char *str_of(const char *v, char *out, size_t cap)
                                                 : h >= 'A' ? h - 'A' + 10
                                                            : h - '0');
                     }
-                    c = u < 0x80 ? (char)u : '?';
+                    c = (char)(u < 0x80 ? u : (unsigned)'?');
                     break;
                 }
                 default: c = *p; break;

@@ -215,7 +215,7 @@ static bool jb_reserve(fsl_jb_t *b, size_t more)
 void fsl__jb_raw(fsl_jb_t *b, const char *s)
 {
     size_t n = strlen(s);
-    if (!jb_reserve(b, n))
+    if (!jb_reserve(b, n) || b->buf == NULL)
         return;
     memcpy(b->buf + b->len, s, n + 1);
     b->len += n;
@@ -228,7 +228,7 @@ void fsl__jb_str(fsl_jb_t *b, const char *s)
         fsl__jb_raw(b, "null");
         return;
     }
-    if (!jb_reserve(b, 6 * strlen(s) + 2))
+    if (!jb_reserve(b, 6 * strlen(s) + 2) || b->buf == NULL)
         return;
     char *o = b->buf + b->len;
     *o++ = '"';

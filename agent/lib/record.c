@@ -296,7 +296,7 @@ fieldsync_status_t fieldsync_attendance(fieldsync_t *fs, bool checkin, const cha
         rec_zero(rec);                                                                             \
         if (!fsl__usable(fs))                                                                      \
             return fs == NULL ? FIELDSYNC_EINVAL : FIELDSYNC_ECLOSED;                              \
-        if (!resource_of(fs, what, id, resource, sizeof resource))                                 \
+        if (!resource_of(fs, what, id, resource, sizeof(resource)))                                \
             return FIELDSYNC_EINVAL;                                                               \
     } while (0)
 
