@@ -449,6 +449,8 @@ typedef struct loop {
     bool never_synced;
     bool soon; /* sync again after SOON_MS: ops stayed although the cycle went well */
     int64_t soon_ms;
+    bool failed; /* the last cycle failed: try again at the persisted next attempt (at least
+                    SOON_MS later: a failure that persisted no backoff must not spin) */
 } loop_t;
 
 /* Reads the journal's watch and tells the sync thread that the journal changed. */
@@ -657,7 +659,16 @@ static void sync_loop(loop_t *L)
                 due = since >= interval_ms(fs);
             else
                 due = L->never_synced || (read_ok && last_seq > L->seen_seq) ||
-                      since >= interval_ms(fs) || (L->soon && since >= L->soon_ms);
+                      since >= interval_ms(fs) || (L->soon && since >= L->soon_ms) ||
+                      (L->failed && since >= SOON_MS);
+        }
+        if (!due && backing_off) {
+            /* A backoff persisted by an earlier run (or another process) shows as such. */
+            lock(fs);
+            if (w->state == FIELDSYNC_STATE_IDLE || w->state == FIELDSYNC_STATE_SYNCING)
+                set_live(w, FIELDSYNC_STATE_OFFLINE, "backing off: waiting for the next attempt");
+            overlay_locked(w, &s);
+            unlock(fs);
         }
         if (due) {
             fsa_sync_report_t r;
@@ -670,6 +681,8 @@ static void sync_loop(loop_t *L)
                     continue; /* cancelled: the loop ends at its top */
             }
             L->never_synced = false;
+            L->failed =
+                st != FSA_OK && !(st == FSA_EBUSY && strstr(r.error, "backing off") == NULL);
             L->last_cycle = fs->port.mono_now(fs->port.ctx);
             int64_t left = 0, ignored = 0;
             L->soon = st == FSA_OK && outbox_last_seq(fs, &ignored, &left) == FSA_OK && left > 0;
@@ -686,6 +699,8 @@ static void sync_loop(loop_t *L)
             wait_ms = s.next_attempt_ms - wall + 1; /* past the boundary, not a hair before */
         else if (L->soon && !attention && L->soon_ms - since < wait_ms)
             wait_ms = L->soon_ms - since;
+        else if (L->failed && !attention && SOON_MS - since < wait_ms)
+            wait_ms = SOON_MS - since;
         if (L->watch == NULL && wait_ms > WATCH_RETRY_MS)
             wait_ms = WATCH_RETRY_MS;
         wait_until(fs, after_ms(fs, wait_ms));

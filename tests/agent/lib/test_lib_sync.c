@@ -546,6 +546,89 @@ static void test_start__long_cycle_tells_changes_as_it_goes(void **state)
     lrec_clear(&r);
 }
 
+static bool lrec_is_offline(lrec_t *r)
+{
+    return r->last.state == FIELDSYNC_STATE_OFFLINE && r->last.next_attempt_ms > 0;
+}
+
+/* Unreachable: the thread backs off, and tries again at the persisted next attempt by itself. */
+static void test_start__offline_retries_at_the_next_attempt(void **state)
+{
+    lfx_t *f = *state; /* the journal names a server where nothing listens */
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    assert_int_equal(fieldsync_ticket_create(fs, "N1", NULL, NULL), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_is_offline, 30000));
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.last.last_error, FIELDSYNC_ENET);
+    pthread_mutex_unlock(&r.mu);
+    /* No record, no sync_now, an interval of a minute: the backoff alone brings the retry. */
+    fieldsync_stats_t a = {.size = sizeof a}, b = {.size = sizeof b};
+    assert_int_equal(fieldsync_stats(fs, &a), FIELDSYNC_OK);
+    int64_t end = lfx_now_ms() + 30000;
+    do {
+        pthread_mutex_lock(&r.mu);
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 1;
+        (void)pthread_cond_timedwait(&r.cv, &r.mu, &dl);
+        pthread_mutex_unlock(&r.mu);
+        assert_int_equal(fieldsync_stats(fs, &b), FIELDSYNC_OK);
+    } while (b.cycles_offline <= a.cycles_offline && lfx_now_ms() < end);
+    if (b.cycles_offline <= a.cycles_offline)
+        fail_msg("no new attempt within 30 s of the first failure (the backoff is seconds)");
+    stop_and_wait(fs, &r);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
+/* A persisted backoff holds new records back; fieldsync_sync_now cuts it short. */
+static void test_sync_now__cuts_a_backoff_short(void **state)
+{
+    lfx_t *f = *state;
+    /* Another run backed off for an hour (as the engine persists it). */
+    fsa_journal_t *j = NULL;
+    fsa_journal_opts_t jo = {0};
+    char err[256];
+    assert_int_equal(fsa_journal_open(fsa_port_posix(), f->db, &jo, &j, err, sizeof err), FSA_OK);
+    int64_t hour = fsa_port_posix()->wall_now(NULL).ms + 3600 * 1000;
+    assert_int_equal(fsa_journal_state_set_int(j, "next_attempt_ms", hour), FSA_OK);
+    fsa_journal_close(j);
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    lrec_t r;
+    lrec_init(&r, fs, 4);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_is_offline, 20000)); /* shown as backing off */
+    assert_int_equal(fieldsync_ticket_create(fs, "W1", NULL, NULL), FIELDSYNC_OK);
+    /* The record is heard (the thread woke) ... */
+    pthread_mutex_lock(&r.mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 20;
+    while (r.recorded == 0 && pthread_cond_timedwait(&r.cv, &r.mu, &dl) == 0) {
+    }
+    assert_int_equal(r.recorded, 1);
+    pthread_mutex_unlock(&r.mu);
+    /* ... and not sent: no cycle while backing off. */
+    struct timespec ts = {0, 500 * 1000000L};
+    nanosleep(&ts, NULL);
+    fieldsync_stats_t st = {.size = sizeof st};
+    assert_int_equal(fieldsync_stats(fs, &st), FIELDSYNC_OK);
+    assert_int_equal(st.cycles_ok + st.cycles_offline + st.cycles_error, 0);
+    assert_int_equal(r.syncing_seen, 0);
+    assert_false(on_server(f, "W1"));
+    assert_int_equal(fieldsync_sync_now(fs), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_has_synced, 20000));
+    assert_true(on_server(f, "W1"));
+    stop_and_wait(fs, &r);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
 int main(void)
 {
     if (fsa_transport_global_init() != FSA_OK)
@@ -566,6 +649,9 @@ int main(void)
                                         setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__long_cycle_tells_changes_as_it_goes,
                                         setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_start__offline_retries_at_the_next_attempt,
+                                        setup_no_server, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_now__cuts_a_backoff_short, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__bad_arguments, setup_plain, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
