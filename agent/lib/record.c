@@ -132,8 +132,15 @@ static fieldsync_status_t guarded(fieldsync_t *fs, fsa_lock_kind_t kind, const c
         return ps;
     fsa_fence_t fence = fsa_lock_fence(&l);
     fsa_status_t st = fn(fs, arg, &fence, &r);
+    /* A release that could not write (busy, I/O, memory) leaves the lock held until its lease
+     * runs out, which would stall the next record of this entity: try it again at once. */
     char err[320];
-    fsa_status_t rs = fsa_lock_release(&l, err, sizeof err);
+    fsa_status_t rs = FSA_OK;
+    for (int i = 0; i < 3; i++) {
+        rs = fsa_lock_release(&l, err, sizeof err);
+        if (rs != FSA_EBUSY && rs != FSA_EIO && rs != FSA_ENOMEM)
+            break;
+    }
     if (rs != FSA_OK && rs != FSA_ELOST)
         fsa_log(&fs->port, FSA_LOG_WARN, "releasing %s: %s", l.key, err);
     return recorded(fs, st, &r, rec);

@@ -386,6 +386,69 @@ static void test_errmsg__per_handle_and_per_thread(void **state)
     assert_string_equal(fieldsync_version(), v);
 }
 
+/* Every allocation of a call failed in turn: a status (never a crash, never a leak under ASan),
+ * and a call that succeeds did its work. */
+static void test_calls__each_allocation_failing(void **state)
+{
+    cfx_t *f = *state;
+    assert_fs_ok(f->fs, fieldsync_ticket_create(f->fs, "T1", NULL, NULL));
+    fieldsync_config_t cfg = cfx_config(f, 0);
+    int oks = 0;
+    for (unsigned long n = 1; n < 2000; n++) {
+        fsa_alloc_fail_nth(n);
+        fieldsync_t *fs = NULL;
+        fieldsync_status_t st = fieldsync_open(&cfg, &fs);
+        bool fired = fsa_alloc_fault_fired();
+        fsa_alloc_fail_nth(0);
+        assert_true(st == FIELDSYNC_OK || fieldsync_errmsg(fs) != NULL);
+        assert_st(FIELDSYNC_OK, fieldsync_close(fs));
+        if (!fired)
+            break;
+    }
+    for (unsigned long n = 1; n < 2000; n++) {
+        fsa_alloc_fail_nth(n);
+        fieldsync_status_t st =
+            fieldsync_ticket_escalate(f->fs, "T1", "p\"7", "note \\ x", NULL, NULL);
+        bool fired = fsa_alloc_fault_fired();
+        fsa_alloc_fail_nth(0);
+        if (st == FIELDSYNC_OK)
+            oks++;
+        else if (fieldsync_errmsg(f->fs)[0] == '\0')
+            fail_msg("escalate failed with %s and no message", fieldsync_status_str(st));
+        if (!fired)
+            break;
+    }
+    /* the reads and the generic builder: a status each, never a crash */
+    for (unsigned long n = 1; n < 2000; n++) {
+        char *json = NULL;
+        fieldsync_query_t q = FIELDSYNC_QUERY_INIT;
+        q.type = "ticket";
+        fsa_alloc_fail_nth(n);
+        fieldsync_status_t sts[4];
+        sts[0] = fieldsync_get(f->fs, "ticket", "T1", &json);
+        fieldsync_free(json);
+        json = NULL;
+        sts[1] = fieldsync_list(f->fs, &q, &json);
+        fieldsync_free(json);
+        json = NULL;
+        sts[2] = fieldsync_record(f->fs,
+                                  "[{\"kind\":\"increment\",\"type\":\"ticket\",\"id\":\"T1\","
+                                  "\"field\":\"level\",\"by\":0}]",
+                                  NULL, NULL);
+        sts[3] = fieldsync_lock_stats(f->fs, &json);
+        (void)sts;
+        fieldsync_free(json);
+        bool fired = fsa_alloc_fault_fired();
+        fsa_alloc_fail_nth(0);
+        if (!fired)
+            break;
+    }
+    /* every escalation that said OK is there, and no other */
+    char want[32];
+    snprintf(want, sizeof want, "\"level\":%d", oks);
+    assert_true(cfx_has(f->fs, "ticket", "T1", want));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, cfx_setup, cfx_teardown)
@@ -396,6 +459,7 @@ int main(void)
         T(test_structs__wrong_sizes),
         T(test_open__bad_configs),
         T(test_errmsg__per_handle_and_per_thread),
+        T(test_calls__each_allocation_failing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
