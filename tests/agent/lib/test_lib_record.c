@@ -391,6 +391,23 @@ static void test_open__stored_configuration_and_overrides(void **state)
     init.retry_policy = "AGGRESSIVE";
     assert_fs_ok(fs, fieldsync_open(&init, &fs));
     assert_fs_ok(fs, fieldsync_close(fs));
+    /* the journal's own options are stored too, and a plain open uses them */
+    init.durability = FIELDSYNC_DURABLE_NORMAL;
+    init.budget_bytes = 64LL * 1024 * 1024;
+    init.sync_interval_ms = 5000;
+    assert_fs_ok(fs, fieldsync_open(&init, &fs));
+    assert_fs_ok(fs, fieldsync_close(fs));
+    init.durability = FIELDSYNC_DURABLE_FULL;
+    init.budget_bytes = 0;
+    init.sync_interval_ms = 0;
+    cfg.device_id = NULL;
+    assert_fs_ok(fs, fieldsync_open(&cfg, &fs));
+    assert_int_equal(fs->cfg.durability, FIELDSYNC_DURABLE_NORMAL);
+    assert_int_equal(fs->cfg.sync_interval_ms, 5000);
+    assert_int_equal(fs->cfg.budget_bytes, 64LL * 1024 * 1024);
+    assert_string_equal(fs->cfg.retry_policy, "AGGRESSIVE");
+    assert_fs_ok(fs, fieldsync_ticket_create(fs, "K2", NULL, NULL));
+    assert_fs_ok(fs, fieldsync_close(fs));
     /* bad policies, URL and secret are refused before anything is written */
     init.resolver_policy = "ticket.nofield=server-wins";
     assert_int_equal(fieldsync_open(&init, &fs), FIELDSYNC_EINVAL);
