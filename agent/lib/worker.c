@@ -619,6 +619,8 @@ static void sync_loop(loop_t *L)
     fsl_worker_t *w = fs->worker;
     L->never_synced = true;
     L->seen_seq = -1;
+    /* What changed since the handle was opened (or last stopped) is told first. */
+    fsl__events_pump(fs);
     for (;;) {
         lock(fs);
         bool stop = w->stop, now = w->now, reload = w->reload, changed = w->changed;
