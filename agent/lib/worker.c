@@ -224,10 +224,15 @@ static void on_engine_status(void *arg, const fsa_engine_status_t *es)
     case FSA_ENGINE_IDLE: state = FIELDSYNC_STATE_IDLE; break;
     default: state = FIELDSYNC_STATE_SYNCING; break;
     }
-    lock(fs);
-    set_live(w, state, es->reason);
     bool ended = es->state == FSA_ENGINE_OFFLINE || es->state == FSA_ENGINE_STOPPED ||
                  es->state == FSA_ENGINE_IDLE;
+    lock(fs);
+    if (ended && w->phase == PH_RUNNING && w->stop && es->last_error != FSA_OK) {
+        /* The cycle ends because it was cancelled (fieldsync_stop): not a failure to show. */
+        unlock(fs);
+        return;
+    }
+    set_live(w, state, es->reason);
     if (es->state == FSA_ENGINE_OFFLINE || es->state == FSA_ENGINE_STOPPED)
         set_error(w, es->last_error, es->last_error_msg);
     if (ended) {
