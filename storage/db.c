@@ -98,7 +98,16 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     "  version INTEGER NOT NULL,"
     "  reason INTEGER NOT NULL,"
     "  op_id TEXT NOT NULL DEFAULT '',"
-    "  at_ms INTEGER NOT NULL);",
+    "  at_ms INTEGER NOT NULL);"
+    /* The ops still to be answered, in seq order. Done ops leave the outbox only when a cycle
+     * ends (compaction), so while a long backlog drains they pile up at the head of the table:
+     * without this index, reading the next batch and counting the queue scan them all, once
+     * per batch, and a drain of n ops costs n^2. Appending to it is cheap (seq grows). */
+    "CREATE INDEX outbox_open ON outbox(seq, state) WHERE state IN (0, 1);"
+    /* A batch takes a group whole: its size is counted before its first op is taken, once per
+     * group per batch; without an index that count scanned the whole outbox. Only grouped ops
+     * are in it. */
+    "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';",
 };
 
 fsa_status_t fsa__db_status(int rc)
