@@ -277,9 +277,12 @@ static void test_fsa_journal_open__v1_journal_gains_the_change_log(void **state)
     f->j = NULL;
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db, "DROP TABLE changes; PRAGMA user_version = 1", NULL, NULL, NULL),
-        SQLITE_OK);
+    /* What schema 2 added goes: the file is as schema 1 left it. */
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TABLE changes; DROP INDEX outbox_open; "
+                                  "DROP INDEX outbox_by_group; PRAGMA user_version = 1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
     sqlite3_close(db);
     fsa_journal_opts_t o = {0};
     char err[256];
