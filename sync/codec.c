@@ -310,7 +310,7 @@ static fsa_status_t encode_op(const fsa_op_t *op, cJSON *o)
     if (!ok)
         return FSA_ENOMEM;
     switch (op->kind) {
-    case FSA_OP_CREATE: return add_json_member(o, "fields", op->json);
+    case FSA_OP_CREATE: return op->json == NULL ? FSA_OK : add_json_member(o, "fields", op->json);
     case FSA_OP_SET:
         if (!add_int(o, "base_version", op->base_version))
             return FSA_ENOMEM;
@@ -470,7 +470,12 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
         !take_str(o, "field", op->field, sizeof op->field, "unknown_field", out))
         return FSA_OK;
     switch (op->kind) {
-    case FSA_OP_CREATE: return take_payload(o, "fields", true, out);
+    case FSA_OP_CREATE:
+        /* PROTOCOL.md section 7, amendment 1: a create without fields is a create of {} (the
+         * model reads a NULL json so). */
+        if (cJSON_GetObjectItemCaseSensitive(o, "fields") == NULL)
+            return FSA_OK;
+        return take_payload(o, "fields", true, out);
     case FSA_OP_SET:
         if (!get_int(cJSON_GetObjectItemCaseSensitive(o, "base_version"), &op->base_version)) {
             set_reject(&out->reject, "invalid_value", "set op: base_version must be an integer");

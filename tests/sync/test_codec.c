@@ -92,8 +92,12 @@ static void test_fsa_codec_encode_push__invalid(void **state)
     assert_null(body);
     assert_int_equal(len, 0);
     fsa_op_clear(&op);
+    /* A create without fields (PROTOCOL.md section 7, amendment 1) is sent without them. */
     make_op(&op, FSA_OP_CREATE, "T1", NULL);
-    assert_int_equal(fsa_codec_encode_push("b", &op, 1, &body, &len), FSA_EINVAL);
+    assert_fsa_ok(fsa_codec_encode_push("b", &op, 1, &body, &len));
+    assert_null(strstr(body, "fields"));
+    fsa_codec_free(body);
+    body = (char *)1;
     assert_int_equal(fsa_codec_encode_push("bad id", &op, 0, &body, &len), FSA_EINVAL);
     assert_int_equal(fsa_codec_encode_push("b", &op, FSA_LIMIT_BATCH_OPS + 1, &body, &len),
                      FSA_ETOOLARGE);
@@ -183,7 +187,9 @@ static void test_fsa_codec_decode_push__per_op_rejections(void **state)
         "{\"op_id\":\"o10\",\"seq\":10,\"at\":1,\"kind\":\"append\",\"type\":\"ticket\",\"id\":"
         "\"T\",\"field\":\"ticketlog\",\"key\":\"k\"},"
         "{\"op_id\":\"o11\",\"seq\":11,\"at\":1,\"kind\":\"increment\",\"type\":\"ticket\",\"id\":"
-        "\"T\",\"field\":\"level\",\"by\":2}"
+        "\"T\",\"field\":\"level\",\"by\":2},"
+        "{\"op_id\":\"o12\",\"seq\":12,\"at\":1,\"kind\":\"create\",\"type\":\"ticket\",\"id\":"
+        "\"T\"}"
         "]}";
     const char *codes[] = {"invalid_value",
                            "unknown_type",
@@ -195,11 +201,12 @@ static void test_fsa_codec_decode_push__per_op_rejections(void **state)
                            "invalid_value",
                            "invalid_value",
                            "invalid_value",
+                           "",
                            ""};
     fsa_codec_push_t p;
     fsa_codec_err_t err;
     assert_fsa_ok(fsa_codec_decode_push(body, strlen(body), &p, &err));
-    assert_int_equal(p.count, 11);
+    assert_int_equal(p.count, 12);
     for (size_t i = 0; i < p.count; i++) {
         if (strcmp(p.ops[i].reject.code, codes[i]) != 0)
             fail_msg("op %zu: code '%s', want '%s'", i, p.ops[i].reject.code, codes[i]);
@@ -208,6 +215,8 @@ static void test_fsa_codec_decode_push__per_op_rejections(void **state)
         assert_string_equal(p.ops[i].op.op_id, want_id);
     }
     assert_int_equal(p.ops[10].op.by, 2);
+    /* A create without fields (PROTOCOL.md section 7, amendment 1): accepted, json NULL. */
+    assert_null(p.ops[11].op.json);
     fsa_codec_push_free(&p);
 }
 
