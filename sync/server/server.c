@@ -38,6 +38,11 @@
 #define URI_MAX FSA__SERVER_URI_MAX
 /* A compressed body can be a little larger than its inflated form (incompressible data). */
 #define RAW_BODY_MAX (FSA_LIMIT_BODY_BYTES + 64 * 1024)
+/* A refused body is still read (and dropped) up to this size so that the 413 reaches a client
+ * that sends without waiting for "100 Continue" (PROTOCOL.md section 3); past it the server
+ * answers at once and closes, which may reset the connection. 16 MiB is the ceiling of the body
+ * limit (port/limits.h) and bounds the work a refused client costs. */
+#define DISCARD_MAX ((uint64_t)FSA_LIMIT_BODY_BYTES_MAX)
 #define TOKEN_MAX 4096
 #define CERT_MAX (256 * 1024)
 #define PULL_DEFAULT_LIMIT 100
@@ -116,6 +121,7 @@ typedef struct request {
     size_t len;
     size_t cap;
     bool body_too_large;
+    uint64_t seen; /* body bytes received, kept or dropped */
 } request_t;
 
 static int64_t now_ms(const fsa_server_t *srv)
@@ -1214,16 +1220,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         int64_t clen = 0;
         if (cl != NULL && parse_i64(cl, &clen) && clen > RAW_BODY_MAX) {
-            bump(&srv->stats.too_large);
-            return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+            /* PROTOCOL.md section 3: a refusal must reach a client that is still sending. A
+             * client waiting for "100 Continue" has sent nothing yet and gets the 413 at once; a
+             * client that sends its body without waiting has its body read and dropped (up to
+             * DISCARD_MAX) and the 413 after it, because closing a socket with unread data
+             * resets the connection, and a reset can destroy the answer before the client reads
+             * it. Only a body over DISCARD_MAX is refused mid-way. */
+            const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+            if ((uint64_t)clen > DISCARD_MAX ||
+                (expect != NULL && strcasecmp(expect, "100-continue") == 0)) {
+                bump(&srv->stats.too_large);
+                return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+            }
+            req->body_too_large = true;
         }
         if (is_v1)
             req->drop = fault_hit(srv, srv->cfg.faults.rate_drop);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
+        req->seen += *upload_data_size;
         bool ok = append_body(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
+        if (ok && req->seen > DISCARD_MAX) {
+            /* A body without a length (chunked) that never ends: refused mid-way after all. */
+            bump(&srv->stats.too_large);
+            return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+        }
         return ok ? MHD_YES : MHD_NO;
     }
     if (req->body_too_large) {

@@ -751,11 +751,16 @@ fsa_status_t fsa_store_pull(fsa_store_t *store, const char *device, int64_t sinc
     fsa_status_t st = FSA_OK;
     int64_t last = since;
     int rc;
+    size_t bytes = 0;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (out->count == limit) {
+        /* A page ends at `limit` changes or at FSA_STORE_PAGE_BYTES of JSON, whichever comes
+         * first, but always holds at least one change so that a device makes progress. */
+        size_t cost = (size_t)sqlite3_column_bytes(q, 4) + FSA_STORE_CHANGE_OVERHEAD;
+        if (out->count == limit || (out->count > 0 && bytes + cost > FSA_STORE_PAGE_BYTES)) {
             out->more = true;
             break;
         }
+        bytes += cost;
         fsa_codec_change_t *c = &out->changes[out->count];
         const char *type = (const char *)sqlite3_column_text(q, 0);
         if (type == NULL || fsa_type_parse(type, &c->type) != FSA_OK) {

@@ -54,13 +54,18 @@ fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_ser
 
 /*
  * The changes after cursor `since` (0: from the beginning) that `device` may see, oldest first,
- * at most `limit` (1..FSA_STORE_PULL_MAX). Sets out->changes/count/more and *next_cursor (the
+ * at most `limit` (1..FSA_STORE_PULL_MAX) and at most FSA_STORE_PAGE_BYTES of JSON (at least one
+ * change, whatever its size). Sets out->changes/count/more and *next_cursor (the
  * cursor to send next; `since` when nothing is returned). out->cursor and server_time are left to
  * the caller. Visibility: jobneeds and tickets are visible to every device; an attendance only to
  * the device that created it (an attendance the server created through the admin API, to all).
  * Returns FSA_OK, FSA_EINVAL, FSA_EIO, FSA_ENOMEM; on failure out is empty.
  */
 #define FSA_STORE_PULL_MAX 1000
+/* A page's JSON budget (PROTOCOL.md section 4: 4 MiB) and what one change costs besides its
+ * fields (type, id, version, mdtz, keys and punctuation; an upper bound). */
+#define FSA_STORE_PAGE_BYTES (4 * 1024 * 1024)
+#define FSA_STORE_CHANGE_OVERHEAD 256
 fsa_status_t fsa_store_pull(fsa_store_t *store, const char *device, int64_t since, unsigned limit,
                             fsa_codec_pull_t *out, int64_t *next_cursor) FSA_MUST_CHECK;
 
