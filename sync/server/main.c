@@ -26,6 +26,8 @@ static const char usage[] =
     "                           at least 16 chars; chmod 600). Without it the admin API is off\n"
     "  --tls-cert FILE          serve HTTPS with this PEM certificate (chain)\n"
     "  --tls-key FILE           and this PEM private key (chmod 600)\n"
+    "  --op-retention-days D    keep op outcomes (idempotency) D days, default 180: at least as\n"
+    "                           long as a device may stay offline (D may have a fraction)\n"
     "  --help                   this text\n"
     "\n"
     "Fault options (for tests and simulations; all off by default; they apply to /v1/ requests):\n"
@@ -130,6 +132,16 @@ int main(int argc, char **argv)
             cfg.tls_cert = v;
         } else if (strcmp(a, "--tls-key") == 0) {
             cfg.tls_key = v;
+        } else if (strcmp(a, "--op-retention-days") == 0) {
+            char *end = NULL;
+            errno = 0;
+            double d = strtod(v, &end);
+            /* At most 100 years, so the milliseconds fit easily. */
+            if (errno != 0 || end == v || *end != '\0' || !(d > 0.0 && d <= 36500.0))
+                die_usage("--op-retention-days needs a number of days above 0", v);
+            cfg.op_retention_ms = (int64_t)(d * 86400000.0);
+            if (cfg.op_retention_ms < 1)
+                cfg.op_retention_ms = 1;
         } else if (strcmp(a, "--fault-latency-ms") == 0) {
             cfg.faults.latency_ms = parse_num(a, v, 0, 600000);
         } else if (strcmp(a, "--fault-5xx") == 0) {

@@ -47,11 +47,6 @@
 #define CERT_MAX (256 * 1024)
 #define PULL_DEFAULT_LIMIT 100
 #define SHUTDOWN_WAIT_MS 10000
-/* Nonces live until their timestamp leaves the skew window; the cache holds at most NONCE_MAX
- * live ones (about 870 requests a second sustained over the window). When it is full the server
- * answers 503 instead of forgetting a nonce, which would let a replay through. */
-#define NONCE_SLOTS (1u << 19)
-#define NONCE_MAX (NONCE_SLOTS / 2)
 #define CURSOR_PREFIX "v1."
 
 /* ---- statistics ---- */
@@ -60,6 +55,7 @@ typedef struct stats {
     atomic_llong requests, push, pull, admin, other;
     atomic_llong http2xx, http4xx, http5xx;
     atomic_llong ops[FSA__RESULT_COUNT];
+    atomic_llong ops_expired; /* op outcomes removed by the retention sweeper */
     atomic_llong bad_signature, unknown_device, replay, clock_skew;
     atomic_llong malformed, too_large;
     atomic_llong f_latency, f_5xx, f_429, f_drop, f_reset;
@@ -75,21 +71,9 @@ static long long get(atomic_llong *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-/* ---- devices and the nonce cache ---- */
+/* ---- devices ---- */
 
 typedef fsa__server_device_t device_t;
-
-typedef struct nonce_slot {
-    uint64_t a, b;      /* the nonce's 16 bytes */
-    uint32_t device;    /* index + 1; 0 marks an empty slot */
-    int64_t expires_ms; /* server wall time after which the entry is dead */
-} nonce_slot_t;
-
-typedef struct nonce_cache {
-    fsa_mutex_t *lock;
-    nonce_slot_t *slots;
-    size_t used; /* occupied slots, live or dead */
-} nonce_cache_t;
 
 struct fsa_server {
     fsa_port_t port; /* the posix port with the server's own log prefix */
@@ -104,7 +88,11 @@ struct fsa_server {
     unsigned char admin_hash[32]; /* SHA-256 of the admin token; the token itself is not kept */
     char *tls_cert;
     char *tls_key;
-    nonce_cache_t nonces;
+    /* The op log's retention sweeper (a thread), stopped through sweep_stop under sweep_lock. */
+    fsa_thread_t *sweeper;
+    fsa_mutex_t *sweep_lock;
+    fsa_cond_t *sweep_cond;
+    atomic_bool sweep_stop;
     stats_t stats;
     atomic_llong in_flight;
     atomic_ullong fault_counter;
@@ -437,70 +425,6 @@ static bool nonce_parse(const char *hex, uint64_t *a, uint64_t *b)
     return true;
 }
 
-static size_t nonce_hash(uint64_t a, uint64_t b, uint32_t device)
-{
-    uint64_t h = a ^ (b * UINT64_C(0x9e3779b97f4a7c15)) ^ ((uint64_t)device << 32);
-    h ^= h >> 29;
-    return (size_t)(h & (NONCE_SLOTS - 1));
-}
-
-static void nonce_put(nonce_slot_t *slots, const nonce_slot_t *e)
-{
-    size_t i = nonce_hash(e->a, e->b, e->device);
-    while (slots[i].device != 0)
-        i = (i + 1) & (NONCE_SLOTS - 1);
-    slots[i] = *e;
-}
-
-/* Drops dead entries by rebuilding the table (linear probing has no cheap delete). */
-static void nonce_sweep(nonce_cache_t *nc, int64_t now)
-{
-    nonce_slot_t *fresh = fsa_calloc(NONCE_SLOTS, sizeof *fresh);
-    if (fresh == NULL)
-        return;
-    size_t used = 0;
-    for (size_t i = 0; i < NONCE_SLOTS; i++) {
-        if (nc->slots[i].device != 0 && nc->slots[i].expires_ms >= now) {
-            nonce_put(fresh, &nc->slots[i]);
-            used++;
-        }
-    }
-    fsa_free(nc->slots);
-    nc->slots = fresh;
-    nc->used = used;
-}
-
-typedef enum nonce_result { NONCE_FRESH, NONCE_REPLAY, NONCE_FULL } nonce_result_t;
-
-static nonce_result_t nonce_check(fsa_server_t *srv, uint32_t device, uint64_t a, uint64_t b,
-                                  int64_t expires, int64_t now)
-{
-    nonce_cache_t *nc = &srv->nonces;
-    nonce_result_t res = NONCE_FRESH;
-    srv->port.mutex_lock(srv->port.ctx, nc->lock);
-    size_t i = nonce_hash(a, b, device);
-    for (; nc->slots[i].device != 0; i = (i + 1) & (NONCE_SLOTS - 1)) {
-        const nonce_slot_t *s = &nc->slots[i];
-        if (s->device == device && s->a == a && s->b == b && s->expires_ms >= now) {
-            res = NONCE_REPLAY;
-            goto out;
-        }
-    }
-    if (nc->used >= NONCE_MAX) {
-        nonce_sweep(nc, now);
-        if (nc->used >= NONCE_MAX) {
-            res = NONCE_FULL;
-            goto out;
-        }
-    }
-    nonce_slot_t e = {a, b, device, expires};
-    nonce_put(nc->slots, &e);
-    nc->used++;
-out:
-    srv->port.mutex_unlock(srv->port.ctx, nc->lock);
-    return res;
-}
-
 /* ---- authentication (PROTOCOL.md section 5) ---- */
 
 typedef fsa__server_fail_t auth_fail_t;
@@ -591,18 +515,22 @@ static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const requ
         return false;
     }
     const device_t *d = a.dev;
-    int64_t ts = a.ts, now = in.now_ms;
-    uint64_t na = a.nonce_a, nb = a.nonce_b;
-    uint32_t didx = (uint32_t)(d - srv->devices) + 1;
-    nonce_result_t nr = nonce_check(srv, didx, na, nb, ts + FSA_LIMIT_SKEW_MS + 1000, now);
-    if (nr == NONCE_REPLAY) {
-        *fail = (auth_fail_t){401, "replay", "this nonce was seen before"};
-        bump(&srv->stats.replay);
+    /* The nonce in one spelling (its 16 bytes as lowercase hex), recorded in the database so that
+     * every server process on it refuses a replay; kept until its timestamp leaves the window. */
+    char nonce[FSA_LIMIT_NONCE_HEX + 1];
+    snprintf(nonce, sizeof nonce, "%016" PRIx64 "%016" PRIx64, a.nonce_a, a.nonce_b);
+    bool replay = false;
+    fsa_status_t st = fsa_store_nonce(srv->store, d->id, nonce, a.ts + FSA_LIMIT_SKEW_MS + 1000,
+                                      in.now_ms, &replay);
+    if (st != FSA_OK) {
+        *fail = (auth_fail_t){503, "overloaded", "the server could not record the nonce"};
+        fsa_log(&srv->port, FSA_LOG_WARN, "cannot record a nonce: %s; answering 503",
+                fsa_status_str(st));
         return false;
     }
-    if (nr == NONCE_FULL) {
-        *fail = (auth_fail_t){503, "overloaded", "too many requests in the replay window"};
-        fsa_log(&srv->port, FSA_LOG_WARN, "nonce cache is full; answering 503");
+    if (replay) {
+        *fail = (auth_fail_t){401, "replay", "this nonce was seen before"};
+        bump(&srv->stats.replay);
         return false;
     }
     *dev = d;
@@ -1001,14 +929,15 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         "\"clock_skew\":%lld},"
         "\"bad_requests\":{\"malformed\":%lld,\"too_large\":%lld},"
         "\"faults\":{\"latency\":%lld,\"5xx\":%lld,\"429\":%lld,\"drop\":%lld,\"reset\":%lld},"
-        "\"store\":{\"entities\":%" PRId64 ",\"ops\":%" PRId64 ",\"last_change\":%" PRId64 "},"
+        "\"store\":{\"entities\":%" PRId64 ",\"ops\":%" PRId64 ",\"last_change\":%" PRId64
+        ",\"ops_expired\":%lld},"
         "\"devices\":%zu,\"uptime_ms\":%" PRId64 ",\"server_time\":%" PRId64 "}",
         get(&s->requests), get(&s->push), get(&s->pull), get(&s->admin), get(&s->other),
         get(&s->http2xx), get(&s->http4xx), get(&s->http5xx), get(&s->ops[0]), get(&s->ops[1]),
         get(&s->ops[2]), get(&s->ops[3]), get(&s->bad_signature), get(&s->unknown_device),
         get(&s->replay), get(&s->clock_skew), get(&s->malformed), get(&s->too_large),
         get(&s->f_latency), get(&s->f_5xx), get(&s->f_429), get(&s->f_drop), get(&s->f_reset), ents,
-        ops, last, srv->ndevices, now - srv->started_ms, now);
+        ops, last, get(&s->ops_expired), srv->ndevices, now - srv->started_ms, now);
     if (n < 0 || (size_t)n >= cap) {
         fsa_free(text);
         return respond_error(srv, c, 500, "internal", "statistics did not fit");
@@ -1279,6 +1208,65 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     fsa_log(&srv->port, FSA_LOG_WARN, "libmicrohttpd: %s", line);
 }
 
+/* ---- retention of op outcomes ---- */
+
+/* Rows removed per transaction: small enough that a push waits for one at most a moment. */
+#define SWEEP_CHUNK 500u
+
+static int64_t sweep_interval_ms(int64_t retention_ms)
+{
+    int64_t v = retention_ms / 4;
+    return v < 50 ? 50 : v > 60000 ? 60000 : v;
+}
+
+/*
+ * The op log's sweeper: every interval, removes the outcomes older than the retention period, in
+ * chunks of SWEEP_CHUNK rows each in its own short transaction, so that pushes interleave with
+ * it and a large backlog never blocks them. Every server process on a database sweeps; a row is
+ * removed once whoever gets to it first.
+ */
+static void *sweeper_main(void *arg)
+{
+    fsa_server_t *srv = arg;
+    const fsa_port_t *port = &srv->port;
+    int64_t interval = sweep_interval_ms(srv->cfg.op_retention_ms);
+    port->mutex_lock(port->ctx, srv->sweep_lock);
+    while (!srv->sweep_stop) {
+        port->mutex_unlock(port->ctx, srv->sweep_lock);
+        int64_t before = now_ms(srv) - srv->cfg.op_retention_ms;
+        int64_t deleted = 0, total = 0;
+        fsa_status_t st;
+        do {
+            st = fsa_store_sweep_ops(srv->store, before, SWEEP_CHUNK, &deleted);
+            total += deleted;
+        } while (st == FSA_OK && deleted == (int64_t)SWEEP_CHUNK && !srv->sweep_stop);
+        if (st != FSA_OK && st != FSA_EBUSY)
+            fsa_log(&srv->port, FSA_LOG_WARN, "op log retention sweep failed: %s",
+                    fsa_status_str(st));
+        else if (total > 0)
+            atomic_fetch_add_explicit(&srv->stats.ops_expired, total, memory_order_relaxed);
+        port->mutex_lock(port->ctx, srv->sweep_lock);
+        fsa_mono_t deadline = fsa_mono_add_ns(port->mono_now(port->ctx), interval * FSA_NS_PER_MS);
+        while (!srv->sweep_stop &&
+               port->cond_wait(port->ctx, srv->sweep_cond, srv->sweep_lock, deadline) == FSA_OK)
+            ;
+    }
+    port->mutex_unlock(port->ctx, srv->sweep_lock);
+    return NULL;
+}
+
+static void sweeper_stop(fsa_server_t *srv)
+{
+    if (srv->sweeper == NULL)
+        return;
+    srv->port.mutex_lock(srv->port.ctx, srv->sweep_lock);
+    srv->sweep_stop = true;
+    srv->port.cond_broadcast(srv->port.ctx, srv->sweep_cond);
+    srv->port.mutex_unlock(srv->port.ctx, srv->sweep_lock);
+    (void)srv->port.thread_join(srv->port.ctx, srv->sweeper, NULL);
+    srv->sweeper = NULL;
+}
+
 /* ---- start and stop ---- */
 
 static fsa_status_t bind_listen(fsa_server_t *srv, char *err, size_t errlen)
@@ -1348,6 +1336,7 @@ static void server_free(fsa_server_t *srv)
 {
     if (srv == NULL)
         return;
+    sweeper_stop(srv);
     fsa_store_close(srv->store);
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
@@ -1360,8 +1349,8 @@ static void server_free(fsa_server_t *srv)
         fsa_free(srv->tls_key);
     }
     fsa_free(srv->tls_cert);
-    srv->port.mutex_free(srv->port.ctx, srv->nonces.lock);
-    fsa_free(srv->nonces.slots);
+    srv->port.mutex_free(srv->port.ctx, srv->sweep_lock);
+    srv->port.cond_free(srv->port.ctx, srv->sweep_cond);
     fsa_free(srv);
 }
 
@@ -1394,9 +1383,10 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     srv->started_ms = now_ms(srv);
     atomic_init(&srv->in_flight, 0);
     atomic_init(&srv->fault_counter, 0);
-    fsa_status_t st = srv->port.mutex_new(srv->port.ctx, &srv->nonces.lock);
-    srv->nonces.slots = fsa_calloc(NONCE_SLOTS, sizeof *srv->nonces.slots);
-    if (st != FSA_OK || srv->nonces.slots == NULL) {
+    fsa_status_t st = srv->port.mutex_new(srv->port.ctx, &srv->sweep_lock);
+    if (st == FSA_OK)
+        st = srv->port.cond_new(srv->port.ctx, &srv->sweep_cond);
+    if (st != FSA_OK) {
         snprintf(err, errlen, "out of memory");
         st = FSA_ENOMEM;
         goto out;
@@ -1424,6 +1414,13 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", err);
         snprintf(err, errlen, "database %s: %s", cfg->db_path, tmp);
+        goto out;
+    }
+    if (srv->cfg.op_retention_ms <= 0)
+        srv->cfg.op_retention_ms = FSA_SERVER_OP_RETENTION_MS;
+    st = srv->port.thread_create(srv->port.ctx, &srv->sweeper, sweeper_main, srv);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "cannot start the op log sweeper");
         goto out;
     }
     st = bind_listen(srv, err, errlen);

@@ -20,7 +20,7 @@
 #include <sqlite3.h>
 
 #define STORE_APP_ID 0x46534153 /* "FSAS": a fieldsync-server database */
-#define STORE_SCHEMA 1
+#define STORE_SCHEMA 2
 #define STORE_READERS_MAX 64
 
 static const char schema_sql[] =
@@ -33,6 +33,16 @@ static const char schema_sql[] =
     " op_id TEXT PRIMARY KEY, device TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,"
     " id TEXT NOT NULL, status INTEGER NOT NULL, version INTEGER NOT NULL, code TEXT NOT NULL,"
     " message TEXT NOT NULL, received INTEGER NOT NULL) WITHOUT ROWID;";
+
+/* Schema 2: the replay state lives in the database, so that every server process on one database
+ * sees every nonce (PROTOCOL.md section 5), and op outcomes are swept by age. Idempotent, so a new
+ * database runs it after schema 1 and an old one runs it once to migrate. */
+static const char schema_v2_sql[] =
+    "CREATE TABLE IF NOT EXISTS nonces("
+    " device TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL,"
+    " PRIMARY KEY(device, nonce)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS nonces_expires ON nonces(expires);"
+    "CREATE INDEX IF NOT EXISTS ops_received ON ops(received);";
 
 enum { W_SEL_ENTITY, W_INS_ENTITY, W_UPD_ENTITY, W_SEL_OP, W_INS_OP, W__COUNT };
 
@@ -47,6 +57,23 @@ static const char *const write_sql[W__COUNT] = {
         "INSERT OR IGNORE INTO ops(op_id, device, seq, type, id, status, version, code, message,"
         " received) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 };
+
+enum { N_UPSERT, N_SWEEP, N__COUNT };
+
+/* A nonce is fresh when it is new, or when its row has expired (then it is renewed): changes() is
+ * 1 exactly then. Every check also removes a few expired rows, so the table holds about the
+ * nonces of one skew window and no sweep ever has to stop the world. */
+static const char *const nonce_sql[N__COUNT] = {
+    [N_UPSERT] = "INSERT INTO nonces(device, nonce, expires) VALUES(?1, ?2, ?3)"
+                 " ON CONFLICT(device, nonce) DO UPDATE SET expires=excluded.expires"
+                 " WHERE nonces.expires < ?4",
+    [N_SWEEP] = "DELETE FROM nonces WHERE (device, nonce) IN"
+                " (SELECT device, nonce FROM nonces WHERE expires < ?1 ORDER BY expires LIMIT 32)",
+};
+
+#define W_SWEEP_OPS_SQL                                                                            \
+    "DELETE FROM ops WHERE op_id IN"                                                               \
+    " (SELECT op_id FROM ops WHERE received < ?1 ORDER BY received LIMIT ?2)"
 
 enum { R_PULL, R_GET, R__COUNT };
 
@@ -67,6 +94,11 @@ struct fsa_store {
     const fsa_port_t *port;
     sqlite3 *wdb;
     sqlite3_stmt *w[W__COUNT];
+    /* The nonce connection commits with synchronous=NORMAL: a nonce must be visible to every
+     * process at once (WAL gives that at commit), but need not cost an fsync per request; a power
+     * loss can forget the nonces of the last moments, never an op. It shares the writer's turn. */
+    sqlite3 *ndb;
+    sqlite3_stmt *n[N__COUNT];
     /* The writer is taken in arrival order (a ticket lock): a plain mutex lets the thread that
      * just committed take it again at once, which starves the others and stretches tail
      * latency when many devices push at the same time. */
@@ -74,7 +106,7 @@ struct fsa_store {
     fsa_cond_t *wcond;
     uint64_t wnext;    /* the next ticket to hand out; under wlock */
     uint64_t wserving; /* the ticket that may write now; under wlock */
-    int64_t last_chg;  /* the highest committed change number; held by the writer */
+    int64_t last_chg;  /* the highest change number, read when a write transaction begins */
 
     reader_t readers[STORE_READERS_MAX];
     unsigned nreaders;
@@ -147,35 +179,46 @@ static fsa_status_t open_conn(const char *path, sqlite3 **out, char *err, size_t
     return FSA_OK;
 }
 
-/* Creates the schema on a new database and refuses a database that is not ours. */
+/*
+ * Creates the schema on a new database, migrates an older one, and refuses a database that is not
+ * ours or is newer. All of it inside one write transaction, so that several server processes
+ * starting at once on one database create or migrate it exactly once.
+ */
 static fsa_status_t init_schema(sqlite3 *db, char *err, size_t errlen)
 {
+    fsa_status_t st = exec_sql(db, "BEGIN IMMEDIATE", err, errlen);
+    if (st != FSA_OK)
+        return st;
     int64_t app = query_int(db, "PRAGMA application_id", -1);
     int64_t ver = query_int(db, "PRAGMA user_version", -1);
     int64_t tables = query_int(db, "SELECT count(*) FROM sqlite_master", -1);
-    if (app < 0 || ver < 0 || tables < 0)
-        return db_fail(db, SQLITE_NOTADB, "cannot read the database", err, errlen);
-    if (app == 0 && tables == 0) {
+    if (app < 0 || ver < 0 || tables < 0) {
+        st = db_fail(db, SQLITE_NOTADB, "cannot read the database", err, errlen);
+    } else if (app == 0 && tables == 0) {
         char sql[sizeof schema_sql + 128];
-        snprintf(sql, sizeof sql,
-                 "BEGIN IMMEDIATE;%sPRAGMA application_id=%d;"
-                 "PRAGMA user_version=%d;COMMIT;",
-                 schema_sql, STORE_APP_ID, STORE_SCHEMA);
-        fsa_status_t st = exec_sql(db, sql, err, errlen);
-        if (st != FSA_OK)
-            (void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return st;
-    }
-    if (app != STORE_APP_ID) {
+        snprintf(sql, sizeof sql, "%sPRAGMA application_id=%d;", schema_sql, STORE_APP_ID);
+        st = exec_sql(db, sql, err, errlen);
+        ver = 1;
+    } else if (app != STORE_APP_ID) {
         snprintf(err, errlen, "the database is not a fieldsync-server database");
-        return FSA_ESCHEMA;
-    }
-    if (ver != STORE_SCHEMA) {
-        snprintf(err, errlen, "the database has schema version %lld; this server knows %d",
+        st = FSA_ESCHEMA;
+    } else if (ver < 1 || ver > STORE_SCHEMA) {
+        snprintf(err, errlen, "the database has schema version %lld; this server knows 1..%d",
                  (long long)ver, STORE_SCHEMA);
-        return FSA_ESCHEMA;
+        st = FSA_ESCHEMA;
     }
-    return FSA_OK;
+    if (st == FSA_OK && ver < 2)
+        st = exec_sql(db, schema_v2_sql, err, errlen);
+    if (st == FSA_OK && ver < STORE_SCHEMA) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version=%d", STORE_SCHEMA);
+        st = exec_sql(db, sql, err, errlen);
+    }
+    if (st == FSA_OK)
+        st = exec_sql(db, "COMMIT", err, errlen);
+    if (st != FSA_OK)
+        (void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return st;
 }
 
 static fsa_status_t prepare_all(sqlite3 *db, const char *const *sql, sqlite3_stmt **st, int n,
@@ -206,6 +249,7 @@ void fsa_store_close(fsa_store_t *store)
         close_conn(store->readers[i].db, store->readers[i].st, R__COUNT);
     /* The writer closes last: when the last connection closes, SQLite checkpoints the WAL into
      * the database and removes it, which is the clean shutdown. */
+    close_conn(store->ndb, store->n, N__COUNT);
     close_conn(store->wdb, store->w, W__COUNT);
     if (store->port != NULL) {
         store->port->mutex_free(store->port->ctx, store->wlock);
@@ -267,9 +311,14 @@ fsa_status_t fsa_store_open(const fsa_port_t *port, const char *path, unsigned r
         st = init_schema(s->wdb, err, errlen);
     if (st == FSA_OK)
         st = prepare_all(s->wdb, write_sql, s->w, W__COUNT, err, errlen);
+    if (st == FSA_OK)
+        st = open_conn(path, &s->ndb, err, errlen);
+    if (st == FSA_OK)
+        st = exec_sql(s->ndb, "PRAGMA synchronous=NORMAL", err, errlen);
+    if (st == FSA_OK)
+        st = prepare_all(s->ndb, nonce_sql, s->n, N__COUNT, err, errlen);
     if (st != FSA_OK)
         goto out;
-    s->last_chg = query_int(s->wdb, "SELECT max(chg) FROM entities", 0);
     for (unsigned i = 0; i < readers; i++) {
         st = open_conn(path, &s->readers[i].db, err, errlen);
         s->nreaders = i + 1;
@@ -423,7 +472,8 @@ static fsa_status_t write_entity(fsa_store_t *s, const fsa_op_t *op, bool exists
     sqlite3_clear_bindings(q);
     if (rc != SQLITE_DONE)
         return map_rc(rc);
-    /* last_chg is advanced inside the transaction and restored by the caller on rollback. */
+    /* last_chg is advanced inside the transaction; a rolled back group restores it, and every
+     * batch reads it anew. */
     s->last_chg++;
     return FSA_OK;
 }
@@ -667,9 +717,12 @@ fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_ser
         return FSA_ENOMEM;
     }
     writer_take(store);
-    int64_t chg_before = store->last_chg;
     fsa_status_t st = exec_sql(store->wdb, "BEGIN IMMEDIATE", err, errlen);
     bool in_tx = st == FSA_OK;
+    /* Read inside the write transaction: another server process on this database may have
+     * committed changes since this one last wrote. */
+    if (in_tx)
+        store->last_chg = query_int(store->wdb, "SELECT max(chg) FROM entities", 0);
     for (size_t i = 0; i < n && st == FSA_OK; i++) {
         if (done[i])
             continue;
@@ -690,10 +743,8 @@ fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_ser
         snprintf(err, errlen, "applying the batch failed: %s (%s)", fsa_status_str(st),
                  sqlite3_errmsg(store->wdb));
     }
-    if (in_tx) {
+    if (in_tx)
         (void)sqlite3_exec(store->wdb, "ROLLBACK", NULL, NULL, NULL);
-        store->last_chg = chg_before;
-    }
     writer_give(store);
     fsa_free(done);
     if (st != FSA_OK) {
@@ -701,6 +752,75 @@ fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_ser
             fsa_codec_result_clear(&results[i]);
     }
     return st;
+}
+
+/* ---- replay state and retention ---- */
+
+fsa_status_t fsa_store_nonce(fsa_store_t *store, const char *device, const char *nonce,
+                             int64_t expires_ms, int64_t now_ms, bool *replay)
+{
+    if (replay != NULL)
+        *replay = false;
+    if (store == NULL || device == NULL || nonce == NULL || replay == NULL)
+        return FSA_EINVAL;
+    writer_take(store);
+    fsa_status_t st = exec_sql(store->ndb, "BEGIN IMMEDIATE", NULL, 0);
+    bool in_tx = st == FSA_OK;
+    if (st == FSA_OK) {
+        sqlite3_stmt *q = store->n[N_UPSERT];
+        bind_text(q, 1, device);
+        bind_text(q, 2, nonce);
+        sqlite3_bind_int64(q, 3, expires_ms);
+        sqlite3_bind_int64(q, 4, now_ms);
+        int rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        sqlite3_clear_bindings(q);
+        st = rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+        if (st == FSA_OK)
+            *replay = sqlite3_changes(store->ndb) == 0;
+    }
+    if (st == FSA_OK) {
+        sqlite3_stmt *q = store->n[N_SWEEP];
+        sqlite3_bind_int64(q, 1, now_ms);
+        int rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        sqlite3_clear_bindings(q);
+        st = rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+    }
+    if (st == FSA_OK) {
+        int rc = sqlite3_exec(store->ndb, "COMMIT", NULL, NULL, NULL);
+        st = map_rc(rc);
+        in_tx = rc != SQLITE_OK;
+    }
+    if (in_tx)
+        (void)sqlite3_exec(store->ndb, "ROLLBACK", NULL, NULL, NULL);
+    writer_give(store);
+    if (st != FSA_OK)
+        *replay = false;
+    return st;
+}
+
+fsa_status_t fsa_store_sweep_ops(fsa_store_t *store, int64_t before_ms, unsigned max_rows,
+                                 int64_t *deleted)
+{
+    if (deleted != NULL)
+        *deleted = 0;
+    if (store == NULL || deleted == NULL || max_rows == 0)
+        return FSA_EINVAL;
+    writer_take(store);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(store->wdb, W_SWEEP_OPS_SQL, -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, before_ms);
+        sqlite3_bind_int64(q, 2, max_rows);
+        /* One statement is its own transaction: short, so pushes wait for it at most a moment. */
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_DONE)
+            *deleted = sqlite3_changes(store->wdb);
+    }
+    sqlite3_finalize(q);
+    writer_give(store);
+    return rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
 }
 
 /* ---- reads ---- */

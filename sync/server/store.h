@@ -12,7 +12,10 @@
 
 /*
  * One database file holds the entities, the op log (op_id -> outcome, for idempotency across
- * restarts) and the change sequence that pull cursors count in.
+ * restarts, kept for the retention period), the change sequence that pull cursors count in, and
+ * the nonces of the replay window. Several server processes may share one database file: every
+ * decision is taken inside a write transaction of that file, and nothing is cached between
+ * transactions.
  *
  * Concurrency: one write connection, taken by one thread at a time in arrival order, applies
  * every batch inside BEGIN IMMEDIATE ... COMMIT, so every precondition is checked inside the write
@@ -73,6 +76,25 @@ fsa_status_t fsa_store_pull(fsa_store_t *store, const char *device, int64_t sinc
  * FSA_OK, FSA_ENOTFOUND, FSA_EINVAL, FSA_EIO, FSA_ENOMEM; *out is empty on failure. */
 fsa_status_t fsa_store_get(fsa_store_t *store, fsa_type_t type, const char *id,
                            fsa_codec_change_t *out) FSA_MUST_CHECK;
+
+/*
+ * The replay check of PROTOCOL.md section 5, shared by every server process on the database:
+ * records (device, nonce) until expires_ms and sets *replay when the pair is recorded already and
+ * has not expired at now_ms. Also removes a few expired nonces (incremental cleanup).
+ * nonce: the X-Nonce in one canonical spelling (the caller lowercases it).
+ * Returns FSA_OK; FSA_EINVAL; FSA_EBUSY, FSA_EIO, FSA_EFULL, FSA_ENOMEM (then *replay is false and
+ * the caller must refuse the request: an unrecorded nonce could be replayed).
+ */
+fsa_status_t fsa_store_nonce(fsa_store_t *store, const char *device, const char *nonce,
+                             int64_t expires_ms, int64_t now_ms, bool *replay) FSA_MUST_CHECK;
+
+/*
+ * Retention: removes at most max_rows op outcomes received before before_ms, in one short
+ * transaction, and sets *deleted to their number. Called repeatedly in the background; pushes
+ * interleave with it. Returns FSA_OK, FSA_EINVAL, FSA_EBUSY, FSA_EIO, FSA_ENOMEM.
+ */
+fsa_status_t fsa_store_sweep_ops(fsa_store_t *store, int64_t before_ms, unsigned max_rows,
+                                 int64_t *deleted) FSA_MUST_CHECK;
 
 /* Counts of stored rows, for the admin statistics. FSA_OK or FSA_EIO (then all 0). */
 fsa_status_t fsa_store_counts(fsa_store_t *store, int64_t *entities, int64_t *ops,
