@@ -1,4 +1,4 @@
-/* fieldsync-server: the server's own entity store (SQLite, WAL): apply pushed ops, pull changes. */
+/* fieldsync-server: the server's entity store (SQLite or PostgreSQL): apply ops, pull changes. */
 #ifndef FSA_SYNC_SERVER_STORE_H
 #define FSA_SYNC_SERVER_STORE_H
 
@@ -11,29 +11,38 @@
 #include "sync/codec.h"
 
 /*
- * One database file holds the entities, the op log (op_id -> outcome, for idempotency across
+ * One database holds the entities, the op log (op_id -> outcome, for idempotency across
  * restarts, kept for the retention period), the change sequence that pull cursors count in, and
- * the nonces of the replay window. Several server processes may share one database file: every
- * decision is taken inside a write transaction of that file, and nothing is cached between
+ * the nonces of the replay window. Several server processes may share one database: every
+ * decision is taken inside a write transaction of that database, and nothing is cached between
  * transactions.
  *
- * Concurrency: one write connection, taken by one thread at a time in arrival order, applies
- * every batch inside BEGIN IMMEDIATE ... COMMIT, so every precondition is checked inside the write
- * transaction; a small pool of read connections serves pulls and reads (WAL readers never block
- * the writer). All functions are safe to call from any number of threads.
+ * Concurrency: every batch is one transaction in which every entity read is locked (SQLite: one
+ * write connection per process, taken in arrival order, inside BEGIN IMMEDIATE; PostgreSQL: a pool
+ * of connections, SELECT ... FOR UPDATE on each entity), so every precondition is checked under
+ * the lock; a transaction the database gives up (deadlock, serialization failure) is retried a
+ * bounded number of times. All functions are safe to call from any number of threads.
  */
 
 typedef struct fsa_store fsa_store_t;
 
 /*
- * Opens (creating it, mode 0600, when missing) the store at path with `readers` read connections
- * (1..64): WAL, synchronous=FULL, busy timeout FSA_LIMIT_BUSY_TIMEOUT_MS.
+ * Opens the store at `location`: a SQLite file path (created, mode 0600, when missing; WAL,
+ * synchronous=FULL, busy timeout FSA_LIMIT_BUSY_TIMEOUT_MS) or a PostgreSQL URI
+ * ("postgresql://..." or "postgres://...", when the server is built with libpq). The schema is
+ * created or migrated (versioned) by the store. conns (1..FSA_STORE_CONNS_MAX): SQLite's read
+ * connections, PostgreSQL's connection pool.
  * On FSA_OK *out is the store (close with fsa_store_close); otherwise *out is NULL and err
- * (errlen bytes) names the problem. Returns FSA_OK, FSA_EINVAL, FSA_EIO, FSA_ESCHEMA (a database
- * of another program or a newer schema), FSA_ENOMEM.
+ * (errlen bytes) names the problem (never a password). Returns FSA_OK, FSA_EINVAL, FSA_EIO,
+ * FSA_ESCHEMA (a database of another program or a newer schema), FSA_EUNSUPPORTED (a PostgreSQL
+ * URI to a server built without libpq), FSA_ENOMEM.
  */
-fsa_status_t fsa_store_open(const fsa_port_t *port, const char *path, unsigned readers,
+#define FSA_STORE_CONNS_MAX 64
+fsa_status_t fsa_store_open(const fsa_port_t *port, const char *location, unsigned conns,
                             fsa_store_t **out, char *err, size_t errlen) FSA_MUST_CHECK;
+
+/* "sqlite" or "postgresql". */
+const char *fsa_store_backend(const fsa_store_t *store);
 
 /* Closes every connection (after the callers are done with it). NULL is accepted. */
 void fsa_store_close(fsa_store_t *store);
