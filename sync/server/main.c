@@ -10,15 +10,19 @@
 #include "sync/server/server.h"
 
 static const char usage[] =
-    "usage: fieldsync-server --listen HOST:PORT --db FILE --devices-file FILE\n"
+    "usage: fieldsync-server --listen HOST:PORT --db FILE|URI --devices-file FILE\n"
     "                        [--admin-token-file FILE] [--tls-cert FILE --tls-key FILE]\n"
     "                        [fault options] [--help]\n"
     "\n"
-    "The reference server of the fieldsync protocol (push, pull, HMAC authentication) on SQLite.\n"
+    "The reference server of the fieldsync protocol (push, pull, HMAC authentication) on SQLite\n"
+    "or PostgreSQL.\n"
     "\n"
     "  --listen HOST:PORT       address to listen on; port 0 picks a free one. Prints\n"
     "                           'listening on http://HOST:PORT' once it accepts connections\n"
-    "  --db FILE                the server's database (created when missing, mode 0600)\n"
+    "  --db FILE|URI            the server's database: a SQLite file (created when missing,\n"
+    "                           mode 0600) or a PostgreSQL URI postgresql://USER@HOST:PORT/DB\n"
+    "                           (schema created and migrated by the server). Several server\n"
+    "                           processes may share one database\n"
     "  --devices-file FILE      {\"devices\": [{\"id\": \"dev001\", \"secret\": \"<64 hex>\"}]},\n"
     "                           must not be accessible to group or others (chmod 600)\n"
     "  --admin-token-file FILE  enables the admin API under /admin/v1/ with\n"
@@ -163,7 +167,7 @@ int main(int argc, char **argv)
     if (!have_listen)
         die_usage("--listen HOST:PORT is required", NULL);
     if (cfg.db_path == NULL)
-        die_usage("--db FILE is required", NULL);
+        die_usage("--db FILE|URI is required", NULL);
     if (cfg.devices_file == NULL)
         die_usage("--devices-file FILE is required", NULL);
     if ((cfg.tls_cert == NULL) != (cfg.tls_key == NULL))

@@ -1413,7 +1413,9 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     if (st != FSA_OK) {
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", err);
-        snprintf(err, errlen, "database %s: %s", cfg->db_path, tmp);
+        /* A PostgreSQL URI may hold a password: it is never printed. */
+        bool uri = strstr(cfg->db_path, "://") != NULL;
+        snprintf(err, errlen, "database %s: %s", uri ? "(PostgreSQL URI)" : cfg->db_path, tmp);
         goto out;
     }
     if (srv->cfg.op_retention_ms <= 0)

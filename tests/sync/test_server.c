@@ -13,6 +13,7 @@
 
 #include "port/alloc.h"
 #include "sync/transport.h"
+#include "tests/sync/pg_harness.h"
 #include "tests/sync/server_client.h"
 #include "tests/test_util.h"
 
@@ -26,7 +27,8 @@ static int setup(void **state)
 {
     (void)state;
     memset(&g_srv, 0, sizeof g_srv);
-    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, 8) || !th_server_start(&g_srv, NULL))
+    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, 8) ||
+        !th_backend_db(g_srv.db, sizeof g_srv.db) || !th_server_start(&g_srv, NULL))
         return -1;
     g_h = curl_easy_init();
     return g_h != NULL ? 0 : -1;

@@ -1,6 +1,7 @@
 /* fieldsync tests: PROTOCOL.md section 6 conformance under concurrency: many devices (threads)
- * pushing at once to the real fieldsync-server; built with -DNPROC=N (tests/sync/CMakeLists.txt),
- * to N server processes on one database, each device at process device % N. */
+ * pushing at once to the real fieldsync-server; with FSA_TEST_PROCS=N to N server processes on one
+ * database (each device at process device % N), and FSA_TEST_DB=postgresql on PostgreSQL
+ * (tests/sync/CMakeLists.txt registers the variants). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 #include "port/alloc.h"
 #include "sync/transport.h"
+#include "tests/sync/pg_harness.h"
 #include "tests/sync/server_client.h"
 #include "tests/test_util.h"
 
@@ -19,30 +21,33 @@
 #define NDEV 100
 #endif
 #define OPBUF 2048
-/* Server processes sharing the database. */
-#ifndef NPROC
-#define NPROC 1
-#endif
-
-static th_server_t g_procs[NPROC];
+/* Server processes sharing the database: FSA_TEST_PROCS (1..PROCS_MAX, default 1). */
+#define PROCS_MAX 4
+static th_server_t g_procs[PROCS_MAX];
+static int g_nproc = 1;
 /* The first process: seeds and reads go there. */
 #define g_srv (g_procs[0])
 
 /* The URL of the process that serves device (or pull page) i. */
 static const char *url_of(int i)
 {
-    return g_procs[i % NPROC].url;
+    return g_procs[i % g_nproc].url;
 }
 
 static int setup(void **state)
 {
     (void)state;
-    memset(g_procs, 0, sizeof g_procs);
-    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, NDEV))
+    const char *procs = getenv("FSA_TEST_PROCS");
+    g_nproc = procs != NULL ? (int)strtol(procs, NULL, 10) : 1;
+    if (g_nproc < 1 || g_nproc > PROCS_MAX)
         return -1;
-    for (int i = 1; i < NPROC; i++)
+    memset(g_procs, 0, sizeof g_procs);
+    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, NDEV) ||
+        !th_backend_db(g_srv.db, sizeof g_srv.db))
+        return -1;
+    for (int i = 1; i < g_nproc; i++)
         g_procs[i] = g_srv;
-    for (int i = 0; i < NPROC; i++) {
+    for (int i = 0; i < g_nproc; i++) {
         if (!th_server_start(&g_procs[i], NULL))
             return -1;
     }
@@ -53,7 +58,7 @@ static int teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    for (int i = NPROC - 1; i >= 0; i--)
+    for (int i = g_nproc - 1; i >= 0; i--)
         rc |= th_server_stop(&g_procs[i]);
     th_dir_remove(g_srv.dir);
     return rc == 0 ? 0 : -1;

@@ -1,6 +1,7 @@
 /* fieldsync tests: several fieldsync-server processes on one database behave as one server: a
  * nonce seen by one is a replay at the other, the same op sent to both at once applies once, a
- * push cut by a SIGKILL goes through the other exactly once; and op outcomes expire. */
+ * push cut by a SIGKILL goes through the other exactly once; and op outcomes expire. On SQLite,
+ * and on PostgreSQL with FSA_TEST_DB=postgresql (tests/sync/CMakeLists.txt). */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 
 #include "port/alloc.h"
 #include "sync/transport.h"
+#include "tests/sync/pg_harness.h"
 #include "tests/sync/server_client.h"
 #include "tests/test_util.h"
 
@@ -23,7 +25,7 @@ static int setup(void **state)
 {
     (void)state;
     memset(&g_a, 0, sizeof g_a);
-    if (!th_dir_make(g_a.dir) || !th_write_files(&g_a, 8))
+    if (!th_dir_make(g_a.dir) || !th_write_files(&g_a, 8) || !th_backend_db(g_a.db, sizeof g_a.db))
         return -1;
     g_b = g_a;
     return th_server_start(&g_a, NULL) && th_server_start(&g_b, NULL) ? 0 : -1;
@@ -254,6 +256,7 @@ static void test_server_multi__op_outcomes_expire(void **state)
     memset(&s, 0, sizeof s);
     assert_true(th_dir_make(s.dir));
     assert_true(th_write_files(&s, 2));
+    assert_true(th_backend_db(s.db, sizeof s.db));
     const char *extra[] = {"--op-retention-days", "0.00001", NULL};
     assert_true(th_server_start(&s, extra));
     assert_int_equal(tc_seed(NULL, s.url, "ticket", "T-ret", "{}"), 201);
