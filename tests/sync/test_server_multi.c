@@ -4,6 +4,7 @@
  * and on PostgreSQL with FSA_TEST_DB=postgresql (tests/sync/CMakeLists.txt). */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +232,124 @@ static void test_server_multi__killed_mid_push_retry_elsewhere_exactly_once(void
     assert_int_equal(tc_get(NULL, g_a.url, "ticket", "T-kill", NULL), 1 + BATCHES * OPS);
 }
 
+enum { FEED_WRITERS = 8, FEED_EACH = 40, FEED_PULLERS = 3 };
+
+typedef struct feed_writer {
+    int index;
+    pthread_barrier_t *start;
+    int applied;
+} feed_writer_t;
+
+/* Creates FEED_EACH jobneeds, one push each, alternating the processes. */
+static void *feed_writer_main(void *arg)
+{
+    feed_writer_t *w = arg;
+    CURL *h = curl_easy_init();
+    pthread_barrier_wait(w->start);
+    for (int i = 0; i < FEED_EACH; i++) {
+        char id[32], op[OPBUF];
+        snprintf(id, sizeof id, "J-feed-%d", w->index * FEED_EACH + i);
+        tc_op(op, sizeof op, NULL, "create", "jobneed", id, "");
+        fsa_codec_result_t *res = NULL;
+        size_t n = 0;
+        if (tc_push(h, (i + w->index) % 2 ? g_b.url : g_a.url, 4, op, &res, &n) == 200 && n == 1 &&
+            res[0].status == FSA_RESULT_APPLIED)
+            w->applied++;
+        fsa_codec_results_free(res, n);
+    }
+    curl_easy_cleanup(h);
+    return NULL;
+}
+
+typedef struct feed_puller {
+    int index;
+    atomic_int *writers_done;
+    pthread_barrier_t *start;
+    bool seen[FEED_WRITERS * FEED_EACH];
+    bool ok;
+} feed_puller_t;
+
+/* Pulls with its own cursor, page by page, each page at the next process, while the writers run
+ * and once more after they stopped. Every entity is created once and never changed again: a
+ * change the cursor passed over would be missing for good. */
+static void *feed_puller_main(void *arg)
+{
+    feed_puller_t *p = arg;
+    CURL *h = curl_easy_init();
+    char cursor[FSA_CODEC_CURSOR_BYTES] = "";
+    int page = p->index;
+    p->ok = true;
+    pthread_barrier_wait(p->start);
+    for (bool last = false; !last;) {
+        last = atomic_load(p->writers_done) != 0;
+        for (bool more = true; more && p->ok; page++) {
+            char path[160];
+            snprintf(path, sizeof path, "/v1/devices/dev005/changes?limit=5%s%s",
+                     cursor[0] ? "&since=" : "", cursor);
+            th_resp_t r;
+            fsa_codec_pull_t pl;
+            if (!th_request(h, page % 2 ? g_b.url : g_a.url, "GET", path, 5, NULL, 0, NULL, &r) ||
+                r.status != 200 || fsa_codec_decode_pull(r.body, r.len, &pl) != FSA_OK) {
+                th_resp_free(&r);
+                p->ok = false;
+                break;
+            }
+            th_resp_free(&r);
+            for (size_t i = 0; i < pl.count; i++) {
+                int k = -1;
+                if (sscanf(pl.changes[i].id, "J-feed-%d", &k) == 1 && k >= 0 &&
+                    k < FEED_WRITERS * FEED_EACH)
+                    p->seen[k] = true;
+            }
+            snprintf(cursor, sizeof cursor, "%s", pl.cursor);
+            more = pl.more;
+            fsa_codec_pull_free(&pl);
+        }
+    }
+    curl_easy_cleanup(h);
+    return NULL;
+}
+
+/* The change feed never skips: writers commit at both processes while pullers follow their
+ * cursors across both processes; every puller ends up with every entity. */
+static void test_server_multi__feed_never_skips_under_concurrent_commits(void **state)
+{
+    (void)state;
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, FEED_WRITERS + FEED_PULLERS);
+    atomic_int done = 0;
+    feed_writer_t w[FEED_WRITERS];
+    feed_puller_t *p = fsa_calloc(FEED_PULLERS, sizeof *p);
+    assert_non_null(p);
+    pthread_t tw[FEED_WRITERS], tp[FEED_PULLERS];
+    for (int i = 0; i < FEED_PULLERS; i++) {
+        p[i].index = i;
+        p[i].writers_done = &done;
+        p[i].start = &start;
+        assert_int_equal(pthread_create(&tp[i], NULL, feed_puller_main, &p[i]), 0);
+    }
+    for (int i = 0; i < FEED_WRITERS; i++) {
+        w[i] = (feed_writer_t){i, &start, 0};
+        assert_int_equal(pthread_create(&tw[i], NULL, feed_writer_main, &w[i]), 0);
+    }
+    for (int i = 0; i < FEED_WRITERS; i++) {
+        pthread_join(tw[i], NULL);
+        assert_int_equal(w[i].applied, FEED_EACH);
+    }
+    atomic_store(&done, 1);
+    for (int i = 0; i < FEED_PULLERS; i++)
+        pthread_join(tp[i], NULL);
+    pthread_barrier_destroy(&start);
+    for (int i = 0; i < FEED_PULLERS; i++) {
+        assert_true(p[i].ok);
+        for (int k = 0; k < FEED_WRITERS * FEED_EACH; k++) {
+            if (!p[i].seen[k])
+                fail_msg("puller %d never saw J-feed-%d", i, k);
+        }
+    }
+    fsa_free(p);
+}
+
 /* The number after "key": in the admin statistics of a server. */
 static int64_t stat_of(const char *url, const char *key)
 {
@@ -293,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_server_multi__nonce_replayed_at_the_other_process),
         cmocka_unit_test(test_server_multi__same_op_at_both_processes_at_once),
         cmocka_unit_test(test_server_multi__killed_mid_push_retry_elsewhere_exactly_once),
+        cmocka_unit_test(test_server_multi__feed_never_skips_under_concurrent_commits),
         cmocka_unit_test(test_server_multi__op_outcomes_expire),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
