@@ -335,6 +335,34 @@ static const device_t *device_find(const device_t *devices, size_t n, const char
     return bsearch(id, devices, n, sizeof *devices, device_find_cmp);
 }
 
+/* Moves a device's scope from the decoded file into the server's device (the lists stay in one
+ * allocation each, now owned by the device). */
+static fsa_status_t take_scope(device_t *dev, fsa_codec_device_t *from)
+{
+    fsa_store_scope_t *sc = fsa_calloc(1, sizeof *sc);
+    if (sc == NULL)
+        return FSA_ENOMEM;
+    fsa_codec_scope_t *cs = from->scope;
+    sc->sites = (const char(*)[FSA_ID_BYTES])cs->sites;
+    sc->nsites = cs->nsites;
+    sc->people = (const char(*)[FSA_ID_BYTES])cs->people;
+    sc->npeople = cs->npeople;
+    cs->sites = NULL;
+    cs->people = NULL;
+    dev->scope = sc;
+    return fsa_store_scope_prepare(sc);
+}
+
+static void scope_free(fsa_store_scope_t *sc)
+{
+    if (sc == NULL)
+        return;
+    fsa_store_scope_release(sc);
+    fsa_free((void *)(uintptr_t)sc->sites);
+    fsa_free((void *)(uintptr_t)sc->people);
+    fsa_free(sc);
+}
+
 static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
 {
     char *text = NULL;
@@ -365,6 +393,8 @@ static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
         memcpy(srv->devices[i].id, devs[i].id, sizeof devs[i].id);
         st = fsa_signer_key_parse(devs[i].secret_hex, strlen(devs[i].secret_hex),
                                   &srv->devices[i].key);
+        if (st == FSA_OK && devs[i].scope != NULL)
+            st = take_scope(&srv->devices[i], &devs[i]);
         if (st != FSA_OK)
             break;
     }
@@ -672,17 +702,18 @@ static enum MHD_Result respond_codec_error(fsa_server_t *srv, struct MHD_Connect
     return respond_error(srv, c, 500, "internal", "out of memory");
 }
 
-/* Applies a decoded batch and answers with its results. */
+/* Applies a decoded batch (within the device's scope, NULL: none) and answers with its results. */
 static enum MHD_Result apply_and_answer(fsa_server_t *srv, struct MHD_Connection *c,
                                         const char *device, bool by_server,
+                                        const fsa_store_scope_t *scope,
                                         const fsa_codec_push_t *push)
 {
     fsa_codec_result_t *results = fsa_calloc(push->count > 0 ? push->count : 1, sizeof *results);
     if (results == NULL)
         return respond_error(srv, c, 500, "internal", "out of memory");
     char err[256];
-    fsa_status_t st = fsa_store_apply(srv->store, device, by_server, push->ops, push->count,
-                                      now_ms(srv), results, err, sizeof err);
+    fsa_status_t st = fsa_store_apply_scoped(srv->store, device, by_server, scope, push->ops,
+                                             push->count, now_ms(srv), results, err, sizeof err);
     enum MHD_Result ret;
     if (st != FSA_OK) {
         fsa_log(&srv->port, FSA_LOG_ERROR, "batch %s of %s not applied: %s", push->batch_id, device,
@@ -714,7 +745,7 @@ static enum MHD_Result handle_push(fsa_server_t *srv, struct MHD_Connection *c, 
     fsa__server_fail_t fail;
     if (fsa__server_push_body(enc, req->body, req->len, &push, &cerr, &fail) != FSA_OK)
         return respond_body_fail(srv, c, &fail);
-    enum MHD_Result ret = apply_and_answer(srv, c, dev->id, false, &push);
+    enum MHD_Result ret = apply_and_answer(srv, c, dev->id, false, dev->scope, &push);
     fsa_codec_push_free(&push);
     return ret;
 }
@@ -771,7 +802,8 @@ static enum MHD_Result handle_pull(fsa_server_t *srv, struct MHD_Connection *c, 
     }
     fsa_codec_pull_t pull;
     int64_t next = 0;
-    fsa_status_t st = fsa_store_pull(srv->store, dev->id, since, (unsigned)limit, &pull, &next);
+    fsa_status_t st = fsa_store_pull_scoped(srv->store, dev->id, dev->scope, since, (unsigned)limit,
+                                            &pull, &next);
     if (st != FSA_OK) {
         fsa_log(&srv->port, FSA_LOG_ERROR, "pull for %s failed: %s", dev->id, fsa_status_str(st));
         return respond_error(srv, c, 500, "internal", "the server could not read its store");
@@ -904,7 +936,7 @@ static enum MHD_Result admin_ops(fsa_server_t *srv, struct MHD_Connection *c, re
     fsa_status_t st = fsa_codec_decode_push(req->body, req->len, &push, &cerr);
     if (st != FSA_OK)
         return respond_codec_error(srv, c, st, &cerr);
-    enum MHD_Result ret = apply_and_answer(srv, c, "admin", true, &push);
+    enum MHD_Result ret = apply_and_answer(srv, c, "admin", true, NULL, &push);
     fsa_codec_push_free(&push);
     return ret;
 }
@@ -1340,8 +1372,10 @@ static void server_free(fsa_server_t *srv)
     fsa_store_close(srv->store);
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
-    for (size_t i = 0; i < srv->ndevices; i++)
+    for (size_t i = 0; i < srv->ndevices; i++) {
         fsa_signer_key_wipe(&srv->devices[i].key);
+        scope_free(srv->devices[i].scope);
+    }
     fsa_free(srv->devices);
     fsa_signer_wipe(srv->admin_hash, sizeof srv->admin_hash);
     if (srv->tls_key != NULL) {

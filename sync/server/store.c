@@ -70,6 +70,13 @@ bool fsa__store_page_fits(size_t *bytes, size_t count, size_t fields_len)
 fsa_status_t fsa_store_pull(fsa_store_t *store, const char *device, int64_t since, unsigned limit,
                             fsa_codec_pull_t *out, int64_t *next_cursor)
 {
+    return fsa_store_pull_scoped(store, device, NULL, since, limit, out, next_cursor);
+}
+
+fsa_status_t fsa_store_pull_scoped(fsa_store_t *store, const char *device,
+                                   const fsa_store_scope_t *scope, int64_t since, unsigned limit,
+                                   fsa_codec_pull_t *out, int64_t *next_cursor)
+{
     if (out != NULL)
         memset(out, 0, sizeof *out);
     if (next_cursor != NULL)
@@ -77,7 +84,9 @@ fsa_status_t fsa_store_pull(fsa_store_t *store, const char *device, int64_t sinc
     if (store == NULL || device == NULL || out == NULL || next_cursor == NULL || since < 0 ||
         limit == 0 || limit > FSA_STORE_PULL_MAX)
         return FSA_EINVAL;
-    return store->ops->pull(store, device, since, limit, out, next_cursor);
+    if (scope != NULL && (scope->sites_json == NULL || scope->people_json == NULL))
+        return FSA_EINVAL;
+    return store->ops->pull(store, device, scope, since, limit, out, next_cursor);
 }
 
 fsa_status_t fsa_store_get(fsa_store_t *store, fsa_type_t type, const char *id,
@@ -123,6 +132,57 @@ fsa_status_t fsa_store_sweep_ops(fsa_store_t *store, int64_t before_ms, unsigned
     return store->ops->sweep_ops(store, before_ms, max_rows, deleted);
 }
 
+/* Appends list as a JSON array of strings to a new buffer (escaping what JSON needs). */
+static char *json_list(const char (*list)[FSA_ID_BYTES], size_t n)
+{
+    size_t cap = 3 + n * (6 * FSA_ID_BYTES + 3), len = 0;
+    char *out = fsa_malloc(cap);
+    if (out == NULL)
+        return NULL;
+    out[len++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            out[len++] = ',';
+        out[len++] = '"';
+        for (const unsigned char *p = (const unsigned char *)list[i]; *p != '\0'; p++) {
+            if (*p == '"' || *p == '\\') {
+                out[len++] = '\\';
+                out[len++] = (char)*p;
+            } else if (*p < 0x20) {
+                len += (size_t)snprintf(out + len, cap - len, "\\u%04x", *p);
+            } else {
+                out[len++] = (char)*p;
+            }
+        }
+        out[len++] = '"';
+    }
+    out[len++] = ']';
+    out[len] = '\0';
+    return out;
+}
+
+fsa_status_t fsa_store_scope_prepare(fsa_store_scope_t *scope)
+{
+    if (scope == NULL)
+        return FSA_EINVAL;
+    scope->sites_json = json_list(scope->sites, scope->nsites);
+    scope->people_json = json_list(scope->people, scope->npeople);
+    if (scope->sites_json == NULL || scope->people_json == NULL) {
+        fsa_store_scope_release(scope);
+        return FSA_ENOMEM;
+    }
+    return FSA_OK;
+}
+
+void fsa_store_scope_release(fsa_store_scope_t *scope)
+{
+    if (scope == NULL)
+        return;
+    fsa_free(scope->sites_json);
+    fsa_free(scope->people_json);
+    scope->sites_json = scope->people_json = NULL;
+}
+
 /* ---- applying a batch ---- */
 
 /* Sets r->current from the entity as the transaction sees it now (nothing when it is absent). */
@@ -131,7 +191,7 @@ static fsa_status_t attach_current(fsa__store_tx_t *tx, const char *type, const 
 {
     int64_t version = 0;
     char *fields = NULL;
-    fsa_status_t st = B(tx)->load_entity(tx, type, id, &version, &fields);
+    fsa_status_t st = B(tx)->load_entity(tx, type, id, &version, &fields, NULL);
     if (st != FSA_OK || fields == NULL)
         return st;
     fsa_free(r->current_fields);
@@ -161,13 +221,85 @@ static fsa_status_t duplicate_result(fsa__store_tx_t *tx, const fsa__store_logge
     return FSA_OK;
 }
 
+static bool listed(const char (*list)[FSA_ID_BYTES], size_t n, const char *v)
+{
+    if (v[0] == '\0')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i], v) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Whether an existing entity is in a device's scope (docs/server.md): what the device created;
+ * attendance of its sites; tickets assigned to its people; jobneeds of its people and their
+ * checkpoints (a jobneed whose parent is one of its people's). The parent is read locked, like
+ * every entity the transaction reads.
+ */
+static fsa_status_t in_scope(fsa__store_tx_t *tx, const fsa_store_scope_t *scope,
+                             const char *device, fsa_type_t type, const char *owner,
+                             const char *fields, bool *in)
+{
+    *in = true;
+    if (scope == NULL || strcmp(owner, device) == 0)
+        return FSA_OK;
+    fsa_model_keys_t k;
+    fsa_status_t st = fsa_model_scope_keys(type, fields, &k);
+    if (st != FSA_OK)
+        return st == FSA_ENOMEM ? st : FSA_EIO;
+    if (type == FSA_TYPE_ATTENDANCE) {
+        *in = listed(scope->sites, scope->nsites, k.site);
+        return FSA_OK;
+    }
+    *in = listed(scope->people, scope->npeople, k.person);
+    if (*in || type != FSA_TYPE_JOBNEED || k.parent[0] == '\0')
+        return FSA_OK;
+    int64_t pv = 0;
+    char *pf = NULL;
+    st = B(tx)->load_entity(tx, "jobneed", k.parent, &pv, &pf, NULL);
+    if (st == FSA_OK && pf != NULL) {
+        fsa_model_keys_t pk;
+        st = fsa_model_scope_keys(FSA_TYPE_JOBNEED, pf, &pk);
+        if (st == FSA_OK)
+            *in = listed(scope->people, scope->npeople, pk.person);
+        else if (st != FSA_ENOMEM)
+            st = FSA_EIO;
+    }
+    fsa_free(pf);
+    return st;
+}
+
+/* Writes the entity with its scope keys; when a jobneed's person changes, its checkpoints get a
+ * new change number too, so that pulls take them into (or out of) the scopes that follow it. */
+static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, const char *old,
+                                    int64_t version, const char *next, int64_t now_ms,
+                                    const char *owner)
+{
+    fsa_model_keys_t k, ok;
+    memset(&ok, 0, sizeof ok);
+    fsa_status_t st = fsa_model_scope_keys(op->type, next, &k);
+    if (st == FSA_OK && old != NULL)
+        st = fsa_model_scope_keys(op->type, old, &ok);
+    if (st != FSA_OK)
+        return st == FSA_ENOMEM ? st : FSA_EIO;
+    const char *type = fsa_type_name(op->type);
+    st = B(tx)->write_entity(tx, type, op->id, old != NULL, version, next, now_ms, owner, &k);
+    if (st == FSA_OK && old != NULL && op->type == FSA_TYPE_JOBNEED &&
+        strcmp(ok.person, k.person) != 0)
+        st = B(tx)->touch_children(tx, op->id);
+    return st;
+}
+
 /*
  * Tries one (non-duplicate) op inside the transaction. On FSA_OK r holds its outcome (applied,
  * conflict or rejected) and, if applied, the entity is written. Other statuses are database or
  * memory failures that abort the batch.
  */
 static fsa_status_t try_op(fsa__store_tx_t *tx, const char *device, bool by_server,
-                           const fsa_codec_op_t *cop, int64_t now_ms, fsa_codec_result_t *r)
+                           const fsa_store_scope_t *scope, const fsa_codec_op_t *cop,
+                           int64_t now_ms, fsa_codec_result_t *r)
 {
     const fsa_op_t *op = &cop->op;
     if (cop->reject.code[0] != '\0') {
@@ -181,16 +313,29 @@ static fsa_status_t try_op(fsa__store_tx_t *tx, const char *device, bool by_serv
     char *next = NULL;
     fsa_model_err_t merr;
     memset(&merr, 0, sizeof merr);
-    fsa_status_t st = B(tx)->load_entity(tx, type, op->id, &version, &fields);
-    if (st != FSA_OK)
+    char owner[FSA_ID_BYTES] = "";
+    fsa_status_t st = B(tx)->load_entity(tx, type, op->id, &version, &fields, owner);
+    bool in = true;
+    if (st == FSA_OK && fields != NULL && !by_server)
+        st = in_scope(tx, scope, device, op->type, owner, fields, &in);
+    if (st != FSA_OK) {
+        fsa_free(fields);
         return st;
+    }
+    if (!in) {
+        /* PROTOCOL.md section 3: outside the device's scope (its own creates aside, which never
+         * reach here: they find no entity). Says nothing about the entity. */
+        fsa_free(fields);
+        r->status = FSA_RESULT_REJECTED;
+        set_result_err(r, "forbidden", "the entity is outside this device's scope");
+        return FSA_OK;
+    }
     fsa_status_t ast =
         fsa_model_apply(op, fields, version, by_server ? FSA_APPLY_BY_SERVER : 0u, &next, &merr);
     switch (ast) {
     case FSA_OK: {
         int64_t nv = fields != NULL ? version + 1 : 1;
-        st = B(tx)->write_entity(tx, type, op->id, fields != NULL, nv, next, now_ms,
-                                 by_server ? NULL : device);
+        st = write_with_keys(tx, op, fields, nv, next, now_ms, by_server ? NULL : device);
         if (st == FSA_OK) {
             r->status = FSA_RESULT_APPLIED;
             r->version = nv;
@@ -222,7 +367,8 @@ static fsa_status_t try_op(fsa__store_tx_t *tx, const char *device, bool by_serv
 }
 
 static fsa_status_t apply_single(fsa__store_tx_t *tx, const char *device, bool by_server,
-                                 const fsa_codec_op_t *cop, int64_t now_ms, fsa_codec_result_t *r)
+                                 const fsa_store_scope_t *scope, const fsa_codec_op_t *cop,
+                                 int64_t now_ms, fsa_codec_result_t *r)
 {
     fsa__store_logged_t lg;
     fsa_status_t st = B(tx)->claim_op(tx, device, &cop->op, now_ms, &lg);
@@ -230,7 +376,7 @@ static fsa_status_t apply_single(fsa__store_tx_t *tx, const char *device, bool b
         return st;
     if (lg.found)
         return duplicate_result(tx, &lg, r);
-    st = try_op(tx, device, by_server, cop, now_ms, r);
+    st = try_op(tx, device, by_server, scope, cop, now_ms, r);
     if (st == FSA_OK)
         st = B(tx)->log_op(tx, device, &cop->op, r, now_ms);
     return st;
@@ -243,8 +389,9 @@ static fsa_status_t apply_single(fsa__store_tx_t *tx, const char *device, bool b
  * a duplicate from before this batch is logged again with the group's outcome.
  */
 static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by_server,
-                                const fsa_codec_op_t *ops, size_t n, size_t first, int64_t now_ms,
-                                fsa_codec_result_t *results, bool *done)
+                                const fsa_store_scope_t *scope, const fsa_codec_op_t *ops, size_t n,
+                                size_t first, int64_t now_ms, fsa_codec_result_t *results,
+                                bool *done)
 {
     const char *group = ops[first].op.group;
     fsa_status_t st = B(tx)->savepoint(tx, FSA__SP_BEGIN);
@@ -265,7 +412,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
             st = duplicate_result(tx, &lg, &results[i]);
             continue;
         }
-        st = try_op(tx, device, by_server, &ops[i], now_ms, &results[i]);
+        st = try_op(tx, device, by_server, scope, &ops[i], now_ms, &results[i]);
         if (st == FSA_OK)
             st = B(tx)->log_op(tx, device, &ops[i].op, &results[i], now_ms);
         if (st == FSA_OK && results[i].status != FSA_RESULT_APPLIED)
@@ -342,8 +489,9 @@ static int64_t retry_pause_ns(const fsa_port_t *port, int attempt)
 
 /* One attempt at the whole batch in one transaction. */
 static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_server,
-                               const fsa_codec_op_t *ops, size_t n, int64_t now_ms,
-                               fsa_codec_result_t *results, bool *done, char *err, size_t errlen)
+                               const fsa_store_scope_t *scope, const fsa_codec_op_t *ops, size_t n,
+                               int64_t now_ms, fsa_codec_result_t *results, bool *done, char *err,
+                               size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
         fsa_codec_result_clear(&results[i]);
@@ -359,9 +507,9 @@ static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_s
             continue;
         if (ops[i].op.group[0] == '\0') {
             done[i] = true;
-            st = apply_single(tx, device, by_server, &ops[i], now_ms, &results[i]);
+            st = apply_single(tx, device, by_server, scope, &ops[i], now_ms, &results[i]);
         } else {
-            st = apply_group(tx, device, by_server, ops, n, i, now_ms, results, done);
+            st = apply_group(tx, device, by_server, scope, ops, n, i, now_ms, results, done);
         }
     }
     if (st == FSA_OK)
@@ -375,6 +523,15 @@ static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_s
 fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_server,
                              const fsa_codec_op_t *ops, size_t n, int64_t now_ms,
                              fsa_codec_result_t *results, char *err, size_t errlen)
+{
+    return fsa_store_apply_scoped(store, device, by_server, NULL, ops, n, now_ms, results, err,
+                                  errlen);
+}
+
+fsa_status_t fsa_store_apply_scoped(fsa_store_t *store, const char *device, bool by_server,
+                                    const fsa_store_scope_t *scope, const fsa_codec_op_t *ops,
+                                    size_t n, int64_t now_ms, fsa_codec_result_t *results,
+                                    char *err, size_t errlen)
 {
     char dummy[8];
     if (err == NULL || errlen == 0) {
@@ -398,7 +555,8 @@ fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_ser
         if (attempt > 0)
             store->port->sleep(store->port->ctx, retry_pause_ns(store->port, attempt));
         err[0] = '\0';
-        st = apply_once(store, device, by_server, ops, n, now_ms, results, done, err, errlen);
+        st =
+            apply_once(store, device, by_server, scope, ops, n, now_ms, results, done, err, errlen);
     }
     fsa_free(done);
     if (st != FSA_OK) {

@@ -27,6 +27,24 @@
 typedef struct fsa_store fsa_store_t;
 
 /*
+ * A device's scope (PROTOCOL.md section 4, rules in docs/server.md): the sites and people whose
+ * entities it sees. The lists are the caller's; fsa_store_scope_prepare() adds their JSON form for
+ * the backends' queries (freed by fsa_store_scope_release). A NULL scope: everything.
+ */
+typedef struct fsa_store_scope {
+    const char (*sites)[FSA_ID_BYTES];
+    size_t nsites;
+    const char (*people)[FSA_ID_BYTES];
+    size_t npeople;
+    char *sites_json;  /* set by fsa_store_scope_prepare */
+    char *people_json; /* set by fsa_store_scope_prepare */
+} fsa_store_scope_t;
+
+/* FSA_OK, FSA_EINVAL, FSA_ENOMEM. */
+fsa_status_t fsa_store_scope_prepare(fsa_store_scope_t *scope) FSA_MUST_CHECK;
+void fsa_store_scope_release(fsa_store_scope_t *scope);
+
+/*
  * Opens the store at `location`: a SQLite file path (created, mode 0600, when missing; WAL,
  * synchronous=FULL, busy timeout FSA_LIMIT_BUSY_TIMEOUT_MS) or a PostgreSQL URI
  * ("postgresql://..." or "postgres://...", when the server is built with libpq). The schema is
@@ -65,6 +83,15 @@ fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_ser
                              fsa_codec_result_t *results, char *err, size_t errlen) FSA_MUST_CHECK;
 
 /*
+ * fsa_store_apply for a device with a scope (NULL: none): an op on an existing entity outside it
+ * is rejected "forbidden" (a create of a new entity is not: the device then owns it).
+ */
+fsa_status_t fsa_store_apply_scoped(fsa_store_t *store, const char *device, bool by_server,
+                                    const fsa_store_scope_t *scope, const fsa_codec_op_t *ops,
+                                    size_t n, int64_t now_ms, fsa_codec_result_t *results,
+                                    char *err, size_t errlen) FSA_MUST_CHECK;
+
+/*
  * The changes after cursor `since` (0: from the beginning) that `device` may see, oldest first,
  * at most `limit` (1..FSA_STORE_PULL_MAX) and at most FSA_STORE_PAGE_BYTES of JSON (at least one
  * change, whatever its size). Sets out->changes/count/more and *next_cursor (the
@@ -80,6 +107,17 @@ fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_ser
 #define FSA_STORE_CHANGE_OVERHEAD 256
 fsa_status_t fsa_store_pull(fsa_store_t *store, const char *device, int64_t since, unsigned limit,
                             fsa_codec_pull_t *out, int64_t *next_cursor) FSA_MUST_CHECK;
+
+/*
+ * fsa_store_pull for a device with a scope (prepared; NULL: none): only what the scope holds, and
+ * an entity the device was sent that has left the scope since, once, as a change with gone set
+ * (its version, no fields). The store remembers what it sent to each scoped device (a pull of a
+ * scoped device writes), so a page asked for again is answered the same. The cost of a scoped
+ * pull grows with what the scope holds, not with the whole store (indexed).
+ */
+fsa_status_t fsa_store_pull_scoped(fsa_store_t *store, const char *device,
+                                   const fsa_store_scope_t *scope, int64_t since, unsigned limit,
+                                   fsa_codec_pull_t *out, int64_t *next_cursor) FSA_MUST_CHECK;
 
 /* Reads one entity into *out (fields malloc'ed; clear with fsa_codec_change_clear). Returns
  * FSA_OK, FSA_ENOTFOUND, FSA_EINVAL, FSA_EIO, FSA_ENOMEM; *out is empty on failure. */

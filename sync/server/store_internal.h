@@ -58,15 +58,20 @@ typedef struct fsa__store_ops {
     fsa_status_t (*savepoint)(fsa__store_tx_t *tx, fsa__store_savepoint_t what);
 
     /* The entity, locked until the end of the transaction: *fields NULL when it does not exist
-     * (else malloc'ed, the caller frees it with fsa_free). */
+     * (else malloc'ed, the caller frees it with fsa_free); owner (FSA_ID_BYTES, may be NULL): its
+     * creating device, "" for the server's. */
     fsa_status_t (*load_entity)(fsa__store_tx_t *tx, const char *type, const char *id,
-                                int64_t *version, char **fields);
-    /* Writes the entity at version with fields and mdtz; exists: as load_entity found it. A new
-     * entity records its owner (NULL: the server's). Gives it the next change number (at once or
-     * at commit, the backend's choice, but in commit order either way). */
+                                int64_t *version, char **fields, char *owner);
+    /* Writes the entity at version with fields and mdtz and its scope keys (model.h); exists:
+     * as load_entity found it. A new entity records its owner (NULL: the server's). Gives it the
+     * next change number (at once or at commit, the backend's choice, but in commit order either
+     * way). */
     fsa_status_t (*write_entity)(fsa__store_tx_t *tx, const char *type, const char *id, bool exists,
                                  int64_t version, const char *fields, int64_t now_ms,
-                                 const char *owner);
+                                 const char *owner, const fsa_model_keys_t *keys);
+    /* Gives every checkpoint of jobneed parent_id (jobneeds whose parent is it) a new change
+     * number, their fields and versions unchanged. */
+    fsa_status_t (*touch_children)(fsa__store_tx_t *tx, const char *parent_id);
 
     /* The op log. find: the logged outcome of op_id, out->found false when none. claim: the same,
      * but when op_id is not logged reserves it for this transaction, so that a concurrent one
@@ -79,8 +84,9 @@ typedef struct fsa__store_ops {
                            const fsa_codec_result_t *r, int64_t now_ms);
 
     /* The reads and the rest of store.h, with its contracts (arguments already checked). */
-    fsa_status_t (*pull)(fsa_store_t *store, const char *device, int64_t since, unsigned limit,
-                         fsa_codec_pull_t *out, int64_t *next_cursor);
+    fsa_status_t (*pull)(fsa_store_t *store, const char *device, const fsa_store_scope_t *scope,
+                         int64_t since, unsigned limit, fsa_codec_pull_t *out,
+                         int64_t *next_cursor);
     fsa_status_t (*get)(fsa_store_t *store, fsa_type_t type, const char *id,
                         fsa_codec_change_t *out);
     fsa_status_t (*counts)(fsa_store_t *store, int64_t *entities, int64_t *ops,

@@ -32,7 +32,7 @@
 #include "port/alloc.h"
 #include "sync/server/store_internal.h"
 
-#define PG_SCHEMA 2
+#define PG_SCHEMA 3
 #define PG_CONNS_MAX 16
 /* pg_advisory_xact_lock key for creating and migrating the schema: "FSAS". */
 #define PG_SCHEMA_LOCK "1179861331"
@@ -53,7 +53,23 @@ static const char pg_schema_sql[] =
     "CREATE INDEX IF NOT EXISTS nonces_expires ON nonces(expires);"
     "CREATE TABLE IF NOT EXISTS change_counter("
     " one integer PRIMARY KEY CHECK (one = 1), last bigint NOT NULL);"
-    "INSERT INTO change_counter VALUES (1, 0) ON CONFLICT DO NOTHING;";
+    "INSERT INTO change_counter VALUES (1, 0) ON CONFLICT DO NOTHING;"
+    /* Schema 3: scopes (store_sqlite.c says why). */
+    "ALTER TABLE entities ADD COLUMN IF NOT EXISTS site text;"
+    "ALTER TABLE entities ADD COLUMN IF NOT EXISTS person text;"
+    "ALTER TABLE entities ADD COLUMN IF NOT EXISTS parent text;"
+    "UPDATE entities SET"
+    " site = CASE WHEN type = 'attendance' THEN fields::json->>'site_id' END,"
+    " person = CASE type WHEN 'jobneed' THEN fields::json->>'people_id'"
+    "  WHEN 'ticket' THEN fields::json->>'assignedto' END,"
+    " parent = CASE WHEN type = 'jobneed' THEN fields::json->>'parent_id' END;"
+    "CREATE INDEX IF NOT EXISTS entities_site ON entities(site, chg);"
+    "CREATE INDEX IF NOT EXISTS entities_person ON entities(person, chg);"
+    "CREATE INDEX IF NOT EXISTS entities_parent ON entities(parent, chg);"
+    "CREATE INDEX IF NOT EXISTS entities_owner ON entities(owner, chg);"
+    "CREATE TABLE IF NOT EXISTS delivered("
+    " device text NOT NULL, type text NOT NULL, id text NOT NULL, gone_chg bigint,"
+    " PRIMARY KEY(device, type, id));";
 
 /* One entity touched by the transaction, stamped with a change number at commit. */
 typedef struct touched {
@@ -240,15 +256,15 @@ static fsa_status_t init_schema(PGconn *c, char *err, size_t errlen)
         return FSA_ESCHEMA;
     }
     if (st == FSA_OK && ver < PG_SCHEMA) {
-        /* Schema 2 is the first PostgreSQL schema (SQLite's 2 with the same tables); a later
-         * version adds its migration steps here, each idempotent. */
+        /* Schema 2 was the first PostgreSQL schema (SQLite's 2 with the same tables); every step
+         * since is idempotent (IF NOT EXISTS), so the whole text creates or migrates. */
         PGresult *m = PQexec(c, pg_schema_sql);
         if (m == NULL || PQresultStatus(m) != PGRES_COMMAND_OK)
             st = m == NULL ? FSA_ENOMEM : map_result(m);
         PQclear(m);
         if (st == FSA_OK)
             st = run0(c,
-                      "INSERT INTO fsa_schema VALUES (1, 2) ON CONFLICT (one) DO UPDATE"
+                      "INSERT INTO fsa_schema VALUES (1, 3) ON CONFLICT (one) DO UPDATE"
                       " SET version = EXCLUDED.version",
                       0, NULL);
     }
@@ -410,14 +426,16 @@ static fsa_status_t pg_savepoint(fsa__store_tx_t *tx, fsa__store_savepoint_t wha
 /* ---- entities and the op log ---- */
 
 static fsa_status_t pg_load_entity(fsa__store_tx_t *tx, const char *type, const char *id,
-                                   int64_t *version, char **fields)
+                                   int64_t *version, char **fields, char *owner)
 {
     *version = 0;
     *fields = NULL;
+    if (owner != NULL)
+        owner[0] = '\0';
     const char *p[] = {type, id};
     PGresult *r = NULL;
     fsa_status_t st = run(CONN(tx)->c,
-                          "SELECT version, fields FROM entities WHERE type = $1 AND id = $2"
+                          "SELECT version, fields, owner FROM entities WHERE type = $1 AND id = $2"
                           " FOR UPDATE",
                           2, p, &r);
     if (st == FSA_OK && PQntuples(r) == 1) {
@@ -425,6 +443,8 @@ static fsa_status_t pg_load_entity(fsa__store_tx_t *tx, const char *type, const 
         *fields = dup_value(r, 0, 1);
         if (*fields == NULL)
             st = FSA_ENOMEM;
+        if (owner != NULL)
+            snprintf(owner, FSA_ID_BYTES, "%s", PQgetvalue(r, 0, 2));
     }
     PQclear(r);
     return st;
@@ -432,25 +452,29 @@ static fsa_status_t pg_load_entity(fsa__store_tx_t *tx, const char *type, const 
 
 static fsa_status_t pg_write_entity(fsa__store_tx_t *tx, const char *type, const char *id,
                                     bool exists, int64_t version, const char *fields,
-                                    int64_t now_ms, const char *owner)
+                                    int64_t now_ms, const char *owner, const fsa_model_keys_t *keys)
 {
     pg_conn_t *c = CONN(tx);
     char v[24], m[24];
     snprintf(v, sizeof v, "%lld", (long long)version);
     snprintf(m, sizeof m, "%lld", (long long)now_ms);
-    const char *p[] = {type, id, v, m, fields, owner};
+    const char *site = keys->site[0] ? keys->site : NULL;
+    const char *person = keys->person[0] ? keys->person : NULL;
+    const char *parent = keys->parent[0] ? keys->parent : NULL;
+    const char *p[] = {type, id, v, m, fields, site, person, parent, owner};
     PGresult *r = NULL;
     /* The change number is stamped at commit (stamp_changes); until then it is NULL, which no
      * pull's "chg > cursor" matches, and only this transaction sees the row anyway. */
     fsa_status_t st =
         exists ? run(c->c,
-                     "UPDATE entities SET version = $3, mdtz = $4, fields = $5, chg = NULL"
-                     " WHERE type = $1 AND id = $2",
-                     5, p, &r)
+                     "UPDATE entities SET version = $3, mdtz = $4, fields = $5, chg = NULL,"
+                     " site = $6, person = $7, parent = $8 WHERE type = $1 AND id = $2",
+                     8, p, &r)
                : run(c->c,
-                     "INSERT INTO entities(type, id, version, mdtz, fields, chg, owner)"
-                     " VALUES ($1, $2, $3, $4, $5, NULL, $6) ON CONFLICT DO NOTHING",
-                     6, p, &r);
+                     "INSERT INTO entities(type, id, version, mdtz, fields, chg, site, person,"
+                     " parent, owner) VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9)"
+                     " ON CONFLICT DO NOTHING",
+                     9, p, &r);
     /* No row: a concurrent transaction created the entity after our look (or, for an update,
      * cannot happen under the row lock). The retry of the batch sees it and answers conflict. */
     if (st == FSA_OK && changed(r) != 1)
@@ -458,6 +482,22 @@ static fsa_status_t pg_write_entity(fsa__store_tx_t *tx, const char *type, const
     PQclear(r);
     if (st == FSA_OK)
         st = touch(c, type, id);
+    return st;
+}
+
+static fsa_status_t pg_touch_children(fsa__store_tx_t *tx, const char *parent_id)
+{
+    pg_conn_t *c = CONN(tx);
+    const char *p[] = {parent_id};
+    PGresult *r = NULL;
+    fsa_status_t st = run(c->c,
+                          "SELECT id FROM entities WHERE parent = $1 AND type = 'jobneed'"
+                          " FOR UPDATE",
+                          1, p, &r);
+    int n = st == FSA_OK ? PQntuples(r) : 0;
+    for (int i = 0; i < n && st == FSA_OK; i++)
+        st = touch(c, "jobneed", PQgetvalue(r, i, 0));
+    PQclear(r);
     return st;
 }
 
@@ -541,24 +581,74 @@ static fsa_status_t pg_log_op(fsa__store_tx_t *tx, const char *device, const fsa
 
 /* ---- reads and the rest ---- */
 
-static fsa_status_t pg_pull(fsa_store_t *store, const char *device, int64_t since, unsigned limit,
-                            fsa_codec_pull_t *out, int64_t *next_cursor)
+/* Records what a scoped device was sent on this page, in one transaction. */
+static fsa_status_t mark_delivered(pg_conn_t *c, const char *device, const fsa_codec_pull_t *out,
+                                   const int64_t *chgs)
+{
+    fsa_status_t st = run0(c->c, "BEGIN", 0, NULL);
+    for (size_t i = 0; i < out->count && st == FSA_OK; i++) {
+        const fsa_codec_change_t *ch = &out->changes[i];
+        char g[24];
+        snprintf(g, sizeof g, "%lld", (long long)chgs[i]);
+        const char *p[] = {device, fsa_type_name(ch->type), ch->id, ch->gone ? g : NULL};
+        st = run0(c->c,
+                  "INSERT INTO delivered(device, type, id, gone_chg) VALUES ($1, $2, $3, $4)"
+                  " ON CONFLICT (device, type, id) DO UPDATE SET gone_chg = EXCLUDED.gone_chg",
+                  4, p);
+    }
+    if (st == FSA_OK)
+        st = run0(c->c, "COMMIT", 0, NULL);
+    if (st != FSA_OK)
+        (void)run0(c->c, "ROLLBACK", 0, NULL);
+    return st;
+}
+
+/* The scoped pull of store_sqlite.c's R_SCOPED, in PostgreSQL's words. */
+#define PG_SCOPED_SQL                                                                              \
+    "WITH s(v) AS (SELECT json_array_elements_text($4::json)),"                                    \
+    " p(v) AS (SELECT json_array_elements_text($5::json)),"                                        \
+    " cand(type, id, vis) AS ("                                                                    \
+    "  SELECT type, id, 1 FROM entities WHERE site IN (SELECT v FROM s) AND chg > $1"              \
+    "   AND type = 'attendance'"                                                                   \
+    "  UNION ALL SELECT type, id, 1 FROM entities WHERE person IN (SELECT v FROM p)"               \
+    "   AND chg > $1 AND type <> 'attendance'"                                                     \
+    "  UNION ALL SELECT c.type, c.id, 1 FROM entities par JOIN entities c"                         \
+    "   ON c.parent = par.id AND c.type = 'jobneed'"                                               \
+    "   WHERE par.person IN (SELECT v FROM p) AND par.type = 'jobneed' AND c.chg > $1"             \
+    "  UNION ALL SELECT type, id, 1 FROM entities WHERE owner = $2 AND chg > $1"                   \
+    "  UNION ALL SELECT e.type, e.id, 0 FROM delivered d JOIN entities e"                          \
+    "   ON e.type = d.type AND e.id = d.id WHERE d.device = $2 AND e.chg > $1"                     \
+    "   AND (d.gone_chg IS NULL OR d.gone_chg = e.chg)),"                                          \
+    " best(type, id, vis) AS (SELECT type, id, max(vis) FROM cand GROUP BY type, id)"              \
+    " SELECT e.type, e.id, e.version, e.mdtz, e.fields, e.chg, b.vis FROM best b"                  \
+    " JOIN entities e ON e.type = b.type AND e.id = b.id ORDER BY e.chg LIMIT $3"
+
+static fsa_status_t pg_pull(fsa_store_t *store, const char *device, const fsa_store_scope_t *scope,
+                            int64_t since, unsigned limit, fsa_codec_pull_t *out,
+                            int64_t *next_cursor)
 {
     out->changes = fsa_calloc(limit, sizeof *out->changes);
-    if (out->changes == NULL)
+    int64_t *chgs = scope != NULL ? fsa_calloc(limit, sizeof *chgs) : NULL;
+    if (out->changes == NULL || (scope != NULL && chgs == NULL)) {
+        fsa_free(chgs);
+        fsa_codec_pull_free(out);
         return FSA_ENOMEM;
+    }
     char s_since[24], s_limit[24];
     snprintf(s_since, sizeof s_since, "%lld", (long long)since);
     snprintf(s_limit, sizeof s_limit, "%u", limit + 1); /* one more tells whether there is more */
-    const char *p[] = {s_since, device, s_limit};
+    const char *p[] = {s_since, device, s_limit, scope != NULL ? scope->sites_json : NULL,
+                       scope != NULL ? scope->people_json : NULL};
     pg_conn_t *c = conn_take(PG(store));
     PGresult *r = NULL;
-    fsa_status_t st = run(c->c,
-                          "SELECT type, id, version, mdtz, fields, chg FROM entities"
-                          " WHERE chg > $1 AND (type <> 'attendance' OR owner IS NULL OR"
-                          " owner = $2) ORDER BY chg LIMIT $3",
-                          3, p, &r);
-    conn_give(PG(store), c);
+    fsa_status_t st = scope != NULL
+                          ? run(c->c, PG_SCOPED_SQL, 5, p, &r)
+                          : run(c->c,
+                                "SELECT type, id, version, mdtz, fields, chg, 1 FROM entities"
+                                " WHERE chg > $1 AND (type <> 'attendance' OR owner IS NULL OR"
+                                " owner = $2) ORDER BY chg LIMIT $3",
+                                3, p, &r);
+
     int64_t last = since;
     size_t bytes = 0;
     int rows = st == FSA_OK ? PQntuples(r) : 0;
@@ -576,15 +666,24 @@ static fsa_status_t pg_pull(fsa_store_t *store, const char *device, int64_t sinc
         snprintf(ch->id, sizeof ch->id, "%s", PQgetvalue(r, i, 1));
         ch->version = int_value(r, i, 2);
         ch->mdtz_ms = int_value(r, i, 3);
-        ch->fields = dup_value(r, i, 4);
-        if (ch->fields == NULL) {
-            st = FSA_ENOMEM;
-            break;
+        ch->gone = int_value(r, i, 6) == 0;
+        if (!ch->gone) {
+            ch->fields = dup_value(r, i, 4);
+            if (ch->fields == NULL) {
+                st = FSA_ENOMEM;
+                break;
+            }
         }
         last = int_value(r, i, 5);
+        if (chgs != NULL)
+            chgs[out->count] = last;
         out->count++;
     }
     PQclear(r);
+    if (st == FSA_OK && scope != NULL && out->count > 0)
+        st = mark_delivered(c, device, out, chgs);
+    conn_give(PG(store), c);
+    fsa_free(chgs);
     if (st != FSA_OK) {
         fsa_codec_pull_free(out);
         return st;
@@ -700,6 +799,7 @@ static const fsa__store_ops_t pg_ops = {
     .savepoint = pg_savepoint,
     .load_entity = pg_load_entity,
     .write_entity = pg_write_entity,
+    .touch_children = pg_touch_children,
     .find_op = pg_find_op,
     .claim_op = pg_claim_op,
     .log_op = pg_log_op,

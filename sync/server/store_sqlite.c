@@ -20,7 +20,7 @@
 #include <sqlite3.h>
 
 #define STORE_APP_ID 0x46534153 /* "FSAS": a fieldsync-server database */
-#define STORE_SCHEMA 2
+#define STORE_SCHEMA 3
 #define STORE_READERS_MAX 64
 
 static const char schema_sql[] =
@@ -44,14 +44,50 @@ static const char schema_v2_sql[] =
     "CREATE INDEX IF NOT EXISTS nonces_expires ON nonces(expires);"
     "CREATE INDEX IF NOT EXISTS ops_received ON ops(received);";
 
-enum { W_SEL_ENTITY, W_INS_ENTITY, W_UPD_ENTITY, W_SEL_OP, W_INS_OP, W__COUNT };
+/* Schema 3: scopes (PROTOCOL.md section 4). Each entity carries the keys that place it in a
+ * scope (attendance site, jobneed/ticket person, jobneed parent), indexed with the change number
+ * so a scoped pull reads what its scope holds; `delivered` remembers what each scoped device was
+ * sent, so an entity that leaves its scope is sent once as gone. */
+static const char schema_v3_sql[] =
+    "ALTER TABLE entities ADD COLUMN site TEXT;"
+    "ALTER TABLE entities ADD COLUMN person TEXT;"
+    "ALTER TABLE entities ADD COLUMN parent TEXT;"
+    "UPDATE entities SET"
+    " site = CASE WHEN type = 'attendance' THEN json_extract(fields, '$.site_id') END,"
+    " person = CASE type WHEN 'jobneed' THEN json_extract(fields, '$.people_id')"
+    "  WHEN 'ticket' THEN json_extract(fields, '$.assignedto') END,"
+    " parent = CASE WHEN type = 'jobneed' THEN json_extract(fields, '$.parent_id') END;"
+    "CREATE INDEX IF NOT EXISTS entities_site ON entities(site, chg);"
+    "CREATE INDEX IF NOT EXISTS entities_person ON entities(person, chg);"
+    "CREATE INDEX IF NOT EXISTS entities_parent ON entities(parent, chg);"
+    "CREATE INDEX IF NOT EXISTS entities_owner ON entities(owner, chg);"
+    "CREATE TABLE IF NOT EXISTS delivered("
+    " device TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, gone_chg INTEGER,"
+    " PRIMARY KEY(device, type, id)) WITHOUT ROWID;";
+
+enum {
+    W_SEL_ENTITY,
+    W_INS_ENTITY,
+    W_UPD_ENTITY,
+    W_SEL_OP,
+    W_INS_OP,
+    W_CHILDREN,
+    W_TOUCH,
+    W_DELIVERED,
+    W__COUNT
+};
 
 static const char *const write_sql[W__COUNT] = {
-    [W_SEL_ENTITY] = "SELECT version, fields FROM entities WHERE type=?1 AND id=?2",
-    [W_INS_ENTITY] = "INSERT INTO entities(type, id, version, mdtz, fields, chg, owner)"
-                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [W_UPD_ENTITY] = "UPDATE entities SET version=?3, mdtz=?4, fields=?5, chg=?6"
-                     " WHERE type=?1 AND id=?2",
+    [W_SEL_ENTITY] = "SELECT version, fields, owner FROM entities WHERE type=?1 AND id=?2",
+    [W_INS_ENTITY] = "INSERT INTO entities(type, id, version, mdtz, fields, chg, owner, site,"
+                     " person, parent) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [W_UPD_ENTITY] = "UPDATE entities SET version=?3, mdtz=?4, fields=?5, chg=?6, site=?8,"
+                     " person=?9, parent=?10 WHERE type=?1 AND id=?2",
+    [W_CHILDREN] = "SELECT id FROM entities WHERE parent=?1 AND type='jobneed'",
+    [W_TOUCH] = "UPDATE entities SET chg=?2 WHERE type='jobneed' AND id=?1",
+    /* gone_chg NULL: sent with its fields; else: sent as gone at that change number. */
+    [W_DELIVERED] = "INSERT INTO delivered(device, type, id, gone_chg) VALUES(?1, ?2, ?3, ?4)"
+                    " ON CONFLICT(device, type, id) DO UPDATE SET gone_chg=excluded.gone_chg",
     [W_SEL_OP] = "SELECT status, version, code, message, type, id FROM ops WHERE op_id=?1",
     [W_INS_OP] =
         "INSERT OR IGNORE INTO ops(op_id, device, seq, type, id, status, version, code, message,"
@@ -75,12 +111,32 @@ static const char *const nonce_sql[N__COUNT] = {
     "DELETE FROM ops WHERE op_id IN"                                                               \
     " (SELECT op_id FROM ops WHERE received < ?1 ORDER BY received LIMIT ?2)"
 
-enum { R_PULL, R_GET, R__COUNT };
+enum { R_PULL, R_GET, R_SCOPED, R__COUNT };
 
 static const char *const read_sql[R__COUNT] = {
-    [R_PULL] = "SELECT type, id, version, mdtz, fields, chg FROM entities"
+    [R_PULL] = "SELECT type, id, version, mdtz, fields, chg, 1 FROM entities"
                " WHERE chg > ?1 AND (type <> 'attendance' OR owner IS NULL OR owner = ?2)"
                " ORDER BY chg LIMIT ?3",
+    /* A scoped pull: the candidates of each rule, each from its index, and what the device was
+     * sent before (to tell it what left); the last column says whether the entity is in the
+     * scope now (else it is gone). ?1 since, ?2 device, ?3 limit, ?4 sites, ?5 people (JSON). */
+    [R_SCOPED] =
+        "WITH s(v) AS (SELECT value FROM json_each(?4)), p(v) AS (SELECT value FROM json_each(?5)),"
+        " cand(type, id, vis) AS ("
+        "  SELECT type, id, 1 FROM entities WHERE site IN (SELECT v FROM s) AND chg > ?1"
+        "   AND type = 'attendance'"
+        "  UNION ALL SELECT type, id, 1 FROM entities WHERE person IN (SELECT v FROM p)"
+        "   AND chg > ?1 AND type <> 'attendance'"
+        "  UNION ALL SELECT c.type, c.id, 1 FROM entities par JOIN entities c"
+        "   ON c.parent = par.id AND c.type = 'jobneed'"
+        "   WHERE par.person IN (SELECT v FROM p) AND par.type = 'jobneed' AND c.chg > ?1"
+        "  UNION ALL SELECT type, id, 1 FROM entities WHERE owner = ?2 AND chg > ?1"
+        "  UNION ALL SELECT e.type, e.id, 0 FROM delivered d JOIN entities e"
+        "   ON e.type = d.type AND e.id = d.id WHERE d.device = ?2 AND e.chg > ?1"
+        "   AND (d.gone_chg IS NULL OR d.gone_chg = e.chg)),"
+        " best(type, id, vis) AS (SELECT type, id, max(vis) FROM cand GROUP BY type, id)"
+        " SELECT e.type, e.id, e.version, e.mdtz, e.fields, e.chg, b.vis FROM best b"
+        " JOIN entities e ON e.type = b.type AND e.id = b.id ORDER BY e.chg LIMIT ?3",
     [R_GET] = "SELECT version, mdtz, fields FROM entities WHERE type=?1 AND id=?2",
 };
 
@@ -220,6 +276,8 @@ static fsa_status_t init_schema(sqlite3 *db, char *err, size_t errlen)
     }
     if (st == FSA_OK && ver < 2)
         st = exec_sql(db, schema_v2_sql, err, errlen);
+    if (st == FSA_OK && ver < 3)
+        st = exec_sql(db, schema_v3_sql, err, errlen);
     if (st == FSA_OK && ver < STORE_SCHEMA) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version=%d", STORE_SCHEMA);
@@ -384,11 +442,13 @@ static void column_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
 
 /* The entity as the write transaction sees it: *fields NULL when it does not exist. */
 static fsa_status_t sq_load_entity(fsa__store_tx_t *tx, const char *type, const char *id,
-                                   int64_t *version, char **fields)
+                                   int64_t *version, char **fields, char *owner)
 {
     sqlite3_stmt *q = SQ(tx)->w[W_SEL_ENTITY];
     *version = 0;
     *fields = NULL;
+    if (owner != NULL)
+        owner[0] = '\0';
     bind_text(q, 1, type);
     bind_text(q, 2, id);
     int rc = sqlite3_step(q);
@@ -398,6 +458,8 @@ static fsa_status_t sq_load_entity(fsa__store_tx_t *tx, const char *type, const 
         *fields = column_dup(q, 1);
         if (*fields == NULL)
             st = FSA_ENOMEM;
+        if (owner != NULL)
+            column_copy(q, 2, owner, FSA_ID_BYTES);
     } else if (rc != SQLITE_DONE) {
         st = map_rc(rc);
     }
@@ -460,9 +522,14 @@ static fsa_status_t sq_log_op(fsa__store_tx_t *tx, const char *device, const fsa
     return rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
 }
 
+static void bind_key(sqlite3_stmt *q, int i, const char *v)
+{
+    bind_text(q, i, v[0] != '\0' ? v : NULL);
+}
+
 static fsa_status_t sq_write_entity(fsa__store_tx_t *tx, const char *type, const char *id,
                                     bool exists, int64_t version, const char *fields,
-                                    int64_t now_ms, const char *owner)
+                                    int64_t now_ms, const char *owner, const fsa_model_keys_t *keys)
 {
     sq_store_t *s = SQ(tx);
     sqlite3_stmt *q = s->w[exists ? W_UPD_ENTITY : W_INS_ENTITY];
@@ -474,6 +541,9 @@ static fsa_status_t sq_write_entity(fsa__store_tx_t *tx, const char *type, const
     sqlite3_bind_int64(q, 6, s->last_chg + 1);
     if (!exists)
         bind_text(q, 7, owner);
+    bind_key(q, 8, keys->site);
+    bind_key(q, 9, keys->person);
+    bind_key(q, 10, keys->parent);
     int rc = sqlite3_step(q);
     sqlite3_reset(q);
     sqlite3_clear_bindings(q);
@@ -483,6 +553,49 @@ static fsa_status_t sq_write_entity(fsa__store_tx_t *tx, const char *type, const
      * batch reads it anew. */
     s->last_chg++;
     return FSA_OK;
+}
+
+static fsa_status_t sq_touch_children(fsa__store_tx_t *tx, const char *parent_id)
+{
+    sq_store_t *s = SQ(tx);
+    sqlite3_stmt *q = s->w[W_CHILDREN];
+    bind_text(q, 1, parent_id);
+    /* Collected first: the children's updates must not run under the open SELECT. */
+    char(*ids)[FSA_ID_BYTES] = NULL;
+    size_t n = 0, cap = 0;
+    fsa_status_t st = FSA_OK;
+    int rc = SQLITE_DONE;
+    while (st == FSA_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap == 0 ? 16 : cap * 2;
+            char(*nb)[FSA_ID_BYTES] = fsa_realloc(ids, ncap * sizeof *ids);
+            if (nb == NULL) {
+                st = FSA_ENOMEM;
+                break;
+            }
+            ids = nb;
+            cap = ncap;
+        }
+        column_copy(q, 0, ids[n++], FSA_ID_BYTES);
+    }
+    if (st == FSA_OK && rc != SQLITE_DONE)
+        st = map_rc(rc);
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    sqlite3_stmt *u = s->w[W_TOUCH];
+    for (size_t i = 0; i < n && st == FSA_OK; i++) {
+        bind_text(u, 1, ids[i]);
+        sqlite3_bind_int64(u, 2, s->last_chg + 1);
+        rc = sqlite3_step(u);
+        sqlite3_reset(u);
+        sqlite3_clear_bindings(u);
+        if (rc == SQLITE_DONE)
+            s->last_chg++;
+        else
+            st = map_rc(rc);
+    }
+    fsa_free(ids);
+    return st;
 }
 
 static void writer_take(sq_store_t *s)
@@ -647,18 +760,62 @@ static void reader_give(sq_store_t *s, reader_t *r)
     port->mutex_unlock(port->ctx, s->rlock);
 }
 
-static fsa_status_t sq_pull(fsa_store_t *head, const char *device, int64_t since, unsigned limit,
-                            fsa_codec_pull_t *out, int64_t *next_cursor)
+/* Records what a scoped device was sent on this page (store.h: a page asked for again is
+ * answered the same). */
+static fsa_status_t mark_delivered(sq_store_t *s, const char *device, const fsa_codec_pull_t *out,
+                                   const int64_t *chgs)
+{
+    writer_take(s);
+    fsa_status_t st = exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0);
+    bool in_tx = st == FSA_OK;
+    sqlite3_stmt *q = s->w[W_DELIVERED];
+    for (size_t i = 0; i < out->count && st == FSA_OK; i++) {
+        const fsa_codec_change_t *c = &out->changes[i];
+        bind_text(q, 1, device);
+        bind_text(q, 2, fsa_type_name(c->type));
+        bind_text(q, 3, c->id);
+        if (c->gone)
+            sqlite3_bind_int64(q, 4, chgs[i]);
+        else
+            sqlite3_bind_null(q, 4);
+        int rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        sqlite3_clear_bindings(q);
+        st = rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+    }
+    if (st == FSA_OK) {
+        int rc = sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL);
+        st = map_rc(rc);
+        in_tx = rc != SQLITE_OK;
+    }
+    if (in_tx)
+        (void)sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+    writer_give(s);
+    return st;
+}
+
+static fsa_status_t sq_pull(fsa_store_t *head, const char *device, const fsa_store_scope_t *scope,
+                            int64_t since, unsigned limit, fsa_codec_pull_t *out,
+                            int64_t *next_cursor)
 {
     sq_store_t *store = (sq_store_t *)(void *)head;
     out->changes = fsa_calloc(limit, sizeof *out->changes);
-    if (out->changes == NULL)
+    int64_t *chgs = scope != NULL ? fsa_calloc(limit, sizeof *chgs) : NULL;
+    if (out->changes == NULL || (scope != NULL && chgs == NULL)) {
+        fsa_free(chgs);
+        fsa_codec_pull_free(out);
         return FSA_ENOMEM;
+    }
     reader_t *rd = reader_take(store);
-    sqlite3_stmt *q = rd->st[R_PULL];
+    sqlite3_stmt *q = rd->st[scope != NULL ? R_SCOPED : R_PULL];
     sqlite3_bind_int64(q, 1, since);
     bind_text(q, 2, device);
     sqlite3_bind_int64(q, 3, (sqlite3_int64)limit + 1); /* one more tells whether there is more */
+    if (scope != NULL) {
+        bind_text(q, 4, scope->sites_json);
+        bind_text(q, 5, scope->people_json);
+    }
+
     fsa_status_t st = FSA_OK;
     int64_t last = since;
     int rc;
@@ -678,12 +835,17 @@ static fsa_status_t sq_pull(fsa_store_t *head, const char *device, int64_t since
         column_copy(q, 1, c->id, sizeof c->id);
         c->version = sqlite3_column_int64(q, 2);
         c->mdtz_ms = sqlite3_column_int64(q, 3);
-        c->fields = column_dup(q, 4);
-        if (c->fields == NULL) {
-            st = FSA_ENOMEM;
-            break;
+        c->gone = sqlite3_column_int(q, 6) == 0;
+        if (!c->gone) {
+            c->fields = column_dup(q, 4);
+            if (c->fields == NULL) {
+                st = FSA_ENOMEM;
+                break;
+            }
         }
         last = sqlite3_column_int64(q, 5);
+        if (chgs != NULL)
+            chgs[out->count] = last;
         out->count++;
     }
     if (st == FSA_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
@@ -691,6 +853,9 @@ static fsa_status_t sq_pull(fsa_store_t *head, const char *device, int64_t since
     sqlite3_reset(q);
     sqlite3_clear_bindings(q);
     reader_give(store, rd);
+    if (st == FSA_OK && scope != NULL && out->count > 0)
+        st = mark_delivered(store, device, out, chgs);
+    fsa_free(chgs);
     if (st != FSA_OK) {
         fsa_codec_pull_free(out);
         return st;
@@ -755,6 +920,7 @@ static const fsa__store_ops_t sq_ops = {
     .savepoint = sq_savepoint,
     .load_entity = sq_load_entity,
     .write_entity = sq_write_entity,
+    .touch_children = sq_touch_children,
     .find_op = sq_find_op,
     .claim_op = sq_claim_op,
     .log_op = sq_log_op,

@@ -381,7 +381,8 @@ static void test_fsa_store_open__migrates_schema_1(void **state)
                      "NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, status INTEGER NOT NULL, "
                      "version INTEGER NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL, "
                      "received INTEGER NOT NULL) WITHOUT ROWID;"
-                     "INSERT INTO entities VALUES('ticket','T9',3,1,'{\"level\":2}',7,NULL);"
+                     "INSERT INTO entities VALUES('ticket','T9',3,1,"
+                     "'{\"level\":2,\"assignedto\":\"p7\"}',7,NULL);"
                      "INSERT INTO ops VALUES('o9','d1',1,'ticket','T9',0,3,'','',1);"
                      "PRAGMA application_id=1179861331; PRAGMA user_version=1;",
                      NULL, NULL, NULL),
@@ -395,7 +396,9 @@ static void test_fsa_store_open__migrates_schema_1(void **state)
     assert_fsa_ok(fsa_store_nonce(s, "d1", "0123456789abcdef0123456789abcdef", 10, 1, &replay));
     assert_false(replay);
     fsa_store_close(s);
-    assert_int_equal(count_rows(path, "PRAGMA user_version"), 2);
+    assert_int_equal(count_rows(path, "PRAGMA user_version"), 3);
+    /* Schema 3 filled the scope keys of the rows it found. */
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM entities WHERE person = 'p7'"), 1);
     /* A newer schema than this server knows is refused. */
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
