@@ -185,15 +185,28 @@ void fsa_store_scope_release(fsa_store_scope_t *scope)
 
 /* ---- applying a batch ---- */
 
-/* Sets r->current from the entity as the transaction sees it now (nothing when it is absent). */
-static fsa_status_t attach_current(fsa__store_tx_t *tx, const char *type, const char *id,
+static fsa_status_t in_scope(fsa__store_tx_t *tx, const fsa_store_scope_t *scope,
+                             const char *device, fsa_type_t type, const char *owner,
+                             const char *fields, bool *in);
+
+/* Sets r->current from the entity as the transaction sees it now (nothing when it is absent, or
+ * outside the device's scope: a conflict never shows what the device may not see). */
+static fsa_status_t attach_current(fsa__store_tx_t *tx, const fsa_store_scope_t *scope,
+                                   const char *device, const char *type, const char *id,
                                    fsa_codec_result_t *r)
 {
     int64_t version = 0;
     char *fields = NULL;
-    fsa_status_t st = B(tx)->load_entity(tx, type, id, &version, &fields, NULL);
-    if (st != FSA_OK || fields == NULL)
+    char owner[FSA_ID_BYTES] = "";
+    fsa_type_t t;
+    fsa_status_t st = B(tx)->load_entity(tx, type, id, &version, &fields, owner);
+    bool in = true;
+    if (st == FSA_OK && fields != NULL && fsa_type_parse(type, &t) == FSA_OK)
+        st = in_scope(tx, scope, device, t, owner, fields, &in);
+    if (st != FSA_OK || fields == NULL || !in) {
+        fsa_free(fields);
         return st;
+    }
     fsa_free(r->current_fields);
     r->current_fields = fields;
     r->current_version = version;
@@ -208,7 +221,8 @@ static void set_result_err(fsa_codec_result_t *r, const char *code, const char *
 }
 
 /* Fills r as a duplicate of the logged outcome. */
-static fsa_status_t duplicate_result(fsa__store_tx_t *tx, const fsa__store_logged_t *lg,
+static fsa_status_t duplicate_result(fsa__store_tx_t *tx, const fsa_store_scope_t *scope,
+                                     const char *device, const fsa__store_logged_t *lg,
                                      fsa_codec_result_t *r)
 {
     r->status = FSA_RESULT_DUPLICATE;
@@ -217,7 +231,7 @@ static fsa_status_t duplicate_result(fsa__store_tx_t *tx, const fsa__store_logge
     if (lg->code[0] != '\0')
         set_result_err(r, lg->code, lg->message);
     if (lg->status == FSA_RESULT_CONFLICT)
-        return attach_current(tx, lg->type, lg->id, r);
+        return attach_current(tx, scope, device, lg->type, lg->id, r);
     return FSA_OK;
 }
 
@@ -375,7 +389,7 @@ static fsa_status_t apply_single(fsa__store_tx_t *tx, const char *device, bool b
     if (st != FSA_OK)
         return st;
     if (lg.found)
-        return duplicate_result(tx, &lg, r);
+        return duplicate_result(tx, scope, device, &lg, r);
     st = try_op(tx, device, by_server, scope, cop, now_ms, r);
     if (st == FSA_OK)
         st = B(tx)->log_op(tx, device, &cop->op, r, now_ms);
@@ -409,7 +423,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
         if (st != FSA_OK)
             break;
         if (lg.found) {
-            st = duplicate_result(tx, &lg, &results[i]);
+            st = duplicate_result(tx, scope, device, &lg, &results[i]);
             continue;
         }
         st = try_op(tx, device, by_server, scope, &ops[i], now_ms, &results[i]);
@@ -462,7 +476,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
         r->status = status;
         set_result_err(r, code, msg);
         if (status == FSA_RESULT_CONFLICT && ops[i].reject.code[0] == '\0')
-            st = attach_current(tx, fsa_type_name(ops[i].op.type), ops[i].op.id, r);
+            st = attach_current(tx, scope, device, fsa_type_name(ops[i].op.type), ops[i].op.id, r);
         if (st == FSA_OK && !repeated)
             st = B(tx)->log_op(tx, device, &ops[i].op, r, now_ms);
     }

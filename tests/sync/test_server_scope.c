@@ -234,6 +234,20 @@ static void test_server_scope__ops_outside_are_forbidden(void **state)
     }
     fsa_codec_results_free(res, n);
     assert_int_equal(tc_get(NULL, URL, "jobneed", "CP1", NULL), 2);
+    /* A group that fails on a conflict inside the scope: every op reports the conflict, but
+     * only an entity the device may see comes with its current state. */
+    snprintf(both, sizeof both, "%s,%s",
+             tc_op(a, sizeof a, NULL, "set", "ticket", "T-P1",
+                   ",\"group\":\"g2\",\"base_version\":999,\"fields\":{\"priority\":\"LOW\"}"),
+             tc_op(b, sizeof b, NULL, "increment", "ticket", "T-P2",
+                   ",\"group\":\"g2\",\"field\":\"level\",\"by\":1"));
+    assert_int_equal(tc_push(NULL, URL, 1, both, &res, &n), 200);
+    assert_int_equal(n, 2);
+    assert_int_equal(res[0].status, FSA_RESULT_CONFLICT);
+    assert_true(res[0].has_current);
+    assert_int_equal(res[1].status, FSA_RESULT_CONFLICT);
+    assert_false(res[1].has_current);
+    fsa_codec_results_free(res, n);
     /* A missing entity is not_found, as for anyone. */
     expect(1,
            tc_op(op, sizeof op, NULL, "increment", "ticket", "T-none",
