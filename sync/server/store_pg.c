@@ -382,7 +382,8 @@ static fsa_status_t stamp_changes(pg_conn_t *c)
         return FSA_EIO;
     for (size_t i = 0; i < unique && st == FSA_OK; i++) {
         char chg[24];
-        snprintf(chg, sizeof chg, "%lld", (long long)(last - (int64_t)unique + 1 + (int64_t)i));
+        int64_t number = last - (int64_t)unique + 1 + (int64_t)i;
+        snprintf(chg, sizeof chg, "%lld", (long long)number);
         const char *p[] = {c->touched[i].type, c->touched[i].id, chg};
         st = run0(c->c, "UPDATE entities SET chg = $3 WHERE type = $1 AND id = $2", 3, p);
     }

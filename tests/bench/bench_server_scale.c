@@ -121,7 +121,7 @@ static void *client_main(void *arg)
 }
 
 /* Starts nproc servers on db, runs the clients, stops the servers; ops/s (0 on failure). */
-static double run_apply(th_server_t *base, int nproc, const char *tag)
+static double run_apply(const th_server_t *base, int nproc, const char *tag)
 {
     th_server_t procs[4];
     for (int i = 0; i < nproc; i++) {
@@ -256,6 +256,21 @@ static double scoped_pull_ms(const char *url)
 }
 
 /* Runs both figures on one backend (db: a SQLite path or a PostgreSQL URI maker). */
+/* Refreshes the planner's statistics (what autovacuum does on its own a little later). */
+static void analyze(const char *db)
+{
+#ifdef FSA_TEST_HAVE_PG
+    if (strstr(db, "://") == NULL)
+        return;
+    PGconn *c = PQconnectdb(db);
+    if (PQstatus(c) == CONNECTION_OK)
+        PQclear(PQexec(c, "ANALYZE"));
+    PQfinish(c);
+#else
+    (void)db;
+#endif
+}
+
 static int run_backend(const char *name, th_server_t *base, bool (*fresh_db)(th_server_t *, int),
                        double bare, const char *bare_name)
 {
@@ -292,6 +307,14 @@ static int run_backend(const char *name, th_server_t *base, bool (*fresh_db)(th_
     if (small >= 0 && seed(s.url, 1000, 99000))
         large = scoped_pull_ms(s.url);
     double seed_s = now_s() - t0;
+    if (large >= 0 && strstr(base->db, "://") != NULL) {
+        analyze(base->db);
+        double analyzed = scoped_pull_ms(s.url);
+        printf("%s: scoped pull at 100,000 right after seeding: %.2f ms; after ANALYZE (what "
+               "autovacuum does soon after): %.2f ms\n",
+               name, large, analyzed);
+        large = analyzed;
+    }
     th_server_stop(&s);
     printf("%s: scoped pull (20 of the store's entities): %.2f ms at 1,000 entities, %.2f ms at "
            "100,000 (seeding 99,000 took %.1f s)\n",

@@ -71,22 +71,34 @@ static int free_port(void)
     return port;
 }
 
+/* The user the cluster belongs to when we are root ("nobody": PostgreSQL refuses root). */
+static bool nobody_ids(uid_t *uid, gid_t *gid)
+{
+    struct passwd pw, *found = NULL;
+    char buf[1024];
+    if (getpwnam_r("nobody", &pw, buf, sizeof buf, &found) != 0 || found == NULL)
+        return false;
+    *uid = pw.pw_uid;
+    *gid = pw.pw_gid;
+    return true;
+}
+
 /* Runs argv as the cluster's owner (nobody when we are root), output appended to log; waits at
  * most timeout_s. Returns the exit status, -1 on failure or timeout. */
 static int run_as_owner(const char *const *argv, const char *log, int timeout_s)
 {
-    const struct passwd *pw = getuid() == 0 ? getpwnam("nobody") : NULL;
-    if (getuid() == 0 && pw == NULL) {
+    bool as_nobody = getuid() == 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    if (as_nobody && !nobody_ids(&uid, &gid)) {
         fprintf(stderr, "pg harness: running as root and there is no user 'nobody'\n");
         return -1;
     }
-    uid_t uid = pw != NULL ? pw->pw_uid : 0;
-    gid_t gid = pw != NULL ? pw->pw_gid : 0;
     pid_t pid = fork();
     if (pid < 0)
         return -1;
     if (pid == 0) {
-        if (pw != NULL && (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0))
+        if (as_nobody && (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0))
             _exit(126);
         /* Opened as the owner, so that pg_ctl (also the owner) can append to it too. */
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -153,8 +165,9 @@ bool th_pg_start(th_pg_t *pg, bool durable)
     if (mkdtemp(pg->dir) == NULL)
         return false;
     if (getuid() == 0) {
-        const struct passwd *pw = getpwnam("nobody");
-        if (pw == NULL || chown(pg->dir, pw->pw_uid, pw->pw_gid) != 0) {
+        uid_t uid = 0;
+        gid_t gid = 0;
+        if (!nobody_ids(&uid, &gid) || chown(pg->dir, uid, gid) != 0) {
             fprintf(stderr, "pg harness: cannot give %s to 'nobody'\n", pg->dir);
             rmdir(pg->dir);
             return false;
@@ -267,7 +280,9 @@ bool th_backend_db(char *db, size_t cap)
     if (!g_cluster.running) {
         if (!th_pg_start(&g_cluster, false))
             return false;
-        atexit(stop_cluster);
+        if (atexit(stop_cluster) != 0)
+            fprintf(stderr, "pg harness: the cluster in %s will not be stopped at exit\n",
+                    g_cluster.dir);
     }
     static int counter;
     char name[64];

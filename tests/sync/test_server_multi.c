@@ -137,7 +137,7 @@ static void test_server_multi__same_op_at_both_processes_at_once(void **state)
     }
     char level[32];
     tc_field(NULL, g_b.url, "ticket", "T-twice", "level", level, sizeof level);
-    assert_int_equal(atoi(level), ROUNDS);
+    assert_int_equal(strtol(level, NULL, 10), ROUNDS);
     assert_int_equal(tc_get(NULL, g_b.url, "ticket", "T-twice", NULL), 1 + 2 * ROUNDS);
 }
 
@@ -228,7 +228,7 @@ static void test_server_multi__killed_mid_push_retry_elsewhere_exactly_once(void
     assert_true(dups >= sent * OPS); /* what the killed process answered was committed */
     char level[32];
     tc_field(NULL, g_a.url, "ticket", "T-kill", "level", level, sizeof level);
-    assert_int_equal(atoi(level), BATCHES * OPS);
+    assert_int_equal(strtol(level, NULL, 10), BATCHES * OPS);
     assert_int_equal(tc_get(NULL, g_a.url, "ticket", "T-kill", NULL), 1 + BATCHES * OPS);
 }
 

@@ -286,8 +286,9 @@ static void test_server_scope__gone_once_when_leaving(void **state)
     pull_run(1, g_cur1, got, sizeof got);
     same_set(got, "");
     /* Back in the scope: sent with its fields. */
+    int64_t base = v + 2;
     snprintf(extra, sizeof extra, ",\"base_version\":%lld,\"fields\":{\"assignedto\":\"P1\"}",
-             (long long)(v + 2));
+             (long long)base);
     admin_op(tc_op(op, sizeof op, NULL, "set", "ticket", "T-P1", extra));
     pull_run(1, g_cur1, got, sizeof got);
     same_set(got, "T-P1");
