@@ -1739,3 +1739,38 @@ void fsa_op_clear(fsa_op_t *op)
     fsa_free(op->json);
     memset(op, 0, sizeof *op);
 }
+
+/* Copies a string member of fields into out when it fits (else leaves out empty). */
+static void key_of(const cJSON *fields, const char *name, char *out, size_t cap)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(fields, name);
+    out[0] = '\0';
+    if (cJSON_IsString(v) && strlen(v->valuestring) < cap)
+        memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
+}
+
+fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json, fsa_model_keys_t *out)
+{
+    if (out == NULL)
+        return FSA_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (fields_json == NULL || !type_ok(type))
+        return FSA_EINVAL;
+    cJSON *fields = NULL;
+    json_why_t why = parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields);
+    if (why != JSON_OK)
+        return why_status(why);
+    fsa_status_t st = FSA_OK;
+    if (!cJSON_IsObject(fields))
+        st = FSA_EINVAL;
+    else if (type == FSA_TYPE_ATTENDANCE)
+        key_of(fields, "site_id", out->site, sizeof out->site);
+    else if (type == FSA_TYPE_TICKET)
+        key_of(fields, "assignedto", out->person, sizeof out->person);
+    else {
+        key_of(fields, "people_id", out->person, sizeof out->person);
+        key_of(fields, "parent_id", out->parent, sizeof out->parent);
+    }
+    cJSON_Delete(fields);
+    return st;
+}

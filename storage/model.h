@@ -210,6 +210,20 @@ fsa_status_t fsa_model_same_values(const char *a_json, const char *b_json, const
 fsa_status_t fsa_model_project(const char *fields_json, const char *keys_json,
                                char **out_json) FSA_MUST_CHECK;
 
+/* The values that place an entity in a device's scope (PROTOCOL.md section 4): attendance
+ * site_id; jobneed people_id and parent_id; ticket assignedto. "" when absent, null, not a string
+ * or longer than an id. */
+typedef struct fsa_model_keys {
+    char site[FSA_ID_BYTES];
+    char person[FSA_ID_BYTES];
+    char parent[FSA_ID_BYTES];
+} fsa_model_keys_t;
+
+/* Reads the scope keys of an entity of type from its fields. FSA_OK, FSA_EINVAL (not an object,
+ * malformed), FSA_ENOMEM. */
+fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json,
+                                  fsa_model_keys_t *out) FSA_MUST_CHECK;
+
 /* Frees text returned by this module. NULL is accepted. */
 void fsa_model_free(char *json);
 
