@@ -267,6 +267,13 @@ static void test_run__metrics_refresh_does_not_sync(void **state)
     assert_int_equal(stop_daemon(f, SIGTERM), 0);
 }
 
+/* "running on" twice in the log: a second daemon got as far as the first. */
+static bool two_daemons_ran(fx_t *f)
+{
+    const char *first = strstr(slurp(f->err), "running on");
+    return first != NULL && strstr(first + 1, "running on") != NULL;
+}
+
 static void test_run__one_daemon_per_journal(void **state)
 {
     fx_t *f = *state;
@@ -278,9 +285,10 @@ static void test_run__one_daemon_per_journal(void **state)
     assert_int_equal(run_cli(f, a), 1);
     assert_non_null(strstr(slurp(f->err), "already syncing"));
     assert_int_equal(stop_daemon(f, SIGINT), 0);
-    /* once it is gone, a new one may run */
+    /* once it is gone, a new one may run (and a SIGTERM once it runs stops it cleanly) */
     start_daemon(f, NULL);
-    sleep_ms(300);
+    if (!eventually(f, two_daemons_ran, 20000))
+        fail_msg("the second daemon did not start: %s", slurp(f->err));
     assert_int_equal(stop_daemon(f, SIGTERM), 0);
 }
 
@@ -297,6 +305,9 @@ static void test_run__sighup_reloads_configuration(void **state)
     record_ticket(f, "T1");
     const char *fast[] = {"--interval", "1", NULL};
     start_daemon(f, fast);
+    /* running (its signals are taken from then on), and unable to sync */
+    if (!eventually(f, daemon_running, 20000))
+        fail_msg("the daemon did not start: %s", slurp(f->err));
     sleep_ms(500);
     assert_false(t1_on_server(f));
     init(f, f->srv.url);
