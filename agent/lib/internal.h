@@ -98,6 +98,10 @@ fsa_status_t fsl__config_load(fsa_journal_t *j, fsl_config_t *c, char *err,
 void fsl__config_clear(fsl_config_t *c);
 fsa_status_t fsl__config_check(const fsl_config_t *c, bool full, char *err,
                                size_t errlen) FSA_MUST_CHECK; /* policies; full: URL, TLS, secret */
+/* A secret file's content: exactly 64 hex characters, then optional whitespace. FSA_OK, or
+ * FSA_EINVAL with *key wiped. Pure (the fuzz target fuzz_config feeds it). */
+fsa_status_t fsl__parse_secret(const char *text, size_t len, fsa_signer_key_t *key) FSA_MUST_CHECK;
+/* Reads a private secret file (the port's reader: O_NOFOLLOW, owner, mode) and parses it. */
 fsa_status_t fsl__read_secret(const char *path, fsa_signer_key_t *key, char *err,
                               size_t errlen) FSA_MUST_CHECK;
 fsa_status_t fsl__resolver_policy(const char *spec, const fsa_resolver_policy_t **out, char *err,
