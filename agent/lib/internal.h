@@ -70,6 +70,10 @@ fieldsync_status_t fsl__status(fsa_status_t st);
  * fsa_status_t with err filled. */
 fsa_status_t fsl__engine_new(fieldsync_t *fs, bool ignore_backoff, fsa_engine_t **out, char *err,
                              size_t errlen) FSA_MUST_CHECK;
+/* The handle's lock manager, opened on first use (any thread). FSA_OK with *out set, or the
+ * lock manager's open error with err filled. */
+fsa_status_t fsl__locks(fieldsync_t *fs, fsa_lockmgr_t **out, char *err,
+                        size_t errlen) FSA_MUST_CHECK;
 /* The entity type from its public name ("job" is accepted for jobneed). */
 bool fsl__type_parse(const char *name, fsa_type_t *out);
 /* core (handle.c, config.c, record.c, read.c): a bounded, growable JSON text (fsl__jb_*). */
