@@ -226,8 +226,8 @@ static void apply_ops(const fsa_codec_push_t *push, bool by_server)
         const fsa_op_t *op = &o->op;
         FUZZ_CHECK((unsigned)op->kind < FSA__OP_COUNT && (unsigned)op->type < FSA__TYPE_COUNT);
         FUZZ_CHECK(fsa_model_id_valid(op->id));
-        if (op->kind == FSA_OP_CREATE || op->kind == FSA_OP_SET || op->kind == FSA_OP_MERGE ||
-            op->kind == FSA_OP_APPEND)
+        /* A create may come without fields (PROTOCOL.md section 7, amendment 1): json NULL. */
+        if (op->kind == FSA_OP_SET || op->kind == FSA_OP_MERGE || op->kind == FSA_OP_APPEND)
             FUZZ_CHECK(op->json != NULL);
         fsa_model_err_t err;
         fsa_status_t st = fsa_model_validate_op(op, flags, &err);

@@ -88,8 +88,16 @@ static void test_server_cli__bad_flags_and_files(void **state)
     const char *a10[] = {"--listen", "127.0.0.1:0", "--db",    s.db, "--devices-file",
                          s.devices,  "--tls-cert",  s.devices, NULL};
     expect_cli_error(a10, "--tls-key");
-
+    /* A PostgreSQL database that cannot be reached: one line, and never the URI's password (a
+     * build without libpq says so instead). Port 1 on loopback has no server. */
+    const char *a11[] = {
+        "--listen",       "127.0.0.1:0", "--db", "postgresql://u:hunter2@127.0.0.1:1/x",
+        "--devices-file", s.devices,     NULL};
+    expect_cli_error(a11, "database (PostgreSQL URI)");
     char err[4096];
+    assert_int_not_equal(th_run_cli(a11, err, sizeof err), 0);
+    assert_null(strstr(err, "hunter2"));
+
     const char *help[] = {"--help", NULL};
     assert_int_equal(th_run_cli(help, err, sizeof err), 0);
     th_dir_remove(s.dir);
