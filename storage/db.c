@@ -104,6 +104,8 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
      * without this index, reading the next batch and counting the queue scan them all, once
      * per batch, and a drain of n ops costs n^2. Appending to it is cheap (seq grows). */
     "CREATE INDEX outbox_open ON outbox(seq, state) WHERE state IN (0, 1);"
+    /* ... and the status figures count the done ops not yet compacted after every batch: */
+    "CREATE INDEX outbox_done ON outbox(seq) WHERE state = 2;"
     /* A batch takes a group whole: its size is counted before its first op is taken, once per
      * group per batch; without an index that count scanned the whole outbox. Only grouped ops
      * are in it. */

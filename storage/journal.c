@@ -1043,7 +1043,9 @@ fsa_status_t fsa_journal_get_base(fsa_journal_t *j, fsa_type_t type, const char 
 static fsa_status_t group_size(fsa_journal_t *j, const char *group, size_t *n)
 {
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "SELECT count(*) FROM outbox WHERE grp = ?1 AND state IN (0, 1)", &st);
+    /* grp != '': what lets SQLite use the partial index outbox_by_group for a bound ?1. */
+    fsa_status_t s = prep(
+        j, "SELECT count(*) FROM outbox WHERE grp = ?1 AND grp != '' AND state IN (0, 1)", &st);
     if (s != FSA_OK)
         return s;
     bind_text(st, 1, group);
@@ -1465,7 +1467,9 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
     fsa_status_t s = prep(j,
                           "SELECT "
                           " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
-                          " (SELECT count(*) FROM outbox WHERE state = 1),"
+                          /* Each count reads a partial index, never the table: they run
+                           * after every batch of a drain (status events). */
+                          " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND state = 1),"
                           " (SELECT count(*) FROM outbox WHERE state = 2),"
                           " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
                           "  outcome = 'conflict'),"
