@@ -70,6 +70,10 @@ typedef struct daemon {
 
 /* ---- logging ---- */
 
+#if defined(__GNUC__)
+static void vlogf(daemon_t *d, int prio, bool to_stderr, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+#endif
 static void vlogf(daemon_t *d, int prio, bool to_stderr, const char *fmt, va_list ap)
 {
     char msg[1024];

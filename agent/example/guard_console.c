@@ -199,10 +199,8 @@ int main(int argc, char **argv)
         if (!(p[0].revents & (POLLIN | POLLHUP)))
             continue;
         ssize_t got = read(STDIN_FILENO, buf + len, sizeof buf - 1 - len);
-        if (got <= 0) {
-            running = 0; /* end of input */
-            break;
-        }
+        if (got <= 0)
+            break; /* end of input */
         len += (size_t)got;
         buf[len] = '\0';
         char *line = buf, *nl;

@@ -381,7 +381,7 @@ bool fsa__json_status(const char *entity_json, const char *field, char *out, siz
     const cJSON *fields = cJSON_GetObjectItemCaseSensitive(root, "fields");
     const cJSON *v =
         cJSON_IsObject(fields) ? cJSON_GetObjectItemCaseSensitive(fields, field) : NULL;
-    bool ok = cJSON_IsString(v) && strlen(v->valuestring) < cap;
+    bool ok = v != NULL && cJSON_IsString(v) && strlen(v->valuestring) < cap;
     if (ok)
         memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
     cJSON_Delete(root);

@@ -354,10 +354,10 @@ static bool write_secret(fsa__device_t *d)
     return st == FSA_OK;
 }
 
-/* Opens the device's journal through libfieldsync on its sim port. server_url: NULL for the one
- * the journal holds, else this handle's override (the refused port of an offline period). */
-static bool dev_open_url(fsa__fleet_t *f, fsa__device_t *d, const char *server_url,
-                         fieldsync_t **fs)
+/* One open of the device's journal through libfieldsync on its sim port; init: its first, which
+ * stores the configuration (device id, the real server, the secret file). */
+static bool dev_open_once(fsa__fleet_t *f, fsa__device_t *d, const char *server_url, bool init,
+                          fieldsync_t **fs)
 {
     *fs = NULL;
     fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
@@ -365,7 +365,7 @@ static bool dev_open_url(fsa__fleet_t *f, fsa__device_t *d, const char *server_u
     cfg.durability = f->sync_normal ? FIELDSYNC_DURABLE_NORMAL : FIELDSYNC_DURABLE_FULL;
     cfg.label = "fieldsync-sim";
     cfg.server_url = server_url;
-    if (!d->initialised) {
+    if (init) {
         if (!write_secret(d))
             return false;
         cfg.flags = FIELDSYNC_OPEN_INIT;
@@ -381,12 +381,22 @@ static bool dev_open_url(fsa__fleet_t *f, fsa__device_t *d, const char *server_u
         return false;
     }
     d->initialised = true;
-    if (server_url != NULL && cfg.server_url != server_url) {
-        /* Initialised just now with the real server: reopen with the override. */
-        (void)fieldsync_close(*fs);
-        return dev_open_url(f, d, server_url, fs);
-    }
     return true;
+}
+
+/* Opens the device's journal. server_url: NULL for the one the journal holds, else this handle's
+ * override (the refused port of an offline period), which is never stored. */
+static bool dev_open_url(fsa__fleet_t *f, fsa__device_t *d, const char *server_url,
+                         fieldsync_t **fs)
+{
+    if (!d->initialised) {
+        if (!dev_open_once(f, d, NULL, true, fs))
+            return false;
+        if (server_url == NULL)
+            return true;
+        (void)fieldsync_close(*fs);
+    }
+    return dev_open_once(f, d, server_url, false, fs);
 }
 
 bool fsa__dev_open(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t **fs)
@@ -568,7 +578,7 @@ static bool collect_conflict(fsa__device_t *d, const cJSON *c, size_t *cap)
     const cJSON *sf = cJSON_GetObjectItemCaseSensitive(c, "server_fields");
     const char *sfield = x->type == FSA_TYPE_TICKET ? "status" : "jobstatus";
     const cJSON *sv = cJSON_IsObject(sf) ? cJSON_GetObjectItemCaseSensitive(sf, sfield) : NULL;
-    if (cJSON_IsString(sv))
+    if (sv != NULL && cJSON_IsString(sv))
         snprintf(x->server_status, sizeof x->server_status, "%s", sv->valuestring);
     return true;
 }

@@ -139,8 +139,8 @@ static void api_cost(const char *dir, const char *secret, const char *url, int n
         t_j_l += t4 - t3;
     }
     int total = per * rounds;
-    double r_api = total / (t_api / 1e9), r_j = total / (t_j / 1e9);
-    double r_api_l = total / (t_api_l / 1e9), r_j_l = total / (t_j_l / 1e9);
+    double r_api = total / ((double)t_api / 1e9), r_j = total / ((double)t_j / 1e9);
+    double r_api_l = total / ((double)t_api_l / 1e9), r_j_l = total / ((double)t_j_l / 1e9);
     printf("record (create, FULL): API %.0f/s, journal %.0f/s\n", r_api, r_j);
     printf("guarded record (lock + transition + release, FULL): API %.0f/s, journal %.0f/s\n",
            r_api_l, r_j_l);
