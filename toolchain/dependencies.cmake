@@ -1,5 +1,5 @@
-# fieldsync: finds every system dependency; a missing one stops configuration and names the
-# Debian package that provides it. Included by the top-level CMakeLists.txt.
+# fieldsync: finds the system dependencies of the parts being built; a missing one stops
+# configuration and names the Debian package that provides it. Included by the top-level CMakeLists.txt.
 
 find_package(PkgConfig)
 if(NOT PKG_CONFIG_FOUND)
@@ -26,8 +26,13 @@ fsa_require_pkg(sqlite3 sqlite3 libsqlite3-dev)
 fsa_require_pkg(curl libcurl libcurl4-openssl-dev)
 fsa_require_pkg(cjson libcjson libcjson-dev)
 fsa_require_pkg(zlib zlib zlib1g-dev)
-fsa_require_pkg(cmocka cmocka libcmocka-dev)
-fsa_require_pkg(microhttpd libmicrohttpd libmicrohttpd-dev)
+# Only for the parts that use them (the options of CMakeLists.txt): a device build has neither.
+if(FSA_BUILD_TESTS)
+  fsa_require_pkg(cmocka cmocka libcmocka-dev)
+endif()
+if(FSA_BUILD_SERVER OR FSA_BUILD_TESTS)
+  fsa_require_pkg(microhttpd libmicrohttpd libmicrohttpd-dev)
+endif()
 
 # Debian 12's mbedTLS 2.28 ships no pkg-config file, so it is found by header and library.
 find_path(MBEDTLS_INCLUDE_DIR mbedtls/md.h)
