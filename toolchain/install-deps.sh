@@ -28,6 +28,8 @@ esac
 host_pkgs=(build-essential cmake pkg-config file openssl ca-certificates
   libsqlite3-dev sqlite3 libcurl4-openssl-dev libcjson-dev libmbedtls-dev libcmocka-dev
   libmicrohttpd-dev zlib1g-dev libgnutls28-dev gcovr)
+# The man pages (scdoc turns docs/man/*.scd into roff; mandoc checks them).
+host_pkgs+=(scdoc mandoc)
 # clang and its libFuzzer runtime, which Debian's clang package does not pull in (toolchain/fuzz.sh).
 host_pkgs+=(clang libclang-rt-14-dev)
 # The static analysers and the format check of toolchain/lint.sh.
@@ -79,7 +81,8 @@ fi
 
 sysroot="${FSA_SYSROOT:-$here/sysroot/$triplet}"
 stamp="$sysroot/.fieldsync-sysroot"
-want="v1 $debarch ${target_pkgs[*]}"
+# v2: the sysroot also keeps each package's control data (.fieldsync-dpkg/, see below).
+want="v2 $debarch ${target_pkgs[*]}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -105,8 +108,22 @@ apt-get "${aptopts[@]}" -y -q --no-install-recommends install --download-only \
 
 rm -rf "$sysroot.new"
 mkdir -p "$sysroot.new"
+# Each package's control data goes beside its files, in .fieldsync-dpkg/<package>/: its control
+# stanza, its file list and its shlibs and symbols files. toolchain/package.sh makes a dpkg
+# database of them so that dpkg-shlibdeps maps the target's libraries to their packages and
+# versions, as it does on a real target (the sysroot has no /var/lib/dpkg of its own).
+mkdir -p "$sysroot.new/.fieldsync-dpkg"
 for deb in "$work"/cache/archives/*.deb; do
   dpkg-deb -x "$deb" "$sysroot.new"
+  meta="$sysroot.new/.fieldsync-dpkg/$(dpkg-deb -f "$deb" Package)"
+  mkdir -p "$meta" "$work/ctl"
+  dpkg-deb -f "$deb" > "$meta/control"
+  dpkg-deb -c "$deb" | awk '{ for (i = 6; i <= NF && $i != "->"; i++) printf "%s%s", (i > 6 ? " " : ""), $i; print "" }' |
+    sed -e 's#^\./#/#' -e 's#/$##' -e 's#^$#/.#' > "$meta/list"
+  rm -rf "$work/ctl" && dpkg-deb -e "$deb" "$work/ctl"
+  for f in shlibs symbols; do
+    if [ -f "$work/ctl/$f" ]; then cp "$work/ctl/$f" "$meta/$f"; fi
+  done
 done
 # Absolute symlinks (libz.so -> /lib/...) would point into the host; make them relative.
 find "$sysroot.new" -type l -lname '/*' | while read -r link; do
