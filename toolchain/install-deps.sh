@@ -32,7 +32,7 @@ host_pkgs=(build-essential cmake pkg-config file openssl ca-certificates
 host_pkgs+=(scdoc mandoc)
 # The Debian packages (toolchain/package.sh) and their tests (toolchain/package-test.sh): lintian,
 # man-db to render the installed page, and what the package's maintainer scripts use.
-host_pkgs+=(lintian man-db adduser)
+host_pkgs+=(lintian man-db adduser systemd)
 # clang and its libFuzzer runtime, which Debian's clang package does not pull in (toolchain/fuzz.sh).
 host_pkgs+=(clang libclang-rt-14-dev)
 # The static analysers and the format check of toolchain/lint.sh.
