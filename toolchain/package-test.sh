@@ -48,8 +48,9 @@ check() {
   if out=$("$@" 2>&1); then ok "$what"; else fail "$what"; printf '%s\n' "$out" | tail -20 | sed 's/^/    /'; fi
 }
 work=$(mktemp -d)
-cleanup_install=0
+cleanup_install=0 server_pid=""
 cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null; fi
   if [ "$cleanup_install" = 1 ]; then
     dpkg --purge "${packages[@]}" >/dev/null 2>&1
     rm -rf /var/lib/fieldsync
@@ -252,13 +253,32 @@ left() {
 }
 check "purge leaves nothing of the packages behind" sh -c '[ -z "$0" ] || { echo "$0"; exit 1; }' "$(left)"
 
-# A journal with nothing unsynced: purge deletes it, its directory and the user.
+# A journal whose op has been synced, to the packaged fieldsync-server on loopback: purge deletes
+# it, its directory and the user.
 rm -rf /var/lib/fieldsync
 deluser --quiet --system fieldsync >/dev/null 2>&1
 check "apt-get installs the packages again" apt-get install -y -q --no-install-recommends "${debs[@]}"
 install -o fieldsync -g fieldsync -m 0600 "$work/secret" "$secret"
-check "fieldsync init (no ops)" runuser -u fieldsync -- fieldsync --db "$journal" init \
-  --device-id ci-dev1 --server http://127.0.0.1:9 --secret-file "$secret"
+(umask 077 && printf '{"devices": [{"id": "ci-dev1", "secret": "%s"}]}\n' "$(cat "$work/secret")" \
+  > "$work/devices.json")
+fieldsync-server --listen 127.0.0.1:0 --db "$work/server.db" --devices-file "$work/devices.json" \
+  > "$work/server.log" 2>&1 &
+server_pid=$!
+url=""
+for _ in $(seq 100); do
+  url=$(sed -n 's/^listening on \(http:\/\/127\.0\.0\.1:[0-9]*\)$/\1/p' "$work/server.log")
+  [ -z "$url" ] || break
+  sleep 0.1
+done
+check "the packaged fieldsync-server listens on loopback" test -n "$url"
+check "fieldsync init against it" runuser -u fieldsync -- fieldsync --db "$journal" init \
+  --device-id ci-dev1 --server "${url:-http://127.0.0.1:9}" --secret-file "$secret"
+check "record an op" runuser -u fieldsync -- fieldsync --db "$journal" ticket create T2 priority=LOW
+check "fieldsync sync pushes it" runuser -u fieldsync -- fieldsync --db "$journal" sync --now
+check "the journal holds no pending op" test "$(pending)" = 0
+kill "$server_pid" 2>/dev/null
+wait "$server_pid" 2>/dev/null
+server_pid=""
 check "dpkg purges the packages" dpkg --purge "${packages[@]}"
 check "purge deletes a journal without unsynced ops, its directory and the user" \
   sh -c '! test -e /var/lib/fieldsync && ! getent passwd fieldsync && ! getent group fieldsync'
