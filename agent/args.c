@@ -153,3 +153,47 @@ int fsa_cli_fail(const char *prog, const char *fmt, ...)
     va_end(ap);
     return EXIT_FAILURE;
 }
+
+fsa_status_t fsa_args_op(const char *kind, const char *type, const char *id,
+                         const char *fields_json, char **out)
+{
+    if (out == NULL)
+        return FSA_EINVAL;
+    *out = NULL;
+    if (kind == NULL || type == NULL || id == NULL || fields_json == NULL)
+        return FSA_EINVAL;
+    size_t cap = strlen(fields_json) + 6 * (strlen(kind) + strlen(type) + strlen(id)) + 64;
+    char *buf = fsa_malloc(cap);
+    if (buf == NULL)
+        return FSA_ENOMEM;
+    snprintf(buf, cap, "{\"kind\":");
+    fsa_status_t st = fsa_args_quote(kind, buf, cap);
+    if (st == FSA_OK) {
+        size_t o = strlen(buf);
+        snprintf(buf + o, cap - o, ",\"type\":");
+        st = fsa_args_quote(type, buf, cap);
+    }
+    if (st == FSA_OK) {
+        size_t o = strlen(buf);
+        snprintf(buf + o, cap - o, ",\"id\":");
+        st = fsa_args_quote(id, buf, cap);
+    }
+    if (st == FSA_OK) {
+        size_t o = strlen(buf);
+        if (o + strlen(fields_json) + 12 > cap)
+            st = FSA_ETOOLARGE;
+        else
+            snprintf(buf + o, cap - o, ",\"fields\":%s}", fields_json);
+    }
+    if (st != FSA_OK) {
+        fsa_free(buf);
+        return st;
+    }
+    *out = buf;
+    return FSA_OK;
+}
+
+void fsa_args_free(char *p)
+{
+    fsa_free(p);
+}

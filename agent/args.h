@@ -21,6 +21,15 @@ fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
  * capacity cap). FSA_OK or FSA_ETOOLARGE (buf unchanged). */
 fsa_status_t fsa_args_quote(const char *s, char *buf, size_t cap) FSA_MUST_CHECK;
 
+/* One op of libfieldsync's generic builder, {"kind":KIND,"type":TYPE,"id":ID,"fields":FIELDS}
+ * (fields_json is an object's text, inserted as is), into *out (fsa_args_free). FSA_OK,
+ * FSA_EINVAL, FSA_ETOOLARGE, FSA_ENOMEM. */
+fsa_status_t fsa_args_op(const char *kind, const char *type, const char *id,
+                         const char *fields_json, char **out) FSA_MUST_CHECK;
+
+/* Frees what fsa_args_object and fsa_args_op made. NULL is accepted. */
+void fsa_args_free(char *p);
+
 /* Prints "PROG: MESSAGE (see 'PROG --help')" as one line on stderr and exits with status 2. */
 _Noreturn void fsa_cli_die_usage(const char *prog, const char *fmt, ...) FSA_PRINTF(2, 3);
 

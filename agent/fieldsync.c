@@ -1,24 +1,21 @@
-/* fieldsync: the command line: record actions, sync, and look at status, conflicts and locks. */
-/* realpath() is an X/Open interface. */
+/* fieldsync: the command line: record actions, sync, and look at status, conflicts and locks.
+ * It walks through libfieldsync's public API only (<fieldsync/fieldsync.h>), as any app does. */
 #define _XOPEN_SOURCE 700
 #include <inttypes.h>
-#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <fieldsync/fieldsync.h>
+
 #include "agent/args.h"
-#include "agent/config.h"
 #include "agent/run.h"
-#include "port/alloc.h"
-#include "port/files.h"
-#include "port/limits.h"
-#include "storage/journal.h"
-#include "storage/libs.h"
-#include "storage/lock.h"
-#include "sync/engine.h"
 
 #define EXIT_USAGE 2
 #define EXIT_TEMPFAIL 75 /* sysexits.h EX_TEMPFAIL: try again later */
@@ -38,7 +35,7 @@ static const char USAGE[] =
     "commands:\n"
     "  init --device-id ID --server URL --secret-file FILE [--ca-file F] [--pin sha256//...]\n"
     "       [--allow-http]                      create the journal and set up sync\n"
-    "  attendance checkin|checkout --people ID --site ID --lat X --lon Y [--accuracy M]\n"
+    "  attendance checkin|checkout --people ID --site ID [--lat X --lon Y [--accuracy M]]\n"
     "  job create ID [--parent ID] [NAME=VALUE ...]\n"
     "  job transition ID --to STATUS\n"
     "  job set ID NAME=VALUE ...\n"
@@ -115,32 +112,168 @@ static const char *opt(const optspec_t *opts, size_t n, const char *name)
     return NULL;
 }
 
+/* ---- a small reader for the library's JSON answers (known shapes; no JSON library here) ---- */
+
+static const char *ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    return p;
+}
+
+/* The end of the JSON string that opens at p (the closing quote's successor). */
+static const char *skip_string(const char *p)
+{
+    for (p++; *p && *p != '"'; p++)
+        if (*p == '\\' && p[1] != '\0')
+            p++;
+    return *p == '"' ? p + 1 : p;
+}
+
+/* The end of the JSON value at p (p itself when it is not one). */
+static const char *skip_value(const char *p)
+{
+    p = ws(p);
+    if (*p == '"')
+        return skip_string(p);
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        do {
+            if (*p == '"') {
+                p = skip_string(p);
+                continue;
+            }
+            if (*p == '{' || *p == '[')
+                depth++;
+            else if (*p == '}' || *p == ']')
+                depth--;
+            p++;
+        } while (*p && depth > 0);
+        return p;
+    }
+    while (*p && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n')
+        p++;
+    return p;
+}
+
+/* The value of member name of the object at obj, or NULL. */
+static const char *member(const char *obj, const char *name)
+{
+    const char *p = ws(obj);
+    if (*p != '{')
+        return NULL;
+    p = ws(p + 1);
+    size_t n = strlen(name);
+    while (*p == '"') {
+        const char *k = p + 1;
+        const char *v = skip_value(p);
+        bool hit = (size_t)(v - k) == n + 1 && strncmp(k, name, n) == 0;
+        v = ws(v);
+        if (*v != ':')
+            return NULL;
+        v = ws(v + 1);
+        if (hit)
+            return v;
+        p = ws(skip_value(v));
+        if (*p != ',')
+            return NULL;
+        p = ws(p + 1);
+    }
+    return NULL;
+}
+
+/* The JSON string at v into out ("" when absent or null; other characters than ASCII of a
+ * \u escape as '?'). */
+static const char *str_of(const char *v, char *out, size_t cap)
+{
+    size_t o = 0;
+    if (v != NULL && *v == '"') {
+        for (const char *p = v + 1; *p && *p != '"' && o + 1 < cap; p++) {
+            char c = *p;
+            if (c == '\\' && p[1] != '\0') {
+                p++;
+                switch (*p) {
+                case 'n': c = '\n'; break;
+                case 't': c = '\t'; break;
+                case 'r': c = '\r'; break;
+                case 'b': c = '\b'; break;
+                case 'f': c = '\f'; break;
+                case 'u': {
+                    unsigned u = 0;
+                    int k = 0;
+                    for (; k < 4 && p[1] != '\0'; k++, p++) {
+                        char h = p[1];
+                        u = u * 16 + (unsigned)(h >= 'a'   ? h - 'a' + 10
+                                                : h >= 'A' ? h - 'A' + 10
+                                                           : h - '0');
+                    }
+                    c = (char)(u < 0x80 ? u : (unsigned)'?');
+                    break;
+                }
+                default: c = *p; break;
+                }
+            }
+            out[o++] = c;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static int64_t int_of(const char *v)
+{
+    return v != NULL ? strtoll(v, NULL, 10) : 0;
+}
+
+/* Calls fn for each element of the array at arr. */
+static void each_element(const char *arr, void (*fn)(void *arg, const char *elem), void *arg)
+{
+    const char *p = ws(arr);
+    if (*p != '[')
+        return;
+    p = ws(p + 1);
+    while (*p && *p != ']') {
+        fn(arg, p);
+        p = ws(skip_value(p));
+        if (*p == ',')
+            p = ws(p + 1);
+        else
+            break;
+    }
+}
+
 /* ---- the journal ---- */
 
 static const char *db_path;
+static const char *log_level; /* --log-level, else the command's default */
 
-static fsa_journal_t *open_journal(bool create)
+/* Opens the journal through the library; exits with the library's message when it cannot. */
+static fieldsync_t *open_fs(const char *label)
 {
     if (db_path == NULL)
         die_usage("no journal: give --db FILE or set FIELDSYNC_DB");
-    fsa_journal_t *j = NULL;
-    char err[320];
-    fsa_journal_opts_t o = {.create = create};
-    fsa_status_t st = fsa_journal_open(fsa_port_posix(), db_path, &o, &j, err, sizeof err);
-    if (st != FSA_OK) {
-        fail("%s", err);
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = db_path;
+    cfg.label = label;
+    fieldsync_t *fs = NULL;
+    if (fieldsync_open(&cfg, &fs) != FIELDSYNC_OK) {
+        fail("%s", fieldsync_errmsg(fs));
+        (void)fieldsync_close(fs);
         exit(EXIT_FAILURE);
     }
-    return j;
+    return fs;
 }
 
-static int recorded(fsa_journal_t *j, fsa_status_t st, const fsa_rec_t *rec)
+/* Reports a recording call and closes the handle: the exit status. */
+static int recorded(fieldsync_t *fs, fieldsync_status_t st, const fieldsync_rec_t *rec)
 {
-    fsa_journal_close(j);
-    if (st != FSA_OK)
-        return fail("%s", rec->error[0] ? rec->error : fsa_status_str(st));
-    printf("recorded op %s (seq %" PRId64 ")\n", rec->op_id, rec->seq);
-    return EXIT_SUCCESS;
+    int rc = EXIT_SUCCESS;
+    if (st != FIELDSYNC_OK)
+        rc = fail("%s", fieldsync_errmsg(fs)[0] ? fieldsync_errmsg(fs) : fieldsync_status_str(st));
+    else
+        printf("recorded op %s (seq %" PRId64 ")\n", rec->op_id, rec->seq);
+    (void)fieldsync_close(fs);
+    return rc;
 }
 
 /* ---- init ---- */
@@ -159,62 +292,30 @@ static int cmd_init(int argc, char **argv)
         "file holds the device's 32-byte secret as 64 hex characters and must be mode\n"
         "0600. Plain http:// is accepted only for loopback unless --allow-http.\n");
     const char *dev = opt(o, no, "device-id"), *server = opt(o, no, "server");
-    const char *secret = opt(o, no, "secret-file"), *ca = opt(o, no, "ca-file");
-    const char *pin = opt(o, no, "pin");
-    bool allow_http = opt(o, no, "allow-http") != NULL;
+    const char *secret = opt(o, no, "secret-file");
     if (dev == NULL || server == NULL || secret == NULL)
         die_usage("init needs --device-id, --server and --secret-file");
-    if (!fsa_model_id_valid(dev))
-        return fail("invalid device id '%.40s': 1-128 characters of A-Z a-z 0-9 . _ : -", dev);
-    char err[320];
-    fsa_signer_key_t key;
-    char secret_abs[PATH_MAX], ca_abs[PATH_MAX] = "";
-    if (realpath(secret, secret_abs) == NULL)
-        return fail("secret file %s: not found", secret);
-    fsa_status_t st = fsa_agent_read_secret(secret_abs, &key, err, sizeof err);
-    fsa_signer_key_wipe(&key);
-    if (st != FSA_OK)
-        return fail("%s", err);
-    if (ca != NULL && realpath(ca, ca_abs) == NULL)
-        return fail("CA file %s: not found", ca);
-    /* Check the URL and pins now, so a typo fails at init rather than at the first sync. */
-    fsa_transport_opts_t to = {.base_url = server,
-                               .ca_file = ca != NULL ? ca_abs : NULL,
-                               .pins = pin,
-                               .allow_insecure_http = allow_http};
-    fsa_transport_t *t = NULL;
-    st = fsa_transport_new(&to, &t, err, sizeof err);
-    fsa_transport_free(t);
-    if (st != FSA_OK)
-        return fail("%s", err);
-
-    fsa_journal_t *j = open_journal(true);
-    char *existing = NULL;
-    st = fsa_journal_state_get_str(j, FSA_CFG_DEVICE_ID, &existing);
-    if (st == FSA_OK && existing != NULL && strcmp(existing, dev) != 0) {
-        fail("journal %s belongs to device %s, not %s", db_path, existing, dev);
-        fsa_model_free(existing);
-        fsa_journal_close(j);
-        return EXIT_FAILURE;
-    }
-    fsa_model_free(existing);
-    if (st == FSA_OK)
-        st = fsa_journal_state_set_str(j, FSA_CFG_DEVICE_ID, dev);
-    if (st == FSA_OK)
-        st = fsa_journal_state_set_str(j, FSA_CFG_SERVER, server);
-    if (st == FSA_OK)
-        st = fsa_journal_state_set_str(j, FSA_CFG_SECRET_FILE, secret_abs);
-    if (st == FSA_OK)
-        st = fsa_journal_state_set_str(j, FSA_CFG_CA_FILE, ca_abs);
-    if (st == FSA_OK)
-        st = fsa_journal_state_set_str(j, FSA_CFG_PINS, pin != NULL ? pin : "");
-    if (st == FSA_OK)
-        st = fsa_journal_state_set_int(j, FSA_CFG_ALLOW_HTTP, allow_http);
-    fsa_journal_close(j);
-    if (st != FSA_OK)
-        return fail("cannot store the configuration in %s: %s", db_path, fsa_status_str(st));
-    printf("journal %s ready for device %s, server %s\n", db_path, dev, server);
-    return EXIT_SUCCESS;
+    if (db_path == NULL)
+        die_usage("no journal: give --db FILE or set FIELDSYNC_DB");
+    /* Everything is checked before the journal is made, and stored in one transaction. */
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.flags = FIELDSYNC_OPEN_INIT;
+    cfg.journal_path = db_path;
+    cfg.device_id = dev;
+    cfg.server_url = server;
+    cfg.secret_file = secret;
+    cfg.ca_file = opt(o, no, "ca-file");
+    cfg.pins = opt(o, no, "pin");
+    cfg.allow_http = opt(o, no, "allow-http") != NULL;
+    cfg.label = "fieldsync";
+    fieldsync_t *fs = NULL;
+    int rc = EXIT_SUCCESS;
+    if (fieldsync_open(&cfg, &fs) != FIELDSYNC_OK)
+        rc = fail("%s", fieldsync_errmsg(fs));
+    else
+        printf("journal %s ready for device %s, server %s\n", db_path, dev, server);
+    (void)fieldsync_close(fs);
+    return rc;
 }
 
 /* ---- recording ---- */
@@ -228,9 +329,10 @@ static int cmd_attendance(int argc, char **argv)
     int n = parse_opts(argc, argv, o, no, pos, 1,
                        "usage: fieldsync --db FILE attendance checkin|checkout --people ID "
                        "--site ID\n"
-                       "                 --lat X --lon Y [--accuracy M] [--id UUID]\n"
+                       "                 [--lat X --lon Y [--accuracy M]] [--id UUID]\n"
                        "Records a check-in or check-out now (device clock corrected by the\n"
-                       "server's offset). The protocol requires a position: --lat and --lon.\n");
+                       "server's offset). The position is optional: without --lat and --lon\n"
+                       "(no GPS fix) it is recorded as null, and the server may flag it.\n");
     if (n != 1 || (strcmp(pos[0], "checkin") != 0 && strcmp(pos[0], "checkout") != 0))
         die_usage("attendance needs checkin or checkout");
     const char *people = opt(o, no, "people"), *site = opt(o, no, "site");
@@ -238,63 +340,45 @@ static int cmd_attendance(int argc, char **argv)
     const char *acc = opt(o, no, "accuracy"), *id = opt(o, no, "id");
     if (people == NULL || site == NULL)
         die_usage("attendance needs --people and --site");
-    if (lat == NULL || lon == NULL)
-        die_usage("attendance needs --lat and --lon (the server requires a position)");
-    double vlat, vlon, vacc = 0;
+    if ((lat == NULL) != (lon == NULL))
+        die_usage("attendance takes --lat and --lon together, or neither (no position)");
+    if (acc != NULL && lat == NULL)
+        die_usage("--accuracy goes with --lat and --lon");
+    fieldsync_position_t p = {0, 0, 0};
     char *end;
-    vlat = strtod(lat, &end);
-    if (*end != '\0' || vlat < -90 || vlat > 90)
-        return fail("--lat %s is not a latitude (-90..90)", lat);
-    vlon = strtod(lon, &end);
-    if (*end != '\0' || vlon < -180 || vlon > 180)
-        return fail("--lon %s is not a longitude (-180..180)", lon);
-    if (acc != NULL) {
-        vacc = strtod(acc, &end);
-        if (*end != '\0' || vacc < 0 || vacc > 1e7)
-            return fail("--accuracy %s is not a distance in metres", acc);
+    if (lat != NULL) {
+        p.lat = strtod(lat, &end);
+        if (*end != '\0' || p.lat < -90 || p.lat > 90)
+            return fail("--lat %s is not a latitude (-90..90)", lat);
+        p.lon = strtod(lon, &end);
+        if (*end != '\0' || p.lon < -180 || p.lon > 180)
+            return fail("--lon %s is not a longitude (-180..180)", lon);
+        if (acc != NULL) {
+            p.accuracy_m = strtod(acc, &end);
+            if (*end != '\0' || p.accuracy_m < 0 || p.accuracy_m > 1e7)
+                return fail("--accuracy %s is not a distance in metres", acc);
+        }
     }
-    char uuid[FSA_UUID_STR_LEN];
-    if (id == NULL) {
-        if (fsa_uuid4(fsa_port_posix(), uuid) != FSA_OK)
-            return fail("cannot make an attendance id: no random source");
-        id = uuid;
-    }
-    fsa_journal_t *j = open_journal(false);
-    char fields[1024] = "{\"people_id\":";
-    fsa_status_t st = fsa_args_quote(people, fields, sizeof fields - 300);
-    if (st == FSA_OK) {
-        size_t l = strlen(fields);
-        snprintf(fields + l, sizeof fields - l, ",\"site_id\":");
-        st = fsa_args_quote(site, fields, sizeof fields - 200);
-    }
-    if (st != FSA_OK) {
-        fsa_journal_close(j);
-        return fail("--people or --site is too long");
-    }
-    size_t l = strlen(fields);
-    snprintf(fields + l, sizeof fields - l,
-             ",\"kind\":\"%s\",\"at\":%" PRId64 ",\"lat\":%.7f,\"lon\":%.7f,\"accuracy_m\":%.2f}",
-             pos[0], fsa_journal_now(j).ms, vlat, vlon, vacc);
-    fsa_rec_t rec;
-    st = fsa_journal_create(j, FSA_TYPE_ATTENDANCE, id, fields, NULL, &rec);
-    return recorded(j, st, &rec);
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = fieldsync_attendance(fs, strcmp(pos[0], "checkin") == 0, people, site,
+                                                 lat != NULL ? &p : NULL, id, NULL, &rec);
+    return recorded(fs, st, &rec);
 }
 
-static fsa_status_t fields_from(char **args, int n, char **out)
+static void fields_from(char **args, int n, char **out)
 {
     char err[200];
-    fsa_status_t st = fsa_args_object(args, (size_t)n, out, err, sizeof err);
-    if (st != FSA_OK) {
+    if (fsa_args_object(args, (size_t)n, out, err, sizeof err) != FSA_OK) {
         fail("%s", err);
         exit(EXIT_FAILURE);
     }
-    return st;
 }
 
 /* job|ticket create/transition/set and the rest. */
-static int cmd_entity(fsa_type_t type, int argc, char **argv)
+static int cmd_entity(bool job, int argc, char **argv)
 {
-    const char *tname = type == FSA_TYPE_JOBNEED ? "job" : "ticket";
+    const char *tname = job ? "job" : "ticket";
     if (argc < 1)
         die_usage("%s needs a subcommand", tname);
     const char *sub = argv[0];
@@ -306,116 +390,92 @@ static int cmd_entity(fsa_type_t type, int argc, char **argv)
              "usage: fieldsync --db FILE %s create ID [%sNAME=VALUE ...]\n"
              "       fieldsync --db FILE %s transition ID --to STATUS\n"
              "       fieldsync --db FILE %s %s\n",
-             tname, type == FSA_TYPE_JOBNEED ? "--parent ID] [" : "", tname, tname,
-             type == FSA_TYPE_JOBNEED ? "set ID NAME=VALUE ... | merge ID JSON_PATCH"
-                                      : "escalate ID [--to PERSON] [--note TEXT] | "
-                                        "log ID JSON_ITEM | set ID NAME=VALUE ...");
+             tname, job ? "--parent ID] [" : "", tname, tname,
+             job ? "set ID NAME=VALUE ... | merge ID JSON_PATCH"
+                 : "escalate ID [--to PERSON] [--note TEXT] | "
+                   "log ID JSON_ITEM | set ID NAME=VALUE ...");
     int n = parse_opts(argc - 1, argv + 1, o, no, pos, 64, help);
     if (n < 1)
         die_usage("%s %s needs an id", tname, sub);
     const char *id = pos[0];
-    fsa_rec_t rec;
-    fsa_status_t st;
+    fieldsync_rec_t rec;
+    fieldsync_status_t st;
     if (strcmp(sub, "create") == 0) {
         const char *parent = opt(o, no, "parent");
         char *fields = NULL;
-        if (parent != NULL && type != FSA_TYPE_JOBNEED)
+        if (parent != NULL && !job)
             die_usage("--parent is for jobs");
         char *extra[66];
         int m = 0;
         for (int i = 1; i < n; i++)
             extra[m++] = pos[i];
-        char parent_arg[FSA_ID_BYTES + 16];
+        char parent_arg[200];
         if (parent != NULL) {
-            if (!fsa_model_id_valid(parent))
+            /* An id is 1-128 of [A-Za-z0-9._:-]: nothing in it needs quoting in JSON. */
+            size_t len = strlen(parent);
+            if (len == 0 || len > 128 ||
+                strspn(parent, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
+                               "nopqrstuvwxyz0123456789._:-") != len)
                 return fail("invalid parent id '%.40s'", parent);
             snprintf(parent_arg, sizeof parent_arg, "parent_id=\"%s\"", parent);
             extra[m++] = parent_arg;
         }
         fields_from(extra, m, &fields);
-        fsa_journal_t *j = open_journal(false);
-        st = fsa_journal_create(j, type, id, fields, NULL, &rec);
-        fsa_free(fields);
-        return recorded(j, st, &rec);
+        fieldsync_t *fs = open_fs("fieldsync");
+        st = job ? fieldsync_job_create(fs, id, fields, &rec)
+                 : fieldsync_ticket_create(fs, id, fields, &rec);
+        fsa_args_free(fields);
+        return recorded(fs, st, &rec);
     }
     if (strcmp(sub, "transition") == 0) {
         const char *to = opt(o, no, "to");
         if (to == NULL || n != 1)
             die_usage("%s transition needs ID and --to STATUS", tname);
-        fsa_journal_t *j = open_journal(false);
-        st = fsa_journal_transition(j, type, id, to, NULL, &rec);
-        return recorded(j, st, &rec);
+        fieldsync_t *fs = open_fs("fieldsync");
+        st = job ? fieldsync_job_transition(fs, id, to, NULL, &rec)
+                 : fieldsync_ticket_transition(fs, id, to, NULL, &rec);
+        return recorded(fs, st, &rec);
     }
     if (strcmp(sub, "set") == 0) {
         if (n < 2)
             die_usage("%s set needs ID and NAME=VALUE", tname);
         char *fields = NULL;
         fields_from(pos + 1, n - 1, &fields);
-        fsa_journal_t *j = open_journal(false);
-        st = fsa_journal_set(j, type, id, fields, NULL, &rec);
-        fsa_free(fields);
-        return recorded(j, st, &rec);
+        fieldsync_t *fs = open_fs("fieldsync");
+        if (job) {
+            st = fieldsync_job_set(fs, id, fields, NULL, &rec);
+        } else {
+            /* A ticket has no set verb: the generic op builder, as the CLI always did. */
+            char *op = NULL;
+            fsa_status_t qs = fsa_args_op("set", "ticket", id, fields, &op);
+            st = qs == FSA_OK       ? fieldsync_record(fs, op, NULL, &rec)
+                 : qs == FSA_ENOMEM ? FIELDSYNC_ENOMEM
+                                    : FIELDSYNC_ETOOLARGE;
+            fsa_args_free(op);
+        }
+        fsa_args_free(fields);
+        return recorded(fs, st, &rec);
     }
-    if (strcmp(sub, "merge") == 0 && type == FSA_TYPE_JOBNEED) {
+    if (strcmp(sub, "merge") == 0 && job) {
         if (n != 2)
             die_usage("job merge needs ID and one JSON_PATCH");
-        fsa_journal_t *j = open_journal(false);
-        st = fsa_journal_merge(j, type, id, "other_info", pos[1], NULL, &rec);
-        return recorded(j, st, &rec);
+        fieldsync_t *fs = open_fs("fieldsync");
+        st = fieldsync_job_merge(fs, id, pos[1], NULL, &rec);
+        return recorded(fs, st, &rec);
     }
-    if (strcmp(sub, "log") == 0 && type == FSA_TYPE_TICKET) {
+    if (strcmp(sub, "log") == 0 && !job) {
         if (n != 2)
             die_usage("ticket log needs ID and one JSON_ITEM");
-        fsa_journal_t *j = open_journal(false);
-        st = fsa_journal_append(j, type, id, "ticketlog", "ticket_history", pos[1], 0, NULL, &rec);
-        return recorded(j, st, &rec);
+        fieldsync_t *fs = open_fs("fieldsync");
+        st = fieldsync_ticket_log(fs, id, pos[1], NULL, &rec);
+        return recorded(fs, st, &rec);
     }
-    if (strcmp(sub, "escalate") == 0 && type == FSA_TYPE_TICKET) {
+    if (strcmp(sub, "escalate") == 0 && !job) {
         if (n != 1)
             die_usage("ticket escalate needs one ID");
-        const char *to = opt(o, no, "to"), *note = opt(o, no, "note");
-        fsa_journal_t *j = open_journal(false);
-        char item[2048];
-        snprintf(item, sizeof item, "{\"action\":\"escalated\",\"at\":%" PRId64,
-                 fsa_journal_now(j).ms);
-        st = FSA_OK;
-        if (to != NULL) {
-            strncat(item, ",\"to\":", sizeof item - strlen(item) - 1);
-            st = fsa_args_quote(to, item, sizeof item - 600);
-        }
-        if (st == FSA_OK && note != NULL) {
-            strncat(item, ",\"note\":", sizeof item - strlen(item) - 1);
-            st = fsa_args_quote(note, item, sizeof item - 2);
-        }
-        if (st != FSA_OK) {
-            fsa_journal_close(j);
-            return fail("--to or --note is too long");
-        }
-        strncat(item, "}", sizeof item - strlen(item) - 1);
-        char assign[700] = "{\"assignedto\":";
-        fsa_op_t ops[3];
-        memset(ops, 0, sizeof ops);
-        size_t k = 0;
-        ops[k] = (fsa_op_t){.kind = FSA_OP_INCREMENT, .type = type, .by = 1};
-        snprintf(ops[k].field, sizeof ops[k].field, "level");
-        k++;
-        ops[k] = (fsa_op_t){.kind = FSA_OP_APPEND, .type = type, .json = item};
-        snprintf(ops[k].field, sizeof ops[k].field, "ticketlog");
-        snprintf(ops[k].key, sizeof ops[k].key, "ticket_history");
-        k++;
-        if (to != NULL) {
-            if (fsa_args_quote(to, assign, sizeof assign - 2) != FSA_OK) {
-                fsa_journal_close(j);
-                return fail("--to is too long");
-            }
-            strncat(assign, "}", sizeof assign - strlen(assign) - 1);
-            ops[k] = (fsa_op_t){.kind = FSA_OP_SET, .type = type, .json = assign};
-            k++;
-        }
-        for (size_t i = 0; i < k; i++)
-            snprintf(ops[i].id, sizeof ops[i].id, "%s", id);
-        st = fsa_journal_record_group(j, ops, k, NULL, &rec);
-        return recorded(j, st, &rec);
+        fieldsync_t *fs = open_fs("fieldsync");
+        st = fieldsync_ticket_escalate(fs, id, opt(o, no, "to"), opt(o, no, "note"), NULL, &rec);
+        return recorded(fs, st, &rec);
     }
     die_usage("unknown %s subcommand '%s'", tname, sub);
     return EXIT_USAGE;
@@ -432,36 +492,27 @@ static int cmd_checkpoint(int argc, char **argv)
         die_usage("checkpoint update needs CHILD_ID and NAME=VALUE");
     char *fields = NULL;
     fields_from(pos + 2, n - 2, &fields);
-    fsa_journal_t *j = open_journal(false);
-    fsa_rec_t rec;
-    fsa_status_t st = fsa_journal_checkpoint_update(j, pos[1], fields, NULL, &rec);
-    fsa_free(fields);
-    return recorded(j, st, &rec);
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = fieldsync_checkpoint_update(fs, pos[1], fields, NULL, &rec);
+    fsa_args_free(fields);
+    return recorded(fs, st, &rec);
 }
 
 /* ---- sync ---- */
 
 typedef struct progress {
     bool tty;
-    int64_t start_depth;
     bool printed;
 } progress_t;
 
-static void on_status(void *arg, const fsa_engine_status_t *s)
+static void on_status(void *arg, const fieldsync_sync_status_t *s)
 {
     progress_t *p = arg;
-    if (!p->tty)
+    if (!p->tty || s->state != FIELDSYNC_STATE_SYNCING)
         return;
-    if (s->state == FSA_ENGINE_PUSHING || s->state == FSA_ENGINE_RETRYING ||
-        s->state == FSA_ENGINE_PULLING) {
-        if (p->start_depth == 0)
-            p->start_depth = s->queue_depth + s->pushed;
-        fprintf(stderr, "\r\033[Ksync: %-8s %" PRId64 " sent, %" PRId64 " pending%s%s",
-                fsa_engine_state_name(s->state), s->pushed, s->queue_depth,
-                s->state == FSA_ENGINE_RETRYING ? " - " : "",
-                s->state == FSA_ENGINE_RETRYING ? s->reason : "");
-        p->printed = true;
-    }
+    fprintf(stderr, "\r\033[Ksync: %s, %" PRId64 " pending", s->reason, s->queue_depth);
+    p->printed = true;
 }
 
 static int cmd_sync(int argc, char **argv)
@@ -473,55 +524,37 @@ static int cmd_sync(int argc, char **argv)
                "Pushes every pending op and pulls the server's changes.\n"
                "Exit status: 0 nothing pending; 75 the server is unreachable or asked to wait\n"
                "(the next attempt time is kept; --now tries anyway); 1 other errors.\n");
-    fsa_journal_t *j = open_journal(false);
-    fsa_engine_t *e = NULL;
-    char err[320];
-    fsa_engine_opts_t base = {.ignore_backoff = o[0].value != NULL};
-    fsa_status_t st = fsa_agent_engine_new(fsa_port_posix(), j, &base, &e, err, sizeof err);
-    if (st != FSA_OK) {
-        fsa_journal_close(j);
-        return fail("%s", err);
-    }
+    fieldsync_t *fs = open_fs("fieldsync");
     progress_t p = {.tty = isatty(STDERR_FILENO) != 0};
-    fsa_engine_on_status(e, on_status, &p);
-    fsa_sync_report_t r;
-    st = fsa_engine_sync(e, &r);
+    fieldsync_listener_t *tok = NULL;
+    if (p.tty && fieldsync_add_status_listener(fs, on_status, &p, &tok) != FIELDSYNC_OK)
+        p.tty = false;
+    fieldsync_report_t r;
+    fieldsync_status_t st = fieldsync_sync_once(fs, o[0].value != NULL, &r);
     if (p.printed)
         fputs("\r\033[K", stderr);
-    fsa_engine_free(e);
-    fsa_outbox_stats_t os = {0};
-    fsa_status_t ss = fsa_outbox_stats(j, &os);
-    fsa_journal_close(j);
-    if (st == FSA_OK && ss == FSA_OK) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", fieldsync_errmsg(fs));
+    fieldsync_sync_status_t s = {.size = sizeof s};
+    fieldsync_status_t ss = fieldsync_status(fs, &s);
+    (void)fieldsync_close(fs);
+    if (st == FIELDSYNC_OK && ss == FIELDSYNC_OK) {
         printf("synced: %" PRId64 " applied, %" PRId64 " duplicate, %" PRId64 " conflict, %" PRId64
                " rejected, %" PRId64 " pulled; %" PRId64 " pending, %" PRId64 " conflicts open\n",
-               r.applied, r.duplicate, r.conflict, r.rejected, r.pulled, os.pending,
-               os.conflicts + os.rejected);
-        return os.pending == 0 ? EXIT_SUCCESS : EXIT_TEMPFAIL;
+               r.applied, r.duplicate, r.conflict, r.rejected, r.pulled, s.queue_depth,
+               s.open_conflicts);
+        return s.queue_depth == 0 ? EXIT_SUCCESS : EXIT_TEMPFAIL;
     }
-    fail("sync: %s", r.error[0] ? r.error : fsa_status_str(st));
+    fail("sync: %s", msg[0] ? msg : fieldsync_status_str(st != FIELDSYNC_OK ? st : ss));
     switch (st) {
-    case FSA_ENET:
-    case FSA_ETIMEOUT:
-    case FSA_EBUSY: return EXIT_TEMPFAIL;
+    case FIELDSYNC_ENET:
+    case FIELDSYNC_ETIMEOUT:
+    case FIELDSYNC_EBUSY: return EXIT_TEMPFAIL;
     default: return EXIT_FAILURE;
     }
 }
 
 /* ---- status, conflicts, locks, show ---- */
-
-static void json_str_or_null(const char *s)
-{
-    if (s == NULL) {
-        fputs("null", stdout);
-        return;
-    }
-    char buf[1024] = "";
-    if (fsa_args_quote(s, buf, sizeof buf) == FSA_OK)
-        fputs(buf, stdout);
-    else
-        fputs("null", stdout);
-}
 
 /* A wall time for people: "2026-11-25 21:05:03 UTC (in 4 s)", or "never". */
 static const char *when(int64_t ms, char *buf, size_t cap)
@@ -533,7 +566,9 @@ static const char *when(int64_t ms, char *buf, size_t cap)
     char ts[32];
     if (gmtime_r(&t, &tm) == NULL || strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
         snprintf(ts, sizeof ts, "?");
-    int64_t d = (ms - fsa_port_posix()->wall_now(NULL).ms) / 1000;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t d = (ms - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000)) / 1000;
     if (d >= 0)
         snprintf(buf, cap, "%s (in %" PRId64 " s)", ts, d);
     else
@@ -549,87 +584,46 @@ static int cmd_status(int argc, char **argv)
                "usage: fieldsync --db FILE status [--json]\n"
                "Shows the queue, open conflicts and rejections, the last sync, the next attempt\n"
                "and the clock offset to the server. Times are ms since the epoch.\n");
-    fsa_journal_t *j = open_journal(false);
-    fsa_outbox_stats_t s;
-    int64_t last = 0, next = 0, offset = 0, failures = 0;
-    char *dev = NULL, *server = NULL;
-    fsa_status_t st = fsa_outbox_stats(j, &s);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(j, "last_sync_ms", 0, &last);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(j, "next_attempt_ms", 0, &next);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(j, "clock_offset_ms", 0, &offset);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(j, "sync_failures", 0, &failures);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_str(j, FSA_CFG_DEVICE_ID, &dev);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_str(j, FSA_CFG_SERVER, &server);
-    fsa_journal_close(j);
-    if (st != FSA_OK) {
-        fsa_model_free(dev);
-        fsa_model_free(server);
-        return fail("cannot read %s: %s", db_path, fsa_status_str(st));
-    }
-    if (o[0].value != NULL) {
-        printf("{\"device_id\":");
-        json_str_or_null(dev);
-        printf(",\"server\":");
-        json_str_or_null(server);
-        printf(",\"pending\":%" PRId64 ",\"inflight\":%" PRId64 ",\"conflicts\":%" PRId64
-               ",\"rejected\":%" PRId64 ",\"oldest_pending_at_ms\":%" PRId64
-               ",\"last_seq\":%" PRId64 ",\"last_sync_ms\":%" PRId64 ",\"next_attempt_ms\":%" PRId64
-               ",\"sync_failures\":%" PRId64 ",\"clock_offset_ms\":%" PRId64 "}\n",
-               s.pending, s.inflight, s.conflicts, s.rejected, s.oldest_pending_at_ms, s.last_seq,
-               last, next, failures, offset);
+    fieldsync_t *fs = open_fs("fieldsync");
+    char *json = NULL;
+    int rc = EXIT_SUCCESS;
+    if (fieldsync_info(fs, &json) != FIELDSYNC_OK) {
+        rc = fail("%s", fieldsync_errmsg(fs));
+    } else if (o[0].value != NULL) {
+        printf("%s\n", json);
     } else {
-        printf("device:        %s\nserver:        %s\n", dev ? dev : "(not set up)",
-               server ? server : "(not set up)");
-        printf("pending ops:   %" PRId64 " (%" PRId64 " sent, awaiting an answer)\n", s.pending,
-               s.inflight);
-        printf("conflicts:     %" PRId64 " open\nrejected:      %" PRId64 " open\n", s.conflicts,
-               s.rejected);
-        char b1[96], b2[96];
-        printf("last sync:     %s\nnext attempt:  %s\n", when(last, b1, sizeof b1),
+        char dev[160], server[1024], b1[96], b2[96];
+        str_of(member(json, "device_id"), dev, sizeof dev);
+        str_of(member(json, "server"), server, sizeof server);
+        int64_t next = int_of(member(json, "next_attempt_ms"));
+        printf("device:        %s\nserver:        %s\n", dev[0] ? dev : "(not set up)",
+               server[0] ? server : "(not set up)");
+        printf("pending ops:   %" PRId64 " (%" PRId64 " sent, awaiting an answer)\n",
+               int_of(member(json, "pending")), int_of(member(json, "inflight")));
+        printf("conflicts:     %" PRId64 " open\nrejected:      %" PRId64 " open\n",
+               int_of(member(json, "conflicts")), int_of(member(json, "rejected")));
+        printf("last sync:     %s\nnext attempt:  %s\n",
+               when(int_of(member(json, "last_sync_ms")), b1, sizeof b1),
                next ? when(next, b2, sizeof b2) : "now (no backoff)");
-        printf("clock offset:  %" PRId64 " ms\n", offset);
+        printf("clock offset:  %" PRId64 " ms\n", int_of(member(json, "clock_offset_ms")));
     }
-    fsa_model_free(dev);
-    fsa_model_free(server);
-    return EXIT_SUCCESS;
+    fieldsync_free(json);
+    (void)fieldsync_close(fs);
+    return rc;
 }
 
-typedef struct conflict_print {
-    bool json;
-    int count;
-} conflict_print_t;
-
-static bool print_conflict(void *arg, const fsa_conflict_t *c)
+/* One conflict as a line: "OP_ID  KIND TYPE ID  OUTCOME / DECISION  REASON". */
+static void print_conflict(void *arg, const char *c)
 {
-    conflict_print_t *p = arg;
-    if (p->json) {
-        printf("%s{\"op_id\":\"%s\",\"seq\":%" PRId64 ",\"kind\":\"%s\",\"type\":\"%s\","
-               "\"id\":\"%s\",\"outcome\":\"%s\",\"code\":",
-               p->count ? "," : "", c->op.op_id, c->op.seq, fsa_op_kind_name(c->op.kind),
-               fsa_type_name(c->op.type), c->op.id, c->outcome);
-        json_str_or_null(c->code);
-        printf(",\"reason\":");
-        json_str_or_null(c->reason);
-        printf(",\"decision\":");
-        json_str_or_null(c->decision);
-        printf(",\"resolution\":");
-        json_str_or_null(c->resolution[0] ? c->resolution : NULL);
-        printf(",\"server_version\":%" PRId64 ",\"server_fields\":%s,\"local\":%s}",
-               c->server_version, c->server_fields ? c->server_fields : "null",
-               c->op.json ? c->op.json : "null");
-    } else {
-        printf("%s  %s %s %s  %s%s%s  %s\n", c->op.op_id, fsa_op_kind_name(c->op.kind),
-               fsa_type_name(c->op.type), c->op.id, c->outcome, c->decision[0] ? " / " : "",
-               c->decision, c->reason);
-    }
-    p->count++;
-    return true;
+    int *count = arg;
+    char op_id[64], kind[32], type[32], id[160], outcome[32], decision[32], reason[512];
+    str_of(member(c, "decision"), decision, sizeof decision);
+    printf("%s  %s %s %s  %s%s%s  %s\n", str_of(member(c, "op_id"), op_id, sizeof op_id),
+           str_of(member(c, "kind"), kind, sizeof kind),
+           str_of(member(c, "type"), type, sizeof type), str_of(member(c, "id"), id, sizeof id),
+           str_of(member(c, "outcome"), outcome, sizeof outcome), decision[0] ? " / " : "",
+           decision, str_of(member(c, "reason"), reason, sizeof reason));
+    (*count)++;
 }
 
 static int cmd_conflicts(int argc, char **argv)
@@ -651,30 +645,56 @@ static int cmd_conflicts(int argc, char **argv)
         if (take == NULL || (strcmp(take, "server") != 0 && strcmp(take, "local") != 0))
             die_usage("conflicts resolve needs --take server or --take local");
         bool local = strcmp(take, "local") == 0;
-        fsa_journal_t *j = open_journal(false);
-        fsa_rec_t rec;
-        fsa_status_t st = fsa_conflict_resolve(j, pos[1], local, local ? "local" : "server", &rec);
-        fsa_journal_close(j);
-        if (st != FSA_OK)
-            return fail("%s", rec.error[0] ? rec.error : fsa_status_str(st));
-        if (local)
+        fieldsync_t *fs = open_fs("fieldsync");
+        fieldsync_rec_t rec;
+        int rc = EXIT_SUCCESS;
+        if (fieldsync_conflict_resolve(fs, pos[1], local, &rec) != FIELDSYNC_OK)
+            rc = fail("%s", fieldsync_errmsg(fs));
+        else if (local)
             printf("recorded again as op %s (seq %" PRId64 ")\n", rec.op_id, rec.seq);
         else
             printf("resolved: the server's state stands\n");
-        return EXIT_SUCCESS;
+        (void)fieldsync_close(fs);
+        return rc;
     }
     bool json = opt(o, no, "json") != NULL;
-    conflict_print_t p = {.json = json};
-    fsa_journal_t *j = open_journal(false);
-    if (json)
-        fputs("[", stdout);
-    fsa_status_t st = fsa_conflicts_each(j, opt(o, no, "all") != NULL, print_conflict, &p);
-    fsa_journal_close(j);
-    if (json)
-        fputs("]\n", stdout);
-    else if (p.count == 0 && st == FSA_OK)
-        printf("no open conflicts\n");
-    return st == FSA_OK ? EXIT_SUCCESS : fail("cannot read conflicts: %s", fsa_status_str(st));
+    fieldsync_t *fs = open_fs("fieldsync");
+    char *list = NULL;
+    int rc = EXIT_SUCCESS;
+    if (fieldsync_conflicts(fs, opt(o, no, "all") != NULL, &list) != FIELDSYNC_OK) {
+        if (json)
+            fputs("[]\n", stdout);
+        rc = fail("cannot read conflicts: %s", fieldsync_errmsg(fs));
+    } else if (json) {
+        printf("%s\n", list);
+    } else {
+        int count = 0;
+        each_element(list, print_conflict, &count);
+        if (count == 0)
+            printf("no open conflicts\n");
+    }
+    fieldsync_free(list);
+    (void)fieldsync_close(fs);
+    return rc;
+}
+
+/* One held lock as a line: "KEY  token N  held by LABEL (pid P)[ [dead]]  N ms left". */
+static void print_holder(void *arg, const char *h)
+{
+    (void)arg;
+    char key[260], label[80];
+    const char *alive = member(h, "alive");
+    printf("%s  token %" PRId64 "  held by %s (pid %" PRId64 ")%s  %" PRId64 " ms left\n",
+           str_of(member(h, "key"), key, sizeof key), int_of(member(h, "token")),
+           str_of(member(h, "label"), label, sizeof label), int_of(member(h, "pid")),
+           alive != NULL && strncmp(alive, "false", 5) == 0 ? " [dead]" : "",
+           int_of(member(h, "remaining_ns")) / 1000000);
+}
+
+static void count_element(void *arg, const char *e)
+{
+    (void)e;
+    (*(int64_t *)arg)++;
 }
 
 static int cmd_locks(int argc, char **argv)
@@ -684,38 +704,26 @@ static int cmd_locks(int argc, char **argv)
     parse_opts(argc, argv, o, 1, pos, 0,
                "usage: fieldsync --db FILE locks [--json]\n"
                "Lists the named locks held on this device, their fencing tokens and holders.\n");
-    if (db_path == NULL)
-        die_usage("no journal: give --db FILE or set FIELDSYNC_DB");
-    fsa_lockmgr_t *m = NULL;
-    char err[320];
-    fsa_lockmgr_opts_t lo = {.label = "fieldsync-locks"};
-    fsa_status_t st = fsa_lockmgr_open(fsa_port_posix(), db_path, &lo, &m, err, sizeof err);
-    if (st != FSA_OK)
-        return fail("%s", err);
-    fsa_lock_stats_t s;
-    st = fsa_lockmgr_stats(m, &s, err, sizeof err);
-    fsa_lockmgr_close(m);
-    if (st != FSA_OK)
-        return fail("%s", err);
-    if (o[0].value != NULL) {
-        char buf[16384];
-        st = fsa_lock_stats_json(&s, buf, sizeof buf, NULL);
-        if (st != FSA_OK)
-            return fail("cannot render the lock statistics: %s", fsa_status_str(st));
-        printf("%s\n", buf);
-        return EXIT_SUCCESS;
+    fieldsync_t *fs = open_fs("fieldsync-locks");
+    char *json = NULL;
+    int rc = EXIT_SUCCESS;
+    if (fieldsync_lock_stats(fs, &json) != FIELDSYNC_OK) {
+        rc = fail("%s", fieldsync_errmsg(fs));
+    } else if (o[0].value != NULL) {
+        printf("%s\n", json);
+    } else {
+        int64_t total = int_of(member(json, "holders_total")), listed = 0;
+        const char *holders = member(json, "holders");
+        if (total == 0)
+            printf("no locks held\n");
+        each_element(holders, print_holder, NULL);
+        each_element(holders, count_element, &listed);
+        if (total > listed)
+            printf("... and %" PRId64 " more\n", total - listed);
     }
-    if (s.holders_total == 0)
-        printf("no locks held\n");
-    for (size_t i = 0; i < s.n_holders; i++) {
-        const fsa_lock_holder_info_t *h = &s.holders[i];
-        printf("%s  token %" PRId64 "  held by %s (pid %" PRId64 ")%s  %" PRId64 " ms left\n",
-               h->key, h->token, h->label, h->pid, h->alive ? "" : " [dead]",
-               h->remaining_ns / FSA_NS_PER_MS);
-    }
-    if (s.holders_total > s.n_holders)
-        printf("... and %zu more\n", s.holders_total - s.n_holders);
-    return EXIT_SUCCESS;
+    fieldsync_free(json);
+    (void)fieldsync_close(fs);
+    return rc;
 }
 
 static int cmd_show(int argc, char **argv)
@@ -729,39 +737,49 @@ static int cmd_show(int argc, char **argv)
                    "device's pending ops applied. TYPE: attendance, jobneed (or job), ticket.\n");
     if (n != 2)
         die_usage("show needs TYPE and ID");
-    fsa_type_t type;
-    if (strcmp(pos[0], "job") == 0)
-        type = FSA_TYPE_JOBNEED;
-    else if (fsa_type_parse(pos[0], &type) != FSA_OK)
+    if (strcmp(pos[0], "job") != 0 && strcmp(pos[0], "jobneed") != 0 &&
+        strcmp(pos[0], "attendance") != 0 && strcmp(pos[0], "ticket") != 0)
         die_usage("unknown type '%s' (attendance, jobneed, ticket)", pos[0]);
-    fsa_journal_t *j = open_journal(false);
-    char *fields = NULL;
-    int64_t version = 0, pending = 0;
-    fsa_status_t st = fsa_journal_get(j, type, pos[1], &fields, &version, &pending);
-    fsa_journal_close(j);
-    if (st == FSA_ENOTFOUND)
-        return fail("no %s %s in this journal", fsa_type_name(type), pos[1]);
-    if (st != FSA_OK)
-        return fail("cannot read %s %s: %s", fsa_type_name(type), pos[1], fsa_status_str(st));
-    if (o[0].value != NULL)
-        printf("{\"type\":\"%s\",\"id\":\"%s\",\"server_version\":%" PRId64 ",\"pending\":%" PRId64
-               ",\"fields\":%s}\n",
-               fsa_type_name(type), pos[1], version, pending, fields);
-    else
-        printf("%s %s (server version %" PRId64 ", %" PRId64 " pending)\n%s\n", fsa_type_name(type),
-               pos[1], version, pending, fields);
-    fsa_model_free(fields);
+    fieldsync_t *fs = open_fs("fieldsync");
+    char *json = NULL;
+    int rc = EXIT_SUCCESS;
+    fieldsync_status_t st = fieldsync_get(fs, pos[0], pos[1], &json);
+    if (st != FIELDSYNC_OK) {
+        rc = fail("%s", fieldsync_errmsg(fs));
+    } else if (o[0].value != NULL) {
+        printf("%s\n", json);
+    } else {
+        char type[32];
+        const char *fields = member(json, "fields");
+        printf("%s %s (server version %" PRId64 ", %" PRId64 " pending)\n%.*s\n",
+               str_of(member(json, "type"), type, sizeof type), pos[1],
+               int_of(member(json, "server_version")), int_of(member(json, "pending")),
+               fields != NULL ? (int)(skip_value(fields) - fields) : 4,
+               fields != NULL ? fields : "null");
+    }
+    fieldsync_free(json);
+    (void)fieldsync_close(fs);
+    return rc;
+}
+
+/* Keeps the secret this process reads out of core dumps: no core file, not dumpable (which also
+ * keeps other processes of the user from reading its memory). A debugger that starts the
+ * program still works. (Linux; the library leaves this to the program that embeds it.) */
+static int protect_secrets(void)
+{
+    struct rlimit rl = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &rl) != 0)
+        return fail("cannot turn core dumps off (setrlimit RLIMIT_CORE)");
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        return fail("cannot make the process non-dumpable (prctl PR_SET_DUMPABLE)");
     return EXIT_SUCCESS;
 }
 
 int main(int argc, char **argv)
 {
-    fsa_libs_use_allocator();
-    char perr[160];
-    if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK)
-        return fail("%s", perr);
+    if (protect_secrets() != EXIT_SUCCESS)
+        return EXIT_FAILURE;
     db_path = getenv("FIELDSYNC_DB");
-    bool level_given = false;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];
@@ -774,9 +792,9 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--db") == 0 && i + 1 < argc) {
             db_path = argv[++i];
         } else if (strcmp(a, "--log-level") == 0 && i + 1 < argc) {
-            if (fsa_log_level_parse(argv[++i], &fsa_port_posix()->log_level) != FSA_OK)
-                die_usage("unknown log level '%s'", argv[i]);
-            level_given = true;
+            log_level = argv[++i];
+            if (strcmp(log_level, "off") == 0 || fieldsync_set_log_level(log_level) != FIELDSYNC_OK)
+                die_usage("unknown log level '%s'", log_level);
         } else if (strcmp(a, "--db") == 0 || strcmp(a, "--log-level") == 0) {
             die_usage("option '%s' needs a value", a);
         } else {
@@ -788,8 +806,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[i];
     /* A command reports its own errors in one line, so the library's warnings are shown only at
      * --log-level; the daemon says what it does (info) unless told otherwise. */
-    if (!level_given)
-        fsa_port_posix()->log_level = strcmp(cmd, "run") == 0 ? FSA_LOG_INFO : FSA_LOG_ERROR;
+    if (log_level == NULL)
+        (void)fieldsync_set_log_level(strcmp(cmd, "run") == 0 ? "info" : "error");
     int rest = argc - i - 1;
     char **rv = argv + i + 1;
     if (strcmp(cmd, "init") == 0)
@@ -797,9 +815,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "attendance") == 0)
         return cmd_attendance(rest, rv);
     if (strcmp(cmd, "job") == 0)
-        return cmd_entity(FSA_TYPE_JOBNEED, rest, rv);
+        return cmd_entity(true, rest, rv);
     if (strcmp(cmd, "ticket") == 0)
-        return cmd_entity(FSA_TYPE_TICKET, rest, rv);
+        return cmd_entity(false, rest, rv);
     if (strcmp(cmd, "checkpoint") == 0)
         return cmd_checkpoint(rest, rv);
     if (strcmp(cmd, "sync") == 0)

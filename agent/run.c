@@ -1,7 +1,9 @@
-/* fieldsync: the daemon: continuous sync, wake on record, watchdog, metrics, signals. */
-#define _GNU_SOURCE /* syslog's LOG_* with strict standards, vsyslog */
+/* fieldsync: the daemon, a thin program over libfieldsync's sync thread: metrics, signals, one
+ * daemon per journal, syslog. */
+#define _GNU_SOURCE /* F_OFD_SETLK; syslog's LOG_* with strict standards */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -10,6 +12,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +21,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent/config.h"
+#include <fieldsync/fieldsync.h>
+
 #include "agent/run.h"
-#include "port/limits.h"
-#include "port/watch.h"
-#include "storage/lock.h"
+
+/*
+ * The sync loop (wake on record, the interval, the persisted backoff, the watchdog) is the
+ * library's (fieldsync_start). What is left here is the program: its options, the metrics
+ * (built from the status listener, fieldsync_stats and fieldsync_info), the signals (taken by
+ * the main thread alone with sigwait, so no handler runs inside SQLite or curl), the lock that
+ * keeps one daemon per journal, and the log to stderr and syslog.
+ */
 
 static const char RUN_HELP[] =
     "usage: fieldsync --db FILE run [--interval S] [--stall-after S] [--metrics-file PATH]\n"
@@ -42,117 +51,153 @@ static const char RUN_HELP[] =
     "abandoned one is resent next time). SIGHUP: reload the configuration from the journal and\n"
     "the secret file.\n";
 
-typedef struct metrics {
-    int64_t cycles_ok, cycles_offline, cycles_error, cycles_busy;
-    int64_t batches, applied, duplicate, conflict, rejected, pulled;
-    int64_t retries, rebased, converged, server_wins, parked;
-    int64_t bytes_sent, bytes_received;
-    int64_t queue_depth, oldest_pending_at_ms, open_conflicts, open_rejected;
-    int64_t clock_offset_ms, last_sync_ms, next_attempt_ms;
-    int stalled;
-} metrics_t;
+#define STOP_WAIT_MS 4500 /* the batch in flight gets this long after SIGTERM; then abandoned */
 
 typedef struct daemon {
     const char *db_path;
     int64_t interval_ms, stall_ms, metrics_every_ms;
     const char *metrics_file, *metrics_listen;
     bool use_syslog;
-    fsa_port_t port; /* posix, with this daemon's log sink */
-    fsa_journal_t *j;
-    fsa_watch_t *watch;
-    pthread_mutex_t mu; /* guards engine, metrics, text */
-    fsa_engine_t *engine;
-    metrics_t m;
-    const char *retry_name;
-    char text[8192]; /* the rendered metrics */
-    atomic_int stop, reload, worker_done;
+    fieldsync_t *fs;
+    pthread_mutex_t mu;             /* guards everything below */
+    pthread_cond_t cv;              /* STOPPED heard, or the daemon stops (the ticker) */
+    fieldsync_sync_status_t status; /* the newest status event */
+    bool stopped;                   /* STOPPED heard */
+    bool quit;                      /* the metrics threads end */
+    char text[8192];                /* the rendered metrics */
     int listen_fd;
 } daemon_t;
 
 /* ---- logging ---- */
 
-static void daemon_log(void *ctx, fsa_log_level_t level, const char *msg)
+static void vlogf(daemon_t *d, int prio, bool to_stderr, const char *fmt, va_list ap)
 {
-    daemon_t *d = ctx;
-    char ts[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    if (gmtime_r(&now, &tm) == NULL || strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(ts, sizeof ts, "?");
-    fprintf(stderr, "%s fieldsync[%ld]: %s: %s\n", ts, (long)getpid(), fsa_log_level_str(level),
-            msg);
-    if (d->use_syslog) {
-        static const int prio[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
-        syslog(prio[level <= FSA_LOG_ERROR ? level : FSA_LOG_ERROR], "%s", msg);
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (to_stderr) {
+        char ts[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        if (gmtime_r(&now, &tm) == NULL || strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+            snprintf(ts, sizeof ts, "?");
+        const char *level = prio == LOG_ERR ? "error" : prio == LOG_WARNING ? "warn" : "info";
+        fprintf(stderr, "%s fieldsync[%ld]: %s: %s\n", ts, (long)getpid(), level, msg);
     }
+    if (d->use_syslog)
+        syslog(prio, "%s", msg);
+}
+
+/* A line of the daemon's own, to stderr and (with --syslog) to syslog. */
+static void logf_(daemon_t *d, int prio, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void logf_(daemon_t *d, int prio, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlogf(d, prio, true, fmt, ap);
+    va_end(ap);
+}
+
+/* A line for syslog only: the library says it on stderr already (it has no log hook). */
+static void syslog_only(daemon_t *d, int prio, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void syslog_only(daemon_t *d, int prio, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlogf(d, prio, false, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- metrics ---- */
 
+/* An integer member of a flat JSON object ("key":123), 0 when absent. */
+static int64_t json_int(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = json != NULL ? strstr(json, pat) : NULL;
+    return p != NULL ? strtoll(p + strlen(pat), NULL, 10) : 0;
+}
+
+/* Renders the metrics from the library's figures into d->text. */
 static void render(daemon_t *d)
 {
-    const metrics_t *m = &d->m;
-    int64_t now = d->port.wall_now(NULL).ms;
-    double age =
-        m->oldest_pending_at_ms > 0 ? (double)(now - m->oldest_pending_at_ms) / 1000.0 : 0.0;
-    snprintf(
-        d->text, sizeof d->text,
-        "# HELP fieldsync_queue_depth Ops recorded on this device and not yet answered.\n"
-        "# TYPE fieldsync_queue_depth gauge\nfieldsync_queue_depth %" PRId64 "\n"
-        "# HELP fieldsync_oldest_pending_age_seconds Age of the oldest pending op.\n"
-        "# TYPE fieldsync_oldest_pending_age_seconds gauge\n"
-        "fieldsync_oldest_pending_age_seconds %.3f\n"
-        "# HELP fieldsync_pushes_total Batches pushed to the server.\n"
-        "# TYPE fieldsync_pushes_total counter\nfieldsync_pushes_total %" PRId64 "\n"
-        "# HELP fieldsync_results_total Per-op results from the server, by status.\n"
-        "# TYPE fieldsync_results_total counter\n"
-        "fieldsync_results_total{status=\"applied\"} %" PRId64 "\n"
-        "fieldsync_results_total{status=\"duplicate\"} %" PRId64 "\n"
-        "fieldsync_results_total{status=\"conflict\"} %" PRId64 "\n"
-        "fieldsync_results_total{status=\"rejected\"} %" PRId64 "\n"
-        "# HELP fieldsync_retries_total Requests retried, by retry policy.\n"
-        "# TYPE fieldsync_retries_total counter\nfieldsync_retries_total{policy=\"%s\"} %" PRId64
-        "\n"
-        "# HELP fieldsync_conflicts_total Conflicts handled, by the resolver's verdict.\n"
-        "# TYPE fieldsync_conflicts_total counter\n"
-        "fieldsync_conflicts_total{kind=\"rebased\"} %" PRId64 "\n"
-        "fieldsync_conflicts_total{kind=\"converged\"} %" PRId64 "\n"
-        "fieldsync_conflicts_total{kind=\"server_wins\"} %" PRId64 "\n"
-        "fieldsync_conflicts_total{kind=\"parked\"} %" PRId64 "\n"
-        "# HELP fieldsync_open_conflicts Conflicts and rejections waiting for a person.\n"
-        "# TYPE fieldsync_open_conflicts gauge\n"
-        "fieldsync_open_conflicts{outcome=\"conflict\"} %" PRId64 "\n"
-        "fieldsync_open_conflicts{outcome=\"rejected\"} %" PRId64 "\n"
-        "# HELP fieldsync_lock_waits_total Sync cycles that found the SYNC lock held.\n"
-        "# TYPE fieldsync_lock_waits_total counter\nfieldsync_lock_waits_total %" PRId64 "\n"
-        "# HELP fieldsync_sync_cycles_total Sync cycles by result.\n"
-        "# TYPE fieldsync_sync_cycles_total counter\n"
-        "fieldsync_sync_cycles_total{result=\"ok\"} %" PRId64 "\n"
-        "fieldsync_sync_cycles_total{result=\"offline\"} %" PRId64 "\n"
-        "fieldsync_sync_cycles_total{result=\"error\"} %" PRId64 "\n"
-        "# HELP fieldsync_pulled_total Server changes folded into the journal.\n"
-        "# TYPE fieldsync_pulled_total counter\nfieldsync_pulled_total %" PRId64 "\n"
-        "# HELP fieldsync_wire_bytes_total Bytes on the wire.\n"
-        "# TYPE fieldsync_wire_bytes_total counter\n"
-        "fieldsync_wire_bytes_total{direction=\"sent\"} %" PRId64 "\n"
-        "fieldsync_wire_bytes_total{direction=\"received\"} %" PRId64 "\n"
-        "# HELP fieldsync_clock_offset_seconds Server clock minus device clock.\n"
-        "# TYPE fieldsync_clock_offset_seconds gauge\nfieldsync_clock_offset_seconds %.3f\n"
-        "# HELP fieldsync_last_sync_timestamp_seconds Time of the last successful sync.\n"
-        "# TYPE fieldsync_last_sync_timestamp_seconds gauge\n"
-        "fieldsync_last_sync_timestamp_seconds %.3f\n"
-        "# HELP fieldsync_next_attempt_timestamp_seconds Backoff: no sync before this time.\n"
-        "# TYPE fieldsync_next_attempt_timestamp_seconds gauge\n"
-        "fieldsync_next_attempt_timestamp_seconds %.3f\n"
-        "# HELP fieldsync_watchdog_stalled Whether the queue is stuck although the server "
-        "answers.\n"
-        "# TYPE fieldsync_watchdog_stalled gauge\nfieldsync_watchdog_stalled %d\n",
-        m->queue_depth, age, m->batches, m->applied, m->duplicate, m->conflict, m->rejected,
-        d->retry_name, m->retries, m->rebased, m->converged, m->server_wins, m->parked,
-        m->open_conflicts, m->open_rejected, m->cycles_busy, m->cycles_ok, m->cycles_offline,
-        m->cycles_error, m->pulled, m->bytes_sent, m->bytes_received,
-        (double)m->clock_offset_ms / 1000.0, (double)m->last_sync_ms / 1000.0,
-        (double)m->next_attempt_ms / 1000.0, m->stalled);
+    fieldsync_stats_t s = {.size = sizeof s};
+    if (fieldsync_stats(d->fs, &s) != FIELDSYNC_OK)
+        memset(&s, 0, sizeof s);
+    char *info = NULL;
+    if (fieldsync_info(d->fs, &info) != FIELDSYNC_OK)
+        info = NULL;
+    int64_t pending = json_int(info, "pending"), oldest = json_int(info, "oldest_pending_at_ms");
+    int64_t conflicts = json_int(info, "conflicts"), rejected = json_int(info, "rejected");
+    int64_t offset = json_int(info, "clock_offset_ms"), last = json_int(info, "last_sync_ms");
+    int64_t next = json_int(info, "next_attempt_ms");
+    fieldsync_free(info);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    double age = oldest > 0 && now > oldest ? (double)(now - oldest) / 1000.0 : 0.0;
+    const fieldsync_report_t *t = &s.totals;
+    pthread_mutex_lock(&d->mu);
+    int stalled = d->status.stalled ? 1 : 0;
+    snprintf(d->text, sizeof d->text,
+             "# HELP fieldsync_queue_depth Ops recorded on this device and not yet answered.\n"
+             "# TYPE fieldsync_queue_depth gauge\nfieldsync_queue_depth %" PRId64 "\n"
+             "# HELP fieldsync_oldest_pending_age_seconds Age of the oldest pending op.\n"
+             "# TYPE fieldsync_oldest_pending_age_seconds gauge\n"
+             "fieldsync_oldest_pending_age_seconds %.3f\n"
+             "# HELP fieldsync_pushes_total Batches pushed to the server.\n"
+             "# TYPE fieldsync_pushes_total counter\nfieldsync_pushes_total %" PRId64 "\n"
+             "# HELP fieldsync_results_total Per-op results from the server, by status.\n"
+             "# TYPE fieldsync_results_total counter\n"
+             "fieldsync_results_total{status=\"applied\"} %" PRId64 "\n"
+             "fieldsync_results_total{status=\"duplicate\"} %" PRId64 "\n"
+             "fieldsync_results_total{status=\"conflict\"} %" PRId64 "\n"
+             "fieldsync_results_total{status=\"rejected\"} %" PRId64 "\n"
+             "# HELP fieldsync_retries_total Requests retried.\n"
+             "# TYPE fieldsync_retries_total counter\nfieldsync_retries_total{policy=\"DEFAULT\"} "
+             "%" PRId64 "\n"
+             "# HELP fieldsync_conflicts_total Conflicts handled, by the resolver's verdict.\n"
+             "# TYPE fieldsync_conflicts_total counter\n"
+             "fieldsync_conflicts_total{kind=\"rebased\"} %" PRId64 "\n"
+             "fieldsync_conflicts_total{kind=\"converged\"} %" PRId64 "\n"
+             "fieldsync_conflicts_total{kind=\"server_wins\"} %" PRId64 "\n"
+             "fieldsync_conflicts_total{kind=\"parked\"} %" PRId64 "\n"
+             "# HELP fieldsync_open_conflicts Conflicts and rejections waiting for a person.\n"
+             "# TYPE fieldsync_open_conflicts gauge\n"
+             "fieldsync_open_conflicts{outcome=\"conflict\"} %" PRId64 "\n"
+             "fieldsync_open_conflicts{outcome=\"rejected\"} %" PRId64 "\n"
+             "# HELP fieldsync_lock_waits_total Sync cycles that found the SYNC lock held.\n"
+             "# TYPE fieldsync_lock_waits_total counter\nfieldsync_lock_waits_total %" PRId64 "\n"
+             "# HELP fieldsync_sync_cycles_total Sync cycles by result.\n"
+             "# TYPE fieldsync_sync_cycles_total counter\n"
+             "fieldsync_sync_cycles_total{result=\"ok\"} %" PRId64 "\n"
+             "fieldsync_sync_cycles_total{result=\"offline\"} %" PRId64 "\n"
+             "fieldsync_sync_cycles_total{result=\"error\"} %" PRId64 "\n"
+             "# HELP fieldsync_pulled_total Server changes folded into the journal.\n"
+             "# TYPE fieldsync_pulled_total counter\nfieldsync_pulled_total %" PRId64 "\n"
+             "# HELP fieldsync_wire_bytes_total Bytes on the wire.\n"
+             "# TYPE fieldsync_wire_bytes_total counter\n"
+             "fieldsync_wire_bytes_total{direction=\"sent\"} %" PRId64 "\n"
+             "fieldsync_wire_bytes_total{direction=\"received\"} %" PRId64 "\n"
+             "# HELP fieldsync_clock_offset_seconds Server clock minus device clock.\n"
+             "# TYPE fieldsync_clock_offset_seconds gauge\nfieldsync_clock_offset_seconds %.3f\n"
+             "# HELP fieldsync_last_sync_timestamp_seconds Time of the last successful sync.\n"
+             "# TYPE fieldsync_last_sync_timestamp_seconds gauge\n"
+             "fieldsync_last_sync_timestamp_seconds %.3f\n"
+             "# HELP fieldsync_next_attempt_timestamp_seconds Backoff: no sync before this time.\n"
+             "# TYPE fieldsync_next_attempt_timestamp_seconds gauge\n"
+             "fieldsync_next_attempt_timestamp_seconds %.3f\n"
+             "# HELP fieldsync_watchdog_stalled Whether the queue is stuck although the server "
+             "answers.\n"
+             "# TYPE fieldsync_watchdog_stalled gauge\nfieldsync_watchdog_stalled %d\n",
+             pending, age, s.batches, t->applied, t->duplicate, t->conflict, t->rejected,
+             t->retries, t->rebased, t->converged, t->server_wins, t->parked, conflicts, rejected,
+             s.cycles_busy, s.cycles_ok, s.cycles_offline, s.cycles_error, t->pulled, t->bytes_sent,
+             t->bytes_received, (double)offset / 1000.0, (double)last / 1000.0,
+             (double)next / 1000.0, stalled);
+    pthread_mutex_unlock(&d->mu);
 }
 
 /* Writes the metrics file atomically: a reader never sees half a file. */
@@ -165,15 +210,14 @@ static void write_metrics_file(daemon_t *d)
         return;
     FILE *f = fopen(tmp, "w");
     if (f == NULL) {
-        fsa_log(&d->port, FSA_LOG_WARN, "cannot write metrics to %s: %s", tmp, strerror(errno));
+        logf_(d, LOG_WARNING, "cannot write metrics to %s: %s", tmp, strerror(errno));
         return;
     }
     pthread_mutex_lock(&d->mu);
     fputs(d->text, f);
     pthread_mutex_unlock(&d->mu);
     if (fclose(f) != 0 || rename(tmp, d->metrics_file) != 0)
-        fsa_log(&d->port, FSA_LOG_WARN, "cannot write metrics to %s: %s", d->metrics_file,
-                strerror(errno));
+        logf_(d, LOG_WARNING, "cannot write metrics to %s: %s", d->metrics_file, strerror(errno));
 }
 
 /* Parses "HOST:PORT" with a loopback host into addr. */
@@ -220,11 +264,19 @@ static bool parse_listen(const char *spec, struct sockaddr_storage *addr, sockle
     return false;
 }
 
-/* Serves GET /metrics on the loopback socket until stop; one connection at a time. */
+static bool quitting(daemon_t *d)
+{
+    pthread_mutex_lock(&d->mu);
+    bool q = d->quit;
+    pthread_mutex_unlock(&d->mu);
+    return q;
+}
+
+/* Serves GET /metrics on the loopback socket until quit; one connection at a time. */
 static void *metrics_server(void *arg)
 {
     daemon_t *d = arg;
-    while (!atomic_load(&d->stop)) {
+    while (!quitting(d)) {
         struct pollfd p = {d->listen_fd, POLLIN, 0};
         if (poll(&p, 1, 200) <= 0)
             continue;
@@ -278,9 +330,9 @@ static bool start_metrics_server(daemon_t *d, pthread_t *t)
     struct sockaddr_storage addr;
     socklen_t len = 0;
     if (!parse_listen(d->metrics_listen, &addr, &len)) {
-        fsa_log(&d->port, FSA_LOG_ERROR,
-                "--metrics-listen %s: expected HOST:PORT with a loopback host (127.0.0.1, ::1)",
-                d->metrics_listen);
+        logf_(d, LOG_ERR,
+              "--metrics-listen %s: expected HOST:PORT with a loopback host (127.0.0.1, ::1)",
+              d->metrics_listen);
         return false;
     }
     d->listen_fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -288,8 +340,7 @@ static bool start_metrics_server(daemon_t *d, pthread_t *t)
     if (d->listen_fd < 0 ||
         setsockopt(d->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         bind(d->listen_fd, (struct sockaddr *)&addr, len) != 0 || listen(d->listen_fd, 16) != 0) {
-        fsa_log(&d->port, FSA_LOG_ERROR, "--metrics-listen %s: %s", d->metrics_listen,
-                strerror(errno));
+        logf_(d, LOG_ERR, "--metrics-listen %s: %s", d->metrics_listen, strerror(errno));
         return false;
     }
     struct sockaddr_storage bound;
@@ -299,8 +350,7 @@ static bool start_metrics_server(daemon_t *d, pthread_t *t)
         int port = bound.ss_family == AF_INET
                        ? ntohs(((struct sockaddr_in *)(void *)&bound)->sin_port)
                        : ntohs(((struct sockaddr_in6 *)(void *)&bound)->sin6_port);
-        fsa_log(&d->port, FSA_LOG_INFO, "metrics at http://%s/metrics (port %d)", d->metrics_listen,
-                port);
+        logf_(d, LOG_INFO, "metrics at http://%s/metrics (port %d)", d->metrics_listen, port);
         /* One line on stdout that tools (and tests) can read the port from. */
         printf("metrics on port %d\n", port);
         fflush(stdout);
@@ -308,185 +358,61 @@ static bool start_metrics_server(daemon_t *d, pthread_t *t)
     return pthread_create(t, NULL, metrics_server, d) == 0;
 }
 
-/* ---- the sync loop ---- */
-
-static void refresh_queue(daemon_t *d)
-{
-    fsa_outbox_stats_t os;
-    int64_t off = 0, last = 0, next = 0;
-    if (fsa_outbox_stats(d->j, &os) != FSA_OK)
-        return;
-    if (fsa_journal_state_get_int(d->j, "clock_offset_ms", 0, &off) != FSA_OK ||
-        fsa_journal_state_get_int(d->j, "last_sync_ms", 0, &last) != FSA_OK ||
-        fsa_journal_state_get_int(d->j, "next_attempt_ms", 0, &next) != FSA_OK)
-        return;
-    pthread_mutex_lock(&d->mu);
-    d->m.queue_depth = os.pending;
-    d->m.oldest_pending_at_ms = os.oldest_pending_at_ms;
-    d->m.open_conflicts = os.conflicts;
-    d->m.open_rejected = os.rejected;
-    d->m.clock_offset_ms = off;
-    d->m.last_sync_ms = last;
-    d->m.next_attempt_ms = next;
-    render(d);
-    pthread_mutex_unlock(&d->mu);
-}
-
-static void account(daemon_t *d, fsa_status_t st, const fsa_sync_report_t *r)
-{
-    pthread_mutex_lock(&d->mu);
-    metrics_t *m = &d->m;
-    if (st == FSA_OK)
-        m->cycles_ok++;
-    else if (st == FSA_EBUSY && strstr(r->error, "backing off") == NULL)
-        m->cycles_busy++;
-    else if (st == FSA_ENET || st == FSA_ETIMEOUT || st == FSA_ETLS || st == FSA_EBUSY)
-        m->cycles_offline++;
-    else
-        m->cycles_error++;
-    m->batches += r->batches;
-    m->applied += r->applied;
-    m->duplicate += r->duplicate;
-    m->conflict += r->conflict;
-    m->rejected += r->rejected;
-    m->pulled += r->pulled;
-    m->retries += r->retries;
-    m->rebased += r->rebased;
-    m->converged += r->converged;
-    m->server_wins += r->server_wins;
-    m->parked += r->parked;
-    m->bytes_sent += r->bytes_sent;
-    m->bytes_received += r->bytes_received;
-    pthread_mutex_unlock(&d->mu);
-}
-
-/* The watchdog: pending ops older than the threshold while the server answers. */
-static void watchdog(daemon_t *d, fsa_status_t st, const fsa_sync_report_t *r)
-{
-    int64_t now = d->port.wall_now(NULL).ms;
-    pthread_mutex_lock(&d->mu);
-    /* "The network is up": the server answered something in this cycle (even a 5xx). */
-    bool server_answers = st == FSA_OK || r->last_http_status != 0;
-    bool old = d->m.queue_depth > 0 && d->m.oldest_pending_at_ms > 0 &&
-               now - d->m.oldest_pending_at_ms > d->stall_ms;
-    int was = d->m.stalled;
-    /* A cycle that did not try (backing off, lock busy) tells nothing new. */
-    if (st != FSA_EBUSY)
-        d->m.stalled = server_answers && old;
-    int64_t age_s = (now - d->m.oldest_pending_at_ms) / 1000;
-    int64_t depth = d->m.queue_depth;
-    render(d);
-    pthread_mutex_unlock(&d->mu);
-    if (d->m.stalled && !was)
-        fsa_log(&d->port, FSA_LOG_WARN,
-                "watchdog: the queue stopped moving: %" PRId64
-                " ops pending, the oldest for %" PRId64 " s, although the server answers",
-                depth, age_s);
-    else if (!d->m.stalled && was)
-        fsa_log(&d->port, FSA_LOG_INFO, "watchdog: the queue moves again");
-}
-
-static void make_engine(daemon_t *d)
-{
-    pthread_mutex_lock(&d->mu);
-    fsa_engine_free(d->engine);
-    d->engine = NULL;
-    pthread_mutex_unlock(&d->mu);
-    char err[320];
-    fsa_engine_t *e = NULL;
-    fsa_status_t st = fsa_agent_engine_new(&d->port, d->j, NULL, &e, err, sizeof err);
-    if (st != FSA_OK) {
-        fsa_log(&d->port, FSA_LOG_ERROR, "cannot sync: %s", err);
-        return;
-    }
-    pthread_mutex_lock(&d->mu);
-    d->engine = e;
-    pthread_mutex_unlock(&d->mu);
-    fsa_log(&d->port, FSA_LOG_INFO, "configuration loaded");
-}
-
-static void *sync_loop(void *arg)
+/* Refreshes the metrics (and their file) on their own period, without syncing. */
+static void *ticker(void *arg)
 {
     daemon_t *d = arg;
-    bool need_engine = true;
-    bool refused = false; /* the server refused this device: no sync until a reload */
-    while (!atomic_load(&d->stop)) {
-        if (need_engine || atomic_exchange(&d->reload, 0)) {
-            make_engine(d);
-            need_engine = false;
-            refused = false;
-            if (atomic_load(&d->stop))
-                break; /* a SIGTERM right after a SIGHUP: do not start a cycle */
+    pthread_mutex_lock(&d->mu);
+    while (!d->quit) {
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += d->metrics_every_ms / 1000;
+        dl.tv_nsec += (long)(d->metrics_every_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
         }
-        fsa_status_t st = FSA_EINVAL;
-        fsa_sync_report_t r;
-        memset(&r, 0, sizeof r);
-        if (d->engine != NULL && !refused) {
-            st = fsa_engine_sync(d->engine, &r);
-            account(d, st, &r);
-            if (st == FSA_OK && (r.pushed > 0 || r.pulled > 0))
-                fsa_log(&d->port, FSA_LOG_INFO,
-                        "synced: %" PRId64 " applied, %" PRId64 " duplicate, %" PRId64
-                        " conflict, %" PRId64 " rejected, %" PRId64 " pulled",
-                        r.applied, r.duplicate, r.conflict, r.rejected, r.pulled);
-            if (st == FSA_EAUTH) {
-                refused = true;
-                fsa_log(&d->port, FSA_LOG_ERROR,
-                        "the server refused this device: no sync until the configuration is "
-                        "fixed and reloaded (SIGHUP)");
-            }
-        }
-        /* Our own writes during the cycle are not news: take them off the watch, then look at
-         * the queue, which also shows records that others made meanwhile. */
-        if (fsa_watch_wait(d->watch, 0) == FSA_EIO)
-            fsa_log(&d->port, FSA_LOG_WARN, "journal watch failed");
-        refresh_queue(d);
-        if (!refused && d->engine != NULL)
-            watchdog(d, st, &r);
-        write_metrics_file(d);
-
-        /* When to sync next: at the persisted next attempt while backing off (new records do
-         * not cut it short); soon when ops came in during the cycle; else on a new record or
-         * on the schedule. Without a usable configuration, only a reload helps. */
-        int64_t now = d->port.wall_now(NULL).ms;
-        pthread_mutex_lock(&d->mu);
-        int64_t next = d->m.next_attempt_ms, depth = d->m.queue_depth;
+        int rc = 0;
+        while (!d->quit && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&d->cv, &d->mu, &dl);
+        if (d->quit)
+            break;
         pthread_mutex_unlock(&d->mu);
-        int64_t wait_ms = d->interval_ms;
-        bool records_wake = true;
-        if (d->engine == NULL || refused) {
-            wait_ms = INT64_MAX / FSA_NS_PER_MS;
-            records_wake = false;
-        } else if (next > now) {
-            wait_ms = next - now + 1; /* past the boundary, not a hair before it */
-            records_wake = false;
-        } else if (st == FSA_OK && depth > 0) {
-            wait_ms = 1000; /* recorded during the cycle, or rebased past the cycle's rounds */
-        }
-        fsa_mono_t due = fsa_mono_add_ns(d->port.mono_now(NULL), wait_ms * FSA_NS_PER_MS);
-        while (!atomic_load(&d->stop) && !atomic_load(&d->reload)) {
-            int64_t left_ns = fsa_mono_diff_ns(due, d->port.mono_now(NULL));
-            int64_t left = (left_ns + FSA_NS_PER_MS - 1) / FSA_NS_PER_MS; /* round up */
-            if (left <= 0)
-                break;
-            /* The metrics file is refreshed on its own period, without a sync. */
-            bool metrics_tick = d->metrics_file != NULL && left > d->metrics_every_ms;
-            fsa_status_t ws = fsa_watch_wait(d->watch, metrics_tick ? d->metrics_every_ms : left);
-            if (ws == FSA_OK && records_wake)
-                break;
-            if (ws == FSA_ETIMEOUT && metrics_tick) {
-                refresh_queue(d);
-                write_metrics_file(d);
-            }
-            if (ws == FSA_EIO) {
-                d->port.sleep(NULL, (metrics_tick ? d->metrics_every_ms : left) * FSA_NS_PER_MS);
-                if (!metrics_tick)
-                    break;
-            }
-        }
+        render(d);
+        write_metrics_file(d);
+        pthread_mutex_lock(&d->mu);
     }
-    atomic_store(&d->worker_done, 1);
+    pthread_mutex_unlock(&d->mu);
     return NULL;
+}
+
+/* ---- the status listener (on the library's sync thread) ---- */
+
+static void on_status(void *ctx, const fieldsync_sync_status_t *s)
+{
+    daemon_t *d = ctx;
+    pthread_mutex_lock(&d->mu);
+    fieldsync_sync_status_t was = d->status;
+    d->status = *s;
+    if (s->state == FIELDSYNC_STATE_STOPPED) {
+        d->stopped = true;
+        pthread_cond_broadcast(&d->cv);
+    }
+    pthread_mutex_unlock(&d->mu);
+    render(d);
+    /* What the library logs on stderr, syslog hears from here. */
+    if (s->stalled && !was.stalled)
+        syslog_only(d, LOG_WARNING,
+                    "watchdog: the queue stopped moving: %" PRId64
+                    " ops pending, the oldest for %" PRId64 " s, although the server answers",
+                    s->queue_depth, s->oldest_pending_age_ms / 1000);
+    else if (!s->stalled && was.stalled)
+        syslog_only(d, LOG_INFO, "watchdog: the queue moves again");
+    if (s->state != was.state &&
+        (s->state == FIELDSYNC_STATE_ATTENTION || s->state == FIELDSYNC_STATE_OFFLINE))
+        syslog_only(d, s->state == FIELDSYNC_STATE_ATTENTION ? LOG_ERR : LOG_WARNING, "%s: %s",
+                    fieldsync_state_str(s->state),
+                    s->last_error_msg[0] ? s->last_error_msg : s->reason);
 }
 
 /* ---- single instance, signals, life cycle ---- */
@@ -504,6 +430,36 @@ static int parse_seconds(const char *opt, const char *v, int64_t min_s, int64_t 
     }
     *out_ms = (int64_t)(s * 1000.0);
     return 0;
+}
+
+/* One daemon per journal: an OFD lock on "<journal>.daemon" that the kernel drops if we die.
+ * Returns the locked fd, -1 when another daemon holds it (its pid in *holder), -2 on errors. */
+static int take_daemon_lock(const char *path, char *holder, size_t cap)
+{
+    holder[0] = '\0';
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -2;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EACCES) {
+            ssize_t n = pread(fd, holder, cap - 1, 0);
+            holder[n > 0 ? (size_t)n : 0] = '\0';
+            holder[strcspn(holder, "\n")] = '\0';
+            close(fd);
+            return -1;
+        }
+        close(fd);
+        return -2;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    /* The pid only names the holder in another daemon's message. */
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != (ssize_t)n) {
+        /* best effort: the lock is what counts */
+    }
+    return fd;
 }
 
 int fsa_agent_run(const char *db_path, int argc, char **argv)
@@ -557,67 +513,10 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
         fprintf(stderr, "fieldsync: no journal: give --db FILE or set FIELDSYNC_DB\n");
         return 2;
     }
-    d->port = *fsa_port_posix();
-    d->port.ctx = d;
-    d->port.log = daemon_log;
-    d->retry_name = fsa_retry_policy(FSA_RETRY_DEFAULT)->name;
     if (d->use_syslog)
         openlog("fieldsync", LOG_PID, LOG_DAEMON);
-    pthread_mutex_init(&d->mu, NULL);
-    render(d);
-
-    char err[320];
-    fsa_journal_opts_t jo = {0};
-    fsa_status_t st = fsa_journal_open(&d->port, db_path, &jo, &d->j, err, sizeof err);
-    if (st != FSA_OK) {
-        fprintf(stderr, "fieldsync: %s\n", err);
-        return 1;
-    }
-    /* One daemon per journal: an OFD lock the kernel drops if we die. */
-    char lpath[4200];
-    snprintf(lpath, sizeof lpath, "%s.daemon", db_path);
-    fsa_flock_t *single = NULL;
-    int rc = 1;
-    st = d->port.flock_open(NULL, lpath, &single);
-    if (st == FSA_OK)
-        st = d->port.flock_try(NULL, single, 0);
-    if (st != FSA_OK && st != FSA_EBUSY) {
-        fprintf(stderr, "fieldsync: cannot take the daemon lock %s: %s\n", lpath,
-                fsa_status_str(st));
-        d->port.flock_close(NULL, single);
-        fsa_journal_close(d->j);
-        return 1;
-    }
-    if (st == FSA_EBUSY) {
-        char pid[32] = "";
-        FILE *f = fopen(lpath, "r");
-        if (f != NULL) {
-            if (fgets(pid, sizeof pid, f) == NULL)
-                pid[0] = '\0';
-            (void)fclose(f);
-            pid[strcspn(pid, "\n")] = '\0';
-        }
-        fprintf(stderr, "fieldsync: another 'fieldsync run'%s%s%s is already syncing %s\n",
-                pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "", db_path);
-        d->port.flock_close(NULL, single);
-        fsa_journal_close(d->j);
-        return 1;
-    }
-    FILE *pf = fopen(lpath, "w");
-    if (pf != NULL) {
-        fprintf(pf, "%ld\n", (long)getpid());
-        (void)fclose(pf); /* the pid only names the holder in the message above */
-    }
-
-    st = fsa_watch_open(db_path, &d->watch);
-    if (st != FSA_OK) {
-        fprintf(stderr, "fieldsync: cannot watch %s for new records: %s\n", db_path,
-                fsa_status_str(st));
-        goto out;
-    }
-
-    /* Signals are taken by this thread alone, with sigwait: no handler runs inside SQLite or
-     * curl, and the sync thread is told through atomics and the watch's self-pipe. */
+    /* Signals are taken by this thread alone, with sigwait; every thread made from here on (the
+     * library's too) inherits the mask. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -625,65 +524,116 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for SIGPIPE */
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
 
-    pthread_t metrics_thread, worker;
-    bool metrics_running = false;
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = db_path;
+    cfg.sync_interval_ms = d->interval_ms;
+    cfg.stall_after_ms = d->stall_ms;
+    cfg.label = "fieldsync-run";
+    if (fieldsync_open(&cfg, &d->fs) != FIELDSYNC_OK) {
+        fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
+        (void)fieldsync_close(d->fs);
+        return 1;
+    }
+    char lpath[4200], holder[32];
+    snprintf(lpath, sizeof lpath, "%s.daemon", db_path);
+    int single = take_daemon_lock(lpath, holder, sizeof holder);
+    if (single < 0) {
+        if (single == -1)
+            fprintf(stderr, "fieldsync: another 'fieldsync run'%s%s%s is already syncing %s\n",
+                    holder[0] ? " (pid " : "", holder, holder[0] ? ")" : "", db_path);
+        else
+            fprintf(stderr, "fieldsync: cannot take the daemon lock %s: %s\n", lpath,
+                    strerror(errno));
+        (void)fieldsync_close(d->fs);
+        return 1;
+    }
+
+    int rc = 1;
+    pthread_t metrics_thread, tick_thread;
+    bool metrics_running = false, tick_running = false;
+    render(d);
+    if (fieldsync_add_status_listener(d->fs, on_status, d, NULL) != FIELDSYNC_OK) {
+        fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
+        goto out;
+    }
     if (d->metrics_listen != NULL) {
         if (!start_metrics_server(d, &metrics_thread))
             goto out;
         metrics_running = true;
     }
-    fsa_log(&d->port, FSA_LOG_INFO, "running on %s", db_path);
-    if (pthread_create(&worker, NULL, sync_loop, d) != 0) {
-        fprintf(stderr, "fieldsync: cannot start the sync thread\n");
-        atomic_store(&d->stop, 1);
-        if (metrics_running)
-            pthread_join(metrics_thread, NULL);
+    if (d->metrics_file != NULL) {
+        if (pthread_create(&tick_thread, NULL, ticker, d) != 0) {
+            fprintf(stderr, "fieldsync: cannot start the metrics thread\n");
+            goto out;
+        }
+        tick_running = true;
+    }
+    if (fieldsync_start(d->fs, 0) != FIELDSYNC_OK) {
+        fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
         goto out;
     }
+    logf_(d, LOG_INFO, "running on %s", db_path);
     for (;;) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            fsa_log(&d->port, FSA_LOG_INFO, "SIGHUP: reloading the configuration");
-            atomic_store(&d->reload, 1);
-            fsa_watch_poke(d->watch);
+            logf_(d, LOG_INFO, "SIGHUP: reloading the configuration");
+            (void)fieldsync_reload(d->fs);
             continue;
         }
-        fsa_log(&d->port, FSA_LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        logf_(d, LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         break;
     }
-    atomic_store(&d->stop, 1);
-    pthread_mutex_lock(&d->mu);
-    fsa_engine_cancel(d->engine);
-    pthread_mutex_unlock(&d->mu);
-    fsa_watch_poke(d->watch);
-    /* Give the batch in flight 4.5 s to finish; past that it is abandoned: its ops stay in the
+    (void)fieldsync_stop(d->fs);
+    /* The batch in flight gets 4.5 s to finish; past that it is abandoned: its ops stay in the
      * outbox as in flight and are resent (idempotently) by the next sync. */
-    for (int i = 0; i < 45 && !atomic_load(&d->worker_done); i++)
-        d->port.sleep(NULL, 100 * FSA_NS_PER_MS);
-    if (!atomic_load(&d->worker_done)) {
-        fsa_log(&d->port, FSA_LOG_WARN,
-                "the request in flight did not finish in time: abandoned, it is resent next time");
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += STOP_WAIT_MS / 1000;
+    dl.tv_nsec += (long)(STOP_WAIT_MS % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&d->mu);
+    int wr = 0;
+    while (!d->stopped && wr != ETIMEDOUT)
+        wr = pthread_cond_timedwait(&d->cv, &d->mu, &dl);
+    bool stopped = d->stopped;
+    pthread_mutex_unlock(&d->mu);
+    if (!stopped) {
+        logf_(d, LOG_WARNING,
+              "the request in flight did not finish in time: abandoned, it is resent next time");
         fflush(NULL);
         _exit(0);
     }
-    pthread_join(worker, NULL);
-    if (metrics_running)
-        pthread_join(metrics_thread, NULL);
-    refresh_queue(d);
-    write_metrics_file(d);
-    fsa_log(&d->port, FSA_LOG_INFO, "stopped");
     rc = 0;
 out:
+    pthread_mutex_lock(&d->mu);
+    d->quit = true;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    if (metrics_running)
+        pthread_join(metrics_thread, NULL);
+    if (tick_running)
+        pthread_join(tick_thread, NULL);
+    if (rc == 0) {
+        render(d);
+        write_metrics_file(d);
+    }
     if (d->listen_fd >= 0)
         close(d->listen_fd);
-    fsa_engine_free(d->engine);
-    fsa_watch_close(d->watch);
-    fsa_journal_close(d->j);
+    (void)fieldsync_close(d->fs);
+    if (rc == 0)
+        logf_(d, LOG_INFO, "stopped");
     /* The lock file stays: unlinking it would let a second daemon lock a new file while a
      * third still holds the old one. */
-    d->port.flock_close(NULL, single);
+    close(single);
+    pthread_cond_destroy(&d->cv);
+    pthread_mutex_destroy(&d->mu);
     return rc;
 }

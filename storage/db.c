@@ -1,6 +1,7 @@
 /* fieldsync: opening a journal database: file mode, pragmas, migrations, integrity check. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,7 +98,16 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     "  version INTEGER NOT NULL,"
     "  reason INTEGER NOT NULL,"
     "  op_id TEXT NOT NULL DEFAULT '',"
-    "  at_ms INTEGER NOT NULL);",
+    "  at_ms INTEGER NOT NULL);"
+    /* The ops still to be answered, in seq order. Done ops leave the outbox only when a cycle
+     * ends (compaction), so while a long backlog drains they pile up at the head of the table:
+     * without this index, reading the next batch and counting the queue scan them all, once
+     * per batch, and a drain of n ops costs n^2. Appending to it is cheap (seq grows). */
+    "CREATE INDEX outbox_open ON outbox(seq, state) WHERE state IN (0, 1);"
+    /* A batch takes a group whole: its size is counted before its first op is taken, once per
+     * group per batch; without an index that count scanned the whole outbox. Only grouped ops
+     * are in it. */
+    "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';",
 };
 
 fsa_status_t fsa__db_status(int rc)
@@ -365,6 +375,27 @@ static fsa_status_t join_users(fsa_port_t *port, const char *path, sqlite3 *db,
     return st;
 }
 
+/*
+ * The wait for another connection's write lock (the same journal is written by the app's
+ * threads, the lock manager's connection, the sync thread and other processes). SQLite's own busy
+ * timeout sleeps 1, 2, 5, 10, 15, 20, 25 ... ms between tries, so a record that meets a 10 ms
+ * commit of the sync waits 18-33 ms; trying again after 50 us, doubling to 1 ms and then every
+ * millisecond keeps the wait within a millisecond of the other's commit, at the cost of a file
+ * lock attempt per millisecond while waiting. The sleep is real time whatever the journal's port:
+ * the other writer is a real thread or process. arg is the timeout in ms.
+ */
+static int busy_wait(void *arg, int n)
+{
+    int64_t timeout_us = (int64_t)(intptr_t)arg * 1000;
+    int64_t waited_us = n <= 5 ? 50 * ((INT64_C(1) << n) - 1) : 1550 + (int64_t)(n - 5) * 1000;
+    if (waited_us >= timeout_us)
+        return 0;
+    int64_t delay_us = n < 5 ? 50 * (INT64_C(1) << n) : 1000;
+    fsa_port_t *real = fsa_port_posix();
+    real->sleep(real->ctx, delay_us * 1000);
+    return 1;
+}
+
 fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_t *opts,
                           sqlite3 **out, fsa_flock_t **users, char *err, size_t errlen)
 {
@@ -396,8 +427,9 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
         goto fail;
     }
     sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms
-                                                       : FSA_LIMIT_BUSY_TIMEOUT_MS);
+    sqlite3_busy_handler(db, busy_wait,
+                         (void *)(intptr_t)(opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms
+                                                                      : FSA_LIMIT_BUSY_TIMEOUT_MS));
     char detail[256] = "";
     st = fsa__db_exec(db, "PRAGMA journal_mode=WAL", detail, sizeof detail);
     if (st == FSA_OK)

@@ -1956,3 +1956,28 @@ fsa_status_t fsa_journal_list(fsa_journal_t *j, const fsa_entity_filter_t *f, fs
     j->port->mutex_unlock(j->port->ctx, j->mu);
     return s;
 }
+
+fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id, fsa_op_state_t *state)
+{
+    if (state != NULL)
+        *state = FSA_OPSTATE_PENDING;
+    if (j == NULL || op_id == NULL || state == NULL)
+        return FSA_EINVAL;
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT state FROM outbox WHERE op_id = ?1 "
+                          "UNION ALL SELECT 2 FROM done_ops WHERE op_id = ?1 LIMIT 1",
+                          &st);
+    if (s == FSA_OK) {
+        bind_text(st, 1, op_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            *state = (fsa_op_state_t)sqlite3_column_int(st, 0);
+        else
+            s = rc == SQLITE_DONE ? FSA_ENOTFOUND : fsa__db_status(rc);
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}

@@ -193,6 +193,12 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out) FSA_MUS
 fsa_status_t fsa_outbox_find(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
                              fsa_op_state_t *state) FSA_MUST_CHECK;
 
+/* The state of an op by op_id: from the outbox, or FSA_OPSTATE_DONE when it was compacted and its
+ * id is still kept for the audit period. FSA_OK, FSA_ENOTFOUND (never recorded here, or done and
+ * forgotten after the audit period), FSA_EINVAL, FSA_EIO. */
+fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id,
+                                 fsa_op_state_t *state) FSA_MUST_CHECK;
+
 /* ---- Conflicts ---- */
 
 typedef struct fsa_conflict {

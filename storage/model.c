@@ -43,9 +43,9 @@ static const fsa_field_def_t attendance_fields[] = {
     {"site_id", FSA_FIELD_STR, true, NULL},
     {"kind", FSA_FIELD_ENUM, true, NULL},
     {"at", FSA_FIELD_INT, true, NULL},
-    {"lat", FSA_FIELD_NUM, true, NULL},
-    {"lon", FSA_FIELD_NUM, true, NULL},
-    {"accuracy_m", FSA_FIELD_NUM, false, "0"},
+    {"lat", FSA_FIELD_NUM_NULL, false, "null"},
+    {"lon", FSA_FIELD_NUM_NULL, false, "null"},
+    {"accuracy_m", FSA_FIELD_NUM_NULL, false, "null"},
     {"other_info", FSA_FIELD_OBJ, false, "{}"},
 };
 
@@ -1018,6 +1018,11 @@ static fsa_status_t check_value(const fsa_op_t *op, const fsa_field_def_t *def, 
         if (cJSON_IsNumber(v))
             return FSA_OK;
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be a number", def->name);
+    case FSA_FIELD_NUM_NULL:
+        if (cJSON_IsNumber(v) || cJSON_IsNull(v))
+            return FSA_OK;
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be a number or null",
+                       def->name);
     case FSA_FIELD_OBJ:
         if (cJSON_IsObject(v))
             return FSA_OK;
@@ -1068,10 +1073,15 @@ static bool key_valid(const char *key, size_t size)
     return true;
 }
 
-/* Parses op->json, which must be present; what names it in messages. */
+/* Parses op->json, which must be present (a create's fields may be absent: same as {}); what
+ * names it in messages. */
 static fsa_status_t op_payload(const fsa_op_t *op, const char *what, fsa_model_err_t *err,
                                cJSON **out)
 {
+    if (op->json == NULL && op->kind == FSA_OP_CREATE) {
+        *out = cJSON_CreateObject();
+        return *out != NULL ? FSA_OK : nomem(err, op);
+    }
     if (op->json == NULL)
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s has no %s",
                        op_kind_names[op->kind], what);
@@ -1107,6 +1117,19 @@ static fsa_status_t check_fields(const fsa_op_t *op, const cJSON *fields, fsa_mo
                 cJSON_GetObjectItemCaseSensitive(fields, t->fields[i].name) == NULL)
                 return op_fail(err, op, FSA_EINVAL, "invalid_value", "create lacks %s",
                                t->fields[i].name);
+        }
+        /* A position is whole or absent (no fix): half of one would be read as a place. Absent
+         * means null, the default. Attendance is created once and never changed, so create is
+         * the only op that has to check it. */
+        if (op->type == FSA_TYPE_ATTENDANCE) {
+            const cJSON *lat = cJSON_GetObjectItemCaseSensitive(fields, "lat");
+            const cJSON *lon = cJSON_GetObjectItemCaseSensitive(fields, "lon");
+            bool lat_null = lat == NULL || cJSON_IsNull(lat);
+            bool lon_null = lon == NULL || cJSON_IsNull(lon);
+            if (lat_null != lon_null)
+                return op_fail(err, op, FSA_EINVAL, "invalid_value",
+                               "lat and lon are both numbers or both null (no fix), not one of "
+                               "each");
         }
     }
     return FSA_OK;
@@ -1476,7 +1499,12 @@ fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_
         goto out;
     }
     why = emit(fields, FSA_LIMIT_FIELDS_BYTES, out_json);
-    if (why != JSON_OK)
+    if (why == JSON_SIZE)
+        /* PROTOCOL.md section 3: the op would take the entity past the limit; nothing changes. */
+        st = op_fail(err, op, FSA_EINVAL, "entity_too_large",
+                     "the entity's fields would be longer than %d bytes as JSON",
+                     FSA_LIMIT_FIELDS_BYTES);
+    else if (why != JSON_OK)
         st = json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "the resulting fields");
 out:
     cJSON_Delete(payload);
@@ -1710,4 +1738,39 @@ void fsa_op_clear(fsa_op_t *op)
         return;
     fsa_free(op->json);
     memset(op, 0, sizeof *op);
+}
+
+/* Copies a string member of fields into out when it fits (else leaves out empty). */
+static void key_of(const cJSON *fields, const char *name, char *out, size_t cap)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(fields, name);
+    out[0] = '\0';
+    if (cJSON_IsString(v) && strlen(v->valuestring) < cap)
+        memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
+}
+
+fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json, fsa_model_keys_t *out)
+{
+    if (out == NULL)
+        return FSA_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (fields_json == NULL || !type_ok(type))
+        return FSA_EINVAL;
+    cJSON *fields = NULL;
+    json_why_t why = parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields);
+    if (why != JSON_OK)
+        return why_status(why);
+    fsa_status_t st = FSA_OK;
+    if (!cJSON_IsObject(fields))
+        st = FSA_EINVAL;
+    else if (type == FSA_TYPE_ATTENDANCE)
+        key_of(fields, "site_id", out->site, sizeof out->site);
+    else if (type == FSA_TYPE_TICKET)
+        key_of(fields, "assignedto", out->person, sizeof out->person);
+    else {
+        key_of(fields, "people_id", out->person, sizeof out->person);
+        key_of(fields, "parent_id", out->parent, sizeof out->parent);
+    }
+    cJSON_Delete(fields);
+    return st;
 }

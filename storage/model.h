@@ -33,7 +33,8 @@ typedef enum fsa_field_kind {
     FSA_FIELD_NUM = 3,      /* JSON number */
     FSA_FIELD_OBJ = 4,      /* JSON object; takes merge and append */
     FSA_FIELD_STATUS = 5,   /* JSON string in the type's status machine; only by transition */
-    FSA_FIELD_ENUM = 6      /* JSON string from a fixed set (attendance.kind: checkin/checkout) */
+    FSA_FIELD_ENUM = 6,     /* JSON string from a fixed set (attendance.kind: checkin/checkout) */
+    FSA_FIELD_NUM_NULL = 7  /* JSON number or null (attendance lat, lon, accuracy_m: no fix) */
 } fsa_field_kind_t;
 
 typedef struct fsa_field_def {
@@ -72,7 +73,7 @@ typedef enum fsa_result_status {
 /*
  * One operation, as recorded, stored, sent and applied. Which members mean something depends on
  * kind (PROTOCOL.md section 2):
- *   create:     json = the fields object
+ *   create:     json = the fields object (NULL: {}, all defaults)
  *   set:        base_version, json = the fields object
  *   merge:      field, json = the RFC 7396 merge patch (an object)
  *   increment:  field, by
@@ -100,7 +101,8 @@ typedef struct fsa_op {
 } fsa_op_t;
 
 /* Why an op cannot apply: the protocol's error code ("invalid_value", "unknown_field",
- * "unknown_type", "not_found", "invalid_transition", "immutable", or "conflict" for a failed
+ * "unknown_type", "not_found", "invalid_transition", "immutable", "entity_too_large", or
+ * "conflict" for a failed
  * precondition) and one human-readable line naming the problem, e.g.
  * "jobneed J1: ASSIGNED→COMPLETED is not an allowed transition". */
 typedef struct fsa_model_err {
@@ -166,7 +168,9 @@ fsa_status_t fsa_model_validate_op(const fsa_op_t *op, unsigned flags,
  * Returns FSA_OK; FSA_ECONFLICT (code conflict: create on an existing entity, set with a stale
  * base_version unless FSA_APPLY_REPLAY, transition whose from is not the current status);
  * FSA_ENOTFOUND (code not_found: not create and the entity does not exist); the rejections of
- * fsa_model_validate_op(); FSA_EINVAL also when the result would break a limit; FSA_ENOMEM.
+ * fsa_model_validate_op(); FSA_EINVAL also when the result would break a limit (code
+ * entity_too_large when the fields would be longer than FSA_LIMIT_FIELDS_BYTES as JSON);
+ * FSA_ENOMEM.
  */
 fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_t version,
                              unsigned flags, char **out_json, fsa_model_err_t *err) FSA_MUST_CHECK;
@@ -205,6 +209,20 @@ fsa_status_t fsa_model_same_values(const char *a_json, const char *b_json, const
  * FSA_EINVAL, FSA_ENOMEM. */
 fsa_status_t fsa_model_project(const char *fields_json, const char *keys_json,
                                char **out_json) FSA_MUST_CHECK;
+
+/* The values that place an entity in a device's scope (PROTOCOL.md section 4): attendance
+ * site_id; jobneed people_id and parent_id; ticket assignedto. "" when absent, null, not a string
+ * or longer than an id. */
+typedef struct fsa_model_keys {
+    char site[FSA_ID_BYTES];
+    char person[FSA_ID_BYTES];
+    char parent[FSA_ID_BYTES];
+} fsa_model_keys_t;
+
+/* Reads the scope keys of an entity of type from its fields. FSA_OK, FSA_EINVAL (not an object,
+ * malformed), FSA_ENOMEM. */
+fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json,
+                                  fsa_model_keys_t *out) FSA_MUST_CHECK;
 
 /* Frees text returned by this module. NULL is accepted. */
 void fsa_model_free(char *json);

@@ -310,7 +310,7 @@ static fsa_status_t encode_op(const fsa_op_t *op, cJSON *o)
     if (!ok)
         return FSA_ENOMEM;
     switch (op->kind) {
-    case FSA_OP_CREATE: return add_json_member(o, "fields", op->json);
+    case FSA_OP_CREATE: return op->json == NULL ? FSA_OK : add_json_member(o, "fields", op->json);
     case FSA_OP_SET:
         if (!add_int(o, "base_version", op->base_version))
             return FSA_ENOMEM;
@@ -470,7 +470,12 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
         !take_str(o, "field", op->field, sizeof op->field, "unknown_field", out))
         return FSA_OK;
     switch (op->kind) {
-    case FSA_OP_CREATE: return take_payload(o, "fields", true, out);
+    case FSA_OP_CREATE:
+        /* PROTOCOL.md section 7, amendment 1: a create without fields is a create of {} (the
+         * model reads a NULL json so). */
+        if (cJSON_GetObjectItemCaseSensitive(o, "fields") == NULL)
+            return FSA_OK;
+        return take_payload(o, "fields", true, out);
     case FSA_OP_SET:
         if (!get_int(cJSON_GetObjectItemCaseSensitive(o, "base_version"), &op->base_version)) {
             set_reject(&out->reject, "invalid_value", "set op: base_version must be an integer");
@@ -823,7 +828,17 @@ void fsa_codec_pull_free(fsa_codec_pull_t *pull)
 
 static fsa_status_t encode_change(const fsa_codec_change_t *c, cJSON *o)
 {
-    if ((unsigned)c->type >= FSA__TYPE_COUNT || !looks_like_object(c->fields))
+    if ((unsigned)c->type >= FSA__TYPE_COUNT)
+        return FSA_EINVAL;
+    if (c->gone) {
+        /* PROTOCOL.md section 4: an entity that left the scope, without fields. */
+        if (cJSON_AddStringToObject(o, "type", fsa_type_name(c->type)) == NULL ||
+            cJSON_AddStringToObject(o, "id", c->id) == NULL || !add_int(o, "version", c->version) ||
+            cJSON_AddTrueToObject(o, "gone") == NULL)
+            return FSA_ENOMEM;
+        return FSA_OK;
+    }
+    if (!looks_like_object(c->fields))
         return FSA_EINVAL;
     if (cJSON_AddStringToObject(o, "type", fsa_type_name(c->type)) == NULL ||
         cJSON_AddStringToObject(o, "id", c->id) == NULL || !add_int(o, "version", c->version) ||
@@ -872,7 +887,17 @@ static fsa_status_t decode_change(const cJSON *o, fsa_codec_change_t *c, bool ne
     const cJSON *fields = cJSON_GetObjectItemCaseSensitive(o, "fields");
     if (!cJSON_IsObject(o) || !get_str(o, "type", type, sizeof type) ||
         fsa_type_parse(type, &c->type) != FSA_OK || !get_str(o, "id", c->id, sizeof c->id) ||
-        !id_ok(c->id, FSA_LIMIT_ID_BYTES) || !cJSON_IsObject(fields))
+        !id_ok(c->id, FSA_LIMIT_ID_BYTES))
+        return FSA_EINVAL;
+    /* A pull's "gone" change: type, id, version and nothing else. */
+    if (need_meta && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "gone"))) {
+        c->gone = true;
+        return get_int(cJSON_GetObjectItemCaseSensitive(o, "version"), &c->version) &&
+                       c->version >= 1
+                   ? FSA_OK
+                   : FSA_EINVAL;
+    }
+    if (!cJSON_IsObject(fields))
         return FSA_EINVAL;
     if (need_meta &&
         (!get_int(cJSON_GetObjectItemCaseSensitive(o, "version"), &c->version) || c->version < 1 ||
@@ -1025,10 +1050,68 @@ fsa_status_t fsa_codec_decode_error(const char *body, size_t len, fsa_codec_err_
 
 /* ---- devices file ---- */
 
+static void scope_free(fsa_codec_scope_t *sc)
+{
+    if (sc == NULL)
+        return;
+    fsa_free(sc->sites);
+    fsa_free(sc->people);
+    fsa_free(sc);
+}
+
+/* Reads one list of a scope (absent: empty). False when it is not an array of short strings. */
+static bool scope_list(const cJSON *scope, const char *name, char (**out)[FSA_ID_BYTES], size_t *n)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(scope, name);
+    *out = NULL;
+    *n = 0;
+    if (arr == NULL)
+        return true;
+    int total = cJSON_GetArraySize(arr);
+    if (!cJSON_IsArray(arr) || total > FSA_CODEC_SCOPE_MAX)
+        return false;
+    if (total == 0)
+        return true;
+    *out = fsa_calloc((size_t)total, sizeof **out);
+    if (*out == NULL)
+        return false;
+    for (const cJSON *v = arr->child; v != NULL; v = v->next) {
+        if (!cJSON_IsString(v) || v->valuestring[0] == '\0' ||
+            strlen(v->valuestring) >= sizeof **out)
+            return false;
+        memcpy((*out)[*n], v->valuestring, strlen(v->valuestring) + 1);
+        (*n)++;
+    }
+    return true;
+}
+
+/* Reads a device's optional scope into *out (NULL when absent or null). */
+static fsa_status_t decode_scope(const cJSON *d, fsa_codec_scope_t **out)
+{
+    *out = NULL;
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(d, "scope");
+    if (sc == NULL || cJSON_IsNull(sc))
+        return FSA_OK;
+    if (!cJSON_IsObject(sc))
+        return FSA_EINVAL;
+    fsa_codec_scope_t *s = fsa_calloc(1, sizeof *s);
+    if (s == NULL)
+        return FSA_ENOMEM;
+    if (!scope_list(sc, "sites", &s->sites, &s->nsites) ||
+        !scope_list(sc, "people", &s->people, &s->npeople)) {
+        scope_free(s);
+        return FSA_EINVAL;
+    }
+    *out = s;
+    return FSA_OK;
+}
+
 void fsa_codec_devices_free(fsa_codec_device_t *devices, size_t count)
 {
     if (devices == NULL)
         return;
+    for (size_t i = 0; i < count; i++)
+        scope_free(devices[i].scope);
     fsa_signer_wipe(devices, count * sizeof *devices);
     fsa_free(devices);
 }
@@ -1063,7 +1146,8 @@ fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_de
     }
     cJSON *root = NULL;
     const char *why = NULL;
-    parse_fail_t pf = parse_bounded(text, len, FSA_LIMIT_BODY_BYTES, 4, &root, &why);
+    /* Depth 5: {"devices": [{"scope": {"sites": [...]}}]}. */
+    parse_fail_t pf = parse_bounded(text, len, FSA_LIMIT_BODY_BYTES, 5, &root, &why);
     if (pf != PARSE_OK)
         return parse_status(pf, why, err);
     fsa_status_t st = FSA_OK;
@@ -1108,6 +1192,14 @@ fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_de
         }
         fsa_signer_key_wipe(&key);
         memcpy(devs[n].secret_hex, sec->valuestring, sizeof devs[n].secret_hex);
+        st = decode_scope(d, &devs[n].scope);
+        if (st != FSA_OK) {
+            set_err(err, "malformed",
+                    "device %s: scope must be {\"sites\": [str...], \"people\": [str...]} with at "
+                    "most %d strings of 1..128 bytes each",
+                    devs[n].id, FSA_CODEC_SCOPE_MAX);
+            goto out;
+        }
     }
     qsort(devs, n, sizeof *devs, device_cmp);
     for (size_t i = 1; i < n; i++) {

@@ -166,7 +166,8 @@ typedef struct fsa_codec_change {
     char id[FSA_ID_BYTES];
     int64_t version;
     int64_t mdtz_ms;
-    char *fields; /* JSON object text, malloc'ed, owned by the change */
+    char *fields; /* JSON object text, malloc'ed, owned by the change; NULL when gone */
+    bool gone;    /* the entity left the device's scope: {"type","id","version","gone":true} */
 } fsa_codec_change_t;
 
 typedef struct fsa_codec_pull {
@@ -224,15 +225,30 @@ fsa_status_t fsa_codec_encode_error(const char *code, const char *message, int64
 fsa_status_t fsa_codec_decode_error(const char *body, size_t len, fsa_codec_err_t *err,
                                     int64_t *server_time_ms) FSA_MUST_CHECK;
 
-/* ---- the server's devices file: {"devices": [{"id": "dev001", "secret": "<64 hex>"}]} ---- */
+/* ---- the server's devices file: {"devices": [{"id": "dev001", "secret": "<64 hex>",
+ *      "scope": {"sites": [...], "people": [...]}}]} (scope optional) ---- */
+
+/* A device's scope (PROTOCOL.md section 4): the sites and people whose entities it sees. Each
+ * list is a malloc'ed array of n strings of 1..128 bytes. */
+typedef struct fsa_codec_scope {
+    char (*sites)[FSA_ID_BYTES];
+    size_t nsites;
+    char (*people)[FSA_ID_BYTES];
+    size_t npeople;
+} fsa_codec_scope_t;
+
+#define FSA_CODEC_SCOPE_MAX 1000 /* entries in each list of one scope */
 
 typedef struct fsa_codec_device {
     char id[FSA_ID_BYTES];
     char secret_hex[2 * FSA_LIMIT_SECRET_BYTES + 1];
+    fsa_codec_scope_t *scope; /* NULL: no scope (sees everything); freed with the array */
 } fsa_codec_device_t;
 
 /*
- * Decodes a devices file: every id valid and unique, every secret exactly 64 hex chars, at most
+ * Decodes a devices file: every id valid and unique, every secret exactly 64 hex chars, an optional
+ * scope {"sites": [str...], "people": [str...]} (each list optional, at most FSA_CODEC_SCOPE_MAX
+ * strings of 1..128 bytes; null or absent scope: none), at most
  * FSA_CODEC_DEVICES_MAX devices, the text within FSA_LIMIT_BODY_BYTES. *out receives a malloc'ed
  * array of *count devices (free with fsa_codec_devices_free, which wipes the secrets); the secret
  * strings inside the parsed JSON are wiped before it is freed. err names the problem (never a

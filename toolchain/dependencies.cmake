@@ -50,3 +50,15 @@ add_library(fsa::mbedcrypto ALIAS fsa_mbedcrypto)
 add_library(fsa_mbedtls INTERFACE)
 target_link_libraries(fsa_mbedtls INTERFACE ${MBEDTLS_LIBRARY} ${MBEDX509_LIBRARY} fsa_mbedcrypto)
 add_library(fsa::mbedtls ALIAS fsa_mbedtls)
+
+# libpq (Debian: libpq-dev) is optional: with it fieldsync-server also runs on PostgreSQL
+# (--db postgresql://...). The ARM sysroots do not carry it, so the ARM builds have the SQLite
+# backend only; a host build without libpq-dev says so here and builds without it.
+pkg_check_modules(libpq QUIET IMPORTED_TARGET GLOBAL libpq)
+if(libpq_FOUND)
+  add_library(fsa::libpq ALIAS PkgConfig::libpq)
+  set(FSA_HAVE_LIBPQ ON)
+else()
+  set(FSA_HAVE_LIBPQ OFF)
+  message(STATUS "libpq not found (Debian: libpq-dev): fieldsync-server without PostgreSQL")
+endif()

@@ -28,6 +28,9 @@ esac
 host_pkgs=(build-essential cmake pkg-config file openssl ca-certificates
   libsqlite3-dev sqlite3 libcurl4-openssl-dev libcjson-dev libmbedtls-dev libcmocka-dev
   libmicrohttpd-dev zlib1g-dev libgnutls28-dev gcovr)
+# PostgreSQL: libpq for fieldsync-server's PostgreSQL backend, and the server itself for the tests,
+# which start a private cluster of their own (tests/sync/pg_harness.c).
+host_pkgs+=(libpq-dev postgresql)
 # The man pages (scdoc turns docs/man/*.scd into roff; mandoc checks them).
 host_pkgs+=(scdoc mandoc)
 # The Debian packages (toolchain/package.sh) and their tests (toolchain/package-test.sh): lintian,

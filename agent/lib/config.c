@@ -131,12 +131,12 @@ fsa_status_t fsl__config_load(fsa_journal_t *j, fsl_config_t *c, char *err, size
 
 void fsl__config_clear(fsl_config_t *c)
 {
-    char **strs[] = {&c->journal_path, &c->device_id, &c->server_url,   &c->secret_file,
-                     &c->ca_file,      &c->pins,      &c->client_cert,  &c->client_key,
-                     &c->proxy,        &c->label,     &c->retry_policy, &c->resolver_policy};
-    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-        fsa_free(*strs[i]);
-        *strs[i] = NULL;
+    char **owned[] = {&c->journal_path, &c->device_id, &c->server_url,   &c->secret_file,
+                      &c->ca_file,      &c->pins,      &c->client_cert,  &c->client_key,
+                      &c->proxy,        &c->label,     &c->retry_policy, &c->resolver_policy};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) {
+        fsa_free(*owned[i]);
+        *owned[i] = NULL;
     }
     memset(c, 0, sizeof *c);
 }

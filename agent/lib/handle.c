@@ -106,6 +106,7 @@ static err_slot_t *err_slot(uint64_t id, bool create)
     return victim;
 }
 
+static void err_setv(uint64_t id, const char *fmt, va_list ap) FSA_PRINTF(2, 0);
 static void err_setv(uint64_t id, const char *fmt, va_list ap)
 {
     err_slot_t *s = err_slot(id, true);
@@ -214,7 +215,7 @@ static bool jb_reserve(fsl_jb_t *b, size_t more)
 void fsl__jb_raw(fsl_jb_t *b, const char *s)
 {
     size_t n = strlen(s);
-    if (!jb_reserve(b, n))
+    if (!jb_reserve(b, n) || b->buf == NULL)
         return;
     memcpy(b->buf + b->len, s, n + 1);
     b->len += n;
@@ -227,7 +228,7 @@ void fsl__jb_str(fsl_jb_t *b, const char *s)
         fsl__jb_raw(b, "null");
         return;
     }
-    if (!jb_reserve(b, 6 * strlen(s) + 2))
+    if (!jb_reserve(b, 6 * strlen(s) + 2) || b->buf == NULL)
         return;
     char *o = b->buf + b->len;
     *o++ = '"';
@@ -441,6 +442,12 @@ static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *
             snprintf(err, errlen, "init needs device_id, server_url and secret_file");
             return FIELDSYNC_EINVAL;
         }
+        if (!fsa_model_id_valid(k->device_id)) {
+            snprintf(err, errlen,
+                     "invalid device id '%.40s': 1-128 characters of A-Z a-z 0-9 . _ : -",
+                     k->device_id);
+            return FIELDSYNC_EINVAL;
+        }
         ps = absolute(&k->secret_file, "secret file", err, errlen);
         if (ps == FIELDSYNC_OK)
             ps = absolute(&k->ca_file, "CA file", err, errlen);
@@ -595,5 +602,20 @@ fieldsync_status_t fieldsync_close(fieldsync_t *fs)
     fsa_journal_close(fs->j);
     fsl__config_clear(&fs->cfg);
     fsa_free(fs);
+    return FIELDSYNC_OK;
+}
+
+fieldsync_status_t fieldsync_set_log_level(const char *level)
+{
+    fsa_log_level_t l;
+    if (level == NULL)
+        return fsl__fail(NULL, FIELDSYNC_EINVAL, "log level is NULL");
+    if (strcmp(level, "off") == 0)
+        l = FSA_LOG_OFF;
+    else if (fsa_log_level_parse(level, &l) != FSA_OK)
+        return fsl__fail(NULL, FIELDSYNC_EINVAL,
+                         "unknown log level '%.20s' (debug, info, warn, error, off)", level);
+    /* Handles copy the posix port at open, so this reaches the handles opened after it. */
+    fsa_port_posix()->log_level = l;
     return FIELDSYNC_OK;
 }

@@ -107,12 +107,18 @@ void fsl__test_lock_times(fsa_lock_kind_t kind, int64_t lease_ns, int64_t wait_n
 
 /* ---- worker.c ---- */
 
-/* Stops the sync thread and joins it (close). */
+/* Stops the sync thread and joins it (close): when it returns, nothing of fs runs. Not from a
+ * listener. fsl__worker_free also does it, then frees fs->worker (NULL accepted). */
 void fsl__worker_shutdown(fieldsync_t *fs);
 void fsl__worker_free(fieldsync_t *fs);
+/* fieldsync_status: while the sync thread runs (not listen-only), its live state, reason,
+ * last error and watchdog over what fsl__status_read found in the journal. */
+void fsl__worker_overlay(fieldsync_t *fs, fieldsync_sync_status_t *s);
 
 /* ---- events.c ---- */
 
+/* Made at open, after fs->j and fs->cfg (its flags say buffered): the change log's position
+ * starts at its newest row, so listeners do not hear the history. */
 fsa_status_t fsl__events_new(fieldsync_t *fs) FSA_MUST_CHECK;
 void fsl__events_free(fieldsync_t *fs);
 /* Reads the journal's change log past what this handle delivered and delivers it (or queues it
@@ -124,12 +130,12 @@ void fsl__events_status(fieldsync_t *fs, const fieldsync_sync_status_t *s);
 void fsl__events_conflict(fieldsync_t *fs, const fieldsync_conflict_event_t *c);
 /* True when the calling thread is running one of fs's listeners. */
 bool fsl__in_listener(const fieldsync_t *fs);
+/* Close: no event is delivered or queued any more (fsl__worker_shutdown calls it). */
+void fsl__events_mute(fieldsync_t *fs);
+/* Test hook: the bound of the buffered queue (0: the default, 16384 events). */
+void fsl__events_set_queue_max(fieldsync_t *fs, size_t max);
 
-/* ---- the simulator's hook (documented in docs/api.md; not exported from the shared library) */
-
-/* fieldsync_open with a port of the caller's (a sim port with its virtual clock); the port must
- * outlive the handle. */
-fieldsync_status_t fsl__open_with_port(const fieldsync_config_t *cfg, const fsa_port_t *port,
-                                       fieldsync_t **out);
+/* ---- the simulator's hook: agent/lib/sim_hook.h ---- */
+#include "agent/lib/sim_hook.h"
 
 #endif

@@ -1,4 +1,5 @@
 /* fieldsync-sim: pure invariant checkers on the server's JSON (no I/O; unit-tested). */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -161,20 +162,39 @@ static bool wants_verdict(want_t *w, size_t count, problems_t *p, const char *wh
 }
 
 /* Reads {"dev": str, "n": int} from an entry. */
-static bool entry_ident(const cJSON *e, const char **dev, int64_t *n)
+/* An entry's identity: members dev and n, or a note "DEV#N" (an escalation's history entry as
+ * libfieldsync writes it). dev points into e, or into note_dev for a note. */
+static bool entry_ident(const cJSON *e, const char **dev, int64_t *n, char *note_dev, size_t cap)
 {
-    const cJSON *d = cJSON_GetObjectItemCaseSensitive(e, "dev");
-    if (!cJSON_IsObject(e) || !cJSON_IsString(d))
+    if (!cJSON_IsObject(e))
         return false;
-    *dev = d->valuestring;
-    return get_int(cJSON_GetObjectItemCaseSensitive(e, "n"), n);
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(e, "dev");
+    if (cJSON_IsString(d)) {
+        *dev = d->valuestring;
+        return get_int(cJSON_GetObjectItemCaseSensitive(e, "n"), n);
+    }
+    const cJSON *note = cJSON_GetObjectItemCaseSensitive(e, "note");
+    const char *hash = cJSON_IsString(note) ? strrchr(note->valuestring, '#') : NULL;
+    if (hash == NULL || hash == note->valuestring || (size_t)(hash - note->valuestring) >= cap)
+        return false;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(hash + 1, &end, 10);
+    if (errno != 0 || end == hash + 1 || *end != '\0')
+        return false;
+    memcpy(note_dev, note->valuestring, (size_t)(hash - note->valuestring));
+    note_dev[hash - note->valuestring] = '\0';
+    *dev = note_dev;
+    *n = (int64_t)v;
+    return true;
 }
 
 static void seen_one(want_t *w, size_t count, problems_t *p, const cJSON *e)
 {
     const char *dev = NULL;
     int64_t n = 0;
-    if (!entry_ident(e, &dev, &n)) {
+    char note_dev[FSA_ID_BYTES];
+    if (!entry_ident(e, &dev, &n, note_dev, sizeof note_dev)) {
         p->malformed++;
         return;
     }
@@ -255,8 +275,8 @@ bool fsa__check_keys(const char *fields_json, const char *field, const char *pre
         seen++;
         const char *dev = NULL;
         int64_t n = 0;
-        char expect_key[64];
-        if (!entry_ident(e, &dev, &n)) {
+        char expect_key[64], note_dev[FSA_ID_BYTES];
+        if (!entry_ident(e, &dev, &n, note_dev, sizeof note_dev)) {
             p.malformed++;
             continue;
         }
@@ -351,4 +371,19 @@ int64_t fsa__percentile(int64_t *values, size_t n, double p)
     if (k >= n)
         k = n - 1;
     return values[k];
+}
+
+bool fsa__json_status(const char *entity_json, const char *field, char *out, size_t cap)
+{
+    if (cap > 0)
+        out[0] = '\0';
+    cJSON *root = entity_json != NULL ? cJSON_Parse(entity_json) : NULL;
+    const cJSON *fields = cJSON_GetObjectItemCaseSensitive(root, "fields");
+    const cJSON *v =
+        cJSON_IsObject(fields) ? cJSON_GetObjectItemCaseSensitive(fields, field) : NULL;
+    bool ok = cJSON_IsString(v) && strlen(v->valuestring) < cap;
+    if (ok)
+        memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
+    cJSON_Delete(root);
+    return ok;
 }

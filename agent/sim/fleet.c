@@ -12,15 +12,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "agent/sim/fleet.h"
 #include "port/alloc.h"
 
 /* Samples of the series: at most one per this many ms, and at most this many (then halved). */
 #define SAMPLE_EVERY_MS 20
 #define SAMPLES_MAX 4096
-/* A device's offline sync: how long the engine may wait for the refused port (it is refused at
- * once; the bound only matters if the port were ever taken). */
-#define OFFLINE_TIMEOUT_MS 2000
 /* Syncs in one fsa__dev_sync() that only wait out a persisted backoff. */
 #define BACKOFF_WAITS_MAX 3
 
@@ -170,8 +169,11 @@ fsa_status_t fsa__fleet_begin(fsa__fleet_t *f, const char *scenario, int index, 
         dev_reset(d);
         d->boot = 0;
         d->wall_shift_ms = 0;
+        d->initialised = false;
         if ((size_t)snprintf(d->journal, sizeof d->journal, "%s/%s.db", dir, d->id) >=
-            sizeof d->journal) {
+                sizeof d->journal ||
+            (size_t)snprintf(d->secret, sizeof d->secret, "%s/%s.secret", dir, d->id) >=
+                sizeof d->secret) {
             snprintf(err, errlen, "journal path too long under %s", dir);
             return FSA_ETOOLARGE;
         }
@@ -323,36 +325,103 @@ void fsa__fleet_run(fsa__fleet_t *f, const char *phase, int count, fsa__step_fn 
     unlock(f);
 }
 
+/* A string member of a JSON object, or NULL. */
+static const char *json_str(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static const char *json_str_or(const cJSON *o, const char *name, const char *dflt)
+{
+    const char *v = json_str(o, name);
+    return v != NULL ? v : dflt;
+}
+
 /* ---- one device ---- */
 
-bool fsa__dev_open(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t **j)
+/* The device's secret file, for libfieldsync to read (0600), written at its first open. */
+static bool write_secret(fsa__device_t *d)
 {
+    char hex[2 * sizeof d->key.bytes + 2];
+    for (size_t i = 0; i < sizeof d->key.bytes; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d->key.bytes[i]);
     char err[FSA__ERR_BYTES];
-    fsa_journal_opts_t o = {.create = true, .sync_normal = f->sync_normal};
-    fsa_status_t st = fsa_journal_open(fsa_sim_port(d->sim), d->journal, &o, j, err, sizeof err);
-    if (st != FSA_OK) {
-        fsa__dev_error(d, "cannot open journal %s: %s", d->journal, err);
+    fsa_status_t st = fsa__write_private(d->secret, hex, err, sizeof err);
+    fsa_signer_wipe(hex, sizeof hex);
+    if (st != FSA_OK)
+        fsa__dev_error(d, "%s", err);
+    return st == FSA_OK;
+}
+
+/* Opens the device's journal through libfieldsync on its sim port. server_url: NULL for the one
+ * the journal holds, else this handle's override (the refused port of an offline period). */
+static bool dev_open_url(fsa__fleet_t *f, fsa__device_t *d, const char *server_url,
+                         fieldsync_t **fs)
+{
+    *fs = NULL;
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = d->journal;
+    cfg.durability = f->sync_normal ? FIELDSYNC_DURABLE_NORMAL : FIELDSYNC_DURABLE_FULL;
+    cfg.label = "fieldsync-sim";
+    cfg.server_url = server_url;
+    if (!d->initialised) {
+        if (!write_secret(d))
+            return false;
+        cfg.flags = FIELDSYNC_OPEN_INIT;
+        cfg.device_id = d->id;
+        cfg.server_url = f->url;
+        cfg.secret_file = d->secret;
+    }
+    fieldsync_status_t st = fsl__open_with_port(&cfg, fsa_sim_port(d->sim), fs);
+    if (st != FIELDSYNC_OK) {
+        fsa__dev_error(d, "cannot open journal %s: %s", d->journal, fieldsync_errmsg(*fs));
+        (void)fieldsync_close(*fs);
+        *fs = NULL;
         return false;
+    }
+    d->initialised = true;
+    if (server_url != NULL && cfg.server_url != server_url) {
+        /* Initialised just now with the real server: reopen with the override. */
+        (void)fieldsync_close(*fs);
+        return dev_open_url(f, d, server_url, fs);
     }
     return true;
 }
 
-void fsa__dev_close(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j)
+bool fsa__dev_open(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t **fs)
 {
-    fsa_outbox_stats_t s;
-    if (j != NULL && fsa_outbox_stats(j, &s) == FSA_OK) {
-        account(f, s.pending - d->pending, 0);
-        d->pending = s.pending;
-    }
-    fsa_journal_close(j);
+    return dev_open_url(f, d, NULL, fs);
 }
 
-bool fsa__dev_mark(fsa__fleet_t *f, fsa__device_t *d, fsa_status_t st, const fsa_rec_t *rec,
-                   int nops, const char *what)
+/* The device's status; false (and d->error) when it cannot be read. */
+static bool dev_status(fsa__device_t *d, fieldsync_t *fs, fieldsync_sync_status_t *s)
+{
+    memset(s, 0, sizeof *s);
+    s->size = (uint32_t)sizeof *s;
+    if (fieldsync_status(fs, s) == FIELDSYNC_OK)
+        return true;
+    fsa__dev_error(d, "cannot read the status of %s: %s", d->journal, fieldsync_errmsg(fs));
+    return false;
+}
+
+void fsa__dev_close(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs)
+{
+    fieldsync_sync_status_t s;
+    if (fs != NULL && dev_status(d, fs, &s)) {
+        account(f, s.queue_depth - d->pending, 0);
+        d->pending = s.queue_depth;
+    }
+    if (fieldsync_close(fs) != FIELDSYNC_OK)
+        fsa__dev_error(d, "cannot close journal %s", d->journal);
+}
+
+bool fsa__dev_mark(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs, fieldsync_status_t st,
+                   const fieldsync_rec_t *rec, int nops, const char *what)
 {
     (void)f;
-    if (st != FSA_OK) {
-        fsa__dev_error(d, "%s: %s", what, rec->error[0] ? rec->error : fsa_status_str(st));
+    if (st != FIELDSYNC_OK) {
+        fsa__dev_error(d, "%s: %s", what, fieldsync_errmsg(fs));
         return false;
     }
     if (d->nmarks == d->capmarks) {
@@ -367,7 +436,7 @@ bool fsa__dev_mark(fsa__fleet_t *f, fsa__device_t *d, fsa_status_t st, const fsa
     }
     fsa__mark_t *m = &d->marks[d->nmarks++];
     memset(m, 0, sizeof *m);
-    memcpy(m->op_id, rec->op_id, sizeof m->op_id);
+    snprintf(m->op_id, sizeof m->op_id, "%.36s", rec->op_id);
     m->rec_ms = fsa__real_ms();
     m->nops = nops;
     m->state = FSA__MARK_PENDING;
@@ -375,26 +444,24 @@ bool fsa__dev_mark(fsa__fleet_t *f, fsa__device_t *d, fsa_status_t st, const fsa
     return true;
 }
 
-/* Looks at every recording still pending: gone from the outbox (compacted) or done means
- * applied; parked means conflict or rejected. */
-static void settle(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j)
+/* Looks at every recording still pending: done means applied (also once compacted: its id is
+ * kept for the audit period); parked means conflict or rejected. */
+static void settle(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs)
 {
     int64_t now = fsa__real_ms();
     bool prefix = true;
     for (size_t i = d->first_unsettled; i < d->nmarks; i++) {
         fsa__mark_t *m = &d->marks[i];
         if (m->state == FSA__MARK_PENDING) {
-            fsa_op_t op;
-            memset(&op, 0, sizeof op);
-            fsa_op_state_t state = FSA_OPSTATE_PENDING;
-            fsa_status_t st = fsa_outbox_find(j, m->op_id, &op, &state);
-            fsa_op_clear(&op);
-            if (st == FSA_ENOTFOUND || (st == FSA_OK && state == FSA_OPSTATE_DONE)) {
+            fieldsync_op_state_t state = FIELDSYNC_OP_PENDING;
+            if (fieldsync_op_state(fs, m->op_id, &state) != FIELDSYNC_OK)
+                state = FIELDSYNC_OP_PENDING; /* unknown: followed again next time */
+            if (state == FIELDSYNC_OP_DONE) {
                 m->state = FSA__MARK_DONE;
                 add_lag(f, now - m->rec_ms);
-            } else if (st == FSA_OK && state == FSA_OPSTATE_CONFLICT) {
+            } else if (state == FIELDSYNC_OP_CONFLICT) {
                 m->state = FSA__MARK_CONFLICT;
-            } else if (st == FSA_OK && state == FSA_OPSTATE_REJECTED) {
+            } else if (state == FIELDSYNC_OP_REJECTED) {
                 m->state = FSA__MARK_REJECTED;
             }
         }
@@ -405,7 +472,7 @@ static void settle(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j)
     }
 }
 
-static void add_report(fsa__fleet_t *f, fsa__device_t *d, const fsa_sync_report_t *r)
+static void add_report(fsa__fleet_t *f, fsa__device_t *d, const fieldsync_report_t *r)
 {
     d->retries += r->retries;
     d->applied += r->applied;
@@ -419,34 +486,21 @@ static void add_report(fsa__fleet_t *f, fsa__device_t *d, const fsa_sync_report_
         account(f, 0, r->retries);
 }
 
-fsa_status_t fsa__dev_sync(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j, bool online)
+fieldsync_status_t fsa__dev_sync(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs, bool online)
 {
     fsa_port_t *port = fsa_sim_port(d->sim);
-    fsa_status_t st = FSA_OK;
+    /* Offline: a second handle on the same journal whose server is the refused port. */
+    fieldsync_t *via = fs;
+    if (!online && !dev_open_url(f, d, f->dead_url, &via))
+        return FIELDSYNC_EIO;
+    fieldsync_status_t st = FIELDSYNC_OK;
     for (int wait = 0; wait <= BACKOFF_WAITS_MAX; wait++) {
-        fsa_engine_opts_t o;
-        memset(&o, 0, sizeof o);
-        o.device_id = d->id;
-        o.key = &d->key;
-        o.transport.base_url = online ? f->url : f->dead_url;
-        if (!online) {
-            o.transport.connect_timeout_ms = OFFLINE_TIMEOUT_MS;
-            o.transport.total_timeout_ms = OFFLINE_TIMEOUT_MS;
-        }
-        fsa_engine_t *e = NULL;
-        char err[FSA__ERR_BYTES];
-        st = fsa_engine_new(port, j, &o, &e, err, sizeof err);
-        if (st != FSA_OK) {
-            fsa__dev_error(d, "cannot create the sync engine: %s", err);
-            return st;
-        }
-        fsa_sync_report_t r;
+        fieldsync_report_t r;
         memset(&r, 0, sizeof r);
-        st = fsa_engine_sync(e, &r);
-        fsa_engine_free(e);
+        st = fieldsync_sync_once(via, false, &r);
         d->syncs++;
         add_report(f, d, &r);
-        if (st == FSA_EBUSY && r.next_attempt_ms > 0 && online) {
+        if (st == FIELDSYNC_EBUSY && r.next_attempt_ms > 0 && online) {
             /* The device keeps its persisted backoff, as a real one would: time passes (on its
              * virtual clock) until the next attempt is due. */
             int64_t wait_ms = r.next_attempt_ms - port->wall_now(port->ctx).ms + 1;
@@ -454,28 +508,31 @@ fsa_status_t fsa__dev_sync(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j, 
                 fsa_sim_advance(d->sim, wait_ms * FSA_NS_PER_MS);
             continue;
         }
-        if (st != FSA_OK && online) {
+        if (st != FIELDSYNC_OK && online) {
             d->sync_errors++;
-            if (st == FSA_EAUTH || st == FSA_EPROTO || st == FSA_EIO || st == FSA_ENOMEM)
-                fsa__dev_error(d, "sync: %s", r.error[0] ? r.error : fsa_status_str(st));
+            if (st == FIELDSYNC_EAUTH || st == FIELDSYNC_EPROTO || st == FIELDSYNC_EIO ||
+                st == FIELDSYNC_ENOMEM)
+                fsa__dev_error(d, "sync: %s", fieldsync_errmsg(via));
         }
         break;
     }
-    settle(f, d, j);
+    if (via != fs)
+        (void)fieldsync_close(via);
+    settle(f, d, fs);
     return st;
 }
 
-bool fsa__dev_drain(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j, int max_rounds)
+bool fsa__dev_drain(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs, int max_rounds)
 {
     for (int i = 0; i < max_rounds; i++) {
-        fsa_status_t st = fsa__dev_sync(f, d, j, true);
-        fsa_outbox_stats_t s;
-        if (fsa_outbox_stats(j, &s) != FSA_OK)
+        fieldsync_status_t st = fsa__dev_sync(f, d, fs, true);
+        fieldsync_sync_status_t s;
+        if (!dev_status(d, fs, &s))
             return false;
-        if (st == FSA_OK && s.pending == 0)
+        if (st == FIELDSYNC_OK && s.queue_depth == 0)
             return true;
-        /* On FSA_EAUTH too: `fieldsync run` keeps its schedule after a refusal (and the engine
-         * persisted a backoff, which fsa__dev_sync waits out), so the device tries again. The
+        /* On FIELDSYNC_EAUTH too: `fieldsync run` keeps its schedule after a refusal (and a
+         * backoff is persisted, which fsa__dev_sync waits out), so the device tries again. The
          * refusal itself stays on record as the device's error. */
     }
     return false;
@@ -483,61 +540,71 @@ bool fsa__dev_drain(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j, int max
 
 /* ---- collecting ---- */
 
-typedef struct collect {
-    fsa__device_t *d;
-    size_t cap;
-    bool oom;
-} collect_t;
-
-static bool collect_conflict(void *arg, const fsa_conflict_t *c)
+/* One conflict of the library's JSON list into d->conflicts; false when it is malformed. */
+static bool collect_conflict(fsa__device_t *d, const cJSON *c, size_t *cap)
 {
-    collect_t *col = arg;
-    fsa__device_t *d = col->d;
-    if (d->nconflicts == col->cap) {
-        size_t cap = col->cap ? col->cap * 2 : 4;
-        fsa__dconflict_t *n = fsa_realloc(d->conflicts, cap * sizeof *n);
-        if (n == NULL) {
-            col->oom = true;
+    const char *op_id = json_str(c, "op_id"), *kind = json_str(c, "kind");
+    const char *type = json_str(c, "type"), *id = json_str(c, "id");
+    if (op_id == NULL || kind == NULL || type == NULL || id == NULL)
+        return false;
+    if (d->nconflicts == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4;
+        fsa__dconflict_t *n = fsa_realloc(d->conflicts, ncap * sizeof *n);
+        if (n == NULL)
             return false;
-        }
         d->conflicts = n;
-        col->cap = cap;
+        *cap = ncap;
     }
-    fsa__dconflict_t *x = &d->conflicts[d->nconflicts++];
+    fsa__dconflict_t *x = &d->conflicts[d->nconflicts];
     memset(x, 0, sizeof *x);
-    memcpy(x->op_id, c->op.op_id, sizeof x->op_id);
-    x->kind = c->op.kind;
-    x->type = c->op.type;
-    snprintf(x->id, sizeof x->id, "%s", c->op.id);
-    snprintf(x->outcome, sizeof x->outcome, "%s", c->outcome);
-    snprintf(x->decision, sizeof x->decision, "%s", c->decision);
-    snprintf(x->resolution, sizeof x->resolution, "%s", c->resolution);
-    if (c->server_fields != NULL &&
-        fsa_model_get_status(c->server_fields, c->op.type, x->server_status) != FSA_OK)
-        x->server_status[0] = '\0';
+    if (fsa_op_kind_parse(kind, &x->kind) != FSA_OK || fsa_type_parse(type, &x->type) != FSA_OK)
+        return false;
+    d->nconflicts++;
+    snprintf(x->op_id, sizeof x->op_id, "%s", op_id);
+    snprintf(x->id, sizeof x->id, "%s", id);
+    snprintf(x->outcome, sizeof x->outcome, "%s", json_str_or(c, "outcome", ""));
+    snprintf(x->decision, sizeof x->decision, "%s", json_str_or(c, "decision", ""));
+    snprintf(x->resolution, sizeof x->resolution, "%s", json_str_or(c, "resolution", ""));
+    const cJSON *sf = cJSON_GetObjectItemCaseSensitive(c, "server_fields");
+    const char *sfield = x->type == FSA_TYPE_TICKET ? "status" : "jobstatus";
+    const cJSON *sv = cJSON_IsObject(sf) ? cJSON_GetObjectItemCaseSensitive(sf, sfield) : NULL;
+    if (cJSON_IsString(sv))
+        snprintf(x->server_status, sizeof x->server_status, "%s", sv->valuestring);
     return true;
 }
 
-void fsa__dev_collect(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j)
+void fsa__dev_collect(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs)
 {
-    (void)f;
-    fsa_outbox_stats_t s;
-    if (fsa_outbox_stats(j, &s) == FSA_OK)
-        d->open_conflicts = s.conflicts + s.rejected;
-    else
-        fsa__dev_error(d, "cannot read the outbox figures of %s", d->journal);
-    if (fsa_journal_state_get_int(j, "clock_offset_ms", 0, &d->clock_offset_ms) != FSA_OK)
-        d->clock_offset_ms = 0;
+    fieldsync_sync_status_t s;
+    if (dev_status(d, fs, &s)) {
+        d->open_conflicts = s.open_conflicts;
+        d->clock_offset_ms = s.clock_offset_ms;
+    }
     /* The shift, plus the virtual time the device spent waiting ahead of real time. */
     fsa_port_t *sp = fsa_sim_port(d->sim), *rp = fsa_port_posix();
     d->clock_error_ms = sp->wall_now(sp->ctx).ms - rp->wall_now(rp->ctx).ms;
     fsa_free(d->conflicts);
     d->conflicts = NULL;
     d->nconflicts = 0;
-    collect_t col = {.d = d};
-    if (fsa_conflicts_each(j, true, collect_conflict, &col) != FSA_OK || col.oom)
+    char *json = NULL;
+    cJSON *list = NULL;
+    bool ok = fieldsync_conflicts(fs, true, &json) == FIELDSYNC_OK &&
+              (list = cJSON_Parse(json)) != NULL && cJSON_IsArray(list);
+    size_t cap = 0;
+    const cJSON *c;
+    const cJSON *items = ok ? list : NULL;
+    cJSON_ArrayForEach(c, items)
+    {
+        if (!collect_conflict(d, c, &cap)) {
+            ok = false;
+            break;
+        }
+    }
+    cJSON_Delete(list);
+    fieldsync_free(json);
+    if (!ok)
         fsa__dev_error(d, "cannot read the conflicts of %s", d->journal);
-    settle(f, d, j);
+    settle(f, d, fs);
 }
 
 /* ---- a crash ---- */
@@ -548,10 +615,11 @@ typedef struct crash_child {
     bool signalled;
 } crash_child_t;
 
-static void crash_status(void *arg, const fsa_engine_status_t *s)
+static void crash_status(void *arg, const fieldsync_sync_status_t *s)
 {
     crash_child_t *c = arg;
-    if (s->state != FSA_ENGINE_PUSHING || c->signalled)
+    if (s->state != FIELDSYNC_STATE_SYNCING || strncmp(s->reason, "pushing ", 8) != 0 ||
+        c->signalled)
         return;
     c->signalled = true;
     /* The batch is marked in flight now. Tell the parent, which kills this process. */
@@ -568,23 +636,15 @@ static void crash_status(void *arg, const fsa_engine_status_t *s)
  * the child's to run or flush. */
 static void crash_child_run(fsa__fleet_t *f, fsa__device_t *d, int fd, bool before_send)
 {
-    fsa_journal_t *j = NULL;
-    if (!fsa__dev_open(f, d, &j))
+    fieldsync_t *fs = NULL;
+    if (!fsa__dev_open(f, d, &fs))
         _exit(3);
-    fsa_engine_opts_t o;
-    memset(&o, 0, sizeof o);
-    o.device_id = d->id;
-    o.key = &d->key;
-    o.transport.base_url = f->url;
-    o.ignore_backoff = true;
-    fsa_engine_t *e = NULL;
-    if (fsa_engine_new(fsa_sim_port(d->sim), j, &o, &e, NULL, 0) != FSA_OK)
-        _exit(4);
     crash_child_t c = {.fd = fd, .before_send = before_send};
-    fsa_engine_on_status(e, crash_status, &c);
-    fsa_sync_report_t r;
-    fsa_status_t st = fsa_engine_sync(e, &r);
-    _exit(c.signalled ? 0 : st == FSA_OK ? 5 : 6);
+    if (fieldsync_add_status_listener(fs, crash_status, &c, NULL) != FIELDSYNC_OK)
+        _exit(4);
+    fieldsync_report_t r;
+    fieldsync_status_t st = fieldsync_sync_once(fs, true, &r);
+    _exit(c.signalled ? 0 : st == FIELDSYNC_OK ? 5 : 6);
 }
 
 int fsa__dev_crash(fsa__fleet_t *f, fsa__device_t *d, bool before_send)

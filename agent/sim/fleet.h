@@ -7,10 +7,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "agent/lib/sim_hook.h"
+#include "fieldsync/fieldsync.h"
 #include "port/port.h"
 #include "port/sim/sim.h"
-#include "storage/journal.h"
-#include "sync/engine.h"
+#include "storage/model.h"
+#include "sync/signer.h"
 
 /*
  * Everything here is private to fieldsync-sim (agent/sim/); cross-file names carry the fsa__
@@ -18,7 +20,8 @@
  *   main.c         the command line, the workdir, the order of scenarios, the exit status
  *   server_proc.c  finding, starting and stopping fieldsync-server; the devices and token files
  *   admin.c        a small libcurl client for the server's admin API (bearer token)
- *   fleet.c        simulated devices (a journal, a sim port, the real engine) and the worker pool
+ *   fleet.c        simulated devices (libfieldsync on a sim port: its journal, verbs and sync
+ *                  cycle; the hook of agent/lib/sim_hook.h) and the worker pool
  *   scenarios.c    the race scenarios and their invariants
  *   checks.c       pure invariant checkers on JSON text (unit-tested on hand-made inputs)
  *   report.c       the summary table, the JSON report and the HTML report
@@ -68,9 +71,9 @@ bool fsa__check_str_field(const char *fields_json, const char *field, const char
 
 /*
  * The array fields_json[field][key] holds exactly the expected entries, each once: every entry
- * is an object whose member `dev` (string) and `n` (integer) identify it, and the multiset of
- * (dev, n) equals the expected pairs devs[i], ns[i] (i < count). Reports missing, doubled and
- * unexpected entries.
+ * is an object whose member `dev` (string) and `n` (integer) identify it, or, for an escalation
+ * recorded through libfieldsync, whose `note` is "DEV#N"; the multiset of (dev, n) equals the
+ * expected pairs devs[i], ns[i] (i < count). Reports missing, doubled and unexpected entries.
  */
 bool fsa__check_log(const char *fields_json, const char *field, const char *key,
                     const char *const *devs, const int64_t *ns, size_t count, char *details,
@@ -87,6 +90,10 @@ bool fsa__check_keys(const char *fields_json, const char *field, const char *pre
 /* fields_json[field][key] is a string equal to one of the `count` strings of `allowed`. */
 bool fsa__check_member_in(const char *fields_json, const char *field, const char *key,
                           const char *const *allowed, size_t count, char *details, size_t cap);
+
+/* The string field `field` of an entity as fieldsync_get() gives it ({..., "fields": {...}}) into
+ * out (cap bytes). false when the text is malformed or the field is absent or not a string. */
+bool fsa__json_status(const char *entity_json, const char *field, char *out, size_t cap);
 
 /* Parses a stats answer. FSA_OK or FSA_EPROTO. */
 fsa_status_t fsa__stats_parse(const char *text, fsa__stats_t *out) FSA_MUST_CHECK;
@@ -185,6 +192,8 @@ typedef struct fsa__device {
     int64_t wall_shift_ms; /* how far this device's wall clock is off */
     int64_t boot_real_ms;  /* real monotonic ms when this boot began */
     char journal[FSA__PATH_BYTES];
+    char secret[FSA__PATH_BYTES]; /* its secret file (0600), for libfieldsync */
+    bool initialised;             /* its journal holds its configuration */
     fsa__mark_t *marks;
     size_t nmarks, capmarks, first_unsettled;
     int64_t pending; /* outbox depth after its last step */
@@ -250,28 +259,29 @@ typedef void (*fsa__step_fn)(fsa__fleet_t *f, fsa__device_t *d, void *arg);
 /* Runs fn on devices [0, count) with the worker pool; returns when all are done. */
 void fsa__fleet_run(fsa__fleet_t *f, const char *phase, int count, fsa__step_fn fn, void *arg);
 
-/* Opens a device's journal (created on first use). false (and d->error) on failure. */
-bool fsa__dev_open(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t **j);
+/* Opens a device's journal through libfieldsync on the device's sim port (its first open
+ * initialises it: device id, server, secret file). false (and d->error) on failure. */
+bool fsa__dev_open(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t **fs);
 /* Reads its outbox depth into the fleet's series and closes it. */
-void fsa__dev_close(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j);
-/* Follows a recording (st FSA_OK) or notes its error. true when recorded. */
-bool fsa__dev_mark(fsa__fleet_t *f, fsa__device_t *d, fsa_status_t st, const fsa_rec_t *rec,
-                   int nops, const char *what);
-/* One sync (online: the server; offline: a refused port), waiting out a persisted backoff by
- * moving the device's virtual clock. Settles marks. Returns the engine's status. */
-fsa_status_t fsa__dev_sync(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j, bool online);
+void fsa__dev_close(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs);
+/* Follows a recording (st FIELDSYNC_OK) or notes its error (fs's message). true when recorded. */
+bool fsa__dev_mark(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs, fieldsync_status_t st,
+                   const fieldsync_rec_t *rec, int nops, const char *what);
+/* One sync cycle (online: the server; offline: a refused port), waiting out a persisted backoff
+ * by moving the device's virtual clock. Settles marks. Returns the cycle's status. */
+fieldsync_status_t fsa__dev_sync(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs, bool online);
 /* Syncs until nothing is pending (at most max_rounds syncs). true when drained. */
-bool fsa__dev_drain(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j, int max_rounds);
+bool fsa__dev_drain(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs, int max_rounds);
 /* Collects outbox figures, the clock offset and every conflict into d. */
-void fsa__dev_collect(fsa__fleet_t *f, fsa__device_t *d, fsa_journal_t *j);
+void fsa__dev_collect(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs);
 /* Notes the first unexpected error of a device. */
 void fsa__dev_error(fsa__device_t *d, const char *fmt, ...) FSA_PRINTF(2, 3);
 /* Simulates a crash of device d mid-sync: a forked child opens the journal and syncs; it is
- * SIGKILLed once its batch is marked in flight (before_send: while it waits to send it; else a
- * random moment, 0-3 ms, after it started sending). The device then reboots (a new sim port).
- * Main thread only, with no worker running. Returns 1 when the kill landed mid-cycle; 0 when,
- * while sending, the child finished its cycle before the kill (no crash); -1 when the child
- * never reached its push (an error). */
+ * SIGKILLed once its batch is marked in flight (the library's "pushing" status) (before_send: while
+ * it waits to send it; else a random moment, 0-3 ms, after it started sending). The device then
+ * reboots (a new sim port). Main thread only, with no worker running. Returns 1 when the kill
+ * landed mid-cycle; 0 when, while sending, the child finished its cycle before the kill (no crash);
+ * -1 when the child never reached its push (an error). */
 int fsa__dev_crash(fsa__fleet_t *f, fsa__device_t *d, bool before_send);
 /* Shifts a device's wall clock (a clock off by hours). */
 void fsa__dev_shift_clock(fsa__device_t *d, int64_t delta_ms);

@@ -10,15 +10,19 @@
 #include "sync/server/server.h"
 
 static const char usage[] =
-    "usage: fieldsync-server --listen HOST:PORT --db FILE --devices-file FILE\n"
+    "usage: fieldsync-server --listen HOST:PORT --db FILE|URI --devices-file FILE\n"
     "                        [--admin-token-file FILE] [--tls-cert FILE --tls-key FILE]\n"
     "                        [fault options] [--help]\n"
     "\n"
-    "The reference server of the fieldsync protocol (push, pull, HMAC authentication) on SQLite.\n"
+    "The reference server of the fieldsync protocol (push, pull, HMAC authentication) on SQLite\n"
+    "or PostgreSQL.\n"
     "\n"
     "  --listen HOST:PORT       address to listen on; port 0 picks a free one. Prints\n"
     "                           'listening on http://HOST:PORT' once it accepts connections\n"
-    "  --db FILE                the server's database (created when missing, mode 0600)\n"
+    "  --db FILE|URI            the server's database: a SQLite file (created when missing,\n"
+    "                           mode 0600) or a PostgreSQL URI postgresql://USER@HOST:PORT/DB\n"
+    "                           (schema created and migrated by the server). Several server\n"
+    "                           processes may share one database\n"
     "  --devices-file FILE      {\"devices\": [{\"id\": \"dev001\", \"secret\": \"<64 hex>\"}]},\n"
     "                           must not be accessible to group or others (chmod 600)\n"
     "  --admin-token-file FILE  enables the admin API under /admin/v1/ with\n"
@@ -26,6 +30,8 @@ static const char usage[] =
     "                           at least 16 chars; chmod 600). Without it the admin API is off\n"
     "  --tls-cert FILE          serve HTTPS with this PEM certificate (chain)\n"
     "  --tls-key FILE           and this PEM private key (chmod 600)\n"
+    "  --op-retention-days D    keep op outcomes (idempotency) D days, default 180: at least as\n"
+    "                           long as a device may stay offline (D may have a fraction)\n"
     "  --help                   this text\n"
     "\n"
     "Fault options (for tests and simulations; all off by default; they apply to /v1/ requests):\n"
@@ -130,6 +136,16 @@ int main(int argc, char **argv)
             cfg.tls_cert = v;
         } else if (strcmp(a, "--tls-key") == 0) {
             cfg.tls_key = v;
+        } else if (strcmp(a, "--op-retention-days") == 0) {
+            char *end = NULL;
+            errno = 0;
+            double d = strtod(v, &end);
+            /* At most 100 years, so the milliseconds fit easily. */
+            if (errno != 0 || end == v || *end != '\0' || !(d > 0.0 && d <= 36500.0))
+                die_usage("--op-retention-days needs a number of days above 0", v);
+            cfg.op_retention_ms = (int64_t)(d * 86400000.0);
+            if (cfg.op_retention_ms < 1)
+                cfg.op_retention_ms = 1;
         } else if (strcmp(a, "--fault-latency-ms") == 0) {
             cfg.faults.latency_ms = parse_num(a, v, 0, 600000);
         } else if (strcmp(a, "--fault-5xx") == 0) {
@@ -151,7 +167,7 @@ int main(int argc, char **argv)
     if (!have_listen)
         die_usage("--listen HOST:PORT is required", NULL);
     if (cfg.db_path == NULL)
-        die_usage("--db FILE is required", NULL);
+        die_usage("--db FILE|URI is required", NULL);
     if (cfg.devices_file == NULL)
         die_usage("--devices-file FILE is required", NULL);
     if ((cfg.tls_cert == NULL) != (cfg.tls_key == NULL))

@@ -19,10 +19,13 @@
 
 #define FSA__SERVER_URI_MAX 2048 /* a request target this long or longer is refused (414) */
 
-/* One device of the devices file, its secret parsed. */
+struct fsa_store_scope;
+
+/* One device of the devices file, its secret parsed, and its scope (NULL: none). */
 typedef struct fsa__server_device {
     char id[FSA_ID_BYTES];
     fsa_signer_key_t key;
+    struct fsa_store_scope *scope;
 } fsa__server_device_t;
 
 /* How a request is refused: the HTTP status, the protocol's error code and one line (static, or

@@ -38,15 +38,15 @@
 #define URI_MAX FSA__SERVER_URI_MAX
 /* A compressed body can be a little larger than its inflated form (incompressible data). */
 #define RAW_BODY_MAX (FSA_LIMIT_BODY_BYTES + 64 * 1024)
+/* A refused body is still read (and dropped) up to this size so that the 413 reaches a client
+ * that sends without waiting for "100 Continue" (PROTOCOL.md section 3); past it the server
+ * answers at once and closes, which may reset the connection. 16 MiB is the ceiling of the body
+ * limit (port/limits.h) and bounds the work a refused client costs. */
+#define DISCARD_MAX ((uint64_t)FSA_LIMIT_BODY_BYTES_MAX)
 #define TOKEN_MAX 4096
 #define CERT_MAX (256 * 1024)
 #define PULL_DEFAULT_LIMIT 100
 #define SHUTDOWN_WAIT_MS 10000
-/* Nonces live until their timestamp leaves the skew window; the cache holds at most NONCE_MAX
- * live ones (about 870 requests a second sustained over the window). When it is full the server
- * answers 503 instead of forgetting a nonce, which would let a replay through. */
-#define NONCE_SLOTS (1u << 19)
-#define NONCE_MAX (NONCE_SLOTS / 2)
 #define CURSOR_PREFIX "v1."
 
 /* ---- statistics ---- */
@@ -55,6 +55,7 @@ typedef struct stats {
     atomic_llong requests, push, pull, admin, other;
     atomic_llong http2xx, http4xx, http5xx;
     atomic_llong ops[FSA__RESULT_COUNT];
+    atomic_llong ops_expired; /* op outcomes removed by the retention sweeper */
     atomic_llong bad_signature, unknown_device, replay, clock_skew;
     atomic_llong malformed, too_large;
     atomic_llong f_latency, f_5xx, f_429, f_drop, f_reset;
@@ -70,21 +71,9 @@ static long long get(atomic_llong *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-/* ---- devices and the nonce cache ---- */
+/* ---- devices ---- */
 
 typedef fsa__server_device_t device_t;
-
-typedef struct nonce_slot {
-    uint64_t a, b;      /* the nonce's 16 bytes */
-    uint32_t device;    /* index + 1; 0 marks an empty slot */
-    int64_t expires_ms; /* server wall time after which the entry is dead */
-} nonce_slot_t;
-
-typedef struct nonce_cache {
-    fsa_mutex_t *lock;
-    nonce_slot_t *slots;
-    size_t used; /* occupied slots, live or dead */
-} nonce_cache_t;
 
 struct fsa_server {
     fsa_port_t port; /* the posix port with the server's own log prefix */
@@ -99,7 +88,11 @@ struct fsa_server {
     unsigned char admin_hash[32]; /* SHA-256 of the admin token; the token itself is not kept */
     char *tls_cert;
     char *tls_key;
-    nonce_cache_t nonces;
+    /* The op log's retention sweeper (a thread), stopped through sweep_stop under sweep_lock. */
+    fsa_thread_t *sweeper;
+    fsa_mutex_t *sweep_lock;
+    fsa_cond_t *sweep_cond;
+    atomic_bool sweep_stop;
     stats_t stats;
     atomic_llong in_flight;
     atomic_ullong fault_counter;
@@ -116,6 +109,7 @@ typedef struct request {
     size_t len;
     size_t cap;
     bool body_too_large;
+    uint64_t seen; /* body bytes received, kept or dropped */
 } request_t;
 
 static int64_t now_ms(const fsa_server_t *srv)
@@ -341,6 +335,34 @@ static const device_t *device_find(const device_t *devices, size_t n, const char
     return bsearch(id, devices, n, sizeof *devices, device_find_cmp);
 }
 
+/* Moves a device's scope from the decoded file into the server's device (the lists stay in one
+ * allocation each, now owned by the device). */
+static fsa_status_t take_scope(device_t *dev, fsa_codec_device_t *from)
+{
+    fsa_store_scope_t *sc = fsa_calloc(1, sizeof *sc);
+    if (sc == NULL)
+        return FSA_ENOMEM;
+    fsa_codec_scope_t *cs = from->scope;
+    sc->sites = (const char(*)[FSA_ID_BYTES])cs->sites;
+    sc->nsites = cs->nsites;
+    sc->people = (const char(*)[FSA_ID_BYTES])cs->people;
+    sc->npeople = cs->npeople;
+    cs->sites = NULL;
+    cs->people = NULL;
+    dev->scope = sc;
+    return fsa_store_scope_prepare(sc);
+}
+
+static void scope_free(fsa_store_scope_t *sc)
+{
+    if (sc == NULL)
+        return;
+    fsa_store_scope_release(sc);
+    fsa_free((void *)(uintptr_t)sc->sites);
+    fsa_free((void *)(uintptr_t)sc->people);
+    fsa_free(sc);
+}
+
 static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
 {
     char *text = NULL;
@@ -371,6 +393,8 @@ static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
         memcpy(srv->devices[i].id, devs[i].id, sizeof devs[i].id);
         st = fsa_signer_key_parse(devs[i].secret_hex, strlen(devs[i].secret_hex),
                                   &srv->devices[i].key);
+        if (st == FSA_OK && devs[i].scope != NULL)
+            st = take_scope(&srv->devices[i], &devs[i]);
         if (st != FSA_OK)
             break;
     }
@@ -429,70 +453,6 @@ static bool nonce_parse(const char *hex, uint64_t *a, uint64_t *b)
     memcpy(half, hex + 16, 16);
     *b = strtoull(half, NULL, 16);
     return true;
-}
-
-static size_t nonce_hash(uint64_t a, uint64_t b, uint32_t device)
-{
-    uint64_t h = a ^ (b * UINT64_C(0x9e3779b97f4a7c15)) ^ ((uint64_t)device << 32);
-    h ^= h >> 29;
-    return (size_t)(h & (NONCE_SLOTS - 1));
-}
-
-static void nonce_put(nonce_slot_t *slots, const nonce_slot_t *e)
-{
-    size_t i = nonce_hash(e->a, e->b, e->device);
-    while (slots[i].device != 0)
-        i = (i + 1) & (NONCE_SLOTS - 1);
-    slots[i] = *e;
-}
-
-/* Drops dead entries by rebuilding the table (linear probing has no cheap delete). */
-static void nonce_sweep(nonce_cache_t *nc, int64_t now)
-{
-    nonce_slot_t *fresh = fsa_calloc(NONCE_SLOTS, sizeof *fresh);
-    if (fresh == NULL)
-        return;
-    size_t used = 0;
-    for (size_t i = 0; i < NONCE_SLOTS; i++) {
-        if (nc->slots[i].device != 0 && nc->slots[i].expires_ms >= now) {
-            nonce_put(fresh, &nc->slots[i]);
-            used++;
-        }
-    }
-    fsa_free(nc->slots);
-    nc->slots = fresh;
-    nc->used = used;
-}
-
-typedef enum nonce_result { NONCE_FRESH, NONCE_REPLAY, NONCE_FULL } nonce_result_t;
-
-static nonce_result_t nonce_check(fsa_server_t *srv, uint32_t device, uint64_t a, uint64_t b,
-                                  int64_t expires, int64_t now)
-{
-    nonce_cache_t *nc = &srv->nonces;
-    nonce_result_t res = NONCE_FRESH;
-    srv->port.mutex_lock(srv->port.ctx, nc->lock);
-    size_t i = nonce_hash(a, b, device);
-    for (; nc->slots[i].device != 0; i = (i + 1) & (NONCE_SLOTS - 1)) {
-        const nonce_slot_t *s = &nc->slots[i];
-        if (s->device == device && s->a == a && s->b == b && s->expires_ms >= now) {
-            res = NONCE_REPLAY;
-            goto out;
-        }
-    }
-    if (nc->used >= NONCE_MAX) {
-        nonce_sweep(nc, now);
-        if (nc->used >= NONCE_MAX) {
-            res = NONCE_FULL;
-            goto out;
-        }
-    }
-    nonce_slot_t e = {a, b, device, expires};
-    nonce_put(nc->slots, &e);
-    nc->used++;
-out:
-    srv->port.mutex_unlock(srv->port.ctx, nc->lock);
-    return res;
 }
 
 /* ---- authentication (PROTOCOL.md section 5) ---- */
@@ -585,18 +545,22 @@ static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const requ
         return false;
     }
     const device_t *d = a.dev;
-    int64_t ts = a.ts, now = in.now_ms;
-    uint64_t na = a.nonce_a, nb = a.nonce_b;
-    uint32_t didx = (uint32_t)(d - srv->devices) + 1;
-    nonce_result_t nr = nonce_check(srv, didx, na, nb, ts + FSA_LIMIT_SKEW_MS + 1000, now);
-    if (nr == NONCE_REPLAY) {
-        *fail = (auth_fail_t){401, "replay", "this nonce was seen before"};
-        bump(&srv->stats.replay);
+    /* The nonce in one spelling (its 16 bytes as lowercase hex), recorded in the database so that
+     * every server process on it refuses a replay; kept until its timestamp leaves the window. */
+    char nonce[FSA_LIMIT_NONCE_HEX + 1];
+    snprintf(nonce, sizeof nonce, "%016" PRIx64 "%016" PRIx64, a.nonce_a, a.nonce_b);
+    bool replay = false;
+    fsa_status_t st = fsa_store_nonce(srv->store, d->id, nonce, a.ts + FSA_LIMIT_SKEW_MS + 1000,
+                                      in.now_ms, &replay);
+    if (st != FSA_OK) {
+        *fail = (auth_fail_t){503, "overloaded", "the server could not record the nonce"};
+        fsa_log(&srv->port, FSA_LOG_WARN, "cannot record a nonce: %s; answering 503",
+                fsa_status_str(st));
         return false;
     }
-    if (nr == NONCE_FULL) {
-        *fail = (auth_fail_t){503, "overloaded", "too many requests in the replay window"};
-        fsa_log(&srv->port, FSA_LOG_WARN, "nonce cache is full; answering 503");
+    if (replay) {
+        *fail = (auth_fail_t){401, "replay", "this nonce was seen before"};
+        bump(&srv->stats.replay);
         return false;
     }
     *dev = d;
@@ -738,17 +702,18 @@ static enum MHD_Result respond_codec_error(fsa_server_t *srv, struct MHD_Connect
     return respond_error(srv, c, 500, "internal", "out of memory");
 }
 
-/* Applies a decoded batch and answers with its results. */
+/* Applies a decoded batch (within the device's scope, NULL: none) and answers with its results. */
 static enum MHD_Result apply_and_answer(fsa_server_t *srv, struct MHD_Connection *c,
                                         const char *device, bool by_server,
+                                        const fsa_store_scope_t *scope,
                                         const fsa_codec_push_t *push)
 {
     fsa_codec_result_t *results = fsa_calloc(push->count > 0 ? push->count : 1, sizeof *results);
     if (results == NULL)
         return respond_error(srv, c, 500, "internal", "out of memory");
     char err[256];
-    fsa_status_t st = fsa_store_apply(srv->store, device, by_server, push->ops, push->count,
-                                      now_ms(srv), results, err, sizeof err);
+    fsa_status_t st = fsa_store_apply_scoped(srv->store, device, by_server, scope, push->ops,
+                                             push->count, now_ms(srv), results, err, sizeof err);
     enum MHD_Result ret;
     if (st != FSA_OK) {
         fsa_log(&srv->port, FSA_LOG_ERROR, "batch %s of %s not applied: %s", push->batch_id, device,
@@ -780,7 +745,7 @@ static enum MHD_Result handle_push(fsa_server_t *srv, struct MHD_Connection *c, 
     fsa__server_fail_t fail;
     if (fsa__server_push_body(enc, req->body, req->len, &push, &cerr, &fail) != FSA_OK)
         return respond_body_fail(srv, c, &fail);
-    enum MHD_Result ret = apply_and_answer(srv, c, dev->id, false, &push);
+    enum MHD_Result ret = apply_and_answer(srv, c, dev->id, false, dev->scope, &push);
     fsa_codec_push_free(&push);
     return ret;
 }
@@ -837,7 +802,8 @@ static enum MHD_Result handle_pull(fsa_server_t *srv, struct MHD_Connection *c, 
     }
     fsa_codec_pull_t pull;
     int64_t next = 0;
-    fsa_status_t st = fsa_store_pull(srv->store, dev->id, since, (unsigned)limit, &pull, &next);
+    fsa_status_t st = fsa_store_pull_scoped(srv->store, dev->id, dev->scope, since, (unsigned)limit,
+                                            &pull, &next);
     if (st != FSA_OK) {
         fsa_log(&srv->port, FSA_LOG_ERROR, "pull for %s failed: %s", dev->id, fsa_status_str(st));
         return respond_error(srv, c, 500, "internal", "the server could not read its store");
@@ -970,7 +936,7 @@ static enum MHD_Result admin_ops(fsa_server_t *srv, struct MHD_Connection *c, re
     fsa_status_t st = fsa_codec_decode_push(req->body, req->len, &push, &cerr);
     if (st != FSA_OK)
         return respond_codec_error(srv, c, st, &cerr);
-    enum MHD_Result ret = apply_and_answer(srv, c, "admin", true, &push);
+    enum MHD_Result ret = apply_and_answer(srv, c, "admin", true, NULL, &push);
     fsa_codec_push_free(&push);
     return ret;
 }
@@ -995,14 +961,15 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         "\"clock_skew\":%lld},"
         "\"bad_requests\":{\"malformed\":%lld,\"too_large\":%lld},"
         "\"faults\":{\"latency\":%lld,\"5xx\":%lld,\"429\":%lld,\"drop\":%lld,\"reset\":%lld},"
-        "\"store\":{\"entities\":%" PRId64 ",\"ops\":%" PRId64 ",\"last_change\":%" PRId64 "},"
+        "\"store\":{\"entities\":%" PRId64 ",\"ops\":%" PRId64 ",\"last_change\":%" PRId64
+        ",\"ops_expired\":%lld},"
         "\"devices\":%zu,\"uptime_ms\":%" PRId64 ",\"server_time\":%" PRId64 "}",
         get(&s->requests), get(&s->push), get(&s->pull), get(&s->admin), get(&s->other),
         get(&s->http2xx), get(&s->http4xx), get(&s->http5xx), get(&s->ops[0]), get(&s->ops[1]),
         get(&s->ops[2]), get(&s->ops[3]), get(&s->bad_signature), get(&s->unknown_device),
         get(&s->replay), get(&s->clock_skew), get(&s->malformed), get(&s->too_large),
         get(&s->f_latency), get(&s->f_5xx), get(&s->f_429), get(&s->f_drop), get(&s->f_reset), ents,
-        ops, last, srv->ndevices, now - srv->started_ms, now);
+        ops, last, get(&s->ops_expired), srv->ndevices, now - srv->started_ms, now);
     if (n < 0 || (size_t)n >= cap) {
         fsa_free(text);
         return respond_error(srv, c, 500, "internal", "statistics did not fit");
@@ -1214,16 +1181,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         int64_t clen = 0;
         if (cl != NULL && parse_i64(cl, &clen) && clen > RAW_BODY_MAX) {
-            bump(&srv->stats.too_large);
-            return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+            /* PROTOCOL.md section 3: a refusal must reach a client that is still sending. A
+             * client waiting for "100 Continue" has sent nothing yet and gets the 413 at once; a
+             * client that sends its body without waiting has its body read and dropped (up to
+             * DISCARD_MAX) and the 413 after it, because closing a socket with unread data
+             * resets the connection, and a reset can destroy the answer before the client reads
+             * it. Only a body over DISCARD_MAX is refused mid-way. */
+            const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+            if ((uint64_t)clen > DISCARD_MAX ||
+                (expect != NULL && strcasecmp(expect, "100-continue") == 0)) {
+                bump(&srv->stats.too_large);
+                return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+            }
+            req->body_too_large = true;
         }
         if (is_v1)
             req->drop = fault_hit(srv, srv->cfg.faults.rate_drop);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
+        req->seen += *upload_data_size;
         bool ok = append_body(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
+        if (ok && req->seen > DISCARD_MAX) {
+            /* A body without a length (chunked) that never ends: refused mid-way after all. */
+            bump(&srv->stats.too_large);
+            return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+        }
         return ok ? MHD_YES : MHD_NO;
     }
     if (req->body_too_large) {
@@ -1254,6 +1238,65 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
     fsa_log(&srv->port, FSA_LOG_WARN, "libmicrohttpd: %s", line);
+}
+
+/* ---- retention of op outcomes ---- */
+
+/* Rows removed per transaction: small enough that a push waits for one at most a moment. */
+#define SWEEP_CHUNK 500u
+
+static int64_t sweep_interval_ms(int64_t retention_ms)
+{
+    int64_t v = retention_ms / 4;
+    return v < 50 ? 50 : v > 60000 ? 60000 : v;
+}
+
+/*
+ * The op log's sweeper: every interval, removes the outcomes older than the retention period, in
+ * chunks of SWEEP_CHUNK rows each in its own short transaction, so that pushes interleave with
+ * it and a large backlog never blocks them. Every server process on a database sweeps; a row is
+ * removed once whoever gets to it first.
+ */
+static void *sweeper_main(void *arg)
+{
+    fsa_server_t *srv = arg;
+    const fsa_port_t *port = &srv->port;
+    int64_t interval = sweep_interval_ms(srv->cfg.op_retention_ms);
+    port->mutex_lock(port->ctx, srv->sweep_lock);
+    while (!srv->sweep_stop) {
+        port->mutex_unlock(port->ctx, srv->sweep_lock);
+        int64_t before = now_ms(srv) - srv->cfg.op_retention_ms;
+        int64_t deleted = 0, total = 0;
+        fsa_status_t st;
+        do {
+            st = fsa_store_sweep_ops(srv->store, before, SWEEP_CHUNK, &deleted);
+            total += deleted;
+        } while (st == FSA_OK && deleted == (int64_t)SWEEP_CHUNK && !srv->sweep_stop);
+        if (st != FSA_OK && st != FSA_EBUSY)
+            fsa_log(&srv->port, FSA_LOG_WARN, "op log retention sweep failed: %s",
+                    fsa_status_str(st));
+        else if (total > 0)
+            atomic_fetch_add_explicit(&srv->stats.ops_expired, total, memory_order_relaxed);
+        port->mutex_lock(port->ctx, srv->sweep_lock);
+        fsa_mono_t deadline = fsa_mono_add_ns(port->mono_now(port->ctx), interval * FSA_NS_PER_MS);
+        while (!srv->sweep_stop &&
+               port->cond_wait(port->ctx, srv->sweep_cond, srv->sweep_lock, deadline) == FSA_OK)
+            ;
+    }
+    port->mutex_unlock(port->ctx, srv->sweep_lock);
+    return NULL;
+}
+
+static void sweeper_stop(fsa_server_t *srv)
+{
+    if (srv->sweeper == NULL)
+        return;
+    srv->port.mutex_lock(srv->port.ctx, srv->sweep_lock);
+    srv->sweep_stop = true;
+    srv->port.cond_broadcast(srv->port.ctx, srv->sweep_cond);
+    srv->port.mutex_unlock(srv->port.ctx, srv->sweep_lock);
+    (void)srv->port.thread_join(srv->port.ctx, srv->sweeper, NULL);
+    srv->sweeper = NULL;
 }
 
 /* ---- start and stop ---- */
@@ -1325,11 +1368,14 @@ static void server_free(fsa_server_t *srv)
 {
     if (srv == NULL)
         return;
+    sweeper_stop(srv);
     fsa_store_close(srv->store);
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
-    for (size_t i = 0; i < srv->ndevices; i++)
+    for (size_t i = 0; i < srv->ndevices; i++) {
         fsa_signer_key_wipe(&srv->devices[i].key);
+        scope_free(srv->devices[i].scope);
+    }
     fsa_free(srv->devices);
     fsa_signer_wipe(srv->admin_hash, sizeof srv->admin_hash);
     if (srv->tls_key != NULL) {
@@ -1337,8 +1383,8 @@ static void server_free(fsa_server_t *srv)
         fsa_free(srv->tls_key);
     }
     fsa_free(srv->tls_cert);
-    srv->port.mutex_free(srv->port.ctx, srv->nonces.lock);
-    fsa_free(srv->nonces.slots);
+    srv->port.mutex_free(srv->port.ctx, srv->sweep_lock);
+    srv->port.cond_free(srv->port.ctx, srv->sweep_cond);
     fsa_free(srv);
 }
 
@@ -1371,9 +1417,10 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     srv->started_ms = now_ms(srv);
     atomic_init(&srv->in_flight, 0);
     atomic_init(&srv->fault_counter, 0);
-    fsa_status_t st = srv->port.mutex_new(srv->port.ctx, &srv->nonces.lock);
-    srv->nonces.slots = fsa_calloc(NONCE_SLOTS, sizeof *srv->nonces.slots);
-    if (st != FSA_OK || srv->nonces.slots == NULL) {
+    fsa_status_t st = srv->port.mutex_new(srv->port.ctx, &srv->sweep_lock);
+    if (st == FSA_OK)
+        st = srv->port.cond_new(srv->port.ctx, &srv->sweep_cond);
+    if (st != FSA_OK) {
         snprintf(err, errlen, "out of memory");
         st = FSA_ENOMEM;
         goto out;
@@ -1400,7 +1447,16 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     if (st != FSA_OK) {
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", err);
-        snprintf(err, errlen, "database %s: %s", cfg->db_path, tmp);
+        /* A PostgreSQL URI may hold a password: it is never printed. */
+        bool uri = strstr(cfg->db_path, "://") != NULL;
+        snprintf(err, errlen, "database %s: %s", uri ? "(PostgreSQL URI)" : cfg->db_path, tmp);
+        goto out;
+    }
+    if (srv->cfg.op_retention_ms <= 0)
+        srv->cfg.op_retention_ms = FSA_SERVER_OP_RETENTION_MS;
+    st = srv->port.thread_create(srv->port.ctx, &srv->sweeper, sweeper_main, srv);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "cannot start the op log sweeper");
         goto out;
     }
     st = bind_listen(srv, err, errlen);

@@ -27,8 +27,13 @@ typedef struct fsa_server_config {
     const char *admin_token_file; /* NULL: no admin API (its paths answer 404) */
     const char *tls_cert;         /* PEM certificate chain; NULL for plain HTTP */
     const char *tls_key;          /* PEM private key, mode 0600 or stricter */
+    int64_t op_retention_ms;      /* op outcomes older than this are removed; <= 0: default */
     fsa_server_faults_t faults;
 } fsa_server_config_t;
+
+/* How long op outcomes are kept by default: at least as long as a device may stay offline and
+ * still resend an op it recorded (a resend after that would apply again). 180 days. */
+#define FSA_SERVER_OP_RETENTION_MS (180LL * 24 * 3600 * 1000)
 
 typedef struct fsa_server fsa_server_t;
 

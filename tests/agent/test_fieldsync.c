@@ -267,6 +267,35 @@ static void test_cli__init_refuses_bad_secret_and_insecure_http(void **state)
     assert_int_equal(sb.st_mode & 0777, 0600);
 }
 
+/* A check-in without a GPS fix (PROTOCOL.md section 7, amendment 2): recorded with a null
+ * position, synced, and the server keeps it null; --lat without --lon is a usage error. */
+static void test_cli__attendance_without_position(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    start(f, NULL);
+    init_device(f, 0, f->srv.url);
+    const char *id = "7c1e4d2a-5b6f-4a3e-9d8c-0b1a2c3d4e5f";
+    FS_OK(&r, "--db", f->db[0], "attendance", "checkin", "--people", "p1", "--site", "s1", "--id",
+          id);
+    FS_OK(&r, "--db", f->db[0], "show", "attendance", id, "--json");
+    assert_non_null(strstr(r.out, "\"lat\":null"));
+    assert_non_null(strstr(r.out, "\"lon\":null"));
+    FS(&r, "--db", f->db[0], "attendance", "checkout", "--people", "p1", "--site", "s1", "--lat",
+       "52.5");
+    assert_int_equal(r.status, 2);
+    FS(&r, "--db", f->db[0], "attendance", "checkout", "--people", "p1", "--site", "s1",
+       "--accuracy", "5");
+    assert_int_equal(r.status, 2);
+    FS_OK(&r, "--db", f->db[0], "sync", "--now");
+    assert_non_null(strstr(r.out, "1 applied"));
+    char v[64];
+    field(f, "attendance", id, "lat", v, sizeof v);
+    assert_string_equal(v, "null");
+    field(f, "attendance", id, "kind", v, sizeof v);
+    assert_string_equal(v, "\"checkin\"");
+}
+
 static void test_sync__offline_records_then_sum_of_intents(void **state)
 {
     fx_t *f = *state;
@@ -593,6 +622,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_cli__help_and_bad_usage),
         T(test_cli__init_refuses_bad_secret_and_insecure_http),
+        T(test_cli__attendance_without_position),
         T(test_sync__offline_records_then_sum_of_intents),
         T(test_sync__faults_give_exactly_once),
         T(test_sync__conflicts_resolved_per_table),

@@ -267,6 +267,13 @@ static void test_run__metrics_refresh_does_not_sync(void **state)
     assert_int_equal(stop_daemon(f, SIGTERM), 0);
 }
 
+/* "running on" twice in the log: a second daemon got as far as the first. */
+static bool two_daemons_ran(fx_t *f)
+{
+    const char *first = strstr(slurp(f->err), "running on");
+    return first != NULL && strstr(first + 1, "running on") != NULL;
+}
+
 static void test_run__one_daemon_per_journal(void **state)
 {
     fx_t *f = *state;
@@ -278,9 +285,10 @@ static void test_run__one_daemon_per_journal(void **state)
     assert_int_equal(run_cli(f, a), 1);
     assert_non_null(strstr(slurp(f->err), "already syncing"));
     assert_int_equal(stop_daemon(f, SIGINT), 0);
-    /* once it is gone, a new one may run */
+    /* once it is gone, a new one may run (and a SIGTERM once it runs stops it cleanly) */
     start_daemon(f, NULL);
-    sleep_ms(300);
+    if (!eventually(f, two_daemons_ran, 20000))
+        fail_msg("the second daemon did not start: %s", slurp(f->err));
     assert_int_equal(stop_daemon(f, SIGTERM), 0);
 }
 
@@ -297,6 +305,9 @@ static void test_run__sighup_reloads_configuration(void **state)
     record_ticket(f, "T1");
     const char *fast[] = {"--interval", "1", NULL};
     start_daemon(f, fast);
+    /* running (its signals are taken from then on), and unable to sync */
+    if (!eventually(f, daemon_running, 20000))
+        fail_msg("the daemon did not start: %s", slurp(f->err));
     sleep_ms(500);
     assert_false(t1_on_server(f));
     init(f, f->srv.url);
@@ -412,6 +423,48 @@ static void test_run__metrics_file_and_endpoint(void **state)
     assert_non_null(strstr(slurp(f->err), "loopback"));
 }
 
+static bool refused_logged(fx_t *f)
+{
+    return strstr(slurp(f->err), "refused this device") != NULL;
+}
+
+/* PROTOCOL.md 7.4: a refusal (401) does not stop the device for good: the daemon keeps running,
+ * and once the configuration is fixed and reloaded, it syncs. */
+static void test_run__refused_device_keeps_running(void **state)
+{
+    fx_t *f = *state;
+    start_server(f, NULL);
+    init(f, f->srv.url);
+    record_ticket(f, "T1");
+    /* device 1's secret under device 0's name: the server refuses every request */
+    fsa_signer_key_t key;
+    th_device_key(1, &key);
+    char hex[66];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", key.bytes[i]);
+    int fd = open(f->secret, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, hex, 64), 64);
+    close(fd);
+    const char *fast[] = {"--interval", "1", NULL};
+    start_daemon(f, fast);
+    if (!eventually(f, refused_logged, 20000))
+        fail_msg("no refusal logged: %s", slurp(f->err));
+    assert_int_equal(waitpid(f->daemon, NULL, WNOHANG), 0); /* still running */
+    assert_false(t1_on_server(f));
+    th_device_key(0, &key);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", key.bytes[i]);
+    fd = open(f->secret, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, hex, 64), 64);
+    close(fd);
+    kill(f->daemon, SIGHUP);
+    if (!eventually(f, t1_on_server, 20000))
+        fail_msg("no sync after the fix and SIGHUP: %s", slurp(f->err));
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+}
+
 static void test_run__bad_arguments(void **state)
 {
     fx_t *f = *state;
@@ -437,6 +490,7 @@ int main(void)
         T(test_run__sighup_reloads_configuration),
         T(test_run__watchdog_notices_a_stuck_queue),
         T(test_run__metrics_file_and_endpoint),
+        T(test_run__refused_device_keeps_running),
         T(test_run__bad_arguments),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -89,6 +89,51 @@ static void test_check_log__foreign_or_malformed_entry_fails(void **state)
                                 "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
 }
 
+/* An escalation recorded through libfieldsync names its device and number in its note. */
+static void test_check_log__escalation_notes_identify_entries(void **state)
+{
+    (void)state;
+    const char *esc = "{\"action\":\"escalated\",\"at\":1,\"note\":";
+    char text[512];
+    snprintf(text, sizeof text,
+             "{\"ticketlog\":{\"ticket_history\":[%s\"d2#3\"},%s\"d1#1\"},%s\"d1#2\"}]}}", esc, esc,
+             esc);
+    assert_true(
+        fsa__check_log(text, "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
+    snprintf(text, sizeof text,
+             "{\"ticketlog\":{\"ticket_history\":[%s\"d2#3\"},%s\"d1#1\"},%s\"d1#1\"}]}}", esc, esc,
+             esc);
+    assert_false(
+        fsa__check_log(text, "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
+    assert_non_null(strstr(det, "doubled"));
+    /* A note without the number, with junk after it, or without a device is malformed. */
+    const char *bad[] = {"\"d1\"", "\"d1#2x\"", "\"#2\"", "\"d1#\"", "7"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text,
+                 "{\"ticketlog\":{\"ticket_history\":[%s\"d2#3\"},%s\"d1#1\"},%s%s}]}}", esc, esc,
+                 esc, bad[i]);
+        assert_false(
+            fsa__check_log(text, "ticketlog", "ticket_history", devs3, ns3, 3, det, sizeof det));
+        assert_non_null(strstr(det, "malformed"));
+    }
+}
+
+static void test_json_status__entity_views(void **state)
+{
+    (void)state;
+    char out[16];
+    assert_true(fsa__json_status("{\"type\":\"jobneed\",\"fields\":{\"jobstatus\":\"COMPLETED\"}}",
+                                 "jobstatus", out, sizeof out));
+    assert_string_equal(out, "COMPLETED");
+    assert_false(fsa__json_status("{\"fields\":{\"jobstatus\":3}}", "jobstatus", out, sizeof out));
+    assert_string_equal(out, "");
+    assert_false(fsa__json_status("{\"fields\":{}}", "jobstatus", out, sizeof out));
+    assert_false(fsa__json_status("not json", "jobstatus", out, sizeof out));
+    assert_false(fsa__json_status(NULL, "jobstatus", out, sizeof out));
+    assert_false(fsa__json_status("{\"fields\":{\"jobstatus\":\"PARTIALLYCOMPLETED\"}}",
+                                  "jobstatus", out, 8)); /* does not fit */
+}
+
 static void test_check_log__no_array_fails(void **state)
 {
     (void)state;
@@ -203,6 +248,8 @@ int main(void)
         cmocka_unit_test(test_check_log__lost_entry_fails),
         cmocka_unit_test(test_check_log__doubled_entry_fails),
         cmocka_unit_test(test_check_log__foreign_or_malformed_entry_fails),
+        cmocka_unit_test(test_check_log__escalation_notes_identify_entries),
+        cmocka_unit_test(test_json_status__entity_views),
         cmocka_unit_test(test_check_log__no_array_fails),
         cmocka_unit_test(test_check_log__repeated_expectation_counts),
         cmocka_unit_test(test_check_keys__all_present_passes),

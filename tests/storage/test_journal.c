@@ -184,7 +184,18 @@ static void test_fsa_journal_create__attendance_requires_fields(void **state)
                                      "{\"people_id\":\"p\",\"site_id\":\"s\",\"kind\":\"checkin\","
                                      "\"at\":1,\"lat\":1.5,\"lon\":2.5}",
                                      NULL, &rec));
-    assert_string_equal(field_of(f->j, FSA_TYPE_ATTENDANCE, "A1", "accuracy_m"), "0");
+    assert_string_equal(field_of(f->j, FSA_TYPE_ATTENDANCE, "A1", "accuracy_m"), "null");
+    /* No position fix (PROTOCOL.md section 7, amendment 2): a check-in is never refused for it. */
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_ATTENDANCE, "A2",
+                                     "{\"people_id\":\"p\",\"site_id\":\"s\",\"kind\":\"checkin\","
+                                     "\"at\":1,\"lat\":null,\"lon\":null}",
+                                     NULL, &rec));
+    assert_string_equal(field_of(f->j, FSA_TYPE_ATTENDANCE, "A2", "lat"), "null");
+    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_ATTENDANCE, "A3",
+                                        "{\"people_id\":\"p\",\"site_id\":\"s\","
+                                        "\"kind\":\"checkin\",\"at\":1,\"lat\":1.5}",
+                                        NULL, &rec),
+                     FSA_EINVAL);
     /* attendance is append-only */
     assert_int_equal(
         fsa_journal_set(f->j, FSA_TYPE_ATTENDANCE, "A1", "{\"site_id\":\"x\"}", NULL, &rec),

@@ -191,6 +191,30 @@ static void test_fsa_journal_changes_read__rebase_is_one_change(void **state)
     assert_int_equal(ch[0].version, 2);
 }
 
+static void test_fsa_outbox_op_state__through_compaction(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t c, t;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &c));
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_TICKET, "T1", "OPEN", NULL, &t));
+    fsa_op_state_t s = FSA_OPSTATE_DONE;
+    assert_fsa_ok(fsa_outbox_op_state(f->j, c.op_id, &s));
+    assert_int_equal(s, FSA_OPSTATE_PENDING);
+    fsa_op_result_t r[2] = {result_for(c.op_id, FSA_RESULT_APPLIED, 1),
+                            result_for(t.op_id, FSA_RESULT_REJECTED, 0)};
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 2));
+    assert_fsa_ok(fsa_outbox_op_state(f->j, t.op_id, &s));
+    assert_int_equal(s, FSA_OPSTATE_REJECTED);
+    size_t removed = 0;
+    assert_fsa_ok(fsa_outbox_compact(f->j, 3600 * 1000, &removed));
+    assert_int_equal(removed, 1);
+    assert_fsa_ok(fsa_outbox_op_state(f->j, c.op_id, &s));
+    assert_int_equal(s, FSA_OPSTATE_DONE);
+    assert_int_equal(fsa_outbox_op_state(f->j, "00000000-0000-4000-8000-000000000000", &s),
+                     FSA_ENOTFOUND);
+    assert_int_equal(fsa_outbox_op_state(f->j, NULL, &s), FSA_EINVAL);
+}
+
 static void test_fsa_journal_changes_read__paged_and_bounded(void **state)
 {
     fixture_t *f = *state;
@@ -253,9 +277,12 @@ static void test_fsa_journal_open__v1_journal_gains_the_change_log(void **state)
     f->j = NULL;
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db, "DROP TABLE changes; PRAGMA user_version = 1", NULL, NULL, NULL),
-        SQLITE_OK);
+    /* What schema 2 added goes: the file is as schema 1 left it. */
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TABLE changes; DROP INDEX outbox_open; "
+                                  "DROP INDEX outbox_by_group; PRAGMA user_version = 1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
     sqlite3_close(db);
     fsa_journal_opts_t o = {0};
     char err[256];
@@ -436,6 +463,7 @@ int main(void)
         T(test_fsa_journal_changes_read__parked_resolved_and_server_won),
         T(test_fsa_journal_changes_read__rebase_is_one_change),
         T(test_fsa_journal_changes_read__paged_and_bounded),
+        T(test_fsa_outbox_op_state__through_compaction),
         T(test_fsa_outbox_compact__prunes_old_changes_only_beyond_the_newest),
         T(test_fsa_journal_open__v1_journal_gains_the_change_log),
         T(test_fsa_journal_list__filters),

@@ -228,9 +228,9 @@ static const struct field_row FIELD_ROWS[] = {
     {FSA_TYPE_ATTENDANCE, "site_id", FSA_FIELD_STR, true, NULL},
     {FSA_TYPE_ATTENDANCE, "kind", FSA_FIELD_ENUM, true, NULL},
     {FSA_TYPE_ATTENDANCE, "at", FSA_FIELD_INT, true, NULL},
-    {FSA_TYPE_ATTENDANCE, "lat", FSA_FIELD_NUM, true, NULL},
-    {FSA_TYPE_ATTENDANCE, "lon", FSA_FIELD_NUM, true, NULL},
-    {FSA_TYPE_ATTENDANCE, "accuracy_m", FSA_FIELD_NUM, false, "0"},
+    {FSA_TYPE_ATTENDANCE, "lat", FSA_FIELD_NUM_NULL, false, "null"},
+    {FSA_TYPE_ATTENDANCE, "lon", FSA_FIELD_NUM_NULL, false, "null"},
+    {FSA_TYPE_ATTENDANCE, "accuracy_m", FSA_FIELD_NUM_NULL, false, "null"},
     {FSA_TYPE_ATTENDANCE, "other_info", FSA_FIELD_OBJ, false, "{}"},
     {FSA_TYPE_JOBNEED, "jobstatus", FSA_FIELD_STATUS, false, "\"ASSIGNED\""},
     {FSA_TYPE_JOBNEED, "parent_id", FSA_FIELD_STR_NULL, false, "null"},
@@ -547,8 +547,47 @@ static void test_fsa_model_apply__create_fills_defaults(void **state)
     expect_applied(op_create(FSA_TYPE_TICKET, "T1", "{}"), NULL, 0, 0, TICKET_DEFAULTS);
     expect_applied(op_create(FSA_TYPE_ATTENDANCE, "A1", ATTENDANCE_GIVEN), NULL, 0, 0,
                    "{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\","
-                   "\"at\":1764090000000,\"lat\":12.9716,\"lon\":77.5946,\"accuracy_m\":0,"
+                   "\"at\":1764090000000,\"lat\":12.9716,\"lon\":77.5946,\"accuracy_m\":null,"
                    "\"other_info\":{}}");
+}
+
+/* PROTOCOL.md section 7, amendments 1 and 2: a create without fields is a create of {}; a
+ * check-in without a position fix has lat, lon and accuracy_m null, given or left out. */
+static void test_fsa_model_apply__create_without_fields_and_without_fix(void **state)
+{
+    (void)state;
+    expect_applied(op_create(FSA_TYPE_JOBNEED, "J1", NULL), NULL, 0, 0, JOBNEED_DEFAULTS);
+    expect_applied(op_create(FSA_TYPE_TICKET, "T1", NULL), NULL, 0, 0, TICKET_DEFAULTS);
+    static const char no_fix[] = "{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\","
+                                 "\"at\":5,\"lat\":null,\"lon\":null,\"accuracy_m\":null,"
+                                 "\"other_info\":{}}";
+    expect_applied(op_create(FSA_TYPE_ATTENDANCE, "A1", no_fix), NULL, 0, 0, no_fix);
+    expect_applied(op_create(FSA_TYPE_ATTENDANCE, "A1",
+                             "{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\","
+                             "\"at\":5}"),
+                   NULL, 0, 0, no_fix);
+    expect_applied(op_create(FSA_TYPE_ATTENDANCE, "A1",
+                             "{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkout\","
+                             "\"at\":5,\"lat\":-1.5,\"lon\":2,\"accuracy_m\":null}"),
+                   NULL, 0, 0,
+                   "{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkout\",\"at\":5,"
+                   "\"lat\":-1.5,\"lon\":2,\"accuracy_m\":null,\"other_info\":{}}");
+    /* Half a position, or a wrong type, is refused; an attendance still needs its other fields. */
+    static const char *const bad[] = {
+        "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lat\":1}",
+        "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lon\":1}",
+        "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lat\":null,"
+        "\"lon\":1}",
+        "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,"
+        "\"accuracy_m\":\"5\"}",
+        "{\"people_id\":\"P\",\"site_id\":\"S\",\"kind\":\"checkin\",\"at\":1,\"lat\":true,"
+        "\"lon\":1}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_refused(op_create(FSA_TYPE_ATTENDANCE, "A1", bad[i]), NULL, 0, 0, FSA_EINVAL,
+                       "invalid_value");
+    expect_refused(op_create(FSA_TYPE_ATTENDANCE, "A1", NULL), NULL, 0, 0, FSA_EINVAL,
+                   "invalid_value");
 }
 
 static void test_fsa_model_apply__create_keeps_protocol_order(void **state)
@@ -675,8 +714,6 @@ static void test_fsa_model_apply__create_refusals(void **state)
                      err.message);
         expect_refused(op, NULL, 0, 0, FSA_EINVAL, rows[i].code);
     }
-    fsa_op_t op = op_create(FSA_TYPE_TICKET, "T1", NULL);
-    expect_refused(op, NULL, 0, 0, FSA_EINVAL, "invalid_value");
 }
 
 static void test_fsa_model_apply__create_on_existing_conflicts(void **state)
@@ -1285,8 +1322,8 @@ static void test_fsa_model_apply__result_too_large(void **state)
     char *extra = repeat("\"", 'z', 10000, "\"");
     char msg[256];
     expect_refused_msg(op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", extra, 0),
-                       stored, 1, 0, FSA_EINVAL, "invalid_value", msg, sizeof msg);
-    assert_non_null(strstr(msg, "the resulting fields: longer than 1048576 bytes"));
+                       stored, 1, 0, FSA_EINVAL, "entity_too_large", msg, sizeof msg);
+    assert_non_null(strstr(msg, "longer than 1048576 bytes as JSON"));
 
     char *out = apply_ok(
         op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", extra, (int64_t)items),
@@ -1883,6 +1920,7 @@ int main(void)
         cmocka_unit_test(test_fsa_model_status_terminal__table),
         cmocka_unit_test(test_fsa_model_status_known__per_type),
         cmocka_unit_test(test_fsa_model_apply__create_fills_defaults),
+        cmocka_unit_test(test_fsa_model_apply__create_without_fields_and_without_fix),
         cmocka_unit_test(test_fsa_model_apply__create_keeps_protocol_order),
         cmocka_unit_test(test_fsa_model_apply__create_with_known_status),
         cmocka_unit_test(test_fsa_model_apply__create_refusals),

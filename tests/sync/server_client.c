@@ -83,7 +83,8 @@ long tc_push_raw(void *h, const char *url, int dev, const char *body, size_t len
 
 int64_t tc_get(void *h, const char *url, const char *type, const char *id, char **fields)
 {
-    *fields = NULL;
+    if (fields != NULL)
+        *fields = NULL;
     char path[300];
     snprintf(path, sizeof path, "/admin/v1/entities/%s/%s", type, id);
     th_req_opts_t o = {.bearer = TH_ADMIN_TOKEN};
@@ -96,7 +97,7 @@ int64_t tc_get(void *h, const char *url, const char *type, const char *id, char 
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, "fields");
         if (cJSON_IsNumber(v) && cJSON_IsObject(f)) {
             version = (int64_t)v->valuedouble;
-            char *p = cJSON_PrintUnformatted(f);
+            char *p = fields != NULL ? cJSON_PrintUnformatted(f) : NULL;
             if (p != NULL) {
                 *fields = fsa_strdup(p);
                 cJSON_free(p);

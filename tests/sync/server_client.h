@@ -27,7 +27,8 @@ long tc_push(void *h, const char *url, int dev, const char *ops_csv, fsa_codec_r
 long tc_push_raw(void *h, const char *url, int dev, const char *body, size_t len,
                  const th_req_opts_t *opts, char code[32]);
 
-/* Reads an entity through the admin API: version (0 if absent) and fields (malloc'ed or NULL). */
+/* Reads an entity through the admin API: version (0 if absent) and fields (malloc'ed or NULL;
+ * fields may be NULL when not wanted). */
 int64_t tc_get(void *h, const char *url, const char *type, const char *id, char **fields);
 
 /* One top-level field of an entity as JSON text into out ("" if absent). */

@@ -1190,8 +1190,8 @@ static fsa_status_t c_encode_pull(void *ctx, buf_t *out)
 {
     (void)ctx;
     fsa_codec_change_t ch[2] = {
-        {FSA_TYPE_TICKET, "T1", 9, 1764090000001, (char *)(uintptr_t)conflict_fields},
-        {FSA_TYPE_JOBNEED, "J1", 2, 1764090000002, (char *)(uintptr_t) "{\"seqno\":3}"},
+        {FSA_TYPE_TICKET, "T1", 9, 1764090000001, (char *)(uintptr_t)conflict_fields, false},
+        {FSA_TYPE_JOBNEED, "J1", 2, 1764090000002, (char *)(uintptr_t) "{\"seqno\":3}", false},
     };
     fsa_codec_pull_t pull = {ch, 2, "c:17", true, 1764090000999};
     char *body = NULL;
@@ -1203,8 +1203,8 @@ static fsa_status_t c_encode_pull(void *ctx, buf_t *out)
 static fsa_status_t c_encode_entity(void *ctx, buf_t *out)
 {
     (void)ctx;
-    fsa_codec_change_t ch = {FSA_TYPE_TICKET, "T1", 9, 1764090000001,
-                             (char *)(uintptr_t)conflict_fields};
+    fsa_codec_change_t ch = {
+        FSA_TYPE_TICKET, "T1", 9, 1764090000001, (char *)(uintptr_t)conflict_fields, false};
     char *body = NULL;
     size_t len = 0;
     fsa_status_t st = fsa_codec_encode_entity(&ch, 1764090000999, &body, &len);

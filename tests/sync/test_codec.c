@@ -92,8 +92,12 @@ static void test_fsa_codec_encode_push__invalid(void **state)
     assert_null(body);
     assert_int_equal(len, 0);
     fsa_op_clear(&op);
+    /* A create without fields (PROTOCOL.md section 7, amendment 1) is sent without them. */
     make_op(&op, FSA_OP_CREATE, "T1", NULL);
-    assert_int_equal(fsa_codec_encode_push("b", &op, 1, &body, &len), FSA_EINVAL);
+    assert_fsa_ok(fsa_codec_encode_push("b", &op, 1, &body, &len));
+    assert_null(strstr(body, "fields"));
+    fsa_codec_free(body);
+    body = (char *)1;
     assert_int_equal(fsa_codec_encode_push("bad id", &op, 0, &body, &len), FSA_EINVAL);
     assert_int_equal(fsa_codec_encode_push("b", &op, FSA_LIMIT_BATCH_OPS + 1, &body, &len),
                      FSA_ETOOLARGE);
@@ -183,7 +187,9 @@ static void test_fsa_codec_decode_push__per_op_rejections(void **state)
         "{\"op_id\":\"o10\",\"seq\":10,\"at\":1,\"kind\":\"append\",\"type\":\"ticket\",\"id\":"
         "\"T\",\"field\":\"ticketlog\",\"key\":\"k\"},"
         "{\"op_id\":\"o11\",\"seq\":11,\"at\":1,\"kind\":\"increment\",\"type\":\"ticket\",\"id\":"
-        "\"T\",\"field\":\"level\",\"by\":2}"
+        "\"T\",\"field\":\"level\",\"by\":2},"
+        "{\"op_id\":\"o12\",\"seq\":12,\"at\":1,\"kind\":\"create\",\"type\":\"ticket\",\"id\":"
+        "\"T\"}"
         "]}";
     const char *codes[] = {"invalid_value",
                            "unknown_type",
@@ -195,11 +201,12 @@ static void test_fsa_codec_decode_push__per_op_rejections(void **state)
                            "invalid_value",
                            "invalid_value",
                            "invalid_value",
+                           "",
                            ""};
     fsa_codec_push_t p;
     fsa_codec_err_t err;
     assert_fsa_ok(fsa_codec_decode_push(body, strlen(body), &p, &err));
-    assert_int_equal(p.count, 11);
+    assert_int_equal(p.count, 12);
     for (size_t i = 0; i < p.count; i++) {
         if (strcmp(p.ops[i].reject.code, codes[i]) != 0)
             fail_msg("op %zu: code '%s', want '%s'", i, p.ops[i].reject.code, codes[i]);
@@ -208,6 +215,8 @@ static void test_fsa_codec_decode_push__per_op_rejections(void **state)
         assert_string_equal(p.ops[i].op.op_id, want_id);
     }
     assert_int_equal(p.ops[10].op.by, 2);
+    /* A create without fields (PROTOCOL.md section 7, amendment 1): accepted, json NULL. */
+    assert_null(p.ops[11].op.json);
     fsa_codec_push_free(&p);
 }
 
@@ -395,8 +404,9 @@ static void test_fsa_codec_pull__round_trip_and_hostile(void **state)
 {
     (void)state;
     fsa_codec_change_t ch[2] = {
-        {FSA_TYPE_JOBNEED, "J1", 9, 1764090000001, fsa_strdup("{\"jobstatus\":\"ASSIGNED\"}")},
-        {FSA_TYPE_ATTENDANCE, "A:1", 1, 1764090000002, fsa_strdup("{}")},
+        {FSA_TYPE_JOBNEED, "J1", 9, 1764090000001, fsa_strdup("{\"jobstatus\":\"ASSIGNED\"}"),
+         false},
+        {FSA_TYPE_ATTENDANCE, "A:1", 1, 1764090000002, fsa_strdup("{}"), false},
     };
     fsa_codec_pull_t in = {ch, 2, "v1.42", true, 1764090000003};
     char *text = NULL;
@@ -414,6 +424,20 @@ static void test_fsa_codec_pull__round_trip_and_hostile(void **state)
     assert_int_equal(out.changes[0].mdtz_ms, 1764090000001);
     assert_string_equal(out.changes[0].fields, "{\"jobstatus\":\"ASSIGNED\"}");
     assert_int_equal(out.changes[1].type, FSA_TYPE_ATTENDANCE);
+    assert_false(out.changes[1].gone);
+    fsa_codec_pull_free(&out);
+    fsa_codec_free(text);
+    /* A gone change (PROTOCOL.md section 4): type, id, version, gone, no fields. */
+    fsa_codec_change_t gone = {FSA_TYPE_TICKET, "T9", 4, 0, NULL, true};
+    fsa_codec_pull_t gin = {&gone, 1, "v1.43", false, 1764090000004};
+    assert_fsa_ok(fsa_codec_encode_pull(&gin, &text, &len));
+    assert_non_null(
+        strstr(text, "{\"type\":\"ticket\",\"id\":\"T9\",\"version\":4,\"gone\":true}"));
+    assert_fsa_ok(fsa_codec_decode_pull(text, len, &out));
+    assert_int_equal(out.count, 1);
+    assert_true(out.changes[0].gone);
+    assert_null(out.changes[0].fields);
+    assert_int_equal(out.changes[0].version, 4);
     fsa_codec_pull_free(&out);
     fsa_codec_free(text);
     /* One entity, as the admin API answers it. */
@@ -512,6 +536,27 @@ static void test_fsa_codec_decode_devices__cases(void **state)
     assert_int_equal(n, 2);
     assert_string_equal(d[0].id, "dev001"); /* sorted */
     assert_string_equal(d[1].id, "dev002");
+    assert_null(d[0].scope);
+    fsa_codec_devices_free(d, n);
+    /* A scope: sites and people, each optional; null is no scope. */
+    const char *scoped = "{\"devices\":[{\"id\":\"d1\",\"secret\":"
+                         "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\","
+                         "\"scope\":{\"sites\":[\"S1\",\"S2\"],\"people\":[\"P1\"]}},"
+                         "{\"id\":\"d2\",\"secret\":"
+                         "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\","
+                         "\"scope\":{\"people\":[]}},{\"id\":\"d3\",\"secret\":"
+                         "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\","
+                         "\"scope\":null}]}";
+    assert_fsa_ok(fsa_codec_decode_devices(scoped, strlen(scoped), &d, &n, &err));
+    assert_int_equal(n, 3);
+    assert_non_null(d[0].scope);
+    assert_int_equal(d[0].scope->nsites, 2);
+    assert_string_equal(d[0].scope->sites[1], "S2");
+    assert_int_equal(d[0].scope->npeople, 1);
+    assert_string_equal(d[0].scope->people[0], "P1");
+    assert_non_null(d[1].scope);
+    assert_int_equal(d[1].scope->nsites + d[1].scope->npeople, 0);
+    assert_null(d[2].scope);
     fsa_codec_devices_free(d, n);
     const char *bad[] = {
         "{}",
@@ -524,6 +569,14 @@ static void test_fsa_codec_decode_devices__cases(void **state)
         "{\"id\":\"a\",\"secret\":"
         "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"}]}",
         "not json",
+        "{\"devices\":[{\"id\":\"a\",\"secret\":"
+        "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\",\"scope\":[]}]}",
+        "{\"devices\":[{\"id\":\"a\",\"secret\":"
+        "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\","
+        "\"scope\":{\"sites\":[\"\"]}}]}",
+        "{\"devices\":[{\"id\":\"a\",\"secret\":"
+        "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\","
+        "\"scope\":{\"people\":\"P1\"}}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fsa_status_t st = fsa_codec_decode_devices(bad[i], strlen(bad[i]), &d, &n, &err);

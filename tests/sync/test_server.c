@@ -4,10 +4,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <curl/curl.h>
 
 #include "port/alloc.h"
 #include "sync/transport.h"
+#include "tests/sync/pg_harness.h"
 #include "tests/sync/server_client.h"
 #include "tests/test_util.h"
 
@@ -21,7 +27,8 @@ static int setup(void **state)
 {
     (void)state;
     memset(&g_srv, 0, sizeof g_srv);
-    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, 8) || !th_server_start(&g_srv, NULL))
+    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, 8) ||
+        !th_backend_db(g_srv.db, sizeof g_srv.db) || !th_server_start(&g_srv, NULL))
         return -1;
     g_h = curl_easy_init();
     return g_h != NULL ? 0 : -1;
@@ -97,7 +104,7 @@ static void test_server_create__defaults_and_versions(void **state)
                         ",\"fields\":{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\","
                         "\"at\":1764090000000,\"lat\":12.5,\"lon\":77.25}"),
                   FSA_RESULT_APPLIED, NULL);
-    field_eq("attendance", "A-1", "accuracy_m", "0");
+    field_eq("attendance", "A-1", "accuracy_m", "null");
     /* A second create of an existing entity is a conflict carrying the current state. */
     r = push1(0, tc_op(op, sizeof op, NULL, "create", "ticket", "T-def", ",\"fields\":{}"));
     assert_int_equal(r.status, FSA_RESULT_CONFLICT);
@@ -639,6 +646,266 @@ static void test_server_bad_bodies__codes_and_nothing_applied(void **state)
     assert_int_equal(stat_applied(), before + 1);
 }
 
+/* PROTOCOL.md section 7, amendments 1 and 2, over the wire. */
+static void test_server_amendments__create_without_fields_and_no_fix(void **state)
+{
+    (void)state;
+    char op[OPBUF];
+    fsa_codec_result_t r = push1(0, tc_op(op, sizeof op, NULL, "create", "ticket", "T-nof", ""));
+    assert_int_equal(r.status, FSA_RESULT_APPLIED);
+    assert_int_equal(r.version, 1);
+    fsa_codec_result_clear(&r);
+    field_eq("ticket", "T-nof", "status", "\"NEW\"");
+    field_eq("ticket", "T-nof", "priority", "\"MEDIUM\"");
+    expect_status(0, tc_op(op, sizeof op, NULL, "create", "jobneed", "J-nof", ""),
+                  FSA_RESULT_APPLIED, NULL);
+    field_eq("jobneed", "J-nof", "jobstatus", "\"ASSIGNED\"");
+    /* A check-in without a position fix, with nulls or without the members. */
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "create", "attendance", "A-nofix1",
+                        ",\"fields\":{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\","
+                        "\"at\":1764090000000,\"lat\":null,\"lon\":null,\"accuracy_m\":null}"),
+                  FSA_RESULT_APPLIED, NULL);
+    expect_status(
+        0,
+        tc_op(op, sizeof op, NULL, "create", "attendance", "A-nofix2",
+              ",\"fields\":{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkout\","
+              "\"at\":1764090000000}"),
+        FSA_RESULT_APPLIED, NULL);
+    field_eq("attendance", "A-nofix2", "lat", "null");
+    field_eq("attendance", "A-nofix2", "lon", "null");
+    field_eq("attendance", "A-nofix2", "accuracy_m", "null");
+    /* Half a position is invalid, and creates nothing. */
+    expect_status(0,
+                  tc_op(op, sizeof op, NULL, "create", "attendance", "A-half",
+                        ",\"fields\":{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\","
+                        "\"at\":1764090000000,\"lat\":12.5,\"lon\":null}"),
+                  FSA_RESULT_REJECTED, "invalid_value");
+    assert_int_equal(tc_get(g_h, URL, "attendance", "A-half", NULL), 0);
+    /* An attendance still needs its required fields: a create without fields is refused. */
+    expect_status(0, tc_op(op, sizeof op, NULL, "create", "attendance", "A-empty", ""),
+                  FSA_RESULT_REJECTED, "invalid_value");
+}
+
+/* An op list of `count` appends of a `size`-byte string to ticket id's ticket_history. */
+static char *append_ops(const char *id, int count, size_t size)
+{
+    size_t cap = (size_t)count * (size + 400) + 16;
+    char *ops = fsa_malloc(cap);
+    char *item = fsa_malloc(size + 1);
+    assert_non_null(ops);
+    assert_non_null(item);
+    memset(item, 'h', size);
+    item[size] = '\0';
+    size_t n = 0;
+    for (int i = 0; i < count; i++) {
+        char head[OPBUF];
+        tc_op(head, sizeof head, NULL, "append", "ticket", id,
+              ",\"field\":\"ticketlog\",\"key\":\"ticket_history\",\"item\":\"");
+        head[strlen(head) - 1] = '\0'; /* drop the closing brace: the item follows */
+        n += (size_t)snprintf(ops + n, cap - n, "%s%s%s\"}", i ? "," : "", head, item);
+    }
+    fsa_free(item);
+    return ops;
+}
+
+/* PROTOCOL.md section 3 and section 7, amendment 6: an op that would take an entity past 1 MiB of
+ * fields is rejected entity_too_large and changes nothing; the entity stays usable. */
+static void test_server_entity_too_large__rejected_nothing_changes(void **state)
+{
+    (void)state;
+    assert_int_equal(tc_seed(g_h, URL, "ticket", "T-big", "{}"), 201);
+    int applied = 0, too_large = 0;
+    for (int batch = 0; batch < 3; batch++) {
+        char *ops = append_ops("T-big", 7, 60000);
+        fsa_codec_result_t *res = NULL;
+        size_t n = 0;
+        assert_int_equal(tc_push(g_h, URL, 1, ops, &res, &n), 200);
+        fsa_free(ops);
+        assert_int_equal(n, 7);
+        for (size_t i = 0; i < n; i++) {
+            if (res[i].status == FSA_RESULT_APPLIED) {
+                assert_int_equal(too_large, 0); /* once full, nothing more fits */
+                applied++;
+                assert_int_equal(res[i].version, 1 + applied);
+            } else {
+                assert_int_equal(res[i].status, FSA_RESULT_REJECTED);
+                assert_string_equal(res[i].code, "entity_too_large");
+                too_large++;
+            }
+        }
+        fsa_codec_results_free(res, n);
+    }
+    assert_int_equal(applied, FSA_LIMIT_FIELDS_BYTES / 60003);
+    assert_int_equal(too_large, 21 - applied);
+    char *fields = NULL;
+    assert_int_equal(tc_get(g_h, URL, "ticket", "T-big", &fields), 1 + applied);
+    assert_non_null(fields);
+    assert_true(strlen(fields) <= FSA_LIMIT_FIELDS_BYTES);
+    fsa_free(fields);
+    /* Ops that do not grow it still apply. */
+    char op[OPBUF];
+    fsa_codec_result_t r = push1(1, tc_op(op, sizeof op, NULL, "increment", "ticket", "T-big",
+                                          ",\"field\":\"level\",\"by\":1"));
+    assert_int_equal(r.status, FSA_RESULT_APPLIED);
+    assert_int_equal(r.version, 2 + applied);
+    fsa_codec_result_clear(&r);
+}
+
+/* PROTOCOL.md section 4 and section 7, amendment 6: a page ends at 4 MiB of JSON with more: true,
+ * always with at least one change, and the device still gets everything. */
+static void test_server_pull__page_ends_at_4_mib(void **state)
+{
+    (void)state;
+    /* Six jobneeds of about 900 KB each: 5.4 MB in all, more than one page. */
+    enum { BIG = 6 };
+    char *item = fsa_malloc(60001);
+    assert_non_null(item);
+    memset(item, 'p', 60000);
+    item[60000] = '\0';
+    size_t cap = 15 * 60100 + 1024;
+    char *extra = fsa_malloc(cap);
+    char *op = fsa_malloc(cap + OPBUF);
+    assert_non_null(extra);
+    assert_non_null(op);
+    for (int e = 0; e < BIG; e++) {
+        size_t n = (size_t)snprintf(extra, cap, ",\"fields\":{\"other_info\":{");
+        for (int k = 0; k < 15; k++)
+            n += (size_t)snprintf(extra + n, cap - n, "%s\"k%d\":\"%s\"", k ? "," : "", k, item);
+        snprintf(extra + n, cap - n, "}}");
+        char id[32];
+        snprintf(id, sizeof id, "J-page%d", e);
+        expect_status(2, tc_op(op, cap + OPBUF, NULL, "create", "jobneed", id, extra),
+                      FSA_RESULT_APPLIED, NULL);
+    }
+    fsa_free(item);
+    fsa_free(extra);
+    fsa_free(op);
+    char devid[16];
+    th_device_id(2, devid);
+    char cursor[FSA_CODEC_CURSOR_BYTES] = "";
+    int seen = 0, pages = 0;
+    bool more = true;
+    while (more) {
+        assert_true(pages < 100);
+        char path[256];
+        snprintf(path, sizeof path, "/v1/devices/%s/changes?limit=1000%s%s", devid,
+                 cursor[0] ? "&since=" : "", cursor);
+        th_resp_t r;
+        assert_true(th_request(g_h, URL, "GET", path, 2, NULL, 0, NULL, &r));
+        assert_int_equal(r.status, 200);
+        assert_true(r.len <= 4u * 1024 * 1024);
+        fsa_codec_pull_t p;
+        assert_fsa_ok(fsa_codec_decode_pull(r.body, r.len, &p));
+        th_resp_free(&r);
+        assert_true(p.count >= 1 || !p.more);
+        for (size_t i = 0; i < p.count; i++)
+            seen += strncmp(p.changes[i].id, "J-page", 6) == 0;
+        more = p.more;
+        snprintf(cursor, sizeof cursor, "%s", p.cursor);
+        fsa_codec_pull_free(&p);
+        pages++;
+    }
+    assert_int_equal(seen, BIG);
+    assert_true(pages >= 2);
+}
+
+/* Reads from fd until the peer closes or `cap - 1` bytes arrived or a full HTTP answer (by its
+ * Content-Length) is in; returns the bytes read (NUL-terminated). */
+static size_t read_answer(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (;;) {
+        ssize_t got = recv(fd, buf + n, cap - 1 - n, 0);
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+        buf[n] = '\0';
+        const char *end = strstr(buf, "\r\n\r\n");
+        const char *cl = strstr(buf, "Content-Length: ");
+        if (end != NULL && cl != NULL && n >= (size_t)(end + 4 - buf) + strtoul(cl + 16, NULL, 10))
+            break;
+        if (n + 1 >= cap)
+            break;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+/* A raw TCP connection to the test server (no libcurl: it would wait for 100 Continue). */
+static int raw_connect(void)
+{
+    const char *colon = strrchr(URL, ':');
+    assert_non_null(colon);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)strtoul(colon + 1, NULL, 10));
+    assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr), 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 20};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* PROTOCOL.md section 3 and section 7, amendment 3: a client that sends a 2 MiB push without
+ * waiting for 100 Continue can send all of it and reads its 413 (the server does not reset the
+ * connection under it); a client that waits for 100 Continue gets the 413 without sending. */
+static void test_server_refusal__413_reaches_a_client_still_sending(void **state)
+{
+    (void)state;
+    char devid[16];
+    th_device_id(0, devid);
+    const size_t total = 2u * 1024 * 1024;
+    char *chunk = fsa_malloc(65536);
+    assert_non_null(chunk);
+    memset(chunk, ' ', 65536);
+    char answer[4096];
+    for (int round = 0; round < 3; round++) {
+        int fd = raw_connect();
+        char head[512];
+        int hn = snprintf(head, sizeof head,
+                          "POST /v1/devices/%s/ops HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                          devid, total);
+        assert_int_equal(send(fd, head, (size_t)hn, MSG_NOSIGNAL), hn);
+        size_t sent = 0;
+        while (sent < total) {
+            ssize_t k = send(fd, chunk, 65536, MSG_NOSIGNAL);
+            if (k <= 0)
+                fail_msg("round %d: send failed after %zu of %zu bytes", round, sent, total);
+            sent += (size_t)k;
+        }
+        size_t n = read_answer(fd, answer, sizeof answer);
+        close(fd);
+        if (n == 0 || strncmp(answer, "HTTP/1.1 413", 12) != 0 ||
+            strstr(answer, "\"too_large\"") == NULL)
+            fail_msg("round %d: answer '%s'", round, answer);
+    }
+    /* Expect: 100-continue: refused before the body is sent. */
+    int fd = raw_connect();
+    char head[512];
+    int hn = snprintf(head, sizeof head,
+                      "POST /v1/devices/%s/ops HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      "Content-Length: %zu\r\nExpect: 100-continue\r\n\r\n",
+                      devid, total);
+    assert_int_equal(send(fd, head, (size_t)hn, MSG_NOSIGNAL), hn);
+    size_t n = read_answer(fd, answer, sizeof answer);
+    close(fd);
+    assert_true(n > 0);
+    assert_int_equal(strncmp(answer, "HTTP/1.1 413", 12), 0);
+    fsa_free(chunk);
+    /* The server goes on serving. */
+    char op[OPBUF];
+    expect_status(
+        0,
+        tc_op(op, sizeof op, NULL, "increment", "ticket", "T-mia", ",\"field\":\"level\",\"by\":1"),
+        FSA_RESULT_APPLIED, NULL);
+}
+
 static void test_server_auth__signature_replay_skew_device(void **state)
 {
     (void)state;
@@ -733,6 +1000,10 @@ int main(void)
         cmocka_unit_test(test_server_group__all_or_nothing),
         cmocka_unit_test(test_server_pull__pages_cursor_visibility),
         cmocka_unit_test(test_server_bad_bodies__codes_and_nothing_applied),
+        cmocka_unit_test(test_server_amendments__create_without_fields_and_no_fix),
+        cmocka_unit_test(test_server_entity_too_large__rejected_nothing_changes),
+        cmocka_unit_test(test_server_pull__page_ends_at_4_mib),
+        cmocka_unit_test(test_server_refusal__413_reaches_a_client_still_sending),
         cmocka_unit_test(test_server_auth__signature_replay_skew_device),
         cmocka_unit_test(test_server_admin__ops_get_stats),
     };

@@ -1,5 +1,7 @@
 /* fieldsync tests: PROTOCOL.md section 6 conformance under concurrency: many devices (threads)
- * pushing at once to the real fieldsync-server. */
+ * pushing at once to the real fieldsync-server; with FSA_TEST_PROCS=N to N server processes on one
+ * database (each device at process device % N), and FSA_TEST_DB=postgresql on PostgreSQL
+ * (tests/sync/CMakeLists.txt registers the variants). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 
 #include "port/alloc.h"
 #include "sync/transport.h"
+#include "tests/sync/pg_harness.h"
 #include "tests/sync/server_client.h"
 #include "tests/test_util.h"
 
@@ -18,22 +21,45 @@
 #define NDEV 100
 #endif
 #define OPBUF 2048
+/* Server processes sharing the database: FSA_TEST_PROCS (1..PROCS_MAX, default 1). */
+#define PROCS_MAX 4
+static th_server_t g_procs[PROCS_MAX];
+static int g_nproc = 1;
+/* The first process: seeds and reads go there. */
+#define g_srv (g_procs[0])
 
-static th_server_t g_srv;
+/* The URL of the process that serves device (or pull page) i. */
+static const char *url_of(int i)
+{
+    return g_procs[i % g_nproc].url;
+}
 
 static int setup(void **state)
 {
     (void)state;
-    memset(&g_srv, 0, sizeof g_srv);
-    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, NDEV) || !th_server_start(&g_srv, NULL))
+    const char *procs = getenv("FSA_TEST_PROCS");
+    g_nproc = procs != NULL ? (int)strtol(procs, NULL, 10) : 1;
+    if (g_nproc < 1 || g_nproc > PROCS_MAX)
         return -1;
+    memset(g_procs, 0, sizeof g_procs);
+    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, NDEV) ||
+        !th_backend_db(g_srv.db, sizeof g_srv.db))
+        return -1;
+    for (int i = 1; i < g_nproc; i++)
+        g_procs[i] = g_srv;
+    for (int i = 0; i < g_nproc; i++) {
+        if (!th_server_start(&g_procs[i], NULL))
+            return -1;
+    }
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    int rc = th_server_stop(&g_srv);
+    int rc = 0;
+    for (int i = g_nproc - 1; i >= 0; i--)
+        rc |= th_server_stop(&g_procs[i]);
     th_dir_remove(g_srv.dir);
     return rc == 0 ? 0 : -1;
 }
@@ -54,7 +80,7 @@ static void *worker_main(void *arg)
     CURL *h = curl_easy_init();
     pthread_barrier_wait(w->start);
     for (int i = 0; i < w->pushes; i++) {
-        w->http[i] = tc_push(h, g_srv.url, w->device, w->ops[i], &w->res[i], &w->nres[i]);
+        w->http[i] = tc_push(h, url_of(w->device), w->device, w->ops[i], &w->res[i], &w->nres[i]);
     }
     curl_easy_cleanup(h);
     return NULL;
@@ -258,7 +284,6 @@ static void test_server_conc__racing_stale_sets_and_groups(void **state)
 }
 
 typedef struct puller {
-    const char *url;
     atomic_int *writers_done;
     int64_t seen_version[20]; /* the highest version pulled of each ticket T-pull-<i> */
     int pages;
@@ -266,7 +291,8 @@ typedef struct puller {
 } puller_t;
 
 /* Pulls with its cursor while writers run, then once more after they finished, until more is
- * false; records the highest version seen of each ticket. */
+ * false; records the highest version seen of each ticket. Each page goes to the next process: the
+ * cursor of one process is carried to another under concurrent commits. */
 static void *puller_main(void *arg)
 {
     puller_t *p = arg;
@@ -282,8 +308,8 @@ static void *puller_main(void *arg)
                      cursor[0] ? "&since=" : "", cursor);
             th_resp_t r;
             fsa_codec_pull_t pl;
-            if (!th_request(h, p->url, "GET", path, 99, NULL, 0, NULL, &r) || r.status != 200 ||
-                fsa_codec_decode_pull(r.body, r.len, &pl) != FSA_OK) {
+            if (!th_request(h, url_of(p->pages), "GET", path, 99, NULL, 0, NULL, &r) ||
+                r.status != 200 || fsa_codec_decode_pull(r.body, r.len, &pl) != FSA_OK) {
                 th_resp_free(&r);
                 p->ok = false;
                 curl_easy_cleanup(h);
@@ -330,7 +356,7 @@ static void test_server_conc__pull_cursor_misses_nothing_under_writes(void **sta
         }
     }
     atomic_int done = 0;
-    puller_t p = {g_srv.url, &done, {0}, 0, false};
+    puller_t p = {&done, {0}, 0, false};
     pthread_t pt;
     assert_int_equal(pthread_create(&pt, NULL, puller_main, &p), 0);
     int counts[FSA__RESULT_COUNT];

@@ -94,6 +94,11 @@ typedef enum fieldsync_status {
  * Any thread. */
 FIELDSYNC_API const char *fieldsync_status_str(fieldsync_status_t st);
 
+/* The level of the library's log lines (on stderr): "debug", "info", "warn" (the default),
+ * "error" or "off". Process-wide; takes effect for handles opened after the call. FIELDSYNC_OK,
+ * FIELDSYNC_EINVAL (unknown level). Call it before opening handles, from one thread. */
+FIELDSYNC_API fieldsync_status_t fieldsync_set_log_level(const char *level);
+
 /* ---- Opening a journal ---- */
 
 typedef struct fieldsync fieldsync_t;
@@ -431,6 +436,29 @@ typedef struct fieldsync_sync_status {
 FIELDSYNC_API fieldsync_status_t fieldsync_status(fieldsync_t *fs,
                                                   fieldsync_sync_status_t *out) FIELDSYNC_MUST_CHECK;
 
+/* The device's configuration and queue figures as a JSON object in *json (caller frees), for
+ * diagnostics (`fieldsync status --json` prints it):
+ *   {"device_id":"dev1","server":"https://...","pending":3,"inflight":1,"conflicts":0,
+ *    "rejected":0,"oldest_pending_at_ms":...,"last_seq":17,"last_sync_ms":...,
+ *    "next_attempt_ms":0,"sync_failures":0,"clock_offset_ms":-12}
+ * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ENOMEM, FIELDSYNC_ECLOSED. Any thread. */
+FIELDSYNC_API fieldsync_status_t fieldsync_info(fieldsync_t *fs, char **json) FIELDSYNC_MUST_CHECK;
+
+/* Where an op recorded on this device stands. */
+typedef enum fieldsync_op_state {
+    FIELDSYNC_OP_PENDING = 0,  /* waiting to be sent */
+    FIELDSYNC_OP_SENT = 1,     /* sent, no answer yet (it is resent as is: ops are idempotent) */
+    FIELDSYNC_OP_DONE = 2,     /* the server applied it */
+    FIELDSYNC_OP_CONFLICT = 3, /* waits for a person: its precondition failed on the server */
+    FIELDSYNC_OP_REJECTED = 4  /* waits for a person: the server refused it for good */
+} fieldsync_op_state_t;
+
+/* The state of op op_id (from a fieldsync_rec_t) in *out. FIELDSYNC_OK; FIELDSYNC_ENOTFOUND
+ * (never recorded here, or done and forgotten after the audit period of 30 days);
+ * FIELDSYNC_EINVAL; FIELDSYNC_EIO; FIELDSYNC_ECLOSED. Any thread. */
+FIELDSYNC_API fieldsync_status_t fieldsync_op_state(fieldsync_t *fs, const char *op_id,
+                                                    fieldsync_op_state_t *out) FIELDSYNC_MUST_CHECK;
+
 /* The conflicts and rejections waiting for a person (all: also resolved ones), oldest first, as
  * a JSON array in *json (caller frees); each {"op_id","seq","kind","type","id","outcome","code",
  * "reason","decision","resolution","server_version","server_fields","local"}.
@@ -469,7 +497,7 @@ typedef struct fieldsync_report {
  * sync_interval_ms, and at the persisted next attempt while backing off; it runs the listeners
  * (unless buffered). FIELDSYNC_OK; FIELDSYNC_EBUSY (already started, or still stopping: wait
  * for the STOPPED status; or called from a listener); FIELDSYNC_ENOTFOUND (not initialised);
- * FIELDSYNC_ENOMEM; FIELDSYNC_ECLOSED. Any thread.
+ * FIELDSYNC_EINVAL (unknown flags); FIELDSYNC_ENOMEM; FIELDSYNC_ECLOSED. Any thread.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_start(fieldsync_t *fs,
                                                  uint32_t flags) FIELDSYNC_MUST_CHECK;
@@ -502,6 +530,25 @@ FIELDSYNC_API fieldsync_status_t fieldsync_reload(fieldsync_t *fs);
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
                                                      fieldsync_report_t *report) FIELDSYNC_MUST_CHECK;
+
+/* The sync figures of this handle since it was opened (the sync thread's cycles and
+ * fieldsync_sync_once's alike), for metrics. A caller compiled against an older header passes
+ * its smaller size and gets the members it knows. */
+typedef struct fieldsync_stats {
+    uint32_t size;             /* set by the caller to sizeof(fieldsync_stats_t) */
+    int64_t cycles_ok;         /* pushed and pulled everything */
+    int64_t cycles_offline;    /* the server could not be reached, or backing off */
+    int64_t cycles_error;      /* refused, protocol, storage and other failures */
+    int64_t cycles_busy;       /* another process held the SYNC lock: nothing done */
+    int64_t batches;           /* batches pushed */
+    fieldsync_report_t totals; /* every cycle's report summed; next_attempt_ms and
+                                  last_http_status are the last cycle's */
+} fieldsync_stats_t;
+
+/* Fills *out (out->size set by the caller). FIELDSYNC_OK, FIELDSYNC_EINVAL (NULL, no size),
+ * FIELDSYNC_ECLOSED. Any thread, also a listener. */
+FIELDSYNC_API fieldsync_status_t fieldsync_stats(fieldsync_t *fs,
+                                                 fieldsync_stats_t *out) FIELDSYNC_MUST_CHECK;
 
 /* ---- Listeners ---- */
 

@@ -6,7 +6,7 @@
 set -u
 nm=$1 lib=$2 header=$3
 pass=0 failed=0
-exported=$("$nm" -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {print $3}' | sort -u)
+exported=$("$nm" -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {sub(/@.*/, "", $3); print $3}' | sort -u)
 declared=$(tr '\n' ' ' < "$header" | grep -o 'FIELDSYNC_API[^;]*' |
            grep -o 'fieldsync_[a-z_0-9]*(' | tr -d '(' | sort -u)
 if [ -z "$exported" ] || [ -z "$declared" ]; then

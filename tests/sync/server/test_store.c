@@ -1,9 +1,12 @@
 /* fieldsync tests: sync/server/store.c, the server's SQLite store, in process: groups, the op log,
- * change numbers and visibility, refusing a database that is not its own. */
+ * change numbers and visibility, refusing a database that is not its own, nonces and retention,
+ * two stores on one file, the migration from schema 1. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "port/alloc.h"
 #include "sync/server/store.h"
@@ -217,6 +220,199 @@ static void test_fsa_store_open__refuses_a_foreign_database(void **state)
     unlink(path);
 }
 
+static int64_t count_rows(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int64_t v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Replay state in the database: a nonce is a replay until it expires, then fresh again; expired
+ * nonces are removed a few at a time by later checks. */
+static void test_fsa_store_nonce__replay_expiry_and_cleanup(void **state)
+{
+    fixture_t *f = *state;
+    bool replay = true;
+    assert_fsa_ok(
+        fsa_store_nonce(f->store, "d1", "00112233445566778899aabbccddeeff", 5000, 1000, &replay));
+    assert_false(replay);
+    assert_fsa_ok(
+        fsa_store_nonce(f->store, "d1", "00112233445566778899aabbccddeeff", 5000, 2000, &replay));
+    assert_true(replay);
+    /* Another device may use the same nonce. */
+    assert_fsa_ok(
+        fsa_store_nonce(f->store, "d2", "00112233445566778899aabbccddeeff", 5000, 2000, &replay));
+    assert_false(replay);
+    /* Past its expiry the nonce is outside the window: the skew check refuses such a request
+     * anyway, and the row is renewed rather than kept. */
+    assert_fsa_ok(
+        fsa_store_nonce(f->store, "d1", "00112233445566778899aabbccddeeff", 9000, 6000, &replay));
+    assert_false(replay);
+    /* 200 nonces expiring at 10000; then checks at 20000 remove them, 32 per check. */
+    char nonce[33];
+    for (int i = 0; i < 200; i++) {
+        snprintf(nonce, sizeof nonce, "%032x", i + 1000);
+        assert_fsa_ok(fsa_store_nonce(f->store, "d3", nonce, 10000, 7000, &replay));
+        assert_false(replay);
+    }
+    /* d2's nonce (expired at 5000) went with the first of these checks. */
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM nonces"), 201);
+    for (int i = 0; i < 7; i++) {
+        snprintf(nonce, sizeof nonce, "%032x", i + 5000);
+        assert_fsa_ok(fsa_store_nonce(f->store, "d3", nonce, 30000, 20000, &replay));
+    }
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM nonces WHERE expires < 20000"), 0);
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM nonces"), 7);
+    assert_int_equal(fsa_store_nonce(NULL, "d1", nonce, 1, 1, &replay), FSA_EINVAL);
+}
+
+/* Retention: outcomes received before the cut are removed in chunks; an op resent after its
+ * outcome went applies again (why the retention must cover a device's longest time offline). */
+static void test_fsa_store_sweep_ops__chunks_and_forgets(void **state)
+{
+    fixture_t *f = *state;
+    fsa_codec_op_t ops[5];
+    fsa_codec_result_t res[5];
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "s%d", i);
+        op_make(&ops[i], id, FSA_OP_INCREMENT, FSA_TYPE_TICKET, "T1", NULL, NULL);
+        snprintf(ops[i].op.field, sizeof ops[i].op.field, "level");
+        ops[i].op.by = 1;
+    }
+    fsa_codec_op_t create;
+    fsa_codec_result_t cres;
+    op_make(&create, "c0", FSA_OP_CREATE, FSA_TYPE_TICKET, "T1", NULL, NULL);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, &create, 1, 500, &cres, NULL, 0));
+    ops_clear(&create, &cres, 1);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 3, 1000, res, NULL, 0));
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops + 3, 2, 3000, res + 3, NULL, 0));
+    for (int i = 0; i < 5; i++)
+        fsa_codec_result_clear(&res[i]);
+    int64_t deleted = -1;
+    assert_fsa_ok(fsa_store_sweep_ops(f->store, 2000, 2, &deleted));
+    assert_int_equal(deleted, 2); /* c0 and s0: the oldest first */
+    assert_fsa_ok(fsa_store_sweep_ops(f->store, 2000, 2, &deleted));
+    assert_int_equal(deleted, 2);
+    assert_fsa_ok(fsa_store_sweep_ops(f->store, 2000, 2, &deleted));
+    assert_int_equal(deleted, 0);
+    int64_t ents = 0, nops = 0, last = 0;
+    assert_fsa_ok(fsa_store_counts(f->store, &ents, &nops, &last));
+    assert_int_equal(nops, 2);
+    /* s1 is forgotten: applied again; s4 is remembered: a duplicate. */
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops + 1, 1, 4000, res, NULL, 0));
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    assert_int_equal(res[0].version, 7);
+    fsa_codec_result_clear(&res[0]);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops + 4, 1, 4000, res, NULL, 0));
+    assert_int_equal(res[0].status, FSA_RESULT_DUPLICATE);
+    ops_clear(ops, res, 5);
+    assert_int_equal(fsa_store_sweep_ops(f->store, 1, 0, &deleted), FSA_EINVAL);
+}
+
+/* Two stores on one file, as two server processes are: nothing is cached between transactions,
+ * so change numbers stay unique and ordered, nonces and op ids are shared. */
+static void test_fsa_store_two_handles__share_everything(void **state)
+{
+    fixture_t *f = *state;
+    fsa_store_t *other = NULL;
+    char err[256];
+    assert_fsa_ok(fsa_store_open(fsa_port_posix(), f->path, 1, &other, err, sizeof err));
+    fsa_codec_op_t op;
+    fsa_codec_result_t r;
+    for (int i = 0; i < 6; i++) {
+        char op_id[16], id[16];
+        snprintf(op_id, sizeof op_id, "t%d", i);
+        snprintf(id, sizeof id, "T%d", i);
+        op_make(&op, op_id, FSA_OP_CREATE, FSA_TYPE_TICKET, id, NULL, NULL);
+        assert_fsa_ok(
+            fsa_store_apply(i % 2 ? other : f->store, "d1", false, &op, 1, 1000, &r, NULL, 0));
+        assert_int_equal(r.status, FSA_RESULT_APPLIED);
+        ops_clear(&op, &r, 1);
+    }
+    /* The same op at the other handle: a duplicate with the original's version. */
+    op_make(&op, "t4", FSA_OP_CREATE, FSA_TYPE_TICKET, "T4", NULL, NULL);
+    assert_fsa_ok(fsa_store_apply(other, "d1", false, &op, 1, 1000, &r, NULL, 0));
+    assert_int_equal(r.status, FSA_RESULT_DUPLICATE);
+    assert_int_equal(r.version, 1);
+    ops_clear(&op, &r, 1);
+    fsa_codec_pull_t p;
+    int64_t next = 0;
+    assert_fsa_ok(fsa_store_pull(other, "d2", 0, 100, &p, &next));
+    assert_int_equal(p.count, 6);
+    assert_int_equal(next, 6);
+    for (size_t i = 0; i < p.count; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "T%d", (int)i);
+        assert_string_equal(p.changes[i].id, id);
+    }
+    fsa_codec_pull_free(&p);
+    bool replay = false;
+    assert_fsa_ok(
+        fsa_store_nonce(f->store, "d1", "ffffffffffffffffffffffffffffffff", 9000, 1000, &replay));
+    assert_false(replay);
+    assert_fsa_ok(
+        fsa_store_nonce(other, "d1", "ffffffffffffffffffffffffffffffff", 9000, 1000, &replay));
+    assert_true(replay);
+    fsa_store_close(other);
+}
+
+/* A schema-1 database (the first server's) is migrated in place, its rows kept. */
+static void test_fsa_store_open__migrates_schema_1(void **state)
+{
+    fixture_t *f = *state;
+    char path[160];
+    snprintf(path, sizeof path, "%s/v1.db", f->dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE entities(type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER "
+                     "NOT NULL, mdtz INTEGER NOT NULL, fields TEXT NOT NULL, chg INTEGER NOT NULL,"
+                     " owner TEXT, PRIMARY KEY(type, id)) WITHOUT ROWID;"
+                     "CREATE UNIQUE INDEX entities_chg ON entities(chg);"
+                     "CREATE TABLE ops(op_id TEXT PRIMARY KEY, device TEXT NOT NULL, seq INTEGER "
+                     "NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, status INTEGER NOT NULL, "
+                     "version INTEGER NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL, "
+                     "received INTEGER NOT NULL) WITHOUT ROWID;"
+                     "INSERT INTO entities VALUES('ticket','T9',3,1,"
+                     "'{\"level\":2,\"assignedto\":\"p7\"}',7,NULL);"
+                     "INSERT INTO ops VALUES('o9','d1',1,'ticket','T9',0,3,'','',1);"
+                     "PRAGMA application_id=1179861331; PRAGMA user_version=1;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    fsa_store_t *s = NULL;
+    char err[256];
+    assert_fsa_ok(fsa_store_open(fsa_port_posix(), path, 1, &s, err, sizeof err));
+    assert_int_equal(version_of(s, FSA_TYPE_TICKET, "T9"), 3);
+    bool replay = true;
+    assert_fsa_ok(fsa_store_nonce(s, "d1", "0123456789abcdef0123456789abcdef", 10, 1, &replay));
+    assert_false(replay);
+    fsa_store_close(s);
+    assert_int_equal(count_rows(path, "PRAGMA user_version"), 3);
+    /* Schema 3 filled the scope keys of the rows it found. */
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM entities WHERE person = 'p7'"), 1);
+    /* A newer schema than this server knows is refused. */
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(fsa_store_open(fsa_port_posix(), path, 1, &s, err, sizeof err), FSA_ESCHEMA);
+    assert_non_null(strstr(err, "schema version 99"));
+    const char *suffix[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char p[200];
+        snprintf(p, sizeof p, "%s%s", path, suffix[i]);
+        unlink(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +424,13 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_open__refuses_a_foreign_database, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_nonce__replay_expiry_and_cleanup, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_sweep_ops__chunks_and_forgets, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_two_handles__share_everything, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_open__migrates_schema_1, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

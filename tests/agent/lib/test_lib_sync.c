@@ -1,0 +1,662 @@
+/* Tests for agent/lib/worker.c, libfieldsync's sync thread, against the real fieldsync-server:
+ * sixteen app threads recording while the thread drains with faults on, start/stop/close races,
+ * stop from a listener, nothing after STOPPED, a refused device, sync_once and sync_now. */
+#define _XOPEN_SOURCE 700
+#include <dirent.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "agent/lib/internal.h" /* the simulator's hook: a handle on a sim port */
+#include "port/sim/sim.h"
+#include "sync/transport.h"
+#include "tests/agent/lib/lib_sync_fixture.h"
+
+#define THREADS 16
+#define TICKETS 4
+
+static int setup_plain(void **state)
+{
+    lfx_t *f = fsa_calloc(1, sizeof *f);
+    if (f == NULL || !lfx_setup(f, NULL, false))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int setup_faults(void **state)
+{
+    const char *faults[] = {"--fault-drop", "0.05",         "--fault-5xx", "0.05", "--fault-reset",
+                            "0.05",         "--fault-seed", "7",           NULL};
+    lfx_t *f = fsa_calloc(1, sizeof *f);
+    if (f == NULL || !lfx_setup(f, faults, false))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+/* A slow server, so that a cycle is still on when close comes. */
+static int setup_slow(void **state)
+{
+    const char *slow[] = {"--fault-latency-ms", "300", NULL};
+    lfx_t *f = fsa_calloc(1, sizeof *f);
+    if (f == NULL || !lfx_setup(f, slow, false))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    lfx_t *f = *state;
+    lfx_teardown(f);
+    fsa_free(f);
+    return 0;
+}
+
+static bool on_server(lfx_t *f, const char *id)
+{
+    char *fields = NULL;
+    bool there = tc_get(NULL, f->srv.url, "ticket", id, &fields) > 0;
+    fsa_free(fields);
+    return there;
+}
+
+/* Reads the journal's queue depth through the public API. */
+static int64_t queue_depth(fieldsync_t *fs)
+{
+    fieldsync_sync_status_t s = {.size = sizeof s};
+    assert_int_equal(fieldsync_status(fs, &s), FIELDSYNC_OK);
+    return s.queue_depth;
+}
+
+/* Waits (bounded) until the journal's queue is empty: between looks, on the status listener's
+ * signal (a status event follows every cycle). */
+static bool drained(fieldsync_t *fs, lrec_t *r, int ms)
+{
+    int64_t end = lfx_now_ms() + ms;
+    while (lfx_now_ms() < end) {
+        if (queue_depth(fs) == 0)
+            return true;
+        pthread_mutex_lock(&r->mu);
+        int seen = r->status_events;
+        pthread_mutex_unlock(&r->mu);
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 1;
+        pthread_mutex_lock(&r->mu);
+        while (r->status_events == seen && pthread_cond_timedwait(&r->cv, &r->mu, &dl) == 0) {
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    return queue_depth(fs) == 0;
+}
+
+/* Open file descriptors of this process. */
+static int open_fds(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    assert_non_null(dir);
+    int n = 0;
+    while (readdir(dir) != NULL)
+        n++;
+    closedir(dir);
+    return n;
+}
+
+static void stop_and_wait(fieldsync_t *fs, lrec_t *r)
+{
+    assert_int_equal(fieldsync_stop(fs), FIELDSYNC_OK);
+    if (!lrec_wait(r, lrec_is_stopped, 30000))
+        fail_msg("no STOPPED status within 30 s of fieldsync_stop");
+}
+
+/* ---- sixteen threads recording while the sync thread drains, faults on ---- */
+
+typedef struct worker_arg {
+    fieldsync_t *fs;
+    int index, n;
+    char (*op_ids)[40];
+    int64_t by[TICKETS]; /* this thread's intents per ticket */
+    int failures;
+} worker_arg_t;
+
+static void *recorder(void *p)
+{
+    worker_arg_t *a = p;
+    for (int i = 0; i < a->n; i++) {
+        int t = (a->index + i) % TICKETS;
+        int by = 1 + (a->index + i) % 3;
+        char op[160];
+        snprintf(op, sizeof op,
+                 "{\"kind\":\"increment\",\"type\":\"ticket\",\"id\":\"T%d\",\"field\":\"level\","
+                 "\"by\":%d}",
+                 t, by);
+        fieldsync_rec_t rec;
+        if (fieldsync_record(a->fs, op, NULL, &rec) != FIELDSYNC_OK) {
+            a->failures++;
+            continue;
+        }
+        snprintf(a->op_ids[i], 40, "%s", rec.op_id);
+        a->by[t] += by;
+    }
+    return NULL;
+}
+
+static int cmp_id(const void *x, const void *y)
+{
+    return strcmp((const char *)x, (const char *)y);
+}
+
+static void test_start__sixteen_threads_drain_with_faults(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 500);
+
+    int per = lfx_scaled(40);
+    int total = THREADS * per + TICKETS;
+    char(*ids)[40] = fsa_calloc((size_t)total, sizeof *ids);
+    assert_non_null(ids);
+    lrec_t r;
+    lrec_init(&r, fs, total + 16);
+    lrec_listen(&r, fs);
+    int n = 0;
+    for (int t = 0; t < TICKETS; t++) {
+        char id[8];
+        snprintf(id, sizeof id, "T%d", t);
+        fieldsync_rec_t rec;
+        assert_int_equal(fieldsync_ticket_create(fs, id, NULL, &rec), FIELDSYNC_OK);
+        snprintf(ids[n++], 40, "%s", rec.op_id);
+    }
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_EBUSY); /* already started */
+
+    pthread_t th[THREADS];
+    worker_arg_t args[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (worker_arg_t){.fs = fs, .index = i, .n = per, .op_ids = ids + n + i * per};
+        assert_int_equal(pthread_create(&th[i], NULL, recorder, &args[i]), 0);
+    }
+    int64_t want[TICKETS] = {0};
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+        for (int t = 0; t < TICKETS; t++)
+            want[t] += args[i].by[t];
+    }
+    /* Faults may have put the thread into a backoff: ask for a cycle now, then wait. */
+    assert_int_equal(fieldsync_sync_now(fs), FIELDSYNC_OK);
+    if (!drained(fs, &r, 180000))
+        fail_msg("the queue did not drain within 180 s (%" PRId64 " left)", queue_depth(fs));
+    /* The server has exactly the sum of the intents. */
+    for (int t = 0; t < TICKETS; t++) {
+        char id[8], level[32];
+        snprintf(id, sizeof id, "T%d", t);
+        tc_field(NULL, f->srv.url, "ticket", id, "level", level, sizeof level);
+        if (strtoll(level, NULL, 10) != want[t])
+            fail_msg("ticket %s: the server has level %s, the intents sum to %" PRId64, id, level,
+                     want[t]);
+    }
+    stop_and_wait(fs, &r);
+    /* Every recorded op's RECORDED change was heard exactly once, changes in order. */
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.recorded, total);
+    assert_int_equal(r.out_of_order, 0);
+    qsort(ids, (size_t)total, sizeof *ids, cmp_id);
+    qsort(r.recorded_ids, (size_t)total, sizeof *r.recorded_ids, cmp_id);
+    for (int i = 0; i < total; i++)
+        if (strcmp(ids[i], r.recorded_ids[i]) != 0)
+            fail_msg("recorded op %s: its RECORDED change was not heard exactly once (found %s)",
+                     ids[i], r.recorded_ids[i]);
+    pthread_mutex_unlock(&r.mu);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    assert_int_equal(r.after_stopped, 0);
+    lrec_clear(&r);
+    fsa_free(ids);
+}
+
+/* ---- start, stop and close races ---- */
+
+static void test_close__during_a_cycle(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    for (int i = 0; i < 5; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "C%d", i);
+        assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
+    }
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_is_syncing, 20000));
+    int64_t t0 = lfx_now_ms();
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    int64_t took = lfx_now_ms() - t0;
+    /* The request in flight ends (300 ms of latency), the cycle sees the cancel. */
+    if (took > 10000)
+        fail_msg("close took %" PRId64 " ms", took);
+    /* Close delivers nothing more: the cycle's end and STOPPED go unheard. */
+    pthread_mutex_lock(&r.mu);
+    assert_false(r.stopped);
+    int events = r.status_events + r.change_events + r.conflict_events;
+    pthread_mutex_unlock(&r.mu);
+    /* The handle is gone: nothing of it may run (ASan would see a use after free). */
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.status_events + r.change_events + r.conflict_events, events);
+    assert_int_equal(r.after_stopped, 0);
+    pthread_mutex_unlock(&r.mu);
+    lrec_clear(&r);
+}
+
+static void test_stop__inside_a_listener(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    assert_int_equal(fieldsync_ticket_create(fs, "S1", NULL, NULL), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    r.stop_in_listener = true;
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_is_stopped, 30000));
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.stop_calls, 1);
+    assert_int_equal(r.stop_result, FIELDSYNC_OK);
+    assert_int_equal(r.last.state, FIELDSYNC_STATE_STOPPED);
+    pthread_mutex_unlock(&r.mu);
+    /* STOPPED says the thread ended, not that something failed. */
+    assert_int_equal(r.last.last_error, FIELDSYNC_OK);
+    /* Records after the stop: no listener hears of them (the thread is gone). */
+    assert_int_equal(fieldsync_ticket_create(fs, "S2", NULL, NULL), FIELDSYNC_OK);
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    assert_int_equal(r.after_stopped, 0);
+    lrec_clear(&r);
+}
+
+static void test_start__stop_rounds_nothing_after_stopped(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    int rounds = lfx_scaled(100);
+    int fds = open_fds();
+    for (int i = 0; i < rounds; i++) {
+        pthread_mutex_lock(&r.mu);
+        assert_int_equal(r.after_stopped, 0);
+        r.stopped = false;
+        r.syncing_seen = 0;
+        pthread_mutex_unlock(&r.mu);
+        char id[16];
+        snprintf(id, sizeof id, "R%d", i);
+        assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
+        /* Right after the last STOPPED: a start must be taken (not EBUSY). */
+        uint32_t flags = i % 3 == 2 ? FIELDSYNC_START_LISTEN_ONLY : 0;
+        fieldsync_status_t st = fieldsync_start(fs, flags);
+        if (st != FIELDSYNC_OK)
+            fail_msg("round %d: start: %s", i, fieldsync_errmsg(fs));
+        if (i % 2 == 0 && flags == 0)
+            assert_true(lrec_wait(&r, lrec_is_syncing, 20000)); /* stop in a cycle */
+        stop_and_wait(fs, &r);
+    }
+    /* Each start's watch, pipe and threads are gone with it. The last thread may still be on
+     * its way out (after STOPPED): a start joins it. */
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.after_stopped, 0);
+    r.stopped = false;
+    pthread_mutex_unlock(&r.mu);
+    assert_int_equal(fieldsync_start(fs, FIELDSYNC_START_LISTEN_ONLY), FIELDSYNC_OK);
+    stop_and_wait(fs, &r);
+    assert_true(open_fds() <= fds + 3); /* at most the last start's inotify fd and pipe */
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    assert_int_equal(r.after_stopped, 0);
+    lrec_clear(&r);
+}
+
+/* ---- the rest of the contract ---- */
+
+static void test_sync_once__busy_while_started(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    assert_int_equal(fieldsync_sync_now(fs), FIELDSYNC_EBUSY); /* not started */
+    assert_int_equal(fieldsync_ticket_create(fs, "O1", NULL, NULL), FIELDSYNC_OK);
+    fieldsync_report_t rep;
+    assert_int_equal(fieldsync_sync_once(fs, false, &rep), FIELDSYNC_OK);
+    assert_int_equal(rep.applied, 1);
+    assert_true(on_server(f, "O1"));
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_sync_once(fs, true, &rep), FIELDSYNC_EBUSY);
+    assert_int_equal(fieldsync_sync_now(fs), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_has_synced, 20000));
+    stop_and_wait(fs, &r);
+    fieldsync_stats_t stats = {.size = sizeof stats};
+    assert_int_equal(fieldsync_stats(fs, &stats), FIELDSYNC_OK);
+    assert_true(stats.cycles_ok >= 2);
+    assert_int_equal(stats.totals.applied, 1);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
+/* A 401 does not stop the device for good (PROTOCOL.md 7.4): ATTENTION, retried later. */
+static void test_start__refused_device_is_attention(void **state)
+{
+    lfx_t *f = *state;
+    assert_true(lfx_write_secret(f->secret, 1)); /* device 1's secret for device 0: refused */
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    assert_int_equal(fieldsync_ticket_create(fs, "A1", NULL, NULL), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    pthread_mutex_lock(&r.mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 30;
+    while (r.attention_seen == 0 && pthread_cond_timedwait(&r.cv, &r.mu, &dl) == 0) {
+    }
+    assert_true(r.attention_seen > 0);
+    assert_int_equal(r.last.state, FIELDSYNC_STATE_ATTENTION);
+    assert_int_equal(r.last.last_error, FIELDSYNC_EAUTH);
+    assert_true(r.last.next_attempt_ms > 0); /* a later attempt is planned */
+    assert_false(r.stopped);
+    pthread_mutex_unlock(&r.mu);
+    /* The thread still runs: a fixed secret and a reload sync at once. */
+    assert_true(lfx_write_secret(f->secret, 0));
+    assert_int_equal(fieldsync_reload(fs), FIELDSYNC_OK);
+    int64_t end = lfx_now_ms() + 30000;
+    while (!on_server(f, "A1") && lfx_now_ms() < end) {
+        pthread_mutex_lock(&r.mu);
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 1;
+        (void)pthread_cond_timedwait(&r.cv, &r.mu, &dl);
+        pthread_mutex_unlock(&r.mu);
+    }
+    assert_true(on_server(f, "A1"));
+    stop_and_wait(fs, &r);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
+static void test_start__bad_arguments(void **state)
+{
+    lfx_t *f = *state;
+    assert_int_equal(fieldsync_start(NULL, 0), FIELDSYNC_EINVAL);
+    assert_int_equal(fieldsync_stop(NULL), FIELDSYNC_EINVAL);
+    assert_int_equal(fieldsync_sync_now(NULL), FIELDSYNC_EINVAL);
+    assert_int_equal(fieldsync_reload(NULL), FIELDSYNC_EINVAL);
+    assert_int_equal(fieldsync_sync_once(NULL, false, NULL), FIELDSYNC_EINVAL);
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    assert_int_equal(fieldsync_start(fs, 0x80), FIELDSYNC_EINVAL);
+    assert_int_equal(fieldsync_stop(fs), FIELDSYNC_OK); /* not started: fine */
+    fieldsync_stats_t s = {0};
+    assert_int_equal(fieldsync_stats(fs, NULL), FIELDSYNC_EINVAL);
+    assert_int_equal(fieldsync_stats(fs, &s), FIELDSYNC_EINVAL); /* size not set */
+    /* An older caller's smaller struct: only its members are written. */
+    struct {
+        fieldsync_stats_t st;
+        int64_t guard;
+    } small;
+    memset(&small, 0x5a, sizeof small);
+    small.st.size = (uint32_t)offsetof(fieldsync_stats_t, batches);
+    assert_int_equal(fieldsync_stats(fs, &small.st), FIELDSYNC_OK);
+    assert_int_equal(small.st.cycles_ok, 0);
+    assert_int_equal(small.st.batches, (int64_t)0x5a5a5a5a5a5a5a5a);
+    assert_int_equal(small.guard, (int64_t)0x5a5a5a5a5a5a5a5a);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+}
+
+/* A reload takes the configuration stored in the journal now (init run again meanwhile). */
+static void test_reload__takes_the_stored_configuration(void **state)
+{
+    lfx_t *f = *state;
+    assert_true(th_server_start(&f->srv, NULL));
+    f->started = true;
+    fieldsync_t *fs = lfx_open(f, 0, 0); /* stored: a server where nothing listens */
+    assert_int_equal(fieldsync_ticket_create(fs, "H1", NULL, NULL), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    pthread_mutex_lock(&r.mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 30;
+    while (r.last.state != FIELDSYNC_STATE_OFFLINE &&
+           pthread_cond_timedwait(&r.cv, &r.mu, &dl) == 0) {
+    }
+    assert_int_equal(r.last.state, FIELDSYNC_STATE_OFFLINE);
+    pthread_mutex_unlock(&r.mu);
+    /* init again, as a person would, with the right server; then reload */
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.flags = FIELDSYNC_OPEN_INIT;
+    cfg.journal_path = f->db;
+    cfg.device_id = "dev000";
+    cfg.server_url = f->srv.url;
+    cfg.secret_file = f->secret;
+    fieldsync_t *init = NULL;
+    assert_int_equal(fieldsync_open(&cfg, &init), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_close(init), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_reload(fs), FIELDSYNC_OK);
+    int64_t end = lfx_now_ms() + 30000;
+    while (!on_server(f, "H1") && lfx_now_ms() < end) {
+        pthread_mutex_lock(&r.mu);
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 1;
+        (void)pthread_cond_timedwait(&r.cv, &r.mu, &dl);
+        pthread_mutex_unlock(&r.mu);
+    }
+    assert_true(on_server(f, "H1"));
+    stop_and_wait(fs, &r);
+    /* sync_once after the reload uses the stored configuration too */
+    assert_int_equal(fieldsync_ticket_create(fs, "H2", NULL, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_sync_once(fs, true, NULL), FIELDSYNC_OK);
+    assert_true(on_server(f, "H2"));
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
+static int setup_no_server(void **state)
+{
+    lfx_t *f = fsa_calloc(1, sizeof *f);
+    if (f == NULL || !lfx_setup(f, NULL, true))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+/* The thread waits on the handle's port: on a sim port, the interval passes in virtual time. */
+static void test_start__on_a_sim_port_waits_in_virtual_time(void **state)
+{
+    lfx_t *f = *state;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    fsa_sim_t *sim = NULL;
+    fsa_wall_t start = {(int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000};
+    assert_int_equal(fsa_sim_new(42, start, "sim-dev", &sim), FSA_OK);
+    fsa_port_t *port = fsa_sim_port(sim);
+    port->log_level = FSA_LOG_ERROR;
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = f->db;
+    cfg.sync_interval_ms = 60000; /* a minute between pulls: virtual minutes */
+    fieldsync_t *fs = NULL;
+    assert_int_equal(fsl__open_with_port(&cfg, port, &fs), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    int64_t t0 = lfx_now_ms();
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    pthread_mutex_lock(&r.mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 60;
+    while (r.synced_seen < 3 && pthread_cond_timedwait(&r.cv, &r.mu, &dl) == 0) {
+    }
+    int synced = r.synced_seen;
+    pthread_mutex_unlock(&r.mu);
+    int64_t took = lfx_now_ms() - t0;
+    assert_true(synced >= 3); /* three pulls: two virtual minutes */
+    printf("3 pulls a virtual minute apart took %" PRId64 " ms of real time\n", took);
+    assert_true(took < 60000);
+    stop_and_wait(fs, &r);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+    fsa_sim_free(sim);
+}
+
+/* A long cycle (a backlog pushed batch by batch) tells its changes as it goes, not at its end. */
+static void test_start__long_cycle_tells_changes_as_it_goes(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    int n = 350; /* four batches of at most 100 */
+    for (int i = 0; i < n; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "G%d", i);
+        assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
+    }
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_has_synced, 60000));
+    stop_and_wait(fs, &r);
+    pthread_mutex_lock(&r.mu);
+    /* Before the cycle's end: at least the first three batches' results. */
+    if (r.synced_at_first_end < 300)
+        fail_msg("only %d SYNCED changes were heard before the cycle ended", r.synced_at_first_end);
+    assert_int_equal(r.synced_changes, n);
+    pthread_mutex_unlock(&r.mu);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
+static bool lrec_is_offline(lrec_t *r)
+{
+    return r->last.state == FIELDSYNC_STATE_OFFLINE && r->last.next_attempt_ms > 0;
+}
+
+/* Unreachable: the thread backs off, and tries again at the persisted next attempt by itself. */
+static void test_start__offline_retries_at_the_next_attempt(void **state)
+{
+    lfx_t *f = *state; /* the journal names a server where nothing listens */
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    assert_int_equal(fieldsync_ticket_create(fs, "N1", NULL, NULL), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_is_offline, 30000));
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.last.last_error, FIELDSYNC_ENET);
+    pthread_mutex_unlock(&r.mu);
+    /* No record, no sync_now, an interval of a minute: the backoff alone brings the retry. */
+    fieldsync_stats_t a = {.size = sizeof a}, b = {.size = sizeof b};
+    assert_int_equal(fieldsync_stats(fs, &a), FIELDSYNC_OK);
+    int64_t end = lfx_now_ms() + 30000;
+    do {
+        pthread_mutex_lock(&r.mu);
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 1;
+        (void)pthread_cond_timedwait(&r.cv, &r.mu, &dl);
+        pthread_mutex_unlock(&r.mu);
+        assert_int_equal(fieldsync_stats(fs, &b), FIELDSYNC_OK);
+    } while (b.cycles_offline <= a.cycles_offline && lfx_now_ms() < end);
+    if (b.cycles_offline <= a.cycles_offline)
+        fail_msg("no new attempt within 30 s of the first failure (the backoff is seconds)");
+    stop_and_wait(fs, &r);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
+/* A persisted backoff holds new records back; fieldsync_sync_now cuts it short. */
+static void test_sync_now__cuts_a_backoff_short(void **state)
+{
+    lfx_t *f = *state;
+    /* Another run backed off for an hour (as the engine persists it). */
+    fsa_journal_t *j = NULL;
+    fsa_journal_opts_t jo = {0};
+    char err[256];
+    assert_int_equal(fsa_journal_open(fsa_port_posix(), f->db, &jo, &j, err, sizeof err), FSA_OK);
+    int64_t hour = fsa_port_posix()->wall_now(NULL).ms + 3600 * 1000;
+    assert_int_equal(fsa_journal_state_set_int(j, "next_attempt_ms", hour), FSA_OK);
+    fsa_journal_close(j);
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    lrec_t r;
+    lrec_init(&r, fs, 4);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_is_offline, 20000)); /* shown as backing off */
+    assert_int_equal(fieldsync_ticket_create(fs, "W1", NULL, NULL), FIELDSYNC_OK);
+    /* The record is heard (the thread woke) ... */
+    pthread_mutex_lock(&r.mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 20;
+    while (r.recorded == 0 && pthread_cond_timedwait(&r.cv, &r.mu, &dl) == 0) {
+    }
+    assert_int_equal(r.recorded, 1);
+    pthread_mutex_unlock(&r.mu);
+    /* ... and not sent: no cycle while backing off. */
+    struct timespec ts = {0, 500 * 1000000L};
+    nanosleep(&ts, NULL);
+    fieldsync_stats_t st = {.size = sizeof st};
+    assert_int_equal(fieldsync_stats(fs, &st), FIELDSYNC_OK);
+    assert_int_equal(st.cycles_ok + st.cycles_offline + st.cycles_error, 0);
+    assert_int_equal(r.syncing_seen, 0);
+    assert_false(on_server(f, "W1"));
+    assert_int_equal(fieldsync_sync_now(fs), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_has_synced, 20000));
+    assert_true(on_server(f, "W1"));
+    stop_and_wait(fs, &r);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
+int main(void)
+{
+    if (fsa_transport_global_init() != FSA_OK)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_start__sixteen_threads_drain_with_faults, setup_faults,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_close__during_a_cycle, setup_slow, teardown),
+        cmocka_unit_test_setup_teardown(test_stop__inside_a_listener, setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_start__stop_rounds_nothing_after_stopped, setup_plain,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_sync_once__busy_while_started, setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_start__refused_device_is_attention, setup_plain,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload__takes_the_stored_configuration,
+                                        setup_no_server, teardown),
+        cmocka_unit_test_setup_teardown(test_start__on_a_sim_port_waits_in_virtual_time,
+                                        setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_start__long_cycle_tells_changes_as_it_goes,
+                                        setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_start__offline_retries_at_the_next_attempt,
+                                        setup_no_server, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_now__cuts_a_backoff_short, setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_start__bad_arguments, setup_plain, teardown),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
