@@ -1,5 +1,5 @@
 # fieldsync: finds the system dependencies of the parts being built; a missing one stops
-# configuration and names the Debian package that provides it. Included by the top-level CMakeLists.txt.
+# configuration and names the Debian package that provides it. Included by CMakeLists.txt.
 
 find_package(PkgConfig)
 if(NOT PKG_CONFIG_FOUND)
@@ -54,11 +54,14 @@ add_library(fsa::mbedtls ALIAS fsa_mbedtls)
 # libpq (Debian: libpq-dev) is optional: with it fieldsync-server also runs on PostgreSQL
 # (--db postgresql://...). The ARM sysroots do not carry it, so the ARM builds have the SQLite
 # backend only; a host build without libpq-dev says so here and builds without it.
-pkg_check_modules(libpq QUIET IMPORTED_TARGET GLOBAL libpq)
-if(libpq_FOUND)
-  add_library(fsa::libpq ALIAS PkgConfig::libpq)
-  set(FSA_HAVE_LIBPQ ON)
-else()
-  set(FSA_HAVE_LIBPQ OFF)
-  message(STATUS "libpq not found (Debian: libpq-dev): fieldsync-server without PostgreSQL")
+# Asked only when the server is built.
+set(FSA_HAVE_LIBPQ OFF)
+if(FSA_BUILD_SERVER)
+  pkg_check_modules(libpq QUIET IMPORTED_TARGET GLOBAL libpq)
+  if(libpq_FOUND)
+    add_library(fsa::libpq ALIAS PkgConfig::libpq)
+    set(FSA_HAVE_LIBPQ ON)
+  else()
+    message(STATUS "libpq not found (Debian: libpq-dev): fieldsync-server without PostgreSQL")
+  endif()
 endif()

@@ -154,19 +154,19 @@ if [ "$target" != host ]; then
 fi
 
 # ---- the device build: only SQLite, libcurl, cJSON, mbedTLS and zlib ----
-# A pkg-config that does not know CMocka and libmicrohttpd: the device build configures and
-# builds without them, and the default build (which needs them) does not configure.
+# A pkg-config that does not know CMocka, libmicrohttpd and libpq: the device build configures
+# and builds without them, and the default build (which needs the first two) does not configure.
 mkdir -p "$work/bin"
 cat > "$work/bin/pkg-config" <<'EOF'
 #!/bin/sh
-case " $* " in *cmocka* | *libmicrohttpd*) exit 1 ;; esac
+case " $* " in *cmocka* | *libmicrohttpd* | *libpq*) exit 1 ;; esac
 exec /usr/bin/pkg-config "$@"
 EOF
 chmod +x "$work/bin/pkg-config"
 device=(-DFSA_BUILD_SERVER=OFF -DFSA_BUILD_SIM=OFF -DFSA_BUILD_TESTS=OFF -DFSA_BUILD_BENCH=OFF)
 check "the default build does not configure without CMocka and libmicrohttpd (the check works)" \
   sh -c '! PKG_CONFIG="$0" cmake -S . -B "$1" >/dev/null 2>&1' "$work/bin/pkg-config" "$work/full"
-check "the device build configures and builds without CMocka and libmicrohttpd" \
+check "the device build configures and builds without CMocka, libmicrohttpd and libpq" \
   bash -c 'PKG_CONFIG="$0" cmake -S . -B "$1" "${@:2}" >/dev/null && cmake --build "$1" -j "$(nproc)" >/dev/null' \
   "$work/bin/pkg-config" "$work/device" "${device[@]}"
 check "the device build made only the library and the fieldsync command" \
