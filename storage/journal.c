@@ -631,6 +631,9 @@ out:
     return s;
 }
 
+static fsa_status_t count_open_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                         int64_t *n);
+
 static fsa_status_t count_pending(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t *n)
 {
     sqlite3_stmt *st;
@@ -1376,6 +1379,38 @@ fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id,
     return finish(j, s);
 }
 
+fsa_status_t fsa_journal_gone(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
+                              bool *dropped)
+{
+    if (dropped != NULL)
+        *dropped = false;
+    if (j == NULL || id == NULL || (unsigned)type >= FSA__TYPE_COUNT || !fsa_model_id_valid(id))
+        return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    int64_t pending = 0, open = 0;
+    s = count_pending(j, type, id, &pending);
+    if (s == FSA_OK)
+        s = count_open_conflicts(j, type, id, &open);
+    entity_t e = {0};
+    if (s == FSA_OK)
+        s = entity_load(j, type, id, &e);
+    bool known = e.base_fields != NULL || e.local_fields != NULL;
+    entity_clear(&e);
+    bool drop = s == FSA_OK && known && pending == 0 && open == 0;
+    if (drop) {
+        entity_t none = {0};
+        s = entity_store(j, type, id, &none); /* no base, no view: the row goes */
+        if (s == FSA_OK)
+            s = log_change(j, type, id, version, FSA_CHANGE_GONE, "");
+    }
+    s = finish(j, s);
+    if (s == FSA_OK && dropped != NULL)
+        *dropped = drop;
+    return s;
+}
+
 fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *removed)
 {
     if (removed != NULL)
@@ -1858,6 +1893,25 @@ fsa_status_t fsa_journal_changes_read(fsa_journal_t *j, int64_t after, fsa_chang
 
 /* ---- listing entities ---- */
 
+/* Open conflicts and rejections on one entity, inside the caller's lock. */
+static fsa_status_t count_open_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                         int64_t *n)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+                          "WHERE o.type = ?1 AND o.id = ?2 AND c.resolution IS NULL",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int(st, 1, (int)type);
+    bind_text(st, 2, id);
+    int rc = sqlite3_step(st);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    release(j, st);
+    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+}
+
 fsa_status_t fsa_journal_entity_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
                                           int64_t *n)
 {
@@ -1866,21 +1920,7 @@ fsa_status_t fsa_journal_entity_conflicts(fsa_journal_t *j, fsa_type_t type, con
     if (j == NULL || id == NULL || n == NULL || (unsigned)type >= FSA__TYPE_COUNT)
         return FSA_EINVAL;
     lock_j(j);
-    sqlite3_stmt *st;
-    fsa_status_t s = prep(j,
-                          "SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq = c.seq "
-                          "WHERE o.type = ?1 AND o.id = ?2 AND c.resolution IS NULL",
-                          &st);
-    if (s == FSA_OK) {
-        sqlite3_bind_int(st, 1, (int)type);
-        bind_text(st, 2, id);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW)
-            *n = sqlite3_column_int64(st, 0);
-        else
-            s = fsa__db_status(rc);
-        release(j, st);
-    }
+    fsa_status_t s = count_open_conflicts(j, type, id, n);
     j->port->mutex_unlock(j->port->ctx, j->mu);
     return s;
 }

@@ -171,6 +171,15 @@ fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *r
 fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
                               const char *fields_json) FSA_MUST_CHECK;
 
+/* An entity that left the device's scope (a pull's `gone`, PROTOCOL.md section 4): dropped from
+ * the journal (change FSA_CHANGE_GONE), unless ops are still pending on it or conflicts are open
+ * on it: then it is kept as it is, so that nothing the device recorded is lost (the server
+ * answers those ops, forbidden or not, and a person sees them). *dropped (may be NULL) tells
+ * (false also for an entity the journal does not hold).
+ * FSA_OK, FSA_EINVAL, FSA_EIO. */
+fsa_status_t fsa_journal_gone(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
+                              bool *dropped) FSA_MUST_CHECK;
+
 /* Compaction: removes done ops from the outbox, keeping their op ids (in done_ops) until
  * audit_ms after they were done; forgets older ids. *removed (may be NULL) counts outbox rows
  * removed. */

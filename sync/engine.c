@@ -621,7 +621,12 @@ static fsa_status_t pull_all(fsa_engine_t *e)
         fsa_http_response_clear(&a.resp);
         for (size_t i = 0; st == FSA_OK && i < pull.count; i++) {
             const fsa_codec_change_t *c = &pull.changes[i];
-            st = fsa_journal_fold(e->j, c->type, c->id, c->version, c->fields);
+            /* An entity that left this device's scope is dropped, unless ops of ours are still
+             * on it (the journal keeps it then: nothing recorded is lost). */
+            if (c->gone)
+                st = fsa_journal_gone(e->j, c->type, c->id, c->version, NULL);
+            else
+                st = fsa_journal_fold(e->j, c->type, c->id, c->version, c->fields);
             if (st == FSA_OK)
                 e->rep->pulled++;
         }

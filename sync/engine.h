@@ -91,7 +91,9 @@ void fsa_engine_cancel(fsa_engine_t *e);
  * Returns FSA_OK (all pushed and pulled); FSA_EBUSY (another sync holds the lock, or the
  * persisted next attempt is later: nothing sent); FSA_ENET, FSA_ETIMEOUT, FSA_ETLS (the server
  * could not be reached within the retry policy: the next attempt time is persisted);
- * FSA_EAUTH (the server refused our credentials; stopped); FSA_EPROTO (a malformed answer);
+ * FSA_EAUTH (the server refused our credentials: the cycle's backoff is persisted as for an
+ * unreachable server; a caller retries later, with the key read again); FSA_EPROTO (a malformed
+ * answer);
  * FSA_ETIMEOUT also when cancelled; FSA_ENOMEM (an allocation failed: not retried as a network
  * failure, no backoff persisted; ops sent stay in flight and are resent next cycle); storage
  * errors.

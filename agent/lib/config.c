@@ -143,6 +143,15 @@ void fsl__config_clear(fsl_config_t *c)
 
 /* ---- the device secret ---- */
 
+fsa_status_t fsl__parse_secret(const char *text, size_t len, fsa_signer_key_t *key)
+{
+    if (text == NULL)
+        return fsa_signer_key_parse(NULL, 0, key);
+    while (len > 0 && isspace((unsigned char)text[len - 1]))
+        len--;
+    return fsa_signer_key_parse(text, len, key);
+}
+
 fsa_status_t fsl__read_secret(const char *path, fsa_signer_key_t *key, char *err, size_t errlen)
 {
     char *text = NULL;
@@ -152,10 +161,7 @@ fsa_status_t fsl__read_secret(const char *path, fsa_signer_key_t *key, char *err
         fsa_signer_key_wipe(key);
         return st;
     }
-    size_t n = len;
-    while (n > 0 && isspace((unsigned char)text[n - 1]))
-        n--;
-    st = fsa_signer_key_parse(text, n, key);
+    st = fsl__parse_secret(text, len, key);
     if (st != FSA_OK)
         snprintf(err, errlen, "secret file %s must hold exactly 64 hex characters", path);
     fsa_file_wipe_free(text, len);

@@ -517,10 +517,8 @@ static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *
                 return fsl__status(st);
         }
     }
-    fsa_lockmgr_opts_t lo = {.label = k->label};
-    st = fsa_lockmgr_open(&fs->port, k->journal_path, &lo, &fs->locks, err, errlen);
-    if (st != FSA_OK)
-        return fsl__status(st);
+    /* The lock manager is opened by the first call that needs a lock (fsl__locks): joining the
+     * journal's lock holders is a write, and most handles (status, show, a sync) take none. */
     st = fsl__events_new(fs);
     if (st != FSA_OK) {
         snprintf(err, errlen, "cannot set up the listeners: %s", fsa_status_str(st));
@@ -570,6 +568,26 @@ fieldsync_status_t fsl__open_with_port(const fieldsync_config_t *cfg, const fsa_
     *out = fs;
     fsl__ok(fs);
     return FIELDSYNC_OK;
+}
+
+fsa_status_t fsl__locks(fieldsync_t *fs, fsa_lockmgr_t **out, char *err, size_t errlen)
+{
+    fsa_lockmgr_t *m = __atomic_load_n(&fs->locks, __ATOMIC_ACQUIRE);
+    if (m == NULL) {
+        fsa_lockmgr_opts_t lo = {.label = fs->cfg.label};
+        fsa_status_t st = fsa_lockmgr_open(&fs->port, fs->cfg.journal_path, &lo, &m, err, errlen);
+        if (st != FSA_OK)
+            return st;
+        /* Two threads may open one at once: the first stored wins, the other closes its own. */
+        fsa_lockmgr_t *none = NULL;
+        if (!__atomic_compare_exchange_n(&fs->locks, &none, m, false, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE)) {
+            fsa_lockmgr_close(m);
+            m = none;
+        }
+    }
+    *out = m;
+    return FSA_OK;
 }
 
 fieldsync_status_t fieldsync_open(const fieldsync_config_t *cfg, fieldsync_t **out)

@@ -70,6 +70,10 @@ fieldsync_status_t fsl__status(fsa_status_t st);
  * fsa_status_t with err filled. */
 fsa_status_t fsl__engine_new(fieldsync_t *fs, bool ignore_backoff, fsa_engine_t **out, char *err,
                              size_t errlen) FSA_MUST_CHECK;
+/* The handle's lock manager, opened on first use (any thread). FSA_OK with *out set, or the
+ * lock manager's open error with err filled. */
+fsa_status_t fsl__locks(fieldsync_t *fs, fsa_lockmgr_t **out, char *err,
+                        size_t errlen) FSA_MUST_CHECK;
 /* The entity type from its public name ("job" is accepted for jobneed). */
 bool fsl__type_parse(const char *name, fsa_type_t *out);
 /* core (handle.c, config.c, record.c, read.c): a bounded, growable JSON text (fsl__jb_*). */
@@ -98,6 +102,10 @@ fsa_status_t fsl__config_load(fsa_journal_t *j, fsl_config_t *c, char *err,
 void fsl__config_clear(fsl_config_t *c);
 fsa_status_t fsl__config_check(const fsl_config_t *c, bool full, char *err,
                                size_t errlen) FSA_MUST_CHECK; /* policies; full: URL, TLS, secret */
+/* A secret file's content: exactly 64 hex characters, then optional whitespace. FSA_OK, or
+ * FSA_EINVAL with *key wiped. Pure (the fuzz target fuzz_config feeds it). */
+fsa_status_t fsl__parse_secret(const char *text, size_t len, fsa_signer_key_t *key) FSA_MUST_CHECK;
+/* Reads a private secret file (the port's reader: O_NOFOLLOW, owner, mode) and parses it. */
 fsa_status_t fsl__read_secret(const char *path, fsa_signer_key_t *key, char *err,
                               size_t errlen) FSA_MUST_CHECK;
 fsa_status_t fsl__resolver_policy(const char *spec, const fsa_resolver_policy_t **out, char *err,

@@ -58,7 +58,10 @@ static fieldsync_status_t take(fieldsync_t *fs, fsa_lock_kind_t kind, const char
     if (wait_ms >= 0)
         cfg.wait_ns = wait_ms > INT64_MAX / FSA_NS_PER_MS ? INT64_MAX : wait_ms * FSA_NS_PER_MS;
     char err[320] = "";
-    fsa_status_t st = fsa_lock_acquire_cfg(fs->locks, &cfg, resource, l, err, sizeof err);
+    fsa_lockmgr_t *lm = NULL;
+    fsa_status_t st = fsl__locks(fs, &lm, err, sizeof err);
+    if (st == FSA_OK)
+        st = fsa_lock_acquire_cfg(lm, &cfg, resource, l, err, sizeof err);
     if (st == FSA_OK)
         return FIELDSYNC_OK;
     bool held = strstr(err, "held by") != NULL;
@@ -69,7 +72,7 @@ static fieldsync_status_t take(fieldsync_t *fs, fsa_lock_kind_t kind, const char
         fsa_lock_stats_t *s = fsa_calloc(1, sizeof *s);
         int64_t left = -1;
         if (s != NULL && fsa_lock_key(cfg.name, resource, key, sizeof key) == FSA_OK &&
-            fsa_lockmgr_stats(fs->locks, s, NULL, 0) == FSA_OK)
+            fsa_lockmgr_stats(lm, s, NULL, 0) == FSA_OK)
             for (size_t i = 0; i < s->n_holders; i++)
                 if (strcmp(s->holders[i].key, key) == 0)
                     left = s->holders[i].remaining_ns / FSA_NS_PER_MS;
@@ -828,7 +831,10 @@ fieldsync_status_t fieldsync_lock_stats(fieldsync_t *fs, char **json)
     if (s == NULL)
         return fsl__fail(fs, FIELDSYNC_ENOMEM, "out of memory");
     char err[320] = "";
-    fsa_status_t st = fsa_lockmgr_stats(fs->locks, s, err, sizeof err);
+    fsa_lockmgr_t *lm = NULL;
+    fsa_status_t st = fsl__locks(fs, &lm, err, sizeof err);
+    if (st == FSA_OK)
+        st = fsa_lockmgr_stats(lm, s, err, sizeof err);
     size_t need = 0;
     char *buf = NULL;
     if (st == FSA_OK) {

@@ -454,8 +454,10 @@ typedef struct loop {
     bool never_synced;
     bool soon; /* sync again after SOON_MS: ops stayed although the cycle went well */
     int64_t soon_ms;
-    bool failed; /* the last cycle failed: try again at the persisted next attempt (at least
-                    SOON_MS later: a failure that persisted no backoff must not spin) */
+    bool failed;  /* the last cycle failed: try again at the persisted next attempt (at least
+                     SOON_MS later: a failure that persisted no backoff must not spin) */
+    bool refused; /* the server refused our credentials: the next cycle's engine reads the
+                     secret file again (a person may have fixed it; PROTOCOL.md 7.4) */
 } loop_t;
 
 /* Reads the journal's watch and tells the sync thread that the journal changed. */
@@ -569,8 +571,8 @@ static void cycle(loop_t *L, fsa_status_t *out_st, fsa_sync_report_t *r)
                 r->applied, r->duplicate, r->conflict, r->rejected, r->pulled);
     if (st == FSA_EAUTH)
         fsa_log(&fs->port, FSA_LOG_ERROR,
-                "the server refused this device: %s; retrying on a long backoff (fix the "
-                "configuration, then reload)",
+                "the server refused this device: %s; retrying on a long backoff, with the "
+                "secret file read again each time (or fix the configuration and reload)",
                 r->error);
     settle(fs, st, r);
     if (st == FSA_EBUSY && strstr(r->error, "backing off") == NULL) {
@@ -681,6 +683,10 @@ static void sync_loop(loop_t *L)
             fsa_sync_report_t r;
             memset(&r, 0, sizeof r);
             fsa_status_t st = FSA_EINVAL;
+            if (L->refused) {
+                engine_drop(L);
+                L->refused = false;
+            }
             if (engine_ready(L)) {
                 L->seen_seq = read_ok ? last_seq : L->seen_seq;
                 cycle(L, &st, &r);
@@ -688,6 +694,7 @@ static void sync_loop(loop_t *L)
                     continue; /* cancelled: the loop ends at its top */
             }
             L->never_synced = false;
+            L->refused = st == FSA_EAUTH;
             L->failed =
                 st != FSA_OK && !(st == FSA_EBUSY && strstr(r.error, "backing off") == NULL);
             L->last_cycle = fs->port.mono_now(fs->port.ctx);

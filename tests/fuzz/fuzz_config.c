@@ -7,7 +7,7 @@
 
 #include <curl/curl.h>
 
-#include "agent/config.h"
+#include "agent/lib/internal.h"
 #include "sync/codec.h"
 #include "sync/server/request.h"
 #include "sync/signer.h"
@@ -20,7 +20,7 @@
  *                  (fsa_codec_decode_devices, then each secret parsed): on success the ids are
  *                  valid and strictly sorted, each secret is 64 hex chars and parses; and each
  *                  device so loaded authenticates as itself and as no other device.
- *   mode % 3 == 1  a device secret file's content (fsa_agent_parse_secret): accepted exactly when
+ *   mode % 3 == 1  a device secret file's content (fsl__parse_secret): accepted exactly when
  *                  it is 64 hex chars and trailing whitespace; the key is those bytes; wiped when
  *                  refused.
  *   mode % 3 == 2  BASE_URL LF PINS (the journal's "server" and "pins"; bit 2 of the mode byte
@@ -132,7 +132,7 @@ static void check_secret(const char *text, size_t len)
 {
     fsa_signer_key_t key;
     memset(&key, 0xa5, sizeof key);
-    fsa_status_t st = fsa_agent_parse_secret(text, len, &key);
+    fsa_status_t st = fsl__parse_secret(text, len, &key);
     size_t n = len;
     while (n > 0 && isspace((unsigned char)text[n - 1]))
         n--;

@@ -292,6 +292,40 @@ static void test_fsa_journal_open__v1_journal_gains_the_change_log(void **state)
     assert_int_equal(changes(f->j, 0, ch), 1);
 }
 
+static void test_fsa_journal_gone__drops_unless_pending(void **state)
+{
+    fixture_t *f = *state;
+    const char *t = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"P1\","
+                    "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, t));
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T2", 1, t));
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T2", "level", 1, NULL, &rec));
+    int64_t after = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &after));
+    bool dropped = false;
+    assert_fsa_ok(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "T1", 2, &dropped));
+    assert_true(dropped);
+    assert_int_equal(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, NULL), FSA_ENOTFOUND);
+    /* T2 has an op pending: kept, with its local view */
+    assert_fsa_ok(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "T2", 2, &dropped));
+    assert_false(dropped);
+    int64_t pending = 0;
+    assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T2", NULL, NULL, &pending));
+    assert_int_equal(pending, 1);
+    fsa_change_t ch[64];
+    size_t n = changes(f->j, after, ch);
+    assert_int_equal(n, 1);
+    assert_int_equal(ch[0].reason, FSA_CHANGE_GONE);
+    assert_string_equal(ch[0].id, "T1");
+    assert_int_equal(ch[0].version, 2);
+    /* an entity never seen: nothing to drop, nothing logged */
+    assert_fsa_ok(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "T9", 2, &dropped));
+    assert_false(dropped);
+    assert_int_equal(changes(f->j, after, ch), 1);
+    assert_int_equal(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "bad id", 2, &dropped), FSA_EINVAL);
+}
+
 /* ---- listing ---- */
 
 typedef struct seen {
@@ -466,6 +500,7 @@ int main(void)
         T(test_fsa_outbox_op_state__through_compaction),
         T(test_fsa_outbox_compact__prunes_old_changes_only_beyond_the_newest),
         T(test_fsa_journal_open__v1_journal_gains_the_change_log),
+        T(test_fsa_journal_gone__drops_unless_pending),
         T(test_fsa_journal_list__filters),
         T(test_fsa_journal_list__attendance_by_person_site_and_day),
         T(test_fsa_journal_entity_conflicts__counts_open_ones),

@@ -73,13 +73,15 @@ static bool write_text(const char *path, const char *text, mode_t mode)
     return close(fd) == 0 && ok;
 }
 
-bool th_write_files(th_server_t *s, int ndevices)
+bool th_write_files_scoped(th_server_t *s, int ndevices, const char *const *scopes)
 {
     snprintf(s->db, sizeof s->db, "%s/server.db", s->dir);
     snprintf(s->devices, sizeof s->devices, "%s/devices.json", s->dir);
     snprintf(s->token, sizeof s->token, "%s/admin.token", s->dir);
     snprintf(s->errlog, sizeof s->errlog, "%s/server.err", s->dir);
     size_t cap = 64 + (size_t)ndevices * 110;
+    for (int i = 0; scopes != NULL && i < ndevices; i++)
+        cap += scopes[i] != NULL ? strlen(scopes[i]) + 16 : 0;
     char *text = fsa_malloc(cap);
     if (text == NULL)
         return false;
@@ -93,12 +95,21 @@ bool th_write_files(th_server_t *s, int ndevices)
                               id);
         for (int j = 0; j < 32; j++)
             n += (size_t)snprintf(text + n, cap - n, "%02x", k.bytes[j]);
-        n += (size_t)snprintf(text + n, cap - n, "\"}");
+        const char *scope = scopes != NULL ? scopes[i] : NULL;
+        if (scope != NULL)
+            n += (size_t)snprintf(text + n, cap - n, "\", \"scope\": %s}", scope);
+        else
+            n += (size_t)snprintf(text + n, cap - n, "\"}");
     }
     snprintf(text + n, cap - n, "]}\n");
     bool ok = write_text(s->devices, text, 0600) && write_text(s->token, TH_ADMIN_TOKEN "\n", 0600);
     fsa_free(text);
     return ok;
+}
+
+bool th_write_files(th_server_t *s, int ndevices)
+{
+    return th_write_files_scoped(s, ndevices, NULL);
 }
 
 /* argv for exec: the emulator's words (FSA_TEST_EMULATOR, |-separated), then the binary. */

@@ -39,6 +39,9 @@ void th_dir_remove(const char *dir);
 /* Writes the devices file (ndevices devices, mode 0600) and admin token file into s->dir (which
  * must exist) and fills the paths in s. */
 bool th_write_files(th_server_t *s, int ndevices);
+/* The same, with scopes[i] (JSON text of a scope object, or NULL: none) for device i; scopes may
+ * be NULL (no device has one). */
+bool th_write_files_scoped(th_server_t *s, int ndevices, const char *const *scopes);
 
 /* The id and key of device i. */
 void th_device_id(int i, char out[16]);

@@ -251,6 +251,80 @@ static void test_fsa_engine_sync__foreign_answer_keeps_ops(void **state)
     fsa_engine_free(e);
 }
 
+/* Applies ops through the server's admin API (the platform reassigning work); expects them all
+ * applied. ops_csv: op objects, comma-separated. */
+static void admin_ops(fx_t *f, const char *ops_csv)
+{
+    char body[4096];
+    snprintf(body, sizeof body, "{\"batch_id\":\"admin\",\"ops\":[%s]}", ops_csv);
+    th_req_opts_t o = {.bearer = TH_ADMIN_TOKEN};
+    th_resp_t r;
+    assert_true(
+        th_request(NULL, f->srv.url, "POST", "/admin/v1/ops", 0, body, strlen(body), &o, &r));
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, "\"conflict\""));
+    assert_null(strstr(r.body, "\"rejected\""));
+    th_resp_free(&r);
+}
+
+/* PROTOCOL.md section 4: an entity that leaves the device's scope comes as `gone`; the device
+ * drops it, unless something of its own is still on it (here a rejected op waiting for a person,
+ * which must stay visible). */
+static void test_fsa_engine_sync__gone_dropped_unless_ours_is_on_it(void **state)
+{
+    fx_t *f = *state;
+    const char *const scopes[] = {"{\"people\":[\"P1\"]}", NULL};
+    assert_true(th_write_files_scoped(&f->srv, 2, scopes));
+    start(f, NULL);
+    make_device(f, 0);
+    char ops[1024], op2[512];
+    tc_op(ops, sizeof ops, NULL, "create", "ticket", "T1", ",\"fields\":{\"assignedto\":\"P1\"}");
+    tc_op(op2, sizeof op2, NULL, "create", "ticket", "T2", ",\"fields\":{\"assignedto\":\"P1\"}");
+    snprintf(ops + strlen(ops), sizeof ops - strlen(ops), ",%s", op2);
+    admin_ops(f, ops);
+    fsa_engine_t *e = engine(f, f->srv.url, NULL);
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    assert_int_equal(r.pulled, 2);
+    int64_t after = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &after));
+    /* The device escalates T2 while both tickets are given to someone else on the server. */
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T2", "level", 1, NULL, &rec));
+    tc_op(ops, sizeof ops, NULL, "set", "ticket", "T1",
+          ",\"base_version\":1,\"fields\":{\"assignedto\":\"P9\"}");
+    tc_op(op2, sizeof op2, NULL, "set", "ticket", "T2",
+          ",\"base_version\":1,\"fields\":{\"assignedto\":\"P9\"}");
+    snprintf(ops + strlen(ops), sizeof ops - strlen(ops), ",%s", op2);
+    admin_ops(f, ops);
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    assert_int_equal(r.rejected, 1); /* T2 is outside the scope now: forbidden */
+    /* T1 is gone from the journal, with a change that says so; T2 stays with the rejection. */
+    assert_int_equal(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, NULL), FSA_ENOTFOUND);
+    assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T2", NULL, NULL, NULL));
+    fsa_conflict_t c;
+    assert_fsa_ok(fsa_conflict_get(f->j, rec.op_id, &c));
+    assert_string_equal(c.code, "forbidden");
+    fsa_conflict_clear(&c);
+    fsa_change_t ch[16];
+    size_t n = 0;
+    assert_fsa_ok(fsa_journal_changes_read(f->j, after, ch, 16, &n));
+    bool t1_gone = false;
+    for (size_t i = 0; i < n; i++) {
+        if (ch[i].reason == FSA_CHANGE_GONE) {
+            assert_string_equal(ch[i].id, "T1");
+            t1_gone = true;
+        }
+    }
+    assert_true(t1_gone);
+    /* Once the person lets the server's state stand, nothing of ours is on T2: a gone drops it. */
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, "server", NULL));
+    bool dropped = false;
+    assert_fsa_ok(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "T2", 3, &dropped));
+    assert_true(dropped);
+    fsa_engine_free(e);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -261,6 +335,7 @@ int main(void)
         T(test_fsa_engine_sync__retry_after_is_honoured),
         T(test_fsa_engine_sync__status_and_nothing_pending),
         T(test_fsa_engine_sync__foreign_answer_keeps_ops),
+        T(test_fsa_engine_sync__gone_dropped_unless_ours_is_on_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -111,17 +111,21 @@ typedef enum fieldsync_durability {
 } fieldsync_durability_t;
 
 /* fieldsync_config_t.flags */
-#define FIELDSYNC_OPEN_INIT 0x1u /* create the journal when missing and store this configuration
-                                    in it, all in one transaction (the device's first start) */
-#define FIELDSYNC_EVENTS_BUFFERED 0x2u /* listeners run on the app's thread, in
-                                          fieldsync_dispatch(), not on the sync thread */
+#define FIELDSYNC_OPEN_INIT                                                                        \
+    0x1u /* create the journal when missing and store this configuration                           \
+            in it, all in one transaction (the device's first start) */
+#define FIELDSYNC_EVENTS_BUFFERED                                                                  \
+    0x2u /* listeners run on the app's thread, in                                                  \
+            fieldsync_dispatch(), not on the sync thread */
 
 /*
  * How to open a device's journal. Zero-initialise it, set `size`, and set what you need: every
  * other member's zero (or NULL) means the default. A caller compiled against an older header
  * passes its smaller size and gets the defaults for members added since; a caller compiled
  * against a newer header may pass a larger struct if the members this library does not know are
- * zero (else FIELDSYNC_EUNSUPPORTED).
+ * zero (else FIELDSYNC_EUNSUPPORTED). (For the maintainers: members are only ever appended, and
+ * in whole 8-byte units, so that every version of the struct has a size of its own also where
+ * int64_t is 8-aligned and pointers are 4 bytes, as on armhf.)
  *
  *   fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
  *   cfg.journal_path = "/var/lib/fieldsync/device.db";
@@ -159,7 +163,10 @@ typedef struct fieldsync_config {
     const char *label;           /* names this process to others (lock holders); NULL: "app" */
 } fieldsync_config_t;
 
-#define FIELDSYNC_CONFIG_INIT {.size = (uint32_t)sizeof(fieldsync_config_t)}
+#define FIELDSYNC_CONFIG_INIT                                                                      \
+    {                                                                                              \
+        .size = (uint32_t)sizeof(fieldsync_config_t)                                               \
+    }
 
 /*
  * Opens the journal that cfg names (creating and initialising it with FIELDSYNC_OPEN_INIT).
@@ -225,9 +232,9 @@ typedef struct fieldsync_lock fieldsync_lock_t;
  * and lease left); FIELDSYNC_EINVAL (unknown name, bad resource); FIELDSYNC_EIO; FIELDSYNC_ENOMEM.
  * Any thread; a lock may be released from another thread than the one that took it.
  */
-FIELDSYNC_API fieldsync_status_t fieldsync_lock_acquire(fieldsync_t *fs, const char *name,
-                                                        const char *resource, int64_t wait_ms,
-                                                        fieldsync_lock_t **out) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t
+fieldsync_lock_acquire(fieldsync_t *fs, const char *name, const char *resource, int64_t wait_ms,
+                       fieldsync_lock_t **out) FIELDSYNC_MUST_CHECK;
 
 /* The lock's fencing token (> 0). FIELDSYNC_OK, FIELDSYNC_EINVAL (NULL). */
 FIELDSYNC_API fieldsync_status_t fieldsync_lock_token(const fieldsync_lock_t *l, int64_t *token);
@@ -296,23 +303,21 @@ FIELDSYNC_API fieldsync_status_t fieldsync_job_set(fieldsync_t *fs, const char *
 /* Merges an RFC 7396 patch (an object) into job id's other_info.
  * Lock: JSON_FIELD_UPDATE on "jobneed:ID". */
 FIELDSYNC_API fieldsync_status_t fieldsync_job_merge(fieldsync_t *fs, const char *id,
-                                                     const char *patch_json,
-                                                     fieldsync_lock_t *lock,
+                                                     const char *patch_json, fieldsync_lock_t *lock,
                                                      fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
 
 /* Moves job id's jobstatus from its local value to `to` (ASSIGNED, INPROGRESS, COMPLETED,
  * PARTIALLYCOMPLETED). Lock: JOB_WORKFLOW_UPDATE on "jobneed:ID". */
-FIELDSYNC_API fieldsync_status_t fieldsync_job_transition(fieldsync_t *fs, const char *id,
-                                                          const char *to, fieldsync_lock_t *lock,
-                                                          fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t
+fieldsync_job_transition(fieldsync_t *fs, const char *id, const char *to, fieldsync_lock_t *lock,
+                         fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
 
 /* Sets fields on checkpoint child_id and touches its tour (other_info.last_checkpoint and
  * last_checkpoint_at) as one group. FIELDSYNC_EINVAL if it has no tour.
  * Lock: JOB_WORKFLOW_UPDATE on "jobneed:TOUR_ID". */
-FIELDSYNC_API fieldsync_status_t fieldsync_checkpoint_update(fieldsync_t *fs, const char *child_id,
-                                                             const char *fields_json,
-                                                             fieldsync_lock_t *lock,
-                                                             fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t
+fieldsync_checkpoint_update(fieldsync_t *fs, const char *child_id, const char *fields_json,
+                            fieldsync_lock_t *lock, fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
 
 /* The same fields_json set on each of tour_id's checkpoints that is not in a terminal state,
  * with the tour's touch, as one group (at most 15 checkpoints: FIELDSYNC_ETOOLARGE beyond).
@@ -329,24 +334,21 @@ FIELDSYNC_API fieldsync_status_t fieldsync_ticket_create(fieldsync_t *fs, const 
 
 /* Moves ticket id's status to `to` (OPEN, RESOLVED, CLOSED, CANCELLED).
  * Lock: TICKET_ESCALATION on "ticket:ID". */
-FIELDSYNC_API fieldsync_status_t fieldsync_ticket_transition(fieldsync_t *fs, const char *id,
-                                                             const char *to,
-                                                             fieldsync_lock_t *lock,
-                                                             fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t
+fieldsync_ticket_transition(fieldsync_t *fs, const char *id, const char *to, fieldsync_lock_t *lock,
+                            fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
 
 /* Escalates ticket id: level + 1, an {"action":"escalated","at":...,"to":...,"note":...} entry in
  * its ticketlog.ticket_history, and with `to` (may be NULL) assignedto, as one group.
  * note may be NULL. Lock: TICKET_ESCALATION on "ticket:ID". */
-FIELDSYNC_API fieldsync_status_t fieldsync_ticket_escalate(fieldsync_t *fs, const char *id,
-                                                           const char *to, const char *note,
-                                                           fieldsync_lock_t *lock,
-                                                           fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t
+fieldsync_ticket_escalate(fieldsync_t *fs, const char *id, const char *to, const char *note,
+                          fieldsync_lock_t *lock, fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
 
 /* Appends item_json to ticket id's ticketlog.ticket_history. Lock: JSON_FIELD_UPDATE on
  * "ticket:ID". */
 FIELDSYNC_API fieldsync_status_t fieldsync_ticket_log(fieldsync_t *fs, const char *id,
-                                                      const char *item_json,
-                                                      fieldsync_lock_t *lock,
+                                                      const char *item_json, fieldsync_lock_t *lock,
                                                       fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
 
 /*
@@ -389,7 +391,10 @@ typedef struct fieldsync_query {
     uint32_t limit;        /* at most this many (0: 100; at most 1000) */
 } fieldsync_query_t;
 
-#define FIELDSYNC_QUERY_INIT {.size = (uint32_t)sizeof(fieldsync_query_t)}
+#define FIELDSYNC_QUERY_INIT                                                                       \
+    {                                                                                              \
+        .size = (uint32_t)sizeof(fieldsync_query_t)                                                \
+    }
 
 /*
  * Entities matching q, in id order, as a JSON object in *json (caller frees):
@@ -402,12 +407,12 @@ FIELDSYNC_API fieldsync_status_t fieldsync_list(fieldsync_t *fs, const fieldsync
 
 /* The sync state of the device. */
 typedef enum fieldsync_state {
-    FIELDSYNC_STATE_IDLE = 0,     /* nothing to do, or not started */
-    FIELDSYNC_STATE_SYNCING = 1,  /* pushing or pulling */
-    FIELDSYNC_STATE_OFFLINE = 2,  /* the server cannot be reached; next_attempt_ms says when */
+    FIELDSYNC_STATE_IDLE = 0,      /* nothing to do, or not started */
+    FIELDSYNC_STATE_SYNCING = 1,   /* pushing or pulling */
+    FIELDSYNC_STATE_OFFLINE = 2,   /* the server cannot be reached; next_attempt_ms says when */
     FIELDSYNC_STATE_ATTENTION = 3, /* the server refuses this device (credentials): a person
                                       must fix the configuration; retried on a long backoff */
-    FIELDSYNC_STATE_STOPPED = 4   /* the sync thread ended (fieldsync_stop); the last event */
+    FIELDSYNC_STATE_STOPPED = 4    /* the sync thread ended (fieldsync_stop); the last event */
 } fieldsync_state_t;
 
 /* "idle", "syncing", "offline", "attention", "stopped". */
@@ -415,33 +420,34 @@ FIELDSYNC_API const char *fieldsync_state_str(fieldsync_state_t s);
 
 /* The device's status. */
 typedef struct fieldsync_sync_status {
-    uint32_t size;                  /* fieldsync_status(): set by the caller to sizeof */
+    uint32_t size; /* fieldsync_status(): set by the caller to sizeof */
     fieldsync_state_t state;
-    char reason[128];               /* a short phrase: "pushing 100 ops", "server said 503" */
-    int64_t queue_depth;            /* ops recorded and not yet answered by the server */
-    int64_t oldest_pending_age_ms;  /* 0 when the queue is empty */
-    int64_t open_conflicts;         /* conflicts and rejections waiting for a person */
-    int64_t last_sync_ms;           /* the last complete sync; 0: never */
-    int64_t next_attempt_ms;        /* backing off until then; 0: no backoff */
-    int64_t clock_offset_ms;        /* server clock minus device clock */
-    fieldsync_status_t last_error;  /* of the last cycle; FIELDSYNC_OK when none */
-    char last_error_msg[320];       /* "" when none */
-    bool stalled;                   /* the watchdog: pending ops older than stall_after_ms
-                                       while the server answers */
+    char reason[128];              /* a short phrase: "pushing 100 ops", "server said 503" */
+    int64_t queue_depth;           /* ops recorded and not yet answered by the server */
+    int64_t oldest_pending_age_ms; /* 0 when the queue is empty */
+    int64_t open_conflicts;        /* conflicts and rejections waiting for a person */
+    int64_t last_sync_ms;          /* the last complete sync; 0: never */
+    int64_t next_attempt_ms;       /* backing off until then; 0: no backoff */
+    int64_t clock_offset_ms;       /* server clock minus device clock */
+    fieldsync_status_t last_error; /* of the last cycle; FIELDSYNC_OK when none */
+    char last_error_msg[320];      /* "" when none */
+    bool stalled;                  /* the watchdog: pending ops older than stall_after_ms
+                                      while the server answers */
 } fieldsync_sync_status_t;
 
 /* Fills *out (out->size set by the caller) with the device's status as the journal shows it
  * (also when the sync thread is not running: state IDLE, or OFFLINE while backing off).
  * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ECLOSED. */
-FIELDSYNC_API fieldsync_status_t fieldsync_status(fieldsync_t *fs,
-                                                  fieldsync_sync_status_t *out) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t fieldsync_status(fieldsync_t *fs, fieldsync_sync_status_t *out)
+    FIELDSYNC_MUST_CHECK;
 
 /* The device's configuration and queue figures as a JSON object in *json (caller frees), for
  * diagnostics (`fieldsync status --json` prints it):
  *   {"device_id":"dev1","server":"https://...","pending":3,"inflight":1,"conflicts":0,
  *    "rejected":0,"oldest_pending_at_ms":...,"last_seq":17,"last_sync_ms":...,
  *    "next_attempt_ms":0,"sync_failures":0,"clock_offset_ms":-12}
- * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ENOMEM, FIELDSYNC_ECLOSED. Any thread. */
+ * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ENOMEM, FIELDSYNC_ECLOSED. Any thread.
+ */
 FIELDSYNC_API fieldsync_status_t fieldsync_info(fieldsync_t *fs, char **json) FIELDSYNC_MUST_CHECK;
 
 /* Where an op recorded on this device stands. */
@@ -470,13 +476,13 @@ FIELDSYNC_API fieldsync_status_t fieldsync_conflicts(fieldsync_t *fs, bool all,
  * false lets the server's state stand; true records the op again on top of the server's state
  * (rec reports the new op). FIELDSYNC_OK, FIELDSYNC_ENOTFOUND (no open conflict with that id),
  * the recording statuses. */
-FIELDSYNC_API fieldsync_status_t fieldsync_conflict_resolve(fieldsync_t *fs, const char *op_id,
-                                                            bool take_local,
-                                                            fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t fieldsync_conflict_resolve(
+    fieldsync_t *fs, const char *op_id, bool take_local, fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
 
 /* ---- Sync ---- */
 
-/* What one cycle did. */
+/* What one cycle did. Frozen: a caller allocates it without a size, so new figures go into a
+ * struct of their own, never here. */
 typedef struct fieldsync_report {
     int64_t pushed;                                  /* ops answered by the server */
     int64_t applied, duplicate, conflict, rejected;  /* per-op results */
@@ -489,8 +495,9 @@ typedef struct fieldsync_report {
 } fieldsync_report_t;
 
 /* fieldsync_start() flags */
-#define FIELDSYNC_START_LISTEN_ONLY 0x1u /* deliver events, never sync: another process (the
-                                            daemon) syncs this journal */
+#define FIELDSYNC_START_LISTEN_ONLY                                                                \
+    0x1u /* deliver events, never sync: another process (the                                       \
+            daemon) syncs this journal */
 
 /*
  * Starts the sync thread: it syncs at once, after every new record (in any process), every
@@ -528,8 +535,8 @@ FIELDSYNC_API fieldsync_status_t fieldsync_reload(fieldsync_t *fs);
  * FIELDSYNC_ETLS (unreachable: the next attempt time is persisted); FIELDSYNC_EAUTH;
  * FIELDSYNC_EPROTO; FIELDSYNC_ENOTFOUND (not initialised); storage statuses.
  */
-FIELDSYNC_API fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
-                                                     fieldsync_report_t *report) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t fieldsync_sync_once(
+    fieldsync_t *fs, bool ignore_backoff, fieldsync_report_t *report) FIELDSYNC_MUST_CHECK;
 
 /* The sync figures of this handle since it was opened (the sync thread's cycles and
  * fieldsync_sync_once's alike), for metrics. A caller compiled against an older header passes
@@ -568,12 +575,12 @@ typedef enum fieldsync_change_reason {
 FIELDSYNC_API const char *fieldsync_change_reason_str(fieldsync_change_reason_t r);
 
 typedef struct fieldsync_change {
-    const char *type;                 /* "attendance", "jobneed", "ticket" */
+    const char *type; /* "attendance", "jobneed", "ticket" */
     const char *id;
-    int64_t version;                  /* the server version known now; 0: never on the server */
+    int64_t version; /* the server version known now; 0: never on the server */
     fieldsync_change_reason_t reason;
-    const char *op_id;                /* the op concerned, or "" (pulled) */
-    int64_t seq;                      /* the change's position in the journal's change log */
+    const char *op_id; /* the op concerned, or "" (pulled) */
+    int64_t seq;       /* the change's position in the journal's change log */
 } fieldsync_change_t;
 
 typedef struct fieldsync_conflict_event {
@@ -602,15 +609,15 @@ typedef struct fieldsync_listener fieldsync_listener_t;
  * It should return quickly: the sync waits for it.
  * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_ENOMEM, FIELDSYNC_ECLOSED. Any thread.
  */
-FIELDSYNC_API fieldsync_status_t fieldsync_add_status_listener(fieldsync_t *fs,
-                                                               fieldsync_status_fn fn, void *ctx,
-                                                               fieldsync_listener_t **token) FIELDSYNC_MUST_CHECK;
-FIELDSYNC_API fieldsync_status_t fieldsync_add_change_listener(fieldsync_t *fs,
-                                                               fieldsync_change_fn fn, void *ctx,
-                                                               fieldsync_listener_t **token) FIELDSYNC_MUST_CHECK;
-FIELDSYNC_API fieldsync_status_t fieldsync_add_conflict_listener(fieldsync_t *fs,
-                                                                 fieldsync_conflict_fn fn, void *ctx,
-                                                                 fieldsync_listener_t **token) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t
+fieldsync_add_status_listener(fieldsync_t *fs, fieldsync_status_fn fn, void *ctx,
+                              fieldsync_listener_t **token) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t
+fieldsync_add_change_listener(fieldsync_t *fs, fieldsync_change_fn fn, void *ctx,
+                              fieldsync_listener_t **token) FIELDSYNC_MUST_CHECK;
+FIELDSYNC_API fieldsync_status_t
+fieldsync_add_conflict_listener(fieldsync_t *fs, fieldsync_conflict_fn fn, void *ctx,
+                                fieldsync_listener_t **token) FIELDSYNC_MUST_CHECK;
 
 /* Removes a listener (frees token). When it returns, that listener is not running and will not
  * run again, except when called from that listener itself (then it returns at once and the

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "agent/lib/internal.h"
+#include "port/sim/sim.h"
 #include "tests/agent/lib/lib_fixture.h"
 
 /* Ops waiting in the outbox (a failed call must not change it). */
@@ -444,6 +445,25 @@ static void test_open__stored_configuration_and_overrides(void **state)
     assert_int_not_equal(access(missing, F_OK), 0);
 }
 
+/* The simulator's hook: a handle on a sim port stamps records with the sim's clock. */
+static void test_open_with_port__the_ports_clock(void **state)
+{
+    cfx_t *f = *state;
+    fsa_sim_t *sim = NULL;
+    assert_fsa_ok(fsa_sim_new(7, (fsa_wall_t){1700000000000}, "dev", &sim));
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = f->db;
+    cfg.label = "sim";
+    fieldsync_t *fs = NULL;
+    assert_fs_ok(fs, fsl__open_with_port(&cfg, fsa_sim_port(sim), &fs));
+    fsa_sim_advance(sim, 5 * FSA_NS_PER_S);
+    assert_fs_ok(fs, fieldsync_attendance(fs, true, "p1", "s1", NULL, "A1", NULL, NULL));
+    assert_true(cfx_has(fs, "attendance", "A1", "\"at\":1700000005000"));
+    assert_fs_ok(fs, fieldsync_close(fs));
+    assert_int_equal(fsl__open_with_port(&cfg, NULL, &fs), FIELDSYNC_EINVAL);
+    fsa_sim_free(sim);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, cfx_setup, cfx_teardown)
@@ -461,6 +481,7 @@ int main(void)
         T(test_status_and_conflicts__fresh_journal),
         T(test_status__offline_and_attention_from_the_journal),
         T(test_open__stored_configuration_and_overrides),
+        T(test_open_with_port__the_ports_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
