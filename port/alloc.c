@@ -1,16 +1,24 @@
-/* fieldsync: the project's allocator: the C library's, with a countdown for fault injection. */
+/* fieldsync: the project's allocator: the C library's, with a countdown for fault injection in
+ * builds with FSA_FAULT_HOOKS (the tests'). */
 #include "port/alloc.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+static _Thread_local unsigned long failures; /* NULL returns on this thread */
+
+unsigned long fsa_alloc_failures(void)
+{
+    return failures;
+}
+
+#ifdef FSA_FAULT_HOOKS
 static atomic_ulong fail_at; /* 0: disarmed; else the count at which an allocation fails */
 static atomic_ulong calls;
 static atomic_bool fired;
 static void (*_Atomic on_fault)(void *arg);
 static void *_Atomic on_fault_arg;
-static _Thread_local unsigned long failures; /* NULL returns on this thread */
 
 void fsa_alloc_fail_nth(unsigned long n)
 {
@@ -37,11 +45,6 @@ void fsa_alloc_on_fault(void (*fn)(void *arg), void *arg)
     atomic_store(&on_fault, fn);
 }
 
-unsigned long fsa_alloc_failures(void)
-{
-    return failures;
-}
-
 /* True when this allocation is the armed one. The common case is one relaxed load. */
 static bool fault(void)
 {
@@ -56,6 +59,13 @@ static bool fault(void)
         fn(atomic_load(&on_fault_arg));
     return true;
 }
+#else
+/* The production allocator: no countdown, nothing to check. */
+static bool fault(void)
+{
+    return false;
+}
+#endif
 
 /* Counts a NULL result of a non-empty request (malloc(0) may return NULL and is no failure). */
 static void *counted(void *p, bool nonempty)

@@ -21,9 +21,11 @@ void fsa_free(void *ptr);
 char *fsa_strdup(const char *s);
 char *fsa_strndup(const char *s, size_t max);
 
+#ifdef FSA_FAULT_HOOKS
 /*
- * Fault injection, for tests. fsa_alloc_fail_nth(n) arms the allocator so that the nth
- * allocation from now (1-based; fsa_realloc, fsa_strdup and the rest count as allocations)
+ * Fault injection, for tests: compiled only with -DFSA_FAULT_HOOKS=ON (on whenever the tests are
+ * built), never into libfieldsync.so or .a. fsa_alloc_fail_nth(n) arms the allocator so that the
+ * nth allocation from now (1-based; fsa_realloc, fsa_strdup and the rest count as allocations)
  * returns NULL, once; 0 disarms it. The count is process-wide and atomic, so the tests that sweep
  * N = 1, 2, ... run their workload on one thread. fsa_alloc_count() is the number of allocations
  * since the last fsa_alloc_fail_nth() (counted only while armed: arm with ULONG_MAX to count
@@ -39,6 +41,7 @@ bool fsa_alloc_fault_fired(void);
  * take a backtrace). NULL removes it.
  */
 void fsa_alloc_on_fault(void (*fn)(void *arg), void *arg);
+#endif
 
 /*
  * The number of allocations of this thread that returned NULL (injected or real), ever. A

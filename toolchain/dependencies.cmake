@@ -1,5 +1,5 @@
-# fieldsync: finds every system dependency; a missing one stops configuration and names the
-# Debian package that provides it. Included by the top-level CMakeLists.txt.
+# fieldsync: finds the system dependencies of the parts being built; a missing one stops
+# configuration and names the Debian package that provides it. Included by CMakeLists.txt.
 
 find_package(PkgConfig)
 if(NOT PKG_CONFIG_FOUND)
@@ -26,8 +26,13 @@ fsa_require_pkg(sqlite3 sqlite3 libsqlite3-dev)
 fsa_require_pkg(curl libcurl libcurl4-openssl-dev)
 fsa_require_pkg(cjson libcjson libcjson-dev)
 fsa_require_pkg(zlib zlib zlib1g-dev)
-fsa_require_pkg(cmocka cmocka libcmocka-dev)
-fsa_require_pkg(microhttpd libmicrohttpd libmicrohttpd-dev)
+# Only for the parts that use them (the options of CMakeLists.txt): a device build has neither.
+if(FSA_BUILD_TESTS)
+  fsa_require_pkg(cmocka cmocka libcmocka-dev)
+endif()
+if(FSA_BUILD_SERVER OR FSA_BUILD_TESTS)
+  fsa_require_pkg(microhttpd libmicrohttpd libmicrohttpd-dev)
+endif()
 
 # Debian 12's mbedTLS 2.28 ships no pkg-config file, so it is found by header and library.
 find_path(MBEDTLS_INCLUDE_DIR mbedtls/md.h)
@@ -49,11 +54,14 @@ add_library(fsa::mbedtls ALIAS fsa_mbedtls)
 # libpq (Debian: libpq-dev) is optional: with it fieldsync-server also runs on PostgreSQL
 # (--db postgresql://...). The ARM sysroots do not carry it, so the ARM builds have the SQLite
 # backend only; a host build without libpq-dev says so here and builds without it.
-pkg_check_modules(libpq QUIET IMPORTED_TARGET GLOBAL libpq)
-if(libpq_FOUND)
-  add_library(fsa::libpq ALIAS PkgConfig::libpq)
-  set(FSA_HAVE_LIBPQ ON)
-else()
-  set(FSA_HAVE_LIBPQ OFF)
-  message(STATUS "libpq not found (Debian: libpq-dev): fieldsync-server without PostgreSQL")
+# Asked only when the server is built.
+set(FSA_HAVE_LIBPQ OFF)
+if(FSA_BUILD_SERVER)
+  pkg_check_modules(libpq QUIET IMPORTED_TARGET GLOBAL libpq)
+  if(libpq_FOUND)
+    add_library(fsa::libpq ALIAS PkgConfig::libpq)
+    set(FSA_HAVE_LIBPQ ON)
+  else()
+    message(STATUS "libpq not found (Debian: libpq-dev): fieldsync-server without PostgreSQL")
+  endif()
 endif()

@@ -31,6 +31,11 @@ host_pkgs=(build-essential cmake pkg-config file openssl ca-certificates
 # PostgreSQL: libpq for fieldsync-server's PostgreSQL backend, and the server itself for the tests,
 # which start a private cluster of their own (tests/sync/pg_harness.c).
 host_pkgs+=(libpq-dev postgresql)
+# The man pages (scdoc turns docs/man/*.scd into roff; mandoc checks them).
+host_pkgs+=(scdoc mandoc)
+# The Debian packages (toolchain/package.sh) and their tests (toolchain/package-test.sh): lintian,
+# man-db to render the installed page, and what the package's maintainer scripts use.
+host_pkgs+=(lintian man-db adduser systemd)
 # clang and its libFuzzer runtime, which Debian's clang package does not pull in (toolchain/fuzz.sh).
 host_pkgs+=(clang libclang-rt-14-dev)
 # The static analysers and the format check of toolchain/lint.sh.
@@ -82,7 +87,8 @@ fi
 
 sysroot="${FSA_SYSROOT:-$here/sysroot/$triplet}"
 stamp="$sysroot/.fieldsync-sysroot"
-want="v1 $debarch ${target_pkgs[*]}"
+# v2: the sysroot also keeps each package's control data (.fieldsync-dpkg/, see below).
+want="v2 $debarch ${target_pkgs[*]}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -108,8 +114,22 @@ apt-get "${aptopts[@]}" -y -q --no-install-recommends install --download-only \
 
 rm -rf "$sysroot.new"
 mkdir -p "$sysroot.new"
+# Each package's control data goes beside its files, in .fieldsync-dpkg/<package>/: its control
+# stanza, its file list and its shlibs and symbols files. toolchain/package.sh makes a dpkg
+# database of them so that dpkg-shlibdeps maps the target's libraries to their packages and
+# versions, as it does on a real target (the sysroot has no /var/lib/dpkg of its own).
+mkdir -p "$sysroot.new/.fieldsync-dpkg"
 for deb in "$work"/cache/archives/*.deb; do
   dpkg-deb -x "$deb" "$sysroot.new"
+  meta="$sysroot.new/.fieldsync-dpkg/$(dpkg-deb -f "$deb" Package)"
+  mkdir -p "$meta" "$work/ctl"
+  dpkg-deb -f "$deb" > "$meta/control"
+  dpkg-deb -c "$deb" | awk '{ for (i = 6; i <= NF && $i != "->"; i++) printf "%s%s", (i > 6 ? " " : ""), $i; print "" }' |
+    sed -e 's#^\./#/#' -e 's#/$##' -e 's#^$#/.#' > "$meta/list"
+  rm -rf "$work/ctl" && dpkg-deb -e "$deb" "$work/ctl"
+  for f in shlibs symbols; do
+    if [ -f "$work/ctl/$f" ]; then cp "$work/ctl/$f" "$meta/$f"; fi
+  done
 done
 # Absolute symlinks (libz.so -> /lib/...) would point into the host; make them relative.
 find "$sysroot.new" -type l -lname '/*' | while read -r link; do
