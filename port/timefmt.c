@@ -52,10 +52,11 @@ fsa_status_t fsa_time_format_utc(int64_t ms, fsa_time_style_t style, char *buf, 
     assert(y >= 0 && y <= 9999);
     const unsigned hh = (unsigned)(sec / 3600), mm = (unsigned)(sec / 60 % 60),
                    ss = (unsigned)(sec % 60);
-    const int n =
-        style == FSA_TIME_HUMAN
-            ? snprintf(buf, cap, "%04" PRId64 "-%02u-%02u %02u:%02u:%02u UTC", y, m, d, hh, mm, ss)
-            : snprintf(buf, cap, "%04" PRId64 "-%02u-%02uT%02u:%02u:%02uZ", y, m, d, hh, mm, ss);
+    int n;
+    if (style == FSA_TIME_HUMAN)
+        n = snprintf(buf, cap, "%04" PRId64 "-%02u-%02u %02u:%02u:%02u UTC", y, m, d, hh, mm, ss);
+    else
+        n = snprintf(buf, cap, "%04" PRId64 "-%02u-%02uT%02u:%02u:%02uZ", y, m, d, hh, mm, ss);
     if (n < 0 || (size_t)n >= cap) {
         if (cap > 0)
             buf[0] = '\0';
