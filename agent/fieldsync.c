@@ -16,6 +16,7 @@
 
 #include "agent/args.h"
 #include "agent/run.h"
+#include "port/timefmt.h"
 
 #define EXIT_USAGE 2
 #define EXIT_TEMPFAIL 75 /* sysexits.h EX_TEMPFAIL: try again later */
@@ -561,10 +562,8 @@ static const char *when(int64_t ms, char *buf, size_t cap)
 {
     if (ms <= 0)
         return "never";
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    char ts[32];
-    if (gmtime_r(&t, &tm) == NULL || strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+    char ts[FSA_TIME_TEXT_MAX];
+    if (fsa_time_format_utc(ms, FSA_TIME_HUMAN, ts, sizeof ts) != FSA_OK)
         snprintf(ts, sizeof ts, "?");
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);

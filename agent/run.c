@@ -24,6 +24,7 @@
 #include <fieldsync/fieldsync.h>
 
 #include "agent/run.h"
+#include "port/timefmt.h"
 
 /*
  * The sync loop (wake on record, the interval, the persisted backoff, the watchdog) is the
@@ -79,10 +80,11 @@ static void vlogf(daemon_t *d, int prio, bool to_stderr, const char *fmt, va_lis
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
     if (to_stderr) {
-        char ts[32];
-        time_t now = time(NULL);
-        struct tm tm;
-        if (gmtime_r(&now, &tm) == NULL || strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        char ts[FSA_TIME_TEXT_MAX];
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (fsa_time_format_utc((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, FSA_TIME_ISO,
+                                ts, sizeof ts) != FSA_OK)
             snprintf(ts, sizeof ts, "?");
         const char *level = prio == LOG_ERR ? "error" : prio == LOG_WARNING ? "warn" : "info";
         fprintf(stderr, "%s fieldsync[%ld]: %s: %s\n", ts, (long)getpid(), level, msg);

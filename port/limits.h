@@ -62,4 +62,47 @@
 /* A Retry-After the agent honours, at most: a server asking for more than an hour is capped. */
 #define FSA_LIMIT_RETRY_AFTER_MAX_MS (3600 * 1000)
 
+/*
+ * The agent's defaults for a 0 in its options (engine.h, transport.h, the library's config), and
+ * its own buffers. Each default is bounded by the protocol limits above where one applies.
+ */
+
+/* Ops per push batch: 100 keeps a batch well under the body limit with typical ops, and a lost
+ * answer costs one small resend. Raised to FSA_JOURNAL_GROUP_MAX, capped at FSA_LIMIT_BATCH_OPS. */
+#define FSA_LIMIT_ENGINE_BATCH_OPS 100
+/* Encoded bytes per push batch: a quarter of the body limit, so a batch rarely needs halving. */
+#define FSA_LIMIT_ENGINE_BATCH_BYTES (256 * 1024)
+/* The floor when a batch that encodes too large is halved: below it, one op alone is tried. */
+#define FSA_LIMIT_ENGINE_BATCH_BYTES_MIN 1024
+/* Changes asked for per pull page: small enough that a page on a slow link answers in seconds. */
+#define FSA_LIMIT_ENGINE_PULL_LIMIT 200
+
+/* Connecting to the server: beyond 10 s a field network is down for our purpose. */
+#define FSA_LIMIT_CONNECT_TIMEOUT_MS 10000
+/* One whole request, upload and answer: 60 s carries a 1 MiB batch at about 17 KiB/s. */
+#define FSA_LIMIT_REQUEST_TIMEOUT_MS 60000
+/* Bodies below this are sent as they are: gzip does not pay for its header and CPU below ~1 KiB. */
+#define FSA_LIMIT_GZIP_MIN_BYTES 1024
+/* An answer body, inflated: a pull page of FSA_LIMIT_ENGINE_PULL_LIMIT entities of 40 KiB each. */
+#define FSA_LIMIT_RESPONSE_BYTES ((size_t)8 * 1024 * 1024)
+/* The first allocation for an answer body; it doubles up to the response limit. Most answers fit.
+ */
+#define FSA_LIMIT_RESPONSE_INITIAL_BYTES 16384
+
+/* The page size the journal's disk budget assumes (SQLite's default page size): the budget becomes
+ * max_page_count = budget / FSA_LIMIT_PAGE_BYTES, and never fewer than FSA_LIMIT_JOURNAL_MIN_PAGES
+ * pages, which the schema alone needs. */
+#define FSA_LIMIT_PAGE_BYTES 4096
+#define FSA_LIMIT_JOURNAL_MIN_PAGES 16
+
+/* A file path the journal and the lock manager build on (the journal's path plus a suffix such as
+ * ".users" or "-wal"): Linux's PATH_MAX. */
+#define FSA_LIMIT_PATH_BYTES 4096
+
+/* The library's sync interval when none is configured: a minute, next to the wake-up on record. */
+#define FSA_LIMIT_SYNC_INTERVAL_MS (60 * 1000)
+/* The watchdog calls a queue stuck after this long without progress although the server
+ * answers: ten minutes, several intervals and backoffs. */
+#define FSA_LIMIT_STALL_AFTER_MS (600 * 1000)
+
 #endif

@@ -20,10 +20,10 @@ fsa_status_t fsa_notify_open(fsa_notify_t **out) FSA_MUST_CHECK;
 int fsa_notify_fd(const fsa_notify_t *n);
 
 /* Sets the flag: the fd becomes readable (stays readable if it was). FSA_OK or FSA_EIO. */
-fsa_status_t fsa_notify_set(fsa_notify_t *n);
+fsa_status_t fsa_notify_set(fsa_notify_t *n) FSA_MUST_CHECK;
 
 /* Clears the flag: the fd is not readable when this returns. FSA_OK or FSA_EIO. */
-fsa_status_t fsa_notify_clear(fsa_notify_t *n);
+fsa_status_t fsa_notify_clear(fsa_notify_t *n) FSA_MUST_CHECK;
 
 /* True while the fd is readable (a poll with timeout 0). */
 bool fsa_notify_is_set(const fsa_notify_t *n);

@@ -194,7 +194,7 @@ static fsa_status_t create_private(const char *path, bool create, char *err, siz
         fsa_status_t st = make_private(path, err, errlen);
         for (const char *const *sfx = (const char *const[]){"-wal", "-shm", NULL};
              st == FSA_OK && *sfx != NULL; sfx++) {
-            char side[4096];
+            char side[FSA_LIMIT_PATH_BYTES];
             if ((size_t)snprintf(side, sizeof side, "%s%s", path, *sfx) < sizeof side)
                 st = make_private(side, err, errlen);
         }
@@ -338,7 +338,7 @@ static fsa_status_t join_users(fsa_port_t *port, const char *path, sqlite3 *db,
                                const fsa_db_opts_t *opts, fsa_flock_t **users, char *err,
                                size_t errlen)
 {
-    char upath[4096];
+    char upath[FSA_LIMIT_PATH_BYTES];
     if (snprintf(upath, sizeof upath, "%s.users", path) >= (int)sizeof upath) {
         snprintf(err, errlen, "journal path too long");
         return FSA_EINVAL;

@@ -30,7 +30,8 @@ typedef struct fsa_db_opts {
  * FSA_EBUSY, FSA_ESCHEMA (newer journal), FSA_ECORRUPT, FSA_ENOMEM.
  */
 fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_t *opts,
-                          sqlite3 **out, fsa_flock_t **users, char *err, size_t errlen);
+                          sqlite3 **out, fsa_flock_t **users, char *err,
+                          size_t errlen) FSA_MUST_CHECK;
 
 /* Leaves the journal's users (marking a clean close when this was the last one) and closes the
  * connection. NULLs are accepted. */
@@ -38,10 +39,10 @@ void fsa__db_close(fsa_port_t *port, sqlite3 *db, fsa_flock_t *users);
 
 /* Maps a SQLite result code to a status (SQLITE_FULL -> FSA_EFULL, BUSY/LOCKED -> FSA_EBUSY,
  * CORRUPT/NOTADB -> FSA_ECORRUPT, NOMEM -> FSA_ENOMEM, else FSA_EIO). */
-fsa_status_t fsa__db_status(int rc);
+fsa_status_t fsa__db_status(int rc) FSA_MUST_CHECK;
 
 /* Runs sql (no results) and maps errors; err may be NULL. */
-fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen);
+fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen) FSA_MUST_CHECK;
 
 /*
  * Schema of the lock manager's tables (part of the journal schema, so a journal write can check

@@ -300,8 +300,9 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
      * with SQLITE_FULL, which the recording calls report as "journal full". Pages freed by
      * compaction are reused, so a full journal still applies results and compacts. */
     char sql[96];
-    int64_t pages = j->budget_bytes / 4096;
-    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %" PRId64, pages > 16 ? pages : 16);
+    int64_t pages = j->budget_bytes / FSA_LIMIT_PAGE_BYTES;
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %" PRId64,
+             pages > FSA_LIMIT_JOURNAL_MIN_PAGES ? pages : FSA_LIMIT_JOURNAL_MIN_PAGES);
     st = fsa__db_exec(j->db, sql, err, errlen);
     if (st != FSA_OK)
         goto fail;

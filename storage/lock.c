@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "port/alloc.h"
+#include "port/limits.h"
 #include "storage/db.h"
 #include "storage/lock.h"
 #include "storage/lock_internal.h"
@@ -71,7 +72,6 @@ static const fsa_lock_config_t configs[FSA__LOCK_KIND_COUNT] = {
 #define POLL_FIRST_NS (1 * FSA_NS_PER_MS)
 #define POLL_MAX_NS (20 * FSA_NS_PER_MS)
 /* Journal paths are file system paths; a longer one is a mistake, not a file. */
-#define PATH_MAX_BYTES 4096
 #define DEFAULT_LABEL "fieldsync"
 
 struct fsa_lockmgr {
@@ -721,9 +721,10 @@ fsa_status_t fsa_lockmgr_open(fsa_port_t *port, const char *journal_path,
         snprintf(err, errlen, "lock manager: missing argument");
         return FSA_EINVAL;
     }
-    size_t path_len = strnlen(journal_path, PATH_MAX_BYTES);
-    if (path_len >= PATH_MAX_BYTES - sizeof ".locks") {
-        snprintf(err, errlen, "lock manager: journal path longer than %d bytes", PATH_MAX_BYTES);
+    size_t path_len = strnlen(journal_path, FSA_LIMIT_PATH_BYTES);
+    if (path_len >= FSA_LIMIT_PATH_BYTES - sizeof ".locks") {
+        snprintf(err, errlen, "lock manager: journal path longer than %d bytes",
+                 FSA_LIMIT_PATH_BYTES);
         return FSA_EINVAL;
     }
     if (!valid_label(label)) {

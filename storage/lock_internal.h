@@ -18,6 +18,6 @@
  * token for the key, a token above the latest); FSA_EINVAL (db or f NULL); FSA_EBUSY, FSA_EIO,
  * FSA_ENOMEM, FSA_ECORRUPT (SQLite failed to read).
  */
-fsa_status_t fsa__lock_fence_check(sqlite3 *db, const fsa_fence_t *f);
+fsa_status_t fsa__lock_fence_check(sqlite3 *db, const fsa_fence_t *f) FSA_MUST_CHECK;
 
 #endif

@@ -365,7 +365,9 @@ static fsa_status_t push_all(fsa_engine_t *e)
         bool single =
             n == 1 || (ops[0].group[0] != '\0' && strcmp(ops[0].group, ops[n - 1].group) == 0);
         if (st == FSA_ETOOLARGE && !single) {
-            max_bytes = max_bytes / 2 > 1024 ? max_bytes / 2 : 1024;
+            max_bytes = max_bytes / 2 > FSA_LIMIT_ENGINE_BATCH_BYTES_MIN
+                            ? max_bytes / 2
+                            : FSA_LIMIT_ENGINE_BATCH_BYTES_MIN;
             st = FSA_OK;
             goto next;
         }
@@ -808,17 +810,17 @@ fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine
     e->opts.key = NULL;
     snprintf(e->device_id, sizeof e->device_id, "%s", opts->device_id);
     if (e->opts.batch_max_ops == 0)
-        e->opts.batch_max_ops = 100;
+        e->opts.batch_max_ops = FSA_LIMIT_ENGINE_BATCH_OPS;
     if (e->opts.batch_max_ops > FSA_LIMIT_BATCH_OPS)
         e->opts.batch_max_ops = FSA_LIMIT_BATCH_OPS;
     if (e->opts.batch_max_ops < FSA_JOURNAL_GROUP_MAX)
         e->opts.batch_max_ops = FSA_JOURNAL_GROUP_MAX;
     if (e->opts.batch_max_bytes == 0)
-        e->opts.batch_max_bytes = 256 * 1024;
+        e->opts.batch_max_bytes = FSA_LIMIT_ENGINE_BATCH_BYTES;
     if (e->opts.batch_max_bytes > FSA_LIMIT_BODY_BYTES)
         e->opts.batch_max_bytes = FSA_LIMIT_BODY_BYTES;
     if (e->opts.pull_limit == 0)
-        e->opts.pull_limit = 200;
+        e->opts.pull_limit = FSA_LIMIT_ENGINE_PULL_LIMIT;
     e->retry = opts->retry != NULL ? opts->retry : fsa_retry_policy(FSA_RETRY_DEFAULT);
     e->rep = &e->scratch;
     fsa_status_t st = fsa_transport_new(&opts->transport, &e->t, err, errlen);

@@ -21,15 +21,6 @@
 #include "port/limits.h"
 #include "port/port.h"
 
-/* The defaults transport.h documents for a 0 in the options. */
-#define DEFAULT_CONNECT_TIMEOUT_MS 10000
-#define DEFAULT_TOTAL_TIMEOUT_MS 60000
-#define DEFAULT_GZIP_MIN_BYTES 1024
-#define DEFAULT_MAX_RESPONSE_BYTES ((size_t)8 * 1024 * 1024)
-
-/* The first allocation for an answer body; it doubles from here up to max_response_bytes. */
-#define BODY_INITIAL_CAP 16384
-
 /* "sha256//" and the base64 of 32 bytes: 43 characters and one '=' of padding. */
 #define PIN_PREFIX "sha256//"
 #define PIN_B64_LEN 44
@@ -343,9 +334,9 @@ fsa_status_t fsa_transport_new(const fsa_transport_opts_t *opts, fsa_transport_t
     st = parse_base_url(t, opts->base_url, opts->allow_insecure_http, err, errlen);
     if (st != FSA_OK)
         goto out;
-    t->gzip_min_bytes = opts->gzip_min_bytes != 0 ? opts->gzip_min_bytes : DEFAULT_GZIP_MIN_BYTES;
+    t->gzip_min_bytes = opts->gzip_min_bytes != 0 ? opts->gzip_min_bytes : FSA_LIMIT_GZIP_MIN_BYTES;
     t->max_response_bytes =
-        opts->max_response_bytes != 0 ? opts->max_response_bytes : DEFAULT_MAX_RESPONSE_BYTES;
+        opts->max_response_bytes != 0 ? opts->max_response_bytes : FSA_LIMIT_RESPONSE_BYTES;
     /* The body buffer holds max + 1 bytes for the terminating NUL. */
     if (t->max_response_bytes == SIZE_MAX)
         t->max_response_bytes = SIZE_MAX - 1;
@@ -360,8 +351,8 @@ fsa_status_t fsa_transport_new(const fsa_transport_opts_t *opts, fsa_transport_t
     /* Signals would interrupt the host program; timeouts work without them (threaded resolver). */
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_CONNECTTIMEOUT_MS,
-           clamp_ms(opts->connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS));
-    SETOPT(CURLOPT_TIMEOUT_MS, clamp_ms(opts->total_timeout_ms, DEFAULT_TOTAL_TIMEOUT_MS));
+           clamp_ms(opts->connect_timeout_ms, FSA_LIMIT_CONNECT_TIMEOUT_MS));
+    SETOPT(CURLOPT_TIMEOUT_MS, clamp_ms(opts->total_timeout_ms, FSA_LIMIT_REQUEST_TIMEOUT_MS));
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
     /* A redirect would change the path the signature covers: the server never sends one. */
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
@@ -534,7 +525,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
     }
     if (s->len + n + 1 > s->cap) {
         size_t need = s->len + n + 1;
-        size_t cap = s->cap != 0 ? s->cap : BODY_INITIAL_CAP;
+        size_t cap = s->cap != 0 ? s->cap : FSA_LIMIT_RESPONSE_INITIAL_BYTES;
         while (cap < need)
             cap = cap > SIZE_MAX / 2 ? need : cap * 2;
         if (cap > s->max + 1)

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # fieldsync: static analysis of the tree; exits 1 when any check fails.
 #
-#   toolchain/lint.sh [-j N] [banned] [format] [cppcheck] [tidy]
+#   toolchain/lint.sh [-j N] [banned] [layers] [format] [cppcheck] [tidy]
 #
 #   banned    toolchain/banned.sh: no unsafe libc calls, no raw allocation
+#   layers    toolchain/layers.sh: includes point down the layers; libraries only in their owners
 #   format    clang-format --dry-run --Werror over every tracked .c and .h (.clang-format)
 #   cppcheck  cppcheck over the compile database: warning, style, performance and portability
 #             (toolchain/cppcheck.cfg, toolchain/cppcheck-suppressions.txt, inline suppressions)
 #   tidy      clang-tidy over every .c in the compile database (.clang-tidy, tests/.clang-tidy)
 #
-# With no check named it runs all four, each one even when an earlier one failed. The compile
+# With no check named it runs all five, each one even when an earlier one failed. The compile
 # database is configured (not built) in build-lint/, as a Debug build so that the analyzers see
 # the asserts. -j N runs N clang-tidy processes (default: the number of cores).
 # It installs nothing: toolchain/install-deps.sh brings cppcheck, clang-tidy and clang-format.
@@ -21,16 +22,16 @@ jobs=$(nproc 2>/dev/null || echo 2)
 checks=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -j | --jobs)
       [ $# -ge 2 ] && [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "lint.sh: $1 needs a number" >&2; exit 2; }
       jobs=$2; shift ;;
-    banned | format | cppcheck | tidy) checks+=("$1") ;;
+    banned | layers | format | cppcheck | tidy) checks+=("$1") ;;
     *) echo "lint.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-[ ${#checks[@]} -gt 0 ] || checks=(banned format cppcheck tidy)
+[ ${#checks[@]} -gt 0 ] || checks=(banned layers format cppcheck tidy)
 
 bdir=$root/build-lint
 work=$(mktemp -d)
@@ -62,6 +63,10 @@ compile_db() {
 
 check_banned() {
   toolchain/banned.sh
+}
+
+check_layers() {
+  toolchain/layers.sh
 }
 
 check_format() {

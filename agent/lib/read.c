@@ -5,11 +5,11 @@
 
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
+#include "port/limits.h"
 
 #define K_LAST_SYNC "last_sync_ms"
 #define K_NEXT_ATTEMPT "next_attempt_ms"
 #define K_CLOCK_OFFSET "clock_offset_ms"
-#define STALL_DEFAULT_MS (600 * 1000)
 
 /* Common start: a usable handle and a place for the answer. */
 #define READ_START(out)                                                                            \
@@ -214,7 +214,7 @@ fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
                         : FIELDSYNC_EIO;
     snprintf(s->last_error_msg, sizeof s->last_error_msg, "%s", msg != NULL ? msg : "");
     fsa_model_free(msg);
-    int64_t stall = fs->cfg.stall_after_ms > 0 ? fs->cfg.stall_after_ms : STALL_DEFAULT_MS;
+    int64_t stall = fs->cfg.stall_after_ms > 0 ? fs->cfg.stall_after_ms : FSA_LIMIT_STALL_AFTER_MS;
     if (s->last_error == FIELDSYNC_EAUTH) {
         s->state = FIELDSYNC_STATE_ATTENTION;
         snprintf(s->reason, sizeof s->reason, "the server refused this device's credentials");

@@ -5,6 +5,7 @@
 
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
+#include "port/limits.h"
 
 /*
  * One sync thread per started handle. It syncs at start, when a new record appears in the
@@ -20,8 +21,6 @@
  * cancels the engine's cycle and wakes the thread, so it may be called from a listener.
  */
 
-#define DEFAULT_INTERVAL_MS (60 * 1000)
-#define DEFAULT_STALL_MS (600 * 1000)
 #define WATCH_RETRY_MS 1000 /* without a working watch, the journal is looked at this often */
 #define SOON_MS 1000        /* after a cycle that left ops without pushing any */
 /* The engine's persisted backoff (sync/engine.c's keys in the journal's sync state). */
@@ -59,12 +58,12 @@ struct fsl_worker {
 
 static int64_t interval_ms(const fieldsync_t *fs)
 {
-    return fs->cfg.sync_interval_ms > 0 ? fs->cfg.sync_interval_ms : DEFAULT_INTERVAL_MS;
+    return fs->cfg.sync_interval_ms > 0 ? fs->cfg.sync_interval_ms : FSA_LIMIT_SYNC_INTERVAL_MS;
 }
 
 static int64_t stall_ms(const fieldsync_t *fs)
 {
-    return fs->cfg.stall_after_ms > 0 ? fs->cfg.stall_after_ms : DEFAULT_STALL_MS;
+    return fs->cfg.stall_after_ms > 0 ? fs->cfg.stall_after_ms : FSA_LIMIT_STALL_AFTER_MS;
 }
 
 static void lock(fieldsync_t *fs)

@@ -4,20 +4,22 @@
 
 #include "port/port.h"
 
-fsa_status_t fsa__posix_thread_create(void *ctx, fsa_thread_t **out, fsa_thread_fn fn, void *arg);
-fsa_status_t fsa__posix_thread_join(void *ctx, fsa_thread_t *t, void **ret);
-fsa_status_t fsa__posix_mutex_new(void *ctx, fsa_mutex_t **out);
+fsa_status_t fsa__posix_thread_create(void *ctx, fsa_thread_t **out, fsa_thread_fn fn,
+                                      void *arg) FSA_MUST_CHECK;
+fsa_status_t fsa__posix_thread_join(void *ctx, fsa_thread_t *t, void **ret) FSA_MUST_CHECK;
+fsa_status_t fsa__posix_mutex_new(void *ctx, fsa_mutex_t **out) FSA_MUST_CHECK;
 void fsa__posix_mutex_lock(void *ctx, fsa_mutex_t *m);
 void fsa__posix_mutex_unlock(void *ctx, fsa_mutex_t *m);
 void fsa__posix_mutex_free(void *ctx, fsa_mutex_t *m);
-fsa_status_t fsa__posix_cond_new(void *ctx, fsa_cond_t **out);
-fsa_status_t fsa__posix_cond_wait_real(fsa_cond_t *c, fsa_mutex_t *m, fsa_mono_t deadline);
+fsa_status_t fsa__posix_cond_new(void *ctx, fsa_cond_t **out) FSA_MUST_CHECK;
+fsa_status_t fsa__posix_cond_wait_real(fsa_cond_t *c, fsa_mutex_t *m,
+                                       fsa_mono_t deadline) FSA_MUST_CHECK;
 void fsa__posix_cond_signal(void *ctx, fsa_cond_t *c);
 void fsa__posix_cond_broadcast(void *ctx, fsa_cond_t *c);
 void fsa__posix_cond_free(void *ctx, fsa_cond_t *c);
-fsa_status_t fsa__posix_flock_open(void *ctx, const char *path, fsa_flock_t **out);
-fsa_status_t fsa__posix_flock_try(void *ctx, fsa_flock_t *f, uint64_t slot);
-fsa_status_t fsa__posix_flock_try_shared(void *ctx, fsa_flock_t *f, uint64_t slot);
+fsa_status_t fsa__posix_flock_open(void *ctx, const char *path, fsa_flock_t **out) FSA_MUST_CHECK;
+fsa_status_t fsa__posix_flock_try(void *ctx, fsa_flock_t *f, uint64_t slot) FSA_MUST_CHECK;
+fsa_status_t fsa__posix_flock_try_shared(void *ctx, fsa_flock_t *f, uint64_t slot) FSA_MUST_CHECK;
 void fsa__posix_flock_release(void *ctx, fsa_flock_t *f, uint64_t slot);
 void fsa__posix_flock_close(void *ctx, fsa_flock_t *f);
 

@@ -241,10 +241,11 @@ static const char *const kind_names[K__COUNT] = {
 
 typedef struct attempt {
     op_kind_t kind;
-    int value;      /* i: the marker inside the op */
-    char uuid[37];  /* attendance id */
-    char op_id[40]; /* the op id the command printed; "" when it did not confirm */
-    bool committed; /* the journal's seq moved (confirmed or not) */
+    int value;                   /* i: the marker inside the op */
+    char uuid[37];               /* attendance id */
+    char op_id[40];              /* the op id the command printed; "" when it did not confirm */
+    bool committed;              /* the journal's seq moved (confirmed or not) */
+    int64_t first_seq, last_seq; /* when committed: the seqs its ops took in the journal */
 } attempt_t;
 
 /* Where the kills landed, as seen in the journal and the server's counters right after. */
@@ -538,6 +539,10 @@ static void settle_record(fx_t *f, attempt_t *a, const proc_t *p, const jsnap_t 
 {
     confirmed_op(p, a->op_id);
     a->committed = ja->last_seq > jb->last_seq;
+    if (a->committed) {
+        a->first_seq = jb->last_seq + 1;
+        a->last_seq = ja->last_seq;
+    }
     f->record_runs++;
     if (proc_killed(p)) {
         f->kills++;
@@ -556,6 +561,19 @@ static void settle_record(fx_t *f, attempt_t *a, const proc_t *p, const jsnap_t 
 }
 
 /* ---- the final checks, on the server's store with the journal attached ---- */
+
+static int64_t q_int(sqlite3 *db, const char *sql, const char *arg);
+
+/* How many of a's ops (by the seqs they took) the server applied to the jobneed id. */
+static int ops_applied_on(sqlite3 *db, const attempt_t *a, const char *id)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM ops WHERE device = 'dev000' AND seq BETWEEN %" PRId64
+             " AND %" PRId64 " AND type = 'jobneed' AND id = ?1 AND status = 0",
+             a->first_seq, a->last_seq);
+    return (int)q_int(db, sql, id);
+}
 
 static int64_t q_int(sqlite3 *db, const char *sql, const char *arg)
 {
@@ -693,7 +711,7 @@ static void final_checks(fx_t *f, int64_t *accepted_out, int64_t *unconfirmed_ou
     assert_non_null(j2);
     assert_non_null(cp1);
     int64_t accepted = 0, unconfirmed = 0;
-    int last_set = -1, last_cp = -1, escalations = 0;
+    int last_set = -1, last_cp = -1, escalations = 0, sets = 0, checkpoints = 0;
     for (int i = 0; i < f->natt; i++) {
         attempt_t *a = &f->att[i];
         if (a->op_id[0] != '\0') {
@@ -730,14 +748,25 @@ static void final_checks(fx_t *f, int64_t *accepted_out, int64_t *unconfirmed_ou
             break;
         }
         case K_SET:
-            if (a->committed)
+            /* A set leaves no marker (the next one overwrites it): its op, found by the seq it
+             * took in the journal, must be applied on J2, once. */
+            if (a->committed) {
                 last_set = a->value;
-            got = want;
+                sets++;
+                got = ops_applied_on(db, a, "J2");
+            }
             break;
         case K_CHECKPOINT:
-            if (a->committed)
+            /* Its group: the set on CP1 and the merge into TOUR1, each applied once. */
+            if (a->committed) {
                 last_cp = a->value;
-            got = want;
+                checkpoints++;
+                got = ops_applied_on(db, a, "CP1");
+                if (ops_applied_on(db, a, "TOUR1") != 1)
+                    fail_msg("checkpoint update %d (seqs %" PRId64 "-%" PRId64
+                             "): its merge into TOUR1 is not applied once on the server",
+                             a->value, a->first_seq, a->last_seq);
+            }
             break;
         case K_CREATE: {
             snprintf(m, sizeof m, "TC%d", a->value);
@@ -760,6 +789,10 @@ static void final_checks(fx_t *f, int64_t *accepted_out, int64_t *unconfirmed_ou
     assert_non_null(lv);
     level = strtoll(lv + strlen("\"level\":"), NULL, 10);
     assert_int_equal(level, escalations);
+    /* J2 and CP1 were each created by one op; every other op applied to them is a committed
+     * set or checkpoint update of the loop. */
+    assert_int_equal(v_j2, 1 + sets);
+    assert_int_equal(v_cp1, 1 + checkpoints);
     /* Sets are recorded one after another: the last committed one stands. */
     char m[64];
     if (last_set >= 0) {

@@ -188,17 +188,22 @@ static void test_flock_try_shared__readers_share_writers_exclude(void **state)
 static void test_flock_try__released_when_holder_dies(void **state)
 {
     (void)state;
-    int ready[2];
+    /* ready: the child holds the lock; go: the parent has seen it held, the child may die. No
+     * fixed hold time, so a slow machine cannot let the lock go before the parent looks. */
+    int ready[2], go[2];
     assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         fsa_flock_t *c;
+        char y;
         if (P->flock_open(P->ctx, lock_path, &c) != FSA_OK || P->flock_try(P->ctx, c, 3) != FSA_OK)
             _exit(2);
         if (write(ready[1], "x", 1) != 1)
             _exit(3);
-        P->sleep(P->ctx, 200 * FSA_NS_PER_MS);
+        if (read(go[0], &y, 1) != 1)
+            _exit(4);
         _exit(0); /* dies holding the lock: the kernel releases it */
     }
     char x;
@@ -206,6 +211,7 @@ static void test_flock_try__released_when_holder_dies(void **state)
     fsa_flock_t *f;
     assert_fsa_ok(P->flock_open(P->ctx, lock_path, &f));
     assert_int_equal(P->flock_try(P->ctx, f, 3), FSA_EBUSY);
+    assert_int_equal(write(go[1], "x", 1), 1);
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -213,6 +219,8 @@ static void test_flock_try__released_when_holder_dies(void **state)
     P->flock_close(P->ctx, f);
     close(ready[0]);
     close(ready[1]);
+    close(go[0]);
+    close(go[1]);
 }
 
 static void test_flock_open__unwritable_path(void **state)

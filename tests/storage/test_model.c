@@ -1824,6 +1824,14 @@ static void test_fsa_model_apply__allocation_failures(void **state)
         {op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "new", "{\"e\":[1,2]}", 0), ticket, 0},
         {op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", "7", 2), ticket, 0},
     };
+    /* What each row gives when no allocation fails: a run that got through after failures must
+     * give the same, not merely something. */
+    char *want[sizeof rows / sizeof rows[0]];
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        want[i] = NULL;
+        assert_fsa_ok(
+            fsa_model_apply(&rows[i].op, rows[i].fields, 1, rows[i].flags, &want[i], NULL));
+    }
     cJSON_Hooks hooks = {failing_malloc, free};
     cJSON_InitHooks(&hooks);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -1837,6 +1845,7 @@ static void test_fsa_model_apply__allocation_failures(void **state)
             allocs_left = -1;
             if (st == FSA_OK) {
                 assert_non_null(out);
+                assert_string_equal(out, want[i]);
                 fsa_model_free(out);
                 assert_true(n > 0); /* else the hooks never failed anything */
                 break;
@@ -1847,6 +1856,7 @@ static void test_fsa_model_apply__allocation_failures(void **state)
             assert_string_equal(err.code, "out_of_memory");
         }
         fsa_op_clear(&rows[i].op);
+        fsa_model_free(want[i]);
     }
     for (long n = 0;; n++) {
         char *out = NULL, *field = NULL;
@@ -1860,6 +1870,15 @@ static void test_fsa_model_apply__allocation_failures(void **state)
         assert_true(a == FSA_OK || (a == FSA_ENOMEM && out == NULL));
         assert_true(b == FSA_OK || (b == FSA_ENOMEM && field == NULL));
         assert_true(c == FSA_OK || c == FSA_ENOMEM);
+        /* Whatever got through is exactly right (written out by hand). */
+        if (a == FSA_OK)
+            assert_string_equal(out, "{\"status\":\"OPEN\",\"level\":3,\"ticketlog\":{"
+                                     "\"ticket_history\":[1,2,{\"a\":[1.5]}],\"q\":2},"
+                                     "\"zzz\":[true]}");
+        if (b == FSA_OK)
+            assert_string_equal(field, "{\"ticket_history\":[1,2,{\"a\":[1.5]}],\"m\":{\"x\":1}}");
+        if (c == FSA_OK)
+            assert_string_equal(st_buf, "OPEN");
         fsa_model_free(out);
         fsa_model_free(field);
         if (a == FSA_OK && b == FSA_OK && c == FSA_OK)

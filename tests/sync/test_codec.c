@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "port/alloc.h"
 #include "sync/codec.h"
 #include "tests/test_util.h"
@@ -587,8 +589,83 @@ static void test_fsa_codec_decode_devices__cases(void **state)
     }
 }
 
+/* The string member name of o, or NULL. */
+static const char *json_string(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The array member name of o and its size; -1 when it is not an array. */
+static int json_array_size(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
+}
+
+/* What a successful decode must agree with: the same text read by cJSON directly, an expectation
+ * that shares nothing with the codec's checks. */
+static cJSON *parsed_as_json(const char *buf, size_t use)
+{
+    cJSON *doc = cJSON_ParseWithLength(buf, use);
+    if (doc == NULL || !cJSON_IsObject(doc))
+        fail_msg("a decoder accepted text that is not a JSON object: %.*s", (int)use, buf);
+    return doc;
+}
+
+static void expect_push_like_json(const char *buf, size_t use, const fsa_codec_push_t *p)
+{
+    cJSON *doc = parsed_as_json(buf, use);
+    const char *batch_id = json_string(doc, "batch_id");
+    assert_non_null(batch_id);
+    assert_string_equal(p->batch_id, batch_id);
+    assert_int_equal(json_array_size(doc, "ops"), p->count);
+    const cJSON *ops = cJSON_GetObjectItemCaseSensitive(doc, "ops");
+    for (size_t i = 0; i < p->count; i++) {
+        const char *op_id = json_string(cJSON_GetArrayItem(ops, (int)i), "op_id");
+        assert_non_null(op_id);
+        assert_string_equal(p->ops[i].op.op_id, op_id);
+    }
+    cJSON_Delete(doc);
+}
+
+static void expect_results_like_json(const char *buf, size_t use, const fsa_codec_result_t *res,
+                                     size_t n)
+{
+    cJSON *doc = parsed_as_json(buf, use);
+    assert_int_equal(json_array_size(doc, "results"), n);
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(doc, "results");
+    for (size_t i = 0; i < n; i++) {
+        const char *op_id = json_string(cJSON_GetArrayItem(arr, (int)i), "op_id");
+        assert_non_null(op_id);
+        assert_string_equal(res[i].op_id, op_id);
+    }
+    cJSON_Delete(doc);
+}
+
+static void expect_pull_like_json(const char *buf, size_t use, const fsa_codec_pull_t *pl)
+{
+    cJSON *doc = parsed_as_json(buf, use);
+    assert_int_equal(json_array_size(doc, "changes"), pl->count);
+    const char *cursor = json_string(doc, "cursor");
+    assert_string_equal(pl->cursor, cursor != NULL ? cursor : "");
+    assert_int_equal(pl->more, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "more")));
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(doc, "changes");
+    for (size_t i = 0; i < pl->count; i++) {
+        const cJSON *c = cJSON_GetArrayItem(arr, (int)i);
+        const char *id = json_string(c, "id");
+        const cJSON *version = cJSON_GetObjectItemCaseSensitive(c, "version");
+        assert_non_null(id);
+        assert_string_equal(pl->changes[i].id, id);
+        assert_true(cJSON_IsNumber(version));
+        assert_int_equal(pl->changes[i].version, (int64_t)version->valuedouble);
+    }
+    cJSON_Delete(doc);
+}
+
 /* Every prefix and a few thousand seeded byte mutations of valid texts: the decoders answer with a
- * status, never crash or leak (the sanitizer build checks both). */
+ * status, never crash or leak (the sanitizer build checks both); no proper prefix decodes (none is
+ * a whole JSON text), and what does decode agrees with cJSON's own reading of the text. */
 static void test_fsa_codec_decoders__truncations_and_mutations(void **state)
 {
     (void)state;
@@ -606,6 +683,7 @@ static void test_fsa_codec_decoders__truncations_and_mutations(void **state)
                        "\"server_time\":5}";
     const char *texts[] = {push, results, pull};
     uint64_t rng = 12345;
+    int decoded = 0;
     for (size_t t = 0; t < 3; t++) {
         size_t len = strlen(texts[t]);
         char *buf = fsa_malloc(len + 1);
@@ -621,26 +699,48 @@ static void test_fsa_codec_decoders__truncations_and_mutations(void **state)
                     buf[(rng >> 33) % len] = (char)(rng >> 13);
                 }
             }
+            const bool prefix = round < len;
             fsa_codec_push_t p;
             fsa_codec_err_t err;
             fsa_status_t st = fsa_codec_decode_push(buf, use, &p, &err);
             assert_true(st == FSA_OK || st == FSA_EINVAL || st == FSA_ETOOLARGE);
+            if (st == FSA_OK) {
+                assert_false(prefix);
+                expect_push_like_json(buf, use, &p);
+                decoded++;
+            }
             fsa_codec_push_free(&p);
             fsa_codec_result_t *res = NULL;
             size_t n = 0;
             st = fsa_codec_decode_results(buf, use, &res, &n, NULL);
             assert_true(st == FSA_OK || st == FSA_EPROTO);
+            if (st == FSA_OK) {
+                assert_false(prefix);
+                expect_results_like_json(buf, use, res, n);
+                decoded++;
+            }
             fsa_codec_results_free(res, n);
             fsa_codec_pull_t pl;
             st = fsa_codec_decode_pull(buf, use, &pl);
             assert_true(st == FSA_OK || st == FSA_EPROTO);
+            if (st == FSA_OK) {
+                assert_false(prefix);
+                expect_pull_like_json(buf, use, &pl);
+                decoded++;
+            }
             fsa_codec_pull_free(&pl);
             int64_t tm;
             st = fsa_codec_decode_error(buf, use, &err, &tm);
             assert_true(st == FSA_OK || st == FSA_EPROTO);
+            if (st == FSA_OK) {
+                assert_false(prefix);
+                cJSON_Delete(parsed_as_json(buf, use));
+            }
         }
         fsa_free(buf);
     }
+    /* Some mutations (inside strings and numbers) leave a valid text: the comparisons ran. */
+    assert_true(decoded > 0);
 }
 
 int main(void)

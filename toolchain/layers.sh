@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# fieldsync: checks the layering that the README's Layout and DESIGN.md promise; exits 1 on a breach.
+#
+#   toolchain/layers.sh [--root DIR]
+#
+#  - Dependencies point down only: agent -> sync -> storage -> port. A file of one layer includes
+#    no header of a higher layer. agent/include/fieldsync (the public header, "fieldsync/...")
+#    belongs to agent/; sync/server/ (the reference server) is an application of its own, and
+#    nothing outside it includes its headers. A quoted include that names no layer is a breach.
+#  - Each third-party library is used only by the module that owns it: its header included, or
+#    one of its identifiers in the code (comments do not count), anywhere else is a breach.
+#  - tests/ is exempt from both: tests sit above every layer, and they look at what a module
+#    hides (the journal's SQLite file, raw HTTP, JSON bodies) to check it from outside.
+# Each exception stands below with its reason. DIR (default: this tree) holds agent/ port/
+# storage/ sync/; tests/toolchain/test_layers.sh runs this on a copy with planted breaches.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --root)
+      [ $# -ge 2 ] || { echo "layers.sh: --root needs a directory" >&2; exit 2; }
+      root=$2; shift ;;
+    *) echo "layers.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+cd "$root"
+command -v perl >/dev/null || { echo "layers.sh: perl is needed" >&2; exit 2; }
+
+# Libraries: name|header pattern (ERE, on the include line)|identifier pattern (ERE, on code).
+libraries=(
+  'sqlite3|<sqlite3\.h>|\bsqlite3(_[A-Za-z0-9_]+)?\b|\bSQLITE_[A-Z0-9_]+\b'
+  'libpq|<libpq-fe\.h>|\bPQ[a-z][A-Za-z]*\(|\bPGconn\b|\bPGresult\b'
+  'curl|<curl/|\bcurl_[a-z_]+\b|\bCURL[A-Z_]*\b'
+  'cJSON|<cjson/|\bcJSON(_[A-Za-z0-9_]+)?\b'
+  'mbedTLS|<mbedtls/|\bmbedtls_[a-z0-9_]+\b|\bMBEDTLS_[A-Z0-9_]+\b'
+  'microhttpd|<microhttpd\.h>|\bMHD_[A-Za-z_]+\b'
+  'zlib|<zlib\.h>|\bz_stream\b|\b(deflate|inflate)(Init2?|End)?\('
+)
+
+# Owners: library|path pattern (ERE, on the path from the root).
+owners=(
+  'sqlite3|^storage/'                     # the journal and the lock manager: "storage owns every byte on disk"
+  'sqlite3|^sync/server/store_sqlite\.c$' # the reference server's own store (DESIGN.md)
+  'libpq|^sync/server/store_pg\.c$'       # the reference server's store on PostgreSQL
+  'curl|^sync/transport\.c$'              # the transport
+  'cJSON|^sync/codec\.c$'                 # the codec: the wire format
+  'cJSON|^storage/model\.c$'              # the model: entity fields and merge patches are JSON
+  'mbedTLS|^sync/signer\.c$'              # the signer
+  'microhttpd|^sync/server/server\.c$'    # the reference server's HTTP front
+)
+
+# Exceptions: library|path pattern|reason. Each is a file outside the owner that uses the library.
+exceptions=(
+  'cJSON|^storage/libs\.c$|hands the project allocator to cJSON (cJSON_InitHooks) beside SQLite'
+  'curl|^agent/sim/admin\.c$|the simulator talks to the server admin API, which the device transport does not speak'
+  'cJSON|^agent/sim/checks\.c$|the simulator invariant checkers read the admin API JSON (a tool beside the agent)'
+  'cJSON|^agent/sim/fleet\.c$|the simulator reads the admin API JSON lists (a tool beside the agent)'
+  'zlib|^sync/transport\.c$|gzip of request bodies; a second gzip lives in the server (issue 15: one implementation)'
+  'zlib|^sync/server/server\.c$|gunzip of request bodies; a second gzip lives in the transport (issue 15)'
+)
+
+files=$(find agent port storage sync -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null | sort)
+[ -n "$files" ] || { echo "layers.sh: no sources under $root" >&2; exit 2; }
+n=$(echo "$files" | wc -l)
+
+# One perl process reads every file: the tables go in as lines of LIB|PATTERN|... on stdin.
+mapfile -t breaches < <({
+  printf 'L|%s\n' "${libraries[@]}"
+  printf 'O|%s\n' "${owners[@]}" "${exceptions[@]}"
+  printf 'F|%s\n' $files
+} | perl -e '
+  use strict; use warnings;
+  my (@libs, @allow, @files);
+  while (<STDIN>) {
+    chomp;
+    my ($kind, $rest) = split /\|/, $_, 2;
+    if ($kind eq "L") { my ($lib, $hdr, $ids) = split /\|/, $rest, 3; push @libs, [$lib, qr/^\s*#\s*include\s*$hdr/, qr/$ids/]; }
+    elsif ($kind eq "O") { my ($lib, $pat) = split /\|/, $rest, 3; push @allow, [$lib, qr/$pat/]; }
+    else { push @files, $rest; }
+  }
+  my %rank = (port => 0, storage => 1, sync => 2, agent => 3, fieldsync => 3);
+  for my $f (@files) {
+    open my $fh, "<", $f or die "layers.sh: $f: $!\n";
+    my $text = do { local $/; <$fh> };
+    close $fh;
+    # Comments blanked, lines kept, so that line numbers stay right.
+    (my $code = $text) =~ s{/\*.*?\*/}{ (my $c = $&) =~ tr/\n//cd; $c }gse;
+    $code =~ s{//[^\n]*}{}g;
+    my ($top) = $f =~ m{^([^/]+)/};
+    my $mine = $rank{$top};
+    # The libraries this file may not use.
+    my @banned = grep { my $lib = $_->[0]; !grep { $_->[0] eq $lib && $f =~ $_->[1] } @allow } @libs;
+    my @lines = split /\n/, $code, -1;
+    for my $i (0 .. $#lines) {
+      my $l = $lines[$i];
+      my $at = "$f:" . ($i + 1);
+      if ($l =~ /^\s*#\s*include\s*([<"])([^>"]*)[>"]/) {
+        my ($q, $inc) = ($1, $2);
+        my ($itop) = $inc =~ m{^([^/]+)/};
+        if (!defined $itop || !exists $rank{$itop}) {
+          print "$at: includes \"$inc\", which names no layer (write layer/...)\n" if $q eq "\"";
+        } elsif ($rank{$itop} > $mine) {
+          print "$at: $top/ includes $inc, a header of the higher layer $itop/\n";
+        } elsif ($itop eq "fieldsync" && $top ne "agent") {
+          print "$at: $top/ includes the public header $inc (only agent/ and tests may)\n";
+        } elsif ($inc =~ m{^sync/server/} && $f !~ m{^sync/server/}) {
+          print "$at: includes $inc: the reference server keeps its headers to itself\n";
+        }
+      }
+      for my $lb (@banned) {
+        my ($lib, $hdr, $ids) = @$lb;
+        if ($l =~ $hdr || ($l !~ /^\s*#\s*include/ && $l =~ $ids)) {
+          (my $shown = $l) =~ s/^\s+//;
+          print "$at: uses $lib outside the module that owns it: $shown\n";
+        }
+      }
+    }
+  }
+')
+
+if [ ${#breaches[@]} -gt 0 ]; then
+  echo "layers.sh: the layering is broken (toolchain/layers.sh says what is allowed and why):" >&2
+  printf '%s\n' "${breaches[@]}" >&2
+  exit 1
+fi
+echo "layers.sh: $n files keep to the layers (agent -> sync -> storage -> port) and library owners" \
+  "(${#exceptions[@]} listed exceptions)"
