@@ -73,17 +73,32 @@ void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__resu
         for (size_t k = 0; k < r[i].ninv; k++) {
             const fsa__inv_t *v = &r[i].inv[k];
             if (v->status == FSA__INV_FAIL)
-                fprintf(out, "FAIL %s: %s: %s\n", r[i].name, v->name, v->details);
+                fprintf(out, "FAIL %s: %s (%s): %s\n", r[i].name, v->name, v->how, v->details);
             else if (v->status == FSA__INV_NOT_CHECKED)
                 fprintf(out, "not checked %s: %s: %s\n", r[i].name, v->name, v->details);
         }
     }
+    /* How the checked ones were checked. */
+    static const char *const hows[] = {"devices", "pulls", "admin API", "hook"};
+    fprintf(out, "checked through:");
+    for (size_t h = 0; h < sizeof hows / sizeof hows[0]; h++) {
+        size_t c = 0;
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < r[i].ninv; k++)
+                c += r[i].inv[k].status != FSA__INV_NOT_CHECKED &&
+                     strncmp(r[i].inv[k].how, hows[h], strlen(hows[h])) == 0;
+        fprintf(out, " %s %zu%s", hows[h], c, h + 1 < sizeof hows / sizeof hows[0] ? "," : "\n");
+    }
     if (tf > 0)
-        fprintf(out, "result: %zu invariants FAILED, %zu passed, %zu not checked\n", tf, tp, tn);
-    else if (tn > 0)
-        fprintf(out, "result: all %zu checked invariants passed (%zu not checked)\n", tp, tn);
+        fprintf(out, "result: %zu checked, %zu passed, %zu FAILED, %zu not checked\n", tp + tf, tp,
+                tf, tn);
+    else if (tp == 0)
+        fprintf(out, "result: nothing checked (%zu not checked)\n", tn);
     else
-        fprintf(out, "result: all %zu checked invariants passed\n", tp);
+        fprintf(out,
+                "result: all %zu checked invariants passed (%zu checked, %zu passed, %zu not "
+                "checked)\n",
+                tp, tp, tp, tn);
     if (m->workdir_kept)
         fprintf(out, "workdir kept: %s\n", m->workdir);
 }
@@ -171,6 +186,8 @@ static void json_result(FILE *o, const fsa__result_t *r)
                 fsa__inv_status_name(r->inv[i].status),
                 r->inv[i].status == FSA__INV_PASS ? "true" : "false");
         json_str(o, r->inv[i].details);
+        fprintf(o, ",\"how\":");
+        json_str(o, r->inv[i].status == FSA__INV_NOT_CHECKED ? "" : r->inv[i].how);
         fprintf(o, "}");
     }
     fprintf(o, "]}");
@@ -391,9 +408,43 @@ fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, con
             m->seed, (double)m->wall_ms / 1000.0);
     html_text(o, m->server_url);
     fprintf(o, "</p>\n");
+    /* At a glance: one row per scenario. */
+    size_t gp = 0, gf = 0, gn = 0;
+    for (size_t i = 0; i < n; i++)
+        count_inv(&r[i], &gp, &gf, &gn);
+    fprintf(o,
+            "<h2>Summary: <span class=\"%s\">%s</span></h2><p>%zu invariants checked: %zu "
+            "passed, %zu failed; %zu not checked</p>\n<table><tr><th>scenario</th><th>result</th>"
+            "<th>passed</th><th>failed</th><th>not checked</th><th>devices</th><th>ops</th>"
+            "<th>lost</th><th>time</th></tr>\n",
+            gf > 0    ? "fail"
+            : gp == 0 ? "nc"
+                      : "pass",
+            gf > 0    ? "FAILED"
+            : gp == 0 ? "nothing checked"
+                      : "passed",
+            gp + gf, gp, gf, gn);
+    for (size_t i = 0; i < n; i++) {
+        size_t p = 0, fl = 0, nc = 0;
+        count_inv(&r[i], &p, &fl, &nc);
+        const char *cls = fl > 0 ? "fail" : p == 0 ? "nc" : "pass";
+        fprintf(o, "<tr><td><a href=\"#s%zu\">", i);
+        html_text(o, r[i].name);
+        fprintf(o,
+                "</a></td><td class=\"%s\">%s</td><td>%zu</td><td>%zu</td><td>%zu</td><td>%d</td>"
+                "<td>%" PRId64 "</td><td>%" PRId64 "</td><td>%.1f s</td></tr>\n",
+                cls,
+                fl > 0   ? "FAIL"
+                : p == 0 ? "not run"
+                : nc > 0 ? "pass (some not checked)"
+                         : "pass",
+                p, fl, nc, r[i].devices, r[i].recorded, r[i].lost,
+                (double)r[i].duration_ms / 1000.0);
+    }
+    fprintf(o, "</table>\n");
     for (size_t i = 0; i < n; i++) {
         const fsa__result_t *x = &r[i];
-        fprintf(o, "<h2>");
+        fprintf(o, "<h2 id=\"s%zu\">", i);
         html_text(o, x->name);
         fprintf(o,
                 "</h2><p>%d devices, %" PRId64 " ops recorded, %" PRId64 " lost, %" PRId64
@@ -408,7 +459,8 @@ fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, con
             fprintf(o, "<br>");
             html_text(o, x->note);
         }
-        fprintf(o, "</p>\n<table><tr><th>invariant</th><th>result</th><th>details</th></tr>\n");
+        fprintf(o, "</p>\n<table><tr><th>invariant</th><th>result</th><th>checked through</th>"
+                   "<th>details</th></tr>\n");
         for (size_t k = 0; k < x->ninv; k++) {
             const fsa__inv_t *v = &x->inv[k];
             const char *cls = v->status == FSA__INV_PASS   ? "pass"
@@ -417,6 +469,8 @@ fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, con
             fprintf(o, "<tr><td>");
             html_text(o, v->name);
             fprintf(o, "</td><td class=\"%s\">%s</td><td>", cls, fsa__inv_status_name(v->status));
+            html_text(o, v->status == FSA__INV_NOT_CHECKED ? "" : v->how);
+            fprintf(o, "</td><td>");
             html_text(o, v->details);
             fprintf(o, "</td></tr>\n");
         }
