@@ -428,10 +428,10 @@ fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, con
         size_t p = 0, fl = 0, nc = 0;
         count_inv(&r[i], &p, &fl, &nc);
         const char *cls = fl > 0 ? "fail" : p == 0 ? "nc" : "pass";
-        fprintf(o, "<tr><td><a href=\"#s%zu\">", i);
+        fprintf(o, "<tr><td>");
         html_text(o, r[i].name);
         fprintf(o,
-                "</a></td><td class=\"%s\">%s</td><td>%zu</td><td>%zu</td><td>%zu</td><td>%d</td>"
+                "</td><td class=\"%s\">%s</td><td>%zu</td><td>%zu</td><td>%zu</td><td>%d</td>"
                 "<td>%" PRId64 "</td><td>%" PRId64 "</td><td>%.1f s</td></tr>\n",
                 cls,
                 fl > 0   ? "FAIL"
@@ -444,7 +444,7 @@ fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, con
     fprintf(o, "</table>\n");
     for (size_t i = 0; i < n; i++) {
         const fsa__result_t *x = &r[i];
-        fprintf(o, "<h2 id=\"s%zu\">", i);
+        fprintf(o, "<h2>");
         html_text(o, x->name);
         fprintf(o,
                 "</h2><p>%d devices, %" PRId64 " ops recorded, %" PRId64 " lost, %" PRId64

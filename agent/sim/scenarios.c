@@ -1126,6 +1126,10 @@ static void scn_attendance(fsa__run_t *run)
                          run->res->s_delta.entities, expected);
         } else if (run->admin == NULL) {
             count_attendance(run, &c, expected);
+        } else {
+            fsa__inv_add(run->res, "no_extra_attendance", FSA__INV_NOT_CHECKED,
+                         "the server's counters are per process (--server given %d times)",
+                         f->nurls);
         }
     }
 out:
@@ -1455,7 +1459,8 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
     clock_gettime(CLOCK_REALTIME, &wall);
     run->t0_wall_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
     char err[FSA__ERR_BYTES];
-    if (run->admin != NULL) {
+    /* The counters of one process: the server's only when it has one (one --server). */
+    if (run->admin != NULL && f->nurls <= 1) {
         if (fsa__admin_stats(run->admin, &run->before, err, sizeof err) == FSA_OK)
             run->have_before = true;
         else
@@ -1548,6 +1553,9 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
         else
             fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
                          "the server's counters are server-wide and it is not this run's own");
+    } else if (run->admin != NULL) {
+        fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
+                     "the server's counters are per process (--server given %d times)", f->nurls);
     } else {
         fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
                      "the server's counters are not part of the protocol: needs the reference "
