@@ -22,6 +22,7 @@
 #define DEFAULT_DEVICES 20
 #define DEFAULT_OPS 100
 #define SERVERS_MAX 16
+#define PROCS_MAX 8
 #define DEFAULT_FLAKY_FAULTS "5xx=0.05,429=0.05,drop=0.05,reset=0.03,latency=1,retry-after=1"
 
 static const char USAGE[] =
@@ -57,6 +58,9 @@ static const char USAGE[] =
     "  --server-hook CMD    without the admin API: a shell command the server's actor runs,\n"
     "                       {type} and {id} replaced, e.g. 'ssh stg ./manage.py autoclose\n"
     "                       {type} {id}'; without it `autoclose` cannot run\n"
+    "  --server-procs N     own server: N processes on one database (default 1, at most 8)\n"
+    "  --server-db URI      own server: this PostgreSQL database (postgresql://...) instead of a\n"
+    "                       fresh SQLite file per scenario; ids are then unique per run\n"
     "  --site-reader ID     without the admin API: a device of the devices file whose scope\n"
     "                       has the sites site0..site6 and s1, to read every attendance\n"
     "                       through pulls\n"
@@ -375,7 +379,8 @@ typedef struct opts {
     const char *faults, *server, *devices_file, *token_file, *report, *html, *workdir;
     const char *servers[SERVERS_MAX];
     int nservers;
-    const char *hook, *site_reader;
+    const char *hook, *site_reader, *server_db;
+    int procs;
     bool sync_full;
 } opts_t;
 
@@ -387,11 +392,13 @@ static void parse_args(int argc, char **argv, opts_t *o)
     o->workers = 8;
     o->scenario = "all";
     o->seed = 1;
+    o->procs = 1;
     static const char *const with_value[] = {
         "--devices",          "--scenario",     "--seed",        "--ops",
         "--duration",         "--faults",       "--server",      "--devices-file",
         "--admin-token-file", "--report",       "--html",        "--workdir",
-        "--workers",          "--journal-sync", "--server-hook", "--site-reader"};
+        "--workers",          "--journal-sync", "--server-hook", "--site-reader",
+        "--server-procs",     "--server-db"};
     bool given[sizeof with_value / sizeof with_value[0]] = {false};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -440,6 +447,13 @@ static void parse_args(int argc, char **argv, opts_t *o)
             o->hook = v;
         } else if (strcmp(a, "--site-reader") == 0) {
             o->site_reader = v;
+        } else if (strcmp(a, "--server-procs") == 0) {
+            o->procs = (int)parse_int(a, v, 1, PROCS_MAX);
+        } else if (strcmp(a, "--server-db") == 0) {
+            if (strncmp(v, "postgresql://", 13) != 0 && strncmp(v, "postgres://", 11) != 0)
+                die_usage("--server-db needs a postgresql:// URI (a SQLite file per scenario is "
+                          "the default)");
+            o->server_db = v;
         } else if (strcmp(a, "--devices-file") == 0) {
             o->devices_file = v;
         } else if (strcmp(a, "--admin-token-file") == 0) {
@@ -473,6 +487,8 @@ static void parse_args(int argc, char **argv, opts_t *o)
         die_usage("--devices-file goes with --server (the simulator writes its own otherwise)");
     if (o->server == NULL && o->token_file != NULL)
         die_usage("--admin-token-file goes with --server (the simulator makes its own otherwise)");
+    if (o->server != NULL && (o->procs > 1 || o->server_db != NULL))
+        die_usage("--server-procs and --server-db are for the simulator's own server");
     if (o->server == NULL && o->site_reader != NULL)
         die_usage("--site-reader goes with --server (the simulator makes its own otherwise)");
     if (o->server == NULL && o->hook != NULL)
@@ -588,12 +604,13 @@ int main(int argc, char **argv)
     }
 
     /* The server and the devices. */
-    fsa__server_t srv;
-    memset(&srv, 0, sizeof srv);
+    fsa__server_t srvs[PROCS_MAX];
+    memset(srvs, 0, sizeof srvs);
+    fsa__server_t *const srv0 = &srvs[0];
     char devices_file[FSA__PATH_BYTES + 32], token_file[FSA__PATH_BYTES + 32];
     char runtag[32];
     if (o.server == NULL) {
-        if (fsa__server_find(&srv, err, sizeof err) != FSA_OK) {
+        if (fsa__server_find(srv0, err, sizeof err) != FSA_OK) {
             rc = fail("%s", err);
             goto out_dir;
         }
@@ -615,6 +632,29 @@ int main(int argc, char **argv)
             goto out_dir;
         }
         snprintf(runtag, sizeof runtag, "s%" PRIu64, o.seed % 1000000000u);
+        for (int i = 1; i < o.procs; i++) {
+            snprintf(srvs[i].binary, sizeof srvs[i].binary, "%s", srv0->binary);
+            snprintf(srvs[i].found_via, sizeof srvs[i].found_via, "%s", srv0->found_via);
+        }
+        if (o.procs > 1) {
+            f.urls = fsa_calloc((size_t)o.procs, sizeof *f.urls);
+            if (f.urls == NULL) {
+                rc = fail("out of memory");
+                goto out_dir;
+            }
+            f.nurls = o.procs;
+        }
+        if (o.server_db != NULL) {
+            /* A database that outlives the run: ids and nonces unique forever (see --server). */
+            fsa_port_t *p = fsa_port_posix();
+            uint32_t r = 0;
+            if (p->random(p->ctx, &f.seed_mix, sizeof f.seed_mix) != FSA_OK ||
+                p->random(p->ctx, &r, sizeof r) != FSA_OK) {
+                rc = fail("no random source");
+                goto out_dir;
+            }
+            snprintf(runtag, sizeof runtag, "r%08" PRIx32, r);
+        }
     } else {
         rc = load_devices(&f, o.devices_file, o.devices_given, o.site_reader);
         if (rc != EXIT_SUCCESS)
@@ -703,15 +743,27 @@ int main(int argc, char **argv)
                 run.faults = fl.text[0] != '\0';
                 char db[FSA__PATH_BYTES + 96];
                 snprintf(db, sizeof db, "%s/server.db", dir);
-                snprintf(srv.log, sizeof srv.log, "%s/server.log", dir);
-                if (fsa__server_start(&srv, db, devices_file, token_file, fl.args, err,
-                                      sizeof err) != FSA_OK) {
-                    fsa__inv_add(res, "scenario_ran", FSA__INV_FAIL, "%s", err);
-                    rc = fail("%s", err);
-                    stop = true;
+                /* --server-procs N: N processes on one database, started one after the other
+                 * (the first creates the schema), the devices spread over them. */
+                for (int p = 0; p < o.procs && !stop; p++) {
+                    fsa__server_t *sp = &srvs[p];
+                    snprintf(sp->log, sizeof sp->log, "%s/server%s%.0d.log", dir, p ? "." : "", p);
+                    if (fsa__server_start(sp, o.server_db != NULL ? o.server_db : db, devices_file,
+                                          token_file, fl.args, err, sizeof err) != FSA_OK) {
+                        fsa__inv_add(res, "scenario_ran", FSA__INV_FAIL, "%s", err);
+                        rc = fail("%s", err);
+                        stop = true;
+                    }
+                    if (f.urls != NULL)
+                        snprintf(f.urls[p], sizeof f.urls[p], "%s", sp->url);
+                }
+                if (stop) {
+                    for (int p = 0; p < o.procs; p++)
+                        if (srvs[p].pid > 0)
+                            (void)fsa__server_stop(&srvs[p]);
                     break;
                 }
-                snprintf(f.url, sizeof f.url, "%s", srv.url);
+                snprintf(f.url, sizeof f.url, "%s", srv0->url);
                 run.owned_server = true;
             } else if (s->wants_faults) {
                 snprintf(res->note, sizeof res->note,
@@ -734,11 +786,14 @@ int main(int argc, char **argv)
                 fputs("\r\033[K", stderr);
             fsa__fleet_end(&f);
             fsa__admin_free(admin);
-            if (o.server == NULL && srv.pid > 0) {
-                int src = fsa__server_stop(&srv);
+            for (int p = 0; o.server == NULL && p < o.procs; p++) {
+                if (srvs[p].pid <= 0)
+                    continue;
+                int src = fsa__server_stop(&srvs[p]);
                 if (src != 0)
                     fsa__inv_add(res, "server_clean_exit", FSA__INV_FAIL,
-                                 "fieldsync-server exited with status %d (log: %s)", src, srv.log);
+                                 "fieldsync-server exited with status %d (log: %s)", src,
+                                 srvs[p].log);
             }
             if (!keep)
                 fsa__remove_tree(dir); /* the journals of a finished scenario are not needed */
@@ -756,9 +811,9 @@ int main(int argc, char **argv)
         .devices = f.ndev,
         .ops = o.ops,
         .workers = o.workers,
-        .server_url = o.server != NULL ? o.server : (srv.url[0] ? srv.url : "(not started)"),
-        .server_binary = o.server == NULL ? srv.binary : NULL,
-        .server_found_via = srv.found_via,
+        .server_url = o.server != NULL ? o.server : (srv0->url[0] ? srv0->url : "(not started)"),
+        .server_binary = o.server == NULL ? srv0->binary : NULL,
+        .server_found_via = srv0->found_via,
         .workdir = workdir,
         .workdir_kept = keep,
         .wall_ms = fsa__real_ms() - t_start,
