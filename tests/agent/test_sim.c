@@ -420,6 +420,18 @@ static void test_sim__usage_errors(void **state)
     usage_error(a15, "--server");
     const char *a16[] = {"--server", "ftp://x", "--devices-file", "/dev/null", NULL};
     usage_error(a16, "http");
+    const char *a17[] = {"--server-hook", "true {id}", NULL};
+    usage_error(a17, "--server-hook goes with --server");
+    const char *a18[] = {"--server-procs", "9", NULL};
+    usage_error(a18, "--server-procs");
+    const char *a19[] = {"--server-db", "/tmp/x.db", NULL};
+    usage_error(a19, "postgresql://");
+    const char *a20[] = {"--server",  "http://127.0.0.1:1", "--devices-file",
+                         "/dev/null", "--server-procs",     "2",
+                         NULL};
+    usage_error(a20, "own server");
+    const char *a21[] = {"--site-reader", "dev005", NULL};
+    usage_error(a21, "--site-reader goes with --server");
 }
 
 static void test_sim__help(void **state)
