@@ -287,16 +287,27 @@ static void svg_open(FILE *o, const char *title)
             ML, CH - MB, CW - MR, CH - MB, ML, MT, ML, CH - MB);
 }
 
-static void svg_axis(FILE *o, const char *xmax, const char *ymax, const char *xlabel)
+/* Values on both axes: 0, a quarter, half, three quarters and the maximum, each with a tick;
+ * x values are xmax * k / 4 printed with xdec decimals and xunit. */
+static void svg_axis(FILE *o, double xmax, int xdec, const char *xunit, double ymax,
+                     const char *xlabel)
 {
-    fprintf(o,
-            "<g font-size=\"10\" font-family=\"sans-serif\" fill=\"#444\">"
-            "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>"
-            "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">0</text>"
-            "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>"
-            "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text></g>",
-            ML - 4, MT + 8, ymax, ML - 4, CH - MB, CW - MR, CH - 8, xmax, (ML + CW - MR) / 2,
-            CH - 8, xlabel);
+    fprintf(o, "<g font-size=\"10\" font-family=\"sans-serif\" fill=\"#444\">");
+    double w = CW - ML - MR, h = CH - MB - MT;
+    for (int k = 0; k <= 4; k++) {
+        double x = ML + w * k / 4.0, y = (CH - MB) - h * k / 4.0;
+        fprintf(o,
+                "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#888\"/>"
+                "<text x=\"%.1f\" y=\"%d\" text-anchor=\"%s\">%.*f%s</text>"
+                "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#888\"/>"
+                "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.*f</text>",
+                x, CH - MB, x, CH - MB + 3, x, CH - MB + 13, k == 4 ? "end" : "middle", xdec,
+                xmax * k / 4.0, k == 4 ? xunit : "", ML - 3, y, ML, y, ML - 5, y + 3,
+                ymax >= 4 ? 0 : 2, ymax * k / 4.0);
+    }
+    fprintf(o, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">", (ML + CW - MR) / 2, CH - 2);
+    html_text(o, xlabel);
+    fprintf(o, "</text></g>");
 }
 
 /* A line chart of (t, value) samples; which = 0 depth, 1 retries. */
@@ -311,10 +322,7 @@ static void svg_series(FILE *o, const fsa__result_t *r, int which, const char *t
         if (v > vmax)
             vmax = v;
     }
-    char xs[32], ys[32];
-    snprintf(xs, sizeof xs, "%.1f s", (double)tmax / 1000.0);
-    snprintf(ys, sizeof ys, "%" PRId64, vmax);
-    svg_axis(o, xs, ys, "time since the scenario started");
+    svg_axis(o, (double)tmax / 1000.0, 1, " s", (double)vmax, "time since the scenario started");
     if (r->nsamples > 0) {
         fprintf(o, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
                 which == 0 ? "#1f6feb" : "#d9480f");
@@ -347,10 +355,7 @@ static void svg_lags(FILE *o, const fsa__result_t *r)
         if (++bins[b] > bmax)
             bmax = bins[b];
     }
-    char xs[32], ys[32];
-    snprintf(xs, sizeof xs, "%" PRId64 " ms", hi);
-    snprintf(ys, sizeof ys, "%" PRId64, bmax);
-    svg_axis(o, xs, ys, "lag (ms), ops per bin");
+    svg_axis(o, (double)hi, 0, " ms", (double)bmax, "lag (ms); ops per bin");
     double w = (double)(CW - ML - MR) / LAG_BINS, h = CH - MB - MT;
     for (int b = 0; b < LAG_BINS; b++) {
         double bh = h * (double)bins[b] / (double)bmax;
