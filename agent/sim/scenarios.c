@@ -266,8 +266,8 @@ static bool reader_pull(fsa__run_t *run, const char *name, int which)
         return true;
     run->res->how = "pulls";
     fsa__inv_add(run->res, name, FSA__INV_FAIL,
-                 "the reader (device %s, own journal) could not pull the final state: %s",
-                 d != NULL ? d->id : "-", d != NULL && d->error[0] ? d->error : "no reader");
+                 "the reader (device %s, own journal) could not pull the final state: %s", d->id,
+                 d->error[0] ? d->error : "no answer");
     return false;
 }
 
