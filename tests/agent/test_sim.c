@@ -505,16 +505,15 @@ static void write_sim_devices(const char *path, int n, int wrong)
  * has a scope of the scenarios' sites (the site reader of attendances). */
 static th_server_t server, server2;
 
-#define SITES_SCOPE                                                                                \
-    "{\"sites\": [\"site0\", \"site1\", \"site2\", \"site3\", \"site4\", \"site5\", \"site6\", "   \
-    "\"s1\"]}"
+static const char sites_scope[] = "{\"sites\": [\"site0\", \"site1\", \"site2\", \"site3\", "
+                                  "\"site4\", \"site5\", \"site6\", \"s1\"]}";
 
 static int server_setup(void **state)
 {
     (void)state;
     memset(&server, 0, sizeof server);
     memset(&server2, 0, sizeof server2);
-    const char *scopes[6] = {NULL, NULL, NULL, NULL, NULL, SITES_SCOPE};
+    const char *scopes[6] = {NULL, NULL, NULL, NULL, NULL, sites_scope};
     if (!th_dir_make(server.dir) || !th_write_files_scoped(&server, 6, scopes) ||
         !th_server_start(&server, NULL))
         return -1;
