@@ -119,9 +119,20 @@ static void dev_reset(fsa__device_t *d)
     d->error[0] = '\0';
 }
 
+const char *fsa__dev_url(const fsa__fleet_t *f, const fsa__device_t *d)
+{
+    return f->nurls > 0 ? f->urls[d->index % f->nurls] : f->url;
+}
+
+/* The devices and the reader (dev[ndev]), when the fleet has one. */
+static int with_reader(const fsa__fleet_t *f)
+{
+    return f->ndev + (f->reader != NULL ? 1 : 0) + (f->site_reader != NULL ? 1 : 0);
+}
+
 void fsa__fleet_end(fsa__fleet_t *f)
 {
-    for (int i = 0; i < f->ndev; i++) {
+    for (int i = 0; i < with_reader(f); i++) {
         fsa_sim_free(f->dev[i].sim);
         f->dev[i].sim = NULL;
     }
@@ -132,11 +143,16 @@ void fsa__fleet_free(fsa__fleet_t *f)
     if (f == NULL)
         return;
     fsa__fleet_end(f);
-    for (int i = 0; f->dev != NULL && i < f->ndev; i++) {
+    for (int i = 0; f->dev != NULL && i < with_reader(f); i++) {
         dev_reset(&f->dev[i]);
         fsa_signer_key_wipe(&f->dev[i].key);
     }
     fsa_free(f->dev);
+    fsa_free(f->urls);
+    f->urls = NULL;
+    f->nurls = 0;
+    f->reader = NULL;
+    f->site_reader = NULL;
     fsa_free(f->samples);
     fsa_free(f->lags);
     f->dev = NULL;
@@ -164,15 +180,17 @@ fsa_status_t fsa__fleet_begin(fsa__fleet_t *f, const char *scenario, int index, 
     f->depth_total = f->retries_total = 0;
     f->last_sample_ms = 0;
     f->t0_ms = fsa__real_ms();
-    for (int i = 0; i < f->ndev; i++) {
+    for (int i = 0; i < with_reader(f); i++) {
         fsa__device_t *d = &f->dev[i];
         dev_reset(d);
         d->boot = 0;
         d->wall_shift_ms = 0;
         d->initialised = false;
-        if ((size_t)snprintf(d->journal, sizeof d->journal, "%s/%s.db", dir, d->id) >=
+        /* The reader may carry device 0's identity (--server): its own file names. */
+        const char *file = d == f->reader ? "reader" : d == f->site_reader ? "site-reader" : d->id;
+        if ((size_t)snprintf(d->journal, sizeof d->journal, "%s/%s.db", dir, file) >=
                 sizeof d->journal ||
-            (size_t)snprintf(d->secret, sizeof d->secret, "%s/%s.secret", dir, d->id) >=
+            (size_t)snprintf(d->secret, sizeof d->secret, "%s/%s.secret", dir, file) >=
                 sizeof d->secret) {
             snprintf(err, errlen, "journal path too long under %s", dir);
             return FSA_ETOOLARGE;
@@ -370,7 +388,7 @@ static bool dev_open_once(fsa__fleet_t *f, fsa__device_t *d, const char *server_
             return false;
         cfg.flags = FIELDSYNC_OPEN_INIT;
         cfg.device_id = d->id;
-        cfg.server_url = f->url;
+        cfg.server_url = fsa__dev_url(f, d);
         cfg.secret_file = d->secret;
     }
     fieldsync_status_t st = fsl__open_with_port(&cfg, fsa_sim_port(d->sim), fs);

@@ -42,6 +42,7 @@ typedef enum fsa__inv_status {
 typedef struct fsa__inv {
     char name[64];
     fsa__inv_status_t status;
+    char how[32]; /* how it was checked: "devices", "pulls", "admin API", "hook" */
     char details[512];
 } fsa__inv_t;
 
@@ -220,9 +221,13 @@ typedef struct fsa__fleet {
     int ndev;
     int workers;
     uint64_t seed;
-    bool sync_normal;              /* journals with synchronous=NORMAL (see docs/sim.md) */
-    bool progress;                 /* progress lines on stderr (a terminal) */
-    char url[FSA__URL_BYTES];      /* the server */
+    bool sync_normal;             /* journals with synchronous=NORMAL (see docs/sim.md) */
+    bool progress;                /* progress lines on stderr (a terminal) */
+    char url[FSA__URL_BYTES];     /* the server (the first of urls) */
+    char (*urls)[FSA__URL_BYTES]; /* --server given n times: device i uses urls[i % nurls] */
+    int nurls;                    /* 0: every device uses url */
+    fsa__device_t *reader;        /* dev[ndev]: reads the final state through pulls */
+    fsa__device_t *site_reader;   /* dev[ndev + 1]: reads attendances (scope: the sites), or NULL */
     char dead_url[FSA__URL_BYTES]; /* offline: connections refused */
     char dir[FSA__PATH_BYTES];     /* this scenario's journals */
     const char *scenario;
@@ -241,6 +246,9 @@ typedef struct fsa__fleet {
     int phase_done, phase_total;
     int64_t last_progress_ms;
 } fsa__fleet_t;
+
+/* The server URL device d talks to (the reader included). */
+const char *fsa__dev_url(const fsa__fleet_t *f, const fsa__device_t *d);
 
 /* Real monotonic milliseconds (posix port). */
 int64_t fsa__real_ms(void);
@@ -317,6 +325,7 @@ typedef struct fsa__result {
     fsa__inv_t inv[FSA__INV_MAX];
     size_t ninv;
     char faults[256]; /* the server's fault options, "" when none */
+    const char *how;  /* how the next invariant added was checked (NULL: "devices") */
 } fsa__result_t;
 
 void fsa__result_free(fsa__result_t *r);
@@ -332,6 +341,10 @@ typedef struct fsa__run {
     bool owned_server; /* the simulator started the server: its counters are this run's */
     bool have_before, have_after;
     fsa__stats_t before;
+    const char *hook;          /* --server-hook: a command for server-side actors, NULL when none */
+    fieldsync_t *reader_fs[2]; /* the readers' journals (reader, site reader), once pulled */
+    int reader_state[2];       /* 0 not synced yet, 1 synced, -1 its pull failed */
+    int64_t t0_wall_ms;        /* real wall time when the scenario began */
 } fsa__run_t;
 
 typedef void (*fsa__scenario_fn)(fsa__run_t *run);
@@ -341,7 +354,7 @@ typedef struct fsa__scenario {
     const char *summary;
     fsa__scenario_fn fn;
     bool wants_faults; /* started with the default fault options */
-    bool needs_admin;  /* cannot run at all without admin access */
+    bool needs_admin;  /* cannot run at all without admin access or a --server-hook */
 } fsa__scenario_t;
 
 /* The scenarios in the order `all` runs them; *n receives their number. */

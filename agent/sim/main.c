@@ -21,11 +21,14 @@
 #define WORKERS_MAX 64
 #define DEFAULT_DEVICES 20
 #define DEFAULT_OPS 100
+#define SERVERS_MAX 16
+#define PROCS_MAX 8
 #define DEFAULT_FLAKY_FAULTS "5xx=0.05,429=0.05,drop=0.05,reset=0.03,latency=1,retry-after=1"
 
 static const char USAGE[] =
     "usage: fieldsync-sim [--devices N] [--scenario NAME] [--seed S] [--ops N] [--duration D]\n"
-    "                     [--faults SPEC] [--server URL --devices-file F [--admin-token-file F]]\n"
+    "                     [--faults SPEC] [--server URL]... --devices-file F\n"
+    "                     [--admin-token-file F] [--server-hook CMD] [--site-reader ID]\n"
     "                     [--report FILE.json] [--html FILE.html] [--workdir DIR]\n"
     "                     [--workers N] [--journal-sync normal|full]\n"
     "\n"
@@ -44,10 +47,24 @@ static const char USAGE[] =
     "  --faults SPEC        server faults for every scenario, e.g.\n"
     "                       '5xx=0.05,429=0.05,drop=0.05,reset=0.03,latency=1,retry-after=1',\n"
     "                       or 'none' (default: faults in 'flaky' only, as above)\n"
-    "  --server URL         use this server instead of starting one; needs --devices-file\n"
-    "  --devices-file F     the devices and secrets the server knows ({\"devices\": [...]})\n"
-    "  --admin-token-file F the server's admin token, to seed entities and read the final\n"
-    "                       state; without it, checks of the server's state are 'not checked'\n"
+    "  --server URL         use this server instead of starting one; needs --devices-file;\n"
+    "                       give it again for each process of the server (at most 16): the\n"
+    "                       devices are spread over them, the final state is read through one\n"
+    "  --devices-file F     the devices and secrets the server knows ({\"devices\": [...]});\n"
+    "                       device 0 creates the entities, and also reads the final state\n"
+    "                       through pulls (its scope must cover the run, or it has none)\n"
+    "  --admin-token-file F the server's admin token: entities seeded and the final state read\n"
+    "                       through the admin API, and the server's counters checked\n"
+    "  --server-hook CMD    without the admin API: a shell command the server's actor runs,\n"
+    "                       {type} and {id} replaced, e.g. 'ssh stg ./manage.py autoclose\n"
+    "                       {type} {id}'; without it `autoclose` cannot run\n"
+    "  --server-procs N     own server: N processes on one database (default 1, at most 8)\n"
+    "  --server-db URI      own server: this PostgreSQL database (postgresql://...) instead of a\n"
+    "                       fresh SQLite file per scenario; ids are then unique per run\n"
+    "  --site-reader ID     without the admin API: a device of the devices file whose scope\n"
+    "                       has the sites site0..site6 and s1, to read every attendance\n"
+    "                       through pulls\n"
+    "                       (without it, attendances are checked through the admin API only)\n"
     "  --report FILE.json   write the JSON report\n"
     "  --html FILE.html     write a self-contained HTML report with charts\n"
     "  --workdir DIR        keep journals, server database and logs in DIR (created, must be\n"
@@ -56,8 +73,9 @@ static const char USAGE[] =
     "  --journal-sync MODE  the devices' journals: normal (default, see docs/sim.md) or full\n"
     "\n"
     "The server is $FIELDSYNC_SERVER, or fieldsync-server from the build tree or installed\n"
-    "beside this program. Exit status: 0 every checked invariant holds; 1 an invariant failed or\n"
-    "the run could not be completed; 2 usage error.\n";
+    "beside this program. Exit status: 0 every checked invariant holds; 1 an invariant failed,\n"
+    "nothing could be checked, a scenario could not run, or the run could not be completed;\n"
+    "2 usage error.\n";
 
 static const char *prog = "fieldsync-sim";
 
@@ -215,26 +233,40 @@ static bool hex_random(char *out, size_t nbytes)
     return true;
 }
 
-/* Our own server: device ids and fresh secrets, written to a devices file (0600). */
+/* The sites the scenarios' attendances use (attendance: site0 .. site6; flaky: s1): the site
+ * reader's scope. */
+#define SITE_SCOPE                                                                                 \
+    "{\"sites\": [\"site0\", \"site1\", \"site2\", \"site3\", \"site4\", \"site5\", \"site6\", "   \
+    "\"s1\"]}"
+
+/* Our own server: device ids and fresh secrets, written to a devices file (0600); then the two
+ * readers of the final state when the checks go through pulls: "reader" (no scope: every jobneed
+ * and ticket) and "site-reader" (scope: the sites, so every attendance). */
 static int make_devices(fsa__fleet_t *f, const char *path)
 {
-    size_t cap = 64 + (size_t)f->ndev * 120;
+    size_t cap = 256 + ((size_t)f->ndev + 2) * 120;
     char *text = fsa_malloc(cap);
     if (text == NULL)
         return fail("out of memory");
     size_t n = (size_t)snprintf(text, cap, "{\"devices\": [");
-    for (int i = 0; i < f->ndev; i++) {
+    for (int i = 0; i < f->ndev + 2; i++) {
         fsa__device_t *d = &f->dev[i];
         d->index = i;
-        snprintf(d->id, sizeof d->id, "dev%05d", i);
+        if (i == f->ndev)
+            snprintf(d->id, sizeof d->id, "reader");
+        else if (i == f->ndev + 1)
+            snprintf(d->id, sizeof d->id, "site-reader");
+        else
+            snprintf(d->id, sizeof d->id, "dev%05d", i);
         char hex[2 * FSA_LIMIT_SECRET_BYTES + 1];
         if (!hex_random(hex, FSA_LIMIT_SECRET_BYTES) ||
             fsa_signer_key_parse(hex, strlen(hex), &d->key) != FSA_OK) {
             fsa_free(text);
             return fail("no random source for the device secrets");
         }
-        n += (size_t)snprintf(text + n, cap - n, "%s{\"id\": \"%s\", \"secret\": \"%s\"}",
-                              i ? ", " : "", d->id, hex);
+        n += (size_t)snprintf(text + n, cap - n, "%s{\"id\": \"%s\", \"secret\": \"%s\"%s%s}",
+                              i ? ", " : "", d->id, hex, i == f->ndev + 1 ? ", \"scope\": " : "",
+                              i == f->ndev + 1 ? SITE_SCOPE : "");
         fsa_signer_wipe(hex, sizeof hex);
     }
     snprintf(text + n, cap - n, "]}\n");
@@ -246,7 +278,8 @@ static int make_devices(fsa__fleet_t *f, const char *path)
 }
 
 /* Another server: the devices and secrets it knows, from the devices file. */
-static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given)
+static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given,
+                        const char *site_reader)
 {
     char *text = NULL, err[FSA__ERR_BYTES];
     size_t len = 0;
@@ -270,7 +303,7 @@ static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given)
     }
     if (!devices_given) {
         f->ndev = count < DEVICES_MAX ? (int)count : DEVICES_MAX;
-        fsa__device_t *nd = fsa_calloc((size_t)f->ndev, sizeof *nd);
+        fsa__device_t *nd = fsa_calloc((size_t)f->ndev + 2, sizeof *nd);
         if (nd == NULL) {
             fsa_codec_devices_free(devs, count);
             return fail("out of memory");
@@ -288,7 +321,30 @@ static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given)
             return fail("devices file %s: the secret of %s is not 64 hex characters", path, d->id);
         }
     }
+    /* The reader: device 0's identity on a journal of its own (it only pulls; device 0 created
+     * the scenario's entities, so it sees them whatever its scope). */
+    fsa__device_t *r = &f->dev[f->ndev];
+    r->index = f->ndev;
+    memcpy(r->id, f->dev[0].id, sizeof r->id);
+    r->key = f->dev[0].key;
+    /* The site reader: the device named by --site-reader (its scope covers the sites). */
+    f->site_reader = NULL;
+    for (size_t i = 0; site_reader != NULL && i < count; i++) {
+        if (strcmp(devs[i].id, site_reader) != 0)
+            continue;
+        fsa__device_t *s = &f->dev[f->ndev + 1];
+        s->index = f->ndev + 1;
+        snprintf(s->id, sizeof s->id, "%s", devs[i].id);
+        if (fsa_signer_key_parse(devs[i].secret_hex, strlen(devs[i].secret_hex), &s->key) !=
+            FSA_OK) {
+            fsa_codec_devices_free(devs, count);
+            return fail("devices file %s: the secret of %s is not 64 hex characters", path, s->id);
+        }
+        f->site_reader = s;
+    }
     fsa_codec_devices_free(devs, count);
+    if (site_reader != NULL && f->site_reader == NULL)
+        return fail("--site-reader %s: no such device in %s", site_reader, path);
     return EXIT_SUCCESS;
 }
 
@@ -321,6 +377,10 @@ typedef struct opts {
     uint64_t seed;
     int64_t duration_ms;
     const char *faults, *server, *devices_file, *token_file, *report, *html, *workdir;
+    const char *servers[SERVERS_MAX];
+    int nservers;
+    const char *hook, *site_reader, *server_db;
+    int procs;
     bool sync_full;
 } opts_t;
 
@@ -332,11 +392,13 @@ static void parse_args(int argc, char **argv, opts_t *o)
     o->workers = 8;
     o->scenario = "all";
     o->seed = 1;
-    static const char *const with_value[] = {"--devices", "--scenario",     "--seed",
-                                             "--ops",     "--duration",     "--faults",
-                                             "--server",  "--devices-file", "--admin-token-file",
-                                             "--report",  "--html",         "--workdir",
-                                             "--workers", "--journal-sync"};
+    o->procs = 1;
+    static const char *const with_value[] = {
+        "--devices",          "--scenario",     "--seed",        "--ops",
+        "--duration",         "--faults",       "--server",      "--devices-file",
+        "--admin-token-file", "--report",       "--html",        "--workdir",
+        "--workers",          "--journal-sync", "--server-hook", "--site-reader",
+        "--server-procs",     "--server-db"};
     bool given[sizeof with_value / sizeof with_value[0]] = {false};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -353,7 +415,7 @@ static void parse_args(int argc, char **argv, opts_t *o)
                 die_usage("unknown option '%s'", a);
             die_usage("unexpected argument '%s'", a);
         }
-        if (given[k])
+        if (given[k] && strcmp(a, "--server") != 0)
             die_usage("option '%s' given twice", a);
         given[k] = true;
         if (i + 1 >= argc || argv[i + 1][0] == '\0')
@@ -373,7 +435,25 @@ static void parse_args(int argc, char **argv, opts_t *o)
         } else if (strcmp(a, "--faults") == 0) {
             o->faults = v;
         } else if (strcmp(a, "--server") == 0) {
-            o->server = v;
+            if (o->nservers == SERVERS_MAX)
+                die_usage("--server given more than %d times", SERVERS_MAX);
+            if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+                die_usage("--server needs an http:// or https:// URL, not '%s'", v);
+            if (strlen(v) >= FSA__URL_BYTES)
+                die_usage("--server URL too long: '%s'", v);
+            o->servers[o->nservers++] = v;
+            o->server = o->servers[0];
+        } else if (strcmp(a, "--server-hook") == 0) {
+            o->hook = v;
+        } else if (strcmp(a, "--site-reader") == 0) {
+            o->site_reader = v;
+        } else if (strcmp(a, "--server-procs") == 0) {
+            o->procs = (int)parse_int(a, v, 1, PROCS_MAX);
+        } else if (strcmp(a, "--server-db") == 0) {
+            if (strncmp(v, "postgresql://", 13) != 0 && strncmp(v, "postgres://", 11) != 0)
+                die_usage("--server-db needs a postgresql:// URI (a SQLite file per scenario is "
+                          "the default)");
+            o->server_db = v;
         } else if (strcmp(a, "--devices-file") == 0) {
             o->devices_file = v;
         } else if (strcmp(a, "--admin-token-file") == 0) {
@@ -407,11 +487,15 @@ static void parse_args(int argc, char **argv, opts_t *o)
         die_usage("--devices-file goes with --server (the simulator writes its own otherwise)");
     if (o->server == NULL && o->token_file != NULL)
         die_usage("--admin-token-file goes with --server (the simulator makes its own otherwise)");
+    if (o->server != NULL && (o->procs > 1 || o->server_db != NULL))
+        die_usage("--server-procs and --server-db are for the simulator's own server");
+    if (o->server == NULL && o->site_reader != NULL)
+        die_usage("--site-reader goes with --server (the simulator makes its own otherwise)");
+    if (o->server == NULL && o->hook != NULL)
+        die_usage(
+            "--server-hook goes with --server (the simulator's own server has its admin API)");
     if (o->server != NULL && o->faults != NULL)
         die_usage("--faults needs the simulator's own server (they are fieldsync-server options)");
-    if (o->server != NULL && strncmp(o->server, "http://", 7) != 0 &&
-        strncmp(o->server, "https://", 8) != 0)
-        die_usage("--server needs an http:// or https:// URL, not '%s'", o->server);
     const char *outs[2] = {o->report, o->html};
     for (int i = 0; i < 2; i++) {
         if (outs[i] == NULL)
@@ -478,7 +562,7 @@ int main(int argc, char **argv)
     f.seed = o.seed;
     f.sync_normal = !o.sync_full;
     f.progress = isatty(STDERR_FILENO) != 0;
-    f.dev = fsa_calloc((size_t)f.ndev, sizeof *f.dev);
+    f.dev = fsa_calloc((size_t)f.ndev + 2, sizeof *f.dev); /* and the readers */
     if (f.dev == NULL)
         return fail("out of memory for %d devices", f.ndev);
     if (fsa__fleet_init(&f, err, sizeof err) != FSA_OK) {
@@ -520,12 +604,13 @@ int main(int argc, char **argv)
     }
 
     /* The server and the devices. */
-    fsa__server_t srv;
-    memset(&srv, 0, sizeof srv);
+    fsa__server_t srvs[PROCS_MAX];
+    memset(srvs, 0, sizeof srvs);
+    fsa__server_t *const srv0 = &srvs[0];
     char devices_file[FSA__PATH_BYTES + 32], token_file[FSA__PATH_BYTES + 32];
     char runtag[32];
     if (o.server == NULL) {
-        if (fsa__server_find(&srv, err, sizeof err) != FSA_OK) {
+        if (fsa__server_find(srv0, err, sizeof err) != FSA_OK) {
             rc = fail("%s", err);
             goto out_dir;
         }
@@ -547,14 +632,45 @@ int main(int argc, char **argv)
             goto out_dir;
         }
         snprintf(runtag, sizeof runtag, "s%" PRIu64, o.seed % 1000000000u);
+        for (int i = 1; i < o.procs; i++) {
+            snprintf(srvs[i].binary, sizeof srvs[i].binary, "%s", srv0->binary);
+            snprintf(srvs[i].found_via, sizeof srvs[i].found_via, "%s", srv0->found_via);
+        }
+        if (o.procs > 1) {
+            f.urls = fsa_calloc((size_t)o.procs, sizeof *f.urls);
+            if (f.urls == NULL) {
+                rc = fail("out of memory");
+                goto out_dir;
+            }
+            f.nurls = o.procs;
+        }
+        if (o.server_db != NULL) {
+            /* A database that outlives the run: ids and nonces unique forever (see --server). */
+            fsa_port_t *p = fsa_port_posix();
+            uint32_t r = 0;
+            if (p->random(p->ctx, &f.seed_mix, sizeof f.seed_mix) != FSA_OK ||
+                p->random(p->ctx, &r, sizeof r) != FSA_OK) {
+                rc = fail("no random source");
+                goto out_dir;
+            }
+            snprintf(runtag, sizeof runtag, "r%08" PRIx32, r);
+        }
     } else {
-        rc = load_devices(&f, o.devices_file, o.devices_given);
+        rc = load_devices(&f, o.devices_file, o.devices_given, o.site_reader);
         if (rc != EXIT_SUCCESS)
             goto out_dir;
         if (o.token_file != NULL &&
             (rc = read_token(o.token_file, token, sizeof token)) != EXIT_SUCCESS)
             goto out_dir;
         snprintf(f.url, sizeof f.url, "%s", o.server);
+        f.urls = fsa_calloc((size_t)o.nservers, sizeof *f.urls);
+        if (f.urls == NULL) {
+            rc = fail("out of memory");
+            goto out_dir;
+        }
+        for (int i = 0; i < o.nservers; i++)
+            snprintf(f.urls[i], sizeof f.urls[i], "%s", o.servers[i]);
+        f.nurls = o.nservers;
         /* Op ids and nonces must be unique forever on a server that outlives this run: mix a
          * per-run random value into the devices' seeds, and into the entity ids. */
         fsa_port_t *p = fsa_port_posix();
@@ -566,6 +682,9 @@ int main(int argc, char **argv)
         }
         snprintf(runtag, sizeof runtag, "r%08" PRIx32, r);
     }
+    f.reader = &f.dev[f.ndev];
+    if (o.server == NULL)
+        f.site_reader = &f.dev[f.ndev + 1];
     int dead_fd = -1;
     if (fsa__dead_url(f.dead_url, sizeof f.dead_url, &dead_fd) != FSA_OK) {
         rc = fail("cannot reserve a loopback port for offline periods");
@@ -611,6 +730,7 @@ int main(int argc, char **argv)
             run.fleet = &f;
             run.ops = o.ops;
             run.res = res;
+            run.hook = o.hook;
             snprintf(run.prefix, sizeof run.prefix, "%s.%s.%d.", runtag, s->name, round);
             fsa__admin_t *admin = NULL;
             if (o.server == NULL) {
@@ -623,15 +743,27 @@ int main(int argc, char **argv)
                 run.faults = fl.text[0] != '\0';
                 char db[FSA__PATH_BYTES + 96];
                 snprintf(db, sizeof db, "%s/server.db", dir);
-                snprintf(srv.log, sizeof srv.log, "%s/server.log", dir);
-                if (fsa__server_start(&srv, db, devices_file, token_file, fl.args, err,
-                                      sizeof err) != FSA_OK) {
-                    fsa__inv_add(res, "scenario_ran", FSA__INV_FAIL, "%s", err);
-                    rc = fail("%s", err);
-                    stop = true;
+                /* --server-procs N: N processes on one database, started one after the other
+                 * (the first creates the schema), the devices spread over them. */
+                for (int p = 0; p < o.procs && !stop; p++) {
+                    fsa__server_t *sp = &srvs[p];
+                    snprintf(sp->log, sizeof sp->log, "%s/server%s%.0d.log", dir, p ? "." : "", p);
+                    if (fsa__server_start(sp, o.server_db != NULL ? o.server_db : db, devices_file,
+                                          token_file, fl.args, err, sizeof err) != FSA_OK) {
+                        fsa__inv_add(res, "scenario_ran", FSA__INV_FAIL, "%s", err);
+                        rc = fail("%s", err);
+                        stop = true;
+                    }
+                    if (f.urls != NULL)
+                        snprintf(f.urls[p], sizeof f.urls[p], "%s", sp->url);
+                }
+                if (stop) {
+                    for (int p = 0; p < o.procs; p++)
+                        if (srvs[p].pid > 0)
+                            (void)fsa__server_stop(&srvs[p]);
                     break;
                 }
-                snprintf(f.url, sizeof f.url, "%s", srv.url);
+                snprintf(f.url, sizeof f.url, "%s", srv0->url);
                 run.owned_server = true;
             } else if (s->wants_faults) {
                 snprintf(res->note, sizeof res->note,
@@ -654,11 +786,14 @@ int main(int argc, char **argv)
                 fputs("\r\033[K", stderr);
             fsa__fleet_end(&f);
             fsa__admin_free(admin);
-            if (o.server == NULL && srv.pid > 0) {
-                int src = fsa__server_stop(&srv);
+            for (int p = 0; o.server == NULL && p < o.procs; p++) {
+                if (srvs[p].pid <= 0)
+                    continue;
+                int src = fsa__server_stop(&srvs[p]);
                 if (src != 0)
                     fsa__inv_add(res, "server_clean_exit", FSA__INV_FAIL,
-                                 "fieldsync-server exited with status %d (log: %s)", src, srv.log);
+                                 "fieldsync-server exited with status %d (log: %s)", src,
+                                 srvs[p].log);
             }
             if (!keep)
                 fsa__remove_tree(dir); /* the journals of a finished scenario are not needed */
@@ -676,19 +811,37 @@ int main(int argc, char **argv)
         .devices = f.ndev,
         .ops = o.ops,
         .workers = o.workers,
-        .server_url = o.server != NULL ? o.server : (srv.url[0] ? srv.url : "(not started)"),
-        .server_binary = o.server == NULL ? srv.binary : NULL,
-        .server_found_via = srv.found_via,
+        .server_url = o.server != NULL ? o.server : (srv0->url[0] ? srv0->url : "(not started)"),
+        .server_binary = o.server == NULL ? srv0->binary : NULL,
+        .server_found_via = srv0->found_via,
         .workdir = workdir,
         .workdir_kept = keep,
         .wall_ms = fsa__real_ms() - t_start,
     };
     fsa__report_summary(stdout, &meta, results, nres);
     fflush(stdout);
+    /* An honest exit: a failed invariant, a scenario that could not run, or nothing checked at
+     * all is a failure, never a pass. */
+    size_t checked = 0, not_run = 0;
     for (size_t i = 0; i < nres; i++)
-        for (size_t k = 0; k < results[i].ninv; k++)
-            if (results[i].inv[k].status == FSA__INV_FAIL)
+        for (size_t k = 0; k < results[i].ninv; k++) {
+            const fsa__inv_t *v = &results[i].inv[k];
+            if (v->status == FSA__INV_FAIL)
                 rc = EXIT_FAILURE;
+            if (v->status != FSA__INV_NOT_CHECKED)
+                checked++;
+            else if (strcmp(v->name, "scenario_ran") == 0)
+                not_run++;
+        }
+    if (not_run > 0) {
+        fprintf(stderr, "%s: %zu scenario(s) could not run (see 'not checked' above)\n", prog,
+                not_run);
+        rc = EXIT_FAILURE;
+    }
+    if (checked == 0) {
+        fprintf(stderr, "%s: no invariant could be checked\n", prog);
+        rc = EXIT_FAILURE;
+    }
     if (o.report != NULL &&
         fsa__report_json(o.report, &meta, results, nres, err, sizeof err) != FSA_OK)
         rc = fail("%s", err);

@@ -73,17 +73,32 @@ void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__resu
         for (size_t k = 0; k < r[i].ninv; k++) {
             const fsa__inv_t *v = &r[i].inv[k];
             if (v->status == FSA__INV_FAIL)
-                fprintf(out, "FAIL %s: %s: %s\n", r[i].name, v->name, v->details);
+                fprintf(out, "FAIL %s: %s (%s): %s\n", r[i].name, v->name, v->how, v->details);
             else if (v->status == FSA__INV_NOT_CHECKED)
                 fprintf(out, "not checked %s: %s: %s\n", r[i].name, v->name, v->details);
         }
     }
+    /* How the checked ones were checked. */
+    static const char *const hows[] = {"devices", "pulls", "admin API", "hook"};
+    fprintf(out, "checked through:");
+    for (size_t h = 0; h < sizeof hows / sizeof hows[0]; h++) {
+        size_t c = 0;
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < r[i].ninv; k++)
+                c += r[i].inv[k].status != FSA__INV_NOT_CHECKED &&
+                     strncmp(r[i].inv[k].how, hows[h], strlen(hows[h])) == 0;
+        fprintf(out, " %s %zu%s", hows[h], c, h + 1 < sizeof hows / sizeof hows[0] ? "," : "\n");
+    }
     if (tf > 0)
-        fprintf(out, "result: %zu invariants FAILED, %zu passed, %zu not checked\n", tf, tp, tn);
-    else if (tn > 0)
-        fprintf(out, "result: all %zu checked invariants passed (%zu not checked)\n", tp, tn);
+        fprintf(out, "result: %zu checked, %zu passed, %zu FAILED, %zu not checked\n", tp + tf, tp,
+                tf, tn);
+    else if (tp == 0)
+        fprintf(out, "result: nothing checked (%zu not checked)\n", tn);
     else
-        fprintf(out, "result: all %zu checked invariants passed\n", tp);
+        fprintf(out,
+                "result: all %zu checked invariants passed (%zu checked, %zu passed, %zu not "
+                "checked)\n",
+                tp, tp, tp, tn);
     if (m->workdir_kept)
         fprintf(out, "workdir kept: %s\n", m->workdir);
 }
@@ -171,6 +186,8 @@ static void json_result(FILE *o, const fsa__result_t *r)
                 fsa__inv_status_name(r->inv[i].status),
                 r->inv[i].status == FSA__INV_PASS ? "true" : "false");
         json_str(o, r->inv[i].details);
+        fprintf(o, ",\"how\":");
+        json_str(o, r->inv[i].status == FSA__INV_NOT_CHECKED ? "" : r->inv[i].how);
         fprintf(o, "}");
     }
     fprintf(o, "]}");
@@ -270,16 +287,27 @@ static void svg_open(FILE *o, const char *title)
             ML, CH - MB, CW - MR, CH - MB, ML, MT, ML, CH - MB);
 }
 
-static void svg_axis(FILE *o, const char *xmax, const char *ymax, const char *xlabel)
+/* Values on both axes: 0, a quarter, half, three quarters and the maximum, each with a tick;
+ * x values are xmax * k / 4 printed with xdec decimals and xunit. */
+static void svg_axis(FILE *o, double xmax, int xdec, const char *xunit, double ymax,
+                     const char *xlabel)
 {
-    fprintf(o,
-            "<g font-size=\"10\" font-family=\"sans-serif\" fill=\"#444\">"
-            "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>"
-            "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">0</text>"
-            "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>"
-            "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text></g>",
-            ML - 4, MT + 8, ymax, ML - 4, CH - MB, CW - MR, CH - 8, xmax, (ML + CW - MR) / 2,
-            CH - 8, xlabel);
+    fprintf(o, "<g font-size=\"10\" font-family=\"sans-serif\" fill=\"#444\">");
+    double w = CW - ML - MR, h = CH - MB - MT;
+    for (int k = 0; k <= 4; k++) {
+        double x = ML + w * k / 4.0, y = (CH - MB) - h * k / 4.0;
+        fprintf(o,
+                "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#888\"/>"
+                "<text x=\"%.1f\" y=\"%d\" text-anchor=\"%s\">%.*f%s</text>"
+                "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#888\"/>"
+                "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.*f</text>",
+                x, CH - MB, x, CH - MB + 3, x, CH - MB + 13, k == 4 ? "end" : "middle", xdec,
+                xmax * k / 4.0, k == 4 ? xunit : "", ML - 3, y, ML, y, ML - 5, y + 3,
+                ymax >= 4 ? 0 : 2, ymax * k / 4.0);
+    }
+    fprintf(o, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">", (ML + CW - MR) / 2, CH - 2);
+    html_text(o, xlabel);
+    fprintf(o, "</text></g>");
 }
 
 /* A line chart of (t, value) samples; which = 0 depth, 1 retries. */
@@ -294,10 +322,7 @@ static void svg_series(FILE *o, const fsa__result_t *r, int which, const char *t
         if (v > vmax)
             vmax = v;
     }
-    char xs[32], ys[32];
-    snprintf(xs, sizeof xs, "%.1f s", (double)tmax / 1000.0);
-    snprintf(ys, sizeof ys, "%" PRId64, vmax);
-    svg_axis(o, xs, ys, "time since the scenario started");
+    svg_axis(o, (double)tmax / 1000.0, 1, " s", (double)vmax, "time since the scenario started");
     if (r->nsamples > 0) {
         fprintf(o, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
                 which == 0 ? "#1f6feb" : "#d9480f");
@@ -330,10 +355,7 @@ static void svg_lags(FILE *o, const fsa__result_t *r)
         if (++bins[b] > bmax)
             bmax = bins[b];
     }
-    char xs[32], ys[32];
-    snprintf(xs, sizeof xs, "%" PRId64 " ms", hi);
-    snprintf(ys, sizeof ys, "%" PRId64, bmax);
-    svg_axis(o, xs, ys, "lag (ms), ops per bin");
+    svg_axis(o, (double)hi, 0, " ms", (double)bmax, "lag (ms); ops per bin");
     double w = (double)(CW - ML - MR) / LAG_BINS, h = CH - MB - MT;
     for (int b = 0; b < LAG_BINS; b++) {
         double bh = h * (double)bins[b] / (double)bmax;
@@ -391,6 +413,40 @@ fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, con
             m->seed, (double)m->wall_ms / 1000.0);
     html_text(o, m->server_url);
     fprintf(o, "</p>\n");
+    /* At a glance: one row per scenario. */
+    size_t gp = 0, gf = 0, gn = 0;
+    for (size_t i = 0; i < n; i++)
+        count_inv(&r[i], &gp, &gf, &gn);
+    fprintf(o,
+            "<h2>Summary: <span class=\"%s\">%s</span></h2><p>%zu invariants checked: %zu "
+            "passed, %zu failed; %zu not checked</p>\n<table><tr><th>scenario</th><th>result</th>"
+            "<th>passed</th><th>failed</th><th>not checked</th><th>devices</th><th>ops</th>"
+            "<th>lost</th><th>time</th></tr>\n",
+            gf > 0    ? "fail"
+            : gp == 0 ? "nc"
+                      : "pass",
+            gf > 0    ? "FAILED"
+            : gp == 0 ? "nothing checked"
+                      : "passed",
+            gp + gf, gp, gf, gn);
+    for (size_t i = 0; i < n; i++) {
+        size_t p = 0, fl = 0, nc = 0;
+        count_inv(&r[i], &p, &fl, &nc);
+        const char *cls = fl > 0 ? "fail" : p == 0 ? "nc" : "pass";
+        fprintf(o, "<tr><td>");
+        html_text(o, r[i].name);
+        fprintf(o,
+                "</td><td class=\"%s\">%s</td><td>%zu</td><td>%zu</td><td>%zu</td><td>%d</td>"
+                "<td>%" PRId64 "</td><td>%" PRId64 "</td><td>%.1f s</td></tr>\n",
+                cls,
+                fl > 0   ? "FAIL"
+                : p == 0 ? "not run"
+                : nc > 0 ? "pass (some not checked)"
+                         : "pass",
+                p, fl, nc, r[i].devices, r[i].recorded, r[i].lost,
+                (double)r[i].duration_ms / 1000.0);
+    }
+    fprintf(o, "</table>\n");
     for (size_t i = 0; i < n; i++) {
         const fsa__result_t *x = &r[i];
         fprintf(o, "<h2>");
@@ -408,7 +464,8 @@ fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, con
             fprintf(o, "<br>");
             html_text(o, x->note);
         }
-        fprintf(o, "</p>\n<table><tr><th>invariant</th><th>result</th><th>details</th></tr>\n");
+        fprintf(o, "</p>\n<table><tr><th>invariant</th><th>result</th><th>checked through</th>"
+                   "<th>details</th></tr>\n");
         for (size_t k = 0; k < x->ninv; k++) {
             const fsa__inv_t *v = &x->inv[k];
             const char *cls = v->status == FSA__INV_PASS   ? "pass"
@@ -417,6 +474,8 @@ fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, con
             fprintf(o, "<tr><td>");
             html_text(o, v->name);
             fprintf(o, "</td><td class=\"%s\">%s</td><td>", cls, fsa__inv_status_name(v->status));
+            html_text(o, v->status == FSA__INV_NOT_CHECKED ? "" : v->how);
+            fprintf(o, "</td><td>");
             html_text(o, v->details);
             fprintf(o, "</td></tr>\n");
         }

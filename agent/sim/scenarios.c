@@ -1,9 +1,15 @@
 /* fieldsync-sim: the platform's race scenarios played by a fleet, and their invariants. */
+#include <errno.h>
 #include <inttypes.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
 
 #include "agent/sim/fleet.h"
 #include "port/alloc.h"
@@ -12,9 +18,12 @@
  * Every scenario follows the same shape: the server holds the entities (seeded through the admin
  * API, or created by device 0 when there is no admin access), the devices pull them, record ops
  * with the real journal calls while offline or online, sync with the real engine over real HTTP,
- * and finally drain their outboxes. Then the server's final state is read through the admin API
- * and every invariant is checked. A check that needs the server's state and has no admin access
- * is "not checked", never passed.
+ * and finally drain their outboxes. Then the server's final state is read, through the admin API
+ * or, without it, through the protocol: the reader (a device of its own journal, no scope or one
+ * covering the run) pulls everything and reads each entity's local view, which after a pull with
+ * nothing pending is the server's state (fields and version). Every invariant is checked either
+ * way, except the server's counters (counts_consistent), which only the admin API shows; each
+ * invariant says how it was checked.
  */
 
 /* Syncs a device may take to empty its outbox at the end (faults, backoff, rebases). */
@@ -26,6 +35,8 @@ void fsa__inv_add(fsa__result_t *res, const char *name, fsa__inv_status_t st, co
         return;
     fsa__inv_t *v = &res->inv[res->ninv++];
     snprintf(v->name, sizeof v->name, "%s", name);
+    snprintf(v->how, sizeof v->how, "%s", res->how != NULL ? res->how : "devices");
+    res->how = NULL; /* each server-side check says so again */
     v->status = st;
     va_list ap;
     va_start(ap, fmt);
@@ -105,6 +116,73 @@ static bool seed_all(fsa__run_t *run, const seed_ent_t *e, size_t n)
     return ok;
 }
 
+extern char **environ;
+
+/* Runs the --server-hook command for a server-side actor: `/bin/sh -c CMD` with {action},
+ * {type} and {id} replaced (ids are the simulator's own: letters, digits, '.', '-', '_').
+ * FSA_OK when it exits 0. */
+static fsa_status_t run_hook(const char *hook, const char *action, const char *type, const char *id,
+                             char *err, size_t errlen)
+{
+    for (const char *p = id; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '-' || *p == '_')) {
+            snprintf(err, errlen, "--server-hook: id '%s' is not shell-safe", id);
+            return FSA_EINVAL;
+        }
+    char cmd[2048];
+    size_t n = 0;
+    for (const char *p = hook; *p && n + 1 < sizeof cmd;) {
+        const char *val = NULL;
+        size_t skip = 0;
+        if (strncmp(p, "{action}", 8) == 0)
+            val = action, skip = 8;
+        else if (strncmp(p, "{type}", 6) == 0)
+            val = type, skip = 6;
+        else if (strncmp(p, "{id}", 4) == 0)
+            val = id, skip = 4;
+        if (val != NULL) {
+            n += (size_t)snprintf(cmd + n, sizeof cmd - n, "%s", val);
+            p += skip;
+        } else {
+            cmd[n++] = *p++;
+        }
+        if (n >= sizeof cmd - 1) {
+            snprintf(err, errlen, "--server-hook: the command is too long");
+            return FSA_ETOOLARGE;
+        }
+    }
+    cmd[n] = '\0';
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    pid_t pid;
+    /* Its output goes to stderr: stdout is the simulator's summary. */
+    posix_spawn_file_actions_t fa;
+    int rc = posix_spawn_file_actions_init(&fa);
+    if (rc == 0) {
+        rc = posix_spawn_file_actions_adddup2(&fa, 2, 1);
+        if (rc == 0)
+            rc = posix_spawn(&pid, "/bin/sh", &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "--server-hook: cannot run /bin/sh: %s", strerror(rc));
+        return FSA_EIO;
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) {
+            snprintf(err, errlen, "--server-hook: waitpid: %s", strerror(errno));
+            return FSA_EIO;
+        }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        snprintf(err, errlen, "--server-hook %s %d for %.16s %.100s: %.120s",
+                 WIFEXITED(status) ? "exited with" : "was killed by signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), type, id, cmd);
+        return FSA_EIO;
+    }
+    return FSA_OK;
+}
+
 /* Steps every scenario uses. */
 static void step_pull(fsa__fleet_t *f, fsa__device_t *d, void *arg)
 {
@@ -139,13 +217,104 @@ static void step_finish(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     fsa__dev_close(f, d, fs);
 }
 
-static bool need_admin(fsa__run_t *run, const char *name)
+/* How the server's state is read in this run. */
+static const char *state_how(const fsa__run_t *run)
+{
+    return run->admin != NULL ? "admin API" : "pulls";
+}
+
+/* Without the admin API: a reader pulls the final state (once per scenario, after the fleet has
+ * drained) and keeps its journal open for the reads; which: 0 the reader (jobneeds, tickets),
+ * 1 the site reader (attendances). false, and invariant `name` failed (or not checked, when
+ * there is no site reader), when it cannot. */
+static bool reader_pull(fsa__run_t *run, const char *name, int which);
+
+static bool need_state_of(fsa__run_t *run, const char *name, int which)
 {
     if (run->admin != NULL)
         return true;
-    fsa__inv_add(run->res, name, FSA__INV_NOT_CHECKED,
-                 "needs the server's state: give --admin-token-file");
+    return reader_pull(run, name, which);
+}
+
+/* The pull of need_state_of, whether or not there is an admin API. */
+static bool reader_pull(fsa__run_t *run, const char *name, int which)
+{
+    fsa__fleet_t *f = run->fleet;
+    fsa__device_t *d = which == 0 ? f->reader : f->site_reader;
+    if (d == NULL) {
+        fsa__inv_add(run->res, name, FSA__INV_NOT_CHECKED,
+                     "the protocol shows a device only the attendances of its scope's sites: "
+                     "give --site-reader (a device whose scope has site0..site6 and s1) or "
+                     "--admin-token-file");
+        return false;
+    }
+    if (run->reader_state[which] == 0) {
+        fieldsync_t *fs = NULL;
+        bool ok = d != NULL && fsa__dev_open(f, d, &fs);
+        if (ok && !fsa__dev_drain(f, d, fs, DRAIN_ROUNDS)) {
+            if (d->error[0] == '\0')
+                fsa__dev_error(d, "its pull did not complete in %d cycles", DRAIN_ROUNDS);
+            ok = false;
+        }
+        if (ok)
+            run->reader_fs[which] = fs;
+        else if (fs != NULL)
+            fsa__dev_close(f, d, fs);
+        run->reader_state[which] = ok ? 1 : -1;
+    }
+    if (run->reader_state[which] > 0)
+        return true;
+    run->res->how = "pulls";
+    fsa__inv_add(run->res, name, FSA__INV_FAIL,
+                 "the reader (device %s, own journal) could not pull the final state: %s", d->id,
+                 d->error[0] ? d->error : "no answer");
     return false;
+}
+
+static bool need_state(fsa__run_t *run, const char *name)
+{
+    return need_state_of(run, name, 0);
+}
+
+/* Reads an entity as the server holds it: admin API, else the reader's view after its pull
+ * (need_state first). FSA_OK (*fields fsa_malloc'ed), else an explanation in err. */
+static fsa_status_t get_entity(fsa__run_t *run, fsa_type_t type, const char *id, int64_t *version,
+                               char **fields, char *err, size_t errlen)
+{
+    *fields = NULL;
+    if (run->admin != NULL)
+        return fsa__admin_get_entity(run->admin, type, id, version, fields, err, errlen);
+    fieldsync_t *rfs = run->reader_fs[type == FSA_TYPE_ATTENDANCE ? 1 : 0];
+    if (rfs == NULL) {
+        snprintf(err, errlen, "the reader has not pulled");
+        return FSA_EINVAL;
+    }
+    char *json = NULL;
+    fieldsync_status_t st = fieldsync_get(rfs, fsa_type_name(type), id, &json);
+    if (st != FIELDSYNC_OK) {
+        snprintf(err, errlen, "%s %s: %s through the reader's pull", fsa_type_name(type), id,
+                 st == FIELDSYNC_ENOTFOUND ? "not found" : fieldsync_status_str(st));
+        fieldsync_free(json);
+        return st == FIELDSYNC_ENOTFOUND ? FSA_ENOTFOUND : FSA_EIO;
+    }
+    cJSON *root = cJSON_Parse(json);
+    fieldsync_free(json);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "server_version");
+    const cJSON *fl = cJSON_GetObjectItemCaseSensitive(root, "fields");
+    const cJSON *pend = cJSON_GetObjectItemCaseSensitive(root, "pending");
+    char *text = cJSON_IsNumber(v) && cJSON_IsObject(fl) ? cJSON_PrintUnformatted(fl) : NULL;
+    bool pending = cJSON_IsNumber(pend) && pend->valuedouble != 0;
+    if (text != NULL)
+        *version = (int64_t)v->valuedouble;
+    cJSON_Delete(root);
+    if (text == NULL || pending) {
+        cJSON_free(text);
+        snprintf(err, errlen, "%s %s: the reader's view is %s", fsa_type_name(type), id,
+                 pending ? "not the server's (ops pending)" : "malformed");
+        return FSA_EPROTO;
+    }
+    *fields = text; /* cJSON allocates with fsa_malloc (storage/libs.h) */
+    return FSA_OK;
 }
 
 /* Reads an entity from the server; on failure adds a failing invariant and returns false. */
@@ -153,16 +322,18 @@ static bool read_entity(fsa__run_t *run, const char *inv, fsa_type_t type, const
                         int64_t *version, char **fields)
 {
     char err[FSA__ERR_BYTES];
-    fsa_status_t st = fsa__admin_get_entity(run->admin, type, id, version, fields, err, sizeof err);
+    run->res->how = state_how(run);
+    fsa_status_t st = get_entity(run, type, id, version, fields, err, sizeof err);
     if (st != FSA_OK) {
         fsa__inv_add(run->res, inv, FSA__INV_FAIL, "%s", err);
         return false;
     }
-    return true;
+    return true; /* how stays set for the invariant this read is for */
 }
 
 /* An invariant over many entities: counts failures, keeps the first explanation. */
 typedef struct tally {
+    bool server; /* checks of the server's state (how: admin API or pulls) */
     size_t checked, failed;
     char first[400];
 } tally_t;
@@ -176,6 +347,8 @@ static void tally(tally_t *t, bool ok, const char *what, const char *details)
 
 static void tally_done(fsa__run_t *run, const char *name, const tally_t *t, const char *what)
 {
+    if (t->server)
+        run->res->how = state_how(run);
     if (t->failed == 0)
         fsa__inv_add(run->res, name, FSA__INV_PASS, "%zu %s checked", t->checked, what);
     else
@@ -340,13 +513,19 @@ static void scn_autoclose(fsa__run_t *run)
         if (!c.closed[i])
             continue;
         nclosed++;
-        if (run->admin == NULL)
+        if (run->admin == NULL && run->hook == NULL)
             continue;
         char id[FSA_ID_BYTES], err[FSA__ERR_BYTES];
         ac_job(run, i, id, sizeof id);
-        fsa_status_t st = fsa__admin_autoclose(run->admin, id, err, sizeof err);
-        run->admin_ops++;
+        fsa_status_t st;
+        if (run->admin != NULL) {
+            st = fsa__admin_autoclose(run->admin, id, err, sizeof err);
+            run->admin_ops++;
+        } else {
+            st = run_hook(run->hook, "autoclose", "jobneed", id, err, sizeof err);
+        }
         if (st != FSA_OK) {
+            run->res->how = run->admin != NULL ? "admin API" : "hook";
             fsa__inv_add(run->res, "autoclose_applied", FSA__INV_FAIL, "%s", err);
             c.closed[i] = false;
         }
@@ -383,6 +562,8 @@ static void scn_autoclose(fsa__run_t *run)
         snprintf(det, sizeof det, "local view %.20s, server %s", c.local[i], want);
         tally(&tl, strcmp(c.local[i], want) == 0, d->id, det);
     }
+    run->res->how =
+        run->admin != NULL ? "devices (autoclose: admin API)" : "devices (autoclose: hook)";
     tally_done(run, "server_wins_recorded_as_conflict", &tc, "completions");
     tally_done(run, "local_views_converged", &tl, "devices");
     for (int k = 0; k < c.races; k++) {
@@ -408,8 +589,8 @@ static void scn_autoclose(fsa__run_t *run)
     tally_done(run, "one_winner_per_race", &tr, "races");
 
     /* Server side. */
-    if (need_admin(run, "autoclosed_jobs_stay_autoclosed")) {
-        tally_t ts = {0};
+    if (need_state(run, "autoclosed_jobs_stay_autoclosed")) {
+        tally_t ts = {.server = true};
         for (int i = 0; i < D; i++) {
             char id[FSA_ID_BYTES], det[200];
             ac_job(run, i, id, sizeof id);
@@ -428,8 +609,8 @@ static void scn_autoclose(fsa__run_t *run)
         }
         tally_done(run, "autoclosed_jobs_stay_autoclosed", &ts, "jobs");
     }
-    if (need_admin(run, "race_applied_once")) {
-        tally_t ts = {0};
+    if (need_state(run, "race_applied_once")) {
+        tally_t ts = {.server = true};
         for (int k = 0; k < c.races; k++) {
             char id[FSA_ID_BYTES], det[200];
             ac_race(run, k, id, sizeof id);
@@ -540,8 +721,8 @@ static void scn_checkpoints(fsa__run_t *run)
                  "%" PRId64 " ops rebased (expected %" PRId64 ": with two devices, one stale "
                  "group of 2 per checkpoint), %" PRId64 " conflicts left open",
                  rebased, want_rebased, open);
-    if (need_admin(run, "checkpoint_fields_applied")) {
-        tally_t tf = {0};
+    if (need_state(run, "checkpoint_fields_applied")) {
+        tally_t tf = {.server = true};
         for (int k = 0; k < c.C; k++) {
             char id[FSA_ID_BYTES], det[200];
             cp_child(run, k, id, sizeof id);
@@ -561,7 +742,7 @@ static void scn_checkpoints(fsa__run_t *run)
         }
         tally_done(run, "checkpoint_fields_applied", &tf, "checkpoints");
     }
-    if (need_admin(run, "groups_whole")) {
+    if (need_state(run, "groups_whole")) {
         int64_t v = 0;
         char *fields = NULL;
         if (read_entity(run, "groups_whole", FSA_TYPE_JOBNEED, tour, &v, &fields)) {
@@ -697,9 +878,9 @@ static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
     const char *name = kind == MANY_ESCALATE ? "level_and_history_match"
                        : kind == MANY_LOG    ? "all_entries_present_once"
                                              : "all_keys_present";
-    if (!need_admin(run, name))
+    if (!need_state(run, name))
         return;
-    tally_t tv = {0}, tc = {0};
+    tally_t tv = {.server = true}, tc = {.server = true};
     const char **devs = fsa_calloc((size_t)total + 1, sizeof *devs);
     int64_t *ns = fsa_calloc((size_t)total + 1, sizeof *ns);
     for (int t = 0; devs != NULL && ns != NULL && t < targets; t++) {
@@ -830,6 +1011,56 @@ static void att_online(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     step_drain(f, d, NULL);
 }
 
+/* no_extra_attendance through the protocol: the attendances of the fleet's people since the
+ * scenario began, as the reader pulled them, are exactly the recorded ones. */
+static void count_attendance(fsa__run_t *run, const att_ctx_t *c, int64_t expected)
+{
+    fsa__fleet_t *f = run->fleet;
+    int64_t found = 0;
+    char first[200] = "";
+    for (int i = 0; i < f->ndev; i++) {
+        char who[FSA_ID_BYTES + 4], after[FSA_UUID_STR_LEN + 8] = "";
+        snprintf(who, sizeof who, "p-%s", f->dev[i].id);
+        int64_t mine = 0;
+        for (bool more = true; more;) {
+            fieldsync_query_t q = FIELDSYNC_QUERY_INIT;
+            q.type = "attendance";
+            q.people_id = who;
+            q.from_ms = run->t0_wall_ms - 1000;
+            q.after_id = after[0] ? after : NULL;
+            q.limit = 1000;
+            char *json = NULL;
+            if (fieldsync_list(run->reader_fs[1], &q, &json) != FIELDSYNC_OK) {
+                run->res->how = "pulls";
+                fsa__inv_add(run->res, "no_extra_attendance", FSA__INV_FAIL,
+                             "the reader cannot query its view: %s",
+                             fieldsync_errmsg(run->reader_fs[1]));
+                fieldsync_free(json);
+                return;
+            }
+            cJSON *root = cJSON_Parse(json);
+            fieldsync_free(json);
+            mine += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "entities"));
+            const cJSON *nx = cJSON_GetObjectItemCaseSensitive(root, "next_after");
+            more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "more")) &&
+                   cJSON_IsString(nx) && strlen(nx->valuestring) < sizeof after;
+            if (more)
+                snprintf(after, sizeof after, "%s", nx->valuestring);
+            cJSON_Delete(root);
+        }
+        if (mine != c->nrecs[i] && first[0] == '\0')
+            snprintf(first, sizeof first, "; first: %s has %" PRId64 ", recorded %d", who, mine,
+                     c->nrecs[i]);
+        found += mine;
+    }
+    run->res->how = "pulls";
+    fsa__inv_add(run->res, "no_extra_attendance",
+                 found == expected && first[0] == '\0' ? FSA__INV_PASS : FSA__INV_FAIL,
+                 "the server holds %" PRId64 " attendances of the fleet's people since the "
+                 "scenario began, for %" PRId64 " recorded%s",
+                 found, expected, first);
+}
+
 static void scn_attendance(fsa__run_t *run)
 {
     fsa__fleet_t *f = run->fleet;
@@ -865,8 +1096,8 @@ static void scn_attendance(fsa__run_t *run)
                  expected == 2 * (int64_t)c.pairs * D ? FSA__INV_PASS : FSA__INV_FAIL,
                  "%" PRId64 " of %" PRId64 " check-ins and check-outs recorded", expected,
                  2 * (int64_t)c.pairs * D);
-    if (need_admin(run, "every_attendance_exists_once")) {
-        tally_t t = {0};
+    if (need_state_of(run, "every_attendance_exists_once", 1)) {
+        tally_t t = {.server = true};
         bool broke = false;
         for (int i = 0; i < D && !broke; i++) {
             for (int k = 0; k < c.nrecs[i]; k++) {
@@ -894,12 +1125,23 @@ static void scn_attendance(fsa__run_t *run)
         if (!broke)
             tally_done(run, "every_attendance_exists_once", &t, "attendances");
         fsa__scenario_stats_after(run);
-        if (run->res->have_server)
+        if (run->res->have_server) {
+            run->res->how = "admin API";
             fsa__inv_add(run->res, "no_extra_attendance",
                          run->res->s_delta.entities == expected ? FSA__INV_PASS : FSA__INV_FAIL,
                          "the server gained %" PRId64 " entities for %" PRId64
                          " attendances recorded",
                          run->res->s_delta.entities, expected);
+        } else if (run->admin == NULL || f->site_reader != NULL) {
+            /* No counters (or one process's of several): through the site reader's pull. */
+            if (reader_pull(run, "no_extra_attendance", 1))
+                count_attendance(run, &c, expected);
+        } else {
+            fsa__inv_add(run->res, "no_extra_attendance", FSA__INV_NOT_CHECKED,
+                         "the server's counters are per process (%d processes) and no "
+                         "--site-reader was given",
+                         f->nurls);
+        }
     }
 out:
     for (int i = 0; c.recs != NULL && i < D; i++)
@@ -1071,7 +1313,7 @@ static void scn_flaky(fsa__run_t *run)
     fsa__inv_add(run->res, "never_conflicts", conflicts == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
                  "%" PRId64 " conflicts or rejections kept by devices", conflicts);
 
-    if (!need_admin(run, "counter_exact"))
+    if (!need_state(run, "counter_exact"))
         goto out;
     char id[FSA_ID_BYTES], det[400];
     int64_t v = 0, total = 0;
@@ -1118,14 +1360,16 @@ static void scn_flaky(fsa__run_t *run)
     }
     fsa_free(devs);
     fsa_free(ns);
-    tally_t ta = {0};
+    if (!need_state_of(run, "attendance_exists_once", 1))
+        goto out;
+    tally_t ta = {.server = true};
     for (int i = 0; i < D; i++)
         for (int k = 0; k < c.natts[i]; k++) {
             att_rec_t *a = &c.atts[(size_t)i * (size_t)c.rounds + (size_t)k];
             fields = NULL;
             char err[FSA__ERR_BYTES];
-            fsa_status_t st = fsa__admin_get_entity(run->admin, FSA_TYPE_ATTENDANCE, a->id, &v,
-                                                    &fields, err, sizeof err);
+            fsa_status_t st =
+                get_entity(run, FSA_TYPE_ATTENDANCE, a->id, &v, &fields, err, sizeof err);
             if (st != FSA_OK)
                 tally(&ta, false, a->id, err);
             else {
@@ -1222,22 +1466,33 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
     fsa__fleet_t *f = run->fleet;
     fsa__result_t *r = run->res;
     int64_t t0 = fsa__real_ms();
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    run->t0_wall_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
     char err[FSA__ERR_BYTES];
-    if (run->admin != NULL) {
+    /* The counters of one process: the server's only when it has one (one --server). */
+    if (run->admin != NULL && f->nurls <= 1) {
         if (fsa__admin_stats(run->admin, &run->before, err, sizeof err) == FSA_OK)
             run->have_before = true;
         else
             fsa__inv_add(r, "server_stats_read", FSA__INV_FAIL, "%s", err);
     }
-    if (s->needs_admin && run->admin == NULL) {
+    if (s->needs_admin && run->admin == NULL && run->hook == NULL) {
         snprintf(r->note, sizeof r->note,
-                 "not run: the server must autoclose jobs through its admin API; give "
-                 "--admin-token-file");
+                 "not run: the server must autoclose jobs, through its admin API "
+                 "(--admin-token-file) or a command (--server-hook 'CMD {type} {id}')");
         fsa__inv_add(r, "scenario_ran", FSA__INV_NOT_CHECKED, "%s", r->note);
         r->duration_ms = fsa__real_ms() - t0;
         return;
     }
+    if (s->needs_admin && run->admin == NULL)
+        snprintf(r->note, sizeof r->note, "the server's autoclose through --server-hook");
     s->fn(run);
+    for (int k = 0; k < 2; k++)
+        if (run->reader_fs[k] != NULL) {
+            fsa__dev_close(f, k == 0 ? f->reader : f->site_reader, run->reader_fs[k]);
+            run->reader_fs[k] = NULL;
+        }
     fsa__scenario_stats_after(run);
 
     /* What the devices saw. */
@@ -1298,6 +1553,7 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
          * the ops the devices recorded, and those the resolver recorded again (rebases). */
         int64_t firsts = r->s_applied + r->s_conflict + r->s_rejected;
         int64_t sent = r->recorded + r->rebased;
+        r->how = "admin API";
         if (run->owned_server)
             fsa__inv_add(r, "counts_consistent", firsts == sent ? FSA__INV_PASS : FSA__INV_FAIL,
                          "server answered %" PRId64 " ops first (applied %" PRId64
@@ -1308,9 +1564,13 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
         else
             fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
                          "the server's counters are server-wide and it is not this run's own");
+    } else if (run->admin != NULL) {
+        fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
+                     "the server's counters are per process (%d processes)", f->nurls);
     } else {
         fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
-                     "needs the server's counters: give --admin-token-file");
+                     "the server's counters are not part of the protocol: needs the reference "
+                     "server's admin API (--admin-token-file)");
     }
 
     /* Lags and series. */

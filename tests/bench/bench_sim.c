@@ -1,8 +1,15 @@
-/* bench_sim: runs `fieldsync-sim --scenario all --devices N` (N = argv[1], default 1000) and
- * prints its wall time and peak RSS as BENCH lines (DESIGN.md; no baseline for these figures). */
+/* bench_sim: runs `fieldsync-sim --scenario all --devices N` for each N given (default 1000 and
+ * 10000, in this order, in the same run) and prints each run's wall time and peak RSS as BENCH
+ * lines (DESIGN.md; no baseline for these figures), then how the cost grew with the fleet: the
+ * wall time per device of the largest run over that of the smallest (at most 1: at most linear).
+ * Each run is bounded (--timeout S, default 3600): one that does not finish is killed and
+ * reported as such, with no figure. Arguments after `--` go to every fieldsync-sim run (e.g.
+ * `--server URL --server URL --devices-file F --admin-token-file F`). */
 /* wait4() is a BSD interface that glibc declares with _DEFAULT_SOURCE. */
 #define _DEFAULT_SOURCE
 #include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,54 +25,150 @@
 #error "FSA_SIM_BIN must name the fieldsync-sim binary"
 #endif
 
-int main(int argc, char **argv)
+#define MAX_RUNS 8
+#define MAX_EXTRA 40
+
+static const char USAGE[] = "usage: bench_sim [--timeout S] [DEVICES...] [-- SIM-ARGS...]\n"
+                            "  DEVICES 1..100000 (default: 1000 10000)\n";
+
+static volatile sig_atomic_t alarmed;
+
+static void on_alarm(int sig)
 {
-    const char *devices = "1000";
-    if (argc > 1) {
-        char *end = NULL;
-        errno = 0;
-        long n = strtol(argv[1], &end, 10);
-        if (errno != 0 || end == argv[1] || *end != '\0' || n < 1 || n > 100000) {
-            fprintf(stderr, "usage: bench_sim [DEVICES]  (1..100000, default 1000)\n");
-            return 2;
-        }
-        devices = argv[1];
-    }
+    (void)sig;
+    alarmed = 1;
+}
+
+static double secs(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
+/* One run: false when it did not complete (killed at the timeout, or could not start). */
+static bool run_one(const char *devices, const char *const *extra, size_t nextra, long timeout,
+                    double *wall, long *rss, int *rc)
+{
+    const char *args[8 + MAX_EXTRA];
+    size_t n = 0;
+    args[n++] = FSA_SIM_BIN;
+    args[n++] = "--scenario";
+    args[n++] = "all";
+    args[n++] = "--devices";
+    args[n++] = devices;
+    for (size_t i = 0; i < nextra; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
         perror("bench_sim: fork");
-        return 1;
+        return false;
     }
     if (pid == 0) {
-        const char *args[] = {FSA_SIM_BIN, "--scenario", "all", "--devices", devices, NULL};
         execv(args[0], (char *const *)(uintptr_t)args);
         perror("bench_sim: exec fieldsync-sim");
         _exit(127);
     }
+    alarmed = 0;
+    alarm((unsigned)timeout);
     int status = 0;
     struct rusage ru;
     memset(&ru, 0, sizeof ru);
+    bool killed = false;
     while (wait4(pid, &status, 0, &ru) < 0) {
         if (errno != EINTR) {
             perror("bench_sim: wait4");
-            return 1;
+            return false;
+        }
+        if (alarmed && !killed) {
+            kill(pid, SIGKILL);
+            killed = true;
         }
     }
+    alarm(0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    printf("fieldsync-sim --scenario all --devices %s: exit %d, %.1f s wall, %.1f s user, "
+    *wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    *rss = ru.ru_maxrss;
+    *rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    printf("fieldsync-sim --scenario all --devices %s: %s %d, %.1f s wall, %.1f s user, "
            "%.1f s system, peak RSS %ld KiB\n",
-           devices, rc, wall, (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6, ru.ru_maxrss);
-    printf("BENCH {\"name\":\"sim.all_%s_devices.wall\",\"value\":%.2f,\"unit\":\"s\"}\n", devices,
-           wall);
-    /* ru_maxrss of the simulator's process tree: the largest of the simulator and the servers it
-     * started and reaped. */
-    printf("BENCH {\"name\":\"sim.all_%s_devices.peak_rss\",\"value\":%ld,\"unit\":\"KiB\"}\n",
-           devices, ru.ru_maxrss);
-    return rc == 0 ? 0 : 1;
+           devices, killed ? "KILLED at the timeout, status" : "exit", *rc, *wall,
+           secs(&ru.ru_utime), secs(&ru.ru_stime), ru.ru_maxrss);
+    return !killed;
+}
+
+int main(int argc, char **argv)
+{
+    const char *sizes[MAX_RUNS];
+    size_t nsizes = 0;
+    const char *extra[MAX_EXTRA];
+    size_t nextra = 0;
+    long timeout = 3600;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            for (i++; i < argc && nextra < MAX_EXTRA; i++)
+                extra[nextra++] = argv[i];
+            break;
+        }
+        char *end = NULL;
+        errno = 0;
+        if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            timeout = strtol(argv[++i], &end, 10);
+            if (errno != 0 || *end != '\0' || timeout < 1) {
+                fputs(USAGE, stderr);
+                return 2;
+            }
+            continue;
+        }
+        long n = strtol(argv[i], &end, 10);
+        if (errno != 0 || end == argv[i] || *end != '\0' || n < 1 || n > 100000 ||
+            nsizes == MAX_RUNS) {
+            fputs(USAGE, stderr);
+            return 2;
+        }
+        sizes[nsizes++] = argv[i];
+    }
+    if (nsizes == 0) {
+        sizes[nsizes++] = "1000";
+        sizes[nsizes++] = "10000";
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm; /* no SA_RESTART: wait4 returns EINTR */
+    sigaction(SIGALRM, &sa, NULL);
+    double per_dev[MAX_RUNS] = {0};
+    bool done[MAX_RUNS] = {false};
+    int worst = 0;
+    for (size_t k = 0; k < nsizes; k++) {
+        double wall = 0;
+        long rss = 0;
+        int rc = 0;
+        done[k] = run_one(sizes[k], extra, nextra, timeout, &wall, &rss, &rc);
+        if (!done[k]) {
+            printf("fieldsync-sim --devices %s did not complete in %ld s: no figure\n", sizes[k],
+                   timeout);
+            worst = 1;
+            continue;
+        }
+        if (rc != 0)
+            worst = 1;
+        per_dev[k] = wall / strtod(sizes[k], NULL);
+        printf("BENCH {\"name\":\"sim.all_%s_devices.wall\",\"value\":%.2f,\"unit\":\"s\"}\n",
+               sizes[k], wall);
+        /* ru_maxrss of the simulator's process tree: the largest of the simulator and the servers
+         * it started and reaped (servers given with --server are not its children). */
+        printf("BENCH {\"name\":\"sim.all_%s_devices.peak_rss\",\"value\":%ld,\"unit\":\"KiB\"}\n",
+               sizes[k], rss);
+    }
+    if (nsizes >= 2 && done[0] && done[nsizes - 1] && per_dev[0] > 0) {
+        double growth = per_dev[nsizes - 1] / per_dev[0];
+        printf("BENCH {\"name\":\"sim.all_%s_over_%s_devices.wall_per_device\",\"value\":%.2f,"
+               "\"unit\":\"ratio\"}\n",
+               sizes[nsizes - 1], sizes[0], growth);
+        printf("cost per device grew %.2fx from %s to %s devices (%s)\n", growth, sizes[0],
+               sizes[nsizes - 1], growth <= 1.1 ? "at most linear" : "MORE than linear");
+    }
+    return worst;
 }
