@@ -19,6 +19,14 @@
 #define FSA_LIMIT_JSON_DEPTH 32
 #define FSA_LIMIT_JSON_DEPTH_MAX 64
 
+/* JSON values in one request body (push, admin entity, devices file), counted before parsing:
+ * each costs a parser node of ~64 bytes, so 1 KiB of gzip inflating to 1 MiB of "[0,0,...]"
+ * would otherwise cost ~40 MB. 100,000 is ~20 times a full batch of 500 typical ops and bounds a
+ * body's nodes to ~6.4 MB. Ceiling 1,000,000. (The agent's decoding of a pull answer, up to
+ * FSA_LIMIT_BODY_BYTES_MAX, is bounded by its bytes alone.) */
+#define FSA_LIMIT_JSON_VALUES 100000
+#define FSA_LIMIT_JSON_VALUES_MAX 1000000
+
 /* One JSON string (a field value or a key). 64 KiB. Ceiling 1 MiB. */
 #define FSA_LIMIT_STRING_BYTES (64 * 1024)
 #define FSA_LIMIT_STRING_BYTES_MAX (1024 * 1024)
@@ -61,5 +69,46 @@
 
 /* A Retry-After the agent honours, at most: a server asking for more than an hour is capped. */
 #define FSA_LIMIT_RETRY_AFTER_MAX_MS (3600 * 1000)
+
+/*
+ * The reference server under hostile clients (docs/server.md, "Deployment and threat model").
+ * These are the server's own defences; a proxy in front adds its own (TLS, per-address rates).
+ */
+
+/* Connections open at once, all clients together. Ceiling of what poll() workers serve well. */
+#define FSA_LIMIT_SERVER_CONNECTIONS 1000
+#define FSA_LIMIT_SERVER_CONNECTIONS_MAX 10000
+
+/* Connections open at once from one address: one client (or a NAT of a few devices) cannot take
+ * all of them with half-sent requests. 64; ceiling FSA_LIMIT_SERVER_CONNECTIONS. Behind a proxy
+ * every client has the proxy's address: raise it there, the proxy limits per address. */
+#define FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR 64
+
+/* A connection with nothing received or sent for this long is closed, in s. Ceiling 300. */
+#define FSA_LIMIT_SERVER_IDLE_S 30
+
+/* Body bytes buffered by all requests at once: past it a new body is refused with 503 and
+ * Retry-After, so many uploads cannot take the memory (each is at most RAW_BODY_MAX, ~1.06 MiB).
+ * 64 MiB: ~60 full bodies in flight. Ceiling 1 GiB. */
+#define FSA_LIMIT_SERVER_BODY_BUDGET (64LL * 1024 * 1024)
+#define FSA_LIMIT_SERVER_BODY_BUDGET_MAX (1024LL * 1024 * 1024)
+
+/* Requests a device may make (authenticated), a token bucket: 50 a second sustained, bursts of
+ * 200. An agent makes a few per sync cycle; a flood gets 429 for that device only. Kept per
+ * server process (N processes on one database allow N times as much). Ceiling 10,000 a second. */
+#define FSA_LIMIT_DEVICE_REQ_PER_S 50
+#define FSA_LIMIT_DEVICE_REQ_BURST 200
+#define FSA_LIMIT_DEVICE_REQ_PER_S_MAX 10000
+
+/* Warnings a client can provoke (broken connections, admin failures), a second; the rest are
+ * counted and the count logged with the next one that passes. */
+#define FSA_LIMIT_SERVER_WARN_PER_S 10
+
+/* The admin token: at least 32 characters (32 hex digits are 128 bits), not a pattern. */
+#define FSA_LIMIT_ADMIN_TOKEN_MIN_CHARS 32
+
+/* A wrong admin token is answered after this pause, one at a time: at most 1000/this guesses a
+ * second however many connections try. 200 ms: 5 a second. Ceiling 5000 ms. */
+#define FSA_LIMIT_ADMIN_FAIL_DELAY_MS 200
 
 #endif

@@ -17,7 +17,7 @@
  * be empty) when cross-compiled.
  */
 
-#define TH_ADMIN_TOKEN "test-admin-token-0123456789"
+#define TH_ADMIN_TOKEN "th-admin-7f3a9c21e8b4d6f0a5c3e1b9d7f2a4c6"
 #define TH_MAX_ARGS 24
 
 typedef struct th_server {
