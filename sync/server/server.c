@@ -1465,23 +1465,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (ar == APPEND_NOMEM)
             return MHD_NO;
         if (ar == APPEND_OVER_BUDGET) {
-            /* All requests together hold FSA_LIMIT_SERVER_BODY_BUDGET already: this one waits
-             * its turn on the client's side, not in the server's memory. */
+            /* All requests together hold FSA_LIMIT_SERVER_BODY_BUDGET already: this body is
+             * dropped as it comes (its buffer freed now) and answered 503 with Retry-After at its
+             * end, so the client retries later instead of the server holding it. libmicrohttpd
+             * answers only once the request is complete. */
             bump(&srv->stats.budget_503);
-            req->refused = true;
             fsa_free(req->body);
             budget_release(srv, req->cap);
             req->body = NULL;
             req->len = req->cap = 0;
-            auth_fail_t f = {503, "overloaded", "the server is holding too many bodies; retry"};
-            return respond_auth_fail(srv, c, &f);
+            req->early = true;
+            req->early_fail = (fsa__server_fail_t){503, "overloaded",
+                                                   "the server is holding too many bodies; retry"};
+            return MHD_YES;
         }
         if (req->chunked && req->seen > CHUNKED_DISCARD_MAX) {
-            /* A chunked body that never ends: 413, and the connection closes after a little
-             * more is dropped. */
+            /* A chunked body that never ends: libmicrohttpd can answer only a complete request,
+             * so past the body limit and a small discard bound the connection is closed (a
+             * chunked body that ends before that bound gets its 413). */
             bump(&srv->stats.too_large);
-            req->refused = true;
-            return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+            warn_limited(srv, "closed a connection sending a chunked body over %llu bytes",
+                         (unsigned long long)CHUNKED_DISCARD_MAX);
+            return MHD_NO;
         }
         return MHD_YES;
     }

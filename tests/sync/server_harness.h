@@ -85,6 +85,7 @@ typedef struct th_req_opts {
     const char *bearer;        /* admin requests: Authorization: Bearer <bearer>, no device auth */
     const char *content_encoding; /* send this Content-Encoding as is (the body is not touched) */
     bool accept_gzip;             /* Accept-Encoding: gzip (curl inflates the answer) */
+    const char *source;           /* connect from this local address (e.g. "127.0.0.5") */
 } th_req_opts_t;
 
 /*
