@@ -133,9 +133,9 @@ typedef struct request {
     size_t len;
     size_t cap;
     bool body_too_large;
-    bool chunked;  /* no Content-Length: the body's end is not announced */
-    bool refused;  /* an answer was queued before the whole body came: drop the rest, then close */
-    bool early;    /* early_fail holds the answer; the body is dropped as it comes */
+    bool chunked; /* no Content-Length: the body's end is not announced */
+    bool refused; /* an answer was queued before the whole body came: drop the rest, then close */
+    bool early;   /* early_fail holds the answer; the body is dropped as it comes */
     fsa__server_fail_t early_fail;
     uint64_t seen; /* body bytes received, kept or dropped */
 } request_t;
@@ -758,8 +758,7 @@ static enum MHD_Result respond_auth_fail(fsa_server_t *srv, struct MHD_Connectio
     size_t len = 0;
     if (fsa_codec_encode_error(f->code, f->message, now_ms(srv), &text, &len) != FSA_OK)
         text = NULL;
-    return respond(srv, c, f->http, text, len,
-                   f->http == 503 || f->http == 429 ? "1" : NULL);
+    return respond(srv, c, f->http, text, len, f->http == 503 || f->http == 429 ? "1" : NULL);
 }
 
 /* ---- bodies ---- */
@@ -1344,8 +1343,8 @@ static void budget_release(fsa_server_t *srv, size_t n)
 /* Reserves n more buffered body bytes against the server-wide budget. */
 static bool budget_take(fsa_server_t *srv, size_t n)
 {
-    long long before = atomic_fetch_add_explicit(&srv->body_bytes, (long long)n,
-                                                 memory_order_relaxed);
+    long long before =
+        atomic_fetch_add_explicit(&srv->body_bytes, (long long)n, memory_order_relaxed);
     if (before + (long long)n > (long long)FSA_LIMIT_SERVER_BODY_BUDGET) {
         budget_release(srv, n);
         return false;
@@ -1459,7 +1458,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (req->early) {
             /* Dropped: the answer is known. A body over the bound is cut (connection closed). */
             return req->seen > (req->chunked ? CHUNKED_DISCARD_MAX : DISCARD_MAX) ? MHD_NO
-                                                                                    : MHD_YES;
+                                                                                  : MHD_YES;
         }
         append_t ar = append_body(req, upload_data, n);
         if (ar == APPEND_NOMEM)

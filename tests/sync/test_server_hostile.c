@@ -148,8 +148,8 @@ static void *legit_main(void *arg)
     for (int i = 0; i < 2000 && !atomic_load(&l->stop); i++) {
         th_resp_t r;
         int64_t t0 = now_ms();
-        bool ok = th_request(NULL, g_srv.url, "GET", "/v1/devices/dev000/changes?limit=5", 0,
-                             NULL, 0, NULL, &r);
+        bool ok = th_request(NULL, g_srv.url, "GET", "/v1/devices/dev000/changes?limit=5", 0, NULL,
+                             0, NULL, &r);
         int64_t dt = now_ms() - t0;
         l->requests++;
         if (!ok || r.status != 200) {
@@ -169,7 +169,8 @@ static int setup(void **state)
 {
     (void)state;
     const char *sc = getenv("FSA_TEST_SCALE");
-    g_scale = sc != NULL && atoi(sc) > 0 ? atoi(sc) : 1;
+    long scale = sc != NULL ? strtol(sc, NULL, 10) : 1;
+    g_scale = scale > 0 && scale < 100 ? (int)scale : 1;
     memset(&g_srv, 0, sizeof g_srv);
     char rate[16], conns[16];
     snprintf(rate, sizeof rate, "%d", FSA_LIMIT_DEVICE_REQ_PER_S);
@@ -180,7 +181,7 @@ static int setup(void **state)
         !th_backend_db(g_srv.db, sizeof g_srv.db) || !th_server_start(&g_srv, extra))
         return -1;
     const char *colon = strrchr(g_srv.url, ':');
-    g_port = colon != NULL ? atoi(colon + 1) : 0;
+    g_port = colon != NULL ? (int)strtol(colon + 1, NULL, 10) : 0;
     g_rss0_kb = rss_kb(g_srv.pid);
     memset(&g_legit, 0, sizeof g_legit);
     return pthread_create(&g_legit_thread, NULL, legit_main, &g_legit) == 0 ? 0 : -1;
@@ -249,8 +250,8 @@ static void test_hostile__half_sent_requests_from_one_address(void **state)
     /* Another address still gets in and is served. */
     th_resp_t r;
     th_req_opts_t o = {.source = "127.0.0.3"};
-    assert_true(th_request(NULL, g_srv.url, "GET", "/v1/devices/dev002/changes", 2, NULL, 0, &o,
-                           &r));
+    assert_true(
+        th_request(NULL, g_srv.url, "GET", "/v1/devices/dev002/changes", 2, NULL, 0, &o, &r));
     assert_int_equal(r.status, 200);
     th_resp_free(&r);
     for (int i = 0; i < N; i++)
@@ -307,8 +308,8 @@ static void test_hostile__uploads_without_credentials(void **state)
     fsa_free(chunk);
     printf("  100 signed-looking 1 MB uploads: %d x 401, %d x 503, %d other; peak RSS +%ld kB\n",
            n401, n503, other, peak - g_rss0_kb);
-    assert_true(n503 > 0);  /* 100 MB asked for, 64 MiB budget */
-    assert_true(n401 > 0);  /* the ones within the budget were read and refused */
+    assert_true(n503 > 0); /* 100 MB asked for, 64 MiB budget */
+    assert_true(n401 > 0); /* the ones within the budget were read and refused */
     assert_true(peak - g_rss0_kb <= RSS_BUDGET_KB);
 
     /* An unknown device is refused on its headers: its body is never buffered. */
@@ -349,8 +350,8 @@ static void test_hostile__json_value_bomb(void **state)
     th_req_opts_t o = {.gzip = true, .source = "127.0.0.7"};
     for (int i = 0; i < 20; i++) {
         th_resp_t r;
-        assert_true(th_request(NULL, g_srv.url, "POST", "/v1/devices/dev003/ops", 3, json, k, &o,
-                               &r));
+        assert_true(
+            th_request(NULL, g_srv.url, "POST", "/v1/devices/dev003/ops", 3, json, k, &o, &r));
         assert_int_equal(r.status, 413);
         assert_non_null(strstr(r.body, "too_large"));
         th_resp_free(&r);
@@ -448,8 +449,8 @@ static void test_hostile__one_device_floods(void **state)
     /* Another device, right after, from the same address: served. */
     th_resp_t r;
     th_req_opts_t o2 = {.source = "127.0.0.10"};
-    assert_true(th_request(NULL, g_srv.url, "GET", "/v1/devices/dev002/changes", 2, NULL, 0, &o2,
-                           &r));
+    assert_true(
+        th_request(NULL, g_srv.url, "GET", "/v1/devices/dev002/changes", 2, NULL, 0, &o2, &r));
     assert_int_equal(r.status, 200);
     th_resp_free(&r);
 }
@@ -493,8 +494,8 @@ static void test_hostile__after_it_all(void **state)
     assert_true(g_legit.requests > 0);
     assert_true(g_legit.worst_ms < 1000L * g_scale);
     th_resp_t r;
-    assert_true(th_request(NULL, g_srv.url, "GET", "/v1/devices/dev000/changes", 0, NULL, 0, NULL,
-                           &r));
+    assert_true(
+        th_request(NULL, g_srv.url, "GET", "/v1/devices/dev000/changes", 0, NULL, 0, NULL, &r));
     assert_int_equal(r.status, 200);
     th_resp_free(&r);
     assert_rss_within_budget("all probes");
@@ -530,8 +531,8 @@ static void test_hostile__secret_files(void **state)
     unlink(link);
     if (geteuid() == 0) {
         assert_int_equal(chown(s.devices, 65534, 65534), 0);
-        const char *a2[] = {"--listen", "127.0.0.1:0", "--db", db, "--devices-file", s.devices,
-                            NULL};
+        const char *a2[] = {"--listen",       "127.0.0.1:0", "--db", db,
+                            "--devices-file", s.devices,     NULL};
         assert_int_not_equal(th_run_cli(a2, err, sizeof err), 0);
         assert_non_null(strstr(err, "owned by"));
     }
@@ -541,8 +542,8 @@ static void test_hostile__secret_files(void **state)
     assert_non_null(f);
     fputs("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", f);
     fclose(f);
-    const char *a3[] = {"--listen",        "127.0.0.1:0", "--db", db, "--devices-file", s.devices,
-                        "--admin-token-file", s.token,   NULL};
+    const char *a3[] = {"--listen", "127.0.0.1:0",        "--db",  db,  "--devices-file",
+                        s.devices,  "--admin-token-file", s.token, NULL};
     assert_int_not_equal(th_run_cli(a3, err, sizeof err), 0);
     assert_non_null(strstr(err, "weak"));
     th_dir_remove(s.dir);
