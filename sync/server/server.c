@@ -80,6 +80,11 @@ static long long get(atomic_llong *c)
 
 typedef fsa__server_device_t device_t;
 
+typedef struct quota {
+    double tokens;
+    int64_t last_ms;
+} quota_t;
+
 struct fsa_server {
     fsa_port_t port; /* the posix port with the server's own log prefix */
     fsa_server_config_t cfg;
@@ -109,19 +114,15 @@ struct fsa_server {
     struct quota *quota;
     double quota_rate, quota_burst; /* a second, and the bucket's size */
     fsa_mutex_t *quota_lock;
-    /* Admin failures are answered one at a time, each after a pause, under admin_lock. */
+    /* Admin token failures, a token bucket under admin_lock (admin_guess_ok). */
     fsa_mutex_t *admin_lock;
+    quota_t admin_fails;
     /* Rate limit of warnings in the log (warn_allowed). */
     fsa_mutex_t *log_lock;
     int64_t log_window_ms;
     unsigned log_in_window;
     unsigned long long log_suppressed;
 };
-
-typedef struct quota {
-    double tokens;
-    int64_t last_ms;
-} quota_t;
 
 typedef struct request {
     fsa_server_t *srv;
@@ -1165,6 +1166,28 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
     return respond(srv, c, 200, text, (size_t)n, NULL);
 }
 
+/* The admin failures' bucket: refills at FSA_LIMIT_ADMIN_FAILS_PER_S up to
+ * FSA_LIMIT_ADMIN_FAILS_BURST; take spends one (a failure), else it only looks. */
+static bool admin_guess_ok(fsa_server_t *srv, bool take)
+{
+    quota_t *q = &srv->admin_fails;
+    int64_t now = now_ms(srv);
+    srv->port.mutex_lock(srv->port.ctx, srv->admin_lock);
+    if (q->last_ms == 0 || now < q->last_ms) {
+        q->tokens = FSA_LIMIT_ADMIN_FAILS_BURST;
+    } else {
+        q->tokens += (double)(now - q->last_ms) * FSA_LIMIT_ADMIN_FAILS_PER_S / 1000.0;
+        if (q->tokens > FSA_LIMIT_ADMIN_FAILS_BURST)
+            q->tokens = FSA_LIMIT_ADMIN_FAILS_BURST;
+    }
+    q->last_ms = now;
+    bool ok = q->tokens >= 1.0;
+    if (take && q->tokens >= 1.0)
+        q->tokens -= 1.0;
+    srv->port.mutex_unlock(srv->port.ctx, srv->admin_lock);
+    return ok;
+}
+
 static enum MHD_Result handle_admin(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
                                     const char *method, const char *path)
 {
@@ -1172,15 +1195,20 @@ static enum MHD_Result handle_admin(fsa_server_t *srv, struct MHD_Connection *c,
     if (!srv->admin_enabled)
         return respond_error(srv, c, 404, "not_found",
                              "the admin API is off (start with --admin-token-file)");
+    /* Guessing is slowed without holding a worker: once the failures are over their rate,
+     * every admin request is answered 429 without its token being compared, until the bucket
+     * refills. A guesser gets FSA_LIMIT_ADMIN_FAILS_PER_S tries a second however many
+     * connections it opens (the admin may meet a 429 during such an attack, devices never). */
+    if (!admin_guess_ok(srv, false)) {
+        bump(&srv->stats.admin_unauthorized);
+        auth_fail_t f = {429, "overloaded", "too many wrong admin tokens; retry later"};
+        return respond_auth_fail(srv, c, &f);
+    }
     if (!admin_authorized(srv, c)) {
-        /* Counted, logged (rate-limited, never the token) and slowed: failures are answered one
-         * at a time, each after FSA_LIMIT_ADMIN_FAIL_DELAY_MS, so guessing runs at a few tries a
-         * second whatever the number of connections. */
+        /* Counted and logged (rate-limited, never the token). */
+        (void)admin_guess_ok(srv, true);
         long long n = atomic_fetch_add(&srv->stats.admin_unauthorized, 1) + 1;
-        warn_limited(srv, "admin API: wrong or missing bearer token (%lld so far)", n);
-        srv->port.mutex_lock(srv->port.ctx, srv->admin_lock);
-        srv->port.sleep(srv->port.ctx, (int64_t)FSA_LIMIT_ADMIN_FAIL_DELAY_MS * FSA_NS_PER_MS);
-        srv->port.mutex_unlock(srv->port.ctx, srv->admin_lock);
+        warn_limited(srv, "admin API: wrong or missing bearer token (%lld refused so far)", n);
         return respond_error(srv, c, 401, "unauthorized", "missing or wrong admin bearer token");
     }
     bool get_m = strcmp(method, "GET") == 0;
