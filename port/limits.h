@@ -84,6 +84,14 @@
  * every client has the proxy's address: raise it there, the proxy limits per address. */
 #define FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR 64
 
+/* A request's headers and body must have come within this many seconds of its first line, or its
+ * connection is closed (checked as its headers complete and as body bytes come): a client
+ * trickling a byte before each idle timeout cannot hold a connection for ever. 120 s lets a
+ * 1 MiB body through at under 10 KB/s. Ceiling 3600. libmicrohttpd calls the server only once the
+ * headers are complete: headers trickled for ever are bounded by the idle timeout alone. */
+#define FSA_LIMIT_SERVER_REQUEST_S 120
+#define FSA_LIMIT_SERVER_REQUEST_S_MAX 3600
+
 /* A connection with nothing received or sent for this long is closed, in s. Ceiling 300. */
 #define FSA_LIMIT_SERVER_IDLE_S 30
 

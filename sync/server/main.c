@@ -37,6 +37,8 @@ static const char usage[] =
     "                           429 for that device only; default 50, at most 10000\n"
     "  --per-addr-connections N connections open at once from one client address, default 64\n"
     "                           (behind a proxy all clients share its address: raise it)\n"
+    "  --request-deadline-s N   seconds a request's headers and body may take from its first\n"
+    "                           line, then the connection is closed; default 120\n"
     "  --help                   this text\n"
     "\n"
     "Fault options (for tests and simulations; all off by default; they apply to /v1/ requests):\n"
@@ -153,6 +155,8 @@ int main(int argc, char **argv)
                 cfg.op_retention_ms = 1;
         } else if (strcmp(a, "--device-rate") == 0) {
             cfg.device_rate = (int)parse_num(a, v, 1, FSA_LIMIT_DEVICE_REQ_PER_S_MAX);
+        } else if (strcmp(a, "--request-deadline-s") == 0) {
+            cfg.request_deadline_s = (int)parse_num(a, v, 1, FSA_LIMIT_SERVER_REQUEST_S_MAX);
         } else if (strcmp(a, "--per-addr-connections") == 0) {
             cfg.per_addr_connections = (int)parse_num(a, v, 1, FSA_LIMIT_SERVER_CONNECTIONS);
         } else if (strcmp(a, "--fault-latency-ms") == 0) {

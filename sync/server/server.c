@@ -62,7 +62,7 @@ typedef struct stats {
     atomic_llong ops_expired; /* op outcomes removed by the retention sweeper */
     atomic_llong bad_signature, unknown_device, replay, clock_skew;
     atomic_llong malformed, too_large;
-    atomic_llong quota_429, budget_503, admin_unauthorized, smuggling;
+    atomic_llong quota_429, budget_503, admin_unauthorized, smuggling, too_slow;
     atomic_llong f_latency, f_5xx, f_429, f_drop, f_reset;
 } stats_t;
 
@@ -134,11 +134,13 @@ typedef struct request {
     size_t len;
     size_t cap;
     bool body_too_large;
-    bool chunked; /* no Content-Length: the body's end is not announced */
-    bool refused; /* an answer was queued before the whole body came: drop the rest, then close */
-    bool early;   /* early_fail holds the answer; the body is dropped as it comes */
+    bool chunked;  /* no Content-Length: the body's end is not announced */
+    bool refused;  /* an answer was queued before the whole body came: drop the rest, then close */
+    bool early;    /* early_fail holds the answer; the body is dropped as it comes */
+    bool answered; /* complete and being handled: the deadline no longer applies */
     fsa__server_fail_t early_fail;
-    uint64_t seen; /* body bytes received, kept or dropped */
+    uint64_t seen;         /* body bytes received, kept or dropped */
+    fsa_mono_t first_line; /* when the request line came (the request's deadline counts from it) */
 } request_t;
 
 static void budget_release(fsa_server_t *srv, size_t n);
@@ -1147,7 +1149,7 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         "\"clock_skew\":%lld},"
         "\"bad_requests\":{\"malformed\":%lld,\"too_large\":%lld,\"smuggling\":%lld},"
         "\"refused\":{\"device_quota\":%lld,\"body_budget\":%lld,"
-        "\"admin_unauthorized\":%lld},"
+        "\"admin_unauthorized\":%lld,\"too_slow\":%lld},"
         "\"faults\":{\"latency\":%lld,\"5xx\":%lld,\"429\":%lld,\"drop\":%lld,\"reset\":%lld},"
         "\"store\":{\"entities\":%" PRId64 ",\"ops\":%" PRId64 ",\"last_change\":%" PRId64
         ",\"ops_expired\":%lld},"
@@ -1157,8 +1159,9 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         get(&s->ops[2]), get(&s->ops[3]), get(&s->bad_signature), get(&s->unknown_device),
         get(&s->replay), get(&s->clock_skew), get(&s->malformed), get(&s->too_large),
         get(&s->smuggling), get(&s->quota_429), get(&s->budget_503), get(&s->admin_unauthorized),
-        get(&s->f_latency), get(&s->f_5xx), get(&s->f_429), get(&s->f_drop), get(&s->f_reset), ents,
-        ops, last, get(&s->ops_expired), srv->ndevices, now - srv->started_ms, now);
+        get(&s->too_slow), get(&s->f_latency), get(&s->f_5xx), get(&s->f_429), get(&s->f_drop),
+        get(&s->f_reset), ents, ops, last, get(&s->ops_expired), srv->ndevices,
+        now - srv->started_ms, now);
     if (n < 0 || (size_t)n >= cap) {
         fsa_free(text);
         return respond_error(srv, c, 500, "internal", "statistics did not fit");
@@ -1335,6 +1338,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     if (req == NULL)
         return NULL;
     req->srv = srv;
+    req->first_line = srv->port.mono_now(srv->port.ctx);
     size_t n = strlen(uri);
     if (n >= sizeof req->uri)
         req->uri_too_long = true;
@@ -1419,6 +1423,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (req == NULL)
         return MHD_NO; /* on_uri could not allocate: close the connection */
     bool is_v1 = strncmp(req->uri, "/v1/", 4) == 0;
+    int64_t deadline_s =
+        srv->cfg.request_deadline_s > 0 ? srv->cfg.request_deadline_s : FSA_LIMIT_SERVER_REQUEST_S;
+    if (!req->answered && fsa_mono_diff_ns(srv->port.mono_now(srv->port.ctx), req->first_line) >
+                              deadline_s * INT64_C(1000000000)) {
+        /* Too slow: closed without an answer (libmicrohttpd answers only complete requests). */
+        bump(&srv->stats.too_slow);
+        warn_limited(srv, "closed a request still incomplete after %" PRId64 " s", deadline_s);
+        return MHD_NO;
+    }
     if (!req->started) {
         req->started = true;
         if (is_v1 && fault_hit(srv, srv->cfg.faults.rate_reset)) {
@@ -1529,6 +1542,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         bump(&srv->stats.f_latency);
         srv->port.sleep(srv->port.ctx, srv->cfg.faults.latency_ms * FSA_NS_PER_MS);
     }
+    req->answered = true;
     enum MHD_Result ret = handle_request(srv, c, req, method);
     if (req->drop) {
         bump(&srv->stats.f_drop);

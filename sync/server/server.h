@@ -31,6 +31,8 @@ typedef struct fsa_server_config {
     /* Requests a second one device may make (burst: 4 times as many); 0: the default,
      * FSA_LIMIT_DEVICE_REQ_PER_S (port/limits.h), at most FSA_LIMIT_DEVICE_REQ_PER_S_MAX. */
     int device_rate;
+    /* Seconds a request's headers and body may take; 0: FSA_LIMIT_SERVER_REQUEST_S. */
+    int request_deadline_s;
     /* Connections from one address at once; 0: FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR. */
     int per_addr_connections;
     fsa_server_faults_t faults;

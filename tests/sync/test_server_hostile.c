@@ -538,6 +538,53 @@ static void test_hostile__after_it_all(void **state)
     assert_true(lines < 400);
 }
 
+/* 1,000 connections trickling a byte every 25 s stayed open past 78 s: now a request must be
+ * complete within its deadline (here 1 s, default 120 s) or its connection is closed. */
+static void test_hostile__trickled_body_meets_its_deadline(void **state)
+{
+    (void)state;
+    th_server_t s;
+    memset(&s, 0, sizeof s);
+    const char *extra[] = {"--request-deadline-s", "1", NULL};
+    assert_true(th_dir_make(s.dir));
+    assert_true(th_write_files(&s, 2));
+    assert_true(th_backend_db(s.db, sizeof s.db));
+    assert_true(th_server_start(&s, extra));
+    const char *colon = strrchr(s.url, ':');
+    int saved = g_port;
+    g_port = (int)strtol(colon + 1, NULL, 10);
+    int fd = connect_from("127.0.0.12");
+    g_port = saved;
+    assert_true(fd >= 0);
+    char head[512];
+    int hn = signed_looking_head(head, sizeof head, "Content-Length: 100\r\n");
+    assert_true(send_all(fd, head, (size_t)hn));
+    int64_t t0 = now_ms();
+    int sent = 0;
+    bool closed = false;
+    /* One byte, then wait up to 300 ms for the server to close: at most 40 bytes (12 s). */
+    while (sent < 40 && !closed) {
+        if (send(fd, "x", 1, MSG_NOSIGNAL) != 1) {
+            closed = true;
+            break;
+        }
+        sent++;
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 300) == 1) {
+            char b[256];
+            closed = recv(fd, b, sizeof b, 0) <= 0;
+        }
+    }
+    int64_t dt = now_ms() - t0;
+    close(fd);
+    printf("  a body trickled a byte per 300 ms: closed after %d bytes, %lld ms\n", sent,
+           (long long)dt);
+    assert_true(closed);
+    assert_true(dt < 3000L * g_scale);
+    assert_int_equal(th_server_stop(&s), 0);
+    th_dir_remove(s.dir);
+}
+
 /* Secret files: a symlink, and a file owned by someone else, are refused. */
 static void test_hostile__secret_files(void **state)
 {
@@ -587,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_hostile__one_device_floods),
         cmocka_unit_test(test_hostile__admin_guessing),
         cmocka_unit_test(test_hostile__after_it_all),
+        cmocka_unit_test(test_hostile__trickled_body_meets_its_deadline),
         cmocka_unit_test(test_hostile__secret_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
