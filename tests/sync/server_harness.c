@@ -496,7 +496,7 @@ bool th_request(void *handle, const char *url, const char *method, const char *p
     curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    if (opts != NULL && opts->source != NULL)
+    if (opts->source != NULL)
         curl_easy_setopt(h, CURLOPT_INTERFACE, opts->source);
     if (opts->accept_gzip)
         curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "gzip");

@@ -66,7 +66,7 @@ static long rss_kb(pid_t pid)
     while (fgets(line, sizeof line, f) != NULL)
         if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
             break;
-    fclose(f);
+    (void)fclose(f);
     return kb;
 }
 
@@ -405,7 +405,8 @@ static void test_hostile__chunked_body_that_never_ends(void **state)
     assert_non_null(chunk);
     int cl = snprintf(chunk, 16, "10000\r\n");
     memset(chunk + cl, ' ', 65536);
-    memcpy(chunk + cl + 65536, "\r\n", 2);
+    chunk[cl + 65536] = '\r';
+    chunk[cl + 65536 + 1] = '\n';
     size_t sent = 0;
     const size_t cap = 64u * 1024 * 1024; /* the probe's own bound */
     while (sent < cap) {
@@ -564,7 +565,7 @@ static void test_hostile__after_it_all(void **state)
     while (f != NULL && fgets(line, sizeof line, f) != NULL)
         lines++;
     if (f != NULL)
-        fclose(f);
+        (void)fclose(f);
     printf("  server log: %d lines\n", lines);
     assert_true(lines < 400);
 }
@@ -646,7 +647,7 @@ static void test_hostile__secret_files(void **state)
     FILE *f = fopen(s.token, "w");
     assert_non_null(f);
     fputs("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", f);
-    fclose(f);
+    assert_int_equal(fclose(f), 0);
     const char *a3[] = {"--listen", "127.0.0.1:0",        "--db",  db,  "--devices-file",
                         s.devices,  "--admin-token-file", s.token, NULL};
     assert_int_not_equal(th_run_cli(a3, err, sizeof err), 0);
