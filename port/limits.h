@@ -19,6 +19,14 @@
 #define FSA_LIMIT_JSON_DEPTH 32
 #define FSA_LIMIT_JSON_DEPTH_MAX 64
 
+/* JSON values in one request body (push, admin entity, devices file), counted before parsing:
+ * each costs a parser node of ~64 bytes, so 1 KiB of gzip inflating to 1 MiB of "[0,0,...]"
+ * would otherwise cost ~40 MB. 100,000 is ~20 times a full batch of 500 typical ops and bounds a
+ * body's nodes to ~6.4 MB. Ceiling 1,000,000. (The agent's decoding of a pull answer, up to
+ * FSA_LIMIT_BODY_BYTES_MAX, is bounded by its bytes alone.) */
+#define FSA_LIMIT_JSON_VALUES 100000
+#define FSA_LIMIT_JSON_VALUES_MAX 1000000
+
 /* One JSON string (a field value or a key). 64 KiB. Ceiling 1 MiB. */
 #define FSA_LIMIT_STRING_BYTES (64 * 1024)
 #define FSA_LIMIT_STRING_BYTES_MAX (1024 * 1024)
@@ -104,5 +112,57 @@
 /* The watchdog calls a queue stuck after this long without progress although the server
  * answers: ten minutes, several intervals and backoffs. */
 #define FSA_LIMIT_STALL_AFTER_MS (600 * 1000)
+
+/*
+ * The reference server under hostile clients (docs/server.md, "Deployment and threat model").
+ * These are the server's own defences; a proxy in front adds its own (TLS, per-address rates).
+ */
+
+/* Connections open at once, all clients together. Ceiling of what poll() workers serve well. */
+#define FSA_LIMIT_SERVER_CONNECTIONS 1000
+#define FSA_LIMIT_SERVER_CONNECTIONS_MAX 10000
+
+/* Connections open at once from one address: one client (or a NAT of a few devices) cannot take
+ * all of them with half-sent requests. 64; ceiling FSA_LIMIT_SERVER_CONNECTIONS. Behind a proxy
+ * every client has the proxy's address: raise it there, the proxy limits per address. */
+#define FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR 64
+
+/* A request's headers and body must have come within this many seconds of its first line, or its
+ * connection is closed (checked as its headers complete and as body bytes come): a client
+ * trickling a byte before each idle timeout cannot hold a connection for ever. 120 s lets a
+ * 1 MiB body through at under 10 KB/s. Ceiling 3600. libmicrohttpd calls the server only once the
+ * headers are complete: headers trickled for ever are bounded by the idle timeout alone. */
+#define FSA_LIMIT_SERVER_REQUEST_S 120
+#define FSA_LIMIT_SERVER_REQUEST_S_MAX 3600
+
+/* A connection with nothing received or sent for this long is closed, in s. Ceiling 300. */
+#define FSA_LIMIT_SERVER_IDLE_S 30
+
+/* Body bytes buffered by all requests at once: past it a new body is refused with 503 and
+ * Retry-After, so many uploads cannot take the memory (each is at most RAW_BODY_MAX, ~1.06 MiB).
+ * 64 MiB: ~60 full bodies in flight. Ceiling 1 GiB. */
+#define FSA_LIMIT_SERVER_BODY_BUDGET (64LL * 1024 * 1024)
+#define FSA_LIMIT_SERVER_BODY_BUDGET_MAX (1024LL * 1024 * 1024)
+
+/* Requests a device may make (authenticated), a token bucket: 50 a second sustained, bursts of
+ * 200. An agent makes a few per sync cycle; a flood gets 429 for that device only. Kept per
+ * server process (N processes on one database allow N times as much). Ceiling 10,000 a second. */
+#define FSA_LIMIT_DEVICE_REQ_PER_S 50
+#define FSA_LIMIT_DEVICE_REQ_BURST 200
+#define FSA_LIMIT_DEVICE_REQ_PER_S_MAX 10000
+
+/* Warnings a client can provoke (broken connections, admin failures), a second; the rest are
+ * counted and the count logged with the next one that passes. */
+#define FSA_LIMIT_SERVER_WARN_PER_S 10
+
+/* The admin token: at least 32 characters (32 hex digits are 128 bits), not a pattern. */
+#define FSA_LIMIT_ADMIN_TOKEN_MIN_CHARS 32
+
+/* Wrong admin tokens, a token bucket for the whole server: 5 a second, bursts of 10; past it
+ * every admin request gets 429 without its token being compared, so guessing runs at 5 tries a
+ * second however many connections try, and no worker is held to slow it. Ceiling 100 a second. */
+#define FSA_LIMIT_ADMIN_FAILS_PER_S 5
+#define FSA_LIMIT_ADMIN_FAILS_BURST 10
+#define FSA_LIMIT_ADMIN_FAILS_PER_S_MAX 100
 
 #endif

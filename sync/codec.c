@@ -83,6 +83,33 @@ size_t fsa_codec_json_depth(const char *text, size_t len, size_t max_depth)
     return deepest;
 }
 
+size_t fsa_codec_json_values(const char *text, size_t len, size_t max_values)
+{
+    /* Every value but the first follows a ',' or opens a container's first member ('[' '{'), so
+     * 1 + commas + opens bounds the values (object keys counted with their values). */
+    size_t values = 1;
+    bool in_string = false;
+    if (text == NULL)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+        } else if (c == ',' || c == '[' || c == '{') {
+            if (++values > max_values)
+                return max_values + 1;
+        }
+    }
+    return values;
+}
+
 /* Every string value and key within FSA_LIMIT_STRING_BYTES. The recursion is bounded because the
  * depth was checked before parsing. */
 // NOLINTNEXTLINE(misc-no-recursion): bounded by the depth parse_bounded checked first
@@ -116,7 +143,7 @@ static fsa_status_t parse_status(parse_fail_t pf, const char *why, fsa_codec_err
  * *root is set only on PARSE_OK; the caller then owns it (one cJSON_Delete).
  */
 static parse_fail_t parse_bounded(const char *text, size_t len, size_t max_bytes, size_t max_depth,
-                                  cJSON **root, const char **why)
+                                  size_t max_values, cJSON **root, const char **why)
 {
     *root = NULL;
     if (len > max_bytes) {
@@ -125,6 +152,12 @@ static parse_fail_t parse_bounded(const char *text, size_t len, size_t max_bytes
     }
     if (fsa_codec_json_depth(text, len, max_depth) > max_depth) {
         *why = "JSON nesting is over the depth limit";
+        return PARSE_TOO_LARGE;
+    }
+    /* Each parsed value costs a cJSON node (about 64 bytes), so a small body of "[0,0,...]"
+     * would cost far more memory than its size: the values are counted before parsing. */
+    if (fsa_codec_json_values(text, len, max_values) > max_values) {
+        *why = "JSON has more values than the limit";
         return PARSE_TOO_LARGE;
     }
     const char *end = NULL;
@@ -520,9 +553,9 @@ fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_
     cJSON *root = NULL;
     const char *why = NULL;
     fsa_status_t st = FSA_OK;
-    parse_fail_t pf =
-        parse_bounded(body != NULL ? body : "", len, FSA_LIMIT_BODY_BYTES,
-                      FSA_LIMIT_JSON_DEPTH + FSA_CODEC_PUSH_ENVELOPE_DEPTH, &root, &why);
+    parse_fail_t pf = parse_bounded(body != NULL ? body : "", len, FSA_LIMIT_BODY_BYTES,
+                                    FSA_LIMIT_JSON_DEPTH + FSA_CODEC_PUSH_ENVELOPE_DEPTH,
+                                    FSA_LIMIT_JSON_VALUES, &root, &why);
     if (pf != PARSE_OK)
         return parse_status(pf, why, err);
     const cJSON *ops = cJSON_GetObjectItemCaseSensitive(root, "ops");
@@ -684,7 +717,7 @@ static fsa_status_t decode_answer_root(const char *body, size_t len, cJSON **roo
         return FSA_EPROTO;
     parse_fail_t pf =
         parse_bounded(body, len, FSA_LIMIT_BODY_BYTES_MAX,
-                      FSA_LIMIT_JSON_DEPTH + FSA_CODEC_ANSWER_ENVELOPE_DEPTH, root, &why);
+                      FSA_LIMIT_JSON_DEPTH + FSA_CODEC_ANSWER_ENVELOPE_DEPTH, len + 1, root, &why);
     if (pf == PARSE_NOMEM)
         return FSA_ENOMEM;
     if (pf != PARSE_OK)
@@ -983,7 +1016,7 @@ fsa_status_t fsa_codec_decode_entity(const char *body, size_t len, fsa_codec_cha
     cJSON *root = NULL;
     const char *why = NULL;
     parse_fail_t pf = parse_bounded(body != NULL ? body : "", len, FSA_LIMIT_BODY_BYTES,
-                                    FSA_LIMIT_JSON_DEPTH + 1, &root, &why);
+                                    FSA_LIMIT_JSON_DEPTH + 1, FSA_LIMIT_JSON_VALUES, &root, &why);
     if (pf != PARSE_OK)
         return parse_status(pf, why, err);
     fsa_status_t st = decode_change(root, out, false);
@@ -1147,7 +1180,8 @@ fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_de
     cJSON *root = NULL;
     const char *why = NULL;
     /* Depth 5: {"devices": [{"scope": {"sites": [...]}}]}. */
-    parse_fail_t pf = parse_bounded(text, len, FSA_LIMIT_BODY_BYTES, 5, &root, &why);
+    parse_fail_t pf =
+        parse_bounded(text, len, FSA_LIMIT_BODY_BYTES, 5, FSA_LIMIT_JSON_VALUES, &root, &why);
     if (pf != PARSE_OK)
         return parse_status(pf, why, err);
     fsa_status_t st = FSA_OK;

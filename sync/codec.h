@@ -63,6 +63,13 @@ typedef struct fsa_codec_err {
  */
 size_t fsa_codec_json_depth(const char *text, size_t len, size_t max_depth);
 
+/*
+ * Scans JSON text like fsa_codec_json_depth and returns a bound on the number of values in it
+ * (1 + the commas and opening brackets outside strings). Stops early and returns max_values + 1
+ * as soon as the count exceeds max_values. Never fails.
+ */
+size_t fsa_codec_json_values(const char *text, size_t len, size_t max_values);
+
 /* ---- push: {"batch_id": "...", "ops": [ {op}, ... ]} ---- */
 
 /* One decoded op. reject.code is "" when the op decoded cleanly; otherwise it names the protocol

@@ -159,6 +159,13 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
             report_error(e, "out of memory during the %s %s request", method, path);
             return st;
         }
+        if (st == FSA_ETOOLARGE) {
+            /* The answer is over this device's own limit (the transport stopped reading it):
+             * asking again the same way would get the same answer, so no retry here; the caller
+             * asks for less (PROTOCOL.md section 7, amendment 6). */
+            a->cls = FSA_ERRCLASS_TOO_LARGE;
+            return FSA_ETOOLARGE;
+        }
         int64_t server_time = -1;
         if (st == FSA_OK && (a->resp.status < 200 || a->resp.status >= 300) && a->resp.body != NULL)
             if (fsa_codec_decode_error(a->resp.body, a->resp.body_len, &a->err, &server_time) !=
@@ -580,6 +587,9 @@ static bool url_encode(const char *in, char *out, size_t cap)
 static fsa_status_t pull_all(fsa_engine_t *e)
 {
     fsa_status_t st = FSA_OK;
+    /* Amendment 6: an answer over this device's limit is asked for again with half the limit,
+     * down to 1 change; the smaller limit stays for the rest of this pull. */
+    size_t limit = e->opts.pull_limit;
     for (int page = 0; page < PULL_PAGES_MAX && st == FSA_OK; page++) {
         if (atomic_load(&e->cancelled)) {
             report_error(e, "cancelled");
@@ -600,15 +610,34 @@ static fsa_status_t pull_all(fsa_engine_t *e)
         }
         char tail[sizeof enc + 64];
         if (cursor != NULL)
-            snprintf(tail, sizeof tail, "changes?since=%s&limit=%zu", enc, e->opts.pull_limit);
+            snprintf(tail, sizeof tail, "changes?since=%s&limit=%zu", enc, limit);
         else
-            snprintf(tail, sizeof tail, "changes?limit=%zu", e->opts.pull_limit);
+            snprintf(tail, sizeof tail, "changes?limit=%zu", limit);
         char path[sizeof tail + FSA_ID_BYTES + 32];
         path_for(e, path, sizeof path, tail);
         notify(e, FSA_ENGINE_PULLING, "pulling changes", FSA_OK);
         answer_t a;
         memset(&a, 0, sizeof a);
         st = exchange(e, "GET", path, NULL, 0, &a);
+        if (st == FSA_ETOOLARGE && limit > 1) {
+            fsa_http_response_clear(&a.resp);
+            fsa_model_free(cursor);
+            limit /= 2;
+            st = FSA_OK;
+            page--; /* the same page again, smaller: at most log2(pull_limit) times */
+            continue;
+        }
+        if (st == FSA_ETOOLARGE) {
+            /* Even one change is over this device's limit: the cursor cannot move. Reported
+             * (status, last error, the watchdog) instead of retried silently forever. */
+            report_error(e,
+                         "pull cannot progress: one change is over this device's answer limit "
+                         "(%s)",
+                         a.resp.error);
+            fsa_http_response_clear(&a.resp);
+            fsa_model_free(cursor);
+            return FSA_ETOOLARGE;
+        }
         fsa_codec_pull_t pull;
         memset(&pull, 0, sizeof pull);
         if (st == FSA_OK) {

@@ -425,12 +425,17 @@ static void watchdog(fieldsync_t *fs, fsa_status_t st, const fsa_sync_report_t *
     /* "The network is up": the server answered something in this cycle (even a 5xx). */
     bool answers = st == FSA_OK || r->last_http_status != 0;
     bool old = s.queue_depth > 0 && s.oldest_pending_age_ms > stall_ms(fs);
+    /* A pull that cannot progress (one change over this device's answer limit, PROTOCOL.md
+     * section 7, amendment 6) is stuck too, whatever the queue. */
+    bool pull_stuck = st == FSA_ETOOLARGE;
     lock(fs);
     bool was = w->stalled;
-    w->stalled = answers && old;
+    w->stalled = (answers && old) || pull_stuck;
     bool now = w->stalled;
     unlock(fs);
-    if (now && !was)
+    if (now && !was && pull_stuck)
+        fsa_log(&fs->port, FSA_LOG_WARN, "watchdog: %s", r->error);
+    else if (now && !was)
         fsa_log(&fs->port, FSA_LOG_WARN,
                 "watchdog: the queue stopped moving: %" PRId64
                 " ops pending, the oldest for %" PRId64 " s, although the server answers",

@@ -124,6 +124,10 @@ fsa_status_t fsa__server_start(fsa__server_t *s, const char *db, const char *dev
                            devices_file, "--admin-token-file", token_file};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         argv[n++] = fixed[i];
+    /* Every simulated device connects from 127.0.0.1: the server's per-address connection limit
+     * (64 by default, for the internet) is raised for the fleet. */
+    argv[n++] = "--per-addr-connections";
+    argv[n++] = "1000";
     for (size_t i = 0; extra != NULL && extra[i] != NULL && i < MAX_ARGS; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "port/files.h"
+#include "port/limits.h"
 #include "storage/libs.h"
 #include "sync/server/server.h"
 
@@ -32,6 +33,12 @@ static const char usage[] =
     "  --tls-key FILE           and this PEM private key (chmod 600)\n"
     "  --op-retention-days D    keep op outcomes (idempotency) D days, default 180: at least as\n"
     "                           long as a device may stay offline (D may have a fraction)\n"
+    "  --device-rate N          requests a second one device may make (bursts of 4*N), over it\n"
+    "                           429 for that device only; default 50, at most 10000\n"
+    "  --per-addr-connections N connections open at once from one client address, default 64\n"
+    "                           (behind a proxy all clients share its address: raise it)\n"
+    "  --request-deadline-s N   seconds a request's headers and body may take from its first\n"
+    "                           line, then the connection is closed; default 120\n"
     "  --help                   this text\n"
     "\n"
     "Fault options (for tests and simulations; all off by default; they apply to /v1/ requests):\n"
@@ -146,6 +153,12 @@ int main(int argc, char **argv)
             cfg.op_retention_ms = (int64_t)(d * 86400000.0);
             if (cfg.op_retention_ms < 1)
                 cfg.op_retention_ms = 1;
+        } else if (strcmp(a, "--device-rate") == 0) {
+            cfg.device_rate = (int)parse_num(a, v, 1, FSA_LIMIT_DEVICE_REQ_PER_S_MAX);
+        } else if (strcmp(a, "--request-deadline-s") == 0) {
+            cfg.request_deadline_s = (int)parse_num(a, v, 1, FSA_LIMIT_SERVER_REQUEST_S_MAX);
+        } else if (strcmp(a, "--per-addr-connections") == 0) {
+            cfg.per_addr_connections = (int)parse_num(a, v, 1, FSA_LIMIT_SERVER_CONNECTIONS);
         } else if (strcmp(a, "--fault-latency-ms") == 0) {
             cfg.faults.latency_ms = parse_num(a, v, 0, 600000);
         } else if (strcmp(a, "--fault-5xx") == 0) {

@@ -29,6 +29,7 @@
 #include <zlib.h>
 
 #include "port/alloc.h"
+#include "port/files.h"
 #include "port/limits.h"
 #include "sync/codec.h"
 #include "sync/server/request.h"
@@ -43,6 +44,9 @@
  * answers at once and closes, which may reset the connection. 16 MiB is the ceiling of the body
  * limit (port/limits.h) and bounds the work a refused client costs. */
 #define DISCARD_MAX ((uint64_t)FSA_LIMIT_BODY_BYTES_MAX)
+/* A body without a Content-Length (chunked) has no announced end: past the body limit only this
+ * much more is read and dropped before the 413, and the connection is closed after it. */
+#define CHUNKED_DISCARD_MAX ((uint64_t)RAW_BODY_MAX + 64 * 1024)
 #define TOKEN_MAX 4096
 #define CERT_MAX (256 * 1024)
 #define PULL_DEFAULT_LIMIT 100
@@ -58,6 +62,7 @@ typedef struct stats {
     atomic_llong ops_expired; /* op outcomes removed by the retention sweeper */
     atomic_llong bad_signature, unknown_device, replay, clock_skew;
     atomic_llong malformed, too_large;
+    atomic_llong quota_429, budget_503, admin_unauthorized, smuggling, too_slow;
     atomic_llong f_latency, f_5xx, f_429, f_drop, f_reset;
 } stats_t;
 
@@ -74,6 +79,11 @@ static long long get(atomic_llong *c)
 /* ---- devices ---- */
 
 typedef fsa__server_device_t device_t;
+
+typedef struct quota {
+    double tokens;
+    int64_t last_ms;
+} quota_t;
 
 struct fsa_server {
     fsa_port_t port; /* the posix port with the server's own log prefix */
@@ -97,6 +107,21 @@ struct fsa_server {
     atomic_llong in_flight;
     atomic_ullong fault_counter;
     int64_t started_ms;
+    /* Body bytes buffered by all requests together, against FSA_LIMIT_SERVER_BODY_BUDGET. */
+    atomic_llong body_bytes;
+    /* The per-device request quota (a token bucket per device, indexed like devices), under
+     * quota_lock. Each server process keeps its own. */
+    struct quota *quota;
+    double quota_rate, quota_burst; /* a second, and the bucket's size */
+    fsa_mutex_t *quota_lock;
+    /* Admin token failures, a token bucket under admin_lock (admin_guess_ok). */
+    fsa_mutex_t *admin_lock;
+    quota_t admin_fails;
+    /* Rate limit of warnings in the log (warn_allowed). */
+    fsa_mutex_t *log_lock;
+    int64_t log_window_ms;
+    unsigned log_in_window;
+    unsigned long long log_suppressed;
 };
 
 typedef struct request {
@@ -109,8 +134,16 @@ typedef struct request {
     size_t len;
     size_t cap;
     bool body_too_large;
-    uint64_t seen; /* body bytes received, kept or dropped */
+    bool chunked;  /* no Content-Length: the body's end is not announced */
+    bool refused;  /* an answer was queued before the whole body came: drop the rest, then close */
+    bool early;    /* early_fail holds the answer; the body is dropped as it comes */
+    bool answered; /* complete and being handled: the deadline no longer applies */
+    fsa__server_fail_t early_fail;
+    uint64_t seen;         /* body bytes received, kept or dropped */
+    fsa_mono_t first_line; /* when the request line came (the request's deadline counts from it) */
 } request_t;
+
+static void budget_release(fsa_server_t *srv, size_t n);
 
 static int64_t now_ms(const fsa_server_t *srv)
 {
@@ -121,6 +154,78 @@ static void server_log(void *ctx, fsa_log_level_t level, const char *msg)
 {
     (void)ctx;
     fprintf(stderr, "fieldsync-server: %s: %s\n", fsa_log_level_str(level), msg);
+}
+
+/* ---- the log: rate-limited warnings, escaped strings ---- */
+
+/*
+ * True when one more warning may be logged now: at most FSA_LIMIT_SERVER_WARN_PER_S a second,
+ * so that a client breaking connections on purpose cannot flood the log. The first warning after
+ * a suppressed stretch says how many were dropped (*suppressed).
+ */
+static bool warn_allowed(fsa_server_t *srv, unsigned long long *suppressed)
+{
+    *suppressed = 0;
+    if (srv->log_lock == NULL)
+        return true;
+    int64_t now = now_ms(srv);
+    bool ok;
+    srv->port.mutex_lock(srv->port.ctx, srv->log_lock);
+    if (now - srv->log_window_ms >= 1000 || now < srv->log_window_ms) {
+        srv->log_window_ms = now;
+        srv->log_in_window = 0;
+    }
+    ok = srv->log_in_window < FSA_LIMIT_SERVER_WARN_PER_S;
+    if (ok) {
+        srv->log_in_window++;
+        *suppressed = srv->log_suppressed;
+        srv->log_suppressed = 0;
+    } else {
+        srv->log_suppressed++;
+    }
+    srv->port.mutex_unlock(srv->port.ctx, srv->log_lock);
+    return ok;
+}
+
+/* Logs a warning line unless the rate limit holds it back. */
+static void warn_limited(fsa_server_t *srv, const char *fmt, ...) FSA_PRINTF(2, 3);
+
+static void warn_limited(fsa_server_t *srv, const char *fmt, ...)
+{
+    unsigned long long suppressed = 0;
+    if (!warn_allowed(srv, &suppressed))
+        return;
+    char line[FSA_LIMIT_LOG_LINE];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (suppressed > 0)
+        fsa_log(&srv->port, FSA_LOG_WARN, "%s (%llu warnings suppressed before this one)", line,
+                suppressed);
+    else
+        fsa_log(&srv->port, FSA_LOG_WARN, "%s", line);
+}
+
+/* Copies s (a string a client chose) into out for a log line: printable ASCII as is, everything
+ * else (control bytes, quotes, backslashes, bytes over 0x7e) as \xHH, cut to fit. */
+static const char *log_escape(const char *s, char *out, size_t cap)
+{
+    static const char hexd[] = "0123456789abcdef";
+    size_t o = 0;
+    for (; s != NULL && *s != '\0' && o + 5 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hexd[ch >> 4];
+            out[o++] = hexd[ch & 15];
+        }
+    }
+    out[o] = '\0';
+    return out;
 }
 
 /* ---- the fault generator: splitmix64 over a shared counter, so draws are seeded and cheap ---- */
@@ -266,62 +371,13 @@ static enum MHD_Result respond_error(fsa_server_t *srv, struct MHD_Connection *c
 static fsa_status_t read_file(const char *what, const char *path, size_t max, bool secret,
                               char **out, size_t *out_len, char *err, size_t errlen)
 {
-    *out = NULL;
-    *out_len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot read the %s %s: %s", what, path, strerror(errno));
-        return errno == ENOENT ? FSA_ENOTFOUND : FSA_EIO;
-    }
-    fsa_status_t st = FSA_OK;
-    char *buf = NULL;
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        snprintf(err, errlen, "the %s %s is not a regular file", what, path);
-        st = FSA_EINVAL;
-        goto out;
-    }
-    if (secret && (sb.st_mode & 077) != 0) {
-        snprintf(err, errlen,
-                 "the %s %s is accessible to group or others (mode %03o); run chmod 600 on it",
-                 what, path, (unsigned)(sb.st_mode & 0777));
-        st = FSA_EPERM;
-        goto out;
-    }
-    if ((uint64_t)sb.st_size > max) {
-        snprintf(err, errlen, "the %s %s is larger than %zu bytes", what, path, max);
-        st = FSA_ETOOLARGE;
-        goto out;
-    }
-    buf = fsa_malloc((size_t)sb.st_size + 1);
-    if (buf == NULL) {
-        snprintf(err, errlen, "out of memory reading the %s", what);
-        st = FSA_ENOMEM;
-        goto out;
-    }
-    size_t got = 0;
-    while (got < (size_t)sb.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(err, errlen, "cannot read the %s %s: %s", what, path,
-                     n < 0 ? strerror(errno) : "file shrank");
-            st = FSA_EIO;
-            goto out;
-        }
-        got += (size_t)n;
-    }
-    buf[got] = '\0';
-    *out = buf;
-    *out_len = got;
-    buf = NULL;
-out:
-    if (buf != NULL) {
-        fsa_signer_wipe(buf, (size_t)sb.st_size);
-        fsa_free(buf);
-    }
-    close(fd);
+    /* The port's reader: no symlink (O_NOFOLLOW), a regular file, and for a secret mode 0600 or
+     * stricter and owned by this user, as the agent reads its own secret. */
+    char why[400];
+    fsa_status_t st = fsa_file_read(path, max, secret, out, out_len, why, sizeof why);
+    if (st != FSA_OK)
+        snprintf(err, errlen, "%s the %s: %s",
+                 st == FSA_ENOTFOUND || st == FSA_EIO ? "cannot read" : "refusing", what, why);
     return st;
 }
 
@@ -405,6 +461,30 @@ static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
     return st;
 }
 
+/*
+ * A token that could be 128 random bits: at least FSA_LIMIT_ADMIN_TOKEN_MIN_CHARS characters
+ * (32 hex digits carry 128 bits), no whitespace inside, and not an obvious pattern: at least 8
+ * distinct characters and no character making up more than a quarter of it. Randomness cannot be
+ * proven from one sample; this refuses the guessable ones ("aaaa...", "test-test-test-...").
+ */
+static bool admin_token_strong(const char *t, size_t len)
+{
+    if (len < FSA_LIMIT_ADMIN_TOKEN_MIN_CHARS)
+        return false;
+    unsigned counts[256] = {0};
+    unsigned distinct = 0, most = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)t[i];
+        if (ch <= 0x20 || ch >= 0x7f)
+            return false;
+        if (counts[ch]++ == 0)
+            distinct++;
+        if (counts[ch] > most)
+            most = counts[ch];
+    }
+    return distinct >= 8 && (size_t)most * 4 <= len;
+}
+
 static fsa_status_t load_admin_token(fsa_server_t *srv, char *err, size_t errlen)
 {
     char *text = NULL;
@@ -416,9 +496,11 @@ static fsa_status_t load_admin_token(fsa_server_t *srv, char *err, size_t errlen
     while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ' ||
                        text[len - 1] == '\t'))
         len--;
-    if (len < 16) {
-        snprintf(err, errlen, "the admin token in %s is shorter than 16 chars",
-                 srv->cfg.admin_token_file);
+    if (!admin_token_strong(text, len)) {
+        snprintf(err, errlen,
+                 "the admin token in %s is weak: use at least %d random characters, e.g. "
+                 "'openssl rand -hex 16' (128 bits)",
+                 srv->cfg.admin_token_file, FSA_LIMIT_ADMIN_TOKEN_MIN_CHARS);
         st = FSA_EINVAL;
     } else {
         char hex[FSA_SIGNER_HEX_BYTES];
@@ -517,6 +599,104 @@ void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
     out->dev = d;
 }
 
+/* ---- the per-device quota: a token bucket per device ---- */
+
+/*
+ * Takes one request from the device's bucket (take) or only looks whether one is there. The
+ * bucket refills at FSA_LIMIT_DEVICE_REQ_PER_S up to FSA_LIMIT_DEVICE_REQ_BURST. Only an
+ * authenticated request takes from it, so nobody else can spend a device's quota; a device over
+ * it gets 429 and every other device is served as before.
+ */
+static bool quota_ok(fsa_server_t *srv, const device_t *d, bool take)
+{
+    if (srv->quota == NULL)
+        return true;
+    quota_t *q = &srv->quota[d - srv->devices];
+    int64_t now = now_ms(srv);
+    srv->port.mutex_lock(srv->port.ctx, srv->quota_lock);
+    if (q->last_ms == 0 || now < q->last_ms) {
+        q->tokens = srv->quota_burst;
+    } else {
+        q->tokens += (double)(now - q->last_ms) * srv->quota_rate / 1000.0;
+        if (q->tokens > srv->quota_burst)
+            q->tokens = srv->quota_burst;
+    }
+    q->last_ms = now;
+    bool ok = q->tokens >= 1.0;
+    if (ok && take)
+        q->tokens -= 1.0;
+    srv->port.mutex_unlock(srv->port.ctx, srv->quota_lock);
+    return ok;
+}
+
+static bool hex_of(const char *s, size_t n)
+{
+    return s != NULL && strlen(s) == n && strspn(s, "0123456789abcdefABCDEF") == n;
+}
+
+/*
+ * The checks of a /v1/ request that need no body, run before any of it is read: a known device,
+ * the signature headers' shape, the clock window and the device's quota. The same answers as
+ * after the body (PROTOCOL.md section 5), so a client sees no difference but the cost.
+ */
+static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_t *req,
+                     const char *method, auth_fail_t *fail)
+{
+    (void)method;
+    fsa__server_route_t rt;
+    fsa__server_route(req->uri, &rt);
+    if (!rt.push && !rt.pull)
+        return true; /* answered 404 later */
+    const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Device-Id");
+    const char *ts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Timestamp");
+    const char *nonce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Nonce");
+    const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Signature");
+    const device_t *d = id != NULL ? device_find(srv->devices, srv->ndevices, id) : NULL;
+    int64_t t = 0;
+    if (d == NULL) {
+        bump(&srv->stats.unknown_device);
+        *fail = (auth_fail_t){401, "unknown_device", "unknown device"};
+        return false;
+    }
+    if (!parse_i64(ts, &t) || !hex_of(nonce, FSA_LIMIT_NONCE_HEX) ||
+        !hex_of(sig, FSA_SIGNER_HEX_BYTES - 1)) {
+        bump(&srv->stats.bad_signature);
+        *fail = (auth_fail_t){401, "bad_signature", "the request signature does not verify"};
+        return false;
+    }
+    int64_t now = now_ms(srv);
+    int64_t skew = now > t ? now - t : t - now;
+    if (skew > FSA_LIMIT_SKEW_MS) {
+        bump(&srv->stats.clock_skew);
+        *fail = (auth_fail_t){401, "clock_skew", "X-Timestamp is more than 300 s from server_time"};
+        return false;
+    }
+    if (!quota_ok(srv, d, false)) {
+        bump(&srv->stats.quota_429);
+        *fail = (auth_fail_t){429, "overloaded", "this device is over its request quota"};
+        return false;
+    }
+    return true;
+}
+
+/* Counts the headers that frame a body (request smuggling check). */
+typedef struct framing {
+    unsigned content_length, transfer_encoding;
+} framing_t;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    (void)value;
+    framing_t *f = cls;
+    if (strcasecmp(key, "Content-Length") == 0)
+        f->content_length++;
+    else if (strcasecmp(key, "Transfer-Encoding") == 0)
+        f->transfer_encoding++;
+    return MHD_YES;
+}
+
 /* Authenticates a device request; on success *dev is the signer. */
 static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const request_t *req,
                          const char *method, const char *path_device, const device_t **dev,
@@ -545,6 +725,13 @@ static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const requ
         return false;
     }
     const device_t *d = a.dev;
+    /* The quota before the nonce: a device's flood neither fills the replay table nor costs a
+     * database write. */
+    if (!quota_ok(srv, d, true)) {
+        bump(&srv->stats.quota_429);
+        *fail = (auth_fail_t){429, "overloaded", "this device is over its request quota"};
+        return false;
+    }
     /* The nonce in one spelling (its 16 bytes as lowercase hex), recorded in the database so that
      * every server process on it refuses a replay; kept until its timestamp leaves the window. */
     char nonce[FSA_LIMIT_NONCE_HEX + 1];
@@ -574,7 +761,7 @@ static enum MHD_Result respond_auth_fail(fsa_server_t *srv, struct MHD_Connectio
     size_t len = 0;
     if (fsa_codec_encode_error(f->code, f->message, now_ms(srv), &text, &len) != FSA_OK)
         text = NULL;
-    return respond(srv, c, f->http, text, len, f->http == 503 ? "1" : NULL);
+    return respond(srv, c, f->http, text, len, f->http == 503 || f->http == 429 ? "1" : NULL);
 }
 
 /* ---- bodies ---- */
@@ -716,8 +903,9 @@ static enum MHD_Result apply_and_answer(fsa_server_t *srv, struct MHD_Connection
                                              push->count, now_ms(srv), results, err, sizeof err);
     enum MHD_Result ret;
     if (st != FSA_OK) {
-        fsa_log(&srv->port, FSA_LOG_ERROR, "batch %s of %s not applied: %s", push->batch_id, device,
-                err);
+        char esc[4 * FSA_ID_BYTES + 8];
+        fsa_log(&srv->port, FSA_LOG_ERROR, "batch \"%s\" of %s not applied: %s",
+                log_escape(push->batch_id, esc, sizeof esc), device, err);
         ret = respond_error(srv, c, st == FSA_EBUSY ? 503 : 500,
                             st == FSA_EBUSY ? "overloaded" : "internal",
                             "the server could not store the batch");
@@ -959,7 +1147,9 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         "\"ops\":{\"applied\":%lld,\"duplicate\":%lld,\"conflict\":%lld,\"rejected\":%lld},"
         "\"auth_failures\":{\"bad_signature\":%lld,\"unknown_device\":%lld,\"replay\":%lld,"
         "\"clock_skew\":%lld},"
-        "\"bad_requests\":{\"malformed\":%lld,\"too_large\":%lld},"
+        "\"bad_requests\":{\"malformed\":%lld,\"too_large\":%lld,\"smuggling\":%lld},"
+        "\"refused\":{\"device_quota\":%lld,\"body_budget\":%lld,"
+        "\"admin_unauthorized\":%lld,\"too_slow\":%lld},"
         "\"faults\":{\"latency\":%lld,\"5xx\":%lld,\"429\":%lld,\"drop\":%lld,\"reset\":%lld},"
         "\"store\":{\"entities\":%" PRId64 ",\"ops\":%" PRId64 ",\"last_change\":%" PRId64
         ",\"ops_expired\":%lld},"
@@ -968,13 +1158,37 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         get(&s->http2xx), get(&s->http4xx), get(&s->http5xx), get(&s->ops[0]), get(&s->ops[1]),
         get(&s->ops[2]), get(&s->ops[3]), get(&s->bad_signature), get(&s->unknown_device),
         get(&s->replay), get(&s->clock_skew), get(&s->malformed), get(&s->too_large),
-        get(&s->f_latency), get(&s->f_5xx), get(&s->f_429), get(&s->f_drop), get(&s->f_reset), ents,
-        ops, last, get(&s->ops_expired), srv->ndevices, now - srv->started_ms, now);
+        get(&s->smuggling), get(&s->quota_429), get(&s->budget_503), get(&s->admin_unauthorized),
+        get(&s->too_slow), get(&s->f_latency), get(&s->f_5xx), get(&s->f_429), get(&s->f_drop),
+        get(&s->f_reset), ents, ops, last, get(&s->ops_expired), srv->ndevices,
+        now - srv->started_ms, now);
     if (n < 0 || (size_t)n >= cap) {
         fsa_free(text);
         return respond_error(srv, c, 500, "internal", "statistics did not fit");
     }
     return respond(srv, c, 200, text, (size_t)n, NULL);
+}
+
+/* The admin failures' bucket: refills at FSA_LIMIT_ADMIN_FAILS_PER_S up to
+ * FSA_LIMIT_ADMIN_FAILS_BURST; take spends one (a failure), else it only looks. */
+static bool admin_guess_ok(fsa_server_t *srv, bool take)
+{
+    quota_t *q = &srv->admin_fails;
+    int64_t now = now_ms(srv);
+    srv->port.mutex_lock(srv->port.ctx, srv->admin_lock);
+    if (q->last_ms == 0 || now < q->last_ms) {
+        q->tokens = FSA_LIMIT_ADMIN_FAILS_BURST;
+    } else {
+        q->tokens += (double)(now - q->last_ms) * FSA_LIMIT_ADMIN_FAILS_PER_S / 1000.0;
+        if (q->tokens > FSA_LIMIT_ADMIN_FAILS_BURST)
+            q->tokens = FSA_LIMIT_ADMIN_FAILS_BURST;
+    }
+    q->last_ms = now;
+    bool ok = q->tokens >= 1.0;
+    if (take && q->tokens >= 1.0)
+        q->tokens -= 1.0;
+    srv->port.mutex_unlock(srv->port.ctx, srv->admin_lock);
+    return ok;
 }
 
 static enum MHD_Result handle_admin(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
@@ -984,8 +1198,22 @@ static enum MHD_Result handle_admin(fsa_server_t *srv, struct MHD_Connection *c,
     if (!srv->admin_enabled)
         return respond_error(srv, c, 404, "not_found",
                              "the admin API is off (start with --admin-token-file)");
-    if (!admin_authorized(srv, c))
+    /* Guessing is slowed without holding a worker: once the failures are over their rate,
+     * every admin request is answered 429 without its token being compared, until the bucket
+     * refills. A guesser gets FSA_LIMIT_ADMIN_FAILS_PER_S tries a second however many
+     * connections it opens (the admin may meet a 429 during such an attack, devices never). */
+    if (!admin_guess_ok(srv, false)) {
+        bump(&srv->stats.admin_unauthorized);
+        auth_fail_t f = {429, "overloaded", "too many wrong admin tokens; retry later"};
+        return respond_auth_fail(srv, c, &f);
+    }
+    if (!admin_authorized(srv, c)) {
+        /* Counted and logged (rate-limited, never the token). */
+        (void)admin_guess_ok(srv, true);
+        long long n = atomic_fetch_add(&srv->stats.admin_unauthorized, 1) + 1;
+        warn_limited(srv, "admin API: wrong or missing bearer token (%lld refused so far)", n);
         return respond_error(srv, c, 401, "unauthorized", "missing or wrong admin bearer token");
+    }
     bool get_m = strcmp(method, "GET") == 0;
     bool post_m = strcmp(method, "POST") == 0;
     const char *rest = path + strlen("/admin/v1/");
@@ -1110,6 +1338,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     if (req == NULL)
         return NULL;
     req->srv = srv;
+    req->first_line = srv->port.mono_now(srv->port.ctx);
     size_t n = strlen(uri);
     if (n >= sizeof req->uri)
         req->uri_too_long = true;
@@ -1130,16 +1359,36 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (req == NULL)
         return;
     fsa_free(req->body);
+    budget_release(srv, req->cap);
     fsa_free(req);
     *con_cls = NULL;
     atomic_fetch_sub(&srv->in_flight, 1);
 }
 
-static bool append_body(request_t *req, const char *data, size_t n)
+typedef enum append { APPEND_OK, APPEND_NOMEM, APPEND_OVER_BUDGET } append_t;
+
+static void budget_release(fsa_server_t *srv, size_t n)
+{
+    atomic_fetch_sub_explicit(&srv->body_bytes, (long long)n, memory_order_relaxed);
+}
+
+/* Reserves n more buffered body bytes against the server-wide budget. */
+static bool budget_take(fsa_server_t *srv, size_t n)
+{
+    long long before =
+        atomic_fetch_add_explicit(&srv->body_bytes, (long long)n, memory_order_relaxed);
+    if (before + (long long)n > (long long)FSA_LIMIT_SERVER_BODY_BUDGET) {
+        budget_release(srv, n);
+        return false;
+    }
+    return true;
+}
+
+static append_t append_body(request_t *req, const char *data, size_t n)
 {
     if (req->body_too_large || req->len + n > RAW_BODY_MAX) {
         req->body_too_large = true; /* the rest is read and dropped; 413 at the end */
-        return true;
+        return APPEND_OK;
     }
     if (req->len + n + 1 > req->cap) {
         size_t ncap = req->cap == 0 ? 16384 : req->cap;
@@ -1147,16 +1396,20 @@ static bool append_body(request_t *req, const char *data, size_t n)
             ncap *= 2;
         if (ncap > RAW_BODY_MAX + 1)
             ncap = RAW_BODY_MAX + 1;
+        if (!budget_take(req->srv, ncap - req->cap))
+            return APPEND_OVER_BUDGET;
         char *nb = fsa_realloc(req->body, ncap);
-        if (nb == NULL)
-            return false;
+        if (nb == NULL) {
+            budget_release(req->srv, ncap - req->cap);
+            return APPEND_NOMEM;
+        }
         req->body = nb;
         req->cap = ncap;
     }
     memcpy(req->body + req->len, data, n);
     req->len += n;
     req->body[req->len] = '\0';
-    return true;
+    return APPEND_OK;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -1170,6 +1423,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (req == NULL)
         return MHD_NO; /* on_uri could not allocate: close the connection */
     bool is_v1 = strncmp(req->uri, "/v1/", 4) == 0;
+    int64_t deadline_s =
+        srv->cfg.request_deadline_s > 0 ? srv->cfg.request_deadline_s : FSA_LIMIT_SERVER_REQUEST_S;
+    if (!req->answered && fsa_mono_diff_ns(srv->port.mono_now(srv->port.ctx), req->first_line) >
+                              deadline_s * INT64_C(1000000000)) {
+        /* Too slow: closed without an answer (libmicrohttpd answers only complete requests). */
+        bump(&srv->stats.too_slow);
+        warn_limited(srv, "closed a request still incomplete after %" PRId64 " s", deadline_s);
+        return MHD_NO;
+    }
     if (!req->started) {
         req->started = true;
         if (is_v1 && fault_hit(srv, srv->cfg.faults.rate_reset)) {
@@ -1178,7 +1440,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         if (req->uri_too_long)
             return respond_error(srv, c, 414, "malformed", "the request target is too long");
+        /* Request smuggling (a proxy and this server reading different bodies): two
+         * Content-Length headers, or one with Transfer-Encoding, are refused and the connection
+         * closed, whatever the values. */
+        framing_t fr = {0, 0};
+        MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &fr);
+        if (fr.content_length > 1 || (fr.content_length > 0 && fr.transfer_encoding > 0) ||
+            fr.transfer_encoding > 1) {
+            bump(&srv->stats.smuggling);
+            bump(&srv->stats.malformed);
+            req->refused = true;
+            return respond_error(srv, c, 400, "malformed",
+                                 "conflicting Content-Length and Transfer-Encoding headers");
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        req->chunked = cl == NULL;
         int64_t clen = 0;
         if (cl != NULL && parse_i64(cl, &clen) && clen > RAW_BODY_MAX) {
             /* PROTOCOL.md section 3: a refusal must reach a client that is still sending. A
@@ -1195,21 +1471,69 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             }
             req->body_too_large = true;
         }
+        /* The checks that need no body come before any of it is buffered, so that a client
+         * without a known device or a well-formed signed request costs no memory. Its answer
+         * comes at once to a client waiting for "100 Continue", else after its body was read
+         * and dropped (PROTOCOL.md section 3: a refusal reaches a client still sending). */
+        if (is_v1 && !req->body_too_large && !precheck(srv, c, req, method, &req->early_fail)) {
+            const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+            if (expect != NULL && strcasecmp(expect, "100-continue") == 0) {
+                req->refused = true;
+                return respond_auth_fail(srv, c, &req->early_fail);
+            }
+            req->early = true;
+        }
         if (is_v1)
             req->drop = fault_hit(srv, srv->cfg.faults.rate_drop);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        req->seen += *upload_data_size;
-        bool ok = append_body(req, upload_data, *upload_data_size);
+        size_t n = *upload_data_size;
+        req->seen += n;
         *upload_data_size = 0;
-        if (ok && req->seen > DISCARD_MAX) {
-            /* A body without a length (chunked) that never ends: refused mid-way after all. */
-            bump(&srv->stats.too_large);
-            return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+        if (req->refused) {
+            /* An answer is queued; a client still sending gets the connection closed once it
+             * has sent CHUNKED_DISCARD_MAX more. */
+            return req->seen > CHUNKED_DISCARD_MAX ? MHD_NO : MHD_YES;
         }
-        return ok ? MHD_YES : MHD_NO;
+        if (req->early) {
+            /* Dropped: the answer is known. A body over the bound is cut (connection closed). */
+            return req->seen > (req->chunked ? CHUNKED_DISCARD_MAX : DISCARD_MAX) ? MHD_NO
+                                                                                  : MHD_YES;
+        }
+        append_t ar = append_body(req, upload_data, n);
+        if (ar == APPEND_NOMEM)
+            return MHD_NO;
+        if (ar == APPEND_OVER_BUDGET) {
+            /* All requests together hold FSA_LIMIT_SERVER_BODY_BUDGET already: this body is
+             * dropped as it comes (its buffer freed now) and answered 503 with Retry-After at its
+             * end, so the client retries later instead of the server holding it. libmicrohttpd
+             * answers only once the request is complete. */
+            bump(&srv->stats.budget_503);
+            fsa_free(req->body);
+            budget_release(srv, req->cap);
+            req->body = NULL;
+            req->len = req->cap = 0;
+            req->early = true;
+            req->early_fail = (fsa__server_fail_t){503, "overloaded",
+                                                   "the server is holding too many bodies; retry"};
+            return MHD_YES;
+        }
+        if (req->chunked && req->seen > CHUNKED_DISCARD_MAX) {
+            /* A chunked body that never ends: libmicrohttpd can answer only a complete request,
+             * so past the body limit and a small discard bound the connection is closed (a
+             * chunked body that ends before that bound gets its 413). */
+            bump(&srv->stats.too_large);
+            warn_limited(srv, "closed a connection sending a chunked body over %llu bytes",
+                         (unsigned long long)CHUNKED_DISCARD_MAX);
+            return MHD_NO;
+        }
+        return MHD_YES;
     }
+    if (req->refused)
+        return MHD_YES; /* answered already */
+    if (req->early)
+        return respond_auth_fail(srv, c, &req->early_fail);
     if (req->body_too_large) {
         bump(&srv->stats.too_large);
         return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
@@ -1218,6 +1542,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         bump(&srv->stats.f_latency);
         srv->port.sleep(srv->port.ctx, srv->cfg.faults.latency_ms * FSA_NS_PER_MS);
     }
+    req->answered = true;
     enum MHD_Result ret = handle_request(srv, c, req, method);
     if (req->drop) {
         bump(&srv->stats.f_drop);
@@ -1237,7 +1562,9 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
-    fsa_log(&srv->port, FSA_LOG_WARN, "libmicrohttpd: %s", line);
+    /* MHD words its lines itself, but a client provokes them (a broken connection each): they
+     * are rate-limited like every warning a client can cause. */
+    warn_limited(srv, "libmicrohttpd: %s", line);
 }
 
 /* ---- retention of op outcomes ---- */
@@ -1385,6 +1712,10 @@ static void server_free(fsa_server_t *srv)
     fsa_free(srv->tls_cert);
     srv->port.mutex_free(srv->port.ctx, srv->sweep_lock);
     srv->port.cond_free(srv->port.ctx, srv->sweep_cond);
+    srv->port.mutex_free(srv->port.ctx, srv->quota_lock);
+    srv->port.mutex_free(srv->port.ctx, srv->admin_lock);
+    srv->port.mutex_free(srv->port.ctx, srv->log_lock);
+    fsa_free(srv->quota);
     fsa_free(srv);
 }
 
@@ -1420,12 +1751,25 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     fsa_status_t st = srv->port.mutex_new(srv->port.ctx, &srv->sweep_lock);
     if (st == FSA_OK)
         st = srv->port.cond_new(srv->port.ctx, &srv->sweep_cond);
+    if (st == FSA_OK)
+        st = srv->port.mutex_new(srv->port.ctx, &srv->quota_lock);
+    if (st == FSA_OK)
+        st = srv->port.mutex_new(srv->port.ctx, &srv->admin_lock);
+    if (st == FSA_OK)
+        st = srv->port.mutex_new(srv->port.ctx, &srv->log_lock);
     if (st != FSA_OK) {
         snprintf(err, errlen, "out of memory");
         st = FSA_ENOMEM;
         goto out;
     }
     st = load_devices(srv, err, errlen);
+    if (st == FSA_OK) {
+        srv->quota = fsa_calloc(srv->ndevices > 0 ? srv->ndevices : 1, sizeof *srv->quota);
+        if (srv->quota == NULL) {
+            snprintf(err, errlen, "out of memory");
+            st = FSA_ENOMEM;
+        }
+    }
     if (st == FSA_OK && cfg->admin_token_file != NULL)
         st = load_admin_token(srv, err, errlen);
     size_t len = 0;
@@ -1452,6 +1796,8 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
         snprintf(err, errlen, "database %s: %s", uri ? "(PostgreSQL URI)" : cfg->db_path, tmp);
         goto out;
     }
+    srv->quota_rate = cfg->device_rate > 0 ? cfg->device_rate : FSA_LIMIT_DEVICE_REQ_PER_S;
+    srv->quota_burst = cfg->device_rate > 0 ? 4.0 * cfg->device_rate : FSA_LIMIT_DEVICE_REQ_BURST;
     if (srv->cfg.op_retention_ms <= 0)
         srv->cfg.op_retention_ms = FSA_SERVER_OP_RETENTION_MS;
     st = srv->port.thread_create(srv->port.ctx, &srv->sweeper, sweeper_main, srv);
@@ -1472,16 +1818,27 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (srv->tls_cert != NULL)
         flags |= MHD_USE_TLS;
+    /* TLS 1.2 or 1.3 only, forward-secret key exchange (ECDHE, DHE) and AEAD ciphers only: no
+     * static RSA key exchange, no CBC, no SHA-1 MACs (GnuTLS priority string). */
+    static const char tls_priorities[] =
+        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-RSA:-PSK:-CIPHER-ALL:+AES-256-GCM:"
+        "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD";
     struct MHD_OptionItem tls_opts[] = {
         {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, srv->tls_cert},
         {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, srv->tls_key},
+        {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0,
+         (void *)(uintptr_t)tls_priorities},
         {MHD_OPTION_END, 0, NULL},
     };
     srv->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
         MHD_OPTION_LISTEN_SOCKET, srv->listen_fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)FSA_LIMIT_SERVER_IDLE_S,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)FSA_LIMIT_SERVER_CONNECTIONS,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)(cfg->per_addr_connections > 0 ? cfg->per_addr_connections
+                                                 : FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR),
         MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     if (srv->mhd == NULL) {
         snprintf(err, errlen, "cannot start the HTTP server on %s:%s%s", cfg->host, cfg->port,

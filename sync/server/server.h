@@ -28,6 +28,13 @@ typedef struct fsa_server_config {
     const char *tls_cert;         /* PEM certificate chain; NULL for plain HTTP */
     const char *tls_key;          /* PEM private key, mode 0600 or stricter */
     int64_t op_retention_ms;      /* op outcomes older than this are removed; <= 0: default */
+    /* Requests a second one device may make (burst: 4 times as many); 0: the default,
+     * FSA_LIMIT_DEVICE_REQ_PER_S (port/limits.h), at most FSA_LIMIT_DEVICE_REQ_PER_S_MAX. */
+    int device_rate;
+    /* Seconds a request's headers and body may take; 0: FSA_LIMIT_SERVER_REQUEST_S. */
+    int request_deadline_s;
+    /* Connections from one address at once; 0: FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR. */
+    int per_addr_connections;
     fsa_server_faults_t faults;
 } fsa_server_config_t;
 

@@ -166,6 +166,22 @@ bool th_server_start(th_server_t *s, const char *const *extra)
                            s->devices, "--admin-token-file", s->token};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         argv[n++] = fixed[i];
+    /* The functional suites hammer a few devices from one address on purpose: they get the
+     * ceilings of the per-device quota and per-address connections, unless they name their own
+     * (test_server_hostile keeps the defaults). */
+    bool own_rate = false, own_conns = false;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        own_rate = own_rate || strcmp(extra[i], "--device-rate") == 0;
+        own_conns = own_conns || strcmp(extra[i], "--per-addr-connections") == 0;
+    }
+    if (!own_rate) {
+        argv[n++] = "--device-rate";
+        argv[n++] = "10000";
+    }
+    if (!own_conns) {
+        argv[n++] = "--per-addr-connections";
+        argv[n++] = "1000";
+    }
     for (size_t i = 0; extra != NULL && extra[i] != NULL && n + 1 < sizeof argv / sizeof argv[0];
          i++)
         argv[n++] = extra[i];
@@ -480,6 +496,8 @@ bool th_request(void *handle, const char *url, const char *method, const char *p
     curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (opts->source != NULL)
+        curl_easy_setopt(h, CURLOPT_INTERFACE, opts->source);
     if (opts->accept_gzip)
         curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "gzip");
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L); /* the TLS test's self-signed cert */

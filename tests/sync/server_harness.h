@@ -17,7 +17,7 @@
  * be empty) when cross-compiled.
  */
 
-#define TH_ADMIN_TOKEN "test-admin-token-0123456789"
+#define TH_ADMIN_TOKEN "th-admin-7f3a9c21e8b4d6f0a5c3e1b9d7f2a4c6"
 #define TH_MAX_ARGS 24
 
 typedef struct th_server {
@@ -85,6 +85,7 @@ typedef struct th_req_opts {
     const char *bearer;        /* admin requests: Authorization: Bearer <bearer>, no device auth */
     const char *content_encoding; /* send this Content-Encoding as is (the body is not touched) */
     bool accept_gzip;             /* Accept-Encoding: gzip (curl inflates the answer) */
+    const char *source;           /* connect from this local address (e.g. "127.0.0.5") */
 } th_req_opts_t;
 
 /*

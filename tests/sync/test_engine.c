@@ -325,6 +325,73 @@ static void test_fsa_engine_sync__gone_dropped_unless_ours_is_on_it(void **state
     fsa_engine_free(e);
 }
 
+/* Creates ticket id on the server through the admin API with nstr strings of len bytes each in
+ * its ticketlog (about nstr * len bytes of fields). */
+static void admin_big_ticket(fx_t *f, const char *id, int nstr, size_t len)
+{
+    size_t cap = (size_t)nstr * (len + 4) + 1024;
+    char *body = fsa_malloc(cap);
+    assert_non_null(body);
+    char opid[37];
+    tc_op_id(opid);
+    size_t n = (size_t)snprintf(body, cap,
+                                "{\"batch_id\":\"admin\",\"ops\":[{\"op_id\":\"%s\",\"kind\":"
+                                "\"create\",\"type\":\"ticket\",\"id\":\"%s\",\"seq\":1,"
+                                "\"at\":1,\"fields\":{\"ticketlog\":{\"ticket_history\":[",
+                                opid, id);
+    for (int i = 0; i < nstr; i++) {
+        body[n++] = i > 0 ? ',' : ' ';
+        body[n++] = '"';
+        memset(body + n, 'a' + i % 26, len);
+        n += len;
+        body[n++] = '"';
+    }
+    n += (size_t)snprintf(body + n, cap - n, "]}}}]}");
+    th_req_opts_t o = {.bearer = TH_ADMIN_TOKEN};
+    th_resp_t r;
+    assert_true(th_request(NULL, f->srv.url, "POST", "/admin/v1/ops", 0, body, n, &o, &r));
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"applied\""));
+    th_resp_free(&r);
+    fsa_free(body);
+}
+
+/* PROTOCOL.md section 7, amendment 6: a pull answer over the device's own limit is asked for
+ * again with a smaller limit (halving down to 1), and a pull that cannot progress even with 1 is
+ * reported, not retried silently forever. */
+static void test_fsa_engine_sync__pull_over_own_limit_asks_for_less(void **state)
+{
+    fx_t *f = *state;
+    start(f, NULL);
+    make_device(f, 0);
+    char id[16];
+    for (int i = 0; i < 8; i++) {
+        snprintf(id, sizeof id, "BIG%d", i);
+        admin_big_ticket(f, id, 2, 50000); /* ~100 KB each, 800 KB in all */
+    }
+    fsa_signer_key_t key;
+    th_device_key(0, &key);
+    fsa_engine_opts_t o = {.device_id = "dev000", .key = &key};
+    o.transport.base_url = f->srv.url;
+    o.transport.connect_timeout_ms = 2000;
+    o.transport.total_timeout_ms = 10000;
+    o.transport.max_response_bytes = 300 * 1000; /* 2 tickets fit, 3 do not */
+    fsa_engine_t *e = NULL;
+    char err[256];
+    assert_fsa_ok(fsa_engine_new(f->port, f->j, &o, &e, err, sizeof err));
+    fsa_signer_key_wipe(&key);
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    assert_int_equal(r.pulled, 8);
+    assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_TICKET, "BIG7", NULL, NULL, NULL));
+    /* One ticket over the limit on its own: the pull cannot progress, and says so. */
+    admin_big_ticket(f, "HUGE", 6, 60000);
+    fsa_status_t st = fsa_engine_sync(e, &r);
+    assert_int_equal(st, FSA_ETOOLARGE);
+    assert_non_null(strstr(r.error, "pull cannot progress"));
+    fsa_engine_free(e);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -336,6 +403,7 @@ int main(void)
         T(test_fsa_engine_sync__status_and_nothing_pending),
         T(test_fsa_engine_sync__foreign_answer_keeps_ops),
         T(test_fsa_engine_sync__gone_dropped_unless_ours_is_on_it),
+        T(test_fsa_engine_sync__pull_over_own_limit_asks_for_less),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

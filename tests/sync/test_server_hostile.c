@@ -1,0 +1,689 @@
+/* fieldsync tests: the real fieldsync-server under hostile clients (issue 17's probes). */
+/*
+ * Each probe of the security review runs against one live server with its default limits, from
+ * its own loopback source address (127.0.0.2 and up), while a legitimate device signs pulls from
+ * 127.0.0.1 in a thread of its own: every one of them must be answered 200 within a second
+ * (scaled by FSA_TEST_SCALE, e.g. under qemu), and the server's resident memory must grow by at
+ * most RSS_BUDGET_KB over the whole run. After the probes the server must still serve, count
+ * what it refused, and stop cleanly. Every loop is bounded in count, every socket in time.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "port/alloc.h"
+#include "port/limits.h"
+#include "tests/sync/pg_harness.h"
+#include "tests/sync/server_harness.h"
+#include "tests/test_util.h"
+
+/* The server's RSS may grow by this much over all probes: the body budget (64 MiB) is the
+ * largest thing it may hold, plus libmicrohttpd's connection buffers and the allocator's arenas
+ * of 16 worker threads (measured peak about +80 MiB, +93 MiB on a loaded machine). Before the
+ * limits 300 uploads took 390 MB. */
+#define RSS_BUDGET_KB (128L * 1024 * ASAN_FACTOR)
+
+/* Under AddressSanitizer the server's RSS also counts shadow memory (1/8 of what it touches) and
+ * the quarantine of freed blocks (256 MiB by default): the server gets a small quarantine (setup)
+ * and the budget half as much again. */
+#if defined(__SANITIZE_ADDRESS__)
+#define ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ASAN_BUILD 1
+#endif
+#endif
+#ifdef ASAN_BUILD
+#define ASAN_FACTOR 3 / 2
+#else
+#define ASAN_FACTOR 1
+#endif
+
+static th_server_t g_srv;
+static int g_port;
+static long g_rss0_kb;
+static int g_scale = 1; /* time bounds are multiplied by it (1 / FSA_TEST_SCALE) */
+
+static long rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    (void)fclose(f);
+    return kb;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A TCP connection to the server from the loopback address src, with send and receive time-outs
+ * so that no probe can hang; -1 when the connect itself failed. */
+static int connect_from(const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, src, &a.sin_addr);
+    struct timeval tv = {5 * g_scale, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in d = a;
+    d.sin_port = htons((uint16_t)g_port);
+    inet_pton(AF_INET, "127.0.0.1", &d.sin_addr);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        connect(fd, (struct sockaddr *)&d, sizeof d) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static bool send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t k = send(fd, c, n, MSG_NOSIGNAL);
+        if (k <= 0)
+            return false;
+        c += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+/* Reads what the server answers until it closes or cap-1 bytes (bounded by the socket's
+ * receive time-out). */
+static size_t read_answer(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t k = recv(fd, buf + n, cap - 1 - n, 0);
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+        if (strstr(buf, "\r\n\r\n") != NULL && memchr(buf, '}', n) != NULL)
+            break;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+/* Headers of a push from a known device that look signed (the signature fails only once the
+ * body is read): the most a client without the secret can make the server do. */
+static int signed_looking_head(char *buf, size_t cap, const char *framing)
+{
+    return snprintf(buf, cap,
+                    "POST /v1/devices/dev001/ops HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    "X-Device-Id: dev001\r\nX-Timestamp: %lld\r\n"
+                    "X-Nonce: 0123456789abcdef0123456789abcdef\r\n"
+                    "X-Signature: %064d\r\nContent-Type: application/json\r\n%s\r\n",
+                    (long long)time(NULL) * 1000, 0, framing);
+}
+
+/* ---- the legitimate device, pulling from 127.0.0.1 all along ---- */
+
+typedef struct legit {
+    atomic_int stop;
+    int requests, failures;
+    int64_t worst_ms;
+    long first_failure;
+} legit_t;
+
+static legit_t g_legit;
+static pthread_t g_legit_thread;
+
+static void *legit_main(void *arg)
+{
+    legit_t *l = arg;
+    /* At most 5 requests a second: device 0's own quota (50 a second) is never the reason it
+     * fails. The pause paces the load; nothing waits on it. */
+    for (int i = 0; i < 2000 && !atomic_load(&l->stop); i++) {
+        th_resp_t r;
+        int64_t t0 = now_ms();
+        bool ok = th_request(NULL, g_srv.url, "GET", "/v1/devices/dev000/changes?limit=5", 0, NULL,
+                             0, NULL, &r);
+        int64_t dt = now_ms() - t0;
+        l->requests++;
+        if (!ok || r.status != 200) {
+            if (l->failures++ == 0)
+                l->first_failure = ok ? r.status : -r.curl_code;
+        }
+        if (dt > l->worst_ms)
+            l->worst_ms = dt;
+        th_resp_free(&r);
+        struct timespec pace = {0, 200 * 1000 * 1000};
+        nanosleep(&pace, NULL);
+    }
+    return NULL;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    /* FSA_TEST_SCALE: the suite's factor (0.25 under qemu): counts that need no minimum are
+     * scaled by it, time bounds by its inverse. */
+    const char *sc = getenv("FSA_TEST_SCALE");
+    double f = sc != NULL ? strtod(sc, NULL) : 1.0;
+    if (!(f > 0.0 && f <= 1.0))
+        f = 1.0;
+    g_scale = (int)(1.0 / f + 0.999);
+    if (g_scale < 1)
+        g_scale = 1;
+    memset(&g_srv, 0, sizeof g_srv);
+#ifdef ASAN_BUILD
+    {
+        const char *prev = getenv("ASAN_OPTIONS");
+        char opts[512];
+        snprintf(opts, sizeof opts, "%s%squarantine_size_mb=16", prev != NULL ? prev : "",
+                 prev != NULL && prev[0] != '\0' ? ":" : "");
+        setenv("ASAN_OPTIONS", opts, 1);
+    }
+#endif
+    char rate[16], conns[16];
+    snprintf(rate, sizeof rate, "%d", FSA_LIMIT_DEVICE_REQ_PER_S);
+    snprintf(conns, sizeof conns, "%d", FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR);
+    /* The defaults, named: the harness would raise them for the functional suites. */
+    const char *extra[] = {"--device-rate", rate, "--per-addr-connections", conns, NULL};
+    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, 4) ||
+        !th_backend_db(g_srv.db, sizeof g_srv.db) || !th_server_start(&g_srv, extra))
+        return -1;
+    const char *colon = strrchr(g_srv.url, ':');
+    g_port = colon != NULL ? (int)strtol(colon + 1, NULL, 10) : 0;
+    g_rss0_kb = rss_kb(g_srv.pid);
+    memset(&g_legit, 0, sizeof g_legit);
+    return pthread_create(&g_legit_thread, NULL, legit_main, &g_legit) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int rc = th_server_stop(&g_srv);
+    th_dir_remove(g_srv.dir);
+    return rc == 0 ? 0 : -1;
+}
+
+static void assert_rss_within_budget(const char *after)
+{
+    long kb = rss_kb(g_srv.pid);
+    assert_true(kb > 0);
+    if (kb - g_rss0_kb > RSS_BUDGET_KB)
+        fail_msg("after %s the server's RSS grew %ld kB (budget %ld kB)", after, kb - g_rss0_kb,
+                 RSS_BUDGET_KB);
+    printf("  after %s: RSS %ld kB (+%ld kB)\n", after, kb, kb - g_rss0_kb);
+}
+
+/* 1,010 half-sent requests from one client took every worker; now one address holds at most
+ * FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR connections and the rest are closed at once. */
+static void test_hostile__half_sent_requests_from_one_address(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    int fds[N];
+    int open_ = 0;
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_from("127.0.0.2");
+        if (fds[i] >= 0) {
+            static const char half[] = "POST /v1/devices/dev000/ops HTTP/1.1\r\nHost: x\r\n";
+            (void)send(fds[i], half, sizeof half - 1, MSG_NOSIGNAL);
+            open_++;
+        }
+    }
+    assert_true(open_ > FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR);
+    /* The server closes what is over the limit: wait (bounded) until it has. */
+    int closed = 0;
+    int64_t deadline = now_ms() + 5000L * g_scale;
+    while (now_ms() < deadline) {
+        closed = 0;
+        for (int i = 0; i < N; i++) {
+            if (fds[i] < 0) {
+                closed++;
+                continue;
+            }
+            struct pollfd p = {fds[i], POLLIN, 0};
+            char b;
+            if (poll(&p, 1, 0) == 1 && recv(fds[i], &b, 1, MSG_DONTWAIT) <= 0) {
+                close(fds[i]);
+                fds[i] = -1;
+                closed++;
+            }
+        }
+        if (N - closed <= FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR)
+            break;
+        struct pollfd none;
+        (void)poll(&none, 0, 20);
+    }
+    printf("  200 half-sent requests from 127.0.0.2: %d left open\n", N - closed);
+    assert_true(N - closed <= FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR);
+    /* Another address still gets in and is served. */
+    th_resp_t r;
+    th_req_opts_t o = {.source = "127.0.0.3"};
+    assert_true(
+        th_request(NULL, g_srv.url, "GET", "/v1/devices/dev002/changes", 2, NULL, 0, &o, &r));
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+    for (int i = 0; i < N; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    assert_rss_within_budget("half-sent requests");
+}
+
+/* 300 unauthenticated 1.1 MB uploads took 390 MB. Now an unknown device is refused on its
+ * headers (nothing buffered), and signed-looking uploads share one body budget (503 past it). */
+static void test_hostile__uploads_without_credentials(void **state)
+{
+    (void)state;
+    const size_t body = 1000 * 1000;
+    char *chunk = fsa_malloc(65536);
+    assert_non_null(chunk);
+    memset(chunk, ' ', 65536);
+    static const char *const srcs[] = {"127.0.0.4", "127.0.0.5"};
+    enum { PER = 50 };
+    int fds[2 * PER];
+    for (int i = 0; i < 2 * PER; i++) {
+        fds[i] = connect_from(srcs[i / PER]);
+        assert_true(fds[i] >= 0);
+        char head[512];
+        char framing[64];
+        snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", body);
+        int hn = signed_looking_head(head, sizeof head, framing);
+        assert_true(send_all(fds[i], head, (size_t)hn));
+    }
+    /* Every body but its last byte, so that none is complete and all are held at once (~1 MiB
+     * buffer each: 100 MiB asked for); then, once the server says (its statistics) that it
+     * refused one over the budget, the last bytes. */
+    for (int i = 0; i < 2 * PER; i++)
+        for (size_t sent = 0; sent < body - 1;) {
+            size_t k = body - 1 - sent < 65536 ? body - 1 - sent : 65536;
+            if (!send_all(fds[i], chunk, k))
+                break; /* the server refused mid-way and closed: allowed */
+            sent += k;
+        }
+    bool refused = false;
+    for (int i = 0; i < 200 * g_scale && !refused; i++) {
+        th_req_opts_t ao = {.bearer = TH_ADMIN_TOKEN};
+        th_resp_t r;
+        assert_true(th_request(NULL, g_srv.url, "GET", "/admin/v1/stats", 0, NULL, 0, &ao, &r));
+        refused = r.body != NULL && strstr(r.body, "\"body_budget\":0,") == NULL;
+        th_resp_free(&r);
+        if (!refused) {
+            struct pollfd none;
+            (void)poll(&none, 0, 50); /* paces the bounded polling of the statistics */
+        }
+    }
+    assert_true(refused);
+    for (int i = 0; i < 2 * PER; i++)
+        (void)send(fds[i], " ", 1, MSG_NOSIGNAL);
+    long peak = rss_kb(g_srv.pid);
+    int n401 = 0, n503 = 0, other = 0;
+    for (int i = 0; i < 2 * PER; i++) {
+        char ans[2048];
+        size_t n = read_answer(fds[i], ans, sizeof ans);
+        close(fds[i]);
+        if (n >= 12 && strncmp(ans + 9, "401", 3) == 0)
+            n401++;
+        else if (n >= 12 && strncmp(ans + 9, "503", 3) == 0)
+            n503++;
+        else if (other++ == 0)
+            printf("  first other answer (%zu bytes): '%.60s'\n", n, ans);
+    }
+    fsa_free(chunk);
+    printf("  100 signed-looking 1 MB uploads: %d x 401, %d x 503, %d other; peak RSS +%ld kB\n",
+           n401, n503, other, peak - g_rss0_kb);
+    assert_true(n503 > 0); /* 100 MB asked for, 64 MiB budget */
+    assert_true(n401 > 0); /* the ones within the budget were read and refused */
+    assert_true(peak - g_rss0_kb <= RSS_BUDGET_KB);
+
+    /* An unknown device is refused on its headers: its body is never buffered. */
+    for (int i = 0; i < 20; i++) {
+        int fd = connect_from("127.0.0.6");
+        assert_true(fd >= 0);
+        char head[256];
+        int hn = snprintf(head, sizeof head,
+                          "POST /v1/devices/nobody/ops HTTP/1.1\r\nHost: x\r\n"
+                          "X-Device-Id: nobody\r\nExpect: 100-continue\r\n"
+                          "Content-Length: %zu\r\n\r\n",
+                          body);
+        assert_true(send_all(fd, head, (size_t)hn));
+        char ans[2048];
+        assert_true(read_answer(fd, ans, sizeof ans) > 12);
+        assert_memory_equal(ans + 9, "401", 3);
+        assert_non_null(strstr(ans, "unknown_device"));
+        close(fd);
+    }
+    assert_rss_within_budget("uploads");
+}
+
+/* A 1 KB gzip body inflating to ~900 KB of [0,0,...] cost 40 MB a request: now too_large. */
+static void test_hostile__json_value_bomb(void **state)
+{
+    (void)state;
+    const size_t n = 900 * 1000;
+    char *json = fsa_malloc(n + 64);
+    assert_non_null(json);
+    size_t k = (size_t)snprintf(json, 64, "{\"batch_id\":\"b1\",\"ops\":[");
+    while (k + 4 < n) {
+        json[k++] = '0';
+        json[k++] = ',';
+    }
+    json[k++] = '0';
+    json[k++] = ']';
+    json[k++] = '}';
+    th_req_opts_t o = {.gzip = true, .source = "127.0.0.7"};
+    for (int i = 0; i < 20 / g_scale; i++) {
+        th_resp_t r;
+        assert_true(
+            th_request(NULL, g_srv.url, "POST", "/v1/devices/dev003/ops", 3, json, k, &o, &r));
+        assert_int_equal(r.status, 413);
+        assert_non_null(strstr(r.body, "too_large"));
+        th_resp_free(&r);
+    }
+    fsa_free(json);
+    assert_rss_within_budget("value bombs");
+}
+
+/* A chunked body that never ends was read forever: now 413 and a close after little more than
+ * the body limit. */
+static void test_hostile__chunked_body_that_never_ends(void **state)
+{
+    (void)state;
+    int fd = connect_from("127.0.0.8");
+    assert_true(fd >= 0);
+    char head[512];
+    int hn = signed_looking_head(head, sizeof head, "Transfer-Encoding: chunked\r\n");
+    assert_true(send_all(fd, head, (size_t)hn));
+    char *chunk = fsa_malloc(65536 + 16);
+    assert_non_null(chunk);
+    int cl = snprintf(chunk, 16, "10000\r\n");
+    memset(chunk + cl, ' ', 65536);
+    chunk[cl + 65536] = '\r';
+    chunk[cl + 65536 + 1] = '\n';
+    size_t sent = 0;
+    const size_t cap = 64u * 1024 * 1024; /* the probe's own bound */
+    while (sent < cap) {
+        if (!send_all(fd, chunk, (size_t)cl + 65536 + 2))
+            break;
+        sent += 65536;
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 0) == 1)
+            break; /* an answer came */
+    }
+    char ans[2048];
+    size_t n = read_answer(fd, ans, sizeof ans);
+    close(fd);
+    fsa_free(chunk);
+    printf("  chunked body: the server stopped it after %zu KiB sent\n", sent / 1024);
+    /* Socket buffers on both sides hold a few MiB more than the server read. */
+    assert_true(sent < 16u * 1024 * 1024);
+    if (n > 0) {
+        assert_memory_equal(ans + 9, "413", 3);
+    }
+    assert_rss_within_budget("chunked body");
+}
+
+/* Two Content-Length headers, or one with chunked, were read as the first said: now 400. */
+static void test_hostile__request_smuggling(void **state)
+{
+    (void)state;
+    static const char *const framings[] = {
+        "Content-Length: 2\r\nContent-Length: 40\r\n",
+        "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        int fd = connect_from("127.0.0.9");
+        assert_true(fd >= 0);
+        char head[512];
+        int hn = signed_looking_head(head, sizeof head, framings[i]);
+        assert_true(send_all(fd, head, (size_t)hn));
+        assert_true(send_all(fd, "{}", 2));
+        char ans[2048];
+        size_t n = read_answer(fd, ans, sizeof ans);
+        close(fd);
+        if (n < 12 || strncmp(ans + 9, "400", 3) != 0)
+            fail_msg("framing %zu answered '%.40s'", i, ans);
+    }
+}
+
+/* One device's flood made every other device get 503: now it gets 429, alone. */
+static void test_hostile__one_device_floods(void **state)
+{
+    (void)state;
+    CURL *h = curl_easy_init();
+    assert_non_null(h);
+    th_req_opts_t o = {.source = "127.0.0.10"};
+    int ok = 0, n429 = 0, other = 0;
+    for (int i = 0; i < 600; i++) {
+        th_resp_t r;
+        assert_true(th_request(h, g_srv.url, "GET", "/v1/devices/dev001/changes?limit=1", 1, NULL,
+                               0, &o, &r));
+        if (r.status == 200)
+            ok++;
+        else if (r.status == 429 && r.retry_after[0] != '\0')
+            n429++;
+        else
+            other++;
+        th_resp_free(&r);
+    }
+    curl_easy_cleanup(h);
+    printf("  one device, 600 signed pulls: %d x 200, %d x 429, %d other\n", ok, n429, other);
+    assert_int_equal(other, 0);
+    assert_true(n429 > 0);
+    assert_true(ok >= FSA_LIMIT_DEVICE_REQ_BURST);
+    /* Another device, right after, from the same address: served. */
+    th_resp_t r;
+    th_req_opts_t o2 = {.source = "127.0.0.10"};
+    assert_true(
+        th_request(NULL, g_srv.url, "GET", "/v1/devices/dev002/changes", 2, NULL, 0, &o2, &r));
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+}
+
+/* 10,000 wrong admin tokens went by in 1.4 s, uncounted: now the failures are counted, and
+ * past a few a second every admin request gets 429 without its token being compared. */
+static void test_hostile__admin_guessing(void **state)
+{
+    (void)state;
+    th_req_opts_t o = {.bearer = "wrong-token-0123456789abcdefghijk", .source = "127.0.0.11"};
+    int n401 = 0, n429 = 0;
+    int64_t t0 = now_ms();
+    for (int i = 0; i < 200; i++) {
+        th_resp_t r;
+        assert_true(th_request(NULL, g_srv.url, "GET", "/admin/v1/stats", 0, NULL, 0, &o, &r));
+        if (r.status == 401)
+            n401++;
+        else if (r.status == 429)
+            n429++;
+        else
+            fail_msg("a wrong admin token answered %ld", r.status);
+        th_resp_free(&r);
+    }
+    int64_t dt = now_ms() - t0;
+    printf("  200 wrong admin tokens in %lld ms: %d compared (401), %d refused unchecked (429)\n",
+           (long long)dt, n401, n429);
+    /* The burst, plus what refilled while they ran. */
+    assert_true(n401 <= FSA_LIMIT_ADMIN_FAILS_BURST + 1 + dt * FSA_LIMIT_ADMIN_FAILS_PER_S / 1000);
+    assert_true(n429 > 0);
+    /* The admin with the right token gets in once the bucket refills (bounded retries). */
+    th_req_opts_t ok = {.bearer = TH_ADMIN_TOKEN};
+    long status = 0;
+    char *body = NULL;
+    for (int i = 0; i < 100 && status != 200; i++) {
+        th_resp_t r;
+        assert_true(th_request(NULL, g_srv.url, "GET", "/admin/v1/stats", 0, NULL, 0, &ok, &r));
+        status = r.status;
+        if (status == 200) {
+            body = r.body;
+            r.body = NULL;
+        } else {
+            struct pollfd none;
+            (void)poll(&none, 0, 50); /* paces the bounded retries; nothing waits on it */
+        }
+        th_resp_free(&r);
+    }
+    assert_int_equal(status, 200);
+    assert_non_null(body);
+    /* Every refusal counted: the 200 guesses, and the admin's own 429s while it waited. */
+    const char *cnt = strstr(body, "\"admin_unauthorized\":");
+    assert_non_null(cnt);
+    assert_true(strtol(cnt + strlen("\"admin_unauthorized\":"), NULL, 10) >= 200);
+    fsa_free(body);
+}
+
+/* After the probes: the legitimate device was served within a second every time, the server
+ * still serves, its memory is within budget, and the log was not flooded. */
+static void test_hostile__after_it_all(void **state)
+{
+    (void)state;
+    atomic_store(&g_legit.stop, 1);
+    pthread_join(g_legit_thread, NULL);
+    printf("  legitimate device: %d pulls, %d failed, worst %lld ms\n", g_legit.requests,
+           g_legit.failures, (long long)g_legit.worst_ms);
+    if (g_legit.failures > 0)
+        fail_msg("the legitimate device failed %d times (first: %ld)", g_legit.failures,
+                 g_legit.first_failure);
+    assert_true(g_legit.requests > 0);
+    assert_true(g_legit.worst_ms < 1000L * g_scale);
+    th_resp_t r;
+    assert_true(
+        th_request(NULL, g_srv.url, "GET", "/v1/devices/dev000/changes", 0, NULL, 0, NULL, &r));
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+    assert_rss_within_budget("all probes");
+    /* Client-provoked warnings are rate-limited: count the log's lines. */
+    FILE *f = fopen(g_srv.errlog, "r");
+    int lines = 0;
+    char line[1200];
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        lines++;
+    if (f != NULL)
+        (void)fclose(f);
+    printf("  server log: %d lines\n", lines);
+    assert_true(lines < 400);
+}
+
+/* 1,000 connections trickling a byte every 25 s stayed open past 78 s: now a request must be
+ * complete within its deadline (here 1 s, default 120 s) or its connection is closed. */
+static void test_hostile__trickled_body_meets_its_deadline(void **state)
+{
+    (void)state;
+    th_server_t s;
+    memset(&s, 0, sizeof s);
+    const char *extra[] = {"--request-deadline-s", "1", NULL};
+    assert_true(th_dir_make(s.dir));
+    assert_true(th_write_files(&s, 2));
+    assert_true(th_backend_db(s.db, sizeof s.db));
+    assert_true(th_server_start(&s, extra));
+    const char *colon = strrchr(s.url, ':');
+    int saved = g_port;
+    g_port = (int)strtol(colon + 1, NULL, 10);
+    int fd = connect_from("127.0.0.12");
+    g_port = saved;
+    assert_true(fd >= 0);
+    char head[512];
+    int hn = signed_looking_head(head, sizeof head, "Content-Length: 100\r\n");
+    assert_true(send_all(fd, head, (size_t)hn));
+    int64_t t0 = now_ms();
+    int sent = 0;
+    bool closed = false;
+    /* One byte, then wait up to 300 ms for the server to close: at most 40 bytes (12 s). */
+    while (sent < 40 && !closed) {
+        if (send(fd, "x", 1, MSG_NOSIGNAL) != 1) {
+            closed = true;
+            break;
+        }
+        sent++;
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 300) == 1) {
+            char b[256];
+            closed = recv(fd, b, sizeof b, 0) <= 0;
+        }
+    }
+    int64_t dt = now_ms() - t0;
+    close(fd);
+    printf("  a body trickled a byte per 300 ms: closed after %d bytes, %lld ms\n", sent,
+           (long long)dt);
+    assert_true(closed);
+    assert_true(dt < 3000L * g_scale);
+    assert_int_equal(th_server_stop(&s), 0);
+    th_dir_remove(s.dir);
+}
+
+/* Secret files: a symlink, and a file owned by someone else, are refused. */
+static void test_hostile__secret_files(void **state)
+{
+    (void)state;
+    th_server_t s;
+    memset(&s, 0, sizeof s);
+    assert_true(th_dir_make(s.dir));
+    assert_true(th_write_files(&s, 1));
+    char link[400];
+    snprintf(link, sizeof link, "%s/link.json", s.dir);
+    assert_int_equal(symlink(s.devices, link), 0);
+    char db[400];
+    snprintf(db, sizeof db, "%s/x.db", s.dir);
+    const char *a1[] = {"--listen", "127.0.0.1:0", "--db", db, "--devices-file", link, NULL};
+    char err[1024];
+    assert_int_not_equal(th_run_cli(a1, err, sizeof err), 0);
+    assert_non_null(strstr(err, "devices file"));
+    unlink(link);
+    if (geteuid() == 0) {
+        assert_int_equal(chown(s.devices, 65534, 65534), 0);
+        const char *a2[] = {"--listen",       "127.0.0.1:0", "--db", db,
+                            "--devices-file", s.devices,     NULL};
+        assert_int_not_equal(th_run_cli(a2, err, sizeof err), 0);
+        assert_non_null(strstr(err, "owned by"));
+    }
+    /* A weak admin token ("aaaa...") is refused. */
+    assert_int_equal(chown(s.devices, geteuid(), getegid()), 0);
+    FILE *f = fopen(s.token, "w");
+    assert_non_null(f);
+    fputs("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", f);
+    assert_int_equal(fclose(f), 0);
+    const char *a3[] = {"--listen", "127.0.0.1:0",        "--db",  db,  "--devices-file",
+                        s.devices,  "--admin-token-file", s.token, NULL};
+    assert_int_not_equal(th_run_cli(a3, err, sizeof err), 0);
+    assert_non_null(strstr(err, "weak"));
+    th_dir_remove(s.dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hostile__half_sent_requests_from_one_address),
+        cmocka_unit_test(test_hostile__uploads_without_credentials),
+        cmocka_unit_test(test_hostile__json_value_bomb),
+        cmocka_unit_test(test_hostile__chunked_body_that_never_ends),
+        cmocka_unit_test(test_hostile__request_smuggling),
+        cmocka_unit_test(test_hostile__one_device_floods),
+        cmocka_unit_test(test_hostile__admin_guessing),
+        cmocka_unit_test(test_hostile__after_it_all),
+        cmocka_unit_test(test_hostile__trickled_body_meets_its_deadline),
+        cmocka_unit_test(test_hostile__secret_files),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
