@@ -381,20 +381,32 @@ static fsa_status_t join_users(fsa_port_t *port, const char *path, sqlite3 *db,
  * The wait for another connection's write lock (the same journal is written by the app's
  * threads, the lock manager's connection, the sync thread and other processes). SQLite's own busy
  * timeout sleeps 1, 2, 5, 10, 15, 20, 25 ... ms between tries, so a record that meets a 10 ms
- * commit of the sync waits 18-33 ms; trying again after 50 us, doubling to 1 ms and then every
- * millisecond keeps the wait within a millisecond of the other's commit, at the cost of a file
- * lock attempt per millisecond while waiting. The sleep is real time whatever the journal's port:
- * the other writer is a real thread or process. arg is the timeout in ms.
+ * commit of the sync waits 18-33 ms. Here the first try comes after 50 us and the pause doubles
+ * up to 10 ms: a short wait ends close to the other's commit, and many waiters (threads of
+ * several processes) back off instead of trying the file lock a thousand times a second each.
+ * The sleep is real time whatever the journal's port: the other writer is a real thread or
+ * process. arg is the timeout in ms; n counts the tries so far.
  */
+#define BUSY_FIRST_US 50
+#define BUSY_MAX_US 10000
+
+static int64_t busy_pause_us(int n)
+{
+    int64_t us = BUSY_FIRST_US;
+    for (int i = 0; i < n && us < BUSY_MAX_US; i++)
+        us *= 2;
+    return us < BUSY_MAX_US ? us : BUSY_MAX_US;
+}
+
 static int busy_wait(void *arg, int n)
 {
-    int64_t timeout_us = (int64_t)(intptr_t)arg * 1000;
-    int64_t waited_us = n <= 5 ? 50 * ((INT64_C(1) << n) - 1) : 1550 + (int64_t)(n - 5) * 1000;
+    int64_t timeout_us = (int64_t)(intptr_t)arg * 1000, waited_us = 0;
+    for (int i = 0; i < n && waited_us < timeout_us; i++)
+        waited_us += busy_pause_us(i);
     if (waited_us >= timeout_us)
         return 0;
-    int64_t delay_us = n < 5 ? 50 * (INT64_C(1) << n) : 1000;
     fsa_port_t *real = fsa_port_posix();
-    real->sleep(real->ctx, delay_us * 1000);
+    real->sleep(real->ctx, busy_pause_us(n) * 1000);
     return 1;
 }
 
