@@ -146,6 +146,26 @@ static void test_fsa_args_object__too_large_always_says_why(void **state)
     fsa_free(a0);
 }
 
+/* `ticket set` builds its op for the library's generic builder: names quoted, fields as given. */
+static void test_fsa_args_op__builds_and_refuses(void **state)
+{
+    (void)state;
+    char *op = NULL;
+    assert_int_equal(fsa_args_op("set", "ticket", "T\"1", "{\"priority\":\"HIGH\"}", &op), FSA_OK);
+    assert_string_equal(op, "{\"kind\":\"set\",\"type\":\"ticket\",\"id\":\"T\\\"1\","
+                            "\"fields\":{\"priority\":\"HIGH\"}}");
+    fsa_free(op);
+    op = (char *)1;
+    assert_int_equal(fsa_args_op("set", NULL, "T1", "{}", &op), FSA_EINVAL);
+    assert_null(op);
+    assert_int_equal(fsa_args_op("set", "ticket", "T1", NULL, &op), FSA_EINVAL);
+    assert_int_equal(fsa_args_op("set", "ticket", "T1", "{}", NULL), FSA_EINVAL);
+    /* a control character in a name is escaped, never copied raw */
+    assert_int_equal(fsa_args_op("set", "ticket", "T\n1", "{}", &op), FSA_OK);
+    assert_non_null(strstr(op, "\"T\\n1\""));
+    fsa_free(op);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_fsa_args_quote__empty_string_at_the_end),
         cmocka_unit_test(test_fsa_args_object__empty_value_at_the_limit),
         cmocka_unit_test(test_fsa_args_object__too_large_always_says_why),
+        cmocka_unit_test(test_fsa_args_op__builds_and_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
