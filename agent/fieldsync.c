@@ -16,6 +16,7 @@
 
 #include "agent/args.h"
 #include "agent/run.h"
+#include "port/opts.h"
 #include "port/timefmt.h"
 
 #define EXIT_USAGE 2
@@ -61,56 +62,26 @@ static const char USAGE[] =
     "NAME=VALUE takes VALUE as JSON when it parses (5, true, \"x\", {\"a\":1}), else as a string.\n"
     "Every command takes --help. Errors are one line on stderr and a non-zero exit status.\n";
 
-/* ---- a tiny option parser: --name value, --flag, and positional arguments ---- */
+/* ---- options: the one parser (port/opts.h); --help prints and exits, errors are usage ---- */
 
-typedef struct optspec {
-    const char *name; /* without the dashes */
-    int has_value;
-    const char *value; /* set by parse: the value, or "" for a flag given */
-} optspec_t;
-
-/* Parses argv[0..argc) into opts and positional args; dies on an unknown option. */
-static int parse_opts(int argc, char **argv, optspec_t *opts, size_t nopts, char **pos, int maxpos,
+/* Parses argv[0..argc) into opts and positional args; dies on a usage error. */
+static int parse_opts(int argc, char **argv, fsa_opt_t *opts, size_t nopts, char **pos, int maxpos,
                       const char *help)
 {
-    int npos = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(help, stdout);
-            exit(EXIT_SUCCESS);
-        }
-        if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
-            size_t k;
-            for (k = 0; k < nopts; k++)
-                if (strcmp(a + 2, opts[k].name) == 0)
-                    break;
-            if (k == nopts)
-                die_usage("unknown option '%s'", a);
-            if (opts[k].value != NULL)
-                die_usage("option '%s' given twice", a);
-            if (opts[k].has_value) {
-                if (i + 1 >= argc)
-                    die_usage("option '%s' needs a value", a);
-                opts[k].value = argv[++i];
-            } else {
-                opts[k].value = "";
-            }
-            continue;
-        }
-        if (npos >= maxpos)
-            die_usage("unexpected argument '%s'", a);
-        pos[npos++] = argv[i];
+    fsa_opts_result_t r;
+    char err[256];
+    if (fsa_opts_parse(argc, argv, opts, nopts, pos, maxpos, 0, &r, err, sizeof err) != FSA_OK)
+        die_usage("%s", err);
+    if (r.help) {
+        fputs(help, stdout);
+        exit(EXIT_SUCCESS);
     }
-    return npos;
+    return r.npos;
 }
 
-static const char *opt(const optspec_t *opts, size_t n, const char *name)
+static const char *opt(const fsa_opt_t *opts, size_t n, const char *name)
 {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(opts[i].name, name) == 0)
-            return opts[i].value;
-    return NULL;
+    return fsa_opts_get(opts, n, name);
 }
 
 /* ---- a small reader for the library's JSON answers (known shapes; no JSON library here) ---- */
@@ -281,8 +252,9 @@ static int recorded(fieldsync_t *fs, fieldsync_status_t st, const fieldsync_rec_
 
 static int cmd_init(int argc, char **argv)
 {
-    optspec_t o[] = {{"device-id", 1, NULL}, {"server", 1, NULL}, {"secret-file", 1, NULL},
-                     {"ca-file", 1, NULL},   {"pin", 1, NULL},    {"allow-http", 0, NULL}};
+    fsa_opt_t o[] = {{"device-id", true, false, NULL},   {"server", true, false, NULL},
+                     {"secret-file", true, false, NULL}, {"ca-file", true, false, NULL},
+                     {"pin", true, false, NULL},         {"allow-http", false, false, NULL}};
     const size_t no = sizeof o / sizeof o[0];
     char *pos[1];
     parse_opts(
@@ -323,8 +295,9 @@ static int cmd_init(int argc, char **argv)
 
 static int cmd_attendance(int argc, char **argv)
 {
-    optspec_t o[] = {{"people", 1, NULL}, {"site", 1, NULL},     {"lat", 1, NULL},
-                     {"lon", 1, NULL},    {"accuracy", 1, NULL}, {"id", 1, NULL}};
+    fsa_opt_t o[] = {{"people", true, false, NULL},   {"site", true, false, NULL},
+                     {"lat", true, false, NULL},      {"lon", true, false, NULL},
+                     {"accuracy", true, false, NULL}, {"id", true, false, NULL}};
     const size_t no = sizeof o / sizeof o[0];
     char *pos[1];
     int n = parse_opts(argc, argv, o, no, pos, 1,
@@ -383,7 +356,8 @@ static int cmd_entity(bool job, int argc, char **argv)
     if (argc < 1)
         die_usage("%s needs a subcommand", tname);
     const char *sub = argv[0];
-    optspec_t o[] = {{"parent", 1, NULL}, {"to", 1, NULL}, {"note", 1, NULL}};
+    fsa_opt_t o[] = {
+        {"parent", true, false, NULL}, {"to", true, false, NULL}, {"note", true, false, NULL}};
     const size_t no = sizeof o / sizeof o[0];
     char *pos[64];
     char help[512];
@@ -518,7 +492,7 @@ static void on_status(void *arg, const fieldsync_sync_status_t *s)
 
 static int cmd_sync(int argc, char **argv)
 {
-    optspec_t o[] = {{"now", 0, NULL}};
+    fsa_opt_t o[] = {{"now", false, false, NULL}};
     char *pos[1];
     parse_opts(argc, argv, o, 1, pos, 0,
                "usage: fieldsync --db FILE sync [--now]\n"
@@ -577,7 +551,7 @@ static const char *when(int64_t ms, char *buf, size_t cap)
 
 static int cmd_status(int argc, char **argv)
 {
-    optspec_t o[] = {{"json", 0, NULL}};
+    fsa_opt_t o[] = {{"json", false, false, NULL}};
     char *pos[1];
     parse_opts(argc, argv, o, 1, pos, 0,
                "usage: fieldsync --db FILE status [--json]\n"
@@ -627,7 +601,8 @@ static void print_conflict(void *arg, const char *c)
 
 static int cmd_conflicts(int argc, char **argv)
 {
-    optspec_t o[] = {{"json", 0, NULL}, {"all", 0, NULL}, {"take", 1, NULL}};
+    fsa_opt_t o[] = {
+        {"json", false, false, NULL}, {"all", false, false, NULL}, {"take", true, false, NULL}};
     const size_t no = sizeof o / sizeof o[0];
     char *pos[2];
     int n = parse_opts(argc, argv, o, no, pos, 2,
@@ -698,7 +673,7 @@ static void count_element(void *arg, const char *e)
 
 static int cmd_locks(int argc, char **argv)
 {
-    optspec_t o[] = {{"json", 0, NULL}};
+    fsa_opt_t o[] = {{"json", false, false, NULL}};
     char *pos[1];
     parse_opts(argc, argv, o, 1, pos, 0,
                "usage: fieldsync --db FILE locks [--json]\n"
@@ -727,7 +702,7 @@ static int cmd_locks(int argc, char **argv)
 
 static int cmd_show(int argc, char **argv)
 {
-    optspec_t o[] = {{"json", 0, NULL}};
+    fsa_opt_t o[] = {{"json", false, false, NULL}};
     char *pos[2];
     int n =
         parse_opts(argc, argv, o, 1, pos, 2,
@@ -779,27 +754,29 @@ int main(int argc, char **argv)
     if (protect_secrets() != EXIT_SUCCESS)
         return EXIT_FAILURE;
     db_path = getenv("FIELDSYNC_DB");
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(USAGE, stdout);
-            return EXIT_SUCCESS;
-        } else if (strcmp(a, "--version") == 0) {
-            printf("fieldsync 0.1.0 (protocol v1)\n");
-            return EXIT_SUCCESS;
-        } else if (strcmp(a, "--db") == 0 && i + 1 < argc) {
-            db_path = argv[++i];
-        } else if (strcmp(a, "--log-level") == 0 && i + 1 < argc) {
-            log_level = argv[++i];
-            if (strcmp(log_level, "off") == 0 || fieldsync_set_log_level(log_level) != FIELDSYNC_OK)
-                die_usage("unknown log level '%s'", log_level);
-        } else if (strcmp(a, "--db") == 0 || strcmp(a, "--log-level") == 0) {
-            die_usage("option '%s' needs a value", a);
-        } else {
-            die_usage("unknown option '%s'", a);
-        }
+    fsa_opt_t o[] = {
+        {"db", true, true, NULL}, {"log-level", true, true, NULL}, {"version", false, true, NULL}};
+    const size_t no = sizeof o / sizeof o[0];
+    fsa_opts_result_t r;
+    char err[256];
+    if (fsa_opts_parse(argc - 1, argv + 1, o, no, NULL, 0, FSA_OPTS_BEFORE_COMMAND, &r, err,
+                       sizeof err) != FSA_OK)
+        die_usage("%s", err);
+    if (r.help) {
+        fputs(USAGE, stdout);
+        return EXIT_SUCCESS;
     }
+    if (opt(o, no, "version") != NULL) {
+        printf("fieldsync 0.1.0 (protocol v1)\n");
+        return EXIT_SUCCESS;
+    }
+    if (opt(o, no, "db") != NULL)
+        db_path = opt(o, no, "db");
+    log_level = opt(o, no, "log-level");
+    if (log_level != NULL &&
+        (strcmp(log_level, "off") == 0 || fieldsync_set_log_level(log_level) != FIELDSYNC_OK))
+        die_usage("unknown log level '%s'", log_level);
+    int i = 1 + r.used;
     if (i >= argc)
         die_usage("no command given");
     const char *cmd = argv[i];

@@ -24,6 +24,7 @@
 #include <fieldsync/fieldsync.h>
 
 #include "agent/run.h"
+#include "port/opts.h"
 #include "port/timefmt.h"
 
 /*
@@ -478,43 +479,34 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
     d->stall_ms = 600 * 1000;
     d->metrics_every_ms = 10 * 1000;
     d->listen_fd = -1;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(RUN_HELP, stdout);
-            return 0;
-        } else if (strcmp(a, "--syslog") == 0) {
-            d->use_syslog = true;
-            continue;
-        }
-        if (v == NULL) {
-            fprintf(stderr,
-                    "fieldsync: run: unknown option or missing value: '%s' (see "
-                    "'fieldsync run --help')\n",
-                    a);
-            return 2;
-        }
-        int bad = 0;
-        if (strcmp(a, "--interval") == 0)
-            bad = parse_seconds(a, v, 1, 86400, &d->interval_ms);
-        else if (strcmp(a, "--stall-after") == 0)
-            bad = parse_seconds(a, v, 1, 30 * 86400, &d->stall_ms);
-        else if (strcmp(a, "--metrics-every") == 0)
-            bad = parse_seconds(a, v, 1, 3600, &d->metrics_every_ms);
-        else if (strcmp(a, "--metrics-file") == 0)
-            d->metrics_file = v;
-        else if (strcmp(a, "--metrics-listen") == 0)
-            d->metrics_listen = v;
-        else {
-            fprintf(stderr, "fieldsync: run: unknown option '%s' (see 'fieldsync run --help')\n",
-                    a);
-            return 2;
-        }
-        if (bad)
-            return 2;
-        i++;
+    /* Options may be given again (the last stands), as they always could. */
+    fsa_opt_t o[] = {{"interval", true, true, NULL},       {"stall-after", true, true, NULL},
+                     {"metrics-every", true, true, NULL},  {"metrics-file", true, true, NULL},
+                     {"metrics-listen", true, true, NULL}, {"syslog", false, true, NULL}};
+    const size_t no = sizeof o / sizeof o[0];
+    fsa_opts_result_t r;
+    char err[256];
+    if (fsa_opts_parse(argc, argv, o, no, NULL, 0, 0, &r, err, sizeof err) != FSA_OK) {
+        fprintf(stderr, "fieldsync: run: %s (see 'fieldsync run --help')\n", err);
+        return 2;
     }
+    if (r.help) {
+        fputs(RUN_HELP, stdout);
+        return 0;
+    }
+    const char *v;
+    if ((v = fsa_opts_get(o, no, "interval")) != NULL &&
+        parse_seconds("--interval", v, 1, 86400, &d->interval_ms) != 0)
+        return 2;
+    if ((v = fsa_opts_get(o, no, "stall-after")) != NULL &&
+        parse_seconds("--stall-after", v, 1, 30 * 86400, &d->stall_ms) != 0)
+        return 2;
+    if ((v = fsa_opts_get(o, no, "metrics-every")) != NULL &&
+        parse_seconds("--metrics-every", v, 1, 3600, &d->metrics_every_ms) != 0)
+        return 2;
+    d->metrics_file = fsa_opts_get(o, no, "metrics-file");
+    d->metrics_listen = fsa_opts_get(o, no, "metrics-listen");
+    d->use_syslog = fsa_opts_get(o, no, "syslog") != NULL;
     if (db_path == NULL) {
         fprintf(stderr, "fieldsync: no journal: give --db FILE or set FIELDSYNC_DB\n");
         return 2;
