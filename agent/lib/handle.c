@@ -9,6 +9,7 @@
 
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
+#include "port/jsonstr.h"
 #include "port/limits.h"
 
 /* ---- statuses: the public numbers are the project's ---- */
@@ -223,42 +224,14 @@ void fsl__jb_raw(fsl_jb_t *b, const char *s)
 
 void fsl__jb_str(fsl_jb_t *b, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
     if (s == NULL) {
         fsl__jb_raw(b, "null");
         return;
     }
-    if (!jb_reserve(b, 6 * strlen(s) + 2) || b->buf == NULL)
+    size_t max = FSA_JSON_QUOTE_MAX(strlen(s));
+    if (!jb_reserve(b, max) || b->buf == NULL)
         return;
-    char *o = b->buf + b->len;
-    *o++ = '"';
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        char esc = 0;
-        switch (*p) {
-        case '"': esc = '"'; break;
-        case '\\': esc = '\\'; break;
-        case '\n': esc = 'n'; break;
-        case '\r': esc = 'r'; break;
-        case '\t': esc = 't'; break;
-        case '\b': esc = 'b'; break;
-        case '\f': esc = 'f'; break;
-        default: break;
-        }
-        if (esc) {
-            *o++ = '\\';
-            *o++ = esc;
-        } else if (*p < 0x20 || *p == 0x7f) {
-            memcpy(o, "\\u00", 4);
-            o[4] = hex[*p >> 4];
-            o[5] = hex[*p & 15];
-            o += 6;
-        } else {
-            *o++ = (char)*p;
-        }
-    }
-    *o++ = '"';
-    *o = '\0';
-    b->len = (size_t)(o - b->buf);
+    b->len += fsa_json_quote(s, b->buf + b->len, max + 1);
 }
 
 void fsl__jb_fmt(fsl_jb_t *b, const char *fmt, ...)
