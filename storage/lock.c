@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "port/alloc.h"
+#include "port/jsonstr.h"
 #include "port/limits.h"
 #include "storage/db.h"
 #include "storage/lock.h"
@@ -889,19 +890,11 @@ static void jprintf(jbuf_t *j, const char *fmt, ...)
         j->len += (size_t)n;
 }
 
-/* A JSON string; keys and labels are printable (validated), but escape what JSON requires. */
+/* A JSON string (port/jsonstr.h); counted past the end like jprintf, for *needed. */
 static void jstring(jbuf_t *j, const char *s)
 {
-    jprintf(j, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
-            jprintf(j, "\\%c", *p);
-        else if (*p < 0x20)
-            jprintf(j, "\\u%04x", *p);
-        else
-            jprintf(j, "%c", *p);
-    }
-    jprintf(j, "\"");
+    size_t room = j->len < j->cap ? j->cap - j->len : 0;
+    j->len += fsa_json_quote(s, room > 0 ? j->buf + j->len : NULL, room);
 }
 
 fsa_status_t fsa_lock_stats_json(const fsa_lock_stats_t *s, char *buf, size_t buflen,
