@@ -10,6 +10,7 @@
 #include "storage/db.h"
 #include "storage/journal.h"
 #include "storage/lock_internal.h"
+#include "storage/state_keys.h"
 
 /* Prepared statements, kept for the life of the handle: preparing costs more CPU than the rest of
  * a record. Keyed by the address of the SQL text, which is always a string literal. */
@@ -421,7 +422,7 @@ fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key, char *
 static fsa_status_t now_locked(fsa_journal_t *j, fsa_wall_t *out)
 {
     int64_t offset = 0;
-    fsa_status_t s = state_get_int_locked(j, "clock_offset_ms", 0, &offset);
+    fsa_status_t s = state_get_int_locked(j, FSA_STATE_CLOCK_OFFSET_MS, 0, &offset);
     *out = j->port->wall_now(j->port->ctx);
     out->ms += offset;
     return s;

@@ -11,6 +11,7 @@
 #include "port/alloc.h"
 #include "port/jsonstr.h"
 #include "port/limits.h"
+#include "storage/state_keys.h"
 
 /* ---- statuses: the public numbers are the project's ---- */
 
@@ -437,7 +438,7 @@ static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *
         if (st != FSA_OK)
             return fsl__status(st);
         char *existing = NULL;
-        st = fsa_journal_state_get_str(fs->j, "device_id", &existing);
+        st = fsa_journal_state_get_str(fs->j, FSA_STATE_DEVICE_ID, &existing);
         if (st == FSA_OK && existing != NULL && existing[0] != '\0' &&
             strcmp(existing, k->device_id) != 0) {
             snprintf(err, errlen, "journal %s belongs to device %s, not %s", k->journal_path,
@@ -456,7 +457,7 @@ static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *
         if (st != FSA_OK)
             return fsl__status(st);
         char *stored = NULL;
-        st = fsa_journal_state_get_str(fs->j, "device_id", &stored);
+        st = fsa_journal_state_get_str(fs->j, FSA_STATE_DEVICE_ID, &stored);
         if (st != FSA_OK) {
             snprintf(err, errlen, "cannot read %s: %s", k->journal_path, fsa_status_str(st));
         } else if (stored == NULL || stored[0] == '\0') {
