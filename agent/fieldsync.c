@@ -349,16 +349,129 @@ static void fields_from(char **args, int n, char **out)
     }
 }
 
+/* What a job or ticket subcommand got on its command line. */
+typedef struct ent_args {
+    bool job;
+    const char *tname; /* "job" or "ticket" */
+    const fsa_opt_t *o;
+    size_t no;
+    char **pos; /* pos[0] is the id */
+    int n;
+} ent_args_t;
+
+static int ent_create(const ent_args_t *a)
+{
+    const char *parent = opt(a->o, a->no, "parent");
+    if (parent != NULL && !a->job)
+        die_usage("--parent is for jobs");
+    char *extra[66];
+    int m = 0;
+    for (int i = 1; i < a->n; i++)
+        extra[m++] = a->pos[i];
+    char parent_arg[200];
+    if (parent != NULL) {
+        /* An id is 1-128 of [A-Za-z0-9._:-]: nothing in it needs quoting in JSON. */
+        size_t len = strlen(parent);
+        if (len == 0 || len > 128 ||
+            strspn(parent, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
+                           "nopqrstuvwxyz0123456789._:-") != len)
+            return fail("invalid parent id '%.40s'", parent);
+        snprintf(parent_arg, sizeof parent_arg, "parent_id=\"%s\"", parent);
+        extra[m++] = parent_arg;
+    }
+    char *fields = NULL;
+    fields_from(extra, m, &fields);
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = a->job ? fieldsync_job_create(fs, a->pos[0], fields, &rec)
+                                   : fieldsync_ticket_create(fs, a->pos[0], fields, &rec);
+    fsa_args_free(fields);
+    return recorded(fs, st, &rec);
+}
+
+static int ent_transition(const ent_args_t *a)
+{
+    const char *to = opt(a->o, a->no, "to");
+    if (to == NULL || a->n != 1)
+        die_usage("%s transition needs ID and --to STATUS", a->tname);
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = a->job ? fieldsync_job_transition(fs, a->pos[0], to, NULL, &rec)
+                                   : fieldsync_ticket_transition(fs, a->pos[0], to, NULL, &rec);
+    return recorded(fs, st, &rec);
+}
+
+static int ent_set(const ent_args_t *a)
+{
+    if (a->n < 2)
+        die_usage("%s set needs ID and NAME=VALUE", a->tname);
+    char *fields = NULL;
+    fields_from(a->pos + 1, a->n - 1, &fields);
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st;
+    if (a->job) {
+        st = fieldsync_job_set(fs, a->pos[0], fields, NULL, &rec);
+    } else {
+        /* A ticket has no set verb: the generic op builder, as the CLI always did. */
+        char *op = NULL;
+        fsa_status_t qs = fsa_args_op("set", "ticket", a->pos[0], fields, &op);
+        st = qs == FSA_OK       ? fieldsync_record(fs, op, NULL, &rec)
+             : qs == FSA_ENOMEM ? FIELDSYNC_ENOMEM
+                                : FIELDSYNC_ETOOLARGE;
+        fsa_args_free(op);
+    }
+    fsa_args_free(fields);
+    return recorded(fs, st, &rec);
+}
+
+static int ent_merge(const ent_args_t *a)
+{
+    if (a->n != 2)
+        die_usage("job merge needs ID and one JSON_PATCH");
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = fieldsync_job_merge(fs, a->pos[0], a->pos[1], NULL, &rec);
+    return recorded(fs, st, &rec);
+}
+
+static int ent_log(const ent_args_t *a)
+{
+    if (a->n != 2)
+        die_usage("ticket log needs ID and one JSON_ITEM");
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = fieldsync_ticket_log(fs, a->pos[0], a->pos[1], NULL, &rec);
+    return recorded(fs, st, &rec);
+}
+
+static int ent_escalate(const ent_args_t *a)
+{
+    if (a->n != 1)
+        die_usage("ticket escalate needs one ID");
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = fieldsync_ticket_escalate(fs, a->pos[0], opt(a->o, a->no, "to"),
+                                                      opt(a->o, a->no, "note"), NULL, &rec);
+    return recorded(fs, st, &rec);
+}
+
 /* job|ticket create/transition/set and the rest. */
 static int cmd_entity(bool job, int argc, char **argv)
 {
+    static const struct {
+        const char *name;
+        int kinds; /* 1: jobs, 2: tickets */
+        int (*run)(const ent_args_t *);
+    } subs[] = {{"create", 3, ent_create}, {"transition", 3, ent_transition},
+                {"set", 3, ent_set},       {"merge", 1, ent_merge},
+                {"log", 2, ent_log},       {"escalate", 2, ent_escalate}};
     const char *tname = job ? "job" : "ticket";
     if (argc < 1)
         die_usage("%s needs a subcommand", tname);
     const char *sub = argv[0];
     fsa_opt_t o[] = {
         {"parent", true, false, NULL}, {"to", true, false, NULL}, {"note", true, false, NULL}};
-    const size_t no = sizeof o / sizeof o[0];
     char *pos[64];
     char help[512];
     snprintf(help, sizeof help,
@@ -369,89 +482,13 @@ static int cmd_entity(bool job, int argc, char **argv)
              job ? "set ID NAME=VALUE ... | merge ID JSON_PATCH"
                  : "escalate ID [--to PERSON] [--note TEXT] | "
                    "log ID JSON_ITEM | set ID NAME=VALUE ...");
-    int n = parse_opts(argc - 1, argv + 1, o, no, pos, 64, help);
-    if (n < 1)
+    ent_args_t a = {job, tname, o, sizeof o / sizeof o[0], pos, 0};
+    a.n = parse_opts(argc - 1, argv + 1, o, a.no, pos, 64, help);
+    if (a.n < 1)
         die_usage("%s %s needs an id", tname, sub);
-    const char *id = pos[0];
-    fieldsync_rec_t rec;
-    fieldsync_status_t st;
-    if (strcmp(sub, "create") == 0) {
-        const char *parent = opt(o, no, "parent");
-        char *fields = NULL;
-        if (parent != NULL && !job)
-            die_usage("--parent is for jobs");
-        char *extra[66];
-        int m = 0;
-        for (int i = 1; i < n; i++)
-            extra[m++] = pos[i];
-        char parent_arg[200];
-        if (parent != NULL) {
-            /* An id is 1-128 of [A-Za-z0-9._:-]: nothing in it needs quoting in JSON. */
-            size_t len = strlen(parent);
-            if (len == 0 || len > 128 ||
-                strspn(parent, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
-                               "nopqrstuvwxyz0123456789._:-") != len)
-                return fail("invalid parent id '%.40s'", parent);
-            snprintf(parent_arg, sizeof parent_arg, "parent_id=\"%s\"", parent);
-            extra[m++] = parent_arg;
-        }
-        fields_from(extra, m, &fields);
-        fieldsync_t *fs = open_fs("fieldsync");
-        st = job ? fieldsync_job_create(fs, id, fields, &rec)
-                 : fieldsync_ticket_create(fs, id, fields, &rec);
-        fsa_args_free(fields);
-        return recorded(fs, st, &rec);
-    }
-    if (strcmp(sub, "transition") == 0) {
-        const char *to = opt(o, no, "to");
-        if (to == NULL || n != 1)
-            die_usage("%s transition needs ID and --to STATUS", tname);
-        fieldsync_t *fs = open_fs("fieldsync");
-        st = job ? fieldsync_job_transition(fs, id, to, NULL, &rec)
-                 : fieldsync_ticket_transition(fs, id, to, NULL, &rec);
-        return recorded(fs, st, &rec);
-    }
-    if (strcmp(sub, "set") == 0) {
-        if (n < 2)
-            die_usage("%s set needs ID and NAME=VALUE", tname);
-        char *fields = NULL;
-        fields_from(pos + 1, n - 1, &fields);
-        fieldsync_t *fs = open_fs("fieldsync");
-        if (job) {
-            st = fieldsync_job_set(fs, id, fields, NULL, &rec);
-        } else {
-            /* A ticket has no set verb: the generic op builder, as the CLI always did. */
-            char *op = NULL;
-            fsa_status_t qs = fsa_args_op("set", "ticket", id, fields, &op);
-            st = qs == FSA_OK       ? fieldsync_record(fs, op, NULL, &rec)
-                 : qs == FSA_ENOMEM ? FIELDSYNC_ENOMEM
-                                    : FIELDSYNC_ETOOLARGE;
-            fsa_args_free(op);
-        }
-        fsa_args_free(fields);
-        return recorded(fs, st, &rec);
-    }
-    if (strcmp(sub, "merge") == 0 && job) {
-        if (n != 2)
-            die_usage("job merge needs ID and one JSON_PATCH");
-        fieldsync_t *fs = open_fs("fieldsync");
-        st = fieldsync_job_merge(fs, id, pos[1], NULL, &rec);
-        return recorded(fs, st, &rec);
-    }
-    if (strcmp(sub, "log") == 0 && !job) {
-        if (n != 2)
-            die_usage("ticket log needs ID and one JSON_ITEM");
-        fieldsync_t *fs = open_fs("fieldsync");
-        st = fieldsync_ticket_log(fs, id, pos[1], NULL, &rec);
-        return recorded(fs, st, &rec);
-    }
-    if (strcmp(sub, "escalate") == 0 && !job) {
-        if (n != 1)
-            die_usage("ticket escalate needs one ID");
-        fieldsync_t *fs = open_fs("fieldsync");
-        st = fieldsync_ticket_escalate(fs, id, opt(o, no, "to"), opt(o, no, "note"), NULL, &rec);
-        return recorded(fs, st, &rec);
-    }
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+        if (strcmp(sub, subs[i].name) == 0 && (subs[i].kinds & (job ? 1 : 2)) != 0)
+            return subs[i].run(&a);
     die_usage("unknown %s subcommand '%s'", tname, sub);
     return EXIT_USAGE;
 }
