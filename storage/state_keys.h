@@ -35,4 +35,8 @@
 #define FSA_STATE_LAST_SYNC_MS "last_sync_ms"       /* wall time of the last complete sync */
 #define FSA_STATE_CURSOR "cursor"                   /* the server's pull cursor */
 
+/* The journal's own bookkeeping (storage/), written in SQL text: the literals concatenate. */
+#define FSA_STATE_CLEAN_CLOSE "clean_close"       /* 0 while users have the journal open */
+#define FSA_STATE_FSYNC_FAILURES "fsync_failures" /* commits whose fsync failed (journal.c) */
+
 #endif
