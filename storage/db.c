@@ -11,6 +11,7 @@
 #include "port/limits.h"
 #include "storage/db.h"
 #include "storage/libs.h"
+#include "storage/state_keys.h"
 
 /*
  * Migrations: migrations[v] takes a journal from schema version v to v + 1. A journal's version
@@ -271,10 +272,11 @@ out:
 static fsa_status_t set_clean(sqlite3 *db, int clean, char *err, size_t errlen)
 {
     return fsa__db_exec(db,
-                        clean ? "INSERT INTO sync_state(k, v) VALUES('clean_close', 1) "
-                                "ON CONFLICT(k) DO UPDATE SET v = 1"
-                              : "INSERT INTO sync_state(k, v) VALUES('clean_close', 0) "
-                                "ON CONFLICT(k) DO UPDATE SET v = 0",
+                        clean
+                            ? "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_CLEAN_CLOSE "', 1) "
+                              "ON CONFLICT(k) DO UPDATE SET v = 1"
+                            : "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_CLEAN_CLOSE "', 0) "
+                              "ON CONFLICT(k) DO UPDATE SET v = 0",
                         err, errlen);
 }
 
@@ -285,7 +287,7 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
     int64_t clean = 1;
     fsa_status_t st = query_int(db,
                                 "SELECT coalesce((SELECT v FROM sync_state WHERE "
-                                "k='clean_close'), 1)",
+                                "k='" FSA_STATE_CLEAN_CLOSE "'), 1)",
                                 &clean);
     if (st != FSA_OK) {
         snprintf(err, errlen, "journal %s: cannot read state (%s)", path, fsa_status_str(st));
