@@ -7,8 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +14,7 @@
 
 #include "agent/args.h"
 #include "agent/run.h"
+#include "port/files.h"
 #include "port/opts.h"
 #include "port/timefmt.h"
 
@@ -773,23 +772,13 @@ static int cmd_show(int argc, char **argv)
     return rc;
 }
 
-/* Keeps the secret this process reads out of core dumps: no core file, not dumpable (which also
- * keeps other processes of the user from reading its memory). A debugger that starts the
- * program still works. (Linux; the library leaves this to the program that embeds it.) */
-static int protect_secrets(void)
-{
-    struct rlimit rl = {0, 0};
-    if (setrlimit(RLIMIT_CORE, &rl) != 0)
-        return fail("cannot turn core dumps off (setrlimit RLIMIT_CORE)");
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
-        return fail("cannot make the process non-dumpable (prctl PR_SET_DUMPABLE)");
-    return EXIT_SUCCESS;
-}
-
 int main(int argc, char **argv)
 {
-    if (protect_secrets() != EXIT_SUCCESS)
-        return EXIT_FAILURE;
+    /* The secret this process reads stays out of core dumps and other processes' reach (the
+     * library leaves this to the program that embeds it). */
+    char perr[160];
+    if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK)
+        return fail("%s", perr);
     db_path = getenv("FIELDSYNC_DB");
     fsa_opt_t o[] = {
         {"db", true, true, NULL}, {"log-level", true, true, NULL}, {"version", false, true, NULL}};
