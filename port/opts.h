@@ -9,8 +9,9 @@
 
 /*
  * Pure code (no OS, no allocation, never exits): the programs print the one-line error it
- * writes and choose their exit status. It lives in port/ because every program uses it, the
- * server (sync/server) too, and port is the one layer below all of them.
+ * writes and choose their exit status. It lives in port/, the one layer below every program, so
+ * that all of them can use it: fieldsync and its daemon do; fieldsync-server (sync/server) and
+ * fieldsync-sim still parse their options by hand (issue 15).
  *
  * An option is "--NAME" (more than the two dashes); "--help" and "-h" ask for help anywhere.
  * An option with a value takes the next argument whatever it looks like ("--note -x" is fine).
