@@ -53,7 +53,7 @@ fsa_status_t fsa_opts_parse(int argc, char *const *args, fsa_opt_t *opts, size_t
         if (!is_opt && before_command)
             return bad(err, errlen, "unknown option '%s'", a);
         if (!is_opt) {
-            if (res->npos >= maxpos)
+            if (pos == NULL || res->npos >= maxpos) /* pos is NULL only when maxpos is 0 */
                 return bad(err, errlen, "unexpected argument '%s'", a);
             pos[res->npos++] = args[i];
             continue;

@@ -335,8 +335,10 @@ static char thread_state(const rm_t *m)
     size_t n = fread(buf, 1, sizeof buf - 1, fp);
     buf[n] = '\0';
     (void)fclose(fp);
-    const char *close = strrchr(buf, ')');
-    return close != NULL && close[1] == ' ' ? close[2] : '?';
+    const char *paren = strrchr(buf, ')');
+    if (paren == NULL || paren[1] != ' ')
+        return '?';
+    return paren[2];
 }
 
 /* Polls (up to ms) until the remover's call returned or its thread sleeps. */
