@@ -1,6 +1,7 @@
 /* Benchmark: journal record throughput (attendance check-ins) against a bare SQLite insert. */
 #include <inttypes.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,11 +72,18 @@ static double journal_record(const char *path, int from, int n, int sync_full)
     return dt;
 }
 
+/*
+ * Usage: bench_journal [N] [PROFILE]   N records per side and setting (default 2000).
+ * PROFILE, for a profiler (callgrind, perf, strace) only: "journal-normal", "bare-normal",
+ * "journal-fsync" or "bare-fsync" runs that one side with that setting, N records, and prints no
+ * BENCH line (there is no baseline to compare with).
+ */
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 2000;
     if (n <= 0)
         n = 2000;
+    const char *profile = argc > 2 ? argv[2] : NULL;
     char dir[] = "/tmp/fsa-bench-XXXXXX";
     if (mkdtemp(dir) == NULL)
         return 1;
@@ -87,24 +95,37 @@ int main(int argc, char **argv)
     /* A row of the journal's size: the attendance fields appear twice (outbox payload and the
      * entity's local view) plus the op's fixed columns. */
     size_t row = 2 * (sizeof ATT_FMT + 8) + 120;
-    for (int full = 1; full >= 0; full--) {
-        const char *bp = full ? p1 : p3, *jp = full ? p2 : p4;
-        /* Alternate in rounds so that a drift in the machine's speed hits both alike. */
-        const int rounds = 4;
-        double bare_s = 0, rec_s = 0;
-        for (int r = 0; r < rounds; r++) {
-            bare_s += bare_sqlite(bp, r * (n / rounds), n / rounds, row, full);
-            rec_s += journal_record(jp, r * (n / rounds), n / rounds, full);
+    if (profile != NULL) {
+        bool journal = strncmp(profile, "journal-", 8) == 0;
+        const char *mode = strchr(profile, '-');
+        bool full = mode != NULL && strcmp(mode, "-fsync") == 0;
+        if (mode == NULL || (!full && strcmp(mode, "-normal") != 0) ||
+            (!journal && strncmp(profile, "bare-", 5) != 0)) {
+            fprintf(stderr, "bench_journal: unknown profile '%s'\n", profile);
+            return 2;
         }
-        int ran = n / rounds * rounds; /* the records the rounds made */
-        double bare = ran / bare_s, rec = ran / rec_s;
-        const char *mode = full ? "fsync" : "normal";
-        printf("journal record (%s): %.0f ops/s; bare SQLite insert of %zu bytes: %.0f ops/s; "
-               "ratio %.2f (goal >= 0.8 with FULL)\n",
-               mode, rec, row, bare, rec / bare);
-        printf("BENCH {\"name\":\"journal.record_%s\",\"value\":%.0f,\"unit\":\"ops/s\","
-               "\"baseline\":%.0f,\"baseline_name\":\"sqlite.insert_%s\",\"ratio\":%.2f}\n",
-               mode, rec, bare, mode, rec / bare);
+        double s = journal ? journal_record(p2, 0, n, full) : bare_sqlite(p1, 0, n, row, full);
+        printf("%s: %d records in %.3f s\n", profile, n, s);
+    } else {
+        for (int full = 1; full >= 0; full--) {
+            const char *bp = full ? p1 : p3, *jp = full ? p2 : p4;
+            /* Alternate in rounds so that a drift in the machine's speed hits both alike. */
+            const int rounds = 4;
+            double bare_s = 0, rec_s = 0;
+            for (int r = 0; r < rounds; r++) {
+                bare_s += bare_sqlite(bp, r * (n / rounds), n / rounds, row, full);
+                rec_s += journal_record(jp, r * (n / rounds), n / rounds, full);
+            }
+            int ran = n / rounds * rounds; /* the records the rounds made */
+            double bare = ran / bare_s, rec = ran / rec_s;
+            const char *mode = full ? "fsync" : "normal";
+            printf("journal record (%s): %.0f ops/s; bare SQLite insert of %zu bytes: %.0f ops/s; "
+                   "ratio %.2f (goal >= 0.8 with FULL)\n",
+                   mode, rec, row, bare, rec / bare);
+            printf("BENCH {\"name\":\"journal.record_%s\",\"value\":%.0f,\"unit\":\"ops/s\","
+                   "\"baseline\":%.0f,\"baseline_name\":\"sqlite.insert_%s\",\"ratio\":%.2f}\n",
+                   mode, rec, bare, mode, rec / bare);
+        }
     }
     char cmd[96];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

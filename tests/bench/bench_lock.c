@@ -9,8 +9,10 @@
 #include "storage/lock.h"
 
 /*
- * Usage: bench_lock [directory]   (default /tmp; give the device's data partition to measure the
- * storage the journal really lives on).
+ * Usage: bench_lock [directory] [PROFILE]   (directory: default /tmp; give the device's data
+ * partition to measure the storage the journal really lives on).
+ * PROFILE, for a profiler (callgrind, perf, strace) only: "pairs-normal", "pairs-fsync",
+ * "base-normal" or "base-fsync" runs only that measurement and prints its figure, no BENCH line.
  *
  * For each durability setting of the lock manager (its default, synchronous=NORMAL, and
  * opts.durable, synchronous=FULL) it measures, on one fresh journal in WAL mode:
@@ -165,15 +167,26 @@ int main(int argc, char **argv)
         die("create journal", st, err);
     fsa__db_close(P, db, users);
 
-    /* The default first: it is the figure the goal is about. */
-    double base = bench_baseline(path, false);
-    double value = bench_pairs(path, false);
-    report("lock.acquire_release", "synchronous=NORMAL (default)", value, base,
-           "sqlite.begin_immediate_commit", true);
-    double base_full = bench_baseline(path, true);
-    double value_full = bench_pairs(path, true);
-    report("lock.acquire_release_durable", "synchronous=FULL (opts.durable)", value_full, base_full,
-           "sqlite.begin_immediate_commit_full", false);
+    if (argc > 2) {
+        const char *prof = argv[2];
+        bool pairs = strncmp(prof, "pairs-", 6) == 0, full = strstr(prof, "-fsync") != NULL;
+        if ((!pairs && strncmp(prof, "base-", 5) != 0) ||
+            (!full && strstr(prof, "-normal") == NULL)) {
+            fprintf(stderr, "bench_lock: unknown profile '%s'\n", prof);
+            return 2;
+        }
+        printf("%s: %.1f us\n", prof, pairs ? bench_pairs(path, full) : bench_baseline(path, full));
+    } else {
+        /* The default first: it is the figure the goal is about. */
+        double base = bench_baseline(path, false);
+        double value = bench_pairs(path, false);
+        report("lock.acquire_release", "synchronous=NORMAL (default)", value, base,
+               "sqlite.begin_immediate_commit", true);
+        double base_full = bench_baseline(path, true);
+        double value_full = bench_pairs(path, true);
+        report("lock.acquire_release_durable", "synchronous=FULL (opts.durable)", value_full,
+               base_full, "sqlite.begin_immediate_commit_full", false);
+    }
 
     const char *suffix[] = {"", "-wal", "-shm", ".locks"};
     for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
