@@ -93,14 +93,20 @@ static const fsa_lock_config_t configs[FSA__LOCK_KIND_COUNT] = {
 /* Journal paths are file system paths; a longer one is a mistake, not a file. */
 #define DEFAULT_LABEL "fieldsync"
 
-/* A lock this manager holds now (some fsa_lock_t has it). byte: its in-use byte, held while any
- * entry has it (two keys of this manager may share one). */
+/* A lock this manager holds now (held: some fsa_lock_t has it), or released and still named by
+ * its row as far as we know (idle: token is the row's, so the next acquisition can update the row
+ * without reading it). byte: its in-use byte, locked while a held entry has it (two keys of this
+ * manager may share one). */
 typedef struct in_use {
     char key[FSA_LOCK_KEY_BYTES];
     int64_t token;
     int64_t expires_ns;
     uint64_t byte;
+    bool held;
 } in_use_t;
+
+/* Idle entries kept: a manager's recent keys (a guard re-records the same job). */
+#define IDLE_MAX 16
 
 struct fsa_lockmgr {
     fsa_port_t *port;
@@ -109,9 +115,9 @@ struct fsa_lockmgr {
     fsa_flock_t *live;    /* our liveness byte `id`, and the probe for other holders' bytes */
     sqlite3 *db;
     fsa_flock_t *users; /* membership of the journal's users (db.c) */
-    sqlite3_stmt *begin, *commit, *rollback, *get, *take, *retake, *check, *renew;
+    sqlite3_stmt *begin, *commit, *rollback, *get, *take, *retake, *check, *renew, *reuse;
     int64_t id;
-    in_use_t *in_use; /* the locks this manager holds now, one entry per key */
+    in_use_t *in_use; /* the locks this manager holds or recently held, one entry per key */
     size_t n_in_use, cap_in_use;
     char label[FSA_LOCK_LABEL_BYTES];
     size_t held; /* fsa_lock_t currently held through this manager */
@@ -319,10 +325,17 @@ static in_use_t *find_in_use(fsa_lockmgr_t *m, const char *key)
     return NULL;
 }
 
+/* The held entry of key, or NULL. */
+static in_use_t *find_held(fsa_lockmgr_t *m, const char *key)
+{
+    in_use_t *e = find_in_use(m, key);
+    return e != NULL && e->held ? e : NULL;
+}
+
 static bool byte_in_use(const fsa_lockmgr_t *m, uint64_t byte)
 {
     for (size_t i = 0; i < m->n_in_use; i++) {
-        if (m->in_use[i].byte == byte)
+        if (m->in_use[i].held && m->in_use[i].byte == byte)
             return true;
     }
     return false;
@@ -351,31 +364,47 @@ static void unlock_byte(fsa_lockmgr_t *m, uint64_t byte)
         m->port->flock_release(m->port->ctx, m->live, byte);
 }
 
-static fsa_status_t add_in_use(fsa_lockmgr_t *m, const char *key, int64_t token, int64_t expires_ns,
-                               uint64_t byte)
+/* The entry of key (a new idle one, token 0, when there is none), or NULL without memory. */
+static in_use_t *entry_for(fsa_lockmgr_t *m, const char *key, uint64_t byte)
 {
+    in_use_t *e = find_in_use(m, key);
+    if (e != NULL)
+        return e;
     if (m->n_in_use == m->cap_in_use) {
         size_t cap = m->cap_in_use > 0 ? m->cap_in_use * 2 : 8;
         in_use_t *grown = fsa_realloc(m->in_use, cap * sizeof *grown);
         if (grown == NULL)
-            return FSA_ENOMEM;
+            return NULL;
         m->in_use = grown;
         m->cap_in_use = cap;
     }
-    in_use_t *e = &m->in_use[m->n_in_use++];
+    e = &m->in_use[m->n_in_use++];
+    memset(e, 0, sizeof *e);
     snprintf(e->key, sizeof e->key, "%s", key);
-    e->token = token;
-    e->expires_ns = expires_ns;
     e->byte = byte;
-    return FSA_OK;
+    return e;
 }
 
-/* Forgets e and lets go of its byte when no other lock of ours has it. */
-static void remove_in_use(fsa_lockmgr_t *m, in_use_t *e)
+/* Marks e idle (token: what the row holds as far as we know, 0 when unknown), lets go of its byte
+ * unless a held lock has it, and forgets other idle entries beyond IDLE_MAX. */
+static void set_idle(fsa_lockmgr_t *m, in_use_t *e, int64_t token)
 {
-    uint64_t byte = e->byte;
-    *e = m->in_use[--m->n_in_use];
-    unlock_byte(m, byte);
+    e->held = false;
+    e->token = token;
+    unlock_byte(m, e->byte);
+    size_t idle = 0;
+    for (size_t i = 0; i < m->n_in_use; i++)
+        idle += !m->in_use[i].held;
+    for (size_t i = 0; i < m->n_in_use && idle > IDLE_MAX;) {
+        if (!m->in_use[i].held && &m->in_use[i] != e) {
+            m->in_use[i] = m->in_use[--m->n_in_use];
+            if (e == &m->in_use[m->n_in_use])
+                e = &m->in_use[i]; /* moved */
+            idle--;
+        } else {
+            i++;
+        }
+    }
 }
 
 /* True when holder (alive, not us) is using key now: its in-use byte cannot be taken. The byte is
@@ -404,21 +433,42 @@ static void fill_lock(fsa_lockmgr_t *m, fsa_lock_t *out, const char *key, int64_
 }
 
 /*
- * The uncontended acquisition: one statement, its own write transaction, which takes the key when
- * it is new, free, or last held by this manager (released since: see "Release" above). Returns
- * FSA_OK with *token > 0 when taken, 0 when someone else holds the row (the caller then looks
- * closer, in a transaction).
+ * The uncontended acquisition, one statement in its own write transaction. When e (our entry of
+ * the key) knows the row's token from our last release, an UPDATE of our own idle row, as a plain
+ * UPDATE is cheaper than the other statement; otherwise an upsert that takes the key when it is
+ * new, free, or ours and idle. Returns FSA_OK with *token > 0 when taken, 0 when the row is not
+ * as expected (the caller then looks closer, in a transaction).
  */
-static fsa_status_t retake(fsa_lockmgr_t *m, const char *key, fsa_mono_t now, fsa_mono_t expires,
-                           int64_t *token, char *err, size_t errlen)
+static fsa_status_t retake(fsa_lockmgr_t *m, const in_use_t *e, const char *key, fsa_mono_t now,
+                           fsa_mono_t expires, int64_t *token, char *err, size_t errlen)
 {
     *token = 0;
+    int rc;
+    if (e != NULL && e->token > 0 && e->token < INT64_MAX) {
+        sqlite3_stmt *s = m->reuse;
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, m->id);
+        sqlite3_bind_int64(s, 3, e->token + 1);
+        sqlite3_bind_int64(s, 4, now.ns);
+        sqlite3_bind_int64(s, 5, expires.ns);
+        sqlite3_bind_int64(s, 6, e->token);
+        rc = step_done(s);
+        sqlite3_clear_bindings(s);
+        if (rc != SQLITE_OK) {
+            db_error(m, rc, "cannot write the locks table", err, errlen);
+            return fsa__db_status(rc);
+        }
+        if (sqlite3_changes(m->db) == 1) {
+            *token = e->token + 1;
+            return FSA_OK;
+        }
+    }
     sqlite3_bind_text(m->retake, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(m->retake, 2, m->id);
     sqlite3_bind_text(m->retake, 3, m->label, -1, SQLITE_STATIC);
     sqlite3_bind_int64(m->retake, 4, now.ns);
     sqlite3_bind_int64(m->retake, 5, expires.ns);
-    int rc = sqlite3_step(m->retake);
+    rc = sqlite3_step(m->retake);
     if (rc == SQLITE_ROW) {
         *token = sqlite3_column_int64(m->retake, 0);
         rc = sqlite3_step(m->retake);
@@ -435,6 +485,16 @@ static fsa_status_t retake(fsa_lockmgr_t *m, const char *key, fsa_mono_t now, fs
     return FSA_OK;
 }
 
+/* e is held with token: out filled. */
+static void mark_held(fsa_lockmgr_t *m, in_use_t *e, fsa_lock_t *out, int64_t token,
+                      int64_t lease_ns, fsa_mono_t now, fsa_mono_t expires)
+{
+    e->held = true;
+    e->token = token;
+    e->expires_ns = expires.ns;
+    fill_lock(m, out, e->key, token, lease_ns, now, expires);
+}
+
 /*
  * One attempt, with m->mu held: takes the lock if it is free and fills out, or reports the holder
  * in *seen. Sets *taken. Returns FSA_OK or a failure (nothing taken; any transaction rolled back).
@@ -446,39 +506,38 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
     fsa_mono_t now = m->port->mono_now(m->port->ctx);
     fsa_mono_t expires = fsa_mono_add_ns(now, lease_ns);
     /* Another thread of ours holds it: wait for its release, or take over its run-out lease. */
-    in_use_t *mine = find_in_use(m, key);
-    if (mine != NULL && mine->expires_ns > now.ns) {
+    in_use_t *held = find_held(m, key);
+    if (held != NULL && held->expires_ns > now.ns) {
         seen->id = m->id;
-        seen->token = mine->token;
+        seen->token = held->token;
         seen->pid = holder_pid();
-        seen->expires_ns = mine->expires_ns;
+        seen->expires_ns = held->expires_ns;
         snprintf(seen->label, sizeof seen->label, "%s", m->label);
         return FSA_OK;
     }
+    bool overrun = held != NULL; /* ours, its lease run out: the old fsa_lock_t loses it */
     uint64_t byte = in_use_byte(m->id, key);
-    fsa_status_t st = mine != NULL ? FSA_OK : lock_byte(m, byte);
+    in_use_t *e = entry_for(m, key, byte);
+    if (e == NULL) {
+        snprintf(err, errlen, "lock %s: out of memory", key);
+        return FSA_ENOMEM;
+    }
+    fsa_status_t st = overrun ? FSA_OK : lock_byte(m, byte);
     if (st != FSA_OK) {
         snprintf(err, errlen, "lock %s: cannot lock its in-use byte in the .locks file (%s)", key,
                  fsa_status_str(st));
         return st == FSA_EBUSY ? FSA_EIO : st;
     }
-    if (mine == NULL) {
+    if (!overrun) {
         int64_t token = 0;
-        st = retake(m, key, now, expires, &token, err, errlen);
+        st = retake(m, e, key, now, expires, &token, err, errlen);
         if (st == FSA_OK && token > 0) {
-            st = add_in_use(m, key, token, expires.ns, byte);
-            if (st != FSA_OK) {
-                /* The row says ours; left idle, as after a release. */
-                snprintf(err, errlen, "lock %s: out of memory", key);
-                unlock_byte(m, byte);
-                return st;
-            }
-            fill_lock(m, out, key, token, lease_ns, now, expires);
+            mark_held(m, e, out, token, lease_ns, now, expires);
             *taken = true;
             return FSA_OK;
         }
         if (st != FSA_OK) {
-            unlock_byte(m, byte);
+            set_idle(m, e, 0);
             return st;
         }
     }
@@ -486,8 +545,8 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
     int rc = step_done(m->begin);
     if (rc != SQLITE_OK) {
         db_error(m, rc, "cannot start a transaction", err, errlen);
-        if (mine == NULL)
-            unlock_byte(m, byte);
+        if (!overrun)
+            set_idle(m, e, 0);
         return fsa__db_status(rc);
     }
     int64_t old_token = 0;
@@ -505,7 +564,7 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
             expired = seen->expires_ns <= now.ns;
             if (seen->id == m->id) {
                 /* Ours: held by another thread (its lease ran out, above) or idle. */
-                expired = mine != NULL;
+                expired = overrun;
                 free_now = true;
             } else {
                 dead = !holder_alive(m, seen->id);
@@ -531,22 +590,16 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
             db_error(m, rc, "cannot end a transaction", err, errlen);
             goto fail;
         }
-        if (mine == NULL)
-            unlock_byte(m, byte);
+        set_idle(m, e, 0); /* someone else's now */
         return FSA_OK;
     }
     if (old_token == INT64_MAX) {
         snprintf(err, errlen, "lock %s: fencing tokens exhausted", key);
+        rc = SQLITE_OK;
         rollback_if_open(m);
-        if (mine == NULL)
-            unlock_byte(m, byte);
+        if (!overrun)
+            set_idle(m, e, 0);
         return FSA_EIO;
-    }
-    if (mine == NULL && add_in_use(m, key, old_token + 1, expires.ns, byte) != FSA_OK) {
-        snprintf(err, errlen, "lock %s: out of memory", key);
-        rollback_if_open(m);
-        unlock_byte(m, byte);
-        return FSA_ENOMEM;
     }
     sqlite3_bind_text(m->take, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(m->take, 2, old_token + 1);
@@ -558,16 +611,12 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
     sqlite3_clear_bindings(m->take);
     if (rc != SQLITE_OK) {
         db_error(m, rc, "cannot write the locks table", err, errlen);
-        goto fail_entry;
+        goto fail;
     }
     rc = step_done(m->commit);
     if (rc != SQLITE_OK) {
         db_error(m, rc, "cannot commit", err, errlen);
-        goto fail_entry;
-    }
-    if (mine != NULL) { /* our own run-out lease, taken over: the old fsa_lock_t is lost */
-        mine->token = old_token + 1;
-        mine->expires_ns = expires.ns;
+        goto fail;
     }
     /* A dead holder's run-out lease counts as a death: the death is why it ran out. */
     if (dead)
@@ -578,22 +627,13 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
         fsa_log(m->port, FSA_LOG_INFO, "lock %s: took over token %" PRId64 " from %s (%s)", key,
                 old_token, seen->label, dead ? "holder died" : "lease ran out");
     }
-    fill_lock(m, out, key, old_token + 1, lease_ns, now, expires);
+    mark_held(m, e, out, old_token + 1, lease_ns, now, expires);
     *taken = true;
     return FSA_OK;
-fail_entry:
-    if (mine == NULL) {
-        in_use_t *e = find_in_use(m, key);
-        if (e != NULL)
-            remove_in_use(m, e);
-        mine = NULL; /* the byte is let go just above (or kept for another lock of ours) */
-        rollback_if_open(m);
-        return fsa__db_status(rc);
-    }
 fail:
     rollback_if_open(m);
-    if (mine == NULL)
-        unlock_byte(m, byte);
+    if (!overrun)
+        set_idle(m, e, 0);
     return fsa__db_status(rc);
 }
 
@@ -755,7 +795,7 @@ fsa_status_t fsa_lock_release(fsa_lock_t *l, char *err, size_t errlen)
     fsa_port_t *p = m->port;
     p->mutex_lock(p->ctx, m->mu);
     fsa_mono_t now = p->mono_now(p->ctx);
-    in_use_t *e = find_in_use(m, l->key);
+    in_use_t *e = find_held(m, l->key);
     bool ours = e != NULL && e->token == l->token;
     fsa_status_t st = FSA_OK;
     /* Within its lease nobody else can have taken it (see "Release"); after, the row tells. */
@@ -763,7 +803,7 @@ fsa_status_t fsa_lock_release(fsa_lock_t *l, char *err, size_t errlen)
         st = still_ours(m, l, &ours, err, errlen);
     if (st == FSA_OK && !ours) {
         if (e != NULL && e->token == l->token)
-            remove_in_use(m, e);
+            set_idle(m, e, 0); /* taken over by another manager: the row is not ours */
         report_lost(m, l, err, errlen);
         st = FSA_ELOST;
     } else if (st == FSA_OK) {
@@ -773,7 +813,7 @@ fsa_status_t fsa_lock_release(fsa_lock_t *l, char *err, size_t errlen)
         if (held_ns > m->hold_max_ns)
             m->hold_max_ns = held_ns;
         m->held--;
-        remove_in_use(m, e);
+        set_idle(m, e, l->token);
         l->mgr = NULL;
         p->cond_broadcast(p->ctx, m->released);
     }
@@ -798,12 +838,12 @@ fsa_status_t fsa_lock_renew(fsa_lock_t *l, int64_t lease_ns, char *err, size_t e
     sqlite3_bind_int64(m->renew, 4, expires.ns);
     bool ours = false;
     fsa_status_t st = update_own(m, m->renew, l, &ours, "cannot renew", err, errlen);
-    in_use_t *e = find_in_use(m, l->key);
+    in_use_t *e = find_held(m, l->key);
     if (e != NULL && e->token != l->token)
         e = NULL; /* a successor's within this manager: not l's */
     if (st == FSA_OK && !ours) {
         if (e != NULL)
-            remove_in_use(m, e);
+            set_idle(m, e, 0);
         report_lost(m, l, err, errlen);
         st = FSA_ELOST;
     } else if (st == FSA_OK) {
@@ -856,6 +896,10 @@ static const char *const SQL_RETAKE =
     "acquired_ns = excluded.acquired_ns, expires_ns = excluded.expires_ns "
     "WHERE (locks.holder IS NULL OR locks.holder = excluded.holder) "
     "AND locks.token < 9223372036854775807 RETURNING token";
+/* The uncontended acquisition of a key this manager released (its token known): see retake(). */
+static const char *const SQL_REUSE =
+    "UPDATE locks SET token = ?3, acquired_ns = ?4, expires_ns = ?5 "
+    "WHERE key = ?1 AND holder = ?2 AND token = ?6";
 static const char *const SQL_CHECK = "SELECT holder = ?2 AND token = ?3 FROM locks WHERE key = ?1";
 static const char *const SQL_RENEW =
     "UPDATE locks SET expires_ns = ?4 WHERE key = ?1 AND holder = ?2 AND token = ?3";
@@ -873,6 +917,7 @@ static fsa_status_t prepare_all(fsa_lockmgr_t *m, char *err, size_t errlen)
         {&m->rollback, "ROLLBACK"},     {&m->get, SQL_GET},
         {&m->take, SQL_TAKE},           {&m->retake, SQL_RETAKE},
         {&m->check, SQL_CHECK},         {&m->renew, SQL_RENEW},
+        {&m->reuse, SQL_REUSE},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         int rc =
@@ -888,8 +933,8 @@ static fsa_status_t prepare_all(fsa_lockmgr_t *m, char *err, size_t errlen)
 
 static void finalize_all(fsa_lockmgr_t *m)
 {
-    sqlite3_stmt *all[] = {m->begin, m->commit, m->rollback, m->get,
-                           m->take,  m->retake, m->check,    m->renew};
+    sqlite3_stmt *all[] = {m->begin,  m->commit, m->rollback, m->get,  m->take,
+                           m->retake, m->check,  m->renew,    m->reuse};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(all[i]);
 }
@@ -1104,7 +1149,7 @@ static fsa_status_t list_holders(fsa_lockmgr_t *m, fsa_lock_stats_t *out, char *
         int64_t holder = sqlite3_column_int64(s, 2);
         bool alive = holder_alive(m, holder);
         /* A row whose live holder released it without writing is free: not listed. */
-        if (key == NULL || (holder == m->id && find_in_use(m, key) == NULL) ||
+        if (key == NULL || (holder == m->id && find_held(m, key) == NULL) ||
             (holder != m->id && alive && !holder_using(m, holder, key)))
             continue;
         out->holders_total++;

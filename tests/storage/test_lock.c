@@ -409,6 +409,39 @@ static void test_lock_release__writes_nothing_and_frees_the_lock(void **state)
     fsa_lockmgr_close(b);
 }
 
+/* A manager remembers the tokens of the keys it released lately (so that taking one again is one
+ * UPDATE); past that memory, and when another manager took a key meanwhile, it reads the row: the
+ * tokens go on from the row's either way. */
+static void test_lock_acquire__many_keys_again(void **state)
+{
+    fixture_t *fx = *state;
+    fsa_lockmgr_t *m = open_mgr(fx, fx->sp, "a");
+    fsa_lockmgr_t *other = open_mgr(fx, fx->sp, "b");
+    fsa_lock_t l;
+    char res[16];
+    for (int round = 1; round <= 3; round++) {
+        for (int i = 0; i < 40; i++) {
+            snprintf(res, sizeof res, "K%d", i);
+            assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_JOB_WORKFLOW_UPDATE, res, &l, NULL, 0));
+            assert_int_equal(l.token, round == 3 && i % 2 == 0 ? 4 : round);
+            assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+        }
+        for (int i = 0; round == 2 && i < 40; i += 2) { /* the other manager takes half of them */
+            snprintf(res, sizeof res, "K%d", i);
+            assert_fsa_ok(fsa_lock_acquire(other, FSA_LOCK_JOB_WORKFLOW_UPDATE, res, &l, NULL, 0));
+            assert_int_equal(l.token, 3);
+            assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+        }
+    }
+    fsa_lock_stats_t s;
+    assert_fsa_ok(fsa_lockmgr_stats(m, &s, NULL, 0));
+    assert_int_equal(s.acquired, 120);
+    assert_int_equal(s.contended + s.expired + s.dead_takeovers + s.lost, 0);
+    assert_int_equal(s.holders_total, 0);
+    fsa_lockmgr_close(m);
+    fsa_lockmgr_close(other);
+}
+
 static void test_lock_acquire__tokens_increase_and_persist_across_reopen(void **state)
 {
     fixture_t *fx = *state;
@@ -1079,6 +1112,7 @@ int main(void)
         T(test_lock_acquire__and_release),
         T(test_lock_acquire__tokens_increase_and_persist_across_reopen),
         T(test_lock_release__writes_nothing_and_frees_the_lock),
+        T(test_lock_acquire__many_keys_again),
         T(test_lockmgr_close__releases_held_locks),
         T(test_lock_acquire__wait_timeout_names_holder),
         T(test_lock_acquire__sync_tries_once),
