@@ -26,16 +26,17 @@
  *
  * Holding and releasing. While a manager holds a lock it also holds an OFD lock on its in-use byte
  * for the key, in its own range of "<journal>.locks" (in_use_byte()), and its memory lists the
- * lock (m->in_use). A release writes nothing: it lets the byte go and forgets the entry; the row
- * keeps naming the manager, which is now idle on it. So the locks table says who holds a key
+ * lock (m->in_use). A release writes nothing: it lets the byte go and marks the entry idle; the
+ * row keeps naming the manager, which is now idle on it. So the locks table says who holds a key
  * only together with that byte: a row's holder holds the lock when it is alive and its in-use byte
  * for the key is locked. Its lease and token in the row are those of its last acquisition, since
  * every acquisition is written (below), so a successor's token is exact and a hung holder's lease
  * is known to everyone.
  *
- * An acquisition is first tried as one statement (retake()): it takes the key when it has no row,
- * no holder, or this manager as its (idle) holder, with the old token plus one. A lock of this
- * manager is never retaken while the memory lists it. Otherwise one BEGIN IMMEDIATE transaction
+ * An acquisition is first tried as one statement (retake()): an UPDATE of a row that still names
+ * this manager, idle, with the token it left there (remembered for its last IDLE_MAX released
+ * keys), or an INSERT of a key that has no row yet (token 1). A lock this manager holds is never
+ * retaken: its memory tells. Otherwise one BEGIN IMMEDIATE transaction
  * reads the key's row; the lock is free when its holder is dead, alive but idle (its in-use byte
  * can be taken, and is let go at once), or using it past its lease; then the token is the old one
  * plus one. The in-use byte is taken before the row is written, so a prober that finds it free
@@ -433,11 +434,10 @@ static void fill_lock(fsa_lockmgr_t *m, fsa_lock_t *out, const char *key, int64_
 }
 
 /*
- * The uncontended acquisition, one statement in its own write transaction. When e (our entry of
- * the key) knows the row's token from our last release, an UPDATE of our own idle row, as a plain
- * UPDATE is cheaper than the other statement; otherwise an upsert that takes the key when it is
- * new, free, or ours and idle. Returns FSA_OK with *token > 0 when taken, 0 when the row is not
- * as expected (the caller then looks closer, in a transaction).
+ * The uncontended acquisition, one statement in its own write transaction: when e (our entry of
+ * the key) knows the row's token from our last release, an UPDATE of our own idle row; otherwise
+ * an INSERT of a key that has no row yet. Returns FSA_OK with *token > 0 when taken, 0 when the
+ * row is not as expected (the caller then reads it, in a transaction).
  */
 static fsa_status_t retake(fsa_lockmgr_t *m, const in_use_t *e, const char *key, fsa_mono_t now,
                            fsa_mono_t expires, int64_t *token, char *err, size_t errlen)
@@ -463,25 +463,20 @@ static fsa_status_t retake(fsa_lockmgr_t *m, const in_use_t *e, const char *key,
             return FSA_OK;
         }
     }
+    /* A key no one ever took: token 1, if no row appeared meanwhile. */
     sqlite3_bind_text(m->retake, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(m->retake, 2, m->id);
     sqlite3_bind_text(m->retake, 3, m->label, -1, SQLITE_STATIC);
     sqlite3_bind_int64(m->retake, 4, now.ns);
     sqlite3_bind_int64(m->retake, 5, expires.ns);
-    rc = sqlite3_step(m->retake);
-    if (rc == SQLITE_ROW) {
-        *token = sqlite3_column_int64(m->retake, 0);
-        rc = sqlite3_step(m->retake);
-    }
-    /* A failed RETURNING statement may leave its write undone or done: reset tells. */
-    int rrc = sqlite3_reset(m->retake);
+    rc = step_done(m->retake);
     sqlite3_clear_bindings(m->retake);
-    if (rc != SQLITE_DONE || rrc != SQLITE_OK) {
-        *token = 0;
-        rc = rc != SQLITE_DONE ? rc : rrc;
+    if (rc != SQLITE_OK) {
         db_error(m, rc, "cannot write the locks table", err, errlen);
         return fsa__db_status(rc);
     }
+    if (sqlite3_changes(m->db) == 1)
+        *token = 1;
     return FSA_OK;
 }
 
@@ -595,7 +590,6 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
     }
     if (old_token == INT64_MAX) {
         snprintf(err, errlen, "lock %s: fencing tokens exhausted", key);
-        rc = SQLITE_OK;
         rollback_if_open(m);
         if (!overrun)
             set_idle(m, e, 0);
@@ -887,15 +881,10 @@ static const char *const SQL_TAKE =
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO UPDATE SET token = excluded.token, "
     "holder = excluded.holder, holder_label = excluded.holder_label, "
     "acquired_ns = excluded.acquired_ns, expires_ns = excluded.expires_ns";
-/* The uncontended acquisition (see retake()): a new key, a free one, or one this manager released.
- * The token bound keeps an exhausted key for try_take() to report. */
+/* The uncontended acquisition of a new key (see retake()). */
 static const char *const SQL_RETAKE =
     "INSERT INTO locks(key, token, holder, holder_label, acquired_ns, expires_ns) "
-    "VALUES(?1, 1, ?2, ?3, ?4, ?5) ON CONFLICT(key) DO UPDATE SET token = token + 1, "
-    "holder = excluded.holder, holder_label = excluded.holder_label, "
-    "acquired_ns = excluded.acquired_ns, expires_ns = excluded.expires_ns "
-    "WHERE (locks.holder IS NULL OR locks.holder = excluded.holder) "
-    "AND locks.token < 9223372036854775807 RETURNING token";
+    "VALUES(?1, 1, ?2, ?3, ?4, ?5) ON CONFLICT(key) DO NOTHING";
 /* The uncontended acquisition of a key this manager released (its token known): see retake(). */
 static const char *const SQL_REUSE =
     "UPDATE locks SET token = ?3, acquired_ns = ?4, expires_ns = ?5 "
