@@ -426,6 +426,9 @@ static int busy_wait(void *arg, int n)
  *   - before anything else that looks at the file or needs it whole: a sync (so FULL still syncs
  *     every byte of the commit), a read, a truncate, its size, a close, a write elsewhere;
  *   - when the gathered bytes would pass WAL_GATHER_MAX (a large transaction: written in slices).
+ * Only appends are gathered (see cw_write()): the writes SQLite makes over frames it wrote before
+ * (a page spilled and changed again in one transaction, and the checksums it then rewrites after
+ * the commit frame) go down at once.
  * A process that dies with bytes gathered had not committed them. Without memory for the buffer a
  * write goes down at once, as without the shim. Other files (the database, temporary files) are
  * the wrapped VFS's own, untouched.
@@ -438,7 +441,8 @@ typedef struct cw_file {
     sqlite3_file *real;
     unsigned char *buf;
     size_t len, cap;
-    sqlite3_int64 off;   /* file offset of buf[0] */
+    sqlite3_int64 off;      /* file offset of buf[0] */
+    sqlite3_int64 frontier; /* where the last write ended: the next append starts there */
     bool commit_pending; /* the last write was a commit frame's header: its page ends the commit */
 } cw_file_t;
 
@@ -507,27 +511,28 @@ static int cw_write(sqlite3_file *file, const void *buf, int n, sqlite3_int64 of
     int rc = SQLITE_OK;
     if (f->len > 0 && off != f->off + (sqlite3_int64)f->len)
         rc = cw_flush(f);
-    if (rc == SQLITE_OK && n > 0 && !cw_room(f, (size_t)n)) {
-        rc = cw_flush(f); /* a large transaction, or no memory: write through */
-        if (rc == SQLITE_OK && !cw_room(f, (size_t)n))
-            return f->real->pMethods->xWrite(f->real, buf, n, off);
-    }
-    if (rc != SQLITE_OK || n <= 0)
+    if (rc != SQLITE_OK)
         return rc;
+    const unsigned char *b = buf;
+    bool header = n == WAL_FRAME_HEADER;
+    bool commit_page = !header && f->commit_pending;
+    f->commit_pending = header && (b[4] | b[5] | b[6] | b[7]) != 0;
+    /* Only appends are gathered: a write that continues the last one, or starts a new log at
+     * offset 0. Anything else goes down at once: a page rewritten in place within a transaction,
+     * and the frame checksums SQLite rewrites after a commit frame when it did so (no page write
+     * follows them to end a gathering, and the commit is published right after). */
+    bool append = f->len > 0 || off == f->frontier || off == 0;
+    if (!append || n <= 0 || !cw_room(f, (size_t)n)) {
+        rc = cw_flush(f); /* a rewrite, a large transaction, or no memory: write through */
+        f->frontier = off + n;
+        return rc != SQLITE_OK ? rc : f->real->pMethods->xWrite(f->real, buf, n, off);
+    }
     if (f->len == 0)
         f->off = off;
     memcpy(f->buf + f->len, buf, (size_t)n);
     f->len += (size_t)n;
-    const unsigned char *b = buf;
-    if (n == WAL_FRAME_HEADER) {
-        f->commit_pending = (b[4] | b[5] | b[6] | b[7]) != 0;
-        return SQLITE_OK;
-    }
-    if (f->commit_pending) {
-        f->commit_pending = false;
-        return cw_flush(f);
-    }
-    return SQLITE_OK;
+    f->frontier = off + n;
+    return commit_page ? cw_flush(f) : SQLITE_OK;
 }
 
 static int cw_truncate(sqlite3_file *file, sqlite3_int64 size)
