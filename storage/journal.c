@@ -130,10 +130,26 @@ static void lock_j(fsa_journal_t *j)
     end_leftover(j);
 }
 
+/* Runs one of the transaction statements (a string literal) from the statement cache: parsing
+ * "BEGIN IMMEDIATE" and "COMMIT" anew for every write cost more than a tenth of a record. *xrc
+ * (may be NULL) receives the extended result code of a failure. */
+static fsa_status_t run_cached(fsa_journal_t *j, const char *sql, int *xrc)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, sql, &st);
+    if (s != FSA_OK)
+        return s;
+    int rc = sqlite3_step(st);
+    if (xrc != NULL)
+        *xrc = rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+    release(j, st);
+    return rc == SQLITE_DONE ? FSA_OK : fsa__db_status(rc);
+}
+
 static fsa_status_t begin(fsa_journal_t *j)
 {
     lock_j(j);
-    fsa_status_t st = fsa__db_exec(j->db, "BEGIN IMMEDIATE", NULL, 0);
+    fsa_status_t st = run_cached(j, "BEGIN IMMEDIATE", NULL);
     if (st != FSA_OK)
         j->port->mutex_unlock(j->port->ctx, j->mu);
     return st;
@@ -194,9 +210,9 @@ static fsa_status_t finish_commit(fsa_journal_t *j, fsa_status_t st, commit_fail
     if (st == FSA_EFULL && how != NULL && !at_budget(j))
         *how = COMMIT_DEVICE_FULL;
     if (st == FSA_OK) {
-        st = fsa__db_exec(j->db, "COMMIT", NULL, 0);
+        int xrc = SQLITE_OK;
+        st = run_cached(j, "COMMIT", &xrc);
         if (st != FSA_OK) {
-            int xrc = sqlite3_extended_errcode(j->db);
             (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
             commit_fail_t h = COMMIT_FAILED;
             if (xrc == SQLITE_IOERR_FSYNC)
