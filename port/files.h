@@ -18,6 +18,31 @@
 fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only, char **out,
                            size_t *len, char *err, size_t errlen) FSA_MUST_CHECK;
 
+/*
+ * Files the project creates itself (the journal, the metrics file). Each err (errlen bytes)
+ * starts with the path and ends with the OS's reason, so a caller may prefix it ("journal file").
+ *
+ * fsa_file_exists: FSA_OK when path exists (any type), FSA_ENOTFOUND when it does not, FSA_EIO
+ * when it cannot be told (a directory on the way not searchable, ...).
+ *
+ * fsa_file_make_private: takes group and other permissions away from path when it has them (a
+ * copy made with a wide umask, a chmod by hand). FSA_OK also when path does not exist; FSA_EIO
+ * when it cannot be examined; FSA_EPERM when it is open to others and cannot be narrowed (not
+ * ours): err then names its mode.
+ *
+ * fsa_file_create_private: creates path empty with mode 0600 (whatever the umask widens; a umask
+ * can only narrow it) unless it exists already, which is no error. FSA_OK or FSA_EIO.
+ *
+ * fsa_file_write_atomic: replaces path with len bytes of data through "<path>.tmp" and a rename,
+ * so a reader sees the old file or the new one, never half of one. The new file has mode
+ * 0666 & ~umask, as fopen gives. FSA_OK, FSA_EINVAL (a path too long), FSA_EIO.
+ */
+fsa_status_t fsa_file_exists(const char *path, char *err, size_t errlen) FSA_MUST_CHECK;
+fsa_status_t fsa_file_make_private(const char *path, char *err, size_t errlen) FSA_MUST_CHECK;
+fsa_status_t fsa_file_create_private(const char *path, char *err, size_t errlen) FSA_MUST_CHECK;
+fsa_status_t fsa_file_write_atomic(const char *path, const void *data, size_t len, char *err,
+                                   size_t errlen) FSA_MUST_CHECK;
+
 /* Overwrites n bytes of p with zeros (not optimised away) and frees p. NULL is accepted. */
 void fsa_file_wipe_free(char *p, size_t n);
 

@@ -103,6 +103,10 @@ struct fsa_port {
      * log_level are dropped by fsa_log() before they reach the sink. */
     void (*log)(void *ctx, fsa_log_level_t level, const char *msg);
     fsa_log_level_t log_level;
+
+    /* The id of the process, to name a lock holder to people (posix: getpid). The sim port's
+     * file locks are the real ones, so it names the real process too. Never fails. */
+    int64_t (*process_id)(void *ctx);
 };
 
 /* The process-wide posix port: real clocks, getrandom, pthreads, OFD locks, log to stderr.

@@ -1,15 +1,12 @@
 /* fieldsync: opening a journal database: file mode, pragmas, migrations, integrity check. */
-#include <errno.h>
-#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "port/alloc.h"
+#include "port/files.h"
 #include "port/limits.h"
 #include "storage/db.h"
 #include "storage/libs.h"
@@ -167,23 +164,11 @@ static fsa_status_t query_int(sqlite3 *db, const char *sql, int64_t *out)
  * wide umask, a chmod by hand). */
 static fsa_status_t make_private(const char *path, char *err, size_t errlen)
 {
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        if (errno == ENOENT)
-            return FSA_OK;
-        snprintf(err, errlen, "journal file %s: %s", path, strerror(errno));
-        return FSA_EIO;
-    }
-    if ((sb.st_mode & 077) == 0)
-        return FSA_OK;
-    if (chmod(path, sb.st_mode & 0700) != 0) {
-        snprintf(err, errlen,
-                 "journal file %s is accessible by others (mode %04o) and cannot be "
-                 "made private: %s",
-                 path, (unsigned)(sb.st_mode & 07777), strerror(errno));
-        return FSA_EPERM;
-    }
-    return FSA_OK;
+    char detail[FSA_LIMIT_PATH_BYTES + 160];
+    fsa_status_t st = fsa_file_make_private(path, detail, sizeof detail);
+    if (st != FSA_OK)
+        snprintf(err, errlen, "journal file %s", detail);
+    return st;
 }
 
 /* Creates the file with mode 0600 before SQLite sees it: SQLite would create it with the
@@ -192,9 +177,10 @@ static fsa_status_t make_private(const char *path, char *err, size_t errlen)
  * others may access is made private again (0600 stays the invariant, whoever widened it). */
 static fsa_status_t create_private(const char *path, bool create, char *err, size_t errlen)
 {
-    struct stat sb;
-    if (stat(path, &sb) == 0) {
-        fsa_status_t st = make_private(path, err, errlen);
+    char detail[FSA_LIMIT_PATH_BYTES + 160];
+    fsa_status_t st = fsa_file_exists(path, detail, sizeof detail);
+    if (st == FSA_OK) {
+        st = make_private(path, err, errlen);
         for (const char *const *sfx = (const char *const[]){"-wal", "-shm", NULL};
              st == FSA_OK && *sfx != NULL; sfx++) {
             char side[FSA_LIMIT_PATH_BYTES];
@@ -203,21 +189,18 @@ static fsa_status_t create_private(const char *path, bool create, char *err, siz
         }
         return st;
     }
-    if (errno != ENOENT) {
-        snprintf(err, errlen, "journal %s: %s", path, strerror(errno));
+    if (st != FSA_ENOTFOUND) {
+        snprintf(err, errlen, "journal %s", detail);
         return FSA_EIO;
     }
     if (!create) {
         snprintf(err, errlen, "journal %s does not exist (run 'fieldsync init' first)", path);
         return FSA_ENOTFOUND;
     }
-    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create journal %s: %s", path, strerror(errno));
+    if (fsa_file_create_private(path, detail, sizeof detail) != FSA_OK) {
+        snprintf(err, errlen, "cannot create journal %s", detail);
         return FSA_EIO;
     }
-    if (fd >= 0)
-        close(fd);
     return FSA_OK;
 }
 

@@ -1,7 +1,6 @@
 /* fieldsync: hands the project's allocator to cJSON and SQLite (see libs.h). */
 #include "storage/libs.h"
 
-#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -9,6 +8,7 @@
 #include <sqlite3.h>
 
 #include "port/alloc.h"
+#include "port/once.h"
 
 /*
  * SQLite asks an allocator for the size of a block (xSize), which the C library cannot tell
@@ -71,7 +71,7 @@ static void sq_shutdown(void *app)
     (void)app;
 }
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
+static fsa_once_t once = FSA_ONCE_INIT;
 
 static void install(void)
 {
@@ -86,5 +86,5 @@ static void install(void)
 
 void fsa_libs_use_allocator(void)
 {
-    pthread_once(&once, install);
+    fsa_once(&once, install);
 }

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "port/alloc.h"
 #include "port/jsonstr.h"
@@ -70,9 +69,7 @@
  * The fsync that FULL would add (one per acquire-release pair) costs milliseconds on eMMC and buys
  * nothing the journal's own fsync does not already give. A caller that exports tokens beyond the
  * journal sets opts.durable.
- *
- * Layering: the port has no call for the process id, so holder_pid() calls getpid() itself. It is
- * the only OS call here besides SQLite's own; it belongs in the port when the port next grows.
+
  */
 
 /* The SYNC lock: one sync cycle at a time per device. Lease 120 s: a cycle sends at most a batch
@@ -243,9 +240,9 @@ fsa_fence_t fsa_lock_fence(const fsa_lock_t *l)
     return f;
 }
 
-static int64_t holder_pid(void)
+static int64_t holder_pid(const fsa_lockmgr_t *m)
 {
-    return (int64_t)getpid(); /* see "Layering" above */
+    return m->port->process_id(m->port->ctx);
 }
 
 /* A wait as a person reads it: "10 s", "250 ms". */
@@ -506,7 +503,7 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
     if (held != NULL && held->expires_ns > now.ns) {
         seen->id = m->id;
         seen->token = held->token;
-        seen->pid = holder_pid();
+        seen->pid = holder_pid(m);
         seen->expires_ns = held->expires_ns;
         snprintf(seen->label, sizeof seen->label, "%s", m->label);
         return FSA_OK;
@@ -980,7 +977,7 @@ static fsa_status_t register_holder(fsa_lockmgr_t *m, char *err, size_t errlen)
     rc = sqlite3_prepare_v2(
         m->db, "INSERT INTO lock_holders(pid, label, started_ms) VALUES(?1, ?2, ?3)", -1, &s, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(s, 1, holder_pid());
+        sqlite3_bind_int64(s, 1, holder_pid(m));
         sqlite3_bind_text(s, 2, m->label, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 3, p->wall_now(p->ctx).ms);
         rc = sqlite3_step(s);

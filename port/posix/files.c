@@ -13,6 +13,7 @@
 
 #include "port/alloc.h"
 #include "port/files.h"
+#include "port/limits.h"
 
 /* The checks on the open file (fstat: the permissions checked are those of the bytes read). */
 static fsa_status_t check_open_file(int fd, const char *path, size_t max_bytes, int private_only,
@@ -103,6 +104,82 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
     }
     close(fd);
     return st;
+}
+
+fsa_status_t fsa_file_exists(const char *path, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0)
+        return FSA_OK;
+    if (errno == ENOENT)
+        return FSA_ENOTFOUND;
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return FSA_EIO;
+}
+
+fsa_status_t fsa_file_make_private(const char *path, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (errno == ENOENT)
+            return FSA_OK;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return FSA_EIO;
+    }
+    if ((sb.st_mode & 077) == 0)
+        return FSA_OK;
+    if (chmod(path, sb.st_mode & 0700) != 0) {
+        snprintf(err, errlen,
+                 "%s is accessible by others (mode %04o) and cannot be made private: %s", path,
+                 (unsigned)(sb.st_mode & 07777), strerror(errno));
+        return FSA_EPERM;
+    }
+    return FSA_OK;
+}
+
+fsa_status_t fsa_file_create_private(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return FSA_EIO;
+    }
+    if (fd >= 0)
+        close(fd);
+    return FSA_OK;
+}
+
+fsa_status_t fsa_file_write_atomic(const char *path, const void *data, size_t len, char *err,
+                                   size_t errlen)
+{
+    char tmp[FSA_LIMIT_PATH_BYTES];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
+        snprintf(err, errlen, "%s: the path is too long", path);
+        return FSA_EINVAL;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return FSA_EIO;
+    }
+    const char *p = data;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, p + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen, "%s: %s", tmp, n < 0 ? strerror(errno) : "short write");
+            close(fd);
+            return FSA_EIO;
+        }
+        done += (size_t)n;
+    }
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return FSA_EIO;
+    }
+    return FSA_OK;
 }
 
 void fsa_file_wipe_free(char *p, size_t n)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "port/alloc.h"
+#include "port/once.h"
 #include "port/posix/posix.h"
 
 struct fsa_thread {
@@ -267,6 +268,17 @@ static void posix_log(void *ctx, fsa_log_level_t level, const char *msg)
     fprintf(stderr, "fieldsync: %s: %s\n", fsa_log_level_str(level), msg);
 }
 
+static int64_t posix_process_id(void *ctx)
+{
+    (void)ctx;
+    return (int64_t)getpid();
+}
+
+void fsa_once(fsa_once_t *once, void (*fn)(void))
+{
+    (void)pthread_once(once, fn); /* fails only for an uninitialised once: FSA_ONCE_INIT */
+}
+
 static fsa_port_t posix_port = {
     .version = FSA_PORT_VERSION,
     .name = "posix",
@@ -293,6 +305,7 @@ static fsa_port_t posix_port = {
     .flock_close = fsa__posix_flock_close,
     .log = posix_log,
     .log_level = FSA_LOG_WARN,
+    .process_id = posix_process_id,
 };
 
 fsa_port_t *fsa_port_posix(void)

@@ -1,10 +1,12 @@
 /* Tests for port/posix: real clocks, sleep, random, threads, mutexes, condvars and OFD locks. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "port/once.h"
 #include "tests/test_util.h"
 
 static fsa_port_t *P;
@@ -231,6 +233,51 @@ static void test_flock_open__unwritable_path(void **state)
     assert_null(f);
 }
 
+static void test_process_id__is_this_process(void **state)
+{
+    (void)state;
+    assert_int_equal(P->process_id(P->ctx), (int64_t)getpid());
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(P->process_id(P->ctx) == (int64_t)getpid() && P->process_id(P->ctx) != 0 ? 0 : 1);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static fsa_once_t once_flag = FSA_ONCE_INIT;
+static atomic_int once_runs;
+
+static void once_body(void)
+{
+    atomic_fetch_add(&once_runs, 1);
+}
+
+static void *once_caller(void *arg)
+{
+    fsa_once(&once_flag, once_body);
+    /* Every caller returns after the body ran. */
+    *(int *)arg = atomic_load(&once_runs);
+    return NULL;
+}
+
+static void test_once__runs_once_across_threads(void **state)
+{
+    (void)state;
+    fsa_thread_t *t[8];
+    int seen[8] = {0};
+    for (int i = 0; i < 8; i++)
+        assert_fsa_ok(P->thread_create(P->ctx, &t[i], once_caller, &seen[i]));
+    for (int i = 0; i < 8; i++)
+        assert_fsa_ok(P->thread_join(P->ctx, t[i], NULL));
+    fsa_once(&once_flag, once_body);
+    assert_int_equal(atomic_load(&once_runs), 1);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(seen[i], 1);
+}
+
 int main(void)
 {
     P = fsa_port_posix();
@@ -249,6 +296,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flock_try__released_when_holder_dies, setup_lockfile,
                                         teardown_lockfile),
         cmocka_unit_test(test_flock_open__unwritable_path),
+        cmocka_unit_test(test_process_id__is_this_process),
+        cmocka_unit_test(test_once__runs_once_across_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

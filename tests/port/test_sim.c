@@ -1,5 +1,6 @@
 /* Tests for port/sim: the virtual clock, separate clocks per sim, seeded randomness, waits. */
 #include <string.h>
+#include <unistd.h>
 
 #include "port/sim/sim.h"
 #include "tests/test_util.h"
@@ -151,6 +152,18 @@ static void test_sim_new__rejects_null_out(void **state)
     assert_int_equal(fsa_sim_new(1, START, NULL, NULL), FSA_EINVAL);
 }
 
+/* The sim's file locks are the real ones, so its lock holders are named by the real process. */
+static void test_process_id__the_real_process(void **state)
+{
+    (void)state;
+    fsa_sim_t *sim = NULL;
+    assert_fsa_ok(fsa_sim_new(7, (fsa_wall_t){0}, "pid", &sim));
+    fsa_port_t *p = fsa_sim_port(sim);
+    assert_non_null(p->process_id);
+    assert_int_equal(p->process_id(p->ctx), (int64_t)getpid());
+    fsa_sim_free(sim);
+}
+
 static void test_mono_add_ns__saturates(void **state)
 {
     (void)state;
@@ -171,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_cond_wait__signal_from_thread_wakes_waiter),
         cmocka_unit_test(test_sim_new__rejects_null_out),
         cmocka_unit_test(test_mono_add_ns__saturates),
+        cmocka_unit_test(test_process_id__the_real_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
