@@ -1,30 +1,22 @@
 /* fieldsync: the daemon, a thin program over libfieldsync's sync thread: metrics, signals, one
  * daemon per journal, syslog. */
-#define _GNU_SOURCE /* F_OFD_SETLK; syslog's LOG_* with strict standards */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <syslog.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <fieldsync/fieldsync.h>
 
 #include "agent/run.h"
+#include "port/daemon.h"
+#include "port/files.h"
+#include "port/limits.h"
 #include "port/opts.h"
+#include "port/port.h"
 #include "port/timefmt.h"
 
 /*
@@ -32,7 +24,9 @@
  * library's (fieldsync_start). What is left here is the program: its options, the metrics
  * (built from the status listener, fieldsync_stats and fieldsync_info), the signals (taken by
  * the main thread alone with sigwait, so no handler runs inside SQLite or curl), the lock that
- * keeps one daemon per journal, and the log to stderr and syslog.
+ * keeps one daemon per journal, and the log to stderr and syslog. Every OS call goes through the
+ * port: its table (clocks, threads, mutexes, the process id) and port/daemon.h and port/files.h
+ * (signals, the instance lock, syslog, the metrics listener, the metrics file).
  */
 
 static const char RUN_HELP[] =
@@ -61,45 +55,67 @@ typedef struct daemon {
     const char *metrics_file, *metrics_listen;
     bool use_syslog;
     fieldsync_t *fs;
-    pthread_mutex_t mu;             /* guards everything below */
-    pthread_cond_t cv;              /* STOPPED heard, or the daemon stops (the ticker) */
+    fsa_port_t *port;               /* the posix port: clocks, threads, the process id */
+    fsa_syslog_t *syslog;           /* with --syslog: the daemon's own log sink */
+    fsa_mutex_t *mu;                /* guards everything below */
+    fsa_cond_t *cv;                 /* STOPPED heard, or the daemon stops (the ticker) */
     fieldsync_sync_status_t status; /* the newest status event */
     bool stopped;                   /* STOPPED heard */
     bool quit;                      /* the metrics threads end */
     char text[8192];                /* the rendered metrics */
-    int listen_fd;
-    pthread_t metrics_thread, tick_thread;
-    bool metrics_running, tick_running;
+    fsa_listener_t *listener;
+    fsa_thread_t *metrics_thread, *tick_thread;
 } daemon_t;
+
+static void lock(daemon_t *d)
+{
+    d->port->mutex_lock(d->port->ctx, d->mu);
+}
+
+static void unlock(daemon_t *d)
+{
+    d->port->mutex_unlock(d->port->ctx, d->mu);
+}
+
+static void broadcast(daemon_t *d)
+{
+    d->port->cond_broadcast(d->port->ctx, d->cv);
+}
+
+/* Waits on d->cv (d->mu held) until pred or the port's monotonic clock reaches deadline. */
+static void wait_until(daemon_t *d, const bool *pred, fsa_mono_t deadline)
+{
+    fsa_status_t st = FSA_OK;
+    while (!*pred && st != FSA_ETIMEOUT)
+        st = d->port->cond_wait(d->port->ctx, d->cv, d->mu, deadline);
+}
 
 /* ---- logging ---- */
 
 #if defined(__GNUC__)
-static void vlogf(daemon_t *d, int prio, bool to_stderr, const char *fmt, va_list ap)
+static void vlogf(daemon_t *d, fsa_log_level_t prio, bool to_stderr, const char *fmt, va_list ap)
     __attribute__((format(printf, 4, 0)));
 #endif
-static void vlogf(daemon_t *d, int prio, bool to_stderr, const char *fmt, va_list ap)
+static void vlogf(daemon_t *d, fsa_log_level_t prio, bool to_stderr, const char *fmt, va_list ap)
 {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
     if (to_stderr) {
         char ts[FSA_TIME_TEXT_MAX];
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        if (fsa_time_format_utc((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, FSA_TIME_ISO,
-                                ts, sizeof ts) != FSA_OK)
+        if (fsa_time_format_utc(d->port->wall_now(d->port->ctx).ms, FSA_TIME_ISO, ts, sizeof ts) !=
+            FSA_OK)
             snprintf(ts, sizeof ts, "?");
-        const char *level = prio == LOG_ERR ? "error" : prio == LOG_WARNING ? "warn" : "info";
-        fprintf(stderr, "%s fieldsync[%ld]: %s: %s\n", ts, (long)getpid(), level, msg);
+        fprintf(stderr, "%s fieldsync[%" PRId64 "]: %s: %s\n", ts,
+                d->port->process_id(d->port->ctx), fsa_log_level_str(prio), msg);
     }
-    if (d->use_syslog)
-        syslog(prio, "%s", msg);
+    if (d->syslog != NULL)
+        fsa_syslog_write(d->syslog, prio, msg);
 }
 
 /* A line of the daemon's own, to stderr and (with --syslog) to syslog. */
-static void logf_(daemon_t *d, int prio, const char *fmt, ...)
+static void logf_(daemon_t *d, fsa_log_level_t prio, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void logf_(daemon_t *d, int prio, const char *fmt, ...)
+static void logf_(daemon_t *d, fsa_log_level_t prio, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -108,9 +124,9 @@ static void logf_(daemon_t *d, int prio, const char *fmt, ...)
 }
 
 /* A line for syslog only: the library says it on stderr already (it has no log hook). */
-static void syslog_only(daemon_t *d, int prio, const char *fmt, ...)
+static void syslog_only(daemon_t *d, fsa_log_level_t prio, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void syslog_only(daemon_t *d, int prio, const char *fmt, ...)
+static void syslog_only(daemon_t *d, fsa_log_level_t prio, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -143,12 +159,10 @@ static void render(daemon_t *d)
     int64_t offset = json_int(info, "clock_offset_ms"), last = json_int(info, "last_sync_ms");
     int64_t next = json_int(info, "next_attempt_ms");
     fieldsync_free(info);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now = d->port->wall_now(d->port->ctx).ms;
     double age = oldest > 0 && now > oldest ? (double)(now - oldest) / 1000.0 : 0.0;
     const fieldsync_report_t *t = &s.totals;
-    pthread_mutex_lock(&d->mu);
+    lock(d);
     int stalled = d->status.stalled ? 1 : 0;
     snprintf(d->text, sizeof d->text,
              "# HELP fieldsync_queue_depth Ops recorded on this device and not yet answered.\n"
@@ -206,7 +220,7 @@ static void render(daemon_t *d)
              s.cycles_busy, s.cycles_ok, s.cycles_offline, s.cycles_error, t->pulled, t->bytes_sent,
              t->bytes_received, (double)offset / 1000.0, (double)last / 1000.0,
              (double)next / 1000.0, stalled);
-    pthread_mutex_unlock(&d->mu);
+    unlock(d);
 }
 
 /* Writes the metrics file atomically: a reader never sees half a file. */
@@ -214,105 +228,40 @@ static void write_metrics_file(daemon_t *d)
 {
     if (d->metrics_file == NULL)
         return;
-    char tmp[4200];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", d->metrics_file) >= (int)sizeof tmp)
-        return;
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL) {
-        logf_(d, LOG_WARNING, "cannot write metrics to %s: %s", tmp, strerror(errno));
-        return;
-    }
-    pthread_mutex_lock(&d->mu);
-    fputs(d->text, f);
-    pthread_mutex_unlock(&d->mu);
-    if (fclose(f) != 0 || rename(tmp, d->metrics_file) != 0)
-        logf_(d, LOG_WARNING, "cannot write metrics to %s: %s", d->metrics_file, strerror(errno));
-}
-
-/* Parses "HOST:PORT" with a loopback host into addr. */
-static bool parse_listen(const char *spec, struct sockaddr_storage *addr, socklen_t *len)
-{
-    const char *colon = strrchr(spec, ':');
-    if (colon == NULL || colon == spec)
-        return false;
-    char host[64];
-    size_t hl = (size_t)(colon - spec);
-    if (hl >= sizeof host)
-        return false;
-    memcpy(host, spec, hl);
-    host[hl] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535)
-        return false;
-    memset(addr, 0, sizeof *addr);
-    if (strcmp(host, "localhost") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
-    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
-        memmove(host, host + 1, hl - 2);
-        host[hl - 2] = '\0';
-    }
-    struct sockaddr_in *a4 = (struct sockaddr_in *)(void *)addr;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)(void *)addr;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        if ((ntohl(a4->sin_addr.s_addr) >> 24) != 127)
-            return false; /* metrics are for this device only */
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-        *len = sizeof *a4;
-        return true;
-    }
-    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        if (!IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr))
-            return false;
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        *len = sizeof *a6;
-        return true;
-    }
-    return false;
+    char copy[sizeof d->text], err[FSA_LIMIT_PATH_BYTES + 160];
+    lock(d);
+    memcpy(copy, d->text, sizeof copy);
+    unlock(d);
+    if (fsa_file_write_atomic(d->metrics_file, copy, strlen(copy), err, sizeof err) != FSA_OK)
+        logf_(d, FSA_LOG_WARN, "cannot write metrics to %s", err);
 }
 
 static bool quitting(daemon_t *d)
 {
-    pthread_mutex_lock(&d->mu);
+    lock(d);
     bool q = d->quit;
-    pthread_mutex_unlock(&d->mu);
+    unlock(d);
     return q;
 }
 
-/* Serves GET /metrics on the loopback socket until quit; one connection at a time. */
+/* Serves GET /metrics on the loopback listener until quit; one connection at a time. */
 static void *metrics_server(void *arg)
 {
     daemon_t *d = arg;
     while (!quitting(d)) {
-        struct pollfd p = {d->listen_fd, POLLIN, 0};
-        if (poll(&p, 1, 200) <= 0)
-            continue;
-        int c = accept(d->listen_fd, NULL, NULL);
-        if (c < 0)
+        fsa_conn_t *c = NULL;
+        if (fsa_listener_accept(d->listener, 200, &c) != FSA_OK)
             continue;
         char req[2048];
-        size_t got = 0;
-        struct pollfd pc = {c, POLLIN, 0};
-        /* Read the request line and headers, bounded in size and in time (1 s). */
-        while (got < sizeof req - 1 && poll(&pc, 1, 1000) > 0) {
-            ssize_t n = read(c, req + got, sizeof req - 1 - got);
-            if (n <= 0)
-                break;
-            got += (size_t)n;
-            req[got] = '\0';
-            if (strstr(req, "\r\n\r\n") != NULL || strstr(req, "\n\n") != NULL)
-                break;
-        }
-        req[got] = '\0';
+        /* The request line and headers, bounded in size and in time (1 s). */
+        (void)fsa_conn_read_head(c, req, sizeof req, 1000);
         char head[256];
         const char *body;
         char copy[sizeof d->text];
         if (strncmp(req, "GET /metrics ", 13) == 0 || strncmp(req, "GET / ", 6) == 0) {
-            pthread_mutex_lock(&d->mu);
+            lock(d);
             memcpy(copy, d->text, sizeof copy);
-            pthread_mutex_unlock(&d->mu);
+            unlock(d);
             body = copy;
             snprintf(head, sizeof head,
                      "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
@@ -325,73 +274,48 @@ static void *metrics_server(void *arg)
                      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
                      strlen(body));
         }
-        if (write(c, head, strlen(head)) > 0) {
-            ssize_t n = write(c, body, strlen(body));
-            (void)n;
-        }
-        close(c);
+        fsa_status_t ws = fsa_conn_write(c, head, strlen(head));
+        if (ws == FSA_OK)
+            ws = fsa_conn_write(c, body, strlen(body));
+        (void)ws; /* a client that went away gets nothing more: close, serve the next */
+        fsa_conn_close(c);
     }
     return NULL;
 }
 
-static bool start_metrics_server(daemon_t *d, pthread_t *t)
+static bool start_metrics_server(daemon_t *d)
 {
-    struct sockaddr_storage addr;
-    socklen_t len = 0;
-    if (!parse_listen(d->metrics_listen, &addr, &len)) {
-        logf_(d, LOG_ERR,
-              "--metrics-listen %s: expected HOST:PORT with a loopback host (127.0.0.1, ::1)",
-              d->metrics_listen);
+    char err[256];
+    int port = 0;
+    fsa_status_t st = fsa_listener_open(d->metrics_listen, &d->listener, &port, err, sizeof err);
+    if (st != FSA_OK) {
+        logf_(d, FSA_LOG_ERROR, "--metrics-listen %s", err);
         return false;
     }
-    d->listen_fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (d->listen_fd < 0 ||
-        setsockopt(d->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(d->listen_fd, (struct sockaddr *)&addr, len) != 0 || listen(d->listen_fd, 16) != 0) {
-        logf_(d, LOG_ERR, "--metrics-listen %s: %s", d->metrics_listen, strerror(errno));
-        return false;
-    }
-    struct sockaddr_storage bound;
-    socklen_t bl = sizeof bound;
-    if (getsockname(d->listen_fd, (struct sockaddr *)&bound, &bl) == 0) {
-        // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): getsockname set it
-        int port = bound.ss_family == AF_INET
-                       ? ntohs(((struct sockaddr_in *)(void *)&bound)->sin_port)
-                       : ntohs(((struct sockaddr_in6 *)(void *)&bound)->sin6_port);
-        logf_(d, LOG_INFO, "metrics at http://%s/metrics (port %d)", d->metrics_listen, port);
-        /* One line on stdout that tools (and tests) can read the port from. */
-        printf("metrics on port %d\n", port);
-        fflush(stdout);
-    }
-    return pthread_create(t, NULL, metrics_server, d) == 0;
+    logf_(d, FSA_LOG_INFO, "metrics at http://%s/metrics (port %d)", d->metrics_listen, port);
+    /* One line on stdout that tools (and tests) can read the port from. */
+    printf("metrics on port %d\n", port);
+    fflush(stdout);
+    return d->port->thread_create(d->port->ctx, &d->metrics_thread, metrics_server, d) == FSA_OK;
 }
 
 /* Refreshes the metrics (and their file) on their own period, without syncing. */
 static void *ticker(void *arg)
 {
     daemon_t *d = arg;
-    pthread_mutex_lock(&d->mu);
+    lock(d);
     while (!d->quit) {
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        dl.tv_sec += d->metrics_every_ms / 1000;
-        dl.tv_nsec += (long)(d->metrics_every_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-        int rc = 0;
-        while (!d->quit && rc != ETIMEDOUT)
-            rc = pthread_cond_timedwait(&d->cv, &d->mu, &dl);
+        fsa_mono_t dl =
+            fsa_mono_add_ns(d->port->mono_now(d->port->ctx), d->metrics_every_ms * FSA_NS_PER_MS);
+        wait_until(d, &d->quit, dl);
         if (d->quit)
             break;
-        pthread_mutex_unlock(&d->mu);
+        unlock(d);
         render(d);
         write_metrics_file(d);
-        pthread_mutex_lock(&d->mu);
+        lock(d);
     }
-    pthread_mutex_unlock(&d->mu);
+    unlock(d);
     return NULL;
 }
 
@@ -400,27 +324,27 @@ static void *ticker(void *arg)
 static void on_status(void *ctx, const fieldsync_sync_status_t *s)
 {
     daemon_t *d = ctx;
-    pthread_mutex_lock(&d->mu);
+    lock(d);
     fieldsync_sync_status_t was = d->status;
     d->status = *s;
     if (s->state == FIELDSYNC_STATE_STOPPED) {
         d->stopped = true;
-        pthread_cond_broadcast(&d->cv);
+        broadcast(d);
     }
-    pthread_mutex_unlock(&d->mu);
+    unlock(d);
     render(d);
     /* What the library logs on stderr, syslog hears from here. */
     if (s->stalled && !was.stalled)
-        syslog_only(d, LOG_WARNING,
+        syslog_only(d, FSA_LOG_WARN,
                     "watchdog: the queue stopped moving: %" PRId64
                     " ops pending, the oldest for %" PRId64 " s, although the server answers",
                     s->queue_depth, s->oldest_pending_age_ms / 1000);
     else if (!s->stalled && was.stalled)
-        syslog_only(d, LOG_INFO, "watchdog: the queue moves again");
+        syslog_only(d, FSA_LOG_INFO, "watchdog: the queue moves again");
     if (s->state != was.state &&
         (s->state == FIELDSYNC_STATE_ATTENTION || s->state == FIELDSYNC_STATE_OFFLINE))
-        syslog_only(d, s->state == FIELDSYNC_STATE_ATTENTION ? LOG_ERR : LOG_WARNING, "%s: %s",
-                    fieldsync_state_str(s->state),
+        syslog_only(d, s->state == FIELDSYNC_STATE_ATTENTION ? FSA_LOG_ERROR : FSA_LOG_WARN,
+                    "%s: %s", fieldsync_state_str(s->state),
                     s->last_error_msg[0] ? s->last_error_msg : s->reason);
 }
 
@@ -439,36 +363,6 @@ static int parse_seconds(const char *opt, const char *v, int64_t min_s, int64_t 
     }
     *out_ms = (int64_t)(s * 1000.0);
     return 0;
-}
-
-/* One daemon per journal: an OFD lock on "<journal>.daemon" that the kernel drops if we die.
- * Returns the locked fd, -1 when another daemon holds it (its pid in *holder), -2 on errors. */
-static int take_daemon_lock(const char *path, char *holder, size_t cap)
-{
-    holder[0] = '\0';
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -2;
-    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
-    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
-        int e = errno;
-        if (e == EAGAIN || e == EACCES) {
-            ssize_t n = pread(fd, holder, cap - 1, 0);
-            holder[n > 0 ? (size_t)n : 0] = '\0';
-            holder[strcspn(holder, "\n")] = '\0';
-            close(fd);
-            return -1;
-        }
-        close(fd);
-        return -2;
-    }
-    char pid[32];
-    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    /* The pid only names the holder in another daemon's message. */
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != (ssize_t)n) {
-        /* best effort: the lock is what counts */
-    }
-    return fd;
 }
 
 /* The options into d (defaults first). -1 to go on, else the exit status (0 after --help). */
@@ -512,9 +406,9 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
     return -1;
 }
 
-/* Opens the library on the journal and takes the one-daemon lock. The lock's fd, or -1 (said
- * on stderr; nothing left open). */
-static int open_journal(daemon_t *d)
+/* Opens the library on the journal and takes the one-daemon lock, "<journal>.daemon". The lock,
+ * or NULL (said on stderr; nothing left open). */
+static fsa_pidlock_t *open_journal(daemon_t *d)
 {
     fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
     cfg.journal_path = d->db_path;
@@ -524,20 +418,21 @@ static int open_journal(daemon_t *d)
     if (fieldsync_open(&cfg, &d->fs) != FIELDSYNC_OK) {
         fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
         (void)fieldsync_close(d->fs);
-        return -1;
+        return NULL;
     }
-    char lpath[4200], holder[32];
+    char lpath[FSA_LIMIT_PATH_BYTES + 16], holder[32], err[FSA_LIMIT_PATH_BYTES + 160];
     snprintf(lpath, sizeof lpath, "%s.daemon", d->db_path);
-    int single = take_daemon_lock(lpath, holder, sizeof holder);
-    if (single < 0) {
-        if (single == -1)
+    fsa_pidlock_t *single = NULL;
+    fsa_status_t st = fsa_pidlock_take(lpath, d->port->process_id(d->port->ctx), &single, holder,
+                                       sizeof holder, err, sizeof err);
+    if (st != FSA_OK) {
+        if (st == FSA_EBUSY)
             fprintf(stderr, "fieldsync: another 'fieldsync run'%s%s%s is already syncing %s\n",
                     holder[0] ? " (pid " : "", holder, holder[0] ? ")" : "", d->db_path);
         else
-            fprintf(stderr, "fieldsync: cannot take the daemon lock %s: %s\n", lpath,
-                    strerror(errno));
+            fprintf(stderr, "fieldsync: cannot take the daemon lock %s\n", err);
         (void)fieldsync_close(d->fs);
-        return -1;
+        return NULL;
     }
     return single;
 }
@@ -551,17 +446,12 @@ static bool start_all(daemon_t *d)
         fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
         return false;
     }
-    if (d->metrics_listen != NULL) {
-        if (!start_metrics_server(d, &d->metrics_thread))
-            return false;
-        d->metrics_running = true;
-    }
-    if (d->metrics_file != NULL) {
-        if (pthread_create(&d->tick_thread, NULL, ticker, d) != 0) {
-            fprintf(stderr, "fieldsync: cannot start the metrics thread\n");
-            return false;
-        }
-        d->tick_running = true;
+    if (d->metrics_listen != NULL && !start_metrics_server(d))
+        return false;
+    if (d->metrics_file != NULL &&
+        d->port->thread_create(d->port->ctx, &d->tick_thread, ticker, d) != FSA_OK) {
+        fprintf(stderr, "fieldsync: cannot start the metrics thread\n");
+        return false;
     }
     if (fieldsync_start(d->fs, 0) != FIELDSYNC_OK) {
         fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
@@ -570,19 +460,18 @@ static bool start_all(daemon_t *d)
     return true;
 }
 
-/* Waits for SIGTERM or SIGINT (blocked in set); SIGHUP reloads the configuration. */
-static void wait_for_stop(daemon_t *d, const sigset_t *set)
+/* Waits for SIGTERM or SIGINT (blocked by fsa_signals_block); SIGHUP reloads the
+ * configuration. */
+static void wait_for_stop(daemon_t *d)
 {
     for (;;) {
-        int sig = 0;
-        if (sigwait(set, &sig) != 0)
-            continue;
-        if (sig == SIGHUP) {
-            logf_(d, LOG_INFO, "SIGHUP: reloading the configuration");
+        fsa_signal_t sig = fsa_signal_wait();
+        if (sig == FSA_SIGNAL_RELOAD) {
+            logf_(d, FSA_LOG_INFO, "SIGHUP: reloading the configuration");
             (void)fieldsync_reload(d->fs);
             continue;
         }
-        logf_(d, LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        logf_(d, FSA_LOG_INFO, "%s: stopping", sig == FSA_SIGNAL_TERM ? "SIGTERM" : "SIGINT");
         return;
     }
 }
@@ -593,48 +482,41 @@ static void wait_for_stop(daemon_t *d, const sigset_t *set)
 static void stop_in_time(daemon_t *d)
 {
     (void)fieldsync_stop(d->fs);
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += STOP_WAIT_MS / 1000;
-    dl.tv_nsec += (long)(STOP_WAIT_MS % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&d->mu);
-    int wr = 0;
-    while (!d->stopped && wr != ETIMEDOUT)
-        wr = pthread_cond_timedwait(&d->cv, &d->mu, &dl);
+    fsa_mono_t dl =
+        fsa_mono_add_ns(d->port->mono_now(d->port->ctx), (int64_t)STOP_WAIT_MS * FSA_NS_PER_MS);
+    lock(d);
+    wait_until(d, &d->stopped, dl);
     bool stopped = d->stopped;
-    pthread_mutex_unlock(&d->mu);
+    unlock(d);
     if (!stopped) {
-        logf_(d, LOG_WARNING,
+        logf_(d, FSA_LOG_WARN,
               "the request in flight did not finish in time: abandoned, it is resent next time");
         fflush(NULL);
-        _exit(0);
+        fsa_process_exit_now(0);
     }
 }
 
 /* Ends the metrics threads, writes the last metrics after a clean stop, closes the library. */
 static void finish(daemon_t *d, bool clean)
 {
-    pthread_mutex_lock(&d->mu);
+    lock(d);
     d->quit = true;
-    pthread_cond_broadcast(&d->cv);
-    pthread_mutex_unlock(&d->mu);
-    if (d->metrics_running)
-        pthread_join(d->metrics_thread, NULL);
-    if (d->tick_running)
-        pthread_join(d->tick_thread, NULL);
+    broadcast(d);
+    unlock(d);
+    if (d->metrics_thread != NULL)
+        (void)d->port->thread_join(d->port->ctx, d->metrics_thread, NULL);
+    if (d->tick_thread != NULL)
+        (void)d->port->thread_join(d->port->ctx, d->tick_thread, NULL);
+    d->metrics_thread = d->tick_thread = NULL;
     if (clean) {
         render(d);
         write_metrics_file(d);
     }
-    if (d->listen_fd >= 0)
-        close(d->listen_fd);
+    fsa_listener_close(d->listener);
+    d->listener = NULL;
     (void)fieldsync_close(d->fs);
     if (clean)
-        logf_(d, LOG_INFO, "stopped");
+        logf_(d, FSA_LOG_INFO, "stopped");
 }
 
 int fsa_agent_run(const char *db_path, int argc, char **argv)
@@ -643,38 +525,38 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
     daemon_t *d = &dm;
     memset(d, 0, sizeof *d);
     d->db_path = db_path;
-    d->listen_fd = -1;
+    d->port = fsa_port_posix();
     int rc = parse_run_options(d, argc, argv);
     if (rc >= 0)
         return rc;
-    if (d->use_syslog)
-        openlog("fieldsync", LOG_PID, LOG_DAEMON);
-    /* Signals are taken by this thread alone, with sigwait; every thread made from here on (the
-     * library's too) inherits the mask. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for SIGPIPE */
-    pthread_mutex_init(&d->mu, NULL);
-    pthread_cond_init(&d->cv, NULL);
-    int single = open_journal(d);
-    if (single < 0)
+    if (d->use_syslog && fsa_syslog_open("fieldsync", false, &d->syslog) != FSA_OK) {
+        fprintf(stderr, "fieldsync: cannot open syslog\n");
         return 1;
-    rc = 1;
-    if (start_all(d)) {
-        logf_(d, LOG_INFO, "running on %s", db_path);
-        wait_for_stop(d, &set);
-        stop_in_time(d);
-        rc = 0;
     }
-    finish(d, rc == 0);
-    /* The lock file stays: unlinking it would let a second daemon lock a new file while a
-     * third still holds the old one. */
-    close(single);
-    pthread_cond_destroy(&d->cv);
-    pthread_mutex_destroy(&d->mu);
+    /* Signals are taken by this thread alone (fsa_signal_wait); every thread made from here on
+     * (the library's too) inherits the mask. */
+    if (fsa_signals_block() != FSA_OK || d->port->mutex_new(d->port->ctx, &d->mu) != FSA_OK ||
+        d->port->cond_new(d->port->ctx, &d->cv) != FSA_OK) {
+        fprintf(stderr, "fieldsync: cannot set up the daemon (signals, a mutex)\n");
+        d->port->mutex_free(d->port->ctx, d->mu);
+        fsa_syslog_close(d->syslog);
+        return 1;
+    }
+    fsa_pidlock_t *single = open_journal(d);
+    rc = 1;
+    if (single != NULL) {
+        if (start_all(d)) {
+            logf_(d, FSA_LOG_INFO, "running on %s", db_path);
+            wait_for_stop(d);
+            stop_in_time(d);
+            rc = 0;
+        }
+        finish(d, rc == 0);
+        fsa_pidlock_release(single);
+    }
+    d->port->cond_free(d->port->ctx, d->cv);
+    d->port->mutex_free(d->port->ctx, d->mu);
+    fsa_syslog_close(d->syslog);
+    d->syslog = NULL;
     return rc;
 }

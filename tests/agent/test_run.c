@@ -322,6 +322,11 @@ static void test_run__one_daemon_per_journal(void **state)
     const char *a[] = {"--db", f->db, "run", NULL};
     assert_int_equal(run_cli(f, a), 1);
     assert_non_null(strstr(slurp(f->err), "already syncing"));
+    /* the refusal names the running daemon by the pid it wrote into the lock file */
+    char holder[48];
+    snprintf(holder, sizeof holder, "(pid %ld)", (long)f->daemon);
+    if (strstr(slurp(f->err), holder) == NULL)
+        fail_msg("expected %s in: %s", holder, slurp(f->err));
     assert_int_equal(stop_daemon(f, SIGINT), 0);
     /* once it is gone, a new one may run (and a SIGTERM once it runs stops it cleanly) */
     start_daemon(f, NULL);

@@ -1,0 +1,325 @@
+/* fieldsync: the daemon's OS calls: signals, the one-instance lock, syslog, a loopback listener. */
+#define _GNU_SOURCE /* F_OFD_SETLK; syslog's LOG_* with strict standards */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "port/alloc.h"
+#include "port/daemon.h"
+
+/* ---- signals ---- */
+
+static void stop_set(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+fsa_status_t fsa_signals_block(void)
+{
+    sigset_t set;
+    stop_set(&set);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return FSA_EIO;
+    struct sigaction ign;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    return sigaction(SIGPIPE, &ign, NULL) == 0 ? FSA_OK : FSA_EIO;
+}
+
+fsa_signal_t fsa_signal_wait(void)
+{
+    sigset_t set;
+    stop_set(&set);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP)
+            return FSA_SIGNAL_RELOAD;
+        return sig == SIGTERM ? FSA_SIGNAL_TERM : FSA_SIGNAL_INT;
+    }
+}
+
+_Noreturn void fsa_process_exit_now(int status)
+{
+    _exit(status);
+}
+
+/* ---- one instance per file ---- */
+
+struct fsa_pidlock {
+    int fd;
+};
+
+fsa_status_t fsa_pidlock_take(const char *path, int64_t pid, fsa_pidlock_t **out, char *holder,
+                              size_t holder_cap, char *err, size_t errlen)
+{
+    if (holder_cap > 0)
+        holder[0] = '\0';
+    if (path == NULL || out == NULL || holder_cap == 0) {
+        snprintf(err, errlen, "pid lock: bad arguments");
+        return FSA_EINVAL;
+    }
+    fsa_pidlock_t *l = fsa_malloc(sizeof *l);
+    if (l == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return FSA_ENOMEM;
+    }
+    l->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (l->fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        fsa_free(l);
+        return FSA_EIO;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    if (fcntl(l->fd, F_OFD_SETLK, &fl) != 0) {
+        int e = errno;
+        fsa_status_t st = FSA_EIO;
+        if (e == EAGAIN || e == EACCES) {
+            ssize_t n = pread(l->fd, holder, holder_cap - 1, 0);
+            holder[n > 0 ? (size_t)n : 0] = '\0';
+            holder[strcspn(holder, "\n")] = '\0';
+            st = FSA_EBUSY;
+        } else {
+            snprintf(err, errlen, "%s: %s", path, strerror(e));
+        }
+        close(l->fd);
+        fsa_free(l);
+        return st;
+    }
+    char text[32];
+    int n = snprintf(text, sizeof text, "%lld\n", (long long)pid);
+    /* The pid only names the holder in another instance's message: the lock is what counts. */
+    if (ftruncate(l->fd, 0) != 0 || pwrite(l->fd, text, (size_t)n, 0) != (ssize_t)n) {
+        /* best effort */
+    }
+    *out = l;
+    return FSA_OK;
+}
+
+void fsa_pidlock_release(fsa_pidlock_t *l)
+{
+    if (l == NULL)
+        return;
+    close(l->fd); /* drops the OFD lock */
+    fsa_free(l);
+}
+
+/* ---- syslog ---- */
+
+struct fsa_syslog {
+    char ident[64]; /* openlog keeps the pointer: it lives here until close */
+};
+
+fsa_status_t fsa_syslog_open(const char *ident, bool also_stderr, fsa_syslog_t **out)
+{
+    if (ident == NULL || ident[0] == '\0' || out == NULL)
+        return FSA_EINVAL;
+    fsa_syslog_t *s = fsa_calloc(1, sizeof *s);
+    if (s == NULL)
+        return FSA_ENOMEM;
+    snprintf(s->ident, sizeof s->ident, "%s", ident);
+    openlog(s->ident, LOG_PID | (also_stderr ? LOG_PERROR : 0), LOG_DAEMON);
+    *out = s;
+    return FSA_OK;
+}
+
+void fsa_syslog_write(void *ctx, fsa_log_level_t level, const char *msg)
+{
+    if (ctx == NULL || level >= FSA_LOG_OFF)
+        return;
+    int prio = level == FSA_LOG_ERROR  ? LOG_ERR
+               : level == FSA_LOG_WARN ? LOG_WARNING
+               : level == FSA_LOG_INFO ? LOG_INFO
+                                       : LOG_DEBUG;
+    syslog(prio, "%s", msg);
+}
+
+void fsa_syslog_close(fsa_syslog_t *s)
+{
+    if (s == NULL)
+        return;
+    closelog();
+    fsa_free(s);
+}
+
+/* ---- a loopback TCP listener ---- */
+
+struct fsa_listener {
+    int fd;
+};
+struct fsa_conn {
+    int fd;
+};
+
+/* Parses "HOST:PORT" with a loopback host into addr. */
+static bool parse_listen(const char *spec, struct sockaddr_storage *addr, socklen_t *len)
+{
+    const char *colon = strrchr(spec, ':');
+    if (colon == NULL || colon == spec)
+        return false;
+    char host[64];
+    size_t hl = (size_t)(colon - spec);
+    if (hl >= sizeof host)
+        return false;
+    memcpy(host, spec, hl);
+    host[hl] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535)
+        return false;
+    memset(addr, 0, sizeof *addr);
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *)(void *)addr;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)(void *)addr;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        if ((ntohl(a4->sin_addr.s_addr) >> 24) != 127)
+            return false; /* for this device only */
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        *len = sizeof *a4;
+        return true;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        if (!IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr))
+            return false;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *a6;
+        return true;
+    }
+    return false;
+}
+
+fsa_status_t fsa_listener_open(const char *spec, fsa_listener_t **out, int *bound_port, char *err,
+                               size_t errlen)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = 0;
+    if (spec == NULL || out == NULL || !parse_listen(spec, &addr, &len)) {
+        snprintf(err, errlen, "%s: expected HOST:PORT with a loopback host (127.0.0.1, ::1)",
+                 spec != NULL ? spec : "(null)");
+        return FSA_EINVAL;
+    }
+    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&addr, len) != 0 || listen(fd, 16) != 0) {
+        snprintf(err, errlen, "%s: %s", spec, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return FSA_EIO;
+    }
+    struct sockaddr_storage bound;
+    memset(&bound, 0, sizeof bound);
+    socklen_t bl = sizeof bound;
+    if (getsockname(fd, (struct sockaddr *)&bound, &bl) != 0) {
+        snprintf(err, errlen, "%s: %s", spec, strerror(errno));
+        close(fd);
+        return FSA_EIO;
+    }
+    fsa_listener_t *l = fsa_malloc(sizeof *l);
+    if (l == NULL) {
+        snprintf(err, errlen, "%s: out of memory", spec);
+        close(fd);
+        return FSA_ENOMEM;
+    }
+    l->fd = fd;
+    if (bound_port != NULL)
+        *bound_port = bound.ss_family == AF_INET
+                          ? ntohs(((struct sockaddr_in *)(void *)&bound)->sin_port)
+                          : ntohs(((struct sockaddr_in6 *)(void *)&bound)->sin6_port);
+    *out = l;
+    return FSA_OK;
+}
+
+fsa_status_t fsa_listener_accept(fsa_listener_t *l, int timeout_ms, fsa_conn_t **out)
+{
+    struct pollfd p = {l->fd, POLLIN, 0};
+    int r = poll(&p, 1, timeout_ms);
+    if (r == 0 || (r < 0 && errno == EINTR))
+        return FSA_ETIMEOUT;
+    if (r < 0)
+        return FSA_EIO;
+    int c = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0)
+        return errno == EAGAIN || errno == ECONNABORTED || errno == EINTR ? FSA_ETIMEOUT : FSA_EIO;
+    fsa_conn_t *conn = fsa_malloc(sizeof *conn);
+    if (conn == NULL) {
+        close(c);
+        return FSA_ENOMEM;
+    }
+    conn->fd = c;
+    *out = conn;
+    return FSA_OK;
+}
+
+void fsa_listener_close(fsa_listener_t *l)
+{
+    if (l == NULL)
+        return;
+    close(l->fd);
+    fsa_free(l);
+}
+
+size_t fsa_conn_read_head(fsa_conn_t *c, char *buf, size_t cap, int timeout_ms)
+{
+    if (cap == 0)
+        return 0;
+    size_t got = 0;
+    struct pollfd pc = {c->fd, POLLIN, 0};
+    buf[0] = '\0';
+    while (got < cap - 1 && poll(&pc, 1, timeout_ms) > 0) {
+        ssize_t n = read(c->fd, buf + got, cap - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (strstr(buf, "\r\n\r\n") != NULL || strstr(buf, "\n\n") != NULL)
+            break;
+    }
+    buf[got] = '\0';
+    return got;
+}
+
+fsa_status_t fsa_conn_write(fsa_conn_t *c, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(c->fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return FSA_EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return FSA_OK;
+}
+
+void fsa_conn_close(fsa_conn_t *c)
+{
+    if (c == NULL)
+        return;
+    close(c->fd);
+    fsa_free(c);
+}
