@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <fieldsync/fieldsync.h>
@@ -16,6 +15,7 @@
 #include "agent/run.h"
 #include "port/files.h"
 #include "port/opts.h"
+#include "port/port.h"
 #include "port/timefmt.h"
 
 #define EXIT_USAGE 2
@@ -575,9 +575,8 @@ static const char *when(int64_t ms, char *buf, size_t cap)
     char ts[FSA_TIME_TEXT_MAX];
     if (fsa_time_format_utc(ms, FSA_TIME_HUMAN, ts, sizeof ts) != FSA_OK)
         snprintf(ts, sizeof ts, "?");
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t d = (ms - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000)) / 1000;
+    const fsa_port_t *port = fsa_port_posix();
+    int64_t d = (ms - port->wall_now(port->ctx).ms) / 1000;
     if (d >= 0)
         snprintf(buf, cap, "%s (in %" PRId64 " s)", ts, d);
     else
