@@ -9,7 +9,11 @@
 #    nothing outside it includes its headers. A quoted include that names no layer is a breach.
 #  - Each third-party library is used only by the module that owns it: its header included, or
 #    one of its identifiers in the code (comments do not count), anywhere else is a breach.
-#  - tests/ is exempt from both: tests sit above every layer, and they look at what a module
+#  - Only port/ talks to the OS: the OS calls that have a port call (threads, process id and
+#    signals, syslog, sockets and poll, files, clocks) are treated as libraries owned by port/,
+#    each use elsewhere a breach unless listed below with its reason (a call through a member,
+#    port->open(...), is the port's and does not count).
+#  - tests/ is exempt from all three: tests sit above every layer, and they look at what a module
 #    hides (the journal's SQLite file, raw HTTP, JSON bodies) to check it from outside.
 # Each exception stands below with its reason. DIR (default: this tree) holds agent/ port/
 # storage/ sync/; tests/toolchain/test_layers.sh runs this on a copy with planted breaches.
@@ -37,6 +41,13 @@ libraries=(
   'mbedTLS|<mbedtls/|\bmbedtls_[a-z0-9_]+\b|\bMBEDTLS_[A-Z0-9_]+\b'
   'microhttpd|<microhttpd\.h>|\bMHD_[A-Za-z_]+\b'
   'zlib|<zlib\.h>|\bz_stream\b|\b(deflate|inflate)(Init2?|End)?\('
+  # The OS, by what the port offers instead (port.h's table, files.h, daemon.h, once.h).
+  'OS threads (port.h, once.h)|<pthread\.h>|\bpthread_[a-z_]+\b'
+  'OS process and signals (port.h process_id, daemon.h)|<signal\.h>|(?<![.>])\b(getpid|_exit|sigwait|sigaction|pthread_sigmask|signal|sigprocmask)\s*\('
+  'OS syslog (daemon.h)|<syslog\.h>|\b(syslog|vsyslog|openlog|closelog)\s*\('
+  'OS sockets and poll (daemon.h, notify.h)|<sys/socket\.h>|(?<![.>])\b(socket|bind|listen|accept4?|connect|setsockopt|getsockname|poll)\s*\('
+  'OS files (files.h, port.h file locks)|<sys/stat\.h>|(?<![.>])\b(open|openat|stat|lstat|fstat|chmod|fchmod|fopen|fcntl|pread|pwrite|ftruncate|rename|unlink)\s*\('
+  'OS clocks (port.h mono_now, wall_now)|<no header: time.h has pure parts>|\bclock_gettime\s*\('
 )
 
 # Owners: library|path pattern (ERE, on the path from the root).
@@ -49,6 +60,12 @@ owners=(
   'cJSON|^storage/model\.c$'              # the model: entity fields and merge patches are JSON
   'mbedTLS|^sync/signer\.c$'              # the signer
   'microhttpd|^sync/server/server\.c$'    # the reference server's HTTP front
+  'OS threads (port.h, once.h)|^port/'
+  'OS process and signals (port.h process_id, daemon.h)|^port/'
+  'OS syslog (daemon.h)|^port/'
+  'OS sockets and poll (daemon.h, notify.h)|^port/'
+  'OS files (files.h, port.h file locks)|^port/'
+  'OS clocks (port.h mono_now, wall_now)|^port/'
 )
 
 # Exceptions: library|path pattern|reason. Each is a file outside the owner that uses the library.
@@ -60,7 +77,21 @@ exceptions=(
   'cJSON|^agent/sim/scenarios\.c$|the simulator reads the entity views and lists libfieldsync hands out as JSON, for its invariants (a tool beside the agent)'
   'zlib|^sync/transport\.c$|gzip of request bodies; a second gzip lives in the server (issue 15: one implementation)'
   'zlib|^sync/server/server\.c$|gunzip of request bodies; a second gzip lives in the transport (issue 15)'
+  'OS threads (port.h, once.h)|^sync/transport\.c$|pthread_once around curl_global_init: port/once.h fsa_once replaces it (issue 15; the transport was being changed by another hand)'
+  'OS sockets and poll (daemon.h, notify.h)|^sync/transport\.c$|<sys/socket.h> for AF_INET and AF_INET6, handed to inet_pton, which parses text and calls nothing'
+  'OS sockets and poll (daemon.h, notify.h)|^agent/example/|guard-console is an app: it polls the library'"'"'s notify fd in its main loop, as any app of libfieldsync does'
 )
+# The programs other than the daemon use POSIX themselves, as any application of the library does
+# (README, Layout): fieldsync-sim forks and watches server and device processes and writes its
+# reports; fieldsync-server has its own listener, signals and files (issue 15 moves its secret-file
+# read to port/files.h).
+os_groups=('OS threads (port.h, once.h)' 'OS process and signals (port.h process_id, daemon.h)'
+  'OS syslog (daemon.h)' 'OS sockets and poll (daemon.h, notify.h)'
+  'OS files (files.h, port.h file locks)' 'OS clocks (port.h mono_now, wall_now)')
+for g in "${os_groups[@]}"; do
+  exceptions+=("$g|^agent/sim/|fieldsync-sim, a program: processes, files and clocks of its own")
+  exceptions+=("$g|^sync/server/|fieldsync-server, the reference server, a program of its own")
+done
 
 files=$(find agent port storage sync -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null | sort)
 [ -n "$files" ] || { echo "layers.sh: no sources under $root" >&2; exit 2; }

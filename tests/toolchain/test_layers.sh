@@ -50,6 +50,23 @@ plant mbedtls_outside_signer 1 sync/transport.c '#include <mbedtls/md.h>'
 plant libpq_outside_store 1 sync/server/store_sqlite.c '#include <libpq-fe.h>'
 plant sqlite_in_a_comment_is_no_use 0 sync/engine.c '/* as sqlite3_errmsg does */ // cJSON_Parse'
 plant sqlite_in_storage_is_owned 0 storage/journal.c 'int fsa__planted(void);'
+# Only port/ talks to the OS: each OS call that has a port call fails outside port/.
+plant getpid_outside_port 1 storage/lock.c 'long fsa__planted(void) { return (long)getpid(); }'
+plant stat_outside_port 1 storage/db.c 'int fsa__planted(const char *p) { struct stat sb; return stat(p, &sb); }'
+plant chmod_outside_port 1 storage/db.c 'int fsa__planted(const char *p) { return chmod(p, 0600); }'
+plant open_outside_port 1 storage/db.c 'int fsa__planted(const char *p) { return open(p, 0); }'
+plant pthread_once_outside_port 1 storage/libs.c 'static pthread_once_t fsa__planted_once;'
+plant pthread_create_in_daemon 1 agent/run.c 'int fsa__planted(void) { return pthread_create(0, 0, 0, 0); }'
+plant syslog_in_daemon 1 agent/run.c 'void fsa__planted(void) { syslog(3, "%s", "x"); }'
+plant syslog_header_in_daemon 1 agent/run.c '#include <syslog.h>'
+plant socket_in_daemon 1 agent/run.c 'int fsa__planted(void) { return socket(2, 1, 0); }'
+plant poll_in_library 1 agent/lib/worker.c 'int fsa__planted(void) { return poll(0, 0, 0); }'
+plant sigwait_in_daemon 1 agent/run.c 'int fsa__planted(void *s, int *g) { return sigwait(s, g); }'
+plant fopen_in_daemon 1 agent/run.c 'void *fsa__planted(void) { return fopen("m", "w"); }'
+plant clock_gettime_in_sync 1 sync/engine.c 'int fsa__planted(void *t) { return clock_gettime(0, t); }'
+plant port_member_call_is_no_use 0 storage/lock.c 'void fsa__planted(fsa_port_t *p, fsa_flock_t **f) { (void)p->flock_open(p->ctx, "x", f); }'
+plant os_call_in_port_is_owned 0 port/common.c 'long fsa__planted(void) { return (long)getpid(); }'
+plant os_call_in_a_comment_is_no_use 0 agent/run.c '/* no getpid() nor syslog() here */'
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
