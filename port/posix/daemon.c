@@ -138,6 +138,7 @@ fsa_status_t fsa_syslog_open(const char *ident, bool also_stderr, fsa_syslog_t *
     return FSA_OK;
 }
 
+// cppcheck-suppress constParameter ; the signature of fsa_port_t.log, whose ctx is not const
 void fsa_syslog_write(void *ctx, fsa_log_level_t level, const char *msg)
 {
     if (ctx == NULL || level >= FSA_LOG_OFF)

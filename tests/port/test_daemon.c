@@ -34,19 +34,19 @@ static int signals_child(void)
     if (fsa_signals_block() != FSA_OK)
         return 10;
     /* Blocked signals stay pending until the wait takes them. */
-    raise(SIGHUP);
+    kill(getpid(), SIGHUP);
     if (fsa_signal_wait() != FSA_SIGNAL_RELOAD)
         return 11;
-    raise(SIGTERM);
+    kill(getpid(), SIGTERM);
     if (fsa_signal_wait() != FSA_SIGNAL_TERM)
         return 12;
-    raise(SIGINT);
+    kill(getpid(), SIGINT);
     if (fsa_signal_wait() != FSA_SIGNAL_INT)
         return 13;
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_IGN)
         return 14;
-    raise(SIGPIPE); /* ignored: the child lives on */
+    kill(getpid(), SIGPIPE); /* ignored: the child lives on */
     return 0;
 }
 
