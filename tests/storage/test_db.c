@@ -139,6 +139,66 @@ static void test_fsa__db_open__existing_file_made_private(void **state)
     fsa__db_close(fsa_port_posix(), db, users);
 }
 
+static mode_t mode_of(const char *path)
+{
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    return sb.st_mode & 07777;
+}
+
+/* 0600 under any umask, -wal and -shm too; a -wal widened while open is narrowed by the next open.
+ */
+static void test_fsa__db_open__private_under_wide_umask(void **state)
+{
+    fx_t *f = *state;
+    fsa_db_opts_t o = {.create = true};
+    sqlite3 *db = NULL, *db2 = NULL;
+    fsa_flock_t *users = NULL, *users2 = NULL;
+    mode_t old = umask(0);
+    fsa_status_t st = open_db(f, &o, &db, &users);
+    umask(old);
+    assert_fsa_ok(st);
+    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE t(x); INSERT INTO t VALUES(1)", NULL, 0));
+    char wal[160], shm[160];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    snprintf(shm, sizeof shm, "%s-shm", f->path);
+    assert_int_equal(mode_of(f->path), 0600);
+    assert_int_equal(mode_of(wal), 0600);
+    assert_int_equal(mode_of(shm), 0600);
+    assert_int_equal(chmod(wal, 0644), 0);
+    o.create = false;
+    assert_fsa_ok(open_db(f, &o, &db2, &users2));
+    assert_int_equal(mode_of(wal), 0600);
+    fsa__db_close(fsa_port_posix(), db2, users2);
+    fsa__db_close(fsa_port_posix(), db, users);
+}
+
+/* The file's own errors name the journal and the reason. */
+static void test_fsa__db_open__file_errors_name_the_journal(void **state)
+{
+    fx_t *f = *state;
+    fsa_db_opts_t o = {.create = true};
+    sqlite3 *db = NULL;
+    fsa_flock_t *users = NULL;
+    char path[200];
+    snprintf(path, sizeof path, "%s/no-such-dir/j.db", f->dir);
+    assert_int_equal(fsa__db_open(fsa_port_posix(), path, &o, &db, &users, f->err, sizeof f->err),
+                     FSA_EIO);
+    assert_null(db);
+    assert_non_null(strstr(f->err, "cannot create journal"));
+    assert_non_null(strstr(f->err, path));
+    /* Under a regular file: whether it exists cannot be told. */
+    int fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(path, sizeof path, "%s/j.db", f->path);
+    assert_int_equal(fsa__db_open(fsa_port_posix(), path, &o, &db, &users, f->err, sizeof f->err),
+                     FSA_EIO);
+    assert_null(db);
+    assert_non_null(strstr(f->err, "journal "));
+    assert_non_null(strstr(f->err, path));
+}
+
 static void test_fsa__db_open__newer_schema_refused(void **state)
 {
     fx_t *f = *state;
@@ -338,6 +398,8 @@ int main(void)
         T(test_fsa__db_open__missing_without_create),
         T(test_fsa__db_open__creates_a_private_wal_journal),
         T(test_fsa__db_open__existing_file_made_private),
+        T(test_fsa__db_open__private_under_wide_umask),
+        T(test_fsa__db_open__file_errors_name_the_journal),
         T(test_fsa__db_open__newer_schema_refused),
         T(test_fsa__db_open__not_a_database),
         T(test_fsa__db_exec__error_is_told),
