@@ -122,6 +122,19 @@ fsa_status_t fsa_store_nonce(fsa_store_t *store, const char *device, const char 
     return st;
 }
 
+fsa_status_t fsa_store_nonce_seen(fsa_store_t *store, const char *device, const char *nonce,
+                                  int64_t now_ms, bool *seen)
+{
+    if (seen != NULL)
+        *seen = false;
+    if (store == NULL || device == NULL || nonce == NULL || seen == NULL)
+        return FSA_EINVAL;
+    fsa_status_t st = store->ops->nonce_seen(store, device, nonce, now_ms, seen);
+    if (st != FSA_OK)
+        *seen = false;
+    return st;
+}
+
 fsa_status_t fsa_store_sweep_ops(fsa_store_t *store, int64_t before_ms, unsigned max_rows,
                                  int64_t *deleted)
 {

@@ -93,6 +93,8 @@ typedef struct fsa__store_ops {
                            int64_t *last_change);
     fsa_status_t (*nonce)(fsa_store_t *store, const char *device, const char *nonce,
                           int64_t expires_ms, int64_t now_ms, bool *replay);
+    fsa_status_t (*nonce_seen)(fsa_store_t *store, const char *device, const char *nonce,
+                               int64_t now_ms, bool *seen);
     fsa_status_t (*sweep_ops)(fsa_store_t *store, int64_t before_ms, unsigned max_rows,
                               int64_t *deleted);
 } fsa__store_ops_t;

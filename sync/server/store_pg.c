@@ -772,6 +772,22 @@ static fsa_status_t pg_nonce(fsa_store_t *store, const char *device, const char 
     return st;
 }
 
+static fsa_status_t pg_nonce_seen(fsa_store_t *store, const char *device, const char *nonce,
+                                  int64_t now_ms, bool *seen)
+{
+    char n[24];
+    snprintf(n, sizeof n, "%lld", (long long)now_ms);
+    const char *p[] = {device, nonce, n};
+    pg_conn_t *c = conn_take(PG(store));
+    PGresult *r = NULL;
+    fsa_status_t st = run(
+        c->c, "SELECT 1 FROM nonces WHERE device = $1 AND nonce = $2 AND expires >= $3", 3, p, &r);
+    conn_give(PG(store), c);
+    *seen = st == FSA_OK && PQntuples(r) > 0;
+    PQclear(r);
+    return st;
+}
+
 static fsa_status_t pg_sweep_ops(fsa_store_t *store, int64_t before_ms, unsigned max_rows,
                                  int64_t *deleted)
 {
@@ -810,5 +826,6 @@ static const fsa__store_ops_t pg_ops = {
     .get = pg_get,
     .counts = pg_counts,
     .nonce = pg_nonce,
+    .nonce_seen = pg_nonce_seen,
     .sweep_ops = pg_sweep_ops,
 };

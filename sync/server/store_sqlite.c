@@ -111,7 +111,7 @@ static const char *const nonce_sql[N__COUNT] = {
     "DELETE FROM ops WHERE op_id IN"                                                               \
     " (SELECT op_id FROM ops WHERE received < ?1 ORDER BY received LIMIT ?2)"
 
-enum { R_PULL, R_GET, R_SCOPED, R__COUNT };
+enum { R_PULL, R_GET, R_SCOPED, R_NONCE, R__COUNT };
 
 static const char *const read_sql[R__COUNT] = {
     [R_PULL] = "SELECT type, id, version, mdtz, fields, chg, 1 FROM entities"
@@ -138,6 +138,7 @@ static const char *const read_sql[R__COUNT] = {
         " SELECT e.type, e.id, e.version, e.mdtz, e.fields, e.chg, b.vis FROM best b"
         " JOIN entities e ON e.type = b.type AND e.id = b.id ORDER BY e.chg LIMIT ?3",
     [R_GET] = "SELECT version, mdtz, fields FROM entities WHERE type=?1 AND id=?2",
+    [R_NONCE] = "SELECT 1 FROM nonces WHERE device=?1 AND nonce=?2 AND expires >= ?3",
 };
 
 typedef struct reader {
@@ -893,6 +894,24 @@ static fsa_status_t sq_get(fsa_store_t *head, fsa_type_t type, const char *id,
     return st;
 }
 
+static fsa_status_t sq_nonce_seen(fsa_store_t *head, const char *device, const char *nonce,
+                                  int64_t now_ms, bool *seen)
+{
+    sq_store_t *store = (sq_store_t *)(void *)head;
+    reader_t *rd = reader_take(store);
+    sqlite3_stmt *q = rd->st[R_NONCE];
+    bind_text(q, 1, device);
+    bind_text(q, 2, nonce);
+    sqlite3_bind_int64(q, 3, now_ms);
+    int rc = sqlite3_step(q);
+    fsa_status_t st = rc == SQLITE_ROW || rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+    *seen = rc == SQLITE_ROW;
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    reader_give(store, rd);
+    return st;
+}
+
 static fsa_status_t sq_counts(fsa_store_t *head, int64_t *entities, int64_t *ops,
                               int64_t *last_change)
 {
@@ -928,5 +947,6 @@ static const fsa__store_ops_t sq_ops = {
     .get = sq_get,
     .counts = sq_counts,
     .nonce = sq_nonce,
+    .nonce_seen = sq_nonce_seen,
     .sweep_ops = sq_sweep_ops,
 };
