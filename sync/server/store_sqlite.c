@@ -20,7 +20,7 @@
 #include <sqlite3.h>
 
 #define STORE_APP_ID 0x46534153 /* "FSAS": a fieldsync-server database */
-#define STORE_SCHEMA 3
+#define STORE_SCHEMA 4
 #define STORE_READERS_MAX 64
 
 static const char schema_sql[] =
@@ -65,6 +65,20 @@ static const char schema_v3_sql[] =
     " device TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, gone_chg INTEGER,"
     " PRIMARY KEY(device, type, id)) WITHOUT ROWID;";
 
+/* Schema 4: the scope indexes hold only the entities that have the key (a ticket has no site
+ * and no parent, a jobneed the server created no owner): every index of an entity holds its change
+ * number, so each write of it rewrites each of its entries, and an entry for a NULL key is never
+ * read (the scoped pull asks for key = or IN, which implies IS NOT NULL). */
+static const char schema_v4_sql[] =
+    "DROP INDEX IF EXISTS entities_site;"
+    "DROP INDEX IF EXISTS entities_person;"
+    "DROP INDEX IF EXISTS entities_parent;"
+    "DROP INDEX IF EXISTS entities_owner;"
+    "CREATE INDEX entities_site ON entities(site, chg) WHERE site IS NOT NULL;"
+    "CREATE INDEX entities_person ON entities(person, chg) WHERE person IS NOT NULL;"
+    "CREATE INDEX entities_parent ON entities(parent, chg) WHERE parent IS NOT NULL;"
+    "CREATE INDEX entities_owner ON entities(owner, chg) WHERE owner IS NOT NULL;";
+
 enum {
     W_SEL_ENTITY,
     W_INS_ENTITY,
@@ -78,7 +92,8 @@ enum {
 };
 
 static const char *const write_sql[W__COUNT] = {
-    [W_SEL_ENTITY] = "SELECT version, fields, owner FROM entities WHERE type=?1 AND id=?2",
+    [W_SEL_ENTITY] = "SELECT version, fields, owner, site, person, parent FROM entities"
+                     " WHERE type=?1 AND id=?2",
     [W_INS_ENTITY] = "INSERT INTO entities(type, id, version, mdtz, fields, chg, owner, site,"
                      " person, parent) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [W_UPD_ENTITY] = "UPDATE entities SET version=?3, mdtz=?4, fields=?5, chg=?6, site=?8,"
@@ -279,6 +294,8 @@ static fsa_status_t init_schema(sqlite3 *db, char *err, size_t errlen)
         st = exec_sql(db, schema_v2_sql, err, errlen);
     if (st == FSA_OK && ver < 3)
         st = exec_sql(db, schema_v3_sql, err, errlen);
+    if (st == FSA_OK && ver < 4)
+        st = exec_sql(db, schema_v4_sql, err, errlen);
     if (st == FSA_OK && ver < STORE_SCHEMA) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version=%d", STORE_SCHEMA);
@@ -443,13 +460,16 @@ static void column_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
 
 /* The entity as the write transaction sees it: *fields NULL when it does not exist. */
 static fsa_status_t sq_load_entity(fsa__store_tx_t *tx, const char *type, const char *id,
-                                   int64_t *version, char **fields, char *owner)
+                                   int64_t *version, char **fields, char *owner,
+                                   fsa_model_keys_t *keys)
 {
     sqlite3_stmt *q = SQ(tx)->w[W_SEL_ENTITY];
     *version = 0;
     *fields = NULL;
     if (owner != NULL)
         owner[0] = '\0';
+    if (keys != NULL)
+        memset(keys, 0, sizeof *keys);
     bind_text(q, 1, type);
     bind_text(q, 2, id);
     int rc = sqlite3_step(q);
@@ -461,6 +481,11 @@ static fsa_status_t sq_load_entity(fsa__store_tx_t *tx, const char *type, const 
             st = FSA_ENOMEM;
         if (owner != NULL)
             column_copy(q, 2, owner, FSA_ID_BYTES);
+        if (keys != NULL) {
+            column_copy(q, 3, keys->site, sizeof keys->site);
+            column_copy(q, 4, keys->person, sizeof keys->person);
+            column_copy(q, 5, keys->parent, sizeof keys->parent);
+        }
     } else if (rc != SQLITE_DONE) {
         st = map_rc(rc);
     }

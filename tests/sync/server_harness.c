@@ -147,11 +147,16 @@ bool th_write_files(th_server_t *s, int ndevices)
     return th_write_files_scoped(s, ndevices, NULL);
 }
 
-/* argv for exec: the emulator's words (FSA_TEST_EMULATOR, |-separated), then the binary. */
+/* argv for exec: the emulator's words (FSA_TEST_EMULATOR, |-separated), then the binary. A
+ * profiler may be put in front at run time the same way: FSA_TEST_SERVER_WRAP, e.g.
+ * "valgrind|--tool=callgrind" (a build for the host only). */
 static size_t build_argv(char *emu_buf, size_t emu_cap, const char **argv, size_t cap)
 {
     size_t n = 0;
-    snprintf(emu_buf, emu_cap, "%s", FSA_TEST_EMULATOR);
+    const char *wrap = getenv("FSA_TEST_SERVER_WRAP");
+    snprintf(emu_buf, emu_cap, "%s",
+             wrap != NULL && wrap[0] != '\0' && FSA_TEST_EMULATOR[0] == '\0' ? wrap
+                                                                             : FSA_TEST_EMULATOR);
     for (char *tok = emu_buf; tok != NULL && *tok != '\0' && n + 2 < cap;) {
         char *semi = strchr(tok, '|');
         if (semi != NULL)

@@ -14,7 +14,8 @@
  * (mkdtemp) holding its database, devices file (devices "dev000".."devNNN", each with a secret
  * derived from its number: th_device_key), admin token file and stderr log; th_dir_remove() cleans
  * it up. The binary is FSA_SERVER_BIN, run through FSA_TEST_EMULATOR (words joined by "|", may
- * be empty) when cross-compiled.
+ * be empty) when cross-compiled, or through $FSA_TEST_SERVER_WRAP (the same form, e.g.
+ * "valgrind|--tool=callgrind|--callgrind-out-file=/tmp/cg.out", to profile it) in a host build.
  *
  * The server's admin API has a listener of its own (--admin-listen, 127.0.0.1:0 by default):
  * th_server_start reads its address into s->admin_url, and th_request sends a request with a
