@@ -30,12 +30,12 @@
 #include <netinet/in.h>
 
 #include <microhttpd.h>
-#include <zlib.h>
 
 #include "port/alloc.h"
 #include "port/files.h"
 #include "port/limits.h"
 #include "sync/codec.h"
+#include "sync/gzip.h"
 #include "sync/server/request.h"
 #include "sync/server/store.h"
 #include "sync/signer.h"
@@ -53,9 +53,7 @@
 #define CHUNKED_DISCARD_MAX ((uint64_t)RAW_BODY_MAX + 64 * 1024)
 #define TOKEN_MAX 4096
 #define CERT_MAX (256 * 1024)
-#define PULL_DEFAULT_LIMIT 100
 #define SHUTDOWN_WAIT_MS 10000
-#define CURSOR_PREFIX "v1."
 
 /* ---- statistics ---- */
 
@@ -310,32 +308,20 @@ static bool accepts_gzip(struct MHD_Connection *c)
     return *g >= '1' && *g <= '9'; /* q=0.5 accepts; q=0, q=0.0 refuse */
 }
 
-/* Compresses text with gzip into a new malloc'ed buffer; false (nothing allocated) when that
- * fails or does not make it smaller. */
+/* Compresses text with gzip into a new buffer; false (nothing allocated) when that fails or does
+ * not make it smaller. */
 static bool gzip_text(const char *text, size_t len, char **out, size_t *out_len)
 {
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8,
-                     Z_DEFAULT_STRATEGY) != Z_OK)
+    unsigned char *gz = NULL;
+    size_t n = 0;
+    if (fsa_gzip_compress(text, len, &gz, &n) != FSA_OK)
         return false;
-    size_t cap = deflateBound(&z, (uLong)len);
-    char *buf = fsa_malloc(cap);
-    bool ok = false;
-    if (buf != NULL) {
-        z.next_in = (Bytef *)(uintptr_t)text;
-        z.avail_in = (uInt)len;
-        z.next_out = (Bytef *)buf;
-        z.avail_out = (uInt)cap;
-        ok = deflate(&z, Z_FINISH) == Z_STREAM_END && z.total_out < len;
-    }
-    deflateEnd(&z);
-    if (!ok) {
-        fsa_free(buf);
+    if (n >= len) {
+        fsa_free(gz);
         return false;
     }
-    *out = buf;
-    *out_len = z.total_out;
+    *out = (char *)gz;
+    *out_len = n;
     return true;
 }
 
@@ -409,16 +395,6 @@ static fsa_status_t read_file(const char *what, const char *path, size_t max, bo
         snprintf(err, errlen, "%s the %s: %s",
                  st == FSA_ENOTFOUND || st == FSA_EIO ? "cannot read" : "refusing", what, why);
     return st;
-}
-
-static int device_find_cmp(const void *key, const void *elem)
-{
-    return strcmp(key, ((const device_t *)elem)->id);
-}
-
-static const device_t *device_find(const device_t *devices, size_t n, const char *id)
-{
-    return bsearch(id, devices, n, sizeof *devices, device_find_cmp);
 }
 
 /* Moves a device's scope from the decoded file into the server's device (the lists stay in one
@@ -553,81 +529,9 @@ static fsa_status_t load_admin_token(fsa_server_t *srv, char *err, size_t errlen
 
 /* ---- nonces ---- */
 
-static bool nonce_parse(const char *hex, uint64_t *a, uint64_t *b)
-{
-    if (strlen(hex) != FSA_LIMIT_NONCE_HEX ||
-        strspn(hex, "0123456789abcdefABCDEF") != FSA_LIMIT_NONCE_HEX)
-        return false;
-    char half[17];
-    memcpy(half, hex, 16);
-    half[16] = '\0';
-    *a = strtoull(half, NULL, 16);
-    memcpy(half, hex + 16, 16);
-    *b = strtoull(half, NULL, 16);
-    return true;
-}
-
 /* ---- authentication (PROTOCOL.md section 5) ---- */
 
 typedef fsa__server_fail_t auth_fail_t;
-
-/* A decimal integer of at most 18 digits (so it can neither overflow nor, as a timestamp, make
- * the skew arithmetic overflow), optionally negative. */
-static bool parse_i64(const char *s, int64_t *out)
-{
-    if (s == NULL)
-        return false;
-    size_t i = (s[0] == '-') ? 1 : 0;
-    size_t digits = strlen(s + i);
-    if (digits == 0 || digits > 18)
-        return false;
-    int64_t v = 0;
-    for (; s[i] != '\0'; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = s[0] == '-' ? -v : v;
-    return true;
-}
-
-void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
-                            const fsa__server_auth_in_t *in, fsa__server_auth_t *out)
-{
-    memset(out, 0, sizeof *out);
-    const device_t *d = in->device_id != NULL ? device_find(devices, n, in->device_id) : NULL;
-    if (d == NULL) {
-        out->verdict = FSA__AUTH_UNKNOWN_DEVICE;
-        out->fail = (auth_fail_t){401, "unknown_device", "unknown device"};
-        return;
-    }
-    if (in->timestamp == NULL || in->signature == NULL || in->nonce == NULL ||
-        !parse_i64(in->timestamp, &out->ts) ||
-        !nonce_parse(in->nonce, &out->nonce_a, &out->nonce_b) ||
-        fsa_signer_verify(&d->key, in->method, in->uri, in->timestamp, in->nonce,
-                          in->body != NULL ? in->body : "", in->len, in->signature) != FSA_OK) {
-        out->verdict = FSA__AUTH_BAD_SIGNATURE;
-        out->fail = (auth_fail_t){401, "bad_signature", "the request signature does not verify"};
-        return;
-    }
-    /* The signer is known only now: a path naming another device is refused after the signature
-     * so that probing does not reveal which ids exist. */
-    if (in->path_device != NULL && strcmp(in->path_device, d->id) != 0) {
-        out->verdict = FSA__AUTH_NOT_SIGNER;
-        out->fail =
-            (auth_fail_t){401, "unknown_device", "the device in the path is not the signer"};
-        return;
-    }
-    int64_t skew = in->now_ms > out->ts ? in->now_ms - out->ts : out->ts - in->now_ms;
-    if (skew > FSA_LIMIT_SKEW_MS) {
-        out->verdict = FSA__AUTH_CLOCK_SKEW;
-        out->fail =
-            (auth_fail_t){401, "clock_skew", "X-Timestamp is more than 300 s from server_time"};
-        return;
-    }
-    out->verdict = FSA__AUTH_OK;
-    out->dev = d;
-}
 
 /* ---- the per-device quota: a token bucket per device ---- */
 
@@ -681,14 +585,15 @@ static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_
     const char *ts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Timestamp");
     const char *nonce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Nonce");
     const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Signature");
-    const device_t *d = id != NULL ? device_find(srv->devices, srv->ndevices, id) : NULL;
+    const device_t *d =
+        id != NULL ? fsa__server_device_find(srv->devices, srv->ndevices, id) : NULL;
     int64_t t = 0;
     if (d == NULL) {
         bump(&srv->stats.unknown_device);
         *fail = (auth_fail_t){401, "unknown_device", "unknown device"};
         return false;
     }
-    if (!parse_i64(ts, &t) || !hex_of(nonce, FSA_LIMIT_NONCE_HEX) ||
+    if (!fsa__server_parse_i64(ts, &t) || !hex_of(nonce, FSA_LIMIT_NONCE_HEX) ||
         !hex_of(sig, FSA_SIGNER_HEX_BYTES - 1)) {
         bump(&srv->stats.bad_signature);
         *fail = (auth_fail_t){401, "bad_signature", "the request signature does not verify"};
@@ -713,7 +618,7 @@ static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_
     uint64_t na = 0, nb = 0;
     char canon[FSA_LIMIT_NONCE_HEX + 1];
     bool seen = false;
-    if (nonce_parse(nonce, &na, &nb)) {
+    if (fsa__server_nonce_parse(nonce, &na, &nb)) {
         snprintf(canon, sizeof canon, "%016" PRIx64 "%016" PRIx64, na, nb);
         if (fsa_store_nonce_seen(srv->store, d->id, canon, now, &seen) == FSA_OK && seen) {
             bump(&srv->stats.replay);
@@ -811,104 +716,6 @@ static enum MHD_Result respond_auth_fail(fsa_server_t *srv, struct MHD_Connectio
 
 /* ---- bodies ---- */
 
-/* Inflates a gzip body into a new buffer of at most FSA_LIMIT_BODY_BYTES. FSA_ETOOLARGE as soon as
- * the output would pass the limit: a gzip bomb costs at most one limit's worth of work. */
-static fsa_status_t inflate_body(const char *in, size_t in_len, char **out, size_t *out_len)
-{
-    *out = NULL;
-    *out_len = 0;
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
-        return FSA_ENOMEM;
-    size_t cap = in_len * 4 + 1024;
-    if (cap > FSA_LIMIT_BODY_BYTES + 1)
-        cap = FSA_LIMIT_BODY_BYTES + 1;
-    char *buf = fsa_malloc(cap);
-    fsa_status_t st = buf != NULL ? FSA_OK : FSA_ENOMEM;
-    size_t len = 0;
-    z.next_in = (Bytef *)(uintptr_t)in;
-    z.avail_in = (uInt)in_len;
-    while (st == FSA_OK) {
-        if (len == cap) {
-            if (cap > FSA_LIMIT_BODY_BYTES) {
-                st = FSA_ETOOLARGE;
-                break;
-            }
-            size_t ncap = cap * 2 > FSA_LIMIT_BODY_BYTES + 1 ? FSA_LIMIT_BODY_BYTES + 1 : cap * 2;
-            char *nb = fsa_realloc(buf, ncap);
-            if (nb == NULL) {
-                st = FSA_ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        z.next_out = (Bytef *)(buf + len);
-        z.avail_out = (uInt)(cap - len);
-        int rc = inflate(&z, Z_NO_FLUSH);
-        len = cap - z.avail_out;
-        if (rc == Z_STREAM_END) {
-            if (z.avail_in != 0)
-                st = FSA_EINVAL; /* trailing bytes after the gzip member */
-            else if (len > FSA_LIMIT_BODY_BYTES)
-                st = FSA_ETOOLARGE;
-            break;
-        }
-        if (rc == Z_BUF_ERROR && z.avail_in == 0 && len < cap) {
-            st = FSA_EINVAL; /* truncated stream */
-            break;
-        }
-        if (rc != Z_OK && rc != Z_BUF_ERROR) {
-            st = rc == Z_MEM_ERROR ? FSA_ENOMEM : FSA_EINVAL;
-            break;
-        }
-    }
-    inflateEnd(&z);
-    if (st != FSA_OK) {
-        fsa_free(buf);
-        return st;
-    }
-    *out = buf;
-    *out_len = len;
-    return FSA_OK;
-}
-
-fsa_status_t fsa__server_push_body(const char *content_encoding, const char *body, size_t len,
-                                   fsa_codec_push_t *push, fsa_codec_err_t *cerr,
-                                   fsa__server_fail_t *fail)
-{
-    memset(push, 0, sizeof *push);
-    *fail = (fsa__server_fail_t){0, "", ""};
-    const char *text = body != NULL ? body : "";
-    char *owned = NULL;
-    if (content_encoding != NULL && strcasecmp(content_encoding, "identity") != 0) {
-        if (strcasecmp(content_encoding, "gzip") != 0) {
-            *fail = (fsa__server_fail_t){400, "malformed", "unsupported Content-Encoding"};
-            return FSA_EINVAL;
-        }
-        fsa_status_t st = inflate_body(text, len, &owned, &len);
-        if (st == FSA_ETOOLARGE)
-            *fail = (fsa__server_fail_t){413, "too_large", "the inflated body is over 1 MiB"};
-        else if (st == FSA_EINVAL)
-            *fail = (fsa__server_fail_t){400, "malformed", "the gzip body is corrupt"};
-        else if (st != FSA_OK)
-            *fail = (fsa__server_fail_t){500, "internal", "out of memory"};
-        if (st != FSA_OK)
-            return st == FSA_ETOOLARGE || st == FSA_EINVAL ? st : FSA_ENOMEM;
-        text = owned;
-    }
-    fsa_status_t st = fsa_codec_decode_push(text, len, push, cerr);
-    fsa_free(owned);
-    if (st == FSA_ETOOLARGE)
-        *fail = (fsa__server_fail_t){413, "too_large", cerr->message};
-    else if (st == FSA_EINVAL)
-        *fail = (fsa__server_fail_t){400, "malformed", cerr->message};
-    else if (st != FSA_OK)
-        *fail = (fsa__server_fail_t){500, "internal", "out of memory"};
-    return st == FSA_OK || st == FSA_ETOOLARGE || st == FSA_EINVAL ? st : FSA_ENOMEM;
-}
-
 /* Answers a refused body, counting it. */
 static enum MHD_Result respond_body_fail(fsa_server_t *srv, struct MHD_Connection *c,
                                          const fsa__server_fail_t *f)
@@ -983,51 +790,11 @@ static enum MHD_Result handle_push(fsa_server_t *srv, struct MHD_Connection *c, 
     return ret;
 }
 
-/* Finds name=value in a raw query string (no percent-decoding: our values never need it). */
-static bool query_get(const char *query, const char *name, char *out, size_t cap, bool *present)
-{
-    size_t nlen = strlen(name);
-    *present = false;
-    out[0] = '\0';
-    for (const char *p = query; p != NULL && *p != '\0';) {
-        const char *amp = strchr(p, '&');
-        size_t plen = amp != NULL ? (size_t)(amp - p) : strlen(p);
-        if (plen >= nlen && strncmp(p, name, nlen) == 0 && (plen == nlen || p[nlen] == '=')) {
-            size_t vlen = plen > nlen ? plen - nlen - 1 : 0;
-            if (vlen >= cap)
-                return false;
-            memcpy(out, p + nlen + (plen > nlen ? 1 : 0), vlen);
-            out[vlen] = '\0';
-            *present = true;
-            return true;
-        }
-        p = amp != NULL ? amp + 1 : NULL;
-    }
-    return true;
-}
-
-bool fsa__server_pull_query(const char *query, int64_t *since, int64_t *limit)
-{
-    char since_s[FSA_CODEC_CURSOR_BYTES];
-    char limit_s[16];
-    bool has_since = false, has_limit = false;
-    *since = 0;
-    *limit = PULL_DEFAULT_LIMIT;
-    const size_t plen = strlen(CURSOR_PREFIX);
-    return query_get(query, "since", since_s, sizeof since_s, &has_since) &&
-           query_get(query, "limit", limit_s, sizeof limit_s, &has_limit) &&
-           !(has_since && since_s[0] != '\0' &&
-             (strncmp(since_s, CURSOR_PREFIX, plen) != 0 || !parse_i64(since_s + plen, since) ||
-              *since < 0)) &&
-           !(has_limit &&
-             (!parse_i64(limit_s, limit) || *limit < 1 || *limit > FSA_STORE_PULL_MAX));
-}
-
 static enum MHD_Result handle_pull(fsa_server_t *srv, struct MHD_Connection *c, const char *query,
                                    const device_t *dev)
 {
     int64_t since = 0;
-    int64_t limit = PULL_DEFAULT_LIMIT;
+    int64_t limit = FSA__SERVER_PULL_DEFAULT_LIMIT;
     if (!fsa__server_pull_query(query, &since, &limit)) {
         bump(&srv->stats.malformed);
         return respond_error(srv, c, 400, "malformed",
@@ -1041,7 +808,7 @@ static enum MHD_Result handle_pull(fsa_server_t *srv, struct MHD_Connection *c, 
         fsa_log(&srv->port, FSA_LOG_ERROR, "pull for %s failed: %s", dev->id, fsa_status_str(st));
         return respond_error(srv, c, 500, "internal", "the server could not read its store");
     }
-    snprintf(pull.cursor, sizeof pull.cursor, CURSOR_PREFIX "%" PRId64, next);
+    snprintf(pull.cursor, sizeof pull.cursor, FSA__SERVER_CURSOR_PREFIX "%" PRId64, next);
     pull.server_time_ms = now_ms(srv);
     char *text = NULL;
     size_t len = 0;
@@ -1301,35 +1068,6 @@ static enum MHD_Result handle_admin(fsa_server_t *srv, struct MHD_Connection *c,
 
 /* ---- routing ---- */
 
-void fsa__server_route(const char *uri, fsa__server_route_t *out)
-{
-    char *path = out->path;
-    snprintf(path, sizeof out->path, "%s", uri);
-    char *q = strchr(path, '?');
-    out->query = "";
-    if (q != NULL) {
-        *q = '\0';
-        out->query = uri + (q - path) + 1;
-    }
-    out->admin = strncmp(path, "/admin/v1/", 10) == 0;
-    out->push = out->pull = false;
-    out->device[0] = '\0';
-    if (out->admin)
-        return;
-
-    static const char prefix[] = "/v1/devices/";
-    if (strncmp(path, prefix, sizeof prefix - 1) == 0) {
-        const char *d = path + sizeof prefix - 1;
-        const char *tail = strchr(d, '/');
-        if (tail != NULL && (size_t)(tail - d) < sizeof out->device) {
-            memcpy(out->device, d, (size_t)(tail - d));
-            out->device[tail - d] = '\0';
-            out->push = strcmp(tail, "/ops") == 0;
-            out->pull = strcmp(tail, "/changes") == 0;
-        }
-    }
-}
-
 static enum MHD_Result handle_request(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
                                       const char *method)
 {
@@ -1522,7 +1260,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         req->chunked = cl == NULL;
         int64_t clen = 0;
-        if (cl != NULL && parse_i64(cl, &clen) && clen > RAW_BODY_MAX) {
+        if (cl != NULL && fsa__server_parse_i64(cl, &clen) && clen > RAW_BODY_MAX) {
             /* PROTOCOL.md section 3: a refusal must reach a client that is still sending. A
              * client waiting for "100 Continue" has sent nothing yet and gets the 413 at once; a
              * client that sends its body without waiting has its body read and dropped (up to
