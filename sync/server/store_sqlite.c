@@ -7,6 +7,7 @@
  * sync/server/ includes it.
  */
 #include "port/alloc.h"
+#include "storage/db.h"
 #include "storage/libs.h"
 #include "sync/server/store_internal.h"
 
@@ -197,20 +198,11 @@ static sq_store_t *SQ(fsa__store_tx_t *tx)
     return (sq_store_t *)(void *)tx->store;
 }
 
+/* SQLite's result codes as statuses: the journal's mapping (storage/db.h), so both stores say the
+ * same (a constraint is FSA_EEXISTS there and here). */
 static fsa_status_t map_rc(int rc)
 {
-    switch (rc & 0xff) {
-    case SQLITE_OK:
-    case SQLITE_DONE:
-    case SQLITE_ROW: return FSA_OK;
-    case SQLITE_NOMEM: return FSA_ENOMEM;
-    case SQLITE_FULL: return FSA_EFULL;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED: return FSA_EBUSY;
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: return FSA_ECORRUPT;
-    default: return FSA_EIO;
-    }
+    return fsa__db_status(rc);
 }
 
 static fsa_status_t db_fail(sqlite3 *db, int rc, const char *what, char *err, size_t errlen)
@@ -220,12 +212,14 @@ static fsa_status_t db_fail(sqlite3 *db, int rc, const char *what, char *err, si
     return map_rc(rc);
 }
 
+/* The journal's fsa__db_exec, with the statement named in the message. */
 static fsa_status_t exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
-    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        return db_fail(db, rc, sql, err, errlen);
-    return FSA_OK;
+    char why[256];
+    fsa_status_t st = fsa__db_exec(db, sql, why, sizeof why);
+    if (st != FSA_OK && err != NULL && errlen > 0)
+        snprintf(err, errlen, "%.120s: %s", sql, why);
+    return st;
 }
 
 static int64_t query_int(sqlite3 *db, const char *sql, int64_t dflt)
