@@ -353,14 +353,14 @@ static fsa_status_t ent_flush(fsa__store_tx_t *tx)
     struct fsa__store_cache *c = tx->cache;
     if (c == NULL || c->n == 0)
         return FSA_OK;
-    cent_t **dirty = fsa_malloc(c->n * sizeof *dirty);
+    cent_t **dirty = fsa_malloc(c->n * sizeof(cent_t *));
     if (dirty == NULL)
         return FSA_ENOMEM;
     size_t nd = 0;
     for (size_t i = 0; i < c->n; i++)
         if (c->e[i].dirty)
             dirty[nd++] = &c->e[i];
-    qsort(dirty, nd, sizeof *dirty, by_wseq);
+    qsort(dirty, nd, sizeof(cent_t *), by_wseq);
     fsa_status_t st = FSA_OK;
     for (size_t i = 0; i < nd && st == FSA_OK; i++) {
         cent_t *e = dirty[i];

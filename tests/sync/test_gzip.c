@@ -11,10 +11,12 @@ static char *sample(size_t n)
 {
     char *s = fsa_malloc(n + 1);
     assert_non_null(s);
+    static const char letters[] = "abcdefghijklmnopqrstuvwxyz";
+    static const char pattern[] = "{\"level\":1,";
     unsigned x = 12345;
     for (size_t i = 0; i < n; i++) {
         x = x * 1103515245u + 12345u;
-        s[i] = i % 7 == 0 ? (char)('a' + (x >> 16) % 26) : "{\"level\":1,"[i % 11];
+        s[i] = i % 7 == 0 ? letters[(x >> 16) % 26] : pattern[i % 11];
     }
     s[n] = '\0';
     return s;
@@ -87,7 +89,8 @@ static void test_gzip__bad_input(void **state)
     unsigned char *longer = fsa_malloc(gz_len + 3);
     assert_non_null(longer);
     memcpy(longer, gz, gz_len);
-    memcpy(longer + gz_len, "xyz", 3);
+    static const unsigned char junk[3] = {0x78, 0x79, 0x7a};
+    memcpy(longer + gz_len, junk, sizeof junk);
     assert_int_equal(fsa_gzip_inflate(longer, gz_len + 3, 10000, &out, &out_len), FSA_EINVAL);
     fsa_free(longer);
     gz[gz_len / 2] ^= 0x55;
