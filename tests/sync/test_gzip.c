@@ -16,7 +16,10 @@ static char *sample(size_t n)
     unsigned x = 12345;
     for (size_t i = 0; i < n; i++) {
         x = x * 1103515245u + 12345u;
-        s[i] = i % 7 == 0 ? letters[(x >> 16) % 26] : pattern[i % 11];
+        if (i % 7 == 0)
+            s[i] = letters[(x >> 16) % 26];
+        else
+            s[i] = pattern[i % 11];
     }
     s[n] = '\0';
     return s;
