@@ -14,12 +14,11 @@
 #include <time.h>
 
 #include <curl/curl.h>
-#define ZLIB_CONST
-#include <zlib.h>
 
 #include "port/alloc.h"
 #include "port/limits.h"
 #include "port/port.h"
+#include "sync/gzip.h"
 
 /* "sha256//" and the base64 of 32 bytes: 43 characters and one '=' of padding. */
 #define PIN_PREFIX "sha256//"
@@ -416,59 +415,6 @@ void fsa_http_response_clear(fsa_http_response_t *r)
 
 /* ---- one request ---- */
 
-/*
- * Compresses in[0..len) into one gzip member. The output buffer is deflateBound's worst case, so
- * deflate never runs out of room; the loop only exists because zlib counts in 32-bit units.
- */
-static fsa_status_t gzip_body(const void *in, size_t len, unsigned char **out, size_t *out_len)
-{
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    *out = NULL;
-    *out_len = 0;
-    if ((uLong)len != len)
-        return FSA_ETOOLARGE;
-    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
-        Z_OK)
-        return FSA_ENOMEM;
-    fsa_status_t st = FSA_ENOMEM;
-    size_t cap = (size_t)deflateBound(&zs, (uLong)len);
-    unsigned char *buf = cap >= len ? fsa_malloc(cap) : NULL;
-    if (buf == NULL)
-        goto out;
-    const unsigned char *src = in;
-    size_t in_left = len;
-    size_t produced = 0;
-    int zrc;
-    do {
-        if (zs.avail_in == 0 && in_left > 0) {
-            uInt chunk = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
-            zs.next_in = src;
-            zs.avail_in = chunk;
-            src += chunk;
-            in_left -= chunk;
-        }
-        size_t room = cap - produced;
-        uInt avail = room > UINT_MAX ? UINT_MAX : (uInt)room;
-        zs.next_out = buf + produced;
-        zs.avail_out = avail;
-        zrc = deflate(&zs, in_left == 0 ? Z_FINISH : Z_NO_FLUSH);
-        produced += avail - zs.avail_out;
-        if (zrc == Z_STREAM_ERROR || (zrc != Z_STREAM_END && produced == cap)) {
-            st = FSA_EIO;
-            goto out;
-        }
-    } while (zrc != Z_STREAM_END);
-    *out = buf;
-    *out_len = produced;
-    buf = NULL;
-    st = FSA_OK;
-out:
-    deflateEnd(&zs);
-    fsa_free(buf);
-    return st;
-}
-
 /* The request body as curl reads it; counts what was handed to the wire. */
 typedef struct upload {
     const unsigned char *data;
@@ -764,7 +710,7 @@ fsa_status_t fsa_transport_request(fsa_transport_t *t, const char *method,
 
     if (compressed) {
         size_t gz_len = 0;
-        st = gzip_body(body, len, &gz, &gz_len);
+        st = fsa_gzip_compress(body, len, &gz, &gz_len);
         if (st != FSA_OK) {
             say(resp->error, sizeof resp->error, "compressing the %zu-byte body failed: %s", len,
                 fsa_status_str(st));

@@ -129,6 +129,8 @@ typedef struct fsa__server {
     int pid;                  /* 0 when not running */
     int out_fd;               /* its stdout: EOF when it exits */
     char url[FSA__URL_BYTES]; /* "http://127.0.0.1:PORT" */
+    /* Its admin listener, "http://127.0.0.1:PORT" (its "admin listening on" line). */
+    char admin_url[FSA__URL_BYTES];
     char binary[FSA__PATH_BYTES + 64];
     char found_via[64];              /* "$FIELDSYNC_SERVER", "build tree", "installed beside" */
     char log[FSA__PATH_BYTES + 128]; /* its stderr */

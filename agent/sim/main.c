@@ -28,7 +28,8 @@
 static const char USAGE[] =
     "usage: fieldsync-sim [--devices N] [--scenario NAME] [--seed S] [--ops N] [--duration D]\n"
     "                     [--faults SPEC] [--server URL]... --devices-file F\n"
-    "                     [--admin-token-file F] [--server-hook CMD] [--site-reader ID]\n"
+    "                     [--admin-token-file F --admin-url URL] [--server-hook CMD]\n"
+    "                     [--site-reader ID]\n"
     "                     [--report FILE.json] [--html FILE.html] [--workdir DIR]\n"
     "                     [--workers N] [--journal-sync normal|full]\n"
     "\n"
@@ -55,6 +56,9 @@ static const char USAGE[] =
     "                       through pulls (its scope must cover the run, or it has none)\n"
     "  --admin-token-file F the server's admin token: entities seeded and the final state read\n"
     "                       through the admin API, and the server's counters checked\n"
+    "  --admin-url URL      with --admin-token-file: the address of the server's admin API\n"
+    "                       (its own listener, printed as 'admin listening on URL'),\n"
+    "                       http://HOST:PORT or unix:PATH\n"
     "  --server-hook CMD    without the admin API: a shell command the server's actor runs,\n"
     "                       {type} and {id} replaced, e.g. 'ssh stg ./manage.py autoclose\n"
     "                       {type} {id}'; without it `autoclose` cannot run\n"
@@ -377,6 +381,7 @@ typedef struct opts {
     uint64_t seed;
     int64_t duration_ms;
     const char *faults, *server, *devices_file, *token_file, *report, *html, *workdir;
+    const char *admin_url; /* --admin-url: the admin listener of a --server */
     const char *servers[SERVERS_MAX];
     int nservers;
     const char *hook, *site_reader, *server_db;
@@ -398,7 +403,7 @@ static void parse_args(int argc, char **argv, opts_t *o)
         "--duration",         "--faults",       "--server",      "--devices-file",
         "--admin-token-file", "--report",       "--html",        "--workdir",
         "--workers",          "--journal-sync", "--server-hook", "--site-reader",
-        "--server-procs",     "--server-db"};
+        "--server-procs",     "--server-db",    "--admin-url"};
     bool given[sizeof with_value / sizeof with_value[0]] = {false};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -458,6 +463,11 @@ static void parse_args(int argc, char **argv, opts_t *o)
             o->devices_file = v;
         } else if (strcmp(a, "--admin-token-file") == 0) {
             o->token_file = v;
+        } else if (strcmp(a, "--admin-url") == 0) {
+            if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0 &&
+                strncmp(v, "unix:", 5) != 0)
+                die_usage("--admin-url needs an http://, https:// or unix: address, not '%s'", v);
+            o->admin_url = v;
         } else if (strcmp(a, "--report") == 0) {
             o->report = v;
         } else if (strcmp(a, "--html") == 0) {
@@ -487,6 +497,9 @@ static void parse_args(int argc, char **argv, opts_t *o)
         die_usage("--devices-file goes with --server (the simulator writes its own otherwise)");
     if (o->server == NULL && o->token_file != NULL)
         die_usage("--admin-token-file goes with --server (the simulator makes its own otherwise)");
+    if ((o->token_file != NULL) != (o->admin_url != NULL))
+        die_usage("--admin-token-file and --admin-url go together (the server's admin API has "
+                  "its own listener: fieldsync-server --admin-listen)");
     if (o->server != NULL && (o->procs > 1 || o->server_db != NULL))
         die_usage("--server-procs and --server-db are for the simulator's own server");
     if (o->server == NULL && o->site_reader != NULL)
@@ -769,8 +782,8 @@ int main(int argc, char **argv)
                 snprintf(res->note, sizeof res->note,
                          "server faults not injected (--server): crashes and skewed clocks only");
             }
-            if (token[0] != '\0' &&
-                fsa__admin_new(f.url, token, &admin, err, sizeof err) != FSA_OK) {
+            if (token[0] != '\0' && fsa__admin_new(o.server == NULL ? srv0->admin_url : o.admin_url,
+                                                   token, &admin, err, sizeof err) != FSA_OK) {
                 rc = fail("%s", err);
                 stop = true;
             }

@@ -560,6 +560,8 @@ static void test_sim__server_mode(void **state)
                         s.devices,
                         "--admin-token-file",
                         s.token,
+                        "--admin-url",
+                        s.admin_url,
                         "--scenario",
                         "ticketlog",
                         "--devices",
@@ -588,7 +590,7 @@ static void test_sim__server_mode(void **state)
         if (*p == '|')
             *p = ' ';
     snprintf(hook, sizeof hook, "%.400s %.4000s --hook-autoclose %.128s {id}", emu, self_path,
-             server2.url);
+             server2.admin_url);
     const char *a2[] = {"--server",
                         s.url,
                         "--server",
@@ -654,9 +656,10 @@ static void test_sim__server_mode(void **state)
     snprintf(bad, sizeof bad, "%s/sim-devices.json", s.dir);
     write_sim_devices(bad, 4, 0);
     const char *a4[] = {
-        "--server", s.url,        "--devices-file", bad,         "--admin-token-file",
-        s.token,    "--scenario", "json",           "--devices", "4",
-        "--ops",    "8",          "--report",       report,      NULL};
+        "--server",  s.url,         "--devices-file", bad,          "--admin-token-file",
+        s.token,     "--admin-url", s.admin_url,      "--scenario", "json",
+        "--devices", "4",           "--ops",          "8",          "--report",
+        report,      NULL};
     run_sim(&r, 60, a4);
     if (r.status != 1 || strstr(r.out, "FAIL json: all_keys_present") == NULL ||
         strstr(r.out, "FAIL json: devices_error_free") == NULL)
