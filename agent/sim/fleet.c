@@ -37,6 +37,24 @@ uint64_t fsa__mix(uint64_t *s)
     return z ^ (z >> 31);
 }
 
+int fsa__races(int ndev)
+{
+    return ndev / FSA__RACERS > 0 ? ndev / FSA__RACERS : 1;
+}
+
+int fsa__race_of(int i, int ndev)
+{
+    return i % fsa__races(ndev);
+}
+
+void fsa__scope_key(const fsa__fleet_t *f, const char *what, int n, char *out, size_t cap)
+{
+    if (n < 0)
+        snprintf(out, cap, "%s.%s", f->tag, what);
+    else
+        snprintf(out, cap, "%s.%s%d", f->tag, what, n);
+}
+
 void fsa__dev_error(fsa__device_t *d, const char *fmt, ...)
 {
     if (d->error[0] != '\0')

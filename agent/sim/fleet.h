@@ -31,6 +31,26 @@
 #define FSA__URL_BYTES 256
 #define FSA__ERR_BYTES 320
 
+/*
+ * Scopes (PROTOCOL.md section 4): so that a device pulls what its scenario needs, not the fleet's
+ * entities, the scenarios' entities carry scope keys that name the devices that need them, and
+ * the devices file the simulator writes gives device i the scope {"people": [its id,
+ * "TAG.race<i mod races>", "TAG.grp<i / FSA__GROUP_DEVICES>", and "TAG.crew" when i < 2 x --ops]}
+ * (TAG: the run tag). Its own job (autoclose) has people_id its id, a race job (autoclose)
+ * TAG.raceK, the entities a group of devices shares (ticketlog, json, flaky) TAG.grpG, those of
+ * the fixed-size crew (checkpoints' tour, escalation's tickets) TAG.crew. A shared entity is
+ * shared by at most FSA__GROUP_DEVICES devices, so that what each device pulls does not grow with
+ * the fleet.
+ */
+#define FSA__GROUP_DEVICES 100
+/* Devices per race job in autoclose. */
+#define FSA__RACERS 10
+
+/* The race group of device i in a fleet of ndev (autoclose). */
+int fsa__race_of(int i, int ndev);
+/* The number of race groups of a fleet of ndev. */
+int fsa__races(int ndev);
+
 /* ---- invariant results ---- */
 
 typedef enum fsa__inv_status {
@@ -245,7 +265,11 @@ typedef struct fsa__fleet {
     const char *phase;
     int phase_done, phase_total;
     int64_t last_progress_ms;
+    char tag[32]; /* the run tag: scope keys are "TAG.grpG", "TAG.raceK", "TAG.crew" */
 } fsa__fleet_t;
+
+/* The scope key of a group, race group or the crew ("grp", "race" with n; "crew" with n < 0). */
+void fsa__scope_key(const fsa__fleet_t *f, const char *what, int n, char *out, size_t cap);
 
 /* The server URL device d talks to (the reader included). */
 const char *fsa__dev_url(const fsa__fleet_t *f, const fsa__device_t *d);

@@ -239,12 +239,14 @@ static bool hex_random(char *out, size_t nbytes)
     "{\"sites\": [\"site0\", \"site1\", \"site2\", \"site3\", \"site4\", \"site5\", \"site6\", "   \
     "\"s1\"]}"
 
-/* Our own server: device ids and fresh secrets, written to a devices file (0600); then the two
- * readers of the final state when the checks go through pulls: "reader" (no scope: every jobneed
- * and ticket) and "site-reader" (scope: the sites, so every attendance). */
-static int make_devices(fsa__fleet_t *f, const char *path)
+/* Our own server: device ids and fresh secrets, written to a devices file (0600), each device
+ * with the scope of fleet.h (what its scenarios need: its own job, its race group's job, its
+ * group's shared entities, the crew's); then the two readers of the final state when the checks
+ * go through pulls: "reader" (no scope: every jobneed and ticket) and "site-reader" (scope: the
+ * sites, so every attendance). ops: --ops (the crew is the first 2 x ops devices). */
+static int make_devices(fsa__fleet_t *f, const char *path, int ops)
 {
-    size_t cap = 256 + ((size_t)f->ndev + 2) * 120;
+    size_t cap = 256 + ((size_t)f->ndev + 2) * (220 + 4 * sizeof f->tag);
     char *text = fsa_malloc(cap);
     if (text == NULL)
         return fail("out of memory");
@@ -252,22 +254,36 @@ static int make_devices(fsa__fleet_t *f, const char *path)
     for (int i = 0; i < f->ndev + 2; i++) {
         fsa__device_t *d = &f->dev[i];
         d->index = i;
-        if (i == f->ndev)
+        char scope[sizeof d->id + 4 * (sizeof f->tag + 16) + 64] = "";
+        if (i == f->ndev) {
             snprintf(d->id, sizeof d->id, "reader");
-        else if (i == f->ndev + 1)
+        } else if (i == f->ndev + 1) {
             snprintf(d->id, sizeof d->id, "site-reader");
-        else
+            snprintf(scope, sizeof scope, ", \"scope\": %s", SITE_SCOPE);
+        } else {
             snprintf(d->id, sizeof d->id, "dev%05d", i);
+            char race[sizeof f->tag + 16], grp[sizeof f->tag + 16], crew[sizeof f->tag + 16];
+            fsa__scope_key(f, "race", fsa__race_of(i, f->ndev), race, sizeof race);
+            fsa__scope_key(f, "grp", i / FSA__GROUP_DEVICES, grp, sizeof grp);
+            fsa__scope_key(f, "crew", -1, crew, sizeof crew);
+            snprintf(scope, sizeof scope,
+                     ", \"scope\": {\"people\": [\"%s\", \"%s\", \"%s\"%s%s%s]}", d->id, race, grp,
+                     i < 2 * ops ? ", \"" : "", i < 2 * ops ? crew : "", i < 2 * ops ? "\"" : "");
+        }
         char hex[2 * FSA_LIMIT_SECRET_BYTES + 1];
         if (!hex_random(hex, FSA_LIMIT_SECRET_BYTES) ||
             fsa_signer_key_parse(hex, strlen(hex), &d->key) != FSA_OK) {
             fsa_free(text);
             return fail("no random source for the device secrets");
         }
-        n += (size_t)snprintf(text + n, cap - n, "%s{\"id\": \"%s\", \"secret\": \"%s\"%s%s}",
-                              i ? ", " : "", d->id, hex, i == f->ndev + 1 ? ", \"scope\": " : "",
-                              i == f->ndev + 1 ? SITE_SCOPE : "");
+        n += (size_t)snprintf(text + n, cap - n, "%s{\"id\": \"%s\", \"secret\": \"%s\"%s}",
+                              i ? ", " : "", d->id, hex, scope);
         fsa_signer_wipe(hex, sizeof hex);
+        if (n >= cap) {
+            fsa_signer_wipe(text, cap);
+            fsa_free(text);
+            return fail("out of memory for the devices file");
+        }
     }
     snprintf(text + n, cap - n, "]}\n");
     char err[FSA__ERR_BYTES];
@@ -616,9 +632,6 @@ int main(int argc, char **argv)
         }
         snprintf(devices_file, sizeof devices_file, "%s/devices.json", workdir);
         snprintf(token_file, sizeof token_file, "%s/admin.token", workdir);
-        rc = make_devices(&f, devices_file);
-        if (rc != EXIT_SUCCESS)
-            goto out_dir;
         char line[sizeof token + 2];
         if (!hex_random(token, 24)) {
             rc = fail("no random source for the admin token");
@@ -655,6 +668,10 @@ int main(int argc, char **argv)
             }
             snprintf(runtag, sizeof runtag, "r%08" PRIx32, r);
         }
+        snprintf(f.tag, sizeof f.tag, "%s", runtag);
+        rc = make_devices(&f, devices_file, o.ops);
+        if (rc != EXIT_SUCCESS)
+            goto out_dir;
     } else {
         rc = load_devices(&f, o.devices_file, o.devices_given, o.site_reader);
         if (rc != EXIT_SUCCESS)
@@ -681,6 +698,7 @@ int main(int argc, char **argv)
             goto out_dir;
         }
         snprintf(runtag, sizeof runtag, "r%08" PRIx32, r);
+        snprintf(f.tag, sizeof f.tag, "%s", runtag);
     }
     f.reader = &f.dev[f.ndev];
     if (o.server == NULL)
