@@ -407,6 +407,9 @@ typedef struct fsa__report_meta {
     const char *workdir;
     bool workdir_kept;
     int64_t wall_ms;
+    int64_t sim_rss_kib;    /* the simulator's peak resident set (getrusage) */
+    int64_t server_rss_kib; /* the largest peak of the server processes it started (VmHWM); 0:
+                               none (--server) */
 } fsa__report_meta_t;
 
 void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__result_t *r, size_t n);

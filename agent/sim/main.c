@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -299,7 +300,8 @@ static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given,
 {
     char *text = NULL, err[FSA__ERR_BYTES];
     size_t len = 0;
-    fsa_status_t st = fsa_file_read(path, FSA_LIMIT_BODY_BYTES, 1, &text, &len, err, sizeof err);
+    fsa_status_t st =
+        fsa_file_read(path, FSA_CODEC_DEVICES_FILE_BYTES, 1, &text, &len, err, sizeof err);
     if (st != FSA_OK)
         return fail("%s", err);
     fsa_codec_device_t *devs = NULL;
@@ -382,6 +384,27 @@ static int read_token(const char *path, char *out, size_t cap)
     out[n] = '\0';
     fsa_file_wipe_free(text, len);
     return EXIT_SUCCESS;
+}
+
+/* The peak resident set of a running process (VmHWM of /proc/PID/status) in KiB; 0 when it
+ * cannot be read. */
+static int64_t peak_rss_of(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        return 0;
+    int64_t kib = 0;
+    while (fgets(line, sizeof line, fp) != NULL)
+        if (strncmp(line, "VmHWM:", 6) == 0) {
+            char *end = NULL;
+            long long v = strtoll(line + 6, &end, 10);
+            kib = end != line + 6 && v > 0 ? (int64_t)v : 0;
+            break;
+        }
+    (void)fclose(fp);
+    return kib;
 }
 
 /* ---- main ---- */
@@ -711,6 +734,7 @@ int main(int argc, char **argv)
 
     const fsa__scenario_t *list[16];
     size_t nlist = pick(&o, list, 16);
+    int64_t server_rss = 0;
     fsa__result_t *results = NULL;
     size_t nres = 0, capres = 0;
     int64_t deadline = o.duration_ms > 0 ? t_start + o.duration_ms : 0;
@@ -807,6 +831,9 @@ int main(int argc, char **argv)
             for (int p = 0; o.server == NULL && p < o.procs; p++) {
                 if (srvs[p].pid <= 0)
                     continue;
+                int64_t hwm = peak_rss_of(srvs[p].pid);
+                if (hwm > server_rss)
+                    server_rss = hwm;
                 int src = fsa__server_stop(&srvs[p]);
                 if (src != 0)
                     fsa__inv_add(res, "server_clean_exit", FSA__INV_FAIL,
@@ -835,7 +862,11 @@ int main(int argc, char **argv)
         .workdir = workdir,
         .workdir_kept = keep,
         .wall_ms = fsa__real_ms() - t_start,
+        .server_rss_kib = server_rss,
     };
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        meta.sim_rss_kib = ru.ru_maxrss;
     fsa__report_summary(stdout, &meta, results, nres);
     fflush(stdout);
     /* An honest exit: a failed invariant, a scenario that could not run, or nothing checked at
