@@ -236,6 +236,15 @@ typedef struct fsa__sample {
     int64_t retries; /* requests retried so far */
 } fsa__sample_t;
 
+/* Where a scenario's time went: a phase of the worker pool, or the main thread's work between
+ * phases (seeding, the server's actor) and after them (checks). */
+#define FSA__PHASES_MAX 48
+typedef struct fsa__phase {
+    char name[48];
+    int64_t ms;
+    int devices; /* stepped by the pool; 0 for the main thread's work */
+} fsa__phase_t;
+
 typedef struct fsa__fleet {
     fsa__device_t *dev;
     int ndev;
@@ -265,7 +274,10 @@ typedef struct fsa__fleet {
     const char *phase;
     int phase_done, phase_total;
     int64_t last_progress_ms;
-    char tag[32]; /* the run tag: scope keys are "TAG.grpG", "TAG.raceK", "TAG.crew" */
+    fsa__phase_t phases[FSA__PHASES_MAX];
+    size_t nphases;
+    int64_t phase_end_ms; /* when the last phase ended (or the scenario began) */
+    char tag[32];         /* the run tag: scope keys are "TAG.grpG", "TAG.raceK", "TAG.crew" */
 } fsa__fleet_t;
 
 /* The scope key of a group, race group or the crew ("grp", "race" with n; "crew" with n < 0). */
@@ -284,6 +296,8 @@ void fsa__fleet_free(fsa__fleet_t *f);
 /* Starts a scenario: journals under dir, fresh sims, figures and series reset. */
 fsa_status_t fsa__fleet_begin(fsa__fleet_t *f, const char *scenario, int index, const char *dir,
                               char *err, size_t errlen) FSA_MUST_CHECK;
+/* Notes the main thread's work since the last phase ended as a phase of its own (name). */
+void fsa__fleet_mark(fsa__fleet_t *f, const char *name);
 /* Ends it: frees the sims. */
 void fsa__fleet_end(fsa__fleet_t *f);
 
@@ -350,6 +364,8 @@ typedef struct fsa__result {
     size_t ninv;
     char faults[256]; /* the server's fault options, "" when none */
     const char *how;  /* how the next invariant added was checked (NULL: "devices") */
+    fsa__phase_t phases[FSA__PHASES_MAX];
+    size_t nphases;
 } fsa__result_t;
 
 void fsa__result_free(fsa__result_t *r);

@@ -176,6 +176,13 @@ static void json_result(FILE *o, const fsa__result_t *r)
         json_stats(o, &r->s_delta);
     else
         fprintf(o, "null");
+    fprintf(o, ",\"phases\":[");
+    for (size_t i = 0; i < r->nphases; i++) {
+        fprintf(o, "%s{\"name\":", i ? "," : "");
+        json_str(o, r->phases[i].name);
+        fprintf(o, ",\"ms\":%" PRId64 ",\"devices\":%d}", r->phases[i].ms, r->phases[i].devices);
+    }
+    fprintf(o, "]");
     fprintf(o, ",\"conflicts_by_kind\":{");
     for (size_t i = 0; i < r->nkinds; i++) {
         fprintf(o, "%s", i ? "," : "");

@@ -1700,5 +1700,8 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
         memcpy(r->samples, f->samples, f->nsamples * sizeof *r->samples);
         r->nsamples = f->nsamples;
     }
+    fsa__fleet_mark(f, "main thread: checks");
+    memcpy(r->phases, f->phases, f->nphases * sizeof r->phases[0]);
+    r->nphases = f->nphases;
     r->duration_ms = fsa__real_ms() - t0;
 }
