@@ -1180,8 +1180,8 @@ fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_de
     cJSON *root = NULL;
     const char *why = NULL;
     /* Depth 5: {"devices": [{"scope": {"sites": [...]}}]}. */
-    parse_fail_t pf =
-        parse_bounded(text, len, FSA_LIMIT_BODY_BYTES, 5, FSA_LIMIT_JSON_VALUES, &root, &why);
+    parse_fail_t pf = parse_bounded(text, len, FSA_CODEC_DEVICES_FILE_BYTES, 5,
+                                    FSA_CODEC_DEVICES_FILE_VALUES, &root, &why);
     if (pf != PARSE_OK)
         return parse_status(pf, why, err);
     fsa_status_t st = FSA_OK;

@@ -256,12 +256,17 @@ typedef struct fsa_codec_device {
  * Decodes a devices file: every id valid and unique, every secret exactly 64 hex chars, an optional
  * scope {"sites": [str...], "people": [str...]} (each list optional, at most FSA_CODEC_SCOPE_MAX
  * strings of 1..128 bytes; null or absent scope: none), at most
- * FSA_CODEC_DEVICES_MAX devices, the text within FSA_LIMIT_BODY_BYTES. *out receives a malloc'ed
+ * FSA_CODEC_DEVICES_MAX devices, the text within FSA_CODEC_DEVICES_FILE_BYTES. *out receives a
+ * malloc'ed
  * array of *count devices (free with fsa_codec_devices_free, which wipes the secrets); the secret
  * strings inside the parsed JSON are wiped before it is freed. err names the problem (never a
  * secret). Returns FSA_OK, FSA_EINVAL, FSA_ETOOLARGE, FSA_ENOMEM.
  */
 #define FSA_CODEC_DEVICES_MAX 100000
+/* A devices file's bounds: room for FSA_CODEC_DEVICES_MAX devices of about 300 bytes (id, secret,
+ * a small scope) and 16 JSON values each (a request body's 1 MiB holds fewer than 10,000). */
+#define FSA_CODEC_DEVICES_FILE_BYTES (32 * 1024 * 1024)
+#define FSA_CODEC_DEVICES_FILE_VALUES (16 * FSA_CODEC_DEVICES_MAX)
 fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_device_t **out,
                                       size_t *count, fsa_codec_err_t *err) FSA_MUST_CHECK;
 

@@ -429,8 +429,8 @@ static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
 {
     char *text = NULL;
     size_t len = 0;
-    fsa_status_t st = read_file("devices file", srv->cfg.devices_file, FSA_LIMIT_BODY_BYTES, true,
-                                &text, &len, err, errlen);
+    fsa_status_t st = read_file("devices file", srv->cfg.devices_file, FSA_CODEC_DEVICES_FILE_BYTES,
+                                true, &text, &len, err, errlen);
     if (st != FSA_OK)
         return st;
     fsa_codec_device_t *devs = NULL;
