@@ -1400,23 +1400,35 @@ static void touch(touched_t *t, size_t *nt, const fsa_op_t *op)
     }
 }
 
+/*
+ * "In flight" is not written op by op: the outbox's state column is in three of its indexes, and
+ * rewriting it for every op sent cost as much as applying the op's result. Batches are read from
+ * the head of the queue in seq order and a recorded op always gets a higher seq than any op
+ * committed before it, so the ops sent at least once are exactly the open ones at or below the
+ * highest seq sent, which is what this key keeps (state 1 stays meaningful in journals that
+ * stored it). The attempts column is no longer counted.
+ */
+#define K_SENT_UPTO "outbox_sent_upto"
+#define SENT_UPTO_SQL "(SELECT coalesce(max(v), 0) FROM sync_state WHERE k = '" K_SENT_UPTO "')"
+
 /* Marks ops in flight inside the open transaction. */
 static fsa_status_t mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops, size_t n)
 {
+    int64_t upto = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].seq > upto)
+            upto = ops[i].seq;
+    if (upto == 0)
+        return FSA_OK;
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "UPDATE outbox SET state = 1, attempts = attempts + 1 "
-                          "WHERE seq = ?1 AND state IN (0, 1)",
+                          "INSERT INTO sync_state(k, v) VALUES('" K_SENT_UPTO "', ?1) "
+                          "ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v)",
                           &st);
-    for (size_t i = 0; s == FSA_OK && i < n; i++) {
-        sqlite3_reset(st);
-        sqlite3_bind_int64(st, 1, ops[i].seq);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE)
-            s = fsa__db_status(rc);
-    }
-    release(j, st);
-    return s;
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, upto);
+    return step_done(j, st);
 }
 
 /* The body of both ways to apply results. ops NULL: each op is read by its result's op_id (an
@@ -1607,7 +1619,8 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
                           " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
                           /* Each count reads a partial index, never the table: they run
                            * after every batch of a drain (status events). */
-                          " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND state = 1),"
+                          " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND "
+                          "  (state = 1 OR seq <= " SENT_UPTO_SQL ")),"
                           " (SELECT count(*) FROM outbox WHERE state = 2),"
                           " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
                           "  outcome = 'conflict'),"
@@ -1643,7 +1656,18 @@ fsa_status_t fsa_outbox_find(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
     if (j == NULL || op_id == NULL || op == NULL)
         return FSA_EINVAL;
     lock_j(j);
+    fsa_op_state_t scratch;
+    if (state == NULL)
+        state = &scratch;
     fsa_status_t s = find_locked(j, op_id, op, state);
+    int64_t upto = 0;
+    if (s == FSA_OK && *state == FSA_OPSTATE_PENDING) {
+        s = state_get_int_locked(j, K_SENT_UPTO, 0, &upto);
+        if (s == FSA_OK && op->seq <= upto)
+            *state = FSA_OPSTATE_INFLIGHT;
+        if (s != FSA_OK)
+            fsa_op_clear(op);
+    }
     j->port->mutex_unlock(j->port->ctx, j->mu);
     return s;
 }
@@ -2148,7 +2172,8 @@ fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id, fsa_op_sta
     lock_j(j);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "SELECT state FROM outbox WHERE op_id = ?1 "
+                          "SELECT CASE WHEN state = 0 AND seq <= " SENT_UPTO_SQL
+                          " THEN 1 ELSE state END FROM outbox WHERE op_id = ?1 "
                           "UNION ALL SELECT 2 FROM done_ops WHERE op_id = ?1 LIMIT 1",
                           &st);
     if (s == FSA_OK) {
