@@ -951,6 +951,24 @@ fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine
                  "secret are required");
         return FSA_EINVAL;
     }
+    /* Out of range is a mistake to report, not to clamp silently (0 takes the default). */
+    if (opts->batch_max_ops != 0 && (opts->batch_max_ops < FSA_JOURNAL_GROUP_MAX ||
+                                     opts->batch_max_ops > FSA_LIMIT_BATCH_OPS)) {
+        snprintf(err, errlen, "sync engine: batch_max_ops %zu is not between %d and %d",
+                 opts->batch_max_ops, FSA_JOURNAL_GROUP_MAX, FSA_LIMIT_BATCH_OPS);
+        return FSA_EINVAL;
+    }
+    if (opts->batch_max_bytes != 0 && (opts->batch_max_bytes < FSA_LIMIT_ENGINE_BATCH_BYTES_MIN ||
+                                       opts->batch_max_bytes > FSA_LIMIT_BODY_BYTES)) {
+        snprintf(err, errlen, "sync engine: batch_max_bytes %zu is not between %d and %d",
+                 opts->batch_max_bytes, FSA_LIMIT_ENGINE_BATCH_BYTES_MIN, FSA_LIMIT_BODY_BYTES);
+        return FSA_EINVAL;
+    }
+    if (opts->pull_limit > FSA_LIMIT_BATCH_OPS_MAX) {
+        snprintf(err, errlen, "sync engine: pull_limit %zu is over %d", opts->pull_limit,
+                 FSA_LIMIT_BATCH_OPS_MAX);
+        return FSA_EINVAL;
+    }
     fsa_engine_t *e = fsa_calloc(1, sizeof *e);
     if (e == NULL)
         return FSA_ENOMEM;
@@ -962,14 +980,8 @@ fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine
     snprintf(e->device_id, sizeof e->device_id, "%s", opts->device_id);
     if (e->opts.batch_max_ops == 0)
         e->opts.batch_max_ops = FSA_LIMIT_ENGINE_BATCH_OPS;
-    if (e->opts.batch_max_ops > FSA_LIMIT_BATCH_OPS)
-        e->opts.batch_max_ops = FSA_LIMIT_BATCH_OPS;
-    if (e->opts.batch_max_ops < FSA_JOURNAL_GROUP_MAX)
-        e->opts.batch_max_ops = FSA_JOURNAL_GROUP_MAX;
     if (e->opts.batch_max_bytes == 0)
         e->opts.batch_max_bytes = FSA_LIMIT_ENGINE_BATCH_BYTES;
-    if (e->opts.batch_max_bytes > FSA_LIMIT_BODY_BYTES)
-        e->opts.batch_max_bytes = FSA_LIMIT_BODY_BYTES;
     if (e->opts.pull_limit == 0)
         e->opts.pull_limit = FSA_LIMIT_ENGINE_PULL_LIMIT;
     e->retry = opts->retry != NULL ? opts->retry : fsa_retry_policy(FSA_RETRY_DEFAULT);
