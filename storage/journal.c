@@ -1274,48 +1274,34 @@ static fsa_status_t ent_get(fsa_journal_t *j, ent_cache_t *c, fsa_type_t type, c
 }
 
 /* Ends an open op's life in the outbox: FSA_OK with *was_open false when it was not open any
- * more (answered already: nothing to do). compact: a done op leaves the outbox at once for
- * done_ops, as compaction would move it, instead of being marked done first. */
+ * more (answered already: nothing to do). Done ops stay in the outbox until fsa_outbox_compact
+ * moves them to done_ops in bulk: their op_id index and done_ops are keyed by random UUIDs, and
+ * touching them per batch would dirty (and write to the WAL) a page per op once the outbox is
+ * large; the seq-ordered indexes this touches stay on a few pages. */
 static fsa_status_t close_op(fsa_journal_t *j, const fsa_op_t *op, fsa_op_state_t to,
-                             int64_t version, int64_t now_ms, bool compact, bool *was_open)
+                             int64_t version, int64_t now_ms, bool *was_open)
 {
     sqlite3_stmt *st;
-    fsa_status_t s;
-    bool gone = compact && to == FSA_OPSTATE_DONE;
-    if (gone) {
-        s = prep(j, "DELETE FROM outbox WHERE seq = ?1 AND state IN (0, 1)", &st);
-    } else {
-        s = prep(j,
-                 "UPDATE outbox SET state = ?2, result_version = ?3, done_ms = ?4 "
-                 "WHERE seq = ?1 AND state IN (0, 1)",
-                 &st);
-        if (s == FSA_OK) {
-            sqlite3_bind_int(st, 2, (int)to);
-            sqlite3_bind_int64(st, 3, version);
-            sqlite3_bind_int64(st, 4, now_ms);
-        }
-    }
+    fsa_status_t s = prep(j,
+                          "UPDATE outbox SET state = ?2, result_version = ?3, done_ms = ?4 "
+                          "WHERE seq = ?1 AND state IN (0, 1)",
+                          &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, op->seq);
+    sqlite3_bind_int(st, 2, (int)to);
+    sqlite3_bind_int64(st, 3, version);
+    sqlite3_bind_int64(st, 4, now_ms);
     s = step_done(j, st);
     *was_open = s == FSA_OK && sqlite3_changes(j->db) == 1;
-    if (s != FSA_OK || !*was_open || !gone)
-        return s;
-    s = prep(j, "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) VALUES(?1, ?2, ?3)", &st);
-    if (s != FSA_OK)
-        return s;
-    bind_text(st, 1, op->op_id);
-    sqlite3_bind_int64(st, 2, op->seq);
-    sqlite3_bind_int64(st, 3, now_ms);
-    return step_done(j, st);
+    return s;
 }
 
 /* Applies one result for op (the outbox row as read) inside the open transaction, onto its
  * entity in cache c. *parked is set when the op was parked: its entity's local view must then be
  * rebuilt. */
 static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const fsa_op_t *op,
-                                        const fsa_op_result_t *r, int64_t now_ms, bool compact,
+                                        const fsa_op_result_t *r, int64_t now_ms, bool closed,
                                         bool *parked)
 {
     *parked = false;
@@ -1324,8 +1310,10 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
     fsa_op_state_t to = applied                          ? FSA_OPSTATE_DONE
                         : outcome == FSA_RESULT_CONFLICT ? FSA_OPSTATE_CONFLICT
                                                          : FSA_OPSTATE_REJECTED;
-    bool was_open = false;
-    fsa_status_t s = close_op(j, op, to, applied ? r->version : 0, now_ms, compact, &was_open);
+    bool was_open = closed;
+    fsa_status_t s = FSA_OK;
+    if (!closed) /* else the caller closed it, with others (close_run) */
+        s = close_op(j, op, to, applied ? r->version : 0, now_ms, &was_open);
     if (s != FSA_OK || !was_open)
         return s; /* answered already: left alone */
     entity_t *e = NULL;
@@ -1382,6 +1370,57 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
     return s;
 }
 
+static bool result_applied(const fsa_op_result_t *r)
+{
+    fsa_result_status_t outcome = r->status == FSA_RESULT_DUPLICATE ? r->original : r->status;
+    return outcome == FSA_RESULT_APPLIED || outcome == FSA_RESULT_DUPLICATE;
+}
+
+/*
+ * Closes the run of applied ops that starts at ops[i] with two statements instead of one per op
+ * (their result_version is not kept then: nothing reads it). *closed_to is set past the run, or
+ * left at i when the run is shorter than 2 or not all of it is open any more (then each op is
+ * closed on its own, which tells which). A batch holds the open ops of a seq range, and an open op
+ * never gets a seq below one recorded before it, so when the open ops in the run's seq range are
+ * as many as the run, they are the run.
+ */
+static fsa_status_t close_run(fsa_journal_t *j, const fsa_op_t *ops, const fsa_op_result_t *res,
+                              size_t n, size_t i, int64_t now_ms, size_t *closed_to)
+{
+    size_t k = i;
+    while (k < n && result_applied(&res[k]) && (k == i || ops[k].seq > ops[k - 1].seq))
+        k++;
+    if (k - i < 2)
+        return FSA_OK;
+    sqlite3_stmt *st;
+    fsa_status_t s =
+        prep(j, "SELECT count(*) FROM outbox WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)", &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, ops[i].seq);
+    sqlite3_bind_int64(st, 2, ops[k - 1].seq);
+    int rc = sqlite3_step(st);
+    int64_t open = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    release(j, st);
+    if (rc != SQLITE_ROW)
+        return fsa__db_status(rc);
+    if (open != (int64_t)(k - i))
+        return FSA_OK;
+    s = prep(j,
+             "UPDATE outbox SET state = 2, done_ms = ?3 "
+             "WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)",
+             &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, ops[i].seq);
+    sqlite3_bind_int64(st, 2, ops[k - 1].seq);
+    sqlite3_bind_int64(st, 3, now_ms);
+    s = step_done(j, st);
+    if (s == FSA_OK)
+        *closed_to = k;
+    return s;
+}
+
 /* Entities whose local view must be rebuilt (a parked op left it), each once per call. */
 typedef struct touched {
     fsa_type_t type;
@@ -1434,8 +1473,8 @@ static fsa_status_t mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops, 
 /* The body of both ways to apply results. ops NULL: each op is read by its result's op_id (an
  * unknown one is ignored). */
 static fsa_status_t apply_results(fsa_journal_t *j, const fsa_op_t *ops,
-                                  const fsa_op_result_t *results, size_t n, bool compact,
-                                  const fsa_op_t *mark, size_t nmark)
+                                  const fsa_op_result_t *results, size_t n, const fsa_op_t *mark,
+                                  size_t nmark)
 {
     fsa_status_t s = begin(j);
     if (s != FSA_OK)
@@ -1446,10 +1485,16 @@ static fsa_status_t apply_results(fsa_journal_t *j, const fsa_op_t *ops,
     ent_cache_t *c = fsa_calloc(1, sizeof *c);
     if ((n > 0 && t == NULL) || c == NULL)
         s = FSA_ENOMEM;
+    size_t closed_to = 0; /* ops[..closed_to) were closed by close_run */
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         bool parked = false;
         if (ops != NULL) {
-            s = apply_result_locked(j, c, &ops[i], &results[i], now_ms, compact, &parked);
+            if (i >= closed_to) {
+                closed_to = i;
+                s = close_run(j, ops, results, n, i, now_ms, &closed_to);
+            }
+            if (s == FSA_OK)
+                s = apply_result_locked(j, c, &ops[i], &results[i], now_ms, i < closed_to, &parked);
         } else {
             fsa_op_t op;
             fsa_op_state_t state;
@@ -1459,7 +1504,7 @@ static fsa_status_t apply_results(fsa_journal_t *j, const fsa_op_t *ops,
                 continue;
             }
             if (s == FSA_OK && (state == FSA_OPSTATE_PENDING || state == FSA_OPSTATE_INFLIGHT))
-                s = apply_result_locked(j, c, &op, &results[i], now_ms, compact, &parked);
+                s = apply_result_locked(j, c, &op, &results[i], now_ms, false, &parked);
             if (s == FSA_OK && parked)
                 touch(t, &nt, &op);
             fsa_op_clear(&op);
@@ -1483,7 +1528,7 @@ fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *r
 {
     if (j == NULL || (results == NULL && n > 0))
         return FSA_EINVAL;
-    return apply_results(j, NULL, results, n, false, NULL, 0);
+    return apply_results(j, NULL, results, n, NULL, 0);
 }
 
 fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
@@ -1495,7 +1540,7 @@ fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
     for (size_t i = 0; i < n; i++)
         if (strcmp(ops[i].op_id, results[i].op_id) != 0 || ops[i].seq <= 0)
             return FSA_EINVAL;
-    return apply_results(j, ops, results, n, true, mark, nmark);
+    return apply_results(j, ops, results, n, mark, nmark);
 }
 
 fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,

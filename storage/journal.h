@@ -165,12 +165,11 @@ fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *r
 /*
  * The drain's way, in one transaction: applies results[i], the answer to ops[i] (the ops as
  * fsa_outbox_next_batch returned them and as they were sent; op_ids must match, else
- * FSA_EINVAL and nothing is done), as fsa_outbox_apply_results does, with two differences: the
- * ops are not read again, and a done op leaves the outbox at once for the done ids that
- * fsa_outbox_compact keeps for the audit period (fsa_outbox_op_state still says DONE; the
- * outbox's done count stays 0). Each entity is read and written once, however many results
- * land on it. Then marks mark[0..nmark) in flight (the next batch, already on the wire; may be
- * NULL/0). FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM.
+ * FSA_EINVAL and nothing is done), as fsa_outbox_apply_results does, but without reading the
+ * ops again; a run of applied ops is closed with one statement (their result_version is not
+ * kept), and each entity is read and written once, however many results land on it. Then marks
+ * mark[0..nmark) in flight (the next batch, already on the wire; may be NULL/0).
+ * FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM.
  */
 fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
                                     const fsa_op_result_t *results, size_t n, const fsa_op_t *mark,
