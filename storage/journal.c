@@ -1427,7 +1427,7 @@ typedef struct touched {
     char id[FSA_ID_BYTES];
 } touched_t;
 
-static void touch(touched_t *t, size_t *nt, const fsa_op_t *op)
+static void touch_entity(touched_t *t, size_t *nt, const fsa_op_t *op)
 {
     size_t k = 0;
     while (k < *nt && !(t[k].type == op->type && strcmp(t[k].id, op->id) == 0))
@@ -1506,12 +1506,12 @@ static fsa_status_t apply_results(fsa_journal_t *j, const fsa_op_t *ops,
             if (s == FSA_OK && (state == FSA_OPSTATE_PENDING || state == FSA_OPSTATE_INFLIGHT))
                 s = apply_result_locked(j, c, &op, &results[i], now_ms, false, &parked);
             if (s == FSA_OK && parked)
-                touch(t, &nt, &op);
+                touch_entity(t, &nt, &op);
             fsa_op_clear(&op);
             continue;
         }
         if (s == FSA_OK && parked)
-            touch(t, &nt, &ops[i]);
+            touch_entity(t, &nt, &ops[i]);
     }
     if (c != NULL)
         s = ent_flush(j, c, s);

@@ -988,10 +988,9 @@ fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
     struct fsa_transport_req *q = t->req;
     CURLcode rc = run_to_end(t);
     collect_info(t, &q->up, resp);
-    fsa_status_t st = FSA_OK;
     if (rc != CURLE_OK) {
         curl_failure_t f = map_curl_error(rc, &q->sink);
-        st = f.st;
+        fsa_status_t st = f.st;
         if (st == FSA_ETOOLARGE)
             say(resp->error, sizeof resp->error, "%s: %s %.120s: over %zu bytes", f.what, q->method,
                 q->url, t->max_response_bytes);
