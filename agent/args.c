@@ -6,48 +6,17 @@
 
 #include "agent/args.h"
 #include "port/alloc.h"
+#include "port/jsonstr.h"
 #include "port/limits.h"
 #include "storage/model.h"
 
 fsa_status_t fsa_args_quote(const char *s, char *buf, size_t cap)
 {
-    static const char hex[] = "0123456789abcdef";
     size_t o = strlen(buf);
-    size_t start = o;
-    if (o + 2 >= cap) /* room for both quotes and the NUL, even for "" */
+    /* Measured first: buf stays unchanged, also past its NUL, when it does not fit. */
+    if (o >= cap || fsa_json_quote(s, NULL, 0) >= cap - o)
         return FSA_ETOOLARGE;
-    buf[o++] = '"';
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        char esc = 0;
-        switch (*p) {
-        case '"': esc = '"'; break;
-        case '\\': esc = '\\'; break;
-        case '\n': esc = 'n'; break;
-        case '\r': esc = 'r'; break;
-        case '\t': esc = 't'; break;
-        case '\b': esc = 'b'; break;
-        case '\f': esc = 'f'; break;
-        default: break;
-        }
-        size_t need = esc ? 2 : *p < 0x20 ? 6 : 1;
-        if (o + need + 2 > cap) {
-            buf[start] = '\0';
-            return FSA_ETOOLARGE;
-        }
-        if (esc) {
-            buf[o++] = '\\';
-            buf[o++] = esc;
-        } else if (*p < 0x20) {
-            memcpy(buf + o, "\\u00", 4);
-            buf[o + 4] = hex[*p >> 4];
-            buf[o + 5] = hex[*p & 15];
-            o += 6;
-        } else {
-            buf[o++] = (char)*p;
-        }
-    }
-    buf[o++] = '"';
-    buf[o] = '\0';
+    (void)fsa_json_quote(s, buf + o, cap - o);
     return FSA_OK;
 }
 

@@ -7,8 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +14,8 @@
 
 #include "agent/args.h"
 #include "agent/run.h"
+#include "port/files.h"
+#include "port/opts.h"
 #include "port/timefmt.h"
 
 #define EXIT_USAGE 2
@@ -61,56 +61,26 @@ static const char USAGE[] =
     "NAME=VALUE takes VALUE as JSON when it parses (5, true, \"x\", {\"a\":1}), else as a string.\n"
     "Every command takes --help. Errors are one line on stderr and a non-zero exit status.\n";
 
-/* ---- a tiny option parser: --name value, --flag, and positional arguments ---- */
+/* ---- options: the one parser (port/opts.h); --help prints and exits, errors are usage ---- */
 
-typedef struct optspec {
-    const char *name; /* without the dashes */
-    int has_value;
-    const char *value; /* set by parse: the value, or "" for a flag given */
-} optspec_t;
-
-/* Parses argv[0..argc) into opts and positional args; dies on an unknown option. */
-static int parse_opts(int argc, char **argv, optspec_t *opts, size_t nopts, char **pos, int maxpos,
+/* Parses argv[0..argc) into opts and positional args; dies on a usage error. */
+static int parse_opts(int argc, char **argv, fsa_opt_t *opts, size_t nopts, char **pos, int maxpos,
                       const char *help)
 {
-    int npos = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(help, stdout);
-            exit(EXIT_SUCCESS);
-        }
-        if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
-            size_t k;
-            for (k = 0; k < nopts; k++)
-                if (strcmp(a + 2, opts[k].name) == 0)
-                    break;
-            if (k == nopts)
-                die_usage("unknown option '%s'", a);
-            if (opts[k].value != NULL)
-                die_usage("option '%s' given twice", a);
-            if (opts[k].has_value) {
-                if (i + 1 >= argc)
-                    die_usage("option '%s' needs a value", a);
-                opts[k].value = argv[++i];
-            } else {
-                opts[k].value = "";
-            }
-            continue;
-        }
-        if (npos >= maxpos)
-            die_usage("unexpected argument '%s'", a);
-        pos[npos++] = argv[i];
+    fsa_opts_result_t r;
+    char err[256];
+    if (fsa_opts_parse(argc, argv, opts, nopts, pos, maxpos, 0, &r, err, sizeof err) != FSA_OK)
+        die_usage("%s", err);
+    if (r.help) {
+        fputs(help, stdout);
+        exit(EXIT_SUCCESS);
     }
-    return npos;
+    return r.npos;
 }
 
-static const char *opt(const optspec_t *opts, size_t n, const char *name)
+static const char *opt(const fsa_opt_t *opts, size_t n, const char *name)
 {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(opts[i].name, name) == 0)
-            return opts[i].value;
-    return NULL;
+    return fsa_opts_get(opts, n, name);
 }
 
 /* ---- a small reader for the library's JSON answers (known shapes; no JSON library here) ---- */
@@ -281,8 +251,9 @@ static int recorded(fieldsync_t *fs, fieldsync_status_t st, const fieldsync_rec_
 
 static int cmd_init(int argc, char **argv)
 {
-    optspec_t o[] = {{"device-id", 1, NULL}, {"server", 1, NULL}, {"secret-file", 1, NULL},
-                     {"ca-file", 1, NULL},   {"pin", 1, NULL},    {"allow-http", 0, NULL}};
+    fsa_opt_t o[] = {{"device-id", true, false, NULL},   {"server", true, false, NULL},
+                     {"secret-file", true, false, NULL}, {"ca-file", true, false, NULL},
+                     {"pin", true, false, NULL},         {"allow-http", false, false, NULL}};
     const size_t no = sizeof o / sizeof o[0];
     char *pos[1];
     parse_opts(
@@ -323,8 +294,9 @@ static int cmd_init(int argc, char **argv)
 
 static int cmd_attendance(int argc, char **argv)
 {
-    optspec_t o[] = {{"people", 1, NULL}, {"site", 1, NULL},     {"lat", 1, NULL},
-                     {"lon", 1, NULL},    {"accuracy", 1, NULL}, {"id", 1, NULL}};
+    fsa_opt_t o[] = {{"people", true, false, NULL},   {"site", true, false, NULL},
+                     {"lat", true, false, NULL},      {"lon", true, false, NULL},
+                     {"accuracy", true, false, NULL}, {"id", true, false, NULL}};
     const size_t no = sizeof o / sizeof o[0];
     char *pos[1];
     int n = parse_opts(argc, argv, o, no, pos, 1,
@@ -376,15 +348,129 @@ static void fields_from(char **args, int n, char **out)
     }
 }
 
+/* What a job or ticket subcommand got on its command line. */
+typedef struct ent_args {
+    bool job;
+    const char *tname; /* "job" or "ticket" */
+    const fsa_opt_t *o;
+    size_t no;
+    char **pos; /* pos[0] is the id */
+    int n;
+} ent_args_t;
+
+static int ent_create(const ent_args_t *a)
+{
+    const char *parent = opt(a->o, a->no, "parent");
+    if (parent != NULL && !a->job)
+        die_usage("--parent is for jobs");
+    char *extra[66];
+    int m = 0;
+    for (int i = 1; i < a->n; i++)
+        extra[m++] = a->pos[i];
+    char parent_arg[200];
+    if (parent != NULL) {
+        /* An id is 1-128 of [A-Za-z0-9._:-]: nothing in it needs quoting in JSON. */
+        size_t len = strlen(parent);
+        if (len == 0 || len > 128 ||
+            strspn(parent, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
+                           "nopqrstuvwxyz0123456789._:-") != len)
+            return fail("invalid parent id '%.40s'", parent);
+        snprintf(parent_arg, sizeof parent_arg, "parent_id=\"%s\"", parent);
+        extra[m++] = parent_arg;
+    }
+    char *fields = NULL;
+    fields_from(extra, m, &fields);
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = a->job ? fieldsync_job_create(fs, a->pos[0], fields, &rec)
+                                   : fieldsync_ticket_create(fs, a->pos[0], fields, &rec);
+    fsa_args_free(fields);
+    return recorded(fs, st, &rec);
+}
+
+static int ent_transition(const ent_args_t *a)
+{
+    const char *to = opt(a->o, a->no, "to");
+    if (to == NULL || a->n != 1)
+        die_usage("%s transition needs ID and --to STATUS", a->tname);
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = a->job ? fieldsync_job_transition(fs, a->pos[0], to, NULL, &rec)
+                                   : fieldsync_ticket_transition(fs, a->pos[0], to, NULL, &rec);
+    return recorded(fs, st, &rec);
+}
+
+static int ent_set(const ent_args_t *a)
+{
+    if (a->n < 2)
+        die_usage("%s set needs ID and NAME=VALUE", a->tname);
+    char *fields = NULL;
+    fields_from(a->pos + 1, a->n - 1, &fields);
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st;
+    if (a->job) {
+        st = fieldsync_job_set(fs, a->pos[0], fields, NULL, &rec);
+    } else {
+        /* A ticket has no set verb: the generic op builder, as the CLI always did. */
+        char *op = NULL;
+        fsa_status_t qs = fsa_args_op("set", "ticket", a->pos[0], fields, &op);
+        st = qs == FSA_OK       ? fieldsync_record(fs, op, NULL, &rec)
+             : qs == FSA_ENOMEM ? FIELDSYNC_ENOMEM
+                                : FIELDSYNC_ETOOLARGE;
+        fsa_args_free(op);
+    }
+    fsa_args_free(fields);
+    return recorded(fs, st, &rec);
+}
+
+static int ent_merge(const ent_args_t *a)
+{
+    if (a->n != 2)
+        die_usage("job merge needs ID and one JSON_PATCH");
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = fieldsync_job_merge(fs, a->pos[0], a->pos[1], NULL, &rec);
+    return recorded(fs, st, &rec);
+}
+
+static int ent_log(const ent_args_t *a)
+{
+    if (a->n != 2)
+        die_usage("ticket log needs ID and one JSON_ITEM");
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = fieldsync_ticket_log(fs, a->pos[0], a->pos[1], NULL, &rec);
+    return recorded(fs, st, &rec);
+}
+
+static int ent_escalate(const ent_args_t *a)
+{
+    if (a->n != 1)
+        die_usage("ticket escalate needs one ID");
+    fieldsync_t *fs = open_fs("fieldsync");
+    fieldsync_rec_t rec;
+    fieldsync_status_t st = fieldsync_ticket_escalate(fs, a->pos[0], opt(a->o, a->no, "to"),
+                                                      opt(a->o, a->no, "note"), NULL, &rec);
+    return recorded(fs, st, &rec);
+}
+
 /* job|ticket create/transition/set and the rest. */
 static int cmd_entity(bool job, int argc, char **argv)
 {
+    static const struct {
+        const char *name;
+        int kinds; /* 1: jobs, 2: tickets */
+        int (*run)(const ent_args_t *);
+    } subs[] = {{"create", 3, ent_create}, {"transition", 3, ent_transition},
+                {"set", 3, ent_set},       {"merge", 1, ent_merge},
+                {"log", 2, ent_log},       {"escalate", 2, ent_escalate}};
     const char *tname = job ? "job" : "ticket";
     if (argc < 1)
         die_usage("%s needs a subcommand", tname);
     const char *sub = argv[0];
-    optspec_t o[] = {{"parent", 1, NULL}, {"to", 1, NULL}, {"note", 1, NULL}};
-    const size_t no = sizeof o / sizeof o[0];
+    fsa_opt_t o[] = {
+        {"parent", true, false, NULL}, {"to", true, false, NULL}, {"note", true, false, NULL}};
     char *pos[64];
     char help[512];
     snprintf(help, sizeof help,
@@ -395,89 +481,13 @@ static int cmd_entity(bool job, int argc, char **argv)
              job ? "set ID NAME=VALUE ... | merge ID JSON_PATCH"
                  : "escalate ID [--to PERSON] [--note TEXT] | "
                    "log ID JSON_ITEM | set ID NAME=VALUE ...");
-    int n = parse_opts(argc - 1, argv + 1, o, no, pos, 64, help);
-    if (n < 1)
+    ent_args_t a = {job, tname, o, sizeof o / sizeof o[0], pos, 0};
+    a.n = parse_opts(argc - 1, argv + 1, o, a.no, pos, 64, help);
+    if (a.n < 1)
         die_usage("%s %s needs an id", tname, sub);
-    const char *id = pos[0];
-    fieldsync_rec_t rec;
-    fieldsync_status_t st;
-    if (strcmp(sub, "create") == 0) {
-        const char *parent = opt(o, no, "parent");
-        char *fields = NULL;
-        if (parent != NULL && !job)
-            die_usage("--parent is for jobs");
-        char *extra[66];
-        int m = 0;
-        for (int i = 1; i < n; i++)
-            extra[m++] = pos[i];
-        char parent_arg[200];
-        if (parent != NULL) {
-            /* An id is 1-128 of [A-Za-z0-9._:-]: nothing in it needs quoting in JSON. */
-            size_t len = strlen(parent);
-            if (len == 0 || len > 128 ||
-                strspn(parent, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
-                               "nopqrstuvwxyz0123456789._:-") != len)
-                return fail("invalid parent id '%.40s'", parent);
-            snprintf(parent_arg, sizeof parent_arg, "parent_id=\"%s\"", parent);
-            extra[m++] = parent_arg;
-        }
-        fields_from(extra, m, &fields);
-        fieldsync_t *fs = open_fs("fieldsync");
-        st = job ? fieldsync_job_create(fs, id, fields, &rec)
-                 : fieldsync_ticket_create(fs, id, fields, &rec);
-        fsa_args_free(fields);
-        return recorded(fs, st, &rec);
-    }
-    if (strcmp(sub, "transition") == 0) {
-        const char *to = opt(o, no, "to");
-        if (to == NULL || n != 1)
-            die_usage("%s transition needs ID and --to STATUS", tname);
-        fieldsync_t *fs = open_fs("fieldsync");
-        st = job ? fieldsync_job_transition(fs, id, to, NULL, &rec)
-                 : fieldsync_ticket_transition(fs, id, to, NULL, &rec);
-        return recorded(fs, st, &rec);
-    }
-    if (strcmp(sub, "set") == 0) {
-        if (n < 2)
-            die_usage("%s set needs ID and NAME=VALUE", tname);
-        char *fields = NULL;
-        fields_from(pos + 1, n - 1, &fields);
-        fieldsync_t *fs = open_fs("fieldsync");
-        if (job) {
-            st = fieldsync_job_set(fs, id, fields, NULL, &rec);
-        } else {
-            /* A ticket has no set verb: the generic op builder, as the CLI always did. */
-            char *op = NULL;
-            fsa_status_t qs = fsa_args_op("set", "ticket", id, fields, &op);
-            st = qs == FSA_OK       ? fieldsync_record(fs, op, NULL, &rec)
-                 : qs == FSA_ENOMEM ? FIELDSYNC_ENOMEM
-                                    : FIELDSYNC_ETOOLARGE;
-            fsa_args_free(op);
-        }
-        fsa_args_free(fields);
-        return recorded(fs, st, &rec);
-    }
-    if (strcmp(sub, "merge") == 0 && job) {
-        if (n != 2)
-            die_usage("job merge needs ID and one JSON_PATCH");
-        fieldsync_t *fs = open_fs("fieldsync");
-        st = fieldsync_job_merge(fs, id, pos[1], NULL, &rec);
-        return recorded(fs, st, &rec);
-    }
-    if (strcmp(sub, "log") == 0 && !job) {
-        if (n != 2)
-            die_usage("ticket log needs ID and one JSON_ITEM");
-        fieldsync_t *fs = open_fs("fieldsync");
-        st = fieldsync_ticket_log(fs, id, pos[1], NULL, &rec);
-        return recorded(fs, st, &rec);
-    }
-    if (strcmp(sub, "escalate") == 0 && !job) {
-        if (n != 1)
-            die_usage("ticket escalate needs one ID");
-        fieldsync_t *fs = open_fs("fieldsync");
-        st = fieldsync_ticket_escalate(fs, id, opt(o, no, "to"), opt(o, no, "note"), NULL, &rec);
-        return recorded(fs, st, &rec);
-    }
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+        if (strcmp(sub, subs[i].name) == 0 && (subs[i].kinds & (job ? 1 : 2)) != 0)
+            return subs[i].run(&a);
     die_usage("unknown %s subcommand '%s'", tname, sub);
     return EXIT_USAGE;
 }
@@ -518,7 +528,7 @@ static void on_status(void *arg, const fieldsync_sync_status_t *s)
 
 static int cmd_sync(int argc, char **argv)
 {
-    optspec_t o[] = {{"now", 0, NULL}};
+    fsa_opt_t o[] = {{"now", false, false, NULL}};
     char *pos[1];
     parse_opts(argc, argv, o, 1, pos, 0,
                "usage: fieldsync --db FILE sync [--now]\n"
@@ -577,7 +587,7 @@ static const char *when(int64_t ms, char *buf, size_t cap)
 
 static int cmd_status(int argc, char **argv)
 {
-    optspec_t o[] = {{"json", 0, NULL}};
+    fsa_opt_t o[] = {{"json", false, false, NULL}};
     char *pos[1];
     parse_opts(argc, argv, o, 1, pos, 0,
                "usage: fieldsync --db FILE status [--json]\n"
@@ -627,7 +637,8 @@ static void print_conflict(void *arg, const char *c)
 
 static int cmd_conflicts(int argc, char **argv)
 {
-    optspec_t o[] = {{"json", 0, NULL}, {"all", 0, NULL}, {"take", 1, NULL}};
+    fsa_opt_t o[] = {
+        {"json", false, false, NULL}, {"all", false, false, NULL}, {"take", true, false, NULL}};
     const size_t no = sizeof o / sizeof o[0];
     char *pos[2];
     int n = parse_opts(argc, argv, o, no, pos, 2,
@@ -698,7 +709,7 @@ static void count_element(void *arg, const char *e)
 
 static int cmd_locks(int argc, char **argv)
 {
-    optspec_t o[] = {{"json", 0, NULL}};
+    fsa_opt_t o[] = {{"json", false, false, NULL}};
     char *pos[1];
     parse_opts(argc, argv, o, 1, pos, 0,
                "usage: fieldsync --db FILE locks [--json]\n"
@@ -727,7 +738,7 @@ static int cmd_locks(int argc, char **argv)
 
 static int cmd_show(int argc, char **argv)
 {
-    optspec_t o[] = {{"json", 0, NULL}};
+    fsa_opt_t o[] = {{"json", false, false, NULL}};
     char *pos[2];
     int n =
         parse_opts(argc, argv, o, 1, pos, 2,
@@ -761,45 +772,37 @@ static int cmd_show(int argc, char **argv)
     return rc;
 }
 
-/* Keeps the secret this process reads out of core dumps: no core file, not dumpable (which also
- * keeps other processes of the user from reading its memory). A debugger that starts the
- * program still works. (Linux; the library leaves this to the program that embeds it.) */
-static int protect_secrets(void)
-{
-    struct rlimit rl = {0, 0};
-    if (setrlimit(RLIMIT_CORE, &rl) != 0)
-        return fail("cannot turn core dumps off (setrlimit RLIMIT_CORE)");
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
-        return fail("cannot make the process non-dumpable (prctl PR_SET_DUMPABLE)");
-    return EXIT_SUCCESS;
-}
-
 int main(int argc, char **argv)
 {
-    if (protect_secrets() != EXIT_SUCCESS)
-        return EXIT_FAILURE;
+    /* The secret this process reads stays out of core dumps and other processes' reach (the
+     * library leaves this to the program that embeds it). */
+    char perr[160];
+    if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK)
+        return fail("%s", perr);
     db_path = getenv("FIELDSYNC_DB");
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(USAGE, stdout);
-            return EXIT_SUCCESS;
-        } else if (strcmp(a, "--version") == 0) {
-            printf("fieldsync 0.1.0 (protocol v1)\n");
-            return EXIT_SUCCESS;
-        } else if (strcmp(a, "--db") == 0 && i + 1 < argc) {
-            db_path = argv[++i];
-        } else if (strcmp(a, "--log-level") == 0 && i + 1 < argc) {
-            log_level = argv[++i];
-            if (strcmp(log_level, "off") == 0 || fieldsync_set_log_level(log_level) != FIELDSYNC_OK)
-                die_usage("unknown log level '%s'", log_level);
-        } else if (strcmp(a, "--db") == 0 || strcmp(a, "--log-level") == 0) {
-            die_usage("option '%s' needs a value", a);
-        } else {
-            die_usage("unknown option '%s'", a);
-        }
+    fsa_opt_t o[] = {
+        {"db", true, true, NULL}, {"log-level", true, true, NULL}, {"version", false, true, NULL}};
+    const size_t no = sizeof o / sizeof o[0];
+    fsa_opts_result_t r;
+    char err[256];
+    if (fsa_opts_parse(argc - 1, argv + 1, o, no, NULL, 0, FSA_OPTS_BEFORE_COMMAND, &r, err,
+                       sizeof err) != FSA_OK)
+        die_usage("%s", err);
+    if (r.help) {
+        fputs(USAGE, stdout);
+        return EXIT_SUCCESS;
     }
+    if (opt(o, no, "version") != NULL) {
+        printf("fieldsync 0.1.0 (protocol v1)\n");
+        return EXIT_SUCCESS;
+    }
+    if (opt(o, no, "db") != NULL)
+        db_path = opt(o, no, "db");
+    log_level = opt(o, no, "log-level");
+    if (log_level != NULL &&
+        (strcmp(log_level, "off") == 0 || fieldsync_set_log_level(log_level) != FIELDSYNC_OK))
+        die_usage("unknown log level '%s'", log_level);
+    int i = 1 + r.used;
     if (i >= argc)
         die_usage("no command given");
     const char *cmd = argv[i];

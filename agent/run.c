@@ -24,6 +24,7 @@
 #include <fieldsync/fieldsync.h>
 
 #include "agent/run.h"
+#include "port/opts.h"
 #include "port/timefmt.h"
 
 /*
@@ -67,6 +68,8 @@ typedef struct daemon {
     bool quit;                      /* the metrics threads end */
     char text[8192];                /* the rendered metrics */
     int listen_fd;
+    pthread_t metrics_thread, tick_thread;
+    bool metrics_running, tick_running;
 } daemon_t;
 
 /* ---- logging ---- */
@@ -468,123 +471,111 @@ static int take_daemon_lock(const char *path, char *holder, size_t cap)
     return fd;
 }
 
-int fsa_agent_run(const char *db_path, int argc, char **argv)
+/* The options into d (defaults first). -1 to go on, else the exit status (0 after --help). */
+static int parse_run_options(daemon_t *d, int argc, char **argv)
 {
-    static daemon_t dm;
-    daemon_t *d = &dm;
-    memset(d, 0, sizeof *d);
-    d->db_path = db_path;
     d->interval_ms = 60 * 1000;
     d->stall_ms = 600 * 1000;
     d->metrics_every_ms = 10 * 1000;
-    d->listen_fd = -1;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(RUN_HELP, stdout);
-            return 0;
-        } else if (strcmp(a, "--syslog") == 0) {
-            d->use_syslog = true;
-            continue;
-        }
-        if (v == NULL) {
-            fprintf(stderr,
-                    "fieldsync: run: unknown option or missing value: '%s' (see "
-                    "'fieldsync run --help')\n",
-                    a);
-            return 2;
-        }
-        int bad = 0;
-        if (strcmp(a, "--interval") == 0)
-            bad = parse_seconds(a, v, 1, 86400, &d->interval_ms);
-        else if (strcmp(a, "--stall-after") == 0)
-            bad = parse_seconds(a, v, 1, 30 * 86400, &d->stall_ms);
-        else if (strcmp(a, "--metrics-every") == 0)
-            bad = parse_seconds(a, v, 1, 3600, &d->metrics_every_ms);
-        else if (strcmp(a, "--metrics-file") == 0)
-            d->metrics_file = v;
-        else if (strcmp(a, "--metrics-listen") == 0)
-            d->metrics_listen = v;
-        else {
-            fprintf(stderr, "fieldsync: run: unknown option '%s' (see 'fieldsync run --help')\n",
-                    a);
-            return 2;
-        }
-        if (bad)
-            return 2;
-        i++;
+    /* Options may be given again (the last stands), as they always could. */
+    fsa_opt_t o[] = {{"interval", true, true, NULL},       {"stall-after", true, true, NULL},
+                     {"metrics-every", true, true, NULL},  {"metrics-file", true, true, NULL},
+                     {"metrics-listen", true, true, NULL}, {"syslog", false, true, NULL}};
+    const size_t no = sizeof o / sizeof o[0];
+    fsa_opts_result_t r;
+    char err[256];
+    if (fsa_opts_parse(argc, argv, o, no, NULL, 0, 0, &r, err, sizeof err) != FSA_OK) {
+        fprintf(stderr, "fieldsync: run: %s (see 'fieldsync run --help')\n", err);
+        return 2;
     }
-    if (db_path == NULL) {
+    if (r.help) {
+        fputs(RUN_HELP, stdout);
+        return 0;
+    }
+    const char *v;
+    if ((v = fsa_opts_get(o, no, "interval")) != NULL &&
+        parse_seconds("--interval", v, 1, 86400, &d->interval_ms) != 0)
+        return 2;
+    if ((v = fsa_opts_get(o, no, "stall-after")) != NULL &&
+        parse_seconds("--stall-after", v, 1, 30 * 86400, &d->stall_ms) != 0)
+        return 2;
+    if ((v = fsa_opts_get(o, no, "metrics-every")) != NULL &&
+        parse_seconds("--metrics-every", v, 1, 3600, &d->metrics_every_ms) != 0)
+        return 2;
+    d->metrics_file = fsa_opts_get(o, no, "metrics-file");
+    d->metrics_listen = fsa_opts_get(o, no, "metrics-listen");
+    d->use_syslog = fsa_opts_get(o, no, "syslog") != NULL;
+    if (d->db_path == NULL) {
         fprintf(stderr, "fieldsync: no journal: give --db FILE or set FIELDSYNC_DB\n");
         return 2;
     }
-    if (d->use_syslog)
-        openlog("fieldsync", LOG_PID, LOG_DAEMON);
-    /* Signals are taken by this thread alone, with sigwait; every thread made from here on (the
-     * library's too) inherits the mask. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for SIGPIPE */
-    pthread_mutex_init(&d->mu, NULL);
-    pthread_cond_init(&d->cv, NULL);
+    return -1;
+}
 
+/* Opens the library on the journal and takes the one-daemon lock. The lock's fd, or -1 (said
+ * on stderr; nothing left open). */
+static int open_journal(daemon_t *d)
+{
     fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
-    cfg.journal_path = db_path;
+    cfg.journal_path = d->db_path;
     cfg.sync_interval_ms = d->interval_ms;
     cfg.stall_after_ms = d->stall_ms;
     cfg.label = "fieldsync-run";
     if (fieldsync_open(&cfg, &d->fs) != FIELDSYNC_OK) {
         fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
         (void)fieldsync_close(d->fs);
-        return 1;
+        return -1;
     }
     char lpath[4200], holder[32];
-    snprintf(lpath, sizeof lpath, "%s.daemon", db_path);
+    snprintf(lpath, sizeof lpath, "%s.daemon", d->db_path);
     int single = take_daemon_lock(lpath, holder, sizeof holder);
     if (single < 0) {
         if (single == -1)
             fprintf(stderr, "fieldsync: another 'fieldsync run'%s%s%s is already syncing %s\n",
-                    holder[0] ? " (pid " : "", holder, holder[0] ? ")" : "", db_path);
+                    holder[0] ? " (pid " : "", holder, holder[0] ? ")" : "", d->db_path);
         else
             fprintf(stderr, "fieldsync: cannot take the daemon lock %s: %s\n", lpath,
                     strerror(errno));
         (void)fieldsync_close(d->fs);
-        return 1;
+        return -1;
     }
+    return single;
+}
 
-    int rc = 1;
-    pthread_t metrics_thread, tick_thread;
-    bool metrics_running = false, tick_running = false;
+/* The status listener, the metrics threads and the sync thread. False when one failed (said;
+ * what started is recorded in d and stopped by the caller). */
+static bool start_all(daemon_t *d)
+{
     render(d);
     if (fieldsync_add_status_listener(d->fs, on_status, d, NULL) != FIELDSYNC_OK) {
         fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
-        goto out;
+        return false;
     }
     if (d->metrics_listen != NULL) {
-        if (!start_metrics_server(d, &metrics_thread))
-            goto out;
-        metrics_running = true;
+        if (!start_metrics_server(d, &d->metrics_thread))
+            return false;
+        d->metrics_running = true;
     }
     if (d->metrics_file != NULL) {
-        if (pthread_create(&tick_thread, NULL, ticker, d) != 0) {
+        if (pthread_create(&d->tick_thread, NULL, ticker, d) != 0) {
             fprintf(stderr, "fieldsync: cannot start the metrics thread\n");
-            goto out;
+            return false;
         }
-        tick_running = true;
+        d->tick_running = true;
     }
     if (fieldsync_start(d->fs, 0) != FIELDSYNC_OK) {
         fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
-        goto out;
+        return false;
     }
-    logf_(d, LOG_INFO, "running on %s", db_path);
+    return true;
+}
+
+/* Waits for SIGTERM or SIGINT (blocked in set); SIGHUP reloads the configuration. */
+static void wait_for_stop(daemon_t *d, const sigset_t *set)
+{
     for (;;) {
         int sig = 0;
-        if (sigwait(&set, &sig) != 0)
+        if (sigwait(set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
             logf_(d, LOG_INFO, "SIGHUP: reloading the configuration");
@@ -592,11 +583,16 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
             continue;
         }
         logf_(d, LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        break;
+        return;
     }
+}
+
+/* Stops the sync thread. The batch in flight gets 4.5 s to finish; past that it is abandoned
+ * and the process exits at once: its ops stay in the outbox as in flight and are resent
+ * (idempotently) by the next sync. */
+static void stop_in_time(daemon_t *d)
+{
     (void)fieldsync_stop(d->fs);
-    /* The batch in flight gets 4.5 s to finish; past that it is abandoned: its ops stay in the
-     * outbox as in flight and are resent (idempotently) by the next sync. */
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += STOP_WAIT_MS / 1000;
@@ -617,25 +613,64 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
         fflush(NULL);
         _exit(0);
     }
-    rc = 0;
-out:
+}
+
+/* Ends the metrics threads, writes the last metrics after a clean stop, closes the library. */
+static void finish(daemon_t *d, bool clean)
+{
     pthread_mutex_lock(&d->mu);
     d->quit = true;
     pthread_cond_broadcast(&d->cv);
     pthread_mutex_unlock(&d->mu);
-    if (metrics_running)
-        pthread_join(metrics_thread, NULL);
-    if (tick_running)
-        pthread_join(tick_thread, NULL);
-    if (rc == 0) {
+    if (d->metrics_running)
+        pthread_join(d->metrics_thread, NULL);
+    if (d->tick_running)
+        pthread_join(d->tick_thread, NULL);
+    if (clean) {
         render(d);
         write_metrics_file(d);
     }
     if (d->listen_fd >= 0)
         close(d->listen_fd);
     (void)fieldsync_close(d->fs);
-    if (rc == 0)
+    if (clean)
         logf_(d, LOG_INFO, "stopped");
+}
+
+int fsa_agent_run(const char *db_path, int argc, char **argv)
+{
+    static daemon_t dm;
+    daemon_t *d = &dm;
+    memset(d, 0, sizeof *d);
+    d->db_path = db_path;
+    d->listen_fd = -1;
+    int rc = parse_run_options(d, argc, argv);
+    if (rc >= 0)
+        return rc;
+    if (d->use_syslog)
+        openlog("fieldsync", LOG_PID, LOG_DAEMON);
+    /* Signals are taken by this thread alone, with sigwait; every thread made from here on (the
+     * library's too) inherits the mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for SIGPIPE */
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
+    int single = open_journal(d);
+    if (single < 0)
+        return 1;
+    rc = 1;
+    if (start_all(d)) {
+        logf_(d, LOG_INFO, "running on %s", db_path);
+        wait_for_stop(d, &set);
+        stop_in_time(d);
+        rc = 0;
+    }
+    finish(d, rc == 0);
     /* The lock file stays: unlinking it would let a second daemon lock a new file while a
      * third still holds the old one. */
     close(single);

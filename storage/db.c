@@ -1,6 +1,7 @@
 /* fieldsync: opening a journal database: file mode, pragmas, migrations, integrity check. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,9 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
 #include "port/limits.h"
 #include "storage/db.h"
 #include "storage/libs.h"
+#include "storage/state_keys.h"
 
 /*
  * Migrations: migrations[v] takes a journal from schema version v to v + 1. A journal's version
@@ -271,10 +274,11 @@ out:
 static fsa_status_t set_clean(sqlite3 *db, int clean, char *err, size_t errlen)
 {
     return fsa__db_exec(db,
-                        clean ? "INSERT INTO sync_state(k, v) VALUES('clean_close', 1) "
-                                "ON CONFLICT(k) DO UPDATE SET v = 1"
-                              : "INSERT INTO sync_state(k, v) VALUES('clean_close', 0) "
-                                "ON CONFLICT(k) DO UPDATE SET v = 0",
+                        clean
+                            ? "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_CLEAN_CLOSE "', 1) "
+                              "ON CONFLICT(k) DO UPDATE SET v = 1"
+                            : "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_CLEAN_CLOSE "', 0) "
+                              "ON CONFLICT(k) DO UPDATE SET v = 0",
                         err, errlen);
 }
 
@@ -285,7 +289,7 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
     int64_t clean = 1;
     fsa_status_t st = query_int(db,
                                 "SELECT coalesce((SELECT v FROM sync_state WHERE "
-                                "k='clean_close'), 1)",
+                                "k='" FSA_STATE_CLEAN_CLOSE "'), 1)",
                                 &clean);
     if (st != FSA_OK) {
         snprintf(err, errlen, "journal %s: cannot read state (%s)", path, fsa_status_str(st));
@@ -410,6 +414,360 @@ static int busy_wait(void *arg, int n)
     return 1;
 }
 
+/*
+ * WAL write coalescing. SQLite appends each frame to the WAL in two writes, its 24-byte header and
+ * its page, at offsets that are not page aligned: a record that changes 8 pages of the journal's
+ * tables and indexes makes 16 pwrite calls, each touching two pages of the page cache. Measured on
+ * the development machine, 16 such writes cost 4 times one write of the same bytes. So the
+ * journal's connections open files through a shim over the default VFS that gathers the writes
+ * to the -wal file while they are contiguous and hands them down as one write:
+ *   - at the end of a commit frame (its header says the database size after commit, non-zero
+ *     only for a commit frame): the write of its page returns the result of the whole write, so a
+ *     failure is a failed commit as before, and the commit is on the file before SQLite publishes
+ *     it in the wal-index (readers of other processes read the file only after that);
+ *   - before anything else that looks at the file or needs it whole: a sync (so FULL still syncs
+ *     every byte of the commit), a read, a truncate, its size, a close, a write elsewhere;
+ *   - when the gathered bytes would pass WAL_GATHER_MAX (a large transaction: written in slices).
+ * Only appends are gathered (see cw_write()): the writes SQLite makes over frames it wrote before
+ * (a page spilled and changed again in one transaction, and the checksums it then rewrites after
+ * the commit frame) go down at once.
+ * A process that dies with bytes gathered had not committed them. Without memory for the buffer a
+ * write goes down at once, as without the shim. Other files (the database, temporary files) are
+ * the wrapped VFS's own, untouched.
+ */
+#define WAL_GATHER_MAX (128 * 1024)
+#define WAL_FRAME_HEADER 24
+
+typedef struct cw_file {
+    sqlite3_file base;
+    sqlite3_file *real;
+    unsigned char *buf;
+    size_t len, cap;
+    sqlite3_int64 off;      /* file offset of buf[0] */
+    sqlite3_int64 frontier; /* where the last write ended: the next append starts there */
+    bool commit_pending; /* the last write was a commit frame's header: its page ends the commit */
+} cw_file_t;
+
+/* The real file starts at the next max_align_t boundary after our header. */
+#define CW_HEADER                                                                                  \
+    ((sizeof(cw_file_t) + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t))
+
+typedef struct cw_vfs {
+    sqlite3_vfs vfs;
+    sqlite3_vfs *parent;
+    char name[64];
+} cw_vfs_t;
+
+static sqlite3_file *cw_real(sqlite3_file *f)
+{
+    return ((cw_file_t *)f)->real;
+}
+
+static int cw_flush(cw_file_t *f)
+{
+    if (f->len == 0)
+        return SQLITE_OK;
+    int rc = f->real->pMethods->xWrite(f->real, f->buf, (int)f->len, f->off);
+    f->len = 0;
+    return rc;
+}
+
+static int cw_close(sqlite3_file *file)
+{
+    cw_file_t *f = (cw_file_t *)file;
+    int rc = cw_flush(f);
+    int crc = f->real->pMethods != NULL ? f->real->pMethods->xClose(f->real) : SQLITE_OK;
+    fsa_free(f->buf);
+    f->buf = NULL;
+    file->pMethods = NULL;
+    return rc != SQLITE_OK ? rc : crc;
+}
+
+static int cw_read(sqlite3_file *file, void *buf, int n, sqlite3_int64 off)
+{
+    int rc = cw_flush((cw_file_t *)file);
+    return rc != SQLITE_OK ? rc : cw_real(file)->pMethods->xRead(cw_real(file), buf, n, off);
+}
+
+/* Room for n more bytes in f->buf (grown up to WAL_GATHER_MAX); false without memory. */
+static bool cw_room(cw_file_t *f, size_t n)
+{
+    if (f->len + n <= f->cap)
+        return true;
+    size_t cap = f->cap > 0 ? f->cap : 16 * 1024;
+    while (cap < f->len + n)
+        cap *= 2;
+    if (cap > WAL_GATHER_MAX)
+        return false;
+    unsigned char *grown = fsa_realloc(f->buf, cap);
+    if (grown == NULL)
+        return false;
+    f->buf = grown;
+    f->cap = cap;
+    return true;
+}
+
+static int cw_write(sqlite3_file *file, const void *buf, int n, sqlite3_int64 off)
+{
+    cw_file_t *f = (cw_file_t *)file;
+    int rc = SQLITE_OK;
+    if (f->len > 0 && off != f->off + (sqlite3_int64)f->len)
+        rc = cw_flush(f);
+    if (rc != SQLITE_OK)
+        return rc;
+    const unsigned char *b = buf;
+    bool header = n == WAL_FRAME_HEADER;
+    bool commit_page = !header && f->commit_pending;
+    f->commit_pending = header && (b[4] | b[5] | b[6] | b[7]) != 0;
+    /* Only appends are gathered: a write that continues the last one, or starts a new log at
+     * offset 0. Anything else goes down at once: a page rewritten in place within a transaction,
+     * and the frame checksums SQLite rewrites after a commit frame when it did so (no page write
+     * follows them to end a gathering, and the commit is published right after). */
+    bool append = f->len > 0 || off == f->frontier || off == 0;
+    if (!append || n <= 0 || !cw_room(f, (size_t)n)) {
+        rc = cw_flush(f); /* a rewrite, a large transaction, or no memory: write through */
+        f->frontier = off + n;
+        return rc != SQLITE_OK ? rc : f->real->pMethods->xWrite(f->real, buf, n, off);
+    }
+    if (f->len == 0)
+        f->off = off;
+    memcpy(f->buf + f->len, buf, (size_t)n);
+    f->len += (size_t)n;
+    f->frontier = off + n;
+    return commit_page ? cw_flush(f) : SQLITE_OK;
+}
+
+static int cw_truncate(sqlite3_file *file, sqlite3_int64 size)
+{
+    int rc = cw_flush((cw_file_t *)file);
+    return rc != SQLITE_OK ? rc : cw_real(file)->pMethods->xTruncate(cw_real(file), size);
+}
+
+static int cw_sync(sqlite3_file *file, int flags)
+{
+    int rc = cw_flush((cw_file_t *)file);
+    return rc != SQLITE_OK ? rc : cw_real(file)->pMethods->xSync(cw_real(file), flags);
+}
+
+static int cw_file_size(sqlite3_file *file, sqlite3_int64 *size)
+{
+    int rc = cw_flush((cw_file_t *)file);
+    return rc != SQLITE_OK ? rc : cw_real(file)->pMethods->xFileSize(cw_real(file), size);
+}
+
+static int cw_lock(sqlite3_file *file, int level)
+{
+    return cw_real(file)->pMethods->xLock(cw_real(file), level);
+}
+
+static int cw_unlock(sqlite3_file *file, int level)
+{
+    return cw_real(file)->pMethods->xUnlock(cw_real(file), level);
+}
+
+static int cw_check_reserved(sqlite3_file *file, int *out)
+{
+    return cw_real(file)->pMethods->xCheckReservedLock(cw_real(file), out);
+}
+
+static int cw_file_control(sqlite3_file *file, int op, void *arg)
+{
+    return cw_real(file)->pMethods->xFileControl(cw_real(file), op, arg);
+}
+
+static int cw_sector_size(sqlite3_file *file)
+{
+    return cw_real(file)->pMethods->xSectorSize(cw_real(file));
+}
+
+static int cw_device_characteristics(sqlite3_file *file)
+{
+    return cw_real(file)->pMethods->xDeviceCharacteristics(cw_real(file));
+}
+
+static int cw_shm_map(sqlite3_file *file, int region, int size, int extend, void volatile **out)
+{
+    return cw_real(file)->pMethods->xShmMap(cw_real(file), region, size, extend, out);
+}
+
+static int cw_shm_lock(sqlite3_file *file, int offset, int n, int flags)
+{
+    return cw_real(file)->pMethods->xShmLock(cw_real(file), offset, n, flags);
+}
+
+static void cw_shm_barrier(sqlite3_file *file)
+{
+    cw_real(file)->pMethods->xShmBarrier(cw_real(file));
+}
+
+static int cw_shm_unmap(sqlite3_file *file, int delete_flag)
+{
+    return cw_real(file)->pMethods->xShmUnmap(cw_real(file), delete_flag);
+}
+
+static int cw_fetch(sqlite3_file *file, sqlite3_int64 off, int n, void **out)
+{
+    int rc = cw_flush((cw_file_t *)file);
+    return rc != SQLITE_OK ? rc : cw_real(file)->pMethods->xFetch(cw_real(file), off, n, out);
+}
+
+static int cw_unfetch(sqlite3_file *file, sqlite3_int64 off, void *p)
+{
+    return cw_real(file)->pMethods->xUnfetch(cw_real(file), off, p);
+}
+
+/* One table per method version, so a wrapped file never claims methods its real file lacks. */
+#define CW_IO_METHODS(version)                                                                     \
+    {                                                                                              \
+        version, cw_close, cw_read, cw_write, cw_truncate, cw_sync, cw_file_size, cw_lock,         \
+            cw_unlock, cw_check_reserved, cw_file_control, cw_sector_size,                         \
+            cw_device_characteristics, cw_shm_map, cw_shm_lock, cw_shm_barrier, cw_shm_unmap,      \
+            cw_fetch, cw_unfetch                                                                   \
+    }
+static const sqlite3_io_methods cw_io[3] = {CW_IO_METHODS(1), CW_IO_METHODS(2), CW_IO_METHODS(3)};
+
+static int cw_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
+                   int *out_flags)
+{
+    sqlite3_vfs *parent = ((cw_vfs_t *)vfs)->parent;
+    if ((flags & SQLITE_OPEN_WAL) == 0) /* not the WAL: the wrapped VFS's own file, in place */
+        return parent->xOpen(parent, name, file, flags, out_flags);
+    cw_file_t *f = (cw_file_t *)file;
+    memset(f, 0, sizeof *f);
+    f->real = (sqlite3_file *)(void *)((unsigned char *)file + CW_HEADER);
+    int rc = parent->xOpen(parent, name, f->real, flags, out_flags);
+    /* SQLite calls xClose after a failed xOpen only when pMethods is set: mirror the real file. */
+    if (f->real->pMethods != NULL) {
+        int v = f->real->pMethods->iVersion;
+        file->pMethods = &cw_io[(v < 1 ? 1 : v > 3 ? 3 : v) - 1];
+    }
+    return rc;
+}
+
+static int cw_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    return p->xDelete(p, name, sync_dir);
+}
+
+static int cw_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    return p->xAccess(p, name, flags, out);
+}
+
+static int cw_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    return p->xFullPathname(p, name, n, out);
+}
+
+static void *cw_dl_open(sqlite3_vfs *vfs, const char *name)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    return p->xDlOpen(p, name);
+}
+
+static void cw_dl_error(sqlite3_vfs *vfs, int n, char *msg)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    p->xDlError(p, n, msg);
+}
+
+static void (*cw_dl_sym(sqlite3_vfs *vfs, void *h, const char *sym))(void)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    return p->xDlSym(p, h, sym);
+}
+
+static void cw_dl_close(sqlite3_vfs *vfs, void *h)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    p->xDlClose(p, h);
+}
+
+static int cw_randomness(sqlite3_vfs *vfs, int n, char *out)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    return p->xRandomness(p, n, out);
+}
+
+static int cw_sleep(sqlite3_vfs *vfs, int us)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    return p->xSleep(p, us);
+}
+
+static int cw_current_time(sqlite3_vfs *vfs, double *out)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    return p->xCurrentTime(p, out);
+}
+
+static int cw_get_last_error(sqlite3_vfs *vfs, int n, char *out)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    return p->xGetLastError != NULL ? p->xGetLastError(p, n, out) : 0;
+}
+
+static int cw_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *out)
+{
+    sqlite3_vfs *p = ((cw_vfs_t *)vfs)->parent;
+    return p->xCurrentTimeInt64(p, out);
+}
+
+/* The shims made so far, one per wrapped VFS (the default one can change: the fault tests install
+ * theirs), registered with SQLite for the life of the process. Static: no allocation to fail. */
+#define CW_VFS_MAX 4
+static cw_vfs_t cw_vfs[CW_VFS_MAX];
+static int cw_nvfs;
+
+/* The name of the shim over the current default VFS, or NULL (no default, a VFS too old, the
+ * table full): the journal then opens without it. */
+static const char *cw_vfs_name(void)
+{
+    sqlite3_vfs *parent = sqlite3_vfs_find(NULL);
+    if (parent == NULL || parent->iVersion < 2 || parent->szOsFile < 0)
+        return NULL;
+    sqlite3_mutex *mu = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_APP1);
+    sqlite3_mutex_enter(mu);
+    const char *name = NULL;
+    for (int i = 0; i < cw_nvfs && name == NULL; i++) {
+        if (cw_vfs[i].parent == parent)
+            name = cw_vfs[i].name;
+    }
+    if (name == NULL && cw_nvfs < CW_VFS_MAX) {
+        cw_vfs_t *v = &cw_vfs[cw_nvfs];
+        snprintf(v->name, sizeof v->name, "fsa-wal-%d", cw_nvfs);
+        v->parent = parent;
+        v->vfs = (sqlite3_vfs){
+            .iVersion = 2,
+            .szOsFile = (int)CW_HEADER + parent->szOsFile,
+            .mxPathname = parent->mxPathname,
+            .zName = v->name,
+            .xOpen = cw_open,
+            .xDelete = cw_delete,
+            .xAccess = cw_access,
+            .xFullPathname = cw_full_pathname,
+            .xDlOpen = cw_dl_open,
+            .xDlError = cw_dl_error,
+            .xDlSym = cw_dl_sym,
+            .xDlClose = cw_dl_close,
+            .xRandomness = cw_randomness,
+            .xSleep = cw_sleep,
+            .xCurrentTime = cw_current_time,
+            .xGetLastError = cw_get_last_error,
+            .xCurrentTimeInt64 = cw_current_time_int64,
+        };
+        if (sqlite3_vfs_register(&v->vfs, 0) == SQLITE_OK) {
+            cw_nvfs++;
+            name = v->name;
+        }
+    }
+    sqlite3_mutex_leave(mu);
+    return name;
+}
+
 fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_t *opts,
                           sqlite3 **out, fsa_flock_t **users, char *err, size_t errlen)
 {
@@ -433,7 +791,8 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
 
     fsa_libs_use_allocator();
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+    int rc =
+        sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, cw_vfs_name());
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open journal %s: %s", path,
                  db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));

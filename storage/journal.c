@@ -10,6 +10,7 @@
 #include "storage/db.h"
 #include "storage/journal.h"
 #include "storage/lock_internal.h"
+#include "storage/state_keys.h"
 
 /* Prepared statements, kept for the life of the handle: preparing costs more CPU than the rest of
  * a record. Keyed by the address of the SQL text, which is always a string literal. */
@@ -129,10 +130,26 @@ static void lock_j(fsa_journal_t *j)
     end_leftover(j);
 }
 
+/* Runs one of the transaction statements (a string literal) from the statement cache: parsing
+ * "BEGIN IMMEDIATE" and "COMMIT" anew for every write cost more than a tenth of a record. *xrc
+ * (may be NULL) receives the extended result code of a failure. */
+static fsa_status_t run_cached(fsa_journal_t *j, const char *sql, int *xrc)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, sql, &st);
+    if (s != FSA_OK)
+        return s;
+    int rc = sqlite3_step(st);
+    if (xrc != NULL)
+        *xrc = rc == SQLITE_DONE ? SQLITE_OK : sqlite3_extended_errcode(j->db);
+    release(j, st);
+    return rc == SQLITE_DONE ? FSA_OK : fsa__db_status(rc);
+}
+
 static fsa_status_t begin(fsa_journal_t *j)
 {
     lock_j(j);
-    fsa_status_t st = fsa__db_exec(j->db, "BEGIN IMMEDIATE", NULL, 0);
+    fsa_status_t st = run_cached(j, "BEGIN IMMEDIATE", NULL);
     if (st != FSA_OK)
         j->port->mutex_unlock(j->port->ctx, j->mu);
     return st;
@@ -163,7 +180,7 @@ static bool overwrite_failed_commit(fsa_journal_t *j)
     /* In a transaction left open by a failed ROLLBACK, the write would not commit at all. */
     return sqlite3_get_autocommit(j->db) &&
            sqlite3_exec(j->db,
-                        "INSERT INTO sync_state(k, v) VALUES('fsync_failures', 1) "
+                        "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_FSYNC_FAILURES "', 1) "
                         "ON CONFLICT(k) DO UPDATE SET v = v + 1",
                         NULL, NULL, NULL) == SQLITE_OK;
 }
@@ -193,9 +210,9 @@ static fsa_status_t finish_commit(fsa_journal_t *j, fsa_status_t st, commit_fail
     if (st == FSA_EFULL && how != NULL && !at_budget(j))
         *how = COMMIT_DEVICE_FULL;
     if (st == FSA_OK) {
-        st = fsa__db_exec(j->db, "COMMIT", NULL, 0);
+        int xrc = SQLITE_OK;
+        st = run_cached(j, "COMMIT", &xrc);
         if (st != FSA_OK) {
-            int xrc = sqlite3_extended_errcode(j->db);
             (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
             commit_fail_t h = COMMIT_FAILED;
             if (xrc == SQLITE_IOERR_FSYNC)
@@ -421,7 +438,7 @@ fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key, char *
 static fsa_status_t now_locked(fsa_journal_t *j, fsa_wall_t *out)
 {
     int64_t offset = 0;
-    fsa_status_t s = state_get_int_locked(j, "clock_offset_ms", 0, &offset);
+    fsa_status_t s = state_get_int_locked(j, FSA_STATE_CLOCK_OFFSET_MS, 0, &offset);
     *out = j->port->wall_now(j->port->ctx);
     out->ms += offset;
     return s;

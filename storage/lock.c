@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "port/alloc.h"
+#include "port/jsonstr.h"
 #include "port/limits.h"
 #include "storage/db.h"
 #include "storage/lock.h"
@@ -24,12 +25,32 @@
  * write transaction that inserts its row, so no one can ever see a registered holder whose byte is
  * not locked yet. Holder ids come from AUTOINCREMENT and are never reused.
  *
- * An acquisition is one BEGIN IMMEDIATE transaction: read the key's row; the lock is free when
- * there is no row, no holder, the holder's lease has run out, or the holder is dead; then the
- * token is the old one plus one. A lock held by someone alive is waited for outside any
- * transaction: threads sharing the manager are woken by its condition variable on release, others
- * (other managers, other processes) are polled with a backoff from 1 ms to 20 ms, and the poll is
- * moved earlier to the moment the holder's lease runs out.
+ * Holding and releasing. While a manager holds a lock it also holds an OFD lock on its in-use byte
+ * for the key, in its own range of "<journal>.locks" (in_use_byte()), and its memory lists the
+ * lock (m->in_use). A release writes nothing: it lets the byte go and marks the entry idle; the
+ * row keeps naming the manager, which is now idle on it. So the locks table says who holds a key
+ * only together with that byte: a row's holder holds the lock when it is alive and its in-use byte
+ * for the key is locked. Its lease and token in the row are those of its last acquisition, since
+ * every acquisition is written (below), so a successor's token is exact and a hung holder's lease
+ * is known to everyone.
+ *
+ * An acquisition is first tried as one statement (retake()): an UPDATE of a row that still names
+ * this manager, idle, with the token it left there (remembered for its last IDLE_MAX released
+ * keys), or an INSERT of a key that has no row yet (token 1). A lock this manager holds is never
+ * retaken: its memory tells. Otherwise one BEGIN IMMEDIATE transaction
+ * reads the key's row; the lock is free when its holder is dead, alive but idle (its in-use byte
+ * can be taken, and is let go at once), or using it past its lease; then the token is the old one
+ * plus one. The in-use byte is taken before the row is written, so a prober that finds it free
+ * before the write finds the row changed when it writes: it is in the same transaction order. A
+ * lock held by someone alive is waited for outside any transaction: threads sharing the manager
+ * are woken by its condition variable on release, others (other managers, other processes) are
+ * polled with a backoff from 1 ms to 20 ms, and the poll is moved earlier to the moment the
+ * holder's lease runs out.
+ *
+ * A release within the lease needs no look at the row: no one takes a lock from a live holder
+ * using it before its lease runs out. After the lease it reads the row to tell FSA_ELOST. A fence
+ * is checked against the row's token, which is the last acquisition's; a released lock's
+ * fsa_lock_t gives no fence.
  *
  * Time: leases are on the port's monotonic clock, CLOCK_MONOTONIC on posix, which is the same for
  * every process on the device. A reboot starts a new epoch, but a reboot also kills every holder,
@@ -46,7 +67,7 @@
  *   2. A token lost in a power cut fenced no durable write, and its holder died with the power, so
  *      no one can present it again. Tokens never leave the device (PROTOCOL.md carries none).
  *   3. Locks held at the cut come back with dead holders and are taken over at once.
- * The fsyncs that FULL would add (two per acquire-release pair) cost milliseconds on eMMC and buy
+ * The fsync that FULL would add (one per acquire-release pair) costs milliseconds on eMMC and buys
  * nothing the journal's own fsync does not already give. A caller that exports tokens beyond the
  * journal sets opts.durable.
  *
@@ -74,6 +95,21 @@ static const fsa_lock_config_t configs[FSA__LOCK_KIND_COUNT] = {
 /* Journal paths are file system paths; a longer one is a mistake, not a file. */
 #define DEFAULT_LABEL "fieldsync"
 
+/* A lock this manager holds now (held: some fsa_lock_t has it), or released and still named by
+ * its row as far as we know (idle: token is the row's, so the next acquisition can update the row
+ * without reading it). byte: its in-use byte, locked while a held entry has it (two keys of this
+ * manager may share one). */
+typedef struct in_use {
+    char key[FSA_LOCK_KEY_BYTES];
+    int64_t token;
+    int64_t expires_ns;
+    uint64_t byte;
+    bool held;
+} in_use_t;
+
+/* Idle entries kept: a manager's recent keys (a guard re-records the same job). */
+#define IDLE_MAX 16
+
 struct fsa_lockmgr {
     fsa_port_t *port;
     fsa_mutex_t *mu;      /* guards the connection (each transaction) and everything below */
@@ -81,8 +117,10 @@ struct fsa_lockmgr {
     fsa_flock_t *live;    /* our liveness byte `id`, and the probe for other holders' bytes */
     sqlite3 *db;
     fsa_flock_t *users; /* membership of the journal's users (db.c) */
-    sqlite3_stmt *begin, *commit, *rollback, *get, *take, *release, *renew;
+    sqlite3_stmt *begin, *commit, *rollback, *get, *take, *retake, *check, *renew, *reuse;
     int64_t id;
+    in_use_t *in_use; /* the locks this manager holds or recently held, one entry per key */
+    size_t n_in_use, cap_in_use;
     char label[FSA_LOCK_LABEL_BYTES];
     size_t held; /* fsa_lock_t currently held through this manager */
 
@@ -263,21 +301,250 @@ static void copy_text(char *dst, size_t dstlen, const unsigned char *src)
     snprintf(dst, dstlen, "%s", src != NULL ? (const char *)src : "");
 }
 
+/* ---- in-use bytes ---- */
+
+/* Holder h's in-use byte for key: in h's own range of "<journal>.locks", above every liveness byte
+ * (holder ids stay far below 2^32). 2^16 bytes per holder: two keys of one holder share a byte
+ * only when their hashes collide, which costs a waiter a wait for the lease, never a wrong
+ * takeover. */
+#define IN_USE_BASE (UINT64_C(1) << 32)
+#define IN_USE_SPAN (UINT64_C(1) << 16)
+
+static uint64_t in_use_byte(int64_t holder, const char *key)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++)
+        h = (h ^ *p) * 16777619u;
+    return IN_USE_BASE + (uint64_t)holder * IN_USE_SPAN + h % IN_USE_SPAN;
+}
+
+static in_use_t *find_in_use(fsa_lockmgr_t *m, const char *key)
+{
+    for (size_t i = 0; i < m->n_in_use; i++) {
+        if (strcmp(m->in_use[i].key, key) == 0)
+            return &m->in_use[i];
+    }
+    return NULL;
+}
+
+/* The held entry of key, or NULL. */
+static in_use_t *find_held(fsa_lockmgr_t *m, const char *key)
+{
+    in_use_t *e = find_in_use(m, key);
+    return e != NULL && e->held ? e : NULL;
+}
+
+static bool byte_in_use(const fsa_lockmgr_t *m, uint64_t byte)
+{
+    for (size_t i = 0; i < m->n_in_use; i++) {
+        if (m->in_use[i].held && m->in_use[i].byte == byte)
+            return true;
+    }
+    return false;
+}
+
+/* Takes our in-use byte (unless a lock we hold has it already). Only probes by other managers take
+ * it, each for an instant, so a busy byte is tried again. */
+static fsa_status_t lock_byte(fsa_lockmgr_t *m, uint64_t byte)
+{
+    if (byte_in_use(m, byte))
+        return FSA_OK;
+    fsa_port_t *p = m->port;
+    fsa_status_t st = FSA_EBUSY;
+    for (int i = 0; i < 1000 && st == FSA_EBUSY; i++) {
+        st = p->flock_try(p->ctx, m->live, byte);
+        if (st == FSA_EBUSY)
+            p->sleep(p->ctx, 20 * 1000);
+    }
+    return st;
+}
+
+/* Lets go of the byte unless a lock we still hold has it. */
+static void unlock_byte(fsa_lockmgr_t *m, uint64_t byte)
+{
+    if (!byte_in_use(m, byte))
+        m->port->flock_release(m->port->ctx, m->live, byte);
+}
+
+/* The entry of key (a new idle one, token 0, when there is none), or NULL without memory. */
+static in_use_t *entry_for(fsa_lockmgr_t *m, const char *key, uint64_t byte)
+{
+    in_use_t *e = find_in_use(m, key);
+    if (e != NULL)
+        return e;
+    if (m->n_in_use == m->cap_in_use) {
+        size_t cap = m->cap_in_use > 0 ? m->cap_in_use * 2 : 8;
+        in_use_t *grown = fsa_realloc(m->in_use, cap * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        m->in_use = grown;
+        m->cap_in_use = cap;
+    }
+    e = &m->in_use[m->n_in_use++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->key, sizeof e->key, "%s", key);
+    e->byte = byte;
+    return e;
+}
+
+/* Marks e idle (token: what the row holds as far as we know, 0 when unknown), lets go of its byte
+ * unless a held lock has it, and forgets other idle entries beyond IDLE_MAX. */
+static void set_idle(fsa_lockmgr_t *m, in_use_t *e, int64_t token)
+{
+    e->held = false;
+    e->token = token;
+    unlock_byte(m, e->byte);
+    size_t idle = 0;
+    for (size_t i = 0; i < m->n_in_use; i++)
+        idle += !m->in_use[i].held;
+    for (size_t i = 0; i < m->n_in_use && idle > IDLE_MAX;) {
+        if (!m->in_use[i].held && &m->in_use[i] != e) {
+            m->in_use[i] = m->in_use[--m->n_in_use];
+            if (e == &m->in_use[m->n_in_use])
+                e = &m->in_use[i]; /* moved */
+            idle--;
+        } else {
+            i++;
+        }
+    }
+}
+
+/* True when holder (alive, not us) is using key now: its in-use byte cannot be taken. The byte is
+ * let go at once. A probe that fails for another reason than EBUSY counts as in use: we never
+ * take a lock we cannot prove idle. */
+static bool holder_using(fsa_lockmgr_t *m, int64_t holder, const char *key)
+{
+    fsa_port_t *p = m->port;
+    uint64_t byte = in_use_byte(holder, key);
+    if (p->flock_try(p->ctx, m->live, byte) != FSA_OK)
+        return true;
+    p->flock_release(p->ctx, m->live, byte);
+    return false;
+}
+
+static void fill_lock(fsa_lockmgr_t *m, fsa_lock_t *out, const char *key, int64_t token,
+                      int64_t lease_ns, fsa_mono_t now, fsa_mono_t expires)
+{
+    out->mgr = m;
+    snprintf(out->key, sizeof out->key, "%s", key);
+    out->token = token;
+    out->lease_ns = lease_ns;
+    out->acquired = now;
+    out->expires = expires;
+    m->held++;
+}
+
+/*
+ * The uncontended acquisition, one statement in its own write transaction: when e (our entry of
+ * the key) knows the row's token from our last release, an UPDATE of our own idle row; otherwise
+ * an INSERT of a key that has no row yet. Returns FSA_OK with *token > 0 when taken, 0 when the
+ * row is not as expected (the caller then reads it, in a transaction).
+ */
+static fsa_status_t retake(fsa_lockmgr_t *m, const in_use_t *e, const char *key, fsa_mono_t now,
+                           fsa_mono_t expires, int64_t *token, char *err, size_t errlen)
+{
+    *token = 0;
+    int rc;
+    if (e != NULL && e->token > 0 && e->token < INT64_MAX) {
+        sqlite3_stmt *s = m->reuse;
+        sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, m->id);
+        sqlite3_bind_int64(s, 3, e->token + 1);
+        sqlite3_bind_int64(s, 4, now.ns);
+        sqlite3_bind_int64(s, 5, expires.ns);
+        sqlite3_bind_int64(s, 6, e->token);
+        rc = step_done(s);
+        sqlite3_clear_bindings(s);
+        if (rc != SQLITE_OK) {
+            db_error(m, rc, "cannot write the locks table", err, errlen);
+            return fsa__db_status(rc);
+        }
+        if (sqlite3_changes(m->db) == 1) {
+            *token = e->token + 1;
+            return FSA_OK;
+        }
+    }
+    /* A key no one ever took: token 1, if no row appeared meanwhile. */
+    sqlite3_bind_text(m->retake, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(m->retake, 2, m->id);
+    sqlite3_bind_text(m->retake, 3, m->label, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(m->retake, 4, now.ns);
+    sqlite3_bind_int64(m->retake, 5, expires.ns);
+    rc = step_done(m->retake);
+    sqlite3_clear_bindings(m->retake);
+    if (rc != SQLITE_OK) {
+        db_error(m, rc, "cannot write the locks table", err, errlen);
+        return fsa__db_status(rc);
+    }
+    if (sqlite3_changes(m->db) == 1)
+        *token = 1;
+    return FSA_OK;
+}
+
+/* e is held with token: out filled. */
+static void mark_held(fsa_lockmgr_t *m, in_use_t *e, fsa_lock_t *out, int64_t token,
+                      int64_t lease_ns, fsa_mono_t now, fsa_mono_t expires)
+{
+    e->held = true;
+    e->token = token;
+    e->expires_ns = expires.ns;
+    fill_lock(m, out, e->key, token, lease_ns, now, expires);
+}
+
 /*
  * One attempt, with m->mu held: takes the lock if it is free and fills out, or reports the holder
- * in *seen. Sets *taken. Returns FSA_OK or a SQLite failure (the transaction is rolled back).
+ * in *seen. Sets *taken. Returns FSA_OK or a failure (nothing taken; any transaction rolled back).
  */
 static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns, fsa_lock_t *out,
                              bool *taken, holder_seen_t *seen, char *err, size_t errlen)
 {
     *taken = false;
+    fsa_mono_t now = m->port->mono_now(m->port->ctx);
+    fsa_mono_t expires = fsa_mono_add_ns(now, lease_ns);
+    /* Another thread of ours holds it: wait for its release, or take over its run-out lease. */
+    in_use_t *held = find_held(m, key);
+    if (held != NULL && held->expires_ns > now.ns) {
+        seen->id = m->id;
+        seen->token = held->token;
+        seen->pid = holder_pid();
+        seen->expires_ns = held->expires_ns;
+        snprintf(seen->label, sizeof seen->label, "%s", m->label);
+        return FSA_OK;
+    }
+    bool overrun = held != NULL; /* ours, its lease run out: the old fsa_lock_t loses it */
+    uint64_t byte = in_use_byte(m->id, key);
+    in_use_t *e = entry_for(m, key, byte);
+    if (e == NULL) {
+        snprintf(err, errlen, "lock %s: out of memory", key);
+        return FSA_ENOMEM;
+    }
+    fsa_status_t st = overrun ? FSA_OK : lock_byte(m, byte);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "lock %s: cannot lock its in-use byte in the .locks file (%s)", key,
+                 fsa_status_str(st));
+        return st == FSA_EBUSY ? FSA_EIO : st;
+    }
+    if (!overrun) {
+        int64_t token = 0;
+        st = retake(m, e, key, now, expires, &token, err, errlen);
+        if (st == FSA_OK && token > 0) {
+            mark_held(m, e, out, token, lease_ns, now, expires);
+            *taken = true;
+            return FSA_OK;
+        }
+        if (st != FSA_OK) {
+            set_idle(m, e, 0);
+            return st;
+        }
+    }
+
     int rc = step_done(m->begin);
     if (rc != SQLITE_OK) {
         db_error(m, rc, "cannot start a transaction", err, errlen);
+        if (!overrun)
+            set_idle(m, e, 0);
         return fsa__db_status(rc);
     }
-    fsa_mono_t now = m->port->mono_now(m->port->ctx);
-
     int64_t old_token = 0;
     bool free_now = true, expired = false, dead = false;
     sqlite3_bind_text(m->get, 1, key, -1, SQLITE_STATIC);
@@ -291,8 +558,17 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
             seen->expires_ns = sqlite3_column_int64(m->get, 3);
             seen->pid = sqlite3_column_int64(m->get, 4);
             expired = seen->expires_ns <= now.ns;
-            dead = !holder_alive(m, seen->id);
-            free_now = expired || dead;
+            if (seen->id == m->id) {
+                /* Ours: held by another thread (its lease ran out, above) or idle. */
+                expired = overrun;
+                free_now = true;
+            } else {
+                dead = !holder_alive(m, seen->id);
+                /* A live holder that is not using it released it without writing. */
+                bool using = !dead && holder_using(m, seen->id, key);
+                expired = using && expired;
+                free_now = dead || !using || expired;
+            }
         }
         rc = SQLITE_OK;
     } else if (rc == SQLITE_DONE) {
@@ -310,15 +586,16 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
             db_error(m, rc, "cannot end a transaction", err, errlen);
             goto fail;
         }
+        set_idle(m, e, 0); /* someone else's now */
         return FSA_OK;
     }
     if (old_token == INT64_MAX) {
         snprintf(err, errlen, "lock %s: fencing tokens exhausted", key);
         rollback_if_open(m);
+        if (!overrun)
+            set_idle(m, e, 0);
         return FSA_EIO;
     }
-
-    fsa_mono_t expires = fsa_mono_add_ns(now, lease_ns);
     sqlite3_bind_text(m->take, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(m->take, 2, old_token + 1);
     sqlite3_bind_int64(m->take, 3, m->id);
@@ -345,17 +622,13 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
         fsa_log(m->port, FSA_LOG_INFO, "lock %s: took over token %" PRId64 " from %s (%s)", key,
                 old_token, seen->label, dead ? "holder died" : "lease ran out");
     }
-    out->mgr = m;
-    snprintf(out->key, sizeof out->key, "%s", key);
-    out->token = old_token + 1;
-    out->lease_ns = lease_ns;
-    out->acquired = now;
-    out->expires = expires;
-    m->held++;
+    mark_held(m, e, out, old_token + 1, lease_ns, now, expires);
     *taken = true;
     return FSA_OK;
 fail:
     rollback_if_open(m);
+    if (!overrun)
+        set_idle(m, e, 0);
     return fsa__db_status(rc);
 }
 
@@ -487,6 +760,24 @@ static void report_lost(fsa_lockmgr_t *m, fsa_lock_t *l, char *err, size_t errle
     l->mgr = NULL;
 }
 
+/* Whether l's row is still l's (same holder, same token): a read, no transaction of its own. */
+static fsa_status_t still_ours(fsa_lockmgr_t *m, const fsa_lock_t *l, bool *ours, char *err,
+                               size_t errlen)
+{
+    sqlite3_bind_text(m->check, 1, l->key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(m->check, 2, m->id);
+    sqlite3_bind_int64(m->check, 3, l->token);
+    int rc = sqlite3_step(m->check);
+    *ours = rc == SQLITE_ROW && sqlite3_column_int(m->check, 0) != 0;
+    sqlite3_reset(m->check);
+    sqlite3_clear_bindings(m->check);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        db_error(m, rc, "cannot read the locks table", err, errlen);
+        return fsa__db_status(rc);
+    }
+    return FSA_OK;
+}
+
 fsa_status_t fsa_lock_release(fsa_lock_t *l, char *err, size_t errlen)
 {
     char scratch[8];
@@ -498,18 +789,26 @@ fsa_status_t fsa_lock_release(fsa_lock_t *l, char *err, size_t errlen)
     fsa_lockmgr_t *m = l->mgr;
     fsa_port_t *p = m->port;
     p->mutex_lock(p->ctx, m->mu);
-    bool ours = false;
-    fsa_status_t st = update_own(m, m->release, l, &ours, "cannot release", err, errlen);
+    fsa_mono_t now = p->mono_now(p->ctx);
+    in_use_t *e = find_held(m, l->key);
+    bool ours = e != NULL && e->token == l->token;
+    fsa_status_t st = FSA_OK;
+    /* Within its lease nobody else can have taken it (see "Release"); after, the row tells. */
+    if (ours && now.ns >= e->expires_ns)
+        st = still_ours(m, l, &ours, err, errlen);
     if (st == FSA_OK && !ours) {
+        if (e != NULL && e->token == l->token)
+            set_idle(m, e, 0); /* taken over by another manager: the row is not ours */
         report_lost(m, l, err, errlen);
         st = FSA_ELOST;
     } else if (st == FSA_OK) {
-        int64_t held_ns = fsa_mono_diff_ns(p->mono_now(p->ctx), l->acquired);
+        int64_t held_ns = fsa_mono_diff_ns(now, l->acquired);
         m->releases++;
         m->hold_sum_ns += (double)held_ns;
         if (held_ns > m->hold_max_ns)
             m->hold_max_ns = held_ns;
         m->held--;
+        set_idle(m, e, l->token);
         l->mgr = NULL;
         p->cond_broadcast(p->ctx, m->released);
     }
@@ -534,12 +833,19 @@ fsa_status_t fsa_lock_renew(fsa_lock_t *l, int64_t lease_ns, char *err, size_t e
     sqlite3_bind_int64(m->renew, 4, expires.ns);
     bool ours = false;
     fsa_status_t st = update_own(m, m->renew, l, &ours, "cannot renew", err, errlen);
+    in_use_t *e = find_held(m, l->key);
+    if (e != NULL && e->token != l->token)
+        e = NULL; /* a successor's within this manager: not l's */
     if (st == FSA_OK && !ours) {
+        if (e != NULL)
+            set_idle(m, e, 0);
         report_lost(m, l, err, errlen);
         st = FSA_ELOST;
     } else if (st == FSA_OK) {
         l->lease_ns = lease_ns;
         l->expires = expires;
+        if (e != NULL)
+            e->expires_ns = expires.ns;
     }
     p->mutex_unlock(p->ctx, m->mu);
     return st;
@@ -576,10 +882,15 @@ static const char *const SQL_TAKE =
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO UPDATE SET token = excluded.token, "
     "holder = excluded.holder, holder_label = excluded.holder_label, "
     "acquired_ns = excluded.acquired_ns, expires_ns = excluded.expires_ns";
-/* Releasing keeps the token: the next acquisition must get a higher one. */
-static const char *const SQL_RELEASE =
-    "UPDATE locks SET holder = NULL, holder_label = NULL, acquired_ns = NULL, expires_ns = NULL "
-    "WHERE key = ?1 AND holder = ?2 AND token = ?3";
+/* The uncontended acquisition of a new key (see retake()). */
+static const char *const SQL_RETAKE =
+    "INSERT INTO locks(key, token, holder, holder_label, acquired_ns, expires_ns) "
+    "VALUES(?1, 1, ?2, ?3, ?4, ?5) ON CONFLICT(key) DO NOTHING";
+/* The uncontended acquisition of a key this manager released (its token known): see retake(). */
+static const char *const SQL_REUSE =
+    "UPDATE locks SET token = ?3, acquired_ns = ?4, expires_ns = ?5 "
+    "WHERE key = ?1 AND holder = ?2 AND token = ?6";
+static const char *const SQL_CHECK = "SELECT holder = ?2 AND token = ?3 FROM locks WHERE key = ?1";
 static const char *const SQL_RENEW =
     "UPDATE locks SET expires_ns = ?4 WHERE key = ?1 AND holder = ?2 AND token = ?3";
 static const char *const SQL_LIST =
@@ -594,8 +905,9 @@ static fsa_status_t prepare_all(fsa_lockmgr_t *m, char *err, size_t errlen)
     } all[] = {
         {&m->begin, "BEGIN IMMEDIATE"}, {&m->commit, "COMMIT"},
         {&m->rollback, "ROLLBACK"},     {&m->get, SQL_GET},
-        {&m->take, SQL_TAKE},           {&m->release, SQL_RELEASE},
-        {&m->renew, SQL_RENEW},
+        {&m->take, SQL_TAKE},           {&m->retake, SQL_RETAKE},
+        {&m->check, SQL_CHECK},         {&m->renew, SQL_RENEW},
+        {&m->reuse, SQL_REUSE},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         int rc =
@@ -611,7 +923,8 @@ static fsa_status_t prepare_all(fsa_lockmgr_t *m, char *err, size_t errlen)
 
 static void finalize_all(fsa_lockmgr_t *m)
 {
-    sqlite3_stmt *all[] = {m->begin, m->commit, m->rollback, m->get, m->take, m->release, m->renew};
+    sqlite3_stmt *all[] = {m->begin,  m->commit, m->rollback, m->get,  m->take,
+                           m->retake, m->check,  m->renew,    m->reuse};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(all[i]);
 }
@@ -775,6 +1088,7 @@ fail:
         port->flock_close(port->ctx, m->live);
         port->cond_free(port->ctx, m->released);
         port->mutex_free(port->ctx, m->mu);
+        fsa_free(m->in_use);
         fsa_free(m);
     }
     return st;
@@ -810,6 +1124,7 @@ void fsa_lockmgr_close(fsa_lockmgr_t *m)
     p->flock_close(p->ctx, m->live);
     p->cond_free(p->ctx, m->released);
     p->mutex_free(p->ctx, m->mu);
+    fsa_free(m->in_use);
     fsa_free(m);
 }
 
@@ -820,17 +1135,24 @@ static fsa_status_t list_holders(fsa_lockmgr_t *m, fsa_lock_stats_t *out, char *
     fsa_mono_t now = m->port->mono_now(m->port->ctx);
     while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         rc = SQLITE_OK;
+        const char *key = (const char *)sqlite3_column_text(s, 0);
+        int64_t holder = sqlite3_column_int64(s, 2);
+        bool alive = holder_alive(m, holder);
+        /* A row whose live holder released it without writing is free: not listed. */
+        if (key == NULL || (holder == m->id && find_held(m, key) == NULL) ||
+            (holder != m->id && alive && !holder_using(m, holder, key)))
+            continue;
         out->holders_total++;
         if (out->n_holders == FSA_LOCK_STATS_HOLDERS_MAX)
             continue;
         fsa_lock_holder_info_t *h = &out->holders[out->n_holders++];
         copy_text(h->key, sizeof h->key, sqlite3_column_text(s, 0));
         h->token = sqlite3_column_int64(s, 1);
-        h->holder_id = sqlite3_column_int64(s, 2);
+        h->holder_id = holder;
         copy_text(h->label, sizeof h->label, sqlite3_column_text(s, 3));
         h->remaining_ns = sqlite3_column_int64(s, 4) - now.ns;
         h->pid = sqlite3_column_int64(s, 5);
-        h->alive = holder_alive(m, h->holder_id);
+        h->alive = alive;
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
@@ -889,19 +1211,11 @@ static void jprintf(jbuf_t *j, const char *fmt, ...)
         j->len += (size_t)n;
 }
 
-/* A JSON string; keys and labels are printable (validated), but escape what JSON requires. */
+/* A JSON string (port/jsonstr.h); counted past the end like jprintf, for *needed. */
 static void jstring(jbuf_t *j, const char *s)
 {
-    jprintf(j, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
-            jprintf(j, "\\%c", *p);
-        else if (*p < 0x20)
-            jprintf(j, "\\u%04x", *p);
-        else
-            jprintf(j, "%c", *p);
-    }
-    jprintf(j, "\"");
+    size_t room = j->len < j->cap ? j->cap - j->len : 0;
+    j->len += fsa_json_quote(s, room > 0 ? j->buf + j->len : NULL, room);
 }
 
 fsa_status_t fsa_lock_stats_json(const fsa_lock_stats_t *s, char *buf, size_t buflen,

@@ -9,15 +9,16 @@
 #include "port/alloc.h"
 #include "port/limits.h"
 #include "storage/lock.h"
+#include "storage/state_keys.h"
 #include "sync/codec.h"
 #include "sync/engine.h"
 
 /* Keys of the journal's sync state used here. */
-#define K_OFFSET "clock_offset_ms"
-#define K_NEXT "next_attempt_ms"
-#define K_FAILURES "sync_failures"
-#define K_LAST "last_sync_ms"
-#define K_CURSOR "cursor"
+#define K_OFFSET FSA_STATE_CLOCK_OFFSET_MS
+#define K_NEXT FSA_STATE_NEXT_ATTEMPT_MS
+#define K_FAILURES FSA_STATE_SYNC_FAILURES
+#define K_LAST FSA_STATE_LAST_SYNC_MS
+#define K_CURSOR FSA_STATE_CURSOR
 
 /* Rounds of push + resolve in one cycle: a rebased op is pushed again at once, but a server that
  * keeps conflicting cannot keep the cycle going forever. */

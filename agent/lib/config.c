@@ -9,27 +9,10 @@
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
 #include "port/files.h"
+#include "storage/state_keys.h"
 #include "sync/backoff.h"
 #include "sync/resolver.h"
 #include "sync/transport.h"
-
-/* Keys in the journal's sync state: the first six are the ones `fieldsync init` has always
- * written (journals made before the library read the same). */
-#define K_DEVICE_ID "device_id"
-#define K_SERVER "server"
-#define K_SECRET_FILE "secret_file"
-#define K_CA_FILE "ca_file"
-#define K_PINS "pins"
-#define K_ALLOW_HTTP "allow_http"
-#define K_CLIENT_CERT "client_cert"
-#define K_CLIENT_KEY "client_key"
-#define K_PROXY "proxy"
-#define K_RETRY_POLICY "retry_policy"
-#define K_RESOLVER_POLICY "resolver_policy"
-#define K_DURABILITY "durability"
-#define K_SYNC_INTERVAL "sync_interval_ms"
-#define K_STALL_AFTER "stall_after_ms"
-#define K_BUDGET "budget_bytes"
 
 static const char *or_empty(const char *s)
 {
@@ -41,21 +24,21 @@ fsa_status_t fsl__config_store(fsa_journal_t *j, const fsl_config_t *c, char *er
     /* All keys in one transaction: a device never starts with half a configuration. Optional
      * strings are stored as "" so that a new init clears what an older one set. */
     const fsa_state_item_t items[] = {
-        {K_DEVICE_ID, or_empty(c->device_id), 0},
-        {K_SERVER, or_empty(c->server_url), 0},
-        {K_SECRET_FILE, or_empty(c->secret_file), 0},
-        {K_CA_FILE, or_empty(c->ca_file), 0},
-        {K_PINS, or_empty(c->pins), 0},
-        {K_ALLOW_HTTP, NULL, c->allow_http ? 1 : 0},
-        {K_CLIENT_CERT, or_empty(c->client_cert), 0},
-        {K_CLIENT_KEY, or_empty(c->client_key), 0},
-        {K_PROXY, or_empty(c->proxy), 0},
-        {K_RETRY_POLICY, or_empty(c->retry_policy), 0},
-        {K_RESOLVER_POLICY, or_empty(c->resolver_policy), 0},
-        {K_DURABILITY, NULL, (int64_t)c->durability},
-        {K_SYNC_INTERVAL, NULL, c->sync_interval_ms},
-        {K_STALL_AFTER, NULL, c->stall_after_ms},
-        {K_BUDGET, NULL, c->budget_bytes},
+        {FSA_STATE_DEVICE_ID, or_empty(c->device_id), 0},
+        {FSA_STATE_SERVER, or_empty(c->server_url), 0},
+        {FSA_STATE_SECRET_FILE, or_empty(c->secret_file), 0},
+        {FSA_STATE_CA_FILE, or_empty(c->ca_file), 0},
+        {FSA_STATE_PINS, or_empty(c->pins), 0},
+        {FSA_STATE_ALLOW_HTTP, NULL, c->allow_http ? 1 : 0},
+        {FSA_STATE_CLIENT_CERT, or_empty(c->client_cert), 0},
+        {FSA_STATE_CLIENT_KEY, or_empty(c->client_key), 0},
+        {FSA_STATE_PROXY, or_empty(c->proxy), 0},
+        {FSA_STATE_RETRY_POLICY, or_empty(c->retry_policy), 0},
+        {FSA_STATE_RESOLVER_POLICY, or_empty(c->resolver_policy), 0},
+        {FSA_STATE_DURABILITY, NULL, (int64_t)c->durability},
+        {FSA_STATE_SYNC_INTERVAL_MS, NULL, c->sync_interval_ms},
+        {FSA_STATE_STALL_AFTER_MS, NULL, c->stall_after_ms},
+        {FSA_STATE_BUDGET_BYTES, NULL, c->budget_bytes},
     };
     fsa_status_t st = fsa_journal_state_set_many(j, items, sizeof items / sizeof items[0]);
     if (st != FSA_OK)
@@ -92,33 +75,33 @@ static fsa_status_t load_int(fsa_journal_t *j, const char *key, int64_t *dst)
 fsa_status_t fsl__config_load(fsa_journal_t *j, fsl_config_t *c, char *err, size_t errlen)
 {
     int64_t allow = 0, durability = (int64_t)c->durability;
-    fsa_status_t st = load_str(j, K_SERVER, &c->server_url);
+    fsa_status_t st = load_str(j, FSA_STATE_SERVER, &c->server_url);
     if (st == FSA_OK)
-        st = load_str(j, K_SECRET_FILE, &c->secret_file);
+        st = load_str(j, FSA_STATE_SECRET_FILE, &c->secret_file);
     if (st == FSA_OK)
-        st = load_str(j, K_CA_FILE, &c->ca_file);
+        st = load_str(j, FSA_STATE_CA_FILE, &c->ca_file);
     if (st == FSA_OK)
-        st = load_str(j, K_PINS, &c->pins);
+        st = load_str(j, FSA_STATE_PINS, &c->pins);
     if (st == FSA_OK)
-        st = load_str(j, K_CLIENT_CERT, &c->client_cert);
+        st = load_str(j, FSA_STATE_CLIENT_CERT, &c->client_cert);
     if (st == FSA_OK)
-        st = load_str(j, K_CLIENT_KEY, &c->client_key);
+        st = load_str(j, FSA_STATE_CLIENT_KEY, &c->client_key);
     if (st == FSA_OK)
-        st = load_str(j, K_PROXY, &c->proxy);
+        st = load_str(j, FSA_STATE_PROXY, &c->proxy);
     if (st == FSA_OK)
-        st = load_str(j, K_RETRY_POLICY, &c->retry_policy);
+        st = load_str(j, FSA_STATE_RETRY_POLICY, &c->retry_policy);
     if (st == FSA_OK)
-        st = load_str(j, K_RESOLVER_POLICY, &c->resolver_policy);
+        st = load_str(j, FSA_STATE_RESOLVER_POLICY, &c->resolver_policy);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(j, K_ALLOW_HTTP, 0, &allow);
+        st = fsa_journal_state_get_int(j, FSA_STATE_ALLOW_HTTP, 0, &allow);
     if (st == FSA_OK)
-        st = load_int(j, K_DURABILITY, &durability);
+        st = load_int(j, FSA_STATE_DURABILITY, &durability);
     if (st == FSA_OK)
-        st = load_int(j, K_SYNC_INTERVAL, &c->sync_interval_ms);
+        st = load_int(j, FSA_STATE_SYNC_INTERVAL_MS, &c->sync_interval_ms);
     if (st == FSA_OK)
-        st = load_int(j, K_STALL_AFTER, &c->stall_after_ms);
+        st = load_int(j, FSA_STATE_STALL_AFTER_MS, &c->stall_after_ms);
     if (st == FSA_OK)
-        st = load_int(j, K_BUDGET, &c->budget_bytes);
+        st = load_int(j, FSA_STATE_BUDGET_BYTES, &c->budget_bytes);
     if (st != FSA_OK) {
         snprintf(err, errlen, "cannot read the configuration in %s: %s", fsa_journal_path(j),
                  fsa_status_str(st));

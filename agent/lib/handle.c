@@ -9,7 +9,9 @@
 
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
+#include "port/jsonstr.h"
 #include "port/limits.h"
+#include "storage/state_keys.h"
 
 /* ---- statuses: the public numbers are the project's ---- */
 
@@ -223,42 +225,14 @@ void fsl__jb_raw(fsl_jb_t *b, const char *s)
 
 void fsl__jb_str(fsl_jb_t *b, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
     if (s == NULL) {
         fsl__jb_raw(b, "null");
         return;
     }
-    if (!jb_reserve(b, 6 * strlen(s) + 2) || b->buf == NULL)
+    size_t max = FSA_JSON_QUOTE_MAX(strlen(s));
+    if (!jb_reserve(b, max) || b->buf == NULL)
         return;
-    char *o = b->buf + b->len;
-    *o++ = '"';
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        char esc = 0;
-        switch (*p) {
-        case '"': esc = '"'; break;
-        case '\\': esc = '\\'; break;
-        case '\n': esc = 'n'; break;
-        case '\r': esc = 'r'; break;
-        case '\t': esc = 't'; break;
-        case '\b': esc = 'b'; break;
-        case '\f': esc = 'f'; break;
-        default: break;
-        }
-        if (esc) {
-            *o++ = '\\';
-            *o++ = esc;
-        } else if (*p < 0x20 || *p == 0x7f) {
-            memcpy(o, "\\u00", 4);
-            o[4] = hex[*p >> 4];
-            o[5] = hex[*p & 15];
-            o += 6;
-        } else {
-            *o++ = (char)*p;
-        }
-    }
-    *o++ = '"';
-    *o = '\0';
-    b->len = (size_t)(o - b->buf);
+    b->len += fsa_json_quote(s, b->buf + b->len, max + 1);
 }
 
 void fsl__jb_fmt(fsl_jb_t *b, const char *fmt, ...)
@@ -464,7 +438,7 @@ static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *
         if (st != FSA_OK)
             return fsl__status(st);
         char *existing = NULL;
-        st = fsa_journal_state_get_str(fs->j, "device_id", &existing);
+        st = fsa_journal_state_get_str(fs->j, FSA_STATE_DEVICE_ID, &existing);
         if (st == FSA_OK && existing != NULL && existing[0] != '\0' &&
             strcmp(existing, k->device_id) != 0) {
             snprintf(err, errlen, "journal %s belongs to device %s, not %s", k->journal_path,
@@ -483,7 +457,7 @@ static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *
         if (st != FSA_OK)
             return fsl__status(st);
         char *stored = NULL;
-        st = fsa_journal_state_get_str(fs->j, "device_id", &stored);
+        st = fsa_journal_state_get_str(fs->j, FSA_STATE_DEVICE_ID, &stored);
         if (st != FSA_OK) {
             snprintf(err, errlen, "cannot read %s: %s", k->journal_path, fsa_status_str(st));
         } else if (stored == NULL || stored[0] == '\0') {

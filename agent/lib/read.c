@@ -6,10 +6,7 @@
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
 #include "port/limits.h"
-
-#define K_LAST_SYNC "last_sync_ms"
-#define K_NEXT_ATTEMPT "next_attempt_ms"
-#define K_CLOCK_OFFSET "clock_offset_ms"
+#include "storage/state_keys.h"
 
 /* Common start: a usable handle and a place for the answer. */
 #define READ_START(out)                                                                            \
@@ -191,11 +188,11 @@ fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
     char *msg = NULL;
     fsa_status_t st = fsa_outbox_stats(fs->j, &os);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, K_LAST_SYNC, 0, &s->last_sync_ms);
+        st = fsa_journal_state_get_int(fs->j, FSA_STATE_LAST_SYNC_MS, 0, &s->last_sync_ms);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, K_NEXT_ATTEMPT, 0, &s->next_attempt_ms);
+        st = fsa_journal_state_get_int(fs->j, FSA_STATE_NEXT_ATTEMPT_MS, 0, &s->next_attempt_ms);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, K_CLOCK_OFFSET, 0, &s->clock_offset_ms);
+        st = fsa_journal_state_get_int(fs->j, FSA_STATE_CLOCK_OFFSET_MS, 0, &s->clock_offset_ms);
     if (st == FSA_OK)
         st = fsa_journal_state_get_int(fs->j, FSL_KEY_LAST_ERROR, 0, &last_error);
     if (st == FSA_OK)
@@ -358,13 +355,13 @@ fieldsync_status_t fieldsync_info(fieldsync_t *fs, char **json)
     int64_t last = 0, next = 0, offset = 0, failures = 0;
     fsa_status_t st = fsa_outbox_stats(fs->j, &s);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, K_LAST_SYNC, 0, &last);
+        st = fsa_journal_state_get_int(fs->j, FSA_STATE_LAST_SYNC_MS, 0, &last);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, K_NEXT_ATTEMPT, 0, &next);
+        st = fsa_journal_state_get_int(fs->j, FSA_STATE_NEXT_ATTEMPT_MS, 0, &next);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, K_CLOCK_OFFSET, 0, &offset);
+        st = fsa_journal_state_get_int(fs->j, FSA_STATE_CLOCK_OFFSET_MS, 0, &offset);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, "sync_failures", 0, &failures);
+        st = fsa_journal_state_get_int(fs->j, FSA_STATE_SYNC_FAILURES, 0, &failures);
     if (st != FSA_OK)
         return fsl__fail(fs, fsl__status(st), "cannot read %s: %s", fs->cfg.journal_path,
                          fsa_status_str(st));

@@ -6,6 +6,7 @@
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
 #include "port/limits.h"
+#include "storage/state_keys.h"
 
 /*
  * One sync thread per started handle. It syncs at start, when a new record appears in the
@@ -24,8 +25,8 @@
 #define WATCH_RETRY_MS 1000 /* without a working watch, the journal is looked at this often */
 #define SOON_MS 1000        /* after a cycle that left ops without pushing any */
 /* The engine's persisted backoff (sync/engine.c's keys in the journal's sync state). */
-#define K_NEXT_ATTEMPT "next_attempt_ms"
-#define K_FAILURES "sync_failures"
+#define K_NEXT_ATTEMPT FSA_STATE_NEXT_ATTEMPT_MS
+#define K_FAILURES FSA_STATE_SYNC_FAILURES
 
 typedef enum phase { PH_NONE = 0, PH_RUNNING = 1, PH_ENDED = 2 } phase_t;
 

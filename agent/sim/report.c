@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "agent/sim/fleet.h"
+#include "port/alloc.h"
+#include "port/jsonstr.h"
 
 /* ---- the summary ---- */
 
@@ -107,16 +109,21 @@ void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__resu
 
 static void json_str(FILE *o, const char *s)
 {
-    fputc('"', o);
-    for (const unsigned char *p = (const unsigned char *)s; p != NULL && *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(o, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(o, "\\u%04x", *p);
-        else
-            fputc(*p, o);
+    /* The one escaper (port/jsonstr.h): short strings on the stack, longer ones allocated. */
+    char small[256];
+    size_t need = fsa_json_quote(s, small, sizeof small);
+    if (need < sizeof small) {
+        fputs(small, o);
+        return;
     }
-    fputc('"', o);
+    char *big = fsa_malloc(need + 1);
+    if (big == NULL) {
+        fputs("\"\"", o); /* out of memory: an empty string keeps the report valid JSON */
+        return;
+    }
+    (void)fsa_json_quote(s, big, need + 1);
+    fputs(big, o);
+    fsa_free(big);
 }
 
 static void json_stats(FILE *o, const fsa__stats_t *s)

@@ -14,6 +14,58 @@
 #include "port/alloc.h"
 #include "port/files.h"
 
+/* The checks on the open file (fstat: the permissions checked are those of the bytes read). */
+static fsa_status_t check_open_file(int fd, const char *path, size_t max_bytes, int private_only,
+                                    char *err, size_t errlen)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file", path);
+        return FSA_EINVAL;
+    }
+    if (private_only && (sb.st_mode & 077) != 0) {
+        snprintf(err, errlen, "%s is accessible by others (mode %04o): run 'chmod 600 %s'", path,
+                 (unsigned)(sb.st_mode & 07777), path);
+        return FSA_EPERM;
+    }
+    if (private_only && sb.st_uid != geteuid()) {
+        snprintf(err, errlen, "%s is owned by uid %u, not by this user", path, (unsigned)sb.st_uid);
+        return FSA_EPERM;
+    }
+    if ((size_t)sb.st_size > max_bytes) {
+        snprintf(err, errlen, "%s is too large (%lld bytes, at most %zu)", path,
+                 (long long)sb.st_size, max_bytes);
+        return FSA_ETOOLARGE;
+    }
+    return FSA_OK;
+}
+
+/* Reads fd to its end into buf (max_bytes + 1 of room), NUL-terminated; *got its length. */
+static fsa_status_t read_bounded(int fd, const char *path, char *buf, size_t max_bytes, size_t *got,
+                                 char *err, size_t errlen)
+{
+    size_t n = 0;
+    while (n <= max_bytes) {
+        ssize_t r = read(fd, buf + n, max_bytes + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+            return FSA_EIO;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    if (n > max_bytes) { /* it grew after the fstat */
+        snprintf(err, errlen, "%s is too large (at most %zu bytes)", path, max_bytes);
+        return FSA_ETOOLARGE;
+    }
+    buf[n] = '\0';
+    *got = n;
+    return FSA_OK;
+}
+
 fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only, char **out,
                            size_t *len, char *err, size_t errlen)
 {
@@ -37,63 +89,18 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));
         return e == ENOENT ? FSA_ENOTFOUND : e == EACCES ? FSA_EPERM : FSA_EIO;
     }
-    fsa_status_t st = FSA_OK;
     char *buf = NULL;
-    struct stat sb;
-    /* fstat on the open file: the permissions checked are those of the bytes read. */
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        snprintf(err, errlen, "%s is not a regular file", path);
-        st = FSA_EINVAL;
-        goto out;
+    fsa_status_t st = check_open_file(fd, path, max_bytes, private_only, err, errlen);
+    if (st == FSA_OK) {
+        buf = fsa_malloc(max_bytes + 1);
+        st = buf == NULL ? FSA_ENOMEM : read_bounded(fd, path, buf, max_bytes, len, err, errlen);
     }
-    if (private_only && (sb.st_mode & 077) != 0) {
-        snprintf(err, errlen, "%s is accessible by others (mode %04o): run 'chmod 600 %s'", path,
-                 (unsigned)(sb.st_mode & 07777), path);
-        st = FSA_EPERM;
-        goto out;
-    }
-    if (private_only && sb.st_uid != geteuid()) {
-        snprintf(err, errlen, "%s is owned by uid %u, not by this user", path, (unsigned)sb.st_uid);
-        st = FSA_EPERM;
-        goto out;
-    }
-    if ((size_t)sb.st_size > max_bytes) {
-        snprintf(err, errlen, "%s is too large (%lld bytes, at most %zu)", path,
-                 (long long)sb.st_size, max_bytes);
-        st = FSA_ETOOLARGE;
-        goto out;
-    }
-    buf = fsa_malloc(max_bytes + 1);
-    if (buf == NULL) {
-        st = FSA_ENOMEM;
-        goto out;
-    }
-    size_t got = 0;
-    while (got <= max_bytes) {
-        ssize_t n = read(fd, buf + got, max_bytes + 1 - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-            st = FSA_EIO;
-            goto out;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-    }
-    if (got > max_bytes) { /* it grew after the fstat */
-        snprintf(err, errlen, "%s is too large (at most %zu bytes)", path, max_bytes);
-        st = FSA_ETOOLARGE;
-        goto out;
-    }
-    buf[got] = '\0';
-    *out = buf;
-    *len = got;
-    buf = NULL;
-out:
-    if (buf != NULL)
+    if (st == FSA_OK) {
+        *out = buf;
+    } else {
         fsa_file_wipe_free(buf, max_bytes + 1);
+        *len = 0;
+    }
     close(fd);
     return st;
 }

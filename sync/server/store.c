@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "port/alloc.h"
+#include "port/jsonstr.h"
 #include "sync/server/store_internal.h"
 
 /* The backend of a transaction. */
@@ -135,7 +136,7 @@ fsa_status_t fsa_store_sweep_ops(fsa_store_t *store, int64_t before_ms, unsigned
 /* Appends list as a JSON array of strings to a new buffer (escaping what JSON needs). */
 static char *json_list(const char (*list)[FSA_ID_BYTES], size_t n)
 {
-    size_t cap = 3 + n * (6 * FSA_ID_BYTES + 3), len = 0;
+    size_t cap = 3 + n * (FSA_JSON_QUOTE_MAX(FSA_ID_BYTES) + 1), len = 0;
     char *out = fsa_malloc(cap);
     if (out == NULL)
         return NULL;
@@ -143,18 +144,7 @@ static char *json_list(const char (*list)[FSA_ID_BYTES], size_t n)
     for (size_t i = 0; i < n; i++) {
         if (i > 0)
             out[len++] = ',';
-        out[len++] = '"';
-        for (const unsigned char *p = (const unsigned char *)list[i]; *p != '\0'; p++) {
-            if (*p == '"' || *p == '\\') {
-                out[len++] = '\\';
-                out[len++] = (char)*p;
-            } else if (*p < 0x20) {
-                len += (size_t)snprintf(out + len, cap - len, "\\u%04x", *p);
-            } else {
-                out[len++] = (char)*p;
-            }
-        }
-        out[len++] = '"';
+        len += fsa_json_quote(list[i], out + len, cap - len);
     }
     out[len++] = ']';
     out[len] = '\0';

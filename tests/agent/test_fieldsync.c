@@ -228,6 +228,27 @@ static void test_cli__help_and_bad_usage(void **state)
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "unknown command 'frobnicate'"));
     assert_null(strchr(strchr(r.err, '\n') + 1, '\n')); /* one line */
+    FS(&r, "--version");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "fieldsync 0.1.0"));
+    FS(&r, "--frob", "status");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "unknown option '--frob'"));
+    FS(&r, "--db");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "option '--db' needs a value"));
+    FS(&r, "--db", f->db[0], "--log-level", "loud", "status");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "unknown log level 'loud'"));
+    FS(&r, "--db", f->db[0]);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "no command given"));
+    FS(&r, "--db", f->db[0], "sync", "--now", "--now");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "option '--now' given twice"));
+    FS(&r, "--db", f->db[0], "status", "extra");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "unexpected argument 'extra'"));
     FS(&r, "status");
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "--db"));

@@ -512,6 +512,16 @@ static void test_run__bad_arguments(void **state)
     assert_non_null(strstr(slurp(f->err), "--interval soon"));
     const char *b[] = {"--db", f->db, "run", "--frob", "1", NULL};
     assert_int_equal(run_cli(f, b), 2);
+    assert_non_null(strstr(slurp(f->err), "unknown option '--frob'"));
+    const char *m[] = {"--db", f->db, "run", "--syslog", "--interval", NULL};
+    assert_int_equal(run_cli(f, m), 2);
+    assert_non_null(strstr(slurp(f->err), "option '--interval' needs a value"));
+    const char *p[] = {"--db", f->db, "run", "now", NULL};
+    assert_int_equal(run_cli(f, p), 2);
+    assert_non_null(strstr(slurp(f->err), "unexpected argument 'now'"));
+    const char *h[] = {"--db", f->db, "run", "--interval", "5", "--help", NULL};
+    assert_int_equal(run_cli(f, h), 0);
+    assert_non_null(strstr(slurp(f->out), "usage: fieldsync --db FILE run"));
     const char *c[] = {"--db", f->db, "run", NULL}; /* no journal */
     assert_int_equal(run_cli(f, c), 1);
     assert_non_null(strstr(slurp(f->err), "fieldsync init"));

@@ -359,6 +359,89 @@ static void test_lock_acquire__and_release(void **state)
     fsa_lockmgr_close(m);
 }
 
+static int64_t data_version(sqlite3 *db)
+{
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+/* A release writes nothing (the row keeps naming the idle holder); the lock is free all the same:
+ * another manager takes it at once, with the next token, and that is no takeover. */
+static void test_lock_release__writes_nothing_and_frees_the_lock(void **state)
+{
+    fixture_t *fx = *state;
+    fsa_lockmgr_t *a = open_mgr(fx, fx->sp, "a");
+    fsa_lockmgr_t *b = open_mgr(fx, fx->sp, "b");
+    sqlite3 *db = open_db(fx);
+    fsa_lock_t la, lb;
+    assert_fsa_ok(fsa_lock_acquire(a, FSA_LOCK_TICKET_ESCALATION, "T5", &la, NULL, 0));
+    int64_t v0 = data_version(db); /* changes when another connection commits */
+    assert_fsa_ok(fsa_lock_release(&la, NULL, 0));
+    assert_int_equal(data_version(db), v0);
+    fsa_lock_stats_t s;
+    assert_fsa_ok(fsa_lockmgr_stats(b, &s, NULL, 0));
+    assert_int_equal(s.holders_total, 0); /* an idle holder holds nothing */
+
+    /* Another manager: no wait, the next token, no takeover counted or logged. */
+    fsa_mono_t t0 = fx->sp->mono_now(fx->sp->ctx);
+    assert_fsa_ok(fsa_lock_acquire(b, FSA_LOCK_TICKET_ESCALATION, "T5", &lb, NULL, 0));
+    assert_int_equal(fsa_mono_diff_ns(fx->sp->mono_now(fx->sp->ctx), t0), 0);
+    assert_int_equal(lb.token, la.token + 1);
+    assert_int_equal(stored_token(db, "TICKET_ESCALATION:T5"), lb.token);
+    assert_fsa_ok(fsa_lockmgr_stats(b, &s, NULL, 0));
+    assert_int_equal(s.contended + s.expired + s.dead_takeovers, 0);
+    assert_int_equal(s.holders_total, 1);
+    assert_null(strstr(fx->log, "took over"));
+    /* The first manager now waits for b like anyone else (try once: busy). */
+    fsa_lock_config_t try_once = {"TICKET_ESCALATION", 15 * FSA_NS_PER_S, 0};
+    assert_int_equal(fsa_lock_acquire_cfg(a, &try_once, "T5", &la, NULL, 0), FSA_EBUSY);
+    assert_fsa_ok(fsa_lock_release(&lb, NULL, 0));
+    /* ... and retakes it once b let it go. */
+    assert_fsa_ok(fsa_lock_acquire_cfg(a, &try_once, "T5", &la, NULL, 0));
+    assert_int_equal(la.token, lb.token + 1);
+    assert_fsa_ok(fsa_lock_release(&la, NULL, 0));
+    sqlite3_close(db);
+    fsa_lockmgr_close(a);
+    fsa_lockmgr_close(b);
+}
+
+/* A manager remembers the tokens of the keys it released lately (so that taking one again is one
+ * UPDATE); past that memory, and when another manager took a key meanwhile, it reads the row: the
+ * tokens go on from the row's either way. */
+static void test_lock_acquire__many_keys_again(void **state)
+{
+    fixture_t *fx = *state;
+    fsa_lockmgr_t *m = open_mgr(fx, fx->sp, "a");
+    fsa_lockmgr_t *other = open_mgr(fx, fx->sp, "b");
+    fsa_lock_t l;
+    char res[16];
+    for (int round = 1; round <= 3; round++) {
+        for (int i = 0; i < 40; i++) {
+            snprintf(res, sizeof res, "K%d", i);
+            assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_JOB_WORKFLOW_UPDATE, res, &l, NULL, 0));
+            assert_int_equal(l.token, round == 3 && i % 2 == 0 ? 4 : round);
+            assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+        }
+        for (int i = 0; round == 2 && i < 40; i += 2) { /* the other manager takes half of them */
+            snprintf(res, sizeof res, "K%d", i);
+            assert_fsa_ok(fsa_lock_acquire(other, FSA_LOCK_JOB_WORKFLOW_UPDATE, res, &l, NULL, 0));
+            assert_int_equal(l.token, 3);
+            assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+        }
+    }
+    fsa_lock_stats_t s;
+    assert_fsa_ok(fsa_lockmgr_stats(m, &s, NULL, 0));
+    assert_int_equal(s.acquired, 120);
+    assert_int_equal(s.contended + s.expired + s.dead_takeovers + s.lost, 0);
+    assert_int_equal(s.holders_total, 0);
+    fsa_lockmgr_close(m);
+    fsa_lockmgr_close(other);
+}
+
 static void test_lock_acquire__tokens_increase_and_persist_across_reopen(void **state)
 {
     fixture_t *fx = *state;
@@ -1028,6 +1111,8 @@ int main(void)
         T(test_lock_acquire__invalid_params),
         T(test_lock_acquire__and_release),
         T(test_lock_acquire__tokens_increase_and_persist_across_reopen),
+        T(test_lock_release__writes_nothing_and_frees_the_lock),
+        T(test_lock_acquire__many_keys_again),
         T(test_lockmgr_close__releases_held_locks),
         T(test_lock_acquire__wait_timeout_names_holder),
         T(test_lock_acquire__sync_tries_once),

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -268,6 +269,8 @@ typedef struct rm {
     fieldsync_listener_t *self_token, *blocker_token;
     int self_calls, blocker_calls, blocker_after_remove;
     bool blocker_in, release, removed;
+    bool calling, returned; /* the remover is about to call remove; its call returned */
+    char stat_path[64];     /* the remover thread's /proc/PID/task/TID/stat */
     fieldsync_status_t self_remove;
 } rm_t;
 
@@ -301,14 +304,57 @@ static void rm_blocker(void *ctx, const fieldsync_change_t *c)
 static void *remover(void *p)
 {
     rm_t *m = p;
+    char self[48];
+    ssize_t n = readlink("/proc/thread-self", self, sizeof self - 1); /* "PID/task/TID" */
+    pthread_mutex_lock(&m->mu);
+    if (n > 0) {
+        self[n] = '\0';
+        snprintf(m->stat_path, sizeof m->stat_path, "/proc/%s/stat", self);
+    }
+    m->calling = true;
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
     fieldsync_status_t st = fieldsync_remove_listener(m->fs, m->blocker_token);
     pthread_mutex_lock(&m->mu);
+    m->returned = true;
     /* When remove returns, the listener is not running. */
     if (st == FIELDSYNC_OK && !m->blocker_in)
         m->removed = true;
     pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
     return NULL;
+}
+
+/* The state letter of the remover thread (/proc/.../stat, after "(comm) "), '?' if unread. */
+static char thread_state(const rm_t *m)
+{
+    char buf[256] = "";
+    FILE *fp = fopen(m->stat_path, "r");
+    if (fp == NULL)
+        return '?';
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    buf[n] = '\0';
+    (void)fclose(fp);
+    const char *paren = strrchr(buf, ')');
+    if (paren == NULL || paren[1] != ' ')
+        return '?';
+    return paren[2];
+}
+
+/* Polls (up to ms) until the remover's call returned or its thread sleeps. */
+static bool thread_sleeps_or(rm_t *m, int ms)
+{
+    int64_t end = lfx_now_ms() + ms;
+    while (lfx_now_ms() < end) {
+        pthread_mutex_lock(&m->mu);
+        bool returned = m->returned;
+        pthread_mutex_unlock(&m->mu);
+        if (returned || thread_state(m) == 'S')
+            return true;
+        struct timespec ts = {0, 1000000L}; /* a poll of the condition, not a wait for it */
+        nanosleep(&ts, NULL);
+    }
+    return false;
 }
 
 static void test_remove_listener__inside_and_elsewhere(void **state)
@@ -340,10 +386,18 @@ static void test_remove_listener__inside_and_elsewhere(void **state)
     pthread_mutex_unlock(&m.mu);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, remover, &m), 0);
-    /* The remover waits while the blocker runs. */
-    struct timespec ts = {0, 200 * 1000000L};
-    nanosleep(&ts, NULL);
+    /* The remover waits while the blocker runs: wait until its thread sleeps (the kernel says
+     * 'S') after it set out to call remove, or its call returned. Nothing else puts it to sleep
+     * (the blocker waits on m.cv without the library's locks; this thread holds none). */
     pthread_mutex_lock(&m.mu);
+    while (!m.calling && pthread_cond_timedwait(&m.cv, &m.mu, &dl) == 0) {
+    }
+    assert_true(m.calling);
+    assert_true(m.stat_path[0] != '\0');
+    pthread_mutex_unlock(&m.mu);
+    assert_true(thread_sleeps_or(&m, 20000));
+    pthread_mutex_lock(&m.mu);
+    assert_false(m.returned); /* remove waits for the listener to return */
     assert_false(m.removed);
     // cppcheck-suppress unreadVariable ; read by the blocked listener on the sync thread
     m.release = true;

@@ -109,6 +109,36 @@ static int open_fds(void)
     return n;
 }
 
+/* The threads of this process, as the kernel counts them (/proc/self/status). */
+static int threads_now(void)
+{
+    FILE *fp = fopen("/proc/self/status", "r");
+    assert_non_null(fp);
+    char line[256];
+    int n = -1;
+    while (n < 0 && fgets(line, sizeof line, fp) != NULL)
+        if (strncmp(line, "Threads:", 8) == 0)
+            n = (int)strtol(line + 8, NULL, 10);
+    (void)fclose(fp);
+    assert_true(n > 0);
+    return n;
+}
+
+/* Waits (up to ms) until the process is back to n threads: the library's threads have ended,
+ * not only been told to. The proof that nothing of a handle can run any more, instead of a
+ * sleep that hopes a stray thread would have shown itself by then. */
+static bool threads_back_to(int n, int ms)
+{
+    int64_t end = lfx_now_ms() + ms;
+    while (threads_now() > n) {
+        if (lfx_now_ms() > end)
+            return false;
+        struct timespec ts = {0, 1000000L}; /* a poll of the condition, not a wait for it */
+        nanosleep(&ts, NULL);
+    }
+    return true;
+}
+
 static void stop_and_wait(fieldsync_t *fs, lrec_t *r)
 {
     assert_int_equal(fieldsync_stop(fs), FIELDSYNC_OK);
@@ -225,6 +255,7 @@ static void test_start__sixteen_threads_drain_with_faults(void **state)
 static void test_close__during_a_cycle(void **state)
 {
     lfx_t *f = *state;
+    int threads0 = threads_now(); /* the server is another process */
     fieldsync_t *fs = lfx_open(f, 0, 0);
     for (int i = 0; i < 5; i++) {
         char id[8];
@@ -247,9 +278,8 @@ static void test_close__during_a_cycle(void **state)
     assert_false(r.stopped);
     int events = r.status_events + r.change_events + r.conflict_events;
     pthread_mutex_unlock(&r.mu);
-    /* The handle is gone: nothing of it may run (ASan would see a use after free). */
-    struct timespec ts = {0, 200 * 1000000L};
-    nanosleep(&ts, NULL);
+    /* The handle is gone: its threads have ended, so nothing of it can run any more. */
+    assert_true(threads_back_to(threads0, 20000));
     pthread_mutex_lock(&r.mu);
     assert_int_equal(r.status_events + r.change_events + r.conflict_events, events);
     assert_int_equal(r.after_stopped, 0);
@@ -260,6 +290,7 @@ static void test_close__during_a_cycle(void **state)
 static void test_stop__inside_a_listener(void **state)
 {
     lfx_t *f = *state;
+    int threads0 = threads_now(); /* the server is another process */
     fieldsync_t *fs = lfx_open(f, 0, 0);
     assert_int_equal(fieldsync_ticket_create(fs, "S1", NULL, NULL), FIELDSYNC_OK);
     lrec_t r;
@@ -276,9 +307,11 @@ static void test_stop__inside_a_listener(void **state)
     /* STOPPED says the thread ended, not that something failed. */
     assert_int_equal(r.last.last_error, FIELDSYNC_OK);
     /* Records after the stop: no listener hears of them (the thread is gone). */
+    /* The thread ends after STOPPED (a start or close joins it): once it and the watch's are
+     * gone, a record has no thread to be heard on, and none is started for it. */
+    assert_true(threads_back_to(threads0, 20000));
     assert_int_equal(fieldsync_ticket_create(fs, "S2", NULL, NULL), FIELDSYNC_OK);
-    struct timespec ts = {0, 300 * 1000000L};
-    nanosleep(&ts, NULL);
+    assert_int_equal(threads_now(), threads0);
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
     assert_int_equal(r.after_stopped, 0);
     lrec_clear(&r);
@@ -287,6 +320,7 @@ static void test_stop__inside_a_listener(void **state)
 static void test_start__stop_rounds_nothing_after_stopped(void **state)
 {
     lfx_t *f = *state;
+    int threads0 = threads_now(); /* the server is another process */
     fieldsync_t *fs = lfx_open(f, 0, 0);
     lrec_t r;
     lrec_init(&r, fs, 0);
@@ -320,8 +354,8 @@ static void test_start__stop_rounds_nothing_after_stopped(void **state)
     assert_int_equal(fieldsync_start(fs, FIELDSYNC_START_LISTEN_ONLY), FIELDSYNC_OK);
     stop_and_wait(fs, &r);
     assert_true(open_fds() <= fds + 3); /* at most the last start's inotify fd and pipe */
-    struct timespec ts = {0, 200 * 1000000L};
-    nanosleep(&ts, NULL);
+    /* Its threads end on their own after STOPPED; until then one could still deliver. */
+    assert_true(threads_back_to(threads0, 20000));
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
     assert_int_equal(r.after_stopped, 0);
     lrec_clear(&r);
@@ -615,9 +649,17 @@ static void test_sync_now__cuts_a_backoff_short(void **state)
     }
     assert_int_equal(r.recorded, 1);
     pthread_mutex_unlock(&r.mu);
-    /* ... and not sent: no cycle while backing off. */
-    struct timespec ts = {0, 500 * 1000000L};
-    nanosleep(&ts, NULL);
+    /* ... and not sent: no cycle while backing off. The thread hears records one wake at a
+     * time, and decides (and would run a cycle, with its SYNCING event) before it hears the
+     * next: once a second record is heard, the first one's decision is behind it. */
+    assert_int_equal(fieldsync_ticket_create(fs, "W2", NULL, NULL), FIELDSYNC_OK);
+    pthread_mutex_lock(&r.mu);
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 20;
+    while (r.recorded < 2 && pthread_cond_timedwait(&r.cv, &r.mu, &dl) == 0) {
+    }
+    assert_int_equal(r.recorded, 2);
+    pthread_mutex_unlock(&r.mu);
     fieldsync_stats_t st = {.size = sizeof st};
     assert_int_equal(fieldsync_stats(fs, &st), FIELDSYNC_OK);
     assert_int_equal(st.cycles_ok + st.cycles_offline + st.cycles_error, 0);
@@ -626,6 +668,7 @@ static void test_sync_now__cuts_a_backoff_short(void **state)
     assert_int_equal(fieldsync_sync_now(fs), FIELDSYNC_OK);
     assert_true(lrec_wait(&r, lrec_has_synced, 20000));
     assert_true(on_server(f, "W1"));
+    assert_true(on_server(f, "W2"));
     stop_and_wait(fs, &r);
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
     lrec_clear(&r);

@@ -1,0 +1,54 @@
+/* fieldsync: the one command-line option parser ("--name value", "--flag", positionals). */
+#ifndef FSA_PORT_OPTS_H
+#define FSA_PORT_OPTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "port/status.h"
+
+/*
+ * Pure code (no OS, no allocation, never exits): the programs print the one-line error it
+ * writes and choose their exit status. It lives in port/, the one layer below every program, so
+ * that all of them can use it: fieldsync and its daemon do; fieldsync-server (sync/server) and
+ * fieldsync-sim still parse their options by hand (issue 15).
+ *
+ * An option is "--NAME" (more than the two dashes); "--help" and "-h" ask for help anywhere.
+ * An option with a value takes the next argument whatever it looks like ("--note -x" is fine).
+ */
+typedef struct fsa_opt {
+    const char *name;  /* without the dashes: "db" */
+    bool has_value;    /* "--name VALUE"; else a flag */
+    bool repeat;       /* may be given again: the last value stands; else "given twice" */
+    const char *value; /* out: the value, "" for a flag given, NULL when absent */
+} fsa_opt_t;
+
+enum {
+    /* The options before a command: stop at the first argument that does not start with '-'
+     * (*used counts what was parsed, the command is args[*used]); any other '-' argument is an
+     * unknown option. Without it, arguments that are not options are positionals, wherever
+     * they stand. */
+    FSA_OPTS_BEFORE_COMMAND = 1
+};
+
+typedef struct fsa_opts_result {
+    bool help; /* "--help" or "-h" was met (parsing stopped there) */
+    int npos;  /* positionals stored in pos[] */
+    int used;  /* arguments consumed (FSA_OPTS_BEFORE_COMMAND: the command's index) */
+} fsa_opts_result_t;
+
+/*
+ * Parses args[0..argc) into opts[0..nopts) (their value fields, reset first) and up to maxpos
+ * positionals into pos (NULL when maxpos is 0). FSA_OK (*res set), or FSA_EINVAL with err
+ * naming the problem in one line: "unknown option '--x'", "option '--x' given twice",
+ * "option '--x' needs a value", "unexpected argument 'x'" (more positionals than maxpos), or
+ * an invalid call ("invalid arguments").
+ */
+fsa_status_t fsa_opts_parse(int argc, char *const *args, fsa_opt_t *opts, size_t nopts, char **pos,
+                            int maxpos, unsigned flags, fsa_opts_result_t *res, char *err,
+                            size_t errlen) FSA_MUST_CHECK;
+
+/* The value of option name in opts (NULL when it was not given or is not there). */
+const char *fsa_opts_get(const fsa_opt_t *opts, size_t nopts, const char *name);
+
+#endif

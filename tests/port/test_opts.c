@@ -1,0 +1,166 @@
+/* Tests for port/opts.c: the command-line option parser of the programs. */
+#include <string.h>
+
+#include "port/opts.h"
+#include "tests/test_util.h"
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static fsa_status_t parse(char **args, int argc, fsa_opt_t *o, size_t no, char **pos, int maxpos,
+                          unsigned flags, fsa_opts_result_t *res, char *err)
+{
+    return fsa_opts_parse(argc, args, o, no, pos, maxpos, flags, res, err, 128);
+}
+
+static void test_fsa_opts_parse__values_flags_and_positionals(void **state)
+{
+    (void)state;
+    char *args[] = {"J1", "--to", "done", "a=1", "--json", "-5", "--"};
+    fsa_opt_t o[] = {
+        {"to", true, false, NULL}, {"json", false, false, NULL}, {"all", false, false, NULL}};
+    char *pos[4] = {NULL};
+    fsa_opts_result_t r;
+    char err[128];
+    assert_fsa_ok(parse(args, (int)N(args), o, N(o), pos, 4, 0, &r, err));
+    assert_false(r.help);
+    assert_int_equal(r.used, (int)N(args));
+    assert_string_equal(fsa_opts_get(o, N(o), "to"), "done");
+    assert_string_equal(fsa_opts_get(o, N(o), "json"), "");
+    assert_null(fsa_opts_get(o, N(o), "all"));
+    assert_null(fsa_opts_get(o, N(o), "nope"));
+    /* "-5" and "--" are not options: positionals, in order. */
+    assert_int_equal(r.npos, 4);
+    assert_string_equal(pos[0], "J1");
+    assert_string_equal(pos[1], "a=1");
+    assert_string_equal(pos[2], "-5");
+    assert_string_equal(pos[3], "--");
+    assert_string_equal(err, "");
+}
+
+static void test_fsa_opts_parse__a_value_may_look_like_an_option(void **state)
+{
+    (void)state;
+    char *args[] = {"--note", "--json"};
+    fsa_opt_t o[] = {{"note", true, false, NULL}, {"json", false, false, NULL}};
+    fsa_opts_result_t r;
+    char err[128];
+    assert_fsa_ok(parse(args, 2, o, N(o), NULL, 0, 0, &r, err));
+    assert_string_equal(o[0].value, "--json");
+    assert_null(o[1].value);
+}
+
+static void test_fsa_opts_parse__errors_name_the_argument(void **state)
+{
+    (void)state;
+    fsa_opt_t o[] = {{"to", true, false, NULL}, {"json", false, false, NULL}};
+    char *pos[1];
+    fsa_opts_result_t r;
+    char err[128];
+    char *unknown[] = {"--nope"};
+    assert_int_equal(parse(unknown, 1, o, N(o), pos, 1, 0, &r, err), FSA_EINVAL);
+    assert_string_equal(err, "unknown option '--nope'");
+    char *twice[] = {"--json", "--json"};
+    assert_int_equal(parse(twice, 2, o, N(o), pos, 1, 0, &r, err), FSA_EINVAL);
+    assert_string_equal(err, "option '--json' given twice");
+    char *novalue[] = {"x", "--to"};
+    assert_int_equal(parse(novalue, 2, o, N(o), pos, 1, 0, &r, err), FSA_EINVAL);
+    assert_string_equal(err, "option '--to' needs a value");
+    char *extra[] = {"a", "b"};
+    assert_int_equal(parse(extra, 2, o, N(o), pos, 1, 0, &r, err), FSA_EINVAL);
+    assert_string_equal(err, "unexpected argument 'b'");
+    assert_int_equal(parse(extra, 2, o, N(o), NULL, 0, 0, &r, err), FSA_EINVAL);
+    assert_string_equal(err, "unexpected argument 'a'");
+}
+
+static void test_fsa_opts_parse__repeat_keeps_the_last(void **state)
+{
+    (void)state;
+    char *args[] = {"--db", "a", "--db", "b"};
+    fsa_opt_t o[] = {{"db", true, true, NULL}};
+    fsa_opts_result_t r;
+    char err[128];
+    assert_fsa_ok(parse(args, 4, o, 1, NULL, 0, 0, &r, err));
+    assert_string_equal(o[0].value, "b");
+}
+
+static void test_fsa_opts_parse__help_anywhere_stops(void **state)
+{
+    (void)state;
+    fsa_opt_t o[] = {{"to", true, false, NULL}};
+    fsa_opts_result_t r;
+    char err[128];
+    char *args[] = {"--to", "x", "-h", "--nope"};
+    assert_fsa_ok(parse(args, 4, o, 1, NULL, 0, 0, &r, err));
+    assert_true(r.help);
+    assert_int_equal(r.used, 2);
+    char *args2[] = {"--help"};
+    assert_fsa_ok(parse(args2, 1, o, 1, NULL, 0, 0, &r, err));
+    assert_true(r.help);
+    /* A value is a value, even "--help". */
+    char *args3[] = {"--to", "--help"};
+    assert_fsa_ok(parse(args3, 2, o, 1, NULL, 0, 0, &r, err));
+    assert_false(r.help);
+    assert_string_equal(o[0].value, "--help");
+}
+
+static void test_fsa_opts_parse__before_command(void **state)
+{
+    (void)state;
+    fsa_opt_t o[] = {{"db", true, true, NULL}, {"version", false, false, NULL}};
+    fsa_opts_result_t r;
+    char err[128];
+    char *args[] = {"--db", "j.db", "job", "--to", "x"};
+    assert_fsa_ok(parse(args, 5, o, N(o), NULL, 0, FSA_OPTS_BEFORE_COMMAND, &r, err));
+    assert_int_equal(r.used, 2);
+    assert_int_equal(r.npos, 0);
+    assert_string_equal(o[0].value, "j.db");
+    char *none[] = {"--version"};
+    assert_fsa_ok(parse(none, 1, o, N(o), NULL, 0, FSA_OPTS_BEFORE_COMMAND, &r, err));
+    assert_int_equal(r.used, 1); /* no command */
+    assert_string_equal(o[1].value, "");
+    /* Before the command, every '-' argument is an option. */
+    char *dash[] = {"-x", "job"};
+    assert_int_equal(parse(dash, 2, o, N(o), NULL, 0, FSA_OPTS_BEFORE_COMMAND, &r, err),
+                     FSA_EINVAL);
+    assert_string_equal(err, "unknown option '-x'");
+    char *dd[] = {"--", "job"};
+    assert_int_equal(parse(dd, 2, o, N(o), NULL, 0, FSA_OPTS_BEFORE_COMMAND, &r, err), FSA_EINVAL);
+    assert_string_equal(err, "unknown option '--'");
+}
+
+static void test_fsa_opts_parse__values_reset_and_invalid_calls(void **state)
+{
+    (void)state;
+    fsa_opt_t o[] = {{"json", false, false, "stale"}};
+    fsa_opts_result_t r;
+    char err[128];
+    assert_fsa_ok(parse(NULL, 0, o, 1, NULL, 0, 0, &r, err));
+    assert_null(o[0].value);
+    assert_int_equal(r.used, 0);
+    assert_int_equal(parse(NULL, 0, o, 1, NULL, 0, 0, NULL, err), FSA_EINVAL);
+    assert_string_equal(err, "invalid arguments");
+    assert_int_equal(parse(NULL, 1, o, 1, NULL, 0, 0, &r, err), FSA_EINVAL);
+    assert_int_equal(parse(NULL, 0, NULL, 1, NULL, 0, 0, &r, err), FSA_EINVAL);
+    assert_int_equal(parse(NULL, 0, o, 1, NULL, 2, 0, &r, err), FSA_EINVAL);
+    /* No room for the message: still an error, nothing written past it. */
+    char *args[] = {"--nope"};
+    assert_int_equal(fsa_opts_parse(1, args, o, 1, NULL, 0, 0, &r, NULL, 0), FSA_EINVAL);
+    char small[8];
+    assert_int_equal(fsa_opts_parse(1, args, o, 1, NULL, 0, 0, &r, small, sizeof small),
+                     FSA_EINVAL);
+    assert_string_equal(small, "unknown");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fsa_opts_parse__values_flags_and_positionals),
+        cmocka_unit_test(test_fsa_opts_parse__a_value_may_look_like_an_option),
+        cmocka_unit_test(test_fsa_opts_parse__errors_name_the_argument),
+        cmocka_unit_test(test_fsa_opts_parse__repeat_keeps_the_last),
+        cmocka_unit_test(test_fsa_opts_parse__help_anywhere_stops),
+        cmocka_unit_test(test_fsa_opts_parse__before_command),
+        cmocka_unit_test(test_fsa_opts_parse__values_reset_and_invalid_calls),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
