@@ -1464,8 +1464,8 @@ static void touch_entity(touched_t *t, size_t *nt, const fsa_op_t *op)
  * highest seq sent, which is what this key keeps (state 1 stays meaningful in journals that
  * stored it). The attempts column is no longer counted.
  */
-#define K_SENT_UPTO "outbox_sent_upto"
-#define SENT_UPTO_SQL "(SELECT coalesce(max(v), 0) FROM sync_state WHERE k = '" K_SENT_UPTO "')"
+#define SENT_UPTO_SQL                                                                              \
+    "(SELECT coalesce(max(v), 0) FROM sync_state WHERE k = '" FSA_STATE_OUTBOX_SENT_UPTO "')"
 
 /* Marks ops in flight inside the open transaction. */
 static fsa_status_t mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops, size_t n)
@@ -1477,10 +1477,11 @@ static fsa_status_t mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops, 
     if (upto == 0)
         return FSA_OK;
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j,
-                          "INSERT INTO sync_state(k, v) VALUES('" K_SENT_UPTO "', ?1) "
-                          "ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v)",
-                          &st);
+    fsa_status_t s =
+        prep(j,
+             "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_OUTBOX_SENT_UPTO "', ?1) "
+             "ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v)",
+             &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, upto);
@@ -1724,7 +1725,7 @@ fsa_status_t fsa_outbox_find(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
     fsa_status_t s = find_locked(j, op_id, op, state);
     int64_t upto = 0;
     if (s == FSA_OK && *state == FSA_OPSTATE_PENDING) {
-        s = state_get_int_locked(j, K_SENT_UPTO, 0, &upto);
+        s = state_get_int_locked(j, FSA_STATE_OUTBOX_SENT_UPTO, 0, &upto);
         if (s == FSA_OK && op->seq <= upto)
             *state = FSA_OPSTATE_INFLIGHT;
         if (s != FSA_OK)
