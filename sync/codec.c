@@ -731,6 +731,11 @@ static fsa_status_t decode_answer_root(const char *body, size_t len, cJSON **roo
 }
 
 /* Reads {"code","message"} of an answer; FSA_EPROTO when not that shape. */
+/* The model's result struct holds what this codec reads into it. */
+_Static_assert(sizeof(((fsa_op_result_t *)0)->code) == FSA_CODEC_CODE_BYTES &&
+                   sizeof(((fsa_op_result_t *)0)->message) == FSA_CODEC_MESSAGE_BYTES,
+               "fsa_op_result_t's code and message are the codec's sizes");
+
 static fsa_status_t decode_error_object(const cJSON *e, char code[FSA_CODEC_CODE_BYTES],
                                         char message[FSA_CODEC_MESSAGE_BYTES])
 {
