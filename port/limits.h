@@ -130,10 +130,17 @@
 /* A request's headers and body must have come within this many seconds of its first line, or its
  * connection is closed (checked as its headers complete and as body bytes come): a client
  * trickling a byte before each idle timeout cannot hold a connection for ever. 120 s lets a
- * 1 MiB body through at under 10 KB/s. Ceiling 3600. libmicrohttpd calls the server only once the
- * headers are complete: headers trickled for ever are bounded by the idle timeout alone. */
+ * 1 MiB body through at under 10 KB/s. Ceiling 3600. Headers have a deadline of their own. */
 #define FSA_LIMIT_SERVER_REQUEST_S 120
 #define FSA_LIMIT_SERVER_REQUEST_S_MAX 3600
+
+/* A request's headers (and, on a new connection, the TLS handshake before them) must be complete
+ * within this many seconds of the connection's start, or of the previous answer plus the idle
+ * timeout, or the connection is shut down: libmicrohttpd has only an idle timeout, which a client
+ * trickling a header byte now and then never meets. 10 s: a device's headers are under 1 KB and
+ * come in one packet. Ceiling 300. */
+#define FSA_LIMIT_SERVER_HEADER_S 10
+#define FSA_LIMIT_SERVER_HEADER_S_MAX 300
 
 /* A connection with nothing received or sent for this long is closed, in s. Ceiling 300. */
 #define FSA_LIMIT_SERVER_IDLE_S 30

@@ -140,21 +140,17 @@ fsa_status_t fsa_journal_get_base(fsa_journal_t *j, fsa_type_t type, const char 
 fsa_status_t fsa_outbox_next_batch(fsa_journal_t *j, fsa_op_t *ops, size_t max_ops,
                                    size_t max_bytes, size_t *n) FSA_MUST_CHECK;
 
-/* Marks ops as in flight and counts an attempt for each. */
+/* The same, of the ops after seq after_seq only: the batch that follows one still in flight. */
+fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fsa_op_t *ops,
+                                         size_t max_ops, size_t max_bytes,
+                                         size_t *n) FSA_MUST_CHECK;
+
+/* Marks ops (as fsa_outbox_next_batch returned them: by seq) as in flight and counts an attempt
+ * for each. FSA_OK, FSA_EINVAL (an op without a seq), FSA_EIO, FSA_EBUSY, FSA_ENOMEM. */
 fsa_status_t fsa_outbox_mark_inflight(fsa_journal_t *j, const fsa_op_t *ops,
                                       size_t n) FSA_MUST_CHECK;
 
-/* One per-op result from the server (PROTOCOL.md section 3). current_fields is borrowed. */
-typedef struct fsa_op_result {
-    char op_id[FSA_OP_ID_BYTES];
-    fsa_result_status_t status;
-    fsa_result_status_t original; /* duplicate only: the original outcome */
-    int64_t version;              /* applied/duplicate: version after the op */
-    int64_t current_version;      /* conflict: the entity now; 0 when absent */
-    const char *current_fields;   /* conflict: its fields (JSON), may be NULL */
-    char code[32];                /* rejected: the error code */
-    char message[256];            /* rejected: the server's message */
-} fsa_op_result_t;
+/* fsa_op_result_t, one per-op result from the server, is in storage/model.h. */
 
 /*
  * Applies results in one transaction: applied/duplicate ops become done and their entity's base
@@ -165,6 +161,19 @@ typedef struct fsa_op_result {
  */
 fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *results,
                                       size_t n) FSA_MUST_CHECK;
+
+/*
+ * The drain's way, in one transaction: applies results[i], the answer to ops[i] (the ops as
+ * fsa_outbox_next_batch returned them and as they were sent; op_ids must match, else
+ * FSA_EINVAL and nothing is done), as fsa_outbox_apply_results does, but without reading the
+ * ops again; a run of applied ops is closed with one statement (their result_version is not
+ * kept), and each entity is read and written once, however many results land on it. Then marks
+ * mark[0..nmark) in flight (the next batch, already on the wire; may be NULL/0).
+ * FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM.
+ */
+fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
+                                    const fsa_op_result_t *results, size_t n, const fsa_op_t *mark,
+                                    size_t nmark) FSA_MUST_CHECK;
 
 /* Folds a pulled server state into the entity's base when it is newer than the base, and
  * rebuilds the local view (base + pending ops). fields_json is the entity's full fields. */

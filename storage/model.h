@@ -110,6 +110,31 @@ typedef struct fsa_model_err {
     char message[256];
 } fsa_model_err_t;
 
+/*
+ * One op's outcome from the server (PROTOCOL.md section 3): what the codec decodes an answer into
+ * (sync/codec.h, which also calls it fsa_codec_result_t) and what the journal applies. On the wire:
+ *   {"op_id", "status", "version"?, "original"?, "current"?: {"version", "fields"}, "error"?:
+ *    {"code", "message"}}
+ * version:  applied, and duplicate of an applied op: the entity's version right after the op;
+ *           0 (absent on the wire) otherwise.
+ * original: duplicate only: the original outcome (never duplicate).
+ * current:  has_current: the entity as it is now (conflicts; current_fields is a JSON object text,
+ *           malloc'ed by whoever filled the result and freed by it: the journal only reads it).
+ * code, message: "" when absent. Rejections carry them; the reference server adds them to
+ *           conflicts too.
+ */
+typedef struct fsa_op_result {
+    char op_id[FSA_OP_ID_BYTES];
+    fsa_result_status_t status;
+    int64_t version;
+    fsa_result_status_t original;
+    bool has_current;
+    int64_t current_version;
+    char *current_fields;
+    char code[32];
+    char message[256];
+} fsa_op_result_t;
+
 /* Names: "attendance", "jobneed", "ticket"; "create", "set", "merge", "increment", "transition",
  * "append". *_name never returns NULL ("?" for an unknown value). *_parse return FSA_OK or
  * FSA_EINVAL and set *out only on FSA_OK. */

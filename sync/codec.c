@@ -731,6 +731,11 @@ static fsa_status_t decode_answer_root(const char *body, size_t len, cJSON **roo
 }
 
 /* Reads {"code","message"} of an answer; FSA_EPROTO when not that shape. */
+/* The model's result struct holds what this codec reads into it. */
+_Static_assert(sizeof(((fsa_op_result_t *)0)->code) == FSA_CODEC_CODE_BYTES &&
+                   sizeof(((fsa_op_result_t *)0)->message) == FSA_CODEC_MESSAGE_BYTES,
+               "fsa_op_result_t's code and message are the codec's sizes");
+
 static fsa_status_t decode_error_object(const cJSON *e, char code[FSA_CODEC_CODE_BYTES],
                                         char message[FSA_CODEC_MESSAGE_BYTES])
 {
@@ -1180,8 +1185,8 @@ fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_de
     cJSON *root = NULL;
     const char *why = NULL;
     /* Depth 5: {"devices": [{"scope": {"sites": [...]}}]}. */
-    parse_fail_t pf =
-        parse_bounded(text, len, FSA_LIMIT_BODY_BYTES, 5, FSA_LIMIT_JSON_VALUES, &root, &why);
+    parse_fail_t pf = parse_bounded(text, len, FSA_CODEC_DEVICES_FILE_BYTES, 5,
+                                    FSA_CODEC_DEVICES_FILE_VALUES, &root, &why);
     if (pf != PARSE_OK)
         return parse_status(pf, why, err);
     fsa_status_t st = FSA_OK;

@@ -119,28 +119,10 @@ fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_
 const char *fsa_result_status_name(fsa_result_status_t s);
 fsa_status_t fsa_result_status_parse(const char *name, fsa_result_status_t *out) FSA_MUST_CHECK;
 
-/*
- * One op's outcome. On the wire:
- *   {"op_id", "status", "version"?, "original"?, "current"?: {"version", "fields"}, "error"?:
- *    {"code", "message"}}
- * version:  applied, and duplicate of an applied op: the entity's version right after the op;
- *           0 (absent on the wire) otherwise.
- * original: duplicate only: the original outcome (never duplicate).
- * current:  has_current: the entity as it is now (conflicts; fields is a JSON object text owned by
- *           the result, malloc'ed).
- * error:    code "" when absent. Rejections carry it; this server adds it to conflicts too.
- */
-typedef struct fsa_codec_result {
-    char op_id[FSA_OP_ID_BYTES];
-    fsa_result_status_t status;
-    int64_t version;
-    fsa_result_status_t original;
-    bool has_current;
-    int64_t current_version;
-    char *current_fields;
-    char code[FSA_CODEC_CODE_BYTES];
-    char message[FSA_CODEC_MESSAGE_BYTES];
-} fsa_codec_result_t;
+/* One op's outcome: the model's fsa_op_result_t (storage/model.h, where its fields are
+ * described), the one struct that the codec decodes into, the journal applies and the server
+ * encodes from. current_fields is owned by the result here (fsa_codec_result_clear frees it). */
+typedef fsa_op_result_t fsa_codec_result_t;
 
 /* Frees current_fields and zeroes the result. NULL is accepted. */
 void fsa_codec_result_clear(fsa_codec_result_t *r);
@@ -256,12 +238,17 @@ typedef struct fsa_codec_device {
  * Decodes a devices file: every id valid and unique, every secret exactly 64 hex chars, an optional
  * scope {"sites": [str...], "people": [str...]} (each list optional, at most FSA_CODEC_SCOPE_MAX
  * strings of 1..128 bytes; null or absent scope: none), at most
- * FSA_CODEC_DEVICES_MAX devices, the text within FSA_LIMIT_BODY_BYTES. *out receives a malloc'ed
+ * FSA_CODEC_DEVICES_MAX devices, the text within FSA_CODEC_DEVICES_FILE_BYTES. *out receives a
+ * malloc'ed
  * array of *count devices (free with fsa_codec_devices_free, which wipes the secrets); the secret
  * strings inside the parsed JSON are wiped before it is freed. err names the problem (never a
  * secret). Returns FSA_OK, FSA_EINVAL, FSA_ETOOLARGE, FSA_ENOMEM.
  */
 #define FSA_CODEC_DEVICES_MAX 100000
+/* A devices file's bounds: room for FSA_CODEC_DEVICES_MAX devices of about 300 bytes (id, secret,
+ * a small scope) and 16 JSON values each (a request body's 1 MiB holds fewer than 10,000). */
+#define FSA_CODEC_DEVICES_FILE_BYTES (32 * 1024 * 1024)
+#define FSA_CODEC_DEVICES_FILE_VALUES (16 * FSA_CODEC_DEVICES_MAX)
 fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_device_t **out,
                                       size_t *count, fsa_codec_err_t *err) FSA_MUST_CHECK;
 

@@ -47,6 +47,7 @@ struct fsa_engine {
     fsa_lock_t *lock;       /* the SYNC lock held during a cycle (NULL with no_lock) */
     fsa_sync_report_t *rep;
     fsa_sync_report_t scratch;
+    int64_t depth; /* the queue depth for status events (notify) */
 };
 
 const char *fsa_engine_state_name(fsa_engine_state_t s)
@@ -66,17 +67,19 @@ static void report_error(fsa_engine_t *e, const char *fmt, ...)
     fsa_log(e->port, FSA_LOG_WARN, "sync: %s", e->rep->error);
 }
 
+static void depth_refresh(fsa_engine_t *e);
+
 static void notify(fsa_engine_t *e, fsa_engine_state_t state, const char *reason, fsa_status_t last)
 {
     if (e->status_fn == NULL)
         return;
-    fsa_outbox_stats_t os = {0};
-    if (fsa_outbox_stats(e->j, &os) != FSA_OK)
-        os.pending = -1;
+    /* While pushing, the depth counted down per batch (push_all); otherwise read now. */
+    if (state != FSA_ENGINE_PUSHING)
+        depth_refresh(e);
     fsa_engine_status_t s = {
         .state = state,
         .reason = reason,
-        .queue_depth = os.pending,
+        .queue_depth = e->depth,
         .pushed = e->rep->pushed,
         .last_error = last,
         .last_error_msg = e->rep->error,
@@ -123,6 +126,8 @@ typedef struct answer {
     fsa_http_response_t resp;
     fsa_errclass_t cls;
     fsa_codec_err_t err; /* decoded error body, when any */
+    fsa_status_t begun;  /* exchange_begin: how starting the first attempt went */
+    bool in_flight;      /* exchange_begin started it; exchange_end not called yet */
 } answer_t;
 
 static uint64_t random64(fsa_engine_t *e)
@@ -139,17 +144,22 @@ static uint64_t random64(fsa_engine_t *e)
  * FSA_ETLS when the retries ran out (a->resp.retry_after_ms kept for the cycle's backoff);
  * FSA_ETIMEOUT when cancelled.
  */
-static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *path,
-                             const char *body, size_t len, answer_t *a)
+static fsa_status_t exchange_run(fsa_engine_t *e, const char *method, const char *path,
+                                 const char *body, size_t len, answer_t *a)
 {
     fsa_backoff_t b;
     fsa_backoff_init(&b, e->retry);
     int skews = 0, resigns = 0;
     for (;;) {
-        fsa_http_response_clear(&a->resp);
+        fsa_status_t st;
         memset(&a->err, 0, sizeof a->err);
-        fsa_status_t st =
-            fsa_transport_request(e->t, method, path, body, len, sign_cb, e, &a->resp);
+        if (a->in_flight) { /* the first attempt, started by exchange_begin */
+            a->in_flight = false;
+            st = a->begun == FSA_OK ? fsa_transport_end(e->t, &a->resp) : a->begun;
+        } else {
+            fsa_http_response_clear(&a->resp);
+            st = fsa_transport_request(e->t, method, path, body, len, sign_cb, e, &a->resp);
+        }
         if (st == FSA_OK)
             e->rep->last_http_status = a->resp.status;
         e->rep->bytes_sent += (int64_t)a->resp.wire_bytes_sent;
@@ -236,11 +246,40 @@ static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *pa
     }
 }
 
+static fsa_status_t exchange(fsa_engine_t *e, const char *method, const char *path,
+                             const char *body, size_t len, answer_t *a)
+{
+    a->in_flight = false;
+    return exchange_run(e, method, path, body, len, a);
+}
+
+/* Starts the first attempt of exchange() and returns at once: the server works on it while the
+ * engine does something else. body must stay valid until exchange_end, which must follow. */
+static void exchange_begin(fsa_engine_t *e, const char *method, const char *path, const char *body,
+                           size_t len, answer_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->begun = fsa_transport_begin(e->t, method, path, body, len, sign_cb, e, &a->resp);
+    a->in_flight = true;
+}
+
+/* Waits for the attempt exchange_begin started, then goes on as exchange() (retries etc.). */
+static fsa_status_t exchange_end(fsa_engine_t *e, const char *method, const char *path,
+                                 const char *body, size_t len, answer_t *a)
+{
+    return exchange_run(e, method, path, body, len, a);
+}
+
 /* Extends the SYNC lease before each request of a long cycle; a cycle whose lease was taken over
  * stops (another cycle runs). */
 static fsa_status_t keep_lock(fsa_engine_t *e)
 {
     if (e->lock == NULL)
+        return FSA_OK;
+    /* A renewal is a write on the journal: once a quarter of the lease has gone by is enough
+     * (nobody can take a lease over before it runs out), not once per request. */
+    int64_t now = e->port->mono_now(e->port->ctx).ns;
+    if (now < e->lock->expires.ns - e->lock->lease_ns + e->lock->lease_ns / 4)
         return FSA_OK;
     char err[256];
     fsa_status_t st = fsa_lock_renew(e->lock, 0, err, sizeof err);
@@ -282,14 +321,16 @@ static fsa_status_t park_batch(fsa_engine_t *e, const fsa_op_t *ops, size_t n, c
     return st;
 }
 
-/* Applies a 200 answer's results, which must answer the batch's ops in order. */
-static fsa_status_t apply_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n, const answer_t *a)
+/* Reads a 200 answer's results, which must answer the batch's ops in order: *res (count n) for
+ * fsa_outbox_apply_batch, freed with fsa_codec_results_free. */
+static fsa_status_t read_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n, const answer_t *a,
+                                fsa_op_result_t **res)
 {
-    fsa_codec_result_t *res = NULL;
     size_t count = 0;
     int64_t server_time = 0;
+    *res = NULL;
     fsa_status_t st =
-        fsa_codec_decode_results(a->resp.body, a->resp.body_len, &res, &count, &server_time);
+        fsa_codec_decode_results(a->resp.body, a->resp.body_len, res, &count, &server_time);
     if (st == FSA_ENOMEM) { /* not the server's fault: the ops stay in flight, resent later */
         report_error(e, "out of memory reading the results answer");
         return st;
@@ -301,35 +342,23 @@ static fsa_status_t apply_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n,
     learn_offset(e, server_time);
     if (count != n) {
         report_error(e, "server answered %zu results for %zu ops", count, n);
-        fsa_codec_results_free(res, count);
-        return FSA_EPROTO;
+        st = FSA_EPROTO;
     }
-    fsa_op_result_t *r = fsa_calloc(n, sizeof *r);
-    if (r == NULL) {
-        fsa_codec_results_free(res, count);
-        return FSA_ENOMEM;
-    }
-    for (size_t i = 0; i < n && st == FSA_OK; i++) {
-        if (strcmp(res[i].op_id, ops[i].op_id) != 0) {
-            report_error(e, "server answered op %s where %s was sent", res[i].op_id, ops[i].op_id);
+    for (size_t i = 0; st == FSA_OK && i < n; i++) {
+        if (strcmp((*res)[i].op_id, ops[i].op_id) != 0) {
+            report_error(e, "server answered op %s where %s was sent", (*res)[i].op_id,
+                         ops[i].op_id);
             st = FSA_EPROTO;
-            break;
         }
-        memcpy(r[i].op_id, res[i].op_id, sizeof r[i].op_id);
-        r[i].status = res[i].status;
-        r[i].original = res[i].original;
-        r[i].version = res[i].version;
-        r[i].current_version = res[i].has_current ? res[i].current_version : 0;
-        r[i].current_fields = res[i].has_current ? res[i].current_fields : NULL;
-        memcpy(r[i].code, res[i].code, sizeof r[i].code);
-        memcpy(r[i].message, res[i].message, sizeof r[i].message);
-        count_outcome(e, res[i].status); /* the server's answer: a duplicate counts as one */
     }
-    if (st == FSA_OK)
-        st = fsa_outbox_apply_results(e->j, r, n);
-    fsa_free(r);
-    fsa_codec_results_free(res, count);
-    return st;
+    if (st != FSA_OK) {
+        fsa_codec_results_free(*res, count);
+        *res = NULL;
+        return st;
+    }
+    for (size_t i = 0; i < n; i++)
+        count_outcome(e, (*res)[i].status); /* the server's answer: a duplicate counts as one */
+    return FSA_OK;
 }
 
 static void path_for(fsa_engine_t *e, char *buf, size_t cap, const char *tail)
@@ -337,16 +366,84 @@ static void path_for(fsa_engine_t *e, char *buf, size_t cap, const char *tail)
     snprintf(buf, cap, "/v1/devices/%s/%s", e->device_id, tail);
 }
 
-/* Pushes everything pending. */
+/* One batch: its ops (max_ops room) and its encoded body. */
+typedef struct batch {
+    fsa_op_t *ops;
+    size_t n;
+    char *body;
+    size_t len;
+    bool single; /* one op or one group: cannot be split */
+    answer_t a;
+} batch_t;
+
+static void batch_clear(batch_t *b)
+{
+    fsa_codec_free(b->body);
+    b->body = NULL;
+    b->len = 0;
+    for (size_t i = 0; i < b->n; i++)
+        fsa_op_clear(&b->ops[i]);
+    b->n = 0;
+    fsa_http_response_clear(&b->a.resp);
+}
+
+/* Reads the batch after seq after_seq and encodes it; FSA_OK with b->n 0 when nothing is left;
+ * FSA_ETOOLARGE when it cannot be encoded within the protocol's limits (b->ops kept). */
+static fsa_status_t batch_read(fsa_engine_t *e, int64_t after_seq, size_t max_bytes, batch_t *b)
+{
+    fsa_status_t st = fsa_outbox_next_batch_after(e->j, after_seq, b->ops, e->opts.batch_max_ops,
+                                                  max_bytes, &b->n);
+    if (st != FSA_OK || b->n == 0)
+        return st;
+    b->single = b->n == 1 || (b->ops[0].group[0] != '\0' &&
+                              strcmp(b->ops[0].group, b->ops[b->n - 1].group) == 0);
+    char batch_id[FSA_UUID_STR_LEN];
+    st = fsa_uuid4(e->port, batch_id);
+    if (st == FSA_OK)
+        st = fsa_codec_encode_push(batch_id, b->ops, b->n, &b->body, &b->len);
+    return st;
+}
+
+/* The queue depth the status events show: read once per push, then counted down as batches are
+ * answered, instead of counting the outbox after every batch. */
+static void depth_refresh(fsa_engine_t *e)
+{
+    fsa_outbox_stats_t os = {0};
+    e->depth = fsa_outbox_stats(e->j, &os) == FSA_OK ? os.pending : -1;
+}
+
+/* Waits for a request in flight whose answer nobody will read (the cycle is ending). */
+static void batch_abandon(fsa_engine_t *e, batch_t *b)
+{
+    if (b->a.in_flight) {
+        b->a.in_flight = false;
+        /* Its ops stay in flight in the journal and are resent next cycle (idempotent). */
+        fsa_status_t ignored = b->a.begun == FSA_OK ? fsa_transport_end(e->t, &b->a.resp) : FSA_OK;
+        (void)ignored;
+    }
+    batch_clear(b);
+}
+
+/*
+ * Pushes everything pending. While the server works on one batch, the next is read and encoded,
+ * and once the answer is in, the next is sent before the answer is applied: the journal's work
+ * and the server's overlap. Batches still go one at a time, in seq order: the next is sent only
+ * after the answer to the one before it.
+ */
 static fsa_status_t push_all(fsa_engine_t *e)
 {
-    size_t max_ops = e->opts.batch_max_ops;
     size_t max_bytes = e->opts.batch_max_bytes;
-    fsa_op_t *ops = fsa_calloc(max_ops, sizeof *ops);
-    if (ops == NULL)
+    batch_t cur = {0}, nxt = {0};
+    cur.ops = fsa_calloc(e->opts.batch_max_ops, sizeof *cur.ops);
+    nxt.ops = fsa_calloc(e->opts.batch_max_ops, sizeof *nxt.ops);
+    if (cur.ops == NULL || nxt.ops == NULL) {
+        fsa_free(cur.ops);
+        fsa_free(nxt.ops);
         return FSA_ENOMEM;
+    }
     char path[FSA_ID_BYTES + 32];
     path_for(e, path, sizeof path, "ops");
+    depth_refresh(e);
     fsa_status_t st = FSA_OK;
     while (st == FSA_OK) {
         if (atomic_load(&e->cancelled)) {
@@ -354,77 +451,102 @@ static fsa_status_t push_all(fsa_engine_t *e)
             st = FSA_ETIMEOUT;
             break;
         }
-        size_t n = 0;
-        st = fsa_outbox_next_batch(e->j, ops, max_ops, max_bytes, &n);
-        if (st != FSA_OK || n == 0)
-            break;
-        st = keep_lock(e);
-        if (st != FSA_OK) {
-            for (size_t i = 0; i < n; i++)
-                fsa_op_clear(&ops[i]);
-            break;
-        }
-        char batch_id[FSA_UUID_STR_LEN];
-        char *body = NULL;
-        size_t len = 0;
-        st = fsa_uuid4(e->port, batch_id);
-        if (st == FSA_OK)
-            st = fsa_codec_encode_push(batch_id, ops, n, &body, &len);
-        bool single =
-            n == 1 || (ops[0].group[0] != '\0' && strcmp(ops[0].group, ops[n - 1].group) == 0);
-        if (st == FSA_ETOOLARGE && !single) {
-            max_bytes = max_bytes / 2 > FSA_LIMIT_ENGINE_BATCH_BYTES_MIN
-                            ? max_bytes / 2
-                            : FSA_LIMIT_ENGINE_BATCH_BYTES_MIN;
-            st = FSA_OK;
-            goto next;
-        }
-        if (st == FSA_ETOOLARGE) {
-            st = park_batch(e, ops, n, "too_large", "op is larger than a request may be");
-            goto next;
-        }
-        if (st != FSA_OK)
-            goto next;
-        st = fsa_outbox_mark_inflight(e->j, ops, n);
-        if (st != FSA_OK)
-            goto next;
-        char reason[64];
-        snprintf(reason, sizeof reason, "pushing %zu ops", n);
-        notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
-        answer_t a;
-        memset(&a, 0, sizeof a);
-        st = exchange(e, "POST", path, body, len, &a);
-        e->rep->batches++;
-        if (st == FSA_OK) {
-            st = apply_answer(e, ops, n, &a);
+        if (!cur.a.in_flight) {
+            /* Nothing on the wire: read from the head of the queue and send. */
+            st = batch_read(e, 0, max_bytes, &cur);
+            if (st == FSA_OK && cur.n == 0)
+                break;
+            if (st == FSA_ETOOLARGE && !cur.single) {
+                max_bytes = max_bytes / 2 > FSA_LIMIT_ENGINE_BATCH_BYTES_MIN
+                                ? max_bytes / 2
+                                : FSA_LIMIT_ENGINE_BATCH_BYTES_MIN;
+                st = FSA_OK;
+                batch_clear(&cur);
+                continue;
+            }
+            if (st == FSA_ETOOLARGE)
+                st = park_batch(e, cur.ops, cur.n, "too_large",
+                                "op is larger than a request may be");
+            if (st == FSA_OK && cur.body == NULL) { /* parked */
+                batch_clear(&cur);
+                continue;
+            }
             if (st == FSA_OK)
-                e->rep->pushed += (int64_t)n;
+                st = keep_lock(e);
+            if (st == FSA_OK)
+                st = fsa_outbox_mark_inflight(e->j, cur.ops, cur.n);
+            if (st != FSA_OK)
+                break;
+            char reason[64];
+            snprintf(reason, sizeof reason, "pushing %zu ops", cur.n);
+            notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
+            exchange_begin(e, "POST", path, cur.body, cur.len, &cur.a);
+        }
+        /* cur is on the wire: read the next batch meanwhile. Anything but a plain batch is left
+         * to the loop above, once nothing is in flight. */
+        if (batch_read(e, cur.ops[cur.n - 1].seq, max_bytes, &nxt) != FSA_OK || nxt.body == NULL)
+            batch_clear(&nxt);
+        st = exchange_end(e, "POST", path, cur.body, cur.len, &cur.a);
+        e->rep->batches++;
+        fsa_op_result_t *res = NULL;
+        if (st == FSA_OK)
+            st = read_answer(e, cur.ops, cur.n, &cur.a, &res);
+        if (st == FSA_OK && nxt.n > 0) {
+            st = keep_lock(e);
+            if (st == FSA_OK) {
+                char reason[64];
+                snprintf(reason, sizeof reason, "pushing %zu ops", nxt.n);
+                notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
+                exchange_begin(e, "POST", path, nxt.body, nxt.len, &nxt.a);
+            }
+        }
+        if (st == FSA_OK) {
+            /* Applies cur's answer and marks nxt, already on its way, in flight. */
+            st = fsa_outbox_apply_batch(e->j, cur.ops, res, cur.n, nxt.ops,
+                                        nxt.a.in_flight ? nxt.n : 0);
+            if (st == FSA_OK) {
+                e->rep->pushed += (int64_t)cur.n;
+                if (e->depth >= (int64_t)cur.n)
+                    e->depth -= (int64_t)cur.n;
+            }
         } else if (st == FSA_ETOOLARGE) {
             /* 413: split; a batch that cannot be split any more can never be sent. No floor on
              * the halving: a server whose limit holds fewer ops than a floor's worth would be
              * sent the same batch forever. The outbox always returns the first op (or group)
              * whole, so the batches shrink to one op or group, which is then parked. */
-            if (single)
-                st = park_batch(e, ops, n, "too_large", "the server says the op is too large");
+            if (cur.single)
+                st = park_batch(e, cur.ops, cur.n, "too_large",
+                                "the server says the op is too large");
             else {
-                max_bytes = len / 2 > 0 ? len / 2 : 1;
+                max_bytes = cur.len / 2 > 0 ? cur.len / 2 : 1;
                 st = FSA_OK;
             }
-        } else if (st == FSA_EREJECTED && strcmp(a.err.code, "malformed") == 0) {
+        } else if (st == FSA_EREJECTED && strcmp(cur.a.err.code, "malformed") == 0) {
             /* 400 malformed: the server cannot read this batch; resending it as is cannot
              * help (PROTOCOL.md section 3): quarantine it, visibly. Any other 400 fails the
              * cycle and keeps the ops. */
             char msg[FSA_CODEC_MESSAGE_BYTES + 48];
-            snprintf(msg, sizeof msg, "batch refused by the server: %s", a.err.message);
-            st = park_batch(e, ops, n, "malformed", msg);
+            snprintf(msg, sizeof msg, "batch refused by the server: %s", cur.a.err.message);
+            st = park_batch(e, cur.ops, cur.n, "malformed", msg);
         }
-        fsa_http_response_clear(&a.resp);
-    next:
-        fsa_codec_free(body);
-        for (size_t i = 0; i < n; i++)
-            fsa_op_clear(&ops[i]);
+        fsa_codec_results_free(res, res != NULL ? cur.n : 0);
+        batch_clear(&cur);
+        if (st != FSA_OK || !nxt.a.in_flight) {
+            batch_abandon(e, &nxt);
+            continue;
+        }
+        /* nxt becomes cur, still in flight. */
+        batch_t t = cur;
+        cur = nxt;
+        nxt = t;
+        memset(&nxt.a, 0, sizeof nxt.a);
     }
-    fsa_free(ops);
+    if (cur.a.in_flight)
+        batch_abandon(e, &cur);
+    batch_clear(&cur);
+    batch_clear(&nxt);
+    fsa_free(cur.ops);
+    fsa_free(nxt.ops);
     return st;
 }
 
@@ -830,6 +952,24 @@ fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine
                  "secret are required");
         return FSA_EINVAL;
     }
+    /* Out of range is a mistake to report, not to clamp silently (0 takes the default). */
+    if (opts->batch_max_ops != 0 && (opts->batch_max_ops < FSA_JOURNAL_GROUP_MAX ||
+                                     opts->batch_max_ops > FSA_LIMIT_BATCH_OPS)) {
+        snprintf(err, errlen, "sync engine: batch_max_ops %zu is not between %d and %d",
+                 opts->batch_max_ops, FSA_JOURNAL_GROUP_MAX, FSA_LIMIT_BATCH_OPS);
+        return FSA_EINVAL;
+    }
+    if (opts->batch_max_bytes != 0 && (opts->batch_max_bytes < FSA_LIMIT_ENGINE_BATCH_BYTES_MIN ||
+                                       opts->batch_max_bytes > FSA_LIMIT_BODY_BYTES)) {
+        snprintf(err, errlen, "sync engine: batch_max_bytes %zu is not between %d and %d",
+                 opts->batch_max_bytes, FSA_LIMIT_ENGINE_BATCH_BYTES_MIN, FSA_LIMIT_BODY_BYTES);
+        return FSA_EINVAL;
+    }
+    if (opts->pull_limit > FSA_LIMIT_BATCH_OPS_MAX) {
+        snprintf(err, errlen, "sync engine: pull_limit %zu is over %d", opts->pull_limit,
+                 FSA_LIMIT_BATCH_OPS_MAX);
+        return FSA_EINVAL;
+    }
     fsa_engine_t *e = fsa_calloc(1, sizeof *e);
     if (e == NULL)
         return FSA_ENOMEM;
@@ -841,14 +981,8 @@ fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine
     snprintf(e->device_id, sizeof e->device_id, "%s", opts->device_id);
     if (e->opts.batch_max_ops == 0)
         e->opts.batch_max_ops = FSA_LIMIT_ENGINE_BATCH_OPS;
-    if (e->opts.batch_max_ops > FSA_LIMIT_BATCH_OPS)
-        e->opts.batch_max_ops = FSA_LIMIT_BATCH_OPS;
-    if (e->opts.batch_max_ops < FSA_JOURNAL_GROUP_MAX)
-        e->opts.batch_max_ops = FSA_JOURNAL_GROUP_MAX;
     if (e->opts.batch_max_bytes == 0)
         e->opts.batch_max_bytes = FSA_LIMIT_ENGINE_BATCH_BYTES;
-    if (e->opts.batch_max_bytes > FSA_LIMIT_BODY_BYTES)
-        e->opts.batch_max_bytes = FSA_LIMIT_BODY_BYTES;
     if (e->opts.pull_limit == 0)
         e->opts.pull_limit = FSA_LIMIT_ENGINE_PULL_LIMIT;
     e->retry = opts->retry != NULL ? opts->retry : fsa_retry_policy(FSA_RETRY_DEFAULT);

@@ -17,12 +17,13 @@
 typedef struct fsa_engine fsa_engine_t;
 
 typedef struct fsa_engine_opts {
-    const char *device_id;                 /* required; copied */
-    const fsa_signer_key_t *key;           /* required; copied, wiped by fsa_engine_free */
-    fsa_transport_opts_t transport;        /* base_url required */
-    size_t batch_max_ops;                  /* 0: 100; at most FSA_LIMIT_BATCH_OPS */
-    size_t batch_max_bytes;                /* 0: 256 KiB; at most FSA_LIMIT_BODY_BYTES */
-    size_t pull_limit;                     /* changes per pull page; 0: 200 */
+    const char *device_id;          /* required; copied */
+    const fsa_signer_key_t *key;    /* required; copied, wiped by fsa_engine_free */
+    fsa_transport_opts_t transport; /* base_url required */
+    size_t batch_max_ops;           /* 0: 100; else FSA_JOURNAL_GROUP_MAX..FSA_LIMIT_BATCH_OPS */
+    size_t batch_max_bytes;         /* 0: 256 KiB; else FSA_LIMIT_ENGINE_BATCH_BYTES_MIN..
+                                       FSA_LIMIT_BODY_BYTES */
+    size_t pull_limit; /* changes per pull page; 0: 200; at most FSA_LIMIT_BATCH_OPS_MAX */
     const fsa_retry_policy_t *retry;       /* one request's retries; NULL: DEFAULT */
     const fsa_resolver_policy_t *resolver; /* NULL: DESIGN.md's defaults */
     bool ignore_backoff; /* sync now even when the persisted next attempt is later */
@@ -66,7 +67,8 @@ typedef struct fsa_sync_report {
 /*
  * Creates an engine for journal j (both must outlive it). port gives the clocks (the engine
  * sleeps on it between retries), random and logging. On FSA_OK *out is set; otherwise err
- * names the problem. FSA_OK, FSA_EINVAL, FSA_ENOMEM, the transport's errors.
+ * names the problem. FSA_OK, FSA_EINVAL (also an option out of its range above: rejected, not
+ * clamped), FSA_ENOMEM, the transport's errors.
  */
 fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine_opts_t *opts,
                             fsa_engine_t **out, char *err, size_t errlen) FSA_MUST_CHECK;

@@ -14,12 +14,11 @@
 #include <time.h>
 
 #include <curl/curl.h>
-#define ZLIB_CONST
-#include <zlib.h>
 
 #include "port/alloc.h"
 #include "port/limits.h"
 #include "port/port.h"
+#include "sync/gzip.h"
 
 /* "sha256//" and the base64 of 32 bytes: 43 characters and one '=' of padding. */
 #define PIN_PREFIX "sha256//"
@@ -31,8 +30,13 @@
 /* A request header line we build: the longest is X-Device-Id with a 128-byte id. */
 #define HEADER_LINE_MAX 192
 
+struct fsa_transport_req;
+static struct fsa_transport_req *req_new(void);
+
 struct fsa_transport {
     CURL *curl;
+    CURLM *multi; /* runs curl's handle, so that a request can be on the wire while we work */
+    struct fsa_transport_req *req;
     char *base_url;  /* scheme://host[:port][/prefix], without a trailing '/' */
     char *base_path; /* the prefix alone: "" or "/prefix" */
     size_t gzip_min_bytes;
@@ -342,7 +346,9 @@ fsa_status_t fsa_transport_new(const fsa_transport_opts_t *opts, fsa_transport_t
         t->max_response_bytes = SIZE_MAX - 1;
 
     t->curl = curl_easy_init();
-    if (t->curl == NULL) {
+    t->multi = curl_multi_init();
+    t->req = req_new();
+    if (t->curl == NULL || t->multi == NULL || t->req == NULL) {
         st = FSA_ENOMEM;
         say(err, errlen, "libcurl could not make a handle");
         goto out;
@@ -394,12 +400,19 @@ out:
 
 #undef SETOPT
 
+static void end_request(fsa_transport_t *t);
+
 void fsa_transport_free(fsa_transport_t *t)
 {
     if (t == NULL)
         return;
+    if (t->req != NULL && t->curl != NULL)
+        end_request(t);
+    fsa_free(t->req);
     if (t->curl != NULL)
         curl_easy_cleanup(t->curl);
+    if (t->multi != NULL)
+        curl_multi_cleanup(t->multi);
     fsa_free(t->base_url);
     fsa_free(t->base_path);
     fsa_free(t);
@@ -415,59 +428,6 @@ void fsa_http_response_clear(fsa_http_response_t *r)
 }
 
 /* ---- one request ---- */
-
-/*
- * Compresses in[0..len) into one gzip member. The output buffer is deflateBound's worst case, so
- * deflate never runs out of room; the loop only exists because zlib counts in 32-bit units.
- */
-static fsa_status_t gzip_body(const void *in, size_t len, unsigned char **out, size_t *out_len)
-{
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    *out = NULL;
-    *out_len = 0;
-    if ((uLong)len != len)
-        return FSA_ETOOLARGE;
-    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
-        Z_OK)
-        return FSA_ENOMEM;
-    fsa_status_t st = FSA_ENOMEM;
-    size_t cap = (size_t)deflateBound(&zs, (uLong)len);
-    unsigned char *buf = cap >= len ? fsa_malloc(cap) : NULL;
-    if (buf == NULL)
-        goto out;
-    const unsigned char *src = in;
-    size_t in_left = len;
-    size_t produced = 0;
-    int zrc;
-    do {
-        if (zs.avail_in == 0 && in_left > 0) {
-            uInt chunk = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
-            zs.next_in = src;
-            zs.avail_in = chunk;
-            src += chunk;
-            in_left -= chunk;
-        }
-        size_t room = cap - produced;
-        uInt avail = room > UINT_MAX ? UINT_MAX : (uInt)room;
-        zs.next_out = buf + produced;
-        zs.avail_out = avail;
-        zrc = deflate(&zs, in_left == 0 ? Z_FINISH : Z_NO_FLUSH);
-        produced += avail - zs.avail_out;
-        if (zrc == Z_STREAM_ERROR || (zrc != Z_STREAM_END && produced == cap)) {
-            st = FSA_EIO;
-            goto out;
-        }
-    } while (zrc != Z_STREAM_END);
-    *out = buf;
-    *out_len = produced;
-    buf = NULL;
-    st = FSA_OK;
-out:
-    deflateEnd(&zs);
-    fsa_free(buf);
-    return st;
-}
 
 /* The request body as curl reads it; counts what was handed to the wire. */
 typedef struct upload {
@@ -707,15 +667,29 @@ static curl_failure_t map_curl_error(CURLcode rc, const sink_t *sink)
     return f;
 }
 
-fsa_status_t fsa_transport_request(fsa_transport_t *t, const char *method,
-                                   const char *path_and_query, const void *body, size_t len,
-                                   fsa_transport_sign_fn sign, void *sign_arg,
-                                   fsa_http_response_t *resp)
+/* The request between fsa_transport_begin and fsa_transport_end: everything curl's handle points
+ * at while it runs. */
+struct fsa_transport_req {
+    bool active;
+    const char *method;
+    char *url;
+    char *full_path;
+    unsigned char *gz;
+    struct curl_slist *headers;
+    sink_t sink;
+    upload_t up;
+};
+
+static struct fsa_transport_req *req_new(void)
 {
-    if (resp == NULL)
-        return FSA_EINVAL;
-    memset(resp, 0, sizeof *resp);
-    resp->retry_after_ms = -1;
+    return fsa_calloc(1, sizeof(struct fsa_transport_req));
+}
+
+/* Step 1: the arguments. */
+static fsa_status_t check_request(const fsa_transport_t *t, const char *method,
+                                  const char *path_and_query, const void *body, size_t len,
+                                  fsa_http_response_t *resp)
+{
     if (t == NULL || method == NULL || path_and_query == NULL) {
         say(resp->error, sizeof resp->error, "transport, method and path are required");
         return FSA_EINVAL;
@@ -738,169 +712,267 @@ fsa_status_t fsa_transport_request(fsa_transport_t *t, const char *method,
         say(resp->error, sizeof resp->error, "a GET carries no body");
         return FSA_EINVAL;
     }
+    if (t->req->active) {
+        say(resp->error, sizeof resp->error, "a request is already in flight on this transport");
+        return FSA_EINVAL;
+    }
+    return FSA_OK;
+}
 
-    fsa_status_t st = FSA_ENOMEM;
-    unsigned char *gz = NULL;
-    char *url = NULL;
-    char *full_path = NULL;
-    struct curl_slist *headers = NULL;
-    sink_t sink = {.max = t->max_response_bytes};
-    upload_t up = {.data = body, .len = len};
-    bool compressed = post && t->gzip_min_bytes != SIZE_MAX && len >= t->gzip_min_bytes;
-
+/* Step 2: the URL and the path the signature covers. */
+static fsa_status_t build_url(const fsa_transport_t *t, struct fsa_transport_req *q,
+                              const char *path_and_query, fsa_http_response_t *resp)
+{
     size_t plen = strlen(path_and_query);
     size_t blen = strlen(t->base_url);
     size_t bplen = strlen(t->base_path);
-    url = fsa_malloc(blen + plen + 1);
-    full_path = fsa_malloc(bplen + plen + 1);
-    if (url == NULL || full_path == NULL) {
+    q->url = fsa_malloc(blen + plen + 1);
+    q->full_path = fsa_malloc(bplen + plen + 1);
+    if (q->url == NULL || q->full_path == NULL) {
         say(resp->error, sizeof resp->error, "out of memory building the URL");
-        goto out;
+        return FSA_ENOMEM;
     }
-    memcpy(url, t->base_url, blen);
-    memcpy(url + blen, path_and_query, plen + 1);
-    memcpy(full_path, t->base_path, bplen);
-    memcpy(full_path + bplen, path_and_query, plen + 1);
+    memcpy(q->url, t->base_url, blen);
+    memcpy(q->url + blen, path_and_query, plen + 1);
+    memcpy(q->full_path, t->base_path, bplen);
+    memcpy(q->full_path + bplen, path_and_query, plen + 1);
+    return FSA_OK;
+}
 
-    if (compressed) {
-        size_t gz_len = 0;
-        st = gzip_body(body, len, &gz, &gz_len);
-        if (st != FSA_OK) {
-            say(resp->error, sizeof resp->error, "compressing the %zu-byte body failed: %s", len,
-                fsa_status_str(st));
-            goto out;
-        }
-        up.data = gz;
-        up.len = gz_len;
-    }
-
+/* Step 3: the headers, the auth headers signed over the body exactly as it goes out. */
+static fsa_status_t build_headers(struct fsa_transport_req *q, bool post, bool compressed,
+                                  fsa_transport_sign_fn sign, void *sign_arg,
+                                  fsa_http_response_t *resp)
+{
+    fsa_status_t st = FSA_OK;
     if (post) {
-        st = add_header(&headers, "Content-Type", "application/json");
+        st = add_header(&q->headers, "Content-Type", "application/json");
         if (st == FSA_OK && compressed)
-            st = add_header(&headers, "Content-Encoding", "gzip");
+            st = add_header(&q->headers, "Content-Encoding", "gzip");
         /* Without this curl sends "Expect: 100-continue" for larger bodies and holds them back
          * until the server answers "100 Continue" or a second passes: a round trip lost for no
          * gain, since our bodies are small and the server reads them all anyway. */
         if (st == FSA_OK) {
             /* A header with nothing after the colon tells curl to leave that header out. */
-            struct curl_slist *l = curl_slist_append(headers, "Expect:");
+            struct curl_slist *l = curl_slist_append(q->headers, "Expect:");
             if (l != NULL)
-                headers = l;
+                q->headers = l;
             else
                 st = FSA_ENOMEM;
         }
-        if (st != FSA_OK)
-            goto header_failed;
     }
-    st = add_header(&headers, "Accept", "application/json");
+    if (st == FSA_OK)
+        st = add_header(&q->headers, "Accept", "application/json");
+    if (st != FSA_OK || sign == NULL)
+        goto out;
+    fsa_auth_headers_t auth;
+    memset(&auth, 0, sizeof auth);
+    /* The path the server sees, prefix included: that is what it verifies. */
+    st = sign(sign_arg, q->method, q->full_path, q->up.data, q->up.len, &auth);
+    if (st != FSA_OK) {
+        say(resp->error, sizeof resp->error, "signing %s %.100s failed: %s", q->method,
+            q->full_path, fsa_status_str(st));
+        return st;
+    }
+    if (!header_value_is_valid(auth.device_id, sizeof auth.device_id) ||
+        !header_value_is_valid(auth.timestamp, sizeof auth.timestamp) ||
+        !header_value_is_valid(auth.nonce, sizeof auth.nonce) ||
+        !header_value_is_valid(auth.signature, sizeof auth.signature)) {
+        say(resp->error, sizeof resp->error,
+            "the sign callback returned an empty or malformed auth header");
+        return FSA_EINVAL;
+    }
+    st = add_header(&q->headers, "X-Device-Id", auth.device_id);
+    if (st == FSA_OK)
+        st = add_header(&q->headers, "X-Timestamp", auth.timestamp);
+    if (st == FSA_OK)
+        st = add_header(&q->headers, "X-Nonce", auth.nonce);
+    if (st == FSA_OK)
+        st = add_header(&q->headers, "X-Signature", auth.signature);
+out:
     if (st != FSA_OK)
-        goto header_failed;
-    if (sign != NULL) {
-        fsa_auth_headers_t auth;
-        memset(&auth, 0, sizeof auth);
-        /* The path the server sees, prefix included: that is what it verifies. */
-        st = sign(sign_arg, method, full_path, up.data, up.len, &auth);
-        if (st != FSA_OK) {
-            say(resp->error, sizeof resp->error, "signing %s %.100s failed: %s", method, full_path,
-                fsa_status_str(st));
-            goto out;
-        }
-        if (!header_value_is_valid(auth.device_id, sizeof auth.device_id) ||
-            !header_value_is_valid(auth.timestamp, sizeof auth.timestamp) ||
-            !header_value_is_valid(auth.nonce, sizeof auth.nonce) ||
-            !header_value_is_valid(auth.signature, sizeof auth.signature)) {
-            st = FSA_EINVAL;
-            say(resp->error, sizeof resp->error,
-                "the sign callback returned an empty or malformed auth header");
-            goto out;
-        }
-        st = add_header(&headers, "X-Device-Id", auth.device_id);
-        if (st == FSA_OK)
-            st = add_header(&headers, "X-Timestamp", auth.timestamp);
-        if (st == FSA_OK)
-            st = add_header(&headers, "X-Nonce", auth.nonce);
-        if (st == FSA_OK)
-            st = add_header(&headers, "X-Signature", auth.signature);
-        if (st != FSA_OK)
-            goto header_failed;
-    }
+        say(resp->error, sizeof resp->error, "building the request headers failed: %s",
+            fsa_status_str(st));
+    return st;
+}
 
-    CURLcode rc = curl_easy_setopt(t->curl, CURLOPT_URL, url);
+/* Step 4: curl's handle pointed at this request. */
+static fsa_status_t set_request(fsa_transport_t *t, struct fsa_transport_req *q, bool post,
+                                fsa_http_response_t *resp)
+{
+    CURLcode rc = curl_easy_setopt(t->curl, CURLOPT_URL, q->url);
     if (rc == CURLE_OK && post) {
         rc = curl_easy_setopt(t->curl, CURLOPT_POST, 1L);
         if (rc == CURLE_OK)
-            rc = curl_easy_setopt(t->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)up.len);
+            rc = curl_easy_setopt(t->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->up.len);
     } else if (rc == CURLE_OK) {
         rc = curl_easy_setopt(t->curl, CURLOPT_HTTPGET, 1L);
     }
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(t->curl, CURLOPT_READFUNCTION, on_read);
     if (rc == CURLE_OK)
-        rc = curl_easy_setopt(t->curl, CURLOPT_READDATA, &up);
+        rc = curl_easy_setopt(t->curl, CURLOPT_READDATA, &q->up);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(t->curl, CURLOPT_SEEKFUNCTION, on_seek);
     if (rc == CURLE_OK)
-        rc = curl_easy_setopt(t->curl, CURLOPT_SEEKDATA, &up);
+        rc = curl_easy_setopt(t->curl, CURLOPT_SEEKDATA, &q->up);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(t->curl, CURLOPT_WRITEFUNCTION, on_write);
     if (rc == CURLE_OK)
-        rc = curl_easy_setopt(t->curl, CURLOPT_WRITEDATA, &sink);
+        rc = curl_easy_setopt(t->curl, CURLOPT_WRITEDATA, &q->sink);
     if (rc == CURLE_OK)
-        rc = curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, headers);
+        rc = curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, q->headers);
     if (rc != CURLE_OK) {
-        st = rc == CURLE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
-        say(resp->error, sizeof resp->error, "libcurl refused the request for %.120s: %s", url,
+        say(resp->error, sizeof resp->error, "libcurl refused the request for %.120s: %s", q->url,
             curl_easy_strerror(rc));
-        goto out;
+        return rc == CURLE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
     }
+    return FSA_OK;
+}
 
-    t->curl_err[0] = '\0';
-    rc = curl_easy_perform(t->curl);
-    collect_info(t, &up, resp);
+/* The last step, in every case: nothing on the handle may point at the request once it ends. */
+static void end_request(fsa_transport_t *t)
+{
+    struct fsa_transport_req *q = t->req;
+    if (q->active)
+        (void)curl_multi_remove_handle(t->multi, t->curl);
+    (void)curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    (void)curl_easy_setopt(t->curl, CURLOPT_READDATA, (void *)NULL);
+    (void)curl_easy_setopt(t->curl, CURLOPT_SEEKDATA, (void *)NULL);
+    (void)curl_easy_setopt(t->curl, CURLOPT_WRITEDATA, (void *)NULL);
+    curl_slist_free_all(q->headers);
+    fsa_free(q->sink.buf);
+    fsa_free(q->gz);
+    fsa_free(q->url);
+    fsa_free(q->full_path);
+    memset(q, 0, sizeof *q);
+}
+
+fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const char *path_and_query,
+                                 const void *body, size_t len, fsa_transport_sign_fn sign,
+                                 void *sign_arg, fsa_http_response_t *resp)
+{
+    if (resp == NULL)
+        return FSA_EINVAL;
+    memset(resp, 0, sizeof *resp);
+    resp->retry_after_ms = -1;
+    fsa_status_t st = check_request(t, method, path_and_query, body, len, resp);
+    if (st != FSA_OK)
+        return st;
+    struct fsa_transport_req *q = t->req;
+    bool post = strcmp(method, "POST") == 0;
+    bool compressed = post && t->gzip_min_bytes != SIZE_MAX && len >= t->gzip_min_bytes;
+    q->method = post ? "POST" : "GET";
+    q->sink.max = t->max_response_bytes;
+    q->up.data = body;
+    q->up.len = len;
+    st = build_url(t, q, path_and_query, resp);
+    if (st == FSA_OK && compressed) {
+        size_t gz_len = 0;
+        st = fsa_gzip_compress(body, len, &q->gz, &gz_len);
+        if (st != FSA_OK)
+            say(resp->error, sizeof resp->error, "compressing the %zu-byte body failed: %s", len,
+                fsa_status_str(st));
+        q->up.data = q->gz;
+        q->up.len = gz_len;
+    }
+    if (st == FSA_OK)
+        st = build_headers(q, post, compressed, sign, sign_arg, resp);
+    if (st == FSA_OK)
+        st = set_request(t, q, post, resp);
+    if (st == FSA_OK) {
+        t->curl_err[0] = '\0';
+        CURLMcode mc = curl_multi_add_handle(t->multi, t->curl);
+        if (mc != CURLM_OK) {
+            st = mc == CURLM_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
+            say(resp->error, sizeof resp->error, "libcurl refused the request: %s",
+                curl_multi_strerror(mc));
+        }
+    }
+    if (st != FSA_OK) {
+        end_request(t);
+        return st;
+    }
+    q->active = true;
+    /* Sends what can be sent now (on a kept-alive connection, usually the whole request): the
+     * server works on it while the caller does something else until fsa_transport_end. */
+    int running = 0;
+    (void)curl_multi_perform(t->multi, &running);
+    return FSA_OK;
+}
+
+/* Runs the request in flight to its end; CURLE_OK or how it failed. */
+static CURLcode run_to_end(fsa_transport_t *t)
+{
+    int running = 1;
+    CURLMcode mc = CURLM_OK;
+    while (mc == CURLM_OK) {
+        mc = curl_multi_perform(t->multi, &running);
+        if (mc != CURLM_OK || running == 0)
+            break;
+        /* Wakes at activity on the socket or when curl's next timeout is due. */
+        mc = curl_multi_poll(t->multi, NULL, 0, 1000, NULL);
+    }
+    if (mc != CURLM_OK)
+        return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_SEND_ERROR;
+    CURLcode rc = CURLE_SEND_ERROR;
+    int left = 0;
+    CURLMsg *m;
+    while ((m = curl_multi_info_read(t->multi, &left)) != NULL)
+        if (m->msg == CURLMSG_DONE && m->easy_handle == t->curl)
+            rc = m->data.result;
+    return rc;
+}
+
+fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
+{
+    if (t == NULL || resp == NULL || !t->req->active) {
+        if (resp != NULL)
+            say(resp->error, sizeof resp->error, "no request in flight");
+        return FSA_EINVAL;
+    }
+    struct fsa_transport_req *q = t->req;
+    CURLcode rc = run_to_end(t);
+    collect_info(t, &q->up, resp);
     if (rc != CURLE_OK) {
-        curl_failure_t f = map_curl_error(rc, &sink);
-        st = f.st;
+        curl_failure_t f = map_curl_error(rc, &q->sink);
+        fsa_status_t st = f.st;
         if (st == FSA_ETOOLARGE)
-            say(resp->error, sizeof resp->error, "%s: %s %.120s: over %zu bytes", f.what, method,
-                url, t->max_response_bytes);
+            say(resp->error, sizeof resp->error, "%s: %s %.120s: over %zu bytes", f.what, q->method,
+                q->url, t->max_response_bytes);
         else
-            say(resp->error, sizeof resp->error, "%s: %s %.120s: %s", f.what, method, url,
+            say(resp->error, sizeof resp->error, "%s: %s %.120s: %s", f.what, q->method, q->url,
                 t->curl_err[0] != '\0' ? t->curl_err : curl_easy_strerror(rc));
         resp->reused_connection = false;
-        goto out;
+        end_request(t);
+        return st;
     }
     char retry_after[RETRY_AFTER_MAX], date[RETRY_AFTER_MAX];
     if (header_copy(t->curl, "Retry-After", retry_after, sizeof retry_after))
         resp->retry_after_ms = parse_retry_after(
             retry_after, header_copy(t->curl, "Date", date, sizeof date) ? date : NULL);
-    if (sink.buf == NULL) {
-        sink.buf = fsa_malloc(1);
-        if (sink.buf == NULL) {
-            st = FSA_ENOMEM;
+    if (q->sink.buf == NULL) {
+        q->sink.buf = fsa_malloc(1);
+        if (q->sink.buf == NULL) {
             say(resp->error, sizeof resp->error, "out of memory for an empty answer");
-            goto out;
+            end_request(t);
+            return FSA_ENOMEM;
         }
-        sink.buf[0] = '\0';
+        q->sink.buf[0] = '\0';
     }
-    resp->body = sink.buf;
-    resp->body_len = sink.len;
-    sink.buf = NULL;
-    st = FSA_OK;
-    goto out;
+    resp->body = q->sink.buf;
+    resp->body_len = q->sink.len;
+    q->sink.buf = NULL;
+    end_request(t);
+    return FSA_OK;
+}
 
-header_failed:
-    say(resp->error, sizeof resp->error, "building the request headers failed: %s",
-        fsa_status_str(st));
-out:
-    /* Nothing on the handle may point at this call's stack or buffers once it returns. */
-    (void)curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-    (void)curl_easy_setopt(t->curl, CURLOPT_READDATA, (void *)NULL);
-    (void)curl_easy_setopt(t->curl, CURLOPT_SEEKDATA, (void *)NULL);
-    (void)curl_easy_setopt(t->curl, CURLOPT_WRITEDATA, (void *)NULL);
-    curl_slist_free_all(headers);
-    fsa_free(sink.buf);
-    fsa_free(gz);
-    fsa_free(url);
-    fsa_free(full_path);
-    return st;
+fsa_status_t fsa_transport_request(fsa_transport_t *t, const char *method,
+                                   const char *path_and_query, const void *body, size_t len,
+                                   fsa_transport_sign_fn sign, void *sign_arg,
+                                   fsa_http_response_t *resp)
+{
+    fsa_status_t st =
+        fsa_transport_begin(t, method, path_and_query, body, len, sign, sign_arg, resp);
+    return st == FSA_OK ? fsa_transport_end(t, resp) : st;
 }

@@ -105,6 +105,19 @@ fsa_status_t fsa_transport_request(fsa_transport_t *t, const char *method,
                                    fsa_transport_sign_fn sign, void *sign_arg,
                                    fsa_http_response_t *resp) FSA_MUST_CHECK;
 
+/*
+ * The same request in two halves, so that the caller can work while the server does:
+ * fsa_transport_begin builds, compresses, signs and starts sending it, and returns at once with
+ * FSA_OK (the request is in flight) or with an error as fsa_transport_request would (nothing is in
+ * flight; resp says why). body must stay valid until fsa_transport_end, which waits for the
+ * answer and returns what fsa_transport_request returns (FSA_EINVAL when nothing is in flight).
+ * One request in flight per transport; fsa_transport_free abandons one.
+ */
+fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const char *path_and_query,
+                                 const void *body, size_t len, fsa_transport_sign_fn sign,
+                                 void *sign_arg, fsa_http_response_t *resp) FSA_MUST_CHECK;
+fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp) FSA_MUST_CHECK;
+
 /* True when host (a URL's host part, brackets allowed for IPv6) is loopback: 127.0.0.0/8, ::1,
  * "localhost". Pure; exposed for tests. */
 bool fsa_transport_host_is_loopback(const char *host);

@@ -60,6 +60,7 @@ owners=(
   'cJSON|^storage/model\.c$'              # the model: entity fields and merge patches are JSON
   'mbedTLS|^sync/signer\.c$'              # the signer
   'microhttpd|^sync/server/server\.c$'    # the reference server's HTTP front
+  'zlib|^sync/gzip\.c$'                   # gzip of the wire (the transport's and the server's bodies)
   'OS threads (port.h, once.h)|^port/'
   'OS process and signals (port.h process_id, daemon.h)|^port/'
   'OS syslog (daemon.h)|^port/'
@@ -75,8 +76,6 @@ exceptions=(
   'cJSON|^agent/sim/checks\.c$|the simulator invariant checkers read the admin API JSON (a tool beside the agent)'
   'cJSON|^agent/sim/fleet\.c$|the simulator reads the JSON lists libfieldsync and the admin API hand out (a tool beside the agent)'
   'cJSON|^agent/sim/scenarios\.c$|the simulator reads the entity views and lists libfieldsync hands out as JSON, for its invariants (a tool beside the agent)'
-  'zlib|^sync/transport\.c$|gzip of request bodies; a second gzip lives in the server (issue 15: one implementation)'
-  'zlib|^sync/server/server\.c$|gunzip of request bodies; a second gzip lives in the transport (issue 15)'
   'OS threads (port.h, once.h)|^sync/transport\.c$|pthread_once around curl_global_init: port/once.h fsa_once replaces it (issue 15; the transport was being changed by another hand)'
   'OS sockets and poll (daemon.h, notify.h)|^sync/transport\.c$|<sys/socket.h> for AF_INET and AF_INET6, handed to inet_pton, which parses text and calls nothing'
   'OS sockets and poll (daemon.h, notify.h)|^agent/example/|guard-console is an app: it polls the library'"'"'s notify fd in its main loop, as any app of libfieldsync does'

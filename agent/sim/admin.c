@@ -24,6 +24,8 @@
 struct fsa__admin {
     CURL *curl;
     char base[FSA__URL_BYTES];
+    char unix_path[FSA__URL_BYTES]; /* "unix:PATH" given: the socket; base is then http://localhost
+                                     */
     struct curl_slist *headers;
 };
 
@@ -64,6 +66,16 @@ fsa_status_t fsa__admin_new(const char *base_url, const char *token, fsa__admin_
     fsa__admin_t *a = fsa_calloc(1, sizeof *a);
     if (a == NULL)
         return FSA_ENOMEM;
+    /* The server's admin listener may be a unix socket ("unix:PATH"). */
+    if (strncmp(base_url, "unix:", 5) == 0) {
+        if (strlen(base_url + 5) >= sizeof a->unix_path) {
+            fsa_free(a);
+            snprintf(err, errlen, "admin socket path too long");
+            return FSA_EINVAL;
+        }
+        snprintf(a->unix_path, sizeof a->unix_path, "%s", base_url + 5);
+        base_url = "http://localhost";
+    }
     size_t bl = strlen(base_url);
     while (bl > 0 && base_url[bl - 1] == '/')
         bl--;
@@ -119,6 +131,8 @@ static fsa_status_t request(fsa__admin_t *a, const char *method, const char *pat
     CURL *c = a->curl;
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_URL, url);
+    if (a->unix_path[0] != '\0')
+        curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, a->unix_path);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, a->headers);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);

@@ -37,6 +37,24 @@ uint64_t fsa__mix(uint64_t *s)
     return z ^ (z >> 31);
 }
 
+int fsa__races(int ndev)
+{
+    return ndev / FSA__RACERS > 0 ? ndev / FSA__RACERS : 1;
+}
+
+int fsa__race_of(int i, int ndev)
+{
+    return i % fsa__races(ndev);
+}
+
+void fsa__scope_key(const fsa__fleet_t *f, const char *what, int n, char *out, size_t cap)
+{
+    if (n < 0)
+        snprintf(out, cap, "%s.%s", f->tag, what);
+    else
+        snprintf(out, cap, "%s.%s%d", f->tag, what, n);
+}
+
 void fsa__dev_error(fsa__device_t *d, const char *fmt, ...)
 {
     if (d->error[0] != '\0')
@@ -180,6 +198,8 @@ fsa_status_t fsa__fleet_begin(fsa__fleet_t *f, const char *scenario, int index, 
     f->depth_total = f->retries_total = 0;
     f->last_sample_ms = 0;
     f->t0_ms = fsa__real_ms();
+    f->nphases = 0;
+    f->phase_end_ms = f->t0_ms;
     for (int i = 0; i < with_reader(f); i++) {
         fsa__device_t *d = &f->dev[i];
         dev_reset(d);
@@ -314,10 +334,30 @@ static void *worker(void *arg)
     return NULL;
 }
 
+static void add_phase(fsa__fleet_t *f, const char *a, const char *b, int64_t ms, int devices)
+{
+    if (f->nphases == FSA__PHASES_MAX)
+        return;
+    fsa__phase_t *p = &f->phases[f->nphases++];
+    snprintf(p->name, sizeof p->name, "%s%s", a, b);
+    p->ms = ms;
+    p->devices = devices;
+}
+
+void fsa__fleet_mark(fsa__fleet_t *f, const char *name)
+{
+    int64_t now = fsa__real_ms();
+    add_phase(f, name, "", now - f->phase_end_ms, 0);
+    f->phase_end_ms = now;
+}
+
 void fsa__fleet_run(fsa__fleet_t *f, const char *phase, int count, fsa__step_fn fn, void *arg)
 {
     if (count > f->ndev)
         count = f->ndev;
+    int64_t t0 = fsa__real_ms();
+    if (t0 - f->phase_end_ms > 0)
+        add_phase(f, "main thread, before: ", phase, t0 - f->phase_end_ms, 0);
     pool_t p = {.f = f, .fn = fn, .arg = arg, .count = count};
     lock(f);
     f->phase = phase;
@@ -341,6 +381,8 @@ void fsa__fleet_run(fsa__fleet_t *f, const char *phase, int count, fsa__step_fn 
     sample_locked(f, true);
     progress_locked(f, true);
     unlock(f);
+    f->phase_end_ms = fsa__real_ms();
+    add_phase(f, phase, "", f->phase_end_ms - t0, count);
 }
 
 /* A string member of a JSON object, or NULL. */

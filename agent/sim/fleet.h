@@ -31,6 +31,26 @@
 #define FSA__URL_BYTES 256
 #define FSA__ERR_BYTES 320
 
+/*
+ * Scopes (PROTOCOL.md section 4): so that a device pulls what its scenario needs, not the fleet's
+ * entities, the scenarios' entities carry scope keys that name the devices that need them, and
+ * the devices file the simulator writes gives device i the scope {"people": [its id,
+ * "TAG.race<i mod races>", "TAG.grp<i / FSA__GROUP_DEVICES>", and "TAG.crew" when i < 2 x --ops]}
+ * (TAG: the run tag). Its own job (autoclose) has people_id its id, a race job (autoclose)
+ * TAG.raceK, the entities a group of devices shares (ticketlog, json, flaky) TAG.grpG, those of
+ * the fixed-size crew (checkpoints' tour, escalation's tickets) TAG.crew. A shared entity is
+ * shared by at most FSA__GROUP_DEVICES devices, so that what each device pulls does not grow with
+ * the fleet.
+ */
+#define FSA__GROUP_DEVICES 100
+/* Devices per race job in autoclose. */
+#define FSA__RACERS 10
+
+/* The race group of device i in a fleet of ndev (autoclose). */
+int fsa__race_of(int i, int ndev);
+/* The number of race groups of a fleet of ndev. */
+int fsa__races(int ndev);
+
 /* ---- invariant results ---- */
 
 typedef enum fsa__inv_status {
@@ -129,6 +149,8 @@ typedef struct fsa__server {
     int pid;                  /* 0 when not running */
     int out_fd;               /* its stdout: EOF when it exits */
     char url[FSA__URL_BYTES]; /* "http://127.0.0.1:PORT" */
+    /* Its admin listener, "http://127.0.0.1:PORT" (its "admin listening on" line). */
+    char admin_url[FSA__URL_BYTES];
     char binary[FSA__PATH_BYTES + 64];
     char found_via[64];              /* "$FIELDSYNC_SERVER", "build tree", "installed beside" */
     char log[FSA__PATH_BYTES + 128]; /* its stderr */
@@ -216,6 +238,15 @@ typedef struct fsa__sample {
     int64_t retries; /* requests retried so far */
 } fsa__sample_t;
 
+/* Where a scenario's time went: a phase of the worker pool, or the main thread's work between
+ * phases (seeding, the server's actor) and after them (checks). */
+#define FSA__PHASES_MAX 48
+typedef struct fsa__phase {
+    char name[48];
+    int64_t ms;
+    int devices; /* stepped by the pool; 0 for the main thread's work */
+} fsa__phase_t;
+
 typedef struct fsa__fleet {
     fsa__device_t *dev;
     int ndev;
@@ -245,7 +276,14 @@ typedef struct fsa__fleet {
     const char *phase;
     int phase_done, phase_total;
     int64_t last_progress_ms;
+    fsa__phase_t phases[FSA__PHASES_MAX];
+    size_t nphases;
+    int64_t phase_end_ms; /* when the last phase ended (or the scenario began) */
+    char tag[32];         /* the run tag: scope keys are "TAG.grpG", "TAG.raceK", "TAG.crew" */
 } fsa__fleet_t;
+
+/* The scope key of a group, race group or the crew ("grp", "race" with n; "crew" with n < 0). */
+void fsa__scope_key(const fsa__fleet_t *f, const char *what, int n, char *out, size_t cap);
 
 /* The server URL device d talks to (the reader included). */
 const char *fsa__dev_url(const fsa__fleet_t *f, const fsa__device_t *d);
@@ -260,6 +298,8 @@ void fsa__fleet_free(fsa__fleet_t *f);
 /* Starts a scenario: journals under dir, fresh sims, figures and series reset. */
 fsa_status_t fsa__fleet_begin(fsa__fleet_t *f, const char *scenario, int index, const char *dir,
                               char *err, size_t errlen) FSA_MUST_CHECK;
+/* Notes the main thread's work since the last phase ended as a phase of its own (name). */
+void fsa__fleet_mark(fsa__fleet_t *f, const char *name);
 /* Ends it: frees the sims. */
 void fsa__fleet_end(fsa__fleet_t *f);
 
@@ -326,6 +366,8 @@ typedef struct fsa__result {
     size_t ninv;
     char faults[256]; /* the server's fault options, "" when none */
     const char *how;  /* how the next invariant added was checked (NULL: "devices") */
+    fsa__phase_t phases[FSA__PHASES_MAX];
+    size_t nphases;
 } fsa__result_t;
 
 void fsa__result_free(fsa__result_t *r);
@@ -383,6 +425,9 @@ typedef struct fsa__report_meta {
     const char *workdir;
     bool workdir_kept;
     int64_t wall_ms;
+    int64_t sim_rss_kib;    /* the simulator's peak resident set (getrusage) */
+    int64_t server_rss_kib; /* the largest peak of the server processes it started (VmHWM); 0:
+                               none (--server) */
 } fsa__report_meta_t;
 
 void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__result_t *r, size_t n);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,7 +29,8 @@
 static const char USAGE[] =
     "usage: fieldsync-sim [--devices N] [--scenario NAME] [--seed S] [--ops N] [--duration D]\n"
     "                     [--faults SPEC] [--server URL]... --devices-file F\n"
-    "                     [--admin-token-file F] [--server-hook CMD] [--site-reader ID]\n"
+    "                     [--admin-token-file F --admin-url URL] [--server-hook CMD]\n"
+    "                     [--site-reader ID]\n"
     "                     [--report FILE.json] [--html FILE.html] [--workdir DIR]\n"
     "                     [--workers N] [--journal-sync normal|full]\n"
     "\n"
@@ -55,6 +57,9 @@ static const char USAGE[] =
     "                       through pulls (its scope must cover the run, or it has none)\n"
     "  --admin-token-file F the server's admin token: entities seeded and the final state read\n"
     "                       through the admin API, and the server's counters checked\n"
+    "  --admin-url URL      with --admin-token-file: the address of the server's admin API\n"
+    "                       (its own listener, printed as 'admin listening on URL'),\n"
+    "                       http://HOST:PORT or unix:PATH\n"
     "  --server-hook CMD    without the admin API: a shell command the server's actor runs,\n"
     "                       {type} and {id} replaced, e.g. 'ssh stg ./manage.py autoclose\n"
     "                       {type} {id}'; without it `autoclose` cannot run\n"
@@ -68,7 +73,8 @@ static const char USAGE[] =
     "  --report FILE.json   write the JSON report\n"
     "  --html FILE.html     write a self-contained HTML report with charts\n"
     "  --workdir DIR        keep journals, server database and logs in DIR (created, must be\n"
-    "                       empty); default: a temporary directory removed at the end\n"
+    "                       empty); default: a temporary directory removed at the end, under\n"
+    "                       $TMPDIR, else /dev/shm (memory) when writable, else /tmp\n"
     "  --workers N          threads stepping devices (default 8, at most 64)\n"
     "  --journal-sync MODE  the devices' journals: normal (default, see docs/sim.md) or full\n"
     "\n"
@@ -239,12 +245,14 @@ static bool hex_random(char *out, size_t nbytes)
     "{\"sites\": [\"site0\", \"site1\", \"site2\", \"site3\", \"site4\", \"site5\", \"site6\", "   \
     "\"s1\"]}"
 
-/* Our own server: device ids and fresh secrets, written to a devices file (0600); then the two
- * readers of the final state when the checks go through pulls: "reader" (no scope: every jobneed
- * and ticket) and "site-reader" (scope: the sites, so every attendance). */
-static int make_devices(fsa__fleet_t *f, const char *path)
+/* Our own server: device ids and fresh secrets, written to a devices file (0600), each device
+ * with the scope of fleet.h (what its scenarios need: its own job, its race group's job, its
+ * group's shared entities, the crew's); then the two readers of the final state when the checks
+ * go through pulls: "reader" (no scope: every jobneed and ticket) and "site-reader" (scope: the
+ * sites, so every attendance). ops: --ops (the crew is the first 2 x ops devices). */
+static int make_devices(fsa__fleet_t *f, const char *path, int ops)
 {
-    size_t cap = 256 + ((size_t)f->ndev + 2) * 120;
+    size_t cap = 256 + ((size_t)f->ndev + 2) * (220 + 4 * sizeof f->tag);
     char *text = fsa_malloc(cap);
     if (text == NULL)
         return fail("out of memory");
@@ -252,22 +260,36 @@ static int make_devices(fsa__fleet_t *f, const char *path)
     for (int i = 0; i < f->ndev + 2; i++) {
         fsa__device_t *d = &f->dev[i];
         d->index = i;
-        if (i == f->ndev)
+        char scope[sizeof d->id + 4 * (sizeof f->tag + 16) + 64] = "";
+        if (i == f->ndev) {
             snprintf(d->id, sizeof d->id, "reader");
-        else if (i == f->ndev + 1)
+        } else if (i == f->ndev + 1) {
             snprintf(d->id, sizeof d->id, "site-reader");
-        else
+            snprintf(scope, sizeof scope, ", \"scope\": %s", SITE_SCOPE);
+        } else {
             snprintf(d->id, sizeof d->id, "dev%05d", i);
+            char race[sizeof f->tag + 16], grp[sizeof f->tag + 16], crew[sizeof f->tag + 16];
+            fsa__scope_key(f, "race", fsa__race_of(i, f->ndev), race, sizeof race);
+            fsa__scope_key(f, "grp", i / FSA__GROUP_DEVICES, grp, sizeof grp);
+            fsa__scope_key(f, "crew", -1, crew, sizeof crew);
+            snprintf(scope, sizeof scope,
+                     ", \"scope\": {\"people\": [\"%s\", \"%s\", \"%s\"%s%s%s]}", d->id, race, grp,
+                     i < 2 * ops ? ", \"" : "", i < 2 * ops ? crew : "", i < 2 * ops ? "\"" : "");
+        }
         char hex[2 * FSA_LIMIT_SECRET_BYTES + 1];
         if (!hex_random(hex, FSA_LIMIT_SECRET_BYTES) ||
             fsa_signer_key_parse(hex, strlen(hex), &d->key) != FSA_OK) {
             fsa_free(text);
             return fail("no random source for the device secrets");
         }
-        n += (size_t)snprintf(text + n, cap - n, "%s{\"id\": \"%s\", \"secret\": \"%s\"%s%s}",
-                              i ? ", " : "", d->id, hex, i == f->ndev + 1 ? ", \"scope\": " : "",
-                              i == f->ndev + 1 ? SITE_SCOPE : "");
+        n += (size_t)snprintf(text + n, cap - n, "%s{\"id\": \"%s\", \"secret\": \"%s\"%s}",
+                              i ? ", " : "", d->id, hex, scope);
         fsa_signer_wipe(hex, sizeof hex);
+        if (n >= cap) {
+            fsa_signer_wipe(text, cap);
+            fsa_free(text);
+            return fail("out of memory for the devices file");
+        }
     }
     snprintf(text + n, cap - n, "]}\n");
     char err[FSA__ERR_BYTES];
@@ -283,7 +305,8 @@ static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given,
 {
     char *text = NULL, err[FSA__ERR_BYTES];
     size_t len = 0;
-    fsa_status_t st = fsa_file_read(path, FSA_LIMIT_BODY_BYTES, 1, &text, &len, err, sizeof err);
+    fsa_status_t st =
+        fsa_file_read(path, FSA_CODEC_DEVICES_FILE_BYTES, 1, &text, &len, err, sizeof err);
     if (st != FSA_OK)
         return fail("%s", err);
     fsa_codec_device_t *devs = NULL;
@@ -368,6 +391,27 @@ static int read_token(const char *path, char *out, size_t cap)
     return EXIT_SUCCESS;
 }
 
+/* The peak resident set of a running process (VmHWM of /proc/PID/status) in KiB; 0 when it
+ * cannot be read. */
+static int64_t peak_rss_of(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        return 0;
+    int64_t kib = 0;
+    while (fgets(line, sizeof line, fp) != NULL)
+        if (strncmp(line, "VmHWM:", 6) == 0) {
+            char *end = NULL;
+            long long v = strtoll(line + 6, &end, 10);
+            kib = end != line + 6 && v > 0 ? (int64_t)v : 0;
+            break;
+        }
+    (void)fclose(fp);
+    return kib;
+}
+
 /* ---- main ---- */
 
 typedef struct opts {
@@ -377,6 +421,7 @@ typedef struct opts {
     uint64_t seed;
     int64_t duration_ms;
     const char *faults, *server, *devices_file, *token_file, *report, *html, *workdir;
+    const char *admin_url; /* --admin-url: the admin listener of a --server */
     const char *servers[SERVERS_MAX];
     int nservers;
     const char *hook, *site_reader, *server_db;
@@ -398,7 +443,7 @@ static void parse_args(int argc, char **argv, opts_t *o)
         "--duration",         "--faults",       "--server",      "--devices-file",
         "--admin-token-file", "--report",       "--html",        "--workdir",
         "--workers",          "--journal-sync", "--server-hook", "--site-reader",
-        "--server-procs",     "--server-db"};
+        "--server-procs",     "--server-db",    "--admin-url"};
     bool given[sizeof with_value / sizeof with_value[0]] = {false};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -458,6 +503,11 @@ static void parse_args(int argc, char **argv, opts_t *o)
             o->devices_file = v;
         } else if (strcmp(a, "--admin-token-file") == 0) {
             o->token_file = v;
+        } else if (strcmp(a, "--admin-url") == 0) {
+            if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0 &&
+                strncmp(v, "unix:", 5) != 0)
+                die_usage("--admin-url needs an http://, https:// or unix: address, not '%s'", v);
+            o->admin_url = v;
         } else if (strcmp(a, "--report") == 0) {
             o->report = v;
         } else if (strcmp(a, "--html") == 0) {
@@ -487,6 +537,9 @@ static void parse_args(int argc, char **argv, opts_t *o)
         die_usage("--devices-file goes with --server (the simulator writes its own otherwise)");
     if (o->server == NULL && o->token_file != NULL)
         die_usage("--admin-token-file goes with --server (the simulator makes its own otherwise)");
+    if ((o->token_file != NULL) != (o->admin_url != NULL))
+        die_usage("--admin-token-file and --admin-url go together (the server's admin API has "
+                  "its own listener: fieldsync-server --admin-listen)");
     if (o->server != NULL && (o->procs > 1 || o->server_db != NULL))
         die_usage("--server-procs and --server-db are for the simulator's own server");
     if (o->server == NULL && o->site_reader != NULL)
@@ -593,12 +646,16 @@ int main(int argc, char **argv)
             goto out_fleet;
         }
     } else {
+        /* $TMPDIR, else memory (/dev/shm) when there is one: thousands of journals are created,
+         * opened, closed and removed, and a disk file system pays for each file (and each
+         * fsync) what the simulation does not need, since it simulates process deaths, never
+         * power cuts (docs/sim.md). Else /tmp. */
         const char *tmp = getenv("TMPDIR");
-        snprintf(workdir, sizeof workdir, "%s/fieldsync-sim-XXXXXX",
-                 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+        if (tmp == NULL || tmp[0] == '\0')
+            tmp = access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : "/tmp";
+        snprintf(workdir, sizeof workdir, "%s/fieldsync-sim-XXXXXX", tmp);
         if (mkdtemp(workdir) == NULL) {
-            rc = fail("cannot create a temporary directory under %s: %s",
-                      tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp", strerror(errno));
+            rc = fail("cannot create a temporary directory under %s: %s", tmp, strerror(errno));
             goto out_fleet;
         }
     }
@@ -616,9 +673,6 @@ int main(int argc, char **argv)
         }
         snprintf(devices_file, sizeof devices_file, "%s/devices.json", workdir);
         snprintf(token_file, sizeof token_file, "%s/admin.token", workdir);
-        rc = make_devices(&f, devices_file);
-        if (rc != EXIT_SUCCESS)
-            goto out_dir;
         char line[sizeof token + 2];
         if (!hex_random(token, 24)) {
             rc = fail("no random source for the admin token");
@@ -655,6 +709,10 @@ int main(int argc, char **argv)
             }
             snprintf(runtag, sizeof runtag, "r%08" PRIx32, r);
         }
+        snprintf(f.tag, sizeof f.tag, "%s", runtag);
+        rc = make_devices(&f, devices_file, o.ops);
+        if (rc != EXIT_SUCCESS)
+            goto out_dir;
     } else {
         rc = load_devices(&f, o.devices_file, o.devices_given, o.site_reader);
         if (rc != EXIT_SUCCESS)
@@ -681,6 +739,9 @@ int main(int argc, char **argv)
             goto out_dir;
         }
         snprintf(runtag, sizeof runtag, "r%08" PRIx32, r);
+        /* Fixed scope keys (fleet.h), so that the platform can give its devices the scopes of
+         * docs/sim.md once, not per run. */
+        snprintf(f.tag, sizeof f.tag, "sim");
     }
     f.reader = &f.dev[f.ndev];
     if (o.server == NULL)
@@ -693,6 +754,7 @@ int main(int argc, char **argv)
 
     const fsa__scenario_t *list[16];
     size_t nlist = pick(&o, list, 16);
+    int64_t server_rss = 0;
     fsa__result_t *results = NULL;
     size_t nres = 0, capres = 0;
     int64_t deadline = o.duration_ms > 0 ? t_start + o.duration_ms : 0;
@@ -769,8 +831,8 @@ int main(int argc, char **argv)
                 snprintf(res->note, sizeof res->note,
                          "server faults not injected (--server): crashes and skewed clocks only");
             }
-            if (token[0] != '\0' &&
-                fsa__admin_new(f.url, token, &admin, err, sizeof err) != FSA_OK) {
+            if (token[0] != '\0' && fsa__admin_new(o.server == NULL ? srv0->admin_url : o.admin_url,
+                                                   token, &admin, err, sizeof err) != FSA_OK) {
                 rc = fail("%s", err);
                 stop = true;
             }
@@ -789,6 +851,9 @@ int main(int argc, char **argv)
             for (int p = 0; o.server == NULL && p < o.procs; p++) {
                 if (srvs[p].pid <= 0)
                     continue;
+                int64_t hwm = peak_rss_of(srvs[p].pid);
+                if (hwm > server_rss)
+                    server_rss = hwm;
                 int src = fsa__server_stop(&srvs[p]);
                 if (src != 0)
                     fsa__inv_add(res, "server_clean_exit", FSA__INV_FAIL,
@@ -817,7 +882,11 @@ int main(int argc, char **argv)
         .workdir = workdir,
         .workdir_kept = keep,
         .wall_ms = fsa__real_ms() - t_start,
+        .server_rss_kib = server_rss,
     };
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        meta.sim_rss_kib = ru.ru_maxrss;
     fsa__report_summary(stdout, &meta, results, nres);
     fflush(stdout);
     /* An honest exit: a failed invariant, a scenario that could not run, or nothing checked at

@@ -34,6 +34,10 @@ void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__resu
 {
     fprintf(out, "fieldsync-sim: %d devices, %d ops, seed %" PRIu64 ", %d workers, %.1f s\n",
             m->devices, m->ops, m->seed, m->workers, (double)m->wall_ms / 1000.0);
+    fprintf(out, "peak RSS: simulator %.1f MiB", (double)m->sim_rss_kib / 1024.0);
+    if (m->server_rss_kib > 0)
+        fprintf(out, ", server (largest process) %.1f MiB", (double)m->server_rss_kib / 1024.0);
+    fputc('\n', out);
     if (m->server_binary != NULL)
         fprintf(out, "server: %s (fieldsync-server found via %s: %s)\n", m->server_url,
                 m->server_found_via, m->server_binary);
@@ -179,6 +183,13 @@ static void json_result(FILE *o, const fsa__result_t *r)
         json_stats(o, &r->s_delta);
     else
         fprintf(o, "null");
+    fprintf(o, ",\"phases\":[");
+    for (size_t i = 0; i < r->nphases; i++) {
+        fprintf(o, "%s{\"name\":", i ? "," : "");
+        json_str(o, r->phases[i].name);
+        fprintf(o, ",\"ms\":%" PRId64 ",\"devices\":%d}", r->phases[i].ms, r->phases[i].devices);
+    }
+    fprintf(o, "]");
     fprintf(o, ",\"conflicts_by_kind\":{");
     for (size_t i = 0; i < r->nkinds; i++) {
         fprintf(o, "%s", i ? "," : "");
@@ -231,8 +242,9 @@ fsa_status_t fsa__report_json(const char *path, const fsa__report_meta_t *m, con
     json_str(o, m->command);
     fprintf(o,
             ",\"seed\":%" PRIu64 ",\"devices\":%d,\"ops\":%d,\"workers\":%d,\"wall_ms\":%" PRId64
-            ",\"server\":{\"url\":",
-            m->seed, m->devices, m->ops, m->workers, m->wall_ms);
+            ",\"peak_rss_kib\":{\"simulator\":%" PRId64 ",\"server\":%" PRId64
+            "},\"server\":{\"url\":",
+            m->seed, m->devices, m->ops, m->workers, m->wall_ms, m->sim_rss_kib, m->server_rss_kib);
     json_str(o, m->server_url);
     fprintf(o, ",\"binary\":");
     if (m->server_binary != NULL) {

@@ -423,7 +423,7 @@ static void ac_record_start(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     c->m_start[d->index] =
         rec_mark(f, d, fs, fieldsync_job_transition(fs, id, "INPROGRESS", NULL, &rec), &rec, 1,
                  "starting the job");
-    ac_race(c->run, d->index % c->races, id, sizeof id);
+    ac_race(c->run, fsa__race_of(d->index, f->ndev), id, sizeof id);
     c->m_race[d->index] =
         rec_mark(f, d, fs, fieldsync_job_transition(fs, id, "INPROGRESS", NULL, &rec), &rec, 1,
                  "racing for the shared job");
@@ -465,16 +465,15 @@ static void ac_finish(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     fsa__dev_close(f, d, fs);
 }
 
-/* Jobneeds are visible to every device, so every device pulls every job: one job per device
- * makes this scenario quadratic in the fleet. Past this many devices the others sit it out. */
-#define AUTOCLOSE_DEVICES_MAX 200
-
+/* Every device of the fleet takes part: its own job's people_id is its id and its race job's
+ * the race group's scope key, so that with the devices file the simulator writes (fleet.h) a
+ * device pulls its two jobs, not the fleet's. */
 static void scn_autoclose(fsa__run_t *run)
 {
     fsa__fleet_t *f = run->fleet;
-    int D = f->ndev < AUTOCLOSE_DEVICES_MAX ? f->ndev : AUTOCLOSE_DEVICES_MAX;
+    int D = f->ndev;
     run->res->devices = D;
-    ac_ctx_t c = {.run = run, .races = D / 10 > 0 ? D / 10 : 1};
+    ac_ctx_t c = {.run = run, .races = fsa__races(D)};
     c.closed = fsa_calloc((size_t)D, sizeof *c.closed);
     c.m_start = fsa_calloc((size_t)D, sizeof *c.m_start);
     c.m_race = fsa_calloc((size_t)D, sizeof *c.m_race);
@@ -494,7 +493,9 @@ static void scn_autoclose(fsa__run_t *run)
     for (int k = 0; k < c.races; k++) {
         seeds[D + k].type = FSA_TYPE_JOBNEED;
         ac_race(run, k, seeds[D + k].id, sizeof seeds[D + k].id);
-        snprintf(seeds[D + k].fields, sizeof seeds[D + k].fields, "{}");
+        char key[FSA_ID_BYTES];
+        fsa__scope_key(f, "race", k, key, sizeof key);
+        snprintf(seeds[D + k].fields, sizeof seeds[D + k].fields, "{\"people_id\":\"%s\"}", key);
     }
     if (!seed_all(run, seeds, nseed))
         goto out;
@@ -692,7 +693,10 @@ static void scn_checkpoints(fsa__run_t *run)
     }
     seeds[0].type = FSA_TYPE_JOBNEED;
     snprintf(seeds[0].id, sizeof seeds[0].id, "%s", tour);
-    snprintf(seeds[0].fields, sizeof seeds[0].fields, "{}");
+    /* The crew's (fleet.h): its checkpoints follow it into the scopes of the crew. */
+    char crew[FSA_ID_BYTES];
+    fsa__scope_key(f, "crew", -1, crew, sizeof crew);
+    snprintf(seeds[0].fields, sizeof seeds[0].fields, "{\"people_id\":\"%s\"}", crew);
     for (int k = 0; k < c.C; k++) {
         seeds[k + 1].type = FSA_TYPE_JOBNEED;
         cp_child(run, k, seeds[k + 1].id, sizeof seeds[k + 1].id);
@@ -789,11 +793,31 @@ typedef struct many_ctx {
     int total;   /* ops (escalations, entries, keys) */
     int targets; /* entities they spread over */
     int devices;
+    int sub; /* grouped (log, merge): entities per group of devices; 0: by entry (escalation) */
 } many_ctx_t;
 
 static void many_target(const many_ctx_t *c, int t, char *out, size_t cap)
 {
     entity_id(c->run, out, cap, "%s%d", c->kind == MANY_MERGE ? "job" : "ticket", t);
+}
+
+/* The entity entry e goes to: escalations spread over the crew's tickets; entries and keys go
+ * to one of the entities of their device's group (fleet.h), which no other group sees. */
+static int many_target_of(const many_ctx_t *c, int e)
+{
+    if (c->sub == 0)
+        return e % c->targets;
+    int dev = e % c->devices;
+    return (dev / FSA__GROUP_DEVICES) * c->sub + (e / c->devices) % c->sub;
+}
+
+/* The scope key of target t (fleet.h). */
+static void many_key(const many_ctx_t *c, int t, char *out, size_t cap)
+{
+    if (c->sub == 0)
+        fsa__scope_key(c->run->fleet, "crew", -1, out, cap);
+    else
+        fsa__scope_key(c->run->fleet, "grp", t / c->sub, out, cap);
 }
 
 /* Records the device's share, half before a sync and half after, so that devices interleave. */
@@ -807,7 +831,7 @@ static void many_record(fsa__fleet_t *f, fsa__device_t *d, many_ctx_t *c, int ha
         if ((mine % 2) != half)
             continue;
         char id[FSA_ID_BYTES], it[FSA_ID_BYTES + 96];
-        many_target(c, e % c->targets, id, sizeof id);
+        many_target(c, many_target_of(c, e), id, sizeof id);
         fieldsync_rec_t rec;
         if (c->kind == MANY_ESCALATE) {
             /* The library's escalation (level + 1 and a history entry, one group); the entry's
@@ -843,11 +867,24 @@ static void many_second(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     many_record(f, d, arg, 1);
 }
 
+/* An entity's fields are at most FSA_LIMIT_FIELDS_BYTES (1 MiB): a history entry or a key is
+ * about 60 bytes, so past this many a second entity takes the rest. */
+#define ENTRIES_PER_ENTITY 8000
+
+/* targets: the escalations' tickets; 0 for entries and keys, which go to their group's entities:
+ * as many per group of devices as its entries need (ENTRIES_PER_ENTITY). */
 static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
 {
     fsa__fleet_t *f = run->fleet;
     many_ctx_t c = {.run = run, .kind = kind, .total = total, .targets = targets};
     c.devices = f->ndev < total ? f->ndev : total;
+    if (targets == 0) {
+        int groups = (c.devices + FSA__GROUP_DEVICES - 1) / FSA__GROUP_DEVICES;
+        int per_dev = (total + c.devices - 1) / c.devices;
+        int in_group = c.devices < FSA__GROUP_DEVICES ? c.devices : FSA__GROUP_DEVICES;
+        c.sub = (per_dev * in_group + ENTRIES_PER_ENTITY - 1) / ENTRIES_PER_ENTITY;
+        c.targets = targets = groups * c.sub;
+    }
     seed_ent_t *seeds = fsa_calloc((size_t)targets, sizeof *seeds);
     if (seeds == NULL) {
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
@@ -856,7 +893,10 @@ static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
     for (int t = 0; t < targets; t++) {
         seeds[t].type = kind == MANY_MERGE ? FSA_TYPE_JOBNEED : FSA_TYPE_TICKET;
         many_target(&c, t, seeds[t].id, sizeof seeds[t].id);
-        snprintf(seeds[t].fields, sizeof seeds[t].fields, "{}");
+        char key[FSA_ID_BYTES];
+        many_key(&c, t, key, sizeof key);
+        snprintf(seeds[t].fields, sizeof seeds[t].fields, "{\"%s\":\"%s\"}",
+                 kind == MANY_MERGE ? "people_id" : "assignedto", key);
     }
     bool seeded = seed_all(run, seeds, (size_t)targets);
     fsa_free(seeds);
@@ -885,7 +925,9 @@ static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
     int64_t *ns = fsa_calloc((size_t)total + 1, sizeof *ns);
     for (int t = 0; devs != NULL && ns != NULL && t < targets; t++) {
         size_t n = 0;
-        for (int e = t; e < total; e += targets) {
+        for (int e = 0; e < total; e++) {
+            if (many_target_of(&c, e) != t)
+                continue;
             devs[n] = f->dev[e % c.devices].id;
             ns[n++] = e;
         }
@@ -932,20 +974,16 @@ static void scn_escalation(fsa__run_t *run)
     scn_many(run, MANY_ESCALATE, total, targets);
 }
 
-/* An entity's fields are at most FSA_LIMIT_FIELDS_BYTES (1 MiB): a history entry or a key is
- * about 60 bytes, so past this many a second entity takes the rest. */
-#define ENTRIES_PER_ENTITY 8000
-
 static void scn_ticketlog(fsa__run_t *run)
 {
     int total = 2 * run->ops > run->fleet->ndev ? 2 * run->ops : run->fleet->ndev;
-    scn_many(run, MANY_LOG, total, (total + ENTRIES_PER_ENTITY - 1) / ENTRIES_PER_ENTITY);
+    scn_many(run, MANY_LOG, total, 0);
 }
 
 static void scn_json(fsa__run_t *run)
 {
     int total = run->ops > run->fleet->ndev ? run->ops : run->fleet->ndev;
-    scn_many(run, MANY_MERGE, total, (total + ENTRIES_PER_ENTITY - 1) / ENTRIES_PER_ENTITY);
+    scn_many(run, MANY_MERGE, total, 0);
 }
 
 /* ================= attendance ================= */
@@ -1011,48 +1049,85 @@ static void att_online(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     step_drain(f, d, NULL);
 }
 
+/* A device id and its index, sorted by id: who an attendance's people_id ("p-ID") names. */
+typedef struct who_ent {
+    const char *id;
+    int index;
+} who_ent_t;
+
+static int who_cmp(const void *a, const void *b)
+{
+    return strcmp(((const who_ent_t *)a)->id, ((const who_ent_t *)b)->id);
+}
+
 /* no_extra_attendance through the protocol: the attendances of the fleet's people since the
- * scenario began, as the reader pulled them, are exactly the recorded ones. */
+ * scenario began, as the reader pulled them, are exactly the recorded ones. One pass over the
+ * reader's attendances (a query per person would scan them once per device). */
 static void count_attendance(fsa__run_t *run, const att_ctx_t *c, int64_t expected)
 {
     fsa__fleet_t *f = run->fleet;
-    int64_t found = 0;
-    char first[200] = "";
-    for (int i = 0; i < f->ndev; i++) {
-        char who[FSA_ID_BYTES + 4], after[FSA_UUID_STR_LEN + 8] = "";
-        snprintf(who, sizeof who, "p-%s", f->dev[i].id);
-        int64_t mine = 0;
-        for (bool more = true; more;) {
-            fieldsync_query_t q = FIELDSYNC_QUERY_INIT;
-            q.type = "attendance";
-            q.people_id = who;
-            q.from_ms = run->t0_wall_ms - 1000;
-            q.after_id = after[0] ? after : NULL;
-            q.limit = 1000;
-            char *json = NULL;
-            if (fieldsync_list(run->reader_fs[1], &q, &json) != FIELDSYNC_OK) {
-                run->res->how = "pulls";
-                fsa__inv_add(run->res, "no_extra_attendance", FSA__INV_FAIL,
-                             "the reader cannot query its view: %s",
-                             fieldsync_errmsg(run->reader_fs[1]));
-                fieldsync_free(json);
-                return;
-            }
-            cJSON *root = cJSON_Parse(json);
-            fieldsync_free(json);
-            mine += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "entities"));
-            const cJSON *nx = cJSON_GetObjectItemCaseSensitive(root, "next_after");
-            more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "more")) &&
-                   cJSON_IsString(nx) && strlen(nx->valuestring) < sizeof after;
-            if (more)
-                snprintf(after, sizeof after, "%s", nx->valuestring);
-            cJSON_Delete(root);
-        }
-        if (mine != c->nrecs[i] && first[0] == '\0')
-            snprintf(first, sizeof first, "; first: %s has %" PRId64 ", recorded %d", who, mine,
-                     c->nrecs[i]);
-        found += mine;
+    who_ent_t *who = fsa_calloc((size_t)f->ndev, sizeof *who);
+    int64_t *mine = fsa_calloc((size_t)f->ndev, sizeof *mine);
+    if (who == NULL || mine == NULL) {
+        fsa_free(who);
+        fsa_free(mine);
+        fsa__inv_add(run->res, "no_extra_attendance", FSA__INV_FAIL, "out of memory");
+        return;
     }
+    for (int i = 0; i < f->ndev; i++)
+        who[i] = (who_ent_t){f->dev[i].id, i};
+    qsort(who, (size_t)f->ndev, sizeof *who, who_cmp);
+    int64_t found = 0;
+    char after[FSA_UUID_STR_LEN + 8] = "";
+    bool failed = false;
+    for (bool more = true; more && !failed;) {
+        fieldsync_query_t q = FIELDSYNC_QUERY_INIT;
+        q.type = "attendance";
+        q.from_ms = run->t0_wall_ms - 1000;
+        q.after_id = after[0] ? after : NULL;
+        q.limit = 1000;
+        char *json = NULL;
+        if (fieldsync_list(run->reader_fs[1], &q, &json) != FIELDSYNC_OK) {
+            run->res->how = "pulls";
+            fsa__inv_add(run->res, "no_extra_attendance", FSA__INV_FAIL,
+                         "the reader cannot query its view: %s",
+                         fieldsync_errmsg(run->reader_fs[1]));
+            fieldsync_free(json);
+            failed = true;
+            break;
+        }
+        cJSON *root = cJSON_Parse(json);
+        fieldsync_free(json);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(root, "entities"))
+        {
+            const cJSON *fl = cJSON_GetObjectItemCaseSensitive(e, "fields");
+            const cJSON *p = cJSON_GetObjectItemCaseSensitive(fl, "people_id");
+            if (!cJSON_IsString(p) || strncmp(p->valuestring, "p-", 2) != 0)
+                continue;
+            who_ent_t key = {p->valuestring + 2, 0};
+            const who_ent_t *w = bsearch(&key, who, (size_t)f->ndev, sizeof *who, who_cmp);
+            if (w == NULL)
+                continue; /* not one of the fleet's people */
+            mine[w->index]++;
+            found++;
+        }
+        const cJSON *nx = cJSON_GetObjectItemCaseSensitive(root, "next_after");
+        more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "more")) && cJSON_IsString(nx) &&
+               strlen(nx->valuestring) < sizeof after;
+        if (more)
+            snprintf(after, sizeof after, "%s", nx->valuestring);
+        cJSON_Delete(root);
+    }
+    char first[200] = "";
+    for (int i = 0; i < f->ndev && !failed; i++)
+        if (mine[i] != c->nrecs[i] && first[0] == '\0')
+            snprintf(first, sizeof first, "; first: p-%s has %" PRId64 ", recorded %d",
+                     f->dev[i].id, mine[i], c->nrecs[i]);
+    fsa_free(who);
+    fsa_free(mine);
+    if (failed)
+        return;
     run->res->how = "pulls";
     fsa__inv_add(run->res, "no_extra_attendance",
                  found == expected && first[0] == '\0' ? FSA__INV_PASS : FSA__INV_FAIL,
@@ -1180,9 +1255,10 @@ static void fl_record(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     if (!fsa__dev_open(f, d, &fs))
         return;
     char count[FSA_ID_BYTES], log[FSA_ID_BYTES], job[FSA_ID_BYTES], it[FSA_ID_BYTES + 96];
-    entity_id(c->run, count, sizeof count, "count");
-    entity_id(c->run, log, sizeof log, "log");
-    entity_id(c->run, job, sizeof job, "job");
+    int g = d->index / FSA__GROUP_DEVICES;
+    entity_id(c->run, count, sizeof count, "count%d", g);
+    entity_id(c->run, log, sizeof log, "log%d", g);
+    entity_id(c->run, job, sizeof job, "job%d", g);
     int64_t n = (int64_t)d->index * 1000 + c->round;
     fieldsync_rec_t rec;
     /* An increment has no workflow verb: the generic op builder records it. */
@@ -1222,6 +1298,71 @@ static void fl_record(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     fsa__dev_close(f, d, fs);
 }
 
+/* counter_exact, history_entries_once and json_keys_present over every group's entities: one
+ * invariant each, the first wrong entity in its details. */
+static void fl_check_groups(fsa__run_t *run, const fl_ctx_t *c, int groups)
+{
+    fsa__fleet_t *f = run->fleet;
+    int D = f->ndev;
+    size_t cap = (size_t)FSA__GROUP_DEVICES * (size_t)c->rounds + 1;
+    const char **devs = fsa_calloc(cap, sizeof *devs);
+    int64_t *ns = fsa_calloc(cap, sizeof *ns);
+    if (devs == NULL || ns == NULL) {
+        fsa__inv_add(run->res, "counter_exact", FSA__INV_FAIL, "out of memory");
+        fsa_free(devs);
+        fsa_free(ns);
+        return;
+    }
+    tally_t tc = {.server = true}, th = {.server = true}, tj = {.server = true};
+    int64_t total_all = 0;
+    for (int g = 0; g < groups; g++) {
+        int lo = g * FSA__GROUP_DEVICES,
+            hi = lo + FSA__GROUP_DEVICES < D ? lo + FSA__GROUP_DEVICES : D;
+        int64_t total = (int64_t)(hi - lo) * c->rounds;
+        total_all += total;
+        size_t n = 0;
+        for (int i = lo; i < hi; i++)
+            for (int r = 0; r < c->rounds; r++) {
+                devs[n] = f->dev[i].id;
+                ns[n++] = (int64_t)i * 1000 + r;
+            }
+        char id[FSA_ID_BYTES], det[400];
+        int64_t v = 0;
+        char *fields = NULL;
+        entity_id(run, id, sizeof id, "count%d", g);
+        if (!read_entity(run, "counter_exact", FSA_TYPE_TICKET, id, &v, &fields))
+            goto done;
+        bool ok = fsa__check_int_field(fields, "level", total, det, sizeof det);
+        if (ok && v != 1 + total) {
+            ok = false;
+            snprintf(det, sizeof det, "version %" PRId64 ", expected %" PRId64, v, 1 + total);
+        }
+        tally(&tc, ok, id, det);
+        fsa_free(fields);
+        entity_id(run, id, sizeof id, "log%d", g);
+        if (!read_entity(run, "history_entries_once", FSA_TYPE_TICKET, id, &v, &fields))
+            goto done;
+        tally(&th,
+              fsa__check_log(fields, "ticketlog", "ticket_history", devs, ns, n, det, sizeof det),
+              id, det);
+        fsa_free(fields);
+        entity_id(run, id, sizeof id, "job%d", g);
+        if (!read_entity(run, "json_keys_present", FSA_TYPE_JOBNEED, id, &v, &fields))
+            goto done;
+        tally(&tj, fsa__check_keys(fields, "other_info", "k", devs, ns, n, det, sizeof det), id,
+              det);
+        fsa_free(fields);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "counters (%" PRId64 " increments)", total_all);
+    tally_done(run, "counter_exact", &tc, what);
+    tally_done(run, "history_entries_once", &th, "histories");
+    tally_done(run, "json_keys_present", &tj, "jobs");
+done:
+    fsa_free(devs);
+    fsa_free(ns);
+}
+
 static void scn_flaky(fsa__run_t *run)
 {
     fsa__fleet_t *f = run->fleet;
@@ -1239,17 +1380,30 @@ static void scn_flaky(fsa__run_t *run)
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
         goto out;
     }
-    seed_ent_t seeds[3];
-    memset(seeds, 0, sizeof seeds);
-    seeds[0].type = FSA_TYPE_TICKET;
-    entity_id(run, seeds[0].id, sizeof seeds[0].id, "count");
-    seeds[1].type = FSA_TYPE_TICKET;
-    entity_id(run, seeds[1].id, sizeof seeds[1].id, "log");
-    seeds[2].type = FSA_TYPE_JOBNEED;
-    entity_id(run, seeds[2].id, sizeof seeds[2].id, "job");
-    for (int i = 0; i < 3; i++)
-        snprintf(seeds[i].fields, sizeof seeds[i].fields, "{}");
-    if (!seed_all(run, seeds, 3))
+    /* A counter, a log and a job per group of devices (fleet.h), which only that group sees. */
+    int groups = (D + FSA__GROUP_DEVICES - 1) / FSA__GROUP_DEVICES;
+    seed_ent_t *seeds = fsa_calloc(3 * (size_t)groups, sizeof *seeds);
+    if (seeds == NULL) {
+        fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
+        goto out;
+    }
+    for (int g = 0; g < groups; g++) {
+        seed_ent_t *e = &seeds[3 * g];
+        char key[FSA_ID_BYTES];
+        fsa__scope_key(f, "grp", g, key, sizeof key);
+        e[0].type = FSA_TYPE_TICKET;
+        entity_id(run, e[0].id, sizeof e[0].id, "count%d", g);
+        e[1].type = FSA_TYPE_TICKET;
+        entity_id(run, e[1].id, sizeof e[1].id, "log%d", g);
+        e[2].type = FSA_TYPE_JOBNEED;
+        entity_id(run, e[2].id, sizeof e[2].id, "job%d", g);
+        snprintf(e[0].fields, sizeof e[0].fields, "{\"assignedto\":\"%s\"}", key);
+        snprintf(e[1].fields, sizeof e[1].fields, "{\"assignedto\":\"%s\"}", key);
+        snprintf(e[2].fields, sizeof e[2].fields, "{\"people_id\":\"%s\"}", key);
+    }
+    bool seeded = seed_all(run, seeds, 3 * (size_t)groups);
+    fsa_free(seeds);
+    if (!seeded)
         goto out;
     /* Clocks off by 1-4 hours, ahead or behind, on two devices in five. */
     int skewed = 0;
@@ -1315,58 +1469,15 @@ static void scn_flaky(fsa__run_t *run)
 
     if (!need_state(run, "counter_exact"))
         goto out;
-    char id[FSA_ID_BYTES], det[400];
-    int64_t v = 0, total = 0;
-    char *fields = NULL;
-    for (int i = 0; i < D; i++)
-        total += c.rounds;
-    entity_id(run, id, sizeof id, "count");
-    if (read_entity(run, "counter_exact", FSA_TYPE_TICKET, id, &v, &fields)) {
-        bool ok = fsa__check_int_field(fields, "level", total, det, sizeof det);
-        if (ok && v != 1 + total) {
-            ok = false;
-            snprintf(det, sizeof det, "version %" PRId64 ", expected %" PRId64, v, 1 + total);
-        }
-        fsa__inv_add(run->res, "counter_exact", ok ? FSA__INV_PASS : FSA__INV_FAIL,
-                     "%s (%" PRId64 " increments recorded)", det, total);
-        fsa_free(fields);
-    }
-    const char **devs = fsa_calloc((size_t)total + 1, sizeof *devs);
-    int64_t *ns = fsa_calloc((size_t)total + 1, sizeof *ns);
-    if (devs == NULL || ns == NULL) {
-        fsa_free(devs);
-        fsa_free(ns);
-        goto out;
-    }
-    size_t n = 0;
-    for (int i = 0; i < D; i++)
-        for (int r = 0; r < c.rounds; r++) {
-            devs[n] = f->dev[i].id;
-            ns[n++] = (int64_t)i * 1000 + r;
-        }
-    entity_id(run, id, sizeof id, "log");
-    if (read_entity(run, "history_entries_once", FSA_TYPE_TICKET, id, &v, &fields)) {
-        bool ok =
-            fsa__check_log(fields, "ticketlog", "ticket_history", devs, ns, n, det, sizeof det);
-        fsa__inv_add(run->res, "history_entries_once", ok ? FSA__INV_PASS : FSA__INV_FAIL, "%s",
-                     det);
-        fsa_free(fields);
-    }
-    entity_id(run, id, sizeof id, "job");
-    if (read_entity(run, "json_keys_present", FSA_TYPE_JOBNEED, id, &v, &fields)) {
-        bool ok = fsa__check_keys(fields, "other_info", "k", devs, ns, n, det, sizeof det);
-        fsa__inv_add(run->res, "json_keys_present", ok ? FSA__INV_PASS : FSA__INV_FAIL, "%s", det);
-        fsa_free(fields);
-    }
-    fsa_free(devs);
-    fsa_free(ns);
+    fl_check_groups(run, &c, groups);
     if (!need_state_of(run, "attendance_exists_once", 1))
         goto out;
     tally_t ta = {.server = true};
     for (int i = 0; i < D; i++)
         for (int k = 0; k < c.natts[i]; k++) {
+            int64_t v = 0;
+            char *fields = NULL, det[200];
             att_rec_t *a = &c.atts[(size_t)i * (size_t)c.rounds + (size_t)k];
-            fields = NULL;
             char err[FSA__ERR_BYTES];
             fsa_status_t st =
                 get_entity(run, FSA_TYPE_ATTENDANCE, a->id, &v, &fields, err, sizeof err);
@@ -1589,5 +1700,8 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
         memcpy(r->samples, f->samples, f->nsamples * sizeof *r->samples);
         r->nsamples = f->nsamples;
     }
+    fsa__fleet_mark(f, "main thread: checks");
+    memcpy(r->phases, f->phases, f->nphases * sizeof r->phases[0]);
+    r->nphases = f->nphases;
     r->duration_ms = fsa__real_ms() - t0;
 }

@@ -164,6 +164,7 @@ fsa_status_t fsa__server_start(fsa__server_t *s, const char *db, const char *dev
     close(pfd[1]);
     s->pid = (int)pid;
     s->url[0] = '\0';
+    s->admin_url[0] = '\0';
     char line[FSA__URL_BYTES + 32];
     size_t len = 0;
     int64_t deadline = now_ms() + START_TIMEOUT_MS;
@@ -184,6 +185,10 @@ fsa_status_t fsa__server_start(fsa__server_t *s, const char *db, const char *dev
         line[len] = '\0';
         len = 0;
         static const char prefix[] = "listening on ";
+        static const char admin[] = "admin listening on "; /* comes first */
+        if (strncmp(line, admin, sizeof admin - 1) == 0 &&
+            strlen(line + sizeof admin - 1) < sizeof s->admin_url)
+            snprintf(s->admin_url, sizeof s->admin_url, "%s", line + sizeof admin - 1);
         if (strncmp(line, prefix, sizeof prefix - 1) == 0 &&
             strlen(line + sizeof prefix - 1) < sizeof s->url) {
             snprintf(s->url, sizeof s->url, "%s", line + sizeof prefix - 1);

@@ -12,7 +12,8 @@
 
 static const char usage[] =
     "usage: fieldsync-server --listen HOST:PORT --db FILE|URI --devices-file FILE\n"
-    "                        [--admin-token-file FILE] [--tls-cert FILE --tls-key FILE]\n"
+    "                        [--admin-token-file FILE [--admin-listen ADDR]]\n"
+    "                        [--tls-cert FILE --tls-key FILE]\n"
     "                        [fault options] [--help]\n"
     "\n"
     "The reference server of the fieldsync protocol (push, pull, HMAC authentication) on SQLite\n"
@@ -28,7 +29,16 @@ static const char usage[] =
     "                           must not be accessible to group or others (chmod 600)\n"
     "  --admin-token-file FILE  enables the admin API under /admin/v1/ with\n"
     "                           'Authorization: Bearer <token>' (token: the file's first line,\n"
-    "                           at least 16 chars; chmod 600). Without it the admin API is off\n"
+    "                           at least 32 random chars, e.g. openssl rand -hex 16; chmod 600)\n"
+    "                           on its own listener (--admin-listen); the device listener never\n"
+    "                           serves it. Without it the admin API is off\n"
+    "  --admin-listen ADDR      where the admin API listens: HOST:PORT on loopback (port 0 picks\n"
+    "                           a free one) or unix:PATH (a socket file, mode 0600); default\n"
+    "                           127.0.0.1:0. Prints 'admin listening on URL' (before the\n"
+    "                           'listening on' line). It can read and change every entity:\n"
+    "                           an address that is not loopback is refused\n"
+    "  --admin-allow-remote     allow a non-loopback --admin-listen (then put TLS and a\n"
+    "                           firewall in front of it)\n"
     "  --tls-cert FILE          serve HTTPS with this PEM certificate (chain)\n"
     "  --tls-key FILE           and this PEM private key (chmod 600)\n"
     "  --op-retention-days D    keep op outcomes (idempotency) D days, default 180: at least as\n"
@@ -39,6 +49,9 @@ static const char usage[] =
     "                           (behind a proxy all clients share its address: raise it)\n"
     "  --request-deadline-s N   seconds a request's headers and body may take from its first\n"
     "                           line, then the connection is closed; default 120\n"
+    "  --header-timeout N       seconds a connection may take to complete a request's headers\n"
+    "                           (from its start, or from the previous answer plus the 30 s\n"
+    "                           idle timeout), then it is shut down; default 10, at most 300\n"
     "  --help                   this text\n"
     "\n"
     "Fault options (for tests and simulations; all off by default; they apply to /v1/ requests):\n"
@@ -84,11 +97,14 @@ static long long parse_num(const char *flag, const char *v, long long min, long 
 }
 
 /* Splits HOST:PORT (HOST may be [v6]) into buffers. */
-static void split_listen(const char *v, char *host, size_t hcap, char *port, size_t pcap)
+static void split_listen(const char *flag, const char *v, char *host, size_t hcap, char *port,
+                         size_t pcap)
 {
     const char *colon = strrchr(v, ':');
     if (colon == NULL || colon == v || colon[1] == '\0')
-        die_usage("--listen needs HOST:PORT", v);
+        die_usage(strcmp(flag, "--listen") == 0 ? "--listen needs HOST:PORT"
+                                                : "--admin-listen needs HOST:PORT or unix:PATH",
+                  v);
     const char *h = v;
     size_t hlen = (size_t)(colon - v);
     if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
@@ -96,11 +112,13 @@ static void split_listen(const char *v, char *host, size_t hcap, char *port, siz
         hlen -= 2;
     }
     if (hlen == 0 || hlen >= hcap || strlen(colon + 1) >= pcap)
-        die_usage("--listen needs HOST:PORT", v);
+        die_usage(strcmp(flag, "--listen") == 0 ? "--listen needs HOST:PORT"
+                                                : "--admin-listen needs HOST:PORT or unix:PATH",
+                  v);
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     memcpy(port, colon + 1, strlen(colon + 1) + 1);
-    (void)parse_num("--listen", port, 0, 65535);
+    (void)parse_num(flag, port, 0, 65535);
 }
 
 int main(int argc, char **argv)
@@ -127,11 +145,15 @@ int main(int argc, char **argv)
         }
         if (strncmp(a, "--", 2) != 0)
             die_usage("unexpected argument", a);
+        if (strcmp(a, "--admin-allow-remote") == 0) {
+            cfg.admin_remote = true;
+            continue;
+        }
         if (i + 1 >= argc)
             die_usage("this option needs a value", a);
         const char *v = argv[++i];
         if (strcmp(a, "--listen") == 0) {
-            split_listen(v, host, sizeof host, port, sizeof port);
+            split_listen(a, v, host, sizeof host, port, sizeof port);
             have_listen = true;
         } else if (strcmp(a, "--db") == 0) {
             cfg.db_path = v;
@@ -139,6 +161,17 @@ int main(int argc, char **argv)
             cfg.devices_file = v;
         } else if (strcmp(a, "--admin-token-file") == 0) {
             cfg.admin_token_file = v;
+        } else if (strcmp(a, "--admin-listen") == 0) {
+            if (strncmp(v, "unix:", 5) == 0) {
+                if (v[5] == '\0')
+                    die_usage("--admin-listen needs HOST:PORT or unix:PATH", v);
+            } else {
+                char h[256], p[16];
+                split_listen(a, v, h, sizeof h, p, sizeof p);
+            }
+            cfg.admin_listen = v;
+        } else if (strcmp(a, "--header-timeout") == 0) {
+            cfg.header_timeout_s = (int)parse_num(a, v, 1, FSA_LIMIT_SERVER_HEADER_S_MAX);
         } else if (strcmp(a, "--tls-cert") == 0) {
             cfg.tls_cert = v;
         } else if (strcmp(a, "--tls-key") == 0) {
@@ -183,6 +216,11 @@ int main(int argc, char **argv)
         die_usage("--db FILE|URI is required", NULL);
     if (cfg.devices_file == NULL)
         die_usage("--devices-file FILE is required", NULL);
+    if (cfg.admin_listen != NULL && cfg.admin_token_file == NULL)
+        die_usage("--admin-listen goes with --admin-token-file (the admin API is off without it)",
+                  NULL);
+    if (cfg.admin_remote && cfg.admin_listen == NULL)
+        die_usage("--admin-allow-remote goes with --admin-listen", NULL);
     if ((cfg.tls_cert == NULL) != (cfg.tls_key == NULL))
         die_usage("--tls-cert and --tls-key go together", NULL);
     cfg.host = host;
@@ -204,6 +242,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "fieldsync-server: %s\n", err);
         return 1;
     }
+    /* The admin line first: whoever waits for "listening on" has read it too by then. */
+    if (fsa_server_admin_url(srv)[0] != '\0')
+        printf("admin listening on %s\n", fsa_server_admin_url(srv));
     printf("listening on %s\n", fsa_server_url(srv));
     fflush(stdout);
 

@@ -11,13 +11,15 @@
 #include "sync/signer.h"
 
 /*
- * Internal to the server (server.c defines them); declared here so that the fuzz targets in
+ * Internal to the server (request.c defines them); declared here so that the fuzz targets in
  * tests/fuzz/ drive the same code the server runs on (method, target, headers, body), without
  * libmicrohttpd, sockets or the store. No I/O, no clock (now is passed in), no global state: the
  * nonce cache, the statistics and the fault generator stay in server.c, around these steps.
  */
 
 #define FSA__SERVER_URI_MAX 2048 /* a request target this long or longer is refused (414) */
+#define FSA__SERVER_PULL_DEFAULT_LIMIT 100 /* a pull without limit= */
+#define FSA__SERVER_CURSOR_PREFIX "v1."    /* a cursor is this and a change number */
 
 struct fsa_store_scope;
 
@@ -45,6 +47,17 @@ typedef struct fsa__server_route {
     bool pull;                      /* /v1/devices/<device>/changes */
     char device[FSA_ID_BYTES + 1];  /* the path's device (push and pull only) */
 } fsa__server_route_t;
+
+/* The device id among devices[0..n) (sorted by id), or NULL. */
+const fsa__server_device_t *fsa__server_device_find(const fsa__server_device_t *devices, size_t n,
+                                                    const char *id);
+
+/* A decimal integer of at most 18 digits, optionally negative (so it can neither overflow nor, as
+ * a timestamp, make the skew arithmetic overflow); false when s is NULL or anything else. */
+bool fsa__server_parse_i64(const char *s, int64_t *out);
+
+/* X-Nonce: exactly FSA_LIMIT_NONCE_HEX hex digits, as two 64-bit halves; false otherwise. */
+bool fsa__server_nonce_parse(const char *hex, uint64_t *a, uint64_t *b);
 
 /* Routes uri (a NUL-terminated target shorter than FSA__SERVER_URI_MAX) into *out. */
 void fsa__server_route(const char *uri, fsa__server_route_t *out);

@@ -23,15 +23,19 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <microhttpd.h>
-#include <zlib.h>
 
 #include "port/alloc.h"
 #include "port/files.h"
 #include "port/limits.h"
 #include "sync/codec.h"
+#include "sync/gzip.h"
 #include "sync/server/request.h"
 #include "sync/server/store.h"
 #include "sync/signer.h"
@@ -49,9 +53,7 @@
 #define CHUNKED_DISCARD_MAX ((uint64_t)RAW_BODY_MAX + 64 * 1024)
 #define TOKEN_MAX 4096
 #define CERT_MAX (256 * 1024)
-#define PULL_DEFAULT_LIMIT 100
 #define SHUTDOWN_WAIT_MS 10000
-#define CURSOR_PREFIX "v1."
 
 /* ---- statistics ---- */
 
@@ -63,6 +65,8 @@ typedef struct stats {
     atomic_llong bad_signature, unknown_device, replay, clock_skew;
     atomic_llong malformed, too_large;
     atomic_llong quota_429, budget_503, admin_unauthorized, smuggling, too_slow;
+    atomic_llong header_deadline; /* connections shut down: headers not complete in time */
+    atomic_llong before_body;     /* /v1/ requests refused on their headers, body never kept */
     atomic_llong f_latency, f_5xx, f_429, f_drop, f_reset;
 } stats_t;
 
@@ -85,12 +89,35 @@ typedef struct quota {
     int64_t last_ms;
 } quota_t;
 
+/* A connection as the header deadline sees it (the socket context of libmicrohttpd), in the
+ * server's list under conn_lock from its start to its close. */
+typedef struct conn {
+    struct conn *prev, *next;
+    int fd;
+    bool armed;          /* the deadline applies (no request's headers are complete) */
+    bool shut;           /* shut down by the watch: waiting for libmicrohttpd to close it */
+    fsa_mono_t deadline; /* when armed: its headers must be complete by then */
+} conn_t;
+
 struct fsa_server {
     fsa_port_t port; /* the posix port with the server's own log prefix */
     fsa_server_config_t cfg;
     struct MHD_Daemon *mhd;
     int listen_fd;
     char url[128];
+    /* The admin API's own listener (admin_enabled): a daemon of its own on admin_fd. */
+    struct MHD_Daemon *admin_mhd;
+    int admin_fd;
+    char admin_url[160];
+    char *admin_unix; /* the socket file to remove at the end, or NULL */
+    /* The header deadline: every open connection of both listeners (conn_t) and a watch thread
+     * that shuts down those past it (conn_watch_main). */
+    fsa_mutex_t *conn_lock;
+    fsa_cond_t *conn_cond;
+    conn_t *conns;
+    bool conn_stop; /* under conn_lock */
+    fsa_thread_t *conn_watch;
+    int64_t header_ns;
     fsa_store_t *store;
     device_t *devices;
     size_t ndevices;
@@ -138,6 +165,7 @@ typedef struct request {
     bool refused;  /* an answer was queued before the whole body came: drop the rest, then close */
     bool early;    /* early_fail holds the answer; the body is dropped as it comes */
     bool answered; /* complete and being handled: the deadline no longer applies */
+    bool on_admin; /* came to the admin listener (else the device listener) */
     fsa__server_fail_t early_fail;
     uint64_t seen;         /* body bytes received, kept or dropped */
     fsa_mono_t first_line; /* when the request line came (the request's deadline counts from it) */
@@ -280,32 +308,20 @@ static bool accepts_gzip(struct MHD_Connection *c)
     return *g >= '1' && *g <= '9'; /* q=0.5 accepts; q=0, q=0.0 refuse */
 }
 
-/* Compresses text with gzip into a new malloc'ed buffer; false (nothing allocated) when that
- * fails or does not make it smaller. */
+/* Compresses text with gzip into a new buffer; false (nothing allocated) when that fails or does
+ * not make it smaller. */
 static bool gzip_text(const char *text, size_t len, char **out, size_t *out_len)
 {
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8,
-                     Z_DEFAULT_STRATEGY) != Z_OK)
+    unsigned char *gz = NULL;
+    size_t n = 0;
+    if (fsa_gzip_compress(text, len, &gz, &n) != FSA_OK)
         return false;
-    size_t cap = deflateBound(&z, (uLong)len);
-    char *buf = fsa_malloc(cap);
-    bool ok = false;
-    if (buf != NULL) {
-        z.next_in = (Bytef *)(uintptr_t)text;
-        z.avail_in = (uInt)len;
-        z.next_out = (Bytef *)buf;
-        z.avail_out = (uInt)cap;
-        ok = deflate(&z, Z_FINISH) == Z_STREAM_END && z.total_out < len;
-    }
-    deflateEnd(&z);
-    if (!ok) {
-        fsa_free(buf);
+    if (n >= len) {
+        fsa_free(gz);
         return false;
     }
-    *out = buf;
-    *out_len = z.total_out;
+    *out = (char *)gz;
+    *out_len = n;
     return true;
 }
 
@@ -381,16 +397,6 @@ static fsa_status_t read_file(const char *what, const char *path, size_t max, bo
     return st;
 }
 
-static int device_find_cmp(const void *key, const void *elem)
-{
-    return strcmp(key, ((const device_t *)elem)->id);
-}
-
-static const device_t *device_find(const device_t *devices, size_t n, const char *id)
-{
-    return bsearch(id, devices, n, sizeof *devices, device_find_cmp);
-}
-
 /* Moves a device's scope from the decoded file into the server's device (the lists stay in one
  * allocation each, now owned by the device). */
 static fsa_status_t take_scope(device_t *dev, fsa_codec_device_t *from)
@@ -423,8 +429,8 @@ static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
 {
     char *text = NULL;
     size_t len = 0;
-    fsa_status_t st = read_file("devices file", srv->cfg.devices_file, FSA_LIMIT_BODY_BYTES, true,
-                                &text, &len, err, errlen);
+    fsa_status_t st = read_file("devices file", srv->cfg.devices_file, FSA_CODEC_DEVICES_FILE_BYTES,
+                                true, &text, &len, err, errlen);
     if (st != FSA_OK)
         return st;
     fsa_codec_device_t *devs = NULL;
@@ -523,81 +529,9 @@ static fsa_status_t load_admin_token(fsa_server_t *srv, char *err, size_t errlen
 
 /* ---- nonces ---- */
 
-static bool nonce_parse(const char *hex, uint64_t *a, uint64_t *b)
-{
-    if (strlen(hex) != FSA_LIMIT_NONCE_HEX ||
-        strspn(hex, "0123456789abcdefABCDEF") != FSA_LIMIT_NONCE_HEX)
-        return false;
-    char half[17];
-    memcpy(half, hex, 16);
-    half[16] = '\0';
-    *a = strtoull(half, NULL, 16);
-    memcpy(half, hex + 16, 16);
-    *b = strtoull(half, NULL, 16);
-    return true;
-}
-
 /* ---- authentication (PROTOCOL.md section 5) ---- */
 
 typedef fsa__server_fail_t auth_fail_t;
-
-/* A decimal integer of at most 18 digits (so it can neither overflow nor, as a timestamp, make
- * the skew arithmetic overflow), optionally negative. */
-static bool parse_i64(const char *s, int64_t *out)
-{
-    if (s == NULL)
-        return false;
-    size_t i = (s[0] == '-') ? 1 : 0;
-    size_t digits = strlen(s + i);
-    if (digits == 0 || digits > 18)
-        return false;
-    int64_t v = 0;
-    for (; s[i] != '\0'; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = s[0] == '-' ? -v : v;
-    return true;
-}
-
-void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
-                            const fsa__server_auth_in_t *in, fsa__server_auth_t *out)
-{
-    memset(out, 0, sizeof *out);
-    const device_t *d = in->device_id != NULL ? device_find(devices, n, in->device_id) : NULL;
-    if (d == NULL) {
-        out->verdict = FSA__AUTH_UNKNOWN_DEVICE;
-        out->fail = (auth_fail_t){401, "unknown_device", "unknown device"};
-        return;
-    }
-    if (in->timestamp == NULL || in->signature == NULL || in->nonce == NULL ||
-        !parse_i64(in->timestamp, &out->ts) ||
-        !nonce_parse(in->nonce, &out->nonce_a, &out->nonce_b) ||
-        fsa_signer_verify(&d->key, in->method, in->uri, in->timestamp, in->nonce,
-                          in->body != NULL ? in->body : "", in->len, in->signature) != FSA_OK) {
-        out->verdict = FSA__AUTH_BAD_SIGNATURE;
-        out->fail = (auth_fail_t){401, "bad_signature", "the request signature does not verify"};
-        return;
-    }
-    /* The signer is known only now: a path naming another device is refused after the signature
-     * so that probing does not reveal which ids exist. */
-    if (in->path_device != NULL && strcmp(in->path_device, d->id) != 0) {
-        out->verdict = FSA__AUTH_NOT_SIGNER;
-        out->fail =
-            (auth_fail_t){401, "unknown_device", "the device in the path is not the signer"};
-        return;
-    }
-    int64_t skew = in->now_ms > out->ts ? in->now_ms - out->ts : out->ts - in->now_ms;
-    if (skew > FSA_LIMIT_SKEW_MS) {
-        out->verdict = FSA__AUTH_CLOCK_SKEW;
-        out->fail =
-            (auth_fail_t){401, "clock_skew", "X-Timestamp is more than 300 s from server_time"};
-        return;
-    }
-    out->verdict = FSA__AUTH_OK;
-    out->dev = d;
-}
 
 /* ---- the per-device quota: a token bucket per device ---- */
 
@@ -651,14 +585,15 @@ static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_
     const char *ts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Timestamp");
     const char *nonce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Nonce");
     const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Signature");
-    const device_t *d = id != NULL ? device_find(srv->devices, srv->ndevices, id) : NULL;
+    const device_t *d =
+        id != NULL ? fsa__server_device_find(srv->devices, srv->ndevices, id) : NULL;
     int64_t t = 0;
     if (d == NULL) {
         bump(&srv->stats.unknown_device);
         *fail = (auth_fail_t){401, "unknown_device", "unknown device"};
         return false;
     }
-    if (!parse_i64(ts, &t) || !hex_of(nonce, FSA_LIMIT_NONCE_HEX) ||
+    if (!fsa__server_parse_i64(ts, &t) || !hex_of(nonce, FSA_LIMIT_NONCE_HEX) ||
         !hex_of(sig, FSA_SIGNER_HEX_BYTES - 1)) {
         bump(&srv->stats.bad_signature);
         *fail = (auth_fail_t){401, "bad_signature", "the request signature does not verify"};
@@ -675,6 +610,21 @@ static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_
         bump(&srv->stats.quota_429);
         *fail = (auth_fail_t){429, "overloaded", "this device is over its request quota"};
         return false;
+    }
+    /* A nonce seen already for this device (a replay of a signed request) is refused before its
+     * body is read. Only a look: the nonce is recorded after the signature verifies, so a client
+     * without the secret cannot spend a device's nonces. When the look fails, the full check
+     * after the body decides. A pull has no body: its nonce is checked once, after. */
+    uint64_t na = 0, nb = 0;
+    char canon[FSA_LIMIT_NONCE_HEX + 1];
+    bool seen = false;
+    if (rt.push && fsa__server_nonce_parse(nonce, &na, &nb)) {
+        snprintf(canon, sizeof canon, "%016" PRIx64 "%016" PRIx64, na, nb);
+        if (fsa_store_nonce_seen(srv->store, d->id, canon, now, &seen) == FSA_OK && seen) {
+            bump(&srv->stats.replay);
+            *fail = (auth_fail_t){401, "replay", "this nonce was seen before"};
+            return false;
+        }
     }
     return true;
 }
@@ -766,104 +716,6 @@ static enum MHD_Result respond_auth_fail(fsa_server_t *srv, struct MHD_Connectio
 
 /* ---- bodies ---- */
 
-/* Inflates a gzip body into a new buffer of at most FSA_LIMIT_BODY_BYTES. FSA_ETOOLARGE as soon as
- * the output would pass the limit: a gzip bomb costs at most one limit's worth of work. */
-static fsa_status_t inflate_body(const char *in, size_t in_len, char **out, size_t *out_len)
-{
-    *out = NULL;
-    *out_len = 0;
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
-        return FSA_ENOMEM;
-    size_t cap = in_len * 4 + 1024;
-    if (cap > FSA_LIMIT_BODY_BYTES + 1)
-        cap = FSA_LIMIT_BODY_BYTES + 1;
-    char *buf = fsa_malloc(cap);
-    fsa_status_t st = buf != NULL ? FSA_OK : FSA_ENOMEM;
-    size_t len = 0;
-    z.next_in = (Bytef *)(uintptr_t)in;
-    z.avail_in = (uInt)in_len;
-    while (st == FSA_OK) {
-        if (len == cap) {
-            if (cap > FSA_LIMIT_BODY_BYTES) {
-                st = FSA_ETOOLARGE;
-                break;
-            }
-            size_t ncap = cap * 2 > FSA_LIMIT_BODY_BYTES + 1 ? FSA_LIMIT_BODY_BYTES + 1 : cap * 2;
-            char *nb = fsa_realloc(buf, ncap);
-            if (nb == NULL) {
-                st = FSA_ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        z.next_out = (Bytef *)(buf + len);
-        z.avail_out = (uInt)(cap - len);
-        int rc = inflate(&z, Z_NO_FLUSH);
-        len = cap - z.avail_out;
-        if (rc == Z_STREAM_END) {
-            if (z.avail_in != 0)
-                st = FSA_EINVAL; /* trailing bytes after the gzip member */
-            else if (len > FSA_LIMIT_BODY_BYTES)
-                st = FSA_ETOOLARGE;
-            break;
-        }
-        if (rc == Z_BUF_ERROR && z.avail_in == 0 && len < cap) {
-            st = FSA_EINVAL; /* truncated stream */
-            break;
-        }
-        if (rc != Z_OK && rc != Z_BUF_ERROR) {
-            st = rc == Z_MEM_ERROR ? FSA_ENOMEM : FSA_EINVAL;
-            break;
-        }
-    }
-    inflateEnd(&z);
-    if (st != FSA_OK) {
-        fsa_free(buf);
-        return st;
-    }
-    *out = buf;
-    *out_len = len;
-    return FSA_OK;
-}
-
-fsa_status_t fsa__server_push_body(const char *content_encoding, const char *body, size_t len,
-                                   fsa_codec_push_t *push, fsa_codec_err_t *cerr,
-                                   fsa__server_fail_t *fail)
-{
-    memset(push, 0, sizeof *push);
-    *fail = (fsa__server_fail_t){0, "", ""};
-    const char *text = body != NULL ? body : "";
-    char *owned = NULL;
-    if (content_encoding != NULL && strcasecmp(content_encoding, "identity") != 0) {
-        if (strcasecmp(content_encoding, "gzip") != 0) {
-            *fail = (fsa__server_fail_t){400, "malformed", "unsupported Content-Encoding"};
-            return FSA_EINVAL;
-        }
-        fsa_status_t st = inflate_body(text, len, &owned, &len);
-        if (st == FSA_ETOOLARGE)
-            *fail = (fsa__server_fail_t){413, "too_large", "the inflated body is over 1 MiB"};
-        else if (st == FSA_EINVAL)
-            *fail = (fsa__server_fail_t){400, "malformed", "the gzip body is corrupt"};
-        else if (st != FSA_OK)
-            *fail = (fsa__server_fail_t){500, "internal", "out of memory"};
-        if (st != FSA_OK)
-            return st == FSA_ETOOLARGE || st == FSA_EINVAL ? st : FSA_ENOMEM;
-        text = owned;
-    }
-    fsa_status_t st = fsa_codec_decode_push(text, len, push, cerr);
-    fsa_free(owned);
-    if (st == FSA_ETOOLARGE)
-        *fail = (fsa__server_fail_t){413, "too_large", cerr->message};
-    else if (st == FSA_EINVAL)
-        *fail = (fsa__server_fail_t){400, "malformed", cerr->message};
-    else if (st != FSA_OK)
-        *fail = (fsa__server_fail_t){500, "internal", "out of memory"};
-    return st == FSA_OK || st == FSA_ETOOLARGE || st == FSA_EINVAL ? st : FSA_ENOMEM;
-}
-
 /* Answers a refused body, counting it. */
 static enum MHD_Result respond_body_fail(fsa_server_t *srv, struct MHD_Connection *c,
                                          const fsa__server_fail_t *f)
@@ -938,51 +790,11 @@ static enum MHD_Result handle_push(fsa_server_t *srv, struct MHD_Connection *c, 
     return ret;
 }
 
-/* Finds name=value in a raw query string (no percent-decoding: our values never need it). */
-static bool query_get(const char *query, const char *name, char *out, size_t cap, bool *present)
-{
-    size_t nlen = strlen(name);
-    *present = false;
-    out[0] = '\0';
-    for (const char *p = query; p != NULL && *p != '\0';) {
-        const char *amp = strchr(p, '&');
-        size_t plen = amp != NULL ? (size_t)(amp - p) : strlen(p);
-        if (plen >= nlen && strncmp(p, name, nlen) == 0 && (plen == nlen || p[nlen] == '=')) {
-            size_t vlen = plen > nlen ? plen - nlen - 1 : 0;
-            if (vlen >= cap)
-                return false;
-            memcpy(out, p + nlen + (plen > nlen ? 1 : 0), vlen);
-            out[vlen] = '\0';
-            *present = true;
-            return true;
-        }
-        p = amp != NULL ? amp + 1 : NULL;
-    }
-    return true;
-}
-
-bool fsa__server_pull_query(const char *query, int64_t *since, int64_t *limit)
-{
-    char since_s[FSA_CODEC_CURSOR_BYTES];
-    char limit_s[16];
-    bool has_since = false, has_limit = false;
-    *since = 0;
-    *limit = PULL_DEFAULT_LIMIT;
-    const size_t plen = strlen(CURSOR_PREFIX);
-    return query_get(query, "since", since_s, sizeof since_s, &has_since) &&
-           query_get(query, "limit", limit_s, sizeof limit_s, &has_limit) &&
-           !(has_since && since_s[0] != '\0' &&
-             (strncmp(since_s, CURSOR_PREFIX, plen) != 0 || !parse_i64(since_s + plen, since) ||
-              *since < 0)) &&
-           !(has_limit &&
-             (!parse_i64(limit_s, limit) || *limit < 1 || *limit > FSA_STORE_PULL_MAX));
-}
-
 static enum MHD_Result handle_pull(fsa_server_t *srv, struct MHD_Connection *c, const char *query,
                                    const device_t *dev)
 {
     int64_t since = 0;
-    int64_t limit = PULL_DEFAULT_LIMIT;
+    int64_t limit = FSA__SERVER_PULL_DEFAULT_LIMIT;
     if (!fsa__server_pull_query(query, &since, &limit)) {
         bump(&srv->stats.malformed);
         return respond_error(srv, c, 400, "malformed",
@@ -996,7 +808,7 @@ static enum MHD_Result handle_pull(fsa_server_t *srv, struct MHD_Connection *c, 
         fsa_log(&srv->port, FSA_LOG_ERROR, "pull for %s failed: %s", dev->id, fsa_status_str(st));
         return respond_error(srv, c, 500, "internal", "the server could not read its store");
     }
-    snprintf(pull.cursor, sizeof pull.cursor, CURSOR_PREFIX "%" PRId64, next);
+    snprintf(pull.cursor, sizeof pull.cursor, FSA__SERVER_CURSOR_PREFIX "%" PRId64, next);
     pull.server_time_ms = now_ms(srv);
     char *text = NULL;
     size_t len = 0;
@@ -1149,7 +961,8 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         "\"clock_skew\":%lld},"
         "\"bad_requests\":{\"malformed\":%lld,\"too_large\":%lld,\"smuggling\":%lld},"
         "\"refused\":{\"device_quota\":%lld,\"body_budget\":%lld,"
-        "\"admin_unauthorized\":%lld,\"too_slow\":%lld},"
+        "\"admin_unauthorized\":%lld,\"too_slow\":%lld,\"header_deadline\":%lld,"
+        "\"before_body\":%lld},"
         "\"faults\":{\"latency\":%lld,\"5xx\":%lld,\"429\":%lld,\"drop\":%lld,\"reset\":%lld},"
         "\"store\":{\"entities\":%" PRId64 ",\"ops\":%" PRId64 ",\"last_change\":%" PRId64
         ",\"ops_expired\":%lld},"
@@ -1159,9 +972,9 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         get(&s->ops[2]), get(&s->ops[3]), get(&s->bad_signature), get(&s->unknown_device),
         get(&s->replay), get(&s->clock_skew), get(&s->malformed), get(&s->too_large),
         get(&s->smuggling), get(&s->quota_429), get(&s->budget_503), get(&s->admin_unauthorized),
-        get(&s->too_slow), get(&s->f_latency), get(&s->f_5xx), get(&s->f_429), get(&s->f_drop),
-        get(&s->f_reset), ents, ops, last, get(&s->ops_expired), srv->ndevices,
-        now - srv->started_ms, now);
+        get(&s->too_slow), get(&s->header_deadline), get(&s->before_body), get(&s->f_latency),
+        get(&s->f_5xx), get(&s->f_429), get(&s->f_drop), get(&s->f_reset), ents, ops, last,
+        get(&s->ops_expired), srv->ndevices, now - srv->started_ms, now);
     if (n < 0 || (size_t)n >= cap) {
         fsa_free(text);
         return respond_error(srv, c, 500, "internal", "statistics did not fit");
@@ -1255,42 +1068,19 @@ static enum MHD_Result handle_admin(fsa_server_t *srv, struct MHD_Connection *c,
 
 /* ---- routing ---- */
 
-void fsa__server_route(const char *uri, fsa__server_route_t *out)
-{
-    char *path = out->path;
-    snprintf(path, sizeof out->path, "%s", uri);
-    char *q = strchr(path, '?');
-    out->query = "";
-    if (q != NULL) {
-        *q = '\0';
-        out->query = uri + (q - path) + 1;
-    }
-    out->admin = strncmp(path, "/admin/v1/", 10) == 0;
-    out->push = out->pull = false;
-    out->device[0] = '\0';
-    if (out->admin)
-        return;
-
-    static const char prefix[] = "/v1/devices/";
-    if (strncmp(path, prefix, sizeof prefix - 1) == 0) {
-        const char *d = path + sizeof prefix - 1;
-        const char *tail = strchr(d, '/');
-        if (tail != NULL && (size_t)(tail - d) < sizeof out->device) {
-            memcpy(out->device, d, (size_t)(tail - d));
-            out->device[tail - d] = '\0';
-            out->push = strcmp(tail, "/ops") == 0;
-            out->pull = strcmp(tail, "/changes") == 0;
-        }
-    }
-}
-
 static enum MHD_Result handle_request(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
                                       const char *method)
 {
     fsa__server_route_t rt;
     fsa__server_route(req->uri, &rt);
-    if (rt.admin)
+    /* Each listener serves its own paths: /admin/v1/ only on the admin listener, the device
+     * protocol only on the device listener; anything else is an unknown path to either. */
+    if (rt.admin && req->on_admin)
         return handle_admin(srv, c, req, method, rt.path);
+    if (rt.admin || req->on_admin) {
+        bump(&srv->stats.other);
+        return respond_error(srv, c, 404, "not_found", "no such resource");
+    }
     const char *query = rt.query, *devid = rt.device;
     bool is_push = rt.push, is_pull = rt.pull;
     if (!is_push && !is_pull) {
@@ -1349,15 +1139,28 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     return req;
 }
 
+/* The same for the admin listener: its requests are marked as its own. */
+static void *on_uri_admin(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    request_t *req = on_uri(cls, uri, c);
+    if (req != NULL)
+        req->on_admin = true;
+    return req;
+}
+
+static void conn_arm(fsa_server_t *srv, struct MHD_Connection *c, bool armed, int64_t in_ns);
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)c;
     (void)toe;
     fsa_server_t *srv = cls;
     request_t *req = *con_cls;
     if (req == NULL)
         return;
+    /* The connection may carry a next request: its headers must come within the idle timeout
+     * (libmicrohttpd's) plus the header deadline. */
+    conn_arm(srv, c, true, srv->header_ns + FSA_LIMIT_SERVER_IDLE_S * INT64_C(1000000000));
     fsa_free(req->body);
     budget_release(srv, req->cap);
     fsa_free(req);
@@ -1422,7 +1225,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     request_t *req = *con_cls;
     if (req == NULL)
         return MHD_NO; /* on_uri could not allocate: close the connection */
-    bool is_v1 = strncmp(req->uri, "/v1/", 4) == 0;
+    bool is_v1 = !req->on_admin && strncmp(req->uri, "/v1/", 4) == 0;
     int64_t deadline_s =
         srv->cfg.request_deadline_s > 0 ? srv->cfg.request_deadline_s : FSA_LIMIT_SERVER_REQUEST_S;
     if (!req->answered && fsa_mono_diff_ns(srv->port.mono_now(srv->port.ctx), req->first_line) >
@@ -1434,6 +1237,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (!req->started) {
         req->started = true;
+        conn_arm(srv, c, false, 0); /* the headers are complete */
         if (is_v1 && fault_hit(srv, srv->cfg.faults.rate_reset)) {
             bump(&srv->stats.f_reset);
             return MHD_NO; /* close before processing */
@@ -1456,7 +1260,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         req->chunked = cl == NULL;
         int64_t clen = 0;
-        if (cl != NULL && parse_i64(cl, &clen) && clen > RAW_BODY_MAX) {
+        if (cl != NULL && fsa__server_parse_i64(cl, &clen) && clen > RAW_BODY_MAX) {
             /* PROTOCOL.md section 3: a refusal must reach a client that is still sending. A
              * client waiting for "100 Continue" has sent nothing yet and gets the 413 at once; a
              * client that sends its body without waiting has its body read and dropped (up to
@@ -1476,6 +1280,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
          * comes at once to a client waiting for "100 Continue", else after its body was read
          * and dropped (PROTOCOL.md section 3: a refusal reaches a client still sending). */
         if (is_v1 && !req->body_too_large && !precheck(srv, c, req, method, &req->early_fail)) {
+            bump(&srv->stats.before_body);
             const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
             if (expect != NULL && strcasecmp(expect, "100-continue") == 0) {
                 req->refused = true;
@@ -1626,9 +1431,153 @@ static void sweeper_stop(fsa_server_t *srv)
     srv->sweeper = NULL;
 }
 
+/* ---- the header deadline: a watch over every open connection ---- */
+
+static int64_t conn_tick_ns(const fsa_server_t *srv)
+{
+    /* A quarter of the deadline, at most a second: a connection is shut down at most a quarter
+     * (or a second) after its deadline. */
+    int64_t t = srv->header_ns / 4;
+    return t > INT64_C(1000000000) ? INT64_C(1000000000) : t;
+}
+
+/* libmicrohttpd's notice of a connection's start and close (both listeners). A new connection's
+ * headers (and TLS handshake) must be complete within the header deadline. The close comes before
+ * libmicrohttpd closes the socket, and takes conn_lock: the watch never shuts down a descriptor
+ * that was closed (and maybe reused) meanwhile. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    fsa_server_t *srv = cls;
+    const fsa_port_t *port = &srv->port;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_t *k = ci != NULL ? fsa_calloc(1, sizeof *k) : NULL;
+        if (k == NULL)
+            return; /* not watched: the idle timeout still applies */
+        k->fd = ci->connect_fd;
+        k->armed = true;
+        k->deadline = fsa_mono_add_ns(port->mono_now(port->ctx), srv->header_ns);
+        port->mutex_lock(port->ctx, srv->conn_lock);
+        k->next = srv->conns;
+        if (srv->conns != NULL)
+            srv->conns->prev = k;
+        srv->conns = k;
+        port->mutex_unlock(port->ctx, srv->conn_lock);
+        *socket_context = k;
+        return;
+    }
+    conn_t *k = *socket_context;
+    if (k == NULL)
+        return;
+    port->mutex_lock(port->ctx, srv->conn_lock);
+    if (k->prev != NULL)
+        k->prev->next = k->next;
+    else
+        srv->conns = k->next;
+    if (k->next != NULL)
+        k->next->prev = k->prev;
+    port->mutex_unlock(port->ctx, srv->conn_lock);
+    fsa_free(k);
+    *socket_context = NULL;
+}
+
+/* Arms the connection's deadline in_ns from now (armed), or lifts it (its headers came). */
+static void conn_arm(fsa_server_t *srv, struct MHD_Connection *c, bool armed, int64_t in_ns)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_t *k = ci != NULL ? ci->socket_context : NULL;
+    if (k == NULL)
+        return;
+    const fsa_port_t *port = &srv->port;
+    fsa_mono_t at = fsa_mono_add_ns(port->mono_now(port->ctx), in_ns);
+    port->mutex_lock(port->ctx, srv->conn_lock);
+    k->armed = armed;
+    k->deadline = at;
+    port->mutex_unlock(port->ctx, srv->conn_lock);
+}
+
+/*
+ * The watch: every tick, shuts down (shutdown(2), both ways) each connection whose headers are
+ * past their deadline; libmicrohttpd's worker then sees the end of the stream and closes it.
+ * Nothing is answered (libmicrohttpd answers only complete requests).
+ */
+static void *conn_watch_main(void *arg)
+{
+    fsa_server_t *srv = arg;
+    const fsa_port_t *port = &srv->port;
+    int64_t tick = conn_tick_ns(srv);
+    port->mutex_lock(port->ctx, srv->conn_lock);
+    while (!srv->conn_stop) {
+        fsa_mono_t now = port->mono_now(port->ctx);
+        long long shut = 0;
+        for (conn_t *k = srv->conns; k != NULL; k = k->next) {
+            if (k->armed && !k->shut && fsa_mono_diff_ns(now, k->deadline) > 0) {
+                (void)shutdown(k->fd, SHUT_RDWR); /* may fail on a socket closing already */
+                k->shut = true;
+                shut++;
+            }
+        }
+        if (shut > 0) {
+            long long total =
+                atomic_fetch_add_explicit(&srv->stats.header_deadline, shut, memory_order_relaxed) +
+                shut;
+            port->mutex_unlock(port->ctx, srv->conn_lock);
+            warn_limited(srv,
+                         "shut down %lld connection(s) whose headers were not complete within %lld "
+                         "s (%lld so far)",
+                         shut, (long long)(srv->header_ns / 1000000000), total);
+            port->mutex_lock(port->ctx, srv->conn_lock);
+        }
+        fsa_mono_t deadline = fsa_mono_add_ns(port->mono_now(port->ctx), tick);
+        while (!srv->conn_stop &&
+               port->cond_wait(port->ctx, srv->conn_cond, srv->conn_lock, deadline) == FSA_OK)
+            ;
+    }
+    port->mutex_unlock(port->ctx, srv->conn_lock);
+    return NULL;
+}
+
+static void conn_watch_stop(fsa_server_t *srv)
+{
+    if (srv->conn_watch == NULL)
+        return;
+    srv->port.mutex_lock(srv->port.ctx, srv->conn_lock);
+    srv->conn_stop = true;
+    srv->port.cond_broadcast(srv->port.ctx, srv->conn_cond);
+    srv->port.mutex_unlock(srv->port.ctx, srv->conn_lock);
+    (void)srv->port.thread_join(srv->port.ctx, srv->conn_watch, NULL);
+    srv->conn_watch = NULL;
+}
+
 /* ---- start and stop ---- */
 
-static fsa_status_t bind_listen(fsa_server_t *srv, char *err, size_t errlen)
+/* True for an address of the loopback interface: 127.0.0.0/8, ::1, or ::ffff:127.x.y.z. */
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
+    return false;
+}
+
+/*
+ * Binds and listens on host:port (TCP). *fd the socket, url "SCHEME://HOST:PORT" with the real
+ * port. loopback_only: an address that is not loopback is refused (FSA_EPERM), what names the
+ * listener in the messages.
+ */
+static fsa_status_t bind_tcp(const char *what, const char *host, const char *port, bool tls,
+                             bool loopback_only, int *out_fd, char *url, size_t urlcap, char *err,
+                             size_t errlen)
 {
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
@@ -1636,11 +1585,20 @@ static fsa_status_t bind_listen(fsa_server_t *srv, char *err, size_t errlen)
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(srv->cfg.host, srv->cfg.port, &hints, &ai);
+    int rc = getaddrinfo(host, port, &hints, &ai);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot resolve the listen address %s:%s: %s", srv->cfg.host,
-                 srv->cfg.port, gai_strerror(rc));
+        snprintf(err, errlen, "cannot resolve the %s address %s:%s: %s", what, host, port,
+                 gai_strerror(rc));
         return FSA_EINVAL;
+    }
+    if (loopback_only && !is_loopback(ai->ai_addr)) {
+        snprintf(err, errlen,
+                 "the %s address %s:%s is not a loopback address: the admin API can change "
+                 "every entity, so it listens on loopback (or a unix socket) unless "
+                 "--admin-allow-remote says otherwise",
+                 what, host, port);
+        freeaddrinfo(ai);
+        return FSA_EPERM;
     }
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     int one = 1;
@@ -1648,8 +1606,7 @@ static fsa_status_t bind_listen(fsa_server_t *srv, char *err, size_t errlen)
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
         int e = errno;
-        snprintf(err, errlen, "cannot listen on %s:%s: %s", srv->cfg.host, srv->cfg.port,
-                 strerror(e));
+        snprintf(err, errlen, "cannot listen on %s:%s (%s): %s", host, port, what, strerror(e));
         st = e == EADDRINUSE ? FSA_EBUSY : FSA_EIO;
         if (fd >= 0)
             close(fd);
@@ -1661,19 +1618,111 @@ static fsa_status_t bind_listen(fsa_server_t *srv, char *err, size_t errlen)
         return st; // cppcheck-suppress resourceLeak ; fd was closed above whenever st != FSA_OK
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    unsigned port = 0;
+    unsigned bound = 0;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
         if (ss.ss_family == AF_INET)
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            bound = ntohs(((struct sockaddr_in *)&ss)->sin_port);
         else if (ss.ss_family == AF_INET6)
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+            bound = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
-    bool v6 = family == AF_INET6 && strchr(srv->cfg.host, ':') != NULL;
-    snprintf(srv->url, sizeof srv->url, "%s://%s%s%s:%u",
-             srv->cfg.tls_cert != NULL ? "https" : "http", v6 ? "[" : "", srv->cfg.host,
-             v6 ? "]" : "", port);
-    srv->listen_fd = fd;
+    bool v6 = family == AF_INET6 && strchr(host, ':') != NULL;
+    snprintf(url, urlcap, "%s://%s%s%s:%u", tls ? "https" : "http", v6 ? "[" : "", host,
+             v6 ? "]" : "", bound);
+    *out_fd = fd;
     return FSA_OK;
+}
+
+/*
+ * Binds and listens on a unix socket at path, mode 0600 (only this user may connect). A socket
+ * left by a previous run is replaced; any other file there is refused.
+ */
+static fsa_status_t bind_unix(const char *path, int *out_fd, char *err, size_t errlen)
+{
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    if (path[0] == '\0' || strlen(path) >= sizeof a.sun_path) {
+        snprintf(err, errlen, "the admin socket path is empty or over %zu bytes: '%s'",
+                 sizeof a.sun_path - 1, path);
+        return FSA_EINVAL;
+    }
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    struct stat sb;
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISSOCK(sb.st_mode)) {
+            snprintf(err, errlen,
+                     "refusing the admin socket %s: a file that is not a socket is there", path);
+            return FSA_EPERM;
+        }
+        /* A socket someone still listens on is in use; one left by an earlier run is
+         * replaced. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool live = probe >= 0 && connect(probe, (struct sockaddr *)&a, sizeof a) == 0;
+        if (probe >= 0)
+            close(probe);
+        if (live) {
+            snprintf(err, errlen, "cannot listen on the admin socket %s: another process does",
+                     path);
+            return FSA_EBUSY;
+        }
+        (void)unlink(path); /* bind reports what remains */
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* bind creates the file with the umask's mode: 0600 from the start (the server is still
+     * starting: no other thread creates files now), and chmod'ed again to be sure. */
+    int brc = -1;
+    if (fd >= 0) {
+        mode_t old = umask(0177);
+        brc = bind(fd, (struct sockaddr *)&a, sizeof a);
+        (void)umask(old);
+    }
+    if (fd < 0 || brc != 0 || chmod(path, 0600) != 0 || listen(fd, 64) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on the admin socket %s: %s", path, strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return e == EADDRINUSE ? FSA_EBUSY : FSA_EIO;
+    }
+    *out_fd = fd;
+    return FSA_OK;
+}
+
+/* The admin API's listener: cfg->admin_listen ("HOST:PORT", "unix:PATH"; NULL: 127.0.0.1:0). */
+static fsa_status_t bind_admin(fsa_server_t *srv, char *err, size_t errlen)
+{
+    const char *v = srv->cfg.admin_listen != NULL ? srv->cfg.admin_listen : "127.0.0.1:0";
+    if (strncmp(v, "unix:", 5) == 0) {
+        fsa_status_t st = bind_unix(v + 5, &srv->admin_fd, err, errlen);
+        if (st != FSA_OK)
+            return st;
+        size_t n = strlen(v + 5);
+        srv->admin_unix = fsa_malloc(n + 1);
+        if (srv->admin_unix == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return FSA_ENOMEM;
+        }
+        memcpy(srv->admin_unix, v + 5, n + 1);
+        snprintf(srv->admin_url, sizeof srv->admin_url, "%s", v);
+        return FSA_OK;
+    }
+    char host[256], port[16];
+    const char *colon = strrchr(v, ':');
+    size_t hlen = colon != NULL ? (size_t)(colon - v) : 0;
+    const char *h = v;
+    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    if (colon == NULL || hlen == 0 || hlen >= sizeof host || colon[1] == '\0' ||
+        strlen(colon + 1) >= sizeof port) {
+        snprintf(err, errlen, "the admin address needs HOST:PORT or unix:PATH: '%s'", v);
+        return FSA_EINVAL;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    memcpy(port, colon + 1, strlen(colon + 1) + 1);
+    return bind_tcp("admin", host, port, srv->tls_cert != NULL, !srv->cfg.admin_remote,
+                    &srv->admin_fd, srv->admin_url, sizeof srv->admin_url, err, errlen);
 }
 
 static unsigned worker_threads(void)
@@ -1696,9 +1745,16 @@ static void server_free(fsa_server_t *srv)
     if (srv == NULL)
         return;
     sweeper_stop(srv);
+    conn_watch_stop(srv);
     fsa_store_close(srv->store);
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
+    if (srv->admin_fd >= 0)
+        close(srv->admin_fd);
+    if (srv->admin_unix != NULL) {
+        (void)unlink(srv->admin_unix);
+        fsa_free(srv->admin_unix);
+    }
     for (size_t i = 0; i < srv->ndevices; i++) {
         fsa_signer_key_wipe(&srv->devices[i].key);
         scope_free(srv->devices[i].scope);
@@ -1715,6 +1771,8 @@ static void server_free(fsa_server_t *srv)
     srv->port.mutex_free(srv->port.ctx, srv->quota_lock);
     srv->port.mutex_free(srv->port.ctx, srv->admin_lock);
     srv->port.mutex_free(srv->port.ctx, srv->log_lock);
+    srv->port.mutex_free(srv->port.ctx, srv->conn_lock);
+    srv->port.cond_free(srv->port.ctx, srv->conn_cond);
     fsa_free(srv->quota);
     fsa_free(srv);
 }
@@ -1745,6 +1803,10 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     srv->port.log = server_log;
     srv->cfg = *cfg;
     srv->listen_fd = -1;
+    srv->admin_fd = -1;
+    srv->header_ns =
+        (cfg->header_timeout_s > 0 ? cfg->header_timeout_s : FSA_LIMIT_SERVER_HEADER_S) *
+        INT64_C(1000000000);
     srv->started_ms = now_ms(srv);
     atomic_init(&srv->in_flight, 0);
     atomic_init(&srv->fault_counter, 0);
@@ -1757,6 +1819,10 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
         st = srv->port.mutex_new(srv->port.ctx, &srv->admin_lock);
     if (st == FSA_OK)
         st = srv->port.mutex_new(srv->port.ctx, &srv->log_lock);
+    if (st == FSA_OK)
+        st = srv->port.mutex_new(srv->port.ctx, &srv->conn_lock);
+    if (st == FSA_OK)
+        st = srv->port.cond_new(srv->port.ctx, &srv->conn_cond);
     if (st != FSA_OK) {
         snprintf(err, errlen, "out of memory");
         st = FSA_ENOMEM;
@@ -1805,7 +1871,15 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
         snprintf(err, errlen, "cannot start the op log sweeper");
         goto out;
     }
-    st = bind_listen(srv, err, errlen);
+    st = srv->port.thread_create(srv->port.ctx, &srv->conn_watch, conn_watch_main, srv);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "cannot start the connection watch");
+        goto out;
+    }
+    st = bind_tcp("listen", cfg->host, cfg->port, srv->tls_cert != NULL, false, &srv->listen_fd,
+                  srv->url, sizeof srv->url, err, errlen);
+    if (st == FSA_OK && srv->admin_enabled)
+        st = bind_admin(srv, err, errlen);
     if (st != FSA_OK)
         goto out;
 
@@ -1834,9 +1908,9 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
         MHD_OPTION_LISTEN_SOCKET, srv->listen_fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)FSA_LIMIT_SERVER_IDLE_S,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)FSA_LIMIT_SERVER_CONNECTIONS,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)FSA_LIMIT_SERVER_IDLE_S, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)FSA_LIMIT_SERVER_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)(cfg->per_addr_connections > 0 ? cfg->per_addr_connections
                                                  : FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR),
         MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
@@ -1846,8 +1920,34 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
         st = FSA_EIO;
         goto out;
     }
+    srv->listen_fd = -1; /* MHD's now */
+    if (srv->admin_fd >= 0) {
+        /* The admin listener: a few threads of its own (its callers are an operator and
+         * scripts), the same limits and deadlines, TLS as the device listener has unless it is
+         * a unix socket. */
+        bool admin_tls = srv->tls_cert != NULL && srv->admin_unix == NULL;
+        unsigned aflags = flags & ~(unsigned)MHD_USE_TLS;
+        if (admin_tls)
+            aflags |= MHD_USE_TLS;
+        srv->admin_mhd = MHD_start_daemon(
+            aflags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+            MHD_OPTION_LISTEN_SOCKET, srv->admin_fd, MHD_OPTION_THREAD_POOL_SIZE, 2u,
+            MHD_OPTION_URI_LOG_CALLBACK, on_uri_admin, srv, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)FSA_LIMIT_SERVER_IDLE_S,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR,
+            MHD_OPTION_ARRAY, admin_tls ? tls_opts : tls_opts + 3, MHD_OPTION_END);
+        if (srv->admin_mhd == NULL) {
+            snprintf(err, errlen, "cannot start the admin API's listener on %s", srv->admin_url);
+            st = FSA_EIO;
+            goto out;
+        }
+        srv->admin_fd = -1; /* MHD's now */
+    }
 out:
     if (st != FSA_OK) {
+        if (srv->mhd != NULL)
+            MHD_stop_daemon(srv->mhd); /* closes its listening socket */
         server_free(srv);
         return st;
     }
@@ -1858,6 +1958,11 @@ out:
 const char *fsa_server_url(const fsa_server_t *srv)
 {
     return srv != NULL ? srv->url : "";
+}
+
+const char *fsa_server_admin_url(const fsa_server_t *srv)
+{
+    return srv != NULL ? srv->admin_url : "";
 }
 
 void fsa_server_stop(fsa_server_t *srv)
@@ -1871,6 +1976,11 @@ void fsa_server_stop(fsa_server_t *srv)
         if (s != MHD_INVALID_SOCKET)
             close(s);
         srv->listen_fd = -1;
+        if (srv->admin_mhd != NULL) {
+            s = MHD_quiesce_daemon(srv->admin_mhd);
+            if (s != MHD_INVALID_SOCKET)
+                close(s);
+        }
         /* Requests already received finish and get their answers; idle keep-alive connections
          * are closed by MHD_stop_daemon. */
         for (int waited = 0; atomic_load(&srv->in_flight) > 0 && waited < SHUTDOWN_WAIT_MS;
@@ -1878,6 +1988,9 @@ void fsa_server_stop(fsa_server_t *srv)
             srv->port.sleep(srv->port.ctx, 10 * FSA_NS_PER_MS);
         MHD_stop_daemon(srv->mhd);
         srv->mhd = NULL;
+        if (srv->admin_mhd != NULL)
+            MHD_stop_daemon(srv->admin_mhd);
+        srv->admin_mhd = NULL;
     }
     server_free(srv);
 }

@@ -25,9 +25,15 @@ typedef struct fsa_server_config {
     const char *db_path;          /* the store (created when missing) */
     const char *devices_file;     /* {"devices": [{"id", "secret"}]}, mode 0600 or stricter */
     const char *admin_token_file; /* NULL: no admin API (its paths answer 404) */
-    const char *tls_cert;         /* PEM certificate chain; NULL for plain HTTP */
-    const char *tls_key;          /* PEM private key, mode 0600 or stricter */
-    int64_t op_retention_ms;      /* op outcomes older than this are removed; <= 0: default */
+    /* Where the admin API listens (with admin_token_file): "HOST:PORT" (port 0: a free one) or
+     * "unix:PATH" (a socket file of mode 0600). NULL: "127.0.0.1:0". Never the device listener,
+     * which answers /admin/ paths as unknown. A HOST that is not loopback is refused unless
+     * admin_remote is set. */
+    const char *admin_listen;
+    bool admin_remote;
+    const char *tls_cert;    /* PEM certificate chain; NULL for plain HTTP */
+    const char *tls_key;     /* PEM private key, mode 0600 or stricter */
+    int64_t op_retention_ms; /* op outcomes older than this are removed; <= 0: default */
     /* Requests a second one device may make (burst: 4 times as many); 0: the default,
      * FSA_LIMIT_DEVICE_REQ_PER_S (port/limits.h), at most FSA_LIMIT_DEVICE_REQ_PER_S_MAX. */
     int device_rate;
@@ -35,6 +41,9 @@ typedef struct fsa_server_config {
     int request_deadline_s;
     /* Connections from one address at once; 0: FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR. */
     int per_addr_connections;
+    /* Seconds a request's headers may take (from the connection's start, or from the previous
+     * answer plus the idle timeout); 0: FSA_LIMIT_SERVER_HEADER_S. */
+    int header_timeout_s;
     fsa_server_faults_t faults;
 } fsa_server_config_t;
 
@@ -58,6 +67,10 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
 
 /* "http://HOST:PORT" (or https) with the real port. Owned by the server. */
 const char *fsa_server_url(const fsa_server_t *srv);
+
+/* The admin API's address: "http://HOST:PORT" (or https) with the real port, or "unix:PATH";
+ * "" without the admin API. Owned by the server. */
+const char *fsa_server_admin_url(const fsa_server_t *srv);
 
 /* Stops accepting connections, lets requests in flight finish (at most 10 s), stops the threads,
  * closes the store cleanly and frees the server. NULL is accepted. */

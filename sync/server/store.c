@@ -3,6 +3,7 @@
 #include "sync/server/store.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "port/alloc.h"
@@ -123,6 +124,19 @@ fsa_status_t fsa_store_nonce(fsa_store_t *store, const char *device, const char 
     return st;
 }
 
+fsa_status_t fsa_store_nonce_seen(fsa_store_t *store, const char *device, const char *nonce,
+                                  int64_t now_ms, bool *seen)
+{
+    if (seen != NULL)
+        *seen = false;
+    if (store == NULL || device == NULL || nonce == NULL || seen == NULL)
+        return FSA_EINVAL;
+    fsa_status_t st = store->ops->nonce_seen(store, device, nonce, now_ms, seen);
+    if (st != FSA_OK)
+        *seen = false;
+    return st;
+}
+
 fsa_status_t fsa_store_sweep_ops(fsa_store_t *store, int64_t before_ms, unsigned max_rows,
                                  int64_t *deleted)
 {
@@ -173,6 +187,338 @@ void fsa_store_scope_release(fsa_store_scope_t *scope)
     scope->sites_json = scope->people_json = NULL;
 }
 
+/* ---- the transaction's entities: each read once, written once ---- */
+
+/*
+ * A batch often holds several ops on one entity (a ticket created, then incremented, appended
+ * to, set). Each op reads the entity, applies to it and writes it; writing it to the database each
+ * time costs the row and every index of it (all of them hold the change number) again. So the
+ * transaction keeps the entities it read or wrote here: a read after the first is a copy from
+ * here, a write replaces the entry and marks it dirty, and the dirty ones go to the database once
+ * each (ent_flush): before the commit, before a group's savepoint (inside a group every read and
+ * write goes to the database, so that its rollback needs nothing here), and before a jobneed's
+ * checkpoints are touched. The answers are the same as writing at once; what differs is only the
+ * number of change numbers used (one per entity and flush rather than one per op).
+ *
+ * The scope keys of a written entity are known without parsing its fields when the op cannot have
+ * changed them (it names another field); otherwise they are read from the final fields at the
+ * flush, once.
+ */
+#define CACHE_MAX_BYTES (8u * 1024 * 1024) /* fields held at once; past it: flush and forget */
+
+typedef struct cent {
+    char type[16];
+    char id[FSA_ID_BYTES];
+    bool in_db; /* a row in the database (as this transaction sees it) */
+    bool dirty; /* written here, not yet to the database */
+    bool keys_known;
+    uint64_t wseq; /* when it was last written here: the flush keeps that order */
+    int64_t version;
+    int64_t mdtz_ms;
+    char *fields; /* NULL: no such entity */
+    char owner[FSA_ID_BYTES];
+    fsa_model_keys_t keys;
+} cent_t;
+
+struct fsa__store_cache {
+    cent_t *e;
+    size_t n, cap;
+    int32_t *slot; /* open addressing over e: index or -1 */
+    size_t nslots;
+    size_t bytes;
+    uint64_t wseq;
+    bool through; /* inside a group: straight to the database */
+};
+
+static uint32_t cent_hash(const char *type, const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = type; *p != '\0'; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ 0xffu) * 16777619u;
+    for (const char *p = id; *p != '\0'; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+static void cache_clear(struct fsa__store_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        fsa_free(c->e[i].fields);
+    c->n = 0;
+    c->bytes = 0;
+    for (size_t i = 0; i < c->nslots; i++)
+        c->slot[i] = -1;
+}
+
+static void cache_free(struct fsa__store_cache *c)
+{
+    if (c == NULL)
+        return;
+    cache_clear(c);
+    fsa_free(c->e);
+    fsa_free(c->slot);
+    memset(c, 0, sizeof *c);
+}
+
+static cent_t *cache_find(const struct fsa__store_cache *c, const char *type, const char *id)
+{
+    if (c->nslots == 0)
+        return NULL;
+    for (size_t i = cent_hash(type, id) & (c->nslots - 1);; i = (i + 1) & (c->nslots - 1)) {
+        int32_t k = c->slot[i];
+        if (k < 0)
+            return NULL;
+        if (strcmp(c->e[k].id, id) == 0 && strcmp(c->e[k].type, type) == 0)
+            return &c->e[k];
+    }
+}
+
+/* A new, empty entry for (type, id) (not there yet); NULL when out of memory. */
+static cent_t *cache_add(struct fsa__store_cache *c, const char *type, const char *id)
+{
+    if (strlen(type) >= sizeof c->e[0].type || strlen(id) >= sizeof c->e[0].id)
+        return NULL;
+    if (c->n == c->cap) {
+        size_t ncap = c->cap == 0 ? 64 : c->cap * 2;
+        cent_t *ne = fsa_realloc(c->e, ncap * sizeof *ne);
+        if (ne == NULL)
+            return NULL;
+        c->e = ne;
+        c->cap = ncap;
+    }
+    if ((c->n + 1) * 2 > c->nslots) {
+        size_t ns = c->nslots == 0 ? 128 : c->nslots * 2;
+        int32_t *sl = fsa_malloc(ns * sizeof *sl);
+        if (sl == NULL)
+            return NULL;
+        for (size_t i = 0; i < ns; i++)
+            sl[i] = -1;
+        for (size_t k = 0; k < c->n; k++) {
+            size_t i = cent_hash(c->e[k].type, c->e[k].id) & (ns - 1);
+            while (sl[i] >= 0)
+                i = (i + 1) & (ns - 1);
+            sl[i] = (int32_t)k;
+        }
+        fsa_free(c->slot);
+        c->slot = sl;
+        c->nslots = ns;
+    }
+    size_t i = cent_hash(type, id) & (c->nslots - 1);
+    while (c->slot[i] >= 0)
+        i = (i + 1) & (c->nslots - 1);
+    cent_t *e = &c->e[c->n];
+    memset(e, 0, sizeof *e);
+    memcpy(e->type, type, strlen(type) + 1);
+    memcpy(e->id, id, strlen(id) + 1);
+    c->slot[i] = (int32_t)c->n++;
+    return e;
+}
+
+/* Scope keys of an entry's fields, read from them when an op may have changed them. */
+static fsa_status_t cent_keys(cent_t *e)
+{
+    if (e->keys_known || e->fields == NULL)
+        return FSA_OK;
+    fsa_type_t t;
+    if (fsa_type_parse(e->type, &t) != FSA_OK)
+        return FSA_EIO;
+    fsa_status_t st = fsa_model_scope_keys(t, e->fields, &e->keys);
+    if (st != FSA_OK)
+        return st == FSA_ENOMEM ? st : FSA_EIO;
+    e->keys_known = true;
+    return FSA_OK;
+}
+
+static int by_wseq(const void *a, const void *b)
+{
+    uint64_t x = (*(cent_t *const *)a)->wseq, y = (*(cent_t *const *)b)->wseq;
+    return x < y ? -1 : x > y;
+}
+
+/* Writes every dirty entity to the database, in the order of their last writes here (so the
+ * change numbers are in the order the ops made the changes, as when written at once). */
+static fsa_status_t ent_flush(fsa__store_tx_t *tx)
+{
+    struct fsa__store_cache *c = tx->cache;
+    if (c == NULL || c->n == 0)
+        return FSA_OK;
+    cent_t **dirty = fsa_malloc(c->n * sizeof(cent_t *));
+    if (dirty == NULL)
+        return FSA_ENOMEM;
+    size_t nd = 0;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->e[i].dirty)
+            dirty[nd++] = &c->e[i];
+    qsort(dirty, nd, sizeof(cent_t *), by_wseq);
+    fsa_status_t st = FSA_OK;
+    for (size_t i = 0; i < nd && st == FSA_OK; i++) {
+        cent_t *e = dirty[i];
+        st = cent_keys(e);
+        if (st == FSA_OK)
+            st = B(tx)->write_entity(tx, e->type, e->id, e->in_db, e->version, e->fields,
+                                     e->mdtz_ms, e->owner[0] != '\0' ? e->owner : NULL, &e->keys);
+        if (st == FSA_OK) {
+            e->dirty = false;
+            e->in_db = true;
+        }
+    }
+    fsa_free(dirty);
+    return st;
+}
+
+/* Flushes and forgets everything (a group's savepoint, or the byte budget). */
+static fsa_status_t ent_forget(fsa__store_tx_t *tx)
+{
+    fsa_status_t st = ent_flush(tx);
+    if (st == FSA_OK && tx->cache != NULL)
+        cache_clear(tx->cache);
+    return st;
+}
+
+static char *dup_text(const char *s)
+{
+    size_t n = strlen(s);
+    char *d = fsa_malloc(n + 1);
+    if (d != NULL)
+        memcpy(d, s, n + 1);
+    return d;
+}
+
+/* load_entity through the transaction's entities (same contract; keys may be NULL). */
+static fsa_status_t ent_load(fsa__store_tx_t *tx, const char *type, const char *id,
+                             int64_t *version, char **fields, char *owner, fsa_model_keys_t *keys)
+{
+    struct fsa__store_cache *c = tx->cache;
+    if (c == NULL || c->through)
+        return B(tx)->load_entity(tx, type, id, version, fields, owner, keys);
+    cent_t *e = cache_find(c, type, id);
+    if (e == NULL) {
+        if (c->bytes > CACHE_MAX_BYTES) {
+            fsa_status_t st = ent_forget(tx);
+            if (st != FSA_OK)
+                return st;
+        }
+        int64_t v = 0;
+        char *f = NULL, own[FSA_ID_BYTES] = "";
+        fsa_model_keys_t k;
+        fsa_status_t st = B(tx)->load_entity(tx, type, id, &v, &f, own, &k);
+        if (st != FSA_OK)
+            return st;
+        e = cache_add(c, type, id);
+        if (e == NULL) {
+            fsa_free(f);
+            return FSA_ENOMEM;
+        }
+        e->in_db = f != NULL;
+        e->version = v;
+        e->fields = f;
+        memcpy(e->owner, own, sizeof own);
+        e->keys = k;
+        e->keys_known = true;
+        c->bytes += f != NULL ? strlen(f) : 0;
+    }
+    *version = e->fields != NULL ? e->version : 0;
+    *fields = NULL;
+    if (e->fields != NULL && (*fields = dup_text(e->fields)) == NULL)
+        return FSA_ENOMEM;
+    if (owner != NULL)
+        memcpy(owner, e->owner, FSA_ID_BYTES);
+    if (keys != NULL) {
+        fsa_status_t st = cent_keys(e);
+        if (st != FSA_OK) {
+            fsa_free(*fields);
+            *fields = NULL;
+            return st;
+        }
+        *keys = e->keys;
+    }
+    return FSA_OK;
+}
+
+/* True when op cannot have changed the scope keys of the fields it applied to: it names one
+ * field that is not a key, or (a set) its payload names none of them (spelled plainly: a payload
+ * with an escape in it is read at the flush). */
+static bool keys_untouched(const fsa_op_t *op)
+{
+    static const char *const names[] = {"site_id", "assignedto", "people_id", "parent_id"};
+    if (op->kind == FSA_OP_CREATE)
+        return false;
+    if (op->kind == FSA_OP_SET) {
+        if (op->json == NULL || strchr(op->json, '\\') != NULL)
+            return false;
+        for (size_t i = 0; i < 4; i++)
+            if (strstr(op->json, names[i]) != NULL)
+                return false;
+        return true;
+    }
+    for (size_t i = 0; i < 4; i++)
+        if (strcmp(op->field, names[i]) == 0)
+            return false;
+    return true;
+}
+
+/* Writes the entity through the transaction's entities: held dirty until the flush. */
+static fsa_status_t ent_write(fsa__store_tx_t *tx, const fsa_op_t *op, bool exists, int64_t version,
+                              const char *next, int64_t now_ms, const char *owner,
+                              const fsa_model_keys_t *keys)
+{
+    struct fsa__store_cache *c = tx->cache;
+    const char *type = fsa_type_name(op->type);
+    cent_t *e = c != NULL && !c->through ? cache_find(c, type, op->id) : NULL;
+    if (e == NULL)
+        return B(tx)->write_entity(tx, type, op->id, exists, version, next, now_ms, owner, keys);
+    char *copy = dup_text(next);
+    if (copy == NULL)
+        return FSA_ENOMEM;
+    c->bytes += strlen(copy);
+    c->bytes -= e->fields != NULL && c->bytes >= strlen(e->fields) ? strlen(e->fields) : 0;
+    fsa_free(e->fields);
+    e->fields = copy;
+    e->version = version;
+    e->mdtz_ms = now_ms;
+    e->dirty = true;
+    e->wseq = ++c->wseq;
+    if (!e->in_db)
+        snprintf(e->owner, sizeof e->owner, "%s", owner != NULL ? owner : "");
+    if (keys != NULL) {
+        e->keys = *keys;
+        e->keys_known = true;
+    } else if (!keys_untouched(op)) {
+        e->keys_known = false;
+    }
+    return FSA_OK;
+}
+
+/* The scope keys of the held entity op names, before op's write replaces them. */
+static fsa_status_t ent_load_keys(fsa__store_tx_t *tx, const fsa_op_t *op, fsa_model_keys_t *out)
+{
+    cent_t *e = cache_find(tx->cache, fsa_type_name(op->type), op->id);
+    memset(out, 0, sizeof *out);
+    if (e == NULL)
+        return FSA_EIO;
+    fsa_status_t st = cent_keys(e);
+    if (st == FSA_OK)
+        *out = e->keys;
+    return st;
+}
+
+/* A group's savepoint: everything held goes to the database before it, and inside the group
+ * every read and write goes there directly, so that rolling the savepoint back is enough. */
+static fsa_status_t group_savepoint(fsa__store_tx_t *tx, fsa__store_savepoint_t what)
+{
+    if (what == FSA__SP_BEGIN) {
+        fsa_status_t st = ent_forget(tx);
+        if (st != FSA_OK)
+            return st;
+        if (tx->cache != NULL)
+            tx->cache->through = true;
+    } else if (tx->cache != NULL) {
+        tx->cache->through = false;
+    }
+    return B(tx)->savepoint(tx, what);
+}
+
 /* ---- applying a batch ---- */
 
 static fsa_status_t in_scope(fsa__store_tx_t *tx, const fsa_store_scope_t *scope,
@@ -189,7 +535,7 @@ static fsa_status_t attach_current(fsa__store_tx_t *tx, const fsa_store_scope_t 
     char *fields = NULL;
     char owner[FSA_ID_BYTES] = "";
     fsa_type_t t;
-    fsa_status_t st = B(tx)->load_entity(tx, type, id, &version, &fields, owner);
+    fsa_status_t st = ent_load(tx, type, id, &version, &fields, owner, NULL);
     bool in = true;
     if (st == FSA_OK && fields != NULL && fsa_type_parse(type, &t) == FSA_OK)
         st = in_scope(tx, scope, device, t, owner, fields, &in);
@@ -262,7 +608,7 @@ static fsa_status_t in_scope(fsa__store_tx_t *tx, const fsa_store_scope_t *scope
         return FSA_OK;
     int64_t pv = 0;
     char *pf = NULL;
-    st = B(tx)->load_entity(tx, "jobneed", k.parent, &pv, &pf, NULL);
+    st = ent_load(tx, "jobneed", k.parent, &pv, &pf, NULL, NULL);
     if (st == FSA_OK && pf != NULL) {
         fsa_model_keys_t pk;
         st = fsa_model_scope_keys(FSA_TYPE_JOBNEED, pf, &pk);
@@ -281,18 +627,27 @@ static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, con
                                     int64_t version, const char *next, int64_t now_ms,
                                     const char *owner)
 {
+    /* Only a jobneed's keys are needed now (its person against the old one's); the others' are
+     * read at the flush when the op may have changed them. */
+    bool held = tx->cache != NULL && !tx->cache->through &&
+                cache_find(tx->cache, fsa_type_name(op->type), op->id) != NULL;
+    if (held && (op->type != FSA_TYPE_JOBNEED || (old != NULL && keys_untouched(op))))
+        return ent_write(tx, op, old != NULL, version, next, now_ms, owner, NULL);
     fsa_model_keys_t k, ok;
     memset(&ok, 0, sizeof ok);
     fsa_status_t st = fsa_model_scope_keys(op->type, next, &k);
     if (st == FSA_OK && old != NULL)
-        st = fsa_model_scope_keys(op->type, old, &ok);
+        st = held ? ent_load_keys(tx, op, &ok) : fsa_model_scope_keys(op->type, old, &ok);
     if (st != FSA_OK)
         return st == FSA_ENOMEM ? st : FSA_EIO;
-    const char *type = fsa_type_name(op->type);
-    st = B(tx)->write_entity(tx, type, op->id, old != NULL, version, next, now_ms, owner, &k);
+    st = ent_write(tx, op, old != NULL, version, next, now_ms, owner, &k);
     if (st == FSA_OK && old != NULL && op->type == FSA_TYPE_JOBNEED &&
-        strcmp(ok.person, k.person) != 0)
-        st = B(tx)->touch_children(tx, op->id);
+        strcmp(ok.person, k.person) != 0) {
+        /* The checkpoints are found by their parent in the database: it must hold every write. */
+        st = ent_flush(tx);
+        if (st == FSA_OK)
+            st = B(tx)->touch_children(tx, op->id);
+    }
     return st;
 }
 
@@ -318,7 +673,7 @@ static fsa_status_t try_op(fsa__store_tx_t *tx, const char *device, bool by_serv
     fsa_model_err_t merr;
     memset(&merr, 0, sizeof merr);
     char owner[FSA_ID_BYTES] = "";
-    fsa_status_t st = B(tx)->load_entity(tx, type, op->id, &version, &fields, owner);
+    fsa_status_t st = ent_load(tx, type, op->id, &version, &fields, owner, NULL);
     bool in = true;
     if (st == FSA_OK && fields != NULL && !by_server)
         st = in_scope(tx, scope, device, op->type, owner, fields, &in);
@@ -398,7 +753,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
                                 bool *done)
 {
     const char *group = ops[first].op.group;
-    fsa_status_t st = B(tx)->savepoint(tx, FSA__SP_BEGIN);
+    fsa_status_t st = group_savepoint(tx, FSA__SP_BEGIN);
     if (st != FSA_OK)
         return st;
     size_t failed = n; /* index of the op that was not applied, n when none */
@@ -424,7 +779,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
     }
     if (st != FSA_OK || failed == n) {
         if (st == FSA_OK)
-            st = B(tx)->savepoint(tx, FSA__SP_RELEASE);
+            st = group_savepoint(tx, FSA__SP_RELEASE);
         return st; /* on failure the caller rolls the whole batch back */
     }
 
@@ -472,7 +827,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
     }
     fsa_free(retake);
     if (st == FSA_OK)
-        st = B(tx)->savepoint(tx, FSA__SP_RELEASE);
+        st = group_savepoint(tx, FSA__SP_RELEASE);
     return st;
 }
 
@@ -494,8 +849,8 @@ static int64_t retry_pause_ns(const fsa_port_t *port, int attempt)
 /* One attempt at the whole batch in one transaction. */
 static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_server,
                                const fsa_store_scope_t *scope, const fsa_codec_op_t *ops, size_t n,
-                               int64_t now_ms, fsa_codec_result_t *results, bool *done, char *err,
-                               size_t errlen)
+                               int64_t now_ms, fsa_codec_result_t *results, bool *done,
+                               struct fsa__store_cache *cache, char *err, size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
         fsa_codec_result_clear(&results[i]);
@@ -506,6 +861,9 @@ static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_s
     fsa_status_t st = store->ops->begin(store, &tx, err, errlen);
     if (st != FSA_OK)
         return st;
+    cache_clear(cache);
+    cache->through = false;
+    tx->cache = cache;
     for (size_t i = 0; i < n && st == FSA_OK; i++) {
         if (done[i])
             continue;
@@ -516,6 +874,9 @@ static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_s
             st = apply_group(tx, device, by_server, scope, ops, n, i, now_ms, results, done);
         }
     }
+    if (st == FSA_OK)
+        st = ent_flush(tx);
+    tx->cache = NULL;
     if (st == FSA_OK)
         return store->ops->commit(tx, err, errlen);
     store->ops->abort(tx);
@@ -554,14 +915,17 @@ fsa_status_t fsa_store_apply_scoped(fsa_store_t *store, const char *device, bool
         snprintf(err, errlen, "out of memory");
         return FSA_ENOMEM;
     }
+    struct fsa__store_cache cache;
+    memset(&cache, 0, sizeof cache);
     fsa_status_t st = FSA_EBUSY;
     for (int attempt = 0; attempt < APPLY_TRIES && st == FSA_EBUSY; attempt++) {
         if (attempt > 0)
             store->port->sleep(store->port->ctx, retry_pause_ns(store->port, attempt));
         err[0] = '\0';
-        st =
-            apply_once(store, device, by_server, scope, ops, n, now_ms, results, done, err, errlen);
+        st = apply_once(store, device, by_server, scope, ops, n, now_ms, results, done, &cache, err,
+                        errlen);
     }
+    cache_free(&cache);
     fsa_free(done);
     if (st != FSA_OK) {
         for (size_t i = 0; i < n; i++)

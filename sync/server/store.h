@@ -136,6 +136,16 @@ fsa_status_t fsa_store_nonce(fsa_store_t *store, const char *device, const char 
                              int64_t expires_ms, int64_t now_ms, bool *replay) FSA_MUST_CHECK;
 
 /*
+ * Only looks: sets *seen when (device, nonce) is recorded and has not expired at now_ms, writing
+ * nothing. The server asks it on a request's headers, before reading its body, to refuse a replay
+ * at once; the nonce is recorded (fsa_store_nonce) only once the signature verifies. Returns
+ * FSA_OK; FSA_EINVAL; FSA_EBUSY, FSA_EIO, FSA_ENOMEM (then *seen is false: the full check after
+ * the body still runs).
+ */
+fsa_status_t fsa_store_nonce_seen(fsa_store_t *store, const char *device, const char *nonce,
+                                  int64_t now_ms, bool *seen) FSA_MUST_CHECK;
+
+/*
  * Retention: removes at most max_rows op outcomes received before before_ms, in one short
  * transaction, and sets *deleted to their number. Called repeatedly in the background; pushes
  * interleave with it. Returns FSA_OK, FSA_EINVAL, FSA_EBUSY, FSA_EIO, FSA_ENOMEM.

@@ -23,9 +23,11 @@
  * deadlock, a unique key taken by a concurrent transaction), FSA_EIO, FSA_EFULL, FSA_ENOMEM.
  */
 
-/* The head of every backend's transaction (a backend's own tx struct begins with it). */
+/* The head of every backend's transaction (a backend's own tx struct begins with it). cache is
+ * store.c's (its entities of this transaction, see store.c); backends leave it alone. */
 typedef struct fsa__store_tx {
     fsa_store_t *store;
+    struct fsa__store_cache *cache;
 } fsa__store_tx_t;
 
 /* An op outcome as the op log holds it. */
@@ -59,9 +61,10 @@ typedef struct fsa__store_ops {
 
     /* The entity, locked until the end of the transaction: *fields NULL when it does not exist
      * (else malloc'ed, the caller frees it with fsa_free); owner (FSA_ID_BYTES, may be NULL): its
-     * creating device, "" for the server's. */
+     * creating device, "" for the server's; keys (may be NULL): its scope keys as stored. */
     fsa_status_t (*load_entity)(fsa__store_tx_t *tx, const char *type, const char *id,
-                                int64_t *version, char **fields, char *owner);
+                                int64_t *version, char **fields, char *owner,
+                                fsa_model_keys_t *keys);
     /* Writes the entity at version with fields and mdtz and its scope keys (model.h); exists:
      * as load_entity found it. A new entity records its owner (NULL: the server's). Gives it the
      * next change number (at once or at commit, the backend's choice, but in commit order either
@@ -93,6 +96,8 @@ typedef struct fsa__store_ops {
                            int64_t *last_change);
     fsa_status_t (*nonce)(fsa_store_t *store, const char *device, const char *nonce,
                           int64_t expires_ms, int64_t now_ms, bool *replay);
+    fsa_status_t (*nonce_seen)(fsa_store_t *store, const char *device, const char *nonce,
+                               int64_t now_ms, bool *seen);
     fsa_status_t (*sweep_ops)(fsa_store_t *store, int64_t before_ms, unsigned max_rows,
                               int64_t *deleted);
 } fsa__store_ops_t;

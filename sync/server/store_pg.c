@@ -427,17 +427,20 @@ static fsa_status_t pg_savepoint(fsa__store_tx_t *tx, fsa__store_savepoint_t wha
 /* ---- entities and the op log ---- */
 
 static fsa_status_t pg_load_entity(fsa__store_tx_t *tx, const char *type, const char *id,
-                                   int64_t *version, char **fields, char *owner)
+                                   int64_t *version, char **fields, char *owner,
+                                   fsa_model_keys_t *keys)
 {
     *version = 0;
     *fields = NULL;
     if (owner != NULL)
         owner[0] = '\0';
+    if (keys != NULL)
+        memset(keys, 0, sizeof *keys);
     const char *p[] = {type, id};
     PGresult *r = NULL;
     fsa_status_t st = run(CONN(tx)->c,
-                          "SELECT version, fields, owner FROM entities WHERE type = $1 AND id = $2"
-                          " FOR UPDATE",
+                          "SELECT version, fields, owner, site, person, parent FROM entities"
+                          " WHERE type = $1 AND id = $2 FOR UPDATE",
                           2, p, &r);
     if (st == FSA_OK && PQntuples(r) == 1) {
         *version = int_value(r, 0, 0);
@@ -446,6 +449,11 @@ static fsa_status_t pg_load_entity(fsa__store_tx_t *tx, const char *type, const 
             st = FSA_ENOMEM;
         if (owner != NULL)
             snprintf(owner, FSA_ID_BYTES, "%s", PQgetvalue(r, 0, 2));
+        if (keys != NULL) {
+            snprintf(keys->site, sizeof keys->site, "%s", PQgetvalue(r, 0, 3));
+            snprintf(keys->person, sizeof keys->person, "%s", PQgetvalue(r, 0, 4));
+            snprintf(keys->parent, sizeof keys->parent, "%s", PQgetvalue(r, 0, 5));
+        }
     }
     PQclear(r);
     return st;
@@ -772,6 +780,22 @@ static fsa_status_t pg_nonce(fsa_store_t *store, const char *device, const char 
     return st;
 }
 
+static fsa_status_t pg_nonce_seen(fsa_store_t *store, const char *device, const char *nonce,
+                                  int64_t now_ms, bool *seen)
+{
+    char n[24];
+    snprintf(n, sizeof n, "%lld", (long long)now_ms);
+    const char *p[] = {device, nonce, n};
+    pg_conn_t *c = conn_take(PG(store));
+    PGresult *r = NULL;
+    fsa_status_t st = run(
+        c->c, "SELECT 1 FROM nonces WHERE device = $1 AND nonce = $2 AND expires >= $3", 3, p, &r);
+    conn_give(PG(store), c);
+    *seen = st == FSA_OK && PQntuples(r) > 0;
+    PQclear(r);
+    return st;
+}
+
 static fsa_status_t pg_sweep_ops(fsa_store_t *store, int64_t before_ms, unsigned max_rows,
                                  int64_t *deleted)
 {
@@ -810,5 +834,6 @@ static const fsa__store_ops_t pg_ops = {
     .get = pg_get,
     .counts = pg_counts,
     .nonce = pg_nonce,
+    .nonce_seen = pg_nonce_seen,
     .sweep_ops = pg_sweep_ops,
 };

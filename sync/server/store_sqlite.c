@@ -7,6 +7,7 @@
  * sync/server/ includes it.
  */
 #include "port/alloc.h"
+#include "storage/db.h"
 #include "storage/libs.h"
 #include "sync/server/store_internal.h"
 
@@ -20,7 +21,7 @@
 #include <sqlite3.h>
 
 #define STORE_APP_ID 0x46534153 /* "FSAS": a fieldsync-server database */
-#define STORE_SCHEMA 3
+#define STORE_SCHEMA 4
 #define STORE_READERS_MAX 64
 
 static const char schema_sql[] =
@@ -65,6 +66,20 @@ static const char schema_v3_sql[] =
     " device TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, gone_chg INTEGER,"
     " PRIMARY KEY(device, type, id)) WITHOUT ROWID;";
 
+/* Schema 4: the scope indexes hold only the entities that have the key (a ticket has no site
+ * and no parent, a jobneed the server created no owner): every index of an entity holds its change
+ * number, so each write of it rewrites each of its entries, and an entry for a NULL key is never
+ * read (the scoped pull asks for key = or IN, which implies IS NOT NULL). */
+static const char schema_v4_sql[] =
+    "DROP INDEX IF EXISTS entities_site;"
+    "DROP INDEX IF EXISTS entities_person;"
+    "DROP INDEX IF EXISTS entities_parent;"
+    "DROP INDEX IF EXISTS entities_owner;"
+    "CREATE INDEX entities_site ON entities(site, chg) WHERE site IS NOT NULL;"
+    "CREATE INDEX entities_person ON entities(person, chg) WHERE person IS NOT NULL;"
+    "CREATE INDEX entities_parent ON entities(parent, chg) WHERE parent IS NOT NULL;"
+    "CREATE INDEX entities_owner ON entities(owner, chg) WHERE owner IS NOT NULL;";
+
 enum {
     W_SEL_ENTITY,
     W_INS_ENTITY,
@@ -78,7 +93,8 @@ enum {
 };
 
 static const char *const write_sql[W__COUNT] = {
-    [W_SEL_ENTITY] = "SELECT version, fields, owner FROM entities WHERE type=?1 AND id=?2",
+    [W_SEL_ENTITY] = "SELECT version, fields, owner, site, person, parent FROM entities"
+                     " WHERE type=?1 AND id=?2",
     [W_INS_ENTITY] = "INSERT INTO entities(type, id, version, mdtz, fields, chg, owner, site,"
                      " person, parent) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [W_UPD_ENTITY] = "UPDATE entities SET version=?3, mdtz=?4, fields=?5, chg=?6, site=?8,"
@@ -111,7 +127,7 @@ static const char *const nonce_sql[N__COUNT] = {
     "DELETE FROM ops WHERE op_id IN"                                                               \
     " (SELECT op_id FROM ops WHERE received < ?1 ORDER BY received LIMIT ?2)"
 
-enum { R_PULL, R_GET, R_SCOPED, R__COUNT };
+enum { R_PULL, R_GET, R_SCOPED, R_NONCE, R__COUNT };
 
 static const char *const read_sql[R__COUNT] = {
     [R_PULL] = "SELECT type, id, version, mdtz, fields, chg, 1 FROM entities"
@@ -138,6 +154,7 @@ static const char *const read_sql[R__COUNT] = {
         " SELECT e.type, e.id, e.version, e.mdtz, e.fields, e.chg, b.vis FROM best b"
         " JOIN entities e ON e.type = b.type AND e.id = b.id ORDER BY e.chg LIMIT ?3",
     [R_GET] = "SELECT version, mdtz, fields FROM entities WHERE type=?1 AND id=?2",
+    [R_NONCE] = "SELECT 1 FROM nonces WHERE device=?1 AND nonce=?2 AND expires >= ?3",
 };
 
 typedef struct reader {
@@ -181,20 +198,11 @@ static sq_store_t *SQ(fsa__store_tx_t *tx)
     return (sq_store_t *)(void *)tx->store;
 }
 
+/* SQLite's result codes as statuses: the journal's mapping (storage/db.h), so both stores say the
+ * same (a constraint is FSA_EEXISTS there and here). */
 static fsa_status_t map_rc(int rc)
 {
-    switch (rc & 0xff) {
-    case SQLITE_OK:
-    case SQLITE_DONE:
-    case SQLITE_ROW: return FSA_OK;
-    case SQLITE_NOMEM: return FSA_ENOMEM;
-    case SQLITE_FULL: return FSA_EFULL;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED: return FSA_EBUSY;
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: return FSA_ECORRUPT;
-    default: return FSA_EIO;
-    }
+    return fsa__db_status(rc);
 }
 
 static fsa_status_t db_fail(sqlite3 *db, int rc, const char *what, char *err, size_t errlen)
@@ -204,12 +212,14 @@ static fsa_status_t db_fail(sqlite3 *db, int rc, const char *what, char *err, si
     return map_rc(rc);
 }
 
+/* The journal's fsa__db_exec, with the statement named in the message. */
 static fsa_status_t exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
-    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        return db_fail(db, rc, sql, err, errlen);
-    return FSA_OK;
+    char why[256];
+    fsa_status_t st = fsa__db_exec(db, sql, why, sizeof why);
+    if (st != FSA_OK && err != NULL && errlen > 0)
+        snprintf(err, errlen, "%.120s: %s", sql, why);
+    return st;
 }
 
 static int64_t query_int(sqlite3 *db, const char *sql, int64_t dflt)
@@ -278,6 +288,8 @@ static fsa_status_t init_schema(sqlite3 *db, char *err, size_t errlen)
         st = exec_sql(db, schema_v2_sql, err, errlen);
     if (st == FSA_OK && ver < 3)
         st = exec_sql(db, schema_v3_sql, err, errlen);
+    if (st == FSA_OK && ver < 4)
+        st = exec_sql(db, schema_v4_sql, err, errlen);
     if (st == FSA_OK && ver < STORE_SCHEMA) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version=%d", STORE_SCHEMA);
@@ -442,13 +454,16 @@ static void column_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
 
 /* The entity as the write transaction sees it: *fields NULL when it does not exist. */
 static fsa_status_t sq_load_entity(fsa__store_tx_t *tx, const char *type, const char *id,
-                                   int64_t *version, char **fields, char *owner)
+                                   int64_t *version, char **fields, char *owner,
+                                   fsa_model_keys_t *keys)
 {
     sqlite3_stmt *q = SQ(tx)->w[W_SEL_ENTITY];
     *version = 0;
     *fields = NULL;
     if (owner != NULL)
         owner[0] = '\0';
+    if (keys != NULL)
+        memset(keys, 0, sizeof *keys);
     bind_text(q, 1, type);
     bind_text(q, 2, id);
     int rc = sqlite3_step(q);
@@ -460,6 +475,11 @@ static fsa_status_t sq_load_entity(fsa__store_tx_t *tx, const char *type, const 
             st = FSA_ENOMEM;
         if (owner != NULL)
             column_copy(q, 2, owner, FSA_ID_BYTES);
+        if (keys != NULL) {
+            column_copy(q, 3, keys->site, sizeof keys->site);
+            column_copy(q, 4, keys->person, sizeof keys->person);
+            column_copy(q, 5, keys->parent, sizeof keys->parent);
+        }
     } else if (rc != SQLITE_DONE) {
         st = map_rc(rc);
     }
@@ -893,6 +913,24 @@ static fsa_status_t sq_get(fsa_store_t *head, fsa_type_t type, const char *id,
     return st;
 }
 
+static fsa_status_t sq_nonce_seen(fsa_store_t *head, const char *device, const char *nonce,
+                                  int64_t now_ms, bool *seen)
+{
+    sq_store_t *store = (sq_store_t *)(void *)head;
+    reader_t *rd = reader_take(store);
+    sqlite3_stmt *q = rd->st[R_NONCE];
+    bind_text(q, 1, device);
+    bind_text(q, 2, nonce);
+    sqlite3_bind_int64(q, 3, now_ms);
+    int rc = sqlite3_step(q);
+    fsa_status_t st = rc == SQLITE_ROW || rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+    *seen = rc == SQLITE_ROW;
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    reader_give(store, rd);
+    return st;
+}
+
 static fsa_status_t sq_counts(fsa_store_t *head, int64_t *entities, int64_t *ops,
                               int64_t *last_change)
 {
@@ -928,5 +966,6 @@ static const fsa__store_ops_t sq_ops = {
     .get = sq_get,
     .counts = sq_counts,
     .nonce = sq_nonce,
+    .nonce_seen = sq_nonce_seen,
     .sweep_ops = sq_sweep_ops,
 };

@@ -292,6 +292,65 @@ static void test_sim__json(void **state)
     scenario("json", "10", NULL, NULL);
 }
 
+/* Past 100 devices the shared entities are per group of 100 devices, each group's in the scope of
+ * its devices only (docs/sim.md, Scopes): 104 devices merge into two jobs, every key of each
+ * present, and device 103's scope names group 1, not group 0. */
+static void test_sim__groups_scoped(void **state)
+{
+    (void)state;
+    tmp_t t;
+    tmp_make(&t);
+    char wd[400];
+    snprintf(wd, sizeof wd, "%s/work", t.dir);
+    run_t r;
+    const char *args[] = {"--scenario", "json",   "--devices", "104", "--ops", "12", "--seed", "3",
+                          "--report",   t.report, "--workdir", wd,    NULL};
+    run_sim(&r, 180, args);
+    if (r.status != 0)
+        fail_msg("fieldsync-sim exited %d\nstdout:\n%s\nstderr:\n%s", r.status, r.out, r.err);
+    cJSON *root = load_report(t.report);
+    const cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "scenarios"), 0);
+    check_scenario(s, false);
+    assert_int_equal(num(s, "devices"), 104);
+    const cJSON *v;
+    bool seen = false;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(s, "invariants"))
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(v, "name");
+        if (strcmp(n->valuestring, "all_keys_present") != 0)
+            continue;
+        seen = true;
+        const char *det = cJSON_GetObjectItemCaseSensitive(v, "details")->valuestring;
+        if (strstr(det, "2 jobs checked") == NULL)
+            fail_msg("all_keys_present: %s (expected 2 jobs: one per group of 100)", det);
+    }
+    assert_true(seen);
+    cJSON_Delete(root);
+    char p[480];
+    snprintf(p, sizeof p, "%s/devices.json", wd);
+    char *text = slurp(p);
+    assert_non_null(text);
+    cJSON *devs = cJSON_Parse(text);
+    fsa_free(text);
+    const cJSON *d103 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(devs, "devices"), 103);
+    const cJSON *people =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(d103, "scope"), "people");
+    assert_true(cJSON_IsArray(people));
+    bool grp1 = false, grp0 = false;
+    cJSON_ArrayForEach(v, people)
+    {
+        grp1 = grp1 || (cJSON_IsString(v) && strstr(v->valuestring, ".grp1") != NULL &&
+                        strstr(v->valuestring, ".grp10") == NULL);
+        grp0 = grp0 || (cJSON_IsString(v) && strstr(v->valuestring, ".grp0") != NULL);
+    }
+    assert_true(grp1);
+    assert_false(grp0);
+    cJSON_Delete(devs);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t.dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_sim__attendance(void **state)
 {
     (void)state;
@@ -560,6 +619,8 @@ static void test_sim__server_mode(void **state)
                         s.devices,
                         "--admin-token-file",
                         s.token,
+                        "--admin-url",
+                        s.admin_url,
                         "--scenario",
                         "ticketlog",
                         "--devices",
@@ -588,7 +649,7 @@ static void test_sim__server_mode(void **state)
         if (*p == '|')
             *p = ' ';
     snprintf(hook, sizeof hook, "%.400s %.4000s --hook-autoclose %.128s {id}", emu, self_path,
-             server2.url);
+             server2.admin_url);
     const char *a2[] = {"--server",
                         s.url,
                         "--server",
@@ -654,9 +715,10 @@ static void test_sim__server_mode(void **state)
     snprintf(bad, sizeof bad, "%s/sim-devices.json", s.dir);
     write_sim_devices(bad, 4, 0);
     const char *a4[] = {
-        "--server", s.url,        "--devices-file", bad,         "--admin-token-file",
-        s.token,    "--scenario", "json",           "--devices", "4",
-        "--ops",    "8",          "--report",       report,      NULL};
+        "--server",  s.url,         "--devices-file", bad,          "--admin-token-file",
+        s.token,     "--admin-url", s.admin_url,      "--scenario", "json",
+        "--devices", "4",           "--ops",          "8",          "--report",
+        report,      NULL};
     run_sim(&r, 60, a4);
     if (r.status != 1 || strstr(r.out, "FAIL json: all_keys_present") == NULL ||
         strstr(r.out, "FAIL json: devices_error_free") == NULL)
@@ -719,6 +781,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sim__escalation),
         cmocka_unit_test(test_sim__ticketlog),
         cmocka_unit_test(test_sim__json),
+        cmocka_unit_test(test_sim__groups_scoped),
         cmocka_unit_test(test_sim__attendance),
         cmocka_unit_test(test_sim__flaky),
         cmocka_unit_test(test_sim__flaky_drops_keep_data_whole),

@@ -1,10 +1,13 @@
 /* bench_sim: runs `fieldsync-sim --scenario all --devices N` for each N given (default 1000 and
- * 10000, in this order, in the same run) and prints each run's wall time and peak RSS as BENCH
- * lines (DESIGN.md; no baseline for these figures), then how the cost grew with the fleet: the
- * wall time per device of the largest run over that of the smallest (at most 1: at most linear).
- * Each run is bounded (--timeout S, default 3600): one that does not finish is killed and
- * reported as such, with no figure. Arguments after `--` go to every fieldsync-sim run (e.g.
- * `--server URL --server URL --devices-file F --admin-token-file F`). */
+ * 10000, in this order, in the same run) and prints each run's wall time, the peak RSS of the
+ * simulator and of its largest server process, and each scenario's time, as BENCH lines
+ * (DESIGN.md; no baseline for these figures but each other: the cost per device of the largest run
+ * over that of the smallest, at most 1 when the cost grows at most linearly). Built with libpq,
+ * each run's server is fieldsync-server with 2 processes on a fresh database of a private
+ * PostgreSQL cluster (tests/sync/pg_harness.c, fsync off as in the tests), unless --sqlite (one
+ * process on a fresh SQLite file per scenario). Each run is bounded (--timeout S, default 3600):
+ * one that does not finish is killed and reported as such, with no figure. Arguments after `--`
+ * go to every fieldsync-sim run. */
 /* wait4() is a BSD interface that glibc declares with _DEFAULT_SOURCE. */
 #define _DEFAULT_SOURCE
 #include <errno.h>
@@ -21,6 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "port/alloc.h"
+#include "tests/sync/pg_harness.h"
+
 #ifndef FSA_SIM_BIN
 #error "FSA_SIM_BIN must name the fieldsync-sim binary"
 #endif
@@ -28,8 +34,9 @@
 #define MAX_RUNS 8
 #define MAX_EXTRA 40
 
-static const char USAGE[] = "usage: bench_sim [--timeout S] [DEVICES...] [-- SIM-ARGS...]\n"
-                            "  DEVICES 1..100000 (default: 1000 10000)\n";
+static const char USAGE[] =
+    "usage: bench_sim [--timeout S] [--sqlite] [DEVICES...] [-- SIM-ARGS...]\n"
+    "  DEVICES 1..100000 (default: 1000 10000)\n";
 
 static volatile sig_atomic_t alarmed;
 
@@ -45,16 +52,25 @@ static double secs(const struct timeval *tv)
 }
 
 /* One run: false when it did not complete (killed at the timeout, or could not start). */
-static bool run_one(const char *devices, const char *const *extra, size_t nextra, long timeout,
-                    double *wall, long *rss, int *rc)
+static bool run_one(const char *devices, const char *db, const char *report,
+                    const char *const *extra, size_t nextra, long timeout, double *wall, long *rss,
+                    int *rc)
 {
-    const char *args[8 + MAX_EXTRA];
+    const char *args[16 + MAX_EXTRA];
     size_t n = 0;
     args[n++] = FSA_SIM_BIN;
     args[n++] = "--scenario";
     args[n++] = "all";
     args[n++] = "--devices";
     args[n++] = devices;
+    args[n++] = "--report";
+    args[n++] = report;
+    if (db != NULL) {
+        args[n++] = "--server-procs";
+        args[n++] = "2";
+        args[n++] = "--server-db";
+        args[n++] = db;
+    }
     for (size_t i = 0; i < nextra; i++)
         args[n++] = extra[i];
     args[n] = NULL;
@@ -92,11 +108,99 @@ static bool run_one(const char *devices, const char *const *extra, size_t nextra
     *wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     *rss = ru.ru_maxrss;
     *rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    printf("fieldsync-sim --scenario all --devices %s: %s %d, %.1f s wall, %.1f s user, "
-           "%.1f s system, peak RSS %ld KiB\n",
-           devices, killed ? "KILLED at the timeout, status" : "exit", *rc, *wall,
-           secs(&ru.ru_utime), secs(&ru.ru_stime), ru.ru_maxrss);
+    printf("fieldsync-sim --scenario all --devices %s%s: %s %d, %.1f s wall, %.1f s user, "
+           "%.1f s system (the simulator and its servers), peak RSS %ld KiB\n",
+           devices, db != NULL ? " --server-procs 2 (PostgreSQL)" : "",
+           killed ? "KILLED at the timeout, status" : "exit", *rc, *wall, secs(&ru.ru_utime),
+           secs(&ru.ru_stime), ru.ru_maxrss);
     return !killed;
+}
+
+/* The whole file, NUL-terminated (fsa_malloc'ed), or NULL. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = fsa_malloc(cap);
+    while (buf != NULL) {
+        size_t got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0)
+            break;
+        if (len + 1 == cap) {
+            char *nb = fsa_realloc(buf, cap * 2);
+            if (nb == NULL) {
+                fsa_free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    (void)fclose(f);
+    if (buf != NULL)
+        buf[len] = '\0';
+    return buf;
+}
+
+/* The integer after `"key":` at or after from; -1 when absent. */
+static long long json_int_after(const char *from, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(from, pat);
+    if (p == NULL)
+        return -1;
+    char *end = NULL;
+    long long v = strtoll(p + strlen(pat), &end, 10);
+    return end == p + strlen(pat) ? -1 : v;
+}
+
+/* The figures of fieldsync-sim's JSON report: peak RSS of the simulator and of its largest server
+ * process, and each scenario's time (also per device: the cost curve). */
+static void report_figures(const char *path, const char *devices)
+{
+    char *text = slurp(path);
+    if (text == NULL) {
+        printf("no report in %s: no RSS or scenario figures\n", path);
+        return;
+    }
+    const char *rss = strstr(text, "\"peak_rss_kib\":");
+    if (rss != NULL) {
+        printf("BENCH {\"name\":\"sim.all_%s_devices.simulator_peak_rss\",\"value\":%lld,"
+               "\"unit\":\"KiB\"}\n",
+               devices, json_int_after(rss, "simulator"));
+        printf("BENCH {\"name\":\"sim.all_%s_devices.server_peak_rss\",\"value\":%lld,"
+               "\"unit\":\"KiB\"}\n",
+               devices, json_int_after(rss, "server"));
+    }
+    double ndev = strtod(devices, NULL);
+    for (const char *p = strstr(text, "\"scenarios\":["); p != NULL;) {
+        p = strstr(p, "{\"name\":\"");
+        if (p == NULL)
+            break;
+        p += 9;
+        const char *q = strchr(p, '"');
+        if (q == NULL)
+            break;
+        if (q - p > 40 || strncmp(q, "\",\"devices\":", 12) != 0) {
+            p = q; /* an invariant's name, not a scenario's */
+            continue;
+        }
+        char name[48];
+        snprintf(name, sizeof name, "%.*s", (int)(q - p), p);
+        long long ms = json_int_after(q, "duration_ms");
+        long long used = json_int_after(q, "devices");
+        printf("BENCH {\"name\":\"sim.%s_%s_devices.ms_per_device\",\"value\":%.2f,"
+               "\"unit\":\"ms\"} (%lld devices took part, %.1f s)\n",
+               name, devices, used > 0 ? (double)ms / (double)used : (double)ms / ndev, used,
+               (double)ms / 1000.0);
+        p = q;
+    }
+    fsa_free(text);
 }
 
 int main(int argc, char **argv)
@@ -106,7 +210,12 @@ int main(int argc, char **argv)
     const char *extra[MAX_EXTRA];
     size_t nextra = 0;
     long timeout = 3600;
+    bool sqlite = false;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--sqlite") == 0) {
+            sqlite = true;
+            continue;
+        }
         if (strcmp(argv[i], "--") == 0) {
             for (i++; i < argc && nextra < MAX_EXTRA; i++)
                 extra[nextra++] = argv[i];
@@ -138,6 +247,20 @@ int main(int argc, char **argv)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_alarm; /* no SA_RESTART: wait4 returns EINTR */
     sigaction(SIGALRM, &sa, NULL);
+#ifndef FSA_TEST_HAVE_PG
+    if (!sqlite) {
+        printf("bench_sim: built without libpq: the server runs on SQLite (one process)\n");
+        sqlite = true;
+    }
+#endif
+    th_pg_t pg;
+    memset(&pg, 0, sizeof pg);
+    if (!sqlite && !th_pg_start(&pg, false)) {
+        fprintf(stderr, "bench_sim: cannot start a PostgreSQL cluster (--sqlite runs without)\n");
+        return 1;
+    }
+    char report[64];
+    snprintf(report, sizeof report, "/tmp/bench_sim.%d.json", (int)getpid());
     double per_dev[MAX_RUNS] = {0};
     bool done[MAX_RUNS] = {false};
     int worst = 0;
@@ -145,7 +268,15 @@ int main(int argc, char **argv)
         double wall = 0;
         long rss = 0;
         int rc = 0;
-        done[k] = run_one(sizes[k], extra, nextra, timeout, &wall, &rss, &rc);
+        char uri[256], dbname[32];
+        snprintf(dbname, sizeof dbname, "sim_%zu_%s", k, sizes[k]);
+        if (!sqlite && !th_pg_createdb(&pg, dbname, uri, sizeof uri)) {
+            th_pg_stop(&pg);
+            return 1;
+        }
+        (void)remove(report);
+        done[k] = run_one(sizes[k], sqlite ? NULL : uri, report, extra, nextra, timeout, &wall,
+                          &rss, &rc);
         if (!done[k]) {
             printf("fieldsync-sim --devices %s did not complete in %ld s: no figure\n", sizes[k],
                    timeout);
@@ -161,7 +292,15 @@ int main(int argc, char **argv)
          * it started and reaped (servers given with --server are not its children). */
         printf("BENCH {\"name\":\"sim.all_%s_devices.peak_rss\",\"value\":%ld,\"unit\":\"KiB\"}\n",
                sizes[k], rss);
+        printf("BENCH {\"name\":\"sim.all_%s_devices.wall_per_device\",\"value\":%.2f,"
+               "\"unit\":\"ms\"}\n",
+               sizes[k], 1000.0 * per_dev[k]);
+        report_figures(report, sizes[k]);
+        fflush(stdout);
     }
+    (void)remove(report);
+    if (!sqlite)
+        th_pg_stop(&pg);
     if (nsizes >= 2 && done[0] && done[nsizes - 1] && per_dev[0] > 0) {
         double growth = per_dev[nsizes - 1] / per_dev[0];
         printf("BENCH {\"name\":\"sim.all_%s_over_%s_devices.wall_per_device\",\"value\":%.2f,"

@@ -593,7 +593,7 @@ static void test_fsa_conflict_resolve__group_without_converged_member(void **sta
     for (int i = 0; i < 2; i++) {
         r[i] = result_for(ops[i].op_id, FSA_RESULT_CONFLICT, 0);
         r[i].current_version = 2;
-        r[i].current_fields = v2;
+        r[i].current_fields = (char *)(uintptr_t)v2; /* the journal only reads it */
     }
     assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 2));
     fsa_rec_t again;

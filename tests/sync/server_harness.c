@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,40 @@
 #ifndef FSA_TEST_EMULATOR
 #define FSA_TEST_EMULATOR ""
 #endif
+
+/* The running servers' device and admin URLs (th_admin_url_of). */
+#define REGISTRY_MAX 32
+static struct {
+    char url[128];
+    char admin[360];
+} g_registry[REGISTRY_MAX];
+static pthread_mutex_t g_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void registry_set(const char *url, const char *admin)
+{
+    pthread_mutex_lock(&g_registry_lock);
+    for (int i = 0; i < REGISTRY_MAX; i++) {
+        if (admin != NULL && g_registry[i].url[0] == '\0') {
+            snprintf(g_registry[i].url, sizeof g_registry[i].url, "%s", url);
+            snprintf(g_registry[i].admin, sizeof g_registry[i].admin, "%s", admin);
+            break;
+        }
+        if (admin == NULL && strcmp(g_registry[i].url, url) == 0)
+            g_registry[i].url[0] = '\0';
+    }
+    pthread_mutex_unlock(&g_registry_lock);
+}
+
+const char *th_admin_url_of(const char *url)
+{
+    const char *found = NULL;
+    pthread_mutex_lock(&g_registry_lock);
+    for (int i = 0; i < REGISTRY_MAX && found == NULL; i++)
+        if (g_registry[i].url[0] != '\0' && strcmp(g_registry[i].url, url) == 0)
+            found = g_registry[i].admin;
+    pthread_mutex_unlock(&g_registry_lock);
+    return found;
+}
 
 bool th_dir_make(char *dir)
 {
@@ -112,11 +147,16 @@ bool th_write_files(th_server_t *s, int ndevices)
     return th_write_files_scoped(s, ndevices, NULL);
 }
 
-/* argv for exec: the emulator's words (FSA_TEST_EMULATOR, |-separated), then the binary. */
+/* argv for exec: the emulator's words (FSA_TEST_EMULATOR, |-separated), then the binary. A
+ * profiler may be put in front at run time the same way: FSA_TEST_SERVER_WRAP, e.g.
+ * "valgrind|--tool=callgrind" (a build for the host only). */
 static size_t build_argv(char *emu_buf, size_t emu_cap, const char **argv, size_t cap)
 {
     size_t n = 0;
-    snprintf(emu_buf, emu_cap, "%s", FSA_TEST_EMULATOR);
+    const char *wrap = getenv("FSA_TEST_SERVER_WRAP");
+    snprintf(emu_buf, emu_cap, "%s",
+             wrap != NULL && wrap[0] != '\0' && FSA_TEST_EMULATOR[0] == '\0' ? wrap
+                                                                             : FSA_TEST_EMULATOR);
     for (char *tok = emu_buf; tok != NULL && *tok != '\0' && n + 2 < cap;) {
         char *semi = strchr(tok, '|');
         if (semi != NULL)
@@ -209,7 +249,8 @@ bool th_server_start(th_server_t *s, const char *const *extra)
     close(pfd[1]);
     s->pid = pid;
     s->url[0] = '\0';
-    char line[256];
+    s->admin_url[0] = '\0';
+    char line[512];
     size_t len = 0;
     int64_t deadline = mono_ms() + 20000;
     bool ok = false;
@@ -222,6 +263,10 @@ bool th_server_start(th_server_t *s, const char *const *extra)
             break;
         if (line[len] == '\n') {
             line[len] = '\0';
+            static const char admin[] = "admin listening on ";
+            if (strncmp(line, admin, sizeof admin - 1) == 0 &&
+                strlen(line + sizeof admin - 1) < sizeof s->admin_url)
+                memcpy(s->admin_url, line + sizeof admin - 1, strlen(line + sizeof admin - 1) + 1);
             ok = strncmp(line, "listening on ", 13) == 0;
             if (ok && strlen(line + 13) < sizeof s->url)
                 memcpy(s->url, line + 13, strlen(line + 13) + 1);
@@ -242,6 +287,8 @@ bool th_server_start(th_server_t *s, const char *const *extra)
         return false;
     }
     s->out_fd = pfd[0]; /* kept open: it reaches EOF when the server exits */
+    if (s->admin_url[0] != '\0')
+        registry_set(s->url, s->admin_url);
     return true;
 }
 
@@ -294,6 +341,7 @@ int th_server_stop(th_server_t *s)
 {
     if (s->pid <= 0)
         return -1;
+    registry_set(s->url, NULL);
     kill(s->pid, SIGTERM);
     bool exited = read_to_eof(s->out_fd, mono_ms() + 20000, NULL, 0, NULL);
     int rc = reap(s->pid, exited);
@@ -307,6 +355,7 @@ int th_server_kill(th_server_t *s)
 {
     if (s->pid <= 0)
         return -1;
+    registry_set(s->url, NULL);
     kill(s->pid, SIGKILL);
     bool exited = read_to_eof(s->out_fd, mono_ms() + 20000, NULL, 0, NULL);
     int rc = reap(s->pid, exited);
@@ -487,6 +536,12 @@ bool th_request(void *handle, const char *url, const char *method, const char *p
     hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     hdrs = curl_slist_append(hdrs, "Expect:");
     char full[4096];
+    if (opts->bearer != NULL && !opts->as_is && th_admin_url_of(url) != NULL)
+        url = th_admin_url_of(url);
+    if (strncmp(url, "unix:", 5) == 0) {
+        curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, url + 5);
+        url = "http://localhost";
+    }
     snprintf(full, sizeof full, "%s%s", url, path_and_query);
     curl_easy_setopt(h, CURLOPT_URL, full);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);

@@ -14,7 +14,13 @@
  * (mkdtemp) holding its database, devices file (devices "dev000".."devNNN", each with a secret
  * derived from its number: th_device_key), admin token file and stderr log; th_dir_remove() cleans
  * it up. The binary is FSA_SERVER_BIN, run through FSA_TEST_EMULATOR (words joined by "|", may
- * be empty) when cross-compiled.
+ * be empty) when cross-compiled, or through $FSA_TEST_SERVER_WRAP (the same form, e.g.
+ * "valgrind|--tool=callgrind|--callgrind-out-file=/tmp/cg.out", to profile it) in a host build.
+ *
+ * The server's admin API has a listener of its own (--admin-listen, 127.0.0.1:0 by default):
+ * th_server_start reads its address into s->admin_url, and th_request sends a request with a
+ * bearer token (opts->bearer) to the admin listener of the server whose device URL it is given
+ * (opts->as_is: to that URL itself, e.g. to show that the device listener refuses /admin/).
  */
 
 #define TH_ADMIN_TOKEN "th-admin-7f3a9c21e8b4d6f0a5c3e1b9d7f2a4c6"
@@ -25,6 +31,7 @@ typedef struct th_server {
     int out_fd; /* the read end of the server's stdout, open while it runs */
     char dir[256];
     char url[128];
+    char admin_url[360]; /* "http://127.0.0.1:PORT", or "unix:PATH" (--admin-listen unix:...) */
     char db[320];
     char devices[320];
     char token[320];
@@ -86,12 +93,19 @@ typedef struct th_req_opts {
     const char *content_encoding; /* send this Content-Encoding as is (the body is not touched) */
     bool accept_gzip;             /* Accept-Encoding: gzip (curl inflates the answer) */
     const char *source;           /* connect from this local address (e.g. "127.0.0.5") */
+    bool as_is; /* a bearer request goes to url itself, not to its server's admin listener */
 } th_req_opts_t;
+
+/* The admin URL of the running server (started by th_server_start) whose device URL is url, or
+ * NULL. */
+const char *th_admin_url_of(const char *url);
 
 /*
  * One request to s->url + path_and_query, signed as device `device` (ignored with opts->bearer or
- * skip_auth). body may be NULL. handle: a CURL * to reuse (NULL: a fresh one). Returns true when
- * an HTTP answer arrived (r->status set); transport errors leave r->curl_code set and false.
+ * skip_auth). With opts->bearer the request goes to th_admin_url_of(url) when there is one (unless
+ * opts->as_is); a url "unix:PATH" is reached over that unix socket. body may be NULL. handle: a
+ * CURL * to reuse (NULL: a fresh one). Returns true when an HTTP answer arrived (r->status set);
+ * transport errors leave r->curl_code set and false.
  */
 bool th_request(void *handle, const char *url, const char *method, const char *path_and_query,
                 int device, const void *body, size_t len, const th_req_opts_t *opts, th_resp_t *r);

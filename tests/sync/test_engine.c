@@ -228,6 +228,133 @@ static void test_fsa_engine_sync__status_and_nothing_pending(void **state)
     assert_null(bad);
 }
 
+/* Ops are counted on their status events, to see each batch's in-flight marks. */
+typedef struct drain_seen {
+    fx_t *f;
+    char first_op[FSA_OP_ID_BYTES]; /* an op of the first batch */
+    int pushing;
+    int first_sent; /* events at which the first batch's op read as sent */
+} drain_seen_t;
+
+static void on_drain_status(void *arg, const fsa_engine_status_t *s)
+{
+    drain_seen_t *d = arg;
+    if (s->state != FSA_ENGINE_PUSHING)
+        return;
+    d->pushing++;
+    fsa_op_state_t st = FSA_OPSTATE_PENDING;
+    assert_fsa_ok(fsa_outbox_op_state(d->f->j, d->first_op, &st));
+    if (st == FSA_OPSTATE_INFLIGHT)
+        d->first_sent++;
+}
+
+/* A drain of many batches, each read and sent while the one before is applied, with a conflict
+ * in the middle: every op lands once, in order, the conflict is parked where it was, and the
+ * journal ends where the server is. */
+static void test_fsa_engine_sync__pipelined_batches_land_once_in_order(void **state)
+{
+    fx_t *f = *state;
+    start(f, NULL);
+    make_device(f, 0);
+    assert_int_equal(tc_seed(NULL, f->srv.url, "ticket", "T3", "{\"status\":\"OPEN\"}"), 201);
+    fsa_rec_t rec;
+    drain_seen_t d = {.f = f};
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    memcpy(d.first_op, rec.op_id, sizeof d.first_op);
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T2", NULL, NULL, &rec));
+    for (int i = 0; i < 200; i++) {
+        if (i == 100) /* T3 exists on the server: this create conflicts */
+            assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T3", NULL, NULL, &rec));
+        assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, i % 2 ? "T2" : "T1", "level", 1,
+                                            NULL, &rec));
+    }
+    fsa_signer_key_t key;
+    th_device_key(0, &key);
+    fsa_engine_opts_t o = {.device_id = "dev000", .key = &key, .batch_max_ops = 16};
+    o.transport.base_url = f->srv.url;
+    fsa_engine_t *e = NULL;
+    assert_fsa_ok(fsa_engine_new(f->port, f->j, &o, &e, NULL, 0));
+    fsa_signer_key_wipe(&key);
+    fsa_engine_on_status(e, on_drain_status, &d);
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    assert_int_equal(r.pushed, 203);
+    assert_int_equal(r.applied, 202);
+    assert_int_equal(r.conflict, 1);
+    assert_int_equal(r.batches, (203 + 15) / 16);
+    assert_int_equal(d.pushing, (203 + 15) / 16); /* one event per batch sent */
+    assert_true(d.first_sent >= 1); /* the first batch read as sent while it was on the wire */
+    char level[32];
+    tc_field(NULL, f->srv.url, "ticket", "T1", "level", level, sizeof level);
+    assert_string_equal(level, "100");
+    tc_field(NULL, f->srv.url, "ticket", "T2", "level", level, sizeof level);
+    assert_string_equal(level, "100");
+    /* The journal: every op answered, the bases at the server's versions, views equal to them. */
+    fsa_outbox_stats_t os;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &os));
+    assert_int_equal(os.pending, 0);
+    assert_int_equal(os.inflight, 0);
+    assert_fsa_ok(fsa_outbox_op_state(f->j, d.first_op, &(fsa_op_state_t){0}));
+    for (int t = 1; t <= 2; t++) {
+        char id[8], *view = NULL, *base = NULL;
+        int64_t v = 0, bv = 0, pending = -1;
+        snprintf(id, sizeof id, "T%d", t);
+        assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_TICKET, id, &view, &v, &pending));
+        assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, id, &base, &bv));
+        assert_int_equal(pending, 0);
+        assert_int_equal(bv, 101);
+        assert_string_equal(view, base);
+        assert_non_null(strstr(base, "\"level\":100"));
+        fsa_model_free(view);
+        fsa_model_free(base);
+    }
+    fsa_engine_free(e);
+}
+
+/* Options out of range are refused with a message naming them, not clamped (issue 15). */
+static void test_fsa_engine_new__options_out_of_range_refused(void **state)
+{
+    fx_t *f = *state;
+    start(f, NULL);
+    make_device(f, 0);
+    fsa_signer_key_t key;
+    th_device_key(0, &key);
+    const struct {
+        size_t ops, bytes, pull;
+        const char *names;
+    } bad[] = {
+        {FSA_JOURNAL_GROUP_MAX - 1, 0, 0, "batch_max_ops"},
+        {FSA_LIMIT_BATCH_OPS + 1, 0, 0, "batch_max_ops"},
+        {0, FSA_LIMIT_ENGINE_BATCH_BYTES_MIN - 1, 0, "batch_max_bytes"},
+        {0, FSA_LIMIT_BODY_BYTES + 1, 0, "batch_max_bytes"},
+        {0, 0, FSA_LIMIT_BATCH_OPS_MAX + 1, "pull_limit"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fsa_engine_opts_t o = {.device_id = "dev000",
+                               .key = &key,
+                               .batch_max_ops = bad[i].ops,
+                               .batch_max_bytes = bad[i].bytes,
+                               .pull_limit = bad[i].pull};
+        o.transport.base_url = f->srv.url;
+        fsa_engine_t *e = (fsa_engine_t *)&o; /* must be reset to NULL */
+        char err[256] = "";
+        assert_int_equal(fsa_engine_new(f->port, f->j, &o, &e, err, sizeof err), FSA_EINVAL);
+        assert_null(e);
+        assert_non_null(strstr(err, bad[i].names));
+    }
+    /* The limits themselves are fine. */
+    fsa_engine_opts_t o = {.device_id = "dev000",
+                           .key = &key,
+                           .batch_max_ops = FSA_LIMIT_BATCH_OPS,
+                           .batch_max_bytes = FSA_LIMIT_BODY_BYTES,
+                           .pull_limit = FSA_LIMIT_BATCH_OPS_MAX};
+    o.transport.base_url = f->srv.url;
+    fsa_engine_t *e = NULL;
+    assert_fsa_ok(fsa_engine_new(f->port, f->j, &o, &e, NULL, 0));
+    fsa_engine_free(e);
+    fsa_signer_key_wipe(&key);
+}
+
 /* An answer that is not the protocol's (a proxy's 404, a captive portal's redirect) keeps the ops
  * pending: only a 400 malformed quarantines a batch. */
 static void test_fsa_engine_sync__foreign_answer_keeps_ops(void **state)
@@ -404,6 +531,8 @@ int main(void)
         T(test_fsa_engine_sync__foreign_answer_keeps_ops),
         T(test_fsa_engine_sync__gone_dropped_unless_ours_is_on_it),
         T(test_fsa_engine_sync__pull_over_own_limit_asks_for_less),
+        T(test_fsa_engine_sync__pipelined_batches_land_once_in_order),
+        T(test_fsa_engine_new__options_out_of_range_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

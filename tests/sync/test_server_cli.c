@@ -88,6 +88,36 @@ static void test_server_cli__bad_flags_and_files(void **state)
     const char *a10[] = {"--listen", "127.0.0.1:0", "--db",    s.db, "--devices-file",
                          s.devices,  "--tls-cert",  s.devices, NULL};
     expect_cli_error(a10, "--tls-key");
+    /* The admin listener's options: only with the admin API, a sane address and deadline. */
+    const char *a10b[] = {"--listen", "127.0.0.1:0",    "--db",        s.db, "--devices-file",
+                          s.devices,  "--admin-listen", "127.0.0.1:0", NULL};
+    expect_cli_error(a10b, "--admin-listen goes with --admin-token-file");
+    const char *a10c[] = {"--listen",
+                          "127.0.0.1:0",
+                          "--db",
+                          s.db,
+                          "--devices-file",
+                          s.devices,
+                          "--admin-token-file",
+                          s.token,
+                          "--admin-allow-remote",
+                          NULL};
+    expect_cli_error(a10c, "--admin-allow-remote goes with --admin-listen");
+    const char *a10d[] = {"--listen", "127.0.0.1:0",      "--db", s.db, "--devices-file",
+                          s.devices,  "--header-timeout", "0",    NULL};
+    expect_cli_error(a10d, "--header-timeout");
+    const char *a10e[] = {"--listen",
+                          "127.0.0.1:0",
+                          "--db",
+                          s.db,
+                          "--devices-file",
+                          s.devices,
+                          "--admin-token-file",
+                          s.token,
+                          "--admin-listen",
+                          "unix:",
+                          NULL};
+    expect_cli_error(a10e, "--admin-listen");
     /* A PostgreSQL database that cannot be reached: one line, and never the URI's password (a
      * build without libpq says so instead). Port 1 on loopback has no server. */
     const char *a11[] = {

@@ -633,6 +633,347 @@ static void test_hostile__trickled_body_meets_its_deadline(void **state)
     th_dir_remove(s.dir);
 }
 
+/* A number in the server's statistics (through its admin listener): "key": N. */
+static long long stat_of(const th_server_t *s, const char *key)
+{
+    th_req_opts_t o = {.bearer = TH_ADMIN_TOKEN};
+    th_resp_t r;
+    long long v = -1;
+    /* The admin failures' bucket may still be empty after the guessing probe: bounded retries. */
+    for (int i = 0; i < 100 && v < 0; i++) {
+        assert_true(th_request(NULL, s->url, "GET", "/admin/v1/stats", 0, NULL, 0, &o, &r));
+        char pat[64];
+        snprintf(pat, sizeof pat, "\"%s\":", key);
+        const char *p = r.status == 200 && r.body != NULL ? strstr(r.body, pat) : NULL;
+        if (p != NULL)
+            v = strtoll(p + strlen(pat), NULL, 10);
+        bool busy = r.status == 429;
+        th_resp_free(&r);
+        if (!busy)
+            break;
+        struct pollfd none;
+        (void)poll(&none, 0, 50); /* paces the bounded retries; nothing waits on it */
+    }
+    if (v < 0)
+        fail_msg("no '%s' in the server's statistics", key);
+    return v;
+}
+
+/* The admin API was served on the device listener: now it has a listener of its own (loopback
+ * by default), and the device listener answers /admin/ as an unknown path, whatever the token. */
+static void test_hostile__admin_on_its_own_listener(void **state)
+{
+    (void)state;
+    assert_true(g_srv.admin_url[0] != '\0');
+    assert_string_not_equal(g_srv.admin_url, g_srv.url);
+    assert_int_equal(strncmp(g_srv.admin_url, "http://127.0.0.1:", 17), 0);
+    th_resp_t r;
+    /* The right token on the device listener: 404, as for any unknown path. */
+    th_req_opts_t on_dev = {.bearer = TH_ADMIN_TOKEN, .as_is = true, .source = "127.0.0.14"};
+    static const char *const paths[] = {"/admin/v1/stats", "/admin/v1/entities/jobneed/J1",
+                                        "/admin/v1/nothing"};
+    for (size_t i = 0; i < 3; i++) {
+        assert_true(th_request(NULL, g_srv.url, "GET", paths[i], 0, NULL, 0, &on_dev, &r));
+        if (r.status != 404 || r.body == NULL || strstr(r.body, "no such resource") == NULL)
+            fail_msg("%s on the device listener answered %ld '%.80s'", paths[i], r.status,
+                     r.body != NULL ? r.body : "");
+        th_resp_free(&r);
+    }
+    assert_true(th_request(NULL, g_srv.url, "POST", "/admin/v1/ops", 0, "{}", 2, &on_dev, &r));
+    assert_int_equal(r.status, 404);
+    th_resp_free(&r);
+    /* The admin listener serves it, and does not serve the device protocol. */
+    th_req_opts_t adm = {.bearer = TH_ADMIN_TOKEN};
+    assert_true(th_request(NULL, g_srv.url, "GET", "/admin/v1/stats", 0, NULL, 0, &adm, &r));
+    if (r.status != 200) /* the guessing probe may have emptied the failures' bucket */
+        assert_int_equal(r.status, 429);
+    th_resp_free(&r);
+    assert_true(th_request(NULL, g_srv.admin_url, "GET", "/v1/devices/dev000/changes", 0, NULL, 0,
+                           NULL, &r));
+    assert_int_equal(r.status, 404);
+    th_resp_free(&r);
+}
+
+/* The admin listener's address: a non-loopback one is refused (nothing is bound), so is a
+ * malformed one; a unix socket works. (Apart from the probes above: it starts servers.) */
+static void test_hostile__admin_listener_addresses(void **state)
+{
+    (void)state;
+    th_resp_t r;
+    th_req_opts_t adm = {.bearer = TH_ADMIN_TOKEN};
+    th_server_t s;
+    memset(&s, 0, sizeof s);
+    assert_true(th_dir_make(s.dir));
+    assert_true(th_write_files(&s, 1));
+    char err[1024];
+    const char *a1[] = {"--listen",
+                        "127.0.0.1:0",
+                        "--db",
+                        s.db,
+                        "--devices-file",
+                        s.devices,
+                        "--admin-token-file",
+                        s.token,
+                        "--admin-listen",
+                        "0.0.0.0:0",
+                        NULL};
+    assert_int_not_equal(th_run_cli(a1, err, sizeof err), 0);
+    if (strstr(err, "not a loopback address") == NULL || strchr(err, '\n') != strrchr(err, '\n'))
+        fail_msg("a non-loopback admin address: '%s'", err);
+    const char *a2[] = {"--listen", "127.0.0.1:0",    "--db",    s.db, "--devices-file",
+                        s.devices,  "--admin-listen", "nowhere", NULL};
+    assert_int_equal(th_run_cli(a2, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--admin-listen"));
+
+    /* unix:PATH: a socket file of mode 0600, removed at the end; the admin API answers there. */
+    char sock[400], listen[420];
+    snprintf(sock, sizeof sock, "%s/admin.sock", s.dir);
+    snprintf(listen, sizeof listen, "unix:%s", sock);
+    assert_true(th_backend_db(s.db, sizeof s.db));
+    const char *extra[] = {"--admin-listen", listen, NULL};
+    assert_true(th_server_start(&s, extra));
+    assert_string_equal(s.admin_url, listen);
+    struct stat sb;
+    assert_int_equal(lstat(sock, &sb), 0);
+    assert_true(S_ISSOCK(sb.st_mode));
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    assert_true(th_request(NULL, s.url, "GET", "/admin/v1/stats", 0, NULL, 0, &adm, &r));
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"devices\":1"));
+    th_resp_free(&r);
+    assert_int_equal(th_server_stop(&s), 0);
+    assert_int_not_equal(lstat(sock, &sb), 0);
+    th_dir_remove(s.dir);
+}
+
+/* A replayed request (a nonce already seen for its device) was read in full before the replay
+ * check: now it is refused on its headers. With "Expect: 100-continue" the 401 comes before the
+ * client sends one byte of its body; without, the body is dropped as it comes, never kept. */
+static void test_hostile__replay_refused_before_its_body(void **state)
+{
+    (void)state;
+    char nonce[FSA_SIGNER_NONCE_BYTES];
+    assert_int_equal(fsa_signer_nonce(fsa_port_posix(), nonce), FSA_OK);
+    th_req_opts_t o = {.nonce = nonce, .source = "127.0.0.13"};
+    th_resp_t r;
+    assert_true(
+        th_request(NULL, g_srv.url, "GET", "/v1/devices/dev002/changes", 2, NULL, 0, &o, &r));
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+    long long before = stat_of(&g_srv, "before_body");
+    long long replays = stat_of(&g_srv, "replay");
+    const size_t body = 1000 * 1000;
+    for (int expect = 1; expect >= 0; expect--) {
+        int fd = connect_from("127.0.0.13");
+        assert_true(fd >= 0);
+        char head[768];
+        int hn = snprintf(head, sizeof head,
+                          "POST /v1/devices/dev002/ops HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          "X-Device-Id: dev002\r\nX-Timestamp: %lld\r\nX-Nonce: %s\r\n"
+                          "X-Signature: %064d\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %zu\r\n%s\r\n",
+                          (long long)time(NULL) * 1000, nonce, 0, body,
+                          expect ? "Expect: 100-continue\r\n" : "");
+        assert_true(send_all(fd, head, (size_t)hn));
+        if (!expect) {
+            char *zeros = fsa_calloc(1, body);
+            assert_non_null(zeros);
+            (void)send_all(fd, zeros, body); /* the server may answer and close first */
+            fsa_free(zeros);
+        }
+        /* With Expect, not one body byte was sent: the answer is the server's own. */
+        char ans[2048];
+        size_t n = read_answer(fd, ans, sizeof ans);
+        close(fd);
+        if (n < 12 || strncmp(ans + 9, "401", 3) != 0 || strstr(ans, "\"replay\"") == NULL)
+            fail_msg("a replayed nonce (expect %d) answered '%.80s'", expect, ans);
+    }
+    long long after = stat_of(&g_srv, "before_body");
+    printf("  replayed nonce, 1 MB body: refused on its headers twice (before_body %lld -> "
+           "%lld)\n",
+           before, after);
+    assert_true(after - before >= 2);
+    assert_true(stat_of(&g_srv, "replay") - replays >= 2);
+    /* The nonce is recorded only after a signature verifies: a fresh nonce in a request whose
+     * signature fails is not spent, the device can still use it. */
+    char fresh[FSA_SIGNER_NONCE_BYTES];
+    assert_int_equal(fsa_signer_nonce(fsa_port_posix(), fresh), FSA_OK);
+    th_req_opts_t bad = {.nonce = fresh, .corrupt_signature = true, .source = "127.0.0.13"};
+    assert_true(
+        th_request(NULL, g_srv.url, "GET", "/v1/devices/dev002/changes", 2, NULL, 0, &bad, &r));
+    assert_int_equal(r.status, 401);
+    th_resp_free(&r);
+    th_req_opts_t good = {.nonce = fresh, .source = "127.0.0.13"};
+    assert_true(
+        th_request(NULL, g_srv.url, "GET", "/v1/devices/dev002/changes", 2, NULL, 0, &good, &r));
+    assert_int_equal(r.status, 200);
+    th_resp_free(&r);
+}
+
+/* 1,000 connections trickling header bytes stayed open past 78 s (libmicrohttpd has only an idle
+ * timeout): now a connection whose headers are not complete within the header deadline (here
+ * 1 s, default 10 s) is shut down, while signed requests from 127.0.0.1 go on being served. */
+static void test_hostile__trickled_headers_meet_their_deadline(void **state)
+{
+    (void)state;
+    th_server_t s;
+    memset(&s, 0, sizeof s);
+    const char *extra[] = {"--header-timeout", "1", "--per-addr-connections", "64", NULL};
+    assert_true(th_dir_make(s.dir));
+    assert_true(th_write_files(&s, 2));
+    assert_true(th_backend_db(s.db, sizeof s.db));
+    assert_true(th_server_start(&s, extra));
+    int saved = g_port;
+    g_port = (int)strtol(strrchr(s.url, ':') + 1, NULL, 10);
+    enum { N = 120 };
+    int fds[N];
+    int64_t closed_at[N];
+    int64_t t0 = now_ms();
+    for (int i = 0; i < N; i++) {
+        char src[32];
+        snprintf(src, sizeof src, "127.0.0.%d", 20 + i / 40); /* 40 from each of 3 addresses */
+        fds[i] = connect_from(src);
+        assert_true(fds[i] >= 0);
+        static const char start[] = "GET /v1/devices/dev000/changes HTTP/1.1\r\nX-Slow: ";
+        assert_true(send_all(fds[i], start, sizeof start - 1));
+        closed_at[i] = -1;
+    }
+    g_port = saved;
+    int open_ = N, served = 0, bytes = 0;
+    int64_t worst = 0;
+    /* Each round: one more header byte on every open connection (the attacker's pace, 200 ms),
+     * a signed pull from 127.0.0.1, and the closes the server signals (poll wakes on them). */
+    while (open_ > 0 && now_ms() - t0 < 10000L * g_scale) {
+        struct pollfd p[N];
+        for (int i = 0; i < N; i++)
+            p[i] = (struct pollfd){closed_at[i] < 0 ? fds[i] : -1, POLLIN, 0};
+        (void)poll(p, N, 200);
+        for (int i = 0; i < N; i++) {
+            if (closed_at[i] >= 0)
+                continue;
+            char b[64];
+            bool gone = (p[i].revents != 0 && recv(fds[i], b, sizeof b, MSG_DONTWAIT) <= 0) ||
+                        send(fds[i], "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1;
+            if (gone) {
+                closed_at[i] = now_ms() - t0;
+                open_--;
+            }
+        }
+        bytes++;
+        th_resp_t r;
+        int64_t q0 = now_ms();
+        assert_true(th_request(NULL, s.url, "GET", "/v1/devices/dev001/changes?limit=1", 1, NULL, 0,
+                               NULL, &r));
+        assert_int_equal(r.status, 200);
+        th_resp_free(&r);
+        served++;
+        if (now_ms() - q0 > worst)
+            worst = now_ms() - q0;
+    }
+    int64_t first = -1, last = -1;
+    for (int i = 0; i < N; i++) {
+        if (closed_at[i] >= 0 && (first < 0 || closed_at[i] < first))
+            first = closed_at[i];
+        if (closed_at[i] > last)
+            last = closed_at[i];
+        close(fds[i]);
+    }
+    printf("  %d connections trickling header bytes (1 s deadline): %d left open, closed between "
+           "%lld and %lld ms, after ~%d bytes; %d signed pulls meanwhile, worst %lld ms\n",
+           N, open_, (long long)first, (long long)last, bytes, served, (long long)worst);
+    assert_int_equal(open_, 0);
+    assert_true(first >= 900);           /* the deadline, not something sooner */
+    assert_true(last < 3000L * g_scale); /* the deadline and a watch tick, with slack */
+    assert_true(worst < 1000L * g_scale);
+    assert_true(stat_of(&s, "header_deadline") >= N);
+    /* A keep-alive connection that completed its request is not cut by the deadline. */
+    CURL *h = curl_easy_init();
+    assert_non_null(h);
+    for (int i = 0; i < 3; i++) {
+        th_resp_t r;
+        assert_true(
+            th_request(h, s.url, "GET", "/v1/devices/dev001/changes", 1, NULL, 0, NULL, &r));
+        assert_int_equal(r.status, 200);
+        th_resp_free(&r);
+    }
+    curl_easy_cleanup(h);
+    assert_int_equal(th_server_stop(&s), 0);
+    th_dir_remove(s.dir);
+}
+
+/* Runs an openssl s_client handshake against port with args; true when it completed. The output
+ * (one line of it is enough) goes to out. */
+static bool tls_handshake(int port, const char *args, char *out, size_t cap)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "openssl s_client -connect 127.0.0.1:%d -servername localhost %s </dev/null 2>&1",
+             port, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int rc = pclose(p);
+    return rc == 0 && strstr(out, "Cipher is (NONE)") == NULL && strstr(out, "New, (NONE)") == NULL;
+}
+
+/* TLS 1.0 and 1.1 and static-RSA AES128-SHA were accepted: now TLS 1.2 (forward-secret AEAD
+ * suites) and 1.3 only. The client is told to offer the old versions (security level 0), so that
+ * each refusal is the server's. */
+static void test_hostile__tls_versions_and_suites(void **state)
+{
+    (void)state;
+    th_server_t s;
+    memset(&s, 0, sizeof s);
+    assert_true(th_dir_make(s.dir));
+    assert_true(th_write_files(&s, 1));
+    assert_true(th_backend_db(s.db, sizeof s.db));
+    char cert[400], key[400], cmd[1200];
+    snprintf(cert, sizeof cert, "%s/cert.pem", s.dir);
+    snprintf(key, sizeof key, "%s/key.pem", s.dir);
+    /* An RSA certificate: with it a static-RSA suite is possible at all, so its refusal is the
+     * server's choice. openssl is installed by toolchain/install-deps.sh; without it, fail. */
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s' -out '%s' -days 1 "
+             "-subj /CN=localhost >/dev/null 2>&1",
+             key, cert);
+    if (system(cmd) != 0)
+        fail_msg("cannot make a test certificate with the openssl tool (toolchain/install-deps.sh "
+                 "installs it)");
+    const char *tls[] = {"--tls-cert", cert, "--tls-key", key, NULL};
+    assert_true(th_server_start(&s, tls));
+    int port = (int)strtol(strrchr(s.url, ':') + 1, NULL, 10);
+    char out[16384];
+    static const struct {
+        const char *args;
+        bool ok;
+        const char *shows;
+    } probes[] = {
+        {"-tls1 -cipher DEFAULT:@SECLEVEL=0", false, NULL},
+        {"-tls1_1 -cipher DEFAULT:@SECLEVEL=0", false, NULL},
+        {"-tls1_2 -cipher AES128-SHA:@SECLEVEL=0", false, NULL},
+        {"-tls1_2 -cipher AES256-GCM-SHA384:@SECLEVEL=0", false, NULL},    /* static RSA, AEAD */
+        {"-tls1_2 -cipher ECDHE-RSA-AES128-SHA:@SECLEVEL=0", false, NULL}, /* ECDHE, CBC */
+        {"-tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256", true, "ECDHE-RSA-AES128-GCM-SHA256"},
+        {"-tls1_2 -cipher ECDHE-RSA-CHACHA20-POLY1305", true, "ECDHE-RSA-CHACHA20-POLY1305"},
+        {"-tls1_3", true, "TLSv1.3"},
+    };
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+        bool ok = tls_handshake(port, probes[i].args, out, sizeof out);
+        if (ok != probes[i].ok || (ok && strstr(out, probes[i].shows) == NULL))
+            fail_msg("openssl s_client %s: %s, expected %s\n%.2000s", probes[i].args,
+                     ok ? "accepted" : "refused", probes[i].ok ? "accepted" : "refused", out);
+        printf("  TLS %-48s %s\n", probes[i].args, ok ? "accepted" : "refused");
+    }
+    /* The admin listener has the same TLS. */
+    assert_int_equal(strncmp(s.admin_url, "https://127.0.0.1:", 18), 0);
+    port = (int)strtol(strrchr(s.admin_url, ':') + 1, NULL, 10);
+    assert_false(tls_handshake(port, "-tls1_1 -cipher DEFAULT:@SECLEVEL=0", out, sizeof out));
+    assert_true(tls_handshake(port, "-tls1_3", out, sizeof out));
+    assert_int_equal(th_server_stop(&s), 0);
+    th_dir_remove(s.dir);
+}
+
 /* Secret files: a symlink, and a file owned by someone else, are refused. */
 static void test_hostile__secret_files(void **state)
 {
@@ -681,8 +1022,13 @@ int main(void)
         cmocka_unit_test(test_hostile__request_smuggling),
         cmocka_unit_test(test_hostile__one_device_floods),
         cmocka_unit_test(test_hostile__admin_guessing),
+        cmocka_unit_test(test_hostile__admin_on_its_own_listener),
+        cmocka_unit_test(test_hostile__replay_refused_before_its_body),
         cmocka_unit_test(test_hostile__after_it_all),
         cmocka_unit_test(test_hostile__trickled_body_meets_its_deadline),
+        cmocka_unit_test(test_hostile__admin_listener_addresses),
+        cmocka_unit_test(test_hostile__trickled_headers_meet_their_deadline),
+        cmocka_unit_test(test_hostile__tls_versions_and_suites),
         cmocka_unit_test(test_hostile__secret_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

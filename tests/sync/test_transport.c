@@ -970,6 +970,40 @@ static void test_fsa_transport_request__proxy_explicit_not_environment(void **st
     fsa_transport_free(t);
 }
 
+/* A request in two halves: begun, the caller works, ended; one in flight at a time; a transport
+ * freed with one in flight abandons it. */
+static void test_fsa_transport_begin_end__halves_of_a_request(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r, r2;
+    assert_int_equal(fsa_transport_end(t, &r), FSA_EINVAL); /* nothing in flight */
+    char *big = json_body(5000);
+    for (int i = 0; i < 3; i++) {
+        assert_fsa_ok(fsa_transport_begin(t, "POST", "/echo", big, 5000, NULL, NULL, &r));
+        /* A second one while the first is in flight is refused, and leaves the first alone. */
+        assert_int_equal(fsa_transport_begin(t, "GET", "/echo", NULL, 0, NULL, NULL, &r2),
+                         FSA_EINVAL);
+        assert_non_null(strstr(r2.error, "in flight"));
+        assert_fsa_ok(fsa_transport_end(t, &r));
+        assert_int_equal(r.status, 200);
+        assert_field(r.body, "method", "POST");
+        assert_field(r.body, "enc", "gzip");
+        assert_int_equal(field_long(r.body, "body"), 5000);
+        assert_int_equal(field_hex(r.body, "bodycrc"), crc_of(big, 5000));
+        assert_int_equal(r.reused_connection, i > 0);
+        fsa_http_response_clear(&r);
+        assert_int_equal(fsa_transport_end(t, &r), FSA_EINVAL); /* ended already */
+    }
+    /* Invalid arguments fail at begin, with nothing in flight. */
+    assert_int_equal(fsa_transport_begin(t, "PUT", "/echo", NULL, 0, NULL, NULL, &r), FSA_EINVAL);
+    assert_int_equal(fsa_transport_end(t, &r), FSA_EINVAL);
+    assert_fsa_ok(fsa_transport_begin(t, "GET", "/echo", NULL, 0, NULL, NULL, &r));
+    fsa_transport_free(t); /* abandons it (LeakSanitizer checks nothing is left) */
+    fsa_free(big);
+}
+
 static void test_fsa_transport_request__reuses_connection(void **state)
 {
     (void)state;
@@ -1312,6 +1346,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__insecure_http_unresolvable),
         cmocka_unit_test(test_fsa_transport_request__connection_refused),
         cmocka_unit_test(test_fsa_transport_request__proxy_explicit_not_environment),
+        cmocka_unit_test(test_fsa_transport_begin_end__halves_of_a_request),
         cmocka_unit_test(test_fsa_transport_request__reuses_connection),
         cmocka_unit_test(test_fsa_transport_request__resends_when_reused_connection_drops),
         cmocka_unit_test(test_fsa_transport_request__gzip_threshold),

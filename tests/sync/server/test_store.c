@@ -196,7 +196,119 @@ static void test_fsa_store_pull__order_paging_visibility(void **state)
     assert_fsa_ok(fsa_store_counts(f->store, &ents, &nops, &last));
     assert_int_equal(ents, 3);
     assert_int_equal(nops, 4);
-    assert_int_equal(last, 4);
+    /* One change number per entity a batch wrote: TA's create and increment went to the
+     * database once, as its last state. */
+    assert_int_equal(last, 3);
+}
+
+static int64_t count_rows(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int64_t v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Scope keys: a pull of a device whose scope has person p (its id is "d-"p) sees id or not. */
+static bool scoped_sees(fsa_store_t *s, const char *person, const char *id)
+{
+    char people[1][FSA_ID_BYTES];
+    snprintf(people[0], sizeof people[0], "%s", person);
+    fsa_store_scope_t sc;
+    memset(&sc, 0, sizeof sc);
+    sc.people = (const char(*)[FSA_ID_BYTES])people;
+    sc.npeople = 1;
+    assert_fsa_ok(fsa_store_scope_prepare(&sc));
+    fsa_codec_pull_t p;
+    int64_t next = 0;
+    char dev[FSA_ID_BYTES + 4];
+    snprintf(dev, sizeof dev, "d-%s", person);
+    assert_fsa_ok(fsa_store_pull_scoped(s, dev, &sc, 0, 100, &p, &next));
+    bool seen = false;
+    for (size_t i = 0; i < p.count; i++)
+        seen = seen || (strcmp(p.changes[i].id, id) == 0 && !p.changes[i].gone);
+    fsa_codec_pull_free(&p);
+    fsa_store_scope_release(&sc);
+    return seen;
+}
+
+/* Many ops on one entity in one batch: each sees the one before (the store holds the entity for
+ * the transaction and writes it once), a conflict shows the state of that moment, a set that
+ * changes a scope key (also spelled with an escape) moves the entity between scopes, and a group
+ * after them sees and writes the same entity through its savepoint. */
+static void test_fsa_store_apply__one_entity_many_ops_in_a_batch(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 8 };
+    fsa_codec_op_t ops[N];
+    fsa_codec_result_t res[N];
+    op_make(&ops[0], "m1", FSA_OP_CREATE, FSA_TYPE_TICKET, "T1", NULL, "{\"assignedto\":\"p1\"}");
+    op_make(&ops[1], "m2", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "T1", NULL, NULL);
+    snprintf(ops[1].op.field, sizeof ops[1].op.field, "level");
+    ops[1].op.by = 1;
+    op_make(&ops[2], "m3", FSA_OP_SET, FSA_TYPE_TICKET, "T1", NULL, "{\"assignedto\":\"p2\"}");
+    ops[2].op.base_version = 2;
+    op_make(&ops[3], "m4", FSA_OP_SET, FSA_TYPE_TICKET, "T1", NULL, "{\"priority\":\"HIGH\"}");
+    ops[3].op.base_version = 1; /* stale: a conflict showing version 3 */
+    op_make(&ops[4], "m5", FSA_OP_SET, FSA_TYPE_TICKET, "T1", NULL,
+            "{\"assignedt\\u006f\":\"p3\"}");
+    ops[4].op.base_version = 3;
+    op_make(&ops[5], "m6", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "T1", NULL, NULL);
+    snprintf(ops[5].op.field, sizeof ops[5].op.field, "level");
+    ops[5].op.by = 10;
+    op_make(&ops[6], "m7", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "T1", "g", NULL);
+    snprintf(ops[6].op.field, sizeof ops[6].op.field, "level");
+    ops[6].op.by = 100;
+    op_make(&ops[7], "m8", FSA_OP_CREATE, FSA_TYPE_JOBNEED, "J1", "g", "{}");
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, N, 1000, res, NULL, 0));
+    static const int64_t versions[N] = {1, 2, 3, 0, 4, 5, 6, 1};
+    for (size_t i = 0; i < N; i++) {
+        if (i == 3) {
+            assert_int_equal(res[i].status, FSA_RESULT_CONFLICT);
+            assert_true(res[i].has_current);
+            assert_int_equal(res[i].current_version, 3);
+            assert_non_null(strstr(res[i].current_fields, "\"p2\""));
+            continue;
+        }
+        if (res[i].status != FSA_RESULT_APPLIED || res[i].version != versions[i])
+            fail_msg("op %zu: status %d version %lld", i, (int)res[i].status,
+                     (long long)res[i].version);
+    }
+    ops_clear(ops, res, N);
+    fsa_codec_change_t e;
+    assert_fsa_ok(fsa_store_get(f->store, FSA_TYPE_TICKET, "T1", &e));
+    assert_int_equal(e.version, 6);
+    assert_non_null(strstr(e.fields, "\"assignedto\":\"p3\""));
+    assert_non_null(strstr(e.fields, "\"level\":111"));
+    fsa_codec_change_clear(&e);
+    assert_int_equal(version_of(f->store, FSA_TYPE_JOBNEED, "J1"), 1);
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM entities WHERE id = 'T1'"
+                                         " AND person = 'p3'"),
+                     1);
+    assert_true(scoped_sees(f->store, "p3", "T1"));
+    assert_false(scoped_sees(f->store, "p2", "T1"));
+    assert_false(scoped_sees(f->store, "p1", "T1"));
+    /* A second batch: its first op, a set spelling the key with an escape, moves the entity
+     * (its keys are read again, not taken from the row); a create of it is a conflict showing
+     * the state of that moment. */
+    op_make(&ops[0], "n1", FSA_OP_SET, FSA_TYPE_TICKET, "T1", NULL,
+            "{\"assignedt\\u006f\":\"p4\"}");
+    ops[0].op.base_version = 6;
+    op_make(&ops[1], "n2", FSA_OP_CREATE, FSA_TYPE_TICKET, "T1", NULL, "{}");
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 2, 1000, res, NULL, 0));
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    assert_int_equal(res[0].version, 7);
+    assert_int_equal(res[1].status, FSA_RESULT_CONFLICT);
+    assert_int_equal(res[1].current_version, 7);
+    ops_clear(ops, res, 2);
+    assert_int_equal(version_of(f->store, FSA_TYPE_TICKET, "T1"), 7);
+    assert_true(scoped_sees(f->store, "p4", "T1"));
+    assert_false(scoped_sees(f->store, "p3", "T1"));
 }
 
 static void test_fsa_store_open__refuses_a_foreign_database(void **state)
@@ -218,19 +330,6 @@ static void test_fsa_store_open__refuses_a_foreign_database(void **state)
     assert_int_equal(fsa_store_open(fsa_port_posix(), path, 0, &s, err, sizeof err), FSA_EINVAL);
     assert_int_equal(fsa_store_open(NULL, path, 1, &s, err, sizeof err), FSA_EINVAL);
     unlink(path);
-}
-
-static int64_t count_rows(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *q = NULL;
-    int64_t v = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
-        sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
-        v = sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return v;
 }
 
 /* Replay state in the database: a nonce is a replay until it expires, then fresh again; expired
@@ -396,9 +495,14 @@ static void test_fsa_store_open__migrates_schema_1(void **state)
     assert_fsa_ok(fsa_store_nonce(s, "d1", "0123456789abcdef0123456789abcdef", 10, 1, &replay));
     assert_false(replay);
     fsa_store_close(s);
-    assert_int_equal(count_rows(path, "PRAGMA user_version"), 3);
-    /* Schema 3 filled the scope keys of the rows it found. */
+    assert_int_equal(count_rows(path, "PRAGMA user_version"), 4);
+    /* Schema 3 filled the scope keys of the rows it found; schema 4 made their indexes partial
+     * (an entity without the key has no entry). */
     assert_int_equal(count_rows(path, "SELECT count(*) FROM entities WHERE person = 'p7'"), 1);
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+                                      " AND name LIKE 'entities\\_%' ESCAPE '\\'"
+                                      " AND sql LIKE '%WHERE%IS NOT NULL'"),
+                     4);
     /* A newer schema than this server knows is refused. */
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
@@ -420,6 +524,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__group_rolls_back_with_repeated_op_id,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__one_entity_many_ops_in_a_batch, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_pull__order_paging_visibility, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_open__refuses_a_foreign_database, setup,

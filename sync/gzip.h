@@ -1,0 +1,31 @@
+/* fieldsync: gzip of whole buffers (one gzip member), the wire's compression; the only zlib user.
+ */
+#ifndef FSA_SYNC_GZIP_H
+#define FSA_SYNC_GZIP_H
+
+#include <stddef.h>
+
+#include "port/port.h"
+
+/*
+ * Used by the transport (request bodies it sends) and by fieldsync-server (answers it sends,
+ * request bodies it reads). Buffers come from the project's allocator (fsa_free). Pure: no I/O,
+ * no global state.
+ */
+
+/* Compresses in[0..len) into one gzip member in a new buffer (*out, *out_len). Returns FSA_OK,
+ * FSA_ETOOLARGE (len past what zlib can count), FSA_ENOMEM, FSA_EIO (zlib failed); on failure
+ * *out is NULL. */
+fsa_status_t fsa_gzip_compress(const void *in, size_t len, unsigned char **out,
+                               size_t *out_len) FSA_MUST_CHECK;
+
+/*
+ * Inflates one gzip member in[0..len) into a new NUL-terminated buffer of at most max bytes (the
+ * NUL not counted). Stops as soon as the output would pass max (FSA_ETOOLARGE): a gzip bomb costs
+ * at most max bytes of work and memory. FSA_EINVAL: corrupt, truncated, or bytes after the
+ * member; FSA_ENOMEM. On failure *out is NULL.
+ */
+fsa_status_t fsa_gzip_inflate(const void *in, size_t len, size_t max, char **out,
+                              size_t *out_len) FSA_MUST_CHECK;
+
+#endif

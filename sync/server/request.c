@@ -1,0 +1,204 @@
+/* fieldsync-server: the pure steps of a device request (request.h): routing, authentication,
+ * the body, the pull query. No I/O, no clock, no global state; server.c runs them around
+ * libmicrohttpd, the store and its statistics, and the fuzz targets run them alone. */
+#include "sync/server/request.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "port/alloc.h"
+#include "port/limits.h"
+#include "sync/gzip.h"
+#include "sync/server/store.h"
+
+static int device_find_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const fsa__server_device_t *)elem)->id);
+}
+
+const fsa__server_device_t *fsa__server_device_find(const fsa__server_device_t *devices, size_t n,
+                                                    const char *id)
+{
+    return bsearch(id, devices, n, sizeof *devices, device_find_cmp);
+}
+
+bool fsa__server_nonce_parse(const char *hex, uint64_t *a, uint64_t *b)
+{
+    if (strlen(hex) != FSA_LIMIT_NONCE_HEX ||
+        strspn(hex, "0123456789abcdefABCDEF") != FSA_LIMIT_NONCE_HEX)
+        return false;
+    char half[17];
+    memcpy(half, hex, 16);
+    half[16] = '\0';
+    *a = strtoull(half, NULL, 16);
+    memcpy(half, hex + 16, 16);
+    *b = strtoull(half, NULL, 16);
+    return true;
+}
+
+/* A decimal integer of at most 18 digits (so it can neither overflow nor, as a timestamp, make
+ * the skew arithmetic overflow), optionally negative. */
+bool fsa__server_parse_i64(const char *s, int64_t *out)
+{
+    if (s == NULL)
+        return false;
+    size_t i = (s[0] == '-') ? 1 : 0;
+    size_t digits = strlen(s + i);
+    if (digits == 0 || digits > 18)
+        return false;
+    int64_t v = 0;
+    for (; s[i] != '\0'; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = s[0] == '-' ? -v : v;
+    return true;
+}
+
+void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
+                            const fsa__server_auth_in_t *in, fsa__server_auth_t *out)
+{
+    memset(out, 0, sizeof *out);
+    const fsa__server_device_t *d =
+        in->device_id != NULL ? fsa__server_device_find(devices, n, in->device_id) : NULL;
+    if (d == NULL) {
+        out->verdict = FSA__AUTH_UNKNOWN_DEVICE;
+        out->fail = (fsa__server_fail_t){401, "unknown_device", "unknown device"};
+        return;
+    }
+    if (in->timestamp == NULL || in->signature == NULL || in->nonce == NULL ||
+        !fsa__server_parse_i64(in->timestamp, &out->ts) ||
+        !fsa__server_nonce_parse(in->nonce, &out->nonce_a, &out->nonce_b) ||
+        fsa_signer_verify(&d->key, in->method, in->uri, in->timestamp, in->nonce,
+                          in->body != NULL ? in->body : "", in->len, in->signature) != FSA_OK) {
+        out->verdict = FSA__AUTH_BAD_SIGNATURE;
+        out->fail =
+            (fsa__server_fail_t){401, "bad_signature", "the request signature does not verify"};
+        return;
+    }
+    /* The signer is known only now: a path naming another device is refused after the signature
+     * so that probing does not reveal which ids exist. */
+    if (in->path_device != NULL && strcmp(in->path_device, d->id) != 0) {
+        out->verdict = FSA__AUTH_NOT_SIGNER;
+        out->fail =
+            (fsa__server_fail_t){401, "unknown_device", "the device in the path is not the signer"};
+        return;
+    }
+    int64_t skew = in->now_ms > out->ts ? in->now_ms - out->ts : out->ts - in->now_ms;
+    if (skew > FSA_LIMIT_SKEW_MS) {
+        out->verdict = FSA__AUTH_CLOCK_SKEW;
+        out->fail = (fsa__server_fail_t){401, "clock_skew",
+                                         "X-Timestamp is more than 300 s from server_time"};
+        return;
+    }
+    out->verdict = FSA__AUTH_OK;
+    out->dev = d;
+}
+
+fsa_status_t fsa__server_push_body(const char *content_encoding, const char *body, size_t len,
+                                   fsa_codec_push_t *push, fsa_codec_err_t *cerr,
+                                   fsa__server_fail_t *fail)
+{
+    memset(push, 0, sizeof *push);
+    *fail = (fsa__server_fail_t){0, "", ""};
+    const char *text = body != NULL ? body : "";
+    char *owned = NULL;
+    if (content_encoding != NULL && strcasecmp(content_encoding, "identity") != 0) {
+        if (strcasecmp(content_encoding, "gzip") != 0) {
+            *fail = (fsa__server_fail_t){400, "malformed", "unsupported Content-Encoding"};
+            return FSA_EINVAL;
+        }
+        fsa_status_t st = fsa_gzip_inflate(text, len, FSA_LIMIT_BODY_BYTES, &owned, &len);
+        if (st == FSA_ETOOLARGE)
+            *fail = (fsa__server_fail_t){413, "too_large", "the inflated body is over 1 MiB"};
+        else if (st == FSA_EINVAL)
+            *fail = (fsa__server_fail_t){400, "malformed", "the gzip body is corrupt"};
+        else if (st != FSA_OK)
+            *fail = (fsa__server_fail_t){500, "internal", "out of memory"};
+        if (st != FSA_OK)
+            return st == FSA_ETOOLARGE || st == FSA_EINVAL ? st : FSA_ENOMEM;
+        text = owned;
+    }
+    fsa_status_t st = fsa_codec_decode_push(text, len, push, cerr);
+    fsa_free(owned);
+    if (st == FSA_ETOOLARGE)
+        *fail = (fsa__server_fail_t){413, "too_large", cerr->message};
+    else if (st == FSA_EINVAL)
+        *fail = (fsa__server_fail_t){400, "malformed", cerr->message};
+    else if (st != FSA_OK)
+        *fail = (fsa__server_fail_t){500, "internal", "out of memory"};
+    return st == FSA_OK || st == FSA_ETOOLARGE || st == FSA_EINVAL ? st : FSA_ENOMEM;
+}
+
+/* Finds name=value in a raw query string (no percent-decoding: our values never need it). */
+static bool query_get(const char *query, const char *name, char *out, size_t cap, bool *present)
+{
+    size_t nlen = strlen(name);
+    *present = false;
+    out[0] = '\0';
+    for (const char *p = query; p != NULL && *p != '\0';) {
+        const char *amp = strchr(p, '&');
+        size_t plen = amp != NULL ? (size_t)(amp - p) : strlen(p);
+        if (plen >= nlen && strncmp(p, name, nlen) == 0 && (plen == nlen || p[nlen] == '=')) {
+            size_t vlen = plen > nlen ? plen - nlen - 1 : 0;
+            if (vlen >= cap)
+                return false;
+            memcpy(out, p + nlen + (plen > nlen ? 1 : 0), vlen);
+            out[vlen] = '\0';
+            *present = true;
+            return true;
+        }
+        p = amp != NULL ? amp + 1 : NULL;
+    }
+    return true;
+}
+
+bool fsa__server_pull_query(const char *query, int64_t *since, int64_t *limit)
+{
+    char since_s[FSA_CODEC_CURSOR_BYTES];
+    char limit_s[16];
+    bool has_since = false, has_limit = false;
+    *since = 0;
+    *limit = FSA__SERVER_PULL_DEFAULT_LIMIT;
+    const size_t plen = strlen(FSA__SERVER_CURSOR_PREFIX);
+    return query_get(query, "since", since_s, sizeof since_s, &has_since) &&
+           query_get(query, "limit", limit_s, sizeof limit_s, &has_limit) &&
+           !(has_since && since_s[0] != '\0' &&
+             (strncmp(since_s, FSA__SERVER_CURSOR_PREFIX, plen) != 0 ||
+              !fsa__server_parse_i64(since_s + plen, since) || *since < 0)) &&
+           !(has_limit &&
+             (!fsa__server_parse_i64(limit_s, limit) || *limit < 1 || *limit > FSA_STORE_PULL_MAX));
+}
+
+void fsa__server_route(const char *uri, fsa__server_route_t *out)
+{
+    char *path = out->path;
+    snprintf(path, sizeof out->path, "%s", uri);
+    char *q = strchr(path, '?');
+    out->query = "";
+    if (q != NULL) {
+        *q = '\0';
+        out->query = uri + (q - path) + 1;
+    }
+    out->admin = strncmp(path, "/admin/v1/", 10) == 0;
+    out->push = out->pull = false;
+    out->device[0] = '\0';
+    if (out->admin)
+        return;
+
+    static const char prefix[] = "/v1/devices/";
+    if (strncmp(path, prefix, sizeof prefix - 1) == 0) {
+        const char *d = path + sizeof prefix - 1;
+        const char *tail = strchr(d, '/');
+        if (tail != NULL && (size_t)(tail - d) < sizeof out->device) {
+            memcpy(out->device, d, (size_t)(tail - d));
+            out->device[tail - d] = '\0';
+            out->push = strcmp(tail, "/ops") == 0;
+            out->pull = strcmp(tail, "/changes") == 0;
+        }
+    }
+}

@@ -1,0 +1,116 @@
+/* fieldsync tests: sync/gzip.c, the wire's gzip (round trips, the inflate bound, bad input). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "port/alloc.h"
+#include "sync/gzip.h"
+#include "tests/test_util.h"
+
+/* Text that compresses (repeats) with some that does not (a little noise). */
+static char *sample(size_t n)
+{
+    char *s = fsa_malloc(n + 1);
+    assert_non_null(s);
+    static const char letters[] = "abcdefghijklmnopqrstuvwxyz";
+    static const char pattern[] = "{\"level\":1,";
+    unsigned x = 12345;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        if (i % 7 == 0)
+            s[i] = letters[(x >> 16) % 26];
+        else
+            s[i] = pattern[i % 11];
+    }
+    s[n] = '\0';
+    return s;
+}
+
+static void test_gzip__round_trips(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {0, 1, 100, 65536, 1000 * 1000};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        char *text = sample(sizes[k]);
+        unsigned char *gz = NULL;
+        size_t gz_len = 0;
+        assert_int_equal(fsa_gzip_compress(text, sizes[k], &gz, &gz_len), FSA_OK);
+        assert_true(gz_len >= 18); /* a gzip header and trailer at least */
+        assert_int_equal(gz[0], 0x1f);
+        assert_int_equal(gz[1], 0x8b);
+        if (sizes[k] >= 65536)
+            assert_true(gz_len < sizes[k] / 2);
+        char *back = NULL;
+        size_t back_len = 0;
+        assert_int_equal(fsa_gzip_inflate(gz, gz_len, sizes[k], &back, &back_len), FSA_OK);
+        assert_int_equal(back_len, sizes[k]);
+        assert_memory_equal(back, text, sizes[k]);
+        assert_int_equal(back[back_len], '\0');
+        fsa_free(back);
+        /* One byte under the size is over the bound: refused, nothing returned. */
+        if (sizes[k] > 0) {
+            back = (char *)1;
+            assert_int_equal(fsa_gzip_inflate(gz, gz_len, sizes[k] - 1, &back, &back_len),
+                             FSA_ETOOLARGE);
+            assert_null(back);
+            assert_int_equal(back_len, 0);
+        }
+        fsa_free(gz);
+        fsa_free(text);
+    }
+}
+
+/* A bomb: 16 MiB of zeros in ~16 KB of gzip, inflated against a 1 MiB bound. */
+static void test_gzip__bomb_stops_at_the_bound(void **state)
+{
+    (void)state;
+    const size_t n = 16u * 1024 * 1024;
+    char *zeros = fsa_calloc(1, n);
+    assert_non_null(zeros);
+    unsigned char *gz = NULL;
+    size_t gz_len = 0;
+    assert_int_equal(fsa_gzip_compress(zeros, n, &gz, &gz_len), FSA_OK);
+    fsa_free(zeros);
+    assert_true(gz_len < 128 * 1024);
+    char *out = NULL;
+    size_t out_len = 0;
+    assert_int_equal(fsa_gzip_inflate(gz, gz_len, 1024 * 1024, &out, &out_len), FSA_ETOOLARGE);
+    assert_null(out);
+    fsa_free(gz);
+}
+
+static void test_gzip__bad_input(void **state)
+{
+    (void)state;
+    char *text = sample(5000);
+    unsigned char *gz = NULL;
+    size_t gz_len = 0;
+    assert_int_equal(fsa_gzip_compress(text, 5000, &gz, &gz_len), FSA_OK);
+    char *out = NULL;
+    size_t out_len = 0;
+    /* Truncated, trailing bytes, a flipped byte in the data, not gzip at all, empty. */
+    assert_int_equal(fsa_gzip_inflate(gz, gz_len - 5, 10000, &out, &out_len), FSA_EINVAL);
+    unsigned char *longer = fsa_malloc(gz_len + 3);
+    assert_non_null(longer);
+    memcpy(longer, gz, gz_len);
+    static const unsigned char junk[3] = {0x78, 0x79, 0x7a};
+    memcpy(longer + gz_len, junk, sizeof junk);
+    assert_int_equal(fsa_gzip_inflate(longer, gz_len + 3, 10000, &out, &out_len), FSA_EINVAL);
+    fsa_free(longer);
+    gz[gz_len / 2] ^= 0x55;
+    assert_int_equal(fsa_gzip_inflate(gz, gz_len, 10000, &out, &out_len), FSA_EINVAL);
+    assert_int_equal(fsa_gzip_inflate("{\"a\":1}", 7, 10000, &out, &out_len), FSA_EINVAL);
+    assert_int_equal(fsa_gzip_inflate("", 0, 10000, &out, &out_len), FSA_EINVAL);
+    assert_null(out);
+    fsa_free(gz);
+    fsa_free(text);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gzip__round_trips),
+        cmocka_unit_test(test_gzip__bomb_stops_at_the_bound),
+        cmocka_unit_test(test_gzip__bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
