@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 
 #include "port/alloc.h"
 #include "port/limits.h"
+#include "port/once.h"
 #include "port/port.h"
 #include "sync/gzip.h"
 
@@ -46,13 +46,12 @@ struct fsa_transport {
 
 /*
  * libcurl must be initialised once per process before any other call, and curl_global_init is
- * not guaranteed thread safe on every build. STYLE.md keeps OS calls in port/, but this is a
- * library's own process-wide setup rather than something tests need to substitute, so a
- * pthread_once guard here is the deliberate exception. curl_global_cleanup is never called: other
+ * not guaranteed thread safe on every build: fsa_once (port/once.h) runs it once per process.
+ * curl_global_cleanup is never called: other
  * code in the process may still use libcurl at exit, and the OS reclaims everything anyway.
  * libcurl allocates with the project's allocator (port/alloc.h) from then on.
  */
-static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static fsa_once_t global_once = FSA_ONCE_INIT;
 static CURLcode global_rc = CURLE_FAILED_INIT;
 
 static void global_init(void)
@@ -63,7 +62,7 @@ static void global_init(void)
 
 fsa_status_t fsa_transport_global_init(void)
 {
-    pthread_once(&global_once, global_init);
+    fsa_once(&global_once, global_init);
     return global_rc == CURLE_OK ? FSA_OK : FSA_ENOMEM;
 }
 

@@ -76,7 +76,6 @@ exceptions=(
   'cJSON|^agent/sim/checks\.c$|the simulator invariant checkers read the admin API JSON (a tool beside the agent)'
   'cJSON|^agent/sim/fleet\.c$|the simulator reads the JSON lists libfieldsync and the admin API hand out (a tool beside the agent)'
   'cJSON|^agent/sim/scenarios\.c$|the simulator reads the entity views and lists libfieldsync hands out as JSON, for its invariants (a tool beside the agent)'
-  'OS threads (port.h, once.h)|^sync/transport\.c$|pthread_once around curl_global_init: port/once.h fsa_once replaces it (issue 15; the transport was being changed by another hand)'
   'OS sockets and poll (daemon.h, notify.h)|^sync/transport\.c$|<sys/socket.h> for AF_INET and AF_INET6, handed to inet_pton, which parses text and calls nothing'
   'OS sockets and poll (daemon.h, notify.h)|^agent/example/|guard-console is an app: it polls the library'"'"'s notify fd in its main loop, as any app of libfieldsync does'
 )

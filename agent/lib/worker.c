@@ -483,7 +483,7 @@ static void *watcher_main(void *arg)
         if (stop)
             break;
         if (ws == FSA_EIO)
-            fsa_port_posix()->sleep(NULL, 100 * FSA_NS_PER_MS); /* not a spin if it persists */
+            fs->port.sleep(fs->port.ctx, 100 * FSA_NS_PER_MS); /* not a spin if it persists */
     }
     return NULL;
 }
