@@ -1,6 +1,8 @@
 /* fieldsync: the one command-line option parser (port/opts.h). */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "port/opts.h"
@@ -18,13 +20,34 @@ static fsa_status_t bad(char *err, size_t errlen, const char *fmt, ...)
     return FSA_EINVAL;
 }
 
-/* The option of opts named by arg ("--name"), or NULL. */
-static fsa_opt_t *find(fsa_opt_t *opts, size_t nopts, const char *arg)
+/* The index in opts of the option named by arg ("--name"), or nopts. */
+static size_t find(const fsa_opt_t *opts, size_t nopts, const char *arg)
 {
-    for (size_t k = 0; k < nopts; k++)
-        if (strcmp(arg + 2, opts[k].name) == 0)
-            return &opts[k];
-    return NULL;
+    size_t k = 0;
+    while (k < nopts && strcmp(arg + 2, opts[k].name) != 0)
+        k++;
+    return k;
+}
+
+/* What an argument is, where options are expected: the one reading of arguments that
+ * fsa_opts_parse and fsa_opts_values share. */
+typedef enum arg_kind {
+    ARG_HELP,       /* "--help" or "-h": stop */
+    ARG_COMMAND,    /* FSA_OPTS_BEFORE_COMMAND: the command, stop */
+    ARG_BAD_OPTION, /* FSA_OPTS_BEFORE_COMMAND: a '-' argument that is no "--NAME" */
+    ARG_POSITIONAL,
+    ARG_OPTION /* "--NAME" */
+} arg_kind_t;
+
+static arg_kind_t arg_kind(const char *a, bool before_command)
+{
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+        return ARG_HELP;
+    if (strncmp(a, "--", 2) == 0 && a[2] != '\0')
+        return ARG_OPTION;
+    if (!before_command)
+        return ARG_POSITIONAL;
+    return a[0] == '-' ? ARG_BAD_OPTION : ARG_COMMAND;
 }
 
 fsa_status_t fsa_opts_parse(int argc, char *const *args, fsa_opt_t *opts, size_t nopts, char **pos,
@@ -43,24 +66,25 @@ fsa_status_t fsa_opts_parse(int argc, char *const *args, fsa_opt_t *opts, size_t
     int i = 0;
     for (; i < argc; i++) {
         const char *a = args[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        arg_kind_t kind = arg_kind(a, before_command);
+        if (kind == ARG_HELP) {
             res->help = true;
             break;
         }
-        bool is_opt = strncmp(a, "--", 2) == 0 && a[2] != '\0';
-        if (before_command && !is_opt && a[0] != '-')
-            break; /* the command */
-        if (!is_opt && before_command)
+        if (kind == ARG_COMMAND)
+            break;
+        if (kind == ARG_BAD_OPTION)
             return bad(err, errlen, "unknown option '%s'", a);
-        if (!is_opt) {
+        if (kind == ARG_POSITIONAL) {
             if (pos == NULL || res->npos >= maxpos) /* pos is NULL only when maxpos is 0 */
                 return bad(err, errlen, "unexpected argument '%s'", a);
             pos[res->npos++] = args[i];
             continue;
         }
-        fsa_opt_t *o = find(opts, nopts, a);
-        if (o == NULL)
+        size_t k = find(opts, nopts, a);
+        if (k == nopts)
             return bad(err, errlen, "unknown option '%s'", a);
+        fsa_opt_t *o = &opts[k];
         if (o->value != NULL && !o->repeat)
             return bad(err, errlen, "option '%s' given twice", a);
         if (!o->has_value) {
@@ -69,6 +93,8 @@ fsa_status_t fsa_opts_parse(int argc, char *const *args, fsa_opt_t *opts, size_t
         }
         if (i + 1 >= argc)
             return bad(err, errlen, "option '%s' needs a value", a);
+        if ((flags & FSA_OPTS_NONEMPTY) != 0 && args[i + 1][0] == '\0')
+            return bad(err, errlen, "option '%s' needs a non-empty value", a);
         o->value = args[++i];
     }
     res->used = i;
@@ -83,4 +109,78 @@ const char *fsa_opts_get(const fsa_opt_t *opts, size_t nopts, const char *name)
         if (strcmp(opts[k].name, name) == 0)
             return opts[k].value;
     return NULL;
+}
+
+fsa_status_t fsa_opts_values(int argc, char *const *args, const fsa_opt_t *opts, size_t nopts,
+                             unsigned flags, const char *name, const char **out, size_t cap,
+                             size_t *n, char *err, size_t errlen)
+{
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (n != NULL)
+        *n = 0;
+    if (n == NULL || argc < 0 || (args == NULL && argc > 0) || (opts == NULL && nopts > 0) ||
+        name == NULL || (out == NULL && cap > 0))
+        return bad(err, errlen, "invalid arguments");
+    const fsa_opt_t *want = NULL;
+    for (size_t k = 0; k < nopts && want == NULL; k++)
+        if (strcmp(opts[k].name, name) == 0 && opts[k].has_value)
+            want = &opts[k];
+    if (want == NULL)
+        return bad(err, errlen, "no option '--%s' with a value", name);
+    const bool before_command = (flags & FSA_OPTS_BEFORE_COMMAND) != 0;
+    /* The arguments were accepted by fsa_opts_parse: only the options and where they stop
+     * matter here (an unknown option cannot be met; one would be stepped over). */
+    for (int i = 0; i < argc; i++) {
+        arg_kind_t kind = arg_kind(args[i], before_command);
+        if (kind == ARG_HELP || kind == ARG_COMMAND || kind == ARG_BAD_OPTION)
+            break;
+        if (kind == ARG_POSITIONAL)
+            continue;
+        size_t k = find(opts, nopts, args[i]);
+        if (k == nopts || !opts[k].has_value || i + 1 >= argc)
+            continue;
+        i++;
+        if (&opts[k] != want)
+            continue;
+        if (*n == cap)
+            return bad(err, errlen, "option '--%s' given more than %zu times", name, cap);
+        out[(*n)++] = args[i];
+    }
+    return FSA_OK;
+}
+
+fsa_status_t fsa_opts_int(const char *name, const char *value, long long min, long long max,
+                          long long *out, char *err, size_t errlen)
+{
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (name == NULL || value == NULL || out == NULL)
+        return bad(err, errlen, "invalid arguments");
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (errno != 0 || end == value || *end != '\0' || v < min || v > max)
+        return bad(err, errlen, "option '--%s' needs a whole number from %lld to %lld, not '%s'",
+                   name, min, max, value);
+    *out = v;
+    return FSA_OK;
+}
+
+fsa_status_t fsa_opts_real(const char *name, const char *value, double min, double max,
+                           const char *what, double *out, char *err, size_t errlen)
+{
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (name == NULL || value == NULL || out == NULL)
+        return bad(err, errlen, "invalid arguments");
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(value, &end);
+    /* !(v >= min && v <= max) is also true for NaN. */
+    if (errno != 0 || end == value || *end != '\0' || !(v >= min && v <= max))
+        return bad(err, errlen, "option '--%s' needs a %s from %g to %g, not '%s'", name,
+                   what != NULL ? what : "number", min, max, value);
+    *out = v;
+    return FSA_OK;
 }

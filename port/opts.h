@@ -10,8 +10,8 @@
 /*
  * Pure code (no OS, no allocation, never exits): the programs print the one-line error it
  * writes and choose their exit status. It lives in port/, the one layer below every program, so
- * that all of them can use it: fieldsync and its daemon do; fieldsync-server (sync/server) and
- * fieldsync-sim still parse their options by hand (issue 15).
+ * that all of them use it: fieldsync, its daemon, fieldsync-server (sync/server) and
+ * fieldsync-sim.
  *
  * An option is "--NAME" (more than the two dashes); "--help" and "-h" ask for help anywhere.
  * An option with a value takes the next argument whatever it looks like ("--note -x" is fine).
@@ -19,7 +19,8 @@
 typedef struct fsa_opt {
     const char *name;  /* without the dashes: "db" */
     bool has_value;    /* "--name VALUE"; else a flag */
-    bool repeat;       /* may be given again: the last value stands; else "given twice" */
+    bool repeat;       /* may be given again: the last value stands (fsa_opts_values has them
+                        * all); else "given twice" */
     const char *value; /* out: the value, "" for a flag given, NULL when absent */
 } fsa_opt_t;
 
@@ -28,7 +29,10 @@ enum {
      * (*used counts what was parsed, the command is args[*used]); any other '-' argument is an
      * unknown option. Without it, arguments that are not options are positionals, wherever
      * they stand. */
-    FSA_OPTS_BEFORE_COMMAND = 1
+    FSA_OPTS_BEFORE_COMMAND = 1,
+    /* No value may be empty: "--db ''" is "option '--db' needs a non-empty value". A program
+     * with an option that may be empty parses without it. */
+    FSA_OPTS_NONEMPTY = 2
 };
 
 typedef struct fsa_opts_result {
@@ -50,5 +54,32 @@ fsa_status_t fsa_opts_parse(int argc, char *const *args, fsa_opt_t *opts, size_t
 
 /* The value of option name in opts (NULL when it was not given or is not there). */
 const char *fsa_opts_get(const fsa_opt_t *opts, size_t nopts, const char *name);
+
+/*
+ * Collects every value of a repeatable option, in the order given ("--server A --server B"):
+ * args and flags as given to fsa_opts_parse, which accepted them (opts as it left them). Up to
+ * cap values into out; *n receives how many were given. FSA_OK; FSA_EINVAL when name is not an
+ * option with a value in opts, or it was given more than cap times: err then says
+ * "option '--server' given more than 16 times".
+ */
+fsa_status_t fsa_opts_values(int argc, char *const *args, const fsa_opt_t *opts, size_t nopts,
+                             unsigned flags, const char *name, const char **out, size_t cap,
+                             size_t *n, char *err, size_t errlen) FSA_MUST_CHECK;
+
+/*
+ * An option's value as a whole number from min to max (decimal, optional sign, nothing after
+ * it). FSA_OK and *out, or FSA_EINVAL with err naming the option (name, without the dashes) and
+ * the value: "option '--devices' needs a whole number from 1 to 100000, not '12x'".
+ */
+fsa_status_t fsa_opts_int(const char *name, const char *value, long long min, long long max,
+                          long long *out, char *err, size_t errlen) FSA_MUST_CHECK;
+
+/*
+ * The same for a real number from min to max (strtod's syntax; not NaN); what names the kind of
+ * value ("rate", "number"; NULL: "number"): "option '--fault-5xx' needs a rate from 0 to 1, not
+ * '2'".
+ */
+fsa_status_t fsa_opts_real(const char *name, const char *value, double min, double max,
+                           const char *what, double *out, char *err, size_t errlen) FSA_MUST_CHECK;
 
 #endif
