@@ -1,12 +1,15 @@
 /* fieldsync-server: the command line of the reference server (PROTOCOL.md), see docs/server.md. */
-#include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "port/files.h"
 #include "port/limits.h"
+#include "port/opts.h"
 #include "storage/libs.h"
 #include "sync/server/server.h"
 
@@ -66,45 +69,74 @@ static const char usage[] =
     "\n"
     "SIGTERM or SIGINT: stop accepting, finish requests in flight, close the database, exit 0.\n";
 
-/* One line naming the problem (and the offending argument, when there is one), exit 2. */
-static void die_usage(const char *problem, const char *arg)
+/* One line naming the problem, exit 2. */
+static _Noreturn void die_usage(const char *fmt, ...) FSA_PRINTF(1, 2);
+static _Noreturn void die_usage(const char *fmt, ...)
 {
-    if (arg != NULL)
-        fprintf(stderr, "fieldsync-server: %s: '%s' (see --help)\n", problem, arg);
-    else
-        fprintf(stderr, "fieldsync-server: %s (see --help)\n", problem);
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "fieldsync-server: %s (see --help)\n", msg);
     exit(2);
 }
 
-static double parse_rate(const char *flag, const char *v)
+/* The options, in the order of the usage text. Each may be given again: the last stands. */
+enum {
+    O_LISTEN,
+    O_DB,
+    O_DEVICES_FILE,
+    O_ADMIN_TOKEN_FILE,
+    O_ADMIN_LISTEN,
+    O_ADMIN_ALLOW_REMOTE,
+    O_TLS_CERT,
+    O_TLS_KEY,
+    O_OP_RETENTION_DAYS,
+    O_DEVICE_RATE,
+    O_PER_ADDR_CONNECTIONS,
+    O_REQUEST_DEADLINE_S,
+    O_HEADER_TIMEOUT,
+    O_FAULT_LATENCY_MS,
+    O_FAULT_5XX,
+    O_FAULT_429,
+    O_FAULT_RETRY_AFTER,
+    O_FAULT_DROP,
+    O_FAULT_RESET,
+    O_FAULT_SEED,
+    O_COUNT
+};
+
+/* o's value as a whole number from min to max into *out, when it was given. */
+static void take_num(const fsa_opt_t *o, long long min, long long max, long long *out)
 {
-    char *end = NULL;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (errno != 0 || end == v || *end != '\0' || !(d >= 0.0 && d <= 1.0))
-        die_usage("this option needs a rate between 0 and 1", flag);
-    return d;
+    char err[256];
+    if (o->value != NULL &&
+        fsa_opts_int(o->name, o->value, min, max, out, err, sizeof err) != FSA_OK)
+        die_usage("%s", err);
 }
 
-static long long parse_num(const char *flag, const char *v, long long min, long long max)
+static void take_int(const fsa_opt_t *o, int min, int max, int *out)
 {
-    char *end = NULL;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (errno != 0 || end == v || *end != '\0' || n < min || n > max)
-        die_usage("this option needs a whole number in range", flag);
-    return n;
+    long long v = *out;
+    take_num(o, min, max, &v);
+    *out = (int)v;
 }
 
-/* Splits HOST:PORT (HOST may be [v6]) into buffers. */
-static void split_listen(const char *flag, const char *v, char *host, size_t hcap, char *port,
-                         size_t pcap)
+static void take_rate(const fsa_opt_t *o, double *out)
+{
+    char err[256];
+    if (o->value != NULL &&
+        fsa_opts_real(o->name, o->value, 0.0, 1.0, "rate", out, err, sizeof err) != FSA_OK)
+        die_usage("%s", err);
+}
+
+/* Splits HOST:PORT (HOST may be [v6]) into buffers; false when v is not one. */
+static bool split_listen(const char *v, char *host, size_t hcap, char *port, size_t pcap)
 {
     const char *colon = strrchr(v, ':');
     if (colon == NULL || colon == v || colon[1] == '\0')
-        die_usage(strcmp(flag, "--listen") == 0 ? "--listen needs HOST:PORT"
-                                                : "--admin-listen needs HOST:PORT or unix:PATH",
-                  v);
+        return false;
     const char *h = v;
     size_t hlen = (size_t)(colon - v);
     if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
@@ -112,13 +144,119 @@ static void split_listen(const char *flag, const char *v, char *host, size_t hca
         hlen -= 2;
     }
     if (hlen == 0 || hlen >= hcap || strlen(colon + 1) >= pcap)
-        die_usage(strcmp(flag, "--listen") == 0 ? "--listen needs HOST:PORT"
-                                                : "--admin-listen needs HOST:PORT or unix:PATH",
-                  v);
+        return false;
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     memcpy(port, colon + 1, strlen(colon + 1) + 1);
-    (void)parse_num(flag, port, 0, 65535);
+    long long n = 0;
+    char err[128];
+    return fsa_opts_int("port", port, 0, 65535, &n, err, sizeof err) == FSA_OK;
+}
+
+/* The command line into cfg (host and port into the buffers cfg then points at); --help prints
+ * the usage and exits 0; a usage error is one line and exit 2. */
+static void parse_args(int argc, char **argv, fsa_server_config_t *cfg, char *host, size_t hcap,
+                       char *port, size_t pcap)
+{
+    fsa_opt_t o[O_COUNT] = {
+        [O_LISTEN] = {"listen", true, true, NULL},
+        [O_DB] = {"db", true, true, NULL},
+        [O_DEVICES_FILE] = {"devices-file", true, true, NULL},
+        [O_ADMIN_TOKEN_FILE] = {"admin-token-file", true, true, NULL},
+        [O_ADMIN_LISTEN] = {"admin-listen", true, true, NULL},
+        [O_ADMIN_ALLOW_REMOTE] = {"admin-allow-remote", false, true, NULL},
+        [O_TLS_CERT] = {"tls-cert", true, true, NULL},
+        [O_TLS_KEY] = {"tls-key", true, true, NULL},
+        [O_OP_RETENTION_DAYS] = {"op-retention-days", true, true, NULL},
+        [O_DEVICE_RATE] = {"device-rate", true, true, NULL},
+        [O_PER_ADDR_CONNECTIONS] = {"per-addr-connections", true, true, NULL},
+        [O_REQUEST_DEADLINE_S] = {"request-deadline-s", true, true, NULL},
+        [O_HEADER_TIMEOUT] = {"header-timeout", true, true, NULL},
+        [O_FAULT_LATENCY_MS] = {"fault-latency-ms", true, true, NULL},
+        [O_FAULT_5XX] = {"fault-5xx", true, true, NULL},
+        [O_FAULT_429] = {"fault-429", true, true, NULL},
+        [O_FAULT_RETRY_AFTER] = {"fault-retry-after", true, true, NULL},
+        [O_FAULT_DROP] = {"fault-drop", true, true, NULL},
+        [O_FAULT_RESET] = {"fault-reset", true, true, NULL},
+        [O_FAULT_SEED] = {"fault-seed", true, true, NULL},
+    };
+    fsa_opts_result_t r;
+    char err[256];
+    if (fsa_opts_parse(argc - 1, argv + 1, o, O_COUNT, NULL, 0, FSA_OPTS_NONEMPTY, &r, err,
+                       sizeof err) != FSA_OK)
+        die_usage("%s", err);
+    if (r.help) {
+        fputs(usage, stdout);
+        exit(0);
+    }
+    memset(cfg, 0, sizeof *cfg);
+    cfg->faults.retry_after_s = 1;
+    cfg->faults.seed = 1;
+
+    const char *listen = o[O_LISTEN].value;
+    if (listen == NULL)
+        die_usage("--listen HOST:PORT is required");
+    if (!split_listen(listen, host, hcap, port, pcap))
+        die_usage("--listen needs HOST:PORT, not '%s'", listen);
+    cfg->host = host;
+    cfg->port = port;
+    cfg->db_path = o[O_DB].value;
+    if (cfg->db_path == NULL)
+        die_usage("--db FILE|URI is required");
+    cfg->devices_file = o[O_DEVICES_FILE].value;
+    if (cfg->devices_file == NULL)
+        die_usage("--devices-file FILE is required");
+
+    cfg->admin_token_file = o[O_ADMIN_TOKEN_FILE].value;
+    cfg->admin_listen = o[O_ADMIN_LISTEN].value;
+    cfg->admin_remote = o[O_ADMIN_ALLOW_REMOTE].value != NULL;
+    const char *al = cfg->admin_listen;
+    if (al != NULL) {
+        char h[256], p[16];
+        bool ok = strncmp(al, "unix:", 5) == 0 ? al[5] != '\0'
+                                               : split_listen(al, h, sizeof h, p, sizeof p);
+        if (!ok)
+            die_usage("--admin-listen needs HOST:PORT or unix:PATH, not '%s'", al);
+    }
+    if (cfg->admin_listen != NULL && cfg->admin_token_file == NULL)
+        die_usage("--admin-listen goes with --admin-token-file (the admin API is off without it)");
+    if (cfg->admin_remote && cfg->admin_listen == NULL)
+        die_usage("--admin-allow-remote goes with --admin-listen");
+    cfg->tls_cert = o[O_TLS_CERT].value;
+    cfg->tls_key = o[O_TLS_KEY].value;
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
+        die_usage("--tls-cert and --tls-key go together");
+
+    if (o[O_OP_RETENTION_DAYS].value != NULL) {
+        /* Above 0 and at most 100 years, so the milliseconds fit easily. */
+        double d = 0.0;
+        if (fsa_opts_real(o[O_OP_RETENTION_DAYS].name, o[O_OP_RETENTION_DAYS].value, 0.0, 36500.0,
+                          "number of days", &d, err, sizeof err) != FSA_OK ||
+            !(d > 0.0))
+            die_usage("--op-retention-days needs a number of days above 0 (at most 36500), not "
+                      "'%s'",
+                      o[O_OP_RETENTION_DAYS].value);
+        cfg->op_retention_ms = (int64_t)(d * 86400000.0);
+        if (cfg->op_retention_ms < 1)
+            cfg->op_retention_ms = 1;
+    }
+    take_int(&o[O_HEADER_TIMEOUT], 1, FSA_LIMIT_SERVER_HEADER_S_MAX, &cfg->header_timeout_s);
+    take_int(&o[O_DEVICE_RATE], 1, FSA_LIMIT_DEVICE_REQ_PER_S_MAX, &cfg->device_rate);
+    take_int(&o[O_REQUEST_DEADLINE_S], 1, FSA_LIMIT_SERVER_REQUEST_S_MAX, &cfg->request_deadline_s);
+    take_int(&o[O_PER_ADDR_CONNECTIONS], 1, FSA_LIMIT_SERVER_CONNECTIONS,
+             &cfg->per_addr_connections);
+
+    long long v = cfg->faults.latency_ms;
+    take_num(&o[O_FAULT_LATENCY_MS], 0, 600000, &v);
+    cfg->faults.latency_ms = v;
+    take_rate(&o[O_FAULT_5XX], &cfg->faults.rate_5xx);
+    take_rate(&o[O_FAULT_429], &cfg->faults.rate_429);
+    take_int(&o[O_FAULT_RETRY_AFTER], 0, 86400, &cfg->faults.retry_after_s);
+    take_rate(&o[O_FAULT_DROP], &cfg->faults.rate_drop);
+    take_rate(&o[O_FAULT_RESET], &cfg->faults.rate_reset);
+    v = (long long)cfg->faults.seed;
+    take_num(&o[O_FAULT_SEED], 0, INT64_MAX, &v);
+    cfg->faults.seed = (uint64_t)v;
 }
 
 int main(int argc, char **argv)
@@ -130,101 +268,9 @@ int main(int argc, char **argv)
         return 1;
     }
     fsa_server_config_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.faults.retry_after_s = 1;
-    cfg.faults.seed = 1;
     char host[256] = "";
     char port[16] = "";
-    bool have_listen = false;
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage, stdout);
-            return 0;
-        }
-        if (strncmp(a, "--", 2) != 0)
-            die_usage("unexpected argument", a);
-        if (strcmp(a, "--admin-allow-remote") == 0) {
-            cfg.admin_remote = true;
-            continue;
-        }
-        if (i + 1 >= argc)
-            die_usage("this option needs a value", a);
-        const char *v = argv[++i];
-        if (strcmp(a, "--listen") == 0) {
-            split_listen(a, v, host, sizeof host, port, sizeof port);
-            have_listen = true;
-        } else if (strcmp(a, "--db") == 0) {
-            cfg.db_path = v;
-        } else if (strcmp(a, "--devices-file") == 0) {
-            cfg.devices_file = v;
-        } else if (strcmp(a, "--admin-token-file") == 0) {
-            cfg.admin_token_file = v;
-        } else if (strcmp(a, "--admin-listen") == 0) {
-            if (strncmp(v, "unix:", 5) == 0) {
-                if (v[5] == '\0')
-                    die_usage("--admin-listen needs HOST:PORT or unix:PATH", v);
-            } else {
-                char h[256], p[16];
-                split_listen(a, v, h, sizeof h, p, sizeof p);
-            }
-            cfg.admin_listen = v;
-        } else if (strcmp(a, "--header-timeout") == 0) {
-            cfg.header_timeout_s = (int)parse_num(a, v, 1, FSA_LIMIT_SERVER_HEADER_S_MAX);
-        } else if (strcmp(a, "--tls-cert") == 0) {
-            cfg.tls_cert = v;
-        } else if (strcmp(a, "--tls-key") == 0) {
-            cfg.tls_key = v;
-        } else if (strcmp(a, "--op-retention-days") == 0) {
-            char *end = NULL;
-            errno = 0;
-            double d = strtod(v, &end);
-            /* At most 100 years, so the milliseconds fit easily. */
-            if (errno != 0 || end == v || *end != '\0' || !(d > 0.0 && d <= 36500.0))
-                die_usage("--op-retention-days needs a number of days above 0", v);
-            cfg.op_retention_ms = (int64_t)(d * 86400000.0);
-            if (cfg.op_retention_ms < 1)
-                cfg.op_retention_ms = 1;
-        } else if (strcmp(a, "--device-rate") == 0) {
-            cfg.device_rate = (int)parse_num(a, v, 1, FSA_LIMIT_DEVICE_REQ_PER_S_MAX);
-        } else if (strcmp(a, "--request-deadline-s") == 0) {
-            cfg.request_deadline_s = (int)parse_num(a, v, 1, FSA_LIMIT_SERVER_REQUEST_S_MAX);
-        } else if (strcmp(a, "--per-addr-connections") == 0) {
-            cfg.per_addr_connections = (int)parse_num(a, v, 1, FSA_LIMIT_SERVER_CONNECTIONS);
-        } else if (strcmp(a, "--fault-latency-ms") == 0) {
-            cfg.faults.latency_ms = parse_num(a, v, 0, 600000);
-        } else if (strcmp(a, "--fault-5xx") == 0) {
-            cfg.faults.rate_5xx = parse_rate(a, v);
-        } else if (strcmp(a, "--fault-429") == 0) {
-            cfg.faults.rate_429 = parse_rate(a, v);
-        } else if (strcmp(a, "--fault-retry-after") == 0) {
-            cfg.faults.retry_after_s = (int)parse_num(a, v, 0, 86400);
-        } else if (strcmp(a, "--fault-drop") == 0) {
-            cfg.faults.rate_drop = parse_rate(a, v);
-        } else if (strcmp(a, "--fault-reset") == 0) {
-            cfg.faults.rate_reset = parse_rate(a, v);
-        } else if (strcmp(a, "--fault-seed") == 0) {
-            cfg.faults.seed = (uint64_t)parse_num(a, v, 0, INT64_MAX);
-        } else {
-            die_usage("unknown option", a);
-        }
-    }
-    if (!have_listen)
-        die_usage("--listen HOST:PORT is required", NULL);
-    if (cfg.db_path == NULL)
-        die_usage("--db FILE|URI is required", NULL);
-    if (cfg.devices_file == NULL)
-        die_usage("--devices-file FILE is required", NULL);
-    if (cfg.admin_listen != NULL && cfg.admin_token_file == NULL)
-        die_usage("--admin-listen goes with --admin-token-file (the admin API is off without it)",
-                  NULL);
-    if (cfg.admin_remote && cfg.admin_listen == NULL)
-        die_usage("--admin-allow-remote goes with --admin-listen", NULL);
-    if ((cfg.tls_cert == NULL) != (cfg.tls_key == NULL))
-        die_usage("--tls-cert and --tls-key go together", NULL);
-    cfg.host = host;
-    cfg.port = port;
+    parse_args(argc, argv, &cfg, host, sizeof host, port, sizeof port);
 
     /* The signals are blocked before any thread starts, so every thread inherits the mask and
      * only sigwait below receives them. A peer closing its socket must not kill the server. */
