@@ -13,6 +13,7 @@
 #include "agent/sim/fleet.h"
 #include "port/alloc.h"
 #include "port/files.h"
+#include "port/opts.h"
 #include "storage/libs.h"
 #include "sync/codec.h"
 #include "sync/transport.h"
@@ -429,99 +430,105 @@ typedef struct opts {
     bool sync_full;
 } opts_t;
 
-static void parse_args(int argc, char **argv, opts_t *o)
+/* The options, in the order of the usage text. Only --server may be given again (once for each
+ * process of the server). */
+enum {
+    O_DEVICES,
+    O_SCENARIO,
+    O_SEED,
+    O_OPS,
+    O_DURATION,
+    O_FAULTS,
+    O_SERVER,
+    O_DEVICES_FILE,
+    O_ADMIN_TOKEN_FILE,
+    O_ADMIN_URL,
+    O_SERVER_HOOK,
+    O_SERVER_PROCS,
+    O_SERVER_DB,
+    O_SITE_READER,
+    O_REPORT,
+    O_HTML,
+    O_WORKDIR,
+    O_WORKERS,
+    O_JOURNAL_SYNC,
+    O_COUNT
+};
+
+/* o's value as a whole number from min to max into *out, when it was given. */
+static void take_int(const fsa_opt_t *o, int min, int max, int *out)
 {
-    memset(o, 0, sizeof *o);
-    o->devices = DEFAULT_DEVICES;
-    o->ops = DEFAULT_OPS;
-    o->workers = 8;
-    o->scenario = "all";
-    o->seed = 1;
-    o->procs = 1;
-    static const char *const with_value[] = {
-        "--devices",          "--scenario",     "--seed",        "--ops",
-        "--duration",         "--faults",       "--server",      "--devices-file",
-        "--admin-token-file", "--report",       "--html",        "--workdir",
-        "--workers",          "--journal-sync", "--server-hook", "--site-reader",
-        "--server-procs",     "--server-db",    "--admin-url"};
-    bool given[sizeof with_value / sizeof with_value[0]] = {false};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(USAGE, stdout);
-            exit(EXIT_SUCCESS);
-        }
-        size_t k;
-        for (k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
-            if (strcmp(a, with_value[k]) == 0)
-                break;
-        if (k == sizeof with_value / sizeof with_value[0]) {
-            if (strncmp(a, "-", 1) == 0)
-                die_usage("unknown option '%s'", a);
-            die_usage("unexpected argument '%s'", a);
-        }
-        if (given[k] && strcmp(a, "--server") != 0)
-            die_usage("option '%s' given twice", a);
-        given[k] = true;
-        if (i + 1 >= argc || argv[i + 1][0] == '\0')
-            die_usage("option '%s' needs a value", a);
-        const char *v = argv[++i];
-        if (strcmp(a, "--devices") == 0) {
-            o->devices = (int)parse_int(a, v, 1, DEVICES_MAX);
-            o->devices_given = true;
-        } else if (strcmp(a, "--scenario") == 0) {
-            o->scenario = v;
-        } else if (strcmp(a, "--seed") == 0) {
-            o->seed = parse_seed(v);
-        } else if (strcmp(a, "--ops") == 0) {
-            o->ops = (int)parse_int(a, v, 1, OPS_MAX);
-        } else if (strcmp(a, "--duration") == 0) {
-            o->duration_ms = parse_duration(v);
-        } else if (strcmp(a, "--faults") == 0) {
-            o->faults = v;
-        } else if (strcmp(a, "--server") == 0) {
-            if (o->nservers == SERVERS_MAX)
-                die_usage("--server given more than %d times", SERVERS_MAX);
-            if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
-                die_usage("--server needs an http:// or https:// URL, not '%s'", v);
-            if (strlen(v) >= FSA__URL_BYTES)
-                die_usage("--server URL too long: '%s'", v);
-            o->servers[o->nservers++] = v;
-            o->server = o->servers[0];
-        } else if (strcmp(a, "--server-hook") == 0) {
-            o->hook = v;
-        } else if (strcmp(a, "--site-reader") == 0) {
-            o->site_reader = v;
-        } else if (strcmp(a, "--server-procs") == 0) {
-            o->procs = (int)parse_int(a, v, 1, PROCS_MAX);
-        } else if (strcmp(a, "--server-db") == 0) {
-            if (strncmp(v, "postgresql://", 13) != 0 && strncmp(v, "postgres://", 11) != 0)
-                die_usage("--server-db needs a postgresql:// URI (a SQLite file per scenario is "
-                          "the default)");
-            o->server_db = v;
-        } else if (strcmp(a, "--devices-file") == 0) {
-            o->devices_file = v;
-        } else if (strcmp(a, "--admin-token-file") == 0) {
-            o->token_file = v;
-        } else if (strcmp(a, "--admin-url") == 0) {
-            if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0 &&
-                strncmp(v, "unix:", 5) != 0)
-                die_usage("--admin-url needs an http://, https:// or unix: address, not '%s'", v);
-            o->admin_url = v;
-        } else if (strcmp(a, "--report") == 0) {
-            o->report = v;
-        } else if (strcmp(a, "--html") == 0) {
-            o->html = v;
-        } else if (strcmp(a, "--workdir") == 0) {
-            o->workdir = v;
-        } else if (strcmp(a, "--workers") == 0) {
-            o->workers = (int)parse_int(a, v, 1, WORKERS_MAX);
-        } else if (strcmp(a, "--journal-sync") == 0) {
-            if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0)
-                die_usage("--journal-sync needs 'normal' or 'full', not '%s'", v);
-            o->sync_full = strcmp(v, "full") == 0;
-        }
+    long long v = 0;
+    char err[256];
+    if (o->value == NULL)
+        return;
+    if (fsa_opts_int(o->name, o->value, min, max, &v, err, sizeof err) != FSA_OK)
+        die_usage("%s", err);
+    *out = (int)v;
+}
+
+static bool has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Each option's own value: numbers in range, URLs of the right scheme, known names. */
+static void take_values(int argc, char **argv, const fsa_opt_t *opt, opts_t *o)
+{
+    take_int(&opt[O_DEVICES], 1, DEVICES_MAX, &o->devices);
+    o->devices_given = opt[O_DEVICES].value != NULL;
+    take_int(&opt[O_OPS], 1, OPS_MAX, &o->ops);
+    take_int(&opt[O_WORKERS], 1, WORKERS_MAX, &o->workers);
+    take_int(&opt[O_SERVER_PROCS], 1, PROCS_MAX, &o->procs);
+    if (opt[O_SEED].value != NULL)
+        o->seed = parse_seed(opt[O_SEED].value);
+    if (opt[O_DURATION].value != NULL)
+        o->duration_ms = parse_duration(opt[O_DURATION].value);
+    if (opt[O_SCENARIO].value != NULL)
+        o->scenario = opt[O_SCENARIO].value;
+    o->faults = opt[O_FAULTS].value;
+    o->hook = opt[O_SERVER_HOOK].value;
+    o->site_reader = opt[O_SITE_READER].value;
+    o->devices_file = opt[O_DEVICES_FILE].value;
+    o->token_file = opt[O_ADMIN_TOKEN_FILE].value;
+    o->report = opt[O_REPORT].value;
+    o->html = opt[O_HTML].value;
+    o->workdir = opt[O_WORKDIR].value;
+
+    size_t n = 0;
+    char err[256];
+    if (fsa_opts_values(argc - 1, argv + 1, opt, O_COUNT, FSA_OPTS_NONEMPTY, "server", o->servers,
+                        SERVERS_MAX, &n, err, sizeof err) != FSA_OK)
+        die_usage("%s", err);
+    o->nservers = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = o->servers[i];
+        if (!has_prefix(v, "http://") && !has_prefix(v, "https://"))
+            die_usage("--server needs an http:// or https:// URL, not '%s'", v);
+        if (strlen(v) >= FSA__URL_BYTES)
+            die_usage("--server URL too long: '%s'", v);
     }
+    o->server = n > 0 ? o->servers[0] : NULL;
+
+    const char *v = opt[O_SERVER_DB].value;
+    if (v != NULL && !has_prefix(v, "postgresql://") && !has_prefix(v, "postgres://"))
+        die_usage("--server-db needs a postgresql:// URI (a SQLite file per scenario is the "
+                  "default)");
+    o->server_db = v;
+    v = opt[O_ADMIN_URL].value;
+    if (v != NULL && !has_prefix(v, "http://") && !has_prefix(v, "https://") &&
+        !has_prefix(v, "unix:"))
+        die_usage("--admin-url needs an http://, https:// or unix: address, not '%s'", v);
+    o->admin_url = v;
+    v = opt[O_JOURNAL_SYNC].value;
+    if (v != NULL && strcmp(v, "full") != 0 && strcmp(v, "normal") != 0)
+        die_usage("--journal-sync needs 'normal' or 'full', not '%s'", v);
+    o->sync_full = v != NULL && strcmp(v, "full") == 0;
+}
+
+/* The options that go together, or only with --server, or only without it. */
+static void check_combinations(const opts_t *o)
+{
     size_t ns = 0;
     const fsa__scenario_t *sc = fsa__scenarios(&ns);
     bool known = strcmp(o->scenario, "all") == 0;
@@ -549,11 +556,19 @@ static void parse_args(int argc, char **argv, opts_t *o)
             "--server-hook goes with --server (the simulator's own server has its admin API)");
     if (o->server != NULL && o->faults != NULL)
         die_usage("--faults needs the simulator's own server (they are fieldsync-server options)");
+    if (o->faults != NULL) {
+        faults_t tmp;
+        parse_faults(o->faults, o->seed, &tmp); /* validates now, before anything runs */
+    }
+}
+
+/* Checked now, not after a run of minutes: the report files' directories must be writable. */
+static void check_outputs(const opts_t *o)
+{
     const char *outs[2] = {o->report, o->html};
     for (int i = 0; i < 2; i++) {
         if (outs[i] == NULL)
             continue;
-        /* Checked now, not after a run of minutes: the file's directory must be writable. */
         char dir[FSA__PATH_BYTES];
         if ((size_t)snprintf(dir, sizeof dir, "%s", outs[i]) >= sizeof dir)
             die_usage("%s: path too long", i == 0 ? "--report" : "--html");
@@ -568,10 +583,52 @@ static void parse_args(int argc, char **argv, opts_t *o)
             die_usage("%s %s: directory %s is missing or not writable",
                       i == 0 ? "--report" : "--html", outs[i], dir);
     }
-    if (o->faults != NULL) {
-        faults_t tmp;
-        parse_faults(o->faults, o->seed, &tmp); /* validates now, before anything runs */
+}
+
+/* The command line into *o; --help prints the usage and exits 0; a usage error is one line and
+ * exit 2. No option may be empty. */
+static void parse_args(int argc, char **argv, opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->devices = DEFAULT_DEVICES;
+    o->ops = DEFAULT_OPS;
+    o->workers = 8;
+    o->scenario = "all";
+    o->seed = 1;
+    o->procs = 1;
+    fsa_opt_t opt[O_COUNT] = {
+        [O_DEVICES] = {"devices", true, false, NULL},
+        [O_SCENARIO] = {"scenario", true, false, NULL},
+        [O_SEED] = {"seed", true, false, NULL},
+        [O_OPS] = {"ops", true, false, NULL},
+        [O_DURATION] = {"duration", true, false, NULL},
+        [O_FAULTS] = {"faults", true, false, NULL},
+        [O_SERVER] = {"server", true, true, NULL},
+        [O_DEVICES_FILE] = {"devices-file", true, false, NULL},
+        [O_ADMIN_TOKEN_FILE] = {"admin-token-file", true, false, NULL},
+        [O_ADMIN_URL] = {"admin-url", true, false, NULL},
+        [O_SERVER_HOOK] = {"server-hook", true, false, NULL},
+        [O_SERVER_PROCS] = {"server-procs", true, false, NULL},
+        [O_SERVER_DB] = {"server-db", true, false, NULL},
+        [O_SITE_READER] = {"site-reader", true, false, NULL},
+        [O_REPORT] = {"report", true, false, NULL},
+        [O_HTML] = {"html", true, false, NULL},
+        [O_WORKDIR] = {"workdir", true, false, NULL},
+        [O_WORKERS] = {"workers", true, false, NULL},
+        [O_JOURNAL_SYNC] = {"journal-sync", true, false, NULL},
+    };
+    fsa_opts_result_t r;
+    char err[256];
+    if (fsa_opts_parse(argc - 1, argv + 1, opt, O_COUNT, NULL, 0, FSA_OPTS_NONEMPTY, &r, err,
+                       sizeof err) != FSA_OK)
+        die_usage("%s", err);
+    if (r.help) {
+        fputs(USAGE, stdout);
+        exit(EXIT_SUCCESS);
     }
+    take_values(argc, argv, opt, o);
+    check_combinations(o);
+    check_outputs(o);
 }
 
 /* The scenarios to run, in order. */
