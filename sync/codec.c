@@ -12,7 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "port/alloc.h"
-#include "sync/signer.h"
+#include "sync/codec_json.h"
 
 /* Integers travel as JSON numbers, which cJSON reads as doubles: only values a double holds
  * exactly are accepted, so a number never silently changes on its way through. */
@@ -51,13 +51,25 @@ static void set_reject(fsa_model_err_t *rej, const char *code, const char *fmt, 
     va_end(ap);
 }
 
-size_t fsa_codec_json_depth(const char *text, size_t len, size_t max_depth)
+/* What one scan of JSON text found: the deepest nesting, and a bound on the values. */
+typedef struct json_scan {
+    size_t deepest;
+    size_t values;
+} json_scan_t;
+
+/*
+ * The one scan behind fsa_codec_json_depth, fsa_codec_json_values and the parse's bounds: it reads
+ * text without recursion and without parsing, skips strings (brackets and commas in them do not
+ * count) and stops as soon as the nesting exceeds max_depth (deepest is then max_depth + 1) or
+ * the values exceed max_values (values is then max_values + 1). Every value but the first follows
+ * a ',' or opens a container's first member ('[' '{'), so 1 + commas + opens bounds the values
+ * (object keys counted with their values).
+ */
+static json_scan_t json_scan(const char *text, size_t len, size_t max_depth, size_t max_values)
 {
+    json_scan_t r = {0, 1};
     size_t depth = 0;
-    size_t deepest = 0;
     bool in_string = false;
-    if (text == NULL)
-        return 0;
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (in_string) {
@@ -70,44 +82,28 @@ size_t fsa_codec_json_depth(const char *text, size_t len, size_t max_depth)
         if (c == '"') {
             in_string = true;
         } else if (c == '[' || c == '{') {
-            depth++;
-            if (depth > deepest) {
-                deepest = depth;
-                if (deepest > max_depth)
-                    return max_depth + 1;
-            }
+            if (++depth > r.deepest && ++r.deepest > max_depth)
+                return r;
+            if (++r.values > max_values)
+                return r;
+        } else if (c == ',') {
+            if (++r.values > max_values)
+                return r;
         } else if ((c == ']' || c == '}') && depth > 0) {
             depth--;
         }
     }
-    return deepest;
+    return r;
+}
+
+size_t fsa_codec_json_depth(const char *text, size_t len, size_t max_depth)
+{
+    return text == NULL ? 0 : json_scan(text, len, max_depth, SIZE_MAX - 1).deepest;
 }
 
 size_t fsa_codec_json_values(const char *text, size_t len, size_t max_values)
 {
-    /* Every value but the first follows a ',' or opens a container's first member ('[' '{'), so
-     * 1 + commas + opens bounds the values (object keys counted with their values). */
-    size_t values = 1;
-    bool in_string = false;
-    if (text == NULL)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = text[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = false;
-            continue;
-        }
-        if (c == '"') {
-            in_string = true;
-        } else if (c == ',' || c == '[' || c == '{') {
-            if (++values > max_values)
-                return max_values + 1;
-        }
-    }
-    return values;
+    return text == NULL ? 0 : json_scan(text, len, SIZE_MAX - 1, max_values).values;
 }
 
 /* Every string value and key within FSA_LIMIT_STRING_BYTES. The recursion is bounded because the
@@ -150,13 +146,15 @@ static parse_fail_t parse_bounded(const char *text, size_t len, size_t max_bytes
         *why = "body is over the size limit";
         return PARSE_TOO_LARGE;
     }
-    if (fsa_codec_json_depth(text, len, max_depth) > max_depth) {
+    /* Each parsed value costs a cJSON node (about 64 bytes), so a small body of "[0,0,...]"
+     * would cost far more memory than its size: the values are counted, with the nesting, by
+     * one scan before parsing. */
+    json_scan_t scan = json_scan(text, len, max_depth, max_values);
+    if (scan.deepest > max_depth) {
         *why = "JSON nesting is over the depth limit";
         return PARSE_TOO_LARGE;
     }
-    /* Each parsed value costs a cJSON node (about 64 bytes), so a small body of "[0,0,...]"
-     * would cost far more memory than its size: the values are counted before parsing. */
-    if (fsa_codec_json_values(text, len, max_values) > max_values) {
+    if (scan.values > max_values) {
         *why = "JSON has more values than the limit";
         return PARSE_TOO_LARGE;
     }
@@ -188,6 +186,19 @@ static parse_fail_t parse_bounded(const char *text, size_t len, size_t max_bytes
     }
     *root = r;
     return PARSE_OK;
+}
+
+fsa_status_t fsa__codec_parse_bounded(const char *text, size_t len, size_t max_bytes,
+                                      size_t max_depth, size_t max_values, cJSON **root,
+                                      const char **why)
+{
+    *why = "";
+    switch (parse_bounded(text, len, max_bytes, max_depth, max_values, root, why)) {
+    case PARSE_OK: return FSA_OK;
+    case PARSE_TOO_LARGE: return FSA_ETOOLARGE;
+    case PARSE_NOMEM: return FSA_ENOMEM;
+    default: return FSA_EINVAL;
+    }
 }
 
 static bool get_int(const cJSON *item, int64_t *out)
@@ -1083,179 +1094,5 @@ fsa_status_t fsa_codec_decode_error(const char *body, size_t len, fsa_codec_err_
     }
     if (server_time_ms != NULL)
         *server_time_ms = t;
-    return FSA_OK;
-}
-
-/* ---- devices file ---- */
-
-static void scope_free(fsa_codec_scope_t *sc)
-{
-    if (sc == NULL)
-        return;
-    fsa_free(sc->sites);
-    fsa_free(sc->people);
-    fsa_free(sc);
-}
-
-/* Reads one list of a scope (absent: empty). False when it is not an array of short strings. */
-static bool scope_list(const cJSON *scope, const char *name, char (**out)[FSA_ID_BYTES], size_t *n)
-{
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(scope, name);
-    *out = NULL;
-    *n = 0;
-    if (arr == NULL)
-        return true;
-    int total = cJSON_GetArraySize(arr);
-    if (!cJSON_IsArray(arr) || total > FSA_CODEC_SCOPE_MAX)
-        return false;
-    if (total == 0)
-        return true;
-    *out = fsa_calloc((size_t)total, sizeof **out);
-    if (*out == NULL)
-        return false;
-    for (const cJSON *v = arr->child; v != NULL; v = v->next) {
-        if (!cJSON_IsString(v) || v->valuestring[0] == '\0' ||
-            strlen(v->valuestring) >= sizeof **out)
-            return false;
-        memcpy((*out)[*n], v->valuestring, strlen(v->valuestring) + 1);
-        (*n)++;
-    }
-    return true;
-}
-
-/* Reads a device's optional scope into *out (NULL when absent or null). */
-static fsa_status_t decode_scope(const cJSON *d, fsa_codec_scope_t **out)
-{
-    *out = NULL;
-    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(d, "scope");
-    if (sc == NULL || cJSON_IsNull(sc))
-        return FSA_OK;
-    if (!cJSON_IsObject(sc))
-        return FSA_EINVAL;
-    fsa_codec_scope_t *s = fsa_calloc(1, sizeof *s);
-    if (s == NULL)
-        return FSA_ENOMEM;
-    if (!scope_list(sc, "sites", &s->sites, &s->nsites) ||
-        !scope_list(sc, "people", &s->people, &s->npeople)) {
-        scope_free(s);
-        return FSA_EINVAL;
-    }
-    *out = s;
-    return FSA_OK;
-}
-
-void fsa_codec_devices_free(fsa_codec_device_t *devices, size_t count)
-{
-    if (devices == NULL)
-        return;
-    for (size_t i = 0; i < count; i++)
-        scope_free(devices[i].scope);
-    fsa_signer_wipe(devices, count * sizeof *devices);
-    fsa_free(devices);
-}
-
-/* Wipes every "secret" string of the parsed file before the tree is freed. */
-static void wipe_secrets(cJSON *arr)
-{
-    for (cJSON *d = arr != NULL ? arr->child : NULL; d != NULL; d = d->next) {
-        cJSON *sec = cJSON_GetObjectItemCaseSensitive(d, "secret");
-        if (cJSON_IsString(sec))
-            fsa_signer_wipe(sec->valuestring, strlen(sec->valuestring));
-    }
-}
-
-static int device_cmp(const void *a, const void *b)
-{
-    return strcmp(((const fsa_codec_device_t *)a)->id, ((const fsa_codec_device_t *)b)->id);
-}
-
-fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_device_t **out,
-                                      size_t *count, fsa_codec_err_t *err)
-{
-    if (err != NULL)
-        memset(err, 0, sizeof *err);
-    if (out != NULL)
-        *out = NULL;
-    if (count != NULL)
-        *count = 0;
-    if (text == NULL || out == NULL || count == NULL) {
-        set_err(err, "malformed", "no devices file");
-        return FSA_EINVAL;
-    }
-    cJSON *root = NULL;
-    const char *why = NULL;
-    /* Depth 5: {"devices": [{"scope": {"sites": [...]}}]}. */
-    parse_fail_t pf = parse_bounded(text, len, FSA_CODEC_DEVICES_FILE_BYTES, 5,
-                                    FSA_CODEC_DEVICES_FILE_VALUES, &root, &why);
-    if (pf != PARSE_OK)
-        return parse_status(pf, why, err);
-    fsa_status_t st = FSA_OK;
-    fsa_codec_device_t *devs = NULL;
-    size_t n = 0;
-    size_t total = 0;
-    cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "devices");
-    if (!cJSON_IsObject(root) || !cJSON_IsArray(arr)) {
-        set_err(err, "malformed", "expected {\"devices\": [{\"id\": ..., \"secret\": ...}]}");
-        st = FSA_EINVAL;
-        goto out;
-    }
-    total = (size_t)cJSON_GetArraySize(arr);
-    if (total == 0 || total > FSA_CODEC_DEVICES_MAX) {
-        set_err(err, "malformed", "the devices list must hold 1..%d devices",
-                FSA_CODEC_DEVICES_MAX);
-        st = FSA_EINVAL;
-        goto out;
-    }
-    devs = fsa_calloc(total, sizeof *devs);
-    if (devs == NULL) {
-        st = FSA_ENOMEM;
-        set_err(err, "internal", "out of memory");
-        goto out;
-    }
-    for (const cJSON *d = arr->child; d != NULL; d = d->next, n++) {
-        fsa_signer_key_t key;
-        const cJSON *sec = cJSON_GetObjectItemCaseSensitive(d, "secret");
-        if (!cJSON_IsObject(d) || !get_str(d, "id", devs[n].id, sizeof devs[n].id) ||
-            !id_ok(devs[n].id, FSA_LIMIT_ID_BYTES)) {
-            set_err(err, "malformed", "devices[%zu]: id must be 1..%d bytes of [A-Za-z0-9._:-]", n,
-                    FSA_LIMIT_ID_BYTES);
-            st = FSA_EINVAL;
-            goto out;
-        }
-        if (!cJSON_IsString(sec) ||
-            fsa_signer_key_parse(sec->valuestring, strlen(sec->valuestring), &key) != FSA_OK) {
-            set_err(err, "malformed", "device %s: secret must be 64 hex chars (32 bytes)",
-                    devs[n].id);
-            st = FSA_EINVAL;
-            goto out;
-        }
-        fsa_signer_key_wipe(&key);
-        memcpy(devs[n].secret_hex, sec->valuestring, sizeof devs[n].secret_hex);
-        st = decode_scope(d, &devs[n].scope);
-        if (st != FSA_OK) {
-            set_err(err, "malformed",
-                    "device %s: scope must be {\"sites\": [str...], \"people\": [str...]} with at "
-                    "most %d strings of 1..128 bytes each",
-                    devs[n].id, FSA_CODEC_SCOPE_MAX);
-            goto out;
-        }
-    }
-    qsort(devs, n, sizeof *devs, device_cmp);
-    for (size_t i = 1; i < n; i++) {
-        if (strcmp(devs[i - 1].id, devs[i].id) == 0) {
-            set_err(err, "malformed", "device %s is listed twice", devs[i].id);
-            st = FSA_EINVAL;
-            goto out;
-        }
-    }
-out:
-    wipe_secrets(arr);
-    cJSON_Delete(root);
-    if (st != FSA_OK) {
-        fsa_codec_devices_free(devs, total);
-        return st;
-    }
-    *out = devs;
-    *count = n;
     return FSA_OK;
 }

@@ -12,7 +12,8 @@
 #include "storage/model.h"
 
 /*
- * The only module in sync/ that touches cJSON. Pure: no I/O, no clock.
+ * With sync/devices.c (the server's devices file, which parses through this module's bounded
+ * parse: codec_json.h), the only module in sync/ that touches cJSON. Pure: no I/O, no clock.
  *
  * Ownership, stated once: every char ** out-parameter receives a malloc'ed, NUL-terminated string
  * the caller frees with fsa_codec_free() (plain fsa_free() is equivalent); every decoded structure
@@ -213,46 +214,5 @@ fsa_status_t fsa_codec_encode_error(const char *code, const char *message, int64
  * argument), FSA_ENOMEM. */
 fsa_status_t fsa_codec_decode_error(const char *body, size_t len, fsa_codec_err_t *err,
                                     int64_t *server_time_ms) FSA_MUST_CHECK;
-
-/* ---- the server's devices file: {"devices": [{"id": "dev001", "secret": "<64 hex>",
- *      "scope": {"sites": [...], "people": [...]}}]} (scope optional) ---- */
-
-/* A device's scope (PROTOCOL.md section 4): the sites and people whose entities it sees. Each
- * list is a malloc'ed array of n strings of 1..128 bytes. */
-typedef struct fsa_codec_scope {
-    char (*sites)[FSA_ID_BYTES];
-    size_t nsites;
-    char (*people)[FSA_ID_BYTES];
-    size_t npeople;
-} fsa_codec_scope_t;
-
-#define FSA_CODEC_SCOPE_MAX 1000 /* entries in each list of one scope */
-
-typedef struct fsa_codec_device {
-    char id[FSA_ID_BYTES];
-    char secret_hex[2 * FSA_LIMIT_SECRET_BYTES + 1];
-    fsa_codec_scope_t *scope; /* NULL: no scope (sees everything); freed with the array */
-} fsa_codec_device_t;
-
-/*
- * Decodes a devices file: every id valid and unique, every secret exactly 64 hex chars, an optional
- * scope {"sites": [str...], "people": [str...]} (each list optional, at most FSA_CODEC_SCOPE_MAX
- * strings of 1..128 bytes; null or absent scope: none), at most
- * FSA_CODEC_DEVICES_MAX devices, the text within FSA_CODEC_DEVICES_FILE_BYTES. *out receives a
- * malloc'ed
- * array of *count devices (free with fsa_codec_devices_free, which wipes the secrets); the secret
- * strings inside the parsed JSON are wiped before it is freed. err names the problem (never a
- * secret). Returns FSA_OK, FSA_EINVAL, FSA_ETOOLARGE, FSA_ENOMEM.
- */
-#define FSA_CODEC_DEVICES_MAX 100000
-/* A devices file's bounds: room for FSA_CODEC_DEVICES_MAX devices of about 300 bytes (id, secret,
- * a small scope) and 16 JSON values each (a request body's 1 MiB holds fewer than 10,000). */
-#define FSA_CODEC_DEVICES_FILE_BYTES (32 * 1024 * 1024)
-#define FSA_CODEC_DEVICES_FILE_VALUES (16 * FSA_CODEC_DEVICES_MAX)
-fsa_status_t fsa_codec_decode_devices(const char *text, size_t len, fsa_codec_device_t **out,
-                                      size_t *count, fsa_codec_err_t *err) FSA_MUST_CHECK;
-
-/* Wipes and frees a devices array. NULL is accepted. */
-void fsa_codec_devices_free(fsa_codec_device_t *devices, size_t count);
 
 #endif

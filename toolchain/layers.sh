@@ -57,6 +57,8 @@ owners=(
   'libpq|^sync/server/store_pg\.c$'       # the reference server's store on PostgreSQL
   'curl|^sync/transport\.c$'              # the transport
   'cJSON|^sync/codec\.c$'                 # the codec: the wire format
+  'cJSON|^sync/codec_json\.h$'            # the codec's bounded parse, for sync/'s other JSON decoder
+  'cJSON|^sync/devices\.c$'               # the server's devices file (JSON), parsed through it
   'cJSON|^storage/model\.c$'              # the model: entity fields and merge patches are JSON
   'mbedTLS|^sync/signer\.c$'              # the signer
   'microhttpd|^sync/server/server\.c$'    # the reference server's HTTP front

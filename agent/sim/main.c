@@ -15,10 +15,10 @@
 #include "port/files.h"
 #include "port/opts.h"
 #include "storage/libs.h"
-#include "sync/codec.h"
+#include "sync/devices.h"
 #include "sync/transport.h"
 
-#define DEVICES_MAX 100000
+#define DEVICES_MAX FSA_DEVICES_MAX
 #define OPS_MAX 5000 /* checkpoints seeded one admin request each; histories stay < 1 MiB */
 #define WORKERS_MAX 64
 #define DEFAULT_DEVICES 20
@@ -304,32 +304,24 @@ static int make_devices(fsa__fleet_t *f, const char *path, int ops)
 static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given,
                         const char *site_reader)
 {
-    char *text = NULL, err[FSA__ERR_BYTES];
-    size_t len = 0;
-    fsa_status_t st =
-        fsa_file_read(path, FSA_CODEC_DEVICES_FILE_BYTES, 1, &text, &len, err, sizeof err);
-    if (st != FSA_OK)
-        return fail("%s", err);
-    fsa_codec_device_t *devs = NULL;
+    char err[FSA__ERR_BYTES];
+    fsa_device_entry_t *devs = NULL;
     size_t count = 0;
-    fsa_codec_err_t cerr;
-    st = fsa_codec_decode_devices(text, len, &devs, &count, &cerr);
-    fsa_file_wipe_free(text, len);
-    if (st != FSA_OK)
-        return fail("devices file %s: %s", path, cerr.message);
+    if (fsa_devices_load(path, &devs, &count, err, sizeof err) != FSA_OK)
+        return fail("%s", err);
     if (count == 0) {
-        fsa_codec_devices_free(devs, count);
+        fsa_devices_free(devs, count);
         return fail("devices file %s lists no device", path);
     }
     if (devices_given && (size_t)f->ndev > count) {
-        fsa_codec_devices_free(devs, count);
+        fsa_devices_free(devs, count);
         return fail("--devices %d, but the devices file %s lists only %zu", f->ndev, path, count);
     }
     if (!devices_given) {
         f->ndev = count < DEVICES_MAX ? (int)count : DEVICES_MAX;
         fsa__device_t *nd = fsa_calloc((size_t)f->ndev + 2, sizeof *nd);
         if (nd == NULL) {
-            fsa_codec_devices_free(devs, count);
+            fsa_devices_free(devs, count);
             return fail("out of memory");
         }
         fsa_free(f->dev);
@@ -341,7 +333,7 @@ static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given,
         snprintf(d->id, sizeof d->id, "%s", devs[i].id);
         if (fsa_signer_key_parse(devs[i].secret_hex, strlen(devs[i].secret_hex), &d->key) !=
             FSA_OK) {
-            fsa_codec_devices_free(devs, count);
+            fsa_devices_free(devs, count);
             return fail("devices file %s: the secret of %s is not 64 hex characters", path, d->id);
         }
     }
@@ -361,12 +353,12 @@ static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given,
         snprintf(s->id, sizeof s->id, "%s", devs[i].id);
         if (fsa_signer_key_parse(devs[i].secret_hex, strlen(devs[i].secret_hex), &s->key) !=
             FSA_OK) {
-            fsa_codec_devices_free(devs, count);
+            fsa_devices_free(devs, count);
             return fail("devices file %s: the secret of %s is not 64 hex characters", path, s->id);
         }
         f->site_reader = s;
     }
-    fsa_codec_devices_free(devs, count);
+    fsa_devices_free(devs, count);
     if (site_reader != NULL && f->site_reader == NULL)
         return fail("--site-reader %s: no such device in %s", site_reader, path);
     return EXIT_SUCCESS;

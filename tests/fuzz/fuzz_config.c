@@ -9,6 +9,7 @@
 
 #include "agent/lib/internal.h"
 #include "sync/codec.h"
+#include "sync/devices.h"
 #include "sync/server/request.h"
 #include "sync/signer.h"
 #include "sync/transport.h"
@@ -17,7 +18,7 @@
 /*
  * Input: one mode byte, then the text.
  *   mode % 3 == 0  a devices file, loaded as fieldsync-server and fieldsync-sim load it
- *                  (fsa_codec_decode_devices, then each secret parsed): on success the ids are
+ *                  (fsa_devices_decode, then each secret parsed): on success the ids are
  *                  valid and strictly sorted, each secret is 64 hex chars and parses; and each
  *                  device so loaded authenticates as itself and as no other device.
  *   mode % 3 == 1  a device secret file's content (fsl__parse_secret): accepted exactly when
@@ -88,16 +89,16 @@ static fsa__server_auth_verdict_t auth_as(const fsa__server_device_t *table, siz
 
 static void check_devices(const char *text, size_t len)
 {
-    fsa_codec_device_t *devs = NULL;
+    fsa_device_entry_t *devs = NULL;
     size_t n = 0;
-    fsa_codec_err_t err;
-    fsa_status_t st = fsa_codec_decode_devices(text, len, &devs, &n, &err);
+    char err[256];
+    fsa_status_t st = fsa_devices_decode(text, len, &devs, &n, err, sizeof err);
     FUZZ_CHECK(st == FSA_OK || st == FSA_EINVAL || st == FSA_ETOOLARGE);
     if (st != FSA_OK) {
-        FUZZ_CHECK(devs == NULL && n == 0 && err.message[0] != '\0');
+        FUZZ_CHECK(devs == NULL && n == 0 && err[0] != '\0');
         return;
     }
-    FUZZ_CHECK(n >= 1 && n <= FSA_CODEC_DEVICES_MAX && devs != NULL);
+    FUZZ_CHECK(n >= 1 && n <= FSA_DEVICES_MAX && devs != NULL);
     size_t m = n < MAX_AUTH_DEVICES ? n : MAX_AUTH_DEVICES;
     fsa__server_device_t table[MAX_AUTH_DEVICES];
     for (size_t i = 0; i < n; i++) {
@@ -125,7 +126,7 @@ static void check_devices(const char *text, size_t len)
     }
     for (size_t i = 0; i < m; i++)
         fsa_signer_key_wipe(&table[i].key);
-    fsa_codec_devices_free(devs, n);
+    fsa_devices_free(devs, n);
 }
 
 static void check_secret(const char *text, size_t len)

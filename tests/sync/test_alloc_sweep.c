@@ -26,6 +26,7 @@
 #include "storage/journal.h"
 #include "storage/libs.h"
 #include "sync/codec.h"
+#include "sync/devices.h"
 #include "sync/engine.h"
 #include "sync/resolver.h"
 #include "sync/transport.h"
@@ -1382,13 +1383,13 @@ static fsa_status_t c_decode_devices(void *ctx, buf_t *out)
         "\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"},"
         "{\"id\":\"dev001\",\"secret\":"
         "\"ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100\"}]}";
-    fsa_codec_device_t *d = NULL;
+    fsa_device_entry_t *d = NULL;
     size_t n = 0;
-    fsa_codec_err_t err;
-    fsa_status_t st = fsa_codec_decode_devices(text, sizeof text - 1, &d, &n, &err);
+    char err[256];
+    fsa_status_t st = fsa_devices_decode(text, sizeof text - 1, &d, &n, err, sizeof err);
     for (size_t i = 0; st == FSA_OK && i < n; i++)
         buf_add(out, "%s %.8s\n", d[i].id, d[i].secret_hex);
-    fsa_codec_devices_free(d, n);
+    fsa_devices_free(d, n);
     return st;
 }
 
