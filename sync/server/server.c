@@ -35,6 +35,7 @@
 #include "port/files.h"
 #include "port/limits.h"
 #include "sync/codec.h"
+#include "sync/devices.h"
 #include "sync/gzip.h"
 #include "sync/server/request.h"
 #include "sync/server/store.h"
@@ -399,12 +400,12 @@ static fsa_status_t read_file(const char *what, const char *path, size_t max, bo
 
 /* Moves a device's scope from the decoded file into the server's device (the lists stay in one
  * allocation each, now owned by the device). */
-static fsa_status_t take_scope(device_t *dev, fsa_codec_device_t *from)
+static fsa_status_t take_scope(device_t *dev, fsa_device_entry_t *from)
 {
     fsa_store_scope_t *sc = fsa_calloc(1, sizeof *sc);
     if (sc == NULL)
         return FSA_ENOMEM;
-    fsa_codec_scope_t *cs = from->scope;
+    fsa_device_scope_t *cs = from->scope;
     sc->sites = (const char(*)[FSA_ID_BYTES])cs->sites;
     sc->nsites = cs->nsites;
     sc->people = (const char(*)[FSA_ID_BYTES])cs->people;
@@ -427,26 +428,14 @@ static void scope_free(fsa_store_scope_t *sc)
 
 static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
 {
-    char *text = NULL;
-    size_t len = 0;
-    fsa_status_t st = read_file("devices file", srv->cfg.devices_file, FSA_CODEC_DEVICES_FILE_BYTES,
-                                true, &text, &len, err, errlen);
+    fsa_device_entry_t *devs = NULL;
+    size_t n = 0;
+    fsa_status_t st = fsa_devices_load(srv->cfg.devices_file, &devs, &n, err, errlen);
     if (st != FSA_OK)
         return st;
-    fsa_codec_device_t *devs = NULL;
-    size_t n = 0;
-    fsa_codec_err_t cerr;
-    st = fsa_codec_decode_devices(text, len, &devs, &n, &cerr);
-    fsa_signer_wipe(text, len);
-    fsa_free(text);
-    if (st != FSA_OK) {
-        snprintf(err, errlen, "the devices file %s is malformed: %s", srv->cfg.devices_file,
-                 cerr.message);
-        return st == FSA_ENOMEM ? st : FSA_EINVAL;
-    }
     srv->devices = fsa_calloc(n, sizeof *srv->devices);
     if (srv->devices == NULL) {
-        fsa_codec_devices_free(devs, n);
+        fsa_devices_free(devs, n);
         snprintf(err, errlen, "out of memory loading the devices");
         return FSA_ENOMEM;
     }
@@ -461,7 +450,7 @@ static fsa_status_t load_devices(fsa_server_t *srv, char *err, size_t errlen)
             break;
     }
     srv->ndevices = n;
-    fsa_codec_devices_free(devs, n);
+    fsa_devices_free(devs, n);
     if (st != FSA_OK)
         snprintf(err, errlen, "the devices file %s has a bad secret", srv->cfg.devices_file);
     return st;
