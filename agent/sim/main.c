@@ -644,306 +644,348 @@ static void command_line(int argc, char **argv, char *out, size_t cap)
         out[cap - 1] = '\0';
 }
 
-int main(int argc, char **argv)
-{
-    fsa_libs_use_allocator();
-    char perr[160];
-    if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK)
-        return fail("%s", perr);
+/* One run of the simulator: what main's steps share. */
+typedef struct sim {
     opts_t o;
-    parse_args(argc, argv, &o);
-    int64_t t_start = fsa__real_ms();
-    char err[FSA__ERR_BYTES];
-    char token[256] = ""; /* the admin token; wiped at the end */
-    int rc = EXIT_SUCCESS;
-
+    int64_t t_start;
     fsa__fleet_t f;
-    memset(&f, 0, sizeof f);
-    f.ndev = o.devices;
-    f.workers = o.workers;
-    f.seed = o.seed;
-    f.sync_normal = !o.sync_full;
-    f.progress = isatty(STDERR_FILENO) != 0;
-    f.dev = fsa_calloc((size_t)f.ndev + 2, sizeof *f.dev); /* and the readers */
-    if (f.dev == NULL)
-        return fail("out of memory for %d devices", f.ndev);
-    if (fsa__fleet_init(&f, err, sizeof err) != FSA_OK) {
-        fsa_free(f.dev);
+    char workdir[FSA__PATH_BYTES];
+    bool keep;                     /* --workdir: kept at the end */
+    char token[256];               /* the admin token; wiped at the end */
+    fsa__server_t srvs[PROCS_MAX]; /* the simulator's own server processes */
+    char devices_file[FSA__PATH_BYTES + 32], token_file[FSA__PATH_BYTES + 32];
+    char runtag[32];
+    int dead_fd;
+    fsa__result_t *results;
+    size_t nres, capres;
+    int64_t server_rss; /* the peak of the server processes, KiB */
+} sim_t;
+
+/* The fleet of --devices devices (and the two readers), and libcurl's process-wide set-up. */
+static int setup_fleet(sim_t *s)
+{
+    char err[FSA__ERR_BYTES];
+    fsa__fleet_t *f = &s->f;
+    f->ndev = s->o.devices;
+    f->workers = s->o.workers;
+    f->seed = s->o.seed;
+    f->sync_normal = !s->o.sync_full;
+    f->progress = isatty(STDERR_FILENO) != 0;
+    f->dev = fsa_calloc((size_t)f->ndev + 2, sizeof *f->dev); /* and the readers */
+    if (f->dev == NULL)
+        return fail("out of memory for %d devices", f->ndev);
+    if (fsa__fleet_init(f, err, sizeof err) != FSA_OK) {
+        fsa_free(f->dev);
+        f->dev = NULL;
         return fail("%s", err);
     }
     /* libcurl's process-wide set-up, before the worker threads make their transports. */
     if (fsa_transport_global_init() != FSA_OK) {
-        fsa__fleet_free(&f);
+        fsa__fleet_free(f);
         return fail("libcurl failed to initialise");
     }
+    return EXIT_SUCCESS;
+}
 
-    /* The workdir. */
-    char workdir[FSA__PATH_BYTES];
-    bool keep = o.workdir != NULL;
-    if (keep) {
+/* --workdir (created, must be empty), or a temporary directory. */
+static int make_workdir(sim_t *s)
+{
+    s->keep = s->o.workdir != NULL;
+    if (s->keep) {
         struct stat st;
-        if (snprintf(workdir, sizeof workdir, "%s", o.workdir) >= (int)sizeof workdir - 64)
+        if (snprintf(s->workdir, sizeof s->workdir, "%s", s->o.workdir) >=
+            (int)sizeof s->workdir - 64)
             die_usage("--workdir path is too long");
-        if (stat(workdir, &st) == 0) {
+        if (stat(s->workdir, &st) == 0) {
             if (!S_ISDIR(st.st_mode))
-                die_usage("--workdir %s exists and is not a directory", workdir);
-            if (!dir_empty(workdir))
+                die_usage("--workdir %s exists and is not a directory", s->workdir);
+            if (!dir_empty(s->workdir))
                 die_usage("--workdir %s is not empty (journals of another run would be reused)",
-                          workdir);
-        } else if (mkdir(workdir, 0700) != 0) {
-            rc = fail("cannot create --workdir %s: %s", workdir, strerror(errno));
-            goto out_fleet;
+                          s->workdir);
+        } else if (mkdir(s->workdir, 0700) != 0) {
+            return fail("cannot create --workdir %s: %s", s->workdir, strerror(errno));
         }
-    } else {
-        /* $TMPDIR, else memory (/dev/shm) when there is one: thousands of journals are created,
-         * opened, closed and removed, and a disk file system pays for each file (and each
-         * fsync) what the simulation does not need, since it simulates process deaths, never
-         * power cuts (docs/sim.md). Else /tmp. */
-        const char *tmp = getenv("TMPDIR");
-        if (tmp == NULL || tmp[0] == '\0')
-            tmp = access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : "/tmp";
-        snprintf(workdir, sizeof workdir, "%s/fieldsync-sim-XXXXXX", tmp);
-        if (mkdtemp(workdir) == NULL) {
-            rc = fail("cannot create a temporary directory under %s: %s", tmp, strerror(errno));
-            goto out_fleet;
-        }
+        return EXIT_SUCCESS;
     }
+    /* $TMPDIR, else memory (/dev/shm) when there is one: thousands of journals are created,
+     * opened, closed and removed, and a disk file system pays for each file (and each fsync)
+     * what the simulation does not need, since it simulates process deaths, never power cuts
+     * (docs/sim.md). Else /tmp. */
+    const char *tmp = getenv("TMPDIR");
+    if (tmp == NULL || tmp[0] == '\0')
+        tmp = access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : "/tmp";
+    snprintf(s->workdir, sizeof s->workdir, "%s/fieldsync-sim-XXXXXX", tmp);
+    if (mkdtemp(s->workdir) == NULL)
+        return fail("cannot create a temporary directory under %s: %s", tmp, strerror(errno));
+    return EXIT_SUCCESS;
+}
 
-    /* The server and the devices. */
-    fsa__server_t srvs[PROCS_MAX];
-    memset(srvs, 0, sizeof srvs);
-    fsa__server_t *const srv0 = &srvs[0];
-    char devices_file[FSA__PATH_BYTES + 32], token_file[FSA__PATH_BYTES + 32];
-    char runtag[32];
-    if (o.server == NULL) {
-        if (fsa__server_find(srv0, err, sizeof err) != FSA_OK) {
-            rc = fail("%s", err);
-            goto out_dir;
-        }
-        snprintf(devices_file, sizeof devices_file, "%s/devices.json", workdir);
-        snprintf(token_file, sizeof token_file, "%s/admin.token", workdir);
-        char line[sizeof token + 2];
-        if (!hex_random(token, 24)) {
-            rc = fail("no random source for the admin token");
-            goto out_dir;
-        }
-        snprintf(line, sizeof line, "%s\n", token);
-        fsa_status_t wst = fsa__write_private(token_file, line, err, sizeof err);
-        fsa_signer_wipe(line, sizeof line);
-        if (wst != FSA_OK) {
-            rc = fail("%s", err);
-            goto out_dir;
-        }
-        snprintf(runtag, sizeof runtag, "s%" PRIu64, o.seed % 1000000000u);
-        for (int i = 1; i < o.procs; i++) {
-            snprintf(srvs[i].binary, sizeof srvs[i].binary, "%s", srv0->binary);
-            snprintf(srvs[i].found_via, sizeof srvs[i].found_via, "%s", srv0->found_via);
-        }
-        if (o.procs > 1) {
-            f.urls = fsa_calloc((size_t)o.procs, sizeof *f.urls);
-            if (f.urls == NULL) {
-                rc = fail("out of memory");
-                goto out_dir;
-            }
-            f.nurls = o.procs;
-        }
-        if (o.server_db != NULL) {
-            /* A database that outlives the run: ids and nonces unique forever (see --server). */
-            fsa_port_t *p = fsa_port_posix();
-            uint32_t r = 0;
-            if (p->random(p->ctx, &f.seed_mix, sizeof f.seed_mix) != FSA_OK ||
-                p->random(p->ctx, &r, sizeof r) != FSA_OK) {
-                rc = fail("no random source");
-                goto out_dir;
-            }
-            snprintf(runtag, sizeof runtag, "r%08" PRIx32, r);
-        }
-        snprintf(f.tag, sizeof f.tag, "%s", runtag);
-        rc = make_devices(&f, devices_file, o.ops);
-        if (rc != EXIT_SUCCESS)
-            goto out_dir;
-    } else {
-        rc = load_devices(&f, o.devices_file, o.devices_given, o.site_reader);
-        if (rc != EXIT_SUCCESS)
-            goto out_dir;
-        if (o.token_file != NULL &&
-            (rc = read_token(o.token_file, token, sizeof token)) != EXIT_SUCCESS)
-            goto out_dir;
-        snprintf(f.url, sizeof f.url, "%s", o.server);
-        f.urls = fsa_calloc((size_t)o.nservers, sizeof *f.urls);
-        if (f.urls == NULL) {
-            rc = fail("out of memory");
-            goto out_dir;
-        }
-        for (int i = 0; i < o.nservers; i++)
-            snprintf(f.urls[i], sizeof f.urls[i], "%s", o.servers[i]);
-        f.nurls = o.nservers;
-        /* Op ids and nonces must be unique forever on a server that outlives this run: mix a
-         * per-run random value into the devices' seeds, and into the entity ids. */
-        fsa_port_t *p = fsa_port_posix();
-        uint32_t r = 0;
-        if (p->random(p->ctx, &f.seed_mix, sizeof f.seed_mix) != FSA_OK ||
-            p->random(p->ctx, &r, sizeof r) != FSA_OK) {
-            rc = fail("no random source");
-            goto out_dir;
-        }
-        snprintf(runtag, sizeof runtag, "r%08" PRIx32, r);
-        /* Fixed scope keys (fleet.h), so that the platform can give its devices the scopes of
-         * docs/sim.md once, not per run. */
-        snprintf(f.tag, sizeof f.tag, "sim");
-    }
-    f.reader = &f.dev[f.ndev];
-    if (o.server == NULL)
-        f.site_reader = &f.dev[f.ndev + 1];
-    int dead_fd = -1;
-    if (fsa__dead_url(f.dead_url, sizeof f.dead_url, &dead_fd) != FSA_OK) {
-        rc = fail("cannot reserve a loopback port for offline periods");
-        goto out_dir;
-    }
+/* A per-run random value mixed into the devices' seeds (op ids and nonces unique forever on a
+ * database that outlives the run), and the run's tag "rXXXXXXXX" for the entity ids. */
+static int random_runtag(sim_t *s)
+{
+    fsa_port_t *p = fsa_port_posix();
+    uint32_t r = 0;
+    if (p->random(p->ctx, &s->f.seed_mix, sizeof s->f.seed_mix) != FSA_OK ||
+        p->random(p->ctx, &r, sizeof r) != FSA_OK)
+        return fail("no random source");
+    snprintf(s->runtag, sizeof s->runtag, "r%08" PRIx32, r);
+    return EXIT_SUCCESS;
+}
 
+/* The simulator's own server: the binary, an admin token and a devices file of fresh secrets in
+ * the workdir, the URLs of --server-procs processes. */
+static int setup_own_server(sim_t *s)
+{
+    char err[FSA__ERR_BYTES];
+    fsa__server_t *srv0 = &s->srvs[0];
+    if (fsa__server_find(srv0, err, sizeof err) != FSA_OK)
+        return fail("%s", err);
+    snprintf(s->devices_file, sizeof s->devices_file, "%s/devices.json", s->workdir);
+    snprintf(s->token_file, sizeof s->token_file, "%s/admin.token", s->workdir);
+    char line[sizeof s->token + 2];
+    if (!hex_random(s->token, 24))
+        return fail("no random source for the admin token");
+    snprintf(line, sizeof line, "%s\n", s->token);
+    fsa_status_t wst = fsa__write_private(s->token_file, line, err, sizeof err);
+    fsa_signer_wipe(line, sizeof line);
+    if (wst != FSA_OK)
+        return fail("%s", err);
+    snprintf(s->runtag, sizeof s->runtag, "s%" PRIu64, s->o.seed % 1000000000u);
+    for (int i = 1; i < s->o.procs; i++) {
+        snprintf(s->srvs[i].binary, sizeof s->srvs[i].binary, "%s", srv0->binary);
+        snprintf(s->srvs[i].found_via, sizeof s->srvs[i].found_via, "%s", srv0->found_via);
+    }
+    if (s->o.procs > 1) {
+        s->f.urls = fsa_calloc((size_t)s->o.procs, sizeof *s->f.urls);
+        if (s->f.urls == NULL)
+            return fail("out of memory");
+        s->f.nurls = s->o.procs;
+    }
+    /* A database that outlives the run: ids and nonces unique forever (see --server). */
+    if (s->o.server_db != NULL && random_runtag(s) != EXIT_SUCCESS)
+        return EXIT_FAILURE;
+    snprintf(s->f.tag, sizeof s->f.tag, "%s", s->runtag);
+    return make_devices(&s->f, s->devices_file, s->o.ops);
+}
+
+/* Another server (--server): the devices and the admin token it knows, its URLs. */
+static int setup_other_server(sim_t *s)
+{
+    const opts_t *o = &s->o;
+    int rc = load_devices(&s->f, o->devices_file, o->devices_given, o->site_reader);
+    if (rc != EXIT_SUCCESS)
+        return rc;
+    if (o->token_file != NULL &&
+        (rc = read_token(o->token_file, s->token, sizeof s->token)) != EXIT_SUCCESS)
+        return rc;
+    snprintf(s->f.url, sizeof s->f.url, "%s", o->server);
+    s->f.urls = fsa_calloc((size_t)o->nservers, sizeof *s->f.urls);
+    if (s->f.urls == NULL)
+        return fail("out of memory");
+    for (int i = 0; i < o->nservers; i++)
+        snprintf(s->f.urls[i], sizeof s->f.urls[i], "%s", o->servers[i]);
+    s->f.nurls = o->nservers;
+    /* Op ids and nonces must be unique forever on a server that outlives this run. */
+    if (random_runtag(s) != EXIT_SUCCESS)
+        return EXIT_FAILURE;
+    /* Fixed scope keys (fleet.h), so that the platform can give its devices the scopes of
+     * docs/sim.md once, not per run. */
+    snprintf(s->f.tag, sizeof s->f.tag, "sim");
+    return EXIT_SUCCESS;
+}
+
+/* A new, zeroed result at the end of the results; NULL when out of memory. */
+static fsa__result_t *result_add(sim_t *s)
+{
+    if (s->nres == s->capres) {
+        size_t cap = s->capres ? s->capres * 2 : 8;
+        fsa__result_t *nr = fsa_realloc(s->results, cap * sizeof *nr);
+        if (nr == NULL)
+            return NULL;
+        s->results = nr;
+        s->capres = cap;
+    }
+    fsa__result_t *res = &s->results[s->nres++];
+    memset(res, 0, sizeof *res);
+    return res;
+}
+
+/* Starts the simulator's own server processes for a scenario (their faults and database in
+ * dir); on failure stops those that started and records it. */
+static int start_own_servers(sim_t *s, const fsa__scenario_t *sc, int round, const char *dir,
+                             fsa__run_t *run)
+{
+    char err[FSA__ERR_BYTES];
+    fsa__result_t *res = run->res;
+    faults_t fl;
+    const char *spec = s->o.faults != NULL ? s->o.faults
+                       : sc->wants_faults  ? DEFAULT_FLAKY_FAULTS
+                                           : "none";
+    parse_faults(spec, s->o.seed + (uint64_t)round, &fl);
+    snprintf(res->faults, sizeof res->faults, "%s", fl.text);
+    run->faults = fl.text[0] != '\0';
+    char db[FSA__PATH_BYTES + 96];
+    snprintf(db, sizeof db, "%s/server.db", dir);
+    /* --server-procs N: N processes on one database, started one after the other (the first
+     * creates the schema), the devices spread over them. */
+    int rc = EXIT_SUCCESS;
+    for (int p = 0; p < s->o.procs && rc == EXIT_SUCCESS; p++) {
+        fsa__server_t *sp = &s->srvs[p];
+        snprintf(sp->log, sizeof sp->log, "%s/server%s%.0d.log", dir, p ? "." : "", p);
+        if (fsa__server_start(sp, s->o.server_db != NULL ? s->o.server_db : db, s->devices_file,
+                              s->token_file, fl.args, err, sizeof err) != FSA_OK) {
+            fsa__inv_add(res, "scenario_ran", FSA__INV_FAIL, "%s", err);
+            rc = fail("%s", err);
+        }
+        if (s->f.urls != NULL)
+            snprintf(s->f.urls[p], sizeof s->f.urls[p], "%s", sp->url);
+    }
+    if (rc != EXIT_SUCCESS) {
+        for (int p = 0; p < s->o.procs; p++)
+            if (s->srvs[p].pid > 0)
+                (void)fsa__server_stop(&s->srvs[p]);
+        return rc;
+    }
+    snprintf(s->f.url, sizeof s->f.url, "%s", s->srvs[0].url);
+    run->owned_server = true;
+    return EXIT_SUCCESS;
+}
+
+/* Stops the simulator's own server processes after a scenario: their peak memory, their exit. */
+static void stop_own_servers(sim_t *s, fsa__result_t *res)
+{
+    for (int p = 0; s->o.server == NULL && p < s->o.procs; p++) {
+        fsa__server_t *sp = &s->srvs[p];
+        if (sp->pid <= 0)
+            continue;
+        int64_t hwm = peak_rss_of(sp->pid);
+        if (hwm > s->server_rss)
+            s->server_rss = hwm;
+        int src = fsa__server_stop(sp);
+        if (src != 0)
+            fsa__inv_add(res, "server_clean_exit", FSA__INV_FAIL,
+                         "fieldsync-server exited with status %d (log: %s)", src, sp->log);
+    }
+}
+
+/* One scenario of one round: its directory, its servers, the fleet through it, its checks.
+ * EXIT_SUCCESS, or the run must stop (the reason printed). */
+static int run_scenario(sim_t *s, const fsa__scenario_t *sc, size_t si, int round)
+{
+    char err[FSA__ERR_BYTES];
+    fsa__result_t *res = result_add(s);
+    if (res == NULL)
+        return fail("out of memory");
+    if (round > 1)
+        snprintf(res->name, sizeof res->name, "%s#%d", sc->name, round);
+    else
+        snprintf(res->name, sizeof res->name, "%s", sc->name);
+    res->devices = s->f.ndev;
+    char dir[FSA__PATH_BYTES + 64];
+    snprintf(dir, sizeof dir, "%s/%s.%d", s->workdir, sc->name, round);
+    if (mkdir(dir, 0700) != 0)
+        return fail("cannot create %s: %s", dir, strerror(errno));
+    fsa__run_t run;
+    memset(&run, 0, sizeof run);
+    run.fleet = &s->f;
+    run.ops = s->o.ops;
+    run.res = res;
+    run.hook = s->o.hook;
+    snprintf(run.prefix, sizeof run.prefix, "%s.%s.%d.", s->runtag, sc->name, round);
+    if (s->o.server == NULL) {
+        int rc = start_own_servers(s, sc, round, dir, &run);
+        if (rc != EXIT_SUCCESS)
+            return rc;
+    } else if (sc->wants_faults) {
+        snprintf(res->note, sizeof res->note,
+                 "server faults not injected (--server): crashes and skewed clocks only");
+    }
+    int rc = EXIT_SUCCESS;
+    fsa__admin_t *admin = NULL;
+    if (s->token[0] != '\0' &&
+        fsa__admin_new(s->o.server == NULL ? s->srvs[0].admin_url : s->o.admin_url, s->token,
+                       &admin, err, sizeof err) != FSA_OK)
+        rc = fail("%s", err);
+    run.admin = admin;
+    if (rc == EXIT_SUCCESS && fsa__fleet_begin(&s->f, sc->name, (int)si + 100 * (round - 1), dir,
+                                               err, sizeof err) != FSA_OK)
+        rc = fail("%s", err);
+    if (rc == EXIT_SUCCESS)
+        fsa__scenario_run(sc, &run);
+    if (s->f.progress)
+        fputs("\r\033[K", stderr);
+    fsa__fleet_end(&s->f);
+    fsa__admin_free(admin);
+    stop_own_servers(s, res);
+    if (!s->keep)
+        fsa__remove_tree(dir); /* the journals of a finished scenario are not needed */
+    return rc;
+}
+
+/* The scenarios, round after round until --duration has passed (one round without it). */
+static int run_scenarios(sim_t *s)
+{
     const fsa__scenario_t *list[16];
-    size_t nlist = pick(&o, list, 16);
-    int64_t server_rss = 0;
-    fsa__result_t *results = NULL;
-    size_t nres = 0, capres = 0;
-    int64_t deadline = o.duration_ms > 0 ? t_start + o.duration_ms : 0;
-    bool stop = false;
-    for (int round = 1; !stop; round++) {
-        for (size_t si = 0; si < nlist && !stop; si++) {
-            const fsa__scenario_t *s = list[si];
-            if (nres == capres) {
-                size_t cap = capres ? capres * 2 : 8;
-                fsa__result_t *nr = fsa_realloc(results, cap * sizeof *nr);
-                if (nr == NULL) {
-                    rc = fail("out of memory");
-                    stop = true;
-                    break;
-                }
-                results = nr;
-                capres = cap;
-            }
-            fsa__result_t *res = &results[nres++];
-            memset(res, 0, sizeof *res);
-            if (round > 1)
-                snprintf(res->name, sizeof res->name, "%s#%d", s->name, round);
-            else
-                snprintf(res->name, sizeof res->name, "%s", s->name);
-            res->devices = f.ndev;
-            char dir[FSA__PATH_BYTES + 64];
-            snprintf(dir, sizeof dir, "%s/%s.%d", workdir, s->name, round);
-            if (mkdir(dir, 0700) != 0) {
-                rc = fail("cannot create %s: %s", dir, strerror(errno));
-                stop = true;
-                break;
-            }
-            fsa__run_t run;
-            memset(&run, 0, sizeof run);
-            run.fleet = &f;
-            run.ops = o.ops;
-            run.res = res;
-            run.hook = o.hook;
-            snprintf(run.prefix, sizeof run.prefix, "%s.%s.%d.", runtag, s->name, round);
-            fsa__admin_t *admin = NULL;
-            if (o.server == NULL) {
-                faults_t fl;
-                const char *spec = o.faults != NULL  ? o.faults
-                                   : s->wants_faults ? DEFAULT_FLAKY_FAULTS
-                                                     : "none";
-                parse_faults(spec, o.seed + (uint64_t)round, &fl);
-                snprintf(res->faults, sizeof res->faults, "%s", fl.text);
-                run.faults = fl.text[0] != '\0';
-                char db[FSA__PATH_BYTES + 96];
-                snprintf(db, sizeof db, "%s/server.db", dir);
-                /* --server-procs N: N processes on one database, started one after the other
-                 * (the first creates the schema), the devices spread over them. */
-                for (int p = 0; p < o.procs && !stop; p++) {
-                    fsa__server_t *sp = &srvs[p];
-                    snprintf(sp->log, sizeof sp->log, "%s/server%s%.0d.log", dir, p ? "." : "", p);
-                    if (fsa__server_start(sp, o.server_db != NULL ? o.server_db : db, devices_file,
-                                          token_file, fl.args, err, sizeof err) != FSA_OK) {
-                        fsa__inv_add(res, "scenario_ran", FSA__INV_FAIL, "%s", err);
-                        rc = fail("%s", err);
-                        stop = true;
-                    }
-                    if (f.urls != NULL)
-                        snprintf(f.urls[p], sizeof f.urls[p], "%s", sp->url);
-                }
-                if (stop) {
-                    for (int p = 0; p < o.procs; p++)
-                        if (srvs[p].pid > 0)
-                            (void)fsa__server_stop(&srvs[p]);
-                    break;
-                }
-                snprintf(f.url, sizeof f.url, "%s", srv0->url);
-                run.owned_server = true;
-            } else if (s->wants_faults) {
-                snprintf(res->note, sizeof res->note,
-                         "server faults not injected (--server): crashes and skewed clocks only");
-            }
-            if (token[0] != '\0' && fsa__admin_new(o.server == NULL ? srv0->admin_url : o.admin_url,
-                                                   token, &admin, err, sizeof err) != FSA_OK) {
-                rc = fail("%s", err);
-                stop = true;
-            }
-            run.admin = admin;
-            if (!stop && fsa__fleet_begin(&f, s->name, (int)si + 100 * (round - 1), dir, err,
-                                          sizeof err) != FSA_OK) {
-                rc = fail("%s", err);
-                stop = true;
-            }
-            if (!stop)
-                fsa__scenario_run(s, &run);
-            if (f.progress)
-                fputs("\r\033[K", stderr);
-            fsa__fleet_end(&f);
-            fsa__admin_free(admin);
-            for (int p = 0; o.server == NULL && p < o.procs; p++) {
-                if (srvs[p].pid <= 0)
-                    continue;
-                int64_t hwm = peak_rss_of(srvs[p].pid);
-                if (hwm > server_rss)
-                    server_rss = hwm;
-                int src = fsa__server_stop(&srvs[p]);
-                if (src != 0)
-                    fsa__inv_add(res, "server_clean_exit", FSA__INV_FAIL,
-                                 "fieldsync-server exited with status %d (log: %s)", src,
-                                 srvs[p].log);
-            }
-            if (!keep)
-                fsa__remove_tree(dir); /* the journals of a finished scenario are not needed */
+    size_t nlist = pick(&s->o, list, 16);
+    int64_t deadline = s->o.duration_ms > 0 ? s->t_start + s->o.duration_ms : 0;
+    for (int round = 1;; round++) {
+        for (size_t si = 0; si < nlist; si++) {
+            int rc = run_scenario(s, list[si], si, round);
+            if (rc != EXIT_SUCCESS)
+                return rc;
         }
         if (deadline == 0 || fsa__real_ms() >= deadline)
-            stop = true;
+            return EXIT_SUCCESS;
     }
-    close(dead_fd);
+}
 
-    char cmd[1024];
-    command_line(argc, argv, cmd, sizeof cmd);
-    fsa__report_meta_t meta = {
-        .command = cmd,
-        .seed = o.seed,
-        .devices = f.ndev,
-        .ops = o.ops,
-        .workers = o.workers,
-        .server_url = o.server != NULL ? o.server : (srv0->url[0] ? srv0->url : "(not started)"),
-        .server_binary = o.server == NULL ? srv0->binary : NULL,
-        .server_found_via = srv0->found_via,
-        .workdir = workdir,
-        .workdir_kept = keep,
-        .wall_ms = fsa__real_ms() - t_start,
-        .server_rss_kib = server_rss,
-    };
+/* What the reports say of the run as a whole. */
+static void report_meta(const sim_t *s, const char *cmd, fsa__report_meta_t *meta)
+{
+    const fsa__server_t *srv0 = &s->srvs[0];
+    memset(meta, 0, sizeof *meta);
+    meta->command = cmd;
+    meta->seed = s->o.seed;
+    meta->devices = s->f.ndev;
+    meta->ops = s->o.ops;
+    meta->workers = s->o.workers;
+    meta->server_url =
+        s->o.server != NULL ? s->o.server : (srv0->url[0] ? srv0->url : "(not started)");
+    meta->server_binary = s->o.server == NULL ? srv0->binary : NULL;
+    meta->server_found_via = srv0->found_via;
+    meta->workdir = s->workdir;
+    meta->workdir_kept = s->keep;
+    meta->wall_ms = fsa__real_ms() - s->t_start;
+    meta->server_rss_kib = s->server_rss;
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0)
-        meta.sim_rss_kib = ru.ru_maxrss;
-    fsa__report_summary(stdout, &meta, results, nres);
-    fflush(stdout);
-    /* An honest exit: a failed invariant, a scenario that could not run, or nothing checked at
-     * all is a failure, never a pass. */
+        meta->sim_rss_kib = ru.ru_maxrss;
+}
+
+/* The JSON and HTML reports, when asked for. */
+static int write_reports(const sim_t *s, const fsa__report_meta_t *meta)
+{
+    char err[FSA__ERR_BYTES];
+    int rc = EXIT_SUCCESS;
+    if (s->o.report != NULL &&
+        fsa__report_json(s->o.report, meta, s->results, s->nres, err, sizeof err) != FSA_OK)
+        rc = fail("%s", err);
+    if (s->o.html != NULL &&
+        fsa__report_html(s->o.html, meta, s->results, s->nres, err, sizeof err) != FSA_OK)
+        rc = fail("%s", err);
+    return rc;
+}
+
+/* An honest exit: a failed invariant, a scenario that could not run, or nothing checked at all
+ * is a failure, never a pass. */
+static int exit_status(const sim_t *s)
+{
+    int rc = EXIT_SUCCESS;
     size_t checked = 0, not_run = 0;
-    for (size_t i = 0; i < nres; i++)
-        for (size_t k = 0; k < results[i].ninv; k++) {
-            const fsa__inv_t *v = &results[i].inv[k];
+    for (size_t i = 0; i < s->nres; i++)
+        for (size_t k = 0; k < s->results[i].ninv; k++) {
+            const fsa__inv_t *v = &s->results[i].inv[k];
             if (v->status == FSA__INV_FAIL)
                 rc = EXIT_FAILURE;
             if (v->status != FSA__INV_NOT_CHECKED)
@@ -960,19 +1002,58 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: no invariant could be checked\n", prog);
         rc = EXIT_FAILURE;
     }
-    if (o.report != NULL &&
-        fsa__report_json(o.report, &meta, results, nres, err, sizeof err) != FSA_OK)
-        rc = fail("%s", err);
-    if (o.html != NULL && fsa__report_html(o.html, &meta, results, nres, err, sizeof err) != FSA_OK)
-        rc = fail("%s", err);
-    for (size_t i = 0; i < nres; i++)
-        fsa__result_free(&results[i]);
-    fsa_free(results);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    fsa_libs_use_allocator();
+    char perr[160];
+    if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK)
+        return fail("%s", perr);
+    static sim_t s; /* large (the server table), and one per process */
+    parse_args(argc, argv, &s.o);
+    s.t_start = fsa__real_ms();
+    s.dead_fd = -1;
+    int rc = setup_fleet(&s);
+    if (rc != EXIT_SUCCESS)
+        return rc;
+    rc = make_workdir(&s);
+    if (rc != EXIT_SUCCESS)
+        goto out_fleet;
+    rc = s.o.server == NULL ? setup_own_server(&s) : setup_other_server(&s);
+    if (rc != EXIT_SUCCESS)
+        goto out_dir;
+    s.f.reader = &s.f.dev[s.f.ndev];
+    if (s.o.server == NULL)
+        s.f.site_reader = &s.f.dev[s.f.ndev + 1];
+    if (fsa__dead_url(s.f.dead_url, sizeof s.f.dead_url, &s.dead_fd) != FSA_OK) {
+        rc = fail("cannot reserve a loopback port for offline periods");
+        goto out_dir;
+    }
+
+    rc = run_scenarios(&s);
+    close(s.dead_fd);
+    /* The summary, the status and the reports, also after a run that had to stop: what was
+     * checked stands. */
+    char cmd[1024];
+    command_line(argc, argv, cmd, sizeof cmd);
+    fsa__report_meta_t meta;
+    report_meta(&s, cmd, &meta);
+    fsa__report_summary(stdout, &meta, s.results, s.nres);
+    fflush(stdout);
+    if (exit_status(&s) != EXIT_SUCCESS)
+        rc = EXIT_FAILURE;
+    if (write_reports(&s, &meta) != EXIT_SUCCESS)
+        rc = EXIT_FAILURE;
+    for (size_t i = 0; i < s.nres; i++)
+        fsa__result_free(&s.results[i]);
+    fsa_free(s.results);
 out_dir:
-    if (!keep)
-        fsa__remove_tree(workdir);
+    if (!s.keep)
+        fsa__remove_tree(s.workdir);
 out_fleet:
-    fsa_signer_wipe(token, sizeof token);
-    fsa__fleet_free(&f);
+    fsa_signer_wipe(s.token, sizeof s.token);
+    fsa__fleet_free(&s.f);
     return rc;
 }
