@@ -81,7 +81,7 @@ fsa_status_t fsa_opts_parse(int argc, char *const *args, fsa_opt_t *opts, size_t
             pos[res->npos++] = args[i];
             continue;
         }
-        size_t k = find(opts, nopts, a);
+        size_t k = opts != NULL ? find(opts, nopts, a) : nopts;
         if (k == nopts)
             return bad(err, errlen, "unknown option '%s'", a);
         fsa_opt_t *o = &opts[k];
@@ -137,7 +137,7 @@ fsa_status_t fsa_opts_values(int argc, char *const *args, const fsa_opt_t *opts,
             break;
         if (kind == ARG_POSITIONAL)
             continue;
-        size_t k = find(opts, nopts, args[i]);
+        size_t k = opts != NULL ? find(opts, nopts, args[i]) : nopts;
         if (k == nopts || !opts[k].has_value || i + 1 >= argc)
             continue;
         i++;

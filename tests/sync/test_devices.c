@@ -70,8 +70,9 @@ static void test_fsa_devices_decode__cases(void **state)
          "\",\"scope\":{\"sites\":[[[[\"deep\"]]]]}}]}",
          "depth limit"},
     };
+    fsa_device_entry_t stale;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        d = (fsa_device_entry_t *)&n; /* reset by the call */
+        d = &stale; /* reset by the call */
         n = 99;
         fsa_status_t st =
             fsa_devices_decode(bad[i].text, strlen(bad[i].text), &d, &n, err, sizeof err);
