@@ -1,4 +1,5 @@
-/* fieldsync: the journal: entities with their base and local view, the outbox, conflicts, state. */
+/* fieldsync: the journal: entities with their base and local view, the outbox, conflicts, the
+ * device's configuration and sync state. */
 #ifndef FSA_STORAGE_JOURNAL_H
 #define FSA_STORAGE_JOURNAL_H
 
@@ -266,27 +267,69 @@ fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id,
 fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
                                        const char *decision) FSA_MUST_CHECK;
 
-/* ---- Sync state (key/value, durable) ---- */
+/* ---- The device's configuration and sync state (durable) ---- */
 
-/* Integers: clock_offset_ms, next_attempt_ms, last_sync_ms, ... *out = dflt when absent. */
-fsa_status_t fsa_journal_state_get_int(fsa_journal_t *j, const char *key, int64_t dflt,
-                                       int64_t *out) FSA_MUST_CHECK;
-fsa_status_t fsa_journal_state_set_int(fsa_journal_t *j, const char *key, int64_t v) FSA_MUST_CHECK;
-/* Strings (device_id, server, cursor, ...): *out malloc'ed (fsa_model_free), NULL when absent. */
-fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key,
-                                       char **out) FSA_MUST_CHECK;
-fsa_status_t fsa_journal_state_set_str(fsa_journal_t *j, const char *key,
-                                       const char *v) FSA_MUST_CHECK;
+/*
+ * Stored as rows of the journal's sync_state table under the names of storage/state_keys.h (a
+ * persisted format: journals written by earlier versions read the same). Strings handed out are
+ * malloc'ed (fsa_model_free, or fsa_device_config_clear).
+ */
 
-/* Several keys in one transaction: all are written or none. Each item sets a string (s non-NULL)
- * or an integer (s NULL). FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM. */
-typedef struct fsa_state_item {
-    const char *key;
-    const char *s;
-    int64_t i;
-} fsa_state_item_t;
-fsa_status_t fsa_journal_state_set_many(fsa_journal_t *j, const fsa_state_item_t *items,
-                                        size_t n) FSA_MUST_CHECK;
+/* The configuration `fieldsync init` (fieldsync_init) stores. Strings: NULL when absent. */
+typedef struct fsa_device_config {
+    char *device_id, *server, *secret_file, *ca_file, *pins;
+    char *client_cert, *client_key, *proxy, *retry_policy, *resolver_policy;
+    bool allow_http;
+    int64_t durability;                                     /* 0: synchronous=FULL, 1: NORMAL */
+    int64_t sync_interval_ms, stall_after_ms, budget_bytes; /* 0: the default */
+} fsa_device_config_t;
+
+/* Stores every member in one transaction: all or none. A NULL string is stored as "", so that a
+ * new init clears what an older one set. FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM. */
+fsa_status_t fsa_journal_config_store(fsa_journal_t *j,
+                                      const fsa_device_config_t *c) FSA_MUST_CHECK;
+/* Loads the stored configuration into *out (cleared first): strings NULL when absent or "",
+ * numbers 0 when absent. On failure *out is cleared. FSA_OK, FSA_EINVAL, FSA_EIO, FSA_ENOMEM. */
+fsa_status_t fsa_journal_config_load(fsa_journal_t *j, fsa_device_config_t *out) FSA_MUST_CHECK;
+/* Frees the strings of a loaded configuration and zeroes it (NULL accepted). */
+void fsa_device_config_clear(fsa_device_config_t *c);
+/* The device id alone: *out malloc'ed, NULL when the journal was never set up. */
+fsa_status_t fsa_journal_device_id(fsa_journal_t *j, char **out) FSA_MUST_CHECK;
+
+/* The engine's backoff: no sync before next_attempt_ms (a wall time; 0: none), after `failures`
+ * failed cycles in a row (the backoff's n). */
+typedef struct fsa_backoff_state {
+    int64_t next_attempt_ms;
+    int64_t failures;
+} fsa_backoff_state_t;
+
+/* What the engine keeps between cycles, read at once for status. */
+typedef struct fsa_sync_state {
+    int64_t clock_offset_ms; /* server clock minus device clock */
+    fsa_backoff_state_t backoff;
+    int64_t last_sync_ms; /* wall time of the last complete sync; 0: never */
+} fsa_sync_state_t;
+
+/* Absent values read as 0. FSA_OK, FSA_EINVAL, FSA_EIO, FSA_ENOMEM. */
+fsa_status_t fsa_journal_sync_state_get(fsa_journal_t *j, fsa_sync_state_t *out) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_backoff_get(fsa_journal_t *j, fsa_backoff_state_t *out) FSA_MUST_CHECK;
+/* Both members in one transaction. FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM. */
+fsa_status_t fsa_journal_backoff_set(fsa_journal_t *j, const fsa_backoff_state_t *b) FSA_MUST_CHECK;
+/* A complete sync at at_ms: the backoff cleared and last_sync_ms set, in one transaction. */
+fsa_status_t fsa_journal_sync_done(fsa_journal_t *j, int64_t at_ms) FSA_MUST_CHECK;
+/* The server clock offset that corrects recorded times (fsa_journal_now). */
+fsa_status_t fsa_journal_clock_offset_get(fsa_journal_t *j, int64_t *ms) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_clock_offset_set(fsa_journal_t *j, int64_t ms) FSA_MUST_CHECK;
+/* The server's pull cursor: *out malloc'ed, NULL when there is none yet. */
+fsa_status_t fsa_journal_cursor_get(fsa_journal_t *j, char **out) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_cursor_set(fsa_journal_t *j, const char *cursor) FSA_MUST_CHECK;
+/* The last sync cycle's outcome as libfieldsync notes it for status: a status code (0: ok) and
+ * its message (NULL stored as ""). Both in one transaction; get: *msg malloc'ed, NULL when
+ * absent; *status 0 when absent. */
+fsa_status_t fsa_journal_last_error_set(fsa_journal_t *j, int64_t status,
+                                        const char *msg) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_last_error_get(fsa_journal_t *j, int64_t *status,
+                                        char **msg) FSA_MUST_CHECK;
 
 /* ---- The change log ---- */
 

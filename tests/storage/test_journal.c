@@ -762,7 +762,7 @@ static void test_fsa_outbox_compact__keeps_ids_for_audit(void **state)
 static void test_fsa_journal_now__applies_clock_offset(void **state)
 {
     fixture_t *f = *state;
-    assert_fsa_ok(fsa_journal_state_set_int(f->j, "clock_offset_ms", 3600 * 1000));
+    assert_fsa_ok(fsa_journal_clock_offset_set(f->j, 3600 * 1000));
     fsa_rec_t rec;
     assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
     fsa_op_t op;
@@ -770,15 +770,132 @@ static void test_fsa_journal_now__applies_clock_offset(void **state)
     assert_int_equal(op.at_ms, START.ms + 3600 * 1000);
     fsa_op_clear(&op);
     int64_t v = 0;
-    assert_fsa_ok(fsa_journal_state_get_int(f->j, "missing", 42, &v));
-    assert_int_equal(v, 42);
+    assert_fsa_ok(fsa_journal_clock_offset_get(f->j, &v));
+    assert_int_equal(v, 3600 * 1000);
+}
+
+/* The sync state's rows in the file, read with SQLite: (key, value as text), in key order. */
+static void raw_state(fixture_t *f, char *out, size_t cap)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT k, v FROM sync_state WHERE k NOT IN "
+                                        "('clean_close', 'fsync_failures') ORDER BY k",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    size_t len = 0;
+    out[0] = '\0';
+    while (sqlite3_step(st) == SQLITE_ROW && len < cap) {
+        int n = snprintf(out + len, cap - len, "%s=%s;", (const char *)sqlite3_column_text(st, 0),
+                         (const char *)sqlite3_column_text(st, 1));
+        len += n > 0 ? (size_t)n : 0;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* The typed calls keep the key names journals have always had (a persisted format: spelled out
+ * here on purpose), and read what is there. */
+static void test_fsa_journal_state__typed_calls_keep_the_stored_keys(void **state)
+{
+    fixture_t *f = *state;
+    const fsa_device_config_t c = {.device_id = "dev001",
+                                   .server = "https://s.example",
+                                   .secret_file = "/s",
+                                   .pins = "sha256//x",
+                                   .allow_http = true,
+                                   .durability = 1,
+                                   .sync_interval_ms = 5000,
+                                   .budget_bytes = 1 << 20};
+    assert_fsa_ok(fsa_journal_config_store(f->j, &c));
+    const fsa_backoff_state_t b = {.next_attempt_ms = 777, .failures = 3};
+    assert_fsa_ok(fsa_journal_backoff_set(f->j, &b));
+    assert_fsa_ok(fsa_journal_clock_offset_set(f->j, -25));
+    assert_fsa_ok(fsa_journal_cursor_set(f->j, "c:42"));
+    assert_fsa_ok(fsa_journal_last_error_set(f->j, 9, "server away"));
+    char raw[2048];
+    raw_state(f, raw, sizeof raw);
+    assert_string_equal(raw, "allow_http=1;budget_bytes=1048576;ca_file=;client_cert=;"
+                             "client_key=;clock_offset_ms=-25;cursor=c:42;device_id=dev001;"
+                             "durability=1;last_error=9;last_error_msg=server away;"
+                             "next_attempt_ms=777;pins=sha256//x;proxy=;resolver_policy=;"
+                             "retry_policy=;secret_file=/s;server=https://s.example;"
+                             "stall_after_ms=0;sync_failures=3;sync_interval_ms=5000;");
+    assert_fsa_ok(fsa_journal_sync_done(f->j, 4242));
+    raw_state(f, raw, sizeof raw);
+    assert_non_null(strstr(raw, "last_sync_ms=4242;next_attempt_ms=0;"));
+    assert_non_null(strstr(raw, "sync_failures=0;"));
+
+    /* and back: "" reads as absent, numbers as stored */
+    fsa_device_config_t got;
+    assert_fsa_ok(fsa_journal_config_load(f->j, &got));
+    assert_string_equal(got.device_id, "dev001");
+    assert_string_equal(got.server, "https://s.example");
+    assert_string_equal(got.pins, "sha256//x");
+    assert_null(got.ca_file);
+    assert_null(got.proxy);
+    assert_true(got.allow_http);
+    assert_int_equal(got.durability, 1);
+    assert_int_equal(got.sync_interval_ms, 5000);
+    assert_int_equal(got.stall_after_ms, 0);
+    assert_int_equal(got.budget_bytes, 1 << 20);
+    fsa_device_config_clear(&got);
+    fsa_sync_state_t ss;
+    assert_fsa_ok(fsa_journal_sync_state_get(f->j, &ss));
+    assert_int_equal(ss.clock_offset_ms, -25);
+    assert_int_equal(ss.last_sync_ms, 4242);
+    assert_int_equal(ss.backoff.next_attempt_ms, 0);
+    assert_int_equal(ss.backoff.failures, 0);
     char *s = NULL;
-    assert_fsa_ok(fsa_journal_state_set_str(f->j, "device_id", "dev001"));
-    assert_fsa_ok(fsa_journal_state_get_str(f->j, "device_id", &s));
+    int64_t code = -1;
+    assert_fsa_ok(fsa_journal_last_error_get(f->j, &code, &s));
+    assert_int_equal(code, 9);
+    assert_string_equal(s, "server away");
+    fsa_model_free(s);
+    assert_fsa_ok(fsa_journal_device_id(f->j, &s));
     assert_string_equal(s, "dev001");
     fsa_model_free(s);
-    assert_fsa_ok(fsa_journal_state_get_str(f->j, "nothing", &s));
+
+    /* a new init clears what an older one set */
+    const fsa_device_config_t c2 = {.device_id = "dev001", .server = "https://t.example"};
+    assert_fsa_ok(fsa_journal_config_store(f->j, &c2));
+    assert_fsa_ok(fsa_journal_config_load(f->j, &got));
+    assert_null(got.pins);
+    assert_false(got.allow_http);
+    assert_int_equal(got.sync_interval_ms, 0);
+    fsa_device_config_clear(&got);
+}
+
+static void test_fsa_journal_state__absent_and_bad_arguments(void **state)
+{
+    fixture_t *f = *state;
+    char *s = (char *)1;
+    assert_fsa_ok(fsa_journal_device_id(f->j, &s));
+    assert_null(s); /* never set up */
+    assert_fsa_ok(fsa_journal_cursor_get(f->j, &s));
     assert_null(s);
+    fsa_sync_state_t ss;
+    assert_fsa_ok(fsa_journal_sync_state_get(f->j, &ss));
+    assert_int_equal(ss.clock_offset_ms + ss.last_sync_ms + ss.backoff.failures, 0);
+    fsa_device_config_t got;
+    assert_fsa_ok(fsa_journal_config_load(f->j, &got));
+    assert_null(got.device_id);
+    assert_null(got.server);
+    fsa_device_config_clear(&got);
+    /* a device id stored as "" (an init without one) is no device id */
+    const fsa_device_config_t empty = {0};
+    assert_fsa_ok(fsa_journal_config_store(f->j, &empty));
+    assert_fsa_ok(fsa_journal_device_id(f->j, &s));
+    assert_null(s);
+    assert_int_equal(fsa_journal_cursor_set(f->j, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_journal_config_store(f->j, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_journal_config_load(NULL, &got), FSA_EINVAL);
+    assert_int_equal(fsa_journal_backoff_set(f->j, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_journal_sync_state_get(f->j, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_journal_clock_offset_get(f->j, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_journal_last_error_get(f->j, NULL, &s), FSA_EINVAL);
 }
 
 static void test_fsa_journal_create__budget_full_writes_nothing(void **state)
@@ -872,6 +989,8 @@ int main(void)
         T(test_fsa_journal_fold__replays_pending_on_new_base),
         T(test_fsa_outbox_compact__keeps_ids_for_audit),
         T(test_fsa_journal_now__applies_clock_offset),
+        T(test_fsa_journal_state__typed_calls_keep_the_stored_keys),
+        T(test_fsa_journal_state__absent_and_bad_arguments),
         T(test_fsa_journal_create__budget_full_writes_nothing),
         T(test_fsa_journal_set__fenced_write_refused),
     };

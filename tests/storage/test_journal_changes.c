@@ -498,30 +498,6 @@ static void test_fsa_journal_entity_conflicts__counts_open_ones(void **state)
     assert_int_equal(fsa_journal_entity_conflicts(f->j, FSA_TYPE_TICKET, NULL, &n), FSA_EINVAL);
 }
 
-/* ---- several state keys at once ---- */
-
-static void test_fsa_journal_state_set_many__all_or_nothing(void **state)
-{
-    fixture_t *f = *state;
-    fsa_state_item_t items[] = {{"device_id", "dev1", 0}, {"allow_http", NULL, 1}};
-    assert_fsa_ok(fsa_journal_state_set_many(f->j, items, 2));
-    char *s = NULL;
-    int64_t v = 0;
-    assert_fsa_ok(fsa_journal_state_get_str(f->j, "device_id", &s));
-    assert_string_equal(s, "dev1");
-    fsa_model_free(s);
-    assert_fsa_ok(fsa_journal_state_get_int(f->j, "allow_http", 0, &v));
-    assert_int_equal(v, 1);
-    /* a bad item anywhere: nothing written */
-    fsa_state_item_t bad[] = {{"device_id", "dev2", 0}, {"", "x", 0}};
-    assert_int_equal(fsa_journal_state_set_many(f->j, bad, 2), FSA_EINVAL);
-    assert_fsa_ok(fsa_journal_state_get_str(f->j, "device_id", &s));
-    assert_string_equal(s, "dev1");
-    fsa_model_free(s);
-    assert_int_equal(fsa_journal_state_set_many(f->j, NULL, 1), FSA_EINVAL);
-    assert_fsa_ok(fsa_journal_state_set_many(f->j, NULL, 0));
-}
-
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -538,7 +514,6 @@ int main(void)
         T(test_fsa_journal_list__filters),
         T(test_fsa_journal_list__attendance_by_person_site_and_day),
         T(test_fsa_journal_entity_conflicts__counts_open_ones),
-        T(test_fsa_journal_state_set_many__all_or_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

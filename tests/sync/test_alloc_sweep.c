@@ -595,14 +595,23 @@ static fsa_status_t j_clock_offset(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
     (void)out;
-    return fsa_journal_state_set_int(c->j, "clock_offset_ms", 1234);
+    return fsa_journal_clock_offset_set(c->j, 1234);
 }
 
 static fsa_status_t j_state_str(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
     (void)out;
-    return fsa_journal_state_set_str(c->j, "cursor", "c:0000000042");
+    return fsa_journal_cursor_set(c->j, "c:0000000042");
+}
+
+static fsa_status_t j_config_store(void *ctx, buf_t *out)
+{
+    jctx_t *c = ctx;
+    (void)out;
+    const fsa_device_config_t dc = {
+        .device_id = "dev001", .server = "https://s.example", .allow_http = true, .durability = 1};
+    return fsa_journal_config_store(c->j, &dc);
 }
 
 static fsa_status_t j_create_tour(void *ctx, buf_t *out)
@@ -879,11 +888,17 @@ static fsa_status_t j_state_read(void *ctx, buf_t *out)
     jctx_t *c = ctx;
     char *s = NULL;
     int64_t v = 0;
-    fsa_status_t st = fsa_journal_state_get_str(c->j, "cursor", &s);
+    fsa_status_t st = fsa_journal_cursor_get(c->j, &s);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(c->j, "clock_offset_ms", -1, &v);
+        st = fsa_journal_clock_offset_get(c->j, &v);
+    fsa_device_config_t dc = {0};
     if (st == FSA_OK)
-        buf_add(out, "%s %lld\n", s != NULL ? s : "-", (long long)v);
+        st = fsa_journal_config_load(c->j, &dc);
+    if (st == FSA_OK)
+        buf_add(out, "%s %lld %s %s %d %lld\n", s != NULL ? s : "-", (long long)v,
+                dc.device_id != NULL ? dc.device_id : "-", dc.server != NULL ? dc.server : "-",
+                dc.allow_http ? 1 : 0, (long long)dc.durability);
+    fsa_device_config_clear(&dc);
     fsa_model_free(s);
     return st;
 }
@@ -900,6 +915,7 @@ static const step_t journal_steps[] = {
     {"open", j_open_create, true},
     {"state_set_int", j_clock_offset, false},
     {"state_set_str", j_state_str, false},
+    {"config_store", j_config_store, false},
     {"create jobneed", j_create_tour, false},
     {"create checkpoint", j_create_checkpoint, false},
     {"create ticket", j_create_ticket, false},
@@ -932,8 +948,8 @@ static const struct segment {
     const char *name;
     size_t first, count;
 } segments[] = {
-    {"journal-open", 0, 3},       {"journal-record", 3, 11}, {"journal-outbox", 14, 6},
-    {"journal-conflicts", 20, 5}, {"journal-reopen", 25, 4},
+    {"journal-open", 0, 4},       {"journal-record", 4, 11}, {"journal-outbox", 15, 6},
+    {"journal-conflicts", 21, 5}, {"journal-reopen", 26, 4},
 };
 #define NSEGMENTS (sizeof segments / sizeof segments[0])
 #define SEGMENT_UNCLEAN (SEGMENTS_MAX - 1) /* the open-after-crash path: no template */
@@ -1610,7 +1626,7 @@ static void *engine_setup(const path_t *p)
     static buf_t scratch;
     buf_reset(&scratch);
     assert_fsa_ok(j_open_create(c, &scratch));
-    assert_fsa_ok(fsa_journal_state_set_str(c->j, "cursor", "v1.999999999999"));
+    assert_fsa_ok(fsa_journal_cursor_set(c->j, "v1.999999999999"));
     char t1[64], t9[64], a1[64], j1[64];
     snprintf(t1, sizeof t1, "T1%s", x->suffix);
     snprintf(t9, sizeof t9, "T9%s", x->suffix);
