@@ -220,17 +220,46 @@ fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id,
 
 /* ---- Conflicts ---- */
 
+/* The resolver's verdict on an open conflict, shown to people. */
+typedef enum fsa_conflict_decision {
+    FSA_DECISION_NONE = 0,       /* not decided (yet) */
+    FSA_DECISION_PARK = 1,       /* waits for a person */
+    FSA_DECISION_SERVER_WINS = 2 /* the server's state stands (a person may still take ours) */
+} fsa_conflict_decision_t;
+
+/* How a conflict was closed. */
+typedef enum fsa_conflict_resolution {
+    FSA_RESOLVED_NONE = 0,     /* open */
+    FSA_RESOLVED_SERVER = 1,   /* a person let the server's state stand */
+    FSA_RESOLVED_LOCAL = 2,    /* a person took the local op: recorded again */
+    FSA_RESOLVED_REBASED = 3,  /* the resolver recorded the op again on the server's state */
+    FSA_RESOLVED_CONVERGED = 4 /* the server already had what the op meant */
+} fsa_conflict_resolution_t;
+
+/* The names stored in the journal's conflicts table (and shown by libfieldsync): outcome
+ * "conflict" and "rejected" (an fsa_result_status_t, FSA_RESULT_CONFLICT or _REJECTED);
+ * decision "" (none), "park", "server-wins"; resolution "" (open), "server", "local", "rebased",
+ * "converged". _name: "?" for a value out of range. _parse: FSA_EINVAL for an unknown name. */
+const char *fsa_conflict_outcome_name(fsa_result_status_t o);
+fsa_status_t fsa_conflict_outcome_parse(const char *s, fsa_result_status_t *out) FSA_MUST_CHECK;
+const char *fsa_conflict_decision_name(fsa_conflict_decision_t d);
+fsa_status_t fsa_conflict_decision_parse(const char *s,
+                                         fsa_conflict_decision_t *out) FSA_MUST_CHECK;
+const char *fsa_conflict_resolution_name(fsa_conflict_resolution_t r);
+fsa_status_t fsa_conflict_resolution_parse(const char *s,
+                                           fsa_conflict_resolution_t *out) FSA_MUST_CHECK;
+
 typedef struct fsa_conflict {
-    fsa_op_t op;      /* the local op (json owned: fsa_conflict_clear) */
-    char outcome[16]; /* "conflict" or "rejected" */
+    fsa_op_t op;                 /* the local op (json owned: fsa_conflict_clear) */
+    fsa_result_status_t outcome; /* FSA_RESULT_CONFLICT or FSA_RESULT_REJECTED */
     char code[32];
     char reason[256];
     int64_t server_version;
     char *server_fields; /* may be NULL (owned) */
     char *prior_fields;  /* set: the values it replaced, for a 3-way merge; may be NULL */
     int64_t created_ms;
-    char decision[16];   /* the resolver's verdict while open ("park", "server-wins") */
-    char resolution[16]; /* "" while open */
+    fsa_conflict_decision_t decision;     /* the resolver's verdict while open */
+    fsa_conflict_resolution_t resolution; /* FSA_RESOLVED_NONE while open */
 } fsa_conflict_t;
 
 void fsa_conflict_clear(fsa_conflict_t *c);
@@ -250,22 +279,24 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn,
  * errors of the new op are returned as from a recording call; a group's ops are recorded again
  * as one new group, leaving out the ones the known state already satisfies (a transition to the
  * current status, a create of an existing entity). Not take_local: the server's state
- * stands; the conflict is closed. resolution ("server", "local", "rebased", "converged", ...) is
- * stored. rec (may be NULL) reports the new op or the error. FSA_OK, FSA_ENOTFOUND (no open
- * conflict with that op_id), the recording statuses.
+ * stands; the conflict is closed. resolution (not FSA_RESOLVED_NONE) is stored. rec (may be
+ * NULL) reports the new op or the error. FSA_OK, FSA_ENOTFOUND (no open conflict with that
+ * op_id), FSA_EINVAL, the recording statuses.
  */
 fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
-                                  const char *resolution, fsa_rec_t *rec) FSA_MUST_CHECK;
+                                  fsa_conflict_resolution_t resolution,
+                                  fsa_rec_t *rec) FSA_MUST_CHECK;
 
 /* One conflict (open or closed) by its op id: *out filled, its strings owned by the caller
  * (fsa_conflict_clear). FSA_OK, FSA_ENOTFOUND, FSA_EINVAL, FSA_EIO, FSA_ENOMEM. */
 fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id,
                               fsa_conflict_t *out) FSA_MUST_CHECK;
 
-/* Records the resolver's verdict on an open conflict (shown to people). FSA_OK, FSA_ENOTFOUND.
- * The verdict "server-wins" is a change (FSA_CHANGE_SERVER_WON). */
+/* Records the resolver's verdict on an open conflict (shown to people). FSA_OK, FSA_ENOTFOUND,
+ * FSA_EINVAL (FSA_DECISION_NONE or out of range). FSA_DECISION_SERVER_WINS is a change
+ * (FSA_CHANGE_SERVER_WON). */
 fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
-                                       const char *decision) FSA_MUST_CHECK;
+                                       fsa_conflict_decision_t decision) FSA_MUST_CHECK;
 
 /* ---- The device's configuration and sync state (durable) ---- */
 

@@ -8,6 +8,79 @@
 #include "storage/journal.h"
 #include "storage/journal_internal.h"
 
+/* ---- the names in the conflicts table: one table each, both ways ---- */
+
+static const char *const outcome_names[] = {
+    [FSA_RESULT_CONFLICT] = "conflict", [FSA_RESULT_REJECTED] = "rejected"};
+static const char *const decision_names[] = {[FSA_DECISION_NONE] = "",
+                                             [FSA_DECISION_PARK] = "park",
+                                             [FSA_DECISION_SERVER_WINS] = "server-wins"};
+static const char *const resolution_names[] = {[FSA_RESOLVED_NONE] = "",
+                                               [FSA_RESOLVED_SERVER] = "server",
+                                               [FSA_RESOLVED_LOCAL] = "local",
+                                               [FSA_RESOLVED_REBASED] = "rebased",
+                                               [FSA_RESOLVED_CONVERGED] = "converged"};
+
+#define NAMES(t) (t), sizeof(t) / sizeof(t)[0]
+
+static const char *name_of(const char *const *names, size_t n, int v)
+{
+    return v >= 0 && (size_t)v < n && names[v] != NULL ? names[v] : "?";
+}
+
+static fsa_status_t parse_name(const char *const *names, size_t n, const char *s, int *out)
+{
+    for (size_t i = 0; s != NULL && i < n; i++) {
+        if (names[i] != NULL && strcmp(names[i], s) == 0) {
+            *out = (int)i;
+            return FSA_OK;
+        }
+    }
+    return FSA_EINVAL;
+}
+
+const char *fsa_conflict_outcome_name(fsa_result_status_t o)
+{
+    return name_of(NAMES(outcome_names), (int)o);
+}
+
+fsa_status_t fsa_conflict_outcome_parse(const char *s, fsa_result_status_t *out)
+{
+    int v = 0;
+    fsa_status_t st = parse_name(NAMES(outcome_names), s, &v);
+    if (st == FSA_OK && out != NULL)
+        *out = (fsa_result_status_t)v;
+    return out != NULL ? st : FSA_EINVAL;
+}
+
+const char *fsa_conflict_decision_name(fsa_conflict_decision_t d)
+{
+    return name_of(NAMES(decision_names), (int)d);
+}
+
+fsa_status_t fsa_conflict_decision_parse(const char *s, fsa_conflict_decision_t *out)
+{
+    int v = 0;
+    fsa_status_t st = parse_name(NAMES(decision_names), s, &v);
+    if (st == FSA_OK && out != NULL)
+        *out = (fsa_conflict_decision_t)v;
+    return out != NULL ? st : FSA_EINVAL;
+}
+
+const char *fsa_conflict_resolution_name(fsa_conflict_resolution_t r)
+{
+    return name_of(NAMES(resolution_names), (int)r);
+}
+
+fsa_status_t fsa_conflict_resolution_parse(const char *s, fsa_conflict_resolution_t *out)
+{
+    int v = 0;
+    fsa_status_t st = parse_name(NAMES(resolution_names), s, &v);
+    if (st == FSA_OK && out != NULL)
+        *out = (fsa_conflict_resolution_t)v;
+    return out != NULL ? st : FSA_EINVAL;
+}
+
 /* ---- conflicts ---- */
 
 void fsa_conflict_clear(fsa_conflict_t *c)
@@ -29,20 +102,28 @@ void fsa_conflict_clear(fsa_conflict_t *c)
     "c.decision "                                                                                  \
     "FROM conflicts c JOIN outbox o ON o.seq = c.seq "
 
-/* Fills *c from a CONFLICT_SELECT row; on failure c is cleared. */
+/* Fills *c from a CONFLICT_SELECT row; on failure c is cleared. A name the tables above do not
+ * know (a journal written by something else) is FSA_ECORRUPT. */
 static fsa_status_t conflict_from_row(sqlite3_stmt *st, fsa_conflict_t *c)
 {
     memset(c, 0, sizeof *c);
     fsa_status_t s = op_from_row(st, &c->op, NULL);
-    copy_col(c->outcome, sizeof c->outcome, st, 16);
+    char name[16];
+    copy_col(name, sizeof name, st, 16);
+    if (s == FSA_OK && fsa_conflict_outcome_parse(name, &c->outcome) != FSA_OK)
+        s = FSA_ECORRUPT;
     copy_col(c->code, sizeof c->code, st, 17);
     copy_col(c->reason, sizeof c->reason, st, 18);
     c->server_version = sqlite3_column_int64(st, 19);
     c->server_fields = dup_col(st, 20);
     c->created_ms = sqlite3_column_int64(st, 21);
-    copy_col(c->resolution, sizeof c->resolution, st, 22);
+    copy_col(name, sizeof name, st, 22);
+    if (s == FSA_OK && fsa_conflict_resolution_parse(name, &c->resolution) != FSA_OK)
+        s = FSA_ECORRUPT;
     c->prior_fields = dup_col(st, 23);
-    copy_col(c->decision, sizeof c->decision, st, 24);
+    copy_col(name, sizeof name, st, 24);
+    if (s == FSA_OK && fsa_conflict_decision_parse(name, &c->decision) != FSA_OK)
+        s = FSA_ECORRUPT;
     if (s == FSA_OK && ((c->server_fields == NULL && sqlite3_column_type(st, 20) != SQLITE_NULL) ||
                         (c->prior_fields == NULL && sqlite3_column_type(st, 23) != SQLITE_NULL)))
         s = FSA_ENOMEM; /* not a conflict without the server's state */
@@ -139,11 +220,12 @@ static fsa_status_t already_satisfied(fsa_journal_t *j, const fsa_op_t *op, bool
 }
 
 fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
-                                  const char *resolution, fsa_rec_t *rec)
+                                  fsa_conflict_resolution_t resolution, fsa_rec_t *rec)
 {
     if (rec != NULL)
         memset(rec, 0, sizeof *rec);
-    if (j == NULL || op_id == NULL || resolution == NULL || resolution[0] == '\0') {
+    if (j == NULL || op_id == NULL || resolution == FSA_RESOLVED_NONE ||
+        (unsigned)resolution > FSA_RESOLVED_CONVERGED) {
         rec_error(rec, "resolve needs an op id and a resolution");
         return FSA_EINVAL;
     }
@@ -169,7 +251,7 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
         if (s != FSA_OK)
             break;
         sqlite3_bind_int64(st, 1, members[i].seq);
-        bind_text(st, 2, resolution);
+        bind_text(st, 2, fsa_conflict_resolution_name(resolution));
         sqlite3_bind_int64(st, 3, now_ms);
         s = step_done(j, st);
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
@@ -178,7 +260,7 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
          * ours is told by the op recorded again, below. */
         if (s == FSA_OK && !take_local)
             s = log_change(j, members[i].type, members[i].id, 0,
-                           strcmp(resolution, "converged") == 0 ? FSA_CHANGE_SYNCED
+                           resolution == FSA_RESOLVED_CONVERGED ? FSA_CHANGE_SYNCED
                                                                 : FSA_CHANGE_RESOLVED,
                            members[i].op_id);
     }
@@ -205,7 +287,7 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
             fsa_op_t again = members[i]; /* shallow: json stays owned by members[i] */
             s = record_one_locked(
                 j, &again, at, group,
-                strcmp(resolution, "rebased") == 0 ? FSA_CHANGE_REBASED : FSA_CHANGE_RESOLVED, rec);
+                resolution == FSA_RESOLVED_REBASED ? FSA_CHANGE_REBASED : FSA_CHANGE_RESOLVED, rec);
             if (s == FSA_OK && first && rec != NULL) {
                 memcpy(rec->op_id, again.op_id, sizeof rec->op_id);
                 rec->seq = again.seq;
@@ -228,9 +310,11 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
     return s;
 }
 
-fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id, const char *decision)
+fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
+                                       fsa_conflict_decision_t decision)
 {
-    if (j == NULL || op_id == NULL || decision == NULL)
+    if (j == NULL || op_id == NULL || decision == FSA_DECISION_NONE ||
+        (unsigned)decision > FSA_DECISION_SERVER_WINS)
         return FSA_EINVAL;
     fsa_status_t s = begin(j);
     if (s != FSA_OK)
@@ -239,12 +323,12 @@ fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id, cons
     s = prep(j, "UPDATE conflicts SET decision = ?2 WHERE op_id = ?1 AND resolution IS NULL", &st);
     if (s == FSA_OK) {
         bind_text(st, 1, op_id);
-        bind_text(st, 2, decision);
+        bind_text(st, 2, fsa_conflict_decision_name(decision));
         s = step_done(j, st);
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
             s = FSA_ENOTFOUND;
     }
-    if (s == FSA_OK && strcmp(decision, "server-wins") == 0) {
+    if (s == FSA_OK && decision == FSA_DECISION_SERVER_WINS) {
         fsa_op_t op;
         fsa_op_state_t state;
         s = find_locked(j, op_id, &op, &state);

@@ -563,7 +563,7 @@ typedef struct collect {
 static bool collect_cb(void *arg, const fsa_conflict_t *c)
 {
     collect_t *col = arg;
-    if (c->decision[0] != '\0')
+    if (c->decision != FSA_DECISION_NONE)
         return true; /* decided before: waits for a person */
     if (col->n == col->cap)
         return false;
@@ -573,7 +573,7 @@ static bool collect_cb(void *arg, const fsa_conflict_t *c)
         col->oom = true;
         return false;
     }
-    snprintf(p->outcome, sizeof p->outcome, "%s", c->outcome);
+    snprintf(p->outcome, sizeof p->outcome, "%s", fsa_conflict_outcome_name(c->outcome));
     p->server_version = c->server_version;
     p->prior = c->prior_fields != NULL ? fsa_strdup(c->prior_fields) : NULL;
     p->server_fields = c->server_fields != NULL ? fsa_strdup(c->server_fields) : NULL;
@@ -637,7 +637,7 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
                 col.items[i].op.id, fsa_resolution_name(r), why);
         switch (r) {
         case FSA_RESOLVE_REBASE:
-            st = fsa_conflict_resolve(e->j, op_id, true, "rebased", &rec);
+            st = fsa_conflict_resolve(e->j, op_id, true, FSA_RESOLVED_REBASED, &rec);
             if (st == FSA_OK) {
                 e->rep->rebased += (int64_t)m;
                 *rebased += (int64_t)m;
@@ -646,22 +646,22 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
                 fsa_log(e->port, FSA_LOG_WARN, "sync: cannot rebase %s: %s", op_id, rec.error);
                 st = FSA_OK;
                 for (size_t k = 0; k < m && st == FSA_OK; k++)
-                    st = fsa_conflict_set_decision(e->j, in[k].op->op_id, "park");
+                    st = fsa_conflict_set_decision(e->j, in[k].op->op_id, FSA_DECISION_PARK);
                 e->rep->parked += (int64_t)m;
             }
             break;
         case FSA_RESOLVE_CONVERGED:
-            st = fsa_conflict_resolve(e->j, op_id, false, "converged", NULL);
+            st = fsa_conflict_resolve(e->j, op_id, false, FSA_RESOLVED_CONVERGED, NULL);
             e->rep->converged += (int64_t)m;
             break;
         case FSA_RESOLVE_SERVER_WINS:
             for (size_t k = 0; k < m && st == FSA_OK; k++)
-                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, "server-wins");
+                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, FSA_DECISION_SERVER_WINS);
             e->rep->server_wins += (int64_t)m;
             break;
         case FSA_RESOLVE_PARK:
             for (size_t k = 0; k < m && st == FSA_OK; k++)
-                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, "park");
+                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, FSA_DECISION_PARK);
             e->rep->parked += (int64_t)m;
             break;
         case FSA_RESOLVE_RETRY: /* undecided, left open: decided again at the next sync */

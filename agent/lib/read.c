@@ -280,15 +280,16 @@ static bool conflict_one(void *arg, const fsa_conflict_t *c)
     fsl__jb_raw(b, ",\"id\":");
     fsl__jb_str(b, c->op.id);
     fsl__jb_raw(b, ",\"outcome\":");
-    fsl__jb_str(b, c->outcome);
+    fsl__jb_str(b, fsa_conflict_outcome_name(c->outcome));
     fsl__jb_raw(b, ",\"code\":");
     fsl__jb_str(b, c->code);
     fsl__jb_raw(b, ",\"reason\":");
     fsl__jb_str(b, c->reason);
     fsl__jb_raw(b, ",\"decision\":");
-    fsl__jb_str(b, c->decision);
+    fsl__jb_str(b, fsa_conflict_decision_name(c->decision));
     fsl__jb_raw(b, ",\"resolution\":");
-    fsl__jb_str(b, c->resolution[0] ? c->resolution : NULL);
+    fsl__jb_str(b, c->resolution != FSA_RESOLVED_NONE ? fsa_conflict_resolution_name(c->resolution)
+                                                      : NULL);
     fsl__jb_fmt(b, ",\"server_version\":%" PRId64 ",\"server_fields\":", c->server_version);
     fsl__jb_raw(b, c->server_fields != NULL ? c->server_fields : "null");
     fsl__jb_raw(b, ",\"local\":");
@@ -327,8 +328,8 @@ fieldsync_status_t fieldsync_conflict_resolve(fieldsync_t *fs, const char *op_id
                          op_id != NULL ? op_id : "(null)");
     fsa_rec_t r;
     memset(&r, 0, sizeof r);
-    fsa_status_t st =
-        fsa_conflict_resolve(fs->j, op_id, take_local, take_local ? "local" : "server", &r);
+    fsa_status_t st = fsa_conflict_resolve(
+        fs->j, op_id, take_local, take_local ? FSA_RESOLVED_LOCAL : FSA_RESOLVED_SERVER, &r);
     if (st == FSA_ENOTFOUND && r.error[0] == '\0')
         return fsl__fail(fs, FIELDSYNC_ENOTFOUND, "no open conflict with op id %s", op_id);
     if (st != FSA_OK)

@@ -536,20 +536,20 @@ static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **
     memset(&c, 0, sizeof c);
     assert_fsa_ok(fsa_conflicts_each(f->j, false, count_conflict, &c));
     assert_string_equal(c.op.op_id, rec.op_id);
-    assert_string_equal(c.outcome, "conflict");
+    assert_int_equal(c.outcome, FSA_RESULT_CONFLICT);
     assert_int_equal(c.server_version, 4);
     assert_non_null(strstr(c.server_fields, "\"seqno\":2"));
     assert_string_equal(c.prior_fields, "{\"seqno\":1}"); /* what the set replaced */
-    assert_string_equal(c.decision, "");
+    assert_int_equal(c.decision, FSA_DECISION_NONE);
     fsa_conflict_clear(&c);
-    assert_fsa_ok(fsa_conflict_set_decision(f->j, rec.op_id, "server-wins"));
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, rec.op_id, FSA_DECISION_SERVER_WINS));
     assert_fsa_ok(fsa_conflicts_each(f->j, false, count_conflict, &c));
-    assert_string_equal(c.decision, "server-wins");
+    assert_int_equal(c.decision, FSA_DECISION_SERVER_WINS);
     fsa_conflict_clear(&c);
-    assert_int_equal(fsa_conflict_set_decision(f->j, "nope", "park"), FSA_ENOTFOUND);
+    assert_int_equal(fsa_conflict_set_decision(f->j, "nope", FSA_DECISION_PARK), FSA_ENOTFOUND);
     /* take local: recorded again, expecting version 4 */
     fsa_rec_t again;
-    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, true, "local", &again));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, true, FSA_RESOLVED_LOCAL, &again));
     assert_string_not_equal(again.op_id, rec.op_id);
     fsa_op_t op;
     assert_fsa_ok(fsa_outbox_find(f->j, again.op_id, &op, NULL));
@@ -559,10 +559,112 @@ static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **
     assert_fsa_ok(fsa_outbox_stats(f->j, &st));
     assert_int_equal(st.conflicts, 0);
     assert_int_equal(st.pending, 1);
-    assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, false, "server", NULL), FSA_ENOTFOUND);
+    assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, NULL),
+                     FSA_ENOTFOUND);
 }
 
 /* A group resolved "local" leaves out the member the server already satisfies. */
+/* One column of the conflict of op_id, as stored. */
+static void raw_conflict_col(fixture_t *f, const char *col, const char *op_id, char *out,
+                             size_t cap)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT coalesce(%s, 'NULL') FROM conflicts WHERE op_id = ?1", col);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_text(st, 1, op_id, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void test_fsa_conflict_names__round_trip_and_unknown(void **state)
+{
+    (void)state;
+    for (int v = FSA_RESULT_CONFLICT; v <= FSA_RESULT_REJECTED; v++) {
+        fsa_result_status_t o = FSA_RESULT_APPLIED;
+        assert_fsa_ok(fsa_conflict_outcome_parse(fsa_conflict_outcome_name(v), &o));
+        assert_int_equal(o, v);
+    }
+    for (int v = FSA_DECISION_NONE; v <= FSA_DECISION_SERVER_WINS; v++) {
+        fsa_conflict_decision_t d = (fsa_conflict_decision_t)-1;
+        assert_fsa_ok(fsa_conflict_decision_parse(fsa_conflict_decision_name(v), &d));
+        assert_int_equal(d, v);
+    }
+    for (int v = FSA_RESOLVED_NONE; v <= FSA_RESOLVED_CONVERGED; v++) {
+        fsa_conflict_resolution_t r = (fsa_conflict_resolution_t)-1;
+        assert_fsa_ok(fsa_conflict_resolution_parse(fsa_conflict_resolution_name(v), &r));
+        assert_int_equal(r, v);
+    }
+    /* the stored names are a persisted format: spelled out */
+    assert_string_equal(fsa_conflict_outcome_name(FSA_RESULT_CONFLICT), "conflict");
+    assert_string_equal(fsa_conflict_outcome_name(FSA_RESULT_REJECTED), "rejected");
+    assert_string_equal(fsa_conflict_decision_name(FSA_DECISION_NONE), "");
+    assert_string_equal(fsa_conflict_decision_name(FSA_DECISION_PARK), "park");
+    assert_string_equal(fsa_conflict_decision_name(FSA_DECISION_SERVER_WINS), "server-wins");
+    assert_string_equal(fsa_conflict_resolution_name(FSA_RESOLVED_NONE), "");
+    assert_string_equal(fsa_conflict_resolution_name(FSA_RESOLVED_SERVER), "server");
+    assert_string_equal(fsa_conflict_resolution_name(FSA_RESOLVED_LOCAL), "local");
+    assert_string_equal(fsa_conflict_resolution_name(FSA_RESOLVED_REBASED), "rebased");
+    assert_string_equal(fsa_conflict_resolution_name(FSA_RESOLVED_CONVERGED), "converged");
+    /* unknown names are errors; values out of range have no name */
+    fsa_result_status_t o;
+    fsa_conflict_decision_t d;
+    fsa_conflict_resolution_t r;
+    assert_int_equal(fsa_conflict_outcome_parse("applied", &o), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_outcome_parse("Conflict", &o), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_outcome_parse(NULL, &o), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_decision_parse("server_wins", &d), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_resolution_parse("dismissed", &r), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_resolution_parse("local", NULL), FSA_EINVAL);
+    assert_string_equal(fsa_conflict_outcome_name(FSA_RESULT_APPLIED), "?");
+    assert_string_equal(fsa_conflict_decision_name((fsa_conflict_decision_t)9), "?");
+    assert_string_equal(fsa_conflict_resolution_name((fsa_conflict_resolution_t)-1), "?");
+}
+
+static void test_fsa_conflict__enums_stored_as_names(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_op_result_t r = result_for(rec.op_id, FSA_RESULT_REJECTED, 0);
+    snprintf(r.code, sizeof r.code, "invalid_value");
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    char v[64];
+    raw_conflict_col(f, "outcome", rec.op_id, v, sizeof v);
+    assert_string_equal(v, "rejected");
+    assert_int_equal(fsa_conflict_set_decision(f->j, rec.op_id, FSA_DECISION_NONE), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_set_decision(f->j, rec.op_id, (fsa_conflict_decision_t)7),
+                     FSA_EINVAL);
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, rec.op_id, FSA_DECISION_PARK));
+    raw_conflict_col(f, "decision", rec.op_id, v, sizeof v);
+    assert_string_equal(v, "park");
+    assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_NONE, NULL),
+                     FSA_EINVAL);
+    assert_int_equal(
+        fsa_conflict_resolve(f->j, rec.op_id, false, (fsa_conflict_resolution_t)5, NULL),
+        FSA_EINVAL);
+    fsa_conflict_t c;
+    assert_fsa_ok(fsa_conflict_get(f->j, rec.op_id, &c));
+    assert_int_equal(c.outcome, FSA_RESULT_REJECTED);
+    assert_int_equal(c.decision, FSA_DECISION_PARK);
+    assert_int_equal(c.resolution, FSA_RESOLVED_NONE);
+    fsa_conflict_clear(&c);
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, NULL));
+    raw_conflict_col(f, "resolution", rec.op_id, v, sizeof v);
+    assert_string_equal(v, "server");
+    /* a name the journal does not know (written by something else) is corruption, not a guess */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "UPDATE conflicts SET resolution = 'maybe'", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(fsa_conflict_get(f->j, rec.op_id, &c), FSA_ECORRUPT);
+}
+
 static void test_fsa_conflict_resolve__group_without_converged_member(void **state)
 {
     fixture_t *f = *state;
@@ -597,7 +699,7 @@ static void test_fsa_conflict_resolve__group_without_converged_member(void **sta
     }
     assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 2));
     fsa_rec_t again;
-    assert_fsa_ok(fsa_conflict_resolve(f->j, ops[0].op_id, true, "rebased", &again));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, ops[0].op_id, true, FSA_RESOLVED_REBASED, &again));
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&ops[i]);
     /* only the merge is sent again */
@@ -656,7 +758,7 @@ static void test_fsa_conflict_resolve__group_whole_under_read_faults(void **stat
         assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
         vfs_fault_plan_t plan = {.kinds = VFS_FAULT_READ, .nth = k};
         vfs_fault_arm(f->dir.path, &plan);
-        fsa_status_t s = fsa_conflict_resolve(f->j, ops[1].op_id, false, "dismissed", NULL);
+        fsa_status_t s = fsa_conflict_resolve(f->j, ops[1].op_id, false, FSA_RESOLVED_SERVER, NULL);
         bool fired = vfs_fault_fired() > 0;
         vfs_fault_disarm();
         assert_fsa_ok(fsa_outbox_stats(f->j, &st));
@@ -690,7 +792,7 @@ static void test_fsa_outbox_apply_results__rejection_parked(void **state)
     assert_int_equal(st.pending, 0);
     /* the rejected create leaves no local entity */
     assert_int_equal(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, NULL), FSA_ENOTFOUND);
-    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, "dismissed", NULL));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, NULL));
     assert_fsa_ok(fsa_outbox_stats(f->j, &st));
     assert_int_equal(st.rejected, 0);
 }
@@ -983,6 +1085,8 @@ int main(void)
         T(test_fsa_outbox_apply_results__applied_moves_base),
         T(test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull),
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
+        T(test_fsa_conflict_names__round_trip_and_unknown),
+        T(test_fsa_conflict__enums_stored_as_names),
         T(test_fsa_conflict_resolve__group_without_converged_member),
         T(test_fsa_conflict_resolve__group_whole_under_read_faults),
         T(test_fsa_outbox_apply_results__rejection_parked),

@@ -830,9 +830,10 @@ static bool conflict_line(void *arg, const fsa_conflict_t *cf)
 {
     buf_t *out = arg;
     buf_add(out, "%s %s %s %s %lld %s %s %s %s\n", fsa_op_kind_name(cf->op.kind), cf->op.id,
-            cf->outcome, cf->code, (long long)cf->server_version,
+            fsa_conflict_outcome_name(cf->outcome), cf->code, (long long)cf->server_version,
             cf->server_fields != NULL ? cf->server_fields : "-",
-            cf->prior_fields != NULL ? cf->prior_fields : "-", cf->decision, cf->resolution);
+            cf->prior_fields != NULL ? cf->prior_fields : "-",
+            fsa_conflict_decision_name(cf->decision), fsa_conflict_resolution_name(cf->resolution));
     return true;
 }
 
@@ -849,16 +850,17 @@ static fsa_status_t j_resolve_local(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
     fsa_rec_t rec;
-    return rec_out(
-        fsa_conflict_resolve(c->j, batch_find(c, FSA_OP_SET, "T1")->op_id, true, "local", &rec),
-        &rec, out);
+    return rec_out(fsa_conflict_resolve(c->j, batch_find(c, FSA_OP_SET, "T1")->op_id, true,
+                                        FSA_RESOLVED_LOCAL, &rec),
+                   &rec, out);
 }
 
 static fsa_status_t j_decide(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
     (void)out;
-    return fsa_conflict_set_decision(c->j, batch_find(c, FSA_OP_MERGE, "T1")->op_id, "park");
+    return fsa_conflict_set_decision(c->j, batch_find(c, FSA_OP_MERGE, "T1")->op_id,
+                                     FSA_DECISION_PARK);
 }
 
 static fsa_status_t j_stats(void *ctx, buf_t *out)

@@ -445,7 +445,7 @@ static void test_fsa_engine_sync__gone_dropped_unless_ours_is_on_it(void **state
     }
     assert_true(t1_gone);
     /* Once the person lets the server's state stand, nothing of ours is on T2: a gone drops it. */
-    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, "server", NULL));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, NULL));
     bool dropped = false;
     assert_fsa_ok(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "T2", 3, &dropped));
     assert_true(dropped);
