@@ -548,7 +548,7 @@ static fsa_status_t push_all(fsa_engine_t *e)
 
 typedef struct pending_conflict {
     fsa_op_t op;
-    char outcome[16];
+    fsa_result_status_t outcome;
     char *prior;
     int64_t server_version;
     char *server_fields;
@@ -573,7 +573,7 @@ static bool collect_cb(void *arg, const fsa_conflict_t *c)
         col->oom = true;
         return false;
     }
-    snprintf(p->outcome, sizeof p->outcome, "%s", fsa_conflict_outcome_name(c->outcome));
+    p->outcome = c->outcome;
     p->server_version = c->server_version;
     p->prior = c->prior_fields != NULL ? fsa_strdup(c->prior_fields) : NULL;
     p->server_fields = c->server_fields != NULL ? fsa_strdup(c->server_fields) : NULL;

@@ -1463,7 +1463,7 @@ static fsa_status_t r_create_same(void *ctx, buf_t *out)
 {
     (void)ctx;
     fsa_op_t op = r_op(FSA_OP_CREATE, FSA_TYPE_TICKET, "{\"assignedto\":\"boss\",\"level\":2}");
-    fsa_resolver_input_t in = {&op, "conflict", NULL, 4, ticket_now};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, NULL, 4, ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1471,7 +1471,7 @@ static fsa_status_t r_create_other(void *ctx, buf_t *out)
 {
     (void)ctx;
     fsa_op_t op = r_op(FSA_OP_CREATE, FSA_TYPE_TICKET, "{\"assignedto\":\"p1\"}");
-    fsa_resolver_input_t in = {&op, "conflict", NULL, 4, ticket_now};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, NULL, 4, ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1479,7 +1479,7 @@ static fsa_status_t r_set_rebase(void *ctx, buf_t *out)
 {
     (void)ctx;
     fsa_op_t op = r_op(FSA_OP_SET, FSA_TYPE_TICKET, "{\"priority\":\"LOW\"}");
-    fsa_resolver_input_t in = {&op, "conflict", "{\"priority\":\"HIGH\"}", 4, ticket_now};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, "{\"priority\":\"HIGH\"}", 4, ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1487,7 +1487,7 @@ static fsa_status_t r_set_server_wins(void *ctx, buf_t *out)
 {
     (void)ctx;
     fsa_op_t op = r_op(FSA_OP_SET, FSA_TYPE_TICKET, "{\"assignedto\":\"p5\",\"level\":1}");
-    fsa_resolver_input_t in = {&op, "conflict", "{\"assignedto\":\"p2\",\"level\":1}", 4,
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, "{\"assignedto\":\"p2\",\"level\":1}", 4,
                                ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
@@ -1501,13 +1501,14 @@ static fsa_status_t r_set_policy(void *ctx, buf_t *out)
     };
     fsa_resolver_policy_t policy = {rules, 2};
     fsa_op_t op = r_op(FSA_OP_SET, FSA_TYPE_TICKET, "{\"priority\":\"LOW\",\"level\":7}");
-    fsa_resolver_input_t in = {&op, "conflict", "{\"priority\":\"HIGH\",\"level\":2}", 4,
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, "{\"priority\":\"HIGH\",\"level\":2}", 4,
                                ticket_now};
     fsa_status_t st = resolve_out(&policy, &in, 1, out); /* park outranks local wins */
     if (st != FSA_OK)
         return st;
     fsa_op_t op2 = r_op(FSA_OP_SET, FSA_TYPE_TICKET, "{\"priority\":\"LOW\"}");
-    fsa_resolver_input_t in2 = {&op2, "conflict", "{\"priority\":\"MEDIUM\"}", 4, ticket_now};
+    fsa_resolver_input_t in2 = {&op2, FSA_RESULT_CONFLICT, "{\"priority\":\"MEDIUM\"}", 4,
+                                ticket_now};
     return resolve_out(&policy, &in2, 1, out); /* local wins though the server changed it */
 }
 
@@ -1517,7 +1518,7 @@ static fsa_status_t r_transition_converged(void *ctx, buf_t *out)
     fsa_op_t op = r_op(FSA_OP_TRANSITION, FSA_TYPE_TICKET, NULL);
     snprintf(op.from, sizeof op.from, "NEW");
     snprintf(op.to, sizeof op.to, "OPEN");
-    fsa_resolver_input_t in = {&op, "conflict", NULL, 4, ticket_now};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, NULL, 4, ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1528,7 +1529,7 @@ static fsa_status_t r_transition_terminal(void *ctx, buf_t *out)
     snprintf(op.field, sizeof op.field, "jobstatus");
     snprintf(op.from, sizeof op.from, "ASSIGNED");
     snprintf(op.to, sizeof op.to, "INPROGRESS");
-    fsa_resolver_input_t in = {&op, "conflict", NULL, 2, job_closed};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, NULL, 2, job_closed};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1538,7 +1539,7 @@ static fsa_status_t r_transition_park(void *ctx, buf_t *out)
     fsa_op_t op = r_op(FSA_OP_TRANSITION, FSA_TYPE_TICKET, NULL);
     snprintf(op.from, sizeof op.from, "NEW");
     snprintf(op.to, sizeof op.to, "CANCELLED");
-    fsa_resolver_input_t in = {&op, "conflict", NULL, 4, ticket_now};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, NULL, 4, ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1551,17 +1552,17 @@ static fsa_status_t r_group(void *ctx, buf_t *out)
     snprintf(tr.to, sizeof tr.to, "OPEN");
     fsa_op_t merge = r_op(FSA_OP_MERGE, FSA_TYPE_TICKET, "{\"x\":1}");
     fsa_resolver_input_t in[3] = {
-        {&set, "conflict", "{\"priority\":\"HIGH\"}", 4, ticket_now},
-        {&tr, "conflict", NULL, 4, ticket_now},
-        {&merge, "conflict", NULL, 4, ticket_now},
+        {&set, FSA_RESULT_CONFLICT, "{\"priority\":\"HIGH\"}", 4, ticket_now},
+        {&tr, FSA_RESULT_CONFLICT, NULL, 4, ticket_now},
+        {&merge, FSA_RESULT_CONFLICT, NULL, 4, ticket_now},
     };
     fsa_status_t st = resolve_out(NULL, in, 3, out); /* rebase */
     if (st != FSA_OK)
         return st;
     fsa_op_t set2 = r_op(FSA_OP_SET, FSA_TYPE_TICKET, "{\"assignedto\":\"p5\"}");
     fsa_resolver_input_t in2[2] = {
-        {&set2, "conflict", "{\"assignedto\":\"p2\"}", 4, ticket_now},
-        {&set, "conflict", "{\"priority\":\"HIGH\"}", 4, ticket_now},
+        {&set2, FSA_RESULT_CONFLICT, "{\"assignedto\":\"p2\"}", 4, ticket_now},
+        {&set, FSA_RESULT_CONFLICT, "{\"priority\":\"HIGH\"}", 4, ticket_now},
     };
     return resolve_out(NULL, in2, 2, out); /* server wins */
 }
