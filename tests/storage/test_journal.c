@@ -564,21 +564,47 @@ static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **
 }
 
 /* A group resolved "local" leaves out the member the server already satisfies. */
-/* One column of the conflict of op_id, as stored. */
-static void raw_conflict_col(fixture_t *f, const char *col, const char *op_id, char *out,
-                             size_t cap)
+/* What a query finds in the file, read with SQLite: each row's columns as text, joined by '=',
+ * each row ended by ';'. param (may be NULL) is bound to ?1. */
+static void raw_rows(fixture_t *f, const char *sql, const char *param, char *out, size_t cap)
 {
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
-    char sql[160];
-    snprintf(sql, sizeof sql, "SELECT coalesce(%s, 'NULL') FROM conflicts WHERE op_id = ?1", col);
     sqlite3_stmt *st;
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    sqlite3_bind_text(st, 1, op_id, -1, SQLITE_STATIC);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    if (param != NULL)
+        sqlite3_bind_text(st, 1, param, -1, SQLITE_STATIC);
+    size_t len = 0;
+    out[0] = '\0';
+    while (sqlite3_step(st) == SQLITE_ROW && len < cap) {
+        for (int i = 0; i < sqlite3_column_count(st) && len < cap; i++) {
+            const unsigned char *v = sqlite3_column_text(st, i);
+            int n = snprintf(out + len, cap - len, "%s%s", i > 0 ? "=" : "",
+                             v != NULL ? (const char *)v : "NULL");
+            len += n > 0 ? (size_t)n : 0;
+        }
+        if (len < cap)
+            out[len++] = ';';
+        out[len < cap ? len : cap - 1] = '\0';
+    }
     sqlite3_finalize(st);
     sqlite3_close(db);
+}
+
+/* The sync state's rows, less the journal's own bookkeeping, in key order. */
+static void raw_state(fixture_t *f, char *out, size_t cap)
+{
+    raw_rows(f,
+             "SELECT k, v FROM sync_state WHERE k NOT IN ('clean_close', 'fsync_failures') "
+             "ORDER BY k",
+             NULL, out, cap);
+}
+
+/* The stored outcome, decision and resolution of the conflict of op_id. */
+static void raw_conflict(fixture_t *f, const char *op_id, char *out, size_t cap)
+{
+    raw_rows(f, "SELECT outcome, decision, resolution FROM conflicts WHERE op_id = ?1", op_id, out,
+             cap);
 }
 
 static void test_fsa_conflict_names__round_trip_and_unknown(void **state)
@@ -634,14 +660,14 @@ static void test_fsa_conflict__enums_stored_as_names(void **state)
     snprintf(r.code, sizeof r.code, "invalid_value");
     assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
     char v[64];
-    raw_conflict_col(f, "outcome", rec.op_id, v, sizeof v);
-    assert_string_equal(v, "rejected");
+    raw_conflict(f, rec.op_id, v, sizeof v);
+    assert_string_equal(v, "rejected==NULL;");
     assert_int_equal(fsa_conflict_set_decision(f->j, rec.op_id, FSA_DECISION_NONE), FSA_EINVAL);
     assert_int_equal(fsa_conflict_set_decision(f->j, rec.op_id, (fsa_conflict_decision_t)7),
                      FSA_EINVAL);
     assert_fsa_ok(fsa_conflict_set_decision(f->j, rec.op_id, FSA_DECISION_PARK));
-    raw_conflict_col(f, "decision", rec.op_id, v, sizeof v);
-    assert_string_equal(v, "park");
+    raw_conflict(f, rec.op_id, v, sizeof v);
+    assert_string_equal(v, "rejected=park=NULL;");
     assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_NONE, NULL),
                      FSA_EINVAL);
     assert_int_equal(
@@ -654,8 +680,8 @@ static void test_fsa_conflict__enums_stored_as_names(void **state)
     assert_int_equal(c.resolution, FSA_RESOLVED_NONE);
     fsa_conflict_clear(&c);
     assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, NULL));
-    raw_conflict_col(f, "resolution", rec.op_id, v, sizeof v);
-    assert_string_equal(v, "server");
+    raw_conflict(f, rec.op_id, v, sizeof v);
+    assert_string_equal(v, "rejected=park=server;");
     /* a name the journal does not know (written by something else) is corruption, not a guess */
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
@@ -874,28 +900,6 @@ static void test_fsa_journal_now__applies_clock_offset(void **state)
     int64_t v = 0;
     assert_fsa_ok(fsa_journal_clock_offset_get(f->j, &v));
     assert_int_equal(v, 3600 * 1000);
-}
-
-/* The sync state's rows in the file, read with SQLite: (key, value as text), in key order. */
-static void raw_state(fixture_t *f, char *out, size_t cap)
-{
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "SELECT k, v FROM sync_state WHERE k NOT IN "
-                                        "('clean_close', 'fsync_failures') ORDER BY k",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
-    size_t len = 0;
-    out[0] = '\0';
-    while (sqlite3_step(st) == SQLITE_ROW && len < cap) {
-        int n = snprintf(out + len, cap - len, "%s=%s;", (const char *)sqlite3_column_text(st, 0),
-                         (const char *)sqlite3_column_text(st, 1));
-        len += n > 0 ? (size_t)n : 0;
-    }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
 }
 
 /* The typed calls keep the key names journals have always had (a persisted format: spelled out
