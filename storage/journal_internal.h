@@ -13,10 +13,12 @@
 
 /*
  * The journal is one module in several files, one concern each: journal.c (the SQLite helpers,
- * transactions, open and close), journal_state.c (the sync state), journal_entity.c (base and
- * local view, reads, listing), journal_record.c (recording), journal_checkpoint.c (the
- * checkpoint workflow), journal_outbox.c (batches, lookups, compaction), journal_apply.c (the
- * server's results), journal_conflict.c (conflicts), journal_changes.c (the change log).
+ * transactions, open and close), journal_state.c (the device's configuration and sync state:
+ * typed calls over key/value rows), journal_entity.c (base and local view, reads, listing),
+ * journal_record.c (recording), journal_checkpoint.c (the checkpoint workflow),
+ * journal_outbox.c (batches, lookups, compaction), journal_apply.c (the server's results),
+ * journal_conflict.c (conflicts and the names of their enums), journal_changes.c (the change
+ * log).
  *
  * The functions they share have internal names (fsa__jn_*: libfieldsync.a carries every object,
  * and an app may have a `begin` of its own); the journal's files call them by the short names
