@@ -1,4 +1,5 @@
-/* fieldsync: the journal: entities with their base and local view, the outbox, conflicts, state. */
+/* fieldsync: the journal: entities with their base and local view, the outbox, conflicts, the
+ * device's configuration and sync state. */
 #ifndef FSA_STORAGE_JOURNAL_H
 #define FSA_STORAGE_JOURNAL_H
 
@@ -219,17 +220,46 @@ fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id,
 
 /* ---- Conflicts ---- */
 
+/* The resolver's verdict on an open conflict, shown to people. */
+typedef enum fsa_conflict_decision {
+    FSA_DECISION_NONE = 0,       /* not decided (yet) */
+    FSA_DECISION_PARK = 1,       /* waits for a person */
+    FSA_DECISION_SERVER_WINS = 2 /* the server's state stands (a person may still take ours) */
+} fsa_conflict_decision_t;
+
+/* How a conflict was closed. */
+typedef enum fsa_conflict_resolution {
+    FSA_RESOLVED_NONE = 0,     /* open */
+    FSA_RESOLVED_SERVER = 1,   /* a person let the server's state stand */
+    FSA_RESOLVED_LOCAL = 2,    /* a person took the local op: recorded again */
+    FSA_RESOLVED_REBASED = 3,  /* the resolver recorded the op again on the server's state */
+    FSA_RESOLVED_CONVERGED = 4 /* the server already had what the op meant */
+} fsa_conflict_resolution_t;
+
+/* The names stored in the journal's conflicts table (and shown by libfieldsync): outcome
+ * "conflict" and "rejected" (an fsa_result_status_t, FSA_RESULT_CONFLICT or _REJECTED);
+ * decision "" (none), "park", "server-wins"; resolution "" (open), "server", "local", "rebased",
+ * "converged". _name: "?" for a value out of range. _parse: FSA_EINVAL for an unknown name. */
+const char *fsa_conflict_outcome_name(fsa_result_status_t o);
+fsa_status_t fsa_conflict_outcome_parse(const char *s, fsa_result_status_t *out) FSA_MUST_CHECK;
+const char *fsa_conflict_decision_name(fsa_conflict_decision_t d);
+fsa_status_t fsa_conflict_decision_parse(const char *s,
+                                         fsa_conflict_decision_t *out) FSA_MUST_CHECK;
+const char *fsa_conflict_resolution_name(fsa_conflict_resolution_t r);
+fsa_status_t fsa_conflict_resolution_parse(const char *s,
+                                           fsa_conflict_resolution_t *out) FSA_MUST_CHECK;
+
 typedef struct fsa_conflict {
-    fsa_op_t op;      /* the local op (json owned: fsa_conflict_clear) */
-    char outcome[16]; /* "conflict" or "rejected" */
+    fsa_op_t op;                 /* the local op (json owned: fsa_conflict_clear) */
+    fsa_result_status_t outcome; /* FSA_RESULT_CONFLICT or FSA_RESULT_REJECTED */
     char code[32];
     char reason[256];
     int64_t server_version;
     char *server_fields; /* may be NULL (owned) */
     char *prior_fields;  /* set: the values it replaced, for a 3-way merge; may be NULL */
     int64_t created_ms;
-    char decision[16];   /* the resolver's verdict while open ("park", "server-wins") */
-    char resolution[16]; /* "" while open */
+    fsa_conflict_decision_t decision;     /* the resolver's verdict while open */
+    fsa_conflict_resolution_t resolution; /* FSA_RESOLVED_NONE while open */
 } fsa_conflict_t;
 
 void fsa_conflict_clear(fsa_conflict_t *c);
@@ -249,44 +279,88 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn,
  * errors of the new op are returned as from a recording call; a group's ops are recorded again
  * as one new group, leaving out the ones the known state already satisfies (a transition to the
  * current status, a create of an existing entity). Not take_local: the server's state
- * stands; the conflict is closed. resolution ("server", "local", "rebased", "converged", ...) is
- * stored. rec (may be NULL) reports the new op or the error. FSA_OK, FSA_ENOTFOUND (no open
- * conflict with that op_id), the recording statuses.
+ * stands; the conflict is closed. resolution (not FSA_RESOLVED_NONE) is stored. rec (may be
+ * NULL) reports the new op or the error. FSA_OK, FSA_ENOTFOUND (no open conflict with that
+ * op_id), FSA_EINVAL, the recording statuses.
  */
 fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
-                                  const char *resolution, fsa_rec_t *rec) FSA_MUST_CHECK;
+                                  fsa_conflict_resolution_t resolution,
+                                  fsa_rec_t *rec) FSA_MUST_CHECK;
 
 /* One conflict (open or closed) by its op id: *out filled, its strings owned by the caller
  * (fsa_conflict_clear). FSA_OK, FSA_ENOTFOUND, FSA_EINVAL, FSA_EIO, FSA_ENOMEM. */
 fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id,
                               fsa_conflict_t *out) FSA_MUST_CHECK;
 
-/* Records the resolver's verdict on an open conflict (shown to people). FSA_OK, FSA_ENOTFOUND.
- * The verdict "server-wins" is a change (FSA_CHANGE_SERVER_WON). */
+/* Records the resolver's verdict on an open conflict (shown to people). FSA_OK, FSA_ENOTFOUND,
+ * FSA_EINVAL (FSA_DECISION_NONE or out of range). FSA_DECISION_SERVER_WINS is a change
+ * (FSA_CHANGE_SERVER_WON). */
 fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
-                                       const char *decision) FSA_MUST_CHECK;
+                                       fsa_conflict_decision_t decision) FSA_MUST_CHECK;
 
-/* ---- Sync state (key/value, durable) ---- */
+/* ---- The device's configuration and sync state (durable) ---- */
 
-/* Integers: clock_offset_ms, next_attempt_ms, last_sync_ms, ... *out = dflt when absent. */
-fsa_status_t fsa_journal_state_get_int(fsa_journal_t *j, const char *key, int64_t dflt,
-                                       int64_t *out) FSA_MUST_CHECK;
-fsa_status_t fsa_journal_state_set_int(fsa_journal_t *j, const char *key, int64_t v) FSA_MUST_CHECK;
-/* Strings (device_id, server, cursor, ...): *out malloc'ed (fsa_model_free), NULL when absent. */
-fsa_status_t fsa_journal_state_get_str(fsa_journal_t *j, const char *key,
-                                       char **out) FSA_MUST_CHECK;
-fsa_status_t fsa_journal_state_set_str(fsa_journal_t *j, const char *key,
-                                       const char *v) FSA_MUST_CHECK;
+/*
+ * Stored as rows of the journal's sync_state table under the names of storage/state_keys.h (a
+ * persisted format: journals written by earlier versions read the same). Strings handed out are
+ * malloc'ed (fsa_model_free, or fsa_device_config_clear).
+ */
 
-/* Several keys in one transaction: all are written or none. Each item sets a string (s non-NULL)
- * or an integer (s NULL). FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM. */
-typedef struct fsa_state_item {
-    const char *key;
-    const char *s;
-    int64_t i;
-} fsa_state_item_t;
-fsa_status_t fsa_journal_state_set_many(fsa_journal_t *j, const fsa_state_item_t *items,
-                                        size_t n) FSA_MUST_CHECK;
+/* The configuration `fieldsync init` (fieldsync_init) stores. Strings: NULL when absent. */
+typedef struct fsa_device_config {
+    char *device_id, *server, *secret_file, *ca_file, *pins;
+    char *client_cert, *client_key, *proxy, *retry_policy, *resolver_policy;
+    bool allow_http;
+    int64_t durability;                                     /* 0: synchronous=FULL, 1: NORMAL */
+    int64_t sync_interval_ms, stall_after_ms, budget_bytes; /* 0: the default */
+} fsa_device_config_t;
+
+/* Stores every member in one transaction: all or none. A NULL string is stored as "", so that a
+ * new init clears what an older one set. FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM. */
+fsa_status_t fsa_journal_config_store(fsa_journal_t *j,
+                                      const fsa_device_config_t *c) FSA_MUST_CHECK;
+/* Loads the stored configuration into *out (cleared first): strings NULL when absent or "",
+ * numbers 0 when absent. On failure *out is cleared. FSA_OK, FSA_EINVAL, FSA_EIO, FSA_ENOMEM. */
+fsa_status_t fsa_journal_config_load(fsa_journal_t *j, fsa_device_config_t *out) FSA_MUST_CHECK;
+/* Frees the strings of a loaded configuration and zeroes it (NULL accepted). */
+void fsa_device_config_clear(fsa_device_config_t *c);
+/* The device id alone: *out malloc'ed, NULL when the journal was never set up. */
+fsa_status_t fsa_journal_device_id(fsa_journal_t *j, char **out) FSA_MUST_CHECK;
+
+/* The engine's backoff: no sync before next_attempt_ms (a wall time; 0: none), after `failures`
+ * failed cycles in a row (the backoff's n). */
+typedef struct fsa_backoff_state {
+    int64_t next_attempt_ms;
+    int64_t failures;
+} fsa_backoff_state_t;
+
+/* What the engine keeps between cycles, read at once for status. */
+typedef struct fsa_sync_state {
+    int64_t clock_offset_ms; /* server clock minus device clock */
+    fsa_backoff_state_t backoff;
+    int64_t last_sync_ms; /* wall time of the last complete sync; 0: never */
+} fsa_sync_state_t;
+
+/* Absent values read as 0. FSA_OK, FSA_EINVAL, FSA_EIO, FSA_ENOMEM. */
+fsa_status_t fsa_journal_sync_state_get(fsa_journal_t *j, fsa_sync_state_t *out) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_backoff_get(fsa_journal_t *j, fsa_backoff_state_t *out) FSA_MUST_CHECK;
+/* Both members in one transaction. FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM. */
+fsa_status_t fsa_journal_backoff_set(fsa_journal_t *j, const fsa_backoff_state_t *b) FSA_MUST_CHECK;
+/* A complete sync at at_ms: the backoff cleared and last_sync_ms set, in one transaction. */
+fsa_status_t fsa_journal_sync_done(fsa_journal_t *j, int64_t at_ms) FSA_MUST_CHECK;
+/* The server clock offset that corrects recorded times (fsa_journal_now). */
+fsa_status_t fsa_journal_clock_offset_get(fsa_journal_t *j, int64_t *ms) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_clock_offset_set(fsa_journal_t *j, int64_t ms) FSA_MUST_CHECK;
+/* The server's pull cursor: *out malloc'ed, NULL when there is none yet. */
+fsa_status_t fsa_journal_cursor_get(fsa_journal_t *j, char **out) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_cursor_set(fsa_journal_t *j, const char *cursor) FSA_MUST_CHECK;
+/* The last sync cycle's outcome as libfieldsync notes it for status: a status code (0: ok) and
+ * its message (NULL stored as ""). Both in one transaction; get: *msg malloc'ed, NULL when
+ * absent; *status 0 when absent. */
+fsa_status_t fsa_journal_last_error_set(fsa_journal_t *j, int64_t status,
+                                        const char *msg) FSA_MUST_CHECK;
+fsa_status_t fsa_journal_last_error_get(fsa_journal_t *j, int64_t *status,
+                                        char **msg) FSA_MUST_CHECK;
 
 /* ---- The change log ---- */
 

@@ -1,16 +1,17 @@
-/* fieldsync: the keys of the journal's sync state, named once (fsa_journal_state_get/set_*). */
+/* fieldsync: the keys of the journal's sync state rows, named once (storage/ only). */
 #ifndef FSA_STORAGE_STATE_KEYS_H
 #define FSA_STORAGE_STATE_KEYS_H
 
 /*
  * The journal keeps the device's configuration and the engine's sync state as key/value rows.
  * The keys are a persisted format: a journal written by one version is read by the next, so a
- * key is never renamed (the tests spell them out on purpose, to catch that). Every file that
- * reads or writes one uses these names.
+ * key is never renamed (the tests spell them out on purpose, to catch that). Only storage/ reads
+ * or writes them: journal_state.c behind the typed calls of journal.h (fsa_journal_config_*,
+ * fsa_journal_backoff_*, fsa_journal_cursor_*, ...), and the journal's own bookkeeping.
  */
 
 /* The configuration: the first six are what `fieldsync init` has always written (journals made
- * before libfieldsync read the same); agent/lib/config.c stores and loads them. */
+ * before libfieldsync read the same); fsa_journal_config_store and _load write and read them. */
 #define FSA_STATE_DEVICE_ID "device_id"
 #define FSA_STATE_SERVER "server"
 #define FSA_STATE_SECRET_FILE "secret_file"
@@ -34,6 +35,10 @@
 #define FSA_STATE_SYNC_FAILURES "sync_failures"     /* failed cycles in a row (the backoff's n) */
 #define FSA_STATE_LAST_SYNC_MS "last_sync_ms"       /* wall time of the last complete sync */
 #define FSA_STATE_CURSOR "cursor"                   /* the server's pull cursor */
+
+/* The last sync cycle's outcome, noted by libfieldsync's sync thread for status. */
+#define FSA_STATE_LAST_ERROR "last_error"         /* its status code (0: ok) */
+#define FSA_STATE_LAST_ERROR_MSG "last_error_msg" /* its message ("" when ok) */
 
 /* The journal's own bookkeeping (storage/), written in SQL text: the literals concatenate. */
 #define FSA_STATE_CLEAN_CLOSE "clean_close"       /* 0 while users have the journal open */

@@ -9,16 +9,10 @@
 #include "port/alloc.h"
 #include "port/limits.h"
 #include "storage/lock.h"
-#include "storage/state_keys.h"
 #include "sync/codec.h"
 #include "sync/engine.h"
 
 /* Keys of the journal's sync state used here. */
-#define K_OFFSET FSA_STATE_CLOCK_OFFSET_MS
-#define K_NEXT FSA_STATE_NEXT_ATTEMPT_MS
-#define K_FAILURES FSA_STATE_SYNC_FAILURES
-#define K_LAST FSA_STATE_LAST_SYNC_MS
-#define K_CURSOR FSA_STATE_CURSOR
 
 /* Rounds of push + resolve in one cycle: a rebased op is pushed again at once, but a server that
  * keeps conflicting cannot keep the cycle going forever. */
@@ -110,11 +104,11 @@ static void learn_offset(fsa_engine_t *e, int64_t server_time_ms)
         return;
     int64_t offset = server_time_ms - e->port->wall_now(e->port->ctx).ms;
     int64_t old = 0;
-    if (fsa_journal_state_get_int(e->j, K_OFFSET, 0, &old) != FSA_OK)
+    if (fsa_journal_clock_offset_get(e->j, &old) != FSA_OK)
         return;
     /* Small jitter (network delay) is not worth a write per request. */
     if (offset - old > 1000 || old - offset > 1000) {
-        if (fsa_journal_state_set_int(e->j, K_OFFSET, offset) == FSA_OK)
+        if (fsa_journal_clock_offset_set(e->j, offset) == FSA_OK)
             fsa_log(e->port, FSA_LOG_INFO, "sync: clock offset to the server is now %" PRId64 " ms",
                     offset);
     }
@@ -554,7 +548,7 @@ static fsa_status_t push_all(fsa_engine_t *e)
 
 typedef struct pending_conflict {
     fsa_op_t op;
-    char outcome[16];
+    fsa_result_status_t outcome;
     char *prior;
     int64_t server_version;
     char *server_fields;
@@ -569,7 +563,7 @@ typedef struct collect {
 static bool collect_cb(void *arg, const fsa_conflict_t *c)
 {
     collect_t *col = arg;
-    if (c->decision[0] != '\0')
+    if (c->decision != FSA_DECISION_NONE)
         return true; /* decided before: waits for a person */
     if (col->n == col->cap)
         return false;
@@ -579,7 +573,7 @@ static bool collect_cb(void *arg, const fsa_conflict_t *c)
         col->oom = true;
         return false;
     }
-    snprintf(p->outcome, sizeof p->outcome, "%s", c->outcome);
+    p->outcome = c->outcome;
     p->server_version = c->server_version;
     p->prior = c->prior_fields != NULL ? fsa_strdup(c->prior_fields) : NULL;
     p->server_fields = c->server_fields != NULL ? fsa_strdup(c->server_fields) : NULL;
@@ -643,7 +637,7 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
                 col.items[i].op.id, fsa_resolution_name(r), why);
         switch (r) {
         case FSA_RESOLVE_REBASE:
-            st = fsa_conflict_resolve(e->j, op_id, true, "rebased", &rec);
+            st = fsa_conflict_resolve(e->j, op_id, true, FSA_RESOLVED_REBASED, &rec);
             if (st == FSA_OK) {
                 e->rep->rebased += (int64_t)m;
                 *rebased += (int64_t)m;
@@ -652,22 +646,22 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
                 fsa_log(e->port, FSA_LOG_WARN, "sync: cannot rebase %s: %s", op_id, rec.error);
                 st = FSA_OK;
                 for (size_t k = 0; k < m && st == FSA_OK; k++)
-                    st = fsa_conflict_set_decision(e->j, in[k].op->op_id, "park");
+                    st = fsa_conflict_set_decision(e->j, in[k].op->op_id, FSA_DECISION_PARK);
                 e->rep->parked += (int64_t)m;
             }
             break;
         case FSA_RESOLVE_CONVERGED:
-            st = fsa_conflict_resolve(e->j, op_id, false, "converged", NULL);
+            st = fsa_conflict_resolve(e->j, op_id, false, FSA_RESOLVED_CONVERGED, NULL);
             e->rep->converged += (int64_t)m;
             break;
         case FSA_RESOLVE_SERVER_WINS:
             for (size_t k = 0; k < m && st == FSA_OK; k++)
-                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, "server-wins");
+                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, FSA_DECISION_SERVER_WINS);
             e->rep->server_wins += (int64_t)m;
             break;
         case FSA_RESOLVE_PARK:
             for (size_t k = 0; k < m && st == FSA_OK; k++)
-                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, "park");
+                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, FSA_DECISION_PARK);
             e->rep->parked += (int64_t)m;
             break;
         case FSA_RESOLVE_RETRY: /* undecided, left open: decided again at the next sync */
@@ -722,7 +716,7 @@ static fsa_status_t pull_all(fsa_engine_t *e)
         if (st != FSA_OK)
             return st;
         char *cursor = NULL;
-        st = fsa_journal_state_get_str(e->j, K_CURSOR, &cursor);
+        st = fsa_journal_cursor_get(e->j, &cursor);
         if (st != FSA_OK)
             return st;
         char enc[3 * FSA_CODEC_CURSOR_BYTES + 1] = "";
@@ -790,7 +784,7 @@ static fsa_status_t pull_all(fsa_engine_t *e)
                 report_error(e, "server's pull cursor did not move");
                 st = FSA_EPROTO;
             } else if (pull.cursor[0] != '\0') {
-                st = fsa_journal_state_set_str(e->j, K_CURSOR, pull.cursor);
+                st = fsa_journal_cursor_set(e->j, pull.cursor);
             }
         }
         bool more = pull.more;
@@ -806,28 +800,21 @@ static fsa_status_t pull_all(fsa_engine_t *e)
 
 static fsa_status_t persist_failure(fsa_engine_t *e, int64_t retry_after_ms)
 {
-    int64_t failures = 0;
-    if (fsa_journal_state_get_int(e->j, K_FAILURES, 0, &failures) != FSA_OK)
-        failures = 0;
-    failures++;
+    fsa_backoff_state_t b;
+    if (fsa_journal_backoff_get(e->j, &b) != FSA_OK)
+        b.failures = 0;
+    int64_t failures = b.failures + 1;
     int64_t delay = fsa_backoff_cycle_delay((uint32_t)(failures > 1000 ? 1000 : failures),
                                             random64(e), retry_after_ms * FSA_NS_PER_MS);
     int64_t next = e->port->wall_now(e->port->ctx).ms + delay / FSA_NS_PER_MS;
     e->rep->next_attempt_ms = next;
-    fsa_status_t st = fsa_journal_state_set_int(e->j, K_FAILURES, failures);
-    if (st == FSA_OK)
-        st = fsa_journal_state_set_int(e->j, K_NEXT, next);
-    return st;
+    b = (fsa_backoff_state_t){.next_attempt_ms = next, .failures = failures};
+    return fsa_journal_backoff_set(e->j, &b);
 }
 
 static fsa_status_t persist_success(fsa_engine_t *e)
 {
-    fsa_status_t st = fsa_journal_state_set_int(e->j, K_FAILURES, 0);
-    if (st == FSA_OK)
-        st = fsa_journal_state_set_int(e->j, K_NEXT, 0);
-    if (st == FSA_OK)
-        st = fsa_journal_state_set_int(e->j, K_LAST, e->port->wall_now(e->port->ctx).ms);
-    return st;
+    return fsa_journal_sync_done(e->j, e->port->wall_now(e->port->ctx).ms);
 }
 
 static fsa_status_t cycle(fsa_engine_t *e)
@@ -863,10 +850,11 @@ fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report)
     memset(e->rep, 0, sizeof *e->rep);
     e->retry_after_ms = 0;
 
-    int64_t next = 0;
-    fsa_status_t st = fsa_journal_state_get_int(e->j, K_NEXT, 0, &next);
+    fsa_backoff_state_t backoff;
+    fsa_status_t st = fsa_journal_backoff_get(e->j, &backoff);
     if (st != FSA_OK)
         return st;
+    int64_t next = backoff.next_attempt_ms;
     int64_t now = e->port->wall_now(e->port->ctx).ms;
     if (!e->opts.ignore_backoff && next > now) {
         e->rep->next_attempt_ms = next;

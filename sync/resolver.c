@@ -86,7 +86,7 @@ fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_reso
     }
     const fsa_op_t *op = in->op;
     const char *tname = fsa_type_name(op->type);
-    if (in->outcome != NULL && strcmp(in->outcome, "rejected") == 0) {
+    if (in->outcome == FSA_RESULT_REJECTED) {
         say(why, whylen, "the server rejected the %s for good", fsa_op_kind_name(op->kind));
         return FSA_RESOLVE_PARK;
     }

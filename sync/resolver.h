@@ -40,11 +40,11 @@ typedef struct fsa_resolver_policy {
 } fsa_resolver_policy_t;
 
 typedef struct fsa_resolver_input {
-    const fsa_op_t *op;        /* the local op */
-    const char *outcome;       /* "conflict" or "rejected" */
-    const char *prior_fields;  /* set: its fields' values before it was recorded; may be NULL */
-    int64_t server_version;    /* the entity on the server now; 0 if unknown */
-    const char *server_fields; /* its fields (JSON object); NULL if unknown */
+    const fsa_op_t *op;          /* the local op */
+    fsa_result_status_t outcome; /* FSA_RESULT_CONFLICT or FSA_RESULT_REJECTED */
+    const char *prior_fields;    /* set: its fields' values before it was recorded; may be NULL */
+    int64_t server_version;      /* the entity on the server now; 0 if unknown */
+    const char *server_fields;   /* its fields (JSON object); NULL if unknown */
 } fsa_resolver_input_t;
 
 /*

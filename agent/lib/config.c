@@ -9,106 +9,80 @@
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
 #include "port/files.h"
-#include "storage/state_keys.h"
 #include "sync/backoff.h"
 #include "sync/resolver.h"
 #include "sync/transport.h"
 
-static const char *or_empty(const char *s)
-{
-    return s != NULL ? s : "";
-}
-
 fsa_status_t fsl__config_store(fsa_journal_t *j, const fsl_config_t *c, char *err, size_t errlen)
 {
-    /* All keys in one transaction: a device never starts with half a configuration. Optional
+    /* All members in one transaction: a device never starts with half a configuration. Absent
      * strings are stored as "" so that a new init clears what an older one set. */
-    const fsa_state_item_t items[] = {
-        {FSA_STATE_DEVICE_ID, or_empty(c->device_id), 0},
-        {FSA_STATE_SERVER, or_empty(c->server_url), 0},
-        {FSA_STATE_SECRET_FILE, or_empty(c->secret_file), 0},
-        {FSA_STATE_CA_FILE, or_empty(c->ca_file), 0},
-        {FSA_STATE_PINS, or_empty(c->pins), 0},
-        {FSA_STATE_ALLOW_HTTP, NULL, c->allow_http ? 1 : 0},
-        {FSA_STATE_CLIENT_CERT, or_empty(c->client_cert), 0},
-        {FSA_STATE_CLIENT_KEY, or_empty(c->client_key), 0},
-        {FSA_STATE_PROXY, or_empty(c->proxy), 0},
-        {FSA_STATE_RETRY_POLICY, or_empty(c->retry_policy), 0},
-        {FSA_STATE_RESOLVER_POLICY, or_empty(c->resolver_policy), 0},
-        {FSA_STATE_DURABILITY, NULL, (int64_t)c->durability},
-        {FSA_STATE_SYNC_INTERVAL_MS, NULL, c->sync_interval_ms},
-        {FSA_STATE_STALL_AFTER_MS, NULL, c->stall_after_ms},
-        {FSA_STATE_BUDGET_BYTES, NULL, c->budget_bytes},
+    const fsa_device_config_t dc = {
+        .device_id = c->device_id,
+        .server = c->server_url,
+        .secret_file = c->secret_file,
+        .ca_file = c->ca_file,
+        .pins = c->pins,
+        .client_cert = c->client_cert,
+        .client_key = c->client_key,
+        .proxy = c->proxy,
+        .retry_policy = c->retry_policy,
+        .resolver_policy = c->resolver_policy,
+        .allow_http = c->allow_http,
+        .durability = (int64_t)c->durability,
+        .sync_interval_ms = c->sync_interval_ms,
+        .stall_after_ms = c->stall_after_ms,
+        .budget_bytes = c->budget_bytes,
     };
-    fsa_status_t st = fsa_journal_state_set_many(j, items, sizeof items / sizeof items[0]);
+    fsa_status_t st = fsa_journal_config_store(j, &dc);
     if (st != FSA_OK)
         snprintf(err, errlen, "cannot store the configuration in %s: %s", fsa_journal_path(j),
                  fsa_status_str(st));
     return st;
 }
 
-/* Reads a stored string into *dst unless the caller gave one; "" counts as absent. */
-static fsa_status_t load_str(fsa_journal_t *j, const char *key, char **dst)
+/* Takes a stored string into *dst unless the caller gave one. */
+static void take_str(char **dst, char **stored)
 {
-    if (*dst != NULL)
-        return FSA_OK;
-    char *v = NULL;
-    fsa_status_t st = fsa_journal_state_get_str(j, key, &v);
-    if (st != FSA_OK)
-        return st;
-    if (v != NULL && v[0] != '\0') {
-        *dst = fsa_strdup(v);
-        if (*dst == NULL)
-            st = FSA_ENOMEM;
+    if (*dst == NULL) {
+        *dst = *stored;
+        *stored = NULL;
     }
-    fsa_model_free(v);
-    return st;
 }
 
-static fsa_status_t load_int(fsa_journal_t *j, const char *key, int64_t *dst)
+/* Takes a stored number into *dst unless the caller gave one (not 0). */
+static void take_int(int64_t *dst, int64_t stored)
 {
-    if (*dst != 0)
-        return FSA_OK;
-    return fsa_journal_state_get_int(j, key, 0, dst);
+    if (*dst == 0)
+        *dst = stored;
 }
 
 fsa_status_t fsl__config_load(fsa_journal_t *j, fsl_config_t *c, char *err, size_t errlen)
 {
-    int64_t allow = 0, durability = (int64_t)c->durability;
-    fsa_status_t st = load_str(j, FSA_STATE_SERVER, &c->server_url);
-    if (st == FSA_OK)
-        st = load_str(j, FSA_STATE_SECRET_FILE, &c->secret_file);
-    if (st == FSA_OK)
-        st = load_str(j, FSA_STATE_CA_FILE, &c->ca_file);
-    if (st == FSA_OK)
-        st = load_str(j, FSA_STATE_PINS, &c->pins);
-    if (st == FSA_OK)
-        st = load_str(j, FSA_STATE_CLIENT_CERT, &c->client_cert);
-    if (st == FSA_OK)
-        st = load_str(j, FSA_STATE_CLIENT_KEY, &c->client_key);
-    if (st == FSA_OK)
-        st = load_str(j, FSA_STATE_PROXY, &c->proxy);
-    if (st == FSA_OK)
-        st = load_str(j, FSA_STATE_RETRY_POLICY, &c->retry_policy);
-    if (st == FSA_OK)
-        st = load_str(j, FSA_STATE_RESOLVER_POLICY, &c->resolver_policy);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(j, FSA_STATE_ALLOW_HTTP, 0, &allow);
-    if (st == FSA_OK)
-        st = load_int(j, FSA_STATE_DURABILITY, &durability);
-    if (st == FSA_OK)
-        st = load_int(j, FSA_STATE_SYNC_INTERVAL_MS, &c->sync_interval_ms);
-    if (st == FSA_OK)
-        st = load_int(j, FSA_STATE_STALL_AFTER_MS, &c->stall_after_ms);
-    if (st == FSA_OK)
-        st = load_int(j, FSA_STATE_BUDGET_BYTES, &c->budget_bytes);
+    fsa_device_config_t dc;
+    fsa_status_t st = fsa_journal_config_load(j, &dc);
     if (st != FSA_OK) {
         snprintf(err, errlen, "cannot read the configuration in %s: %s", fsa_journal_path(j),
                  fsa_status_str(st));
         return st;
     }
-    c->allow_http = c->allow_http || allow != 0;
+    take_str(&c->server_url, &dc.server);
+    take_str(&c->secret_file, &dc.secret_file);
+    take_str(&c->ca_file, &dc.ca_file);
+    take_str(&c->pins, &dc.pins);
+    take_str(&c->client_cert, &dc.client_cert);
+    take_str(&c->client_key, &dc.client_key);
+    take_str(&c->proxy, &dc.proxy);
+    take_str(&c->retry_policy, &dc.retry_policy);
+    take_str(&c->resolver_policy, &dc.resolver_policy);
+    int64_t durability = (int64_t)c->durability;
+    take_int(&durability, dc.durability);
+    take_int(&c->sync_interval_ms, dc.sync_interval_ms);
+    take_int(&c->stall_after_ms, dc.stall_after_ms);
+    take_int(&c->budget_bytes, dc.budget_bytes);
+    c->allow_http = c->allow_http || dc.allow_http;
     c->durability = durability == 1 ? FIELDSYNC_DURABLE_NORMAL : FIELDSYNC_DURABLE_FULL;
+    fsa_device_config_clear(&dc);
     return FSA_OK;
 }
 

@@ -416,8 +416,8 @@ static void parked_conflict(fsl_events_t *ev, const fsa_change_t *ch)
         k->type = c.op.type;
         copy_str(k->id, sizeof k->id, c.op.id);
         copy_str(k->op_id, sizeof k->op_id, c.op.op_id);
-        copy_str(k->outcome, sizeof k->outcome, c.outcome);
-        copy_str(k->decision, sizeof k->decision, c.decision);
+        copy_str(k->outcome, sizeof k->outcome, fsa_conflict_outcome_name(c.outcome));
+        copy_str(k->decision, sizeof k->decision, fsa_conflict_decision_name(c.decision));
         copy_str(k->reason, sizeof k->reason, c.reason);
         emit(ev, e, false);
     }

@@ -11,7 +11,6 @@
 #include "port/alloc.h"
 #include "port/jsonstr.h"
 #include "port/limits.h"
-#include "storage/state_keys.h"
 
 /* ---- statuses: the public numbers are the project's ---- */
 
@@ -438,7 +437,7 @@ static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *
         if (st != FSA_OK)
             return fsl__status(st);
         char *existing = NULL;
-        st = fsa_journal_state_get_str(fs->j, FSA_STATE_DEVICE_ID, &existing);
+        st = fsa_journal_device_id(fs->j, &existing);
         if (st == FSA_OK && existing != NULL && existing[0] != '\0' &&
             strcmp(existing, k->device_id) != 0) {
             snprintf(err, errlen, "journal %s belongs to device %s, not %s", k->journal_path,
@@ -457,7 +456,7 @@ static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *
         if (st != FSA_OK)
             return fsl__status(st);
         char *stored = NULL;
-        st = fsa_journal_state_get_str(fs->j, FSA_STATE_DEVICE_ID, &stored);
+        st = fsa_journal_device_id(fs->j, &stored);
         if (st != FSA_OK) {
             snprintf(err, errlen, "cannot read %s: %s", k->journal_path, fsa_status_str(st));
         } else if (stored == NULL || stored[0] == '\0') {

@@ -86,10 +86,8 @@ void fsl__jb_raw(fsl_jb_t *b, const char *s);
 void fsl__jb_str(fsl_jb_t *b, const char *s); /* s as a quoted, escaped string; NULL: null */
 void fsl__jb_fmt(fsl_jb_t *b, const char *fmt, ...) FSA_PRINTF(2, 3);
 fsa_status_t fsl__jb_take(fsl_jb_t *b, char **out); /* *out owned by the caller; frees on error */
-/* Journal state keys of the configuration stored at init (config.c), and of the last cycle's
- * error, which the sync thread stores (fsl__sync_note) and fieldsync_status reads. */
-#define FSL_KEY_LAST_ERROR "last_error"
-#define FSL_KEY_LAST_ERROR_MSG "last_error_msg"
+/* The last cycle's error, which the sync thread stores in the journal (fsl__sync_note) and
+ * fieldsync_status reads. */
 fsa_status_t fsl__sync_note(fieldsync_t *fs, fsa_status_t st, const char *msg) FSA_MUST_CHECK;
 /* Fills s from the journal (read.c); the worker may overlay its live state. */
 fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s) FSA_MUST_CHECK;

@@ -6,7 +6,6 @@
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
 #include "port/limits.h"
-#include "storage/state_keys.h"
 
 /* Common start: a usable handle and a place for the answer. */
 #define READ_START(out)                                                                            \
@@ -171,11 +170,7 @@ fieldsync_status_t fieldsync_list(fieldsync_t *fs, const fieldsync_query_t *q, c
 
 fsa_status_t fsl__sync_note(fieldsync_t *fs, fsa_status_t st, const char *msg)
 {
-    const fsa_state_item_t items[] = {
-        {FSL_KEY_LAST_ERROR, NULL, (int64_t)st},
-        {FSL_KEY_LAST_ERROR_MSG, st != FSA_OK && msg != NULL ? msg : "", 0},
-    };
-    return fsa_journal_state_set_many(fs->j, items, sizeof items / sizeof items[0]);
+    return fsa_journal_last_error_set(fs->j, (int64_t)st, st != FSA_OK ? msg : NULL);
 }
 
 fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
@@ -186,17 +181,16 @@ fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
     fsa_outbox_stats_t os;
     int64_t last_error = 0;
     char *msg = NULL;
+    fsa_sync_state_t ss;
     fsa_status_t st = fsa_outbox_stats(fs->j, &os);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, FSA_STATE_LAST_SYNC_MS, 0, &s->last_sync_ms);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, FSA_STATE_NEXT_ATTEMPT_MS, 0, &s->next_attempt_ms);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, FSA_STATE_CLOCK_OFFSET_MS, 0, &s->clock_offset_ms);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, FSL_KEY_LAST_ERROR, 0, &last_error);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_str(fs->j, FSL_KEY_LAST_ERROR_MSG, &msg);
+        st = fsa_journal_sync_state_get(fs->j, &ss);
+    if (st == FSA_OK) {
+        s->last_sync_ms = ss.last_sync_ms;
+        s->next_attempt_ms = ss.backoff.next_attempt_ms;
+        s->clock_offset_ms = ss.clock_offset_ms;
+        st = fsa_journal_last_error_get(fs->j, &last_error, &msg);
+    }
     if (st != FSA_OK) {
         fsa_model_free(msg);
         return st;
@@ -286,15 +280,16 @@ static bool conflict_one(void *arg, const fsa_conflict_t *c)
     fsl__jb_raw(b, ",\"id\":");
     fsl__jb_str(b, c->op.id);
     fsl__jb_raw(b, ",\"outcome\":");
-    fsl__jb_str(b, c->outcome);
+    fsl__jb_str(b, fsa_conflict_outcome_name(c->outcome));
     fsl__jb_raw(b, ",\"code\":");
     fsl__jb_str(b, c->code);
     fsl__jb_raw(b, ",\"reason\":");
     fsl__jb_str(b, c->reason);
     fsl__jb_raw(b, ",\"decision\":");
-    fsl__jb_str(b, c->decision);
+    fsl__jb_str(b, fsa_conflict_decision_name(c->decision));
     fsl__jb_raw(b, ",\"resolution\":");
-    fsl__jb_str(b, c->resolution[0] ? c->resolution : NULL);
+    fsl__jb_str(b, c->resolution != FSA_RESOLVED_NONE ? fsa_conflict_resolution_name(c->resolution)
+                                                      : NULL);
     fsl__jb_fmt(b, ",\"server_version\":%" PRId64 ",\"server_fields\":", c->server_version);
     fsl__jb_raw(b, c->server_fields != NULL ? c->server_fields : "null");
     fsl__jb_raw(b, ",\"local\":");
@@ -333,8 +328,8 @@ fieldsync_status_t fieldsync_conflict_resolve(fieldsync_t *fs, const char *op_id
                          op_id != NULL ? op_id : "(null)");
     fsa_rec_t r;
     memset(&r, 0, sizeof r);
-    fsa_status_t st =
-        fsa_conflict_resolve(fs->j, op_id, take_local, take_local ? "local" : "server", &r);
+    fsa_status_t st = fsa_conflict_resolve(
+        fs->j, op_id, take_local, take_local ? FSA_RESOLVED_LOCAL : FSA_RESOLVED_SERVER, &r);
     if (st == FSA_ENOTFOUND && r.error[0] == '\0')
         return fsl__fail(fs, FIELDSYNC_ENOTFOUND, "no open conflict with op id %s", op_id);
     if (st != FSA_OK)
@@ -352,16 +347,12 @@ fieldsync_status_t fieldsync_info(fieldsync_t *fs, char **json)
 {
     READ_START(json);
     fsa_outbox_stats_t s;
-    int64_t last = 0, next = 0, offset = 0, failures = 0;
+    fsa_sync_state_t ss = {0};
     fsa_status_t st = fsa_outbox_stats(fs->j, &s);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, FSA_STATE_LAST_SYNC_MS, 0, &last);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, FSA_STATE_NEXT_ATTEMPT_MS, 0, &next);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, FSA_STATE_CLOCK_OFFSET_MS, 0, &offset);
-    if (st == FSA_OK)
-        st = fsa_journal_state_get_int(fs->j, FSA_STATE_SYNC_FAILURES, 0, &failures);
+        st = fsa_journal_sync_state_get(fs->j, &ss);
+    int64_t last = ss.last_sync_ms, next = ss.backoff.next_attempt_ms;
+    int64_t offset = ss.clock_offset_ms, failures = ss.backoff.failures;
     if (st != FSA_OK)
         return fsl__fail(fs, fsl__status(st), "cannot read %s: %s", fs->cfg.journal_path,
                          fsa_status_str(st));

@@ -6,7 +6,6 @@
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
 #include "port/limits.h"
-#include "storage/state_keys.h"
 
 /*
  * One sync thread per started handle. It syncs at start, when a new record appears in the
@@ -24,9 +23,6 @@
 
 #define WATCH_RETRY_MS 1000 /* without a working watch, the journal is looked at this often */
 #define SOON_MS 1000        /* after a cycle that left ops without pushing any */
-/* The engine's persisted backoff (sync/engine.c's keys in the journal's sync state). */
-#define K_NEXT_ATTEMPT FSA_STATE_NEXT_ATTEMPT_MS
-#define K_FAILURES FSA_STATE_SYNC_FAILURES
 
 typedef enum phase { PH_NONE = 0, PH_RUNNING = 1, PH_ENDED = 2 } phase_t;
 
@@ -548,9 +544,8 @@ static void cycle(loop_t *L, fsa_status_t *out_st, fsa_sync_report_t *r)
     show_now(fs, false);
     /* The engine counts a cancelled cycle as a failed one and persists a backoff; a stop is not
      * a failure, so the next start must not wait for it: what was there is put back. */
-    int64_t next0 = 0, failures0 = 0;
-    bool saved = fsa_journal_state_get_int(fs->j, K_NEXT_ATTEMPT, 0, &next0) == FSA_OK &&
-                 fsa_journal_state_get_int(fs->j, K_FAILURES, 0, &failures0) == FSA_OK;
+    fsa_backoff_state_t backoff0;
+    bool saved = fsa_journal_backoff_get(fs->j, &backoff0) == FSA_OK;
     fsa_status_t st = fsa_engine_sync(L->engine, r);
     lock(fs);
     w->engine = NULL;
@@ -560,9 +555,7 @@ static void cycle(loop_t *L, fsa_status_t *out_st, fsa_sync_report_t *r)
     account(fs, st, r, cancelled);
     if (cancelled) {
         if (saved && st != FSA_OK) {
-            const fsa_state_item_t back[] = {{K_NEXT_ATTEMPT, NULL, next0},
-                                             {K_FAILURES, NULL, failures0}};
-            if (fsa_journal_state_set_many(fs->j, back, 2) != FSA_OK)
+            if (fsa_journal_backoff_set(fs->j, &backoff0) != FSA_OK)
                 fsa_log(&fs->port, FSA_LOG_WARN, "sync: cannot undo the cancelled cycle's backoff");
         }
         /* A cancel is sticky in the engine; the next start makes a new one. */

@@ -536,20 +536,20 @@ static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **
     memset(&c, 0, sizeof c);
     assert_fsa_ok(fsa_conflicts_each(f->j, false, count_conflict, &c));
     assert_string_equal(c.op.op_id, rec.op_id);
-    assert_string_equal(c.outcome, "conflict");
+    assert_int_equal(c.outcome, FSA_RESULT_CONFLICT);
     assert_int_equal(c.server_version, 4);
     assert_non_null(strstr(c.server_fields, "\"seqno\":2"));
     assert_string_equal(c.prior_fields, "{\"seqno\":1}"); /* what the set replaced */
-    assert_string_equal(c.decision, "");
+    assert_int_equal(c.decision, FSA_DECISION_NONE);
     fsa_conflict_clear(&c);
-    assert_fsa_ok(fsa_conflict_set_decision(f->j, rec.op_id, "server-wins"));
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, rec.op_id, FSA_DECISION_SERVER_WINS));
     assert_fsa_ok(fsa_conflicts_each(f->j, false, count_conflict, &c));
-    assert_string_equal(c.decision, "server-wins");
+    assert_int_equal(c.decision, FSA_DECISION_SERVER_WINS);
     fsa_conflict_clear(&c);
-    assert_int_equal(fsa_conflict_set_decision(f->j, "nope", "park"), FSA_ENOTFOUND);
+    assert_int_equal(fsa_conflict_set_decision(f->j, "nope", FSA_DECISION_PARK), FSA_ENOTFOUND);
     /* take local: recorded again, expecting version 4 */
     fsa_rec_t again;
-    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, true, "local", &again));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, true, FSA_RESOLVED_LOCAL, &again));
     assert_string_not_equal(again.op_id, rec.op_id);
     fsa_op_t op;
     assert_fsa_ok(fsa_outbox_find(f->j, again.op_id, &op, NULL));
@@ -559,10 +559,138 @@ static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **
     assert_fsa_ok(fsa_outbox_stats(f->j, &st));
     assert_int_equal(st.conflicts, 0);
     assert_int_equal(st.pending, 1);
-    assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, false, "server", NULL), FSA_ENOTFOUND);
+    assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, NULL),
+                     FSA_ENOTFOUND);
 }
 
 /* A group resolved "local" leaves out the member the server already satisfies. */
+/* What a query finds in the file, read with SQLite: each row's columns as text, joined by '=',
+ * each row ended by ';'. param (may be NULL) is bound to ?1. */
+static void raw_rows(fixture_t *f, const char *sql, const char *param, char *out, size_t cap)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    if (param != NULL)
+        sqlite3_bind_text(st, 1, param, -1, SQLITE_STATIC);
+    size_t len = 0;
+    out[0] = '\0';
+    while (sqlite3_step(st) == SQLITE_ROW && len < cap) {
+        for (int i = 0; i < sqlite3_column_count(st) && len < cap; i++) {
+            const unsigned char *v = sqlite3_column_text(st, i);
+            int n = snprintf(out + len, cap - len, "%s%s", i > 0 ? "=" : "",
+                             v != NULL ? (const char *)v : "NULL");
+            len += n > 0 ? (size_t)n : 0;
+        }
+        if (len < cap)
+            out[len++] = ';';
+        out[len < cap ? len : cap - 1] = '\0';
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* The sync state's rows, less the journal's own bookkeeping, in key order. */
+static void raw_state(fixture_t *f, char *out, size_t cap)
+{
+    raw_rows(f,
+             "SELECT k, v FROM sync_state WHERE k NOT IN ('clean_close', 'fsync_failures') "
+             "ORDER BY k",
+             NULL, out, cap);
+}
+
+/* The stored outcome, decision and resolution of the conflict of op_id. */
+static void raw_conflict(fixture_t *f, const char *op_id, char *out, size_t cap)
+{
+    raw_rows(f, "SELECT outcome, decision, resolution FROM conflicts WHERE op_id = ?1", op_id, out,
+             cap);
+}
+
+static void test_fsa_conflict_names__round_trip_and_unknown(void **state)
+{
+    (void)state;
+    for (int v = FSA_RESULT_CONFLICT; v <= FSA_RESULT_REJECTED; v++) {
+        fsa_result_status_t o = FSA_RESULT_APPLIED;
+        assert_fsa_ok(fsa_conflict_outcome_parse(fsa_conflict_outcome_name(v), &o));
+        assert_int_equal(o, v);
+    }
+    for (int v = FSA_DECISION_NONE; v <= FSA_DECISION_SERVER_WINS; v++) {
+        fsa_conflict_decision_t d = (fsa_conflict_decision_t)-1;
+        assert_fsa_ok(fsa_conflict_decision_parse(fsa_conflict_decision_name(v), &d));
+        assert_int_equal(d, v);
+    }
+    for (int v = FSA_RESOLVED_NONE; v <= FSA_RESOLVED_CONVERGED; v++) {
+        fsa_conflict_resolution_t r = (fsa_conflict_resolution_t)-1;
+        assert_fsa_ok(fsa_conflict_resolution_parse(fsa_conflict_resolution_name(v), &r));
+        assert_int_equal(r, v);
+    }
+    /* the stored names are a persisted format: spelled out */
+    assert_string_equal(fsa_conflict_outcome_name(FSA_RESULT_CONFLICT), "conflict");
+    assert_string_equal(fsa_conflict_outcome_name(FSA_RESULT_REJECTED), "rejected");
+    assert_string_equal(fsa_conflict_decision_name(FSA_DECISION_NONE), "");
+    assert_string_equal(fsa_conflict_decision_name(FSA_DECISION_PARK), "park");
+    assert_string_equal(fsa_conflict_decision_name(FSA_DECISION_SERVER_WINS), "server-wins");
+    assert_string_equal(fsa_conflict_resolution_name(FSA_RESOLVED_NONE), "");
+    assert_string_equal(fsa_conflict_resolution_name(FSA_RESOLVED_SERVER), "server");
+    assert_string_equal(fsa_conflict_resolution_name(FSA_RESOLVED_LOCAL), "local");
+    assert_string_equal(fsa_conflict_resolution_name(FSA_RESOLVED_REBASED), "rebased");
+    assert_string_equal(fsa_conflict_resolution_name(FSA_RESOLVED_CONVERGED), "converged");
+    /* unknown names are errors; values out of range have no name */
+    fsa_result_status_t o;
+    fsa_conflict_decision_t d;
+    fsa_conflict_resolution_t r;
+    assert_int_equal(fsa_conflict_outcome_parse("applied", &o), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_outcome_parse("Conflict", &o), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_outcome_parse(NULL, &o), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_decision_parse("server_wins", &d), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_resolution_parse("dismissed", &r), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_resolution_parse("local", NULL), FSA_EINVAL);
+    assert_string_equal(fsa_conflict_outcome_name(FSA_RESULT_APPLIED), "?");
+    assert_string_equal(fsa_conflict_decision_name((fsa_conflict_decision_t)9), "?");
+    assert_string_equal(fsa_conflict_resolution_name((fsa_conflict_resolution_t)-1), "?");
+}
+
+static void test_fsa_conflict__enums_stored_as_names(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_op_result_t r = result_for(rec.op_id, FSA_RESULT_REJECTED, 0);
+    snprintf(r.code, sizeof r.code, "invalid_value");
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    char v[64];
+    raw_conflict(f, rec.op_id, v, sizeof v);
+    assert_string_equal(v, "rejected==NULL;");
+    assert_int_equal(fsa_conflict_set_decision(f->j, rec.op_id, FSA_DECISION_NONE), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_set_decision(f->j, rec.op_id, (fsa_conflict_decision_t)7),
+                     FSA_EINVAL);
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, rec.op_id, FSA_DECISION_PARK));
+    raw_conflict(f, rec.op_id, v, sizeof v);
+    assert_string_equal(v, "rejected=park=NULL;");
+    assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_NONE, NULL),
+                     FSA_EINVAL);
+    assert_int_equal(
+        fsa_conflict_resolve(f->j, rec.op_id, false, (fsa_conflict_resolution_t)5, NULL),
+        FSA_EINVAL);
+    fsa_conflict_t c;
+    assert_fsa_ok(fsa_conflict_get(f->j, rec.op_id, &c));
+    assert_int_equal(c.outcome, FSA_RESULT_REJECTED);
+    assert_int_equal(c.decision, FSA_DECISION_PARK);
+    assert_int_equal(c.resolution, FSA_RESOLVED_NONE);
+    fsa_conflict_clear(&c);
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, NULL));
+    raw_conflict(f, rec.op_id, v, sizeof v);
+    assert_string_equal(v, "rejected=park=server;");
+    /* a name the journal does not know (written by something else) is corruption, not a guess */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "UPDATE conflicts SET resolution = 'maybe'", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(fsa_conflict_get(f->j, rec.op_id, &c), FSA_ECORRUPT);
+}
+
 static void test_fsa_conflict_resolve__group_without_converged_member(void **state)
 {
     fixture_t *f = *state;
@@ -597,7 +725,7 @@ static void test_fsa_conflict_resolve__group_without_converged_member(void **sta
     }
     assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 2));
     fsa_rec_t again;
-    assert_fsa_ok(fsa_conflict_resolve(f->j, ops[0].op_id, true, "rebased", &again));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, ops[0].op_id, true, FSA_RESOLVED_REBASED, &again));
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&ops[i]);
     /* only the merge is sent again */
@@ -656,7 +784,7 @@ static void test_fsa_conflict_resolve__group_whole_under_read_faults(void **stat
         assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
         vfs_fault_plan_t plan = {.kinds = VFS_FAULT_READ, .nth = k};
         vfs_fault_arm(f->dir.path, &plan);
-        fsa_status_t s = fsa_conflict_resolve(f->j, ops[1].op_id, false, "dismissed", NULL);
+        fsa_status_t s = fsa_conflict_resolve(f->j, ops[1].op_id, false, FSA_RESOLVED_SERVER, NULL);
         bool fired = vfs_fault_fired() > 0;
         vfs_fault_disarm();
         assert_fsa_ok(fsa_outbox_stats(f->j, &st));
@@ -690,7 +818,7 @@ static void test_fsa_outbox_apply_results__rejection_parked(void **state)
     assert_int_equal(st.pending, 0);
     /* the rejected create leaves no local entity */
     assert_int_equal(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, NULL), FSA_ENOTFOUND);
-    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, "dismissed", NULL));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, NULL));
     assert_fsa_ok(fsa_outbox_stats(f->j, &st));
     assert_int_equal(st.rejected, 0);
 }
@@ -762,7 +890,7 @@ static void test_fsa_outbox_compact__keeps_ids_for_audit(void **state)
 static void test_fsa_journal_now__applies_clock_offset(void **state)
 {
     fixture_t *f = *state;
-    assert_fsa_ok(fsa_journal_state_set_int(f->j, "clock_offset_ms", 3600 * 1000));
+    assert_fsa_ok(fsa_journal_clock_offset_set(f->j, 3600 * 1000));
     fsa_rec_t rec;
     assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
     fsa_op_t op;
@@ -770,15 +898,110 @@ static void test_fsa_journal_now__applies_clock_offset(void **state)
     assert_int_equal(op.at_ms, START.ms + 3600 * 1000);
     fsa_op_clear(&op);
     int64_t v = 0;
-    assert_fsa_ok(fsa_journal_state_get_int(f->j, "missing", 42, &v));
-    assert_int_equal(v, 42);
+    assert_fsa_ok(fsa_journal_clock_offset_get(f->j, &v));
+    assert_int_equal(v, 3600 * 1000);
+}
+
+/* The typed calls keep the key names journals have always had (a persisted format: spelled out
+ * here on purpose), and read what is there. */
+static void test_fsa_journal_state__typed_calls_keep_the_stored_keys(void **state)
+{
+    fixture_t *f = *state;
+    const fsa_device_config_t c = {.device_id = "dev001",
+                                   .server = "https://s.example",
+                                   .secret_file = "/s",
+                                   .pins = "sha256//x",
+                                   .allow_http = true,
+                                   .durability = 1,
+                                   .sync_interval_ms = 5000,
+                                   .budget_bytes = 1 << 20};
+    assert_fsa_ok(fsa_journal_config_store(f->j, &c));
+    const fsa_backoff_state_t b = {.next_attempt_ms = 777, .failures = 3};
+    assert_fsa_ok(fsa_journal_backoff_set(f->j, &b));
+    assert_fsa_ok(fsa_journal_clock_offset_set(f->j, -25));
+    assert_fsa_ok(fsa_journal_cursor_set(f->j, "c:42"));
+    assert_fsa_ok(fsa_journal_last_error_set(f->j, 9, "server away"));
+    char raw[2048];
+    raw_state(f, raw, sizeof raw);
+    assert_string_equal(raw, "allow_http=1;budget_bytes=1048576;ca_file=;client_cert=;"
+                             "client_key=;clock_offset_ms=-25;cursor=c:42;device_id=dev001;"
+                             "durability=1;last_error=9;last_error_msg=server away;"
+                             "next_attempt_ms=777;pins=sha256//x;proxy=;resolver_policy=;"
+                             "retry_policy=;secret_file=/s;server=https://s.example;"
+                             "stall_after_ms=0;sync_failures=3;sync_interval_ms=5000;");
+    assert_fsa_ok(fsa_journal_sync_done(f->j, 4242));
+    raw_state(f, raw, sizeof raw);
+    assert_non_null(strstr(raw, "last_sync_ms=4242;next_attempt_ms=0;"));
+    assert_non_null(strstr(raw, "sync_failures=0;"));
+
+    /* and back: "" reads as absent, numbers as stored */
+    fsa_device_config_t got;
+    assert_fsa_ok(fsa_journal_config_load(f->j, &got));
+    assert_string_equal(got.device_id, "dev001");
+    assert_string_equal(got.server, "https://s.example");
+    assert_string_equal(got.pins, "sha256//x");
+    assert_null(got.ca_file);
+    assert_null(got.proxy);
+    assert_true(got.allow_http);
+    assert_int_equal(got.durability, 1);
+    assert_int_equal(got.sync_interval_ms, 5000);
+    assert_int_equal(got.stall_after_ms, 0);
+    assert_int_equal(got.budget_bytes, 1 << 20);
+    fsa_device_config_clear(&got);
+    fsa_sync_state_t ss;
+    assert_fsa_ok(fsa_journal_sync_state_get(f->j, &ss));
+    assert_int_equal(ss.clock_offset_ms, -25);
+    assert_int_equal(ss.last_sync_ms, 4242);
+    assert_int_equal(ss.backoff.next_attempt_ms, 0);
+    assert_int_equal(ss.backoff.failures, 0);
     char *s = NULL;
-    assert_fsa_ok(fsa_journal_state_set_str(f->j, "device_id", "dev001"));
-    assert_fsa_ok(fsa_journal_state_get_str(f->j, "device_id", &s));
+    int64_t code = -1;
+    assert_fsa_ok(fsa_journal_last_error_get(f->j, &code, &s));
+    assert_int_equal(code, 9);
+    assert_string_equal(s, "server away");
+    fsa_model_free(s);
+    assert_fsa_ok(fsa_journal_device_id(f->j, &s));
     assert_string_equal(s, "dev001");
     fsa_model_free(s);
-    assert_fsa_ok(fsa_journal_state_get_str(f->j, "nothing", &s));
+
+    /* a new init clears what an older one set */
+    const fsa_device_config_t c2 = {.device_id = "dev001", .server = "https://t.example"};
+    assert_fsa_ok(fsa_journal_config_store(f->j, &c2));
+    assert_fsa_ok(fsa_journal_config_load(f->j, &got));
+    assert_null(got.pins);
+    assert_false(got.allow_http);
+    assert_int_equal(got.sync_interval_ms, 0);
+    fsa_device_config_clear(&got);
+}
+
+static void test_fsa_journal_state__absent_and_bad_arguments(void **state)
+{
+    fixture_t *f = *state;
+    char *s = (char *)1;
+    assert_fsa_ok(fsa_journal_device_id(f->j, &s));
+    assert_null(s); /* never set up */
+    assert_fsa_ok(fsa_journal_cursor_get(f->j, &s));
     assert_null(s);
+    fsa_sync_state_t ss;
+    assert_fsa_ok(fsa_journal_sync_state_get(f->j, &ss));
+    assert_int_equal(ss.clock_offset_ms + ss.last_sync_ms + ss.backoff.failures, 0);
+    fsa_device_config_t got;
+    assert_fsa_ok(fsa_journal_config_load(f->j, &got));
+    assert_null(got.device_id);
+    assert_null(got.server);
+    fsa_device_config_clear(&got);
+    /* a device id stored as "" (an init without one) is no device id */
+    const fsa_device_config_t empty = {0};
+    assert_fsa_ok(fsa_journal_config_store(f->j, &empty));
+    assert_fsa_ok(fsa_journal_device_id(f->j, &s));
+    assert_null(s);
+    assert_int_equal(fsa_journal_cursor_set(f->j, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_journal_config_store(f->j, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_journal_config_load(NULL, &got), FSA_EINVAL);
+    assert_int_equal(fsa_journal_backoff_set(f->j, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_journal_sync_state_get(f->j, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_journal_clock_offset_get(f->j, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_journal_last_error_get(f->j, NULL, &s), FSA_EINVAL);
 }
 
 static void test_fsa_journal_create__budget_full_writes_nothing(void **state)
@@ -866,12 +1089,16 @@ int main(void)
         T(test_fsa_outbox_apply_results__applied_moves_base),
         T(test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull),
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
+        T(test_fsa_conflict_names__round_trip_and_unknown),
+        T(test_fsa_conflict__enums_stored_as_names),
         T(test_fsa_conflict_resolve__group_without_converged_member),
         T(test_fsa_conflict_resolve__group_whole_under_read_faults),
         T(test_fsa_outbox_apply_results__rejection_parked),
         T(test_fsa_journal_fold__replays_pending_on_new_base),
         T(test_fsa_outbox_compact__keeps_ids_for_audit),
         T(test_fsa_journal_now__applies_clock_offset),
+        T(test_fsa_journal_state__typed_calls_keep_the_stored_keys),
+        T(test_fsa_journal_state__absent_and_bad_arguments),
         T(test_fsa_journal_create__budget_full_writes_nothing),
         T(test_fsa_journal_set__fenced_write_refused),
     };

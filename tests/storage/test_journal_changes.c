@@ -137,16 +137,16 @@ static void test_fsa_journal_changes_read__parked_resolved_and_server_won(void *
     after = ch[1].seq;
 
     /* the resolver's server-wins verdict, then a person's take-local and take-server */
-    assert_fsa_ok(fsa_conflict_set_decision(f->j, s.op_id, "server-wins"));
-    assert_fsa_ok(fsa_conflict_set_decision(f->j, t.op_id, "park"));
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, s.op_id, FSA_DECISION_SERVER_WINS));
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, t.op_id, FSA_DECISION_PARK));
     n = changes(f->j, after, ch);
     assert_int_equal(n, 1);
     assert_int_equal(ch[0].reason, FSA_CHANGE_SERVER_WON);
     assert_string_equal(ch[0].op_id, s.op_id);
     after = ch[0].seq;
     fsa_rec_t again;
-    assert_fsa_ok(fsa_conflict_resolve(f->j, s.op_id, true, "local", &again));
-    assert_fsa_ok(fsa_conflict_resolve(f->j, t.op_id, false, "server", NULL));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, s.op_id, true, FSA_RESOLVED_LOCAL, &again));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, t.op_id, false, FSA_RESOLVED_SERVER, NULL));
     n = changes(f->j, after, ch);
     assert_int_equal(n, 2);
     assert_int_equal(ch[0].reason, FSA_CHANGE_RESOLVED);
@@ -157,9 +157,9 @@ static void test_fsa_journal_changes_read__parked_resolved_and_server_won(void *
     /* conflict lookup by op id, open or closed */
     fsa_conflict_t cf;
     assert_fsa_ok(fsa_conflict_get(f->j, t.op_id, &cf));
-    assert_string_equal(cf.outcome, "rejected");
+    assert_int_equal(cf.outcome, FSA_RESULT_REJECTED);
     assert_string_equal(cf.code, "invalid_transition");
-    assert_string_equal(cf.resolution, "server");
+    assert_int_equal(cf.resolution, FSA_RESOLVED_SERVER);
     assert_string_equal(cf.op.id, "T1");
     fsa_conflict_clear(&cf);
     assert_int_equal(fsa_conflict_get(f->j, c.op_id, &cf), FSA_ENOTFOUND);
@@ -182,7 +182,7 @@ static void test_fsa_journal_changes_read__rebase_is_one_change(void **state)
     int64_t after = 0;
     assert_fsa_ok(fsa_journal_changes_last(f->j, &after));
     fsa_rec_t again;
-    assert_fsa_ok(fsa_conflict_resolve(f->j, s.op_id, true, "rebased", &again));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, s.op_id, true, FSA_RESOLVED_REBASED, &again));
     fsa_change_t ch[64];
     size_t n = changes(f->j, after, ch);
     assert_int_equal(n, 1);
@@ -492,34 +492,10 @@ static void test_fsa_journal_entity_conflicts__counts_open_ones(void **state)
     seen_t s = list(f->j, &flt);
     assert_int_equal(s.n, 1);
     assert_int_equal(s.conflicts[0], 1);
-    assert_fsa_ok(fsa_conflict_resolve(f->j, t.op_id, false, "server", NULL));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, t.op_id, false, FSA_RESOLVED_SERVER, NULL));
     assert_fsa_ok(fsa_journal_entity_conflicts(f->j, FSA_TYPE_TICKET, "T1", &n));
     assert_int_equal(n, 0);
     assert_int_equal(fsa_journal_entity_conflicts(f->j, FSA_TYPE_TICKET, NULL, &n), FSA_EINVAL);
-}
-
-/* ---- several state keys at once ---- */
-
-static void test_fsa_journal_state_set_many__all_or_nothing(void **state)
-{
-    fixture_t *f = *state;
-    fsa_state_item_t items[] = {{"device_id", "dev1", 0}, {"allow_http", NULL, 1}};
-    assert_fsa_ok(fsa_journal_state_set_many(f->j, items, 2));
-    char *s = NULL;
-    int64_t v = 0;
-    assert_fsa_ok(fsa_journal_state_get_str(f->j, "device_id", &s));
-    assert_string_equal(s, "dev1");
-    fsa_model_free(s);
-    assert_fsa_ok(fsa_journal_state_get_int(f->j, "allow_http", 0, &v));
-    assert_int_equal(v, 1);
-    /* a bad item anywhere: nothing written */
-    fsa_state_item_t bad[] = {{"device_id", "dev2", 0}, {"", "x", 0}};
-    assert_int_equal(fsa_journal_state_set_many(f->j, bad, 2), FSA_EINVAL);
-    assert_fsa_ok(fsa_journal_state_get_str(f->j, "device_id", &s));
-    assert_string_equal(s, "dev1");
-    fsa_model_free(s);
-    assert_int_equal(fsa_journal_state_set_many(f->j, NULL, 1), FSA_EINVAL);
-    assert_fsa_ok(fsa_journal_state_set_many(f->j, NULL, 0));
 }
 
 int main(void)
@@ -538,7 +514,6 @@ int main(void)
         T(test_fsa_journal_list__filters),
         T(test_fsa_journal_list__attendance_by_person_site_and_day),
         T(test_fsa_journal_entity_conflicts__counts_open_ones),
-        T(test_fsa_journal_state_set_many__all_or_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -231,7 +231,7 @@ static fsa_status_t do_step(run_t *r, side_t *s, const step_t *st, int serial, f
     }
     *nops = 0;
     switch (st->kind) {
-    case S_STATE: return fsa_journal_state_set_int(j, st->field, st->n);
+    case S_STATE: return fsa_journal_sync_done(j, st->n);
     case S_BATCH:
         side_drop_batch(s);
         return fsa_outbox_next_batch(j, s->batch, FSA_JOURNAL_GROUP_MAX, 1 << 20, &s->nbatch);

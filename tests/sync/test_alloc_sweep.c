@@ -596,14 +596,23 @@ static fsa_status_t j_clock_offset(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
     (void)out;
-    return fsa_journal_state_set_int(c->j, "clock_offset_ms", 1234);
+    return fsa_journal_clock_offset_set(c->j, 1234);
 }
 
 static fsa_status_t j_state_str(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
     (void)out;
-    return fsa_journal_state_set_str(c->j, "cursor", "c:0000000042");
+    return fsa_journal_cursor_set(c->j, "c:0000000042");
+}
+
+static fsa_status_t j_config_store(void *ctx, buf_t *out)
+{
+    jctx_t *c = ctx;
+    (void)out;
+    const fsa_device_config_t dc = {
+        .device_id = "dev001", .server = "https://s.example", .allow_http = true, .durability = 1};
+    return fsa_journal_config_store(c->j, &dc);
 }
 
 static fsa_status_t j_create_tour(void *ctx, buf_t *out)
@@ -822,9 +831,10 @@ static bool conflict_line(void *arg, const fsa_conflict_t *cf)
 {
     buf_t *out = arg;
     buf_add(out, "%s %s %s %s %lld %s %s %s %s\n", fsa_op_kind_name(cf->op.kind), cf->op.id,
-            cf->outcome, cf->code, (long long)cf->server_version,
+            fsa_conflict_outcome_name(cf->outcome), cf->code, (long long)cf->server_version,
             cf->server_fields != NULL ? cf->server_fields : "-",
-            cf->prior_fields != NULL ? cf->prior_fields : "-", cf->decision, cf->resolution);
+            cf->prior_fields != NULL ? cf->prior_fields : "-",
+            fsa_conflict_decision_name(cf->decision), fsa_conflict_resolution_name(cf->resolution));
     return true;
 }
 
@@ -841,16 +851,17 @@ static fsa_status_t j_resolve_local(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
     fsa_rec_t rec;
-    return rec_out(
-        fsa_conflict_resolve(c->j, batch_find(c, FSA_OP_SET, "T1")->op_id, true, "local", &rec),
-        &rec, out);
+    return rec_out(fsa_conflict_resolve(c->j, batch_find(c, FSA_OP_SET, "T1")->op_id, true,
+                                        FSA_RESOLVED_LOCAL, &rec),
+                   &rec, out);
 }
 
 static fsa_status_t j_decide(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
     (void)out;
-    return fsa_conflict_set_decision(c->j, batch_find(c, FSA_OP_MERGE, "T1")->op_id, "park");
+    return fsa_conflict_set_decision(c->j, batch_find(c, FSA_OP_MERGE, "T1")->op_id,
+                                     FSA_DECISION_PARK);
 }
 
 static fsa_status_t j_stats(void *ctx, buf_t *out)
@@ -880,11 +891,17 @@ static fsa_status_t j_state_read(void *ctx, buf_t *out)
     jctx_t *c = ctx;
     char *s = NULL;
     int64_t v = 0;
-    fsa_status_t st = fsa_journal_state_get_str(c->j, "cursor", &s);
+    fsa_status_t st = fsa_journal_cursor_get(c->j, &s);
     if (st == FSA_OK)
-        st = fsa_journal_state_get_int(c->j, "clock_offset_ms", -1, &v);
+        st = fsa_journal_clock_offset_get(c->j, &v);
+    fsa_device_config_t dc = {0};
     if (st == FSA_OK)
-        buf_add(out, "%s %lld\n", s != NULL ? s : "-", (long long)v);
+        st = fsa_journal_config_load(c->j, &dc);
+    if (st == FSA_OK)
+        buf_add(out, "%s %lld %s %s %d %lld\n", s != NULL ? s : "-", (long long)v,
+                dc.device_id != NULL ? dc.device_id : "-", dc.server != NULL ? dc.server : "-",
+                dc.allow_http ? 1 : 0, (long long)dc.durability);
+    fsa_device_config_clear(&dc);
     fsa_model_free(s);
     return st;
 }
@@ -901,6 +918,7 @@ static const step_t journal_steps[] = {
     {"open", j_open_create, true},
     {"state_set_int", j_clock_offset, false},
     {"state_set_str", j_state_str, false},
+    {"config_store", j_config_store, false},
     {"create jobneed", j_create_tour, false},
     {"create checkpoint", j_create_checkpoint, false},
     {"create ticket", j_create_ticket, false},
@@ -933,8 +951,8 @@ static const struct segment {
     const char *name;
     size_t first, count;
 } segments[] = {
-    {"journal-open", 0, 3},       {"journal-record", 3, 11}, {"journal-outbox", 14, 6},
-    {"journal-conflicts", 20, 5}, {"journal-reopen", 25, 4},
+    {"journal-open", 0, 4},       {"journal-record", 4, 11}, {"journal-outbox", 15, 6},
+    {"journal-conflicts", 21, 5}, {"journal-reopen", 26, 4},
 };
 #define NSEGMENTS (sizeof segments / sizeof segments[0])
 #define SEGMENT_UNCLEAN (SEGMENTS_MAX - 1) /* the open-after-crash path: no template */
@@ -1446,7 +1464,7 @@ static fsa_status_t r_create_same(void *ctx, buf_t *out)
 {
     (void)ctx;
     fsa_op_t op = r_op(FSA_OP_CREATE, FSA_TYPE_TICKET, "{\"assignedto\":\"boss\",\"level\":2}");
-    fsa_resolver_input_t in = {&op, "conflict", NULL, 4, ticket_now};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, NULL, 4, ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1454,7 +1472,7 @@ static fsa_status_t r_create_other(void *ctx, buf_t *out)
 {
     (void)ctx;
     fsa_op_t op = r_op(FSA_OP_CREATE, FSA_TYPE_TICKET, "{\"assignedto\":\"p1\"}");
-    fsa_resolver_input_t in = {&op, "conflict", NULL, 4, ticket_now};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, NULL, 4, ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1462,7 +1480,7 @@ static fsa_status_t r_set_rebase(void *ctx, buf_t *out)
 {
     (void)ctx;
     fsa_op_t op = r_op(FSA_OP_SET, FSA_TYPE_TICKET, "{\"priority\":\"LOW\"}");
-    fsa_resolver_input_t in = {&op, "conflict", "{\"priority\":\"HIGH\"}", 4, ticket_now};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, "{\"priority\":\"HIGH\"}", 4, ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1470,7 +1488,7 @@ static fsa_status_t r_set_server_wins(void *ctx, buf_t *out)
 {
     (void)ctx;
     fsa_op_t op = r_op(FSA_OP_SET, FSA_TYPE_TICKET, "{\"assignedto\":\"p5\",\"level\":1}");
-    fsa_resolver_input_t in = {&op, "conflict", "{\"assignedto\":\"p2\",\"level\":1}", 4,
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, "{\"assignedto\":\"p2\",\"level\":1}", 4,
                                ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
@@ -1484,13 +1502,14 @@ static fsa_status_t r_set_policy(void *ctx, buf_t *out)
     };
     fsa_resolver_policy_t policy = {rules, 2};
     fsa_op_t op = r_op(FSA_OP_SET, FSA_TYPE_TICKET, "{\"priority\":\"LOW\",\"level\":7}");
-    fsa_resolver_input_t in = {&op, "conflict", "{\"priority\":\"HIGH\",\"level\":2}", 4,
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, "{\"priority\":\"HIGH\",\"level\":2}", 4,
                                ticket_now};
     fsa_status_t st = resolve_out(&policy, &in, 1, out); /* park outranks local wins */
     if (st != FSA_OK)
         return st;
     fsa_op_t op2 = r_op(FSA_OP_SET, FSA_TYPE_TICKET, "{\"priority\":\"LOW\"}");
-    fsa_resolver_input_t in2 = {&op2, "conflict", "{\"priority\":\"MEDIUM\"}", 4, ticket_now};
+    fsa_resolver_input_t in2 = {&op2, FSA_RESULT_CONFLICT, "{\"priority\":\"MEDIUM\"}", 4,
+                                ticket_now};
     return resolve_out(&policy, &in2, 1, out); /* local wins though the server changed it */
 }
 
@@ -1500,7 +1519,7 @@ static fsa_status_t r_transition_converged(void *ctx, buf_t *out)
     fsa_op_t op = r_op(FSA_OP_TRANSITION, FSA_TYPE_TICKET, NULL);
     snprintf(op.from, sizeof op.from, "NEW");
     snprintf(op.to, sizeof op.to, "OPEN");
-    fsa_resolver_input_t in = {&op, "conflict", NULL, 4, ticket_now};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, NULL, 4, ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1511,7 +1530,7 @@ static fsa_status_t r_transition_terminal(void *ctx, buf_t *out)
     snprintf(op.field, sizeof op.field, "jobstatus");
     snprintf(op.from, sizeof op.from, "ASSIGNED");
     snprintf(op.to, sizeof op.to, "INPROGRESS");
-    fsa_resolver_input_t in = {&op, "conflict", NULL, 2, job_closed};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, NULL, 2, job_closed};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1521,7 +1540,7 @@ static fsa_status_t r_transition_park(void *ctx, buf_t *out)
     fsa_op_t op = r_op(FSA_OP_TRANSITION, FSA_TYPE_TICKET, NULL);
     snprintf(op.from, sizeof op.from, "NEW");
     snprintf(op.to, sizeof op.to, "CANCELLED");
-    fsa_resolver_input_t in = {&op, "conflict", NULL, 4, ticket_now};
+    fsa_resolver_input_t in = {&op, FSA_RESULT_CONFLICT, NULL, 4, ticket_now};
     return resolve_out(NULL, &in, 1, out);
 }
 
@@ -1534,17 +1553,17 @@ static fsa_status_t r_group(void *ctx, buf_t *out)
     snprintf(tr.to, sizeof tr.to, "OPEN");
     fsa_op_t merge = r_op(FSA_OP_MERGE, FSA_TYPE_TICKET, "{\"x\":1}");
     fsa_resolver_input_t in[3] = {
-        {&set, "conflict", "{\"priority\":\"HIGH\"}", 4, ticket_now},
-        {&tr, "conflict", NULL, 4, ticket_now},
-        {&merge, "conflict", NULL, 4, ticket_now},
+        {&set, FSA_RESULT_CONFLICT, "{\"priority\":\"HIGH\"}", 4, ticket_now},
+        {&tr, FSA_RESULT_CONFLICT, NULL, 4, ticket_now},
+        {&merge, FSA_RESULT_CONFLICT, NULL, 4, ticket_now},
     };
     fsa_status_t st = resolve_out(NULL, in, 3, out); /* rebase */
     if (st != FSA_OK)
         return st;
     fsa_op_t set2 = r_op(FSA_OP_SET, FSA_TYPE_TICKET, "{\"assignedto\":\"p5\"}");
     fsa_resolver_input_t in2[2] = {
-        {&set2, "conflict", "{\"assignedto\":\"p2\"}", 4, ticket_now},
-        {&set, "conflict", "{\"priority\":\"HIGH\"}", 4, ticket_now},
+        {&set2, FSA_RESULT_CONFLICT, "{\"assignedto\":\"p2\"}", 4, ticket_now},
+        {&set, FSA_RESULT_CONFLICT, "{\"priority\":\"HIGH\"}", 4, ticket_now},
     };
     return resolve_out(NULL, in2, 2, out); /* server wins */
 }
@@ -1611,7 +1630,7 @@ static void *engine_setup(const path_t *p)
     static buf_t scratch;
     buf_reset(&scratch);
     assert_fsa_ok(j_open_create(c, &scratch));
-    assert_fsa_ok(fsa_journal_state_set_str(c->j, "cursor", "v1.999999999999"));
+    assert_fsa_ok(fsa_journal_cursor_set(c->j, "v1.999999999999"));
     char t1[64], t9[64], a1[64], j1[64];
     snprintf(t1, sizeof t1, "T1%s", x->suffix);
     snprintf(t9, sizeof t9, "T9%s", x->suffix);

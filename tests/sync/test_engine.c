@@ -79,11 +79,11 @@ static void start(fx_t *f, const char *const *extra)
     f->started = true;
 }
 
-static int64_t state_int(fx_t *f, const char *key)
+static fsa_sync_state_t sync_state(fx_t *f)
 {
-    int64_t v = 0;
-    assert_fsa_ok(fsa_journal_state_get_int(f->j, key, 0, &v));
-    return v;
+    fsa_sync_state_t s;
+    assert_fsa_ok(fsa_journal_sync_state_get(f->j, &s));
+    return s;
 }
 
 static void skewed_clock_is_corrected(void **state, int64_t skew_ms)
@@ -98,7 +98,7 @@ static void skewed_clock_is_corrected(void **state, int64_t skew_ms)
     assert_fsa_ok(fsa_engine_sync(e, &r));
     assert_int_equal(r.applied, 1);
     /* offset = server_time - local_now: about minus the skew */
-    int64_t offset = state_int(f, "clock_offset_ms");
+    int64_t offset = sync_state(f).clock_offset_ms;
     assert_true(offset > -skew_ms - 5000 && offset < -skew_ms + 5000);
     /* records made now carry the corrected time */
     assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &rec));
@@ -158,10 +158,10 @@ static void test_fsa_engine_sync__unreachable_backs_off_per_policy(void **state)
     assert_true(test_real_elapsed_ns(real0) < 5 * FSA_NS_PER_S);
     assert_non_null(strstr(r.error, "gave up after 3 retries"));
     /* the cycle's next attempt is persisted: 0.5..1 s after the first failure */
-    int64_t next = state_int(f, "next_attempt_ms");
+    int64_t next = sync_state(f).backoff.next_attempt_ms;
     int64_t now = f->port->wall_now(f->port->ctx).ms;
     assert_true(next >= now + 500 && next <= now + 1000);
-    assert_int_equal(state_int(f, "sync_failures"), 1);
+    assert_int_equal(sync_state(f).backoff.failures, 1);
     fsa_engine_free(e);
 
     /* a restart does not reset it, and neither does a new record */
@@ -176,8 +176,8 @@ static void test_fsa_engine_sync__unreachable_backs_off_per_policy(void **state)
     /* once the time has come it tries again, and the cycle's delay grows */
     fsa_sim_advance(f->sim, 2 * FSA_NS_PER_S);
     assert_int_equal(fsa_engine_sync(e, &r), FSA_ENET);
-    assert_int_equal(state_int(f, "sync_failures"), 2);
-    next = state_int(f, "next_attempt_ms");
+    assert_int_equal(sync_state(f).backoff.failures, 2);
+    next = sync_state(f).backoff.next_attempt_ms;
     now = f->port->wall_now(f->port->ctx).ms;
     assert_true(next >= now + 1000 && next <= now + 2000);
     fsa_engine_free(e);
@@ -201,7 +201,7 @@ static void test_fsa_engine_sync__retry_after_is_honoured(void **state)
     assert_int_equal(r.retries, 2); /* CONSERVATIVE: 2 retries */
     /* each wait was at least the 7 s the server asked for, more than the policy's caps */
     assert_true(fsa_mono_diff_ns(f->port->mono_now(f->port->ctx), v0) >= 14 * FSA_NS_PER_S);
-    assert_true(state_int(f, "next_attempt_ms") >= f->port->wall_now(f->port->ctx).ms + 7000);
+    assert_true(sync_state(f).backoff.next_attempt_ms >= f->port->wall_now(f->port->ctx).ms + 7000);
     fsa_engine_free(e);
 }
 
@@ -214,7 +214,7 @@ static void test_fsa_engine_sync__status_and_nothing_pending(void **state)
     fsa_sync_report_t r;
     assert_fsa_ok(fsa_engine_sync(e, &r));
     assert_int_equal(r.pushed, 0);
-    assert_true(state_int(f, "last_sync_ms") > 0);
+    assert_true(sync_state(f).last_sync_ms > 0);
     fsa_engine_cancel(e);
     fsa_rec_t rec;
     assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
@@ -374,7 +374,7 @@ static void test_fsa_engine_sync__foreign_answer_keeps_ops(void **state)
     assert_fsa_ok(fsa_outbox_stats(f->j, &os));
     assert_int_equal(os.pending, 1);
     assert_int_equal(os.rejected, 0);
-    assert_true(state_int(f, "next_attempt_ms") > 0); /* and the cycle backs off */
+    assert_true(sync_state(f).backoff.next_attempt_ms > 0); /* and the cycle backs off */
     fsa_engine_free(e);
 }
 
@@ -445,7 +445,7 @@ static void test_fsa_engine_sync__gone_dropped_unless_ours_is_on_it(void **state
     }
     assert_true(t1_gone);
     /* Once the person lets the server's state stand, nothing of ours is on T2: a gone drops it. */
-    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, "server", NULL));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, NULL));
     bool dropped = false;
     assert_fsa_ok(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "T2", 3, &dropped));
     assert_true(dropped);

@@ -422,11 +422,11 @@ static fsa_outbox_stats_t stats(fx_t *f)
     return os;
 }
 
-static int64_t state_int(fx_t *f, const char *key)
+static fsa_sync_state_t sync_state(fx_t *f)
 {
-    int64_t v = 0;
-    assert_fsa_ok(fsa_journal_state_get_int(f->j, key, 0, &v));
-    return v;
+    fsa_sync_state_t s;
+    assert_fsa_ok(fsa_journal_sync_state_get(f->j, &s));
+    return s;
 }
 
 typedef struct seen_conflicts {
@@ -468,7 +468,7 @@ static void assert_failed_keeping_ops(fx_t *f, fsa_status_t st, const fsa_sync_r
     assert_int_equal(os.done, 0);
     assert_int_equal(os.rejected, 0);
     assert_int_equal(r->applied, 0);
-    assert_true(state_int(f, "next_attempt_ms") > 0);
+    assert_true(sync_state(f).backoff.next_attempt_ms > 0);
 }
 
 /* ---- push: batch-level answers ---- */
@@ -656,7 +656,7 @@ static void test_fsa_engine_sync__pull_pages_with_odd_cursor(void **state)
     assert_string_equal(f->srv.since[0], "");
     assert_string_equal(f->srv.since[1], ODD_CURSOR);
     char *cursor = NULL;
-    assert_fsa_ok(fsa_journal_state_get_str(f->j, "cursor", &cursor));
+    assert_fsa_ok(fsa_journal_cursor_get(f->j, &cursor));
     assert_non_null(cursor);
     assert_string_equal(cursor, "end");
     fsa_model_free(cursor);
@@ -679,7 +679,7 @@ static void test_fsa_engine_sync__pull_cursor_stuck_fails(void **state)
     assert_int_equal(st, FSA_EPROTO);
     assert_non_null(strstr(r.error, "did not move"));
     assert_int_equal(f->srv.pulls, 2);
-    assert_true(state_int(f, "next_attempt_ms") > 0);
+    assert_true(sync_state(f).backoff.next_attempt_ms > 0);
 }
 
 static void test_fsa_engine_sync__pull_not_json_fails(void **state)
@@ -691,7 +691,7 @@ static void test_fsa_engine_sync__pull_not_json_fails(void **state)
     assert_int_equal(st, FSA_EPROTO);
     assert_non_null(strstr(r.error, "malformed pull"));
     char *cursor = NULL;
-    assert_fsa_ok(fsa_journal_state_get_str(f->j, "cursor", &cursor));
+    assert_fsa_ok(fsa_journal_cursor_get(f->j, &cursor));
     assert_null(cursor); /* nothing learned from it */
 }
 
@@ -727,7 +727,7 @@ static void test_fsa_engine_sync__sync_lock_held_is_busy(void **state)
     assert_int_equal(fsa_engine_sync(engine(f, 0), &r), FSA_EBUSY);
     assert_int_equal(f->srv.pushes, 0);
     assert_int_equal(stats(f).pending, 1);
-    assert_int_equal(state_int(f, "next_attempt_ms"), 0);
+    assert_int_equal(sync_state(f).backoff.next_attempt_ms, 0);
     assert_fsa_ok(fsa_lock_release(&lock, err, sizeof err));
     fsa_lockmgr_close(lm);
     /* and once it is free, the same engine syncs */

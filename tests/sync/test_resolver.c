@@ -20,7 +20,7 @@ static fsa_op_t make_op(fsa_op_kind_t kind, fsa_type_t type, const char *json)
 }
 
 static fsa_resolution_t resolve(const fsa_resolver_policy_t *p, const fsa_op_t *op,
-                                const char *outcome, const char *prior, const char *server)
+                                fsa_result_status_t outcome, const char *prior, const char *server)
 {
     fsa_resolver_input_t in = {op, outcome, prior, 4, server};
     char why[256] = "";
@@ -34,17 +34,20 @@ static void test_fsa_resolve__set_rebases_when_server_changed_other_fields(void 
     (void)state;
     /* we set seqno from 2; the server changed expirytime and status, not seqno */
     fsa_op_t op = make_op(FSA_OP_SET, FSA_TYPE_JOBNEED, "{\"seqno\":5}");
-    assert_int_equal(resolve(NULL, &op, "conflict", "{\"seqno\":2}", JOB_V4), FSA_RESOLVE_REBASE);
+    assert_int_equal(resolve(NULL, &op, FSA_RESULT_CONFLICT, "{\"seqno\":2}", JOB_V4),
+                     FSA_RESOLVE_REBASE);
 }
 
 static void test_fsa_resolve__set_server_wins_when_same_field_changed(void **state)
 {
     (void)state;
     fsa_op_t op = make_op(FSA_OP_SET, FSA_TYPE_JOBNEED, "{\"seqno\":5,\"expirytime\":10}");
-    assert_int_equal(resolve(NULL, &op, "conflict", "{\"seqno\":2,\"expirytime\":0}", JOB_V4),
-                     FSA_RESOLVE_SERVER_WINS);
+    assert_int_equal(
+        resolve(NULL, &op, FSA_RESULT_CONFLICT, "{\"seqno\":2,\"expirytime\":0}", JOB_V4),
+        FSA_RESOLVE_SERVER_WINS);
     /* no prior known: cannot tell, so the server wins (visibly) */
-    assert_int_equal(resolve(NULL, &op, "conflict", NULL, JOB_V4), FSA_RESOLVE_SERVER_WINS);
+    assert_int_equal(resolve(NULL, &op, FSA_RESULT_CONFLICT, NULL, JOB_V4),
+                     FSA_RESOLVE_SERVER_WINS);
 }
 
 static void test_fsa_resolve__set_policy_overrides(void **state)
@@ -53,16 +56,16 @@ static void test_fsa_resolve__set_policy_overrides(void **state)
     fsa_op_t op = make_op(FSA_OP_SET, FSA_TYPE_JOBNEED, "{\"expirytime\":10}");
     fsa_policy_rule_t local[] = {{FSA_TYPE_JOBNEED, "expirytime", FSA_POLICY_LOCAL_WINS}};
     fsa_resolver_policy_t pl = {local, 1};
-    assert_int_equal(resolve(&pl, &op, "conflict", "{\"expirytime\":0}", JOB_V4),
+    assert_int_equal(resolve(&pl, &op, FSA_RESULT_CONFLICT, "{\"expirytime\":0}", JOB_V4),
                      FSA_RESOLVE_REBASE);
     fsa_policy_rule_t park[] = {{FSA_TYPE_JOBNEED, NULL, FSA_POLICY_PARK}};
     fsa_resolver_policy_t pp = {park, 1};
-    assert_int_equal(resolve(&pp, &op, "conflict", "{\"expirytime\":30}", JOB_V4),
+    assert_int_equal(resolve(&pp, &op, FSA_RESULT_CONFLICT, "{\"expirytime\":30}", JOB_V4),
                      FSA_RESOLVE_PARK);
     fsa_policy_rule_t server[] = {{FSA_TYPE_TICKET, NULL, FSA_POLICY_PARK},
                                   {FSA_TYPE_JOBNEED, "expirytime", FSA_POLICY_SERVER_WINS}};
     fsa_resolver_policy_t ps = {server, 2};
-    assert_int_equal(resolve(&ps, &op, "conflict", "{\"expirytime\":30}", JOB_V4),
+    assert_int_equal(resolve(&ps, &op, FSA_RESULT_CONFLICT, "{\"expirytime\":30}", JOB_V4),
                      FSA_RESOLVE_SERVER_WINS);
 }
 
@@ -74,15 +77,17 @@ static void test_fsa_resolve__transition_table(void **state)
     snprintf(op.from, sizeof op.from, "ASSIGNED");
     snprintf(op.to, sizeof op.to, "INPROGRESS");
     /* converged: the server is already there */
-    assert_int_equal(resolve(NULL, &op, "conflict", NULL, JOB_V4), FSA_RESOLVE_CONVERGED);
+    assert_int_equal(resolve(NULL, &op, FSA_RESULT_CONFLICT, NULL, JOB_V4), FSA_RESOLVE_CONVERGED);
     /* terminal on the server: server wins */
     snprintf(op.from, sizeof op.from, "INPROGRESS");
     snprintf(op.to, sizeof op.to, "COMPLETED");
-    assert_int_equal(resolve(NULL, &op, "conflict", NULL, "{\"jobstatus\":\"AUTOCLOSED\"}"),
-                     FSA_RESOLVE_SERVER_WINS);
+    assert_int_equal(
+        resolve(NULL, &op, FSA_RESULT_CONFLICT, NULL, "{\"jobstatus\":\"AUTOCLOSED\"}"),
+        FSA_RESOLVE_SERVER_WINS);
     /* elsewhere: park */
-    assert_int_equal(resolve(NULL, &op, "conflict", NULL, "{\"jobstatus\":\"PARTIALLYCOMPLETED\"}"),
-                     FSA_RESOLVE_PARK);
+    assert_int_equal(
+        resolve(NULL, &op, FSA_RESULT_CONFLICT, NULL, "{\"jobstatus\":\"PARTIALLYCOMPLETED\"}"),
+        FSA_RESOLVE_PARK);
 }
 
 static void test_fsa_resolve__create_converges_on_same_content(void **state)
@@ -97,19 +102,21 @@ static void test_fsa_resolve__create_converges_on_same_content(void **state)
                                "\"at\":5,\"lat\":1.5,\"lon\":2.5,\"accuracy_m\":0,"
                                "\"other_info\":{}}";
     fsa_op_t op = make_op(FSA_OP_CREATE, FSA_TYPE_ATTENDANCE, att);
-    assert_int_equal(resolve(NULL, &op, "conflict", NULL, server_same), FSA_RESOLVE_CONVERGED);
-    assert_int_equal(resolve(NULL, &op, "conflict", NULL, server_other), FSA_RESOLVE_PARK);
+    assert_int_equal(resolve(NULL, &op, FSA_RESULT_CONFLICT, NULL, server_same),
+                     FSA_RESOLVE_CONVERGED);
+    assert_int_equal(resolve(NULL, &op, FSA_RESULT_CONFLICT, NULL, server_other), FSA_RESOLVE_PARK);
 }
 
 static void test_fsa_resolve__commuting_ops_rebase_and_rejections_park(void **state)
 {
     (void)state;
     fsa_op_t m = make_op(FSA_OP_MERGE, FSA_TYPE_JOBNEED, "{\"a\":1}");
-    assert_int_equal(resolve(NULL, &m, "conflict", NULL, JOB_V4), FSA_RESOLVE_REBASE);
+    assert_int_equal(resolve(NULL, &m, FSA_RESULT_CONFLICT, NULL, JOB_V4), FSA_RESOLVE_REBASE);
     fsa_op_t i = make_op(FSA_OP_INCREMENT, FSA_TYPE_TICKET, NULL);
-    assert_int_equal(resolve(NULL, &i, "conflict", NULL, "{\"level\":3}"), FSA_RESOLVE_REBASE);
-    assert_int_equal(resolve(NULL, &i, "rejected", NULL, NULL), FSA_RESOLVE_PARK);
-    assert_int_equal(resolve(NULL, &m, "conflict", NULL, NULL), FSA_RESOLVE_PARK);
+    assert_int_equal(resolve(NULL, &i, FSA_RESULT_CONFLICT, NULL, "{\"level\":3}"),
+                     FSA_RESOLVE_REBASE);
+    assert_int_equal(resolve(NULL, &i, FSA_RESULT_REJECTED, NULL, NULL), FSA_RESOLVE_PARK);
+    assert_int_equal(resolve(NULL, &m, FSA_RESULT_CONFLICT, NULL, NULL), FSA_RESOLVE_PARK);
     char why[64];
     assert_int_equal(fsa_resolve(NULL, NULL, why, sizeof why), FSA_RESOLVE_PARK);
 }
@@ -119,12 +126,12 @@ static void test_fsa_resolve_group__worst_member_decides(void **state)
     (void)state;
     fsa_op_t set = make_op(FSA_OP_SET, FSA_TYPE_JOBNEED, "{\"seqno\":5}");
     fsa_op_t touch = make_op(FSA_OP_MERGE, FSA_TYPE_JOBNEED, "{\"last_checkpoint\":\"J1\"}");
-    fsa_resolver_input_t ok[2] = {{&set, "conflict", "{\"seqno\":2}", 4, JOB_V4},
-                                  {&touch, "conflict", NULL, 9, "{\"other_info\":{}}"}};
+    fsa_resolver_input_t ok[2] = {{&set, FSA_RESULT_CONFLICT, "{\"seqno\":2}", 4, JOB_V4},
+                                  {&touch, FSA_RESULT_CONFLICT, NULL, 9, "{\"other_info\":{}}"}};
     char why[256];
     assert_int_equal(fsa_resolve_group(NULL, ok, 2, why, sizeof why), FSA_RESOLVE_REBASE);
-    fsa_resolver_input_t bad[2] = {{&set, "conflict", "{\"seqno\":1}", 4, JOB_V4},
-                                   {&touch, "conflict", NULL, 9, "{\"other_info\":{}}"}};
+    fsa_resolver_input_t bad[2] = {{&set, FSA_RESULT_CONFLICT, "{\"seqno\":1}", 4, JOB_V4},
+                                   {&touch, FSA_RESULT_CONFLICT, NULL, 9, "{\"other_info\":{}}"}};
     assert_int_equal(fsa_resolve_group(NULL, bad, 2, why, sizeof why), FSA_RESOLVE_SERVER_WINS);
     assert_non_null(strstr(why, "group"));
     assert_int_equal(fsa_resolve_group(NULL, NULL, 0, why, sizeof why), FSA_RESOLVE_PARK);

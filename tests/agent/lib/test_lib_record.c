@@ -347,7 +347,8 @@ static void test_status__offline_and_attention_from_the_journal(void **state)
     cfx_t *f = *state;
     fieldsync_sync_status_t s = {.size = sizeof s};
     int64_t now = fsa_port_posix()->wall_now(NULL).ms;
-    assert_fsa_ok(fsa_journal_state_set_int(f->fs->j, "next_attempt_ms", now + 60000));
+    fsa_backoff_state_t backoff = {.next_attempt_ms = now + 60000, .failures = 1};
+    assert_fsa_ok(fsa_journal_backoff_set(f->fs->j, &backoff));
     assert_fs_ok(f->fs, fieldsync_status(f->fs, &s));
     assert_int_equal(s.state, FIELDSYNC_STATE_OFFLINE);
     assert_int_equal(s.next_attempt_ms, now + 60000);
@@ -358,7 +359,8 @@ static void test_status__offline_and_attention_from_the_journal(void **state)
     assert_int_equal(s.last_error, FIELDSYNC_EAUTH);
     assert_string_equal(s.last_error_msg, "server said 401 bad_signature");
     assert_fsa_ok(fsl__sync_note(f->fs, FSA_OK, NULL));
-    assert_fsa_ok(fsa_journal_state_set_int(f->fs->j, "next_attempt_ms", 0));
+    backoff = (fsa_backoff_state_t){0};
+    assert_fsa_ok(fsa_journal_backoff_set(f->fs->j, &backoff));
     assert_fs_ok(f->fs, fieldsync_status(f->fs, &s));
     assert_int_equal(s.state, FIELDSYNC_STATE_IDLE);
     assert_string_equal(s.last_error_msg, "");

@@ -631,7 +631,8 @@ static void test_sync_now__cuts_a_backoff_short(void **state)
     char err[256];
     assert_int_equal(fsa_journal_open(fsa_port_posix(), f->db, &jo, &j, err, sizeof err), FSA_OK);
     int64_t hour = fsa_port_posix()->wall_now(NULL).ms + 3600 * 1000;
-    assert_int_equal(fsa_journal_state_set_int(j, "next_attempt_ms", hour), FSA_OK);
+    const fsa_backoff_state_t backoff = {.next_attempt_ms = hour, .failures = 0};
+    assert_int_equal(fsa_journal_backoff_set(j, &backoff), FSA_OK);
     fsa_journal_close(j);
     fieldsync_t *fs = lfx_open(f, 0, 0);
     lrec_t r;

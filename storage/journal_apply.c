@@ -1,0 +1,343 @@
+/* fieldsync: applying the server's per-op results to the outbox, the entities and conflicts. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "port/alloc.h"
+#include "storage/db.h"
+#include "storage/journal.h"
+#include "storage/journal_internal.h"
+
+static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, const char *outcome,
+                         const char *code, const char *reason, int64_t server_version,
+                         const char *server_fields, int64_t now_ms)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "INSERT INTO conflicts(seq, op_id, outcome, code, reason, "
+                          "server_version, server_fields, created_ms) "
+                          "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(seq) DO UPDATE SET "
+                          "outcome = excluded.outcome, code = excluded.code, "
+                          "reason = excluded.reason, server_version = excluded.server_version, "
+                          "server_fields = excluded.server_fields, resolution = NULL, "
+                          "resolved_ms = NULL",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, op->seq);
+    bind_text(st, 2, op->op_id);
+    bind_text(st, 3, outcome);
+    bind_text(st, 4, code);
+    bind_text(st, 5, reason);
+    if (server_version > 0)
+        sqlite3_bind_int64(st, 6, server_version);
+    if (server_fields != NULL)
+        bind_text(st, 7, server_fields);
+    sqlite3_bind_int64(st, 8, now_ms);
+    return step_done(j, st);
+}
+
+/*
+ * The entities a call applying results touches, each loaded once and stored once per call
+ * (ent_flush), however many results land on it: a drain of a long backlog on one entity would
+ * otherwise read and write that row once per op. A small fixed set: when it is full it is
+ * flushed and filled again, which is only slower.
+ */
+#define ENT_CACHE_MAX 8
+
+typedef struct ent_slot {
+    fsa_type_t type;
+    char id[FSA_ID_BYTES];
+    entity_t e;
+} ent_slot_t;
+
+typedef struct ent_cache {
+    ent_slot_t slot[ENT_CACHE_MAX];
+    size_t n;
+} ent_cache_t;
+
+/* Stores every cached entity (a view made from the base where it had none) when s is FSA_OK,
+ * and empties the cache; after a failure nothing more is written: SQLite may have rolled the
+ * transaction back already (out of memory in a statement), and a write now would commit on its
+ * own. Returns the final status. */
+static fsa_status_t ent_flush(fsa_journal_t *j, ent_cache_t *c, fsa_status_t s)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        entity_t *e = &c->slot[i].e;
+        if (s == FSA_OK && e->local_fields == NULL && e->base_fields != NULL) {
+            e->local_fields = fsa_strdup(e->base_fields);
+            if (e->local_fields == NULL)
+                s = FSA_ENOMEM;
+        }
+        if (s == FSA_OK && (e->local_fields != NULL || e->base_fields != NULL))
+            s = entity_store(j, c->slot[i].type, c->slot[i].id, e);
+        entity_clear(e);
+    }
+    c->n = 0;
+    return s;
+}
+
+/* The cached entity (type, id), loaded on first use. */
+static fsa_status_t ent_get(fsa_journal_t *j, ent_cache_t *c, fsa_type_t type, const char *id,
+                            entity_t **out)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->slot[i].type == type && strcmp(c->slot[i].id, id) == 0) {
+            *out = &c->slot[i].e;
+            return FSA_OK;
+        }
+    }
+    if (c->n == ENT_CACHE_MAX) {
+        fsa_status_t s = ent_flush(j, c, FSA_OK);
+        if (s != FSA_OK)
+            return s;
+    }
+    ent_slot_t *sl = &c->slot[c->n];
+    fsa_status_t s = entity_load(j, type, id, &sl->e);
+    if (s != FSA_OK)
+        return s;
+    sl->type = type;
+    snprintf(sl->id, sizeof sl->id, "%s", id);
+    c->n++;
+    *out = &sl->e;
+    return FSA_OK;
+}
+
+/* Ends an open op's life in the outbox: FSA_OK with *was_open false when it was not open any
+ * more (answered already: nothing to do). Done ops stay in the outbox until fsa_outbox_compact
+ * moves them to done_ops in bulk: their op_id index and done_ops are keyed by random UUIDs, and
+ * touching them per batch would dirty (and write to the WAL) a page per op once the outbox is
+ * large; the seq-ordered indexes this touches stay on a few pages. */
+static fsa_status_t close_op(fsa_journal_t *j, const fsa_op_t *op, fsa_op_state_t to,
+                             int64_t version, int64_t now_ms, bool *was_open)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "UPDATE outbox SET state = ?2, result_version = ?3, done_ms = ?4 "
+                          "WHERE seq = ?1 AND state IN (0, 1)",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, op->seq);
+    sqlite3_bind_int(st, 2, (int)to);
+    sqlite3_bind_int64(st, 3, version);
+    sqlite3_bind_int64(st, 4, now_ms);
+    s = step_done(j, st);
+    *was_open = s == FSA_OK && sqlite3_changes(j->db) == 1;
+    return s;
+}
+
+/* Applies one result for op (the outbox row as read) inside the open transaction, onto its
+ * entity in cache c. *parked is set when the op was parked: its entity's local view must then be
+ * rebuilt. */
+static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const fsa_op_t *op,
+                                        const fsa_op_result_t *r, int64_t now_ms, bool closed,
+                                        bool *parked)
+{
+    *parked = false;
+    fsa_result_status_t outcome = r->status == FSA_RESULT_DUPLICATE ? r->original : r->status;
+    bool applied = outcome == FSA_RESULT_APPLIED || outcome == FSA_RESULT_DUPLICATE;
+    fsa_op_state_t to = applied                          ? FSA_OPSTATE_DONE
+                        : outcome == FSA_RESULT_CONFLICT ? FSA_OPSTATE_CONFLICT
+                                                         : FSA_OPSTATE_REJECTED;
+    bool was_open = closed;
+    fsa_status_t s = FSA_OK;
+    if (!closed) /* else the caller closed it, with others (close_run) */
+        s = close_op(j, op, to, applied ? r->version : 0, now_ms, &was_open);
+    if (s != FSA_OK || !was_open)
+        return s; /* answered already: left alone */
+    entity_t *e = NULL;
+    s = ent_get(j, c, op->type, op->id, &e);
+    if (s != FSA_OK)
+        return s;
+    if (applied) {
+        /* The base follows the server only when this op is the very next change after it:
+         * if the version jumped, others changed the entity in between, and labelling our base
+         * with that version would hide their changes (and let a stale set through). The pull
+         * that follows every push folds the server's state then. */
+        if (r->version == e->base_version + 1) {
+            char *next = NULL;
+            fsa_status_t as =
+                fsa_model_apply(op, e->base_fields, e->base_version, FSA_APPLY_REPLAY, &next, NULL);
+            if (as == FSA_OK) {
+                fsa_free(e->base_fields);
+                e->base_fields = next;
+                e->base_version = r->version;
+            } else if (as == FSA_ENOMEM) {
+                s = as;
+            }
+        }
+    } else if (outcome == FSA_RESULT_CONFLICT) {
+        char reason[FSA_ID_BYTES + 128];
+        snprintf(reason, sizeof reason,
+                 "%s %s on the server is at version %" PRId64 "; this %s expected otherwise",
+                 fsa_type_name(op->type), op->id, r->current_version, fsa_op_kind_name(op->kind));
+        s = park(j, op, "conflict", "conflict", reason, r->current_version, r->current_fields,
+                 now_ms);
+        /* The server's current state is the best base there is. */
+        if (s == FSA_OK && r->current_fields != NULL && r->current_version >= e->base_version) {
+            char *copy = fsa_strdup(r->current_fields);
+            if (copy == NULL) {
+                s = FSA_ENOMEM;
+            } else {
+                fsa_free(e->base_fields);
+                e->base_fields = copy;
+                e->base_version = r->current_version;
+            }
+        }
+    } else {
+        s = park(j, op, "rejected", r->code, r->message, 0, NULL, now_ms);
+    }
+    /* An applied op moved from the pending ops into the base, so base + pending, the local view,
+     * is what it was: only a parked op changes it. Skipping the rebuild keeps draining a long
+     * backlog on one entity linear instead of quadratic. */
+    if (s == FSA_OK && !applied)
+        *parked = true;
+    if (s == FSA_OK)
+        s = log_change(j, op->type, op->id,
+                       *parked ? e->base_version : (r->version > 0 ? r->version : e->base_version),
+                       *parked ? FSA_CHANGE_PARKED : FSA_CHANGE_SYNCED, op->op_id);
+    return s;
+}
+
+static bool result_applied(const fsa_op_result_t *r)
+{
+    fsa_result_status_t outcome = r->status == FSA_RESULT_DUPLICATE ? r->original : r->status;
+    return outcome == FSA_RESULT_APPLIED || outcome == FSA_RESULT_DUPLICATE;
+}
+
+/*
+ * Closes the run of applied ops that starts at ops[i] with two statements instead of one per op
+ * (their result_version is not kept then: nothing reads it). *closed_to is set past the run, or
+ * left at i when the run is shorter than 2 or not all of it is open any more (then each op is
+ * closed on its own, which tells which). A batch holds the open ops of a seq range, and an open op
+ * never gets a seq below one recorded before it, so when the open ops in the run's seq range are
+ * as many as the run, they are the run.
+ */
+static fsa_status_t close_run(fsa_journal_t *j, const fsa_op_t *ops, const fsa_op_result_t *res,
+                              size_t n, size_t i, int64_t now_ms, size_t *closed_to)
+{
+    size_t k = i;
+    while (k < n && result_applied(&res[k]) && (k == i || ops[k].seq > ops[k - 1].seq))
+        k++;
+    if (k - i < 2)
+        return FSA_OK;
+    sqlite3_stmt *st;
+    fsa_status_t s =
+        prep(j, "SELECT count(*) FROM outbox WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)", &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, ops[i].seq);
+    sqlite3_bind_int64(st, 2, ops[k - 1].seq);
+    int rc = sqlite3_step(st);
+    int64_t open = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    release(j, st);
+    if (rc != SQLITE_ROW)
+        return fsa__db_status(rc);
+    if (open != (int64_t)(k - i))
+        return FSA_OK;
+    s = prep(j,
+             "UPDATE outbox SET state = 2, done_ms = ?3 "
+             "WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)",
+             &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, ops[i].seq);
+    sqlite3_bind_int64(st, 2, ops[k - 1].seq);
+    sqlite3_bind_int64(st, 3, now_ms);
+    s = step_done(j, st);
+    if (s == FSA_OK)
+        *closed_to = k;
+    return s;
+}
+
+/* Entities whose local view must be rebuilt (a parked op left it), each once per call. */
+typedef struct touched {
+    fsa_type_t type;
+    char id[FSA_ID_BYTES];
+} touched_t;
+
+static void touch_entity(touched_t *t, size_t *nt, const fsa_op_t *op)
+{
+    size_t k = 0;
+    while (k < *nt && !(t[k].type == op->type && strcmp(t[k].id, op->id) == 0))
+        k++;
+    if (k == *nt) {
+        t[k].type = op->type;
+        memcpy(t[k].id, op->id, sizeof t[k].id);
+        (*nt)++;
+    }
+}
+
+/* The body of both ways to apply results. ops NULL: each op is read by its result's op_id (an
+ * unknown one is ignored). */
+static fsa_status_t apply_results(fsa_journal_t *j, const fsa_op_t *ops,
+                                  const fsa_op_result_t *results, size_t n, const fsa_op_t *mark,
+                                  size_t nmark)
+{
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    int64_t now_ms = j->port->wall_now(j->port->ctx).ms;
+    touched_t *t = n > 0 ? fsa_calloc(n, sizeof *t) : NULL;
+    size_t nt = 0;
+    ent_cache_t *c = fsa_calloc(1, sizeof *c);
+    if ((n > 0 && t == NULL) || c == NULL)
+        s = FSA_ENOMEM;
+    size_t closed_to = 0; /* ops[..closed_to) were closed by close_run */
+    for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        bool parked = false;
+        if (ops != NULL) {
+            if (i >= closed_to) {
+                closed_to = i;
+                s = close_run(j, ops, results, n, i, now_ms, &closed_to);
+            }
+            if (s == FSA_OK)
+                s = apply_result_locked(j, c, &ops[i], &results[i], now_ms, i < closed_to, &parked);
+        } else {
+            fsa_op_t op;
+            fsa_op_state_t state;
+            s = find_locked(j, results[i].op_id, &op, &state);
+            if (s == FSA_ENOTFOUND) {
+                s = FSA_OK; /* not ours, or compacted long ago: nothing to do */
+                continue;
+            }
+            if (s == FSA_OK && (state == FSA_OPSTATE_PENDING || state == FSA_OPSTATE_INFLIGHT))
+                s = apply_result_locked(j, c, &op, &results[i], now_ms, false, &parked);
+            if (s == FSA_OK && parked)
+                touch_entity(t, &nt, &op);
+            fsa_op_clear(&op);
+            continue;
+        }
+        if (s == FSA_OK && parked)
+            touch_entity(t, &nt, &ops[i]);
+    }
+    if (c != NULL)
+        s = ent_flush(j, c, s);
+    for (size_t k = 0; s == FSA_OK && k < nt; k++)
+        s = rebuild_local(j, t[k].type, t[k].id);
+    if (s == FSA_OK && nmark > 0)
+        s = mark_inflight_locked(j, mark, nmark);
+    fsa_free(c);
+    fsa_free(t);
+    return finish(j, s);
+}
+
+fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *results, size_t n)
+{
+    if (j == NULL || (results == NULL && n > 0))
+        return FSA_EINVAL;
+    return apply_results(j, NULL, results, n, NULL, 0);
+}
+
+fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
+                                    const fsa_op_result_t *results, size_t n, const fsa_op_t *mark,
+                                    size_t nmark)
+{
+    if (j == NULL || ((ops == NULL || results == NULL) && n > 0) || (mark == NULL && nmark > 0))
+        return FSA_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ops[i].op_id, results[i].op_id) != 0 || ops[i].seq <= 0)
+            return FSA_EINVAL;
+    return apply_results(j, ops, results, n, mark, nmark);
+}

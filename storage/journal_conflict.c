@@ -1,0 +1,367 @@
+/* fieldsync: conflicts and rejections: reading, resolving, the resolver's verdicts. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "port/alloc.h"
+#include "storage/db.h"
+#include "storage/journal.h"
+#include "storage/journal_internal.h"
+
+/* ---- the names in the conflicts table: one table each, both ways ---- */
+
+static const char *const outcome_names[] = {
+    [FSA_RESULT_CONFLICT] = "conflict", [FSA_RESULT_REJECTED] = "rejected"};
+static const char *const decision_names[] = {[FSA_DECISION_NONE] = "",
+                                             [FSA_DECISION_PARK] = "park",
+                                             [FSA_DECISION_SERVER_WINS] = "server-wins"};
+static const char *const resolution_names[] = {[FSA_RESOLVED_NONE] = "",
+                                               [FSA_RESOLVED_SERVER] = "server",
+                                               [FSA_RESOLVED_LOCAL] = "local",
+                                               [FSA_RESOLVED_REBASED] = "rebased",
+                                               [FSA_RESOLVED_CONVERGED] = "converged"};
+
+#define NAMES(t) (t), sizeof(t) / sizeof(t)[0]
+
+static const char *name_of(const char *const *names, size_t n, int v)
+{
+    return v >= 0 && (size_t)v < n && names[v] != NULL ? names[v] : "?";
+}
+
+static fsa_status_t parse_name(const char *const *names, size_t n, const char *s, int *out)
+{
+    for (size_t i = 0; s != NULL && i < n; i++) {
+        if (names[i] != NULL && strcmp(names[i], s) == 0) {
+            *out = (int)i;
+            return FSA_OK;
+        }
+    }
+    return FSA_EINVAL;
+}
+
+const char *fsa_conflict_outcome_name(fsa_result_status_t o)
+{
+    return name_of(NAMES(outcome_names), (int)o);
+}
+
+fsa_status_t fsa_conflict_outcome_parse(const char *s, fsa_result_status_t *out)
+{
+    int v = 0;
+    fsa_status_t st = parse_name(NAMES(outcome_names), s, &v);
+    if (st == FSA_OK && out != NULL)
+        *out = (fsa_result_status_t)v;
+    return out != NULL ? st : FSA_EINVAL;
+}
+
+const char *fsa_conflict_decision_name(fsa_conflict_decision_t d)
+{
+    return name_of(NAMES(decision_names), (int)d);
+}
+
+fsa_status_t fsa_conflict_decision_parse(const char *s, fsa_conflict_decision_t *out)
+{
+    int v = 0;
+    fsa_status_t st = parse_name(NAMES(decision_names), s, &v);
+    if (st == FSA_OK && out != NULL)
+        *out = (fsa_conflict_decision_t)v;
+    return out != NULL ? st : FSA_EINVAL;
+}
+
+const char *fsa_conflict_resolution_name(fsa_conflict_resolution_t r)
+{
+    return name_of(NAMES(resolution_names), (int)r);
+}
+
+fsa_status_t fsa_conflict_resolution_parse(const char *s, fsa_conflict_resolution_t *out)
+{
+    int v = 0;
+    fsa_status_t st = parse_name(NAMES(resolution_names), s, &v);
+    if (st == FSA_OK && out != NULL)
+        *out = (fsa_conflict_resolution_t)v;
+    return out != NULL ? st : FSA_EINVAL;
+}
+
+/* ---- conflicts ---- */
+
+void fsa_conflict_clear(fsa_conflict_t *c)
+{
+    if (c == NULL)
+        return;
+    fsa_op_clear(&c->op);
+    fsa_free(c->server_fields);
+    fsa_free(c->prior_fields);
+    memset(c, 0, sizeof *c);
+}
+
+/* The columns conflict_from_row() reads, then the statement's own FROM and WHERE. */
+#define CONFLICT_SELECT                                                                            \
+    "SELECT o.seq, o.op_id, o.at_ms, o.kind, o.type, o.id, o.grp, o.field, "                       \
+    "o.base_version, o.by_n, o.from_s, o.to_s, o.akey, o.max_len, "                                \
+    "o.payload, o.state, c.outcome, c.code, c.reason, c.server_version, "                          \
+    "c.server_fields, c.created_ms, coalesce(c.resolution, ''), o.prior, "                         \
+    "c.decision "                                                                                  \
+    "FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+
+/* Fills *c from a CONFLICT_SELECT row; on failure c is cleared. A name the tables above do not
+ * know (a journal written by something else) is FSA_ECORRUPT. */
+static fsa_status_t conflict_from_row(sqlite3_stmt *st, fsa_conflict_t *c)
+{
+    memset(c, 0, sizeof *c);
+    fsa_status_t s = op_from_row(st, &c->op, NULL);
+    char name[16];
+    copy_col(name, sizeof name, st, 16);
+    if (s == FSA_OK && fsa_conflict_outcome_parse(name, &c->outcome) != FSA_OK)
+        s = FSA_ECORRUPT;
+    copy_col(c->code, sizeof c->code, st, 17);
+    copy_col(c->reason, sizeof c->reason, st, 18);
+    c->server_version = sqlite3_column_int64(st, 19);
+    c->server_fields = dup_col(st, 20);
+    c->created_ms = sqlite3_column_int64(st, 21);
+    copy_col(name, sizeof name, st, 22);
+    if (s == FSA_OK && fsa_conflict_resolution_parse(name, &c->resolution) != FSA_OK)
+        s = FSA_ECORRUPT;
+    c->prior_fields = dup_col(st, 23);
+    copy_col(name, sizeof name, st, 24);
+    if (s == FSA_OK && fsa_conflict_decision_parse(name, &c->decision) != FSA_OK)
+        s = FSA_ECORRUPT;
+    if (s == FSA_OK && ((c->server_fields == NULL && sqlite3_column_type(st, 20) != SQLITE_NULL) ||
+                        (c->prior_fields == NULL && sqlite3_column_type(st, 23) != SQLITE_NULL)))
+        s = FSA_ENOMEM; /* not a conflict without the server's state */
+    if (s != FSA_OK)
+        fsa_conflict_clear(c);
+    return s;
+}
+
+fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn, void *arg)
+{
+    if (j == NULL || fn == NULL)
+        return FSA_EINVAL;
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s =
+        prep(j, CONFLICT_SELECT "WHERE ?1 OR c.resolution IS NULL ORDER BY c.seq", &st);
+    if (s == FSA_OK) {
+        sqlite3_bind_int(st, 1, all ? 1 : 0);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            fsa_conflict_t c;
+            s = conflict_from_row(st, &c);
+            bool go_on = s == FSA_OK ? fn(arg, &c) : false;
+            fsa_conflict_clear(&c);
+            if (!go_on)
+                break;
+        }
+        if (s == FSA_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+            s = fsa__db_status(rc);
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+/* The open conflicts that resolve together with op: op alone, or every open conflict of its group
+ * (a group is resolved as a whole). Takes ownership of op. */
+static fsa_status_t conflict_members(fsa_journal_t *j, fsa_op_t *op,
+                                     fsa_op_t members[FSA_JOURNAL_GROUP_MAX], size_t *n)
+{
+    *n = 0;
+    if (op->group[0] == '\0') {
+        members[(*n)++] = *op;
+        memset(op, 0, sizeof *op);
+        return FSA_OK;
+    }
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT " OP_COLUMNS " FROM outbox WHERE grp = ?1 AND seq IN "
+                          "(SELECT seq FROM conflicts WHERE resolution IS NULL) ORDER BY seq",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, op->group);
+    int rc = SQLITE_DONE;
+    while (s == FSA_OK && *n < FSA_JOURNAL_GROUP_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        s = op_from_row(st, &members[*n], NULL);
+        if (s != FSA_OK)
+            fsa_op_clear(&members[*n]);
+        else
+            (*n)++;
+    }
+    /* A step that failed ends the list early: resolving part of a group would break it. */
+    if (s == FSA_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        s = fsa__db_status(rc);
+    release(j, st);
+    fsa_op_clear(op);
+    return s;
+}
+
+/* True in *yes when the state now known already has what op meant: a transition whose target
+ * is the status now, a create of an entity that exists. Recording such an op again could only
+ * fail (or, for a group, fail the whole group), so taking it "local" leaves it out. */
+static fsa_status_t already_satisfied(fsa_journal_t *j, const fsa_op_t *op, bool *yes)
+{
+    *yes = false;
+    if (op->kind != FSA_OP_TRANSITION && op->kind != FSA_OP_CREATE)
+        return FSA_OK;
+    entity_t e;
+    fsa_status_t s = entity_load(j, op->type, op->id, &e);
+    if (s != FSA_OK)
+        return s;
+    if (op->kind == FSA_OP_CREATE) {
+        *yes = e.exists;
+    } else if (e.exists) {
+        char now[FSA_STATUS_BYTES];
+        s = fsa_model_get_status(e.local_fields, op->type, now);
+        *yes = s == FSA_OK && strcmp(now, op->to) == 0;
+        if (s != FSA_ENOMEM)
+            s = FSA_OK; /* no status: not satisfied, and the record says why */
+    }
+    entity_clear(&e);
+    return s;
+}
+
+fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
+                                  fsa_conflict_resolution_t resolution, fsa_rec_t *rec)
+{
+    if (rec != NULL)
+        memset(rec, 0, sizeof *rec);
+    if (j == NULL || op_id == NULL || resolution == FSA_RESOLVED_NONE ||
+        (unsigned)resolution > FSA_RESOLVED_CONVERGED) {
+        rec_error(rec, "resolve needs an op id and a resolution");
+        return FSA_EINVAL;
+    }
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    fsa_op_t op, members[FSA_JOURNAL_GROUP_MAX];
+    fsa_op_state_t state;
+    size_t n = 0;
+    s = find_locked(j, op_id, &op, &state);
+    if (s == FSA_OK && state != FSA_OPSTATE_CONFLICT && state != FSA_OPSTATE_REJECTED)
+        s = FSA_ENOTFOUND;
+    if (s == FSA_OK)
+        s = conflict_members(j, &op, members, &n);
+    fsa_op_clear(&op);
+    int64_t now_ms = j->port->wall_now(j->port->ctx).ms;
+    for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        sqlite3_stmt *st;
+        s = prep(j,
+                 "UPDATE conflicts SET resolution = ?2, resolved_ms = ?3 "
+                 "WHERE seq = ?1 AND resolution IS NULL",
+                 &st);
+        if (s != FSA_OK)
+            break;
+        sqlite3_bind_int64(st, 1, members[i].seq);
+        bind_text(st, 2, fsa_conflict_resolution_name(resolution));
+        sqlite3_bind_int64(st, 3, now_ms);
+        s = step_done(j, st);
+        if (s == FSA_OK && sqlite3_changes(j->db) == 0)
+            s = FSA_ENOTFOUND;
+        /* Taking the server's state changes the local view now (the op is gone from it); taking
+         * ours is told by the op recorded again, below. */
+        if (s == FSA_OK && !take_local)
+            s = log_change(j, members[i].type, members[i].id, 0,
+                           resolution == FSA_RESOLVED_CONVERGED ? FSA_CHANGE_SYNCED
+                                                                : FSA_CHANGE_RESOLVED,
+                           members[i].op_id);
+    }
+    if (s == FSA_OK && n == 0)
+        s = FSA_ENOTFOUND;
+    if (s == FSA_ENOTFOUND)
+        rec_error(rec, "no open conflict for op %s", op_id);
+    if (s == FSA_OK && take_local) {
+        /* Recorded again as new ops: new op_ids (the old ones have their answers on the
+         * server), the next seqs, preconditions from the state now known, and a new group id
+         * for a group, which is resent whole. */
+        char group[FSA_GROUP_BYTES] = "";
+        if (members[0].group[0] != '\0')
+            s = fsa_uuid4(j->port, group);
+        fsa_wall_t at = {0};
+        if (s == FSA_OK)
+            s = now_locked(j, &at);
+        bool first = true;
+        for (size_t i = 0; s == FSA_OK && i < n; i++) {
+            bool satisfied = false;
+            s = already_satisfied(j, &members[i], &satisfied);
+            if (s != FSA_OK || satisfied)
+                continue;
+            fsa_op_t again = members[i]; /* shallow: json stays owned by members[i] */
+            s = record_one_locked(
+                j, &again, at, group,
+                resolution == FSA_RESOLVED_REBASED ? FSA_CHANGE_REBASED : FSA_CHANGE_RESOLVED, rec);
+            if (s == FSA_OK && first && rec != NULL) {
+                memcpy(rec->op_id, again.op_id, sizeof rec->op_id);
+                rec->seq = again.seq;
+            }
+            first = false;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&members[i]);
+    commit_fail_t how = COMMIT_DONE;
+    s = finish_commit(j, s, &how);
+    if (s == FSA_EFULL)
+        full_message(j, rec, how != COMMIT_DONE);
+    else if (how == COMMIT_FSYNC_FAILED || how == COMMIT_FSYNC_OVERWRITTEN)
+        fsync_message(j, rec, how == COMMIT_FSYNC_OVERWRITTEN);
+    if (s != FSA_OK && rec != NULL) {
+        rec->op_id[0] = '\0';
+        rec->seq = 0;
+    }
+    return s;
+}
+
+fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
+                                       fsa_conflict_decision_t decision)
+{
+    if (j == NULL || op_id == NULL || decision == FSA_DECISION_NONE ||
+        (unsigned)decision > FSA_DECISION_SERVER_WINS)
+        return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_stmt *st;
+    s = prep(j, "UPDATE conflicts SET decision = ?2 WHERE op_id = ?1 AND resolution IS NULL", &st);
+    if (s == FSA_OK) {
+        bind_text(st, 1, op_id);
+        bind_text(st, 2, fsa_conflict_decision_name(decision));
+        s = step_done(j, st);
+        if (s == FSA_OK && sqlite3_changes(j->db) == 0)
+            s = FSA_ENOTFOUND;
+    }
+    if (s == FSA_OK && decision == FSA_DECISION_SERVER_WINS) {
+        fsa_op_t op;
+        fsa_op_state_t state;
+        s = find_locked(j, op_id, &op, &state);
+        if (s == FSA_OK) {
+            entity_t e;
+            s = entity_load(j, op.type, op.id, &e);
+            if (s == FSA_OK)
+                s = log_change(j, op.type, op.id, e.base_version, FSA_CHANGE_SERVER_WON, op_id);
+            entity_clear(&e);
+            fsa_op_clear(&op);
+        }
+    }
+    return finish(j, s);
+}
+
+fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id, fsa_conflict_t *out)
+{
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (j == NULL || op_id == NULL || out == NULL)
+        return FSA_EINVAL;
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, CONFLICT_SELECT "WHERE o.op_id = ?1", &st);
+    if (s == FSA_OK) {
+        bind_text(st, 1, op_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            s = conflict_from_row(st, out);
+        else
+            s = rc == SQLITE_DONE ? FSA_ENOTFOUND : fsa__db_status(rc);
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}

@@ -1,0 +1,369 @@
+/* fieldsync: the journal's entities: base and local view, pulled states, reads and listing. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "port/alloc.h"
+#include "storage/db.h"
+#include "storage/journal.h"
+#include "storage/journal_internal.h"
+
+/* ---- entities and the local view ---- */
+
+void fsa__jn_entity_clear(entity_t *e)
+{
+    fsa_free(e->base_fields);
+    fsa_free(e->local_fields);
+    memset(e, 0, sizeof *e);
+}
+
+fsa_status_t fsa__jn_entity_load(fsa_journal_t *j, fsa_type_t type, const char *id, entity_t *e)
+{
+    memset(e, 0, sizeof *e);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT base_fields, base_version, local_fields FROM entities "
+                          "WHERE type = ?1 AND id = ?2",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, fsa_type_name(type));
+    bind_text(st, 2, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        e->base_fields = dup_col(st, 0);
+        e->base_version = sqlite3_column_int64(st, 1);
+        e->local_fields = dup_col(st, 2);
+        e->exists = e->local_fields != NULL;
+        if ((sqlite3_column_type(st, 0) != SQLITE_NULL && e->base_fields == NULL) ||
+            (sqlite3_column_type(st, 2) != SQLITE_NULL && e->local_fields == NULL))
+            s = FSA_ENOMEM;
+    } else if (rc != SQLITE_DONE) {
+        s = fsa__db_status(rc);
+    }
+    release(j, st);
+    if (s != FSA_OK)
+        entity_clear(e);
+    return s;
+}
+
+fsa_status_t fsa__jn_entity_store(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                  const entity_t *e)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s;
+    if (e->base_fields == NULL && e->local_fields == NULL) {
+        s = prep(j, "DELETE FROM entities WHERE type = ?1 AND id = ?2", &st);
+        if (s != FSA_OK)
+            return s;
+        bind_text(st, 1, fsa_type_name(type));
+        bind_text(st, 2, id);
+        return step_done(j, st);
+    }
+    s = prep(j,
+             "INSERT INTO entities(type, id, base_fields, base_version, local_fields, updated_ms) "
+             "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(type, id) DO UPDATE SET "
+             "base_fields = excluded.base_fields, base_version = excluded.base_version, "
+             "local_fields = excluded.local_fields, updated_ms = excluded.updated_ms",
+             &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, fsa_type_name(type));
+    bind_text(st, 2, id);
+    if (e->base_fields != NULL)
+        bind_text(st, 3, e->base_fields);
+    sqlite3_bind_int64(st, 4, e->base_version);
+    if (e->local_fields != NULL)
+        bind_text(st, 5, e->local_fields);
+    sqlite3_bind_int64(st, 6, j->port->wall_now(j->port->ctx).ms);
+    return step_done(j, st);
+}
+
+/*
+ * Rebuilds an entity's local view: its base with every pending op replayed in seq order. An op
+ * that no longer applies on the new base (a transition whose from is gone, a create of what the
+ * server has) is skipped here; the server will answer it and the resolver will decide.
+ */
+fsa_status_t fsa__jn_rebuild_local(fsa_journal_t *j, fsa_type_t type, const char *id)
+{
+    entity_t e;
+    fsa_status_t s = entity_load(j, type, id, &e);
+    if (s != FSA_OK)
+        return s;
+    char *cur = e.base_fields != NULL ? fsa_strdup(e.base_fields) : NULL;
+    if (e.base_fields != NULL && cur == NULL) {
+        entity_clear(&e);
+        return FSA_ENOMEM;
+    }
+    sqlite3_stmt *st;
+    s = prep(j,
+             "SELECT " OP_COLUMNS " FROM outbox WHERE type = ?1 AND id = ?2 AND state IN (0, 1) "
+             "ORDER BY seq",
+             &st);
+    if (s != FSA_OK)
+        goto out;
+    sqlite3_bind_int(st, 1, (int)type);
+    bind_text(st, 2, id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        fsa_op_t op;
+        s = op_from_row(st, &op, NULL);
+        if (s != FSA_OK) {
+            fsa_op_clear(&op);
+            break;
+        }
+        char *next = NULL;
+        fsa_status_t as = fsa_model_apply(&op, cur, e.base_version, FSA_APPLY_REPLAY, &next, NULL);
+        fsa_op_clear(&op);
+        if (as == FSA_ENOMEM) {
+            s = as;
+            break;
+        }
+        if (as == FSA_OK) {
+            fsa_free(cur);
+            cur = next;
+        }
+    }
+    if (s == FSA_OK && rc != SQLITE_DONE)
+        s = fsa__db_status(rc);
+    release(j, st);
+    if (s == FSA_OK) {
+        fsa_free(e.local_fields);
+        e.local_fields = cur;
+        cur = NULL;
+        s = entity_store(j, type, id, &e);
+    }
+out:
+    fsa_free(cur);
+    entity_clear(&e);
+    return s;
+}
+
+fsa_status_t fsa__jn_count_pending(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t *n)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT count(*) FROM outbox WHERE type = ?1 AND id = ?2 AND "
+                          "state IN (0, 1)",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int(st, 1, (int)type);
+    bind_text(st, 2, id);
+    int rc = sqlite3_step(st);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    release(j, st);
+    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+}
+
+/* Reads an entity's local view (base false) or its base (base true). */
+static fsa_status_t read_entity(fsa_journal_t *j, fsa_type_t type, const char *id, bool base,
+                                char **fields_json, int64_t *base_version, int64_t *pending)
+{
+    if (fields_json != NULL)
+        *fields_json = NULL;
+    if (j == NULL || id == NULL || (unsigned)type >= FSA__TYPE_COUNT)
+        return FSA_EINVAL;
+    lock_j(j);
+    entity_t e;
+    fsa_status_t s = entity_load(j, type, id, &e);
+    char **which = base ? &e.base_fields : &e.local_fields;
+    if (s == FSA_OK && *which == NULL)
+        s = FSA_ENOTFOUND;
+    if (s == FSA_OK && pending != NULL)
+        s = count_pending(j, type, id, pending);
+    if (s == FSA_OK) {
+        if (base_version != NULL)
+            *base_version = e.base_version;
+        if (fields_json != NULL) {
+            *fields_json = *which;
+            *which = NULL;
+        }
+    }
+    entity_clear(&e);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+fsa_status_t fsa_journal_get(fsa_journal_t *j, fsa_type_t type, const char *id, char **fields_json,
+                             int64_t *base_version, int64_t *pending)
+{
+    return read_entity(j, type, id, false, fields_json, base_version, pending);
+}
+
+fsa_status_t fsa_journal_get_base(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                  char **fields_json, int64_t *base_version)
+{
+    return read_entity(j, type, id, true, fields_json, base_version, NULL);
+}
+
+fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
+                              const char *fields_json)
+{
+    if (j == NULL || id == NULL || fields_json == NULL || (unsigned)type >= FSA__TYPE_COUNT ||
+        !fsa_model_id_valid(id) || version < 1)
+        return FSA_EINVAL;
+    fsa_status_t s = fsa_model_json_check(fields_json, FSA_LIMIT_FIELDS_BYTES);
+    if (s != FSA_OK)
+        return s;
+    s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    entity_t e;
+    s = entity_load(j, type, id, &e);
+    if (s == FSA_OK && version > e.base_version) {
+        char *copy = fsa_strdup(fields_json);
+        if (copy == NULL) {
+            s = FSA_ENOMEM;
+        } else {
+            fsa_free(e.base_fields);
+            e.base_fields = copy;
+            e.base_version = version;
+            s = entity_store(j, type, id, &e);
+            if (s == FSA_OK)
+                s = rebuild_local(j, type, id);
+            if (s == FSA_OK)
+                s = log_change(j, type, id, version, FSA_CHANGE_PULLED, "");
+        }
+    }
+    entity_clear(&e);
+    return finish(j, s);
+}
+
+fsa_status_t fsa_journal_gone(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
+                              bool *dropped)
+{
+    if (dropped != NULL)
+        *dropped = false;
+    if (j == NULL || id == NULL || (unsigned)type >= FSA__TYPE_COUNT || !fsa_model_id_valid(id))
+        return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    int64_t pending = 0, open = 0;
+    s = count_pending(j, type, id, &pending);
+    if (s == FSA_OK)
+        s = count_open_conflicts(j, type, id, &open);
+    entity_t e = {0};
+    if (s == FSA_OK)
+        s = entity_load(j, type, id, &e);
+    bool known = e.base_fields != NULL || e.local_fields != NULL;
+    entity_clear(&e);
+    bool drop = s == FSA_OK && known && pending == 0 && open == 0;
+    if (drop) {
+        entity_t none = {0};
+        s = entity_store(j, type, id, &none); /* no base, no view: the row goes */
+        if (s == FSA_OK)
+            s = log_change(j, type, id, version, FSA_CHANGE_GONE, "");
+    }
+    s = finish(j, s);
+    if (s == FSA_OK && dropped != NULL)
+        *dropped = drop;
+    return s;
+}
+
+/* ---- listing entities ---- */
+
+/* Open conflicts and rejections on one entity, inside the caller's lock. */
+fsa_status_t fsa__jn_count_open_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                          int64_t *n)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+                          "WHERE o.type = ?1 AND o.id = ?2 AND c.resolution IS NULL",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int(st, 1, (int)type);
+    bind_text(st, 2, id);
+    int rc = sqlite3_step(st);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    release(j, st);
+    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+}
+
+fsa_status_t fsa_journal_entity_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                          int64_t *n)
+{
+    if (n != NULL)
+        *n = 0;
+    if (j == NULL || id == NULL || n == NULL || (unsigned)type >= FSA__TYPE_COUNT)
+        return FSA_EINVAL;
+    lock_j(j);
+    fsa_status_t s = count_open_conflicts(j, type, id, n);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+/*
+ * One statement for every filter: a NULL parameter does not filter. The filters read the local
+ * view with json_extract; a device journal holds what one device works on (hundreds to a few
+ * thousand entities), so the scan of one type's rows in key order costs little, and an
+ * expression index per filter would tax every record instead.
+ */
+fsa_status_t fsa_journal_list(fsa_journal_t *j, const fsa_entity_filter_t *f, fsa_entity_fn fn,
+                              void *arg)
+{
+    if (j == NULL || f == NULL || fn == NULL || (unsigned)f->type >= FSA__TYPE_COUNT ||
+        f->limit > FSA_LIST_MAX || (f->to_ms != 0 && f->to_ms < f->from_ms))
+        return FSA_EINVAL;
+    const char *status_path = f->type == FSA_TYPE_TICKET ? "$.status" : "$.jobstatus";
+    const char *people_path = f->type == FSA_TYPE_TICKET ? "$.assignedto" : "$.people_id";
+    if (f->status != NULL && fsa_model_status_field(f->type) == NULL)
+        return FSA_EINVAL; /* attendance has no status */
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT e.id, e.local_fields, e.base_version, "
+                          " (SELECT count(*) FROM outbox o WHERE o.type = ?1 AND o.id = e.id "
+                          "  AND o.state IN (0, 1)), "
+                          " (SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+                          "  WHERE o.type = ?1 AND o.id = e.id AND c.resolution IS NULL) "
+                          "FROM entities e WHERE e.type = ?2 AND e.local_fields IS NOT NULL "
+                          " AND (?3 IS NULL OR e.id > ?3) "
+                          " AND (?4 IS NULL OR json_extract(e.local_fields, '$.parent_id') = ?4) "
+                          " AND (?5 IS NULL OR json_extract(e.local_fields, ?6) = ?5) "
+                          " AND (?7 IS NULL OR json_extract(e.local_fields, ?8) = ?7) "
+                          " AND (?9 IS NULL OR json_extract(e.local_fields, '$.site_id') = ?9) "
+                          " AND (?10 = 0 OR json_extract(e.local_fields, '$.at') >= ?10) "
+                          " AND (?11 = 0 OR json_extract(e.local_fields, '$.at') < ?11) "
+                          "ORDER BY e.id LIMIT ?12",
+                          &st);
+    if (s == FSA_OK) {
+        sqlite3_bind_int(st, 1, (int)f->type);
+        bind_text(st, 2, fsa_type_name(f->type));
+        if (f->after_id != NULL)
+            bind_text(st, 3, f->after_id);
+        if (f->parent_id != NULL)
+            bind_text(st, 4, f->parent_id);
+        if (f->status != NULL)
+            bind_text(st, 5, f->status);
+        bind_text(st, 6, status_path);
+        if (f->people_id != NULL)
+            bind_text(st, 7, f->people_id);
+        bind_text(st, 8, people_path);
+        if (f->site_id != NULL)
+            bind_text(st, 9, f->site_id);
+        sqlite3_bind_int64(st, 10, f->from_ms);
+        sqlite3_bind_int64(st, 11, f->to_ms);
+        sqlite3_bind_int64(st, 12, (int64_t)(f->limit != 0 ? f->limit : FSA_LIST_DEFAULT));
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *id = (const char *)sqlite3_column_text(st, 0);
+            const char *fields = (const char *)sqlite3_column_text(st, 1);
+            if (id == NULL || fields == NULL) {
+                s = FSA_ENOMEM;
+                break;
+            }
+            if (!fn(arg, f->type, id, fields, sqlite3_column_int64(st, 2),
+                    sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4)))
+                break;
+        }
+        if (s == FSA_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+            s = fsa__db_status(rc);
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}

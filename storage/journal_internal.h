@@ -1,0 +1,217 @@
+/* fieldsync: what the journal's files (storage/journal*.c) share; not part of its promise. */
+#ifndef FSA_STORAGE_JOURNAL_INTERNAL_H
+#define FSA_STORAGE_JOURNAL_INTERNAL_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "port/alloc.h"
+#include "storage/journal.h"
+#include "storage/state_keys.h"
+
+/*
+ * The journal is one module in several files, one concern each: journal.c (the SQLite helpers,
+ * transactions, open and close), journal_state.c (the device's configuration and sync state:
+ * typed calls over key/value rows), journal_entity.c (base and local view, reads, listing),
+ * journal_record.c (recording), journal_checkpoint.c (the checkpoint workflow),
+ * journal_outbox.c (batches, lookups, compaction), journal_apply.c (the server's results),
+ * journal_conflict.c (conflicts and the names of their enums), journal_changes.c (the change
+ * log).
+ *
+ * The functions they share have internal names (fsa__jn_*: libfieldsync.a carries every object,
+ * and an app may have a `begin` of its own); the journal's files call them by the short names
+ * the macros below give.
+ */
+
+/* Prepared statements, kept for the life of the handle: preparing costs more CPU than the rest of
+ * a record. Keyed by the address of the SQL text, which is always a string literal. */
+#define STMT_CACHE_MAX 48
+
+struct fsa_journal {
+    fsa_port_t *port;
+    sqlite3 *db;
+    fsa_flock_t *users; /* membership of the journal's users (db.c) */
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } stmts[STMT_CACHE_MAX];
+    int nstmts;
+    fsa_mutex_t *mu; /* serializes the handle's transactions across threads */
+    int64_t budget_bytes;
+    char *path;
+};
+
+/* ---- small SQLite helpers (journal.c) ---- */
+
+/* A cached statement for sql (a string literal), ready to bind. Hand it back with release(). */
+fsa_status_t fsa__jn_prep(fsa_journal_t *j, const char *sql, sqlite3_stmt **st) FSA_MUST_CHECK;
+/* Resets a statement from prep() for its next use (or finalizes it if the cache was full). */
+void fsa__jn_release(fsa_journal_t *j, sqlite3_stmt *st);
+/* Steps a statement that returns no rows, then releases it. */
+fsa_status_t fsa__jn_step_done(fsa_journal_t *j, sqlite3_stmt *st) FSA_MUST_CHECK;
+/* Writes the one-line error of a recording call (rec may be NULL). */
+void fsa__jn_rec_error(fsa_rec_t *rec, const char *fmt, ...) FSA_PRINTF(2, 3);
+
+/* SQLITE_STATIC: SQLite keeps the pointer instead of a copy, so binding allocates nothing and
+ * cannot fail for want of memory (a failed copy would leave the parameter NULL and the statement
+ * would run on with it: a lookup finds nothing, an insert stores NULL). Every string bound here
+ * outlives the statement's use, which ends at release(). */
+static inline void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(st, i, s != NULL ? s : "", -1, SQLITE_STATIC);
+}
+
+static inline char *dup_col(sqlite3_stmt *st, int i)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+    if (s == NULL)
+        return NULL;
+    return fsa_strdup((const char *)s);
+}
+
+static inline void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int i)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+    snprintf(dst, cap, "%s", s != NULL ? (const char *)s : "");
+}
+
+/* ---- transactions (journal.c) ---- */
+
+/* Takes the journal's mutex (ending a transaction a failed COMMIT left open); the caller
+ * releases it with j->port->mutex_unlock. */
+void fsa__jn_lock_j(fsa_journal_t *j);
+/* Takes the mutex and begins a write transaction (BEGIN IMMEDIATE); on failure the mutex is
+ * released. */
+fsa_status_t fsa__jn_begin(fsa_journal_t *j) FSA_MUST_CHECK;
+
+/* How a write ended: committed; the COMMIT failed (at its fsync or otherwise); or a statement
+ * found no room before the COMMIT, with the journal below its budget (so the device is full). */
+typedef enum commit_fail {
+    COMMIT_DONE,
+    COMMIT_FAILED,
+    COMMIT_FSYNC_FAILED,      /* and the op may come back after a power loss (fsync_message) */
+    COMMIT_FSYNC_OVERWRITTEN, /* failed at its fsync, but cannot come back: nothing recorded */
+    COMMIT_DEVICE_FULL
+} commit_fail_t;
+
+/* Commits when st is FSA_OK, else rolls back; returns the final status. Releases the mutex.
+ * *how (may be NULL) tells how it ended (see commit_fail_t). */
+fsa_status_t fsa__jn_finish_commit(fsa_journal_t *j, fsa_status_t st,
+                                   commit_fail_t *how) FSA_MUST_CHECK;
+/* finish_commit without how. */
+fsa_status_t fsa__jn_finish(fsa_journal_t *j, fsa_status_t st) FSA_MUST_CHECK;
+/* The error lines of a full journal or device, and of a failed fsync at COMMIT. */
+void fsa__jn_full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full);
+void fsa__jn_fsync_message(fsa_journal_t *j, fsa_rec_t *rec, bool overwritten);
+
+/* ---- the sync state and the clock (journal_state.c) ---- */
+
+/* An integer key inside the caller's lock; *out = dflt when absent. */
+fsa_status_t fsa__jn_state_get_int_locked(fsa_journal_t *j, const char *key, int64_t dflt,
+                                          int64_t *out) FSA_MUST_CHECK;
+/* The corrected clock in *out; without the offset (and an error) when it cannot be read, so that
+ * an op is never stamped with an uncorrected time. _locked: inside the caller's lock. */
+fsa_status_t fsa__jn_now_locked(fsa_journal_t *j, fsa_wall_t *out) FSA_MUST_CHECK;
+/* Not FSA_MUST_CHECK: fsa_journal_now uses the uncorrected clock on failure, as it promises. */
+fsa_status_t fsa__jn_now_checked(fsa_journal_t *j, fsa_wall_t *out);
+
+/* ---- entities (journal_entity.c) ---- */
+
+typedef struct entity {
+    bool exists;
+    char *base_fields; /* NULL: not on the server */
+    int64_t base_version;
+    char *local_fields; /* NULL: no local view */
+} entity_t;
+
+void fsa__jn_entity_clear(entity_t *e);
+/* Loads an entity's row (all NULL, exists false, when there is none). */
+fsa_status_t fsa__jn_entity_load(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                 entity_t *e) FSA_MUST_CHECK;
+/* Stores it; with neither base nor view the row goes. */
+fsa_status_t fsa__jn_entity_store(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                  const entity_t *e) FSA_MUST_CHECK;
+/* Rebuilds the local view: base + pending ops in seq order. */
+fsa_status_t fsa__jn_rebuild_local(fsa_journal_t *j, fsa_type_t type,
+                                   const char *id) FSA_MUST_CHECK;
+/* Pending and in-flight ops on an entity. */
+fsa_status_t fsa__jn_count_pending(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                   int64_t *n) FSA_MUST_CHECK;
+/* Open conflicts and rejections on an entity, inside the caller's lock. */
+fsa_status_t fsa__jn_count_open_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
+                                          int64_t *n) FSA_MUST_CHECK;
+
+/* ---- the change log (journal_changes.c) ---- */
+
+/* Appends a row to the change log inside the open transaction (see fsa_change_reason_t). */
+fsa_status_t fsa__jn_log_change(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
+                                fsa_change_reason_t why, const char *op_id) FSA_MUST_CHECK;
+
+/* ---- the outbox (journal_outbox.c) ---- */
+
+/* Column order of OP_COLUMNS, read by op_from_row(). */
+#define OP_COLUMNS                                                                                 \
+    "seq, op_id, at_ms, kind, type, id, grp, field, base_version, by_n, from_s, to_s, akey, "      \
+    "max_len, payload, state"
+
+/* Fills *op (and *state, may be NULL) from an OP_COLUMNS row. */
+fsa_status_t fsa__jn_op_from_row(sqlite3_stmt *st, fsa_op_t *op,
+                                 fsa_op_state_t *state) FSA_MUST_CHECK;
+/* An outbox op by op_id, inside the caller's lock: FSA_OK (op and *state set), FSA_ENOTFOUND. */
+fsa_status_t fsa__jn_find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
+                                 fsa_op_state_t *state) FSA_MUST_CHECK;
+/*
+ * "In flight" is not written op by op: the outbox's state column is in three of its indexes, and
+ * rewriting it for every op sent cost as much as applying the op's result. Batches are read from
+ * the head of the queue in seq order and a recorded op always gets a higher seq than any op
+ * committed before it, so the ops sent at least once are exactly the open ones at or below the
+ * highest seq sent, which is what this key keeps (state 1 stays meaningful in journals that
+ * stored it). The attempts column is no longer counted.
+ */
+#define SENT_UPTO_SQL                                                                              \
+    "(SELECT coalesce(max(v), 0) FROM sync_state WHERE k = '" FSA_STATE_OUTBOX_SENT_UPTO "')"
+
+/* Marks ops in flight inside the open transaction. */
+fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
+                                          size_t n) FSA_MUST_CHECK;
+
+/* ---- recording (journal_record.c) ---- */
+
+/* Records one op inside an open transaction (see journal_record.c). */
+fsa_status_t fsa__jn_record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_t at,
+                                       const char *group, fsa_change_reason_t why,
+                                       fsa_rec_t *rec) FSA_MUST_CHECK;
+/* Records n ops in one transaction; as a group (one fresh group id) when grouped. */
+fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n, bool grouped,
+                                const fsa_fence_t *fence, fsa_rec_t *rec) FSA_MUST_CHECK;
+
+/* The short names the journal's files use. */
+#define prep(...) fsa__jn_prep(__VA_ARGS__)
+#define release(...) fsa__jn_release(__VA_ARGS__)
+#define step_done(...) fsa__jn_step_done(__VA_ARGS__)
+#define rec_error(...) fsa__jn_rec_error(__VA_ARGS__)
+#define lock_j(...) fsa__jn_lock_j(__VA_ARGS__)
+#define begin(...) fsa__jn_begin(__VA_ARGS__)
+#define finish_commit(...) fsa__jn_finish_commit(__VA_ARGS__)
+#define finish(...) fsa__jn_finish(__VA_ARGS__)
+#define full_message(...) fsa__jn_full_message(__VA_ARGS__)
+#define fsync_message(...) fsa__jn_fsync_message(__VA_ARGS__)
+#define state_get_int_locked(...) fsa__jn_state_get_int_locked(__VA_ARGS__)
+#define now_locked(...) fsa__jn_now_locked(__VA_ARGS__)
+#define now_checked(...) fsa__jn_now_checked(__VA_ARGS__)
+#define entity_clear(...) fsa__jn_entity_clear(__VA_ARGS__)
+#define entity_load(...) fsa__jn_entity_load(__VA_ARGS__)
+#define entity_store(...) fsa__jn_entity_store(__VA_ARGS__)
+#define rebuild_local(...) fsa__jn_rebuild_local(__VA_ARGS__)
+#define count_pending(...) fsa__jn_count_pending(__VA_ARGS__)
+#define count_open_conflicts(...) fsa__jn_count_open_conflicts(__VA_ARGS__)
+#define log_change(...) fsa__jn_log_change(__VA_ARGS__)
+#define op_from_row(...) fsa__jn_op_from_row(__VA_ARGS__)
+#define find_locked(...) fsa__jn_find_locked(__VA_ARGS__)
+#define mark_inflight_locked(...) fsa__jn_mark_inflight_locked(__VA_ARGS__)
+#define record_one_locked(...) fsa__jn_record_one_locked(__VA_ARGS__)
+#define record_ops(...) fsa__jn_record_ops(__VA_ARGS__)
+
+#endif

@@ -1,0 +1,331 @@
+/* fieldsync: the outbox: batches, in flight, lookups, compaction and figures. */
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "port/alloc.h"
+#include "storage/db.h"
+#include "storage/journal.h"
+#include "storage/journal_internal.h"
+#include "storage/state_keys.h"
+
+fsa_status_t fsa__jn_op_from_row(sqlite3_stmt *st, fsa_op_t *op, fsa_op_state_t *state)
+{
+    memset(op, 0, sizeof *op);
+    op->seq = sqlite3_column_int64(st, 0);
+    copy_col(op->op_id, sizeof op->op_id, st, 1);
+    op->at_ms = sqlite3_column_int64(st, 2);
+    op->kind = (fsa_op_kind_t)sqlite3_column_int(st, 3);
+    op->type = (fsa_type_t)sqlite3_column_int(st, 4);
+    copy_col(op->id, sizeof op->id, st, 5);
+    copy_col(op->group, sizeof op->group, st, 6);
+    copy_col(op->field, sizeof op->field, st, 7);
+    op->base_version = sqlite3_column_int64(st, 8);
+    op->by = sqlite3_column_int64(st, 9);
+    copy_col(op->from, sizeof op->from, st, 10);
+    copy_col(op->to, sizeof op->to, st, 11);
+    copy_col(op->key, sizeof op->key, st, 12);
+    op->max_len = sqlite3_column_int64(st, 13);
+    if (sqlite3_column_type(st, 14) != SQLITE_NULL) {
+        op->json = dup_col(st, 14);
+        if (op->json == NULL)
+            return FSA_ENOMEM;
+    }
+    if (state != NULL)
+        *state = (fsa_op_state_t)sqlite3_column_int(st, 15);
+    return FSA_OK;
+}
+
+/* ---- the outbox ---- */
+
+static fsa_status_t group_size(fsa_journal_t *j, const char *group, size_t *n)
+{
+    sqlite3_stmt *st;
+    /* grp != '': what lets SQLite use the partial index outbox_by_group for a bound ?1. */
+    fsa_status_t s = prep(
+        j, "SELECT count(*) FROM outbox WHERE grp = ?1 AND grp != '' AND state IN (0, 1)", &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, group);
+    int rc = sqlite3_step(st);
+    *n = rc == SQLITE_ROW ? (size_t)sqlite3_column_int64(st, 0) : 0;
+    release(j, st);
+    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+}
+
+/* Rough wire size of an op: its payload plus the fixed members. */
+static size_t op_wire_bytes(const fsa_op_t *op)
+{
+    return 256 + strlen(op->id) + strlen(op->group) + (op->json != NULL ? strlen(op->json) : 0);
+}
+
+fsa_status_t fsa_outbox_next_batch(fsa_journal_t *j, fsa_op_t *ops, size_t max_ops,
+                                   size_t max_bytes, size_t *n)
+{
+    return fsa_outbox_next_batch_after(j, 0, ops, max_ops, max_bytes, n);
+}
+
+fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fsa_op_t *ops,
+                                         size_t max_ops, size_t max_bytes, size_t *n)
+{
+    if (n != NULL)
+        *n = 0;
+    if (j == NULL || ops == NULL || n == NULL || max_ops < FSA_JOURNAL_GROUP_MAX)
+        return FSA_EINVAL;
+    lock_j(j);
+    /* A read transaction, so the rows and the group sizes come from one snapshot. */
+    fsa_status_t s = fsa__db_exec(j->db, "BEGIN", NULL, 0);
+    if (s != FSA_OK) {
+        j->port->mutex_unlock(j->port->ctx, j->mu);
+        return s;
+    }
+    sqlite3_stmt *st;
+    s = prep(j,
+             "SELECT " OP_COLUMNS " FROM outbox WHERE state IN (0, 1) AND seq > ?2 "
+             "ORDER BY seq LIMIT ?1",
+             &st);
+    size_t count = 0, bytes = 0;
+    char current_group[FSA_GROUP_BYTES] = "";
+    if (s == FSA_OK) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)max_ops);
+        sqlite3_bind_int64(st, 2, after_seq);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            fsa_op_t op;
+            s = op_from_row(st, &op, NULL);
+            if (s != FSA_OK) {
+                fsa_op_clear(&op);
+                break;
+            }
+            size_t sz = op_wire_bytes(&op);
+            bool continues_group = op.group[0] != '\0' && strcmp(op.group, current_group) == 0;
+            if (!continues_group) {
+                /* A group is taken whole or not at all: size it before its first op. */
+                size_t need = 1;
+                if (op.group[0] != '\0')
+                    s = group_size(j, op.group, &need);
+                if (s != FSA_OK ||
+                    (count > 0 && (count + need > max_ops || bytes + sz * need > max_bytes))) {
+                    fsa_op_clear(&op);
+                    break;
+                }
+                memcpy(current_group, op.group, sizeof current_group);
+            }
+            if (count >= max_ops) { /* only a group bigger than max_ops could get here */
+                fsa_op_clear(&op);
+                break;
+            }
+            ops[count++] = op;
+            bytes += sz;
+        }
+        if (s == FSA_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+            s = fsa__db_status(rc);
+        release(j, st);
+    }
+    /* The read transaction must end even when COMMIT cannot run (no memory to prepare it): it
+     * wrote nothing, so a rollback ends it as well. */
+    int end = sqlite3_exec(j->db, "COMMIT", NULL, NULL, NULL);
+    if (end != SQLITE_OK)
+        end = sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    if (s == FSA_OK && end != SQLITE_OK)
+        s = fsa__db_status(end);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    if (s != FSA_OK) {
+        for (size_t i = 0; i < count; i++)
+            fsa_op_clear(&ops[i]);
+        return s;
+    }
+    *n = count;
+    return FSA_OK;
+}
+
+fsa_status_t fsa_outbox_mark_inflight(fsa_journal_t *j, const fsa_op_t *ops, size_t n)
+{
+    if (j == NULL || (ops == NULL && n > 0))
+        return FSA_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].seq <= 0)
+            return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    return finish(j, mark_inflight_locked(j, ops, n));
+}
+
+fsa_status_t fsa__jn_find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
+                                 fsa_op_state_t *state)
+{
+    memset(op, 0, sizeof *op);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, "SELECT " OP_COLUMNS " FROM outbox WHERE op_id = ?1", &st);
+    if (s != FSA_OK)
+        return s;
+    bind_text(st, 1, op_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        s = op_from_row(st, op, state);
+    else
+        s = rc == SQLITE_DONE ? FSA_ENOTFOUND : fsa__db_status(rc);
+    assert(rc == SQLITE_ROW || s != FSA_OK); /* *state is set whenever FSA_OK is returned */
+    release(j, st);
+    if (s != FSA_OK)
+        fsa_op_clear(op);
+    return s;
+}
+
+/* Marks ops in flight inside the open transaction. */
+fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops, size_t n)
+{
+    int64_t upto = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].seq > upto)
+            upto = ops[i].seq;
+    if (upto == 0)
+        return FSA_OK;
+    sqlite3_stmt *st;
+    fsa_status_t s =
+        prep(j,
+             "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_OUTBOX_SENT_UPTO "', ?1) "
+             "ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v)",
+             &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, upto);
+    return step_done(j, st);
+}
+
+fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *removed)
+{
+    if (removed != NULL)
+        *removed = 0;
+    if (j == NULL || audit_ms < 0)
+        return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    int64_t now_ms = j->port->wall_now(j->port->ctx).ms;
+    s = fsa__db_exec(j->db,
+                     "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) "
+                     "SELECT op_id, seq, coalesce(done_ms, 0) FROM outbox WHERE state = 2",
+                     NULL, 0);
+    if (s == FSA_OK) {
+        s = fsa__db_exec(j->db, "DELETE FROM outbox WHERE state = 2", NULL, 0);
+        if (s == FSA_OK && removed != NULL)
+            *removed = (size_t)sqlite3_changes(j->db);
+    }
+    if (s == FSA_OK) {
+        sqlite3_stmt *st;
+        s = prep(j, "DELETE FROM done_ops WHERE done_ms < ?1", &st);
+        if (s == FSA_OK) {
+            sqlite3_bind_int64(st, 1, now_ms - audit_ms);
+            s = step_done(j, st);
+        }
+    }
+    /* The change log keeps an hour and at least the newest rows: a listener that is behind by
+     * less than that misses nothing. */
+    if (s == FSA_OK) {
+        sqlite3_stmt *st;
+        s = prep(j,
+                 "DELETE FROM changes WHERE at_ms < ?1 AND "
+                 "seq <= (SELECT coalesce(max(seq), 0) FROM changes) - ?2",
+                 &st);
+        if (s == FSA_OK) {
+            sqlite3_bind_int64(st, 1, now_ms - FSA_CHANGES_KEEP_MS);
+            sqlite3_bind_int64(st, 2, FSA_CHANGES_KEEP_ROWS);
+            s = step_done(j, st);
+        }
+    }
+    return finish(j, s);
+}
+
+fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
+{
+    if (j == NULL || out == NULL)
+        return FSA_EINVAL;
+    memset(out, 0, sizeof *out);
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT "
+                          " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
+                          /* Each count reads a partial index, never the table: they run
+                           * after every batch of a drain (status events). */
+                          " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND "
+                          "  (state = 1 OR seq <= " SENT_UPTO_SQL ")),"
+                          " (SELECT count(*) FROM outbox WHERE state = 2),"
+                          " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
+                          "  outcome = 'conflict'),"
+                          " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
+                          "  outcome = 'rejected'),"
+                          " (SELECT coalesce(min(at_ms), 0) FROM outbox WHERE seq = "
+                          "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
+                          " (SELECT coalesce(max(seq), 0) FROM sqlite_sequence "
+                          "  WHERE name = 'outbox')",
+                          &st);
+    if (s == FSA_OK) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            out->pending = sqlite3_column_int64(st, 0);
+            out->inflight = sqlite3_column_int64(st, 1);
+            out->done = sqlite3_column_int64(st, 2);
+            out->conflicts = sqlite3_column_int64(st, 3);
+            out->rejected = sqlite3_column_int64(st, 4);
+            out->oldest_pending_at_ms = sqlite3_column_int64(st, 5);
+            out->last_seq = sqlite3_column_int64(st, 6);
+        } else {
+            s = fsa__db_status(rc);
+        }
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+fsa_status_t fsa_outbox_find(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
+                             fsa_op_state_t *state)
+{
+    if (j == NULL || op_id == NULL || op == NULL)
+        return FSA_EINVAL;
+    lock_j(j);
+    fsa_op_state_t scratch;
+    if (state == NULL)
+        state = &scratch;
+    fsa_status_t s = find_locked(j, op_id, op, state);
+    int64_t upto = 0;
+    if (s == FSA_OK && *state == FSA_OPSTATE_PENDING) {
+        s = state_get_int_locked(j, FSA_STATE_OUTBOX_SENT_UPTO, 0, &upto);
+        if (s == FSA_OK && op->seq <= upto)
+            *state = FSA_OPSTATE_INFLIGHT;
+        if (s != FSA_OK)
+            fsa_op_clear(op);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
+
+fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id, fsa_op_state_t *state)
+{
+    if (state != NULL)
+        *state = FSA_OPSTATE_PENDING;
+    if (j == NULL || op_id == NULL || state == NULL)
+        return FSA_EINVAL;
+    lock_j(j);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT CASE WHEN state = 0 AND seq <= " SENT_UPTO_SQL
+                          " THEN 1 ELSE state END FROM outbox WHERE op_id = ?1 "
+                          "UNION ALL SELECT 2 FROM done_ops WHERE op_id = ?1 LIMIT 1",
+                          &st);
+    if (s == FSA_OK) {
+        bind_text(st, 1, op_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            *state = (fsa_op_state_t)sqlite3_column_int(st, 0);
+        else
+            s = rc == SQLITE_DONE ? FSA_ENOTFOUND : fsa__db_status(rc);
+        release(j, st);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    return s;
+}
