@@ -113,12 +113,25 @@ static int64_t stored_token(sqlite3 *db, const char *key)
     return t;
 }
 
+/* The latest token issued for key, as the journal's fence check reads it (the shared token table
+ * while managers are open, the locks table otherwise): token passes, its neighbours do not. */
+static void assert_latest_token(sqlite3 *db, const char *key, int64_t token)
+{
+    fsa_port_t *p = fsa_port_posix();
+    fsa_fence_t f = {key, token, NULL};
+    assert_fsa_ok(fsa__lock_fence_check(p, db, &f));
+    f.token = token - 1;
+    assert_int_equal(fsa__lock_fence_check(p, db, &f), FSA_EFENCED);
+    f.token = token + 1;
+    assert_int_equal(fsa__lock_fence_check(p, db, &f), FSA_EFENCED);
+}
+
 /* A journal write as the journal makes it: check the fence inside the write transaction, change
  * a row only if the fence holds. */
 static fsa_status_t fenced_write(sqlite3 *db, const fsa_fence_t *f, int value)
 {
     assert_fsa_ok(fsa__db_exec(db, "BEGIN IMMEDIATE", NULL, 0));
-    fsa_status_t st = fsa__lock_fence_check(db, f);
+    fsa_status_t st = fsa__lock_fence_check(fsa_port_posix(), db, f);
     assert_int_equal(sqlite3_get_autocommit(db), 0); /* the check left our transaction open */
     if (st == FSA_OK) {
         char sql[64];
@@ -391,7 +404,7 @@ static void test_lock_release__writes_nothing_and_frees_the_lock(void **state)
     assert_fsa_ok(fsa_lock_acquire(b, FSA_LOCK_TICKET_ESCALATION, "T5", &lb, NULL, 0));
     assert_int_equal(fsa_mono_diff_ns(fx->sp->mono_now(fx->sp->ctx), t0), 0);
     assert_int_equal(lb.token, la.token + 1);
-    assert_int_equal(stored_token(db, "TICKET_ESCALATION:T5"), lb.token);
+    assert_latest_token(db, "TICKET_ESCALATION:T5", lb.token);
     assert_fsa_ok(fsa_lockmgr_stats(b, &s, NULL, 0));
     assert_int_equal(s.contended + s.expired + s.dead_takeovers, 0);
     assert_int_equal(s.holders_total, 1);
@@ -678,7 +691,8 @@ static void test_lock_release__overrun_not_taken_over_is_still_ours(void **state
     fsa_sim_advance(fx->sim, 60 * FSA_NS_PER_S);
     sqlite3 *db = open_db(fx);
     fsa_fence_t f = fsa_lock_fence(&la);
-    assert_fsa_ok(fsa__lock_fence_check(db, &f)); /* no later token: the fence holds */
+    assert_fsa_ok(
+        fsa__lock_fence_check(fsa_port_posix(), db, &f)); /* no later token: the fence holds */
     sqlite3_close(db);
     assert_fsa_ok(fsa_lock_release(&la, NULL, 0));
     fsa_lockmgr_close(a);
@@ -718,17 +732,17 @@ static void test_lock_fence_check__refuses_what_was_not_issued(void **state)
     assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_TICKET_ESCALATION, "T1", &l, NULL, 0));
     sqlite3 *db = open_db(fx);
     fsa_fence_t ok = fsa_lock_fence(&l);
-    fsa_fence_t none = {NULL, 0};
-    fsa_fence_t zero = {"TICKET_ESCALATION:T1", 0};
-    fsa_fence_t future = {"TICKET_ESCALATION:T1", l.token + 1};
-    fsa_fence_t unknown = {"TICKET_ESCALATION:T2", 1};
-    assert_fsa_ok(fsa__lock_fence_check(db, &ok));
-    assert_int_equal(fsa__lock_fence_check(db, &none), FSA_EFENCED);
-    assert_int_equal(fsa__lock_fence_check(db, &zero), FSA_EFENCED);
-    assert_int_equal(fsa__lock_fence_check(db, &future), FSA_EFENCED);
-    assert_int_equal(fsa__lock_fence_check(db, &unknown), FSA_EFENCED);
-    assert_int_equal(fsa__lock_fence_check(NULL, &ok), FSA_EINVAL);
-    assert_int_equal(fsa__lock_fence_check(db, NULL), FSA_EINVAL);
+    fsa_fence_t none = {NULL, 0, NULL};
+    fsa_fence_t zero = {"TICKET_ESCALATION:T1", 0, NULL};
+    fsa_fence_t future = {"TICKET_ESCALATION:T1", l.token + 1, NULL};
+    fsa_fence_t unknown = {"TICKET_ESCALATION:T2", 1, NULL};
+    assert_fsa_ok(fsa__lock_fence_check(fsa_port_posix(), db, &ok));
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), db, &none), FSA_EFENCED);
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), db, &zero), FSA_EFENCED);
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), db, &future), FSA_EFENCED);
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), db, &unknown), FSA_EFENCED);
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), NULL, &ok), FSA_EINVAL);
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), db, NULL), FSA_EINVAL);
     /* Outside a transaction it starts none either. */
     assert_int_equal(sqlite3_get_autocommit(db), 1);
     sqlite3_close(db);
@@ -809,9 +823,10 @@ static void test_lock_acquire__threads_sharing_a_manager_exclude_each_other(void
     assert_int_equal(s.timed_out + s.expired + s.lost, 0);
     assert_int_equal(s.holders_total, 0);
     sqlite3 *db = open_db(fx);
+    assert_latest_token(db, "JOB_WORKFLOW_UPDATE:J42", N_THREADS * 30);
+    fsa_lockmgr_close(m); /* the last manager out writes the tokens back to the locks table */
     assert_int_equal(stored_token(db, "JOB_WORKFLOW_UPDATE:J42"), N_THREADS * 30);
     sqlite3_close(db);
-    fsa_lockmgr_close(m);
 }
 
 static void test_lock_acquire__threads_with_own_managers_exclude_each_other(void **state)
