@@ -117,6 +117,10 @@ struct fsa_port {
      * mapping (addr NULL is accepted); the handle may be closed before or after. */
     fsa_status_t (*flock_map)(void *ctx, fsa_flock_t *f, size_t len, void **addr);
     void (*flock_unmap)(void *ctx, void *addr, size_t len);
+    /* Empties f's file to len bytes of zeros, as if new (holes: no disk or memory used until
+     * written); mappings of it stay valid and read zeros. The caller makes sure that no one
+     * touches a mapping of the file meanwhile. FSA_OK; FSA_EINVAL; FSA_EFULL; FSA_EIO. */
+    fsa_status_t (*flock_clear)(void *ctx, fsa_flock_t *f, size_t len);
 };
 
 /* The process-wide posix port: real clocks, getrandom, pthreads, OFD locks, log to stderr.

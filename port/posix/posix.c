@@ -287,6 +287,22 @@ fsa_status_t fsa__posix_flock_map(void *ctx, fsa_flock_t *f, size_t len, void **
     return FSA_OK;
 }
 
+fsa_status_t fsa__posix_flock_clear(void *ctx, fsa_flock_t *f, size_t len)
+{
+    (void)ctx;
+    if (f == NULL || len > (size_t)INT64_MAX)
+        return FSA_EINVAL;
+    int rc;
+    do {
+        rc = ftruncate(f->fd, 0);
+    } while (rc != 0 && errno == EINTR);
+    while (rc == 0 && (rc = ftruncate(f->fd, (off_t)len)) != 0 && errno == EINTR)
+        rc = 0; /* interrupted: again */
+    if (rc != 0)
+        return errno == ENOSPC ? FSA_EFULL : FSA_EIO;
+    return FSA_OK;
+}
+
 void fsa__posix_flock_unmap(void *ctx, void *addr, size_t len)
 {
     (void)ctx;
@@ -341,6 +357,7 @@ static fsa_port_t posix_port = {
     .process_id = posix_process_id,
     .flock_map = fsa__posix_flock_map,
     .flock_unmap = fsa__posix_flock_unmap,
+    .flock_clear = fsa__posix_flock_clear,
 };
 
 fsa_port_t *fsa_port_posix(void)
