@@ -16,61 +16,78 @@
 /*
  * How it works.
  *
- * State lives in the journal (tables lock_holders and locks, see storage/db.h), so it is shared by
- * every process that opens the journal and a journal write can check its fence in its own
- * transaction. Each manager registers a row in lock_holders and holds, for its whole life, an OFD
- * lock on byte `id` of "<journal>.locks". A holder is dead exactly when that byte can be locked by
- * someone else; the kernel drops OFD locks when the last descriptor of the holder closes, so a
- * crash, a kill or a power cut releases them. The registration takes its byte inside the same
- * write transaction that inserts its row, so no one can ever see a registered holder whose byte is
- * not locked yet. Holder ids come from AUTOINCREMENT and are never reused.
+ * Durable state lives in the journal (tables lock_holders and locks, see storage/db.h), so it is
+ * shared by every process that opens the journal and a journal write can check its fence in its
+ * own transaction. Each manager registers a row in lock_holders and holds, for its whole life, an
+ * OFD lock on byte `id` of "<journal>.locks". A holder is dead exactly when that byte can be
+ * locked by someone else; the kernel drops OFD locks when the last descriptor of the holder
+ * closes, so a crash, a kill or a power cut releases them. The registration takes its byte inside
+ * the same write transaction that inserts its row, so no one can ever see a registered holder
+ * whose byte is not locked yet. Holder ids come from AUTOINCREMENT and are never reused.
+ *
+ * The shared token table. The first TABLE_BYTES of "<journal>.locks" are mapped shared by every
+ * manager (port flock_map): one slot per key with its latest token, the manager that took it last
+ * and that acquisition's lease (see the ---- the shared token table ---- section). While the table
+ * is live it is the truth of a key it holds, and the locks row is its durable copy: written by
+ * every acquisition that runs a transaction (below), by the first acquisition once a slot is
+ * FSA__LOCK_SYNC_EVERY tokens ahead of its row, and by the last manager to close (write_back()).
+ * A key that finds no room in the table is kept in the locks table alone, as before the table.
+ * Generations: the journal's sync_state lock_table holds the live generation (> 0), or minus the
+ * last one once its last manager wrote every slot back. Each manager holds the table's attach
+ * byte shared; one that takes it exclusively at open is alone and starts a new generation (an
+ * empty table) in its registration transaction; if the previous one was still live, its last
+ * manager died (or the power went) before writing back, and its slots ran at most SYNC_EVERY
+ * tokens ahead of their rows: every row moves up by SYNC_EVERY first, so no token is issued twice.
  *
  * Holding and releasing. While a manager holds a lock it also holds an OFD lock on its in-use byte
  * for the key, in its own range of "<journal>.locks" (in_use_byte()), and its memory lists the
- * lock (m->in_use). A release writes nothing: it lets the byte go and marks the entry idle; the
- * row keeps naming the manager, which is now idle on it. So the locks table says who holds a key
- * only together with that byte: a row's holder holds the lock when it is alive and its in-use byte
- * for the key is locked. Its lease and token in the row are those of its last acquisition, since
- * every acquisition is written (below), so a successor's token is exact and a hung holder's lease
- * is known to everyone.
+ * lock (m->in_use). A release writes nothing, not even the slot: it lets the byte go. The slot (or
+ * row) keeps naming the manager, which is now idle on it: its holder holds the lock when it is
+ * alive and its in-use byte for the key is locked.
  *
- * An acquisition is first tried as one statement (retake()): an UPDATE of a row that still names
- * this manager, idle, with the token it left there (remembered for its last IDLE_MAX released
- * keys), or an INSERT of a key that has no row yet (token 1). A lock this manager holds is never
- * retaken: its memory tells. Otherwise one BEGIN IMMEDIATE transaction
- * reads the key's row; the lock is free when its holder is dead, alive but idle (its in-use byte
- * can be taken, and is let go at once), or using it past its lease; then the token is the old one
- * plus one. The in-use byte is taken before the row is written, so a prober that finds it free
- * before the write finds the row changed when it writes: it is in the same transaction order. A
- * lock held by someone alive is waited for outside any transaction: threads sharing the manager
- * are woken by its condition variable on release, others (other managers, other processes) are
- * polled with a backoff from 1 ms to 20 ms, and the poll is moved earlier to the moment the
- * holder's lease runs out.
+ * An acquisition first tries the table alone (fast_take()): under the slot's OFD byte, a slot
+ * whose holder is nobody, this manager, or a live manager not using the key (its in-use byte can
+ * be taken) gets the next token and our lease; no transaction, no database page. Anything else
+ * (a key not in the table yet, a holder using it, dead, or past its lease, a slot left odd by a
+ * writer that died in it, a row SYNC_EVERY behind) runs one BEGIN IMMEDIATE transaction that reads
+ * the row and the slot (taking the slot's byte), puts a new key in the table, decides as the fast
+ * path does (the lock is free when its holder is dead, idle, or using it past its lease), and
+ * writes the row and then the slot, the slot odd from before the COMMIT to after it. A lock held
+ * by someone alive is waited for outside any transaction: threads sharing the manager are woken by
+ * its condition variable on release, others (other managers, other processes) are polled with a
+ * backoff from 1 ms to 20 ms, and the poll is moved earlier to the moment the holder's lease runs
+ * out.
  *
- * A release within the lease needs no look at the row: no one takes a lock from a live holder
- * using it before its lease runs out. After the lease it reads the row to tell FSA_ELOST. A fence
- * is checked against the row's token, which is the last acquisition's; a released lock's
- * fsa_lock_t gives no fence.
+ * Fencing. A journal write checks its fence inside its write transaction (fsa__lock_fence_check):
+ * the slot's token while the generation is live, the row otherwise, the higher of the two for a
+ * slot left odd. A lock can be taken from a holder still using it only by a takeover, which is a
+ * transaction, so no successor's token can appear between the check and the journal's commit.
+ * The fast path changes a token only when its holder is not using the lock: that holder released
+ * it, and a released lock's fsa_lock_t gives no fence. A release within the lease needs no look at
+ * the slot: no one takes a lock from a live holder using it before its lease runs out. After the
+ * lease it reads the slot (or row) to tell FSA_ELOST.
  *
  * Time: leases are on the port's monotonic clock, CLOCK_MONOTONIC on posix, which is the same for
  * every process on the device. A reboot starts a new epoch, but a reboot also kills every holder,
  * and dead holders are found by their liveness lock, never by time.
  *
  * Durability. The manager commits with synchronous=NORMAL unless opts.durable: in WAL mode a
- * commit is then appended to the WAL without an fsync. A process crash loses nothing (the WAL is in
- * the page cache); a power cut may lose the last lock commits, and with them the last tokens
- * issued, so after a power cut a token may be issued a second time. That is safe, because:
+ * commit is then appended to the WAL without an fsync; the table is never synced at all. A process
+ * crash loses nothing (the WAL and the mapped file are in the page cache); a power cut may lose the
+ * last lock commits and the table, and with them the last tokens issued, so after a power cut a
+ * token may be issued a second time. That is safe, because:
  *   1. The WAL is one append-only log, and fsync makes a whole file durable, whichever process
- *      wrote it. A journal write under token T commits with synchronous=FULL after T's
- *      acquisition, so it makes that acquisition durable too: a token that fenced a durable write
- *      is never issued again.
+ *      wrote it. A journal write under token T commits with synchronous=FULL after T's acquisition,
+ *      so it makes durable every lock commit before it: the live generation, and a row at most
+ *      SYNC_EVERY below T. The generation is found live after the power cut, so every row moves up
+ *      by SYNC_EVERY: a token that fenced a durable write is never issued again.
  *   2. A token lost in a power cut fenced no durable write, and its holder died with the power, so
  *      no one can present it again. Tokens never leave the device (PROTOCOL.md carries none).
  *   3. Locks held at the cut come back with dead holders and are taken over at once.
- * The fsync that FULL would add (one per acquire-release pair) costs milliseconds on eMMC and buys
- * nothing the journal's own fsync does not already give. A caller that exports tokens beyond the
- * journal sets opts.durable.
-
+ * The fsync that FULL would add costs milliseconds on eMMC and buys nothing the journal's own fsync
+ * does not already give. A caller that exports tokens beyond the journal sets opts.durable, which
+ * syncs the lock commits; the table's uncontended tokens are then covered by the same move of
+ * SYNC_EVERY after a power cut, since the generation's start is synced too.
  */
 
 /* The SYNC lock: one sync cycle at a time per device. Lease 120 s: a cycle sends at most a batch
@@ -456,7 +473,7 @@ static void fill_lock(fsa_lockmgr_t *m, fsa_lock_t *out, const char *key, int64_
 #define TABLE_SLOTS 1024u
 #define TABLE_PROBES 32u
 /* A slot runs at most this many tokens ahead of its row (its durable copy). */
-#define SYNC_EVERY INT64_C(1024)
+#define SYNC_EVERY FSA__LOCK_SYNC_EVERY
 /* OFD bytes of "<journal>.locks", far above the liveness and in-use bytes. */
 #define ATTACH_BYTE (UINT64_C(1) << 62)
 #define SLOT_BYTE(i) (ATTACH_BYTE + 1 + (uint64_t)(i))
@@ -466,7 +483,10 @@ typedef struct table_head {
     int64_t gen; /* the generation: the journal's sync_state lock_table while the table is live */
     uint32_t slots;
     uint32_t slot_bytes;
-    char pad[40];
+    uint32_t nused;             /* entries in used[] */
+    uint32_t pad;               /* slots start 8-aligned */
+    uint16_t used[TABLE_SLOTS]; /* the slots taken, in order: what close and stats walk, so
+                                   that they touch only the pages in use */
 } table_head_t;
 
 typedef struct slot {
@@ -568,11 +588,34 @@ static void unlock_slot(fsa_lockmgr_t *m, uint32_t i)
     m->port->flock_release(m->port->ctx, m->live, SLOT_BYTE(i));
 }
 
+/* The number of used[] entries to walk. */
+static uint32_t table_used(const table_head_t *t)
+{
+    uint32_t n = ld32(&t->nused);
+    return n < TABLE_SLOTS ? n : TABLE_SLOTS;
+}
+
+/* Lists slot i in used[] (once: an inserter that died may have listed it already). Under the
+ * journal's write lock, like every insertion. */
+static void table_list(table_head_t *t, uint32_t i)
+{
+    uint32_t n = table_used(t);
+    for (uint32_t k = 0; k < n; k++) {
+        if (t->used[k] == i)
+            return;
+    }
+    if (n >= TABLE_SLOTS)
+        return; /* cannot be: used[] lists distinct slots */
+    t->used[n] = (uint16_t)i;
+    st32(&t->nused, n + 1);
+}
+
 /* True when a slot of the table names holder (so its lock_holders row must stay). */
 static bool table_names(const fsa_lockmgr_t *m, int64_t holder)
 {
-    for (uint32_t i = 0; m->tab != NULL && i < TABLE_SLOTS; i++) {
-        const slot_t *s = slot_at(m->tab, i);
+    uint32_t n = m->tab != NULL ? table_used(m->tab) : 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const slot_t *s = slot_at(m->tab, m->tab->used[k]);
         if (ld32(&s->key_len) != 0 && ld64(&s->holder) == holder)
             return true;
     }
@@ -607,6 +650,19 @@ static bool fast_take(fsa_lockmgr_t *m, const char *key, fsa_mono_t expires, int
     }
     unlock_slot(m, i);
     return taken;
+}
+
+fsa_status_t fsa__lock_table_tear(fsa_lockmgr_t *m, const char *key, int64_t token)
+{
+    if (m == NULL || key == NULL)
+        return FSA_EINVAL;
+    uint32_t si = 0;
+    slot_t *s = table_find(m->tab, key, &si);
+    if (s == NULL)
+        return FSA_ENOTFOUND;
+    slot_begin(s);
+    st64(&s->token, token);
+    return FSA_OK;
 }
 
 /* Names holder id in *seen (label and pid from lock_holders; "?" and 0 once its row is gone). */
@@ -723,6 +779,7 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
     }
     int64_t old_token = row_token;
     if (fresh) {
+        table_list(m->tab, si); /* before the key is published: close and stats must see it */
         slot_begin(s);
         memcpy(s->key, key, strlen(key) + 1);
         st64(&s->token, row_token);
@@ -1313,8 +1370,15 @@ static fsa_status_t attach_table(fsa_lockmgr_t *m, bool alone, char *err, size_t
         int64_t next = (gen < 0 ? -gen : gen) + 1;
         if (rc == SQLITE_OK)
             rc = set_table_gen(m->db, next);
+        fsa_status_t st = FSA_OK;
+        if (rc == SQLITE_OK)
+            st = m->port->flock_clear(m->port->ctx, m->live, TABLE_BYTES);
+        if (st != FSA_OK) {
+            snprintf(err, errlen, "lock manager: cannot empty the .locks file (%s)",
+                     fsa_status_str(st));
+            return st;
+        }
         if (rc == SQLITE_OK) {
-            memset(m->tab, 0, TABLE_BYTES);
             m->tab->slots = TABLE_SLOTS;
             m->tab->slot_bytes = (uint32_t)sizeof(slot_t);
             m->tab->gen = next;
@@ -1369,13 +1433,20 @@ static fsa_status_t attach(fsa_lockmgr_t *m, bool *alone, char *err, size_t errl
 static fsa_status_t register_holder(fsa_lockmgr_t *m, char *err, size_t errlen)
 {
     fsa_port_t *p = m->port;
+    /* Before the transaction: a manager writing the table back holds the attach byte while it
+     * waits for the journal. */
+    bool alone = false;
+    fsa_status_t st = attach(m, &alone, err, errlen);
+    if (st != FSA_OK)
+        return st;
     int rc = step_done(m->begin);
     if (rc != SQLITE_OK) {
         db_error(m, rc, "cannot start registration", err, errlen);
+        p->flock_release(p->ctx, m->live, ATTACH_BYTE);
+        m->attached = false;
         return fsa__db_status(rc);
     }
     bool byte_taken = false;
-    fsa_status_t st = FSA_OK;
     sqlite3_stmt *s = NULL;
     rc = sqlite3_prepare_v2(
         m->db, "INSERT INTO lock_holders(pid, label, started_ms) VALUES(?1, ?2, ?3)", -1, &s, NULL);
@@ -1402,9 +1473,7 @@ static fsa_status_t register_holder(fsa_lockmgr_t *m, char *err, size_t errlen)
         goto fail;
     }
     byte_taken = true;
-    bool alone = false;
-    if ((st = attach(m, &alone, err, errlen)) != FSA_OK ||
-        (st = attach_table(m, alone, err, errlen)) != FSA_OK)
+    if ((st = attach_table(m, alone, err, errlen)) != FSA_OK)
         goto fail;
     rc = forget_dead_holders(m);
     if (rc != SQLITE_OK) {
@@ -1532,52 +1601,51 @@ fail:
 }
 
 /*
- * At close: lets go of the attach byte, and if no other manager holds it then (the byte can be
- * taken exclusively), writes every slot's token to its row and ends the generation, so that the
- * rows are exact and the fence check reads them. If that fails, the generation stays live and the
- * next manager starts a new one as after a crash (tokens move up by SYNC_EVERY).
+ * At close, before the close transaction: true when no other manager is on the table, so that
+ * this one writes it back (write_back()): our shared attach byte converted to exclusive. Else it
+ * lets go and tries once more, so that of two last managers closing at once, one finds the other
+ * gone. Either way m no longer holds the byte shared; the caller lets go of an exclusive one.
  */
-static void write_back(fsa_lockmgr_t *m)
+static bool last_out(fsa_lockmgr_t *m)
 {
     fsa_port_t *p = m->port;
-    /* Converts our shared lock when we are the last; else lets it go and tries once more, so
-     * that of two last managers closing at once, one finds the other gone. */
     fsa_status_t st = p->flock_try(p->ctx, m->live, ATTACH_BYTE);
     if (st != FSA_OK) {
         p->flock_release(p->ctx, m->live, ATTACH_BYTE);
         st = p->flock_try(p->ctx, m->live, ATTACH_BYTE);
     }
     m->attached = false;
-    if (st != FSA_OK)
-        return; /* others are on the table: the last of them writes it back */
-    int rc = step_done(m->begin);
+    return st == FSA_OK;
+}
+
+/*
+ * Within the close transaction of the last manager on the table: writes every slot's token to its
+ * row (never lowering it) and ends the generation, so that the rows are exact and the fence check
+ * reads them. If the transaction fails, the generation stays live and the next manager starts a
+ * new one as after a crash (tokens move up by SYNC_EVERY).
+ */
+static int write_back(fsa_lockmgr_t *m)
+{
     int64_t gen = 0;
-    if (rc == SQLITE_OK)
-        rc = journal_table_gen(m->db, &gen);
-    for (uint32_t i = 0; rc == SQLITE_OK && gen == m->tab->gen && i < TABLE_SLOTS; i++) {
-        const slot_t *s = slot_at(m->tab, i);
-        if (s->key_len == 0 || s->token <= 0)
+    int rc = journal_table_gen(m->db, &gen);
+    if (rc != SQLITE_OK || gen != m->tab->gen)
+        return rc;
+    sqlite3_stmt *u = NULL;
+    rc = sqlite3_prepare_v2(m->db, "UPDATE locks SET token = ?2 WHERE key = ?1 AND token < ?2", -1,
+                            &u, NULL);
+    for (uint32_t k = 0, n = table_used(m->tab); rc == SQLITE_OK && k < n; k++) {
+        const slot_t *s = slot_at(m->tab, m->tab->used[k]);
+        uint32_t kl = ld32(&s->key_len);
+        if (kl == 0 || kl >= sizeof s->key || s->token <= 0)
             continue;
-        sqlite3_stmt *u = NULL;
-        rc = sqlite3_prepare_v2(m->db, "UPDATE locks SET token = ?2 WHERE key = ?1 AND token < ?2",
-                                -1, &u, NULL);
-        if (rc == SQLITE_OK) {
-            sqlite3_bind_text(u, 1, s->key, (int)s->key_len, SQLITE_STATIC);
-            sqlite3_bind_int64(u, 2, s->token);
-            rc = step_done(u);
-        }
-        sqlite3_finalize(u);
+        sqlite3_bind_text(u, 1, s->key, (int)kl, SQLITE_STATIC);
+        sqlite3_bind_int64(u, 2, s->token);
+        rc = step_done(u);
     }
-    if (rc == SQLITE_OK && gen == m->tab->gen)
-        rc = set_table_gen(m->db, -gen);
+    sqlite3_finalize(u);
     if (rc == SQLITE_OK)
-        rc = step_done(m->commit);
-    if (rc != SQLITE_OK) {
-        fsa_log(p, FSA_LOG_WARN, "lock manager %s: shared lock table not written back: %s",
-                m->label, sqlite3_errmsg(m->db));
-        rollback_if_open(m);
-    }
-    p->flock_release(p->ctx, m->live, ATTACH_BYTE);
+        rc = set_table_gen(m->db, -gen);
+    return rc;
 }
 
 void fsa_lockmgr_close(fsa_lockmgr_t *m)
@@ -1589,7 +1657,8 @@ void fsa_lockmgr_close(fsa_lockmgr_t *m)
         fsa_log(p, FSA_LOG_WARN, "lock manager %s closed with %zu locks held; releasing them",
                 m->label, m->held);
     /* Our slots name nobody now: free, not a dead holder's. */
-    for (uint32_t i = 0; i < TABLE_SLOTS; i++) {
+    for (uint32_t k = 0, n = table_used(m->tab); k < n; k++) {
+        uint32_t i = m->tab->used[k];
         slot_t *s = slot_at(m->tab, i);
         if (ld32(&s->key_len) != 0 && ld64(&s->holder) == m->id && lock_slot(m, i) == FSA_OK) {
             if (s->holder == m->id) {
@@ -1602,12 +1671,15 @@ void fsa_lockmgr_close(fsa_lockmgr_t *m)
     }
     /* Free our locks and forget our row in one transaction; if that fails, the liveness byte
      * dropped below still frees them for the next acquirer. */
+    bool last = last_out(m);
     int rc = step_done(m->begin);
     if (rc == SQLITE_OK)
         rc = exec_id(m->db,
                      "UPDATE locks SET holder = NULL, holder_label = NULL, acquired_ns = NULL, "
                      "expires_ns = NULL WHERE holder = ?1",
                      m->id);
+    if (rc == SQLITE_OK && last)
+        rc = write_back(m);
     if (rc == SQLITE_OK)
         rc = exec_id(m->db, "DELETE FROM lock_holders WHERE id = ?1", m->id);
     if (rc == SQLITE_OK)
@@ -1617,7 +1689,7 @@ void fsa_lockmgr_close(fsa_lockmgr_t *m)
                 sqlite3_errmsg(m->db));
         rollback_if_open(m);
     }
-    write_back(m);
+    p->flock_release(p->ctx, m->live, ATTACH_BYTE);
     finalize_all(m);
     fsa__db_close(p, m->db, m->users);
     p->flock_unmap(p->ctx, m->tab, TABLE_BYTES);
@@ -1668,8 +1740,8 @@ static fsa_status_t list_holders(fsa_lockmgr_t *m, fsa_lock_stats_t *out, char *
     bool oom = false;
     fsa_mono_t now = m->port->mono_now(m->port->ctx);
     /* The table's keys. */
-    for (uint32_t i = 0; i < TABLE_SLOTS && !oom; i++) {
-        const slot_t *s = slot_at(m->tab, i);
+    for (uint32_t k = 0, nu = table_used(m->tab); k < nu && !oom; k++) {
+        const slot_t *s = slot_at(m->tab, m->tab->used[k]);
         uint32_t kl = ld32(&s->key_len);
         int64_t holder = ld64(&s->holder);
         bool alive = false;

@@ -8,6 +8,7 @@
 #include "port/port.h"
 #include "port/status.h"
 #include "storage/fence.h"
+#include "storage/lock.h"
 
 /*
  * Checks a fence against the latest token issued for its key on the journal open on db: the lock
@@ -25,5 +26,13 @@
  */
 fsa_status_t fsa__lock_fence_check(fsa_port_t *port, sqlite3 *db,
                                    const fsa_fence_t *f) FSA_MUST_CHECK;
+
+/* A slot of the shared token table runs at most this many tokens ahead of its row in the locks
+ * table; a generation of the table that ended without its write-back moves every row up by it. */
+#define FSA__LOCK_SYNC_EVERY INT64_C(1024)
+
+/* For tests: leaves key's slot in the shared table as a writer that died inside it would (seq
+ * odd, token set). FSA_OK; FSA_ENOTFOUND (key not in the table); FSA_EINVAL (NULL). */
+fsa_status_t fsa__lock_table_tear(fsa_lockmgr_t *m, const char *key, int64_t token) FSA_MUST_CHECK;
 
 #endif
