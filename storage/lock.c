@@ -228,10 +228,14 @@ fsa_status_t fsa_lock_key(const char *name, const char *resource, char *out, siz
     out[0] = '\0';
     if (name == NULL || resource == NULL || !valid_name(name) || !valid_resource(resource))
         return FSA_EINVAL;
-    size_t len = strlen(name) + 1 + strlen(resource);
+    size_t nlen = strlen(name), rlen = strlen(resource);
+    size_t len = nlen + 1 + rlen;
     if (len > FSA_LIMIT_LOCK_KEY_BYTES || len >= outlen)
         return FSA_ETOOLARGE;
-    snprintf(out, outlen, "%s:%s", name, resource);
+    /* On every acquisition: copies, not a formatted print. */
+    memcpy(out, name, nlen);
+    out[nlen] = ':';
+    memcpy(out + nlen + 1, resource, rlen + 1);
     return FSA_OK;
 }
 
@@ -450,7 +454,9 @@ static void fill_lock(fsa_lockmgr_t *m, fsa_lock_t *out, const char *key, int64_
                       int64_t lease_ns, fsa_mono_t now, fsa_mono_t expires)
 {
     out->mgr = m;
-    snprintf(out->key, sizeof out->key, "%s", key);
+    size_t len = strnlen(key, sizeof out->key - 1);
+    memcpy(out->key, key, len);
+    out->key[len] = '\0';
     out->token = token;
     out->lease_ns = lease_ns;
     out->acquired = now;
