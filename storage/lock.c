@@ -1797,10 +1797,13 @@ static fsa_status_t list_holders(fsa_lockmgr_t *m, fsa_lock_stats_t *out, char *
     }
     if (n > 1)
         qsort(all, n, sizeof *all, cmp_holder);
+    size_t listed_n = n < FSA_LOCK_STATS_HOLDERS_MAX ? n : FSA_LOCK_STATS_HOLDERS_MAX;
+    /* cppcheck 2.10 does not follow push_holder's count through its pointer and takes n for 0. */
+    // cppcheck-suppress knownConditionTrueFalse
+    if (listed_n > 0)
+        memcpy(out->holders, all, listed_n * sizeof *all);
     out->holders_total = n;
-    out->n_holders = n < FSA_LOCK_STATS_HOLDERS_MAX ? n : FSA_LOCK_STATS_HOLDERS_MAX;
-    if (out->n_holders > 0)
-        memcpy(out->holders, all, out->n_holders * sizeof *all);
+    out->n_holders = listed_n;
     fsa_free(all);
     return FSA_OK;
 }
