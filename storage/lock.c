@@ -511,6 +511,7 @@ static uint32_t ld32(const uint32_t *p)
 {
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
+// NOLINTNEXTLINE(readability-non-const-parameter): __atomic_store_n writes through p
 static void st32(uint32_t *p, uint32_t v)
 {
     __atomic_store_n(p, v, __ATOMIC_RELEASE);
@@ -519,6 +520,7 @@ static int64_t ld64(const int64_t *p)
 {
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
+// NOLINTNEXTLINE(readability-non-const-parameter): __atomic_store_n writes through p
 static void st64(int64_t *p, int64_t v)
 {
     __atomic_store_n(p, v, __ATOMIC_RELEASE);

@@ -1219,8 +1219,10 @@ static int child_take_and_report(const char *path, const char *resource, int rou
         if (fsa_lock_release(&l, NULL, 0) != FSA_OK)
             return 13;
     }
-    while (wait_kill)
-        pause();
+    if (wait_kill) {
+        for (;;)
+            pause(); /* until the parent's SIGKILL */
+    }
     fsa_lockmgr_close(m);
     return 0;
 }
