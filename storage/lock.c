@@ -469,11 +469,13 @@ static void fill_lock(fsa_lockmgr_t *m, fsa_lock_t *out, const char *key, int64_
 /*
  * The first TABLE_BYTES of "<journal>.locks", mapped shared by every manager on the journal: one
  * slot per key, with the key's latest token, the manager that took it last and that acquisition's
- * lease. Keys go into a slot (open addressing, never removed within a generation) in a write
- * transaction; a key that finds no room within TABLE_PROBES slots stays in the locks table alone,
- * as before the table existed. A slot is changed only by a manager holding its OFD byte
- * (SLOT_BYTE), with seq odd meanwhile: a slot left odd was being changed by a process that died.
- * Readers without the byte (the fence check, statistics) read each field atomically.
+ * lease. A key takes the next free slot (slots fill from the first, so a journal with few keys
+ * touches few pages), found through an index by key hash (open addressing), in a write
+ * transaction, and keeps it for the generation; a key that finds no room (TABLE_SLOTS keys, or
+ * TABLE_PROBES index entries) stays in the locks table alone, as before the table existed. A slot
+ * is changed only by a manager holding its OFD byte (SLOT_BYTE), with seq odd meanwhile: a slot
+ * left odd was being changed by a process that died. Readers without the byte (the fence check,
+ * statistics) read each field atomically.
  */
 #define TABLE_MAGIC UINT64_C(0x314b434f4c415346) /* "FSALOCK1" */
 #define TABLE_SLOTS 1024u
@@ -489,10 +491,10 @@ typedef struct table_head {
     int64_t gen; /* the generation: the journal's sync_state lock_table while the table is live */
     uint32_t slots;
     uint32_t slot_bytes;
-    uint32_t nused;             /* entries in used[] */
-    uint32_t pad;               /* slots start 8-aligned */
-    uint16_t used[TABLE_SLOTS]; /* the slots taken, in order: what close and stats walk, so
-                                   that they touch only the pages in use */
+    uint32_t nused; /* slots taken, in order from slot 0: a journal with few keys touches few
+                       pages (the fleet simulator maps one table per device) */
+    uint32_t pad;   /* slots start 8-aligned */
+    uint16_t index[TABLE_SLOTS]; /* by key hash, open addressing: slot + 1, 0 for none */
 } table_head_t;
 
 typedef struct slot {
@@ -543,36 +545,46 @@ static void slot_end(slot_t *s)
     st32(&s->seq, (ld32(&s->seq) | 1u) + 1u);
 }
 
-/* The slot of key, or NULL (not in the table). Needs no lock: a published key never changes
- * within a generation, and keys are published only in write transactions. */
+static uint16_t ld16(const uint16_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+/* The slot of key, or NULL (not in the table). Needs no lock: a slot is published in the index
+ * once whole, its key never changes within a generation, and keys are published only in write
+ * transactions. */
 static slot_t *table_find(const table_head_t *t, const char *key, uint32_t *idx)
 {
     size_t len = strlen(key);
     uint32_t h = key_hash(key);
     for (uint32_t n = 0; n < TABLE_PROBES; n++) {
-        uint32_t i = (h + n) % TABLE_SLOTS;
-        slot_t *s = slot_at(t, i);
-        uint32_t kl = ld32(&s->key_len);
-        if (kl == 0)
+        uint32_t v = ld16(&t->index[(h + n) % TABLE_SLOTS]);
+        if (v == 0 || v > TABLE_SLOTS)
             return NULL;
+        slot_t *s = slot_at(t, v - 1);
+        uint32_t kl = ld32(&s->key_len);
         if (kl == len && memcmp(s->key, key, len) == 0) {
-            *idx = i;
+            *idx = v - 1;
             return s;
         }
     }
     return NULL;
 }
 
-/* The first empty slot on key's probe path (key must not be in the table), or NULL when full. */
-static slot_t *table_free_slot(const table_head_t *t, const char *key, uint32_t *idx)
+/* A free slot for key (key must not be in the table): the next one in order, and the first empty
+ * index entry on key's probe path; NULL when the table or the probe path is full. */
+static slot_t *table_free_slot(const table_head_t *t, const char *key, uint32_t *idx, uint32_t *pos)
 {
+    uint32_t next = ld32(&t->nused);
+    if (next >= TABLE_SLOTS)
+        return NULL;
     uint32_t h = key_hash(key);
     for (uint32_t n = 0; n < TABLE_PROBES; n++) {
         uint32_t i = (h + n) % TABLE_SLOTS;
-        slot_t *s = slot_at(t, i);
-        if (ld32(&s->key_len) == 0) {
-            *idx = i;
-            return s;
+        if (ld16(&t->index[i]) == 0) {
+            *idx = next;
+            *pos = i;
+            return slot_at(t, next);
         }
     }
     return NULL;
@@ -596,26 +608,11 @@ static void unlock_slot(fsa_lockmgr_t *m, uint32_t i)
     m->port->flock_release(m->port->ctx, m->live, SLOT_BYTE(i));
 }
 
-/* The number of used[] entries to walk. */
+/* The slots taken (0 .. n-1; one whose inserter died before its key has key_len 0). */
 static uint32_t table_used(const table_head_t *t)
 {
     uint32_t n = ld32(&t->nused);
     return n < TABLE_SLOTS ? n : TABLE_SLOTS;
-}
-
-/* Lists slot i in used[] (once: an inserter that died may have listed it already). Under the
- * journal's write lock, like every insertion. */
-static void table_list(table_head_t *t, uint32_t i)
-{
-    uint32_t n = table_used(t);
-    for (uint32_t k = 0; k < n; k++) {
-        if (t->used[k] == i)
-            return;
-    }
-    if (n >= TABLE_SLOTS)
-        return; /* cannot be: used[] lists distinct slots */
-    t->used[n] = (uint16_t)i;
-    st32(&t->nused, n + 1);
 }
 
 /* True when a slot of the table names holder (so its lock_holders row must stay). */
@@ -623,7 +620,7 @@ static bool table_names(const fsa_lockmgr_t *m, int64_t holder)
 {
     uint32_t n = m->tab != NULL ? table_used(m->tab) : 0;
     for (uint32_t k = 0; k < n; k++) {
-        const slot_t *s = slot_at(m->tab, m->tab->used[k]);
+        const slot_t *s = slot_at(m->tab, k);
         if (ld32(&s->key_len) != 0 && ld64(&s->holder) == holder)
             return true;
     }
@@ -775,8 +772,9 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
     /* The slot: found, or made for the key now (from its row), or none (table full). */
     s = m->tab != NULL ? table_find(m->tab, key, &si) : NULL;
     bool fresh = false;
+    uint32_t pos = 0;
     if (s == NULL && m->tab != NULL) {
-        s = table_free_slot(m->tab, key, &si);
+        s = table_free_slot(m->tab, key, &si, &pos);
         fresh = s != NULL;
     }
     if (s != NULL && (st = lock_slot(m, si)) != FSA_OK) {
@@ -787,7 +785,7 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
     }
     int64_t old_token = row_token;
     if (fresh) {
-        table_list(m->tab, si); /* before the key is published: close and stats must see it */
+        st32(&m->tab->nused, si + 1); /* taken first: a death below wastes it, no more */
         slot_begin(s);
         memcpy(s->key, key, strlen(key) + 1);
         st64(&s->token, row_token);
@@ -796,6 +794,7 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
         st64(&s->expires_ns, hexp);
         st32(&s->key_len, (uint32_t)strlen(key));
         slot_end(s);
+        __atomic_store_n(&m->tab->index[pos], (uint16_t)(si + 1), __ATOMIC_RELEASE);
     } else if (s != NULL) {
         /* Left odd: its writer died between its commit and the slot; the row is then ahead. */
         old_token = s->token;
@@ -1642,7 +1641,7 @@ static int write_back(fsa_lockmgr_t *m)
     rc = sqlite3_prepare_v2(m->db, "UPDATE locks SET token = ?2 WHERE key = ?1 AND token < ?2", -1,
                             &u, NULL);
     for (uint32_t k = 0, n = table_used(m->tab); rc == SQLITE_OK && k < n; k++) {
-        const slot_t *s = slot_at(m->tab, m->tab->used[k]);
+        const slot_t *s = slot_at(m->tab, k);
         uint32_t kl = ld32(&s->key_len);
         if (kl == 0 || kl >= sizeof s->key || s->token <= 0)
             continue;
@@ -1665,8 +1664,7 @@ void fsa_lockmgr_close(fsa_lockmgr_t *m)
         fsa_log(p, FSA_LOG_WARN, "lock manager %s closed with %zu locks held; releasing them",
                 m->label, m->held);
     /* Our slots name nobody now: free, not a dead holder's. */
-    for (uint32_t k = 0, n = table_used(m->tab); k < n; k++) {
-        uint32_t i = m->tab->used[k];
+    for (uint32_t i = 0, n = table_used(m->tab); i < n; i++) {
         slot_t *s = slot_at(m->tab, i);
         if (ld32(&s->key_len) != 0 && ld64(&s->holder) == m->id && lock_slot(m, i) == FSA_OK) {
             if (s->holder == m->id) {
@@ -1749,7 +1747,7 @@ static fsa_status_t list_holders(fsa_lockmgr_t *m, fsa_lock_stats_t *out, char *
     fsa_mono_t now = m->port->mono_now(m->port->ctx);
     /* The table's keys. */
     for (uint32_t k = 0, nu = table_used(m->tab); k < nu && !oom; k++) {
-        const slot_t *s = slot_at(m->tab, m->tab->used[k]);
+        const slot_t *s = slot_at(m->tab, k);
         uint32_t kl = ld32(&s->key_len);
         int64_t holder = ld64(&s->holder);
         bool alive = false;
