@@ -107,6 +107,20 @@ struct fsa_port {
     /* The id of the process, to name a lock holder to people (posix: getpid). The sim port's
      * file locks are the real ones, so it names the real process too. Never fails. */
     int64_t (*process_id)(void *ctx);
+
+    /* Maps the first len bytes of f's file into memory, shared: every process (and handle) that
+     * maps the file sees every change at once, and a change outlives the process that made it
+     * (not a power cut: nothing is synced to the disk). The file is first grown to len bytes
+     * (zeros) if shorter, never shrunk. Sets *addr on FSA_OK. Returns FSA_OK; FSA_EINVAL (NULL,
+     * len 0); FSA_EFULL (no space to grow it); FSA_ENOMEM; FSA_EIO. The sim port's is the real
+     * one, like its file locks, so that the two describe the same file. flock_unmap undoes a
+     * mapping (addr NULL is accepted); the handle may be closed before or after. */
+    fsa_status_t (*flock_map)(void *ctx, fsa_flock_t *f, size_t len, void **addr);
+    void (*flock_unmap)(void *ctx, void *addr, size_t len);
+    /* Empties f's file to len bytes of zeros, as if new (holes: no disk or memory used until
+     * written); mappings of it stay valid and read zeros. The caller makes sure that no one
+     * touches a mapping of the file meanwhile. FSA_OK; FSA_EINVAL; FSA_EFULL; FSA_EIO. */
+    fsa_status_t (*flock_clear)(void *ctx, fsa_flock_t *f, size_t len);
 };
 
 /* The process-wide posix port: real clocks, getrandom, pthreads, OFD locks, log to stderr.

@@ -53,7 +53,9 @@ fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen
  *     one row per open lock manager; its liveness is an OFD lock on byte `id` of "<journal>.locks"
  *   locks(key TEXT PRIMARY KEY, token INTEGER NOT NULL, holder INTEGER, holder_label TEXT,
  *         acquired_ns INTEGER, expires_ns INTEGER)
- *     token: the last fencing token issued for key (strictly increasing, never reset);
+ *     token: the last fencing token issued for key (strictly increasing, never reset), or, while
+ *     the lock managers' shared token table is live, its durable copy, at most
+ *     FSA__LOCK_SYNC_EVERY behind (storage/lock.c);
  *     holder NULL when free; *_ns are CLOCK_MONOTONIC (port mono) nanoseconds.
  */
 

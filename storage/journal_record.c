@@ -147,7 +147,7 @@ static fsa_status_t fence_check(fsa_journal_t *j, const fsa_fence_t *fence, fsa_
 {
     if (fence == NULL)
         return FSA_OK;
-    fsa_status_t s = fsa__lock_fence_check(j->db, fence);
+    fsa_status_t s = fsa__lock_fence_check(j->port, j->db, fence);
     if (s == FSA_EFENCED)
         rec_error(rec,
                   "write refused: lock %s was taken over (token %" PRId64

@@ -18,7 +18,9 @@
  * - A lock is a lease: a holder that overruns its lease may be replaced by the next acquirer.
  * - A holder that dies (crash, kill, power loss) releases its locks at once: the next acquirer
  *   takes them over without waiting for the lease to run out.
- * - Every acquisition gets a fencing token, strictly increasing per key and stored in the journal.
+ * - Every acquisition gets a fencing token, strictly increasing per key: kept in a token table
+ *   shared by the managers ("<journal>.locks", mapped), whose durable copy is the journal's locks
+ *   table (see lock.c: an uncontended acquisition writes no database page).
  *   A journal write made under a lock carries fsa_lock_fence() and is refused with FSA_EFENCED,
  *   changing nothing, once a later token has been issued for the key; so a holder whose lease ran
  *   out cannot write over its successor.
@@ -28,7 +30,8 @@
  * Objects and ownership:
  *   fsa_lockmgr_t  one per journal and user; opened by fsa_lockmgr_open(), closed by
  *                  fsa_lockmgr_close(). Thread-safe: many threads may share one manager. It holds
- *                  its own SQLite connection and an OFD lock on "<journal>.locks" (its liveness).
+ *                  its own SQLite connection, OFD locks on "<journal>.locks" (its liveness) and
+ *                  a shared mapping of that file's token table.
  *                  Do not use a manager in a child after fork(); open a new one there.
  *   fsa_lock_t     caller-owned (stack or struct member), one acquisition. Used by one thread at a
  *                  time; may be released from another thread than the one that acquired it.

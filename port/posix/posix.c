@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -261,6 +263,53 @@ void fsa__posix_flock_close(void *ctx, fsa_flock_t *f)
     fsa_free(f);
 }
 
+fsa_status_t fsa__posix_flock_map(void *ctx, fsa_flock_t *f, size_t len, void **addr)
+{
+    (void)ctx;
+    if (f == NULL || addr == NULL || len == 0 || len > (size_t)INT64_MAX)
+        return FSA_EINVAL;
+    *addr = NULL;
+    struct stat st;
+    if (fstat(f->fd, &st) != 0)
+        return FSA_EIO;
+    /* Only ever grown: a concurrent mapper that grew it first loses nothing to ours. */
+    if ((uint64_t)st.st_size < (uint64_t)len) {
+        int rc;
+        while ((rc = ftruncate(f->fd, (off_t)len)) != 0 && errno == EINTR) {
+        }
+        if (rc != 0)
+            return errno == ENOSPC ? FSA_EFULL : FSA_EIO;
+    }
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
+    if (p == MAP_FAILED)
+        return errno == ENOMEM ? FSA_ENOMEM : FSA_EIO;
+    *addr = p;
+    return FSA_OK;
+}
+
+fsa_status_t fsa__posix_flock_clear(void *ctx, fsa_flock_t *f, size_t len)
+{
+    (void)ctx;
+    if (f == NULL || len > (size_t)INT64_MAX)
+        return FSA_EINVAL;
+    int rc;
+    do {
+        rc = ftruncate(f->fd, 0);
+    } while (rc != 0 && errno == EINTR);
+    while (rc == 0 && (rc = ftruncate(f->fd, (off_t)len)) != 0 && errno == EINTR)
+        rc = 0; /* interrupted: again */
+    if (rc != 0)
+        return errno == ENOSPC ? FSA_EFULL : FSA_EIO;
+    return FSA_OK;
+}
+
+void fsa__posix_flock_unmap(void *ctx, void *addr, size_t len)
+{
+    (void)ctx;
+    if (addr != NULL && len > 0)
+        (void)munmap(addr, len);
+}
+
 static void posix_log(void *ctx, fsa_log_level_t level, const char *msg)
 {
     (void)ctx;
@@ -306,6 +355,9 @@ static fsa_port_t posix_port = {
     .log = posix_log,
     .log_level = FSA_LOG_WARN,
     .process_id = posix_process_id,
+    .flock_map = fsa__posix_flock_map,
+    .flock_unmap = fsa__posix_flock_unmap,
+    .flock_clear = fsa__posix_flock_clear,
 };
 
 fsa_port_t *fsa_port_posix(void)

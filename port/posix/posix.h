@@ -22,5 +22,9 @@ fsa_status_t fsa__posix_flock_try(void *ctx, fsa_flock_t *f, uint64_t slot) FSA_
 fsa_status_t fsa__posix_flock_try_shared(void *ctx, fsa_flock_t *f, uint64_t slot) FSA_MUST_CHECK;
 void fsa__posix_flock_release(void *ctx, fsa_flock_t *f, uint64_t slot);
 void fsa__posix_flock_close(void *ctx, fsa_flock_t *f);
+fsa_status_t fsa__posix_flock_map(void *ctx, fsa_flock_t *f, size_t len,
+                                  void **addr) FSA_MUST_CHECK;
+void fsa__posix_flock_unmap(void *ctx, void *addr, size_t len);
+fsa_status_t fsa__posix_flock_clear(void *ctx, fsa_flock_t *f, size_t len) FSA_MUST_CHECK;
 
 #endif

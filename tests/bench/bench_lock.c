@@ -20,11 +20,12 @@
  *   value:    fsa_lock_acquire + fsa_lock_release of one key, nobody else around (posix port);
  *   baseline: BEGIN IMMEDIATE; UPDATE one row of the locks table; COMMIT, through a connection
  *             opened by fsa__db_open with the same pragmas, prepared statements, same file.
- * A pair is two write transactions (acquire, release), the baseline one, so a ratio near 0.5 means
- * the lock manager adds little beyond the commits themselves.
+ * A pair of a key in the shared token table writes no database page (storage/lock.c); one in
+ * FSA__LOCK_SYNC_EVERY writes the key's row. Goal (issue 16): at most 10 us, and no slower than the
+ * baseline's one write transaction.
  */
 
-#define GOAL_US 20.0
+#define GOAL_US 10.0
 #define MIN_RUN_NS (1 * FSA_NS_PER_S) /* each measurement runs at least this long ... */
 #define MIN_ITERS 200                 /* ... and at least this many iterations */
 
@@ -158,7 +159,10 @@ static void report(const char *name, const char *setting, double value, double b
     printf("lock acquire+release, uncontended, %s: %.1f us/pair (baseline BEGIN IMMEDIATE + "
            "UPDATE + COMMIT: %.1f us)%s\n",
            setting, value, baseline,
-           goal ? (value <= GOAL_US ? "; goal <= 20 us: met" : "; goal <= 20 us: NOT met") : "");
+           goal ? (value <= GOAL_US && value <= baseline
+                       ? "; goal <= 10 us and <= the baseline: met"
+                       : "; goal <= 10 us and <= the baseline: NOT met")
+                : "");
     printf("BENCH {\"name\":\"%s\",\"value\":%.2f,\"unit\":\"us\",\"baseline\":%.2f,"
            "\"baseline_name\":\"%s\",\"ratio\":%.3f}\n",
            name, value, baseline, baseline_name, baseline / value);

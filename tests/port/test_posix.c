@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -225,6 +226,38 @@ static void test_flock_try__released_when_holder_dies(void **state)
     close(go[1]);
 }
 
+/* Two handles (as two processes would) map one file: a store through one is seen through the
+ * other at once, and outlives both mappings; the file grows to the length, and never shrinks. */
+static void test_flock_map__shared_between_handles(void **state)
+{
+    (void)state;
+    fsa_flock_t *a, *b;
+    void *pa = NULL, *pb = NULL;
+    assert_fsa_ok(P->flock_open(P->ctx, lock_path, &a));
+    assert_fsa_ok(P->flock_open(P->ctx, lock_path, &b));
+    assert_fsa_ok(P->flock_map(P->ctx, a, 8192, &pa));
+    assert_fsa_ok(P->flock_map(P->ctx, b, 4096, &pb));
+    struct stat st;
+    assert_int_equal(stat(lock_path, &st), 0);
+    assert_int_equal(st.st_size, 8192);
+    assert_int_equal(((unsigned char *)pb)[100], 0); /* grown with zeros */
+    memcpy((char *)pa + 100, "token", 6);
+    assert_string_equal((char *)pb + 100, "token");
+    P->flock_unmap(P->ctx, pa, 8192);
+    P->flock_unmap(P->ctx, pb, 4096);
+    P->flock_unmap(P->ctx, NULL, 4096);
+    P->flock_close(P->ctx, a);
+    assert_fsa_ok(P->flock_map(P->ctx, b, 4096, &pb));
+    assert_string_equal((char *)pb + 100, "token");
+    P->flock_unmap(P->ctx, pb, 4096);
+    assert_int_equal(stat(lock_path, &st), 0);
+    assert_int_equal(st.st_size, 8192);
+    assert_int_equal(P->flock_map(P->ctx, b, 0, &pb), FSA_EINVAL);
+    assert_int_equal(P->flock_map(P->ctx, b, 4096, NULL), FSA_EINVAL);
+    assert_int_equal(P->flock_map(P->ctx, NULL, 4096, &pb), FSA_EINVAL);
+    P->flock_close(P->ctx, b);
+}
+
 static void test_flock_open__unwritable_path(void **state)
 {
     (void)state;
@@ -294,6 +327,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flock_try_shared__readers_share_writers_exclude,
                                         setup_lockfile, teardown_lockfile),
         cmocka_unit_test_setup_teardown(test_flock_try__released_when_holder_dies, setup_lockfile,
+                                        teardown_lockfile),
+        cmocka_unit_test_setup_teardown(test_flock_map__shared_between_handles, setup_lockfile,
                                         teardown_lockfile),
         cmocka_unit_test(test_flock_open__unwritable_path),
         cmocka_unit_test(test_process_id__is_this_process),

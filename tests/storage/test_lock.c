@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,12 +114,25 @@ static int64_t stored_token(sqlite3 *db, const char *key)
     return t;
 }
 
+/* The latest token issued for key, as the journal's fence check reads it (the shared token table
+ * while managers are open, the locks table otherwise): token passes, its neighbours do not. */
+static void assert_latest_token(sqlite3 *db, const char *key, int64_t token)
+{
+    fsa_port_t *p = fsa_port_posix();
+    fsa_fence_t f = {key, token, NULL};
+    assert_fsa_ok(fsa__lock_fence_check(p, db, &f));
+    f.token = token - 1;
+    assert_int_equal(fsa__lock_fence_check(p, db, &f), FSA_EFENCED);
+    f.token = token + 1;
+    assert_int_equal(fsa__lock_fence_check(p, db, &f), FSA_EFENCED);
+}
+
 /* A journal write as the journal makes it: check the fence inside the write transaction, change
  * a row only if the fence holds. */
 static fsa_status_t fenced_write(sqlite3 *db, const fsa_fence_t *f, int value)
 {
     assert_fsa_ok(fsa__db_exec(db, "BEGIN IMMEDIATE", NULL, 0));
-    fsa_status_t st = fsa__lock_fence_check(db, f);
+    fsa_status_t st = fsa__lock_fence_check(fsa_port_posix(), db, f);
     assert_int_equal(sqlite3_get_autocommit(db), 0); /* the check left our transaction open */
     if (st == FSA_OK) {
         char sql[64];
@@ -391,7 +405,7 @@ static void test_lock_release__writes_nothing_and_frees_the_lock(void **state)
     assert_fsa_ok(fsa_lock_acquire(b, FSA_LOCK_TICKET_ESCALATION, "T5", &lb, NULL, 0));
     assert_int_equal(fsa_mono_diff_ns(fx->sp->mono_now(fx->sp->ctx), t0), 0);
     assert_int_equal(lb.token, la.token + 1);
-    assert_int_equal(stored_token(db, "TICKET_ESCALATION:T5"), lb.token);
+    assert_latest_token(db, "TICKET_ESCALATION:T5", lb.token);
     assert_fsa_ok(fsa_lockmgr_stats(b, &s, NULL, 0));
     assert_int_equal(s.contended + s.expired + s.dead_takeovers, 0);
     assert_int_equal(s.holders_total, 1);
@@ -678,7 +692,8 @@ static void test_lock_release__overrun_not_taken_over_is_still_ours(void **state
     fsa_sim_advance(fx->sim, 60 * FSA_NS_PER_S);
     sqlite3 *db = open_db(fx);
     fsa_fence_t f = fsa_lock_fence(&la);
-    assert_fsa_ok(fsa__lock_fence_check(db, &f)); /* no later token: the fence holds */
+    assert_fsa_ok(
+        fsa__lock_fence_check(fsa_port_posix(), db, &f)); /* no later token: the fence holds */
     sqlite3_close(db);
     assert_fsa_ok(fsa_lock_release(&la, NULL, 0));
     fsa_lockmgr_close(a);
@@ -718,17 +733,17 @@ static void test_lock_fence_check__refuses_what_was_not_issued(void **state)
     assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_TICKET_ESCALATION, "T1", &l, NULL, 0));
     sqlite3 *db = open_db(fx);
     fsa_fence_t ok = fsa_lock_fence(&l);
-    fsa_fence_t none = {NULL, 0};
-    fsa_fence_t zero = {"TICKET_ESCALATION:T1", 0};
-    fsa_fence_t future = {"TICKET_ESCALATION:T1", l.token + 1};
-    fsa_fence_t unknown = {"TICKET_ESCALATION:T2", 1};
-    assert_fsa_ok(fsa__lock_fence_check(db, &ok));
-    assert_int_equal(fsa__lock_fence_check(db, &none), FSA_EFENCED);
-    assert_int_equal(fsa__lock_fence_check(db, &zero), FSA_EFENCED);
-    assert_int_equal(fsa__lock_fence_check(db, &future), FSA_EFENCED);
-    assert_int_equal(fsa__lock_fence_check(db, &unknown), FSA_EFENCED);
-    assert_int_equal(fsa__lock_fence_check(NULL, &ok), FSA_EINVAL);
-    assert_int_equal(fsa__lock_fence_check(db, NULL), FSA_EINVAL);
+    fsa_fence_t none = {NULL, 0, NULL};
+    fsa_fence_t zero = {"TICKET_ESCALATION:T1", 0, NULL};
+    fsa_fence_t future = {"TICKET_ESCALATION:T1", l.token + 1, NULL};
+    fsa_fence_t unknown = {"TICKET_ESCALATION:T2", 1, NULL};
+    assert_fsa_ok(fsa__lock_fence_check(fsa_port_posix(), db, &ok));
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), db, &none), FSA_EFENCED);
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), db, &zero), FSA_EFENCED);
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), db, &future), FSA_EFENCED);
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), db, &unknown), FSA_EFENCED);
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), NULL, &ok), FSA_EINVAL);
+    assert_int_equal(fsa__lock_fence_check(fsa_port_posix(), db, NULL), FSA_EINVAL);
     /* Outside a transaction it starts none either. */
     assert_int_equal(sqlite3_get_autocommit(db), 1);
     sqlite3_close(db);
@@ -809,9 +824,10 @@ static void test_lock_acquire__threads_sharing_a_manager_exclude_each_other(void
     assert_int_equal(s.timed_out + s.expired + s.lost, 0);
     assert_int_equal(s.holders_total, 0);
     sqlite3 *db = open_db(fx);
+    assert_latest_token(db, "JOB_WORKFLOW_UPDATE:J42", N_THREADS * 30);
+    fsa_lockmgr_close(m); /* the last manager out writes the tokens back to the locks table */
     assert_int_equal(stored_token(db, "JOB_WORKFLOW_UPDATE:J42"), N_THREADS * 30);
     sqlite3_close(db);
-    fsa_lockmgr_close(m);
 }
 
 static void test_lock_acquire__threads_with_own_managers_exclude_each_other(void **state)
@@ -1098,6 +1114,253 @@ static void test_lockmgr_stats__lists_at_most_the_maximum(void **state)
     fsa_lockmgr_close(m);
 }
 
+/* ---- the shared token table ---- */
+
+/* Once a key is in the shared table, its uncontended pairs write no database page: the latest
+ * token is in the table, which the fence check reads; the locks row, its durable copy, falls at
+ * most FSA__LOCK_SYNC_EVERY tokens behind, and is exact again once the last manager closes. */
+static void test_lock_acquire__uncontended_pairs_write_no_page(void **state)
+{
+    fixture_t *fx = *state;
+    fsa_lockmgr_t *m = open_mgr(fx, fx->sp, "quiet");
+    sqlite3 *db = open_db(fx);
+    const char *key = "JOB_WORKFLOW_UPDATE:J7";
+    fsa_lock_t l;
+    assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_JOB_WORKFLOW_UPDATE, "J7", &l, NULL, 0));
+    assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    int64_t v0 = data_version(db);
+    for (int i = 2; i <= 100; i++) {
+        assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_JOB_WORKFLOW_UPDATE, "J7", &l, NULL, 0));
+        assert_int_equal(l.token, i);
+        assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    }
+    assert_int_equal(data_version(db), v0); /* 99 pairs, not one commit */
+    assert_int_equal(stored_token(db, key), 1);
+    assert_latest_token(db, key, 100);
+
+    /* The row keeps up within FSA__LOCK_SYNC_EVERY tokens. */
+    int64_t n = 3 * FSA__LOCK_SYNC_EVERY;
+    for (int64_t i = 101; i <= n; i++) {
+        assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_JOB_WORKFLOW_UPDATE, "J7", &l, NULL, 0));
+        assert_int_equal(l.token, i);
+        assert_true(l.token - stored_token(db, key) <= FSA__LOCK_SYNC_EVERY);
+        assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    }
+    assert_true(data_version(db) > v0);
+    assert_latest_token(db, key, n);
+    fsa_lock_stats_t s;
+    assert_fsa_ok(fsa_lockmgr_stats(m, &s, NULL, 0));
+    assert_int_equal(s.acquired, n);
+    assert_int_equal(s.contended + s.expired + s.dead_takeovers + s.lost, 0);
+    fsa_lockmgr_close(m);
+    assert_int_equal(stored_token(db, key), n); /* written back */
+    assert_latest_token(db, key, n);
+    sqlite3_close(db);
+}
+
+/* A slot left half-changed by a process that died in it (seq odd): a writer that died after its
+ * commit leaves the row ahead of the slot. The fence check and the next acquisition both go by
+ * the higher of the two, and the acquisition mends the slot. */
+static void test_lock_acquire__torn_slot_goes_by_the_row(void **state)
+{
+    fixture_t *fx = *state;
+    fsa_lockmgr_t *a = open_mgr(fx, fx->sp, "a");
+    fsa_lockmgr_t *b = open_mgr(fx, fx->sp, "b");
+    sqlite3 *db = open_db(fx);
+    const char *key = "TICKET_ESCALATION:T3";
+    fsa_lock_t l;
+    for (int i = 0; i < 3; i++) {
+        assert_fsa_ok(fsa_lock_acquire(a, FSA_LOCK_TICKET_ESCALATION, "T3", &l, NULL, 0));
+        assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    }
+    assert_int_equal(l.token, 3);
+    /* The dead writer's commit (token 10) went through; its slot was left odd at 3. */
+    assert_fsa_ok(fsa__db_exec(db, "UPDATE locks SET token = 10 WHERE key = 'TICKET_ESCALATION:T3'",
+                               NULL, 0));
+    assert_fsa_ok(fsa__lock_table_tear(a, key, 3));
+    assert_latest_token(db, key, 10);
+    assert_fsa_ok(fsa_lock_acquire(b, FSA_LOCK_TICKET_ESCALATION, "T3", &l, NULL, 0));
+    assert_int_equal(l.token, 11);
+    assert_latest_token(db, key, 11);
+    assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    /* Mended: the next pair is a quiet one again. */
+    int64_t v0 = data_version(db);
+    assert_fsa_ok(fsa_lock_acquire(b, FSA_LOCK_TICKET_ESCALATION, "T3", &l, NULL, 0));
+    assert_int_equal(l.token, 12);
+    assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    assert_int_equal(data_version(db), v0);
+    assert_int_equal(fsa__lock_table_tear(a, "TICKET_ESCALATION:nope", 1), FSA_ENOTFOUND);
+    assert_int_equal(fsa__lock_table_tear(NULL, key, 1), FSA_EINVAL);
+    sqlite3_close(db);
+    fsa_lockmgr_close(a);
+    fsa_lockmgr_close(b);
+}
+
+/* The child of the tests below: takes and releases key `rounds` times, each token written to
+ * report_fd while the lock is held (so the pipe holds the tokens in the order they were issued),
+ * then waits for SIGKILL if wait_kill. Exit codes name what failed. */
+static int child_take_and_report(const char *path, const char *resource, int rounds, int report_fd,
+                                 bool wait_kill)
+{
+    fsa_lockmgr_opts_t o = {.label = "reporter"};
+    fsa_lockmgr_t *m = NULL;
+    if (fsa_lockmgr_open(fsa_port_posix(), path, &o, &m, NULL, 0) != FSA_OK)
+        return 10;
+    for (int i = 0; i < rounds || rounds < 0; i++) {
+        fsa_lock_t l;
+        char err[256];
+        if (fsa_lock_acquire(m, FSA_LOCK_ATTENDANCE_UPDATE, resource, &l, err, sizeof err) !=
+            FSA_OK) {
+            fprintf(stderr, "child %ld: %s\n", (long)getpid(), err);
+            return 11;
+        }
+        if (write(report_fd, &l.token, sizeof l.token) != (ssize_t)sizeof l.token)
+            return 12;
+        if (fsa_lock_release(&l, NULL, 0) != FSA_OK)
+            return 13;
+    }
+    if (wait_kill) {
+        for (;;)
+            pause(); /* until the parent's SIGKILL */
+    }
+    fsa_lockmgr_close(m);
+    return 0;
+}
+
+/* The last manager on the journal dies (SIGKILL) with tokens issued that its row never saw; the
+ * next manager starts a new generation of the table, and its first token is above them all. The
+ * same when the .locks file itself is gone (re-created). */
+static void test_lock_acquire__tokens_increase_after_the_last_manager_dies(void **state)
+{
+    fixture_t *fx = *state;
+    fsa_port_t *p = fsa_port_posix();
+    fsa_lockmgr_close(open_mgr(fx, p, NULL)); /* create the journal */
+    char locks[160];
+    snprintf(locks, sizeof locks, "%s.locks", fx->path);
+    for (int pass = 0; pass < 2; pass++) {
+        int report[2];
+        assert_int_equal(pipe(report), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(report[0]);
+            _exit(child_take_and_report(fx->path, "A9", 50, report[1], true));
+        }
+        close(report[1]);
+        int64_t last = 0, t = 0;
+        for (int i = 0; i < 50; i++) {
+            assert_int_equal(read(report[0], &t, sizeof t), sizeof t);
+            assert_true(t > last);
+            last = t;
+        }
+        close(report[0]);
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status));
+        if (pass == 1)
+            assert_int_equal(unlink(locks), 0); /* and the table goes with its file */
+
+        sqlite3 *db = open_db(fx);
+        assert_true(stored_token(db, "ATTENDANCE_UPDATE:A9") < last); /* the row lags */
+        fx->log[0] = '\0';
+        fsa_lockmgr_t *m = open_mgr(fx, fx->sp, "next");
+        assert_non_null(strstr(fx->log, "ended without closing"));
+        fsa_lock_t l;
+        assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_ATTENDANCE_UPDATE, "A9", &l, NULL, 0));
+        assert_true(l.token > last);
+        assert_latest_token(db, "ATTENDANCE_UPDATE:A9", l.token);
+        assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+        fsa_lockmgr_close(m);
+        assert_int_equal(stored_token(db, "ATTENDANCE_UPDATE:A9"), l.token);
+        sqlite3_close(db);
+    }
+
+    /* A clean close writes every token back: a new table (its file gone too) goes on exactly. */
+    assert_int_equal(unlink(locks), 0);
+    fx->log[0] = '\0';
+    fsa_lockmgr_t *m = open_mgr(fx, p, NULL);
+    assert_null(strstr(fx->log, "ended without closing"));
+    sqlite3 *db = open_db(fx);
+    int64_t before = stored_token(db, "ATTENDANCE_UPDATE:A9");
+    fsa_lock_t l;
+    assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_ATTENDANCE_UPDATE, "A9", &l, NULL, 0));
+    assert_int_equal(l.token, before + 1);
+    assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    sqlite3_close(db);
+    fsa_lockmgr_close(m);
+}
+
+#define KILL_CHILDREN 3
+#define KILL_ROUNDS 16
+
+/* Processes take turns on one key and are SIGKILLed at random moments (mid-acquire, holding,
+ * mid-release, all of them at once at the end); every token any of them reported, in the order
+ * they were issued, is above the one before, and the next manager's is above them all. */
+static void test_lock_acquire__tokens_increase_across_kills(void **state)
+{
+    fixture_t *fx = *state;
+    fsa_port_t *p = fsa_port_posix();
+    fsa_lockmgr_close(open_mgr(fx, p, NULL));
+    uint64_t seed = (uint64_t)getpid();
+    int report[2];
+    assert_int_equal(pipe(report), 0);
+    pid_t kids[KILL_CHILDREN];
+    for (int i = 0; i < KILL_CHILDREN; i++) {
+        kids[i] = fork();
+        assert_true(kids[i] >= 0);
+        if (kids[i] == 0) {
+            close(report[0]);
+            _exit(child_take_and_report(fx->path, "K", -1, report[1], false));
+        }
+    }
+    int64_t last = 0, t = 0;
+    long seen = 0;
+    for (int round = 0; round < KILL_ROUNDS; round++) {
+        seed = seed * 6364136223846793005u + 1442695040888963407u;
+        int reads = 5 + (int)((seed >> 33) % 60);
+        for (int i = 0; i < reads; i++, seen++) {
+            assert_int_equal(read(report[0], &t, sizeof t), sizeof t);
+            if (t <= last)
+                fail_msg("token %lld after %lld (round %d)", (long long)t, (long long)last, round);
+            last = t;
+        }
+        int victim = (int)((seed >> 20) % KILL_CHILDREN);
+        assert_int_equal(kill(kids[victim], SIGKILL), 0);
+        int status = 0;
+        assert_int_equal(waitpid(kids[victim], &status, 0), kids[victim]);
+        if (!WIFSIGNALED(status))
+            fail_msg("child exited with %d", WEXITSTATUS(status));
+        kids[victim] = fork();
+        assert_true(kids[victim] >= 0);
+        if (kids[victim] == 0) {
+            close(report[0]);
+            _exit(child_take_and_report(fx->path, "K", -1, report[1], false));
+        }
+    }
+    for (int i = 0; i < KILL_CHILDREN; i++)
+        assert_int_equal(kill(kids[i], SIGKILL), 0);
+    for (int i = 0; i < KILL_CHILDREN; i++) {
+        int status = 0;
+        assert_int_equal(waitpid(kids[i], &status, 0), kids[i]);
+    }
+    close(report[1]);
+    /* What they reported before dying, in order too. */
+    while (read(report[0], &t, sizeof t) == (ssize_t)sizeof t) {
+        assert_true(t > last);
+        last = t;
+        seen++;
+    }
+    close(report[0]);
+    assert_true(seen >= KILL_ROUNDS * 5);
+    fsa_lockmgr_t *m = open_mgr(fx, p, "after");
+    fsa_lock_t l;
+    assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_ATTENDANCE_UPDATE, "K", &l, NULL, 0));
+    assert_true(l.token > last);
+    assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    fsa_lockmgr_close(m);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1128,6 +1391,10 @@ int main(void)
         T(test_lock_acquire__processes_exclude_each_other),
         T(test_lockmgr_stats__counts_times_holders_and_json),
         T(test_lockmgr_stats__lists_at_most_the_maximum),
+        T(test_lock_acquire__uncontended_pairs_write_no_page),
+        T(test_lock_acquire__torn_slot_goes_by_the_row),
+        T(test_lock_acquire__tokens_increase_after_the_last_manager_dies),
+        T(test_lock_acquire__tokens_increase_across_kills),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
