@@ -41,13 +41,8 @@
 #include "sync/signer.h"
 
 #define URI_MAX FSA__SERVER_URI_MAX
-/* A compressed body can be a little larger than its inflated form (incompressible data). */
-#define RAW_BODY_MAX (FSA_LIMIT_BODY_BYTES + 64 * 1024)
-/* A refused body is still read (and dropped) up to this size so that the 413 reaches a client
- * that sends without waiting for "100 Continue" (PROTOCOL.md section 3); past it the server
- * answers at once and closes, which may reset the connection. 16 MiB is the ceiling of the body
- * limit (port/limits.h) and bounds the work a refused client costs. */
-#define DISCARD_MAX ((uint64_t)FSA_LIMIT_BODY_BYTES_MAX)
+#define RAW_BODY_MAX FSA__SERVER_RAW_BODY_MAX /* request.h */
+#define DISCARD_MAX FSA__SERVER_DISCARD_MAX   /* request.h */
 /* A body without a Content-Length (chunked) has no announced end: past the body limit only this
  * much more is read and dropped before the 413, and the connection is closed after it. */
 #define CHUNKED_DISCARD_MAX ((uint64_t)RAW_BODY_MAX + 64 * 1024)
@@ -290,22 +285,10 @@ static void count_status(fsa_server_t *srv, unsigned http)
         bump(&srv->stats.http5xx);
 }
 
-/* True when the request's Accept-Encoding names gzip and does not refuse it with q=0. */
-static bool accepts_gzip(struct MHD_Connection *c)
+/* A request header's value, NULL when absent. */
+static const char *header(struct MHD_Connection *c, const char *name)
 {
-    const char *ae = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept-Encoding");
-    const char *g = ae != NULL ? strstr(ae, "gzip") : NULL;
-    if (g == NULL)
-        return false;
-    g += 4;
-    while (*g == ' ')
-        g++;
-    if (strncmp(g, ";q=0", 4) != 0)
-        return true;
-    g += 4;
-    if (*g == '.')
-        g += 1 + strspn(g + 1, "0");
-    return *g >= '1' && *g <= '9'; /* q=0.5 accepts; q=0, q=0.0 refuse */
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
 }
 
 /* Compresses text with gzip into a new buffer; false (nothing allocated) when that fails or does
@@ -337,7 +320,8 @@ static enum MHD_Result respond(fsa_server_t *srv, struct MHD_Connection *c, unsi
     bool gzipped = false;
     char *gz = NULL;
     size_t gz_len = 0;
-    if (text != NULL && len >= GZIP_MIN_BYTES && accepts_gzip(c) &&
+    if (text != NULL && len >= GZIP_MIN_BYTES &&
+        fsa__server_accepts_gzip(header(c, "Accept-Encoding")) &&
         gzip_text(text, len, &gz, &gz_len)) {
         fsa_codec_free(text);
         text = gz;
@@ -563,50 +547,36 @@ static bool quota_ok(fsa_server_t *srv, const device_t *d, bool take)
     return ok;
 }
 
-static bool hex_of(const char *s, size_t n)
-{
-    return s != NULL && strlen(s) == n && strspn(s, "0123456789abcdefABCDEF") == n;
-}
-
 /*
- * The checks of a /v1/ request that need no body, run before any of it is read: a known device,
- * the signature headers' shape, the clock window and the device's quota. The same answers as
- * after the body (PROTOCOL.md section 5), so a client sees no difference but the cost.
+ * The checks of a /v1/ request that need no body, run before any of it is read: the pure ones
+ * (fsa__server_precheck: a known device, the signature headers' shape, the clock window), then
+ * the device's quota and, for a push, whether its nonce was seen. The same answers as after the
+ * body (PROTOCOL.md section 5), so a client sees no difference but the cost.
  */
 static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_t *req,
-                     const char *method, auth_fail_t *fail)
+                     auth_fail_t *fail)
 {
-    (void)method;
     fsa__server_route_t rt;
     fsa__server_route(req->uri, &rt);
     if (!rt.push && !rt.pull)
         return true; /* answered 404 later */
-    const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Device-Id");
-    const char *ts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Timestamp");
-    const char *nonce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Nonce");
-    const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Signature");
-    const device_t *d =
-        id != NULL ? fsa__server_device_find(srv->devices, srv->ndevices, id) : NULL;
-    int64_t t = 0;
-    if (d == NULL) {
-        bump(&srv->stats.unknown_device);
-        *fail = (auth_fail_t){401, "unknown_device", "unknown device"};
+    fsa__server_auth_in_t in = {
+        .device_id = header(c, "X-Device-Id"),
+        .timestamp = header(c, "X-Timestamp"),
+        .nonce = header(c, "X-Nonce"),
+        .signature = header(c, "X-Signature"),
+        .now_ms = now_ms(srv),
+    };
+    fsa__server_auth_t a;
+    fsa__server_precheck(srv->devices, srv->ndevices, &in, &a);
+    if (a.verdict != FSA__AUTH_OK) {
+        *fail = a.fail;
+        bump(a.verdict == FSA__AUTH_BAD_SIGNATURE ? &srv->stats.bad_signature
+             : a.verdict == FSA__AUTH_CLOCK_SKEW  ? &srv->stats.clock_skew
+                                                  : &srv->stats.unknown_device);
         return false;
     }
-    if (!fsa__server_parse_i64(ts, &t) || !hex_of(nonce, FSA_LIMIT_NONCE_HEX) ||
-        !hex_of(sig, FSA_SIGNER_HEX_BYTES - 1)) {
-        bump(&srv->stats.bad_signature);
-        *fail = (auth_fail_t){401, "bad_signature", "the request signature does not verify"};
-        return false;
-    }
-    int64_t now = now_ms(srv);
-    int64_t skew = now > t ? now - t : t - now;
-    if (skew > FSA_LIMIT_SKEW_MS) {
-        bump(&srv->stats.clock_skew);
-        *fail = (auth_fail_t){401, "clock_skew", "X-Timestamp is more than 300 s from server_time"};
-        return false;
-    }
-    if (!quota_ok(srv, d, false)) {
+    if (!quota_ok(srv, a.dev, false)) {
         bump(&srv->stats.quota_429);
         *fail = (auth_fail_t){429, "overloaded", "this device is over its request quota"};
         return false;
@@ -615,12 +585,12 @@ static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_
      * body is read. Only a look: the nonce is recorded after the signature verifies, so a client
      * without the secret cannot spend a device's nonces. When the look fails, the full check
      * after the body decides. A pull has no body: its nonce is checked once, after. */
-    uint64_t na = 0, nb = 0;
     char canon[FSA_LIMIT_NONCE_HEX + 1];
     bool seen = false;
-    if (rt.push && fsa__server_nonce_parse(nonce, &na, &nb)) {
-        snprintf(canon, sizeof canon, "%016" PRIx64 "%016" PRIx64, na, nb);
-        if (fsa_store_nonce_seen(srv->store, d->id, canon, now, &seen) == FSA_OK && seen) {
+    if (rt.push) {
+        snprintf(canon, sizeof canon, "%016" PRIx64 "%016" PRIx64, a.nonce_a, a.nonce_b);
+        if (fsa_store_nonce_seen(srv->store, a.dev->id, canon, in.now_ms, &seen) == FSA_OK &&
+            seen) {
             bump(&srv->stats.replay);
             *fail = (auth_fail_t){401, "replay", "this nonce was seen before"};
             return false;
@@ -1027,41 +997,18 @@ static enum MHD_Result handle_admin(fsa_server_t *srv, struct MHD_Connection *c,
         warn_limited(srv, "admin API: wrong or missing bearer token (%lld refused so far)", n);
         return respond_error(srv, c, 401, "unauthorized", "missing or wrong admin bearer token");
     }
-    bool get_m = strcmp(method, "GET") == 0;
-    bool post_m = strcmp(method, "POST") == 0;
-    const char *rest = path + strlen("/admin/v1/");
-    if (strcmp(rest, "stats") == 0)
-        return get_m ? admin_stats(srv, c)
-                     : respond_error(srv, c, 405, "method_not_allowed", "use GET");
-    if (strcmp(rest, "entities") == 0)
-        return post_m ? admin_seed(srv, c, req)
-                      : respond_error(srv, c, 405, "method_not_allowed", "use POST");
-    if (strcmp(rest, "ops") == 0)
-        return post_m ? admin_ops(srv, c, req)
-                      : respond_error(srv, c, 405, "method_not_allowed", "use POST");
-    char a[32], b[FSA_ID_BYTES + 1], tail[32];
-    if (strncmp(rest, "entities/", 9) == 0) {
-        const char *t = rest + 9;
-        const char *slash = strchr(t, '/');
-        fsa_type_t type;
-        if (slash != NULL && (size_t)(slash - t) < sizeof a) {
-            memcpy(a, t, (size_t)(slash - t));
-            a[slash - t] = '\0';
-            if (fsa_type_parse(a, &type) == FSA_OK && fsa_model_id_valid(slash + 1))
-                return get_m ? respond_entity(srv, c, 200, type, slash + 1)
-                             : respond_error(srv, c, 405, "method_not_allowed", "use GET");
-        }
-    }
-    if (strncmp(rest, "jobneeds/", 9) == 0) {
-        const char *t = rest + 9;
-        const char *slash = strchr(t, '/');
-        if (slash != NULL && (size_t)(slash - t) < sizeof b && strlen(slash) < sizeof tail) {
-            memcpy(b, t, (size_t)(slash - t));
-            b[slash - t] = '\0';
-            if (strcmp(slash, "/autoclose") == 0 && fsa_model_id_valid(b))
-                return post_m ? admin_autoclose(srv, c, b)
-                              : respond_error(srv, c, 405, "method_not_allowed", "use POST");
-        }
+    fsa__server_admin_route_t rt;
+    fsa__server_admin_route(path, &rt);
+    if (rt.res != FSA__ADMIN_NONE && strcmp(method, rt.method) != 0)
+        return respond_error(srv, c, 405, "method_not_allowed",
+                             strcmp(rt.method, "GET") == 0 ? "use GET" : "use POST");
+    switch (rt.res) {
+    case FSA__ADMIN_STATS: return admin_stats(srv, c);
+    case FSA__ADMIN_SEED: return admin_seed(srv, c, req);
+    case FSA__ADMIN_OPS: return admin_ops(srv, c, req);
+    case FSA__ADMIN_ENTITY: return respond_entity(srv, c, 200, rt.type, rt.id);
+    case FSA__ADMIN_AUTOCLOSE: return admin_autoclose(srv, c, rt.id);
+    case FSA__ADMIN_NONE: break; /* 404 */
     }
     return respond_error(srv, c, 404, "not_found", "no such admin resource");
 }
@@ -1215,126 +1162,120 @@ static append_t append_body(request_t *req, const char *data, size_t n)
     return APPEND_OK;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls)
+/* True (counted, logged) when the request is still incomplete past its deadline, counted from its
+ * request line: it is closed without an answer (libmicrohttpd answers only complete requests). */
+static bool too_slow(fsa_server_t *srv, const request_t *req)
 {
-    (void)url;
-    (void)version;
-    fsa_server_t *srv = cls;
-    request_t *req = *con_cls;
-    if (req == NULL)
-        return MHD_NO; /* on_uri could not allocate: close the connection */
-    bool is_v1 = !req->on_admin && strncmp(req->uri, "/v1/", 4) == 0;
     int64_t deadline_s =
         srv->cfg.request_deadline_s > 0 ? srv->cfg.request_deadline_s : FSA_LIMIT_SERVER_REQUEST_S;
-    if (!req->answered && fsa_mono_diff_ns(srv->port.mono_now(srv->port.ctx), req->first_line) >
-                              deadline_s * INT64_C(1000000000)) {
-        /* Too slow: closed without an answer (libmicrohttpd answers only complete requests). */
-        bump(&srv->stats.too_slow);
-        warn_limited(srv, "closed a request still incomplete after %" PRId64 " s", deadline_s);
+    if (req->answered || fsa_mono_diff_ns(srv->port.mono_now(srv->port.ctx), req->first_line) <=
+                             deadline_s * INT64_C(1000000000))
+        return false;
+    bump(&srv->stats.too_slow);
+    warn_limited(srv, "closed a request still incomplete after %" PRId64 " s", deadline_s);
+    return true;
+}
+
+/*
+ * The first call for a request: its headers are complete. Refuses what can be refused on them
+ * (a target too long, request smuggling, a body over the limit, and for /v1/ the checks of
+ * precheck), each before any of the body is buffered, so that a client without a known device
+ * or a well-formed signed request costs no memory.
+ */
+static enum MHD_Result on_headers(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
+                                  bool is_v1)
+{
+    req->started = true;
+    conn_arm(srv, c, false, 0); /* the headers are complete */
+    if (is_v1 && fault_hit(srv, srv->cfg.faults.rate_reset)) {
+        bump(&srv->stats.f_reset);
+        return MHD_NO; /* close before processing */
+    }
+    if (req->uri_too_long)
+        return respond_error(srv, c, 414, "malformed", "the request target is too long");
+    /* Request smuggling: two Content-Length headers, or one with Transfer-Encoding, are refused
+     * and the connection closed, whatever the values. */
+    framing_t fr = {0, 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &fr);
+    if (!fsa__server_framing_ok(fr.content_length, fr.transfer_encoding)) {
+        bump(&srv->stats.smuggling);
+        bump(&srv->stats.malformed);
+        req->refused = true;
+        return respond_error(srv, c, 400, "malformed",
+                             "conflicting Content-Length and Transfer-Encoding headers");
+    }
+    const char *cl = header(c, "Content-Length");
+    const char *expect = header(c, "Expect");
+    req->chunked = cl == NULL;
+    fsa__server_body_plan_t plan = fsa__server_body_plan(cl, expect);
+    if (plan == FSA__BODY_REFUSE) {
+        bump(&srv->stats.too_large);
+        return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+    }
+    req->body_too_large = plan == FSA__BODY_DROP;
+    /* A refusal on the headers comes at once to a client waiting for "100 Continue", else after
+     * its body was read and dropped (PROTOCOL.md section 3: a refusal reaches a client still
+     * sending). */
+    if (is_v1 && !req->body_too_large && !precheck(srv, c, req, &req->early_fail)) {
+        bump(&srv->stats.before_body);
+        if (fsa__server_expects_continue(expect)) {
+            req->refused = true;
+            return respond_auth_fail(srv, c, &req->early_fail);
+        }
+        req->early = true;
+    }
+    if (is_v1)
+        req->drop = fault_hit(srv, srv->cfg.faults.rate_drop);
+    return MHD_YES;
+}
+
+/* A piece of the body (n bytes): kept, or dropped when the answer is known already. */
+static enum MHD_Result on_body(fsa_server_t *srv, request_t *req, const char *data, size_t n)
+{
+    req->seen += n;
+    if (req->refused) {
+        /* An answer is queued; a client still sending gets the connection closed once it has
+         * sent CHUNKED_DISCARD_MAX more. */
+        return req->seen > CHUNKED_DISCARD_MAX ? MHD_NO : MHD_YES;
+    }
+    if (req->early) {
+        /* Dropped: the answer is known. A body over the bound is cut (connection closed). */
+        return req->seen > (req->chunked ? CHUNKED_DISCARD_MAX : DISCARD_MAX) ? MHD_NO : MHD_YES;
+    }
+    append_t ar = append_body(req, data, n);
+    if (ar == APPEND_NOMEM)
+        return MHD_NO;
+    if (ar == APPEND_OVER_BUDGET) {
+        /* All requests together hold FSA_LIMIT_SERVER_BODY_BUDGET already: this body is dropped
+         * as it comes (its buffer freed now) and answered 503 with Retry-After at its end, so the
+         * client retries later instead of the server holding it. libmicrohttpd answers only once
+         * the request is complete. */
+        bump(&srv->stats.budget_503);
+        fsa_free(req->body);
+        budget_release(srv, req->cap);
+        req->body = NULL;
+        req->len = req->cap = 0;
+        req->early = true;
+        req->early_fail =
+            (fsa__server_fail_t){503, "overloaded", "the server is holding too many bodies; retry"};
+        return MHD_YES;
+    }
+    if (req->chunked && req->seen > CHUNKED_DISCARD_MAX) {
+        /* A chunked body that never ends: libmicrohttpd can answer only a complete request, so
+         * past the body limit and a small discard bound the connection is closed (a chunked body
+         * that ends before that bound gets its 413). */
+        bump(&srv->stats.too_large);
+        warn_limited(srv, "closed a connection sending a chunked body over %llu bytes",
+                     (unsigned long long)CHUNKED_DISCARD_MAX);
         return MHD_NO;
     }
-    if (!req->started) {
-        req->started = true;
-        conn_arm(srv, c, false, 0); /* the headers are complete */
-        if (is_v1 && fault_hit(srv, srv->cfg.faults.rate_reset)) {
-            bump(&srv->stats.f_reset);
-            return MHD_NO; /* close before processing */
-        }
-        if (req->uri_too_long)
-            return respond_error(srv, c, 414, "malformed", "the request target is too long");
-        /* Request smuggling (a proxy and this server reading different bodies): two
-         * Content-Length headers, or one with Transfer-Encoding, are refused and the connection
-         * closed, whatever the values. */
-        framing_t fr = {0, 0};
-        MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &fr);
-        if (fr.content_length > 1 || (fr.content_length > 0 && fr.transfer_encoding > 0) ||
-            fr.transfer_encoding > 1) {
-            bump(&srv->stats.smuggling);
-            bump(&srv->stats.malformed);
-            req->refused = true;
-            return respond_error(srv, c, 400, "malformed",
-                                 "conflicting Content-Length and Transfer-Encoding headers");
-        }
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        req->chunked = cl == NULL;
-        int64_t clen = 0;
-        if (cl != NULL && fsa__server_parse_i64(cl, &clen) && clen > RAW_BODY_MAX) {
-            /* PROTOCOL.md section 3: a refusal must reach a client that is still sending. A
-             * client waiting for "100 Continue" has sent nothing yet and gets the 413 at once; a
-             * client that sends its body without waiting has its body read and dropped (up to
-             * DISCARD_MAX) and the 413 after it, because closing a socket with unread data
-             * resets the connection, and a reset can destroy the answer before the client reads
-             * it. Only a body over DISCARD_MAX is refused mid-way. */
-            const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
-            if ((uint64_t)clen > DISCARD_MAX ||
-                (expect != NULL && strcasecmp(expect, "100-continue") == 0)) {
-                bump(&srv->stats.too_large);
-                return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
-            }
-            req->body_too_large = true;
-        }
-        /* The checks that need no body come before any of it is buffered, so that a client
-         * without a known device or a well-formed signed request costs no memory. Its answer
-         * comes at once to a client waiting for "100 Continue", else after its body was read
-         * and dropped (PROTOCOL.md section 3: a refusal reaches a client still sending). */
-        if (is_v1 && !req->body_too_large && !precheck(srv, c, req, method, &req->early_fail)) {
-            bump(&srv->stats.before_body);
-            const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
-            if (expect != NULL && strcasecmp(expect, "100-continue") == 0) {
-                req->refused = true;
-                return respond_auth_fail(srv, c, &req->early_fail);
-            }
-            req->early = true;
-        }
-        if (is_v1)
-            req->drop = fault_hit(srv, srv->cfg.faults.rate_drop);
-        return MHD_YES;
-    }
-    if (*upload_data_size > 0) {
-        size_t n = *upload_data_size;
-        req->seen += n;
-        *upload_data_size = 0;
-        if (req->refused) {
-            /* An answer is queued; a client still sending gets the connection closed once it
-             * has sent CHUNKED_DISCARD_MAX more. */
-            return req->seen > CHUNKED_DISCARD_MAX ? MHD_NO : MHD_YES;
-        }
-        if (req->early) {
-            /* Dropped: the answer is known. A body over the bound is cut (connection closed). */
-            return req->seen > (req->chunked ? CHUNKED_DISCARD_MAX : DISCARD_MAX) ? MHD_NO
-                                                                                  : MHD_YES;
-        }
-        append_t ar = append_body(req, upload_data, n);
-        if (ar == APPEND_NOMEM)
-            return MHD_NO;
-        if (ar == APPEND_OVER_BUDGET) {
-            /* All requests together hold FSA_LIMIT_SERVER_BODY_BUDGET already: this body is
-             * dropped as it comes (its buffer freed now) and answered 503 with Retry-After at its
-             * end, so the client retries later instead of the server holding it. libmicrohttpd
-             * answers only once the request is complete. */
-            bump(&srv->stats.budget_503);
-            fsa_free(req->body);
-            budget_release(srv, req->cap);
-            req->body = NULL;
-            req->len = req->cap = 0;
-            req->early = true;
-            req->early_fail = (fsa__server_fail_t){503, "overloaded",
-                                                   "the server is holding too many bodies; retry"};
-            return MHD_YES;
-        }
-        if (req->chunked && req->seen > CHUNKED_DISCARD_MAX) {
-            /* A chunked body that never ends: libmicrohttpd can answer only a complete request,
-             * so past the body limit and a small discard bound the connection is closed (a
-             * chunked body that ends before that bound gets its 413). */
-            bump(&srv->stats.too_large);
-            warn_limited(srv, "closed a connection sending a chunked body over %llu bytes",
-                         (unsigned long long)CHUNKED_DISCARD_MAX);
-            return MHD_NO;
-        }
-        return MHD_YES;
-    }
+    return MHD_YES;
+}
+
+/* The last call for a request: the whole body came. */
+static enum MHD_Result on_complete(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
+                                   const char *method, bool is_v1)
+{
     if (req->refused)
         return MHD_YES; /* answered already */
     if (req->early)
@@ -1354,6 +1295,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_NO; /* processed and committed; the answer is lost */
     }
     return ret;
+}
+
+/* libmicrohttpd's request callback: first with the headers, then with each piece of the body,
+ * last with none once the body is complete. */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)url;
+    (void)version;
+    fsa_server_t *srv = cls;
+    request_t *req = *con_cls;
+    if (req == NULL)
+        return MHD_NO; /* on_uri could not allocate: close the connection */
+    bool is_v1 = !req->on_admin && strncmp(req->uri, "/v1/", 4) == 0;
+    if (too_slow(srv, req))
+        return MHD_NO;
+    if (!req->started)
+        return on_headers(srv, c, req, is_v1);
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        return on_body(srv, req, upload_data, n);
+    }
+    return on_complete(srv, c, req, method, is_v1);
 }
 
 /* MHD's format, checked by the compiler as a printf format passed on. */
@@ -1777,17 +1743,30 @@ static void server_free(fsa_server_t *srv)
     fsa_free(srv);
 }
 
-fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out, char *err,
-                              size_t errlen)
+/* The server's locks and conditions; FSA_ENOMEM when one cannot be made. */
+static fsa_status_t server_locks_new(fsa_server_t *srv)
 {
-    char dummy[8];
-    if (err == NULL || errlen == 0) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    err[0] = '\0';
-    if (out != NULL)
-        *out = NULL;
+    const fsa_port_t *p = &srv->port;
+    fsa_status_t st = p->mutex_new(p->ctx, &srv->sweep_lock);
+    if (st == FSA_OK)
+        st = p->cond_new(p->ctx, &srv->sweep_cond);
+    if (st == FSA_OK)
+        st = p->mutex_new(p->ctx, &srv->quota_lock);
+    if (st == FSA_OK)
+        st = p->mutex_new(p->ctx, &srv->admin_lock);
+    if (st == FSA_OK)
+        st = p->mutex_new(p->ctx, &srv->log_lock);
+    if (st == FSA_OK)
+        st = p->mutex_new(p->ctx, &srv->conn_lock);
+    if (st == FSA_OK)
+        st = p->cond_new(p->ctx, &srv->conn_cond);
+    return st == FSA_OK ? FSA_OK : FSA_ENOMEM;
+}
+
+/* A server for cfg (checked), with its port, limits and locks, and nothing started: *out. */
+static fsa_status_t server_new(const fsa_server_config_t *cfg, fsa_server_t **out, char *err,
+                               size_t errlen)
+{
     if (cfg == NULL || out == NULL || cfg->host == NULL || cfg->port == NULL ||
         cfg->db_path == NULL || cfg->devices_file == NULL ||
         (cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
@@ -1810,25 +1789,24 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     srv->started_ms = now_ms(srv);
     atomic_init(&srv->in_flight, 0);
     atomic_init(&srv->fault_counter, 0);
-    fsa_status_t st = srv->port.mutex_new(srv->port.ctx, &srv->sweep_lock);
-    if (st == FSA_OK)
-        st = srv->port.cond_new(srv->port.ctx, &srv->sweep_cond);
-    if (st == FSA_OK)
-        st = srv->port.mutex_new(srv->port.ctx, &srv->quota_lock);
-    if (st == FSA_OK)
-        st = srv->port.mutex_new(srv->port.ctx, &srv->admin_lock);
-    if (st == FSA_OK)
-        st = srv->port.mutex_new(srv->port.ctx, &srv->log_lock);
-    if (st == FSA_OK)
-        st = srv->port.mutex_new(srv->port.ctx, &srv->conn_lock);
-    if (st == FSA_OK)
-        st = srv->port.cond_new(srv->port.ctx, &srv->conn_cond);
-    if (st != FSA_OK) {
+    srv->quota_rate = cfg->device_rate > 0 ? cfg->device_rate : FSA_LIMIT_DEVICE_REQ_PER_S;
+    srv->quota_burst = cfg->device_rate > 0 ? 4.0 * cfg->device_rate : FSA_LIMIT_DEVICE_REQ_BURST;
+    if (srv->cfg.op_retention_ms <= 0)
+        srv->cfg.op_retention_ms = FSA_SERVER_OP_RETENTION_MS;
+    *out = srv;
+    if (server_locks_new(srv) != FSA_OK) {
         snprintf(err, errlen, "out of memory");
-        st = FSA_ENOMEM;
-        goto out;
+        return FSA_ENOMEM;
     }
-    st = load_devices(srv, err, errlen);
+    return FSA_OK;
+}
+
+/* The files of the configuration: the devices (and their quotas), the admin token, the TLS
+ * certificate and key. */
+static fsa_status_t server_load_files(fsa_server_t *srv, char *err, size_t errlen)
+{
+    const fsa_server_config_t *cfg = &srv->cfg;
+    fsa_status_t st = load_devices(srv, err, errlen);
     if (st == FSA_OK) {
         srv->quota = fsa_calloc(srv->ndevices > 0 ? srv->ndevices : 1, sizeof *srv->quota);
         if (srv->quota == NULL) {
@@ -1850,60 +1828,62 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
             st = FSA_EUNSUPPORTED;
         }
     }
-    if (st != FSA_OK)
-        goto out;
-    unsigned threads = worker_threads();
-    st = fsa_store_open(&srv->port, cfg->db_path, threads, &srv->store, err, errlen);
+    return st;
+}
+
+/* The store, with a reader per worker thread; its error names the database but never a
+ * PostgreSQL URI, which may hold a password. */
+static fsa_status_t server_open_store(fsa_server_t *srv, unsigned threads, char *err, size_t errlen)
+{
+    const char *db = srv->cfg.db_path;
+    fsa_status_t st = fsa_store_open(&srv->port, db, threads, &srv->store, err, errlen);
     if (st != FSA_OK) {
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", err);
-        /* A PostgreSQL URI may hold a password: it is never printed. */
-        bool uri = strstr(cfg->db_path, "://") != NULL;
-        snprintf(err, errlen, "database %s: %s", uri ? "(PostgreSQL URI)" : cfg->db_path, tmp);
-        goto out;
+        bool uri = strstr(db, "://") != NULL;
+        snprintf(err, errlen, "database %s: %s", uri ? "(PostgreSQL URI)" : db, tmp);
     }
-    srv->quota_rate = cfg->device_rate > 0 ? cfg->device_rate : FSA_LIMIT_DEVICE_REQ_PER_S;
-    srv->quota_burst = cfg->device_rate > 0 ? 4.0 * cfg->device_rate : FSA_LIMIT_DEVICE_REQ_BURST;
-    if (srv->cfg.op_retention_ms <= 0)
-        srv->cfg.op_retention_ms = FSA_SERVER_OP_RETENTION_MS;
-    st = srv->port.thread_create(srv->port.ctx, &srv->sweeper, sweeper_main, srv);
+    return st;
+}
+
+/* The op log's sweeper and the connection watch. */
+static fsa_status_t server_threads_start(fsa_server_t *srv, char *err, size_t errlen)
+{
+    fsa_status_t st = srv->port.thread_create(srv->port.ctx, &srv->sweeper, sweeper_main, srv);
     if (st != FSA_OK) {
         snprintf(err, errlen, "cannot start the op log sweeper");
-        goto out;
+        return st;
     }
     st = srv->port.thread_create(srv->port.ctx, &srv->conn_watch, conn_watch_main, srv);
-    if (st != FSA_OK) {
-        snprintf(err, errlen, "cannot start the connection watch");
-        goto out;
-    }
-    st = bind_tcp("listen", cfg->host, cfg->port, srv->tls_cert != NULL, false, &srv->listen_fd,
-                  srv->url, sizeof srv->url, err, errlen);
-    if (st == FSA_OK && srv->admin_enabled)
-        st = bind_admin(srv, err, errlen);
     if (st != FSA_OK)
-        goto out;
+        snprintf(err, errlen, "cannot start the connection watch");
+    return st;
+}
 
-    /* poll(), not epoll: with a thread pool and epoll, libmicrohttpd 0.9.75's
-     * MHD_quiesce_daemon() races its own worker threads removing the listening socket from their
-     * epoll sets, and now and then aborts the process at shutdown ("Failed to remove listen FD
-     * from epoll set"). poll() has no such set; each worker polls only its own connections and
-     * the listening socket, which stays cheap at hundreds of connections. */
-    unsigned flags =
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (srv->tls_cert != NULL)
-        flags |= MHD_USE_TLS;
-    /* TLS 1.2 or 1.3 only, forward-secret key exchange (ECDHE, DHE) and AEAD ciphers only: no
-     * static RSA key exchange, no CBC, no SHA-1 MACs (GnuTLS priority string). */
-    static const char tls_priorities[] =
-        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-RSA:-PSK:-CIPHER-ALL:+AES-256-GCM:"
-        "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD";
-    struct MHD_OptionItem tls_opts[] = {
-        {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, srv->tls_cert},
-        {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, srv->tls_key},
-        {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0,
-         (void *)(uintptr_t)tls_priorities},
-        {MHD_OPTION_END, 0, NULL},
-    };
+/* TLS 1.2 or 1.3 only, forward-secret key exchange (ECDHE, DHE) and AEAD ciphers only: no static
+ * RSA key exchange, no CBC, no SHA-1 MACs (GnuTLS priority string). */
+static const char tls_priorities[] =
+    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-RSA:-PSK:-CIPHER-ALL:+AES-256-GCM:"
+    "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD";
+
+/* libmicrohttpd's TLS options of the server (3 items and the end; the end alone without TLS). */
+static void tls_options(const fsa_server_t *srv, struct MHD_OptionItem opts[4])
+{
+    bool tls = srv->tls_cert != NULL;
+    opts[0] =
+        (struct MHD_OptionItem){tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, srv->tls_cert};
+    opts[1] =
+        (struct MHD_OptionItem){tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, srv->tls_key};
+    opts[2] = (struct MHD_OptionItem){tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0,
+                                      (void *)(uintptr_t)tls_priorities};
+    opts[3] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+}
+
+/* The device listener's daemon on srv->listen_fd, with `threads` workers. */
+static fsa_status_t start_device_daemon(fsa_server_t *srv, unsigned flags, unsigned threads,
+                                        struct MHD_OptionItem *tls_opts, char *err, size_t errlen)
+{
+    const fsa_server_config_t *cfg = &srv->cfg;
     srv->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
         MHD_OPTION_LISTEN_SOCKET, srv->listen_fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
@@ -1917,34 +1897,88 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     if (srv->mhd == NULL) {
         snprintf(err, errlen, "cannot start the HTTP server on %s:%s%s", cfg->host, cfg->port,
                  srv->tls_cert != NULL ? " (check the TLS certificate and key)" : "");
-        st = FSA_EIO;
-        goto out;
+        return FSA_EIO;
     }
     srv->listen_fd = -1; /* MHD's now */
-    if (srv->admin_fd >= 0) {
-        /* The admin listener: a few threads of its own (its callers are an operator and
-         * scripts), the same limits and deadlines, TLS as the device listener has unless it is
-         * a unix socket. */
-        bool admin_tls = srv->tls_cert != NULL && srv->admin_unix == NULL;
-        unsigned aflags = flags & ~(unsigned)MHD_USE_TLS;
-        if (admin_tls)
-            aflags |= MHD_USE_TLS;
-        srv->admin_mhd = MHD_start_daemon(
-            aflags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
-            MHD_OPTION_LISTEN_SOCKET, srv->admin_fd, MHD_OPTION_THREAD_POOL_SIZE, 2u,
-            MHD_OPTION_URI_LOG_CALLBACK, on_uri_admin, srv, MHD_OPTION_NOTIFY_COMPLETED,
-            on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)FSA_LIMIT_SERVER_IDLE_S,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR,
-            MHD_OPTION_ARRAY, admin_tls ? tls_opts : tls_opts + 3, MHD_OPTION_END);
-        if (srv->admin_mhd == NULL) {
-            snprintf(err, errlen, "cannot start the admin API's listener on %s", srv->admin_url);
-            st = FSA_EIO;
-            goto out;
-        }
-        srv->admin_fd = -1; /* MHD's now */
+    return FSA_OK;
+}
+
+/* The admin listener's daemon on srv->admin_fd: a few threads of its own (its callers are an
+ * operator and scripts), the same limits and deadlines, TLS as the device listener has unless it
+ * is a unix socket. */
+static fsa_status_t start_admin_daemon(fsa_server_t *srv, unsigned flags,
+                                       struct MHD_OptionItem *tls_opts, char *err, size_t errlen)
+{
+    bool admin_tls = srv->tls_cert != NULL && srv->admin_unix == NULL;
+    unsigned aflags = flags & ~(unsigned)MHD_USE_TLS;
+    if (admin_tls)
+        aflags |= MHD_USE_TLS;
+    srv->admin_mhd = MHD_start_daemon(
+        aflags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+        MHD_OPTION_LISTEN_SOCKET, srv->admin_fd, MHD_OPTION_THREAD_POOL_SIZE, 2u,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri_admin, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)FSA_LIMIT_SERVER_IDLE_S, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR, MHD_OPTION_ARRAY,
+        admin_tls ? tls_opts : tls_opts + 3, MHD_OPTION_END);
+    if (srv->admin_mhd == NULL) {
+        snprintf(err, errlen, "cannot start the admin API's listener on %s", srv->admin_url);
+        return FSA_EIO;
     }
-out:
+    srv->admin_fd = -1; /* MHD's now */
+    return FSA_OK;
+}
+
+/* libmicrohttpd on the bound listeners. */
+static fsa_status_t server_daemons_start(fsa_server_t *srv, unsigned threads, char *err,
+                                         size_t errlen)
+{
+    /* poll(), not epoll: with a thread pool and epoll, libmicrohttpd 0.9.75's
+     * MHD_quiesce_daemon() races its own worker threads removing the listening socket from their
+     * epoll sets, and now and then aborts the process at shutdown ("Failed to remove listen FD
+     * from epoll set"). poll() has no such set; each worker polls only its own connections and
+     * the listening socket, which stays cheap at hundreds of connections. */
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (srv->tls_cert != NULL)
+        flags |= MHD_USE_TLS;
+    struct MHD_OptionItem tls_opts[4];
+    tls_options(srv, tls_opts);
+    fsa_status_t st = start_device_daemon(srv, flags, threads, tls_opts, err, errlen);
+    if (st == FSA_OK && srv->admin_fd >= 0)
+        st = start_admin_daemon(srv, flags, tls_opts, err, errlen);
+    return st;
+}
+
+fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out, char *err,
+                              size_t errlen)
+{
+    char dummy[8];
+    if (err == NULL || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    if (out != NULL)
+        *out = NULL;
+    fsa_server_t *srv = NULL;
+    fsa_status_t st = server_new(cfg, &srv, err, errlen);
+    if (srv == NULL)
+        return st;
+    unsigned threads = worker_threads();
+    if (st == FSA_OK)
+        st = server_load_files(srv, err, errlen);
+    if (st == FSA_OK)
+        st = server_open_store(srv, threads, err, errlen);
+    if (st == FSA_OK)
+        st = server_threads_start(srv, err, errlen);
+    if (st == FSA_OK)
+        st = bind_tcp("listen", cfg->host, cfg->port, srv->tls_cert != NULL, false, &srv->listen_fd,
+                      srv->url, sizeof srv->url, err, errlen);
+    if (st == FSA_OK && srv->admin_enabled)
+        st = bind_admin(srv, err, errlen);
+    if (st == FSA_OK)
+        st = server_daemons_start(srv, threads, err, errlen);
     if (st != FSA_OK) {
         if (srv->mhd != NULL)
             MHD_stop_daemon(srv->mhd); /* closes its listening socket */
