@@ -1,37 +1,23 @@
 /* fieldsync-server: HTTP (libmicrohttpd), authentication, routing, limits, admin API and faults. */
-/* 64-bit file offsets and inode numbers on 32-bit targets (armhf): without them fstat() of a
- * secret file can fail with EOVERFLOW on a large file system. */
-#define _FILE_OFFSET_BITS 64
-
 /*
- * The server is a Linux program of its own, not code that runs on a device: like libmicrohttpd
- * under it, it uses sockets, files and sysconf directly instead of going through the port, which
- * it uses for clocks, randomness, mutexes and its log.
+ * The OS is the port's: clocks, randomness, threads, mutexes and the log (port.h), the secret
+ * files (files.h), the listening sockets (daemon.h), which libmicrohttpd then serves.
  */
 #include "sync/server/server.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/un.h>
 #include <unistd.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 #include <microhttpd.h>
 
 #include "port/alloc.h"
+#include "port/daemon.h"
 #include "port/files.h"
 #include "port/limits.h"
 #include "sync/codec.h"
@@ -1481,7 +1467,7 @@ static void *conn_watch_main(void *arg)
         long long shut = 0;
         for (conn_t *k = srv->conns; k != NULL; k = k->next) {
             if (k->armed && !k->shut && fsa_mono_diff_ns(now, k->deadline) > 0) {
-                (void)shutdown(k->fd, SHUT_RDWR); /* may fail on a socket closing already */
+                fsa_socket_shutdown(k->fd);
                 k->shut = true;
                 shut++;
             }
@@ -1520,22 +1506,6 @@ static void conn_watch_stop(fsa_server_t *srv)
 
 /* ---- start and stop ---- */
 
-/* True for an address of the loopback interface: 127.0.0.0/8, ::1, or ::ffff:127.x.y.z. */
-static bool is_loopback(const struct sockaddr *sa)
-{
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-        if (IN6_IS_ADDR_LOOPBACK(a))
-            return true;
-        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
-    }
-    return false;
-}
-
 /*
  * Binds and listens on host:port (TCP). *fd the socket, url "SCHEME://HOST:PORT" with the real
  * port. loopback_only: an address that is not loopback is refused (FSA_EPERM), what names the
@@ -1545,112 +1515,43 @@ static fsa_status_t bind_tcp(const char *what, const char *host, const char *por
                              bool loopback_only, int *out_fd, char *url, size_t urlcap, char *err,
                              size_t errlen)
 {
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(host, port, &hints, &ai);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot resolve the %s address %s:%s: %s", what, host, port,
-                 gai_strerror(rc));
-        return FSA_EINVAL;
-    }
-    if (loopback_only && !is_loopback(ai->ai_addr)) {
+    char why[256];
+    int fd = -1, bound = 0;
+    bool v6 = false;
+    fsa_status_t st =
+        fsa_socket_listen_tcp(host, port, 1024, loopback_only, &fd, &bound, &v6, why, sizeof why);
+    if (st == FSA_EINVAL)
+        snprintf(err, errlen, "cannot resolve the %s address %s:%s: %s", what, host, port, why);
+    else if (st == FSA_EPERM)
         snprintf(err, errlen,
                  "the %s address %s:%s is not a loopback address: the admin API can change "
                  "every entity, so it listens on loopback (or a unix socket) unless "
                  "--admin-allow-remote says otherwise",
                  what, host, port);
-        freeaddrinfo(ai);
-        return FSA_EPERM;
-    }
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    int one = 1;
-    fsa_status_t st = FSA_OK;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot listen on %s:%s (%s): %s", host, port, what, strerror(e));
-        st = e == EADDRINUSE ? FSA_EBUSY : FSA_EIO;
-        if (fd >= 0)
-            close(fd);
-        fd = -1;
-    }
-    int family = ai->ai_family;
-    freeaddrinfo(ai);
+    else if (st != FSA_OK)
+        snprintf(err, errlen, "cannot listen on %s:%s (%s): %s", host, port, what, why);
     if (st != FSA_OK)
-        return st; // cppcheck-suppress resourceLeak ; fd was closed above whenever st != FSA_OK
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    unsigned bound = 0;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            bound = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        else if (ss.ss_family == AF_INET6)
-            bound = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-    bool v6 = family == AF_INET6 && strchr(host, ':') != NULL;
-    snprintf(url, urlcap, "%s://%s%s%s:%u", tls ? "https" : "http", v6 ? "[" : "", host,
-             v6 ? "]" : "", bound);
+        return st;
+    bool brackets = v6 && strchr(host, ':') != NULL;
+    snprintf(url, urlcap, "%s://%s%s%s:%d", tls ? "https" : "http", brackets ? "[" : "", host,
+             brackets ? "]" : "", bound);
     *out_fd = fd;
     return FSA_OK;
 }
 
-/*
- * Binds and listens on a unix socket at path, mode 0600 (only this user may connect). A socket
- * left by a previous run is replaced; any other file there is refused.
- */
+/* Binds and listens on a unix socket at path, mode 0600 (only this user may connect). A socket
+ * left by a previous run is replaced; any other file there is refused. */
 static fsa_status_t bind_unix(const char *path, int *out_fd, char *err, size_t errlen)
 {
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    if (path[0] == '\0' || strlen(path) >= sizeof a.sun_path) {
-        snprintf(err, errlen, "the admin socket path is empty or over %zu bytes: '%s'",
-                 sizeof a.sun_path - 1, path);
-        return FSA_EINVAL;
-    }
-    memcpy(a.sun_path, path, strlen(path) + 1);
-    struct stat sb;
-    if (lstat(path, &sb) == 0) {
-        if (!S_ISSOCK(sb.st_mode)) {
-            snprintf(err, errlen,
-                     "refusing the admin socket %s: a file that is not a socket is there", path);
-            return FSA_EPERM;
-        }
-        /* A socket someone still listens on is in use; one left by an earlier run is
-         * replaced. */
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        bool live = probe >= 0 && connect(probe, (struct sockaddr *)&a, sizeof a) == 0;
-        if (probe >= 0)
-            close(probe);
-        if (live) {
-            snprintf(err, errlen, "cannot listen on the admin socket %s: another process does",
-                     path);
-            return FSA_EBUSY;
-        }
-        (void)unlink(path); /* bind reports what remains */
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    /* bind creates the file with the umask's mode: 0600 from the start (the server is still
-     * starting: no other thread creates files now), and chmod'ed again to be sure. */
-    int brc = -1;
-    if (fd >= 0) {
-        mode_t old = umask(0177);
-        brc = bind(fd, (struct sockaddr *)&a, sizeof a);
-        (void)umask(old);
-    }
-    if (fd < 0 || brc != 0 || chmod(path, 0600) != 0 || listen(fd, 64) != 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot listen on the admin socket %s: %s", path, strerror(e));
-        if (fd >= 0)
-            close(fd);
-        return e == EADDRINUSE ? FSA_EBUSY : FSA_EIO;
-    }
-    *out_fd = fd;
-    return FSA_OK;
+    char why[256];
+    fsa_status_t st = fsa_socket_listen_unix(path, 64, out_fd, why, sizeof why);
+    if (st == FSA_EINVAL)
+        snprintf(err, errlen, "the admin socket path is %s: '%s'", why, path);
+    else if (st == FSA_EPERM)
+        snprintf(err, errlen, "refusing the admin socket %s: %s", path, why);
+    else if (st != FSA_OK)
+        snprintf(err, errlen, "cannot listen on the admin socket %s: %s", path, why);
+    return st;
 }
 
 /* The admin API's listener: cfg->admin_listen ("HOST:PORT", "unix:PATH"; NULL: 127.0.0.1:0). */
@@ -1713,12 +1614,10 @@ static void server_free(fsa_server_t *srv)
     sweeper_stop(srv);
     conn_watch_stop(srv);
     fsa_store_close(srv->store);
-    if (srv->listen_fd >= 0)
-        close(srv->listen_fd);
-    if (srv->admin_fd >= 0)
-        close(srv->admin_fd);
+    fsa_socket_close(srv->listen_fd);
+    fsa_socket_close(srv->admin_fd);
     if (srv->admin_unix != NULL) {
-        (void)unlink(srv->admin_unix);
+        fsa_socket_unlink(srv->admin_unix);
         fsa_free(srv->admin_unix);
     }
     for (size_t i = 0; i < srv->ndevices; i++) {
@@ -2008,12 +1907,12 @@ void fsa_server_stop(fsa_server_t *srv)
          * MHD_stop_daemon closes it. */
         MHD_socket s = MHD_quiesce_daemon(srv->mhd);
         if (s != MHD_INVALID_SOCKET)
-            close(s);
+            fsa_socket_close(s);
         srv->listen_fd = -1;
         if (srv->admin_mhd != NULL) {
             s = MHD_quiesce_daemon(srv->admin_mhd);
             if (s != MHD_INVALID_SOCKET)
-                close(s);
+                fsa_socket_close(s);
         }
         /* Requests already received finish and get their answers; idle keep-alive connections
          * are closed by MHD_stop_daemon. */
