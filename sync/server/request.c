@@ -59,8 +59,10 @@ bool fsa__server_parse_i64(const char *s, int64_t *out)
     return true;
 }
 
-void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
-                            const fsa__server_auth_in_t *in, fsa__server_auth_t *out)
+/* The device of X-Device-Id; NULL (*out the verdict) when there is none. */
+static const fsa__server_device_t *known_device(const fsa__server_device_t *devices, size_t n,
+                                                const fsa__server_auth_in_t *in,
+                                                fsa__server_auth_t *out)
 {
     memset(out, 0, sizeof *out);
     const fsa__server_device_t *d =
@@ -68,16 +70,43 @@ void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
     if (d == NULL) {
         out->verdict = FSA__AUTH_UNKNOWN_DEVICE;
         out->fail = (fsa__server_fail_t){401, "unknown_device", "unknown device"};
+    }
+    return d;
+}
+
+static void bad_signature(fsa__server_auth_t *out)
+{
+    out->verdict = FSA__AUTH_BAD_SIGNATURE;
+    out->fail = (fsa__server_fail_t){401, "bad_signature", "the request signature does not verify"};
+}
+
+/* The last check: out->ts within FSA_LIMIT_SKEW_MS of now; the verdict into *out. */
+static void check_window(const fsa__server_device_t *d, const fsa__server_auth_in_t *in,
+                         fsa__server_auth_t *out)
+{
+    int64_t skew = in->now_ms > out->ts ? in->now_ms - out->ts : out->ts - in->now_ms;
+    if (skew > FSA_LIMIT_SKEW_MS) {
+        out->verdict = FSA__AUTH_CLOCK_SKEW;
+        out->fail = (fsa__server_fail_t){401, "clock_skew",
+                                         "X-Timestamp is more than 300 s from server_time"};
         return;
     }
+    out->verdict = FSA__AUTH_OK;
+    out->dev = d;
+}
+
+void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
+                            const fsa__server_auth_in_t *in, fsa__server_auth_t *out)
+{
+    const fsa__server_device_t *d = known_device(devices, n, in, out);
+    if (d == NULL)
+        return;
     if (in->timestamp == NULL || in->signature == NULL || in->nonce == NULL ||
         !fsa__server_parse_i64(in->timestamp, &out->ts) ||
         !fsa__server_nonce_parse(in->nonce, &out->nonce_a, &out->nonce_b) ||
         fsa_signer_verify(&d->key, in->method, in->uri, in->timestamp, in->nonce,
                           in->body != NULL ? in->body : "", in->len, in->signature) != FSA_OK) {
-        out->verdict = FSA__AUTH_BAD_SIGNATURE;
-        out->fail =
-            (fsa__server_fail_t){401, "bad_signature", "the request signature does not verify"};
+        bad_signature(out);
         return;
     }
     /* The signer is known only now: a path naming another device is refused after the signature
@@ -88,15 +117,7 @@ void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
             (fsa__server_fail_t){401, "unknown_device", "the device in the path is not the signer"};
         return;
     }
-    int64_t skew = in->now_ms > out->ts ? in->now_ms - out->ts : out->ts - in->now_ms;
-    if (skew > FSA_LIMIT_SKEW_MS) {
-        out->verdict = FSA__AUTH_CLOCK_SKEW;
-        out->fail = (fsa__server_fail_t){401, "clock_skew",
-                                         "X-Timestamp is more than 300 s from server_time"};
-        return;
-    }
-    out->verdict = FSA__AUTH_OK;
-    out->dev = d;
+    check_window(d, in, out);
 }
 
 static bool hex_of(const char *s, size_t n)
@@ -107,31 +128,16 @@ static bool hex_of(const char *s, size_t n)
 void fsa__server_precheck(const fsa__server_device_t *devices, size_t n,
                           const fsa__server_auth_in_t *in, fsa__server_auth_t *out)
 {
-    memset(out, 0, sizeof *out);
-    const fsa__server_device_t *d =
-        in->device_id != NULL ? fsa__server_device_find(devices, n, in->device_id) : NULL;
-    if (d == NULL) {
-        out->verdict = FSA__AUTH_UNKNOWN_DEVICE;
-        out->fail = (fsa__server_fail_t){401, "unknown_device", "unknown device"};
+    const fsa__server_device_t *d = known_device(devices, n, in, out);
+    if (d == NULL)
         return;
-    }
     if (!fsa__server_parse_i64(in->timestamp, &out->ts) || in->nonce == NULL ||
         !fsa__server_nonce_parse(in->nonce, &out->nonce_a, &out->nonce_b) ||
         !hex_of(in->signature, FSA_SIGNER_HEX_BYTES - 1)) {
-        out->verdict = FSA__AUTH_BAD_SIGNATURE;
-        out->fail =
-            (fsa__server_fail_t){401, "bad_signature", "the request signature does not verify"};
+        bad_signature(out);
         return;
     }
-    int64_t skew = in->now_ms > out->ts ? in->now_ms - out->ts : out->ts - in->now_ms;
-    if (skew > FSA_LIMIT_SKEW_MS) {
-        out->verdict = FSA__AUTH_CLOCK_SKEW;
-        out->fail = (fsa__server_fail_t){401, "clock_skew",
-                                         "X-Timestamp is more than 300 s from server_time"};
-        return;
-    }
-    out->verdict = FSA__AUTH_OK;
-    out->dev = d;
+    check_window(d, in, out);
 }
 
 bool fsa__server_framing_ok(unsigned content_length, unsigned transfer_encoding)

@@ -533,6 +533,26 @@ static bool quota_ok(fsa_server_t *srv, const device_t *d, bool take)
     return ok;
 }
 
+/* A verdict of request.c's (counted when it refuses), then the device's quota (take: spend one
+ * request, else only look). False with *fail the answer when either refuses. */
+static bool auth_passed(fsa_server_t *srv, const fsa__server_auth_t *a, bool take,
+                        auth_fail_t *fail)
+{
+    if (a->verdict != FSA__AUTH_OK) {
+        *fail = a->fail;
+        bump(a->verdict == FSA__AUTH_BAD_SIGNATURE ? &srv->stats.bad_signature
+             : a->verdict == FSA__AUTH_CLOCK_SKEW  ? &srv->stats.clock_skew
+                                                   : &srv->stats.unknown_device);
+        return false;
+    }
+    if (!quota_ok(srv, a->dev, take)) {
+        bump(&srv->stats.quota_429);
+        *fail = (auth_fail_t){429, "overloaded", "this device is over its request quota"};
+        return false;
+    }
+    return true;
+}
+
 /*
  * The checks of a /v1/ request that need no body, run before any of it is read: the pure ones
  * (fsa__server_precheck: a known device, the signature headers' shape, the clock window), then
@@ -555,18 +575,8 @@ static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_
     };
     fsa__server_auth_t a;
     fsa__server_precheck(srv->devices, srv->ndevices, &in, &a);
-    if (a.verdict != FSA__AUTH_OK) {
-        *fail = a.fail;
-        bump(a.verdict == FSA__AUTH_BAD_SIGNATURE ? &srv->stats.bad_signature
-             : a.verdict == FSA__AUTH_CLOCK_SKEW  ? &srv->stats.clock_skew
-                                                  : &srv->stats.unknown_device);
+    if (!auth_passed(srv, &a, false, fail))
         return false;
-    }
-    if (!quota_ok(srv, a.dev, false)) {
-        bump(&srv->stats.quota_429);
-        *fail = (auth_fail_t){429, "overloaded", "this device is over its request quota"};
-        return false;
-    }
     /* A nonce seen already for this device (a replay of a signed request) is refused before its
      * body is read. Only a look: the nonce is recorded after the signature verifies, so a client
      * without the secret cannot spend a device's nonces. When the look fails, the full check
@@ -623,21 +633,11 @@ static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const requ
     fsa__server_auth_t a;
     fsa__server_auth_check(srv->devices, srv->ndevices, &in, &a);
     *dev = NULL;
-    if (a.verdict != FSA__AUTH_OK) {
-        *fail = a.fail;
-        bump(a.verdict == FSA__AUTH_BAD_SIGNATURE ? &srv->stats.bad_signature
-             : a.verdict == FSA__AUTH_CLOCK_SKEW  ? &srv->stats.clock_skew
-                                                  : &srv->stats.unknown_device);
-        return false;
-    }
-    const device_t *d = a.dev;
     /* The quota before the nonce: a device's flood neither fills the replay table nor costs a
      * database write. */
-    if (!quota_ok(srv, d, true)) {
-        bump(&srv->stats.quota_429);
-        *fail = (auth_fail_t){429, "overloaded", "this device is over its request quota"};
+    if (!auth_passed(srv, &a, true, fail))
         return false;
-    }
+    const device_t *d = a.dev;
     /* The nonce in one spelling (its 16 bytes as lowercase hex), recorded in the database so that
      * every server process on it refuses a replay; kept until its timestamp leaves the window. */
     char nonce[FSA_LIMIT_NONCE_HEX + 1];
