@@ -1045,7 +1045,7 @@ static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
         int per_dev = (total + c.devices - 1) / c.devices;
         int in_group = c.devices < FSA__GROUP_DEVICES ? c.devices : FSA__GROUP_DEVICES;
         c.sub = (per_dev * in_group + ENTRIES_PER_ENTITY - 1) / ENTRIES_PER_ENTITY;
-        c.targets = targets = groups * c.sub;
+        c.targets = groups * c.sub;
     }
     if (!many_seed(run, &c))
         return;
