@@ -1858,8 +1858,11 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
         errlen = sizeof dummy;
     }
     err[0] = '\0';
-    if (out != NULL)
-        *out = NULL;
+    if (out == NULL) {
+        snprintf(err, errlen, "invalid server configuration");
+        return FSA_EINVAL;
+    }
+    *out = NULL;
     fsa_server_t *srv = NULL;
     fsa_status_t st = server_new(cfg, &srv, err, errlen);
     if (srv == NULL)
