@@ -1,5 +1,6 @@
 /* fieldsync: what a daemon asks of the OS: signals, one instance per file, syslog, a loopback
- * listener. posix only; for the programs (fieldsync run), not part of libfieldsync. */
+ * listener, a server's listening sockets. posix only; for the programs (fieldsync run,
+ * fieldsync-server), not part of libfieldsync. */
 #ifndef FSA_PORT_DAEMON_H
 #define FSA_PORT_DAEMON_H
 
@@ -88,5 +89,39 @@ size_t fsa_conn_read_head(fsa_conn_t *c, char *buf, size_t cap, int timeout_ms);
 fsa_status_t fsa_conn_write(fsa_conn_t *c, const void *data, size_t len) FSA_MUST_CHECK;
 /* Closes and frees. NULL is accepted. */
 void fsa_conn_close(fsa_conn_t *c);
+
+/* ---- a server's listening sockets (fieldsync-server hands them to libmicrohttpd) ---- */
+
+/*
+ * Listens on host:port over TCP (host a name or numeric address, "[v6]" accepted; port numeric,
+ * "0" for a free one) with backlog queued connections. loopback_only: an address that is not a
+ * loopback one (127.0.0.0/8, ::1, ::ffff:127.x.y.z) is refused. *fd the socket (close-on-exec:
+ * fsa_socket_close), *bound_port its port, *v6 whether it is an IPv6 socket.
+ * FSA_OK; FSA_EINVAL (host:port does not resolve); FSA_EPERM (not loopback); FSA_EBUSY (the
+ * address is in use); FSA_EIO. err gets the reason alone (the resolver's or the OS's words), for
+ * the caller to put in its own.
+ */
+fsa_status_t fsa_socket_listen_tcp(const char *host, const char *port, int backlog,
+                                   bool loopback_only, int *fd, int *bound_port, bool *v6,
+                                   char *err, size_t errlen) FSA_MUST_CHECK;
+
+/*
+ * Listens on a unix socket at path with backlog queued connections, the socket file mode 0600
+ * from its creation (only this user may connect). A socket file left by an earlier run is
+ * replaced; one that a process still listens on is not (FSA_EBUSY), nor is any other file there
+ * (FSA_EPERM). FSA_EINVAL: path empty or too long for a socket. FSA_EIO otherwise. err: the reason.
+ */
+fsa_status_t fsa_socket_listen_unix(const char *path, int backlog, int *fd, char *err,
+                                    size_t errlen) FSA_MUST_CHECK;
+
+/* Shuts a connected socket down both ways (its reader sees the end of the stream); fails quietly
+ * on a socket that is closing already. */
+void fsa_socket_shutdown(int fd);
+
+/* Closes a socket fsa_socket_listen_* made (or a library handed back); -1 is accepted. */
+void fsa_socket_close(int fd);
+
+/* Removes the socket file at path (what fsa_socket_listen_unix made); fails quietly. */
+void fsa_socket_unlink(const char *path);
 
 #endif

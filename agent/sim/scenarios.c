@@ -411,6 +411,14 @@ static void ac_race(const fsa__run_t *run, int k, char *out, size_t cap)
     entity_id(run, out, cap, "race%d", k);
 }
 
+/* A transition of job id to `to`, recorded on device d: its mark index (-1 when not recorded). */
+static long ac_transition(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs, const char *id,
+                          const char *to, const char *what)
+{
+    fieldsync_rec_t rec;
+    return rec_mark(f, d, fs, fieldsync_job_transition(fs, id, to, NULL, &rec), &rec, 1, what);
+}
+
 static void ac_record_start(fsa__fleet_t *f, fsa__device_t *d, void *arg)
 {
     ac_ctx_t *c = arg;
@@ -418,15 +426,10 @@ static void ac_record_start(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     if (!fsa__dev_open(f, d, &fs))
         return;
     char id[FSA_ID_BYTES];
-    fieldsync_rec_t rec;
     ac_job(c->run, d->index, id, sizeof id);
-    c->m_start[d->index] =
-        rec_mark(f, d, fs, fieldsync_job_transition(fs, id, "INPROGRESS", NULL, &rec), &rec, 1,
-                 "starting the job");
+    c->m_start[d->index] = ac_transition(f, d, fs, id, "INPROGRESS", "starting the job");
     ac_race(c->run, fsa__race_of(d->index, f->ndev), id, sizeof id);
-    c->m_race[d->index] =
-        rec_mark(f, d, fs, fieldsync_job_transition(fs, id, "INPROGRESS", NULL, &rec), &rec, 1,
-                 "racing for the shared job");
+    c->m_race[d->index] = ac_transition(f, d, fs, id, "INPROGRESS", "racing for the shared job");
     fsa__dev_close(f, d, fs);
 }
 
@@ -437,11 +440,8 @@ static void ac_record_complete(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     if (!fsa__dev_open(f, d, &fs))
         return;
     char id[FSA_ID_BYTES];
-    fieldsync_rec_t rec;
     ac_job(c->run, d->index, id, sizeof id);
-    c->m_complete[d->index] =
-        rec_mark(f, d, fs, fieldsync_job_transition(fs, id, "COMPLETED", NULL, &rec), &rec, 1,
-                 "completing the job");
+    c->m_complete[d->index] = ac_transition(f, d, fs, id, "COMPLETED", "completing the job");
     /* Offline: the attempt fails and the engine persists its backoff. */
     (void)fsa__dev_sync(f, d, fs, false);
     fsa__dev_close(f, d, fs);
@@ -465,53 +465,72 @@ static void ac_finish(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     fsa__dev_close(f, d, fs);
 }
 
-/* Every device of the fleet takes part: its own job's people_id is its id and its race job's
- * the race group's scope key, so that with the devices file the simulator writes (fleet.h) a
- * device pulls its two jobs, not the fleet's. */
-static void scn_autoclose(fsa__run_t *run)
+static void ac_ctx_free(ac_ctx_t *c)
+{
+    fsa_free(c->closed);
+    fsa_free(c->m_start);
+    fsa_free(c->m_race);
+    fsa_free(c->m_complete);
+    fsa_free(c->local);
+}
+
+/* The per-device arrays of c for D devices; false (an invariant failed) when out of memory. */
+static bool ac_ctx_alloc(fsa__run_t *run, ac_ctx_t *c, int D)
+{
+    c->closed = fsa_calloc((size_t)D, sizeof *c->closed);
+    c->m_start = fsa_calloc((size_t)D, sizeof *c->m_start);
+    c->m_race = fsa_calloc((size_t)D, sizeof *c->m_race);
+    c->m_complete = fsa_calloc((size_t)D, sizeof *c->m_complete);
+    c->local = fsa_calloc((size_t)D, sizeof *c->local);
+    if (c->closed && c->m_start && c->m_race && c->m_complete && c->local)
+        return true;
+    fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
+    return false;
+}
+
+/* Every device's own job (its people_id the device's id) and the race groups' shared jobs (the
+ * race group's scope key), on the server. */
+static bool ac_seed(fsa__run_t *run, const ac_ctx_t *c)
 {
     fsa__fleet_t *f = run->fleet;
     int D = f->ndev;
-    run->res->devices = D;
-    ac_ctx_t c = {.run = run, .races = fsa__races(D)};
-    c.closed = fsa_calloc((size_t)D, sizeof *c.closed);
-    c.m_start = fsa_calloc((size_t)D, sizeof *c.m_start);
-    c.m_race = fsa_calloc((size_t)D, sizeof *c.m_race);
-    c.m_complete = fsa_calloc((size_t)D, sizeof *c.m_complete);
-    c.local = fsa_calloc((size_t)D, sizeof *c.local);
-    size_t nseed = (size_t)D + (size_t)c.races;
+    size_t nseed = (size_t)D + (size_t)c->races;
     seed_ent_t *seeds = fsa_calloc(nseed, sizeof *seeds);
-    if (!c.closed || !c.m_start || !c.m_race || !c.m_complete || !c.local || !seeds) {
+    if (seeds == NULL) {
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
-        goto out;
+        return false;
     }
     for (int i = 0; i < D; i++) {
         seeds[i].type = FSA_TYPE_JOBNEED;
         ac_job(run, i, seeds[i].id, sizeof seeds[i].id);
         snprintf(seeds[i].fields, sizeof seeds[i].fields, "{\"people_id\":\"%s\"}", f->dev[i].id);
     }
-    for (int k = 0; k < c.races; k++) {
+    for (int k = 0; k < c->races; k++) {
         seeds[D + k].type = FSA_TYPE_JOBNEED;
         ac_race(run, k, seeds[D + k].id, sizeof seeds[D + k].id);
         char key[FSA_ID_BYTES];
         fsa__scope_key(f, "race", k, key, sizeof key);
         snprintf(seeds[D + k].fields, sizeof seeds[D + k].fields, "{\"people_id\":\"%s\"}", key);
     }
-    if (!seed_all(run, seeds, nseed))
-        goto out;
-    fsa__fleet_run(f, "pull", D, step_pull, NULL);
-    fsa__fleet_run(f, "record start+race", D, ac_record_start, &c);
-    fsa__fleet_run(f, "sync", D, step_drain, NULL);
-    fsa__fleet_run(f, "offline: complete", D, ac_record_complete, &c);
-    /* The server autocloses about half of the jobs (seeded choice), at least one, while their
-     * devices are offline. */
+    bool ok = seed_all(run, seeds, nseed);
+    fsa_free(seeds);
+    return ok;
+}
+
+/* The server autocloses about half of the jobs (seeded choice), at least one and, with two
+ * devices or more, not all, while their devices are offline: through the admin API or the hook.
+ * Without either the choice is still made (c->closed) but nothing is sent. */
+static void ac_server_autoclose(fsa__run_t *run, ac_ctx_t *c)
+{
+    fsa__fleet_t *f = run->fleet;
+    int D = f->ndev;
     uint64_t rs = f->seed ^ UINT64_C(0xA0C105E);
     int nclosed = 0;
     for (int i = 0; i < D; i++) {
-        c.closed[i] = (fsa__mix(&rs) & 1) != 0 || (i == D - 1 && nclosed == 0);
+        c->closed[i] = (fsa__mix(&rs) & 1) != 0 || (i == D - 1 && nclosed == 0);
         if (D >= 2 && i == D - 1 && nclosed == D - 1)
-            c.closed[i] = false;
-        if (!c.closed[i])
+            c->closed[i] = false;
+        if (!c->closed[i])
             continue;
         nclosed++;
         if (run->admin == NULL && run->hook == NULL)
@@ -528,50 +547,71 @@ static void scn_autoclose(fsa__run_t *run)
         if (st != FSA_OK) {
             run->res->how = run->admin != NULL ? "admin API" : "hook";
             fsa__inv_add(run->res, "autoclose_applied", FSA__INV_FAIL, "%s", err);
-            c.closed[i] = false;
+            c->closed[i] = false;
         }
     }
-    fsa__fleet_run(f, "online: sync", D, ac_finish, &c);
+}
 
-    /* Client side: the journals' own record of what happened. */
-    tally_t tc = {0}, tr = {0}, tl = {0};
-    for (int i = 0; i < D; i++) {
+/* Device i's completion: a conflict the server won (its job autoclosed), else applied. False
+ * when it was not recorded at all. */
+static bool ac_tally_completion(const ac_ctx_t *c, const fsa__device_t *d, int i, tally_t *tc)
+{
+    const fsa__mark_t *m = mark_at(d, c->m_complete[i]);
+    char det[200];
+    if (m == NULL) {
+        tally(tc, false, d->id, "its completion was not recorded");
+        return false;
+    }
+    const fsa__dconflict_t *x = find_conflict(d, m->op_id);
+    if (c->closed[i]) {
+        bool ok = m->state == FSA__MARK_CONFLICT && x != NULL &&
+                  strcmp(x->decision, "server-wins") == 0 &&
+                  strcmp(x->server_status, "AUTOCLOSED") == 0;
+        snprintf(det, sizeof det,
+                 "completion of an autoclosed job: state %d, conflict %s, "
+                 "decision %.16s, server %.20s",
+                 m->state, x ? "recorded" : "missing", x ? x->decision : "-",
+                 x ? x->server_status : "-");
+        tally(tc, ok, d->id, det);
+    } else {
+        snprintf(det, sizeof det, "completion of an open job: state %d%s", m->state,
+                 x ? ", with a conflict" : "");
+        tally(tc, m->state == FSA__MARK_DONE && x == NULL, d->id, det);
+    }
+    return true;
+}
+
+/* Client side: the journals' own record of what happened to each device's job. */
+static void ac_check_devices(fsa__run_t *run, const ac_ctx_t *c)
+{
+    fsa__fleet_t *f = run->fleet;
+    tally_t tc = {0}, tl = {0};
+    for (int i = 0; i < f->ndev; i++) {
         fsa__device_t *d = &f->dev[i];
-        const fsa__mark_t *m = mark_at(d, c.m_complete[i]);
-        char det[200];
-        if (m == NULL) {
-            tally(&tc, false, d->id, "its completion was not recorded");
+        if (!ac_tally_completion(c, d, i, &tc))
             continue;
-        }
-        const fsa__dconflict_t *x = find_conflict(d, m->op_id);
-        if (c.closed[i]) {
-            bool ok = m->state == FSA__MARK_CONFLICT && x != NULL &&
-                      strcmp(x->decision, "server-wins") == 0 &&
-                      strcmp(x->server_status, "AUTOCLOSED") == 0;
-            snprintf(det, sizeof det,
-                     "completion of an autoclosed job: state %d, conflict %s, "
-                     "decision %.16s, server %.20s",
-                     m->state, x ? "recorded" : "missing", x ? x->decision : "-",
-                     x ? x->server_status : "-");
-            tally(&tc, ok, d->id, det);
-        } else {
-            snprintf(det, sizeof det, "completion of an open job: state %d%s", m->state,
-                     x ? ", with a conflict" : "");
-            tally(&tc, m->state == FSA__MARK_DONE && x == NULL, d->id, det);
-        }
-        const char *want = c.closed[i] ? "AUTOCLOSED" : "COMPLETED";
-        snprintf(det, sizeof det, "local view %.20s, server %s", c.local[i], want);
-        tally(&tl, strcmp(c.local[i], want) == 0, d->id, det);
+        char det[200];
+        const char *want = c->closed[i] ? "AUTOCLOSED" : "COMPLETED";
+        snprintf(det, sizeof det, "local view %.20s, server %s", c->local[i], want);
+        tally(&tl, strcmp(c->local[i], want) == 0, d->id, det);
     }
     run->res->how =
         run->admin != NULL ? "devices (autoclose: admin API)" : "devices (autoclose: hook)";
     tally_done(run, "server_wins_recorded_as_conflict", &tc, "completions");
     tally_done(run, "local_views_converged", &tl, "devices");
-    for (int k = 0; k < c.races; k++) {
+}
+
+/* Client side: in each race group exactly one device's transition applied, the others
+ * converged. */
+static void ac_check_races(fsa__run_t *run, const ac_ctx_t *c)
+{
+    fsa__fleet_t *f = run->fleet;
+    tally_t tr = {0};
+    for (int k = 0; k < c->races; k++) {
         int winners = 0, converged = 0, racers = 0;
-        for (int i = k; i < D; i += c.races) {
+        for (int i = k; i < f->ndev; i += c->races) {
             fsa__device_t *d = &f->dev[i];
-            const fsa__mark_t *m = mark_at(d, c.m_race[i]);
+            const fsa__mark_t *m = mark_at(d, c->m_race[i]);
             racers++;
             if (m == NULL)
                 continue;
@@ -588,55 +628,79 @@ static void scn_autoclose(fsa__run_t *run)
         tally(&tr, winners == 1 && converged == racers - 1, id, det);
     }
     tally_done(run, "one_winner_per_race", &tr, "races");
+}
 
-    /* Server side. */
-    if (need_state(run, "autoclosed_jobs_stay_autoclosed")) {
-        tally_t ts = {.server = true};
-        for (int i = 0; i < D; i++) {
-            char id[FSA_ID_BYTES], det[200];
-            ac_job(run, i, id, sizeof id);
-            int64_t v = 0;
-            char *fields = NULL;
-            if (!read_entity(run, "autoclosed_jobs_stay_autoclosed", FSA_TYPE_JOBNEED, id, &v,
-                             &fields))
-                break;
-            const char *want = c.closed[i] ? "AUTOCLOSED" : "COMPLETED";
-            bool ok = fsa__check_str_field(fields, "jobstatus", want, det, sizeof det) && v == 3;
-            if (v != 3)
-                snprintf(det, sizeof det, "version %" PRId64 ", expected 3 (seed, start, %s)", v,
-                         c.closed[i] ? "autoclose" : "completion");
-            tally(&ts, ok, id, det);
-            fsa_free(fields);
-        }
-        tally_done(run, "autoclosed_jobs_stay_autoclosed", &ts, "jobs");
+/* Server side: every job is AUTOCLOSED or COMPLETED as chosen, at version 3. */
+static void ac_check_server_jobs(fsa__run_t *run, const ac_ctx_t *c)
+{
+    if (!need_state(run, "autoclosed_jobs_stay_autoclosed"))
+        return;
+    tally_t ts = {.server = true};
+    for (int i = 0; i < run->fleet->ndev; i++) {
+        char id[FSA_ID_BYTES], det[200];
+        ac_job(run, i, id, sizeof id);
+        int64_t v = 0;
+        char *fields = NULL;
+        if (!read_entity(run, "autoclosed_jobs_stay_autoclosed", FSA_TYPE_JOBNEED, id, &v, &fields))
+            break;
+        const char *want = c->closed[i] ? "AUTOCLOSED" : "COMPLETED";
+        bool ok = fsa__check_str_field(fields, "jobstatus", want, det, sizeof det) && v == 3;
+        if (v != 3)
+            snprintf(det, sizeof det, "version %" PRId64 ", expected 3 (seed, start, %s)", v,
+                     c->closed[i] ? "autoclose" : "completion");
+        tally(&ts, ok, id, det);
+        fsa_free(fields);
     }
-    if (need_state(run, "race_applied_once")) {
-        tally_t ts = {.server = true};
-        for (int k = 0; k < c.races; k++) {
-            char id[FSA_ID_BYTES], det[200];
-            ac_race(run, k, id, sizeof id);
-            int64_t v = 0;
-            char *fields = NULL;
-            if (!read_entity(run, "race_applied_once", FSA_TYPE_JOBNEED, id, &v, &fields))
-                break;
-            bool ok = fsa__check_str_field(fields, "jobstatus", "INPROGRESS", det, sizeof det);
-            if (ok && v != 2) {
-                ok = false;
-                snprintf(det, sizeof det,
-                         "version %" PRId64 ": the transition applied %" PRId64 " times", v, v - 1);
-            }
-            tally(&ts, ok, id, det);
-            fsa_free(fields);
+    tally_done(run, "autoclosed_jobs_stay_autoclosed", &ts, "jobs");
+}
+
+/* Server side: every shared job INPROGRESS, its transition applied once (version 2). */
+static void ac_check_server_races(fsa__run_t *run, const ac_ctx_t *c)
+{
+    if (!need_state(run, "race_applied_once"))
+        return;
+    tally_t ts = {.server = true};
+    for (int k = 0; k < c->races; k++) {
+        char id[FSA_ID_BYTES], det[200];
+        ac_race(run, k, id, sizeof id);
+        int64_t v = 0;
+        char *fields = NULL;
+        if (!read_entity(run, "race_applied_once", FSA_TYPE_JOBNEED, id, &v, &fields))
+            break;
+        bool ok = fsa__check_str_field(fields, "jobstatus", "INPROGRESS", det, sizeof det);
+        if (ok && v != 2) {
+            ok = false;
+            snprintf(det, sizeof det,
+                     "version %" PRId64 ": the transition applied %" PRId64 " times", v, v - 1);
         }
-        tally_done(run, "race_applied_once", &ts, "shared jobs");
+        tally(&ts, ok, id, det);
+        fsa_free(fields);
     }
-out:
-    fsa_free(seeds);
-    fsa_free(c.closed);
-    fsa_free(c.m_start);
-    fsa_free(c.m_race);
-    fsa_free(c.m_complete);
-    fsa_free(c.local);
+    tally_done(run, "race_applied_once", &ts, "shared jobs");
+}
+
+/* Every device of the fleet takes part: its own job's people_id is its id and its race job's
+ * the race group's scope key, so that with the devices file the simulator writes (fleet.h) a
+ * device pulls its two jobs, not the fleet's. */
+static void scn_autoclose(fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
+    int D = f->ndev;
+    run->res->devices = D;
+    ac_ctx_t c = {.run = run, .races = fsa__races(D)};
+    if (ac_ctx_alloc(run, &c, D) && ac_seed(run, &c)) {
+        fsa__fleet_run(f, "pull", D, step_pull, NULL);
+        fsa__fleet_run(f, "record start+race", D, ac_record_start, &c);
+        fsa__fleet_run(f, "sync", D, step_drain, NULL);
+        fsa__fleet_run(f, "offline: complete", D, ac_record_complete, &c);
+        ac_server_autoclose(run, &c);
+        fsa__fleet_run(f, "online: sync", D, ac_finish, &c);
+        ac_check_devices(run, &c);
+        ac_check_races(run, &c);
+        ac_check_server_jobs(run, &c);
+        ac_check_server_races(run, &c);
+    }
+    ac_ctx_free(&c);
 }
 
 /* ================= checkpoints ================= */
@@ -679,108 +743,129 @@ static void cp_record(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     fsa__dev_close(f, d, fs);
 }
 
+/* The tour (the crew's, fleet.h: its checkpoints follow it into the scopes of the crew) and its
+ * C checkpoints, on the server. */
+static bool cp_seed(fsa__run_t *run, const cp_ctx_t *c, const char *tour)
+{
+    seed_ent_t *seeds = fsa_calloc((size_t)c->C + 1, sizeof *seeds);
+    if (seeds == NULL) {
+        fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
+        return false;
+    }
+    seeds[0].type = FSA_TYPE_JOBNEED;
+    snprintf(seeds[0].id, sizeof seeds[0].id, "%s", tour);
+    char crew[FSA_ID_BYTES];
+    fsa__scope_key(run->fleet, "crew", -1, crew, sizeof crew);
+    snprintf(seeds[0].fields, sizeof seeds[0].fields, "{\"people_id\":\"%s\"}", crew);
+    for (int k = 0; k < c->C; k++) {
+        seeds[k + 1].type = FSA_TYPE_JOBNEED;
+        cp_child(run, k, seeds[k + 1].id, sizeof seeds[k + 1].id);
+        snprintf(seeds[k + 1].fields, sizeof seeds[k + 1].fields, "{\"parent_id\":\"%s\"}", tour);
+    }
+    bool seeded = seed_all(run, seeds, (size_t)c->C + 1);
+    fsa_free(seeds);
+    return seeded;
+}
+
+/* Client side: the stale groups were rebased whole and no conflict is left open. */
+static void cp_check_rebased(fsa__run_t *run, const cp_ctx_t *c)
+{
+    int64_t rebased = 0, open = 0;
+    for (int i = 0; i < c->U; i++) {
+        rebased += run->fleet->dev[i].rebased;
+        open += run->fleet->dev[i].open_conflicts;
+    }
+    /* Every pair has exactly one stale update when two devices made it (a group of 2 ops); one
+     * device alone records its second update on top of its first, which is not stale. */
+    int64_t want_rebased = c->U >= 2 ? 2 * (int64_t)c->C : 0;
+    fsa__inv_add(run->res, "stale_groups_rebased_whole",
+                 rebased == want_rebased && open == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
+                 "%" PRId64 " ops rebased (expected %" PRId64 ": with two devices, one stale "
+                 "group of 2 per checkpoint), %" PRId64 " conflicts left open",
+                 rebased, want_rebased, open);
+}
+
+/* Server side: both updates of every checkpoint applied (version 3). */
+static void cp_check_fields(fsa__run_t *run, const cp_ctx_t *c)
+{
+    if (!need_state(run, "checkpoint_fields_applied"))
+        return;
+    tally_t tf = {.server = true};
+    for (int k = 0; k < c->C; k++) {
+        char id[FSA_ID_BYTES], det[200];
+        cp_child(run, k, id, sizeof id);
+        int64_t v = 0;
+        char *fields = NULL;
+        if (!read_entity(run, "checkpoint_fields_applied", FSA_TYPE_JOBNEED, id, &v, &fields))
+            break;
+        bool ok = fsa__check_int_field(fields, "expirytime", 100000 + k, det, sizeof det);
+        if (ok)
+            ok = fsa__check_int_field(fields, "seqno", k + 1, det, sizeof det);
+        if (ok && v != 3) {
+            ok = false;
+            snprintf(det, sizeof det, "version %" PRId64 ", expected 3 (seed + 2 updates)", v);
+        }
+        tally(&tf, ok, id, det);
+        fsa_free(fields);
+    }
+    tally_done(run, "checkpoint_fields_applied", &tf, "checkpoints");
+}
+
+/* Server side: the tour was touched once by every applied group, its last checkpoint one of
+ * the tour's. */
+static void cp_check_tour(fsa__run_t *run, const cp_ctx_t *c, const char *tour)
+{
+    int64_t v = 0;
+    char *fields = NULL;
+    if (!need_state(run, "groups_whole") ||
+        !read_entity(run, "groups_whole", FSA_TYPE_JOBNEED, tour, &v, &fields))
+        return;
+    char det[300];
+    /* The tour is touched by every applied group, once: its version counts them. */
+    int64_t want = 1 + 2 * (int64_t)c->C;
+    char **names = fsa_calloc((size_t)c->C + 1, sizeof *names);
+    char(*buf)[FSA_ID_BYTES] = fsa_calloc((size_t)c->C + 1, sizeof *buf);
+    bool last_ok = false;
+    if (names != NULL && buf != NULL) {
+        for (int k = 0; k < c->C; k++) {
+            cp_child(run, k, buf[k], sizeof buf[k]);
+            names[k] = buf[k];
+        }
+        last_ok = fsa__check_member_in(fields, "other_info", "last_checkpoint",
+                                       (const char *const *)names, (size_t)c->C, det, sizeof det);
+    }
+    if (v != want)
+        fsa__inv_add(run->res, "groups_whole", FSA__INV_FAIL,
+                     "tour version %" PRId64 ", expected %" PRId64
+                     " (1 + one touch per applied update): a group was split or doubled",
+                     v, want);
+    else if (!last_ok)
+        fsa__inv_add(run->res, "groups_whole", FSA__INV_FAIL, "tour: %s", det);
+    else
+        fsa__inv_add(run->res, "groups_whole", FSA__INV_PASS,
+                     "tour version %" PRId64 " = 1 + %d group touches; %s", v, 2 * c->C, det);
+    fsa_free(names);
+    fsa_free(buf);
+    fsa_free(fields);
+}
+
 static void scn_checkpoints(fsa__run_t *run)
 {
     fsa__fleet_t *f = run->fleet;
     cp_ctx_t c = {.run = run, .C = run->ops > 0 ? run->ops : 1};
     c.U = f->ndev < 2 * c.C ? f->ndev : 2 * c.C;
-    seed_ent_t *seeds = fsa_calloc((size_t)c.C + 1, sizeof *seeds);
     char tour[FSA_ID_BYTES];
     entity_id(run, tour, sizeof tour, "tour");
-    if (seeds == NULL) {
-        fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
-        return;
-    }
-    seeds[0].type = FSA_TYPE_JOBNEED;
-    snprintf(seeds[0].id, sizeof seeds[0].id, "%s", tour);
-    /* The crew's (fleet.h): its checkpoints follow it into the scopes of the crew. */
-    char crew[FSA_ID_BYTES];
-    fsa__scope_key(f, "crew", -1, crew, sizeof crew);
-    snprintf(seeds[0].fields, sizeof seeds[0].fields, "{\"people_id\":\"%s\"}", crew);
-    for (int k = 0; k < c.C; k++) {
-        seeds[k + 1].type = FSA_TYPE_JOBNEED;
-        cp_child(run, k, seeds[k + 1].id, sizeof seeds[k + 1].id);
-        snprintf(seeds[k + 1].fields, sizeof seeds[k + 1].fields, "{\"parent_id\":\"%s\"}", tour);
-    }
-    bool seeded = seed_all(run, seeds, (size_t)c.C + 1);
-    fsa_free(seeds);
-    if (!seeded)
+    if (!cp_seed(run, &c, tour))
         return;
     run->res->devices = c.U;
     fsa__fleet_run(f, "pull", c.U, step_pull, NULL);
     fsa__fleet_run(f, "record updates", c.U, cp_record, &c);
     fsa__fleet_run(f, "sync", c.U, step_drain, NULL);
     fsa__fleet_run(f, "finish", c.U, step_finish, NULL);
-
-    int64_t rebased = 0, open = 0;
-    for (int i = 0; i < c.U; i++) {
-        rebased += f->dev[i].rebased;
-        open += f->dev[i].open_conflicts;
-    }
-    /* Every pair has exactly one stale update when two devices made it (a group of 2 ops); one
-     * device alone records its second update on top of its first, which is not stale. */
-    int64_t want_rebased = c.U >= 2 ? 2 * (int64_t)c.C : 0;
-    fsa__inv_add(run->res, "stale_groups_rebased_whole",
-                 rebased == want_rebased && open == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
-                 "%" PRId64 " ops rebased (expected %" PRId64 ": with two devices, one stale "
-                 "group of 2 per checkpoint), %" PRId64 " conflicts left open",
-                 rebased, want_rebased, open);
-    if (need_state(run, "checkpoint_fields_applied")) {
-        tally_t tf = {.server = true};
-        for (int k = 0; k < c.C; k++) {
-            char id[FSA_ID_BYTES], det[200];
-            cp_child(run, k, id, sizeof id);
-            int64_t v = 0;
-            char *fields = NULL;
-            if (!read_entity(run, "checkpoint_fields_applied", FSA_TYPE_JOBNEED, id, &v, &fields))
-                break;
-            bool ok = fsa__check_int_field(fields, "expirytime", 100000 + k, det, sizeof det);
-            if (ok)
-                ok = fsa__check_int_field(fields, "seqno", k + 1, det, sizeof det);
-            if (ok && v != 3) {
-                ok = false;
-                snprintf(det, sizeof det, "version %" PRId64 ", expected 3 (seed + 2 updates)", v);
-            }
-            tally(&tf, ok, id, det);
-            fsa_free(fields);
-        }
-        tally_done(run, "checkpoint_fields_applied", &tf, "checkpoints");
-    }
-    if (need_state(run, "groups_whole")) {
-        int64_t v = 0;
-        char *fields = NULL;
-        if (read_entity(run, "groups_whole", FSA_TYPE_JOBNEED, tour, &v, &fields)) {
-            char det[300];
-            /* The tour is touched by every applied group, once: its version counts them. */
-            int64_t want = 1 + 2 * (int64_t)c.C;
-            char **names = fsa_calloc((size_t)c.C + 1, sizeof *names);
-            char(*buf)[FSA_ID_BYTES] = fsa_calloc((size_t)c.C + 1, sizeof *buf);
-            bool last_ok = false;
-            if (names != NULL && buf != NULL) {
-                for (int k = 0; k < c.C; k++) {
-                    cp_child(run, k, buf[k], sizeof buf[k]);
-                    names[k] = buf[k];
-                }
-                last_ok =
-                    fsa__check_member_in(fields, "other_info", "last_checkpoint",
-                                         (const char *const *)names, (size_t)c.C, det, sizeof det);
-            }
-            if (v != want)
-                fsa__inv_add(run->res, "groups_whole", FSA__INV_FAIL,
-                             "tour version %" PRId64 ", expected %" PRId64
-                             " (1 + one touch per applied update): a group was split or doubled",
-                             v, want);
-            else if (!last_ok)
-                fsa__inv_add(run->res, "groups_whole", FSA__INV_FAIL, "tour: %s", det);
-            else
-                fsa__inv_add(run->res, "groups_whole", FSA__INV_PASS,
-                             "tour version %" PRId64 " = 1 + %d group touches; %s", v, 2 * c.C,
-                             det);
-            fsa_free(names);
-            fsa_free(buf);
-            fsa_free(fields);
-        }
-    }
+    cp_check_rebased(run, &c);
+    cp_check_fields(run, &c);
+    cp_check_tour(run, &c, tour);
 }
 
 /* ================= escalation / ticketlog / json: many devices, one field ================= */
@@ -871,68 +956,49 @@ static void many_second(fsa__fleet_t *f, fsa__device_t *d, void *arg)
  * about 60 bytes, so past this many a second entity takes the rest. */
 #define ENTRIES_PER_ENTITY 8000
 
-/* targets: the escalations' tickets; 0 for entries and keys, which go to their group's entities:
- * as many per group of devices as its entries need (ENTRIES_PER_ENTITY). */
-static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
+/* The targets on the server, each in the scope of the devices that write to it. */
+static bool many_seed(fsa__run_t *run, const many_ctx_t *c)
 {
-    fsa__fleet_t *f = run->fleet;
-    many_ctx_t c = {.run = run, .kind = kind, .total = total, .targets = targets};
-    c.devices = f->ndev < total ? f->ndev : total;
-    if (targets == 0) {
-        int groups = (c.devices + FSA__GROUP_DEVICES - 1) / FSA__GROUP_DEVICES;
-        int per_dev = (total + c.devices - 1) / c.devices;
-        int in_group = c.devices < FSA__GROUP_DEVICES ? c.devices : FSA__GROUP_DEVICES;
-        c.sub = (per_dev * in_group + ENTRIES_PER_ENTITY - 1) / ENTRIES_PER_ENTITY;
-        c.targets = targets = groups * c.sub;
-    }
+    int targets = c->targets;
+    many_kind_t kind = c->kind;
     seed_ent_t *seeds = fsa_calloc((size_t)targets, sizeof *seeds);
     if (seeds == NULL) {
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
-        return;
+        return false;
     }
     for (int t = 0; t < targets; t++) {
         seeds[t].type = kind == MANY_MERGE ? FSA_TYPE_JOBNEED : FSA_TYPE_TICKET;
-        many_target(&c, t, seeds[t].id, sizeof seeds[t].id);
+        many_target(c, t, seeds[t].id, sizeof seeds[t].id);
         char key[FSA_ID_BYTES];
-        many_key(&c, t, key, sizeof key);
+        many_key(c, t, key, sizeof key);
         snprintf(seeds[t].fields, sizeof seeds[t].fields, "{\"%s\":\"%s\"}",
                  kind == MANY_MERGE ? "people_id" : "assignedto", key);
     }
     bool seeded = seed_all(run, seeds, (size_t)targets);
     fsa_free(seeds);
-    if (!seeded)
-        return;
-    run->res->devices = c.devices;
-    fsa__fleet_run(f, "pull", c.devices, step_pull, NULL);
-    fsa__fleet_run(f, "record, sync", c.devices, many_first, &c);
-    fsa__fleet_run(f, "record more", c.devices, many_second, &c);
-    fsa__fleet_run(f, "finish", c.devices, step_finish, NULL);
+    return seeded;
+}
 
-    int64_t conflicts = 0;
-    for (int i = 0; i < c.devices; i++)
-        conflicts += f->dev[i].conflict + f->dev[i].rejected;
-    fsa__inv_add(run->res, "never_conflicts", conflicts == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
-                 "%" PRId64 " conflicts or rejections (increment, append and merge never "
-                 "conflict)",
-                 conflicts);
-    const char *name = kind == MANY_ESCALATE ? "level_and_history_match"
-                       : kind == MANY_LOG    ? "all_entries_present_once"
-                                             : "all_keys_present";
-    if (!need_state(run, name))
-        return;
+/* Server side: every target holds its entries (level and history, entries, keys) and its
+ * version counts each op once. */
+static void many_check_server(fsa__run_t *run, const many_ctx_t *c, const char *name)
+{
+    fsa__fleet_t *f = run->fleet;
+    int total = c->total, targets = c->targets;
+    many_kind_t kind = c->kind;
     tally_t tv = {.server = true}, tc = {.server = true};
     const char **devs = fsa_calloc((size_t)total + 1, sizeof *devs);
     int64_t *ns = fsa_calloc((size_t)total + 1, sizeof *ns);
     for (int t = 0; devs != NULL && ns != NULL && t < targets; t++) {
         size_t n = 0;
         for (int e = 0; e < total; e++) {
-            if (many_target_of(&c, e) != t)
+            if (many_target_of(c, e) != t)
                 continue;
-            devs[n] = f->dev[e % c.devices].id;
+            devs[n] = f->dev[e % c->devices].id;
             ns[n++] = e;
         }
         char id[FSA_ID_BYTES], det[400];
-        many_target(&c, t, id, sizeof id);
+        many_target(c, t, id, sizeof id);
         int64_t v = 0;
         char *fields = NULL;
         if (!read_entity(run, name, kind == MANY_MERGE ? FSA_TYPE_JOBNEED : FSA_TYPE_TICKET, id, &v,
@@ -965,6 +1031,43 @@ static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
     }
     fsa_free(devs);
     fsa_free(ns);
+}
+
+/* targets: the escalations' tickets; 0 for entries and keys, which go to their group's entities:
+ * as many per group of devices as its entries need (ENTRIES_PER_ENTITY). */
+static void scn_many(fsa__run_t *run, many_kind_t kind, int total, int targets)
+{
+    fsa__fleet_t *f = run->fleet;
+    many_ctx_t c = {.run = run, .kind = kind, .total = total, .targets = targets};
+    c.devices = f->ndev < total ? f->ndev : total;
+    if (targets == 0) {
+        int groups = (c.devices + FSA__GROUP_DEVICES - 1) / FSA__GROUP_DEVICES;
+        int per_dev = (total + c.devices - 1) / c.devices;
+        int in_group = c.devices < FSA__GROUP_DEVICES ? c.devices : FSA__GROUP_DEVICES;
+        c.sub = (per_dev * in_group + ENTRIES_PER_ENTITY - 1) / ENTRIES_PER_ENTITY;
+        c.targets = groups * c.sub;
+    }
+    if (!many_seed(run, &c))
+        return;
+    run->res->devices = c.devices;
+    fsa__fleet_run(f, "pull", c.devices, step_pull, NULL);
+    fsa__fleet_run(f, "record, sync", c.devices, many_first, &c);
+    fsa__fleet_run(f, "record more", c.devices, many_second, &c);
+    fsa__fleet_run(f, "finish", c.devices, step_finish, NULL);
+
+    int64_t conflicts = 0;
+    for (int i = 0; i < c.devices; i++)
+        conflicts += f->dev[i].conflict + f->dev[i].rejected;
+    fsa__inv_add(run->res, "never_conflicts", conflicts == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
+                 "%" PRId64 " conflicts or rejections (increment, append and merge never "
+                 "conflict)",
+                 conflicts);
+    const char *name = kind == MANY_ESCALATE ? "level_and_history_match"
+                       : kind == MANY_LOG    ? "all_entries_present_once"
+                                             : "all_keys_present";
+    if (!need_state(run, name))
+        return;
+    many_check_server(run, &c, name);
 }
 
 static void scn_escalation(fsa__run_t *run)
@@ -1363,34 +1466,18 @@ done:
     fsa_free(ns);
 }
 
-static void scn_flaky(fsa__run_t *run)
+/* A counter, a log and a job per group of devices (fleet.h), which only that group sees. */
+static bool fl_seed(fsa__run_t *run, int groups)
 {
-    fsa__fleet_t *f = run->fleet;
-    int D = f->ndev;
-    fl_ctx_t c = {.run = run};
-    c.rounds = 2 * run->ops / D;
-    if (c.rounds < 2)
-        c.rounds = 2;
-    if (c.rounds > 20)
-        c.rounds = 20;
-    c.atts = fsa_calloc((size_t)D * (size_t)c.rounds, sizeof *c.atts);
-    c.natts = fsa_calloc((size_t)D, sizeof *c.natts);
-    c.shift = fsa_calloc((size_t)D, sizeof *c.shift);
-    if (c.atts == NULL || c.natts == NULL || c.shift == NULL) {
-        fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
-        goto out;
-    }
-    /* A counter, a log and a job per group of devices (fleet.h), which only that group sees. */
-    int groups = (D + FSA__GROUP_DEVICES - 1) / FSA__GROUP_DEVICES;
     seed_ent_t *seeds = fsa_calloc(3 * (size_t)groups, sizeof *seeds);
     if (seeds == NULL) {
         fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
-        goto out;
+        return false;
     }
     for (int g = 0; g < groups; g++) {
         seed_ent_t *e = &seeds[3 * g];
         char key[FSA_ID_BYTES];
-        fsa__scope_key(f, "grp", g, key, sizeof key);
+        fsa__scope_key(run->fleet, "grp", g, key, sizeof key);
         e[0].type = FSA_TYPE_TICKET;
         entity_id(run, e[0].id, sizeof e[0].id, "count%d", g);
         e[1].type = FSA_TYPE_TICKET;
@@ -1403,26 +1490,31 @@ static void scn_flaky(fsa__run_t *run)
     }
     bool seeded = seed_all(run, seeds, 3 * (size_t)groups);
     fsa_free(seeds);
-    if (!seeded)
-        goto out;
-    /* Clocks off by 1-4 hours, ahead or behind, on two devices in five. */
+    return seeded;
+}
+
+/* Clocks off by 1-4 hours, ahead or behind, on two devices in five; returns how many. */
+static int fl_skew_clocks(fsa__fleet_t *f, fl_ctx_t *c)
+{
     int skewed = 0;
-    for (int i = 0; i < D; i++) {
+    for (int i = 0; i < f->ndev; i++) {
         int64_t h = 1 + i % 4;
         if (i % 5 == 1 || i % 5 == 2) {
-            c.shift[i] = (i % 5 == 1 ? 1 : -1) * h * 3600 * 1000;
-            fsa__dev_shift_clock(&f->dev[i], c.shift[i]);
+            c->shift[i] = (i % 5 == 1 ? 1 : -1) * h * 3600 * 1000;
+            fsa__dev_shift_clock(&f->dev[i], c->shift[i]);
             skewed++;
         }
     }
-    fsa__fleet_run(f, "pull", D, step_pull, NULL);
-    for (c.round = 0; c.round < c.rounds; c.round++) {
-        c.sync_after = true;
-        fsa__fleet_run(f, "record, sync under faults", D, fl_record, &c);
-    }
-    /* The crashes: in the main thread, with no worker running (fork). */
+    return skewed;
+}
+
+/* The crashes: in the main thread, with no worker running (fork); half of the crashers are
+ * killed before sending their batch, half while sending it. */
+static void fl_crash(fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
     int crashers = 0, before = 0, before_landed = 0, during = 0, during_landed = 0, broken = 0;
-    for (int i = 0; i < D; i++) {
+    for (int i = 0; i < f->ndev; i++) {
         if (!fl_crasher(i))
             continue;
         bool before_send = crashers++ % 2 == 0;
@@ -1433,9 +1525,6 @@ static void scn_flaky(fsa__run_t *run)
         during_landed += !before_send && r == 1;
         broken += r < 0;
     }
-    fsa__fleet_run(f, "reboot, finish", D, step_finish, NULL);
-
-    /* Client side. */
     /* A kill before sending always lands; one while sending lands unless the child's whole
      * cycle was faster than the random delay (then it simply finished: reported, not failed). */
     if (crashers > 0)
@@ -1445,9 +1534,16 @@ static void scn_flaky(fsa__run_t *run)
                      "while sending it (the others finished their cycle first); %d never reached "
                      "their push",
                      before_landed, before, during_landed, during, broken);
+}
+
+/* Client side: the offset each skewed device's engine learned cancels its clock's error; no
+ * device keeps a conflict. */
+static void fl_check_devices(fsa__run_t *run, const fl_ctx_t *c, int skewed)
+{
+    fsa__fleet_t *f = run->fleet;
     tally_t tk = {0};
-    for (int i = 0; i < D; i++) {
-        if (c.shift[i] == 0)
+    for (int i = 0; i < f->ndev; i++) {
+        if (c->shift[i] == 0)
             continue;
         /* The offset the engine learned must cancel the clock's error: the shift of hours plus
          * the virtual time the device spent waiting (backoff) ahead of real time. */
@@ -1456,28 +1552,27 @@ static void scn_flaky(fsa__run_t *run)
         snprintf(det, sizeof det,
                  "clock shifted by %" PRId64 " ms, off by %" PRId64 " ms at the end, learned "
                  "offset %" PRId64 " ms",
-                 c.shift[i], f->dev[i].clock_error_ms, f->dev[i].clock_offset_ms);
+                 c->shift[i], f->dev[i].clock_error_ms, f->dev[i].clock_offset_ms);
         tally(&tk, err > -60000 && err < 60000, f->dev[i].id, det);
     }
     if (skewed > 0)
         tally_done(run, "skewed_clocks_corrected", &tk, "devices with clocks off by hours");
     int64_t conflicts = 0;
-    for (int i = 0; i < D; i++)
+    for (int i = 0; i < f->ndev; i++)
         conflicts += f->dev[i].open_conflicts;
     fsa__inv_add(run->res, "never_conflicts", conflicts == 0 ? FSA__INV_PASS : FSA__INV_FAIL,
                  "%" PRId64 " conflicts or rejections kept by devices", conflicts);
+}
 
-    if (!need_state(run, "counter_exact"))
-        goto out;
-    fl_check_groups(run, &c, groups);
-    if (!need_state_of(run, "attendance_exists_once", 1))
-        goto out;
+/* Server side: every recorded attendance exists once, of its kind, never changed. */
+static void fl_check_attendance(fsa__run_t *run, const fl_ctx_t *c)
+{
     tally_t ta = {.server = true};
-    for (int i = 0; i < D; i++)
-        for (int k = 0; k < c.natts[i]; k++) {
+    for (int i = 0; i < run->fleet->ndev; i++)
+        for (int k = 0; k < c->natts[i]; k++) {
             int64_t v = 0;
             char *fields = NULL, det[200];
-            att_rec_t *a = &c.atts[(size_t)i * (size_t)c.rounds + (size_t)k];
+            const att_rec_t *a = &c->atts[(size_t)i * (size_t)c->rounds + (size_t)k];
             char err[FSA__ERR_BYTES];
             fsa_status_t st =
                 get_entity(run, FSA_TYPE_ATTENDANCE, a->id, &v, &fields, err, sizeof err);
@@ -1495,7 +1590,40 @@ static void scn_flaky(fsa__run_t *run)
             fsa_free(fields);
         }
     tally_done(run, "attendance_exists_once", &ta, "attendances");
-out:
+}
+
+static void scn_flaky(fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
+    int D = f->ndev;
+    fl_ctx_t c = {.run = run};
+    c.rounds = 2 * run->ops / D;
+    if (c.rounds < 2)
+        c.rounds = 2;
+    if (c.rounds > 20)
+        c.rounds = 20;
+    c.atts = fsa_calloc((size_t)D * (size_t)c.rounds, sizeof *c.atts);
+    c.natts = fsa_calloc((size_t)D, sizeof *c.natts);
+    c.shift = fsa_calloc((size_t)D, sizeof *c.shift);
+    int groups = (D + FSA__GROUP_DEVICES - 1) / FSA__GROUP_DEVICES;
+    if (c.atts == NULL || c.natts == NULL || c.shift == NULL) {
+        fsa__inv_add(run->res, "scenario_ran", FSA__INV_FAIL, "out of memory");
+    } else if (fl_seed(run, groups)) {
+        int skewed = fl_skew_clocks(f, &c);
+        fsa__fleet_run(f, "pull", D, step_pull, NULL);
+        for (c.round = 0; c.round < c.rounds; c.round++) {
+            c.sync_after = true;
+            fsa__fleet_run(f, "record, sync under faults", D, fl_record, &c);
+        }
+        fl_crash(run);
+        fsa__fleet_run(f, "reboot, finish", D, step_finish, NULL);
+        fl_check_devices(run, &c, skewed);
+        if (need_state(run, "counter_exact")) {
+            fl_check_groups(run, &c, groups);
+            if (need_state_of(run, "attendance_exists_once", 1))
+                fl_check_attendance(run, &c);
+        }
+    }
     fsa_free(c.atts);
     fsa_free(c.natts);
     fsa_free(c.shift);
@@ -1572,41 +1700,28 @@ static void count_kind(fsa__result_t *r, const fsa__dconflict_t *x)
     }
 }
 
-void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
+/* The wall clock at the start (attendances since then are the run's) and the server's counters
+ * before, those of one process: the server's only when it has one (one --server). */
+static void scenario_before(fsa__run_t *run)
 {
-    fsa__fleet_t *f = run->fleet;
-    fsa__result_t *r = run->res;
-    int64_t t0 = fsa__real_ms();
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
     run->t0_wall_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
     char err[FSA__ERR_BYTES];
-    /* The counters of one process: the server's only when it has one (one --server). */
-    if (run->admin != NULL && f->nurls <= 1) {
+    if (run->admin != NULL && run->fleet->nurls <= 1) {
         if (fsa__admin_stats(run->admin, &run->before, err, sizeof err) == FSA_OK)
             run->have_before = true;
         else
-            fsa__inv_add(r, "server_stats_read", FSA__INV_FAIL, "%s", err);
+            fsa__inv_add(run->res, "server_stats_read", FSA__INV_FAIL, "%s", err);
     }
-    if (s->needs_admin && run->admin == NULL && run->hook == NULL) {
-        snprintf(r->note, sizeof r->note,
-                 "not run: the server must autoclose jobs, through its admin API "
-                 "(--admin-token-file) or a command (--server-hook 'CMD {type} {id}')");
-        fsa__inv_add(r, "scenario_ran", FSA__INV_NOT_CHECKED, "%s", r->note);
-        r->duration_ms = fsa__real_ms() - t0;
-        return;
-    }
-    if (s->needs_admin && run->admin == NULL)
-        snprintf(r->note, sizeof r->note, "the server's autoclose through --server-hook");
-    s->fn(run);
-    for (int k = 0; k < 2; k++)
-        if (run->reader_fs[k] != NULL) {
-            fsa__dev_close(f, k == 0 ? f->reader : f->site_reader, run->reader_fs[k]);
-            run->reader_fs[k] = NULL;
-        }
-    fsa__scenario_stats_after(run);
+}
 
-    /* What the devices saw. */
+/* What the devices saw: their counters summed into the result, no_op_lost and
+ * devices_error_free. */
+static void scenario_devices(fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
+    fsa__result_t *r = run->res;
     int64_t lost = 0, unsettled_devs = 0, pending_devs = 0, pending = 0, errors = 0;
     const char *first_error = NULL, *first_error_dev = NULL;
     for (int i = 0; i < f->ndev; i++) {
@@ -1654,6 +1769,13 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
                      " of them this one); first, %s: %.300s",
                      errors, same, first_error_dev, first_error);
     }
+}
+
+/* counts_consistent: the server's first outcomes against the ops the devices sent, when its
+ * counters are this run's to read. */
+static void scenario_counts(fsa__run_t *run)
+{
+    fsa__result_t *r = run->res;
     if (r->have_server) {
         r->admin_ops = run->admin_ops;
         r->s_applied = r->s_delta.applied - run->admin_ops;
@@ -1677,14 +1799,19 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
                          "the server's counters are server-wide and it is not this run's own");
     } else if (run->admin != NULL) {
         fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
-                     "the server's counters are per process (%d processes)", f->nurls);
+                     "the server's counters are per process (%d processes)", run->fleet->nurls);
     } else {
         fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
                      "the server's counters are not part of the protocol: needs the reference "
                      "server's admin API (--admin-token-file)");
     }
+}
 
-    /* Lags and series. */
+/* The fleet's lags (sorted), samples and phases, copied into the result. */
+static void scenario_series(fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
+    fsa__result_t *r = run->res;
     r->nlags = f->nlags;
     r->lags = NULL;
     if (f->nlags > 0 && (r->lags = fsa_malloc(f->nlags * sizeof *r->lags)) != NULL) {
@@ -1703,5 +1830,33 @@ void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
     fsa__fleet_mark(f, "main thread: checks");
     memcpy(r->phases, f->phases, f->nphases * sizeof r->phases[0]);
     r->nphases = f->nphases;
+}
+
+void fsa__scenario_run(const fsa__scenario_t *s, fsa__run_t *run)
+{
+    fsa__fleet_t *f = run->fleet;
+    fsa__result_t *r = run->res;
+    int64_t t0 = fsa__real_ms();
+    scenario_before(run);
+    if (s->needs_admin && run->admin == NULL && run->hook == NULL) {
+        snprintf(r->note, sizeof r->note,
+                 "not run: the server must autoclose jobs, through its admin API "
+                 "(--admin-token-file) or a command (--server-hook 'CMD {type} {id}')");
+        fsa__inv_add(r, "scenario_ran", FSA__INV_NOT_CHECKED, "%s", r->note);
+        r->duration_ms = fsa__real_ms() - t0;
+        return;
+    }
+    if (s->needs_admin && run->admin == NULL)
+        snprintf(r->note, sizeof r->note, "the server's autoclose through --server-hook");
+    s->fn(run);
+    for (int k = 0; k < 2; k++)
+        if (run->reader_fs[k] != NULL) {
+            fsa__dev_close(f, k == 0 ? f->reader : f->site_reader, run->reader_fs[k]);
+            run->reader_fs[k] = NULL;
+        }
+    fsa__scenario_stats_after(run);
+    scenario_devices(run);
+    scenario_counts(run);
+    scenario_series(run);
     r->duration_ms = fsa__real_ms() - t0;
 }

@@ -1,8 +1,10 @@
-/* fieldsync: the daemon's OS calls: signals, the one-instance lock, syslog, a loopback listener. */
+/* fieldsync: the programs' OS calls: signals, the one-instance lock, syslog, a loopback listener,
+ * a server's listening sockets. */
 #define _GNU_SOURCE /* F_OFD_SETLK; syslog's LOG_* with strict standards */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -11,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -211,6 +215,33 @@ static bool parse_listen(const char *spec, struct sockaddr_storage *addr, sockle
     return false;
 }
 
+/* socket, bind and listen on addr (close-on-exec, SO_REUSEADDR), and the port it got: FSA_OK,
+ * FSA_EBUSY (the address is in use) or FSA_EIO, err the OS's reason. */
+static fsa_status_t listen_on(const struct sockaddr *addr, socklen_t len, int backlog, int *out_fd,
+                              int *bound_port, char *err, size_t errlen)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    struct sockaddr_storage bound;
+    memset(&bound, 0, sizeof bound);
+    socklen_t bl = sizeof bound;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, addr, len) != 0 || listen(fd, backlog) != 0 ||
+        getsockname(fd, (struct sockaddr *)&bound, &bl) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s", strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return e == EADDRINUSE ? FSA_EBUSY : FSA_EIO;
+    }
+    *out_fd = fd;
+    if (bound_port != NULL)
+        *bound_port = bound.ss_family == AF_INET
+                          ? ntohs(((struct sockaddr_in *)(void *)&bound)->sin_port)
+                          : ntohs(((struct sockaddr_in6 *)(void *)&bound)->sin6_port);
+    return FSA_OK;
+}
+
 fsa_status_t fsa_listener_open(const char *spec, fsa_listener_t **out, int *bound_port, char *err,
                                size_t errlen)
 {
@@ -221,21 +252,10 @@ fsa_status_t fsa_listener_open(const char *spec, fsa_listener_t **out, int *boun
                  spec != NULL ? spec : "(null)");
         return FSA_EINVAL;
     }
-    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, (struct sockaddr *)&addr, len) != 0 || listen(fd, 16) != 0) {
-        snprintf(err, errlen, "%s: %s", spec, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return FSA_EIO;
-    }
-    struct sockaddr_storage bound;
-    memset(&bound, 0, sizeof bound);
-    socklen_t bl = sizeof bound;
-    if (getsockname(fd, (struct sockaddr *)&bound, &bl) != 0) {
-        snprintf(err, errlen, "%s: %s", spec, strerror(errno));
-        close(fd);
+    int fd = -1;
+    char why[200];
+    if (listen_on((struct sockaddr *)&addr, len, 16, &fd, bound_port, why, sizeof why) != FSA_OK) {
+        snprintf(err, errlen, "%s: %s", spec, why);
         return FSA_EIO;
     }
     fsa_listener_t *l = fsa_malloc(sizeof *l);
@@ -245,10 +265,6 @@ fsa_status_t fsa_listener_open(const char *spec, fsa_listener_t **out, int *boun
         return FSA_ENOMEM;
     }
     l->fd = fd;
-    if (bound_port != NULL)
-        *bound_port = bound.ss_family == AF_INET
-                          ? ntohs(((struct sockaddr_in *)(void *)&bound)->sin_port)
-                          : ntohs(((struct sockaddr_in6 *)(void *)&bound)->sin6_port);
     *out = l;
     return FSA_OK;
 }
@@ -323,4 +339,115 @@ void fsa_conn_close(fsa_conn_t *c)
         return;
     close(c->fd);
     fsa_free(c);
+}
+
+/* ---- a server's listening sockets ---- */
+
+/* True for an address of the loopback interface: 127.0.0.0/8, ::1, or ::ffff:127.x.y.z. */
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
+    return false;
+}
+
+fsa_status_t fsa_socket_listen_tcp(const char *host, const char *port, int backlog,
+                                   bool loopback_only, int *fd, int *bound_port, bool *v6,
+                                   char *err, size_t errlen)
+{
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(host, port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s", gai_strerror(rc));
+        return FSA_EINVAL;
+    }
+    fsa_status_t st;
+    if (loopback_only && !is_loopback(ai->ai_addr)) {
+        snprintf(err, errlen, "not a loopback address");
+        st = FSA_EPERM;
+    } else {
+        *v6 = ai->ai_family == AF_INET6;
+        st = listen_on(ai->ai_addr, ai->ai_addrlen, backlog, fd, bound_port, err, errlen);
+    }
+    freeaddrinfo(ai);
+    return st;
+}
+
+fsa_status_t fsa_socket_listen_unix(const char *path, int backlog, int *out_fd, char *err,
+                                    size_t errlen)
+{
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    if (path[0] == '\0' || strlen(path) >= sizeof a.sun_path) {
+        snprintf(err, errlen, "empty or over %zu bytes", sizeof a.sun_path - 1);
+        return FSA_EINVAL;
+    }
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    struct stat sb;
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISSOCK(sb.st_mode)) {
+            snprintf(err, errlen, "a file that is not a socket is there");
+            return FSA_EPERM;
+        }
+        /* A socket someone still listens on is in use; one left by an earlier run is
+         * replaced. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool live = probe >= 0 && connect(probe, (struct sockaddr *)&a, sizeof a) == 0;
+        if (probe >= 0)
+            close(probe);
+        if (live) {
+            snprintf(err, errlen, "another process listens on it");
+            return FSA_EBUSY;
+        }
+        (void)unlink(path); /* bind reports what remains */
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* bind creates the file with the umask's mode: 0600 from the start (callers make their
+     * sockets while starting, before other threads create files), and chmod'ed again to be
+     * sure. */
+    int brc = -1;
+    if (fd >= 0) {
+        mode_t old = umask(0177);
+        brc = bind(fd, (struct sockaddr *)&a, sizeof a);
+        (void)umask(old);
+    }
+    if (fd < 0 || brc != 0 || chmod(path, 0600) != 0 || listen(fd, backlog) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s", strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return e == EADDRINUSE ? FSA_EBUSY : FSA_EIO;
+    }
+    *out_fd = fd;
+    return FSA_OK;
+}
+
+void fsa_socket_shutdown(int fd)
+{
+    (void)shutdown(fd, SHUT_RDWR); /* may fail on a socket closing already */
+}
+
+void fsa_socket_close(int fd)
+{
+    if (fd >= 0)
+        close(fd);
+}
+
+void fsa_socket_unlink(const char *path)
+{
+    (void)unlink(path);
 }

@@ -59,8 +59,10 @@ bool fsa__server_parse_i64(const char *s, int64_t *out)
     return true;
 }
 
-void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
-                            const fsa__server_auth_in_t *in, fsa__server_auth_t *out)
+/* The device of X-Device-Id; NULL (*out the verdict) when there is none. */
+static const fsa__server_device_t *known_device(const fsa__server_device_t *devices, size_t n,
+                                                const fsa__server_auth_in_t *in,
+                                                fsa__server_auth_t *out)
 {
     memset(out, 0, sizeof *out);
     const fsa__server_device_t *d =
@@ -68,16 +70,43 @@ void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
     if (d == NULL) {
         out->verdict = FSA__AUTH_UNKNOWN_DEVICE;
         out->fail = (fsa__server_fail_t){401, "unknown_device", "unknown device"};
+    }
+    return d;
+}
+
+static void bad_signature(fsa__server_auth_t *out)
+{
+    out->verdict = FSA__AUTH_BAD_SIGNATURE;
+    out->fail = (fsa__server_fail_t){401, "bad_signature", "the request signature does not verify"};
+}
+
+/* The last check: out->ts within FSA_LIMIT_SKEW_MS of now; the verdict into *out. */
+static void check_window(const fsa__server_device_t *d, const fsa__server_auth_in_t *in,
+                         fsa__server_auth_t *out)
+{
+    int64_t skew = in->now_ms > out->ts ? in->now_ms - out->ts : out->ts - in->now_ms;
+    if (skew > FSA_LIMIT_SKEW_MS) {
+        out->verdict = FSA__AUTH_CLOCK_SKEW;
+        out->fail = (fsa__server_fail_t){401, "clock_skew",
+                                         "X-Timestamp is more than 300 s from server_time"};
         return;
     }
+    out->verdict = FSA__AUTH_OK;
+    out->dev = d;
+}
+
+void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
+                            const fsa__server_auth_in_t *in, fsa__server_auth_t *out)
+{
+    const fsa__server_device_t *d = known_device(devices, n, in, out);
+    if (d == NULL)
+        return;
     if (in->timestamp == NULL || in->signature == NULL || in->nonce == NULL ||
         !fsa__server_parse_i64(in->timestamp, &out->ts) ||
         !fsa__server_nonce_parse(in->nonce, &out->nonce_a, &out->nonce_b) ||
         fsa_signer_verify(&d->key, in->method, in->uri, in->timestamp, in->nonce,
                           in->body != NULL ? in->body : "", in->len, in->signature) != FSA_OK) {
-        out->verdict = FSA__AUTH_BAD_SIGNATURE;
-        out->fail =
-            (fsa__server_fail_t){401, "bad_signature", "the request signature does not verify"};
+        bad_signature(out);
         return;
     }
     /* The signer is known only now: a path naming another device is refused after the signature
@@ -88,15 +117,109 @@ void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
             (fsa__server_fail_t){401, "unknown_device", "the device in the path is not the signer"};
         return;
     }
-    int64_t skew = in->now_ms > out->ts ? in->now_ms - out->ts : out->ts - in->now_ms;
-    if (skew > FSA_LIMIT_SKEW_MS) {
-        out->verdict = FSA__AUTH_CLOCK_SKEW;
-        out->fail = (fsa__server_fail_t){401, "clock_skew",
-                                         "X-Timestamp is more than 300 s from server_time"};
+    check_window(d, in, out);
+}
+
+static bool hex_of(const char *s, size_t n)
+{
+    return s != NULL && strlen(s) == n && strspn(s, "0123456789abcdefABCDEF") == n;
+}
+
+void fsa__server_precheck(const fsa__server_device_t *devices, size_t n,
+                          const fsa__server_auth_in_t *in, fsa__server_auth_t *out)
+{
+    const fsa__server_device_t *d = known_device(devices, n, in, out);
+    if (d == NULL)
+        return;
+    if (!fsa__server_parse_i64(in->timestamp, &out->ts) || in->nonce == NULL ||
+        !fsa__server_nonce_parse(in->nonce, &out->nonce_a, &out->nonce_b) ||
+        !hex_of(in->signature, FSA_SIGNER_HEX_BYTES - 1)) {
+        bad_signature(out);
         return;
     }
-    out->verdict = FSA__AUTH_OK;
-    out->dev = d;
+    check_window(d, in, out);
+}
+
+bool fsa__server_framing_ok(unsigned content_length, unsigned transfer_encoding)
+{
+    return content_length <= 1 && transfer_encoding <= 1 &&
+           !(content_length > 0 && transfer_encoding > 0);
+}
+
+bool fsa__server_expects_continue(const char *expect)
+{
+    return expect != NULL && strcasecmp(expect, "100-continue") == 0;
+}
+
+fsa__server_body_plan_t fsa__server_body_plan(const char *content_length, const char *expect)
+{
+    int64_t clen = 0;
+    if (content_length == NULL || !fsa__server_parse_i64(content_length, &clen) ||
+        clen <= FSA__SERVER_RAW_BODY_MAX)
+        return FSA__BODY_READ;
+    /* Only a body over FSA__SERVER_DISCARD_MAX is refused mid-way. */
+    if ((uint64_t)clen > FSA__SERVER_DISCARD_MAX || fsa__server_expects_continue(expect))
+        return FSA__BODY_REFUSE;
+    return FSA__BODY_DROP;
+}
+
+bool fsa__server_accepts_gzip(const char *accept_encoding)
+{
+    const char *g = accept_encoding != NULL ? strstr(accept_encoding, "gzip") : NULL;
+    if (g == NULL)
+        return false;
+    g += 4;
+    while (*g == ' ')
+        g++;
+    if (strncmp(g, ";q=0", 4) != 0)
+        return true;
+    g += 4;
+    if (*g == '.')
+        g += 1 + strspn(g + 1, "0");
+    return *g >= '1' && *g <= '9';
+}
+
+/* The segment of s up to its next '/', into out (cap bytes): a pointer to that '/', or NULL when
+ * there is none or the segment does not fit. */
+static const char *admin_segment(const char *s, char *out, size_t cap)
+{
+    const char *slash = strchr(s, '/');
+    if (slash == NULL || (size_t)(slash - s) >= cap)
+        return NULL;
+    memcpy(out, s, (size_t)(slash - s));
+    out[slash - s] = '\0';
+    return slash;
+}
+
+void fsa__server_admin_route(const char *path, fsa__server_admin_route_t *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *rest = path + strlen("/admin/v1/");
+    if (strcmp(rest, "stats") == 0) {
+        *out = (fsa__server_admin_route_t){.res = FSA__ADMIN_STATS, .method = "GET"};
+    } else if (strcmp(rest, "entities") == 0) {
+        *out = (fsa__server_admin_route_t){.res = FSA__ADMIN_SEED, .method = "POST"};
+    } else if (strcmp(rest, "ops") == 0) {
+        *out = (fsa__server_admin_route_t){.res = FSA__ADMIN_OPS, .method = "POST"};
+    } else if (strncmp(rest, "entities/", 9) == 0) {
+        char type[32];
+        const char *slash = admin_segment(rest + 9, type, sizeof type);
+        if (slash != NULL && fsa_type_parse(type, &out->type) == FSA_OK &&
+            fsa_model_id_valid(slash + 1)) {
+            out->res = FSA__ADMIN_ENTITY;
+            out->method = "GET";
+            snprintf(out->id, sizeof out->id, "%s", slash + 1);
+        }
+    } else if (strncmp(rest, "jobneeds/", 9) == 0) {
+        /* An id too long for out->id is not valid either. */
+        const char *slash = admin_segment(rest + 9, out->id, sizeof out->id);
+        if (slash != NULL && strcmp(slash, "/autoclose") == 0 && fsa_model_id_valid(out->id)) {
+            out->res = FSA__ADMIN_AUTOCLOSE;
+            out->method = "POST";
+        } else {
+            out->id[0] = '\0';
+        }
+    }
 }
 
 fsa_status_t fsa__server_push_body(const char *content_encoding, const char *body, size_t len,

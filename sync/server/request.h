@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "port/limits.h"
 #include "storage/model.h"
 #include "sync/codec.h"
 #include "sync/signer.h"
@@ -47,6 +48,14 @@ typedef struct fsa__server_route {
     bool pull;                      /* /v1/devices/<device>/changes */
     char device[FSA_ID_BYTES + 1];  /* the path's device (push and pull only) */
 } fsa__server_route_t;
+
+/* A compressed body can be a little larger than its inflated form (incompressible data). */
+#define FSA__SERVER_RAW_BODY_MAX (FSA_LIMIT_BODY_BYTES + 64 * 1024)
+/* A refused body is still read (and dropped) up to this size so that the 413 reaches a client
+ * that sends without waiting for "100 Continue" (PROTOCOL.md section 3); past it the server
+ * answers at once and closes, which may reset the connection. 16 MiB is the ceiling of the body
+ * limit (port/limits.h) and bounds the work a refused client costs. */
+#define FSA__SERVER_DISCARD_MAX ((uint64_t)FSA_LIMIT_BODY_BYTES_MAX)
 
 /* The device id among devices[0..n) (sorted by id), or NULL. */
 const fsa__server_device_t *fsa__server_device_find(const fsa__server_device_t *devices, size_t n,
@@ -97,6 +106,65 @@ typedef struct fsa__server_auth {
  */
 void fsa__server_auth_check(const fsa__server_device_t *devices, size_t n,
                             const fsa__server_auth_in_t *in, fsa__server_auth_t *out);
+
+/*
+ * The checks of a /v1/ request that need no body, run on its headers before any of it is read:
+ * a known device (in->device_id), the shapes of X-Timestamp, X-Nonce and X-Signature, the clock
+ * window. The same verdicts and answers as fsa__server_auth_check gives after the body (the
+ * signature itself is not checked: it covers the body), so a client sees no difference but the
+ * cost. On FSA__AUTH_OK out->dev, out->ts and out->nonce_a/b are set; in->method, uri, body and
+ * path_device are not read.
+ */
+void fsa__server_precheck(const fsa__server_device_t *devices, size_t n,
+                          const fsa__server_auth_in_t *in, fsa__server_auth_t *out);
+
+/* Request smuggling (a proxy and this server reading different bodies): true when the counts of
+ * Content-Length and Transfer-Encoding headers frame a body one way only (at most one of either,
+ * never both). */
+bool fsa__server_framing_ok(unsigned content_length, unsigned transfer_encoding);
+
+/* True when the Expect header (NULL: absent) asks for "100-continue" (the client waits before
+ * sending its body). */
+bool fsa__server_expects_continue(const char *expect);
+
+/* What to do with a body by its headers. */
+typedef enum fsa__server_body_plan {
+    FSA__BODY_READ,  /* read it (a body without Content-Length is bounded while it comes) */
+    FSA__BODY_DROP,  /* over FSA__SERVER_RAW_BODY_MAX: read and drop it, 413 after it */
+    FSA__BODY_REFUSE /* over FSA__SERVER_DISCARD_MAX, or the client waits: 413 at once */
+} fsa__server_body_plan_t;
+
+/* PROTOCOL.md section 3: a refusal must reach a client that is still sending. A client waiting
+ * for "100 Continue" has sent nothing yet and gets the 413 at once; a client that sends its body
+ * without waiting has its body read and dropped (up to FSA__SERVER_DISCARD_MAX) and the 413 after
+ * it, because closing a socket with unread data resets the connection, and a reset can destroy
+ * the answer before the client reads it. content_length and expect: the headers, NULL when
+ * absent (a Content-Length that does not parse is left to libmicrohttpd). */
+fsa__server_body_plan_t fsa__server_body_plan(const char *content_length, const char *expect);
+
+/* True when an Accept-Encoding header (NULL: absent) names gzip and does not refuse it with q=0
+ * (q=0.5 accepts; q=0, q=0.0 refuse). */
+bool fsa__server_accepts_gzip(const char *accept_encoding);
+
+/* The admin API's resources, by path (under /admin/v1/). */
+typedef enum fsa__server_admin_res {
+    FSA__ADMIN_NONE = 0, /* no such resource (404) */
+    FSA__ADMIN_STATS,    /* GET stats */
+    FSA__ADMIN_SEED,     /* POST entities */
+    FSA__ADMIN_OPS,      /* POST ops */
+    FSA__ADMIN_ENTITY,   /* GET entities/<type>/<id> */
+    FSA__ADMIN_AUTOCLOSE /* POST jobneeds/<id>/autoclose */
+} fsa__server_admin_res_t;
+
+typedef struct fsa__server_admin_route {
+    fsa__server_admin_res_t res;
+    const char *method;    /* the method the resource takes ("GET" or "POST"); NULL: none */
+    fsa_type_t type;       /* FSA__ADMIN_ENTITY */
+    char id[FSA_ID_BYTES]; /* FSA__ADMIN_ENTITY and FSA__ADMIN_AUTOCLOSE: a valid id */
+} fsa__server_admin_route_t;
+
+/* Routes an admin path (the target without its query, starting "/admin/v1/") into *out. */
+void fsa__server_admin_route(const char *path, fsa__server_admin_route_t *out);
 
 /*
  * A push body as the server reads it: content_encoding NULL or "identity" (as is) or "gzip"

@@ -1,37 +1,23 @@
 /* fieldsync-server: HTTP (libmicrohttpd), authentication, routing, limits, admin API and faults. */
-/* 64-bit file offsets and inode numbers on 32-bit targets (armhf): without them fstat() of a
- * secret file can fail with EOVERFLOW on a large file system. */
-#define _FILE_OFFSET_BITS 64
-
 /*
- * The server is a Linux program of its own, not code that runs on a device: like libmicrohttpd
- * under it, it uses sockets, files and sysconf directly instead of going through the port, which
- * it uses for clocks, randomness, mutexes and its log.
+ * The OS is the port's: clocks, randomness, threads, mutexes and the log (port.h), the secret
+ * files (files.h), the listening sockets (daemon.h), which libmicrohttpd then serves.
  */
 #include "sync/server/server.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/un.h>
 #include <unistd.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 #include <microhttpd.h>
 
 #include "port/alloc.h"
+#include "port/daemon.h"
 #include "port/files.h"
 #include "port/limits.h"
 #include "sync/codec.h"
@@ -42,13 +28,8 @@
 #include "sync/signer.h"
 
 #define URI_MAX FSA__SERVER_URI_MAX
-/* A compressed body can be a little larger than its inflated form (incompressible data). */
-#define RAW_BODY_MAX (FSA_LIMIT_BODY_BYTES + 64 * 1024)
-/* A refused body is still read (and dropped) up to this size so that the 413 reaches a client
- * that sends without waiting for "100 Continue" (PROTOCOL.md section 3); past it the server
- * answers at once and closes, which may reset the connection. 16 MiB is the ceiling of the body
- * limit (port/limits.h) and bounds the work a refused client costs. */
-#define DISCARD_MAX ((uint64_t)FSA_LIMIT_BODY_BYTES_MAX)
+#define RAW_BODY_MAX FSA__SERVER_RAW_BODY_MAX /* request.h */
+#define DISCARD_MAX FSA__SERVER_DISCARD_MAX   /* request.h */
 /* A body without a Content-Length (chunked) has no announced end: past the body limit only this
  * much more is read and dropped before the 413, and the connection is closed after it. */
 #define CHUNKED_DISCARD_MAX ((uint64_t)RAW_BODY_MAX + 64 * 1024)
@@ -291,22 +272,10 @@ static void count_status(fsa_server_t *srv, unsigned http)
         bump(&srv->stats.http5xx);
 }
 
-/* True when the request's Accept-Encoding names gzip and does not refuse it with q=0. */
-static bool accepts_gzip(struct MHD_Connection *c)
+/* A request header's value, NULL when absent. */
+static const char *header(struct MHD_Connection *c, const char *name)
 {
-    const char *ae = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept-Encoding");
-    const char *g = ae != NULL ? strstr(ae, "gzip") : NULL;
-    if (g == NULL)
-        return false;
-    g += 4;
-    while (*g == ' ')
-        g++;
-    if (strncmp(g, ";q=0", 4) != 0)
-        return true;
-    g += 4;
-    if (*g == '.')
-        g += 1 + strspn(g + 1, "0");
-    return *g >= '1' && *g <= '9'; /* q=0.5 accepts; q=0, q=0.0 refuse */
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
 }
 
 /* Compresses text with gzip into a new buffer; false (nothing allocated) when that fails or does
@@ -338,7 +307,8 @@ static enum MHD_Result respond(fsa_server_t *srv, struct MHD_Connection *c, unsi
     bool gzipped = false;
     char *gz = NULL;
     size_t gz_len = 0;
-    if (text != NULL && len >= GZIP_MIN_BYTES && accepts_gzip(c) &&
+    if (text != NULL && len >= GZIP_MIN_BYTES &&
+        fsa__server_accepts_gzip(header(c, "Accept-Encoding")) &&
         gzip_text(text, len, &gz, &gz_len)) {
         fsa_codec_free(text);
         text = gz;
@@ -552,64 +522,60 @@ static bool quota_ok(fsa_server_t *srv, const device_t *d, bool take)
     return ok;
 }
 
-static bool hex_of(const char *s, size_t n)
+/* A verdict of request.c's (counted when it refuses), then the device's quota (take: spend one
+ * request, else only look). False with *fail the answer when either refuses. */
+static bool auth_passed(fsa_server_t *srv, const fsa__server_auth_t *a, bool take,
+                        auth_fail_t *fail)
 {
-    return s != NULL && strlen(s) == n && strspn(s, "0123456789abcdefABCDEF") == n;
-}
-
-/*
- * The checks of a /v1/ request that need no body, run before any of it is read: a known device,
- * the signature headers' shape, the clock window and the device's quota. The same answers as
- * after the body (PROTOCOL.md section 5), so a client sees no difference but the cost.
- */
-static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_t *req,
-                     const char *method, auth_fail_t *fail)
-{
-    (void)method;
-    fsa__server_route_t rt;
-    fsa__server_route(req->uri, &rt);
-    if (!rt.push && !rt.pull)
-        return true; /* answered 404 later */
-    const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Device-Id");
-    const char *ts = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Timestamp");
-    const char *nonce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Nonce");
-    const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Signature");
-    const device_t *d =
-        id != NULL ? fsa__server_device_find(srv->devices, srv->ndevices, id) : NULL;
-    int64_t t = 0;
-    if (d == NULL) {
-        bump(&srv->stats.unknown_device);
-        *fail = (auth_fail_t){401, "unknown_device", "unknown device"};
+    if (a->verdict != FSA__AUTH_OK) {
+        *fail = a->fail;
+        bump(a->verdict == FSA__AUTH_BAD_SIGNATURE ? &srv->stats.bad_signature
+             : a->verdict == FSA__AUTH_CLOCK_SKEW  ? &srv->stats.clock_skew
+                                                   : &srv->stats.unknown_device);
         return false;
     }
-    if (!fsa__server_parse_i64(ts, &t) || !hex_of(nonce, FSA_LIMIT_NONCE_HEX) ||
-        !hex_of(sig, FSA_SIGNER_HEX_BYTES - 1)) {
-        bump(&srv->stats.bad_signature);
-        *fail = (auth_fail_t){401, "bad_signature", "the request signature does not verify"};
-        return false;
-    }
-    int64_t now = now_ms(srv);
-    int64_t skew = now > t ? now - t : t - now;
-    if (skew > FSA_LIMIT_SKEW_MS) {
-        bump(&srv->stats.clock_skew);
-        *fail = (auth_fail_t){401, "clock_skew", "X-Timestamp is more than 300 s from server_time"};
-        return false;
-    }
-    if (!quota_ok(srv, d, false)) {
+    if (!quota_ok(srv, a->dev, take)) {
         bump(&srv->stats.quota_429);
         *fail = (auth_fail_t){429, "overloaded", "this device is over its request quota"};
         return false;
     }
+    return true;
+}
+
+/*
+ * The checks of a /v1/ request that need no body, run before any of it is read: the pure ones
+ * (fsa__server_precheck: a known device, the signature headers' shape, the clock window), then
+ * the device's quota and, for a push, whether its nonce was seen. The same answers as after the
+ * body (PROTOCOL.md section 5), so a client sees no difference but the cost.
+ */
+static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_t *req,
+                     auth_fail_t *fail)
+{
+    fsa__server_route_t rt;
+    fsa__server_route(req->uri, &rt);
+    if (!rt.push && !rt.pull)
+        return true; /* answered 404 later */
+    fsa__server_auth_in_t in = {
+        .device_id = header(c, "X-Device-Id"),
+        .timestamp = header(c, "X-Timestamp"),
+        .nonce = header(c, "X-Nonce"),
+        .signature = header(c, "X-Signature"),
+        .now_ms = now_ms(srv),
+    };
+    fsa__server_auth_t a;
+    fsa__server_precheck(srv->devices, srv->ndevices, &in, &a);
+    if (!auth_passed(srv, &a, false, fail))
+        return false;
     /* A nonce seen already for this device (a replay of a signed request) is refused before its
      * body is read. Only a look: the nonce is recorded after the signature verifies, so a client
      * without the secret cannot spend a device's nonces. When the look fails, the full check
      * after the body decides. A pull has no body: its nonce is checked once, after. */
-    uint64_t na = 0, nb = 0;
     char canon[FSA_LIMIT_NONCE_HEX + 1];
     bool seen = false;
-    if (rt.push && fsa__server_nonce_parse(nonce, &na, &nb)) {
-        snprintf(canon, sizeof canon, "%016" PRIx64 "%016" PRIx64, na, nb);
-        if (fsa_store_nonce_seen(srv->store, d->id, canon, now, &seen) == FSA_OK && seen) {
+    if (rt.push) {
+        snprintf(canon, sizeof canon, "%016" PRIx64 "%016" PRIx64, a.nonce_a, a.nonce_b);
+        if (fsa_store_nonce_seen(srv->store, a.dev->id, canon, in.now_ms, &seen) == FSA_OK &&
+            seen) {
             bump(&srv->stats.replay);
             *fail = (auth_fail_t){401, "replay", "this nonce was seen before"};
             return false;
@@ -656,21 +622,11 @@ static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const requ
     fsa__server_auth_t a;
     fsa__server_auth_check(srv->devices, srv->ndevices, &in, &a);
     *dev = NULL;
-    if (a.verdict != FSA__AUTH_OK) {
-        *fail = a.fail;
-        bump(a.verdict == FSA__AUTH_BAD_SIGNATURE ? &srv->stats.bad_signature
-             : a.verdict == FSA__AUTH_CLOCK_SKEW  ? &srv->stats.clock_skew
-                                                  : &srv->stats.unknown_device);
-        return false;
-    }
-    const device_t *d = a.dev;
     /* The quota before the nonce: a device's flood neither fills the replay table nor costs a
      * database write. */
-    if (!quota_ok(srv, d, true)) {
-        bump(&srv->stats.quota_429);
-        *fail = (auth_fail_t){429, "overloaded", "this device is over its request quota"};
+    if (!auth_passed(srv, &a, true, fail))
         return false;
-    }
+    const device_t *d = a.dev;
     /* The nonce in one spelling (its 16 bytes as lowercase hex), recorded in the database so that
      * every server process on it refuses a replay; kept until its timestamp leaves the window. */
     char nonce[FSA_LIMIT_NONCE_HEX + 1];
@@ -1016,41 +972,18 @@ static enum MHD_Result handle_admin(fsa_server_t *srv, struct MHD_Connection *c,
         warn_limited(srv, "admin API: wrong or missing bearer token (%lld refused so far)", n);
         return respond_error(srv, c, 401, "unauthorized", "missing or wrong admin bearer token");
     }
-    bool get_m = strcmp(method, "GET") == 0;
-    bool post_m = strcmp(method, "POST") == 0;
-    const char *rest = path + strlen("/admin/v1/");
-    if (strcmp(rest, "stats") == 0)
-        return get_m ? admin_stats(srv, c)
-                     : respond_error(srv, c, 405, "method_not_allowed", "use GET");
-    if (strcmp(rest, "entities") == 0)
-        return post_m ? admin_seed(srv, c, req)
-                      : respond_error(srv, c, 405, "method_not_allowed", "use POST");
-    if (strcmp(rest, "ops") == 0)
-        return post_m ? admin_ops(srv, c, req)
-                      : respond_error(srv, c, 405, "method_not_allowed", "use POST");
-    char a[32], b[FSA_ID_BYTES + 1], tail[32];
-    if (strncmp(rest, "entities/", 9) == 0) {
-        const char *t = rest + 9;
-        const char *slash = strchr(t, '/');
-        fsa_type_t type;
-        if (slash != NULL && (size_t)(slash - t) < sizeof a) {
-            memcpy(a, t, (size_t)(slash - t));
-            a[slash - t] = '\0';
-            if (fsa_type_parse(a, &type) == FSA_OK && fsa_model_id_valid(slash + 1))
-                return get_m ? respond_entity(srv, c, 200, type, slash + 1)
-                             : respond_error(srv, c, 405, "method_not_allowed", "use GET");
-        }
-    }
-    if (strncmp(rest, "jobneeds/", 9) == 0) {
-        const char *t = rest + 9;
-        const char *slash = strchr(t, '/');
-        if (slash != NULL && (size_t)(slash - t) < sizeof b && strlen(slash) < sizeof tail) {
-            memcpy(b, t, (size_t)(slash - t));
-            b[slash - t] = '\0';
-            if (strcmp(slash, "/autoclose") == 0 && fsa_model_id_valid(b))
-                return post_m ? admin_autoclose(srv, c, b)
-                              : respond_error(srv, c, 405, "method_not_allowed", "use POST");
-        }
+    fsa__server_admin_route_t rt;
+    fsa__server_admin_route(path, &rt);
+    if (rt.res != FSA__ADMIN_NONE && strcmp(method, rt.method) != 0)
+        return respond_error(srv, c, 405, "method_not_allowed",
+                             strcmp(rt.method, "GET") == 0 ? "use GET" : "use POST");
+    switch (rt.res) {
+    case FSA__ADMIN_STATS: return admin_stats(srv, c);
+    case FSA__ADMIN_SEED: return admin_seed(srv, c, req);
+    case FSA__ADMIN_OPS: return admin_ops(srv, c, req);
+    case FSA__ADMIN_ENTITY: return respond_entity(srv, c, 200, rt.type, rt.id);
+    case FSA__ADMIN_AUTOCLOSE: return admin_autoclose(srv, c, rt.id);
+    case FSA__ADMIN_NONE: break; /* 404 */
     }
     return respond_error(srv, c, 404, "not_found", "no such admin resource");
 }
@@ -1204,126 +1137,120 @@ static append_t append_body(request_t *req, const char *data, size_t n)
     return APPEND_OK;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls)
+/* True (counted, logged) when the request is still incomplete past its deadline, counted from its
+ * request line: it is closed without an answer (libmicrohttpd answers only complete requests). */
+static bool too_slow(fsa_server_t *srv, const request_t *req)
 {
-    (void)url;
-    (void)version;
-    fsa_server_t *srv = cls;
-    request_t *req = *con_cls;
-    if (req == NULL)
-        return MHD_NO; /* on_uri could not allocate: close the connection */
-    bool is_v1 = !req->on_admin && strncmp(req->uri, "/v1/", 4) == 0;
     int64_t deadline_s =
         srv->cfg.request_deadline_s > 0 ? srv->cfg.request_deadline_s : FSA_LIMIT_SERVER_REQUEST_S;
-    if (!req->answered && fsa_mono_diff_ns(srv->port.mono_now(srv->port.ctx), req->first_line) >
-                              deadline_s * INT64_C(1000000000)) {
-        /* Too slow: closed without an answer (libmicrohttpd answers only complete requests). */
-        bump(&srv->stats.too_slow);
-        warn_limited(srv, "closed a request still incomplete after %" PRId64 " s", deadline_s);
+    if (req->answered || fsa_mono_diff_ns(srv->port.mono_now(srv->port.ctx), req->first_line) <=
+                             deadline_s * INT64_C(1000000000))
+        return false;
+    bump(&srv->stats.too_slow);
+    warn_limited(srv, "closed a request still incomplete after %" PRId64 " s", deadline_s);
+    return true;
+}
+
+/*
+ * The first call for a request: its headers are complete. Refuses what can be refused on them
+ * (a target too long, request smuggling, a body over the limit, and for /v1/ the checks of
+ * precheck), each before any of the body is buffered, so that a client without a known device
+ * or a well-formed signed request costs no memory.
+ */
+static enum MHD_Result on_headers(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
+                                  bool is_v1)
+{
+    req->started = true;
+    conn_arm(srv, c, false, 0); /* the headers are complete */
+    if (is_v1 && fault_hit(srv, srv->cfg.faults.rate_reset)) {
+        bump(&srv->stats.f_reset);
+        return MHD_NO; /* close before processing */
+    }
+    if (req->uri_too_long)
+        return respond_error(srv, c, 414, "malformed", "the request target is too long");
+    /* Request smuggling: two Content-Length headers, or one with Transfer-Encoding, are refused
+     * and the connection closed, whatever the values. */
+    framing_t fr = {0, 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &fr);
+    if (!fsa__server_framing_ok(fr.content_length, fr.transfer_encoding)) {
+        bump(&srv->stats.smuggling);
+        bump(&srv->stats.malformed);
+        req->refused = true;
+        return respond_error(srv, c, 400, "malformed",
+                             "conflicting Content-Length and Transfer-Encoding headers");
+    }
+    const char *cl = header(c, "Content-Length");
+    const char *expect = header(c, "Expect");
+    req->chunked = cl == NULL;
+    fsa__server_body_plan_t plan = fsa__server_body_plan(cl, expect);
+    if (plan == FSA__BODY_REFUSE) {
+        bump(&srv->stats.too_large);
+        return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
+    }
+    req->body_too_large = plan == FSA__BODY_DROP;
+    /* A refusal on the headers comes at once to a client waiting for "100 Continue", else after
+     * its body was read and dropped (PROTOCOL.md section 3: a refusal reaches a client still
+     * sending). */
+    if (is_v1 && !req->body_too_large && !precheck(srv, c, req, &req->early_fail)) {
+        bump(&srv->stats.before_body);
+        if (fsa__server_expects_continue(expect)) {
+            req->refused = true;
+            return respond_auth_fail(srv, c, &req->early_fail);
+        }
+        req->early = true;
+    }
+    if (is_v1)
+        req->drop = fault_hit(srv, srv->cfg.faults.rate_drop);
+    return MHD_YES;
+}
+
+/* A piece of the body (n bytes): kept, or dropped when the answer is known already. */
+static enum MHD_Result on_body(fsa_server_t *srv, request_t *req, const char *data, size_t n)
+{
+    req->seen += n;
+    if (req->refused) {
+        /* An answer is queued; a client still sending gets the connection closed once it has
+         * sent CHUNKED_DISCARD_MAX more. */
+        return req->seen > CHUNKED_DISCARD_MAX ? MHD_NO : MHD_YES;
+    }
+    if (req->early) {
+        /* Dropped: the answer is known. A body over the bound is cut (connection closed). */
+        return req->seen > (req->chunked ? CHUNKED_DISCARD_MAX : DISCARD_MAX) ? MHD_NO : MHD_YES;
+    }
+    append_t ar = append_body(req, data, n);
+    if (ar == APPEND_NOMEM)
+        return MHD_NO;
+    if (ar == APPEND_OVER_BUDGET) {
+        /* All requests together hold FSA_LIMIT_SERVER_BODY_BUDGET already: this body is dropped
+         * as it comes (its buffer freed now) and answered 503 with Retry-After at its end, so the
+         * client retries later instead of the server holding it. libmicrohttpd answers only once
+         * the request is complete. */
+        bump(&srv->stats.budget_503);
+        fsa_free(req->body);
+        budget_release(srv, req->cap);
+        req->body = NULL;
+        req->len = req->cap = 0;
+        req->early = true;
+        req->early_fail =
+            (fsa__server_fail_t){503, "overloaded", "the server is holding too many bodies; retry"};
+        return MHD_YES;
+    }
+    if (req->chunked && req->seen > CHUNKED_DISCARD_MAX) {
+        /* A chunked body that never ends: libmicrohttpd can answer only a complete request, so
+         * past the body limit and a small discard bound the connection is closed (a chunked body
+         * that ends before that bound gets its 413). */
+        bump(&srv->stats.too_large);
+        warn_limited(srv, "closed a connection sending a chunked body over %llu bytes",
+                     (unsigned long long)CHUNKED_DISCARD_MAX);
         return MHD_NO;
     }
-    if (!req->started) {
-        req->started = true;
-        conn_arm(srv, c, false, 0); /* the headers are complete */
-        if (is_v1 && fault_hit(srv, srv->cfg.faults.rate_reset)) {
-            bump(&srv->stats.f_reset);
-            return MHD_NO; /* close before processing */
-        }
-        if (req->uri_too_long)
-            return respond_error(srv, c, 414, "malformed", "the request target is too long");
-        /* Request smuggling (a proxy and this server reading different bodies): two
-         * Content-Length headers, or one with Transfer-Encoding, are refused and the connection
-         * closed, whatever the values. */
-        framing_t fr = {0, 0};
-        MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &fr);
-        if (fr.content_length > 1 || (fr.content_length > 0 && fr.transfer_encoding > 0) ||
-            fr.transfer_encoding > 1) {
-            bump(&srv->stats.smuggling);
-            bump(&srv->stats.malformed);
-            req->refused = true;
-            return respond_error(srv, c, 400, "malformed",
-                                 "conflicting Content-Length and Transfer-Encoding headers");
-        }
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        req->chunked = cl == NULL;
-        int64_t clen = 0;
-        if (cl != NULL && fsa__server_parse_i64(cl, &clen) && clen > RAW_BODY_MAX) {
-            /* PROTOCOL.md section 3: a refusal must reach a client that is still sending. A
-             * client waiting for "100 Continue" has sent nothing yet and gets the 413 at once; a
-             * client that sends its body without waiting has its body read and dropped (up to
-             * DISCARD_MAX) and the 413 after it, because closing a socket with unread data
-             * resets the connection, and a reset can destroy the answer before the client reads
-             * it. Only a body over DISCARD_MAX is refused mid-way. */
-            const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
-            if ((uint64_t)clen > DISCARD_MAX ||
-                (expect != NULL && strcasecmp(expect, "100-continue") == 0)) {
-                bump(&srv->stats.too_large);
-                return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
-            }
-            req->body_too_large = true;
-        }
-        /* The checks that need no body come before any of it is buffered, so that a client
-         * without a known device or a well-formed signed request costs no memory. Its answer
-         * comes at once to a client waiting for "100 Continue", else after its body was read
-         * and dropped (PROTOCOL.md section 3: a refusal reaches a client still sending). */
-        if (is_v1 && !req->body_too_large && !precheck(srv, c, req, method, &req->early_fail)) {
-            bump(&srv->stats.before_body);
-            const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
-            if (expect != NULL && strcasecmp(expect, "100-continue") == 0) {
-                req->refused = true;
-                return respond_auth_fail(srv, c, &req->early_fail);
-            }
-            req->early = true;
-        }
-        if (is_v1)
-            req->drop = fault_hit(srv, srv->cfg.faults.rate_drop);
-        return MHD_YES;
-    }
-    if (*upload_data_size > 0) {
-        size_t n = *upload_data_size;
-        req->seen += n;
-        *upload_data_size = 0;
-        if (req->refused) {
-            /* An answer is queued; a client still sending gets the connection closed once it
-             * has sent CHUNKED_DISCARD_MAX more. */
-            return req->seen > CHUNKED_DISCARD_MAX ? MHD_NO : MHD_YES;
-        }
-        if (req->early) {
-            /* Dropped: the answer is known. A body over the bound is cut (connection closed). */
-            return req->seen > (req->chunked ? CHUNKED_DISCARD_MAX : DISCARD_MAX) ? MHD_NO
-                                                                                  : MHD_YES;
-        }
-        append_t ar = append_body(req, upload_data, n);
-        if (ar == APPEND_NOMEM)
-            return MHD_NO;
-        if (ar == APPEND_OVER_BUDGET) {
-            /* All requests together hold FSA_LIMIT_SERVER_BODY_BUDGET already: this body is
-             * dropped as it comes (its buffer freed now) and answered 503 with Retry-After at its
-             * end, so the client retries later instead of the server holding it. libmicrohttpd
-             * answers only once the request is complete. */
-            bump(&srv->stats.budget_503);
-            fsa_free(req->body);
-            budget_release(srv, req->cap);
-            req->body = NULL;
-            req->len = req->cap = 0;
-            req->early = true;
-            req->early_fail = (fsa__server_fail_t){503, "overloaded",
-                                                   "the server is holding too many bodies; retry"};
-            return MHD_YES;
-        }
-        if (req->chunked && req->seen > CHUNKED_DISCARD_MAX) {
-            /* A chunked body that never ends: libmicrohttpd can answer only a complete request,
-             * so past the body limit and a small discard bound the connection is closed (a
-             * chunked body that ends before that bound gets its 413). */
-            bump(&srv->stats.too_large);
-            warn_limited(srv, "closed a connection sending a chunked body over %llu bytes",
-                         (unsigned long long)CHUNKED_DISCARD_MAX);
-            return MHD_NO;
-        }
-        return MHD_YES;
-    }
+    return MHD_YES;
+}
+
+/* The last call for a request: the whole body came. */
+static enum MHD_Result on_complete(fsa_server_t *srv, struct MHD_Connection *c, request_t *req,
+                                   const char *method, bool is_v1)
+{
     if (req->refused)
         return MHD_YES; /* answered already */
     if (req->early)
@@ -1343,6 +1270,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_NO; /* processed and committed; the answer is lost */
     }
     return ret;
+}
+
+/* libmicrohttpd's request callback: first with the headers, then with each piece of the body,
+ * last with none once the body is complete. */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)url;
+    (void)version;
+    fsa_server_t *srv = cls;
+    request_t *req = *con_cls;
+    if (req == NULL)
+        return MHD_NO; /* on_uri could not allocate: close the connection */
+    bool is_v1 = !req->on_admin && strncmp(req->uri, "/v1/", 4) == 0;
+    if (too_slow(srv, req))
+        return MHD_NO;
+    if (!req->started)
+        return on_headers(srv, c, req, is_v1);
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        return on_body(srv, req, upload_data, n);
+    }
+    return on_complete(srv, c, req, method, is_v1);
 }
 
 /* MHD's format, checked by the compiler as a printf format passed on. */
@@ -1504,7 +1456,7 @@ static void *conn_watch_main(void *arg)
         long long shut = 0;
         for (conn_t *k = srv->conns; k != NULL; k = k->next) {
             if (k->armed && !k->shut && fsa_mono_diff_ns(now, k->deadline) > 0) {
-                (void)shutdown(k->fd, SHUT_RDWR); /* may fail on a socket closing already */
+                fsa_socket_shutdown(k->fd);
                 k->shut = true;
                 shut++;
             }
@@ -1543,22 +1495,6 @@ static void conn_watch_stop(fsa_server_t *srv)
 
 /* ---- start and stop ---- */
 
-/* True for an address of the loopback interface: 127.0.0.0/8, ::1, or ::ffff:127.x.y.z. */
-static bool is_loopback(const struct sockaddr *sa)
-{
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-        if (IN6_IS_ADDR_LOOPBACK(a))
-            return true;
-        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
-    }
-    return false;
-}
-
 /*
  * Binds and listens on host:port (TCP). *fd the socket, url "SCHEME://HOST:PORT" with the real
  * port. loopback_only: an address that is not loopback is refused (FSA_EPERM), what names the
@@ -1568,112 +1504,43 @@ static fsa_status_t bind_tcp(const char *what, const char *host, const char *por
                              bool loopback_only, int *out_fd, char *url, size_t urlcap, char *err,
                              size_t errlen)
 {
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(host, port, &hints, &ai);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot resolve the %s address %s:%s: %s", what, host, port,
-                 gai_strerror(rc));
-        return FSA_EINVAL;
-    }
-    if (loopback_only && !is_loopback(ai->ai_addr)) {
+    char why[256];
+    int fd = -1, bound = 0;
+    bool v6 = false;
+    fsa_status_t st =
+        fsa_socket_listen_tcp(host, port, 1024, loopback_only, &fd, &bound, &v6, why, sizeof why);
+    if (st == FSA_EINVAL)
+        snprintf(err, errlen, "cannot resolve the %s address %s:%s: %s", what, host, port, why);
+    else if (st == FSA_EPERM)
         snprintf(err, errlen,
                  "the %s address %s:%s is not a loopback address: the admin API can change "
                  "every entity, so it listens on loopback (or a unix socket) unless "
                  "--admin-allow-remote says otherwise",
                  what, host, port);
-        freeaddrinfo(ai);
-        return FSA_EPERM;
-    }
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    int one = 1;
-    fsa_status_t st = FSA_OK;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot listen on %s:%s (%s): %s", host, port, what, strerror(e));
-        st = e == EADDRINUSE ? FSA_EBUSY : FSA_EIO;
-        if (fd >= 0)
-            close(fd);
-        fd = -1;
-    }
-    int family = ai->ai_family;
-    freeaddrinfo(ai);
+    else if (st != FSA_OK)
+        snprintf(err, errlen, "cannot listen on %s:%s (%s): %s", host, port, what, why);
     if (st != FSA_OK)
-        return st; // cppcheck-suppress resourceLeak ; fd was closed above whenever st != FSA_OK
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    unsigned bound = 0;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            bound = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        else if (ss.ss_family == AF_INET6)
-            bound = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-    bool v6 = family == AF_INET6 && strchr(host, ':') != NULL;
-    snprintf(url, urlcap, "%s://%s%s%s:%u", tls ? "https" : "http", v6 ? "[" : "", host,
-             v6 ? "]" : "", bound);
+        return st;
+    bool brackets = v6 && strchr(host, ':') != NULL;
+    snprintf(url, urlcap, "%s://%s%s%s:%d", tls ? "https" : "http", brackets ? "[" : "", host,
+             brackets ? "]" : "", bound);
     *out_fd = fd;
     return FSA_OK;
 }
 
-/*
- * Binds and listens on a unix socket at path, mode 0600 (only this user may connect). A socket
- * left by a previous run is replaced; any other file there is refused.
- */
+/* Binds and listens on a unix socket at path, mode 0600 (only this user may connect). A socket
+ * left by a previous run is replaced; any other file there is refused. */
 static fsa_status_t bind_unix(const char *path, int *out_fd, char *err, size_t errlen)
 {
-    struct sockaddr_un a;
-    memset(&a, 0, sizeof a);
-    a.sun_family = AF_UNIX;
-    if (path[0] == '\0' || strlen(path) >= sizeof a.sun_path) {
-        snprintf(err, errlen, "the admin socket path is empty or over %zu bytes: '%s'",
-                 sizeof a.sun_path - 1, path);
-        return FSA_EINVAL;
-    }
-    memcpy(a.sun_path, path, strlen(path) + 1);
-    struct stat sb;
-    if (lstat(path, &sb) == 0) {
-        if (!S_ISSOCK(sb.st_mode)) {
-            snprintf(err, errlen,
-                     "refusing the admin socket %s: a file that is not a socket is there", path);
-            return FSA_EPERM;
-        }
-        /* A socket someone still listens on is in use; one left by an earlier run is
-         * replaced. */
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        bool live = probe >= 0 && connect(probe, (struct sockaddr *)&a, sizeof a) == 0;
-        if (probe >= 0)
-            close(probe);
-        if (live) {
-            snprintf(err, errlen, "cannot listen on the admin socket %s: another process does",
-                     path);
-            return FSA_EBUSY;
-        }
-        (void)unlink(path); /* bind reports what remains */
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    /* bind creates the file with the umask's mode: 0600 from the start (the server is still
-     * starting: no other thread creates files now), and chmod'ed again to be sure. */
-    int brc = -1;
-    if (fd >= 0) {
-        mode_t old = umask(0177);
-        brc = bind(fd, (struct sockaddr *)&a, sizeof a);
-        (void)umask(old);
-    }
-    if (fd < 0 || brc != 0 || chmod(path, 0600) != 0 || listen(fd, 64) != 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot listen on the admin socket %s: %s", path, strerror(e));
-        if (fd >= 0)
-            close(fd);
-        return e == EADDRINUSE ? FSA_EBUSY : FSA_EIO;
-    }
-    *out_fd = fd;
-    return FSA_OK;
+    char why[256];
+    fsa_status_t st = fsa_socket_listen_unix(path, 64, out_fd, why, sizeof why);
+    if (st == FSA_EINVAL)
+        snprintf(err, errlen, "the admin socket path is %s: '%s'", why, path);
+    else if (st == FSA_EPERM)
+        snprintf(err, errlen, "refusing the admin socket %s: %s", path, why);
+    else if (st != FSA_OK)
+        snprintf(err, errlen, "cannot listen on the admin socket %s: %s", path, why);
+    return st;
 }
 
 /* The admin API's listener: cfg->admin_listen ("HOST:PORT", "unix:PATH"; NULL: 127.0.0.1:0). */
@@ -1736,12 +1603,10 @@ static void server_free(fsa_server_t *srv)
     sweeper_stop(srv);
     conn_watch_stop(srv);
     fsa_store_close(srv->store);
-    if (srv->listen_fd >= 0)
-        close(srv->listen_fd);
-    if (srv->admin_fd >= 0)
-        close(srv->admin_fd);
+    fsa_socket_close(srv->listen_fd);
+    fsa_socket_close(srv->admin_fd);
     if (srv->admin_unix != NULL) {
-        (void)unlink(srv->admin_unix);
+        fsa_socket_unlink(srv->admin_unix);
         fsa_free(srv->admin_unix);
     }
     for (size_t i = 0; i < srv->ndevices; i++) {
@@ -1766,17 +1631,30 @@ static void server_free(fsa_server_t *srv)
     fsa_free(srv);
 }
 
-fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out, char *err,
-                              size_t errlen)
+/* The server's locks and conditions; FSA_ENOMEM when one cannot be made. */
+static fsa_status_t server_locks_new(fsa_server_t *srv)
 {
-    char dummy[8];
-    if (err == NULL || errlen == 0) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    err[0] = '\0';
-    if (out != NULL)
-        *out = NULL;
+    const fsa_port_t *p = &srv->port;
+    fsa_status_t st = p->mutex_new(p->ctx, &srv->sweep_lock);
+    if (st == FSA_OK)
+        st = p->cond_new(p->ctx, &srv->sweep_cond);
+    if (st == FSA_OK)
+        st = p->mutex_new(p->ctx, &srv->quota_lock);
+    if (st == FSA_OK)
+        st = p->mutex_new(p->ctx, &srv->admin_lock);
+    if (st == FSA_OK)
+        st = p->mutex_new(p->ctx, &srv->log_lock);
+    if (st == FSA_OK)
+        st = p->mutex_new(p->ctx, &srv->conn_lock);
+    if (st == FSA_OK)
+        st = p->cond_new(p->ctx, &srv->conn_cond);
+    return st == FSA_OK ? FSA_OK : FSA_ENOMEM;
+}
+
+/* A server for cfg (checked), with its port, limits and locks, and nothing started: *out. */
+static fsa_status_t server_new(const fsa_server_config_t *cfg, fsa_server_t **out, char *err,
+                               size_t errlen)
+{
     if (cfg == NULL || out == NULL || cfg->host == NULL || cfg->port == NULL ||
         cfg->db_path == NULL || cfg->devices_file == NULL ||
         (cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
@@ -1799,25 +1677,24 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     srv->started_ms = now_ms(srv);
     atomic_init(&srv->in_flight, 0);
     atomic_init(&srv->fault_counter, 0);
-    fsa_status_t st = srv->port.mutex_new(srv->port.ctx, &srv->sweep_lock);
-    if (st == FSA_OK)
-        st = srv->port.cond_new(srv->port.ctx, &srv->sweep_cond);
-    if (st == FSA_OK)
-        st = srv->port.mutex_new(srv->port.ctx, &srv->quota_lock);
-    if (st == FSA_OK)
-        st = srv->port.mutex_new(srv->port.ctx, &srv->admin_lock);
-    if (st == FSA_OK)
-        st = srv->port.mutex_new(srv->port.ctx, &srv->log_lock);
-    if (st == FSA_OK)
-        st = srv->port.mutex_new(srv->port.ctx, &srv->conn_lock);
-    if (st == FSA_OK)
-        st = srv->port.cond_new(srv->port.ctx, &srv->conn_cond);
-    if (st != FSA_OK) {
+    srv->quota_rate = cfg->device_rate > 0 ? cfg->device_rate : FSA_LIMIT_DEVICE_REQ_PER_S;
+    srv->quota_burst = cfg->device_rate > 0 ? 4.0 * cfg->device_rate : FSA_LIMIT_DEVICE_REQ_BURST;
+    if (srv->cfg.op_retention_ms <= 0)
+        srv->cfg.op_retention_ms = FSA_SERVER_OP_RETENTION_MS;
+    *out = srv;
+    if (server_locks_new(srv) != FSA_OK) {
         snprintf(err, errlen, "out of memory");
-        st = FSA_ENOMEM;
-        goto out;
+        return FSA_ENOMEM;
     }
-    st = load_devices(srv, err, errlen);
+    return FSA_OK;
+}
+
+/* The files of the configuration: the devices (and their quotas), the admin token, the TLS
+ * certificate and key. */
+static fsa_status_t server_load_files(fsa_server_t *srv, char *err, size_t errlen)
+{
+    const fsa_server_config_t *cfg = &srv->cfg;
+    fsa_status_t st = load_devices(srv, err, errlen);
     if (st == FSA_OK) {
         srv->quota = fsa_calloc(srv->ndevices > 0 ? srv->ndevices : 1, sizeof *srv->quota);
         if (srv->quota == NULL) {
@@ -1839,60 +1716,62 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
             st = FSA_EUNSUPPORTED;
         }
     }
-    if (st != FSA_OK)
-        goto out;
-    unsigned threads = worker_threads();
-    st = fsa_store_open(&srv->port, cfg->db_path, threads, &srv->store, err, errlen);
+    return st;
+}
+
+/* The store, with a reader per worker thread; its error names the database but never a
+ * PostgreSQL URI, which may hold a password. */
+static fsa_status_t server_open_store(fsa_server_t *srv, unsigned threads, char *err, size_t errlen)
+{
+    const char *db = srv->cfg.db_path;
+    fsa_status_t st = fsa_store_open(&srv->port, db, threads, &srv->store, err, errlen);
     if (st != FSA_OK) {
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", err);
-        /* A PostgreSQL URI may hold a password: it is never printed. */
-        bool uri = strstr(cfg->db_path, "://") != NULL;
-        snprintf(err, errlen, "database %s: %s", uri ? "(PostgreSQL URI)" : cfg->db_path, tmp);
-        goto out;
+        bool uri = strstr(db, "://") != NULL;
+        snprintf(err, errlen, "database %s: %s", uri ? "(PostgreSQL URI)" : db, tmp);
     }
-    srv->quota_rate = cfg->device_rate > 0 ? cfg->device_rate : FSA_LIMIT_DEVICE_REQ_PER_S;
-    srv->quota_burst = cfg->device_rate > 0 ? 4.0 * cfg->device_rate : FSA_LIMIT_DEVICE_REQ_BURST;
-    if (srv->cfg.op_retention_ms <= 0)
-        srv->cfg.op_retention_ms = FSA_SERVER_OP_RETENTION_MS;
-    st = srv->port.thread_create(srv->port.ctx, &srv->sweeper, sweeper_main, srv);
+    return st;
+}
+
+/* The op log's sweeper and the connection watch. */
+static fsa_status_t server_threads_start(fsa_server_t *srv, char *err, size_t errlen)
+{
+    fsa_status_t st = srv->port.thread_create(srv->port.ctx, &srv->sweeper, sweeper_main, srv);
     if (st != FSA_OK) {
         snprintf(err, errlen, "cannot start the op log sweeper");
-        goto out;
+        return st;
     }
     st = srv->port.thread_create(srv->port.ctx, &srv->conn_watch, conn_watch_main, srv);
-    if (st != FSA_OK) {
-        snprintf(err, errlen, "cannot start the connection watch");
-        goto out;
-    }
-    st = bind_tcp("listen", cfg->host, cfg->port, srv->tls_cert != NULL, false, &srv->listen_fd,
-                  srv->url, sizeof srv->url, err, errlen);
-    if (st == FSA_OK && srv->admin_enabled)
-        st = bind_admin(srv, err, errlen);
     if (st != FSA_OK)
-        goto out;
+        snprintf(err, errlen, "cannot start the connection watch");
+    return st;
+}
 
-    /* poll(), not epoll: with a thread pool and epoll, libmicrohttpd 0.9.75's
-     * MHD_quiesce_daemon() races its own worker threads removing the listening socket from their
-     * epoll sets, and now and then aborts the process at shutdown ("Failed to remove listen FD
-     * from epoll set"). poll() has no such set; each worker polls only its own connections and
-     * the listening socket, which stays cheap at hundreds of connections. */
-    unsigned flags =
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (srv->tls_cert != NULL)
-        flags |= MHD_USE_TLS;
-    /* TLS 1.2 or 1.3 only, forward-secret key exchange (ECDHE, DHE) and AEAD ciphers only: no
-     * static RSA key exchange, no CBC, no SHA-1 MACs (GnuTLS priority string). */
-    static const char tls_priorities[] =
-        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-RSA:-PSK:-CIPHER-ALL:+AES-256-GCM:"
-        "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD";
-    struct MHD_OptionItem tls_opts[] = {
-        {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, srv->tls_cert},
-        {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, srv->tls_key},
-        {srv->tls_cert != NULL ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0,
-         (void *)(uintptr_t)tls_priorities},
-        {MHD_OPTION_END, 0, NULL},
-    };
+/* TLS 1.2 or 1.3 only, forward-secret key exchange (ECDHE, DHE) and AEAD ciphers only: no static
+ * RSA key exchange, no CBC, no SHA-1 MACs (GnuTLS priority string). */
+static const char tls_priorities[] =
+    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-RSA:-PSK:-CIPHER-ALL:+AES-256-GCM:"
+    "+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD";
+
+/* libmicrohttpd's TLS options of the server (3 items and the end; the end alone without TLS). */
+static void tls_options(const fsa_server_t *srv, struct MHD_OptionItem opts[4])
+{
+    bool tls = srv->tls_cert != NULL;
+    opts[0] =
+        (struct MHD_OptionItem){tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, srv->tls_cert};
+    opts[1] =
+        (struct MHD_OptionItem){tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, srv->tls_key};
+    opts[2] = (struct MHD_OptionItem){tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0,
+                                      (void *)(uintptr_t)tls_priorities};
+    opts[3] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+}
+
+/* The device listener's daemon on srv->listen_fd, with `threads` workers. */
+static fsa_status_t start_device_daemon(fsa_server_t *srv, unsigned flags, unsigned threads,
+                                        struct MHD_OptionItem *tls_opts, char *err, size_t errlen)
+{
+    const fsa_server_config_t *cfg = &srv->cfg;
     srv->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
         MHD_OPTION_LISTEN_SOCKET, srv->listen_fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
@@ -1906,34 +1785,91 @@ fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out
     if (srv->mhd == NULL) {
         snprintf(err, errlen, "cannot start the HTTP server on %s:%s%s", cfg->host, cfg->port,
                  srv->tls_cert != NULL ? " (check the TLS certificate and key)" : "");
-        st = FSA_EIO;
-        goto out;
+        return FSA_EIO;
     }
     srv->listen_fd = -1; /* MHD's now */
-    if (srv->admin_fd >= 0) {
-        /* The admin listener: a few threads of its own (its callers are an operator and
-         * scripts), the same limits and deadlines, TLS as the device listener has unless it is
-         * a unix socket. */
-        bool admin_tls = srv->tls_cert != NULL && srv->admin_unix == NULL;
-        unsigned aflags = flags & ~(unsigned)MHD_USE_TLS;
-        if (admin_tls)
-            aflags |= MHD_USE_TLS;
-        srv->admin_mhd = MHD_start_daemon(
-            aflags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
-            MHD_OPTION_LISTEN_SOCKET, srv->admin_fd, MHD_OPTION_THREAD_POOL_SIZE, 2u,
-            MHD_OPTION_URI_LOG_CALLBACK, on_uri_admin, srv, MHD_OPTION_NOTIFY_COMPLETED,
-            on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)FSA_LIMIT_SERVER_IDLE_S,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR,
-            MHD_OPTION_ARRAY, admin_tls ? tls_opts : tls_opts + 3, MHD_OPTION_END);
-        if (srv->admin_mhd == NULL) {
-            snprintf(err, errlen, "cannot start the admin API's listener on %s", srv->admin_url);
-            st = FSA_EIO;
-            goto out;
-        }
-        srv->admin_fd = -1; /* MHD's now */
+    return FSA_OK;
+}
+
+/* The admin listener's daemon on srv->admin_fd: a few threads of its own (its callers are an
+ * operator and scripts), the same limits and deadlines, TLS as the device listener has unless it
+ * is a unix socket. */
+static fsa_status_t start_admin_daemon(fsa_server_t *srv, unsigned flags,
+                                       struct MHD_OptionItem *tls_opts, char *err, size_t errlen)
+{
+    bool admin_tls = srv->tls_cert != NULL && srv->admin_unix == NULL;
+    unsigned aflags = flags & ~(unsigned)MHD_USE_TLS;
+    if (admin_tls)
+        aflags |= MHD_USE_TLS;
+    srv->admin_mhd = MHD_start_daemon(
+        aflags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+        MHD_OPTION_LISTEN_SOCKET, srv->admin_fd, MHD_OPTION_THREAD_POOL_SIZE, 2u,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri_admin, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)FSA_LIMIT_SERVER_IDLE_S, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR, MHD_OPTION_ARRAY,
+        admin_tls ? tls_opts : tls_opts + 3, MHD_OPTION_END);
+    if (srv->admin_mhd == NULL) {
+        snprintf(err, errlen, "cannot start the admin API's listener on %s", srv->admin_url);
+        return FSA_EIO;
     }
-out:
+    srv->admin_fd = -1; /* MHD's now */
+    return FSA_OK;
+}
+
+/* libmicrohttpd on the bound listeners. */
+static fsa_status_t server_daemons_start(fsa_server_t *srv, unsigned threads, char *err,
+                                         size_t errlen)
+{
+    /* poll(), not epoll: with a thread pool and epoll, libmicrohttpd 0.9.75's
+     * MHD_quiesce_daemon() races its own worker threads removing the listening socket from their
+     * epoll sets, and now and then aborts the process at shutdown ("Failed to remove listen FD
+     * from epoll set"). poll() has no such set; each worker polls only its own connections and
+     * the listening socket, which stays cheap at hundreds of connections. */
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (srv->tls_cert != NULL)
+        flags |= MHD_USE_TLS;
+    struct MHD_OptionItem tls_opts[4];
+    tls_options(srv, tls_opts);
+    fsa_status_t st = start_device_daemon(srv, flags, threads, tls_opts, err, errlen);
+    if (st == FSA_OK && srv->admin_fd >= 0)
+        st = start_admin_daemon(srv, flags, tls_opts, err, errlen);
+    return st;
+}
+
+fsa_status_t fsa_server_start(const fsa_server_config_t *cfg, fsa_server_t **out, char *err,
+                              size_t errlen)
+{
+    char dummy[8];
+    if (err == NULL || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    if (out == NULL) {
+        snprintf(err, errlen, "invalid server configuration");
+        return FSA_EINVAL;
+    }
+    *out = NULL;
+    fsa_server_t *srv = NULL;
+    fsa_status_t st = server_new(cfg, &srv, err, errlen);
+    if (srv == NULL)
+        return st;
+    unsigned threads = worker_threads();
+    if (st == FSA_OK)
+        st = server_load_files(srv, err, errlen);
+    if (st == FSA_OK)
+        st = server_open_store(srv, threads, err, errlen);
+    if (st == FSA_OK)
+        st = server_threads_start(srv, err, errlen);
+    if (st == FSA_OK)
+        st = bind_tcp("listen", cfg->host, cfg->port, srv->tls_cert != NULL, false, &srv->listen_fd,
+                      srv->url, sizeof srv->url, err, errlen);
+    if (st == FSA_OK && srv->admin_enabled)
+        st = bind_admin(srv, err, errlen);
+    if (st == FSA_OK)
+        st = server_daemons_start(srv, threads, err, errlen);
     if (st != FSA_OK) {
         if (srv->mhd != NULL)
             MHD_stop_daemon(srv->mhd); /* closes its listening socket */
@@ -1963,12 +1899,12 @@ void fsa_server_stop(fsa_server_t *srv)
          * MHD_stop_daemon closes it. */
         MHD_socket s = MHD_quiesce_daemon(srv->mhd);
         if (s != MHD_INVALID_SOCKET)
-            close(s);
+            fsa_socket_close(s);
         srv->listen_fd = -1;
         if (srv->admin_mhd != NULL) {
             s = MHD_quiesce_daemon(srv->admin_mhd);
             if (s != MHD_INVALID_SOCKET)
-                close(s);
+                fsa_socket_close(s);
         }
         /* Requests already received finish and get their answers; idle keep-alive connections
          * are closed by MHD_stop_daemon. */

@@ -18,6 +18,8 @@
 
 #include "port/alloc.h"
 #include "tests/sync/server_harness.h"
+#include "tests/test_exec.h"
+#include "tests/test_read.h"
 #include "tests/test_util.h"
 
 #ifndef FSA_SIM_BIN
@@ -50,19 +52,7 @@ static void run_sim(run_t *r, int timeout_s, const char *const *args)
     char emu[512];
     snprintf(emu, sizeof emu, "%s", FSA_TEST_EMULATOR);
     const char *argv[64];
-    int n = 0;
-    for (char *w = emu; *w != '\0' && n < 8;) {
-        argv[n++] = w;
-        char *bar = strchr(w, '|');
-        if (bar == NULL)
-            break;
-        *bar = '\0';
-        w = bar + 1;
-    }
-    argv[n++] = FSA_SIM_BIN;
-    for (int i = 0; args[i] != NULL && n < 63; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
+    (void)test_exec_argv(emu, FSA_SIM_BIN, args, argv, sizeof argv / sizeof argv[0]);
     int po[2], pe[2];
     assert_int_equal(pipe(po), 0);
     assert_int_equal(pipe(pe), 0);
@@ -124,33 +114,6 @@ static void run_sim(run_t *r, int timeout_s, const char *const *args)
         r->status = WEXITSTATUS(status);
     else
         r->status = 128 + WTERMSIG(status);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = fsa_malloc(cap);
-    size_t got;
-    while (buf != NULL && (got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (n + 1 == cap) {
-            char *nb = fsa_realloc(buf, cap * 2);
-            if (nb == NULL) {
-                fsa_free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    (void)fclose(f);
-    if (buf != NULL)
-        buf[n] = '\0';
-    return buf;
 }
 
 typedef struct tmp {
@@ -216,7 +179,7 @@ static void check_scenario(const cJSON *s, bool allow_not_checked)
 
 static cJSON *load_report(const char *path)
 {
-    char *text = slurp(path);
+    char *text = test_read_file(path);
     assert_non_null(text);
     cJSON *root = cJSON_Parse(text);
     fsa_free(text);
@@ -248,7 +211,7 @@ static void scenario(const char *name, const char *devices, const char *extra_op
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(s, "name")->valuestring, name);
     check_scenario(s, false);
     cJSON_Delete(root);
-    char *html = slurp(t.html);
+    char *html = test_read_file(t.html);
     assert_non_null(html);
     assert_non_null(strstr(html, "<svg"));
     /* Self-contained: no scripts, stylesheets or images from anywhere. */
@@ -328,7 +291,7 @@ static void test_sim__groups_scoped(void **state)
     cJSON_Delete(root);
     char p[480];
     snprintf(p, sizeof p, "%s/devices.json", wd);
-    char *text = slurp(p);
+    char *text = test_read_file(p);
     assert_non_null(text);
     cJSON *devs = cJSON_Parse(text);
     fsa_free(text);

@@ -26,6 +26,7 @@
 
 #include "port/alloc.h"
 #include "tests/sync/pg_harness.h"
+#include "tests/test_read.h"
 
 #ifndef FSA_SIM_BIN
 #error "FSA_SIM_BIN must name the fieldsync-sim binary"
@@ -116,36 +117,6 @@ static bool run_one(const char *devices, const char *db, const char *report,
     return !killed;
 }
 
-/* The whole file, NUL-terminated (fsa_malloc'ed), or NULL. */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 1 << 16, len = 0;
-    char *buf = fsa_malloc(cap);
-    while (buf != NULL) {
-        size_t got = fread(buf + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0)
-            break;
-        if (len + 1 == cap) {
-            char *nb = fsa_realloc(buf, cap * 2);
-            if (nb == NULL) {
-                fsa_free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    (void)fclose(f);
-    if (buf != NULL)
-        buf[len] = '\0';
-    return buf;
-}
-
 /* The integer after `"key":` at or after from; -1 when absent. */
 static long long json_int_after(const char *from, const char *key)
 {
@@ -163,7 +134,7 @@ static long long json_int_after(const char *from, const char *key)
  * process, and each scenario's time (also per device: the cost curve). */
 static void report_figures(const char *path, const char *devices)
 {
-    char *text = slurp(path);
+    char *text = test_read_file(path);
     if (text == NULL) {
         printf("no report in %s: no RSS or scenario figures\n", path);
         return;

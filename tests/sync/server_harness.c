@@ -86,6 +86,12 @@ void th_dir_remove(const char *dir)
     rmdir(dir);
 }
 
+bool th_server_prepare(th_server_t *s, int ndevices)
+{
+    memset(s, 0, sizeof *s);
+    return th_dir_make(s->dir) && th_write_files(s, ndevices);
+}
+
 void th_device_id(int i, char out[16])
 {
     snprintf(out, 16, "dev%03d", i);
@@ -398,6 +404,20 @@ int th_run_cli(const char *const *args, char *err, size_t errcap)
     err[len] = '\0';
     close(pfd[0]);
     return reap(pid, exited);
+}
+
+int th_run_cli_on(const char *db, const char *devices, const char *const *extra, char *err,
+                  size_t errcap)
+{
+    const char *args[TH_MAX_ARGS + 1];
+    size_t n = 0;
+    const char *fixed[] = {"--listen", "127.0.0.1:0", "--db", db, "--devices-file", devices};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        args[n++] = fixed[i];
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < TH_MAX_ARGS; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    return th_run_cli(args, err, errcap);
 }
 
 void th_resp_free(th_resp_t *r)

@@ -54,6 +54,10 @@ bool th_write_files_scoped(th_server_t *s, int ndevices, const char *const *scop
 void th_device_id(int i, char out[16]);
 void th_device_key(int i, fsa_signer_key_t *key);
 
+/* s zeroed, then a fresh temp dir in s->dir with the files of an ndevices-device server
+ * (th_write_files). False on failure. */
+bool th_server_prepare(th_server_t *s, int ndevices);
+
 /* Starts the server with the files of s and extra arguments (NULL-terminated, may be NULL),
  * waits (bounded, 20 s) for its "listening on" line and fills s->url. False on failure (the
  * server's stderr is printed). */
@@ -69,6 +73,11 @@ int th_server_kill(th_server_t *s);
 /* Runs the server binary with args (NULL-terminated) expecting it to exit on its own within 10 s;
  * returns its exit status (-1 on timeout) and its stderr (cut to errcap). */
 int th_run_cli(const char *const *args, char *err, size_t errcap);
+
+/* th_run_cli with "--listen 127.0.0.1:0 --db DB --devices-file DEVICES" before extra
+ * (NULL-terminated, may be NULL): the common start of a server that must refuse to start. */
+int th_run_cli_on(const char *db, const char *devices, const char *const *extra, char *err,
+                  size_t errcap);
 
 typedef struct th_resp {
     long status;   /* HTTP status, 0 when no answer */

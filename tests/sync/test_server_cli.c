@@ -31,21 +31,31 @@ static void write_file(const char *path, const char *text, mode_t mode)
 /* A fresh dir with the files of a 4-device server. */
 static void fresh(th_server_t *s)
 {
-    memset(s, 0, sizeof *s);
-    assert_true(th_dir_make(s->dir));
-    assert_true(th_write_files(s, 4));
+    assert_true(th_server_prepare(s, 4));
+}
+
+/* The server's exit rc and stderr err: a non-zero exit and one clear line naming needle. */
+static void expect_one_line(int rc, const char *err, const char *needle)
+{
+    if (rc <= 0 || strstr(err, needle) == NULL)
+        fail_msg("exit %d, stderr '%s', wanted a non-zero exit and '%s'", rc, err, needle);
+    const char *nl = strchr(err, '\n');
+    assert_non_null(nl);
+    assert_string_equal(nl + 1, "");
 }
 
 static void expect_cli_error(const char *const *args, const char *needle)
 {
     char err[2048];
-    int rc = th_run_cli(args, err, sizeof err);
-    if (rc <= 0 || strstr(err, needle) == NULL)
-        fail_msg("exit %d, stderr '%s', wanted a non-zero exit and '%s'", rc, err, needle);
-    /* One clear line. */
-    char *nl = strchr(err, '\n');
-    assert_non_null(nl);
-    assert_string_equal(nl + 1, "");
+    expect_one_line(th_run_cli(args, err, sizeof err), err, needle);
+}
+
+/* The same for "--listen 127.0.0.1:0 --db DB --devices-file DEVICES" and extra (may be NULL). */
+static void expect_refused(const char *db, const char *devices, const char *const *extra,
+                           const char *needle)
+{
+    char err[2048];
+    expect_one_line(th_run_cli_on(db, devices, extra, err, sizeof err), err, needle);
 }
 
 static void test_server_cli__bad_flags_and_files(void **state)
@@ -59,73 +69,44 @@ static void test_server_cli__bad_flags_and_files(void **state)
     expect_cli_error(a2, "--db");
     const char *a3[] = {"--listen", "nocolon", "--db", s.db, "--devices-file", s.devices, NULL};
     expect_cli_error(a3, "--listen");
-    const char *a4[] = {"--listen", "127.0.0.1:0", "--db", s.db, "--devices-file",
-                        s.devices,  "--fault-5xx", "2",    NULL};
-    expect_cli_error(a4, "rate");
+    const char *a4[] = {"--fault-5xx", "2", NULL};
+    expect_refused(s.db, s.devices, a4, "rate");
     const char *a5[] = {"--listen", "127.0.0.1:0", "--db", s.db, "--devices-file", NULL};
     expect_cli_error(a5, "needs a value");
 
     char path[400];
     snprintf(path, sizeof path, "%s/missing.json", s.dir);
-    const char *a6[] = {"--listen", "127.0.0.1:0", "--db", s.db, "--devices-file", path, NULL};
-    expect_cli_error(a6, "cannot read the devices file");
+    expect_refused(s.db, path, NULL, "cannot read the devices file");
     snprintf(path, sizeof path, "%s/bad.json", s.dir);
     write_file(path, "{\"devices\": [{\"id\": \"x\"}]}", 0600);
-    const char *a7[] = {"--listen", "127.0.0.1:0", "--db", s.db, "--devices-file", path, NULL};
-    expect_cli_error(a7, "malformed");
+    expect_refused(s.db, path, NULL, "malformed");
     write_file(path, "{\"devices\": [", 0600);
-    expect_cli_error(a7, "malformed");
+    expect_refused(s.db, path, NULL, "malformed");
     /* Secrets readable by others are refused. */
     assert_int_equal(chmod(s.devices, 0644), 0);
-    const char *a8[] = {"--listen", "127.0.0.1:0", "--db", s.db, "--devices-file", s.devices, NULL};
-    expect_cli_error(a8, "chmod 600");
+    expect_refused(s.db, s.devices, NULL, "chmod 600");
     assert_int_equal(chmod(s.devices, 0600), 0);
     assert_int_equal(chmod(s.token, 0640), 0);
-    const char *a9[] = {"--listen", "127.0.0.1:0",        "--db",  s.db, "--devices-file",
-                        s.devices,  "--admin-token-file", s.token, NULL};
-    expect_cli_error(a9, "admin token");
+    const char *a9[] = {"--admin-token-file", s.token, NULL};
+    expect_refused(s.db, s.devices, a9, "admin token");
     assert_int_equal(chmod(s.token, 0600), 0);
-    const char *a10[] = {"--listen", "127.0.0.1:0", "--db",    s.db, "--devices-file",
-                         s.devices,  "--tls-cert",  s.devices, NULL};
-    expect_cli_error(a10, "--tls-key");
+    const char *a10[] = {"--tls-cert", s.devices, NULL};
+    expect_refused(s.db, s.devices, a10, "--tls-key");
     /* The admin listener's options: only with the admin API, a sane address and deadline. */
-    const char *a10b[] = {"--listen", "127.0.0.1:0",    "--db",        s.db, "--devices-file",
-                          s.devices,  "--admin-listen", "127.0.0.1:0", NULL};
-    expect_cli_error(a10b, "--admin-listen goes with --admin-token-file");
-    const char *a10c[] = {"--listen",
-                          "127.0.0.1:0",
-                          "--db",
-                          s.db,
-                          "--devices-file",
-                          s.devices,
-                          "--admin-token-file",
-                          s.token,
-                          "--admin-allow-remote",
-                          NULL};
-    expect_cli_error(a10c, "--admin-allow-remote goes with --admin-listen");
-    const char *a10d[] = {"--listen", "127.0.0.1:0",      "--db", s.db, "--devices-file",
-                          s.devices,  "--header-timeout", "0",    NULL};
-    expect_cli_error(a10d, "--header-timeout");
-    const char *a10e[] = {"--listen",
-                          "127.0.0.1:0",
-                          "--db",
-                          s.db,
-                          "--devices-file",
-                          s.devices,
-                          "--admin-token-file",
-                          s.token,
-                          "--admin-listen",
-                          "unix:",
-                          NULL};
-    expect_cli_error(a10e, "--admin-listen");
+    const char *a10b[] = {"--admin-listen", "127.0.0.1:0", NULL};
+    expect_refused(s.db, s.devices, a10b, "--admin-listen goes with --admin-token-file");
+    const char *a10c[] = {"--admin-token-file", s.token, "--admin-allow-remote", NULL};
+    expect_refused(s.db, s.devices, a10c, "--admin-allow-remote goes with --admin-listen");
+    const char *a10d[] = {"--header-timeout", "0", NULL};
+    expect_refused(s.db, s.devices, a10d, "--header-timeout");
+    const char *a10e[] = {"--admin-token-file", s.token, "--admin-listen", "unix:", NULL};
+    expect_refused(s.db, s.devices, a10e, "--admin-listen");
     /* A PostgreSQL database that cannot be reached: one line, and never the URI's password (a
      * build without libpq says so instead). Port 1 on loopback has no server. */
-    const char *a11[] = {
-        "--listen",       "127.0.0.1:0", "--db", "postgresql://u:hunter2@127.0.0.1:1/x",
-        "--devices-file", s.devices,     NULL};
-    expect_cli_error(a11, "database (PostgreSQL URI)");
+    static const char pg[] = "postgresql://u:hunter2@127.0.0.1:1/x";
+    expect_refused(pg, s.devices, NULL, "database (PostgreSQL URI)");
     char err[4096];
-    assert_int_not_equal(th_run_cli(a11, err, sizeof err), 0);
+    assert_int_not_equal(th_run_cli_on(pg, s.devices, NULL, err, sizeof err), 0);
     assert_null(strstr(err, "hunter2"));
 
     const char *help[] = {"--help", NULL};
@@ -139,17 +120,15 @@ static void test_server_cli__unusable_config_files(void **state)
     (void)state;
     th_server_t s;
     fresh(&s);
-    const char *a1[] = {"--listen", "127.0.0.1:0", "--db", s.db, "--devices-file", s.dir, NULL};
-    expect_cli_error(a1, "is not a regular file");
+    expect_refused(s.db, s.dir, NULL, "is not a regular file");
     write_file(s.token, "short-token\n", 0600);
-    const char *a2[] = {"--listen", "127.0.0.1:0",        "--db",  s.db, "--devices-file",
-                        s.devices,  "--admin-token-file", s.token, NULL};
-    expect_cli_error(a2, "weak");
+    const char *a2[] = {"--admin-token-file", s.token, NULL};
+    expect_refused(s.db, s.devices, a2, "weak");
     char big[5000];
     memset(big, 'a', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     write_file(s.token, big, 0600);
-    expect_cli_error(a2, "too large");
+    expect_refused(s.db, s.devices, a2, "too large");
     th_dir_remove(s.dir);
 }
 
@@ -423,10 +402,7 @@ static void test_server_tls__https(void **state)
     }
     assert_int_equal(chmod(key, 0644), 0);
     const char *tls[] = {"--tls-cert", cert, "--tls-key", key, NULL};
-    const char *args[] = {"--listen",       "127.0.0.1:0", "--db",       s.db,
-                          "--devices-file", s.devices,     "--tls-cert", cert,
-                          "--tls-key",      key,           NULL};
-    expect_cli_error(args, "TLS key");
+    expect_refused(s.db, s.devices, tls, "TLS key");
     assert_int_equal(chmod(key, 0600), 0);
     assert_true(th_server_start(&s, tls));
     assert_int_equal(strncmp(s.url, "https://127.0.0.1:", 18), 0);

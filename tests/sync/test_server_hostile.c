@@ -195,7 +195,6 @@ static int setup(void **state)
     g_scale = (int)(1.0 / f + 0.999);
     if (g_scale < 1)
         g_scale = 1;
-    memset(&g_srv, 0, sizeof g_srv);
 #ifdef ASAN_BUILD
     {
         const char *prev = getenv("ASAN_OPTIONS");
@@ -210,8 +209,8 @@ static int setup(void **state)
     snprintf(conns, sizeof conns, "%d", FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR);
     /* The defaults, named: the harness would raise them for the functional suites. */
     const char *extra[] = {"--device-rate", rate, "--per-addr-connections", conns, NULL};
-    if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, 4) ||
-        !th_backend_db(g_srv.db, sizeof g_srv.db) || !th_server_start(&g_srv, extra))
+    if (!th_server_prepare(&g_srv, 4) || !th_backend_db(g_srv.db, sizeof g_srv.db) ||
+        !th_server_start(&g_srv, extra))
         return -1;
     const char *colon = strrchr(g_srv.url, ':');
     g_port = colon != NULL ? (int)strtol(colon + 1, NULL, 10) : 0;
@@ -592,10 +591,8 @@ static void test_hostile__trickled_body_meets_its_deadline(void **state)
 {
     (void)state;
     th_server_t s;
-    memset(&s, 0, sizeof s);
     const char *extra[] = {"--request-deadline-s", "1", NULL};
-    assert_true(th_dir_make(s.dir));
-    assert_true(th_write_files(&s, 2));
+    assert_true(th_server_prepare(&s, 2));
     assert_true(th_backend_db(s.db, sizeof s.db));
     assert_true(th_server_start(&s, extra));
     const char *colon = strrchr(s.url, ':');
@@ -702,27 +699,14 @@ static void test_hostile__admin_listener_addresses(void **state)
     th_resp_t r;
     th_req_opts_t adm = {.bearer = TH_ADMIN_TOKEN};
     th_server_t s;
-    memset(&s, 0, sizeof s);
-    assert_true(th_dir_make(s.dir));
-    assert_true(th_write_files(&s, 1));
+    assert_true(th_server_prepare(&s, 1));
     char err[1024];
-    const char *a1[] = {"--listen",
-                        "127.0.0.1:0",
-                        "--db",
-                        s.db,
-                        "--devices-file",
-                        s.devices,
-                        "--admin-token-file",
-                        s.token,
-                        "--admin-listen",
-                        "0.0.0.0:0",
-                        NULL};
-    assert_int_not_equal(th_run_cli(a1, err, sizeof err), 0);
+    const char *a1[] = {"--admin-token-file", s.token, "--admin-listen", "0.0.0.0:0", NULL};
+    assert_int_not_equal(th_run_cli_on(s.db, s.devices, a1, err, sizeof err), 0);
     if (strstr(err, "not a loopback address") == NULL || strchr(err, '\n') != strrchr(err, '\n'))
         fail_msg("a non-loopback admin address: '%s'", err);
-    const char *a2[] = {"--listen", "127.0.0.1:0",    "--db",    s.db, "--devices-file",
-                        s.devices,  "--admin-listen", "nowhere", NULL};
-    assert_int_equal(th_run_cli(a2, err, sizeof err), 2);
+    const char *a2[] = {"--admin-listen", "nowhere", NULL};
+    assert_int_equal(th_run_cli_on(s.db, s.devices, a2, err, sizeof err), 2);
     assert_non_null(strstr(err, "--admin-listen"));
 
     /* unix:PATH: a socket file of mode 0600, removed at the end; the admin API answers there. */
@@ -817,10 +801,8 @@ static void test_hostile__trickled_headers_meet_their_deadline(void **state)
 {
     (void)state;
     th_server_t s;
-    memset(&s, 0, sizeof s);
     const char *extra[] = {"--header-timeout", "1", "--per-addr-connections", "64", NULL};
-    assert_true(th_dir_make(s.dir));
-    assert_true(th_write_files(&s, 2));
+    assert_true(th_server_prepare(&s, 2));
     assert_true(th_backend_db(s.db, sizeof s.db));
     assert_true(th_server_start(&s, extra));
     int saved = g_port;
@@ -924,9 +906,7 @@ static void test_hostile__tls_versions_and_suites(void **state)
 {
     (void)state;
     th_server_t s;
-    memset(&s, 0, sizeof s);
-    assert_true(th_dir_make(s.dir));
-    assert_true(th_write_files(&s, 1));
+    assert_true(th_server_prepare(&s, 1));
     assert_true(th_backend_db(s.db, sizeof s.db));
     char cert[400], key[400], cmd[1200];
     snprintf(cert, sizeof cert, "%s/cert.pem", s.dir);
@@ -979,24 +959,19 @@ static void test_hostile__secret_files(void **state)
 {
     (void)state;
     th_server_t s;
-    memset(&s, 0, sizeof s);
-    assert_true(th_dir_make(s.dir));
-    assert_true(th_write_files(&s, 1));
+    assert_true(th_server_prepare(&s, 1));
     char link[400];
     snprintf(link, sizeof link, "%s/link.json", s.dir);
     assert_int_equal(symlink(s.devices, link), 0);
     char db[400];
     snprintf(db, sizeof db, "%s/x.db", s.dir);
-    const char *a1[] = {"--listen", "127.0.0.1:0", "--db", db, "--devices-file", link, NULL};
     char err[1024];
-    assert_int_not_equal(th_run_cli(a1, err, sizeof err), 0);
+    assert_int_not_equal(th_run_cli_on(db, link, NULL, err, sizeof err), 0);
     assert_non_null(strstr(err, "devices file"));
     unlink(link);
     if (geteuid() == 0) {
         assert_int_equal(chown(s.devices, 65534, 65534), 0);
-        const char *a2[] = {"--listen",       "127.0.0.1:0", "--db", db,
-                            "--devices-file", s.devices,     NULL};
-        assert_int_not_equal(th_run_cli(a2, err, sizeof err), 0);
+        assert_int_not_equal(th_run_cli_on(db, s.devices, NULL, err, sizeof err), 0);
         assert_non_null(strstr(err, "owned by"));
     }
     /* A weak admin token ("aaaa...") is refused. */
@@ -1005,9 +980,8 @@ static void test_hostile__secret_files(void **state)
     assert_non_null(f);
     fputs("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", f);
     assert_int_equal(fclose(f), 0);
-    const char *a3[] = {"--listen", "127.0.0.1:0",        "--db",  db,  "--devices-file",
-                        s.devices,  "--admin-token-file", s.token, NULL};
-    assert_int_not_equal(th_run_cli(a3, err, sizeof err), 0);
+    const char *a3[] = {"--admin-token-file", s.token, NULL};
+    assert_int_not_equal(th_run_cli_on(db, s.devices, a3, err, sizeof err), 0);
     assert_non_null(strstr(err, "weak"));
     th_dir_remove(s.dir);
 }
