@@ -20,6 +20,7 @@
  *   record.c   the workflow verbs, the generic op builder, the named-lock API
  *   read.c     get, list, status, conflicts
  *   worker.c   the sync thread: start, stop, sync_now, sync_once, reload, watchdog, backoff
+ *   due.c      the sync thread's when-to-sync rule and watchdog test, pure (due.h)
  *   events.c   listeners, the change-log pump, buffered delivery (fd + dispatch)
  * Cross-file internal names are fsl__*; everything else is static. Only fieldsync_* is exported.
  */
