@@ -437,7 +437,7 @@ static fieldsync_status_t open_init(fieldsync_t *fs, char *err, size_t errlen)
         ps = absolute(&k->client_key, "client key", err, errlen);
     if (ps != FIELDSYNC_OK)
         return ps;
-    fsa_status_t st = fsl__config_check(k, true, err, errlen);
+    fsa_status_t st = fsl__config_check(&fs->port, k, true, err, errlen);
     if (st != FSA_OK)
         return fsl__status(st);
     st = journal_open(fs, true, err, errlen);
@@ -496,7 +496,7 @@ static fieldsync_status_t open_existing(fieldsync_t *fs, char *err, size_t errle
     if (st == FSA_OK)
         st = fsl__config_load(fs->j, k, err, errlen);
     if (st == FSA_OK)
-        st = fsl__config_check(k, false, err, errlen);
+        st = fsl__config_check(&fs->port, k, false, err, errlen);
     if (st != FSA_OK)
         return fsl__status(st);
     /* The journal's own options come from the stored configuration unless overridden: open it
