@@ -34,6 +34,7 @@ struct fsa_transport_req;
 static struct fsa_transport_req *req_new(void);
 
 struct fsa_transport {
+    const fsa_port_t *port; /* the device's clock (a Retry-After date without a Date header) */
     CURL *curl;
     CURLM *multi; /* runs curl's handle, so that a request can be on the wire while we work */
     struct fsa_transport_req *req;
@@ -297,8 +298,8 @@ static long clamp_ms(int64_t ms, int64_t dflt)
         }                                                                                          \
     } while (0)
 
-fsa_status_t fsa_transport_new(const fsa_transport_opts_t *opts, fsa_transport_t **out, char *err,
-                               size_t errlen)
+fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_t *opts,
+                               fsa_transport_t **out, char *err, size_t errlen)
 {
     fsa_status_t st = FSA_EINVAL;
     fsa_transport_t *t = NULL;
@@ -308,6 +309,10 @@ fsa_status_t fsa_transport_new(const fsa_transport_opts_t *opts, fsa_transport_t
         return FSA_EINVAL;
     }
     *out = NULL;
+    if (port == NULL) {
+        say(err, errlen, "port is required (the device's clock)");
+        return FSA_EINVAL;
+    }
     if (opts == NULL || opts->base_url == NULL) {
         say(err, errlen, "base_url is required");
         return FSA_EINVAL;
@@ -334,6 +339,7 @@ fsa_status_t fsa_transport_new(const fsa_transport_opts_t *opts, fsa_transport_t
         say(err, errlen, "out of memory");
         return FSA_ENOMEM;
     }
+    t->port = port;
     st = parse_base_url(t, opts->base_url, opts->allow_insecure_http, err, errlen);
     if (st != FSA_OK)
         goto out;
@@ -532,10 +538,11 @@ static fsa_status_t add_header(struct curl_slist **list, const char *name, const
 /*
  * Retry-After (RFC 9110 section 10.2.3): delay-seconds or an HTTP date. A date is measured
  * against the server's own Date header when there is one, so a device clock that is off does not
- * stretch or shrink the wait; otherwise against the wall clock. Past dates give 0, a value that
- * is neither form gives -1 (absent), and every wait is capped at FSA_LIMIT_RETRY_AFTER_MAX_MS.
+ * stretch or shrink the wait; otherwise against the port's wall clock (a simulated device's is
+ * virtual). Past dates give 0, a value that is neither form gives -1 (absent), and every wait is
+ * capped at FSA_LIMIT_RETRY_AFTER_MAX_MS.
  */
-static int64_t parse_retry_after(const char *v, const char *server_date)
+static int64_t parse_retry_after(const fsa_port_t *port, const char *v, const char *server_date)
 {
     const int64_t cap_s = FSA_LIMIT_RETRY_AFTER_MAX_MS / 1000;
     const char *p = v;
@@ -567,7 +574,7 @@ static int64_t parse_retry_after(const char *v, const char *server_date)
     if (now != (time_t)-1)
         now_ms = (int64_t)now * 1000;
     else
-        now_ms = fsa_port_posix()->wall_now(fsa_port_posix()->ctx).ms;
+        now_ms = port->wall_now(port->ctx).ms;
     int64_t delta = (int64_t)when * 1000 - now_ms;
     if (delta < 0)
         return 0;
@@ -949,7 +956,7 @@ fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
     char retry_after[RETRY_AFTER_MAX], date[RETRY_AFTER_MAX];
     if (header_copy(t->curl, "Retry-After", retry_after, sizeof retry_after))
         resp->retry_after_ms = parse_retry_after(
-            retry_after, header_copy(t->curl, "Date", date, sizeof date) ? date : NULL);
+            t->port, retry_after, header_copy(t->curl, "Date", date, sizeof date) ? date : NULL);
     if (q->sink.buf == NULL) {
         q->sink.buf = fsa_malloc(1);
         if (q->sink.buf == NULL) {

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "port/port.h"
 #include "port/status.h"
 
 /*
@@ -79,13 +80,15 @@ void fsa_http_response_clear(fsa_http_response_t *r);
 fsa_status_t fsa_transport_global_init(void) FSA_MUST_CHECK;
 
 /*
- * Creates a transport. On FSA_OK *out is set; otherwise *out is NULL and err holds one line.
- * Returns FSA_OK; FSA_EINVAL (missing or malformed base_url, a scheme other than http/https,
- * plain http to a non-loopback host without allow_insecure_http, client_cert without client_key,
- * a malformed pin list); FSA_ENOMEM.
+ * Creates a transport. port is the device's clock (wall_now measures a Retry-After date when the
+ * answer has no Date header: a simulated device waits on its virtual clock); it must outlive the
+ * transport. On FSA_OK *out is set; otherwise *out is NULL and err holds one line.
+ * Returns FSA_OK; FSA_EINVAL (no port, missing or malformed base_url, a scheme other than
+ * http/https, plain http to a non-loopback host without allow_insecure_http, client_cert without
+ * client_key, a malformed pin list); FSA_ENOMEM.
  */
-fsa_status_t fsa_transport_new(const fsa_transport_opts_t *opts, fsa_transport_t **out, char *err,
-                               size_t errlen) FSA_MUST_CHECK;
+fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_t *opts,
+                               fsa_transport_t **out, char *err, size_t errlen) FSA_MUST_CHECK;
 
 /* Frees the transport and closes its connection. NULL is accepted. */
 void fsa_transport_free(fsa_transport_t *t);

@@ -276,7 +276,8 @@ static fsa_transport_opts_t transport_opts(const fsl_config_t *c)
     return t;
 }
 
-fsa_status_t fsl__config_check(const fsl_config_t *c, bool full, char *err, size_t errlen)
+fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bool full, char *err,
+                               size_t errlen)
 {
     if (c->device_id != NULL && !fsa_model_id_valid(c->device_id)) {
         snprintf(err, errlen, "invalid device id '%.40s': 1-128 characters of A-Z a-z 0-9 . _ : -",
@@ -300,7 +301,7 @@ fsa_status_t fsl__config_check(const fsl_config_t *c, bool full, char *err, size
          * at the first sync. */
         fsa_transport_opts_t to = transport_opts(c);
         fsa_transport_t *t = NULL;
-        st = fsa_transport_new(&to, &t, err, errlen);
+        st = fsa_transport_new(port, &to, &t, err, errlen);
         fsa_transport_free(t);
         if (st != FSA_OK)
             return st;

@@ -347,152 +347,187 @@ static fsa_status_t journal_open(fieldsync_t *fs, bool create, char *err, size_t
     return fsa_journal_open(&fs->port, fs->cfg.journal_path, &o, &fs->j, err, errlen);
 }
 
-static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *cfg, char *err,
-                                     size_t errlen)
+/* Checks the members of the caller's config that need no file and no journal. */
+static fieldsync_status_t config_validate(const fieldsync_config_t *c, char *err, size_t errlen)
 {
-    fieldsync_config_t c;
-    fieldsync_status_t ps = config_copy(cfg, &c, err, errlen);
-    if (ps != FIELDSYNC_OK)
-        return ps;
-    if (c.journal_path == NULL || c.journal_path[0] == '\0') {
+    if (c->journal_path == NULL || c->journal_path[0] == '\0') {
         snprintf(err, errlen, "config: journal_path is required");
         return FIELDSYNC_EINVAL;
     }
-    if ((c.flags & ~(FIELDSYNC_OPEN_INIT | FIELDSYNC_EVENTS_BUFFERED)) != 0) {
-        snprintf(err, errlen, "config: unknown flags 0x%x", (unsigned)c.flags);
+    if ((c->flags & ~(FIELDSYNC_OPEN_INIT | FIELDSYNC_EVENTS_BUFFERED)) != 0) {
+        snprintf(err, errlen, "config: unknown flags 0x%x", (unsigned)c->flags);
         return FIELDSYNC_EUNSUPPORTED;
     }
-    if (c.durability != FIELDSYNC_DURABLE_FULL && c.durability != FIELDSYNC_DURABLE_NORMAL) {
-        snprintf(err, errlen, "config: unknown durability %d", (int)c.durability);
+    if (c->durability != FIELDSYNC_DURABLE_FULL && c->durability != FIELDSYNC_DURABLE_NORMAL) {
+        snprintf(err, errlen, "config: unknown durability %d", (int)c->durability);
         return FIELDSYNC_EINVAL;
     }
-    if (c.sync_interval_ms < 0 || c.stall_after_ms < 0 || c.budget_bytes < 0 ||
-        c.budget_bytes > FSA_LIMIT_JOURNAL_BUDGET_BYTES_MAX) {
+    if (c->sync_interval_ms < 0 || c->stall_after_ms < 0 || c->budget_bytes < 0 ||
+        c->budget_bytes > FSA_LIMIT_JOURNAL_BUDGET_BYTES_MAX) {
         snprintf(err, errlen,
                  "config: sync_interval_ms, stall_after_ms and budget_bytes must be >= 0 "
                  "(budget at most 64 GiB)");
         return FIELDSYNC_EINVAL;
     }
+    return FIELDSYNC_OK;
+}
+
+/* Makes the handle's own copy of the caller's config (fs->cfg, strings owned). */
+static fieldsync_status_t config_keep(fieldsync_t *fs, const fieldsync_config_t *c, char *err,
+                                      size_t errlen)
+{
     fsl_config_t *k = &fs->cfg;
-    k->flags = c.flags;
-    k->allow_http = c.allow_http;
-    k->durability = c.durability;
-    k->sync_interval_ms = c.sync_interval_ms;
-    k->stall_after_ms = c.stall_after_ms;
-    k->budget_bytes = c.budget_bytes;
-    fsa_status_t st = dup_opt(c.journal_path, &k->journal_path);
+    k->flags = c->flags;
+    k->allow_http = c->allow_http;
+    k->durability = c->durability;
+    k->sync_interval_ms = c->sync_interval_ms;
+    k->stall_after_ms = c->stall_after_ms;
+    k->budget_bytes = c->budget_bytes;
+    fsa_status_t st = dup_opt(c->journal_path, &k->journal_path);
     if (st == FSA_OK)
-        st = dup_opt(c.device_id, &k->device_id);
+        st = dup_opt(c->device_id, &k->device_id);
     if (st == FSA_OK)
-        st = dup_opt(c.server_url, &k->server_url);
+        st = dup_opt(c->server_url, &k->server_url);
     if (st == FSA_OK)
-        st = dup_opt(c.secret_file, &k->secret_file);
+        st = dup_opt(c->secret_file, &k->secret_file);
     if (st == FSA_OK)
-        st = dup_opt(c.ca_file, &k->ca_file);
+        st = dup_opt(c->ca_file, &k->ca_file);
     if (st == FSA_OK)
-        st = dup_opt(c.pins, &k->pins);
+        st = dup_opt(c->pins, &k->pins);
     if (st == FSA_OK)
-        st = dup_opt(c.client_cert, &k->client_cert);
+        st = dup_opt(c->client_cert, &k->client_cert);
     if (st == FSA_OK)
-        st = dup_opt(c.client_key, &k->client_key);
+        st = dup_opt(c->client_key, &k->client_key);
     if (st == FSA_OK)
-        st = dup_opt(c.proxy, &k->proxy);
+        st = dup_opt(c->proxy, &k->proxy);
     if (st == FSA_OK)
-        st = dup_opt(c.retry_policy, &k->retry_policy);
+        st = dup_opt(c->retry_policy, &k->retry_policy);
     if (st == FSA_OK)
-        st = dup_opt(c.resolver_policy, &k->resolver_policy);
+        st = dup_opt(c->resolver_policy, &k->resolver_policy);
     if (st == FSA_OK)
-        st = dup_opt(c.label != NULL ? c.label : "app", &k->label);
+        st = dup_opt(c->label != NULL ? c->label : "app", &k->label);
     if (st != FSA_OK) {
         snprintf(err, errlen, "out of memory");
         return FIELDSYNC_ENOMEM;
     }
+    return FIELDSYNC_OK;
+}
 
-    bool init = (c.flags & FIELDSYNC_OPEN_INIT) != 0;
-    if (init) {
-        /* Everything is checked before the journal file is created: a typo leaves nothing. */
-        if (k->device_id == NULL || k->server_url == NULL || k->secret_file == NULL) {
-            snprintf(err, errlen, "init needs device_id, server_url and secret_file");
-            return FIELDSYNC_EINVAL;
-        }
-        if (!fsa_model_id_valid(k->device_id)) {
-            snprintf(err, errlen,
-                     "invalid device id '%.40s': 1-128 characters of A-Z a-z 0-9 . _ : -",
-                     k->device_id);
-            return FIELDSYNC_EINVAL;
-        }
-        ps = absolute(&k->secret_file, "secret file", err, errlen);
-        if (ps == FIELDSYNC_OK)
-            ps = absolute(&k->ca_file, "CA file", err, errlen);
-        if (ps == FIELDSYNC_OK)
-            ps = absolute(&k->client_cert, "client certificate", err, errlen);
-        if (ps == FIELDSYNC_OK)
-            ps = absolute(&k->client_key, "client key", err, errlen);
-        if (ps != FIELDSYNC_OK)
-            return ps;
-        st = fsl__config_check(k, true, err, errlen);
-        if (st != FSA_OK)
-            return fsl__status(st);
-        st = journal_open(fs, true, err, errlen);
-        if (st != FSA_OK)
-            return fsl__status(st);
-        char *existing = NULL;
-        st = fsa_journal_device_id(fs->j, &existing);
-        if (st == FSA_OK && existing != NULL && existing[0] != '\0' &&
-            strcmp(existing, k->device_id) != 0) {
-            snprintf(err, errlen, "journal %s belongs to device %s, not %s", k->journal_path,
-                     existing, k->device_id);
-            st = FSA_EINVAL;
-        } else if (st != FSA_OK) {
-            snprintf(err, errlen, "cannot read %s: %s", k->journal_path, fsa_status_str(st));
-        }
-        fsa_model_free(existing);
-        if (st == FSA_OK)
-            st = fsl__config_store(fs->j, k, err, errlen);
-        if (st != FSA_OK)
-            return fsl__status(st);
-    } else {
+/* FIELDSYNC_OPEN_INIT: checks everything before the journal file is created (a typo leaves
+ * nothing), creates the journal and stores the configuration in it. */
+static fieldsync_status_t open_init(fieldsync_t *fs, char *err, size_t errlen)
+{
+    fsl_config_t *k = &fs->cfg;
+    if (k->device_id == NULL || k->server_url == NULL || k->secret_file == NULL) {
+        snprintf(err, errlen, "init needs device_id, server_url and secret_file");
+        return FIELDSYNC_EINVAL;
+    }
+    if (!fsa_model_id_valid(k->device_id)) {
+        snprintf(err, errlen, "invalid device id '%.40s': 1-128 characters of A-Z a-z 0-9 . _ : -",
+                 k->device_id);
+        return FIELDSYNC_EINVAL;
+    }
+    fieldsync_status_t ps = absolute(&k->secret_file, "secret file", err, errlen);
+    if (ps == FIELDSYNC_OK)
+        ps = absolute(&k->ca_file, "CA file", err, errlen);
+    if (ps == FIELDSYNC_OK)
+        ps = absolute(&k->client_cert, "client certificate", err, errlen);
+    if (ps == FIELDSYNC_OK)
+        ps = absolute(&k->client_key, "client key", err, errlen);
+    if (ps != FIELDSYNC_OK)
+        return ps;
+    fsa_status_t st = fsl__config_check(&fs->port, k, true, err, errlen);
+    if (st != FSA_OK)
+        return fsl__status(st);
+    st = journal_open(fs, true, err, errlen);
+    if (st != FSA_OK)
+        return fsl__status(st);
+    char *existing = NULL;
+    st = fsa_journal_device_id(fs->j, &existing);
+    if (st == FSA_OK && existing != NULL && existing[0] != '\0' &&
+        strcmp(existing, k->device_id) != 0) {
+        snprintf(err, errlen, "journal %s belongs to device %s, not %s", k->journal_path, existing,
+                 k->device_id);
+        st = FSA_EINVAL;
+    } else if (st != FSA_OK) {
+        snprintf(err, errlen, "cannot read %s: %s", k->journal_path, fsa_status_str(st));
+    }
+    fsa_model_free(existing);
+    if (st == FSA_OK)
+        st = fsl__config_store(fs->j, k, err, errlen);
+    return fsl__status(st);
+}
+
+/* Checks that the journal is set up, and for this device (taking its id when none is given). */
+static fsa_status_t journal_owner(fieldsync_t *fs, char *err, size_t errlen)
+{
+    fsl_config_t *k = &fs->cfg;
+    char *stored = NULL;
+    fsa_status_t st = fsa_journal_device_id(fs->j, &stored);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "cannot read %s: %s", k->journal_path, fsa_status_str(st));
+    } else if (stored == NULL || stored[0] == '\0') {
+        snprintf(err, errlen, "journal %s is not set up: run 'fieldsync init' first",
+                 k->journal_path);
+        st = FSA_ENOTFOUND;
+    } else if (k->device_id != NULL && strcmp(k->device_id, stored) != 0) {
+        snprintf(err, errlen, "journal %s belongs to device %s, not %s", k->journal_path, stored,
+                 k->device_id);
+        st = FSA_EINVAL;
+    } else if (k->device_id == NULL && (k->device_id = fsa_strdup(stored)) == NULL) {
+        st = FSA_ENOMEM;
+    }
+    fsa_model_free(stored);
+    return st;
+}
+
+/* An existing journal: opens it, checks whose it is, and reads the stored configuration under
+ * the caller's overrides. */
+static fieldsync_status_t open_existing(fieldsync_t *fs, char *err, size_t errlen)
+{
+    fsl_config_t *k = &fs->cfg;
+    fsa_status_t st = journal_open(fs, false, err, errlen);
+    if (st != FSA_OK)
+        return fsl__status(st);
+    st = journal_owner(fs, err, errlen);
+    bool durability_given = k->durability != FIELDSYNC_DURABLE_FULL;
+    bool budget_given = k->budget_bytes != 0;
+    if (st == FSA_OK)
+        st = fsl__config_load(fs->j, k, err, errlen);
+    if (st == FSA_OK)
+        st = fsl__config_check(&fs->port, k, false, err, errlen);
+    if (st != FSA_OK)
+        return fsl__status(st);
+    /* The journal's own options come from the stored configuration unless overridden: open it
+     * again with them when they differ from the defaults it was opened with. */
+    if ((!durability_given && k->durability != FIELDSYNC_DURABLE_FULL) ||
+        (!budget_given && k->budget_bytes != 0)) {
+        fsa_journal_close(fs->j);
+        fs->j = NULL;
         st = journal_open(fs, false, err, errlen);
         if (st != FSA_OK)
             return fsl__status(st);
-        char *stored = NULL;
-        st = fsa_journal_device_id(fs->j, &stored);
-        if (st != FSA_OK) {
-            snprintf(err, errlen, "cannot read %s: %s", k->journal_path, fsa_status_str(st));
-        } else if (stored == NULL || stored[0] == '\0') {
-            snprintf(err, errlen, "journal %s is not set up: run 'fieldsync init' first",
-                     k->journal_path);
-            st = FSA_ENOTFOUND;
-        } else if (k->device_id != NULL && strcmp(k->device_id, stored) != 0) {
-            snprintf(err, errlen, "journal %s belongs to device %s, not %s", k->journal_path,
-                     stored, k->device_id);
-            st = FSA_EINVAL;
-        } else if (k->device_id == NULL && (k->device_id = fsa_strdup(stored)) == NULL) {
-            st = FSA_ENOMEM;
-        }
-        fsa_model_free(stored);
-        bool durability_given = k->durability != FIELDSYNC_DURABLE_FULL;
-        bool budget_given = k->budget_bytes != 0;
-        if (st == FSA_OK)
-            st = fsl__config_load(fs->j, k, err, errlen);
-        if (st == FSA_OK)
-            st = fsl__config_check(k, false, err, errlen);
-        if (st != FSA_OK)
-            return fsl__status(st);
-        /* The journal's own options come from the stored configuration unless overridden: open
-         * it again with them when they differ from the defaults it was opened with. */
-        if ((!durability_given && k->durability != FIELDSYNC_DURABLE_FULL) ||
-            (!budget_given && k->budget_bytes != 0)) {
-            fsa_journal_close(fs->j);
-            fs->j = NULL;
-            st = journal_open(fs, false, err, errlen);
-            if (st != FSA_OK)
-                return fsl__status(st);
-        }
     }
+    return FIELDSYNC_OK;
+}
+
+static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *cfg, char *err,
+                                     size_t errlen)
+{
+    fieldsync_config_t c;
+    fieldsync_status_t ps = config_copy(cfg, &c, err, errlen);
+    if (ps == FIELDSYNC_OK)
+        ps = config_validate(&c, err, errlen);
+    if (ps == FIELDSYNC_OK)
+        ps = config_keep(fs, &c, err, errlen);
+    if (ps == FIELDSYNC_OK)
+        ps = (c.flags & FIELDSYNC_OPEN_INIT) != 0 ? open_init(fs, err, errlen)
+                                                  : open_existing(fs, err, errlen);
+    if (ps != FIELDSYNC_OK)
+        return ps;
     /* The lock manager is opened by the first call that needs a lock (fsl__locks): joining the
      * journal's lock holders is a write, and most handles (status, show, a sync) take none. */
-    st = fsl__events_new(fs);
+    fsa_status_t st = fsl__events_new(fs);
     if (st != FSA_OK) {
         snprintf(err, errlen, "cannot set up the listeners: %s", fsa_status_str(st));
         return fsl__status(st);

@@ -20,6 +20,7 @@
  *   record.c   the workflow verbs, the generic op builder, the named-lock API
  *   read.c     get, list, status, conflicts
  *   worker.c   the sync thread: start, stop, sync_now, sync_once, reload, watchdog, backoff
+ *   due.c      the sync thread's when-to-sync rule and watchdog test, pure (due.h)
  *   events.c   listeners, the change-log pump, buffered delivery (fd + dispatch)
  * Cross-file internal names are fsl__*; everything else is static. Only fieldsync_* is exported.
  */
@@ -98,8 +99,9 @@ fsa_status_t fsl__config_store(fsa_journal_t *j, const fsl_config_t *c, char *er
 fsa_status_t fsl__config_load(fsa_journal_t *j, fsl_config_t *c, char *err,
                               size_t errlen) FSA_MUST_CHECK; /* fills the members still NULL */
 void fsl__config_clear(fsl_config_t *c);
-fsa_status_t fsl__config_check(const fsl_config_t *c, bool full, char *err,
-                               size_t errlen) FSA_MUST_CHECK; /* policies; full: URL, TLS, secret */
+/* Policies; full: also the URL, TLS and the secret (a transport made on port, and freed). */
+fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bool full, char *err,
+                               size_t errlen) FSA_MUST_CHECK;
 /* A secret file's content: exactly 64 hex characters, then optional whitespace. FSA_OK, or
  * FSA_EINVAL with *key wiped. Pure (the fuzz target fuzz_config feeds it). */
 fsa_status_t fsl__parse_secret(const char *text, size_t len, fsa_signer_key_t *key) FSA_MUST_CHECK;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent/lib/due.h"
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
 #include "port/limits.h"
@@ -21,8 +22,7 @@
  * cancels the engine's cycle and wakes the thread, so it may be called from a listener.
  */
 
-#define WATCH_RETRY_MS 1000 /* without a working watch, the journal is looked at this often */
-#define SOON_MS 1000        /* after a cycle that left ops without pushing any */
+#define WATCH_RETRY_MS FSL_DUE_WATCH_RETRY_MS
 
 typedef enum phase { PH_NONE = 0, PH_RUNNING = 1, PH_ENDED = 2 } phase_t;
 
@@ -421,13 +421,12 @@ static void watchdog(fieldsync_t *fs, fsa_status_t st, const fsa_sync_report_t *
         return;
     /* "The network is up": the server answered something in this cycle (even a 5xx). */
     bool answers = st == FSA_OK || r->last_http_status != 0;
-    bool old = s.queue_depth > 0 && s.oldest_pending_age_ms > stall_ms(fs);
-    /* A pull that cannot progress (one change over this device's answer limit, PROTOCOL.md
-     * section 7, amendment 6) is stuck too, whatever the queue. */
     bool pull_stuck = st == FSA_ETOOLARGE;
+    bool stalled =
+        fsl__due_stalled(answers, s.queue_depth, s.oldest_pending_age_ms, stall_ms(fs), pull_stuck);
     lock(fs);
     bool was = w->stalled;
-    w->stalled = (answers && old) || pull_stuck;
+    w->stalled = stalled;
     bool now = w->stalled;
     unlock(fs);
     if (now && !was && pull_stuck)
@@ -452,13 +451,9 @@ typedef struct loop {
     fieldsync_t *shell;    /* the engine's configuration after a reload (engine_make) */
     int64_t seen_seq;      /* the outbox's last seq when the last cycle began */
     fsa_mono_t last_cycle; /* when the last cycle ended */
-    bool never_synced;
-    bool soon; /* sync again after SOON_MS: ops stayed although the cycle went well */
-    int64_t soon_ms;
-    bool failed;  /* the last cycle failed: try again at the persisted next attempt (at least
-                     SOON_MS later: a failure that persisted no backoff must not spin) */
-    bool refused; /* the server refused our credentials: the next cycle's engine reads the
-                     secret file again (a person may have fixed it; PROTOCOL.md 7.4) */
+    fsl_due_memo_t memo;   /* what the when-to-sync rule remembers of the last cycle (due.h) */
+    bool refused;          /* the server refused our credentials: the next cycle's engine reads the
+                              secret file again (a person may have fixed it; PROTOCOL.md 7.4) */
 } loop_t;
 
 /* Reads the journal's watch and tells the sync thread that the journal changed. */
@@ -618,11 +613,39 @@ static fsa_mono_t after_ms(fieldsync_t *fs, int64_t ms)
     return fsa_mono_add_ns(fs->port.mono_now(fs->port.ctx), ms * FSA_NS_PER_MS);
 }
 
+/* Runs the cycle that the rule found due (in: what it was decided on), then notes what the rule
+ * remembers of it. */
+static void run_due_cycle(loop_t *L, const fsl_due_in_t *in)
+{
+    fieldsync_t *fs = L->fs;
+    fsa_sync_report_t r;
+    memset(&r, 0, sizeof r);
+    fsa_status_t st = FSA_EINVAL;
+    if (L->refused) {
+        engine_drop(L);
+        L->refused = false;
+    }
+    if (engine_ready(L)) {
+        L->seen_seq = in->outbox_read ? in->last_seq : L->seen_seq;
+        cycle(L, &st, &r);
+        if (L->engine == NULL)
+            return; /* cancelled: the loop ends at its top */
+    }
+    L->refused = st == FSA_EAUTH;
+    L->last_cycle = fs->port.mono_now(fs->port.ctx);
+    int64_t left = 0, ignored = 0;
+    bool ops_left = st == FSA_OK && outbox_last_seq(fs, &ignored, &left) == FSA_OK && left > 0;
+    bool other_syncs = st == FSA_EBUSY && strstr(r.error, "backing off") == NULL;
+    L->memo = fsl__due_after(st, other_syncs, r.pushed, ops_left);
+    fsl__events_pump(fs);
+    show_now(fs, false);
+}
+
 static void sync_loop(loop_t *L)
 {
     fieldsync_t *fs = L->fs;
     fsl_worker_t *w = fs->worker;
-    L->never_synced = true;
+    L->memo = FSL_DUE_MEMO_START;
     L->seen_seq = -1;
     /* What changed since the handle was opened (or last stopped) is told first. */
     fsl__events_pump(fs);
@@ -647,29 +670,29 @@ static void sync_loop(loop_t *L)
             continue;
         }
 
-        /* Is a cycle due? */
-        int64_t last_seq = 0, depth = 0;
-        bool read_ok = outbox_last_seq(fs, &last_seq, &depth) == FSA_OK;
+        /* Is a cycle due? (due.h: the rule) */
+        fsl_due_in_t in = {.memo = L->memo,
+                           .asked = now,
+                           .seen_seq = L->seen_seq,
+                           .interval_ms = interval_ms(fs),
+                           .watched = L->watch != NULL};
+        int64_t depth = 0;
+        in.outbox_read = outbox_last_seq(fs, &in.last_seq, &depth) == FSA_OK;
         fieldsync_sync_status_t s;
         status_now(fs, &s, false);
-        int64_t wall = fs->port.wall_now(fs->port.ctx).ms;
-        fsa_mono_t mono = fs->port.mono_now(fs->port.ctx);
+        in.next_attempt_ms = s.next_attempt_ms;
+        in.wall_ms = fs->port.wall_now(fs->port.ctx).ms;
+        in.since_ms =
+            fsa_mono_diff_ns(fs->port.mono_now(fs->port.ctx), L->last_cycle) / FSA_NS_PER_MS;
         lock(fs);
-        bool attention = w->state == FIELDSYNC_STATE_ATTENTION;
+        in.attention = w->state == FIELDSYNC_STATE_ATTENTION;
         unlock(fs);
-        bool backing_off = s.next_attempt_ms > wall;
-        int64_t since = fsa_mono_diff_ns(mono, L->last_cycle) / FSA_NS_PER_MS;
-        bool due = now;
-        if (!due && !backing_off) {
-            if (attention)
-                /* Refused (or no usable configuration): a long wait, whatever is recorded. */
-                due = since >= interval_ms(fs);
-            else
-                due = L->never_synced || (read_ok && last_seq > L->seen_seq) ||
-                      since >= interval_ms(fs) || (L->soon && since >= L->soon_ms) ||
-                      (L->failed && since >= SOON_MS);
+        fsl_due_t d = fsl__due(&in);
+        if (d.due) {
+            run_due_cycle(L, &in);
+            continue;
         }
-        if (!due && backing_off) {
+        if (d.backing_off) {
             /* A backoff persisted by an earlier run (or another process) shows as such. */
             lock(fs);
             if (w->state == FIELDSYNC_STATE_IDLE || w->state == FIELDSYNC_STATE_SYNCING)
@@ -677,45 +700,8 @@ static void sync_loop(loop_t *L)
             overlay_locked(w, &s);
             unlock(fs);
         }
-        if (due) {
-            fsa_sync_report_t r;
-            memset(&r, 0, sizeof r);
-            fsa_status_t st = FSA_EINVAL;
-            if (L->refused) {
-                engine_drop(L);
-                L->refused = false;
-            }
-            if (engine_ready(L)) {
-                L->seen_seq = read_ok ? last_seq : L->seen_seq;
-                cycle(L, &st, &r);
-                if (L->engine == NULL)
-                    continue; /* cancelled: the loop ends at its top */
-            }
-            L->never_synced = false;
-            L->refused = st == FSA_EAUTH;
-            L->failed =
-                st != FSA_OK && !(st == FSA_EBUSY && strstr(r.error, "backing off") == NULL);
-            L->last_cycle = fs->port.mono_now(fs->port.ctx);
-            int64_t left = 0, ignored = 0;
-            L->soon = st == FSA_OK && outbox_last_seq(fs, &ignored, &left) == FSA_OK && left > 0;
-            L->soon_ms = r.pushed > 0 ? 0 : SOON_MS;
-            fsl__events_pump(fs);
-            show_now(fs, false);
-            continue;
-        }
         show(fs, &s, false);
-
-        /* Sleep until the next reason to sync. */
-        int64_t wait_ms = interval_ms(fs) - since;
-        if (backing_off)
-            wait_ms = s.next_attempt_ms - wall + 1; /* past the boundary, not a hair before */
-        else if (L->soon && !attention && L->soon_ms - since < wait_ms)
-            wait_ms = L->soon_ms - since;
-        else if (L->failed && !attention && SOON_MS - since < wait_ms)
-            wait_ms = SOON_MS - since;
-        if (L->watch == NULL && wait_ms > WATCH_RETRY_MS)
-            wait_ms = WATCH_RETRY_MS;
-        wait_until(fs, after_ms(fs, wait_ms));
+        wait_until(fs, after_ms(fs, d.wait_ms));
     }
 }
 

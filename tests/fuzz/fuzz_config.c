@@ -187,7 +187,7 @@ static void check_transport(char *text, bool allow_http)
     o.allow_insecure_http = allow_http;
     fsa_transport_t *t = NULL;
     char err[256] = "";
-    fsa_status_t st = fsa_transport_new(&o, &t, err, sizeof err);
+    fsa_status_t st = fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err);
     FUZZ_CHECK(st == FSA_OK || st == FSA_EINVAL);
     if (st != FSA_OK) {
         FUZZ_CHECK(t == NULL && err[0] != '\0');

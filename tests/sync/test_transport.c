@@ -18,6 +18,7 @@
 #endif
 
 #include "port/alloc.h"
+#include "port/sim/sim.h"
 #include "sync/transport.h"
 #include "tests/test_util.h"
 
@@ -27,6 +28,10 @@
 #define SMALL_MAX_RESPONSE 16384
 #define DELAY_MS 2000
 #define VALID_PIN_ZERO "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+/* A fixed Retry-After date and its time (1893456030 s: 2030-01-01 00:00:30 UTC, before 2038 so
+ * that 32-bit time_t holds it). */
+#define FIXED_RETRY_DATE "Tue, 01 Jan 2030 00:00:30 GMT"
+#define FIXED_RETRY_MS INT64_C(1893456030000)
 
 /* ---- the in-test server ---- */
 
@@ -51,6 +56,7 @@ typedef struct fixture {
     size_t gzip_answer_len;
     test_server_t http;
     test_server_t https;
+    test_server_t nodate; /* plain HTTP whose answers carry no Date header */
 } fixture_t;
 
 static fixture_t fx;
@@ -238,6 +244,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         http_date(time(NULL) + 30, date, sizeof date);
         return reply(c, 503, "{}", 2, "Retry-After", date);
     }
+    if (strcmp(route, "retry_fixed_date") == 0)
+        return reply(c, 503, "{}", 2, "Retry-After", FIXED_RETRY_DATE);
     if (strcmp(route, "retry_past") == 0)
         return reply(c, 503, "{}", 2, "Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT");
     if (strcmp(route, "retry_bad") == 0)
@@ -267,14 +275,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
-static bool server_start(test_server_t *s, bool tls)
+static bool server_start(test_server_t *s, bool tls, unsigned extra_flags)
 {
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     sa.sin_port = 0;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | extra_flags;
     if (tls) {
         s->d = MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, on_request, NULL,
                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
@@ -435,11 +443,12 @@ static int group_setup(void **state)
     snprintf(fx.dir, sizeof fx.dir, "/tmp/fsa-transport-XXXXXX");
     if (mkdtemp(fx.dir) == NULL || !make_gzip_answer())
         return -1;
-    if (!server_start(&fx.http, false))
+    if (!server_start(&fx.http, false, 0) ||
+        !server_start(&fx.nodate, false, MHD_USE_SUPPRESS_DATE_NO_CLOCK))
         return -1;
     /* The TLS tests need the openssl tool (toolchain/install-deps.sh installs it) and TLS in
      * libmicrohttpd: without them this program fails rather than skip checks. */
-    fx.tls_ready = make_ca() && server_start(&fx.https, true);
+    fx.tls_ready = make_ca() && server_start(&fx.https, true, 0);
     if (!fx.tls_ready) {
         fprintf(stderr, "test_transport: cannot set up HTTPS (openssl tool, or TLS in "
                         "libmicrohttpd, missing)\n");
@@ -454,6 +463,7 @@ static int group_teardown(void **state)
     atomic_store(&g_stopping, true);
     server_stop(&fx.http);
     server_stop(&fx.https);
+    server_stop(&fx.nodate);
     fsa_free(fx.ca_pem);
     fsa_free(fx.srv_key_pem);
     fsa_free(fx.srv_cert_pem);
@@ -487,7 +497,7 @@ static fsa_transport_t *make(const fsa_transport_opts_t *o)
 {
     fsa_transport_t *t = NULL;
     char err[256];
-    fsa_status_t st = fsa_transport_new(o, &t, err, sizeof err);
+    fsa_status_t st = fsa_transport_new(fsa_port_posix(), o, &t, err, sizeof err);
     if (st != FSA_OK)
         fail_msg("fsa_transport_new(%s): %s: %s", o->base_url, fsa_status_str(st), err);
     return t;
@@ -671,12 +681,17 @@ static void test_fsa_transport_new__invalid_args(void **state)
     fsa_transport_t *t = (fsa_transport_t *)&fx; /* proves *out is reset */
     char err[256];
     fsa_transport_opts_t o = http_opts();
-    assert_int_equal(fsa_transport_new(NULL, &t, err, sizeof err), FSA_EINVAL);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), NULL, &t, err, sizeof err), FSA_EINVAL);
     assert_null(t);
     assert_true(err[0] != '\0');
-    assert_int_equal(fsa_transport_new(&o, NULL, err, sizeof err), FSA_EINVAL);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, NULL, err, sizeof err), FSA_EINVAL);
     /* err may be absent. */
-    assert_int_equal(fsa_transport_new(NULL, &t, NULL, 0), FSA_EINVAL);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), NULL, &t, NULL, 0), FSA_EINVAL);
+    /* The port is the transport's clock: none is refused, naming it. */
+    t = (fsa_transport_t *)&fx;
+    assert_int_equal(fsa_transport_new(NULL, &o, &t, err, sizeof err), FSA_EINVAL);
+    assert_null(t);
+    assert_non_null(strstr(err, "port"));
 
     static const char *const bad_urls[] = {
         "",
@@ -697,30 +712,30 @@ static void test_fsa_transport_new__invalid_args(void **state)
         o.base_url = bad_urls[i];
         t = (fsa_transport_t *)&fx;
         err[0] = '\0';
-        fsa_status_t st = fsa_transport_new(&o, &t, err, sizeof err);
+        fsa_status_t st = fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err);
         if (st != FSA_EINVAL || t != NULL || err[0] == '\0')
             fail_msg("base_url \"%s\": %s, err \"%s\"", bad_urls[i], fsa_status_str(st), err);
     }
     o.base_url = "ftp://127.0.0.1/";
-    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
     assert_non_null(strstr(err, "ftp"));
 
     o = http_opts();
     o.base_url = NULL;
-    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
     o = http_opts();
     o.client_cert = "cert.pem";
-    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
     assert_non_null(strstr(err, "client_key"));
     o = http_opts();
     o.client_key = "key.pem";
-    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
     o = http_opts();
     o.connect_timeout_ms = -1;
-    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
     o = http_opts();
     o.total_timeout_ms = -5;
-    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
     assert_null(t);
 
     /* Well-formed ones: loopback http in each spelling, and https anywhere (no traffic yet). */
@@ -736,7 +751,7 @@ static void test_fsa_transport_new__invalid_args(void **state)
     for (size_t i = 0; i < sizeof good_urls / sizeof good_urls[0]; i++) {
         o.base_url = good_urls[i];
         o.total_timeout_ms = 0;
-        fsa_status_t st = fsa_transport_new(&o, &t, err, sizeof err);
+        fsa_status_t st = fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err);
         if (st != FSA_OK)
             fail_msg("base_url \"%s\": %s: %s", good_urls[i], fsa_status_str(st), err);
         assert_string_equal(err, "");
@@ -753,7 +768,7 @@ static void test_fsa_transport_new__refuses_plain_http_to_remote(void **state)
     o.base_url = "http://server.invalid:8080";
     fsa_transport_t *t = NULL;
     char err[256];
-    assert_int_equal(fsa_transport_new(&o, &t, err, sizeof err), FSA_EINVAL);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
     assert_null(t);
     assert_non_null(strstr(err, "refusing plain http:// to server.invalid"));
 }
@@ -782,7 +797,7 @@ static void test_fsa_transport_new__malformed_pins(void **state)
     char err[256];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         o.pins = bad[i];
-        fsa_status_t st = fsa_transport_new(&o, &t, err, sizeof err);
+        fsa_status_t st = fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err);
         if (st != FSA_EINVAL || t != NULL || strstr(err, "pin") == NULL)
             fail_msg("pins \"%s\": %s, err \"%s\"", bad[i], fsa_status_str(st), err);
     }
@@ -792,7 +807,7 @@ static void test_fsa_transport_new__malformed_pins(void **state)
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         o.pins = good[i];
-        assert_fsa_ok(fsa_transport_new(&o, &t, err, sizeof err));
+        assert_fsa_ok(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err));
         fsa_transport_free(t);
     }
 }
@@ -1226,6 +1241,38 @@ static void test_fsa_transport_request__retry_after(void **state)
     fsa_transport_free(t);
 }
 
+/* A Retry-After date in an answer without a Date header is measured against the transport's
+ * port, so a simulated device waits on its virtual wall clock, not the machine's (which would
+ * see a date years ahead and cap the wait at an hour). */
+static void test_fsa_transport_request__retry_after_date_on_the_ports_clock(void **state)
+{
+    (void)state;
+    fsa_sim_t *sim = NULL;
+    assert_fsa_ok(fsa_sim_new(1, (fsa_wall_t){FIXED_RETRY_MS - 30000}, "transport", &sim));
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = fx.nodate.url;
+    fsa_transport_t *t = NULL;
+    char err[256];
+    assert_fsa_ok(fsa_transport_new(fsa_sim_port(sim), &o, &t, err, sizeof err));
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/retry_fixed_date", NULL, 0, &r);
+    assert_int_equal(r.status, 503);
+    assert_int_equal(r.retry_after_ms, 30000);
+    fsa_http_response_clear(&r);
+    /* The virtual clock moves: the same date is nearer. */
+    fsa_sim_advance(sim, 10 * FSA_NS_PER_S);
+    req_ok(t, "GET", "/retry_fixed_date", NULL, 0, &r);
+    assert_int_equal(r.retry_after_ms, 20000);
+    fsa_http_response_clear(&r);
+    /* A device clock set past the date: no wait. */
+    fsa_sim_shift_wall(sim, 60000);
+    req_ok(t, "GET", "/retry_fixed_date", NULL, 0, &r);
+    assert_int_equal(r.retry_after_ms, 0);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+    fsa_sim_free(sim);
+}
+
 /* ---- HTTPS ---- */
 
 static void https_ok(const fsa_transport_opts_t *o)
@@ -1355,6 +1402,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__answer_too_large),
         cmocka_unit_test(test_fsa_transport_request__gzip_answer_inflated),
         cmocka_unit_test(test_fsa_transport_request__retry_after),
+        cmocka_unit_test(test_fsa_transport_request__retry_after_date_on_the_ports_clock),
         cmocka_unit_test(test_fsa_transport_request__https_with_ca_file),
         cmocka_unit_test(test_fsa_transport_request__https_untrusted),
         cmocka_unit_test(test_fsa_transport_request__https_pins),
