@@ -792,25 +792,64 @@ typedef struct pbuf {
     bool nomem;
 } pbuf_t;
 
-static void pb_put(pbuf_t *b, const char *s, size_t n)
+/* Makes room for n more bytes and the NUL; false (nomem set) when it cannot. */
+static bool pb_room(pbuf_t *b, size_t n)
 {
     if (b->nomem)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t ncap = b->cap == 0 ? 256 : b->cap;
-        while (b->len + n + 1 > ncap)
-            ncap *= 2;
-        char *np = fsa_realloc(b->p, ncap);
-        if (np == NULL) {
-            b->nomem = true;
-            return;
-        }
-        b->p = np;
-        b->cap = ncap;
+        return false;
+    if (b->len + n + 1 <= b->cap)
+        return true;
+    size_t ncap = b->cap == 0 ? 512 : b->cap;
+    while (b->len + n + 1 > ncap)
+        ncap *= 2;
+    char *np = fsa_realloc(b->p, ncap);
+    if (np == NULL) {
+        b->nomem = true;
+        return false;
     }
+    b->p = np;
+    b->cap = ncap;
+    return true;
+}
+
+static void pb_put(pbuf_t *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap && !pb_room(b, n))
+        return;
+    if (b->nomem)
+        return;
     memcpy(b->p + b->len, s, n);
     b->len += n;
-    b->p[b->len] = '\0';
+}
+
+static void pb_char(pbuf_t *b, char c)
+{
+    if (b->len + 2 > b->cap && !pb_room(b, 1))
+        return;
+    if (b->nomem)
+        return;
+    b->p[b->len++] = c;
+}
+
+/* A number as format_number() prints it, integers without printf. */
+static void pb_number(pbuf_t *b, double d)
+{
+    char buf[NUMBER_TEXT_BYTES];
+    if (d > -1e15 && d < 1e15 && (double)(int64_t)d == d) {
+        int64_t v = (int64_t)d;
+        uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+        char *end = buf + sizeof buf, *p = end;
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u != 0);
+        if (v < 0)
+            *--p = '-';
+        pb_put(b, p, (size_t)(end - p));
+        return;
+    }
+    format_number(d, buf, sizeof buf);
+    pb_put(b, buf, strlen(buf));
 }
 
 /* A string literal escaped exactly as cJSON prints it: '"' '\' and the bytes below 0x20 (the
@@ -819,7 +858,7 @@ static void pb_string(pbuf_t *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
-    pb_put(b, "\"", 1);
+    pb_char(b, '"');
     for (;;) {
         const unsigned char *run = p;
         while (*p >= 0x20 && *p != '"' && *p != '\\')
@@ -850,7 +889,7 @@ static void pb_string(pbuf_t *b, const char *s)
         pb_put(b, esc, n);
         p++;
     }
-    pb_put(b, "\"", 1);
+    pb_char(b, '"');
 }
 
 /*
@@ -859,9 +898,8 @@ static void pb_string(pbuf_t *b, const char *s)
  * the depth of the inputs the tree was built from (each checked by json_scan).
  */
 // NOLINTNEXTLINE(misc-no-recursion): bounded by FSA_LIMIT_JSON_DEPTH (json_scan)
-static json_why_t print_exact(pbuf_t *b, const cJSON *item)
+static json_why_t print_exact(pbuf_t *b, const cJSON *item, unsigned depth, unsigned *deepest)
 {
-    char buf[NUMBER_TEXT_BYTES];
     switch (item->type & 0xff) {
     case cJSON_NULL: pb_put(b, "null", 4); break;
     case cJSON_False: pb_put(b, "false", 5); break;
@@ -869,8 +907,7 @@ static json_why_t print_exact(pbuf_t *b, const cJSON *item)
     case cJSON_Number:
         if (!isfinite(item->valuedouble))
             return JSON_RANGE;
-        format_number(item->valuedouble, buf, sizeof buf);
-        pb_put(b, buf, strlen(buf));
+        pb_number(b, item->valuedouble);
         break;
     case cJSON_Raw:
         if (item->valuestring == NULL)
@@ -881,19 +918,21 @@ static json_why_t print_exact(pbuf_t *b, const cJSON *item)
     case cJSON_Array:
     case cJSON_Object: {
         bool obj = (item->type & 0xff) == cJSON_Object;
-        pb_put(b, obj ? "{" : "[", 1);
+        if (depth + 1 > *deepest)
+            *deepest = depth + 1;
+        pb_char(b, obj ? '{' : '[');
         for (const cJSON *c = item->child; c != NULL; c = c->next) {
             if (c != item->child)
-                pb_put(b, ",", 1);
+                pb_char(b, ',');
             if (obj) {
                 pb_string(b, c->string);
-                pb_put(b, ":", 1);
+                pb_char(b, ':');
             }
-            json_why_t why = print_exact(b, c);
+            json_why_t why = print_exact(b, c, depth + 1, deepest);
             if (why != JSON_OK)
                 return why;
         }
-        pb_put(b, obj ? "}" : "]", 1);
+        pb_char(b, obj ? '}' : ']');
         break;
     }
     default: return JSON_SYNTAX;
@@ -901,15 +940,29 @@ static json_why_t print_exact(pbuf_t *b, const cJSON *item)
     return JSON_OK;
 }
 
-/* emit() for an object root, leaving the tree as it is (print_exact). */
+/*
+ * emit() for an object root, leaving the tree as it is (print_exact). What json_scan checks of
+ * emit's text holds here by construction, but for the size and the depth: every string of the tree
+ * comes from a text that passed json_scan (a stored entity, an op's payload) or from the model's
+ * own tables and checked op members, and print_exact writes valid JSON with numbers of at most
+ * NUMBER_TEXT_BYTES. So only those two are checked, in json_scan's order (the size first).
+ */
 static json_why_t emit_exact(const cJSON *root, size_t max_bytes, char **out)
 {
     pbuf_t b = {NULL, 0, 0, false};
+    unsigned deepest = 0;
     *out = NULL;
-    json_why_t why = print_exact(&b, root);
-    if (why == JSON_OK && b.nomem)
+    json_why_t why = print_exact(&b, root, 0, &deepest);
+    if (why == JSON_OK && (b.nomem || !pb_room(&b, 0)))
         why = JSON_NOMEM;
-    if (why == JSON_OK && (why = json_scan(b.p, max_bytes)) == JSON_OK) {
+    if (why == JSON_OK) {
+        b.p[b.len] = '\0';
+        if (b.len > max_bytes)
+            why = JSON_SIZE;
+        else if (deepest > FSA_LIMIT_JSON_DEPTH)
+            why = JSON_DEPTH;
+    }
+    if (why == JSON_OK) {
         *out = b.p;
         return JSON_OK;
     }
