@@ -2015,6 +2015,22 @@ static void key_of(const cJSON *fields, const char *name, char *out, size_t cap)
         memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
 }
 
+/* The keys of a parsed fields tree (an object or not: then FSA_EINVAL). */
+static fsa_status_t keys_of_tree(fsa_type_t type, const cJSON *fields, fsa_model_keys_t *out)
+{
+    if (!cJSON_IsObject(fields))
+        return FSA_EINVAL;
+    if (type == FSA_TYPE_ATTENDANCE)
+        key_of(fields, "site_id", out->site, sizeof out->site);
+    else if (type == FSA_TYPE_TICKET)
+        key_of(fields, "assignedto", out->person, sizeof out->person);
+    else {
+        key_of(fields, "people_id", out->person, sizeof out->person);
+        key_of(fields, "parent_id", out->parent, sizeof out->parent);
+    }
+    return FSA_OK;
+}
+
 fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json, fsa_model_keys_t *out)
 {
     if (out == NULL)
@@ -2026,17 +2042,17 @@ fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json, fsa_
     json_why_t why = parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields);
     if (why != JSON_OK)
         return why_status(why);
-    fsa_status_t st = FSA_OK;
-    if (!cJSON_IsObject(fields))
-        st = FSA_EINVAL;
-    else if (type == FSA_TYPE_ATTENDANCE)
-        key_of(fields, "site_id", out->site, sizeof out->site);
-    else if (type == FSA_TYPE_TICKET)
-        key_of(fields, "assignedto", out->person, sizeof out->person);
-    else {
-        key_of(fields, "people_id", out->person, sizeof out->person);
-        key_of(fields, "parent_id", out->parent, sizeof out->parent);
-    }
+    fsa_status_t st = keys_of_tree(type, fields, out);
     cJSON_Delete(fields);
     return st;
+}
+
+fsa_status_t fsa_model_entity_scope_keys(const fsa_model_entity_t *e, fsa_type_t type,
+                                         const char *fields_json, fsa_model_keys_t *out)
+{
+    if (e == NULL || e->tree == NULL || fields_json == NULL || out == NULL || !type_ok(type) ||
+        strcmp(e->text, fields_json) != 0)
+        return fsa_model_scope_keys(type, fields_json, out);
+    memset(out, 0, sizeof *out);
+    return keys_of_tree(type, e->tree, out);
 }

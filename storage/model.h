@@ -266,6 +266,12 @@ typedef struct fsa_model_keys {
 fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json,
                                   fsa_model_keys_t *out) FSA_MUST_CHECK;
 
+/* fsa_model_scope_keys(type, fields_json, out), from e's tree when it is the parse of exactly
+ * fields_json (the same answer, without parsing). */
+fsa_status_t fsa_model_entity_scope_keys(const fsa_model_entity_t *e, fsa_type_t type,
+                                         const char *fields_json,
+                                         fsa_model_keys_t *out) FSA_MUST_CHECK;
+
 /* Frees text returned by this module. NULL is accepted. */
 void fsa_model_free(char *json);
 

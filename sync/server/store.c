@@ -326,7 +326,7 @@ static fsa_status_t cent_keys(cent_t *e)
     fsa_type_t t;
     if (fsa_type_parse(e->type, &t) != FSA_OK)
         return FSA_EIO;
-    fsa_status_t st = fsa_model_scope_keys(t, e->fields, &e->keys);
+    fsa_status_t st = fsa_model_entity_scope_keys(e->model, t, e->fields, &e->keys);
     if (st != FSA_OK)
         return st == FSA_ENOMEM ? st : FSA_EIO;
     e->keys_known = true;

@@ -663,6 +663,12 @@ static void test_fsa_model_entity_apply__chain_matches_apply(void **state)
     assert_non_null(strstr(cur, "\"level\":9007199254740003"));
     assert_non_null(strstr(cur, "\"assignedto\":\"p\\u0001\\t\\\"q\\\\\""));
     assert_non_null(strstr(cur, "\"s\":\"\x7f\xc3\xa9/\""));
+    /* The scope keys from the held tree are those of the text. */
+    fsa_model_keys_t kt, kw;
+    assert_int_equal(fsa_model_entity_scope_keys(e, FSA_TYPE_TICKET, cur, &kt), FSA_OK);
+    assert_int_equal(fsa_model_scope_keys(FSA_TYPE_TICKET, cur, &kw), FSA_OK);
+    assert_memory_equal(&kt, &kw, sizeof kt);
+    assert_string_equal(kt.person, "p\x01\t\"q\\");
     /* Text other than its last result is parsed, not mistaken for the held tree. */
     char *other = NULL, *want = NULL;
     fsa_op_t inc = op_incr(FSA_TYPE_TICKET, "T1", "level", 1);
