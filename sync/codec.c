@@ -650,7 +650,7 @@ static fsa_status_t add_error_object(cJSON *parent, const char *code, const char
  */
 typedef struct wbuf {
     char *p;
-    size_t len, cap;
+    size_t len;
 } wbuf_t;
 
 static void w_put(wbuf_t *w, const char *s, size_t n)
@@ -775,7 +775,7 @@ fsa_status_t fsa_codec_encode_results(const fsa_codec_result_t *results, size_t 
             return FSA_EINVAL;
         cap += result_bound(&results[i]) + 1;
     }
-    wbuf_t w = {fsa_malloc(cap), 0, cap};
+    wbuf_t w = {fsa_malloc(cap), 0};
     if (w.p == NULL)
         return FSA_ENOMEM;
     W_LIT(&w, "{\"results\":[");
