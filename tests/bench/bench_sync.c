@@ -46,10 +46,10 @@ static double server_cpu_s(int pid)
         if (fp != NULL) {
             if (fscanf(fp, "%llu", &ns) == 1)
                 total += (double)ns / 1e9;
-            fclose(fp);
+            (void)fclose(fp);
         }
     }
-    closedir(d);
+    (void)closedir(d);
     return total;
 }
 
