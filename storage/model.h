@@ -206,7 +206,7 @@ fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_
  * arguments, but keeps the parsed result in e, so that the next op on the text it returned does
  * not parse it again. e only caches: the caller passes the entity's current fields each time,
  * and e's tree is used only when they are, byte for byte, the text of its last result (anything
- * else is parsed as fsa_model_apply does). A held tree costs memory of a few times its text.
+ * else is parsed as fsa_model_apply does). A held tree costs memory of up to ~20 times its text.
  * fsa_model_entity_new returns NULL on ENOMEM; fsa_model_entity_apply with e NULL is
  * fsa_model_apply. fsa_model_entity_free accepts NULL.
  */

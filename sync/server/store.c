@@ -496,9 +496,10 @@ static fsa_status_t ent_write(fsa__store_tx_t *tx, const fsa_op_t *op, bool exis
 /*
  * The model's cache of the held entity op names (its parsed fields, so that the batch's next op
  * on it does not parse them again); NULL when it is not held (inside a group) or out of memory,
- * which only costs the parse. The trees count against the byte budget at a few times their text.
+ * which only costs the parse. A tree counts against the byte budget at 16 times its text when it
+ * is made (a cJSON value costs about a hundred bytes).
  */
-#define TREE_BYTES_PER_TEXT_BYTE 8u
+#define TREE_BYTES_PER_TEXT_BYTE 16u
 static fsa_model_entity_t *ent_model(fsa__store_tx_t *tx, const fsa_op_t *op)
 {
     struct fsa__store_cache *c = tx->cache;
