@@ -785,6 +785,191 @@ static json_why_t emit(cJSON *root, size_t max_bytes, char **out)
     return JSON_OK;
 }
 
+/* A growing text buffer for print_exact. */
+typedef struct pbuf {
+    char *p;
+    size_t len, cap;
+    bool nomem;
+} pbuf_t;
+
+/* Makes room for n more bytes and the NUL; false (nomem set) when it cannot. */
+static bool pb_room(pbuf_t *b, size_t n)
+{
+    if (b->nomem)
+        return false;
+    if (b->len + n + 1 <= b->cap)
+        return true;
+    size_t ncap = b->cap == 0 ? 512 : b->cap;
+    while (b->len + n + 1 > ncap)
+        ncap *= 2;
+    char *np = fsa_realloc(b->p, ncap);
+    if (np == NULL) {
+        b->nomem = true;
+        return false;
+    }
+    b->p = np;
+    b->cap = ncap;
+    return true;
+}
+
+static void pb_put(pbuf_t *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap && !pb_room(b, n))
+        return;
+    if (b->nomem)
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void pb_char(pbuf_t *b, char c)
+{
+    if (b->len + 2 > b->cap && !pb_room(b, 1))
+        return;
+    if (b->nomem)
+        return;
+    b->p[b->len++] = c;
+}
+
+/* A number as format_number() prints it, integers without printf. */
+static void pb_number(pbuf_t *b, double d)
+{
+    char buf[NUMBER_TEXT_BYTES];
+    if (d > -1e15 && d < 1e15 && (double)(int64_t)d == d) {
+        int64_t v = (int64_t)d;
+        uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+        char *end = buf + sizeof buf, *p = end;
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u != 0);
+        if (v < 0)
+            *--p = '-';
+        pb_put(b, p, (size_t)(end - p));
+        return;
+    }
+    format_number(d, buf, sizeof buf);
+    pb_put(b, buf, strlen(buf));
+}
+
+/* A string literal escaped exactly as cJSON prints it: '"' '\' and the bytes below 0x20 (the
+ * short forms \b \f \n \r \t, else \u00xx), every other byte as it is. */
+static void pb_string(pbuf_t *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
+    pb_char(b, '"');
+    for (;;) {
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run)
+            pb_put(b, (const char *)run, (size_t)(p - run));
+        if (*p == '\0')
+            break;
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t n = 2;
+        switch (*p) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[*p >> 4];
+            esc[5] = hex[*p & 15];
+            n = 6;
+            break;
+        }
+        pb_put(b, esc, n);
+        p++;
+    }
+    pb_char(b, '"');
+}
+
+/*
+ * Prints item compactly with exact numbers (format_number), the text emit() writes for the same
+ * tree (exact_numbers, then cJSON's printer), without changing the tree. Recursion is bounded by
+ * the depth of the inputs the tree was built from (each checked by json_scan).
+ */
+// NOLINTNEXTLINE(misc-no-recursion): bounded by FSA_LIMIT_JSON_DEPTH (json_scan)
+static json_why_t print_exact(pbuf_t *b, const cJSON *item, unsigned depth, unsigned *deepest)
+{
+    switch (item->type & 0xff) {
+    case cJSON_NULL: pb_put(b, "null", 4); break;
+    case cJSON_False: pb_put(b, "false", 5); break;
+    case cJSON_True: pb_put(b, "true", 4); break;
+    case cJSON_Number:
+        if (!isfinite(item->valuedouble))
+            return JSON_RANGE;
+        pb_number(b, item->valuedouble);
+        break;
+    case cJSON_Raw:
+        if (item->valuestring == NULL)
+            return JSON_SYNTAX;
+        pb_put(b, item->valuestring, strlen(item->valuestring));
+        break;
+    case cJSON_String: pb_string(b, item->valuestring); break;
+    case cJSON_Array:
+    case cJSON_Object: {
+        bool obj = (item->type & 0xff) == cJSON_Object;
+        if (depth + 1 > *deepest)
+            *deepest = depth + 1;
+        pb_char(b, obj ? '{' : '[');
+        for (const cJSON *c = item->child; c != NULL; c = c->next) {
+            if (c != item->child)
+                pb_char(b, ',');
+            if (obj) {
+                pb_string(b, c->string);
+                pb_char(b, ':');
+            }
+            json_why_t why = print_exact(b, c, depth + 1, deepest);
+            if (why != JSON_OK)
+                return why;
+        }
+        pb_char(b, obj ? '}' : ']');
+        break;
+    }
+    default: return JSON_SYNTAX;
+    }
+    return JSON_OK;
+}
+
+/*
+ * emit() for an object root, leaving the tree as it is (print_exact). What json_scan checks of
+ * emit's text holds here by construction, but for the size and the depth: every string of the tree
+ * comes from a text that passed json_scan (a stored entity, an op's payload) or from the model's
+ * own tables and checked op members, and print_exact writes valid JSON with numbers of at most
+ * NUMBER_TEXT_BYTES. So only those two are checked, in json_scan's order (the size first).
+ */
+static json_why_t emit_exact(const cJSON *root, size_t max_bytes, char **out)
+{
+    pbuf_t b = {NULL, 0, 0, false};
+    unsigned deepest = 0;
+    *out = NULL;
+    json_why_t why = print_exact(&b, root, 0, &deepest);
+    if (why == JSON_OK && (b.nomem || !pb_room(&b, 0)))
+        why = JSON_NOMEM;
+    if (why == JSON_OK) {
+        b.p[b.len] = '\0';
+        if (b.len > max_bytes)
+            why = JSON_SIZE;
+        else if (deepest > FSA_LIMIT_JSON_DEPTH)
+            why = JSON_DEPTH;
+    }
+    if (why == JSON_OK) {
+        *out = b.p;
+        return JSON_OK;
+    }
+    fsa_free(b.p);
+    return why;
+}
+
 /* Reads an int field's value: an integral number of magnitude at most SAFE_INT_MAX. */
 static bool int_value(const cJSON *v, int64_t *out)
 {
@@ -1421,10 +1606,17 @@ static cJSON *in_protocol_order(fsa_type_t type, cJSON *fields)
     return out;
 }
 
-fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_t version,
-                             unsigned flags, char **out_json, fsa_model_err_t *err)
+/*
+ * fsa_model_apply's work. held: the parsed tree of fields_json when the caller has it (taken: it
+ * is changed and then kept or deleted), NULL to parse fields_json. keep: NULL to print the result
+ * as fsa_model_apply always did; else the result is printed by print_exact (the same text, the
+ * tree left as it is) and, on FSA_OK, the tree of *out_json is handed over in *keep.
+ */
+static fsa_status_t apply_core(const fsa_op_t *op, const char *fields_json, cJSON *held,
+                               int64_t version, unsigned flags, char **out_json, cJSON **keep,
+                               fsa_model_err_t *err)
 {
-    cJSON *payload = NULL, *fields = NULL;
+    cJSON *payload = NULL, *fields = held;
     const fsa_field_def_t *def = NULL;
     fsa_status_t st;
     json_why_t why;
@@ -1448,7 +1640,8 @@ fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_
             st = op_fail(err, op, FSA_ECONFLICT, "conflict", "exists already");
             goto out;
         }
-        why = parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields);
+        why =
+            fields != NULL ? JSON_OK : parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields);
         if (why != JSON_OK) {
             st = json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "stored fields");
             goto out;
@@ -1498,7 +1691,8 @@ fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_
         st = nomem(err, op);
         goto out;
     }
-    why = emit(fields, FSA_LIMIT_FIELDS_BYTES, out_json);
+    why = keep != NULL ? emit_exact(fields, FSA_LIMIT_FIELDS_BYTES, out_json)
+                       : emit(fields, FSA_LIMIT_FIELDS_BYTES, out_json);
     if (why == JSON_SIZE)
         /* PROTOCOL.md section 3: the op would take the entity past the limit; nothing changes. */
         st = op_fail(err, op, FSA_EINVAL, "entity_too_large",
@@ -1506,9 +1700,81 @@ fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_
                      FSA_LIMIT_FIELDS_BYTES);
     else if (why != JSON_OK)
         st = json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "the resulting fields");
+    if (st == FSA_OK && keep != NULL) {
+        *keep = fields;
+        fields = NULL;
+    }
 out:
+    if (st != FSA_OK && out_json != NULL) {
+        fsa_free(*out_json);
+        *out_json = NULL;
+    }
     cJSON_Delete(payload);
     cJSON_Delete(fields);
+    return st;
+}
+
+fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_t version,
+                             unsigned flags, char **out_json, fsa_model_err_t *err)
+{
+    return apply_core(op, fields_json, NULL, version, flags, out_json, NULL, err);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A sequence of ops on one entity.                                                           */
+
+struct fsa_model_entity {
+    char *text;  /* the fields tree is the parse of (NULL: no tree held) */
+    cJSON *tree; /* NULL: none held */
+};
+
+static void entity_drop(fsa_model_entity_t *e)
+{
+    cJSON_Delete(e->tree);
+    fsa_free(e->text);
+    e->tree = NULL;
+    e->text = NULL;
+}
+
+fsa_model_entity_t *fsa_model_entity_new(void)
+{
+    return fsa_calloc(1, sizeof(fsa_model_entity_t));
+}
+
+void fsa_model_entity_free(fsa_model_entity_t *e)
+{
+    if (e == NULL)
+        return;
+    entity_drop(e);
+    fsa_free(e);
+}
+
+fsa_status_t fsa_model_entity_apply(fsa_model_entity_t *e, const fsa_op_t *op,
+                                    const char *fields_json, int64_t version, unsigned flags,
+                                    char **out_json, fsa_model_err_t *err)
+{
+    if (e == NULL)
+        return fsa_model_apply(op, fields_json, version, flags, out_json, err);
+    cJSON *held = NULL;
+    if (e->tree != NULL && fields_json != NULL && strcmp(e->text, fields_json) == 0) {
+        held = e->tree; /* the parse of exactly these fields: taken, changed by the op */
+        e->tree = NULL;
+    }
+    entity_drop(e);
+    cJSON *keep = NULL;
+    clear_err(err);
+    if (out_json == NULL) {
+        cJSON_Delete(held);
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "no out_json");
+    }
+    fsa_status_t st = apply_core(op, fields_json, held, version, flags, out_json, &keep, err);
+    if (st == FSA_OK) {
+        e->text = fsa_strdup(*out_json);
+        if (e->text != NULL)
+            e->tree = keep; /* else nothing is held: the next op parses (no failure) */
+        else
+            cJSON_Delete(keep);
+    }
     return st;
 }
 
@@ -1749,6 +2015,22 @@ static void key_of(const cJSON *fields, const char *name, char *out, size_t cap)
         memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
 }
 
+/* The keys of a parsed fields tree (an object or not: then FSA_EINVAL). */
+static fsa_status_t keys_of_tree(fsa_type_t type, const cJSON *fields, fsa_model_keys_t *out)
+{
+    if (!cJSON_IsObject(fields))
+        return FSA_EINVAL;
+    if (type == FSA_TYPE_ATTENDANCE)
+        key_of(fields, "site_id", out->site, sizeof out->site);
+    else if (type == FSA_TYPE_TICKET)
+        key_of(fields, "assignedto", out->person, sizeof out->person);
+    else {
+        key_of(fields, "people_id", out->person, sizeof out->person);
+        key_of(fields, "parent_id", out->parent, sizeof out->parent);
+    }
+    return FSA_OK;
+}
+
 fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json, fsa_model_keys_t *out)
 {
     if (out == NULL)
@@ -1760,17 +2042,17 @@ fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json, fsa_
     json_why_t why = parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields);
     if (why != JSON_OK)
         return why_status(why);
-    fsa_status_t st = FSA_OK;
-    if (!cJSON_IsObject(fields))
-        st = FSA_EINVAL;
-    else if (type == FSA_TYPE_ATTENDANCE)
-        key_of(fields, "site_id", out->site, sizeof out->site);
-    else if (type == FSA_TYPE_TICKET)
-        key_of(fields, "assignedto", out->person, sizeof out->person);
-    else {
-        key_of(fields, "people_id", out->person, sizeof out->person);
-        key_of(fields, "parent_id", out->parent, sizeof out->parent);
-    }
+    fsa_status_t st = keys_of_tree(type, fields, out);
     cJSON_Delete(fields);
     return st;
+}
+
+fsa_status_t fsa_model_entity_scope_keys(const fsa_model_entity_t *e, fsa_type_t type,
+                                         const char *fields_json, fsa_model_keys_t *out)
+{
+    if (e == NULL || e->tree == NULL || fields_json == NULL || out == NULL || !type_ok(type) ||
+        strcmp(e->text, fields_json) != 0)
+        return fsa_model_scope_keys(type, fields_json, out);
+    memset(out, 0, sizeof *out);
+    return keys_of_tree(type, e->tree, out);
 }

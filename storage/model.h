@@ -201,6 +201,23 @@ fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_
                              unsigned flags, char **out_json, fsa_model_err_t *err) FSA_MUST_CHECK;
 
 /*
+ * A sequence of ops on one entity (the server applies a batch's ops on an entity one after the
+ * other): fsa_model_entity_apply(e, ...) answers exactly as fsa_model_apply(...) with the same
+ * arguments, but keeps the parsed result in e, so that the next op on the text it returned does
+ * not parse it again. e only caches: the caller passes the entity's current fields each time,
+ * and e's tree is used only when they are, byte for byte, the text of its last result (anything
+ * else is parsed as fsa_model_apply does). A held tree costs memory of up to ~20 times its text.
+ * fsa_model_entity_new returns NULL on ENOMEM; fsa_model_entity_apply with e NULL is
+ * fsa_model_apply. fsa_model_entity_free accepts NULL.
+ */
+typedef struct fsa_model_entity fsa_model_entity_t;
+fsa_model_entity_t *fsa_model_entity_new(void);
+void fsa_model_entity_free(fsa_model_entity_t *e);
+fsa_status_t fsa_model_entity_apply(fsa_model_entity_t *e, const fsa_op_t *op,
+                                    const char *fields_json, int64_t version, unsigned flags,
+                                    char **out_json, fsa_model_err_t *err) FSA_MUST_CHECK;
+
+/*
  * RFC 7396 JSON merge patch: *out_json = target with patch applied (null deletes a key, objects
  * merge recursively, anything else replaces). target_json NULL means {}. Enforces the nesting and
  * string limits on both inputs and the result. Returns FSA_OK, FSA_EINVAL (malformed or over a
@@ -248,6 +265,12 @@ typedef struct fsa_model_keys {
  * malformed), FSA_ENOMEM. */
 fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json,
                                   fsa_model_keys_t *out) FSA_MUST_CHECK;
+
+/* fsa_model_scope_keys(type, fields_json, out), from e's tree when it is the parse of exactly
+ * fields_json (the same answer, without parsing). */
+fsa_status_t fsa_model_entity_scope_keys(const fsa_model_entity_t *e, fsa_type_t type,
+                                         const char *fields_json,
+                                         fsa_model_keys_t *out) FSA_MUST_CHECK;
 
 /* Frees text returned by this module. NULL is accepted. */
 void fsa_model_free(char *json);

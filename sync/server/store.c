@@ -218,6 +218,7 @@ typedef struct cent {
     char *fields; /* NULL: no such entity */
     char owner[FSA_ID_BYTES];
     fsa_model_keys_t keys;
+    fsa_model_entity_t *model; /* the parse of the last fields an op made here (NULL: none) */
 } cent_t;
 
 struct fsa__store_cache {
@@ -243,8 +244,10 @@ static uint32_t cent_hash(const char *type, const char *id)
 
 static void cache_clear(struct fsa__store_cache *c)
 {
-    for (size_t i = 0; i < c->n; i++)
+    for (size_t i = 0; i < c->n; i++) {
         fsa_free(c->e[i].fields);
+        fsa_model_entity_free(c->e[i].model);
+    }
     c->n = 0;
     c->bytes = 0;
     for (size_t i = 0; i < c->nslots; i++)
@@ -323,7 +326,7 @@ static fsa_status_t cent_keys(cent_t *e)
     fsa_type_t t;
     if (fsa_type_parse(e->type, &t) != FSA_OK)
         return FSA_EIO;
-    fsa_status_t st = fsa_model_scope_keys(t, e->fields, &e->keys);
+    fsa_status_t st = fsa_model_entity_scope_keys(e->model, t, e->fields, &e->keys);
     if (st != FSA_OK)
         return st == FSA_ENOMEM ? st : FSA_EIO;
     e->keys_known = true;
@@ -488,6 +491,29 @@ static fsa_status_t ent_write(fsa__store_tx_t *tx, const fsa_op_t *op, bool exis
         e->keys_known = false;
     }
     return FSA_OK;
+}
+
+/*
+ * The model's cache of the held entity op names (its parsed fields, so that the batch's next op
+ * on it does not parse them again); NULL when it is not held (inside a group) or out of memory,
+ * which only costs the parse. A tree counts against the byte budget at 16 times its text when it
+ * is made (a cJSON value costs about a hundred bytes).
+ */
+#define TREE_BYTES_PER_TEXT_BYTE 16u
+static fsa_model_entity_t *ent_model(fsa__store_tx_t *tx, const fsa_op_t *op)
+{
+    struct fsa__store_cache *c = tx->cache;
+    if (c == NULL || c->through)
+        return NULL;
+    cent_t *e = cache_find(c, fsa_type_name(op->type), op->id);
+    if (e == NULL)
+        return NULL;
+    if (e->model == NULL) {
+        e->model = fsa_model_entity_new();
+        if (e->model != NULL)
+            c->bytes += TREE_BYTES_PER_TEXT_BYTE * (e->fields != NULL ? strlen(e->fields) : 64);
+    }
+    return e->model;
 }
 
 /* The scope keys of the held entity op names, before op's write replaces them. */
@@ -689,8 +715,8 @@ static fsa_status_t try_op(fsa__store_tx_t *tx, const char *device, bool by_serv
         set_result_err(r, "forbidden", "the entity is outside this device's scope");
         return FSA_OK;
     }
-    fsa_status_t ast =
-        fsa_model_apply(op, fields, version, by_server ? FSA_APPLY_BY_SERVER : 0u, &next, &merr);
+    fsa_status_t ast = fsa_model_entity_apply(ent_model(tx, op), op, fields, version,
+                                              by_server ? FSA_APPLY_BY_SERVER : 0u, &next, &merr);
     switch (ast) {
     case FSA_OK: {
         int64_t nv = fields != NULL ? version + 1 : 1;

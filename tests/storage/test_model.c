@@ -96,6 +96,14 @@ static char *apply_ok(fsa_op_t op, const char *fields, int64_t version, unsigned
         fail_msg("apply returned %s (%s: %s)", fsa_status_str(st), err.code, err.message);
     assert_non_null(out);
     assert_string_equal(err.code, "");
+    /* The sequence form answers the same, byte for byte (its own printer). */
+    fsa_model_entity_t *e = fsa_model_entity_new();
+    assert_non_null(e);
+    char *seq = NULL;
+    assert_int_equal(fsa_model_entity_apply(e, &op, fields, version, flags, &seq, &err), FSA_OK);
+    assert_string_equal(seq, out);
+    fsa_model_free(seq);
+    fsa_model_entity_free(e);
     fsa_op_clear(&op);
     return out;
 }
@@ -129,6 +137,15 @@ static void expect_refused_msg(fsa_op_t op, const char *fields, int64_t version,
     out = &sentinel;
     assert_int_equal(fsa_model_apply(&op, fields, version, flags, &out, NULL), st);
     assert_null(out);
+    fsa_model_err_t serr;
+    fsa_model_entity_t *e = fsa_model_entity_new();
+    assert_non_null(e);
+    out = &sentinel;
+    assert_int_equal(fsa_model_entity_apply(e, &op, fields, version, flags, &out, &serr), st);
+    assert_null(out);
+    assert_string_equal(serr.code, err.code);
+    assert_string_equal(serr.message, err.message);
+    fsa_model_entity_free(e);
     if (msg != NULL)
         snprintf(msg, msg_size, "%s", err.message);
     fsa_op_clear(&op);
@@ -588,6 +605,83 @@ static void test_fsa_model_apply__create_without_fields_and_without_fix(void **s
                        "invalid_value");
     expect_refused(op_create(FSA_TYPE_ATTENDANCE, "A1", NULL), NULL, 0, 0, FSA_EINVAL,
                    "invalid_value");
+}
+
+/*
+ * The sequence form along a chain of ops on one entity, each on the text of the last result (so
+ * its held tree is used): every answer equals fsa_model_apply's on the same text, through
+ * strings that need escaping (control bytes, DEL, quotes, UTF-8), inexact and large numbers,
+ * merges that delete, appends past max_len, and refusals in the middle (after which the entity's
+ * text is unchanged and the chain goes on from it).
+ */
+static void test_fsa_model_entity_apply__chain_matches_apply(void **state)
+{
+    (void)state;
+    fsa_op_t ops[] = {
+        op_create(FSA_TYPE_TICKET, "T1",
+                  "{\"assignedto\":\"p\\u0001\\t\\\"q\\\\\",\"level\":3,"
+                  "\"ticketlog\":{\"n\":0.1,\"big\":1e300,\"z\":-0,\"s\":\"\x7f\xc3\xa9/\"}}"),
+        op_incr(FSA_TYPE_TICKET, "T1", "level", 9007199254740000),
+        op_incr(FSA_TYPE_TICKET, "T1", "level", 10000), /* refused: past 2^53 */
+        op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "h", "{\"by\":\"a\\n\",\"x\":1.5e-7}", 2),
+        op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "h", "2", 2),
+        op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "h", "[3,\"\\b\"]", 2),
+        op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "{\"n\":null,\"m\":{\"k\":[1,2.25]}}"),
+        op_set(FSA_TYPE_TICKET, "T1", 1, "{\"priority\":\"HIGH\"}"), /* conflict: stale base */
+        op_set(FSA_TYPE_TICKET, "T1", 7, "{\"priority\":\"HIGH\"}"),
+        op_trans(FSA_TYPE_TICKET, "T1", "status", "CLOSED", "NEW"), /* refused */
+        op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "{\"m\":{\"k\":null},\"e\":{}}"),
+        op_create(FSA_TYPE_TICKET, "T1", "{}"), /* conflict: exists */
+    };
+    fsa_model_entity_t *e = fsa_model_entity_new();
+    assert_non_null(e);
+    char *cur = NULL; /* the entity's fields, NULL before the create */
+    int64_t version = 0;
+    size_t applied = 0;
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        char *want = NULL, *got = NULL;
+        fsa_model_err_t werr, gerr;
+        fsa_status_t ws = fsa_model_apply(&ops[i], cur, version, 0, &want, &werr);
+        fsa_status_t gs = fsa_model_entity_apply(e, &ops[i], cur, version, 0, &got, &gerr);
+        assert_int_equal(gs, ws);
+        assert_string_equal(gerr.code, werr.code);
+        assert_string_equal(gerr.message, werr.message);
+        if (ws == FSA_OK) {
+            assert_non_null(got);
+            assert_string_equal(got, want);
+            fsa_model_free(cur);
+            cur = got;
+            version++;
+            applied++;
+        } else {
+            assert_null(got);
+        }
+        fsa_model_free(want);
+        fsa_op_clear(&ops[i]);
+    }
+    assert_int_equal(applied, 7);
+    assert_non_null(strstr(cur, "\"level\":9007199254740003"));
+    assert_non_null(strstr(cur, "\"assignedto\":\"p\\u0001\\t\\\"q\\\\\""));
+    assert_non_null(strstr(cur, "\"s\":\"\x7f\xc3\xa9/\""));
+    /* The scope keys from the held tree are those of the text. */
+    fsa_model_keys_t kt, kw;
+    assert_int_equal(fsa_model_entity_scope_keys(e, FSA_TYPE_TICKET, cur, &kt), FSA_OK);
+    assert_int_equal(fsa_model_scope_keys(FSA_TYPE_TICKET, cur, &kw), FSA_OK);
+    assert_memory_equal(&kt, &kw, sizeof kt);
+    assert_string_equal(kt.person, "p\x01\t\"q\\");
+    /* Text other than its last result is parsed, not mistaken for the held tree. */
+    char *other = NULL, *want = NULL;
+    fsa_op_t inc = op_incr(FSA_TYPE_TICKET, "T1", "level", 1);
+    const char *fields = "{\"level\":1}";
+    assert_int_equal(fsa_model_entity_apply(e, &inc, fields, 1, 0, &other, NULL), FSA_OK);
+    assert_int_equal(fsa_model_apply(&inc, fields, 1, 0, &want, NULL), FSA_OK);
+    assert_string_equal(other, want);
+    fsa_model_free(other);
+    fsa_model_free(want);
+    fsa_op_clear(&inc);
+    fsa_model_free(cur);
+    fsa_model_entity_free(e);
+    fsa_model_entity_free(NULL);
 }
 
 static void test_fsa_model_apply__create_keeps_protocol_order(void **state)
@@ -1930,6 +2024,7 @@ int main(void)
         cmocka_unit_test(test_fsa_type_name__round_trip),
         cmocka_unit_test(test_fsa_op_kind_name__round_trip),
         cmocka_unit_test(test_fsa_model_fields__protocol_table),
+        cmocka_unit_test(test_fsa_model_entity_apply__chain_matches_apply),
         cmocka_unit_test(test_fsa_model_fields__unknown_type),
         cmocka_unit_test(test_fsa_model_field__unknown_names),
         cmocka_unit_test(test_fsa_model_id_valid__table),

@@ -332,6 +332,17 @@ static void test_fsa_codec_results__round_trip(void **state)
     char *text = NULL;
     size_t len = 0;
     assert_fsa_ok(fsa_codec_encode_results(in, 4, 1764090000000, &text, &len));
+    /* The text cJSON printed for these results, byte for byte (the writer is direct now). */
+    assert_string_equal(
+        text,
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":7},"
+        "{\"op_id\":\"b\",\"status\":\"duplicate\",\"version\":7,\"original\":\"applied\"},"
+        "{\"op_id\":\"c\",\"status\":\"conflict\",\"current\":{\"version\":9,\"fields\":"
+        "{\"status\":\"OPEN\",\"level\":2}},\"error\":{\"code\":\"conflict\",\"message\":\"\"}},"
+        "{\"op_id\":\"d\",\"status\":\"rejected\",\"error\":{\"code\":"
+        "\"invalid_transition\",\"message\":\"NEW→CLOSED is not allowed\"}}],"
+        "\"server_time\":1764090000000}");
+    assert_int_equal(len, strlen(text));
     fsa_codec_result_t *out = NULL;
     size_t n = 0;
     int64_t t = 0;
@@ -352,6 +363,37 @@ static void test_fsa_codec_results__round_trip(void **state)
     fsa_codec_results_free(out, n);
     fsa_codec_free(text);
     fsa_codec_result_clear(&in[2]);
+}
+
+/* A message with every kind of byte JSON escapes, as cJSON escaped it; decoded back the same. */
+static void test_fsa_codec_encode_results__escapes(void **state)
+{
+    (void)state;
+    fsa_codec_result_t r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.op_id, sizeof r.op_id, "x");
+    r.status = FSA_RESULT_REJECTED;
+    snprintf(r.code, sizeof r.code, "invalid_value");
+    snprintf(r.message, sizeof r.message, "q\"b\\s\b\f\n\r\t\x01\x1f\x7f\xc3\xa9/");
+    char *text = NULL;
+    size_t len = 0;
+    assert_fsa_ok(fsa_codec_encode_results(&r, 1, -5, &text, &len));
+    assert_string_equal(text, "{\"results\":[{\"op_id\":\"x\",\"status\":\"rejected\",\"error\":"
+                              "{\"code\":\"invalid_value\",\"message\":"
+                              "\"q\\\"b\\\\s\\b\\f\\n\\r\\t\\u0001\\u001f\x7f\xc3\xa9/\"}}],"
+                              "\"server_time\":-5}");
+    fsa_codec_result_t *out = NULL;
+    size_t n = 0;
+    int64_t t = 0;
+    assert_fsa_ok(fsa_codec_decode_results(text, len, &out, &n, &t));
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].message, r.message);
+    fsa_codec_results_free(out, n);
+    fsa_codec_free(text);
+    /* Nothing to encode: an empty list. */
+    assert_fsa_ok(fsa_codec_encode_results(NULL, 0, 1, &text, &len));
+    assert_string_equal(text, "{\"results\":[],\"server_time\":1}");
+    fsa_codec_free(text);
 }
 
 static void test_fsa_codec_decode_results__hostile(void **state)
@@ -696,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_fsa_codec_decode_push__per_op_rejections),
         cmocka_unit_test(test_fsa_codec_decode_push__limits),
         cmocka_unit_test(test_fsa_codec_results__round_trip),
+        cmocka_unit_test(test_fsa_codec_encode_results__escapes),
         cmocka_unit_test(test_fsa_codec_decode_results__hostile),
         cmocka_unit_test(test_fsa_codec_pull__round_trip_and_hostile),
         cmocka_unit_test(test_fsa_codec_error__round_trip_and_hostile),
