@@ -100,11 +100,11 @@ typedef struct fsa_op {
     char *json;
 } fsa_op_t;
 
-/* Why an op cannot apply: the protocol's error code ("invalid_value", "unknown_field",
- * "unknown_type", "not_found", "invalid_transition", "immutable", "entity_too_large", or
- * "conflict" for a failed
- * precondition) and one human-readable line naming the problem, e.g.
- * "jobneed J1: ASSIGNED→COMPLETED is not an allowed transition". */
+/* A protocol error: the protocol's error code and one human-readable line naming the problem.
+ * Why an op cannot apply ("invalid_value", "unknown_field", "unknown_type", "not_found",
+ * "invalid_transition", "immutable", "entity_too_large", or "conflict" for a failed
+ * precondition), e.g. "jobneed J1: ASSIGNED→COMPLETED is not an allowed transition"; also why the
+ * codec refused a body ("malformed", "too_large") and a decoded error body (sync/codec.h). */
 typedef struct fsa_model_err {
     char code[32];
     char message[256];

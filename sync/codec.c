@@ -26,9 +26,14 @@ void fsa_codec_free(char *text)
     fsa_free(text);
 }
 
-static void set_err(fsa_codec_err_t *err, const char *code, const char *fmt, ...) FSA_PRINTF(3, 4);
+/* A protocol error (storage/model.h) has the codec's sizes. */
+_Static_assert(sizeof(((fsa_model_err_t *)0)->code) == FSA_CODEC_CODE_BYTES &&
+                   sizeof(((fsa_model_err_t *)0)->message) == FSA_CODEC_MESSAGE_BYTES,
+               "a protocol error's sizes are the codec's");
 
-static void set_err(fsa_codec_err_t *err, const char *code, const char *fmt, ...)
+static void set_err(fsa_model_err_t *err, const char *code, const char *fmt, ...) FSA_PRINTF(3, 4);
+
+static void set_err(fsa_model_err_t *err, const char *code, const char *fmt, ...)
 {
     if (err == NULL)
         return;
@@ -36,18 +41,6 @@ static void set_err(fsa_codec_err_t *err, const char *code, const char *fmt, ...
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
-}
-
-static void set_reject(fsa_model_err_t *rej, const char *code, const char *fmt, ...)
-    FSA_PRINTF(3, 4);
-
-static void set_reject(fsa_model_err_t *rej, const char *code, const char *fmt, ...)
-{
-    snprintf(rej->code, sizeof rej->code, "%s", code);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rej->message, sizeof rej->message, fmt, ap);
     va_end(ap);
 }
 
@@ -125,7 +118,7 @@ static bool strings_within_limit(const cJSON *item)
 typedef enum parse_fail { PARSE_OK, PARSE_TOO_LARGE, PARSE_MALFORMED, PARSE_NOMEM } parse_fail_t;
 
 /* The status and err of a body that parse_bounded() refused. */
-static fsa_status_t parse_status(parse_fail_t pf, const char *why, fsa_codec_err_t *err)
+static fsa_status_t parse_status(parse_fail_t pf, const char *why, fsa_model_err_t *err)
 {
     switch (pf) {
     case PARSE_TOO_LARGE: set_err(err, "too_large", "%s", why); return FSA_ETOOLARGE;
@@ -441,8 +434,8 @@ static fsa_status_t take_payload(const cJSON *o, const char *name, bool must_be_
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
     if (v == NULL || (must_be_object && !cJSON_IsObject(v))) {
-        set_reject(&out->reject, "invalid_value", "%s op: \"%s\" must be %s",
-                   fsa_op_kind_name(out->op.kind), name, must_be_object ? "an object" : "present");
+        set_err(&out->reject, "invalid_value", "%s op: \"%s\" must be %s",
+                fsa_op_kind_name(out->op.kind), name, must_be_object ? "an object" : "present");
         return FSA_OK;
     }
     out->op.json = print_item(v);
@@ -455,13 +448,13 @@ static bool take_str(const cJSON *o, const char *name, char *dst, size_t cap, co
 {
     if (get_str(o, name, dst, cap))
         return true;
-    set_reject(&out->reject, code, "%s op: \"%s\" must be a string of at most %zu bytes",
-               fsa_op_kind_name(out->op.kind), name, cap - 1);
+    set_err(&out->reject, code, "%s op: \"%s\" must be a string of at most %zu bytes",
+            fsa_op_kind_name(out->op.kind), name, cap - 1);
     return false;
 }
 
 /* Decodes one op. FSA_OK (perhaps with a rejection), FSA_EINVAL (malformed), FSA_ENOMEM. */
-static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, fsa_codec_err_t *err)
+static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, fsa_model_err_t *err)
 {
     memset(out, 0, sizeof *out);
     if (!cJSON_IsObject(o)) {
@@ -495,17 +488,16 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
     }
 
     if (fsa_op_kind_parse(kind->valuestring, &op->kind) != FSA_OK) {
-        set_reject(&out->reject, "invalid_value", "unknown op kind \"%.64s\"", kind->valuestring);
+        set_err(&out->reject, "invalid_value", "unknown op kind \"%.64s\"", kind->valuestring);
         return FSA_OK;
     }
     if (fsa_type_parse(type->valuestring, &op->type) != FSA_OK) {
-        set_reject(&out->reject, "unknown_type", "unknown entity type \"%.64s\"",
-                   type->valuestring);
+        set_err(&out->reject, "unknown_type", "unknown entity type \"%.64s\"", type->valuestring);
         return FSA_OK;
     }
     if (!id_ok(id->valuestring, FSA_LIMIT_ID_BYTES)) {
-        set_reject(&out->reject, "invalid_value",
-                   "entity id must be 1..%d bytes of [A-Za-z0-9._:-]", FSA_LIMIT_ID_BYTES);
+        set_err(&out->reject, "invalid_value", "entity id must be 1..%d bytes of [A-Za-z0-9._:-]",
+                FSA_LIMIT_ID_BYTES);
         return FSA_OK;
     }
     memcpy(op->id, id->valuestring, strlen(id->valuestring) + 1);
@@ -522,14 +514,14 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
         return take_payload(o, "fields", true, out);
     case FSA_OP_SET:
         if (!get_int(cJSON_GetObjectItemCaseSensitive(o, "base_version"), &op->base_version)) {
-            set_reject(&out->reject, "invalid_value", "set op: base_version must be an integer");
+            set_err(&out->reject, "invalid_value", "set op: base_version must be an integer");
             return FSA_OK;
         }
         return take_payload(o, "fields", true, out);
     case FSA_OP_MERGE: return take_payload(o, "patch", true, out);
     case FSA_OP_INCREMENT:
         if (!get_int(cJSON_GetObjectItemCaseSensitive(o, "by"), &op->by))
-            set_reject(&out->reject, "invalid_value", "increment op: by must be an integer");
+            set_err(&out->reject, "invalid_value", "increment op: by must be an integer");
         return FSA_OK;
     case FSA_OP_TRANSITION:
         if (take_str(o, "from", op->from, sizeof op->from, "invalid_value", out))
@@ -540,18 +532,18 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
             return FSA_OK;
         const cJSON *ml = cJSON_GetObjectItemCaseSensitive(o, "max_len");
         if (ml != NULL && !cJSON_IsNull(ml) && (!get_int(ml, &op->max_len) || op->max_len < 0)) {
-            set_reject(&out->reject, "invalid_value",
-                       "append op: max_len must be a non-negative integer");
+            set_err(&out->reject, "invalid_value",
+                    "append op: max_len must be a non-negative integer");
             return FSA_OK;
         }
         return take_payload(o, "item", false, out);
     }
-    default: set_reject(&out->reject, "invalid_value", "unknown op kind"); return FSA_OK;
+    default: set_err(&out->reject, "invalid_value", "unknown op kind"); return FSA_OK;
     }
 }
 
 fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_t *out,
-                                   fsa_codec_err_t *err)
+                                   fsa_model_err_t *err)
 {
     if (err != NULL)
         memset(err, 0, sizeof *err);
@@ -1115,7 +1107,7 @@ fsa_status_t fsa_codec_encode_entity(const fsa_codec_change_t *entity, int64_t s
 }
 
 fsa_status_t fsa_codec_decode_entity(const char *body, size_t len, fsa_codec_change_t *out,
-                                     fsa_codec_err_t *err)
+                                     fsa_model_err_t *err)
 {
     if (err != NULL)
         memset(err, 0, sizeof *err);
@@ -1165,7 +1157,7 @@ fsa_status_t fsa_codec_encode_error(const char *code, const char *message, int64
     return st;
 }
 
-fsa_status_t fsa_codec_decode_error(const char *body, size_t len, fsa_codec_err_t *err,
+fsa_status_t fsa_codec_decode_error(const char *body, size_t len, fsa_model_err_t *err,
                                     int64_t *server_time_ms)
 {
     if (server_time_ms != NULL)

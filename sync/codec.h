@@ -50,11 +50,9 @@
 /* Frees a string returned by this module. NULL is accepted. */
 void fsa_codec_free(char *text);
 
-/* Why a body was refused: code "malformed" (HTTP 400) or "too_large" (HTTP 413), and one line. */
-typedef struct fsa_codec_err {
-    char code[FSA_CODEC_CODE_BYTES];
-    char message[FSA_CODEC_MESSAGE_BYTES];
-} fsa_codec_err_t;
+/* Why a body was refused is an fsa_model_err_t (storage/model.h), the one type for a protocol
+ * error: code "malformed" (HTTP 400) or "too_large" (HTTP 413), and one line; a decoded error
+ * body's code and message. Its members are FSA_CODEC_CODE_BYTES and FSA_CODEC_MESSAGE_BYTES. */
 
 /*
  * Scans JSON text without recursion and without parsing it, and returns the deepest nesting of
@@ -109,7 +107,7 @@ fsa_status_t fsa_codec_encode_push(const char *batch_id, const fsa_op_t *ops, si
  * "too_large"; FSA_ENOMEM. err may be NULL.
  */
 fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_t *out,
-                                   fsa_codec_err_t *err) FSA_MUST_CHECK;
+                                   fsa_model_err_t *err) FSA_MUST_CHECK;
 
 /* ---- per-op results: {"results": [...], "server_time": ms} ---- */
 
@@ -200,7 +198,7 @@ fsa_status_t fsa_codec_encode_entity(const fsa_codec_change_t *entity, int64_t s
  * an unknown type, an invalid id); FSA_ETOOLARGE ("too_large"); FSA_ENOMEM. err may be NULL.
  */
 fsa_status_t fsa_codec_decode_entity(const char *body, size_t len, fsa_codec_change_t *out,
-                                     fsa_codec_err_t *err) FSA_MUST_CHECK;
+                                     fsa_model_err_t *err) FSA_MUST_CHECK;
 
 /* ---- errors: {"error": {"code", "message"}, "server_time"?} ---- */
 
@@ -212,7 +210,7 @@ fsa_status_t fsa_codec_encode_error(const char *code, const char *message, int64
 /* Decodes an error body into *err (code truncated to fit is FSA_EPROTO; a long message is cut) and
  * *server_time_ms (-1 when absent; may be NULL). Returns FSA_OK, FSA_EPROTO, FSA_EINVAL (NULL
  * argument), FSA_ENOMEM. */
-fsa_status_t fsa_codec_decode_error(const char *body, size_t len, fsa_codec_err_t *err,
+fsa_status_t fsa_codec_decode_error(const char *body, size_t len, fsa_model_err_t *err,
                                     int64_t *server_time_ms) FSA_MUST_CHECK;
 
 #endif

@@ -119,7 +119,7 @@ static void learn_offset(fsa_engine_t *e, int64_t server_time_ms)
 typedef struct answer {
     fsa_http_response_t resp;
     fsa_errclass_t cls;
-    fsa_codec_err_t err; /* decoded error body, when any */
+    fsa_model_err_t err; /* decoded error body, when any */
     fsa_status_t begun;  /* exchange_begin: how starting the first attempt went */
     bool in_flight;      /* exchange_begin started it; exchange_end not called yet */
 } answer_t;

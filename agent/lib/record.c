@@ -712,7 +712,7 @@ fieldsync_status_t fieldsync_record(fieldsync_t *fs, const char *ops_json, field
     if (st != FSA_OK)
         return fsl__fail(fs, fsl__status(st), "ops_json: %s", fsa_status_str(st));
     fsa_codec_push_t push;
-    fsa_codec_err_t cerr;
+    fsa_model_err_t cerr;
     memset(&cerr, 0, sizeof cerr);
     st = fsa_codec_decode_push(body, strlen(body), &push, &cerr);
     fsa_free(body);

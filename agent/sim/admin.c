@@ -165,7 +165,7 @@ static fsa_status_t request(fsa__admin_t *a, const char *method, const char *pat
 
 static void error_line(const char *what, long http, const char *answer, char *err, size_t errlen)
 {
-    fsa_codec_err_t e;
+    fsa_model_err_t e;
     int64_t t = 0;
     if (answer != NULL && fsa_codec_decode_error(answer, strlen(answer), &e, &t) == FSA_OK)
         snprintf(err, errlen, "%s: HTTP %ld %s: %s", what, http, e.code, e.message);

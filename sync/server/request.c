@@ -223,7 +223,7 @@ void fsa__server_admin_route(const char *path, fsa__server_admin_route_t *out)
 }
 
 fsa_status_t fsa__server_push_body(const char *content_encoding, const char *body, size_t len,
-                                   fsa_codec_push_t *push, fsa_codec_err_t *cerr,
+                                   fsa_codec_push_t *push, fsa_model_err_t *cerr,
                                    fsa__server_fail_t *fail)
 {
     memset(push, 0, sizeof *push);

@@ -32,7 +32,7 @@ typedef struct fsa__server_device {
 } fsa__server_device_t;
 
 /* How a request is refused: the HTTP status, the protocol's error code and one line (static, or
- * pointing into the fsa_codec_err_t given to the step that failed). */
+ * pointing into the fsa_model_err_t given to the step that failed). */
 typedef struct fsa__server_fail {
     unsigned http;
     const char *code;
@@ -175,7 +175,7 @@ void fsa__server_admin_route(const char *path, fsa__server_admin_route_t *out);
  * its message may point into *cerr.
  */
 fsa_status_t fsa__server_push_body(const char *content_encoding, const char *body, size_t len,
-                                   fsa_codec_push_t *push, fsa_codec_err_t *cerr,
+                                   fsa_codec_push_t *push, fsa_model_err_t *cerr,
                                    fsa__server_fail_t *fail) FSA_MUST_CHECK;
 
 /* A pull's query string ("since=v1.N&limit=M", both optional, no percent-decoding): true with

@@ -673,7 +673,7 @@ static enum MHD_Result respond_body_fail(fsa_server_t *srv, struct MHD_Connectio
 }
 
 static enum MHD_Result respond_codec_error(fsa_server_t *srv, struct MHD_Connection *c,
-                                           fsa_status_t st, const fsa_codec_err_t *e)
+                                           fsa_status_t st, const fsa_model_err_t *e)
 {
     if (st == FSA_ETOOLARGE) {
         bump(&srv->stats.too_large);
@@ -726,7 +726,7 @@ static enum MHD_Result handle_push(fsa_server_t *srv, struct MHD_Connection *c, 
 {
     const char *enc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Encoding");
     fsa_codec_push_t push;
-    fsa_codec_err_t cerr;
+    fsa_model_err_t cerr;
     fsa__server_fail_t fail;
     if (fsa__server_push_body(enc, req->body, req->len, &push, &cerr, &fail) != FSA_OK)
         return respond_body_fail(srv, c, &fail);
@@ -831,7 +831,7 @@ static enum MHD_Result admin_one_op(fsa_server_t *srv, struct MHD_Connection *c,
 static enum MHD_Result admin_seed(fsa_server_t *srv, struct MHD_Connection *c, request_t *req)
 {
     fsa_codec_change_t e;
-    fsa_codec_err_t cerr;
+    fsa_model_err_t cerr;
     fsa_status_t st = fsa_codec_decode_entity(req->body, req->len, &e, &cerr);
     if (st != FSA_OK)
         return respond_codec_error(srv, c, st, &cerr);
@@ -877,7 +877,7 @@ static enum MHD_Result admin_autoclose(fsa_server_t *srv, struct MHD_Connection 
 static enum MHD_Result admin_ops(fsa_server_t *srv, struct MHD_Connection *c, request_t *req)
 {
     fsa_codec_push_t push;
-    fsa_codec_err_t cerr;
+    fsa_model_err_t cerr;
     fsa_status_t st = fsa_codec_decode_push(req->body, req->len, &push, &cerr);
     if (st != FSA_OK)
         return respond_codec_error(srv, c, st, &cerr);

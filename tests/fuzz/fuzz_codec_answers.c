@@ -131,7 +131,7 @@ static void check_pull(const char *body, size_t len)
 
 static void check_error(const char *body, size_t len)
 {
-    fsa_codec_err_t e;
+    fsa_model_err_t e;
     int64_t t = 0;
     fsa_status_t st = fsa_codec_decode_error(body, len, &e, &t);
     FUZZ_CHECK(st == FSA_OK || st == FSA_EPROTO);
@@ -146,7 +146,7 @@ static void check_error(const char *body, size_t len)
     char *text = NULL;
     size_t tlen = 0;
     FUZZ_CHECK(fsa_codec_encode_error(e.code, e.message, t, &text, &tlen) == FSA_OK);
-    fsa_codec_err_t e2;
+    fsa_model_err_t e2;
     int64_t t2 = 0;
     FUZZ_CHECK(fsa_codec_decode_error(text, tlen, &e2, &t2) == FSA_OK);
     FUZZ_CHECK(strcmp(e.code, e2.code) == 0 && strcmp(e.message, e2.message) == 0);

@@ -248,7 +248,7 @@ static void check_admin(const fsa__server_route_t *rt, const request_t *r)
 {
     if (strcmp(rt->path, "/admin/v1/entities") == 0) {
         fsa_codec_change_t e;
-        fsa_codec_err_t cerr;
+        fsa_model_err_t cerr;
         fsa_status_t st = fsa_codec_decode_entity(r->body, r->len, &e, &cerr);
         FUZZ_CHECK(st == FSA_OK || st == FSA_EINVAL || st == FSA_ETOOLARGE);
         if (st == FSA_OK) {
@@ -261,7 +261,7 @@ static void check_admin(const fsa__server_route_t *rt, const request_t *r)
         fsa_codec_change_clear(&e);
     } else if (strcmp(rt->path, "/admin/v1/ops") == 0) {
         fsa_codec_push_t push;
-        fsa_codec_err_t cerr;
+        fsa_model_err_t cerr;
         fsa_status_t st = fsa_codec_decode_push(r->body, r->len, &push, &cerr);
         FUZZ_CHECK(st == FSA_OK || st == FSA_EINVAL || st == FSA_ETOOLARGE);
         if (st == FSA_OK) {
@@ -275,7 +275,7 @@ static void check_admin(const fsa__server_route_t *rt, const request_t *r)
 static void check_push_body(const request_t *r, const char *enc)
 {
     fsa_codec_push_t push;
-    fsa_codec_err_t cerr;
+    fsa_model_err_t cerr;
     fsa__server_fail_t fail;
     fsa_status_t st = fsa__server_push_body(enc, r->body, r->len, &push, &cerr, &fail);
     bool identity = enc == NULL || strcasecmp(enc, "identity") == 0;

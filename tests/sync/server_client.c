@@ -72,7 +72,7 @@ long tc_push_raw(void *h, const char *url, int dev, const char *body, size_t len
     th_request(h, url, "POST", path, dev, body, len, opts, &r);
     code[0] = '\0';
     if (r.status != 200 && r.body != NULL) {
-        fsa_codec_err_t e;
+        fsa_model_err_t e;
         if (fsa_codec_decode_error(r.body, r.len, &e, NULL) == FSA_OK)
             snprintf(code, 32, "%s", e.code);
     }

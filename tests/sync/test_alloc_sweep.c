@@ -1334,7 +1334,7 @@ static fsa_status_t c_decode_error(void *ctx, buf_t *out)
     (void)ctx;
     static const char body[] = "{\"error\":{\"code\":\"clock_skew\",\"message\":\"your clock is "
                                "9 s off\"},\"server_time\":1764090000999}";
-    fsa_codec_err_t err;
+    fsa_model_err_t err;
     int64_t t = 0;
     fsa_status_t st = fsa_codec_decode_error(body, sizeof body - 1, &err, &t);
     if (st == FSA_OK)
@@ -1363,7 +1363,7 @@ static fsa_status_t c_decode_push(void *ctx, buf_t *out)
 {
     (void)ctx;
     fsa_codec_push_t push;
-    fsa_codec_err_t err;
+    fsa_model_err_t err;
     fsa_status_t st = fsa_codec_decode_push(push_body, sizeof push_body - 1, &push, &err);
     if (st != FSA_OK) {
         if (push.ops != NULL || push.count != 0)
@@ -1385,7 +1385,7 @@ static fsa_status_t c_decode_entity(void *ctx, buf_t *out)
     static const char body[] =
         "{\"type\":\"jobneed\",\"id\":\"J9\",\"fields\":{\"seqno\":4,\"other_info\":{\"k\":[]}}}";
     fsa_codec_change_t ch;
-    fsa_codec_err_t err;
+    fsa_model_err_t err;
     fsa_status_t st = fsa_codec_decode_entity(body, sizeof body - 1, &ch, &err);
     if (st == FSA_OK)
         buf_add(out, "%s %s %s\n", fsa_type_name(ch.type), ch.id, ch.fields);

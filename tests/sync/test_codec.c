@@ -50,7 +50,7 @@ static void test_fsa_codec_push__round_trip_every_kind(void **state)
     assert_fsa_ok(fsa_codec_encode_push("batch-1", ops, 6, &body, &len));
     assert_int_equal(strlen(body), len);
     fsa_codec_push_t p;
-    fsa_codec_err_t err;
+    fsa_model_err_t err;
     assert_fsa_ok(fsa_codec_decode_push(body, len, &p, &err));
     assert_string_equal(p.batch_id, "batch-1");
     assert_int_equal(p.count, 6);
@@ -112,7 +112,7 @@ static void test_fsa_codec_encode_push__invalid(void **state)
 static void expect_decode(const char *body, fsa_status_t want, const char *code)
 {
     fsa_codec_push_t p;
-    fsa_codec_err_t err;
+    fsa_model_err_t err;
     fsa_status_t st = fsa_codec_decode_push(body, strlen(body), &p, &err);
     if (st != want)
         fail_msg("%s: got %d (%s), want %d", body, (int)st, err.message, (int)want);
@@ -206,7 +206,7 @@ static void test_fsa_codec_decode_push__per_op_rejections(void **state)
                            "",
                            ""};
     fsa_codec_push_t p;
-    fsa_codec_err_t err;
+    fsa_model_err_t err;
     assert_fsa_ok(fsa_codec_decode_push(body, strlen(body), &p, &err));
     assert_int_equal(p.count, 12);
     for (size_t i = 0; i < p.count; i++) {
@@ -243,7 +243,7 @@ static void test_fsa_codec_decode_push__limits(void **state)
             b[n++] = '}';
         n += (size_t)snprintf(b + n, cap - n, "}]}");
         fsa_codec_push_t p;
-        fsa_codec_err_t err;
+        fsa_model_err_t err;
         fsa_status_t st = fsa_codec_decode_push(b, n, &p, &err);
         if (st != want[k])
             fail_msg("depth %zu: %d (%s)", depths[k], (int)st, err.message);
@@ -274,7 +274,7 @@ static void test_fsa_codec_decode_push__limits(void **state)
         n += FSA_LIMIT_STRING_BYTES + extra;
         n += (size_t)snprintf(b + n, cap - n, "\"}");
         fsa_codec_push_t p;
-        fsa_codec_err_t err;
+        fsa_model_err_t err;
         fsa_status_t st = fsa_codec_decode_push(b, n, &p, &err);
         assert_int_equal(st, extra ? FSA_ETOOLARGE : FSA_OK);
         fsa_codec_push_free(&p);
@@ -287,7 +287,7 @@ static void test_fsa_codec_decode_push__limits(void **state)
     assert_non_null(b);
     memset(b, ' ', cap);
     fsa_codec_push_t p;
-    fsa_codec_err_t err;
+    fsa_model_err_t err;
     assert_int_equal(fsa_codec_decode_push(b, FSA_LIMIT_BODY_BYTES + 1, &p, &err), FSA_ETOOLARGE);
     assert_string_equal(err.code, "too_large");
     for (int count = FSA_LIMIT_BATCH_OPS; count <= FSA_LIMIT_BATCH_OPS + 1; count++) {
@@ -496,7 +496,7 @@ static void test_fsa_codec_pull__round_trip_and_hostile(void **state)
     /* One entity, as the admin API answers it. */
     assert_fsa_ok(fsa_codec_encode_entity(&ch[0], -1, &text, &len));
     fsa_codec_change_t e;
-    fsa_codec_err_t err;
+    fsa_model_err_t err;
     assert_fsa_ok(fsa_codec_decode_entity(text, len, &e, &err));
     assert_string_equal(e.id, "J1");
     assert_string_equal(e.fields, "{\"jobstatus\":\"ASSIGNED\"}");
@@ -543,7 +543,7 @@ static void test_fsa_codec_error__round_trip_and_hostile(void **state)
     size_t len = 0;
     assert_fsa_ok(
         fsa_codec_encode_error("clock_skew", "off by \"a lot\"", 1764090000000, &text, &len));
-    fsa_codec_err_t e;
+    fsa_model_err_t e;
     int64_t t = 0;
     assert_fsa_ok(fsa_codec_decode_error(text, len, &e, &t));
     assert_string_equal(e.code, "clock_skew");
@@ -687,7 +687,7 @@ static void test_fsa_codec_decoders__truncations_and_mutations(void **state)
             }
             const bool prefix = round < len;
             fsa_codec_push_t p;
-            fsa_codec_err_t err;
+            fsa_model_err_t err;
             fsa_status_t st = fsa_codec_decode_push(buf, use, &p, &err);
             assert_true(st == FSA_OK || st == FSA_EINVAL || st == FSA_ETOOLARGE);
             if (st == FSA_OK) {

@@ -154,7 +154,7 @@ static enum MHD_Result on_push(fake_t *f, struct MHD_Connection *c, const req_t 
     size_t len = 0;
     char *body = rq->overflow ? NULL : request_body(c, rq, &len);
     fsa_codec_push_t push;
-    fsa_codec_err_t err;
+    fsa_model_err_t err;
     memset(&push, 0, sizeof push);
     fsa_status_t st = body != NULL ? fsa_codec_decode_push(body, len, &push, &err) : FSA_EPROTO;
     fsa_free(body);

@@ -932,7 +932,7 @@ static void test_server_auth__signature_replay_skew_device(void **state)
     th_req_opts_t skew = {.ts_offset_ms = -(FSA_LIMIT_SKEW_MS + 5000)};
     assert_true(th_request(g_h, URL, "POST", "/v1/devices/dev000/ops", 0, body, n, &skew, &r));
     assert_int_equal(r.status, 401);
-    fsa_codec_err_t e;
+    fsa_model_err_t e;
     int64_t server_time = -1;
     assert_fsa_ok(fsa_codec_decode_error(r.body, r.len, &e, &server_time));
     assert_string_equal(e.code, "clock_skew");
