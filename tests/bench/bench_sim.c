@@ -2,8 +2,9 @@
  * 10000, in this order, in the same run) and prints each run's wall time, the peak RSS of the
  * simulator and of its largest server process, and each scenario's time, as BENCH lines
  * (DESIGN.md; no baseline for these figures but each other: the cost per device of the largest run
- * over that of the smallest, at most 1 when the cost grows at most linearly). Built with libpq,
- * each run's server is fieldsync-server with 2 processes on a fresh database of a private
+ * over that of the smallest, at most 1 when the cost grows at most linearly, in wall time and in
+ * CPU time, which a loaded machine does not inflate; a run that fails has no figure). Built with
+ * libpq, each run's server is fieldsync-server with 2 processes on a fresh database of a private
  * PostgreSQL cluster (tests/sync/pg_harness.c, fsync off as in the tests), unless --sqlite (one
  * process on a fresh SQLite file per scenario). Each run is bounded (--timeout S, default 3600):
  * one that does not finish is killed and reported as such, with no figure. Arguments after `--`
@@ -54,8 +55,8 @@ static double secs(const struct timeval *tv)
 
 /* One run: false when it did not complete (killed at the timeout, or could not start). */
 static bool run_one(const char *devices, const char *db, const char *report,
-                    const char *const *extra, size_t nextra, long timeout, double *wall, long *rss,
-                    int *rc)
+                    const char *const *extra, size_t nextra, long timeout, double *wall,
+                    double *cpu, long *rss, int *rc)
 {
     const char *args[16 + MAX_EXTRA];
     size_t n = 0;
@@ -107,6 +108,7 @@ static bool run_one(const char *devices, const char *db, const char *report,
     alarm(0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     *wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    *cpu = secs(&ru.ru_utime) + secs(&ru.ru_stime);
     *rss = ru.ru_maxrss;
     *rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     printf("fieldsync-sim --scenario all --devices %s%s: %s %d, %.1f s wall, %.1f s user, "
@@ -232,11 +234,11 @@ int main(int argc, char **argv)
     }
     char report[64];
     snprintf(report, sizeof report, "/tmp/bench_sim.%d.json", (int)getpid());
-    double per_dev[MAX_RUNS] = {0};
+    double per_dev[MAX_RUNS] = {0}, cpu_per_dev[MAX_RUNS] = {0};
     bool done[MAX_RUNS] = {false};
     int worst = 0;
     for (size_t k = 0; k < nsizes; k++) {
-        double wall = 0;
+        double wall = 0, cpu = 0;
         long rss = 0;
         int rc = 0;
         char uri[256], dbname[32];
@@ -247,16 +249,23 @@ int main(int argc, char **argv)
         }
         (void)remove(report);
         done[k] = run_one(sizes[k], sqlite ? NULL : uri, report, extra, nextra, timeout, &wall,
-                          &rss, &rc);
+                          &cpu, &rss, &rc);
         if (!done[k]) {
             printf("fieldsync-sim --devices %s did not complete in %ld s: no figure\n", sizes[k],
                    timeout);
             worst = 1;
             continue;
         }
-        if (rc != 0)
+        if (rc != 0) {
+            /* A run that failed an invariant or could not run has no figure: its time is not
+             * the cost of the fleet it was asked for. */
+            printf("fieldsync-sim --devices %s exited %d: no figure\n", sizes[k], rc);
+            done[k] = false;
             worst = 1;
+            continue;
+        }
         per_dev[k] = wall / strtod(sizes[k], NULL);
+        cpu_per_dev[k] = cpu / strtod(sizes[k], NULL);
         printf("BENCH {\"name\":\"sim.all_%s_devices.wall\",\"value\":%.2f,\"unit\":\"s\"}\n",
                sizes[k], wall);
         /* ru_maxrss of the simulator's process tree: the largest of the simulator and the servers
@@ -266,6 +275,11 @@ int main(int argc, char **argv)
         printf("BENCH {\"name\":\"sim.all_%s_devices.wall_per_device\",\"value\":%.2f,"
                "\"unit\":\"ms\"}\n",
                sizes[k], 1000.0 * per_dev[k]);
+        /* CPU time (user + system) of the simulator and the server processes it reaped (not
+         * PostgreSQL's): the cost that does not depend on what else the machine runs. */
+        printf("BENCH {\"name\":\"sim.all_%s_devices.cpu_per_device\",\"value\":%.2f,"
+               "\"unit\":\"ms\"}\n",
+               sizes[k], 1000.0 * cpu_per_dev[k]);
         report_figures(report, sizes[k]);
         fflush(stdout);
     }
@@ -279,6 +293,12 @@ int main(int argc, char **argv)
                sizes[nsizes - 1], sizes[0], growth);
         printf("cost per device grew %.2fx from %s to %s devices (%s)\n", growth, sizes[0],
                sizes[nsizes - 1], growth <= 1.1 ? "at most linear" : "MORE than linear");
+        double cpu_growth = cpu_per_dev[nsizes - 1] / cpu_per_dev[0];
+        printf("BENCH {\"name\":\"sim.all_%s_over_%s_devices.cpu_per_device\",\"value\":%.2f,"
+               "\"unit\":\"ratio\"}\n",
+               sizes[nsizes - 1], sizes[0], cpu_growth);
+        printf("CPU time per device grew %.2fx from %s to %s devices (%s)\n", cpu_growth, sizes[0],
+               sizes[nsizes - 1], cpu_growth <= 1.1 ? "at most linear" : "MORE than linear");
     }
     return worst;
 }
