@@ -17,7 +17,7 @@
 
 /* The checks on the open file (fstat: the permissions checked are those of the bytes read). */
 static fsa_status_t check_open_file(int fd, const char *path, size_t max_bytes, int private_only,
-                                    char *err, size_t errlen)
+                                    size_t *size, char *err, size_t errlen)
 {
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
@@ -38,16 +38,37 @@ static fsa_status_t check_open_file(int fd, const char *path, size_t max_bytes, 
                  (long long)sb.st_size, max_bytes);
         return FSA_ETOOLARGE;
     }
+    *size = (size_t)sb.st_size;
     return FSA_OK;
 }
 
-/* Reads fd to its end into buf (max_bytes + 1 of room), NUL-terminated; *got its length. */
-static fsa_status_t read_bounded(int fd, const char *path, char *buf, size_t max_bytes, size_t *got,
-                                 char *err, size_t errlen)
+/* Moves *buf (*cap bytes, n used) to one twice as large, at most max_bytes + 1: a copy and a wipe,
+ * not realloc, so that no copy of a secret stays behind in freed memory. */
+static fsa_status_t grow(char **buf, size_t *cap, size_t n, size_t max_bytes)
+{
+    size_t want = *cap > (max_bytes + 1) / 2 ? max_bytes + 1 : 2 * *cap;
+    char *p = fsa_malloc(want);
+    if (p == NULL)
+        return FSA_ENOMEM;
+    memcpy(p, *buf, n);
+    fsa_file_wipe_free(*buf, *cap);
+    *buf = p;
+    *cap = want;
+    return FSA_OK;
+}
+
+/* Reads fd to its end into *buf (*cap bytes, the file's size + 1 to begin with, grown up to
+ * max_bytes + 1 if the file grew since the fstat), NUL-terminated; *got its length. */
+static fsa_status_t read_bounded(int fd, const char *path, char **buf, size_t *cap,
+                                 size_t max_bytes, size_t *got, char *err, size_t errlen)
 {
     size_t n = 0;
     while (n <= max_bytes) {
-        ssize_t r = read(fd, buf + n, max_bytes + 1 - n);
+        if (n == *cap && grow(buf, cap, n, max_bytes) != FSA_OK) {
+            snprintf(err, errlen, "cannot read %s: out of memory", path);
+            return FSA_ENOMEM;
+        }
+        ssize_t r = read(fd, *buf + n, *cap - n);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
@@ -62,7 +83,11 @@ static fsa_status_t read_bounded(int fd, const char *path, char *buf, size_t max
         snprintf(err, errlen, "%s is too large (at most %zu bytes)", path, max_bytes);
         return FSA_ETOOLARGE;
     }
-    buf[n] = '\0';
+    if (n == *cap && grow(buf, cap, n, max_bytes) != FSA_OK) {
+        snprintf(err, errlen, "cannot read %s: out of memory", path);
+        return FSA_ENOMEM;
+    }
+    (*buf)[n] = '\0';
     *got = n;
     return FSA_OK;
 }
@@ -91,15 +116,20 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
         return e == ENOENT ? FSA_ENOTFOUND : e == EACCES ? FSA_EPERM : FSA_EIO;
     }
     char *buf = NULL;
-    fsa_status_t st = check_open_file(fd, path, max_bytes, private_only, err, errlen);
+    size_t size = 0, cap = 0;
+    fsa_status_t st = check_open_file(fd, path, max_bytes, private_only, &size, err, errlen);
     if (st == FSA_OK) {
-        buf = fsa_malloc(max_bytes + 1);
-        st = buf == NULL ? FSA_ENOMEM : read_bounded(fd, path, buf, max_bytes, len, err, errlen);
+        /* Room for what fstat says (plus the NUL and one byte to see the end), not the limit: a
+         * 32 MiB bound must not cost 32 MiB for a file of a few KB. */
+        cap = size < max_bytes ? size + 2 : max_bytes + 1;
+        buf = fsa_malloc(cap);
+        st = buf == NULL ? FSA_ENOMEM
+                         : read_bounded(fd, path, &buf, &cap, max_bytes, len, err, errlen);
     }
     if (st == FSA_OK) {
         *out = buf;
     } else {
-        fsa_file_wipe_free(buf, max_bytes + 1);
+        fsa_file_wipe_free(buf, cap);
         *len = 0;
     }
     close(fd);

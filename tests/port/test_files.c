@@ -276,6 +276,27 @@ static void test_file_write_atomic__replaces_whole(void **state)
     assert_non_null(strstr(err, bad));
 }
 
+/* The buffer starts at the size fstat gives and grows to the limit if the file is longer: a file
+ * of /proc says it has 0 bytes and has hundreds. */
+static void test_file_read__longer_than_fstat_says(void **state)
+{
+    (void)state;
+    char *text = NULL, err[256];
+    size_t len = 0;
+    assert_fsa_ok(fsa_file_read("/proc/self/status", 1 << 20, 0, &text, &len, err, sizeof err));
+    assert_true(len > 100);
+    assert_int_equal(strlen(text), len); /* NUL terminated, whole */
+    assert_memory_equal(text, "Name:", 5);
+    assert_non_null(strstr(text, "\nPid:"));
+    fsa_file_wipe_free(text, len);
+    /* the bound holds while growing */
+    assert_int_equal(fsa_file_read("/proc/self/status", 64, 0, &text, &len, err, sizeof err),
+                     FSA_ETOOLARGE);
+    assert_null(text);
+    assert_int_equal(len, 0);
+    assert_non_null(strstr(err, "too large"));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -284,6 +305,7 @@ int main(void)
         T(test_file_read__others_may_read_is_refused_without_content),
         T(test_file_read__owned_by_someone_else_is_refused),
         T(test_file_read__bounded_and_only_regular_files),
+        T(test_file_read__longer_than_fstat_says),
         T(test_file_create_private__0600_under_any_umask),
         T(test_file_exists__found_missing_and_unknowable),
         T(test_file_make_private__narrows_and_leaves_private_alone),
