@@ -434,6 +434,7 @@ uint64_t fsa__db_busy_waits(void)
  */
 #define WAL_CHECKPOINT_PAGES 1000
 #define WAL_CHECKPOINT_FORCE (8 * WAL_CHECKPOINT_PAGES)
+#define WAL_FLUSH_PAGES 64
 
 static _Atomic int64_t ckpt_claim_ns; /* posix monotonic: the drain checkpoints until then */
 static _Atomic int wal_pages;         /* the WAL's pages at the last commit in this process */
@@ -465,13 +466,16 @@ void fsa__db_checkpoint_claim(int64_t for_ns)
 
 void fsa__db_flush(const char *path, sqlite3 **own)
 {
+    /* A small WAL: what the next record's commit writes first is small too. */
+    if (atomic_load(&wal_pages) < WAL_FLUSH_PAGES)
+        return;
     if (*own == NULL) {
         /* The journal exists and is in WAL mode (a persistent setting): a bare connection will
-         * do; it writes nothing but checkpoints. A first read opens its WAL. */
+         * do; it writes nothing but checkpoints. A first read opens its WAL (this one reads the
+         * header, not the schema). */
         if (sqlite3_open_v2(path, own, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL) !=
                 SQLITE_OK ||
-            sqlite3_exec(*own, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) !=
-                SQLITE_OK) {
+            sqlite3_exec(*own, "PRAGMA user_version", NULL, NULL, NULL) != SQLITE_OK) {
             sqlite3_close(*own);
             *own = NULL;
             return;

@@ -52,10 +52,11 @@ uint64_t fsa__db_busy_waits(void);
 void fsa__db_checkpoint_claim(int64_t for_ns);
 
 /* The drain's flush after a batch (db.c says why), on *own, a connection of the caller's that
- * this opens on first use (close it with sqlite3_close): syncs the journal's WAL, so that the next
- * record's commit does not have the batch's pages to write first, and runs a PASSIVE checkpoint
- * when the WAL has reached the size at which SQLite would. Takes no lock that a writer needs:
- * records go on meanwhile. Failures are benign (the next call tries again). */
+ * this opens on first use (close it with sqlite3_close): syncs the journal's WAL once it holds 64
+ * pages or more, so that the next record's commit does not have the batch's pages to write first,
+ * and runs a PASSIVE checkpoint when the WAL has reached the size at which SQLite would. Takes no
+ * lock that a writer needs: records go on meanwhile. Failures are benign (the next call tries
+ * again). */
 void fsa__db_flush(const char *path, sqlite3 **own);
 
 /* Runs sql (no results) and maps errors; err may be NULL. */
