@@ -1,4 +1,5 @@
 /* fieldsync: opening a journal database: file mode, pragmas, migrations, integrity check. */
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include "port/alloc.h"
 #include "port/files.h"
 #include "port/limits.h"
+#include "port/pulse.h"
 #include "storage/db.h"
 #include "storage/libs.h"
 #include "storage/state_keys.h"
@@ -368,14 +370,22 @@ static fsa_status_t join_users(fsa_port_t *port, const char *path, sqlite3 *db,
  * The wait for another connection's write lock (the same journal is written by the app's
  * threads, the lock manager's connection, the sync thread and other processes). SQLite's own busy
  * timeout sleeps 1, 2, 5, 10, 15, 20, 25 ... ms between tries, so a record that meets a 10 ms
- * commit of the sync waits 18-33 ms. Here the first try comes after 50 us and the pause doubles
- * up to 10 ms: a short wait ends close to the other's commit, and many waiters (threads of
- * several processes) back off instead of trying the file lock a thousand times a second each.
- * The sleep is real time whatever the journal's port: the other writer is a real thread or
- * process. arg is the timeout in ms; n counts the tries so far.
+ * commit of the sync waits 18-33 ms. Here the pause starts at 50 us and doubles up to 10 ms, and
+ * a pause ends early at the next commit of any journal connection in this process (the pulse,
+ * port/pulse.h, posted by wal_committed()): a waiter behind a writer of its own process tries
+ * again the moment that writer is done, and one behind another process's writer still polls, with
+ * the backoff, so that many waiters (threads of several processes) do not try the file lock a
+ * thousand times a second each. The timeout is real time since the wait began (a thread waits for
+ * one lock at a time: the start is the thread's own); the waits are real time whatever the
+ * journal's port: the other writer is a real thread or process. arg is the timeout in ms; n counts
+ * the tries so far. Each wait is counted (fsa__db_busy_waits): the drain ends its transaction
+ * early when a writer of this process waits for it.
  */
 #define BUSY_FIRST_US 50
 #define BUSY_MAX_US 10000
+
+static _Thread_local int64_t busy_since_ns;
+static _Atomic uint64_t busy_waits;
 
 static int64_t busy_pause_us(int n)
 {
@@ -387,14 +397,102 @@ static int64_t busy_pause_us(int n)
 
 static int busy_wait(void *arg, int n)
 {
-    int64_t timeout_us = (int64_t)(intptr_t)arg * 1000, waited_us = 0;
-    for (int i = 0; i < n && waited_us < timeout_us; i++)
-        waited_us += busy_pause_us(i);
-    if (waited_us >= timeout_us)
-        return 0;
     fsa_port_t *real = fsa_port_posix();
-    real->sleep(real->ctx, busy_pause_us(n) * 1000);
+    fsa_mono_t now = real->mono_now(real->ctx);
+    if (n == 0)
+        busy_since_ns = now.ns;
+    int64_t timeout_ns = (int64_t)(intptr_t)arg * FSA_NS_PER_MS;
+    if (now.ns - busy_since_ns >= timeout_ns)
+        return 0;
+    atomic_fetch_add(&busy_waits, 1);
+    uint64_t seen = fsa_pulse_count();
+    int64_t pause_ns = busy_pause_us(n) * 1000;
+    if (pause_ns > busy_since_ns + timeout_ns - now.ns)
+        pause_ns = busy_since_ns + timeout_ns - now.ns;
+    (void)fsa_pulse_wait(seen, fsa_mono_add_ns(now, pause_ns));
     return 1;
+}
+
+uint64_t fsa__db_busy_waits(void)
+{
+    return atomic_load(&busy_waits);
+}
+
+/*
+ * Checkpoints. SQLite's own hook, which wal_committed() replaces, runs a PASSIVE checkpoint in the
+ * commit that finds WAL_CHECKPOINT_PAGES pages or more in the WAL, on whichever connection made
+ * it; so does this one, its failure benign (the next commit tries again). A checkpoint writes a
+ * thousand pages into the database file and syncs it: measured during a drain on the loaded
+ * development machine, 30 to 600 ms, which a check-in paid when its own commit ran it, or waited
+ * for when the drain's commit did (under the journal's mutex). So while a drain runs, it claims
+ * the checkpoints (fsa__db_checkpoint_claim): the commits of every journal connection of the
+ * process leave them to it, unless the WAL has grown past WAL_CHECKPOINT_FORCE pages (a claim not
+ * kept), and the drain runs them between batches on a connection of its own
+ * (fsa__db_checkpoint), outside the journal's mutex: a PASSIVE checkpoint takes no write lock, so
+ * records commit meanwhile. The claim is per process, not per file (a simulator's devices share
+ * it); it lapses by itself when the drain stops renewing it.
+ */
+#define WAL_CHECKPOINT_PAGES 1000
+#define WAL_CHECKPOINT_FORCE (8 * WAL_CHECKPOINT_PAGES)
+#define WAL_FLUSH_PAGES 64
+
+static _Atomic int64_t ckpt_claim_ns; /* posix monotonic: the drain checkpoints until then */
+static _Atomic int wal_pages;         /* the WAL's pages at the last commit in this process */
+
+/*
+ * Called by SQLite after every commit of a journal connection (sqlite3_wal_hook), with the pages
+ * now in the WAL. It wakes the busy waiters of this process (a write lock was just let go), then
+ * checkpoints unless a drain claims it (above).
+ */
+static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)arg;
+    fsa_pulse_post();
+    atomic_store(&wal_pages, pages);
+    if (pages < WAL_CHECKPOINT_PAGES)
+        return SQLITE_OK;
+    fsa_port_t *real = fsa_port_posix();
+    if (pages >= WAL_CHECKPOINT_FORCE ||
+        real->mono_now(real->ctx).ns >= atomic_load(&ckpt_claim_ns))
+        (void)sqlite3_wal_checkpoint(db, name);
+    return SQLITE_OK;
+}
+
+void fsa__db_checkpoint_claim(int64_t for_ns)
+{
+    fsa_port_t *real = fsa_port_posix();
+    atomic_store(&ckpt_claim_ns, fsa_mono_add_ns(real->mono_now(real->ctx), for_ns).ns);
+}
+
+void fsa__db_flush(const char *path, sqlite3 **own)
+{
+    /* A small WAL: what the next record's commit writes first is small too. */
+    if (atomic_load(&wal_pages) < WAL_FLUSH_PAGES)
+        return;
+    if (*own == NULL) {
+        /* The journal exists and is in WAL mode (a persistent setting): a bare connection will
+         * do; it writes nothing but checkpoints. A first read opens its WAL (this one reads the
+         * header, not the schema). */
+        if (sqlite3_open_v2(path, own, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+                SQLITE_OK ||
+            sqlite3_exec(*own, "PRAGMA user_version", NULL, NULL, NULL) != SQLITE_OK) {
+            sqlite3_close(*own);
+            *own = NULL;
+            return;
+        }
+        sqlite3_wal_hook(*own, wal_committed, NULL);
+    }
+    if (atomic_load(&wal_pages) >= WAL_CHECKPOINT_PAGES) {
+        /* It syncs the WAL before it copies it. */
+        if (sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
+            SQLITE_OK)
+            atomic_store(&wal_pages, 0);
+        return;
+    }
+    sqlite3_file *wal = NULL;
+    if (sqlite3_file_control(*own, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) == SQLITE_OK &&
+        wal != NULL && wal->pMethods != NULL)
+        (void)wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
 }
 
 /*
@@ -786,6 +884,7 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
     sqlite3_busy_handler(db, busy_wait,
                          (void *)(intptr_t)(opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms
                                                                       : FSA_LIMIT_BUSY_TIMEOUT_MS));
+    sqlite3_wal_hook(db, wal_committed, NULL);
     char detail[256] = "";
     st = fsa__db_exec(db, "PRAGMA journal_mode=WAL", detail, sizeof detail);
     if (st == FSA_OK)

@@ -41,6 +41,24 @@ void fsa__db_close(fsa_port_t *port, sqlite3 *db, fsa_flock_t *users);
  * CORRUPT/NOTADB -> FSA_ECORRUPT, NOMEM -> FSA_ENOMEM, else FSA_EIO). */
 fsa_status_t fsa__db_status(int rc) FSA_MUST_CHECK;
 
+/* How many times a journal connection of this process has waited for another's write lock so
+ * far (a count that only grows): a long write transaction that sees it move ends soon, so that the
+ * waiter goes. */
+uint64_t fsa__db_busy_waits(void);
+
+/* Checkpoints (db.c explains): the calling drain runs them for for_ns from now, and every
+ * journal connection of this process leaves them to it meanwhile (unless the WAL grows far past
+ * the usual size). */
+void fsa__db_checkpoint_claim(int64_t for_ns);
+
+/* The drain's flush after a batch (db.c says why), on *own, a connection of the caller's that
+ * this opens on first use (close it with sqlite3_close): syncs the journal's WAL once it holds 64
+ * pages or more, so that the next record's commit does not have the batch's pages to write first,
+ * and runs a PASSIVE checkpoint when the WAL has reached the size at which SQLite would. Takes no
+ * lock that a writer needs: records go on meanwhile. Failures are benign (the next call tries
+ * again). */
+void fsa__db_flush(const char *path, sqlite3 **own);
+
 /* Runs sql (no results) and maps errors; err may be NULL. */
 fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen) FSA_MUST_CHECK;
 

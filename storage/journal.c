@@ -1,6 +1,7 @@
 /* fieldsync: the journal: its SQLite helpers, transactions and commit failures, open and close. */
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -73,24 +74,32 @@ void fsa__jn_rec_error(fsa_rec_t *rec, const char *fmt, ...)
 
 /* Under the mutex no transaction is open, unless a COMMIT or ROLLBACK that had no memory to run
  * left one: ending it first keeps one failed allocation from failing every later call. */
-static void end_leftover(fsa_journal_t *j)
+void fsa__jn_end_leftover(fsa_journal_t *j)
 {
     if (!sqlite3_get_autocommit(j->db))
         (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 /* Takes the journal's mutex; every call that touches the database starts here, so that a write
- * in autocommit mode never lands in a transaction left open, and a read never sees one. */
+ * in autocommit mode never lands in a transaction left open, and a read never sees one. A thread
+ * waits counted in j->waiting, and the sync thread applying results gives way to such threads
+ * (fsa_outbox_apply_batch): when it waits for them, the first to get the mutex tells it. */
 void fsa__jn_lock_j(fsa_journal_t *j)
 {
+    atomic_fetch_add(&j->waiting, 1);
     j->port->mutex_lock(j->port->ctx, j->mu);
+    atomic_fetch_sub(&j->waiting, 1);
+    if (j->yielding)
+        j->port->cond_broadcast(j->port->ctx, j->turn);
     end_leftover(j);
+    if (j->relaxed)
+        (void)sync_full_again(j);
 }
 
 /* Runs one of the transaction statements (a string literal) from the statement cache: parsing
  * "BEGIN IMMEDIATE" and "COMMIT" anew for every write cost more than a tenth of a record. *xrc
  * (may be NULL) receives the extended result code of a failure. */
-static fsa_status_t run_cached(fsa_journal_t *j, const char *sql, int *xrc)
+fsa_status_t fsa__jn_run_cached(fsa_journal_t *j, const char *sql, int *xrc)
 {
     sqlite3_stmt *st;
     fsa_status_t s = prep(j, sql, &st);
@@ -106,7 +115,8 @@ static fsa_status_t run_cached(fsa_journal_t *j, const char *sql, int *xrc)
 fsa_status_t fsa__jn_begin(fsa_journal_t *j)
 {
     lock_j(j);
-    fsa_status_t st = run_cached(j, "BEGIN IMMEDIATE", NULL);
+    /* Never a write at synchronous=NORMAL that should have been FULL. */
+    fsa_status_t st = j->relaxed ? FSA_ENOMEM : run_cached(j, "BEGIN IMMEDIATE", NULL);
     if (st != FSA_OK)
         j->port->mutex_unlock(j->port->ctx, j->mu);
     return st;
@@ -252,7 +262,10 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
     j->port = port;
     j->budget_bytes = o.budget_bytes > 0 ? o.budget_bytes : FSA_LIMIT_JOURNAL_BUDGET_BYTES;
     j->path = fsa_strdup(path);
+    j->sync_full = !o.sync_normal;
     fsa_status_t st = j->path != NULL ? port->mutex_new(port->ctx, &j->mu) : FSA_ENOMEM;
+    if (st == FSA_OK)
+        st = port->cond_new(port->ctx, &j->turn);
     if (st != FSA_OK)
         goto fail;
     fsa_db_opts_t dbo = {
@@ -283,9 +296,12 @@ void fsa_journal_close(fsa_journal_t *j)
         return;
     for (int i = 0; i < j->nstmts; i++)
         sqlite3_finalize(j->stmts[i].st);
+    sqlite3_close(atomic_load(&j->ckpt)); /* before the journal's: the last to close checkpoints */
     fsa__db_close(j->port, j->db, j->users);
     if (j->mu != NULL)
         j->port->mutex_free(j->port->ctx, j->mu);
+    if (j->turn != NULL)
+        j->port->cond_free(j->port->ctx, j->turn);
     fsa_free(j->path);
     fsa_free(j);
 }

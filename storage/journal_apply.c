@@ -1,9 +1,11 @@
 /* fieldsync: applying the server's per-op results to the outbox, the entities and conflicts. */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "port/alloc.h"
+#include "port/pulse.h"
 #include "storage/db.h"
 #include "storage/journal.h"
 #include "storage/journal_internal.h"
@@ -330,6 +332,142 @@ fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *r
     return apply_results(j, NULL, results, n, NULL, 0);
 }
 
+/*
+ * Applying a batch's results while the app records (fsa_outbox_apply_batch). The sync thread and
+ * the app's threads share the journal's connection, and the lock manager's connection and other
+ * processes share its write lock, so a check-in recorded during a drain waits for whatever write
+ * transaction of the drain is open. So that it waits little:
+ *   - The results go in several transactions: one ends after any run of APPLY_RUN_MAX results once
+ *     a thread of this process waits (for the mutex: j->waiting; for the write lock:
+ *     fsa__db_busy_waits), and after APPLY_CHUNK_MAX results in any case (a waiter in another
+ *     process is not seen, and waits at most that long).
+ *   - Between two transactions the sync thread gives way: to the threads waiting for the mutex
+ *     (it waits on j->turn until the first of them has it, up to APPLY_YIELD_TURNS times), and to
+ *     a writer of another connection of this process that waited for the write lock (until the
+ *     next commit in the process, at most APPLY_YIELD_BUSY_NS): otherwise it would take them again
+ *     before the waiter, woken, could.
+ *   - Their commits do not wait for the disk (synchronous=NORMAL for these transactions only; the
+ *     journal's records stay FULL). A result is the server's answer to an op the server has; a
+ *     result lost in a power cut leaves the op open, it is sent again, and the server answers a
+ *     known op id with its first result without applying it again (PROTOCOL.md section 3, by op
+ *     id); what the result changed here (the base, the change log, the op's state) is made again
+ *     then. The WAL is one log: a FULL commit after them syncs them too, and a power cut loses a
+ *     suffix of it, never a record committed before. The mark of the next batch in flight is in
+ *     the first transaction: lost, the ops are only sent again, which they may be anyway.
+ *   - The WAL's checkpoints are left to the drain, which runs them after a batch outside the
+ *     mutex, on a connection of its own (storage/db.c says why).
+ */
+#define APPLY_RUN_MAX 16
+#define APPLY_CHUNK_MAX 128
+#define APPLY_YIELD_TURNS 8
+#define APPLY_YIELD_BUSY_NS (2 * FSA_NS_PER_MS)
+#define APPLY_CHECKPOINT_CLAIM_NS (5 * FSA_NS_PER_S)
+
+/* synchronous=NORMAL for a transaction of results (under the mutex, outside a transaction). Set
+ * before trying, so that FULL is always put back (a failure here leaves FULL: slower, not wrong).
+ */
+static void sync_relax(fsa_journal_t *j)
+{
+    if (!j->sync_full)
+        return;
+    j->relaxed = true;
+    (void)sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+}
+
+/* synchronous=FULL again (journal_internal.h). */
+fsa_status_t fsa__jn_sync_full_again(fsa_journal_t *j)
+{
+    if (!j->relaxed)
+        return FSA_OK;
+    int rc = sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        j->relaxed = false;
+    return fsa__db_status(rc);
+}
+
+/* True when a thread of this process waits for the journal's mutex or for a write lock. */
+static bool someone_waits(const fsa_journal_t *j, uint64_t busy0)
+{
+    return atomic_load(&j->waiting) > 0 || fsa__db_busy_waits() != busy0;
+}
+
+/* Applies results [i, *end) in one transaction: up to APPLY_CHUNK_MAX, fewer when someone waits
+ * (only between runs: the ops one range UPDATE closed are applied in its transaction), at least
+ * one. mark (nmark ops) is marked in flight in it when not NULL. */
+static fsa_status_t apply_chunk(fsa_journal_t *j, const fsa_op_t *ops, const fsa_op_result_t *res,
+                                size_t n, size_t i, size_t *end, const fsa_op_t *mark, size_t nmark,
+                                uint64_t busy0)
+{
+    *end = i;
+    fsa_status_t s = run_cached(j, "BEGIN IMMEDIATE", NULL);
+    if (s != FSA_OK)
+        return s;
+    int64_t now_ms = j->port->wall_now(j->port->ctx).ms;
+    size_t limit = n - i > APPLY_CHUNK_MAX ? i + APPLY_CHUNK_MAX : n;
+    touched_t *t = fsa_calloc(limit > i ? limit - i : 1, sizeof *t);
+    ent_cache_t *c = fsa_calloc(1, sizeof *c);
+    size_t nt = 0, k = i, closed_to = i; /* ops[..closed_to) were closed by close_run */
+    if (t == NULL || c == NULL)
+        s = FSA_ENOMEM;
+    while (s == FSA_OK && k < limit) {
+        if (k >= closed_to) {
+            if (k > i && someone_waits(j, busy0))
+                break;
+            size_t run_end = limit - k > APPLY_RUN_MAX ? k + APPLY_RUN_MAX : limit;
+            closed_to = k;
+            s = close_run(j, ops, res, run_end, k, now_ms, &closed_to);
+            if (s != FSA_OK)
+                break;
+        }
+        bool parked = false;
+        s = apply_result_locked(j, c, &ops[k], &res[k], now_ms, k < closed_to, &parked);
+        if (s == FSA_OK && parked)
+            touch_entity(t, &nt, &ops[k]);
+        k++;
+    }
+    if (c != NULL)
+        s = ent_flush(j, c, s);
+    for (size_t e = 0; s == FSA_OK && e < nt; e++)
+        s = rebuild_local(j, t[e].type, t[e].id);
+    if (s == FSA_OK && mark != NULL && nmark > 0)
+        s = mark_inflight_locked(j, mark, nmark);
+    fsa_free(c);
+    fsa_free(t);
+    if (s == FSA_OK)
+        s = run_cached(j, "COMMIT", NULL);
+    /* A failed COMMIT's frames coming back after a power loss would only apply these results:
+     * nothing to overwrite here (see overwrite_failed_commit). */
+    if (s != FSA_OK)
+        (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    else
+        *end = k;
+    return s;
+}
+
+/* Between two transactions of results (the mutex held): turns for the threads that wait for it,
+ * then a moment for a writer of another connection that waited for the write lock. */
+static void give_way(fsa_journal_t *j, uint64_t *busy0)
+{
+    for (int turn = 0; turn < APPLY_YIELD_TURNS && atomic_load(&j->waiting) > 0; turn++) {
+        /* The first waiter to get the mutex signals turn (lock_j); a spurious or sim-port wake-up
+         * only ends a turn early. */
+        j->yielding = true;
+        (void)j->port->cond_wait(j->port->ctx, j->turn, j->mu, fsa_mono_forever());
+        j->yielding = false;
+        end_leftover(j);
+    }
+    if (fsa__db_busy_waits() == *busy0)
+        return;
+    /* Our commit woke it (the pulse); its commit wakes us, or the bound. Real time: the writer
+     * is a real thread. */
+    fsa_port_t *real = fsa_port_posix();
+    uint64_t seen = fsa_pulse_count();
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    (void)fsa_pulse_wait(seen, fsa_mono_add_ns(real->mono_now(real->ctx), APPLY_YIELD_BUSY_NS));
+    lock_j(j);
+    *busy0 = fsa__db_busy_waits();
+}
+
 fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
                                     const fsa_op_result_t *results, size_t n, const fsa_op_t *mark,
                                     size_t nmark)
@@ -339,5 +477,26 @@ fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
     for (size_t i = 0; i < n; i++)
         if (strcmp(ops[i].op_id, results[i].op_id) != 0 || ops[i].seq <= 0)
             return FSA_EINVAL;
-    return apply_results(j, ops, results, n, mark, nmark);
+    /* The checkpoints are the drain's while it runs, between batches (db.c). */
+    fsa__db_checkpoint_claim(APPLY_CHECKPOINT_CLAIM_NS);
+    lock_j(j);
+    uint64_t busy0 = fsa__db_busy_waits();
+    fsa_status_t s = j->relaxed ? FSA_ENOMEM : FSA_OK; /* FULL could not be put back */
+    size_t i = 0;
+    for (bool first = true; s == FSA_OK && (first || i < n); first = false) {
+        sync_relax(j);
+        size_t end = i;
+        s = apply_chunk(j, ops, results, n, i, &end, first ? mark : NULL, first ? nmark : 0, busy0);
+        (void)sync_full_again(j); /* on failure j->relaxed stays: see sync_full_again() */
+        i = end;
+        if (s == FSA_OK && i < n)
+            give_way(j, &busy0);
+    }
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    /* Outside the mutex, on a connection of its own (taken out of j while in use, should another
+     * thread apply results at the same time). */
+    sqlite3 *own = atomic_exchange(&j->ckpt, NULL);
+    fsa__db_flush(j->path, &own);
+    sqlite3_close(atomic_exchange(&j->ckpt, own));
+    return s;
 }

@@ -39,6 +39,15 @@ struct fsa_journal {
     } stmts[STMT_CACHE_MAX];
     int nstmts;
     fsa_mutex_t *mu; /* serializes the handle's transactions across threads */
+    /* Yielding to waiting threads (fsa_outbox_apply_batch, journal_apply.c): the threads waiting
+     * for mu, and, under mu, whether the sync thread waits in turn for them (on `turn`, signalled
+     * by the first of them to get mu). */
+    _Atomic int waiting;
+    bool yielding;
+    fsa_cond_t *turn;
+    bool sync_full;        /* opened synchronous=FULL */
+    bool relaxed;          /* under mu: left at synchronous=NORMAL by a restore that failed */
+    sqlite3 *_Atomic ckpt; /* the drain's checkpoints' connection (fsa__db_checkpoint); NULL */
     int64_t budget_bytes;
     char *path;
 };
@@ -82,6 +91,14 @@ static inline void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int i)
 /* Takes the journal's mutex (ending a transaction a failed COMMIT left open); the caller
  * releases it with j->port->mutex_unlock. */
 void fsa__jn_lock_j(fsa_journal_t *j);
+/* Ends a transaction left open under the mutex (a COMMIT or ROLLBACK that had no memory to run). */
+void fsa__jn_end_leftover(fsa_journal_t *j);
+/* Runs a transaction statement (a string literal) from the statement cache; *xrc (may be NULL)
+ * receives the extended result code of a failure. */
+fsa_status_t fsa__jn_run_cached(fsa_journal_t *j, const char *sql, int *xrc) FSA_MUST_CHECK;
+/* synchronous=FULL again after a transaction of results at NORMAL (journal_apply.c); when it
+ * fails, j->relaxed stays, lock_j tries again and begin() refuses every write until it succeeds. */
+fsa_status_t fsa__jn_sync_full_again(fsa_journal_t *j);
 /* Takes the mutex and begins a write transaction (BEGIN IMMEDIATE); on failure the mutex is
  * released. */
 fsa_status_t fsa__jn_begin(fsa_journal_t *j) FSA_MUST_CHECK;
@@ -193,6 +210,9 @@ fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
 #define step_done(...) fsa__jn_step_done(__VA_ARGS__)
 #define rec_error(...) fsa__jn_rec_error(__VA_ARGS__)
 #define lock_j(...) fsa__jn_lock_j(__VA_ARGS__)
+#define end_leftover(...) fsa__jn_end_leftover(__VA_ARGS__)
+#define run_cached(...) fsa__jn_run_cached(__VA_ARGS__)
+#define sync_full_again(...) fsa__jn_sync_full_again(__VA_ARGS__)
 #define begin(...) fsa__jn_begin(__VA_ARGS__)
 #define finish_commit(...) fsa__jn_finish_commit(__VA_ARGS__)
 #define finish(...) fsa__jn_finish(__VA_ARGS__)

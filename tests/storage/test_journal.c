@@ -1,4 +1,5 @@
 /* Tests for storage/journal.c and storage/db.c: opening, recording, the outbox, conflicts. */
+#include <pthread.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -803,6 +804,153 @@ static void test_fsa_conflict_resolve__group_whole_under_read_faults(void **stat
         fsa_op_clear(&ops[i]);
 }
 
+/* ---- applying a batch while the app records (fsa_outbox_apply_batch) ---- */
+
+enum { BIG_TICKETS = 10, BIG_INCREMENTS = 3990, BIG_OPS = BIG_TICKETS + BIG_INCREMENTS };
+
+/* Reopens the fixture's journal (FULL, or NORMAL when sync_normal) and records a backlog: tickets
+ * T0..T9 created, then BIG_INCREMENTS increments of their level in groups, round robin. */
+static void big_backlog(fixture_t *f, bool sync_normal)
+{
+    fsa_journal_close(f->j);
+    fsa_journal_opts_t o = {.sync_normal = sync_normal};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+    fsa_rec_t rec;
+    for (int t = 0; t < BIG_TICKETS; t++) {
+        char id[8];
+        snprintf(id, sizeof id, "T%d", t);
+        assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &rec));
+    }
+    for (int done = 0; done < BIG_INCREMENTS; done += 15) {
+        fsa_op_t ops[15];
+        memset(ops, 0, sizeof ops);
+        for (int k = 0; k < 15; k++) {
+            ops[k].kind = FSA_OP_INCREMENT;
+            ops[k].type = FSA_TYPE_TICKET;
+            ops[k].by = 1;
+            snprintf(ops[k].id, sizeof ops[k].id, "T%d", (done + k) % BIG_TICKETS);
+            snprintf(ops[k].field, sizeof ops[k].field, "level");
+        }
+        assert_fsa_ok(fsa_journal_record_group(f->j, ops, 15, NULL, &rec));
+    }
+}
+
+/* The whole backlog as one batch, and the server's answers: every op applied, each entity's
+ * versions counting up from 1. */
+static fsa_op_t big_ops[BIG_OPS];
+static fsa_op_result_t big_res[BIG_OPS];
+
+static size_t big_batch(fixture_t *f)
+{
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, big_ops, BIG_OPS, 1 << 26, &n));
+    assert_int_equal(n, BIG_OPS);
+    int64_t version[BIG_TICKETS] = {0};
+    for (size_t i = 0; i < n; i++) {
+        int t = big_ops[i].id[1] - '0';
+        big_res[i] = result_for(big_ops[i].op_id, FSA_RESULT_APPLIED, ++version[t]);
+    }
+    return n;
+}
+
+static void big_clear(size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&big_ops[i]);
+}
+
+/* The results' commits do not wait for the disk: a lost result only makes its op be sent again
+ * (the server answers a known op id with its first result). The drain syncs the WAL (or
+ * checkpoints it) once after the batch, outside the journal's mutex; records stay
+ * synchronous=FULL. Counted with the VFS shim, over a batch of several transactions. */
+static void test_fsa_outbox_apply_batch__results_commit_without_sync(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(vfs_fault_install(), SQLITE_OK);
+    big_backlog(f, false); /* reopened: through the shim, FULL */
+    size_t n = big_batch(f);
+    vfs_fault_plan_t count_only = {.kinds = VFS_FAULT_SYNC, .nth = INT64_MAX};
+    vfs_fault_arm(f->dir.path, &count_only);
+    assert_fsa_ok(fsa_outbox_apply_batch(f->j, big_ops, big_res, n, NULL, 0));
+    int64_t apply_syncs = vfs_fault_calls();
+    vfs_fault_arm(f->dir.path, &count_only);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T0", "level", 1, NULL, &rec));
+    int64_t record_syncs = vfs_fault_calls();
+    vfs_fault_disarm();
+    /* The flush: the WAL, or a checkpoint (the WAL, then the database). FULL commits would have
+     * synced once per transaction, at least BIG_OPS / 128 of them. */
+    assert_true(apply_syncs >= 1 && apply_syncs <= 2);
+    assert_true(record_syncs >= 1);
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.pending, 1);
+    assert_int_equal(st.done, BIG_OPS);
+    int64_t bv = 0;
+    char *base = NULL;
+    assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T3", &base, &bv));
+    assert_int_equal(bv, 1 + BIG_INCREMENTS / BIG_TICKETS);
+    fsa_model_free(base);
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T0", "level"), "400");
+    big_clear(n);
+}
+
+typedef struct applier {
+    fsa_journal_t *j;
+    size_t n;
+    fsa_status_t st;
+} applier_t;
+
+static void *apply_thread(void *arg)
+{
+    applier_t *a = arg;
+    a->st = fsa_outbox_apply_batch(a->j, big_ops, big_res, a->n, NULL, 0);
+    return NULL;
+}
+
+/* A record made while a large batch's results are applied does not wait for all of them: the
+ * results go in several transactions, and between two of them the applying thread lets a thread
+ * that waits for the journal go first. The change log tells the order: the record's row comes
+ * before the batch's last. */
+static void test_fsa_outbox_apply_batch__record_goes_between_transactions(void **state)
+{
+    fixture_t *f = *state;
+    big_backlog(f, true); /* NORMAL: a fast backlog; the order is what is looked at */
+    size_t n = big_batch(f);
+    int64_t before = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &before));
+    applier_t a = {.j = f->j, .n = n, .st = FSA_EIO};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, apply_thread, &a), 0);
+    /* Until the first of the batch's transactions is in (each look waits its turn too). */
+    int64_t last = before;
+    while (last == before)
+        assert_fsa_ok(fsa_journal_changes_last(f->j, &last));
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T0", "level", 1, NULL, &rec));
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_fsa_ok(a.st);
+    static fsa_change_t ch[BIG_OPS + 1];
+    size_t nch = 0;
+    assert_fsa_ok(fsa_journal_changes_read(f->j, before, ch, BIG_OPS + 1, &nch));
+    assert_int_equal(nch, BIG_OPS + 1);
+    size_t mine = nch;
+    for (size_t i = 0; i < nch; i++)
+        if (ch[i].reason == FSA_CHANGE_RECORDED && strcmp(ch[i].op_id, rec.op_id) == 0)
+            mine = i;
+    assert_true(mine < nch);
+    if (mine == nch - 1)
+        fail_msg("the record waited for all %d results", BIG_OPS);
+    assert_int_equal(ch[nch - 1].reason, FSA_CHANGE_SYNCED);
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.pending, 1);
+    assert_int_equal(st.done, BIG_OPS);
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T0", "level"), "400");
+    big_clear(n);
+}
+
 static void test_fsa_outbox_apply_results__rejection_parked(void **state)
 {
     fixture_t *f = *state;
@@ -1094,6 +1242,8 @@ int main(void)
         T(test_fsa_conflict_resolve__group_without_converged_member),
         T(test_fsa_conflict_resolve__group_whole_under_read_faults),
         T(test_fsa_outbox_apply_results__rejection_parked),
+        T(test_fsa_outbox_apply_batch__results_commit_without_sync),
+        T(test_fsa_outbox_apply_batch__record_goes_between_transactions),
         T(test_fsa_journal_fold__replays_pending_on_new_base),
         T(test_fsa_outbox_compact__keeps_ids_for_audit),
         T(test_fsa_journal_now__applies_clock_offset),
