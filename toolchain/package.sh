@@ -13,7 +13,7 @@
 #   fieldsync-sim      the fleet simulator, fieldsync-sim(1)
 #
 # A release build with Debian's hardening flags (dpkg-buildflags) and the device options (no
-# tests, no benchmarks, no fault hooks) in build-pkg[-ARCH]/, installed per component with
+# tests, no benchmarks, no fault hooks; optimised for size, FSA_SMALL) in build-pkg[-ARCH]/, installed per component with
 # DESTDIR, stripped, with dependencies computed by dpkg-shlibdeps from the binaries (for ARM,
 # against the sysroot's libraries and a dpkg database made from its packages' control data),
 # built with dpkg-deb and checked with lintian (an error fails). Run toolchain/install-deps.sh
@@ -74,7 +74,7 @@ cmake --no-warn-unused-cli -S . -B "$dir" "${toolchain[@]}" -DCMAKE_BUILD_TYPE=R
   -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_INSTALL_LIBDIR="lib/$triplet" \
   -DFSA_SYSTEMD_UNITDIR=/lib/systemd/system \
   -DFSA_BUILD_TESTS=OFF -DFSA_BUILD_BENCH=OFF -DFSA_BUILD_SERVER=ON -DFSA_BUILD_SIM=ON \
-  -DFSA_BUILD_MAN=ON -DCMAKE_C_FLAGS="$cflags" -DCMAKE_EXE_LINKER_FLAGS="$ldflags" \
+  -DFSA_BUILD_MAN=ON -DFSA_SMALL=ON -DCMAKE_C_FLAGS="$cflags" -DCMAKE_EXE_LINKER_FLAGS="$ldflags" \
   -DCMAKE_SHARED_LINKER_FLAGS="$ldflags" >/dev/null
 cmake --build "$dir" -j "$jobs"
 
@@ -124,6 +124,15 @@ for p in "${packages[@]}"; do
   gzip -9nc "$changelog" > "$doc/changelog.gz"
   chmod 0644 "$doc/copyright" "$doc/changelog.gz"
 done
+
+# The shipped sizes, as measured (docs/performance.md "Size"; tests/bench/size.sh compares with
+# the same build at -O2): the command with the library linked in, and the shared library.
+size_line() {
+  printf 'BENCH {"name":"size.%s","arch":"%s","value":%s,"unit":"bytes","stripped":true}\n' \
+    "$1" "$debarch" "$(stat -c %s "$2")"
+}
+size_line fieldsync "$stage/fieldsync/usr/bin/fieldsync"
+size_line libfieldsync "$(find "$stage/libfieldsync1" -type f -name 'libfieldsync.so.*' | head -1)"
 
 # ---- dependencies from the binaries ----
 # dpkg-shlibdeps maps each library an ELF file needs to the package that ships it, through a

@@ -8,6 +8,7 @@
 #   clang    the host build with clang instead of gcc (warnings are errors there too), build-clang/
 #   aarch64  cross build in build-aarch64/, tests run under qemu-aarch64
 #   armhf    cross build in build-armhf/, tests run under qemu-arm
+#            (both with the device packages' size flags, FSA_SMALL: what ships is what is tested)
 #
 # Run toolchain/install-deps.sh [aarch64|armhf] first.
 set -euo pipefail
@@ -20,9 +21,9 @@ case "$variant" in
   host) dir=build args=() ;;
   asan) dir=build-asan args=(-DFSA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug) ;;
   clang) dir=build-clang args=(-DCMAKE_C_COMPILER=clang) ;;
-  aarch64) dir=build-aarch64 args=(--toolchain toolchain/aarch64-linux-gnu.cmake) ;;
-  armhf) dir=build-armhf args=(--toolchain toolchain/arm-linux-gnueabihf.cmake) ;;
-  -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  aarch64) dir=build-aarch64 args=(--toolchain toolchain/aarch64-linux-gnu.cmake -DFSA_SMALL=ON) ;;
+  armhf) dir=build-armhf args=(--toolchain toolchain/arm-linux-gnueabihf.cmake -DFSA_SMALL=ON) ;;
+  -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "test.sh: unknown variant '$variant' (host, asan, clang, aarch64 or armhf)" >&2; exit 2 ;;
 esac
 

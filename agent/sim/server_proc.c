@@ -186,12 +186,14 @@ fsa_status_t fsa__server_start(fsa__server_t *s, const char *db, const char *dev
         len = 0;
         static const char prefix[] = "listening on ";
         static const char admin[] = "admin listening on "; /* comes first */
+        /* memcpy of the measured length: gcc -Os cannot see the check and calls a snprintf
+         * here a possible truncation. */
         if (strncmp(line, admin, sizeof admin - 1) == 0 &&
             strlen(line + sizeof admin - 1) < sizeof s->admin_url)
-            snprintf(s->admin_url, sizeof s->admin_url, "%s", line + sizeof admin - 1);
+            memcpy(s->admin_url, line + sizeof admin - 1, strlen(line + sizeof admin - 1) + 1);
         if (strncmp(line, prefix, sizeof prefix - 1) == 0 &&
             strlen(line + sizeof prefix - 1) < sizeof s->url) {
-            snprintf(s->url, sizeof s->url, "%s", line + sizeof prefix - 1);
+            memcpy(s->url, line + sizeof prefix - 1, strlen(line + sizeof prefix - 1) + 1);
             ok = true;
         }
     }

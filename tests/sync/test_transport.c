@@ -350,8 +350,7 @@ static bool pin_of(const char *what, char *out, size_t len)
     line[strcspn(line, "\r\n")] = '\0';
     if (!ok || strlen(line) != 44)
         return false;
-    snprintf(out, len, "sha256//%s", line);
-    return true;
+    return snprintf(out, len, "sha256//%s", line) < (int)len;
 }
 
 static const char ca_cnf[] = "[req]\n"
