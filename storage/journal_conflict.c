@@ -219,28 +219,28 @@ static fsa_status_t already_satisfied(fsa_journal_t *j, const fsa_op_t *op, bool
     return s;
 }
 
-fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
-                                  fsa_conflict_resolution_t resolution, fsa_rec_t *rec)
+/* The open conflict of op_id: its group's members (or the op alone) into members[0 .. *n - 1].
+ * FSA_ENOTFOUND when op_id is not in conflict or rejected. */
+static fsa_status_t conflict_group(fsa_journal_t *j, const char *op_id, fsa_op_t *members,
+                                   size_t *n)
 {
-    if (rec != NULL)
-        memset(rec, 0, sizeof *rec);
-    if (j == NULL || op_id == NULL || resolution == FSA_RESOLVED_NONE ||
-        (unsigned)resolution > FSA_RESOLVED_CONVERGED) {
-        rec_error(rec, "resolve needs an op id and a resolution");
-        return FSA_EINVAL;
-    }
-    fsa_status_t s = begin(j);
-    if (s != FSA_OK)
-        return s;
-    fsa_op_t op, members[FSA_JOURNAL_GROUP_MAX];
+    fsa_op_t op;
     fsa_op_state_t state;
-    size_t n = 0;
-    s = find_locked(j, op_id, &op, &state);
+    fsa_status_t s = find_locked(j, op_id, &op, &state);
     if (s == FSA_OK && state != FSA_OPSTATE_CONFLICT && state != FSA_OPSTATE_REJECTED)
         s = FSA_ENOTFOUND;
     if (s == FSA_OK)
-        s = conflict_members(j, &op, members, &n);
+        s = conflict_members(j, &op, members, n);
     fsa_op_clear(&op);
+    return s;
+}
+
+/* Each member's conflict row gets its resolution; taking the server's state logs the change of
+ * the local view now (the op is gone from it); taking ours is told by the op recorded again. */
+static fsa_status_t mark_resolved(fsa_journal_t *j, const fsa_op_t *members, size_t n,
+                                  bool take_local, fsa_conflict_resolution_t resolution)
+{
+    fsa_status_t s = FSA_OK;
     int64_t now_ms = j->port->wall_now(j->port->ctx).ms;
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         sqlite3_stmt *st;
@@ -256,45 +256,72 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
         s = step_done(j, st);
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
             s = FSA_ENOTFOUND;
-        /* Taking the server's state changes the local view now (the op is gone from it); taking
-         * ours is told by the op recorded again, below. */
         if (s == FSA_OK && !take_local)
             s = log_change(j, members[i].type, members[i].id, 0,
                            resolution == FSA_RESOLVED_CONVERGED ? FSA_CHANGE_SYNCED
                                                                 : FSA_CHANGE_RESOLVED,
                            members[i].op_id);
     }
+    return s;
+}
+
+/* Taking ours: the members recorded again as new ops (those the state now known does not
+ * already satisfy): new op_ids (the old ones have their answers on the server), the next seqs,
+ * preconditions from the state now known, and a new group id for a group, which is resent
+ * whole. rec gets the first one's op_id and seq. */
+static fsa_status_t record_again(fsa_journal_t *j, const fsa_op_t *members, size_t n,
+                                 fsa_conflict_resolution_t resolution, fsa_rec_t *rec)
+{
+    fsa_status_t s = FSA_OK;
+    char group[FSA_GROUP_BYTES] = "";
+    if (members[0].group[0] != '\0')
+        s = fsa_uuid4(j->port, group);
+    fsa_wall_t at = {0};
+    if (s == FSA_OK)
+        s = now_locked(j, &at);
+    bool first = true;
+    for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        bool satisfied = false;
+        s = already_satisfied(j, &members[i], &satisfied);
+        if (s != FSA_OK || satisfied)
+            continue;
+        fsa_op_t again = members[i]; /* shallow: json stays owned by members[i] */
+        s = record_one_locked(
+            j, &again, at, group,
+            resolution == FSA_RESOLVED_REBASED ? FSA_CHANGE_REBASED : FSA_CHANGE_RESOLVED, rec);
+        if (s == FSA_OK && first && rec != NULL) {
+            memcpy(rec->op_id, again.op_id, sizeof rec->op_id);
+            rec->seq = again.seq;
+        }
+        first = false;
+    }
+    return s;
+}
+
+fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take_local,
+                                  fsa_conflict_resolution_t resolution, fsa_rec_t *rec)
+{
+    if (rec != NULL)
+        memset(rec, 0, sizeof *rec);
+    if (j == NULL || op_id == NULL || resolution == FSA_RESOLVED_NONE ||
+        (unsigned)resolution > FSA_RESOLVED_CONVERGED) {
+        rec_error(rec, "resolve needs an op id and a resolution");
+        return FSA_EINVAL;
+    }
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    fsa_op_t members[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    s = conflict_group(j, op_id, members, &n);
+    if (s == FSA_OK)
+        s = mark_resolved(j, members, n, take_local, resolution);
     if (s == FSA_OK && n == 0)
         s = FSA_ENOTFOUND;
     if (s == FSA_ENOTFOUND)
         rec_error(rec, "no open conflict for op %s", op_id);
-    if (s == FSA_OK && take_local) {
-        /* Recorded again as new ops: new op_ids (the old ones have their answers on the
-         * server), the next seqs, preconditions from the state now known, and a new group id
-         * for a group, which is resent whole. */
-        char group[FSA_GROUP_BYTES] = "";
-        if (members[0].group[0] != '\0')
-            s = fsa_uuid4(j->port, group);
-        fsa_wall_t at = {0};
-        if (s == FSA_OK)
-            s = now_locked(j, &at);
-        bool first = true;
-        for (size_t i = 0; s == FSA_OK && i < n; i++) {
-            bool satisfied = false;
-            s = already_satisfied(j, &members[i], &satisfied);
-            if (s != FSA_OK || satisfied)
-                continue;
-            fsa_op_t again = members[i]; /* shallow: json stays owned by members[i] */
-            s = record_one_locked(
-                j, &again, at, group,
-                resolution == FSA_RESOLVED_REBASED ? FSA_CHANGE_REBASED : FSA_CHANGE_RESOLVED, rec);
-            if (s == FSA_OK && first && rec != NULL) {
-                memcpy(rec->op_id, again.op_id, sizeof rec->op_id);
-                rec->seq = again.seq;
-            }
-            first = false;
-        }
-    }
+    if (s == FSA_OK && take_local)
+        s = record_again(j, members, n, resolution, rec);
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&members[i]);
     commit_fail_t how = COMMIT_DONE;

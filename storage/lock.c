@@ -694,70 +694,52 @@ static void mark_held(fsa_lockmgr_t *m, in_use_t *e, fsa_lock_t *out, int64_t to
     fill_lock(m, out, e->key, token, lease_ns, now, expires);
 }
 
-/*
- * One attempt, with m->mu held: takes the lock if it is free and fills out, or reports the holder
- * in *seen. Sets *taken. Returns FSA_OK or a failure (nothing taken; any transaction rolled back).
- */
-static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns, fsa_lock_t *out,
-                             bool *taken, holder_seen_t *seen, char *err, size_t errlen)
-{
-    *taken = false;
-    fsa_mono_t now = m->port->mono_now(m->port->ctx);
-    fsa_mono_t expires = fsa_mono_add_ns(now, lease_ns);
-    /* Another thread of ours holds it: wait for its release, or take over its run-out lease. */
-    in_use_t *held = find_held(m, key);
-    if (held != NULL && held->expires_ns > now.ns) {
-        seen->id = m->id;
-        seen->token = held->token;
-        seen->pid = holder_pid(m);
-        seen->expires_ns = held->expires_ns;
-        snprintf(seen->label, sizeof seen->label, "%s", m->label);
-        return FSA_OK;
-    }
-    bool overrun = held != NULL; /* ours, its lease run out: the old fsa_lock_t loses it */
-    uint64_t byte = in_use_byte(m->id, key);
-    in_use_t *e = entry_for(m, key, byte);
-    if (e == NULL) {
-        snprintf(err, errlen, "lock %s: out of memory", key);
-        return FSA_ENOMEM;
-    }
-    fsa_status_t st = overrun ? FSA_OK : lock_byte(m, byte);
-    if (st != FSA_OK) {
-        snprintf(err, errlen, "lock %s: cannot lock its in-use byte in the .locks file (%s)", key,
-                 fsa_status_str(st));
-        return st == FSA_EBUSY ? FSA_EIO : st;
-    }
-    int64_t token = 0;
-    slot_t *s = NULL;
-    uint32_t si = 0;
-    slot_t saved;
-    memset(&saved, 0, sizeof saved);
-    if (!overrun && fast_take(m, key, expires, &token)) {
-        mark_held(m, e, out, token, lease_ns, now, expires);
-        *taken = true;
-        return FSA_OK;
-    }
+/* One attempt's inputs: the key, our in-use entry for it and the times. overrun: the key is ours,
+ * held by another thread whose lease ran out (the old fsa_lock_t loses it). */
+typedef struct attempt {
+    const char *key;
+    in_use_t *e;
+    bool overrun;
+    int64_t lease_ns;
+    fsa_mono_t now;
+    fsa_mono_t expires;
+} attempt_t;
 
-    int rc = step_done(m->begin);
-    if (rc != SQLITE_OK) {
-        db_error(m, rc, "cannot start a transaction", err, errlen);
-        if (!overrun)
-            set_idle(m, e, 0);
-        return fsa__db_status(rc);
-    }
-    /* The row: the durable copy, and the whole truth for a key not in the table. */
-    int64_t row_token = 0, holder = 0, hexp = 0;
-    holder_seen_t row_seen;
-    memset(&row_seen, 0, sizeof row_seen);
+/* What the transaction finds for a key: its row, then its slot when the table has one. */
+typedef struct take_state {
+    slot_t *s;   /* the key's slot, its byte locked by us; NULL when none */
+    uint32_t si; /* s's index */
+    int64_t row_token;
+    int64_t old_token;      /* the latest token issued: the slot's, or the row's when ahead */
+    int64_t holder;         /* who took it last (0: nobody) */
+    int64_t hexp;           /* that acquisition's lease end */
+    holder_seen_t row_seen; /* the row's holder, named from the row */
+} take_state_t;
+
+/* Another thread of ours holds e within its lease: it is the holder to report. */
+static void seen_ours(const fsa_lockmgr_t *m, const in_use_t *held, holder_seen_t *seen)
+{
+    seen->id = m->id;
+    seen->token = held->token;
+    seen->pid = holder_pid(m);
+    seen->expires_ns = held->expires_ns;
+    snprintf(seen->label, sizeof seen->label, "%s", m->label);
+}
+
+/* The row: the durable copy, and the whole truth for a key not in the table. Returns an SQLite
+ * code (SQLITE_OK with a missing row leaves ts's row fields 0). */
+static int read_row(fsa_lockmgr_t *m, const char *key, take_state_t *ts)
+{
     sqlite3_bind_text(m->get, 1, key, -1, SQLITE_STATIC);
-    rc = sqlite3_step(m->get);
+    int rc = sqlite3_step(m->get);
     if (rc == SQLITE_ROW) {
-        row_token = sqlite3_column_int64(m->get, 0);
+        ts->row_token = sqlite3_column_int64(m->get, 0);
         if (sqlite3_column_type(m->get, 1) != SQLITE_NULL) {
-            holder = row_seen.id = sqlite3_column_int64(m->get, 1);
-            copy_text(row_seen.label, sizeof row_seen.label, sqlite3_column_text(m->get, 2));
-            hexp = row_seen.expires_ns = sqlite3_column_int64(m->get, 3);
-            row_seen.pid = sqlite3_column_int64(m->get, 4);
+            ts->holder = ts->row_seen.id = sqlite3_column_int64(m->get, 1);
+            copy_text(ts->row_seen.label, sizeof ts->row_seen.label,
+                      sqlite3_column_text(m->get, 2));
+            ts->hexp = ts->row_seen.expires_ns = sqlite3_column_int64(m->get, 3);
+            ts->row_seen.pid = sqlite3_column_int64(m->get, 4);
         }
         rc = SQLITE_OK;
     } else if (rc == SQLITE_DONE) {
@@ -765,104 +747,112 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
     }
     sqlite3_reset(m->get);
     sqlite3_clear_bindings(m->get);
-    if (rc != SQLITE_OK) {
-        db_error(m, rc, "cannot read the locks table", err, errlen);
-        goto fail;
-    }
-    /* The slot: found, or made for the key now (from its row), or none (table full). */
-    s = m->tab != NULL ? table_find(m->tab, key, &si) : NULL;
+    ts->old_token = ts->row_token;
+    return rc;
+}
+
+/* The slot, after read_row: found, or made for the key now (from its row), or none (no table, or
+ * a full one). Locks its byte, and takes the latest token and holder from a found slot. On a
+ * failure ts->s is NULL (nothing locked) and err says why. */
+static fsa_status_t take_slot(fsa_lockmgr_t *m, const char *key, take_state_t *ts, char *err,
+                              size_t errlen)
+{
+    slot_t *s = m->tab != NULL ? table_find(m->tab, key, &ts->si) : NULL;
     bool fresh = false;
     uint32_t pos = 0;
     if (s == NULL && m->tab != NULL) {
-        s = table_free_slot(m->tab, key, &si, &pos);
+        s = table_free_slot(m->tab, key, &ts->si, &pos);
         fresh = s != NULL;
     }
-    if (s != NULL && (st = lock_slot(m, si)) != FSA_OK) {
+    ts->s = NULL;
+    if (s == NULL)
+        return FSA_OK;
+    fsa_status_t st = lock_slot(m, ts->si);
+    if (st != FSA_OK) {
         snprintf(err, errlen, "lock %s: cannot lock its slot in the .locks file (%s)", key,
                  fsa_status_str(st));
-        s = NULL;
-        goto fail_st;
+        return st;
     }
-    int64_t old_token = row_token;
+    ts->s = s;
     if (fresh) {
-        st32(&m->tab->nused, si + 1); /* taken first: a death below wastes it, no more */
+        st32(&m->tab->nused, ts->si + 1); /* taken first: a death below wastes it, no more */
         slot_begin(s);
         memcpy(s->key, key, strlen(key) + 1);
-        st64(&s->token, row_token);
-        st64(&s->synced, row_token);
-        st64(&s->holder, holder);
-        st64(&s->expires_ns, hexp);
+        st64(&s->token, ts->row_token);
+        st64(&s->synced, ts->row_token);
+        st64(&s->holder, ts->holder);
+        st64(&s->expires_ns, ts->hexp);
         st32(&s->key_len, (uint32_t)strlen(key));
         slot_end(s);
-        __atomic_store_n(&m->tab->index[pos], (uint16_t)(si + 1), __ATOMIC_RELEASE);
-    } else if (s != NULL) {
+        __atomic_store_n(&m->tab->index[pos], (uint16_t)(ts->si + 1), __ATOMIC_RELEASE);
+    } else {
         /* Left odd: its writer died between its commit and the slot; the row is then ahead. */
-        old_token = s->token;
-        if ((s->seq & 1u) != 0 && row_token > old_token)
-            old_token = row_token;
-        holder = s->holder;
-        hexp = s->expires_ns;
+        ts->old_token = s->token;
+        if ((s->seq & 1u) != 0 && ts->row_token > ts->old_token)
+            ts->old_token = ts->row_token;
+        ts->holder = s->holder;
+        ts->hexp = s->expires_ns;
     }
+    return FSA_OK;
+}
 
-    bool free_now = true, expired = false, dead = false;
-    if (holder != 0) {
-        if (holder == row_seen.id)
-            *seen = row_seen;
-        else
-            name_holder(m, holder, seen);
-        seen->token = old_token;
-        seen->expires_ns = hexp;
-        expired = hexp <= now.ns;
-        if (holder == m->id) {
-            /* Ours: held by another thread (its lease ran out, above) or idle. */
-            expired = overrun;
-        } else {
-            dead = !holder_alive(m, holder);
-            /* A live holder that is not using it released it without writing. */
-            bool using = !dead && holder_using(m, holder, key);
-            expired = using && expired;
-            free_now = dead || !using || expired;
-        }
+/* Judges the last taker found in ts: true when the lock is free now (nobody, ours, dead, not
+ * using it, or using it past its lease). Names the holder in *seen; *dead and *expired say why a
+ * lock is taken over. */
+static bool holder_lets_go(fsa_lockmgr_t *m, const attempt_t *a, const take_state_t *ts,
+                           holder_seen_t *seen, bool *dead, bool *expired)
+{
+    *dead = false;
+    *expired = false;
+    if (ts->holder == 0)
+        return true;
+    if (ts->holder == ts->row_seen.id)
+        *seen = ts->row_seen;
+    else
+        name_holder(m, ts->holder, seen);
+    seen->token = ts->old_token;
+    seen->expires_ns = ts->hexp;
+    if (ts->holder == m->id) {
+        /* Ours: held by another thread (its lease ran out, above) or idle. */
+        *expired = a->overrun;
+        return true;
     }
-    if (!free_now) {
-        if (s != NULL)
-            unlock_slot(m, si);
-        rc = step_done(m->commit);
-        if (rc != SQLITE_OK) {
-            db_error(m, rc, "cannot end a transaction", err, errlen);
-            s = NULL;
-            goto fail;
-        }
-        set_idle(m, e, 0); /* someone else's now */
-        return FSA_OK;
-    }
-    if (old_token == INT64_MAX) {
-        snprintf(err, errlen, "lock %s: fencing tokens exhausted", key);
-        st = FSA_EIO;
-        goto fail_st;
-    }
-    token = old_token + 1;
-    sqlite3_bind_text(m->take, 1, key, -1, SQLITE_STATIC);
+    *dead = !holder_alive(m, ts->holder);
+    /* A live holder that is not using it released it without writing. */
+    bool using = !*dead && holder_using(m, ts->holder, a->key);
+    *expired = using && ts->hexp <= a->now.ns;
+    return *dead || !using || *expired;
+}
+
+/* Writes the take of token into the row and the slot and commits. The slot changes under our
+ * commit: odd from before it to after it, so that a death in between leaves it marked (and the
+ * row, ahead, tells the truth). Returns an SQLite code; on success the slot is whole and unlocked
+ * (ts->s NULL), on a failure it is as it was and still locked. */
+static int write_take(fsa_lockmgr_t *m, const attempt_t *a, take_state_t *ts, int64_t token,
+                      char *err, size_t errlen)
+{
+    sqlite3_bind_text(m->take, 1, a->key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(m->take, 2, token);
     sqlite3_bind_int64(m->take, 3, m->id);
     sqlite3_bind_text(m->take, 4, m->label, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(m->take, 5, now.ns);
-    sqlite3_bind_int64(m->take, 6, expires.ns);
-    rc = step_done(m->take);
+    sqlite3_bind_int64(m->take, 5, a->now.ns);
+    sqlite3_bind_int64(m->take, 6, a->expires.ns);
+    int rc = step_done(m->take);
     sqlite3_clear_bindings(m->take);
     if (rc != SQLITE_OK) {
         db_error(m, rc, "cannot write the locks table", err, errlen);
-        goto fail;
+        return rc;
     }
-    /* The slot changes under our commit: odd from before it to after it, so that a death in
-     * between leaves it marked (and the row, ahead, tells the truth). */
+    slot_t *s = ts->s;
+    slot_t saved;
+    memset(&saved, 0, sizeof saved);
     if (s != NULL) {
         saved = *s;
         slot_begin(s);
         st64(&s->token, token);
         st64(&s->synced, token);
         st64(&s->holder, m->id);
-        st64(&s->expires_ns, expires.ns);
+        st64(&s->expires_ns, a->expires.ns);
     }
     rc = step_done(m->commit);
     if (rc != SQLITE_OK) {
@@ -874,13 +864,21 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
             st64(&s->expires_ns, saved.expires_ns);
             slot_end(s);
         }
-        goto fail;
+        return rc;
     }
     if (s != NULL) {
         slot_end(s);
-        unlock_slot(m, si);
+        unlock_slot(m, ts->si);
+        ts->s = NULL;
     }
-    /* A dead holder's run-out lease counts as a death: the death is why it ran out. */
+    return SQLITE_OK;
+}
+
+/* A takeover is counted and logged. A dead holder's run-out lease counts as a death: the death is
+ * why it ran out. */
+static void note_takeover(fsa_lockmgr_t *m, const char *key, int64_t old_token,
+                          const holder_seen_t *seen, bool dead, bool expired)
+{
     if (dead)
         m->dead_takeovers++;
     else if (expired)
@@ -889,18 +887,106 @@ static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns
         fsa_log(m->port, FSA_LOG_INFO, "lock %s: took over token %" PRId64 " from %s (%s)", key,
                 old_token, seen->label, dead ? "holder died" : "lease ran out");
     }
-    mark_held(m, e, out, token, lease_ns, now, expires);
+}
+
+/* The failure of a transaction: its slot unlocked, the transaction rolled back, our in-use byte
+ * let go unless another thread of ours still holds the lock. Returns st. */
+static fsa_status_t take_failed(fsa_lockmgr_t *m, const attempt_t *a, const take_state_t *ts,
+                                fsa_status_t st)
+{
+    if (ts->s != NULL)
+        unlock_slot(m, ts->si);
+    rollback_if_open(m);
+    if (!a->overrun)
+        set_idle(m, a->e, 0);
+    return st;
+}
+
+/* The attempt as one transaction, for what the fast path does not take (see How it works). */
+static fsa_status_t take_in_txn(fsa_lockmgr_t *m, const attempt_t *a, fsa_lock_t *out, bool *taken,
+                                holder_seen_t *seen, char *err, size_t errlen)
+{
+    int rc = step_done(m->begin);
+    if (rc != SQLITE_OK) {
+        db_error(m, rc, "cannot start a transaction", err, errlen);
+        if (!a->overrun)
+            set_idle(m, a->e, 0);
+        return fsa__db_status(rc);
+    }
+    take_state_t ts;
+    memset(&ts, 0, sizeof ts);
+    rc = read_row(m, a->key, &ts);
+    if (rc != SQLITE_OK) {
+        db_error(m, rc, "cannot read the locks table", err, errlen);
+        return take_failed(m, a, &ts, fsa__db_status(rc));
+    }
+    fsa_status_t st = take_slot(m, a->key, &ts, err, errlen);
+    if (st != FSA_OK)
+        return take_failed(m, a, &ts, st);
+    bool dead = false, expired = false;
+    if (!holder_lets_go(m, a, &ts, seen, &dead, &expired)) {
+        if (ts.s != NULL)
+            unlock_slot(m, ts.si);
+        ts.s = NULL;
+        rc = step_done(m->commit);
+        if (rc != SQLITE_OK) {
+            db_error(m, rc, "cannot end a transaction", err, errlen);
+            return take_failed(m, a, &ts, fsa__db_status(rc));
+        }
+        set_idle(m, a->e, 0); /* someone else's now */
+        return FSA_OK;
+    }
+    if (ts.old_token == INT64_MAX) {
+        snprintf(err, errlen, "lock %s: fencing tokens exhausted", a->key);
+        return take_failed(m, a, &ts, FSA_EIO);
+    }
+    int64_t token = ts.old_token + 1;
+    rc = write_take(m, a, &ts, token, err, errlen);
+    if (rc != SQLITE_OK)
+        return take_failed(m, a, &ts, fsa__db_status(rc));
+    note_takeover(m, a->key, ts.old_token, seen, dead, expired);
+    mark_held(m, a->e, out, token, a->lease_ns, a->now, a->expires);
     *taken = true;
     return FSA_OK;
-fail:
-    st = fsa__db_status(rc);
-fail_st:
-    if (s != NULL)
-        unlock_slot(m, si);
-    rollback_if_open(m);
-    if (!overrun)
-        set_idle(m, e, 0);
-    return st;
+}
+
+/*
+ * One attempt, with m->mu held: takes the lock if it is free and fills out, or reports the holder
+ * in *seen. Sets *taken. Returns FSA_OK or a failure (nothing taken; any transaction rolled back).
+ */
+static fsa_status_t try_take(fsa_lockmgr_t *m, const char *key, int64_t lease_ns, fsa_lock_t *out,
+                             bool *taken, holder_seen_t *seen, char *err, size_t errlen)
+{
+    *taken = false;
+    attempt_t a = {.key = key, .lease_ns = lease_ns};
+    a.now = m->port->mono_now(m->port->ctx);
+    a.expires = fsa_mono_add_ns(a.now, lease_ns);
+    /* Another thread of ours holds it: wait for its release, or take over its run-out lease. */
+    in_use_t *held = find_held(m, key);
+    if (held != NULL && held->expires_ns > a.now.ns) {
+        seen_ours(m, held, seen);
+        return FSA_OK;
+    }
+    a.overrun = held != NULL;
+    uint64_t byte = in_use_byte(m->id, key);
+    a.e = entry_for(m, key, byte);
+    if (a.e == NULL) {
+        snprintf(err, errlen, "lock %s: out of memory", key);
+        return FSA_ENOMEM;
+    }
+    fsa_status_t st = a.overrun ? FSA_OK : lock_byte(m, byte);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "lock %s: cannot lock its in-use byte in the .locks file (%s)", key,
+                 fsa_status_str(st));
+        return st == FSA_EBUSY ? FSA_EIO : st;
+    }
+    int64_t token = 0;
+    if (!a.overrun && fast_take(m, key, a.expires, &token)) {
+        mark_held(m, a.e, out, token, lease_ns, a.now, a.expires);
+        *taken = true;
+        return FSA_OK;
+    }
+    return take_in_txn(m, &a, out, taken, seen, err, errlen);
 }
 
 fsa_status_t fsa_lock_acquire(fsa_lockmgr_t *m, fsa_lock_kind_t kind, const char *resource,
@@ -1516,21 +1602,17 @@ fail:
     return st != FSA_OK ? st : fsa__db_status(rc);
 }
 
-fsa_status_t fsa_lockmgr_open(fsa_port_t *port, const char *journal_path,
-                              const fsa_lockmgr_opts_t *opts, fsa_lockmgr_t **out, char *err,
-                              size_t errlen)
+/* fsa_lockmgr_open's arguments: the journal path's length in *path_len, or FSA_EINVAL. */
+static fsa_status_t check_open_args(const fsa_port_t *port, const char *journal_path,
+                                    fsa_lockmgr_t **out, const char *label, size_t *path_len,
+                                    char *err, size_t errlen)
 {
-    char scratch[8];
-    ERR_SCRATCH(err, errlen, scratch);
-    if (out != NULL)
-        *out = NULL;
-    const char *label = opts != NULL && opts->label != NULL ? opts->label : DEFAULT_LABEL;
     if (port == NULL || journal_path == NULL || out == NULL || journal_path[0] == '\0') {
         snprintf(err, errlen, "lock manager: missing argument");
         return FSA_EINVAL;
     }
-    size_t path_len = strnlen(journal_path, FSA_LIMIT_PATH_BYTES);
-    if (path_len >= FSA_LIMIT_PATH_BYTES - sizeof ".locks") {
+    *path_len = strnlen(journal_path, FSA_LIMIT_PATH_BYTES);
+    if (*path_len >= FSA_LIMIT_PATH_BYTES - sizeof ".locks") {
         snprintf(err, errlen, "lock manager: journal path longer than %d bytes",
                  FSA_LIMIT_PATH_BYTES);
         return FSA_EINVAL;
@@ -1540,26 +1622,26 @@ fsa_status_t fsa_lockmgr_open(fsa_port_t *port, const char *journal_path,
                  FSA_LOCK_LABEL_BYTES - 1);
         return FSA_EINVAL;
     }
+    return FSA_OK;
+}
 
-    fsa_lockmgr_t *m = fsa_calloc(1, sizeof *m);
-    char *locks_path = fsa_malloc(path_len + sizeof ".locks");
-    fsa_status_t st = FSA_ENOMEM;
-    if (m == NULL || locks_path == NULL) {
-        snprintf(err, errlen, "lock manager: out of memory");
-        goto fail;
-    }
-    m->port = port;
-    snprintf(m->label, sizeof m->label, "%s", label);
-    snprintf(locks_path, path_len + sizeof ".locks", "%s.locks", journal_path);
+/* m's parts, in order: its mutex and condition, the .locks file (locks_path) and its shared
+ * table, the journal and its file name. On a failure the parts made so far stay in m for
+ * free_parts(). */
+static fsa_status_t open_parts(fsa_lockmgr_t *m, const char *journal_path, const char *locks_path,
+                               const fsa_lockmgr_opts_t *opts, char *err, size_t errlen)
+{
+    fsa_port_t *port = m->port;
+    fsa_status_t st;
     if ((st = port->mutex_new(port->ctx, &m->mu)) != FSA_OK ||
         (st = port->cond_new(port->ctx, &m->released)) != FSA_OK) {
         snprintf(err, errlen, "lock manager: cannot create a mutex (%s)", fsa_status_str(st));
-        goto fail;
+        return st;
     }
     st = port->flock_open(port->ctx, locks_path, &m->live);
     if (st != FSA_OK) {
         snprintf(err, errlen, "lock manager: cannot open %s (%s)", locks_path, fsa_status_str(st));
-        goto fail;
+        return st;
     }
     fsa_db_opts_t dbo = {
         .sync_normal = !(opts != NULL && opts->durable),
@@ -1568,23 +1650,65 @@ fsa_status_t fsa_lockmgr_open(fsa_port_t *port, const char *journal_path,
     };
     st = fsa__db_open(port, journal_path, &dbo, &m->db, &m->users, err, errlen);
     if (st != FSA_OK)
-        goto fail;
+        return st;
     void *addr = NULL;
     st = port->flock_map(port->ctx, m->live, TABLE_BYTES, &addr);
     if (st != FSA_OK) {
         snprintf(err, errlen, "lock manager: cannot map %s (%s)", locks_path, fsa_status_str(st));
-        goto fail;
+        return st;
     }
     m->tab = addr;
     const char *dbfile = sqlite3_db_filename(m->db, "main");
     size_t dblen = strlen(dbfile != NULL ? dbfile : "") + 1;
     if ((m->dbfile = fsa_malloc(dblen)) == NULL) {
         snprintf(err, errlen, "lock manager: out of memory");
-        st = FSA_ENOMEM;
-        goto fail;
+        return FSA_ENOMEM;
     }
     memcpy(m->dbfile, dbfile != NULL ? dbfile : "", dblen);
-    if ((st = prepare_all(m, err, errlen)) != FSA_OK ||
+    return FSA_OK;
+}
+
+/* A manager that failed to open: whatever parts it has, then m itself. */
+static void free_parts(fsa_port_t *port, fsa_lockmgr_t *m)
+{
+    finalize_all(m);
+    fsa__db_close(port, m->db, m->users);
+    if (m->tab != NULL)
+        port->flock_unmap(port->ctx, m->tab, TABLE_BYTES);
+    port->flock_close(port->ctx, m->live);
+    port->cond_free(port->ctx, m->released);
+    port->mutex_free(port->ctx, m->mu);
+    fsa_free(m->dbfile);
+    fsa_free(m->in_use);
+    fsa_free(m);
+}
+
+fsa_status_t fsa_lockmgr_open(fsa_port_t *port, const char *journal_path,
+                              const fsa_lockmgr_opts_t *opts, fsa_lockmgr_t **out, char *err,
+                              size_t errlen)
+{
+    char scratch[8];
+    ERR_SCRATCH(err, errlen, scratch);
+    if (out != NULL)
+        *out = NULL;
+    const char *label = opts != NULL && opts->label != NULL ? opts->label : DEFAULT_LABEL;
+    size_t path_len = 0;
+    fsa_status_t st = check_open_args(port, journal_path, out, label, &path_len, err, errlen);
+    if (st != FSA_OK)
+        return st;
+
+    fsa_lockmgr_t *m = fsa_calloc(1, sizeof *m);
+    char *locks_path = fsa_malloc(path_len + sizeof ".locks");
+    st = FSA_ENOMEM;
+    if (m == NULL || locks_path == NULL) {
+        snprintf(err, errlen, "lock manager: out of memory");
+        goto fail;
+    }
+    m->port = port;
+    snprintf(m->label, sizeof m->label, "%s", label);
+    snprintf(locks_path, path_len + sizeof ".locks", "%s.locks", journal_path);
+    if ((st = open_parts(m, journal_path, locks_path, opts, err, errlen)) != FSA_OK ||
+        (st = prepare_all(m, err, errlen)) != FSA_OK ||
         (st = register_holder(m, err, errlen)) != FSA_OK)
         goto fail;
     fsa_free(locks_path);
@@ -1592,18 +1716,8 @@ fsa_status_t fsa_lockmgr_open(fsa_port_t *port, const char *journal_path,
     return FSA_OK;
 fail:
     fsa_free(locks_path);
-    if (m != NULL) {
-        finalize_all(m);
-        fsa__db_close(port, m->db, m->users);
-        if (m->tab != NULL)
-            port->flock_unmap(port->ctx, m->tab, TABLE_BYTES);
-        port->flock_close(port->ctx, m->live);
-        port->cond_free(port->ctx, m->released);
-        port->mutex_free(port->ctx, m->mu);
-        fsa_free(m->dbfile);
-        fsa_free(m->in_use);
-        fsa_free(m);
-    }
+    if (m != NULL)
+        free_parts(port, m);
     return st;
 }
 

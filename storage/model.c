@@ -1340,18 +1340,9 @@ static fsa_status_t check_transition(const fsa_op_t *op, unsigned flags, fsa_mod
                    e != NULL ? " (only the server makes it)" : "");
 }
 
-/*
- * fsa_model_validate_op(), handing back the op's parsed json (create, set, merge, append) in
- * *payload for fsa_model_apply() to use; NULL for the other kinds and on failure.
- */
-static fsa_status_t check_op(const fsa_op_t *op, unsigned flags, fsa_model_err_t *err,
-                             cJSON **payload)
+/* What every op must be, whatever its kind: flags, type, kind, id, and attendance append-only. */
+static fsa_status_t check_head(const fsa_op_t *op, unsigned flags, fsa_model_err_t *err)
 {
-    const fsa_field_def_t *def = NULL;
-    cJSON *json = NULL;
-    fsa_status_t st = FSA_OK;
-
-    *payload = NULL;
     if (op == NULL)
         return op_fail(err, NULL, FSA_EINVAL, "invalid_value", "no op");
     if ((flags & ~(FSA_APPLY_BY_SERVER | FSA_APPLY_REPLAY)) != 0)
@@ -1367,68 +1358,83 @@ static fsa_status_t check_op(const fsa_op_t *op, unsigned flags, fsa_model_err_t
     if (op->type == FSA_TYPE_ATTENDANCE && op->kind != FSA_OP_CREATE)
         return op_fail(err, op, FSA_EINVAL, "immutable",
                        "attendance is append-only, %s does not apply", op_kind_names[op->kind]);
+    return FSA_OK;
+}
+
+/* A field of the kind the op applies to (what: the op's name, kind_name: the field kind's). */
+static fsa_status_t check_field_kind(const fsa_op_t *op, fsa_field_kind_t kind, const char *what,
+                                     const char *kind_name, fsa_model_err_t *err)
+{
+    const fsa_field_def_t *def = NULL;
+    fsa_status_t st = op_field(op, err, &def);
+    if (st != FSA_OK)
+        return st;
+    if (def->kind != kind)
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s applies to %s, not to %s", what,
+                       kind_name, def->name);
+    return FSA_OK;
+}
+
+/* A merge: an object field, and an object patch (into *json, the caller's to delete). */
+static fsa_status_t check_merge(const fsa_op_t *op, fsa_model_err_t *err, cJSON **json)
+{
+    fsa_status_t st = check_field_kind(op, FSA_FIELD_OBJ, "merge", "object fields", err);
+    if (st != FSA_OK)
+        return st;
+    if ((st = op_payload(op, "patch", err, json)) != FSA_OK)
+        return st;
+    /* RFC 7396 lets a non-object patch replace the target, which would change the field's
+     * type; an object field takes only object patches. */
+    if (!cJSON_IsObject(*json))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "patch must be an object");
+    return FSA_OK;
+}
+
+/* An append: an object field, a valid key and max_len, and an item (into *json). */
+static fsa_status_t check_append(const fsa_op_t *op, fsa_model_err_t *err, cJSON **json)
+{
+    fsa_status_t st = check_field_kind(op, FSA_FIELD_OBJ, "append", "object fields", err);
+    if (st != FSA_OK)
+        return st;
+    if (!key_valid(op->key, sizeof op->key))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value",
+                       "key is not 1..%d bytes of printable UTF-8", FSA_LIMIT_ID_BYTES);
+    if (op->max_len < 0)
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "max_len is negative");
+    return op_payload(op, "item", err, json);
+}
+
+/*
+ * fsa_model_validate_op(), handing back the op's parsed json (create, set, merge, append) in
+ * *payload for fsa_model_apply() to use; NULL for the other kinds and on failure.
+ */
+static fsa_status_t check_op(const fsa_op_t *op, unsigned flags, fsa_model_err_t *err,
+                             cJSON **payload)
+{
+    cJSON *json = NULL;
+    *payload = NULL;
+    fsa_status_t st = check_head(op, flags, err);
+    if (st != FSA_OK)
+        return st;
 
     switch (op->kind) {
     case FSA_OP_CREATE:
     case FSA_OP_SET:
-        if ((st = op_payload(op, "fields", err, &json)) != FSA_OK)
-            goto out;
-        st = check_fields(op, json, err);
+        if ((st = op_payload(op, "fields", err, &json)) == FSA_OK)
+            st = check_fields(op, json, err);
         break;
-    case FSA_OP_MERGE:
-        if ((st = op_field(op, err, &def)) != FSA_OK)
-            goto out;
-        if (def->kind != FSA_FIELD_OBJ) {
-            st = op_fail(err, op, FSA_EINVAL, "invalid_value",
-                         "merge applies to object fields, not to %s", def->name);
-            goto out;
-        }
-        if ((st = op_payload(op, "patch", err, &json)) != FSA_OK)
-            goto out;
-        /* RFC 7396 lets a non-object patch replace the target, which would change the field's
-         * type; an object field takes only object patches. */
-        if (!cJSON_IsObject(json))
-            st = op_fail(err, op, FSA_EINVAL, "invalid_value", "patch must be an object");
-        break;
+    case FSA_OP_MERGE: st = check_merge(op, err, &json); break;
     case FSA_OP_INCREMENT:
-        if ((st = op_field(op, err, &def)) != FSA_OK)
-            goto out;
-        if (def->kind != FSA_FIELD_INT)
-            st = op_fail(err, op, FSA_EINVAL, "invalid_value",
-                         "increment applies to integer fields, not to %s", def->name);
+        st = check_field_kind(op, FSA_FIELD_INT, "increment", "integer fields", err);
         break;
     case FSA_OP_TRANSITION:
-        if ((st = op_field(op, err, &def)) != FSA_OK)
-            goto out;
-        if (def->kind != FSA_FIELD_STATUS) {
-            st = op_fail(err, op, FSA_EINVAL, "invalid_value",
-                         "transition applies to the status field, not to %s", def->name);
-            goto out;
-        }
-        st = check_transition(op, flags, err);
+        st = check_field_kind(op, FSA_FIELD_STATUS, "transition", "the status field", err);
+        if (st == FSA_OK)
+            st = check_transition(op, flags, err);
         break;
-    case FSA_OP_APPEND:
-        if ((st = op_field(op, err, &def)) != FSA_OK)
-            goto out;
-        if (def->kind != FSA_FIELD_OBJ) {
-            st = op_fail(err, op, FSA_EINVAL, "invalid_value",
-                         "append applies to object fields, not to %s", def->name);
-            goto out;
-        }
-        if (!key_valid(op->key, sizeof op->key)) {
-            st = op_fail(err, op, FSA_EINVAL, "invalid_value",
-                         "key is not 1..%d bytes of printable UTF-8", FSA_LIMIT_ID_BYTES);
-            goto out;
-        }
-        if (op->max_len < 0) {
-            st = op_fail(err, op, FSA_EINVAL, "invalid_value", "max_len is negative");
-            goto out;
-        }
-        st = op_payload(op, "item", err, &json);
-        break;
+    case FSA_OP_APPEND: st = check_append(op, err, &json); break;
     default: st = op_fail(err, op, FSA_EINVAL, "invalid_value", "unknown op kind"); break;
     }
-out:
     if (st == FSA_OK) {
         *payload = json;
         json = NULL;
@@ -1606,6 +1612,81 @@ static cJSON *in_protocol_order(fsa_type_t type, cJSON *fields)
     return out;
 }
 
+/* A merge of payload into the object field def (made from its default when missing). */
+static fsa_status_t apply_merge(const fsa_op_t *op, cJSON *fields, const fsa_field_def_t *def,
+                                const cJSON *payload, fsa_model_err_t *err)
+{
+    cJSON *obj = field_or_default(fields, def);
+    /* Two out-of-memory cases, with the type check between them. */
+    if (obj == NULL)
+        return nomem(err, op);
+    if (!cJSON_IsObject(obj))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "stored %s is not an object",
+                       def->name);
+    if (!merge_into(obj, payload))
+        return nomem(err, op);
+    return FSA_OK;
+}
+
+/* An op other than create on a stored entity: *fields is its tree (parsed from fields_json here
+ * when NULL), changed in place; *payload is check_op's (an append may take it). */
+static fsa_status_t apply_to_stored(const fsa_op_t *op, const char *fields_json, int64_t version,
+                                    unsigned flags, cJSON **fields, cJSON **payload,
+                                    fsa_model_err_t *err)
+{
+    if (op->kind == FSA_OP_CREATE)
+        return op_fail(err, op, FSA_ECONFLICT, "conflict", "exists already");
+    json_why_t why =
+        *fields != NULL ? JSON_OK : parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, fields);
+    if (why != JSON_OK)
+        return json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "stored fields");
+    if (!cJSON_IsObject(*fields))
+        return op_fail(err, op, FSA_EINVAL, "invalid_value", "stored fields are not an object");
+    const fsa_field_def_t *def = NULL;
+    if (op->kind != FSA_OP_SET) {
+        def = fsa_model_field(op->type, op->field);
+        assert(def != NULL); /* check_op vouched for it */
+    }
+
+    switch (op->kind) {
+    case FSA_OP_SET:
+        if (!(flags & FSA_APPLY_REPLAY) && op->base_version != version)
+            return op_fail(err, op, FSA_ECONFLICT, "conflict",
+                           "version is %" PRId64 ", the set was based on %" PRId64, version,
+                           op->base_version);
+        return apply_set(op, *fields, *payload, err);
+    case FSA_OP_MERGE: return apply_merge(op, *fields, def, *payload, err);
+    case FSA_OP_INCREMENT: return apply_increment(op, *fields, def, err);
+    case FSA_OP_TRANSITION: return apply_transition(op, *fields, def, err);
+    case FSA_OP_APPEND: return apply_append(op, *fields, def, payload, err);
+    default: return op_fail(err, op, FSA_EINVAL, "invalid_value", "unknown op kind");
+    }
+}
+
+/* The resulting tree (*fields, put in the protocol's order) printed into *out_json, within the
+ * entity limit; with keep, printed exactly and the tree handed over in *keep. */
+static fsa_status_t emit_result(const fsa_op_t *op, cJSON **fields, cJSON **keep, char **out_json,
+                                fsa_model_err_t *err)
+{
+    *fields = in_protocol_order(op->type, *fields);
+    if (*fields == NULL)
+        return nomem(err, op);
+    json_why_t why = keep != NULL ? emit_exact(*fields, FSA_LIMIT_FIELDS_BYTES, out_json)
+                                  : emit(*fields, FSA_LIMIT_FIELDS_BYTES, out_json);
+    if (why == JSON_SIZE)
+        /* PROTOCOL.md section 3: the op would take the entity past the limit; nothing changes. */
+        return op_fail(err, op, FSA_EINVAL, "entity_too_large",
+                       "the entity's fields would be longer than %d bytes as JSON",
+                       FSA_LIMIT_FIELDS_BYTES);
+    if (why != JSON_OK)
+        return json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "the resulting fields");
+    if (keep != NULL) {
+        *keep = *fields;
+        *fields = NULL;
+    }
+    return FSA_OK;
+}
+
 /*
  * fsa_model_apply's work. held: the parsed tree of fields_json when the caller has it (taken: it
  * is changed and then kept or deleted), NULL to parse fields_json. keep: NULL to print the result
@@ -1617,95 +1698,22 @@ static fsa_status_t apply_core(const fsa_op_t *op, const char *fields_json, cJSO
                                fsa_model_err_t *err)
 {
     cJSON *payload = NULL, *fields = held;
-    const fsa_field_def_t *def = NULL;
     fsa_status_t st;
-    json_why_t why;
 
     clear_err(err);
     if (out_json == NULL)
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "no out_json");
     *out_json = NULL;
-    if ((st = check_op(op, flags, err, &payload)) != FSA_OK)
-        goto out;
-
-    if (fields_json == NULL) {
-        if (op->kind != FSA_OP_CREATE) {
-            st = op_fail(err, op, FSA_ENOTFOUND, "not_found", "no such entity");
-            goto out;
-        }
-        if ((st = build_created(op, payload, &fields, err)) != FSA_OK)
-            goto out;
-    } else {
-        if (op->kind == FSA_OP_CREATE) {
-            st = op_fail(err, op, FSA_ECONFLICT, "conflict", "exists already");
-            goto out;
-        }
-        why =
-            fields != NULL ? JSON_OK : parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields);
-        if (why != JSON_OK) {
-            st = json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "stored fields");
-            goto out;
-        }
-        if (!cJSON_IsObject(fields)) {
-            st = op_fail(err, op, FSA_EINVAL, "invalid_value", "stored fields are not an object");
-            goto out;
-        }
-        if (op->kind != FSA_OP_SET) {
-            def = fsa_model_field(op->type, op->field);
-            assert(def != NULL); /* check_op vouched for it */
-        }
-
-        switch (op->kind) {
-        case FSA_OP_SET:
-            if (!(flags & FSA_APPLY_REPLAY) && op->base_version != version) {
-                st = op_fail(err, op, FSA_ECONFLICT, "conflict",
-                             "version is %" PRId64 ", the set was based on %" PRId64, version,
-                             op->base_version);
-                goto out;
-            }
-            st = apply_set(op, fields, payload, err);
-            break;
-        case FSA_OP_MERGE: {
-            cJSON *obj = field_or_default(fields, def);
-            /* Two out-of-memory cases, with the type check between them. */
-            if (obj == NULL)
-                st = nomem(err, op); // NOLINT(bugprone-branch-clone)
-            else if (!cJSON_IsObject(obj))
-                st = op_fail(err, op, FSA_EINVAL, "invalid_value", "stored %s is not an object",
-                             def->name);
-            else if (!merge_into(obj, payload))
-                st = nomem(err, op);
-            break;
-        }
-        case FSA_OP_INCREMENT: st = apply_increment(op, fields, def, err); break;
-        case FSA_OP_TRANSITION: st = apply_transition(op, fields, def, err); break;
-        case FSA_OP_APPEND: st = apply_append(op, fields, def, &payload, err); break;
-        default: st = op_fail(err, op, FSA_EINVAL, "invalid_value", "unknown op kind"); break;
-        }
-        if (st != FSA_OK)
-            goto out;
-    }
-
-    fields = in_protocol_order(op->type, fields);
-    if (fields == NULL) {
-        st = nomem(err, op);
-        goto out;
-    }
-    why = keep != NULL ? emit_exact(fields, FSA_LIMIT_FIELDS_BYTES, out_json)
-                       : emit(fields, FSA_LIMIT_FIELDS_BYTES, out_json);
-    if (why == JSON_SIZE)
-        /* PROTOCOL.md section 3: the op would take the entity past the limit; nothing changes. */
-        st = op_fail(err, op, FSA_EINVAL, "entity_too_large",
-                     "the entity's fields would be longer than %d bytes as JSON",
-                     FSA_LIMIT_FIELDS_BYTES);
-    else if (why != JSON_OK)
-        st = json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "the resulting fields");
-    if (st == FSA_OK && keep != NULL) {
-        *keep = fields;
-        fields = NULL;
-    }
-out:
-    if (st != FSA_OK && out_json != NULL) {
+    st = check_op(op, flags, err, &payload);
+    if (st == FSA_OK && fields_json == NULL)
+        st = op->kind != FSA_OP_CREATE
+                 ? op_fail(err, op, FSA_ENOTFOUND, "not_found", "no such entity")
+                 : build_created(op, payload, &fields, err);
+    else if (st == FSA_OK)
+        st = apply_to_stored(op, fields_json, version, flags, &fields, &payload, err);
+    if (st == FSA_OK)
+        st = emit_result(op, &fields, keep, out_json, err);
+    if (st != FSA_OK) {
         fsa_free(*out_json);
         *out_json = NULL;
     }

@@ -77,6 +77,90 @@ static fsa_resolution_t no_memory(char *why, size_t whylen, const fsa_op_t *op)
     return FSA_RESOLVE_RETRY;
 }
 
+/* A create the server has already: converged when its content is the op's. */
+static fsa_resolution_t resolve_create(const fsa_resolver_input_t *in, char *why, size_t whylen)
+{
+    const fsa_op_t *op = in->op;
+    const char *tname = fsa_type_name(op->type);
+    bool same = false;
+    fsa_status_t st = fsa_model_same_values(op->json, in->server_fields, op->json, &same);
+    if (st == FSA_ENOMEM)
+        return no_memory(why, whylen, op);
+    if (st == FSA_OK && same) {
+        say(why, whylen, "%s %s already exists with the same content", tname, op->id);
+        return FSA_RESOLVE_CONVERGED;
+    }
+    say(why, whylen, "%s %s already exists on the server with other content", tname, op->id);
+    return FSA_RESOLVE_PARK;
+}
+
+/* A set on a stale version: the policy of its fields, else rebased when the server changed only
+ * other fields, else the server wins. */
+static fsa_resolution_t resolve_set(const fsa_resolver_policy_t *policy,
+                                    const fsa_resolver_input_t *in, char *why, size_t whylen)
+{
+    const fsa_op_t *op = in->op;
+    const char *tname = fsa_type_name(op->type);
+    fsa_policy_action_t a;
+    if (rule_for_set(policy, op, &a) != FSA_OK)
+        return no_memory(why, whylen, op);
+    if (a != FSA_POLICY_DEFAULT) {
+        say(why, whylen, "policy for %s: %s", tname,
+            a == FSA_POLICY_LOCAL_WINS    ? "local wins"
+            : a == FSA_POLICY_SERVER_WINS ? "server wins"
+                                          : "park");
+        return from_action(a);
+    }
+    bool same = false;
+    fsa_status_t st =
+        in->prior_fields != NULL
+            ? fsa_model_same_values(in->prior_fields, in->server_fields, op->json, &same)
+            : FSA_EINVAL;
+    if (st == FSA_ENOMEM)
+        return no_memory(why, whylen, op);
+    if (st == FSA_OK && same) {
+        say(why, whylen, "the server changed other fields of %s %s; rebased on version %lld", tname,
+            op->id, (long long)in->server_version);
+        return FSA_RESOLVE_REBASE;
+    }
+    say(why, whylen, "the server changed the same fields of %s %s (now version %lld)", tname,
+        op->id, (long long)in->server_version);
+    return FSA_RESOLVE_SERVER_WINS;
+}
+
+/* A transition the server's status does not allow: converged when the server is already there,
+ * else the field's policy, else dropped after a final state and parked otherwise. */
+static fsa_resolution_t resolve_transition(const fsa_resolver_policy_t *policy,
+                                           const fsa_resolver_input_t *in, char *why, size_t whylen)
+{
+    const fsa_op_t *op = in->op;
+    const char *tname = fsa_type_name(op->type);
+    char now[FSA_STATUS_BYTES];
+    fsa_status_t st = fsa_model_get_status(in->server_fields, op->type, now);
+    if (st == FSA_ENOMEM)
+        return no_memory(why, whylen, op);
+    if (st != FSA_OK) {
+        say(why, whylen, "the server's %s %s has no status", tname, op->id);
+        return FSA_RESOLVE_PARK;
+    }
+    fsa_policy_action_t a = rule_for(policy, op->type, op->field);
+    if (strcmp(now, op->to) == 0) {
+        say(why, whylen, "%s %s is already %s on the server", tname, op->id, now);
+        return FSA_RESOLVE_CONVERGED;
+    }
+    if (a != FSA_POLICY_DEFAULT) {
+        say(why, whylen, "policy for %s.%s", tname, op->field);
+        return from_action(a);
+    }
+    if (fsa_model_status_terminal(op->type, now)) {
+        say(why, whylen, "%s %s is %s on the server, a final state; %s→%s dropped", tname, op->id,
+            now, op->from, op->to);
+        return FSA_RESOLVE_SERVER_WINS;
+    }
+    say(why, whylen, "%s %s is %s on the server, not %s", tname, op->id, now, op->from);
+    return FSA_RESOLVE_PARK;
+}
+
 fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_resolver_input_t *in,
                              char *why, size_t whylen)
 {
@@ -85,79 +169,18 @@ fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_reso
         return FSA_RESOLVE_PARK;
     }
     const fsa_op_t *op = in->op;
-    const char *tname = fsa_type_name(op->type);
     if (in->outcome == FSA_RESULT_REJECTED) {
         say(why, whylen, "the server rejected the %s for good", fsa_op_kind_name(op->kind));
         return FSA_RESOLVE_PARK;
     }
     if (in->server_fields == NULL) {
-        say(why, whylen, "the server's state of %s %s is unknown", tname, op->id);
+        say(why, whylen, "the server's state of %s %s is unknown", fsa_type_name(op->type), op->id);
         return FSA_RESOLVE_PARK;
     }
-    bool same = false;
-    fsa_status_t st;
     switch (op->kind) {
-    case FSA_OP_CREATE:
-        st = fsa_model_same_values(op->json, in->server_fields, op->json, &same);
-        if (st == FSA_ENOMEM)
-            return no_memory(why, whylen, op);
-        if (st == FSA_OK && same) {
-            say(why, whylen, "%s %s already exists with the same content", tname, op->id);
-            return FSA_RESOLVE_CONVERGED;
-        }
-        say(why, whylen, "%s %s already exists on the server with other content", tname, op->id);
-        return FSA_RESOLVE_PARK;
-    case FSA_OP_SET: {
-        fsa_policy_action_t a;
-        if (rule_for_set(policy, op, &a) != FSA_OK)
-            return no_memory(why, whylen, op);
-        if (a != FSA_POLICY_DEFAULT) {
-            say(why, whylen, "policy for %s: %s", tname,
-                a == FSA_POLICY_LOCAL_WINS    ? "local wins"
-                : a == FSA_POLICY_SERVER_WINS ? "server wins"
-                                              : "park");
-            return from_action(a);
-        }
-        st = in->prior_fields != NULL
-                 ? fsa_model_same_values(in->prior_fields, in->server_fields, op->json, &same)
-                 : FSA_EINVAL;
-        if (st == FSA_ENOMEM)
-            return no_memory(why, whylen, op);
-        if (st == FSA_OK && same) {
-            say(why, whylen, "the server changed other fields of %s %s; rebased on version %lld",
-                tname, op->id, (long long)in->server_version);
-            return FSA_RESOLVE_REBASE;
-        }
-        say(why, whylen, "the server changed the same fields of %s %s (now version %lld)", tname,
-            op->id, (long long)in->server_version);
-        return FSA_RESOLVE_SERVER_WINS;
-    }
-    case FSA_OP_TRANSITION: {
-        char now[FSA_STATUS_BYTES];
-        st = fsa_model_get_status(in->server_fields, op->type, now);
-        if (st == FSA_ENOMEM)
-            return no_memory(why, whylen, op);
-        if (st != FSA_OK) {
-            say(why, whylen, "the server's %s %s has no status", tname, op->id);
-            return FSA_RESOLVE_PARK;
-        }
-        fsa_policy_action_t a = rule_for(policy, op->type, op->field);
-        if (strcmp(now, op->to) == 0) {
-            say(why, whylen, "%s %s is already %s on the server", tname, op->id, now);
-            return FSA_RESOLVE_CONVERGED;
-        }
-        if (a != FSA_POLICY_DEFAULT) {
-            say(why, whylen, "policy for %s.%s", tname, op->field);
-            return from_action(a);
-        }
-        if (fsa_model_status_terminal(op->type, now)) {
-            say(why, whylen, "%s %s is %s on the server, a final state; %s→%s dropped", tname,
-                op->id, now, op->from, op->to);
-            return FSA_RESOLVE_SERVER_WINS;
-        }
-        say(why, whylen, "%s %s is %s on the server, not %s", tname, op->id, now, op->from);
-        return FSA_RESOLVE_PARK;
-    }
+    case FSA_OP_CREATE: return resolve_create(in, why, whylen);
+    case FSA_OP_SET: return resolve_set(policy, in, why, whylen);
+    case FSA_OP_TRANSITION: return resolve_transition(policy, in, why, whylen);
     case FSA_OP_MERGE:
     case FSA_OP_INCREMENT:
     case FSA_OP_APPEND:

@@ -298,17 +298,10 @@ static long clamp_ms(int64_t ms, int64_t dflt)
         }                                                                                          \
     } while (0)
 
-fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_t *opts,
-                               fsa_transport_t **out, char *err, size_t errlen)
+/* The options that need no libcurl: FSA_OK, or FSA_EINVAL with err naming the problem. */
+static fsa_status_t check_opts(const fsa_port_t *port, const fsa_transport_opts_t *opts, char *err,
+                               size_t errlen)
 {
-    fsa_status_t st = FSA_EINVAL;
-    fsa_transport_t *t = NULL;
-    say(err, errlen, "%s", "");
-    if (out == NULL) {
-        say(err, errlen, "no place for the transport (out is NULL)");
-        return FSA_EINVAL;
-    }
-    *out = NULL;
     if (port == NULL) {
         say(err, errlen, "port is required (the device's clock)");
         return FSA_EINVAL;
@@ -329,35 +322,15 @@ fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_
         say(err, errlen, "malformed pin list: expected sha256//<base64 of 32 bytes>[;sha256//...]");
         return FSA_EINVAL;
     }
-    if (fsa_transport_global_init() != FSA_OK) {
-        say(err, errlen, "libcurl failed to initialise: %s", curl_easy_strerror(global_rc));
-        return FSA_ENOMEM;
-    }
+    return FSA_OK;
+}
 
-    t = fsa_calloc(1, sizeof *t);
-    if (t == NULL) {
-        say(err, errlen, "out of memory");
-        return FSA_ENOMEM;
-    }
-    t->port = port;
-    st = parse_base_url(t, opts->base_url, opts->allow_insecure_http, err, errlen);
-    if (st != FSA_OK)
-        goto out;
-    t->gzip_min_bytes = opts->gzip_min_bytes != 0 ? opts->gzip_min_bytes : FSA_LIMIT_GZIP_MIN_BYTES;
-    t->max_response_bytes =
-        opts->max_response_bytes != 0 ? opts->max_response_bytes : FSA_LIMIT_RESPONSE_BYTES;
-    /* The body buffer holds max + 1 bytes for the terminating NUL. */
-    if (t->max_response_bytes == SIZE_MAX)
-        t->max_response_bytes = SIZE_MAX - 1;
-
-    t->curl = curl_easy_init();
-    t->multi = curl_multi_init();
-    t->req = req_new();
-    if (t->curl == NULL || t->multi == NULL || t->req == NULL) {
-        st = FSA_ENOMEM;
-        say(err, errlen, "libcurl could not make a handle");
-        goto out;
-    }
+/* The easy handle's options, set once: timeouts, protocols, TLS, the client certificate, the
+ * proxy. FSA_OK, or the option libcurl refused in err. */
+static fsa_status_t set_curl_opts(fsa_transport_t *t, const fsa_transport_opts_t *opts, char *err,
+                                  size_t errlen)
+{
+    fsa_status_t st = FSA_EINVAL;
     SETOPT(CURLOPT_ERRORBUFFER, t->curl_err);
     /* Signals would interrupt the host program; timeouts work without them (threaded resolver). */
     SETOPT(CURLOPT_NOSIGNAL, 1L);
@@ -394,6 +367,54 @@ fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_
      * where traffic goes, not whatever environment the agent was started in. */
     SETOPT(CURLOPT_PROXY, opts->proxy != NULL ? opts->proxy : "");
     st = FSA_OK;
+out:
+    return st;
+}
+
+fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_t *opts,
+                               fsa_transport_t **out, char *err, size_t errlen)
+{
+    fsa_status_t st = FSA_EINVAL;
+    fsa_transport_t *t = NULL;
+    say(err, errlen, "%s", "");
+    if (out == NULL) {
+        say(err, errlen, "no place for the transport (out is NULL)");
+        return FSA_EINVAL;
+    }
+    *out = NULL;
+    st = check_opts(port, opts, err, errlen);
+    if (st != FSA_OK)
+        return st;
+    if (fsa_transport_global_init() != FSA_OK) {
+        say(err, errlen, "libcurl failed to initialise: %s", curl_easy_strerror(global_rc));
+        return FSA_ENOMEM;
+    }
+
+    t = fsa_calloc(1, sizeof *t);
+    if (t == NULL) {
+        say(err, errlen, "out of memory");
+        return FSA_ENOMEM;
+    }
+    t->port = port;
+    st = parse_base_url(t, opts->base_url, opts->allow_insecure_http, err, errlen);
+    if (st != FSA_OK)
+        goto out;
+    t->gzip_min_bytes = opts->gzip_min_bytes != 0 ? opts->gzip_min_bytes : FSA_LIMIT_GZIP_MIN_BYTES;
+    t->max_response_bytes =
+        opts->max_response_bytes != 0 ? opts->max_response_bytes : FSA_LIMIT_RESPONSE_BYTES;
+    /* The body buffer holds max + 1 bytes for the terminating NUL. */
+    if (t->max_response_bytes == SIZE_MAX)
+        t->max_response_bytes = SIZE_MAX - 1;
+
+    t->curl = curl_easy_init();
+    t->multi = curl_multi_init();
+    t->req = req_new();
+    if (t->curl == NULL || t->multi == NULL || t->req == NULL) {
+        st = FSA_ENOMEM;
+        say(err, errlen, "libcurl could not make a handle");
+        goto out;
+    }
+    st = set_curl_opts(t, opts, err, errlen);
 out:
     if (st != FSA_OK) {
         fsa_transport_free(t);

@@ -414,12 +414,9 @@ static void svg_kinds(FILE *o, const fsa__result_t *r)
     fprintf(o, "</svg>\n");
 }
 
-fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, const fsa__result_t *r,
-                              size_t n, char *err, size_t errlen)
+/* The page's head, style and the run's line (command, fleet, seed, time, server). */
+static void html_head(FILE *o, const fsa__report_meta_t *m)
 {
-    FILE *o = open_out(path, err, errlen);
-    if (o == NULL)
-        return FSA_EIO;
     fprintf(o, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                "<title>fieldsync-sim report</title><style>"
                "body{font-family:sans-serif;margin:2em;color:#222}"
@@ -432,7 +429,11 @@ fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, con
             m->seed, (double)m->wall_ms / 1000.0);
     html_text(o, m->server_url);
     fprintf(o, "</p>\n");
-    /* At a glance: one row per scenario. */
+}
+
+/* At a glance: the overall verdict, and one row per scenario. */
+static void html_summary(FILE *o, const fsa__result_t *r, size_t n)
+{
     size_t gp = 0, gf = 0, gn = 0;
     for (size_t i = 0; i < n; i++)
         count_inv(&r[i], &gp, &gf, &gn);
@@ -466,45 +467,59 @@ fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, con
                 (double)r[i].duration_ms / 1000.0);
     }
     fprintf(o, "</table>\n");
-    for (size_t i = 0; i < n; i++) {
-        const fsa__result_t *x = &r[i];
-        fprintf(o, "<h2>");
-        html_text(o, x->name);
-        fprintf(o,
-                "</h2><p>%d devices, %" PRId64 " ops recorded, %" PRId64 " lost, %" PRId64
-                " retries, lag p50 %" PRId64 " ms, p99 %" PRId64 " ms, %.1f s",
-                x->devices, x->recorded, x->lost, x->retries, x->lag_p50, x->lag_p99,
-                (double)x->duration_ms / 1000.0);
-        if (x->faults[0]) {
-            fprintf(o, "; server faults: ");
-            html_text(o, x->faults);
-        }
-        if (x->note[0]) {
-            fprintf(o, "<br>");
-            html_text(o, x->note);
-        }
-        fprintf(o, "</p>\n<table><tr><th>invariant</th><th>result</th><th>checked through</th>"
-                   "<th>details</th></tr>\n");
-        for (size_t k = 0; k < x->ninv; k++) {
-            const fsa__inv_t *v = &x->inv[k];
-            const char *cls = v->status == FSA__INV_PASS   ? "pass"
-                              : v->status == FSA__INV_FAIL ? "fail"
-                                                           : "nc";
-            fprintf(o, "<tr><td>");
-            html_text(o, v->name);
-            fprintf(o, "</td><td class=\"%s\">%s</td><td>", cls, fsa__inv_status_name(v->status));
-            html_text(o, v->status == FSA__INV_NOT_CHECKED ? "" : v->how);
-            fprintf(o, "</td><td>");
-            html_text(o, v->details);
-            fprintf(o, "</td></tr>\n");
-        }
-        fprintf(o, "</table>\n<div>\n");
-        svg_series(o, x, 0, "outbox depth over time (pending ops, whole fleet)");
-        svg_lags(o, x);
-        svg_series(o, x, 1, "retries over time (cumulative)");
-        svg_kinds(o, x);
-        fprintf(o, "</div>\n");
+}
+
+/* One scenario's section: its figures, its invariants and its charts. */
+static void html_scenario(FILE *o, const fsa__result_t *x)
+{
+    fprintf(o, "<h2>");
+    html_text(o, x->name);
+    fprintf(o,
+            "</h2><p>%d devices, %" PRId64 " ops recorded, %" PRId64 " lost, %" PRId64
+            " retries, lag p50 %" PRId64 " ms, p99 %" PRId64 " ms, %.1f s",
+            x->devices, x->recorded, x->lost, x->retries, x->lag_p50, x->lag_p99,
+            (double)x->duration_ms / 1000.0);
+    if (x->faults[0]) {
+        fprintf(o, "; server faults: ");
+        html_text(o, x->faults);
     }
+    if (x->note[0]) {
+        fprintf(o, "<br>");
+        html_text(o, x->note);
+    }
+    fprintf(o, "</p>\n<table><tr><th>invariant</th><th>result</th><th>checked through</th>"
+               "<th>details</th></tr>\n");
+    for (size_t k = 0; k < x->ninv; k++) {
+        const fsa__inv_t *v = &x->inv[k];
+        const char *cls = v->status == FSA__INV_PASS   ? "pass"
+                          : v->status == FSA__INV_FAIL ? "fail"
+                                                       : "nc";
+        fprintf(o, "<tr><td>");
+        html_text(o, v->name);
+        fprintf(o, "</td><td class=\"%s\">%s</td><td>", cls, fsa__inv_status_name(v->status));
+        html_text(o, v->status == FSA__INV_NOT_CHECKED ? "" : v->how);
+        fprintf(o, "</td><td>");
+        html_text(o, v->details);
+        fprintf(o, "</td></tr>\n");
+    }
+    fprintf(o, "</table>\n<div>\n");
+    svg_series(o, x, 0, "outbox depth over time (pending ops, whole fleet)");
+    svg_lags(o, x);
+    svg_series(o, x, 1, "retries over time (cumulative)");
+    svg_kinds(o, x);
+    fprintf(o, "</div>\n");
+}
+
+fsa_status_t fsa__report_html(const char *path, const fsa__report_meta_t *m, const fsa__result_t *r,
+                              size_t n, char *err, size_t errlen)
+{
+    FILE *o = open_out(path, err, errlen);
+    if (o == NULL)
+        return FSA_EIO;
+    html_head(o, m);
+    html_summary(o, r, n);
+    for (size_t i = 0; i < n; i++)
+        html_scenario(o, &r[i]);
     fprintf(o, "</body></html>\n");
     return close_out(o, path, err, errlen);
 }

@@ -97,18 +97,19 @@ static void last_lines(const char *path, char *out, size_t cap)
     (void)fclose(f);
 }
 
-fsa_status_t fsa__server_start(fsa__server_t *s, const char *db, const char *devices_file,
-                               const char *token_file, const char *const *extra, char *err,
-                               size_t errlen)
+/* The server's command line into argv (room for MAX_ARGS + 32): the emulator's words (in emu, a
+ * copy of $FIELDSYNC_SERVER_EMULATOR, which argv points into), the binary, the fixed options and
+ * extra. */
+static void server_argv(const fsa__server_t *s, char *emu, size_t emucap, const char *db,
+                        const char *devices_file, const char *token_file, const char *const *extra,
+                        const char **argv)
 {
-    const char *argv[MAX_ARGS + 32];
     size_t n = 0;
     /* A cross-built simulator runs under qemu-user, and so must the server it starts when the
      * host has no binfmt_misc: $FIELDSYNC_SERVER_EMULATOR is a command prefix, words separated
      * by '|' (as CMake's emulator list), e.g. "qemu-aarch64|-L|/sysroot". */
-    char emu[FSA__PATH_BYTES];
     const char *env = getenv("FIELDSYNC_SERVER_EMULATOR");
-    snprintf(emu, sizeof emu, "%s", env != NULL ? env : "");
+    snprintf(emu, emucap, "%s", env != NULL ? env : "");
     for (char *w = emu; *w != '\0' && n < 12;) {
         char *bar = strchr(w, '|');
         if (bar != NULL)
@@ -131,7 +132,13 @@ fsa_status_t fsa__server_start(fsa__server_t *s, const char *db, const char *dev
     for (size_t i = 0; extra != NULL && extra[i] != NULL && i < MAX_ARGS; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
+}
 
+/* Starts argv with its stdout on a pipe (*out_fd, the read end), its stderr appended to s->log
+ * and stdin from /dev/null; it gets SIGTERM when the simulator dies. */
+static fsa_status_t spawn(const fsa__server_t *s, const char *const *argv, pid_t *pid_out,
+                          int *out_fd, char *err, size_t errlen)
+{
     int pfd[2];
     if (pipe(pfd) != 0) {
         snprintf(err, errlen, "cannot start fieldsync-server: pipe: %s", strerror(errno));
@@ -162,18 +169,24 @@ fsa_status_t fsa__server_start(fsa__server_t *s, const char *db, const char *dev
         _exit(127);
     }
     close(pfd[1]);
-    s->pid = (int)pid;
-    s->url[0] = '\0';
-    s->admin_url[0] = '\0';
+    *pid_out = pid;
+    *out_fd = pfd[0];
+    return FSA_OK;
+}
+
+/* Reads the server's stdout (fd) until it says where it listens: s->url (and s->admin_url, which
+ * comes first when there is one). False on its end of output or START_TIMEOUT_MS. */
+static bool read_listening(fsa__server_t *s, int fd)
+{
     char line[FSA__URL_BYTES + 32];
     size_t len = 0;
     int64_t deadline = now_ms() + START_TIMEOUT_MS;
     bool ok = false, eof = false;
     while (!ok && !eof && now_ms() < deadline && len + 1 < sizeof line) {
-        struct pollfd p = {pfd[0], POLLIN, 0};
+        struct pollfd p = {fd, POLLIN, 0};
         if (poll(&p, 1, 100) <= 0)
             continue;
-        ssize_t got = read(pfd[0], line + len, 1);
+        ssize_t got = read(fd, line + len, 1);
         if (got <= 0) {
             eof = got == 0 || errno != EINTR;
             continue;
@@ -197,11 +210,29 @@ fsa_status_t fsa__server_start(fsa__server_t *s, const char *db, const char *dev
             ok = true;
         }
     }
-    if (!ok) {
+    return ok;
+}
+
+fsa_status_t fsa__server_start(fsa__server_t *s, const char *db, const char *devices_file,
+                               const char *token_file, const char *const *extra, char *err,
+                               size_t errlen)
+{
+    const char *argv[MAX_ARGS + 32];
+    char emu[FSA__PATH_BYTES];
+    server_argv(s, emu, sizeof emu, db, devices_file, token_file, extra, argv);
+    pid_t pid = 0;
+    int fd = -1;
+    fsa_status_t st = spawn(s, argv, &pid, &fd, err, errlen);
+    if (st != FSA_OK)
+        return st;
+    s->pid = (int)pid;
+    s->url[0] = '\0';
+    s->admin_url[0] = '\0';
+    if (!read_listening(s, fd)) {
         kill(pid, SIGKILL);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
-        close(pfd[0]);
+        close(fd);
         s->pid = 0;
         char why[256];
         last_lines(s->log, why, sizeof why);
@@ -209,7 +240,7 @@ fsa_status_t fsa__server_start(fsa__server_t *s, const char *db, const char *dev
                  why[0] ? ": " : " (no message)", why);
         return FSA_EIO;
     }
-    s->out_fd = pfd[0];
+    s->out_fd = fd;
     return FSA_OK;
 }
 

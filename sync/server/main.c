@@ -153,6 +153,84 @@ static bool split_listen(const char *v, char *host, size_t hcap, char *port, siz
     return fsa_opts_int("port", port, 0, 65535, &n, err, sizeof err) == FSA_OK;
 }
 
+/* The server's addresses and files: --listen (into host and port, which cfg then points at),
+ * --db and --devices-file, all three required. */
+static void take_required(const fsa_opt_t *o, fsa_server_config_t *cfg, char *host, size_t hcap,
+                          char *port, size_t pcap)
+{
+    const char *listen = o[O_LISTEN].value;
+    if (listen == NULL)
+        die_usage("--listen HOST:PORT is required");
+    if (!split_listen(listen, host, hcap, port, pcap))
+        die_usage("--listen needs HOST:PORT, not '%s'", listen);
+    cfg->host = host;
+    cfg->port = port;
+    cfg->db_path = o[O_DB].value;
+    if (cfg->db_path == NULL)
+        die_usage("--db FILE|URI is required");
+    cfg->devices_file = o[O_DEVICES_FILE].value;
+    if (cfg->devices_file == NULL)
+        die_usage("--devices-file FILE is required");
+}
+
+/* The admin API's options and TLS's, with the ones that go together. */
+static void take_admin_tls(const fsa_opt_t *o, fsa_server_config_t *cfg)
+{
+    cfg->admin_token_file = o[O_ADMIN_TOKEN_FILE].value;
+    cfg->admin_listen = o[O_ADMIN_LISTEN].value;
+    cfg->admin_remote = o[O_ADMIN_ALLOW_REMOTE].value != NULL;
+    const char *al = cfg->admin_listen;
+    if (al != NULL) {
+        char h[256], p[16];
+        bool ok = strncmp(al, "unix:", 5) == 0 ? al[5] != '\0'
+                                               : split_listen(al, h, sizeof h, p, sizeof p);
+        if (!ok)
+            die_usage("--admin-listen needs HOST:PORT or unix:PATH, not '%s'", al);
+    }
+    if (cfg->admin_listen != NULL && cfg->admin_token_file == NULL)
+        die_usage("--admin-listen goes with --admin-token-file (the admin API is off without it)");
+    if (cfg->admin_remote && cfg->admin_listen == NULL)
+        die_usage("--admin-allow-remote goes with --admin-listen");
+    cfg->tls_cert = o[O_TLS_CERT].value;
+    cfg->tls_key = o[O_TLS_KEY].value;
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
+        die_usage("--tls-cert and --tls-key go together");
+}
+
+/* --op-retention-days: above 0 and at most 100 years, so the milliseconds fit easily. */
+static void take_retention(const fsa_opt_t *o, fsa_server_config_t *cfg)
+{
+    if (o->value == NULL)
+        return;
+    char err[256];
+    double d = 0.0;
+    if (fsa_opts_real(o->name, o->value, 0.0, 36500.0, "number of days", &d, err, sizeof err) !=
+            FSA_OK ||
+        !(d > 0.0))
+        die_usage("--op-retention-days needs a number of days above 0 (at most 36500), not "
+                  "'%s'",
+                  o->value);
+    cfg->op_retention_ms = (int64_t)(d * 86400000.0);
+    if (cfg->op_retention_ms < 1)
+        cfg->op_retention_ms = 1;
+}
+
+/* The fault injection options (--fault-*), over cfg's defaults. */
+static void take_faults(const fsa_opt_t *o, fsa_server_config_t *cfg)
+{
+    long long v = cfg->faults.latency_ms;
+    take_num(&o[O_FAULT_LATENCY_MS], 0, 600000, &v);
+    cfg->faults.latency_ms = v;
+    take_rate(&o[O_FAULT_5XX], &cfg->faults.rate_5xx);
+    take_rate(&o[O_FAULT_429], &cfg->faults.rate_429);
+    take_int(&o[O_FAULT_RETRY_AFTER], 0, 86400, &cfg->faults.retry_after_s);
+    take_rate(&o[O_FAULT_DROP], &cfg->faults.rate_drop);
+    take_rate(&o[O_FAULT_RESET], &cfg->faults.rate_reset);
+    v = (long long)cfg->faults.seed;
+    take_num(&o[O_FAULT_SEED], 0, INT64_MAX, &v);
+    cfg->faults.seed = (uint64_t)v;
+}
+
 /* The command line into cfg (host and port into the buffers cfg then points at); --help prints
  * the usage and exits 0; a usage error is one line and exit 2. */
 static void parse_args(int argc, char **argv, fsa_server_config_t *cfg, char *host, size_t hcap,
@@ -193,70 +271,15 @@ static void parse_args(int argc, char **argv, fsa_server_config_t *cfg, char *ho
     cfg->faults.retry_after_s = 1;
     cfg->faults.seed = 1;
 
-    const char *listen = o[O_LISTEN].value;
-    if (listen == NULL)
-        die_usage("--listen HOST:PORT is required");
-    if (!split_listen(listen, host, hcap, port, pcap))
-        die_usage("--listen needs HOST:PORT, not '%s'", listen);
-    cfg->host = host;
-    cfg->port = port;
-    cfg->db_path = o[O_DB].value;
-    if (cfg->db_path == NULL)
-        die_usage("--db FILE|URI is required");
-    cfg->devices_file = o[O_DEVICES_FILE].value;
-    if (cfg->devices_file == NULL)
-        die_usage("--devices-file FILE is required");
-
-    cfg->admin_token_file = o[O_ADMIN_TOKEN_FILE].value;
-    cfg->admin_listen = o[O_ADMIN_LISTEN].value;
-    cfg->admin_remote = o[O_ADMIN_ALLOW_REMOTE].value != NULL;
-    const char *al = cfg->admin_listen;
-    if (al != NULL) {
-        char h[256], p[16];
-        bool ok = strncmp(al, "unix:", 5) == 0 ? al[5] != '\0'
-                                               : split_listen(al, h, sizeof h, p, sizeof p);
-        if (!ok)
-            die_usage("--admin-listen needs HOST:PORT or unix:PATH, not '%s'", al);
-    }
-    if (cfg->admin_listen != NULL && cfg->admin_token_file == NULL)
-        die_usage("--admin-listen goes with --admin-token-file (the admin API is off without it)");
-    if (cfg->admin_remote && cfg->admin_listen == NULL)
-        die_usage("--admin-allow-remote goes with --admin-listen");
-    cfg->tls_cert = o[O_TLS_CERT].value;
-    cfg->tls_key = o[O_TLS_KEY].value;
-    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
-        die_usage("--tls-cert and --tls-key go together");
-
-    if (o[O_OP_RETENTION_DAYS].value != NULL) {
-        /* Above 0 and at most 100 years, so the milliseconds fit easily. */
-        double d = 0.0;
-        if (fsa_opts_real(o[O_OP_RETENTION_DAYS].name, o[O_OP_RETENTION_DAYS].value, 0.0, 36500.0,
-                          "number of days", &d, err, sizeof err) != FSA_OK ||
-            !(d > 0.0))
-            die_usage("--op-retention-days needs a number of days above 0 (at most 36500), not "
-                      "'%s'",
-                      o[O_OP_RETENTION_DAYS].value);
-        cfg->op_retention_ms = (int64_t)(d * 86400000.0);
-        if (cfg->op_retention_ms < 1)
-            cfg->op_retention_ms = 1;
-    }
+    take_required(o, cfg, host, hcap, port, pcap);
+    take_admin_tls(o, cfg);
+    take_retention(&o[O_OP_RETENTION_DAYS], cfg);
     take_int(&o[O_HEADER_TIMEOUT], 1, FSA_LIMIT_SERVER_HEADER_S_MAX, &cfg->header_timeout_s);
     take_int(&o[O_DEVICE_RATE], 1, FSA_LIMIT_DEVICE_REQ_PER_S_MAX, &cfg->device_rate);
     take_int(&o[O_REQUEST_DEADLINE_S], 1, FSA_LIMIT_SERVER_REQUEST_S_MAX, &cfg->request_deadline_s);
     take_int(&o[O_PER_ADDR_CONNECTIONS], 1, FSA_LIMIT_SERVER_CONNECTIONS,
              &cfg->per_addr_connections);
-
-    long long v = cfg->faults.latency_ms;
-    take_num(&o[O_FAULT_LATENCY_MS], 0, 600000, &v);
-    cfg->faults.latency_ms = v;
-    take_rate(&o[O_FAULT_5XX], &cfg->faults.rate_5xx);
-    take_rate(&o[O_FAULT_429], &cfg->faults.rate_429);
-    take_int(&o[O_FAULT_RETRY_AFTER], 0, 86400, &cfg->faults.retry_after_s);
-    take_rate(&o[O_FAULT_DROP], &cfg->faults.rate_drop);
-    take_rate(&o[O_FAULT_RESET], &cfg->faults.rate_reset);
-    v = (long long)cfg->faults.seed;
-    take_num(&o[O_FAULT_SEED], 0, INT64_MAX, &v);
-    cfg->faults.seed = (uint64_t)v;
+    take_faults(o, cfg);
 }
 
 int main(int argc, char **argv)
