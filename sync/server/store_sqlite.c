@@ -7,16 +7,15 @@
  * sync/server/ includes it.
  */
 #include "port/alloc.h"
+#include "port/files.h"
+#include "port/limits.h"
 #include "storage/db.h"
 #include "storage/libs.h"
 #include "sync/server/store_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -352,12 +351,11 @@ fsa_status_t fsa__store_sqlite_open(const fsa_port_t *port, const char *path, un
     }
     /* Create the file ourselves so that it (and the -wal/-shm files SQLite derives from it) is
      * private to this user from the start. */
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    char ferr[FSA_LIMIT_PATH_BYTES + 64];
+    if (fsa_file_create_private(path, ferr, sizeof ferr) != FSA_OK) {
+        snprintf(err, errlen, "cannot open %s", ferr);
         return FSA_EIO;
     }
-    close(fd);
 
     sq_store_t *s = fsa_calloc(1, sizeof *s);
     if (s == NULL) {
