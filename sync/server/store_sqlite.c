@@ -244,6 +244,12 @@ static fsa_status_t open_conn(const char *path, sqlite3 **out, char *err, size_t
         sqlite3_close(db);
         return st;
     }
+    /* SQLite falls back to reading a file it may not write: say so, not the first write's error. */
+    if (sqlite3_db_readonly(db, "main") == 1) {
+        snprintf(err, errlen, "cannot open %s: it is read-only to this user", path);
+        sqlite3_close(db);
+        return FSA_EIO;
+    }
     sqlite3_busy_timeout(db, FSA_LIMIT_BUSY_TIMEOUT_MS);
     fsa_status_t st =
         exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err, errlen);
