@@ -29,14 +29,10 @@ static int in_child(int (*fn)(void))
     return WEXITSTATUS(status);
 }
 
-static int signals_child(void)
+/* After fsa_signals_block or fsa_signals_block_stop: SIGTERM and SIGINT are waited for, SIGPIPE
+ * is ignored. 0, or the code of the first failed check. */
+static int stop_signals_waited(void)
 {
-    if (fsa_signals_block() != FSA_OK)
-        return 10;
-    /* Blocked signals stay pending until the wait takes them. */
-    kill(getpid(), SIGHUP);
-    if (fsa_signal_wait() != FSA_SIGNAL_RELOAD)
-        return 11;
     kill(getpid(), SIGTERM);
     if (fsa_signal_wait() != FSA_SIGNAL_TERM)
         return 12;
@@ -46,6 +42,20 @@ static int signals_child(void)
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_IGN)
         return 14;
+    return 0;
+}
+
+static int signals_child(void)
+{
+    if (fsa_signals_block() != FSA_OK)
+        return 10;
+    /* Blocked signals stay pending until the wait takes them. */
+    kill(getpid(), SIGHUP);
+    if (fsa_signal_wait() != FSA_SIGNAL_RELOAD)
+        return 11;
+    int rc = stop_signals_waited();
+    if (rc != 0)
+        return rc;
     kill(getpid(), SIGPIPE); /* ignored: the child lives on */
     return 0;
 }
@@ -66,15 +76,9 @@ static int signals_stop_child(void)
     if (pthread_sigmask(SIG_BLOCK, NULL, &cur) != 0 || sigismember(&cur, SIGHUP) ||
         !sigismember(&cur, SIGTERM) || !sigismember(&cur, SIGINT))
         return 11;
-    kill(getpid(), SIGTERM);
-    if (fsa_signal_wait() != FSA_SIGNAL_TERM)
-        return 12;
-    kill(getpid(), SIGINT);
-    if (fsa_signal_wait() != FSA_SIGNAL_INT)
-        return 13;
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_IGN)
-        return 14;
+    int rc = stop_signals_waited();
+    if (rc != 0)
+        return rc;
     kill(getpid(), SIGHUP);
     return 15; /* not reached: SIGHUP ends the process at once */
 }
