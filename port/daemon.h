@@ -27,7 +27,11 @@ typedef enum fsa_signal {
  */
 fsa_status_t fsa_signals_block(void) FSA_MUST_CHECK;
 
-/* Waits for one of the blocked signals and says which. */
+/* As fsa_signals_block, but SIGHUP is left alone (its default action ends the process): for a
+ * program that has nothing to reload (fieldsync-server). FSA_OK or FSA_EIO. */
+fsa_status_t fsa_signals_block_stop(void) FSA_MUST_CHECK;
+
+/* Waits for one of the signals above that the calling thread blocks, and says which. */
 fsa_signal_t fsa_signal_wait(void);
 
 /* Ends the process at once with status, without atexit handlers or stdio flushing (flush first):

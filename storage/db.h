@@ -77,4 +77,17 @@ fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen
  *     holder NULL when free; *_ns are CLOCK_MONOTONIC (port mono) nanoseconds.
  */
 
+/* Binds s to parameter i of st as text, and NULL as SQL NULL (a caller that wants "" for
+ * NULL passes it). SQLITE_STATIC: SQLite keeps the pointer instead of a copy, so binding
+ * allocates nothing and cannot fail for want of memory (a failed copy would leave the parameter
+ * NULL and the statement would run on with it). s must outlive the statement's use, until its
+ * reset or finalize. The one binder of the journal and of the server's SQLite store. */
+static inline void fsa__db_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s == NULL)
+        (void)sqlite3_bind_null(st, i);
+    else
+        (void)sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
 #endif

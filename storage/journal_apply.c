@@ -27,14 +27,14 @@ static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, const char *outco
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, op->seq);
-    bind_text(st, 2, op->op_id);
-    bind_text(st, 3, outcome);
-    bind_text(st, 4, code);
-    bind_text(st, 5, reason);
+    fsa__db_bind_text(st, 2, op->op_id);
+    fsa__db_bind_text(st, 3, outcome != NULL ? outcome : "");
+    fsa__db_bind_text(st, 4, code != NULL ? code : "");
+    fsa__db_bind_text(st, 5, reason != NULL ? reason : "");
     if (server_version > 0)
         sqlite3_bind_int64(st, 6, server_version);
     if (server_fields != NULL)
-        bind_text(st, 7, server_fields);
+        fsa__db_bind_text(st, 7, server_fields);
     sqlite3_bind_int64(st, 8, now_ms);
     return step_done(j, st);
 }

@@ -20,10 +20,10 @@ fsa_status_t fsa__jn_log_change(fsa_journal_t *j, fsa_type_t type, const char *i
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int(st, 1, (int)type);
-    bind_text(st, 2, id);
+    fsa__db_bind_text(st, 2, id != NULL ? id : "");
     sqlite3_bind_int64(st, 3, version);
     sqlite3_bind_int(st, 4, (int)why);
-    bind_text(st, 5, op_id);
+    fsa__db_bind_text(st, 5, op_id != NULL ? op_id : "");
     sqlite3_bind_int64(st, 6, j->port->wall_now(j->port->ctx).ms);
     return step_done(j, st);
 }

@@ -177,7 +177,7 @@ static fsa_status_t conflict_members(fsa_journal_t *j, fsa_op_t *op,
                           &st);
     if (s != FSA_OK)
         return s;
-    bind_text(st, 1, op->group);
+    fsa__db_bind_text(st, 1, op->group);
     int rc = SQLITE_DONE;
     while (s == FSA_OK && *n < FSA_JOURNAL_GROUP_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         s = op_from_row(st, &members[*n], NULL);
@@ -251,7 +251,7 @@ static fsa_status_t mark_resolved(fsa_journal_t *j, const fsa_op_t *members, siz
         if (s != FSA_OK)
             break;
         sqlite3_bind_int64(st, 1, members[i].seq);
-        bind_text(st, 2, fsa_conflict_resolution_name(resolution));
+        fsa__db_bind_text(st, 2, fsa_conflict_resolution_name(resolution));
         sqlite3_bind_int64(st, 3, now_ms);
         s = step_done(j, st);
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
@@ -349,8 +349,8 @@ fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
     sqlite3_stmt *st;
     s = prep(j, "UPDATE conflicts SET decision = ?2 WHERE op_id = ?1 AND resolution IS NULL", &st);
     if (s == FSA_OK) {
-        bind_text(st, 1, op_id);
-        bind_text(st, 2, fsa_conflict_decision_name(decision));
+        fsa__db_bind_text(st, 1, op_id);
+        fsa__db_bind_text(st, 2, fsa_conflict_decision_name(decision));
         s = step_done(j, st);
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
             s = FSA_ENOTFOUND;
@@ -381,7 +381,7 @@ fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id, fsa_conflict_
     sqlite3_stmt *st;
     fsa_status_t s = prep(j, CONFLICT_SELECT "WHERE o.op_id = ?1", &st);
     if (s == FSA_OK) {
-        bind_text(st, 1, op_id);
+        fsa__db_bind_text(st, 1, op_id);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
             s = conflict_from_row(st, out);

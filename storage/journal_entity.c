@@ -27,8 +27,8 @@ fsa_status_t fsa__jn_entity_load(fsa_journal_t *j, fsa_type_t type, const char *
                           &st);
     if (s != FSA_OK)
         return s;
-    bind_text(st, 1, fsa_type_name(type));
-    bind_text(st, 2, id);
+    fsa__db_bind_text(st, 1, fsa_type_name(type));
+    fsa__db_bind_text(st, 2, id != NULL ? id : "");
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         e->base_fields = dup_col(st, 0);
@@ -56,8 +56,8 @@ fsa_status_t fsa__jn_entity_store(fsa_journal_t *j, fsa_type_t type, const char 
         s = prep(j, "DELETE FROM entities WHERE type = ?1 AND id = ?2", &st);
         if (s != FSA_OK)
             return s;
-        bind_text(st, 1, fsa_type_name(type));
-        bind_text(st, 2, id);
+        fsa__db_bind_text(st, 1, fsa_type_name(type));
+        fsa__db_bind_text(st, 2, id != NULL ? id : "");
         return step_done(j, st);
     }
     s = prep(j,
@@ -68,13 +68,13 @@ fsa_status_t fsa__jn_entity_store(fsa_journal_t *j, fsa_type_t type, const char 
              &st);
     if (s != FSA_OK)
         return s;
-    bind_text(st, 1, fsa_type_name(type));
-    bind_text(st, 2, id);
+    fsa__db_bind_text(st, 1, fsa_type_name(type));
+    fsa__db_bind_text(st, 2, id != NULL ? id : "");
     if (e->base_fields != NULL)
-        bind_text(st, 3, e->base_fields);
+        fsa__db_bind_text(st, 3, e->base_fields);
     sqlite3_bind_int64(st, 4, e->base_version);
     if (e->local_fields != NULL)
-        bind_text(st, 5, e->local_fields);
+        fsa__db_bind_text(st, 5, e->local_fields);
     sqlite3_bind_int64(st, 6, j->port->wall_now(j->port->ctx).ms);
     return step_done(j, st);
 }
@@ -103,7 +103,7 @@ fsa_status_t fsa__jn_rebuild_local(fsa_journal_t *j, fsa_type_t type, const char
     if (s != FSA_OK)
         goto out;
     sqlite3_bind_int(st, 1, (int)type);
-    bind_text(st, 2, id);
+    fsa__db_bind_text(st, 2, id != NULL ? id : "");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         fsa_op_t op;
@@ -139,21 +139,28 @@ out:
     return s;
 }
 
-fsa_status_t fsa__jn_count_pending(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t *n)
+/* Runs sql, a count(*) over one entity: type ?1 (the enum's number), id ?2. */
+static fsa_status_t count_of_entity(fsa_journal_t *j, const char *sql, fsa_type_t type,
+                                    const char *id, int64_t *n)
 {
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j,
-                          "SELECT count(*) FROM outbox WHERE type = ?1 AND id = ?2 AND "
-                          "state IN (0, 1)",
-                          &st);
+    fsa_status_t s = prep(j, sql, &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int(st, 1, (int)type);
-    bind_text(st, 2, id);
+    fsa__db_bind_text(st, 2, id != NULL ? id : "");
     int rc = sqlite3_step(st);
     *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     release(j, st);
     return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+}
+
+fsa_status_t fsa__jn_count_pending(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t *n)
+{
+    return count_of_entity(j,
+                           "SELECT count(*) FROM outbox WHERE type = ?1 AND id = ?2 AND "
+                           "state IN (0, 1)",
+                           type, id, n);
 }
 
 /* Reads an entity's local view (base false) or its base (base true). */
@@ -268,19 +275,10 @@ fsa_status_t fsa_journal_gone(fsa_journal_t *j, fsa_type_t type, const char *id,
 fsa_status_t fsa__jn_count_open_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
                                           int64_t *n)
 {
-    sqlite3_stmt *st;
-    fsa_status_t s = prep(j,
-                          "SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq = c.seq "
-                          "WHERE o.type = ?1 AND o.id = ?2 AND c.resolution IS NULL",
-                          &st);
-    if (s != FSA_OK)
-        return s;
-    sqlite3_bind_int(st, 1, (int)type);
-    bind_text(st, 2, id);
-    int rc = sqlite3_step(st);
-    *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    release(j, st);
-    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+    return count_of_entity(j,
+                           "SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+                           "WHERE o.type = ?1 AND o.id = ?2 AND c.resolution IS NULL",
+                           type, id, n);
 }
 
 fsa_status_t fsa_journal_entity_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
@@ -332,19 +330,19 @@ fsa_status_t fsa_journal_list(fsa_journal_t *j, const fsa_entity_filter_t *f, fs
                           &st);
     if (s == FSA_OK) {
         sqlite3_bind_int(st, 1, (int)f->type);
-        bind_text(st, 2, fsa_type_name(f->type));
+        fsa__db_bind_text(st, 2, fsa_type_name(f->type));
         if (f->after_id != NULL)
-            bind_text(st, 3, f->after_id);
+            fsa__db_bind_text(st, 3, f->after_id);
         if (f->parent_id != NULL)
-            bind_text(st, 4, f->parent_id);
+            fsa__db_bind_text(st, 4, f->parent_id);
         if (f->status != NULL)
-            bind_text(st, 5, f->status);
-        bind_text(st, 6, status_path);
+            fsa__db_bind_text(st, 5, f->status);
+        fsa__db_bind_text(st, 6, status_path != NULL ? status_path : "");
         if (f->people_id != NULL)
-            bind_text(st, 7, f->people_id);
-        bind_text(st, 8, people_path);
+            fsa__db_bind_text(st, 7, f->people_id);
+        fsa__db_bind_text(st, 8, people_path != NULL ? people_path : "");
         if (f->site_id != NULL)
-            bind_text(st, 9, f->site_id);
+            fsa__db_bind_text(st, 9, f->site_id);
         sqlite3_bind_int64(st, 10, f->from_ms);
         sqlite3_bind_int64(st, 11, f->to_ms);
         sqlite3_bind_int64(st, 12, (int64_t)(f->limit != 0 ? f->limit : FSA_LIST_DEFAULT));

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "port/alloc.h"
+#include "storage/db.h"
 #include "storage/journal.h"
 #include "storage/state_keys.h"
 
@@ -62,15 +63,6 @@ void fsa__jn_release(fsa_journal_t *j, sqlite3_stmt *st);
 fsa_status_t fsa__jn_step_done(fsa_journal_t *j, sqlite3_stmt *st) FSA_MUST_CHECK;
 /* Writes the one-line error of a recording call (rec may be NULL). */
 void fsa__jn_rec_error(fsa_rec_t *rec, const char *fmt, ...) FSA_PRINTF(2, 3);
-
-/* SQLITE_STATIC: SQLite keeps the pointer instead of a copy, so binding allocates nothing and
- * cannot fail for want of memory (a failed copy would leave the parameter NULL and the statement
- * would run on with it: a lookup finds nothing, an insert stores NULL). Every string bound here
- * outlives the statement's use, which ends at release(). */
-static inline void bind_text(sqlite3_stmt *st, int i, const char *s)
-{
-    sqlite3_bind_text(st, i, s != NULL ? s : "", -1, SQLITE_STATIC);
-}
 
 static inline char *dup_col(sqlite3_stmt *st, int i)
 {

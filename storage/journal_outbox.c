@@ -47,7 +47,7 @@ static fsa_status_t group_size(fsa_journal_t *j, const char *group, size_t *n)
         j, "SELECT count(*) FROM outbox WHERE grp = ?1 AND grp != '' AND state IN (0, 1)", &st);
     if (s != FSA_OK)
         return s;
-    bind_text(st, 1, group);
+    fsa__db_bind_text(st, 1, group != NULL ? group : "");
     int rc = sqlite3_step(st);
     *n = rc == SQLITE_ROW ? (size_t)sqlite3_column_int64(st, 0) : 0;
     release(j, st);
@@ -161,7 +161,7 @@ fsa_status_t fsa__jn_find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *
     fsa_status_t s = prep(j, "SELECT " OP_COLUMNS " FROM outbox WHERE op_id = ?1", &st);
     if (s != FSA_OK)
         return s;
-    bind_text(st, 1, op_id);
+    fsa__db_bind_text(st, 1, op_id != NULL ? op_id : "");
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         s = op_from_row(st, op, state);
@@ -318,7 +318,7 @@ fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id, fsa_op_sta
                           "UNION ALL SELECT 2 FROM done_ops WHERE op_id = ?1 LIMIT 1",
                           &st);
     if (s == FSA_OK) {
-        bind_text(st, 1, op_id);
+        fsa__db_bind_text(st, 1, op_id);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
             *state = (fsa_op_state_t)sqlite3_column_int(st, 0);

@@ -23,23 +23,23 @@ static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const ch
                           &st);
     if (s != FSA_OK)
         return s;
-    bind_text(st, 1, op->op_id);
+    fsa__db_bind_text(st, 1, op->op_id);
     sqlite3_bind_int64(st, 2, op->at_ms);
     sqlite3_bind_int(st, 3, (int)op->kind);
     sqlite3_bind_int(st, 4, (int)op->type);
-    bind_text(st, 5, op->id);
-    bind_text(st, 6, op->group);
-    bind_text(st, 7, op->field);
+    fsa__db_bind_text(st, 5, op->id);
+    fsa__db_bind_text(st, 6, op->group);
+    fsa__db_bind_text(st, 7, op->field);
     sqlite3_bind_int64(st, 8, op->base_version);
     sqlite3_bind_int64(st, 9, op->by);
-    bind_text(st, 10, op->from);
-    bind_text(st, 11, op->to);
-    bind_text(st, 12, op->key);
+    fsa__db_bind_text(st, 10, op->from);
+    fsa__db_bind_text(st, 11, op->to);
+    fsa__db_bind_text(st, 12, op->key);
     sqlite3_bind_int64(st, 13, op->max_len);
     if (op->json != NULL)
-        bind_text(st, 14, op->json);
+        fsa__db_bind_text(st, 14, op->json);
     if (prior != NULL)
-        bind_text(st, 15, prior);
+        fsa__db_bind_text(st, 15, prior);
     s = step_done(j, st);
     if (s == FSA_OK)
         *seq = sqlite3_last_insert_rowid(j->db);

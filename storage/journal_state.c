@@ -25,7 +25,7 @@ fsa_status_t fsa__jn_state_get_int_locked(fsa_journal_t *j, const char *key, int
     fsa_status_t s = prep(j, "SELECT v FROM sync_state WHERE k = ?1", &st);
     if (s != FSA_OK)
         return s;
-    bind_text(st, 1, key);
+    fsa__db_bind_text(st, 1, key != NULL ? key : "");
     int rc = sqlite3_step(st);
     *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : dflt;
     release(j, st);
@@ -53,9 +53,9 @@ static fsa_status_t state_set(fsa_journal_t *j, const char *key, const char *sv,
                           "ON CONFLICT(k) DO UPDATE SET v = excluded.v",
                           &st);
     if (s == FSA_OK) {
-        bind_text(st, 1, key);
+        fsa__db_bind_text(st, 1, key);
         if (sv != NULL)
-            bind_text(st, 2, sv);
+            fsa__db_bind_text(st, 2, sv);
         else
             sqlite3_bind_int64(st, 2, iv);
         s = step_done(j, st);
@@ -74,7 +74,7 @@ static fsa_status_t state_get_str(fsa_journal_t *j, const char *key, char **out)
     sqlite3_stmt *st;
     fsa_status_t s = prep(j, "SELECT v FROM sync_state WHERE k = ?1", &st);
     if (s == FSA_OK) {
-        bind_text(st, 1, key);
+        fsa__db_bind_text(st, 1, key);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
             *out = dup_col(st, 0);
@@ -136,9 +136,9 @@ static fsa_status_t state_set_many(fsa_journal_t *j, const state_item_t *items, 
                  &st);
         if (s != FSA_OK)
             break;
-        bind_text(st, 1, items[i].key);
+        fsa__db_bind_text(st, 1, items[i].key);
         if (items[i].s != NULL)
-            bind_text(st, 2, items[i].s);
+            fsa__db_bind_text(st, 2, items[i].s);
         else
             sqlite3_bind_int64(st, 2, items[i].i);
         s = step_done(j, st);

@@ -261,6 +261,19 @@ static bool add_int(cJSON *obj, const char *name, int64_t v)
     return cJSON_AddRawToObject(obj, name, buf) != NULL;
 }
 
+/* An answer's end: when st is FSA_OK, adds "server_time" (unless server_time_ms < 0) and prints
+ * root into *out; deletes root either way. */
+static fsa_status_t finish_timed(cJSON *root, fsa_status_t st, int64_t server_time_ms, char **out,
+                                 size_t *out_len)
+{
+    if (st == FSA_OK && server_time_ms >= 0 && !add_int(root, "server_time", server_time_ms))
+        st = FSA_ENOMEM;
+    if (st == FSA_OK)
+        st = finish(root, out, out_len);
+    cJSON_Delete(root);
+    return st;
+}
+
 static bool id_char_ok(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
@@ -1098,12 +1111,7 @@ fsa_status_t fsa_codec_encode_entity(const fsa_codec_change_t *entity, int64_t s
     if (root == NULL)
         return FSA_ENOMEM;
     fsa_status_t st = encode_change(entity, root);
-    if (st == FSA_OK && server_time_ms >= 0 && !add_int(root, "server_time", server_time_ms))
-        st = FSA_ENOMEM;
-    if (st == FSA_OK)
-        st = finish(root, out, out_len);
-    cJSON_Delete(root);
-    return st;
+    return finish_timed(root, st, server_time_ms, out, out_len);
 }
 
 fsa_status_t fsa_codec_decode_entity(const char *body, size_t len, fsa_codec_change_t *out,
@@ -1149,12 +1157,7 @@ fsa_status_t fsa_codec_encode_error(const char *code, const char *message, int64
     if (root == NULL)
         return FSA_ENOMEM;
     fsa_status_t st = add_error_object(root, code, message);
-    if (st == FSA_OK && server_time_ms >= 0 && !add_int(root, "server_time", server_time_ms))
-        st = FSA_ENOMEM;
-    if (st == FSA_OK)
-        st = finish(root, out, out_len);
-    cJSON_Delete(root);
-    return st;
+    return finish_timed(root, st, server_time_ms, out, out_len);
 }
 
 fsa_status_t fsa_codec_decode_error(const char *body, size_t len, fsa_model_err_t *err,

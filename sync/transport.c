@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 
 #include "port/alloc.h"
+#include "port/buf.h"
 #include "port/limits.h"
 #include "port/once.h"
 #include "port/port.h"
@@ -491,9 +492,7 @@ static int on_seek(void *arg, curl_off_t offset, int origin)
 
 /* The answer body, bounded by max_response_bytes after curl has inflated it. */
 typedef struct sink {
-    char *buf;
-    size_t len;
-    size_t cap;
+    fsa_buf_t body;
     size_t max;
     bool too_large;
     bool no_memory;
@@ -505,29 +504,15 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
     size_t n = size * nmemb; /* curl passes size 1 */
     if (n == 0)
         return 0;
-    if (n > s->max - s->len) {
+    fsa_status_t st = fsa_buf_append(&s->body, data, n, FSA_LIMIT_RESPONSE_INITIAL_BYTES, s->max);
+    if (st == FSA_OK)
+        return n;
+    /* Any count other than n makes curl abort with CURLE_WRITE_ERROR. */
+    if (st == FSA_ETOOLARGE)
         s->too_large = true;
-        return 0; /* any count other than n makes curl abort with CURLE_WRITE_ERROR */
-    }
-    if (s->len + n + 1 > s->cap) {
-        size_t need = s->len + n + 1;
-        size_t cap = s->cap != 0 ? s->cap : FSA_LIMIT_RESPONSE_INITIAL_BYTES;
-        while (cap < need)
-            cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-        if (cap > s->max + 1)
-            cap = s->max + 1;
-        char *p = fsa_realloc(s->buf, cap);
-        if (p == NULL) {
-            s->no_memory = true;
-            return 0;
-        }
-        s->buf = p;
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->len, data, n);
-    s->len += n;
-    s->buf[s->len] = '\0';
-    return n;
+    else
+        s->no_memory = true;
+    return 0;
 }
 
 /* One auth header value from the sign callback: NUL terminated inside its array, non-empty, and
@@ -868,7 +853,7 @@ static void end_request(fsa_transport_t *t)
     (void)curl_easy_setopt(t->curl, CURLOPT_SEEKDATA, (void *)NULL);
     (void)curl_easy_setopt(t->curl, CURLOPT_WRITEDATA, (void *)NULL);
     curl_slist_free_all(q->headers);
-    fsa_free(q->sink.buf);
+    fsa_free(q->sink.body.p);
     fsa_free(q->gz);
     fsa_free(q->url);
     fsa_free(q->full_path);
@@ -978,18 +963,18 @@ fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
     if (header_copy(t->curl, "Retry-After", retry_after, sizeof retry_after))
         resp->retry_after_ms = parse_retry_after(
             t->port, retry_after, header_copy(t->curl, "Date", date, sizeof date) ? date : NULL);
-    if (q->sink.buf == NULL) {
-        q->sink.buf = fsa_malloc(1);
-        if (q->sink.buf == NULL) {
+    if (q->sink.body.p == NULL) {
+        q->sink.body.p = fsa_malloc(1);
+        if (q->sink.body.p == NULL) {
             say(resp->error, sizeof resp->error, "out of memory for an empty answer");
             end_request(t);
             return FSA_ENOMEM;
         }
-        q->sink.buf[0] = '\0';
+        q->sink.body.p[0] = '\0';
     }
-    resp->body = q->sink.buf;
-    resp->body_len = q->sink.len;
-    q->sink.buf = NULL;
+    resp->body = q->sink.body.p;
+    resp->body_len = q->sink.body.len;
+    q->sink.body.p = NULL;
     end_request(t);
     return FSA_OK;
 }

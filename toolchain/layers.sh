@@ -83,19 +83,13 @@ exceptions=(
 )
 # fieldsync-sim uses POSIX itself, as any application of the library does (README, Layout): it
 # forks and watches server and device processes and writes its reports. fieldsync-server goes
-# through the port for its files and listening sockets (files.h, daemon.h); what it still does
-# itself is listed by file, each a copy of a port call not yet taken (issue 15).
+# through the port for its files, listening sockets and signals (files.h, daemon.h).
 os_groups=('OS threads (port.h, once.h)' 'OS process and signals (port.h process_id, daemon.h)'
   'OS syslog (daemon.h)' 'OS sockets and poll (daemon.h, notify.h)'
   'OS files (files.h, port.h file locks)' 'OS clocks (port.h mono_now, wall_now)')
 for g in "${os_groups[@]}"; do
   exceptions+=("$g|^agent/sim/|fieldsync-sim, a program: processes, files and clocks of its own")
 done
-exceptions+=(
-  'OS threads (port.h, once.h)|^sync/server/main\.c$|fieldsync-server blocks SIGTERM and SIGINT for all its threads (pthread_sigmask) and sigwaits them: daemon.h fsa_signals_block and fsa_signal_wait, which also take SIGHUP, are not used yet'
-  'OS process and signals (port.h process_id, daemon.h)|^sync/server/main\.c$|the same: its signals, and SIGPIPE ignored'
-  'OS files (files.h, port.h file locks)|^sync/server/store_sqlite\.c$|the store creates its database file 0600 before SQLite opens it (open): files.h fsa_file_create_private is not used yet'
-)
 
 files=$(find agent port storage sync -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null | sort)
 [ -n "$files" ] || { echo "layers.sh: no sources under $root" >&2; exit 2; }

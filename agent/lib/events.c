@@ -371,26 +371,31 @@ static void copy_str(char *dst, size_t cap, const char *src)
     snprintf(dst, cap, "%s", src != NULL ? src : "");
 }
 
-static fsl_event_t *conflict_event(fsl_events_t *ev, const fieldsync_conflict_event_t *c)
+/* A conflict event; NULL strings are stored as "". NULL when out of memory. */
+static fsl_event_t *conflict_event(fsl_events_t *ev, fsa_type_t type, const char *id,
+                                   const char *op_id, const char *outcome, const char *decision,
+                                   const char *reason)
 {
     fsl_event_t *e = event_new(ev, EV_CONFLICT);
     if (e == NULL)
         return NULL;
     ev_conflict_t *k = &e->u.conflict;
-    if (c->type == NULL || fsa_type_parse(c->type, &k->type) != FSA_OK)
-        k->type = (fsa_type_t)-1;
-    copy_str(k->id, sizeof k->id, c->id);
-    copy_str(k->op_id, sizeof k->op_id, c->op_id);
-    copy_str(k->outcome, sizeof k->outcome, c->outcome);
-    copy_str(k->decision, sizeof k->decision, c->decision);
-    copy_str(k->reason, sizeof k->reason, c->reason);
+    k->type = type;
+    copy_str(k->id, sizeof k->id, id);
+    copy_str(k->op_id, sizeof k->op_id, op_id);
+    copy_str(k->outcome, sizeof k->outcome, outcome);
+    copy_str(k->decision, sizeof k->decision, decision);
+    copy_str(k->reason, sizeof k->reason, reason);
     return e;
 }
 
 void fsl__events_conflict(fieldsync_t *fs, const fieldsync_conflict_event_t *c)
 {
     fsl_events_t *ev = fs->events;
-    fsl_event_t *e = conflict_event(ev, c);
+    fsa_type_t type;
+    if (c->type == NULL || fsa_type_parse(c->type, &type) != FSA_OK)
+        type = (fsa_type_t)-1;
+    fsl_event_t *e = conflict_event(ev, type, c->id, c->op_id, c->outcome, c->decision, c->reason);
     if (e == NULL)
         return;
     fs->port.mutex_lock(fs->port.ctx, ev->deliver);
@@ -410,17 +415,11 @@ static void parked_conflict(fsl_events_t *ev, const fsa_change_t *ch)
                     fsa_status_str(st));
         return;
     }
-    fsl_event_t *e = event_new(ev, EV_CONFLICT);
-    if (e != NULL) {
-        ev_conflict_t *k = &e->u.conflict;
-        k->type = c.op.type;
-        copy_str(k->id, sizeof k->id, c.op.id);
-        copy_str(k->op_id, sizeof k->op_id, c.op.op_id);
-        copy_str(k->outcome, sizeof k->outcome, fsa_conflict_outcome_name(c.outcome));
-        copy_str(k->decision, sizeof k->decision, fsa_conflict_decision_name(c.decision));
-        copy_str(k->reason, sizeof k->reason, c.reason);
+    fsl_event_t *e =
+        conflict_event(ev, c.op.type, c.op.id, c.op.op_id, fsa_conflict_outcome_name(c.outcome),
+                       fsa_conflict_decision_name(c.decision), c.reason);
+    if (e != NULL)
         emit(ev, e, false);
-    }
     fsa_conflict_clear(&c);
 }
 

@@ -7,6 +7,7 @@
 
 #include "agent/sim/fleet.h"
 #include "port/alloc.h"
+#include "port/buf.h"
 #include "sync/codec.h"
 
 /*
@@ -29,34 +30,19 @@ struct fsa__admin {
     struct curl_slist *headers;
 };
 
-typedef struct buf {
-    char *p;
-    size_t n, cap;
+typedef struct answer {
+    fsa_buf_t buf;
     bool too_large;
-} buf_t;
+} answer_t;
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
-    buf_t *b = arg;
+    answer_t *b = arg;
     size_t len = size * nmemb;
-    if (b->n + len + 1 > ADMIN_MAX_ANSWER) {
+    fsa_status_t st = fsa_buf_append(&b->buf, data, len, 4096, ADMIN_MAX_ANSWER - 1);
+    if (st == FSA_ETOOLARGE)
         b->too_large = true;
-        return 0;
-    }
-    if (b->n + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + len + 1)
-            cap *= 2;
-        char *np = fsa_realloc(b->p, cap);
-        if (np == NULL)
-            return 0;
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, data, len);
-    b->n += len;
-    b->p[b->n] = '\0';
-    return len;
+    return st == FSA_OK ? len : 0;
 }
 
 fsa_status_t fsa__admin_new(const char *base_url, const char *token, fsa__admin_t **out, char *err,
@@ -127,7 +113,7 @@ static fsa_status_t request(fsa__admin_t *a, const char *method, const char *pat
         snprintf(err, errlen, "admin URL too long");
         return FSA_EINVAL;
     }
-    buf_t b = {0};
+    answer_t b = {0};
     CURL *c = a->curl;
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -148,13 +134,13 @@ static fsa_status_t request(fsa__admin_t *a, const char *method, const char *pat
     }
     CURLcode rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
-        fsa_free(b.p);
+        fsa_free(b.buf.p);
         snprintf(err, errlen, "admin %s %s: %s", method, path,
                  b.too_large ? "answer too large" : curl_easy_strerror(rc));
         return b.too_large ? FSA_ETOOLARGE : FSA_ENET;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, http);
-    *answer = b.p;
+    *answer = b.buf.p;
     if (*http == 401) {
         snprintf(err, errlen, "admin %s %s: the server refused the admin token (401)", method,
                  path);

@@ -31,10 +31,12 @@ static void stop_set(sigset_t *set)
     sigaddset(set, SIGHUP);
 }
 
-fsa_status_t fsa_signals_block(void)
+static fsa_status_t block(bool reload)
 {
     sigset_t set;
     stop_set(&set);
+    if (!reload)
+        sigdelset(&set, SIGHUP);
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
         return FSA_EIO;
     struct sigaction ign;
@@ -44,10 +46,25 @@ fsa_status_t fsa_signals_block(void)
     return sigaction(SIGPIPE, &ign, NULL) == 0 ? FSA_OK : FSA_EIO;
 }
 
+fsa_status_t fsa_signals_block(void)
+{
+    return block(true);
+}
+
+fsa_status_t fsa_signals_block_stop(void)
+{
+    return block(false);
+}
+
 fsa_signal_t fsa_signal_wait(void)
 {
     sigset_t set;
     stop_set(&set);
+    /* Only what this thread blocks: sigwait on a signal left to its default action is undefined
+     * (fsa_signals_block_stop leaves SIGHUP alone). */
+    sigset_t cur;
+    if (pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0 && !sigismember(&cur, SIGHUP))
+        sigdelset(&set, SIGHUP);
     for (;;) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0)

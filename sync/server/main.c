@@ -1,5 +1,4 @@
 /* fieldsync-server: the command line of the reference server (PROTOCOL.md), see docs/server.md. */
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -7,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "port/daemon.h"
 #include "port/files.h"
 #include "port/limits.h"
 #include "port/opts.h"
@@ -296,13 +296,12 @@ int main(int argc, char **argv)
     parse_args(argc, argv, &cfg, host, sizeof host, port, sizeof port);
 
     /* The signals are blocked before any thread starts, so every thread inherits the mask and
-     * only sigwait below receives them. A peer closing its socket must not kill the server. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for SIGPIPE */
+     * only the wait below receives them; a peer closing its socket must not kill the server
+     * (SIGPIPE ignored). SIGHUP keeps its default action: the server has nothing to reload. */
+    if (fsa_signals_block_stop() != FSA_OK) {
+        fprintf(stderr, "fieldsync-server: cannot block the stop signals\n");
+        return 1;
+    }
 
     fsa_server_t *srv = NULL;
     char err[512];
@@ -317,9 +316,7 @@ int main(int argc, char **argv)
     printf("listening on %s\n", fsa_server_url(srv));
     fflush(stdout);
 
-    int sig = 0;
-    while (sigwait(&set, &sig) != 0)
-        ;
+    (void)fsa_signal_wait(); /* SIGTERM or SIGINT */
     fsa_server_stop(srv);
     return 0;
 }

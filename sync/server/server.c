@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 
 #include "port/alloc.h"
+#include "port/buf.h"
 #include "port/daemon.h"
 #include "port/files.h"
 #include "port/limits.h"
@@ -138,10 +139,8 @@ typedef struct request {
     char uri[URI_MAX];
     bool uri_too_long;
     bool started;
-    bool drop; /* the fault "commit, then drop the response" */
-    char *body;
-    size_t len;
-    size_t cap;
+    bool drop;      /* the fault "commit, then drop the response" */
+    fsa_buf_t body; /* the request body as it comes, NUL terminated */
     bool body_too_large;
     bool chunked;  /* no Content-Length: the body's end is not announced */
     bool refused;  /* an answer was queued before the whole body came: drop the rest, then close */
@@ -614,8 +613,8 @@ static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const requ
         .timestamp = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Timestamp"),
         .nonce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Nonce"),
         .signature = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Signature"),
-        .body = req->body,
-        .len = req->len,
+        .body = req->body.p,
+        .len = req->body.len,
         .path_device = path_device,
         .now_ms = now_ms(srv),
     };
@@ -728,7 +727,7 @@ static enum MHD_Result handle_push(fsa_server_t *srv, struct MHD_Connection *c, 
     fsa_codec_push_t push;
     fsa_model_err_t cerr;
     fsa__server_fail_t fail;
-    if (fsa__server_push_body(enc, req->body, req->len, &push, &cerr, &fail) != FSA_OK)
+    if (fsa__server_push_body(enc, req->body.p, req->body.len, &push, &cerr, &fail) != FSA_OK)
         return respond_body_fail(srv, c, &fail);
     enum MHD_Result ret = apply_and_answer(srv, c, dev->id, false, dev->scope, &push);
     fsa_codec_push_free(&push);
@@ -832,7 +831,7 @@ static enum MHD_Result admin_seed(fsa_server_t *srv, struct MHD_Connection *c, r
 {
     fsa_codec_change_t e;
     fsa_model_err_t cerr;
-    fsa_status_t st = fsa_codec_decode_entity(req->body, req->len, &e, &cerr);
+    fsa_status_t st = fsa_codec_decode_entity(req->body.p, req->body.len, &e, &cerr);
     if (st != FSA_OK)
         return respond_codec_error(srv, c, st, &cerr);
     fsa_codec_op_t op;
@@ -878,7 +877,7 @@ static enum MHD_Result admin_ops(fsa_server_t *srv, struct MHD_Connection *c, re
 {
     fsa_codec_push_t push;
     fsa_model_err_t cerr;
-    fsa_status_t st = fsa_codec_decode_push(req->body, req->len, &push, &cerr);
+    fsa_status_t st = fsa_codec_decode_push(req->body.p, req->body.len, &push, &cerr);
     if (st != FSA_OK)
         return respond_codec_error(srv, c, st, &cerr);
     enum MHD_Result ret = apply_and_answer(srv, c, "admin", true, NULL, &push);
@@ -1083,8 +1082,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     /* The connection may carry a next request: its headers must come within the idle timeout
      * (libmicrohttpd's) plus the header deadline. */
     conn_arm(srv, c, true, srv->header_ns + FSA_LIMIT_SERVER_IDLE_S * INT64_C(1000000000));
-    fsa_free(req->body);
-    budget_release(srv, req->cap);
+    fsa_free(req->body.p);
+    budget_release(srv, req->body.cap);
     fsa_free(req);
     *con_cls = NULL;
     atomic_fetch_sub(&srv->in_flight, 1);
@@ -1111,30 +1110,25 @@ static bool budget_take(fsa_server_t *srv, size_t n)
 
 static append_t append_body(request_t *req, const char *data, size_t n)
 {
-    if (req->body_too_large || req->len + n > RAW_BODY_MAX) {
-        req->body_too_large = true; /* the rest is read and dropped; 413 at the end */
+    if (req->body_too_large) /* the rest is read and dropped; 413 at the end */
+        return APPEND_OK;
+    size_t ncap = fsa_buf_grown_cap(&req->body, n, 16384, RAW_BODY_MAX);
+    if (ncap == 0) {
+        req->body_too_large = true;
         return APPEND_OK;
     }
-    if (req->len + n + 1 > req->cap) {
-        size_t ncap = req->cap == 0 ? 16384 : req->cap;
-        while (ncap < req->len + n + 1)
-            ncap *= 2;
-        if (ncap > RAW_BODY_MAX + 1)
-            ncap = RAW_BODY_MAX + 1;
-        if (!budget_take(req->srv, ncap - req->cap))
+    size_t old_cap = req->body.cap;
+    if (ncap > old_cap) {
+        if (!budget_take(req->srv, ncap - old_cap))
             return APPEND_OVER_BUDGET;
-        char *nb = fsa_realloc(req->body, ncap);
-        if (nb == NULL) {
-            budget_release(req->srv, ncap - req->cap);
+        if (fsa_buf_reserve(&req->body, ncap) != FSA_OK) {
+            budget_release(req->srv, ncap - old_cap);
             return APPEND_NOMEM;
         }
-        req->body = nb;
-        req->cap = ncap;
     }
-    memcpy(req->body + req->len, data, n);
-    req->len += n;
-    req->body[req->len] = '\0';
-    return APPEND_OK;
+    /* Fits now: the append cannot fail. */
+    return fsa_buf_append(&req->body, data, n, 16384, RAW_BODY_MAX) == FSA_OK ? APPEND_OK
+                                                                              : APPEND_NOMEM;
 }
 
 /* True (counted, logged) when the request is still incomplete past its deadline, counted from its
@@ -1226,10 +1220,10 @@ static enum MHD_Result on_body(fsa_server_t *srv, request_t *req, const char *da
          * client retries later instead of the server holding it. libmicrohttpd answers only once
          * the request is complete. */
         bump(&srv->stats.budget_503);
-        fsa_free(req->body);
-        budget_release(srv, req->cap);
-        req->body = NULL;
-        req->len = req->cap = 0;
+        fsa_free(req->body.p);
+        budget_release(srv, req->body.cap);
+        req->body.p = NULL;
+        req->body.len = req->body.cap = 0;
         req->early = true;
         req->early_fail =
             (fsa__server_fail_t){503, "overloaded", "the server is holding too many bodies; retry"};

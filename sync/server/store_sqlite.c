@@ -7,16 +7,15 @@
  * sync/server/ includes it.
  */
 #include "port/alloc.h"
+#include "port/files.h"
+#include "port/limits.h"
 #include "storage/db.h"
 #include "storage/libs.h"
 #include "sync/server/store_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -245,6 +244,12 @@ static fsa_status_t open_conn(const char *path, sqlite3 **out, char *err, size_t
         sqlite3_close(db);
         return st;
     }
+    /* SQLite falls back to reading a file it may not write: say so, not the first write's error. */
+    if (sqlite3_db_readonly(db, "main") == 1) {
+        snprintf(err, errlen, "cannot open %s: it is read-only to this user", path);
+        sqlite3_close(db);
+        return FSA_EIO;
+    }
     sqlite3_busy_timeout(db, FSA_LIMIT_BUSY_TIMEOUT_MS);
     fsa_status_t st =
         exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err, errlen);
@@ -352,12 +357,11 @@ fsa_status_t fsa__store_sqlite_open(const fsa_port_t *port, const char *path, un
     }
     /* Create the file ourselves so that it (and the -wal/-shm files SQLite derives from it) is
      * private to this user from the start. */
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    char ferr[FSA_LIMIT_PATH_BYTES + 64];
+    if (fsa_file_create_private(path, ferr, sizeof ferr) != FSA_OK) {
+        snprintf(err, errlen, "cannot open %s", ferr);
         return FSA_EIO;
     }
-    close(fd);
 
     sq_store_t *s = fsa_calloc(1, sizeof *s);
     if (s == NULL) {
@@ -422,14 +426,6 @@ out:
 
 /* ---- helpers on statements ---- */
 
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-    if (v == NULL)
-        sqlite3_bind_null(s, i);
-    else
-        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
-}
-
 static char *column_dup(sqlite3_stmt *s, int i)
 {
     const unsigned char *t = sqlite3_column_text(s, i);
@@ -464,8 +460,8 @@ static fsa_status_t sq_load_entity(fsa__store_tx_t *tx, const char *type, const 
         owner[0] = '\0';
     if (keys != NULL)
         memset(keys, 0, sizeof *keys);
-    bind_text(q, 1, type);
-    bind_text(q, 2, id);
+    fsa__db_bind_text(q, 1, type);
+    fsa__db_bind_text(q, 2, id);
     int rc = sqlite3_step(q);
     fsa_status_t st = FSA_OK;
     if (rc == SQLITE_ROW) {
@@ -492,7 +488,7 @@ static fsa_status_t sq_find_op(fsa__store_tx_t *tx, const char *op_id, fsa__stor
 {
     sqlite3_stmt *q = SQ(tx)->w[W_SEL_OP];
     memset(out, 0, sizeof *out);
-    bind_text(q, 1, op_id);
+    fsa__db_bind_text(q, 1, op_id);
     int rc = sqlite3_step(q);
     fsa_status_t st = FSA_OK;
     if (rc == SQLITE_ROW) {
@@ -526,15 +522,15 @@ static fsa_status_t sq_log_op(fsa__store_tx_t *tx, const char *device, const fsa
                               const fsa_codec_result_t *r, int64_t now_ms)
 {
     sqlite3_stmt *q = SQ(tx)->w[W_INS_OP];
-    bind_text(q, 1, op->op_id);
-    bind_text(q, 2, device);
+    fsa__db_bind_text(q, 1, op->op_id);
+    fsa__db_bind_text(q, 2, device);
     sqlite3_bind_int64(q, 3, op->seq);
-    bind_text(q, 4, (unsigned)op->type < FSA__TYPE_COUNT ? fsa_type_name(op->type) : "?");
-    bind_text(q, 5, op->id);
+    fsa__db_bind_text(q, 4, (unsigned)op->type < FSA__TYPE_COUNT ? fsa_type_name(op->type) : "?");
+    fsa__db_bind_text(q, 5, op->id);
     sqlite3_bind_int(q, 6, (int)r->status);
     sqlite3_bind_int64(q, 7, r->version);
-    bind_text(q, 8, r->code);
-    bind_text(q, 9, r->message);
+    fsa__db_bind_text(q, 8, r->code);
+    fsa__db_bind_text(q, 9, r->message);
     sqlite3_bind_int64(q, 10, now_ms);
     int rc = sqlite3_step(q);
     sqlite3_reset(q);
@@ -544,7 +540,7 @@ static fsa_status_t sq_log_op(fsa__store_tx_t *tx, const char *device, const fsa
 
 static void bind_key(sqlite3_stmt *q, int i, const char *v)
 {
-    bind_text(q, i, v[0] != '\0' ? v : NULL);
+    fsa__db_bind_text(q, i, v[0] != '\0' ? v : NULL);
 }
 
 static fsa_status_t sq_write_entity(fsa__store_tx_t *tx, const char *type, const char *id,
@@ -553,14 +549,14 @@ static fsa_status_t sq_write_entity(fsa__store_tx_t *tx, const char *type, const
 {
     sq_store_t *s = SQ(tx);
     sqlite3_stmt *q = s->w[exists ? W_UPD_ENTITY : W_INS_ENTITY];
-    bind_text(q, 1, type);
-    bind_text(q, 2, id);
+    fsa__db_bind_text(q, 1, type);
+    fsa__db_bind_text(q, 2, id);
     sqlite3_bind_int64(q, 3, version);
     sqlite3_bind_int64(q, 4, now_ms);
-    bind_text(q, 5, fields);
+    fsa__db_bind_text(q, 5, fields);
     sqlite3_bind_int64(q, 6, s->last_chg + 1);
     if (!exists)
-        bind_text(q, 7, owner);
+        fsa__db_bind_text(q, 7, owner);
     bind_key(q, 8, keys->site);
     bind_key(q, 9, keys->person);
     bind_key(q, 10, keys->parent);
@@ -579,7 +575,7 @@ static fsa_status_t sq_touch_children(fsa__store_tx_t *tx, const char *parent_id
 {
     sq_store_t *s = SQ(tx);
     sqlite3_stmt *q = s->w[W_CHILDREN];
-    bind_text(q, 1, parent_id);
+    fsa__db_bind_text(q, 1, parent_id);
     /* Collected first: the children's updates must not run under the open SELECT. */
     char(*ids)[FSA_ID_BYTES] = NULL;
     size_t n = 0, cap = 0;
@@ -604,7 +600,7 @@ static fsa_status_t sq_touch_children(fsa__store_tx_t *tx, const char *parent_id
     sqlite3_clear_bindings(q);
     sqlite3_stmt *u = s->w[W_TOUCH];
     for (size_t i = 0; i < n && st == FSA_OK; i++) {
-        bind_text(u, 1, ids[i]);
+        fsa__db_bind_text(u, 1, ids[i]);
         sqlite3_bind_int64(u, 2, s->last_chg + 1);
         rc = sqlite3_step(u);
         sqlite3_reset(u);
@@ -703,8 +699,8 @@ static fsa_status_t sq_nonce(fsa_store_t *head, const char *device, const char *
     bool in_tx = st == FSA_OK;
     if (st == FSA_OK) {
         sqlite3_stmt *q = store->n[N_UPSERT];
-        bind_text(q, 1, device);
-        bind_text(q, 2, nonce);
+        fsa__db_bind_text(q, 1, device);
+        fsa__db_bind_text(q, 2, nonce);
         sqlite3_bind_int64(q, 3, expires_ms);
         sqlite3_bind_int64(q, 4, now_ms);
         int rc = sqlite3_step(q);
@@ -791,9 +787,9 @@ static fsa_status_t mark_delivered(sq_store_t *s, const char *device, const fsa_
     sqlite3_stmt *q = s->w[W_DELIVERED];
     for (size_t i = 0; i < out->count && st == FSA_OK; i++) {
         const fsa_codec_change_t *c = &out->changes[i];
-        bind_text(q, 1, device);
-        bind_text(q, 2, fsa_type_name(c->type));
-        bind_text(q, 3, c->id);
+        fsa__db_bind_text(q, 1, device);
+        fsa__db_bind_text(q, 2, fsa_type_name(c->type));
+        fsa__db_bind_text(q, 3, c->id);
         if (c->gone)
             sqlite3_bind_int64(q, 4, chgs[i]);
         else
@@ -829,11 +825,11 @@ static fsa_status_t sq_pull(fsa_store_t *head, const char *device, const fsa_sto
     reader_t *rd = reader_take(store);
     sqlite3_stmt *q = rd->st[scope != NULL ? R_SCOPED : R_PULL];
     sqlite3_bind_int64(q, 1, since);
-    bind_text(q, 2, device);
+    fsa__db_bind_text(q, 2, device);
     sqlite3_bind_int64(q, 3, (sqlite3_int64)limit + 1); /* one more tells whether there is more */
     if (scope != NULL) {
-        bind_text(q, 4, scope->sites_json);
-        bind_text(q, 5, scope->people_json);
+        fsa__db_bind_text(q, 4, scope->sites_json);
+        fsa__db_bind_text(q, 5, scope->people_json);
     }
 
     fsa_status_t st = FSA_OK;
@@ -890,8 +886,8 @@ static fsa_status_t sq_get(fsa_store_t *head, fsa_type_t type, const char *id,
     sq_store_t *store = (sq_store_t *)(void *)head;
     reader_t *rd = reader_take(store);
     sqlite3_stmt *q = rd->st[R_GET];
-    bind_text(q, 1, fsa_type_name(type));
-    bind_text(q, 2, id);
+    fsa__db_bind_text(q, 1, fsa_type_name(type));
+    fsa__db_bind_text(q, 2, id);
     int rc = sqlite3_step(q);
     fsa_status_t st = FSA_OK;
     if (rc == SQLITE_ROW) {
@@ -919,8 +915,8 @@ static fsa_status_t sq_nonce_seen(fsa_store_t *head, const char *device, const c
     sq_store_t *store = (sq_store_t *)(void *)head;
     reader_t *rd = reader_take(store);
     sqlite3_stmt *q = rd->st[R_NONCE];
-    bind_text(q, 1, device);
-    bind_text(q, 2, nonce);
+    fsa__db_bind_text(q, 1, device);
+    fsa__db_bind_text(q, 2, nonce);
     sqlite3_bind_int64(q, 3, now_ms);
     int rc = sqlite3_step(q);
     fsa_status_t st = rc == SQLITE_ROW || rc == SQLITE_DONE ? FSA_OK : map_rc(rc);

@@ -29,14 +29,10 @@ static int in_child(int (*fn)(void))
     return WEXITSTATUS(status);
 }
 
-static int signals_child(void)
+/* After fsa_signals_block or fsa_signals_block_stop: SIGTERM and SIGINT are waited for, SIGPIPE
+ * is ignored. 0, or the code of the first failed check. */
+static int stop_signals_waited(void)
 {
-    if (fsa_signals_block() != FSA_OK)
-        return 10;
-    /* Blocked signals stay pending until the wait takes them. */
-    kill(getpid(), SIGHUP);
-    if (fsa_signal_wait() != FSA_SIGNAL_RELOAD)
-        return 11;
     kill(getpid(), SIGTERM);
     if (fsa_signal_wait() != FSA_SIGNAL_TERM)
         return 12;
@@ -46,6 +42,20 @@ static int signals_child(void)
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_IGN)
         return 14;
+    return 0;
+}
+
+static int signals_child(void)
+{
+    if (fsa_signals_block() != FSA_OK)
+        return 10;
+    /* Blocked signals stay pending until the wait takes them. */
+    kill(getpid(), SIGHUP);
+    if (fsa_signal_wait() != FSA_SIGNAL_RELOAD)
+        return 11;
+    int rc = stop_signals_waited();
+    if (rc != 0)
+        return rc;
     kill(getpid(), SIGPIPE); /* ignored: the child lives on */
     return 0;
 }
@@ -54,6 +64,39 @@ static void test_signals__blocked_then_waited_for(void **state)
 {
     (void)state;
     assert_int_equal(in_child(signals_child), 0);
+}
+
+/* Without SIGHUP: TERM and INT are waited for, SIGHUP keeps its default action and ends the
+ * process (the parent sees it die of SIGHUP). */
+static int signals_stop_child(void)
+{
+    if (fsa_signals_block_stop() != FSA_OK)
+        return 10;
+    sigset_t cur;
+    if (pthread_sigmask(SIG_BLOCK, NULL, &cur) != 0 || sigismember(&cur, SIGHUP) ||
+        !sigismember(&cur, SIGTERM) || !sigismember(&cur, SIGINT))
+        return 11;
+    int rc = stop_signals_waited();
+    if (rc != 0)
+        return rc;
+    kill(getpid(), SIGHUP);
+    return 15; /* not reached: SIGHUP ends the process at once */
+}
+
+static void test_signals__block_stop_leaves_sighup_alone(void **state)
+{
+    (void)state;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(signals_stop_child());
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status))
+        fail_msg("child exited %d instead of dying of SIGHUP", WEXITSTATUS(status));
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGHUP);
 }
 
 static void atexit_says_it_ran(void)
@@ -288,6 +331,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signals__blocked_then_waited_for),
+        cmocka_unit_test(test_signals__block_stop_leaves_sighup_alone),
         cmocka_unit_test(test_process_exit_now__skips_atexit),
         cmocka_unit_test_setup_teardown(test_pidlock__one_holder_named_by_pid, setup_dir,
                                         teardown_dir),

@@ -390,6 +390,46 @@ static void test_fsa__db_open__wal_rewrites_reach_the_file(void **state)
     sqlite3_close(db);
 }
 
+/* NULL binds as SQL NULL (a NOT NULL column refuses it), "" as the empty text, a string as
+ * itself; the journal passes "" itself where its columns want it. */
+static void test_fsa__db_bind_text__null_is_null(void **state)
+{
+    (void)state;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE t(n INTEGER, v TEXT)", NULL, 0));
+    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE nn(v TEXT NOT NULL)", NULL, 0));
+    sqlite3_stmt *ins = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?1, ?2)", -1, &ins, NULL),
+                     SQLITE_OK);
+    const char *vals[] = {NULL, "", "a\"b"};
+    for (int i = 0; i < 3; i++) {
+        sqlite3_bind_int(ins, 1, i);
+        fsa__db_bind_text(ins, 2, vals[i]);
+        assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
+        sqlite3_reset(ins);
+    }
+    sqlite3_finalize(ins);
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT typeof(v), v FROM t ORDER BY n", -1, &q, NULL),
+                     SQLITE_OK);
+    const char *types[] = {"null", "text", "text"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+        assert_string_equal((const char *)sqlite3_column_text(q, 0), types[i]);
+        if (vals[i] != NULL)
+            assert_string_equal((const char *)sqlite3_column_text(q, 1), vals[i]);
+    }
+    assert_int_equal(sqlite3_step(q), SQLITE_DONE);
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO nn VALUES (?1)", -1, &ins, NULL),
+                     SQLITE_OK);
+    fsa__db_bind_text(ins, 1, NULL);
+    assert_int_equal(sqlite3_step(ins), SQLITE_CONSTRAINT);
+    sqlite3_finalize(ins);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -406,6 +446,7 @@ int main(void)
         T(test_fsa__db_status__table),
         T(test_fsa__db_open__wal_commit_is_one_write),
         T(test_fsa__db_open__wal_rewrites_reach_the_file),
+        cmocka_unit_test(test_fsa__db_bind_text__null_is_null),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -359,10 +359,15 @@ int th_server_stop(th_server_t *s)
 
 int th_server_kill(th_server_t *s)
 {
+    return th_server_signal(s, SIGKILL);
+}
+
+int th_server_signal(th_server_t *s, int sig)
+{
     if (s->pid <= 0)
         return -1;
     registry_set(s->url, NULL);
-    kill(s->pid, SIGKILL);
+    kill(s->pid, sig);
     bool exited = read_to_eof(s->out_fd, mono_ms() + 20000, NULL, 0, NULL);
     int rc = reap(s->pid, exited);
     close(s->out_fd);

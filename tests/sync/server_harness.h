@@ -70,6 +70,10 @@ int th_server_stop(th_server_t *s);
 /* Kills the server with SIGKILL (a crash) and reaps it. Returns 128 + SIGKILL, or -1. */
 int th_server_kill(th_server_t *s);
 
+/* Sends sig, waits for the server to end and reaps it: its exit status, or 128 + the signal that
+ * ended it. */
+int th_server_signal(th_server_t *s, int sig);
+
 /* Runs the server binary with args (NULL-terminated) expecting it to exit on its own within 10 s;
  * returns its exit status (-1 on timeout) and its stderr (cut to errcap). */
 int th_run_cli(const char *const *args, char *err, size_t errcap);

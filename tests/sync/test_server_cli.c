@@ -2,6 +2,7 @@
  * restarts (idempotency is durable), shutdown with a request in flight, faults, HTTPS. */
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -381,6 +382,21 @@ static void test_server_sigterm__finishes_request_in_flight(void **state)
     th_dir_remove(s.dir);
 }
 
+/* The server has nothing to reload: SIGHUP ends it (its default action, as before the port took
+ * its signals), SIGINT stops it cleanly like SIGTERM. */
+static void test_server_signals__sighup_ends_sigint_stops(void **state)
+{
+    (void)state;
+    th_server_t s;
+    fresh(&s);
+    assert_true(th_server_start(&s, NULL));
+    assert_int_equal(th_server_signal(&s, SIGHUP), 128 + SIGHUP);
+    assert_true(th_server_start(&s, NULL));
+    assert_int_equal(tc_seed(NULL, s.url, "ticket", "T-int", "{}"), 201);
+    assert_int_equal(th_server_signal(&s, SIGINT), 0);
+    th_dir_remove(s.dir);
+}
+
 static void test_server_tls__https(void **state)
 {
     (void)state;
@@ -533,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_server_sigterm__finishes_request_in_flight),
         cmocka_unit_test(test_server_tls__https),
         cmocka_unit_test(test_server_crash__acknowledged_ops_survive_kill9),
+        cmocka_unit_test(test_server_signals__sighup_ends_sigint_stops),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
