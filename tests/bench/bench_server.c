@@ -6,12 +6,12 @@
 #include <string.h>
 
 #include <curl/curl.h>
-#include <dirent.h>
 #include <sqlite3.h>
 
 #include "port/alloc.h"
 #include "port/port.h"
 #include "sync/transport.h"
+#include "tests/bench/proc_cpu.h"
 #include "tests/sync/server_client.h"
 
 /*
@@ -91,38 +91,6 @@ static char *mixed_batch(int b, size_t *len)
     return body;
 }
 
-/*
- * The CPU time the server's threads have used so far, in seconds (the sum of
- * /proc/PID/task/ * /schedstat's first field, nanoseconds on a CPU); -1 when unreadable. Beside the
- * wall time of the apply phase it shows whether the server was computing or waiting (for the disk,
- * for the client, for a core).
- */
-static double server_cpu_s(int pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", pid);
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return -1;
-    double total = 0;
-    const struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char f[128];
-        snprintf(f, sizeof f, "/proc/%d/task/%.16s/schedstat", pid, de->d_name);
-        FILE *fp = fopen(f, "r");
-        unsigned long long ns = 0;
-        if (fp != NULL) {
-            if (fscanf(fp, "%llu", &ns) == 1)
-                total += (double)ns / 1e9;
-            (void)fclose(fp);
-        }
-    }
-    (void)closedir(d);
-    return total;
-}
-
 static double apply_cpu_s = -1; /* the server's CPU time in the apply phase */
 
 static double bench_apply(th_server_t *s, char *const *bodies, const size_t *lens, int *failures)
@@ -134,7 +102,7 @@ static double bench_apply(th_server_t *s, char *const *bodies, const size_t *len
             (*failures)++;
     }
     CURL *h = curl_easy_init();
-    double cpu0 = server_cpu_s((int)s->pid);
+    double cpu0 = bench_proc_cpu_s((int)s->pid);
     double t0 = now_s();
     for (int b = 0; b < BATCHES; b++) {
         th_resp_t r;
@@ -148,7 +116,7 @@ static double bench_apply(th_server_t *s, char *const *bodies, const size_t *len
         th_resp_free(&r);
     }
     double dt = now_s() - t0;
-    double cpu1 = server_cpu_s((int)s->pid);
+    double cpu1 = bench_proc_cpu_s((int)s->pid);
     apply_cpu_s = cpu0 >= 0 && cpu1 >= cpu0 ? cpu1 - cpu0 : -1;
     curl_easy_cleanup(h);
     return (double)(BATCHES * BATCH_OPS) / dt;

@@ -2,7 +2,6 @@
  * beside a bare libcurl keep-alive POST loop pushing the same kind of batches to the same server.
  * Prints ops/s, bytes on the wire per op, and the agent's peak RSS. */
 #include <curl/curl.h>
-#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 #include "sync/codec.h"
 #include "sync/engine.h"
 #include "sync/transport.h"
+#include "tests/bench/proc_cpu.h"
 #include "tests/sync/server_client.h"
 #include "tests/sync/server_harness.h"
 
@@ -23,34 +23,6 @@
 static double now_s(void)
 {
     return (double)fsa_port_posix()->mono_now(NULL).ns / 1e9;
-}
-
-/* The CPU time the server's threads have used so far, in seconds (the sum of their schedstat's
- * first field, nanoseconds on a CPU); -1 when unreadable. */
-static double server_cpu_s(int pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", pid);
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return -1;
-    double total = 0;
-    const struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char f[128];
-        snprintf(f, sizeof f, "/proc/%d/task/%.16s/schedstat", pid, de->d_name);
-        FILE *fp = fopen(f, "r");
-        unsigned long long ns = 0;
-        if (fp != NULL) {
-            if (fscanf(fp, "%llu", &ns) == 1)
-                total += (double)ns / 1e9;
-            (void)fclose(fp);
-        }
-    }
-    (void)closedir(d);
-    return total;
 }
 
 /* An increment op on the ticket "B", as the engine would send it. */
@@ -233,9 +205,9 @@ int main(int argc, char **argv)
     record_backlog(journal, nops);
 
     double bare_bpo = 0;
-    double cpu0 = server_cpu_s((int)s.pid);
+    double cpu0 = bench_proc_cpu_s((int)s.pid);
     double bare = bare_post_loop(s.url, nops, &bare_bpo);
-    double cpu1 = server_cpu_s((int)s.pid);
+    double cpu1 = bench_proc_cpu_s((int)s.pid);
 
     int p[2];
     if (pipe(p) != 0)
@@ -252,7 +224,7 @@ int main(int argc, char **argv)
     struct rusage ru;
     /* The drain child is the only child reaped so far (the server is stopped after this), so
      * the children's peak RSS is the agent's. */
-    double cpu2 = server_cpu_s((int)s.pid);
+    double cpu2 = bench_proc_cpu_s((int)s.pid);
     waitpid(pid, &status, 0);
     getrusage(RUSAGE_CHILDREN, &ru);
     th_server_stop(&s);
