@@ -119,6 +119,20 @@ static bool run_one(const char *devices, const char *db, const char *report,
     return !killed;
 }
 
+/* The growth of a per-device figure from the smallest run to the largest, as a BENCH line and in
+ * words: at most 1.1 is at most linear. */
+static void print_growth(const char *figure, const char *what, const double *per_dev,
+                         const char *const *sizes, size_t nsizes)
+{
+    if (per_dev[0] <= 0)
+        return;
+    double growth = per_dev[nsizes - 1] / per_dev[0];
+    printf("BENCH {\"name\":\"sim.all_%s_over_%s_devices.%s\",\"value\":%.2f,\"unit\":\"ratio\"}\n",
+           sizes[nsizes - 1], sizes[0], figure, growth);
+    printf("%s per device grew %.2fx from %s to %s devices (%s)\n", what, growth, sizes[0],
+           sizes[nsizes - 1], growth <= 1.1 ? "at most linear" : "MORE than linear");
+}
+
 /* The integer after `"key":` at or after from; -1 when absent. */
 static long long json_int_after(const char *from, const char *key)
 {
@@ -286,19 +300,9 @@ int main(int argc, char **argv)
     (void)remove(report);
     if (!sqlite)
         th_pg_stop(&pg);
-    if (nsizes >= 2 && done[0] && done[nsizes - 1] && per_dev[0] > 0) {
-        double growth = per_dev[nsizes - 1] / per_dev[0];
-        printf("BENCH {\"name\":\"sim.all_%s_over_%s_devices.wall_per_device\",\"value\":%.2f,"
-               "\"unit\":\"ratio\"}\n",
-               sizes[nsizes - 1], sizes[0], growth);
-        printf("cost per device grew %.2fx from %s to %s devices (%s)\n", growth, sizes[0],
-               sizes[nsizes - 1], growth <= 1.1 ? "at most linear" : "MORE than linear");
-        double cpu_growth = cpu_per_dev[nsizes - 1] / cpu_per_dev[0];
-        printf("BENCH {\"name\":\"sim.all_%s_over_%s_devices.cpu_per_device\",\"value\":%.2f,"
-               "\"unit\":\"ratio\"}\n",
-               sizes[nsizes - 1], sizes[0], cpu_growth);
-        printf("CPU time per device grew %.2fx from %s to %s devices (%s)\n", cpu_growth, sizes[0],
-               sizes[nsizes - 1], cpu_growth <= 1.1 ? "at most linear" : "MORE than linear");
+    if (nsizes >= 2 && done[0] && done[nsizes - 1]) {
+        print_growth("wall_per_device", "cost", per_dev, sizes, nsizes);
+        print_growth("cpu_per_device", "CPU time", cpu_per_dev, sizes, nsizes);
     }
     return worst;
 }
