@@ -670,18 +670,21 @@ fsa_status_t fsa__lock_table_tear(fsa_lockmgr_t *m, const char *key, int64_t tok
     return FSA_OK;
 }
 
-/* Names holder id in *seen (label and pid from lock_holders; "?" and 0 once its row is gone). */
-static void name_holder(fsa_lockmgr_t *m, int64_t id, holder_seen_t *seen)
+/* Names holder id in *seen (label and pid from lock_holders; "?" and 0 once its row is gone).
+ * Returns SQLITE_ROW (named), SQLITE_DONE (no row) or the error. */
+static int name_holder(fsa_lockmgr_t *m, int64_t id, holder_seen_t *seen)
 {
     seen->id = id;
     snprintf(seen->label, sizeof seen->label, "?");
     seen->pid = 0;
     sqlite3_bind_int64(m->who, 1, id);
-    if (sqlite3_step(m->who) == SQLITE_ROW) {
+    int rc = sqlite3_step(m->who);
+    if (rc == SQLITE_ROW) {
         seen->pid = sqlite3_column_int64(m->who, 0);
         copy_text(seen->label, sizeof seen->label, sqlite3_column_text(m->who, 1));
     }
     sqlite3_reset(m->who);
+    return rc;
 }
 
 /* e is held with token: out filled. */
@@ -809,7 +812,7 @@ static bool holder_lets_go(fsa_lockmgr_t *m, const attempt_t *a, const take_stat
     if (ts->holder == ts->row_seen.id)
         *seen = ts->row_seen;
     else
-        name_holder(m, ts->holder, seen);
+        (void)name_holder(m, ts->holder, seen); /* only names the holder in a message */
     seen->token = ts->old_token;
     seen->expires_ns = ts->hexp;
     if (ts->holder == m->id) {
@@ -1858,9 +1861,10 @@ static fsa_status_t list_holders(fsa_lockmgr_t *m, fsa_lock_stats_t *out, char *
     fsa_lock_holder_info_t *all = NULL, h;
     size_t n = 0, cap = 0;
     bool oom = false;
+    int rc = SQLITE_DONE;
     fsa_mono_t now = m->port->mono_now(m->port->ctx);
     /* The table's keys. */
-    for (uint32_t k = 0, nu = table_used(m->tab); k < nu && !oom; k++) {
+    for (uint32_t k = 0, nu = table_used(m->tab); k < nu && !oom && rc == SQLITE_DONE; k++) {
         const slot_t *s = slot_at(m->tab, k);
         uint32_t kl = ld32(&s->key_len);
         int64_t holder = ld64(&s->holder);
@@ -1873,15 +1877,24 @@ static fsa_status_t list_holders(fsa_lockmgr_t *m, fsa_lock_stats_t *out, char *
         h.holder_id = holder;
         h.remaining_ns = ld64(&s->expires_ns) - now.ns;
         h.alive = alive;
+        /* A holder whose row is gone holds nothing: its close cleared its slots before it
+         * deleted the row (after our reads above), and a dead holder's row is forgotten only
+         * once no slot names it. */
         holder_seen_t seen;
-        name_holder(m, holder, &seen);
+        int named = name_holder(m, holder, &seen);
+        if (named != SQLITE_ROW) {
+            if (named != SQLITE_DONE)
+                rc = named;
+            continue;
+        }
         snprintf(h.label, sizeof h.label, "%s", seen.label);
         h.pid = seen.pid;
         oom = !push_holder(&all, &n, &cap, &h);
     }
     /* Keys in the locks table alone (no room in the table). */
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(m->db, SQL_LIST, -1, &s, NULL);
+    if (rc == SQLITE_DONE)
+        rc = sqlite3_prepare_v2(m->db, SQL_LIST, -1, &s, NULL);
     while (rc == SQLITE_OK && !oom && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         rc = SQLITE_OK;
         const char *key = (const char *)sqlite3_column_text(s, 0);
