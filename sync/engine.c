@@ -418,6 +418,111 @@ static void batch_abandon(fsa_engine_t *e, batch_t *b)
     batch_clear(b);
 }
 
+/* Sends a batch read and marked in flight; its answer is read by exchange_end. */
+static void batch_send(fsa_engine_t *e, const char *path, batch_t *b)
+{
+    char reason[64];
+    snprintf(reason, sizeof reason, "pushing %zu ops", b->n);
+    notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
+    exchange_begin(e, "POST", path, b->body, b->len, &b->a);
+}
+
+/* What push_head did with the head of the queue. */
+typedef enum head { HEAD_SENT, HEAD_EMPTY, HEAD_AGAIN } head_t;
+
+/* Nothing is on the wire: reads the batch at the head of the queue into cur and sends it.
+ * *out: HEAD_SENT; HEAD_EMPTY when nothing is left; HEAD_AGAIN when the batch was too large to
+ * encode and *max_bytes was halved, or it was parked (cur cleared: read the head again). */
+static fsa_status_t push_head(fsa_engine_t *e, const char *path, size_t *max_bytes, batch_t *cur,
+                              head_t *out)
+{
+    *out = HEAD_AGAIN;
+    fsa_status_t st = batch_read(e, 0, *max_bytes, cur);
+    if (st == FSA_OK && cur->n == 0) {
+        *out = HEAD_EMPTY;
+        return FSA_OK;
+    }
+    if (st == FSA_ETOOLARGE && !cur->single) {
+        *max_bytes = *max_bytes / 2 > FSA_LIMIT_ENGINE_BATCH_BYTES_MIN
+                         ? *max_bytes / 2
+                         : FSA_LIMIT_ENGINE_BATCH_BYTES_MIN;
+        batch_clear(cur);
+        return FSA_OK;
+    }
+    if (st == FSA_ETOOLARGE)
+        st = park_batch(e, cur->ops, cur->n, "too_large", "op is larger than a request may be");
+    if (st == FSA_OK && cur->body == NULL) { /* parked */
+        batch_clear(cur);
+        return FSA_OK;
+    }
+    if (st == FSA_OK)
+        st = keep_lock(e);
+    if (st == FSA_OK)
+        st = fsa_outbox_mark_inflight(e->j, cur->ops, cur->n);
+    if (st != FSA_OK)
+        return st;
+    batch_send(e, path, cur);
+    *out = HEAD_SENT;
+    return FSA_OK;
+}
+
+/* The server refused batch b with st: a 413 splits it (*max_bytes), or parks it when it cannot
+ * be split; a 400 malformed parks it. Returns st for anything else, FSA_OK when handled. */
+static fsa_status_t push_refused(fsa_engine_t *e, const batch_t *b, fsa_status_t st,
+                                 size_t *max_bytes)
+{
+    if (st == FSA_ETOOLARGE) {
+        /* 413: split; a batch that cannot be split any more can never be sent. No floor on
+         * the halving: a server whose limit holds fewer ops than a floor's worth would be
+         * sent the same batch forever. The outbox always returns the first op (or group)
+         * whole, so the batches shrink to one op or group, which is then parked. */
+        if (b->single)
+            return park_batch(e, b->ops, b->n, "too_large", "the server says the op is too large");
+        *max_bytes = b->len / 2 > 0 ? b->len / 2 : 1;
+        return FSA_OK;
+    }
+    if (st == FSA_EREJECTED && strcmp(b->a.err.code, "malformed") == 0) {
+        /* 400 malformed: the server cannot read this batch; resending it as is cannot
+         * help (PROTOCOL.md section 3): quarantine it, visibly. Any other 400 fails the
+         * cycle and keeps the ops. */
+        char msg[FSA_CODEC_MESSAGE_BYTES + 48];
+        snprintf(msg, sizeof msg, "batch refused by the server: %s", b->a.err.message);
+        return park_batch(e, b->ops, b->n, "malformed", msg);
+    }
+    return st;
+}
+
+/* cur is on the wire: waits for its answer and applies it. nxt (read meanwhile; n 0 when there
+ * was none to read) is sent as soon as the answer is in, before it is applied. */
+static fsa_status_t push_answer(fsa_engine_t *e, const char *path, batch_t *cur, batch_t *nxt,
+                                size_t *max_bytes)
+{
+    fsa_status_t st = exchange_end(e, "POST", path, cur->body, cur->len, &cur->a);
+    e->rep->batches++;
+    fsa_op_result_t *res = NULL;
+    if (st == FSA_OK)
+        st = read_answer(e, cur->ops, cur->n, &cur->a, &res);
+    if (st == FSA_OK && nxt->n > 0) {
+        st = keep_lock(e);
+        if (st == FSA_OK)
+            batch_send(e, path, nxt);
+    }
+    if (st == FSA_OK) {
+        /* Applies cur's answer and marks nxt, already on its way, in flight. */
+        st = fsa_outbox_apply_batch(e->j, cur->ops, res, cur->n, nxt->ops,
+                                    nxt->a.in_flight ? nxt->n : 0);
+        if (st == FSA_OK) {
+            e->rep->pushed += (int64_t)cur->n;
+            if (e->depth >= (int64_t)cur->n)
+                e->depth -= (int64_t)cur->n;
+        }
+    } else {
+        st = push_refused(e, cur, st, max_bytes);
+    }
+    fsa_codec_results_free(res, res != NULL ? cur->n : 0);
+    return st;
+}
+
 /*
  * Pushes everything pending. While the server works on one batch, the next is read and encoded,
  * and once the answer is in, the next is sent before the answer is applied: the journal's work
@@ -446,84 +551,18 @@ static fsa_status_t push_all(fsa_engine_t *e)
             break;
         }
         if (!cur.a.in_flight) {
-            /* Nothing on the wire: read from the head of the queue and send. */
-            st = batch_read(e, 0, max_bytes, &cur);
-            if (st == FSA_OK && cur.n == 0)
+            head_t head;
+            st = push_head(e, path, &max_bytes, &cur, &head);
+            if (st != FSA_OK || head == HEAD_EMPTY)
                 break;
-            if (st == FSA_ETOOLARGE && !cur.single) {
-                max_bytes = max_bytes / 2 > FSA_LIMIT_ENGINE_BATCH_BYTES_MIN
-                                ? max_bytes / 2
-                                : FSA_LIMIT_ENGINE_BATCH_BYTES_MIN;
-                st = FSA_OK;
-                batch_clear(&cur);
+            if (head == HEAD_AGAIN)
                 continue;
-            }
-            if (st == FSA_ETOOLARGE)
-                st = park_batch(e, cur.ops, cur.n, "too_large",
-                                "op is larger than a request may be");
-            if (st == FSA_OK && cur.body == NULL) { /* parked */
-                batch_clear(&cur);
-                continue;
-            }
-            if (st == FSA_OK)
-                st = keep_lock(e);
-            if (st == FSA_OK)
-                st = fsa_outbox_mark_inflight(e->j, cur.ops, cur.n);
-            if (st != FSA_OK)
-                break;
-            char reason[64];
-            snprintf(reason, sizeof reason, "pushing %zu ops", cur.n);
-            notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
-            exchange_begin(e, "POST", path, cur.body, cur.len, &cur.a);
         }
         /* cur is on the wire: read the next batch meanwhile. Anything but a plain batch is left
-         * to the loop above, once nothing is in flight. */
+         * to push_head, once nothing is in flight. */
         if (batch_read(e, cur.ops[cur.n - 1].seq, max_bytes, &nxt) != FSA_OK || nxt.body == NULL)
             batch_clear(&nxt);
-        st = exchange_end(e, "POST", path, cur.body, cur.len, &cur.a);
-        e->rep->batches++;
-        fsa_op_result_t *res = NULL;
-        if (st == FSA_OK)
-            st = read_answer(e, cur.ops, cur.n, &cur.a, &res);
-        if (st == FSA_OK && nxt.n > 0) {
-            st = keep_lock(e);
-            if (st == FSA_OK) {
-                char reason[64];
-                snprintf(reason, sizeof reason, "pushing %zu ops", nxt.n);
-                notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
-                exchange_begin(e, "POST", path, nxt.body, nxt.len, &nxt.a);
-            }
-        }
-        if (st == FSA_OK) {
-            /* Applies cur's answer and marks nxt, already on its way, in flight. */
-            st = fsa_outbox_apply_batch(e->j, cur.ops, res, cur.n, nxt.ops,
-                                        nxt.a.in_flight ? nxt.n : 0);
-            if (st == FSA_OK) {
-                e->rep->pushed += (int64_t)cur.n;
-                if (e->depth >= (int64_t)cur.n)
-                    e->depth -= (int64_t)cur.n;
-            }
-        } else if (st == FSA_ETOOLARGE) {
-            /* 413: split; a batch that cannot be split any more can never be sent. No floor on
-             * the halving: a server whose limit holds fewer ops than a floor's worth would be
-             * sent the same batch forever. The outbox always returns the first op (or group)
-             * whole, so the batches shrink to one op or group, which is then parked. */
-            if (cur.single)
-                st = park_batch(e, cur.ops, cur.n, "too_large",
-                                "the server says the op is too large");
-            else {
-                max_bytes = cur.len / 2 > 0 ? cur.len / 2 : 1;
-                st = FSA_OK;
-            }
-        } else if (st == FSA_EREJECTED && strcmp(cur.a.err.code, "malformed") == 0) {
-            /* 400 malformed: the server cannot read this batch; resending it as is cannot
-             * help (PROTOCOL.md section 3): quarantine it, visibly. Any other 400 fails the
-             * cycle and keeps the ops. */
-            char msg[FSA_CODEC_MESSAGE_BYTES + 48];
-            snprintf(msg, sizeof msg, "batch refused by the server: %s", cur.a.err.message);
-            st = park_batch(e, cur.ops, cur.n, "malformed", msg);
-        }
-        fsa_codec_results_free(res, res != NULL ? cur.n : 0);
+        st = push_answer(e, path, &cur, &nxt, &max_bytes);
         batch_clear(&cur);
         if (st != FSA_OK || !nxt.a.in_flight) {
             batch_abandon(e, &nxt);
