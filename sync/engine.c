@@ -131,6 +131,87 @@ static uint64_t random64(fsa_engine_t *e)
     return r;
 }
 
+/* One attempt of a request: the one exchange_begin started, or a new one. Classifies the answer
+ * in a->cls and learns the clock offset from an error body (its server time in *server_time, -1
+ * when none). Returns the transport's status; FSA_ENOMEM and FSA_ETOOLARGE end the exchange. */
+static fsa_status_t attempt(fsa_engine_t *e, const char *method, const char *path, const char *body,
+                            size_t len, answer_t *a, int64_t *server_time)
+{
+    fsa_status_t st;
+    *server_time = -1;
+    memset(&a->err, 0, sizeof a->err);
+    if (a->in_flight) { /* the first attempt, started by exchange_begin */
+        a->in_flight = false;
+        st = a->begun == FSA_OK ? fsa_transport_end(e->t, &a->resp) : a->begun;
+    } else {
+        fsa_http_response_clear(&a->resp);
+        st = fsa_transport_request(e->t, method, path, body, len, sign_cb, e, &a->resp);
+    }
+    if (st == FSA_OK)
+        e->rep->last_http_status = a->resp.status;
+    e->rep->bytes_sent += (int64_t)a->resp.wire_bytes_sent;
+    e->rep->bytes_received += (int64_t)a->resp.wire_bytes_received;
+    if (st == FSA_ENOMEM) {
+        /* Our memory, not the network: no retry on the network's policy, and no backoff
+         * persisted as if the server were away. The ops stay in flight, resent next cycle. */
+        report_error(e, "out of memory during the %s %s request", method, path);
+        return st;
+    }
+    if (st == FSA_ETOOLARGE) {
+        /* The answer is over this device's own limit (the transport stopped reading it):
+         * asking again the same way would get the same answer, so no retry here; the caller
+         * asks for less (PROTOCOL.md section 7, amendment 6). */
+        a->cls = FSA_ERRCLASS_TOO_LARGE;
+        return st;
+    }
+    if (st == FSA_OK && (a->resp.status < 200 || a->resp.status >= 300) && a->resp.body != NULL)
+        if (fsa_codec_decode_error(a->resp.body, a->resp.body_len, &a->err, server_time) != FSA_OK)
+            memset(&a->err, 0, sizeof a->err); /* not our error shape: the status decides */
+    learn_offset(e, *server_time);
+    a->cls = fsa_errclass(st, a->resp.status, a->err.code);
+    return st;
+}
+
+/* After a transient failure or a 429/503 (st, a): waits as the retry policy b says, in slices so
+ * that a cancel (SIGTERM in the daemon) is seen within 100 ms. Returns FSA_OK to try again, or
+ * how the exchange ends: FSA_ETIMEOUT when cancelled; st (FSA_ENET for an HTTP answer) when the
+ * retries ran out, the Retry-After kept for the cycle's backoff. */
+static fsa_status_t retry_wait(fsa_engine_t *e, fsa_backoff_t *b, const answer_t *a,
+                               fsa_status_t st)
+{
+    if (atomic_load(&e->cancelled)) {
+        report_error(e, "cancelled");
+        return FSA_ETIMEOUT;
+    }
+    int64_t ra = a->resp.retry_after_ms > 0 ? a->resp.retry_after_ms * FSA_NS_PER_MS : 0;
+    int64_t delay = 0;
+    char what[160];
+    if (st != FSA_OK)
+        snprintf(what, sizeof what, "%.150s",
+                 a->resp.error[0] ? a->resp.error : fsa_status_str(st));
+    else
+        snprintf(what, sizeof what, "server answered HTTP %d%s%s", a->resp.status,
+                 a->err.code[0] ? " " : "", a->err.code);
+    if (fsa_backoff_next(b, random64(e), ra, &delay) != FSA_OK) {
+        report_error(e, "%s (gave up after %u retries, policy %s)", what, b->retries,
+                     e->retry->name);
+        /* The server's wish outlives this request: the cycle's backoff honours it. */
+        if (a->resp.retry_after_ms > e->retry_after_ms)
+            e->retry_after_ms = a->resp.retry_after_ms;
+        return st != FSA_OK ? st : FSA_ENET;
+    }
+    e->rep->retries++;
+    fsa_log(e->port, FSA_LOG_INFO, "sync: %s; retrying in %" PRId64 " ms", what,
+            delay / FSA_NS_PER_MS);
+    notify(e, FSA_ENGINE_RETRYING, what, st != FSA_OK ? st : FSA_ENET);
+    while (delay > 0 && !atomic_load(&e->cancelled)) {
+        int64_t slice = delay < 100 * FSA_NS_PER_MS ? delay : 100 * FSA_NS_PER_MS;
+        e->port->sleep(e->port->ctx, slice);
+        delay -= slice;
+    }
+    return FSA_OK;
+}
+
 /*
  * Sends one request, retrying transient failures and 429/503 with the engine's policy and
  * correcting the clock on clock_skew. Returns FSA_OK with a 2xx answer in *a; FSA_ETOOLARGE (413);
@@ -145,39 +226,10 @@ static fsa_status_t exchange_run(fsa_engine_t *e, const char *method, const char
     fsa_backoff_init(&b, e->retry);
     int skews = 0, resigns = 0;
     for (;;) {
-        fsa_status_t st;
-        memset(&a->err, 0, sizeof a->err);
-        if (a->in_flight) { /* the first attempt, started by exchange_begin */
-            a->in_flight = false;
-            st = a->begun == FSA_OK ? fsa_transport_end(e->t, &a->resp) : a->begun;
-        } else {
-            fsa_http_response_clear(&a->resp);
-            st = fsa_transport_request(e->t, method, path, body, len, sign_cb, e, &a->resp);
-        }
-        if (st == FSA_OK)
-            e->rep->last_http_status = a->resp.status;
-        e->rep->bytes_sent += (int64_t)a->resp.wire_bytes_sent;
-        e->rep->bytes_received += (int64_t)a->resp.wire_bytes_received;
-        if (st == FSA_ENOMEM) {
-            /* Our memory, not the network: no retry on the network's policy, and no backoff
-             * persisted as if the server were away. The ops stay in flight, resent next cycle. */
-            report_error(e, "out of memory during the %s %s request", method, path);
-            return st;
-        }
-        if (st == FSA_ETOOLARGE) {
-            /* The answer is over this device's own limit (the transport stopped reading it):
-             * asking again the same way would get the same answer, so no retry here; the caller
-             * asks for less (PROTOCOL.md section 7, amendment 6). */
-            a->cls = FSA_ERRCLASS_TOO_LARGE;
-            return FSA_ETOOLARGE;
-        }
         int64_t server_time = -1;
-        if (st == FSA_OK && (a->resp.status < 200 || a->resp.status >= 300) && a->resp.body != NULL)
-            if (fsa_codec_decode_error(a->resp.body, a->resp.body_len, &a->err, &server_time) !=
-                FSA_OK)
-                memset(&a->err, 0, sizeof a->err); /* not our error shape: the status decides */
-        learn_offset(e, server_time);
-        a->cls = fsa_errclass(st, a->resp.status, a->err.code);
+        fsa_status_t st = attempt(e, method, path, body, len, a, &server_time);
+        if (st == FSA_ENOMEM || st == FSA_ETOOLARGE)
+            return st;
         switch (a->cls) {
         case FSA_ERRCLASS_NONE: return FSA_OK;
         case FSA_ERRCLASS_TOO_LARGE: return FSA_ETOOLARGE;
@@ -206,37 +258,9 @@ static fsa_status_t exchange_run(fsa_engine_t *e, const char *method, const char
         case FSA_ERRCLASS_TRANSIENT:
         case FSA_ERRCLASS_WAIT: break;
         }
-        if (atomic_load(&e->cancelled)) {
-            report_error(e, "cancelled");
-            return FSA_ETIMEOUT;
-        }
-        int64_t ra = a->resp.retry_after_ms > 0 ? a->resp.retry_after_ms * FSA_NS_PER_MS : 0;
-        int64_t delay = 0;
-        char what[160];
-        if (st != FSA_OK)
-            snprintf(what, sizeof what, "%.150s",
-                     a->resp.error[0] ? a->resp.error : fsa_status_str(st));
-        else
-            snprintf(what, sizeof what, "server answered HTTP %d%s%s", a->resp.status,
-                     a->err.code[0] ? " " : "", a->err.code);
-        if (fsa_backoff_next(&b, random64(e), ra, &delay) != FSA_OK) {
-            report_error(e, "%s (gave up after %u retries, policy %s)", what, b.retries,
-                         e->retry->name);
-            /* The server's wish outlives this request: the cycle's backoff honours it. */
-            if (a->resp.retry_after_ms > e->retry_after_ms)
-                e->retry_after_ms = a->resp.retry_after_ms;
-            return st != FSA_OK ? st : FSA_ENET;
-        }
-        e->rep->retries++;
-        fsa_log(e->port, FSA_LOG_INFO, "sync: %s; retrying in %" PRId64 " ms", what,
-                delay / FSA_NS_PER_MS);
-        notify(e, FSA_ENGINE_RETRYING, what, st != FSA_OK ? st : FSA_ENET);
-        /* In slices, so that a cancel (SIGTERM in the daemon) is seen within 100 ms. */
-        while (delay > 0 && !atomic_load(&e->cancelled)) {
-            int64_t slice = delay < 100 * FSA_NS_PER_MS ? delay : 100 * FSA_NS_PER_MS;
-            e->port->sleep(e->port->ctx, slice);
-            delay -= slice;
-        }
+        fsa_status_t end = retry_wait(e, &b, a, st);
+        if (end != FSA_OK)
+            return end;
     }
 }
 
