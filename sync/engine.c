@@ -764,6 +764,68 @@ static bool url_encode(const char *in, char *out, size_t cap)
     return true;
 }
 
+/* Room for the path of a pull request: the encoded cursor, the query and the device's prefix. */
+#define PULL_PATH_BYTES (3 * FSA_CODEC_CURSOR_BYTES + 1 + 64 + FSA_ID_BYTES + 32)
+
+/* The path that asks for the changes after cursor (NULL: from the start), at most limit. */
+static fsa_status_t pull_path(fsa_engine_t *e, const char *cursor, size_t limit, char *path,
+                              size_t cap)
+{
+    char enc[3 * FSA_CODEC_CURSOR_BYTES + 1] = "";
+    if (cursor != NULL && !url_encode(cursor, enc, sizeof enc)) {
+        report_error(e, "stored pull cursor is too long");
+        return FSA_EPROTO;
+    }
+    char tail[sizeof enc + 64];
+    if (cursor != NULL)
+        snprintf(tail, sizeof tail, "changes?since=%s&limit=%zu", enc, limit);
+    else
+        snprintf(tail, sizeof tail, "changes?limit=%zu", limit);
+    path_for(e, path, cap, tail);
+    return FSA_OK;
+}
+
+/* Reads a pull answer into *pull (freed with fsa_codec_pull_free, also on failure). */
+static fsa_status_t pull_decode(fsa_engine_t *e, const answer_t *a, fsa_codec_pull_t *pull)
+{
+    fsa_status_t st = fsa_codec_decode_pull(a->resp.body, a->resp.body_len, pull);
+    if (st == FSA_ENOMEM) {
+        report_error(e, "out of memory reading the pull answer");
+    } else if (st != FSA_OK) {
+        report_error(e, "server sent a malformed pull answer");
+        st = FSA_EPROTO;
+    }
+    return st;
+}
+
+/* Folds a page's changes into the journal and stores the cursor after them (cursor: the one the
+ * page was asked for with). */
+static fsa_status_t pull_fold(fsa_engine_t *e, const char *cursor, const fsa_codec_pull_t *pull)
+{
+    fsa_status_t st = FSA_OK;
+    for (size_t i = 0; st == FSA_OK && i < pull->count; i++) {
+        const fsa_codec_change_t *c = &pull->changes[i];
+        /* An entity that left this device's scope is dropped, unless ops of ours are still
+         * on it (the journal keeps it then: nothing recorded is lost). */
+        if (c->gone)
+            st = fsa_journal_gone(e->j, c->type, c->id, c->version, NULL);
+        else
+            st = fsa_journal_fold(e->j, c->type, c->id, c->version, c->fields);
+        if (st == FSA_OK)
+            e->rep->pulled++;
+    }
+    if (st != FSA_OK)
+        return st;
+    learn_offset(e, pull->server_time_ms);
+    if (pull->more && cursor != NULL && strcmp(cursor, pull->cursor) == 0) {
+        report_error(e, "server's pull cursor did not move");
+        return FSA_EPROTO;
+    }
+    if (pull->cursor[0] != '\0')
+        return fsa_journal_cursor_set(e->j, pull->cursor);
+    return FSA_OK;
+}
+
 static fsa_status_t pull_all(fsa_engine_t *e)
 {
     fsa_status_t st = FSA_OK;
@@ -782,19 +844,12 @@ static fsa_status_t pull_all(fsa_engine_t *e)
         st = fsa_journal_cursor_get(e->j, &cursor);
         if (st != FSA_OK)
             return st;
-        char enc[3 * FSA_CODEC_CURSOR_BYTES + 1] = "";
-        if (cursor != NULL && !url_encode(cursor, enc, sizeof enc)) {
+        char path[PULL_PATH_BYTES];
+        st = pull_path(e, cursor, limit, path, sizeof path);
+        if (st != FSA_OK) {
             fsa_model_free(cursor);
-            report_error(e, "stored pull cursor is too long");
-            return FSA_EPROTO;
+            return st;
         }
-        char tail[sizeof enc + 64];
-        if (cursor != NULL)
-            snprintf(tail, sizeof tail, "changes?since=%s&limit=%zu", enc, limit);
-        else
-            snprintf(tail, sizeof tail, "changes?limit=%zu", limit);
-        char path[sizeof tail + FSA_ID_BYTES + 32];
-        path_for(e, path, sizeof path, tail);
         notify(e, FSA_ENGINE_PULLING, "pulling changes", FSA_OK);
         answer_t a;
         memset(&a, 0, sizeof a);
@@ -820,36 +875,11 @@ static fsa_status_t pull_all(fsa_engine_t *e)
         }
         fsa_codec_pull_t pull;
         memset(&pull, 0, sizeof pull);
-        if (st == FSA_OK) {
-            st = fsa_codec_decode_pull(a.resp.body, a.resp.body_len, &pull);
-            if (st == FSA_ENOMEM) {
-                report_error(e, "out of memory reading the pull answer");
-            } else if (st != FSA_OK) {
-                report_error(e, "server sent a malformed pull answer");
-                st = FSA_EPROTO;
-            }
-        }
+        if (st == FSA_OK)
+            st = pull_decode(e, &a, &pull);
         fsa_http_response_clear(&a.resp);
-        for (size_t i = 0; st == FSA_OK && i < pull.count; i++) {
-            const fsa_codec_change_t *c = &pull.changes[i];
-            /* An entity that left this device's scope is dropped, unless ops of ours are still
-             * on it (the journal keeps it then: nothing recorded is lost). */
-            if (c->gone)
-                st = fsa_journal_gone(e->j, c->type, c->id, c->version, NULL);
-            else
-                st = fsa_journal_fold(e->j, c->type, c->id, c->version, c->fields);
-            if (st == FSA_OK)
-                e->rep->pulled++;
-        }
-        if (st == FSA_OK) {
-            learn_offset(e, pull.server_time_ms);
-            if (pull.more && cursor != NULL && strcmp(cursor, pull.cursor) == 0) {
-                report_error(e, "server's pull cursor did not move");
-                st = FSA_EPROTO;
-            } else if (pull.cursor[0] != '\0') {
-                st = fsa_journal_cursor_set(e->j, pull.cursor);
-            }
-        }
+        if (st == FSA_OK)
+            st = pull_fold(e, cursor, &pull);
         bool more = pull.more;
         fsa_codec_pull_free(&pull);
         fsa_model_free(cursor);
