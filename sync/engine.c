@@ -12,8 +12,6 @@
 #include "sync/codec.h"
 #include "sync/engine.h"
 
-/* Keys of the journal's sync state used here. */
-
 /* Rounds of push + resolve in one cycle: a rebased op is pushed again at once, but a server that
  * keeps conflicting cannot keep the cycle going forever. */
 #define PUSH_ROUNDS_MAX 4
