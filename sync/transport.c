@@ -25,7 +25,8 @@
 #define PIN_PREFIX "sha256//"
 #define PIN_B64_LEN 44
 
-/* Room for a Retry-After or Date value: an HTTP date is 29 characters; longer is malformed. */
+/* Room for a Retry-After or Date value: an HTTP date is 24 to 34 characters (IMF-fixdate 29);
+ * longer is malformed. */
 #define RETRY_AFTER_MAX 64
 
 /* A request header line we build: the longest is X-Device-Id with a 128-byte id. */
