@@ -3,6 +3,7 @@
 #include "port/alloc.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,4 +110,23 @@ char *fsa_strndup(const char *s, size_t max)
         out[n] = '\0';
     }
     return out;
+}
+
+void *fsa_array_grow(void *items, size_t *cap, size_t n, size_t size, size_t first, size_t max)
+{
+    if (cap == NULL || size == 0 || first == 0)
+        return NULL;
+    if (n < *cap)
+        return items;
+    const size_t limit = max > 0 && max < SIZE_MAX / size ? max : SIZE_MAX / size;
+    if (*cap >= limit)
+        return NULL;
+    size_t grown = *cap == 0 ? first : (*cap > limit / 2 ? limit : *cap * 2);
+    if (grown > limit)
+        grown = limit;
+    void *p = fsa_realloc(items, grown * size);
+    if (p == NULL)
+        return NULL;
+    *cap = grown;
+    return p;
 }

@@ -21,6 +21,17 @@ void fsa_free(void *ptr);
 char *fsa_strdup(const char *s);
 char *fsa_strndup(const char *s, size_t max);
 
+/*
+ * The one growth rule of the project's growable arrays: makes room for element n of an array
+ * (items, of *cap elements of size bytes each) that holds n. While n < *cap that is items itself;
+ * at n == *cap the array is reallocated to first elements when *cap is 0, else to twice *cap, and
+ * never past max elements (0: no maximum but size_t's), *cap updated. Returns the array to use
+ * (store it back); NULL when memory is short, when it already holds max elements, when the bytes
+ * would overflow size_t, or for a NULL cap, a size or first of 0: items and *cap are unchanged
+ * then, and items is still the caller's to free.
+ */
+void *fsa_array_grow(void *items, size_t *cap, size_t n, size_t size, size_t first, size_t max);
+
 #ifdef FSA_FAULT_HOOKS
 /*
  * Fault injection, for tests: compiled only with -DFSA_FAULT_HOOKS=ON (on whenever the tests are

@@ -1,4 +1,5 @@
-/* fieldsync: wall times shown to people and in logs, from the project's 64-bit milliseconds. */
+/* fieldsync: wall times shown to people and in logs, and HTTP dates read, as 64-bit milliseconds.
+ */
 #ifndef FSA_PORT_TIMEFMT_H
 #define FSA_PORT_TIMEFMT_H
 
@@ -32,5 +33,23 @@ typedef enum fsa_time_style {
  */
 FSA_MUST_CHECK fsa_status_t fsa_time_format_utc(int64_t ms, fsa_time_style_t style, char *buf,
                                                 size_t cap);
+
+/*
+ * The one conversion of an HTTP-date (RFC 9110 section 5.6.7: Date, Retry-After) into
+ * milliseconds since the Unix epoch, on the same 64-bit arithmetic (curl_getdate returns a time_t,
+ * which is 32 bits on armhf). It accepts the three forms a recipient must accept, case-sensitive
+ * as the RFC says, with optional white space (SP, HTAB) around the value:
+ *   IMF-fixdate  "Sun, 06 Nov 1994 08:49:37 GMT"
+ *   RFC 850      "Sunday, 06-Nov-94 08:49:37 GMT" (obsolete)
+ *   asctime      "Sun Nov  6 08:49:37 1994" (obsolete; the day may also be "06")
+ * The day name must be a valid one but is not checked against the date (it is redundant, and
+ * RFC 9110 gives a recipient nothing to do with a wrong one); the date must exist (no Feb 30);
+ * hours 00-23, minutes 00-59, seconds 00-60 (a leap second counts as the next second's start).
+ * An RFC 850 two-digit year is read as RFC 9110 says: in now_ms's century, or the one before when
+ * that year is more than 50 years after now_ms's year.
+ * Returns FSA_OK with *ms set; FSA_EINVAL for NULL arguments or text that is none of the forms
+ * (*ms, when not NULL, is 0 then).
+ */
+FSA_MUST_CHECK fsa_status_t fsa_time_parse_http(const char *text, int64_t now_ms, int64_t *ms);
 
 #endif

@@ -10,7 +10,7 @@
 #include "storage/journal.h"
 #include "storage/journal_internal.h"
 
-static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, const char *outcome,
+static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, fsa_result_status_t outcome,
                          const char *code, const char *reason, int64_t server_version,
                          const char *server_fields, int64_t now_ms)
 {
@@ -28,7 +28,7 @@ static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, const char *outco
         return s;
     sqlite3_bind_int64(st, 1, op->seq);
     fsa__db_bind_text(st, 2, op->op_id);
-    fsa__db_bind_text(st, 3, outcome != NULL ? outcome : "");
+    fsa__db_bind_text(st, 3, fsa_conflict_outcome_name(outcome));
     fsa__db_bind_text(st, 4, code != NULL ? code : "");
     fsa__db_bind_text(st, 5, reason != NULL ? reason : "");
     if (server_version > 0)
@@ -174,8 +174,8 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
         snprintf(reason, sizeof reason,
                  "%s %s on the server is at version %" PRId64 "; this %s expected otherwise",
                  fsa_type_name(op->type), op->id, r->current_version, fsa_op_kind_name(op->kind));
-        s = park(j, op, "conflict", "conflict", reason, r->current_version, r->current_fields,
-                 now_ms);
+        s = park(j, op, FSA_RESULT_CONFLICT, "conflict", reason, r->current_version,
+                 r->current_fields, now_ms);
         /* The server's current state is the best base there is. */
         if (s == FSA_OK && r->current_fields != NULL && r->current_version >= e->base_version) {
             char *copy = fsa_strdup(r->current_fields);
@@ -188,7 +188,7 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
             }
         }
     } else {
-        s = park(j, op, "rejected", r->code, r->message, 0, NULL, now_ms);
+        s = park(j, op, FSA_RESULT_REJECTED, r->code, r->message, 0, NULL, now_ms);
     }
     /* An applied op moved from the pending ops into the base, so base + pending, the local view,
      * is what it was: only a parked op changes it. Skipping the rebuild keeps draining a long

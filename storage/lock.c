@@ -400,14 +400,10 @@ static in_use_t *entry_for(fsa_lockmgr_t *m, const char *key, uint64_t byte)
     in_use_t *e = find_in_use(m, key);
     if (e != NULL)
         return e;
-    if (m->n_in_use == m->cap_in_use) {
-        size_t cap = m->cap_in_use > 0 ? m->cap_in_use * 2 : 8;
-        in_use_t *grown = fsa_realloc(m->in_use, cap * sizeof *grown);
-        if (grown == NULL)
-            return NULL;
-        m->in_use = grown;
-        m->cap_in_use = cap;
-    }
+    in_use_t *grown = fsa_array_grow(m->in_use, &m->cap_in_use, m->n_in_use, sizeof *grown, 8, 0);
+    if (grown == NULL)
+        return NULL;
+    m->in_use = grown;
     e = &m->in_use[m->n_in_use++];
     memset(e, 0, sizeof *e);
     snprintf(e->key, sizeof e->key, "%s", key);
@@ -1844,14 +1840,10 @@ static bool listed(fsa_lockmgr_t *m, const char *key, int64_t holder, bool *aliv
 static bool push_holder(fsa_lock_holder_info_t **all, size_t *n, size_t *cap,
                         const fsa_lock_holder_info_t *h)
 {
-    if (*n == *cap) {
-        size_t c = *cap > 0 ? *cap * 2 : 16;
-        fsa_lock_holder_info_t *g = fsa_realloc(*all, c * sizeof *g);
-        if (g == NULL)
-            return false;
-        *all = g;
-        *cap = c;
-    }
+    fsa_lock_holder_info_t *g = fsa_array_grow(*all, cap, *n, sizeof *g, 16, 0);
+    if (g == NULL)
+        return false;
+    *all = g;
     (*all)[(*n)++] = *h;
     return true;
 }

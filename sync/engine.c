@@ -12,8 +12,6 @@
 #include "sync/codec.h"
 #include "sync/engine.h"
 
-/* Keys of the journal's sync state used here. */
-
 /* Rounds of push + resolve in one cycle: a rebased op is pushed again at once, but a server that
  * keeps conflicting cannot keep the cycle going forever. */
 #define PUSH_ROUNDS_MAX 4
@@ -131,6 +129,87 @@ static uint64_t random64(fsa_engine_t *e)
     return r;
 }
 
+/* One attempt of a request: the one exchange_begin started, or a new one. Classifies the answer
+ * in a->cls and learns the clock offset from an error body (its server time in *server_time, -1
+ * when none). Returns the transport's status; FSA_ENOMEM and FSA_ETOOLARGE end the exchange. */
+static fsa_status_t attempt(fsa_engine_t *e, const char *method, const char *path, const char *body,
+                            size_t len, answer_t *a, int64_t *server_time)
+{
+    fsa_status_t st;
+    *server_time = -1;
+    memset(&a->err, 0, sizeof a->err);
+    if (a->in_flight) { /* the first attempt, started by exchange_begin */
+        a->in_flight = false;
+        st = a->begun == FSA_OK ? fsa_transport_end(e->t, &a->resp) : a->begun;
+    } else {
+        fsa_http_response_clear(&a->resp);
+        st = fsa_transport_request(e->t, method, path, body, len, sign_cb, e, &a->resp);
+    }
+    if (st == FSA_OK)
+        e->rep->last_http_status = a->resp.status;
+    e->rep->bytes_sent += (int64_t)a->resp.wire_bytes_sent;
+    e->rep->bytes_received += (int64_t)a->resp.wire_bytes_received;
+    if (st == FSA_ENOMEM) {
+        /* Our memory, not the network: no retry on the network's policy, and no backoff
+         * persisted as if the server were away. The ops stay in flight, resent next cycle. */
+        report_error(e, "out of memory during the %s %s request", method, path);
+        return st;
+    }
+    if (st == FSA_ETOOLARGE) {
+        /* The answer is over this device's own limit (the transport stopped reading it):
+         * asking again the same way would get the same answer, so no retry here; the caller
+         * asks for less (PROTOCOL.md section 7, amendment 6). */
+        a->cls = FSA_ERRCLASS_TOO_LARGE;
+        return st;
+    }
+    if (st == FSA_OK && (a->resp.status < 200 || a->resp.status >= 300) && a->resp.body != NULL)
+        if (fsa_codec_decode_error(a->resp.body, a->resp.body_len, &a->err, server_time) != FSA_OK)
+            memset(&a->err, 0, sizeof a->err); /* not our error shape: the status decides */
+    learn_offset(e, *server_time);
+    a->cls = fsa_errclass(st, a->resp.status, a->err.code);
+    return st;
+}
+
+/* After a transient failure or a 429/503 (st, a): waits as the retry policy b says, in slices so
+ * that a cancel (SIGTERM in the daemon) is seen within 100 ms. Returns FSA_OK to try again, or
+ * how the exchange ends: FSA_ETIMEOUT when cancelled; st (FSA_ENET for an HTTP answer) when the
+ * retries ran out, the Retry-After kept for the cycle's backoff. */
+static fsa_status_t retry_wait(fsa_engine_t *e, fsa_backoff_t *b, const answer_t *a,
+                               fsa_status_t st)
+{
+    if (atomic_load(&e->cancelled)) {
+        report_error(e, "cancelled");
+        return FSA_ETIMEOUT;
+    }
+    int64_t ra = a->resp.retry_after_ms > 0 ? a->resp.retry_after_ms * FSA_NS_PER_MS : 0;
+    int64_t delay = 0;
+    char what[160];
+    if (st != FSA_OK)
+        snprintf(what, sizeof what, "%.150s",
+                 a->resp.error[0] ? a->resp.error : fsa_status_str(st));
+    else
+        snprintf(what, sizeof what, "server answered HTTP %d%s%s", a->resp.status,
+                 a->err.code[0] ? " " : "", a->err.code);
+    if (fsa_backoff_next(b, random64(e), ra, &delay) != FSA_OK) {
+        report_error(e, "%s (gave up after %u retries, policy %s)", what, b->retries,
+                     e->retry->name);
+        /* The server's wish outlives this request: the cycle's backoff honours it. */
+        if (a->resp.retry_after_ms > e->retry_after_ms)
+            e->retry_after_ms = a->resp.retry_after_ms;
+        return st != FSA_OK ? st : FSA_ENET;
+    }
+    e->rep->retries++;
+    fsa_log(e->port, FSA_LOG_INFO, "sync: %s; retrying in %" PRId64 " ms", what,
+            delay / FSA_NS_PER_MS);
+    notify(e, FSA_ENGINE_RETRYING, what, st != FSA_OK ? st : FSA_ENET);
+    while (delay > 0 && !atomic_load(&e->cancelled)) {
+        int64_t slice = delay < 100 * FSA_NS_PER_MS ? delay : 100 * FSA_NS_PER_MS;
+        e->port->sleep(e->port->ctx, slice);
+        delay -= slice;
+    }
+    return FSA_OK;
+}
+
 /*
  * Sends one request, retrying transient failures and 429/503 with the engine's policy and
  * correcting the clock on clock_skew. Returns FSA_OK with a 2xx answer in *a; FSA_ETOOLARGE (413);
@@ -145,39 +224,10 @@ static fsa_status_t exchange_run(fsa_engine_t *e, const char *method, const char
     fsa_backoff_init(&b, e->retry);
     int skews = 0, resigns = 0;
     for (;;) {
-        fsa_status_t st;
-        memset(&a->err, 0, sizeof a->err);
-        if (a->in_flight) { /* the first attempt, started by exchange_begin */
-            a->in_flight = false;
-            st = a->begun == FSA_OK ? fsa_transport_end(e->t, &a->resp) : a->begun;
-        } else {
-            fsa_http_response_clear(&a->resp);
-            st = fsa_transport_request(e->t, method, path, body, len, sign_cb, e, &a->resp);
-        }
-        if (st == FSA_OK)
-            e->rep->last_http_status = a->resp.status;
-        e->rep->bytes_sent += (int64_t)a->resp.wire_bytes_sent;
-        e->rep->bytes_received += (int64_t)a->resp.wire_bytes_received;
-        if (st == FSA_ENOMEM) {
-            /* Our memory, not the network: no retry on the network's policy, and no backoff
-             * persisted as if the server were away. The ops stay in flight, resent next cycle. */
-            report_error(e, "out of memory during the %s %s request", method, path);
-            return st;
-        }
-        if (st == FSA_ETOOLARGE) {
-            /* The answer is over this device's own limit (the transport stopped reading it):
-             * asking again the same way would get the same answer, so no retry here; the caller
-             * asks for less (PROTOCOL.md section 7, amendment 6). */
-            a->cls = FSA_ERRCLASS_TOO_LARGE;
-            return FSA_ETOOLARGE;
-        }
         int64_t server_time = -1;
-        if (st == FSA_OK && (a->resp.status < 200 || a->resp.status >= 300) && a->resp.body != NULL)
-            if (fsa_codec_decode_error(a->resp.body, a->resp.body_len, &a->err, &server_time) !=
-                FSA_OK)
-                memset(&a->err, 0, sizeof a->err); /* not our error shape: the status decides */
-        learn_offset(e, server_time);
-        a->cls = fsa_errclass(st, a->resp.status, a->err.code);
+        fsa_status_t st = attempt(e, method, path, body, len, a, &server_time);
+        if (st == FSA_ENOMEM || st == FSA_ETOOLARGE)
+            return st;
         switch (a->cls) {
         case FSA_ERRCLASS_NONE: return FSA_OK;
         case FSA_ERRCLASS_TOO_LARGE: return FSA_ETOOLARGE;
@@ -206,37 +256,9 @@ static fsa_status_t exchange_run(fsa_engine_t *e, const char *method, const char
         case FSA_ERRCLASS_TRANSIENT:
         case FSA_ERRCLASS_WAIT: break;
         }
-        if (atomic_load(&e->cancelled)) {
-            report_error(e, "cancelled");
-            return FSA_ETIMEOUT;
-        }
-        int64_t ra = a->resp.retry_after_ms > 0 ? a->resp.retry_after_ms * FSA_NS_PER_MS : 0;
-        int64_t delay = 0;
-        char what[160];
-        if (st != FSA_OK)
-            snprintf(what, sizeof what, "%.150s",
-                     a->resp.error[0] ? a->resp.error : fsa_status_str(st));
-        else
-            snprintf(what, sizeof what, "server answered HTTP %d%s%s", a->resp.status,
-                     a->err.code[0] ? " " : "", a->err.code);
-        if (fsa_backoff_next(&b, random64(e), ra, &delay) != FSA_OK) {
-            report_error(e, "%s (gave up after %u retries, policy %s)", what, b.retries,
-                         e->retry->name);
-            /* The server's wish outlives this request: the cycle's backoff honours it. */
-            if (a->resp.retry_after_ms > e->retry_after_ms)
-                e->retry_after_ms = a->resp.retry_after_ms;
-            return st != FSA_OK ? st : FSA_ENET;
-        }
-        e->rep->retries++;
-        fsa_log(e->port, FSA_LOG_INFO, "sync: %s; retrying in %" PRId64 " ms", what,
-                delay / FSA_NS_PER_MS);
-        notify(e, FSA_ENGINE_RETRYING, what, st != FSA_OK ? st : FSA_ENET);
-        /* In slices, so that a cancel (SIGTERM in the daemon) is seen within 100 ms. */
-        while (delay > 0 && !atomic_load(&e->cancelled)) {
-            int64_t slice = delay < 100 * FSA_NS_PER_MS ? delay : 100 * FSA_NS_PER_MS;
-            e->port->sleep(e->port->ctx, slice);
-            delay -= slice;
-        }
+        fsa_status_t end = retry_wait(e, &b, a, st);
+        if (end != FSA_OK)
+            return end;
     }
 }
 
@@ -418,6 +440,111 @@ static void batch_abandon(fsa_engine_t *e, batch_t *b)
     batch_clear(b);
 }
 
+/* Sends a batch read and marked in flight; its answer is read by exchange_end. */
+static void batch_send(fsa_engine_t *e, const char *path, batch_t *b)
+{
+    char reason[64];
+    snprintf(reason, sizeof reason, "pushing %zu ops", b->n);
+    notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
+    exchange_begin(e, "POST", path, b->body, b->len, &b->a);
+}
+
+/* What push_head did with the head of the queue. */
+typedef enum head { HEAD_SENT, HEAD_EMPTY, HEAD_AGAIN } head_t;
+
+/* Nothing is on the wire: reads the batch at the head of the queue into cur and sends it.
+ * *out: HEAD_SENT; HEAD_EMPTY when nothing is left; HEAD_AGAIN when the batch was too large to
+ * encode and *max_bytes was halved, or it was parked (cur cleared: read the head again). */
+static fsa_status_t push_head(fsa_engine_t *e, const char *path, size_t *max_bytes, batch_t *cur,
+                              head_t *out)
+{
+    *out = HEAD_AGAIN;
+    fsa_status_t st = batch_read(e, 0, *max_bytes, cur);
+    if (st == FSA_OK && cur->n == 0) {
+        *out = HEAD_EMPTY;
+        return FSA_OK;
+    }
+    if (st == FSA_ETOOLARGE && !cur->single) {
+        *max_bytes = *max_bytes / 2 > FSA_LIMIT_ENGINE_BATCH_BYTES_MIN
+                         ? *max_bytes / 2
+                         : FSA_LIMIT_ENGINE_BATCH_BYTES_MIN;
+        batch_clear(cur);
+        return FSA_OK;
+    }
+    if (st == FSA_ETOOLARGE)
+        st = park_batch(e, cur->ops, cur->n, "too_large", "op is larger than a request may be");
+    if (st == FSA_OK && cur->body == NULL) { /* parked */
+        batch_clear(cur);
+        return FSA_OK;
+    }
+    if (st == FSA_OK)
+        st = keep_lock(e);
+    if (st == FSA_OK)
+        st = fsa_outbox_mark_inflight(e->j, cur->ops, cur->n);
+    if (st != FSA_OK)
+        return st;
+    batch_send(e, path, cur);
+    *out = HEAD_SENT;
+    return FSA_OK;
+}
+
+/* The server refused batch b with st: a 413 splits it (*max_bytes), or parks it when it cannot
+ * be split; a 400 malformed parks it. Returns st for anything else, FSA_OK when handled. */
+static fsa_status_t push_refused(fsa_engine_t *e, const batch_t *b, fsa_status_t st,
+                                 size_t *max_bytes)
+{
+    if (st == FSA_ETOOLARGE) {
+        /* 413: split; a batch that cannot be split any more can never be sent. No floor on
+         * the halving: a server whose limit holds fewer ops than a floor's worth would be
+         * sent the same batch forever. The outbox always returns the first op (or group)
+         * whole, so the batches shrink to one op or group, which is then parked. */
+        if (b->single)
+            return park_batch(e, b->ops, b->n, "too_large", "the server says the op is too large");
+        *max_bytes = b->len / 2 > 0 ? b->len / 2 : 1;
+        return FSA_OK;
+    }
+    if (st == FSA_EREJECTED && strcmp(b->a.err.code, "malformed") == 0) {
+        /* 400 malformed: the server cannot read this batch; resending it as is cannot
+         * help (PROTOCOL.md section 3): quarantine it, visibly. Any other 400 fails the
+         * cycle and keeps the ops. */
+        char msg[FSA_CODEC_MESSAGE_BYTES + 48];
+        snprintf(msg, sizeof msg, "batch refused by the server: %s", b->a.err.message);
+        return park_batch(e, b->ops, b->n, "malformed", msg);
+    }
+    return st;
+}
+
+/* cur is on the wire: waits for its answer and applies it. nxt (read meanwhile; n 0 when there
+ * was none to read) is sent as soon as the answer is in, before it is applied. */
+static fsa_status_t push_answer(fsa_engine_t *e, const char *path, batch_t *cur, batch_t *nxt,
+                                size_t *max_bytes)
+{
+    fsa_status_t st = exchange_end(e, "POST", path, cur->body, cur->len, &cur->a);
+    e->rep->batches++;
+    fsa_op_result_t *res = NULL;
+    if (st == FSA_OK)
+        st = read_answer(e, cur->ops, cur->n, &cur->a, &res);
+    if (st == FSA_OK && nxt->n > 0) {
+        st = keep_lock(e);
+        if (st == FSA_OK)
+            batch_send(e, path, nxt);
+    }
+    if (st == FSA_OK) {
+        /* Applies cur's answer and marks nxt, already on its way, in flight. */
+        st = fsa_outbox_apply_batch(e->j, cur->ops, res, cur->n, nxt->ops,
+                                    nxt->a.in_flight ? nxt->n : 0);
+        if (st == FSA_OK) {
+            e->rep->pushed += (int64_t)cur->n;
+            if (e->depth >= (int64_t)cur->n)
+                e->depth -= (int64_t)cur->n;
+        }
+    } else {
+        st = push_refused(e, cur, st, max_bytes);
+    }
+    fsa_codec_results_free(res, res != NULL ? cur->n : 0);
+    return st;
+}
+
 /*
  * Pushes everything pending. While the server works on one batch, the next is read and encoded,
  * and once the answer is in, the next is sent before the answer is applied: the journal's work
@@ -446,84 +573,18 @@ static fsa_status_t push_all(fsa_engine_t *e)
             break;
         }
         if (!cur.a.in_flight) {
-            /* Nothing on the wire: read from the head of the queue and send. */
-            st = batch_read(e, 0, max_bytes, &cur);
-            if (st == FSA_OK && cur.n == 0)
+            head_t head;
+            st = push_head(e, path, &max_bytes, &cur, &head);
+            if (st != FSA_OK || head == HEAD_EMPTY)
                 break;
-            if (st == FSA_ETOOLARGE && !cur.single) {
-                max_bytes = max_bytes / 2 > FSA_LIMIT_ENGINE_BATCH_BYTES_MIN
-                                ? max_bytes / 2
-                                : FSA_LIMIT_ENGINE_BATCH_BYTES_MIN;
-                st = FSA_OK;
-                batch_clear(&cur);
+            if (head == HEAD_AGAIN)
                 continue;
-            }
-            if (st == FSA_ETOOLARGE)
-                st = park_batch(e, cur.ops, cur.n, "too_large",
-                                "op is larger than a request may be");
-            if (st == FSA_OK && cur.body == NULL) { /* parked */
-                batch_clear(&cur);
-                continue;
-            }
-            if (st == FSA_OK)
-                st = keep_lock(e);
-            if (st == FSA_OK)
-                st = fsa_outbox_mark_inflight(e->j, cur.ops, cur.n);
-            if (st != FSA_OK)
-                break;
-            char reason[64];
-            snprintf(reason, sizeof reason, "pushing %zu ops", cur.n);
-            notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
-            exchange_begin(e, "POST", path, cur.body, cur.len, &cur.a);
         }
         /* cur is on the wire: read the next batch meanwhile. Anything but a plain batch is left
-         * to the loop above, once nothing is in flight. */
+         * to push_head, once nothing is in flight. */
         if (batch_read(e, cur.ops[cur.n - 1].seq, max_bytes, &nxt) != FSA_OK || nxt.body == NULL)
             batch_clear(&nxt);
-        st = exchange_end(e, "POST", path, cur.body, cur.len, &cur.a);
-        e->rep->batches++;
-        fsa_op_result_t *res = NULL;
-        if (st == FSA_OK)
-            st = read_answer(e, cur.ops, cur.n, &cur.a, &res);
-        if (st == FSA_OK && nxt.n > 0) {
-            st = keep_lock(e);
-            if (st == FSA_OK) {
-                char reason[64];
-                snprintf(reason, sizeof reason, "pushing %zu ops", nxt.n);
-                notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
-                exchange_begin(e, "POST", path, nxt.body, nxt.len, &nxt.a);
-            }
-        }
-        if (st == FSA_OK) {
-            /* Applies cur's answer and marks nxt, already on its way, in flight. */
-            st = fsa_outbox_apply_batch(e->j, cur.ops, res, cur.n, nxt.ops,
-                                        nxt.a.in_flight ? nxt.n : 0);
-            if (st == FSA_OK) {
-                e->rep->pushed += (int64_t)cur.n;
-                if (e->depth >= (int64_t)cur.n)
-                    e->depth -= (int64_t)cur.n;
-            }
-        } else if (st == FSA_ETOOLARGE) {
-            /* 413: split; a batch that cannot be split any more can never be sent. No floor on
-             * the halving: a server whose limit holds fewer ops than a floor's worth would be
-             * sent the same batch forever. The outbox always returns the first op (or group)
-             * whole, so the batches shrink to one op or group, which is then parked. */
-            if (cur.single)
-                st = park_batch(e, cur.ops, cur.n, "too_large",
-                                "the server says the op is too large");
-            else {
-                max_bytes = cur.len / 2 > 0 ? cur.len / 2 : 1;
-                st = FSA_OK;
-            }
-        } else if (st == FSA_EREJECTED && strcmp(cur.a.err.code, "malformed") == 0) {
-            /* 400 malformed: the server cannot read this batch; resending it as is cannot
-             * help (PROTOCOL.md section 3): quarantine it, visibly. Any other 400 fails the
-             * cycle and keeps the ops. */
-            char msg[FSA_CODEC_MESSAGE_BYTES + 48];
-            snprintf(msg, sizeof msg, "batch refused by the server: %s", cur.a.err.message);
-            st = park_batch(e, cur.ops, cur.n, "malformed", msg);
-        }
-        fsa_codec_results_free(res, res != NULL ? cur.n : 0);
+        st = push_answer(e, path, &cur, &nxt, &max_bytes);
         batch_clear(&cur);
         if (st != FSA_OK || !nxt.a.in_flight) {
             batch_abandon(e, &nxt);
@@ -701,6 +762,68 @@ static bool url_encode(const char *in, char *out, size_t cap)
     return true;
 }
 
+/* Room for the path of a pull request: the encoded cursor, the query and the device's prefix. */
+#define PULL_PATH_BYTES (3 * FSA_CODEC_CURSOR_BYTES + 1 + 64 + FSA_ID_BYTES + 32)
+
+/* The path that asks for the changes after cursor (NULL: from the start), at most limit. */
+static fsa_status_t pull_path(fsa_engine_t *e, const char *cursor, size_t limit, char *path,
+                              size_t cap)
+{
+    char enc[3 * FSA_CODEC_CURSOR_BYTES + 1] = "";
+    if (cursor != NULL && !url_encode(cursor, enc, sizeof enc)) {
+        report_error(e, "stored pull cursor is too long");
+        return FSA_EPROTO;
+    }
+    char tail[sizeof enc + 64];
+    if (cursor != NULL)
+        snprintf(tail, sizeof tail, "changes?since=%s&limit=%zu", enc, limit);
+    else
+        snprintf(tail, sizeof tail, "changes?limit=%zu", limit);
+    path_for(e, path, cap, tail);
+    return FSA_OK;
+}
+
+/* Reads a pull answer into *pull (freed with fsa_codec_pull_free, also on failure). */
+static fsa_status_t pull_decode(fsa_engine_t *e, const answer_t *a, fsa_codec_pull_t *pull)
+{
+    fsa_status_t st = fsa_codec_decode_pull(a->resp.body, a->resp.body_len, pull);
+    if (st == FSA_ENOMEM) {
+        report_error(e, "out of memory reading the pull answer");
+    } else if (st != FSA_OK) {
+        report_error(e, "server sent a malformed pull answer");
+        st = FSA_EPROTO;
+    }
+    return st;
+}
+
+/* Folds a page's changes into the journal and stores the cursor after them (cursor: the one the
+ * page was asked for with). */
+static fsa_status_t pull_fold(fsa_engine_t *e, const char *cursor, const fsa_codec_pull_t *pull)
+{
+    fsa_status_t st = FSA_OK;
+    for (size_t i = 0; st == FSA_OK && i < pull->count; i++) {
+        const fsa_codec_change_t *c = &pull->changes[i];
+        /* An entity that left this device's scope is dropped, unless ops of ours are still
+         * on it (the journal keeps it then: nothing recorded is lost). */
+        if (c->gone)
+            st = fsa_journal_gone(e->j, c->type, c->id, c->version, NULL);
+        else
+            st = fsa_journal_fold(e->j, c->type, c->id, c->version, c->fields);
+        if (st == FSA_OK)
+            e->rep->pulled++;
+    }
+    if (st != FSA_OK)
+        return st;
+    learn_offset(e, pull->server_time_ms);
+    if (pull->more && cursor != NULL && strcmp(cursor, pull->cursor) == 0) {
+        report_error(e, "server's pull cursor did not move");
+        return FSA_EPROTO;
+    }
+    if (pull->cursor[0] != '\0')
+        return fsa_journal_cursor_set(e->j, pull->cursor);
+    return FSA_OK;
+}
+
 static fsa_status_t pull_all(fsa_engine_t *e)
 {
     fsa_status_t st = FSA_OK;
@@ -719,19 +842,12 @@ static fsa_status_t pull_all(fsa_engine_t *e)
         st = fsa_journal_cursor_get(e->j, &cursor);
         if (st != FSA_OK)
             return st;
-        char enc[3 * FSA_CODEC_CURSOR_BYTES + 1] = "";
-        if (cursor != NULL && !url_encode(cursor, enc, sizeof enc)) {
+        char path[PULL_PATH_BYTES];
+        st = pull_path(e, cursor, limit, path, sizeof path);
+        if (st != FSA_OK) {
             fsa_model_free(cursor);
-            report_error(e, "stored pull cursor is too long");
-            return FSA_EPROTO;
+            return st;
         }
-        char tail[sizeof enc + 64];
-        if (cursor != NULL)
-            snprintf(tail, sizeof tail, "changes?since=%s&limit=%zu", enc, limit);
-        else
-            snprintf(tail, sizeof tail, "changes?limit=%zu", limit);
-        char path[sizeof tail + FSA_ID_BYTES + 32];
-        path_for(e, path, sizeof path, tail);
         notify(e, FSA_ENGINE_PULLING, "pulling changes", FSA_OK);
         answer_t a;
         memset(&a, 0, sizeof a);
@@ -757,36 +873,11 @@ static fsa_status_t pull_all(fsa_engine_t *e)
         }
         fsa_codec_pull_t pull;
         memset(&pull, 0, sizeof pull);
-        if (st == FSA_OK) {
-            st = fsa_codec_decode_pull(a.resp.body, a.resp.body_len, &pull);
-            if (st == FSA_ENOMEM) {
-                report_error(e, "out of memory reading the pull answer");
-            } else if (st != FSA_OK) {
-                report_error(e, "server sent a malformed pull answer");
-                st = FSA_EPROTO;
-            }
-        }
+        if (st == FSA_OK)
+            st = pull_decode(e, &a, &pull);
         fsa_http_response_clear(&a.resp);
-        for (size_t i = 0; st == FSA_OK && i < pull.count; i++) {
-            const fsa_codec_change_t *c = &pull.changes[i];
-            /* An entity that left this device's scope is dropped, unless ops of ours are still
-             * on it (the journal keeps it then: nothing recorded is lost). */
-            if (c->gone)
-                st = fsa_journal_gone(e->j, c->type, c->id, c->version, NULL);
-            else
-                st = fsa_journal_fold(e->j, c->type, c->id, c->version, c->fields);
-            if (st == FSA_OK)
-                e->rep->pulled++;
-        }
-        if (st == FSA_OK) {
-            learn_offset(e, pull.server_time_ms);
-            if (pull.more && cursor != NULL && strcmp(cursor, pull.cursor) == 0) {
-                report_error(e, "server's pull cursor did not move");
-                st = FSA_EPROTO;
-            } else if (pull.cursor[0] != '\0') {
-                st = fsa_journal_cursor_set(e->j, pull.cursor);
-            }
-        }
+        if (st == FSA_OK)
+            st = pull_fold(e, cursor, &pull);
         bool more = pull.more;
         fsa_codec_pull_free(&pull);
         fsa_model_free(cursor);

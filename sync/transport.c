@@ -10,7 +10,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include <curl/curl.h>
 
@@ -19,13 +18,15 @@
 #include "port/limits.h"
 #include "port/once.h"
 #include "port/port.h"
+#include "port/timefmt.h"
 #include "sync/gzip.h"
 
 /* "sha256//" and the base64 of 32 bytes: 43 characters and one '=' of padding. */
 #define PIN_PREFIX "sha256//"
 #define PIN_B64_LEN 44
 
-/* Room for a Retry-After or Date value: an HTTP date is 29 characters; longer is malformed. */
+/* Room for a Retry-After or Date value: an HTTP date is 24 to 34 characters (IMF-fixdate 29);
+ * longer is malformed. */
 #define RETRY_AFTER_MAX 64
 
 /* A request header line we build: the longest is X-Device-Id with a 128-byte id. */
@@ -572,16 +573,14 @@ static int64_t parse_retry_after(const fsa_port_t *port, const char *v, const ch
     }
     if (negative)
         return -1;
-    time_t when = curl_getdate(v, NULL);
-    if (when == (time_t)-1)
+    /* Through the port's 64-bit parser: curl_getdate's time_t wraps in 2038 on armhf. */
+    const int64_t local_ms = port->wall_now(port->ctx).ms;
+    int64_t now_ms = local_ms, when_ms = 0;
+    if (server_date != NULL && fsa_time_parse_http(server_date, local_ms, &now_ms) != FSA_OK)
+        now_ms = local_ms;
+    if (fsa_time_parse_http(v, now_ms, &when_ms) != FSA_OK)
         return -1;
-    time_t now = server_date != NULL ? curl_getdate(server_date, NULL) : (time_t)-1;
-    int64_t now_ms;
-    if (now != (time_t)-1)
-        now_ms = (int64_t)now * 1000;
-    else
-        now_ms = port->wall_now(port->ctx).ms;
-    int64_t delta = (int64_t)when * 1000 - now_ms;
+    int64_t delta = when_ms - now_ms;
     if (delta < 0)
         return 0;
     return delta > FSA_LIMIT_RETRY_AFTER_MAX_MS ? FSA_LIMIT_RETRY_AFTER_MAX_MS : delta;

@@ -249,16 +249,11 @@ static void sample_locked(fsa__fleet_t *f, bool force)
             f->samples[k++] = f->samples[i];
         f->nsamples = k;
     }
-    if (f->nsamples == f->capsamples) {
-        size_t cap = f->capsamples ? f->capsamples * 2 : 256;
-        if (cap > SAMPLES_MAX)
-            cap = SAMPLES_MAX;
-        fsa__sample_t *n = fsa_realloc(f->samples, cap * sizeof *n);
-        if (n == NULL)
-            return; /* a missing sample only thins the chart */
-        f->samples = n;
-        f->capsamples = cap;
-    }
+    fsa__sample_t *n =
+        fsa_array_grow(f->samples, &f->capsamples, f->nsamples, sizeof *n, 256, SAMPLES_MAX);
+    if (n == NULL)
+        return; /* a missing sample only thins the chart */
+    f->samples = n;
     f->samples[f->nsamples++] = (fsa__sample_t){now, f->depth_total, f->retries_total};
     f->last_sample_ms = now;
 }
@@ -266,16 +261,12 @@ static void sample_locked(fsa__fleet_t *f, bool force)
 static void add_lag(fsa__fleet_t *f, int64_t lag)
 {
     lock(f);
-    if (f->nlags == f->caplags) {
-        size_t cap = f->caplags ? f->caplags * 2 : 1024;
-        int64_t *n = fsa_realloc(f->lags, cap * sizeof *n);
-        if (n == NULL) {
-            unlock(f);
-            return;
-        }
-        f->lags = n;
-        f->caplags = cap;
+    int64_t *n = fsa_array_grow(f->lags, &f->caplags, f->nlags, sizeof *n, 1024, 0);
+    if (n == NULL) {
+        unlock(f);
+        return;
     }
+    f->lags = n;
     f->lags[f->nlags++] = lag;
     unlock(f);
 }
@@ -494,16 +485,12 @@ bool fsa__dev_mark(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs, fieldsync
         fsa__dev_error(d, "%s: %s", what, fieldsync_errmsg(fs));
         return false;
     }
-    if (d->nmarks == d->capmarks) {
-        size_t cap = d->capmarks ? d->capmarks * 2 : 16;
-        fsa__mark_t *n = fsa_realloc(d->marks, cap * sizeof *n);
-        if (n == NULL) {
-            fsa__dev_error(d, "out of memory following %s", what);
-            return true; /* recorded all the same; the op is only not followed */
-        }
-        d->marks = n;
-        d->capmarks = cap;
+    fsa__mark_t *n = fsa_array_grow(d->marks, &d->capmarks, d->nmarks, sizeof *n, 16, 0);
+    if (n == NULL) {
+        fsa__dev_error(d, "out of memory following %s", what);
+        return true; /* recorded all the same; the op is only not followed */
     }
+    d->marks = n;
     fsa__mark_t *m = &d->marks[d->nmarks++];
     memset(m, 0, sizeof *m);
     snprintf(m->op_id, sizeof m->op_id, "%.36s", rec->op_id);
@@ -617,14 +604,10 @@ static bool collect_conflict(fsa__device_t *d, const cJSON *c, size_t *cap)
     const char *type = json_str(c, "type"), *id = json_str(c, "id");
     if (op_id == NULL || kind == NULL || type == NULL || id == NULL)
         return false;
-    if (d->nconflicts == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 4;
-        fsa__dconflict_t *n = fsa_realloc(d->conflicts, ncap * sizeof *n);
-        if (n == NULL)
-            return false;
-        d->conflicts = n;
-        *cap = ncap;
-    }
+    fsa__dconflict_t *n = fsa_array_grow(d->conflicts, cap, d->nconflicts, sizeof *n, 4, 0);
+    if (n == NULL)
+        return false;
+    d->conflicts = n;
     fsa__dconflict_t *x = &d->conflicts[d->nconflicts];
     memset(x, 0, sizeof *x);
     if (fsa_op_kind_parse(kind, &x->kind) != FSA_OK || fsa_type_parse(type, &x->type) != FSA_OK)

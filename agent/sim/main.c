@@ -798,14 +798,10 @@ static int setup_other_server(sim_t *s)
 /* A new, zeroed result at the end of the results; NULL when out of memory. */
 static fsa__result_t *result_add(sim_t *s)
 {
-    if (s->nres == s->capres) {
-        size_t cap = s->capres ? s->capres * 2 : 8;
-        fsa__result_t *nr = fsa_realloc(s->results, cap * sizeof *nr);
-        if (nr == NULL)
-            return NULL;
-        s->results = nr;
-        s->capres = cap;
-    }
+    fsa__result_t *nr = fsa_array_grow(s->results, &s->capres, s->nres, sizeof *nr, 8, 0);
+    if (nr == NULL)
+        return NULL;
+    s->results = nr;
     fsa__result_t *res = &s->results[s->nres++];
     memset(res, 0, sizeof *res);
     return res;

@@ -2,6 +2,7 @@
  * and SQLite (storage/libs.c). */
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -223,6 +224,73 @@ static void test_fsa_libs_use_allocator__sqlite_goes_through_the_hook(void **sta
     sqlite3_close(db);
 }
 
+/* fsa_array_grow: first, then twice, up to a maximum; room is no reallocation. */
+static void test_fsa_array_grow__first_then_doubling_up_to_max(void **state)
+{
+    (void)state;
+    int *a = NULL;
+    size_t cap = 0, n = 0;
+    static const size_t caps[] = {3, 3, 3, 6, 6, 6, 10, 10, 10, 10};
+    for (; n < 10; n++) {
+        int *g = fsa_array_grow(a, &cap, n, sizeof *a, 3, 10);
+        assert_non_null(g);
+        if (n > 0 && n < caps[n - 1])
+            assert_ptr_equal(g, a); /* there was room */
+        a = g;
+        assert_int_equal(cap, caps[n]);
+        a[n] = (int)n; /* ASan checks the room */
+    }
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(a[i], (int)i); /* kept across reallocations */
+    /* Full at max: refused, the array and cap untouched. */
+    assert_null(fsa_array_grow(a, &cap, n, sizeof *a, 3, 10));
+    assert_int_equal(cap, 10);
+    assert_int_equal(a[9], 9);
+    fsa_free(a);
+}
+
+static void test_fsa_array_grow__overflow_and_bad_arguments(void **state)
+{
+    (void)state;
+    size_t cap = 0;
+    assert_null(fsa_array_grow(NULL, NULL, 0, 4, 1, 0));
+    assert_null(fsa_array_grow(NULL, &cap, 0, 0, 1, 0));
+    assert_null(fsa_array_grow(NULL, &cap, 0, 4, 0, 0));
+    assert_int_equal(cap, 0);
+    /* An array already at the most elements size_t can count bytes of: refused, not wrapped. */
+    cap = SIZE_MAX / 16;
+    assert_null(fsa_array_grow(NULL, &cap, cap, 16, 1, 0));
+    assert_int_equal(cap, SIZE_MAX / 16);
+    /* Past half of that, the next size is the limit itself, not twice (which would wrap). Such
+     * an allocation is failed by the countdown before it reaches the C library (ASan aborts on
+     * a request that large instead of returning NULL); the caller's array and cap stay. */
+    cap = SIZE_MAX / 16 / 2 + 1;
+    fsa_alloc_fail_nth(1);
+    assert_null(fsa_array_grow(NULL, &cap, cap, 16, 1, 0));
+    assert_true(fsa_alloc_fault_fired());
+    assert_int_equal(cap, SIZE_MAX / 16 / 2 + 1);
+}
+
+static void test_fsa_array_grow__failure_leaves_the_array_intact(void **state)
+{
+    (void)state;
+    char *a = NULL;
+    size_t cap = 0;
+    a = fsa_array_grow(a, &cap, 0, 1, 8, 0);
+    assert_non_null(a);
+    memcpy(a, "1234567", 8);
+    fsa_alloc_fail_nth(1);
+    assert_null(fsa_array_grow(a, &cap, 8, 1, 8, 0));
+    assert_true(fsa_alloc_fault_fired());
+    assert_int_equal(cap, 8);
+    assert_string_equal(a, "1234567"); /* still ours (ASan would see a free) */
+    char *g = fsa_array_grow(a, &cap, 8, 1, 8, 0);
+    assert_non_null(g);
+    assert_int_equal(cap, 16);
+    assert_string_equal(g, "1234567");
+    fsa_free(g);
+}
+
 int main(void)
 {
     fsa_libs_use_allocator();
@@ -242,6 +310,10 @@ int main(void)
         cmocka_unit_test_teardown(test_fsa_libs_use_allocator__cjson_goes_through_the_hook,
                                   teardown_disarm),
         cmocka_unit_test_teardown(test_fsa_libs_use_allocator__sqlite_goes_through_the_hook,
+                                  teardown_disarm),
+        cmocka_unit_test(test_fsa_array_grow__first_then_doubling_up_to_max),
+        cmocka_unit_test_teardown(test_fsa_array_grow__overflow_and_bad_arguments, teardown_disarm),
+        cmocka_unit_test_teardown(test_fsa_array_grow__failure_leaves_the_array_intact,
                                   teardown_disarm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,5 @@
-/* Tests for port/timefmt.c: wall times as text, also after 2038 on 32-bit time_t (armhf). */
+/* Tests for port/timefmt.c: wall times as text and HTTP dates read, also after 2038 on 32-bit
+ * time_t (armhf). */
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -140,6 +141,147 @@ static void test_fsa_time_format_utc__small_buffer(void **state)
     assert_int_equal(fsa_time_format_utc(0, FSA_TIME_HUMAN, buf, 0), FSA_ETOOLARGE);
 }
 
+/* ---- fsa_time_parse_http ---- */
+
+/* "Now" for the RFC 850 two-digit years: 2026-11-25 21:05:03 UTC, and 2100-03-01. */
+#define NOW_2026 INT64_C(1795640703000)
+#define NOW_2100 INT64_C(4107542400000)
+
+typedef struct {
+    const char *text;
+    int64_t now_ms;
+    int64_t ms; /* -1: refused (no case here is 1969-12-31 23:59:59) */
+} http_case_t;
+
+/* Expected values from Python's calendar.timegm, not from this code. */
+static const http_case_t http_cases[] = {
+    /* RFC 9110's own examples, in its three forms. */
+    {"Sun, 06 Nov 1994 08:49:37 GMT", NOW_2026, 784111777000},
+    {"Sunday, 06-Nov-94 08:49:37 GMT", NOW_2026, 784111777000},
+    {"Sun Nov  6 08:49:37 1994", NOW_2026, 784111777000},
+    {"Sun Nov 06 08:49:37 1994", NOW_2026, 784111777000},
+    /* The last second of a signed 32-bit time_t, the first one past it, and later. */
+    {"Tue, 19 Jan 2038 03:14:07 GMT", NOW_2026, INT64_C(2147483647000)},
+    {"Tue, 19 Jan 2038 03:14:08 GMT", NOW_2026, INT64_C(2147483648000)},
+    {"Sun, 01 Jan 2040 00:00:00 GMT", NOW_2026, INT64_C(2208988800000)},
+    {"Sun Jan  1 00:00:00 2040", NOW_2026, INT64_C(2208988800000)},
+    {"Sunday, 01-Jan-40 00:00:00 GMT", NOW_2026, INT64_C(2208988800000)},
+    {"Sun, 07 Feb 2106 06:28:16 GMT", NOW_2026, INT64_C(4294967296000)},
+    {"Fri, 31 Dec 9999 23:59:59 GMT", NOW_2026, INT64_C(253402300799000)},
+    {"Sat, 01 Jan 0000 00:00:00 GMT", NOW_2026, INT64_C(-62167219200000)},
+    {"Wed, 31 Dec 1969 23:59:59 GMT", NOW_2026, -1000},
+    /* Leap days, and a leap second (the next second's start). */
+    {"Tue, 29 Feb 2000 12:00:00 GMT", NOW_2026, 951825600000},
+    {"Wed, 31 Dec 2008 23:59:60 GMT", NOW_2026, 1230768000000},
+    /* RFC 850 years: in now's century unless more than 50 years ahead of now's year. */
+    {"Tuesday, 01-Mar-77 00:00:00 GMT", NOW_2026, 226022400000},
+    {"Sunday, 01-Mar-76 00:00:00 GMT", NOW_2026, 3350246400000},
+    {"Friday, 01-Jan-40 00:00:00 GMT", NOW_2100, INT64_C(5364662400000)},
+    {"Monday, 01-Mar-77 00:00:00 GMT", NOW_2100, 3381782400000},
+    /* White space around the value (RFC 9110's OWS). */
+    {" \tSun, 06 Nov 1994 08:49:37 GMT \t", NOW_2026, 784111777000},
+    /* Refused: not one of the three forms, case, widths, ranges, dates that do not exist. */
+    {"", NOW_2026, -1},
+    {"   ", NOW_2026, -1},
+    {"soon", NOW_2026, -1},
+    {"120", NOW_2026, -1},
+    {"sun, 06 Nov 1994 08:49:37 GMT", NOW_2026, -1},
+    {"Sun, 06 nov 1994 08:49:37 GMT", NOW_2026, -1},
+    {"Sun, 06 Nov 1994 08:49:37 gmt", NOW_2026, -1},
+    {"Sun, 06 Nov 1994 08:49:37 UTC", NOW_2026, -1},
+    {"Sun, 06 Nov 1994 08:49:37", NOW_2026, -1},
+    {"Sun, 06 Nov 1994 08:49:37 GMTx", NOW_2026, -1},
+    {"Sun, 06 Nov 1994 08:49:37 GMT x", NOW_2026, -1},
+    {"Sun, 6 Nov 1994 08:49:37 GMT", NOW_2026, -1},
+    {"Sun,06 Nov 1994 08:49:37 GMT", NOW_2026, -1},
+    {"Sun, 06 Nov 94 08:49:37 GMT", NOW_2026, -1},
+    {"Sun, 06 Nov 19940 08:49:37 GMT", NOW_2026, -1},
+    {"Sun, 06 Nov -994 08:49:37 GMT", NOW_2026, -1},
+    {"Sun, 06 Nov 1994 8:49:37 GMT", NOW_2026, -1},
+    {"Sun, 06 Nov 1994 24:00:00 GMT", NOW_2026, -1},
+    {"Sun, 06 Nov 1994 08:60:00 GMT", NOW_2026, -1},
+    {"Sun, 06 Nov 1994 08:49:61 GMT", NOW_2026, -1},
+    {"Sun, 00 Nov 1994 08:49:37 GMT", NOW_2026, -1},
+    {"Sun, 31 Nov 1994 08:49:37 GMT", NOW_2026, -1},
+    {"Thu, 29 Feb 2001 00:00:00 GMT", NOW_2026, -1},
+    {"Mon, 29 Feb 2100 00:00:00 GMT", NOW_2026, -1},
+    {"Xyz, 06 Nov 1994 08:49:37 GMT", NOW_2026, -1},
+    {"Sunday, 06-Nov-1994 08:49:37 GMT", NOW_2026, -1},
+    {"Sunday, 06 Nov 94 08:49:37 GMT", NOW_2026, -1},
+    {"Sun, 06-Nov-94 08:49:37 GMT", NOW_2026, -1},
+    {"Sun Nov 6 08:49:37 1994", NOW_2026, -1},
+    {"Sun Nov  6 08:49:37 94", NOW_2026, -1},
+    {"Sun Nov  6 08:49:37 1994 GMT", NOW_2026, -1},
+    {"Sun Nov 36 08:49:37 1994", NOW_2026, -1},
+    {"Sun, 06 Nov 1994 08:49:37 GMT\r\n", NOW_2026, -1},
+};
+
+static void test_fsa_time_parse_http__table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof http_cases / sizeof http_cases[0]; i++) {
+        const http_case_t *c = &http_cases[i];
+        int64_t got = 12345;
+        fsa_status_t st = fsa_time_parse_http(c->text, c->now_ms, &got);
+        if (c->ms == -1 ? st != FSA_EINVAL || got != 0 : st != FSA_OK || got != c->ms)
+            fail_msg("\"%s\": status %d, %" PRId64 " ms; want %" PRId64, c->text, (int)st, got,
+                     c->ms);
+    }
+}
+
+/*
+ * Every day from 1900 to 2200, at a time that moves with the day, in the three forms, against a
+ * calendar counted one day at a time (1900-01-01 was a Monday); the RFC 850 form only where its
+ * two-digit year reads back as the same year from NOW_2026 (1977 to 2076).
+ */
+static void test_fsa_time_parse_http__every_day_1900_to_2200(void **state)
+{
+    (void)state;
+    static const char *const wd[] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+    static const char *const wdl[] = {"Monday", "Tuesday",  "Wednesday", "Thursday",
+                                      "Friday", "Saturday", "Sunday"};
+    static const char *const mon[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    int64_t day = -25567; /* 1900-01-01 */
+    int weekday = 0;
+    for (int y = 1900; y <= 2200; y++) {
+        for (int m = 1; m <= 12; m++) {
+            for (int d = 1; d <= month_days(y, m); d++, day++, weekday = (weekday + 1) % 7) {
+                const int secs = (int)((day * 7919) % 86400 + 86400) % 86400;
+                const int hh = secs / 3600, mi = secs / 60 % 60, ss = secs % 60;
+                const int64_t want = (day * 86400 + secs) * 1000;
+                char text[64];
+                int64_t got = 0;
+                snprintf(text, sizeof text, "%s, %02d %s %04d %02d:%02d:%02d GMT", wd[weekday], d,
+                         mon[m - 1], y, hh, mi, ss);
+                assert_fsa_ok(fsa_time_parse_http(text, NOW_2026, &got));
+                assert_true(got == want);
+                snprintf(text, sizeof text, "%s %s %2d %02d:%02d:%02d %04d", wd[weekday],
+                         mon[m - 1], d, hh, mi, ss, y);
+                assert_fsa_ok(fsa_time_parse_http(text, NOW_2026, &got));
+                assert_true(got == want);
+                if (y < 1977 || y > 2076)
+                    continue;
+                snprintf(text, sizeof text, "%s, %02d-%s-%02d %02d:%02d:%02d GMT", wdl[weekday], d,
+                         mon[m - 1], y % 100, hh, mi, ss);
+                assert_fsa_ok(fsa_time_parse_http(text, NOW_2026, &got));
+                assert_true(got == want);
+            }
+        }
+    }
+    assert_int_equal(day, 84371); /* 2201-01-01 */
+}
+
+static void test_fsa_time_parse_http__invalid_params(void **state)
+{
+    (void)state;
+    int64_t ms = 7;
+    assert_int_equal(fsa_time_parse_http(NULL, NOW_2026, &ms), FSA_EINVAL);
+    assert_true(ms == 0);
+    assert_int_equal(fsa_time_parse_http("Sun, 06 Nov 1994 08:49:37 GMT", NOW_2026, NULL),
+                     FSA_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -149,6 +291,9 @@ int main(void)
         cmocka_unit_test(test_fsa_time_format_utc__out_of_range),
         cmocka_unit_test(test_fsa_time_format_utc__invalid_params),
         cmocka_unit_test(test_fsa_time_format_utc__small_buffer),
+        cmocka_unit_test(test_fsa_time_parse_http__table),
+        cmocka_unit_test(test_fsa_time_parse_http__every_day_1900_to_2200),
+        cmocka_unit_test(test_fsa_time_parse_http__invalid_params),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,6 +32,9 @@
  * that 32-bit time_t holds it). */
 #define FIXED_RETRY_DATE "Tue, 01 Jan 2030 00:00:30 GMT"
 #define FIXED_RETRY_MS INT64_C(1893456030000)
+/* One after 2038 (2208988830 s: 2040-01-01 00:00:30 UTC), past 32-bit time_t, and its time. */
+#define LATE_RETRY_DATE "Sun, 01 Jan 2040 00:00:30 GMT"
+#define LATE_RETRY_MS INT64_C(2208988830000)
 
 /* ---- the in-test server ---- */
 
@@ -246,6 +249,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (strcmp(route, "retry_fixed_date") == 0)
         return reply(c, 503, "{}", 2, "Retry-After", FIXED_RETRY_DATE);
+    if (strcmp(route, "retry_late_date") == 0)
+        return reply(c, 503, "{}", 2, "Retry-After", LATE_RETRY_DATE);
     if (strcmp(route, "retry_past") == 0)
         return reply(c, 503, "{}", 2, "Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT");
     if (strcmp(route, "retry_bad") == 0)
@@ -1272,6 +1277,27 @@ static void test_fsa_transport_request__retry_after_date_on_the_ports_clock(void
     fsa_sim_free(sim);
 }
 
+/* A Retry-After date after 2038 on a device clock after 2038: read on 64 bits, so armhf's
+ * 32-bit time_t does not wrap it (curl_getdate's would). */
+static void test_fsa_transport_request__retry_after_date_after_2038(void **state)
+{
+    (void)state;
+    fsa_sim_t *sim = NULL;
+    assert_fsa_ok(fsa_sim_new(1, (fsa_wall_t){LATE_RETRY_MS - 25000}, "transport", &sim));
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = fx.nodate.url;
+    fsa_transport_t *t = NULL;
+    char err[256];
+    assert_fsa_ok(fsa_transport_new(fsa_sim_port(sim), &o, &t, err, sizeof err));
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/retry_late_date", NULL, 0, &r);
+    assert_int_equal(r.status, 503);
+    assert_int_equal(r.retry_after_ms, 25000);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+    fsa_sim_free(sim);
+}
+
 /* ---- HTTPS ---- */
 
 static void https_ok(const fsa_transport_opts_t *o)
@@ -1402,6 +1428,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__gzip_answer_inflated),
         cmocka_unit_test(test_fsa_transport_request__retry_after),
         cmocka_unit_test(test_fsa_transport_request__retry_after_date_on_the_ports_clock),
+        cmocka_unit_test(test_fsa_transport_request__retry_after_date_after_2038),
         cmocka_unit_test(test_fsa_transport_request__https_with_ca_file),
         cmocka_unit_test(test_fsa_transport_request__https_untrusted),
         cmocka_unit_test(test_fsa_transport_request__https_pins),
