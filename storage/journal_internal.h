@@ -158,6 +158,28 @@ fsa_status_t fsa__jn_count_open_conflicts(fsa_journal_t *j, fsa_type_t type, con
 fsa_status_t fsa__jn_log_change(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
                                 fsa_change_reason_t why, const char *op_id) FSA_MUST_CHECK;
 
+/* A transaction's change rows, kept and appended FSA__JN_CHANGE_ROWS at a time (one statement
+ * instead of one per row): the same rows, in the same order, as log_change would append one by
+ * one. Start zeroed; fsa__jn_change_flush before the transaction commits. */
+#define FSA__JN_CHANGE_ROWS 16
+typedef struct fsa__jn_change_rows {
+    struct {
+        fsa_type_t type;
+        int64_t version;
+        fsa_change_reason_t why;
+        int64_t at_ms;
+        char id[FSA_ID_BYTES];
+        char op_id[FSA_OP_ID_BYTES];
+    } row[FSA__JN_CHANGE_ROWS];
+    size_t n;
+} fsa__jn_change_rows_t;
+/* Adds a row (appending the rows kept when they are FSA__JN_CHANGE_ROWS). */
+fsa_status_t fsa__jn_change_add(fsa_journal_t *j, fsa__jn_change_rows_t *rows, fsa_type_t type,
+                                const char *id, int64_t version, fsa_change_reason_t why,
+                                const char *op_id) FSA_MUST_CHECK;
+/* Appends the rows kept (none: FSA_OK) and empties rows, also on failure. */
+fsa_status_t fsa__jn_change_flush(fsa_journal_t *j, fsa__jn_change_rows_t *rows) FSA_MUST_CHECK;
+
 /* ---- the outbox (journal_outbox.c) ---- */
 
 /* Column order of OP_COLUMNS, read by op_from_row(). */
