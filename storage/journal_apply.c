@@ -57,6 +57,7 @@ typedef struct ent_slot {
 typedef struct ent_cache {
     ent_slot_t slot[ENT_CACHE_MAX];
     size_t n;
+    fsa__jn_change_rows_t changes; /* the change rows of the results applied, not yet appended */
 } ent_cache_t;
 
 /* Stores every cached entity (a view made from the base where it had none) when s is FSA_OK,
@@ -65,6 +66,9 @@ typedef struct ent_cache {
  * own. Returns the final status. */
 static fsa_status_t ent_flush(fsa_journal_t *j, ent_cache_t *c, fsa_status_t s)
 {
+    if (s == FSA_OK)
+        s = fsa__jn_change_flush(j, &c->changes);
+    c->changes.n = 0;
     for (size_t i = 0; i < c->n; i++) {
         entity_t *e = &c->slot[i].e;
         if (s == FSA_OK && e->local_fields == NULL && e->base_fields != NULL) {
@@ -207,9 +211,10 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
     if (s == FSA_OK && !applied)
         *parked = true;
     if (s == FSA_OK)
-        s = log_change(j, op->type, op->id,
-                       *parked ? e->base_version : (r->version > 0 ? r->version : e->base_version),
-                       *parked ? FSA_CHANGE_PARKED : FSA_CHANGE_SYNCED, op->op_id);
+        s = fsa__jn_change_add(j, &c->changes, op->type, op->id,
+                               *parked ? e->base_version
+                                       : (r->version > 0 ? r->version : e->base_version),
+                               *parked ? FSA_CHANGE_PARKED : FSA_CHANGE_SYNCED, op->op_id);
     return s;
 }
 
