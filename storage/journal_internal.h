@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "port/alloc.h"
 #include "storage/db.h"
@@ -74,8 +75,13 @@ static inline char *dup_col(sqlite3_stmt *st, int i)
 
 static inline void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int i)
 {
-    const unsigned char *s = sqlite3_column_text(st, i);
-    snprintf(dst, cap, "%s", s != NULL ? (const char *)s : "");
+    /* snprintf(dst, cap, "%s", s) without the formatting: a batch of 500 ops reads 3,500 of them
+     * (op_from_row). */
+    const char *s = (const char *)sqlite3_column_text(st, i);
+    size_t n = s != NULL ? strnlen(s, cap - 1) : 0;
+    if (n > 0)
+        memcpy(dst, s, n);
+    dst[n] = '\0';
 }
 
 /* ---- transactions (journal.c) ---- */
