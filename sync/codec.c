@@ -1104,6 +1104,149 @@ static fsa_status_t decode_result(const cJSON *o, fsa_codec_result_t *r)
     return FSA_OK;
 }
 
+/*
+ * The answer to a push as the reference server writes it, read without a cJSON tree: no blanks,
+ * {"results":[...] then "server_time"?}, each result {"op_id","status","version"?,"original"?} in
+ * that order, strings without escapes, integers of at most 15 digits. That is every answer of a
+ * drain with no conflict or rejection. An answer not of exactly that form (any other member, a
+ * blank, an escape, a conflict's "current", an error, anything malformed) is not read here
+ * (FAST_NO) and goes through the tree, which decides, so the two ways give the same answer.
+ */
+typedef struct fast_rd {
+    const char *p, *end;
+} fast_rd_t;
+
+typedef enum fast { FAST_OK, FAST_NO, FAST_NOMEM } fast_t;
+
+static bool fast_lit(fast_rd_t *r, const char *lit, size_t n)
+{
+    if ((size_t)(r->end - r->p) < n || memcmp(r->p, lit, n) != 0)
+        return false;
+    r->p += n;
+    return true;
+}
+
+#define FAST_LIT(r, lit) fast_lit((r), (lit), sizeof(lit) - 1)
+
+/* A string of cap - 1 bytes at most, each from 0x20 up, no '\\' (copied into dst, may be NULL). */
+static bool fast_str(fast_rd_t *r, char *dst, size_t cap)
+{
+    if (r->p >= r->end || *r->p != '"')
+        return false;
+    const char *s = ++r->p;
+    while (r->p < r->end && *r->p != '"') {
+        unsigned char c = (unsigned char)*r->p;
+        if (c < 0x20 || c == '\\' || (size_t)(r->p - s) >= cap - 1)
+            return false;
+        r->p++;
+    }
+    if (r->p >= r->end)
+        return false;
+    size_t n = (size_t)(r->p - s);
+    if (dst != NULL) {
+        memcpy(dst, s, n);
+        dst[n] = '\0';
+    }
+    r->p++;
+    return true;
+}
+
+/* An integer of 1 to 15 digits, no leading zero (but "0"), '-' only when negative allows it. */
+static bool fast_int(fast_rd_t *r, bool negative_ok, int64_t *out)
+{
+    bool neg = r->p < r->end && *r->p == '-' && negative_ok;
+    if (neg)
+        r->p++;
+    const char *s = r->p;
+    int64_t v = 0;
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9' && r->p - s < 16) {
+        v = v * 10 + (*r->p - '0');
+        r->p++;
+    }
+    size_t n = (size_t)(r->p - s);
+    if (n == 0 || n > 15 || (n > 1 && *s == '0') || (neg && v == 0))
+        return false;
+    /* What follows a number here is ',', '}' or ']': a '.', 'e' or 'E' goes to the tree. */
+    if (r->p >= r->end || (*r->p != ',' && *r->p != '}' && *r->p != ']'))
+        return false;
+    *out = neg ? -v : v;
+    return true;
+}
+
+/* One result (into *res when not NULL). */
+static bool fast_result(fast_rd_t *r, fsa_codec_result_t *res)
+{
+    fsa_codec_result_t tmp;
+    fsa_codec_result_t *x = res != NULL ? res : &tmp;
+    char status[16];
+    memset(x, 0, sizeof *x);
+    if (!FAST_LIT(r, "{\"op_id\":") || !fast_str(r, x->op_id, sizeof x->op_id) ||
+        x->op_id[0] == '\0' || !FAST_LIT(r, ",\"status\":") ||
+        !fast_str(r, status, sizeof status) ||
+        fsa_result_status_parse(status, &x->status) != FSA_OK)
+        return false;
+    if (FAST_LIT(r, ",\"version\":") && (!fast_int(r, false, &x->version) || x->version < 1))
+        return false;
+    if (x->status == FSA_RESULT_APPLIED && x->version == 0)
+        return false;
+    if (x->status == FSA_RESULT_DUPLICATE) {
+        if (!FAST_LIT(r, ",\"original\":") || !fast_str(r, status, sizeof status) ||
+            fsa_result_status_parse(status, &x->original) != FSA_OK ||
+            x->original == FSA_RESULT_DUPLICATE)
+            return false;
+    }
+    /* A rejection has an error (the tree reads it); "current" and "error" go to the tree. */
+    return x->status != FSA_RESULT_REJECTED && FAST_LIT(r, "}");
+}
+
+/* The whole answer; res NULL: only checks and counts into *n. */
+static bool fast_results(const char *body, size_t len, fsa_codec_result_t *res, size_t *n,
+                         int64_t *server_time)
+{
+    fast_rd_t r = {body, body + len};
+    *n = 0;
+    *server_time = 0;
+    if (!FAST_LIT(&r, "{\"results\":["))
+        return false;
+    if (!FAST_LIT(&r, "]")) {
+        do {
+            if (*n >= ANSWER_MAX_RESULTS || !fast_result(&r, res != NULL ? &res[*n] : NULL))
+                return false;
+            (*n)++;
+        } while (FAST_LIT(&r, ","));
+        if (!FAST_LIT(&r, "]"))
+            return false;
+    }
+    if (FAST_LIT(&r, ",\"server_time\":") && !fast_int(&r, true, server_time))
+        return false;
+    return FAST_LIT(&r, "}") && r.p == r.end;
+}
+
+static fast_t fast_decode_results(const char *body, size_t len, fsa_codec_result_t **out,
+                                  size_t *count, int64_t *server_time_ms)
+{
+    size_t n = 0;
+    int64_t t = 0;
+    if (body == NULL || len > FSA_LIMIT_BODY_BYTES_MAX || !fast_results(body, len, NULL, &n, &t))
+        return FAST_NO;
+    fsa_codec_result_t *res = NULL;
+    if (n > 0) {
+        res = fsa_calloc(n, sizeof *res);
+        if (res == NULL)
+            return FAST_NOMEM;
+        size_t again = 0;
+        if (!fast_results(body, len, res, &again, &t) || again != n) {
+            fsa_free(res); /* not reached: the same text reads the same */
+            return FAST_NO;
+        }
+    }
+    *out = res;
+    *count = n;
+    if (server_time_ms != NULL)
+        *server_time_ms = t;
+    return FAST_OK;
+}
+
 fsa_status_t fsa_codec_decode_results(const char *body, size_t len, fsa_codec_result_t **out,
                                       size_t *count, int64_t *server_time_ms)
 {
@@ -1115,6 +1258,11 @@ fsa_status_t fsa_codec_decode_results(const char *body, size_t len, fsa_codec_re
         *server_time_ms = 0;
     if (out == NULL || count == NULL)
         return FSA_EINVAL;
+    switch (fast_decode_results(body, len, out, count, server_time_ms)) {
+    case FAST_OK: return FSA_OK;
+    case FAST_NOMEM: return FSA_ENOMEM;
+    default: break; /* the tree reads it */
+    }
     cJSON *root = NULL;
     fsa_codec_result_t *res = NULL;
     size_t n = 0;
