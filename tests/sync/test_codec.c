@@ -911,6 +911,111 @@ static void test_fsa_codec_encode_push__same_bytes_as_a_cjson_tree(void **state)
     assert_true(refused > 0);
 }
 
+/* The decoded answer as text, to compare two decodes (status included). */
+static void results_text(fsa_status_t st, const fsa_codec_result_t *r, size_t n, int64_t t,
+                         char *buf, size_t cap)
+{
+    size_t len = (size_t)snprintf(buf, cap, "%s t=%lld n=%zu", fsa_status_str(st), (long long)t, n);
+    for (size_t i = 0; i < n && len < cap; i++)
+        len += (size_t)snprintf(
+            buf + len, cap - len, " [%s %d v%lld o%d c%d %lld %s %s %s]", r[i].op_id,
+            (int)r[i].status, (long long)r[i].version, (int)r[i].original, (int)r[i].has_current,
+            (long long)r[i].current_version,
+            r[i].current_fields != NULL ? r[i].current_fields : "-", r[i].code, r[i].message);
+}
+
+/* Decodes body, and the same body after one blank (which the direct reader leaves to the cJSON
+ * tree): the two answers are the same. */
+static void decode_both_ways(const char *body, size_t len)
+{
+    char *padded = fsa_malloc(len + 2);
+    assert_non_null(padded);
+    padded[0] = ' ';
+    memcpy(padded + 1, body, len);
+    padded[len + 1] = '\0';
+    static char a[16384], b[16384];
+    fsa_codec_result_t *r = NULL;
+    size_t n = 0;
+    int64_t t = 0;
+    fsa_status_t st = fsa_codec_decode_results(body, len, &r, &n, &t);
+    results_text(st, r, n, t, a, sizeof a);
+    fsa_codec_results_free(r, n);
+    st = fsa_codec_decode_results(padded, len + 1, &r, &n, &t);
+    results_text(st, r, n, t, b, sizeof b);
+    fsa_codec_results_free(r, n);
+    fsa_free(padded);
+    if (strcmp(a, b) != 0)
+        fail_msg("'%.*s':\n  %s\nthrough the tree:\n  %s", (int)len, body, a, b);
+}
+
+/* The answers a drain gets are read without a tree; every answer reads the same either way,
+ * also each of them with one byte changed or cut short. */
+static void test_fsa_codec_decode_results__direct_reader_agrees_with_the_tree(void **state)
+{
+    (void)state;
+    fsa_codec_result_t res[4];
+    memset(res, 0, sizeof res);
+    snprintf(res[0].op_id, sizeof res[0].op_id, "00000000-0000-4000-8000-000000000001");
+    res[0].status = FSA_RESULT_APPLIED;
+    res[0].version = 123456789012345;
+    snprintf(res[1].op_id, sizeof res[1].op_id, "b");
+    res[1].status = FSA_RESULT_DUPLICATE;
+    res[1].original = FSA_RESULT_APPLIED;
+    res[1].version = 9;
+    snprintf(res[2].op_id, sizeof res[2].op_id, "c");
+    res[2].status = FSA_RESULT_DUPLICATE;
+    res[2].original = FSA_RESULT_CONFLICT;
+    snprintf(res[3].op_id, sizeof res[3].op_id, "d");
+    res[3].status = FSA_RESULT_CONFLICT;
+    char *enc = NULL;
+    size_t enc_len = 0;
+    assert_fsa_ok(fsa_codec_encode_results(res, 4, 1764090000123, &enc, &enc_len));
+    const char *bodies[] = {
+        enc,
+        "{\"results\":[]}",
+        "{\"results\":[],\"server_time\":-5}",
+        "{\"results\":[],\"server_time\":0}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":1}],\"server_time\":7}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":1.0}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":1e3}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":9007199254740993}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":1,\"version\":2}]}",
+        "{\"results\":[{\"op_id\":\"a\\u0041\",\"status\":\"applied\",\"version\":1}]}",
+        "{\"results\":[{\"status\":\"applied\",\"op_id\":\"a\",\"version\":1}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"conflict\",\"version\":3}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"rejected\",\"error\":{\"code\":\"x\"}}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"conflict\",\"current\":{\"version\":2,"
+        "\"fields\":{\"a\":1}}}]}",
+        "{\"results\":[{\"op_id\":\"\",\"status\":\"applied\",\"version\":1}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":1}],\"extra\":1}",
+        "{\"server_time\":1,\"results\":[]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\"}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"rejected\"}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"duplicate\",\"original\":\"duplicate\"}]}",
+    };
+    size_t tried = 0;
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        const char *body = bodies[i];
+        size_t len = strlen(body);
+        decode_both_ways(body, len);
+        char *m = fsa_malloc(len + 1);
+        assert_non_null(m);
+        static const char subs[] = "\"\\-0189.e,:{}[] x";
+        for (size_t k = 0; k < len; k++) {
+            decode_both_ways(body, k); /* cut short */
+            for (size_t c = 0; c < sizeof subs - 1; c++) {
+                memcpy(m, body, len + 1);
+                m[k] = subs[c];
+                decode_both_ways(m, len);
+                tried++;
+            }
+        }
+        fsa_free(m);
+    }
+    fsa_codec_free(enc);
+    assert_true(tried > 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -923,6 +1028,7 @@ int main(void)
         cmocka_unit_test(test_fsa_codec_results__round_trip),
         cmocka_unit_test(test_fsa_codec_encode_results__escapes),
         cmocka_unit_test(test_fsa_codec_decode_results__hostile),
+        cmocka_unit_test(test_fsa_codec_decode_results__direct_reader_agrees_with_the_tree),
         cmocka_unit_test(test_fsa_codec_pull__round_trip_and_hostile),
         cmocka_unit_test(test_fsa_codec_error__round_trip_and_hostile),
         cmocka_unit_test(test_fsa_codec_decoders__truncations_and_mutations),
