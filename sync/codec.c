@@ -1177,9 +1177,11 @@ static bool fast_int(fast_rd_t *r, bool negative_ok, int64_t *out)
 static bool fast_result(fast_rd_t *r, fsa_codec_result_t *res)
 {
     fsa_codec_result_t tmp;
+    memset(&tmp, 0, sizeof tmp);
     fsa_codec_result_t *x = res != NULL ? res : &tmp;
     char status[16];
-    memset(x, 0, sizeof *x);
+    if (res != NULL)
+        memset(res, 0, sizeof *res);
     if (!FAST_LIT(r, "{\"op_id\":") || !fast_str(r, x->op_id, sizeof x->op_id) ||
         x->op_id[0] == '\0' || !FAST_LIT(r, ",\"status\":") ||
         !fast_str(r, status, sizeof status) ||
