@@ -254,8 +254,11 @@ static fsa_status_t close_run(fsa_journal_t *j, const fsa_op_t *ops, const fsa_o
         return fsa__db_status(rc);
     if (open != (int64_t)(k - i))
         return FSA_OK;
+    /* NOT INDEXED: the rows are found by their seq (the rowid) in the table itself. Through
+     * outbox_open, which the UPDATE changes, SQLite collects the rows first and seeks each again
+     * (about 2.8 k instructions more per op, measured with the sqlite3 shell under callgrind). */
     s = prep(j,
-             "UPDATE outbox SET state = 2, done_ms = ?3 "
+             "UPDATE outbox NOT INDEXED SET state = 2, done_ms = ?3 "
              "WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)",
              &st);
     if (s != FSA_OK)
