@@ -1757,12 +1757,12 @@ void fsa_model_entity_free(fsa_model_entity_t *e)
     fsa_free(e);
 }
 
-fsa_status_t fsa_model_entity_apply(fsa_model_entity_t *e, const fsa_op_t *op,
-                                    const char *fields_json, int64_t version, unsigned flags,
-                                    char **out_json, fsa_model_err_t *err)
+/* fsa_model_entity_apply's work; strict: a result whose tree cannot be held (out of memory) is
+ * FSA_ENOMEM (*out_json NULL) rather than a success that holds nothing. */
+static fsa_status_t entity_apply(fsa_model_entity_t *e, const fsa_op_t *op, const char *fields_json,
+                                 int64_t version, unsigned flags, char **out_json,
+                                 fsa_model_err_t *err, bool strict)
 {
-    if (e == NULL)
-        return fsa_model_apply(op, fields_json, version, flags, out_json, err);
     cJSON *held = NULL;
     if (e->tree != NULL && fields_json != NULL && strcmp(e->text, fields_json) == 0) {
         held = e->tree; /* the parse of exactly these fields: taken, changed by the op */
@@ -1778,12 +1778,40 @@ fsa_status_t fsa_model_entity_apply(fsa_model_entity_t *e, const fsa_op_t *op,
     fsa_status_t st = apply_core(op, fields_json, held, version, flags, out_json, &keep, err);
     if (st == FSA_OK) {
         e->text = fsa_strdup(*out_json);
-        if (e->text != NULL)
-            e->tree = keep; /* else nothing is held: the next op parses (no failure) */
-        else
-            cJSON_Delete(keep);
+        if (e->text != NULL) {
+            e->tree = keep;
+        } else {
+            cJSON_Delete(keep); /* nothing is held: the next op parses */
+            if (strict) {
+                fsa_free(*out_json);
+                *out_json = NULL;
+                st = nomem(err, op);
+            }
+        }
     }
     return st;
+}
+
+fsa_status_t fsa_model_entity_apply(fsa_model_entity_t *e, const fsa_op_t *op,
+                                    const char *fields_json, int64_t version, unsigned flags,
+                                    char **out_json, fsa_model_err_t *err)
+{
+    if (e == NULL)
+        return fsa_model_apply(op, fields_json, version, flags, out_json, err);
+    return entity_apply(e, op, fields_json, version, flags, out_json, err, false);
+}
+
+fsa_status_t fsa_model_entity_apply_strict(fsa_model_entity_t *e, const fsa_op_t *op,
+                                           const char *fields_json, int64_t version, unsigned flags,
+                                           char **out_json, fsa_model_err_t *err)
+{
+    if (e == NULL) {
+        clear_err(err);
+        if (out_json != NULL)
+            *out_json = NULL;
+        return nomem(err, op);
+    }
+    return entity_apply(e, op, fields_json, version, flags, out_json, err, true);
 }
 
 /* ------------------------------------------------------------------------------------------ */

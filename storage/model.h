@@ -217,6 +217,13 @@ fsa_status_t fsa_model_entity_apply(fsa_model_entity_t *e, const fsa_op_t *op,
                                     const char *fields_json, int64_t version, unsigned flags,
                                     char **out_json, fsa_model_err_t *err) FSA_MUST_CHECK;
 
+/* fsa_model_entity_apply for a caller that may not succeed past a failed allocation (the
+ * journal: a failed allocation is FSA_ENOMEM there, never a slower success): FSA_ENOMEM when e is
+ * NULL (fsa_model_entity_new failed) or when the result's tree cannot be held; else the same. */
+fsa_status_t fsa_model_entity_apply_strict(fsa_model_entity_t *e, const fsa_op_t *op,
+                                           const char *fields_json, int64_t version, unsigned flags,
+                                           char **out_json, fsa_model_err_t *err) FSA_MUST_CHECK;
+
 /*
  * RFC 7396 JSON merge patch: *out_json = target with patch applied (null deletes a key, objects
  * merge recursively, anything else replaces). target_json NULL means {}. Enforces the nesting and

@@ -327,120 +327,6 @@ void fsa_codec_push_free(fsa_codec_push_t *push)
     memset(push, 0, sizeof *push);
 }
 
-/* Adds an op's json as a member, parsed (it must be valid JSON within the depth limit). */
-static fsa_status_t add_json_member(cJSON *obj, const char *name, const char *json)
-{
-    if (json == NULL)
-        return FSA_EINVAL;
-    size_t len = strlen(json);
-    if (fsa_codec_json_depth(json, len, FSA_LIMIT_JSON_DEPTH) > FSA_LIMIT_JSON_DEPTH)
-        return FSA_EINVAL;
-    unsigned long failures = fsa_alloc_failures();
-    cJSON *v = cJSON_ParseWithLength(json, len);
-    if (v == NULL)
-        return fsa_alloc_failures() != failures ? FSA_ENOMEM : FSA_EINVAL;
-    if (!cJSON_AddItemToObject(obj, name, v)) {
-        cJSON_Delete(v);
-        return FSA_ENOMEM;
-    }
-    return FSA_OK;
-}
-
-static fsa_status_t encode_op(const fsa_op_t *op, cJSON *o)
-{
-    if ((unsigned)op->kind >= FSA__OP_COUNT || (unsigned)op->type >= FSA__TYPE_COUNT)
-        return FSA_EINVAL;
-    bool ok = cJSON_AddStringToObject(o, "op_id", op->op_id) != NULL &&
-              add_int(o, "seq", op->seq) && add_int(o, "at", op->at_ms) &&
-              cJSON_AddStringToObject(o, "kind", fsa_op_kind_name(op->kind)) != NULL &&
-              cJSON_AddStringToObject(o, "type", fsa_type_name(op->type)) != NULL &&
-              cJSON_AddStringToObject(o, "id", op->id) != NULL;
-    if (ok && op->group[0] != '\0')
-        ok = cJSON_AddStringToObject(o, "group", op->group) != NULL;
-    if (!ok)
-        return FSA_ENOMEM;
-    switch (op->kind) {
-    case FSA_OP_CREATE: return op->json == NULL ? FSA_OK : add_json_member(o, "fields", op->json);
-    case FSA_OP_SET:
-        if (!add_int(o, "base_version", op->base_version))
-            return FSA_ENOMEM;
-        return add_json_member(o, "fields", op->json);
-    case FSA_OP_MERGE:
-        if (cJSON_AddStringToObject(o, "field", op->field) == NULL)
-            return FSA_ENOMEM;
-        return add_json_member(o, "patch", op->json);
-    case FSA_OP_INCREMENT:
-        if (cJSON_AddStringToObject(o, "field", op->field) == NULL || !add_int(o, "by", op->by))
-            return FSA_ENOMEM;
-        return FSA_OK;
-    case FSA_OP_TRANSITION:
-        if (cJSON_AddStringToObject(o, "field", op->field) == NULL ||
-            cJSON_AddStringToObject(o, "from", op->from) == NULL ||
-            cJSON_AddStringToObject(o, "to", op->to) == NULL)
-            return FSA_ENOMEM;
-        return FSA_OK;
-    case FSA_OP_APPEND:
-        if (cJSON_AddStringToObject(o, "field", op->field) == NULL ||
-            cJSON_AddStringToObject(o, "key", op->key) == NULL)
-            return FSA_ENOMEM;
-        if (op->max_len > 0 && !add_int(o, "max_len", op->max_len))
-            return FSA_ENOMEM;
-        return add_json_member(o, "item", op->json);
-    default: return FSA_EINVAL;
-    }
-}
-
-fsa_status_t fsa_codec_encode_push(const char *batch_id, const fsa_op_t *ops, size_t count,
-                                   char **out, size_t *out_len)
-{
-    out_reset(out, out_len);
-    if (batch_id == NULL || out == NULL || (ops == NULL && count > 0) ||
-        !id_ok(batch_id, FSA_LIMIT_ID_BYTES))
-        return FSA_EINVAL;
-    if (count > FSA_LIMIT_BATCH_OPS)
-        return FSA_ETOOLARGE;
-    fsa_status_t st = FSA_ENOMEM;
-    cJSON *root = cJSON_CreateObject();
-    if (root == NULL)
-        goto out;
-    if (cJSON_AddStringToObject(root, "batch_id", batch_id) == NULL)
-        goto out;
-    cJSON *arr = cJSON_AddArrayToObject(root, "ops");
-    if (arr == NULL)
-        goto out;
-    for (size_t i = 0; i < count; i++) {
-        cJSON *o = cJSON_CreateObject();
-        if (o == NULL) {
-            st = FSA_ENOMEM;
-            goto out;
-        }
-        if (!cJSON_AddItemToArray(arr, o)) {
-            cJSON_Delete(o);
-            st = FSA_ENOMEM;
-            goto out;
-        }
-        st = encode_op(&ops[i], o);
-        if (st != FSA_OK)
-            goto out;
-    }
-    char *text = NULL;
-    size_t len = 0;
-    st = finish(root, &text, &len);
-    if (st != FSA_OK)
-        goto out;
-    if (len > FSA_LIMIT_BODY_BYTES) {
-        fsa_free(text);
-        st = FSA_ETOOLARGE;
-        goto out;
-    }
-    *out = text;
-    if (out_len != NULL)
-        *out_len = len;
-out:
-    cJSON_Delete(root);
-    return st;
-}
-
 /* The member carrying an op's JSON payload; a missing or mistyped one rejects the op. */
 static fsa_status_t take_payload(const cJSON *o, const char *name, bool must_be_object,
                                  fsa_codec_op_t *out)
@@ -810,6 +696,324 @@ fsa_status_t fsa_codec_encode_results(const fsa_codec_result_t *results, size_t 
     return FSA_OK;
 }
 
+/* ---- the push body, written directly ---- */
+
+/*
+ * A push body is written without a cJSON tree, the same text cJSON printed from one, member for
+ * member (tests/sync/test_codec.c compares the two). An op's JSON payload (create's and set's
+ * fields, a merge's patch, an append's item) is stored as the caller gave it; cJSON printed it
+ * after parsing it, which drops blanks and rewrites some escapes and numbers. A payload that is
+ * already in the form cJSON prints (canonical_json) is copied as it is; any other is parsed and
+ * printed by cJSON as before, so the body's bytes do not change either way.
+ */
+
+/* Canonical JSON's scanner: pos moves past one value; false when the text is not in cJSON's
+ * printed form (which includes anything that is not JSON at all). */
+typedef struct canon {
+    const char *p;
+    unsigned depth;
+} canon_t;
+
+static bool canon_value(canon_t *c);
+
+static bool is_digit(char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
+/* A string as cJSON prints it: bytes from 0x20 up, '"' and '\\' and the five control characters
+ * with a short escape escaped that way. (\u escapes, "\/" and raw control bytes are not.) */
+static bool canon_string(canon_t *c)
+{
+    const char *p = c->p + 1; /* past the opening quote */
+    for (;;) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"')
+            break;
+        if (ch < 0x20)
+            return false; /* NUL (the end) and raw control bytes */
+        if (ch == '\\') {
+            char e = p[1];
+            if (e != '"' && e != '\\' && e != 'b' && e != 'f' && e != 'n' && e != 'r' && e != 't')
+                return false;
+            p++;
+        }
+        p++;
+    }
+    c->p = p + 1;
+    return true;
+}
+
+/* A number as cJSON prints it, and prints again the same: an integer of at most 15 digits, or a
+ * plain decimal of at most 15 significant digits with no trailing zero after the point (never
+ * "-0", "1.0", "1e5" or ".5"); a value from 0.1 up when it is below 1. */
+static bool canon_number(canon_t *c)
+{
+    const char *p = c->p;
+    if (*p == '-')
+        p++;
+    const char *int_start = p;
+    if (*p == '0') {
+        p++;
+    } else {
+        while (is_digit(*p))
+            p++;
+    }
+    size_t int_digits = (size_t)(p - int_start);
+    if (int_digits == 0 || is_digit(*p))
+        return false; /* no digit, or a leading zero */
+    size_t digits = int_digits;
+    if (*p == '.') {
+        const char *frac = ++p;
+        while (is_digit(*p))
+            p++;
+        size_t frac_digits = (size_t)(p - frac);
+        if (frac_digits == 0 || p[-1] == '0' || (*int_start == '0' && *frac == '0'))
+            return false;
+        digits += frac_digits;
+    } else if (*int_start == '0' && c->p[0] == '-') {
+        return false; /* -0 prints as 0 */
+    }
+    if (digits > 15 || *p == 'e' || *p == 'E')
+        return false;
+    c->p = p;
+    return true;
+}
+
+static bool canon_literal(canon_t *c, const char *lit, size_t n)
+{
+    if (strncmp(c->p, lit, n) != 0)
+        return false;
+    c->p += n;
+    return true;
+}
+
+/* An object or array: no blanks, members separated by single commas. The depth check (within
+ * the limit add_json_member had) bounds the recursion. */
+// NOLINTNEXTLINE(misc-no-recursion): bounded by FSA_LIMIT_JSON_DEPTH
+static bool canon_container(canon_t *c, char close, bool object)
+{
+    if (++c->depth >= FSA_LIMIT_JSON_DEPTH)
+        return false; /* the parsing path decides (and refuses what is too deep) */
+    c->p++;
+    if (*c->p == close) {
+        c->p++;
+        c->depth--;
+        return true;
+    }
+    for (;;) {
+        if (object) {
+            if (*c->p != '"' || !canon_string(c) || *c->p != ':')
+                return false;
+            c->p++;
+        }
+        if (!canon_value(c))
+            return false;
+        if (*c->p == close)
+            break;
+        if (*c->p != ',')
+            return false;
+        c->p++;
+    }
+    c->p++;
+    c->depth--;
+    return true;
+}
+
+// NOLINTNEXTLINE(misc-no-recursion): bounded by FSA_LIMIT_JSON_DEPTH
+static bool canon_value(canon_t *c)
+{
+    switch (*c->p) {
+    case '{': return canon_container(c, '}', true);
+    case '[': return canon_container(c, ']', false);
+    case '"': return canon_string(c);
+    case 't': return canon_literal(c, "true", 4);
+    case 'f': return canon_literal(c, "false", 5);
+    case 'n': return canon_literal(c, "null", 4);
+    default: return *c->p == '-' || is_digit(*c->p) ? canon_number(c) : false;
+    }
+}
+
+/* True when json is one JSON value exactly as cJSON prints it after parsing it; *len is then its
+ * length. */
+static bool canonical_json(const char *json, size_t *len)
+{
+    canon_t c = {json, 0};
+    if (!canon_value(&c) || *c.p != '\0')
+        return false;
+    *len = (size_t)(c.p - json);
+    return true;
+}
+
+/* The text of an op's payload in the body: *text is json itself when it is canonical, else
+ * cJSON's print of its parse (malloc'ed into *printed). FSA_EINVAL when it is missing, too deep
+ * or not JSON. */
+static fsa_status_t payload_text(const char *json, const char **text, size_t *len, char **printed)
+{
+    *printed = NULL;
+    if (json == NULL)
+        return FSA_EINVAL;
+    if (canonical_json(json, len)) {
+        *text = json;
+        return FSA_OK;
+    }
+    size_t n = strlen(json);
+    if (fsa_codec_json_depth(json, n, FSA_LIMIT_JSON_DEPTH) > FSA_LIMIT_JSON_DEPTH)
+        return FSA_EINVAL;
+    unsigned long failures = fsa_alloc_failures();
+    cJSON *v = cJSON_ParseWithLength(json, n);
+    if (v == NULL)
+        return fsa_alloc_failures() != failures ? FSA_ENOMEM : FSA_EINVAL;
+    *printed = print_item(v);
+    cJSON_Delete(v);
+    if (*printed == NULL)
+        return FSA_ENOMEM;
+    *text = *printed;
+    *len = strlen(*printed);
+    return FSA_OK;
+}
+
+/* An op as the body carries it: its payload's text (NULL: none), and the bytes it can take. */
+typedef struct push_op {
+    const char *payload;
+    size_t payload_len;
+    char *printed; /* the payload's print when it was not canonical */
+} push_op_t;
+
+static bool op_has_payload(const fsa_op_t *op)
+{
+    return op->kind == FSA_OP_SET || op->kind == FSA_OP_MERGE || op->kind == FSA_OP_APPEND ||
+           (op->kind == FSA_OP_CREATE && op->json != NULL);
+}
+
+/* The most an op's text can take: its strings escaped at 6 bytes a byte, its payload as is. */
+static size_t push_op_bound(const fsa_op_t *op, const push_op_t *po)
+{
+    return 256 + po->payload_len +
+           6 * (strnlen(op->op_id, sizeof op->op_id) + strnlen(op->id, sizeof op->id) +
+                strnlen(op->group, sizeof op->group) + strnlen(op->field, sizeof op->field) +
+                strnlen(op->from, sizeof op->from) + strnlen(op->to, sizeof op->to) +
+                strnlen(op->key, sizeof op->key));
+}
+
+static void w_member_str(wbuf_t *w, const char *lit, size_t lit_len, const char *s, size_t max)
+{
+    w_put(w, lit, lit_len);
+    w_strn(w, s, max);
+}
+
+#define W_STR(w, lit, s) w_member_str((w), (lit), sizeof(lit) - 1, (s), sizeof(s))
+
+/* {"op_id","seq","at","kind","type","id","group"?, then the kind's members}: encode_op's order. */
+static void encode_op(wbuf_t *w, const fsa_op_t *op, const push_op_t *po)
+{
+    W_STR(w, "{\"op_id\":", op->op_id);
+    W_LIT(w, ",\"seq\":");
+    w_int(w, op->seq);
+    W_LIT(w, ",\"at\":");
+    w_int(w, op->at_ms);
+    W_LIT(w, ",\"kind\":");
+    w_strn(w, fsa_op_kind_name(op->kind), 16);
+    W_LIT(w, ",\"type\":");
+    w_strn(w, fsa_type_name(op->type), 16);
+    W_STR(w, ",\"id\":", op->id);
+    if (op->group[0] != '\0')
+        W_STR(w, ",\"group\":", op->group);
+    switch (op->kind) {
+    case FSA_OP_CREATE:
+        if (po->payload != NULL)
+            W_LIT(w, ",\"fields\":");
+        break;
+    case FSA_OP_SET:
+        W_LIT(w, ",\"base_version\":");
+        w_int(w, op->base_version);
+        W_LIT(w, ",\"fields\":");
+        break;
+    case FSA_OP_MERGE:
+        W_STR(w, ",\"field\":", op->field);
+        W_LIT(w, ",\"patch\":");
+        break;
+    case FSA_OP_INCREMENT:
+        W_STR(w, ",\"field\":", op->field);
+        W_LIT(w, ",\"by\":");
+        w_int(w, op->by);
+        break;
+    case FSA_OP_TRANSITION:
+        W_STR(w, ",\"field\":", op->field);
+        W_STR(w, ",\"from\":", op->from);
+        W_STR(w, ",\"to\":", op->to);
+        break;
+    case FSA_OP_APPEND:
+        W_STR(w, ",\"field\":", op->field);
+        W_STR(w, ",\"key\":", op->key);
+        if (op->max_len > 0) {
+            W_LIT(w, ",\"max_len\":");
+            w_int(w, op->max_len);
+        }
+        W_LIT(w, ",\"item\":");
+        break;
+    default: break;
+    }
+    if (po->payload != NULL)
+        w_put(w, po->payload, po->payload_len);
+    w->p[w->len++] = '}';
+}
+
+fsa_status_t fsa_codec_encode_push(const char *batch_id, const fsa_op_t *ops, size_t count,
+                                   char **out, size_t *out_len)
+{
+    out_reset(out, out_len);
+    if (batch_id == NULL || out == NULL || (ops == NULL && count > 0) ||
+        !id_ok(batch_id, FSA_LIMIT_ID_BYTES))
+        return FSA_EINVAL;
+    if (count > FSA_LIMIT_BATCH_OPS)
+        return FSA_ETOOLARGE;
+    push_op_t *po = fsa_calloc(count > 0 ? count : 1, sizeof *po);
+    if (po == NULL)
+        return FSA_ENOMEM;
+    fsa_status_t st = FSA_OK;
+    size_t cap = 64 + 6 * strlen(batch_id);
+    for (size_t i = 0; i < count && st == FSA_OK; i++) {
+        const fsa_op_t *op = &ops[i];
+        if ((unsigned)op->kind >= FSA__OP_COUNT || (unsigned)op->type >= FSA__TYPE_COUNT)
+            st = FSA_EINVAL;
+        else if (op_has_payload(op))
+            st = payload_text(op->json, &po[i].payload, &po[i].payload_len, &po[i].printed);
+        cap += push_op_bound(op, &po[i]) + 1;
+    }
+    wbuf_t w = {NULL, 0};
+    if (st == FSA_OK) {
+        w.p = fsa_malloc(cap);
+        if (w.p == NULL)
+            st = FSA_ENOMEM;
+    }
+    if (st == FSA_OK) {
+        W_LIT(&w, "{\"batch_id\":");
+        w_strn(&w, batch_id, FSA_LIMIT_ID_BYTES);
+        W_LIT(&w, ",\"ops\":[");
+        for (size_t i = 0; i < count; i++) {
+            if (i > 0)
+                w.p[w.len++] = ',';
+            encode_op(&w, &ops[i], &po[i]);
+        }
+        W_LIT(&w, "]}");
+        w.p[w.len] = '\0';
+        if (w.len > FSA_LIMIT_BODY_BYTES)
+            st = FSA_ETOOLARGE;
+    }
+    for (size_t i = 0; i < count; i++)
+        fsa_free(po[i].printed);
+    fsa_free(po);
+    if (st != FSA_OK) {
+        fsa_free(w.p);
+        return st;
+    }
+    *out = w.p;
+    if (out_len != NULL)
+        *out_len = w.len;
+    return FSA_OK;
+}
+
 /* Reads an answer's optional server_time. False when present but not an integer. */
 static bool get_server_time(const cJSON *root, int64_t *out, int64_t absent)
 {
@@ -900,6 +1104,151 @@ static fsa_status_t decode_result(const cJSON *o, fsa_codec_result_t *r)
     return FSA_OK;
 }
 
+/*
+ * The answer to a push as the reference server writes it, read without a cJSON tree: no blanks,
+ * {"results":[...] then "server_time"?}, each result {"op_id","status","version"?,"original"?} in
+ * that order, strings without escapes, integers of at most 15 digits. That is every answer of a
+ * drain with no conflict or rejection. An answer not of exactly that form (any other member, a
+ * blank, an escape, a conflict's "current", an error, anything malformed) is not read here
+ * (FAST_NO) and goes through the tree, which decides, so the two ways give the same answer.
+ */
+typedef struct fast_rd {
+    const char *p, *end;
+} fast_rd_t;
+
+typedef enum fast { FAST_OK, FAST_NO, FAST_NOMEM } fast_t;
+
+static bool fast_lit(fast_rd_t *r, const char *lit, size_t n)
+{
+    if ((size_t)(r->end - r->p) < n || memcmp(r->p, lit, n) != 0)
+        return false;
+    r->p += n;
+    return true;
+}
+
+#define FAST_LIT(r, lit) fast_lit((r), (lit), sizeof(lit) - 1)
+
+/* A string of cap - 1 bytes at most, each from 0x20 up, no '\\' (copied into dst, may be NULL). */
+static bool fast_str(fast_rd_t *r, char *dst, size_t cap)
+{
+    if (r->p >= r->end || *r->p != '"')
+        return false;
+    const char *s = ++r->p;
+    while (r->p < r->end && *r->p != '"') {
+        unsigned char c = (unsigned char)*r->p;
+        if (c < 0x20 || c == '\\' || (size_t)(r->p - s) >= cap - 1)
+            return false;
+        r->p++;
+    }
+    if (r->p >= r->end)
+        return false;
+    size_t n = (size_t)(r->p - s);
+    if (dst != NULL) {
+        memcpy(dst, s, n);
+        dst[n] = '\0';
+    }
+    r->p++;
+    return true;
+}
+
+/* An integer of 1 to 15 digits, no leading zero (but "0"), '-' only when negative allows it. */
+static bool fast_int(fast_rd_t *r, bool negative_ok, int64_t *out)
+{
+    bool neg = r->p < r->end && *r->p == '-' && negative_ok;
+    if (neg)
+        r->p++;
+    const char *s = r->p;
+    int64_t v = 0;
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9' && r->p - s < 16) {
+        v = v * 10 + (*r->p - '0');
+        r->p++;
+    }
+    size_t n = (size_t)(r->p - s);
+    if (n == 0 || n > 15 || (n > 1 && *s == '0') || (neg && v == 0))
+        return false;
+    /* What follows a number here is ',', '}' or ']': a '.', 'e' or 'E' goes to the tree. */
+    if (r->p >= r->end || (*r->p != ',' && *r->p != '}' && *r->p != ']'))
+        return false;
+    *out = neg ? -v : v;
+    return true;
+}
+
+/* One result (into *res when not NULL). */
+static bool fast_result(fast_rd_t *r, fsa_codec_result_t *res)
+{
+    fsa_codec_result_t tmp;
+    memset(&tmp, 0, sizeof tmp);
+    fsa_codec_result_t *x = res != NULL ? res : &tmp;
+    char status[16];
+    if (res != NULL)
+        memset(res, 0, sizeof *res);
+    if (!FAST_LIT(r, "{\"op_id\":") || !fast_str(r, x->op_id, sizeof x->op_id) ||
+        x->op_id[0] == '\0' || !FAST_LIT(r, ",\"status\":") ||
+        !fast_str(r, status, sizeof status) ||
+        fsa_result_status_parse(status, &x->status) != FSA_OK)
+        return false;
+    if (FAST_LIT(r, ",\"version\":") && (!fast_int(r, false, &x->version) || x->version < 1))
+        return false;
+    if (x->status == FSA_RESULT_APPLIED && x->version == 0)
+        return false;
+    if (x->status == FSA_RESULT_DUPLICATE) {
+        if (!FAST_LIT(r, ",\"original\":") || !fast_str(r, status, sizeof status) ||
+            fsa_result_status_parse(status, &x->original) != FSA_OK ||
+            x->original == FSA_RESULT_DUPLICATE)
+            return false;
+    }
+    /* A rejection has an error (the tree reads it); "current" and "error" go to the tree. */
+    return x->status != FSA_RESULT_REJECTED && FAST_LIT(r, "}");
+}
+
+/* The whole answer; res NULL: only checks and counts into *n. */
+static bool fast_results(const char *body, size_t len, fsa_codec_result_t *res, size_t *n,
+                         int64_t *server_time)
+{
+    fast_rd_t r = {body, body + len};
+    *n = 0;
+    *server_time = 0;
+    if (!FAST_LIT(&r, "{\"results\":["))
+        return false;
+    if (!FAST_LIT(&r, "]")) {
+        do {
+            if (*n >= ANSWER_MAX_RESULTS || !fast_result(&r, res != NULL ? &res[*n] : NULL))
+                return false;
+            (*n)++;
+        } while (FAST_LIT(&r, ","));
+        if (!FAST_LIT(&r, "]"))
+            return false;
+    }
+    if (FAST_LIT(&r, ",\"server_time\":") && !fast_int(&r, true, server_time))
+        return false;
+    return FAST_LIT(&r, "}") && r.p == r.end;
+}
+
+static fast_t fast_decode_results(const char *body, size_t len, fsa_codec_result_t **out,
+                                  size_t *count, int64_t *server_time_ms)
+{
+    size_t n = 0;
+    int64_t t = 0;
+    if (body == NULL || len > FSA_LIMIT_BODY_BYTES_MAX || !fast_results(body, len, NULL, &n, &t))
+        return FAST_NO;
+    fsa_codec_result_t *res = NULL;
+    if (n > 0) {
+        res = fsa_calloc(n, sizeof *res);
+        if (res == NULL)
+            return FAST_NOMEM;
+        size_t again = 0;
+        if (!fast_results(body, len, res, &again, &t) || again != n) {
+            fsa_free(res); /* not reached: the same text reads the same */
+            return FAST_NO;
+        }
+    }
+    *out = res;
+    *count = n;
+    if (server_time_ms != NULL)
+        *server_time_ms = t;
+    return FAST_OK;
+}
+
 fsa_status_t fsa_codec_decode_results(const char *body, size_t len, fsa_codec_result_t **out,
                                       size_t *count, int64_t *server_time_ms)
 {
@@ -911,6 +1260,11 @@ fsa_status_t fsa_codec_decode_results(const char *body, size_t len, fsa_codec_re
         *server_time_ms = 0;
     if (out == NULL || count == NULL)
         return FSA_EINVAL;
+    switch (fast_decode_results(body, len, out, count, server_time_ms)) {
+    case FAST_OK: return FSA_OK;
+    case FAST_NOMEM: return FSA_ENOMEM;
+    default: break; /* the tree reads it */
+    }
     cJSON *root = NULL;
     fsa_codec_result_t *res = NULL;
     size_t n = 0;

@@ -684,6 +684,67 @@ static void test_fsa_model_entity_apply__chain_matches_apply(void **state)
     fsa_model_entity_free(NULL);
 }
 
+/*
+ * The strict sequence form (the journal's): the same answers as fsa_model_apply along a chain,
+ * and where an allocation fails, FSA_ENOMEM with no text, never a success that held nothing;
+ * without an entity (fsa_model_entity_new failed) it is FSA_ENOMEM too.
+ */
+static void test_fsa_model_entity_apply_strict__enomem_never_a_slower_success(void **state)
+{
+    (void)state;
+    fsa_op_t inc = op_incr(FSA_TYPE_TICKET, "T1", "level", 2);
+    const char *base = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                       "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
+    char *out = (char *)1;
+    assert_int_equal(fsa_model_entity_apply_strict(NULL, &inc, base, 1, 0, &out, NULL), FSA_ENOMEM);
+    assert_null(out);
+    /* A chain of three, each on the last text: as fsa_model_apply. */
+    fsa_model_entity_t *e = fsa_model_entity_new();
+    assert_non_null(e);
+    char *cur = fsa_strdup(base);
+    for (int64_t v = 1; v <= 3; v++) {
+        char *want = NULL, *got = NULL;
+        assert_int_equal(fsa_model_apply(&inc, cur, v, FSA_APPLY_REPLAY, &want, NULL), FSA_OK);
+        assert_int_equal(
+            fsa_model_entity_apply_strict(e, &inc, cur, v, FSA_APPLY_REPLAY, &got, NULL), FSA_OK);
+        assert_string_equal(got, want);
+        fsa_model_free(want);
+        fsa_model_free(cur);
+        cur = got;
+    }
+    assert_non_null(strstr(cur, "\"level\":6"));
+    /* Each allocation of one more step (on the held tree) failing in turn. */
+    size_t failed = 0;
+    for (unsigned long n = 1;; n++) {
+        char *got = (char *)1;
+        fsa_model_entity_t *f = fsa_model_entity_new();
+        assert_non_null(f);
+        char *first = NULL;
+        assert_int_equal(fsa_model_entity_apply_strict(f, &inc, cur, 4, 0, &first, NULL), FSA_OK);
+        fsa_alloc_fail_nth(n);
+        fsa_status_t st = fsa_model_entity_apply_strict(f, &inc, first, 5, 0, &got, NULL);
+        bool fired = fsa_alloc_fault_fired();
+        fsa_alloc_fail_nth(0);
+        if (fired) {
+            assert_int_equal(st, FSA_ENOMEM);
+            assert_null(got);
+            failed++;
+        } else {
+            assert_int_equal(st, FSA_OK);
+            assert_non_null(strstr(got, "\"level\":10"));
+        }
+        fsa_model_free(got == (char *)1 ? NULL : got);
+        fsa_model_free(first);
+        fsa_model_entity_free(f);
+        if (!fired)
+            break;
+    }
+    assert_true(failed > 0);
+    fsa_model_free(cur);
+    fsa_model_entity_free(e);
+    fsa_op_clear(&inc);
+}
+
 static void test_fsa_model_apply__create_keeps_protocol_order(void **state)
 {
     (void)state;
@@ -2025,6 +2086,7 @@ int main(void)
         cmocka_unit_test(test_fsa_op_kind_name__round_trip),
         cmocka_unit_test(test_fsa_model_fields__protocol_table),
         cmocka_unit_test(test_fsa_model_entity_apply__chain_matches_apply),
+        cmocka_unit_test(test_fsa_model_entity_apply_strict__enomem_never_a_slower_success),
         cmocka_unit_test(test_fsa_model_fields__unknown_type),
         cmocka_unit_test(test_fsa_model_field__unknown_names),
         cmocka_unit_test(test_fsa_model_id_valid__table),

@@ -729,17 +729,309 @@ static void test_fsa_codec_decoders__truncations_and_mutations(void **state)
     assert_true(decoded > 0);
 }
 
+/* ---- the push body as a cJSON tree printed it (the encoder before it wrote the text itself) */
+
+static bool ref_add_int(cJSON *o, const char *name, int64_t v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)v);
+    return cJSON_AddRawToObject(o, name, buf) != NULL;
+}
+
+/* FSA_OK, or FSA_EINVAL for a payload that is missing, too deep or not JSON. */
+static fsa_status_t ref_add_json(cJSON *o, const char *name, const char *json)
+{
+    if (json == NULL)
+        return FSA_EINVAL;
+    size_t len = strlen(json);
+    if (fsa_codec_json_depth(json, len, FSA_LIMIT_JSON_DEPTH) > FSA_LIMIT_JSON_DEPTH)
+        return FSA_EINVAL;
+    cJSON *v = cJSON_ParseWithLength(json, len);
+    if (v == NULL)
+        return FSA_EINVAL;
+    cJSON_AddItemToObject(o, name, v);
+    return FSA_OK;
+}
+
+static fsa_status_t ref_encode_op(const fsa_op_t *op, cJSON *o)
+{
+    cJSON_AddStringToObject(o, "op_id", op->op_id);
+    ref_add_int(o, "seq", op->seq);
+    ref_add_int(o, "at", op->at_ms);
+    cJSON_AddStringToObject(o, "kind", fsa_op_kind_name(op->kind));
+    cJSON_AddStringToObject(o, "type", fsa_type_name(op->type));
+    cJSON_AddStringToObject(o, "id", op->id);
+    if (op->group[0] != '\0')
+        cJSON_AddStringToObject(o, "group", op->group);
+    switch (op->kind) {
+    case FSA_OP_CREATE: return op->json == NULL ? FSA_OK : ref_add_json(o, "fields", op->json);
+    case FSA_OP_SET:
+        ref_add_int(o, "base_version", op->base_version);
+        return ref_add_json(o, "fields", op->json);
+    case FSA_OP_MERGE:
+        cJSON_AddStringToObject(o, "field", op->field);
+        return ref_add_json(o, "patch", op->json);
+    case FSA_OP_INCREMENT:
+        cJSON_AddStringToObject(o, "field", op->field);
+        ref_add_int(o, "by", op->by);
+        return FSA_OK;
+    case FSA_OP_TRANSITION:
+        cJSON_AddStringToObject(o, "field", op->field);
+        cJSON_AddStringToObject(o, "from", op->from);
+        cJSON_AddStringToObject(o, "to", op->to);
+        return FSA_OK;
+    default:
+        cJSON_AddStringToObject(o, "field", op->field);
+        cJSON_AddStringToObject(o, "key", op->key);
+        if (op->max_len > 0)
+            ref_add_int(o, "max_len", op->max_len);
+        return ref_add_json(o, "item", op->json);
+    }
+}
+
+/* *out: the body cJSON printed (NULL unless FSA_OK). */
+static fsa_status_t ref_encode_push(const char *batch_id, const fsa_op_t *ops, size_t n, char **out)
+{
+    *out = NULL;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "batch_id", batch_id);
+    cJSON *arr = cJSON_AddArrayToObject(root, "ops");
+    fsa_status_t st = FSA_OK;
+    for (size_t i = 0; i < n && st == FSA_OK; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, o);
+        st = ref_encode_op(&ops[i], o);
+    }
+    if (st == FSA_OK)
+        *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return st;
+}
+
+/* The body written directly is byte for byte the one a cJSON tree printed: payloads copied as
+ * they are when cJSON would print them so, and parsed and printed when not (blanks, escapes
+ * cJSON rewrites, numbers it prints otherwise), and the same refusals. */
+static void test_fsa_codec_encode_push__same_bytes_as_a_cjson_tree(void **state)
+{
+    (void)state;
+    static const char *const payloads[] = {
+        "{}",
+        "[]",
+        "{\"a\":1}",
+        "{\"a\": 1}",
+        " {\"a\":1}",
+        "{\"a\":1} ",
+        "{\"a\":1}\n",
+        "{\"a\":[1,2,{\"b\":null}],\"c\":true,\"d\":false}",
+        "{\"a\":\"x\\\"y\\\\z\\n\\t\\r\\b\\f\"}",
+        "{\"a\":\"\\u00e9\"}",
+        "{\"a\":\"\\u0001\"}",
+        "{\"a\":\"\\/\"}",
+        "{\"a\":\"\xc3\xa9\x7f\"}",
+        "{\"a\":0}",
+        "{\"a\":-0}",
+        "{\"a\":-0.0}",
+        "{\"a\":1.0}",
+        "{\"a\":1.5}",
+        "{\"a\":-1.25}",
+        "{\"a\":0.1}",
+        "{\"a\":0.01}",
+        "{\"a\":0.00001}",
+        "{\"a\":1e5}",
+        "{\"a\":1E5}",
+        "{\"a\":1.5e-3}",
+        "{\"a\":2147483647}",
+        "{\"a\":2147483648}",
+        "{\"a\":-2147483648}",
+        "{\"a\":-2147483649}",
+        "{\"a\":999999999999999}",
+        "{\"a\":9999999999999999}",
+        "{\"a\":12345678901234567}",
+        "{\"a\":123456789012.345}",
+        "{\"a\":1234567890123.456}",
+        "{\"a\":0.123456789012345}",
+        "{\"a\":52.52}",
+        "{\"a\":13.4}",
+        "{\"a\":1e400}",
+        "{\"a\":1,\"a\":2}",
+        "{\"a\":01}",
+        "{\"a\":+1}",
+        "{\"a\":.5}",
+        "{\"a\":1.}",
+        "{\"a\":1} x",
+        "{\"a\":1}}",
+        "{not json",
+        "",
+        "{\"a\":\"\x01\"}",
+        "\"s\"",
+        "17",
+        "null",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"};
+    static const fsa_op_kind_t kinds[] = {FSA_OP_CREATE, FSA_OP_SET, FSA_OP_MERGE, FSA_OP_APPEND};
+    size_t compared = 0, refused = 0;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        for (size_t i = 0; i < sizeof payloads / sizeof payloads[0]; i++) {
+            fsa_op_t ops[2];
+            make_op(&ops[0], FSA_OP_TRANSITION, "T\"1\\", NULL);
+            snprintf(ops[0].group, sizeof ops[0].group, "g\n1");
+            snprintf(ops[0].field, sizeof ops[0].field, "status");
+            snprintf(ops[0].from, sizeof ops[0].from, "NEW");
+            snprintf(ops[0].to, sizeof ops[0].to, "OPEN");
+            make_op(&ops[1], kinds[k], "T2", payloads[i]);
+            ops[1].base_version = 12;
+            ops[1].max_len = (int64_t)i;
+            snprintf(ops[1].field, sizeof ops[1].field, "ticketlog");
+            snprintf(ops[1].key, sizeof ops[1].key, "h\x01");
+            char *want = NULL, *got = NULL;
+            size_t len = 0;
+            fsa_status_t ref = ref_encode_push("batch-1", ops, 2, &want);
+            fsa_status_t st = fsa_codec_encode_push("batch-1", ops, 2, &got, &len);
+            if (st != ref)
+                fail_msg("kind %d payload '%s': %s, cJSON's tree %s", (int)kinds[k], payloads[i],
+                         fsa_status_str(st), fsa_status_str(ref));
+            if (st == FSA_OK) {
+                if (got == NULL || want == NULL || strcmp(got, want) != 0)
+                    fail_msg("kind %d payload '%s':\n%s\nwant\n%s", (int)kinds[k], payloads[i],
+                             got != NULL ? got : "(none)", want != NULL ? want : "(none)");
+                else
+                    assert_int_equal(len, strlen(got));
+                compared++;
+            } else {
+                assert_null(got);
+                refused++;
+            }
+            cJSON_free(want);
+            fsa_codec_free(got);
+            fsa_op_clear(&ops[0]);
+            fsa_op_clear(&ops[1]);
+        }
+    }
+    assert_true(compared > 100);
+    assert_true(refused > 0);
+}
+
+/* The decoded answer as text, to compare two decodes (status included). */
+static void results_text(fsa_status_t st, const fsa_codec_result_t *r, size_t n, int64_t t,
+                         char *buf, size_t cap)
+{
+    size_t len = (size_t)snprintf(buf, cap, "%s t=%lld n=%zu", fsa_status_str(st), (long long)t, n);
+    for (size_t i = 0; i < n && len < cap; i++)
+        len += (size_t)snprintf(
+            buf + len, cap - len, " [%s %d v%lld o%d c%d %lld %s %s %s]", r[i].op_id,
+            (int)r[i].status, (long long)r[i].version, (int)r[i].original, (int)r[i].has_current,
+            (long long)r[i].current_version,
+            r[i].current_fields != NULL ? r[i].current_fields : "-", r[i].code, r[i].message);
+}
+
+/* Decodes body, and the same body after one blank (which the direct reader leaves to the cJSON
+ * tree): the two answers are the same. */
+static void decode_both_ways(const char *body, size_t len)
+{
+    char *padded = fsa_malloc(len + 2);
+    assert_non_null(padded);
+    padded[0] = ' ';
+    memcpy(padded + 1, body, len);
+    padded[len + 1] = '\0';
+    static char a[16384], b[16384];
+    fsa_codec_result_t *r = NULL;
+    size_t n = 0;
+    int64_t t = 0;
+    fsa_status_t st = fsa_codec_decode_results(body, len, &r, &n, &t);
+    results_text(st, r, n, t, a, sizeof a);
+    fsa_codec_results_free(r, n);
+    st = fsa_codec_decode_results(padded, len + 1, &r, &n, &t);
+    results_text(st, r, n, t, b, sizeof b);
+    fsa_codec_results_free(r, n);
+    fsa_free(padded);
+    if (strcmp(a, b) != 0)
+        fail_msg("'%.*s':\n  %s\nthrough the tree:\n  %s", (int)len, body, a, b);
+}
+
+/* The answers a drain gets are read without a tree; every answer reads the same either way,
+ * also each of them with one byte changed or cut short. */
+static void test_fsa_codec_decode_results__direct_reader_agrees_with_the_tree(void **state)
+{
+    (void)state;
+    fsa_codec_result_t res[4];
+    memset(res, 0, sizeof res);
+    snprintf(res[0].op_id, sizeof res[0].op_id, "00000000-0000-4000-8000-000000000001");
+    res[0].status = FSA_RESULT_APPLIED;
+    res[0].version = 123456789012345;
+    snprintf(res[1].op_id, sizeof res[1].op_id, "b");
+    res[1].status = FSA_RESULT_DUPLICATE;
+    res[1].original = FSA_RESULT_APPLIED;
+    res[1].version = 9;
+    snprintf(res[2].op_id, sizeof res[2].op_id, "c");
+    res[2].status = FSA_RESULT_DUPLICATE;
+    res[2].original = FSA_RESULT_CONFLICT;
+    snprintf(res[3].op_id, sizeof res[3].op_id, "d");
+    res[3].status = FSA_RESULT_CONFLICT;
+    char *enc = NULL;
+    size_t enc_len = 0;
+    assert_fsa_ok(fsa_codec_encode_results(res, 4, 1764090000123, &enc, &enc_len));
+    const char *bodies[] = {
+        enc,
+        "{\"results\":[]}",
+        "{\"results\":[],\"server_time\":-5}",
+        "{\"results\":[],\"server_time\":0}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":1}],\"server_time\":7}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":1.0}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":1e3}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":9007199254740993}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":1,\"version\":2}]}",
+        "{\"results\":[{\"op_id\":\"a\\u0041\",\"status\":\"applied\",\"version\":1}]}",
+        "{\"results\":[{\"status\":\"applied\",\"op_id\":\"a\",\"version\":1}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"conflict\",\"version\":3}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"rejected\",\"error\":{\"code\":\"x\"}}]}",
+        /* one string in two pieces: */
+        // NOLINTNEXTLINE(bugprone-suspicious-missing-comma)
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"conflict\",\"current\":{\"version\":2,"
+        "\"fields\":{\"a\":1}}}]}",
+        "{\"results\":[{\"op_id\":\"\",\"status\":\"applied\",\"version\":1}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\",\"version\":1}],\"extra\":1}",
+        "{\"server_time\":1,\"results\":[]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"applied\"}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"rejected\"}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"duplicate\",\"original\":\"duplicate\"}]}",
+    };
+    size_t tried = 0;
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        const char *body = bodies[i];
+        size_t len = strlen(body);
+        decode_both_ways(body, len);
+        char *m = fsa_malloc(len + 1);
+        assert_non_null(m);
+        static const char subs[] = "\"\\-0189.e,:{}[] x";
+        for (size_t k = 0; k < len; k++) {
+            decode_both_ways(body, k); /* cut short */
+            for (size_t c = 0; c < sizeof subs - 1; c++) {
+                memcpy(m, body, len + 1);
+                m[k] = subs[c];
+                decode_both_ways(m, len);
+                tried++;
+            }
+        }
+        fsa_free(m);
+    }
+    fsa_codec_free(enc);
+    assert_true(tried > 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fsa_codec_push__round_trip_every_kind),
         cmocka_unit_test(test_fsa_codec_encode_push__invalid),
+        cmocka_unit_test(test_fsa_codec_encode_push__same_bytes_as_a_cjson_tree),
         cmocka_unit_test(test_fsa_codec_decode_push__malformed_shapes),
         cmocka_unit_test(test_fsa_codec_decode_push__per_op_rejections),
         cmocka_unit_test(test_fsa_codec_decode_push__limits),
         cmocka_unit_test(test_fsa_codec_results__round_trip),
         cmocka_unit_test(test_fsa_codec_encode_results__escapes),
         cmocka_unit_test(test_fsa_codec_decode_results__hostile),
+        cmocka_unit_test(test_fsa_codec_decode_results__direct_reader_agrees_with_the_tree),
         cmocka_unit_test(test_fsa_codec_pull__round_trip_and_hostile),
         cmocka_unit_test(test_fsa_codec_error__round_trip_and_hostile),
         cmocka_unit_test(test_fsa_codec_decoders__truncations_and_mutations),
