@@ -1,8 +1,10 @@
 /* Benchmark: draining a large backlog to the loopback fieldsync-server with the real engine,
- * beside a bare libcurl keep-alive POST loop pushing the same kind of batches to the same server.
- * Prints ops/s, bytes on the wire per op, and the agent's peak RSS. */
+ * beside bare libcurl keep-alive POST loops pushing the same kind of batches to the same server:
+ * one sends what the engine sends (gzip'd bodies, gzip'd answers asked for), the other plain
+ * JSON both ways. Prints ops/s, bytes on the wire per op, and the agent's peak RSS. */
 #include <curl/curl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include "port/alloc.h"
 #include "sync/codec.h"
 #include "sync/engine.h"
+#include "sync/gzip.h"
 #include "sync/transport.h"
 #include "tests/bench/proc_cpu.h"
 #include "tests/sync/server_client.h"
@@ -25,8 +28,8 @@ static double now_s(void)
     return (double)fsa_port_posix()->mono_now(NULL).ns / 1e9;
 }
 
-/* An increment op on the ticket "B", as the engine would send it. */
-static void make_op(fsa_op_t *op, int64_t seq)
+/* An increment op on the ticket tid, as the engine would send it. */
+static void make_op(fsa_op_t *op, int64_t seq, const char *tid)
 {
     memset(op, 0, sizeof *op);
     if (fsa_uuid4(fsa_port_posix(), op->op_id) != FSA_OK)
@@ -35,7 +38,7 @@ static void make_op(fsa_op_t *op, int64_t seq)
     op->at_ms = fsa_port_posix()->wall_now(NULL).ms;
     op->kind = FSA_OP_INCREMENT;
     op->type = FSA_TYPE_TICKET;
-    snprintf(op->id, sizeof op->id, "B");
+    snprintf(op->id, sizeof op->id, "%s", tid);
     snprintf(op->field, sizeof op->field, "level");
     op->by = 1;
 }
@@ -49,45 +52,70 @@ static size_t discard(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-/* The baseline: pre-encoded 500-op push bodies, signed, POSTed over one keep-alive connection. */
-static double bare_post_loop(const char *url, int nops, double *bytes_per_op)
+/* A bare loop's device: its number in the server's devices file, its ticket, and whether it sends
+ * what the engine sends (gzip'd bodies over FSA_LIMIT_GZIP_MIN_BYTES, gzip'd answers asked for)
+ * or plain JSON both ways. */
+typedef struct loop_dev {
+    int n;
+    const char *ticket;
+    bool gzip;
+} loop_dev_t;
+
+/* A baseline: pre-encoded 500-op push bodies (compressed beforehand when d->gzip: the engine's
+ * compression is the agent's work, not the wire's), signed, POSTed over one keep-alive
+ * connection. */
+static double bare_post_loop(const char *url, int nops, const loop_dev_t *d, double *bytes_per_op)
 {
     int batches = nops / BATCH;
     char **bodies = fsa_calloc((size_t)batches, sizeof *bodies);
     size_t *lens = fsa_calloc((size_t)batches, sizeof *lens);
     fsa_op_t *ops = fsa_calloc(BATCH, sizeof *ops);
+    if (bodies == NULL || lens == NULL || ops == NULL)
+        exit(1);
     for (int b = 0; b < batches; b++) {
         for (int i = 0; i < BATCH; i++)
-            make_op(&ops[i], (int64_t)b * BATCH + i + 1);
+            make_op(&ops[i], (int64_t)b * BATCH + i + 1, d->ticket);
         char batch_id[FSA_UUID_STR_LEN];
         if (fsa_uuid4(fsa_port_posix(), batch_id) != FSA_OK ||
             fsa_codec_encode_push(batch_id, ops, BATCH, &bodies[b], &lens[b]) != FSA_OK)
             exit(1);
+        if (d->gzip) {
+            unsigned char *gz = NULL;
+            size_t gz_len = 0;
+            if (fsa_gzip_compress(bodies[b], lens[b], &gz, &gz_len) != FSA_OK)
+                exit(1);
+            fsa_codec_free(bodies[b]);
+            bodies[b] = (char *)gz;
+            lens[b] = gz_len;
+        }
     }
     fsa_free(ops);
     fsa_signer_key_t key;
-    th_device_key(1, &key);
+    th_device_key(d->n, &key);
     CURL *c = curl_easy_init();
-    char full[256];
-    snprintf(full, sizeof full, "%s/v1/devices/dev001/ops", url);
+    char path[64], full[256];
+    snprintf(path, sizeof path, "/v1/devices/dev%03d/ops", d->n);
+    snprintf(full, sizeof full, "%s%s", url, path);
     curl_easy_setopt(c, CURLOPT_URL, full);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    if (d->gzip) /* curl inflates the answers, as the engine's transport does */
+        curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "gzip");
     double bytes = 0;
     double t0 = now_s();
     for (int b = 0; b < batches; b++) {
         char ts[24], nonce[FSA_SIGNER_NONCE_BYTES], sig[FSA_SIGNER_HEX_BYTES];
         snprintf(ts, sizeof ts, "%" PRId64, fsa_port_posix()->wall_now(NULL).ms);
         if (fsa_signer_nonce(fsa_port_posix(), nonce) != FSA_OK ||
-            fsa_signer_sign(&key, "POST", "/v1/devices/dev001/ops", ts, nonce, bodies[b], lens[b],
-                            sig) != FSA_OK)
+            fsa_signer_sign(&key, "POST", path, ts, nonce, bodies[b], lens[b], sig) != FSA_OK)
             exit(1);
-        char h[4][128];
-        snprintf(h[0], sizeof h[0], "X-Device-Id: dev001");
+        char h[5][128];
+        snprintf(h[0], sizeof h[0], "X-Device-Id: dev%03d", d->n);
         snprintf(h[1], sizeof h[1], "X-Timestamp: %s", ts);
         snprintf(h[2], sizeof h[2], "X-Nonce: %s", nonce);
         snprintf(h[3], sizeof h[3], "X-Signature: %s", sig);
+        snprintf(h[4], sizeof h[4], "Content-Encoding: gzip");
         struct curl_slist *hl = curl_slist_append(NULL, "Content-Type: application/json");
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < (d->gzip ? 5 : 4); i++)
             hl = curl_slist_append(hl, h[i]);
         hl = curl_slist_append(hl, "Expect:");
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
@@ -109,8 +137,12 @@ static double bare_post_loop(const char *url, int nops, double *bytes_per_op)
     }
     double dt = now_s() - t0;
     curl_easy_cleanup(c);
-    for (int b = 0; b < batches; b++)
-        fsa_codec_free(bodies[b]);
+    for (int b = 0; b < batches; b++) {
+        if (d->gzip)
+            fsa_free(bodies[b]);
+        else
+            fsa_codec_free(bodies[b]);
+    }
     fsa_free(bodies);
     fsa_free(lens);
     fsa_signer_key_wipe(&key);
@@ -188,13 +220,15 @@ int main(int argc, char **argv)
         return 1;
     th_server_t s;
     memset(&s, 0, sizeof s);
-    if (!th_dir_make(s.dir) || !th_write_files(&s, 2) || !th_server_start(&s, NULL)) {
+    if (!th_dir_make(s.dir) || !th_write_files(&s, 3) || !th_server_start(&s, NULL)) {
         fprintf(stderr, "cannot start the server\n");
         return 1;
     }
-    /* The tickets both sides increment: A for the agent, B for the bare loop. */
+    /* The tickets each side increments: A for the agent (dev000), B for the bare loop that sends
+     * what the engine sends (dev001), C for the plain one (dev002). */
     if (tc_seed(NULL, s.url, "ticket", "A", "{}") != 201 ||
-        tc_seed(NULL, s.url, "ticket", "B", "{}") != 201) {
+        tc_seed(NULL, s.url, "ticket", "B", "{}") != 201 ||
+        tc_seed(NULL, s.url, "ticket", "C", "{}") != 201) {
         fprintf(stderr, "cannot seed the tickets\n");
         return 1;
     }
@@ -204,9 +238,12 @@ int main(int argc, char **argv)
     fflush(stdout);
     record_backlog(journal, nops);
 
-    double bare_bpo = 0;
+    double plain_bpo = 0, bare_bpo = 0;
+    const loop_dev_t plain_dev = {2, "C", false}, gzip_dev = {1, "B", true};
+    double cpu_p = bench_proc_cpu_s((int)s.pid);
+    double plain = bare_post_loop(s.url, nops, &plain_dev, &plain_bpo);
     double cpu0 = bench_proc_cpu_s((int)s.pid);
-    double bare = bare_post_loop(s.url, nops, &bare_bpo);
+    double bare = bare_post_loop(s.url, nops, &gzip_dev, &bare_bpo);
     double cpu1 = bench_proc_cpu_s((int)s.pid);
 
     int p[2];
@@ -234,24 +271,30 @@ int main(int argc, char **argv)
         return 1;
     }
     double rss_mb = (double)ru.ru_maxrss / 1024.0;
-    printf("drained %d ops: %.0f ops/s (bare libcurl keep-alive POST loop: %.0f ops/s, ratio "
-           "%.2f); %.0f bytes/op on the wire (bare: %.0f); agent peak RSS %.1f MB (goal <= 16)\n",
-           nops, res[0], bare, res[0] / bare, res[1], bare_bpo, rss_mb);
+    printf("drained %d ops: %.0f ops/s (bare libcurl keep-alive POST loop sending the same gzip'd "
+           "requests: %.0f ops/s, ratio %.2f; plain JSON both ways: %.0f ops/s, ratio %.2f); %.0f "
+           "bytes/op on the wire (bare: %.0f, plain: %.0f); agent peak RSS %.1f MB (goal <= 16)\n",
+           nops, res[0], bare, res[0] / bare, plain, res[0] / plain, res[1], bare_bpo, plain_bpo,
+           rss_mb);
     double agent_cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     /* Where the time per op goes: the server's CPU (in the bare loop and in the drain) and the
      * agent's; on 2 idle cores the drain can go no faster than the larger of the two. */
-    if (cpu0 >= 0 && cpu2 >= cpu1 && cpu1 >= cpu0)
-        printf("CPU per op: server %.1f us in the bare loop, %.1f us in the drain; agent %.1f us "
-               "(wall per op: bare %.1f us, drain %.1f us)\n",
-               (cpu1 - cpu0) * 1e6 / nops, (cpu2 - cpu1) * 1e6 / nops, agent_cpu * 1e6 / nops,
-               1e6 / bare, 1e6 / res[0]);
+    if (cpu_p >= 0 && cpu2 >= cpu1 && cpu1 >= cpu0 && cpu0 >= cpu_p)
+        printf("CPU per op: server %.1f us in the bare gzip'd loop (%.1f us plain), %.1f us in the "
+               "drain; agent %.1f us (wall per op: bare %.1f us, plain %.1f us, drain %.1f us)\n",
+               (cpu1 - cpu0) * 1e6 / nops, (cpu0 - cpu_p) * 1e6 / nops, (cpu2 - cpu1) * 1e6 / nops,
+               agent_cpu * 1e6 / nops, 1e6 / bare, 1e6 / plain, 1e6 / res[0]);
     printf("BENCH {\"name\":\"sync.drain\",\"value\":%.0f,\"unit\":\"ops/s\",\"baseline\":%.0f,"
-           "\"baseline_name\":\"curl.keepalive_post_batch500\",\"ratio\":%.2f}\n",
+           "\"baseline_name\":\"curl.keepalive_post_batch500_gzip\",\"ratio\":%.2f}\n",
            res[0], bare, res[0] / bare);
+    printf("BENCH {\"name\":\"sync.drain\",\"value\":%.0f,\"unit\":\"ops/s\",\"baseline\":%.0f,"
+           "\"baseline_name\":\"curl.keepalive_post_batch500_plain\",\"ratio\":%.2f}\n",
+           res[0], plain, res[0] / plain);
     printf("BENCH {\"name\":\"sync.wire_bytes_per_op\",\"value\":%.0f,\"unit\":\"bytes\","
-           "\"baseline\":%.0f,\"baseline_name\":\"curl.keepalive_post_batch500\",\"ratio\":%.2f}\n",
-           res[1], bare_bpo, bare_bpo / res[1]);
+           "\"baseline\":%.0f,\"baseline_name\":\"curl.keepalive_post_batch500_plain\","
+           "\"ratio\":%.2f}\n",
+           res[1], plain_bpo, plain_bpo / res[1]);
     printf("BENCH {\"name\":\"sync.agent_peak_rss\",\"value\":%.1f,\"unit\":\"MB\"}\n", rss_mb);
     curl_global_cleanup();
     return 0;
