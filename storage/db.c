@@ -283,10 +283,24 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
     if (clean)
         return FSA_OK;
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &q, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(q);
-    const char *res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+    int rc = SQLITE_OK;
+    const char *res = NULL;
+    /* A page of the freelist that cannot be fetched is reported without its error code ("failed
+     * to get page N"; a page number out of range has a finding of its own): a read that failed,
+     * or no memory, not what the page holds. The check runs once more; the second answer
+     * stands, and the same finding twice is a disk that does not read. */
+    bool unread = false;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        sqlite3_finalize(q);
+        q = NULL;
+        rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &q, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(q);
+        res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+        unread = res != NULL && strstr(res, "failed to get page ") != NULL;
+        if (!unread)
+            break;
+    }
     /* SQLite reports a page it could not get as a finding, with the code of the failure
      * ("unable to get the page. error code=266"): a read error or no memory, or corruption. */
     int page_rc = 0;
@@ -300,7 +314,8 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
         st = FSA_ENOMEM;
     /* nor does a check that could not read (SQLite returns the read error itself when it fails
      * before any page). */
-    else if ((rc != SQLITE_ROW && (rc & 0xff) == SQLITE_IOERR) || (page_rc & 0xff) == SQLITE_IOERR)
+    else if ((rc != SQLITE_ROW && (rc & 0xff) == SQLITE_IOERR) ||
+             (page_rc & 0xff) == SQLITE_IOERR || unread)
         st = FSA_EIO;
     else
         st = res != NULL && strcmp(res, "ok") == 0 ? FSA_OK : FSA_ECORRUPT;
