@@ -112,6 +112,82 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
      * group per batch; without an index that count scanned the whole outbox. Only grouped ops
      * are in it. */
     "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';",
+    /* 2 -> 3: the outbox and the change log without AUTOINCREMENT. AUTOINCREMENT rewrote a row of
+     * sqlite_sequence (its own b-tree, one more page in the WAL) for every insert into either:
+     * an eighth of a record's cost. The promise stays: a seq is never reused.
+     * - The outbox's seq is set by the record (journal_record.c): one above both the highest seq
+     *   in the table and the highest ever deleted from its top, which the trigger below keeps
+     *   in sync_state (only compaction deletes, done ops, and the top row fires it, once).
+     * - The change log's rowid is one above its highest row, and pruning keeps the newest
+     *   FSA_CHANGES_KEEP_ROWS rows, so its highest row is never deleted.
+     * SQLite cannot drop AUTOINCREMENT in place: both tables are rebuilt, and the conflicts table
+     * with the outbox (its rows reference outbox seqs; dropped first, child before parent, so
+     * foreign keys stay on and checked). The last seq AUTOINCREMENT gave the outbox is carried
+     * over. One transaction, as every step. */
+    "CREATE TABLE outbox_v3("
+    "  seq INTEGER PRIMARY KEY,"
+    "  op_id TEXT NOT NULL UNIQUE,"
+    "  at_ms INTEGER NOT NULL,"
+    "  kind INTEGER NOT NULL,"
+    "  type INTEGER NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  grp TEXT NOT NULL DEFAULT '',"
+    "  field TEXT NOT NULL DEFAULT '',"
+    "  base_version INTEGER NOT NULL DEFAULT 0,"
+    "  by_n INTEGER NOT NULL DEFAULT 0,"
+    "  from_s TEXT NOT NULL DEFAULT '',"
+    "  to_s TEXT NOT NULL DEFAULT '',"
+    "  akey TEXT NOT NULL DEFAULT '',"
+    "  max_len INTEGER NOT NULL DEFAULT 0,"
+    "  payload TEXT,"
+    "  prior TEXT,"
+    "  state INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  result_version INTEGER,"
+    "  done_ms INTEGER);"
+    "INSERT INTO outbox_v3 SELECT seq, op_id, at_ms, kind, type, id, grp, field, base_version, "
+    "  by_n, from_s, to_s, akey, max_len, payload, prior, state, attempts, result_version, "
+    "  done_ms FROM outbox;"
+    "CREATE TABLE conflicts_v3("
+    "  seq INTEGER PRIMARY KEY REFERENCES outbox_v3(seq),"
+    "  op_id TEXT NOT NULL,"
+    "  outcome TEXT NOT NULL,"
+    "  code TEXT NOT NULL DEFAULT '',"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  server_version INTEGER,"
+    "  server_fields TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  decision TEXT NOT NULL DEFAULT '',"
+    "  resolution TEXT,"
+    "  resolved_ms INTEGER);"
+    "INSERT INTO conflicts_v3 SELECT seq, op_id, outcome, code, reason, server_version, "
+    "  server_fields, created_ms, decision, resolution, resolved_ms FROM conflicts;"
+    "INSERT INTO sync_state(k, v) SELECT '" FSA_STATE_OUTBOX_LAST_DELETED "', seq "
+    "  FROM sqlite_sequence WHERE name = 'outbox' AND seq > 0 "
+    "  ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v);"
+    "CREATE TABLE changes_v3("
+    "  seq INTEGER PRIMARY KEY,"
+    "  type INTEGER NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  reason INTEGER NOT NULL,"
+    "  op_id TEXT NOT NULL DEFAULT '',"
+    "  at_ms INTEGER NOT NULL);"
+    "INSERT INTO changes_v3 SELECT seq, type, id, version, reason, op_id, at_ms FROM changes;"
+    "DROP TABLE conflicts;"
+    "DROP TABLE outbox;"
+    "DROP TABLE changes;"
+    "ALTER TABLE outbox_v3 RENAME TO outbox;"
+    "ALTER TABLE conflicts_v3 RENAME TO conflicts;"
+    "ALTER TABLE changes_v3 RENAME TO changes;"
+    "CREATE INDEX outbox_by_entity ON outbox(type, id, state, seq);"
+    "CREATE INDEX outbox_open ON outbox(seq, state) WHERE state IN (0, 1);"
+    "CREATE INDEX outbox_done ON outbox(seq) WHERE state = 2;"
+    "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';"
+    "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "
+    "  WHEN NOT EXISTS (SELECT 1 FROM outbox WHERE seq > old.seq) BEGIN "
+    "  INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "
+    "  ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v); END;",
 };
 
 fsa_status_t fsa__db_status(int rc)
