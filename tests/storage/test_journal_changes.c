@@ -377,8 +377,41 @@ static void make_v2(sqlite3 *db, int64_t last_seq)
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
         fail_msg("making a schema 2 journal: %s", msg);
-    assert_true(strstr(dump(db, "SELECT sql FROM sqlite_master WHERE name = 'outbox'"),
-                       "AUTOINCREMENT") != NULL);
+    char *sql_now = dump(db, "SELECT sql FROM sqlite_master WHERE name = 'outbox'");
+    assert_non_null(strstr(sql_now, "AUTOINCREMENT"));
+    fsa_free(sql_now);
+}
+
+/* What a schema is made of, whatever the text that made it (a renamed table's CREATE statement
+ * is rewritten by SQLite): tables and their columns, indexes and their keys and WHERE clauses,
+ * foreign keys, triggers, and which tables are AUTOINCREMENT. */
+static char *schema_signature(sqlite3 *db)
+{
+    static const char *const parts[] = {
+        "SELECT m.name, p.* FROM sqlite_master m JOIN pragma_table_xinfo(m.name) p "
+        "WHERE m.type = 'table' ORDER BY m.name, p.cid",
+        "SELECT m.name, m.tbl_name, p.* FROM sqlite_master m JOIN pragma_index_xinfo(m.name) p "
+        "WHERE m.type = 'index' ORDER BY m.name, p.seqno",
+        "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND "
+        "sql IS NOT NULL ORDER BY name",
+        "SELECT m.name, p.* FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) p "
+        "WHERE m.type = 'table' ORDER BY m.name, p.id",
+        "SELECT name FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%' ORDER BY name",
+        "PRAGMA user_version",
+    };
+    size_t cap = 1 << 17, len = 0;
+    char *out = fsa_calloc(1, cap);
+    assert_non_null(out);
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        char *d = dump(db, parts[i]);
+        size_t n = strlen(d);
+        assert_true(len + n + 2 < cap);
+        memcpy(out + len, d, n);
+        len += n;
+        out[len++] = '#';
+        fsa_free(d);
+    }
+    return out;
 }
 
 /* A journal of schema 2 (pending, in-flight, done and parked ops, a group, changes, the top of
@@ -462,6 +495,25 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
     fsa_free(v);
     sqlite3_close(db);
     assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
+    /* the same schema as a journal created as schema 3 */
+    test_dir_t fresh_dir;
+    test_dir_make(&fresh_dir);
+    fsa_journal_t *fresh = NULL;
+    fsa_journal_opts_t co = {.create = true};
+    assert_fsa_ok(fsa_journal_open(f->port, fresh_dir.path, &co, &fresh, err, sizeof err));
+    fsa_journal_close(fresh);
+    sqlite3 *fdb;
+    assert_int_equal(sqlite3_open(fresh_dir.path, &fdb), SQLITE_OK);
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    char *sig_fresh = schema_signature(fdb), *sig_migrated = schema_signature(db);
+    assert_non_null(strstr(sig_fresh, "outbox_keeps_last_seq"));
+    assert_non_null(strstr(sig_fresh, "#lock_holders|\n#")); /* the one AUTOINCREMENT left */
+    assert_string_equal(sig_migrated, sig_fresh);
+    fsa_free(sig_fresh);
+    fsa_free(sig_migrated);
+    sqlite3_close(fdb);
+    sqlite3_close(db);
+    test_dir_remove(&fresh_dir);
 
     /* The seqs go on above the last one schema 2 gave, compacted or not. */
     fsa_outbox_stats_t st;
