@@ -4,6 +4,7 @@
 
 #include "port/alloc.h"
 #include "tests/storage/journal_test_util.h"
+#include "tests/storage/vfs_fault.h"
 
 typedef struct fixture {
     test_dir_t dir;
@@ -538,6 +539,115 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
     fsa_free(changes_before);
 }
 
+/* The file's bytes (fsa_malloc'ed, *len set). */
+static unsigned char *read_all(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    long n = ftell(fp);
+    assert_true(n > 0);
+    rewind(fp);
+    unsigned char *b = fsa_malloc((size_t)n);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *len = (size_t)n;
+    return b;
+}
+
+/* The journal at path made the bytes again, with no -wal or -shm beside it. */
+static void write_all(const char *path, const unsigned char *b, size_t len)
+{
+    char side[160];
+    for (const char *const *sfx = (const char *const[]){"-wal", "-shm", NULL}; *sfx != NULL;
+         sfx++) {
+        snprintf(side, sizeof side, "%s%s", path, *sfx);
+        (void)unlink(side);
+    }
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(b, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* The migration is one transaction under I/O faults too: with each write and each sync of the
+ * journal's files failing in turn (EIO), the open either succeeds or fails with an error naming
+ * the journal, and the next open, the disk whole again, finds every op as schema 2 had it. */
+static void test_fsa_journal_open__v2_migration_under_io_faults(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(vfs_fault_install(), SQLITE_OK);
+    vfs_fault_set_real_sync(false);
+    fsa_rec_t r;
+    for (int i = 0; i < 6; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "T%d", i);
+        assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &r));
+    }
+    fsa_op_result_t res = result_for(r.op_id, FSA_RESULT_CONFLICT, 0);
+    res.current_version = 2;
+    res.current_fields = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                         "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"LOW\"}";
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &res, 1));
+    fsa_journal_close(f->j);
+    f->j = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    make_v2(db, 9);
+    char *outbox = dump(db, OUTBOX_ROWS), *conflicts = dump(db, CONFLICT_ROWS);
+    sqlite3_close(db);
+    size_t len = 0;
+    unsigned char *v2 = read_all(f->dir.path, &len);
+    fsa_journal_opts_t o = {0};
+    char err[320];
+    int64_t points = 0;
+    for (int64_t n = 1;; n++) {
+        write_all(f->dir.path, v2, len);
+        vfs_fault_plan_t plan = {
+            .kinds = VFS_FAULT_WRITE | VFS_FAULT_SYNC, .nth = n, .flavour = VFS_FAULT_EIO};
+        vfs_fault_arm(f->dir.path, &plan);
+        fsa_status_t st = fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err);
+        bool fired = vfs_fault_fired() > 0;
+        vfs_fault_disarm();
+        if (st == FSA_OK) {
+            fsa_journal_close(f->j);
+            f->j = NULL;
+        } else if (strstr(err, f->dir.path) == NULL) {
+            fail_msg("open with write/sync %lld failing: %s (%s)", (long long)n, fsa_status_str(st),
+                     err);
+        }
+        if (!fired) {
+            assert_fsa_ok(st);
+            break;
+        }
+        points++;
+        assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+        assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
+        fsa_outbox_stats_t s;
+        assert_fsa_ok(fsa_outbox_stats(f->j, &s));
+        assert_int_equal(s.last_seq, 9);
+        assert_int_equal(s.conflicts, 1);
+        fsa_journal_close(f->j);
+        f->j = NULL;
+        assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+        assert_int_equal(q_int(db, "PRAGMA user_version"), 3);
+        char *o2 = dump(db, OUTBOX_ROWS), *c2 = dump(db, CONFLICT_ROWS);
+        assert_string_equal(o2, outbox);
+        assert_string_equal(c2, conflicts);
+        fsa_free(o2);
+        fsa_free(c2);
+        sqlite3_close(db);
+    }
+    fprintf(stderr, "# schema 2 -> 3 under write/sync EIO: %lld fault points\n", (long long)points);
+    assert_true(points > 0);
+    vfs_fault_set_real_sync(true);
+    fsa_free(v2);
+    fsa_free(outbox);
+    fsa_free(conflicts);
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+}
+
 /* Without AUTOINCREMENT a seq is still never given twice: compaction that empties the outbox,
  * done ops never marked in flight included, leaves the next op above every seq given. */
 static void test_fsa_outbox_compact__seq_never_reused(void **state)
@@ -807,6 +917,7 @@ int main(void)
         T(test_fsa_journal_changes_read__rebase_is_one_change),
         T(test_fsa_journal_changes_read__paged_and_bounded),
         T(test_fsa_journal_open__v2_journal_migrates_to_v3),
+        T(test_fsa_journal_open__v2_migration_under_io_faults),
         T(test_fsa_outbox_compact__seq_never_reused),
         T(test_fsa_outbox_op_state__through_compaction),
         T(test_fsa_outbox_compact__prunes_old_changes_only_beyond_the_newest),
