@@ -407,9 +407,7 @@ static char *schema_signature(sqlite3 *db)
         char *d = dump(db, parts[i]);
         size_t n = strlen(d);
         assert_true(len + n + 2 < cap);
-        memcpy(out + len, d, n);
-        len += n;
-        out[len++] = '#';
+        len += (size_t)snprintf(out + len, cap - len, "%s#", d);
         fsa_free(d);
     }
     return out;
@@ -551,7 +549,7 @@ static unsigned char *read_all(const char *path, size_t *len)
     unsigned char *b = fsa_malloc((size_t)n);
     assert_non_null(b);
     assert_int_equal(fread(b, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
+    assert_int_equal(fclose(fp), 0);
     *len = (size_t)n;
     return b;
 }
