@@ -14,6 +14,93 @@
 #include "storage/libs.h"
 #include "storage/state_keys.h"
 
+/* The tables of schema 1 that schema 3 keeps as they were (migrations[0] and schema_v3). */
+#define ENTITIES_DDL                                                                               \
+    "CREATE TABLE entities("                                                                       \
+    "  type TEXT NOT NULL,"                                                                        \
+    "  id TEXT NOT NULL,"                                                                          \
+    "  base_fields TEXT," /* last known server fields; NULL: not on the server */                  \
+    "  base_version INTEGER NOT NULL DEFAULT 0," /* server version of base_fields; 0: none */      \
+    "  local_fields TEXT,"                       /* base with pending ops replayed; NULL: none */  \
+    "  updated_ms INTEGER NOT NULL DEFAULT 0,"                                                     \
+    "  PRIMARY KEY(type, id)) WITHOUT ROWID;"
+#define DONE_OPS_DDL                                                                               \
+    /* Done ops leave the outbox at compaction; their ids stay here for the audit period. */       \
+    "CREATE TABLE done_ops("                                                                       \
+    "  op_id TEXT PRIMARY KEY,"                                                                    \
+    "  seq INTEGER NOT NULL,"                                                                      \
+    "  done_ms INTEGER NOT NULL) WITHOUT ROWID;"                                                   \
+    "CREATE INDEX done_ops_by_time ON done_ops(done_ms);"
+#define STATE_AND_LOCKS_DDL                                                                        \
+    "CREATE TABLE sync_state("                                                                     \
+    "  k TEXT PRIMARY KEY,"                                                                        \
+    "  v) WITHOUT ROWID;"                                                                          \
+    "CREATE TABLE lock_holders("                                                                   \
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"                                                      \
+    "  pid INTEGER NOT NULL,"                                                                      \
+    "  label TEXT NOT NULL,"                                                                       \
+    "  started_ms INTEGER NOT NULL);"                                                              \
+    "CREATE TABLE locks("                                                                          \
+    "  key TEXT PRIMARY KEY,"                                                                      \
+    "  token INTEGER NOT NULL,"                                                                    \
+    "  holder INTEGER,"                                                                            \
+    "  holder_label TEXT,"                                                                         \
+    "  acquired_ns INTEGER,"                                                                       \
+    "  expires_ns INTEGER) WITHOUT ROWID;"
+
+/* Schema 3's outbox, conflicts and change log (the 2 -> 3 step builds them under these names and
+ * renames them; a new journal creates them as they are, schema_current). */
+#define OUTBOX_V3_COLUMNS                                                                          \
+    "(seq INTEGER PRIMARY KEY,"                                                                    \
+    "  op_id TEXT NOT NULL UNIQUE,"                                                                \
+    "  at_ms INTEGER NOT NULL,"                                                                    \
+    "  kind INTEGER NOT NULL,"                                                                     \
+    "  type INTEGER NOT NULL,"                                                                     \
+    "  id TEXT NOT NULL,"                                                                          \
+    "  grp TEXT NOT NULL DEFAULT '',"                                                              \
+    "  field TEXT NOT NULL DEFAULT '',"                                                            \
+    "  base_version INTEGER NOT NULL DEFAULT 0,"                                                   \
+    "  by_n INTEGER NOT NULL DEFAULT 0,"                                                           \
+    "  from_s TEXT NOT NULL DEFAULT '',"                                                           \
+    "  to_s TEXT NOT NULL DEFAULT '',"                                                             \
+    "  akey TEXT NOT NULL DEFAULT '',"                                                             \
+    "  max_len INTEGER NOT NULL DEFAULT 0,"                                                        \
+    "  payload TEXT,"                                                                              \
+    "  prior TEXT,"                                                                                \
+    "  state INTEGER NOT NULL DEFAULT 0,"                                                          \
+    "  attempts INTEGER NOT NULL DEFAULT 0,"                                                       \
+    "  result_version INTEGER,"                                                                    \
+    "  done_ms INTEGER);"
+#define CONFLICTS_V3_AFTER_SEQ                                                                     \
+    "  op_id TEXT NOT NULL,"                                                                       \
+    "  outcome TEXT NOT NULL,"                                                                     \
+    "  code TEXT NOT NULL DEFAULT '',"                                                             \
+    "  reason TEXT NOT NULL DEFAULT '',"                                                           \
+    "  server_version INTEGER,"                                                                    \
+    "  server_fields TEXT,"                                                                        \
+    "  created_ms INTEGER NOT NULL,"                                                               \
+    "  decision TEXT NOT NULL DEFAULT '',"                                                         \
+    "  resolution TEXT,"                                                                           \
+    "  resolved_ms INTEGER);"
+#define CHANGES_V3_COLUMNS                                                                         \
+    "(seq INTEGER PRIMARY KEY,"                                                                    \
+    "  type INTEGER NOT NULL,"                                                                     \
+    "  id TEXT NOT NULL,"                                                                          \
+    "  version INTEGER NOT NULL,"                                                                  \
+    "  reason INTEGER NOT NULL,"                                                                   \
+    "  op_id TEXT NOT NULL DEFAULT '',"                                                            \
+    "  at_ms INTEGER NOT NULL);"
+/* The outbox's indexes (as schema 2 made them) and schema 3's trigger. */
+#define OUTBOX_V3_INDEXES                                                                          \
+    "CREATE INDEX outbox_by_entity ON outbox(type, id, state, seq);"                               \
+    "CREATE INDEX outbox_open ON outbox(seq, state) WHERE state IN (0, 1);"                        \
+    "CREATE INDEX outbox_done ON outbox(seq) WHERE state = 2;"                                     \
+    "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';"                          \
+    "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "                                 \
+    "  WHEN NOT EXISTS (SELECT 1 FROM outbox WHERE seq > old.seq) BEGIN "                          \
+    "  INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "         \
+    "  ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v); END;"
+
 /*
  * Migrations: migrations[v] takes a journal from schema version v to v + 1. A journal's version
  * is PRAGMA user_version (0 for a new file). Each step runs in the same transaction as the
@@ -22,14 +109,7 @@
  */
 static const char *const migrations[FSA_SCHEMA_VERSION] = {
     /* 0 -> 1: the first schema. */
-    "CREATE TABLE entities("
-    "  type TEXT NOT NULL,"
-    "  id TEXT NOT NULL,"
-    "  base_fields TEXT," /* last known server fields; NULL: not on the server */
-    "  base_version INTEGER NOT NULL DEFAULT 0," /* server version of base_fields; 0: none */
-    "  local_fields TEXT,"                       /* base with pending ops replayed; NULL: none */
-    "  updated_ms INTEGER NOT NULL DEFAULT 0,"
-    "  PRIMARY KEY(type, id)) WITHOUT ROWID;"
+    ENTITIES_DDL
     /* AUTOINCREMENT: seq is never reused, even after compaction deletes the highest rows. */
     "CREATE TABLE outbox("
     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -54,13 +134,7 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     "  done_ms INTEGER);"
     /* No index on state: the pending ops are read in seq (rowid) order, and done ops are
      * compacted away, so the scan skips few rows; one index less makes every record cheaper. */
-    "CREATE INDEX outbox_by_entity ON outbox(type, id, state, seq);"
-    /* Done ops leave the outbox at compaction; their ids stay here for the audit period. */
-    "CREATE TABLE done_ops("
-    "  op_id TEXT PRIMARY KEY,"
-    "  seq INTEGER NOT NULL,"
-    "  done_ms INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX done_ops_by_time ON done_ops(done_ms);"
+    "CREATE INDEX outbox_by_entity ON outbox(type, id, state, seq);" DONE_OPS_DDL
     /* Conflicts and rejections, kept until a person or a policy resolves them. */
     "CREATE TABLE conflicts("
     "  seq INTEGER PRIMARY KEY REFERENCES outbox(seq),"
@@ -73,22 +147,7 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     "  created_ms INTEGER NOT NULL,"
     "  decision TEXT NOT NULL DEFAULT ''," /* the resolver's verdict while open */
     "  resolution TEXT,"                   /* NULL while open; 'server', 'local', 'rebased', ... */
-    "  resolved_ms INTEGER);"
-    "CREATE TABLE sync_state("
-    "  k TEXT PRIMARY KEY,"
-    "  v) WITHOUT ROWID;"
-    "CREATE TABLE lock_holders("
-    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  pid INTEGER NOT NULL,"
-    "  label TEXT NOT NULL,"
-    "  started_ms INTEGER NOT NULL);"
-    "CREATE TABLE locks("
-    "  key TEXT PRIMARY KEY,"
-    "  token INTEGER NOT NULL,"
-    "  holder INTEGER,"
-    "  holder_label TEXT,"
-    "  acquired_ns INTEGER,"
-    "  expires_ns INTEGER) WITHOUT ROWID;",
+    "  resolved_ms INTEGER);" STATE_AND_LOCKS_DDL,
     /* 1 -> 2: the change log. Every transaction that changes an entity appends a row, so that
      * every process on the journal (an app, the daemon) can tell its listeners what changed,
      * each change once, by reading past the last row it saw. AUTOINCREMENT: a seq is never
@@ -112,7 +171,50 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
      * group per batch; without an index that count scanned the whole outbox. Only grouped ops
      * are in it. */
     "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';",
+    /* 2 -> 3: the outbox and the change log without AUTOINCREMENT. AUTOINCREMENT rewrote a row of
+     * sqlite_sequence (its own b-tree, one more page in the WAL) for every insert into either:
+     * an eighth of a record's cost. The promise stays: a seq is never reused.
+     * - The outbox's seq is set by the record (journal_record.c): one above both the highest seq
+     *   in the table and the highest ever deleted from its top, which the trigger keeps in
+     *   sync_state (only compaction deletes, done ops, and the top row fires it).
+     * - The change log's rowid is one above its highest row, and pruning keeps the newest
+     *   FSA_CHANGES_KEEP_ROWS rows, so its highest row is never deleted.
+     * SQLite cannot drop AUTOINCREMENT in place: both tables are rebuilt, and the conflicts table
+     * with the outbox (its rows reference outbox seqs; dropped first, child before parent, so
+     * foreign keys stay on and checked). The last seq AUTOINCREMENT gave the outbox is carried
+     * over. One transaction, as every step. A new journal gets schema_current instead. */
+    "CREATE TABLE outbox_v3" OUTBOX_V3_COLUMNS
+    "INSERT INTO outbox_v3 SELECT seq, op_id, at_ms, kind, type, id, grp, field, base_version, "
+    "  by_n, from_s, to_s, akey, max_len, payload, prior, state, attempts, result_version, "
+    "  done_ms FROM outbox;"
+    "CREATE TABLE conflicts_v3(seq INTEGER PRIMARY KEY REFERENCES "
+    "outbox_v3(seq)," CONFLICTS_V3_AFTER_SEQ
+    "INSERT INTO conflicts_v3 SELECT seq, op_id, outcome, code, reason, server_version, "
+    "  server_fields, created_ms, decision, resolution, resolved_ms FROM conflicts;"
+    "INSERT INTO sync_state(k, v) SELECT '" FSA_STATE_OUTBOX_LAST_DELETED "', seq "
+    "  FROM sqlite_sequence WHERE name = 'outbox' AND seq > 0 "
+    "  ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v);"
+    "CREATE TABLE changes_v3" CHANGES_V3_COLUMNS
+    "INSERT INTO changes_v3 SELECT seq, type, id, version, reason, op_id, at_ms FROM changes;"
+    "DROP TABLE conflicts;"
+    "DROP TABLE outbox;"
+    "DROP TABLE changes;"
+    "ALTER TABLE outbox_v3 RENAME TO outbox;"
+    "ALTER TABLE conflicts_v3 RENAME TO conflicts;"
+    "ALTER TABLE changes_v3 RENAME TO changes;" OUTBOX_V3_INDEXES,
 };
+
+/*
+ * The current schema, for a new journal, in one script: what the steps above leave, without
+ * making three tables to rebuild them at once (renaming a table makes SQLite parse the whole
+ * schema again: a new journal's open took three times the allocations, and the allocation
+ * sweep three times as long). A new step must change it too: a test compares the schema a step
+ * leaves with this one (test_fsa_journal_open__v2_journal_migrates_to_v3).
+ */
+static const char schema_current[] = ENTITIES_DDL
+    "CREATE TABLE outbox" OUTBOX_V3_COLUMNS DONE_OPS_DDL
+    "CREATE TABLE conflicts(seq INTEGER PRIMARY KEY REFERENCES outbox(seq)," CONFLICTS_V3_AFTER_SEQ
+        STATE_AND_LOCKS_DDL "CREATE TABLE changes" CHANGES_V3_COLUMNS OUTBOX_V3_INDEXES;
 
 fsa_status_t fsa__db_status(int rc)
 {
@@ -229,8 +331,10 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
         st = FSA_ESCHEMA;
         goto out;
     }
-    for (int64_t v = version; v < FSA_SCHEMA_VERSION; v++) {
-        st = fsa__db_exec(db, migrations[v], detail, sizeof detail);
+    /* A new file gets the current schema at once; an older journal, each step from its own. */
+    int64_t v = version == 0 ? FSA_SCHEMA_VERSION - 1 : version;
+    for (; v < FSA_SCHEMA_VERSION; v++) {
+        st = fsa__db_exec(db, version == 0 ? schema_current : migrations[v], detail, sizeof detail);
         if (st != FSA_OK) {
             snprintf(err, errlen, "journal %s: migration to version %lld failed: %s", path,
                      (long long)v + 1, detail);
@@ -283,10 +387,24 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
     if (clean)
         return FSA_OK;
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &q, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(q);
-    const char *res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+    int rc = SQLITE_OK;
+    const char *res = NULL;
+    /* A page of the freelist that cannot be fetched is reported without its error code ("failed
+     * to get page N"; a page number out of range has a finding of its own): a read that failed,
+     * or no memory, not what the page holds. The check runs once more; the second answer
+     * stands, and the same finding twice is a disk that does not read. */
+    bool unread = false;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        sqlite3_finalize(q);
+        q = NULL;
+        rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &q, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(q);
+        res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+        unread = res != NULL && strstr(res, "failed to get page ") != NULL;
+        if (!unread)
+            break;
+    }
     /* SQLite reports a page it could not get as a finding, with the code of the failure
      * ("unable to get the page. error code=266"): a read error or no memory, or corruption. */
     int page_rc = 0;
@@ -300,7 +418,8 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
         st = FSA_ENOMEM;
     /* nor does a check that could not read (SQLite returns the read error itself when it fails
      * before any page). */
-    else if ((rc != SQLITE_ROW && (rc & 0xff) == SQLITE_IOERR) || (page_rc & 0xff) == SQLITE_IOERR)
+    else if ((rc != SQLITE_ROW && (rc & 0xff) == SQLITE_IOERR) ||
+             (page_rc & 0xff) == SQLITE_IOERR || unread)
         st = FSA_EIO;
     else
         st = res != NULL && strcmp(res, "ok") == 0 ? FSA_OK : FSA_ECORRUPT;

@@ -142,7 +142,14 @@ static bool overwrite_failed_commit(fsa_journal_t *j)
                         NULL, NULL, NULL) == SQLITE_OK;
 }
 
-/* True when the open transaction has grown to the journal's budget (max_page_count). */
+/* The most pages one statement of a record can add: an op's payload and the values it replaces
+ * (each up to FSA_LIMIT_FIELDS_BYTES, in overflow pages), the local view, and a split on each
+ * b-tree it touches. */
+#define STATEMENT_PAGES_MAX (3 * (FSA_LIMIT_FIELDS_BYTES / FSA_LIMIT_PAGE_BYTES) + 16)
+
+/* True when the open transaction has grown to the journal's budget (max_page_count): within the
+ * pages the failed statement may have needed (it fails whole, so the count does not show them;
+ * a big op fails with several pages still free). */
 static bool at_budget(fsa_journal_t *j)
 {
     int64_t pages = 0, max = 0;
@@ -155,7 +162,7 @@ static bool at_budget(fsa_journal_t *j)
     }
     sqlite3_finalize(q);
     /* When it cannot tell (no memory for the query), the budget: the message of old. */
-    return max == 0 || pages + 1 >= max;
+    return max == 0 || pages + STATEMENT_PAGES_MAX >= max;
 }
 
 /* Commits when st is FSA_OK, else rolls back; returns the final status. Releases the mutex.

@@ -210,6 +210,14 @@ fsa_status_t fsa__jn_find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *
 #define SENT_UPTO_SQL                                                                              \
     "(SELECT coalesce(max(v), 0) FROM sync_state WHERE k = '" FSA_STATE_OUTBOX_SENT_UPTO "')"
 
+/* The highest seq compacted away from the top of the outbox (0: none): schema 3 keeps it in
+ * sync_state by a trigger, in place of AUTOINCREMENT's sqlite_sequence (storage/db.c). */
+#define OUTBOX_LAST_DELETED_SQL                                                                    \
+    "(SELECT coalesce(max(v), 0) FROM sync_state WHERE k = '" FSA_STATE_OUTBOX_LAST_DELETED "')"
+/* The highest seq the outbox ever gave (0: none): in it, or compacted from its top. */
+#define OUTBOX_LAST_SEQ_SQL                                                                        \
+    "max(coalesce((SELECT max(seq) FROM outbox), 0), " OUTBOX_LAST_DELETED_SQL ")"
+
 /* Marks ops in flight inside the open transaction. */
 fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
                                           size_t n) FSA_MUST_CHECK;

@@ -260,8 +260,7 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
                           "  outcome = 'rejected'),"
                           " (SELECT coalesce(min(at_ms), 0) FROM outbox WHERE seq = "
                           "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
-                          " (SELECT coalesce(max(seq), 0) FROM sqlite_sequence "
-                          "  WHERE name = 'outbox')",
+                          " " OUTBOX_LAST_SEQ_SQL,
                           &st);
     if (s == FSA_OK) {
         int rc = sqlite3_step(st);

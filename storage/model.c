@@ -677,17 +677,87 @@ static json_why_t parse_checked(const char *text, size_t max_bytes, cJSON **out)
 /* Room for any double printed by format_number(), with its NUL. */
 #define NUMBER_TEXT_BYTES 32
 
+/* Writes the decimal digits of m (>= 0) ending at end; returns where they start. */
+static char *put_digits(char *end, uint64_t m)
+{
+    char *p = end;
+    do {
+        *--p = (char)('0' + m % 10);
+        m /= 10;
+    } while (m != 0);
+    return p;
+}
+
+/* The powers of ten the fast path uses: each exact in a double (10^22 is the last that is). */
+static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,
+                                     1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19};
+
+/*
+ * The fast path of format_number for a finite non-integral d with 1e-4 <= |d| < 1e15 whose
+ * shortest exact text has at most 15 significant digits (a coordinate, a price, a reading): the
+ * least k for which the integer m nearest to |d| * 10^k reads back as d, i.e. m / 10^k == d
+ * (both exact doubles, IEEE division correctly rounded, so the decimal m * 10^-k rounds to d, as
+ * strtod would read it). With at most 15 digits that decimal is the only one of its length within
+ * half an ulp of d, so it is the text %.15g prints (trailing zeros cut), without printf or
+ * strtod: those cost ~10k instructions a number. m is found exactly: |d| * 10^k is within
+ * 0.25 of m below 10^15. False (buf untouched) when no such k exists: printf decides.
+ */
+static bool format_short_decimal(double d, char *buf, size_t size)
+{
+    double a = d < 0 ? -d : d;
+    if (!(a >= 1e-4 && a < 1e15) || size < NUMBER_TEXT_BYTES)
+        return false;
+    for (size_t k = 1; k < sizeof pow10_exact / sizeof pow10_exact[0]; k++) {
+        double x = a * pow10_exact[k];
+        if (x >= 1e15) /* more than 15 significant digits */
+            return false;
+        uint64_t m = (uint64_t)(x + 0.5); /* x + 0.5 is exact below 2^52 */
+        if ((double)m / pow10_exact[k] != a)
+            continue;
+        char tmp[NUMBER_TEXT_BYTES + 8];
+        char *end = tmp + sizeof tmp, *p = put_digits(end, m);
+        while ((size_t)(end - p) <= k) /* leading zeros of the fraction, then "0" */
+            *--p = '0';
+        size_t n = 0, len = (size_t)(end - p);
+        if (d < 0)
+            buf[n++] = '-';
+        memcpy(buf + n, p, len - k);
+        n += len - k;
+        buf[n++] = '.';
+        memcpy(buf + n, end - k, k);
+        n += k;
+        buf[n] = '\0';
+        return true;
+    }
+    return false;
+}
+
 /*
  * Prints a finite double as the shortest text that reads back as exactly the same double, and
  * integral values as plain integers. cJSON's own printer is not exact: it prints
  * 9007199254740991 as 9.00719925474099e+15 and 10^15 as 1e+15, which an int field must not be.
+ * The text is %.15g's when that reads back exactly, else %.16g's, else %.17g's; integers and
+ * short decimals are written without printf (format_short_decimal), to the same text.
  */
 static void format_number(double d, char *buf, size_t size)
 {
     if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && (double)(int64_t)d == d) {
-        snprintf(buf, size, "%" PRId64, (int64_t)d);
+        int64_t v = (int64_t)d;
+        char tmp[24], *end = tmp + sizeof tmp;
+        char *p = put_digits(end, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+        if (v < 0)
+            *--p = '-';
+        size_t len = (size_t)(end - p);
+        if (len < size) {
+            memcpy(buf, p, len);
+            buf[len] = '\0';
+        } else if (size > 0) {
+            buf[0] = '\0'; /* never: every caller's buffer is NUMBER_TEXT_BYTES */
+        }
         return;
     }
+    if (format_short_decimal(d, buf, size))
+        return;
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(buf, size, "%.*g", prec, d);
         if (strtod(buf, NULL) == d)

@@ -47,5 +47,8 @@
 #define FSA_STATE_OUTBOX_SENT_UPTO                                                                 \
     "outbox_sent_upto" /* highest seq sent: open ops at or below                                   \
                           it are in flight (journal.c) */
+#define FSA_STATE_OUTBOX_LAST_DELETED                                                              \
+    "outbox_last_deleted" /* the highest seq deleted from the top of the outbox (a trigger of      \
+                             schema 3 keeps it): no new op takes a seq at or below it */
 
 #endif

@@ -308,7 +308,9 @@ static void journal_snap(const fx_t *f, jsnap_t *s)
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(
         db,
-        "SELECT (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'),"
+        /* the last seq given: schema 3 keeps the highest compacted from the top in sync_state */
+        "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), (SELECT coalesce(max(v), 0) "
+        "FROM sync_state WHERE k = 'outbox_last_deleted')),"
         " (SELECT count(*) FROM outbox WHERE state = 0),"
         " (SELECT count(*) FROM outbox WHERE state = 1)",
         -1, &st, NULL);
@@ -667,7 +669,10 @@ static void final_checks(fx_t *f, int64_t *accepted_out, int64_t *unconfirmed_ou
     int64_t journal_ops = 0, last_seq = 0;
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", jops);
     journal_ops = q_int(db, sql, NULL);
-    last_seq = q_int(db, "SELECT seq FROM j.sqlite_sequence WHERE name = 'outbox'", NULL);
+    last_seq = q_int(db,
+                     "SELECT max(coalesce((SELECT max(seq) FROM j.outbox), 0), (SELECT "
+                     "coalesce(max(v), 0) FROM j.sync_state WHERE k = 'outbox_last_deleted'))",
+                     NULL);
     snprintf(sql, sizeof sql, "SELECT count(DISTINCT op_id) FROM %s", jops);
     int64_t distinct = q_int(db, sql, NULL);
     /* Seqs are 1..last (a killed transaction takes none): the journal forgot none. */

@@ -1,5 +1,5 @@
 fsa_add_test(test_storage_journal SOURCES test_journal.c vfs_fault.c LIBS fsa_storage fsa::sqlite3)
 fsa_add_test(test_storage_journal_stress SOURCES test_journal_stress.c LIBS fsa_storage
              fsa::sqlite3)
-fsa_add_test(test_storage_journal_changes SOURCES test_journal_changes.c LIBS fsa_storage
+fsa_add_test(test_storage_journal_changes SOURCES test_journal_changes.c vfs_fault.c LIBS fsa_storage
              fsa::sqlite3)

@@ -4,6 +4,7 @@
 
 #include "port/alloc.h"
 #include "tests/storage/journal_test_util.h"
+#include "tests/storage/vfs_fault.h"
 
 typedef struct fixture {
     test_dir_t dir;
@@ -293,6 +294,413 @@ static void test_fsa_journal_open__v1_journal_gains_the_change_log(void **state)
     assert_int_equal(changes(f->j, 0, ch), 1);
 }
 
+/* ---- schema 3: the outbox and the change log without AUTOINCREMENT ---- */
+
+/* Every row of a query as text, one line per row (for before/after comparisons). */
+static char *dump(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    size_t cap = 1 << 16, len = 0;
+    char *out = fsa_calloc(1, cap);
+    assert_non_null(out);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        for (int i = 0; i < sqlite3_column_count(st); i++) {
+            const unsigned char *v = sqlite3_column_text(st, i);
+            int w = snprintf(out + len, cap - len, "%s|", v != NULL ? (const char *)v : "NULL");
+            assert_true(w >= 0 && (size_t)w < cap - len);
+            len += (size_t)w;
+        }
+        assert_true(len + 1 < cap);
+        out[len++] = '\n';
+    }
+    sqlite3_finalize(st);
+    return out;
+}
+
+static int64_t q_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    return v;
+}
+
+#define OUTBOX_ROWS "SELECT * FROM outbox ORDER BY seq"
+#define CONFLICT_ROWS "SELECT * FROM conflicts ORDER BY seq"
+#define CHANGE_ROWS "SELECT * FROM changes ORDER BY seq"
+
+/* Turns a journal of this schema back into schema 2 as schema 2's DDL made it (storage/db.c,
+ * steps 0 -> 1 and 1 -> 2): outbox, conflicts and changes with AUTOINCREMENT, no trigger, the
+ * outbox's last seq in sqlite_sequence (last_seq: as if the ops above its rows were compacted). */
+static void make_v2(sqlite3 *db, int64_t last_seq)
+{
+    char sql[4096];
+    snprintf(
+        sql, sizeof sql,
+        "BEGIN;"
+        "DROP TRIGGER outbox_keeps_last_seq;"
+        "DELETE FROM sync_state WHERE k = 'outbox_last_deleted';"
+        "CREATE TABLE outbox_v2(seq INTEGER PRIMARY KEY AUTOINCREMENT, op_id TEXT NOT NULL UNIQUE,"
+        "  at_ms INTEGER NOT NULL, kind INTEGER NOT NULL, type INTEGER NOT NULL, id TEXT NOT NULL,"
+        "  grp TEXT NOT NULL DEFAULT '', field TEXT NOT NULL DEFAULT '',"
+        "  base_version INTEGER NOT NULL DEFAULT 0, by_n INTEGER NOT NULL DEFAULT 0,"
+        "  from_s TEXT NOT NULL DEFAULT '', to_s TEXT NOT NULL DEFAULT '',"
+        "  akey TEXT NOT NULL DEFAULT '', max_len INTEGER NOT NULL DEFAULT 0, payload TEXT,"
+        "  prior TEXT, state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+        "  result_version INTEGER, done_ms INTEGER);"
+        "INSERT INTO outbox_v2 SELECT * FROM outbox;"
+        "CREATE TABLE conflicts_v2(seq INTEGER PRIMARY KEY REFERENCES outbox_v2(seq),"
+        "  op_id TEXT NOT NULL, outcome TEXT NOT NULL, code TEXT NOT NULL DEFAULT '',"
+        "  reason TEXT NOT NULL DEFAULT '', server_version INTEGER, server_fields TEXT,"
+        "  created_ms INTEGER NOT NULL, decision TEXT NOT NULL DEFAULT '', resolution TEXT,"
+        "  resolved_ms INTEGER);"
+        "INSERT INTO conflicts_v2 SELECT * FROM conflicts;"
+        "CREATE TABLE changes_v2(seq INTEGER PRIMARY KEY AUTOINCREMENT, type INTEGER NOT NULL,"
+        "  id TEXT NOT NULL, version INTEGER NOT NULL, reason INTEGER NOT NULL,"
+        "  op_id TEXT NOT NULL DEFAULT '', at_ms INTEGER NOT NULL);"
+        "INSERT INTO changes_v2 SELECT * FROM changes;"
+        "DROP TABLE conflicts; DROP TABLE outbox; DROP TABLE changes;"
+        "ALTER TABLE outbox_v2 RENAME TO outbox;"
+        "ALTER TABLE conflicts_v2 RENAME TO conflicts;"
+        "ALTER TABLE changes_v2 RENAME TO changes;"
+        "CREATE INDEX outbox_by_entity ON outbox(type, id, state, seq);"
+        "CREATE INDEX outbox_open ON outbox(seq, state) WHERE state IN (0, 1);"
+        "CREATE INDEX outbox_done ON outbox(seq) WHERE state = 2;"
+        "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';"
+        "UPDATE sqlite_sequence SET seq = %lld WHERE name = 'outbox';"
+        "PRAGMA user_version = 2;"
+        "COMMIT;",
+        (long long)last_seq);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("making a schema 2 journal: %s", msg);
+    char *sql_now = dump(db, "SELECT sql FROM sqlite_master WHERE name = 'outbox'");
+    assert_non_null(strstr(sql_now, "AUTOINCREMENT"));
+    fsa_free(sql_now);
+}
+
+/* What a schema is made of, whatever the text that made it (a renamed table's CREATE statement
+ * is rewritten by SQLite): tables and their columns, indexes and their keys and WHERE clauses,
+ * foreign keys, triggers, and which tables are AUTOINCREMENT. */
+static char *schema_signature(sqlite3 *db)
+{
+    static const char *const parts[] = {
+        "SELECT m.name, p.* FROM sqlite_master m JOIN pragma_table_xinfo(m.name) p "
+        "WHERE m.type = 'table' ORDER BY m.name, p.cid",
+        "SELECT m.name, m.tbl_name, p.* FROM sqlite_master m JOIN pragma_index_xinfo(m.name) p "
+        "WHERE m.type = 'index' ORDER BY m.name, p.seqno",
+        "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND "
+        "sql IS NOT NULL ORDER BY name",
+        "SELECT m.name, p.* FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) p "
+        "WHERE m.type = 'table' ORDER BY m.name, p.id",
+        "SELECT name FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%' ORDER BY name",
+        "PRAGMA user_version",
+    };
+    size_t cap = 1 << 17, len = 0;
+    char *out = fsa_calloc(1, cap);
+    assert_non_null(out);
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        char *d = dump(db, parts[i]);
+        size_t n = strlen(d);
+        assert_true(len + n + 2 < cap);
+        len += (size_t)snprintf(out + len, cap - len, "%s#", d);
+        fsa_free(d);
+    }
+    return out;
+}
+
+/* A journal of schema 2 (pending, in-flight, done and parked ops, a group, changes, the top of
+ * the outbox compacted away) opens as schema 3 with every row as it was, its foreign keys whole,
+ * and the seqs it gave never given again; a migration that fails leaves schema 2 as it was. */
+static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t a, b, c;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &a));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T2", NULL, NULL, &b));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T2", "{\"priority\":\"HIGH\"}", NULL, &c));
+    fsa_op_t grp[2] = {{.kind = FSA_OP_CREATE, .type = FSA_TYPE_TICKET, .id = "T3"},
+                       {.kind = FSA_OP_INCREMENT, .type = FSA_TYPE_TICKET, .id = "T3", .by = 2}};
+    snprintf(grp[1].field, sizeof grp[1].field, "level");
+    grp[0].json = (char *)(uintptr_t) "{}";
+    assert_fsa_ok(fsa_journal_record_group(f->j, grp, 2, NULL, NULL));
+    fsa_op_t sent[3] = {{.seq = a.seq}, {.seq = b.seq}, {.seq = c.seq}};
+    assert_fsa_ok(fsa_outbox_mark_inflight(f->j, sent, 3));
+    fsa_op_result_t res[2] = {result_for(a.op_id, FSA_RESULT_APPLIED, 1),
+                              result_for(c.op_id, FSA_RESULT_CONFLICT, 0)};
+    res[1].current_version = 4;
+    res[1].current_fields = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                            "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"LOW\"}";
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, res, 2));
+    assert_fsa_ok(fsa_outbox_compact(f->j, 3600 * 1000, NULL));
+    fsa_journal_close(f->j);
+    f->j = NULL;
+
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    int64_t max_seq = q_int(db, "SELECT max(seq) FROM outbox");
+    assert_int_equal(max_seq, 5);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM conflicts"), 1);
+    make_v2(db, max_seq + 3); /* ops 6, 7, 8 were done and compacted */
+    char *outbox = dump(db, OUTBOX_ROWS), *conflicts = dump(db, CONFLICT_ROWS);
+    char *changes_before = dump(db, CHANGE_ROWS);
+    int64_t last_change = q_int(db, "SELECT max(seq) FROM changes");
+    /* A migration that fails (here: a name it needs is taken) leaves schema 2 whole. */
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE changes_v3(x)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    fsa_journal_opts_t o = {0};
+    char err[256];
+    assert_int_equal(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err), FSA_EIO);
+    assert_non_null(strstr(err, "migration to version 3 failed"));
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(q_int(db, "PRAGMA user_version"), 2);
+    assert_int_equal(q_int(db, "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"),
+                     max_seq + 3);
+    char *again = dump(db, OUTBOX_ROWS);
+    assert_string_equal(again, outbox);
+    fsa_free(again);
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE changes_v3", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(q_int(db, "PRAGMA user_version"), 3);
+    char *schema = dump(db, "SELECT name, sql FROM sqlite_master WHERE name IN "
+                            "('outbox', 'changes', 'conflicts') ORDER BY name");
+    assert_null(strstr(schema, "AUTOINCREMENT"));
+    assert_non_null(strstr(schema, "REFERENCES \"outbox\"(seq)"));
+    assert_null(strstr(schema, "_v3"));
+    fsa_free(schema);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM sqlite_sequence WHERE name IN "
+                               "('outbox', 'changes')"),
+                     0);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                               "tbl_name = 'outbox'"),
+                     5); /* op_id's own and the four of schema 2 */
+    assert_int_equal(q_int(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+    char *v = dump(db, OUTBOX_ROWS);
+    assert_string_equal(v, outbox);
+    fsa_free(v);
+    v = dump(db, CONFLICT_ROWS);
+    assert_string_equal(v, conflicts);
+    fsa_free(v);
+    v = dump(db, CHANGE_ROWS);
+    assert_string_equal(v, changes_before);
+    fsa_free(v);
+    sqlite3_close(db);
+    assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
+    /* the same schema as a journal created as schema 3 */
+    test_dir_t fresh_dir;
+    test_dir_make(&fresh_dir);
+    fsa_journal_t *fresh = NULL;
+    fsa_journal_opts_t co = {.create = true};
+    assert_fsa_ok(fsa_journal_open(f->port, fresh_dir.path, &co, &fresh, err, sizeof err));
+    fsa_journal_close(fresh);
+    sqlite3 *fdb;
+    assert_int_equal(sqlite3_open(fresh_dir.path, &fdb), SQLITE_OK);
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    char *sig_fresh = schema_signature(fdb), *sig_migrated = schema_signature(db);
+    assert_non_null(strstr(sig_fresh, "outbox_keeps_last_seq"));
+    assert_non_null(strstr(sig_fresh, "#lock_holders|\n#")); /* the one AUTOINCREMENT left */
+    assert_string_equal(sig_migrated, sig_fresh);
+    fsa_free(sig_fresh);
+    fsa_free(sig_migrated);
+    sqlite3_close(fdb);
+    sqlite3_close(db);
+    test_dir_remove(&fresh_dir);
+
+    /* The seqs go on above the last one schema 2 gave, compacted or not. */
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.last_seq, max_seq + 3);
+    assert_int_equal(st.pending, 3);  /* open: T2 create and T3 group */
+    assert_int_equal(st.inflight, 1); /* T1's create was done; T2's: sent, no answer */
+    assert_int_equal(st.conflicts, 1);
+    fsa_rec_t d;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T4", NULL, NULL, &d));
+    assert_int_equal(d.seq, max_seq + 4);
+    fsa_change_t ch[64];
+    assert_int_equal(changes(f->j, last_change, ch), 1);
+    assert_int_equal(ch[0].seq, last_change + 1);
+    assert_string_equal(ch[0].op_id, d.op_id);
+    /* the parked op is still resolvable (its conflict row points at its outbox row) */
+    fsa_rec_t re;
+    assert_fsa_ok(fsa_conflict_resolve(f->j, c.op_id, true, FSA_RESOLVED_LOCAL, &re));
+    assert_int_equal(re.seq, max_seq + 5);
+    fsa_free(outbox);
+    fsa_free(conflicts);
+    fsa_free(changes_before);
+}
+
+/* The file's bytes (fsa_malloc'ed, *len set). */
+static unsigned char *read_all(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    long n = ftell(fp);
+    assert_true(n > 0);
+    rewind(fp);
+    unsigned char *b = fsa_malloc((size_t)n);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, fp), (size_t)n);
+    assert_int_equal(fclose(fp), 0);
+    *len = (size_t)n;
+    return b;
+}
+
+/* The journal at path made the bytes again, with no -wal or -shm beside it. */
+static void write_all(const char *path, const unsigned char *b, size_t len)
+{
+    char side[160];
+    for (const char *const *sfx = (const char *const[]){"-wal", "-shm", NULL}; *sfx != NULL;
+         sfx++) {
+        snprintf(side, sizeof side, "%s%s", path, *sfx);
+        (void)unlink(side);
+    }
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(b, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* The migration is one transaction under I/O faults too: with each write and each sync of the
+ * journal's files failing in turn (EIO), the open either succeeds or fails with an error naming
+ * the journal, and the next open, the disk whole again, finds every op as schema 2 had it. */
+static void test_fsa_journal_open__v2_migration_under_io_faults(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(vfs_fault_install(), SQLITE_OK);
+    vfs_fault_set_real_sync(false);
+    fsa_rec_t r;
+    for (int i = 0; i < 6; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "T%d", i);
+        assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &r));
+    }
+    fsa_op_result_t res = result_for(r.op_id, FSA_RESULT_CONFLICT, 0);
+    res.current_version = 2;
+    res.current_fields = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                         "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"LOW\"}";
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &res, 1));
+    fsa_journal_close(f->j);
+    f->j = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    make_v2(db, 9);
+    char *outbox = dump(db, OUTBOX_ROWS), *conflicts = dump(db, CONFLICT_ROWS);
+    sqlite3_close(db);
+    size_t len = 0;
+    unsigned char *v2 = read_all(f->dir.path, &len);
+    fsa_journal_opts_t o = {0};
+    char err[320];
+    int64_t points = 0;
+    for (int64_t n = 1;; n++) {
+        write_all(f->dir.path, v2, len);
+        vfs_fault_plan_t plan = {
+            .kinds = VFS_FAULT_WRITE | VFS_FAULT_SYNC, .nth = n, .flavour = VFS_FAULT_EIO};
+        vfs_fault_arm(f->dir.path, &plan);
+        fsa_status_t st = fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err);
+        bool fired = vfs_fault_fired() > 0;
+        vfs_fault_disarm();
+        if (st == FSA_OK) {
+            fsa_journal_close(f->j);
+            f->j = NULL;
+        } else if (strstr(err, f->dir.path) == NULL) {
+            fail_msg("open with write/sync %lld failing: %s (%s)", (long long)n, fsa_status_str(st),
+                     err);
+        }
+        if (!fired) {
+            assert_fsa_ok(st);
+            break;
+        }
+        points++;
+        assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+        assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
+        fsa_outbox_stats_t s;
+        assert_fsa_ok(fsa_outbox_stats(f->j, &s));
+        assert_int_equal(s.last_seq, 9);
+        assert_int_equal(s.conflicts, 1);
+        fsa_journal_close(f->j);
+        f->j = NULL;
+        assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+        assert_int_equal(q_int(db, "PRAGMA user_version"), 3);
+        char *o2 = dump(db, OUTBOX_ROWS), *c2 = dump(db, CONFLICT_ROWS);
+        assert_string_equal(o2, outbox);
+        assert_string_equal(c2, conflicts);
+        fsa_free(o2);
+        fsa_free(c2);
+        sqlite3_close(db);
+    }
+    fprintf(stderr, "# schema 2 -> 3 under write/sync EIO: %lld fault points\n", (long long)points);
+    assert_true(points > 0);
+    vfs_fault_set_real_sync(true);
+    fsa_free(v2);
+    fsa_free(outbox);
+    fsa_free(conflicts);
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+}
+
+/* Without AUTOINCREMENT a seq is still never given twice: compaction that empties the outbox,
+ * done ops never marked in flight included, leaves the next op above every seq given. */
+static void test_fsa_outbox_compact__seq_never_reused(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t r[3];
+    for (int i = 0; i < 3; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "T%d", i);
+        assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &r[i]));
+        assert_int_equal(r[i].seq, i + 1);
+    }
+    /* the last two answered without being marked in flight: seq 3 is above the mark */
+    for (int i = 0; i < 3; i++) {
+        fsa_op_result_t res = result_for(r[i].op_id, FSA_RESULT_APPLIED, 1);
+        if (i == 0) {
+            fsa_op_t op = {.seq = r[0].seq};
+            assert_fsa_ok(fsa_outbox_mark_inflight(f->j, &op, 1));
+        }
+        assert_fsa_ok(fsa_outbox_apply_results(f->j, &res, 1));
+    }
+    size_t removed = 0;
+    assert_fsa_ok(fsa_outbox_compact(f->j, 3600 * 1000, &removed));
+    assert_int_equal(removed, 3);
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.pending + st.done, 0);
+    assert_int_equal(st.last_seq, 3);
+    fsa_rec_t n;
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"HIGH\"}", NULL, &n));
+    assert_int_equal(n.seq, 4);
+    fsa_op_state_t os;
+    assert_fsa_ok(fsa_outbox_op_state(f->j, n.op_id, &os));
+    assert_int_equal(os, FSA_OPSTATE_PENDING);
+    /* a group takes consecutive seqs above it, and a rolled-back write takes none */
+    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &n), FSA_EEXISTS);
+    fsa_op_t grp[2] = {{.kind = FSA_OP_CREATE, .type = FSA_TYPE_TICKET, .id = "T7"},
+                       {.kind = FSA_OP_CREATE, .type = FSA_TYPE_TICKET, .id = "T8"}};
+    grp[0].json = grp[1].json = (char *)(uintptr_t) "{}";
+    assert_fsa_ok(fsa_journal_record_group(f->j, grp, 2, NULL, &n));
+    assert_int_equal(n.seq, 5);
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.last_seq, 6);
+    /* changes keep counting too: pruning never takes the newest row */
+    int64_t last = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &last));
+    f->port->sleep(f->port->ctx, 2 * 3600 * FSA_NS_PER_S);
+    assert_fsa_ok(fsa_outbox_compact(f->j, 0, NULL));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T9", NULL, NULL, &n));
+    fsa_change_t ch[64];
+    assert_int_equal(changes(f->j, last, ch), 1);
+    assert_int_equal(ch[0].seq, last + 1);
+}
+
 static void test_fsa_journal_gone__drops_unless_pending(void **state)
 {
     fixture_t *f = *state;
@@ -506,6 +914,9 @@ int main(void)
         T(test_fsa_journal_changes_read__parked_resolved_and_server_won),
         T(test_fsa_journal_changes_read__rebase_is_one_change),
         T(test_fsa_journal_changes_read__paged_and_bounded),
+        T(test_fsa_journal_open__v2_journal_migrates_to_v3),
+        T(test_fsa_journal_open__v2_migration_under_io_faults),
+        T(test_fsa_outbox_compact__seq_never_reused),
         T(test_fsa_outbox_op_state__through_compaction),
         T(test_fsa_outbox_compact__prunes_old_changes_only_beyond_the_newest),
         T(test_fsa_journal_open__v1_journal_gains_the_change_log),

@@ -420,7 +420,9 @@ static char *journal_dump(const char *path)
     text_add(&t, "done, conflicts, last seq:\n");
     dump_query(db,
                "SELECT (SELECT count(*) FROM done_ops), (SELECT count(*) FROM conflicts), "
-               "(SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'outbox')",
+               /* schema 3: the outbox's highest seq, in it or compacted from its top */
+               "max(coalesce((SELECT max(seq) FROM outbox), 0), (SELECT coalesce(max(v), 0) "
+               "FROM sync_state WHERE k = 'outbox_last_deleted'))",
                &t);
     sqlite3_close(db);
     return t.buf;
@@ -450,8 +452,9 @@ static void assert_ok_ops_present(const run_t *r)
     assert_int_equal(sqlite3_open_v2(r->faulty.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(db,
-                                        "SELECT (SELECT coalesce(max(seq), 0) FROM sqlite_sequence "
-                                        "WHERE name = 'outbox'), (SELECT count(*) FROM outbox) + "
+                                        "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), "
+                                        "(SELECT coalesce(max(v), 0) FROM sync_state WHERE k = "
+                                        "'outbox_last_deleted')), (SELECT count(*) FROM outbox) + "
                                         "(SELECT count(*) FROM done_ops)",
                                         -1, &st, NULL),
                      SQLITE_OK);

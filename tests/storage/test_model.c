@@ -1,4 +1,6 @@
 /* Tests for storage/model.c: types, fields, status machines, op validation and application. */
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1637,6 +1639,123 @@ static void test_fsa_model_apply__numbers_round_trip(void **state)
     }
 }
 
+/* The text the model printed for a number before its fast path (format_number in model.c):
+ * integers in int64 range as integers, else the first of %.15g, %.16g, %.17g that reads back. */
+static void reference_number(double d, char *buf, size_t size)
+{
+    if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && (double)(int64_t)d == d) {
+        snprintf(buf, size, "%" PRId64, (int64_t)d);
+        return;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, size, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* A number for the formatter: a short decimal (digits and a point placed at random, the kind
+ * most fields hold), a random finite bit pattern, or a value next to one of the fast path's
+ * edges (1e-4, 1e15, 15 significant digits), one ulp off or not. */
+static double number_case(uint64_t *rng, int i)
+{
+    static const double edges[] = {1e-4,
+                                   1e15,
+                                   1e14,
+                                   123456789012345.6,
+                                   0.1 + 0.2,
+                                   0.5,
+                                   2.5e-5,
+                                   99.995,
+                                   1e-4 * 3,
+                                   52.52,
+                                   13.405,
+                                   5e-324,
+                                   1.7976931348623157e308,
+                                   4503599627370495.5};
+    double d;
+    switch (i % 4) {
+    case 0:
+    case 1: {
+        char text[64];
+        int digits = 1 + (int)(xorshift(rng) % 17), point = (int)(xorshift(rng) % 22);
+        uint64_t m = xorshift(rng) % 100000000000000000ULL; /* up to 17 digits */
+        uint64_t cap = 1;
+        for (int k = 0; k < digits; k++)
+            cap *= 10;
+        snprintf(text, sizeof text, "%" PRIu64 "e-%d", m % cap, point);
+        d = strtod(text, NULL);
+        break;
+    }
+    case 2: {
+        uint64_t bits = xorshift(rng);
+        memcpy(&d, &bits, sizeof d);
+        if (!isfinite(d))
+            d = 1.5;
+        break;
+    }
+    default: {
+        d = edges[xorshift(rng) % (sizeof edges / sizeof edges[0])];
+        int step = (int)(xorshift(rng) % 3) - 1;
+        uint64_t bits; /* one ulp up or down: every edge is positive and finite */
+        memcpy(&bits, &d, sizeof bits);
+        bits = step > 0 && d < 1.7976931348623157e308 ? bits + 1 : step < 0 ? bits - 1 : bits;
+        memcpy(&d, &bits, sizeof d);
+        break;
+    }
+    }
+    return (xorshift(rng) & 1) != 0 ? -d : d;
+}
+
+/* Every number prints as the reference does, digit for digit (the fast path must not change a
+ * byte of a stored view or a payload), and reads back as the same double. */
+static void test_fsa_model_merge_patch__numbers_print_as_before(void **state)
+{
+    (void)state;
+    uint64_t rng = 0x9e3779b97f4a7c15ULL;
+    enum { PER = 64, ROUNDS = 400 };
+    int fast_shaped = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        double nums[PER];
+        char patch[PER * 40 + 16] = "{\"n\":[";
+        for (int i = 0; i < PER; i++) {
+            nums[i] = number_case(&rng, r * PER + i);
+            char t[40];
+            snprintf(t, sizeof t, "%s%.17g", i > 0 ? "," : "", nums[i]);
+            test_cat(patch, sizeof patch, t);
+        }
+        test_cat(patch, sizeof patch, "]}");
+        char *out = NULL;
+        assert_fsa_ok(fsa_model_merge_patch("{}", patch, &out));
+        const char *p = strchr(out, '[');
+        assert_non_null(p);
+        p++;
+        for (int i = 0; i < PER; i++) {
+            size_t len = strcspn(p, ",]");
+            char want[40];
+            reference_number(nums[i], want, sizeof want);
+            if (strlen(want) != len || strncmp(p, want, len) != 0)
+                fail_msg("%.17g printed as %.*s, before as %s", nums[i], (int)len, p, want);
+            if (strtod(p, NULL) != nums[i])
+                fail_msg("%.*s does not read back as %.17g", (int)len, p, nums[i]);
+            if (strchr(want, 'e') == NULL && strchr(want, '.') != NULL && len <= 17)
+                fast_shaped++;
+            p += len + 1;
+        }
+        fsa_model_free(out);
+    }
+    /* the cases reach the fast path's shape (fixed notation, a fraction) often */
+    assert_true(fast_shaped > ROUNDS * PER / 4);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* merge patch                                                                                */
 
@@ -2130,6 +2249,7 @@ int main(void)
         cmocka_unit_test(test_fsa_model_json_check__syntax_table),
         cmocka_unit_test(test_fsa_model_apply__int_fields_are_exact),
         cmocka_unit_test(test_fsa_model_apply__numbers_round_trip),
+        cmocka_unit_test(test_fsa_model_merge_patch__numbers_print_as_before),
         cmocka_unit_test(test_fsa_model_merge_patch__rfc7396_appendix_a),
         cmocka_unit_test(test_fsa_model_merge_patch__arguments),
         cmocka_unit_test(test_fsa_model_merge_patch__large_objects),
