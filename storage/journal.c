@@ -202,7 +202,7 @@ fsa_status_t fsa__jn_finish(fsa_journal_t *j, fsa_status_t st)
  * or when a statement spills a large transaction's pages early. Telling them apart matters to the
  * person reading it: syncing makes room in the budget, and does nothing for a full device.
  */
-void fsa__jn_full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full)
+static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full)
 {
     if (device_full)
         rec_error(rec,
@@ -221,7 +221,7 @@ void fsa__jn_full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full)
  * bring it back. Recording it again at once is safe; after a power loss, the person should look
  * first. The message says so.
  */
-void fsa__jn_fsync_message(fsa_journal_t *j, fsa_rec_t *rec, bool overwritten)
+static void fsync_message(fsa_journal_t *j, fsa_rec_t *rec, bool overwritten)
 {
     if (overwritten) {
         rec_error(rec,
@@ -235,6 +235,23 @@ void fsa__jn_fsync_message(fsa_journal_t *j, fsa_rec_t *rec, bool overwritten)
               "but if the device loses power before the next write it may come back: after a "
               "restart, check with 'fieldsync show' before recording it again",
               j->path);
+}
+
+fsa_status_t fsa__jn_finish_record(fsa_journal_t *j, fsa_status_t st, fsa_rec_t *rec)
+{
+    commit_fail_t how = COMMIT_DONE;
+    st = finish_commit(j, st, &how);
+    if (st == FSA_EFULL)
+        full_message(j, rec, how != COMMIT_DONE);
+    else if (how == COMMIT_FSYNC_FAILED || how == COMMIT_FSYNC_OVERWRITTEN)
+        fsync_message(j, rec, how == COMMIT_FSYNC_OVERWRITTEN);
+    else if (st != FSA_OK && rec != NULL && rec->error[0] == '\0')
+        rec_error(rec, "journal %s: write failed (%s)", j->path, fsa_status_str(st));
+    if (st != FSA_OK && rec != NULL) {
+        rec->op_id[0] = '\0';
+        rec->seq = 0;
+    }
+    return st;
 }
 
 /* ---- open / close ---- */

@@ -324,17 +324,7 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
         s = record_again(j, members, n, resolution, rec);
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&members[i]);
-    commit_fail_t how = COMMIT_DONE;
-    s = finish_commit(j, s, &how);
-    if (s == FSA_EFULL)
-        full_message(j, rec, how != COMMIT_DONE);
-    else if (how == COMMIT_FSYNC_FAILED || how == COMMIT_FSYNC_OVERWRITTEN)
-        fsync_message(j, rec, how == COMMIT_FSYNC_OVERWRITTEN);
-    if (s != FSA_OK && rec != NULL) {
-        rec->op_id[0] = '\0';
-        rec->seq = 0;
-    }
-    return s;
+    return finish_record(j, s, rec);
 }
 
 fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,

@@ -117,9 +117,11 @@ fsa_status_t fsa__jn_finish_commit(fsa_journal_t *j, fsa_status_t st,
                                    commit_fail_t *how) FSA_MUST_CHECK;
 /* finish_commit without how. */
 fsa_status_t fsa__jn_finish(fsa_journal_t *j, fsa_status_t st) FSA_MUST_CHECK;
-/* The error lines of a full journal or device, and of a failed fsync at COMMIT. */
-void fsa__jn_full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full);
-void fsa__jn_fsync_message(fsa_journal_t *j, fsa_rec_t *rec, bool overwritten);
+/* finish_commit for a write that recorded into rec (may be NULL): on failure rec gets the error
+ * line (a full journal or device, a failed fsync at COMMIT, else the status) unless it has one,
+ * and its op id and seq are cleared. */
+fsa_status_t fsa__jn_finish_record(fsa_journal_t *j, fsa_status_t st,
+                                   fsa_rec_t *rec) FSA_MUST_CHECK;
 
 /* ---- the sync state and the clock (journal_state.c) ---- */
 
@@ -244,8 +246,7 @@ fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
 #define begin(...) fsa__jn_begin(__VA_ARGS__)
 #define finish_commit(...) fsa__jn_finish_commit(__VA_ARGS__)
 #define finish(...) fsa__jn_finish(__VA_ARGS__)
-#define full_message(...) fsa__jn_full_message(__VA_ARGS__)
-#define fsync_message(...) fsa__jn_fsync_message(__VA_ARGS__)
+#define finish_record(...) fsa__jn_finish_record(__VA_ARGS__)
 #define state_get_int_locked(...) fsa__jn_state_get_int_locked(__VA_ARGS__)
 #define now_locked(...) fsa__jn_now_locked(__VA_ARGS__)
 #define now_checked(...) fsa__jn_now_checked(__VA_ARGS__)

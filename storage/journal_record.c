@@ -191,19 +191,7 @@ fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
             rec->seq = op.seq;
         }
     }
-    commit_fail_t how = COMMIT_DONE;
-    s = finish_commit(j, s, &how);
-    if (s == FSA_EFULL)
-        full_message(j, rec, how != COMMIT_DONE);
-    else if (how == COMMIT_FSYNC_FAILED || how == COMMIT_FSYNC_OVERWRITTEN)
-        fsync_message(j, rec, how == COMMIT_FSYNC_OVERWRITTEN);
-    else if (s != FSA_OK && rec != NULL && rec->error[0] == '\0')
-        rec_error(rec, "journal %s: write failed (%s)", j->path, fsa_status_str(s));
-    if (s != FSA_OK && rec != NULL) {
-        rec->op_id[0] = '\0';
-        rec->seq = 0;
-    }
-    return s;
+    return finish_record(j, s, rec);
 }
 
 static fsa_status_t record_single(fsa_journal_t *j, fsa_op_t *op, const char *id,
