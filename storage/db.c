@@ -483,10 +483,18 @@ void fsa__db_flush(const char *path, sqlite3 **own)
         sqlite3_wal_hook(*own, wal_committed, NULL);
     }
     if (atomic_load(&wal_pages) >= WAL_CHECKPOINT_PAGES) {
-        /* It syncs the WAL before it copies it. */
-        if (sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
-            SQLITE_OK)
-            atomic_store(&wal_pages, 0);
+        /* It syncs the WAL before it copies it. The WAL starts again from its beginning only when
+         * a writer begins once every frame is copied; a frame committed while the checkpoint ran
+         * (a record, the lock manager's writes) leaves it growing instead, towards
+         * WAL_CHECKPOINT_FORCE and a checkpoint under someone's commit. So a pass that copied
+         * what it saw is followed by a RESTART, without a busy handler: it takes the write lock
+         * only when no one writes (else it is another PASSIVE pass), copies the few frames
+         * committed meanwhile, and the next writer starts the WAL again. */
+        int log = 0, copied = 0;
+        if (sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied) ==
+                SQLITE_OK &&
+            copied >= log)
+            (void)sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
         return;
     }
     sqlite3_file *wal = NULL;
