@@ -413,8 +413,7 @@ static void latency_under_drain(const char *dir, const char *secret, const char 
                (double)(done_ns - pull_ns) / 1e9);
     /* The worst: where in the cycle they were (p99 is the (nb/100)th of them). */
     qsort(busy, nb, sizeof *busy, cmp_sample_desc);
-    size_t show = nb < 12 ? nb : 12;
-    for (size_t i = 0; i < show; i++)
+    for (size_t i = 0; i < nb && i < 12; i++)
         printf("  worst %2zu: %8.2f ms at %6.2f s, %-12s depth %" PRId64 "\n", i + 1,
                (double)busy[i].ns / 1e6, (double)busy[i].at_ns / 1e9, phase_names[busy[i].phase],
                busy[i].depth);
