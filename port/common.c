@@ -1,4 +1,5 @@
 /* fieldsync: port helpers shared by every implementation: log formatting, level names, UUIDv4. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,7 +47,10 @@ void fsa_log(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, ...
     va_end(ap);
 }
 
-fsa_status_t fsa_uuid4(const fsa_port_t *port, char out[FSA_UUID_STR_LEN])
+/* A UUID of the given version from the port's random source, the first 48 bits the wall clock's
+ * ms when timed (version 7). */
+static fsa_status_t uuid_make(const fsa_port_t *port, int version, bool timed,
+                              char out[FSA_UUID_STR_LEN])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char b[16];
@@ -56,8 +60,14 @@ fsa_status_t fsa_uuid4(const fsa_port_t *port, char out[FSA_UUID_STR_LEN])
     fsa_status_t st = port->random(port->ctx, b, sizeof b);
     if (st != FSA_OK)
         return st;
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* variant 10xx */
+    if (timed) {
+        int64_t ms = port->wall_now(port->ctx).ms;
+        uint64_t t = ms > 0 ? (uint64_t)ms : 0;
+        for (int i = 0; i < 6; i++)
+            b[i] = (unsigned char)(t >> (40 - 8 * i));
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | (version << 4)); /* version */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);           /* variant 10xx */
     char *p = out;
     for (int i = 0; i < 16; i++) {
         if (i == 4 || i == 6 || i == 8 || i == 10)
@@ -67,4 +77,14 @@ fsa_status_t fsa_uuid4(const fsa_port_t *port, char out[FSA_UUID_STR_LEN])
     }
     *p = '\0';
     return FSA_OK;
+}
+
+fsa_status_t fsa_uuid4(const fsa_port_t *port, char out[FSA_UUID_STR_LEN])
+{
+    return uuid_make(port, 4, false, out);
+}
+
+fsa_status_t fsa_uuid7(const fsa_port_t *port, char out[FSA_UUID_STR_LEN])
+{
+    return uuid_make(port, 7, true, out);
 }

@@ -554,6 +554,7 @@ uint64_t fsa__db_busy_waits(void)
 #define WAL_CHECKPOINT_PAGES 1000
 #define WAL_CHECKPOINT_FORCE (8 * WAL_CHECKPOINT_PAGES)
 #define WAL_FLUSH_PAGES 64
+#define WAL_CHECKPOINT_PASSES 3
 
 static _Atomic int64_t ckpt_claim_ns; /* posix monotonic: the drain checkpoints until then */
 static _Atomic int wal_pages;         /* the WAL's pages at the last commit in this process */
@@ -602,10 +603,24 @@ void fsa__db_flush(const char *path, sqlite3 **own)
         sqlite3_wal_hook(*own, wal_committed, NULL);
     }
     if (atomic_load(&wal_pages) >= WAL_CHECKPOINT_PAGES) {
-        /* It syncs the WAL before it copies it. */
-        if (sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
-            SQLITE_OK)
-            atomic_store(&wal_pages, 0);
+        /* It syncs the WAL before it copies it. The WAL starts again from its beginning only when
+         * a writer begins once every frame is copied; a frame committed while the checkpoint ran
+         * (a record, the lock manager's writes) leaves it growing instead, towards
+         * WAL_CHECKPOINT_FORCE and a checkpoint under someone's commit. So passes that copied
+         * what they saw go on (at most WAL_CHECKPOINT_PASSES) while frames came during the last
+         * one, each copying only those, and are followed by a RESTART without a busy handler: it
+         * takes the write lock only when no one writes (else it is one more PASSIVE pass), copies
+         * what came after the last pass (little: it holds writers off meanwhile), and the next
+         * writer starts the WAL again. */
+        int log = 0, copied = 0, rc = SQLITE_OK;
+        for (int pass = 0, seen = -1;
+             pass < WAL_CHECKPOINT_PASSES && rc == SQLITE_OK && copied >= log && log != seen;
+             pass++) {
+            seen = log;
+            rc = sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+        }
+        if (rc == SQLITE_OK && copied >= log)
+            (void)sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
         return;
     }
     sqlite3_file *wal = NULL;

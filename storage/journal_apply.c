@@ -385,7 +385,7 @@ fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *r
 /* synchronous=NORMAL for a transaction of results (under the mutex, outside a transaction). Set
  * before trying, so that FULL is always put back (a failure here leaves FULL: slower, not wrong).
  */
-static void sync_relax(fsa_journal_t *j)
+void fsa__jn_sync_relax(fsa_journal_t *j)
 {
     if (!j->sync_full)
         return;
@@ -405,7 +405,7 @@ fsa_status_t fsa__jn_sync_full_again(fsa_journal_t *j)
 }
 
 /* True when a thread of this process waits for the journal's mutex or for a write lock. */
-static bool someone_waits(const fsa_journal_t *j, uint64_t busy0)
+bool fsa__jn_someone_waits(const fsa_journal_t *j, uint64_t busy0)
 {
     return atomic_load(&j->waiting) > 0 || fsa__db_busy_waits() != busy0;
 }
@@ -465,7 +465,7 @@ static fsa_status_t apply_chunk(fsa_journal_t *j, const fsa_op_t *ops, const fsa
 
 /* Between two transactions of results (the mutex held): turns for the threads that wait for it,
  * then a moment for a writer of another connection that waited for the write lock. */
-static void give_way(fsa_journal_t *j, uint64_t *busy0)
+void fsa__jn_give_way(fsa_journal_t *j, uint64_t *busy0)
 {
     for (int turn = 0; turn < APPLY_YIELD_TURNS && atomic_load(&j->waiting) > 0; turn++) {
         /* The first waiter to get the mutex signals turn (lock_j); a spurious or sim-port wake-up
@@ -512,10 +512,15 @@ fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
             give_way(j, &busy0);
     }
     j->port->mutex_unlock(j->port->ctx, j->mu);
+    flush_wal(j);
+    return s;
+}
+
+void fsa__jn_flush_wal(fsa_journal_t *j)
+{
     /* Outside the mutex, on a connection of its own (taken out of j while in use, should another
-     * thread apply results at the same time). */
+     * thread apply results or compact at the same time). */
     sqlite3 *own = atomic_exchange(&j->ckpt, NULL);
     fsa__db_flush(j->path, &own);
     sqlite3_close(atomic_exchange(&j->ckpt, own));
-    return s;
 }

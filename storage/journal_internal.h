@@ -101,6 +101,17 @@ fsa_status_t fsa__jn_sync_full_again(fsa_journal_t *j);
  * released. */
 fsa_status_t fsa__jn_begin(fsa_journal_t *j) FSA_MUST_CHECK;
 
+/* The scheduling of the long writes that other writers must not wait for (the drain's results,
+ * the compaction: journal_apply.c). sync_relax: synchronous=NORMAL for the next transaction (under
+ * the mutex, outside a transaction; sync_full_again puts FULL back). someone_waits: a thread of
+ * this process waits for the mutex or, since busy0 (fsa__db_busy_waits), for a write lock.
+ * give_way: between two such transactions (the mutex held), lets those threads go first.
+ * flush_wal: after them, outside the mutex (fsa__db_flush on the journal's own connection). */
+void fsa__jn_sync_relax(fsa_journal_t *j);
+bool fsa__jn_someone_waits(const fsa_journal_t *j, uint64_t busy0);
+void fsa__jn_give_way(fsa_journal_t *j, uint64_t *busy0);
+void fsa__jn_flush_wal(fsa_journal_t *j);
+
 /* How a write ended: committed; the COMMIT failed (at its fsync or otherwise); or a statement
  * found no room before the COMMIT, with the journal below its budget (so the device is full). */
 typedef enum commit_fail {
@@ -244,6 +255,10 @@ fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
 #define run_cached(...) fsa__jn_run_cached(__VA_ARGS__)
 #define sync_full_again(...) fsa__jn_sync_full_again(__VA_ARGS__)
 #define begin(...) fsa__jn_begin(__VA_ARGS__)
+#define sync_relax(...) fsa__jn_sync_relax(__VA_ARGS__)
+#define someone_waits(...) fsa__jn_someone_waits(__VA_ARGS__)
+#define give_way(...) fsa__jn_give_way(__VA_ARGS__)
+#define flush_wal(...) fsa__jn_flush_wal(__VA_ARGS__)
 #define finish_commit(...) fsa__jn_finish_commit(__VA_ARGS__)
 #define finish(...) fsa__jn_finish(__VA_ARGS__)
 #define finish_record(...) fsa__jn_finish_record(__VA_ARGS__)

@@ -195,48 +195,167 @@ fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
     return step_done(j, st);
 }
 
+/*
+ * Compaction in steps. Moving a cycle's done ops to done_ops in one transaction held the write
+ * lock for the whole of it: at the end of a 100,000-op drain about a second, during which every
+ * record of the process (and of the others on the journal) waited. So it goes in steps of
+ * COMPACT_STEP rows, in transactions that end after COMPACT_TXN_MAX rows, or after any step once
+ * a thread of the process waits (the drain's rule, journal_apply.c), and the compaction gives way
+ * between two of them. A transaction per step would cost more: done_ops and the outbox's op_id
+ * index are keyed by op ids, which are random, and each commit writes every page it dirtied, so
+ * the fewer the commits the fewer the pages written.
+ *
+ * The steps, in order: the done ops in seq order (each step the next COMPACT_STEP of them, copied
+ * to done_ops and deleted), then the ids older than the audit period, then the change log's rows
+ * past its keep. Each transaction is whole: a failure leaves the steps committed before it, and
+ * the journal as consistent as between two compactions (the rest is done by the next one). A
+ * compaction that needs a single transaction (every journal the tests make) is one, as before.
+ *
+ * Its transactions commit at synchronous=NORMAL, as the drain's results do: what a power cut
+ * could take back is a compaction, which leaves done ops in the outbox, compacted again by the
+ * next cycle, and ids or change rows not yet forgotten. After it, the WAL is synced or
+ * checkpointed outside the mutex (fsa__db_flush), so that the next record's FULL commit does not
+ * write it first.
+ */
+#define COMPACT_STEP 64
+#define COMPACT_TXN_MAX 4096
+#define COMPACT_CHECKPOINT_CLAIM_NS (5 * FSA_NS_PER_S)
+
+typedef struct compact {
+    int phase;         /* 0: done ops, 1: ids past the audit period, 2: the change log; 3: done */
+    int64_t after_seq; /* phase 0: the done ops up to this seq are moved */
+    int64_t now_ms, audit_ms;
+    size_t removed;
+} compact_t;
+
+/* The next COMPACT_STEP done ops after c->after_seq: copied to done_ops and deleted. */
+static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(
+        j, "SELECT seq FROM outbox WHERE state = 2 AND seq > ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
+        &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, c->after_seq);
+    sqlite3_bind_int64(st, 2, COMPACT_STEP - 1);
+    int rc = sqlite3_step(st);
+    bool last = rc == SQLITE_DONE; /* fewer than a step left: all of them */
+    int64_t upto = last ? INT64_MAX : sqlite3_column_int64(st, 0);
+    release(j, st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return fsa__db_status(rc);
+    s = prep(j,
+             "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) "
+             "SELECT op_id, seq, coalesce(done_ms, 0) FROM outbox "
+             "WHERE state = 2 AND seq > ?1 AND seq <= ?2",
+             &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, c->after_seq);
+    sqlite3_bind_int64(st, 2, upto);
+    s = step_done(j, st);
+    if (s != FSA_OK)
+        return s;
+    s = prep(j, "DELETE FROM outbox WHERE state = 2 AND seq > ?1 AND seq <= ?2", &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, c->after_seq);
+    sqlite3_bind_int64(st, 2, upto);
+    s = step_done(j, st);
+    if (s != FSA_OK)
+        return s;
+    c->removed += (size_t)sqlite3_changes(j->db);
+    c->after_seq = upto;
+    if (last)
+        c->phase = 1;
+    return FSA_OK;
+}
+
+/* Up to COMPACT_STEP rows of the audit ids (phase 1) or of the change log (phase 2): the change
+ * log keeps an hour and at least the newest rows, so that a listener that is behind by less than
+ * that misses nothing. */
+static fsa_status_t compact_forget(fsa_journal_t *j, compact_t *c)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s;
+    if (c->phase == 1) {
+        s = prep(j,
+                 "DELETE FROM done_ops WHERE op_id IN "
+                 "(SELECT op_id FROM done_ops WHERE done_ms < ?1 ORDER BY done_ms LIMIT ?2)",
+                 &st);
+        if (s != FSA_OK)
+            return s;
+        sqlite3_bind_int64(st, 1, c->now_ms - c->audit_ms);
+    } else {
+        s = prep(j,
+                 "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes WHERE at_ms < ?1 AND "
+                 "seq <= (SELECT coalesce(max(seq), 0) FROM changes) - ?3 ORDER BY seq LIMIT ?2)",
+                 &st);
+        if (s != FSA_OK)
+            return s;
+        sqlite3_bind_int64(st, 1, c->now_ms - FSA_CHANGES_KEEP_MS);
+        sqlite3_bind_int64(st, 3, FSA_CHANGES_KEEP_ROWS);
+    }
+    sqlite3_bind_int64(st, 2, COMPACT_STEP);
+    s = step_done(j, st);
+    if (s == FSA_OK && sqlite3_changes(j->db) < COMPACT_STEP)
+        c->phase++;
+    return s;
+}
+
+/* One transaction of steps (the mutex held, no transaction open): up to COMPACT_TXN_MAX rows,
+ * fewer when someone waits (at least one step). */
+static fsa_status_t compact_txn(fsa_journal_t *j, compact_t *c, uint64_t busy0)
+{
+    fsa_status_t s = run_cached(j, "BEGIN IMMEDIATE", NULL);
+    if (s != FSA_OK)
+        return s;
+    size_t removed0 = c->removed;
+    for (int rows = 0; s == FSA_OK && c->phase < 3; rows += COMPACT_STEP) {
+        if (rows > 0 && (rows >= COMPACT_TXN_MAX || someone_waits(j, busy0)))
+            break;
+        s = c->phase == 0 ? compact_done_ops(j, c) : compact_forget(j, c);
+    }
+    if (s == FSA_OK)
+        s = run_cached(j, "COMMIT", NULL);
+    if (s != FSA_OK) {
+        (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+        c->removed = removed0; /* not committed: not removed */
+    }
+    return s;
+}
+
 fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *removed)
 {
     if (removed != NULL)
         *removed = 0;
     if (j == NULL || audit_ms < 0)
         return FSA_EINVAL;
-    fsa_status_t s = begin(j);
-    if (s != FSA_OK)
-        return s;
-    int64_t now_ms = j->port->wall_now(j->port->ctx).ms;
-    s = fsa__db_exec(j->db,
-                     "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) "
-                     "SELECT op_id, seq, coalesce(done_ms, 0) FROM outbox WHERE state = 2",
-                     NULL, 0);
-    if (s == FSA_OK) {
-        s = fsa__db_exec(j->db, "DELETE FROM outbox WHERE state = 2", NULL, 0);
-        if (s == FSA_OK && removed != NULL)
-            *removed = (size_t)sqlite3_changes(j->db);
+    compact_t c = {.audit_ms = audit_ms};
+    lock_j(j);
+    c.now_ms = j->port->wall_now(j->port->ctx).ms;
+    uint64_t busy0 = fsa__db_busy_waits();
+    fsa_status_t s = j->relaxed ? FSA_ENOMEM : FSA_OK; /* FULL could not be put back */
+    while (s == FSA_OK && c.phase < 3) {
+        /* The checkpoints stay the drain's meanwhile (db.c). */
+        fsa__db_checkpoint_claim(COMPACT_CHECKPOINT_CLAIM_NS);
+        sync_relax(j);
+        s = compact_txn(j, &c, busy0);
+        (void)sync_full_again(j); /* on failure j->relaxed stays: see sync_full_again() */
+        if (s != FSA_OK || c.phase == 3)
+            break;
+        give_way(j, &busy0);
+        /* The WAL synced (or checkpointed) outside the mutex, as after each batch of a drain. */
+        j->port->mutex_unlock(j->port->ctx, j->mu);
+        flush_wal(j);
+        lock_j(j);
     }
-    if (s == FSA_OK) {
-        sqlite3_stmt *st;
-        s = prep(j, "DELETE FROM done_ops WHERE done_ms < ?1", &st);
-        if (s == FSA_OK) {
-            sqlite3_bind_int64(st, 1, now_ms - audit_ms);
-            s = step_done(j, st);
-        }
-    }
-    /* The change log keeps an hour and at least the newest rows: a listener that is behind by
-     * less than that misses nothing. */
-    if (s == FSA_OK) {
-        sqlite3_stmt *st;
-        s = prep(j,
-                 "DELETE FROM changes WHERE at_ms < ?1 AND "
-                 "seq <= (SELECT coalesce(max(seq), 0) FROM changes) - ?2",
-                 &st);
-        if (s == FSA_OK) {
-            sqlite3_bind_int64(st, 1, now_ms - FSA_CHANGES_KEEP_MS);
-            sqlite3_bind_int64(st, 2, FSA_CHANGES_KEEP_ROWS);
-            s = step_done(j, st);
-        }
-    }
-    return finish(j, s);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+    flush_wal(j);
+    if (removed != NULL)
+        *removed = c.removed;
+    return s;
 }
 
 fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)

@@ -69,7 +69,7 @@ fsa_status_t fsa__jn_record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_
                   tname, op->id);
         return FSA_EINVAL;
     }
-    fsa_status_t s = fsa_uuid4(j->port, op->op_id);
+    fsa_status_t s = fsa_uuid7(j->port, op->op_id);
     if (s != FSA_OK)
         return s;
     op->at_ms = at.ms;

@@ -2,6 +2,7 @@
  * and a check-in's latency while the library's sync thread drains a large backlog beside the same
  * latency when idle. */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,31 +179,125 @@ static void api_cost(const char *dir, const char *secret, const char *url, int n
     (void)fieldsync_close(fs);
 }
 
-/* Check-in latencies: `count` check-ins, one every gap_ms, into lat[]. */
-static void checkins(fieldsync_t *fs, int count, int gap_ms, int64_t *lat, const char *tag)
+/* Where the library's sync cycle was when a check-in started (its status events, heard on the
+ * sync thread): pushing (the queue still has ops), pulling (the pull, then the compaction of the
+ * done ops: the engine says nothing between them), or over. */
+enum { PH_BEFORE, PH_PUSH, PH_PULL, PH_DONE, PH_COUNT };
+static const char *const phase_names[PH_COUNT] = {"before", "push", "pull+compact", "done"};
+
+typedef struct drain_watch {
+    _Atomic int phase;
+    _Atomic int64_t depth;              /* the last queue depth heard */
+    _Atomic int64_t max_depth;          /* the largest */
+    _Atomic int64_t phase_ns[PH_COUNT]; /* when each phase was first heard (now_ns) */
+} drain_watch_t;
+
+static void on_status(void *ctx, const fieldsync_sync_status_t *s)
 {
-    fieldsync_position_t pos = {52.52, 13.40, 8};
-    for (int i = 0; i < count; i++) {
-        char people[32];
-        snprintf(people, sizeof people, "%s-%d", tag, i % 50);
-        int64_t t0 = now_ns();
-        if (fieldsync_attendance(fs, true, people, "site-1", &pos, NULL, NULL, NULL) !=
-            FIELDSYNC_OK)
-            fprintf(stderr, "bench_lib: check-in: %s\n", fieldsync_errmsg(fs));
-        lat[i] = now_ns() - t0;
-        sleep_ms(gap_ms);
+    drain_watch_t *w = ctx;
+    int ph = atomic_load(&w->phase);
+    if (ph == PH_DONE)
+        return;
+    if (s->state == FIELDSYNC_STATE_SYNCING) {
+        if (strncmp(s->reason, "pulling", 7) == 0)
+            ph = PH_PULL;
+        else if (ph == PH_BEFORE)
+            ph = PH_PUSH;
+    } else if (ph != PH_BEFORE) {
+        ph = PH_DONE; /* the cycle that drained the backlog ended */
+    }
+    int64_t expected = 0;
+    (void)atomic_compare_exchange_strong(&w->phase_ns[ph], &expected, now_ns());
+    atomic_store(&w->phase, ph);
+    if (s->queue_depth >= 0) {
+        atomic_store(&w->depth, s->queue_depth);
+        if (s->queue_depth > atomic_load(&w->max_depth))
+            atomic_store(&w->max_depth, s->queue_depth);
     }
 }
 
-/* The largest queue depth the status events showed (they run on the sync thread). */
-static void on_status(void *ctx, const fieldsync_sync_status_t *s)
+typedef struct sample {
+    int64_t ns;    /* the check-in's latency */
+    int64_t at_ns; /* its start, from the start of the sync thread */
+    int64_t depth; /* the queue depth last heard when it started */
+    int phase;     /* PH_* when it started */
+    int64_t gap;   /* the pause after it */
+} sample_t;
+
+/*
+ * The p99 of n latencies corrected for the samples the loop did not take (coordinated omission):
+ * a check-in that waited L held the loop, and at one check-in every `interval` (its pause after
+ * the last and the set's median latency) the ones that would have come meanwhile waited L -
+ * interval, L - 2 interval, ... as HdrHistogram's recordValueWithExpectedInterval counts them. A
+ * stall of a second is then many samples, as for the guards who press the button during it, not
+ * one. gap[i]: the pause after sample i.
+ */
+static int64_t p99_corrected(const int64_t *lat, const int64_t *gap, size_t n)
 {
-    int64_t *max = ctx;
-    if (s->queue_depth > __atomic_load_n(max, __ATOMIC_RELAXED))
-        __atomic_store_n(max, s->queue_depth, __ATOMIC_RELAXED);
+    int64_t *sorted = fsa_calloc(n > 0 ? n : 1, sizeof *sorted);
+    size_t cap = n * 2 + 16, m = 0;
+    int64_t *v = fsa_calloc(cap, sizeof *v);
+    if (sorted == NULL || v == NULL) {
+        fprintf(stderr, "bench_lib: out of memory\n");
+        exit(1);
+    }
+    memcpy(sorted, lat, n * sizeof *lat);
+    qsort(sorted, n, sizeof *sorted, cmp_i64);
+    int64_t median = n > 0 ? sorted[n / 2] : 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t interval = gap[i] + median;
+        for (int64_t x = lat[i]; x == lat[i] || (interval > 0 && x >= interval); x -= interval) {
+            if (m == cap) {
+                int64_t *grown = fsa_realloc(v, cap * 2 * sizeof *v);
+                if (grown == NULL) {
+                    fprintf(stderr, "bench_lib: out of memory\n");
+                    exit(1);
+                }
+                v = grown;
+                cap *= 2;
+            }
+            v[m++] = x;
+            if (interval <= 0)
+                break;
+        }
+    }
+    int64_t r = p99(v, m);
+    fsa_free(v);
+    fsa_free(sorted);
+    return r;
 }
 
-static void latency_under_drain(const char *dir, const char *secret, const char *url, int backlog)
+static int cmp_sample_desc(const void *a, const void *b)
+{
+    int64_t x = ((const sample_t *)a)->ns, y = ((const sample_t *)b)->ns;
+    return x > y ? -1 : x < y;
+}
+
+static fieldsync_status_t checkin(fieldsync_t *fs, const char *tag, int i, int64_t *ns)
+{
+    fieldsync_position_t pos = {52.52, 13.40, 8};
+    char people[32];
+    snprintf(people, sizeof people, "%s-%d", tag, i % 50);
+    int64_t t0 = now_ns();
+    fieldsync_status_t st =
+        fieldsync_attendance(fs, true, people, "site-1", &pos, NULL, NULL, NULL);
+    *ns = now_ns() - t0;
+    if (st != FIELDSYNC_OK)
+        fprintf(stderr, "bench_lib: check-in: %s\n", fieldsync_errmsg(fs));
+    return st;
+}
+
+/*
+ * The check-in's p99 while the library's sync thread drains a backlog, beside its p99 when idle,
+ * on one handle. `samples` check-ins are taken idle (one every 2 ms), then about as many spread
+ * over the whole cycle that drains the backlog (the push, the pull and the compaction after it):
+ * the gap between two is the cycle's expected remaining time over the samples still to take,
+ * estimated from the queue depth's fall so far. With 2,000 samples the p99 is the 20th worst of
+ * each set, not the 3rd of 300; the worst samples are printed with the phase of the cycle they
+ * started in.
+ */
+static void latency_under_drain(const char *dir, const char *secret, const char *url, int backlog,
+                                int samples)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/drain.db", dir);
@@ -239,43 +334,109 @@ static void latency_under_drain(const char *dir, const char *secret, const char 
     }
     fsa_journal_close(j);
 
-    enum { N = 300 };
-    int64_t idle[N], busy[N];
+    int64_t *idle = fsa_calloc((size_t)samples, sizeof *idle);
+    int64_t *idle_gap = fsa_calloc((size_t)samples, sizeof *idle_gap);
+    /* Room for twice the samples: the estimate of the remaining time can be short. */
+    size_t cap = (size_t)samples * 2;
+    sample_t *busy = fsa_calloc(cap, sizeof *busy);
+    int64_t *busy_ns = fsa_calloc(cap, sizeof *busy_ns),
+            *busy_gap = fsa_calloc(cap, sizeof *busy_gap);
+    drain_watch_t *w = fsa_calloc(1, sizeof *w);
+    if (idle == NULL || idle_gap == NULL || busy == NULL || busy_ns == NULL || busy_gap == NULL ||
+        w == NULL) {
+        fprintf(stderr, "bench_lib: out of memory\n");
+        exit(1);
+    }
     fs = open_api(path, NULL, NULL, false);
-    checkins(fs, N, 2, idle, "idle");
-    int64_t depth = 0;
-    if (fieldsync_add_status_listener(fs, on_status, &depth, NULL) != FIELDSYNC_OK ||
+    for (int i = 0; i < samples; i++) {
+        (void)checkin(fs, "idle", i, &idle[i]);
+        idle_gap[i] = 2 * 1000000;
+        sleep_ms(2);
+    }
+    if (fieldsync_add_status_listener(fs, on_status, w, NULL) != FIELDSYNC_OK ||
         fieldsync_start(fs, 0) != FIELDSYNC_OK) {
         fprintf(stderr, "bench_lib: start: %s\n", fieldsync_errmsg(fs));
         exit(1);
     }
     int64_t t0 = now_ns();
-    checkins(fs, N, 2, busy, "busy");
-    /* The check-ins above ran while the drain was under way; wait for it to end. */
-    fieldsync_sync_status_t s = {.size = sizeof s};
-    for (;;) {
-        if (fieldsync_status(fs, &s) != FIELDSYNC_OK || s.queue_depth == 0)
-            break;
-        sleep_ms(100);
+    int64_t gap_ns = 2 * 1000000; /* until the queue has visibly moved */
+    size_t nb = 0;
+    while (nb < cap && atomic_load(&w->phase) != PH_DONE) {
+        sample_t *sm = &busy[nb];
+        sm->at_ns = now_ns() - t0;
+        sm->phase = atomic_load(&w->phase);
+        sm->depth = atomic_load(&w->depth);
+        (void)checkin(fs, "busy", (int)nb, &sm->ns);
+        busy_ns[nb] = sm->ns;
+        nb++;
+        /* Spread the rest over the time the cycle still needs, at the drain's rate so far (the
+         * compaction and the pull after the push are not in the estimate: the last gap is kept
+         * for them). */
+        int64_t depth = atomic_load(&w->depth), max = atomic_load(&w->max_depth);
+        int64_t el = now_ns() - t0;
+        if (depth > 0 && max > depth && el > 500 * 1000000LL && nb < (size_t)samples) {
+            double left_ns = (double)el * (double)depth / (double)(max - depth);
+            gap_ns = (int64_t)(left_ns / (double)((size_t)samples - nb));
+            if (gap_ns < 1000000)
+                gap_ns = 1000000;
+            if (gap_ns > 1000000000)
+                gap_ns = 1000000000;
+        }
+        busy_gap[nb - 1] = sm->gap = gap_ns;
+        struct timespec ts = {(time_t)(gap_ns / 1000000000), (long)(gap_ns % 1000000000)};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
     }
     double drain_s = (double)(now_ns() - t0) / 1e9;
-    /* The check-ins ran during the drain when it still had most of the backlog to go. */
-    bool drained_during = __atomic_load_n(&depth, __ATOMIC_RELAXED) >= backlog / 2;
+    bool drained_during = atomic_load(&w->max_depth) >= backlog / 2;
     (void)fieldsync_close(fs);
-    int64_t pi = p99(idle, N), pb = p99(busy, N);
-    printf("check-in p99: %.2f ms idle, %.2f ms while draining %d ops (drain took %.1f s%s)\n",
-           (double)pi / 1e6, (double)pb / 1e6, backlog, drain_s,
+
+    int64_t ci = p99_corrected(idle, idle_gap, (size_t)samples);
+    int64_t cb = nb > 0 ? p99_corrected(busy_ns, busy_gap, nb) : 0;
+    int64_t pi = p99(idle, (size_t)samples), pb = nb > 0 ? p99(busy_ns, nb) : 0;
+    int per_phase[PH_COUNT] = {0};
+    for (size_t i = 0; i < nb; i++)
+        per_phase[busy[i].phase]++;
+    printf("check-in p99: %.2f ms idle (%d samples), %.2f ms while draining %d ops (%zu samples: "
+           "%d before the first status, %d pushing, %d pulling or compacting; the cycle took "
+           "%.1f s%s)\n",
+           (double)pi / 1e6, samples, (double)pb / 1e6, backlog, nb, per_phase[PH_BEFORE],
+           per_phase[PH_PUSH], per_phase[PH_PULL], drain_s,
            drained_during ? "" : "; the drain was not seen in progress");
+    printf("  corrected for the check-ins a stall held back (see p99_corrected): %.2f ms idle, "
+           "%.2f ms while draining\n",
+           (double)ci / 1e6, (double)cb / 1e6);
+    int64_t pull_ns = atomic_load(&w->phase_ns[PH_PULL]),
+            done_ns = atomic_load(&w->phase_ns[PH_DONE]);
+    if (pull_ns > 0 && done_ns > pull_ns)
+        printf("  push %.1f s, pull and compaction %.2f s\n", (double)(pull_ns - t0) / 1e9,
+               (double)(done_ns - pull_ns) / 1e9);
+    /* The worst: where in the cycle they were (p99 is the (nb/100)th of them). */
+    qsort(busy, nb, sizeof *busy, cmp_sample_desc);
+    for (size_t i = 0; i < nb && i < 12; i++)
+        printf("  worst %2zu: %8.2f ms at %6.2f s, %-12s depth %" PRId64 "\n", i + 1,
+               (double)busy[i].ns / 1e6, (double)busy[i].at_ns / 1e9, phase_names[busy[i].phase],
+               busy[i].depth);
     bench_line("lib.checkin_p99_draining", (double)pb / 1e3, "us", (double)pi / 1e3,
-               "lib.checkin_p99_idle", (double)pi / (double)pb);
+               "lib.checkin_p99_idle", pb > 0 ? (double)pi / (double)pb : 0);
+    bench_line("lib.checkin_p99_draining_corrected", (double)cb / 1e3, "us", (double)ci / 1e3,
+               "lib.checkin_p99_idle_corrected", cb > 0 ? (double)ci / (double)cb : 0);
+    fsa_free(w);
+    fsa_free(busy_gap);
+    fsa_free(idle_gap);
+    fsa_free(busy_ns);
+    fsa_free(busy);
+    fsa_free(idle);
 }
 
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 2000;
     int backlog = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 100000;
-    if (n < 4 || backlog < 200) {
-        fprintf(stderr, "usage: bench_lib [RECORDS (>= 4)] [BACKLOG (>= 200)]\n");
+    int samples = argc > 3 ? (int)strtol(argv[3], NULL, 10) : 2000;
+    if (n < 4 || backlog < 200 || samples < 100 || samples > 1000000) {
+        fprintf(stderr, "usage: bench_lib [RECORDS (>= 4)] [BACKLOG (>= 200)] "
+                        "[CHECK-INS (100..1000000)]\n");
         return 2;
     }
     th_server_t srv;
@@ -294,7 +455,7 @@ int main(int argc, char **argv)
     if (fclose(fp) != 0 || chmod(secret, 0600) != 0)
         return 1;
     api_cost(srv.dir, secret, srv.url, n);
-    latency_under_drain(srv.dir, secret, srv.url, backlog);
+    latency_under_drain(srv.dir, secret, srv.url, backlog, samples);
     th_server_stop(&srv);
     th_dir_remove(srv.dir);
     return 0;

@@ -990,6 +990,87 @@ static void test_fsa_journal_fold__replays_pending_on_new_base(void **state)
     assert_int_equal(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 6, "{not json"), FSA_EINVAL);
 }
 
+typedef struct compactor {
+    fsa_journal_t *j;
+    size_t removed;
+    fsa_status_t st;
+} compactor_t;
+
+static void *compact_thread(void *arg)
+{
+    compactor_t *c = arg;
+    c->st = fsa_outbox_compact(c->j, FSA_LIMIT_AUDIT_MS, &c->removed);
+    return NULL;
+}
+
+/* A compaction of more done ops than one of its transactions takes (4,096) goes in several, and a
+ * thread that waits for the journal meanwhile gets it between two: the done count is seen between
+ * all and none, and a record made then lands. Every done op ends in done_ops once. */
+static void test_fsa_outbox_compact__in_steps_that_give_way(void **state)
+{
+    fixture_t *f = *state;
+    big_backlog(f, true);
+    size_t n = big_batch(f);
+    assert_fsa_ok(fsa_outbox_apply_batch(f->j, big_ops, big_res, n, NULL, 0));
+    big_clear(n);
+    fsa_rec_t rec;
+    for (int done = 0; done < BIG_INCREMENTS; done += 15) {
+        fsa_op_t ops[15];
+        memset(ops, 0, sizeof ops);
+        for (int k = 0; k < 15; k++) {
+            ops[k].kind = FSA_OP_INCREMENT;
+            ops[k].type = FSA_TYPE_TICKET;
+            ops[k].by = 1;
+            snprintf(ops[k].id, sizeof ops[k].id, "T%d", (done + k) % BIG_TICKETS);
+            snprintf(ops[k].field, sizeof ops[k].field, "level");
+        }
+        assert_fsa_ok(fsa_journal_record_group(f->j, ops, 15, NULL, &rec));
+    }
+    size_t m = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, big_ops, BIG_OPS, 1 << 26, &m));
+    assert_int_equal(m, BIG_INCREMENTS);
+    for (size_t i = 0; i < m; i++)
+        big_res[i] = result_for(big_ops[i].op_id, FSA_RESULT_APPLIED, 1000 + (int64_t)i);
+    assert_fsa_ok(fsa_outbox_apply_batch(f->j, big_ops, big_res, m, NULL, 0));
+    big_clear(m);
+    const int64_t total = BIG_OPS + BIG_INCREMENTS;
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.done, total);
+
+    compactor_t c = {.j = f->j, .st = FSA_EIO};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, compact_thread, &c), 0);
+    /* Each look waits for the journal, so the compaction ends its transaction for it. */
+    do
+        assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    while (st.done == total);
+    bool between = st.done > 0;
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T0", "level", 1, NULL, &rec));
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_fsa_ok(c.st);
+    if (!between)
+        fail_msg("the done ops went all at once: no look saw some of them moved");
+    assert_int_equal(c.removed, total);
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.done, 0);
+    assert_int_equal(st.pending, 1);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*), count(DISTINCT op_id), "
+                                        "(SELECT count(*) FROM outbox) FROM done_ops",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(q, 0), total);
+    assert_int_equal(sqlite3_column_int64(q, 1), total);
+    assert_int_equal(sqlite3_column_int64(q, 2), 1);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+}
+
 static void test_fsa_outbox_compact__keeps_ids_for_audit(void **state)
 {
     fixture_t *f = *state;
@@ -1246,6 +1327,7 @@ int main(void)
         T(test_fsa_outbox_apply_batch__record_goes_between_transactions),
         T(test_fsa_journal_fold__replays_pending_on_new_base),
         T(test_fsa_outbox_compact__keeps_ids_for_audit),
+        T(test_fsa_outbox_compact__in_steps_that_give_way),
         T(test_fsa_journal_now__applies_clock_offset),
         T(test_fsa_journal_state__typed_calls_keep_the_stored_keys),
         T(test_fsa_journal_state__absent_and_bad_arguments),
