@@ -28,11 +28,12 @@ static double now_s(void)
     return (double)fsa_port_posix()->mono_now(NULL).ns / 1e9;
 }
 
-/* An increment op on the ticket tid, as the engine would send it. */
+/* An increment op on the ticket tid, as the engine would send it: its op id time-ordered, as the
+ * journal makes them (storage/journal_record.c), which the server's op-id index feels. */
 static void make_op(fsa_op_t *op, int64_t seq, const char *tid)
 {
     memset(op, 0, sizeof *op);
-    if (fsa_uuid4(fsa_port_posix(), op->op_id) != FSA_OK)
+    if (fsa_uuid7(fsa_port_posix(), op->op_id) != FSA_OK)
         exit(1);
     op->seq = seq;
     op->at_ms = fsa_port_posix()->wall_now(NULL).ms;
