@@ -131,7 +131,7 @@ static void test_wait__without_a_pulse_times_out_at_the_deadline(void **state)
 typedef struct waiters {
     latch_t ready, done, go;
     uint64_t seen;        /* this round's count before the pulse (set before go) */
-    int round;            /* the round the waiters are released into */
+    bool stop;            /* set (under go.mu) when a round failed: the waiters end */
     int nthreads, rounds; /* the test's shape */
     uint64_t got[THREADS];
     bool timed_out[THREADS];
@@ -153,7 +153,10 @@ static void *waiter(void *p)
             return NULL; /* the main thread fails the test on its own latch */
         pthread_mutex_lock(&w->go.mu);
         uint64_t seen = w->seen;
+        bool stop = w->stop;
         pthread_mutex_unlock(&w->go.mu);
+        if (stop)
+            return NULL;
         latch_add(&w->ready);
         fsa_mono_t deadline = in_s(BOUND_S);
         uint64_t n = fsa_pulse_wait(seen, deadline);
@@ -212,11 +215,13 @@ static void run_waiters(int nthreads, int rounds)
         pthread_mutex_unlock(&w.done.mu);
     }
     if (failed_round != 0) {
-        /* release every waiter for good so that they end, then fail */
+        /* end every waiter (one in a wait ends by its deadline at worst), then fail */
+        pthread_mutex_lock(&w.go.mu);
+        w.stop = true;
+        pthread_mutex_unlock(&w.go.mu);
         for (int r = 0; r <= rounds; r++)
             latch_add(&w.go);
-        for (int i = 0; i < 3; i++)
-            fsa_pulse_post();
+        fsa_pulse_post();
     }
     for (int i = 0; i < nthreads; i++)
         pthread_join(t[i], NULL);

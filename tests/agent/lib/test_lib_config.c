@@ -119,8 +119,8 @@ typedef struct secret_row {
 
 static const secret_row_t secret_rows[] = {
     {"secret: 64 lower-case hex", HEX64, 0, true},
-    {"secret: 64 upper-case hex", "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F",
-     0, true},
+    {"secret: 64 upper-case hex",
+     "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F", 0, true},
     {"secret: a trailing newline", HEX64 "\n", 0, true},
     {"secret: trailing spaces, tabs, CR LF", HEX64 " \t\r\n \n", 0, true},
     {"secret: 63 hex refused", "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1", 0,
@@ -161,7 +161,7 @@ typedef struct secret_file_row {
     const char *file;    /* a name in the temp dir; its content below */
     const char *content; /* NULL: no such file (or what kind says) */
     mode_t mode;
-    int kind;            /* 0: a file; 1: a symlink to the good secret; 2: a directory */
+    int kind; /* 0: a file; 1: a symlink to the good secret; 2: a directory */
     fsa_status_t want;
     const char *says; /* in the message */
 } secret_file_row_t;
@@ -288,41 +288,95 @@ static const policy_row_t policy_rows[] = {
      3,
      {RULE(TICKET, "priority", LOCAL_WINS), RULE(JOBNEED, NULL, SERVER_WINS),
       RULE(ATTENDANCE, "other_info", PARK)}},
-    {"policy: 'job' names jobneed", "job.jobstatus=park", FSA_OK, NULL, 1,
+    {"policy: 'job' names jobneed",
+     "job.jobstatus=park",
+     FSA_OK,
+     NULL,
+     1,
      {RULE(JOBNEED, "jobstatus", PARK)}},
-    {"policy: an unknown type", "invoice=park", FSA_EINVAL,
-     "unknown type 'invoice' (attendance, jobneed, ticket)", 0, {{0}}},
-    {"policy: a field the type has not", "ticket.jobstatus=park", FSA_EINVAL,
-     "ticket has no field 'jobstatus'", 0, {{0}}},
-    {"policy: an unknown action", "ticket=client-wins", FSA_EINVAL,
-     "unknown action 'client-wins' (server-wins, local-wins, park)", 0, {{0}}},
-    {"policy: actions are case-sensitive", "ticket=PARK", FSA_EINVAL, "unknown action 'PARK'", 0,
+    {"policy: an unknown type",
+     "invoice=park",
+     FSA_EINVAL,
+     "unknown type 'invoice' (attendance, jobneed, ticket)",
+     0,
+     {{0}}},
+    {"policy: a field the type has not",
+     "ticket.jobstatus=park",
+     FSA_EINVAL,
+     "ticket has no field 'jobstatus'",
+     0,
+     {{0}}},
+    {"policy: an unknown action",
+     "ticket=client-wins",
+     FSA_EINVAL,
+     "unknown action 'client-wins' (server-wins, local-wins, park)",
+     0,
+     {{0}}},
+    {"policy: actions are case-sensitive",
+     "ticket=PARK",
+     FSA_EINVAL,
+     "unknown action 'PARK'",
+     0,
      {{0}}},
     {"policy: no '='", "ticket", FSA_EINVAL, "'ticket' is not TYPE[.FIELD]=ACTION", 0, {{0}}},
     {"policy: no type", "=park", FSA_EINVAL, "is not TYPE[.FIELD]=ACTION", 0, {{0}}},
     {"policy: an empty field", "ticket.=park", FSA_EINVAL, "is not TYPE[.FIELD]=ACTION", 0, {{0}}},
     {"policy: no action", "ticket=", FSA_EINVAL, "is not TYPE[.FIELD]=ACTION", 0, {{0}}},
-    {"policy: an empty rule first", ",ticket=park", FSA_EINVAL, "is not TYPE[.FIELD]=ACTION", 0,
+    {"policy: an empty rule first",
+     ",ticket=park",
+     FSA_EINVAL,
+     "is not TYPE[.FIELD]=ACTION",
+     0,
      {{0}}},
-    {"policy: an empty rule inside", "ticket=park,,jobneed=park", FSA_EINVAL,
-     "is not TYPE[.FIELD]=ACTION", 0, {{0}}},
+    {"policy: an empty rule inside",
+     "ticket=park,,jobneed=park",
+     FSA_EINVAL,
+     "is not TYPE[.FIELD]=ACTION",
+     0,
+     {{0}}},
     {"policy: ends with a comma", "ticket=park,", FSA_EINVAL, "ends with ','", 0, {{0}}},
-    {"policy: a type of 16 characters", "attendanceattend=park", FSA_EINVAL,
-     "is not TYPE[.FIELD]=ACTION", 0, {{0}}},
-    {"policy: a type of 15 characters is looked up", "attendanceatten=park", FSA_EINVAL,
-     "unknown type 'attendanceatten'", 0, {{0}}},
-    {"policy: a field of 32 characters", "ticket.abcdefghijabcdefghijabcdefghijab=park",
-     FSA_EINVAL, "is not TYPE[.FIELD]=ACTION", 0, {{0}}},
+    {"policy: a type of 16 characters",
+     "attendanceattend=park",
+     FSA_EINVAL,
+     "is not TYPE[.FIELD]=ACTION",
+     0,
+     {{0}}},
+    {"policy: a type of 15 characters is looked up",
+     "attendanceatten=park",
+     FSA_EINVAL,
+     "unknown type 'attendanceatten'",
+     0,
+     {{0}}},
+    {"policy: a field of 32 characters",
+     "ticket.abcdefghijabcdefghijabcdefghijab=park",
+     FSA_EINVAL,
+     "is not TYPE[.FIELD]=ACTION",
+     0,
+     {{0}}},
     {"policy: a field of 31 characters is looked up",
-     "ticket.abcdefghijabcdefghijabcdefghija=park", FSA_EINVAL,
-     "has no field 'abcdefghijabcdefghijabcdefghija'", 0, {{0}}},
-    {"policy: an action of 16 characters", "ticket=server-winsserve", FSA_EINVAL,
-     "is not TYPE[.FIELD]=ACTION", 0, {{0}}},
-    {"policy: a second '=' is part of the action", "ticket=park=x", FSA_EINVAL,
-     "unknown action 'park=x'", 0, {{0}}},
+     "ticket.abcdefghijabcdefghijabcdefghija=park",
+     FSA_EINVAL,
+     "has no field 'abcdefghijabcdefghijabcdefghija'",
+     0,
+     {{0}}},
+    {"policy: an action of 16 characters",
+     "ticket=server-winsserve",
+     FSA_EINVAL,
+     "is not TYPE[.FIELD]=ACTION",
+     0,
+     {{0}}},
+    {"policy: a second '=' is part of the action",
+     "ticket=park=x",
+     FSA_EINVAL,
+     "unknown action 'park=x'",
+     0,
+     {{0}}},
     {"policy: a long bad rule is cut at 60 characters in the message",
-     "ticketticketticketticketticketticketticketticketticketticketXYZ", FSA_EINVAL,
-     "'ticketticketticketticketticketticketticketticketticketticket' is", 0, {{0}}},
+     "ticketticketticketticketticketticketticketticketticketticketXYZ",
+     FSA_EINVAL,
+     "'ticketticketticketticketticketticketticketticketticketticket' is",
+     0,
+     {{0}}},
 };
 
 static void run_policy_row(void **state)
@@ -413,8 +467,8 @@ static void test_policy__at_most_32_distinct_policies_per_process(void **state)
         check_status("a known one", fsl__resolver_policy(accepted[i], &p, err, sizeof err), FSA_OK,
                      err);
     /* a malformed one still says what is wrong with it */
-    check_status("malformed", fsl__resolver_policy("ticket=nope", &p, err, sizeof err),
-                 FSA_EINVAL, err);
+    check_status("malformed", fsl__resolver_policy("ticket=nope", &p, err, sizeof err), FSA_EINVAL,
+                 err);
     check_message("malformed", err, "unknown action 'nope'");
 }
 
@@ -446,11 +500,11 @@ static const check_row_t check_rows[] = {
     {"check: everything good, at init", true, "dev-1", "AGGRESSIVE", "ticket=park",
      "https://127.0.0.1:8443/fs", "good", NULL, NULL, NULL, false, FSA_OK, NULL, NULL},
     /* device id */
-    {"check: a device id of 128 characters", false, ID128, NULL, NULL, NULL, NULL, NULL, NULL,
-     NULL, false, FSA_OK, NULL, NULL},
+    {"check: a device id of 128 characters", false, ID128, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+     false, FSA_OK, NULL, NULL},
     {"check: a device id of 129 characters, shown cut at 40", false, ID129, NULL, NULL, NULL, NULL,
-     NULL, NULL, NULL, false, FSA_EINVAL, "invalid device id 'a123456789b123456789c123456789d123456789'",
-     "e1"},
+     NULL, NULL, NULL, false, FSA_EINVAL,
+     "invalid device id 'a123456789b123456789c123456789d123456789'", "e1"},
     {"check: a device id with a space", false, "dev 1", NULL, NULL, NULL, NULL, NULL, NULL, NULL,
      false, FSA_EINVAL, "invalid device id 'dev 1': 1-128 characters", NULL},
     {"check: an empty device id", false, "", NULL, NULL, NULL, NULL, NULL, NULL, NULL, false,
@@ -462,8 +516,8 @@ static const check_row_t check_rows[] = {
      FSA_OK, NULL, NULL},
     {"check: retry CONSERVATIVE", false, NULL, "CONSERVATIVE", NULL, NULL, NULL, NULL, NULL, NULL,
      false, FSA_OK, NULL, NULL},
-    {"check: retry LOCK_ACQUISITION", false, NULL, "LOCK_ACQUISITION", NULL, NULL, NULL, NULL,
-     NULL, NULL, false, FSA_OK, NULL, NULL},
+    {"check: retry LOCK_ACQUISITION", false, NULL, "LOCK_ACQUISITION", NULL, NULL, NULL, NULL, NULL,
+     NULL, false, FSA_OK, NULL, NULL},
     {"check: retry names are case-sensitive", false, NULL, "aggressive", NULL, NULL, NULL, NULL,
      NULL, NULL, false, FSA_EINVAL,
      "unknown retry policy 'aggressive' (DEFAULT, AGGRESSIVE, CONSERVATIVE, LOCK_ACQUISITION)",
@@ -663,8 +717,7 @@ static void run_flag_row(void **state)
     out.durability = row->caller_dur;
     load(&out);
     if (out.allow_http != row->want_http || out.durability != row->want_dur)
-        fail_msg("%s: allow_http %d durability %d", row->name, out.allow_http,
-                 (int)out.durability);
+        fail_msg("%s: allow_http %d durability %d", row->name, out.allow_http, (int)out.durability);
     fsl__config_clear(&out);
 }
 
@@ -683,8 +736,8 @@ static void test_store__a_new_store_clears_what_it_does_not_set(void **state)
     memset(&out, 0, sizeof out);
     load(&out);
     assert_string_equal(out.server_url, "https://127.0.0.1:2/");
-    const char *unset[] = {out.secret_file, out.ca_file,      out.pins,           out.client_cert,
-                           out.client_key,  out.proxy,        out.retry_policy,   out.resolver_policy};
+    const char *unset[] = {out.secret_file, out.ca_file, out.pins,         out.client_cert,
+                           out.client_key,  out.proxy,   out.retry_policy, out.resolver_policy};
     for (size_t i = 0; i < sizeof unset / sizeof unset[0]; i++)
         assert_null(unset[i]);
     assert_false(out.allow_http);
