@@ -904,10 +904,6 @@ static void e_size_mid(fieldsync_config_t *c)
 {
     c->size = (uint32_t)offsetof(fieldsync_config_t, device_id) + 1;
 }
-static void e_size_bigger_odd(fieldsync_config_t *c)
-{
-    c->size = (uint32_t)sizeof *c + 3;
-}
 static void e_flags(fieldsync_config_t *c)
 {
     c->flags = 0x4;
@@ -981,8 +977,6 @@ static const open_row_t open_rows[] = {
     {"open: the fixture's journal opens", e_none, FIELDSYNC_OK, NULL},
     {"open: size 0", e_size0, FIELDSYNC_EINVAL, "size 0 is not the size of any"},
     {"open: a size inside a member", e_size_mid, FIELDSYNC_EINVAL, "is not the size of any"},
-    {"open: a larger size not on a member's end", e_size_bigger_odd, FIELDSYNC_EUNSUPPORTED,
-     "knows only"},
     {"open: an unknown flag", e_flags, FIELDSYNC_EUNSUPPORTED, "unknown flags 0x4"},
     {"open: durability 2", e_durability, FIELDSYNC_EINVAL, "unknown durability 2"},
     {"open: durability -1", e_durability_neg, FIELDSYNC_EINVAL, "unknown durability -1"},
