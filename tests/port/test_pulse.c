@@ -133,6 +133,7 @@ typedef struct waiters {
     uint64_t seen;        /* this round's count before the pulse (set before go) */
     bool stop;            /* set (under go.mu) when a round failed: the waiters end */
     int nthreads, rounds; /* the test's shape */
+    bool forever;         /* the waits have no deadline (fsa_mono_forever) */
     uint64_t got[THREADS];
     bool timed_out[THREADS];
     int failures; /* waits that timed out or returned seen (under done.mu) */
@@ -158,7 +159,7 @@ static void *waiter(void *p)
         if (stop)
             return NULL;
         latch_add(&w->ready);
-        fsa_mono_t deadline = in_s(BOUND_S);
+        fsa_mono_t deadline = w->forever ? fsa_mono_forever() : in_s(BOUND_S);
         uint64_t n = fsa_pulse_wait(seen, deadline);
         bool late = fsa_mono_diff_ns(now(), deadline) >= 0;
         pthread_mutex_lock(&w->done.mu);
@@ -173,8 +174,9 @@ static void *waiter(void *p)
 }
 
 /* nthreads waiters, rounds rounds: each round one pulse must wake every waiter before the
- * bound, with the count after the pulse. */
-static void run_waiters(int nthreads, int rounds)
+ * bound, with the count after the pulse. forever: the waits have no deadline (a lost wake-up then
+ * ends at ctest's timeout, unless the next pulse, sent on failure, wakes it). */
+static void run_waiters(int nthreads, int rounds, bool forever)
 {
     static waiters_t w;
     memset(&w, 0, sizeof w);
@@ -183,6 +185,7 @@ static void run_waiters(int nthreads, int rounds)
     latch_init(&w.go);
     w.nthreads = nthreads;
     w.rounds = rounds;
+    w.forever = forever;
     pthread_t t[THREADS];
     waiter_arg_t args[THREADS];
     for (int i = 0; i < nthreads; i++) {
@@ -237,13 +240,21 @@ static void run_waiters(int nthreads, int rounds)
 static void test_wait__a_pulse_from_another_thread_wakes_a_waiter(void **state)
 {
     (void)state;
-    run_waiters(1, ROUNDS);
+    run_waiters(1, ROUNDS, false);
 }
 
 static void test_wait__one_pulse_wakes_every_waiter(void **state)
 {
     (void)state;
-    run_waiters(THREADS, ROUNDS);
+    run_waiters(THREADS, ROUNDS, false);
+}
+
+/* fsa_mono_forever() as the deadline: its seconds do not fit a 32-bit time_t (armhf); a
+ * deadline that became one in the past would return the count unchanged at once. */
+static void test_wait__without_a_deadline_a_pulse_wakes_it(void **state)
+{
+    (void)state;
+    run_waiters(4, 20, true);
 }
 
 /* ---- many posters and many waiters at once ---- */
@@ -335,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_wait__without_a_pulse_times_out_at_the_deadline),
         cmocka_unit_test(test_wait__a_pulse_from_another_thread_wakes_a_waiter),
         cmocka_unit_test(test_wait__one_pulse_wakes_every_waiter),
+        cmocka_unit_test(test_wait__without_a_deadline_a_pulse_wakes_it),
         cmocka_unit_test(test_pulse__many_posters_and_waiters_lose_nothing),
     };
     return cmocka_run_group_tests_name("port/pulse", tests, NULL, NULL);
