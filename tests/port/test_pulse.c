@@ -116,12 +116,12 @@ static void test_wait__without_a_pulse_times_out_at_the_deadline(void **state)
     uint64_t seen = fsa_pulse_count();
     fsa_mono_t deadline = fsa_mono_add_ns(now(), TIMEOUT_NS);
     assert_int_equal(fsa_pulse_wait(seen, deadline), seen);
-    fsa_mono_t after = now();
-    if (fsa_mono_diff_ns(after, deadline) < 0)
-        fail_msg("returned %lld ns before its deadline",
-                 (long long)fsa_mono_diff_ns(deadline, after));
+    fsa_mono_t back = now();
+    int64_t early_ns = -fsa_mono_diff_ns(back, deadline);
+    if (early_ns > 0)
+        fail_msg("returned %lld ns before its deadline", (long long)early_ns);
     /* a deadline already passed, or now: the count at once */
-    fsa_mono_t past = {after.ns - FSA_NS_PER_S};
+    fsa_mono_t past = {back.ns - FSA_NS_PER_S};
     assert_int_equal(fsa_pulse_wait(seen, past), seen);
     assert_int_equal(fsa_pulse_wait(seen, now()), seen);
 }

@@ -227,7 +227,7 @@ static void test_secret_file__too_large_refused_unread(void **state)
     char path[450], big[5000];
     path_in(path, sizeof path, "big.secret");
     memset(big, 'a', sizeof big);
-    memcpy(big, MARK, strlen(MARK));
+    memcpy(big, MARK, sizeof MARK - 1); /* no NUL: the file is one run of text */
     assert_true(write_file(path, big, sizeof big, 0600));
     fsa_signer_key_t key;
     memset(&key, 0xa5, sizeof key);
@@ -1158,8 +1158,9 @@ int main(void)
     size_t n = 0;
 #define ROWS(rows, fn)                                                                             \
     for (size_t i = 0; i < N(rows); i++)                                                           \
-        tests[n++] = (struct CMUnitTest){                                                          \
-            .name = rows[i].name, .test_func = fn, .initial_state = (void *)(uintptr_t)&rows[i]};
+        tests[n++] = (struct CMUnitTest){.name = (rows)[i].name,                                   \
+                                         .test_func = (fn),                                        \
+                                         .initial_state = (void *)(uintptr_t)(&(rows)[i])};
 #define TEST(fn) tests[n++] = (struct CMUnitTest)cmocka_unit_test(fn);
     ROWS(secret_rows, run_secret_row)
     ROWS(secret_file_rows, run_secret_file_row)
