@@ -194,6 +194,13 @@ static char *dup_trimmed(const char *s)
     return r;
 }
 
+/* A malformed base_url as its error shows it: not at all when it may hold a password
+ * (user:password@host). */
+static const char *url_shown(const char *url)
+{
+    return strchr(url, '@') != NULL ? "(not shown: it holds '@', maybe a password)" : url;
+}
+
 /*
  * Parses and checks base_url with curl's own URL parser, so the transport and libcurl agree on
  * what the host is. On FSA_OK sets t->base_url and t->base_path.
@@ -213,7 +220,8 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, bool all
     CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
     if (uc != CURLUE_OK) {
         st = uc == CURLUE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
-        say(err, errlen, "malformed base_url \"%.120s\": %s", url, curl_url_strerror(uc));
+        say(err, errlen, "malformed base_url \"%.120s\": %s", url_shown(url),
+            curl_url_strerror(uc));
         goto out;
     }
     uc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
@@ -225,7 +233,7 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, bool all
         goto out;
     }
     if (uc != CURLUE_OK || host[0] == '\0') {
-        say(err, errlen, "malformed base_url \"%.120s\": no scheme or host", url);
+        say(err, errlen, "malformed base_url \"%.120s\": no scheme or host", url_shown(url));
         goto out;
     }
     bool https = strcasecmp(scheme, "https") == 0;
