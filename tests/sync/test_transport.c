@@ -723,6 +723,16 @@ static void test_fsa_transport_new__invalid_args(void **state)
     o.base_url = "ftp://127.0.0.1/";
     assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
     assert_non_null(strstr(err, "ftp"));
+    /* A malformed URL that may hold a password is refused without echoing it. */
+    static const char *const secret_urls[] = {"https://dev:SECRET@127.0.0.1:99999999/",
+                                              "dev:SECRET@127.0.0.1"};
+    for (size_t i = 0; i < sizeof secret_urls / sizeof secret_urls[0]; i++) {
+        o.base_url = secret_urls[i];
+        err[0] = '\0';
+        assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
+        if (err[0] == '\0' || strstr(err, "SECRET") != NULL)
+            fail_msg("base_url \"%s\": err \"%s\"", secret_urls[i], err);
+    }
 
     o = http_opts();
     o.base_url = NULL;
