@@ -47,12 +47,32 @@ static fsa_wall_t posix_wall_now(void *ctx)
     return t;
 }
 
+struct timespec fsa__posix_timespec(int64_t ns)
+{
+    /* time_t is signed (POSIX leaves it open; glibc's is): its largest value for its width. */
+    const int64_t time_max = sizeof(time_t) >= sizeof(int64_t)
+                                 ? INT64_MAX
+                                 : (int64_t)((1ULL << (sizeof(time_t) * 8 - 1)) - 1);
+    struct timespec ts = {0, 0};
+    if (ns <= 0)
+        return ts;
+    int64_t s = ns / FSA_NS_PER_S;
+    if (s > time_max) {
+        ts.tv_sec = (time_t)time_max;
+        ts.tv_nsec = FSA_NS_PER_S - 1;
+        return ts;
+    }
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)(ns % FSA_NS_PER_S);
+    return ts;
+}
+
 static void posix_sleep(void *ctx, int64_t ns)
 {
     (void)ctx;
     if (ns <= 0)
         return;
-    struct timespec ts = {(time_t)(ns / FSA_NS_PER_S), (long)(ns % FSA_NS_PER_S)};
+    struct timespec ts = fsa__posix_timespec(ns);
     /* Restart after signals so a caller's sleep is never cut short silently. */
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
@@ -162,7 +182,7 @@ fsa_status_t fsa__posix_cond_wait_real(fsa_cond_t *c, fsa_mutex_t *m, fsa_mono_t
         pthread_cond_wait(&c->c, &m->m);
         return FSA_OK;
     }
-    struct timespec ts = {(time_t)(deadline.ns / FSA_NS_PER_S), (long)(deadline.ns % FSA_NS_PER_S)};
+    struct timespec ts = fsa__posix_timespec(deadline.ns);
     int rc = pthread_cond_timedwait(&c->c, &m->m, &ts);
     return rc == ETIMEDOUT ? FSA_ETIMEOUT : FSA_OK;
 }

@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include "port/posix/posix.h"
 #include "port/pulse.h"
 
 static pthread_mutex_t pulse_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -43,7 +44,7 @@ void fsa_pulse_post(void)
 uint64_t fsa_pulse_wait(uint64_t seen, fsa_mono_t deadline)
 {
     pthread_once(&pulse_once, pulse_init);
-    struct timespec ts = {(time_t)(deadline.ns / FSA_NS_PER_S), (long)(deadline.ns % FSA_NS_PER_S)};
+    struct timespec ts = fsa__posix_timespec(deadline.ns);
     atomic_fetch_add(&pulse_waiters, 1);
     pthread_mutex_lock(&pulse_mu);
     uint64_t n;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "port/once.h"
+#include "port/posix/posix.h"
 #include "tests/test_util.h"
 
 static fsa_port_t *P;
@@ -311,6 +312,30 @@ static void test_once__runs_once_across_threads(void **state)
         assert_int_equal(seen[i], 1);
 }
 
+/* The one conversion of 64-bit nanoseconds to a timespec: exact in range; far deadlines (the
+ * forever of a wait, past 2038 on armhf's 32-bit time_t) clamp to the largest time_t instead of
+ * wrapping into the past; negatives are zero. */
+static void test_posix_timespec__exact_and_clamped(void **state)
+{
+    (void)state;
+    struct timespec ts = fsa__posix_timespec(1500000000LL);
+    assert_int_equal((int64_t)ts.tv_sec, 1);
+    assert_int_equal(ts.tv_nsec, 500000000L);
+    ts = fsa__posix_timespec(-5);
+    assert_int_equal((int64_t)ts.tv_sec, 0);
+    assert_int_equal(ts.tv_nsec, 0);
+    /* 2040-01-01 in ns: past a 32-bit time_t. */
+    const int64_t y2040 = 2208988800LL * FSA_NS_PER_S;
+    ts = fsa__posix_timespec(y2040);
+    if (sizeof(time_t) >= sizeof(int64_t))
+        assert_int_equal((int64_t)ts.tv_sec, 2208988800LL);
+    else
+        assert_int_equal((int64_t)ts.tv_sec, (int64_t)INT32_MAX);
+    ts = fsa__posix_timespec(fsa_mono_forever().ns);
+    assert_true(ts.tv_sec > 0);
+    assert_true(ts.tv_nsec >= 0 && ts.tv_nsec < 1000000000L);
+}
+
 int main(void)
 {
     P = fsa_port_posix();
@@ -333,6 +358,7 @@ int main(void)
         cmocka_unit_test(test_flock_open__unwritable_path),
         cmocka_unit_test(test_process_id__is_this_process),
         cmocka_unit_test(test_once__runs_once_across_threads),
+        cmocka_unit_test(test_posix_timespec__exact_and_clamped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
