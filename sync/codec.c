@@ -678,6 +678,8 @@ enum {
     M_NONE = M_COUNT
 };
 
+static const unsigned char member_lens[M_COUNT] = {5, 3, 2, 4, 4, 2, 5, 5, 12,
+                                                   6, 5, 2, 4, 2, 3, 7, 4};
 static const char *const member_names[M_COUNT] = {
     "op_id",  "seq",   "at", "kind", "type", "id",  "group",   "field", "base_version",
     "fields", "patch", "by", "from", "to",   "key", "max_len", "item"};
@@ -702,8 +704,9 @@ typedef struct pscan {
     bool too_long; /* a string or key decodes to more than FSA_LIMIT_STRING_BYTES */
     bool canon;    /* the payload being read is still what cJSON prints */
     jv_t root, batch, ops;
-    pop_t *pops; /* the first cap elements of ops */
+    pop_t *pops; /* the first cap elements of ops (at most FSA_LIMIT_BATCH_OPS) */
     size_t cap, nops;
+    size_t values; /* as json_scan counts them: 1 + opening brackets + commas */
 } pscan_t;
 
 static const char lower_hex[] = "0123456789abcdef";
@@ -765,6 +768,25 @@ static bool u_escape_canon(const unsigned char *p, unsigned long cp)
            p[5] == (unsigned char)lower_hex[cp & 15];
 }
 
+/* The first byte from p that is a quote, a backslash or a control char (end if none): eight bytes
+ * at a time (a word has such a byte when one of the three tests below sets its top bit). */
+static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, sizeof w);
+        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+        uint64_t hit = ((w - ones * 0x20) | (q - ones) | (b - ones)) & ~w & highs;
+        if (hit != 0)
+            break;
+        p += 8;
+    }
+    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20)
+        p++;
+    return p;
+}
+
 /*
  * Scans the string whose opening quote is at *pp as cJSON's parse_string does, leaving *pp after
  * its closing quote. False when cJSON refuses it. *len: its decoded bytes before the first NUL
@@ -772,10 +794,7 @@ static bool u_escape_canon(const unsigned char *p, unsigned long cp)
  */
 static bool scan_str(const unsigned char **pp, const unsigned char *end, size_t *len, bool *canon)
 {
-    const unsigned char *start = *pp + 1, *q = start;
-    /* The usual string: no escape, no control char. */
-    while (q < end && *q != '"' && *q != '\\' && *q >= 0x20)
-        q++;
+    const unsigned char *start = *pp + 1, *q = plain_run(*pp + 1, end);
     if (q < end && *q == '"') {
         *len = (size_t)(q - start);
         *pp = q + 1;
@@ -838,6 +857,13 @@ static size_t decode_str(const unsigned char *text, const unsigned char *close, 
                          size_t cap)
 {
     size_t n = 0, w = 0;
+    size_t raw = (size_t)(close - text - 1);
+    if (memchr(text + 1, '\\', raw) == NULL && memchr(text + 1, '\0', raw) == NULL) {
+        w = raw < cap - 1 ? raw : cap - 1; /* the usual string: its text */
+        memcpy(dst, text + 1, w);
+        dst[w] = '\0';
+        return raw;
+    }
     char tmp[4];
     for (const unsigned char *p = text + 1; p < close;) {
         size_t k = 1;
@@ -942,11 +968,11 @@ static int member_of(const unsigned char *key, const unsigned char *close, bool 
             return M_NONE;
         memcpy(name, key + 1, n);
         name[n] = '\0';
-    } else if (decode_str(key, close, name, sizeof name) >= sizeof name) {
+    } else if ((n = decode_str(key, close, name, sizeof name)) >= sizeof name) {
         return M_NONE;
     }
     for (int m = 0; m < M_COUNT; m++) {
-        if (strcmp(name, member_names[m]) == 0)
+        if (n == member_lens[m] && memcmp(name, member_names[m], n) == 0)
             return m;
     }
     return M_NONE;
@@ -963,9 +989,34 @@ static bool root_member(const unsigned char *key, const unsigned char *close, bo
     return decode_str(key, close, name, sizeof name) < sizeof name && strcmp(name, want) == 0;
 }
 
-typedef enum pscan_fail { PS_OK, PS_SYNTAX, PS_TRAILING } pscan_fail_t;
+/* PS_DEPTH and PS_VALUES: over a bound where json_scan would stop (the text before is valid). */
+typedef enum pscan_fail {
+    PS_OK,
+    PS_SYNTAX,
+    PS_TRAILING,
+    PS_DEPTH,
+    PS_VALUES,
+    PS_NOMEM
+} pscan_fail_t;
 
-#define PS_STACK (FSA_LIMIT_JSON_DEPTH_MAX + FSA_CODEC_PUSH_ENVELOPE_DEPTH + 2)
+#define PS_MAX_DEPTH (FSA_LIMIT_JSON_DEPTH + FSA_CODEC_PUSH_ENVELOPE_DEPTH)
+
+/* Room for element i of ops (i < FSA_LIMIT_BATCH_OPS); false when out of memory. */
+static bool pops_room(pscan_t *s, size_t i)
+{
+    if (i < s->cap)
+        return true;
+    size_t ncap = s->cap == 0 ? 64 : s->cap * 2;
+    if (ncap > FSA_LIMIT_BATCH_OPS)
+        ncap = FSA_LIMIT_BATCH_OPS;
+    pop_t *np = fsa_realloc(s->pops, ncap * sizeof *np);
+    if (np == NULL)
+        return false;
+    memset(np + s->cap, 0, (ncap - s->cap) * sizeof *np);
+    s->pops = np;
+    s->cap = ncap;
+    return true;
+}
 
 static void note_begin(jv_t *slot, const unsigned char *b, const unsigned char *p, jv_kind_t kind)
 {
@@ -989,7 +1040,7 @@ static pscan_fail_t push_scan(pscan_t *s)
     const unsigned char *b = s->b, *p = b, *end = s->end;
     if (end - b >= 5 && memcmp(b, "\xEF\xBB\xBF", 3) == 0)
         p += 3;
-    pframe_t st[PS_STACK];
+    pframe_t st[PS_MAX_DEPTH];
     size_t depth = 0;
     enum { W_VALUE, W_VALUE_OR_CLOSE, W_KEY, W_KEY_OR_CLOSE, W_COLON, W_NEXT } want = W_VALUE;
     jv_t *pending = &s->root; /* where the next value is noted */
@@ -1059,6 +1110,9 @@ static pscan_fail_t push_scan(pscan_t *s)
                 pending_ctx = CTX_OTHER;
                 if (top->ctx == CTX_OPS) {
                     size_t i = s->nops++;
+                    /* Growing pops moves it: no frame points into it here (depth 2). */
+                    if (i < FSA_LIMIT_BATCH_OPS && !pops_room(s, i))
+                        return PS_NOMEM;
                     if (i < s->cap) {
                         pending = &s->pops[i].self;
                         pending_ctx = CTX_OP;
@@ -1069,8 +1123,11 @@ static pscan_fail_t push_scan(pscan_t *s)
             jv_t *slot = pending;
             pending = NULL;
             if (c == '{' || c == '[') {
-                if (depth == PS_STACK)
-                    return PS_SYNTAX; /* cannot happen: the nesting was checked before */
+                /* json_scan's order: the nesting, then the values */
+                if (depth == PS_MAX_DEPTH)
+                    return PS_DEPTH;
+                if (++s->values > FSA_LIMIT_JSON_VALUES)
+                    return PS_VALUES;
                 note_begin(slot, b, p, c == '{' ? JV_OBJECT : JV_ARRAY);
                 pframe_t *f = &st[depth++];
                 f->obj = c == '{';
@@ -1125,6 +1182,8 @@ static pscan_fail_t push_scan(pscan_t *s)
         }
         default: /* W_NEXT */
             if (c == ',') {
+                if (++s->values > FSA_LIMIT_JSON_VALUES)
+                    return PS_VALUES;
                 p++;
                 want = top->obj ? W_KEY : W_VALUE;
                 continue;
@@ -1329,27 +1388,37 @@ fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_
     }
     const char *text = body != NULL ? body : "";
     const char *why = NULL;
-    json_scan_t bounds;
-    parse_fail_t pf = bounds_check(text, len, FSA_LIMIT_BODY_BYTES,
-                                   FSA_LIMIT_JSON_DEPTH + FSA_CODEC_PUSH_ENVELOPE_DEPTH,
-                                   FSA_LIMIT_JSON_VALUES, &bounds, &why);
-    if (pf != PARSE_OK)
-        return parse_status(pf, why, err);
+    if (len > FSA_LIMIT_BODY_BYTES)
+        return parse_status(PARSE_TOO_LARGE, "body is over the size limit", err);
     pscan_t s;
     memset(&s, 0, sizeof s);
     s.b = (const unsigned char *)text;
     s.end = s.b + len;
-    /* Every element of ops is a value the bound counted. */
-    s.cap = bounds.values < FSA_LIMIT_BATCH_OPS ? bounds.values : FSA_LIMIT_BATCH_OPS;
-    s.pops = fsa_calloc(s.cap, sizeof *s.pops);
-    if (s.pops == NULL)
-        return parse_status(PARSE_NOMEM, "out of memory", err);
+    s.values = 1;
     fsa_status_t st = FSA_OK;
-    switch (push_scan(&s)) {
+    pscan_fail_t ps = push_scan(&s);
+    if (ps == PS_SYNTAX || ps == PS_TRAILING) {
+        /* The tree decoder checked the bounds over the whole text before parsing: a bound
+         * passed after the bad byte still makes it too_large. */
+        json_scan_t bounds;
+        if (bounds_check(text, len, FSA_LIMIT_BODY_BYTES, PS_MAX_DEPTH, FSA_LIMIT_JSON_VALUES,
+                         &bounds, &why) != PARSE_OK) {
+            st = parse_status(PARSE_TOO_LARGE, why, err);
+            goto out;
+        }
+    }
+    switch (ps) {
     case PS_SYNTAX: st = parse_status(PARSE_MALFORMED, "body is not valid JSON", err); goto out;
     case PS_TRAILING:
         st = parse_status(PARSE_MALFORMED, "trailing bytes after the JSON value", err);
         goto out;
+    case PS_DEPTH:
+        st = parse_status(PARSE_TOO_LARGE, "JSON nesting is over the depth limit", err);
+        goto out;
+    case PS_VALUES:
+        st = parse_status(PARSE_TOO_LARGE, "JSON has more values than the limit", err);
+        goto out;
+    case PS_NOMEM: st = FSA_ENOMEM; goto out;
     case PS_OK: break;
     }
     if (s.too_long) {
@@ -1369,7 +1438,7 @@ fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_
         goto out;
     }
     if (s.nops > 0) {
-        out->ops = fsa_calloc(s.nops, sizeof *out->ops);
+        out->ops = fsa_malloc(s.nops * sizeof *out->ops); /* each zeroed as it is decoded */
         if (out->ops == NULL) {
             st = FSA_ENOMEM;
             goto out;

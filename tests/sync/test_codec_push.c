@@ -279,6 +279,40 @@ static void test_decode_push__limits_as_the_tree_decoder(void **state)
     fsa_free(b);
 }
 
+/* The nesting and value bounds, met and passed, alone and after a syntax error or the value. */
+static void test_decode_push__bounds_as_the_tree_decoder(void **state)
+{
+    (void)state;
+    size_t cap = 4 * FSA_LIMIT_JSON_VALUES + 1024;
+    char *b = fsa_malloc(cap);
+    assert_non_null(b);
+    const size_t envelope = FSA_CODEC_PUSH_ENVELOPE_DEPTH;
+    for (size_t deep = FSA_LIMIT_JSON_DEPTH - 1; deep <= FSA_LIMIT_JSON_DEPTH + 2; deep++) {
+        for (int variant = 0; variant < 4; variant++) {
+            size_t n = (size_t)snprintf(
+                b, cap, "%s{\"batch_id\":\"b\",\"ops\":[{\"x\":", variant == 1 ? "x" : "");
+            for (size_t i = 0; i + envelope < deep + envelope - 0 && i < deep; i++)
+                b[n++] = '[';
+            for (size_t i = 0; i < deep; i++)
+                b[n++] = variant == 2 && i == 0 ? '}' : ']';
+            n += (size_t)snprintf(b + n, cap - n, "}]}%s", variant == 3 ? "[[[[" : "");
+            expect_same(b, n);
+        }
+    }
+    for (size_t values = FSA_LIMIT_JSON_VALUES - 12; values <= FSA_LIMIT_JSON_VALUES - 4;
+         values++) {
+        for (int variant = 0; variant < 3; variant++) {
+            size_t n = (size_t)snprintf(b, cap, "{\"batch_id\":\"b\",%s\"ops\":[{\"x\":[0",
+                                        variant == 1 ? "x" : "");
+            for (size_t i = 0; i < values; i++)
+                n += (size_t)snprintf(b + n, cap - n, ",0");
+            n += (size_t)snprintf(b + n, cap - n, "]}]}%s", variant == 2 ? "[[[[" : "");
+            expect_same(b, n);
+        }
+    }
+    fsa_free(b);
+}
+
 static uint64_t rng_next(uint64_t *s)
 {
     *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -387,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_decode_push__payloads_as_the_tree_decoder),
         cmocka_unit_test(test_decode_push__envelopes_as_the_tree_decoder),
         cmocka_unit_test(test_decode_push__limits_as_the_tree_decoder),
+        cmocka_unit_test(test_decode_push__bounds_as_the_tree_decoder),
         cmocka_unit_test(test_decode_push__mutations_as_the_tree_decoder),
         cmocka_unit_test(test_decode_push__out_of_memory),
     };
