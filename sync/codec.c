@@ -778,8 +778,14 @@ static const unsigned char *plain_run(const unsigned char *p, const unsigned cha
         memcpy(&w, p, sizeof w);
         uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
         uint64_t hit = ((w - ones * 0x20) | (q - ones) | (b - ones)) & ~w & highs;
-        if (hit != 0)
+        if (hit != 0) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* The lowest flagged byte is a true one (a borrow only flags bytes above it). */
+            return p + (__builtin_ctzll(hit) >> 3);
+#else
             break;
+#endif
+        }
         p += 8;
     }
     while (p < end && *p != '"' && *p != '\\' && *p >= 0x20)
@@ -792,14 +798,17 @@ static const unsigned char *plain_run(const unsigned char *p, const unsigned cha
  * its closing quote. False when cJSON refuses it. *len: its decoded bytes before the first NUL
  * (what strlen sees of cJSON's copy); *canon cleared when the text is not what cJSON prints.
  */
-static bool scan_str(const unsigned char **pp, const unsigned char *end, size_t *len, bool *canon)
+static bool scan_str(const unsigned char **pp, const unsigned char *end, size_t *len, bool *canon,
+                     bool *plain)
 {
     const unsigned char *start = *pp + 1, *q = plain_run(*pp + 1, end);
     if (q < end && *q == '"') {
         *len = (size_t)(q - start);
         *pp = q + 1;
+        *plain = true;
         return true;
     }
+    *plain = false;
     /* cJSON finds the end first (a backslash hides the next char), then decodes up to it. */
     while (q < end && *q != '"') {
         if (*q == '\\') {
@@ -971,11 +980,22 @@ static int member_of(const unsigned char *key, const unsigned char *close, bool 
     } else if ((n = decode_str(key, close, name, sizeof name)) >= sizeof name) {
         return M_NONE;
     }
-    for (int m = 0; m < M_COUNT; m++) {
-        if (n == member_lens[m] && memcmp(name, member_names[m], n) == 0)
-            return m;
+    int m;
+    switch (name[0]) { /* the first char and the length tell the names apart */
+    case 'o': m = M_OP_ID; break;
+    case 's': m = M_SEQ; break;
+    case 'a': m = M_AT; break;
+    case 'k': m = n == 4 ? M_KIND : M_KEY; break;
+    case 't': m = n == 4 ? M_TYPE : M_TO; break;
+    case 'i': m = n == 2 ? M_ID : M_ITEM; break;
+    case 'g': m = M_GROUP; break;
+    case 'f': m = n == 5 ? M_FIELD : n == 6 ? M_FIELDS : M_FROM; break;
+    case 'b': m = n == 2 ? M_BY : M_BASE_VERSION; break;
+    case 'p': m = M_PATCH; break;
+    case 'm': m = M_MAX_LEN; break;
+    default: return M_NONE;
     }
-    return M_NONE;
+    return n == member_lens[m] && memcmp(name, member_names[m], n) == 0 ? m : M_NONE;
 }
 
 static bool root_member(const unsigned char *key, const unsigned char *close, bool plain,
@@ -1066,15 +1086,13 @@ static pscan_fail_t push_scan(pscan_t *s)
                 return PS_SYNTAX;
             const unsigned char *key = p;
             size_t len = 0;
-            bool canon = true;
-            if (!scan_str(&p, end, &len, &canon))
+            bool canon = true, plain = false; /* plain: the key is its own text */
+            if (!scan_str(&p, end, &len, &canon, &plain))
                 return PS_SYNTAX;
             s->too_long = s->too_long || len > FSA_LIMIT_STRING_BYTES;
             s->canon = s->canon && canon;
             pending = NULL;
             pending_ctx = CTX_OTHER;
-            /* A key with no escape and no control char is its own text. */
-            bool plain = canon && memchr(key + 1, '\\', (size_t)(p - key - 2)) == NULL;
             if (top == NULL)
                 return PS_SYNTAX; /* cannot happen: a key is inside an object */
             if (top->ctx == CTX_ROOT) {
@@ -1158,8 +1176,8 @@ static pscan_fail_t push_scan(pscan_t *s)
                 p += 4;
             } else if (c == '"') {
                 size_t len = 0;
-                bool canon = true;
-                if (!scan_str(&p, end, &len, &canon))
+                bool canon = true, plain = false;
+                if (!scan_str(&p, end, &len, &canon, &plain))
                     return PS_SYNTAX;
                 s->too_long = s->too_long || len > FSA_LIMIT_STRING_BYTES;
                 s->canon = s->canon && canon;
