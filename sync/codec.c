@@ -654,6 +654,7 @@ typedef struct jv {
     uint32_t off, len;
     uint8_t kind; /* jv_kind_t */
     bool canon;   /* the text is what cJSON prints for the value (payloads only) */
+    double num;   /* a number's value, as cJSON reads it */
 } jv_t;
 
 enum {
@@ -920,9 +921,10 @@ static bool num_char(unsigned char c)
 }
 
 /*
- * The number at p as cJSON's parse_number reads it: strtod over at most 63 of the chars
- * [0-9+-eE.] from p. Returns the length strtod took (0: cJSON refuses it), *value its value and
- * *canon whether the text is what cJSON prints for that value.
+ * The number at p as cJSON's parse_number reads it (Debian's 1.7.15 with the fix of
+ * CVE-2023-26819): strtod over a copy of the whole run of the chars [0-9+-eE.] from p. Returns
+ * the length strtod took (0: cJSON refuses it; SIZE_MAX: out of memory for a long run's copy),
+ * *value its value and *canon whether the text is what cJSON prints for that value.
  */
 static size_t scan_num(const unsigned char *p, const unsigned char *end, double *value, bool *canon)
 {
@@ -937,18 +939,23 @@ static size_t scan_num(const unsigned char *p, const unsigned char *end, double 
         *canon = (*d != '0' || q - d == 1) && !(d != p && v == 0);
         return (size_t)(q - p);
     }
-    char buf[64];
     size_t n = 0;
-    while (n < sizeof buf - 1 && p + n < end && num_char(p[n])) {
-        buf[n] = (char)p[n];
+    while (p + n < end && num_char(p[n]))
         n++;
-    }
+    char small[128];
+    char *buf = n < sizeof small ? small : fsa_malloc(n + 1);
+    if (buf == NULL)
+        return SIZE_MAX;
+    memcpy(buf, p, n);
     buf[n] = '\0';
     char *after = NULL;
     double x = strtod(buf, &after);
-    if (after == buf)
-        return 0;
     size_t taken = (size_t)(after - buf);
+    if (taken == 0) {
+        if (buf != small)
+            fsa_free(buf);
+        return 0;
+    }
     *value = x;
     /* cJSON's print_number: %1.15g unless it does not read back (within DBL_EPSILON), then
      * %1.17g; infinities print as null. -0 is left to cJSON. */
@@ -963,6 +970,8 @@ static size_t scan_num(const unsigned char *p, const unsigned char *end, double 
             snprintf(out, sizeof out, "%1.17g", x);
         *canon = strlen(out) == taken && memcmp(out, buf, taken) == 0;
     }
+    if (buf != small)
+        fsa_free(buf);
     return taken;
 }
 
@@ -1183,14 +1192,18 @@ static pscan_fail_t push_scan(pscan_t *s)
                 s->canon = s->canon && canon;
                 kind = JV_STRING;
             } else if (c == '-' || (c >= '0' && c <= '9')) {
-                double v;
+                double v = 0;
                 bool canon = true;
                 size_t n = scan_num(p, end, &v, &canon);
+                if (n == SIZE_MAX)
+                    return PS_NOMEM;
                 if (n == 0)
                     return PS_SYNTAX;
                 p += n;
                 s->canon = s->canon && canon;
                 kind = JV_NUMBER;
+                if (slot != NULL)
+                    slot->num = v;
             } else {
                 return PS_SYNTAX;
             }
@@ -1249,13 +1262,11 @@ static bool jv_str(const pscan_t *s, const jv_t *v, char *dst, size_t cap)
 }
 
 /* get_int on a noted member. */
-static bool jv_int(const pscan_t *s, const jv_t *v, int64_t *out)
+static bool jv_int(const jv_t *v, int64_t *out)
 {
     if (v->kind != JV_NUMBER)
         return false;
-    double d = 0;
-    bool canon = true;
-    (void)scan_num(jv_text(s, v), jv_text(s, v) + v->len, &d, &canon);
+    double d = v->num;
     if (!isfinite(d) || d > JSON_INT_MAX || d < -JSON_INT_MAX || (double)(int64_t)d != d)
         return false;
     *out = (int64_t)d;
@@ -1313,7 +1324,7 @@ static fsa_status_t decode_noted_op(const pscan_t *s, const pop_t *o, size_t idx
         set_err(err, "malformed", "ops[%zu]: op_id must be 1..36 bytes of [A-Za-z0-9._:-]", idx);
         return FSA_EINVAL;
     }
-    if (!jv_int(s, &o->m[M_SEQ], &op->seq) || !jv_int(s, &o->m[M_AT], &op->at_ms)) {
+    if (!jv_int(&o->m[M_SEQ], &op->seq) || !jv_int(&o->m[M_AT], &op->at_ms)) {
         set_err(err, "malformed", "ops[%zu]: seq and at must be integers", idx);
         return FSA_EINVAL;
     }
@@ -1363,14 +1374,14 @@ static fsa_status_t decode_noted_op(const pscan_t *s, const pop_t *o, size_t idx
             return FSA_OK;
         return jv_payload(s, &o->m[M_FIELDS], "fields", true, out);
     case FSA_OP_SET:
-        if (!jv_int(s, &o->m[M_BASE_VERSION], &op->base_version)) {
+        if (!jv_int(&o->m[M_BASE_VERSION], &op->base_version)) {
             set_err(&out->reject, "invalid_value", "set op: base_version must be an integer");
             return FSA_OK;
         }
         return jv_payload(s, &o->m[M_FIELDS], "fields", true, out);
     case FSA_OP_MERGE: return jv_payload(s, &o->m[M_PATCH], "patch", true, out);
     case FSA_OP_INCREMENT:
-        if (!jv_int(s, &o->m[M_BY], &op->by))
+        if (!jv_int(&o->m[M_BY], &op->by))
             set_err(&out->reject, "invalid_value", "increment op: by must be an integer");
         return FSA_OK;
     case FSA_OP_TRANSITION:
@@ -1382,7 +1393,7 @@ static fsa_status_t decode_noted_op(const pscan_t *s, const pop_t *o, size_t idx
             return FSA_OK;
         const jv_t *ml = &o->m[M_MAX_LEN];
         if (ml->kind != JV_NONE && ml->kind != JV_NULL &&
-            (!jv_int(s, ml, &op->max_len) || op->max_len < 0)) {
+            (!jv_int(ml, &op->max_len) || op->max_len < 0)) {
             set_err(&out->reject, "invalid_value",
                     "append op: max_len must be a non-negative integer");
             return FSA_OK;
