@@ -1030,20 +1030,22 @@ typedef enum pscan_fail {
 
 #define PS_MAX_DEPTH (FSA_LIMIT_JSON_DEPTH + FSA_CODEC_PUSH_ENVELOPE_DEPTH)
 
-/* Room for element i of ops (i < FSA_LIMIT_BATCH_OPS); false when out of memory. */
+/* Room for element i of ops (i < FSA_LIMIT_BATCH_OPS), zeroed; false when out of memory. The
+ * first guess is an op per 128 bytes of body (a real op is longer). */
 static bool pops_room(pscan_t *s, size_t i)
 {
-    if (i < s->cap)
-        return true;
-    size_t ncap = s->cap == 0 ? 64 : s->cap * 2;
-    if (ncap > FSA_LIMIT_BATCH_OPS)
-        ncap = FSA_LIMIT_BATCH_OPS;
-    pop_t *np = fsa_realloc(s->pops, ncap * sizeof *np);
-    if (np == NULL)
-        return false;
-    memset(np + s->cap, 0, (ncap - s->cap) * sizeof *np);
-    s->pops = np;
-    s->cap = ncap;
+    if (i >= s->cap) {
+        size_t guess = (size_t)(s->end - s->b) / 128;
+        size_t ncap = s->cap == 0 ? (guess > 64 ? guess : 64) : s->cap * 2;
+        if (ncap > FSA_LIMIT_BATCH_OPS)
+            ncap = FSA_LIMIT_BATCH_OPS;
+        pop_t *np = fsa_realloc(s->pops, ncap * sizeof *np);
+        if (np == NULL)
+            return false;
+        s->pops = np;
+        s->cap = ncap;
+    }
+    memset(&s->pops[i], 0, sizeof s->pops[i]);
     return true;
 }
 
