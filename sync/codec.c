@@ -892,12 +892,13 @@ static size_t decode_str(const unsigned char *text, const unsigned char *close, 
                 }
                 tmp[0] = (char)(k > 1 ? (cp | mark[k]) & 0xFF : cp & 0x7F);
             } else {
-                tmp[0] = e == 'b'   ? '\b'
-                         : e == 'f' ? '\f'
-                         : e == 'n' ? '\n'
-                         : e == 'r' ? '\r'
-                         : e == 't' ? '\t'
-                                    : (char)e;
+                static const char short_escape[][2] = {
+                    {'b', '\b'}, {'f', '\f'}, {'n', '\n'}, {'r', '\r'}, {'t', '\t'}};
+                tmp[0] = (char)e; /* '"', '\\' and '/' stand for themselves */
+                for (size_t i = 0; i < sizeof short_escape / sizeof short_escape[0]; i++) {
+                    if (short_escape[i][0] == (char)e)
+                        tmp[0] = short_escape[i][1];
+                }
                 p += 2;
             }
         }
