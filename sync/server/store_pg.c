@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-events.h>
 #include <libpq-fe.h>
 
 #include "port/alloc.h"
@@ -124,12 +125,107 @@ static fsa_status_t map_result(const PGresult *r)
     return FSA_EIO;
 }
 
+/*
+ * The statements of the apply path (an INSERT, an UPDATE, a SELECT without ORDER BY, with
+ * parameters) are prepared once per connection and then only executed: sent whole with
+ * PQexecParams, PostgreSQL parses and plans each one every time. The pulls, the sweeps and the
+ * statements without parameters are sent whole as before (a generic plan is not asked for where a
+ * parameter's value may change the plan). The cache is the connection's libpq instance data,
+ * emptied by libpq's reset event (a reconnect loses the server's prepared statements) and freed
+ * with the connection (pg_events).
+ */
+#define PG_STMTS_MAX 32
+
+typedef struct pg_stmts {
+    size_t n;
+    const char *sql[PG_STMTS_MAX]; /* the text the caller passed (a literal, compared first) */
+    char *copy[PG_STMTS_MAX];      /* its copy, the one compared to decide */
+} pg_stmts_t;
+
+static void stmts_clear(pg_stmts_t *ps)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        fsa_free(ps->copy[i]);
+    ps->n = 0;
+}
+
+static int pg_events(PGEventId id, void *info, void *pass)
+{
+    (void)pass;
+    if (id == PGEVT_CONNRESET || id == PGEVT_CONNDESTROY) {
+        PGconn *c = id == PGEVT_CONNRESET ? ((PGEventConnReset *)info)->conn
+                                          : ((PGEventConnDestroy *)info)->conn;
+        pg_stmts_t *ps = PQinstanceData(c, pg_events);
+        if (ps != NULL)
+            stmts_clear(ps);
+        if (ps != NULL && id == PGEVT_CONNDESTROY) {
+            fsa_free(ps);
+            (void)PQsetInstanceData(c, pg_events, NULL);
+        }
+    }
+    return 1;
+}
+
+/* Gives c its statement cache (none when out of memory: every statement is then sent whole). */
+static void stmts_attach(PGconn *c)
+{
+    pg_stmts_t *ps = fsa_calloc(1, sizeof *ps);
+    if (ps == NULL)
+        return;
+    if (!PQregisterEventProc(c, pg_events, "fieldsync-statements", NULL) ||
+        !PQsetInstanceData(c, pg_events, ps))
+        fsa_free(ps);
+}
+
+static bool preparable(const char *sql, int n)
+{
+    return n > 0 && (strncmp(sql, "INSERT", 6) == 0 || strncmp(sql, "UPDATE", 6) == 0 ||
+                     (strncmp(sql, "SELECT", 6) == 0 && strstr(sql, "ORDER BY") == NULL));
+}
+
+/*
+ * Executes sql prepared on c, preparing it on its first use. NULL when it is not to be prepared
+ * or there is no room (the caller sends it whole); else the result, which may be the failed
+ * prepare's (what sending it whole would have failed with at its parse).
+ */
+static PGresult *exec_prepared(PGconn *c, const char *sql, int n, const char *const *params)
+{
+    pg_stmts_t *ps = preparable(sql, n) ? PQinstanceData(c, pg_events) : NULL;
+    if (ps == NULL)
+        return NULL;
+    size_t i = 0;
+    while (i < ps->n && ps->sql[i] != sql)
+        i++;
+    if (i == ps->n || strcmp(ps->copy[i], sql) != 0) {
+        for (i = 0; i < ps->n && strcmp(ps->copy[i], sql) != 0;)
+            i++;
+    }
+    char name[24];
+    snprintf(name, sizeof name, "fsa_%zu", i);
+    if (i == ps->n) {
+        if (ps->n == PG_STMTS_MAX || (ps->copy[i] = fsa_strdup(sql)) == NULL)
+            return NULL;
+        PGresult *pr = PQprepare(c, name, sql, n, NULL);
+        if (pr == NULL || PQresultStatus(pr) != PGRES_COMMAND_OK) {
+            fsa_free(ps->copy[i]);
+            return pr;
+        }
+        PQclear(pr);
+        ps->sql[i] = sql;
+        ps->n++;
+    }
+    ps->sql[i] = sql;
+    return PQexecPrepared(c, name, n, params, NULL, NULL, 0);
+}
+
 /* Runs a statement with text parameters; on success *out is the result (PQclear it). */
 static fsa_status_t run(PGconn *c, const char *sql, int n, const char *const *params,
                         PGresult **out)
 {
     *out = NULL;
-    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = exec_prepared(c, sql, n, params);
+    if (r == NULL)
+        r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType es = r != NULL ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK) {
         *out = r;
@@ -302,6 +398,8 @@ fsa_status_t fsa__store_pg_open(const fsa_port_t *port, const char *uri, unsigne
     }
     for (unsigned i = 0; i < conns && st == FSA_OK; i++) {
         PGconn *c = PQconnectdb(uri);
+        if (c != NULL && PQstatus(c) == CONNECTION_OK)
+            stmts_attach(c);
         s->conns[i].c = c;
         s->conns[i].head.store = &s->head;
         s->nconns = i + 1;
