@@ -625,17 +625,18 @@ out:
 
 /* ---- push: the decoder without a tree ----
  *
- * fsa_codec_decode_push reads the body in one pass that accepts exactly what cJSON 1.7 parses
- * (its lenient numbers read by strtod from at most 63 chars, every byte up to 32 as whitespace, a
- * \u escape with a bad hex digit read as U+0000, a leading UTF-8 BOM) and notes where the members
- * it needs are: the root's first "batch_id" and "ops", and each op object's first member of each
- * name it knows (cJSON_GetObjectItemCaseSensitive finds the first). Nothing else is kept: no tree.
+ * fsa_codec_decode_push reads the body in one pass that accepts exactly what the installed cJSON
+ * (Debian's 1.7.15) parses (its lenient numbers, strtod over the whole run of [0-9+-eE.]; every
+ * byte up to 32 as whitespace; a \u escape with a bad hex digit read as U+0000; a leading UTF-8
+ * BOM) and notes where the members it needs are: the root's first "batch_id" and "ops", and
+ * each op object's first member of each name it knows (cJSON_GetObjectItemCaseSensitive finds
+ * the first). Nothing else is kept: no tree.
  * A payload (fields, patch, item) is copied from the body when its text is byte for byte what
  * cJSON prints for it (compact, strings escaped as cJSON escapes them, numbers as cJSON prints
  * them), which is the text the tree decoder made by parsing and printing it; any other payload is
  * parsed and printed by cJSON, as before. So the answer, error for error and op for op, is
  * fsa__codec_decode_push_tree's: tests/sync/test_codec_push.c and tests/fuzz/fuzz_codec_push.c
- * compare the two.
+ * compare the two, and tell when a cJSON upgrade changes what it accepts.
  */
 
 typedef enum jv_kind {
