@@ -234,6 +234,16 @@ static void test_decode_push__envelopes_as_the_tree_decoder(void **state)
     };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
         expect_same_str(bodies[i]);
+    /* every short escape in the envelope's strings */
+    expect_same_str("{\"batch_id\":\"b\\n\\t\\\"\\\\\\/\\b\\f\\r\",\"ops\":[{\"op_id\":\"o\\n1\","
+                    "\"seq\":1,\"at\":2,\"kind\":\"incr\\u0065ment\",\"type\":\"ticket\","
+                    "\"id\":\"T\\/1\",\"field\":\"lev\\u0065l\",\"by\":1}]}");
+    expect_same_str("{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o1\",\"seq\":1,\"at\":2,"
+                    "\"kind\":\"transition\",\"type\":\"ticket\",\"id\":\"T1\",\"field\":"
+                    "\"status\",\"from\":\"N\\tEW\",\"to\":\"OPEN\\/\"}]}");
+    expect_same_str("{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o1\",\"seq\":1,\"at\":2,"
+                    "\"kind\":\"append\",\"type\":\"ticket\",\"id\":\"T1\",\"field\":"
+                    "\"ticketlog\",\"key\":\"k\\\"\\\\\\b\",\"item\":1}]}");
     /* NUL bytes: cJSON reads them as whitespace between tokens and keeps them in strings. */
     static const char nul1[] = "{\"batch_id\":\"b\",\x00\"ops\":[]}";
     expect_same(nul1, sizeof nul1 - 1);
