@@ -386,6 +386,16 @@ static void test_server_group__all_or_nothing(void **state)
     assert_int_equal(res[2].status,
                      FSA_RESULT_APPLIED); /* a failed group does not stop the batch */
     fsa_codec_results_free(res, n);
+    /* The same batch again: every op is a duplicate of the outcome logged for it (the group's
+     * conflicts were logged after its savepoint was rolled back). */
+    assert_int_equal(tc_push(g_h, URL, 0, ops, &res, &n), 200);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(res[i].status, FSA_RESULT_DUPLICATE);
+    assert_int_equal(res[0].original, FSA_RESULT_CONFLICT);
+    assert_int_equal(res[1].original, FSA_RESULT_CONFLICT);
+    assert_int_equal(res[2].original, FSA_RESULT_APPLIED);
+    fsa_codec_results_free(res, n);
     field_eq("jobneed", "CP1", "other_info", "{}");
     char *f = NULL;
     assert_int_equal(tc_get(g_h, URL, "jobneed", "CP1", &f), 1);
