@@ -462,6 +462,7 @@ static fsa_status_t log_flush(pg_conn_t *c)
         char sql[sizeof head + sizeof tail + LOG_ROWS_MAX * LOG_COLS * 8];
         const char *p[LOG_ROWS_MAX * LOG_COLS];
         size_t n = (size_t)snprintf(sql, sizeof sql, "%s", head);
+        // cppcheck-suppress knownConditionTrueFalse ; rows >= 1 here (done < c->nlogs)
         for (size_t i = 0; i < rows; i++) {
             const logrow_t *l = &c->logs[done + i];
             const char *v[LOG_COLS] = {l->op_id,  l->device,  l->seq,  l->type,    l->id,
