@@ -2,6 +2,7 @@
  */
 #include "sync/codec.h"
 
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -131,10 +132,10 @@ static fsa_status_t parse_status(parse_fail_t pf, const char *why, fsa_model_err
  * Parses text[0..len) as exactly one JSON value within max_bytes, max_depth and the string limit.
  * *root is set only on PARSE_OK; the caller then owns it (one cJSON_Delete).
  */
-static parse_fail_t parse_bounded(const char *text, size_t len, size_t max_bytes, size_t max_depth,
-                                  size_t max_values, cJSON **root, const char **why)
+/* What parse_bounded checks before it parses: the size, then the nesting and the values (*scan). */
+static parse_fail_t bounds_check(const char *text, size_t len, size_t max_bytes, size_t max_depth,
+                                 size_t max_values, json_scan_t *scan, const char **why)
 {
-    *root = NULL;
     if (len > max_bytes) {
         *why = "body is over the size limit";
         return PARSE_TOO_LARGE;
@@ -142,15 +143,26 @@ static parse_fail_t parse_bounded(const char *text, size_t len, size_t max_bytes
     /* Each parsed value costs a cJSON node (about 64 bytes), so a small body of "[0,0,...]"
      * would cost far more memory than its size: the values are counted, with the nesting, by
      * one scan before parsing. */
-    json_scan_t scan = json_scan(text, len, max_depth, max_values);
-    if (scan.deepest > max_depth) {
+    *scan = json_scan(text, len, max_depth, max_values);
+    if (scan->deepest > max_depth) {
         *why = "JSON nesting is over the depth limit";
         return PARSE_TOO_LARGE;
     }
-    if (scan.values > max_values) {
+    if (scan->values > max_values) {
         *why = "JSON has more values than the limit";
         return PARSE_TOO_LARGE;
     }
+    return PARSE_OK;
+}
+
+static parse_fail_t parse_bounded(const char *text, size_t len, size_t max_bytes, size_t max_depth,
+                                  size_t max_values, cJSON **root, const char **why)
+{
+    *root = NULL;
+    json_scan_t scan;
+    parse_fail_t pf = bounds_check(text, len, max_bytes, max_depth, max_values, &scan, why);
+    if (pf != PARSE_OK)
+        return pf;
     const char *end = NULL;
     unsigned long failures = fsa_alloc_failures();
     cJSON *r = cJSON_ParseWithLengthOpts(text, len, &end, false);
@@ -441,8 +453,8 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
     }
 }
 
-fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_t *out,
-                                   fsa_model_err_t *err)
+fsa_status_t fsa__codec_decode_push_tree(const char *body, size_t len, fsa_codec_push_t *out,
+                                         fsa_model_err_t *err)
 {
     if (err != NULL)
         memset(err, 0, sizeof *err);
@@ -489,6 +501,876 @@ fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_
     }
 out:
     cJSON_Delete(root);
+    if (st != FSA_OK) {
+        fsa_codec_push_free(out);
+        if (st == FSA_ENOMEM)
+            set_err(err, "internal", "out of memory");
+    }
+    return st;
+}
+
+/* ---- push: the decoder without a tree ----
+ *
+ * fsa_codec_decode_push reads the body in one pass that accepts exactly what the installed cJSON
+ * (Debian's 1.7.15) parses (its lenient numbers, strtod over the whole run of [0-9+-eE.]; every
+ * byte up to 32 as whitespace; a \u escape with a bad hex digit read as U+0000; a leading UTF-8
+ * BOM) and notes where the members it needs are: the root's first "batch_id" and "ops", and
+ * each op object's first member of each name it knows (cJSON_GetObjectItemCaseSensitive finds
+ * the first). Nothing else is kept: no tree.
+ * A payload (fields, patch, item) is copied from the body when its text is byte for byte what
+ * cJSON prints for it (compact, strings escaped as cJSON escapes them, numbers as cJSON prints
+ * them), which is the text the tree decoder made by parsing and printing it; any other payload is
+ * parsed and printed by cJSON, as before. So the answer, error for error and op for op, is
+ * fsa__codec_decode_push_tree's: tests/sync/test_codec_push.c and tests/fuzz/fuzz_codec_push.c
+ * compare the two, and tell when a cJSON upgrade changes what it accepts.
+ */
+
+typedef enum jv_kind {
+    JV_NONE,
+    JV_STRING,
+    JV_NUMBER,
+    JV_OBJECT,
+    JV_ARRAY,
+    JV_TRUE,
+    JV_FALSE,
+    JV_NULL
+} jv_kind_t;
+
+/* A value noted in the body: where its text is, what it is. */
+typedef struct jv {
+    uint32_t off, len;
+    uint8_t kind; /* jv_kind_t */
+    bool canon;   /* the text is what cJSON prints for the value (payloads only) */
+    double num;   /* a number's value, as cJSON reads it */
+} jv_t;
+
+enum {
+    M_OP_ID,
+    M_SEQ,
+    M_AT,
+    M_KIND,
+    M_TYPE,
+    M_ID,
+    M_GROUP,
+    M_FIELD,
+    M_BASE_VERSION,
+    M_FIELDS,
+    M_PATCH,
+    M_BY,
+    M_FROM,
+    M_TO,
+    M_KEY,
+    M_MAX_LEN,
+    M_ITEM,
+    M_COUNT,
+    M_NONE = M_COUNT
+};
+
+static const unsigned char member_lens[M_COUNT] = {5, 3, 2, 4, 4, 2, 5, 5, 12,
+                                                   6, 5, 2, 4, 2, 3, 7, 4};
+static const char *const member_names[M_COUNT] = {
+    "op_id",  "seq",   "at", "kind", "type", "id",  "group",   "field", "base_version",
+    "fields", "patch", "by", "from", "to",   "key", "max_len", "item"};
+
+/* One element of "ops": the element itself and its members by name. */
+typedef struct pop {
+    jv_t self;
+    jv_t m[M_COUNT];
+} pop_t;
+
+enum { CTX_OTHER, CTX_ROOT, CTX_OPS, CTX_OP };
+
+typedef struct pframe {
+    bool obj;
+    uint8_t ctx;
+    uint32_t op; /* CTX_OP: which element of ops */
+    jv_t *slot;  /* where this container is noted; NULL: nowhere */
+} pframe_t;
+
+typedef struct pscan {
+    const unsigned char *b, *end;
+    bool too_long; /* a string or key decodes to more than FSA_LIMIT_STRING_BYTES */
+    bool canon;    /* the payload being read is still what cJSON prints */
+    jv_t root, batch, ops;
+    pop_t *pops; /* the first cap elements of ops (at most FSA_LIMIT_BATCH_OPS) */
+    size_t cap, nops;
+    size_t values; /* as json_scan counts them: 1 + opening brackets + commas */
+} pscan_t;
+
+static const char lower_hex[] = "0123456789abcdef";
+
+/* cJSON's parse_hex4: a bad digit makes the whole escape 0. */
+static unsigned hex4_cjson(const unsigned char *p)
+{
+    unsigned h = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        unsigned d;
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else
+            return 0;
+        h = (h << 4) | d;
+    }
+    return h;
+}
+
+/* The \u escape at p, as cJSON's utf16_literal_to_utf8 reads it (end: the closing quote): its
+ * length in the text (6, or 12 for a surrogate pair; 0 when cJSON refuses it) and *cp. */
+static unsigned u_escape(const unsigned char *p, const unsigned char *end, unsigned long *cp)
+{
+    if (end - p < 6)
+        return 0;
+    unsigned first = hex4_cjson(p + 2);
+    if (first >= 0xDC00 && first <= 0xDFFF)
+        return 0;
+    if (first >= 0xD800 && first <= 0xDBFF) {
+        const unsigned char *q = p + 6;
+        if (end - q < 6 || q[0] != '\\' || q[1] != 'u')
+            return 0;
+        unsigned second = hex4_cjson(q + 2);
+        if (second < 0xDC00 || second > 0xDFFF)
+            return 0;
+        *cp = 0x10000 + (((unsigned long)(first & 0x3FF) << 10) | (second & 0x3FF));
+        return 12;
+    }
+    *cp = first;
+    return 6;
+}
+
+static unsigned utf8_bytes(unsigned long cp)
+{
+    return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+}
+
+/* True when a \u escape of cp (6 chars at p) is what cJSON prints for cp: a control char with no
+ * short escape, in four lowercase hex digits. */
+static bool u_escape_canon(const unsigned char *p, unsigned long cp)
+{
+    return cp > 0 && cp < 0x20 && cp != '\b' && cp != '\f' && cp != '\n' && cp != '\r' &&
+           cp != '\t' && p[2] == '0' && p[3] == '0' && p[4] == (unsigned char)lower_hex[cp >> 4] &&
+           p[5] == (unsigned char)lower_hex[cp & 15];
+}
+
+/* The first byte from p that is a quote, a backslash or a control char (end if none): eight bytes
+ * at a time (a word has such a byte when one of the three tests below sets its top bit). */
+static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, sizeof w);
+        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+        uint64_t hit = ((w - ones * 0x20) | (q - ones) | (b - ones)) & ~w & highs;
+        if (hit != 0) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* The lowest flagged byte is a true one (a borrow only flags bytes above it). */
+            return p + (__builtin_ctzll(hit) >> 3);
+#else
+            break;
+#endif
+        }
+        p += 8;
+    }
+    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20)
+        p++;
+    return p;
+}
+
+/*
+ * Scans the string whose opening quote is at *pp as cJSON's parse_string does, leaving *pp after
+ * its closing quote. False when cJSON refuses it. *len: its decoded bytes before the first NUL
+ * (what strlen sees of cJSON's copy); *canon cleared when the text is not what cJSON prints.
+ */
+static bool scan_str(const unsigned char **pp, const unsigned char *end, size_t *len, bool *canon,
+                     bool *plain)
+{
+    const unsigned char *start = *pp + 1, *q = plain_run(*pp + 1, end);
+    if (q < end && *q == '"') {
+        *len = (size_t)(q - start);
+        *pp = q + 1;
+        *plain = true;
+        return true;
+    }
+    *plain = false;
+    /* cJSON finds the end first (a backslash hides the next char), then decodes up to it. */
+    while (q < end && *q != '"') {
+        if (*q == '\\') {
+            if (q + 1 >= end)
+                return false;
+            q++;
+        }
+        q++;
+    }
+    if (q >= end)
+        return false;
+    size_t n = 0;
+    bool nul = false;
+    for (const unsigned char *p = start; p < q;) {
+        if (*p != '\\') {
+            if (*p < 0x20) {
+                *canon = false;
+                nul = nul || *p == 0;
+            }
+            n += nul ? 0 : 1;
+            p++;
+            continue;
+        }
+        unsigned char e = p[1];
+        unsigned long cp = 0;
+        size_t bytes = 1;
+        if (e == 'u') {
+            unsigned k = u_escape(p, q, &cp);
+            if (k == 0)
+                return false;
+            if (k != 6 || !u_escape_canon(p, cp))
+                *canon = false;
+            nul = nul || cp == 0;
+            bytes = utf8_bytes(cp);
+            p += k;
+        } else if (e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't' || e == '"' ||
+                   e == '\\' || e == '/') {
+            if (e == '/')
+                *canon = false; /* cJSON prints '/' as it is */
+            p += 2;
+        } else {
+            return false;
+        }
+        n += nul ? 0 : bytes;
+    }
+    *len = n;
+    *pp = q + 1;
+    return true;
+}
+
+/* Decodes the string text[0..close) (text at its opening quote, close its closing quote, both
+ * checked by scan_str) as cJSON does, into dst (cap bytes, cut at cap - 1 and at the first NUL).
+ * Returns the decoded length before the first NUL. */
+static size_t decode_str(const unsigned char *text, const unsigned char *close, char *dst,
+                         size_t cap)
+{
+    size_t n = 0, w = 0;
+    size_t raw = (size_t)(close - text - 1);
+    if (memchr(text + 1, '\\', raw) == NULL && memchr(text + 1, '\0', raw) == NULL) {
+        w = raw < cap - 1 ? raw : cap - 1; /* the usual string: its text */
+        memcpy(dst, text + 1, w);
+        dst[w] = '\0';
+        return raw;
+    }
+    char tmp[4];
+    for (const unsigned char *p = text + 1; p < close;) {
+        size_t k = 1;
+        if (*p != '\\') {
+            tmp[0] = (char)*p++;
+        } else {
+            unsigned char e = p[1];
+            unsigned long cp = 0;
+            if (e == 'u') {
+                p += u_escape(p, close, &cp);
+                k = utf8_bytes(cp);
+                static const unsigned char mark[5] = {0, 0, 0xC0, 0xE0, 0xF0};
+                for (size_t i = k - 1; i > 0; i--) {
+                    tmp[i] = (char)((cp | 0x80) & 0xBF);
+                    cp >>= 6;
+                }
+                tmp[0] = (char)(k > 1 ? (cp | mark[k]) & 0xFF : cp & 0x7F);
+            } else {
+                static const char short_escape[][2] = {
+                    {'b', '\b'}, {'f', '\f'}, {'n', '\n'}, {'r', '\r'}, {'t', '\t'}};
+                tmp[0] = (char)e; /* '"', '\\' and '/' stand for themselves */
+                for (size_t i = 0; i < sizeof short_escape / sizeof short_escape[0]; i++) {
+                    if (short_escape[i][0] == (char)e)
+                        tmp[0] = short_escape[i][1];
+                }
+                p += 2;
+            }
+        }
+        for (size_t i = 0; i < k; i++) {
+            if (tmp[i] == '\0') {
+                dst[w] = '\0';
+                return n;
+            }
+            if (w + 1 < cap)
+                dst[w++] = tmp[i];
+            n++;
+        }
+    }
+    dst[w] = '\0';
+    return n;
+}
+
+static bool num_char(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || c == '+' || c == '-' || c == 'e' || c == 'E' || c == '.';
+}
+
+/*
+ * The number at p as cJSON's parse_number reads it (Debian's 1.7.15 with the fix of
+ * CVE-2023-26819): strtod over a copy of the whole run of the chars [0-9+-eE.] from p. Returns
+ * the length strtod took (0: cJSON refuses it; SIZE_MAX: out of memory for a long run's copy),
+ * *value its value and *canon whether the text is what cJSON prints for that value.
+ */
+static size_t scan_num(const unsigned char *p, const unsigned char *end, double *value, bool *canon)
+{
+    const unsigned char *d = p + (*p == '-' ? 1 : 0), *q = d;
+    int64_t v = 0;
+    while (q < end && q - d < 16 && *q >= '0' && *q <= '9')
+        v = v * 10 + (*q++ - '0');
+    if (q > d && q - d <= 15 && (q == end || !num_char(*q))) {
+        /* An integer strtod reads exactly; cJSON prints it back as it is unless it has a
+         * leading zero or is -0. */
+        *value = d != p ? -(double)v : (double)v;
+        *canon = (*d != '0' || q - d == 1) && !(d != p && v == 0);
+        return (size_t)(q - p);
+    }
+    size_t n = 0;
+    while (p + n < end && num_char(p[n]))
+        n++;
+    char small[128];
+    char *buf = n < sizeof small ? small : fsa_malloc(n + 1);
+    if (buf == NULL)
+        return SIZE_MAX;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    char *after = NULL;
+    double x = strtod(buf, &after);
+    size_t taken = (size_t)(after - buf);
+    if (taken == 0) {
+        if (buf != small)
+            fsa_free(buf);
+        return 0;
+    }
+    *value = x;
+    /* cJSON's print_number: %1.15g unless it does not read back (within DBL_EPSILON), then
+     * %1.17g; infinities print as null. -0 is left to cJSON. */
+    if (!isfinite(x) || (x == 0 && signbit(x))) {
+        *canon = false;
+    } else {
+        char out[32];
+        snprintf(out, sizeof out, "%1.15g", x);
+        double back = strtod(out, NULL);
+        double big = fabs(back) > fabs(x) ? fabs(back) : fabs(x);
+        if (!(fabs(back - x) <= big * DBL_EPSILON))
+            snprintf(out, sizeof out, "%1.17g", x);
+        *canon = strlen(out) == taken && memcmp(out, buf, taken) == 0;
+    }
+    if (buf != small)
+        fsa_free(buf);
+    return taken;
+}
+
+/* The member name at key (its opening quote; close its closing quote), if it is one of an op's. */
+static int member_of(const unsigned char *key, const unsigned char *close, bool plain)
+{
+    char name[16];
+    size_t n;
+    if (plain) {
+        n = (size_t)(close - key - 1);
+        if (n >= sizeof name)
+            return M_NONE;
+        memcpy(name, key + 1, n);
+        name[n] = '\0';
+    } else if ((n = decode_str(key, close, name, sizeof name)) >= sizeof name) {
+        return M_NONE;
+    }
+    int m;
+    switch (name[0]) { /* the first char and the length tell the names apart */
+    case 'o': m = M_OP_ID; break;
+    case 's': m = M_SEQ; break;
+    case 'a': m = M_AT; break;
+    case 'k': m = n == 4 ? M_KIND : M_KEY; break;
+    case 't': m = n == 4 ? M_TYPE : M_TO; break;
+    case 'i': m = n == 2 ? M_ID : M_ITEM; break;
+    case 'g': m = M_GROUP; break;
+    case 'f': m = n == 5 ? M_FIELD : n == 6 ? M_FIELDS : M_FROM; break;
+    case 'b': m = n == 2 ? M_BY : M_BASE_VERSION; break;
+    case 'p': m = M_PATCH; break;
+    case 'm': m = M_MAX_LEN; break;
+    default: return M_NONE;
+    }
+    return n == member_lens[m] && memcmp(name, member_names[m], n) == 0 ? m : M_NONE;
+}
+
+static bool root_member(const unsigned char *key, const unsigned char *close, bool plain,
+                        const char *want)
+{
+    char name[16];
+    if (plain) {
+        size_t n = (size_t)(close - key - 1);
+        return n == strlen(want) && memcmp(key + 1, want, n) == 0;
+    }
+    return decode_str(key, close, name, sizeof name) < sizeof name && strcmp(name, want) == 0;
+}
+
+/* PS_DEPTH and PS_VALUES: over a bound where json_scan would stop (the text before is valid). */
+typedef enum pscan_fail {
+    PS_OK,
+    PS_SYNTAX,
+    PS_TRAILING,
+    PS_DEPTH,
+    PS_VALUES,
+    PS_NOMEM
+} pscan_fail_t;
+
+#define PS_MAX_DEPTH (FSA_LIMIT_JSON_DEPTH + FSA_CODEC_PUSH_ENVELOPE_DEPTH)
+
+/* Room for element i of ops (i < FSA_LIMIT_BATCH_OPS), zeroed; false when out of memory. The
+ * first guess is an op per 128 bytes of body (a real op is longer). */
+static bool pops_room(pscan_t *s, size_t i)
+{
+    if (i >= s->cap) {
+        size_t guess = (size_t)(s->end - s->b) / 128;
+        size_t ncap = s->cap == 0 ? (guess > 64 ? guess : 64) : s->cap * 2;
+        if (ncap > FSA_LIMIT_BATCH_OPS)
+            ncap = FSA_LIMIT_BATCH_OPS;
+        pop_t *np = fsa_realloc(s->pops, ncap * sizeof *np);
+        if (np == NULL)
+            return false;
+        s->pops = np;
+        s->cap = ncap;
+    }
+    memset(&s->pops[i], 0, sizeof s->pops[i]);
+    return true;
+}
+
+static void note_begin(jv_t *slot, const unsigned char *b, const unsigned char *p, jv_kind_t kind)
+{
+    if (slot != NULL) {
+        slot->off = (uint32_t)(p - b);
+        slot->kind = (uint8_t)kind;
+    }
+}
+
+static void note_end(jv_t *slot, const unsigned char *b, const unsigned char *after, bool canon)
+{
+    if (slot != NULL) {
+        slot->len = (uint32_t)(after - b) - slot->off;
+        slot->canon = canon;
+    }
+}
+
+/* The one pass over the body (see above). */
+static pscan_fail_t push_scan(pscan_t *s)
+{
+    const unsigned char *b = s->b, *p = b, *end = s->end;
+    if (end - b >= 5 && memcmp(b, "\xEF\xBB\xBF", 3) == 0)
+        p += 3;
+    pframe_t st[PS_MAX_DEPTH];
+    size_t depth = 0;
+    enum { W_VALUE, W_VALUE_OR_CLOSE, W_KEY, W_KEY_OR_CLOSE, W_COLON, W_NEXT } want = W_VALUE;
+    jv_t *pending = &s->root; /* where the next value is noted */
+    uint8_t pending_ctx = CTX_ROOT;
+    uint32_t pending_op = 0;
+    for (;;) {
+        const unsigned char *ws = p;
+        while (p < end && *p <= 32)
+            p++;
+        if (p != ws && depth >= 4)
+            s->canon = false;
+        if (p == end)
+            return PS_SYNTAX;
+        unsigned char c = *p;
+        pframe_t *top = depth > 0 ? &st[depth - 1] : NULL;
+        switch (want) {
+        case W_KEY_OR_CLOSE:
+            if (c == '}')
+                goto close;
+            __attribute__((fallthrough));
+        case W_KEY: {
+            if (c != '"')
+                return PS_SYNTAX;
+            const unsigned char *key = p;
+            size_t len = 0;
+            bool canon = true, plain = false; /* plain: the key is its own text */
+            if (!scan_str(&p, end, &len, &canon, &plain))
+                return PS_SYNTAX;
+            s->too_long = s->too_long || len > FSA_LIMIT_STRING_BYTES;
+            s->canon = s->canon && canon;
+            pending = NULL;
+            pending_ctx = CTX_OTHER;
+            if (top == NULL)
+                return PS_SYNTAX; /* cannot happen: a key is inside an object */
+            if (top->ctx == CTX_ROOT) {
+                if (s->batch.kind == JV_NONE && root_member(key, p - 1, plain, "batch_id")) {
+                    pending = &s->batch;
+                } else if (s->ops.kind == JV_NONE && root_member(key, p - 1, plain, "ops")) {
+                    pending = &s->ops;
+                    pending_ctx = CTX_OPS;
+                }
+            } else if (top->ctx == CTX_OP) {
+                int m = member_of(key, p - 1, plain);
+                if (m != M_NONE && s->pops[top->op].m[m].kind == JV_NONE) {
+                    pending = &s->pops[top->op].m[m];
+                    s->canon = true;
+                }
+            }
+            want = W_COLON;
+            continue;
+        }
+        case W_COLON:
+            if (c != ':')
+                return PS_SYNTAX;
+            p++;
+            want = W_VALUE;
+            continue;
+        case W_VALUE_OR_CLOSE:
+            if (c == ']')
+                goto close;
+            __attribute__((fallthrough));
+        case W_VALUE: {
+            if (top != NULL && !top->obj) {
+                pending = NULL;
+                pending_ctx = CTX_OTHER;
+                if (top->ctx == CTX_OPS) {
+                    size_t i = s->nops++;
+                    /* Growing pops moves it: no frame points into it here (depth 2). */
+                    if (i < FSA_LIMIT_BATCH_OPS && !pops_room(s, i))
+                        return PS_NOMEM;
+                    if (i < s->cap) {
+                        pending = &s->pops[i].self;
+                        pending_ctx = CTX_OP;
+                        pending_op = (uint32_t)i;
+                    }
+                }
+            }
+            jv_t *slot = pending;
+            pending = NULL;
+            if (c == '{' || c == '[') {
+                /* json_scan's order: the nesting, then the values */
+                if (depth == PS_MAX_DEPTH)
+                    return PS_DEPTH;
+                if (++s->values > FSA_LIMIT_JSON_VALUES)
+                    return PS_VALUES;
+                note_begin(slot, b, p, c == '{' ? JV_OBJECT : JV_ARRAY);
+                pframe_t *f = &st[depth++];
+                f->obj = c == '{';
+                f->ctx = CTX_OTHER;
+                f->op = 0;
+                f->slot = slot;
+                if (slot != NULL &&
+                    ((pending_ctx == CTX_OP && f->obj) || (pending_ctx == CTX_ROOT && f->obj) ||
+                     (pending_ctx == CTX_OPS && !f->obj))) {
+                    f->ctx = pending_ctx;
+                    f->op = pending_op;
+                }
+                p++;
+                want = f->obj ? W_KEY_OR_CLOSE : W_VALUE_OR_CLOSE;
+                continue;
+            }
+            jv_kind_t kind;
+            const unsigned char *at = p;
+            size_t avail = (size_t)(end - p);
+            if (avail >= 4 && memcmp(p, "null", 4) == 0) {
+                kind = JV_NULL;
+                p += 4;
+            } else if (avail >= 5 && memcmp(p, "false", 5) == 0) {
+                kind = JV_FALSE;
+                p += 5;
+            } else if (avail >= 4 && memcmp(p, "true", 4) == 0) {
+                kind = JV_TRUE;
+                p += 4;
+            } else if (c == '"') {
+                size_t len = 0;
+                bool canon = true, plain = false;
+                if (!scan_str(&p, end, &len, &canon, &plain))
+                    return PS_SYNTAX;
+                s->too_long = s->too_long || len > FSA_LIMIT_STRING_BYTES;
+                s->canon = s->canon && canon;
+                kind = JV_STRING;
+            } else if (c == '-' || (c >= '0' && c <= '9')) {
+                double v = 0;
+                bool canon = true;
+                size_t n = scan_num(p, end, &v, &canon);
+                if (n == SIZE_MAX)
+                    return PS_NOMEM;
+                if (n == 0)
+                    return PS_SYNTAX;
+                p += n;
+                s->canon = s->canon && canon;
+                kind = JV_NUMBER;
+                if (slot != NULL)
+                    slot->num = v;
+            } else {
+                return PS_SYNTAX;
+            }
+            note_begin(slot, b, at, kind);
+            note_end(slot, b, p, s->canon);
+            break;
+        }
+        default: /* W_NEXT */
+            if (c == ',') {
+                if (++s->values > FSA_LIMIT_JSON_VALUES)
+                    return PS_VALUES;
+                p++;
+                want = top->obj ? W_KEY : W_VALUE;
+                continue;
+            }
+            if (c != (top->obj ? '}' : ']'))
+                return PS_SYNTAX;
+            goto close;
+        }
+        /* a value ended */
+        if (depth == 0)
+            break;
+        want = W_NEXT;
+        continue;
+    close:
+        p++;
+        depth--;
+        note_end(st[depth].slot, b, p, s->canon);
+        if (depth == 0)
+            break;
+        want = W_NEXT;
+    }
+    for (; p < end; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+            return PS_TRAILING;
+    }
+    return PS_OK;
+}
+
+static const unsigned char *jv_text(const pscan_t *s, const jv_t *v)
+{
+    return s->b + v->off;
+}
+
+/* get_str on a noted member: a string whose decoded length is under cap, into dst. */
+static bool jv_str(const pscan_t *s, const jv_t *v, char *dst, size_t cap)
+{
+    dst[0] = '\0';
+    if (v->kind != JV_STRING)
+        return false;
+    const unsigned char *t = jv_text(s, v);
+    if (decode_str(t, t + v->len - 1, dst, cap) < cap)
+        return true;
+    dst[0] = '\0';
+    return false;
+}
+
+/* get_int on a noted member. */
+static bool jv_int(const jv_t *v, int64_t *out)
+{
+    if (v->kind != JV_NUMBER)
+        return false;
+    double d = v->num;
+    if (!isfinite(d) || d > JSON_INT_MAX || d < -JSON_INT_MAX || (double)(int64_t)d != d)
+        return false;
+    *out = (int64_t)d;
+    return true;
+}
+
+/* take_payload on a noted member. */
+static fsa_status_t jv_payload(const pscan_t *s, const jv_t *v, const char *name,
+                               bool must_be_object, fsa_codec_op_t *out)
+{
+    if (v->kind == JV_NONE || (must_be_object && v->kind != JV_OBJECT)) {
+        set_err(&out->reject, "invalid_value", "%s op: \"%s\" must be %s",
+                fsa_op_kind_name(out->op.kind), name, must_be_object ? "an object" : "present");
+        return FSA_OK;
+    }
+    const char *text = (const char *)jv_text(s, v);
+    if (v->canon) {
+        out->op.json = fsa_malloc((size_t)v->len + 1);
+        if (out->op.json == NULL)
+            return FSA_ENOMEM;
+        memcpy(out->op.json, text, v->len);
+        out->op.json[v->len] = '\0';
+        return FSA_OK;
+    }
+    cJSON *tree = cJSON_ParseWithLength(text, v->len);
+    if (tree == NULL)
+        return FSA_ENOMEM; /* the scan accepted the text: only an allocation can have failed */
+    out->op.json = print_item(tree);
+    cJSON_Delete(tree);
+    return out->op.json != NULL ? FSA_OK : FSA_ENOMEM;
+}
+
+static bool jv_take_str(const pscan_t *s, const jv_t *v, const char *name, char *dst, size_t cap,
+                        const char *code, fsa_codec_op_t *out)
+{
+    if (jv_str(s, v, dst, cap))
+        return true;
+    set_err(&out->reject, code, "%s op: \"%s\" must be a string of at most %zu bytes",
+            fsa_op_kind_name(out->op.kind), name, cap - 1);
+    return false;
+}
+
+/* decode_op on a noted element of ops. */
+static fsa_status_t decode_noted_op(const pscan_t *s, const pop_t *o, size_t idx,
+                                    fsa_codec_op_t *out, fsa_model_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    if (o->self.kind != JV_OBJECT) {
+        set_err(err, "malformed", "ops[%zu] is not an object", idx);
+        return FSA_EINVAL;
+    }
+    fsa_op_t *op = &out->op;
+    if (!jv_str(s, &o->m[M_OP_ID], op->op_id, sizeof op->op_id) ||
+        !id_ok(op->op_id, FSA_OP_ID_BYTES - 1)) {
+        set_err(err, "malformed", "ops[%zu]: op_id must be 1..36 bytes of [A-Za-z0-9._:-]", idx);
+        return FSA_EINVAL;
+    }
+    if (!jv_int(&o->m[M_SEQ], &op->seq) || !jv_int(&o->m[M_AT], &op->at_ms)) {
+        set_err(err, "malformed", "ops[%zu]: seq and at must be integers", idx);
+        return FSA_EINVAL;
+    }
+    if (o->m[M_KIND].kind != JV_STRING || o->m[M_TYPE].kind != JV_STRING ||
+        o->m[M_ID].kind != JV_STRING) {
+        set_err(err, "malformed", "ops[%zu]: kind, type and id must be strings", idx);
+        return FSA_EINVAL;
+    }
+    const jv_t *group = &o->m[M_GROUP];
+    if (group->kind != JV_NONE && group->kind != JV_NULL &&
+        !jv_str(s, group, op->group, sizeof op->group)) {
+        set_err(err, "malformed", "ops[%zu]: group must be a string of at most %d bytes", idx,
+                FSA_LIMIT_ID_BYTES);
+        return FSA_EINVAL;
+    }
+
+    char name[80];
+    const unsigned char *t = jv_text(s, &o->m[M_KIND]);
+    size_t n = decode_str(t, t + o->m[M_KIND].len - 1, name, sizeof name);
+    if (n >= sizeof name || fsa_op_kind_parse(name, &op->kind) != FSA_OK) {
+        set_err(&out->reject, "invalid_value", "unknown op kind \"%.64s\"", name);
+        return FSA_OK;
+    }
+    t = jv_text(s, &o->m[M_TYPE]);
+    n = decode_str(t, t + o->m[M_TYPE].len - 1, name, sizeof name);
+    if (n >= sizeof name || fsa_type_parse(name, &op->type) != FSA_OK) {
+        set_err(&out->reject, "unknown_type", "unknown entity type \"%.64s\"", name);
+        return FSA_OK;
+    }
+    char id[FSA_ID_BYTES + 1];
+    t = jv_text(s, &o->m[M_ID]);
+    n = decode_str(t, t + o->m[M_ID].len - 1, id, sizeof id);
+    if (n > FSA_LIMIT_ID_BYTES || !id_ok(id, FSA_LIMIT_ID_BYTES)) {
+        set_err(&out->reject, "invalid_value", "entity id must be 1..%d bytes of [A-Za-z0-9._:-]",
+                FSA_LIMIT_ID_BYTES);
+        return FSA_OK;
+    }
+    memcpy(op->id, id, n + 1);
+
+    if (op->kind != FSA_OP_CREATE && op->kind != FSA_OP_SET &&
+        !jv_take_str(s, &o->m[M_FIELD], "field", op->field, sizeof op->field, "unknown_field", out))
+        return FSA_OK;
+    switch (op->kind) {
+    case FSA_OP_CREATE:
+        /* PROTOCOL.md section 7, amendment 1: a create without fields is a create of {}. */
+        if (o->m[M_FIELDS].kind == JV_NONE)
+            return FSA_OK;
+        return jv_payload(s, &o->m[M_FIELDS], "fields", true, out);
+    case FSA_OP_SET:
+        if (!jv_int(&o->m[M_BASE_VERSION], &op->base_version)) {
+            set_err(&out->reject, "invalid_value", "set op: base_version must be an integer");
+            return FSA_OK;
+        }
+        return jv_payload(s, &o->m[M_FIELDS], "fields", true, out);
+    case FSA_OP_MERGE: return jv_payload(s, &o->m[M_PATCH], "patch", true, out);
+    case FSA_OP_INCREMENT:
+        if (!jv_int(&o->m[M_BY], &op->by))
+            set_err(&out->reject, "invalid_value", "increment op: by must be an integer");
+        return FSA_OK;
+    case FSA_OP_TRANSITION:
+        if (jv_take_str(s, &o->m[M_FROM], "from", op->from, sizeof op->from, "invalid_value", out))
+            (void)jv_take_str(s, &o->m[M_TO], "to", op->to, sizeof op->to, "invalid_value", out);
+        return FSA_OK;
+    case FSA_OP_APPEND: {
+        if (!jv_take_str(s, &o->m[M_KEY], "key", op->key, sizeof op->key, "invalid_value", out))
+            return FSA_OK;
+        const jv_t *ml = &o->m[M_MAX_LEN];
+        if (ml->kind != JV_NONE && ml->kind != JV_NULL &&
+            (!jv_int(ml, &op->max_len) || op->max_len < 0)) {
+            set_err(&out->reject, "invalid_value",
+                    "append op: max_len must be a non-negative integer");
+            return FSA_OK;
+        }
+        return jv_payload(s, &o->m[M_ITEM], "item", false, out);
+    }
+    default: set_err(&out->reject, "invalid_value", "unknown op kind"); return FSA_OK;
+    }
+}
+
+fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_t *out,
+                                   fsa_model_err_t *err)
+{
+    if (err != NULL)
+        memset(err, 0, sizeof *err);
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (out == NULL || (body == NULL && len > 0)) {
+        set_err(err, "malformed", "no body");
+        return FSA_EINVAL;
+    }
+    const char *text = body != NULL ? body : "";
+    const char *why = NULL;
+    if (len > FSA_LIMIT_BODY_BYTES)
+        return parse_status(PARSE_TOO_LARGE, "body is over the size limit", err);
+    pscan_t s;
+    memset(&s, 0, sizeof s);
+    s.b = (const unsigned char *)text;
+    s.end = s.b + len;
+    s.values = 1;
+    fsa_status_t st = FSA_OK;
+    pscan_fail_t ps = push_scan(&s);
+    if (ps == PS_SYNTAX || ps == PS_TRAILING) {
+        /* The tree decoder checked the bounds over the whole text before parsing: a bound
+         * passed after the bad byte still makes it too_large. */
+        json_scan_t bounds;
+        if (bounds_check(text, len, FSA_LIMIT_BODY_BYTES, PS_MAX_DEPTH, FSA_LIMIT_JSON_VALUES,
+                         &bounds, &why) != PARSE_OK) {
+            st = parse_status(PARSE_TOO_LARGE, why, err);
+            goto out;
+        }
+    }
+    switch (ps) {
+    case PS_SYNTAX: st = parse_status(PARSE_MALFORMED, "body is not valid JSON", err); goto out;
+    case PS_TRAILING:
+        st = parse_status(PARSE_MALFORMED, "trailing bytes after the JSON value", err);
+        goto out;
+    case PS_DEPTH:
+        st = parse_status(PARSE_TOO_LARGE, "JSON nesting is over the depth limit", err);
+        goto out;
+    case PS_VALUES:
+        st = parse_status(PARSE_TOO_LARGE, "JSON has more values than the limit", err);
+        goto out;
+    case PS_NOMEM: st = FSA_ENOMEM; goto out;
+    case PS_OK: break;
+    }
+    if (s.too_long) {
+        st = parse_status(PARSE_TOO_LARGE, "a string is over the length limit", err);
+        goto out;
+    }
+    if (s.root.kind != JV_OBJECT || !jv_str(&s, &s.batch, out->batch_id, sizeof out->batch_id) ||
+        s.ops.kind != JV_ARRAY) {
+        set_err(err, "malformed", "body must be {\"batch_id\": string, \"ops\": [...]}");
+        st = FSA_EINVAL;
+        goto out;
+    }
+    if (s.nops > FSA_LIMIT_BATCH_OPS) {
+        set_err(err, "too_large", "%zu ops in one batch; the limit is %d", s.nops,
+                FSA_LIMIT_BATCH_OPS);
+        st = FSA_ETOOLARGE;
+        goto out;
+    }
+    if (s.nops > 0) {
+        out->ops = fsa_malloc(s.nops * sizeof *out->ops); /* each zeroed as it is decoded */
+        if (out->ops == NULL) {
+            st = FSA_ENOMEM;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < s.nops; i++) {
+        st = decode_noted_op(&s, &s.pops[i], i, &out->ops[i], err);
+        out->count = i + 1; /* so push_free releases what this op holds, even on failure */
+        if (st != FSA_OK)
+            goto out;
+    }
+out:
+    fsa_free(s.pops);
     if (st != FSA_OK) {
         fsa_codec_push_free(out);
         if (st == FSA_ENOMEM)

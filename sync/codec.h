@@ -109,6 +109,12 @@ fsa_status_t fsa_codec_encode_push(const char *batch_id, const fsa_op_t *ops, si
 fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_t *out,
                                    fsa_model_err_t *err) FSA_MUST_CHECK;
 
+/* The same decoder built on a cJSON tree of the whole body, the server's before session 6: the
+ * reference fsa_codec_decode_push is tested against (same status, error and ops, byte for byte).
+ * For tests and fuzzing only. */
+fsa_status_t fsa__codec_decode_push_tree(const char *body, size_t len, fsa_codec_push_t *out,
+                                         fsa_model_err_t *err) FSA_MUST_CHECK;
+
 /* ---- per-op results: {"results": [...], "server_time": ms} ---- */
 
 /* fsa_result_status_t (applied, duplicate, conflict, rejected) is in storage/model.h. */

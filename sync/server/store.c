@@ -219,6 +219,7 @@ typedef struct cent {
     char owner[FSA_ID_BYTES];
     fsa_model_keys_t keys;
     fsa_model_entity_t *model; /* the parse of the last fields an op made here (NULL: none) */
+    size_t charged;            /* what it counts against the budget now (cent_charge) */
 } cent_t;
 
 struct fsa__store_cache {
@@ -333,6 +334,23 @@ static fsa_status_t cent_keys(cent_t *e)
     return FSA_OK;
 }
 
+/*
+ * What a held entity costs: its text, and when the model holds its parse, the tree at
+ * TREE_BYTES_PER_TEXT_BYTE per byte of the text. That factor is a bound, not an average: the
+ * densest text, "[0,0,...]", is 2 bytes per value, and a cJSON node is 64 bytes plus 16 of
+ * malloc's header (40 per byte of text); a string or key value adds its copy, at least one 32-byte
+ * chunk, to a node that takes at least 3 bytes of text ("",). The charge is taken again whenever
+ * the text changes (an append grows the tree with it), so the budget bounds what is held.
+ */
+#define TREE_BYTES_PER_TEXT_BYTE 40u
+static void cent_charge(struct fsa__store_cache *c, cent_t *e)
+{
+    size_t text = e->fields != NULL ? strlen(e->fields) : 0;
+    size_t now = text + (e->model != NULL ? TREE_BYTES_PER_TEXT_BYTE * (text > 64 ? text : 64) : 0);
+    c->bytes = c->bytes - (c->bytes >= e->charged ? e->charged : c->bytes) + now;
+    e->charged = now;
+}
+
 static int by_wseq(const void *a, const void *b)
 {
     uint64_t x = (*(cent_t *const *)a)->wseq, y = (*(cent_t *const *)b)->wseq;
@@ -395,13 +413,15 @@ static fsa_status_t ent_load(fsa__store_tx_t *tx, const char *type, const char *
     struct fsa__store_cache *c = tx->cache;
     if (c == NULL || c->through)
         return B(tx)->load_entity(tx, type, id, version, fields, owner, keys);
+    /* Checked before every op's load, held entity or not: what is held stays within the budget
+     * plus one op's growth. */
+    if (c->bytes > CACHE_MAX_BYTES) {
+        fsa_status_t st = ent_forget(tx);
+        if (st != FSA_OK)
+            return st;
+    }
     cent_t *e = cache_find(c, type, id);
     if (e == NULL) {
-        if (c->bytes > CACHE_MAX_BYTES) {
-            fsa_status_t st = ent_forget(tx);
-            if (st != FSA_OK)
-                return st;
-        }
         int64_t v = 0;
         char *f = NULL, own[FSA_ID_BYTES] = "";
         fsa_model_keys_t k;
@@ -419,7 +439,7 @@ static fsa_status_t ent_load(fsa__store_tx_t *tx, const char *type, const char *
         memcpy(e->owner, own, sizeof own);
         e->keys = k;
         e->keys_known = true;
-        c->bytes += f != NULL ? strlen(f) : 0;
+        cent_charge(c, e);
     }
     *version = e->fields != NULL ? e->version : 0;
     *fields = NULL;
@@ -474,10 +494,9 @@ static fsa_status_t ent_write(fsa__store_tx_t *tx, const fsa_op_t *op, bool exis
     char *copy = dup_text(next);
     if (copy == NULL)
         return FSA_ENOMEM;
-    c->bytes += strlen(copy);
-    c->bytes -= e->fields != NULL && c->bytes >= strlen(e->fields) ? strlen(e->fields) : 0;
     fsa_free(e->fields);
     e->fields = copy;
+    cent_charge(c, e);
     e->version = version;
     e->mdtz_ms = now_ms;
     e->dirty = true;
@@ -495,11 +514,11 @@ static fsa_status_t ent_write(fsa__store_tx_t *tx, const fsa_op_t *op, bool exis
 
 /*
  * The model's cache of the held entity op names (its parsed fields, so that the batch's next op
- * on it does not parse them again); NULL when it is not held (inside a group) or out of memory,
- * which only costs the parse. A tree counts against the byte budget at 16 times its text when it
- * is made (a cJSON value costs about a hundred bytes).
+ * on it does not parse them again); NULL when it is not held (inside a group), when its tree
+ * would take more than a quarter of the budget (such an entity is parsed by each op, as before
+ * the cache), or out of memory, which only costs the parse. The tree counts against the budget
+ * (cent_charge).
  */
-#define TREE_BYTES_PER_TEXT_BYTE 16u
 static fsa_model_entity_t *ent_model(fsa__store_tx_t *tx, const fsa_op_t *op)
 {
     struct fsa__store_cache *c = tx->cache;
@@ -509,9 +528,12 @@ static fsa_model_entity_t *ent_model(fsa__store_tx_t *tx, const fsa_op_t *op)
     if (e == NULL)
         return NULL;
     if (e->model == NULL) {
+        size_t text = e->fields != NULL ? strlen(e->fields) : 0;
+        if (TREE_BYTES_PER_TEXT_BYTE * text > CACHE_MAX_BYTES / 4)
+            return NULL;
         e->model = fsa_model_entity_new();
         if (e->model != NULL)
-            c->bytes += TREE_BYTES_PER_TEXT_BYTE * (e->fields != NULL ? strlen(e->fields) : 64);
+            cent_charge(c, e);
     }
     return e->model;
 }

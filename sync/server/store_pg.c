@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-events.h>
 #include <libpq-fe.h>
 
 #include "port/alloc.h"
@@ -77,6 +78,20 @@ typedef struct touched {
     char id[FSA_ID_BYTES];
 } touched_t;
 
+/* One op's outcome, waiting to be logged (pg_log_op): the parameters of its row, as text. */
+typedef struct logrow {
+    char op_id[FSA_OP_ID_BYTES];
+    char device[FSA_ID_BYTES];
+    char seq[24];
+    const char *type; /* a static name */
+    char id[FSA_ID_BYTES];
+    char status[8];
+    char version[24];
+    char code[FSA_CODEC_CODE_BYTES];
+    char message[FSA_CODEC_MESSAGE_BYTES];
+    char received[24];
+} logrow_t;
+
 typedef struct pg_conn {
     fsa__store_tx_t head; /* the transaction this connection runs */
     PGconn *c;
@@ -84,6 +99,8 @@ typedef struct pg_conn {
     touched_t *touched;
     size_t ntouched, cap;
     size_t sp_touched; /* ntouched when the group's savepoint began */
+    logrow_t *logs;    /* outcomes not yet sent (log_flush) */
+    size_t nlogs, logcap;
 } pg_conn_t;
 
 typedef struct pg_store {
@@ -124,12 +141,107 @@ static fsa_status_t map_result(const PGresult *r)
     return FSA_EIO;
 }
 
+/*
+ * The statements of the apply path (an INSERT, an UPDATE, a SELECT without ORDER BY, with
+ * parameters) are prepared once per connection and then only executed: sent whole with
+ * PQexecParams, PostgreSQL parses and plans each one every time. The pulls, the sweeps and the
+ * statements without parameters are sent whole as before (a generic plan is not asked for where a
+ * parameter's value may change the plan). The cache is the connection's libpq instance data,
+ * emptied by libpq's reset event (a reconnect loses the server's prepared statements) and freed
+ * with the connection (pg_events).
+ */
+#define PG_STMTS_MAX 32
+
+typedef struct pg_stmts {
+    size_t n;
+    const char *sql[PG_STMTS_MAX]; /* the text the caller passed (a literal, compared first) */
+    char *copy[PG_STMTS_MAX];      /* its copy, the one compared to decide */
+} pg_stmts_t;
+
+static void stmts_clear(pg_stmts_t *ps)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        fsa_free(ps->copy[i]);
+    ps->n = 0;
+}
+
+static int pg_events(PGEventId id, void *info, void *pass)
+{
+    (void)pass;
+    if (id == PGEVT_CONNRESET || id == PGEVT_CONNDESTROY) {
+        PGconn *c = id == PGEVT_CONNRESET ? ((PGEventConnReset *)info)->conn
+                                          : ((PGEventConnDestroy *)info)->conn;
+        pg_stmts_t *ps = PQinstanceData(c, pg_events);
+        if (ps != NULL)
+            stmts_clear(ps);
+        if (ps != NULL && id == PGEVT_CONNDESTROY) {
+            fsa_free(ps);
+            (void)PQsetInstanceData(c, pg_events, NULL);
+        }
+    }
+    return 1;
+}
+
+/* Gives c its statement cache (none when out of memory: every statement is then sent whole). */
+static void stmts_attach(PGconn *c)
+{
+    pg_stmts_t *ps = fsa_calloc(1, sizeof *ps);
+    if (ps == NULL)
+        return;
+    if (!PQregisterEventProc(c, pg_events, "fieldsync-statements", NULL) ||
+        !PQsetInstanceData(c, pg_events, ps))
+        fsa_free(ps);
+}
+
+static bool preparable(const char *sql, int n)
+{
+    return n > 0 && (strncmp(sql, "INSERT", 6) == 0 || strncmp(sql, "UPDATE", 6) == 0 ||
+                     (strncmp(sql, "SELECT", 6) == 0 && strstr(sql, "ORDER BY") == NULL));
+}
+
+/*
+ * Executes sql prepared on c, preparing it on its first use. NULL when it is not to be prepared
+ * or there is no room (the caller sends it whole); else the result, which may be the failed
+ * prepare's (what sending it whole would have failed with at its parse).
+ */
+static PGresult *exec_prepared(PGconn *c, const char *sql, int n, const char *const *params)
+{
+    pg_stmts_t *ps = preparable(sql, n) ? PQinstanceData(c, pg_events) : NULL;
+    if (ps == NULL)
+        return NULL;
+    size_t i = 0;
+    while (i < ps->n && ps->sql[i] != sql)
+        i++;
+    if (i == ps->n || strcmp(ps->copy[i], sql) != 0) {
+        for (i = 0; i < ps->n && strcmp(ps->copy[i], sql) != 0;)
+            i++;
+    }
+    char name[24];
+    snprintf(name, sizeof name, "fsa_%zu", i);
+    if (i == ps->n) {
+        if (ps->n == PG_STMTS_MAX || (ps->copy[i] = fsa_strdup(sql)) == NULL)
+            return NULL;
+        PGresult *pr = PQprepare(c, name, sql, n, NULL);
+        if (pr == NULL || PQresultStatus(pr) != PGRES_COMMAND_OK) {
+            fsa_free(ps->copy[i]);
+            return pr;
+        }
+        PQclear(pr);
+        ps->sql[i] = sql;
+        ps->n++;
+    }
+    ps->sql[i] = sql;
+    return PQexecPrepared(c, name, n, params, NULL, NULL, 0);
+}
+
 /* Runs a statement with text parameters; on success *out is the result (PQclear it). */
 static fsa_status_t run(PGconn *c, const char *sql, int n, const char *const *params,
                         PGresult **out)
 {
     *out = NULL;
-    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = exec_prepared(c, sql, n, params);
+    if (r == NULL)
+        r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType es = r != NULL ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK) {
         *out = r;
@@ -213,6 +325,7 @@ static void pg_close(fsa_store_t *head)
     for (unsigned i = 0; i < s->nconns; i++) {
         PQfinish(s->conns[i].c);
         fsa_free(s->conns[i].touched);
+        fsa_free(s->conns[i].logs);
     }
     s->port->mutex_free(s->port->ctx, s->lock);
     s->port->cond_free(s->port->ctx, s->cond);
@@ -302,6 +415,8 @@ fsa_status_t fsa__store_pg_open(const fsa_port_t *port, const char *uri, unsigne
     }
     for (unsigned i = 0; i < conns && st == FSA_OK; i++) {
         PGconn *c = PQconnectdb(uri);
+        if (c != NULL && PQstatus(c) == CONNECTION_OK)
+            stmts_attach(c);
         s->conns[i].c = c;
         s->conns[i].head.store = &s->head;
         s->nconns = i + 1;
@@ -323,10 +438,63 @@ out:
 
 /* ---- transactions ---- */
 
+/*
+ * The outcomes logged since the last flush, in one statement per LOG_ROWS_MAX rows (a round trip
+ * per op before): sent before anything reads the op log (a claim that finds its op_id, a find),
+ * before a savepoint is begun, released or rolled back to (so that a rolled back group's rows go
+ * with it) and before the commit. Each row replaces only its own claim (status -1); a row that
+ * finds none was logged by another transaction first: FSA_EBUSY, the batch is tried again (as
+ * when each was sent alone).
+ */
+#define LOG_ROWS_MAX 100
+#define LOG_COLS 10
+static fsa_status_t log_flush(pg_conn_t *c)
+{
+    fsa_status_t st = FSA_OK;
+    size_t done = 0;
+    while (st == FSA_OK && done < c->nlogs) {
+        size_t rows = c->nlogs - done < LOG_ROWS_MAX ? c->nlogs - done : LOG_ROWS_MAX;
+        static const char head[] = "INSERT INTO ops(op_id, device, seq, type, id, status, version,"
+                                   " code, message, received) VALUES ";
+        static const char tail[] = " ON CONFLICT (op_id) DO UPDATE SET status = EXCLUDED.status,"
+                                   " version = EXCLUDED.version, code = EXCLUDED.code,"
+                                   " message = EXCLUDED.message WHERE ops.status = -1";
+        char sql[sizeof head + sizeof tail + LOG_ROWS_MAX * LOG_COLS * 8];
+        const char *p[LOG_ROWS_MAX * LOG_COLS];
+        size_t n = (size_t)snprintf(sql, sizeof sql, "%s", head);
+        // cppcheck-suppress knownConditionTrueFalse ; rows >= 1 here (done < c->nlogs)
+        for (size_t i = 0; i < rows; i++) {
+            const logrow_t *l = &c->logs[done + i];
+            const char *v[LOG_COLS] = {l->op_id,  l->device,  l->seq,  l->type,    l->id,
+                                       l->status, l->version, l->code, l->message, l->received};
+            for (size_t k = 0; k < LOG_COLS; k++) {
+                size_t at = i * LOG_COLS + k;
+                p[at] = v[k];
+                n += (size_t)snprintf(sql + n, sizeof sql - n, "%s$%zu%s",
+                                      k == 0 ? (i == 0 ? "(" : ", (") : ", ", at + 1,
+                                      k + 1 == LOG_COLS ? ")" : "");
+            }
+        }
+        snprintf(sql + n, sizeof sql - n, "%s", tail);
+        /* Sent whole: its text changes with the rows (run() would prepare each one). */
+        PGresult *r = PQexecParams(c->c, sql, (int)(rows * LOG_COLS), NULL, p, NULL, NULL, 0);
+        ExecStatusType es = r != NULL ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+        if (es != PGRES_COMMAND_OK)
+            st = r == NULL ? FSA_ENOMEM : map_result(r);
+        else if (changed(r) != (long)rows)
+            st = FSA_EBUSY;
+        PQclear(r);
+        done += rows;
+    }
+    c->nlogs = 0;
+    return st;
+}
+
 static fsa_status_t pg_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err, size_t errlen)
 {
     pg_conn_t *c = conn_take(PG(store));
     c->ntouched = 0;
+    c->nlogs = 0;
     fsa_status_t st = run0(c->c, "BEGIN", 0, NULL);
     if (st != FSA_OK) {
         conn_error(c->c, "cannot begin a transaction", err, errlen);
@@ -393,7 +561,9 @@ static fsa_status_t stamp_changes(pg_conn_t *c)
 static fsa_status_t pg_commit(fsa__store_tx_t *tx, char *err, size_t errlen)
 {
     pg_conn_t *c = CONN(tx);
-    fsa_status_t st = stamp_changes(c);
+    fsa_status_t st = log_flush(c);
+    if (st == FSA_OK)
+        st = stamp_changes(c);
     if (st == FSA_OK)
         st = run0(c->c, "COMMIT", 0, NULL);
     if (st != FSA_OK) {
@@ -407,6 +577,7 @@ static fsa_status_t pg_commit(fsa__store_tx_t *tx, char *err, size_t errlen)
 static void pg_abort(fsa__store_tx_t *tx)
 {
     pg_conn_t *c = CONN(tx);
+    c->nlogs = 0;
     (void)run0(c->c, "ROLLBACK", 0, NULL);
     conn_give(PG(tx->store), c);
 }
@@ -414,6 +585,9 @@ static void pg_abort(fsa__store_tx_t *tx)
 static fsa_status_t pg_savepoint(fsa__store_tx_t *tx, fsa__store_savepoint_t what)
 {
     pg_conn_t *c = CONN(tx);
+    fsa_status_t st = log_flush(c);
+    if (st != FSA_OK)
+        return st;
     if (what == FSA__SP_BEGIN) {
         c->sp_touched = c->ntouched;
         return run0(c->c, "SAVEPOINT grp", 0, NULL);
@@ -513,6 +687,9 @@ static fsa_status_t pg_touch_children(fsa__store_tx_t *tx, const char *parent_id
 static fsa_status_t pg_find_op(fsa__store_tx_t *tx, const char *op_id, fsa__store_logged_t *out)
 {
     memset(out, 0, sizeof *out);
+    fsa_status_t fst = log_flush(CONN(tx));
+    if (fst != FSA_OK)
+        return fst;
     const char *p[] = {op_id};
     PGresult *r = NULL;
     fsa_status_t st = run(CONN(tx)->c,
@@ -565,27 +742,29 @@ static fsa_status_t pg_claim_op(fsa__store_tx_t *tx, const char *device, const f
 static fsa_status_t pg_log_op(fsa__store_tx_t *tx, const char *device, const fsa_op_t *op,
                               const fsa_codec_result_t *res, int64_t now_ms)
 {
-    char seq[24], status[8], version[24], m[24];
-    snprintf(seq, sizeof seq, "%lld", (long long)op->seq);
-    snprintf(status, sizeof status, "%d", (int)res->status);
-    snprintf(version, sizeof version, "%lld", (long long)res->version);
-    snprintf(m, sizeof m, "%lld", (long long)now_ms);
-    const char *p[] = {op->op_id, device,  seq,       type_or_unknown(op), op->id,
-                       status,    version, res->code, res->message,        m};
-    PGresult *r = NULL;
-    fsa_status_t st = run(CONN(tx)->c,
-                          "INSERT INTO ops(op_id, device, seq, type, id, status, version, code,"
-                          " message, received) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                          " ON CONFLICT (op_id) DO UPDATE SET status = EXCLUDED.status,"
-                          " version = EXCLUDED.version, code = EXCLUDED.code,"
-                          " message = EXCLUDED.message WHERE ops.status = -1",
-                          10, p, &r);
-    /* Not our claim: a concurrent transaction logged this op_id first; the retry answers
-     * duplicate. */
-    if (st == FSA_OK && changed(r) != 1)
-        st = FSA_EBUSY;
-    PQclear(r);
-    return st;
+    pg_conn_t *c = CONN(tx);
+    if (c->nlogs == c->logcap) {
+        size_t ncap = c->logcap == 0 ? 64 : c->logcap * 2;
+        logrow_t *nl = fsa_realloc(c->logs, ncap * sizeof *nl);
+        if (nl == NULL)
+            return FSA_ENOMEM;
+        c->logs = nl;
+        c->logcap = ncap;
+    }
+    logrow_t *l = &c->logs[c->nlogs];
+    snprintf(l->op_id, sizeof l->op_id, "%s", op->op_id);
+    snprintf(l->device, sizeof l->device, "%s", device);
+    snprintf(l->seq, sizeof l->seq, "%lld", (long long)op->seq);
+    l->type = type_or_unknown(op);
+    snprintf(l->id, sizeof l->id, "%s", op->id);
+    snprintf(l->status, sizeof l->status, "%d", (int)res->status);
+    snprintf(l->version, sizeof l->version, "%lld", (long long)res->version);
+    snprintf(l->code, sizeof l->code, "%s", res->code);
+    snprintf(l->message, sizeof l->message, "%s", res->message);
+    snprintf(l->received, sizeof l->received, "%lld", (long long)now_ms);
+    c->nlogs++;
+    /* A batch's rows go in a few statements, not one each (log_flush). */
+    return c->nlogs >= LOG_ROWS_MAX ? log_flush(c) : FSA_OK;
 }
 
 /* ---- reads and the rest ---- */

@@ -267,6 +267,25 @@ static void stop_cluster(void)
     th_pg_stop(&g_cluster);
 }
 
+bool th_pg_drop_connections(const char *uri)
+{
+#ifdef FSA_TEST_HAVE_PG
+    PGconn *c = PQconnectdb(uri);
+    bool ok = c != NULL && PQstatus(c) == CONNECTION_OK;
+    if (ok) {
+        PGresult *r = PQexec(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+        ok = r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+    }
+    PQfinish(c);
+    return ok;
+#else
+    (void)uri;
+    return false;
+#endif
+}
+
 bool th_backend_is_pg(void)
 {
     const char *b = getenv("FSA_TEST_DB");

@@ -40,6 +40,10 @@ void th_pg_stop(th_pg_t *pg);
  */
 bool th_backend_db(char *db, size_t cap);
 
+/* Ends every other session on uri's database (pg_terminate_backend), as a database restart or an
+ * idle timeout does to a server's connections. False when it could not. */
+bool th_pg_drop_connections(const char *uri);
+
 /* True when this run uses PostgreSQL (FSA_TEST_DB=postgresql). */
 bool th_backend_is_pg(void);
 

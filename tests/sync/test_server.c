@@ -386,6 +386,16 @@ static void test_server_group__all_or_nothing(void **state)
     assert_int_equal(res[2].status,
                      FSA_RESULT_APPLIED); /* a failed group does not stop the batch */
     fsa_codec_results_free(res, n);
+    /* The same batch again: every op is a duplicate of the outcome logged for it (the group's
+     * conflicts were logged after its savepoint was rolled back). */
+    assert_int_equal(tc_push(g_h, URL, 0, ops, &res, &n), 200);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(res[i].status, FSA_RESULT_DUPLICATE);
+    assert_int_equal(res[0].original, FSA_RESULT_CONFLICT);
+    assert_int_equal(res[1].original, FSA_RESULT_CONFLICT);
+    assert_int_equal(res[2].original, FSA_RESULT_APPLIED);
+    fsa_codec_results_free(res, n);
     field_eq("jobneed", "CP1", "other_info", "{}");
     char *f = NULL;
     assert_int_equal(tc_get(g_h, URL, "jobneed", "CP1", &f), 1);
@@ -986,6 +996,45 @@ static void test_server_admin__ops_get_stats(void **state)
     th_resp_free(&r);
 }
 
+/* PostgreSQL only: the server's connections dropped under it (a database restart, an idle
+ * timeout) are made again, and with them the statements it prepares (store_pg.c): a push fails
+ * at most once per dropped connection, and then every push applies. */
+static void test_server_pg__connections_dropped_and_made_again(void **state)
+{
+    (void)state;
+    if (!th_backend_is_pg())
+        skip();
+    char op[OPBUF];
+    expect_status(1, tc_op(op, sizeof op, NULL, "create", "ticket", "PGR-0", NULL),
+                  FSA_RESULT_APPLIED, NULL);
+    assert_true(th_pg_drop_connections(g_srv.db));
+    tc_op(op, sizeof op, NULL, "create", "ticket", "PGR-1", NULL);
+    int tries = 0;
+    long st = 0;
+    while (st != 200 && tries++ < 40) {
+        fsa_codec_result_t *res = NULL;
+        size_t n = 0;
+        st = tc_push(g_h, URL, 1, op, &res, &n);
+        if (st == 200)
+            assert_true(n == 1 && res[0].status == FSA_RESULT_APPLIED);
+        else if (st != 500 && st != 503)
+            fail_msg("a push on a dropped connection answered %ld", st);
+        fsa_codec_results_free(res, n);
+    }
+    assert_int_equal(st, 200);
+    for (int i = 2; i < 12; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "PGR-%d", i);
+        expect_status(1, tc_op(op, sizeof op, NULL, "create", "ticket", id, NULL),
+                      FSA_RESULT_APPLIED, NULL);
+        expect_status(1,
+                      tc_op(op, sizeof op, NULL, "increment", "ticket", "PGR-1",
+                            ",\"field\":\"level\",\"by\":1"),
+                      FSA_RESULT_APPLIED, NULL);
+    }
+    field_eq("ticket", "PGR-1", "level", "10");
+}
+
 int main(void)
 {
     if (fsa_transport_global_init() != FSA_OK)
@@ -1006,6 +1055,7 @@ int main(void)
         cmocka_unit_test(test_server_refusal__413_reaches_a_client_still_sending),
         cmocka_unit_test(test_server_auth__signature_replay_skew_device),
         cmocka_unit_test(test_server_admin__ops_get_stats),
+        cmocka_unit_test(test_server_pg__connections_dropped_and_made_again),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();

@@ -311,6 +311,61 @@ static void test_fsa_store_apply__one_entity_many_ops_in_a_batch(void **state)
     assert_false(scoped_sees(f->store, "p3", "T1"));
 }
 
+/*
+ * A batch whose held entities pass the store's 8 MiB budget: 100 tickets of ~4 KB each, held
+ * parsed (their trees count at 40 bytes per byte of text: ~16 MB), then four increments of each.
+ * The store writes and forgets what it holds part way, and every answer is still the one op by
+ * op: versions 1 to 5, the level summed, the text whole. The change numbers show the forgetting:
+ * an entity written at a forget and again at the commit takes two.
+ */
+static void test_fsa_store_apply__held_trees_over_the_budget(void **state)
+{
+    fixture_t *f = *state;
+    enum { TICKETS = 100, ROUNDS = 4, N = TICKETS * (1 + ROUNDS), NOTE = 4000 };
+    fsa_codec_op_t *ops = fsa_calloc(N, sizeof *ops);
+    fsa_codec_result_t *res = fsa_calloc(N, sizeof *res);
+    char *fields = fsa_malloc(NOTE + 128);
+    assert_true(ops != NULL && res != NULL && fields != NULL);
+    int n = snprintf(fields, NOTE + 128, "{\"ticketlog\":{\"ticket_history\":[],\"note\":\"");
+    memset(fields + n, 'x', NOTE);
+    snprintf(fields + n + NOTE, 128, "\"}}");
+    char op_id[32], id[32];
+    for (int t = 0; t < TICKETS; t++) {
+        snprintf(op_id, sizeof op_id, "big-c-%d", t);
+        snprintf(id, sizeof id, "BIG-%d", t);
+        op_make(&ops[t], op_id, FSA_OP_CREATE, FSA_TYPE_TICKET, id, NULL, fields);
+        for (int r = 0; r < ROUNDS; r++) {
+            fsa_codec_op_t *o = &ops[TICKETS * (1 + r) + t];
+            snprintf(op_id, sizeof op_id, "big-i-%d-%d", r, t);
+            op_make(o, op_id, FSA_OP_INCREMENT, FSA_TYPE_TICKET, id, NULL, NULL);
+            snprintf(o->op.field, sizeof o->op.field, "level");
+            o->op.by = 1 + r;
+        }
+    }
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, N, 1000, res, NULL, 0));
+    for (int i = 0; i < N; i++) {
+        int64_t want = 1 + i / TICKETS;
+        if (res[i].status != FSA_RESULT_APPLIED || res[i].version != want)
+            fail_msg("op %d: status %d version %lld", i, (int)res[i].status,
+                     (long long)res[i].version);
+    }
+    ops_clear(ops, res, N);
+    for (int t = 0; t < TICKETS; t += 33) {
+        snprintf(id, sizeof id, "BIG-%d", t);
+        fsa_codec_change_t e;
+        assert_fsa_ok(fsa_store_get(f->store, FSA_TYPE_TICKET, id, &e));
+        assert_int_equal(e.version, 1 + ROUNDS);
+        assert_non_null(strstr(e.fields, "\"level\":10"));
+        assert_int_equal(strspn(strstr(e.fields, "\"note\":\"") + 8, "x"), NOTE);
+        fsa_codec_change_clear(&e);
+    }
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM entities"), TICKETS);
+    assert_true(count_rows(f->path, "SELECT max(chg) FROM entities") > TICKETS);
+    fsa_free(ops);
+    fsa_free(res);
+    fsa_free(fields);
+}
+
 static void test_fsa_store_open__refuses_a_foreign_database(void **state)
 {
     fixture_t *f = *state;
@@ -531,6 +586,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fsa_store_open__refuses_a_foreign_database, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_nonce__replay_expiry_and_cleanup, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__held_trees_over_the_budget, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_sweep_ops__chunks_and_forgets, setup,
                                         teardown),
