@@ -325,7 +325,9 @@ static void test_fsa_store_apply__held_trees_over_the_budget(void **state)
     fsa_codec_op_t *ops = fsa_calloc(N, sizeof *ops);
     fsa_codec_result_t *res = fsa_calloc(N, sizeof *res);
     char *fields = fsa_malloc(NOTE + 128);
-    assert_true(ops != NULL && res != NULL && fields != NULL);
+    assert_non_null(ops);
+    assert_non_null(res);
+    assert_non_null(fields);
     int n = snprintf(fields, NOTE + 128, "{\"ticketlog\":{\"ticket_history\":[],\"note\":\"");
     memset(fields + n, 'x', NOTE);
     snprintf(fields + n + NOTE, 128, "\"}}");
