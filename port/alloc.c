@@ -114,7 +114,7 @@ char *fsa_strndup(const char *s, size_t max)
 
 void *fsa_array_grow(void *items, size_t *cap, size_t n, size_t size, size_t first, size_t max)
 {
-    if (cap == NULL || size == 0 || first == 0)
+    if (cap == NULL || size == 0 || first == 0 || n > *cap)
         return NULL;
     if (n < *cap)
         return items;

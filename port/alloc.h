@@ -27,7 +27,8 @@ char *fsa_strndup(const char *s, size_t max);
  * at n == *cap the array is reallocated to first elements when *cap is 0, else to twice *cap, and
  * never past max elements (0: no maximum but size_t's), *cap updated. Returns the array to use
  * (store it back); NULL when memory is short, when it already holds max elements, when the bytes
- * would overflow size_t, or for a NULL cap, a size or first of 0: items and *cap are unchanged
+ * would overflow size_t, for n > *cap (a caller's mistake: one doubling might not reach it), or
+ * for a NULL cap, a size or first of 0: items and *cap are unchanged
  * then, and items is still the caller's to free.
  */
 void *fsa_array_grow(void *items, size_t *cap, size_t n, size_t size, size_t first, size_t max);

@@ -257,6 +257,9 @@ static void test_fsa_array_grow__overflow_and_bad_arguments(void **state)
     assert_null(fsa_array_grow(NULL, &cap, 0, 0, 1, 0));
     assert_null(fsa_array_grow(NULL, &cap, 0, 4, 0, 0));
     assert_int_equal(cap, 0);
+    /* Element n of an array that does not hold n elements yet: one doubling might not reach it. */
+    assert_null(fsa_array_grow(NULL, &cap, 5, 4, 1, 0));
+    assert_int_equal(cap, 0);
     /* An array already at the most elements size_t can count bytes of: refused, not wrapped. */
     cap = SIZE_MAX / 16;
     assert_null(fsa_array_grow(NULL, &cap, cap, 16, 1, 0));
