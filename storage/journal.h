@@ -384,6 +384,8 @@ typedef enum fsa_change_reason {
 
 #define FSA_CHANGES_KEEP_MS (60 * 60 * 1000)
 #define FSA_CHANGES_KEEP_ROWS 10000
+/* Schema 3's change-log seqs are never reused because compaction keeps the newest row. */
+_Static_assert(FSA_CHANGES_KEEP_ROWS > 0, "compaction must keep the change log's newest row");
 
 typedef struct fsa_change {
     int64_t seq;

@@ -448,6 +448,9 @@ out:
  */
 #define LOG_ROWS_MAX 100
 #define LOG_COLS 10
+/* log_flush's text takes at most 8 bytes per placeholder (", ($999" and "$9999)" included): true
+ * while the placeholders have at most 4 digits. */
+_Static_assert(LOG_ROWS_MAX *LOG_COLS < 10000, "log_flush's sql buffer holds 4-digit placeholders");
 static fsa_status_t log_flush(pg_conn_t *c)
 {
     fsa_status_t st = FSA_OK;
