@@ -1,4 +1,5 @@
-/* fieldsync: port helpers shared by every implementation: log formatting, level names, UUIDv4. */
+/* fieldsync: port helpers shared by every implementation: log formatting, level names, UUIDs (v4
+ * random, v7 time-ordered). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>

@@ -202,14 +202,15 @@ fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
  * COMPACT_STEP rows, in transactions that end after COMPACT_TXN_MAX rows, or after any step once
  * a thread of the process waits (the drain's rule, journal_apply.c), and the compaction gives way
  * between two of them. A transaction per step would cost more: done_ops and the outbox's op_id
- * index are keyed by op ids, which are random, and each commit writes every page it dirtied, so
- * the fewer the commits the fewer the pages written.
+ * index are keyed by op ids (time-ordered since they are UUIDv7: a journal's older ops may still
+ * hold random ones), and each commit writes every page it dirtied, so the fewer the commits the
+ * fewer the pages written.
  *
  * The steps, in order: the done ops in seq order (each step the next COMPACT_STEP of them, copied
  * to done_ops and deleted), then the ids older than the audit period, then the change log's rows
  * past its keep. Each transaction is whole: a failure leaves the steps committed before it, and
  * the journal as consistent as between two compactions (the rest is done by the next one). A
- * compaction that needs a single transaction (every journal the tests make) is one, as before.
+ * compaction of at most COMPACT_TXN_MAX done ops with nobody waiting is one, as before.
  *
  * Its transactions commit at synchronous=NORMAL, as the drain's results do: what a power cut
  * could take back is a compaction, which leaves done ops in the outbox, compacted again by the
