@@ -111,7 +111,8 @@ fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_
 
 /* The same decoder built on a cJSON tree of the whole body, the server's before session 6: the
  * reference fsa_codec_decode_push is tested against (same status, error and ops, byte for byte).
- * For tests and fuzzing only. */
+ * Also libfieldsync's decoder of an app's ops (fieldsync_record): a few ops at a time, where the
+ * one-pass decoder's ~16 KB of code would cost the device binary more than its speed gives. */
 fsa_status_t fsa__codec_decode_push_tree(const char *body, size_t len, fsa_codec_push_t *out,
                                          fsa_model_err_t *err) FSA_MUST_CHECK;
 
