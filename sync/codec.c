@@ -953,6 +953,133 @@ static void note_end(jv_t *slot, const unsigned char *b, const unsigned char *af
     }
 }
 
+/* A member's name at *pp (in the object top): *pp moved past it; where its value is to be noted
+ * (*pending: a member of the root or of an op that is read, else NULL) and in which context. */
+static pscan_fail_t scan_key(pscan_t *s, const pframe_t *top, const unsigned char **pp,
+                             jv_t **pending, uint8_t *pending_ctx)
+{
+    const unsigned char *p = *pp;
+    if (*p != '"')
+        return PS_SYNTAX;
+    const unsigned char *key = p;
+    size_t len = 0;
+    bool canon = true, plain = false; /* plain: the key is its own text */
+    if (!scan_str(&p, s->end, &len, &canon, &plain))
+        return PS_SYNTAX;
+    *pp = p;
+    s->too_long = s->too_long || len > FSA_LIMIT_STRING_BYTES;
+    s->canon = s->canon && canon;
+    *pending = NULL;
+    *pending_ctx = CTX_OTHER;
+    if (top == NULL)
+        return PS_SYNTAX; /* cannot happen: a key is inside an object */
+    if (top->ctx == CTX_ROOT) {
+        if (s->batch.kind == JV_NONE && root_member(key, p - 1, plain, "batch_id")) {
+            *pending = &s->batch;
+        } else if (s->ops.kind == JV_NONE && root_member(key, p - 1, plain, "ops")) {
+            *pending = &s->ops;
+            *pending_ctx = CTX_OPS;
+        }
+    } else if (top->ctx == CTX_OP) {
+        int m = member_of(key, p - 1, plain);
+        if (m != M_NONE && s->pops[top->op].m[m].kind == JV_NONE) {
+            *pending = &s->pops[top->op].m[m];
+            s->canon = true;
+        }
+    }
+    return PS_OK;
+}
+
+/* An element of the array top begins: an element of ops is noted (its op made room for), any
+ * other nowhere. False without memory. */
+static bool array_element(pscan_t *s, const pframe_t *top, jv_t **pending, uint8_t *pending_ctx,
+                          uint32_t *pending_op)
+{
+    *pending = NULL;
+    *pending_ctx = CTX_OTHER;
+    if (top->ctx != CTX_OPS)
+        return true;
+    size_t i = s->nops++;
+    /* Growing pops moves it: no frame points into it here (depth 2). */
+    if (i < FSA_LIMIT_BATCH_OPS && !pops_room(s, i))
+        return false;
+    if (i < s->cap) {
+        *pending = &s->pops[i].self;
+        *pending_ctx = CTX_OP;
+        *pending_op = (uint32_t)i;
+    }
+    return true;
+}
+
+/* A scalar at *pp (null, false, true, a string or a number): its kind, *pp moved past it, a
+ * number's value noted in slot (may be NULL). */
+static pscan_fail_t scan_scalar(pscan_t *s, const unsigned char **pp, jv_t *slot, jv_kind_t *kind)
+{
+    const unsigned char *p = *pp, *end = s->end;
+    unsigned char c = *p;
+    size_t avail = (size_t)(end - p);
+    if (avail >= 4 && memcmp(p, "null", 4) == 0) {
+        *kind = JV_NULL;
+        p += 4;
+    } else if (avail >= 5 && memcmp(p, "false", 5) == 0) {
+        *kind = JV_FALSE;
+        p += 5;
+    } else if (avail >= 4 && memcmp(p, "true", 4) == 0) {
+        *kind = JV_TRUE;
+        p += 4;
+    } else if (c == '"') {
+        size_t len = 0;
+        bool canon = true, plain = false;
+        if (!scan_str(&p, end, &len, &canon, &plain))
+            return PS_SYNTAX;
+        s->too_long = s->too_long || len > FSA_LIMIT_STRING_BYTES;
+        s->canon = s->canon && canon;
+        *kind = JV_STRING;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+        double v = 0;
+        bool canon = true;
+        size_t n = scan_num(p, end, &v, &canon);
+        if (n == SIZE_MAX)
+            return PS_NOMEM;
+        if (n == 0)
+            return PS_SYNTAX;
+        p += n;
+        s->canon = s->canon && canon;
+        *kind = JV_NUMBER;
+        if (slot != NULL)
+            slot->num = v;
+    } else {
+        return PS_SYNTAX;
+    }
+    *pp = p;
+    return PS_OK;
+}
+
+/* A container opens at p ('{' or '['): a frame pushed on st (*depth deep), the container noted in
+ * slot (may be NULL), and read as the root, ops or an op when its context (ctx, op) says so.
+ * json_scan's order: the nesting, then the values. */
+static pscan_fail_t open_container(pscan_t *s, pframe_t *st, size_t *depth, jv_t *slot,
+                                   const unsigned char *p, uint8_t ctx, uint32_t op)
+{
+    if (*depth == PS_MAX_DEPTH)
+        return PS_DEPTH;
+    if (++s->values > FSA_LIMIT_JSON_VALUES)
+        return PS_VALUES;
+    bool obj = *p == '{';
+    note_begin(slot, s->b, p, obj ? JV_OBJECT : JV_ARRAY);
+    pframe_t *f = &st[(*depth)++];
+    f->obj = obj;
+    f->ctx = CTX_OTHER;
+    f->op = 0;
+    f->slot = slot;
+    if (slot != NULL &&
+        ((ctx == CTX_OP && obj) || (ctx == CTX_ROOT && obj) || (ctx == CTX_OPS && !obj))) {
+        f->ctx = ctx;
+        f->op = op;
+    }
+    return PS_OK;
+}
+
 /* The one pass over the body (see above). */
 static pscan_fail_t push_scan(pscan_t *s)
 {
@@ -981,33 +1108,9 @@ static pscan_fail_t push_scan(pscan_t *s)
                 goto close;
             __attribute__((fallthrough));
         case W_KEY: {
-            if (c != '"')
-                return PS_SYNTAX;
-            const unsigned char *key = p;
-            size_t len = 0;
-            bool canon = true, plain = false; /* plain: the key is its own text */
-            if (!scan_str(&p, end, &len, &canon, &plain))
-                return PS_SYNTAX;
-            s->too_long = s->too_long || len > FSA_LIMIT_STRING_BYTES;
-            s->canon = s->canon && canon;
-            pending = NULL;
-            pending_ctx = CTX_OTHER;
-            if (top == NULL)
-                return PS_SYNTAX; /* cannot happen: a key is inside an object */
-            if (top->ctx == CTX_ROOT) {
-                if (s->batch.kind == JV_NONE && root_member(key, p - 1, plain, "batch_id")) {
-                    pending = &s->batch;
-                } else if (s->ops.kind == JV_NONE && root_member(key, p - 1, plain, "ops")) {
-                    pending = &s->ops;
-                    pending_ctx = CTX_OPS;
-                }
-            } else if (top->ctx == CTX_OP) {
-                int m = member_of(key, p - 1, plain);
-                if (m != M_NONE && s->pops[top->op].m[m].kind == JV_NONE) {
-                    pending = &s->pops[top->op].m[m];
-                    s->canon = true;
-                }
-            }
+            pscan_fail_t f = scan_key(s, top, &p, &pending, &pending_ctx);
+            if (f != PS_OK)
+                return f;
             want = W_COLON;
             continue;
         }
@@ -1022,81 +1125,24 @@ static pscan_fail_t push_scan(pscan_t *s)
                 goto close;
             __attribute__((fallthrough));
         case W_VALUE: {
-            if (top != NULL && !top->obj) {
-                pending = NULL;
-                pending_ctx = CTX_OTHER;
-                if (top->ctx == CTX_OPS) {
-                    size_t i = s->nops++;
-                    /* Growing pops moves it: no frame points into it here (depth 2). */
-                    if (i < FSA_LIMIT_BATCH_OPS && !pops_room(s, i))
-                        return PS_NOMEM;
-                    if (i < s->cap) {
-                        pending = &s->pops[i].self;
-                        pending_ctx = CTX_OP;
-                        pending_op = (uint32_t)i;
-                    }
-                }
-            }
+            if (top != NULL && !top->obj &&
+                !array_element(s, top, &pending, &pending_ctx, &pending_op))
+                return PS_NOMEM;
             jv_t *slot = pending;
             pending = NULL;
             if (c == '{' || c == '[') {
-                /* json_scan's order: the nesting, then the values */
-                if (depth == PS_MAX_DEPTH)
-                    return PS_DEPTH;
-                if (++s->values > FSA_LIMIT_JSON_VALUES)
-                    return PS_VALUES;
-                note_begin(slot, b, p, c == '{' ? JV_OBJECT : JV_ARRAY);
-                pframe_t *f = &st[depth++];
-                f->obj = c == '{';
-                f->ctx = CTX_OTHER;
-                f->op = 0;
-                f->slot = slot;
-                if (slot != NULL &&
-                    ((pending_ctx == CTX_OP && f->obj) || (pending_ctx == CTX_ROOT && f->obj) ||
-                     (pending_ctx == CTX_OPS && !f->obj))) {
-                    f->ctx = pending_ctx;
-                    f->op = pending_op;
-                }
+                pscan_fail_t f = open_container(s, st, &depth, slot, p, pending_ctx, pending_op);
+                if (f != PS_OK)
+                    return f;
                 p++;
-                want = f->obj ? W_KEY_OR_CLOSE : W_VALUE_OR_CLOSE;
+                want = c == '{' ? W_KEY_OR_CLOSE : W_VALUE_OR_CLOSE;
                 continue;
             }
-            jv_kind_t kind;
+            jv_kind_t kind = JV_NONE;
             const unsigned char *at = p;
-            size_t avail = (size_t)(end - p);
-            if (avail >= 4 && memcmp(p, "null", 4) == 0) {
-                kind = JV_NULL;
-                p += 4;
-            } else if (avail >= 5 && memcmp(p, "false", 5) == 0) {
-                kind = JV_FALSE;
-                p += 5;
-            } else if (avail >= 4 && memcmp(p, "true", 4) == 0) {
-                kind = JV_TRUE;
-                p += 4;
-            } else if (c == '"') {
-                size_t len = 0;
-                bool canon = true, plain = false;
-                if (!scan_str(&p, end, &len, &canon, &plain))
-                    return PS_SYNTAX;
-                s->too_long = s->too_long || len > FSA_LIMIT_STRING_BYTES;
-                s->canon = s->canon && canon;
-                kind = JV_STRING;
-            } else if (c == '-' || (c >= '0' && c <= '9')) {
-                double v = 0;
-                bool canon = true;
-                size_t n = scan_num(p, end, &v, &canon);
-                if (n == SIZE_MAX)
-                    return PS_NOMEM;
-                if (n == 0)
-                    return PS_SYNTAX;
-                p += n;
-                s->canon = s->canon && canon;
-                kind = JV_NUMBER;
-                if (slot != NULL)
-                    slot->num = v;
-            } else {
-                return PS_SYNTAX;
-            }
+            pscan_fail_t f = scan_scalar(s, &p, slot, &kind);
+            if (f != PS_OK)
+                return f;
             note_begin(slot, b, at, kind);
             note_end(slot, b, p, s->canon);
             break;
