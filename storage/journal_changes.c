@@ -73,14 +73,6 @@ fsa_status_t fsa__jn_change_flush(fsa_journal_t *j, fsa__jn_change_rows_t *rows)
 }
 
 /* Copies s (NULL: "") into dst of cap bytes, cut to fit. */
-static void copy_cut(char *dst, size_t cap, const char *s)
-{
-    size_t n = s != NULL ? strnlen(s, cap - 1) : 0;
-    if (n > 0)
-        memcpy(dst, s, n);
-    dst[n] = '\0';
-}
-
 fsa_status_t fsa__jn_change_add(fsa_journal_t *j, fsa__jn_change_rows_t *rows, fsa_type_t type,
                                 const char *id, int64_t version, fsa_change_reason_t why,
                                 const char *op_id)
