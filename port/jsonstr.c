@@ -44,3 +44,13 @@ size_t fsa_json_quote(const char *s, char *out, size_t cap)
         out[n < cap ? n : cap - 1] = '\0';
     return n;
 }
+
+char *fsa_digits_u64(char *end, uint64_t m)
+{
+    char *p = end;
+    do {
+        *--p = (char)('0' + m % 10);
+        m /= 10;
+    } while (m != 0);
+    return p;
+}

@@ -1,8 +1,10 @@
-/* fieldsync: the one JSON string escaper (a C string to a quoted JSON string literal). */
+/* fieldsync: the one JSON string escaper (a C string to a quoted JSON string literal), and the one
+ * integer-to-digits writer of the hand-written JSON. */
 #ifndef FSA_PORT_JSONSTR_H
 #define FSA_PORT_JSONSTR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * Pure code, in port/ because every layer writes JSON by hand somewhere (the library's answers,
@@ -19,5 +21,10 @@ size_t fsa_json_quote(const char *s, char *out, size_t cap);
 
 /* The most fsa_json_quote can return for a string of n bytes: 6 per byte and the quotes. */
 #define FSA_JSON_QUOTE_MAX(n) (6 * (size_t)(n) + 2)
+
+/* Writes m's decimal digits so that they end just before end (up to 20 bytes before it, no NUL);
+ * returns where they begin. Without printf: the hot paths (the journal's numbers, the push
+ * encoder) write many. */
+char *fsa_digits_u64(char *end, uint64_t m);
 
 #endif

@@ -1,6 +1,7 @@
 /* fieldsync: the entity model (types, fields, status machines) and how an op applies to it. */
 #include "storage/model.h"
 #include "port/alloc.h"
+#include "port/jsonstr.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -677,17 +678,6 @@ static json_why_t parse_checked(const char *text, size_t max_bytes, cJSON **out)
 /* Room for any double printed by format_number(), with its NUL. */
 #define NUMBER_TEXT_BYTES 32
 
-/* Writes the decimal digits of m (>= 0) ending at end; returns where they start. */
-static char *put_digits(char *end, uint64_t m)
-{
-    char *p = end;
-    do {
-        *--p = (char)('0' + m % 10);
-        m /= 10;
-    } while (m != 0);
-    return p;
-}
-
 /* The powers of ten the fast path uses: each exact in a double (10^22 is the last that is). */
 static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,
                                      1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19};
@@ -715,7 +705,7 @@ static bool format_short_decimal(double d, char *buf, size_t size)
         if ((double)m / pow10_exact[k] != a)
             continue;
         char tmp[NUMBER_TEXT_BYTES + 8];
-        char *end = tmp + sizeof tmp, *p = put_digits(end, m);
+        char *end = tmp + sizeof tmp, *p = fsa_digits_u64(end, m);
         while ((size_t)(end - p) <= k) /* leading zeros of the fraction, then "0" */
             *--p = '0';
         size_t n = 0, len = (size_t)(end - p);
@@ -744,7 +734,7 @@ static void format_number(double d, char *buf, size_t size)
     if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && (double)(int64_t)d == d) {
         int64_t v = (int64_t)d;
         char tmp[24], *end = tmp + sizeof tmp;
-        char *p = put_digits(end, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+        char *p = fsa_digits_u64(end, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
         if (v < 0)
             *--p = '-';
         size_t len = (size_t)(end - p);

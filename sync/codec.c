@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "port/alloc.h"
+#include "port/jsonstr.h"
 #include "sync/codec_json.h"
 
 /* Integers travel as JSON numbers, which cJSON reads as doubles: only values a double holds
@@ -1527,12 +1528,8 @@ static void w_strn(wbuf_t *w, const char *s, size_t max)
 
 static void w_int(wbuf_t *w, int64_t v)
 {
-    char buf[24], *end = buf + sizeof buf, *p = end;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
+    char buf[24], *end = buf + sizeof buf;
+    char *p = fsa_digits_u64(end, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
     if (v < 0)
         *--p = '-';
     w_put(w, p, (size_t)(end - p));

@@ -99,9 +99,36 @@ static void test_fsa_json_quote__cjson_reads_back_random_strings(void **state)
     }
 }
 
+/* fsa_digits_u64: the digits end at end, no NUL written, from 0 to the largest uint64_t. */
+static void test_fsa_digits_u64__ends_at_end(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t m;
+        const char *want;
+    } rows[] = {{0, "0"},
+                {7, "7"},
+                {10, "10"},
+                {1234567890, "1234567890"},
+                {UINT64_MAX, "18446744073709551615"}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char buf[24];
+        memset(buf, '#', sizeof buf);
+        char *end = buf + 22;
+        char *p = fsa_digits_u64(end, rows[i].m);
+        size_t n = (size_t)(end - p);
+        assert_int_equal(n, strlen(rows[i].want));
+        assert_memory_equal(p, rows[i].want, n);
+        assert_int_equal(buf[22], '#'); /* nothing at or after end */
+        if (p > buf)
+            assert_int_equal(p[-1], '#'); /* nothing before the digits */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fsa_digits_u64__ends_at_end),
         cmocka_unit_test(test_fsa_json_quote__table),
         cmocka_unit_test(test_fsa_json_quote__snprintf_contract),
         cmocka_unit_test(test_fsa_json_quote__cjson_reads_back_random_strings),
