@@ -1669,39 +1669,20 @@ static bool canon_string(canon_t *c)
     return true;
 }
 
-/* A number as cJSON prints it, and prints again the same: an integer of at most 15 digits, or a
- * plain decimal of at most 15 significant digits with no trailing zero after the point (never
- * "-0", "1.0", "1e5" or ".5"); a value from 0.1 up when it is below 1. */
+/* A number as cJSON prints it: the decoder's rule (scan_num: cJSON's own reading of the number,
+ * and its printing compared with the text), so that encoder and decoder agree on what is copied
+ * as it is. */
 static bool canon_number(canon_t *c)
 {
-    const char *p = c->p;
-    if (*p == '-')
-        p++;
-    const char *int_start = p;
-    if (*p == '0') {
-        p++;
-    } else {
-        while (is_digit(*p))
-            p++;
-    }
-    size_t int_digits = (size_t)(p - int_start);
-    if (int_digits == 0 || is_digit(*p))
-        return false; /* no digit, or a leading zero */
-    size_t digits = int_digits;
-    if (*p == '.') {
-        const char *frac = ++p;
-        while (is_digit(*p))
-            p++;
-        size_t frac_digits = (size_t)(p - frac);
-        if (frac_digits == 0 || p[-1] == '0' || (*int_start == '0' && *frac == '0'))
-            return false;
-        digits += frac_digits;
-    } else if (*int_start == '0' && c->p[0] == '-') {
-        return false; /* -0 prints as 0 */
-    }
-    if (digits > 15 || *p == 'e' || *p == 'E')
+    const unsigned char *p = (const unsigned char *)c->p, *end = p;
+    while (num_char(*end))
+        end++;
+    double v = 0;
+    bool canon = false;
+    size_t n = scan_num(p, end, &v, &canon);
+    if (n == 0 || n == SIZE_MAX || !canon)
         return false;
-    c->p = p;
+    c->p += n;
     return true;
 }
 
