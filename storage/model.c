@@ -296,7 +296,9 @@ typedef enum json_why {
     JSON_NOMEM
 } json_why_t;
 
-/* cJSON copies at most 63 characters of a number into its strtod buffer. */
+/* Longer numbers are refused: cJSON before the fix of CVE-2023-26819 read only their first 63
+ * characters (Debian 12's reads the whole run), so what such a number means would depend on the
+ * library's version; no field needs one. */
 #define JSON_NUMBER_MAX 63
 
 static void describe_json(json_why_t why, size_t max_bytes, char *buf, size_t size)
