@@ -283,14 +283,10 @@ static cent_t *cache_add(struct fsa__store_cache *c, const char *type, const cha
 {
     if (strlen(type) >= sizeof c->e[0].type || strlen(id) >= sizeof c->e[0].id)
         return NULL;
-    if (c->n == c->cap) {
-        size_t ncap = c->cap == 0 ? 64 : c->cap * 2;
-        cent_t *ne = fsa_realloc(c->e, ncap * sizeof *ne);
-        if (ne == NULL)
-            return NULL;
-        c->e = ne;
-        c->cap = ncap;
-    }
+    cent_t *ne = fsa_array_grow(c->e, &c->cap, c->n, sizeof *ne, 64, 0);
+    if (ne == NULL)
+        return NULL;
+    c->e = ne;
     if ((c->n + 1) * 2 > c->nslots) {
         size_t ns = c->nslots == 0 ? 128 : c->nslots * 2;
         int32_t *sl = fsa_malloc(ns * sizeof *sl);

@@ -510,14 +510,10 @@ static fsa_status_t pg_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err
 
 static fsa_status_t touch(pg_conn_t *c, const char *type, const char *id)
 {
-    if (c->ntouched == c->cap) {
-        size_t ncap = c->cap == 0 ? 64 : c->cap * 2;
-        touched_t *t = fsa_realloc(c->touched, ncap * sizeof *t);
-        if (t == NULL)
-            return FSA_ENOMEM;
-        c->touched = t;
-        c->cap = ncap;
-    }
+    touched_t *t = fsa_array_grow(c->touched, &c->cap, c->ntouched, sizeof *t, 64, 0);
+    if (t == NULL)
+        return FSA_ENOMEM;
+    c->touched = t;
     snprintf(c->touched[c->ntouched].type, sizeof c->touched[0].type, "%s", type);
     snprintf(c->touched[c->ntouched].id, sizeof c->touched[0].id, "%s", id);
     c->ntouched++;
@@ -746,14 +742,10 @@ static fsa_status_t pg_log_op(fsa__store_tx_t *tx, const char *device, const fsa
                               const fsa_codec_result_t *res, int64_t now_ms)
 {
     pg_conn_t *c = CONN(tx);
-    if (c->nlogs == c->logcap) {
-        size_t ncap = c->logcap == 0 ? 64 : c->logcap * 2;
-        logrow_t *nl = fsa_realloc(c->logs, ncap * sizeof *nl);
-        if (nl == NULL)
-            return FSA_ENOMEM;
-        c->logs = nl;
-        c->logcap = ncap;
-    }
+    logrow_t *nl = fsa_array_grow(c->logs, &c->logcap, c->nlogs, sizeof *nl, 64, 0);
+    if (nl == NULL)
+        return FSA_ENOMEM;
+    c->logs = nl;
     logrow_t *l = &c->logs[c->nlogs];
     snprintf(l->op_id, sizeof l->op_id, "%s", op->op_id);
     snprintf(l->device, sizeof l->device, "%s", device);
