@@ -454,8 +454,9 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
     }
 }
 
-fsa_status_t fsa__codec_decode_push_tree(const char *body, size_t len, fsa_codec_push_t *out,
-                                         fsa_model_err_t *err)
+/* Both push decoders' start: *err and *out zeroed; false (and the error) when there is nothing
+ * to decode into or from. */
+static bool push_args_ok(const char *body, size_t len, fsa_codec_push_t *out, fsa_model_err_t *err)
 {
     if (err != NULL)
         memset(err, 0, sizeof *err);
@@ -463,8 +464,16 @@ fsa_status_t fsa__codec_decode_push_tree(const char *body, size_t len, fsa_codec
         memset(out, 0, sizeof *out);
     if (out == NULL || (body == NULL && len > 0)) {
         set_err(err, "malformed", "no body");
-        return FSA_EINVAL;
+        return false;
     }
+    return true;
+}
+
+fsa_status_t fsa__codec_decode_push_tree(const char *body, size_t len, fsa_codec_push_t *out,
+                                         fsa_model_err_t *err)
+{
+    if (!push_args_ok(body, len, out, err))
+        return FSA_EINVAL;
     cJSON *root = NULL;
     const char *why = NULL;
     fsa_status_t st = FSA_OK;
@@ -1344,14 +1353,8 @@ static fsa_status_t decode_noted_op(const pscan_t *s, const pop_t *o, size_t idx
 fsa_status_t fsa_codec_decode_push(const char *body, size_t len, fsa_codec_push_t *out,
                                    fsa_model_err_t *err)
 {
-    if (err != NULL)
-        memset(err, 0, sizeof *err);
-    if (out != NULL)
-        memset(out, 0, sizeof *out);
-    if (out == NULL || (body == NULL && len > 0)) {
-        set_err(err, "malformed", "no body");
+    if (!push_args_ok(body, len, out, err))
         return FSA_EINVAL;
-    }
     const char *text = body != NULL ? body : "";
     const char *why = NULL;
     if (len > FSA_LIMIT_BODY_BYTES)
