@@ -808,6 +808,24 @@ static void test_fsa_conflict_resolve__group_whole_under_read_faults(void **stat
 
 enum { BIG_TICKETS = 10, BIG_INCREMENTS = 3990, BIG_OPS = BIG_TICKETS + BIG_INCREMENTS };
 
+/* Records BIG_INCREMENTS increments of the tickets' level in groups of 15, round robin. */
+static void big_increments(fixture_t *f)
+{
+    fsa_rec_t rec;
+    for (int done = 0; done < BIG_INCREMENTS; done += 15) {
+        fsa_op_t ops[15];
+        memset(ops, 0, sizeof ops);
+        for (int k = 0; k < 15; k++) {
+            ops[k].kind = FSA_OP_INCREMENT;
+            ops[k].type = FSA_TYPE_TICKET;
+            ops[k].by = 1;
+            snprintf(ops[k].id, sizeof ops[k].id, "T%d", (done + k) % BIG_TICKETS);
+            snprintf(ops[k].field, sizeof ops[k].field, "level");
+        }
+        assert_fsa_ok(fsa_journal_record_group(f->j, ops, 15, NULL, &rec));
+    }
+}
+
 /* Reopens the fixture's journal (FULL, or NORMAL when sync_normal) and records a backlog: tickets
  * T0..T9 created, then BIG_INCREMENTS increments of their level in groups, round robin. */
 static void big_backlog(fixture_t *f, bool sync_normal)
@@ -822,18 +840,7 @@ static void big_backlog(fixture_t *f, bool sync_normal)
         snprintf(id, sizeof id, "T%d", t);
         assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &rec));
     }
-    for (int done = 0; done < BIG_INCREMENTS; done += 15) {
-        fsa_op_t ops[15];
-        memset(ops, 0, sizeof ops);
-        for (int k = 0; k < 15; k++) {
-            ops[k].kind = FSA_OP_INCREMENT;
-            ops[k].type = FSA_TYPE_TICKET;
-            ops[k].by = 1;
-            snprintf(ops[k].id, sizeof ops[k].id, "T%d", (done + k) % BIG_TICKETS);
-            snprintf(ops[k].field, sizeof ops[k].field, "level");
-        }
-        assert_fsa_ok(fsa_journal_record_group(f->j, ops, 15, NULL, &rec));
-    }
+    big_increments(f);
 }
 
 /* The whole backlog as one batch, and the server's answers: every op applied, each entity's
@@ -1014,18 +1021,7 @@ static void test_fsa_outbox_compact__in_steps_that_give_way(void **state)
     assert_fsa_ok(fsa_outbox_apply_batch(f->j, big_ops, big_res, n, NULL, 0));
     big_clear(n);
     fsa_rec_t rec;
-    for (int done = 0; done < BIG_INCREMENTS; done += 15) {
-        fsa_op_t ops[15];
-        memset(ops, 0, sizeof ops);
-        for (int k = 0; k < 15; k++) {
-            ops[k].kind = FSA_OP_INCREMENT;
-            ops[k].type = FSA_TYPE_TICKET;
-            ops[k].by = 1;
-            snprintf(ops[k].id, sizeof ops[k].id, "T%d", (done + k) % BIG_TICKETS);
-            snprintf(ops[k].field, sizeof ops[k].field, "level");
-        }
-        assert_fsa_ok(fsa_journal_record_group(f->j, ops, 15, NULL, &rec));
-    }
+    big_increments(f);
     size_t m = 0;
     assert_fsa_ok(fsa_outbox_next_batch(f->j, big_ops, BIG_OPS, 1 << 26, &m));
     assert_int_equal(m, BIG_INCREMENTS);
