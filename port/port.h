@@ -121,7 +121,19 @@ struct fsa_port {
      * written); mappings of it stay valid and read zeros. The caller makes sure that no one
      * touches a mapping of the file meanwhile. FSA_OK; FSA_EINVAL; FSA_EFULL; FSA_EIO. */
     fsa_status_t (*flock_clear)(void *ctx, fsa_flock_t *f, size_t len);
+
+    /* Makes the calling thread background work (a sync thread beside an app's threads): when
+     * both want a core, the scheduler lets the others go first. posix: on Linux, where the nice
+     * value is the thread's own, raises it by FSA_BACKGROUND_NICE (at most to 19; it cannot be
+     * lowered again without privileges), so that the thread gets about a tenth of a contended
+     * core; its threads created after inherit it. The sim port's is the real one, like its
+     * threads. FSA_OK; FSA_EUNSUPPORTED (a system where the nice value is the process's);
+     * FSA_EIO. */
+    fsa_status_t (*thread_background)(void *ctx);
 };
+
+/* How much thread_background raises a thread's nice value (Android's background threads: 10). */
+#define FSA_BACKGROUND_NICE 10
 
 /* The process-wide posix port: real clocks, getrandom, pthreads, OFD locks, log to stderr.
  * Never NULL; do not free it. Its log_level starts at FSA_LOG_WARN. */

@@ -619,8 +619,12 @@ void fsa__db_flush(const char *path, sqlite3 **own)
             seen = log;
             rc = sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
         }
-        if (rc == SQLITE_OK && copied >= log)
+        if (rc == SQLITE_OK && copied >= log) {
             (void)sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+            /* It held the write lock: a writer of this process that waited for it goes now, not
+             * at the end of its backoff pause (busy_wait() waits for a pulse or the pause). */
+            fsa_pulse_post();
+        }
         return;
     }
     sqlite3_file *wal = NULL;

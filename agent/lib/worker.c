@@ -447,6 +447,7 @@ typedef struct loop {
     fsa_watch_t *watch;
     fsa_thread_t *watcher;
     bool listen_only;
+    bool background; /* made background work (fieldsync_start without FIELDSYNC_START_FOREGROUND) */
     fsa_engine_t *engine;
     fieldsync_t *shell;    /* the engine's configuration after a reload (engine_make) */
     int64_t seen_seq;      /* the outbox's last seq when the last cycle began */
@@ -710,6 +711,15 @@ static void *sync_main(void *arg)
     loop_t *L = arg;
     fieldsync_t *fs = L->fs;
     fsl_worker_t *w = fs->worker;
+    /* First, so that the watcher thread it creates inherits it. */
+    if (L->background && fs->port.thread_background != NULL) {
+        fsa_status_t bs = fs->port.thread_background(fs->port.ctx);
+        if (bs != FSA_OK)
+            fsa_log(&fs->port, FSA_LOG_INFO,
+                    "the sync thread runs at the app's priority: it cannot be made background "
+                    "work here (%s)",
+                    fsa_status_str(bs));
+    }
     fsa_status_t ws = fsa_watch_open(fsa_journal_path(fs->j), &L->watch);
     if (ws == FSA_OK) {
         ws = fs->port.thread_create(fs->port.ctx, &L->watcher, watcher_main, L);
@@ -766,9 +776,10 @@ fieldsync_status_t fieldsync_start(fieldsync_t *fs, uint32_t flags)
         return fs == NULL ? FIELDSYNC_EINVAL : FIELDSYNC_ECLOSED;
     if (fsl__in_listener(fs))
         return fsl__fail(fs, FIELDSYNC_EBUSY, "fieldsync_start called from a listener");
-    if ((flags & ~FIELDSYNC_START_LISTEN_ONLY) != 0)
+    const uint32_t known = FIELDSYNC_START_LISTEN_ONLY | FIELDSYNC_START_FOREGROUND;
+    if ((flags & ~known) != 0)
         return fsl__fail(fs, FIELDSYNC_EINVAL, "unknown start flags 0x%x",
-                         (unsigned)(flags & ~FIELDSYNC_START_LISTEN_ONLY));
+                         (unsigned)(flags & ~known));
     bool listen_only = (flags & FIELDSYNC_START_LISTEN_ONLY) != 0;
     if (!listen_only &&
         (fs->cfg.device_id == NULL || fs->cfg.server_url == NULL || fs->cfg.secret_file == NULL))
@@ -783,6 +794,7 @@ fieldsync_status_t fieldsync_start(fieldsync_t *fs, uint32_t flags)
         return fsl__fail(fs, FIELDSYNC_ENOMEM, "out of memory starting the sync thread");
     L->fs = fs;
     L->listen_only = listen_only;
+    L->background = (flags & FIELDSYNC_START_FOREGROUND) == 0;
 
     lock(fs);
     if (w->phase == PH_RUNNING || w->once > 0) {

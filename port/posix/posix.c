@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -330,6 +331,22 @@ void fsa__posix_flock_unmap(void *ctx, void *addr, size_t len)
         (void)munmap(addr, len);
 }
 
+static fsa_status_t posix_thread_background(void *ctx)
+{
+    (void)ctx;
+#if defined(__linux__)
+    /* PRIO_PROCESS with who 0 is the calling thread on Linux (its nice value is per thread). */
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0);
+    if (nice == -1 && errno != 0)
+        return FSA_EIO;
+    int to = nice + FSA_BACKGROUND_NICE > 19 ? 19 : nice + FSA_BACKGROUND_NICE;
+    return to == nice || setpriority(PRIO_PROCESS, 0, to) == 0 ? FSA_OK : FSA_EIO;
+#else
+    return FSA_EUNSUPPORTED;
+#endif
+}
+
 static void posix_log(void *ctx, fsa_log_level_t level, const char *msg)
 {
     (void)ctx;
@@ -378,6 +395,7 @@ static fsa_port_t posix_port = {
     .flock_map = fsa__posix_flock_map,
     .flock_unmap = fsa__posix_flock_unmap,
     .flock_clear = fsa__posix_flock_clear,
+    .thread_background = posix_thread_background,
 };
 
 fsa_port_t *fsa_port_posix(void)

@@ -1,8 +1,10 @@
 /* Tests for port/posix: real clocks, sleep, random, threads, mutexes, condvars and OFD locks. */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -79,6 +81,62 @@ static void test_thread_create__sixteen_threads_share_a_mutex(void **state)
     }
     assert_int_equal(c.value, 16 * 10000);
     P->mutex_free(P->ctx, c.mu);
+}
+
+/* The nice value of the calling thread (Linux: PRIO_PROCESS with who 0 is this thread). */
+static int own_nice(void)
+{
+    errno = 0;
+    int n = getpriority(PRIO_PROCESS, 0);
+    assert_false(n == -1 && errno != 0);
+    return n;
+}
+
+struct niceness {
+    fsa_status_t st;
+    int before, after, child, steps_wrong;
+};
+
+static void *child_nice(void *arg)
+{
+    ((struct niceness *)arg)->child = own_nice();
+    return NULL;
+}
+
+static void *go_background(void *arg)
+{
+    struct niceness *n = arg;
+    n->before = own_nice();
+    n->st = P->thread_background(P->ctx);
+    n->after = own_nice();
+    fsa_thread_t *t;
+    if (P->thread_create(P->ctx, &t, child_nice, n) != FSA_OK ||
+        P->thread_join(P->ctx, t, NULL) != FSA_OK)
+        n->child = -100;
+    /* Again and again: each call raises it by FSA_BACKGROUND_NICE up to 19, then stays. */
+    for (int i = 0, was = n->after; i < 5; i++, was = own_nice()) {
+        int want = was + FSA_BACKGROUND_NICE > 19 ? 19 : was + FSA_BACKGROUND_NICE;
+        if (P->thread_background(P->ctx) != FSA_OK || own_nice() != want)
+            n->steps_wrong++;
+    }
+    return NULL;
+}
+
+static void test_thread_background__lowers_that_thread_only(void **state)
+{
+    (void)state;
+    int main_before = own_nice();
+    struct niceness n = {.st = FSA_EIO};
+    fsa_thread_t *t;
+    assert_fsa_ok(P->thread_create(P->ctx, &t, go_background, &n));
+    assert_fsa_ok(P->thread_join(P->ctx, t, NULL));
+    assert_fsa_ok(n.st);
+    int want = n.before + FSA_BACKGROUND_NICE > 19 ? 19 : n.before + FSA_BACKGROUND_NICE;
+    assert_int_equal(n.before, main_before); /* a new thread starts at its creator's */
+    assert_int_equal(n.after, want);
+    assert_int_equal(n.child, want); /* the threads it creates inherit it */
+    assert_int_equal(n.steps_wrong, 0);
+    assert_int_equal(own_nice(), main_before); /* the process's other threads keep theirs */
 }
 
 static void test_cond_wait__deadline_times_out(void **state)
@@ -345,6 +403,7 @@ int main(void)
         cmocka_unit_test(test_sleep__waits_at_least_the_time),
         cmocka_unit_test(test_random__fills_and_differs),
         cmocka_unit_test(test_thread_create__sixteen_threads_share_a_mutex),
+        cmocka_unit_test(test_thread_background__lowers_that_thread_only),
         cmocka_unit_test(test_cond_wait__deadline_times_out),
         cmocka_unit_test(test_cond_wait__woken_by_broadcast),
         cmocka_unit_test_setup_teardown(test_flock_try__two_handles_exclude_each_other,

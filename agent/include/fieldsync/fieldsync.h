@@ -498,13 +498,21 @@ typedef struct fieldsync_report {
 #define FIELDSYNC_START_LISTEN_ONLY                                                                \
     0x1u /* deliver events, never sync: another process (the                                       \
             daemon) syncs this journal */
+#define FIELDSYNC_START_FOREGROUND                                                                 \
+    0x2u /* the sync thread keeps the priority of the thread                                       \
+            that starts it (see below) */
 
 /*
  * Starts the sync thread: it syncs at once, after every new record (in any process), every
  * sync_interval_ms, and at the persisted next attempt while backing off; it runs the listeners
- * (unless buffered). FIELDSYNC_OK; FIELDSYNC_EBUSY (already started, or still stopping: wait
- * for the STOPPED status; or called from a listener); FIELDSYNC_ENOTFOUND (not initialised);
- * FIELDSYNC_EINVAL (unknown flags); FIELDSYNC_ENOMEM; FIELDSYNC_ECLOSED. Any thread.
+ * (unless buffered). It runs as background work: on Linux its nice value is 10 above that of the
+ * thread that starts it (at most 19), so that when the app's threads and it want the same core
+ * (a check-in while a long backlog drains) theirs go first; a drain on an otherwise idle core is
+ * as fast. Listeners that it runs run at that priority too (FIELDSYNC_EVENTS_BUFFERED delivers
+ * them on the app's thread instead); FIELDSYNC_START_FOREGROUND keeps the starter's. FIELDSYNC_OK;
+ * FIELDSYNC_EBUSY (already started, or still stopping: wait for the STOPPED status; or called from
+ * a listener); FIELDSYNC_ENOTFOUND (not initialised); FIELDSYNC_EINVAL (unknown flags);
+ * FIELDSYNC_ENOMEM; FIELDSYNC_ECLOSED. Any thread.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_start(fieldsync_t *fs,
                                                  uint32_t flags) FIELDSYNC_MUST_CHECK;

@@ -3,12 +3,14 @@
  * stop from a listener, nothing after STOPPED, a refused device, sync_once and sync_now. */
 #define _XOPEN_SOURCE 700
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <curl/curl.h>
 
@@ -361,6 +363,79 @@ static void test_start__stop_rounds_nothing_after_stopped(void **state)
     lrec_clear(&r);
 }
 
+/* ---- the sync thread is background work ---- */
+
+typedef struct nice_seen {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int heard;              /* status events heard */
+    int nice;               /* the nice value of the thread that ran the first */
+    fieldsync_state_t last; /* the newest state */
+} nice_seen_t;
+
+/* The nice value of the calling thread (Linux: PRIO_PROCESS with who 0 is this thread). */
+static int thread_nice(void)
+{
+    errno = 0;
+    int v = getpriority(PRIO_PROCESS, 0);
+    return v == -1 && errno != 0 ? -100 : v;
+}
+
+static void note_nice(void *ctx, const fieldsync_sync_status_t *st)
+{
+    nice_seen_t *n = ctx;
+    int v = thread_nice();
+    pthread_mutex_lock(&n->mu);
+    if (n->heard++ == 0)
+        n->nice = v;
+    n->last = st->state;
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* Waits (bounded) for a status event, or for STOPPED when stopped. */
+static bool nice_wait(nice_seen_t *n, bool stopped)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&n->mu);
+    int rc = 0;
+    while (rc == 0 && (stopped ? n->last != FIELDSYNC_STATE_STOPPED : n->heard == 0))
+        rc = pthread_cond_timedwait(&n->cv, &n->mu, &until);
+    pthread_mutex_unlock(&n->mu);
+    return rc == 0;
+}
+
+static void test_start__sync_thread_is_background_work(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    /* Static: a failed assertion leaves the sync thread running with it. */
+    static nice_seen_t n = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    assert_int_equal(fieldsync_add_status_listener(fs, note_nice, &n, NULL), FIELDSYNC_OK);
+    int app = thread_nice();
+    assert_true(app >= -20);
+    int want[2] = {app + 10 > 19 ? 19 : app + 10, app};
+    uint32_t flags[2] = {0, FIELDSYNC_START_FOREGROUND};
+    for (int i = 0; i < 2; i++) {
+        pthread_mutex_lock(&n.mu);
+        n.heard = 0;
+        n.last = FIELDSYNC_STATE_IDLE;
+        pthread_mutex_unlock(&n.mu);
+        assert_int_equal(fieldsync_ticket_create(fs, i == 0 ? "N0" : "N1", NULL, NULL),
+                         FIELDSYNC_OK);
+        assert_int_equal(fieldsync_start(fs, flags[i]), FIELDSYNC_OK);
+        assert_true(nice_wait(&n, false));
+        /* The sync thread that runs the listener, not the app's thread, is lowered. */
+        assert_int_equal(n.nice, want[i]);
+        assert_int_equal(thread_nice(), app);
+        assert_int_equal(fieldsync_stop(fs), FIELDSYNC_OK);
+        assert_true(nice_wait(&n, true));
+    }
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+}
+
 /* ---- the rest of the contract ---- */
 
 static void test_sync_once__busy_while_started(void **state)
@@ -685,6 +760,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close__during_a_cycle, setup_slow, teardown),
         cmocka_unit_test_setup_teardown(test_stop__inside_a_listener, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__stop_rounds_nothing_after_stopped, setup_plain,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_start__sync_thread_is_background_work, setup_plain,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sync_once__busy_while_started, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__refused_device_is_attention, setup_plain,
