@@ -665,6 +665,7 @@ typedef struct cw_file {
     sqlite3_int64 off;      /* file offset of buf[0] */
     sqlite3_int64 frontier; /* where the last write ended: the next append starts there */
     bool commit_pending; /* the last write was a commit frame's header: its page ends the commit */
+    _Atomic uint64_t full_writes; /* writes refused for want of space (fsa__db_wal_full_writes) */
 } cw_file_t;
 
 /* The real file starts at the next max_align_t boundary after our header. */
@@ -682,11 +683,21 @@ static sqlite3_file *cw_real(sqlite3_file *f)
     return ((cw_file_t *)f)->real;
 }
 
+/* Every write of the WAL goes down through here: one refused for want of space (the unix VFS's
+ * SQLITE_FULL for ENOSPC, or a quota) is counted. */
+static int cw_write_down(cw_file_t *f, const void *buf, int n, sqlite3_int64 off)
+{
+    int rc = f->real->pMethods->xWrite(f->real, buf, n, off);
+    if (rc == SQLITE_FULL)
+        atomic_fetch_add(&f->full_writes, 1);
+    return rc;
+}
+
 static int cw_flush(cw_file_t *f)
 {
     if (f->len == 0)
         return SQLITE_OK;
-    int rc = f->real->pMethods->xWrite(f->real, f->buf, (int)f->len, f->off);
+    int rc = cw_write_down(f, f->buf, (int)f->len, f->off);
     f->len = 0;
     return rc;
 }
@@ -746,7 +757,7 @@ static int cw_write(sqlite3_file *file, const void *buf, int n, sqlite3_int64 of
     if (!append || n <= 0 || !cw_room(f, (size_t)n)) {
         rc = cw_flush(f); /* a rewrite, a large transaction, or no memory: write through */
         f->frontier = off + n;
-        return rc != SQLITE_OK ? rc : f->real->pMethods->xWrite(f->real, buf, n, off);
+        return rc != SQLITE_OK ? rc : cw_write_down(f, buf, n, off);
     }
     if (f->len == 0)
         f->off = off;
@@ -861,6 +872,19 @@ static int cw_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, 
         file->pMethods = &cw_io[(v < 1 ? 1 : v > 3 ? 3 : v) - 1];
     }
     return rc;
+}
+
+uint64_t fsa__db_wal_full_writes(sqlite3 *db)
+{
+    sqlite3_file *wal = NULL;
+    if (db == NULL ||
+        sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
+        wal == NULL)
+        return 0;
+    for (int v = 0; v < 3; v++)
+        if (wal->pMethods == &cw_io[v])
+            return atomic_load(&((cw_file_t *)wal)->full_writes);
+    return 0; /* not open yet (nothing written), or not through the shim */
 }
 
 static int cw_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)

@@ -46,6 +46,12 @@ fsa_status_t fsa__db_status(int rc) FSA_MUST_CHECK;
  * waiter goes. */
 uint64_t fsa__db_busy_waits(void);
 
+/* How many writes of db's WAL the device has refused for want of space (ENOSPC, a quota) since
+ * its WAL file was opened (a count that only grows; 0 before the WAL is opened). A statement's
+ * SQLITE_FULL with no such refusal since BEGIN was the journal's budget (max_page_count), not
+ * the device. The connection's own thread. */
+uint64_t fsa__db_wal_full_writes(sqlite3 *db);
+
 /* Checkpoints (db.c explains): the calling drain runs them for for_ns from now, and every
  * journal connection of this process leaves them to it meanwhile (unless the WAL grows far past
  * the usual size). */

@@ -119,6 +119,8 @@ fsa_status_t fsa__jn_begin(fsa_journal_t *j)
     fsa_status_t st = j->relaxed ? FSA_ENOMEM : run_cached(j, "BEGIN IMMEDIATE", NULL);
     if (st != FSA_OK)
         j->port->mutex_unlock(j->port->ctx, j->mu);
+    else
+        j->wal_full0 = fsa__db_wal_full_writes(j->db);
     return st;
 }
 
@@ -142,27 +144,19 @@ static bool overwrite_failed_commit(fsa_journal_t *j)
                         NULL, NULL, NULL) == SQLITE_OK;
 }
 
-/* The most pages one statement of a record can add: an op's payload and the values it replaces
- * (each up to FSA_LIMIT_FIELDS_BYTES, in overflow pages), the local view, and a split on each
- * b-tree it touches. */
-#define STATEMENT_PAGES_MAX (3 * (FSA_LIMIT_FIELDS_BYTES / FSA_LIMIT_PAGE_BYTES) + 16)
-
-/* True when the open transaction has grown to the journal's budget (max_page_count): within the
- * pages the failed statement may have needed (it fails whole, so the count does not show them;
- * a big op fails with several pages still free). */
+/*
+ * Whether a statement's SQLITE_FULL in the open transaction was the journal's budget
+ * (max_page_count) rather than a full device: SQLite says SQLITE_FULL for both. A full device
+ * shows as a refused write of the WAL (db.c counts them: the commit's frames, or pages a large
+ * transaction spills from within its statements), so a SQLITE_FULL with no refusal since BEGIN
+ * was the budget. (The page count cannot tell: SQLite rolls the whole transaction back on
+ * SQLITE_FULL, so a large group that reached the budget shows the journal's size before it.) A
+ * device that refused a temporary file (a statement journal spilled to the temp directory) is not
+ * counted and is told as the budget.
+ */
 static bool at_budget(fsa_journal_t *j)
 {
-    int64_t pages = 0, max = 0;
-    sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(j->db, "SELECT * FROM pragma_page_count, pragma_max_page_count", -1, &q,
-                           NULL) == SQLITE_OK &&
-        sqlite3_step(q) == SQLITE_ROW) {
-        pages = sqlite3_column_int64(q, 0);
-        max = sqlite3_column_int64(q, 1);
-    }
-    sqlite3_finalize(q);
-    /* When it cannot tell (no memory for the query), the budget: the message of old. */
-    return max == 0 || pages + STATEMENT_PAGES_MAX >= max;
+    return fsa__db_wal_full_writes(j->db) == j->wal_full0;
 }
 
 /* Commits when st is FSA_OK, else rolls back; returns the final status. Releases the mutex.

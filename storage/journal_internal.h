@@ -51,6 +51,7 @@ struct fsa_journal {
     bool relaxed;          /* under mu: left at synchronous=NORMAL by a restore that failed */
     sqlite3 *_Atomic ckpt; /* the drain's checkpoints' connection (fsa__db_checkpoint); NULL */
     int64_t budget_bytes;
+    uint64_t wal_full0; /* under mu: fsa__db_wal_full_writes at the BEGIN of a record */
     char *path;
 };
 

@@ -896,6 +896,76 @@ static void test_journal__disk_full_from_n_until_space_returns(void **state)
     sweep(&p, 4, 3, "write ENOSPC persistent");
 }
 
+/*
+ * A full device and the journal's budget, told apart in a statement. A group too large for SQLite's
+ * page cache spills pages to the WAL from within its statements; a full device refuses the spill,
+ * and the statement fails with SQLITE_FULL, as it does when it passes the budget. The journal's
+ * size could not tell them apart (SQLite rolls the whole group back: the size is the journal's
+ * before it, far from its budget); the count of refused writes does: "disk full". With the
+ * device's space back, the same group passes the budget: "journal full".
+ */
+static void test_journal__full_device_near_the_budget_is_disk_full(void **state)
+{
+    (void)state;
+    fsa_sim_t *sim = NULL;
+    assert_fsa_ok(fsa_sim_new(13, START, "faults", &sim));
+    fsa_sim_set_log(sim, quiet_log, NULL);
+    test_dir_t dir;
+    fast_dir_make(&dir);
+    char path[160], err[320];
+    snprintf(path, sizeof path, "%s/near.db", dir.dir);
+    fsa_journal_opts_t o = {.create = true, .budget_bytes = 5 * 1024 * 1024};
+    fsa_journal_t *j = NULL;
+    assert_fsa_ok(fsa_journal_open(fsa_sim_port(sim), path, &o, &j, err, sizeof err));
+    /* 16 jobs of ~180 KB each (three strings under the 64 KiB string limit): ~2.9 MB of
+     * payloads and as much of local views, past the 2 MB page cache and past the budget. */
+    enum { PART = 60 * 1000 };
+    size_t cap = 3 * (PART + 16) + 64;
+    char *big = fsa_malloc(cap);
+    assert_non_null(big);
+    size_t len = (size_t)snprintf(big, cap, "{\"other_info\":{");
+    for (int k = 0; k < 3; k++) {
+        len += (size_t)snprintf(big + len, cap - len, "%s\"p%d\":\"", k > 0 ? "," : "", k);
+        memset(big + len, 'x', PART);
+        len += PART;
+        big[len++] = '"';
+    }
+    snprintf(big + len, cap - len, "}}");
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    memset(ops, 0, sizeof ops);
+    for (int i = 0; i < FSA_JOURNAL_GROUP_MAX; i++) {
+        ops[i].kind = FSA_OP_CREATE;
+        ops[i].type = T_JOB;
+        ops[i].json = big;
+        snprintf(ops[i].id, sizeof ops[i].id, "BIG%d", i);
+    }
+    fsa_rec_t rec;
+    vfs_fault_plan_t plan = {
+        .kinds = VFS_FAULT_WRITE, .nth = 1, .flavour = VFS_FAULT_ENOSPC, .persistent = true};
+    vfs_fault_arm(path, &plan);
+    fsa_status_t st = fsa_journal_record_group(j, ops, FSA_JOURNAL_GROUP_MAX, NULL, &rec);
+    vfs_fault_disarm();
+    assert_true(vfs_fault_fired() > 0);
+    assert_int_equal(st, FSA_EFULL);
+    if (strstr(rec.error, "disk full") == NULL || strstr(rec.error, path) == NULL)
+        fail_msg("a full device near the budget says: %s", rec.error);
+    /* Space is back: the same group is refused by the budget, and told so. */
+    st = fsa_journal_record_group(j, ops, FSA_JOURNAL_GROUP_MAX, NULL, &rec);
+    assert_int_equal(st, FSA_EFULL);
+    if (strstr(rec.error, "journal full") == NULL)
+        fail_msg("the budget reached says: %s", rec.error);
+    /* Neither left anything behind; a small op still goes in. */
+    int64_t pending = 0;
+    assert_int_equal(fsa_journal_get(j, T_JOB, "BIG0", NULL, NULL, &pending), FSA_ENOTFOUND);
+    assert_fsa_ok(fsa_journal_create(j, T_TICKET, "SMALL", "{\"priority\":\"LOW\"}", NULL, &rec));
+    assert_integrity(j);
+    fsa_journal_close(j);
+    fsa_free(big);
+    remove_journal(path);
+    test_dir_remove(&dir);
+    fsa_sim_free(sim);
+}
+
 int main(void)
 {
     if (vfs_fault_install() != SQLITE_OK) {
@@ -913,6 +983,7 @@ int main(void)
         cmocka_unit_test(test_journal__unclean_reopen_read_fails),
         cmocka_unit_test(test_journal__disk_full_from_n_until_space_returns),
         cmocka_unit_test(test_journal__failed_fsync_op_does_not_come_back),
+        cmocka_unit_test(test_journal__full_device_near_the_budget_is_disk_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
