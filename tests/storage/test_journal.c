@@ -985,6 +985,100 @@ static void test_fsa_outbox_apply_batch__record_goes_between_transactions(void *
     big_clear(n);
 }
 
+/* A batch of 40 increments on one ticket whose answers mix runs of applied ops (and duplicates of
+ * applied), a conflict and a rejection, where ops 5..9 were answered before (one at a time): each
+ * applied op leaves the outbox once, its id kept in done_ops; the parked ops keep their rows; a
+ * listener hears each op once; the same batch applied again changes nothing. */
+enum { MIX_OPS = 40, MIX_CONFLICT = 17, MIX_REJECTED = 30 };
+
+static void test_fsa_outbox_apply_batch__mixed_answers_once(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1,
+                                   "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                                   "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"LOW\"}"));
+    for (int i = 0; i < MIX_OPS; i++)
+        assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &rec));
+    static fsa_op_t ops[MIX_OPS];
+    static fsa_op_result_t res[MIX_OPS];
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, MIX_OPS, 1 << 20, &n));
+    assert_int_equal(n, MIX_OPS);
+    int64_t version = 1, applied = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i == MIX_CONFLICT) {
+            res[i] = result_for(ops[i].op_id, FSA_RESULT_CONFLICT, 0);
+            res[i].current_version = version;
+        } else if (i == MIX_REJECTED) {
+            res[i] = result_for(ops[i].op_id, FSA_RESULT_REJECTED, 0);
+            snprintf(res[i].code, sizeof res[i].code, "invalid_value");
+        } else {
+            res[i] = result_for(ops[i].op_id, FSA_RESULT_APPLIED, ++version);
+            applied++;
+            if (i % 7 == 3) { /* a duplicate of applied counts as applied */
+                res[i].status = FSA_RESULT_DUPLICATE;
+                res[i].original = FSA_RESULT_APPLIED;
+            }
+        }
+    }
+    /* ops 5..9 answered first, as a lost batch's answers could be */
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &res[5], 5));
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops"), 5);
+    int64_t before = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &before));
+    assert_fsa_ok(fsa_outbox_apply_batch(f->j, ops, res, n, NULL, 0));
+    /* the outbox keeps the two parked ops only; done_ops every applied one, once */
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox"), 2);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox WHERE state IN (3, 4)"), 2);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops"), applied);
+    assert_int_equal(count_sql(f, "SELECT count(DISTINCT op_id) FROM done_ops"), applied);
+    for (size_t i = 0; i < n; i++) {
+        fsa_op_state_t os = FSA_OPSTATE_PENDING;
+        assert_fsa_ok(fsa_outbox_op_state(f->j, ops[i].op_id, &os));
+        assert_int_equal(os, i == MIX_CONFLICT   ? FSA_OPSTATE_CONFLICT
+                             : i == MIX_REJECTED ? FSA_OPSTATE_REJECTED
+                                                 : FSA_OPSTATE_DONE);
+    }
+    static fsa_change_t ch[2 * MIX_OPS];
+    size_t nch = 0;
+    assert_fsa_ok(fsa_journal_changes_read(f->j, before, ch, 2 * MIX_OPS, &nch));
+    assert_int_equal(nch, MIX_OPS - 5); /* one per op not answered before */
+    for (size_t i = 0; i < nch; i++)
+        for (size_t k = 0; k < 5; k++)
+            assert_string_not_equal(ch[i].op_id, ops[5 + k].op_id);
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.done, 0);
+    assert_int_equal(st.conflicts, 1);
+    assert_int_equal(st.rejected, 1);
+    char *base = NULL;
+    int64_t bv = 0;
+    assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T1", &base, &bv));
+    fsa_model_free(base);
+    /* again: nothing moves, nothing is heard */
+    int64_t last = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &last));
+    assert_fsa_ok(fsa_outbox_apply_batch(f->j, ops, res, n, NULL, 0));
+    int64_t last2 = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &last2));
+    assert_int_equal(last2, last);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox"), 2);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops"), applied);
+    int64_t bv2 = 0;
+    assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T1", &base, &bv2));
+    fsa_model_free(base);
+    assert_int_equal(bv2, bv);
+    /* and a compaction has no done op to move */
+    size_t removed = 9;
+    assert_fsa_ok(fsa_outbox_compact(f->j, FSA_LIMIT_AUDIT_MS, &removed));
+    assert_int_equal(removed, 0);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox"), 2);
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+}
+
 static void test_fsa_outbox_apply_results__rejection_parked(void **state)
 {
     fixture_t *f = *state;
@@ -1051,9 +1145,9 @@ static void test_fsa_outbox_compact__in_steps_that_give_way(void **state)
     const int64_t total = BIG_OPS + BIG_INCREMENTS;
     sqlite3 *mk;
     assert_int_equal(sqlite3_open(f->dir.path, &mk), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(mk, "UPDATE outbox SET state = 2, done_ms = at_ms", NULL, NULL,
-                                  NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(mk, "UPDATE outbox SET state = 2, done_ms = at_ms", NULL, NULL, NULL),
+        SQLITE_OK);
     assert_int_equal(sqlite3_changes(mk), total);
     sqlite3_close(mk);
     fsa_outbox_stats_t st;
@@ -1349,6 +1443,7 @@ int main(void)
         T(test_fsa_outbox_apply_results__rejection_parked),
         T(test_fsa_outbox_apply_batch__results_commit_without_sync),
         T(test_fsa_outbox_apply_batch__record_goes_between_transactions),
+        T(test_fsa_outbox_apply_batch__mixed_answers_once),
         T(test_fsa_journal_fold__replays_pending_on_new_base),
         T(test_fsa_outbox_compact__keeps_ids_for_audit),
         T(test_fsa_outbox_compact__in_steps_that_give_way),
