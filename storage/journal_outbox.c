@@ -377,22 +377,30 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
     memset(out, 0, sizeof *out);
     lock_j(j);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j,
-                          "SELECT "
-                          " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
-                          /* Each count reads a partial index, never the table: they run
-                           * after every batch of a drain (status events). */
-                          " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND "
-                          "  (state = 1 OR seq <= " SENT_UPTO_SQL ")),"
-                          " (SELECT count(*) FROM outbox WHERE state = 2),"
-                          " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
-                          "  outcome = 'conflict'),"
-                          " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
-                          "  outcome = 'rejected'),"
-                          " (SELECT coalesce(min(at_ms), 0) FROM outbox WHERE seq = "
-                          "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
-                          " " OUTBOX_LAST_SEQ_SQL,
-                          &st);
+    fsa_status_t s =
+        prep(j,
+             "SELECT "
+             " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
+             /* Each count reads a partial index, never the table: they run
+              * after every batch of a drain (status events). */
+             /* In flight: the open ops at or below the mark (a range of
+              * outbox_open), and those an older journal marked with state 1 (one
+              * OR over every open op cost five times a range). */
+             " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND seq <= " SENT_UPTO_SQL
+             ") + (SELECT count(*) FROM outbox WHERE state IN (0, 1) "
+             "  AND seq > " SENT_UPTO_SQL " AND state = 1),"
+             /* Done ops wait for a compaction only in older journals (an applied
+              * op leaves the outbox with its result): without INDEXED BY, SQLite
+              * counted them by scanning all of outbox_by_entity. */
+             " (SELECT count(*) FROM outbox INDEXED BY outbox_done WHERE state = 2),"
+             " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
+             "  outcome = 'conflict'),"
+             " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
+             "  outcome = 'rejected'),"
+             " (SELECT coalesce(min(at_ms), 0) FROM outbox WHERE seq = "
+             "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
+             " " OUTBOX_LAST_SEQ_SQL,
+             &st);
     if (s == FSA_OK) {
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {

@@ -763,7 +763,9 @@ static void test_fsa_outbox__hot_queries_use_indexes(void **state)
     const char *queries[] = {
         "SELECT count(*) FROM outbox WHERE state IN (0, 1)",
         "SELECT count(*) FROM outbox WHERE state IN (0, 1) AND state = 1",
-        "SELECT count(*) FROM outbox WHERE state = 2",
+        "SELECT count(*) FROM outbox WHERE state IN (0, 1) AND seq <= ?1",
+        "SELECT count(*) FROM outbox WHERE state IN (0, 1) AND seq > ?1 AND state = 1",
+        "SELECT count(*) FROM outbox INDEXED BY outbox_done WHERE state = 2",
         "SELECT min(seq) FROM outbox WHERE state IN (0, 1)",
         "SELECT * FROM outbox WHERE state IN (0, 1) ORDER BY seq LIMIT 100",
         "SELECT count(*) FROM outbox WHERE grp = ?1 AND grp != '' AND state IN (0, 1)",
@@ -777,6 +779,9 @@ static void test_fsa_outbox__hot_queries_use_indexes(void **state)
             const char *detail = (const char *)sqlite3_column_text(st, 3);
             if (strstr(detail, "INDEX") == NULL)
                 fail_msg("%s: %s (a scan of the table)", queries[i], detail);
+            /* a scan of every op's entry, which a count of some states does not need */
+            if (strstr(detail, "SCAN") != NULL && strstr(detail, "outbox_by_entity") != NULL)
+                fail_msg("%s: %s (a scan of the whole outbox)", queries[i], detail);
         }
         sqlite3_finalize(st);
     }
