@@ -215,6 +215,9 @@ fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
  * hold random ones), and each commit writes every page it dirtied, so the fewer the commits the
  * fewer the pages written.
  *
+ * Since an applied op leaves the outbox with its result (journal_apply.c), the done ops here are
+ * only those an older journal left (state 2); a compaction after a drain finds none.
+ *
  * The steps, in order: the done ops in seq order (each step the next COMPACT_STEP of them, copied
  * to done_ops and deleted), then the ids older than the audit period, then the change log's rows
  * past its keep. Each transaction is whole: a failure leaves the steps committed before it, and
