@@ -82,10 +82,6 @@ static void install(void)
     /* SQLITE_MISUSE when SQLite is already in use in this process (a test that opened a database
      * through another path first): it then keeps its own allocator, which is equally correct. */
     (void)sqlite3_config(SQLITE_CONFIG_MALLOC, &methods);
-    /* No memory statistics: nothing reads them (no soft or hard heap limit, no sqlite3_status),
-     * and keeping them takes SQLite's global memory mutex around every allocation and free (about
-     * 0.5 k instructions per op of a drain, callgrind). */
-    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
 void fsa_libs_use_allocator(void)
