@@ -1501,32 +1501,36 @@ static void w_strn(wbuf_t *w, const char *s, size_t max)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s, *end = p + max;
-    w->p[w->len++] = '"';
+    /* Written through a local pointer: stores through w->p (a char *) may alias w->len, which the
+     * compiler would then load and store again for every byte. */
+    char *o = w->p + w->len;
+    *o++ = '"';
     for (; p < end && *p != '\0'; p++) {
         unsigned char c = *p;
         if (c >= 0x20 && c != '"' && c != '\\') {
-            w->p[w->len++] = (char)c;
+            *o++ = (char)c;
             continue;
         }
-        w->p[w->len++] = '\\';
+        *o++ = '\\';
         switch (c) {
-        case '"': w->p[w->len++] = '"'; break;
-        case '\\': w->p[w->len++] = '\\'; break;
-        case '\b': w->p[w->len++] = 'b'; break;
-        case '\f': w->p[w->len++] = 'f'; break;
-        case '\n': w->p[w->len++] = 'n'; break;
-        case '\r': w->p[w->len++] = 'r'; break;
-        case '\t': w->p[w->len++] = 't'; break;
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
         default:
-            w->p[w->len++] = 'u';
-            w->p[w->len++] = '0';
-            w->p[w->len++] = '0';
-            w->p[w->len++] = hex[c >> 4];
-            w->p[w->len++] = hex[c & 15];
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
             break;
         }
     }
-    w->p[w->len++] = '"';
+    *o++ = '"';
+    w->len = (size_t)(o - w->p);
 }
 
 static void w_int(wbuf_t *w, int64_t v)
