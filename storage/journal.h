@@ -190,16 +190,16 @@ fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id,
 fsa_status_t fsa_journal_gone(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
                               bool *dropped) FSA_MUST_CHECK;
 
-/* Compaction: removes done ops from the outbox, keeping their op ids (in done_ops) until
- * audit_ms after they were done; forgets older ids. *removed (may be NULL) counts outbox rows
- * removed. */
+/* Compaction: removes done ops from the outbox (an older journal's: an applied op now leaves it
+ * with its result), keeping their op ids (in done_ops) until audit_ms after they were done;
+ * forgets older ids. *removed (may be NULL) counts outbox rows removed. */
 fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *removed) FSA_MUST_CHECK;
 
 /* Queue figures for status and metrics. */
 typedef struct fsa_outbox_stats {
     int64_t pending; /* pending + in flight */
     int64_t inflight;
-    int64_t done;                 /* not yet compacted */
+    int64_t done; /* not yet compacted: only an older journal's (an applied op leaves at once) */
     int64_t conflicts;            /* open (unresolved) conflicts */
     int64_t rejected;             /* open rejections */
     int64_t oldest_pending_at_ms; /* `at` of the oldest pending op; 0 when none */
@@ -208,7 +208,8 @@ typedef struct fsa_outbox_stats {
 fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out) FSA_MUST_CHECK;
 
 /* Looks an op up by op_id in the outbox: fills *op (json owned by the caller: fsa_op_clear) and
- * *state. FSA_OK, FSA_ENOTFOUND (never recorded, or compacted). */
+ * *state. FSA_OK, FSA_ENOTFOUND (never recorded, or done: an applied op leaves the outbox when its
+ * result is applied; fsa_outbox_op_state still says DONE for the audit period). */
 fsa_status_t fsa_outbox_find(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
                              fsa_op_state_t *state) FSA_MUST_CHECK;
 

@@ -117,25 +117,81 @@ static fsa_status_t ent_get(fsa_journal_t *j, ent_cache_t *c, fsa_type_t type, c
     return FSA_OK;
 }
 
-/* Ends an open op's life in the outbox: FSA_OK with *was_open false when it was not open any
- * more (answered already: nothing to do). Done ops stay in the outbox until fsa_outbox_compact
- * moves them to done_ops in bulk: their op_id index and done_ops are keyed by random UUIDs, and
- * touching them per batch would dirty (and write to the WAL) a page per op once the outbox is
- * large; the seq-ordered indexes this touches stay on a few pages. */
-static fsa_status_t close_op(fsa_journal_t *j, const fsa_op_t *op, fsa_op_state_t to,
-                             int64_t version, int64_t now_ms, bool *was_open)
+/*
+ * An applied op leaves the outbox in the transaction that applies its result: its op id goes to
+ * done_ops (which answers "was this op done" for the audit period: fsa_outbox_op_state) and its
+ * row is deleted. Only conflicted and rejected ops keep a row, with their state, for the
+ * conflicts that reference them. Before, a done op was marked (an UPDATE of its state column,
+ * which moved its entry in two indexes) and moved by the cycle's compaction (a copy and a
+ * delete): each op's rows were written three times instead of once. Op ids are time-ordered
+ * (UUIDv7), so a batch's ids land on the last pages of done_ops and of the op_id index; with the
+ * random ids of older journals each op dirtied a page of both, which is why this was not done
+ * before (docs/performance.md, "Drain").
+ *
+ * Both statements select the open ops (state 0 or 1) with after <= seq <= upto; ?3 is the time
+ * the ops were done.
+ */
+#define DONE_OPS_COPY_SQL                                                                          \
+    "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) SELECT op_id, seq, ?3 "                   \
+    "FROM outbox NOT INDEXED WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)"
+/* NOT INDEXED: the rows are found by their seq (the rowid) in the table itself. Through
+ * outbox_open, which the statement changes, SQLite would collect the rows first and seek each
+ * again. */
+#define DONE_OPS_DELETE_SQL                                                                        \
+    "DELETE FROM outbox NOT INDEXED WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)"
+
+/* Runs sql over the open ops with after <= seq <= upto, done at now_ms; *rows (may be NULL) is
+ * set to the rows it changed. */
+static fsa_status_t open_range(fsa_journal_t *j, const char *sql, int64_t after, int64_t upto,
+                               int64_t now_ms, int64_t *rows)
 {
     sqlite3_stmt *st;
+    fsa_status_t s = prep(j, sql, &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int64(st, 2, upto);
+    sqlite3_bind_int64(st, 3, now_ms);
+    s = step_done(j, st);
+    if (s == FSA_OK && rows != NULL)
+        *rows = sqlite3_changes(j->db);
+    return s;
+}
+
+/* The open ops with after <= seq <= upto leave the outbox as done (above); *rows (may be NULL)
+ * is set to how many did. */
+static fsa_status_t done_leave(fsa_journal_t *j, int64_t after, int64_t upto, int64_t now_ms,
+                               int64_t *rows)
+{
+    fsa_status_t s = open_range(j, DONE_OPS_COPY_SQL, after, upto, now_ms, NULL);
+    if (s == FSA_OK)
+        s = open_range(j, DONE_OPS_DELETE_SQL, after, upto, now_ms, rows);
+    return s;
+}
+
+/* Ends an open op's life in the outbox: an applied one leaves it (done_leave), a conflicted or
+ * rejected one keeps its row with its state. FSA_OK with *was_open false when it was not open any
+ * more (answered already: nothing to do). */
+static fsa_status_t close_op(fsa_journal_t *j, const fsa_op_t *op, fsa_op_state_t to,
+                             int64_t now_ms, bool *was_open)
+{
+    *was_open = false;
+    if (to == FSA_OPSTATE_DONE) {
+        int64_t rows = 0;
+        fsa_status_t s = done_leave(j, op->seq, op->seq, now_ms, &rows);
+        *was_open = s == FSA_OK && rows == 1;
+        return s;
+    }
+    sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "UPDATE outbox SET state = ?2, result_version = ?3, done_ms = ?4 "
+                          "UPDATE outbox SET state = ?2, result_version = 0, done_ms = ?3 "
                           "WHERE seq = ?1 AND state IN (0, 1)",
                           &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, op->seq);
     sqlite3_bind_int(st, 2, (int)to);
-    sqlite3_bind_int64(st, 3, version);
-    sqlite3_bind_int64(st, 4, now_ms);
+    sqlite3_bind_int64(st, 3, now_ms);
     s = step_done(j, st);
     *was_open = s == FSA_OK && sqlite3_changes(j->db) == 1;
     return s;
@@ -157,7 +213,7 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
     bool was_open = closed;
     fsa_status_t s = FSA_OK;
     if (!closed) /* else the caller closed it, with others (close_run) */
-        s = close_op(j, op, to, applied ? r->version : 0, now_ms, &was_open);
+        s = close_op(j, op, to, now_ms, &was_open);
     if (s != FSA_OK || !was_open)
         return s; /* answered already: left alone */
     ent_slot_t *slot = NULL;
@@ -225,8 +281,8 @@ static bool result_applied(const fsa_op_result_t *r)
 }
 
 /*
- * Closes the run of applied ops that starts at ops[i] with two statements instead of one per op
- * (their result_version is not kept then: nothing reads it). *closed_to is set past the run, or
+ * Closes the run of applied ops that starts at ops[i] with three statements instead of two per op
+ * (done_leave). *closed_to is set past the run, or
  * left at i when the run is shorter than 2 or not all of it is open any more (then each op is
  * closed on its own, which tells which). A batch holds the open ops of a seq range, and an open op
  * never gets a seq below one recorded before it, so when the open ops in the run's seq range are
@@ -254,19 +310,7 @@ static fsa_status_t close_run(fsa_journal_t *j, const fsa_op_t *ops, const fsa_o
         return fsa__db_status(rc);
     if (open != (int64_t)(k - i))
         return FSA_OK;
-    /* NOT INDEXED: the rows are found by their seq (the rowid) in the table itself. Through
-     * outbox_open, which the UPDATE changes, SQLite collects the rows first and seeks each again
-     * (about 2.8 k instructions more per op, measured with the sqlite3 shell under callgrind). */
-    s = prep(j,
-             "UPDATE outbox NOT INDEXED SET state = 2, done_ms = ?3 "
-             "WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)",
-             &st);
-    if (s != FSA_OK)
-        return s;
-    sqlite3_bind_int64(st, 1, ops[i].seq);
-    sqlite3_bind_int64(st, 2, ops[k - 1].seq);
-    sqlite3_bind_int64(st, 3, now_ms);
-    s = step_done(j, st);
+    s = done_leave(j, ops[i].seq, ops[k - 1].seq, now_ms, NULL);
     if (s == FSA_OK)
         *closed_to = k;
     return s;

@@ -80,10 +80,19 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
         j->port->mutex_unlock(j->port->ctx, j->mu);
         return s;
     }
+    /* The batch after another (after_seq > 0: the drain reads the next batch while the server
+     * works on one) is read from the table in seq (rowid) order, NOT INDEXED: past a batch just
+     * sent, the rows are the open ops but for the few conflicted or rejected ones (an applied op
+     * leaves the outbox with its result, journal_apply.c), and reading them through outbox_open
+     * sought each row again in the table (about 1 k instructions per op). The head of the queue
+     * is read through outbox_open: parked ops, and the done ops an older journal left for its
+     * compaction, may lie before it, and this read also says "nothing left" at a cycle's end. */
     sqlite3_stmt *st;
     s = prep(j,
-             "SELECT " OP_COLUMNS " FROM outbox WHERE state IN (0, 1) AND seq > ?2 "
-             "ORDER BY seq LIMIT ?1",
+             after_seq > 0 ? "SELECT " OP_COLUMNS " FROM outbox NOT INDEXED WHERE seq > ?2 AND "
+                             "state IN (0, 1) ORDER BY seq LIMIT ?1"
+                           : "SELECT " OP_COLUMNS " FROM outbox WHERE state IN (0, 1) AND seq > ?2 "
+                             "ORDER BY seq LIMIT ?1",
              &st);
     size_t count = 0, bytes = 0;
     char current_group[FSA_GROUP_BYTES] = "";
@@ -205,6 +214,9 @@ fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
  * index are keyed by op ids (time-ordered since they are UUIDv7: a journal's older ops may still
  * hold random ones), and each commit writes every page it dirtied, so the fewer the commits the
  * fewer the pages written.
+ *
+ * Since an applied op leaves the outbox with its result (journal_apply.c), the done ops here are
+ * only those an older journal left (state 2); a compaction after a drain finds none.
  *
  * The steps, in order: the done ops in seq order (each step the next COMPACT_STEP of them, copied
  * to done_ops and deleted), then the ids older than the audit period, then the change log's rows
@@ -368,22 +380,30 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
     memset(out, 0, sizeof *out);
     lock_j(j);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j,
-                          "SELECT "
-                          " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
-                          /* Each count reads a partial index, never the table: they run
-                           * after every batch of a drain (status events). */
-                          " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND "
-                          "  (state = 1 OR seq <= " SENT_UPTO_SQL ")),"
-                          " (SELECT count(*) FROM outbox WHERE state = 2),"
-                          " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
-                          "  outcome = 'conflict'),"
-                          " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
-                          "  outcome = 'rejected'),"
-                          " (SELECT coalesce(min(at_ms), 0) FROM outbox WHERE seq = "
-                          "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
-                          " " OUTBOX_LAST_SEQ_SQL,
-                          &st);
+    fsa_status_t s =
+        prep(j,
+             "SELECT "
+             " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
+             /* Each count reads a partial index, never the table: they run
+              * after every batch of a drain (status events). */
+             /* In flight: the open ops at or below the mark (a range of
+              * outbox_open), and those an older journal marked with state 1 (one
+              * OR over every open op cost five times a range). */
+             " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND seq <= " SENT_UPTO_SQL
+             ") + (SELECT count(*) FROM outbox WHERE state IN (0, 1) "
+             "  AND seq > " SENT_UPTO_SQL " AND state = 1),"
+             /* Done ops wait for a compaction only in older journals (an applied
+              * op leaves the outbox with its result): without INDEXED BY, SQLite
+              * counted them by scanning all of outbox_by_entity. */
+             " (SELECT count(*) FROM outbox INDEXED BY outbox_done WHERE state = 2),"
+             " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
+             "  outcome = 'conflict'),"
+             " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
+             "  outcome = 'rejected'),"
+             " (SELECT coalesce(min(at_ms), 0) FROM outbox WHERE seq = "
+             "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
+             " " OUTBOX_LAST_SEQ_SQL,
+             &st);
     if (s == FSA_OK) {
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {

@@ -1501,32 +1501,36 @@ static void w_strn(wbuf_t *w, const char *s, size_t max)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s, *end = p + max;
-    w->p[w->len++] = '"';
+    /* Written through a local pointer: stores through w->p (a char *) may alias w->len, which the
+     * compiler would then load and store again for every byte. */
+    char *o = w->p + w->len;
+    *o++ = '"';
     for (; p < end && *p != '\0'; p++) {
         unsigned char c = *p;
         if (c >= 0x20 && c != '"' && c != '\\') {
-            w->p[w->len++] = (char)c;
+            *o++ = (char)c;
             continue;
         }
-        w->p[w->len++] = '\\';
+        *o++ = '\\';
         switch (c) {
-        case '"': w->p[w->len++] = '"'; break;
-        case '\\': w->p[w->len++] = '\\'; break;
-        case '\b': w->p[w->len++] = 'b'; break;
-        case '\f': w->p[w->len++] = 'f'; break;
-        case '\n': w->p[w->len++] = 'n'; break;
-        case '\r': w->p[w->len++] = 'r'; break;
-        case '\t': w->p[w->len++] = 't'; break;
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
         default:
-            w->p[w->len++] = 'u';
-            w->p[w->len++] = '0';
-            w->p[w->len++] = '0';
-            w->p[w->len++] = hex[c >> 4];
-            w->p[w->len++] = hex[c & 15];
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
             break;
         }
     }
-    w->p[w->len++] = '"';
+    *o++ = '"';
+    w->len = (size_t)(o - w->p);
 }
 
 static void w_int(wbuf_t *w, int64_t v)
@@ -2110,9 +2114,9 @@ static bool fast_result(fast_rd_t *r, fsa_codec_result_t *res)
     return x->status != FSA_RESULT_REJECTED && FAST_LIT(r, "}");
 }
 
-/* The whole answer; res NULL: only checks and counts into *n. */
-static bool fast_results(const char *body, size_t len, fsa_codec_result_t *res, size_t *n,
-                         int64_t *server_time)
+/* The whole answer, at most cap results into res (res NULL: only checks and counts into *n). */
+static bool fast_results(const char *body, size_t len, fsa_codec_result_t *res, size_t cap,
+                         size_t *n, int64_t *server_time)
 {
     fast_rd_t r = {body, body + len};
     *n = 0;
@@ -2121,7 +2125,7 @@ static bool fast_results(const char *body, size_t len, fsa_codec_result_t *res, 
         return false;
     if (!FAST_LIT(&r, "]")) {
         do {
-            if (*n >= ANSWER_MAX_RESULTS || !fast_result(&r, res != NULL ? &res[*n] : NULL))
+            if (*n >= cap || !fast_result(&r, res != NULL ? &res[*n] : NULL))
                 return false;
             (*n)++;
         } while (FAST_LIT(&r, ","));
@@ -2138,18 +2142,30 @@ static fast_t fast_decode_results(const char *body, size_t len, fsa_codec_result
 {
     size_t n = 0;
     int64_t t = 0;
-    if (body == NULL || len > FSA_LIMIT_BODY_BYTES_MAX || !fast_results(body, len, NULL, &n, &t))
+    if (body == NULL || len > FSA_LIMIT_BODY_BYTES_MAX)
         return FAST_NO;
+    /* One pass, into room for as many results as the body has '{' after its first: each result
+     * of the exact form opens one (reading the answer twice, to count and then to fill, was half
+     * of the decode). An answer with fewer results than that, or in another form, wastes the
+     * room, no more. */
+    size_t cap = 0;
+    for (const char *p = body, *end = body + len;
+         (p = memchr(p, '{', (size_t)(end - p))) != NULL && cap <= ANSWER_MAX_RESULTS; p++)
+        cap++;
+    cap = cap > 0 ? cap - 1 : 0;
     fsa_codec_result_t *res = NULL;
-    if (n > 0) {
-        res = fsa_calloc(n, sizeof *res);
+    if (cap > 0) {
+        res = fsa_calloc(cap, sizeof *res);
         if (res == NULL)
             return FAST_NOMEM;
-        size_t again = 0;
-        if (!fast_results(body, len, res, &again, &t) || again != n) {
-            fsa_free(res); /* not reached: the same text reads the same */
-            return FAST_NO;
-        }
+    }
+    if (!fast_results(body, len, res, cap, &n, &t)) {
+        fsa_free(res);
+        return FAST_NO;
+    }
+    if (n == 0) {
+        fsa_free(res);
+        res = NULL;
     }
     *out = res;
     *count = n;
