@@ -97,8 +97,8 @@ static fsa_status_t random_fill(unsigned char *p, size_t n)
 
 /*
  * Small requests (an op id's 16 bytes, once per record) are served from a per-thread buffer filled
- * by one getrandom for many of them: the system call was a fifth of a record's system calls. The
- * bytes are the kernel's CSPRNG output either way; each is handed out once and wiped from the
+ * by one getrandom for many of them (it was one of the ~8 system calls of a record).
+ * The bytes are the kernel's CSPRNG output either way; each is handed out once and wiped from the
  * buffer as it goes. A forked child must not hand out its parent's bytes again (two processes
  * would make the same op ids): the child side of pthread_atfork empties the buffer of the thread
  * that forked (the only thread a child has). If the handler cannot be registered, every request
