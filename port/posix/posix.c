@@ -105,10 +105,13 @@ static fsa_status_t random_fill(unsigned char *p, size_t n)
  * goes to getrandom as before.
  */
 enum { RANDOM_BUF_BYTES = 512, RANDOM_BUF_TAKE_MAX = 32 };
-static _Thread_local struct {
+typedef struct random_buf {
+    // cppcheck-suppress unusedStructMember ; used through the _Thread_local rnd, which it misses
     unsigned char b[RANDOM_BUF_BYTES];
+    // cppcheck-suppress unusedStructMember ; used through the _Thread_local rnd, which it misses
     size_t left; /* the unused bytes: b[0 .. left) */
-} rnd;
+} random_buf_t;
+static _Thread_local random_buf_t rnd;
 static fsa_once_t rnd_once = FSA_ONCE_INIT;
 static _Atomic int rnd_fork_safe;
 
