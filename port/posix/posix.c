@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,9 +78,10 @@ static void posix_sleep(void *ctx, int64_t ns)
     }
 }
 
-/* n bytes from getrandom (a CSPRNG, blocking only before the kernel's pool is first seeded). */
-static fsa_status_t random_fill(unsigned char *p, size_t n)
+static fsa_status_t posix_random(void *ctx, void *buf, size_t n)
 {
+    (void)ctx;
+    unsigned char *p = buf;
     while (n > 0) {
         ssize_t got = getrandom(p, n, 0);
         if (got < 0) {
@@ -92,60 +92,6 @@ static fsa_status_t random_fill(unsigned char *p, size_t n)
         p += got;
         n -= (size_t)got;
     }
-    return FSA_OK;
-}
-
-/*
- * Small requests (an op id's 16 bytes, once per record) are served from a per-thread buffer filled
- * by one getrandom for many of them (it was one of the ~8 system calls of a record).
- * The bytes are the kernel's CSPRNG output either way; each is handed out once and wiped from the
- * buffer as it goes. A forked child must not hand out its parent's bytes again (two processes
- * would make the same op ids): the child side of pthread_atfork empties the buffer of the thread
- * that forked (the only thread a child has). If the handler cannot be registered, every request
- * goes to getrandom as before.
- */
-enum { RANDOM_BUF_BYTES = 512, RANDOM_BUF_TAKE_MAX = 32 };
-typedef struct random_buf {
-    // cppcheck-suppress unusedStructMember ; used through the _Thread_local rnd, which it misses
-    unsigned char b[RANDOM_BUF_BYTES];
-    // cppcheck-suppress unusedStructMember ; used through the _Thread_local rnd, which it misses
-    size_t left; /* the unused bytes: b[0 .. left) */
-} random_buf_t;
-static _Thread_local random_buf_t rnd;
-static fsa_once_t rnd_once = FSA_ONCE_INIT;
-static _Atomic int rnd_fork_safe;
-
-static void random_forget(void)
-{
-    explicit_bzero(rnd.b, sizeof rnd.b);
-    rnd.left = 0;
-}
-
-static void random_register(void)
-{
-    if (pthread_atfork(NULL, NULL, random_forget) == 0)
-        rnd_fork_safe = 1;
-}
-
-static fsa_status_t posix_random(void *ctx, void *buf, size_t n)
-{
-    (void)ctx;
-    if (n > RANDOM_BUF_TAKE_MAX)
-        return random_fill(buf, n);
-    fsa_once(&rnd_once, random_register);
-    if (!rnd_fork_safe)
-        return random_fill(buf, n);
-    if (rnd.left < n) {
-        fsa_status_t st = random_fill(rnd.b, sizeof rnd.b);
-        if (st != FSA_OK) {
-            random_forget();
-            return st;
-        }
-        rnd.left = sizeof rnd.b;
-    }
-    rnd.left -= n;
-    memcpy(buf, rnd.b + rnd.left, n);
-    explicit_bzero(rnd.b + rnd.left, n);
     return FSA_OK;
 }
 

@@ -48,48 +48,6 @@ static void test_random__fills_and_differs(void **state)
     assert_memory_not_equal(a, b, sizeof a);
 }
 
-/* Small requests come from a per-thread buffer (one getrandom for many op ids): a thousand of
- * them are still all different, each the kernel's bytes. */
-static void test_random__small_requests_all_differ(void **state)
-{
-    (void)state;
-    enum { N = 1000 };
-    static unsigned char got[N][16];
-    for (int i = 0; i < N; i++)
-        assert_fsa_ok(P->random(P->ctx, got[i], sizeof got[i]));
-    for (int i = 0; i < N; i++)
-        for (int k = i + 1; k < N; k++)
-            assert_memory_not_equal(got[i], got[k], sizeof got[i]);
-}
-
-/* A forked child does not hand out the bytes its parent's buffer still holds: parent and child
- * would make the same op ids. */
-static void test_random__child_after_fork_gets_other_bytes(void **state)
-{
-    (void)state;
-    unsigned char first[16], mine[16], childs[16];
-    assert_fsa_ok(P->random(P->ctx, first, sizeof first)); /* the buffer now holds more */
-    int out[2];
-    assert_int_equal(pipe(out), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        unsigned char c[16];
-        if (P->random(P->ctx, c, sizeof c) != FSA_OK)
-            _exit(2);
-        _exit(write(out[1], c, sizeof c) == (ssize_t)sizeof c ? 0 : 3);
-    }
-    assert_fsa_ok(P->random(P->ctx, mine, sizeof mine));
-    assert_int_equal(read(out[0], childs, sizeof childs), (ssize_t)sizeof childs);
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    assert_memory_not_equal(mine, childs, sizeof mine);
-    assert_memory_not_equal(first, childs, sizeof first);
-    close(out[0]);
-    close(out[1]);
-}
-
 struct counter {
     fsa_mutex_t *mu;
     long value;
@@ -386,8 +344,6 @@ int main(void)
         cmocka_unit_test(test_wall_now__is_after_2025),
         cmocka_unit_test(test_sleep__waits_at_least_the_time),
         cmocka_unit_test(test_random__fills_and_differs),
-        cmocka_unit_test(test_random__small_requests_all_differ),
-        cmocka_unit_test(test_random__child_after_fork_gets_other_bytes),
         cmocka_unit_test(test_thread_create__sixteen_threads_share_a_mutex),
         cmocka_unit_test(test_cond_wait__deadline_times_out),
         cmocka_unit_test(test_cond_wait__woken_by_broadcast),
