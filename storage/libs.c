@@ -82,6 +82,10 @@ static void install(void)
     /* SQLITE_MISUSE when SQLite is already in use in this process (a test that opened a database
      * through another path first): it then keeps its own allocator, which is equally correct. */
     (void)sqlite3_config(SQLITE_CONFIG_MALLOC, &methods);
+    /* No statistics of SQLite's memory (nothing reads sqlite3_memory_used, and no soft heap
+     * limit is set): with them, each of SQLite's allocations and frees takes a global mutex,
+     * about 23 of each per recorded op, 5.3k of its 146k instructions. */
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
 void fsa_libs_use_allocator(void)

@@ -10,6 +10,7 @@
 
 #include "port/alloc.h"
 #include "storage/journal.h"
+#include "storage/libs.h"
 
 static double now_s(void)
 {
@@ -97,6 +98,10 @@ static double journal_record(const char *path, int from, int n, int sync_full)
  */
 int main(int argc, char **argv)
 {
+    /* As every program does first thing (storage/libs.h): SQLite takes its configuration only
+     * before its first use, and the bare loop below would otherwise be first, leaving the journal
+     * on SQLite's own allocator, unlike the agent. Both sides run under the same configuration. */
+    fsa_libs_use_allocator();
     int n = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 2000;
     if (n <= 0)
         n = 2000;
