@@ -169,11 +169,15 @@ typedef struct sq_store {
     int64_t chg_savepoint; /* last_chg when the group's savepoint began */
     sqlite3 *wdb;
     sqlite3_stmt *w[W__COUNT];
-    /* The nonce connection commits with synchronous=NORMAL: a nonce must be visible to every
-     * process at once (WAL gives that at commit), but need not cost an fsync per request; a power
-     * loss can forget the nonces of the last moments, never an op. It shares the writer's turn. */
-    sqlite3 *ndb;
+    /* The nonces are written by the writer's connection too, each check its own transaction
+     * committed with synchronous=NORMAL: a nonce must be visible to every process at once (WAL
+     * gives that at commit), but need not cost an fsync per request; a power loss can forget the
+     * nonces of the last moments, never an op. They had a connection of their own, but SQLite
+     * drops a connection's whole page cache when another one has committed to the database since
+     * its last transaction: every push's nonce made the writer read every page of the batch
+     * again (about 190 preads of a 500-op batch). */
     sqlite3_stmt *n[N__COUNT];
+    bool sync_normal; /* wdb is at synchronous=NORMAL (a nonce check); FULL again before a write */
     /* The writer is taken in arrival order (a ticket lock): a plain mutex lets the thread that
      * just committed take it again at once, which starves the others and stretches tail
      * latency when many devices push at the same time. */
@@ -336,7 +340,7 @@ static void sq_close(fsa_store_t *head)
         close_conn(store->readers[i].db, store->readers[i].st, R__COUNT);
     /* The writer closes last: when the last connection closes, SQLite checkpoints the WAL into
      * the database and removes it, which is the clean shutdown. */
-    close_conn(store->ndb, store->n, N__COUNT);
+    close_conn(NULL, store->n, N__COUNT);
     close_conn(store->wdb, store->w, W__COUNT);
     if (store->port != NULL) {
         store->port->mutex_free(store->port->ctx, store->wlock);
@@ -392,11 +396,7 @@ fsa_status_t fsa__store_sqlite_open(const fsa_port_t *port, const char *path, un
     if (st == FSA_OK)
         st = prepare_all(s->wdb, write_sql, s->w, W__COUNT, err, errlen);
     if (st == FSA_OK)
-        st = open_conn(path, &s->ndb, err, errlen);
-    if (st == FSA_OK)
-        st = exec_sql(s->ndb, "PRAGMA synchronous=NORMAL", err, errlen);
-    if (st == FSA_OK)
-        st = prepare_all(s->ndb, nonce_sql, s->n, N__COUNT, err, errlen);
+        st = prepare_all(s->wdb, nonce_sql, s->n, N__COUNT, err, errlen);
     if (st != FSA_OK)
         goto out;
     for (unsigned i = 0; i < readers; i++) {
@@ -635,12 +635,30 @@ static void writer_give(sq_store_t *s)
 
 /* ---- transactions ---- */
 
+/*
+ * The writer's connection back at synchronous=FULL after a nonce check, before anything else
+ * writes with it (under the writer's turn). PRAGMA synchronous acts when it is prepared, so it is
+ * run whole each time; if it fails, sync_normal stays set and the write is refused, never done
+ * without its fsync.
+ */
+static fsa_status_t sync_full(sq_store_t *s, char *err, size_t errlen)
+{
+    if (!s->sync_normal)
+        return FSA_OK;
+    fsa_status_t st = exec_sql(s->wdb, "PRAGMA synchronous=FULL", err, errlen);
+    if (st == FSA_OK)
+        s->sync_normal = false;
+    return st;
+}
+
 static fsa_status_t sq_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err, size_t errlen)
 {
     sq_store_t *s = (sq_store_t *)(void *)store;
     *tx = NULL;
     writer_take(s);
-    fsa_status_t st = exec_sql(s->wdb, "BEGIN IMMEDIATE", err, errlen);
+    fsa_status_t st = sync_full(s, err, errlen);
+    if (st == FSA_OK)
+        st = exec_sql(s->wdb, "BEGIN IMMEDIATE", err, errlen);
     if (st != FSA_OK) {
         writer_give(s);
         return st;
@@ -695,7 +713,10 @@ static fsa_status_t sq_nonce(fsa_store_t *head, const char *device, const char *
 {
     sq_store_t *store = (sq_store_t *)(void *)head;
     writer_take(store);
-    fsa_status_t st = exec_sql(store->ndb, "BEGIN IMMEDIATE", NULL, 0);
+    store->sync_normal = true; /* set first: a half-done switch is undone before any write */
+    fsa_status_t st = exec_sql(store->wdb, "PRAGMA synchronous=NORMAL", NULL, 0);
+    if (st == FSA_OK)
+        st = exec_sql(store->wdb, "BEGIN IMMEDIATE", NULL, 0);
     bool in_tx = st == FSA_OK;
     if (st == FSA_OK) {
         sqlite3_stmt *q = store->n[N_UPSERT];
@@ -708,7 +729,7 @@ static fsa_status_t sq_nonce(fsa_store_t *head, const char *device, const char *
         sqlite3_clear_bindings(q);
         st = rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
         if (st == FSA_OK)
-            *replay = sqlite3_changes(store->ndb) == 0;
+            *replay = sqlite3_changes(store->wdb) == 0;
     }
     if (st == FSA_OK) {
         sqlite3_stmt *q = store->n[N_SWEEP];
@@ -719,12 +740,14 @@ static fsa_status_t sq_nonce(fsa_store_t *head, const char *device, const char *
         st = rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
     }
     if (st == FSA_OK) {
-        int rc = sqlite3_exec(store->ndb, "COMMIT", NULL, NULL, NULL);
+        int rc = sqlite3_exec(store->wdb, "COMMIT", NULL, NULL, NULL);
         st = map_rc(rc);
         in_tx = rc != SQLITE_OK;
     }
     if (in_tx)
-        (void)sqlite3_exec(store->ndb, "ROLLBACK", NULL, NULL, NULL);
+        (void)sqlite3_exec(store->wdb, "ROLLBACK", NULL, NULL, NULL);
+    /* Back to FULL now when it can be (a failure here is retried by the next write). */
+    (void)sync_full(store, NULL, 0);
     writer_give(store);
     return st;
 }
@@ -735,7 +758,9 @@ static fsa_status_t sq_sweep_ops(fsa_store_t *head, int64_t before_ms, unsigned 
     sq_store_t *store = (sq_store_t *)(void *)head;
     writer_take(store);
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(store->wdb, W_SWEEP_OPS_SQL, -1, &q, NULL);
+    int rc = sync_full(store, NULL, 0) == FSA_OK
+                 ? sqlite3_prepare_v2(store->wdb, W_SWEEP_OPS_SQL, -1, &q, NULL)
+                 : SQLITE_NOMEM;
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(q, 1, before_ms);
         sqlite3_bind_int64(q, 2, max_rows);
@@ -782,7 +807,9 @@ static fsa_status_t mark_delivered(sq_store_t *s, const char *device, const fsa_
                                    const int64_t *chgs)
 {
     writer_take(s);
-    fsa_status_t st = exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0);
+    fsa_status_t st = sync_full(s, NULL, 0);
+    if (st == FSA_OK)
+        st = exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0);
     bool in_tx = st == FSA_OK;
     sqlite3_stmt *q = s->w[W_DELIVERED];
     for (size_t i = 0; i < out->count && st == FSA_OK; i++) {
