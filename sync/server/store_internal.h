@@ -104,10 +104,13 @@ typedef struct fsa__store_ops {
 
 #define FSA__STORE_OPS_VERSION 1
 
-/* The head of every backend's store. */
+/* The head of every backend's store. warm and warm_lock are store.c's (fsa_store_open makes
+ * them after the backend's opener; a backend leaves them zero). */
 struct fsa_store {
     const fsa__store_ops_t *ops;
     const fsa_port_t *port;
+    struct fsa__store_cache *warm; /* the last committed batch's entities (store.c); under lock */
+    fsa_mutex_t *warm_lock;
 };
 
 /* The backends' openers (store.c picks one by the location's form). On failure *out is NULL and

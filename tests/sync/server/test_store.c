@@ -311,6 +311,86 @@ static void test_fsa_store_apply__one_entity_many_ops_in_a_batch(void **state)
     assert_false(scoped_sees(f->store, "p3", "T1"));
 }
 
+/* One increment of T's level by `by` as its own batch at store s: its status and version. */
+static fsa_result_status_t bump(fsa_store_t *s, const char *op_id, const char *id, int64_t by,
+                                int64_t *version)
+{
+    fsa_codec_op_t op;
+    fsa_codec_result_t r;
+    op_make(&op, op_id, FSA_OP_INCREMENT, FSA_TYPE_TICKET, id, NULL, NULL);
+    snprintf(op.op.field, sizeof op.op.field, "level");
+    op.op.by = by;
+    assert_fsa_ok(fsa_store_apply(s, "d1", false, &op, 1, 1000, &r, NULL, 0));
+    fsa_result_status_t st = r.status;
+    *version = r.version;
+    ops_clear(&op, &r, 1);
+    return st;
+}
+
+static bool level_is(fsa_store_t *s, const char *id, const char *want)
+{
+    fsa_codec_change_t e;
+    assert_fsa_ok(fsa_store_get(s, FSA_TYPE_TICKET, id, &e));
+    bool ok = strstr(e.fields, want) != NULL;
+    if (!ok)
+        fprintf(stderr, "%s: %s, wanted %s\n", id, e.fields, want);
+    fsa_codec_change_clear(&e);
+    return ok;
+}
+
+/*
+ * The store keeps the parsed entities of its last committed batch for the next one. Such a parse
+ * must give way to what the database holds: a change made by another store on the file (another
+ * process), and a group of the store's own that was rolled back, are both seen by the next batch.
+ */
+static void test_fsa_store_apply__warm_parse_follows_the_database(void **state)
+{
+    fixture_t *f = *state;
+    fsa_store_t *other = NULL;
+    char err[256];
+    assert_fsa_ok(fsa_store_open(fsa_port_posix(), f->path, 1, &other, err, sizeof err));
+    fsa_codec_op_t ops[3];
+    fsa_codec_result_t res[3];
+    op_make(&ops[0], "w1", FSA_OP_CREATE, FSA_TYPE_TICKET, "W1", NULL, "{\"assignedto\":\"p1\"}");
+    op_make(&ops[1], "w2", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "W1", NULL, NULL);
+    snprintf(ops[1].op.field, sizeof ops[1].op.field, "level");
+    ops[1].op.by = 2;
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 2, 1000, res, NULL, 0));
+    assert_int_equal(res[1].status, FSA_RESULT_APPLIED);
+    ops_clear(ops, res, 2);
+    int64_t v = 0;
+    assert_int_equal(bump(f->store, "w3", "W1", 1, &v), FSA_RESULT_APPLIED); /* the warm parse */
+    assert_int_equal(v, 3);
+    assert_true(level_is(f->store, "W1", "\"level\":3"));
+    /* Another store on the file changes the row. */
+    assert_int_equal(bump(other, "w4", "W1", 10, &v), FSA_RESULT_APPLIED);
+    assert_int_equal(v, 4);
+    assert_int_equal(bump(f->store, "w5", "W1", 1, &v), FSA_RESULT_APPLIED);
+    assert_int_equal(v, 5);
+    assert_true(level_is(f->store, "W1", "\"level\":14"));
+    /* A group that fails after its increment: rolled back, the next batch does not see it. */
+    op_make(&ops[0], "w6", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "W1", NULL, NULL);
+    snprintf(ops[0].op.field, sizeof ops[0].op.field, "level");
+    ops[0].op.by = 1000;
+    op_make(&ops[1], "w7", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "W1", "g", NULL);
+    snprintf(ops[1].op.field, sizeof ops[1].op.field, "level");
+    ops[1].op.by = 100;
+    op_make(&ops[2], "w8", FSA_OP_SET, FSA_TYPE_TICKET, "W1", "g", "{\"priority\":\"HIGH\"}");
+    ops[2].op.base_version = 1; /* stale: the group fails */
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 3, 1000, res, NULL, 0));
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    assert_int_equal(res[1].status, FSA_RESULT_CONFLICT);
+    ops_clear(ops, res, 3);
+    assert_int_equal(bump(f->store, "w9", "W1", 1, &v), FSA_RESULT_APPLIED);
+    assert_int_equal(v, 7);
+    assert_true(level_is(f->store, "W1", "\"level\":1015"));
+    /* And the other store, whose own warm parse (level 13) is stale twice over. */
+    assert_int_equal(bump(other, "w10", "W1", 1, &v), FSA_RESULT_APPLIED);
+    assert_int_equal(v, 8);
+    assert_true(level_is(other, "W1", "\"level\":1016"));
+    fsa_store_close(other);
+}
+
 /*
  * A batch whose held entities pass the store's 8 MiB budget: 100 tickets of ~4 KB each, held
  * parsed (their trees count at 40 bytes per byte of text: ~16 MB), then four increments of each.
@@ -580,6 +660,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__versions_and_duplicates, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__group_rolls_back_with_repeated_op_id,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__warm_parse_follows_the_database,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__one_entity_many_ops_in_a_batch, setup,
                                         teardown),
