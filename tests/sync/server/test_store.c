@@ -311,6 +311,46 @@ static void test_fsa_store_apply__one_entity_many_ops_in_a_batch(void **state)
     assert_false(scoped_sees(f->store, "p3", "T1"));
 }
 
+/*
+ * The op log of a batch goes to the database 100 rows per statement (the rows wait in the store
+ * until then). 250 creates with two op ids repeated: one whose first row still waits (op 150
+ * repeats op 120), one whose row went with the first 100 (op 240 repeats op 10): both are
+ * duplicates of their first. Every outcome is in the log afterwards: the same batch again answers
+ * each op as a duplicate with its version.
+ */
+static void test_fsa_store_apply__op_log_in_statements_of_100(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 250 };
+    fsa_codec_op_t *ops = fsa_calloc(N, sizeof *ops);
+    fsa_codec_result_t *res = fsa_calloc(N, sizeof *res);
+    assert_non_null(ops);
+    assert_non_null(res);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            char op_id[16], id[16];
+            int k = i == 150 ? 120 : i == 240 ? 10 : i;
+            snprintf(op_id, sizeof op_id, "L%d", k);
+            snprintf(id, sizeof id, "LT%d", k);
+            op_make(&ops[i], op_id, FSA_OP_CREATE, FSA_TYPE_TICKET, id, NULL, NULL);
+        }
+        assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, N, 1000, res, NULL, 0));
+        for (int i = 0; i < N; i++) {
+            bool dup = pass == 1 || i == 150 || i == 240;
+            if (res[i].status != (dup ? FSA_RESULT_DUPLICATE : FSA_RESULT_APPLIED) ||
+                res[i].version != 1)
+                fail_msg("pass %d op %d: status %d version %lld", pass, i, (int)res[i].status,
+                         (long long)res[i].version);
+            if (dup)
+                assert_int_equal(res[i].original, FSA_RESULT_APPLIED);
+        }
+        ops_clear(ops, res, N);
+    }
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM ops WHERE op_id LIKE 'L%'"), N - 2);
+    fsa_free(ops);
+    fsa_free(res);
+}
+
 /* One increment of T's level by `by` as its own batch at store s: its status and version. */
 static fsa_result_status_t bump(fsa_store_t *s, const char *op_id, const char *id, int64_t by,
                                 int64_t *version)
@@ -661,6 +701,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__group_rolls_back_with_repeated_op_id,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__op_log_in_statements_of_100, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__warm_parse_follows_the_database,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__one_entity_many_ops_in_a_batch, setup,
