@@ -117,6 +117,9 @@ struct fsa_store {
  * err names the problem. */
 fsa_status_t fsa__store_sqlite_open(const fsa_port_t *port, const char *path, unsigned readers,
                                     fsa_store_t **out, char *err, size_t errlen);
+/* For tests: the writer connection's PRAGMA synchronous (2: FULL, 1: NORMAL) between
+ * transactions, -1 when head is not SQLite's store. */
+int fsa__store_sqlite_sync_level(fsa_store_t *head);
 /* Defined when the server is built with libpq (FSA_HAVE_LIBPQ). */
 fsa_status_t fsa__store_pg_open(const fsa_port_t *port, const char *uri, unsigned conns,
                                 fsa_store_t **out, char *err, size_t errlen);

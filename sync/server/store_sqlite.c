@@ -891,6 +891,17 @@ static fsa_status_t sq_nonce(fsa_store_t *head, const char *device, const char *
     return st;
 }
 
+int fsa__store_sqlite_sync_level(fsa_store_t *head)
+{
+    sq_store_t *store = (sq_store_t *)(void *)head;
+    if (store == NULL || head->ops != &sq_ops)
+        return -1;
+    writer_take(store);
+    int64_t v = query_int(store->wdb, "PRAGMA synchronous", -1);
+    writer_give(store);
+    return (int)v;
+}
+
 static fsa_status_t sq_sweep_ops(fsa_store_t *head, int64_t before_ms, unsigned max_rows,
                                  int64_t *deleted)
 {

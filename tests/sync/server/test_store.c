@@ -10,6 +10,7 @@
 
 #include "port/alloc.h"
 #include "sync/server/store.h"
+#include "sync/server/store_internal.h"
 #include "tests/test_util.h"
 
 typedef struct fixture {
@@ -545,6 +546,16 @@ static void test_fsa_store_nonce__replay_expiry_and_cleanup(void **state)
     }
     assert_int_equal(count_rows(f->path, "SELECT count(*) FROM nonces WHERE expires < 20000"), 0);
     assert_int_equal(count_rows(f->path, "SELECT count(*) FROM nonces"), 7);
+    /* The checks write with the writer's connection at synchronous=NORMAL, and leave it at FULL
+     * (2) for the ops: an apply after a check commits with its fsync. */
+    assert_int_equal(fsa__store_sqlite_sync_level(f->store), 2);
+    fsa_codec_op_t op;
+    fsa_codec_result_t r;
+    op_make(&op, "s1", FSA_OP_CREATE, FSA_TYPE_TICKET, "S1", NULL, NULL);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, &op, 1, 1000, &r, NULL, 0));
+    assert_int_equal(r.status, FSA_RESULT_APPLIED);
+    ops_clear(&op, &r, 1);
+    assert_int_equal(fsa__store_sqlite_sync_level(f->store), 2);
     assert_int_equal(fsa_store_nonce(NULL, "d1", nonce, 1, 1, &replay), FSA_EINVAL);
 }
 
