@@ -48,6 +48,15 @@ fsa_status_t fsa_signer_sha256_hex(const void *data, size_t len,
                                    char out[FSA_SIGNER_HEX_BYTES]) FSA_MUST_CHECK;
 
 /*
+ * For tests: SHA-256 of data[0..len) into digest. accel false: mbedTLS's; true: the x86 SHA-NI
+ * code, or FSA_EUNSUPPORTED when the CPU or the build has none. fsa_signer_sha256_hex() and the
+ * signatures use the SHA-NI code exactly when fsa__signer_sha256_accel() says it is there.
+ */
+bool fsa__signer_sha256_accel(void);
+fsa_status_t fsa__signer_sha256(const void *data, size_t len, bool accel,
+                                unsigned char digest[32]) FSA_MUST_CHECK;
+
+/*
  * Computes X-Signature for one request into out (64 hex chars + NUL).
  *   method:          "GET", "POST"
  *   path_and_query:  the request target exactly as sent ("/v1/devices/d1/changes?since=x&limit=5")

@@ -36,16 +36,28 @@ fsa_status_t fsa_store_open(const fsa_port_t *port, const char *location, unsign
         snprintf(err, errlen, "invalid arguments");
         return FSA_EINVAL;
     }
+    fsa_status_t st;
     if (is_pg_uri(location)) {
 #ifdef FSA_HAVE_LIBPQ
-        return fsa__store_pg_open(port, location, conns, out, err, errlen);
+        st = fsa__store_pg_open(port, location, conns, out, err, errlen);
 #else
         snprintf(err, errlen, "this fieldsync-server was built without PostgreSQL (libpq)");
         return FSA_EUNSUPPORTED;
 #endif
+    } else {
+        st = fsa__store_sqlite_open(port, location, conns, out, err, errlen);
     }
-    return fsa__store_sqlite_open(port, location, conns, out, err, errlen);
+    if (st == FSA_OK && port->mutex_new(port->ctx, &(*out)->warm_lock) != FSA_OK) {
+        (*out)->warm_lock = NULL;
+        fsa_store_close(*out);
+        *out = NULL;
+        snprintf(err, errlen, "cannot create a mutex");
+        st = FSA_ENOMEM;
+    }
+    return st;
 }
+
+static void cache_drop(struct fsa__store_cache *c);
 
 const char *fsa_store_backend(const fsa_store_t *store)
 {
@@ -54,8 +66,14 @@ const char *fsa_store_backend(const fsa_store_t *store)
 
 void fsa_store_close(fsa_store_t *store)
 {
-    if (store != NULL)
-        store->ops->close(store);
+    if (store == NULL)
+        return;
+    cache_drop(store->warm);
+    store->warm = NULL;
+    if (store->warm_lock != NULL)
+        store->port->mutex_free(store->port->ctx, store->warm_lock);
+    store->warm_lock = NULL;
+    store->ops->close(store);
 }
 
 bool fsa__store_page_fits(size_t *bytes, size_t count, size_t fields_len)
@@ -229,7 +247,8 @@ struct fsa__store_cache {
     size_t nslots;
     size_t bytes;
     uint64_t wseq;
-    bool through; /* inside a group: straight to the database */
+    bool through;                  /* inside a group: straight to the database */
+    struct fsa__store_cache *prev; /* the store's warm entities, taken for this batch (or NULL) */
 };
 
 static uint32_t cent_hash(const char *type, const char *id)
@@ -263,6 +282,13 @@ static void cache_free(struct fsa__store_cache *c)
     fsa_free(c->e);
     fsa_free(c->slot);
     memset(c, 0, sizeof *c);
+}
+
+/* cache_free of a cache on the heap, and the cache itself. NULL is accepted. */
+static void cache_drop(struct fsa__store_cache *c)
+{
+    cache_free(c);
+    fsa_free(c);
 }
 
 static cent_t *cache_find(const struct fsa__store_cache *c, const char *type, const char *id)
@@ -402,6 +428,58 @@ static char *dup_text(const char *s)
     return d;
 }
 
+/*
+ * Entities kept parsed from one batch to the next. A device's batches often name the entities its
+ * last batch did (a drain's increments on one ticket, a round's merges into the same jobneeds),
+ * and parsing an entity's stored fields was the largest part of the model's work (a jobneed of
+ * bench_server: 29,000 instructions). So the entities a committed batch held stay with the store
+ * (one batch's worth, within the same byte budget), and an entity the next batch loads from the
+ * database takes its parse from there. It is only a parse: the model uses it when the fields just
+ * loaded are byte for byte the text it is the parse of (fsa_model_entity_apply), so a row that
+ * another process or a rolled-back batch changed meanwhile is parsed anew. The warm entities are
+ * taken whole by one batch at a time (under warm_lock); a batch that finds them taken parses.
+ */
+static struct fsa__store_cache *warm_take(fsa_store_t *store)
+{
+    if (store->warm_lock == NULL)
+        return NULL;
+    store->port->mutex_lock(store->port->ctx, store->warm_lock);
+    struct fsa__store_cache *w = store->warm;
+    store->warm = NULL;
+    store->port->mutex_unlock(store->port->ctx, store->warm_lock);
+    return w;
+}
+
+/* After a commit: c's entities become the store's warm ones (c is emptied); prev is freed. */
+static void warm_give(fsa_store_t *store, struct fsa__store_cache *c)
+{
+    struct fsa__store_cache *prev = c->prev;
+    c->prev = NULL;
+    struct fsa__store_cache *w = NULL;
+    if (store->warm_lock != NULL && c->n > 0 && c->bytes <= CACHE_MAX_BYTES &&
+        (w = fsa_malloc(sizeof *w)) != NULL) {
+        *w = *c;
+        w->through = false;
+        memset(c, 0, sizeof *c);
+        store->port->mutex_lock(store->port->ctx, store->warm_lock);
+        struct fsa__store_cache *old = store->warm;
+        store->warm = w; /* the newest batch's entities are the likelier to be named again */
+        store->port->mutex_unlock(store->port->ctx, store->warm_lock);
+        cache_drop(old);
+    }
+    cache_drop(prev);
+}
+
+/* A newly loaded entry takes the parse its entity had in the warm entities, if any. */
+static void warm_adopt(struct fsa__store_cache *c, cent_t *e)
+{
+    cent_t *w = c->prev != NULL ? cache_find(c->prev, e->type, e->id) : NULL;
+    if (w == NULL || w->model == NULL || e->fields == NULL)
+        return;
+    e->model = w->model;
+    w->model = NULL;
+}
+
 /* load_entity through the transaction's entities (same contract; keys may be NULL). */
 static fsa_status_t ent_load(fsa__store_tx_t *tx, const char *type, const char *id,
                              int64_t *version, char **fields, char *owner, fsa_model_keys_t *keys)
@@ -435,6 +513,7 @@ static fsa_status_t ent_load(fsa__store_tx_t *tx, const char *type, const char *
         memcpy(e->owner, own, sizeof own);
         e->keys = k;
         e->keys_known = true;
+        warm_adopt(c, e);
         cent_charge(c, e);
     }
     *version = e->fields != NULL ? e->version : 0;
@@ -961,6 +1040,7 @@ fsa_status_t fsa_store_apply_scoped(fsa_store_t *store, const char *device, bool
     }
     struct fsa__store_cache cache;
     memset(&cache, 0, sizeof cache);
+    cache.prev = warm_take(store);
     fsa_status_t st = FSA_EBUSY;
     for (int attempt = 0; attempt < APPLY_TRIES && st == FSA_EBUSY; attempt++) {
         if (attempt > 0)
@@ -968,6 +1048,12 @@ fsa_status_t fsa_store_apply_scoped(fsa_store_t *store, const char *device, bool
         err[0] = '\0';
         st = apply_once(store, device, by_server, scope, ops, n, now_ms, results, done, &cache, err,
                         errlen);
+    }
+    if (st == FSA_OK) {
+        warm_give(store, &cache);
+    } else {
+        cache_drop(cache.prev);
+        cache.prev = NULL;
     }
     cache_free(&cache);
     fsa_free(done);

@@ -104,16 +104,22 @@ typedef struct fsa__store_ops {
 
 #define FSA__STORE_OPS_VERSION 1
 
-/* The head of every backend's store. */
+/* The head of every backend's store. warm and warm_lock are store.c's (fsa_store_open makes
+ * them after the backend's opener; a backend leaves them zero). */
 struct fsa_store {
     const fsa__store_ops_t *ops;
     const fsa_port_t *port;
+    struct fsa__store_cache *warm; /* the last committed batch's entities (store.c); under lock */
+    fsa_mutex_t *warm_lock;
 };
 
 /* The backends' openers (store.c picks one by the location's form). On failure *out is NULL and
  * err names the problem. */
 fsa_status_t fsa__store_sqlite_open(const fsa_port_t *port, const char *path, unsigned readers,
                                     fsa_store_t **out, char *err, size_t errlen);
+/* For tests: the writer connection's PRAGMA synchronous (2: FULL, 1: NORMAL) between
+ * transactions, -1 when head is not SQLite's store. */
+int fsa__store_sqlite_sync_level(fsa_store_t *head);
 /* Defined when the server is built with libpq (FSA_HAVE_LIBPQ). */
 fsa_status_t fsa__store_pg_open(const fsa_port_t *port, const char *uri, unsigned conns,
                                 fsa_store_t **out, char *err, size_t errlen);

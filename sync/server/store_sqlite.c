@@ -162,6 +162,31 @@ typedef struct reader {
     bool busy;
 } reader_t;
 
+/*
+ * The op log of a batch is inserted LOG_ROWS rows per statement rather than one: each statement
+ * has its own cost (about 3.5 k instructions of 14 k per row inserted alone: the statement's
+ * start and end, its cursors, ten binds). The rows wait here and go before anything reads the op
+ * log (a claim or a find: one whose op id waits is flushed first, so a repeated op id in a batch
+ * is found as before), before a group's savepoint is begun, released or rolled back to (a rolled
+ * back group's rows go with it), and before the commit; an aborted transaction forgets them.
+ */
+#define LOG_ROWS 100
+#define LOG_COLS 10
+
+typedef struct logrow {
+    uint64_t key; /* the op id's first 8 bytes: a quick inequality test */
+    char op_id[FSA_OP_ID_BYTES];
+    char device[FSA_ID_BYTES];
+    int64_t seq;
+    const char *type; /* a static name */
+    char id[FSA_ID_BYTES];
+    int status;
+    int64_t version;
+    char code[FSA_CODEC_CODE_BYTES];
+    char message[FSA_CODEC_MESSAGE_BYTES];
+    int64_t received;
+} logrow_t;
+
 typedef struct sq_store {
     fsa_store_t head; /* ops and port */
     const fsa_port_t *port;
@@ -169,11 +194,18 @@ typedef struct sq_store {
     int64_t chg_savepoint; /* last_chg when the group's savepoint began */
     sqlite3 *wdb;
     sqlite3_stmt *w[W__COUNT];
-    /* The nonce connection commits with synchronous=NORMAL: a nonce must be visible to every
-     * process at once (WAL gives that at commit), but need not cost an fsync per request; a power
-     * loss can forget the nonces of the last moments, never an op. It shares the writer's turn. */
-    sqlite3 *ndb;
+    /* The nonces are written by the writer's connection too, each check its own transaction
+     * committed with synchronous=NORMAL: a nonce must be visible to every process at once (WAL
+     * gives that at commit), but need not cost an fsync per request; a power loss can forget the
+     * nonces of the last moments, never an op. They had a connection of their own, but SQLite
+     * drops a connection's whole page cache when another one has committed to the database since
+     * its last transaction: every push's nonce made the writer read every page of the batch
+     * again (about 190 preads of a 500-op batch). */
     sqlite3_stmt *n[N__COUNT];
+    sqlite3_stmt *log_many;  /* W_INS_OP for LOG_ROWS rows at once (log_flush) */
+    logrow_t logs[LOG_ROWS]; /* outcomes logged, not yet inserted */
+    size_t nlogs;
+    bool sync_normal; /* wdb is at synchronous=NORMAL (a nonce check); FULL again before a write */
     /* The writer is taken in arrival order (a ticket lock): a plain mutex lets the thread that
      * just committed take it again at once, which starves the others and stretches tail
      * latency when many devices push at the same time. */
@@ -318,6 +350,29 @@ static fsa_status_t prepare_all(sqlite3 *db, const char *const *sql, sqlite3_stm
     return FSA_OK;
 }
 
+/* W_INS_OP's statement with LOG_ROWS rows of values. */
+static fsa_status_t prepare_log_many(sq_store_t *s, char *err, size_t errlen)
+{
+    static const char head[] = "INSERT OR IGNORE INTO ops(op_id, device, seq, type, id, status,"
+                               " version, code, message, received) VALUES";
+    char sql[sizeof head + LOG_ROWS * (LOG_COLS * 2 + 3)];
+    size_t n = sizeof head - 1;
+    memcpy(sql, head, n);
+    for (int r = 0; r < LOG_ROWS; r++) {
+        sql[n++] = r > 0 ? ',' : ' ';
+        sql[n++] = '(';
+        for (int c = 0; c < LOG_COLS; c++) {
+            sql[n++] = '?';
+            if (c + 1 < LOG_COLS)
+                sql[n++] = ',';
+        }
+        sql[n++] = ')';
+    }
+    sql[n] = '\0';
+    const char *one[] = {sql};
+    return prepare_all(s->wdb, one, &s->log_many, 1, err, errlen);
+}
+
 static void close_conn(sqlite3 *db, sqlite3_stmt **st, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -336,7 +391,8 @@ static void sq_close(fsa_store_t *head)
         close_conn(store->readers[i].db, store->readers[i].st, R__COUNT);
     /* The writer closes last: when the last connection closes, SQLite checkpoints the WAL into
      * the database and removes it, which is the clean shutdown. */
-    close_conn(store->ndb, store->n, N__COUNT);
+    close_conn(NULL, store->n, N__COUNT);
+    close_conn(NULL, &store->log_many, 1);
     close_conn(store->wdb, store->w, W__COUNT);
     if (store->port != NULL) {
         store->port->mutex_free(store->port->ctx, store->wlock);
@@ -351,6 +407,11 @@ fsa_status_t fsa__store_sqlite_open(const fsa_port_t *port, const char *path, un
                                     fsa_store_t **out, char *err, size_t errlen)
 {
     *out = NULL;
+    /* No memory statistics: SQLite keeps them under a global mutex taken whenever it allocates
+     * or releases memory (with their bookkeeping, 4% of the server's instructions on a push). It
+     * can be set only before SQLite is initialised (the first open); a later call is refused and
+     * changes nothing. */
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     if (readers > STORE_READERS_MAX) {
         snprintf(err, errlen, "invalid arguments");
         return FSA_EINVAL;
@@ -392,11 +453,9 @@ fsa_status_t fsa__store_sqlite_open(const fsa_port_t *port, const char *path, un
     if (st == FSA_OK)
         st = prepare_all(s->wdb, write_sql, s->w, W__COUNT, err, errlen);
     if (st == FSA_OK)
-        st = open_conn(path, &s->ndb, err, errlen);
+        st = prepare_all(s->wdb, nonce_sql, s->n, N__COUNT, err, errlen);
     if (st == FSA_OK)
-        st = exec_sql(s->ndb, "PRAGMA synchronous=NORMAL", err, errlen);
-    if (st == FSA_OK)
-        st = prepare_all(s->ndb, nonce_sql, s->n, N__COUNT, err, errlen);
+        st = prepare_log_many(s, err, errlen);
     if (st != FSA_OK)
         goto out;
     for (unsigned i = 0; i < readers; i++) {
@@ -484,10 +543,69 @@ static fsa_status_t sq_load_entity(fsa__store_tx_t *tx, const char *type, const 
     return st;
 }
 
+static uint64_t log_key(const char *op_id)
+{
+    uint64_t k = 0;
+    for (unsigned i = 0; i < 8 && op_id[i] != '\0'; i++)
+        k |= (uint64_t)(unsigned char)op_id[i] << (8 * i);
+    return k;
+}
+
+/* Binds row r's ten values from parameter base + 1 on. */
+static void log_bind(sqlite3_stmt *q, int base, const logrow_t *r)
+{
+    fsa__db_bind_text(q, base + 1, r->op_id);
+    fsa__db_bind_text(q, base + 2, r->device);
+    sqlite3_bind_int64(q, base + 3, r->seq);
+    fsa__db_bind_text(q, base + 4, r->type);
+    fsa__db_bind_text(q, base + 5, r->id);
+    sqlite3_bind_int(q, base + 6, r->status);
+    sqlite3_bind_int64(q, base + 7, r->version);
+    fsa__db_bind_text(q, base + 8, r->code);
+    fsa__db_bind_text(q, base + 9, r->message);
+    sqlite3_bind_int64(q, base + 10, r->received);
+}
+
+/* Inserts the rows that wait: LOG_ROWS at once, fewer one by one. */
+static fsa_status_t log_flush(sq_store_t *s)
+{
+    fsa_status_t st = FSA_OK;
+    size_t n = s->nlogs;
+    s->nlogs = 0;
+    if (n == LOG_ROWS) {
+        sqlite3_stmt *q = s->log_many;
+        for (size_t i = 0; i < n; i++)
+            log_bind(q, (int)i * LOG_COLS, &s->logs[i]);
+        int rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        sqlite3_clear_bindings(q);
+        return rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+    }
+    sqlite3_stmt *q = s->w[W_INS_OP];
+    for (size_t i = 0; i < n && st == FSA_OK; i++) {
+        log_bind(q, 0, &s->logs[i]);
+        int rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        sqlite3_clear_bindings(q);
+        st = rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+    }
+    return st;
+}
+
 static fsa_status_t sq_find_op(fsa__store_tx_t *tx, const char *op_id, fsa__store_logged_t *out)
 {
-    sqlite3_stmt *q = SQ(tx)->w[W_SEL_OP];
+    sq_store_t *s = SQ(tx);
+    sqlite3_stmt *q = s->w[W_SEL_OP];
     memset(out, 0, sizeof *out);
+    uint64_t key = log_key(op_id);
+    for (size_t i = 0; i < s->nlogs; i++) {
+        if (s->logs[i].key == key && strcmp(s->logs[i].op_id, op_id) == 0) {
+            fsa_status_t st = log_flush(s);
+            if (st != FSA_OK)
+                return st;
+            break;
+        }
+    }
     fsa__db_bind_text(q, 1, op_id);
     int rc = sqlite3_step(q);
     fsa_status_t st = FSA_OK;
@@ -518,24 +636,35 @@ static fsa_status_t sq_claim_op(fsa__store_tx_t *tx, const char *device, const f
     return sq_find_op(tx, op->op_id, out);
 }
 
+/* Copies src (NUL-terminated) into dst[cap]; false when it does not fit. */
+static bool copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        return false;
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
 static fsa_status_t sq_log_op(fsa__store_tx_t *tx, const char *device, const fsa_op_t *op,
                               const fsa_codec_result_t *r, int64_t now_ms)
 {
-    sqlite3_stmt *q = SQ(tx)->w[W_INS_OP];
-    fsa__db_bind_text(q, 1, op->op_id);
-    fsa__db_bind_text(q, 2, device);
-    sqlite3_bind_int64(q, 3, op->seq);
-    fsa__db_bind_text(q, 4, (unsigned)op->type < FSA__TYPE_COUNT ? fsa_type_name(op->type) : "?");
-    fsa__db_bind_text(q, 5, op->id);
-    sqlite3_bind_int(q, 6, (int)r->status);
-    sqlite3_bind_int64(q, 7, r->version);
-    fsa__db_bind_text(q, 8, r->code);
-    fsa__db_bind_text(q, 9, r->message);
-    sqlite3_bind_int64(q, 10, now_ms);
-    int rc = sqlite3_step(q);
-    sqlite3_reset(q);
-    sqlite3_clear_bindings(q);
-    return rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+    sq_store_t *s = SQ(tx);
+    logrow_t *row = &s->logs[s->nlogs];
+    row->key = log_key(op->op_id);
+    row->seq = op->seq;
+    row->type = (unsigned)op->type < FSA__TYPE_COUNT ? fsa_type_name(op->type) : "?";
+    row->status = (int)r->status;
+    row->version = r->version;
+    row->received = now_ms;
+    if (!copy_str(row->op_id, sizeof row->op_id, op->op_id) ||
+        !copy_str(row->device, sizeof row->device, device) ||
+        !copy_str(row->id, sizeof row->id, op->id) ||
+        !copy_str(row->code, sizeof row->code, r->code) ||
+        !copy_str(row->message, sizeof row->message, r->message))
+        return FSA_EINVAL; /* never: each is the size of what it comes from */
+    s->nlogs++;
+    return s->nlogs == LOG_ROWS ? log_flush(s) : FSA_OK;
 }
 
 static void bind_key(sqlite3_stmt *q, int i, const char *v)
@@ -635,12 +764,30 @@ static void writer_give(sq_store_t *s)
 
 /* ---- transactions ---- */
 
+/*
+ * The writer's connection back at synchronous=FULL after a nonce check, before anything else
+ * writes with it (under the writer's turn). PRAGMA synchronous acts when it is prepared, so it is
+ * run whole each time; if it fails, sync_normal stays set and the write is refused, never done
+ * without its fsync.
+ */
+static fsa_status_t sync_full(sq_store_t *s, char *err, size_t errlen)
+{
+    if (!s->sync_normal)
+        return FSA_OK;
+    fsa_status_t st = exec_sql(s->wdb, "PRAGMA synchronous=FULL", err, errlen);
+    if (st == FSA_OK)
+        s->sync_normal = false;
+    return st;
+}
+
 static fsa_status_t sq_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err, size_t errlen)
 {
     sq_store_t *s = (sq_store_t *)(void *)store;
     *tx = NULL;
     writer_take(s);
-    fsa_status_t st = exec_sql(s->wdb, "BEGIN IMMEDIATE", err, errlen);
+    fsa_status_t st = sync_full(s, err, errlen);
+    if (st == FSA_OK)
+        st = exec_sql(s->wdb, "BEGIN IMMEDIATE", err, errlen);
     if (st != FSA_OK) {
         writer_give(s);
         return st;
@@ -656,8 +803,14 @@ static fsa_status_t sq_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err
 static fsa_status_t sq_commit(fsa__store_tx_t *tx, char *err, size_t errlen)
 {
     sq_store_t *s = SQ(tx);
+    fsa_status_t st = log_flush(s);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "logging the batch's outcomes failed: %s", fsa_status_str(st));
+        (void)sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+        writer_give(s);
+        return st;
+    }
     int rc = sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL);
-    fsa_status_t st = FSA_OK;
     if (rc != SQLITE_OK) {
         st = db_fail(s->wdb, rc, "commit failed", err, errlen);
         (void)sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
@@ -669,6 +822,7 @@ static fsa_status_t sq_commit(fsa__store_tx_t *tx, char *err, size_t errlen)
 static void sq_abort(fsa__store_tx_t *tx)
 {
     sq_store_t *s = SQ(tx);
+    s->nlogs = 0;
     (void)sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
     writer_give(s);
 }
@@ -676,6 +830,9 @@ static void sq_abort(fsa__store_tx_t *tx)
 static fsa_status_t sq_savepoint(fsa__store_tx_t *tx, fsa__store_savepoint_t what)
 {
     sq_store_t *s = SQ(tx);
+    fsa_status_t lst = log_flush(s);
+    if (lst != FSA_OK)
+        return lst;
     if (what == FSA__SP_BEGIN) {
         s->chg_savepoint = s->last_chg;
         return exec_sql(s->wdb, "SAVEPOINT grp", NULL, 0);
@@ -695,7 +852,10 @@ static fsa_status_t sq_nonce(fsa_store_t *head, const char *device, const char *
 {
     sq_store_t *store = (sq_store_t *)(void *)head;
     writer_take(store);
-    fsa_status_t st = exec_sql(store->ndb, "BEGIN IMMEDIATE", NULL, 0);
+    store->sync_normal = true; /* set first: a half-done switch is undone before any write */
+    fsa_status_t st = exec_sql(store->wdb, "PRAGMA synchronous=NORMAL", NULL, 0);
+    if (st == FSA_OK)
+        st = exec_sql(store->wdb, "BEGIN IMMEDIATE", NULL, 0);
     bool in_tx = st == FSA_OK;
     if (st == FSA_OK) {
         sqlite3_stmt *q = store->n[N_UPSERT];
@@ -708,7 +868,7 @@ static fsa_status_t sq_nonce(fsa_store_t *head, const char *device, const char *
         sqlite3_clear_bindings(q);
         st = rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
         if (st == FSA_OK)
-            *replay = sqlite3_changes(store->ndb) == 0;
+            *replay = sqlite3_changes(store->wdb) == 0;
     }
     if (st == FSA_OK) {
         sqlite3_stmt *q = store->n[N_SWEEP];
@@ -719,14 +879,27 @@ static fsa_status_t sq_nonce(fsa_store_t *head, const char *device, const char *
         st = rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
     }
     if (st == FSA_OK) {
-        int rc = sqlite3_exec(store->ndb, "COMMIT", NULL, NULL, NULL);
+        int rc = sqlite3_exec(store->wdb, "COMMIT", NULL, NULL, NULL);
         st = map_rc(rc);
         in_tx = rc != SQLITE_OK;
     }
     if (in_tx)
-        (void)sqlite3_exec(store->ndb, "ROLLBACK", NULL, NULL, NULL);
+        (void)sqlite3_exec(store->wdb, "ROLLBACK", NULL, NULL, NULL);
+    /* Back to FULL now when it can be (a failure here is retried by the next write). */
+    (void)sync_full(store, NULL, 0);
     writer_give(store);
     return st;
+}
+
+int fsa__store_sqlite_sync_level(fsa_store_t *head)
+{
+    sq_store_t *store = (sq_store_t *)(void *)head;
+    if (store == NULL || head->ops != &sq_ops)
+        return -1;
+    writer_take(store);
+    int64_t v = query_int(store->wdb, "PRAGMA synchronous", -1);
+    writer_give(store);
+    return (int)v;
 }
 
 static fsa_status_t sq_sweep_ops(fsa_store_t *head, int64_t before_ms, unsigned max_rows,
@@ -735,7 +908,9 @@ static fsa_status_t sq_sweep_ops(fsa_store_t *head, int64_t before_ms, unsigned 
     sq_store_t *store = (sq_store_t *)(void *)head;
     writer_take(store);
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(store->wdb, W_SWEEP_OPS_SQL, -1, &q, NULL);
+    int rc = sync_full(store, NULL, 0) == FSA_OK
+                 ? sqlite3_prepare_v2(store->wdb, W_SWEEP_OPS_SQL, -1, &q, NULL)
+                 : SQLITE_NOMEM;
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(q, 1, before_ms);
         sqlite3_bind_int64(q, 2, max_rows);
@@ -782,7 +957,9 @@ static fsa_status_t mark_delivered(sq_store_t *s, const char *device, const fsa_
                                    const int64_t *chgs)
 {
     writer_take(s);
-    fsa_status_t st = exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0);
+    fsa_status_t st = sync_full(s, NULL, 0);
+    if (st == FSA_OK)
+        st = exec_sql(s->wdb, "BEGIN IMMEDIATE", NULL, 0);
     bool in_tx = st == FSA_OK;
     sqlite3_stmt *q = s->w[W_DELIVERED];
     for (size_t i = 0; i < out->count && st == FSA_OK; i++) {

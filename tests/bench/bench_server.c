@@ -19,7 +19,8 @@
 /*
  * 1. Apply throughput: BATCHES pushes of 500 mixed ops each (create, increment, append, set on new
  *    tickets; merge on seeded jobneeds), one device, through HTTP, signed, every op applied. The
- *    baseline (bench_sqlite) records the same ops with bare SQLite batched inserts.
+ *    baseline (base_batch) records the same ops with bare SQLite batched inserts, its batches
+ *    interleaved with the server's (bench_apply).
  * 2. The decode of those bodies alone, against the cJSON tree decoder (bench_decode).
  * 3. Push latency: 100 devices (threads) each push ROUNDS 100-op batches at once; p50 and p99.
  */
@@ -96,73 +97,121 @@ static char *mixed_batch(int b, size_t *len)
 
 static double apply_cpu_s = -1; /* the server's CPU time in the apply phase */
 
-static double bench_apply(th_server_t *s, char *const *bodies, const size_t *lens, int *failures)
+/*
+ * The baseline: what any server has to do at the least to record a batch durably, bare. Each op
+ * becomes one row keyed by its op_id (a fresh UUID, as on the wire) holding the op's JSON, 500 rows
+ * per transaction, same directory, same pragmas as the server (WAL, synchronous=FULL).
+ */
+typedef struct base_db {
+    sqlite3 *db;
+    sqlite3_stmt *ins;
+} base_db_t;
+
+static bool base_open(const char *dir, base_db_t *bd)
 {
+    char path[400];
+    snprintf(path, sizeof path, "%s/baseline.db", dir);
+    memset(bd, 0, sizeof *bd);
+    if (sqlite3_open(path, &bd->db) != SQLITE_OK ||
+        sqlite3_exec(bd->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "CREATE TABLE t(op_id TEXT PRIMARY KEY, op TEXT NOT NULL) WITHOUT ROWID;",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(bd->db, "INSERT INTO t VALUES(?1, ?2)", -1, &bd->ins, NULL) !=
+            SQLITE_OK) {
+        sqlite3_close(bd->db);
+        return false;
+    }
+    return true;
+}
+
+static void base_close(base_db_t *bd)
+{
+    sqlite3_finalize(bd->ins);
+    sqlite3_close(bd->db);
+}
+
+/* One batch of the baseline: its seconds, or -1 when a statement failed. */
+static double base_batch(base_db_t *bd, const char *body, size_t len)
+{
+    double t0 = now_s();
+    bool ok = sqlite3_exec(bd->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    /* The ops of the batch body, one row each (split at the op objects' starts). */
+    const char *p = strstr(body, "{\"op_id\":\"");
+    while (ok && p != NULL && p < body + len) {
+        const char *next = strstr(p + 1, "{\"op_id\":\"");
+        size_t oplen = next != NULL ? (size_t)(next - p - 1) : strlen(p) - 2;
+        sqlite3_bind_text(bd->ins, 1, p + 11, 36, SQLITE_STATIC);
+        sqlite3_bind_text(bd->ins, 2, p, (int)oplen, SQLITE_STATIC);
+        ok = sqlite3_step(bd->ins) == SQLITE_DONE;
+        sqlite3_reset(bd->ins);
+        p = next;
+    }
+    ok = sqlite3_exec(bd->db, ok ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK && ok;
+    return ok ? now_s() - t0 : -1;
+}
+
+/* One batch pushed to the server: its seconds (a failed push counts in *failures). */
+static double server_batch(th_server_t *s, CURL *h, int b, const char *body, size_t len,
+                           int *failures)
+{
+    double t0 = now_s();
+    th_resp_t r;
+    th_request(h, s->url, "POST", "/v1/devices/dev000/ops", 0, body, len, NULL, &r);
+    double dt = now_s() - t0;
+    if (r.status != 200 || strstr(r.body, "\"conflict\"") != NULL ||
+        strstr(r.body, "\"rejected\"") != NULL) {
+        (*failures)++;
+        if (*failures < 3)
+            fprintf(stderr, "batch %d: %ld %.300s\n", b, r.status, r.body ? r.body : "");
+    }
+    th_resp_free(&r);
+    return dt;
+}
+
+/*
+ * The apply and its baseline, interleaved batch by batch (the baseline's batch b, then the
+ * server's, then the server's b+1 before the baseline's b+1, ...), so that both see the same
+ * minutes of a machine whose load moves from one second to the next; each side's rate is its
+ * ops over the sum of its batches' times. Returns the server's ops/s, *base the baseline's.
+ */
+static double bench_apply(th_server_t *s, char *const *bodies, const size_t *lens, double *base,
+                          int *failures)
+{
+    *base = 0;
     for (int i = 0; i < BATCH_OPS / 5; i++) {
         char id[32];
         snprintf(id, sizeof id, "BJ-%d", i);
         if (tc_seed(NULL, s->url, "jobneed", id, "{}") != 201)
             (*failures)++;
     }
-    CURL *h = curl_easy_init();
-    double cpu0 = bench_proc_cpu_s((int)s->pid);
-    double t0 = now_s();
-    for (int b = 0; b < BATCHES; b++) {
-        th_resp_t r;
-        th_request(h, s->url, "POST", "/v1/devices/dev000/ops", 0, bodies[b], lens[b], NULL, &r);
-        if (r.status != 200 || strstr(r.body, "\"conflict\"") != NULL ||
-            strstr(r.body, "\"rejected\"") != NULL) {
-            (*failures)++;
-            if (*failures < 3)
-                fprintf(stderr, "batch %d: %ld %.300s\n", b, r.status, r.body ? r.body : "");
-        }
-        th_resp_free(&r);
-    }
-    double dt = now_s() - t0;
-    double cpu1 = bench_proc_cpu_s((int)s->pid);
-    apply_cpu_s = cpu0 >= 0 && cpu1 >= cpu0 ? cpu1 - cpu0 : -1;
-    curl_easy_cleanup(h);
-    return (double)(BATCHES * BATCH_OPS) / dt;
-}
-
-/*
- * The baseline: what any server has to do at the least to record a batch durably, bare. Each op
- * becomes one row keyed by its op_id (a fresh UUID, as on the wire) holding the op's JSON, 500 rows
- * per transaction, same directory, same pragmas as the server (WAL, synchronous=FULL).
- */
-static double bench_sqlite(const char *dir, char *const *bodies, const size_t *lens)
-{
-    char path[400];
-    snprintf(path, sizeof path, "%s/baseline.db", dir);
-    sqlite3 *db = NULL;
-    if (sqlite3_open(path, &db) != SQLITE_OK)
+    base_db_t bd;
+    if (!base_open(s->dir, &bd)) {
+        (*failures)++;
         return 0;
-    sqlite3_exec(db,
-                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                 "CREATE TABLE t(op_id TEXT PRIMARY KEY, op TEXT NOT NULL) WITHOUT ROWID;",
-                 NULL, NULL, NULL);
-    sqlite3_stmt *ins = NULL;
-    sqlite3_prepare_v2(db, "INSERT INTO t VALUES(?1, ?2)", -1, &ins, NULL);
-    double t0 = now_s();
-    for (int b = 0; b < BATCHES; b++) {
-        sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-        /* The ops of the batch body, one row each (split at the op objects' starts). */
-        const char *p = strstr(bodies[b], "{\"op_id\":\"");
-        while (p != NULL && p < bodies[b] + lens[b]) {
-            const char *next = strstr(p + 1, "{\"op_id\":\"");
-            size_t oplen = next != NULL ? (size_t)(next - p - 1) : strlen(p) - 2;
-            sqlite3_bind_text(ins, 1, p + 11, 36, SQLITE_STATIC);
-            sqlite3_bind_text(ins, 2, p, (int)oplen, SQLITE_STATIC);
-            sqlite3_step(ins);
-            sqlite3_reset(ins);
-            p = next;
-        }
-        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     }
-    double dt = now_s() - t0;
-    sqlite3_finalize(ins);
-    sqlite3_close(db);
-    return (double)(BATCHES * BATCH_OPS) / dt;
+    CURL *h = curl_easy_init();
+    double cpu = 0, t_server = 0, t_base = 0;
+    for (int b = 0; b < BATCHES; b++) {
+        double tb = -1;
+        if (b % 2 == 0)
+            tb = base_batch(&bd, bodies[b], lens[b]);
+        double cpu0 = bench_proc_cpu_s((int)s->pid);
+        double ts = server_batch(s, h, b, bodies[b], lens[b], failures);
+        t_server += ts;
+        double cpu1 = bench_proc_cpu_s((int)s->pid);
+        cpu = cpu >= 0 && cpu0 >= 0 && cpu1 >= cpu0 ? cpu + (cpu1 - cpu0) : -1;
+        if (b % 2 != 0)
+            tb = base_batch(&bd, bodies[b], lens[b]);
+        if (tb < 0)
+            (*failures)++;
+        t_base += tb;
+    }
+    apply_cpu_s = cpu;
+    curl_easy_cleanup(h);
+    base_close(&bd);
+    *base = t_base > 0 ? (double)(BATCHES * BATCH_OPS) / t_base : 0;
+    return (double)(BATCHES * BATCH_OPS) / t_server;
 }
 
 /* A second, harsher baseline: short rows with sequential keys, the cheapest insert SQLite has. */
@@ -344,9 +393,8 @@ int main(void)
         if (bodies[b] == NULL)
             return 1;
     }
-    double base = bench_sqlite(s.dir, bodies, lens);
     double base_seq = bench_sqlite_seq(s.dir);
-    double rate = bench_apply(&s, bodies, lens, &failures);
+    double base = 0, rate = bench_apply(&s, bodies, lens, &base, &failures);
     double tree_rate = 0, decode_rate = bench_decode(bodies, lens, &tree_rate);
     if (decode_rate <= 0)
         failures++;

@@ -10,6 +10,7 @@
 
 #include "port/alloc.h"
 #include "sync/server/store.h"
+#include "sync/server/store_internal.h"
 #include "tests/test_util.h"
 
 typedef struct fixture {
@@ -312,6 +313,126 @@ static void test_fsa_store_apply__one_entity_many_ops_in_a_batch(void **state)
 }
 
 /*
+ * The op log of a batch goes to the database 100 rows per statement (the rows wait in the store
+ * until then). 250 creates with two op ids repeated: one whose first row still waits (op 150
+ * repeats op 120), one whose row went with the first 100 (op 240 repeats op 10): both are
+ * duplicates of their first. Every outcome is in the log afterwards: the same batch again answers
+ * each op as a duplicate with its version.
+ */
+static void test_fsa_store_apply__op_log_in_statements_of_100(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 250 };
+    fsa_codec_op_t *ops = fsa_calloc(N, sizeof *ops);
+    fsa_codec_result_t *res = fsa_calloc(N, sizeof *res);
+    assert_non_null(ops);
+    assert_non_null(res);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            char op_id[16], id[16];
+            int k = i == 150 ? 120 : i == 240 ? 10 : i;
+            snprintf(op_id, sizeof op_id, "L%d", k);
+            snprintf(id, sizeof id, "LT%d", k);
+            op_make(&ops[i], op_id, FSA_OP_CREATE, FSA_TYPE_TICKET, id, NULL, NULL);
+        }
+        assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, N, 1000, res, NULL, 0));
+        for (int i = 0; i < N; i++) {
+            bool dup = pass == 1 || i == 150 || i == 240;
+            if (res[i].status != (dup ? FSA_RESULT_DUPLICATE : FSA_RESULT_APPLIED) ||
+                res[i].version != 1)
+                fail_msg("pass %d op %d: status %d version %lld", pass, i, (int)res[i].status,
+                         (long long)res[i].version);
+            if (dup)
+                assert_int_equal(res[i].original, FSA_RESULT_APPLIED);
+        }
+        ops_clear(ops, res, N);
+    }
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM ops WHERE op_id LIKE 'L%'"), N - 2);
+    fsa_free(ops);
+    fsa_free(res);
+}
+
+/* One increment of T's level by `by` as its own batch at store s: its status and version. */
+static fsa_result_status_t bump(fsa_store_t *s, const char *op_id, const char *id, int64_t by,
+                                int64_t *version)
+{
+    fsa_codec_op_t op;
+    fsa_codec_result_t r;
+    op_make(&op, op_id, FSA_OP_INCREMENT, FSA_TYPE_TICKET, id, NULL, NULL);
+    snprintf(op.op.field, sizeof op.op.field, "level");
+    op.op.by = by;
+    assert_fsa_ok(fsa_store_apply(s, "d1", false, &op, 1, 1000, &r, NULL, 0));
+    fsa_result_status_t st = r.status;
+    *version = r.version;
+    ops_clear(&op, &r, 1);
+    return st;
+}
+
+static bool level_is(fsa_store_t *s, const char *id, const char *want)
+{
+    fsa_codec_change_t e;
+    assert_fsa_ok(fsa_store_get(s, FSA_TYPE_TICKET, id, &e));
+    bool ok = strstr(e.fields, want) != NULL;
+    if (!ok)
+        fprintf(stderr, "%s: %s, wanted %s\n", id, e.fields, want);
+    fsa_codec_change_clear(&e);
+    return ok;
+}
+
+/*
+ * The store keeps the parsed entities of its last committed batch for the next one. Such a parse
+ * must give way to what the database holds: a change made by another store on the file (another
+ * process), and a group of the store's own that was rolled back, are both seen by the next batch.
+ */
+static void test_fsa_store_apply__warm_parse_follows_the_database(void **state)
+{
+    fixture_t *f = *state;
+    fsa_store_t *other = NULL;
+    char err[256];
+    assert_fsa_ok(fsa_store_open(fsa_port_posix(), f->path, 1, &other, err, sizeof err));
+    fsa_codec_op_t ops[3];
+    fsa_codec_result_t res[3];
+    op_make(&ops[0], "w1", FSA_OP_CREATE, FSA_TYPE_TICKET, "W1", NULL, "{\"assignedto\":\"p1\"}");
+    op_make(&ops[1], "w2", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "W1", NULL, NULL);
+    snprintf(ops[1].op.field, sizeof ops[1].op.field, "level");
+    ops[1].op.by = 2;
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 2, 1000, res, NULL, 0));
+    assert_int_equal(res[1].status, FSA_RESULT_APPLIED);
+    ops_clear(ops, res, 2);
+    int64_t v = 0;
+    assert_int_equal(bump(f->store, "w3", "W1", 1, &v), FSA_RESULT_APPLIED); /* the warm parse */
+    assert_int_equal(v, 3);
+    assert_true(level_is(f->store, "W1", "\"level\":3"));
+    /* Another store on the file changes the row. */
+    assert_int_equal(bump(other, "w4", "W1", 10, &v), FSA_RESULT_APPLIED);
+    assert_int_equal(v, 4);
+    assert_int_equal(bump(f->store, "w5", "W1", 1, &v), FSA_RESULT_APPLIED);
+    assert_int_equal(v, 5);
+    assert_true(level_is(f->store, "W1", "\"level\":14"));
+    /* A group that fails after its increment: rolled back, the next batch does not see it. */
+    op_make(&ops[0], "w6", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "W1", NULL, NULL);
+    snprintf(ops[0].op.field, sizeof ops[0].op.field, "level");
+    ops[0].op.by = 1000;
+    op_make(&ops[1], "w7", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "W1", "g", NULL);
+    snprintf(ops[1].op.field, sizeof ops[1].op.field, "level");
+    ops[1].op.by = 100;
+    op_make(&ops[2], "w8", FSA_OP_SET, FSA_TYPE_TICKET, "W1", "g", "{\"priority\":\"HIGH\"}");
+    ops[2].op.base_version = 1; /* stale: the group fails */
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 3, 1000, res, NULL, 0));
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    assert_int_equal(res[1].status, FSA_RESULT_CONFLICT);
+    ops_clear(ops, res, 3);
+    assert_int_equal(bump(f->store, "w9", "W1", 1, &v), FSA_RESULT_APPLIED);
+    assert_int_equal(v, 7);
+    assert_true(level_is(f->store, "W1", "\"level\":1015"));
+    /* And the other store, whose own warm parse (level 13) is stale twice over. */
+    assert_int_equal(bump(other, "w10", "W1", 1, &v), FSA_RESULT_APPLIED);
+    assert_int_equal(v, 8);
+    assert_true(level_is(other, "W1", "\"level\":1016"));
+    fsa_store_close(other);
+}
+
+/*
  * A batch whose held entities pass the store's 8 MiB budget: 100 tickets of ~4 KB each, held
  * parsed (their trees count at 40 bytes per byte of text: ~16 MB), then four increments of each.
  * The store writes and forgets what it holds part way, and every answer is still the one op by
@@ -425,6 +546,16 @@ static void test_fsa_store_nonce__replay_expiry_and_cleanup(void **state)
     }
     assert_int_equal(count_rows(f->path, "SELECT count(*) FROM nonces WHERE expires < 20000"), 0);
     assert_int_equal(count_rows(f->path, "SELECT count(*) FROM nonces"), 7);
+    /* The checks write with the writer's connection at synchronous=NORMAL, and leave it at FULL
+     * (2) for the ops: an apply after a check commits with its fsync. */
+    assert_int_equal(fsa__store_sqlite_sync_level(f->store), 2);
+    fsa_codec_op_t op;
+    fsa_codec_result_t r;
+    op_make(&op, "s1", FSA_OP_CREATE, FSA_TYPE_TICKET, "S1", NULL, NULL);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, &op, 1, 1000, &r, NULL, 0));
+    assert_int_equal(r.status, FSA_RESULT_APPLIED);
+    ops_clear(&op, &r, 1);
+    assert_int_equal(fsa__store_sqlite_sync_level(f->store), 2);
     assert_int_equal(fsa_store_nonce(NULL, "d1", nonce, 1, 1, &replay), FSA_EINVAL);
 }
 
@@ -580,6 +711,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__versions_and_duplicates, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__group_rolls_back_with_repeated_op_id,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__op_log_in_statements_of_100, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__warm_parse_follows_the_database,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__one_entity_many_ops_in_a_batch, setup,
                                         teardown),
