@@ -407,11 +407,6 @@ fsa_status_t fsa__store_sqlite_open(const fsa_port_t *port, const char *path, un
                                     fsa_store_t **out, char *err, size_t errlen)
 {
     *out = NULL;
-    /* No memory statistics: SQLite keeps them under a global mutex taken whenever it allocates
-     * or releases memory (with their bookkeeping, 4% of the server's instructions on a push). It
-     * can be set only before SQLite is initialised (the first open); a later call is refused and
-     * changes nothing. */
-    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     if (readers > STORE_READERS_MAX) {
         snprintf(err, errlen, "invalid arguments");
         return FSA_EINVAL;
