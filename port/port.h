@@ -124,16 +124,18 @@ struct fsa_port {
 
     /* Makes the calling thread background work (a sync thread beside an app's threads): when
      * both want a core, the scheduler lets the others go first. posix: on Linux, where the nice
-     * value is the thread's own, raises it by FSA_BACKGROUND_NICE (at most to 19; it cannot be
-     * lowered again without privileges), so that the thread gets about a tenth of a contended
-     * core; its threads created after inherit it. The sim port's is the real one, like its
-     * threads. FSA_OK; FSA_EUNSUPPORTED (a system where the nice value is the process's);
-     * FSA_EIO. */
+     * value is the thread's own, sets it to FSA_BACKGROUND_NICE, the lowest (it cannot be raised
+     * again without privileges), so that the thread gets about 1.5% of a core an app's thread at
+     * nice 0 wants, and its wake-ups do not preempt such a thread; its threads created after
+     * inherit it. The sim port's is the real one, like its threads. FSA_OK; FSA_EUNSUPPORTED (a
+     * system where the nice value is the process's); FSA_EIO. */
     fsa_status_t (*thread_background)(void *ctx);
 };
 
-/* How much thread_background raises a thread's nice value (Android's background threads: 10). */
-#define FSA_BACKGROUND_NICE 10
+/* The nice value of a background thread: the lowest priority. A relative +10 (Android's
+ * background threads) measured not enough: the sync thread's wake-ups, when an app's thread let
+ * the journal go, still preempted that thread for up to 2 ms (docs/performance.md). */
+#define FSA_BACKGROUND_NICE 19
 
 /* The process-wide posix port: real clocks, getrandom, pthreads, OFD locks, log to stderr.
  * Never NULL; do not free it. Its log_level starts at FSA_LOG_WARN. */

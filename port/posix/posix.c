@@ -340,8 +340,9 @@ static fsa_status_t posix_thread_background(void *ctx)
     int nice = getpriority(PRIO_PROCESS, 0);
     if (nice == -1 && errno != 0)
         return FSA_EIO;
-    int to = nice + FSA_BACKGROUND_NICE > 19 ? 19 : nice + FSA_BACKGROUND_NICE;
-    return to == nice || setpriority(PRIO_PROCESS, 0, to) == 0 ? FSA_OK : FSA_EIO;
+    return nice >= FSA_BACKGROUND_NICE || setpriority(PRIO_PROCESS, 0, FSA_BACKGROUND_NICE) == 0
+               ? FSA_OK
+               : FSA_EIO;
 #else
     return FSA_EUNSUPPORTED;
 #endif
