@@ -7,7 +7,7 @@
 #include "port/limits.h"
 #include "port/port.h"
 
-static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
+static const char level_names[][6] = {"debug", "info", "warn", "error", "off"};
 
 const char *fsa_log_level_str(fsa_log_level_t level)
 {

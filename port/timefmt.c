@@ -86,11 +86,12 @@ static unsigned days_in_month(int64_t y, unsigned m)
     return m == 2 && leap ? 29 : days[m - 1];
 }
 
-static const char *const day_names[] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
-static const char *const day_names_long[] = {"Monday", "Tuesday",  "Wednesday", "Thursday",
-                                             "Friday", "Saturday", "Sunday"};
-static const char *const month_names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+/* Arrays of characters, not of pointers: a pointer costs the device binary its relocation too. */
+static const char day_names[7][4] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+static const char day_names_long[7][10] = {"Monday", "Tuesday",  "Wednesday", "Thursday",
+                                           "Friday", "Saturday", "Sunday"};
+static const char month_names[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
 /* Consumes the literal s at *p. */
 static bool take(const char **p, const char *s)
@@ -102,14 +103,16 @@ static bool take(const char **p, const char *s)
     return true;
 }
 
-/* Consumes one of names (count of them) at *p: its index, or -1. */
-static int take_name(const char **p, const char *const *names, size_t count)
+/* Consumes one of names (count of them, each in a slot of width bytes) at *p: its index, or -1. */
+static int take_name(const char **p, const char *names, size_t width, size_t count)
 {
     for (size_t i = 0; i < count; i++)
-        if (take(p, names[i]))
+        if (take(p, names + i * width))
             return (int)i;
     return -1;
 }
+#define TAKE_NAME(p, names)                                                                        \
+    take_name((p), (names)[0], sizeof(names)[0], sizeof(names) / sizeof(names)[0])
 
 /* Consumes exactly n digits at *p. */
 static bool take_digits(const char **p, int n, unsigned *out)
@@ -141,7 +144,7 @@ static bool take_time_of_day(const char **p, unsigned *secs)
 
 static bool take_month(const char **p, unsigned *m)
 {
-    const int i = take_name(p, month_names, 12);
+    const int i = TAKE_NAME(p, month_names);
     *m = (unsigned)(i + 1);
     return i >= 0;
 }
@@ -173,14 +176,14 @@ fsa_status_t fsa_time_parse_http(const char *text, int64_t now_ms, int64_t *ms)
     skip_ows(&p);
     unsigned d = 0, m = 0, yy = 0, secs = 0;
     int64_t y;
-    if (take_name(&p, day_names_long, 7) >= 0) {
+    if (TAKE_NAME(&p, day_names_long) >= 0) {
         /* rfc850-date = day-name-l "," SP day "-" month "-" 2DIGIT SP time-of-day SP "GMT" */
         if (!take(&p, ", ") || !take_digits(&p, 2, &d) || !take(&p, "-") || !take_month(&p, &m) ||
             !take(&p, "-") || !take_digits(&p, 2, &yy) || !take(&p, " ") ||
             !take_time_of_day(&p, &secs) || !take(&p, " GMT"))
             return FSA_EINVAL;
         y = rfc850_year(yy, now_ms);
-    } else if (take_name(&p, day_names, 7) >= 0) {
+    } else if (TAKE_NAME(&p, day_names) >= 0) {
         if (take(&p, ", ")) {
             /* IMF-fixdate = day-name "," SP day SP month SP 4DIGIT SP time-of-day SP "GMT" */
             if (!take_digits(&p, 2, &d) || !take(&p, " ") || !take_month(&p, &m) ||

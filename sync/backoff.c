@@ -118,7 +118,7 @@ fsa_errclass_t fsa_errclass(fsa_status_t net, int http, const char *code)
 
 const char *fsa_errclass_name(fsa_errclass_t c)
 {
-    static const char *const names[] = {"none", "transient", "wait",     "too_large",
-                                        "skew", "auth",      "rejected", "resign"};
+    static const char names[][10] = {"none", "transient", "wait",     "too_large",
+                                     "skew", "auth",      "rejected", "resign"};
     return (unsigned)c < sizeof names / sizeof names[0] ? names[c] : "?";
 }

@@ -44,8 +44,7 @@ struct fsa_engine {
 
 const char *fsa_engine_state_name(fsa_engine_state_t s)
 {
-    static const char *const names[] = {"idle",     "pushing", "pulling",
-                                        "retrying", "offline", "stopped"};
+    static const char names[][9] = {"idle", "pushing", "pulling", "retrying", "offline", "stopped"};
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
 }
 

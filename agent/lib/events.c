@@ -598,8 +598,8 @@ fieldsync_status_t fieldsync_dispatch(fieldsync_t *fs, size_t *delivered)
 
 const char *fieldsync_change_reason_str(fieldsync_change_reason_t r)
 {
-    static const char *const names[] = {"recorded",   "synced", "pulled",   "rebased",
-                                        "server-won", "parked", "resolved", "gone"};
+    static const char names[][11] = {"recorded",   "synced", "pulled",   "rebased",
+                                     "server-won", "parked", "resolved", "gone"};
     if ((unsigned)r < sizeof names / sizeof names[0])
         return names[r];
     return "unknown";
@@ -607,7 +607,7 @@ const char *fieldsync_change_reason_str(fieldsync_change_reason_t r)
 
 const char *fieldsync_state_str(fieldsync_state_t s)
 {
-    static const char *const names[] = {"idle", "syncing", "offline", "attention", "stopped"};
+    static const char names[][10] = {"idle", "syncing", "offline", "attention", "stopped"};
     if ((unsigned)s < sizeof names / sizeof names[0])
         return names[s];
     return "unknown";
