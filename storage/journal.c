@@ -62,6 +62,23 @@ fsa_status_t fsa__jn_step_done(fsa_journal_t *j, sqlite3_stmt *st)
     return rc == SQLITE_DONE ? FSA_OK : fsa__db_status(rc == SQLITE_ROW ? SQLITE_MISUSE : rc);
 }
 
+fsa_status_t fsa__jn_step_range(fsa_journal_t *j, const char *sql, int64_t lo, int64_t hi,
+                                int64_t at_ms, int64_t *rows)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, sql, &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, lo);
+    sqlite3_bind_int64(st, 2, hi);
+    if (sqlite3_bind_parameter_count(st) >= 3)
+        sqlite3_bind_int64(st, 3, at_ms);
+    s = step_done(j, st);
+    if (s == FSA_OK && rows != NULL)
+        *rows = sqlite3_changes(j->db);
+    return s;
+}
+
 void fsa__jn_rec_error(fsa_rec_t *rec, const char *fmt, ...)
 {
     if (rec == NULL)

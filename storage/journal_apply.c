@@ -140,32 +140,14 @@ static fsa_status_t ent_get(fsa_journal_t *j, ent_cache_t *c, fsa_type_t type, c
 #define DONE_OPS_DELETE_SQL                                                                        \
     "DELETE FROM outbox NOT INDEXED WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)"
 
-/* Runs sql over the open ops with after <= seq <= upto, done at now_ms; *rows (may be NULL) is
- * set to the rows it changed. */
-static fsa_status_t open_range(fsa_journal_t *j, const char *sql, int64_t after, int64_t upto,
-                               int64_t now_ms, int64_t *rows)
-{
-    sqlite3_stmt *st;
-    fsa_status_t s = prep(j, sql, &st);
-    if (s != FSA_OK)
-        return s;
-    sqlite3_bind_int64(st, 1, after);
-    sqlite3_bind_int64(st, 2, upto);
-    sqlite3_bind_int64(st, 3, now_ms);
-    s = step_done(j, st);
-    if (s == FSA_OK && rows != NULL)
-        *rows = sqlite3_changes(j->db);
-    return s;
-}
-
 /* The open ops with after <= seq <= upto leave the outbox as done (above); *rows (may be NULL)
  * is set to how many did. */
 static fsa_status_t done_leave(fsa_journal_t *j, int64_t after, int64_t upto, int64_t now_ms,
                                int64_t *rows)
 {
-    fsa_status_t s = open_range(j, DONE_OPS_COPY_SQL, after, upto, now_ms, NULL);
+    fsa_status_t s = step_range(j, DONE_OPS_COPY_SQL, after, upto, now_ms, NULL);
     if (s == FSA_OK)
-        s = open_range(j, DONE_OPS_DELETE_SQL, after, upto, now_ms, rows);
+        s = step_range(j, DONE_OPS_DELETE_SQL, after, upto, now_ms, rows);
     return s;
 }
 

@@ -63,6 +63,10 @@ fsa_status_t fsa__jn_prep(fsa_journal_t *j, const char *sql, sqlite3_stmt **st) 
 void fsa__jn_release(fsa_journal_t *j, sqlite3_stmt *st);
 /* Steps a statement that returns no rows, then releases it. */
 fsa_status_t fsa__jn_step_done(fsa_journal_t *j, sqlite3_stmt *st) FSA_MUST_CHECK;
+/* Runs sql (no rows; a string literal) over a range of the outbox: lo and hi bound to ?1 and ?2,
+ * at_ms to ?3 when the statement has one; *rows (may be NULL) gets the rows it changed. */
+fsa_status_t fsa__jn_step_range(fsa_journal_t *j, const char *sql, int64_t lo, int64_t hi,
+                                int64_t at_ms, int64_t *rows) FSA_MUST_CHECK;
 /* Writes the one-line error of a recording call (rec may be NULL). */
 void fsa__jn_rec_error(fsa_rec_t *rec, const char *fmt, ...) FSA_PRINTF(2, 3);
 
@@ -254,6 +258,7 @@ fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
 #define prep(...) fsa__jn_prep(__VA_ARGS__)
 #define release(...) fsa__jn_release(__VA_ARGS__)
 #define step_done(...) fsa__jn_step_done(__VA_ARGS__)
+#define step_range(...) fsa__jn_step_range(__VA_ARGS__)
 #define rec_error(...) fsa__jn_rec_error(__VA_ARGS__)
 #define lock_j(...) fsa__jn_lock_j(__VA_ARGS__)
 #define end_leftover(...) fsa__jn_end_leftover(__VA_ARGS__)

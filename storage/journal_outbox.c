@@ -241,18 +241,6 @@ typedef struct compact {
     size_t removed;
 } compact_t;
 
-/* Runs sql (no rows) over the done ops with after < seq <= upto (its ?1 and ?2). */
-static fsa_status_t done_range(fsa_journal_t *j, const char *sql, int64_t after, int64_t upto)
-{
-    sqlite3_stmt *st;
-    fsa_status_t s = prep(j, sql, &st);
-    if (s != FSA_OK)
-        return s;
-    sqlite3_bind_int64(st, 1, after);
-    sqlite3_bind_int64(st, 2, upto);
-    return step_done(j, st);
-}
-
 /* The next COMPACT_STEP done ops after c->after_seq: copied to done_ops and deleted. */
 static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
 {
@@ -270,17 +258,18 @@ static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
     release(j, st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return fsa__db_status(rc);
-    s = done_range(j,
+    s = step_range(j,
                    "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) "
                    "SELECT op_id, seq, coalesce(done_ms, 0) FROM outbox "
                    "WHERE state = 2 AND seq > ?1 AND seq <= ?2",
-                   c->after_seq, upto);
+                   c->after_seq, upto, 0, NULL);
+    int64_t rows = 0;
     if (s == FSA_OK)
-        s = done_range(j, "DELETE FROM outbox WHERE state = 2 AND seq > ?1 AND seq <= ?2",
-                       c->after_seq, upto);
+        s = step_range(j, "DELETE FROM outbox WHERE state = 2 AND seq > ?1 AND seq <= ?2",
+                       c->after_seq, upto, 0, &rows);
     if (s != FSA_OK)
         return s;
-    c->removed += (size_t)sqlite3_changes(j->db);
+    c->removed += (size_t)rows;
     c->after_seq = upto;
     if (last)
         c->phase = 1;

@@ -742,22 +742,46 @@ static void test_journal__each_read_fails(void **state)
     sweep(&p, 0, 1, "read EIO");
 }
 
+/* A test of one journal on a quiet sim port, in a fresh directory: lone_open creates it (name in
+ * the directory, with o) and returns it open; lone_end removes the directory and the sim. */
+typedef struct lone {
+    fsa_sim_t *sim;
+    test_dir_t dir;
+    char path[160];
+} lone_t;
+
+static fsa_journal_t *lone_open(lone_t *l, uint64_t seed, const char *name,
+                                const fsa_journal_opts_t *o)
+{
+    assert_fsa_ok(fsa_sim_new(seed, START, "faults", &l->sim));
+    fsa_sim_set_log(l->sim, quiet_log, NULL);
+    fast_dir_make(&l->dir);
+    snprintf(l->path, sizeof l->path, "%s/%s", l->dir.dir, name);
+    char err[320];
+    fsa_journal_t *j = NULL;
+    if (fsa_journal_open(fsa_sim_port(l->sim), l->path, o, &j, err, sizeof err) != FSA_OK)
+        fail_msg("open %s: %s", l->path, err);
+    return j;
+}
+
+static void lone_end(lone_t *l)
+{
+    test_dir_remove(&l->dir);
+    fsa_sim_free(l->sim);
+}
+
 /* A journal whose last users did not close it cleanly is checked when it is opened again; a read
  * that fails during that check is the disk failing, not corruption, and the journal opens once
  * the disk reads again. */
 static void test_journal__unclean_reopen_read_fails(void **state)
 {
     (void)state;
-    fsa_sim_t *sim = NULL;
-    assert_fsa_ok(fsa_sim_new(12, START, "faults", &sim));
-    fsa_sim_set_log(sim, quiet_log, NULL);
-    test_dir_t dir;
-    fast_dir_make(&dir);
-    char path[160], err[320];
-    snprintf(path, sizeof path, "%s/unclean.db", dir.dir);
+    lone_t l;
     fsa_journal_opts_t o = {.create = true};
-    fsa_journal_t *j = NULL;
-    assert_fsa_ok(fsa_journal_open(fsa_sim_port(sim), path, &o, &j, err, sizeof err));
+    fsa_journal_t *j = lone_open(&l, 12, "unclean.db", &o);
+    fsa_sim_t *sim = l.sim;
+    const char *path = l.path;
+    char err[320];
     fsa_rec_t rec;
     for (int i = 0; i < 20; i++) {
         char id[16];
@@ -798,8 +822,7 @@ static void test_journal__unclean_reopen_read_fails(void **state)
     }
     fprintf(stderr, "# unclean reopen, read EIO: %lld fault points\n", (long long)points);
     assert_true(points > 0);
-    test_dir_remove(&dir);
-    fsa_sim_free(sim);
+    lone_end(&l);
 }
 
 /* Copies the file at from to to, bytes as the OS holds them: what a power cut that kept every
@@ -828,17 +851,13 @@ static void copy_bytes(const char *from, const char *to)
 static void test_journal__failed_fsync_op_does_not_come_back(void **state)
 {
     (void)state;
-    fsa_sim_t *sim = NULL;
-    assert_fsa_ok(fsa_sim_new(13, START, "faults", &sim));
-    fsa_sim_set_log(sim, quiet_log, NULL);
-    test_dir_t dir;
-    fast_dir_make(&dir);
-    char path[160], copy[160], from[200], to[200], err[320];
-    snprintf(path, sizeof path, "%s/fsync.db", dir.dir);
-    snprintf(copy, sizeof copy, "%s/after-power-loss.db", dir.dir);
+    lone_t l;
     fsa_journal_opts_t o = {.create = true};
-    fsa_journal_t *j = NULL;
-    assert_fsa_ok(fsa_journal_open(fsa_sim_port(sim), path, &o, &j, err, sizeof err));
+    fsa_journal_t *j = lone_open(&l, 13, "fsync.db", &o);
+    fsa_sim_t *sim = l.sim;
+    const char *path = l.path;
+    char copy[160], from[200], to[200], err[320];
+    snprintf(copy, sizeof copy, "%s/after-power-loss.db", l.dir.dir);
     fsa_rec_t rec;
     for (int i = 0; i < 5; i++) {
         char id[16];
@@ -884,8 +903,7 @@ static void test_journal__failed_fsync_op_does_not_come_back(void **state)
     assert_fsa_ok(fsa_journal_create(j, T_TICKET, "T5", "{\"priority\":\"HIGH\"}", NULL, &rec));
     assert_integrity(j);
     fsa_journal_close(j);
-    test_dir_remove(&dir);
-    fsa_sim_free(sim);
+    lone_end(&l);
 }
 
 static void test_journal__disk_full_from_n_until_space_returns(void **state)
@@ -907,16 +925,10 @@ static void test_journal__disk_full_from_n_until_space_returns(void **state)
 static void test_journal__full_device_near_the_budget_is_disk_full(void **state)
 {
     (void)state;
-    fsa_sim_t *sim = NULL;
-    assert_fsa_ok(fsa_sim_new(13, START, "faults", &sim));
-    fsa_sim_set_log(sim, quiet_log, NULL);
-    test_dir_t dir;
-    fast_dir_make(&dir);
-    char path[160], err[320];
-    snprintf(path, sizeof path, "%s/near.db", dir.dir);
+    lone_t l;
     fsa_journal_opts_t o = {.create = true, .budget_bytes = 5 * 1024 * 1024};
-    fsa_journal_t *j = NULL;
-    assert_fsa_ok(fsa_journal_open(fsa_sim_port(sim), path, &o, &j, err, sizeof err));
+    fsa_journal_t *j = lone_open(&l, 13, "near.db", &o);
+    const char *path = l.path;
     /* 16 jobs of ~180 KB each (three strings under the 64 KiB string limit): ~2.9 MB of
      * payloads and as much of local views, past the 2 MB page cache and past the budget. */
     enum { PART = 60 * 1000 };
@@ -962,8 +974,7 @@ static void test_journal__full_device_near_the_budget_is_disk_full(void **state)
     fsa_journal_close(j);
     fsa_free(big);
     remove_journal(path);
-    test_dir_remove(&dir);
-    fsa_sim_free(sim);
+    lone_end(&l);
 }
 
 int main(void)

@@ -65,6 +65,15 @@ static void op_make(fsa_codec_op_t *o, const char *op_id, fsa_op_kind_t kind, fs
     o->op.json = json != NULL ? fsa_strdup(json) : NULL;
 }
 
+/* An increment of a ticket's level by `by`. */
+static void incr_make(fsa_codec_op_t *o, const char *op_id, const char *id, const char *group,
+                      int64_t by)
+{
+    op_make(o, op_id, FSA_OP_INCREMENT, FSA_TYPE_TICKET, id, group, NULL);
+    snprintf(o->op.field, sizeof o->op.field, "level");
+    o->op.by = by;
+}
+
 static void ops_clear(fsa_codec_op_t *ops, fsa_codec_result_t *res, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -88,9 +97,7 @@ static void test_fsa_store_apply__versions_and_duplicates(void **state)
     fsa_codec_op_t ops[3];
     fsa_codec_result_t res[3];
     op_make(&ops[0], "a1", FSA_OP_CREATE, FSA_TYPE_TICKET, "T1", NULL, "{}");
-    op_make(&ops[1], "a2", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "T1", NULL, NULL);
-    snprintf(ops[1].op.field, sizeof ops[1].op.field, "level");
-    ops[1].op.by = 4;
+    incr_make(&ops[1], "a2", "T1", NULL, 4);
     op_make(&ops[2], "a1", FSA_OP_CREATE, FSA_TYPE_TICKET, "T1", NULL, "{}"); /* repeated id */
     assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 3, 1000, res, NULL, 0));
     assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
@@ -159,9 +166,7 @@ static void test_fsa_store_pull__order_paging_visibility(void **state)
     op_make(&ops[0], "p1", FSA_OP_CREATE, FSA_TYPE_TICKET, "TA", NULL, "{}");
     op_make(&ops[1], "p2", FSA_OP_CREATE, FSA_TYPE_ATTENDANCE, "A1", NULL, att);
     op_make(&ops[2], "p3", FSA_OP_CREATE, FSA_TYPE_TICKET, "TB", NULL, "{}");
-    op_make(&ops[3], "p4", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "TA", NULL, NULL);
-    snprintf(ops[3].op.field, sizeof ops[3].op.field, "level");
-    ops[3].op.by = 1;
+    incr_make(&ops[3], "p4", "TA", NULL, 1);
     assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 4, 1000, res, NULL, 0));
     ops_clear(ops, res, 4);
     /* d1 sees A1, TB, TA (TA last: its latest change is the newest), each once. */
@@ -249,9 +254,7 @@ static void test_fsa_store_apply__one_entity_many_ops_in_a_batch(void **state)
     fsa_codec_op_t ops[N];
     fsa_codec_result_t res[N];
     op_make(&ops[0], "m1", FSA_OP_CREATE, FSA_TYPE_TICKET, "T1", NULL, "{\"assignedto\":\"p1\"}");
-    op_make(&ops[1], "m2", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "T1", NULL, NULL);
-    snprintf(ops[1].op.field, sizeof ops[1].op.field, "level");
-    ops[1].op.by = 1;
+    incr_make(&ops[1], "m2", "T1", NULL, 1);
     op_make(&ops[2], "m3", FSA_OP_SET, FSA_TYPE_TICKET, "T1", NULL, "{\"assignedto\":\"p2\"}");
     ops[2].op.base_version = 2;
     op_make(&ops[3], "m4", FSA_OP_SET, FSA_TYPE_TICKET, "T1", NULL, "{\"priority\":\"HIGH\"}");
@@ -259,12 +262,8 @@ static void test_fsa_store_apply__one_entity_many_ops_in_a_batch(void **state)
     op_make(&ops[4], "m5", FSA_OP_SET, FSA_TYPE_TICKET, "T1", NULL,
             "{\"assignedt\\u006f\":\"p3\"}");
     ops[4].op.base_version = 3;
-    op_make(&ops[5], "m6", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "T1", NULL, NULL);
-    snprintf(ops[5].op.field, sizeof ops[5].op.field, "level");
-    ops[5].op.by = 10;
-    op_make(&ops[6], "m7", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "T1", "g", NULL);
-    snprintf(ops[6].op.field, sizeof ops[6].op.field, "level");
-    ops[6].op.by = 100;
+    incr_make(&ops[5], "m6", "T1", NULL, 10);
+    incr_make(&ops[6], "m7", "T1", "g", 100);
     op_make(&ops[7], "m8", FSA_OP_CREATE, FSA_TYPE_JOBNEED, "J1", "g", "{}");
     assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, N, 1000, res, NULL, 0));
     static const int64_t versions[N] = {1, 2, 3, 0, 4, 5, 6, 1};
@@ -358,9 +357,7 @@ static fsa_result_status_t bump(fsa_store_t *s, const char *op_id, const char *i
 {
     fsa_codec_op_t op;
     fsa_codec_result_t r;
-    op_make(&op, op_id, FSA_OP_INCREMENT, FSA_TYPE_TICKET, id, NULL, NULL);
-    snprintf(op.op.field, sizeof op.op.field, "level");
-    op.op.by = by;
+    incr_make(&op, op_id, id, NULL, by);
     assert_fsa_ok(fsa_store_apply(s, "d1", false, &op, 1, 1000, &r, NULL, 0));
     fsa_result_status_t st = r.status;
     *version = r.version;
@@ -393,9 +390,7 @@ static void test_fsa_store_apply__warm_parse_follows_the_database(void **state)
     fsa_codec_op_t ops[3];
     fsa_codec_result_t res[3];
     op_make(&ops[0], "w1", FSA_OP_CREATE, FSA_TYPE_TICKET, "W1", NULL, "{\"assignedto\":\"p1\"}");
-    op_make(&ops[1], "w2", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "W1", NULL, NULL);
-    snprintf(ops[1].op.field, sizeof ops[1].op.field, "level");
-    ops[1].op.by = 2;
+    incr_make(&ops[1], "w2", "W1", NULL, 2);
     assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 2, 1000, res, NULL, 0));
     assert_int_equal(res[1].status, FSA_RESULT_APPLIED);
     ops_clear(ops, res, 2);
@@ -410,12 +405,8 @@ static void test_fsa_store_apply__warm_parse_follows_the_database(void **state)
     assert_int_equal(v, 5);
     assert_true(level_is(f->store, "W1", "\"level\":14"));
     /* A group that fails after its increment: rolled back, the next batch does not see it. */
-    op_make(&ops[0], "w6", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "W1", NULL, NULL);
-    snprintf(ops[0].op.field, sizeof ops[0].op.field, "level");
-    ops[0].op.by = 1000;
-    op_make(&ops[1], "w7", FSA_OP_INCREMENT, FSA_TYPE_TICKET, "W1", "g", NULL);
-    snprintf(ops[1].op.field, sizeof ops[1].op.field, "level");
-    ops[1].op.by = 100;
+    incr_make(&ops[0], "w6", "W1", NULL, 1000);
+    incr_make(&ops[1], "w7", "W1", "g", 100);
     op_make(&ops[2], "w8", FSA_OP_SET, FSA_TYPE_TICKET, "W1", "g", "{\"priority\":\"HIGH\"}");
     ops[2].op.base_version = 1; /* stale: the group fails */
     assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 3, 1000, res, NULL, 0));
@@ -460,9 +451,7 @@ static void test_fsa_store_apply__held_trees_over_the_budget(void **state)
         for (int r = 0; r < ROUNDS; r++) {
             fsa_codec_op_t *o = &ops[TICKETS * (1 + r) + t];
             snprintf(op_id, sizeof op_id, "big-i-%d-%d", r, t);
-            op_make(o, op_id, FSA_OP_INCREMENT, FSA_TYPE_TICKET, id, NULL, NULL);
-            snprintf(o->op.field, sizeof o->op.field, "level");
-            o->op.by = 1 + r;
+            incr_make(o, op_id, id, NULL, 1 + r);
         }
     }
     assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, N, 1000, res, NULL, 0));
@@ -569,9 +558,7 @@ static void test_fsa_store_sweep_ops__chunks_and_forgets(void **state)
     for (int i = 0; i < 5; i++) {
         char id[16];
         snprintf(id, sizeof id, "s%d", i);
-        op_make(&ops[i], id, FSA_OP_INCREMENT, FSA_TYPE_TICKET, "T1", NULL, NULL);
-        snprintf(ops[i].op.field, sizeof ops[i].op.field, "level");
-        ops[i].op.by = 1;
+        incr_make(&ops[i], id, "T1", NULL, 1);
     }
     fsa_codec_op_t create;
     fsa_codec_result_t cres;
