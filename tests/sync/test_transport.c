@@ -1255,6 +1255,20 @@ static void test_fsa_transport_request__retry_after(void **state)
     fsa_transport_free(t);
 }
 
+/* A transport to the server that sends no Date header, on a sim port whose wall clock starts at
+ * wall_ms (*sim: free it after the transport). */
+static fsa_transport_t *nodate_transport_at(int64_t wall_ms, fsa_sim_t **sim)
+{
+    assert_fsa_ok(fsa_sim_new(1, (fsa_wall_t){wall_ms}, "transport", sim));
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = fx.nodate.url;
+    fsa_transport_t *t = NULL;
+    char err[256];
+    if (fsa_transport_new(fsa_sim_port(*sim), &o, &t, err, sizeof err) != FSA_OK)
+        fail_msg("transport: %s", err);
+    return t;
+}
+
 /* A Retry-After date in an answer without a Date header is measured against the transport's
  * port, so a simulated device waits on its virtual wall clock, not the machine's (which would
  * see a date years ahead and cap the wait at an hour). */
@@ -1262,12 +1276,7 @@ static void test_fsa_transport_request__retry_after_date_on_the_ports_clock(void
 {
     (void)state;
     fsa_sim_t *sim = NULL;
-    assert_fsa_ok(fsa_sim_new(1, (fsa_wall_t){FIXED_RETRY_MS - 30000}, "transport", &sim));
-    fsa_transport_opts_t o = http_opts();
-    o.base_url = fx.nodate.url;
-    fsa_transport_t *t = NULL;
-    char err[256];
-    assert_fsa_ok(fsa_transport_new(fsa_sim_port(sim), &o, &t, err, sizeof err));
+    fsa_transport_t *t = nodate_transport_at(FIXED_RETRY_MS - 30000, &sim);
     fsa_http_response_t r;
     req_ok(t, "GET", "/retry_fixed_date", NULL, 0, &r);
     assert_int_equal(r.status, 503);
@@ -1293,12 +1302,7 @@ static void test_fsa_transport_request__retry_after_date_after_2038(void **state
 {
     (void)state;
     fsa_sim_t *sim = NULL;
-    assert_fsa_ok(fsa_sim_new(1, (fsa_wall_t){LATE_RETRY_MS - 25000}, "transport", &sim));
-    fsa_transport_opts_t o = http_opts();
-    o.base_url = fx.nodate.url;
-    fsa_transport_t *t = NULL;
-    char err[256];
-    assert_fsa_ok(fsa_transport_new(fsa_sim_port(sim), &o, &t, err, sizeof err));
+    fsa_transport_t *t = nodate_transport_at(LATE_RETRY_MS - 25000, &sim);
     fsa_http_response_t r;
     req_ok(t, "GET", "/retry_late_date", NULL, 0, &r);
     assert_int_equal(r.status, 503);
