@@ -584,6 +584,27 @@ void fsa__db_checkpoint_claim(int64_t for_ns)
     atomic_store(&ckpt_claim_ns, fsa_mono_add_ns(real->mono_now(real->ctx), for_ns).ns);
 }
 
+static const char *cw_vfs_name(void);
+
+fsa_status_t fsa__db_open_reader(const char *path, sqlite3 **out)
+{
+    *out = NULL;
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, cw_vfs_name());
+    if (rc == SQLITE_OK) {
+        sqlite3_extended_result_codes(db, 1);
+        rc = sqlite3_busy_timeout(db, FSA_LIMIT_BUSY_TIMEOUT_MS);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "PRAGMA query_only=1; PRAGMA cache_size=-256", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_close(db);
+        return fsa__db_status(rc);
+    }
+    *out = db;
+    return FSA_OK;
+}
+
 void fsa__db_flush(const char *path, sqlite3 **own)
 {
     /* A small WAL: what the next record's commit writes first is small too. */

@@ -65,6 +65,13 @@ void fsa__db_checkpoint_claim(int64_t for_ns);
  * again). */
 void fsa__db_flush(const char *path, sqlite3 **own);
 
+/* A connection of the journal at path for reads that should not wait for, nor hold up, the
+ * journal's writes (a count over a long queue): the same VFS, query_only, a small page cache,
+ * SQLite's plain busy timeout (a reader of a WAL journal waits only in rare moments, such as a
+ * recovery). No mutex of its own (SQLITE_OPEN_NOMUTEX): the caller serializes its use. Close it
+ * with sqlite3_close. */
+fsa_status_t fsa__db_open_reader(const char *path, sqlite3 **out) FSA_MUST_CHECK;
+
 /* Runs sql (no results) and maps errors; err may be NULL. */
 fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen) FSA_MUST_CHECK;
 

@@ -301,6 +301,8 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
     fsa_status_t st = j->path != NULL ? port->mutex_new(port->ctx, &j->mu) : FSA_ENOMEM;
     if (st == FSA_OK)
         st = port->cond_new(port->ctx, &j->turn);
+    if (st == FSA_OK)
+        st = port->mutex_new(port->ctx, &j->rd_mu);
     if (st != FSA_OK)
         goto fail;
     fsa_db_opts_t dbo = {
@@ -331,12 +333,16 @@ void fsa_journal_close(fsa_journal_t *j)
         return;
     for (int i = 0; i < j->nstmts; i++)
         sqlite3_finalize(j->stmts[i].st);
+    sqlite3_finalize(j->rd_stats);
+    sqlite3_close(j->rd);
     sqlite3_close(atomic_load(&j->ckpt)); /* before the journal's: the last to close checkpoints */
     fsa__db_close(j->port, j->db, j->users);
     if (j->mu != NULL)
         j->port->mutex_free(j->port->ctx, j->mu);
     if (j->turn != NULL)
         j->port->cond_free(j->port->ctx, j->turn);
+    if (j->rd_mu != NULL)
+        j->port->mutex_free(j->port->ctx, j->rd_mu);
     fsa_free(j->path);
     fsa_free(j);
 }

@@ -50,6 +50,13 @@ struct fsa_journal {
     bool sync_full;        /* opened synchronous=FULL */
     bool relaxed;          /* under mu: left at synchronous=NORMAL by a restore that failed */
     sqlite3 *_Atomic ckpt; /* the drain's checkpoints' connection (fsa__db_checkpoint); NULL */
+    /* Reads outside mu (fsa_outbox_stats: its counts scan the queue, milliseconds on a long
+     * backlog, which a record would otherwise wait for): a connection of their own, opened on
+     * first use (fsa__db_open_reader), used under rd_mu only. NULL until then, or when it could
+     * not be opened (the reads then run on db under mu, as before). */
+    fsa_mutex_t *rd_mu;
+    sqlite3 *rd;
+    sqlite3_stmt *rd_stats;
     int64_t budget_bytes;
     uint64_t wal_full0; /* under mu: fsa__db_wal_full_writes at the BEGIN of a record */
     char *path;

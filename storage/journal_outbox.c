@@ -362,50 +362,77 @@ fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *remo
     return s;
 }
 
+/* The queue's figures in one statement (fsa_outbox_stats). */
+static const char STATS_SQL[] =
+    "SELECT "
+    " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
+    /* Each count reads a partial index, never the table: they run after every batch of a drain
+     * (status events). */
+    /* In flight: the open ops at or below the mark (a range of outbox_open), and those an older
+     * journal marked with state 1 (one OR over every open op cost five times a range). */
+    " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND seq <= " SENT_UPTO_SQL
+    ") + (SELECT count(*) FROM outbox WHERE state IN (0, 1) "
+    "  AND seq > " SENT_UPTO_SQL " AND state = 1),"
+    /* Done ops wait for a compaction only in older journals (an applied op leaves the outbox
+     * with its result): without INDEXED BY, SQLite counted them by scanning all of
+     * outbox_by_entity. */
+    " (SELECT count(*) FROM outbox INDEXED BY outbox_done WHERE state = 2),"
+    " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome = 'conflict'),"
+    " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome = 'rejected'),"
+    " (SELECT coalesce(min(at_ms), 0) FROM outbox WHERE seq = "
+    "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
+    " " OUTBOX_LAST_SEQ_SQL;
+
+/* Steps the statement of STATS_SQL into *out and resets it. */
+static fsa_status_t stats_step(sqlite3_stmt *st, fsa_outbox_stats_t *out)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->pending = sqlite3_column_int64(st, 0);
+        out->inflight = sqlite3_column_int64(st, 1);
+        out->done = sqlite3_column_int64(st, 2);
+        out->conflicts = sqlite3_column_int64(st, 3);
+        out->rejected = sqlite3_column_int64(st, 4);
+        out->oldest_pending_at_ms = sqlite3_column_int64(st, 5);
+        out->last_seq = sqlite3_column_int64(st, 6);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+}
+
+/* The figures on the reader connection (j->rd, opened here on first use), outside the journal's
+ * mutex: counting a backlog of 100,000 ops takes milliseconds that a record made meanwhile would
+ * wait for. One snapshot as on the journal's connection (WAL: the last commit before the read). */
+static fsa_status_t stats_read(fsa_journal_t *j, fsa_outbox_stats_t *out)
+{
+    j->port->mutex_lock(j->port->ctx, j->rd_mu);
+    fsa_status_t s = FSA_OK;
+    if (j->rd == NULL)
+        s = fsa__db_open_reader(j->path, &j->rd);
+    if (s == FSA_OK && j->rd_stats == NULL &&
+        sqlite3_prepare_v3(j->rd, STATS_SQL, -1, SQLITE_PREPARE_PERSISTENT, &j->rd_stats, NULL) !=
+            SQLITE_OK)
+        s = fsa__db_status(sqlite3_extended_errcode(j->rd));
+    if (s == FSA_OK)
+        s = stats_step(j->rd_stats, out);
+    j->port->mutex_unlock(j->port->ctx, j->rd_mu);
+    return s;
+}
+
 fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
 {
     if (j == NULL || out == NULL)
         return FSA_EINVAL;
     memset(out, 0, sizeof *out);
+    if (stats_read(j, out) == FSA_OK)
+        return FSA_OK;
+    /* No reader (it could not be opened, or its read failed): on the journal's connection. */
+    memset(out, 0, sizeof *out);
     lock_j(j);
     sqlite3_stmt *st;
-    fsa_status_t s =
-        prep(j,
-             "SELECT "
-             " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
-             /* Each count reads a partial index, never the table: they run
-              * after every batch of a drain (status events). */
-             /* In flight: the open ops at or below the mark (a range of
-              * outbox_open), and those an older journal marked with state 1 (one
-              * OR over every open op cost five times a range). */
-             " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND seq <= " SENT_UPTO_SQL
-             ") + (SELECT count(*) FROM outbox WHERE state IN (0, 1) "
-             "  AND seq > " SENT_UPTO_SQL " AND state = 1),"
-             /* Done ops wait for a compaction only in older journals (an applied
-              * op leaves the outbox with its result): without INDEXED BY, SQLite
-              * counted them by scanning all of outbox_by_entity. */
-             " (SELECT count(*) FROM outbox INDEXED BY outbox_done WHERE state = 2),"
-             " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
-             "  outcome = 'conflict'),"
-             " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND "
-             "  outcome = 'rejected'),"
-             " (SELECT coalesce(min(at_ms), 0) FROM outbox WHERE seq = "
-             "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
-             " " OUTBOX_LAST_SEQ_SQL,
-             &st);
+    fsa_status_t s = prep(j, STATS_SQL, &st);
     if (s == FSA_OK) {
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            out->pending = sqlite3_column_int64(st, 0);
-            out->inflight = sqlite3_column_int64(st, 1);
-            out->done = sqlite3_column_int64(st, 2);
-            out->conflicts = sqlite3_column_int64(st, 3);
-            out->rejected = sqlite3_column_int64(st, 4);
-            out->oldest_pending_at_ms = sqlite3_column_int64(st, 5);
-            out->last_seq = sqlite3_column_int64(st, 6);
-        } else {
-            s = fsa__db_status(rc);
-        }
+        s = stats_step(st, out);
         release(j, st);
     }
     j->port->mutex_unlock(j->port->ctx, j->mu);

@@ -1,9 +1,12 @@
 /* Tests for storage/journal.c and storage/db.c: opening, recording, the outbox, conflicts. */
 #include <pthread.h>
+#include <sched.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 #include "port/alloc.h"
+#include "storage/db.h"
 #include "storage/lock.h"
 #include "tests/storage/journal_test_util.h"
 #include "tests/storage/vfs_fault.h"
@@ -985,6 +988,57 @@ static void test_fsa_outbox_apply_batch__record_goes_between_transactions(void *
     big_clear(n);
 }
 
+typedef struct creator {
+    fsa_journal_t *j;
+    fsa_status_t st;
+    atomic_bool done;
+} creator_t;
+
+static void *create_thread(void *arg)
+{
+    creator_t *c = arg;
+    fsa_rec_t rec;
+    c->st = fsa_journal_create(c->j, FSA_TYPE_TICKET, "T9", NULL, NULL, &rec);
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+/* The queue's figures are read without the journal's mutex (on a reader connection): a record
+ * that holds it while it waits for the write lock (here another connection's open transaction)
+ * does not hold them up, and they show the last commit. */
+static void test_fsa_outbox_stats__does_not_wait_for_a_record(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T2", NULL, NULL, &rec));
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open(f->dir.path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    uint64_t waits0 = fsa__db_busy_waits();
+    creator_t c = {.j = f->j, .st = FSA_EIO};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, create_thread, &c), 0);
+    /* Until the record waits for the write lock (the journal's busy handler counts it). */
+    while (fsa__db_busy_waits() == waits0)
+        sched_yield();
+    fsa_outbox_stats_t st;
+    fsa_status_t s = fsa_outbox_stats(f->j, &st);
+    bool record_ended_first = atomic_load(&c.done);
+    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(other), SQLITE_OK);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_fsa_ok(s);
+    if (record_ended_first)
+        fail_msg("the figures waited for the record (it ended with %s)", fsa_status_str(c.st));
+    assert_int_equal(st.pending, 2);
+    assert_int_equal(st.last_seq, 2);
+    assert_fsa_ok(c.st);
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.pending, 3);
+    assert_int_equal(st.last_seq, 3);
+}
+
 /* A batch of 40 increments on one ticket whose answers mix runs of applied ops (and duplicates of
  * applied), a conflict and a rejection, where ops 5..9 were answered before (one at a time): each
  * applied op leaves the outbox once, its id kept in done_ops; the parked ops keep their rows; a
@@ -1444,6 +1498,7 @@ int main(void)
         T(test_fsa_outbox_apply_batch__results_commit_without_sync),
         T(test_fsa_outbox_apply_batch__record_goes_between_transactions),
         T(test_fsa_outbox_apply_batch__mixed_answers_once),
+        T(test_fsa_outbox_stats__does_not_wait_for_a_record),
         T(test_fsa_journal_fold__replays_pending_on_new_base),
         T(test_fsa_outbox_compact__keeps_ids_for_audit),
         T(test_fsa_outbox_compact__in_steps_that_give_way),
