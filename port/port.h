@@ -122,20 +122,16 @@ struct fsa_port {
      * touches a mapping of the file meanwhile. FSA_OK; FSA_EINVAL; FSA_EFULL; FSA_EIO. */
     fsa_status_t (*flock_clear)(void *ctx, fsa_flock_t *f, size_t len);
 
-    /* Makes the calling thread background work (a sync thread beside an app's threads): when
-     * both want a core, the scheduler lets the others go first. posix: on Linux, where the nice
-     * value is the thread's own, sets it to FSA_BACKGROUND_NICE, the lowest (it cannot be raised
-     * again without privileges), so that the thread gets about 1.5% of a core an app's thread at
-     * nice 0 wants, and its wake-ups do not preempt such a thread; its threads created after
-     * inherit it. The sim port's is the real one, like its threads. FSA_OK; FSA_EUNSUPPORTED (a
-     * system where the nice value is the process's); FSA_EIO. */
+    /* Makes the calling thread background work (a sync thread beside an app's threads): its
+     * wake-ups never preempt another thread (the scheduler's tick decides when it runs), yet it
+     * keeps its share of the processor: it holds locks that the app's threads wait for (the
+     * journal's), and a thread starved while it holds one makes them wait as long (a sync thread
+     * at nice 19 held a check-in up to half a second on a processor busy with other work:
+     * docs/performance.md). posix: on Linux, the SCHED_BATCH policy for the calling thread, its
+     * nice value unchanged; its threads created after inherit it. The sim port's is the real
+     * one, like its threads. FSA_OK; FSA_EUNSUPPORTED (no such policy); FSA_EIO. */
     fsa_status_t (*thread_background)(void *ctx);
 };
-
-/* The nice value of a background thread: the lowest priority. A relative +10 (Android's
- * background threads) measured not enough: the sync thread's wake-ups, when an app's thread let
- * the journal go, still preempted that thread for up to 2 ms (docs/performance.md). */
-#define FSA_BACKGROUND_NICE 19
 
 /* The process-wide posix port: real clocks, getrandom, pthreads, OFD locks, log to stderr.
  * Never NULL; do not free it. Its log_level starts at FSA_LOG_WARN. */

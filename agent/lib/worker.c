@@ -716,8 +716,8 @@ static void *sync_main(void *arg)
         fsa_status_t bs = fs->port.thread_background(fs->port.ctx);
         if (bs != FSA_OK)
             fsa_log(&fs->port, FSA_LOG_INFO,
-                    "the sync thread runs at the app's priority: it cannot be made background "
-                    "work here (%s)",
+                    "the sync thread is scheduled as the app's threads are: it cannot be made "
+                    "background work here (%s)",
                     fsa_status_str(bs));
     }
     fsa_status_t ws = fsa_watch_open(fsa_journal_path(fs->j), &L->watch);

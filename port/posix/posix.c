@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,15 +335,11 @@ void fsa__posix_flock_unmap(void *ctx, void *addr, size_t len)
 static fsa_status_t posix_thread_background(void *ctx)
 {
     (void)ctx;
-#if defined(__linux__)
-    /* PRIO_PROCESS with who 0 is the calling thread on Linux (its nice value is per thread). */
-    errno = 0;
-    int nice = getpriority(PRIO_PROCESS, 0);
-    if (nice == -1 && errno != 0)
-        return FSA_EIO;
-    return nice >= FSA_BACKGROUND_NICE || setpriority(PRIO_PROCESS, 0, FSA_BACKGROUND_NICE) == 0
-               ? FSA_OK
-               : FSA_EIO;
+#if defined(__linux__) && defined(SCHED_BATCH)
+    /* The calling thread only (Linux schedules threads); priority 0 is the only one of the
+     * policy, and no privilege is needed to take it. */
+    struct sched_param sp = {.sched_priority = 0};
+    return pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp) == 0 ? FSA_OK : FSA_EIO;
 #else
     return FSA_EUNSUPPORTED;
 #endif

@@ -1,5 +1,8 @@
 /* Tests for port/posix: real clocks, sleep, random, threads, mutexes, condvars and OFD locks. */
+#define _GNU_SOURCE /* SCHED_BATCH */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,54 +95,65 @@ static int own_nice(void)
     return n;
 }
 
-struct niceness {
+/* The scheduling policy of the calling thread; -1 when it cannot be read. */
+static int own_policy(void)
+{
+    int policy = -1;
+    struct sched_param sp;
+    return pthread_getschedparam(pthread_self(), &policy, &sp) == 0 ? policy : -1;
+}
+
+struct background {
     fsa_status_t st;
-    int before, after, child, steps_wrong;
+    int policy_before, policy_after, policy_child;
+    int nice_before, nice_after;
+    int steps_wrong;
 };
 
-static void *child_nice(void *arg)
+static void *child_policy(void *arg)
 {
-    ((struct niceness *)arg)->child = own_nice();
+    ((struct background *)arg)->policy_child = own_policy();
     return NULL;
 }
 
 static void *go_background(void *arg)
 {
-    struct niceness *n = arg;
-    n->before = own_nice();
-    n->st = P->thread_background(P->ctx);
-    n->after = own_nice();
+    struct background *b = arg;
+    b->policy_before = own_policy();
+    b->nice_before = own_nice();
+    b->st = P->thread_background(P->ctx);
+    b->policy_after = own_policy();
+    b->nice_after = own_nice();
     fsa_thread_t *t;
-    if (P->thread_create(P->ctx, &t, child_nice, n) != FSA_OK ||
+    if (P->thread_create(P->ctx, &t, child_policy, b) != FSA_OK ||
         P->thread_join(P->ctx, t, NULL) != FSA_OK)
-        n->child = -100;
+        b->policy_child = -100;
     /* Again: it stays there. */
     for (int i = 0; i < 3; i++)
-        if (P->thread_background(P->ctx) != FSA_OK || own_nice() != FSA_BACKGROUND_NICE)
-            n->steps_wrong++;
+        if (P->thread_background(P->ctx) != FSA_OK || own_policy() != SCHED_BATCH)
+            b->steps_wrong++;
     return NULL;
 }
 
-static void test_thread_background__lowers_that_thread_only(void **state)
+/* Background work is SCHED_BATCH for that thread (and the threads it creates), its nice value
+ * left as it was: never a priority below the app's threads, which wait for its locks. */
+static void test_thread_background__batch_for_that_thread_only(void **state)
 {
     (void)state;
-    int main_before = own_nice();
-    if (main_before >= FSA_BACKGROUND_NICE) { /* a niced run: start lower to show the change */
-        if (setpriority(PRIO_PROCESS, 0, 0) != 0)
-            fail_msg("this test needs a nice value below %d", FSA_BACKGROUND_NICE);
-        main_before = own_nice();
-    }
-    struct niceness n = {.st = FSA_EIO};
+    int main_policy = own_policy(), main_nice = own_nice();
+    assert_int_equal(main_policy, SCHED_OTHER);
+    struct background b = {.st = FSA_EIO};
     fsa_thread_t *t;
-    assert_fsa_ok(P->thread_create(P->ctx, &t, go_background, &n));
+    assert_fsa_ok(P->thread_create(P->ctx, &t, go_background, &b));
     assert_fsa_ok(P->thread_join(P->ctx, t, NULL));
-    assert_fsa_ok(n.st);
-    assert_int_equal(FSA_BACKGROUND_NICE, 19); /* the lowest */
-    assert_int_equal(n.before, main_before);   /* a new thread starts at its creator's */
-    assert_int_equal(n.after, FSA_BACKGROUND_NICE);
-    assert_int_equal(n.child, FSA_BACKGROUND_NICE); /* the threads it creates inherit it */
-    assert_int_equal(n.steps_wrong, 0);
-    assert_int_equal(own_nice(), main_before); /* the process's other threads keep theirs */
+    assert_fsa_ok(b.st);
+    assert_int_equal(b.policy_before, SCHED_OTHER); /* a new thread starts with its creator's */
+    assert_int_equal(b.policy_after, SCHED_BATCH);
+    assert_int_equal(b.policy_child, SCHED_BATCH); /* the threads it creates inherit it */
+    assert_int_equal(b.nice_before, main_nice);
+    assert_int_equal(b.nice_after, main_nice); /* not lowered */
+    assert_int_equal(b.steps_wrong, 0);
+    assert_int_equal(own_policy(), main_policy); /* the process's other threads keep theirs */
 }
 
 static void test_cond_wait__deadline_times_out(void **state)
@@ -406,7 +420,7 @@ int main(void)
         cmocka_unit_test(test_sleep__waits_at_least_the_time),
         cmocka_unit_test(test_random__fills_and_differs),
         cmocka_unit_test(test_thread_create__sixteen_threads_share_a_mutex),
-        cmocka_unit_test(test_thread_background__lowers_that_thread_only),
+        cmocka_unit_test(test_thread_background__batch_for_that_thread_only),
         cmocka_unit_test(test_cond_wait__deadline_times_out),
         cmocka_unit_test(test_cond_wait__woken_by_broadcast),
         cmocka_unit_test_setup_teardown(test_flock_try__two_handles_exclude_each_other,

@@ -505,14 +505,15 @@ typedef struct fieldsync_report {
 /*
  * Starts the sync thread: it syncs at once, after every new record (in any process), every
  * sync_interval_ms, and at the persisted next attempt while backing off; it runs the listeners
- * (unless buffered). It runs as background work: on Linux at nice 19, the lowest priority, so
- * that when the app's threads and it want the same core (a check-in while a long backlog drains)
- * theirs go first; a drain on an otherwise idle core is as fast. Listeners that it runs run at that
- * priority too (FIELDSYNC_EVENTS_BUFFERED delivers them on the app's thread instead);
- * FIELDSYNC_START_FOREGROUND keeps the starter's. FIELDSYNC_OK; FIELDSYNC_EBUSY (already started,
- * or still stopping: wait for the STOPPED status; or called from a listener); FIELDSYNC_ENOTFOUND
- * (not initialised); FIELDSYNC_EINVAL (unknown flags); FIELDSYNC_ENOMEM; FIELDSYNC_ECLOSED. Any
- * thread.
+ * (unless buffered). It runs as background work: on Linux with the SCHED_BATCH policy at the
+ * starter's nice value, so that its wake-ups never preempt the app's threads (a check-in while a
+ * long backlog drains), while it keeps a fair share of a busy processor: a thread starved while
+ * it holds the journal would make the app's records wait as long. Listeners that it runs run so
+ * too (FIELDSYNC_EVENTS_BUFFERED delivers them on the app's thread instead);
+ * FIELDSYNC_START_FOREGROUND keeps the starter's scheduling. FIELDSYNC_OK; FIELDSYNC_EBUSY (already
+ * started, or still stopping: wait for the STOPPED status; or called from a listener);
+ * FIELDSYNC_ENOTFOUND (not initialised); FIELDSYNC_EINVAL (unknown flags); FIELDSYNC_ENOMEM;
+ * FIELDSYNC_ECLOSED. Any thread.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_start(fieldsync_t *fs,
                                                  uint32_t flags) FIELDSYNC_MUST_CHECK;
