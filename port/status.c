@@ -38,7 +38,7 @@
  * position-independent program, a relocation per name (24 bytes on aarch64, beside the pointer's
  * 8): this table is the largest the device binary had.
  */
-#define AS_MEMBER(code, text) char n_##code[sizeof text];
+#define AS_MEMBER(code, text) char n_##code[sizeof(text)];
 #define AS_TEXT(code, text) text,
 #define AS_OFFSET(code, text)                                                                      \
     [code] = (unsigned short)(offsetof(struct status_names, n_##code) + 1),
