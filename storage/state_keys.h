@@ -43,6 +43,7 @@
 /* The journal's own bookkeeping (storage/), written in SQL text: the literals concatenate. */
 #define FSA_STATE_CLEAN_CLOSE "clean_close"       /* 0 while users have the journal open */
 #define FSA_STATE_FSYNC_FAILURES "fsync_failures" /* commits whose fsync failed (journal.c) */
+#define FSA_STATE_WAL_STARTS "wal_starts"         /* the WAL generations the drain started (db.c) */
 #define FSA_STATE_LOCK_TABLE "lock_table" /* the live shared lock table's generation (lock.c) */
 #define FSA_STATE_OUTBOX_SENT_UPTO                                                                 \
     "outbox_sent_upto" /* highest seq sent: open ops at or below                                   \

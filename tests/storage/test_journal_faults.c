@@ -412,10 +412,11 @@ static char *journal_dump(const char *path)
                "ORDER BY type, id",
                &t);
     text_add(&t, "state:\n");
-    /* not the journal's own bookkeeping: the clean-close flag, the time of a failed fsync */
+    /* not the journal's own bookkeeping: the clean-close flag, the failed fsyncs, the WAL
+     * generations a drain started */
     dump_query(db,
-               "SELECT k, v FROM sync_state WHERE k NOT IN ('clean_close', 'fsync_failures') "
-               "ORDER BY k",
+               "SELECT k, v FROM sync_state "
+               "WHERE k NOT IN ('clean_close', 'fsync_failures', 'wal_starts') ORDER BY k",
                &t);
     text_add(&t, "done, conflicts, last seq:\n");
     dump_query(db,

@@ -513,7 +513,7 @@ static void journal_snapshot(void *ctx, buf_t *out)
         "SELECT seq, done_ms FROM done_ops ORDER BY seq",
         "SELECT seq, outcome, code, reason, server_version, server_fields, created_ms, decision, "
         "resolution, resolved_ms FROM conflicts ORDER BY seq",
-        "SELECT k, v FROM sync_state WHERE k <> 'clean_close' ORDER BY k",
+        "SELECT k, v FROM sync_state WHERE k NOT IN ('clean_close', 'wal_starts') ORDER BY k",
         "SELECT name, seq FROM sqlite_sequence ORDER BY name",
     };
     /* No file and a file without tables (a failed create) are the same: no journal. Every open
