@@ -969,15 +969,18 @@ static int64_t retry_pause_ns(const fsa_port_t *port, int attempt)
     return ns / 2 + (int64_t)(r % (uint32_t)(ns / 2 > 0 ? ns / 2 : 1));
 }
 
-/* One attempt at the whole batch in one transaction. */
+/* One attempt at the whole batch in one transaction; lazy: its claims may skip the log's read
+ * (fsa__store_ops_t lazy_claims), FSA_ECONFLICT then when an op of it was a duplicate. */
 static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_server,
                                const fsa_store_scope_t *scope, const fsa_codec_op_t *ops, size_t n,
                                int64_t now_ms, fsa_codec_result_t *results, bool *done,
-                               struct fsa__store_cache *cache, char *err, size_t errlen)
+                               struct fsa__store_cache *cache, bool lazy, char *err, size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
         fsa_codec_result_clear(&results[i]);
-        snprintf(results[i].op_id, sizeof results[i].op_id, "%s", ops[i].op.op_id);
+        /* Both are FSA_OP_ID_BYTES: the op's is NUL-terminated within them. */
+        memcpy(results[i].op_id, ops[i].op.op_id, sizeof results[i].op_id);
+        results[i].op_id[sizeof results[i].op_id - 1] = '\0';
         done[i] = false;
     }
     fsa__store_tx_t *tx = NULL;
@@ -987,6 +990,7 @@ static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_s
     cache_clear(cache);
     cache->through = false;
     tx->cache = cache;
+    tx->lazy_claims = lazy && store->ops->lazy_claims;
     for (size_t i = 0; i < n && st == FSA_OK; i++) {
         if (done[i])
             continue;
@@ -1042,12 +1046,21 @@ fsa_status_t fsa_store_apply_scoped(fsa_store_t *store, const char *device, bool
     memset(&cache, 0, sizeof cache);
     cache.prev = warm_take(store);
     fsa_status_t st = FSA_EBUSY;
+    bool lazy = true;
     for (int attempt = 0; attempt < APPLY_TRIES && st == FSA_EBUSY; attempt++) {
         if (attempt > 0)
             store->port->sleep(store->port->ctx, retry_pause_ns(store->port, attempt));
         err[0] = '\0';
-        st = apply_once(store, device, by_server, scope, ops, n, now_ms, results, done, &cache, err,
-                        errlen);
+        st = apply_once(store, device, by_server, scope, ops, n, now_ms, results, done, &cache,
+                        lazy, err, errlen);
+        if (st == FSA_ECONFLICT && lazy) {
+            /* An op claimed without reading the log was logged already (a batch sent again):
+             * rolled back; the batch again at once, every claim reading the log. */
+            lazy = false;
+            err[0] = '\0';
+            st = apply_once(store, device, by_server, scope, ops, n, now_ms, results, done, &cache,
+                            false, err, errlen);
+        }
     }
     if (st == FSA_OK) {
         warm_give(store, &cache);

@@ -187,6 +187,19 @@ typedef struct logrow {
     int64_t received;
 } logrow_t;
 
+/*
+ * The op ids a transaction with lazy claims has claimed or logged (store_internal.h): a claim of
+ * any other op id answers "not logged" without reading the log, since under the write lock only
+ * this transaction writes it. Kept as 64-bit hashes of the op ids, open addressing: a hash that
+ * two op ids share only sends the second to the log's read. Past half full every claim reads.
+ */
+#define SEEN_SLOTS 2048 /* four per op of the largest batch (FSA_LIMIT_BATCH_OPS) */
+
+typedef struct seen {
+    uint64_t h[SEEN_SLOTS]; /* 0: empty */
+    size_t n;
+} seen_t;
+
 typedef struct sq_store {
     fsa_store_t head; /* ops and port */
     const fsa_port_t *port;
@@ -205,6 +218,7 @@ typedef struct sq_store {
     sqlite3_stmt *log_many;  /* W_INS_OP for LOG_ROWS rows at once (log_flush) */
     logrow_t logs[LOG_ROWS]; /* outcomes logged, not yet inserted */
     size_t nlogs;
+    seen_t seen;      /* the transaction's claimed and logged op ids (lazy claims) */
     bool sync_normal; /* wdb is at synchronous=NORMAL (a nonce check); FULL again before a write */
     /* The writer is taken in arrival order (a ticket lock): a plain mutex lets the thread that
      * just committed take it again at once, which starves the others and stretches tail
@@ -561,6 +575,14 @@ static void log_bind(sqlite3_stmt *q, int base, const logrow_t *r)
     sqlite3_bind_int64(q, base + 10, r->received);
 }
 
+/* A statement of the op log's insert that ran: FSA_ECONFLICT when it inserted fewer than rows
+ * in a transaction with lazy claims (a row's op id was logged already: an op claimed without
+ * reading the log was a duplicate); else FSA_OK, as INSERT OR IGNORE is meant to. */
+static fsa_status_t log_inserted(sq_store_t *s, int rows)
+{
+    return s->tx.lazy_claims && sqlite3_changes(s->wdb) != rows ? FSA_ECONFLICT : FSA_OK;
+}
+
 /* Inserts the rows that wait: LOG_ROWS at once, fewer one by one. */
 static fsa_status_t log_flush(sq_store_t *s)
 {
@@ -574,7 +596,7 @@ static fsa_status_t log_flush(sq_store_t *s)
         int rc = sqlite3_step(q);
         sqlite3_reset(q);
         sqlite3_clear_bindings(q);
-        return rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+        return rc == SQLITE_DONE ? log_inserted(s, LOG_ROWS) : map_rc(rc);
     }
     sqlite3_stmt *q = s->w[W_INS_OP];
     for (size_t i = 0; i < n && st == FSA_OK; i++) {
@@ -582,9 +604,36 @@ static fsa_status_t log_flush(sq_store_t *s)
         int rc = sqlite3_step(q);
         sqlite3_reset(q);
         sqlite3_clear_bindings(q);
-        st = rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+        st = rc == SQLITE_DONE ? log_inserted(s, 1) : map_rc(rc);
     }
     return st;
+}
+
+/* FNV-1a of an op id, never 0 (the empty slot). */
+static uint64_t seen_hash(const char *op_id)
+{
+    uint64_t h = 14695981039346656037u;
+    for (const char *p = op_id; *p != '\0'; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211u;
+    return h != 0 ? h : 1;
+}
+
+/* Notes op_id as claimed or logged in this transaction: true when it was not noted before (nor
+ * any op id of the same hash), and the table has room; false sends a claim to the log. */
+static bool seen_add(seen_t *t, const char *op_id)
+{
+    if (t->n >= SEEN_SLOTS / 2)
+        return false;
+    uint64_t h = seen_hash(op_id);
+    for (size_t i = (size_t)h & (SEEN_SLOTS - 1);; i = (i + 1) & (SEEN_SLOTS - 1)) {
+        if (t->h[i] == h)
+            return false;
+        if (t->h[i] == 0) {
+            t->h[i] = h;
+            t->n++;
+            return true;
+        }
+    }
 }
 
 static fsa_status_t sq_find_op(fsa__store_tx_t *tx, const char *op_id, fsa__store_logged_t *out)
@@ -622,12 +671,17 @@ static fsa_status_t sq_find_op(fsa__store_tx_t *tx, const char *op_id, fsa__stor
     return st;
 }
 
-/* Under the database's write lock nothing else can log an op meanwhile: claiming is looking. */
+/* Under the database's write lock nothing else can log an op meanwhile: claiming is looking,
+ * and with lazy claims an op id new to this transaction is not looked for (the insert checks). */
 static fsa_status_t sq_claim_op(fsa__store_tx_t *tx, const char *device, const fsa_op_t *op,
                                 int64_t now_ms, fsa__store_logged_t *out)
 {
     (void)device;
     (void)now_ms;
+    if (tx->lazy_claims && seen_add(&SQ(tx)->seen, op->op_id)) {
+        memset(out, 0, sizeof *out);
+        return FSA_OK;
+    }
     return sq_find_op(tx, op->op_id, out);
 }
 
@@ -645,6 +699,8 @@ static fsa_status_t sq_log_op(fsa__store_tx_t *tx, const char *device, const fsa
                               const fsa_codec_result_t *r, int64_t now_ms)
 {
     sq_store_t *s = SQ(tx);
+    if (tx->lazy_claims)
+        (void)seen_add(&s->seen, op->op_id); /* a later claim of it reads the log */
     logrow_t *row = &s->logs[s->nlogs];
     row->key = log_key(op->op_id);
     row->seq = op->seq;
@@ -791,6 +847,11 @@ static fsa_status_t sq_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err
      * committed changes since this one last wrote. */
     s->last_chg = query_int(s->wdb, "SELECT max(chg) FROM entities", 0);
     s->tx.store = store;
+    s->tx.lazy_claims = false; /* store.c's to set */
+    if (s->seen.n > 0) {
+        memset(s->seen.h, 0, sizeof s->seen.h);
+        s->seen.n = 0;
+    }
     *tx = &s->tx;
     return FSA_OK;
 }
@@ -802,6 +863,7 @@ static fsa_status_t sq_commit(fsa__store_tx_t *tx, char *err, size_t errlen)
     if (st != FSA_OK) {
         snprintf(err, errlen, "logging the batch's outcomes failed: %s", fsa_status_str(st));
         (void)sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+        s->tx.lazy_claims = false;
         writer_give(s);
         return st;
     }
@@ -810,6 +872,7 @@ static fsa_status_t sq_commit(fsa__store_tx_t *tx, char *err, size_t errlen)
         st = db_fail(s->wdb, rc, "commit failed", err, errlen);
         (void)sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
     }
+    s->tx.lazy_claims = false;
     writer_give(s);
     return st;
 }
@@ -818,6 +881,7 @@ static void sq_abort(fsa__store_tx_t *tx)
 {
     sq_store_t *s = SQ(tx);
     s->nlogs = 0;
+    s->tx.lazy_claims = false;
     (void)sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
     writer_give(s);
 }
@@ -1130,6 +1194,7 @@ static const fsa__store_ops_t sq_ops = {
     .find_op = sq_find_op,
     .claim_op = sq_claim_op,
     .log_op = sq_log_op,
+    .lazy_claims = true,
     .pull = sq_pull,
     .get = sq_get,
     .counts = sq_counts,

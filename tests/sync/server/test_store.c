@@ -377,6 +377,71 @@ static bool level_is(fsa_store_t *s, const char *id, const char *want)
 }
 
 /*
+ * A claim of an op id new to its batch does not read the op log (lazy claims, SQLite): the log's
+ * insert finds an op id logged already, and the batch is applied again with every claim read.
+ * The answers are those of reading every claim: op ids of an earlier batch, met after 150 new
+ * ops (found by a 100-row insert) and last in the batch (found by a one-row insert at the
+ * commit), are duplicates and not applied again; in a failed group, an op after the failing one
+ * takes the group's outcome whether its op id was logged before or not.
+ */
+static void test_fsa_store_apply__duplicates_found_by_the_log_insert(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 230 };
+    fsa_codec_op_t *ops = fsa_calloc(N, sizeof *ops);
+    fsa_codec_result_t *res = fsa_calloc(N, sizeof *res);
+    assert_non_null(ops);
+    assert_non_null(res);
+    op_make(&ops[0], "d0", FSA_OP_CREATE, FSA_TYPE_TICKET, "DT", NULL, "{}");
+    incr_make(&ops[1], "d1", "DT", NULL, 1);
+    incr_make(&ops[2], "d2", "DT", NULL, 10);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 3, 1000, res, NULL, 0));
+    assert_int_equal(res[2].version, 3);
+    ops_clear(ops, res, 3);
+
+    for (int i = 0; i < N; i++) {
+        char op_id[16], id[16];
+        snprintf(op_id, sizeof op_id, "dn%d", i);
+        snprintf(id, sizeof id, "DN%d", i);
+        if (i == 150)
+            incr_make(&ops[i], "d1", "DT", NULL, 1);
+        else if (i == N - 1)
+            incr_make(&ops[i], "d2", "DT", NULL, 10);
+        else
+            op_make(&ops[i], op_id, FSA_OP_CREATE, FSA_TYPE_TICKET, id, NULL, NULL);
+    }
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, N, 1000, res, NULL, 0));
+    for (int i = 0; i < N; i++) {
+        bool dup = i == 150 || i == N - 1;
+        int64_t v = i == 150 ? 2 : i == N - 1 ? 3 : 1;
+        if (res[i].status != (dup ? FSA_RESULT_DUPLICATE : FSA_RESULT_APPLIED) ||
+            res[i].version != v)
+            fail_msg("op %d: status %d version %lld", i, (int)res[i].status,
+                     (long long)res[i].version);
+    }
+    ops_clear(ops, res, N);
+    assert_int_equal(version_of(f->store, FSA_TYPE_TICKET, "DT"), 3);
+    assert_true(level_is(f->store, "DT", "\"level\":11"));
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM ops WHERE op_id LIKE 'dn%'"), N - 2);
+
+    /* A group failing at its second op; its third is logged already, its fourth is new. */
+    incr_make(&ops[0], "dg0", "DT", "grp", 100);
+    op_make(&ops[1], "dg1", FSA_OP_SET, FSA_TYPE_TICKET, "DT", "grp", "{\"priority\":\"HIGH\"}");
+    ops[1].op.base_version = 1; /* stale: the group fails */
+    incr_make(&ops[2], "d1", "DT", "grp", 1);
+    incr_make(&ops[3], "dg3", "DT", "grp", 1);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 4, 1000, res, NULL, 0));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(res[i].status, FSA_RESULT_CONFLICT);
+        assert_non_null(strstr(res[i].message, "group grp not applied: op dg1"));
+    }
+    ops_clear(ops, res, 4);
+    assert_int_equal(version_of(f->store, FSA_TYPE_TICKET, "DT"), 3);
+    fsa_free(ops);
+    fsa_free(res);
+}
+
+/*
  * The store keeps the parsed entities of its last committed batch for the next one. Such a parse
  * must give way to what the database holds: a change made by another store on the file (another
  * process), and a group of the store's own that was rolled back, are both seen by the next batch.
@@ -701,6 +766,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__op_log_in_statements_of_100, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__duplicates_found_by_the_log_insert,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__warm_parse_follows_the_database,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__one_entity_many_ops_in_a_batch, setup,
