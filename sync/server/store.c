@@ -556,21 +556,21 @@ static bool keys_untouched(const fsa_op_t *op)
     return true;
 }
 
-/* Writes the entity through the transaction's entities: held dirty until the flush. */
+/* Writes the entity through the transaction's entities: held dirty until the flush. *next is
+ * the new fields (fsa_malloc'ed): a held entity takes it (*next NULL after), else it is only read.
+ */
 static fsa_status_t ent_write(fsa__store_tx_t *tx, const fsa_op_t *op, bool exists, int64_t version,
-                              const char *next, int64_t now_ms, const char *owner,
+                              char **next, int64_t now_ms, const char *owner,
                               const fsa_model_keys_t *keys)
 {
     struct fsa__store_cache *c = tx->cache;
     const char *type = fsa_type_name(op->type);
     cent_t *e = c != NULL && !c->through ? cache_find(c, type, op->id) : NULL;
     if (e == NULL)
-        return B(tx)->write_entity(tx, type, op->id, exists, version, next, now_ms, owner, keys);
-    char *copy = dup_text(next);
-    if (copy == NULL)
-        return FSA_ENOMEM;
+        return B(tx)->write_entity(tx, type, op->id, exists, version, *next, now_ms, owner, keys);
     fsa_free(e->fields);
-    e->fields = copy;
+    e->fields = *next;
+    *next = NULL;
     cent_charge(c, e);
     e->version = version;
     e->mdtz_ms = now_ms;
@@ -744,11 +744,11 @@ static fsa_status_t in_scope(fsa__store_tx_t *tx, const fsa_store_scope_t *scope
     return st;
 }
 
-/* Writes the entity with its scope keys; when a jobneed's person changes, its checkpoints get a
- * new change number too, so that pulls take them into (or out of) the scopes that follow it. */
+/* Writes the entity with its scope keys (*next: ent_write's); when a jobneed's person changes,
+ * its checkpoints get a new change number too, so that pulls take them into (or out of) the
+ * scopes that follow it. */
 static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, const char *old,
-                                    int64_t version, const char *next, int64_t now_ms,
-                                    const char *owner)
+                                    int64_t version, char **next, int64_t now_ms, const char *owner)
 {
     /* Only a jobneed's keys are needed now (its person against the old one's); the others' are
      * read at the flush when the op may have changed them. */
@@ -758,7 +758,7 @@ static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, con
         return ent_write(tx, op, old != NULL, version, next, now_ms, owner, NULL);
     fsa_model_keys_t k, ok;
     memset(&ok, 0, sizeof ok);
-    fsa_status_t st = fsa_model_scope_keys(op->type, next, &k);
+    fsa_status_t st = fsa_model_scope_keys(op->type, *next, &k);
     if (st == FSA_OK && old != NULL)
         st = held ? ent_load_keys(tx, op, &ok) : fsa_model_scope_keys(op->type, old, &ok);
     if (st != FSA_OK)
@@ -817,7 +817,7 @@ static fsa_status_t try_op(fsa__store_tx_t *tx, const char *device, bool by_serv
     switch (ast) {
     case FSA_OK: {
         int64_t nv = fields != NULL ? version + 1 : 1;
-        st = write_with_keys(tx, op, fields, nv, next, now_ms, by_server ? NULL : device);
+        st = write_with_keys(tx, op, fields, nv, &next, now_ms, by_server ? NULL : device);
         if (st == FSA_OK) {
             r->status = FSA_RESULT_APPLIED;
             r->version = nv;

@@ -508,10 +508,17 @@ static char *column_dup(sqlite3_stmt *s, int i)
     return p;
 }
 
+/* Column i as text into dst[cap], cut to fit (as snprintf would, without its cost: this runs for
+ * every entity the apply loads). */
 static void column_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
 {
     const unsigned char *t = sqlite3_column_text(s, i);
-    snprintf(dst, cap, "%s", t != NULL ? (const char *)t : "");
+    size_t n = t != NULL ? (size_t)sqlite3_column_bytes(s, i) : 0;
+    if (n >= cap)
+        n = cap - 1;
+    if (n > 0)
+        memcpy(dst, t, n);
+    dst[n] = '\0';
 }
 
 /* ---- apply ---- */
