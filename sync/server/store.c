@@ -247,6 +247,7 @@ struct fsa__store_cache {
     size_t nslots;
     size_t bytes;
     uint64_t wseq;
+    size_t last; /* the entry cache_find found or cache_add made last (an op looks it up 4 times) */
     bool through;                  /* inside a group: straight to the database */
     struct fsa__store_cache *prev; /* the store's warm entities, taken for this batch (or NULL) */
 };
@@ -291,16 +292,21 @@ static void cache_drop(struct fsa__store_cache *c)
     fsa_free(c);
 }
 
-static cent_t *cache_find(const struct fsa__store_cache *c, const char *type, const char *id)
+static cent_t *cache_find(struct fsa__store_cache *c, const char *type, const char *id)
 {
     if (c->nslots == 0)
         return NULL;
+    if (c->last < c->n && strcmp(c->e[c->last].id, id) == 0 &&
+        strcmp(c->e[c->last].type, type) == 0)
+        return &c->e[c->last];
     for (size_t i = cent_hash(type, id) & (c->nslots - 1);; i = (i + 1) & (c->nslots - 1)) {
         int32_t k = c->slot[i];
         if (k < 0)
             return NULL;
-        if (strcmp(c->e[k].id, id) == 0 && strcmp(c->e[k].type, type) == 0)
+        if (strcmp(c->e[k].id, id) == 0 && strcmp(c->e[k].type, type) == 0) {
+            c->last = (size_t)k;
             return &c->e[k];
+        }
     }
 }
 
@@ -337,6 +343,7 @@ static cent_t *cache_add(struct fsa__store_cache *c, const char *type, const cha
     memset(e, 0, sizeof *e);
     memcpy(e->type, type, strlen(type) + 1);
     memcpy(e->id, id, strlen(id) + 1);
+    c->last = c->n;
     c->slot[i] = (int32_t)c->n++;
     return e;
 }

@@ -602,16 +602,16 @@ static fsa_status_t log_flush(sq_store_t *s)
         for (size_t i = 0; i < n; i++)
             log_bind(q, (int)i * LOG_COLS, &s->logs[i]);
         int rc = sqlite3_step(q);
+        /* Its 1,000 bindings are not cleared (they cost as much again): every use binds each
+         * one anew, and they point into s->logs, which lives as long as the statement. */
         sqlite3_reset(q);
-        sqlite3_clear_bindings(q);
         return rc == SQLITE_DONE ? log_inserted(s, LOG_ROWS) : map_rc(rc);
     }
     sqlite3_stmt *q = s->w[W_INS_OP];
     for (size_t i = 0; i < n && st == FSA_OK; i++) {
         log_bind(q, 0, &s->logs[i]);
         int rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        sqlite3_clear_bindings(q);
+        sqlite3_reset(q); /* bindings kept, as above */
         st = rc == SQLITE_DONE ? log_inserted(s, 1) : map_rc(rc);
     }
     return st;
