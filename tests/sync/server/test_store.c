@@ -635,10 +635,14 @@ static void test_fsa_store_sweep_ops__chunks_and_forgets(void **state)
     for (int i = 0; i < 5; i++)
         fsa_codec_result_clear(&res[i]);
     int64_t deleted = -1;
+    /* One row of op_batches per batch: [c0] at 500, [s0 s1 s2] at 1000, [s3 s4] at 3000. */
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM op_batches"), 3);
     assert_fsa_ok(fsa_store_sweep_ops(f->store, 2000, 2, &deleted));
     assert_int_equal(deleted, 2); /* c0 and s0: the oldest first */
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM op_batches"), 2); /* [s1 s2] left */
     assert_fsa_ok(fsa_store_sweep_ops(f->store, 2000, 2, &deleted));
     assert_int_equal(deleted, 2);
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM op_batches"), 1);
     assert_fsa_ok(fsa_store_sweep_ops(f->store, 2000, 2, &deleted));
     assert_int_equal(deleted, 0);
     int64_t ents = 0, nops = 0, last = 0;
@@ -702,7 +706,8 @@ static void test_fsa_store_two_handles__share_everything(void **state)
     fsa_store_close(other);
 }
 
-/* A schema-1 database (the first server's) is migrated in place, its rows kept. */
+/* A schema-1 database (the first server's) is migrated in place, its rows kept (and its op
+ * outcomes still swept when they expire). */
 static void test_fsa_store_open__migrates_schema_1(void **state)
 {
     fixture_t *f = *state;
@@ -734,8 +739,20 @@ static void test_fsa_store_open__migrates_schema_1(void **state)
     bool replay = true;
     assert_fsa_ok(fsa_store_nonce(s, "d1", "0123456789abcdef0123456789abcdef", 10, 1, &replay));
     assert_false(replay);
+    /* Schema 5: the op log's old rows are found by the retention sweep without ops_received. */
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM sqlite_master WHERE name = "
+                                      "'ops_received'"),
+                     0);
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM op_batches"), 1);
+    int64_t deleted = -1;
+    assert_fsa_ok(fsa_store_sweep_ops(s, 1, 10, &deleted));
+    assert_int_equal(deleted, 0); /* received at 1: not before 1 */
+    assert_fsa_ok(fsa_store_sweep_ops(s, 2, 10, &deleted));
+    assert_int_equal(deleted, 1);
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM ops"), 0);
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM op_batches"), 0);
     fsa_store_close(s);
-    assert_int_equal(count_rows(path, "PRAGMA user_version"), 4);
+    assert_int_equal(count_rows(path, "PRAGMA user_version"), 5);
     /* Schema 3 filled the scope keys of the rows it found; schema 4 made their indexes partial
      * (an entity without the key has no entry). */
     assert_int_equal(count_rows(path, "SELECT count(*) FROM entities WHERE person = 'p7'"), 1);
