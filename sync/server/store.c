@@ -247,6 +247,7 @@ struct fsa__store_cache {
     size_t nslots;
     size_t bytes;
     uint64_t wseq;
+    size_t last; /* the entry cache_find found or cache_add made last (an op looks it up 4 times) */
     bool through;                  /* inside a group: straight to the database */
     struct fsa__store_cache *prev; /* the store's warm entities, taken for this batch (or NULL) */
 };
@@ -291,16 +292,21 @@ static void cache_drop(struct fsa__store_cache *c)
     fsa_free(c);
 }
 
-static cent_t *cache_find(const struct fsa__store_cache *c, const char *type, const char *id)
+static cent_t *cache_find(struct fsa__store_cache *c, const char *type, const char *id)
 {
     if (c->nslots == 0)
         return NULL;
+    if (c->last < c->n && strcmp(c->e[c->last].id, id) == 0 &&
+        strcmp(c->e[c->last].type, type) == 0)
+        return &c->e[c->last];
     for (size_t i = cent_hash(type, id) & (c->nslots - 1);; i = (i + 1) & (c->nslots - 1)) {
         int32_t k = c->slot[i];
         if (k < 0)
             return NULL;
-        if (strcmp(c->e[k].id, id) == 0 && strcmp(c->e[k].type, type) == 0)
+        if (strcmp(c->e[k].id, id) == 0 && strcmp(c->e[k].type, type) == 0) {
+            c->last = (size_t)k;
             return &c->e[k];
+        }
     }
 }
 
@@ -337,6 +343,7 @@ static cent_t *cache_add(struct fsa__store_cache *c, const char *type, const cha
     memset(e, 0, sizeof *e);
     memcpy(e->type, type, strlen(type) + 1);
     memcpy(e->id, id, strlen(id) + 1);
+    c->last = c->n;
     c->slot[i] = (int32_t)c->n++;
     return e;
 }
@@ -556,21 +563,21 @@ static bool keys_untouched(const fsa_op_t *op)
     return true;
 }
 
-/* Writes the entity through the transaction's entities: held dirty until the flush. */
+/* Writes the entity through the transaction's entities: held dirty until the flush. *next is
+ * the new fields (fsa_malloc'ed): a held entity takes it (*next NULL after), else it is only read.
+ */
 static fsa_status_t ent_write(fsa__store_tx_t *tx, const fsa_op_t *op, bool exists, int64_t version,
-                              const char *next, int64_t now_ms, const char *owner,
+                              char **next, int64_t now_ms, const char *owner,
                               const fsa_model_keys_t *keys)
 {
     struct fsa__store_cache *c = tx->cache;
     const char *type = fsa_type_name(op->type);
     cent_t *e = c != NULL && !c->through ? cache_find(c, type, op->id) : NULL;
     if (e == NULL)
-        return B(tx)->write_entity(tx, type, op->id, exists, version, next, now_ms, owner, keys);
-    char *copy = dup_text(next);
-    if (copy == NULL)
-        return FSA_ENOMEM;
+        return B(tx)->write_entity(tx, type, op->id, exists, version, *next, now_ms, owner, keys);
     fsa_free(e->fields);
-    e->fields = copy;
+    e->fields = *next;
+    *next = NULL;
     cent_charge(c, e);
     e->version = version;
     e->mdtz_ms = now_ms;
@@ -744,11 +751,11 @@ static fsa_status_t in_scope(fsa__store_tx_t *tx, const fsa_store_scope_t *scope
     return st;
 }
 
-/* Writes the entity with its scope keys; when a jobneed's person changes, its checkpoints get a
- * new change number too, so that pulls take them into (or out of) the scopes that follow it. */
+/* Writes the entity with its scope keys (*next: ent_write's); when a jobneed's person changes,
+ * its checkpoints get a new change number too, so that pulls take them into (or out of) the
+ * scopes that follow it. */
 static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, const char *old,
-                                    int64_t version, const char *next, int64_t now_ms,
-                                    const char *owner)
+                                    int64_t version, char **next, int64_t now_ms, const char *owner)
 {
     /* Only a jobneed's keys are needed now (its person against the old one's); the others' are
      * read at the flush when the op may have changed them. */
@@ -758,7 +765,7 @@ static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, con
         return ent_write(tx, op, old != NULL, version, next, now_ms, owner, NULL);
     fsa_model_keys_t k, ok;
     memset(&ok, 0, sizeof ok);
-    fsa_status_t st = fsa_model_scope_keys(op->type, next, &k);
+    fsa_status_t st = fsa_model_scope_keys(op->type, *next, &k);
     if (st == FSA_OK && old != NULL)
         st = held ? ent_load_keys(tx, op, &ok) : fsa_model_scope_keys(op->type, old, &ok);
     if (st != FSA_OK)
@@ -817,7 +824,7 @@ static fsa_status_t try_op(fsa__store_tx_t *tx, const char *device, bool by_serv
     switch (ast) {
     case FSA_OK: {
         int64_t nv = fields != NULL ? version + 1 : 1;
-        st = write_with_keys(tx, op, fields, nv, next, now_ms, by_server ? NULL : device);
+        st = write_with_keys(tx, op, fields, nv, &next, now_ms, by_server ? NULL : device);
         if (st == FSA_OK) {
             r->status = FSA_RESULT_APPLIED;
             r->version = nv;
@@ -969,15 +976,18 @@ static int64_t retry_pause_ns(const fsa_port_t *port, int attempt)
     return ns / 2 + (int64_t)(r % (uint32_t)(ns / 2 > 0 ? ns / 2 : 1));
 }
 
-/* One attempt at the whole batch in one transaction. */
+/* One attempt at the whole batch in one transaction; lazy: its claims may skip the log's read
+ * (fsa__store_ops_t lazy_claims), FSA_ECONFLICT then when an op of it was a duplicate. */
 static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_server,
                                const fsa_store_scope_t *scope, const fsa_codec_op_t *ops, size_t n,
                                int64_t now_ms, fsa_codec_result_t *results, bool *done,
-                               struct fsa__store_cache *cache, char *err, size_t errlen)
+                               struct fsa__store_cache *cache, bool lazy, char *err, size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
         fsa_codec_result_clear(&results[i]);
-        snprintf(results[i].op_id, sizeof results[i].op_id, "%s", ops[i].op.op_id);
+        /* Both are FSA_OP_ID_BYTES: the op's is NUL-terminated within them. */
+        memcpy(results[i].op_id, ops[i].op.op_id, sizeof results[i].op_id);
+        results[i].op_id[sizeof results[i].op_id - 1] = '\0';
         done[i] = false;
     }
     fsa__store_tx_t *tx = NULL;
@@ -987,6 +997,7 @@ static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_s
     cache_clear(cache);
     cache->through = false;
     tx->cache = cache;
+    tx->lazy_claims = lazy && store->ops->lazy_claims;
     for (size_t i = 0; i < n && st == FSA_OK; i++) {
         if (done[i])
             continue;
@@ -1042,12 +1053,21 @@ fsa_status_t fsa_store_apply_scoped(fsa_store_t *store, const char *device, bool
     memset(&cache, 0, sizeof cache);
     cache.prev = warm_take(store);
     fsa_status_t st = FSA_EBUSY;
+    bool lazy = true;
     for (int attempt = 0; attempt < APPLY_TRIES && st == FSA_EBUSY; attempt++) {
         if (attempt > 0)
             store->port->sleep(store->port->ctx, retry_pause_ns(store->port, attempt));
         err[0] = '\0';
-        st = apply_once(store, device, by_server, scope, ops, n, now_ms, results, done, &cache, err,
-                        errlen);
+        st = apply_once(store, device, by_server, scope, ops, n, now_ms, results, done, &cache,
+                        lazy, err, errlen);
+        if (st == FSA_ECONFLICT && lazy) {
+            /* An op claimed without reading the log was logged already (a batch sent again):
+             * rolled back; the batch again at once, every claim reading the log. */
+            lazy = false;
+            err[0] = '\0';
+            st = apply_once(store, device, by_server, scope, ops, n, now_ms, results, done, &cache,
+                            false, err, errlen);
+        }
     }
     if (st == FSA_OK) {
         warm_give(store, &cache);

@@ -28,6 +28,8 @@
 typedef struct fsa__store_tx {
     fsa_store_t *store;
     struct fsa__store_cache *cache;
+    /* Set by store.c after begin, only for a backend with lazy_claims (see there). */
+    bool lazy_claims;
 } fsa__store_tx_t;
 
 /* An op outcome as the op log holds it. */
@@ -85,6 +87,15 @@ typedef struct fsa__store_ops {
                              int64_t now_ms, fsa__store_logged_t *out);
     fsa_status_t (*log_op)(fsa__store_tx_t *tx, const char *device, const fsa_op_t *op,
                            const fsa_codec_result_t *r, int64_t now_ms);
+    /* Claims that need not look (true: the backend can; false or absent: every claim looks).
+     * In a transaction whose tx->lazy_claims is set, a claim of an op id that this transaction
+     * has neither claimed nor logged before may answer "not logged" without reading the log;
+     * the log then checks at its insert: when it finds an op id logged already (the op was a
+     * duplicate, and was applied as new) it fails with FSA_ECONFLICT, and store.c rolls the
+     * batch back and applies it again with every claim looking. Only for a backend whose
+     * transactions hold the op log to themselves (SQLite's write lock), so that what is not
+     * logged at a claim is not logged by anyone else before the insert. */
+    bool lazy_claims;
 
     /* The reads and the rest of store.h, with its contracts (arguments already checked). */
     fsa_status_t (*pull)(fsa_store_t *store, const char *device, const fsa_store_scope_t *scope,

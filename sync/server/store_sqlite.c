@@ -7,6 +7,7 @@
  * sync/server/ includes it.
  */
 #include "port/alloc.h"
+#include "port/buf.h"
 #include "port/files.h"
 #include "port/limits.h"
 #include "storage/db.h"
@@ -20,7 +21,7 @@
 #include <sqlite3.h>
 
 #define STORE_APP_ID 0x46534153 /* "FSAS": a fieldsync-server database */
-#define STORE_SCHEMA 4
+#define STORE_SCHEMA 5
 #define STORE_READERS_MAX 64
 
 static const char schema_sql[] =
@@ -79,6 +80,16 @@ static const char schema_v4_sql[] =
     "CREATE INDEX entities_parent ON entities(parent, chg) WHERE parent IS NOT NULL;"
     "CREATE INDEX entities_owner ON entities(owner, chg) WHERE owner IS NOT NULL;";
 
+/* Schema 5: the retention sweep finds old op outcomes through one row per committed batch (its
+ * received time and its op ids, each followed by a NUL) rather than an index entry per op: the
+ * ops_received index cost every logged op a b-tree insert, 3.7 k instructions, 9% of a 500-op
+ * batch's work. The rows an older database holds get a row each. */
+static const char schema_v5_sql[] =
+    "CREATE TABLE IF NOT EXISTS op_batches(received INTEGER NOT NULL, op_ids BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS op_batches_received ON op_batches(received);"
+    "INSERT INTO op_batches(received, op_ids) SELECT received, CAST(op_id AS BLOB) FROM ops;"
+    "DROP INDEX IF EXISTS ops_received;";
+
 enum {
     W_SEL_ENTITY,
     W_INS_ENTITY,
@@ -88,6 +99,7 @@ enum {
     W_CHILDREN,
     W_TOUCH,
     W_DELIVERED,
+    W_INS_BATCH,
     W__COUNT
 };
 
@@ -104,6 +116,7 @@ static const char *const write_sql[W__COUNT] = {
     [W_DELIVERED] = "INSERT INTO delivered(device, type, id, gone_chg) VALUES(?1, ?2, ?3, ?4)"
                     " ON CONFLICT(device, type, id) DO UPDATE SET gone_chg=excluded.gone_chg",
     [W_SEL_OP] = "SELECT status, version, code, message, type, id FROM ops WHERE op_id=?1",
+    [W_INS_BATCH] = "INSERT INTO op_batches(received, op_ids) VALUES(?1, ?2)",
     [W_INS_OP] =
         "INSERT OR IGNORE INTO ops(op_id, device, seq, type, id, status, version, code, message,"
         " received) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -122,9 +135,17 @@ static const char *const nonce_sql[N__COUNT] = {
                 " (SELECT device, nonce FROM nonces WHERE expires < ?1 ORDER BY expires LIMIT 32)",
 };
 
-#define W_SWEEP_OPS_SQL                                                                            \
-    "DELETE FROM ops WHERE op_id IN"                                                               \
-    " (SELECT op_id FROM ops WHERE received < ?1 ORDER BY received LIMIT ?2)"
+/* The retention sweep (sq_sweep_ops): the oldest batch received before ?1, its op ids' rows
+ * removed one by one (a row only when it is that old too: an op id a later batch logged again is
+ * that batch's), the batch's row removed or left with the op ids not reached. */
+enum { S_OLDEST, S_DEL_OP, S_DEL_BATCH, S_KEEP_REST, S__COUNT };
+static const char *const sweep_sql[S__COUNT] = {
+    [S_OLDEST] = "SELECT rowid, op_ids FROM op_batches WHERE received < ?1"
+                 " ORDER BY received, rowid LIMIT 1",
+    [S_DEL_OP] = "DELETE FROM ops WHERE op_id = ?1 AND received < ?2",
+    [S_DEL_BATCH] = "DELETE FROM op_batches WHERE rowid = ?1",
+    [S_KEEP_REST] = "UPDATE op_batches SET op_ids = ?2 WHERE rowid = ?1",
+};
 
 enum { R_PULL, R_GET, R_SCOPED, R_NONCE, R__COUNT };
 
@@ -187,6 +208,20 @@ typedef struct logrow {
     int64_t received;
 } logrow_t;
 
+/*
+ * The op ids a transaction with lazy claims has claimed or logged (store_internal.h): a claim of
+ * any other op id answers "not logged" without reading the log, since under the write lock only
+ * this transaction writes it. Kept as 64-bit hashes of the op ids, open addressing: a hash that
+ * two op ids share only sends the second to the log's read. Past half full every claim reads.
+ */
+#define SEEN_SLOTS 2048 /* four per op of the largest batch (FSA_LIMIT_BATCH_OPS) */
+
+typedef struct seen {
+    uint64_t h[SEEN_SLOTS];        /* 0: empty */
+    uint16_t used[SEEN_SLOTS / 2]; /* the slots taken, to empty them again */
+    size_t n;
+} seen_t;
+
 typedef struct sq_store {
     fsa_store_t head; /* ops and port */
     const fsa_port_t *port;
@@ -205,6 +240,9 @@ typedef struct sq_store {
     sqlite3_stmt *log_many;  /* W_INS_OP for LOG_ROWS rows at once (log_flush) */
     logrow_t logs[LOG_ROWS]; /* outcomes logged, not yet inserted */
     size_t nlogs;
+    seen_t seen;            /* the transaction's claimed and logged op ids (lazy claims) */
+    fsa_buf_t batch_ids;    /* the op ids the transaction logged, each with its NUL (op_batches) */
+    int64_t batch_received; /* their received time */
     bool sync_normal; /* wdb is at synchronous=NORMAL (a nonce check); FULL again before a write */
     /* The writer is taken in arrival order (a ticket lock): a plain mutex lets the thread that
      * just committed take it again at once, which starves the others and stretches tail
@@ -327,6 +365,8 @@ static fsa_status_t init_schema(sqlite3 *db, char *err, size_t errlen)
         st = exec_sql(db, schema_v3_sql, err, errlen);
     if (st == FSA_OK && ver < 4)
         st = exec_sql(db, schema_v4_sql, err, errlen);
+    if (st == FSA_OK && ver < 5)
+        st = exec_sql(db, schema_v5_sql, err, errlen);
     if (st == FSA_OK && ver < STORE_SCHEMA) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version=%d", STORE_SCHEMA);
@@ -394,6 +434,7 @@ static void sq_close(fsa_store_t *head)
     close_conn(NULL, store->n, N__COUNT);
     close_conn(NULL, &store->log_many, 1);
     close_conn(store->wdb, store->w, W__COUNT);
+    fsa_free(store->batch_ids.p);
     if (store->port != NULL) {
         store->port->mutex_free(store->port->ctx, store->wlock);
         store->port->cond_free(store->port->ctx, store->wcond);
@@ -494,10 +535,17 @@ static char *column_dup(sqlite3_stmt *s, int i)
     return p;
 }
 
+/* Column i as text into dst[cap], cut to fit (as snprintf would, without its cost: this runs for
+ * every entity the apply loads). */
 static void column_copy(sqlite3_stmt *s, int i, char *dst, size_t cap)
 {
     const unsigned char *t = sqlite3_column_text(s, i);
-    snprintf(dst, cap, "%s", t != NULL ? (const char *)t : "");
+    size_t n = t != NULL ? (size_t)sqlite3_column_bytes(s, i) : 0;
+    if (n >= cap)
+        n = cap - 1;
+    if (n > 0)
+        memcpy(dst, t, n);
+    dst[n] = '\0';
 }
 
 /* ---- apply ---- */
@@ -561,6 +609,14 @@ static void log_bind(sqlite3_stmt *q, int base, const logrow_t *r)
     sqlite3_bind_int64(q, base + 10, r->received);
 }
 
+/* A statement of the op log's insert that ran: FSA_ECONFLICT when it inserted fewer than rows
+ * in a transaction with lazy claims (a row's op id was logged already: an op claimed without
+ * reading the log was a duplicate); else FSA_OK, as INSERT OR IGNORE is meant to. */
+static fsa_status_t log_inserted(sq_store_t *s, int rows)
+{
+    return s->tx.lazy_claims && sqlite3_changes(s->wdb) != rows ? FSA_ECONFLICT : FSA_OK;
+}
+
 /* Inserts the rows that wait: LOG_ROWS at once, fewer one by one. */
 static fsa_status_t log_flush(sq_store_t *s)
 {
@@ -572,19 +628,60 @@ static fsa_status_t log_flush(sq_store_t *s)
         for (size_t i = 0; i < n; i++)
             log_bind(q, (int)i * LOG_COLS, &s->logs[i]);
         int rc = sqlite3_step(q);
+        /* Its 1,000 bindings are not cleared (they cost as much again): every use binds each
+         * one anew, and they point into s->logs, which lives as long as the statement. */
         sqlite3_reset(q);
-        sqlite3_clear_bindings(q);
-        return rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+        return rc == SQLITE_DONE ? log_inserted(s, LOG_ROWS) : map_rc(rc);
     }
     sqlite3_stmt *q = s->w[W_INS_OP];
     for (size_t i = 0; i < n && st == FSA_OK; i++) {
         log_bind(q, 0, &s->logs[i]);
         int rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        sqlite3_clear_bindings(q);
-        st = rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+        sqlite3_reset(q); /* bindings kept, as above */
+        st = rc == SQLITE_DONE ? log_inserted(s, 1) : map_rc(rc);
     }
     return st;
+}
+
+/* A hash of an op id (FNV-1a over 8 bytes at a time, then mixed), never 0 (the empty slot). */
+static uint64_t seen_hash(const char *op_id)
+{
+    size_t n = strlen(op_id);
+    uint64_t h = 14695981039346656037u ^ n;
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t w = 0;
+        memcpy(&w, op_id + i, n - i < 8 ? n - i : 8);
+        h = (h ^ w) * 1099511628211u;
+    }
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9u;
+    h ^= h >> 32;
+    return h != 0 ? h : 1;
+}
+
+static void seen_clear(seen_t *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        t->h[t->used[i]] = 0;
+    t->n = 0;
+}
+
+/* Notes op_id as claimed or logged in this transaction: true when it was not noted before (nor
+ * any op id of the same hash), and the table has room; false sends a claim to the log. */
+static bool seen_add(seen_t *t, const char *op_id)
+{
+    if (t->n >= SEEN_SLOTS / 2)
+        return false;
+    uint64_t h = seen_hash(op_id);
+    for (size_t i = (size_t)h & (SEEN_SLOTS - 1);; i = (i + 1) & (SEEN_SLOTS - 1)) {
+        if (t->h[i] == h)
+            return false;
+        if (t->h[i] == 0) {
+            t->h[i] = h;
+            t->used[t->n++] = (uint16_t)i;
+            return true;
+        }
+    }
 }
 
 static fsa_status_t sq_find_op(fsa__store_tx_t *tx, const char *op_id, fsa__store_logged_t *out)
@@ -622,12 +719,17 @@ static fsa_status_t sq_find_op(fsa__store_tx_t *tx, const char *op_id, fsa__stor
     return st;
 }
 
-/* Under the database's write lock nothing else can log an op meanwhile: claiming is looking. */
+/* Under the database's write lock nothing else can log an op meanwhile: claiming is looking,
+ * and with lazy claims an op id new to this transaction is not looked for (the insert checks). */
 static fsa_status_t sq_claim_op(fsa__store_tx_t *tx, const char *device, const fsa_op_t *op,
                                 int64_t now_ms, fsa__store_logged_t *out)
 {
     (void)device;
     (void)now_ms;
+    if (tx->lazy_claims && seen_add(&SQ(tx)->seen, op->op_id)) {
+        memset(out, 0, sizeof *out);
+        return FSA_OK;
+    }
     return sq_find_op(tx, op->op_id, out);
 }
 
@@ -645,6 +747,8 @@ static fsa_status_t sq_log_op(fsa__store_tx_t *tx, const char *device, const fsa
                               const fsa_codec_result_t *r, int64_t now_ms)
 {
     sq_store_t *s = SQ(tx);
+    if (tx->lazy_claims)
+        (void)seen_add(&s->seen, op->op_id); /* a later claim of it reads the log */
     logrow_t *row = &s->logs[s->nlogs];
     row->key = log_key(op->op_id);
     row->seq = op->seq;
@@ -658,6 +762,12 @@ static fsa_status_t sq_log_op(fsa__store_tx_t *tx, const char *device, const fsa
         !copy_str(row->code, sizeof row->code, r->code) ||
         !copy_str(row->message, sizeof row->message, r->message))
         return FSA_EINVAL; /* never: each is the size of what it comes from */
+    /* Its op id with its NUL, for the batch's row of op_batches (written at the commit). */
+    fsa_status_t st = fsa_buf_append(&s->batch_ids, row->op_id, strlen(row->op_id) + 1, 16384,
+                                     (size_t)64 * 1024 * 1024);
+    if (st != FSA_OK)
+        return st == FSA_ENOMEM ? st : FSA_EIO;
+    s->batch_received = now_ms;
     s->nlogs++;
     return s->nlogs == LOG_ROWS ? log_flush(s) : FSA_OK;
 }
@@ -791,17 +901,39 @@ static fsa_status_t sq_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err
      * committed changes since this one last wrote. */
     s->last_chg = query_int(s->wdb, "SELECT max(chg) FROM entities", 0);
     s->tx.store = store;
+    s->tx.lazy_claims = false; /* store.c's to set */
+    s->batch_ids.len = 0;
+    seen_clear(&s->seen);
     *tx = &s->tx;
     return FSA_OK;
+}
+
+/* The batch's row of op_batches: its op ids for the retention sweep (none: no row). */
+static fsa_status_t log_batch(sq_store_t *s)
+{
+    size_t n = s->batch_ids.len;
+    s->batch_ids.len = 0;
+    if (n == 0)
+        return FSA_OK;
+    sqlite3_stmt *q = s->w[W_INS_BATCH];
+    sqlite3_bind_int64(q, 1, s->batch_received);
+    (void)sqlite3_bind_blob(q, 2, s->batch_ids.p, (int)n, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
 }
 
 static fsa_status_t sq_commit(fsa__store_tx_t *tx, char *err, size_t errlen)
 {
     sq_store_t *s = SQ(tx);
     fsa_status_t st = log_flush(s);
+    if (st == FSA_OK)
+        st = log_batch(s);
     if (st != FSA_OK) {
         snprintf(err, errlen, "logging the batch's outcomes failed: %s", fsa_status_str(st));
         (void)sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+        s->tx.lazy_claims = false;
         writer_give(s);
         return st;
     }
@@ -810,6 +942,7 @@ static fsa_status_t sq_commit(fsa__store_tx_t *tx, char *err, size_t errlen)
         st = db_fail(s->wdb, rc, "commit failed", err, errlen);
         (void)sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
     }
+    s->tx.lazy_claims = false;
     writer_give(s);
     return st;
 }
@@ -818,6 +951,8 @@ static void sq_abort(fsa__store_tx_t *tx)
 {
     sq_store_t *s = SQ(tx);
     s->nlogs = 0;
+    s->batch_ids.len = 0;
+    s->tx.lazy_claims = false;
     (void)sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
     writer_give(s);
 }
@@ -897,26 +1032,99 @@ int fsa__store_sqlite_sync_level(fsa_store_t *head)
     return (int)v;
 }
 
+/* One step of a statement of the sweep's (reset after; its bindings are the caller's). */
+static int sweep_step(sqlite3_stmt *q)
+{
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW)
+        sqlite3_reset(q);
+    return rc;
+}
+
+/*
+ * Removes up to max_rows op outcomes received before before_ms, the oldest batches first: each
+ * batch's op ids (op_batches) are taken in the order it logged them, and what a step does not
+ * reach stays in the batch's row for the next. One transaction, short, so pushes wait for it at
+ * most a moment.
+ */
+static fsa_status_t sweep_batches(sq_store_t *store, sqlite3_stmt *const *q, int64_t before_ms,
+                                  unsigned max_rows, int64_t *deleted)
+{
+    int64_t n = 0;
+    int rc = SQLITE_OK;
+    while (n < (int64_t)max_rows) {
+        sqlite3_bind_int64(q[S_OLDEST], 1, before_ms);
+        rc = sweep_step(q[S_OLDEST]);
+        if (rc != SQLITE_ROW)
+            break; /* SQLITE_DONE: nothing that old is left */
+        int64_t batch = sqlite3_column_int64(q[S_OLDEST], 0);
+        const char *ids = sqlite3_column_blob(q[S_OLDEST], 1);
+        size_t len = (size_t)sqlite3_column_bytes(q[S_OLDEST], 1);
+        char *copy = fsa_malloc(len + 1); /* the row's bytes are SQLite's until the reset */
+        if (copy == NULL) {
+            sqlite3_reset(q[S_OLDEST]);
+            return FSA_ENOMEM;
+        }
+        if (len > 0)
+            memcpy(copy, ids, len);
+        copy[len] = '\0';
+        sqlite3_reset(q[S_OLDEST]);
+        size_t at = 0;
+        rc = SQLITE_DONE;
+        while (at < len && n < (int64_t)max_rows && rc == SQLITE_DONE) {
+            /* The op ids end with a NUL each (a migrated row's one op id may have none). */
+            const char *end = memchr(copy + at, '\0', len - at);
+            size_t idlen = end != NULL ? (size_t)(end - (copy + at)) : len - at;
+            if (idlen > 0) {
+                sqlite3_bind_text(q[S_DEL_OP], 1, copy + at, (int)idlen, SQLITE_STATIC);
+                sqlite3_bind_int64(q[S_DEL_OP], 2, before_ms);
+                rc = sweep_step(q[S_DEL_OP]);
+                if (rc == SQLITE_DONE)
+                    n += sqlite3_changes(store->wdb);
+            }
+            at += idlen + 1;
+        }
+        if (rc == SQLITE_DONE) {
+            sqlite3_stmt *u = at >= len ? q[S_DEL_BATCH] : q[S_KEEP_REST];
+            sqlite3_bind_int64(u, 1, batch);
+            if (at < len)
+                sqlite3_bind_blob(u, 2, copy + at, (int)(len - at), SQLITE_STATIC);
+            rc = sweep_step(u);
+        }
+        fsa_free(copy);
+        if (rc != SQLITE_DONE)
+            break;
+    }
+    *deleted = n;
+    return rc == SQLITE_DONE || rc == SQLITE_OK ? FSA_OK : map_rc(rc);
+}
+
 static fsa_status_t sq_sweep_ops(fsa_store_t *head, int64_t before_ms, unsigned max_rows,
                                  int64_t *deleted)
 {
     sq_store_t *store = (sq_store_t *)(void *)head;
+    sqlite3_stmt *q[S__COUNT] = {NULL};
     writer_take(store);
-    sqlite3_stmt *q = NULL;
-    int rc = sync_full(store, NULL, 0) == FSA_OK
-                 ? sqlite3_prepare_v2(store->wdb, W_SWEEP_OPS_SQL, -1, &q, NULL)
-                 : SQLITE_NOMEM;
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(q, 1, before_ms);
-        sqlite3_bind_int64(q, 2, max_rows);
-        /* One statement is its own transaction: short, so pushes wait for it at most a moment. */
-        rc = sqlite3_step(q);
-        if (rc == SQLITE_DONE)
-            *deleted = sqlite3_changes(store->wdb);
+    fsa_status_t st = sync_full(store, NULL, 0);
+    for (int i = 0; i < S__COUNT && st == FSA_OK; i++) {
+        int rc = sqlite3_prepare_v2(store->wdb, sweep_sql[i], -1, &q[i], NULL);
+        st = rc == SQLITE_OK ? FSA_OK : map_rc(rc);
     }
-    sqlite3_finalize(q);
+    if (st == FSA_OK)
+        st = exec_sql(store->wdb, "BEGIN IMMEDIATE", NULL, 0);
+    if (st == FSA_OK) {
+        st = sweep_batches(store, q, before_ms, max_rows, deleted);
+        if (st == FSA_OK)
+            st = exec_sql(store->wdb, "COMMIT", NULL, 0);
+        if (st != FSA_OK) {
+            (void)sqlite3_exec(store->wdb, "ROLLBACK", NULL, NULL, NULL);
+            *deleted = 0;
+        }
+    }
+    for (int i = 0; i < S__COUNT; i++)
+        sqlite3_finalize(q[i]);
     writer_give(store);
-    return rc == SQLITE_DONE ? FSA_OK : map_rc(rc);
+    return st;
 }
 
 /* ---- reads ---- */
@@ -1130,6 +1338,7 @@ static const fsa__store_ops_t sq_ops = {
     .find_op = sq_find_op,
     .claim_op = sq_claim_op,
     .log_op = sq_log_op,
+    .lazy_claims = true,
     .pull = sq_pull,
     .get = sq_get,
     .counts = sq_counts,

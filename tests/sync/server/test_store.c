@@ -377,6 +377,71 @@ static bool level_is(fsa_store_t *s, const char *id, const char *want)
 }
 
 /*
+ * A claim of an op id new to its batch does not read the op log (lazy claims, SQLite): the log's
+ * insert finds an op id logged already, and the batch is applied again with every claim read.
+ * The answers are those of reading every claim: op ids of an earlier batch, met after 150 new
+ * ops (found by a 100-row insert) and last in the batch (found by a one-row insert at the
+ * commit), are duplicates and not applied again; in a failed group, an op after the failing one
+ * takes the group's outcome whether its op id was logged before or not.
+ */
+static void test_fsa_store_apply__duplicates_found_by_the_log_insert(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 230 };
+    fsa_codec_op_t *ops = fsa_calloc(N, sizeof *ops);
+    fsa_codec_result_t *res = fsa_calloc(N, sizeof *res);
+    assert_non_null(ops);
+    assert_non_null(res);
+    op_make(&ops[0], "d0", FSA_OP_CREATE, FSA_TYPE_TICKET, "DT", NULL, "{}");
+    incr_make(&ops[1], "d1", "DT", NULL, 1);
+    incr_make(&ops[2], "d2", "DT", NULL, 10);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 3, 1000, res, NULL, 0));
+    assert_int_equal(res[2].version, 3);
+    ops_clear(ops, res, 3);
+
+    for (int i = 0; i < N; i++) {
+        char op_id[16], id[16];
+        snprintf(op_id, sizeof op_id, "dn%d", i);
+        snprintf(id, sizeof id, "DN%d", i);
+        if (i == 150)
+            incr_make(&ops[i], "d1", "DT", NULL, 1);
+        else if (i == N - 1)
+            incr_make(&ops[i], "d2", "DT", NULL, 10);
+        else
+            op_make(&ops[i], op_id, FSA_OP_CREATE, FSA_TYPE_TICKET, id, NULL, NULL);
+    }
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, N, 1000, res, NULL, 0));
+    for (int i = 0; i < N; i++) {
+        bool dup = i == 150 || i == N - 1;
+        int64_t v = i == 150 ? 2 : i == N - 1 ? 3 : 1;
+        if (res[i].status != (dup ? FSA_RESULT_DUPLICATE : FSA_RESULT_APPLIED) ||
+            res[i].version != v)
+            fail_msg("op %d: status %d version %lld", i, (int)res[i].status,
+                     (long long)res[i].version);
+    }
+    ops_clear(ops, res, N);
+    assert_int_equal(version_of(f->store, FSA_TYPE_TICKET, "DT"), 3);
+    assert_true(level_is(f->store, "DT", "\"level\":11"));
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM ops WHERE op_id LIKE 'dn%'"), N - 2);
+
+    /* A group failing at its second op; its third is logged already, its fourth is new. */
+    incr_make(&ops[0], "dg0", "DT", "grp", 100);
+    op_make(&ops[1], "dg1", FSA_OP_SET, FSA_TYPE_TICKET, "DT", "grp", "{\"priority\":\"HIGH\"}");
+    ops[1].op.base_version = 1; /* stale: the group fails */
+    incr_make(&ops[2], "d1", "DT", "grp", 1);
+    incr_make(&ops[3], "dg3", "DT", "grp", 1);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 4, 1000, res, NULL, 0));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(res[i].status, FSA_RESULT_CONFLICT);
+        assert_non_null(strstr(res[i].message, "group grp not applied: op dg1"));
+    }
+    ops_clear(ops, res, 4);
+    assert_int_equal(version_of(f->store, FSA_TYPE_TICKET, "DT"), 3);
+    fsa_free(ops);
+    fsa_free(res);
+}
+
+/*
  * The store keeps the parsed entities of its last committed batch for the next one. Such a parse
  * must give way to what the database holds: a change made by another store on the file (another
  * process), and a group of the store's own that was rolled back, are both seen by the next batch.
@@ -570,10 +635,14 @@ static void test_fsa_store_sweep_ops__chunks_and_forgets(void **state)
     for (int i = 0; i < 5; i++)
         fsa_codec_result_clear(&res[i]);
     int64_t deleted = -1;
+    /* One row of op_batches per batch: [c0] at 500, [s0 s1 s2] at 1000, [s3 s4] at 3000. */
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM op_batches"), 3);
     assert_fsa_ok(fsa_store_sweep_ops(f->store, 2000, 2, &deleted));
     assert_int_equal(deleted, 2); /* c0 and s0: the oldest first */
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM op_batches"), 2); /* [s1 s2] left */
     assert_fsa_ok(fsa_store_sweep_ops(f->store, 2000, 2, &deleted));
     assert_int_equal(deleted, 2);
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM op_batches"), 1);
     assert_fsa_ok(fsa_store_sweep_ops(f->store, 2000, 2, &deleted));
     assert_int_equal(deleted, 0);
     int64_t ents = 0, nops = 0, last = 0;
@@ -637,7 +706,8 @@ static void test_fsa_store_two_handles__share_everything(void **state)
     fsa_store_close(other);
 }
 
-/* A schema-1 database (the first server's) is migrated in place, its rows kept. */
+/* A schema-1 database (the first server's) is migrated in place, its rows kept (and its op
+ * outcomes still swept when they expire). */
 static void test_fsa_store_open__migrates_schema_1(void **state)
 {
     fixture_t *f = *state;
@@ -669,8 +739,20 @@ static void test_fsa_store_open__migrates_schema_1(void **state)
     bool replay = true;
     assert_fsa_ok(fsa_store_nonce(s, "d1", "0123456789abcdef0123456789abcdef", 10, 1, &replay));
     assert_false(replay);
+    /* Schema 5: the op log's old rows are found by the retention sweep without ops_received. */
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM sqlite_master WHERE name = "
+                                      "'ops_received'"),
+                     0);
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM op_batches"), 1);
+    int64_t deleted = -1;
+    assert_fsa_ok(fsa_store_sweep_ops(s, 1, 10, &deleted));
+    assert_int_equal(deleted, 0); /* received at 1: not before 1 */
+    assert_fsa_ok(fsa_store_sweep_ops(s, 2, 10, &deleted));
+    assert_int_equal(deleted, 1);
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM ops"), 0);
+    assert_int_equal(count_rows(path, "SELECT count(*) FROM op_batches"), 0);
     fsa_store_close(s);
-    assert_int_equal(count_rows(path, "PRAGMA user_version"), 4);
+    assert_int_equal(count_rows(path, "PRAGMA user_version"), 5);
     /* Schema 3 filled the scope keys of the rows it found; schema 4 made their indexes partial
      * (an entity without the key has no entry). */
     assert_int_equal(count_rows(path, "SELECT count(*) FROM entities WHERE person = 'p7'"), 1);
@@ -701,6 +783,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__op_log_in_statements_of_100, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__duplicates_found_by_the_log_insert,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__warm_parse_follows_the_database,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__one_entity_many_ops_in_a_batch, setup,
