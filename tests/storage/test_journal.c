@@ -910,7 +910,7 @@ static void test_fsa_outbox_apply_batch__results_commit_without_sync(void **stat
     int64_t record_syncs = vfs_fault_calls();
     vfs_fault_disarm();
     /* The flush: the WAL, or a checkpoint (the WAL, then the database). FULL commits would have
-     * synced once per transaction, at least BIG_OPS / 128 of them. */
+     * synced once per transaction, at least BIG_OPS / FSA_LIMIT_BATCH_OPS of them. */
     assert_true(apply_syncs >= 1 && apply_syncs <= 2);
     assert_true(record_syncs >= 1);
     fsa_outbox_stats_t st;
