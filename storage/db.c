@@ -630,9 +630,9 @@ void fsa__db_flush(const char *path, sqlite3 **own)
     /* Not a sync: the kernel is asked to start writing the WAL's pages, and the drain goes on
      * while they are written. What this bounds is what the next record's FULL commit has to write
      * first; the results' commits need no durability of their own (journal_apply.c says why).
-     * The drain waited here for the disk after every batch: 1.5-7 ms per 500-op batch on the
-     * development machine, up to a third of its wall time (docs/performance.md, "Drain"). A
-     * system without the call syncs, as before. */
+     * The drain waited here for the disk after every batch: 0.7-5 ms per 500-op batch on the
+     * development machine, 10-26% of its wall time (docs/performance.md, "Drain"). A system
+     * without the call syncs, as before. */
     char wal_path[FSA_LIMIT_PATH_BYTES];
     int len = snprintf(wal_path, sizeof wal_path, "%s-wal", path);
     if (len > 0 && (size_t)len < sizeof wal_path && fsa_file_start_writeback(wal_path) == FSA_OK)
