@@ -579,13 +579,10 @@ static fsa_status_t push_all(fsa_engine_t *e)
             if (head == HEAD_AGAIN)
                 continue;
         }
-        /* cur is on the wire: read the next batch meanwhile, and compress it (the server would
-         * wait for that between cur's answer and nxt's request). Anything but a plain batch is
-         * left to push_head, once nothing is in flight. */
+        /* cur is on the wire: read the next batch meanwhile. Anything but a plain batch is left
+         * to push_head, once nothing is in flight. */
         if (batch_read(e, cur.ops[cur.n - 1].seq, max_bytes, &nxt) != FSA_OK || nxt.body == NULL)
             batch_clear(&nxt);
-        else
-            fsa_transport_compress_ahead(e->t, nxt.body, nxt.len);
         st = push_answer(e, path, &cur, &nxt, &max_bytes);
         batch_clear(&cur);
         if (st != FSA_OK || !nxt.a.in_flight) {

@@ -45,22 +45,7 @@ struct fsa_transport {
     size_t gzip_min_bytes;
     size_t max_response_bytes;
     char curl_err[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: curl's detail of the last failure */
-    /* A body compressed ahead of its request (fsa_transport_compress_ahead): a copy of it, and
-     * its gzip, which the next fsa_transport_begin of the same bytes sends. NULL: none. */
-    char *ahead_body;
-    size_t ahead_len;
-    unsigned char *ahead_gz;
-    size_t ahead_gz_len;
 };
-
-static void ahead_drop(fsa_transport_t *t)
-{
-    fsa_free(t->ahead_body);
-    fsa_free(t->ahead_gz);
-    t->ahead_body = NULL;
-    t->ahead_gz = NULL;
-    t->ahead_len = t->ahead_gz_len = 0;
-}
 
 /*
  * libcurl must be initialised once per process before any other call, and curl_global_init is
@@ -464,7 +449,6 @@ void fsa_transport_free(fsa_transport_t *t)
         curl_easy_cleanup(t->curl);
     if (t->multi != NULL)
         curl_multi_cleanup(t->multi);
-    ahead_drop(t);
     fsa_free(t->base_url);
     fsa_free(t->base_path);
     fsa_free(t);
@@ -883,22 +867,6 @@ static void end_request(fsa_transport_t *t)
     memset(q, 0, sizeof *q);
 }
 
-void fsa_transport_compress_ahead(fsa_transport_t *t, const void *body, size_t len)
-{
-    if (t == NULL || body == NULL)
-        return;
-    ahead_drop(t);
-    if (t->gzip_min_bytes == SIZE_MAX || len < t->gzip_min_bytes)
-        return; /* begin would not compress it */
-    t->ahead_body = fsa_malloc(len);
-    if (t->ahead_body == NULL)
-        return;
-    memcpy(t->ahead_body, body, len);
-    t->ahead_len = len;
-    if (fsa_gzip_compress(body, len, &t->ahead_gz, &t->ahead_gz_len) != FSA_OK)
-        ahead_drop(t); /* begin compresses it, and says what failed */
-}
-
 fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const char *path_and_query,
                                  const void *body, size_t len, fsa_transport_sign_fn sign,
                                  void *sign_arg, fsa_http_response_t *resp)
@@ -918,16 +886,7 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     q->up.data = body;
     q->up.len = len;
     st = build_url(t, q, path_and_query, resp);
-    if (st == FSA_OK && compressed && t->ahead_body != NULL && t->ahead_len == len &&
-        memcmp(t->ahead_body, body, len) == 0) {
-        /* Compressed ahead: the same bytes (compared, not trusted by address). */
-        q->gz = t->ahead_gz;
-        q->up.data = q->gz;
-        q->up.len = t->ahead_gz_len;
-        t->ahead_gz = NULL;
-        ahead_drop(t);
-    } else if (st == FSA_OK && compressed) {
-        ahead_drop(t);
+    if (st == FSA_OK && compressed) {
         size_t gz_len = 0;
         st = fsa_gzip_compress(body, len, &q->gz, &gz_len);
         if (st != FSA_OK)

@@ -121,16 +121,6 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
                                  void *sign_arg, fsa_http_response_t *resp) FSA_MUST_CHECK;
 fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp) FSA_MUST_CHECK;
 
-/*
- * Compresses a POST body now, ahead of its fsa_transport_begin, so that the begin only signs and
- * sends: the drain compresses the next batch while the server works on the one before, instead
- * of between the answer and the next request, when the server waits. The begin that follows uses
- * it when its body has the same bytes (compared), and compresses as usual otherwise; a body begin
- * would not compress is not compressed here. Keeps a copy of the body until then. Failures
- * (memory) are silent: begin compresses it then, and says what failed.
- */
-void fsa_transport_compress_ahead(fsa_transport_t *t, const void *body, size_t len);
-
 /* True when host (a URL's host part, brackets allowed for IPv6) is loopback: 127.0.0.0/8, ::1,
  * "localhost". Pure; exposed for tests. */
 bool fsa_transport_host_is_loopback(const char *host);

@@ -1033,54 +1033,6 @@ static void test_fsa_transport_begin_end__halves_of_a_request(void **state)
     fsa_free(big);
 }
 
-/* Begins a POST of body (n bytes) and checks that exactly those bytes arrived, gzip'd, and that
- * the signer saw the bytes that went on the wire. */
-static void begin_end_intact(fsa_transport_t *t, const char *body, size_t n)
-{
-    sign_rec_t rec = {0};
-    fsa_http_response_t r;
-    assert_fsa_ok(fsa_transport_begin(t, "POST", "/echo", body, n, record_sign, &rec, &r));
-    assert_fsa_ok(fsa_transport_end(t, &r));
-    assert_int_equal(r.status, 200);
-    assert_field(r.body, "enc", "gzip");
-    assert_int_equal(field_long(r.body, "body"), (long)n);
-    assert_int_equal(field_hex(r.body, "bodycrc"), crc_of(body, n));
-    assert_int_equal(rec.calls, 1);
-    assert_int_equal(rec.wire_len, (size_t)field_long(r.body, "raw"));
-    assert_int_equal(rec.wire_crc, field_hex(r.body, "rawcrc"));
-    fsa_http_response_clear(&r);
-}
-
-/* A body compressed ahead (the drain's next batch, while the server works) is sent by the begin of
- * the same bytes, wherever they are; bytes changed since, at the same address and length, are
- * compressed again, never sent stale; a body too small to compress is left alone. */
-static void test_fsa_transport_compress_ahead__same_bytes_only(void **state)
-{
-    (void)state;
-    fsa_transport_opts_t o = http_opts();
-    fsa_transport_t *t = make(&o);
-    char *big = json_body(5000);
-    char *copy = fsa_malloc(5000);
-    assert_non_null(copy);
-    memcpy(copy, big, 5000);
-    fsa_transport_compress_ahead(t, big, 5000);
-    begin_end_intact(t, copy, 5000); /* the same bytes from another buffer */
-    fsa_transport_compress_ahead(t, big, 5000);
-    big[2500] = big[2500] == 'x' ? 'y' : 'x'; /* same address and length, other bytes */
-    begin_end_intact(t, big, 5000);
-    begin_end_intact(t, copy, 5000);           /* nothing ahead */
-    fsa_transport_compress_ahead(t, big, 100); /* under the threshold: begin sends it plain */
-    fsa_http_response_t r;
-    assert_fsa_ok(fsa_transport_request(t, "POST", "/echo", big, 100, NULL, NULL, &r));
-    assert_field(r.body, "enc", "-");
-    assert_int_equal(field_hex(r.body, "bodycrc"), crc_of(big, 100));
-    fsa_http_response_clear(&r);
-    fsa_transport_compress_ahead(t, copy, 5000); /* freed with the transport, never begun */
-    fsa_transport_free(t);
-    fsa_free(copy);
-    fsa_free(big);
-}
-
 static void test_fsa_transport_request__reuses_connection(void **state)
 {
     (void)state;
@@ -1481,7 +1433,6 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__connection_refused),
         cmocka_unit_test(test_fsa_transport_request__proxy_explicit_not_environment),
         cmocka_unit_test(test_fsa_transport_begin_end__halves_of_a_request),
-        cmocka_unit_test(test_fsa_transport_compress_ahead__same_bytes_only),
         cmocka_unit_test(test_fsa_transport_request__reuses_connection),
         cmocka_unit_test(test_fsa_transport_request__resends_when_reused_connection_drops),
         cmocka_unit_test(test_fsa_transport_request__gzip_threshold),
