@@ -43,6 +43,17 @@ fsa_status_t fsa_file_create_private(const char *path, char *err, size_t errlen)
 fsa_status_t fsa_file_write_atomic(const char *path, const void *data, size_t len, char *err,
                                    size_t errlen) FSA_MUST_CHECK;
 
+/*
+ * Starts writing the file's dirty pages to the disk and returns without waiting for them (Linux:
+ * sync_file_range with SYNC_FILE_RANGE_WRITE), so that a later fsync of it has less to write. Not
+ * a sync: neither the device's cache nor the file's metadata is flushed. It opens and closes a
+ * descriptor of its own, so it is not for a file on which the process holds fcntl locks (closing
+ * any descriptor of a file lets them go; SQLite locks a database and its -shm file, never its
+ * -wal file). FSA_OK when started; FSA_EIO when the file cannot be opened or the system has no
+ * such call (the caller may sync instead).
+ */
+fsa_status_t fsa_file_start_writeback(const char *path) FSA_MUST_CHECK;
+
 /* Overwrites n bytes of p with zeros (not optimised away) and frees p. NULL is accepted. */
 void fsa_file_wipe_free(char *p, size_t n);
 

@@ -58,8 +58,9 @@ uint64_t fsa__db_wal_full_writes(sqlite3 *db);
 void fsa__db_checkpoint_claim(int64_t for_ns);
 
 /* The drain's flush after a batch (db.c says why), on *own, a connection of the caller's that
- * this opens on first use (close it with sqlite3_close): syncs the journal's WAL once it holds 64
- * pages or more, so that the next record's commit does not have the batch's pages to write first,
+ * this opens on first use (close it with sqlite3_close): starts the writing of the journal's WAL
+ * to the disk once it holds 64 pages or more (without waiting for it; a sync where the system
+ * cannot), so that the next record's commit does not have the batch's pages to write first,
  * and runs a PASSIVE checkpoint when the WAL has reached the size at which SQLite would; after a
  * checkpoint that let the WAL start again, it starts the WAL's next generation itself (one small
  * write: the sync of the new WAL header is its, not the next record's). Takes no lock that a

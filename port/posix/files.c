@@ -1,4 +1,5 @@
 /* fieldsync: reading small private files, refusing secrets that others could read. */
+#define _GNU_SOURCE /* sync_file_range */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -237,4 +238,19 @@ fsa_status_t fsa_process_protect_secrets(char *err, size_t errlen)
     }
 #endif
     return FSA_OK;
+}
+
+fsa_status_t fsa_file_start_writeback(const char *path)
+{
+#ifdef SYNC_FILE_RANGE_WRITE
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return FSA_EIO;
+    int rc = sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    (void)close(fd);
+    return rc == 0 ? FSA_OK : FSA_EIO;
+#else
+    (void)path;
+    return FSA_EIO;
+#endif
 }

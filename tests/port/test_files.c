@@ -224,6 +224,18 @@ static void test_file_exists__found_missing_and_unknowable(void **state)
     assert_non_null(strstr(err, bad));
 }
 
+/* Starting a file's writeback: done on Linux for a file that exists; a missing one says so (the
+ * caller then syncs). */
+static void test_file_start_writeback__started_or_refused(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(fsa_file_start_writeback(f->path), FSA_EIO);
+    write_file(f->path, "dirty pages", 0600);
+#ifdef __linux__
+    assert_int_equal(fsa_file_start_writeback(f->path), FSA_OK);
+#endif
+}
+
 static void test_file_make_private__narrows_and_leaves_private_alone(void **state)
 {
     fx_t *f = *state;
@@ -308,6 +320,7 @@ int main(void)
         T(test_file_read__longer_than_fstat_says),
         T(test_file_create_private__0600_under_any_umask),
         T(test_file_exists__found_missing_and_unknowable),
+        T(test_file_start_writeback__started_or_refused),
         T(test_file_make_private__narrows_and_leaves_private_alone),
         T(test_file_write_atomic__replaces_whole),
         cmocka_unit_test(test_protect_secrets__no_core_dump),
