@@ -140,8 +140,8 @@ static const char *const nonce_sql[N__COUNT] = {
  * that batch's), the batch's row removed or left with the op ids not reached. */
 enum { S_OLDEST, S_DEL_OP, S_DEL_BATCH, S_KEEP_REST, S__COUNT };
 static const char *const sweep_sql[S__COUNT] = {
-    [S_OLDEST] = "SELECT rowid, op_ids FROM op_batches WHERE received < ?1"
-                 " ORDER BY received, rowid LIMIT 1",
+    [S_OLDEST] = ("SELECT rowid, op_ids FROM op_batches WHERE received < ?1"
+                  " ORDER BY received, rowid LIMIT 1"),
     [S_DEL_OP] = "DELETE FROM ops WHERE op_id = ?1 AND received < ?2",
     [S_DEL_BATCH] = "DELETE FROM op_batches WHERE rowid = ?1",
     [S_KEEP_REST] = "UPDATE op_batches SET op_ids = ?2 WHERE rowid = ?1",
