@@ -389,7 +389,7 @@ static const char STATS_SQL[] =
     "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
     " " OUTBOX_LAST_SEQ_SQL;
 
-/* Steps the statement of STATS_SQL into *out and resets it. */
+/* Steps the statement of STATS_SQL into *out (the caller resets it). */
 static fsa_status_t stats_step(sqlite3_stmt *st, fsa_outbox_stats_t *out)
 {
     int rc = sqlite3_step(st);
@@ -402,7 +402,6 @@ static fsa_status_t stats_step(sqlite3_stmt *st, fsa_outbox_stats_t *out)
         out->oldest_pending_at_ms = sqlite3_column_int64(st, 5);
         out->last_seq = sqlite3_column_int64(st, 6);
     }
-    sqlite3_reset(st);
     return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
 }
 
@@ -419,8 +418,10 @@ static fsa_status_t stats_read(fsa_journal_t *j, fsa_outbox_stats_t *out)
         sqlite3_prepare_v3(j->rd, STATS_SQL, -1, SQLITE_PREPARE_PERSISTENT, &j->rd_stats, NULL) !=
             SQLITE_OK)
         s = fsa__db_status(sqlite3_extended_errcode(j->rd));
-    if (s == FSA_OK)
+    if (s == FSA_OK) {
         s = stats_step(j->rd_stats, out);
+        sqlite3_reset(j->rd_stats); /* ends the read: a reader kept open holds back checkpoints */
+    }
     j->port->mutex_unlock(j->port->ctx, j->rd_mu);
     return s;
 }
@@ -429,7 +430,6 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
 {
     if (j == NULL || out == NULL)
         return FSA_EINVAL;
-    memset(out, 0, sizeof *out);
     if (stats_read(j, out) == FSA_OK)
         return FSA_OK;
     /* No reader (it could not be opened, or its read failed): on the journal's connection. */
