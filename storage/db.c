@@ -866,46 +866,24 @@ static int cw_device_characteristics(sqlite3_file *file)
     return cw_real(file)->pMethods->xDeviceCharacteristics(cw_real(file));
 }
 
-static int cw_shm_map(sqlite3_file *file, int region, int size, int extend, void volatile **out)
-{
-    return cw_real(file)->pMethods->xShmMap(cw_real(file), region, size, extend, out);
-}
-
-static int cw_shm_lock(sqlite3_file *file, int offset, int n, int flags)
-{
-    return cw_real(file)->pMethods->xShmLock(cw_real(file), offset, n, flags);
-}
-
-static void cw_shm_barrier(sqlite3_file *file)
-{
-    cw_real(file)->pMethods->xShmBarrier(cw_real(file));
-}
-
-static int cw_shm_unmap(sqlite3_file *file, int delete_flag)
-{
-    return cw_real(file)->pMethods->xShmUnmap(cw_real(file), delete_flag);
-}
-
-static int cw_fetch(sqlite3_file *file, sqlite3_int64 off, int n, void **out)
-{
-    int rc = cw_flush((cw_file_t *)file);
-    return rc != SQLITE_OK ? rc : cw_real(file)->pMethods->xFetch(cw_real(file), off, n, out);
-}
-
-static int cw_unfetch(sqlite3_file *file, sqlite3_int64 off, void *p)
-{
-    return cw_real(file)->pMethods->xUnfetch(cw_real(file), off, p);
-}
-
-/* One table per method version, so a wrapped file never claims methods its real file lacks. */
-#define CW_IO_METHODS(version)                                                                     \
-    {                                                                                              \
-        version, cw_close, cw_read, cw_write, cw_truncate, cw_sync, cw_file_size, cw_lock,         \
-            cw_unlock, cw_check_reserved, cw_file_control, cw_sector_size,                         \
-            cw_device_characteristics, cw_shm_map, cw_shm_lock, cw_shm_barrier, cw_shm_unmap,      \
-            cw_fetch, cw_unfetch                                                                   \
-    }
-static const sqlite3_io_methods cw_io[3] = {CW_IO_METHODS(1), CW_IO_METHODS(2), CW_IO_METHODS(3)};
+/* Version 1 methods: only the WAL is wrapped, and SQLite maps shared memory and pages of the
+ * database file only, never of the WAL (a version 3 table, with methods forwarding those calls,
+ * was 36 relocated pointers and ~1.3 KB of the device binary for calls that never came). */
+static const sqlite3_io_methods cw_io = {
+    .iVersion = 1,
+    .xClose = cw_close,
+    .xRead = cw_read,
+    .xWrite = cw_write,
+    .xTruncate = cw_truncate,
+    .xSync = cw_sync,
+    .xFileSize = cw_file_size,
+    .xLock = cw_lock,
+    .xUnlock = cw_unlock,
+    .xCheckReservedLock = cw_check_reserved,
+    .xFileControl = cw_file_control,
+    .xSectorSize = cw_sector_size,
+    .xDeviceCharacteristics = cw_device_characteristics,
+};
 
 static int cw_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
                    int *out_flags)
@@ -918,10 +896,8 @@ static int cw_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, 
     f->real = (sqlite3_file *)(void *)((unsigned char *)file + CW_HEADER);
     int rc = parent->xOpen(parent, name, f->real, flags, out_flags);
     /* SQLite calls xClose after a failed xOpen only when pMethods is set: mirror the real file. */
-    if (f->real->pMethods != NULL) {
-        int v = f->real->pMethods->iVersion;
-        file->pMethods = &cw_io[(v < 1 ? 1 : v > 3 ? 3 : v) - 1];
-    }
+    if (f->real->pMethods != NULL)
+        file->pMethods = &cw_io;
     return rc;
 }
 
@@ -932,9 +908,8 @@ uint64_t fsa__db_wal_full_writes(sqlite3 *db)
         sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
         wal == NULL)
         return 0;
-    for (int v = 0; v < 3; v++)
-        if (wal->pMethods == &cw_io[v])
-            return atomic_load(&((cw_file_t *)wal)->full_writes);
+    if (wal->pMethods == &cw_io)
+        return atomic_load(&((cw_file_t *)wal)->full_writes);
     return 0; /* not open yet (nothing written), or not through the shim */
 }
 
