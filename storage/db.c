@@ -9,6 +9,7 @@
 #include "port/alloc.h"
 #include "port/files.h"
 #include "port/limits.h"
+#include "port/once.h"
 #include "port/pulse.h"
 #include "storage/db.h"
 #include "storage/libs.h"
@@ -540,16 +541,21 @@ uint64_t fsa__db_busy_waits(void)
 /*
  * Checkpoints. SQLite's own hook, which wal_committed() replaces, runs a PASSIVE checkpoint in the
  * commit that finds WAL_CHECKPOINT_PAGES pages or more in the WAL, on whichever connection made
- * it; so does this one, its failure benign (the next commit tries again). A checkpoint writes a
- * thousand pages into the database file and syncs it: measured during a drain on the loaded
- * development machine, 30 to 600 ms, which a check-in paid when its own commit ran it, or waited
- * for when the drain's commit did (under the journal's mutex). So while a drain runs, it claims
- * the checkpoints (fsa__db_checkpoint_claim): the commits of every journal connection of the
- * process leave them to it, unless the WAL has grown past WAL_CHECKPOINT_FORCE pages (a claim not
- * kept), and the drain runs them between batches on a connection of its own
- * (fsa__db_checkpoint), outside the journal's mutex: a PASSIVE checkpoint takes no write lock, so
- * records commit meanwhile. The claim is per process, not per file (a simulator's devices share
- * it); it lapses by itself when the drain stops renewing it.
+ * it. A checkpoint syncs the WAL, copies its pages into the database file and syncs that: a
+ * thousand pages and two syncs, measured at 30 to 600 ms during a drain on the loaded development
+ * machine and 3-5 ms when idle, which the record whose commit ran it waited for (a third of the
+ * wall time of a run of records at synchronous=NORMAL: docs/performance.md, "Recording"). So that
+ * commit only asks for it: this process's checkpointer thread (below) runs it on a connection of
+ * its own, outside every journal mutex, and a PASSIVE checkpoint takes no write lock, so records
+ * go on meanwhile. A commit that finds the WAL at WAL_CHECKPOINT_FORCE pages (the checkpointer
+ * cannot keep up, or a reader pins the WAL) still runs one itself, as does one whose request
+ * cannot be made (no memory, no thread): never a WAL without bound. Failures are benign (the next
+ * commit past the size asks again).
+ * While a drain runs, it claims the checkpoints (fsa__db_checkpoint_claim): the commits of every
+ * journal connection of the process leave them to it, unless the WAL has grown past
+ * WAL_CHECKPOINT_FORCE pages (a claim not kept), and the drain runs them between batches on a
+ * connection of its own (fsa__db_flush). The claim is per process, not per file (a simulator's
+ * devices share it); it lapses by itself when the drain stops renewing it.
  */
 #define WAL_CHECKPOINT_PAGES 1000
 #define WAL_CHECKPOINT_FORCE (8 * WAL_CHECKPOINT_PAGES)
@@ -559,10 +565,12 @@ uint64_t fsa__db_busy_waits(void)
 static _Atomic int64_t ckpt_claim_ns; /* posix monotonic: the drain checkpoints until then */
 static _Atomic int wal_pages;         /* the WAL's pages at the last commit in this process */
 
+static bool ckpt_request(const char *path);
+
 /*
  * Called by SQLite after every commit of a journal connection (sqlite3_wal_hook), with the pages
  * now in the WAL. It wakes the busy waiters of this process (a write lock was just let go), then
- * checkpoints unless a drain claims it (above).
+ * has the WAL checkpointed unless a drain claims it (above).
  */
 static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
 {
@@ -572,8 +580,9 @@ static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
     if (pages < WAL_CHECKPOINT_PAGES)
         return SQLITE_OK;
     fsa_port_t *real = fsa_port_posix();
-    if (pages >= WAL_CHECKPOINT_FORCE ||
-        real->mono_now(real->ctx).ns >= atomic_load(&ckpt_claim_ns))
+    if (pages < WAL_CHECKPOINT_FORCE && real->mono_now(real->ctx).ns < atomic_load(&ckpt_claim_ns))
+        return SQLITE_OK;
+    if (pages >= WAL_CHECKPOINT_FORCE || !ckpt_request(sqlite3_db_filename(db, name)))
         (void)sqlite3_wal_checkpoint(db, name);
     return SQLITE_OK;
 }
@@ -622,50 +631,63 @@ static void wal_start(sqlite3 *own)
                        NULL, NULL, NULL);
 }
 
+/* Opens *own, when NULL, on the journal at path: a bare connection will do (the journal exists
+ * and is in WAL mode, a persistent setting); it writes checkpoints and the row that starts a WAL
+ * (wal_start), at NORMAL. A first read opens its WAL (this one reads the header, not the schema).
+ * False when it cannot. */
+static bool own_open(const char *path, sqlite3 **own)
+{
+    if (*own != NULL)
+        return true;
+    if (sqlite3_open_v2(path, own, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(*own, "PRAGMA user_version; PRAGMA synchronous=NORMAL", NULL, NULL, NULL) !=
+            SQLITE_OK) {
+        sqlite3_close(*own);
+        *own = NULL;
+        return false;
+    }
+    sqlite3_wal_hook(*own, wal_committed, NULL);
+    return true;
+}
+
+/*
+ * Checkpoints the WAL on own. It syncs the WAL before it copies it. The WAL starts again from its
+ * beginning only when a writer begins once every frame is copied; a frame committed while the
+ * checkpoint ran (a record, the lock manager's writes) leaves it growing instead, towards
+ * WAL_CHECKPOINT_FORCE and a checkpoint under someone's commit. So passes that copied what they
+ * saw go on (at most WAL_CHECKPOINT_PASSES) while frames came during the last one, each copying
+ * only those, and are followed by a RESTART, which copies what came after the last pass (little:
+ * it holds writers off meanwhile); then this starts the WAL's next generation. On the drain's
+ * connection the RESTART has no busy handler: it takes the write lock only when no one writes
+ * (else it is one more PASSIVE pass), as the drain itself is the writer it would wait for. The
+ * checkpointer's waits a moment for a gap between two records (ckpt_main()).
+ */
+static void checkpoint_passes(sqlite3 *own)
+{
+    int log = 0, copied = 0, rc = SQLITE_OK;
+    for (int pass = 0, seen = -1;
+         pass < WAL_CHECKPOINT_PASSES && rc == SQLITE_OK && copied >= log && log != seen; pass++) {
+        seen = log;
+        rc = sqlite3_wal_checkpoint_v2(own, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    }
+    if (rc == SQLITE_OK && copied >= log) {
+        if (sqlite3_wal_checkpoint_v2(own, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL) ==
+            SQLITE_OK)
+            wal_start(own);
+        /* It held the write lock: a writer of this process that waited for it goes now, not at
+         * the end of its backoff pause (busy_wait() waits for a pulse or the pause). */
+        fsa_pulse_post();
+    }
+}
+
 void fsa__db_flush(const char *path, sqlite3 **own)
 {
     /* A small WAL: what the next record's commit writes first is small too. */
-    if (atomic_load(&wal_pages) < WAL_FLUSH_PAGES)
+    if (atomic_load(&wal_pages) < WAL_FLUSH_PAGES || !own_open(path, own))
         return;
-    if (*own == NULL) {
-        /* The journal exists and is in WAL mode (a persistent setting): a bare connection will
-         * do; it writes checkpoints and the row that starts a WAL (wal_start), at NORMAL. A
-         * first read opens its WAL (this one reads the header, not the schema). */
-        if (sqlite3_open_v2(path, own, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL) !=
-                SQLITE_OK ||
-            sqlite3_exec(*own, "PRAGMA user_version; PRAGMA synchronous=NORMAL", NULL, NULL,
-                         NULL) != SQLITE_OK) {
-            sqlite3_close(*own);
-            *own = NULL;
-            return;
-        }
-        sqlite3_wal_hook(*own, wal_committed, NULL);
-    }
     if (atomic_load(&wal_pages) >= WAL_CHECKPOINT_PAGES) {
-        /* It syncs the WAL before it copies it. The WAL starts again from its beginning only when
-         * a writer begins once every frame is copied; a frame committed while the checkpoint ran
-         * (a record, the lock manager's writes) leaves it growing instead, towards
-         * WAL_CHECKPOINT_FORCE and a checkpoint under someone's commit. So passes that copied
-         * what they saw go on (at most WAL_CHECKPOINT_PASSES) while frames came during the last
-         * one, each copying only those, and are followed by a RESTART without a busy handler: it
-         * takes the write lock only when no one writes (else it is one more PASSIVE pass), copies
-         * what came after the last pass (little: it holds writers off meanwhile), and the next
-         * writer starts the WAL again. */
-        int log = 0, copied = 0, rc = SQLITE_OK;
-        for (int pass = 0, seen = -1;
-             pass < WAL_CHECKPOINT_PASSES && rc == SQLITE_OK && copied >= log && log != seen;
-             pass++) {
-            seen = log;
-            rc = sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
-        }
-        if (rc == SQLITE_OK && copied >= log) {
-            if (sqlite3_wal_checkpoint_v2(*own, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL) ==
-                SQLITE_OK)
-                wal_start(*own);
-            /* It held the write lock: a writer of this process that waited for it goes now, not
-             * at the end of its backoff pause (busy_wait() waits for a pulse or the pause). */
-            fsa_pulse_post();
-        }
+        checkpoint_passes(*own);
         return;
     }
     /* Not a sync: the kernel is asked to start writing the WAL's pages, and the drain goes on
@@ -682,6 +704,111 @@ void fsa__db_flush(const char *path, sqlite3 **own)
     if (sqlite3_file_control(*own, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) == SQLITE_OK &&
         wal != NULL && wal->pMethods != NULL)
         (void)wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+}
+
+/*
+ * The checkpointer: a thread per checkpoint, one at a time in the process, started by the commit
+ * that asks for it and joined by the next request after it ended, or by the close of its
+ * journal's connection, which waits for it: what the close leaves on disk is settled when it
+ * returns, and no thread outlives the journals it works for. It checkpoints on a connection opened
+ * for it and closed after. A commit that finds another journal's checkpoint in progress runs its
+ * own, as before (a simulator's devices). A forked child has none of its parent's threads: its
+ * first request starts its own (the copy of the parent's handle is kept, unused).
+ */
+/* How long the checkpointer's RESTART waits for the write lock (then the next request tries). */
+#define CKPT_RESTART_WAIT_MS 200
+
+static fsa_once_t ck_once = FSA_ONCE_INIT;
+static fsa_mutex_t *ck_mu;                 /* guards what follows */
+static fsa_thread_t *ck_thread;            /* not joined yet; NULL: none */
+static int64_t ck_pid;                     /* the process that started it */
+static char ck_path[FSA_LIMIT_PATH_BYTES]; /* its journal */
+static fsa_thread_t *ck_forked;            /* a fork's copy of the parent's */
+static _Atomic bool ck_done;               /* it has ended */
+static _Atomic uint64_t ck_served;         /* checkpoints it has run (fsa__db_checkpoints_run) */
+
+static void ck_init(void)
+{
+    fsa_port_t *real = fsa_port_posix();
+    (void)real->mutex_new(real->ctx, &ck_mu);
+}
+
+#ifdef FSA_FAULT_HOOKS
+static atomic_bool ck_held;
+
+void fsa__db_checkpointer_hold(bool hold)
+{
+    atomic_store(&ck_held, hold);
+    fsa_pulse_post();
+}
+#endif
+
+static void *ckpt_main(void *arg)
+{
+    (void)arg;
+#ifdef FSA_FAULT_HOOKS
+    for (uint64_t seen = fsa_pulse_count(); atomic_load(&ck_held); seen = fsa_pulse_count())
+        (void)fsa_pulse_wait(seen, fsa_mono_forever());
+#endif
+    sqlite3 *own = NULL;
+    if (own_open(ck_path, &own)) {
+        /* Its RESTART waits for a gap between two commits (without a busy handler, it found none
+         * while records came one after another, and the WAL never started again). */
+        sqlite3_busy_handler(own, busy_wait, (void *)(intptr_t)CKPT_RESTART_WAIT_MS);
+        checkpoint_passes(own);
+    }
+    sqlite3_close(own);
+    atomic_fetch_add(&ck_served, 1);
+    atomic_store(&ck_done, true);
+    return NULL;
+}
+
+/* Locks ck_mu and joins the thread if it has ended, or when it works for path (non-NULL), once it
+ * ends: a close during its journal's checkpoint holds ck_mu that long, and a commit of another
+ * journal that asks for a checkpoint meanwhile waits for it too (rare: at worst one checkpoint).
+ * False when there is no mutex (nothing locked). */
+static bool ck_reap(fsa_port_t *real, const char *path)
+{
+    fsa_once(&ck_once, ck_init);
+    if (ck_mu == NULL)
+        return false;
+    real->mutex_lock(real->ctx, ck_mu);
+    if (ck_thread != NULL && ck_pid != real->process_id(real->ctx)) {
+        ck_forked = ck_thread;
+        ck_thread = NULL;
+    }
+    if (ck_thread != NULL &&
+        (atomic_load(&ck_done) || (path != NULL && strcmp(ck_path, path) == 0))) {
+        (void)real->thread_join(real->ctx, ck_thread, NULL);
+        ck_thread = NULL;
+    }
+    return true;
+}
+
+/* Has the journal at path checkpointed by a thread of its own. False when it cannot (another
+ * journal's checkpoint in progress, no thread): the caller checkpoints itself. A request for the
+ * journal in progress is taken: the commits during a checkpoint find the WAL as large until the
+ * next writer starts it again; the first commit after it asks again if the WAL is still as large
+ * (frames came faster than it copied them, a reader held it back). */
+static bool ckpt_request(const char *path)
+{
+    fsa_port_t *real = fsa_port_posix();
+    if (path == NULL || strlen(path) >= sizeof ck_path || !ck_reap(real, NULL))
+        return false;
+    bool ok = ck_thread != NULL && strcmp(ck_path, path) == 0;
+    if (ck_thread == NULL) {
+        strcpy(ck_path, path);
+        atomic_store(&ck_done, false);
+        ck_pid = real->process_id(real->ctx);
+        ok = real->thread_create(real->ctx, &ck_thread, ckpt_main, NULL) == FSA_OK;
+    }
+    real->mutex_unlock(real->ctx, ck_mu);
+    return ok;
+}
+
+uint64_t fsa__db_checkpoints_run(void)
+{
+    return atomic_load(&ck_served);
 }
 
 /*
@@ -1112,5 +1239,9 @@ void fsa__db_close(fsa_port_t *port, sqlite3 *db, fsa_flock_t *users)
         (void)set_clean(db, 1, NULL, 0); /* the last user leaves */
     if (users != NULL)
         port->flock_close(port->ctx, users);
+    /* Its checkpoint in progress ends first (above). */
+    fsa_port_t *real = fsa_port_posix();
+    if (db != NULL && ck_reap(real, sqlite3_db_filename(db, "main")))
+        real->mutex_unlock(real->ctx, ck_mu);
     sqlite3_close_v2(db);
 }

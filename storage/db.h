@@ -34,7 +34,8 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
                           size_t errlen) FSA_MUST_CHECK;
 
 /* Leaves the journal's users (marking a clean close when this was the last one) and closes the
- * connection. NULLs are accepted. */
+ * connection, once a checkpoint of its journal that the process's checkpointer runs has ended
+ * (db.c). NULLs are accepted. */
 void fsa__db_close(fsa_port_t *port, sqlite3 *db, fsa_flock_t *users);
 
 /* Maps a SQLite result code to a status (SQLITE_FULL -> FSA_EFULL, BUSY/LOCKED -> FSA_EBUSY,
@@ -56,6 +57,16 @@ uint64_t fsa__db_wal_full_writes(sqlite3 *db);
  * journal connection of this process leaves them to it meanwhile (unless the WAL grows far past
  * the usual size). */
 void fsa__db_checkpoint_claim(int64_t for_ns);
+
+/* How many checkpoints this process's checkpointer thread has run so far (a count that only
+ * grows). A commit that finds the WAL at the checkpoint size leaves its checkpoint to that thread
+ * (db.c says why) rather than running it itself. */
+uint64_t fsa__db_checkpoints_run(void);
+
+#ifdef FSA_FAULT_HOOKS
+/* For tests: while held, the checkpointer's thread waits before it starts a checkpoint. */
+void fsa__db_checkpointer_hold(bool hold);
+#endif
 
 /* The drain's flush after a batch (db.c says why), on *own, a connection of the caller's that
  * this opens on first use (close it with sqlite3_close): starts the writing of the journal's WAL

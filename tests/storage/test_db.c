@@ -1,6 +1,8 @@
 /* Tests for storage/db.c: opening a journal (mode 0600, pragmas, schema version) and the mapping
  * of SQLite's result codes. */
+#include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -390,6 +392,122 @@ static void test_fsa__db_open__wal_rewrites_reach_the_file(void **state)
     sqlite3_close(db);
 }
 
+/* The threads of this process (the entries of /proc/self/task), -1 when that cannot be read. */
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* One transaction of ~1,100 pages: past the size at which a commit has the WAL checkpointed. */
+#define BIG_COMMIT                                                                                 \
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1100)"               \
+    "  INSERT INTO t SELECT randomblob(3500) FROM n"
+
+/* Waits for the checkpointer's count to pass n (its own signal), at most a minute. */
+static void wait_checkpoints_past(uint64_t n)
+{
+    fsa_port_t *real = fsa_port_posix();
+    fsa_mono_t end = fsa_mono_add_ns(real->mono_now(real->ctx), 60 * FSA_NS_PER_S);
+    while (fsa__db_checkpoints_run() <= n) {
+        if (fsa_mono_diff_ns(real->mono_now(real->ctx), end) > 0)
+            fail_msg("no checkpoint after a minute");
+        sched_yield();
+    }
+}
+
+/* The frames in db's WAL now (a PASSIVE checkpoint's count: it copies what it can too). */
+static int wal_frames(sqlite3 *db)
+{
+    int log = -1, copied = -1;
+    assert_int_equal(sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied),
+                     SQLITE_OK);
+    return log;
+}
+
+/* The commit that takes the WAL past the checkpoint size does not run the checkpoint: it returns
+ * before any, and a thread of the process runs it (here held until the commit has returned),
+ * after which the WAL starts again. The journal's close leaves no thread behind. */
+static void test_fsa__db_checkpoint__left_to_a_thread(void **state)
+{
+    fx_t *f = *state;
+    fsa_db_opts_t o = {.create = true, .sync_normal = true};
+    sqlite3 *db = NULL;
+    fsa_flock_t *users = NULL;
+    assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
+    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE t(v BLOB)", NULL, 0));
+    int threads0 = thread_count();
+    uint64_t runs0 = fsa__db_checkpoints_run();
+    fsa__db_checkpointer_hold(true);
+    assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
+    /* The commit is back; the checkpoint has not run: its thread waits. */
+    assert_int_equal(fsa__db_checkpoints_run(), runs0);
+    if (threads0 > 0)
+        assert_int_equal(thread_count(), threads0 + 1);
+    fsa__db_checkpointer_hold(false);
+    wait_checkpoints_past(runs0);
+    /* Everything was copied and the WAL started again: the commit that starts its generation is
+     * all it holds. */
+    assert_in_range(wal_frames(db), 0, 4);
+    assert_int_equal(pragma(db, "SELECT count(*) FROM t"), 1100);
+    fsa__db_close(fsa_port_posix(), db, users);
+    if (threads0 > 0)
+        assert_int_equal(thread_count(), threads0);
+}
+
+/* While a drain claims the checkpoints, a commit past the size leaves them to it: no thread. */
+static void test_fsa__db_checkpoint__claimed_by_a_drain(void **state)
+{
+    fx_t *f = *state;
+    fsa_db_opts_t o = {.create = true, .sync_normal = true};
+    sqlite3 *db = NULL;
+    fsa_flock_t *users = NULL;
+    assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
+    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE t(v BLOB)", NULL, 0));
+    int threads0 = thread_count();
+    uint64_t runs0 = fsa__db_checkpoints_run();
+    fsa__db_checkpoint_claim(60 * FSA_NS_PER_S);
+    assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
+    assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(1)", NULL, 0));
+    fsa__db_checkpoint_claim(0);
+    assert_int_equal(fsa__db_checkpoints_run(), runs0);
+    if (threads0 > 0)
+        assert_int_equal(thread_count(), threads0);
+    assert_true(wal_frames(db) > 1000); /* nothing was copied */
+    fsa__db_close(fsa_port_posix(), db, users);
+}
+
+/* A close waits for its journal's checkpoint in progress: what it leaves on disk is settled (the
+ * last connection's close then removes the WAL), and no thread is left. */
+static void test_fsa__db_checkpoint__close_waits_for_it(void **state)
+{
+    fx_t *f = *state;
+    fsa_db_opts_t o = {.create = true, .sync_normal = true};
+    sqlite3 *db = NULL;
+    fsa_flock_t *users = NULL;
+    assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
+    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE t(v BLOB)", NULL, 0));
+    int threads0 = thread_count();
+    uint64_t runs0 = fsa__db_checkpoints_run();
+    assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
+    fsa__db_close(fsa_port_posix(), db, users);
+    assert_true(fsa__db_checkpoints_run() > runs0);
+    if (threads0 > 0)
+        assert_int_equal(thread_count(), threads0);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    assert_int_equal(access(wal, F_OK), -1);
+    assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
+    assert_int_equal(pragma(db, "SELECT count(*) FROM t"), 1100);
+    fsa__db_close(fsa_port_posix(), db, users);
+}
+
 /* NULL binds as SQL NULL (a NOT NULL column refuses it), "" as the empty text, a string as
  * itself; the journal passes "" itself where its columns want it. */
 static void test_fsa__db_bind_text__null_is_null(void **state)
@@ -446,6 +564,9 @@ int main(void)
         T(test_fsa__db_status__table),
         T(test_fsa__db_open__wal_commit_is_one_write),
         T(test_fsa__db_open__wal_rewrites_reach_the_file),
+        T(test_fsa__db_checkpoint__left_to_a_thread),
+        T(test_fsa__db_checkpoint__claimed_by_a_drain),
+        T(test_fsa__db_checkpoint__close_waits_for_it),
         cmocka_unit_test(test_fsa__db_bind_text__null_is_null),
     };
 #undef T
