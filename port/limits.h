@@ -97,10 +97,13 @@
  */
 #define FSA_LIMIT_RESPONSE_INITIAL_BYTES 16384
 
-/* The page size the journal's disk budget assumes (SQLite's default page size): the budget becomes
- * max_page_count = budget / FSA_LIMIT_PAGE_BYTES, and never fewer than FSA_LIMIT_JOURNAL_MIN_PAGES
- * pages, which the schema alone needs. */
-#define FSA_LIMIT_PAGE_BYTES 4096
+/* The page size of a new journal (an existing file keeps its own; SQLite's default is 4096). A
+ * record changes some 7 b-trees, each a page written whole to the WAL at every commit (and synced,
+ * with FULL): with 2 KiB pages a commit writes half the bytes of 4 KiB ones, for rows of a few
+ * hundred bytes (docs/performance.md, "Recording"). The disk budget becomes max_page_count =
+ * budget / the file's page size, and never fewer than FSA_LIMIT_JOURNAL_MIN_PAGES pages, which
+ * the schema alone needs. */
+#define FSA_LIMIT_PAGE_BYTES 2048
 #define FSA_LIMIT_JOURNAL_MIN_PAGES 16
 
 /* A file path the journal and the lock manager build on (the journal's path plus a suffix such as

@@ -15,6 +15,9 @@
 #include "storage/libs.h"
 #include "storage/state_keys.h"
 
+#define DB_STR_(x) #x
+#define DB_STR(x) DB_STR_(x) /* a macro's value as a string literal */
+
 /* The tables of schema 1 that schema 3 keeps as they were (migrations[0] and schema_v3). */
 #define ENTITIES_DDL                                                                               \
     "CREATE TABLE entities("                                                                       \
@@ -1201,7 +1204,10 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
                                                                       : FSA_LIMIT_BUSY_TIMEOUT_MS));
     sqlite3_wal_hook(db, wal_committed, NULL);
     char detail[256] = "";
-    st = fsa__db_exec(db, "PRAGMA journal_mode=WAL", detail, sizeof detail);
+    /* A new journal's page size (an existing file keeps its own): port/limits.h says why. */
+    st = fsa__db_exec(db, "PRAGMA page_size=" DB_STR(FSA_LIMIT_PAGE_BYTES), detail, sizeof detail);
+    if (st == FSA_OK)
+        st = fsa__db_exec(db, "PRAGMA journal_mode=WAL", detail, sizeof detail);
     if (st == FSA_OK)
         st = fsa__db_exec(
             db, opts->sync_normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", detail,

@@ -314,7 +314,13 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
      * with SQLITE_FULL, which the recording calls report as "journal full". Pages freed by
      * compaction are reused, so a full journal still applies results and compacts. */
     char sql[96];
-    int64_t pages = j->budget_bytes / FSA_LIMIT_PAGE_BYTES;
+    int64_t page = 0; /* the file's own: a journal made before session 9 has 4 KiB pages */
+    sqlite3_stmt *ps = NULL;
+    if (sqlite3_prepare_v2(j->db, "PRAGMA page_size", -1, &ps, NULL) == SQLITE_OK &&
+        sqlite3_step(ps) == SQLITE_ROW)
+        page = sqlite3_column_int64(ps, 0);
+    sqlite3_finalize(ps);
+    int64_t pages = j->budget_bytes / (page > 0 ? page : FSA_LIMIT_PAGE_BYTES);
     snprintf(sql, sizeof sql, "PRAGMA max_page_count = %" PRId64,
              pages > FSA_LIMIT_JOURNAL_MIN_PAGES ? pages : FSA_LIMIT_JOURNAL_MIN_PAGES);
     st = fsa__db_exec(j->db, sql, err, errlen);

@@ -1468,6 +1468,61 @@ static void test_fsa_journal_create__budget_full_writes_nothing(void **state)
     assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
 }
 
+/* Opens f's journal with budget, records 6 KB jobs until it is full, closes it, and returns the
+ * bytes of its file's pages (*page_size: the file's page size). */
+static int64_t fill_to_budget(fixture_t *f, int64_t budget, int64_t *page_size)
+{
+    fsa_journal_opts_t o = {.create = true, .budget_bytes = budget};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+    char big[8192];
+    snprintf(big, sizeof big, "{\"other_info\":{\"pad\":\"%06000d\"}}", 0);
+    fsa_rec_t rec;
+    fsa_status_t st = FSA_OK;
+    for (int i = 0; i < 1000 && st == FSA_OK; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "J%d", i);
+        st = fsa_journal_create(f->j, FSA_TYPE_JOBNEED, id, big, NULL, &rec);
+    }
+    assert_int_equal(st, FSA_EFULL);
+    fsa_journal_close(f->j);
+    f->j = NULL;
+    *page_size = count_sql(f, "PRAGMA page_size");
+    return count_sql(f, "PRAGMA page_count") * *page_size;
+}
+
+/* The budget counts the file's own pages: a new journal's (FSA_LIMIT_PAGE_BYTES), and those of a
+ * journal made with SQLite's default 4 KiB pages, which it keeps. Either fills to the budget and
+ * not past it. */
+static void test_fsa_journal_open__budget_in_the_file_s_pages(void **state)
+{
+    fixture_t *f = *state;
+    fsa_journal_close(f->j);
+    f->j = NULL;
+    const int64_t budget = 256 * 1024;
+    int64_t page = 0, used = fill_to_budget(f, budget, &page);
+    assert_int_equal(page, FSA_LIMIT_PAGE_BYTES);
+    assert_in_range(used, budget * 3 / 4, budget);
+    /* an older journal: 4 KiB pages */
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[sizeof f->dir.path + 8];
+        snprintf(p, sizeof p, "%s%s", f->dir.path, sfx[i]);
+        (void)unlink(p);
+    }
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;"
+                                  "PRAGMA user_version = 0",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    used = fill_to_budget(f, budget, &page);
+    assert_int_equal(page, 4096);
+    assert_in_range(used, budget * 3 / 4, budget);
+}
+
 static void test_fsa_journal_set__fenced_write_refused(void **state)
 {
     fixture_t *f = *state;
@@ -1539,6 +1594,7 @@ int main(void)
         T(test_fsa_journal_state__typed_calls_keep_the_stored_keys),
         T(test_fsa_journal_state__absent_and_bad_arguments),
         T(test_fsa_journal_create__budget_full_writes_nothing),
+        T(test_fsa_journal_open__budget_in_the_file_s_pages),
         T(test_fsa_journal_set__fenced_write_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
