@@ -547,13 +547,16 @@ uint64_t fsa__db_busy_waits(void)
  * it. A checkpoint syncs the WAL, copies its pages into the database file and syncs that: a
  * thousand pages and two syncs, measured at 30 to 600 ms during a drain on the loaded development
  * machine and 3-5 ms when idle, which the record whose commit ran it waited for (a third of the
- * wall time of a run of records at synchronous=NORMAL: docs/performance.md, "Recording"). So that
- * commit only asks for it: this process's checkpointer thread (below) runs it on a connection of
- * its own, outside every journal mutex, and a PASSIVE checkpoint takes no write lock, so records
- * go on meanwhile. A commit that finds the WAL at WAL_CHECKPOINT_FORCE pages (the checkpointer
- * cannot keep up, or a reader pins the WAL) still runs one itself, as does one whose request
- * cannot be made (no memory, no thread): never a WAL without bound. Failures are benign (the next
- * commit past the size asks again).
+ * wall time of a run of records at synchronous=NORMAL: docs/performance.md, "Recording"). So the
+ * commit of a connection at NORMAL only asks for it: this process's checkpointer thread (below)
+ * runs it on a connection of its own, outside every journal mutex, and a PASSIVE checkpoint takes
+ * no write lock, so records go on meanwhile. A connection at FULL still checkpoints in its commit:
+ * its records wait for a sync each anyway, and a checkpoint beside them, whose syncs and final
+ * RESTART their syncs then waited behind, made them slower (0.82-0.87 of a bare insert's rate
+ * against 0.97-0.98 in the commit, same runs). A commit that finds the WAL at
+ * WAL_CHECKPOINT_FORCE pages (the checkpointer cannot keep up, or a reader pins the WAL) runs one
+ * itself too, as does one whose request cannot be made (no memory, no thread): never a WAL
+ * without bound. Failures are benign (the next commit past the size asks again).
  * While a drain runs, it claims the checkpoints (fsa__db_checkpoint_claim): the commits of every
  * journal connection of the process leave them to it, unless the WAL has grown past
  * WAL_CHECKPOINT_FORCE pages (a claim not kept), and the drain runs them between batches on a
@@ -572,12 +575,12 @@ static bool ckpt_request(const char *path);
 
 /*
  * Called by SQLite after every commit of a journal connection (sqlite3_wal_hook), with the pages
- * now in the WAL. It wakes the busy waiters of this process (a write lock was just let go), then
- * has the WAL checkpointed unless a drain claims it (above).
+ * now in the WAL; arg is non-NULL for a connection at synchronous=NORMAL. It wakes the busy
+ * waiters of this process (a write lock was just let go), then has the WAL checkpointed unless a
+ * drain claims it (above).
  */
 static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
 {
-    (void)arg;
     fsa_pulse_post();
     atomic_store(&wal_pages, pages);
     if (pages < WAL_CHECKPOINT_PAGES)
@@ -585,7 +588,8 @@ static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
     fsa_port_t *real = fsa_port_posix();
     if (pages < WAL_CHECKPOINT_FORCE && real->mono_now(real->ctx).ns < atomic_load(&ckpt_claim_ns))
         return SQLITE_OK;
-    if (pages >= WAL_CHECKPOINT_FORCE || !ckpt_request(sqlite3_db_filename(db, name)))
+    if (pages >= WAL_CHECKPOINT_FORCE || arg == NULL ||
+        !ckpt_request(sqlite3_db_filename(db, name)))
         (void)sqlite3_wal_checkpoint(db, name);
     return SQLITE_OK;
 }
@@ -1202,7 +1206,7 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
     sqlite3_busy_handler(db, busy_wait,
                          (void *)(intptr_t)(opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms
                                                                       : FSA_LIMIT_BUSY_TIMEOUT_MS));
-    sqlite3_wal_hook(db, wal_committed, NULL);
+    sqlite3_wal_hook(db, wal_committed, opts->sync_normal ? db : NULL);
     char detail[256] = "";
     /* A new journal's page size (an existing file keeps its own): port/limits.h says why. */
     st = fsa__db_exec(db, "PRAGMA page_size=" DB_STR(FSA_LIMIT_PAGE_BYTES), detail, sizeof detail);

@@ -483,6 +483,28 @@ static void test_fsa__db_checkpoint__claimed_by_a_drain(void **state)
     fsa__db_close(fsa_port_posix(), db, users);
 }
 
+/* A connection at FULL checkpoints in its own commit, as SQLite does: no thread (its records wait
+ * for a sync each anyway, and a checkpoint beside them made them slower). */
+static void test_fsa__db_checkpoint__full_commits_run_their_own(void **state)
+{
+    fx_t *f = *state;
+    fsa_db_opts_t o = {.create = true};
+    sqlite3 *db = NULL;
+    fsa_flock_t *users = NULL;
+    assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
+    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE t(v BLOB)", NULL, 0));
+    int threads0 = thread_count();
+    uint64_t runs0 = fsa__db_checkpoints_run();
+    assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
+    assert_int_equal(fsa__db_checkpoints_run(), runs0);
+    if (threads0 > 0)
+        assert_int_equal(thread_count(), threads0);
+    /* It copied every frame: the next commit starts the WAL again. */
+    assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(1)", NULL, 0));
+    assert_in_range(wal_frames(db), 1, 4);
+    fsa__db_close(fsa_port_posix(), db, users);
+}
+
 /* A close waits for its journal's checkpoint in progress: what it leaves on disk is settled (the
  * last connection's close then removes the WAL), and no thread is left. */
 static void test_fsa__db_checkpoint__close_waits_for_it(void **state)
@@ -566,6 +588,7 @@ int main(void)
         T(test_fsa__db_open__wal_rewrites_reach_the_file),
         T(test_fsa__db_checkpoint__left_to_a_thread),
         T(test_fsa__db_checkpoint__claimed_by_a_drain),
+        T(test_fsa__db_checkpoint__full_commits_run_their_own),
         T(test_fsa__db_checkpoint__close_waits_for_it),
         cmocka_unit_test(test_fsa__db_bind_text__null_is_null),
     };
