@@ -664,11 +664,9 @@ static bool own_open(const char *path, sqlite3 **own)
  * checkpoint ran (a record, the lock manager's writes) leaves it growing instead, towards
  * WAL_CHECKPOINT_FORCE and a checkpoint under someone's commit. So passes that copied what they
  * saw go on (at most WAL_CHECKPOINT_PASSES) while frames came during the last one, each copying
- * only those, and are followed by a RESTART, which copies what came after the last pass (little:
- * it holds writers off meanwhile); then this starts the WAL's next generation. On the drain's
- * connection the RESTART has no busy handler: it takes the write lock only when no one writes
- * (else it is one more PASSIVE pass), as the drain itself is the writer it would wait for. The
- * checkpointer's waits a moment for a gap between two records (ckpt_main()).
+ * only those, and are followed by a RESTART without a busy handler: it takes the write lock only
+ * when no one writes (else it is one more PASSIVE pass), copies what came after the last pass
+ * (little: it holds writers off meanwhile), and then this starts the WAL's next generation.
  */
 static void checkpoint_passes(sqlite3 *own)
 {
@@ -722,9 +720,6 @@ void fsa__db_flush(const char *path, sqlite3 **own)
  * own, as before (a simulator's devices). A forked child has none of its parent's threads: its
  * first request starts its own (the copy of the parent's handle is kept, unused).
  */
-/* How long the checkpointer's RESTART waits for the write lock (then the next request tries). */
-#define CKPT_RESTART_WAIT_MS 200
-
 static fsa_once_t ck_once = FSA_ONCE_INIT;
 static fsa_mutex_t *ck_mu;                 /* guards what follows */
 static fsa_thread_t *ck_thread;            /* not joined yet; NULL: none */
@@ -758,12 +753,12 @@ static void *ckpt_main(void *arg)
         (void)fsa_pulse_wait(seen, fsa_mono_forever());
 #endif
     sqlite3 *own = NULL;
-    if (own_open(ck_path, &own)) {
-        /* Its RESTART waits for a gap between two commits (without a busy handler, it found none
-         * while records came one after another, and the WAL never started again). */
-        sqlite3_busy_handler(own, busy_wait, (void *)(intptr_t)CKPT_RESTART_WAIT_MS);
+    /* As the drain's: its RESTART is tried without waiting, only once the passes copied all they
+     * saw; a checkpoint that stopped short (a record's commit came during its last pass) leaves
+     * the next commit to ask again. Measured, a RESTART that waited for a gap between records
+     * held them up longer than the extra checkpoints cost (docs/performance.md). */
+    if (own_open(ck_path, &own))
         checkpoint_passes(own);
-    }
     sqlite3_close(own);
     atomic_fetch_add(&ck_served, 1);
     atomic_store(&ck_done, true);
