@@ -579,6 +579,7 @@ static bool ckpt_request(const char *path);
  * waiters of this process (a write lock was just let go), then has the WAL checkpointed unless a
  * drain claims it (above).
  */
+// cppcheck-suppress constParameter ; the type of SQLite's hook
 static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
 {
     fsa_pulse_post();
@@ -799,7 +800,7 @@ static bool ckpt_request(const char *path)
         return false;
     bool ok = ck_thread != NULL && strcmp(ck_path, path) == 0;
     if (ck_thread == NULL) {
-        strcpy(ck_path, path);
+        memcpy(ck_path, path, strlen(path) + 1); /* fits: checked above */
         atomic_store(&ck_done, false);
         ck_pid = real->process_id(real->ctx);
         ok = real->thread_create(real->ctx, &ck_thread, ckpt_main, NULL) == FSA_OK;

@@ -107,7 +107,9 @@ typedef struct fieldsync fieldsync_t;
 typedef enum fieldsync_durability {
     FIELDSYNC_DURABLE_FULL = 0,  /* default: a record survives a power cut once its call returns */
     FIELDSYNC_DURABLE_NORMAL = 1 /* faster; a power cut may lose the last records (never
-                                    corrupts the journal) */
+                                    corrupts the journal). The journal's periodic WAL checkpoint
+                                    runs on a short-lived thread of the library's, not in the
+                                    record's call; the handle's close waits for it. */
 } fieldsync_durability_t;
 
 /* fieldsync_config_t.flags */
