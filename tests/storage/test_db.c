@@ -431,17 +431,23 @@ static int wal_frames(sqlite3 *db)
     return log;
 }
 
+/* Opens f's journal (at NORMAL or FULL) with a table t of blobs. */
+static void open_with_table(fx_t *f, bool normal, sqlite3 **db, fsa_flock_t **users)
+{
+    fsa_db_opts_t o = {.create = true, .sync_normal = normal};
+    assert_int_equal(open_db(f, &o, db, users), FSA_OK);
+    assert_fsa_ok(fsa__db_exec(*db, "CREATE TABLE t(v BLOB)", NULL, 0));
+}
+
 /* The commit that takes the WAL past the checkpoint size does not run the checkpoint: it returns
  * before any, and a thread of the process runs it (here held until the commit has returned),
  * after which the WAL starts again. The journal's close leaves no thread behind. */
 static void test_fsa__db_checkpoint__left_to_a_thread(void **state)
 {
     fx_t *f = *state;
-    fsa_db_opts_t o = {.create = true, .sync_normal = true};
     sqlite3 *db = NULL;
     fsa_flock_t *users = NULL;
-    assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
-    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE t(v BLOB)", NULL, 0));
+    open_with_table(f, true, &db, &users);
     int threads0 = thread_count();
     uint64_t runs0 = fsa__db_checkpoints_run();
     fsa__db_checkpointer_hold(true);
@@ -465,11 +471,9 @@ static void test_fsa__db_checkpoint__left_to_a_thread(void **state)
 static void test_fsa__db_checkpoint__claimed_by_a_drain(void **state)
 {
     fx_t *f = *state;
-    fsa_db_opts_t o = {.create = true, .sync_normal = true};
     sqlite3 *db = NULL;
     fsa_flock_t *users = NULL;
-    assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
-    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE t(v BLOB)", NULL, 0));
+    open_with_table(f, true, &db, &users);
     int threads0 = thread_count();
     uint64_t runs0 = fsa__db_checkpoints_run();
     fsa__db_checkpoint_claim(60 * FSA_NS_PER_S);
@@ -488,11 +492,9 @@ static void test_fsa__db_checkpoint__claimed_by_a_drain(void **state)
 static void test_fsa__db_checkpoint__full_commits_run_their_own(void **state)
 {
     fx_t *f = *state;
-    fsa_db_opts_t o = {.create = true};
     sqlite3 *db = NULL;
     fsa_flock_t *users = NULL;
-    assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
-    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE t(v BLOB)", NULL, 0));
+    open_with_table(f, false, &db, &users);
     int threads0 = thread_count();
     uint64_t runs0 = fsa__db_checkpoints_run();
     assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
@@ -510,11 +512,9 @@ static void test_fsa__db_checkpoint__full_commits_run_their_own(void **state)
 static void test_fsa__db_checkpoint__close_waits_for_it(void **state)
 {
     fx_t *f = *state;
-    fsa_db_opts_t o = {.create = true, .sync_normal = true};
     sqlite3 *db = NULL;
     fsa_flock_t *users = NULL;
-    assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
-    assert_fsa_ok(fsa__db_exec(db, "CREATE TABLE t(v BLOB)", NULL, 0));
+    open_with_table(f, true, &db, &users);
     int threads0 = thread_count();
     uint64_t runs0 = fsa__db_checkpoints_run();
     assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
@@ -525,6 +525,7 @@ static void test_fsa__db_checkpoint__close_waits_for_it(void **state)
     char wal[160];
     snprintf(wal, sizeof wal, "%s-wal", f->path);
     assert_int_equal(access(wal, F_OK), -1);
+    fsa_db_opts_t o = {.sync_normal = true};
     assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
     assert_int_equal(pragma(db, "SELECT count(*) FROM t"), 1100);
     fsa__db_close(fsa_port_posix(), db, users);
