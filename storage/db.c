@@ -28,13 +28,14 @@
     "  local_fields TEXT,"                       /* base with pending ops replayed; NULL: none */  \
     "  updated_ms INTEGER NOT NULL DEFAULT 0,"                                                     \
     "  PRIMARY KEY(type, id)) WITHOUT ROWID;"
-#define DONE_OPS_DDL                                                                               \
+#define DONE_OPS_TABLE_DDL                                                                         \
     /* Done ops leave the outbox at compaction; their ids stay here for the audit period. */       \
     "CREATE TABLE done_ops("                                                                       \
     "  op_id TEXT PRIMARY KEY,"                                                                    \
     "  seq INTEGER NOT NULL,"                                                                      \
-    "  done_ms INTEGER NOT NULL) WITHOUT ROWID;"                                                   \
-    "CREATE INDEX done_ops_by_time ON done_ops(done_ms);"
+    "  done_ms INTEGER NOT NULL) WITHOUT ROWID;"
+/* Schema 1's done_ops had an index by time, for pruning; schema 4 drops it (migrations[3]). */
+#define DONE_OPS_DDL DONE_OPS_TABLE_DDL "CREATE INDEX done_ops_by_time ON done_ops(done_ms);"
 #define STATE_AND_LOCKS_DDL                                                                        \
     "CREATE TABLE sync_state("                                                                     \
     "  k TEXT PRIMARY KEY,"                                                                        \
@@ -94,12 +95,14 @@
     "  reason INTEGER NOT NULL,"                                                                   \
     "  op_id TEXT NOT NULL DEFAULT '',"                                                            \
     "  at_ms INTEGER NOT NULL);"
-/* The outbox's indexes (as schema 2 made them) and schema 3's trigger. */
-#define OUTBOX_V3_INDEXES                                                                          \
+/* The outbox's indexes (as schema 2 made them) and schema 3's trigger, which schema 4 drops. */
+#define OUTBOX_INDEXES                                                                             \
     "CREATE INDEX outbox_by_entity ON outbox(type, id, state, seq);"                               \
     "CREATE INDEX outbox_open ON outbox(seq, state) WHERE state IN (0, 1);"                        \
     "CREATE INDEX outbox_done ON outbox(seq) WHERE state = 2;"                                     \
-    "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';"                          \
+    "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';"
+#define OUTBOX_V3_INDEXES                                                                          \
+    OUTBOX_INDEXES                                                                                 \
     "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "                                 \
     "  WHEN NOT EXISTS (SELECT 1 FROM outbox WHERE seq > old.seq) BEGIN "                          \
     "  INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "         \
@@ -206,6 +209,16 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     "ALTER TABLE outbox_v3 RENAME TO outbox;"
     "ALTER TABLE conflicts_v3 RENAME TO conflicts;"
     "ALTER TABLE changes_v3 RENAME TO changes;" OUTBOX_V3_INDEXES,
+    /* 3 -> 4: two writes less for every op the drain applies (docs/performance.md, "Drain").
+     * - The trigger ran a program and a seek for every row deleted from the outbox, to keep the
+     *   highest seq deleted from its top. The two statements that delete outbox rows now note the
+     *   outbox's highest seq in the same row of sync_state before they delete, once per
+     *   statement (fsa__jn_outbox_note_top): what the trigger kept, by a value at least as high,
+     *   which is all that the next seq needs (one above both).
+     * - done_ops' index by time, one more entry per done op: the audit ids are pruned in op id
+     *   order instead, which for UUIDv7 ids is the order they were made (journal_outbox.c). */
+    "DROP TRIGGER outbox_keeps_last_seq;"
+    "DROP INDEX done_ops_by_time;",
 };
 
 /*
@@ -216,9 +229,9 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
  * leaves with this one (test_fsa_journal_open__v2_journal_migrates_to_v3).
  */
 static const char schema_current[] = ENTITIES_DDL
-    "CREATE TABLE outbox" OUTBOX_V3_COLUMNS DONE_OPS_DDL
+    "CREATE TABLE outbox" OUTBOX_V3_COLUMNS DONE_OPS_TABLE_DDL
     "CREATE TABLE conflicts(seq INTEGER PRIMARY KEY REFERENCES outbox(seq)," CONFLICTS_V3_AFTER_SEQ
-        STATE_AND_LOCKS_DDL "CREATE TABLE changes" CHANGES_V3_COLUMNS OUTBOX_V3_INDEXES;
+        STATE_AND_LOCKS_DDL "CREATE TABLE changes" CHANGES_V3_COLUMNS OUTBOX_INDEXES;
 
 fsa_status_t fsa__db_status(int rc)
 {

@@ -146,7 +146,9 @@ static fsa_status_t ent_get(fsa_journal_t *j, ent_cache_t *c, fsa_type_t type, c
 static fsa_status_t done_leave(fsa_journal_t *j, int64_t after, int64_t upto, int64_t now_ms,
                                int64_t *rows)
 {
-    fsa_status_t s = step_range(j, DONE_OPS_COPY_SQL, after, upto, now_ms, NULL);
+    fsa_status_t s = run_cached(j, OUTBOX_NOTE_TOP_SQL, NULL);
+    if (s == FSA_OK)
+        s = step_range(j, DONE_OPS_COPY_SQL, after, upto, now_ms, NULL);
     if (s == FSA_OK)
         s = step_range(j, DONE_OPS_DELETE_SQL, after, upto, now_ms, rows);
     return s;

@@ -235,9 +235,11 @@ fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
 #define COMPACT_CHECKPOINT_CLAIM_NS (5 * FSA_NS_PER_S)
 
 typedef struct compact {
-    int phase;         /* 0: done ops, 1: ids past the audit period, 2: the change log; 3: done */
+    int phase; /* 0: done ops, 1 and 2: ids past the audit period (the oldest, then those above
+                  the clock), 3: the change log; 4: done */
     int64_t after_seq; /* phase 0: the done ops up to this seq are moved */
-    int64_t now_ms, audit_ms;
+    int64_t now_ms;    /* the port's wall clock, which UUIDv7 ids are made of too */
+    int64_t audit_ms;
     size_t removed;
 } compact_t;
 
@@ -258,11 +260,13 @@ static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
     release(j, st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return fsa__db_status(rc);
-    s = step_range(j,
-                   "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) "
-                   "SELECT op_id, seq, coalesce(done_ms, 0) FROM outbox "
-                   "WHERE state = 2 AND seq > ?1 AND seq <= ?2",
-                   c->after_seq, upto, 0, NULL);
+    s = run_cached(j, OUTBOX_NOTE_TOP_SQL, NULL);
+    if (s == FSA_OK)
+        s = step_range(j,
+                       "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) "
+                       "SELECT op_id, seq, coalesce(done_ms, 0) FROM outbox "
+                       "WHERE state = 2 AND seq > ?1 AND seq <= ?2",
+                       c->after_seq, upto, 0, NULL);
     int64_t rows = 0;
     if (s == FSA_OK)
         s = step_range(j, "DELETE FROM outbox WHERE state = 2 AND seq > ?1 AND seq <= ?2",
@@ -276,21 +280,43 @@ static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
     return FSA_OK;
 }
 
-/* Up to COMPACT_STEP rows of the audit ids (phase 1) or of the change log (phase 2): the change
- * log keeps an hour and at least the newest rows, so that a listener that is behind by less than
- * that misses nothing. */
+/*
+ * Up to COMPACT_STEP rows of the audit ids (phases 1 and 2) or of the change log (phase 3): the
+ * change log keeps an hour and at least the newest rows, so that a listener that is behind by
+ * less than that misses nothing.
+ *
+ * The audit ids are taken in op id order, which for UUIDv7 ids is the order the ops were made
+ * (their first 48 bits are the wall clock's ms), and an op is done after it is made: phase 1
+ * looks at the COMPACT_STEP smallest ids and forgets those done before the audit period. It stops
+ * at a step that forgot fewer: a younger id among the oldest (an op made long ago and answered
+ * late, or a wall clock set back) keeps those after it until it ages; an id is never forgotten
+ * early, only sometimes late. (An index by done time did this exactly, at the cost of one more
+ * entry for every op the drain applies; schema 4 dropped it.)
+ * Phase 2 does the same from the first id above any UUIDv7 made now: the random UUIDv4 ids of an
+ * older journal's ops, and ids made while the clock ran ahead, which phase 1 would reach only once
+ * every id made since had gone.
+ */
 static fsa_status_t compact_forget(fsa_journal_t *j, compact_t *c)
 {
     sqlite3_stmt *st;
     fsa_status_t s;
-    if (c->phase == 1) {
+    if (c->phase == 1 || c->phase == 2) {
         s = prep(j,
-                 "DELETE FROM done_ops WHERE op_id IN "
-                 "(SELECT op_id FROM done_ops WHERE done_ms < ?1 ORDER BY done_ms LIMIT ?2)",
+                 "DELETE FROM done_ops WHERE op_id IN (SELECT op_id FROM done_ops WHERE op_id > ?3 "
+                 "ORDER BY op_id LIMIT ?2) AND done_ms < ?1",
                  &st);
         if (s != FSA_OK)
             return s;
         sqlite3_bind_int64(st, 1, c->now_ms - c->audit_ms);
+        char above[FSA_UUID_STR_LEN] = "";
+        if (c->phase == 2) {
+            /* The text of a UUIDv7 made 1 ms from now up to its version digit ("tttttttt-tttt"):
+             * every id made until now sorts below it. */
+            uint64_t t = (uint64_t)(c->now_ms > 0 ? c->now_ms : 0) + 1;
+            snprintf(above, sizeof above, "%08" PRIx64 "-%04" PRIx64, (t >> 16) & 0xffffffffu,
+                     t & 0xffffu);
+        }
+        sqlite3_bind_text(st, 3, above, -1, SQLITE_TRANSIENT);
     } else {
         /* The oldest rows first, then those of them past the keep: filtering by age first
          * scanned the whole log when nothing was old enough (200,000 rows, ~20 ms under the
@@ -322,7 +348,7 @@ static fsa_status_t compact_txn(fsa_journal_t *j, compact_t *c, uint64_t busy0)
     if (s != FSA_OK)
         return s;
     size_t removed0 = c->removed;
-    for (int rows = 0; s == FSA_OK && c->phase < 3; rows += COMPACT_STEP) {
+    for (int rows = 0; s == FSA_OK && c->phase < 4; rows += COMPACT_STEP) {
         if (rows > 0 && (rows >= COMPACT_TXN_MAX || someone_waits(j, busy0)))
             break;
         s = c->phase == 0 ? compact_done_ops(j, c) : compact_forget(j, c);
@@ -347,13 +373,13 @@ fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *remo
     c.now_ms = j->port->wall_now(j->port->ctx).ms;
     uint64_t busy0 = fsa__db_busy_waits();
     fsa_status_t s = j->relaxed ? FSA_ENOMEM : FSA_OK; /* FULL could not be put back */
-    while (s == FSA_OK && c.phase < 3) {
+    while (s == FSA_OK && c.phase < 4) {
         /* The checkpoints stay the drain's meanwhile (db.c). */
         fsa__db_checkpoint_claim(COMPACT_CHECKPOINT_CLAIM_NS);
         sync_relax(j);
         s = compact_txn(j, &c, busy0);
         (void)sync_full_again(j); /* on failure j->relaxed stays: see sync_full_again() */
-        if (s != FSA_OK || c.phase == 3)
+        if (s != FSA_OK || c.phase == 4)
             break;
         give_way(j, &busy0);
         /* The WAL synced (or checkpointed) outside the mutex, as after each batch of a drain. */

@@ -49,7 +49,7 @@
     "outbox_sent_upto" /* highest seq sent: open ops at or below                                   \
                           it are in flight (journal.c) */
 #define FSA_STATE_OUTBOX_LAST_DELETED                                                              \
-    "outbox_last_deleted" /* the highest seq deleted from the top of the outbox (a trigger of      \
-                             schema 3 keeps it): no new op takes a seq at or below it */
+    "outbox_last_deleted" /* at least the highest seq deleted from the top of the outbox           \
+                             (journal_internal.h): no new op takes a seq at or below it */
 
 #endif

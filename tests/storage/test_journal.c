@@ -1320,6 +1320,66 @@ static void test_fsa_outbox_compact__keeps_ids_for_audit(void **state)
     sqlite3_close(db);
 }
 
+/* Inserts a done op id into done_ops beside the journal (as an older journal, or one whose clock
+ * moved, may hold it). */
+static void done_id_insert(sqlite3 *db, const char *op_id, int64_t done_ms)
+{
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO done_ops(op_id, seq, done_ms) "
+                                        "VALUES(?1, 0, ?2)",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, op_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, done_ms);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+}
+
+/* The audit ids are forgotten in op id order (schema 4 has no index by done time): never one
+ * before the audit period; an old one past more than a compaction step of young ones; and the
+ * random ids of an older journal, below and above every UUIDv7 made now. */
+static void test_fsa_outbox_compact__forgets_audit_ids_in_id_order(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t a;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &a));
+    fsa_op_result_t r = result_for(a.op_id, FSA_RESULT_APPLIED, 1);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    int64_t then_ms = f->port->wall_now(f->port->ctx).ms;
+    fsa_sim_advance(f->sim, 2 * FSA_LIMIT_AUDIT_MS * FSA_NS_PER_MS);
+    int64_t now_ms = f->port->wall_now(f->port->ctx).ms;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    /* 100 ids made and done now: more than a step (64) of young ids after a's */
+    for (int i = 0; i < 100; i++) {
+        char id[FSA_UUID_STR_LEN];
+        assert_fsa_ok(fsa_uuid7(f->port, id));
+        done_id_insert(db, id, now_ms);
+    }
+    /* UUIDv4 ids of an older journal: old ones below and above the UUIDv7 ids, a young one */
+    done_id_insert(db, "00000000-1111-4222-8333-444444444444", then_ms);
+    done_id_insert(db, "f0000000-1111-4222-8333-444444444444", then_ms);
+    done_id_insert(db, "f1000000-1111-4222-8333-444444444444", then_ms);
+    done_id_insert(db, "f2000000-1111-4222-8333-444444444444", now_ms);
+    assert_fsa_ok(fsa_outbox_compact(f->j, FSA_LIMIT_AUDIT_MS, NULL));
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*), sum(done_ms < ?1), "
+                                        "sum(op_id = ?2), sum(op_id LIKE 'f2%') FROM done_ops",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, now_ms - FSA_LIMIT_AUDIT_MS);
+    sqlite3_bind_text(st, 2, a.op_id, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 101); /* the young ones, all kept */
+    assert_int_equal(sqlite3_column_int(st, 1), 0);   /* no old one left */
+    assert_int_equal(sqlite3_column_int(st, 2), 0);   /* a's among them */
+    assert_int_equal(sqlite3_column_int(st, 3), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 static void test_fsa_journal_now__applies_clock_offset(void **state)
 {
     fixture_t *f = *state;
@@ -1589,6 +1649,7 @@ int main(void)
         T(test_fsa_db_flush__next_record_syncs_once),
         T(test_fsa_journal_fold__replays_pending_on_new_base),
         T(test_fsa_outbox_compact__keeps_ids_for_audit),
+        T(test_fsa_outbox_compact__forgets_audit_ids_in_id_order),
         T(test_fsa_outbox_compact__in_steps_that_give_way),
         T(test_fsa_journal_now__applies_clock_offset),
         T(test_fsa_journal_state__typed_calls_keep_the_stored_keys),

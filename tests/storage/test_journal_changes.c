@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include "port/alloc.h"
+#include "storage/db.h"
 #include "tests/storage/journal_test_util.h"
 #include "tests/storage/vfs_fault.h"
 
@@ -293,10 +294,12 @@ static void test_fsa_journal_open__v1_journal_gains_the_change_log(void **state)
     f->j = NULL;
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
-    /* What schema 2 added goes: the file is as schema 1 left it. */
+    /* What schema 2 added goes, and what schema 4 dropped comes back: the file is as schema 1
+     * left it. */
     assert_int_equal(sqlite3_exec(db,
                                   "DROP TABLE changes; DROP INDEX outbox_open; "
                                   "DROP INDEX outbox_done; DROP INDEX outbox_by_group; "
+                                  "CREATE INDEX done_ops_by_time ON done_ops(done_ms); "
                                   "PRAGMA user_version = 1",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
@@ -349,15 +352,17 @@ static int64_t q_int(sqlite3 *db, const char *sql)
 #define CHANGE_ROWS "SELECT * FROM changes ORDER BY seq"
 
 /* Turns a journal of this schema back into schema 2 as schema 2's DDL made it (storage/db.c,
- * steps 0 -> 1 and 1 -> 2): outbox, conflicts and changes with AUTOINCREMENT, no trigger, the
- * outbox's last seq in sqlite_sequence (last_seq: as if the ops above its rows were compacted). */
+ * steps 0 -> 1 and 1 -> 2): outbox, conflicts and changes with AUTOINCREMENT, no trigger, done_ops
+ * with its index by time, the outbox's last seq in sqlite_sequence (last_seq: as if the ops above
+ * its rows were compacted). */
 static void make_v2(sqlite3 *db, int64_t last_seq)
 {
     char sql[4096];
     snprintf(
         sql, sizeof sql,
         "BEGIN;"
-        "DROP TRIGGER outbox_keeps_last_seq;"
+        "DROP TRIGGER IF EXISTS outbox_keeps_last_seq;"
+        "CREATE INDEX IF NOT EXISTS done_ops_by_time ON done_ops(done_ms);"
         "DELETE FROM sync_state WHERE k = 'outbox_last_deleted';"
         "CREATE TABLE outbox_v2(seq INTEGER PRIMARY KEY AUTOINCREMENT, op_id TEXT NOT NULL UNIQUE,"
         "  at_ms INTEGER NOT NULL, kind INTEGER NOT NULL, type INTEGER NOT NULL, id TEXT NOT NULL,"
@@ -484,7 +489,7 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
 
     assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
     assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
-    assert_int_equal(q_int(db, "PRAGMA user_version"), 3);
+    assert_int_equal(q_int(db, "PRAGMA user_version"), FSA_SCHEMA_VERSION);
     char *schema = dump(db, "SELECT name, sql FROM sqlite_master WHERE name IN "
                             "('outbox', 'changes', 'conflicts') ORDER BY name");
     assert_null(strstr(schema, "AUTOINCREMENT"));
@@ -520,7 +525,9 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
     assert_int_equal(sqlite3_open(fresh_dir.path, &fdb), SQLITE_OK);
     assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
     char *sig_fresh = schema_signature(fdb), *sig_migrated = schema_signature(db);
-    assert_non_null(strstr(sig_fresh, "outbox_keeps_last_seq"));
+    /* schema 4 dropped schema 3's trigger and schema 1's index by done time */
+    assert_null(strstr(sig_fresh, "outbox_keeps_last_seq"));
+    assert_null(strstr(sig_fresh, "done_ops_by_time"));
     assert_non_null(strstr(sig_fresh, "#lock_holders|\n#")); /* the one AUTOINCREMENT left */
     assert_string_equal(sig_migrated, sig_fresh);
     fsa_free(sig_fresh);
@@ -550,6 +557,106 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
     fsa_free(outbox);
     fsa_free(conflicts);
     fsa_free(changes_before);
+}
+
+/* ---- schema 4: no trigger on the outbox, no index by time on done_ops ---- */
+
+/* Turns a journal of this schema back into schema 3 as the 2 -> 3 step left it (storage/db.c):
+ * its trigger and done_ops' index by time. */
+static void make_v3(sqlite3 *db)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db,
+                     "BEGIN;"
+                     "CREATE INDEX done_ops_by_time ON done_ops(done_ms);"
+                     "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "
+                     "  WHEN NOT EXISTS (SELECT 1 FROM outbox WHERE seq > old.seq) BEGIN "
+                     "  INSERT INTO sync_state(k, v) VALUES('outbox_last_deleted', old.seq) "
+                     "  ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v); END;"
+                     "PRAGMA user_version = 3;"
+                     "COMMIT;",
+                     NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("making a schema 3 journal: %s", msg);
+}
+
+/* A journal of schema 3 whose top ops were answered and left opens as schema 4 with every row as
+ * it was and the schema of a new journal; the next op still takes a seq above every one given,
+ * and the done ids still answer. */
+static void test_fsa_journal_open__v3_journal_migrates_to_v4(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t r[4];
+    for (int i = 0; i < 4; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "T%d", i);
+        assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &r[i]));
+    }
+    fsa_op_result_t res[2] = {result_for(r[2].op_id, FSA_RESULT_APPLIED, 1),
+                              result_for(r[3].op_id, FSA_RESULT_APPLIED, 1)};
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, res, 2));
+    fsa_journal_close(f->j);
+    f->j = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    make_v3(db);
+    char *outbox = dump(db, OUTBOX_ROWS);
+    char *done = dump(db, "SELECT * FROM done_ops ORDER BY op_id");
+    char *st = dump(db, "SELECT * FROM sync_state WHERE k = 'outbox_last_deleted'");
+    assert_string_equal(st, "outbox_last_deleted|4|\n");
+    sqlite3_close(db);
+
+    fsa_journal_opts_t o = {0};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(q_int(db, "PRAGMA user_version"), FSA_SCHEMA_VERSION);
+    char *v = dump(db, OUTBOX_ROWS);
+    assert_string_equal(v, outbox);
+    fsa_free(v);
+    v = dump(db, "SELECT * FROM done_ops ORDER BY op_id");
+    assert_string_equal(v, done);
+    fsa_free(v);
+    v = dump(db, "SELECT * FROM sync_state WHERE k = 'outbox_last_deleted'");
+    assert_string_equal(v, st);
+    fsa_free(v);
+    /* the same schema as a new journal's */
+    test_dir_t fresh_dir;
+    test_dir_make(&fresh_dir);
+    fsa_journal_t *fresh = NULL;
+    fsa_journal_opts_t co = {.create = true};
+    assert_fsa_ok(fsa_journal_open(f->port, fresh_dir.path, &co, &fresh, err, sizeof err));
+    fsa_journal_close(fresh);
+    sqlite3 *fdb;
+    assert_int_equal(sqlite3_open(fresh_dir.path, &fdb), SQLITE_OK);
+    char *sig_fresh = schema_signature(fdb), *sig_migrated = schema_signature(db);
+    assert_string_equal(sig_migrated, sig_fresh);
+    fsa_free(sig_fresh);
+    fsa_free(sig_migrated);
+    sqlite3_close(fdb);
+    sqlite3_close(db);
+    test_dir_remove(&fresh_dir);
+    assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
+
+    fsa_op_state_t os;
+    assert_fsa_ok(fsa_outbox_op_state(f->j, r[3].op_id, &os));
+    assert_int_equal(os, FSA_OPSTATE_DONE);
+    fsa_rec_t n;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T9", NULL, NULL, &n));
+    assert_int_equal(n.seq, 5);
+    /* and without the trigger, answering the new top op and the rest leaves the same promise */
+    fsa_op_result_t all[3] = {result_for(r[0].op_id, FSA_RESULT_APPLIED, 1),
+                              result_for(r[1].op_id, FSA_RESULT_APPLIED, 1),
+                              result_for(n.op_id, FSA_RESULT_APPLIED, 1)};
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, all, 3));
+    fsa_outbox_stats_t s;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &s));
+    assert_int_equal(s.pending, 0);
+    assert_int_equal(s.last_seq, 5);
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T10", NULL, NULL, &n));
+    assert_int_equal(n.seq, 6);
+    fsa_free(outbox);
+    fsa_free(done);
+    fsa_free(st);
 }
 
 /* The file's bytes (fsa_malloc'ed, *len set). */
@@ -644,7 +751,7 @@ static void test_fsa_journal_open__v2_migration_under_io_faults(void **state)
         fsa_journal_close(f->j);
         f->j = NULL;
         assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
-        assert_int_equal(q_int(db, "PRAGMA user_version"), 3);
+        assert_int_equal(q_int(db, "PRAGMA user_version"), FSA_SCHEMA_VERSION);
         char *o2 = dump(db, OUTBOX_ROWS), *c2 = dump(db, CONFLICT_ROWS);
         assert_string_equal(o2, outbox);
         assert_string_equal(c2, conflicts);
@@ -937,6 +1044,7 @@ int main(void)
         T(test_fsa_journal_changes_read__paged_and_bounded),
         T(test_fsa_journal_open__v2_journal_migrates_to_v3),
         T(test_fsa_journal_open__v2_migration_under_io_faults),
+        T(test_fsa_journal_open__v3_journal_migrates_to_v4),
         T(test_fsa_outbox_compact__seq_never_reused),
         T(test_fsa_outbox_op_state__through_compaction),
         T(test_fsa_outbox_compact__prunes_old_changes_only_beyond_the_newest),
