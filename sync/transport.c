@@ -888,7 +888,7 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     st = build_url(t, q, path_and_query, resp);
     if (st == FSA_OK && compressed) {
         size_t gz_len = 0;
-        st = fsa_gzip_compress(body, len, &q->gz, &gz_len);
+        st = fsa_gzip_compress(body, len, FSA_GZIP_LEVEL_DEFAULT, &q->gz, &gz_len);
         if (st != FSA_OK)
             say(resp->error, sizeof resp->error, "compressing the %zu-byte body failed: %s", len,
                 fsa_status_str(st));

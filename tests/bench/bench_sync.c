@@ -83,7 +83,8 @@ static double bare_post_loop(const char *url, int nops, const loop_dev_t *d, dou
         if (d->gzip) {
             unsigned char *gz = NULL;
             size_t gz_len = 0;
-            if (fsa_gzip_compress(bodies[b], lens[b], &gz, &gz_len) != FSA_OK)
+            if (fsa_gzip_compress(bodies[b], lens[b], FSA_GZIP_LEVEL_DEFAULT, &gz, &gz_len) !=
+                FSA_OK)
                 exit(1);
             fsa_codec_free(bodies[b]);
             bodies[b] = (char *)gz;
