@@ -44,6 +44,8 @@ struct fsa_transport {
     char *base_path; /* the prefix alone: "" or "/prefix" */
     size_t gzip_min_bytes;
     size_t max_response_bytes;
+    uint64_t upload_rate; /* bytes/s of the last request that measured the link; 0: none yet */
+    int last_gzip_level;  /* the zlib level of the last request's body; 0: sent as it was */
     char curl_err[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: curl's detail of the last failure */
 };
 
@@ -849,6 +851,58 @@ static fsa_status_t set_request(fsa_transport_t *t, struct fsa_transport_req *q,
     return FSA_OK;
 }
 
+/*
+ * The level for the next body: 1 when the last measured upload rate is above
+ * FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S (port/limits.h has the figures: above it level 6's CPU
+ * costs more time than its ~12% fewer bytes save), else 6, also while nothing is measured yet.
+ */
+static int gzip_level(const fsa_transport_t *t)
+{
+    return t->upload_rate > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S ? FSA_GZIP_LEVEL_FAST
+                                                                 : FSA_GZIP_LEVEL_DEFAULT;
+}
+
+/*
+ * Learns the upload rate from a request that ended with an answer: its body's bytes as sent over
+ * the time from when it started to go out (after any connect and TLS handshake: they are paid
+ * once per connection, not per body) to the whole answer. That time holds the server's work and
+ * the round trip, and, for a request begun with fsa_transport_begin, whatever the caller did
+ * before fsa_transport_end read the answer: the rate is less than the link's, which errs toward
+ * level 6. The last such request decides alone, without smoothing: the link a device is on changes
+ * at once (it leaves the depot's WiFi), and where one request's rate is near the threshold both
+ * levels cost about the same, so a choice that flips there loses nothing.
+ *
+ * Only a POST with a 2xx answer and a body of at least FSA_LIMIT_GZIP_RATE_MIN_BYTES counts: a
+ * smaller body's time is latency, and an error answer (413, 429, 401, 5xx) may come before the
+ * server has read the body at all.
+ */
+static void learn_upload_rate(fsa_transport_t *t, const struct fsa_transport_req *q, int status)
+{
+    if (strcmp(q->method, "POST") != 0 || status < 200 || status > 299 ||
+        q->up.len < FSA_LIMIT_GZIP_RATE_MIN_BYTES)
+        return;
+    curl_off_t total_us = 0, pre_us = 0;
+    if (curl_easy_getinfo(t->curl, CURLINFO_TOTAL_TIME_T, &total_us) != CURLE_OK || total_us <= 0)
+        return;
+    if (curl_easy_getinfo(t->curl, CURLINFO_PRETRANSFER_TIME_T, &pre_us) != CURLE_OK ||
+        pre_us < 0 || pre_us >= total_us)
+        pre_us = 0;
+    const uint64_t us = (uint64_t)(total_us - pre_us);
+    const uint64_t bytes = q->up.len;
+    uint64_t rate = bytes > UINT64_MAX / 1000000 ? UINT64_MAX : bytes * 1000000 / us;
+    t->upload_rate = rate > 0 ? rate : 1; /* 0 means "not measured" */
+}
+
+int fsa_transport_last_gzip_level(const fsa_transport_t *t)
+{
+    return t != NULL ? t->last_gzip_level : 0;
+}
+
+uint64_t fsa_transport_upload_rate(const fsa_transport_t *t)
+{
+    return t != NULL ? t->upload_rate : 0;
+}
+
 /* The last step, in every case: nothing on the handle may point at the request once it ends. */
 static void end_request(fsa_transport_t *t)
 {
@@ -881,6 +935,7 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     struct fsa_transport_req *q = t->req;
     bool post = strcmp(method, "POST") == 0;
     bool compressed = post && t->gzip_min_bytes != SIZE_MAX && len >= t->gzip_min_bytes;
+    const int level = compressed ? gzip_level(t) : 0;
     q->method = post ? "POST" : "GET";
     q->sink.max = t->max_response_bytes;
     q->up.data = body;
@@ -888,7 +943,7 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     st = build_url(t, q, path_and_query, resp);
     if (st == FSA_OK && compressed) {
         size_t gz_len = 0;
-        st = fsa_gzip_compress(body, len, FSA_GZIP_LEVEL_DEFAULT, &q->gz, &gz_len);
+        st = fsa_gzip_compress(body, len, level, &q->gz, &gz_len);
         if (st != FSA_OK)
             say(resp->error, sizeof resp->error, "compressing the %zu-byte body failed: %s", len,
                 fsa_status_str(st));
@@ -913,6 +968,7 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
         return st;
     }
     q->active = true;
+    t->last_gzip_level = level;
     /* Sends what can be sent now (on a kept-alive connection, usually the whole request): the
      * server works on it while the caller does something else until fsa_transport_end. */
     int running = 0;
@@ -953,6 +1009,8 @@ fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
     struct fsa_transport_req *q = t->req;
     CURLcode rc = run_to_end(t);
     collect_info(t, &q->up, resp);
+    if (rc == CURLE_OK)
+        learn_upload_rate(t, q, resp->status);
     if (rc != CURLE_OK) {
         curl_failure_t f = map_curl_error(rc, &q->sink);
         fsa_status_t st = f.st;

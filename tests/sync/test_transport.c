@@ -18,8 +18,13 @@
 #endif
 
 #include "port/alloc.h"
+#include "port/limits.h"
 #include "port/sim/sim.h"
+#include "sync/codec.h"
+#include "sync/signer.h"
 #include "sync/transport.h"
+#include "tests/sync/server_client.h"
+#include "tests/sync/server_harness.h"
 #include "tests/test_util.h"
 
 #define SERVER_BODY_MAX (4u * 1024 * 1024)
@@ -27,6 +32,9 @@
 #define GZIP_ANSWER_BYTES (256 * 1024)
 #define SMALL_MAX_RESPONSE 16384
 #define DELAY_MS 2000
+/* The "slow" routes answer after this long: a 100 KB body then goes at under 0.4 MB/s, below the
+ * rate that chooses gzip level 1 (FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S). */
+#define SLOW_MS 250
 #define VALID_PIN_ZERO "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 /* A fixed Retry-After date and its time (1893456030 s: 2030-01-01 00:00:30 UTC, before 2038 so
  * that 32-bit time_t holds it). */
@@ -123,7 +131,8 @@ static const char *hdr(struct MHD_Connection *c, const char *name)
     return v != NULL ? v : "-";
 }
 
-/* echo: everything the transport put on the wire, as "key=value" words. */
+/* echo: everything the transport put on the wire, as "key=value" words. xfl is the gzip header's
+ * XFL byte (RFC 1952: 4 when zlib compressed at level 1, 0 at level 6), -1 without gzip. */
 static enum MHD_Result route_echo(struct MHD_Connection *c, const char *url, const char *method,
                                   const conn_ctx_t *cc)
 {
@@ -131,14 +140,17 @@ static enum MHD_Result route_echo(struct MHD_Connection *c, const char *url, con
     unsigned long rawcrc = crc32(crc32(0L, Z_NULL, 0), cc->buf, (uInt)cc->len);
     unsigned long bodycrc = rawcrc;
     long long body = (long long)cc->len;
-    if (strcmp(enc, "gzip") == 0)
+    int xfl = -1;
+    if (strcmp(enc, "gzip") == 0) {
         body = server_inflate(cc->buf, cc->len, &bodycrc);
+        xfl = cc->len > 8 ? cc->buf[8] : -1;
+    }
     const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "q");
     char text[1024];
     int n = snprintf(text, sizeof text,
                      "method=%s path=%s q=%s enc=%s raw=%zu rawcrc=%08lx body=%lld bodycrc=%08lx "
-                     "dev=%s ts=%s nonce=%s sig=%s ct=%s ae=%s expect=%s overflow=%d\n",
-                     method, url, q != NULL ? q : "-", enc, cc->len, rawcrc, body, bodycrc,
+                     "xfl=%d dev=%s ts=%s nonce=%s sig=%s ct=%s ae=%s expect=%s overflow=%d\n",
+                     method, url, q != NULL ? q : "-", enc, cc->len, rawcrc, body, bodycrc, xfl,
                      hdr(c, "X-Device-Id"), hdr(c, "X-Timestamp"), hdr(c, "X-Nonce"),
                      hdr(c, "X-Signature"), hdr(c, "Content-Type"), hdr(c, "Accept-Encoding"),
                      hdr(c, "Expect"), cc->overflow);
@@ -226,6 +238,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         for (int i = 0; i < DELAY_MS / 20 && !atomic_load(&g_stopping); i++)
             fsa_port_posix()->sleep(NULL, 20 * FSA_NS_PER_MS);
         return reply(c, 200, "late", 4, NULL, NULL);
+    }
+    if (strcmp(route, "slow") == 0 || strcmp(route, "slow_503") == 0) {
+        /* A slow link or a busy server, as the transport sees it: the answer comes SLOW_MS after
+         * the whole body did. */
+        fsa_port_posix()->sleep(NULL, SLOW_MS * FSA_NS_PER_MS);
+        if (strcmp(route, "slow_503") == 0)
+            return reply(c, 503, "{}", 2, NULL, NULL);
+        return route_echo(c, url, method, cc);
     }
     if (strcmp(route, "big") == 0) {
         char *big = fsa_malloc(BIG_ANSWER_BYTES);
@@ -1135,6 +1155,258 @@ static void test_fsa_transport_request__gzip_threshold(void **state)
     fsa_transport_free(t);
 }
 
+/* n characters of the base64 alphabet from a seeded sequence: JSON string text (no escapes) that
+ * gzip shrinks only to about 3/4 (6 bits a character), so a compressed body stays big enough to
+ * measure the link. */
+static void fill_text(char *out, size_t n, unsigned seed)
+{
+    static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        out[i] = digits[(x >> 16) & 63];
+    }
+}
+
+static char *text_body(size_t n, unsigned seed)
+{
+    char *b = fsa_malloc(n);
+    assert_non_null(b);
+    fill_text(b, n, seed);
+    return b;
+}
+
+static const char *level_xfl(int level)
+{
+    return level == 1 ? "4" : level == 6 ? "0" : "-1";
+}
+
+/* POSTs body to an echo route, expects 200 and the body intact, and checks that it went at
+ * want_level, as the transport says and as the server saw (the gzip header's XFL byte). */
+static void echo_at_level(fsa_transport_t *t, const char *path, const char *body, size_t n,
+                          int want_level)
+{
+    fsa_http_response_t r;
+    req_ok(t, "POST", path, body, n, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(field_long(r.body, "body"), (long)n);
+    assert_int_equal(field_hex(r.body, "bodycrc"), crc_of(body, n));
+    if (fsa_transport_last_gzip_level(t) != want_level)
+        fail_msg("POST %s went at level %d, want %d (upload rate %llu bytes/s)", path,
+                 fsa_transport_last_gzip_level(t), want_level,
+                 (unsigned long long)fsa_transport_upload_rate(t));
+    assert_field(r.body, "xfl", level_xfl(want_level));
+    fsa_http_response_clear(&r);
+}
+
+/*
+ * The level follows the upload rate each big POST with a 2xx answer measures: 6 before any, 1
+ * after a fast one (loopback), 6 after a slow one (an answer SLOW_MS late). A body under 4 KiB, an
+ * error answer, a failed request and a GET, slow as each is, leave the rate alone.
+ */
+static void test_fsa_transport_request__gzip_level_follows_upload_rate(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    o.total_timeout_ms = 1000; /* /delay (2 s) fails, /slow (SLOW_MS) does not */
+    fsa_transport_t *t = make(&o);
+    assert_int_equal(fsa_transport_last_gzip_level(t), 0);
+    assert_int_equal(fsa_transport_upload_rate(t), 0);
+    const size_t n = 120 * 1000; /* ~90 KB gzip'd: 0.4 MB/s at most through /slow */
+    char *big = text_body(n, 1);
+
+    echo_at_level(t, "/echo", big, n, 6);
+    const uint64_t fast = fsa_transport_upload_rate(t);
+    if (fast <= FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S)
+        fail_msg("loopback measured %llu bytes/s", (unsigned long long)fast);
+    echo_at_level(t, "/echo", big, n, 1);
+    const uint64_t rate = fsa_transport_upload_rate(t);
+    assert_true(rate > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S);
+
+    char *small = json_body(3000); /* compressed (over 1 KiB) to far less than 4 KiB */
+    echo_at_level(t, "/slow", small, 3000, 1);
+    assert_int_equal(fsa_transport_upload_rate(t), rate);
+    fsa_http_response_t r;
+    assert_fsa_ok(fsa_transport_request(t, "POST", "/slow_503", big, n, NULL, NULL, &r));
+    assert_int_equal(r.status, 503);
+    fsa_http_response_clear(&r);
+    assert_int_equal(fsa_transport_upload_rate(t), rate);
+    assert_int_equal(fsa_transport_request(t, "POST", "/delay", big, n, NULL, NULL, &r),
+                     FSA_ETIMEOUT);
+    fsa_http_response_clear(&r);
+    assert_int_equal(fsa_transport_upload_rate(t), rate);
+    req_ok(t, "GET", "/slow", NULL, 0, &r);
+    fsa_http_response_clear(&r);
+    assert_int_equal(fsa_transport_upload_rate(t), rate);
+    assert_int_equal(fsa_transport_last_gzip_level(t), 0); /* a GET has no body */
+
+    /* Still level 1; then a slow answer to a big body: level 6 until a fast one again. */
+    echo_at_level(t, "/echo", big, n, 1);
+    echo_at_level(t, "/slow", big, n, 1);
+    const uint64_t slow = fsa_transport_upload_rate(t);
+    if (slow == 0 || slow > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S)
+        fail_msg("a %d ms answer measured %llu bytes/s", SLOW_MS, (unsigned long long)slow);
+    echo_at_level(t, "/echo", big, n, 6);
+    echo_at_level(t, "/echo", big, n, 1);
+
+    /* Uncompressed bodies (gzip off) measure the link too; NULL asks nothing. */
+    fsa_transport_free(t);
+    o.gzip_min_bytes = SIZE_MAX;
+    t = make(&o);
+    echo_at_level(t, "/echo", big, n, 0);
+    assert_true(fsa_transport_upload_rate(t) > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S);
+    assert_int_equal(fsa_transport_last_gzip_level(NULL), 0);
+    assert_int_equal(fsa_transport_upload_rate(NULL), 0);
+    fsa_free(small);
+    fsa_free(big);
+    fsa_transport_free(t);
+}
+
+/* ---- against the real fieldsync-server ---- */
+
+/* Signs as device 0 of the harness's devices file. */
+static fsa_status_t device0_sign(void *arg, const char *method, const char *path_and_query,
+                                 const void *wire_body, size_t wire_len, fsa_auth_headers_t *out)
+{
+    (void)arg;
+    const fsa_port_t *p = fsa_port_posix();
+    char id[16];
+    th_device_id(0, id);
+    snprintf(out->device_id, sizeof out->device_id, "%s", id);
+    snprintf(out->timestamp, sizeof out->timestamp, "%lld", (long long)p->wall_now(p->ctx).ms);
+    fsa_signer_key_t key;
+    th_device_key(0, &key);
+    fsa_status_t st = fsa_signer_nonce(p, out->nonce);
+    if (st == FSA_OK)
+        st = fsa_signer_sign(&key, method, path_and_query, out->timestamp, out->nonce, wire_body,
+                             wire_len, out->signature);
+    fsa_signer_key_wipe(&key);
+    return st;
+}
+
+#define NOTE_BYTES 16384
+
+/* A push of nops creates of jobneeds "J-<tag>-<i>", each with a NOTE_BYTES note of fill_text in
+ * other_info: a body of nops * ~16.6 KB that gzips to about 3/4 of that. */
+static char *push_body(int nops, const char *tag, size_t *len)
+{
+    const size_t op_cap = NOTE_BYTES + 512;
+    const size_t cap = (size_t)nops * op_cap + 128;
+    char *body = fsa_malloc(cap);
+    char *op = fsa_malloc(op_cap);
+    char *extra = fsa_malloc(op_cap);
+    assert_true(body != NULL && op != NULL && extra != NULL);
+    char batch_id[37];
+    tc_op_id(batch_id);
+    size_t n = (size_t)snprintf(body, cap, "{\"batch_id\":\"%s\",\"ops\":[", batch_id);
+    static const char head[] = ",\"fields\":{\"other_info\":{\"note\":\"";
+    memcpy(extra, head, sizeof head - 1);
+    for (int i = 0; i < nops; i++) {
+        fill_text(extra + sizeof head - 1, NOTE_BYTES, (unsigned)(n + (size_t)i));
+        snprintf(extra + sizeof head - 1 + NOTE_BYTES, 8, "\"}}");
+        char id[64];
+        snprintf(id, sizeof id, "J-%s-%d", tag, i);
+        tc_op(op, op_cap, NULL, "create", "jobneed", id, extra);
+        size_t k = strlen(op);
+        assert_true(n + k + 3 < cap);
+        if (i > 0)
+            body[n++] = ',';
+        memcpy(body + n, op, k);
+        n += k;
+    }
+    memcpy(body + n, "]}", 3);
+    *len = n + 2;
+    fsa_free(op);
+    fsa_free(extra);
+    return body;
+}
+
+/* Pushes body (nops creates), expects every op applied, and checks the level it went at. */
+static void push_at_level(fsa_transport_t *t, const char *body, size_t len, int nops,
+                          int want_level)
+{
+    char id[16], path[64];
+    th_device_id(0, id);
+    snprintf(path, sizeof path, "/v1/devices/%s/ops", id);
+    fsa_http_response_t r;
+    fsa_status_t st = fsa_transport_request(t, "POST", path, body, len, device0_sign, NULL, &r);
+    if (st != FSA_OK)
+        fail_msg("push: %s: %s", fsa_status_str(st), r.error);
+    if (r.status != 200)
+        fail_msg("push: HTTP %d: %.300s", r.status, r.body);
+    fsa_codec_result_t *res = NULL;
+    size_t count = 0;
+    int64_t server_time = 0;
+    assert_fsa_ok(fsa_codec_decode_results(r.body, r.body_len, &res, &count, &server_time));
+    assert_int_equal(count, (size_t)nops);
+    for (size_t i = 0; i < count; i++)
+        assert_int_equal(res[i].status, FSA_RESULT_APPLIED);
+    fsa_codec_results_free(res, count);
+    fsa_http_response_clear(&r);
+    if (fsa_transport_last_gzip_level(t) != want_level)
+        fail_msg("the push went at level %d, want %d (upload rate %llu bytes/s)",
+                 fsa_transport_last_gzip_level(t), want_level,
+                 (unsigned long long)fsa_transport_upload_rate(t));
+}
+
+static fsa_transport_t *server_transport(const th_server_t *srv)
+{
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = srv->url;
+    o.total_timeout_ms = 30000; /* the server's work under ASan or qemu */
+    return make(&o);
+}
+
+/*
+ * The real fieldsync-server, signed pushes of ~660 KB (~500 KB gzip'd) that it applies: the first
+ * push goes at level 6, and loopback, the server's work included, is fast (~15 MB/s on the
+ * development machine, a third of that under ASan): the next at level 1. Behind
+ * --fault-latency-ms 500, pushes of ~165 KB cannot go faster than 0.33 MB/s, compressed or not:
+ * they stay at level 6. Under an emulator (qemu runs the server several times slower) loopback
+ * need not measure fast: there the second push's level must be what the first one measured.
+ */
+static void test_fsa_transport_request__gzip_level_against_the_real_server(void **state)
+{
+    (void)state;
+    th_server_t srv;
+    assert_true(th_server_prepare(&srv, 1));
+    assert_true(th_server_start(&srv, NULL));
+    fsa_transport_t *t = server_transport(&srv);
+    size_t len = 0;
+    char *body = push_body(40, "F1", &len);
+    push_at_level(t, body, len, 40, 6);
+    fsa_free(body);
+    const uint64_t fast = fsa_transport_upload_rate(t);
+    if (fast <= FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S && !th_emulated())
+        fail_msg("a push to the server on loopback measured %llu bytes/s",
+                 (unsigned long long)fast);
+    body = push_body(40, "F2", &len);
+    push_at_level(t, body, len, 40, fast > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S ? 1 : 6);
+    fsa_free(body);
+    fsa_transport_free(t);
+    assert_int_equal(th_server_stop(&srv), 0);
+    th_dir_remove(srv.dir);
+
+    static const char *const slow[] = {"--fault-latency-ms", "500", NULL};
+    assert_true(th_server_prepare(&srv, 1));
+    assert_true(th_server_start(&srv, slow));
+    t = server_transport(&srv);
+    for (int i = 0; i < 2; i++) {
+        char tag[8];
+        snprintf(tag, sizeof tag, "S%d", i);
+        body = push_body(10, tag, &len);
+        assert_true(len < FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S / 2); /* under the rate in 500 ms */
+        push_at_level(t, body, len, 10, 6);
+        fsa_free(body);
+        const uint64_t rate = fsa_transport_upload_rate(t);
+        if (rate == 0 || rate > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S)
+            fail_msg("a push 500 ms late measured %llu bytes/s", (unsigned long long)rate);
+    }
+    fsa_transport_free(t);
+    assert_int_equal(th_server_stop(&srv), 0);
+    th_dir_remove(srv.dir);
+}
+
 static void test_fsa_transport_request__sign_error_aborts(void **state)
 {
     (void)state;
@@ -1436,6 +1708,8 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__reuses_connection),
         cmocka_unit_test(test_fsa_transport_request__resends_when_reused_connection_drops),
         cmocka_unit_test(test_fsa_transport_request__gzip_threshold),
+        cmocka_unit_test(test_fsa_transport_request__gzip_level_follows_upload_rate),
+        cmocka_unit_test(test_fsa_transport_request__gzip_level_against_the_real_server),
         cmocka_unit_test(test_fsa_transport_request__sign_error_aborts),
         cmocka_unit_test(test_fsa_transport_request__total_timeout),
         cmocka_unit_test(test_fsa_transport_request__answer_too_large),
