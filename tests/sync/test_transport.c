@@ -1295,14 +1295,16 @@ static char *push_body(int nops, const char *tag, size_t *len)
     char *body = fsa_malloc(cap);
     char *op = fsa_malloc(op_cap);
     char *extra = fsa_malloc(op_cap);
-    assert_true(body != NULL && op != NULL && extra != NULL);
+    assert_non_null(body);
+    assert_non_null(op);
+    assert_non_null(extra);
     char batch_id[37];
     tc_op_id(batch_id);
     size_t n = (size_t)snprintf(body, cap, "{\"batch_id\":\"%s\",\"ops\":[", batch_id);
     static const char head[] = ",\"fields\":{\"other_info\":{\"note\":\"";
     memcpy(extra, head, sizeof head - 1);
     for (int i = 0; i < nops; i++) {
-        fill_text(extra + sizeof head - 1, NOTE_BYTES, (unsigned)(n + (size_t)i));
+        fill_text(extra + sizeof head - 1, NOTE_BYTES, (unsigned)i);
         snprintf(extra + sizeof head - 1 + NOTE_BYTES, 8, "\"}}");
         char id[64];
         snprintf(id, sizeof id, "J-%s-%d", tag, i);
@@ -1311,7 +1313,7 @@ static char *push_body(int nops, const char *tag, size_t *len)
         assert_true(n + k + 3 < cap);
         if (i > 0)
             body[n++] = ',';
-        memcpy(body + n, op, k);
+        memcpy(body + n, op, k + 1); /* the NUL too: the body is text at every step */
         n += k;
     }
     memcpy(body + n, "]}", 3);
