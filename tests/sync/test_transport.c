@@ -32,9 +32,9 @@
 #define GZIP_ANSWER_BYTES (256 * 1024)
 #define SMALL_MAX_RESPONSE 16384
 #define DELAY_MS 2000
-/* The "slow" routes answer after this long: a 100 KB body then goes at under 0.4 MB/s, below the
+/* The "slow" routes answer after this long: a 310 KB body then goes at 0.52 MB/s at most, half the
  * rate that chooses gzip level 1 (FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S). */
-#define SLOW_MS 250
+#define SLOW_MS 600
 #define VALID_PIN_ZERO "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 /* A fixed Retry-After date and its time (1893456030 s: 2030-01-01 00:00:30 UTC, before 2038 so
  * that 32-bit time_t holds it). */
@@ -1208,11 +1208,12 @@ static void test_fsa_transport_request__gzip_level_follows_upload_rate(void **st
 {
     (void)state;
     fsa_transport_opts_t o = http_opts();
-    o.total_timeout_ms = 1000; /* /delay (2 s) fails, /slow (SLOW_MS) does not */
+    o.total_timeout_ms = 2 * SLOW_MS; /* /delay (DELAY_MS) fails, /slow (SLOW_MS) does not */
     fsa_transport_t *t = make(&o);
     assert_int_equal(fsa_transport_last_gzip_level(t), 0);
     assert_int_equal(fsa_transport_upload_rate(t), 0);
-    const size_t n = 120 * 1000; /* ~90 KB gzip'd: 0.4 MB/s at most through /slow */
+    /* ~310 KB gzip'd: 0.52 MB/s at most through /slow, and a fast request has 300 ms to go */
+    const size_t n = 400 * 1000;
     char *big = text_body(n, 1);
 
     echo_at_level(t, "/echo", big, n, 6);
@@ -1284,10 +1285,12 @@ static fsa_status_t device0_sign(void *arg, const char *method, const char *path
     return st;
 }
 
-#define NOTE_BYTES 16384
+/* Under the protocol's 64 KiB for a string: few ops, so that the server's work is mostly per byte
+ * (its work per op would lower the rate loopback measures). */
+#define NOTE_BYTES 60000
 
 /* A push of nops creates of jobneeds "J-<tag>-<i>", each with a NOTE_BYTES note of fill_text in
- * other_info: a body of nops * ~16.6 KB that gzips to about 3/4 of that. */
+ * other_info: a body of nops * ~60 KB that gzips to about 3/4 of that. */
 static char *push_body(int nops, const char *tag, size_t *len)
 {
     const size_t op_cap = NOTE_BYTES + 512;
@@ -1360,10 +1363,10 @@ static fsa_transport_t *server_transport(const th_server_t *srv)
 }
 
 /*
- * The real fieldsync-server, signed pushes of ~660 KB (~500 KB gzip'd) that it applies: the first
- * push goes at level 6, and loopback, the server's work included, is fast (~15 MB/s on the
- * development machine, a third of that under ASan): the next at level 1. Behind
- * --fault-latency-ms 500, pushes of ~165 KB cannot go faster than 0.33 MB/s, compressed or not:
+ * The real fieldsync-server, signed pushes of 11 ops, ~660 KB (~500 KB gzip'd), that it applies:
+ * the first push goes at level 6, and loopback, the server's work included, is fast (21-30 MB/s
+ * on the development machine, 6-7 MB/s under ASan): the next at level 1. Behind
+ * --fault-latency-ms 500, pushes of ~180 KB cannot go faster than 0.36 MB/s, compressed or not:
  * they stay at level 6. Under an emulator (qemu runs the server several times slower) loopback
  * need not measure fast: there the second push's level must be what the first one measured.
  */
@@ -1375,15 +1378,15 @@ static void test_fsa_transport_request__gzip_level_against_the_real_server(void 
     assert_true(th_server_start(&srv, NULL));
     fsa_transport_t *t = server_transport(&srv);
     size_t len = 0;
-    char *body = push_body(40, "F1", &len);
-    push_at_level(t, body, len, 40, 6);
+    char *body = push_body(11, "F1", &len);
+    push_at_level(t, body, len, 11, 6);
     fsa_free(body);
     const uint64_t fast = fsa_transport_upload_rate(t);
     if (fast <= FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S && !th_emulated())
         fail_msg("a push to the server on loopback measured %llu bytes/s",
                  (unsigned long long)fast);
-    body = push_body(40, "F2", &len);
-    push_at_level(t, body, len, 40, fast > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S ? 1 : 6);
+    body = push_body(11, "F2", &len);
+    push_at_level(t, body, len, 11, fast > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S ? 1 : 6);
     fsa_free(body);
     fsa_transport_free(t);
     assert_int_equal(th_server_stop(&srv), 0);
@@ -1396,9 +1399,9 @@ static void test_fsa_transport_request__gzip_level_against_the_real_server(void 
     for (int i = 0; i < 2; i++) {
         char tag[8];
         snprintf(tag, sizeof tag, "S%d", i);
-        body = push_body(10, tag, &len);
+        body = push_body(3, tag, &len);
         assert_true(len < FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S / 2); /* under the rate in 500 ms */
-        push_at_level(t, body, len, 10, 6);
+        push_at_level(t, body, len, 3, 6);
         fsa_free(body);
         const uint64_t rate = fsa_transport_upload_rate(t);
         if (rate == 0 || rate > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S)
