@@ -102,6 +102,8 @@
  * 1 MB/s errs toward saving bytes twice over: a device's ARM CPU is slower than the machine
  * measured, which lowers the break-even, and the rate is measured as a request's body bytes over
  * its whole time, the server's work and the round trip included, which is less than the link's.
+ * So much less for bodies of many small, very compressible ops (500 increments: ~9 KB) that even
+ * loopback measures them near 1 MB/s (docs/performance.md, session 10).
  */
 #define FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S 1000000
 /* A request whose body (as sent) is smaller than this does not measure the upload rate: its time
