@@ -91,24 +91,6 @@
 #define FSA_LIMIT_REQUEST_TIMEOUT_MS 60000
 /* Bodies below this are sent as they are: gzip does not pay for its header and CPU below ~1 KiB. */
 #define FSA_LIMIT_GZIP_MIN_BYTES 1024
-/*
- * The upload rate above which the transport compresses the next body at gzip level 1 instead of
- * zlib's default, 6 (sync/transport.h): 1 MB/s. Measured with zlib on 500-op push bodies of
- * realistic mixed ops (133 KB) on the x86 development machine, level 6 takes 5.6 ms and level 1
- * 1.5 ms, and level 1 makes 69 bytes per op against 59: level 6 spends 4.1 ms of CPU to save
- * ~5,000 bytes, which a 1.2 MB/s link sends in the same 4.1 ms. Above that, level 6's CPU costs
- * more time than its bytes save (a drain over a depot's WiFi or LAN goes at the agent's CPU pace,
- * a fifth of which was level 6); below it the bytes cost more (cellular, often metered too).
- * 1 MB/s errs toward saving bytes twice over: a device's ARM CPU is slower than the machine
- * measured, which lowers the break-even, and the rate is measured as a request's body bytes over
- * its whole time, the server's work and the round trip included, which is less than the link's.
- * So much less for bodies of many small, very compressible ops (500 increments: ~9 KB) that even
- * loopback measures them near 1 MB/s (docs/performance.md, session 10).
- */
-#define FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S 1000000
-/* A request whose body (as sent) is smaller than this does not measure the upload rate: its time
- * is mostly the round trip and the server's work, not bytes on the link. */
-#define FSA_LIMIT_GZIP_RATE_MIN_BYTES 4096
 /* An answer body, inflated: a pull page of FSA_LIMIT_ENGINE_PULL_LIMIT entities of 40 KiB each. */
 #define FSA_LIMIT_RESPONSE_BYTES ((size_t)8 * 1024 * 1024)
 /* The first allocation for an answer body; it doubles up to the response limit. Most answers fit.

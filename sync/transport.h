@@ -15,14 +15,15 @@
  * compressed; the signature (PROTOCOL.md section 5) covers the bytes exactly as sent, so the
  * transport compresses first and then asks the caller's sign callback for the auth headers.
  *
- * The compression level follows the link's measured speed. Each POST that gets a 2xx answer and
- * sent a body of at least FSA_LIMIT_GZIP_RATE_MIN_BYTES (4 KiB) measures the upload rate: the
- * body's bytes as sent over the request's time from its first byte out to the whole answer (the
- * server's work and the round trip included, so it is less than the link's rate). When the last
- * such rate is above FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S (1 MB/s), the next body is compressed at
- * zlib's level 1 (a quarter to half the CPU, ~12% more bytes); otherwise, and before the first
- * measurement, at level 6. A transport failure, an error answer and a GET leave the rate as it
- * was. port/limits.h has the figures behind the threshold.
+ * The compression level follows which side is the slower, the transport's caller or the link and
+ * the server. A body is compressed at zlib's level 6 until the first answer; after each 2xx answer
+ * to a compressed body, the next is compressed at level 1 (a quarter to half the CPU, ~12% more
+ * bytes) when that answer was complete before fsa_transport_end was called for it (the caller's
+ * own work held things up, as in a drain on a fast link), and at level 6 when fsa_transport_end
+ * waited for it longer than level 6 would cost over level 1 for that body (the CPU fits in the
+ * wait, and the bytes it saves shorten the time on a slow link); a wait in between leaves the
+ * level. A transport failure, an error answer and a GET leave it as it was. The figures are in
+ * docs/performance.md (session 10).
  *
  * Security defaults: TLS peer and host verification always on (there is no option to turn them
  * off); optional pinned public keys; plain http:// refused unless the host is loopback
@@ -130,6 +131,9 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
                                  const void *body, size_t len, fsa_transport_sign_fn sign,
                                  void *sign_arg, fsa_http_response_t *resp) FSA_MUST_CHECK;
 fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp) FSA_MUST_CHECK;
+/* Moves the request in flight on without waiting; *done is set when its answer is complete (or it
+ * failed: fsa_transport_end tells which). FSA_EINVAL when nothing is in flight. */
+fsa_status_t fsa_transport_poll(fsa_transport_t *t, bool *done) FSA_MUST_CHECK;
 
 /* True when host (a URL's host part, brackets allowed for IPv6) is loopback: 127.0.0.0/8, ::1,
  * "localhost". Pure; exposed for tests. */
@@ -140,8 +144,10 @@ bool fsa_transport_host_is_loopback(const char *host);
  * for a NULL t. */
 int fsa_transport_last_gzip_level(const fsa_transport_t *t);
 
-/* For tests and diagnostics: the upload rate in bytes/s that chooses the next body's level (see
- * the top of this header); 0 while none has been measured, and for a NULL t. */
-uint64_t fsa_transport_upload_rate(const fsa_transport_t *t);
+/* For tests and diagnostics: the level the next compressed body will go at (1 or 6; 0 for a
+ * NULL t), and how long (ns, on the port's monotonic clock) fsa_transport_end waited for the
+ * last answer (0: it was there already; and for a NULL t). */
+int fsa_transport_next_gzip_level(const fsa_transport_t *t);
+int64_t fsa_transport_last_wait_ns(const fsa_transport_t *t);
 
 #endif

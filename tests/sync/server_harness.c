@@ -153,11 +153,6 @@ bool th_write_files(th_server_t *s, int ndevices)
     return th_write_files_scoped(s, ndevices, NULL);
 }
 
-bool th_emulated(void)
-{
-    return FSA_TEST_EMULATOR[0] != '\0';
-}
-
 /* argv for exec: the emulator's words (FSA_TEST_EMULATOR, |-separated), then the binary. A
  * profiler may be put in front at run time the same way: FSA_TEST_SERVER_WRAP, e.g.
  * "valgrind|--tool=callgrind" (a build for the host only). */

@@ -38,11 +38,6 @@ typedef struct th_server {
     char errlog[320];
 } th_server_t;
 
-/* True when the server (and, in a cross build, the test itself) runs under an emulator
- * (FSA_TEST_EMULATOR, qemu-user): several times slower than the machine, so a test that needs the
- * server to be fast on loopback knows not to expect it. */
-bool th_emulated(void);
-
 /* Makes a fresh temp dir into dir (size 256). False on failure. */
 bool th_dir_make(char *dir);
 /* Removes the dir and every file in it (not recursive beyond one level). */

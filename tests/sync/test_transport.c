@@ -1181,84 +1181,105 @@ static const char *level_xfl(int level)
     return level == 1 ? "4" : level == 6 ? "0" : "-1";
 }
 
-/* POSTs body to an echo route, expects 200 and the body intact, and checks that it went at
- * want_level, as the transport says and as the server saw (the gzip header's XFL byte). */
+/* The request begun on t, ended once its answer is complete (fsa_transport_poll, bounded by 60 s):
+ * the caller was the slower side. */
+static fsa_status_t end_when_ready(fsa_transport_t *t, fsa_http_response_t *r)
+{
+    const int64_t until = fsa_port_posix()->mono_now(NULL).ns + 60 * FSA_NS_PER_S;
+    bool done = false;
+    while (!done && fsa_port_posix()->mono_now(NULL).ns < until)
+        assert_fsa_ok(fsa_transport_poll(t, &done));
+    assert_true(done);
+    fsa_status_t st = fsa_transport_end(t, r);
+    assert_int_equal(fsa_transport_last_wait_ns(t), 0);
+    return st;
+}
+
+/* POSTs body to an echo route (ready: ended only once its answer is there, else at once, waiting
+ * for it), expects 200 and the body intact, and checks that it went at want_level, as the
+ * transport says and as the server saw (the gzip header's XFL byte). */
 static void echo_at_level(fsa_transport_t *t, const char *path, const char *body, size_t n,
-                          int want_level)
+                          bool ready, int want_level)
 {
     fsa_http_response_t r;
-    req_ok(t, "POST", path, body, n, &r);
+    fsa_status_t st;
+    if (ready) {
+        st = fsa_transport_begin(t, "POST", path, body, n, NULL, NULL, &r);
+        if (st == FSA_OK)
+            st = end_when_ready(t, &r);
+    } else {
+        st = fsa_transport_request(t, "POST", path, body, n, NULL, NULL, &r);
+    }
+    if (st != FSA_OK)
+        fail_msg("POST %s: %s: %s", path, fsa_status_str(st), r.error);
     assert_int_equal(r.status, 200);
     assert_int_equal(field_long(r.body, "body"), (long)n);
     assert_int_equal(field_hex(r.body, "bodycrc"), crc_of(body, n));
     if (fsa_transport_last_gzip_level(t) != want_level)
-        fail_msg("POST %s went at level %d, want %d (upload rate %llu bytes/s)", path,
+        fail_msg("POST %s went at level %d, want %d (waited %lld ns)", path,
                  fsa_transport_last_gzip_level(t), want_level,
-                 (unsigned long long)fsa_transport_upload_rate(t));
+                 (long long)fsa_transport_last_wait_ns(t));
     assert_field(r.body, "xfl", level_xfl(want_level));
     fsa_http_response_clear(&r);
 }
 
 /*
- * The level follows the upload rate each big POST with a 2xx answer measures: 6 before any, 1
- * after a fast one (loopback), 6 after a slow one (an answer SLOW_MS late). A body under 4 KiB, an
- * error answer, a failed request and a GET, slow as each is, leave the rate alone.
+ * The level follows the side that was slower: 6 before any answer; 1 after an answer that was
+ * there before the caller asked for it; 6 after the caller waited for one (an answer SLOW_MS
+ * late) longer than level 6 costs. An error answer, a failed request and a GET, slow as each is,
+ * leave the level.
  */
-static void test_fsa_transport_request__gzip_level_follows_upload_rate(void **state)
+static void test_fsa_transport_request__gzip_level_follows_the_slower_side(void **state)
 {
     (void)state;
     fsa_transport_opts_t o = http_opts();
     o.total_timeout_ms = 2 * SLOW_MS; /* /delay (DELAY_MS) fails, /slow (SLOW_MS) does not */
     fsa_transport_t *t = make(&o);
     assert_int_equal(fsa_transport_last_gzip_level(t), 0);
-    assert_int_equal(fsa_transport_upload_rate(t), 0);
-    /* ~310 KB gzip'd: 0.52 MB/s at most through /slow, and a fast request has 300 ms to go */
+    assert_int_equal(fsa_transport_next_gzip_level(t), 6);
     const size_t n = 400 * 1000;
     char *big = text_body(n, 1);
 
-    echo_at_level(t, "/echo", big, n, 6);
-    const uint64_t fast = fsa_transport_upload_rate(t);
-    if (fast <= FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S)
-        fail_msg("loopback measured %llu bytes/s", (unsigned long long)fast);
-    echo_at_level(t, "/echo", big, n, 1);
-    const uint64_t rate = fsa_transport_upload_rate(t);
-    assert_true(rate > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S);
-
-    char *small = json_body(3000); /* compressed (over 1 KiB) to far less than 4 KiB */
-    echo_at_level(t, "/slow", small, 3000, 1);
-    assert_int_equal(fsa_transport_upload_rate(t), rate);
+    echo_at_level(t, "/echo", big, n, true, 6);
+    assert_int_equal(fsa_transport_next_gzip_level(t), 1);
+    echo_at_level(t, "/echo", big, n, true, 1);
     fsa_http_response_t r;
     assert_fsa_ok(fsa_transport_request(t, "POST", "/slow_503", big, n, NULL, NULL, &r));
     assert_int_equal(r.status, 503);
+    assert_true(fsa_transport_last_wait_ns(t) > 0);
     fsa_http_response_clear(&r);
-    assert_int_equal(fsa_transport_upload_rate(t), rate);
+    assert_int_equal(fsa_transport_next_gzip_level(t), 1);
     assert_int_equal(fsa_transport_request(t, "POST", "/delay", big, n, NULL, NULL, &r),
                      FSA_ETIMEOUT);
     fsa_http_response_clear(&r);
-    assert_int_equal(fsa_transport_upload_rate(t), rate);
+    assert_int_equal(fsa_transport_next_gzip_level(t), 1);
     req_ok(t, "GET", "/slow", NULL, 0, &r);
     fsa_http_response_clear(&r);
-    assert_int_equal(fsa_transport_upload_rate(t), rate);
     assert_int_equal(fsa_transport_last_gzip_level(t), 0); /* a GET has no body */
+    assert_int_equal(fsa_transport_next_gzip_level(t), 1);
 
-    /* Still level 1; then a slow answer to a big body: level 6 until a fast one again. */
-    echo_at_level(t, "/echo", big, n, 1);
-    echo_at_level(t, "/slow", big, n, 1);
-    const uint64_t slow = fsa_transport_upload_rate(t);
-    if (slow == 0 || slow > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S)
-        fail_msg("a %d ms answer measured %llu bytes/s", SLOW_MS, (unsigned long long)slow);
-    echo_at_level(t, "/echo", big, n, 6);
-    echo_at_level(t, "/echo", big, n, 1);
+    /* A big body whose answer the caller waits SLOW_MS for: level 6 until one is ready again. */
+    echo_at_level(t, "/slow", big, n, false, 1);
+    if (fsa_transport_last_wait_ns(t) < SLOW_MS / 2 * FSA_NS_PER_MS)
+        fail_msg("a %d ms answer was waited for %lld ns", SLOW_MS,
+                 (long long)fsa_transport_last_wait_ns(t));
+    assert_int_equal(fsa_transport_next_gzip_level(t), 6);
+    echo_at_level(t, "/slow", big, n, false, 6);
+    echo_at_level(t, "/echo", big, n, true, 6);
+    echo_at_level(t, "/echo", big, n, true, 1);
 
-    /* Uncompressed bodies (gzip off) measure the link too; NULL asks nothing. */
+    /* Bodies sent as they are (gzip off) teach nothing; NULL asks nothing. */
     fsa_transport_free(t);
     o.gzip_min_bytes = SIZE_MAX;
     t = make(&o);
-    echo_at_level(t, "/echo", big, n, 0);
-    assert_true(fsa_transport_upload_rate(t) > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S);
+    echo_at_level(t, "/echo", big, n, true, 0);
+    assert_int_equal(fsa_transport_next_gzip_level(t), 6);
     assert_int_equal(fsa_transport_last_gzip_level(NULL), 0);
-    assert_int_equal(fsa_transport_upload_rate(NULL), 0);
-    fsa_free(small);
+    assert_int_equal(fsa_transport_next_gzip_level(NULL), 0);
+    assert_int_equal(fsa_transport_last_wait_ns(NULL), 0);
+    bool done = true;
+    assert_int_equal(fsa_transport_poll(t, &done), FSA_EINVAL); /* nothing in flight */
+    assert_false(done);
     fsa_free(big);
     fsa_transport_free(t);
 }
@@ -1327,14 +1348,21 @@ static char *push_body(int nops, const char *tag, size_t *len)
 }
 
 /* Pushes body (nops creates), expects every op applied, and checks the level it went at. */
-static void push_at_level(fsa_transport_t *t, const char *body, size_t len, int nops,
+static void push_at_level(fsa_transport_t *t, const char *body, size_t len, int nops, bool ready,
                           int want_level)
 {
     char id[16], path[64];
     th_device_id(0, id);
     snprintf(path, sizeof path, "/v1/devices/%s/ops", id);
     fsa_http_response_t r;
-    fsa_status_t st = fsa_transport_request(t, "POST", path, body, len, device0_sign, NULL, &r);
+    fsa_status_t st;
+    if (ready) {
+        st = fsa_transport_begin(t, "POST", path, body, len, device0_sign, NULL, &r);
+        if (st == FSA_OK)
+            st = end_when_ready(t, &r);
+    } else {
+        st = fsa_transport_request(t, "POST", path, body, len, device0_sign, NULL, &r);
+    }
     if (st != FSA_OK)
         fail_msg("push: %s: %s", fsa_status_str(st), r.error);
     if (r.status != 200)
@@ -1349,9 +1377,9 @@ static void push_at_level(fsa_transport_t *t, const char *body, size_t len, int 
     fsa_codec_results_free(res, count);
     fsa_http_response_clear(&r);
     if (fsa_transport_last_gzip_level(t) != want_level)
-        fail_msg("the push went at level %d, want %d (upload rate %llu bytes/s)",
+        fail_msg("the push went at level %d, want %d (waited %lld ns)",
                  fsa_transport_last_gzip_level(t), want_level,
-                 (unsigned long long)fsa_transport_upload_rate(t));
+                 (long long)fsa_transport_last_wait_ns(t));
 }
 
 static fsa_transport_t *server_transport(const th_server_t *srv)
@@ -1363,53 +1391,38 @@ static fsa_transport_t *server_transport(const th_server_t *srv)
 }
 
 /*
- * The real fieldsync-server, signed pushes of 11 ops, ~660 KB (~500 KB gzip'd), that it applies:
- * the first push goes at level 6, and loopback, the server's work included, is fast (21-30 MB/s
- * on the development machine, 6-7 MB/s under ASan): the next at level 1. Behind
- * --fault-latency-ms 500, pushes of ~180 KB cannot go faster than 0.36 MB/s, compressed or not:
- * they stay at level 6. Under an emulator (qemu runs the server several times slower) loopback
- * need not measure fast: there the second push's level must be what the first one measured.
+ * The real fieldsync-server, signed pushes it applies. Answers that are there before the caller
+ * asks for them (a drain whose agent is the slower side): the first push goes at level 6, the
+ * next at 1. Behind --fault-latency-ms 500 (a slow link), a push the caller waits for turns the
+ * next to level 6, and it stays there while the caller waits.
  */
 static void test_fsa_transport_request__gzip_level_against_the_real_server(void **state)
 {
     (void)state;
     th_server_t srv;
-    assert_true(th_server_prepare(&srv, 1));
-    assert_true(th_server_start(&srv, NULL));
-    fsa_transport_t *t = server_transport(&srv);
-    size_t len = 0;
-    char *body = push_body(11, "F1", &len);
-    push_at_level(t, body, len, 11, 6);
-    fsa_free(body);
-    const uint64_t fast = fsa_transport_upload_rate(t);
-    if (fast <= FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S && !th_emulated())
-        fail_msg("a push to the server on loopback measured %llu bytes/s",
-                 (unsigned long long)fast);
-    body = push_body(11, "F2", &len);
-    push_at_level(t, body, len, 11, fast > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S ? 1 : 6);
-    fsa_free(body);
-    fsa_transport_free(t);
-    assert_int_equal(th_server_stop(&srv), 0);
-    th_dir_remove(srv.dir);
-
     static const char *const slow[] = {"--fault-latency-ms", "500", NULL};
-    assert_true(th_server_prepare(&srv, 1));
-    assert_true(th_server_start(&srv, slow));
-    t = server_transport(&srv);
-    for (int i = 0; i < 2; i++) {
-        char tag[8];
-        snprintf(tag, sizeof tag, "S%d", i);
-        body = push_body(3, tag, &len);
-        assert_true(len < FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S / 2); /* under the rate in 500 ms */
-        push_at_level(t, body, len, 3, 6);
-        fsa_free(body);
-        const uint64_t rate = fsa_transport_upload_rate(t);
-        if (rate == 0 || rate > FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S)
-            fail_msg("a push 500 ms late measured %llu bytes/s", (unsigned long long)rate);
+    for (int round = 0; round < 2; round++) {
+        assert_true(th_server_prepare(&srv, 1));
+        assert_true(th_server_start(&srv, round == 0 ? NULL : slow));
+        fsa_transport_t *t = server_transport(&srv);
+        const int levels[2][3] = {{6, 1, 1}, {6, 1, 6}};
+        for (int i = 0; i < 3; i++) {
+            char tag[8];
+            snprintf(tag, sizeof tag, "P%d%d", round, i);
+            size_t len = 0;
+            char *body = push_body(11, tag, &len);
+            /* on the slow server, the second push and the third are waited for */
+            push_at_level(t, body, len, 11, !(round == 1 && i >= 1), levels[round][i]);
+            fsa_free(body);
+        }
+        if (round == 1) {
+            assert_true(fsa_transport_last_wait_ns(t) > 250 * FSA_NS_PER_MS);
+            assert_int_equal(fsa_transport_next_gzip_level(t), 6);
+        }
+        fsa_transport_free(t);
+        assert_int_equal(th_server_stop(&srv), 0);
+        th_dir_remove(srv.dir);
     }
-    fsa_transport_free(t);
-    assert_int_equal(th_server_stop(&srv), 0);
-    th_dir_remove(srv.dir);
 }
 
 static void test_fsa_transport_request__sign_error_aborts(void **state)
@@ -1713,7 +1726,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__reuses_connection),
         cmocka_unit_test(test_fsa_transport_request__resends_when_reused_connection_drops),
         cmocka_unit_test(test_fsa_transport_request__gzip_threshold),
-        cmocka_unit_test(test_fsa_transport_request__gzip_level_follows_upload_rate),
+        cmocka_unit_test(test_fsa_transport_request__gzip_level_follows_the_slower_side),
         cmocka_unit_test(test_fsa_transport_request__gzip_level_against_the_real_server),
         cmocka_unit_test(test_fsa_transport_request__sign_error_aborts),
         cmocka_unit_test(test_fsa_transport_request__total_timeout),
