@@ -13,20 +13,27 @@
 /* windowBits for a gzip header and trailer (zlib's convention: 16 + the window's log2). */
 #define GZIP_WBITS (16 + MAX_WBITS)
 
+/* gzip.h spells zlib's levels without zlib.h. FSA_GZIP_LEVEL_DEFAULT, 6, is what deflateInit2
+ * makes of Z_DEFAULT_COMPRESSION (-1). */
+_Static_assert(FSA_GZIP_LEVEL_FAST == Z_BEST_SPEED, "FSA_GZIP_LEVEL_FAST is zlib's best speed");
+
 /*
  * The output buffer is deflateBound's worst case, so deflate never runs out of room; the loop only
  * exists because zlib counts in 32-bit units.
  */
-fsa_status_t fsa_gzip_compress(const void *in, size_t len, unsigned char **out, size_t *out_len)
+fsa_status_t fsa_gzip_compress(const void *in, size_t len, int level, unsigned char **out,
+                               size_t *out_len)
 {
     z_stream zs;
     memset(&zs, 0, sizeof zs);
     *out = NULL;
     *out_len = 0;
+    /* 0 would store the bytes in a gzip envelope, larger than they came: no caller wants that. */
+    if (level < Z_BEST_SPEED || level > Z_BEST_COMPRESSION)
+        return FSA_EINVAL;
     if ((uLong)len != len)
         return FSA_ETOOLARGE;
-    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, GZIP_WBITS, 8, Z_DEFAULT_STRATEGY) !=
-        Z_OK)
+    if (deflateInit2(&zs, level, Z_DEFLATED, GZIP_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return FSA_ENOMEM;
     fsa_status_t st = FSA_ENOMEM;
     size_t cap = (size_t)deflateBound(&zs, (uLong)len);

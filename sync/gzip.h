@@ -13,10 +13,18 @@
  * no global state.
  */
 
-/* Compresses in[0..len) into one gzip member in a new buffer (*out, *out_len). Returns FSA_OK,
- * FSA_ETOOLARGE (len past what zlib can count), FSA_ENOMEM, FSA_EIO (zlib failed); on failure
- * *out is NULL. */
-fsa_status_t fsa_gzip_compress(const void *in, size_t len, unsigned char **out,
+/* zlib's compression levels that the wire uses (zlib's numbers, so that this header does not need
+ * zlib.h). FAST (zlib's Z_BEST_SPEED) takes a quarter to half of DEFAULT's CPU for 10-16% more
+ * bytes on push bodies; DEFAULT is what zlib's Z_DEFAULT_COMPRESSION means. The transport chooses
+ * between them by the link's measured speed (transport.h); the server's answers use DEFAULT. */
+#define FSA_GZIP_LEVEL_FAST 1
+#define FSA_GZIP_LEVEL_DEFAULT 6
+
+/* Compresses in[0..len) at level (1..9; FSA_GZIP_LEVEL_*) into one gzip member in a new buffer
+ * (*out, *out_len). The header's XFL byte says the level as gzip defines it (4 for level 1, 2 for
+ * 9, else 0). Returns FSA_OK, FSA_EINVAL (level out of 1..9), FSA_ETOOLARGE (len past what zlib
+ * can count), FSA_ENOMEM, FSA_EIO (zlib failed); on failure *out is NULL. */
+fsa_status_t fsa_gzip_compress(const void *in, size_t len, int level, unsigned char **out,
                                size_t *out_len) FSA_MUST_CHECK;
 
 /*

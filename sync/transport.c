@@ -44,6 +44,10 @@ struct fsa_transport {
     char *base_path; /* the prefix alone: "" or "/prefix" */
     size_t gzip_min_bytes;
     size_t max_response_bytes;
+    int last_gzip_level; /* the zlib level of the last request's body; 0: sent as it was */
+    int next_gzip_level; /* the level of the next body (learn_gzip_level) */
+    int64_t gzip_ns;     /* how long the last request's body took to compress */
+    int64_t waited_ns;   /* how long fsa_transport_end waited for the last answer */
     char curl_err[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: curl's detail of the last failure */
 };
 
@@ -406,6 +410,7 @@ fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_
         return FSA_ENOMEM;
     }
     t->port = port;
+    t->next_gzip_level = FSA_GZIP_LEVEL_DEFAULT;
     st = parse_base_url(t, opts->base_url, opts->allow_insecure_http, err, errlen);
     if (st != FSA_OK)
         goto out;
@@ -849,6 +854,49 @@ static fsa_status_t set_request(fsa_transport_t *t, struct fsa_transport_req *q,
     return FSA_OK;
 }
 
+/*
+ * Learns the next body's level from a request that ended with a 2xx answer to a compressed body,
+ * by which side was the slower: this transport's caller, or the link and the server.
+ * - The answer was complete before the caller came for it (fsa_transport_end found it there):
+ *   the caller's own work is what holds things up, and level 6's extra CPU would hold them up
+ *   more. Level 1. (A drain on a fast link: the engine applies one batch's results while the
+ *   next is on the wire.)
+ * - The caller waited for the answer longer than level 6 costs over level 1 for this body: that
+ *   CPU fits in the wait, and its fewer bytes (~12%) shorten the time on the link. Level 6. (A
+ *   slow link, or a busy server, where the bytes cost nothing more but save the link's time.)
+ * - A wait in between: the level stays (so that the choice does not flip on noise).
+ * Level 6 takes 2.1-3.7 times level 1's CPU on push bodies (zlib alone, docs/performance.md,
+ * session 10): its extra is taken as 1.5 times the body's time at level 1, or 0.6 times its time
+ * at level 6. An error answer (413, 429, 401, 5xx) may come before the server has read the body;
+ * it, a failed request and a GET leave the level as it was.
+ */
+static void learn_gzip_level(fsa_transport_t *t, const struct fsa_transport_req *q, int status)
+{
+    if (q->gz == NULL || status < 200 || status > 299)
+        return;
+    const int64_t extra =
+        t->last_gzip_level == FSA_GZIP_LEVEL_FAST ? t->gzip_ns / 2 * 3 : t->gzip_ns / 5 * 3;
+    if (t->waited_ns <= 0)
+        t->next_gzip_level = FSA_GZIP_LEVEL_FAST;
+    else if (t->waited_ns > extra)
+        t->next_gzip_level = FSA_GZIP_LEVEL_DEFAULT;
+}
+
+int fsa_transport_last_gzip_level(const fsa_transport_t *t)
+{
+    return t != NULL ? t->last_gzip_level : 0;
+}
+
+int fsa_transport_next_gzip_level(const fsa_transport_t *t)
+{
+    return t != NULL ? t->next_gzip_level : 0;
+}
+
+int64_t fsa_transport_last_wait_ns(const fsa_transport_t *t)
+{
+    return t != NULL ? t->waited_ns : 0;
+}
+
 /* The last step, in every case: nothing on the handle may point at the request once it ends. */
 static void end_request(fsa_transport_t *t)
 {
@@ -881,6 +929,7 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     struct fsa_transport_req *q = t->req;
     bool post = strcmp(method, "POST") == 0;
     bool compressed = post && t->gzip_min_bytes != SIZE_MAX && len >= t->gzip_min_bytes;
+    const int level = compressed ? t->next_gzip_level : 0;
     q->method = post ? "POST" : "GET";
     q->sink.max = t->max_response_bytes;
     q->up.data = body;
@@ -888,7 +937,9 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     st = build_url(t, q, path_and_query, resp);
     if (st == FSA_OK && compressed) {
         size_t gz_len = 0;
-        st = fsa_gzip_compress(body, len, &q->gz, &gz_len);
+        const int64_t t0 = t->port->mono_now(t->port->ctx).ns;
+        st = fsa_gzip_compress(body, len, level, &q->gz, &gz_len);
+        t->gzip_ns = t->port->mono_now(t->port->ctx).ns - t0;
         if (st != FSA_OK)
             say(resp->error, sizeof resp->error, "compressing the %zu-byte body failed: %s", len,
                 fsa_status_str(st));
@@ -913,6 +964,7 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
         return st;
     }
     q->active = true;
+    t->last_gzip_level = level;
     /* Sends what can be sent now (on a kept-alive connection, usually the whole request): the
      * server works on it while the caller does something else until fsa_transport_end. */
     int running = 0;
@@ -925,12 +977,16 @@ static CURLcode run_to_end(fsa_transport_t *t)
 {
     int running = 1;
     CURLMcode mc = CURLM_OK;
+    t->waited_ns = 0;
     while (mc == CURLM_OK) {
         mc = curl_multi_perform(t->multi, &running);
         if (mc != CURLM_OK || running == 0)
             break;
-        /* Wakes at activity on the socket or when curl's next timeout is due. */
+        /* Wakes at activity on the socket or when curl's next timeout is due. The time in here
+         * is the caller's wait for the link and the server (learn_gzip_level). */
+        const int64_t t0 = t->port->mono_now(t->port->ctx).ns;
         mc = curl_multi_poll(t->multi, NULL, 0, 1000, NULL);
+        t->waited_ns += t->port->mono_now(t->port->ctx).ns - t0;
     }
     if (mc != CURLM_OK)
         return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_SEND_ERROR;
@@ -943,6 +999,18 @@ static CURLcode run_to_end(fsa_transport_t *t)
     return rc;
 }
 
+fsa_status_t fsa_transport_poll(fsa_transport_t *t, bool *done)
+{
+    if (done != NULL)
+        *done = false;
+    if (t == NULL || done == NULL || !t->req->active)
+        return FSA_EINVAL;
+    int running = 1;
+    /* A failure here is fsa_transport_end's to tell: the request is over either way. */
+    *done = curl_multi_perform(t->multi, &running) != CURLM_OK || running == 0;
+    return FSA_OK;
+}
+
 fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
 {
     if (t == NULL || resp == NULL || !t->req->active) {
@@ -953,6 +1021,8 @@ fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
     struct fsa_transport_req *q = t->req;
     CURLcode rc = run_to_end(t);
     collect_info(t, &q->up, resp);
+    if (rc == CURLE_OK)
+        learn_gzip_level(t, q, resp->status);
     if (rc != CURLE_OK) {
         curl_failure_t f = map_curl_error(rc, &q->sink);
         fsa_status_t st = f.st;

@@ -15,6 +15,16 @@
  * compressed; the signature (PROTOCOL.md section 5) covers the bytes exactly as sent, so the
  * transport compresses first and then asks the caller's sign callback for the auth headers.
  *
+ * The compression level follows which side is the slower, the transport's caller or the link and
+ * the server. A body is compressed at zlib's level 6 until the first answer; after each 2xx answer
+ * to a compressed body, the next is compressed at level 1 (a quarter to half the CPU, ~12% more
+ * bytes) when that answer was complete before fsa_transport_end was called for it (the caller's
+ * own work held things up, as in a drain on a fast link), and at level 6 when fsa_transport_end
+ * waited for it longer than level 6 would cost over level 1 for that body (the CPU fits in the
+ * wait, and the bytes it saves shorten the time on a slow link); a wait in between leaves the
+ * level. A transport failure, an error answer and a GET leave it as it was. The figures are in
+ * docs/performance.md (session 10).
+ *
  * Security defaults: TLS peer and host verification always on (there is no option to turn them
  * off); optional pinned public keys; plain http:// refused unless the host is loopback
  * (127.0.0.0/8, ::1, localhost) or allow_insecure_http is set.
@@ -34,8 +44,8 @@ typedef struct fsa_transport_opts {
     bool allow_insecure_http;   /* permit http:// to a non-loopback host */
     int64_t connect_timeout_ms; /* 0: 10 s */
     int64_t total_timeout_ms;   /* one whole request; 0: 60 s */
-    size_t gzip_min_bytes;      /* compress request bodies at least this large; 0: 1024;
-                                   SIZE_MAX: never */
+    size_t gzip_min_bytes;      /* compress request bodies at least this large (at the level
+                                   the link's speed chooses: above); 0: 1024; SIZE_MAX: never */
     size_t max_response_bytes;  /* a larger (inflated) answer fails with FSA_ETOOLARGE;
                                    0: 8 MiB */
 } fsa_transport_opts_t;
@@ -95,8 +105,9 @@ void fsa_transport_free(fsa_transport_t *t);
 
 /*
  * Sends one request: method "GET" or "POST", path_and_query appended to the base URL, body (len
- * bytes; NULL/0 for none) sent as application/json, gzip-compressed when len >= gzip_min_bytes,
- * signed by sign(sign_arg, ...) when sign is not NULL. Asks for gzip answers.
+ * bytes; NULL/0 for none) sent as application/json, gzip-compressed when len >= gzip_min_bytes (at
+ * the level chosen above), signed by sign(sign_arg, ...) when sign is not NULL. Asks for gzip
+ * answers.
  * resp is filled in every case (cleared first).
  * Returns FSA_OK when an HTTP answer arrived, whatever its status; FSA_ENET (cannot resolve,
  * connect refused, reset, DNS); FSA_ETIMEOUT (connect or total timeout); FSA_ETLS (certificate
@@ -120,9 +131,23 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
                                  const void *body, size_t len, fsa_transport_sign_fn sign,
                                  void *sign_arg, fsa_http_response_t *resp) FSA_MUST_CHECK;
 fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp) FSA_MUST_CHECK;
+/* Moves the request in flight on without waiting; *done is set when its answer is complete (or it
+ * failed: fsa_transport_end tells which). FSA_EINVAL when nothing is in flight. */
+fsa_status_t fsa_transport_poll(fsa_transport_t *t, bool *done) FSA_MUST_CHECK;
 
 /* True when host (a URL's host part, brackets allowed for IPv6) is loopback: 127.0.0.0/8, ::1,
  * "localhost". Pure; exposed for tests. */
 bool fsa_transport_host_is_loopback(const char *host);
+
+/* For tests and diagnostics: the zlib level (1 or 6) the body of the last request that went out
+ * was compressed at; 0 when it was sent as it was (a GET, a small body), before any request, and
+ * for a NULL t. */
+int fsa_transport_last_gzip_level(const fsa_transport_t *t);
+
+/* For tests and diagnostics: the level the next compressed body will go at (1 or 6; 0 for a
+ * NULL t), and how long (ns, on the port's monotonic clock) fsa_transport_end waited for the
+ * last answer (0: it was there already; and for a NULL t). */
+int fsa_transport_next_gzip_level(const fsa_transport_t *t);
+int64_t fsa_transport_last_wait_ns(const fsa_transport_t *t);
 
 #endif

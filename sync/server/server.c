@@ -278,12 +278,13 @@ static const char *header(struct MHD_Connection *c, const char *name)
 }
 
 /* Compresses text with gzip into a new buffer; false (nothing allocated) when that fails or does
- * not make it smaller. */
+ * not make it smaller. At zlib's default level: the server does not measure each device's link
+ * as the agent's transport does, and the answers go to devices on any link, cellular included. */
 static bool gzip_text(const char *text, size_t len, char **out, size_t *out_len)
 {
     unsigned char *gz = NULL;
     size_t n = 0;
-    if (fsa_gzip_compress(text, len, &gz, &n) != FSA_OK)
+    if (fsa_gzip_compress(text, len, FSA_GZIP_LEVEL_DEFAULT, &gz, &n) != FSA_OK)
         return false;
     if (n >= len) {
         fsa_free(gz);

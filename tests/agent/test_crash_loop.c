@@ -35,9 +35,10 @@
  * Iterations: FSA_CRASH_ITERATIONS, else 400 on the host (about 340-390 kills that land on a live
  * process; 10-25 s), 150 under ASan (which runs each process ~4x slower: about 35 s) and 60 under
  * an emulator (qemu-user runs each process ~20x slower: about 30 s), each multiplied by
- * FSA_TEST_SCALE (a factor, e.g. 0.25) when that is set. The seed: FSA_CRASH_SEED (non-zero), else drawn from the clock; it is printed. It replays
- * the same modes, op kinds and relative kill moments; the moments are real time, scaled by how
- * long the runs take on this machine, so a replay lands near, not on, the same instructions.
+ * FSA_TEST_SCALE (a factor, e.g. 0.25) when that is set. The seed: FSA_CRASH_SEED (non-zero), else
+ * drawn from the clock; it is printed. It replays the same modes, op kinds and relative kill
+ * moments; the moments are real time, scaled by how long the runs take on this machine, so a replay
+ * lands near, not on, the same instructions.
  */
 #if defined(__SANITIZE_ADDRESS__)
 #define DEFAULT_ITERATIONS_HOST 150

@@ -25,31 +25,40 @@ static char *sample(size_t n)
     return s;
 }
 
+/* Each size round trips at both levels the wire uses; the header's XFL byte (offset 8, RFC 1952)
+ * says which level zlib compressed at: 4 "fastest" for level 1, 0 for the default. */
 static void test_gzip__round_trips(void **state)
 {
     (void)state;
     static const size_t sizes[] = {0, 1, 100, 65536, 1000 * 1000};
-    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
-        char *text = sample(sizes[k]);
+    static const struct {
+        int level;
+        unsigned char xfl;
+    } levels[] = {{FSA_GZIP_LEVEL_FAST, 4}, {FSA_GZIP_LEVEL_DEFAULT, 0}};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0] * 2; k++) {
+        const size_t size = sizes[k / 2];
+        const int level = levels[k % 2].level;
+        char *text = sample(size);
         unsigned char *gz = NULL;
         size_t gz_len = 0;
-        assert_int_equal(fsa_gzip_compress(text, sizes[k], &gz, &gz_len), FSA_OK);
+        assert_int_equal(fsa_gzip_compress(text, size, level, &gz, &gz_len), FSA_OK);
         assert_true(gz_len >= 18); /* a gzip header and trailer at least */
         assert_int_equal(gz[0], 0x1f);
         assert_int_equal(gz[1], 0x8b);
-        if (sizes[k] >= 65536)
-            assert_true(gz_len < sizes[k] / 2);
+        assert_int_equal(gz[8], levels[k % 2].xfl);
+        if (size >= 65536)
+            assert_true(gz_len < size / 2);
         char *back = NULL;
         size_t back_len = 0;
-        assert_int_equal(fsa_gzip_inflate(gz, gz_len, sizes[k], &back, &back_len), FSA_OK);
-        assert_int_equal(back_len, sizes[k]);
-        assert_memory_equal(back, text, sizes[k]);
+        assert_int_equal(fsa_gzip_inflate(gz, gz_len, size, &back, &back_len), FSA_OK);
+        assert_int_equal(back_len, size);
+        assert_memory_equal(back, text, size);
         assert_int_equal(back[back_len], '\0');
         fsa_free(back);
         /* One byte under the size is over the bound: refused, nothing returned. */
-        if (sizes[k] > 0) {
+        if (size > 0) {
             back = (char *)1;
-            assert_int_equal(fsa_gzip_inflate(gz, gz_len, sizes[k] - 1, &back, &back_len),
+            assert_int_equal(fsa_gzip_inflate(gz, gz_len, size - 1, &back, &back_len),
                              FSA_ETOOLARGE);
             assert_null(back);
             assert_int_equal(back_len, 0);
@@ -68,7 +77,7 @@ static void test_gzip__bomb_stops_at_the_bound(void **state)
     assert_non_null(zeros);
     unsigned char *gz = NULL;
     size_t gz_len = 0;
-    assert_int_equal(fsa_gzip_compress(zeros, n, &gz, &gz_len), FSA_OK);
+    assert_int_equal(fsa_gzip_compress(zeros, n, FSA_GZIP_LEVEL_DEFAULT, &gz, &gz_len), FSA_OK);
     fsa_free(zeros);
     assert_true(gz_len < 128 * 1024);
     char *out = NULL;
@@ -84,7 +93,7 @@ static void test_gzip__bad_input(void **state)
     char *text = sample(5000);
     unsigned char *gz = NULL;
     size_t gz_len = 0;
-    assert_int_equal(fsa_gzip_compress(text, 5000, &gz, &gz_len), FSA_OK);
+    assert_int_equal(fsa_gzip_compress(text, 5000, FSA_GZIP_LEVEL_DEFAULT, &gz, &gz_len), FSA_OK);
     char *out = NULL;
     size_t out_len = 0;
     /* Truncated, trailing bytes, a flipped byte in the data, not gzip at all, empty. */
@@ -105,12 +114,52 @@ static void test_gzip__bad_input(void **state)
     fsa_free(text);
 }
 
+/* Level 1 searches less than the default for repeats: on 1 MB of the sample both inflate to the
+ * same text, and level 1's bytes are more. */
+static void test_gzip__fast_level_makes_more_bytes(void **state)
+{
+    (void)state;
+    const size_t n = 1000 * 1000;
+    char *text = sample(n);
+    unsigned char *fast = NULL, *dflt = NULL;
+    size_t fast_len = 0, dflt_len = 0;
+    assert_int_equal(fsa_gzip_compress(text, n, FSA_GZIP_LEVEL_FAST, &fast, &fast_len), FSA_OK);
+    assert_int_equal(fsa_gzip_compress(text, n, FSA_GZIP_LEVEL_DEFAULT, &dflt, &dflt_len), FSA_OK);
+    assert_true(fast_len > dflt_len);
+    char *back = NULL;
+    size_t back_len = 0;
+    assert_int_equal(fsa_gzip_inflate(fast, fast_len, n, &back, &back_len), FSA_OK);
+    assert_int_equal(back_len, n);
+    assert_memory_equal(back, text, n);
+    fsa_free(back);
+    fsa_free(fast);
+    fsa_free(dflt);
+    fsa_free(text);
+}
+
+/* A level zlib does not have, or 0 (stored: larger than the input), is refused with nothing
+ * allocated. */
+static void test_gzip__bad_level(void **state)
+{
+    (void)state;
+    static const int bad[] = {-1, 0, 10, 100};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        unsigned char *gz = (unsigned char *)1;
+        size_t gz_len = 1;
+        assert_int_equal(fsa_gzip_compress("{\"a\":1}", 7, bad[k], &gz, &gz_len), FSA_EINVAL);
+        assert_null(gz);
+        assert_int_equal(gz_len, 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gzip__round_trips),
         cmocka_unit_test(test_gzip__bomb_stops_at_the_bound),
         cmocka_unit_test(test_gzip__bad_input),
+        cmocka_unit_test(test_gzip__fast_level_makes_more_bytes),
+        cmocka_unit_test(test_gzip__bad_level),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

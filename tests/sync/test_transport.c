@@ -18,8 +18,13 @@
 #endif
 
 #include "port/alloc.h"
+#include "port/limits.h"
 #include "port/sim/sim.h"
+#include "sync/codec.h"
+#include "sync/signer.h"
 #include "sync/transport.h"
+#include "tests/sync/server_client.h"
+#include "tests/sync/server_harness.h"
 #include "tests/test_util.h"
 
 #define SERVER_BODY_MAX (4u * 1024 * 1024)
@@ -27,6 +32,9 @@
 #define GZIP_ANSWER_BYTES (256 * 1024)
 #define SMALL_MAX_RESPONSE 16384
 #define DELAY_MS 2000
+/* The "slow" routes answer after this long: a 310 KB body then goes at 0.52 MB/s at most, half the
+ * rate that chooses gzip level 1 (FSA_LIMIT_GZIP_FAST_LINK_BYTES_PER_S). */
+#define SLOW_MS 600
 #define VALID_PIN_ZERO "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 /* A fixed Retry-After date and its time (1893456030 s: 2030-01-01 00:00:30 UTC, before 2038 so
  * that 32-bit time_t holds it). */
@@ -123,7 +131,8 @@ static const char *hdr(struct MHD_Connection *c, const char *name)
     return v != NULL ? v : "-";
 }
 
-/* echo: everything the transport put on the wire, as "key=value" words. */
+/* echo: everything the transport put on the wire, as "key=value" words. xfl is the gzip header's
+ * XFL byte (RFC 1952: 4 when zlib compressed at level 1, 0 at level 6), -1 without gzip. */
 static enum MHD_Result route_echo(struct MHD_Connection *c, const char *url, const char *method,
                                   const conn_ctx_t *cc)
 {
@@ -131,14 +140,17 @@ static enum MHD_Result route_echo(struct MHD_Connection *c, const char *url, con
     unsigned long rawcrc = crc32(crc32(0L, Z_NULL, 0), cc->buf, (uInt)cc->len);
     unsigned long bodycrc = rawcrc;
     long long body = (long long)cc->len;
-    if (strcmp(enc, "gzip") == 0)
+    int xfl = -1;
+    if (strcmp(enc, "gzip") == 0) {
         body = server_inflate(cc->buf, cc->len, &bodycrc);
+        xfl = cc->len > 8 ? cc->buf[8] : -1;
+    }
     const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "q");
     char text[1024];
     int n = snprintf(text, sizeof text,
                      "method=%s path=%s q=%s enc=%s raw=%zu rawcrc=%08lx body=%lld bodycrc=%08lx "
-                     "dev=%s ts=%s nonce=%s sig=%s ct=%s ae=%s expect=%s overflow=%d\n",
-                     method, url, q != NULL ? q : "-", enc, cc->len, rawcrc, body, bodycrc,
+                     "xfl=%d dev=%s ts=%s nonce=%s sig=%s ct=%s ae=%s expect=%s overflow=%d\n",
+                     method, url, q != NULL ? q : "-", enc, cc->len, rawcrc, body, bodycrc, xfl,
                      hdr(c, "X-Device-Id"), hdr(c, "X-Timestamp"), hdr(c, "X-Nonce"),
                      hdr(c, "X-Signature"), hdr(c, "Content-Type"), hdr(c, "Accept-Encoding"),
                      hdr(c, "Expect"), cc->overflow);
@@ -226,6 +238,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         for (int i = 0; i < DELAY_MS / 20 && !atomic_load(&g_stopping); i++)
             fsa_port_posix()->sleep(NULL, 20 * FSA_NS_PER_MS);
         return reply(c, 200, "late", 4, NULL, NULL);
+    }
+    if (strcmp(route, "slow") == 0 || strcmp(route, "slow_503") == 0) {
+        /* A slow link or a busy server, as the transport sees it: the answer comes SLOW_MS after
+         * the whole body did. */
+        fsa_port_posix()->sleep(NULL, SLOW_MS * FSA_NS_PER_MS);
+        if (strcmp(route, "slow_503") == 0)
+            return reply(c, 503, "{}", 2, NULL, NULL);
+        return route_echo(c, url, method, cc);
     }
     if (strcmp(route, "big") == 0) {
         char *big = fsa_malloc(BIG_ANSWER_BYTES);
@@ -1135,6 +1155,276 @@ static void test_fsa_transport_request__gzip_threshold(void **state)
     fsa_transport_free(t);
 }
 
+/* n characters of the base64 alphabet from a seeded sequence: JSON string text (no escapes) that
+ * gzip shrinks only to about 3/4 (6 bits a character), so a compressed body stays big enough to
+ * measure the link. */
+static void fill_text(char *out, size_t n, unsigned seed)
+{
+    static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        out[i] = digits[(x >> 16) & 63];
+    }
+}
+
+static char *text_body(size_t n, unsigned seed)
+{
+    char *b = fsa_malloc(n);
+    assert_non_null(b);
+    fill_text(b, n, seed);
+    return b;
+}
+
+static const char *level_xfl(int level)
+{
+    return level == 1 ? "4" : level == 6 ? "0" : "-1";
+}
+
+/* The request begun on t, ended once its answer is complete (fsa_transport_poll, bounded by 60 s):
+ * the caller was the slower side. */
+static fsa_status_t end_when_ready(fsa_transport_t *t, fsa_http_response_t *r)
+{
+    const int64_t until = fsa_port_posix()->mono_now(NULL).ns + 60 * FSA_NS_PER_S;
+    bool done = false;
+    while (!done && fsa_port_posix()->mono_now(NULL).ns < until)
+        assert_fsa_ok(fsa_transport_poll(t, &done));
+    assert_true(done);
+    fsa_status_t st = fsa_transport_end(t, r);
+    assert_int_equal(fsa_transport_last_wait_ns(t), 0);
+    return st;
+}
+
+/* POSTs body to an echo route (ready: ended only once its answer is there, else at once, waiting
+ * for it), expects 200 and the body intact, and checks that it went at want_level, as the
+ * transport says and as the server saw (the gzip header's XFL byte). */
+static void echo_at_level(fsa_transport_t *t, const char *path, const char *body, size_t n,
+                          bool ready, int want_level)
+{
+    fsa_http_response_t r;
+    fsa_status_t st;
+    if (ready) {
+        st = fsa_transport_begin(t, "POST", path, body, n, NULL, NULL, &r);
+        if (st == FSA_OK)
+            st = end_when_ready(t, &r);
+    } else {
+        st = fsa_transport_request(t, "POST", path, body, n, NULL, NULL, &r);
+    }
+    if (st != FSA_OK)
+        fail_msg("POST %s: %s: %s", path, fsa_status_str(st), r.error);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(field_long(r.body, "body"), (long)n);
+    assert_int_equal(field_hex(r.body, "bodycrc"), crc_of(body, n));
+    if (fsa_transport_last_gzip_level(t) != want_level)
+        fail_msg("POST %s went at level %d, want %d (waited %lld ns)", path,
+                 fsa_transport_last_gzip_level(t), want_level,
+                 (long long)fsa_transport_last_wait_ns(t));
+    assert_field(r.body, "xfl", level_xfl(want_level));
+    fsa_http_response_clear(&r);
+}
+
+/*
+ * The level follows the side that was slower: 6 before any answer; 1 after an answer that was
+ * there before the caller asked for it; 6 after the caller waited for one (an answer SLOW_MS
+ * late) longer than level 6 costs. An error answer, a failed request and a GET, slow as each is,
+ * leave the level.
+ */
+static void test_fsa_transport_request__gzip_level_follows_the_slower_side(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    o.total_timeout_ms = 2 * SLOW_MS; /* /delay (DELAY_MS) fails, /slow (SLOW_MS) does not */
+    fsa_transport_t *t = make(&o);
+    assert_int_equal(fsa_transport_last_gzip_level(t), 0);
+    assert_int_equal(fsa_transport_next_gzip_level(t), 6);
+    const size_t n = 400 * 1000;
+    char *big = text_body(n, 1);
+
+    echo_at_level(t, "/echo", big, n, true, 6);
+    assert_int_equal(fsa_transport_next_gzip_level(t), 1);
+    echo_at_level(t, "/echo", big, n, true, 1);
+    fsa_http_response_t r;
+    assert_fsa_ok(fsa_transport_request(t, "POST", "/slow_503", big, n, NULL, NULL, &r));
+    assert_int_equal(r.status, 503);
+    assert_true(fsa_transport_last_wait_ns(t) > 0);
+    fsa_http_response_clear(&r);
+    assert_int_equal(fsa_transport_next_gzip_level(t), 1);
+    assert_int_equal(fsa_transport_request(t, "POST", "/delay", big, n, NULL, NULL, &r),
+                     FSA_ETIMEOUT);
+    fsa_http_response_clear(&r);
+    assert_int_equal(fsa_transport_next_gzip_level(t), 1);
+    req_ok(t, "GET", "/slow", NULL, 0, &r);
+    fsa_http_response_clear(&r);
+    assert_int_equal(fsa_transport_last_gzip_level(t), 0); /* a GET has no body */
+    assert_int_equal(fsa_transport_next_gzip_level(t), 1);
+
+    /* A big body whose answer the caller waits SLOW_MS for: level 6 until one is ready again. */
+    echo_at_level(t, "/slow", big, n, false, 1);
+    if (fsa_transport_last_wait_ns(t) < SLOW_MS / 2 * FSA_NS_PER_MS)
+        fail_msg("a %d ms answer was waited for %lld ns", SLOW_MS,
+                 (long long)fsa_transport_last_wait_ns(t));
+    assert_int_equal(fsa_transport_next_gzip_level(t), 6);
+    echo_at_level(t, "/slow", big, n, false, 6);
+    echo_at_level(t, "/echo", big, n, true, 6);
+    echo_at_level(t, "/echo", big, n, true, 1);
+
+    /* Bodies sent as they are (gzip off) teach nothing; NULL asks nothing. */
+    fsa_transport_free(t);
+    o.gzip_min_bytes = SIZE_MAX;
+    t = make(&o);
+    echo_at_level(t, "/echo", big, n, true, 0);
+    assert_int_equal(fsa_transport_next_gzip_level(t), 6);
+    assert_int_equal(fsa_transport_last_gzip_level(NULL), 0);
+    assert_int_equal(fsa_transport_next_gzip_level(NULL), 0);
+    assert_int_equal(fsa_transport_last_wait_ns(NULL), 0);
+    bool done = true;
+    assert_int_equal(fsa_transport_poll(t, &done), FSA_EINVAL); /* nothing in flight */
+    assert_false(done);
+    fsa_free(big);
+    fsa_transport_free(t);
+}
+
+/* ---- against the real fieldsync-server ---- */
+
+/* Signs as device 0 of the harness's devices file. */
+static fsa_status_t device0_sign(void *arg, const char *method, const char *path_and_query,
+                                 const void *wire_body, size_t wire_len, fsa_auth_headers_t *out)
+{
+    (void)arg;
+    const fsa_port_t *p = fsa_port_posix();
+    char id[16];
+    th_device_id(0, id);
+    snprintf(out->device_id, sizeof out->device_id, "%s", id);
+    snprintf(out->timestamp, sizeof out->timestamp, "%lld", (long long)p->wall_now(p->ctx).ms);
+    fsa_signer_key_t key;
+    th_device_key(0, &key);
+    fsa_status_t st = fsa_signer_nonce(p, out->nonce);
+    if (st == FSA_OK)
+        st = fsa_signer_sign(&key, method, path_and_query, out->timestamp, out->nonce, wire_body,
+                             wire_len, out->signature);
+    fsa_signer_key_wipe(&key);
+    return st;
+}
+
+/* Under the protocol's 64 KiB for a string: few ops, so that the server's work is mostly per byte
+ * (its work per op would lower the rate loopback measures). */
+#define NOTE_BYTES 60000
+
+/* A push of nops creates of jobneeds "J-<tag>-<i>", each with a NOTE_BYTES note of fill_text in
+ * other_info: a body of nops * ~60 KB that gzips to about 3/4 of that. */
+static char *push_body(int nops, const char *tag, size_t *len)
+{
+    const size_t op_cap = NOTE_BYTES + 512;
+    const size_t cap = (size_t)nops * op_cap + 128;
+    char *body = fsa_malloc(cap);
+    char *op = fsa_malloc(op_cap);
+    char *extra = fsa_malloc(op_cap);
+    assert_non_null(body);
+    assert_non_null(op);
+    assert_non_null(extra);
+    char batch_id[37];
+    tc_op_id(batch_id);
+    size_t n = (size_t)snprintf(body, cap, "{\"batch_id\":\"%s\",\"ops\":[", batch_id);
+    static const char head[] = ",\"fields\":{\"other_info\":{\"note\":\"";
+    memcpy(extra, head, sizeof head - 1);
+    for (int i = 0; i < nops; i++) {
+        fill_text(extra + sizeof head - 1, NOTE_BYTES, (unsigned)i);
+        snprintf(extra + sizeof head - 1 + NOTE_BYTES, 8, "\"}}");
+        char id[64];
+        snprintf(id, sizeof id, "J-%s-%d", tag, i);
+        tc_op(op, op_cap, NULL, "create", "jobneed", id, extra);
+        size_t k = strlen(op);
+        assert_true(n + k + 3 < cap);
+        if (i > 0)
+            body[n++] = ',';
+        memcpy(body + n, op, k + 1); /* the NUL too: the body is text at every step */
+        n += k;
+    }
+    memcpy(body + n, "]}", 3);
+    *len = n + 2;
+    fsa_free(op);
+    fsa_free(extra);
+    return body;
+}
+
+/* Pushes body (nops creates), expects every op applied, and checks the level it went at. */
+static void push_at_level(fsa_transport_t *t, const char *body, size_t len, int nops, bool ready,
+                          int want_level)
+{
+    char id[16], path[64];
+    th_device_id(0, id);
+    snprintf(path, sizeof path, "/v1/devices/%s/ops", id);
+    fsa_http_response_t r;
+    fsa_status_t st;
+    if (ready) {
+        st = fsa_transport_begin(t, "POST", path, body, len, device0_sign, NULL, &r);
+        if (st == FSA_OK)
+            st = end_when_ready(t, &r);
+    } else {
+        st = fsa_transport_request(t, "POST", path, body, len, device0_sign, NULL, &r);
+    }
+    if (st != FSA_OK)
+        fail_msg("push: %s: %s", fsa_status_str(st), r.error);
+    if (r.status != 200)
+        fail_msg("push: HTTP %d: %.300s", r.status, r.body);
+    fsa_codec_result_t *res = NULL;
+    size_t count = 0;
+    int64_t server_time = 0;
+    assert_fsa_ok(fsa_codec_decode_results(r.body, r.body_len, &res, &count, &server_time));
+    assert_int_equal(count, (size_t)nops);
+    for (size_t i = 0; i < count; i++)
+        assert_int_equal(res[i].status, FSA_RESULT_APPLIED);
+    fsa_codec_results_free(res, count);
+    fsa_http_response_clear(&r);
+    if (fsa_transport_last_gzip_level(t) != want_level)
+        fail_msg("the push went at level %d, want %d (waited %lld ns)",
+                 fsa_transport_last_gzip_level(t), want_level,
+                 (long long)fsa_transport_last_wait_ns(t));
+}
+
+static fsa_transport_t *server_transport(const th_server_t *srv)
+{
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = srv->url;
+    o.total_timeout_ms = 30000; /* the server's work under ASan or qemu */
+    return make(&o);
+}
+
+/*
+ * The real fieldsync-server, signed pushes it applies. Answers that are there before the caller
+ * asks for them (a drain whose agent is the slower side): the first push goes at level 6, the
+ * next at 1. Behind --fault-latency-ms 500 (a slow link), a push the caller waits for turns the
+ * next to level 6, and it stays there while the caller waits.
+ */
+static void test_fsa_transport_request__gzip_level_against_the_real_server(void **state)
+{
+    (void)state;
+    th_server_t srv;
+    static const char *const slow[] = {"--fault-latency-ms", "500", NULL};
+    for (int round = 0; round < 2; round++) {
+        assert_true(th_server_prepare(&srv, 1));
+        assert_true(th_server_start(&srv, round == 0 ? NULL : slow));
+        fsa_transport_t *t = server_transport(&srv);
+        const int levels[2][3] = {{6, 1, 1}, {6, 1, 6}};
+        for (int i = 0; i < 3; i++) {
+            char tag[8];
+            snprintf(tag, sizeof tag, "P%d%d", round, i);
+            size_t len = 0;
+            char *body = push_body(11, tag, &len);
+            /* on the slow server, the second push and the third are waited for */
+            push_at_level(t, body, len, 11, !(round == 1 && i >= 1), levels[round][i]);
+            fsa_free(body);
+        }
+        if (round == 1) {
+            assert_true(fsa_transport_last_wait_ns(t) > 250 * FSA_NS_PER_MS);
+            assert_int_equal(fsa_transport_next_gzip_level(t), 6);
+        }
+        fsa_transport_free(t);
+        assert_int_equal(th_server_stop(&srv), 0);
+        th_dir_remove(srv.dir);
+    }
+}
+
 static void test_fsa_transport_request__sign_error_aborts(void **state)
 {
     (void)state;
@@ -1436,6 +1726,8 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__reuses_connection),
         cmocka_unit_test(test_fsa_transport_request__resends_when_reused_connection_drops),
         cmocka_unit_test(test_fsa_transport_request__gzip_threshold),
+        cmocka_unit_test(test_fsa_transport_request__gzip_level_follows_the_slower_side),
+        cmocka_unit_test(test_fsa_transport_request__gzip_level_against_the_real_server),
         cmocka_unit_test(test_fsa_transport_request__sign_error_aborts),
         cmocka_unit_test(test_fsa_transport_request__total_timeout),
         cmocka_unit_test(test_fsa_transport_request__answer_too_large),

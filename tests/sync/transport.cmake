@@ -1,6 +1,8 @@
 # sync/transport over real HTTP(S) on loopback, against an in-test libmicrohttpd server.
+# Its gzip level tests also push to the real fieldsync-server (the server harness, defined in
+# CMakeLists.txt after this file is included: CMake resolves the name when it generates).
 fsa_add_test(test_sync_transport SOURCES test_transport.c
-             LIBS fsa_sync fsa::microhttpd fsa::zlib LABELS integration)
+             LIBS fsa_sync fsa_test_server_harness fsa::microhttpd fsa::zlib LABELS integration)
 # GnuTLS (libmicrohttpd's TLS library) lets the in-test server check the client certificate of
 # mutual TLS.
 pkg_check_modules(fsa_test_gnutls QUIET IMPORTED_TARGET gnutls)
