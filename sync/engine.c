@@ -583,6 +583,12 @@ static fsa_status_t push_all(fsa_engine_t *e)
          * to push_head, once nothing is in flight. */
         if (batch_read(e, cur.ops[cur.n - 1].seq, max_bytes, &nxt) != FSA_OK || nxt.body == NULL)
             batch_clear(&nxt);
+        /* ... and compress it: once cur's answer is in, the server waits for nxt until it is
+         * sent (fsa_transport_compress_ahead; when it fails, the send compresses it itself). */
+        if (nxt.body != NULL) {
+            fsa_status_t ignored = fsa_transport_compress_ahead(e->t, nxt.body, nxt.len);
+            (void)ignored;
+        }
         st = push_answer(e, path, &cur, &nxt, &max_bytes);
         batch_clear(&cur);
         if (st != FSA_OK || !nxt.a.in_flight) {

@@ -48,6 +48,15 @@ struct fsa_transport {
     int next_gzip_level; /* the level of the next body (learn_gzip_level) */
     int64_t gzip_ns;     /* how long the last request's body took to compress */
     int64_t waited_ns;   /* how long fsa_transport_end waited for the last answer */
+    struct {             /* a body compressed ahead (fsa_transport_compress_ahead) */
+        unsigned char *gz;
+        size_t gz_len;
+        const void *src; /* the body it was made of, and its length */
+        size_t src_len;
+        int level;
+        int64_t ns;
+    } ahead;
+    bool used_ahead;                /* the last request's body was the one compressed ahead */
     char curl_err[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: curl's detail of the last failure */
 };
 
@@ -443,10 +452,17 @@ out:
 
 static void end_request(fsa_transport_t *t);
 
+static void ahead_drop(fsa_transport_t *t)
+{
+    fsa_free(t->ahead.gz);
+    memset(&t->ahead, 0, sizeof t->ahead);
+}
+
 void fsa_transport_free(fsa_transport_t *t)
 {
     if (t == NULL)
         return;
+    ahead_drop(t);
     if (t->req != NULL && t->curl != NULL)
         end_request(t);
     fsa_free(t->req);
@@ -929,13 +945,22 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     struct fsa_transport_req *q = t->req;
     bool post = strcmp(method, "POST") == 0;
     bool compressed = post && t->gzip_min_bytes != SIZE_MAX && len >= t->gzip_min_bytes;
-    const int level = compressed ? t->next_gzip_level : 0;
+    int level = compressed ? t->next_gzip_level : 0;
     q->method = post ? "POST" : "GET";
     q->sink.max = t->max_response_bytes;
     q->up.data = body;
     q->up.len = len;
     st = build_url(t, q, path_and_query, resp);
-    if (st == FSA_OK && compressed) {
+    t->used_ahead = st == FSA_OK && compressed && t->ahead.gz != NULL && t->ahead.src == body &&
+                    t->ahead.src_len == len;
+    if (t->used_ahead) {
+        q->gz = t->ahead.gz;
+        q->up.data = q->gz;
+        q->up.len = t->ahead.gz_len;
+        level = t->ahead.level;
+        t->gzip_ns = t->ahead.ns;
+        t->ahead.gz = NULL;
+    } else if (st == FSA_OK && compressed) {
         size_t gz_len = 0;
         const int64_t t0 = t->port->mono_now(t->port->ctx).ns;
         st = fsa_gzip_compress(body, len, level, &q->gz, &gz_len);
@@ -946,6 +971,7 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
         q->up.data = q->gz;
         q->up.len = gz_len;
     }
+    ahead_drop(t); /* used, or made for another body */
     if (st == FSA_OK)
         st = build_headers(q, post, compressed, sign, sign_arg, resp);
     if (st == FSA_OK)
@@ -997,6 +1023,30 @@ static CURLcode run_to_end(fsa_transport_t *t)
         if (m->msg == CURLMSG_DONE && m->easy_handle == t->curl)
             rc = m->data.result;
     return rc;
+}
+
+fsa_status_t fsa_transport_compress_ahead(fsa_transport_t *t, const void *body, size_t len)
+{
+    if (t == NULL || body == NULL)
+        return FSA_EINVAL;
+    ahead_drop(t);
+    if (t->gzip_min_bytes == SIZE_MAX || len < t->gzip_min_bytes)
+        return FSA_OK; /* it will go as it is */
+    const int64_t t0 = t->port->mono_now(t->port->ctx).ns;
+    fsa_status_t st =
+        fsa_gzip_compress(body, len, t->next_gzip_level, &t->ahead.gz, &t->ahead.gz_len);
+    if (st != FSA_OK)
+        return st;
+    t->ahead.ns = t->port->mono_now(t->port->ctx).ns - t0;
+    t->ahead.src = body;
+    t->ahead.src_len = len;
+    t->ahead.level = t->next_gzip_level;
+    return FSA_OK;
+}
+
+bool fsa_transport_last_compressed_ahead(const fsa_transport_t *t)
+{
+    return t != NULL && t->used_ahead;
 }
 
 fsa_status_t fsa_transport_poll(fsa_transport_t *t, bool *done)

@@ -131,6 +131,19 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
                                  const void *body, size_t len, fsa_transport_sign_fn sign,
                                  void *sign_arg, fsa_http_response_t *resp) FSA_MUST_CHECK;
 fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp) FSA_MUST_CHECK;
+/*
+ * Compresses body (len bytes) now, as fsa_transport_begin would, for the next request's body, so
+ * that the work is done while another request is on the wire (the engine's next batch while the
+ * server works on one). The next fsa_transport_begin or fsa_transport_request takes it when its
+ * body is this same one (the same pointer and length), and drops it otherwise: body must stay
+ * valid and unchanged until then. A body below the gzip threshold is left as it is. Returns
+ * FSA_OK, FSA_EINVAL (t or body NULL), or how the compression failed (then nothing is kept, and
+ * the request compresses its body itself).
+ */
+fsa_status_t fsa_transport_compress_ahead(fsa_transport_t *t, const void *body,
+                                          size_t len) FSA_MUST_CHECK;
+/* For tests: whether the last request's body was the one compressed ahead (false for NULL). */
+bool fsa_transport_last_compressed_ahead(const fsa_transport_t *t);
 /* Moves the request in flight on without waiting; *done is set when its answer is complete (or it
  * failed: fsa_transport_end tells which). FSA_EINVAL when nothing is in flight. */
 fsa_status_t fsa_transport_poll(fsa_transport_t *t, bool *done) FSA_MUST_CHECK;

@@ -1284,6 +1284,39 @@ static void test_fsa_transport_request__gzip_level_follows_the_slower_side(void 
     fsa_transport_free(t);
 }
 
+/* A body compressed ahead goes as compressed then, intact, when the next request sends that same
+ * body; a request with another body drops it (and that body, then the first, go intact). */
+static void test_fsa_transport_compress_ahead__taken_by_the_same_body_only(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    const size_t n = 100 * 1000;
+    char *a = text_body(n, 1), *b = text_body(n, 2);
+    assert_fsa_ok(fsa_transport_compress_ahead(t, a, n));
+    echo_at_level(t, "/echo", a, n, false, 6);
+    assert_true(fsa_transport_last_compressed_ahead(t));
+    assert_fsa_ok(fsa_transport_compress_ahead(t, a, n));
+    echo_at_level(t, "/echo", b, n, false, fsa_transport_next_gzip_level(t));
+    assert_false(fsa_transport_last_compressed_ahead(t));
+    echo_at_level(t, "/echo", a, n, false, fsa_transport_next_gzip_level(t));
+    assert_false(fsa_transport_last_compressed_ahead(t)); /* dropped by b's request */
+    /* a body under the gzip threshold is left to go as it is */
+    char *small = json_body(500);
+    assert_fsa_ok(fsa_transport_compress_ahead(t, small, 500));
+    echo_at_level(t, "/echo", small, 500, false, 0);
+    assert_false(fsa_transport_last_compressed_ahead(t));
+    assert_int_equal(fsa_transport_compress_ahead(NULL, a, n), FSA_EINVAL);
+    assert_int_equal(fsa_transport_compress_ahead(t, NULL, 0), FSA_EINVAL);
+    assert_false(fsa_transport_last_compressed_ahead(NULL));
+    /* one left behind is freed with the transport (ASan would tell) */
+    assert_fsa_ok(fsa_transport_compress_ahead(t, b, n));
+    fsa_transport_free(t);
+    fsa_free(small);
+    fsa_free(a);
+    fsa_free(b);
+}
+
 /* ---- against the real fieldsync-server ---- */
 
 /* Signs as device 0 of the harness's devices file. */
@@ -1727,6 +1760,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__resends_when_reused_connection_drops),
         cmocka_unit_test(test_fsa_transport_request__gzip_threshold),
         cmocka_unit_test(test_fsa_transport_request__gzip_level_follows_the_slower_side),
+        cmocka_unit_test(test_fsa_transport_compress_ahead__taken_by_the_same_body_only),
         cmocka_unit_test(test_fsa_transport_request__gzip_level_against_the_real_server),
         cmocka_unit_test(test_fsa_transport_request__sign_error_aborts),
         cmocka_unit_test(test_fsa_transport_request__total_timeout),
