@@ -16,7 +16,8 @@
 /* zlib's compression levels that the wire uses (zlib's numbers, so that this header does not need
  * zlib.h). FAST (zlib's Z_BEST_SPEED) takes a quarter to half of DEFAULT's CPU for 10-16% more
  * bytes on push bodies; DEFAULT is what zlib's Z_DEFAULT_COMPRESSION means. The transport chooses
- * between them by the link's measured speed (transport.h); the server's answers use DEFAULT. */
+ * between them by which side of an exchange is the slower (transport.h); the server's answers use
+ * DEFAULT. */
 #define FSA_GZIP_LEVEL_FAST 1
 #define FSA_GZIP_LEVEL_DEFAULT 6
 

@@ -45,7 +45,7 @@ typedef struct fsa_transport_opts {
     int64_t connect_timeout_ms; /* 0: 10 s */
     int64_t total_timeout_ms;   /* one whole request; 0: 60 s */
     size_t gzip_min_bytes;      /* compress request bodies at least this large (at the level
-                                   the link's speed chooses: above); 0: 1024; SIZE_MAX: never */
+                                   chosen above); 0: 1024; SIZE_MAX: never */
     size_t max_response_bytes;  /* a larger (inflated) answer fails with FSA_ETOOLARGE;
                                    0: 8 MiB */
 } fsa_transport_opts_t;
