@@ -81,10 +81,9 @@ static double bare_post_loop(const char *url, int nops, const loop_dev_t *d, dou
             fsa_codec_encode_push(batch_id, ops, BATCH, &bodies[b], &lens[b]) != FSA_OK)
             exit(1);
         if (d->gzip) {
-            /* At the default level, while the engine's transport compresses at level 1 whenever it
-             * measures the link as fast (some 12% more bytes; near the threshold for these
-             * batches on loopback: docs/performance.md, session 10): the loop's time leaves
-             * compression out, and loopback hardly feels the bytes. */
+            /* At the default level, while the engine's transport goes to level 1 whenever its
+             * own work is the slower side (some 12% more bytes: docs/performance.md, session 10):
+             * the loop's time leaves compression out, and loopback hardly feels the bytes. */
             unsigned char *gz = NULL;
             size_t gz_len = 0;
             if (fsa_gzip_compress(bodies[b], lens[b], FSA_GZIP_LEVEL_DEFAULT, &gz, &gz_len) !=
