@@ -433,6 +433,25 @@ static char *schema_signature(sqlite3 *db)
     return out;
 }
 
+/* The schema_signature of a journal created now, in a directory of its own (the caller frees it).
+ */
+static char *new_journal_schema(fixture_t *f)
+{
+    test_dir_t dir;
+    test_dir_make(&dir);
+    fsa_journal_t *j = NULL;
+    fsa_journal_opts_t co = {.create = true};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(f->port, dir.path, &co, &j, err, sizeof err));
+    fsa_journal_close(j);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(dir.path, &db), SQLITE_OK);
+    char *sig = schema_signature(db);
+    sqlite3_close(db);
+    test_dir_remove(&dir);
+    return sig;
+}
+
 /* A journal of schema 2 (pending, in-flight, done and parked ops, a group, changes, the top of
  * the outbox compacted away) opens as schema 3 with every row as it was, its foreign keys whole,
  * and the seqs it gave never given again; a migration that fails leaves schema 2 as it was. */
@@ -514,17 +533,9 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
     fsa_free(v);
     sqlite3_close(db);
     assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
-    /* the same schema as a journal created as schema 3 */
-    test_dir_t fresh_dir;
-    test_dir_make(&fresh_dir);
-    fsa_journal_t *fresh = NULL;
-    fsa_journal_opts_t co = {.create = true};
-    assert_fsa_ok(fsa_journal_open(f->port, fresh_dir.path, &co, &fresh, err, sizeof err));
-    fsa_journal_close(fresh);
-    sqlite3 *fdb;
-    assert_int_equal(sqlite3_open(fresh_dir.path, &fdb), SQLITE_OK);
+    /* the same schema as a journal created as it is now */
     assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
-    char *sig_fresh = schema_signature(fdb), *sig_migrated = schema_signature(db);
+    char *sig_fresh = new_journal_schema(f), *sig_migrated = schema_signature(db);
     /* schema 4 dropped schema 3's trigger and schema 1's index by done time */
     assert_null(strstr(sig_fresh, "outbox_keeps_last_seq"));
     assert_null(strstr(sig_fresh, "done_ops_by_time"));
@@ -532,9 +543,7 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
     assert_string_equal(sig_migrated, sig_fresh);
     fsa_free(sig_fresh);
     fsa_free(sig_migrated);
-    sqlite3_close(fdb);
     sqlite3_close(db);
-    test_dir_remove(&fresh_dir);
 
     /* The seqs go on above the last one schema 2 gave, compacted or not. */
     fsa_outbox_stats_t st;
@@ -620,21 +629,11 @@ static void test_fsa_journal_open__v3_journal_migrates_to_v4(void **state)
     assert_string_equal(v, st);
     fsa_free(v);
     /* the same schema as a new journal's */
-    test_dir_t fresh_dir;
-    test_dir_make(&fresh_dir);
-    fsa_journal_t *fresh = NULL;
-    fsa_journal_opts_t co = {.create = true};
-    assert_fsa_ok(fsa_journal_open(f->port, fresh_dir.path, &co, &fresh, err, sizeof err));
-    fsa_journal_close(fresh);
-    sqlite3 *fdb;
-    assert_int_equal(sqlite3_open(fresh_dir.path, &fdb), SQLITE_OK);
-    char *sig_fresh = schema_signature(fdb), *sig_migrated = schema_signature(db);
+    char *sig_fresh = new_journal_schema(f), *sig_migrated = schema_signature(db);
     assert_string_equal(sig_migrated, sig_fresh);
     fsa_free(sig_fresh);
     fsa_free(sig_migrated);
-    sqlite3_close(fdb);
     sqlite3_close(db);
-    test_dir_remove(&fresh_dir);
     assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
 
     fsa_op_state_t os;
