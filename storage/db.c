@@ -217,8 +217,7 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
      *   which is all that the next seq needs (one above both).
      * - done_ops' index by time, one more entry per done op: the audit ids are pruned in op id
      *   order instead, which for UUIDv7 ids is the order they were made (journal_outbox.c). */
-    "DROP TRIGGER outbox_keeps_last_seq;"
-    "DROP INDEX done_ops_by_time;",
+    "DROP TRIGGER outbox_keeps_last_seq; DROP INDEX done_ops_by_time;",
 };
 
 /*
