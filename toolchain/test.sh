@@ -4,7 +4,7 @@
 #   toolchain/test.sh [host|asan|clang|aarch64|armhf] [extra ctest arguments...]
 #
 #   host     the default: a RelWithDebInfo build in build/
-#   asan     AddressSanitizer + UndefinedBehaviorSanitizer, Debug, in build-asan/
+#   asan     AddressSanitizer + UndefinedBehaviorSanitizer, Debug at -O1, in build-asan/
 #   clang    the host build with clang instead of gcc (warnings are errors there too), build-clang/
 #   aarch64  cross build in build-aarch64/, tests run under qemu-aarch64
 #   armhf    cross build in build-armhf/, tests run under qemu-arm
@@ -19,7 +19,9 @@ variant=${1:-host}
 jobs=$(nproc 2>/dev/null || echo 2)
 case "$variant" in
   host) dir=build args=() ;;
-  asan) dir=build-asan args=(-DFSA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug) ;;
+  # -O1, as the sanitizers' own docs advise: the tests run ~10% faster than at -O0, and gcc's
+  # checks that need data flow (-Wformat-truncation) see more.
+  asan) dir=build-asan args=(-DFSA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-g -O1") ;;
   clang) dir=build-clang args=(-DCMAKE_C_COMPILER=clang) ;;
   aarch64) dir=build-aarch64 args=(--toolchain toolchain/aarch64-linux-gnu.cmake -DFSA_SMALL=ON) ;;
   armhf) dir=build-armhf args=(--toolchain toolchain/arm-linux-gnueabihf.cmake -DFSA_SMALL=ON) ;;

@@ -863,7 +863,7 @@ static void big_backlog(fixture_t *f, bool sync_normal)
     assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
     fsa_rec_t rec;
     for (int t = 0; t < BIG_TICKETS; t++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "T%d", t);
         assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &rec));
     }

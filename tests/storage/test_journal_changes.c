@@ -596,7 +596,7 @@ static void test_fsa_journal_open__v3_journal_migrates_to_v4(void **state)
     fixture_t *f = *state;
     fsa_rec_t r[4];
     for (int i = 0; i < 4; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "T%d", i);
         assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &r[i]));
     }
@@ -700,7 +700,7 @@ static void test_fsa_journal_open__v2_migration_under_io_faults(void **state)
     vfs_fault_set_real_sync(false);
     fsa_rec_t r;
     for (int i = 0; i < 6; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "T%d", i);
         assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &r));
     }
@@ -774,7 +774,7 @@ static void test_fsa_outbox_compact__seq_never_reused(void **state)
     fixture_t *f = *state;
     fsa_rec_t r[3];
     for (int i = 0; i < 3; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "T%d", i);
         assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &r[i]));
         assert_int_equal(r[i].seq, i + 1);

@@ -296,7 +296,7 @@ static void test_fsa_engine_sync__pipelined_batches_land_once_in_order(void **st
     assert_int_equal(os.inflight, 0);
     assert_fsa_ok(fsa_outbox_op_state(f->j, d.first_op, &(fsa_op_state_t){0}));
     for (int t = 1; t <= 2; t++) {
-        char id[8], *view = NULL, *base = NULL;
+        char id[16], *view = NULL, *base = NULL;
         int64_t v = 0, bv = 0, pending = -1;
         snprintf(id, sizeof id, "T%d", t);
         assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_TICKET, id, &view, &v, &pending));

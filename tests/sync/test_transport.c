@@ -1440,7 +1440,7 @@ static void test_fsa_transport_request__gzip_level_against_the_real_server(void 
         fsa_transport_t *t = server_transport(&srv);
         const int levels[2][3] = {{6, 1, 1}, {6, 1, 6}};
         for (int i = 0; i < 3; i++) {
-            char tag[8];
+            char tag[32];
             snprintf(tag, sizeof tag, "P%d%d", round, i);
             size_t len = 0;
             char *body = push_body(11, tag, &len);

@@ -70,7 +70,7 @@ static void test_dispatch__listeners_run_on_the_app_thread(void **state)
     lrec_listen(&r, fs);
     assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
     for (int i = 0; i < 3; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "B%d", i);
         assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
     }
@@ -203,7 +203,7 @@ static void test_dispatch__overflow_is_told(void **state)
     assert_int_equal(fieldsync_add_status_listener(fs, drops_status, &d, NULL), FIELDSYNC_OK);
     assert_int_equal(fieldsync_add_change_listener(fs, drops_change, &d, NULL), FIELDSYNC_OK);
     for (int i = 0; i < 8; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "O%d", i);
         assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
     }
@@ -217,7 +217,7 @@ static void test_dispatch__overflow_is_told(void **state)
     assert_false(readable(fd));
     /* Full again, then a start and a stop: STOPPED still arrives, and last. */
     for (int i = 0; i < 8; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "P%d", i);
         assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
     }

@@ -145,7 +145,7 @@ static void test_tour_update__non_terminal_checkpoints_as_one_group(void **state
     cfx_t *f = *state;
     assert_fs_ok(f->fs, fieldsync_job_create(f->fs, "T", NULL, NULL));
     for (int i = 1; i <= 3; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "C%d", i);
         assert_fs_ok(f->fs, fieldsync_job_create(f->fs, id, "{\"parent_id\":\"T\"}", NULL));
     }
@@ -161,7 +161,7 @@ static void test_tour_update__non_terminal_checkpoints_as_one_group(void **state
     assert_true(cfx_has(f->fs, "jobneed", "T", "\"last_checkpoint\":\"C2\""));
     /* more than 15 open checkpoints do not fit one group: refused, nothing written */
     for (int i = 4; i <= 17; i++) { /* 16 open: C3 is done */
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "C%d", i);
         assert_fs_ok(f->fs, fieldsync_job_create(f->fs, id, "{\"parent_id\":\"T\"}", NULL));
     }

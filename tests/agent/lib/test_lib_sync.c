@@ -200,7 +200,7 @@ static void test_start__sixteen_threads_drain_with_faults(void **state)
     lrec_listen(&r, fs);
     int n = 0;
     for (int t = 0; t < TICKETS; t++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "T%d", t);
         fieldsync_rec_t rec;
         assert_int_equal(fieldsync_ticket_create(fs, id, NULL, &rec), FIELDSYNC_OK);
@@ -228,7 +228,7 @@ static void test_start__sixteen_threads_drain_with_faults(void **state)
         fail_msg("the queue did not drain within 180 s (%" PRId64 " left)", queue_depth(fs));
     /* The server has exactly the sum of the intents. */
     for (int t = 0; t < TICKETS; t++) {
-        char id[8], level[32];
+        char id[16], level[32];
         snprintf(id, sizeof id, "T%d", t);
         tc_field(NULL, f->srv.url, "ticket", id, "level", level, sizeof level);
         if (strtoll(level, NULL, 10) != want[t])
@@ -261,7 +261,7 @@ static void test_close__during_a_cycle(void **state)
     int threads0 = threads_now(); /* the server is another process */
     fieldsync_t *fs = lfx_open(f, 0, 0);
     for (int i = 0; i < 5; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "C%d", i);
         assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
     }
