@@ -73,6 +73,34 @@ out:
     return st;
 }
 
+/* The gzip trailer: CRC-32 of the uncompressed bytes, then their count modulo 2^32, both
+ * little-endian (RFC 1952, section 2.3.1). */
+#define GZIP_TRAILER 8
+#define GZIP_HEADER 10
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+bool fsa_gzip_member_of(const unsigned char *gz, size_t gz_len, const void *in, size_t len)
+{
+    if (gz == NULL || gz_len < GZIP_HEADER + GZIP_TRAILER || (in == NULL && len > 0))
+        return false;
+    const unsigned char *trailer = gz + gz_len - GZIP_TRAILER;
+    if (le32(trailer + 4) != (uint32_t)len)
+        return false;
+    uLong crc = crc32(0L, Z_NULL, 0);
+    const unsigned char *p = in;
+    for (size_t left = len; left > 0;) {
+        uInt chunk = left > UINT_MAX ? UINT_MAX : (uInt)left;
+        crc = crc32(crc, p, chunk);
+        p += chunk;
+        left -= chunk;
+    }
+    return (uint32_t)crc == le32(trailer);
+}
+
 fsa_status_t fsa_gzip_inflate(const void *in, size_t len, size_t max, char **out, size_t *out_len)
 {
     *out = NULL;

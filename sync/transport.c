@@ -951,8 +951,12 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     q->up.data = body;
     q->up.len = len;
     st = build_url(t, q, path_and_query, resp);
+    /* The same body, and still the same bytes: a caller that broke the rule (changed the body in
+     * place, or freed it and built another at the same address) gets its body compressed anew,
+     * never the member of other bytes. */
     t->used_ahead = st == FSA_OK && compressed && t->ahead.gz != NULL && t->ahead.src == body &&
-                    t->ahead.src_len == len;
+                    t->ahead.src_len == len &&
+                    fsa_gzip_member_of(t->ahead.gz, t->ahead.gz_len, body, len);
     if (t->used_ahead) {
         q->gz = t->ahead.gz;
         q->up.data = q->gz;

@@ -1,4 +1,5 @@
-/* fieldsync tests: sync/gzip.c, the wire's gzip (round trips, the inflate bound, bad input). */
+/* fieldsync tests: sync/gzip.c, the wire's gzip (round trips, the inflate bound, bad input, a
+ * member's proof of its bytes). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -152,6 +153,42 @@ static void test_gzip__bad_level(void **state)
     }
 }
 
+/* A member is of the bytes it was made from, at either level and for an empty input; any one
+ * byte changed, one more or one fewer, another member, or a gz too short for a trailer is not. */
+static void test_gzip__member_of_its_bytes_only(void **state)
+{
+    (void)state;
+    const size_t n = 40 * 1000;
+    char *text = sample(n);
+    const int levels[] = {FSA_GZIP_LEVEL_FAST, FSA_GZIP_LEVEL_DEFAULT};
+    for (size_t k = 0; k < 2; k++) {
+        unsigned char *gz = NULL;
+        size_t gz_len = 0;
+        assert_int_equal(fsa_gzip_compress(text, n, levels[k], &gz, &gz_len), FSA_OK);
+        assert_true(fsa_gzip_member_of(gz, gz_len, text, n));
+        const size_t at[] = {0, n / 3, n - 1};
+        for (size_t i = 0; i < 3; i++) {
+            text[at[i]] ^= 0x20;
+            assert_false(fsa_gzip_member_of(gz, gz_len, text, n));
+            text[at[i]] ^= 0x20;
+        }
+        assert_false(fsa_gzip_member_of(gz, gz_len, text, n - 1));
+        assert_false(fsa_gzip_member_of(gz, gz_len, text + 1, n - 1));
+        assert_false(fsa_gzip_member_of(gz, 17, text, n));
+        assert_false(fsa_gzip_member_of(NULL, gz_len, text, n));
+        assert_false(fsa_gzip_member_of(gz, gz_len, NULL, n));
+        fsa_free(gz);
+    }
+    unsigned char *empty = NULL;
+    size_t empty_len = 0;
+    assert_int_equal(fsa_gzip_compress("", 0, FSA_GZIP_LEVEL_FAST, &empty, &empty_len), FSA_OK);
+    assert_true(fsa_gzip_member_of(empty, empty_len, "", 0));
+    assert_true(fsa_gzip_member_of(empty, empty_len, NULL, 0));
+    assert_false(fsa_gzip_member_of(empty, empty_len, text, 1));
+    fsa_free(empty);
+    fsa_free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -160,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_gzip__bad_input),
         cmocka_unit_test(test_gzip__fast_level_makes_more_bytes),
         cmocka_unit_test(test_gzip__bad_level),
+        cmocka_unit_test(test_gzip__member_of_its_bytes_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1301,6 +1301,17 @@ static void test_fsa_transport_compress_ahead__taken_by_the_same_body_only(void 
     assert_false(fsa_transport_last_compressed_ahead(t));
     echo_at_level(t, "/echo", a, n, false, fsa_transport_next_gzip_level(t));
     assert_false(fsa_transport_last_compressed_ahead(t)); /* dropped by b's request */
+    /* The same pointer and length with other bytes (a body changed in place, against the rule):
+     * compressed anew, and the server gets the bytes as they are now (echo_at_level checks their
+     * CRC), not those compressed ahead. */
+    assert_fsa_ok(fsa_transport_compress_ahead(t, a, n));
+    a[n / 2] = a[n / 2] == 'x' ? 'y' : 'x';
+    echo_at_level(t, "/echo", a, n, false, fsa_transport_next_gzip_level(t));
+    assert_false(fsa_transport_last_compressed_ahead(t));
+    /* and unchanged again, it is taken */
+    assert_fsa_ok(fsa_transport_compress_ahead(t, a, n));
+    echo_at_level(t, "/echo", a, n, false, fsa_transport_next_gzip_level(t));
+    assert_true(fsa_transport_last_compressed_ahead(t));
     /* a body under the gzip threshold is left to go as it is */
     char *small = json_body(500);
     assert_fsa_ok(fsa_transport_compress_ahead(t, small, 500));
