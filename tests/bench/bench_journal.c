@@ -144,8 +144,8 @@ int main(int argc, char **argv)
             double bare = ran / bare_s, rec = ran / rec_s;
             const char *mode = full ? "fsync" : "normal";
             printf("journal record (%s): %.0f ops/s; bare SQLite insert of %zu bytes: %.0f ops/s; "
-                   "ratio %.2f (goal >= 0.8 with FULL)\n",
-                   mode, rec, row, bare, rec / bare);
+                   "ratio %.2f (goal >= %s)\n",
+                   mode, rec, row, bare, rec / bare, full ? "0.95" : "0.5");
             printf("BENCH {\"name\":\"journal.record_%s\",\"value\":%.0f,\"unit\":\"ops/s\","
                    "\"baseline\":%.0f,\"baseline_name\":\"sqlite.insert_%s\",\"ratio\":%.2f}\n",
                    mode, rec, bare, mode, rec / bare);
