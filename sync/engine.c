@@ -446,6 +446,8 @@ static void batch_send(fsa_engine_t *e, const char *path, batch_t *b)
     snprintf(reason, sizeof reason, "pushing %zu ops", b->n);
     notify(e, FSA_ENGINE_PUSHING, reason, FSA_OK);
     exchange_begin(e, "POST", path, b->body, b->len, &b->a);
+    if (b->a.begun == FSA_OK && fsa_transport_last_compressed_ahead(e->t))
+        e->rep->compressed_ahead++;
 }
 
 /* What push_head did with the head of the queue. */

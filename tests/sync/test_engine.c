@@ -248,9 +248,9 @@ static void on_drain_status(void *arg, const fsa_engine_status_t *s)
         d->first_sent++;
 }
 
-/* A drain of many batches, each read and sent while the one before is applied, with a conflict
- * in the middle: every op lands once, in order, the conflict is parked where it was, and the
- * journal ends where the server is. */
+/* A drain of many batches, each read, compressed and sent while the one before is applied, with a
+ * conflict in the middle: every op lands once, in order, the conflict is parked where it was, and
+ * the journal ends where the server is. */
 static void test_fsa_engine_sync__pipelined_batches_land_once_in_order(void **state)
 {
     fx_t *f = *state;
@@ -283,6 +283,9 @@ static void test_fsa_engine_sync__pipelined_batches_land_once_in_order(void **st
     assert_int_equal(r.conflict, 1);
     assert_int_equal(r.batches, (203 + 15) / 16);
     assert_int_equal(d.pushing, (203 + 15) / 16); /* one event per batch sent */
+    /* Every batch but the first was read and compressed while the one before was on the wire,
+     * and went as compressed then (the transport checks the bytes are still the body's). */
+    assert_int_equal(r.compressed_ahead, r.batches - 1);
     assert_true(d.first_sent >= 1); /* the first batch read as sent while it was on the wire */
     char level[32];
     tc_field(NULL, f->srv.url, "ticket", "T1", "level", level, sizeof level);
