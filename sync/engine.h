@@ -59,7 +59,7 @@ typedef struct fsa_sync_report {
     int64_t pulled;                                  /* changes folded */
     int64_t retries;                                 /* requests retried */
     int64_t bytes_sent, bytes_received;              /* on the wire */
-    int64_t compressed_ahead; /* batches whose body was compressed while the one before was out */
+    int64_t compressed_ahead;                        /* batches sent compressed ahead */
     int64_t next_attempt_ms;                         /* persisted next attempt; 0: none */
     int last_http_status; /* the last HTTP status the server answered; 0: no answer arrived */
     char error[320];      /* "" on success */

@@ -31,8 +31,8 @@ fsa_status_t fsa_gzip_compress(const void *in, size_t len, int level, unsigned c
 
 /*
  * Whether the gzip member gz[0..gz_len) (as fsa_gzip_compress makes it) holds exactly in[0..len):
- * its trailer's CRC-32 and size (modulo 2^32, as gzip counts) are those of in. Reads the trailer and
- * checksums in, never inflates: a cheap proof that a member made earlier is still the one for
+ * its trailer's CRC-32 and size (modulo 2^32, as gzip counts) are those of in. Reads the trailer
+ * and checksums in, never inflates: a cheap proof that a member made earlier is still the one for
  * these bytes (the transport's compression ahead). False for a gz too short to have a trailer.
  */
 bool fsa_gzip_member_of(const unsigned char *gz, size_t gz_len, const void *in, size_t len);

@@ -136,9 +136,9 @@ fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp) FS
  * that the work is done while another request is on the wire (the engine's next batch while the
  * server works on one). The next fsa_transport_begin or fsa_transport_request takes it when its
  * body is this same one (the same pointer and length) with the same bytes (the member's CRC-32 and
- * size are checked against them: ~12 us per 40 KB on x86-64), and drops it otherwise, compressing its body
- * itself: a body changed or rebuilt at the same address meanwhile costs the work again, never the
- * wrong bytes on the wire. A body below the gzip threshold is left as it is. Returns
+ * size are checked against them: ~12 us per 40 KB on x86-64), and drops it otherwise, compressing
+ * its body itself: a body changed or rebuilt at the same address meanwhile costs the work again,
+ * never the wrong bytes on the wire. A body below the gzip threshold is left as it is. Returns
  * FSA_OK, FSA_EINVAL (t or body NULL), or how the compression failed (then nothing is kept, and
  * the request compresses its body itself).
  */
