@@ -139,10 +139,11 @@ static double bare_post_loop(const char *url, int nops, const loop_dev_t *d, dou
         curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &req);
         curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &up);
         /* REQUEST_SIZE counts the body too when curl sends it in one buffer with the headers
-         * (CURLOPT_POSTFIELDS under 64 KiB: every body here), and only the headers otherwise (the
-         * engine's transport, whose body goes through a read callback). Headers are a few hundred
-         * bytes, a body thousands: a count at least the body's holds it. Counted twice until
-         * session 11, which made the loops' bytes per op 55 (gzip) and 232 (plain). */
+         * (a CURLOPT_POSTFIELDS body under 64 KiB: the gzip'd ones here), and only the headers
+         * otherwise (the plain bodies here, ~100 KB; the engine's transport, whose body goes
+         * through a read callback). Headers are a few hundred bytes, a body thousands: a count
+         * at least the body's holds it. Until session 11 the gzip'd loop counted its bodies
+         * twice: 55 bytes per op instead of 37. */
         double req_headers = (curl_off_t)req >= up ? (double)((curl_off_t)req - up) : (double)req;
         bytes += req_headers + (double)up + (double)down + (double)hdr;
         curl_slist_free_all(hl);

@@ -153,8 +153,9 @@ static void test_gzip__bad_level(void **state)
     }
 }
 
-/* A member is of the bytes it was made from, at either level and for an empty input; any one
- * byte changed, one more or one fewer, another member, or a gz too short for a trailer is not. */
+/* A member is of the bytes it was made from, at either level and for an empty input; the bytes
+ * with any one changed (first, middle, last) or one fewer (at either end), no bytes, no member, or
+ * a gz too short for a trailer are not. */
 static void test_gzip__member_of_its_bytes_only(void **state)
 {
     (void)state;
