@@ -1182,9 +1182,12 @@ static bool op_id_ok(const fsa_op_t *op)
     return terminated(op->id, sizeof op->id) && fsa_model_id_valid(op->id);
 }
 
-/* s when it is printable ASCII, so a message stays one readable line; else a placeholder. */
+/* s when it is printable ASCII, so a message stays one readable line; else a placeholder (NULL
+ * included: a cJSON member without a name). */
 static const char *printable(const char *s)
 {
+    if (s == NULL)
+        return "(unnamed)";
     for (const char *p = s; *p != '\0'; p++) {
         if (*p < 0x20 || *p > 0x7E)
             return "(unprintable)";
@@ -1399,11 +1402,11 @@ static fsa_status_t check_transition(const fsa_op_t *op, unsigned flags, fsa_mod
     if (!terminated(op->from, sizeof op->from) || !fsa_model_status_known(t, op->from))
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "from '%.31s' is not a status of %s",
                        terminated(op->from, sizeof op->from) ? printable(op->from) : "(overlong)",
-                       types[t].name);
+                       fsa_type_name(t));
     if (!terminated(op->to, sizeof op->to) || !fsa_model_status_known(t, op->to))
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "to '%.31s' is not a status of %s",
                        terminated(op->to, sizeof op->to) ? printable(op->to) : "(overlong)",
-                       types[t].name);
+                       fsa_type_name(t));
     bool by_server = (flags & FSA_APPLY_BY_SERVER) != 0;
     if (fsa_model_transition_allowed(t, op->from, op->to, by_server))
         return FSA_OK;

@@ -202,7 +202,10 @@ static void parse_faults(const char *spec, uint64_t seed, faults_t *out)
         out->args[out->nargs++] = keys[k].flag;
         out->args[out->nargs++] = out->vals[nv++];
         size_t l = strlen(out->text);
-        snprintf(out->text + l, sizeof out->text - l, "%s%s=%s", l ? "," : "", item, val);
+        /* No longer than the spec (its own characters): a cut would be a bug, said as one. */
+        int w = snprintf(out->text + l, sizeof out->text - l, "%s%s=%s", l ? "," : "", item, val);
+        if (w < 0 || (size_t)w >= sizeof out->text - l)
+            die_usage("--faults: the spec is too long");
         item = comma != NULL ? comma + 1 : NULL;
     }
     snprintf(out->vals[nv], sizeof out->vals[nv], "%" PRIu64, seed % 1000000000u + 1);
