@@ -375,16 +375,42 @@ out:
     return st;
 }
 
-/* Sets the clean-close flag. */
-static fsa_status_t set_clean(sqlite3 *db, int clean, char *err, size_t errlen)
+/* The statement that gives a connection the durability opts ask for. */
+static const char *sync_pragma(const fsa_db_opts_t *opts)
 {
-    return fsa__db_exec(db,
-                        clean
-                            ? "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_CLEAN_CLOSE "', 1) "
-                              "ON CONFLICT(k) DO UPDATE SET v = 1"
-                            : "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_CLEAN_CLOSE "', 0) "
-                              "ON CONFLICT(k) DO UPDATE SET v = 0",
-                        err, errlen);
+    return opts->sync_normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL";
+}
+
+/*
+ * Sets the clean-close flag in a commit that does not sync: at synchronous=NORMAL, whose commits do
+ * not sync in WAL mode but whose checkpoints do (the WAL, then the database); then runs restore,
+ * which sets the connection's own setting again (NULL at a close: the connection closes next, and
+ * its checkpoint syncs at NORMAL too). Neither mark needs a sync of its own, and each cost one on
+ * every open and every close (a CLI command opens and closes once):
+ * - The open's mark (0) reaches the disk with the first commit after it that syncs, or with the
+ *   checkpoint that copies it. A power cut that loses it loses every commit after it too (the WAL's
+ *   frames are checksummed in a chain: a frame that survives vouches for every frame before it),
+ *   and the journal is then as its last clean close left it: nothing to check. A process that
+ *   dies leaves its writes with the OS: the mark stays, and the next open checks.
+ * - The close's mark (1) is synced by the checkpoint of the file's last connection to close. A
+ *   power cut before that loses it, and the next open checks a journal that needed no check:
+ *   slower, never wrong.
+ * A mark already set writes nothing (SQLite does not dirty a page that a row overwrites with the
+ * same bytes): a second user's open and close write no page at all. A restore that fails fails
+ * the open, which closes the connection: never a FULL journal left at NORMAL.
+ */
+static fsa_status_t set_clean(sqlite3 *db, int clean, const char *restore, char *err, size_t errlen)
+{
+    fsa_status_t st = fsa__db_exec(db, "PRAGMA synchronous=NORMAL", err, errlen);
+    if (st == FSA_OK)
+        st = fsa__db_exec(db,
+                          clean ? "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_CLEAN_CLOSE
+                                  "', 1) ON CONFLICT(k) DO UPDATE SET v = 1"
+                                : "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_CLEAN_CLOSE
+                                  "', 0) ON CONFLICT(k) DO UPDATE SET v = 0",
+                          err, errlen);
+    fsa_status_t back = restore != NULL ? fsa__db_exec(db, restore, NULL, 0) : FSA_OK;
+    return st != FSA_OK ? st : back;
 }
 
 /* Run by the only user of a journal: a journal left open (clean_close 0) by users that are all
@@ -492,7 +518,7 @@ static fsa_status_t join_users(fsa_port_t *port, const char *path, sqlite3 *db,
         st = check_after_unclean(db, path, err, errlen);
     if (st == FSA_OK) {
         char detail[256] = "";
-        st = set_clean(db, 0, detail, sizeof detail);
+        st = set_clean(db, 0, sync_pragma(opts), detail, sizeof detail);
         if (st != FSA_OK)
             snprintf(err, errlen, "journal %s: cannot record that it is open: %s", path, detail);
     }
@@ -1221,9 +1247,7 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
     if (st == FSA_OK)
         st = fsa__db_exec(db, "PRAGMA journal_mode=WAL", detail, sizeof detail);
     if (st == FSA_OK)
-        st = fsa__db_exec(
-            db, opts->sync_normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", detail,
-            sizeof detail);
+        st = fsa__db_exec(db, sync_pragma(opts), detail, sizeof detail);
     if (st == FSA_OK)
         st = fsa__db_exec(db, "PRAGMA foreign_keys=ON", detail, sizeof detail);
     if (st != FSA_OK) {
@@ -1254,7 +1278,7 @@ fail:
 void fsa__db_close(fsa_port_t *port, sqlite3 *db, fsa_flock_t *users)
 {
     if (db != NULL && users != NULL && port->flock_try(port->ctx, users, 0) == FSA_OK)
-        (void)set_clean(db, 1, NULL, 0); /* the last user leaves */
+        (void)set_clean(db, 1, NULL, NULL, 0); /* the last user leaves; the connection closes */
     if (users != NULL)
         port->flock_close(port->ctx, users);
     /* Its checkpoint in progress ends first (above). */

@@ -907,6 +907,76 @@ static void test_journal__failed_fsync_op_does_not_come_back(void **state)
     lone_end(&l);
 }
 
+/* The clean-close flag of the journal at path, or of a copy of it and its -wal as the OS holds
+ * them while the journal is open (what a process that died would leave): -1 when not set. */
+static int64_t clean_flag(const char *path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT v FROM sync_state WHERE k = 'clean_close'", -1, &st, NULL),
+        SQLITE_OK);
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/*
+ * The marks of an open and of a clean close are written without a sync of their own (storage/db.c,
+ * set_clean): an idle open and close sync 3 times (the new WAL's header, the close's checkpoint of
+ * the WAL and the database) where they synced 5, and a CLI command that records one op 5 times
+ * where it synced 7. A second user's open and close write no mark and sync nothing. The marks are
+ * still there: the open's in the bytes the OS holds while the journal is open (a process that dies
+ * leaves them, and the next open checks the journal), the close's after the close.
+ */
+static void test_journal__open_and_close_sync_only_for_the_checkpoint(void **state)
+{
+    (void)state;
+    lone_t l;
+    fsa_journal_opts_t o = {.create = true};
+    fsa_journal_t *j = lone_open(&l, 14, "marks.db", &o);
+    const char *path = l.path;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(j, T_TICKET, "T0", "{\"priority\":\"HIGH\"}", NULL, &rec));
+    fsa_journal_close(j);
+    assert_int_equal(clean_flag(path), 1);
+
+    char err[320];
+    vfs_fault_plan_t count = {.kinds = VFS_FAULT_SYNC, .nth = INT64_MAX};
+    vfs_fault_arm(path, &count);
+    assert_fsa_ok(fsa_journal_open(fsa_sim_port(l.sim), path, &o, &j, err, sizeof err));
+    assert_int_equal(vfs_fault_calls(), 1); /* the new WAL's header (SQLite's own) */
+    /* A second user: not a write, not a sync. */
+    vfs_fault_plan_t writes = {.kinds = VFS_FAULT_SYNC | VFS_FAULT_WRITE, .nth = INT64_MAX};
+    vfs_fault_arm(path, &writes);
+    fsa_journal_t *second = NULL;
+    assert_fsa_ok(fsa_journal_open(fsa_sim_port(l.sim), path, &o, &second, err, sizeof err));
+    fsa_journal_close(second);
+    assert_int_equal(vfs_fault_calls(), 0);
+    vfs_fault_arm(path, &count);
+
+    /* Open, as the OS holds it: marked open. */
+    char copy[200], from[240], to[240];
+    snprintf(copy, sizeof copy, "%s/as-left.db", l.dir.dir);
+    snprintf(from, sizeof from, "%s-wal", path);
+    snprintf(to, sizeof to, "%s-wal", copy);
+    copy_bytes(path, copy);
+    copy_bytes(from, to);
+    assert_int_equal(clean_flag(copy), 0);
+
+    /* A record syncs once, its commit; the close twice, its checkpoint. */
+    assert_fsa_ok(fsa_journal_create(j, T_TICKET, "T1", "{\"priority\":\"LOW\"}", NULL, &rec));
+    assert_int_equal(vfs_fault_calls(), 1);
+    fsa_journal_close(j);
+    vfs_fault_disarm();
+    assert_int_equal(vfs_fault_calls(), 3);
+    assert_int_equal(vfs_fault_fired(), 0);
+    assert_int_equal(clean_flag(path), 1);
+    lone_end(&l);
+}
+
 static void test_journal__disk_full_from_n_until_space_returns(void **state)
 {
     (void)state;
@@ -995,6 +1065,7 @@ int main(void)
         cmocka_unit_test(test_journal__unclean_reopen_read_fails),
         cmocka_unit_test(test_journal__disk_full_from_n_until_space_returns),
         cmocka_unit_test(test_journal__failed_fsync_op_does_not_come_back),
+        cmocka_unit_test(test_journal__open_and_close_sync_only_for_the_checkpoint),
         cmocka_unit_test(test_journal__full_device_near_the_budget_is_disk_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
