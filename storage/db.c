@@ -265,7 +265,7 @@ fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen
 static fsa_status_t query_int(sqlite3 *db, const char *sql, int64_t *out)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    int rc = sqlite3_prepare_v3(db, sql, -1, 0, &st, NULL);
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
@@ -439,7 +439,7 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
     for (int attempt = 0; attempt < 2; attempt++) {
         sqlite3_finalize(q);
         q = NULL;
-        rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &q, NULL);
+        rc = sqlite3_prepare_v3(db, "PRAGMA quick_check", -1, 0, &q, NULL);
         if (rc == SQLITE_OK)
             rc = sqlite3_step(q);
         res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
@@ -629,7 +629,7 @@ static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
         return SQLITE_OK;
     if (pages >= WAL_CHECKPOINT_FORCE || arg == NULL ||
         !ckpt_request(sqlite3_db_filename(db, name)))
-        (void)sqlite3_wal_checkpoint(db, name);
+        (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     return SQLITE_OK;
 }
 
@@ -653,7 +653,7 @@ fsa_status_t fsa__db_open_reader(const char *path, sqlite3 **out)
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "PRAGMA query_only=1; PRAGMA cache_size=-256", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        sqlite3_close(db);
+        sqlite3_close_v2(db);
         return fsa__db_status(rc);
     }
     *out = db;
@@ -689,7 +689,7 @@ static bool own_open(const char *path, sqlite3 **own)
             SQLITE_OK ||
         sqlite3_exec(*own, "PRAGMA user_version; PRAGMA synchronous=NORMAL", NULL, NULL, NULL) !=
             SQLITE_OK) {
-        sqlite3_close(*own);
+        sqlite3_close_v2(*own);
         *own = NULL;
         return false;
     }
@@ -798,7 +798,7 @@ static void *ckpt_main(void *arg)
      * held them up longer than the extra checkpoints cost (docs/performance.md). */
     if (own_open(ck_path, &own))
         checkpoint_passes(own);
-    sqlite3_close(own);
+    sqlite3_close_v2(own);
     atomic_fetch_add(&ck_served, 1);
     atomic_store(&ck_done, true);
     return NULL;

@@ -316,7 +316,7 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
     char sql[96];
     int64_t page = 0; /* the file's own: a journal made before session 9 has 4 KiB pages */
     sqlite3_stmt *ps = NULL;
-    if (sqlite3_prepare_v2(j->db, "PRAGMA page_size", -1, &ps, NULL) == SQLITE_OK &&
+    if (sqlite3_prepare_v3(j->db, "PRAGMA page_size", -1, 0, &ps, NULL) == SQLITE_OK &&
         sqlite3_step(ps) == SQLITE_ROW)
         page = sqlite3_column_int64(ps, 0);
     sqlite3_finalize(ps);
@@ -340,8 +340,9 @@ void fsa_journal_close(fsa_journal_t *j)
     for (int i = 0; i < j->nstmts; i++)
         sqlite3_finalize(j->stmts[i].st);
     sqlite3_finalize(j->rd_stats);
-    sqlite3_close(j->rd);
-    sqlite3_close(atomic_load(&j->ckpt)); /* before the journal's: the last to close checkpoints */
+    sqlite3_close_v2(j->rd);
+    /* Before the journal's: the last to close checkpoints. */
+    sqlite3_close_v2(atomic_load(&j->ckpt));
     fsa__db_close(j->port, j->db, j->users);
     if (j->mu != NULL)
         j->port->mutex_free(j->port->ctx, j->mu);

@@ -175,7 +175,7 @@ static fsa_status_t close_op(fsa_journal_t *j, const fsa_op_t *op, fsa_op_state_
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, op->seq);
-    sqlite3_bind_int(st, 2, (int)to);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)to);
     sqlite3_bind_int64(st, 3, now_ms);
     s = step_done(j, st);
     *was_open = s == FSA_OK && sqlite3_changes(j->db) == 1;
@@ -559,5 +559,5 @@ void fsa__jn_flush_wal(fsa_journal_t *j)
      * thread apply results or compact at the same time). */
     sqlite3 *own = atomic_exchange(&j->ckpt, NULL);
     fsa__db_flush(j->path, &own);
-    sqlite3_close(atomic_exchange(&j->ckpt, own));
+    sqlite3_close_v2(atomic_exchange(&j->ckpt, own));
 }

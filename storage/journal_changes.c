@@ -12,10 +12,10 @@
 static void bind_row(sqlite3_stmt *st, int base, fsa_type_t type, const char *id, int64_t version,
                      fsa_change_reason_t why, const char *op_id, int64_t at_ms)
 {
-    sqlite3_bind_int(st, base + 1, (int)type);
+    sqlite3_bind_int64(st, base + 1, (sqlite3_int64)type);
     fsa__db_bind_text(st, base + 2, id != NULL ? id : "");
     sqlite3_bind_int64(st, base + 3, version);
-    sqlite3_bind_int(st, base + 4, (int)why);
+    sqlite3_bind_int64(st, base + 4, (sqlite3_int64)why);
     fsa__db_bind_text(st, base + 5, op_id != NULL ? op_id : "");
     sqlite3_bind_int64(st, base + 6, at_ms);
 }

@@ -141,7 +141,7 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn, 
     fsa_status_t s =
         prep(j, CONFLICT_SELECT "WHERE ?1 OR c.resolution IS NULL ORDER BY c.seq", &st);
     if (s == FSA_OK) {
-        sqlite3_bind_int(st, 1, all ? 1 : 0);
+        sqlite3_bind_int64(st, 1, all ? 1 : 0);
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             fsa_conflict_t c;

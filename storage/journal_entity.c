@@ -102,7 +102,7 @@ fsa_status_t fsa__jn_rebuild_local(fsa_journal_t *j, fsa_type_t type, const char
              &st);
     if (s != FSA_OK)
         goto out;
-    sqlite3_bind_int(st, 1, (int)type);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)type);
     fsa__db_bind_text(st, 2, id != NULL ? id : "");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -147,7 +147,7 @@ static fsa_status_t count_of_entity(fsa_journal_t *j, const char *sql, fsa_type_
     fsa_status_t s = prep(j, sql, &st);
     if (s != FSA_OK)
         return s;
-    sqlite3_bind_int(st, 1, (int)type);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)type);
     fsa__db_bind_text(st, 2, id != NULL ? id : "");
     int rc = sqlite3_step(st);
     *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
@@ -329,7 +329,7 @@ fsa_status_t fsa_journal_list(fsa_journal_t *j, const fsa_entity_filter_t *f, fs
                           "ORDER BY e.id LIMIT ?12",
                           &st);
     if (s == FSA_OK) {
-        sqlite3_bind_int(st, 1, (int)f->type);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)f->type);
         fsa__db_bind_text(st, 2, fsa_type_name(f->type));
         if (f->after_id != NULL)
             fsa__db_bind_text(st, 3, f->after_id);

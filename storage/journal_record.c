@@ -30,8 +30,8 @@ static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const ch
         return s;
     fsa__db_bind_text(st, 1, op->op_id);
     sqlite3_bind_int64(st, 2, op->at_ms);
-    sqlite3_bind_int(st, 3, (int)op->kind);
-    sqlite3_bind_int(st, 4, (int)op->type);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)op->kind);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)op->type);
     fsa__db_bind_text(st, 5, op->id);
     fsa__db_bind_text(st, 6, op->group);
     fsa__db_bind_text(st, 7, op->field);

@@ -1241,8 +1241,8 @@ static int journal_table_gen(sqlite3 *db, int64_t *gen)
 {
     *gen = 0;
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db, "SELECT v FROM sync_state WHERE k = '" FSA_STATE_LOCK_TABLE "'",
-                                -1, &s, NULL);
+    int rc = sqlite3_prepare_v3(db, "SELECT v FROM sync_state WHERE k = '" FSA_STATE_LOCK_TABLE "'",
+                                -1, 0, &s, NULL);
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(s);
         if (rc == SQLITE_ROW)
@@ -1281,7 +1281,7 @@ fsa_status_t fsa__lock_fence_check(fsa_port_t *port, sqlite3 *db, const fsa_fenc
     if (rc != SQLITE_OK)
         return fsa__db_status(rc);
     sqlite3_stmt *s = NULL;
-    rc = sqlite3_prepare_v2(db, "SELECT token FROM locks WHERE key = ?1", -1, &s, NULL);
+    rc = sqlite3_prepare_v3(db, "SELECT token FROM locks WHERE key = ?1", -1, 0, &s, NULL);
     if (rc != SQLITE_OK)
         return fsa__db_status(rc);
     sqlite3_bind_text(s, 1, f->key, -1, SQLITE_STATIC);
@@ -1384,7 +1384,7 @@ static void finalize_all(fsa_lockmgr_t *m)
 static int exec_id(sqlite3 *db, const char *sql, int64_t id)
 {
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    int rc = sqlite3_prepare_v3(db, sql, -1, 0, &s, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(s, 1, id);
         rc = sqlite3_step(s);
@@ -1402,10 +1402,10 @@ static int exec_id(sqlite3 *db, const char *sql, int64_t id)
 static int forget_dead_holders(fsa_lockmgr_t *m)
 {
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(m->db,
+    int rc = sqlite3_prepare_v3(m->db,
                                 "SELECT id FROM lock_holders WHERE id NOT IN "
                                 "(SELECT holder FROM locks WHERE holder IS NOT NULL)",
-                                -1, &s, NULL);
+                                -1, 0, &s, NULL);
     while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(s, 0);
         rc = SQLITE_OK;
@@ -1420,7 +1420,7 @@ static int forget_dead_holders(fsa_lockmgr_t *m)
 static int exec_2(sqlite3 *db, const char *sql, int64_t a, int64_t b)
 {
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    int rc = sqlite3_prepare_v3(db, sql, -1, 0, &s, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(s, 1, a);
         sqlite3_bind_int64(s, 2, b);
@@ -1540,8 +1540,9 @@ static fsa_status_t register_holder(fsa_lockmgr_t *m, char *err, size_t errlen)
     }
     bool byte_taken = false;
     sqlite3_stmt *s = NULL;
-    rc = sqlite3_prepare_v2(
-        m->db, "INSERT INTO lock_holders(pid, label, started_ms) VALUES(?1, ?2, ?3)", -1, &s, NULL);
+    rc = sqlite3_prepare_v3(m->db,
+                            "INSERT INTO lock_holders(pid, label, started_ms) VALUES(?1, ?2, ?3)",
+                            -1, 0, &s, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(s, 1, holder_pid(m));
         sqlite3_bind_text(s, 2, m->label, -1, SQLITE_STATIC);
@@ -1751,8 +1752,8 @@ static int write_back(fsa_lockmgr_t *m)
     if (rc != SQLITE_OK || gen != m->tab->gen)
         return rc;
     sqlite3_stmt *u = NULL;
-    rc = sqlite3_prepare_v2(m->db, "UPDATE locks SET token = ?2 WHERE key = ?1 AND token < ?2", -1,
-                            &u, NULL);
+    rc = sqlite3_prepare_v3(m->db, "UPDATE locks SET token = ?2 WHERE key = ?1 AND token < ?2", -1,
+                            0, &u, NULL);
     for (uint32_t k = 0, n = table_used(m->tab); rc == SQLITE_OK && k < n; k++) {
         const slot_t *s = slot_at(m->tab, k);
         uint32_t kl = ld32(&s->key_len);
@@ -1886,7 +1887,7 @@ static fsa_status_t list_holders(fsa_lockmgr_t *m, fsa_lock_stats_t *out, char *
     /* Keys in the locks table alone (no room in the table). */
     sqlite3_stmt *s = NULL;
     if (rc == SQLITE_DONE)
-        rc = sqlite3_prepare_v2(m->db, SQL_LIST, -1, &s, NULL);
+        rc = sqlite3_prepare_v3(m->db, SQL_LIST, -1, 0, &s, NULL);
     while (rc == SQLITE_OK && !oom && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         rc = SQLITE_OK;
         const char *key = (const char *)sqlite3_column_text(s, 0);

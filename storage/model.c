@@ -676,7 +676,7 @@ static json_why_t parse_checked(const char *text, size_t max_bytes, cJSON **out)
     json_why_t why = json_scan(text, max_bytes);
     if (why != JSON_OK)
         return why;
-    cJSON *root = cJSON_ParseWithOpts(text, NULL, true);
+    cJSON *root = cJSON_ParseWithLengthOpts(text, strlen(text) + 1, NULL, true);
     if (root == NULL)
         return JSON_NOMEM; /* the scan accepted the text, so only an allocation can have failed */
     why = check_tree(root);
@@ -1548,7 +1548,8 @@ static fsa_status_t build_created(const fsa_op_t *op, cJSON *given, cJSON **out,
         const fsa_field_def_t *def = &t->fields[i];
         cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(given, def->name);
         if (v == NULL) /* check_fields saw every required field, so this one has a default */
-            v = cJSON_Parse(def->default_json);
+            v = cJSON_ParseWithLengthOpts(def->default_json, strlen(def->default_json) + 1, NULL,
+                                          false);
         if (v == NULL || !cJSON_AddItemToObject(obj, def->name, v)) {
             cJSON_Delete(v);
             cJSON_Delete(obj);
@@ -1568,7 +1569,7 @@ static cJSON *field_or_default(cJSON *fields, const fsa_field_def_t *def)
     cJSON *v = cJSON_GetObjectItemCaseSensitive(fields, def->name);
     if (v != NULL)
         return v;
-    v = cJSON_Parse(def->default_json);
+    v = cJSON_ParseWithLengthOpts(def->default_json, strlen(def->default_json) + 1, NULL, false);
     if (v == NULL || !cJSON_AddItemToObject(fields, def->name, v)) {
         cJSON_Delete(v);
         return NULL;
@@ -1581,10 +1582,10 @@ static fsa_status_t apply_set(const fsa_op_t *op, cJSON *fields, cJSON *given, f
     cJSON *next;
     for (cJSON *m = given->child; m != NULL; m = next) {
         next = m->next;
-        const fsa_field_def_t *def = fsa_model_field(op->type, m->string);
-        assert(def != NULL); /* check_fields vouched for every member */
+        /* check_fields vouched for every member: its name is a field's, byte for byte */
+        assert(fsa_model_field(op->type, m->string) != NULL);
         cJSON_DetachItemViaPointer(given, m);
-        if (!put_member(fields, def->name, m))
+        if (!put_member(fields, m->string, m))
             return nomem(err, op);
     }
     return FSA_OK;

@@ -1237,7 +1237,7 @@ static fsa_status_t jv_payload(const pscan_t *s, const jv_t *v, const char *name
         out->op.json[v->len] = '\0';
         return FSA_OK;
     }
-    cJSON *tree = cJSON_ParseWithLength(text, v->len);
+    cJSON *tree = cJSON_ParseWithLengthOpts(text, v->len, NULL, false);
     if (tree == NULL)
         return FSA_ENOMEM; /* the scan accepted the text: only an allocation can have failed */
     out->op.json = print_item(tree);
@@ -1774,7 +1774,7 @@ static fsa_status_t payload_text(const char *json, const char **text, size_t *le
     if (fsa_codec_json_depth(json, n, FSA_LIMIT_JSON_DEPTH) > FSA_LIMIT_JSON_DEPTH)
         return FSA_EINVAL;
     unsigned long failures = fsa_alloc_failures();
-    cJSON *v = cJSON_ParseWithLength(json, n);
+    cJSON *v = cJSON_ParseWithLengthOpts(json, n, NULL, false);
     if (v == NULL)
         return fsa_alloc_failures() != failures ? FSA_ENOMEM : FSA_EINVAL;
     *printed = print_item(v);
