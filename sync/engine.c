@@ -516,20 +516,24 @@ static fsa_status_t push_refused(fsa_engine_t *e, const batch_t *b, fsa_status_t
 }
 
 /* cur is on the wire: waits for its answer and applies it. nxt (read meanwhile; n 0 when there
- * was none to read) is sent as soon as the answer is in, before it is applied. */
+ * was none to read) is sent as soon as the answer's status is in, before its results are read. */
 static fsa_status_t push_answer(fsa_engine_t *e, const char *path, batch_t *cur, batch_t *nxt,
                                 size_t *max_bytes)
 {
     fsa_status_t st = exchange_end(e, "POST", path, cur->body, cur->len, &cur->a);
     e->rep->batches++;
-    fsa_op_result_t *res = NULL;
-    if (st == FSA_OK)
-        st = read_answer(e, cur->ops, cur->n, &cur->a, &res);
+    /* A 2xx answer says the server is done with cur: nxt goes before cur's results are decoded,
+     * so that the server is not idle while they are. Should they turn out unreadable, nxt's
+     * answer is awaited and dropped (push_all), and its ops are sent again: the server answers
+     * a known op id with its first result. */
     if (st == FSA_OK && nxt->n > 0) {
         st = keep_lock(e);
         if (st == FSA_OK)
             batch_send(e, path, nxt);
     }
+    fsa_op_result_t *res = NULL;
+    if (st == FSA_OK)
+        st = read_answer(e, cur->ops, cur->n, &cur->a, &res);
     if (st == FSA_OK) {
         /* Applies cur's answer and marks nxt, already on its way, in flight. */
         st = fsa_outbox_apply_batch(e->j, cur->ops, res, cur->n, nxt->ops,
@@ -548,9 +552,9 @@ static fsa_status_t push_answer(fsa_engine_t *e, const char *path, batch_t *cur,
 
 /*
  * Pushes everything pending. While the server works on one batch, the next is read and encoded,
- * and once the answer is in, the next is sent before the answer is applied: the journal's work
- * and the server's overlap. Batches still go one at a time, in seq order: the next is sent only
- * after the answer to the one before it.
+ * and once an answer's status is in, the next is sent before its results are read and applied:
+ * the journal's work and the server's overlap. Batches still go one at a time, in seq order: the
+ * next is sent only after the answer to the one before it.
  */
 static fsa_status_t push_all(fsa_engine_t *e)
 {

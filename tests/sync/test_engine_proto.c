@@ -383,13 +383,15 @@ static int teardown(void **state)
 }
 
 /* The engine for this fixture; batch_max_bytes 0 is the default. */
-static fsa_engine_t *engine(fx_t *f, size_t batch_max_bytes)
+/* The engine under test (f->e); 0 for either limit: the engine's default. */
+static fsa_engine_t *engine_with(fx_t *f, size_t batch_max_bytes, size_t batch_max_ops)
 {
     fsa_signer_key_t key;
     th_device_key(0, &key);
     fsa_engine_opts_t o = {.device_id = "dev000",
                            .key = &key,
                            .batch_max_bytes = batch_max_bytes,
+                           .batch_max_ops = batch_max_ops,
                            .retry = fsa_retry_policy(FSA_RETRY_DEFAULT)};
     o.transport.base_url = f->srv.url;
     o.transport.connect_timeout_ms = 2000;
@@ -399,6 +401,11 @@ static fsa_engine_t *engine(fx_t *f, size_t batch_max_bytes)
     fsa_signer_key_wipe(&key);
     fsa_engine_on_status(f->e, on_status, f);
     return f->e;
+}
+
+static fsa_engine_t *engine(fx_t *f, size_t batch_max_bytes)
+{
+    return engine_with(f, batch_max_bytes, 0);
 }
 
 /* n new tickets T0..T(n-1); their op ids into op_ids (may be NULL). */
@@ -621,6 +628,38 @@ static void test_fsa_engine_sync__results_not_json_keeps_ops(void **state)
     assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 1, "malformed results");
 }
 
+/* The next batch goes as soon as an answer's status is in, before its results are decoded (the
+ * server does not wait for the decode). When the results turn out unreadable, the next batch's
+ * answer is awaited and dropped, every op stays pending, and the next cycle sends them all again
+ * in order (a real server answers an op id it knows with its first result). */
+static void test_fsa_engine_sync__results_not_json_with_next_batch_sent_keeps_ops(void **state)
+{
+    fx_t *f = *state;
+    char ids[20][40];
+    record_tickets(f, 20, ids);
+    f->srv.push = PUSH_NOT_JSON;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine_with(f, 0, FSA_JOURNAL_GROUP_MAX), &r);
+    assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 20, "malformed results");
+    assert_int_equal(f->srv.pushes, 2); /* the second batch was on its way: not a third */
+    assert_int_equal(f->srv.push_ops[0], FSA_JOURNAL_GROUP_MAX);
+    assert_int_equal(f->srv.push_ops[1], 20 - FSA_JOURNAL_GROUP_MAX);
+    /* The first batch was marked in flight before it went; the second would have been with the
+     * first's results. */
+    assert_int_equal(stats(f).inflight, FSA_JOURNAL_GROUP_MAX);
+
+    /* The next cycle, once the backoff the failure set has run out (the sim's clock). */
+    int64_t wait_ms = sync_state(f).backoff.next_attempt_ms - f->port->wall_now(f->port->ctx).ms;
+    fsa_sim_advance(f->sim, (wait_ms + 1) * FSA_NS_PER_MS);
+    f->srv.push = PUSH_APPLY;
+    assert_fsa_ok(fsa_engine_sync(f->e, &r));
+    assert_int_equal(r.applied, 20);
+    assert_int_equal(stats(f).pending, 0);
+    assert_int_equal(f->srv.n_applied, 20);
+    for (int i = 0; i < 20; i++)
+        assert_string_equal(f->srv.applied[i], ids[i]);
+}
+
 /* clock_skew is corrected and retried at once, but a server that keeps saying it after the
  * correction is refusing this device: the cycle stops (a person must look). */
 static void test_fsa_engine_sync__clock_skew_forever_stops(void **state)
@@ -747,6 +786,7 @@ int main(void)
         T(test_fsa_engine_sync__results_short_keeps_ops),
         T(test_fsa_engine_sync__results_wrong_op_keeps_ops),
         T(test_fsa_engine_sync__results_not_json_keeps_ops),
+        T(test_fsa_engine_sync__results_not_json_with_next_batch_sent_keeps_ops),
         T(test_fsa_engine_sync__clock_skew_forever_stops),
         T(test_fsa_engine_sync__pull_pages_with_odd_cursor),
         T(test_fsa_engine_sync__pull_cursor_stuck_fails),
