@@ -382,8 +382,7 @@ static int teardown(void **state)
     return 0;
 }
 
-/* The engine for this fixture; batch_max_bytes 0 is the default. */
-/* The engine under test (f->e); 0 for either limit: the engine's default. */
+/* The engine for this fixture (f->e); 0 for either limit is the engine's default. */
 static fsa_engine_t *engine_with(fx_t *f, size_t batch_max_bytes, size_t batch_max_ops)
 {
     fsa_signer_key_t key;
