@@ -788,7 +788,9 @@ static void replace_member(cJSON *obj, cJSON *cur, cJSON *v)
     (void)cJSON_ReplaceItemViaPointer(obj, cur, v);
 }
 
-/* Sets obj[name] = v, in place when the member exists. Takes v; false (v deleted) on ENOMEM. */
+/* Sets obj[name] = v, in place when the member exists. Takes v; false (v deleted) on ENOMEM.
+ * name may be v's own name (apply_set): it is not read after replace_member frees that, and
+ * cJSON_AddItemToObject copies it before it frees it. */
 static bool put_member(cJSON *obj, const char *name, cJSON *v)
 {
     cJSON *cur = cJSON_GetObjectItemCaseSensitive(obj, name);
