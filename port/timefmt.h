@@ -11,8 +11,9 @@
 /*
  * The one conversion of a wall time (milliseconds since the Unix epoch, UTC, as fsa_wall_t
  * carries it) into text. It does its own civil-from-days arithmetic on 64-bit integers and never
- * goes through time_t, which is 32 bits on armhf and would wrap in January 2038 there; gmtime_r
- * and strftime are not used for this anywhere else.
+ * goes through time_t, which is 32 bits in armhf's libraries (our own code asks for 64:
+ * CMakeLists.txt) and would wrap in January 2038 there; gmtime_r and strftime are not used for
+ * this anywhere else.
  */
 
 /* The two shapes in use. */
@@ -37,7 +38,7 @@ FSA_MUST_CHECK fsa_status_t fsa_time_format_utc(int64_t ms, fsa_time_style_t sty
 /*
  * The one conversion of an HTTP-date (RFC 9110 section 5.6.7: Date, Retry-After) into
  * milliseconds since the Unix epoch, on the same 64-bit arithmetic (curl_getdate returns a time_t,
- * which is 32 bits on armhf). It accepts the three forms a recipient must accept, case-sensitive
+ * which is 32 bits in Debian's armhf libcurl). It accepts the three forms a recipient must accept, case-sensitive
  * as the RFC says, with optional white space (SP, HTAB) around the value:
  *   IMF-fixdate  "Sun, 06 Nov 1994 08:49:37 GMT"
  *   RFC 850      "Sunday, 06-Nov-94 08:49:37 GMT" (obsolete)

@@ -40,31 +40,26 @@ static fsa_mono_t posix_mono_now(void *ctx)
     return t;
 }
 
+/* The build asks for a 64-bit time_t everywhere (CMakeLists.txt, _TIME_BITS=64): a 32-bit one,
+ * armhf's default, makes clock_gettime() fail from January 2038, or on a device whose clock is set
+ * past it. A build that lost the flag stops here, not in 2038. */
+_Static_assert(sizeof(time_t) >= sizeof(int64_t), "time_t must be 64 bits (_TIME_BITS=64)");
+
 static fsa_wall_t posix_wall_now(void *ctx)
 {
     (void)ctx;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    struct timespec ts = {0, 0}; /* the epoch, should the clock be unreadable */
+    (void)clock_gettime(CLOCK_REALTIME, &ts);
     fsa_wall_t t = {(int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000};
     return t;
 }
 
 struct timespec fsa__posix_timespec(int64_t ns)
 {
-    /* time_t is signed (POSIX leaves it open; glibc's is): its largest value for its width. */
-    const int64_t time_max = sizeof(time_t) >= sizeof(int64_t)
-                                 ? INT64_MAX
-                                 : (int64_t)((1ULL << (sizeof(time_t) * 8 - 1)) - 1);
     struct timespec ts = {0, 0};
     if (ns <= 0)
         return ts;
-    int64_t s = ns / FSA_NS_PER_S;
-    if (s > time_max) {
-        ts.tv_sec = (time_t)time_max;
-        ts.tv_nsec = FSA_NS_PER_S - 1;
-        return ts;
-    }
-    ts.tv_sec = (time_t)s;
+    ts.tv_sec = (time_t)(ns / FSA_NS_PER_S);
     ts.tv_nsec = (long)(ns % FSA_NS_PER_S);
     return ts;
 }
