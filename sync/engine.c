@@ -515,18 +515,39 @@ static fsa_status_t push_refused(fsa_engine_t *e, const batch_t *b, fsa_status_t
     return st;
 }
 
+/* Whether a's body names op (the batch's last) by its quoted id. The server's answer to a batch
+ * names every op of it; a 200 from something else on the path (a captive portal, a proxy's or a
+ * firewall's page) names none. Searched from the end, where the last op's result is. */
+static bool answer_names(const answer_t *a, const fsa_op_t *op)
+{
+    char quoted[sizeof op->op_id + 2];
+    int n = snprintf(quoted, sizeof quoted, "\"%s\"", op->op_id);
+    const char *b = a->resp.body;
+    if (b == NULL || n <= 2 || a->resp.body_len < (size_t)n)
+        return false;
+    for (const char *p = b + a->resp.body_len - (size_t)n;; p--) {
+        if (*p == '"' && memcmp(p, quoted, (size_t)n) == 0)
+            return true;
+        if (p == b)
+            return false;
+    }
+}
+
 /* cur is on the wire: waits for its answer and applies it. nxt (read meanwhile; n 0 when there
- * was none to read) is sent as soon as the answer's status is in, before its results are read. */
+ * was none to read) is sent as soon as the answer is known to be the server's, before its results
+ * are read. */
 static fsa_status_t push_answer(fsa_engine_t *e, const char *path, batch_t *cur, batch_t *nxt,
                                 size_t *max_bytes)
 {
     fsa_status_t st = exchange_end(e, "POST", path, cur->body, cur->len, &cur->a);
     e->rep->batches++;
-    /* A 2xx answer says the server is done with cur: nxt goes before cur's results are decoded,
-     * so that the server is not idle while they are. Should they turn out unreadable, nxt's
-     * answer is awaited and dropped (push_all), and its ops are sent again: the server answers
-     * a known op id with its first result. */
-    if (st == FSA_OK && nxt->n > 0) {
+    /* A 2xx answer that names cur's last op says the server is done with cur: nxt goes before
+     * cur's results are decoded, so that the server is not idle while they are. Should they turn
+     * out unreadable, nxt's answer is awaited and dropped (push_all), and its ops are sent again:
+     * the server answers a known op id with its first result. A 2xx that does not name it may
+     * not come from the server at all: nxt would then reach the server before cur's ops, which
+     * the ops after them may need (a transition after its create). It waits for the decode. */
+    if (st == FSA_OK && nxt->n > 0 && answer_names(&cur->a, &cur->ops[cur->n - 1])) {
         st = keep_lock(e);
         if (st == FSA_OK)
             batch_send(e, path, nxt);
@@ -544,6 +565,12 @@ static fsa_status_t push_answer(fsa_engine_t *e, const char *path, batch_t *cur,
                 e->depth -= (int64_t)cur->n;
         }
     } else {
+        /* nxt on its way all the same: its ops show as sent, as cur's do (best effort: they
+         * are sent again either way). */
+        if (nxt->a.in_flight) {
+            fsa_status_t ignored = fsa_outbox_mark_inflight(e->j, nxt->ops, nxt->n);
+            (void)ignored;
+        }
         st = push_refused(e, cur, st, max_bytes);
     }
     fsa_codec_results_free(res, res != NULL ? cur->n : 0);
@@ -552,9 +579,9 @@ static fsa_status_t push_answer(fsa_engine_t *e, const char *path, batch_t *cur,
 
 /*
  * Pushes everything pending. While the server works on one batch, the next is read and encoded,
- * and once an answer's status is in, the next is sent before its results are read and applied:
- * the journal's work and the server's overlap. Batches still go one at a time, in seq order: the
- * next is sent only after the answer to the one before it.
+ * and once an answer is in that names the batch's last op, the next is sent before its results
+ * are read and applied: the journal's work and the server's overlap. Batches still go one at a
+ * time, in seq order: the next is sent only after the server's answer to the one before it.
  */
 static fsa_status_t push_all(fsa_engine_t *e)
 {

@@ -627,11 +627,13 @@ static void test_fsa_engine_sync__results_not_json_keeps_ops(void **state)
     assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 1, "malformed results");
 }
 
-/* The next batch goes as soon as an answer's status is in, before its results are decoded (the
- * server does not wait for the decode). When the results turn out unreadable, the next batch's
- * answer is awaited and dropped, every op stays pending, and the next cycle sends them all again
- * in order (a real server answers an op id it knows with its first result). */
-static void test_fsa_engine_sync__results_not_json_with_next_batch_sent_keeps_ops(void **state)
+/* The next batch goes as soon as an answer is known to be the server's (it names the batch's last
+ * op), before its results are decoded: the server does not wait for the decode. A 200 that names
+ * none of the batch's ops (here an HTML page: a captive portal, a proxy's page) may not come from
+ * the server, which may then not have the batch at all: the next batch waits for the decode, else
+ * it could reach the server before the ops it follows (a transition before its create). Every op
+ * stays pending, and the next cycle sends them all again in order. */
+static void test_fsa_engine_sync__results_not_json_holds_next_batch(void **state)
 {
     fx_t *f = *state;
     char ids[20][40];
@@ -640,14 +642,39 @@ static void test_fsa_engine_sync__results_not_json_with_next_batch_sent_keeps_op
     fsa_sync_report_t r;
     fsa_status_t st = fsa_engine_sync(engine_with(f, 0, FSA_JOURNAL_GROUP_MAX), &r);
     assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 20, "malformed results");
-    assert_int_equal(f->srv.pushes, 2); /* the second batch was on its way: not a third */
+    assert_int_equal(f->srv.pushes, 1); /* the second batch was held back */
     assert_int_equal(f->srv.push_ops[0], FSA_JOURNAL_GROUP_MAX);
-    assert_int_equal(f->srv.push_ops[1], 20 - FSA_JOURNAL_GROUP_MAX);
-    /* The first batch was marked in flight before it went; the second would have been with the
-     * first's results. */
     assert_int_equal(stats(f).inflight, FSA_JOURNAL_GROUP_MAX);
 
     /* The next cycle, once the backoff the failure set has run out (the sim's clock). */
+    int64_t wait_ms = sync_state(f).backoff.next_attempt_ms - f->port->wall_now(f->port->ctx).ms;
+    fsa_sim_advance(f->sim, (wait_ms + 1) * FSA_NS_PER_MS);
+    f->srv.push = PUSH_APPLY;
+    assert_fsa_ok(fsa_engine_sync(f->e, &r));
+    assert_int_equal(r.applied, 20);
+    assert_int_equal(stats(f).pending, 0);
+    assert_int_equal(f->srv.n_applied, 20);
+    for (int i = 0; i < 20; i++)
+        assert_string_equal(f->srv.applied[i], ids[i]);
+}
+
+/* The server's answer (it names the batch's last op) whose results are unreadable (the first names
+ * another op): the next batch went before the decode; its answer is awaited and dropped, its ops
+ * show as sent, and every op stays to be sent again, in order, next cycle. */
+static void test_fsa_engine_sync__results_unreadable_with_next_batch_sent_keeps_ops(void **state)
+{
+    fx_t *f = *state;
+    char ids[20][40];
+    record_tickets(f, 20, ids);
+    f->srv.push = PUSH_WRONG_ID;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine_with(f, 0, FSA_JOURNAL_GROUP_MAX), &r);
+    assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 20, "00000000-0000-4000-8000-000000000000");
+    assert_int_equal(f->srv.pushes, 2); /* the second batch was on its way: not a third */
+    assert_int_equal(f->srv.push_ops[0], FSA_JOURNAL_GROUP_MAX);
+    assert_int_equal(f->srv.push_ops[1], 20 - FSA_JOURNAL_GROUP_MAX);
+    assert_int_equal(stats(f).inflight, 20); /* both batches went */
+
     int64_t wait_ms = sync_state(f).backoff.next_attempt_ms - f->port->wall_now(f->port->ctx).ms;
     fsa_sim_advance(f->sim, (wait_ms + 1) * FSA_NS_PER_MS);
     f->srv.push = PUSH_APPLY;
@@ -785,7 +812,8 @@ int main(void)
         T(test_fsa_engine_sync__results_short_keeps_ops),
         T(test_fsa_engine_sync__results_wrong_op_keeps_ops),
         T(test_fsa_engine_sync__results_not_json_keeps_ops),
-        T(test_fsa_engine_sync__results_not_json_with_next_batch_sent_keeps_ops),
+        T(test_fsa_engine_sync__results_not_json_holds_next_batch),
+        T(test_fsa_engine_sync__results_unreadable_with_next_batch_sent_keeps_ops),
         T(test_fsa_engine_sync__clock_skew_forever_stops),
         T(test_fsa_engine_sync__pull_pages_with_odd_cursor),
         T(test_fsa_engine_sync__pull_cursor_stuck_fails),
