@@ -38,8 +38,8 @@ FSA_MUST_CHECK fsa_status_t fsa_time_format_utc(int64_t ms, fsa_time_style_t sty
 /*
  * The one conversion of an HTTP-date (RFC 9110 section 5.6.7: Date, Retry-After) into
  * milliseconds since the Unix epoch, on the same 64-bit arithmetic (curl_getdate returns a time_t,
- * which is 32 bits in Debian's armhf libcurl). It accepts the three forms a recipient must accept, case-sensitive
- * as the RFC says, with optional white space (SP, HTAB) around the value:
+ * which is 32 bits in Debian's armhf libcurl). It accepts the three forms a recipient must accept,
+ * case-sensitive as the RFC says, with optional white space (SP, HTAB) around the value:
  *   IMF-fixdate  "Sun, 06 Nov 1994 08:49:37 GMT"
  *   RFC 850      "Sunday, 06-Nov-94 08:49:37 GMT" (obsolete)
  *   asctime      "Sun Nov  6 08:49:37 1994" (obsolete; the day may also be "06")
