@@ -868,7 +868,17 @@ uint64_t fsa__db_checkpoints_run(void)
  *   - when the gathered bytes would pass WAL_GATHER_MAX (a large transaction: written in slices).
  * Only appends are gathered (see cw_write()): the writes SQLite makes over frames it wrote before
  * (a page spilled and changed again in one transaction, and the checksums it then rewrites after
- * the commit frame) go down at once.
+ * the commit frame) go down at once, as does every write after a sync until the next frame's
+ * header (the rest of a frame SQLite splits around a sync when it pads a commit to a sector: part
+ * of a published commit, which no commit frame would end).
+ * Bytes still gathered when a transaction ends without a commit were never committed: frames it
+ * spilled (a transaction larger than the page cache writes frames before its commit), then rolled
+ * back. Written later, after the connection let its write lock go, they would land over frames
+ * another connection committed meanwhile at the same offsets. So they are dropped unwritten: by the
+ * connection's rollback hook (cw_rolled_back, which every connection that writes through the shim
+ * registers: fsa__db_open), and at the WAL's close (a connection closed in a transaction rolls it
+ * back without the hook). Within the transaction, before either, anything that reads or rewrites
+ * the WAL writes them first, under the write lock, where SQLite itself would have written them.
  * A process that dies with bytes gathered had not committed them. Without memory for the buffer a
  * write goes down at once, as without the shim. Other files (the database, temporary files) are
  * the wrapped VFS's own, untouched.
@@ -884,6 +894,7 @@ typedef struct cw_file {
     sqlite3_int64 off;      /* file offset of buf[0] */
     sqlite3_int64 frontier; /* where the last write ended: the next append starts there */
     bool commit_pending; /* the last write was a commit frame's header: its page ends the commit */
+    bool synced;         /* synced since the last frame header: writes go down at once */
     _Atomic uint64_t full_writes; /* writes refused for want of space (fsa__db_wal_full_writes) */
 } cw_file_t;
 
@@ -921,15 +932,15 @@ static int cw_flush(cw_file_t *f)
     return rc;
 }
 
+/* What the WAL still gathers at its close was never committed (above): dropped. */
 static int cw_close(sqlite3_file *file)
 {
     cw_file_t *f = (cw_file_t *)file;
-    int rc = cw_flush(f);
-    int crc = f->real->pMethods != NULL ? f->real->pMethods->xClose(f->real) : SQLITE_OK;
+    int rc = f->real->pMethods != NULL ? f->real->pMethods->xClose(f->real) : SQLITE_OK;
     fsa_free(f->buf);
     f->buf = NULL;
     file->pMethods = NULL;
-    return rc != SQLITE_OK ? rc : crc;
+    return rc;
 }
 
 static int cw_read(sqlite3_file *file, void *buf, int n, sqlite3_int64 off)
@@ -968,12 +979,14 @@ static int cw_write(sqlite3_file *file, const void *buf, int n, sqlite3_int64 of
     bool header = n == WAL_FRAME_HEADER;
     bool commit_page = !header && f->commit_pending;
     f->commit_pending = header && (b[4] | b[5] | b[6] | b[7]) != 0;
+    f->synced = f->synced && !header;
     /* Only appends are gathered: a write that continues the last one, or starts a new log at
      * offset 0. Anything else goes down at once: a page rewritten in place within a transaction,
      * and the frame checksums SQLite rewrites after a commit frame when it did so (no page write
-     * follows them to end a gathering, and the commit is published right after). */
+     * follows them to end a gathering, and the commit is published right after); so does a write
+     * after a sync that no frame header started (above). */
     bool append = f->len > 0 || off == f->frontier || off == 0;
-    if (!append || n <= 0 || !cw_room(f, (size_t)n)) {
+    if (!append || f->synced || n <= 0 || !cw_room(f, (size_t)n)) {
         rc = cw_flush(f); /* a rewrite, a large transaction, or no memory: write through */
         f->frontier = off + n;
         return rc != SQLITE_OK ? rc : cw_write_down(f, buf, n, off);
@@ -994,8 +1007,10 @@ static int cw_truncate(sqlite3_file *file, sqlite3_int64 size)
 
 static int cw_sync(sqlite3_file *file, int flags)
 {
-    int rc = cw_flush((cw_file_t *)file);
-    return rc != SQLITE_OK ? rc : cw_real(file)->pMethods->xSync(cw_real(file), flags);
+    cw_file_t *f = (cw_file_t *)file;
+    int rc = cw_flush(f);
+    f->synced = true;
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xSync(f->real, flags);
 }
 
 static int cw_file_size(sqlite3_file *file, sqlite3_int64 *size)
@@ -1069,16 +1084,30 @@ static int cw_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, 
     return rc;
 }
 
-uint64_t fsa__db_wal_full_writes(sqlite3 *db)
+/* db's WAL as the shim's file; NULL when it is not open yet (nothing written) or not the shim's. */
+static cw_file_t *cw_of(sqlite3 *db)
 {
     sqlite3_file *wal = NULL;
     if (db == NULL ||
         sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
-        wal == NULL)
-        return 0;
-    if (wal->pMethods == &cw_io)
-        return atomic_load(&((cw_file_t *)wal)->full_writes);
-    return 0; /* not open yet (nothing written), or not through the shim */
+        wal == NULL || wal->pMethods != &cw_io)
+        return NULL;
+    return (cw_file_t *)wal;
+}
+
+uint64_t fsa__db_wal_full_writes(sqlite3 *db)
+{
+    cw_file_t *f = cw_of(db);
+    return f != NULL ? atomic_load(&f->full_writes) : 0;
+}
+
+/* The rollback hook of a connection that writes through the shim: what its WAL still gathers was
+ * never committed (above), and is dropped unwritten. */
+static void cw_rolled_back(void *db)
+{
+    cw_file_t *f = cw_of(db);
+    if (f != NULL)
+        f->len = 0;
 }
 
 static int cw_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
@@ -1241,6 +1270,7 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
                          (void *)(intptr_t)(opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms
                                                                       : FSA_LIMIT_BUSY_TIMEOUT_MS));
     sqlite3_wal_hook(db, wal_committed, opts->sync_normal ? db : NULL);
+    sqlite3_rollback_hook(db, cw_rolled_back, db);
     char detail[256] = "";
     /* A new journal's page size (an existing file keeps its own): port/limits.h says why. */
     st = fsa__db_exec(db, "PRAGMA page_size=" DB_STR(FSA_LIMIT_PAGE_BYTES), detail, sizeof detail);

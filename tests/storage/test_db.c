@@ -392,6 +392,126 @@ static void test_fsa__db_open__wal_rewrites_reach_the_file(void **state)
     sqlite3_close(db);
 }
 
+/* Copies the file at from to to; false on any failure. */
+static bool copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    bool ok = in != NULL && out != NULL;
+    char buf[8192];
+    for (size_t n; ok && (n = fread(buf, 1, sizeof buf, in)) > 0;)
+        ok = fwrite(buf, 1, n, out) == n;
+    ok = ok && !ferror(in);
+    if (in != NULL)
+        (void)fclose(in);
+    if (out != NULL && fclose(out) != 0)
+        ok = false;
+    return ok;
+}
+
+/* integrity_check's first line on db. */
+static void assert_intact(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+}
+
+/* A transaction larger than its connection's page cache spills frames to the WAL before it
+ * commits; rolled back, those frames were never committed. Another connection then commits over
+ * the same offsets of the WAL (its commits acknowledged at FULL), and the first connection reads
+ * again. Nothing the first one gathered may reach the file after its write lock is gone: every
+ * acknowledged commit is there, for a reader and for a recovery from the WAL alone. (The shim kept
+ * the rolled-back frames and wrote them at its next read, over the other connection's: a corrupt
+ * journal at once, and after a recovery none of the 20 commits.) */
+static void test_fsa__db_open__rolled_back_frames_never_reach_the_file(void **state)
+{
+    fx_t *f = *state;
+    fsa_db_opts_t o = {.create = true};
+    sqlite3 *a = NULL, *b = NULL;
+    fsa_flock_t *ua = NULL, *ub = NULL;
+    assert_fsa_ok(open_db(f, &o, &a, &ua));
+    assert_fsa_ok(open_db(f, &o, &b, &ub));
+    assert_fsa_ok(
+        fsa__db_exec(b,
+                     "CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB);"
+                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)"
+                     "  INSERT INTO big SELECT i, randomblob(1500) FROM n",
+                     NULL, 0));
+    assert_int_equal(sqlite3_wal_checkpoint_v2(b, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL),
+                     SQLITE_OK);
+    assert_fsa_ok(fsa__db_exec(b, "INSERT INTO big VALUES(1000, 'the WAL in use')", NULL, 0));
+    assert_fsa_ok(fsa__db_exec(a,
+                               "PRAGMA cache_size = 8; BEGIN IMMEDIATE;"
+                               "UPDATE big SET v = zeroblob(1500) WHERE id <= 40; ROLLBACK",
+                               NULL, 0));
+    for (int i = 0; i < 20; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql,
+                 "UPDATE big SET v = hex(randomblob(700)) WHERE id = %d;"
+                 "INSERT INTO big VALUES(%d, 'acknowledged')",
+                 1 + i * 9, 2000 + i);
+        assert_fsa_ok(fsa__db_exec(b, sql, NULL, 0));
+    }
+    assert_int_equal(pragma(a, "SELECT count(*) FROM big WHERE v = 'acknowledged'"), 20);
+    assert_intact(b);
+    /* What a power cut leaves: the database and its WAL, recovered without the -shm. */
+    char wal[160], copy[160], copy_wal[170];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    snprintf(copy, sizeof copy, "%s/copy.db", f->dir);
+    snprintf(copy_wal, sizeof copy_wal, "%s-wal", copy);
+    assert_true(copy_file(f->path, copy) && copy_file(wal, copy_wal));
+    sqlite3 *c = NULL;
+    assert_int_equal(sqlite3_open_v2(copy, &c, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_intact(c);
+    assert_int_equal(pragma(c, "SELECT count(*) FROM big WHERE v = 'acknowledged'"), 20);
+    sqlite3_close(c);
+    fsa__db_close(fsa_port_posix(), a, ua);
+    fsa__db_close(fsa_port_posix(), b, ub);
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
+        char p[180];
+        snprintf(p, sizeof p, "%s%s", copy, sfx[i]);
+        (void)unlink(p);
+    }
+}
+
+/* Without power-safe overwrite (psow=0 here; a device that does not promise it), SQLite pads each
+ * FULL commit to a sector with copies of its commit frame and splits the last copy around a sync.
+ * The rest of that copy, written after the sync, is part of the published commit: another
+ * connection reads every commit whole, at once. (The shim gathered it with no commit frame to end
+ * it: the next connection's read came up short.) */
+static void test_fsa__db_open__wal_padded_commits_reach_the_file(void **state)
+{
+    fx_t *f = *state;
+    fsa_db_opts_t o = {.create = true};
+    sqlite3 *db = NULL;
+    fsa_flock_t *users = NULL;
+    assert_fsa_ok(open_db(f, &o, &db, &users)); /* registers the shim over the default VFS */
+    fsa__db_close(fsa_port_posix(), db, users);
+    assert_non_null(sqlite3_vfs_find("fsa-wal-0"));
+    char uri[200];
+    snprintf(uri, sizeof uri, "file:%s?psow=0", f->path);
+    sqlite3 *a = NULL, *b = NULL;
+    assert_int_equal(sqlite3_open_v2(uri, &a, SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI, "fsa-wal-0"),
+                     SQLITE_OK);
+    assert_fsa_ok(fsa__db_exec(a,
+                               "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                               "CREATE TABLE padded(id INTEGER PRIMARY KEY, v BLOB)",
+                               NULL, 0));
+    assert_int_equal(sqlite3_open_v2(f->path, &b, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    for (int i = 0; i < 50; i++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "INSERT INTO padded VALUES(%d, randomblob(300))", i);
+        assert_fsa_ok(fsa__db_exec(a, sql, NULL, 0));
+        assert_int_equal(pragma(b, "SELECT count(*) FROM padded"), i + 1);
+    }
+    assert_intact(b);
+    sqlite3_close(b);
+    sqlite3_close(a);
+}
+
 /* The threads of this process (the entries of /proc/self/task), -1 when that cannot be read. */
 static int thread_count(void)
 {
@@ -590,6 +710,8 @@ int main(void)
         T(test_fsa__db_status__table),
         T(test_fsa__db_open__wal_commit_is_one_write),
         T(test_fsa__db_open__wal_rewrites_reach_the_file),
+        T(test_fsa__db_open__rolled_back_frames_never_reach_the_file),
+        T(test_fsa__db_open__wal_padded_commits_reach_the_file),
         T(test_fsa__db_checkpoint__left_to_a_thread),
         T(test_fsa__db_checkpoint__claimed_by_a_drain),
         T(test_fsa__db_checkpoint__full_commits_run_their_own),
