@@ -169,17 +169,25 @@ static fsa_status_t attempt(fsa_engine_t *e, const char *method, const char *pat
     return st;
 }
 
+/* Whether the cycle was cancelled (fsa_engine_cancel); the report then says so. */
+static bool cancelled(fsa_engine_t *e)
+{
+    if (!atomic_load(&e->cancelled))
+        return false;
+    report_error(e, "cancelled");
+    return true;
+}
+
 /* After a transient failure or a 429/503 (st, a): waits as the retry policy b says, in slices so
  * that a cancel (SIGTERM in the daemon) is seen within 100 ms. Returns FSA_OK to try again, or
- * how the exchange ends: FSA_ETIMEOUT when cancelled; st (FSA_ENET for an HTTP answer) when the
- * retries ran out, the Retry-After kept for the cycle's backoff. */
+ * how the exchange ends: FSA_ETIMEOUT when cancelled, before the wait or during it (no request
+ * after a cancel); st (FSA_ENET for an HTTP answer) when the retries ran out, the Retry-After
+ * kept for the cycle's backoff. */
 static fsa_status_t retry_wait(fsa_engine_t *e, fsa_backoff_t *b, const answer_t *a,
                                fsa_status_t st)
 {
-    if (atomic_load(&e->cancelled)) {
-        report_error(e, "cancelled");
+    if (cancelled(e))
         return FSA_ETIMEOUT;
-    }
     int64_t ra = a->resp.retry_after_ms > 0 ? a->resp.retry_after_ms * FSA_NS_PER_MS : 0;
     int64_t delay = 0;
     char what[160];
@@ -206,7 +214,7 @@ static fsa_status_t retry_wait(fsa_engine_t *e, fsa_backoff_t *b, const answer_t
         e->port->sleep(e->port->ctx, slice);
         delay -= slice;
     }
-    return FSA_OK;
+    return cancelled(e) ? FSA_ETIMEOUT : FSA_OK;
 }
 
 /*
@@ -520,13 +528,12 @@ static fsa_status_t push_refused(fsa_engine_t *e, const batch_t *b, fsa_status_t
  * firewall's page) names none. Searched from the end, where the last op's result is. */
 static bool answer_names(const answer_t *a, const fsa_op_t *op)
 {
-    char quoted[sizeof op->op_id + 2];
-    int n = snprintf(quoted, sizeof quoted, "\"%s\"", op->op_id);
+    size_t n = strlen(op->op_id);
     const char *b = a->resp.body;
-    if (b == NULL || n <= 2 || a->resp.body_len < (size_t)n)
+    if (b == NULL || n == 0 || a->resp.body_len < n + 2)
         return false;
-    for (const char *p = b + a->resp.body_len - (size_t)n;; p--) {
-        if (*p == '"' && memcmp(p, quoted, (size_t)n) == 0)
+    for (const char *p = b + a->resp.body_len - (n + 2);; p--) {
+        if (p[0] == '"' && p[n + 1] == '"' && memcmp(p + 1, op->op_id, n) == 0)
             return true;
         if (p == b)
             return false;
@@ -599,8 +606,7 @@ static fsa_status_t push_all(fsa_engine_t *e)
     depth_refresh(e);
     fsa_status_t st = FSA_OK;
     while (st == FSA_OK) {
-        if (atomic_load(&e->cancelled)) {
-            report_error(e, "cancelled");
+        if (cancelled(e)) {
             st = FSA_ETIMEOUT;
             break;
         }
@@ -869,10 +875,8 @@ static fsa_status_t pull_all(fsa_engine_t *e)
      * down to 1 change; the smaller limit stays for the rest of this pull. */
     size_t limit = e->opts.pull_limit;
     for (int page = 0; page < PULL_PAGES_MAX && st == FSA_OK; page++) {
-        if (atomic_load(&e->cancelled)) {
-            report_error(e, "cancelled");
+        if (cancelled(e))
             return FSA_ETIMEOUT;
-        }
         st = keep_lock(e);
         if (st != FSA_OK)
             return st;

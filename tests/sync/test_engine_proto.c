@@ -344,11 +344,15 @@ typedef struct fx {
     fsa_journal_t *j;
     fsa_engine_t *e;
     fsa_engine_state_t last_state;
+    bool cancel_when_retrying; /* on_status cancels the engine as it starts a retry's wait */
 } fx_t;
 
 static void on_status(void *arg, const fsa_engine_status_t *s)
 {
-    ((fx_t *)arg)->last_state = s->state;
+    fx_t *f = arg;
+    f->last_state = s->state;
+    if (f->cancel_when_retrying && s->state == FSA_ENGINE_RETRYING)
+        fsa_engine_cancel(f->e);
 }
 
 static int setup(void **state)
@@ -595,6 +599,25 @@ static void test_fsa_engine_sync__400_other_keeps_ops(void **state)
     assert_int_equal(f->last_state, FSA_ENGINE_OFFLINE);
 }
 
+/* A cancel (the daemon's SIGTERM, the library's stop) that comes while the engine waits to retry a
+ * 503 ends the cycle there: no request after it. (The engine tried once more when the cancel came
+ * after the wait had begun.) */
+static void test_fsa_engine_sync__cancelled_while_waiting_sends_nothing_more(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 1, NULL);
+    f->srv.push = PUSH_ERROR;
+    f->srv.err_http = 503;
+    f->srv.err_code = "overloaded";
+    f->srv.err_message = "try later";
+    f->cancel_when_retrying = true;
+    fsa_sync_report_t r;
+    assert_int_equal(fsa_engine_sync(engine(f, 0), &r), FSA_ETIMEOUT);
+    assert_string_equal(r.error, "cancelled");
+    assert_int_equal(f->srv.pushes, 1);
+    assert_int_equal(stats(f).pending, 1);
+}
+
 /* ---- push: answers that break the protocol ---- */
 
 static void test_fsa_engine_sync__results_short_keeps_ops(void **state)
@@ -809,6 +832,7 @@ int main(void)
         T(test_fsa_engine_sync__413_group_is_parked_whole),
         T(test_fsa_engine_sync__400_malformed_quarantines_batch),
         T(test_fsa_engine_sync__400_other_keeps_ops),
+        T(test_fsa_engine_sync__cancelled_while_waiting_sends_nothing_more),
         T(test_fsa_engine_sync__results_short_keeps_ops),
         T(test_fsa_engine_sync__results_wrong_op_keeps_ops),
         T(test_fsa_engine_sync__results_not_json_keeps_ops),
