@@ -211,7 +211,7 @@ static bool valid_resource(const char *resource)
     return true;
 }
 
-static bool valid_label(const char *label)
+bool fsa_lock_label_valid(const char *label)
 {
     size_t n = 0;
     for (; label[n] != '\0'; n++) {
@@ -1617,9 +1617,8 @@ static fsa_status_t check_open_args(const fsa_port_t *port, const char *journal_
                  FSA_LIMIT_PATH_BYTES);
         return FSA_EINVAL;
     }
-    if (!valid_label(label)) {
-        snprintf(err, errlen, "lock manager: label must be 1..%d printable ASCII characters",
-                 FSA_LOCK_LABEL_BYTES - 1);
+    if (!fsa_lock_label_valid(label)) {
+        snprintf(err, errlen, FSA_LOCK_LABEL_ERROR_FMT, "lock manager", FSA_LOCK_LABEL_BYTES - 1);
         return FSA_EINVAL;
     }
     return FSA_OK;

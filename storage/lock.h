@@ -62,6 +62,12 @@ typedef enum fsa_lock_kind {
 #define FSA_LOCK_KEY_BYTES (FSA_LIMIT_LOCK_KEY_BYTES + 1)
 /* A holder label ("fieldsync-run"): 1..63 printable ASCII bytes; buffers add the NUL. */
 #define FSA_LOCK_LABEL_BYTES 64
+/* Whether label (not NULL) is such a label. */
+bool fsa_lock_label_valid(const char *label);
+/* The message for one that is not: "<who>: label must be ...", with who and the longest length
+ * (one text for every caller: the device binary keeps one copy). */
+#define FSA_LOCK_LABEL_ERROR_FMT "%s: label must be 1..%d printable ASCII characters"
+
 /* Holders listed in fsa_lock_stats_t. More are counted in holders_total, not listed. 16 covers
  * every lock a device holds at once in practice (one sync, a few record paths). */
 #define FSA_LOCK_STATS_HOLDERS_MAX 16

@@ -11,6 +11,7 @@
 #include "port/alloc.h"
 #include "port/jsonstr.h"
 #include "port/limits.h"
+#include "storage/lock.h"
 
 /* ---- statuses: the public numbers are the project's ---- */
 
@@ -130,6 +131,13 @@ fieldsync_status_t fsl__fail(const fieldsync_t *fs, fieldsync_status_t st, const
     err_setv(fs != NULL ? fs->id : 0, fmt, ap);
     va_end(ap);
     return st;
+}
+
+void fsl__zero_sized(void *out, uint32_t size, size_t full)
+{
+    size_t n = size < full ? size : full;
+    if (out != NULL && n > sizeof size)
+        memset((char *)out + sizeof size, 0, n - sizeof size);
 }
 
 fieldsync_status_t fsl__ok(const fieldsync_t *fs)
@@ -367,6 +375,10 @@ static fieldsync_status_t config_validate(const fieldsync_config_t *c, char *err
         snprintf(err, errlen,
                  "config: sync_interval_ms, stall_after_ms and budget_bytes must be >= 0 "
                  "(budget at most 64 GiB)");
+        return FIELDSYNC_EINVAL;
+    }
+    if (c->label != NULL && !fsa_lock_label_valid(c->label)) {
+        snprintf(err, errlen, FSA_LOCK_LABEL_ERROR_FMT, "config", FSA_LOCK_LABEL_BYTES - 1);
         return FIELDSYNC_EINVAL;
     }
     return FIELDSYNC_OK;

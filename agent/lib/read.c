@@ -230,25 +230,29 @@ fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
 
 fieldsync_status_t fieldsync_status(fieldsync_t *fs, fieldsync_sync_status_t *out)
 {
-    if (!fsl__usable(fs))
+    if (!fsl__usable(fs)) {
+        if (out != NULL)
+            fsl__zero_sized(out, out->size, sizeof *out);
         return fs == NULL ? FIELDSYNC_EINVAL : FIELDSYNC_ECLOSED;
+    }
     if (out == NULL)
         return fsl__fail(fs, FIELDSYNC_EINVAL, "fieldsync_status: out is NULL");
     /* A caller's size from an older header holds at least the state; a newer one's larger
      * struct gets its unknown tail zeroed. */
     uint32_t size = out->size;
-    if (size < SEND(state))
+    if (size < SEND(state)) {
+        fsl__zero_sized(out, size, sizeof *out);
         return fsl__fail(fs, FIELDSYNC_EINVAL,
                          "fieldsync_status: out->size %u is too small (set it to "
                          "sizeof(fieldsync_sync_status_t))",
                          (unsigned)size);
+    }
     fieldsync_sync_status_t s;
     memset(&s, 0, sizeof s);
     s.size = size;
     fsa_status_t st = fsl__status_read(fs, &s);
     if (st != FSA_OK) {
-        memset((char *)out + sizeof out->size, 0,
-               (size < sizeof s ? size : sizeof s) - sizeof out->size);
+        fsl__zero_sized(out, size, sizeof s);
         return fsl__fail(fs, fsl__status(st), "cannot read the status: %s", fsa_status_str(st));
     }
     fsl__worker_overlay(fs, &s);

@@ -938,8 +938,11 @@ fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
 
 fieldsync_status_t fieldsync_stats(fieldsync_t *fs, fieldsync_stats_t *out)
 {
-    if (!fsl__usable(fs))
+    if (!fsl__usable(fs)) {
+        if (out != NULL)
+            fsl__zero_sized(out, out->size, sizeof *out);
         return fs == NULL ? FIELDSYNC_EINVAL : FIELDSYNC_ECLOSED;
+    }
     if (out == NULL || out->size < sizeof(uint32_t))
         return fsl__fail(fs, FIELDSYNC_EINVAL, "out is NULL or its size is not set");
     uint32_t size = out->size;

@@ -162,7 +162,8 @@ typedef struct fieldsync_config {
     int64_t stall_after_ms;      /* the watchdog's threshold for the oldest pending op while
                                     the server answers; 0: 600 s */
     int64_t budget_bytes;        /* the journal's disk budget; 0: 512 MiB */
-    const char *label;           /* names this process to others (lock holders); NULL: "app" */
+    const char *label;           /* names this process to others (lock holders): 1..63
+                                    printable ASCII characters; NULL: "app" */
 } fieldsync_config_t;
 
 #define FIELDSYNC_CONFIG_INIT                                                                      \

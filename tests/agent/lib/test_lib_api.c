@@ -48,6 +48,15 @@ static fieldsync_t *failed_handle(const cfx_t *f)
     return fs;
 }
 
+/* Every byte of a size-versioned struct of n bytes after its size member is zero. */
+static void assert_zero_after_size(const void *out, size_t n)
+{
+    const unsigned char *b = out;
+    for (size_t i = sizeof(uint32_t); i < n; i++)
+        if (b[i] != 0)
+            fail_msg("byte %zu of %zu is 0x%02x, not zero", i, n, b[i]);
+}
+
 /* Every function that takes a handle, on fs, must answer want. */
 static void every_call(fieldsync_t *fs, fieldsync_status_t want)
 {
@@ -84,8 +93,11 @@ static void every_call(fieldsync_t *fs, fieldsync_status_t want)
     json = (char *)"x";
     assert_st(want, fieldsync_list(fs, &q, &json));
     assert_null(json);
-    fieldsync_sync_status_t s = {.size = sizeof s};
+    fieldsync_sync_status_t s;
+    memset(&s, 0x55, sizeof s); /* a failed call zeroes every member after the size */
+    s.size = sizeof s;
     assert_st(want, fieldsync_status(fs, &s));
+    assert_zero_after_size(&s, sizeof s);
     fieldsync_op_state_t os;
     assert_st(want, fieldsync_op_state(fs, "00000000-0000-4000-8000-000000000000", &os));
     json = (char *)"x";
@@ -102,8 +114,11 @@ static void every_call(fieldsync_t *fs, fieldsync_status_t want)
     assert_st(want, fieldsync_reload(fs));
     fieldsync_report_t r;
     assert_st(want, fieldsync_sync_once(fs, false, &r));
-    fieldsync_stats_t st = {.size = sizeof st};
+    fieldsync_stats_t st;
+    memset(&st, 0x55, sizeof st);
+    st.size = sizeof st;
     assert_st(want, fieldsync_stats(fs, &st));
+    assert_zero_after_size(&st, sizeof st);
     fieldsync_listener_t *tok = NULL;
     assert_st(want, fieldsync_add_status_listener(fs, on_status, NULL, &tok));
     assert_st(want, fieldsync_add_change_listener(fs, on_change, NULL, &tok));
@@ -224,6 +239,12 @@ static void test_structs__wrong_sizes(void **state)
     assert_st(FIELDSYNC_EINVAL, fieldsync_status(fs, &s)); /* size 0 */
     s.size = 2;
     assert_st(FIELDSYNC_EINVAL, fieldsync_status(fs, &s));
+    /* too small for the state: refused, and zeroed within the size the caller gave, not past it */
+    memset(&s, 0x55, sizeof s);
+    s.size = (uint32_t)offsetof(fieldsync_sync_status_t, state) + 2;
+    assert_st(FIELDSYNC_EINVAL, fieldsync_status(fs, &s));
+    assert_zero_after_size(&s, s.size);
+    assert_int_equal(((unsigned char *)&s)[s.size], 0x55);
     /* a newer caller's larger struct: the tail it has and we do not is zeroed */
     struct {
         fieldsync_sync_status_t s;

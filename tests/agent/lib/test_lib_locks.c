@@ -267,6 +267,34 @@ static void test_lock_acquire__bad_names_and_resources(void **state)
     assert_int_equal(fieldsync_lock_release(NULL), FIELDSYNC_OK);
 }
 
+/* A label the lock manager cannot take (not printable ASCII, or 64 characters and more) is refused
+ * at open, where the header says a malformed member is, not by every later call that locks. */
+static void test_open__bad_label_refused(void **state)
+{
+    cfx_t *f = *state;
+    char longest[64], too_long[65];
+    memset(longest, 'a', sizeof longest - 1);
+    longest[sizeof longest - 1] = '\0';
+    memset(too_long, 'a', sizeof too_long - 1);
+    too_long[sizeof too_long - 1] = '\0';
+    const char *bad[] = {"", "Ger\xc3\xa4t-App", "tab\there", too_long};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+        cfg.journal_path = f->db;
+        cfg.label = bad[i];
+        fieldsync_t *fs = NULL;
+        assert_int_equal(fieldsync_open(&cfg, &fs), FIELDSYNC_EINVAL);
+        assert_non_null(strstr(fieldsync_errmsg(fs), "label"));
+        assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    }
+    fieldsync_t *fs = open_as(f, longest);
+    assert_non_null(fs);
+    fieldsync_lock_t *l = NULL;
+    assert_fs_ok(fs, fieldsync_lock_acquire(fs, "JOB_WORKFLOW_UPDATE", "jobneed:J1", -1, &l));
+    assert_int_equal(fieldsync_lock_release(l), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+}
+
 static void test_lock_stats__holders_and_counters(void **state)
 {
     cfx_t *f = *state;
@@ -292,6 +320,7 @@ int main(void)
         T(test_escalate__holder_stopped_past_its_lease_is_fenced),
         T(test_lock_acquire__timeout_names_the_holder),
         T(test_lock_acquire__bad_names_and_resources),
+        T(test_open__bad_label_refused),
         T(test_lock_stats__holders_and_counters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
