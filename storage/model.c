@@ -77,9 +77,12 @@ typedef struct status_edge {
     bool server_only; /* only the server makes it (FSA_APPLY_BY_SERVER) */
 } status_edge_t;
 
+/* A state's name, as characters in the machine's table (no pointer: no relocation either). */
+#define STATE_NAME_BYTES sizeof "PARTIALLYCOMPLETED"
+
 typedef struct status_machine {
     const char *field; /* NULL: the type has no status */
-    const char *const *states;
+    const char (*states)[STATE_NAME_BYTES];
     size_t n_states;
     const status_edge_t *edges;
     size_t n_edges;
@@ -87,7 +90,7 @@ typedef struct status_machine {
 
 enum { J_ASSIGNED, J_INPROGRESS, J_PARTIALLYCOMPLETED, J_COMPLETED, J_AUTOCLOSED };
 
-static const char *const jobneed_states[] = {
+static const char jobneed_states[][STATE_NAME_BYTES] = {
     [J_ASSIGNED] = "ASSIGNED",   [J_INPROGRESS] = "INPROGRESS",
     [J_PARTIALLYCOMPLETED] = "PARTIALLYCOMPLETED", [J_COMPLETED] = "COMPLETED",
     [J_AUTOCLOSED] = "AUTOCLOSED"};
@@ -104,7 +107,7 @@ static const status_edge_t jobneed_edges[] = {
 
 enum { T_NEW, T_OPEN, T_RESOLVED, T_CLOSED, T_CANCELLED };
 
-static const char *const ticket_states[] = {[T_NEW] = "NEW", [T_OPEN] = "OPEN",
+static const char ticket_states[][STATE_NAME_BYTES] = {[T_NEW] = "NEW", [T_OPEN] = "OPEN",
                                             [T_RESOLVED] = "RESOLVED", [T_CLOSED] = "CLOSED",
                                             [T_CANCELLED] = "CANCELLED"};
 
@@ -150,7 +153,9 @@ static const type_def_t types[FSA__TYPE_COUNT] = {
                                      .n_edges = COUNT_OF(ticket_edges)}},
 };
 
-static const char *const op_kind_names[FSA__OP_COUNT] = {
+/* Names as arrays of characters, not pointers: a table of pointers costs the device binary a
+ * relocation (24 bytes on aarch64) for each. */
+static const char op_kind_names[FSA__OP_COUNT][sizeof "transition"] = {
     [FSA_OP_CREATE] = "create",         [FSA_OP_SET] = "set",
     [FSA_OP_MERGE] = "merge",           [FSA_OP_INCREMENT] = "increment",
     [FSA_OP_TRANSITION] = "transition", [FSA_OP_APPEND] = "append",

@@ -1431,7 +1431,9 @@ out:
 
 /* ---- results ---- */
 
-static const char *const result_names[] = {"applied", "duplicate", "conflict", "rejected"};
+/* Characters, not pointers: no relocation per name in the device binary (storage/model.c). */
+static const char result_names[FSA__RESULT_COUNT][sizeof "duplicate"] = {"applied", "duplicate",
+                                                                         "conflict", "rejected"};
 
 const char *fsa_result_status_name(fsa_result_status_t s)
 {
