@@ -1108,7 +1108,9 @@ fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine
         e->opts.pull_limit = FSA_LIMIT_ENGINE_PULL_LIMIT;
     e->retry = opts->retry != NULL ? opts->retry : fsa_retry_policy(FSA_RETRY_DEFAULT);
     e->rep = &e->scratch;
-    fsa_status_t st = fsa_transport_new(port, &opts->transport, &e->t, err, errlen);
+    /* A cancel also ends a request on the wire: a stop does not wait for a silent server. */
+    e->opts.transport.cancel = &e->cancelled;
+    fsa_status_t st = fsa_transport_new(port, &e->opts.transport, &e->t, err, errlen);
     if (st != FSA_OK) {
         fsa_engine_free(e);
         return st;

@@ -81,8 +81,9 @@ void fsa_engine_free(fsa_engine_t *e);
 void fsa_engine_on_status(fsa_engine_t *e, fsa_engine_status_fn fn, void *arg);
 
 /* Asks a running cycle to stop at its next step (from another thread or a signal handler's
- * flag); the batch in flight is finished or abandoned safely (it is resent next time). Sticky:
- * later cycles of this engine return at once; make a new engine to sync again. */
+ * flag); a request on the wire ends within about a second, unanswered, and its batch is resent
+ * next time (ops are idempotent by op id); a retry's wait ends at once. Sticky: later cycles of
+ * this engine return at once; make a new engine to sync again. */
 void fsa_engine_cancel(fsa_engine_t *e);
 
 /*

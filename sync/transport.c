@@ -348,8 +348,20 @@ static fsa_status_t check_opts(const fsa_port_t *port, const fsa_transport_opts_
     return FSA_OK;
 }
 
+/* libcurl's progress callback: non-zero ends the transfer (CURLE_ABORTED_BY_CALLBACK). libcurl
+ * calls it often while bytes move and about once a second while none do. */
+static int on_progress(void *cancel, curl_off_t dl_total, curl_off_t dl_now, curl_off_t ul_total,
+                       curl_off_t ul_now)
+{
+    (void)dl_total;
+    (void)dl_now;
+    (void)ul_total;
+    (void)ul_now;
+    return atomic_load((const atomic_int *)cancel) != 0;
+}
+
 /* The easy handle's options, set once: timeouts, protocols, TLS, the client certificate, the
- * proxy. FSA_OK, or the option libcurl refused in err. */
+ * proxy, the cancel flag. FSA_OK, or the option libcurl refused in err. */
 static fsa_status_t set_curl_opts(fsa_transport_t *t, const fsa_transport_opts_t *opts, char *err,
                                   size_t errlen)
 {
@@ -389,6 +401,11 @@ static fsa_status_t set_curl_opts(fsa_transport_t *t, const fsa_transport_opts_t
     /* An empty proxy string makes curl ignore http_proxy and friends: the configuration says
      * where traffic goes, not whatever environment the agent was started in. */
     SETOPT(CURLOPT_PROXY, opts->proxy != NULL ? opts->proxy : "");
+    if (opts->cancel != NULL) { /* options libcurl cannot refuse */
+        (void)curl_easy_setopt(t->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+        (void)curl_easy_setopt(t->curl, CURLOPT_XFERINFODATA, (void *)(uintptr_t)opts->cancel);
+        (void)curl_easy_setopt(t->curl, CURLOPT_NOPROGRESS, 0L);
+    }
     st = FSA_OK;
 out:
     return st;

@@ -2,6 +2,7 @@
 #ifndef FSA_SYNC_TRANSPORT_H
 #define FSA_SYNC_TRANSPORT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,6 +49,9 @@ typedef struct fsa_transport_opts {
                                    chosen above); 0: 1024; SIZE_MAX: never */
     size_t max_response_bytes;  /* a larger (inflated) answer fails with FSA_ETOOLARGE;
                                    0: 8 MiB */
+    const atomic_int *cancel;   /* once it reads non-zero, a request on the wire ends within
+                                   about a second, unanswered (FSA_ENET); NULL: never. Not
+                                   copied: it must outlive the transport */
 } fsa_transport_opts_t;
 
 /* The authentication headers of PROTOCOL.md section 5, filled by the sign callback. */

@@ -7,11 +7,14 @@
  * can show that the engine keeps every op when the server misbehaves. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 #include <zlib.h>
@@ -618,6 +621,68 @@ static void test_fsa_engine_sync__cancelled_while_waiting_sends_nothing_more(voi
     assert_int_equal(stats(f).pending, 1);
 }
 
+/* A listener that takes connections (the kernel completes them) and never answers. */
+typedef struct silent {
+    int fd;
+    fsa_engine_t *e;
+} silent_t;
+
+/* Cancels s->e once a connection is waiting on the listener: the request is on the wire. */
+static void *cancel_once_connected(void *arg)
+{
+    silent_t *s = arg;
+    struct pollfd p = {.fd = s->fd, .events = POLLIN};
+    if (poll(&p, 1, 30000) == 1)
+        fsa_engine_cancel(s->e);
+    return NULL;
+}
+
+static double real_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A cancel (the library's stop or close, the daemon's SIGTERM) ends a request that is on the wire,
+ * here to a server that never answers, instead of waiting out the request's 60 s: the cycle ends
+ * as cancelled within about a second and the op stays to be sent. (The engine waited for the
+ * answer or the timeout.) */
+static void test_fsa_engine_sync__cancel_ends_a_request_never_answered(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 1, NULL);
+    silent_t s = {.fd = socket(AF_INET, SOCK_STREAM, 0)};
+    assert_true(s.fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(s.fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(s.fd, 4), 0);
+    assert_int_equal(getsockname(s.fd, (struct sockaddr *)&a, &alen), 0);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", (int)ntohs(a.sin_port));
+    fsa_signer_key_t key;
+    th_device_key(0, &key);
+    fsa_engine_opts_t o = {.device_id = "dev000", .key = &key}; /* the request's 60 s timeout */
+    o.transport.base_url = url;
+    char err[256];
+    assert_fsa_ok(fsa_engine_new(f->port, f->j, &o, &f->e, err, sizeof err));
+    fsa_signer_key_wipe(&key);
+    s.e = f->e;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cancel_once_connected, &s), 0);
+    double t0 = real_now_s();
+    fsa_sync_report_t r;
+    assert_int_equal(fsa_engine_sync(f->e, &r), FSA_ETIMEOUT);
+    double took = real_now_s() - t0;
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_string_equal(r.error, "cancelled");
+    if (took > 30)
+        fail_msg("the cancelled cycle took %.1f s: it waited for the request's timeout", took);
+    assert_int_equal(stats(f).pending, 1);
+    close(s.fd);
+}
+
 /* ---- push: answers that break the protocol ---- */
 
 static void test_fsa_engine_sync__results_short_keeps_ops(void **state)
@@ -833,6 +898,7 @@ int main(void)
         T(test_fsa_engine_sync__400_malformed_quarantines_batch),
         T(test_fsa_engine_sync__400_other_keeps_ops),
         T(test_fsa_engine_sync__cancelled_while_waiting_sends_nothing_more),
+        T(test_fsa_engine_sync__cancel_ends_a_request_never_answered),
         T(test_fsa_engine_sync__results_short_keeps_ops),
         T(test_fsa_engine_sync__results_wrong_op_keeps_ops),
         T(test_fsa_engine_sync__results_not_json_keeps_ops),
