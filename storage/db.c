@@ -868,17 +868,20 @@ uint64_t fsa__db_checkpoints_run(void)
  *   - when the gathered bytes would pass WAL_GATHER_MAX (a large transaction: written in slices).
  * Only appends are gathered (see cw_write()): the writes SQLite makes over frames it wrote before
  * (a page spilled and changed again in one transaction, and the checksums it then rewrites after
- * the commit frame) go down at once, as does every write after a sync until the next frame's
- * header (the rest of a frame SQLite splits around a sync when it pads a commit to a sector: part
- * of a published commit, which no commit frame would end).
- * Bytes still gathered when a transaction ends without a commit were never committed: frames it
- * spilled (a transaction larger than the page cache writes frames before its commit), then rolled
- * back. Written later, after the connection let its write lock go, they would land over frames
- * another connection committed meanwhile at the same offsets. So they are dropped unwritten: by the
+ * the commit frame) go down at once. Nothing is gathered on a file without power-safe overwrite
+ * (SQLITE_IOCAP_POWERSAFE_OVERWRITE, on by default in Debian's SQLite): SQLite then pads each
+ * commit to a sector with copies of its commit frame and splits the last copy around a sync, and
+ * the rest of that copy, part of a published commit, would be gathered with no commit frame to end
+ * it. So a commit's bytes are always written by the write of its commit frame's page, and bytes
+ * still gathered when a transaction ends without a commit were never committed: frames it spilled
+ * (a transaction larger than the page cache writes frames before its commit), then rolled back.
+ * Written later, after the connection let its write lock go, they would land over frames another
+ * connection committed meanwhile at the same offsets. So they are dropped unwritten: by the
  * connection's rollback hook (cw_rolled_back, which every connection that writes through the shim
- * registers: fsa__db_open), and at the WAL's close (a connection closed in a transaction rolls it
- * back without the hook). Within the transaction, before either, anything that reads or rewrites
- * the WAL writes them first, under the write lock, where SQLite itself would have written them.
+ * registers: fsa__db_open; nothing else may set that hook), and at the WAL's close (SQLite's
+ * documentation does not promise the hook when a connection closes in a transaction). Within the
+ * transaction, before either, anything that reads or rewrites the WAL writes them first, under
+ * the write lock, where SQLite itself would have written them.
  * A process that dies with bytes gathered had not committed them. Without memory for the buffer a
  * write goes down at once, as without the shim. Other files (the database, temporary files) are
  * the wrapped VFS's own, untouched.
@@ -894,7 +897,7 @@ typedef struct cw_file {
     sqlite3_int64 off;      /* file offset of buf[0] */
     sqlite3_int64 frontier; /* where the last write ended: the next append starts there */
     bool commit_pending; /* the last write was a commit frame's header: its page ends the commit */
-    bool synced;         /* synced since the last frame header: writes go down at once */
+    bool no_gather;      /* no power-safe overwrite: every write goes down at once (above) */
     _Atomic uint64_t full_writes; /* writes refused for want of space (fsa__db_wal_full_writes) */
 } cw_file_t;
 
@@ -979,14 +982,12 @@ static int cw_write(sqlite3_file *file, const void *buf, int n, sqlite3_int64 of
     bool header = n == WAL_FRAME_HEADER;
     bool commit_page = !header && f->commit_pending;
     f->commit_pending = header && (b[4] | b[5] | b[6] | b[7]) != 0;
-    f->synced = f->synced && !header;
     /* Only appends are gathered: a write that continues the last one, or starts a new log at
      * offset 0. Anything else goes down at once: a page rewritten in place within a transaction,
      * and the frame checksums SQLite rewrites after a commit frame when it did so (no page write
-     * follows them to end a gathering, and the commit is published right after); so does a write
-     * after a sync that no frame header started (above). */
+     * follows them to end a gathering, and the commit is published right after). */
     bool append = f->len > 0 || off == f->frontier || off == 0;
-    if (!append || f->synced || n <= 0 || !cw_room(f, (size_t)n)) {
+    if (!append || f->no_gather || n <= 0 || !cw_room(f, (size_t)n)) {
         rc = cw_flush(f); /* a rewrite, a large transaction, or no memory: write through */
         f->frontier = off + n;
         return rc != SQLITE_OK ? rc : cw_write_down(f, buf, n, off);
@@ -1007,10 +1008,8 @@ static int cw_truncate(sqlite3_file *file, sqlite3_int64 size)
 
 static int cw_sync(sqlite3_file *file, int flags)
 {
-    cw_file_t *f = (cw_file_t *)file;
-    int rc = cw_flush(f);
-    f->synced = true;
-    return rc != SQLITE_OK ? rc : f->real->pMethods->xSync(f->real, flags);
+    int rc = cw_flush((cw_file_t *)file);
+    return rc != SQLITE_OK ? rc : cw_real(file)->pMethods->xSync(cw_real(file), flags);
 }
 
 static int cw_file_size(sqlite3_file *file, sqlite3_int64 *size)
@@ -1079,8 +1078,14 @@ static int cw_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, 
     f->real = (sqlite3_file *)(void *)((unsigned char *)file + CW_HEADER);
     int rc = parent->xOpen(parent, name, f->real, flags, out_flags);
     /* SQLite calls xClose after a failed xOpen only when pMethods is set: mirror the real file. */
-    if (f->real->pMethods != NULL)
+    if (f->real->pMethods != NULL) {
         file->pMethods = &cw_io;
+        /* SQLite pads by its database file's characteristics, opened before its WAL. */
+        sqlite3_file *db = sqlite3_database_file_object(name);
+        f->no_gather =
+            db == NULL || db->pMethods == NULL ||
+            (db->pMethods->xDeviceCharacteristics(db) & SQLITE_IOCAP_POWERSAFE_OVERWRITE) == 0;
+    }
     return rc;
 }
 
