@@ -133,11 +133,10 @@ fieldsync_status_t fsl__fail(const fieldsync_t *fs, fieldsync_status_t st, const
     return st;
 }
 
-void fsl__zero_sized(void *out, uint32_t size, size_t full)
+void fsl__zero_sized(void *out, uint32_t size)
 {
-    size_t n = size < full ? size : full;
-    if (out != NULL && n > sizeof size)
-        memset((char *)out + sizeof size, 0, n - sizeof size);
+    if (out != NULL && size > sizeof size)
+        memset((char *)out + sizeof size, 0, size - sizeof size);
 }
 
 fieldsync_status_t fsl__ok(const fieldsync_t *fs)
@@ -377,7 +376,7 @@ static fieldsync_status_t config_validate(const fieldsync_config_t *c, char *err
                  "(budget at most 64 GiB)");
         return FIELDSYNC_EINVAL;
     }
-    if (c->label != NULL && !fsa_lock_label_valid(c->label)) {
+    if (c->label != NULL && c->label[0] != '\0' && !fsa_lock_label_valid(c->label)) {
         snprintf(err, errlen, FSA_LOCK_LABEL_ERROR_FMT, "config", FSA_LOCK_LABEL_BYTES - 1);
         return FIELDSYNC_EINVAL;
     }

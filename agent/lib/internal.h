@@ -66,8 +66,8 @@ fieldsync_status_t fsl__fail(const fieldsync_t *fs, fieldsync_status_t st, const
     FSA_PRINTF(3, 4);
 fieldsync_status_t fsl__ok(const fieldsync_t *fs);
 /* What a failed call leaves in a size-versioned out-parameter (its first member the caller's
- * uint32_t size): zeros after the size, within the caller's size and the struct's own (full). */
-void fsl__zero_sized(void *out, uint32_t size, size_t full);
+ * uint32_t size, the bytes it has: a newer caller's larger struct too): zeros after the size. */
+void fsl__zero_sized(void *out, uint32_t size);
 /* Maps the project's internal status to the public one (the same numbers, checked at build). */
 fieldsync_status_t fsl__status(fsa_status_t st);
 /* Builds a sync engine from the handle's configuration (reads the secret file).

@@ -232,7 +232,7 @@ fieldsync_status_t fieldsync_status(fieldsync_t *fs, fieldsync_sync_status_t *ou
 {
     if (!fsl__usable(fs)) {
         if (out != NULL)
-            fsl__zero_sized(out, out->size, sizeof *out);
+            fsl__zero_sized(out, out->size);
         return fs == NULL ? FIELDSYNC_EINVAL : FIELDSYNC_ECLOSED;
     }
     if (out == NULL)
@@ -241,7 +241,7 @@ fieldsync_status_t fieldsync_status(fieldsync_t *fs, fieldsync_sync_status_t *ou
      * struct gets its unknown tail zeroed. */
     uint32_t size = out->size;
     if (size < SEND(state)) {
-        fsl__zero_sized(out, size, sizeof *out);
+        fsl__zero_sized(out, size);
         return fsl__fail(fs, FIELDSYNC_EINVAL,
                          "fieldsync_status: out->size %u is too small (set it to "
                          "sizeof(fieldsync_sync_status_t))",
@@ -252,7 +252,7 @@ fieldsync_status_t fieldsync_status(fieldsync_t *fs, fieldsync_sync_status_t *ou
     s.size = size;
     fsa_status_t st = fsl__status_read(fs, &s);
     if (st != FSA_OK) {
-        fsl__zero_sized(out, size, sizeof s);
+        fsl__zero_sized(out, size);
         return fsl__fail(fs, fsl__status(st), "cannot read the status: %s", fsa_status_str(st));
     }
     fsl__worker_overlay(fs, &s);

@@ -940,7 +940,7 @@ fieldsync_status_t fieldsync_stats(fieldsync_t *fs, fieldsync_stats_t *out)
 {
     if (!fsl__usable(fs)) {
         if (out != NULL)
-            fsl__zero_sized(out, out->size, sizeof *out);
+            fsl__zero_sized(out, out->size);
         return fs == NULL ? FIELDSYNC_EINVAL : FIELDSYNC_ECLOSED;
     }
     if (out == NULL || out->size < sizeof(uint32_t))

@@ -163,7 +163,8 @@ typedef struct fieldsync_config {
                                     the server answers; 0: 600 s */
     int64_t budget_bytes;        /* the journal's disk budget; 0: 512 MiB */
     const char *label;           /* names this process to others (lock holders): 1..63
-                                    printable ASCII characters; NULL: "app" */
+                                    printable ASCII characters; NULL: "app" ("": the lock
+                                    manager's "fieldsync") */
 } fieldsync_config_t;
 
 #define FIELDSYNC_CONFIG_INIT                                                                      \
