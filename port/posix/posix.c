@@ -59,6 +59,13 @@ struct timespec fsa__posix_timespec(int64_t ns)
     struct timespec ts = {0, 0};
     if (ns <= 0)
         return ts;
+    /* Seconds past INT32_MAX (68 years of a monotonic clock: only a wait's forever) would make
+     * glibc fail the wait with EOVERFLOW on a 32-bit kernel older than 5.1, which has no 64-bit
+     * time calls to hand them to: clamped. */
+    if (ns / FSA_NS_PER_S >= INT32_MAX) {
+        ts.tv_sec = INT32_MAX;
+        return ts;
+    }
     ts.tv_sec = (time_t)(ns / FSA_NS_PER_S);
     ts.tv_nsec = (long)(ns % FSA_NS_PER_S);
     return ts;

@@ -29,9 +29,9 @@ fsa_status_t fsa__posix_flock_map(void *ctx, fsa_flock_t *f, size_t len,
 void fsa__posix_flock_unmap(void *ctx, void *addr, size_t len);
 fsa_status_t fsa__posix_flock_clear(void *ctx, fsa_flock_t *f, size_t len) FSA_MUST_CHECK;
 
-/* ns (a duration or a CLOCK_MONOTONIC deadline) as a timespec, negatives as zero. The one
- * conversion of the project's 64-bit nanoseconds to the C library's time_t, which every build
- * makes 64 bits wide (posix.c), so that fsa_mono_forever() and any far deadline fit. */
+/* ns (a duration or a CLOCK_MONOTONIC deadline) as a timespec, negatives as zero and seconds
+ * clamped to INT32_MAX (posix.c says why). The one conversion of the project's 64-bit nanoseconds
+ * to the C library's time_t, which every build makes 64 bits wide (posix.c). */
 struct timespec fsa__posix_timespec(int64_t ns);
 
 #endif
