@@ -148,10 +148,12 @@ static fsa_status_t state_set_many(fsa_journal_t *j, const state_item_t *items, 
 
 /* ---- typed calls over the key/value rows ---- */
 
-/* The configuration's members and their keys, in the order `fieldsync init` has written them. */
+/* The configuration's members and their keys, in the order `fieldsync init` has written them.
+ * Keys as characters, not pointers: no relocation for each in the device binary. */
+#define CONFIG_KEY_BYTES sizeof FSA_STATE_SYNC_INTERVAL_MS /* the longest */
 static const struct {
-    const char *key;
-    size_t off;
+    char key[CONFIG_KEY_BYTES];
+    unsigned short off;
 } config_strings[] = {
     {FSA_STATE_DEVICE_ID, offsetof(fsa_device_config_t, device_id)},
     {FSA_STATE_SERVER, offsetof(fsa_device_config_t, server)},
@@ -166,8 +168,8 @@ static const struct {
 };
 
 static const struct {
-    const char *key;
-    size_t off;
+    char key[CONFIG_KEY_BYTES];
+    unsigned short off;
 } config_ints[] = {
     {FSA_STATE_DURABILITY, offsetof(fsa_device_config_t, durability)},
     {FSA_STATE_SYNC_INTERVAL_MS, offsetof(fsa_device_config_t, sync_interval_ms)},

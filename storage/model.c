@@ -67,7 +67,7 @@ static const fsa_field_def_t ticket_fields[] = {
     {"priority", FSA_FIELD_STR, false, "\"MEDIUM\""},
 };
 
-static const char *const attendance_kinds[] = {"checkin", "checkout"};
+static const char attendance_kinds[][sizeof "checkout"] = {"checkin", "checkout"};
 
 /* An edge names its states by their index in the machine's states: a table of name pointers
  * costs a relocation per pointer in a position-independent program (24 bytes on aarch64). */
