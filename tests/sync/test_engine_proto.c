@@ -715,6 +715,22 @@ static void test_fsa_engine_sync__results_not_json_keeps_ops(void **state)
     assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 1, "malformed results");
 }
 
+/* The next cycle, once the backoff a failure set has run out (the sim's clock), against a server
+ * that applies everything: all n ops (ids, in record order) applied once, in that order. */
+static void next_cycle_applies_in_order(fx_t *f, char ids[][40], int n)
+{
+    int64_t wait_ms = sync_state(f).backoff.next_attempt_ms - f->port->wall_now(f->port->ctx).ms;
+    fsa_sim_advance(f->sim, (wait_ms + 1) * FSA_NS_PER_MS);
+    f->srv.push = PUSH_APPLY;
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(f->e, &r));
+    assert_int_equal(r.applied, n);
+    assert_int_equal(stats(f).pending, 0);
+    assert_int_equal(f->srv.n_applied, n);
+    for (int i = 0; i < n; i++)
+        assert_string_equal(f->srv.applied[i], ids[i]);
+}
+
 /* The next batch goes as soon as an answer is known to be the server's (it names the batch's last
  * op), before its results are decoded: the server does not wait for the decode. A 200 that names
  * none of the batch's ops (here an HTML page: a captive portal, a proxy's page) may not come from
@@ -734,16 +750,7 @@ static void test_fsa_engine_sync__results_not_json_holds_next_batch(void **state
     assert_int_equal(f->srv.push_ops[0], FSA_JOURNAL_GROUP_MAX);
     assert_int_equal(stats(f).inflight, FSA_JOURNAL_GROUP_MAX);
 
-    /* The next cycle, once the backoff the failure set has run out (the sim's clock). */
-    int64_t wait_ms = sync_state(f).backoff.next_attempt_ms - f->port->wall_now(f->port->ctx).ms;
-    fsa_sim_advance(f->sim, (wait_ms + 1) * FSA_NS_PER_MS);
-    f->srv.push = PUSH_APPLY;
-    assert_fsa_ok(fsa_engine_sync(f->e, &r));
-    assert_int_equal(r.applied, 20);
-    assert_int_equal(stats(f).pending, 0);
-    assert_int_equal(f->srv.n_applied, 20);
-    for (int i = 0; i < 20; i++)
-        assert_string_equal(f->srv.applied[i], ids[i]);
+    next_cycle_applies_in_order(f, ids, 20);
 }
 
 /* The server's answer (it names the batch's last op) whose results are unreadable (the first names
@@ -763,15 +770,7 @@ static void test_fsa_engine_sync__results_unreadable_with_next_batch_sent_keeps_
     assert_int_equal(f->srv.push_ops[1], 20 - FSA_JOURNAL_GROUP_MAX);
     assert_int_equal(stats(f).inflight, 20); /* both batches went */
 
-    int64_t wait_ms = sync_state(f).backoff.next_attempt_ms - f->port->wall_now(f->port->ctx).ms;
-    fsa_sim_advance(f->sim, (wait_ms + 1) * FSA_NS_PER_MS);
-    f->srv.push = PUSH_APPLY;
-    assert_fsa_ok(fsa_engine_sync(f->e, &r));
-    assert_int_equal(r.applied, 20);
-    assert_int_equal(stats(f).pending, 0);
-    assert_int_equal(f->srv.n_applied, 20);
-    for (int i = 0; i < 20; i++)
-        assert_string_equal(f->srv.applied[i], ids[i]);
+    next_cycle_applies_in_order(f, ids, 20);
 }
 
 /* clock_skew is corrected and retried at once, but a server that keeps saying it after the
