@@ -348,6 +348,16 @@ static void test_fsa__db_open__wal_commit_is_one_write(void **state)
     fsa__db_close(fsa_port_posix(), db, users);
 }
 
+/* integrity_check's first line on db. */
+static void assert_intact(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+}
+
 /* A transaction larger than the page cache spills pages to the WAL and changes some of them again:
  * SQLite then rewrites those frames in place and, after the commit frame, the checksums of the
  * frames that follow. A process that dies right after such a commit has it all in the file: a
@@ -384,11 +394,7 @@ static void test_fsa__db_open__wal_rewrites_reach_the_file(void **state)
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     assert_int_equal(pragma(db, "SELECT count(*) FROM t WHERE v = 'changed ' || k"), 300);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
-    sqlite3_finalize(st);
+    assert_intact(db);
     sqlite3_close(db);
 }
 
@@ -406,16 +412,6 @@ static bool copy_file(const char *from, const char *to)
     if (out != NULL && fclose(out) != 0)
         ok = false;
     return ok;
-}
-
-/* integrity_check's first line on db. */
-static void assert_intact(sqlite3 *db)
-{
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
-    sqlite3_finalize(st);
 }
 
 /* A transaction larger than its connection's page cache spills frames to the WAL before it
