@@ -169,12 +169,14 @@ static fsa_status_t attempt(fsa_engine_t *e, const char *method, const char *pat
     return st;
 }
 
-/* Whether the cycle was cancelled (fsa_engine_cancel); the report then says so. */
+/* Whether the cycle was cancelled (fsa_engine_cancel); the report then says so. A stop is asked
+ * for, not a problem: logged as information. */
 static bool cancelled(fsa_engine_t *e)
 {
     if (!atomic_load(&e->cancelled))
         return false;
-    report_error(e, "cancelled");
+    snprintf(e->rep->error, sizeof e->rep->error, "cancelled");
+    fsa_log(e->port, FSA_LOG_INFO, "sync: cancelled");
     return true;
 }
 
@@ -975,6 +977,44 @@ static fsa_status_t cycle(fsa_engine_t *e)
     return st;
 }
 
+/* Persists how cycle status st ended (the next attempt, the last sync) and tells the app.
+ * Returns the storage status of the persisting. */
+static fsa_status_t end_cycle(fsa_engine_t *e, fsa_status_t st)
+{
+    /* A cancel ends the cycle as FSA_ETIMEOUT ("cancelled"). A stop is not a failure: the backoff
+     * stays as it was, and the next start syncs at once. */
+    if (st == FSA_ETIMEOUT && atomic_load(&e->cancelled)) {
+        notify(e, FSA_ENGINE_IDLE, "cancelled", st);
+        return FSA_OK;
+    }
+    fsa_status_t ps;
+    switch (st) {
+    case FSA_OK:
+        ps = persist_success(e);
+        notify(e, FSA_ENGINE_IDLE, "synced", FSA_OK);
+        break;
+    case FSA_ENET:
+    case FSA_ETIMEOUT:
+    case FSA_ETLS:
+    case FSA_EPROTO:
+    case FSA_EREJECTED:
+        ps = persist_failure(e, e->retry_after_ms);
+        notify(e, FSA_ENGINE_OFFLINE, e->rep->error, st);
+        break;
+    case FSA_EAUTH:
+        ps = persist_failure(e, 0);
+        notify(e, FSA_ENGINE_STOPPED, e->rep->error, st);
+        break;
+    default:
+        ps = FSA_OK;
+        if (e->rep->error[0] == '\0')
+            report_error(e, "sync failed: %s", fsa_status_str(st));
+        notify(e, FSA_ENGINE_OFFLINE, e->rep->error, st);
+        break;
+    }
+    return ps;
+}
+
 fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report)
 {
     if (e == NULL)
@@ -1016,31 +1056,7 @@ fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report)
     e->lock = lm != NULL ? &lock : NULL;
     st = cycle(e);
     e->lock = NULL;
-    fsa_status_t ps;
-    switch (st) {
-    case FSA_OK:
-        ps = persist_success(e);
-        notify(e, FSA_ENGINE_IDLE, "synced", FSA_OK);
-        break;
-    case FSA_ENET:
-    case FSA_ETIMEOUT:
-    case FSA_ETLS:
-    case FSA_EPROTO:
-    case FSA_EREJECTED:
-        ps = persist_failure(e, e->retry_after_ms);
-        notify(e, FSA_ENGINE_OFFLINE, e->rep->error, st);
-        break;
-    case FSA_EAUTH:
-        ps = persist_failure(e, 0);
-        notify(e, FSA_ENGINE_STOPPED, e->rep->error, st);
-        break;
-    default:
-        ps = FSA_OK;
-        if (e->rep->error[0] == '\0')
-            report_error(e, "sync failed: %s", fsa_status_str(st));
-        notify(e, FSA_ENGINE_OFFLINE, e->rep->error, st);
-        break;
-    }
+    fsa_status_t ps = end_cycle(e, st);
     if (st == FSA_OK && ps != FSA_OK)
         st = ps;
     if (lm != NULL) {

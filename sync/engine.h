@@ -32,7 +32,7 @@ typedef struct fsa_engine_opts {
 
 /* What the engine is doing, for the app that embeds it. Values are frozen. */
 typedef enum fsa_engine_state {
-    FSA_ENGINE_IDLE = 0, /* nothing to do, or done */
+    FSA_ENGINE_IDLE = 0, /* nothing to do, done, or cancelled */
     FSA_ENGINE_PUSHING = 1,
     FSA_ENGINE_PULLING = 2,
     FSA_ENGINE_RETRYING = 3, /* waiting before a retry (network error, 5xx, 429) */
@@ -82,8 +82,9 @@ void fsa_engine_on_status(fsa_engine_t *e, fsa_engine_status_fn fn, void *arg);
 
 /* Asks a running cycle to stop at its next step (from another thread or a signal handler's
  * flag); a request on the wire ends within about a second, unanswered, and its batch is resent
- * next time (ops are idempotent by op id); a retry's wait ends at once. Sticky: later cycles of
- * this engine return at once; make a new engine to sync again. */
+ * next time (ops are idempotent by op id); a retry's wait ends at once. The cycle returns
+ * FSA_ETIMEOUT and persists no backoff (a stop is not a failure). Sticky: later cycles of this
+ * engine return at once; make a new engine to sync again. */
 void fsa_engine_cancel(fsa_engine_t *e);
 
 /*
@@ -98,9 +99,9 @@ void fsa_engine_cancel(fsa_engine_t *e);
  * FSA_EAUTH (the server refused our credentials: the cycle's backoff is persisted as for an
  * unreachable server; a caller retries later, with the key read again); FSA_EPROTO (a malformed
  * answer);
- * FSA_ETIMEOUT also when cancelled; FSA_ENOMEM (an allocation failed: not retried as a network
- * failure, no backoff persisted; ops sent stay in flight and are resent next cycle); storage
- * errors.
+ * FSA_ETIMEOUT also when cancelled (then no backoff is persisted); FSA_ENOMEM (an allocation
+ * failed: not retried as a network failure, no backoff persisted; ops sent stay in flight and are
+ * resent next cycle); storage errors.
  */
 fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report) FSA_MUST_CHECK;
 

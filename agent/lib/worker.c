@@ -538,10 +538,8 @@ static void cycle(loop_t *L, fsa_status_t *out_st, fsa_sync_report_t *r)
     if (stop)
         return;
     show_now(fs, false);
-    /* The engine counts a cancelled cycle as a failed one and persists a backoff; a stop is not
-     * a failure, so the next start must not wait for it: what was there is put back. */
-    fsa_backoff_state_t backoff0;
-    bool saved = fsa_journal_backoff_get(fs->j, &backoff0) == FSA_OK;
+    /* A cancelled cycle persists no backoff (a stop is not a failure): the next start syncs at
+     * once. */
     fsa_status_t st = fsa_engine_sync(L->engine, r);
     lock(fs);
     w->engine = NULL;
@@ -550,10 +548,6 @@ static void cycle(loop_t *L, fsa_status_t *out_st, fsa_sync_report_t *r)
     *out_st = st;
     account(fs, st, r, cancelled);
     if (cancelled) {
-        if (saved && st != FSA_OK) {
-            if (fsa_journal_backoff_set(fs->j, &backoff0) != FSA_OK)
-                fsa_log(&fs->port, FSA_LOG_WARN, "sync: cannot undo the cancelled cycle's backoff");
-        }
         /* A cancel is sticky in the engine; the next start makes a new one. */
         engine_drop(L);
         return;

@@ -484,6 +484,22 @@ static void assert_failed_keeping_ops(fx_t *f, fsa_status_t st, const fsa_sync_r
     assert_true(sync_state(f).backoff.next_attempt_ms > 0);
 }
 
+/* A cycle that a cancel ended: st is FSA_ETIMEOUT saying "cancelled", pending ops stay, and the
+ * persisted backoff is still `before` (a stop is not a failure: the next start syncs at once). */
+static void assert_cancelled_keeping_ops(fx_t *f, fsa_status_t st, const fsa_sync_report_t *r,
+                                         int64_t pending, fsa_backoff_state_t before)
+{
+    if (st != FSA_ETIMEOUT)
+        fail_msg("sync returned %s, want %s (%s)", fsa_status_str(st), fsa_status_str(FSA_ETIMEOUT),
+                 r->error);
+    assert_string_equal(r->error, "cancelled");
+    assert_int_equal(stats(f).pending, pending);
+    fsa_backoff_state_t after = sync_state(f).backoff;
+    assert_int_equal(after.next_attempt_ms, before.next_attempt_ms);
+    assert_int_equal(after.failures, before.failures);
+    assert_int_equal(f->last_state, FSA_ENGINE_IDLE);
+}
+
 /* ---- push: batch-level answers ---- */
 
 /* A 413 splits the batch until the server takes it; every op is applied once, in seq order. */
@@ -615,10 +631,9 @@ static void test_fsa_engine_sync__cancelled_while_waiting_sends_nothing_more(voi
     f->srv.err_message = "try later";
     f->cancel_when_retrying = true;
     fsa_sync_report_t r;
-    assert_int_equal(fsa_engine_sync(engine(f, 0), &r), FSA_ETIMEOUT);
-    assert_string_equal(r.error, "cancelled");
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_cancelled_keeping_ops(f, st, &r, 1, (fsa_backoff_state_t){0});
     assert_int_equal(f->srv.pushes, 1);
-    assert_int_equal(stats(f).pending, 1);
 }
 
 /* A listener that takes connections (the kernel completes them) and never answers. */
@@ -673,13 +688,12 @@ static void test_fsa_engine_sync__cancel_ends_a_request_never_answered(void **st
     assert_int_equal(pthread_create(&t, NULL, cancel_once_connected, &s), 0);
     double t0 = real_now_s();
     fsa_sync_report_t r;
-    assert_int_equal(fsa_engine_sync(f->e, &r), FSA_ETIMEOUT);
+    fsa_status_t st = fsa_engine_sync(f->e, &r);
     double took = real_now_s() - t0;
     assert_int_equal(pthread_join(t, NULL), 0);
-    assert_string_equal(r.error, "cancelled");
     if (took > 20)
         fail_msg("the cancelled cycle took %.1f s: it waited for the request's timeout", took);
-    assert_int_equal(stats(f).pending, 1);
+    assert_cancelled_keeping_ops(f, st, &r, 1, (fsa_backoff_state_t){0});
     close(s.fd);
 }
 
@@ -849,15 +863,19 @@ static void test_fsa_engine_sync__pull_not_json_fails(void **state)
 
 /* ---- the cycle ---- */
 
-/* A cancelled engine sends nothing and keeps everything. */
+/* A cancelled engine sends nothing and keeps everything, the backoff of earlier failures too:
+ * a stop neither adds a failure nor clears them. (The engine counted a cancel as a failure.) */
 static void test_fsa_engine_sync__cancelled_sends_nothing(void **state)
 {
     fx_t *f = *state;
     record_tickets(f, 2, NULL);
+    const fsa_backoff_state_t before = {
+        .next_attempt_ms = f->port->wall_now(f->port->ctx).ms - 1000, .failures = 3};
+    assert_fsa_ok(fsa_journal_backoff_set(f->j, &before));
     fsa_engine_cancel(engine(f, 0));
     fsa_sync_report_t r;
     fsa_status_t st = fsa_engine_sync(f->e, &r);
-    assert_failed_keeping_ops(f, st, &r, FSA_ETIMEOUT, 2, "cancelled");
+    assert_cancelled_keeping_ops(f, st, &r, 2, before);
     assert_int_equal(f->srv.pushes, 0);
     assert_int_equal(f->srv.pulls, 0);
 }

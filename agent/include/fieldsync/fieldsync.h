@@ -527,8 +527,10 @@ FIELDSYNC_API fieldsync_status_t fieldsync_start(fieldsync_t *fs,
 FIELDSYNC_API fieldsync_status_t fieldsync_sync_now(fieldsync_t *fs);
 
 /*
- * Asks the sync thread to stop and returns at once. The cycle in progress ends at its next step;
- * then the status listeners hear state FIELDSYNC_STATE_STOPPED, the last event of this start:
+ * Asks the sync thread to stop and returns at once. The cycle in progress ends at its next step
+ * (a request on the wire within about a second; its ops are sent again next time). A stop is not
+ * a failure: the journal's backoff stays as it was, so the next start syncs at once. Then the
+ * status listeners hear state FIELDSYNC_STATE_STOPPED, the last event of this start:
  * no listener of this handle runs after it until the next start. An app must not free what its
  * listeners use before it. FIELDSYNC_OK (also when not started), FIELDSYNC_ECLOSED. Any thread,
  * also a listener.

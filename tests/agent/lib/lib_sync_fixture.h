@@ -136,6 +136,7 @@ typedef struct lrec {
     bool try_dispatch;                       /* call fieldsync_dispatch from a status listener */
     fieldsync_status_t dispatch_in_listener; /* what it said */
     bool stop_in_listener;                   /* call fieldsync_stop from the first status */
+    const char *stop_at_reason; /* ... or from the first SYNCING status whose reason has it */
     fieldsync_status_t stop_result;
     int stop_calls;
 } lrec_t;
@@ -192,7 +193,10 @@ static inline void lrec_on_status(void *ctx, const fieldsync_sync_status_t *s)
         r->synced_at_first_end = r->synced_changes;
     if (s->state == FIELDSYNC_STATE_STOPPED)
         r->stopped = true;
-    else if (r->stop_in_listener && r->stop_calls == 0)
+    else if (r->stop_calls == 0 &&
+             (r->stop_in_listener ||
+              (r->stop_at_reason != NULL && s->state == FIELDSYNC_STATE_SYNCING &&
+               strstr(s->reason, r->stop_at_reason) != NULL)))
         stop = true;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);

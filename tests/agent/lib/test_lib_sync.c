@@ -716,6 +716,45 @@ static void test_start__offline_retries_at_the_next_attempt(void **state)
     lrec_clear(&r);
 }
 
+/* A stop in the middle of a failing cycle (here in its first retry's wait: nothing listens) is
+ * not a failure: the journal's backoff stays as the earlier failures left it, neither longer nor
+ * cleared, so the next start syncs at once. */
+static void test_stop__in_a_failing_cycle_keeps_the_backoff(void **state)
+{
+    lfx_t *f = *state; /* the journal names a server where nothing listens */
+    fsa_journal_t *j = NULL;
+    fsa_journal_opts_t jo = {0};
+    char err[256];
+    assert_int_equal(fsa_journal_open(fsa_port_posix(), f->db, &jo, &j, err, sizeof err), FSA_OK);
+    const fsa_backoff_state_t before = {
+        .next_attempt_ms = fsa_port_posix()->wall_now(NULL).ms - 1000, .failures = 2};
+    assert_int_equal(fsa_journal_backoff_set(j, &before), FSA_OK);
+    fsa_journal_close(j);
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    assert_int_equal(fieldsync_ticket_create(fs, "K1", NULL, NULL), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    r.stop_at_reason = "network error"; /* the first retry: its wait is next */
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_is_stopped, 30000));
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.stop_calls, 1);
+    assert_int_equal(r.last.last_error, FIELDSYNC_OK); /* STOPPED, not a failure */
+    pthread_mutex_unlock(&r.mu);
+    fieldsync_stats_t st = {.size = sizeof st};
+    assert_int_equal(fieldsync_stats(fs, &st), FIELDSYNC_OK);
+    assert_int_equal(st.cycles_ok, 0);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+    assert_int_equal(fsa_journal_open(fsa_port_posix(), f->db, &jo, &j, err, sizeof err), FSA_OK);
+    fsa_sync_state_t s;
+    assert_int_equal(fsa_journal_sync_state_get(j, &s), FSA_OK);
+    fsa_journal_close(j);
+    assert_int_equal(s.backoff.next_attempt_ms, before.next_attempt_ms);
+    assert_int_equal(s.backoff.failures, before.failures);
+}
+
 /* A persisted backoff holds new records back; fieldsync_sync_now cuts it short. */
 static void test_sync_now__cuts_a_backoff_short(void **state)
 {
@@ -793,6 +832,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start__long_cycle_tells_changes_as_it_goes,
                                         setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__offline_retries_at_the_next_attempt,
+                                        setup_no_server, teardown),
+        cmocka_unit_test_setup_teardown(test_stop__in_a_failing_cycle_keeps_the_backoff,
                                         setup_no_server, teardown),
         cmocka_unit_test_setup_teardown(test_sync_now__cuts_a_backoff_short, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__bad_arguments, setup_plain, teardown),
