@@ -96,7 +96,8 @@ FIELDSYNC_API const char *fieldsync_status_str(fieldsync_status_t st);
 
 /* The level of the library's log lines (on stderr): "debug", "info", "warn" (the default),
  * "error" or "off". Process-wide; takes effect for handles opened after the call. FIELDSYNC_OK,
- * FIELDSYNC_EINVAL (unknown level). Call it before opening handles, from one thread. */
+ * FIELDSYNC_EINVAL (unknown level; fieldsync_errmsg(NULL) says which). Call it before opening
+ * handles, from one thread. */
 FIELDSYNC_API fieldsync_status_t fieldsync_set_log_level(const char *level);
 
 /* ---- Opening a journal ---- */
@@ -199,7 +200,8 @@ FIELDSYNC_API fieldsync_status_t fieldsync_close(fieldsync_t *fs);
 
 /* The last failure's message on this handle from the calling thread ("" if the last call on it
  * succeeded). Owned by the library, valid until the thread's next call on fs. A NULL handle
- * gives the message of the last fieldsync_open() on this thread that could not make one. */
+ * gives the message of the last failed call on this thread that had no handle: a
+ * fieldsync_open() that could not make one, or fieldsync_set_log_level(). */
 FIELDSYNC_API const char *fieldsync_errmsg(const fieldsync_t *fs);
 
 /* Frees a string that the library handed out. NULL is accepted. Any thread. */
