@@ -37,6 +37,25 @@ static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, fsa_result_status
     if (server_fields != NULL)
         fsa__db_bind_text(st, 7, server_fields);
     sqlite3_bind_int64(st, 8, now_ms);
+    s = step_done(j, st);
+    if (s != FSA_OK)
+        return s;
+    /* The later sets on the entity counted this op in their base_version, as if it would apply
+     * (journal_record.c); it did not, so each expects one version less. Without this, a change
+     * by someone else could take the version this op would have had, and the set would be
+     * applied over it, silently. With it, the set applies only if nobody else changed the entity;
+     * else it is a conflict, for the resolver. They are still waiting: a set is not sent before
+     * the answers of the ops before it on its entity (set_waits, journal_outbox.c). */
+    s = prep(j,
+             "UPDATE outbox SET base_version = base_version - 1 WHERE type = ?1 AND id = ?2 "
+             "AND state IN (0, 1) AND seq > ?3 AND kind = ?4",
+             &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)op->type);
+    fsa__db_bind_text(st, 2, op->id);
+    sqlite3_bind_int64(st, 3, op->seq);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)FSA_OP_SET);
     return step_done(j, st);
 }
 

@@ -54,6 +54,37 @@ static fsa_status_t group_size(fsa_journal_t *j, const char *group, size_t *n)
     return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
 }
 
+/*
+ * Whether set op must wait for the answers to earlier open ops on its entity (other than its own
+ * group's). Its base_version counts them as applied (journal_record.c). Sent in the same batch
+ * (or while they are in flight), one of them not applied (a conflict, a rejection) would leave
+ * the server one version short, and a change by someone else could fill that version: the set
+ * would then be applied over a state this device never saw, silently. Sent after their answers,
+ * it carries a base_version lowered for each of them that was not applied (park in
+ * journal_apply.c), and such a change makes it a conflict.
+ */
+static fsa_status_t set_waits(fsa_journal_t *j, const fsa_op_t *op, bool *waits)
+{
+    *waits = false;
+    if (op->kind != FSA_OP_SET)
+        return FSA_OK;
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT 1 FROM outbox WHERE type = ?1 AND id = ?2 AND state IN (0, 1) "
+                          "AND seq < ?3 AND (?4 = '' OR grp != ?4) LIMIT 1",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)op->type);
+    fsa__db_bind_text(st, 2, op->id);
+    sqlite3_bind_int64(st, 3, op->seq);
+    fsa__db_bind_text(st, 4, op->group);
+    int rc = sqlite3_step(st);
+    *waits = rc == SQLITE_ROW;
+    release(j, st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? FSA_OK : fsa__db_status(rc);
+}
+
 /* Rough wire size of an op: its payload plus the fixed members. */
 static size_t op_wire_bytes(const fsa_op_t *op)
 {
@@ -94,7 +125,7 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
                            : "SELECT " OP_COLUMNS " FROM outbox WHERE state IN (0, 1) AND seq > ?2 "
                              "ORDER BY seq LIMIT ?1",
              &st);
-    size_t count = 0, bytes = 0;
+    size_t count = 0, bytes = 0, group_start = 0;
     char current_group[FSA_GROUP_BYTES] = "";
     if (s == FSA_OK) {
         sqlite3_bind_int64(st, 1, (sqlite3_int64)max_ops);
@@ -120,9 +151,21 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
                     break;
                 }
                 memcpy(current_group, op.group, sizeof current_group);
+                group_start = count;
             }
             if (count >= max_ops) { /* only a group bigger than max_ops could get here */
                 fsa_op_clear(&op);
+                break;
+            }
+            bool waits = false;
+            s = set_waits(j, &op, &waits);
+            if (s != FSA_OK || waits) {
+                /* The batch ends before it, or before its group: a group goes whole. At the
+                 * queue's head the ops it waits for are in this batch, so the batch is not empty;
+                 * after after_seq it may be (the next batch waits for the answer in flight). */
+                fsa_op_clear(&op);
+                while (count > group_start)
+                    fsa_op_clear(&ops[--count]);
                 break;
             }
             ops[count++] = op;

@@ -1,4 +1,5 @@
 /* Tests for storage/journal.c and storage/db.c: opening, recording, the outbox, conflicts. */
+#include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sqlite3.h>
@@ -328,6 +329,16 @@ static void test_fsa_journal_append__max_len(void **state)
                         "{\"ticket_history\":[{\"n\":2},{\"n\":3},{\"n\":4}]}");
 }
 
+static fsa_op_result_t result_for(const char *op_id, fsa_result_status_t status, int64_t version)
+{
+    fsa_op_result_t r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.op_id, sizeof r.op_id, "%.36s", op_id);
+    r.status = status;
+    r.version = version;
+    return r;
+}
+
 static void test_fsa_journal_checkpoint_update__one_group(void **state)
 {
     fixture_t *f = *state;
@@ -338,15 +349,25 @@ static void test_fsa_journal_checkpoint_update__one_group(void **state)
     assert_fsa_ok(fsa_journal_checkpoint_update(f->j, "CP1", "{\"expirytime\":45}", NULL, &rec));
     fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
     size_t n = 0;
+    /* The group's set on CP1 waits for the answer to CP1's create (its base_version counts it). */
     assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
-    assert_int_equal(n, 4);
-    assert_int_equal(ops[2].kind, FSA_OP_SET);
-    assert_string_equal(ops[2].id, "CP1");
-    assert_int_equal(ops[3].kind, FSA_OP_MERGE);
-    assert_string_equal(ops[3].id, "TOUR");
-    assert_string_not_equal(ops[2].group, "");
-    assert_string_equal(ops[2].group, ops[3].group);
-    assert_int_equal(ops[3].seq, ops[2].seq + 1);
+    assert_int_equal(n, 2);
+    fsa_op_result_t res[2];
+    for (size_t i = 0; i < n; i++) {
+        res[i] = result_for(ops[i].op_id, FSA_RESULT_APPLIED, 1);
+        fsa_op_clear(&ops[i]);
+    }
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, res, 2));
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 2);
+    assert_int_equal(ops[0].kind, FSA_OP_SET);
+    assert_string_equal(ops[0].id, "CP1");
+    assert_int_equal(ops[0].base_version, 1);
+    assert_int_equal(ops[1].kind, FSA_OP_MERGE);
+    assert_string_equal(ops[1].id, "TOUR");
+    assert_string_not_equal(ops[0].group, "");
+    assert_string_equal(ops[0].group, ops[1].group);
+    assert_int_equal(ops[1].seq, ops[0].seq + 1);
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&ops[i]);
     assert_non_null(strstr(field_of(f->j, FSA_TYPE_JOBNEED, "TOUR", "other_info"), "CP1"));
@@ -428,14 +449,130 @@ static void test_fsa_outbox_next_batch__bounded_by_bytes(void **state)
     }
 }
 
-static fsa_op_result_t result_for(const char *op_id, fsa_result_status_t status, int64_t version)
+static const char TICKET_V1[] = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                                "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
+
+/* The seqs of a batch, as "1,2,3" (ops cleared). */
+static void batch_seqs(fsa_op_t *ops, size_t n, char *out, size_t cap)
 {
-    fsa_op_result_t r;
-    memset(&r, 0, sizeof r);
-    snprintf(r.op_id, sizeof r.op_id, "%.36s", op_id);
-    r.status = status;
-    r.version = version;
-    return r;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len, "%s%" PRId64, i > 0 ? "," : "", ops[i].seq);
+        fsa_op_clear(&ops[i]);
+    }
+}
+
+static int64_t base_version_of(fixture_t *f, const char *op_id)
+{
+    fsa_op_t op;
+    assert_fsa_ok(fsa_outbox_find(f->j, op_id, &op, NULL));
+    int64_t v = op.base_version;
+    fsa_op_clear(&op);
+    return v;
+}
+
+/*
+ * A set counts the ops before it on its entity as applied (its base_version), so it is not sent
+ * with them unanswered: the batch ends before it (before its group, taken whole), and the batch
+ * read while they are in flight ends there too, even empty. Ops of its own group do not hold it
+ * (all-or-nothing), nor ops on other entities. (The set went in the same batch.)
+ */
+static void test_fsa_outbox_next_batch__set_waits_for_answers_on_its_entity(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, TICKET_V1));
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T2", 1, TICKET_V1));
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &rec));
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_TICKET, "T2", "{\"priority\":\"LOW\"}", NULL,
+                                  &rec)); /* seq 2: nothing before it on T2 */
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T2", "level", 1, NULL, &rec));
+    fsa_op_t g[2];
+    memset(g, 0, sizeof g);
+    g[0].kind = FSA_OP_INCREMENT; /* seq 4, 5: a group whose set waits for seq 1 */
+    g[0].type = FSA_TYPE_TICKET;
+    snprintf(g[0].id, sizeof g[0].id, "T2");
+    snprintf(g[0].field, sizeof g[0].field, "level");
+    g[0].by = 1;
+    g[1].kind = FSA_OP_SET;
+    g[1].type = FSA_TYPE_TICKET;
+    snprintf(g[1].id, sizeof g[1].id, "T1");
+    g[1].json = "{\"priority\":\"HIGH\"}";
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    char seqs[64];
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    batch_seqs(ops, n, seqs, sizeof seqs);
+    assert_string_equal(seqs, "1,2,3");
+    /* While 1-3 are in flight, the next batch would start with the group: it waits. */
+    assert_fsa_ok(fsa_outbox_next_batch_after(f->j, 3, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 0);
+    /* Answered: the group goes, its set expecting T1 at 2 (1 + the increment). */
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    fsa_op_result_t res[3];
+    for (size_t i = 0; i < 3; i++)
+        res[i] = result_for(ops[i].op_id, FSA_RESULT_APPLIED, i == 0 ? 2 : (int64_t)i + 1);
+    batch_seqs(ops, n, seqs, sizeof seqs);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, res, 3));
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 2);
+    assert_int_equal(ops[1].kind, FSA_OP_SET);
+    assert_int_equal(ops[1].base_version, 2);
+    batch_seqs(ops, n, seqs, sizeof seqs);
+    assert_string_equal(seqs, "4,5");
+    /* A group of an increment and a set on one entity goes together: one outcome for both. */
+    snprintf(g[0].id, sizeof g[0].id, "T1");
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
+    assert_fsa_ok(fsa_outbox_next_batch_after(f->j, 5, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    batch_seqs(ops, n, seqs, sizeof seqs);
+    assert_string_equal(seqs, ""); /* seq 4-5 on T1 unanswered still */
+}
+
+/*
+ * An op that is parked (conflict or rejected) did not move the server's version, so each later set
+ * on its entity expects one version less: it applies only if nobody else changed the entity, else
+ * it conflicts. Sets on other entities, and other kinds, keep theirs; an applied op moves none.
+ */
+static void test_fsa_outbox_apply_results__parked_op_lowers_later_sets(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t a, s1, s2, s3, other;
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, TICKET_V1));
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T2", 1, TICKET_V1));
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &a));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"LOW\"}", NULL, &s1));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T2", "{\"priority\":\"LOW\"}", NULL, &other));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"assignedto\":\"al\"}", NULL, &s2));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"HIGH\"}", NULL, &s3));
+    assert_int_equal(base_version_of(f, s1.op_id), 2);
+    assert_int_equal(base_version_of(f, s2.op_id), 3);
+    assert_int_equal(base_version_of(f, s3.op_id), 4);
+    /* The increment applies: nothing moves. */
+    fsa_op_result_t r = result_for(a.op_id, FSA_RESULT_APPLIED, 2);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_int_equal(base_version_of(f, s2.op_id), 3);
+    /* The first set conflicts (someone made v3): the two after it expect one less. */
+    r = result_for(s1.op_id, FSA_RESULT_CONFLICT, 0);
+    r.current_version = 3;
+    r.current_fields = (char *)(uintptr_t)TICKET_V1; /* the journal only reads it */
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_int_equal(base_version_of(f, s2.op_id), 2);
+    assert_int_equal(base_version_of(f, s3.op_id), 3);
+    assert_int_equal(base_version_of(f, other.op_id), 1);
+    /* The second is rejected: the third expects one less again. Its answer once more (a resent
+     * batch) changes nothing: the op is not open any more. */
+    r = result_for(s2.op_id, FSA_RESULT_REJECTED, 0);
+    snprintf(r.code, sizeof r.code, "forbidden");
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_int_equal(base_version_of(f, s3.op_id), 2);
+    assert_int_equal(base_version_of(f, other.op_id), 1);
 }
 
 /* A count read by SQL on a connection of its own (what the journal keeps, not what it says). */
@@ -1634,6 +1771,8 @@ int main(void)
         T(test_fsa_journal_record_group__failure_writes_nothing),
         T(test_fsa_outbox_next_batch__never_splits_a_group),
         T(test_fsa_outbox_next_batch__bounded_by_bytes),
+        T(test_fsa_outbox_next_batch__set_waits_for_answers_on_its_entity),
+        T(test_fsa_outbox_apply_results__parked_op_lowers_later_sets),
         T(test_fsa_outbox_apply_results__applied_moves_base),
         T(test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull),
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),

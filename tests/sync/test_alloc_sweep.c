@@ -634,13 +634,16 @@ static fsa_status_t j_create_checkpoint(void *ctx, buf_t *out)
                    &rec, out);
 }
 
-static fsa_status_t j_create_ticket(void *ctx, buf_t *out)
+/* T1 comes from the server, not from a create here: the set on it is then the first op on it, and
+ * goes in the batch with the others (a set waits for the answers to the ops before it on its
+ * entity, journal_outbox.c). */
+static fsa_status_t j_fold_ticket(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
-    fsa_rec_t rec;
-    return rec_out(fsa_journal_create(c->j, FSA_TYPE_TICKET, "T1",
-                                      "{\"priority\":\"HIGH\",\"assignedto\":\"p2\"}", NULL, &rec),
-                   &rec, out);
+    (void)out;
+    return fsa_journal_fold(c->j, FSA_TYPE_TICKET, "T1", 1,
+                            "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"p2\","
+                            "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"HIGH\"}");
 }
 
 static fsa_status_t j_set(void *ctx, buf_t *out)
@@ -788,9 +791,9 @@ static fsa_status_t j_apply_results(void *ctx, buf_t *out)
         const char *id;
         fsa_result_status_t status;
     } plan[6] = {
-        {FSA_OP_CREATE, "TOUR", FSA_RESULT_APPLIED}, {FSA_OP_CREATE, "CP1", FSA_RESULT_APPLIED},
-        {FSA_OP_CREATE, "T1", FSA_RESULT_APPLIED},   {FSA_OP_SET, "T1", FSA_RESULT_CONFLICT},
-        {FSA_OP_MERGE, "T1", FSA_RESULT_REJECTED},   {FSA_OP_CREATE, "A1", FSA_RESULT_DUPLICATE},
+        {FSA_OP_CREATE, "TOUR", FSA_RESULT_APPLIED},  {FSA_OP_CREATE, "CP1", FSA_RESULT_APPLIED},
+        {FSA_OP_INCREMENT, "T1", FSA_RESULT_APPLIED}, {FSA_OP_SET, "T1", FSA_RESULT_CONFLICT},
+        {FSA_OP_MERGE, "T1", FSA_RESULT_REJECTED},    {FSA_OP_CREATE, "A1", FSA_RESULT_DUPLICATE},
     };
     for (size_t i = 0; i < 6; i++) {
         const fsa_op_t *op = batch_find(c, plan[i].kind, plan[i].id);
@@ -922,15 +925,15 @@ static const step_t journal_steps[] = {
     {"config_store", j_config_store, false},
     {"create jobneed", j_create_tour, false},
     {"create checkpoint", j_create_checkpoint, false},
-    {"create ticket", j_create_ticket, false},
+    {"fold ticket", j_fold_ticket, false},
     {"set", j_set, false},
     {"merge", j_merge, false},
     {"increment", j_increment, false},
     {"transition", j_transition, false},
     {"append", j_append, false},
+    {"create attendance", j_attendance, false}, /* before the groups, which wait */
     {"checkpoint_update", j_checkpoint_update, false},
     {"record_group", j_group, false},
-    {"create attendance", j_attendance, false},
     {"get", j_get, false},
     {"next_batch", j_next_batch, false},
     {"mark_inflight", j_mark_inflight, false},
@@ -1058,7 +1061,7 @@ static void *journal_setup_unclean(const path_t *p)
     jctx_t *c = journal_setup(p);
     static buf_t scratch;
     assert_fsa_ok(j_open_create(c, &scratch));
-    assert_fsa_ok(j_create_ticket(c, &scratch));
+    assert_fsa_ok(j_fold_ticket(c, &scratch));
     assert_fsa_ok(j_close(c, &scratch));
     buf_reset(&scratch);
     sqlite3 *db = NULL;

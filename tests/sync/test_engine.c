@@ -601,6 +601,54 @@ static void test_fsa_engine_sync__lost_results_resent_not_applied_twice(void **s
     fsa_model_free(base);
 }
 
+/*
+ * A set counts the ops before it on its entity as applied (its base_version). Here the first of two
+ * sets conflicts, because another device changed the ticket (version 2): the second set must not
+ * then match version 2 by that coincidence and overwrite the other device's priority, which this
+ * device never saw. It waits for the first one's answer, expects one version less once it is
+ * parked, conflicts, and the server wins (recorded); the first set, on a field nobody else changed,
+ * is rebased and lands. (The second set was applied over HIGH, and no conflict was recorded.)
+ */
+static void
+test_fsa_engine_sync__set_after_own_conflict_never_overwrites_unseen_change(void **state)
+{
+    fx_t *f = *state;
+    start(f, NULL);
+    make_device(f, 0);
+    fsa_rec_t rec, r1, r2;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_engine_t *e = engine(f, f->srv.url, NULL);
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    /* Device 1 raises the priority: version 2. Device 0 does not pull it. */
+    char op[512];
+    tc_op(op, sizeof op, NULL, "set", "ticket", "T1",
+          ",\"base_version\":1,\"fields\":{\"priority\":\"HIGH\"}");
+    fsa_codec_result_t *res = NULL;
+    size_t nres = 0;
+    assert_int_equal(tc_push(NULL, f->srv.url, 1, op, &res, &nres), 200);
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    fsa_codec_results_free(res, nres);
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"assignedto\":\"alice\"}", NULL, &r1));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"LOW\"}", NULL, &r2));
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    fsa_engine_free(e);
+    char v[64];
+    tc_field(NULL, f->srv.url, "ticket", "T1", "priority", v, sizeof v);
+    assert_string_equal(v, "\"HIGH\""); /* the other device's change stands */
+    tc_field(NULL, f->srv.url, "ticket", "T1", "assignedto", v, sizeof v);
+    assert_string_equal(v, "\"alice\""); /* ours, on a field nobody else changed, landed */
+    assert_int_equal(tc_get(NULL, f->srv.url, "ticket", "T1", NULL), 3);
+    fsa_op_state_t os = FSA_OPSTATE_PENDING;
+    assert_fsa_ok(fsa_outbox_op_state(f->j, r2.op_id, &os));
+    assert_int_equal(os, FSA_OPSTATE_CONFLICT); /* recorded, for the user to see and override */
+    assert_int_equal(r.conflict, 2);
+    assert_int_equal(r.rebased, 1);
+    assert_int_equal(r.server_wins, 1);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -616,6 +664,7 @@ int main(void)
         T(test_fsa_engine_sync__pipelined_batches_land_once_in_order),
         T(test_fsa_engine_new__options_out_of_range_refused),
         T(test_fsa_engine_sync__lost_results_resent_not_applied_twice),
+        T(test_fsa_engine_sync__set_after_own_conflict_never_overwrites_unseen_change),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
