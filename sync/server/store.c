@@ -874,8 +874,11 @@ static fsa_status_t apply_single(fsa__store_tx_t *tx, const char *device, bool b
 /*
  * Applies the group of ops[first] (every later op with the same group) all-or-nothing, marking
  * them done. Each op is logged as it is tried, inside the savepoint; when one is not applied the
- * savepoint is rolled back (entities and those log rows) and every op of the group that was not
- * a duplicate from before this batch is logged again with the group's outcome.
+ * savepoint is rolled back (entities and those log rows) and every op of the group is looked up in
+ * the op log again: one logged before the group (an earlier batch, or earlier in this batch
+ * outside the group) is answered as a duplicate of that outcome and not logged again, every other
+ * one is logged with the group's outcome. The ops after the failing one were never claimed, so
+ * only this look-up tells whether they were logged before.
  */
 static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by_server,
                                 const fsa_store_scope_t *scope, const fsa_codec_op_t *ops, size_t n,
@@ -922,20 +925,26 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
     snprintf(code, sizeof code, "%s", results[failed].code);
     snprintf(msg, sizeof msg, "group %.48s not applied: op %.36s: %.120s", group,
              ops[failed].op.op_id, results[failed].message);
-    /* A duplicate of an op logged before this group keeps its answer; a duplicate of an op of
-     * this very group (an op_id repeated in the batch) was rolled back with it and takes the
-     * group's outcome. Decided for all before anything is logged again. */
+    /* An op logged before this group is a duplicate of that outcome (PROTOCOL.md section 3),
+     * whether the group's loop found it or skipped it after the failing op: logging it again
+     * would be refused (PostgreSQL's insert replaces only a claim: FSA_EBUSY, the batch retried
+     * until it answers 503) or dropped (SQLite) while the answer said the group's outcome. A
+     * duplicate of an op of this very group (an op_id repeated in the batch) was rolled back with
+     * it and takes the group's outcome. Decided for all before anything is logged again. */
     bool *retake = fsa_calloc(n - first, sizeof *retake);
     if (retake == NULL)
         return FSA_ENOMEM;
     for (size_t i = first; i < n && st == FSA_OK; i++) {
         if (strcmp(ops[i].op.group, group) != 0)
             continue;
-        retake[i - first] = true;
-        if (results[i].status == FSA_RESULT_DUPLICATE) {
-            fsa__store_logged_t lg;
-            st = B(tx)->find_op(tx, ops[i].op.op_id, &lg);
-            retake[i - first] = !lg.found;
+        fsa__store_logged_t lg;
+        st = B(tx)->find_op(tx, ops[i].op.op_id, &lg);
+        retake[i - first] = st == FSA_OK && !lg.found;
+        if (st == FSA_OK && lg.found && results[i].status != FSA_RESULT_DUPLICATE) {
+            fsa_codec_result_t *r = &results[i];
+            fsa_codec_result_clear(r);
+            snprintf(r->op_id, sizeof r->op_id, "%s", ops[i].op.op_id);
+            st = duplicate_result(tx, scope, device, &lg, r);
         }
     }
     for (size_t i = first; i < n && st == FSA_OK; i++) {

@@ -1,6 +1,7 @@
 /* fieldsync tests: sync/server/store.c, the server's SQLite store, in process: groups, the op log,
  * change numbers and visibility, refusing a database that is not its own, nonces and retention,
- * two stores on one file, the migration from schema 1. */
+ * two stores on one file, the migration from schema 1. With FSA_TEST_DB=postgresql (ctest's _pg
+ * variant) only the tests that hold for every backend run, on a PostgreSQL store. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "port/alloc.h"
 #include "sync/server/store.h"
 #include "sync/server/store_internal.h"
+#include "tests/sync/pg_harness.h"
 #include "tests/test_util.h"
 
 typedef struct fixture {
@@ -29,6 +31,9 @@ static int setup(void **state)
         return -1;
     snprintf(f->path, sizeof f->path, "%s/s.db", f->dir);
     char err[256];
+    /* PostgreSQL's variant: a fresh database's URI instead of the path (SQLite's is left). */
+    if (!th_backend_db(f->path, sizeof f->path))
+        return -1;
     if (fsa_store_open(fsa_port_posix(), f->path, 2, &f->store, err, sizeof err) != FSA_OK) {
         fprintf(stderr, "%s\n", err);
         return -1;
@@ -382,7 +387,7 @@ static bool level_is(fsa_store_t *s, const char *id, const char *want)
  * The answers are those of reading every claim: op ids of an earlier batch, met after 150 new
  * ops (found by a 100-row insert) and last in the batch (found by a one-row insert at the
  * commit), are duplicates and not applied again; in a failed group, an op after the failing one
- * takes the group's outcome whether its op id was logged before or not.
+ * takes the group's outcome when its op id is new, and repeats its logged outcome when it is not.
  */
 static void test_fsa_store_apply__duplicates_found_by_the_log_insert(void **state)
 {
@@ -432,13 +437,90 @@ static void test_fsa_store_apply__duplicates_found_by_the_log_insert(void **stat
     incr_make(&ops[3], "dg3", "DT", "grp", 1);
     assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 4, 1000, res, NULL, 0));
     for (int i = 0; i < 4; i++) {
+        if (i == 2)
+            continue;
         assert_int_equal(res[i].status, FSA_RESULT_CONFLICT);
         assert_non_null(strstr(res[i].message, "group grp not applied: op dg1"));
     }
+    assert_int_equal(res[2].status, FSA_RESULT_DUPLICATE);
+    assert_int_equal(res[2].original, FSA_RESULT_APPLIED);
+    assert_int_equal(res[2].version, 2);
     ops_clear(ops, res, 4);
     assert_int_equal(version_of(f->store, FSA_TYPE_TICKET, "DT"), 3);
     fsa_free(ops);
     fsa_free(res);
+}
+
+/*
+ * In a group that is not applied, an op logged before the group keeps its logged outcome
+ * (PROTOCOL.md section 3: a duplicate repeats it), also after the failing op, where the group's
+ * loop does not claim it: logged before by an earlier batch, or earlier in the same batch outside
+ * the group. Logging it again with the group's outcome was refused on PostgreSQL (the batch ended
+ * FSA_EBUSY, a 503 for ever) and dropped on SQLite (answered conflict).
+ */
+static void test_fsa_store_apply__failed_group_answers_logged_ops_as_duplicates(void **state)
+{
+    fixture_t *f = *state;
+    fsa_codec_op_t ops[3];
+    fsa_codec_result_t res[3];
+    char err[256] = "";
+    op_make(&ops[0], "c0", FSA_OP_CREATE, FSA_TYPE_TICKET, "R1", NULL, "{}");
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 1, 1000, res, NULL, 0));
+    ops_clear(ops, res, 1);
+    incr_make(&ops[0], "x", "R1", NULL, 1);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 1, 1000, res, NULL, 0));
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    int64_t xv = res[0].version;
+    assert_int_equal(xv, 2);
+    ops_clear(ops, res, 1);
+
+    /* x again, in a group after its stale op; the same batch once more repeats every answer. */
+    for (int round = 0; round < 2; round++) {
+        op_make(&ops[0], "g1", FSA_OP_SET, FSA_TYPE_TICKET, "R1", "g2", "{\"priority\":\"HIGH\"}");
+        ops[0].op.base_version = 99;
+        incr_make(&ops[1], "x", "R1", "g2", 1);
+        fsa_status_t st =
+            fsa_store_apply(f->store, "d1", false, ops, 2, 1000, res, err, sizeof err);
+        if (st != FSA_OK)
+            fail_msg("round %d: %s (%s)", round, fsa_status_str(st), err);
+        if (round == 0) {
+            assert_int_equal(res[0].status, FSA_RESULT_CONFLICT);
+            assert_non_null(strstr(res[0].message, "group g2 not applied: op g1"));
+        } else {
+            assert_int_equal(res[0].status, FSA_RESULT_DUPLICATE);
+            assert_int_equal(res[0].original, FSA_RESULT_CONFLICT);
+        }
+        assert_int_equal(res[1].status, FSA_RESULT_DUPLICATE);
+        assert_int_equal(res[1].original, FSA_RESULT_APPLIED);
+        assert_int_equal(res[1].version, xv);
+        ops_clear(ops, res, 2);
+    }
+
+    /* The same in one batch: y alone, then a group failing before y's op id again. */
+    incr_make(&ops[0], "y", "R1", NULL, 1);
+    op_make(&ops[1], "h1", FSA_OP_SET, FSA_TYPE_TICKET, "R1", "h", "{\"priority\":\"HIGH\"}");
+    ops[1].op.base_version = 99;
+    incr_make(&ops[2], "y", "R1", "h", 1);
+    fsa_status_t st = fsa_store_apply(f->store, "d1", false, ops, 3, 1000, res, err, sizeof err);
+    if (st != FSA_OK)
+        fail_msg("one batch: %s (%s)", fsa_status_str(st), err);
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    assert_int_equal(res[0].version, xv + 1);
+    assert_int_equal(res[1].status, FSA_RESULT_CONFLICT);
+    assert_int_equal(res[2].status, FSA_RESULT_DUPLICATE);
+    assert_int_equal(res[2].original, FSA_RESULT_APPLIED);
+    assert_int_equal(res[2].version, xv + 1);
+    ops_clear(ops, res, 3);
+
+    /* y's log row still says applied. */
+    incr_make(&ops[0], "y", "R1", NULL, 1);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 1, 1000, res, NULL, 0));
+    assert_int_equal(res[0].status, FSA_RESULT_DUPLICATE);
+    assert_int_equal(res[0].original, FSA_RESULT_APPLIED);
+    assert_int_equal(res[0].version, xv + 1);
+    ops_clear(ops, res, 1);
+    assert_int_equal(version_of(f->store, FSA_TYPE_TICKET, "R1"), xv + 1);
+    assert_true(level_is(f->store, "R1", "\"level\":2"));
 }
 
 /*
@@ -776,6 +858,17 @@ static void test_fsa_store_open__migrates_schema_1(void **state)
 
 int main(void)
 {
+    /* The tests that hold for every backend (no SQLite file read, no SQLite-only behaviour). */
+    const struct CMUnitTest any_backend[] = {
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__versions_and_duplicates, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__group_rolls_back_with_repeated_op_id,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_fsa_store_apply__failed_group_answers_logged_ops_as_duplicates, setup, teardown),
+    };
+    if (th_backend_is_pg())
+        return cmocka_run_group_tests_name("postgresql", any_backend, NULL, NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__versions_and_duplicates, setup,
                                         teardown),
@@ -785,6 +878,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__duplicates_found_by_the_log_insert,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_fsa_store_apply__failed_group_answers_logged_ops_as_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__warm_parse_follows_the_database,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__one_entity_many_ops_in_a_batch, setup,
