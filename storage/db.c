@@ -483,13 +483,20 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
  * byte 0 for as long as it has the journal open, and the kernel drops the lock of a user that
  * dies. A user that can take the byte exclusively is alone: at open, it checks the journal if the
  * last users did not close it cleanly; at close, it is the last one and marks a clean close.
+ * The file is named after the journal's file as SQLite resolved it, not after path: a journal
+ * reached through another name (a symlink to it) is the same database, and a user on a .users file
+ * of its own would think itself alone, mark a clean close under the others, and a crash of theirs
+ * would then go unchecked at the next open.
  */
 static fsa_status_t join_users(fsa_port_t *port, const char *path, sqlite3 *db,
                                const fsa_db_opts_t *opts, fsa_flock_t **users, char *err,
                                size_t errlen)
 {
     char upath[FSA_LIMIT_PATH_BYTES];
-    if (snprintf(upath, sizeof upath, "%s.users", path) >= (int)sizeof upath) {
+    const char *file = sqlite3_db_filename(db, "main");
+    if (file == NULL || file[0] == '\0')
+        file = path; /* SQLite names every file it opens: a fallback all the same */
+    if (snprintf(upath, sizeof upath, "%s.users", file) >= (int)sizeof upath) {
         snprintf(err, errlen, "journal path too long");
         return FSA_EINVAL;
     }

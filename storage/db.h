@@ -22,8 +22,9 @@ typedef struct fsa_db_opts {
 /*
  * Opens (and when asked, creates) the journal at path: WAL, synchronous FULL (or NORMAL), busy
  * timeout, foreign keys, the schema migrated to FSA_SCHEMA_VERSION in one transaction, and joins
- * the journal's users (a shared lock on "<path>.users"); a user that finds itself alone on a
- * journal whose last users did not close it cleanly runs a quick integrity check first.
+ * the journal's users (a shared lock on "<journal>.users", named after the file SQLite resolves
+ * path to, a symlink's target); a user that finds itself alone on a journal whose last users did
+ * not close it cleanly runs a quick integrity check first.
  * On FSA_OK *out is an open connection and *users its membership (close both with
  * fsa__db_close). Otherwise both are NULL and err (errlen bytes) holds one line naming the
  * problem. Returns FSA_OK, FSA_EINVAL, FSA_ENOTFOUND (missing and not create), FSA_EIO,

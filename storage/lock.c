@@ -1602,17 +1602,16 @@ fail:
     return st != FSA_OK ? st : fsa__db_status(rc);
 }
 
-/* fsa_lockmgr_open's arguments: the journal path's length in *path_len, or FSA_EINVAL. */
+/* fsa_lockmgr_open's arguments: FSA_OK or FSA_EINVAL. */
 static fsa_status_t check_open_args(const fsa_port_t *port, const char *journal_path,
-                                    fsa_lockmgr_t **out, const char *label, size_t *path_len,
-                                    char *err, size_t errlen)
+                                    fsa_lockmgr_t **out, const char *label, char *err,
+                                    size_t errlen)
 {
     if (port == NULL || journal_path == NULL || out == NULL || journal_path[0] == '\0') {
         snprintf(err, errlen, "lock manager: missing argument");
         return FSA_EINVAL;
     }
-    *path_len = strnlen(journal_path, FSA_LIMIT_PATH_BYTES);
-    if (*path_len >= FSA_LIMIT_PATH_BYTES - sizeof ".locks") {
+    if (strnlen(journal_path, FSA_LIMIT_PATH_BYTES) >= FSA_LIMIT_PATH_BYTES - sizeof ".locks") {
         snprintf(err, errlen, "lock manager: journal path longer than %d bytes",
                  FSA_LIMIT_PATH_BYTES);
         return FSA_EINVAL;
@@ -1624,10 +1623,13 @@ static fsa_status_t check_open_args(const fsa_port_t *port, const char *journal_
     return FSA_OK;
 }
 
-/* m's parts, in order: its mutex and condition, the .locks file (locks_path) and its shared
- * table, the journal and its file name. On a failure the parts made so far stay in m for
- * free_parts(). */
-static fsa_status_t open_parts(fsa_lockmgr_t *m, const char *journal_path, const char *locks_path,
+/* m's parts, in order: its mutex and condition, the journal and its file name, the .locks file
+ * and its shared table. The .locks file is named after the journal's file as SQLite resolved it
+ * (m->dbfile, which the fence check names it by too), not after journal_path: a journal reached
+ * through another name (a symlink to it) is the same database to SQLite, and its managers must
+ * share one table and one set of liveness bytes, or each would grant the same lock. On a failure
+ * the parts made so far stay in m for free_parts(). */
+static fsa_status_t open_parts(fsa_lockmgr_t *m, const char *journal_path,
                                const fsa_lockmgr_opts_t *opts, char *err, size_t errlen)
 {
     fsa_port_t *port = m->port;
@@ -1635,11 +1637,6 @@ static fsa_status_t open_parts(fsa_lockmgr_t *m, const char *journal_path, const
     if ((st = port->mutex_new(port->ctx, &m->mu)) != FSA_OK ||
         (st = port->cond_new(port->ctx, &m->released)) != FSA_OK) {
         snprintf(err, errlen, "lock manager: cannot create a mutex (%s)", fsa_status_str(st));
-        return st;
-    }
-    st = port->flock_open(port->ctx, locks_path, &m->live);
-    if (st != FSA_OK) {
-        snprintf(err, errlen, "lock manager: cannot open %s (%s)", locks_path, fsa_status_str(st));
         return st;
     }
     fsa_db_opts_t dbo = {
@@ -1650,21 +1647,32 @@ static fsa_status_t open_parts(fsa_lockmgr_t *m, const char *journal_path, const
     st = fsa__db_open(port, journal_path, &dbo, &m->db, &m->users, err, errlen);
     if (st != FSA_OK)
         return st;
-    void *addr = NULL;
-    st = port->flock_map(port->ctx, m->live, TABLE_BYTES, &addr);
-    if (st != FSA_OK) {
-        snprintf(err, errlen, "lock manager: cannot map %s (%s)", locks_path, fsa_status_str(st));
-        return st;
-    }
-    m->tab = addr;
     const char *dbfile = sqlite3_db_filename(m->db, "main");
-    size_t dblen = strlen(dbfile != NULL ? dbfile : "") + 1;
-    if ((m->dbfile = fsa_malloc(dblen)) == NULL) {
+    if (dbfile == NULL || dbfile[0] == '\0')
+        dbfile = journal_path; /* SQLite names every file it opens: a fallback all the same */
+    size_t dblen = strlen(dbfile) + 1;
+    char *locks_path = fsa_malloc(dblen + strlen(".locks"));
+    if ((m->dbfile = fsa_malloc(dblen)) == NULL || locks_path == NULL) {
+        fsa_free(locks_path);
         snprintf(err, errlen, "lock manager: out of memory");
         return FSA_ENOMEM;
     }
-    memcpy(m->dbfile, dbfile != NULL ? dbfile : "", dblen);
-    return FSA_OK;
+    memcpy(m->dbfile, dbfile, dblen);
+    snprintf(locks_path, dblen + strlen(".locks"), "%s.locks", dbfile);
+    st = port->flock_open(port->ctx, locks_path, &m->live);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "lock manager: cannot open %s (%s)", locks_path, fsa_status_str(st));
+        fsa_free(locks_path);
+        return st;
+    }
+    void *addr = NULL;
+    st = port->flock_map(port->ctx, m->live, TABLE_BYTES, &addr);
+    if (st != FSA_OK)
+        snprintf(err, errlen, "lock manager: cannot map %s (%s)", locks_path, fsa_status_str(st));
+    else
+        m->tab = addr;
+    fsa_free(locks_path);
+    return st;
 }
 
 /* A manager that failed to open: whatever parts it has, then m itself. */
@@ -1691,33 +1699,25 @@ fsa_status_t fsa_lockmgr_open(fsa_port_t *port, const char *journal_path,
     if (out != NULL)
         *out = NULL;
     const char *label = opts != NULL && opts->label != NULL ? opts->label : DEFAULT_LABEL;
-    size_t path_len = 0;
-    fsa_status_t st = check_open_args(port, journal_path, out, label, &path_len, err, errlen);
+    fsa_status_t st = check_open_args(port, journal_path, out, label, err, errlen);
     if (st != FSA_OK)
         return st;
 
     fsa_lockmgr_t *m = fsa_calloc(1, sizeof *m);
-    char *locks_path = fsa_malloc(path_len + sizeof ".locks");
-    st = FSA_ENOMEM;
-    if (m == NULL || locks_path == NULL) {
+    if (m == NULL) {
         snprintf(err, errlen, "lock manager: out of memory");
-        goto fail;
+        return FSA_ENOMEM;
     }
     m->port = port;
     snprintf(m->label, sizeof m->label, "%s", label);
-    snprintf(locks_path, path_len + sizeof ".locks", "%s.locks", journal_path);
-    if ((st = open_parts(m, journal_path, locks_path, opts, err, errlen)) != FSA_OK ||
+    if ((st = open_parts(m, journal_path, opts, err, errlen)) != FSA_OK ||
         (st = prepare_all(m, err, errlen)) != FSA_OK ||
-        (st = register_holder(m, err, errlen)) != FSA_OK)
-        goto fail;
-    fsa_free(locks_path);
+        (st = register_holder(m, err, errlen)) != FSA_OK) {
+        free_parts(port, m);
+        return st;
+    }
     *out = m;
     return FSA_OK;
-fail:
-    fsa_free(locks_path);
-    if (m != NULL)
-        free_parts(port, m);
-    return st;
 }
 
 /*

@@ -111,7 +111,9 @@ typedef struct fsa_lockmgr_opts {
 /*
  * Opens a lock manager on the journal at journal_path, through port (which must outlive the
  * manager): opens its own connection to the journal, registers a holder row (label, pid) and takes
- * its liveness lock on "<journal_path>.locks" (created mode 0600 if missing).
+ * its liveness lock on "<journal>.locks" (created mode 0600 if missing), named after the journal's
+ * file as SQLite resolves journal_path (a symlink's target), so that every name of one journal
+ * reaches the same managers.
  * opts may be NULL (all defaults). On FSA_OK *out is the manager; otherwise *out is NULL.
  * Returns FSA_OK; FSA_EINVAL (NULL port, path or out, an invalid label, an overlong path);
  * FSA_ENOTFOUND (no journal and opts->create false); FSA_ENOMEM; FSA_EIO; FSA_EBUSY (the journal

@@ -13,6 +13,7 @@
 
 #include "port/alloc.h"
 #include "storage/db.h"
+#include "storage/state_keys.h"
 #include "tests/test_util.h"
 
 typedef struct {
@@ -173,6 +174,32 @@ static void test_fsa__db_open__private_under_wide_umask(void **state)
     assert_int_equal(mode_of(wal), 0600);
     fsa__db_close(fsa_port_posix(), db2, users2);
     fsa__db_close(fsa_port_posix(), db, users);
+}
+
+/* One journal reached through two names (its path and a symlink to it) has one set of users: the
+ * user that leaves first is not the last one, and does not mark a clean close under the other,
+ * whose crash would then go unchecked at the next open. */
+static void test_fsa__db_open__symlinked_journal_shares_its_users(void **state)
+{
+    fx_t *f = *state;
+    char link[160];
+    snprintf(link, sizeof link, "%s/current.db", f->dir);
+    fsa_db_opts_t o = {.create = true};
+    sqlite3 *db = NULL, *db2 = NULL;
+    fsa_flock_t *users = NULL, *users2 = NULL;
+    assert_fsa_ok(open_db(f, &o, &db, &users));
+    assert_int_equal(symlink(f->path, link), 0);
+    assert_fsa_ok(fsa__db_open(fsa_port_posix(), link, &o, &db2, &users2, f->err, sizeof f->err));
+    const char *clean = "SELECT v FROM sync_state WHERE k = '" FSA_STATE_CLEAN_CLOSE "'";
+    assert_int_equal(pragma(db, clean), 0);
+    fsa__db_close(fsa_port_posix(), db2, users2);
+    assert_int_equal(pragma(db, clean), 0); /* db still has it open */
+    fsa__db_close(fsa_port_posix(), db, users);
+    assert_int_equal(unlink(link), 0);
+    sqlite3 *plain = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &plain, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(pragma(plain, clean), 1); /* the last one out marked it */
+    sqlite3_close(plain);
 }
 
 /* The file's own errors name the journal and the reason. */
@@ -699,6 +726,7 @@ int main(void)
         T(test_fsa__db_open__creates_a_private_wal_journal),
         T(test_fsa__db_open__existing_file_made_private),
         T(test_fsa__db_open__private_under_wide_umask),
+        T(test_fsa__db_open__symlinked_journal_shares_its_users),
         T(test_fsa__db_open__file_errors_name_the_journal),
         T(test_fsa__db_open__newer_schema_refused),
         T(test_fsa__db_open__not_a_database),

@@ -82,15 +82,21 @@ static int teardown(void **state)
     return rc == 0 ? 0 : -1;
 }
 
-static fsa_lockmgr_t *open_mgr(fixture_t *fx, fsa_port_t *port, const char *label)
+/* A manager on the journal reached through path (the fixture's, or another name of it). */
+static fsa_lockmgr_t *open_mgr_at(fsa_port_t *port, const char *path, const char *label)
 {
     fsa_lockmgr_opts_t o = {.label = label, .create = true};
     fsa_lockmgr_t *m = NULL;
     char err[256];
-    fsa_status_t st = fsa_lockmgr_open(port, fx->path, &o, &m, err, sizeof err);
+    fsa_status_t st = fsa_lockmgr_open(port, path, &o, &m, err, sizeof err);
     if (st != FSA_OK)
-        fail_msg("fsa_lockmgr_open: %s: %s", fsa_status_str(st), err);
+        fail_msg("fsa_lockmgr_open %s: %s: %s", path, fsa_status_str(st), err);
     return m;
+}
+
+static fsa_lockmgr_t *open_mgr(fixture_t *fx, fsa_port_t *port, const char *label)
+{
+    return open_mgr_at(port, fx->path, label);
 }
 
 /* A plain connection to the journal, for looking at (and tampering with) the locks table. */
@@ -680,6 +686,35 @@ static void test_lock_acquire__waiter_takes_over_when_lease_runs_out(void **stat
     assert_fsa_ok(fsa_lock_release(&lb, NULL, 0));
     fsa_lockmgr_close(a);
     fsa_lockmgr_close(b);
+}
+
+/* One journal reached through two names (its path and a symlink to it) is one database to SQLite,
+ * so its managers share one .locks file: the second finds the lock held, not a table of its own
+ * that grants it again. */
+static void test_lock_acquire__symlinked_journal_shares_the_lock(void **state)
+{
+    fixture_t *fx = *state;
+    char link[160];
+    snprintf(link, sizeof link, "%s/current.db", fx->dir);
+    fsa_lockmgr_close(open_mgr(fx, fx->sp, NULL)); /* creates the journal */
+    assert_int_equal(symlink(fx->path, link), 0);
+    fsa_lockmgr_t *a = open_mgr(fx, fx->sp, "via-path");
+    fsa_lockmgr_t *b = open_mgr_at(fx->sp, link, "via-symlink");
+    fsa_lock_config_t try_once = {"JOB_WORKFLOW_UPDATE", 15 * FSA_NS_PER_S, 0};
+    fsa_lock_t la, lb;
+    char err[256];
+    assert_fsa_ok(fsa_lock_acquire(a, FSA_LOCK_JOB_WORKFLOW_UPDATE, "J1", &la, NULL, 0));
+    fsa_status_t st = fsa_lock_acquire_cfg(b, &try_once, "J1", &lb, err, sizeof err);
+    if (st != FSA_EBUSY)
+        fail_msg("b through the symlink: %s, token %lld (a holds token %lld)", fsa_status_str(st),
+                 (long long)lb.token, (long long)la.token);
+    assert_non_null(strstr(err, "via-path"));
+    assert_fsa_ok(fsa_lock_release(&la, NULL, 0));
+    assert_fsa_ok(fsa_lock_acquire_cfg(b, &try_once, "J1", &lb, NULL, 0));
+    assert_int_equal(lb.token, la.token + 1);
+    assert_fsa_ok(fsa_lock_release(&lb, NULL, 0));
+    fsa_lockmgr_close(b);
+    fsa_lockmgr_close(a);
 }
 
 /* Two threads sharing one manager have the same holder id: only the token tells the overrun
@@ -1418,6 +1453,7 @@ int main(void)
         T(test_lock_acquire__sync_tries_once),
         T(test_lock_acquire__overrun_lease_is_taken_over_and_fenced),
         T(test_lock_acquire__waiter_takes_over_when_lease_runs_out),
+        T(test_lock_acquire__symlinked_journal_shares_the_lock),
         T(test_lock_release__lost_within_one_manager_frees_nothing),
         T(test_lock_release__overrun_not_taken_over_is_still_ours),
         T(test_lock_renew__extends_lease_until_lost),
