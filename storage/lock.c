@@ -1105,14 +1105,19 @@ static fsa_status_t update_own(fsa_lockmgr_t *m, sqlite3_stmt *s, const fsa_lock
     return FSA_OK;
 }
 
+/* The message is made whole here and logged from this copy: err may be a caller's short buffer,
+ * or the 8-byte scratch one that stands for none (ERR_SCRATCH), and the log line is the only
+ * trace a caller that passed none gets. */
 static void report_lost(fsa_lockmgr_t *m, fsa_lock_t *l, char *err, size_t errlen)
 {
     m->lost++;
     m->held--;
-    snprintf(err, errlen,
+    char msg[FSA_LOCK_KEY_BYTES + 96];
+    snprintf(msg, sizeof msg,
              "lock %s (token %" PRId64 ") was lost: its lease ran out and it was taken over",
              l->key, l->token);
-    fsa_log(m->port, FSA_LOG_WARN, "%s", err);
+    fsa_log(m->port, FSA_LOG_WARN, "%s", msg);
+    snprintf(err, errlen, "%s", msg);
     l->mgr = NULL;
 }
 
