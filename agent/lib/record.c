@@ -10,13 +10,14 @@
 #include "sync/codec.h"
 
 #define LOCK_MAGIC 0x46534c4bu /* "FSLK" */
-#define RESOURCE_MAX 200
+/* A buffer for any lock's resource and its NUL: a resource is shorter than its key. */
+#define RESOURCE_BYTES FSA_LIMIT_LOCK_KEY_BYTES
 
 struct fieldsync_lock {
     uint32_t magic;
     fieldsync_t *fs;
     fsa_lock_kind_t kind;
-    char resource[RESOURCE_MAX + 1];
+    char resource[RESOURCE_BYTES];
     fsa_lock_t l;
 };
 
@@ -33,10 +34,25 @@ void fsl__test_lock_times(fsa_lock_kind_t kind, int64_t lease_ns, int64_t wait_n
     atomic_store(&test_wait_ns[kind], wait_ns > 0 ? wait_ns : 0);
 }
 
-static bool resource_ok(const char *r)
+/* fieldsync.h states the bounds that resource_max() gives, in bytes: a new key size is a new
+ * promise to the app. */
+_Static_assert(FSA_LIMIT_LOCK_KEY_BYTES == 192,
+               "fieldsync.h states the resource bounds (fieldsync_lock_acquire, "
+               "fieldsync_attendance) of a 192-byte key");
+
+/* The longest resource of kind's lock: its key "NAME:resource" is at most
+ * FSA_LIMIT_LOCK_KEY_BYTES bytes, so the bound is what the name leaves of that (172 bytes for
+ * JOB_WORKFLOW_UPDATE, 174 for the other names). Checked here, so that a resource too long is an
+ * argument refused with the bound named, not a lock that failed as too large. */
+static size_t resource_max(fsa_lock_kind_t kind)
+{
+    return FSA_LIMIT_LOCK_KEY_BYTES - strlen(fsa_lock_config(kind)->name) - strlen(":");
+}
+
+static bool resource_ok(const char *r, size_t max)
 {
     size_t n = r != NULL ? strlen(r) : 0;
-    if (n == 0 || n > RESOURCE_MAX)
+    if (n == 0 || n > max)
         return false;
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)r[i] < 0x20 || (unsigned char)r[i] > 0x7e)
@@ -266,10 +282,13 @@ fieldsync_status_t fieldsync_attendance(fieldsync_t *fs, bool checkin, const cha
     } else if (!fsa_model_id_valid(id)) {
         return fsl__fail(fs, FIELDSYNC_EINVAL, "invalid attendance id '%.40s'", id);
     }
-    char resource[RESOURCE_MAX + 1];
-    if (!resource_ok(people_id) || strlen(people_id) > RESOURCE_MAX - 7)
-        return fsl__fail(fs, FIELDSYNC_EINVAL, "people_id must be 1..%d printable ASCII characters",
-                         RESOURCE_MAX - 7);
+    char resource[RESOURCE_BYTES];
+    size_t people_max = resource_max(FSA_LOCK_ATTENDANCE_UPDATE) - strlen("people:");
+    if (!resource_ok(people_id, people_max))
+        return fsl__fail(fs, FIELDSYNC_EINVAL,
+                         "people_id must be 1..%zu printable ASCII characters (its lock's key "
+                         "ATTENDANCE_UPDATE:people:PEOPLE_ID is at most %d bytes)",
+                         people_max, FSA_LIMIT_LOCK_KEY_BYTES);
     snprintf(resource, sizeof resource, "people:%s", people_id);
 
     fsl_jb_t b = {0};
@@ -313,7 +332,7 @@ fieldsync_status_t fieldsync_attendance(fieldsync_t *fs, bool checkin, const cha
 static fieldsync_status_t create_verb(fieldsync_t *fs, fsa_type_t type, const char *id,
                                       const char *fields_json, fieldsync_rec_t *rec)
 {
-    char resource[RESOURCE_MAX + 1];
+    char resource[RESOURCE_BYTES];
     VERB_START(fsa_type_name(type), id, resource);
     const char *fields;
     if (!object_arg(fs, "fields_json", fields_json, "{}", &fields))
@@ -338,7 +357,7 @@ fieldsync_status_t fieldsync_ticket_create(fieldsync_t *fs, const char *id, cons
 fieldsync_status_t fieldsync_job_set(fieldsync_t *fs, const char *id, const char *fields_json,
                                      fieldsync_lock_t *lock, fieldsync_rec_t *rec)
 {
-    char resource[RESOURCE_MAX + 1];
+    char resource[RESOURCE_BYTES];
     VERB_START("jobneed", id, resource);
     verb_arg_t a = {.type = FSA_TYPE_JOBNEED, .id = id};
     if (!object_arg(fs, "fields_json", fields_json, NULL, &a.json))
@@ -349,7 +368,7 @@ fieldsync_status_t fieldsync_job_set(fieldsync_t *fs, const char *id, const char
 fieldsync_status_t fieldsync_job_merge(fieldsync_t *fs, const char *id, const char *patch_json,
                                        fieldsync_lock_t *lock, fieldsync_rec_t *rec)
 {
-    char resource[RESOURCE_MAX + 1];
+    char resource[RESOURCE_BYTES];
     VERB_START("jobneed", id, resource);
     verb_arg_t a = {.type = FSA_TYPE_JOBNEED, .id = id, .field = "other_info"};
     if (!object_arg(fs, "patch_json", patch_json, NULL, &a.json))
@@ -360,7 +379,7 @@ fieldsync_status_t fieldsync_job_merge(fieldsync_t *fs, const char *id, const ch
 fieldsync_status_t fieldsync_job_transition(fieldsync_t *fs, const char *id, const char *to,
                                             fieldsync_lock_t *lock, fieldsync_rec_t *rec)
 {
-    char resource[RESOURCE_MAX + 1];
+    char resource[RESOURCE_BYTES];
     VERB_START("jobneed", id, resource);
     if (to == NULL || to[0] == '\0')
         return fsl__fail(fs, FIELDSYNC_EINVAL, "job %s: no target status", id);
@@ -371,7 +390,7 @@ fieldsync_status_t fieldsync_job_transition(fieldsync_t *fs, const char *id, con
 fieldsync_status_t fieldsync_ticket_transition(fieldsync_t *fs, const char *id, const char *to,
                                                fieldsync_lock_t *lock, fieldsync_rec_t *rec)
 {
-    char resource[RESOURCE_MAX + 1];
+    char resource[RESOURCE_BYTES];
     VERB_START("ticket", id, resource);
     if (to == NULL || to[0] == '\0')
         return fsl__fail(fs, FIELDSYNC_EINVAL, "ticket %s: no target status", id);
@@ -382,7 +401,7 @@ fieldsync_status_t fieldsync_ticket_transition(fieldsync_t *fs, const char *id, 
 fieldsync_status_t fieldsync_ticket_log(fieldsync_t *fs, const char *id, const char *item_json,
                                         fieldsync_lock_t *lock, fieldsync_rec_t *rec)
 {
-    char resource[RESOURCE_MAX + 1];
+    char resource[RESOURCE_BYTES];
     VERB_START("ticket", id, resource);
     if (item_json == NULL || fsa_model_json_check(item_json, FSA_LIMIT_FIELDS_BYTES) != FSA_OK)
         return fsl__fail(fs, FIELDSYNC_EINVAL, "ticket %s: the history item is not JSON: %.60s", id,
@@ -395,7 +414,7 @@ fieldsync_status_t fieldsync_ticket_escalate(fieldsync_t *fs, const char *id, co
                                              const char *note, fieldsync_lock_t *lock,
                                              fieldsync_rec_t *rec)
 {
-    char resource[RESOURCE_MAX + 1];
+    char resource[RESOURCE_BYTES];
     VERB_START("ticket", id, resource);
     /* As one group: level + 1, the history entry, and the new assignee when given. */
     fsl_jb_t item = {0}, assign = {0};
@@ -483,7 +502,7 @@ fieldsync_status_t fieldsync_checkpoint_update(fieldsync_t *fs, const char *chil
                                                const char *fields_json, fieldsync_lock_t *lock,
                                                fieldsync_rec_t *rec)
 {
-    char resource[RESOURCE_MAX + 1];
+    char resource[RESOURCE_BYTES];
     VERB_START("jobneed", child_id, resource);
     verb_arg_t a = {.id = child_id};
     if (!object_arg(fs, "fields_json", fields_json, NULL, &a.json))
@@ -581,7 +600,7 @@ fieldsync_status_t fieldsync_tour_update(fieldsync_t *fs, const char *tour_id,
 {
     if (updated != NULL)
         *updated = 0;
-    char resource[RESOURCE_MAX + 1];
+    char resource[RESOURCE_BYTES];
     VERB_START("jobneed", tour_id, resource);
     tour_arg_t a = {.tour = tour_id};
     if (!object_arg(fs, "fields_json", fields_json, NULL, &a.fields))
@@ -775,9 +794,11 @@ fieldsync_status_t fieldsync_lock_acquire(fieldsync_t *fs, const char *name, con
                          "unknown lock '%.64s' (ATTENDANCE_UPDATE, JOB_WORKFLOW_UPDATE, "
                          "TICKET_ESCALATION, JSON_FIELD_UPDATE)",
                          name != NULL ? name : "(null)");
-    if (!resource_ok(resource))
+    if (!resource_ok(resource, resource_max(kind)))
         return fsl__fail(fs, FIELDSYNC_EINVAL,
-                         "lock resource must be 1..%d printable ASCII characters", RESOURCE_MAX);
+                         "lock resource must be 1..%zu printable ASCII characters for %s (its key "
+                         "NAME:resource is at most %d bytes)",
+                         resource_max(kind), fsa_lock_config(kind)->name, FSA_LIMIT_LOCK_KEY_BYTES);
     if (wait_ms < -1)
         return fsl__fail(fs, FIELDSYNC_EINVAL, "lock wait %" PRId64 " ms: -1, 0 or more", wait_ms);
     fieldsync_lock_t *l = fsa_calloc(1, sizeof *l);

@@ -232,10 +232,13 @@ FIELDSYNC_API void fieldsync_free(void *p);
 typedef struct fieldsync_lock fieldsync_lock_t;
 
 /*
- * Acquires the named lock on resource (1..200 printable ASCII bytes), waiting up to wait_ms
- * (-1: the lock's own wait; 0: try once). On FIELDSYNC_OK *out is the held lock.
+ * Acquires the named lock on resource, waiting up to wait_ms (-1: the lock's own wait; 0: try
+ * once). resource: printable ASCII, 1 byte up to what the lock's key "NAME:resource" (at most 192
+ * bytes) leaves: 172 bytes for JOB_WORKFLOW_UPDATE, 174 for ATTENDANCE_UPDATE, TICKET_ESCALATION
+ * and JSON_FIELD_UPDATE. On FIELDSYNC_OK *out is the held lock.
  * Returns FIELDSYNC_OK; FIELDSYNC_ELOCKTIMEOUT (the message names the holder: its label, pid
- * and lease left); FIELDSYNC_EINVAL (unknown name, bad resource); FIELDSYNC_EIO; FIELDSYNC_ENOMEM.
+ * and lease left); FIELDSYNC_EINVAL (unknown name, bad resource: the message names the bound);
+ * FIELDSYNC_EIO; FIELDSYNC_ENOMEM.
  * Any thread; a lock may be released from another thread than the one that took it.
  */
 FIELDSYNC_API fieldsync_status_t
@@ -285,9 +288,9 @@ typedef struct fieldsync_position {
     double accuracy_m; /* >= 0; negative: unknown (null) */
 } fieldsync_position_t;
 
-/* A check-in (checkin true) or check-out of person people_id at site_id, now (the device clock
- * corrected by the server's offset). id: the attendance's id, NULL for a new UUID. Lock:
- * ATTENDANCE_UPDATE on "people:PEOPLE_ID". */
+/* A check-in (checkin true) or check-out of person people_id (1..167 printable ASCII bytes, what
+ * the lock's key leaves) at site_id, now (the device clock corrected by the server's offset).
+ * id: the attendance's id, NULL for a new UUID. Lock: ATTENDANCE_UPDATE on "people:PEOPLE_ID". */
 FIELDSYNC_API fieldsync_status_t fieldsync_attendance(fieldsync_t *fs, bool checkin,
                                                       const char *people_id, const char *site_id,
                                                       const fieldsync_position_t *pos,

@@ -267,6 +267,47 @@ static void test_lock_acquire__bad_names_and_resources(void **state)
     assert_int_equal(fieldsync_lock_release(NULL), FIELDSYNC_OK);
 }
 
+/* Fails unless st is FIELDSYNC_EINVAL with a message that names the bound 1..max. */
+static void assert_bound_named(fieldsync_t *fs, fieldsync_status_t st, size_t max)
+{
+    char bound[32];
+    snprintf(bound, sizeof bound, "1..%zu ", max);
+    if (st != FIELDSYNC_EINVAL || strstr(fieldsync_errmsg(fs), bound) == NULL)
+        fail_msg("%s: %s (wanted EINVAL naming %s)", fieldsync_status_str(st), fieldsync_errmsg(fs),
+                 bound);
+}
+
+/* A lock's key is "NAME:resource", at most FSA_LIMIT_LOCK_KEY_BYTES bytes: the longest resource is
+ * what the name leaves, for the longest name and a shorter one; one byte more is an invalid
+ * argument naming the bound, not a failure of the lock. The same for a check-in's people_id, in
+ * "ATTENDANCE_UPDATE:people:PEOPLE_ID". */
+static void test_lock_acquire__longest_resource_and_one_more(void **state)
+{
+    cfx_t *f = *state;
+    const char *names[] = {"JOB_WORKFLOW_UPDATE", "TICKET_ESCALATION"};
+    char res[FSA_LIMIT_LOCK_KEY_BYTES + 1];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        size_t fit = FSA_LIMIT_LOCK_KEY_BYTES - strlen(names[i]) - strlen(":");
+        memset(res, 'r', fit);
+        res[fit] = '\0';
+        fieldsync_lock_t *l = NULL;
+        assert_fs_ok(f->fs, fieldsync_lock_acquire(f->fs, names[i], res, 0, &l));
+        assert_int_equal(fieldsync_lock_release(l), FIELDSYNC_OK);
+        res[fit] = 'r';
+        res[fit + 1] = '\0';
+        assert_bound_named(f->fs, fieldsync_lock_acquire(f->fs, names[i], res, 0, &l), fit);
+        assert_null(l);
+    }
+    size_t fit = FSA_LIMIT_LOCK_KEY_BYTES - strlen("ATTENDANCE_UPDATE:people:");
+    memset(res, 'p', fit);
+    res[fit] = '\0';
+    assert_fs_ok(f->fs, fieldsync_attendance(f->fs, true, res, "s1", NULL, "A1", NULL, NULL));
+    res[fit] = 'p';
+    res[fit + 1] = '\0';
+    assert_bound_named(f->fs, fieldsync_attendance(f->fs, true, res, "s1", NULL, "A2", NULL, NULL),
+                       fit);
+}
+
 /* A label the lock manager cannot take (not printable ASCII, or 64 characters and more) is refused
  * at open, where the header says a malformed member is, not by every later call that locks; an
  * empty one still stands for the default. */
@@ -324,6 +365,7 @@ int main(void)
         T(test_escalate__holder_stopped_past_its_lease_is_fenced),
         T(test_lock_acquire__timeout_names_the_holder),
         T(test_lock_acquire__bad_names_and_resources),
+        T(test_lock_acquire__longest_resource_and_one_more),
         T(test_open__bad_label_refused),
         T(test_lock_stats__holders_and_counters),
     };
