@@ -19,6 +19,9 @@
 #define PULL_PAGES_MAX 100000
 /* Conflicts examined per resolve pass. */
 #define RESOLVE_BATCH 256
+/* A group cut by the bound is left whole to the next pass (resolve_all): each pass must still
+ * keep something to decide, or the conflicts after a cut group would never be. */
+_Static_assert(RESOLVE_BATCH > FSA_JOURNAL_GROUP_MAX, "a resolve pass must hold a whole group");
 /* Clock-skew corrections for one request, and fresh signatures sent at once after a replay
  * answer (more go through the retry policy). */
 #define SKEW_RETRIES_MAX 2
@@ -665,6 +668,7 @@ typedef struct collect {
     pending_conflict_t *items;
     size_t n, cap;
     bool oom;
+    bool cut; /* the last item's group goes on past cap */
 } collect_t;
 
 static bool collect_cb(void *arg, const fsa_conflict_t *c)
@@ -672,8 +676,13 @@ static bool collect_cb(void *arg, const fsa_conflict_t *c)
     collect_t *col = arg;
     if (c->decision != FSA_DECISION_NONE)
         return true; /* decided before: waits for a person */
-    if (col->n == col->cap)
+    if (col->n == col->cap) {
+        /* A group's ops are recorded in one transaction, so their seqs follow one another: only
+         * the last item's group can go on past the bound, and only into this first conflict. */
+        col->cut =
+            c->op.group[0] != '\0' && strcmp(c->op.group, col->items[col->n - 1].op.group) == 0;
         return false;
+    }
     pending_conflict_t *p = &col->items[col->n];
     memset(p, 0, sizeof *p);
     if (fsa_op_copy(&p->op, &c->op) != FSA_OK) {
@@ -715,6 +724,19 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
     fsa_status_t st = fsa_conflicts_each(e->j, false, collect_cb, &col);
     if (st == FSA_OK && col.oom)
         st = FSA_ENOMEM;
+    /* A group is judged from all its members and the verdict taken for all of them
+     * (fsa_conflict_resolve): one cut by the bound is left to the next pass, which finds it first
+     * and whole. What stays is not empty (RESOLVE_BATCH > FSA_JOURNAL_GROUP_MAX). */
+    if (st == FSA_OK && col.cut) {
+        char group[FSA_GROUP_BYTES];
+        memcpy(group, col.items[col.n - 1].op.group, sizeof group);
+        while (col.n > 0 && strcmp(col.items[col.n - 1].op.group, group) == 0) {
+            pending_conflict_t *p = &col.items[--col.n];
+            fsa_op_clear(&p->op);
+            fsa_free(p->prior);
+            fsa_free(p->server_fields);
+        }
+    }
     bool *done = fsa_calloc(col.n + 1, sizeof *done);
     if (done == NULL)
         st = FSA_ENOMEM;

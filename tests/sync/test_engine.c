@@ -649,6 +649,68 @@ test_fsa_engine_sync__set_after_own_conflict_never_overwrites_unseen_change(void
     assert_int_equal(r.server_wins, 1);
 }
 
+/*
+ * A resolve pass takes at most RESOLVE_BATCH (256) undecided conflicts, and a group is judged from
+ * all its members and the verdict taken for all of them. Here the bound falls inside a group
+ * [merge on J1, J1 to COMPLETED] that conflicts because another device moved J1 on to
+ * PARTIALLYCOMPLETED: judged from its merge alone it would be rebased, and the transition with it,
+ * completing the job on the server. Decided whole, it is parked (DESIGN.md: the server is neither
+ * at `to` nor terminal).
+ */
+static void test_fsa_engine_sync__group_cut_by_resolve_batch_decided_whole(void **state)
+{
+    fx_t *f = *state;
+    start(f, NULL);
+    make_device(f, 0);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1", NULL, NULL, &rec));
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J1", "INPROGRESS", NULL, &rec));
+    fsa_engine_t *e = engine(f, f->srv.url, NULL);
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    /* another device moves J1 on; this one does not pull it before pushing */
+    char op[512];
+    tc_op(op, sizeof op, NULL, "transition", "jobneed", "J1",
+          ",\"field\":\"jobstatus\",\"from\":\"INPROGRESS\",\"to\":\"PARTIALLYCOMPLETED\"");
+    fsa_codec_result_t *res = NULL;
+    size_t nres = 0;
+    assert_int_equal(tc_push(NULL, f->srv.url, 1, op, &res, &nres), 200);
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    fsa_codec_results_free(res, nres);
+    /* 255 ops the server rejects (X is not on the server), so the bound falls after the merge */
+    assert_fsa_ok(
+        fsa_journal_fold(f->j, FSA_TYPE_TICKET, "X", 1,
+                         "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                         "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}"));
+    for (int i = 0; i < 255; i++)
+        assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "X", "level", 1, NULL, &rec));
+    fsa_op_t g[2];
+    memset(g, 0, sizeof g);
+    g[0].kind = FSA_OP_MERGE;
+    g[0].type = FSA_TYPE_JOBNEED;
+    snprintf(g[0].id, sizeof g[0].id, "J1");
+    snprintf(g[0].field, sizeof g[0].field, "other_info");
+    g[0].json = "{\"note\":\"x\"}";
+    g[1].kind = FSA_OP_TRANSITION;
+    g[1].type = FSA_TYPE_JOBNEED;
+    snprintf(g[1].id, sizeof g[1].id, "J1");
+    snprintf(g[1].to, sizeof g[1].to, "COMPLETED");
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    fsa_engine_free(e);
+    char status[64];
+    tc_field(NULL, f->srv.url, "jobneed", "J1", "jobstatus", status, sizeof status);
+    assert_string_equal(status, "\"PARTIALLYCOMPLETED\"");
+    assert_int_equal(r.conflict, 2);
+    assert_int_equal(r.rejected, 255);
+    assert_int_equal(r.rebased, 0);
+    assert_int_equal(r.parked, 257);
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.conflicts, 2);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -665,6 +727,7 @@ int main(void)
         T(test_fsa_engine_new__options_out_of_range_refused),
         T(test_fsa_engine_sync__lost_results_resent_not_applied_twice),
         T(test_fsa_engine_sync__set_after_own_conflict_never_overwrites_unseen_change),
+        T(test_fsa_engine_sync__group_cut_by_resolve_batch_decided_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
