@@ -256,11 +256,19 @@ static fsa_status_t mark_resolved(fsa_journal_t *j, const fsa_op_t *members, siz
         s = step_done(j, st);
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
             s = FSA_ENOTFOUND;
-        if (s == FSA_OK && !take_local)
-            s = log_change(j, members[i].type, members[i].id, 0,
-                           resolution == FSA_RESOLVED_CONVERGED ? FSA_CHANGE_SYNCED
-                                                                : FSA_CHANGE_RESOLVED,
-                           members[i].op_id);
+        if (s == FSA_OK && !take_local) {
+            /* The change row carries the entity's server version (0 would say "never on the
+             * server"), as fsa_conflict_set_decision's does. One load per member: resolving is
+             * per conflict, never a hot path. */
+            entity_t e;
+            s = entity_load(j, members[i].type, members[i].id, &e);
+            if (s == FSA_OK)
+                s = log_change(j, members[i].type, members[i].id, e.base_version,
+                               resolution == FSA_RESOLVED_CONVERGED ? FSA_CHANGE_SYNCED
+                                                                    : FSA_CHANGE_RESOLVED,
+                               members[i].op_id);
+            entity_clear(&e);
+        }
     }
     return s;
 }

@@ -904,6 +904,46 @@ static void test_fsa_conflict_resolve__group_without_converged_member(void **sta
     assert_int_equal(st.conflicts, 0);
 }
 
+/* Closing a conflict without taking ours ("server", "converged") logs the change at the entity's
+ * server version, as the server-wins decision does: 0 would say "never on the server". */
+static void test_fsa_conflict_resolve__logged_at_the_server_version(void **state)
+{
+    fixture_t *f = *state;
+    const char *v1 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
+                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    const char *v4 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":2,"
+                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    const char *v7 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":7,"
+                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 3, v1));
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J2", 5, v1));
+    fsa_rec_t s1, s2;
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"seqno\":7}", NULL, &s1));
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J2", "{\"seqno\":7}", NULL, &s2));
+    /* J1's server moved on to version 4 with other content; J2's to version 6 with ours */
+    fsa_op_result_t r[2] = {result_for(s1.op_id, FSA_RESULT_CONFLICT, 0),
+                            result_for(s2.op_id, FSA_RESULT_CONFLICT, 0)};
+    r[0].current_version = 4;
+    r[0].current_fields = (char *)(uintptr_t)v4; /* the journal only reads it */
+    r[1].current_version = 6;
+    r[1].current_fields = (char *)(uintptr_t)v7;
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 2));
+    int64_t last = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &last));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, s1.op_id, false, FSA_RESOLVED_SERVER, NULL));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, s2.op_id, false, FSA_RESOLVED_CONVERGED, NULL));
+    fsa_change_t c[4];
+    size_t n = 0;
+    assert_fsa_ok(fsa_journal_changes_read(f->j, last, c, 4, &n));
+    assert_int_equal(n, 2);
+    assert_int_equal(c[0].reason, FSA_CHANGE_RESOLVED);
+    assert_string_equal(c[0].op_id, s1.op_id);
+    assert_int_equal(c[0].version, 4);
+    assert_int_equal(c[1].reason, FSA_CHANGE_SYNCED);
+    assert_string_equal(c[1].op_id, s2.op_id);
+    assert_int_equal(c[1].version, 6);
+}
+
 /* A group is resolved whole or not at all. With each read of the journal's files failing in turn
  * (a cold cache, one member per page, so reading the group's later members reaches the disk), the
  * call either resolves every member or fails and leaves them all open. */
@@ -1779,6 +1819,7 @@ int main(void)
         T(test_fsa_conflict_names__round_trip_and_unknown),
         T(test_fsa_conflict__enums_stored_as_names),
         T(test_fsa_conflict_resolve__group_without_converged_member),
+        T(test_fsa_conflict_resolve__logged_at_the_server_version),
         T(test_fsa_conflict_resolve__group_whole_under_read_faults),
         T(test_fsa_outbox_apply_results__rejection_parked),
         T(test_fsa_outbox_apply_batch__results_commit_without_sync),
