@@ -252,7 +252,7 @@ struct fsa__store_cache {
     struct fsa__store_cache *prev; /* the store's warm entities, taken for this batch (or NULL) */
 };
 
-static uint32_t cent_hash(const char *type, const char *id)
+uint32_t fsa__store_entity_hash(const char *type, const char *id)
 {
     uint32_t h = 2166136261u;
     for (const char *p = type; *p != '\0'; p++)
@@ -299,7 +299,8 @@ static cent_t *cache_find(struct fsa__store_cache *c, const char *type, const ch
     if (c->last < c->n && strcmp(c->e[c->last].id, id) == 0 &&
         strcmp(c->e[c->last].type, type) == 0)
         return &c->e[c->last];
-    for (size_t i = cent_hash(type, id) & (c->nslots - 1);; i = (i + 1) & (c->nslots - 1)) {
+    for (size_t i = fsa__store_entity_hash(type, id) & (c->nslots - 1);;
+         i = (i + 1) & (c->nslots - 1)) {
         int32_t k = c->slot[i];
         if (k < 0)
             return NULL;
@@ -327,7 +328,7 @@ static cent_t *cache_add(struct fsa__store_cache *c, const char *type, const cha
         for (size_t i = 0; i < ns; i++)
             sl[i] = -1;
         for (size_t k = 0; k < c->n; k++) {
-            size_t i = cent_hash(c->e[k].type, c->e[k].id) & (ns - 1);
+            size_t i = fsa__store_entity_hash(c->e[k].type, c->e[k].id) & (ns - 1);
             while (sl[i] >= 0)
                 i = (i + 1) & (ns - 1);
             sl[i] = (int32_t)k;
@@ -336,7 +337,7 @@ static cent_t *cache_add(struct fsa__store_cache *c, const char *type, const cha
         c->slot = sl;
         c->nslots = ns;
     }
-    size_t i = cent_hash(type, id) & (c->nslots - 1);
+    size_t i = fsa__store_entity_hash(type, id) & (c->nslots - 1);
     while (c->slot[i] >= 0)
         i = (i + 1) & (c->nslots - 1);
     cent_t *e = &c->e[c->n];

@@ -139,4 +139,8 @@ fsa_status_t fsa__store_pg_open(const fsa_port_t *port, const char *uri, unsigne
  * bytes still fits a page that holds count changes of `bytes` (and then adds it). */
 bool fsa__store_page_fits(size_t *bytes, size_t count, size_t fields_len);
 
+/* A hash of an entity's key (FNV-1a over type, a separator and id), for the open-addressing tables
+ * of the store and the backends. */
+uint32_t fsa__store_entity_hash(const char *type, const char *id);
+
 #endif

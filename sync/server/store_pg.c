@@ -76,6 +76,7 @@ static const char pg_schema_sql[] =
 typedef struct touched {
     char type[16];
     char id[FSA_ID_BYTES];
+    uint64_t last; /* the number of its last touch: the order of the stamps */
 } touched_t;
 
 /* One op's outcome, waiting to be logged (pg_log_op): the parameters of its row, as text. */
@@ -96,8 +97,13 @@ typedef struct pg_conn {
     fsa__store_tx_t head; /* the transaction this connection runs */
     PGconn *c;
     bool busy;
+    /* Each entity once, however often the batch touches it (a parent's person changed by 500
+     * ops touches each of its checkpoints 500 times): found through slots. */
     touched_t *touched;
     size_t ntouched, cap;
+    int32_t *slots; /* open addressing over touched: index, or -1 */
+    size_t nslots;  /* a power of two, over twice ntouched; 0 before the first touch */
+    uint64_t touches;
     size_t sp_touched; /* ntouched when the group's savepoint began */
     logrow_t *logs;    /* outcomes not yet sent (log_flush) */
     size_t nlogs, logcap;
@@ -325,6 +331,7 @@ static void pg_close(fsa_store_t *head)
     for (unsigned i = 0; i < s->nconns; i++) {
         PQfinish(s->conns[i].c);
         fsa_free(s->conns[i].touched);
+        fsa_free(s->conns[i].slots);
         fsa_free(s->conns[i].logs);
     }
     s->port->mutex_free(s->port->ctx, s->lock);
@@ -493,10 +500,34 @@ static fsa_status_t log_flush(pg_conn_t *c)
     return st;
 }
 
+/* The slot of (type, id): where it is, or the empty one where it would go. */
+static size_t touched_slot(const pg_conn_t *c, const char *type, const char *id)
+{
+    size_t mask = c->nslots - 1;
+    size_t i = fsa__store_entity_hash(type, id) & mask;
+    while (c->slots[i] >= 0) {
+        const touched_t *t = &c->touched[c->slots[i]];
+        if (strcmp(t->id, id) == 0 && strcmp(t->type, type) == 0)
+            break;
+        i = (i + 1) & mask;
+    }
+    return i;
+}
+
+/* Fills the slots anew from touched[0..ntouched): after a growth, or a savepoint's rollback. */
+static void touched_reindex(pg_conn_t *c)
+{
+    for (size_t i = 0; i < c->nslots; i++)
+        c->slots[i] = -1;
+    for (size_t k = 0; k < c->ntouched; k++)
+        c->slots[touched_slot(c, c->touched[k].type, c->touched[k].id)] = (int32_t)k;
+}
+
 static fsa_status_t pg_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err, size_t errlen)
 {
     pg_conn_t *c = conn_take(PG(store));
     c->ntouched = 0;
+    touched_reindex(c);
     c->nlogs = 0;
     fsa_status_t st = run0(c->c, "BEGIN", 0, NULL);
     if (st != FSA_OK) {
@@ -510,31 +541,51 @@ static fsa_status_t pg_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err
 
 static fsa_status_t touch(pg_conn_t *c, const char *type, const char *id)
 {
+    if (c->nslots > 0) {
+        size_t i = touched_slot(c, type, id);
+        if (c->slots[i] >= 0) {
+            c->touched[c->slots[i]].last = ++c->touches;
+            return FSA_OK;
+        }
+    }
+    if (c->ntouched >= INT32_MAX / 4)
+        return FSA_ETOOLARGE;
     touched_t *t = fsa_array_grow(c->touched, &c->cap, c->ntouched, sizeof *t, 64, 0);
     if (t == NULL)
         return FSA_ENOMEM;
     c->touched = t;
-    snprintf(c->touched[c->ntouched].type, sizeof c->touched[0].type, "%s", type);
-    snprintf(c->touched[c->ntouched].id, sizeof c->touched[0].id, "%s", id);
+    if (2 * (c->ntouched + 1) > c->nslots) {
+        size_t ns = c->nslots > 0 ? 2 * c->nslots : 128;
+        int32_t *slots = fsa_realloc(c->slots, ns * sizeof *slots);
+        if (slots == NULL)
+            return FSA_ENOMEM;
+        c->slots = slots;
+        c->nslots = ns;
+        touched_reindex(c);
+    }
+    touched_t *e = &c->touched[c->ntouched];
+    snprintf(e->type, sizeof e->type, "%s", type);
+    snprintf(e->id, sizeof e->id, "%s", id);
+    e->last = ++c->touches;
+    c->slots[touched_slot(c, type, id)] = (int32_t)c->ntouched;
     c->ntouched++;
     return FSA_OK;
+}
+
+static int by_last_touch(const void *a, const void *b)
+{
+    uint64_t x = ((const touched_t *)a)->last, y = ((const touched_t *)b)->last;
+    return (x > y) - (x < y);
 }
 
 /* Takes the batch's change numbers (holding the counter's row lock until COMMIT) and stamps each
  * touched entity with one, in the order of their last change in the batch. */
 static fsa_status_t stamp_changes(pg_conn_t *c)
 {
-    size_t unique = 0;
-    for (size_t i = 0; i < c->ntouched; i++) {
-        bool later = false;
-        for (size_t j = i + 1; j < c->ntouched && !later; j++)
-            later = strcmp(c->touched[i].type, c->touched[j].type) == 0 &&
-                    strcmp(c->touched[i].id, c->touched[j].id) == 0;
-        if (!later)
-            c->touched[unique++] = c->touched[i];
-    }
+    size_t unique = c->ntouched;
     if (unique == 0)
         return FSA_OK;
+    qsort(c->touched, unique, sizeof *c->touched, by_last_touch);
     char k[24];
     snprintf(k, sizeof k, "%zu", unique);
     const char *p1[] = {k};
@@ -594,6 +645,7 @@ static fsa_status_t pg_savepoint(fsa__store_tx_t *tx, fsa__store_savepoint_t wha
     if (what == FSA__SP_RELEASE)
         return run0(c->c, "RELEASE SAVEPOINT grp", 0, NULL);
     c->ntouched = c->sp_touched;
+    touched_reindex(c);
     return run0(c->c, "ROLLBACK TO SAVEPOINT grp", 0, NULL);
 }
 

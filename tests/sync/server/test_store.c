@@ -317,6 +317,71 @@ static void test_fsa_store_apply__one_entity_many_ops_in_a_batch(void **state)
 }
 
 /*
+ * A parent's person changed by many ops of one batch touches each of its checkpoints each time:
+ * every entity is pulled once after the batch of creates before, and a group rolled back between
+ * (it touched the checkpoints in its savepoint) takes nothing away. PostgreSQL's store keeps each
+ * touched entity once (it kept every touch, ops x checkpoints entries, and compared them pairwise
+ * at commit: quadratic).
+ */
+static void test_fsa_store_apply__parent_person_changes_touch_each_child_once(void **state)
+{
+    fixture_t *f = *state;
+    enum { KIDS = 40, SETS = 30, N = SETS + 2 };
+    fsa_codec_op_t ops[KIDS + 1 > N ? KIDS + 1 : N];
+    fsa_codec_result_t res[KIDS + 1 > N ? KIDS + 1 : N];
+    char id[32], opid[40], json[64];
+    op_make(&ops[0], "k-p", FSA_OP_CREATE, FSA_TYPE_JOBNEED, "P", NULL, "{\"people_id\":\"p0\"}");
+    for (int i = 1; i <= KIDS; i++) {
+        snprintf(id, sizeof id, "C%02d", i);
+        snprintf(opid, sizeof opid, "k-c%d", i);
+        op_make(&ops[i], opid, FSA_OP_CREATE, FSA_TYPE_JOBNEED, id, NULL, "{\"parent_id\":\"P\"}");
+    }
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, KIDS + 1, 1000, res, NULL, 0));
+    for (int i = 0; i <= KIDS; i++)
+        assert_int_equal(res[i].status, FSA_RESULT_APPLIED);
+    ops_clear(ops, res, KIDS + 1);
+    int64_t last0 = 0, ents = 0, nops = 0;
+    assert_fsa_ok(fsa_store_counts(f->store, &ents, &nops, &last0));
+    /* SETS sets of P's person; between them a group whose set of P applies (touching every
+     * checkpoint inside the savepoint) and whose stale set of C01 fails: rolled back. */
+    int k = 0;
+    for (int i = 0; i < SETS; i++) {
+        if (i == SETS / 2) {
+            op_make(&ops[k], "g-1", FSA_OP_SET, FSA_TYPE_JOBNEED, "P", "g",
+                    "{\"people_id\":\"pg\"}");
+            ops[k++].op.base_version = 1 + i;
+            op_make(&ops[k], "g-2", FSA_OP_SET, FSA_TYPE_JOBNEED, "C01", "g", "{\"seqno\":9}");
+            ops[k++].op.base_version = 99;
+        }
+        snprintf(opid, sizeof opid, "s-%d", i);
+        snprintf(json, sizeof json, "{\"people_id\":\"p%d\"}", i % 2 + 1);
+        op_make(&ops[k], opid, FSA_OP_SET, FSA_TYPE_JOBNEED, "P", NULL, json);
+        ops[k++].op.base_version = 1 + i;
+    }
+    assert_int_equal(k, N);
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, N, 2000, res, NULL, 0));
+    for (int i = 0; i < N; i++) {
+        bool grouped = ops[i].op.group[0] != '\0';
+        assert_int_equal(res[i].status, grouped ? FSA_RESULT_CONFLICT : FSA_RESULT_APPLIED);
+    }
+    ops_clear(ops, res, N);
+    assert_int_equal(version_of(f->store, FSA_TYPE_JOBNEED, "P"), 1 + SETS);
+    fsa_codec_pull_t p;
+    int64_t next = 0;
+    assert_fsa_ok(fsa_store_pull(f->store, "d1", last0, 100, &p, &next));
+    assert_int_equal(p.count, KIDS + 1);
+    bool seen[KIDS + 1];
+    memset(seen, 0, sizeof seen);
+    for (size_t i = 0; i < p.count; i++) {
+        int n = strcmp(p.changes[i].id, "P") == 0 ? 0 : atoi(p.changes[i].id + 1);
+        assert_true(n >= 0 && n <= KIDS);
+        assert_false(seen[n]);
+        seen[n] = true;
+    }
+    fsa_codec_pull_free(&p);
+}
+
+/*
  * The op log of a batch goes to the database 100 rows per statement (the rows wait in the store
  * until then). 250 creates with two op ids repeated: one whose first row still waits (op 150
  * repeats op 120), one whose row went with the first 100 (op 240 repeats op 10): both are
@@ -860,6 +925,8 @@ int main(void)
 {
     /* The tests that hold for every backend (no SQLite file read, no SQLite-only behaviour). */
     const struct CMUnitTest any_backend[] = {
+        cmocka_unit_test_setup_teardown(
+            test_fsa_store_apply__parent_person_changes_touch_each_child_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__versions_and_duplicates, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__group_rolls_back_with_repeated_op_id,
@@ -870,6 +937,8 @@ int main(void)
     if (th_backend_is_pg())
         return cmocka_run_group_tests_name("postgresql", any_backend, NULL, NULL);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_fsa_store_apply__parent_person_changes_touch_each_child_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__versions_and_duplicates, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__group_rolls_back_with_repeated_op_id,
