@@ -459,8 +459,8 @@ static int ent_escalate(const ent_args_t *a)
 static int cmd_entity(bool job, int argc, char **argv)
 {
     static const struct {
-        const char *name;
-        int kinds; /* 1: jobs, 2: tickets */
+        char name[sizeof "transition"]; /* characters, not a pointer: no relocation each */
+        int kinds;                      /* 1: jobs, 2: tickets */
         int (*run)(const ent_args_t *);
     } subs[] = {{"create", 3, ent_create}, {"transition", 3, ent_transition},
                 {"set", 3, ent_set},       {"merge", 1, ent_merge},

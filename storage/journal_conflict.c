@@ -10,28 +10,46 @@
 
 /* ---- the names in the conflicts table: one table each, both ways ---- */
 
-static const char *const outcome_names[] = {
+/* Names as arrays of characters: a table of pointers costs the device binary a relocation (24 bytes
+ * on aarch64) for each. "" marks a value without a name (the outcomes applied and duplicate), but
+ * for decisions and resolutions the value 0 (none) is named "" (NONE_NAMED). */
+static const char outcome_names[][sizeof "conflict"] = {
     [FSA_RESULT_CONFLICT] = "conflict", [FSA_RESULT_REJECTED] = "rejected"};
-static const char *const decision_names[] = {[FSA_DECISION_NONE] = "",
-                                             [FSA_DECISION_PARK] = "park",
-                                             [FSA_DECISION_SERVER_WINS] = "server-wins"};
-static const char *const resolution_names[] = {[FSA_RESOLVED_NONE] = "",
-                                               [FSA_RESOLVED_SERVER] = "server",
-                                               [FSA_RESOLVED_LOCAL] = "local",
-                                               [FSA_RESOLVED_REBASED] = "rebased",
-                                               [FSA_RESOLVED_CONVERGED] = "converged"};
+static const char decision_names[][sizeof "server-wins"] = {[FSA_DECISION_NONE] = "",
+                                                            [FSA_DECISION_PARK] = "park",
+                                                            [FSA_DECISION_SERVER_WINS] =
+                                                                "server-wins"};
+static const char resolution_names[][sizeof "converged"] = {[FSA_RESOLVED_NONE] = "",
+                                                            [FSA_RESOLVED_SERVER] = "server",
+                                                            [FSA_RESOLVED_LOCAL] = "local",
+                                                            [FSA_RESOLVED_REBASED] = "rebased",
+                                                            [FSA_RESOLVED_CONVERGED] = "converged"};
+_Static_assert(FSA_DECISION_NONE == 0 && FSA_RESOLVED_NONE == 0, "none is value 0");
 
-#define NAMES(t) (t), sizeof(t) / sizeof(t)[0]
+#define NAMES(t) (t)[0], sizeof(t)[0], sizeof(t) / sizeof(t)[0]
+#define NONE_NAMED true
 
-static const char *name_of(const char *const *names, size_t n, int v)
+/* names[v] of a table of n names of width bytes, or NULL when v has none. */
+static const char *name_at(const char *names, size_t width, size_t n, bool none_named, size_t v)
 {
-    return v >= 0 && (size_t)v < n && names[v] != NULL ? names[v] : "?";
+    if (v >= n)
+        return NULL;
+    const char *name = names + v * width;
+    return name[0] != '\0' || (none_named && v == 0) ? name : NULL;
 }
 
-static fsa_status_t parse_name(const char *const *names, size_t n, const char *s, int *out)
+static const char *name_of(const char *names, size_t width, size_t n, bool none_named, int v)
+{
+    const char *name = v >= 0 ? name_at(names, width, n, none_named, (size_t)v) : NULL;
+    return name != NULL ? name : "?";
+}
+
+static fsa_status_t parse_name(const char *names, size_t width, size_t n, bool none_named,
+                               const char *s, int *out)
 {
     for (size_t i = 0; s != NULL && i < n; i++) {
-        if (names[i] != NULL && strcmp(names[i], s) == 0) {
+        const char *name = name_at(names, width, n, none_named, i);
+        if (name != NULL && strcmp(name, s) == 0) {
             *out = (int)i;
             return FSA_OK;
         }
@@ -41,13 +59,13 @@ static fsa_status_t parse_name(const char *const *names, size_t n, const char *s
 
 const char *fsa_conflict_outcome_name(fsa_result_status_t o)
 {
-    return name_of(NAMES(outcome_names), (int)o);
+    return name_of(NAMES(outcome_names), false, (int)o);
 }
 
 fsa_status_t fsa_conflict_outcome_parse(const char *s, fsa_result_status_t *out)
 {
     int v = 0;
-    fsa_status_t st = parse_name(NAMES(outcome_names), s, &v);
+    fsa_status_t st = parse_name(NAMES(outcome_names), false, s, &v);
     if (st == FSA_OK && out != NULL)
         *out = (fsa_result_status_t)v;
     return out != NULL ? st : FSA_EINVAL;
@@ -55,13 +73,13 @@ fsa_status_t fsa_conflict_outcome_parse(const char *s, fsa_result_status_t *out)
 
 const char *fsa_conflict_decision_name(fsa_conflict_decision_t d)
 {
-    return name_of(NAMES(decision_names), (int)d);
+    return name_of(NAMES(decision_names), NONE_NAMED, (int)d);
 }
 
 fsa_status_t fsa_conflict_decision_parse(const char *s, fsa_conflict_decision_t *out)
 {
     int v = 0;
-    fsa_status_t st = parse_name(NAMES(decision_names), s, &v);
+    fsa_status_t st = parse_name(NAMES(decision_names), NONE_NAMED, s, &v);
     if (st == FSA_OK && out != NULL)
         *out = (fsa_conflict_decision_t)v;
     return out != NULL ? st : FSA_EINVAL;
@@ -69,13 +87,13 @@ fsa_status_t fsa_conflict_decision_parse(const char *s, fsa_conflict_decision_t 
 
 const char *fsa_conflict_resolution_name(fsa_conflict_resolution_t r)
 {
-    return name_of(NAMES(resolution_names), (int)r);
+    return name_of(NAMES(resolution_names), NONE_NAMED, (int)r);
 }
 
 fsa_status_t fsa_conflict_resolution_parse(const char *s, fsa_conflict_resolution_t *out)
 {
     int v = 0;
-    fsa_status_t st = parse_name(NAMES(resolution_names), s, &v);
+    fsa_status_t st = parse_name(NAMES(resolution_names), NONE_NAMED, s, &v);
     if (st == FSA_OK && out != NULL)
         *out = (fsa_conflict_resolution_t)v;
     return out != NULL ? st : FSA_EINVAL;

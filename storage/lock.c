@@ -1008,7 +1008,8 @@ fsa_status_t fsa_lock_acquire_cfg(fsa_lockmgr_t *m, const fsa_lock_config_t *cfg
     char scratch[8];
     ERR_SCRATCH(err, errlen, scratch);
     fsa_lock_init(out);
-    if (m == NULL || cfg == NULL || out == NULL || cfg->name == NULL || cfg->lease_ns <= 0 ||
+    if (m == NULL || cfg == NULL || out == NULL || cfg->name[0] == '\0' ||
+        memchr(cfg->name, '\0', sizeof cfg->name) == NULL || cfg->lease_ns <= 0 ||
         cfg->wait_ns < 0) {
         snprintf(err, errlen, "lock acquire: missing or invalid argument");
         return FSA_EINVAL;

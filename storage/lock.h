@@ -75,7 +75,7 @@ bool fsa_lock_label_valid(const char *label);
 /* A lock's configuration. name must be [A-Z0-9_]{1,64}; lease_ns > 0; wait_ns >= 0, where 0 means
  * try once and return FSA_EBUSY if held. */
 typedef struct fsa_lock_config {
-    const char *name;
+    char name[sizeof "JOB_WORKFLOW_UPDATE"]; /* characters, not a pointer: no relocation each */
     int64_t lease_ns;
     int64_t wait_ns;
 } fsa_lock_config_t;

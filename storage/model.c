@@ -40,31 +40,31 @@
 /* clang-format off */
 
 static const fsa_field_def_t attendance_fields[] = {
-    {"people_id", FSA_FIELD_STR, true, NULL},
-    {"site_id", FSA_FIELD_STR, true, NULL},
-    {"kind", FSA_FIELD_ENUM, true, NULL},
-    {"at", FSA_FIELD_INT, true, NULL},
-    {"lat", FSA_FIELD_NUM_NULL, false, "null"},
-    {"lon", FSA_FIELD_NUM_NULL, false, "null"},
-    {"accuracy_m", FSA_FIELD_NUM_NULL, false, "null"},
-    {"other_info", FSA_FIELD_OBJ, false, "{}"},
+    {FSA_FIELD_STR, "people_id", true, ""},
+    {FSA_FIELD_STR, "site_id", true, ""},
+    {FSA_FIELD_ENUM, "kind", true, ""},
+    {FSA_FIELD_INT, "at", true, ""},
+    {FSA_FIELD_NUM_NULL, "lat", false, "null"},
+    {FSA_FIELD_NUM_NULL, "lon", false, "null"},
+    {FSA_FIELD_NUM_NULL, "accuracy_m", false, "null"},
+    {FSA_FIELD_OBJ, "other_info", false, "{}"},
 };
 
 static const fsa_field_def_t jobneed_fields[] = {
-    {"jobstatus", FSA_FIELD_STATUS, false, "\"ASSIGNED\""},
-    {"parent_id", FSA_FIELD_STR_NULL, false, "null"},
-    {"seqno", FSA_FIELD_INT, false, "0"},
-    {"expirytime", FSA_FIELD_INT, false, "0"},
-    {"other_info", FSA_FIELD_OBJ, false, "{}"},
-    {"people_id", FSA_FIELD_STR, false, "\"\""},
+    {FSA_FIELD_STATUS, "jobstatus", false, "\"ASSIGNED\""},
+    {FSA_FIELD_STR_NULL, "parent_id", false, "null"},
+    {FSA_FIELD_INT, "seqno", false, "0"},
+    {FSA_FIELD_INT, "expirytime", false, "0"},
+    {FSA_FIELD_OBJ, "other_info", false, "{}"},
+    {FSA_FIELD_STR, "people_id", false, "\"\""},
 };
 
 static const fsa_field_def_t ticket_fields[] = {
-    {"status", FSA_FIELD_STATUS, false, "\"NEW\""},
-    {"level", FSA_FIELD_INT, false, "0"},
-    {"assignedto", FSA_FIELD_STR, false, "\"\""},
-    {"ticketlog", FSA_FIELD_OBJ, false, "{\"ticket_history\":[]}"},
-    {"priority", FSA_FIELD_STR, false, "\"MEDIUM\""},
+    {FSA_FIELD_STATUS, "status", false, "\"NEW\""},
+    {FSA_FIELD_INT, "level", false, "0"},
+    {FSA_FIELD_STR, "assignedto", false, "\"\""},
+    {FSA_FIELD_OBJ, "ticketlog", false, "{\"ticket_history\":[]}"},
+    {FSA_FIELD_STR, "priority", false, "\"MEDIUM\""},
 };
 
 static const char attendance_kinds[][sizeof "checkout"] = {"checkin", "checkout"};

@@ -24,11 +24,11 @@ typedef enum fsa_retry_kind {
 } fsa_retry_kind_t;
 
 typedef struct fsa_retry_policy {
-    const char *name;
-    uint32_t max_retries; /* retries after the first try */
-    int64_t initial_ns;   /* the cap of the first retry's delay */
-    double multiplier;    /* the cap grows by this per retry */
-    int64_t max_ns;       /* and never beyond this */
+    char name[sizeof "LOCK_ACQUISITION"]; /* characters, not a pointer: no relocation each */
+    uint32_t max_retries;                 /* retries after the first try */
+    int64_t initial_ns;                   /* the cap of the first retry's delay */
+    double multiplier;                    /* the cap grows by this per retry */
+    int64_t max_ns;                       /* and never beyond this */
 } fsa_retry_policy_t;
 
 /* The policy of a kind (static, never freed), NULL for an unknown kind. */

@@ -808,6 +808,9 @@ static void test_fsa_conflict_names__round_trip_and_unknown(void **state)
     assert_int_equal(fsa_conflict_outcome_parse("applied", &o), FSA_EINVAL);
     assert_int_equal(fsa_conflict_outcome_parse("Conflict", &o), FSA_EINVAL);
     assert_int_equal(fsa_conflict_outcome_parse(NULL, &o), FSA_EINVAL);
+    assert_int_equal(fsa_conflict_outcome_parse("", &o), FSA_EINVAL); /* no outcome is "" */
+    assert_string_equal(fsa_conflict_outcome_name(FSA_RESULT_DUPLICATE), "?");
+    assert_string_equal(fsa_conflict_outcome_name((fsa_result_status_t)-1), "?");
     assert_int_equal(fsa_conflict_decision_parse("server_wins", &d), FSA_EINVAL);
     assert_int_equal(fsa_conflict_resolution_parse("dismissed", &r), FSA_EINVAL);
     assert_int_equal(fsa_conflict_resolution_parse("local", NULL), FSA_EINVAL);

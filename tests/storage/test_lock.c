@@ -312,7 +312,8 @@ static void test_lock_acquire__invalid_params(void **state)
     assert_int_equal(fsa_lock_acquire(m, (fsa_lock_kind_t)99, "d", &l, err, sizeof err),
                      FSA_EINVAL);
     assert_int_equal(fsa_lock_acquire(m, (fsa_lock_kind_t)-1, "d", &l, NULL, 0), FSA_EINVAL);
-    fsa_lock_config_t bad[] = {{NULL, 1, 0}, {"X", 0, 0}, {"X", 1, -1}, {"x", 1, 0}};
+    fsa_lock_config_t bad[] = {{"", 1, 0}, {"X", 0, 0}, {"X", 1, -1}, {"x", 1, 0}, {"", 1, 0}};
+    memset(bad[4].name, 'X', sizeof bad[4].name); /* no NUL in the name */
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(fsa_lock_acquire_cfg(m, &bad[i], "d", &l, err, sizeof err), FSA_EINVAL);
     assert_int_equal(fsa_lock_acquire_cfg(m, NULL, "d", &l, err, sizeof err), FSA_EINVAL);

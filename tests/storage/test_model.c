@@ -281,12 +281,16 @@ static void test_fsa_model_fields__protocol_table(void **state)
             assert_int_equal(defs[i].kind, want->kind);
             assert_int_equal(defs[i].required, want->required);
             if (want->default_json == NULL) {
-                assert_null(defs[i].default_json);
+                assert_string_equal(defs[i].default_json, "");
             } else {
                 assert_string_equal(defs[i].default_json, want->default_json);
                 assert_fsa_ok(fsa_model_json_check(defs[i].default_json, 64));
             }
             assert_ptr_equal(fsa_model_field((fsa_type_t)t, want->name), &defs[i]);
+            /* the texts are arrays sized by the longest: each must keep its NUL (C accepts an
+             * initializer that fills the array exactly, without one) */
+            assert_non_null(memchr(defs[i].name, '\0', sizeof defs[i].name));
+            assert_non_null(memchr(defs[i].default_json, '\0', sizeof defs[i].default_json));
             assert_true(strlen(defs[i].name) < FSA_FIELD_NAME_BYTES);
         }
     }
