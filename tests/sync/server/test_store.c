@@ -327,8 +327,9 @@ static void test_fsa_store_apply__parent_person_changes_touch_each_child_once(vo
 {
     fixture_t *f = *state;
     enum { KIDS = 40, SETS = 30, N = SETS + 2 };
-    fsa_codec_op_t ops[KIDS + 1 > N ? KIDS + 1 : N];
-    fsa_codec_result_t res[KIDS + 1 > N ? KIDS + 1 : N];
+    _Static_assert(KIDS + 1 >= N, "the creates are the larger batch");
+    fsa_codec_op_t ops[KIDS + 1];
+    fsa_codec_result_t res[KIDS + 1];
     char id[32], opid[40], json[64];
     op_make(&ops[0], "k-p", FSA_OP_CREATE, FSA_TYPE_JOBNEED, "P", NULL, "{\"people_id\":\"p0\"}");
     for (int i = 1; i <= KIDS; i++) {
@@ -373,7 +374,7 @@ static void test_fsa_store_apply__parent_person_changes_touch_each_child_once(vo
     bool seen[KIDS + 1];
     memset(seen, 0, sizeof seen);
     for (size_t i = 0; i < p.count; i++) {
-        int n = strcmp(p.changes[i].id, "P") == 0 ? 0 : atoi(p.changes[i].id + 1);
+        int n = strcmp(p.changes[i].id, "P") == 0 ? 0 : (int)strtol(p.changes[i].id + 1, NULL, 10);
         assert_true(n >= 0 && n <= KIDS);
         assert_false(seen[n]);
         seen[n] = true;
