@@ -12,43 +12,44 @@
 
 /* Names as arrays of characters: a table of pointers costs the device binary a relocation (24 bytes
  * on aarch64) for each. "" marks a value without a name (the outcomes applied and duplicate), but
- * for decisions and resolutions the value 0 (none) is named "" (NONE_NAMED). */
-static const char outcome_names[][sizeof "conflict"] = {
-    [FSA_RESULT_CONFLICT] = "conflict", [FSA_RESULT_REJECTED] = "rejected"};
-static const char decision_names[][sizeof "server-wins"] = {[FSA_DECISION_NONE] = "",
-                                                            [FSA_DECISION_PARK] = "park",
-                                                            [FSA_DECISION_SERVER_WINS] =
-                                                                "server-wins"};
-static const char resolution_names[][sizeof "converged"] = {[FSA_RESOLVED_NONE] = "",
-                                                            [FSA_RESOLVED_SERVER] = "server",
-                                                            [FSA_RESOLVED_LOCAL] = "local",
-                                                            [FSA_RESOLVED_REBASED] = "rebased",
-                                                            [FSA_RESOLVED_CONVERGED] = "converged"};
+ * for decisions and resolutions the value 0 (none) is named "" (NONE_NAMED). One width for all. */
+#define NAME_BYTES sizeof "server-wins"
+static const char outcome_names[][NAME_BYTES] = {[FSA_RESULT_APPLIED] = "",
+                                                 [FSA_RESULT_DUPLICATE] = "",
+                                                 [FSA_RESULT_CONFLICT] = "conflict",
+                                                 [FSA_RESULT_REJECTED] = "rejected"};
+static const char decision_names[][NAME_BYTES] = {[FSA_DECISION_NONE] = "",
+                                                  [FSA_DECISION_PARK] = "park",
+                                                  [FSA_DECISION_SERVER_WINS] = "server-wins"};
+static const char resolution_names[][NAME_BYTES] = {[FSA_RESOLVED_NONE] = "",
+                                                    [FSA_RESOLVED_SERVER] = "server",
+                                                    [FSA_RESOLVED_LOCAL] = "local",
+                                                    [FSA_RESOLVED_REBASED] = "rebased",
+                                                    [FSA_RESOLVED_CONVERGED] = "converged"};
 _Static_assert(FSA_DECISION_NONE == 0 && FSA_RESOLVED_NONE == 0, "none is value 0");
 
-#define NAMES(t) (t)[0], sizeof(t)[0], sizeof(t) / sizeof(t)[0]
+#define NAMES(t) (t), sizeof(t) / sizeof(t)[0]
 #define NONE_NAMED true
 
-/* names[v] of a table of n names of width bytes, or NULL when v has none. */
-static const char *name_at(const char *names, size_t width, size_t n, bool none_named, size_t v)
+/* names[v] of a table of n names, or NULL when v has none. */
+static const char *name_at(const char (*names)[NAME_BYTES], size_t n, bool none_named, size_t v)
 {
     if (v >= n)
         return NULL;
-    const char *name = names + v * width;
-    return name[0] != '\0' || (none_named && v == 0) ? name : NULL;
+    return names[v][0] != '\0' || (none_named && v == 0) ? names[v] : NULL;
 }
 
-static const char *name_of(const char *names, size_t width, size_t n, bool none_named, int v)
+static const char *name_of(const char (*names)[NAME_BYTES], size_t n, bool none_named, int v)
 {
-    const char *name = v >= 0 ? name_at(names, width, n, none_named, (size_t)v) : NULL;
+    const char *name = v >= 0 ? name_at(names, n, none_named, (size_t)v) : NULL;
     return name != NULL ? name : "?";
 }
 
-static fsa_status_t parse_name(const char *names, size_t width, size_t n, bool none_named,
+static fsa_status_t parse_name(const char (*names)[NAME_BYTES], size_t n, bool none_named,
                                const char *s, int *out)
 {
     for (size_t i = 0; s != NULL && i < n; i++) {
-        const char *name = name_at(names, width, n, none_named, i);
+        const char *name = name_at(names, n, none_named, i);
         if (name != NULL && strcmp(name, s) == 0) {
             *out = (int)i;
             return FSA_OK;
