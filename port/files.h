@@ -34,7 +34,12 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
  * can only narrow it) unless it exists already, which is no error. FSA_OK or FSA_EIO.
  *
  * fsa_file_write_atomic: replaces path with len bytes of data through "<path>.tmp" and a rename,
- * so a reader sees the old file or the new one, never half of one. The new file has mode
+ * so a reader sees the old file or the new one, never half of one. Whatever is at "<path>.tmp"
+ * beforehand (a crash's leftover, a symlink) is unlinked, never written through; the new bytes
+ * are synced before the rename, so after a power cut path holds the old bytes or the new ones,
+ * never an empty file. The directory is not synced: the replacement itself is not durable (a
+ * power cut may bring the previous file back), which suits its one caller, the metrics file. On
+ * any failure "<path>.tmp" is removed and path is as it was. The new file has mode
  * 0666 & ~umask, as fopen gives. FSA_OK, FSA_EINVAL (a path too long), FSA_EIO.
  */
 fsa_status_t fsa_file_exists(const char *path, char *err, size_t errlen) FSA_MUST_CHECK;

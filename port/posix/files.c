@@ -180,6 +180,21 @@ fsa_status_t fsa_file_create_private(const char *path, char *err, size_t errlen)
     return FSA_OK;
 }
 
+/* Writes all len bytes of data to fd: 0, or an errno value (EIO for a write of nothing). */
+static int write_all(int fd, const char *data, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, data + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? errno : EIO;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
 fsa_status_t fsa_file_write_atomic(const char *path, const void *data, size_t len, char *err,
                                    size_t errlen)
 {
@@ -188,26 +203,37 @@ fsa_status_t fsa_file_write_atomic(const char *path, const void *data, size_t le
         snprintf(err, errlen, "%s: the path is too long", path);
         return FSA_EINVAL;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+    /* A fresh file of our own: whatever is at the temporary name (one left by a crash, a symlink
+     * or a hard link put there) is unlinked, never written through; O_EXCL then fails rather than
+     * follow anything that appears in between. */
+    if (unlink(tmp) != 0 && errno != ENOENT) {
+        snprintf(err, errlen, "%s: cannot remove %s: %s", path, tmp, strerror(errno));
         return FSA_EIO;
     }
-    const char *p = data;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, p + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(err, errlen, "%s: %s", tmp, n < 0 ? strerror(errno) : "short write");
-            close(fd);
-            return FSA_EIO;
-        }
-        done += (size_t)n;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+        return FSA_EIO;
     }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    const char *step = "cannot write";
+    int e = write_all(fd, data, len);
+    /* On the disk before the rename: after a power cut the name holds the old bytes or the new
+     * ones, never an empty file. */
+    if (e == 0 && fsync(fd) != 0) {
+        e = errno;
+        step = "cannot sync";
+    }
+    if (close(fd) != 0 && e == 0) {
+        e = errno;
+        step = "cannot write";
+    }
+    if (e == 0 && rename(tmp, path) != 0) {
+        e = errno;
+        step = "cannot rename";
+    }
+    if (e != 0) {
+        (void)unlink(tmp);
+        snprintf(err, errlen, "%s: %s %s: %s", path, step, tmp, strerror(e));
         return FSA_EIO;
     }
     return FSA_OK;

@@ -2,6 +2,7 @@
  * reads are bounded, and a process can keep its secrets out of core dumps. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,7 @@ static int teardown(void **state)
 {
     fx_t *f = *state;
     char p[160];
-    const char *names[] = {"secret", "secret.tmp", "link", "sub"};
+    const char *names[] = {"secret/inner", "secret", "secret.tmp", "link", "sub", "victim"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
         if (unlink(p) != 0)
@@ -288,6 +289,124 @@ static void test_file_write_atomic__replaces_whole(void **state)
     assert_non_null(strstr(err, bad));
 }
 
+/* A file's text (at most 63 bytes), "" when it cannot be read. */
+static const char *text_of(const char *path)
+{
+    static char buf[64];
+    buf[0] = '\0';
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return buf;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    close(fd);
+    return buf;
+}
+
+/* Whatever is at "<path>.tmp" (a symlink, a hard link) is replaced, never written through. */
+static void test_file_write_atomic__never_writes_through_the_temporary_name(void **state)
+{
+    fx_t *f = *state;
+    char err[256] = "", tmp[200], victim[200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", f->path);
+    snprintf(victim, sizeof victim, "%s/victim", f->dir);
+    write_file(victim, "keep", 0600);
+    assert_int_equal(symlink(victim, tmp), 0);
+    assert_fsa_ok(fsa_file_write_atomic(f->path, "new", 3, err, sizeof err));
+    assert_string_equal(text_of(victim), "keep");
+    assert_string_equal(text_of(f->path), "new");
+    struct stat sb;
+    assert_int_equal(lstat(f->path, &sb), 0);
+    assert_true(S_ISREG(sb.st_mode)); /* the file itself, not the symlink renamed over it */
+    assert_int_equal(access(tmp, F_OK), -1);
+    /* a hard link to another file */
+    assert_int_equal(link(victim, tmp), 0);
+    assert_fsa_ok(fsa_file_write_atomic(f->path, "newer", 5, err, sizeof err));
+    assert_string_equal(text_of(victim), "keep");
+    assert_string_equal(text_of(f->path), "newer");
+    assert_int_equal(access(tmp, F_OK), -1);
+}
+
+/* A failed write or rename leaves nothing at "<path>.tmp", and path as it was. */
+static void test_file_write_atomic__failure_leaves_no_temporary_file(void **state)
+{
+    fx_t *f = *state;
+    char err[256] = "", tmp[200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", f->path);
+    /* the write fails: the process may write files of 1 KiB at most (EFBIG, SIGXFSZ ignored) */
+    assert_fsa_ok(fsa_file_write_atomic(f->path, "old", 3, err, sizeof err));
+    static char big[64 * 1024];
+    memset(big, 'x', sizeof big);
+    struct rlimit was, small;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &was), 0);
+    small = was;
+    small.rlim_cur = 1024;
+    void (*old)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    fsa_status_t st = fsa_file_write_atomic(f->path, big, sizeof big, err, sizeof err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
+    (void)signal(SIGXFSZ, old);
+    assert_int_equal(st, FSA_EIO);
+    assert_non_null(strstr(err, f->path));
+    assert_non_null(strstr(err, strerror(EFBIG)));
+    assert_int_equal(access(tmp, F_OK), -1);
+    assert_string_equal(text_of(f->path), "old");
+    /* the rename fails: path is a directory that is not empty */
+    assert_int_equal(unlink(f->path), 0);
+    assert_int_equal(mkdir(f->path, 0700), 0);
+    char inner[200];
+    snprintf(inner, sizeof inner, "%s/inner", f->path);
+    write_file(inner, "x", 0600);
+    assert_int_equal(fsa_file_write_atomic(f->path, "new", 3, err, sizeof err), FSA_EIO);
+    assert_non_null(strstr(err, f->path));
+    assert_int_equal(access(tmp, F_OK), -1);
+}
+
+/*
+ * The new bytes reach the disk before the rename makes them the file's: else a power cut after
+ * the rename may leave an empty file under the name. This binary is linked with
+ * --wrap=fsync,--wrap=rename, so files.c's calls come here first and are recorded.
+ */
+int __real_fsync(int fd);
+int __real_rename(const char *from, const char *to);
+int __wrap_fsync(int fd);
+int __wrap_rename(const char *from, const char *to);
+
+static struct {
+    char order[8]; /* 'f' fsync, 'r' rename, in the order of the calls */
+    int n;
+    ino_t synced; /* the inode of the last file synced */
+} calls;
+
+int __wrap_fsync(int fd)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) == 0)
+        calls.synced = sb.st_ino;
+    if (calls.n < (int)sizeof calls.order - 1)
+        calls.order[calls.n++] = 'f';
+    return __real_fsync(fd);
+}
+
+int __wrap_rename(const char *from, const char *to)
+{
+    if (calls.n < (int)sizeof calls.order - 1)
+        calls.order[calls.n++] = 'r';
+    return __real_rename(from, to);
+}
+
+static void test_file_write_atomic__synced_before_the_rename(void **state)
+{
+    fx_t *f = *state;
+    char err[256] = "";
+    memset(&calls, 0, sizeof calls);
+    assert_fsa_ok(fsa_file_write_atomic(f->path, "data", 4, err, sizeof err));
+    assert_string_equal(calls.order, "fr");
+    struct stat sb;
+    assert_int_equal(stat(f->path, &sb), 0);
+    assert_true(calls.synced == sb.st_ino); /* the file synced is the one renamed into place */
+}
+
 /* The buffer starts at the size fstat gives and grows to the limit if the file is longer: a file
  * of /proc says it has 0 bytes and has hundreds. */
 static void test_file_read__longer_than_fstat_says(void **state)
@@ -323,6 +442,9 @@ int main(void)
         T(test_file_start_writeback__started_or_refused),
         T(test_file_make_private__narrows_and_leaves_private_alone),
         T(test_file_write_atomic__replaces_whole),
+        T(test_file_write_atomic__never_writes_through_the_temporary_name),
+        T(test_file_write_atomic__failure_leaves_no_temporary_file),
+        T(test_file_write_atomic__synced_before_the_rename),
         cmocka_unit_test(test_protect_secrets__no_core_dump),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
