@@ -398,6 +398,11 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
         return 2;
     d->metrics_file = fsa_opts_get(o, no, "metrics-file");
     d->metrics_listen = fsa_opts_get(o, no, "metrics-listen");
+    if (d->metrics_listen != NULL &&
+        fsa_listener_check(d->metrics_listen, err, sizeof err) != FSA_OK) {
+        fprintf(stderr, "fieldsync: --metrics-listen %s\n", err);
+        return 2;
+    }
     d->use_syslog = fsa_opts_get(o, no, "syslog") != NULL;
     if (d->db_path == NULL) {
         fprintf(stderr, "fieldsync: no journal: give --db FILE or set FIELDSYNC_DB\n");

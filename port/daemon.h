@@ -70,14 +70,18 @@ void fsa_syslog_close(fsa_syslog_t *s);
 /* ---- a loopback TCP listener ---- */
 
 /*
- * Listens on "HOST:PORT" (HOST 127.x.x.x, localhost, ::1 or [::1]; PORT 0 picks a free one, said
- * in *bound_port): a device's own services (metrics) are for the device only. FSA_OK; FSA_EINVAL
- * (err: the form expected, or a host that is not loopback); FSA_EIO (err: the reason).
+ * Listens on "HOST:PORT" (HOST 127.x.x.x, localhost, ::1 or [::1]; PORT 0 to 65535 in decimal
+ * digits, 0 picks a free one, said in *bound_port; no spaces): a device's own services (metrics)
+ * are for the device only. FSA_OK; FSA_EINVAL (err starts with spec and says which is wrong: the
+ * form, the port, or a host that is not loopback); FSA_EIO (err: the reason).
  */
 typedef struct fsa_listener fsa_listener_t;
 typedef struct fsa_conn fsa_conn_t;
 fsa_status_t fsa_listener_open(const char *spec, fsa_listener_t **out, int *bound_port, char *err,
                                size_t errlen) FSA_MUST_CHECK;
+/* Checks spec as fsa_listener_open does, without listening (for a program's option parsing):
+ * FSA_OK, or FSA_EINVAL with err as fsa_listener_open's. */
+fsa_status_t fsa_listener_check(const char *spec, char *err, size_t errlen) FSA_MUST_CHECK;
 /* Waits up to timeout_ms for a connection: FSA_OK (*out set), FSA_ETIMEOUT, FSA_EIO. */
 fsa_status_t fsa_listener_accept(fsa_listener_t *l, int timeout_ms,
                                  fsa_conn_t **out) FSA_MUST_CHECK;

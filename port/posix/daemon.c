@@ -188,22 +188,36 @@ struct fsa_conn {
     int fd;
 };
 
-/* Parses "HOST:PORT" with a loopback host into addr. */
-static bool parse_listen(const char *spec, struct sockaddr_storage *addr, socklen_t *len)
+/* Parses "HOST:PORT" with a loopback host into addr; false with err (starting with spec) saying
+ * what is wrong: the form, the port, or a host that is not loopback. */
+static bool parse_listen(const char *spec, struct sockaddr_storage *addr, socklen_t *len, char *err,
+                         size_t errlen)
 {
+    for (const char *p = spec; *p != '\0'; p++)
+        if (*p == ' ' || (*p >= '\t' && *p <= '\r')) {
+            snprintf(err, errlen, "%s: expected HOST:PORT without spaces", spec);
+            return false;
+        }
     const char *colon = strrchr(spec, ':');
-    if (colon == NULL || colon == spec)
+    if (colon == NULL || colon == spec || colon[1] == '\0') {
+        snprintf(err, errlen, "%s: expected HOST:PORT, such as 127.0.0.1:9100", spec);
         return false;
+    }
+    /* The port: decimal digits only (no sign, no space), 0 to 65535. */
+    long port = 0;
+    const char *d = colon + 1;
+    for (; *d >= '0' && *d <= '9' && port <= 65535; d++)
+        port = port * 10 + (*d - '0');
+    if (*d != '\0' || port > 65535) {
+        snprintf(err, errlen, "%s: the port must be a number from 0 to 65535", spec);
+        return false;
+    }
     char host[64];
     size_t hl = (size_t)(colon - spec);
     if (hl >= sizeof host)
-        return false;
+        hl = 0; /* too long for any address: not loopback */
     memcpy(host, spec, hl);
     host[hl] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535)
-        return false;
     memset(addr, 0, sizeof *addr);
     if (strcmp(host, "localhost") == 0)
         snprintf(host, sizeof host, "127.0.0.1");
@@ -213,23 +227,34 @@ static bool parse_listen(const char *spec, struct sockaddr_storage *addr, sockle
     }
     struct sockaddr_in *a4 = (struct sockaddr_in *)(void *)addr;
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)(void *)addr;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        if ((ntohl(a4->sin_addr.s_addr) >> 24) != 127)
-            return false; /* for this device only */
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1 && (ntohl(a4->sin_addr.s_addr) >> 24) == 127) {
         a4->sin_family = AF_INET;
         a4->sin_port = htons((uint16_t)port);
         *len = sizeof *a4;
         return true;
     }
-    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        if (!IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr))
-            return false;
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1 && IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr)) {
         a6->sin6_family = AF_INET6;
         a6->sin6_port = htons((uint16_t)port);
         *len = sizeof *a6;
         return true;
     }
+    snprintf(err, errlen,
+             "%s: the host must be a loopback address (127.0.0.1, localhost, ::1): for this "
+             "device only",
+             spec);
     return false;
+}
+
+fsa_status_t fsa_listener_check(const char *spec, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = 0;
+    if (spec == NULL) {
+        snprintf(err, errlen, "no HOST:PORT given");
+        return FSA_EINVAL;
+    }
+    return parse_listen(spec, &addr, &len, err, errlen) ? FSA_OK : FSA_EINVAL;
 }
 
 /* socket, bind and listen on addr (close-on-exec, SO_REUSEADDR), and the port it got: FSA_OK,
@@ -264,11 +289,12 @@ fsa_status_t fsa_listener_open(const char *spec, fsa_listener_t **out, int *boun
 {
     struct sockaddr_storage addr;
     socklen_t len = 0;
-    if (spec == NULL || out == NULL || !parse_listen(spec, &addr, &len)) {
-        snprintf(err, errlen, "%s: expected HOST:PORT with a loopback host (127.0.0.1, ::1)",
-                 spec != NULL ? spec : "(null)");
+    if (spec == NULL || out == NULL) {
+        snprintf(err, errlen, "no HOST:PORT given");
         return FSA_EINVAL;
     }
+    if (!parse_listen(spec, &addr, &len, err, errlen))
+        return FSA_EINVAL;
     int fd = -1;
     char why[200];
     if (listen_on((struct sockaddr *)&addr, len, 16, &fd, bound_port, why, sizeof why) != FSA_OK) {

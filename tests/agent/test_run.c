@@ -530,6 +530,50 @@ static void test_run__bad_arguments(void **state)
     assert_non_null(strstr(slurp(f->err), "fieldsync init"));
 }
 
+/* Empties the captured stderr, so that what a check finds there is the last run's. */
+static void clear_err(fx_t *f)
+{
+    int fd = open(f->err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+/* The number of lines in text. */
+static int lines(const char *text)
+{
+    int n = 0;
+    for (const char *p = text; (p = strchr(p, '\n')) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* --metrics-listen is checked with the other options: a usage error (2), before the journal is
+ * opened (there is none here), saying what is wrong. */
+static void test_run__bad_metrics_listen_is_a_usage_error(void **state)
+{
+    fx_t *f = *state;
+    static const struct {
+        const char *spec, *says, *not_says;
+    } bad[] = {
+        {"127.0.0.1:99999", "from 0 to 65535", "loopback"},
+        {"127.0.0.1:-1", "from 0 to 65535", "loopback"},
+        {"127.0.0.1: 0", "without spaces", "loopback"},
+        {"127.0.0.1:0 ", "without spaces", "loopback"},
+        {"0.0.0.0:9100", "loopback", "65535"},
+        {"127.0.0.1", "expected HOST:PORT", "loopback"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        clear_err(f);
+        const char *a[] = {"--db", f->db, "run", "--metrics-listen", bad[i].spec, NULL};
+        int st = run_cli(f, a);
+        const char *log = slurp(f->err);
+        if (st != 2 || lines(log) != 1 || strstr(log, bad[i].spec) == NULL ||
+            strstr(log, bad[i].says) == NULL || strstr(log, bad[i].not_says) != NULL)
+            fail_msg("--metrics-listen '%s': exit %d, expected 2 and one line with '%s':\n%s",
+                     bad[i].spec, st, bad[i].says, log);
+    }
+}
+
 int main(void)
 {
     if (fsa_transport_global_init() != FSA_OK)
@@ -544,6 +588,7 @@ int main(void)
         T(test_run__metrics_file_and_endpoint),
         T(test_run__refused_device_keeps_running),
         T(test_run__bad_arguments),
+        T(test_run__bad_metrics_listen_is_a_usage_error),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -314,16 +314,50 @@ static void test_listener__serves_loopback(void **state)
 static void test_listener__only_loopback_and_well_formed(void **state)
 {
     (void)state;
-    const char *bad[] = {"0.0.0.0:0",    "10.1.2.3:80",   "[::]:0",      "nocolon",
-                         ":80",          "127.0.0.1:",    "127.0.0.1:x", "127.0.0.1:70000",
-                         "127.0.0.1:-1", "example.org:80"};
+    /* Each refusal says what is wrong: the form, the port, spaces, or a host not loopback. */
+    static const struct {
+        const char *spec, *says;
+    } bad[] = {
+        {"0.0.0.0:0", "loopback"},
+        {"10.1.2.3:80", "loopback"},
+        {"[::]:0", "loopback"},
+        {"example.org:80", "loopback"},
+        {"nocolon", "expected HOST:PORT"},
+        {":80", "expected HOST:PORT"},
+        {"127.0.0.1:", "expected HOST:PORT"},
+        {"127.0.0.1:x", "from 0 to 65535"},
+        {"127.0.0.1:70000", "from 0 to 65535"},
+        {"127.0.0.1:99999", "from 0 to 65535"},
+        {"127.0.0.1:99999999999999999999", "from 0 to 65535"},
+        {"127.0.0.1:-1", "from 0 to 65535"},
+        {"127.0.0.1:+80", "from 0 to 65535"},
+        {"127.0.0.1: 0", "without spaces"},
+        {"127.0.0.1:0 ", "without spaces"},
+        {" 127.0.0.1:0", "without spaces"},
+        {"127.0.0.1:\t0", "without spaces"},
+    };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char err[256] = "";
+        char err[256] = "", checked[256] = "";
         fsa_listener_t *l = NULL;
-        if (fsa_listener_open(bad[i], &l, NULL, err, sizeof err) != FSA_EINVAL)
-            fail_msg("%s was accepted", bad[i]);
+        if (fsa_listener_open(bad[i].spec, &l, NULL, err, sizeof err) != FSA_EINVAL)
+            fail_msg("'%s' was accepted", bad[i].spec);
         assert_null(l);
-        assert_non_null(strstr(err, "loopback"));
+        if (strstr(err, bad[i].spec) == NULL || strstr(err, bad[i].says) == NULL)
+            fail_msg("'%s': expected '%s' in: %s", bad[i].spec, bad[i].says, err);
+        /* a port out of range is not blamed on the host */
+        if (strcmp(bad[i].says, "loopback") != 0 && strstr(err, "loopback") != NULL)
+            fail_msg("'%s': blamed on the host: %s", bad[i].spec, err);
+        /* the check without listening says the same */
+        assert_int_equal(fsa_listener_check(bad[i].spec, checked, sizeof checked), FSA_EINVAL);
+        assert_string_equal(checked, err);
+    }
+    static const char *const good[] = {"127.0.0.1:0",    "127.1.2.3:9100", "localhost:65535",
+                                       "[::1]:0",        "::1:0",          "127.0.0.1:00080",
+                                       "localhost:00000"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char err[256] = "";
+        if (fsa_listener_check(good[i], err, sizeof err) != FSA_OK)
+            fail_msg("'%s' was refused: %s", good[i], err);
     }
 }
 
