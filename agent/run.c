@@ -98,6 +98,10 @@ static void vlogf(daemon_t *d, fsa_log_level_t prio, bool to_stderr, const char 
 #endif
 static void vlogf(daemon_t *d, fsa_log_level_t prio, bool to_stderr, const char *fmt, va_list ap)
 {
+    /* --log-level (fieldsync_set_log_level sets the posix port's level) governs stderr and
+     * syslog alike. */
+    if (prio < d->port->log_level)
+        return;
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
     if (to_stderr) {

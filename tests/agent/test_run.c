@@ -547,6 +547,25 @@ static int lines(const char *text)
     return n;
 }
 
+/* --log-level governs the daemon's own lines too: at "error", no info or warn line. */
+static void test_run__log_level_drops_lower_lines(void **state)
+{
+    fx_t *f = *state;
+    init(f, "http://127.0.0.1:9"); /* nothing listens: the cycles fail (warnings) */
+    record_ticket(f, "T1");
+    const char *listen[] = {"--metrics-listen", "127.0.0.1:0", NULL};
+    start_daemon_at(f, "error", listen);
+    /* the port is printed (stdout, not a log line) once the signals are the daemon's */
+    if (!eventually(f, port_printed, 20000))
+        fail_msg("the daemon did not start: %s", slurp(f->err));
+    if (!eventually(f, a_cycle_failed, 20000))
+        fail_msg("no failed sync cycle counted: %s", slurp(f->prom));
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+    const char *log = slurp(f->err);
+    if (strstr(log, ": info: ") != NULL || strstr(log, ": warn: ") != NULL)
+        fail_msg("lines below --log-level error were logged:\n%s", log);
+}
+
 /* --metrics-listen is checked with the other options: a usage error (2), before the journal is
  * opened (there is none here), saying what is wrong. */
 static void test_run__bad_metrics_listen_is_a_usage_error(void **state)
@@ -589,6 +608,7 @@ int main(void)
         T(test_run__refused_device_keeps_running),
         T(test_run__bad_arguments),
         T(test_run__bad_metrics_listen_is_a_usage_error),
+        T(test_run__log_level_drops_lower_lines),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
