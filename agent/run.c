@@ -39,13 +39,14 @@ static const char RUN_HELP[] =
     "A watchdog warns when the oldest pending op is older than --stall-after seconds (default\n"
     "600) while the server answers. One daemon per journal.\n"
     "\n"
-    "Metrics in the Prometheus text format: written to --metrics-file (atomically, every\n"
-    "--metrics-every seconds, default 10; for node_exporter's textfile collector) and/or served\n"
-    "at http://HOST:PORT/metrics with --metrics-listen (loopback addresses only).\n"
+    "Metrics in the Prometheus text format: written to --metrics-file (atomically, at start and\n"
+    "then every --metrics-every seconds, default 10; for node_exporter's textfile collector)\n"
+    "and/or served at http://HOST:PORT/metrics with --metrics-listen (loopback addresses only),\n"
+    "refreshed every --metrics-every seconds either way.\n"
     "Logs go to stderr (and syslog with --syslog); --log-level before the command sets the\n"
-    "level. SIGTERM/SIGINT: stop within 5 s (a batch in flight is finished or abandoned; an\n"
-    "abandoned one is resent next time). SIGHUP: reload the configuration from the journal and\n"
-    "the secret file.\n";
+    "level of both. SIGTERM/SIGINT: stop within 5 s (a batch in flight is finished or\n"
+    "abandoned; an abandoned one is resent next time). SIGHUP: reload the configuration from the\n"
+    "journal and the secret file.\n";
 
 #define STOP_WAIT_MS 4500 /* the batch in flight gets this long after SIGTERM; then abandoned */
 
@@ -54,6 +55,7 @@ typedef struct daemon {
     int64_t interval_ms, stall_ms, metrics_every_ms;
     const char *metrics_file, *metrics_listen;
     bool use_syslog;
+    bool metrics_file_failing; /* the last write of the metrics file failed (the ticker's) */
     fieldsync_t *fs;
     fsa_port_t *port;               /* the posix port: clocks, threads, the process id */
     fsa_syslog_t *syslog;           /* with --syslog: the daemon's own log sink */
@@ -227,17 +229,31 @@ static void render(daemon_t *d)
     unlock(d);
 }
 
-/* Writes the metrics file atomically: a reader never sees half a file. */
-static void write_metrics_file(daemon_t *d)
+/* Writes the metrics file atomically: a reader never sees half a file. FSA_OK (also without
+ * --metrics-file), else the error (err: the path and the reason). */
+static fsa_status_t write_metrics_file(daemon_t *d, char *err, size_t errlen)
 {
     if (d->metrics_file == NULL)
-        return;
-    char copy[sizeof d->text], err[FSA_LIMIT_PATH_BYTES + 160];
+        return FSA_OK;
+    char copy[sizeof d->text];
     lock(d);
     memcpy(copy, d->text, sizeof copy);
     unlock(d);
-    if (fsa_file_write_atomic(d->metrics_file, copy, strlen(copy), err, sizeof err) != FSA_OK)
-        logf_(d, FSA_LOG_WARN, "cannot write metrics to %s", err);
+    return fsa_file_write_atomic(d->metrics_file, copy, strlen(copy), err, errlen);
+}
+
+/* The periodic write: a failure is said once, when it begins, and its end once too. */
+static void rewrite_metrics_file(daemon_t *d)
+{
+    char err[FSA_LIMIT_PATH_BYTES + 160];
+    if (write_metrics_file(d, err, sizeof err) != FSA_OK) {
+        if (!d->metrics_file_failing)
+            logf_(d, FSA_LOG_WARN, "cannot write the metrics file: %s", err);
+        d->metrics_file_failing = true;
+    } else if (d->metrics_file_failing) {
+        logf_(d, FSA_LOG_INFO, "the metrics file %s is written again", d->metrics_file);
+        d->metrics_file_failing = false;
+    }
 }
 
 static bool quitting(daemon_t *d)
@@ -303,7 +319,8 @@ static bool start_metrics_server(daemon_t *d)
     return d->port->thread_create(d->port->ctx, &d->metrics_thread, metrics_server, d) == FSA_OK;
 }
 
-/* Refreshes the metrics (and their file) on their own period, without syncing. */
+/* Refreshes the metrics (for the endpoint and the file) on their own period, without syncing:
+ * between status events (a request that hangs, a backoff) the ages still move. */
 static void *ticker(void *arg)
 {
     daemon_t *d = arg;
@@ -316,7 +333,7 @@ static void *ticker(void *arg)
             break;
         unlock(d);
         render(d);
-        write_metrics_file(d);
+        rewrite_metrics_file(d);
         lock(d);
     }
     unlock(d);
@@ -451,13 +468,20 @@ static fsa_pidlock_t *open_journal(daemon_t *d)
 static bool start_all(daemon_t *d)
 {
     render(d);
+    /* The file at once (not after a period): a stale one from an earlier run goes, and a path
+     * that cannot be written stops the start rather than warn for ever. */
+    char err[FSA_LIMIT_PATH_BYTES + 160];
+    if (write_metrics_file(d, err, sizeof err) != FSA_OK) {
+        fprintf(stderr, "fieldsync: --metrics-file %s\n", err);
+        return false;
+    }
     if (fieldsync_add_status_listener(d->fs, on_status, d, NULL) != FIELDSYNC_OK) {
         fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
         return false;
     }
     if (d->metrics_listen != NULL && !start_metrics_server(d))
         return false;
-    if (d->metrics_file != NULL &&
+    if ((d->metrics_file != NULL || d->metrics_listen != NULL) &&
         d->port->thread_create(d->port->ctx, &d->tick_thread, ticker, d) != FSA_OK) {
         fprintf(stderr, "fieldsync: cannot start the metrics thread\n");
         return false;
@@ -519,7 +543,7 @@ static void finish(daemon_t *d, bool clean)
     d->metrics_thread = d->tick_thread = NULL;
     if (clean) {
         render(d);
-        write_metrics_file(d);
+        rewrite_metrics_file(d);
     }
     fsa_listener_close(d->listener);
     d->listener = NULL;

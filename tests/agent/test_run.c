@@ -2,11 +2,15 @@
  * record, signals, one daemon per journal, the watchdog, metrics, and no secrets in the logs. */
 #define _XOPEN_SOURCE 700
 #include <curl/curl.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -194,8 +198,10 @@ static bool t2_on_server(fx_t *f)
     return on_server(f, "T2");
 }
 
-/* Starts "fieldsync [--log-level LEVEL] --db DB run ..." (level NULL: the daemon's default). */
-static void start_daemon_at(fx_t *f, const char *level, const char *const *extra)
+/* Starts "fieldsync --db DB [--log-level LEVEL] run ARGS..." (level NULL: the daemon's default),
+ * prefix's arguments first, then extra's (either may be NULL). */
+static void start_daemon_with(fx_t *f, const char *level, const char *const *prefix,
+                              const char *const *extra)
 {
     const char *a[32] = {"--db", f->db};
     int n = 2;
@@ -203,14 +209,20 @@ static void start_daemon_at(fx_t *f, const char *level, const char *const *extra
         a[n++] = "--log-level";
         a[n++] = level;
     }
-    static const char *const run[] = {"run", "--metrics-every", "1", "--metrics-file"};
-    for (size_t i = 0; i < sizeof run / sizeof run[0]; i++)
-        a[n++] = run[i];
-    a[n++] = f->prom;
+    a[n++] = "run";
+    for (int i = 0; prefix != NULL && prefix[i] != NULL && n < 30; i++)
+        a[n++] = prefix[i];
     for (int i = 0; extra != NULL && extra[i] != NULL && n < 30; i++)
         a[n++] = extra[i];
     a[n] = NULL;
     f->daemon = spawn(f->out, f->err, a);
+}
+
+/* Starts "fieldsync [--log-level LEVEL] --db DB run ..." with metrics to f->prom every second. */
+static void start_daemon_at(fx_t *f, const char *level, const char *const *extra)
+{
+    const char *const metrics[] = {"--metrics-every", "1", "--metrics-file", f->prom, NULL};
+    start_daemon_with(f, level, metrics, extra);
 }
 
 static void start_daemon(fx_t *f, const char *const *extra)
@@ -395,6 +407,31 @@ static bool port_printed(fx_t *f)
     return strstr(slurp(f->out), "metrics on port ") != NULL;
 }
 
+/* The port the daemon printed ("metrics on port N"); 0 when none yet. */
+static int printed_port(fx_t *f)
+{
+    const char *p = strstr(slurp(f->out), "metrics on port ");
+    return p != NULL ? (int)strtol(p + 16, NULL, 10) : 0;
+}
+
+/* GET http://127.0.0.1:port/metrics into body (16 KiB); the HTTP status. */
+static long scrape(int port, char *body)
+{
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    long code = 0;
+    body[0] = '\0';
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    return code;
+}
+
 static void test_run__metrics_file_and_endpoint(void **state)
 {
     fx_t *f = *state;
@@ -405,22 +442,13 @@ static void test_run__metrics_file_and_endpoint(void **state)
     start_daemon_at(f, "debug", ok); /* the secret must stay out of the log even at debug */
     assert_true(eventually(f, t1_on_server, 10000));
     assert_true(eventually(f, port_printed, 5000));
-    int port = (int)strtol(strstr(slurp(f->out), "metrics on port ") + 16, NULL, 10);
+    int port = printed_port(f);
     assert_true(port > 0);
-    char url[64], body[16384] = "";
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    char body[16384] = "";
     /* The server has the record; the daemon counts it when its cycle ends: poll the endpoint. */
     long code = 0;
     for (int i = 0; i < 200; i++) {
-        body[0] = '\0';
-        CURL *c = curl_easy_init();
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
-        assert_int_equal(curl_easy_perform(c), CURLE_OK);
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-        curl_easy_cleanup(c);
+        code = scrape(port, body);
         if (strstr(body, "fieldsync_results_total{status=\"applied\"} 1") != NULL)
             break;
         sleep_ms(50);
@@ -566,6 +594,108 @@ static void test_run__log_level_drops_lower_lines(void **state)
         fail_msg("lines below --log-level error were logged:\n%s", log);
 }
 
+/* A loopback server that takes connections (the kernel's backlog) and never answers. */
+static int hanging_server(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static double oldest_age(const char *body)
+{
+    static const char name[] = "\nfieldsync_oldest_pending_age_seconds ";
+    const char *p = strstr(body, name);
+    return p != NULL ? strtod(p + strlen(name), NULL) : -1.0;
+}
+
+/* With --metrics-listen alone the metrics are still refreshed every --metrics-every seconds:
+ * the oldest op's age moves while a request hangs (no status event comes then). */
+static void test_run__metrics_listen_alone_is_refreshed(void **state)
+{
+    fx_t *f = *state;
+    int hport = 0;
+    int hfd = hanging_server(&hport);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", hport);
+    init(f, url);
+    record_ticket(f, "T1");
+    const char *a[] = {"--interval",  "3600", "--metrics-every", "1", "--metrics-listen",
+                       "127.0.0.1:0", NULL};
+    start_daemon_with(f, NULL, NULL, a);
+    if (!eventually(f, port_printed, 20000))
+        fail_msg("the daemon did not start: %s", slurp(f->err));
+    /* the daemon's request is in flight once its connection waits to be accepted */
+    struct pollfd p = {hfd, POLLIN, 0};
+    if (poll(&p, 1, 20000) != 1)
+        fail_msg("the daemon did not connect: %s", slurp(f->err));
+    char body[16384];
+    assert_int_equal(scrape(printed_port(f), body), 200);
+    double first = oldest_age(body), age = first;
+    assert_true(first >= 0.0);
+    int64_t end = now_ms() + 15000;
+    while (age < first + 2.0 && now_ms() < end) {
+        sleep_ms(100);
+        assert_int_equal(scrape(printed_port(f), body), 200);
+        age = oldest_age(body);
+    }
+    if (age < first + 2.0)
+        fail_msg("the oldest pending age stayed at %.3f s (from %.3f s) for 15 s:\n%s", age, first,
+                 body);
+    close(hfd); /* the request ends (reset): the daemon stops at once */
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+}
+
+static bool stale_replaced(fx_t *f)
+{
+    return strstr(slurp(f->prom), "\nfieldsync_watchdog_stalled 0\n") != NULL;
+}
+
+/* The metrics file is written at start, not a period later: a stale one goes at once. */
+static void test_run__metrics_file_written_at_start(void **state)
+{
+    fx_t *f = *state;
+    init(f, "http://127.0.0.1:9");
+    FILE *fp = fopen(f->prom, "w");
+    assert_non_null(fp);
+    fputs("# a previous run's\nfieldsync_watchdog_stalled 1\n", fp);
+    assert_int_equal(fclose(fp), 0);
+    const char *hourly[] = {"--metrics-every", "3600", NULL};
+    start_daemon(f, hourly);
+    if (!eventually(f, daemon_running, 20000))
+        fail_msg("the daemon did not start: %s", slurp(f->err));
+    /* "running on" is said after the start, which wrote the file */
+    if (!stale_replaced(f))
+        fail_msg("the metrics file was not written at start:\n%s", slurp(f->prom));
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+}
+
+/* A metrics file that cannot be written stops the start: exit 1, one line naming it and why. */
+static void test_run__unwritable_metrics_file_fails_the_start(void **state)
+{
+    fx_t *f = *state;
+    init(f, "http://127.0.0.1:9");
+    char bad[440];
+    snprintf(bad, sizeof bad, "%s/missing/m.prom", f->srv.dir);
+    clear_err(f);
+    const char *a[] = {"--db", f->db, "run", "--metrics-file", bad, NULL};
+    f->daemon = spawn(f->out, f->err, a);
+    int st = wait_exit(f->daemon, 20000);
+    if (st == -1)
+        fail_msg("the daemon runs with an unwritable metrics file: %s", slurp(f->err));
+    f->daemon = 0;
+    assert_int_equal(st, 1);
+    const char *log = slurp(f->err);
+    if (lines(log) != 1 || strstr(log, bad) == NULL || strstr(log, strerror(ENOENT)) == NULL)
+        fail_msg("expected one line naming %s and the reason, got:\n%s", bad, log);
+}
+
 /* --metrics-listen is checked with the other options: a usage error (2), before the journal is
  * opened (there is none here), saying what is wrong. */
 static void test_run__bad_metrics_listen_is_a_usage_error(void **state)
@@ -607,8 +737,11 @@ int main(void)
         T(test_run__metrics_file_and_endpoint),
         T(test_run__refused_device_keeps_running),
         T(test_run__bad_arguments),
-        T(test_run__bad_metrics_listen_is_a_usage_error),
         T(test_run__log_level_drops_lower_lines),
+        T(test_run__metrics_listen_alone_is_refreshed),
+        T(test_run__metrics_file_written_at_start),
+        T(test_run__unwritable_metrics_file_fails_the_start),
+        T(test_run__bad_metrics_listen_is_a_usage_error),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
