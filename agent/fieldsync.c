@@ -292,6 +292,21 @@ static int cmd_init(int argc, char **argv)
 
 /* ---- recording ---- */
 
+/* The value of option --name as a plain decimal number from min to max ("52.5", "-13", "1e2");
+ * dies on a usage error naming the option: empty, hex ("0x20"), "inf", "nan", spaces. */
+static void real_opt(const char *name, const char *value, double min, double max, const char *what,
+                     double *out)
+{
+    char err[256];
+    size_t len = strlen(value);
+    bool plain = len > 0 && strspn(value, "0123456789+-.eE") == len &&
+                 strchr("0123456789+-.", value[0]) != NULL;
+    if (!plain)
+        die_usage("option '--%s' needs a %s from %g to %g, not '%s'", name, what, min, max, value);
+    if (fsa_opts_real(name, value, min, max, what, out, err, sizeof err) != FSA_OK)
+        die_usage("%s", err);
+}
+
 static int cmd_attendance(int argc, char **argv)
 {
     fsa_opt_t o[] = {{"people", true, false, NULL},   {"site", true, false, NULL},
@@ -317,20 +332,13 @@ static int cmd_attendance(int argc, char **argv)
         die_usage("attendance takes --lat and --lon together, or neither (no position)");
     if (acc != NULL && lat == NULL)
         die_usage("--accuracy goes with --lat and --lon");
-    fieldsync_position_t p = {0, 0, 0};
-    char *end;
+    /* A negative accuracy is unknown (null): a fix without --accuracy claims no precision. */
+    fieldsync_position_t p = {0, 0, -1};
     if (lat != NULL) {
-        p.lat = strtod(lat, &end);
-        if (*end != '\0' || p.lat < -90 || p.lat > 90)
-            return fail("--lat %s is not a latitude (-90..90)", lat);
-        p.lon = strtod(lon, &end);
-        if (*end != '\0' || p.lon < -180 || p.lon > 180)
-            return fail("--lon %s is not a longitude (-180..180)", lon);
-        if (acc != NULL) {
-            p.accuracy_m = strtod(acc, &end);
-            if (*end != '\0' || p.accuracy_m < 0 || p.accuracy_m > 1e7)
-                return fail("--accuracy %s is not a distance in metres", acc);
-        }
+        real_opt("lat", lat, -90, 90, "latitude", &p.lat);
+        real_opt("lon", lon, -180, 180, "longitude", &p.lon);
+        if (acc != NULL)
+            real_opt("accuracy", acc, 0, 1e7, "distance in metres", &p.accuracy_m);
     }
     fieldsync_t *fs = open_fs("fieldsync");
     fieldsync_rec_t rec;

@@ -318,6 +318,49 @@ static void test_cli__attendance_without_position(void **state)
     assert_string_equal(v, "\"checkin\"");
 }
 
+/* A position without --accuracy has an unknown accuracy (null), not a perfect one (0); a value
+ * that is not a plain decimal number in range is a usage error naming the option, and records
+ * nothing. */
+static void test_cli__attendance_position_values(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    init_device(f, 0, "http://127.0.0.1:9");
+    const char *id = "7c1e4d2a-5b6f-4a3e-9d8c-0b1a2c3d4e60";
+    FS_OK(&r, "--db", f->db[0], "attendance", "checkin", "--people", "p1", "--site", "s1", "--lat",
+          "52.5", "--lon", "-13.25", "--id", id);
+    FS_OK(&r, "--db", f->db[0], "show", "attendance", id, "--json");
+    assert_non_null(strstr(r.out, "\"lat\":52.5"));
+    assert_non_null(strstr(r.out, "\"lon\":-13.25"));
+    assert_non_null(strstr(r.out, "\"accuracy_m\":null"));
+    const char *id2 = "7c1e4d2a-5b6f-4a3e-9d8c-0b1a2c3d4e61";
+    FS_OK(&r, "--db", f->db[0], "attendance", "checkout", "--people", "p1", "--site", "s1", "--lat",
+          "52.5", "--lon", "13.4", "--accuracy", "8", "--id", id2);
+    FS_OK(&r, "--db", f->db[0], "show", "attendance", id2, "--json");
+    assert_non_null(strstr(r.out, "\"accuracy_m\":8"));
+    static const struct {
+        const char *lat, *lon, *acc, *named;
+    } bad[] = {{"", "13", NULL, "'--lat'"},        {"52", "", NULL, "'--lon'"},
+               {"52", "13", "", "'--accuracy'"},   {"0x20", "13", NULL, "'--lat'"},
+               {"52", "inf", NULL, "'--lon'"},     {"nan", "13", NULL, "'--lat'"},
+               {"52", "13", "-1", "'--accuracy'"}, {"91", "13", NULL, "'--lat'"},
+               {" 5", "13", NULL, "'--lat'"},      {"52", "13", "1e999", "'--accuracy'"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (bad[i].acc != NULL)
+            FS(&r, "--db", f->db[0], "attendance", "checkin", "--people", "p1", "--site", "s1",
+               "--lat", bad[i].lat, "--lon", bad[i].lon, "--accuracy", bad[i].acc);
+        else
+            FS(&r, "--db", f->db[0], "attendance", "checkin", "--people", "p1", "--site", "s1",
+               "--lat", bad[i].lat, "--lon", bad[i].lon);
+        if (r.status != 2 || strstr(r.err, bad[i].named) == NULL)
+            fail_msg("--lat '%s' --lon '%s' --accuracy '%s': exit %d, %s%s", bad[i].lat, bad[i].lon,
+                     bad[i].acc ? bad[i].acc : "(none)", r.status, r.err, r.out);
+        assert_null(strchr(strchr(r.err, '\n') + 1, '\n')); /* one line */
+    }
+    FS_OK(&r, "--db", f->db[0], "status", "--json");
+    assert_non_null(strstr(r.out, "\"pending\":2,")); /* the refused ones recorded nothing */
+}
+
 static void test_sync__offline_records_then_sum_of_intents(void **state)
 {
     fx_t *f = *state;
@@ -652,6 +695,7 @@ int main(void)
         T(test_cli__help_and_bad_usage),
         T(test_cli__init_refuses_bad_secret_and_insecure_http),
         T(test_cli__attendance_without_position),
+        T(test_cli__attendance_position_values),
         T(test_sync__offline_records_then_sum_of_intents),
         T(test_sync__faults_give_exactly_once),
         T(test_sync__conflicts_resolved_per_table),
