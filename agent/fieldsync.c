@@ -29,6 +29,7 @@ static const char *prog = "fieldsync";
 
 static const char USAGE[] =
     "usage: fieldsync [--db FILE] [--log-level debug|info|warn|error] COMMAND ...\n"
+    "       fieldsync --version\n"
     "\n"
     "Records field actions in a local journal at once, and syncs them to the server when it can.\n"
     "The journal is FILE (or $FIELDSYNC_DB).\n"
@@ -46,6 +47,7 @@ static const char USAGE[] =
     "  ticket transition ID --to STATUS\n"
     "  ticket escalate ID [--to PERSON] [--note TEXT]   level +1 and a history entry, one group\n"
     "  ticket log ID JSON_ITEM                  append to ticketlog.ticket_history\n"
+    "  ticket set ID NAME=VALUE ...\n"
     "  sync [--now]                             push and pull; exit 0 when nothing is pending,\n"
     "                                           75 when the server is unreachable or asked to\n"
     "                                           wait, 1 on other errors\n"
@@ -474,12 +476,9 @@ static int cmd_entity(bool job, int argc, char **argv)
                 {"set", 3, ent_set},       {"merge", 1, ent_merge},
                 {"log", 2, ent_log},       {"escalate", 2, ent_escalate}};
     const char *tname = job ? "job" : "ticket";
-    if (argc < 1)
-        die_usage("%s needs a subcommand", tname);
-    const char *sub = argv[0];
     fsa_opt_t o[] = {
         {"parent", true, false, NULL}, {"to", true, false, NULL}, {"note", true, false, NULL}};
-    char *pos[64];
+    char *pos[65]; /* the subcommand, then its arguments */
     char help[512];
     snprintf(help, sizeof help,
              "usage: fieldsync --db FILE %s create ID [%sNAME=VALUE ...]\n"
@@ -489,13 +488,20 @@ static int cmd_entity(bool job, int argc, char **argv)
              job ? "set ID NAME=VALUE ... | merge ID JSON_PATCH"
                  : "escalate ID [--to PERSON] [--note TEXT] | "
                    "log ID JSON_ITEM | set ID NAME=VALUE ...");
-    ent_args_t a = {job, tname, o, sizeof o / sizeof o[0], pos, 0};
-    a.n = parse_opts(argc - 1, argv + 1, o, a.no, pos, 64, help);
-    if (a.n < 1)
-        die_usage("%s %s needs an id", tname, sub);
-    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
-        if (strcmp(sub, subs[i].name) == 0 && (subs[i].kinds & (job ? 1 : 2)) != 0)
-            return subs[i].run(&a);
+    /* The subcommand is the first positional: options (--help too) are parsed first, so that
+     * "job --help" is help, not a subcommand. */
+    int n = parse_opts(argc, argv, o, sizeof o / sizeof o[0], pos, 65, help);
+    if (n < 1)
+        die_usage("%s needs a subcommand", tname);
+    const char *sub = pos[0];
+    ent_args_t a = {job, tname, o, sizeof o / sizeof o[0], pos + 1, n - 1};
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        if (strcmp(sub, subs[i].name) != 0 || (subs[i].kinds & (job ? 1 : 2)) == 0)
+            continue;
+        if (a.n < 1)
+            die_usage("%s %s needs an id", tname, sub);
+        return subs[i].run(&a);
+    }
     die_usage("unknown %s subcommand '%s'", tname, sub);
     return EXIT_USAGE;
 }
@@ -575,8 +581,10 @@ static int cmd_sync(int argc, char **argv)
 
 /* ---- status, conflicts, locks, show ---- */
 
-/* A wall time for people: "2026-11-25 21:05:03 UTC (in 4 s)", or "never". */
-static const char *when(int64_t ms, char *buf, size_t cap)
+/* A wall time for people: "2026-11-25 21:05:03 UTC (in 4 s)", "... (4 s ago)", or "never".
+ * Within a second of now it is "(just now)" for a time past (past true: the last sync) and
+ * "(in under 1 s)" for one to come, never "(in 0 s)". */
+static const char *when(int64_t ms, bool past, char *buf, size_t cap)
 {
     if (ms <= 0)
         return "never";
@@ -584,11 +592,13 @@ static const char *when(int64_t ms, char *buf, size_t cap)
     if (fsa_time_format_utc(ms, FSA_TIME_HUMAN, ts, sizeof ts) != FSA_OK)
         snprintf(ts, sizeof ts, "?");
     const fsa_port_t *port = fsa_port_posix();
-    int64_t d = (ms - port->wall_now(port->ctx).ms) / 1000;
-    if (d >= 0)
-        snprintf(buf, cap, "%s (in %" PRId64 " s)", ts, d);
+    int64_t d_ms = ms - port->wall_now(port->ctx).ms;
+    if (d_ms >= 1000)
+        snprintf(buf, cap, "%s (in %" PRId64 " s)", ts, d_ms / 1000);
+    else if (d_ms <= -1000)
+        snprintf(buf, cap, "%s (%" PRId64 " s ago)", ts, -d_ms / 1000);
     else
-        snprintf(buf, cap, "%s (%" PRId64 " s ago)", ts, -d);
+        snprintf(buf, cap, "%s (%s)", ts, past ? "just now" : "in under 1 s");
     return buf;
 }
 
@@ -619,8 +629,8 @@ static int cmd_status(int argc, char **argv)
         printf("conflicts:     %" PRId64 " open\nrejected:      %" PRId64 " open\n",
                int_of(member(json, "conflicts")), int_of(member(json, "rejected")));
         printf("last sync:     %s\nnext attempt:  %s\n",
-               when(int_of(member(json, "last_sync_ms")), b1, sizeof b1),
-               next ? when(next, b2, sizeof b2) : "now (no backoff)");
+               when(int_of(member(json, "last_sync_ms")), true, b1, sizeof b1),
+               next ? when(next, false, b2, sizeof b2) : "now (no backoff)");
         printf("clock offset:  %" PRId64 " ms\n", int_of(member(json, "clock_offset_ms")));
     }
     fieldsync_free(json);

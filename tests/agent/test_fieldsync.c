@@ -361,6 +361,34 @@ static void test_cli__attendance_position_values(void **state)
     assert_non_null(strstr(r.out, "\"pending\":2,")); /* the refused ones recorded nothing */
 }
 
+/* "job --help" and "ticket -h" are help (exit 0), wherever the option stands; the main help
+ * lists every command. */
+static void test_cli__entity_help(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    FS(&r, "--db", f->db[0], "job", "--help");
+    if (r.status != 0)
+        fail_msg("job --help exited %d: %s", r.status, r.err);
+    assert_non_null(strstr(r.out, "usage: fieldsync --db FILE job create ID"));
+    FS(&r, "--db", f->db[0], "ticket", "-h");
+    if (r.status != 0)
+        fail_msg("ticket -h exited %d: %s", r.status, r.err);
+    assert_non_null(strstr(r.out, "ticket escalate ID"));
+    FS_OK(&r, "--db", f->db[0], "ticket", "set", "--help");
+    assert_non_null(strstr(r.out, "set ID NAME=VALUE"));
+    FS(&r, "--db", f->db[0], "job", "frob", "J1");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "unknown job subcommand 'frob'"));
+    FS(&r, "--db", f->db[0], "job", "create");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "job create needs an id"));
+    FS(&r, "--help");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "ticket set ID"));
+    assert_non_null(strstr(r.out, "--version"));
+}
+
 static void test_sync__offline_records_then_sum_of_intents(void **state)
 {
     fx_t *f = *state;
@@ -433,6 +461,12 @@ static void test_sync__offline_records_then_sum_of_intents(void **state)
     /* a second sync has nothing to do */
     FS_OK(&r, "--db", f->db[0], "sync");
     assert_non_null(strstr(r.out, "0 applied"));
+    /* a sync under a second ago is past, not "(in 0 s)" (a slow machine may take a second) */
+    FS_OK(&r, "--db", f->db[0], "status");
+    const char *last = strstr(r.out, "last sync:");
+    assert_non_null(last);
+    assert_true(strstr(last, "(just now)\n") != NULL || strstr(last, " s ago)\n") != NULL);
+    assert_null(strstr(r.out, "(in 0 s)"));
 }
 
 static void test_sync__faults_give_exactly_once(void **state)
@@ -696,6 +730,7 @@ int main(void)
         T(test_cli__init_refuses_bad_secret_and_insecure_http),
         T(test_cli__attendance_without_position),
         T(test_cli__attendance_position_values),
+        T(test_cli__entity_help),
         T(test_sync__offline_records_then_sum_of_intents),
         T(test_sync__faults_give_exactly_once),
         T(test_sync__conflicts_resolved_per_table),
