@@ -101,13 +101,41 @@ fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
     return st;
 }
 
+/* Writes "PROG: MESSAGE" and suffix to stderr as one line: a control character in the message
+ * (a user's argument, a server's or a journal's text in it), below 0x20 or 0x7f, is written as
+ * '?', so that it cannot break the line or steer the terminal. */
+static void cli_line(const char *prog, const char *suffix, const char *fmt, va_list ap)
+{
+    char small[1024];
+    char *msg = small;
+    va_list copy;
+    va_copy(copy, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    if (n >= (int)sizeof small) {
+        char *big = fsa_malloc((size_t)n + 1);
+        if (big != NULL) {
+            (void)vsnprintf(big, (size_t)n + 1, fmt, copy);
+            msg = big;
+        }
+    }
+    va_end(copy);
+    if (n < 0)
+        small[0] = '\0';
+    for (char *p = msg; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    fprintf(stderr, "%s: %s%s\n", prog, msg, suffix);
+    if (msg != small)
+        fsa_free(msg);
+}
+
 void fsa_cli_die_usage(const char *prog, const char *fmt, ...)
 {
+    char suffix[160];
+    snprintf(suffix, sizeof suffix, " (see '%s --help')", prog);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see '%s --help')\n", prog);
+    cli_line(prog, suffix, fmt, ap);
     va_end(ap);
     exit(2);
 }
@@ -116,9 +144,7 @@ int fsa_cli_fail(const char *prog, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    cli_line(prog, "", fmt, ap);
     va_end(ap);
     return EXIT_FAILURE;
 }

@@ -30,7 +30,8 @@ fsa_status_t fsa_args_op(const char *kind, const char *type, const char *id,
 /* Frees what fsa_args_object and fsa_args_op made. NULL is accepted. */
 void fsa_args_free(char *p);
 
-/* Prints "PROG: MESSAGE (see 'PROG --help')" as one line on stderr and exits with status 2. */
+/* Prints "PROG: MESSAGE (see 'PROG --help')" as one line on stderr and exits with status 2.
+ * Here and in fsa_cli_fail a control character in MESSAGE (< 0x20, 0x7f) is printed as '?'. */
 _Noreturn void fsa_cli_die_usage(const char *prog, const char *fmt, ...) FSA_PRINTF(2, 3);
 
 /* Prints "PROG: MESSAGE" as one line on stderr; returns EXIT_FAILURE (1): `return fail(...)`. */

@@ -155,8 +155,10 @@ static const char *member(const char *obj, const char *name)
     return NULL;
 }
 
-/* The JSON string at v into out ("" when absent or null; other characters than ASCII of a
- * \u escape as '?'). */
+/* The JSON string at v into out, for a person's terminal ("" when absent or null). What came
+ * from elsewhere (the server, the journal) stays one line and cannot steer the terminal: a
+ * control character (below 0x20, and 0x7f), raw or escaped (\n, \u001b), becomes '?', as does
+ * a \u escape of a character other than ASCII. */
 static const char *str_of(const char *v, char *out, size_t cap)
 {
     size_t o = 0;
@@ -186,7 +188,7 @@ static const char *str_of(const char *v, char *out, size_t cap)
                 default: c = *p; break;
                 }
             }
-            out[o++] = c;
+            out[o++] = (unsigned char)c < 0x20 || c == 0x7f ? '?' : c;
         }
     }
     out[o] = '\0';

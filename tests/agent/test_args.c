@@ -1,6 +1,9 @@
-/* Tests for agent/args.c: NAME=VALUE into a JSON object, JSON string quoting. */
+/* Tests for agent/args.c: NAME=VALUE into a JSON object, JSON string quoting, one-line errors. */
+#define _XOPEN_SOURCE 700
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent/args.h"
 #include "port/alloc.h"
@@ -166,6 +169,43 @@ static void test_fsa_args_op__builds_and_refuses(void **state)
     fsa_free(op);
 }
 
+/* What fsa_cli_fail writes to stderr, in out. */
+static int cli_fail_output(const char *msg, char *out, size_t cap)
+{
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    int rc = fsa_cli_fail("prog", "bad '%s'", msg);
+    fflush(stderr);
+    assert_true(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, cap - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    return rc;
+}
+
+static void test_fsa_cli_fail__one_line_without_control_characters(void **state)
+{
+    (void)state;
+    char out[8192];
+    assert_int_equal(cli_fail_output("a\nb\033[2J\r\x7f\tc", out, sizeof out), EXIT_FAILURE);
+    assert_string_equal(out, "prog: bad 'a?b?[2J???c'\n");
+    /* a message longer than the first buffer is neither cut nor let through raw */
+    char long_msg[3001];
+    memset(long_msg, 'x', 3000);
+    long_msg[3000] = '\0';
+    long_msg[2500] = '\n';
+    assert_int_equal(cli_fail_output(long_msg, out, sizeof out), EXIT_FAILURE);
+    assert_int_equal(strlen(out), strlen("prog: bad ''\n") + 3000);
+    assert_int_equal(out[strlen("prog: bad '") + 2500], '?');
+    assert_string_equal(strchr(out, '\n'), "\n"); /* one line */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +218,7 @@ int main(void)
         cmocka_unit_test(test_fsa_args_object__empty_value_at_the_limit),
         cmocka_unit_test(test_fsa_args_object__too_large_always_says_why),
         cmocka_unit_test(test_fsa_args_op__builds_and_refuses),
+        cmocka_unit_test(test_fsa_cli_fail__one_line_without_control_characters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -362,8 +362,8 @@ static void test_cli__attendance_position_values(void **state)
 }
 
 /* "job --help" and "ticket -h" are help (exit 0), wherever the option stands; the main help
- * lists every command. */
-static void test_cli__entity_help(void **state)
+ * lists every command; an argument echoed in an error stays on one line. */
+static void test_cli__entity_help_and_one_line_errors(void **state)
 {
     fx_t *f = *state;
     run_t r;
@@ -387,6 +387,11 @@ static void test_cli__entity_help(void **state)
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "ticket set ID"));
     assert_non_null(strstr(r.out, "--version"));
+    FS(&r, "--db", f->db[0], "fro\nb\033[2J");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "unknown command 'fro?b?[2J'"));
+    assert_null(strchr(strchr(r.err, '\n') + 1, '\n')); /* one line */
+    assert_null(strchr(r.err, '\033'));
 }
 
 static void test_sync__offline_records_then_sum_of_intents(void **state)
@@ -569,6 +574,26 @@ static void test_sync__conflicts_resolved_per_table(void **state)
     assert_non_null(strstr(r.out, "\"decision\":\"server-wins\""));
     FS_OK(&r, "--db", f->db[0], "status", "--json");
     assert_non_null(strstr(r.out, "\"conflicts\":1"));
+    /* A stored reason with control characters (from a server, or a journal written by another
+     * version): the list stays one line per conflict and sends no escape sequence to the
+     * terminal; --json keeps the exact value, escaped. */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(f->db[0], &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "UPDATE conflicts SET reason = 'one' || char(10) || char(27) "
+                                  "|| '[2J' || char(13) || char(127) || 'two'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    FS_OK(&r, "--db", f->db[0], "conflicts");
+    assert_non_null(strstr(r.out, "one"));
+    assert_non_null(strstr(r.out, "two\n"));
+    assert_null(strchr(strchr(r.out, '\n') + 1, '\n')); /* one line */
+    for (const char *q = r.out; *q != '\0'; q++)
+        if (((unsigned char)*q < 0x20 && *q != '\n') || *q == 0x7f)
+            fail_msg("control character 0x%02x printed: %s", (unsigned)(unsigned char)*q, r.out);
+    FS_OK(&r, "--db", f->db[0], "conflicts", "--json");
+    assert_non_null(strstr(r.out, "\"reason\":\"one\\n\\u001b[2J\\r"));
 }
 
 static void test_sync__killed_mid_batch_loses_and_doubles_nothing(void **state)
@@ -730,7 +755,7 @@ int main(void)
         T(test_cli__init_refuses_bad_secret_and_insecure_http),
         T(test_cli__attendance_without_position),
         T(test_cli__attendance_position_values),
-        T(test_cli__entity_help),
+        T(test_cli__entity_help_and_one_line_errors),
         T(test_sync__offline_records_then_sum_of_intents),
         T(test_sync__faults_give_exactly_once),
         T(test_sync__conflicts_resolved_per_table),
