@@ -218,8 +218,8 @@ static const char *url_shown(const char *url)
  * Parses and checks base_url with curl's own URL parser, so the transport and libcurl agree on
  * what the host is. On FSA_OK sets t->base_url and t->base_path.
  */
-static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, bool allow_insecure,
-                                   char *err, size_t errlen)
+static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const char *proxy,
+                                   bool allow_insecure, char *err, size_t errlen)
 {
     fsa_status_t st = FSA_EINVAL;
     char *scheme = NULL, *host = NULL, *path = NULL, *full = NULL;
@@ -276,6 +276,15 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, bool all
         say(err, errlen,
             "refusing plain http:// to %.100s: use https (or allow insecure http explicitly)",
             host);
+        goto out;
+    }
+    /* Loopback http:// is allowed because its bytes never leave the device; through a proxy they
+     * do, signed headers and body in clear, and "127.0.0.1" then names the proxy's own host. */
+    if (!https && !allow_insecure && proxy != NULL && proxy[0] != '\0') {
+        say(err, errlen,
+            "refusing plain http:// to %.100s through proxy %.120s: use https (or allow insecure "
+            "http explicitly)",
+            host, url_shown(proxy));
         goto out;
     }
     if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
@@ -437,7 +446,7 @@ fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_
     }
     t->port = port;
     t->next_gzip_level = FSA_GZIP_LEVEL_DEFAULT;
-    st = parse_base_url(t, opts->base_url, opts->allow_insecure_http, err, errlen);
+    st = parse_base_url(t, opts->base_url, opts->proxy, opts->allow_insecure_http, err, errlen);
     if (st != FSA_OK)
         goto out;
     t->gzip_min_bytes = opts->gzip_min_bytes != 0 ? opts->gzip_min_bytes : FSA_LIMIT_GZIP_MIN_BYTES;

@@ -28,7 +28,8 @@
  *
  * Security defaults: TLS peer and host verification always on (there is no option to turn them
  * off); optional pinned public keys; plain http:// refused unless the host is loopback
- * (127.0.0.0/8, ::1, localhost) or allow_insecure_http is set.
+ * (127.0.0.0/8, ::1, localhost) and no proxy is set, or allow_insecure_http is set (through a
+ * proxy the signed requests would leave the device in clear).
  */
 
 typedef struct fsa_transport fsa_transport_t;
@@ -42,7 +43,7 @@ typedef struct fsa_transport_opts {
     const char *client_key;     /* its PEM key (required with client_cert) */
     const char *proxy;          /* "http://proxy:3128" etc.; NULL: no proxy (the environment's
                                    proxy variables are ignored: configuration is explicit) */
-    bool allow_insecure_http;   /* permit http:// to a non-loopback host */
+    bool allow_insecure_http;   /* permit http:// to a non-loopback host or through a proxy */
     int64_t connect_timeout_ms; /* 0: 10 s */
     int64_t total_timeout_ms;   /* one whole request; 0: 60 s */
     size_t gzip_min_bytes;      /* compress request bodies at least this large (at the level
@@ -98,8 +99,8 @@ fsa_status_t fsa_transport_global_init(void) FSA_MUST_CHECK;
  * answer has no Date header: a simulated device waits on its virtual clock); it must outlive the
  * transport. On FSA_OK *out is set; otherwise *out is NULL and err holds one line.
  * Returns FSA_OK; FSA_EINVAL (no port, missing or malformed base_url, a scheme other than
- * http/https, plain http to a non-loopback host without allow_insecure_http, client_cert without
- * client_key, a malformed pin list); FSA_ENOMEM.
+ * http/https, plain http to a non-loopback host or through a proxy without allow_insecure_http,
+ * client_cert without client_key, a malformed pin list); FSA_ENOMEM.
  */
 fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_t *opts,
                                fsa_transport_t **out, char *err, size_t errlen) FSA_MUST_CHECK;

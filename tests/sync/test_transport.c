@@ -807,6 +807,30 @@ static void test_fsa_transport_new__refuses_plain_http_to_remote(void **state)
     assert_non_null(strstr(err, "refusing plain http:// to server.invalid"));
 }
 
+/* Loopback http:// is allowed only while its bytes stay on the device: a proxy would get the
+ * signed requests in clear, and takes them only when insecure http is allowed explicitly. */
+static void test_fsa_transport_new__refuses_plain_http_through_a_proxy(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    o.proxy = "http://proxy.invalid:3128";
+    fsa_transport_t *t = NULL;
+    char err[256];
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
+    assert_null(t);
+    assert_non_null(strstr(err, "refusing plain http:// to 127.0.0.1 through proxy "
+                                "http://proxy.invalid:3128"));
+    assert_null(strchr(err, '\n'));
+    o.allow_insecure_http = true;
+    t = make(&o);
+    fsa_transport_free(t);
+    /* https through a proxy is a tunnel the proxy cannot read. */
+    o = https_opts();
+    o.proxy = "http://proxy.invalid:3128";
+    t = make(&o);
+    fsa_transport_free(t);
+}
+
 static void test_fsa_transport_new__malformed_pins(void **state)
 {
     (void)state;
@@ -1012,8 +1036,10 @@ static void test_fsa_transport_request__proxy_explicit_not_environment(void **st
         fail_msg("the environment's proxy was used: %s", r.error);
     fsa_http_response_clear(&r);
     fsa_transport_free(t);
-    /* The configured one is used: it is down, so the request fails. */
+    /* The configured one is used: it is down, so the request fails. (Plain http:// through a
+     * proxy needs allow_insecure_http, even to loopback.) */
     o.proxy = proxy;
+    o.allow_insecure_http = true;
     t = make(&o);
     expect_fail(t, "/echo", FSA_ENET, NULL);
     fsa_transport_free(t);
@@ -1759,6 +1785,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_host_is_loopback__table),
         cmocka_unit_test(test_fsa_transport_new__invalid_args),
         cmocka_unit_test(test_fsa_transport_new__refuses_plain_http_to_remote),
+        cmocka_unit_test(test_fsa_transport_new__refuses_plain_http_through_a_proxy),
         cmocka_unit_test(test_fsa_transport_new__malformed_pins),
         cmocka_unit_test(test_fsa_transport_request__invalid_args),
         cmocka_unit_test(test_fsa_transport_request__http_loopback_echo),

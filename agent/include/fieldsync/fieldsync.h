@@ -144,7 +144,7 @@ typedef struct fieldsync_config {
     const char *journal_path; /* required */
     const char *device_id;    /* 1..128 of [A-Za-z0-9._:-] */
     const char *server_url;   /* "https://host[:port][/prefix]"; http:// only to loopback
-                                 unless allow_http */
+                                 and without a proxy, unless allow_http */
     const char *secret_file;  /* 64 hex chars (the device's 32-byte secret); mode 0600 or
                                  0400, owned by this user, not a symlink */
     const char *ca_file;      /* PEM bundle trusted instead of the system's */
@@ -152,7 +152,7 @@ typedef struct fieldsync_config {
     const char *client_cert;  /* PEM client certificate for mutual TLS */
     const char *client_key;   /* its PEM key (with client_cert) */
     const char *proxy;        /* "http://proxy:3128"; the environment's proxy is never used */
-    bool allow_http;          /* plain http:// to a non-loopback host */
+    bool allow_http;          /* plain http:// to a non-loopback host or through the proxy */
     fieldsync_durability_t durability;
     const char *retry_policy;    /* "DEFAULT" (NULL), "AGGRESSIVE", "CONSERVATIVE",
                                     "LOCK_ACQUISITION": one request's retries */
