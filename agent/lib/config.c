@@ -126,6 +126,27 @@ fsa_status_t fsl__read_secret(const char *path, fsa_signer_key_t *key, char *err
     return st;
 }
 
+/* A PEM private key, RSA 8192 included, is a few KiB: more is not a key. */
+#define CLIENT_KEY_MAX_BYTES (64 * 1024)
+
+/* Checks the TLS client key (NULL: none) as the secret file is checked: FSA_OK, or the private
+ * reader's refusal (FSA_EPERM, FSA_EIO for a symlink, ...) with err naming the file. */
+static fsa_status_t check_client_key(const char *path, char *err, size_t errlen)
+{
+    if (path == NULL)
+        return FSA_OK;
+    /* The key is as secret as the device secret: the same private reader (O_NOFOLLOW, owner,
+     * mode), its bytes wiped unparsed (libcurl reads the key itself). */
+    char *text = NULL;
+    size_t len = 0;
+    char why[400] = "";
+    fsa_status_t st = fsa_file_read(path, CLIENT_KEY_MAX_BYTES, 1, &text, &len, why, sizeof why);
+    fsa_file_wipe_free(text, len);
+    if (st != FSA_OK)
+        snprintf(err, errlen, "client key: %s", why);
+    return st;
+}
+
 /* ---- the resolver policy ---- */
 
 /*
@@ -303,6 +324,8 @@ fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bo
         fsa_transport_t *t = NULL;
         st = fsa_transport_new(port, &to, &t, err, errlen);
         fsa_transport_free(t);
+        if (st == FSA_OK)
+            st = check_client_key(c->client_key, err, errlen);
         if (st != FSA_OK)
             return st;
     }
@@ -339,6 +362,9 @@ fsa_status_t fsl__engine_new(fieldsync_t *fs, bool ignore_backoff, fsa_engine_t 
     fsa_signer_key_t key;
     memset(&key, 0, sizeof key);
     st = fsl__read_secret(c->secret_file, &key, err, errlen);
+    /* Again at each engine, as the secret: a key made readable since init is refused. */
+    if (st == FSA_OK)
+        st = check_client_key(c->client_key, err, errlen);
     if (st == FSA_OK) {
         o.device_id = c->device_id;
         o.key = &key;

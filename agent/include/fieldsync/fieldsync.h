@@ -150,7 +150,8 @@ typedef struct fieldsync_config {
     const char *ca_file;      /* PEM bundle trusted instead of the system's */
     const char *pins;         /* "sha256//BASE64[;sha256//BASE64...]": the server's public key */
     const char *client_cert;  /* PEM client certificate for mutual TLS */
-    const char *client_key;   /* its PEM key (with client_cert) */
+    const char *client_key;   /* its PEM key (with client_cert); private as secret_file:
+                                 mode 0600 or 0400, this user's, not a symlink */
     const char *proxy;        /* "http://proxy:3128"; the environment's proxy is never used */
     bool allow_http;          /* plain http:// to a non-loopback host or through the proxy */
     fieldsync_durability_t durability;

@@ -477,7 +477,8 @@ static void test_policy__at_most_32_distinct_policies_per_process(void **state)
 typedef struct check_row {
     const char *name;
     bool full;
-    /* members (NULL: unset); secret: a name in the temp dir, "good" for the good secret */
+    /* members (NULL: unset); secret: a name in the temp dir, "good" for the good secret; cert
+     * and key: a path, or a name in the temp dir made by make_tls_file */
     const char *device_id, *retry, *policy, *url, *secret, *pins, *cert, *key;
     bool allow_http;
     fsa_status_t want;
@@ -549,6 +550,20 @@ static const check_row_t check_rows[] = {
     {"check: a client certificate without its key, at init", true, NULL, NULL, NULL,
      "https://127.0.0.1/", NULL, NULL, "/etc/hostname", NULL, false, FSA_EINVAL,
      "client_cert and client_key go together", NULL},
+    /* the client key is a secret: private, as the secret file, at init */
+    {"check: a client key of mode 0600, at init", true, NULL, NULL, NULL, "https://127.0.0.1/",
+     NULL, NULL, "c.pem", "good.key", false, FSA_OK, NULL, NULL},
+    {"check: a client key of mode 0400, at init", true, NULL, NULL, NULL, "https://127.0.0.1/",
+     NULL, NULL, "c.pem", "ro.key", false, FSA_OK, NULL, NULL},
+    {"check: a client key others may read, at init (chmod 600 said, not shown)", true, NULL, NULL,
+     NULL, "https://127.0.0.1/", NULL, NULL, "c.pem", "open.key", false, FSA_EPERM,
+     "(mode 0644): run 'chmod 600", "BEGIN"},
+    {"check: a client key that is a symlink, at init", true, NULL, NULL, NULL, "https://127.0.0.1/",
+     NULL, NULL, "c.pem", "link.key", false, FSA_EIO, "link.key", NULL},
+    {"check: a missing client key, at init", true, NULL, NULL, NULL, "https://127.0.0.1/", NULL,
+     NULL, "c.pem", "none.key", false, FSA_ENOTFOUND, "none.key", NULL},
+    {"check: a client key others may read is not read when opening", false, NULL, NULL, NULL,
+     "https://127.0.0.1/", NULL, NULL, "c.pem", "open.key", false, FSA_OK, NULL, NULL},
     /* the secret: at init only */
     {"check: a missing secret file is not read when opening", false, NULL, NULL, NULL, NULL,
      "missing.secret", NULL, NULL, NULL, false, FSA_OK, NULL, NULL},
@@ -560,9 +575,34 @@ static const check_row_t check_rows[] = {
      NULL, NULL, NULL, false, FSA_EINVAL, "scheme", NULL},
 };
 
+/* A TLS file named in a row: a path is taken as it is; a name is made in the temp dir (into out),
+ * "open.key" mode 0644, "ro.key" 0400, "link.key" a symlink to a 0600 key, "none.key" absent,
+ * any other 0600. The content is a stand-in: the checks do not parse it. */
+static const char *make_tls_file(const char *name, char *out, size_t n)
+{
+    if (name == NULL || strchr(name, '/') != NULL)
+        return name;
+    static const char pem[] = "-----BEGIN PRIVATE KEY-----\n" MARK "\n-----END PRIVATE KEY-----\n";
+    path_in(out, n, name);
+    unlink(out);
+    if (strcmp(name, "link.key") == 0) {
+        char target[450];
+        path_in(target, sizeof target, "target.key");
+        assert_true(write_file(target, pem, sizeof pem - 1, 0600));
+        assert_int_equal(symlink(target, out), 0);
+    } else if (strcmp(name, "none.key") != 0) {
+        mode_t mode = strcmp(name, "open.key") == 0 ? 0644
+                      : strcmp(name, "ro.key") == 0 ? 0400
+                                                    : 0600;
+        assert_true(write_file(out, pem, sizeof pem - 1, mode));
+    }
+    return out;
+}
+
 static void run_check_row(void **state)
 {
     const check_row_t *row = *state;
+    char cert[450], key[450];
     char secret[450] = "", bad[450];
     path_in(bad, sizeof bad, "bad.secret");
     assert_true(write_file(bad, MARK "\n", strlen(MARK) + 1, 0600));
@@ -578,12 +618,16 @@ static void run_check_row(void **state)
     c.server_url = (char *)(uintptr_t)row->url;
     c.secret_file = row->secret != NULL ? secret : NULL;
     c.pins = (char *)(uintptr_t)row->pins;
-    c.client_cert = (char *)(uintptr_t)row->cert;
-    c.client_key = (char *)(uintptr_t)row->key;
+    c.client_cert = (char *)(uintptr_t)make_tls_file(row->cert, cert, sizeof cert);
+    c.client_key = (char *)(uintptr_t)make_tls_file(row->key, key, sizeof key);
     c.allow_http = row->allow_http;
     char err[512] = "";
     fsa_status_t st = fsl__config_check(fsa_port_posix(), &c, row->full, err, sizeof err);
     unlink(bad);
+    if (c.client_cert == cert)
+        unlink(cert);
+    if (c.client_key == key)
+        unlink(key);
     check_status(row->name, st, row->want, err);
     if (st == FSA_OK) {
         note_accepted(row->policy);
@@ -827,26 +871,31 @@ typedef struct engine_row {
     const char *retry, *policy, *secret; /* secret: a file name in the temp dir, NULL: good */
     fsa_status_t want;
     const char *says;
+    const char *key; /* the client key, as make_tls_file makes it; NULL: none */
 } engine_row_t;
 
 static const engine_row_t engine_rows[] = {
-    {"engine: a set-up configuration", false, false, false, NULL, NULL, NULL, FSA_OK, NULL},
+    {"engine: a set-up configuration", false, false, false, NULL, NULL, NULL, FSA_OK, NULL, NULL},
     {"engine: with its policies", false, false, false, "AGGRESSIVE", "ticket=park", NULL, FSA_OK,
-     NULL},
+     NULL, NULL},
     {"engine: no device id: not set up", true, false, false, NULL, NULL, NULL, FSA_ENOTFOUND,
-     "is not set up for sync: run 'fieldsync init' first"},
+     "is not set up for sync: run 'fieldsync init' first", NULL},
     {"engine: no server: not set up", false, true, false, NULL, NULL, NULL, FSA_ENOTFOUND,
-     "is not set up for sync"},
+     "is not set up for sync", NULL},
     {"engine: no secret file: not set up", false, false, true, NULL, NULL, NULL, FSA_ENOTFOUND,
-     "is not set up for sync"},
+     "is not set up for sync", NULL},
     {"engine: an unknown retry policy", false, false, false, "SOMETIMES", NULL, NULL, FSA_EINVAL,
-     "unknown retry policy 'SOMETIMES'"},
+     "unknown retry policy 'SOMETIMES'", NULL},
     {"engine: a bad resolver policy", false, false, false, NULL, "park", NULL, FSA_EINVAL,
-     "resolver policy"},
+     "resolver policy", NULL},
     {"engine: a bad secret, not shown", false, false, false, NULL, NULL, "bad.secret", FSA_EINVAL,
-     "must hold exactly 64 hex characters"},
+     "must hold exactly 64 hex characters", NULL},
     {"engine: a secret others may read", false, false, false, NULL, NULL, "open.secret", FSA_EPERM,
-     "chmod 600"},
+     "chmod 600", NULL},
+    {"engine: a client key of mode 0600", false, false, false, NULL, NULL, NULL, FSA_OK, NULL,
+     "good.key"},
+    {"engine: a client key made readable since init", false, false, false, NULL, NULL, NULL,
+     FSA_EPERM, "client key: ", "open.key"},
 };
 
 static void run_engine_row(void **state)
@@ -870,11 +919,20 @@ static void run_engine_row(void **state)
     fs.cfg.secret_file = row->no_secret ? NULL : secret;
     fs.cfg.retry_policy = (char *)(uintptr_t)row->retry;
     fs.cfg.resolver_policy = (char *)(uintptr_t)row->policy;
+    char cert[450], key[450];
+    if (row->key != NULL) {
+        fs.cfg.client_cert = (char *)(uintptr_t)make_tls_file("c.pem", cert, sizeof cert);
+        fs.cfg.client_key = (char *)(uintptr_t)make_tls_file(row->key, key, sizeof key);
+    }
     fsa_engine_t *e = (fsa_engine_t *)1;
     char err[512] = "";
     fsa_status_t st = fsl__engine_new(&fs, false, &e, err, sizeof err);
     if (row->secret != NULL)
         unlink(secret);
+    if (row->key != NULL) {
+        unlink(cert);
+        unlink(key);
+    }
     check_status(row->name, st, row->want, err);
     if (st == FSA_OK) {
         assert_non_null(e);
@@ -967,6 +1025,23 @@ static void e_init_bad_policy(fieldsync_config_t *c)
     c->flags = FIELDSYNC_OPEN_INIT;
     c->resolver_policy = "ticket=sometimes";
 }
+/* Init with a TLS client key of the given make_tls_file name. */
+static void init_with_key(fieldsync_config_t *c, const char *key_name)
+{
+    static char cert[450], key[450];
+    c->flags = FIELDSYNC_OPEN_INIT;
+    c->server_url = "https://127.0.0.1:9";
+    c->client_cert = make_tls_file("c.pem", cert, sizeof cert);
+    c->client_key = make_tls_file(key_name, key, sizeof key);
+}
+static void e_init_private_key(fieldsync_config_t *c)
+{
+    init_with_key(c, "good.key");
+}
+static void e_init_open_key(fieldsync_config_t *c)
+{
+    init_with_key(c, "open.key");
+}
 static void e_wrong_device(fieldsync_config_t *c)
 {
     c->device_id = "dev-8";
@@ -995,6 +1070,9 @@ static const open_row_t open_rows[] = {
     {"open: init without secret_file", e_init_no_secret, FIELDSYNC_EINVAL, "secret_file"},
     {"open: init with a bad resolver policy", e_init_bad_policy, FIELDSYNC_EINVAL,
      "unknown action 'sometimes'"},
+    {"open: init with a client key of mode 0600", e_init_private_key, FIELDSYNC_OK, NULL},
+    {"open: init with a client key others may read", e_init_open_key, FIELDSYNC_EPERM,
+     "client key: "},
     {"open: another device's journal", e_wrong_device, FIELDSYNC_EINVAL,
      "belongs to device dev-7, not dev-8"},
     {"open: an unknown retry policy override", e_bad_retry, FIELDSYNC_EINVAL,
