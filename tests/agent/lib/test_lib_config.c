@@ -6,6 +6,7 @@
  * durability, bounds), through fieldsync_open. Every refusal is one line naming the problem, and
  * no message holds a secret. */
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -1169,6 +1170,60 @@ static void test_open__every_older_size_opens(void **state)
     }
 }
 
+/* Init stores absolute paths, but a secret's is made absolute without following it: a symlinked
+ * secret file or client key is refused, one line naming it (realpath would have stored the
+ * target, which then passed the reader's O_NOFOLLOW); a plain relative name is still taken. */
+static void test_init__a_symlinked_secret_refused_a_relative_one_made_absolute(void **state)
+{
+    (void)state;
+    char link[450], target[450], key[450], cwd[PATH_MAX];
+    path_in(link, sizeof link, "init-link.secret");
+    unlink(link);
+    assert_int_equal(symlink(fx.good, link), 0);
+    fieldsync_config_t c = public_config();
+    c.flags = FIELDSYNC_OPEN_INIT;
+    c.secret_file = link;
+    fieldsync_t *fs = NULL;
+    assert_int_equal(fieldsync_open(&c, &fs), FIELDSYNC_EPERM);
+    check_message("symlinked secret", fieldsync_errmsg(fs), "init-link.secret is a symlink");
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    unlink(link);
+    /* the client key likewise, with a plain secret */
+    c = public_config();
+    c.flags = FIELDSYNC_OPEN_INIT;
+    c.server_url = "https://127.0.0.1:9";
+    c.client_cert = make_tls_file("c.pem", target, sizeof target);
+    c.client_key = make_tls_file("link.key", key, sizeof key);
+    assert_int_equal(fieldsync_open(&c, &fs), FIELDSYNC_EPERM);
+    check_message("symlinked client key", fieldsync_errmsg(fs), "link.key is a symlink");
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    unlink(key);
+    /* a relative name, from the secret's directory: stored as its absolute path */
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(fx.dir), 0);
+    c = public_config();
+    c.flags = FIELDSYNC_OPEN_INIT;
+    c.secret_file = "good.secret";
+    fieldsync_status_t st = fieldsync_open(&c, &fs);
+    assert_int_equal(chdir(cwd), 0);
+    if (st != FIELDSYNC_OK)
+        fail_msg("relative secret file: %s: %s", fieldsync_status_str(st), fieldsync_errmsg(fs));
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    /* absolute, ending in the name given, and that very file (the temp dir may be reached
+     * through a link, which is resolved) */
+    fsl_config_t got;
+    memset(&got, 0, sizeof got);
+    load(&got);
+    struct stat a, b;
+    size_t n = strlen(got.secret_file);
+    if (got.secret_file[0] != '/' || n < 12 ||
+        strcmp(got.secret_file + n - 12, "/good.secret") != 0 || lstat(got.secret_file, &a) != 0 ||
+        stat(fx.good, &b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+        fail_msg("relative secret file stored as %s, not the absolute path of %s", got.secret_file,
+                 fx.good);
+    fsl__config_clear(&got);
+}
+
 /* A newer caller: a larger struct opens while its unknown members are zero; each set byte of
  * them is refused, naming its place. */
 static void test_open__a_newer_struct_with_unknown_members(void **state)
@@ -1259,6 +1314,7 @@ int main(void)
     ROWS(open_rows, run_open_row)
     TEST(test_open__every_older_size_opens)
     TEST(test_open__a_newer_struct_with_unknown_members)
+    TEST(test_init__a_symlinked_secret_refused_a_relative_one_made_absolute)
     TEST(test_open__zeroed_members_take_the_journals)
     TEST(test_policy__at_most_32_distinct_policies_per_process) /* last: fills the table */
 #undef ROWS
