@@ -310,6 +310,53 @@ out:
     return st;
 }
 
+/*
+ * Checks the proxy URL with curl's parser, as curl itself reads it (a missing scheme is http).
+ * User info is refused: the configuration, proxy included, is stored in the journal, where no
+ * secret may go, and a proxy password would also be shown wherever the URL is.
+ */
+static fsa_status_t check_proxy(const char *proxy, char *err, size_t errlen)
+{
+    if (proxy == NULL || proxy[0] == '\0')
+        return FSA_OK;
+    fsa_status_t st = FSA_EINVAL;
+    char *extra = NULL;
+    CURLU *u = curl_url();
+    if (u == NULL) {
+        say(err, errlen, "out of memory parsing the proxy");
+        return FSA_ENOMEM;
+    }
+    CURLUcode uc =
+        curl_url_set(u, CURLUPART_URL, proxy, CURLU_NON_SUPPORT_SCHEME | CURLU_GUESS_SCHEME);
+    if (uc != CURLUE_OK) {
+        st = uc == CURLUE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
+        say(err, errlen, "malformed proxy \"%.120s\": %s", url_shown(proxy), curl_url_strerror(uc));
+        goto out;
+    }
+    static const CURLUPart forbidden[] = {CURLUPART_USER, CURLUPART_PASSWORD};
+    for (size_t i = 0; i < sizeof forbidden / sizeof forbidden[0]; i++) {
+        uc = curl_url_get(u, forbidden[i], &extra, 0);
+        curl_free(extra);
+        extra = NULL;
+        if (uc == CURLUE_OUT_OF_MEMORY) { /* not "absent": the check did not happen */
+            st = FSA_ENOMEM;
+            say(err, errlen, "out of memory parsing the proxy");
+            goto out;
+        }
+        if (uc == CURLUE_OK) {
+            /* Not echoed: the URL holds a password. */
+            say(err, errlen,
+                "proxy must not hold credentials (user:password@): proxy authentication is not "
+                "supported");
+            goto out;
+        }
+    }
+    st = FSA_OK;
+out:
+    curl_url_cleanup(u);
+    return st;
+}
+
 /* ---- creation ---- */
 
 static long clamp_ms(int64_t ms, int64_t dflt)
@@ -446,7 +493,9 @@ fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_
     }
     t->port = port;
     t->next_gzip_level = FSA_GZIP_LEVEL_DEFAULT;
-    st = parse_base_url(t, opts->base_url, opts->proxy, opts->allow_insecure_http, err, errlen);
+    st = check_proxy(opts->proxy, err, errlen);
+    if (st == FSA_OK)
+        st = parse_base_url(t, opts->base_url, opts->proxy, opts->allow_insecure_http, err, errlen);
     if (st != FSA_OK)
         goto out;
     t->gzip_min_bytes = opts->gzip_min_bytes != 0 ? opts->gzip_min_bytes : FSA_LIMIT_GZIP_MIN_BYTES;

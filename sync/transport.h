@@ -42,7 +42,8 @@ typedef struct fsa_transport_opts {
     const char *client_cert;    /* PEM client certificate for mutual TLS; NULL: none */
     const char *client_key;     /* its PEM key (required with client_cert) */
     const char *proxy;          /* "http://proxy:3128" etc.; NULL: no proxy (the environment's
-                                   proxy variables are ignored: configuration is explicit) */
+                                   proxy variables are ignored: configuration is explicit); no
+                                   user:password@ (proxy authentication is not supported) */
     bool allow_insecure_http;   /* permit http:// to a non-loopback host or through a proxy */
     int64_t connect_timeout_ms; /* 0: 10 s */
     int64_t total_timeout_ms;   /* one whole request; 0: 60 s */
@@ -100,7 +101,8 @@ fsa_status_t fsa_transport_global_init(void) FSA_MUST_CHECK;
  * transport. On FSA_OK *out is set; otherwise *out is NULL and err holds one line.
  * Returns FSA_OK; FSA_EINVAL (no port, missing or malformed base_url, a scheme other than
  * http/https, plain http to a non-loopback host or through a proxy without allow_insecure_http,
- * client_cert without client_key, a malformed pin list); FSA_ENOMEM.
+ * client_cert without client_key, a malformed pin list, a malformed proxy or one with
+ * credentials); FSA_ENOMEM.
  */
 fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_t *opts,
                                fsa_transport_t **out, char *err, size_t errlen) FSA_MUST_CHECK;

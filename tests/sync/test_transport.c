@@ -831,6 +831,40 @@ static void test_fsa_transport_new__refuses_plain_http_through_a_proxy(void **st
     fsa_transport_free(t);
 }
 
+/* The proxy goes into the journal with the rest of the configuration: user info in it is refused
+ * (as in base_url) and not shown; a proxy without a scheme is http, as curl reads it. */
+static void test_fsa_transport_new__proxy_credentials_refused(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "http://user:s3cr3tpw@proxy.invalid:3128",
+        "http://user@proxy.invalid:3128",
+        "user:s3cr3tpw@proxy.invalid:3128",
+        "socks5h://user:s3cr3tpw@proxy.invalid:1080",
+    };
+    fsa_transport_opts_t o = https_opts();
+    fsa_transport_t *t = NULL;
+    char err[256];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        o.proxy = bad[i];
+        fsa_status_t st = fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err);
+        if (st != FSA_EINVAL || t != NULL ||
+            strstr(err, "proxy must not hold credentials") == NULL ||
+            strstr(err, "s3cr3tpw") != NULL || strchr(err, '\n') != NULL)
+            fail_msg("proxy \"%s\": %s, err \"%s\"", bad[i], fsa_status_str(st), err);
+    }
+    o.proxy = "http://proxy.invalid:99999999";
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &t, err, sizeof err), FSA_EINVAL);
+    assert_non_null(strstr(err, "malformed proxy"));
+    static const char *const good[] = {"http://proxy.invalid:3128", "proxy.invalid:3128",
+                                       "socks5h://proxy.invalid:1080", "http://[::1]:3128"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        o.proxy = good[i];
+        t = make(&o);
+        fsa_transport_free(t);
+    }
+}
+
 static void test_fsa_transport_new__malformed_pins(void **state)
 {
     (void)state;
@@ -1786,6 +1820,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_new__invalid_args),
         cmocka_unit_test(test_fsa_transport_new__refuses_plain_http_to_remote),
         cmocka_unit_test(test_fsa_transport_new__refuses_plain_http_through_a_proxy),
+        cmocka_unit_test(test_fsa_transport_new__proxy_credentials_refused),
         cmocka_unit_test(test_fsa_transport_new__malformed_pins),
         cmocka_unit_test(test_fsa_transport_request__invalid_args),
         cmocka_unit_test(test_fsa_transport_request__http_loopback_echo),

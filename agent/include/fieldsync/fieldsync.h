@@ -152,7 +152,9 @@ typedef struct fieldsync_config {
     const char *client_cert;  /* PEM client certificate for mutual TLS */
     const char *client_key;   /* its PEM key (with client_cert); private as secret_file:
                                  mode 0600 or 0400, this user's, not a symlink */
-    const char *proxy;        /* "http://proxy:3128"; the environment's proxy is never used */
+    const char *proxy;        /* "http://proxy:3128"; the environment's proxy is never used;
+                                 no user:password@: proxy authentication is not supported
+                                 (the configuration is kept in the journal) */
     bool allow_http;          /* plain http:// to a non-loopback host or through the proxy */
     fieldsync_durability_t durability;
     const char *retry_policy;    /* "DEFAULT" (NULL), "AGGRESSIVE", "CONSERVATIVE",

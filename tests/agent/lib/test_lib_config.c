@@ -1043,6 +1043,12 @@ static void e_init_open_key(fieldsync_config_t *c)
 {
     init_with_key(c, "open.key");
 }
+static void e_init_proxy_password(fieldsync_config_t *c)
+{
+    c->flags = FIELDSYNC_OPEN_INIT;
+    c->server_url = "https://127.0.0.1:9";
+    c->proxy = "http://dev:" MARK "@proxy.invalid:3128";
+}
 static void e_wrong_device(fieldsync_config_t *c)
 {
     c->device_id = "dev-8";
@@ -1074,6 +1080,8 @@ static const open_row_t open_rows[] = {
     {"open: init with a client key of mode 0600", e_init_private_key, FIELDSYNC_OK, NULL},
     {"open: init with a client key others may read", e_init_open_key, FIELDSYNC_EPERM,
      "client key: "},
+    {"open: init with a password in the proxy: refused, not shown", e_init_proxy_password,
+     FIELDSYNC_EINVAL, "proxy must not hold credentials"},
     {"open: another device's journal", e_wrong_device, FIELDSYNC_EINVAL,
      "belongs to device dev-7, not dev-8"},
     {"open: an unknown retry policy override", e_bad_retry, FIELDSYNC_EINVAL,
