@@ -22,10 +22,23 @@
 /* JSON values in one request body (push, admin entity, devices file), counted before parsing:
  * each costs a parser node of ~64 bytes, so 1 KiB of gzip inflating to 1 MiB of "[0,0,...]"
  * would otherwise cost ~40 MB. 100,000 is ~20 times a full batch of 500 typical ops and bounds a
- * body's nodes to ~6.4 MB. Ceiling 1,000,000. (The agent's decoding of a pull answer, up to
- * FSA_LIMIT_BODY_BYTES_MAX, is bounded by its bytes alone.) */
+ * body's nodes to ~6.4 MB. Ceiling 1,000,000. (Answers the agent decodes have their own bound,
+ * FSA_LIMIT_ANSWER_VALUES.) */
 #define FSA_LIMIT_JSON_VALUES 100000
 #define FSA_LIMIT_JSON_VALUES_MAX 1000000
+
+/* JSON values in one answer the agent parses (a pull page, results not read directly, an error),
+ * counted before parsing as in a request: an answer is bounded in bytes (FSA_LIMIT_RESPONSE_BYTES)
+ * but 8 MiB of "[0,0,...]" would be 4 million parser nodes, ~320 MB. What an answer can hold: a
+ * pull page is at most 4 MiB of JSON, or one change alone, whose fields are at most
+ * FSA_LIMIT_FIELDS_BYTES (PROTOCOL.md section 4, section 7 amendment 6); results are one per op
+ * of a batch of at most FSA_LIMIT_BATCH_OPS, ~7 values each (plus a conflict's entity). A value
+ * costs at least 2 bytes ("0,"), so one change holds at most FSA_LIMIT_FIELDS_BYTES / 2 values:
+ * the bound is that and room for the envelope, so that one change passes whatever its fields
+ * hold, and a full 4 MiB page passes when its values average 8 bytes or more, as records do (a
+ * key, quotes, punctuation: {"at":1764090000000,"by":"P1"} is 10 bytes a value). At most ~40 MB
+ * of nodes. Fixed: an answer over it is malformed. */
+#define FSA_LIMIT_ANSWER_VALUES (FSA_LIMIT_FIELDS_BYTES / 2 + 4096)
 
 /* One JSON string (a field value or a key). 64 KiB. Ceiling 1 MiB. */
 #define FSA_LIMIT_STRING_BYTES (64 * 1024)

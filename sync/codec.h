@@ -37,8 +37,9 @@
  * reports for that op alone.
  *
  * Decoders of answers (results, pull, error) are for the agent: a malformed or hostile answer is
- * FSA_EPROTO, never a crash; answers are bounded by FSA_LIMIT_BODY_BYTES_MAX bytes and nesting
- * FSA_LIMIT_JSON_DEPTH + FSA_CODEC_ANSWER_ENVELOPE_DEPTH.
+ * FSA_EPROTO, never a crash; answers are bounded by FSA_LIMIT_BODY_BYTES_MAX bytes, nesting
+ * FSA_LIMIT_JSON_DEPTH + FSA_CODEC_ANSWER_ENVELOPE_DEPTH and FSA_LIMIT_ANSWER_VALUES values (each
+ * a parser node: the bytes alone do not bound the memory).
  */
 
 #define FSA_CODEC_PUSH_ENVELOPE_DEPTH 3   /* {"ops": [ {op} ] } around an op's values */

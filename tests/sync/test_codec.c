@@ -1,4 +1,5 @@
 /* fieldsync tests: sync/codec (push bodies, results, pull answers, errors, devices; limits). */
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1019,6 +1020,152 @@ static void test_fsa_codec_decode_results__direct_reader_agrees_with_the_tree(vo
     assert_true(tried > 1000);
 }
 
+/* An answer of 8 MiB, under the transport's limit, that is one array of small values after head:
+ * 4 million values. */
+static char *many_values_answer(const char *head, size_t *len)
+{
+    const size_t cap = (size_t)8 * 1024 * 1024 - 64;
+    char *b = fsa_malloc(cap + 1);
+    assert_non_null(b);
+    size_t n = (size_t)snprintf(b, cap, "%s[0", head);
+    while (n + 4 < cap) {
+        b[n++] = ',';
+        b[n++] = '0';
+    }
+    b[n++] = ']';
+    b[n++] = '}';
+    b[n] = '\0';
+    *len = n;
+    return b;
+}
+
+/* A pull page as the server would send it: count changes of type, each with these fields. */
+static char *page_of(fsa_type_t type, char *fields, size_t count, size_t *len)
+{
+    fsa_codec_change_t *ch = fsa_calloc(count, sizeof *ch);
+    assert_non_null(ch);
+    for (size_t i = 0; i < count; i++) {
+        ch[i].type = type;
+        snprintf(ch[i].id, sizeof ch[i].id, "T%zu", i);
+        ch[i].version = 1;
+        ch[i].mdtz_ms = 1764090000000;
+        ch[i].fields = fields; /* the caller's: only read */
+    }
+    fsa_codec_pull_t pull = {ch, count, "c", true, 1764090000000};
+    char *text = NULL;
+    assert_fsa_ok(fsa_codec_encode_pull(&pull, &text, len));
+    fsa_free(ch);
+    return text;
+}
+
+/* Fields of about size bytes: a ticket whose history is records of 3 values in ~31 bytes. */
+static char *ticket_fields_of(size_t size)
+{
+    static const char item[] = "{\"at\":1764090000000,\"by\":\"P1\"}";
+    char *f = fsa_malloc(size + 1);
+    assert_non_null(f);
+    size_t n = (size_t)snprintf(f, size, "{\"ticketlog\":{\"ticket_history\":[%s", item);
+    while (n + sizeof item + 4 < size) {
+        f[n++] = ',';
+        memcpy(f + n, item, sizeof item - 1);
+        n += sizeof item - 1;
+    }
+    memcpy(f + n, "]}}", 4);
+    return f;
+}
+
+/* Answers are bounded in values, not only bytes (FSA_LIMIT_ANSWER_VALUES): 8 MiB of "[0,0,...]"
+ * is refused before a parser node is made, and the densest legitimate answers still pass. */
+static void test_fsa_codec_answers__values_bounded(void **state)
+{
+    (void)state;
+    /* cJSON allocates through the project's allocator here, so that the count sees its nodes. */
+    cJSON_InitHooks(&(cJSON_Hooks){.malloc_fn = fsa_malloc, .free_fn = fsa_free});
+    size_t len = 0;
+    char *body = many_values_answer("{\"changes\":[],\"cursor\":\"c\",\"more\":false,\"x\":", &len);
+    fsa_codec_pull_t pull;
+    fsa_alloc_fail_nth(ULONG_MAX); /* counts allocations, fails none */
+    fsa_status_t st = fsa_codec_decode_pull(body, len, &pull);
+    unsigned long allocs = fsa_alloc_count();
+    fsa_alloc_fail_nth(0);
+    if (st == FSA_OK)
+        fsa_codec_pull_free(&pull);
+    printf("decode_pull of %zu bytes: %s after %lu allocations\n", len, fsa_status_str(st), allocs);
+    assert_int_equal(st, FSA_EPROTO);
+    assert_true(allocs < 16);
+    fsa_free(body);
+
+    body = many_values_answer("{\"results\":[],\"x\":", &len);
+    fsa_codec_result_t *res = NULL;
+    size_t count = 0;
+    fsa_alloc_fail_nth(ULONG_MAX);
+    st = fsa_codec_decode_results(body, len, &res, &count, NULL);
+    allocs = fsa_alloc_count();
+    fsa_alloc_fail_nth(0);
+    fsa_codec_results_free(res, count);
+    printf("decode_results of %zu bytes: %s after %lu allocations\n", len, fsa_status_str(st),
+           allocs);
+    assert_int_equal(st, FSA_EPROTO);
+    assert_true(allocs < 16);
+    fsa_free(body);
+
+    /* A full page of the biggest entities: 4 MiB of JSON (PROTOCOL.md section 4), each change's
+     * fields 1 MiB less the server's allowance for the rest of the change, of records. */
+    char *fields = ticket_fields_of((size_t)FSA_LIMIT_FIELDS_BYTES - 256);
+    body = page_of(FSA_TYPE_TICKET, fields, 4, &len);
+    fsa_free(fields);
+    assert_true(len >= (size_t)4 * 1024 * 1024 - 1024);
+    assert_true(fsa_codec_json_values(body, len, SIZE_MAX - 1) > FSA_LIMIT_ANSWER_VALUES / 2);
+    assert_fsa_ok(fsa_codec_decode_pull(body, len, &pull));
+    assert_int_equal(pull.count, 4);
+    fsa_codec_pull_free(&pull);
+    fsa_codec_free(body);
+
+    /* One change alone whose 1 MiB of fields is as dense as JSON gets. */
+    fields = fsa_malloc(FSA_LIMIT_FIELDS_BYTES + 1);
+    assert_non_null(fields);
+    size_t n = (size_t)snprintf(fields, 32, "{\"other_info\":{\"a\":[0");
+    while (n + 8 < FSA_LIMIT_FIELDS_BYTES) {
+        fields[n++] = ',';
+        fields[n++] = '0';
+    }
+    memcpy(fields + n, "]}}", 4);
+    body = page_of(FSA_TYPE_JOBNEED, fields, 1, &len);
+    fsa_free(fields);
+    assert_true(fsa_codec_json_values(body, len, SIZE_MAX - 1) > FSA_LIMIT_FIELDS_BYTES / 2 - 16);
+    assert_fsa_ok(fsa_codec_decode_pull(body, len, &pull));
+    assert_int_equal(pull.count, 1);
+    fsa_codec_pull_free(&pull);
+    fsa_codec_free(body);
+
+    /* A full batch's results, read through the tree (conflicts and rejections). */
+    fsa_codec_result_t *in = fsa_calloc(FSA_LIMIT_BATCH_OPS, sizeof *in);
+    assert_non_null(in);
+    for (size_t i = 0; i < FSA_LIMIT_BATCH_OPS; i++) {
+        snprintf(in[i].op_id, sizeof in[i].op_id, "00000000-0000-4000-8000-%012zu", i);
+        if (i % 2 == 0) {
+            in[i].status = FSA_RESULT_CONFLICT;
+            in[i].has_current = true;
+            in[i].current_version = 3;
+            in[i].current_fields = fsa_strdup("{\"status\":\"OPEN\",\"level\":2,\"ticketlog\":"
+                                              "{\"ticket_history\":[{\"at\":1,\"by\":\"P1\"}]}}");
+            assert_non_null(in[i].current_fields);
+        } else {
+            in[i].status = FSA_RESULT_REJECTED;
+            snprintf(in[i].code, sizeof in[i].code, "invalid_transition");
+            snprintf(in[i].message, sizeof in[i].message, "NEW to CLOSED is not allowed");
+        }
+    }
+    char *text = NULL;
+    assert_fsa_ok(fsa_codec_encode_results(in, FSA_LIMIT_BATCH_OPS, 1, &text, &len));
+    assert_fsa_ok(fsa_codec_decode_results(text, len, &res, &count, NULL));
+    assert_int_equal(count, FSA_LIMIT_BATCH_OPS);
+    fsa_codec_results_free(res, count);
+    fsa_codec_free(text);
+    fsa_codec_results_free(in, FSA_LIMIT_BATCH_OPS);
+    cJSON_InitHooks(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1035,6 +1182,7 @@ int main(void)
         cmocka_unit_test(test_fsa_codec_pull__round_trip_and_hostile),
         cmocka_unit_test(test_fsa_codec_error__round_trip_and_hostile),
         cmocka_unit_test(test_fsa_codec_decoders__truncations_and_mutations),
+        cmocka_unit_test(test_fsa_codec_answers__values_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
