@@ -1968,17 +1968,43 @@ _Static_assert(sizeof(((fsa_op_result_t *)0)->code) == FSA_CODEC_CODE_BYTES &&
                    sizeof(((fsa_op_result_t *)0)->message) == FSA_CODEC_MESSAGE_BYTES,
                "fsa_op_result_t's code and message are the codec's sizes");
 
+/*
+ * A server's text made safe to print: its code and message reach the log, the status report, the
+ * library's error and the command's stderr, where a decoded "\n" would start a forged log line and
+ * "\u001b" drive the terminal. Every control character (below 0x20, 0x7f, and the C1 controls
+ * U+0080..U+009F, C2 80..C2 9F in UTF-8, which some terminals obey too) becomes '?', in place,
+ * here where the text is decoded, so that every consumer gets one terminal-safe line.
+ */
+static void printable_in_place(char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r != '\0'; r++) {
+        unsigned char c = (unsigned char)*r;
+        if (c == 0xc2 && (unsigned char)r[1] >= 0x80 && (unsigned char)r[1] <= 0x9f) {
+            *w++ = '?';
+            r++; /* the pair is one character */
+        } else if (c < 0x20 || c == 0x7f) {
+            *w++ = '?';
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+}
+
 static fsa_status_t decode_error_object(const cJSON *e, char code[FSA_CODEC_CODE_BYTES],
                                         char message[FSA_CODEC_MESSAGE_BYTES])
 {
     if (!cJSON_IsObject(e) || !get_str(e, "code", code, FSA_CODEC_CODE_BYTES) || code[0] == '\0')
         return FSA_EPROTO;
+    printable_in_place(code);
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
     message[0] = '\0';
     if (m != NULL) {
         if (!cJSON_IsString(m))
             return FSA_EPROTO;
         snprintf(message, FSA_CODEC_MESSAGE_BYTES, "%s", m->valuestring); /* cut, never overrun */
+        printable_in_place(message);
     }
     return FSA_OK;
 }
@@ -1986,8 +2012,10 @@ static fsa_status_t decode_error_object(const cJSON *e, char code[FSA_CODEC_CODE
 static fsa_status_t decode_result(const cJSON *o, fsa_codec_result_t *r)
 {
     char status[16];
+    /* The op id is the agent's own, echoed (the id alphabet): anything else is malformed, and
+     * never reaches a log line that names the op. */
     if (!cJSON_IsObject(o) || !get_str(o, "op_id", r->op_id, sizeof r->op_id) ||
-        r->op_id[0] == '\0' || !get_str(o, "status", status, sizeof status) ||
+        !id_ok(r->op_id, FSA_OP_ID_BYTES - 1) || !get_str(o, "status", status, sizeof status) ||
         fsa_result_status_parse(status, &r->status) != FSA_OK)
         return FSA_EPROTO;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
@@ -2100,7 +2128,7 @@ static bool fast_result(fast_rd_t *r, fsa_codec_result_t *res)
     if (res != NULL)
         memset(res, 0, sizeof *res);
     if (!FAST_LIT(r, "{\"op_id\":") || !fast_str(r, x->op_id, sizeof x->op_id) ||
-        x->op_id[0] == '\0' || !FAST_LIT(r, ",\"status\":") ||
+        !id_ok(x->op_id, FSA_OP_ID_BYTES - 1) || !FAST_LIT(r, ",\"status\":") ||
         !fast_str(r, status, sizeof status) ||
         fsa_result_status_parse(status, &x->status) != FSA_OK)
         return false;

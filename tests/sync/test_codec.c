@@ -366,7 +366,8 @@ static void test_fsa_codec_results__round_trip(void **state)
     fsa_codec_result_clear(&in[2]);
 }
 
-/* A message with every kind of byte JSON escapes, as cJSON escaped it; decoded back the same. */
+/* A message with every kind of byte JSON escapes, as cJSON escaped it; decoded back the same but
+ * for its control characters, which the decoder makes '?' (server text is printed). */
 static void test_fsa_codec_encode_results__escapes(void **state)
 {
     (void)state;
@@ -388,7 +389,7 @@ static void test_fsa_codec_encode_results__escapes(void **state)
     int64_t t = 0;
     assert_fsa_ok(fsa_codec_decode_results(text, len, &out, &n, &t));
     assert_int_equal(n, 1);
-    assert_string_equal(out[0].message, r.message);
+    assert_string_equal(out[0].message, "q\"b\\s????????\xc3\xa9/");
     fsa_codec_results_free(out, n);
     fsa_codec_free(text);
     /* Nothing to encode: an empty list. */
@@ -1020,6 +1021,61 @@ static void test_fsa_codec_decode_results__direct_reader_agrees_with_the_tree(vo
     assert_true(tried > 1000);
 }
 
+/* Whether s holds a control byte (below 0x20, or 0x7f). */
+static bool has_control(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* A server's text (an error's code and message, a result's) comes out of the decoders as one
+ * line without control characters, for logs and terminals: "\n" cannot start a forged log line,
+ * ESC cannot drive the terminal. The rest of the text is kept. */
+static void test_fsa_codec_decoders__server_text_is_one_printable_line(void **state)
+{
+    (void)state;
+    /* \n, \r, ESC, DEL, U+0085 (NEL, a C1 control) and a tab; é is kept. */
+    static const char msg[] = "bad\\nfieldsync: error: forged line\\r\\u001b[31mred\\u007f"
+                              "\\u0085x\\té";
+    static const char want[] = "bad?fieldsync: error: forged line??[31mred??x?é";
+    char body[512];
+    snprintf(body, sizeof body, "{\"error\":{\"code\":\"c\\u001bd\",\"message\":\"%s\"}}", msg);
+    fsa_model_err_t e;
+    assert_fsa_ok(fsa_codec_decode_error(body, strlen(body), &e, NULL));
+    printf("error message: %s\n", e.message);
+    assert_false(has_control(e.message));
+    assert_false(has_control(e.code));
+    assert_string_equal(e.message, want);
+    assert_string_equal(e.code, "c?d");
+
+    snprintf(body, sizeof body,
+             "{\"results\":[{\"op_id\":\"a\",\"status\":\"rejected\",\"error\":{\"code\":"
+             "\"x\\n\",\"message\":\"%s\"}}]}",
+             msg);
+    fsa_codec_result_t *res = NULL;
+    size_t n = 0;
+    assert_fsa_ok(fsa_codec_decode_results(body, strlen(body), &res, &n, NULL));
+    assert_int_equal(n, 1);
+    assert_false(has_control(res[0].message));
+    assert_string_equal(res[0].message, want);
+    assert_string_equal(res[0].code, "x?");
+    fsa_codec_results_free(res, n);
+
+    /* An op id is the agent's own, echoed: one outside the id alphabet is malformed, read
+     * directly or through the tree, and never reaches a log line naming the op. */
+    const char *ids[] = {"a\\nb", "a\x7f", "a b"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        snprintf(body, sizeof body,
+                 "{\"results\":[{\"op_id\":\"%s\",\"status\":\"applied\",\"version\":1}]}", ids[i]);
+        res = NULL;
+        n = 0;
+        assert_int_equal(fsa_codec_decode_results(body, strlen(body), &res, &n, NULL), FSA_EPROTO);
+        decode_both_ways(body, strlen(body));
+    }
+}
+
 /* An answer of 8 MiB, under the transport's limit, that is one array of small values after head:
  * 4 million values. */
 static char *many_values_answer(const char *head, size_t *len)
@@ -1183,6 +1239,7 @@ int main(void)
         cmocka_unit_test(test_fsa_codec_error__round_trip_and_hostile),
         cmocka_unit_test(test_fsa_codec_decoders__truncations_and_mutations),
         cmocka_unit_test(test_fsa_codec_answers__values_bounded),
+        cmocka_unit_test(test_fsa_codec_decoders__server_text_is_one_printable_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

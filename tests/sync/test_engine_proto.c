@@ -618,6 +618,55 @@ static void test_fsa_engine_sync__400_other_keeps_ops(void **state)
     assert_int_equal(f->last_state, FSA_ENGINE_OFFLINE);
 }
 
+/* Whether s holds a control byte (below 0x20, or 0x7f). */
+static bool has_control(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* The engine's log lines, kept by fsa_sim_set_log. */
+typedef struct logs {
+    int lines, with_control;
+} logs_t;
+
+static void count_log(void *arg, fsa_log_level_t level, const char *msg)
+{
+    (void)level;
+    logs_t *l = arg;
+    l->lines++;
+    if (has_control(msg)) {
+        l->with_control++;
+        printf("log line with a control byte: %s\n", msg);
+    }
+}
+
+/* A server's error message reaches the report and the log as one terminal-safe line: its
+ * decoded "\n", "\r", ESC and DEL are '?', so it can neither forge a log line nor drive a
+ * terminal. */
+static void test_fsa_engine_sync__server_message_has_no_control_bytes(void **state)
+{
+    fx_t *f = *state;
+    logs_t logs = {0, 0};
+    fsa_sim_set_log(f->sim, count_log, &logs);
+    record_tickets(f, 1, NULL);
+    f->srv.push = PUSH_ERROR;
+    f->srv.err_http = 400;
+    f->srv.err_code = "bad_request";
+    f->srv.err_message = "no\nfieldsync: error: forged line\r\x1b[2J\x7f";
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    fsa_sim_set_log(f->sim, NULL, NULL);
+    printf("report: %s\n", r.error);
+    assert_failed_keeping_ops(f, st, &r, FSA_EREJECTED, 1, "bad_request");
+    assert_false(has_control(r.error));
+    assert_non_null(strstr(r.error, "no?fieldsync: error: forged line??[2J?"));
+    assert_true(logs.lines > 0);
+    assert_int_equal(logs.with_control, 0);
+}
+
 /* A cancel (the daemon's SIGTERM, the library's stop) that comes while the engine waits to retry a
  * 503 ends the cycle there: no request after it. (The engine tried once more when the cancel came
  * after the wait had begun.) */
@@ -914,6 +963,7 @@ int main(void)
         T(test_fsa_engine_sync__413_group_is_parked_whole),
         T(test_fsa_engine_sync__400_malformed_quarantines_batch),
         T(test_fsa_engine_sync__400_other_keeps_ops),
+        T(test_fsa_engine_sync__server_message_has_no_control_bytes),
         T(test_fsa_engine_sync__cancelled_while_waiting_sends_nothing_more),
         T(test_fsa_engine_sync__cancel_ends_a_request_never_answered),
         T(test_fsa_engine_sync__results_short_keeps_ops),
