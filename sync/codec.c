@@ -1952,8 +1952,10 @@ static fsa_status_t decode_answer_root(const char *body, size_t len, cJSON **roo
                                     FSA_LIMIT_ANSWER_VALUES, root, &why);
     if (pf == PARSE_NOMEM)
         return FSA_ENOMEM;
+    if (pf == PARSE_TOO_LARGE)
+        return FSA_ETOOLARGE; /* over this device's bounds: the engine asks for less */
     if (pf != PARSE_OK)
-        return FSA_EPROTO; /* over a bound or not JSON: malformed either way, for the agent */
+        return FSA_EPROTO;
     if (!cJSON_IsObject(*root)) {
         cJSON_Delete(*root);
         *root = NULL;

@@ -363,6 +363,14 @@ static fsa_status_t read_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n, 
         report_error(e, "out of memory reading the results answer");
         return st;
     }
+    if (st == FSA_ETOOLARGE) {
+        /* Over this device's bounds on an answer (its JSON values): the batch is split, as for
+         * a 413, so that the answers shrink (one op's answer always fits). */
+        fsa_log(e->port, FSA_LOG_INFO,
+                "sync: a results answer is over this device's limits: "
+                "the batch is split");
+        return st;
+    }
     if (st != FSA_OK) {
         report_error(e, "server sent a malformed results answer (%s)", fsa_status_str(st));
         return FSA_EPROTO;
@@ -857,6 +865,9 @@ static fsa_status_t pull_decode(fsa_engine_t *e, const answer_t *a, fsa_codec_pu
     fsa_status_t st = fsa_codec_decode_pull(a->resp.body, a->resp.body_len, pull);
     if (st == FSA_ENOMEM) {
         report_error(e, "out of memory reading the pull answer");
+    } else if (st == FSA_ETOOLARGE) {
+        /* Over this device's bounds on an answer (its JSON values): asked for again smaller. */
+        fsa_log(e->port, FSA_LOG_INFO, "sync: a pull answer is over this device's limits");
     } else if (st != FSA_OK) {
         report_error(e, "server sent a malformed pull answer");
         st = FSA_EPROTO;
@@ -918,6 +929,12 @@ static fsa_status_t pull_all(fsa_engine_t *e)
         answer_t a;
         memset(&a, 0, sizeof a);
         st = exchange(e, "GET", path, NULL, 0, &a);
+        fsa_codec_pull_t pull;
+        memset(&pull, 0, sizeof pull);
+        if (st == FSA_OK)
+            st = pull_decode(e, &a, &pull); /* FSA_ETOOLARGE too: over this device's bounds */
+        if (st == FSA_ETOOLARGE)
+            fsa_codec_pull_free(&pull);
         if (st == FSA_ETOOLARGE && limit > 1) {
             fsa_http_response_clear(&a.resp);
             fsa_model_free(cursor);
@@ -932,15 +949,11 @@ static fsa_status_t pull_all(fsa_engine_t *e)
             report_error(e,
                          "pull cannot progress: one change is over this device's answer limit "
                          "(%s)",
-                         a.resp.error);
+                         a.resp.error[0] != '\0' ? a.resp.error : "its JSON values");
             fsa_http_response_clear(&a.resp);
             fsa_model_free(cursor);
             return FSA_ETOOLARGE;
         }
-        fsa_codec_pull_t pull;
-        memset(&pull, 0, sizeof pull);
-        if (st == FSA_OK)
-            st = pull_decode(e, &a, &pull);
         fsa_http_response_clear(&a.resp);
         if (st == FSA_OK)
             st = pull_fold(e, cursor, &pull);

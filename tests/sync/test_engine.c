@@ -522,6 +522,84 @@ static void test_fsa_engine_sync__pull_over_own_limit_asks_for_less(void **state
     fsa_engine_free(e);
 }
 
+/* Creates ticket id on the server (admin API) whose history holds nvalues zeros: many JSON values
+ * in few bytes ("0,"). */
+static void admin_dense_ticket(fx_t *f, const char *id, size_t nvalues)
+{
+    size_t cap = 2 * nvalues + 1024;
+    char *body = fsa_malloc(cap);
+    assert_non_null(body);
+    char opid[37];
+    tc_op_id(opid);
+    size_t n = (size_t)snprintf(body, cap,
+                                "{\"batch_id\":\"admin\",\"ops\":[{\"op_id\":\"%s\",\"kind\":"
+                                "\"create\",\"type\":\"ticket\",\"id\":\"%s\",\"seq\":1,"
+                                "\"at\":1,\"fields\":{\"ticketlog\":{\"ticket_history\":[",
+                                opid, id);
+    for (size_t i = 0; i < nvalues; i++) {
+        body[n++] = i > 0 ? ',' : ' ';
+        body[n++] = '0';
+    }
+    n += (size_t)snprintf(body + n, cap - n, "]}}}]}");
+    th_req_opts_t o = {.bearer = TH_ADMIN_TOKEN};
+    th_resp_t r;
+    assert_true(th_request(NULL, f->srv.url, "POST", "/admin/v1/ops", 0, body, n, &o, &r));
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"applied\""));
+    th_resp_free(&r);
+    fsa_free(body);
+}
+
+/*
+ * The agent bounds the JSON values of an answer it parses (FSA_LIMIT_ANSWER_VALUES), not only
+ * its bytes. An answer over that bound is asked for smaller, as one over the byte limit: a pull
+ * page of 8 tickets of 90,000 values each (720,000) is asked for again with half the changes, and
+ * a batch of 6 stale sets whose conflicts carry those tickets (540,000 values) is split. Nothing
+ * stalls. (Refused as malformed, the same page or batch came back every cycle.)
+ */
+static void test_fsa_engine_sync__answers_over_the_value_bound_asked_for_smaller(void **state)
+{
+    fx_t *f = *state;
+    start(f, NULL);
+    make_device(f, 0);
+    char id[16], op[256];
+    for (int i = 0; i < 8; i++) {
+        snprintf(id, sizeof id, "D%d", i);
+        admin_dense_ticket(f, id, 90000);
+    }
+    fsa_engine_t *e = engine(f, f->srv.url, NULL);
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    assert_int_equal(r.pulled, 8);
+    /* The platform bumps six of them (version 2); this device, not knowing, sets each. */
+    for (int i = 0; i < 6; i++) {
+        snprintf(id, sizeof id, "D%d", i);
+        tc_op(op, sizeof op, NULL, "set", "ticket", id,
+              ",\"base_version\":1,\"fields\":{\"priority\":\"HIGH\"}");
+        admin_ops(f, op);
+        fsa_rec_t rec;
+        assert_fsa_ok(
+            fsa_journal_set(f->j, FSA_TYPE_TICKET, id, "{\"assignedto\":\"p1\"}", NULL, &rec));
+    }
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    fsa_engine_free(e);
+    assert_string_equal(r.error, "");
+    /* The server had answered all six (conflicts) when the answer was refused: the halves get
+     * those first answers again (duplicates of conflicts), and the sets are rebased (assignedto:
+     * nobody else changed it) and applied. */
+    assert_int_equal(r.duplicate, 6);
+    assert_int_equal(r.rebased, 6);
+    assert_int_equal(r.applied, 6);
+    for (int i = 0; i < 6; i++) {
+        char v[64];
+        snprintf(id, sizeof id, "D%d", i);
+        tc_field(NULL, f->srv.url, "ticket", id, "assignedto", v, sizeof v);
+        assert_string_equal(v, "\"p1\"");
+        tc_field(NULL, f->srv.url, "ticket", id, "priority", v, sizeof v);
+        assert_string_equal(v, "\"HIGH\"");
+    }
+}
+
 /* Copies the file at from to to (the test's own files). */
 static void copy_file(const char *from, const char *to)
 {
@@ -723,6 +801,7 @@ int main(void)
         T(test_fsa_engine_sync__foreign_answer_keeps_ops),
         T(test_fsa_engine_sync__gone_dropped_unless_ours_is_on_it),
         T(test_fsa_engine_sync__pull_over_own_limit_asks_for_less),
+        T(test_fsa_engine_sync__answers_over_the_value_bound_asked_for_smaller),
         T(test_fsa_engine_sync__pipelined_batches_land_once_in_order),
         T(test_fsa_engine_new__options_out_of_range_refused),
         T(test_fsa_engine_sync__lost_results_resent_not_applied_twice),
