@@ -41,9 +41,18 @@
  *
  * Holding and releasing. While a manager holds a lock it also holds an OFD lock on its in-use byte
  * for the key, in its own range of "<journal>.locks" (in_use_byte()), and its memory lists the
- * lock (m->in_use). A release writes nothing, not even the slot: it lets the byte go. The slot (or
- * row) keeps naming the manager, which is now idle on it: its holder holds the lock when it is
- * alive and its in-use byte for the key is locked.
+ * lock (m->in_use). A release writes no database page: it clears the slot's holder (one atomic
+ * store into the mapping, see name_nobody()) and lets the byte go. The clearing is what keeps a
+ * released lock released once its holder dies: a dead holder's in-use byte is gone with the rest
+ * of its OFD locks, so it cannot tell whether the holder was using the lock, and a slot that
+ * still named it would be taken for a lock held by a dead holder (listed, and taken over as one).
+ * A live holder named where it holds nothing (its row, for a key in the table: the row is not
+ * cleared; a row whose clearing failed) is told apart by its in-use byte, as before: a holder
+ * holds the lock when it is alive and its in-use byte for the key is locked. A key with no room in
+ * the table has its row cleared instead, in a statement of its own: its acquisitions run a
+ * transaction each anyway. When a generation of the table ends, its slots' holders go into the
+ * rows (holders_to_rows()), so that the next generation, which starts from the rows, does not
+ * take a holder that released and died for one that died holding.
  *
  * An acquisition first tries the table alone (fast_take()): under the slot's OFD byte, a slot
  * whose holder is nobody, this manager, or a live manager not using the key (its in-use byte can
@@ -132,7 +141,7 @@ struct fsa_lockmgr {
     fsa_flock_t *live;    /* our liveness byte `id`, and the probe for other holders' bytes */
     sqlite3 *db;
     fsa_flock_t *users; /* membership of the journal's users (db.c) */
-    sqlite3_stmt *begin, *commit, *rollback, *get, *take, *check, *renew, *who;
+    sqlite3_stmt *begin, *commit, *rollback, *get, *take, *check, *renew, *who, *unhold;
     int64_t id;
     struct table_head *tab; /* the shared token table, mapped (see "The shared token table") */
     bool attached;          /* we hold the table's attach byte (shared) */
@@ -470,8 +479,10 @@ static void fill_lock(fsa_lockmgr_t *m, fsa_lock_t *out, const char *key, int64_
  * transaction, and keeps it for the generation; a key that finds no room (TABLE_SLOTS keys, or
  * TABLE_PROBES index entries) stays in the locks table alone, as before the table existed. A slot
  * is changed only by a manager holding its OFD byte (SLOT_BYTE), with seq odd meanwhile: a slot
- * left odd was being changed by a process that died. Readers without the byte (the fence check,
- * statistics) read each field atomically.
+ * left odd was being changed by a process that died. One store is made without the byte: a
+ * release clears holder from its own id to 0 by compare-and-swap (name_nobody(), which says why
+ * that is sound). Readers without the byte (the fence check, statistics) read each field
+ * atomically.
  */
 #define TABLE_MAGIC UINT64_C(0x314b434f4c415346) /* "FSALOCK1" */
 #define TABLE_SLOTS 1024u
@@ -817,7 +828,8 @@ static bool holder_lets_go(fsa_lockmgr_t *m, const attempt_t *a, const take_stat
         return true;
     }
     *dead = !holder_alive(m, ts->holder);
-    /* A live holder that is not using it released it without writing. */
+    /* A live holder named but not using it: a row its release does not clear (see "Holding and
+     * releasing"), or a release that had not cleared the slot yet when we read it. */
     bool using = !*dead && holder_using(m, ts->holder, a->key);
     *expired = using && ts->hexp <= a->now.ns;
     return *dead || !using || *expired;
@@ -1149,6 +1161,46 @@ static fsa_status_t still_ours(fsa_lockmgr_t *m, const fsa_lock_t *l, bool *ours
     return FSA_OK;
 }
 
+/*
+ * A release's one write, before its in-use byte goes: the lock's slot stops naming us, so that
+ * no one takes us for its holder once we are dead (see "Holding and releasing"). With m->mu held
+ * and l still ours as far as release knows.
+ *
+ * The slot's holder is cleared without its slot byte, by one compare-and-swap from our id to 0,
+ * which keeps the pair as fast as before: taking and letting go of the byte, two more fcntl calls,
+ * cost the pair about 3 us of CPU, half as much again (bench_lock on the development machine:
+ * 8.5-9.8 us of CPU per pair, against 5.8-6.6 us with the swap; docs/performance.md):
+ *   - One aligned 8-byte field cannot be torn, so a death in it leaves no half-changed slot and
+ *     needs no odd seq: the slot names us, or nobody.
+ *   - Only we store our id into a slot, under m->mu, which we hold; so while the slot names us it
+ *     names this acquisition, and the swap fails, changing nothing, once a successor has stored
+ *     its own id (a takeover of a run-out lease).
+ *   - A writer holding the slot byte that read holder before the swap acts on "us": within our
+ *     lease it leaves the slot alone (our in-use byte is still locked: we are using it); past it,
+ *     it takes the lock over and stores its own id after our swap. Either way the slot ends right.
+ *     (A takeover whose commit then fails puts our id back: the old state, idle and named, which
+ *     the in-use byte tells apart while we live.)
+ * A key with no room in the table is cleared in its row, in a statement of its own; if the
+ * journal is busy past the busy timeout the release goes on all the same: the lock is free to
+ * every living manager by our in-use byte, and closing the manager clears the row, so only a
+ * death before that would show the lock as a dead holder's.
+ */
+static void name_nobody(fsa_lockmgr_t *m, const fsa_lock_t *l)
+{
+    uint32_t si = 0;
+    slot_t *s = m->tab != NULL ? table_find(m->tab, l->key, &si) : NULL;
+    if (s != NULL) {
+        int64_t us = m->id;
+        (void)__atomic_compare_exchange_n(&s->holder, &us, 0, false, __ATOMIC_SEQ_CST,
+                                          __ATOMIC_SEQ_CST);
+        return;
+    }
+    char scratch[8];
+    bool cleared = false;
+    (void)update_own(m, m->unhold, l, &cleared, "cannot clear the lock's row", scratch,
+                     sizeof scratch);
+}
+
 fsa_status_t fsa_lock_release(fsa_lock_t *l, char *err, size_t errlen)
 {
     char scratch[8];
@@ -1179,6 +1231,7 @@ fsa_status_t fsa_lock_release(fsa_lock_t *l, char *err, size_t errlen)
         if (held_ns > m->hold_max_ns)
             m->hold_max_ns = held_ns;
         m->held--;
+        name_nobody(m, l);
         set_idle(m, e, l->token);
         l->mgr = NULL;
         p->cond_broadcast(p->ctx, m->released);
@@ -1349,6 +1402,9 @@ static const char *const SQL_TAKE =
     "acquired_ns = excluded.acquired_ns, expires_ns = excluded.expires_ns";
 static const char *const SQL_WHO = "SELECT pid, label FROM lock_holders WHERE id = ?1";
 static const char *const SQL_CHECK = "SELECT holder = ?2 AND token = ?3 FROM locks WHERE key = ?1";
+static const char *const SQL_UNHOLD =
+    "UPDATE locks SET holder = NULL, holder_label = NULL, acquired_ns = NULL, expires_ns = NULL "
+    "WHERE key = ?1 AND holder = ?2 AND token = ?3";
 static const char *const SQL_RENEW =
     "UPDATE locks SET expires_ns = ?4 WHERE key = ?1 AND holder = ?2 AND token = ?3";
 static const char *const SQL_LIST =
@@ -1365,6 +1421,7 @@ static fsa_status_t prepare_all(fsa_lockmgr_t *m, char *err, size_t errlen)
         {&m->rollback, "ROLLBACK"},     {&m->get, SQL_GET},
         {&m->take, SQL_TAKE},           {&m->check, SQL_CHECK},
         {&m->renew, SQL_RENEW},         {&m->who, SQL_WHO},
+        {&m->unhold, SQL_UNHOLD},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         int rc =
@@ -1380,8 +1437,8 @@ static fsa_status_t prepare_all(fsa_lockmgr_t *m, char *err, size_t errlen)
 
 static void finalize_all(fsa_lockmgr_t *m)
 {
-    sqlite3_stmt *all[] = {m->begin, m->commit, m->rollback, m->get,
-                           m->take,  m->check,  m->renew,    m->who};
+    sqlite3_stmt *all[] = {m->begin, m->commit, m->rollback, m->get,   m->take,
+                           m->check, m->renew,  m->who,      m->unhold};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(all[i]);
 }
@@ -1445,6 +1502,52 @@ static int set_table_gen(sqlite3 *db, int64_t gen)
 }
 
 /*
+ * Within the transaction of a manager alone on the table (the last one closing, or the first one
+ * after a generation that ended without that): the holder of each whole slot goes into its row,
+ * which the next generation starts from. A release clears its slot and not the row, so without
+ * this a row would go on naming a holder that released the lock, and once that holder is dead,
+ * the next generation would list the lock as held by it and count its takeover as a death. The
+ * holders named are all dead or gone by then (no other manager is on the table), so this decides
+ * only what is listed and counted, never a token. A slot left odd (its writer died in it) leaves
+ * its row as it was; a holder without a lock_holders row, or ourselves closing, names nobody.
+ */
+static int holders_to_rows(fsa_lockmgr_t *m)
+{
+    sqlite3_stmt *u = NULL;
+    int rc = sqlite3_prepare_v3(m->db,
+                                "UPDATE locks SET holder = ?2, holder_label = ?3, expires_ns = ?4, "
+                                "acquired_ns = CASE WHEN holder IS ?2 THEN acquired_ns END "
+                                "WHERE key = ?1 AND (holder IS NOT ?2 OR expires_ns IS NOT ?4)",
+                                -1, 0, &u, NULL);
+    for (uint32_t k = 0, n = table_used(m->tab); rc == SQLITE_OK && k < n; k++) {
+        const slot_t *s = slot_at(m->tab, k);
+        uint32_t kl = ld32(&s->key_len);
+        if (kl == 0 || kl >= sizeof s->key || (ld32(&s->seq) & 1u) != 0)
+            continue;
+        int64_t holder = ld64(&s->holder);
+        holder_seen_t seen;
+        int named = holder != 0 && holder != m->id ? name_holder(m, holder, &seen) : SQLITE_DONE;
+        if (named != SQLITE_ROW && named != SQLITE_DONE) {
+            rc = named;
+            break;
+        }
+        sqlite3_bind_text(u, 1, s->key, (int)kl, SQLITE_STATIC);
+        if (named == SQLITE_ROW) {
+            sqlite3_bind_int64(u, 2, holder);
+            sqlite3_bind_text(u, 3, seen.label, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(u, 4, ld64(&s->expires_ns));
+        } else {
+            sqlite3_bind_null(u, 2);
+            sqlite3_bind_null(u, 3);
+            sqlite3_bind_null(u, 4);
+        }
+        rc = step_done(u);
+    }
+    sqlite3_finalize(u);
+    return rc;
+}
+
+/*
  * Within the registration transaction: a manager alone on the journal (m->attached false: it holds
  * the attach byte exclusively) starts a new generation of the table; any other checks that the
  * table it mapped is the live one. A generation that was still live (gen > 0) ended without its
@@ -1456,7 +1559,12 @@ static fsa_status_t attach_table(fsa_lockmgr_t *m, bool alone, char *err, size_t
     int64_t gen = 0;
     int rc = journal_table_gen(m->db, &gen);
     if (rc == SQLITE_OK && alone) {
-        if (gen > 0)
+        /* The ended generation's table, still in the file after a crash (not after a power cut
+         * that lost its pages, or a .locks file removed): its holders, before it is emptied. */
+        if (gen > 0 && m->tab->magic == TABLE_MAGIC && m->tab->gen == gen &&
+            m->tab->slots == TABLE_SLOTS && m->tab->slot_bytes == sizeof(slot_t))
+            rc = holders_to_rows(m);
+        if (gen > 0 && rc == SQLITE_OK)
             rc = exec_2(m->db,
                         "UPDATE locks SET token = token + ?1 WHERE token <= ?2 - ?1 AND ?1 > 0",
                         SYNC_EVERY, INT64_MAX);
@@ -1745,10 +1853,10 @@ static bool last_out(fsa_lockmgr_t *m)
 }
 
 /*
- * Within the close transaction of the last manager on the table: writes every slot's token to its
- * row (never lowering it) and ends the generation, so that the rows are exact and the fence check
- * reads them. If the transaction fails, the generation stays live and the next manager starts a
- * new one as after a crash (tokens move up by SYNC_EVERY).
+ * Within the close transaction of the last manager on the table: writes every slot's token and
+ * holder to its row (never lowering the token) and ends the generation, so that the rows are exact
+ * and the fence check reads them. If the transaction fails, the generation stays live and the next
+ * manager starts a new one as after a crash (tokens move up by SYNC_EVERY).
  */
 static int write_back(fsa_lockmgr_t *m)
 {
@@ -1769,6 +1877,8 @@ static int write_back(fsa_lockmgr_t *m)
         rc = step_done(u);
     }
     sqlite3_finalize(u);
+    if (rc == SQLITE_OK)
+        rc = holders_to_rows(m);
     if (rc == SQLITE_OK)
         rc = set_table_gen(m->db, -gen);
     return rc;
@@ -1832,8 +1942,9 @@ static int cmp_holder(const void *a, const void *b)
                   ((const fsa_lock_holder_info_t *)b)->key);
 }
 
-/* A lock held now, by what its slot (or row) says: skipped when its holder released it without
- * writing (alive, not using it), or it is ours and idle. */
+/* A lock held now, by what its slot (or row) says: skipped when its holder is alive and not using
+ * it (named where a release does not clear, see "Holding and releasing"), or it is ours and idle.
+ * A dead holder still named died holding it: its releases cleared their slots and rows. */
 static bool listed(fsa_lockmgr_t *m, const char *key, int64_t holder, bool *alive)
 {
     *alive = holder_alive(m, holder);

@@ -194,7 +194,11 @@ fsa_status_t fsa_lock_renew(fsa_lock_t *l, int64_t lease_ns, char *err,
  * valid while l is. For a NULL or not-held l: {NULL, 0}, which every write refuses. */
 fsa_fence_t fsa_lock_fence(const fsa_lock_t *l);
 
-/* One lock currently held on the device, as the locks table says. */
+/* One lock currently held on the device, as the shared token table (or, for a key not in it, the
+ * locks table) says: its holder is using it, or died while holding it (alive false). A holder that
+ * released the lock and died later holds nothing and is not listed. After a power cut the table's
+ * record of releases may be gone with it: a lock released shortly before the cut may then be
+ * listed as a dead holder's, and taken over as one. */
 typedef struct fsa_lock_holder_info {
     char key[FSA_LOCK_KEY_BYTES];
     int64_t token;
@@ -202,7 +206,7 @@ typedef struct fsa_lock_holder_info {
     int64_t pid;                      /* the holder's process id; 0 if its row is gone */
     int64_t holder_id;                /* its row in lock_holders */
     int64_t remaining_ns;             /* lease left; <= 0 once run out */
-    bool alive;                       /* false: the holder died; the next acquirer takes it */
+    bool alive;                       /* false: it died holding it; taken over at once */
 } fsa_lock_holder_info_t;
 
 /*
@@ -217,7 +221,8 @@ typedef struct fsa_lock_stats {
     uint64_t timed_out;      /* acquisitions that returned FSA_ELOCKTIMEOUT */
     uint64_t busy;           /* try-once acquisitions (wait 0) that returned FSA_EBUSY */
     uint64_t expired;        /* acquisitions that took over a live holder's run-out lease */
-    uint64_t dead_takeovers; /* acquisitions that took over the lock of a dead holder */
+    uint64_t dead_takeovers; /* acquisitions that took over the lock of a holder that died holding
+                                it (not one it had released before it died) */
     uint64_t lost;           /* releases and renewals that found the lock taken over */
     int64_t wait_ns_mean;    /* wait of successful acquisitions */
     int64_t wait_ns_max;

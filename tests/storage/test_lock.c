@@ -390,8 +390,9 @@ static int64_t data_version(sqlite3 *db)
     return v;
 }
 
-/* A release writes nothing (the row keeps naming the idle holder); the lock is free all the same:
- * another manager takes it at once, with the next token, and that is no takeover. */
+/* A release writes no database page (it clears its slot in the shared table; the row keeps naming
+ * the holder); the lock is free all the same: another manager takes it at once, with the next
+ * token, and that is no takeover. */
 static void test_lock_release__writes_nothing_and_frees_the_lock(void **state)
 {
     fixture_t *fx = *state;
@@ -1015,6 +1016,155 @@ static void test_lock_acquire__dead_holder_is_taken_over(void **state)
     fsa_lockmgr_close(m);
 }
 
+/* The child of the dead-holder tests below: once told to go (a byte on go_fd), takes
+ * JOB_WORKFLOW_UPDATE:J9 twice (the first take runs a transaction, the second is a quiet one),
+ * releases the second too unless `hold`, reports its last token, and waits for SIGKILL: an app
+ * that crashes later, holding J9 or nothing. Exit codes name what failed. */
+static int child_take_then_wait(const char *path, bool hold, int go_fd, int report_fd)
+{
+    char go;
+    if (read(go_fd, &go, 1) != 1)
+        return 9;
+    fsa_lockmgr_opts_t o = {.label = "app"};
+    fsa_lockmgr_t *m = NULL;
+    if (fsa_lockmgr_open(fsa_port_posix(), path, &o, &m, NULL, 0) != FSA_OK)
+        return 10;
+    fsa_lock_t l;
+    for (int i = 0; i < 2; i++) {
+        if (fsa_lock_acquire(m, FSA_LOCK_JOB_WORKFLOW_UPDATE, "J9", &l, NULL, 0) != FSA_OK)
+            return 11;
+        if ((i == 0 || !hold) && fsa_lock_release(&l, NULL, 0) != FSA_OK)
+            return 12;
+    }
+    if (write(report_fd, &l.token, sizeof l.token) != (ssize_t)sizeof l.token)
+        return 13;
+    for (;;)
+        pause(); /* until the parent's SIGKILL */
+}
+
+/* Where the child of child_take_then_wait leaves J9: in the shared table's slot, with another
+ * manager open all along (the generation lives on); in its row, as the last manager (the next one
+ * starts a new generation from the locks table); in its row alone, the table being full. */
+typedef enum dead_child_case { IN_SLOT, LAST_MANAGER, NO_ROOM, DEAD_CHILD_CASES } dead_child_case_t;
+
+/* Forks child_take_then_wait, waits for its token and kills it; returns the token. For IN_SLOT and
+ * NO_ROOM a manager opened before the child's (after the fork: no connection crosses it) stays
+ * open (*survivor_out; NULL for LAST_MANAGER); for NO_ROOM it fills the table with other keys
+ * first. */
+static int64_t run_child_then_kill(fixture_t *fx, bool hold, dead_child_case_t c,
+                                   fsa_lockmgr_t **survivor_out, pid_t *pid_out)
+{
+    fsa_lockmgr_close(open_mgr(fx, fsa_port_posix(), NULL)); /* create the journal */
+    int report[2], go[2];
+    assert_int_equal(pipe(report), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(report[0]);
+        close(go[1]);
+        _exit(child_take_then_wait(fx->path, hold, go[0], report[1]));
+    }
+    close(report[1]);
+    close(go[0]);
+    *survivor_out = c != LAST_MANAGER ? open_mgr(fx, fx->sp, "survivor") : NULL;
+    for (int i = 0; c == NO_ROOM && i < 1024; i++) { /* the table's slots (lock.c) */
+        char res[16];
+        fsa_lock_t l;
+        snprintf(res, sizeof res, "fill%d", i);
+        assert_fsa_ok(fsa_lock_acquire(*survivor_out, FSA_LOCK_SYNC, res, &l, NULL, 0));
+        assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    }
+    assert_int_equal(write(go[1], "x", 1), 1);
+    int64_t token = 0;
+    assert_int_equal(read(report[0], &token, sizeof token), sizeof token);
+    close(report[0]);
+    close(go[1]);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    *pid_out = pid;
+    return token;
+}
+
+/* An app released J9 and crashed later: J9 is not held by anyone, so the statistics list nothing,
+ * and taking it is an ordinary acquisition, not a takeover of a dead holder's lock. The same
+ * wherever J9 was kept (dead_child_case_t). */
+static void test_lock_stats__released_then_dead_holds_nothing(void **state)
+{
+    fixture_t *fx = *state;
+    for (int pass = 0; pass < DEAD_CHILD_CASES; pass++) {
+        fsa_lockmgr_t *survivor = NULL;
+        pid_t pid = 0;
+        int64_t token = run_child_then_kill(fx, false, (dead_child_case_t)pass, &survivor, &pid);
+        fx->log[0] = '\0';
+        fsa_lockmgr_t *m = open_mgr(fx, fx->sp, "next");
+        fsa_lock_stats_t s;
+        assert_fsa_ok(fsa_lockmgr_stats(m, &s, NULL, 0));
+        printf("pass %d: holders_total %zu (%s alive=%d)\n", pass, s.holders_total,
+               s.n_holders > 0 ? s.holders[0].key : "-", s.n_holders > 0 ? s.holders[0].alive : -1);
+        assert_int_equal(s.holders_total, 0);
+        assert_int_equal(s.n_holders, 0);
+
+        fsa_lock_t l;
+        assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_JOB_WORKFLOW_UPDATE, "J9", &l, NULL, 0));
+        assert_true(l.token > token);
+        assert_fsa_ok(fsa_lockmgr_stats(m, &s, NULL, 0));
+        printf("pass %d: dead_takeovers %llu expired %llu\n", pass,
+               (unsigned long long)s.dead_takeovers, (unsigned long long)s.expired);
+        assert_int_equal(s.dead_takeovers, 0);
+        assert_int_equal(s.expired, 0);
+        assert_int_equal(s.contended, 0);
+        assert_null(strstr(fx->log, "took over"));
+        assert_int_equal(s.holders_total, 1); /* ours now */
+        assert_true(s.holders[0].alive);
+        assert_int_equal(s.holders[0].holder_id, fsa_lockmgr_holder_id(m));
+        assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+        assert_fsa_ok(fsa_lockmgr_stats(m, &s, NULL, 0));
+        assert_int_equal(s.holders_total, 0);
+        fsa_lockmgr_close(m);
+        fsa_lockmgr_close(survivor);
+    }
+}
+
+/* The control: an app that crashed holding J9 still holds it as far as anyone can tell: listed,
+ * dead, until the next acquirer takes it over at once, which counts and logs a dead holder's
+ * takeover. Every way, as above. */
+static void test_lock_stats__dead_while_holding_is_listed_until_taken_over(void **state)
+{
+    fixture_t *fx = *state;
+    for (int pass = 0; pass < DEAD_CHILD_CASES; pass++) {
+        fsa_lockmgr_t *survivor = NULL;
+        pid_t pid = 0;
+        int64_t token = run_child_then_kill(fx, true, (dead_child_case_t)pass, &survivor, &pid);
+        fx->log[0] = '\0';
+        fsa_lockmgr_t *m = open_mgr(fx, fx->sp, "next");
+        fsa_lock_stats_t s;
+        assert_fsa_ok(fsa_lockmgr_stats(m, &s, NULL, 0));
+        assert_int_equal(s.holders_total, 1);
+        assert_string_equal(s.holders[0].key, "JOB_WORKFLOW_UPDATE:J9");
+        assert_string_equal(s.holders[0].label, "app");
+        assert_int_equal(s.holders[0].pid, pid);
+        assert_false(s.holders[0].alive);
+        if (pass != LAST_MANAGER)
+            assert_int_equal(s.holders[0].token, token);
+
+        fsa_lock_t l;
+        assert_fsa_ok(fsa_lock_acquire(m, FSA_LOCK_JOB_WORKFLOW_UPDATE, "J9", &l, NULL, 0));
+        assert_true(l.token > token);
+        assert_fsa_ok(fsa_lockmgr_stats(m, &s, NULL, 0));
+        assert_int_equal(s.dead_takeovers, 1);
+        assert_int_equal(s.expired, 0);
+        assert_non_null(strstr(fx->log, "from app (holder died)"));
+        assert_int_equal(s.holders_total, 1);
+        assert_true(s.holders[0].alive);
+        assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+        fsa_lockmgr_close(m);
+        fsa_lockmgr_close(survivor);
+    }
+}
+
 #define N_PROCS 4
 #define PROC_ROUNDS 25
 
@@ -1467,6 +1617,8 @@ int main(void)
         T(test_lock_acquire__threads_sharing_a_manager_exclude_each_other),
         T(test_lock_acquire__threads_with_own_managers_exclude_each_other),
         T(test_lock_acquire__dead_holder_is_taken_over),
+        T(test_lock_stats__released_then_dead_holds_nothing),
+        T(test_lock_stats__dead_while_holding_is_listed_until_taken_over),
         T(test_lock_acquire__processes_exclude_each_other),
         T(test_lockmgr_stats__counts_times_holders_and_json),
         T(test_lockmgr_stats__lists_at_most_the_maximum),
