@@ -117,13 +117,22 @@ static bool strings_within_limit(const cJSON *item)
     return true;
 }
 
-typedef enum parse_fail { PARSE_OK, PARSE_TOO_LARGE, PARSE_MALFORMED, PARSE_NOMEM } parse_fail_t;
+/* PARSE_TOO_MANY: more values than the bound, which a smaller answer may keep within (the agent
+ * asks for less); PARSE_TOO_LARGE: any other bound. */
+typedef enum parse_fail {
+    PARSE_OK,
+    PARSE_TOO_LARGE,
+    PARSE_TOO_MANY,
+    PARSE_MALFORMED,
+    PARSE_NOMEM
+} parse_fail_t;
 
 /* The status and err of a body that parse_bounded() refused. */
 static fsa_status_t parse_status(parse_fail_t pf, const char *why, fsa_model_err_t *err)
 {
     switch (pf) {
-    case PARSE_TOO_LARGE: set_err(err, "too_large", "%s", why); return FSA_ETOOLARGE;
+    case PARSE_TOO_LARGE:
+    case PARSE_TOO_MANY: set_err(err, "too_large", "%s", why); return FSA_ETOOLARGE;
     case PARSE_NOMEM: set_err(err, "internal", "out of memory"); return FSA_ENOMEM;
     default: set_err(err, "malformed", "%s", why); return FSA_EINVAL;
     }
@@ -151,7 +160,7 @@ static parse_fail_t bounds_check(const char *text, size_t len, size_t max_bytes,
     }
     if (scan->values > max_values) {
         *why = "JSON has more values than the limit";
-        return PARSE_TOO_LARGE;
+        return PARSE_TOO_MANY;
     }
     return PARSE_OK;
 }
@@ -201,7 +210,8 @@ fsa_status_t fsa__codec_parse_bounded(const char *text, size_t len, size_t max_b
     *why = "";
     switch (parse_bounded(text, len, max_bytes, max_depth, max_values, root, why)) {
     case PARSE_OK: return FSA_OK;
-    case PARSE_TOO_LARGE: return FSA_ETOOLARGE;
+    case PARSE_TOO_LARGE:
+    case PARSE_TOO_MANY: return FSA_ETOOLARGE;
     case PARSE_NOMEM: return FSA_ENOMEM;
     default: return FSA_EINVAL;
     }
@@ -1952,8 +1962,8 @@ static fsa_status_t decode_answer_root(const char *body, size_t len, cJSON **roo
                                     FSA_LIMIT_ANSWER_VALUES, root, &why);
     if (pf == PARSE_NOMEM)
         return FSA_ENOMEM;
-    if (pf == PARSE_TOO_LARGE)
-        return FSA_ETOOLARGE; /* over this device's bounds: the engine asks for less */
+    if (pf == PARSE_TOO_MANY)
+        return FSA_ETOOLARGE; /* over this device's bound on values: the engine asks for less */
     if (pf != PARSE_OK)
         return FSA_EPROTO;
     if (!cJSON_IsObject(*root)) {
