@@ -2,6 +2,7 @@
 #ifndef FSA_PORT_FILES_H
 #define FSA_PORT_FILES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "port/status.h"
@@ -43,6 +44,17 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
  * 0666 & ~umask, as fopen gives. FSA_OK, FSA_EINVAL (a path too long), FSA_EIO.
  */
 fsa_status_t fsa_file_exists(const char *path, char *err, size_t errlen) FSA_MUST_CHECK;
+
+/*
+ * An absolute name for the existing file path, in *out (freed with fsa_free), for a file named
+ * once and opened later, maybe from another directory. no_link (a private file: a secret, a key):
+ * path must not be a symlink (realpath would give its target, which then passes an O_NOFOLLOW
+ * read), so only its directory is resolved and its own name kept; otherwise the whole path is
+ * resolved. FSA_OK; FSA_ENOTFOUND; FSA_EPERM (a symlink, with no_link); FSA_EINVAL (too long);
+ * FSA_ENOMEM. err names the problem after the path, for the caller to prefix with what it is.
+ */
+fsa_status_t fsa_file_absolute(const char *path, bool no_link, char **out, char *err,
+                               size_t errlen) FSA_MUST_CHECK;
 fsa_status_t fsa_file_make_private(const char *path, char *err, size_t errlen) FSA_MUST_CHECK;
 fsa_status_t fsa_file_create_private(const char *path, char *err, size_t errlen) FSA_MUST_CHECK;
 fsa_status_t fsa_file_write_atomic(const char *path, const void *data, size_t len, char *err,

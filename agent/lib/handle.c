@@ -1,15 +1,12 @@
 /* libfieldsync: the handle: open (and init), close, errors per handle and thread, statuses. */
-/* realpath() and lstat() are X/Open interfaces. */
-#define _XOPEN_SOURCE 700
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
+#include "port/files.h"
 #include "port/jsonstr.h"
 #include "port/limits.h"
 #include "storage/lock.h"
@@ -328,68 +325,24 @@ static fsa_status_t dup_opt(const char *s, char **dst)
     return *dst != NULL ? FSA_OK : FSA_ENOMEM;
 }
 
-/*
- * An absolute path for a file the journal keeps (a later process may start elsewhere). A private
- * file (a secret) must not be a symlink: realpath would store the link's target, which then
- * passes the O_NOFOLLOW read, so the link is refused first and only its directory is resolved.
- */
+/* An absolute path for a file the journal keeps (a later process may start elsewhere); a private
+ * file (a secret, a key) must not be a symlink (fsa_file_absolute). */
 static fieldsync_status_t absolute(char **path, const char *what, bool private_file, char *err,
                                    size_t errlen)
 {
     if (*path == NULL)
         return FIELDSYNC_OK;
-    const char *p = *path;
-    const char *base = p;
     char *abs = NULL;
-    if (private_file) {
-        struct stat sb;
-        if (lstat(p, &sb) != 0) {
-            snprintf(err, errlen, "%s %s: not found", what, p);
-            return FIELDSYNC_ENOTFOUND;
-        }
-        if (S_ISLNK(sb.st_mode)) {
-            snprintf(err, errlen, "%s %s is a symlink: name the file itself (not a link to it)",
-                     what, p);
-            return FIELDSYNC_EPERM;
-        }
-        const char *slash = strrchr(p, '/');
-        char dir[PATH_MAX];
-        if (slash == NULL) {
-            snprintf(dir, sizeof dir, ".");
-        } else {
-            size_t n = slash == p ? 1 : (size_t)(slash - p); /* "/name": the root */
-            if (n >= sizeof dir) {
-                snprintf(err, errlen, "%s %.80s...: the path is too long", what, p);
-                return FIELDSYNC_EINVAL;
-            }
-            memcpy(dir, p, n);
-            dir[n] = '\0';
-            base = slash + 1;
-        }
-        abs = realpath(dir, NULL);
-    } else {
-        abs = realpath(p, NULL);
-    }
-    if (abs == NULL) {
-        snprintf(err, errlen, "%s %s: not found", what, p);
-        return FIELDSYNC_ENOTFOUND;
-    }
-    /* abs is the directory of a private file: its name follows ("/" alone needs no second). */
-    size_t alen = strlen(abs), blen = private_file ? strlen(base) : 0;
-    bool sep = private_file && abs[alen - 1] != '/';
-    char *copy = fsa_malloc(alen + sep + blen + 1);
-    if (copy != NULL) {
-        memcpy(copy, abs, alen);
-        if (sep)
-            copy[alen] = '/';
-        memcpy(copy + alen + sep, base, blen);
-        copy[alen + sep + blen] = '\0';
-    }
-    fsa_free(abs); /* port/alloc.h: fsa_free releases libc memory too */
-    if (copy == NULL)
+    char why[256];
+    fsa_status_t st = fsa_file_absolute(*path, private_file, &abs, why, sizeof why);
+    if (st == FSA_ENOMEM)
         return FIELDSYNC_ENOMEM;
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "%s %s", what, why);
+        return (fieldsync_status_t)st; /* the same numbers (SAME above) */
+    }
     fsa_free(*path);
-    *path = copy;
+    *path = abs;
     return FIELDSYNC_OK;
 }
 

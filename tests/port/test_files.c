@@ -1,7 +1,9 @@
 /* Tests for port/posix/files.c: private files (secrets) are refused when others may read them,
  * reads are bounded, and a process can keep its secrets out of core dumps. */
+#define _XOPEN_SOURCE 700 /* realpath, symlink */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -428,6 +430,41 @@ static void test_file_read__longer_than_fstat_says(void **state)
     assert_non_null(strstr(err, "too large"));
 }
 
+/* An absolute name: the whole path resolved, or for a private file its directory only, with a
+ * symlink refused (its target would then pass the O_NOFOLLOW read). */
+static void test_file_absolute__resolved_and_links_refused(void **state)
+{
+    fx_t *f = *state;
+    write_file(f->path, SECRET, 0600);
+    char link[160], rel[160], err[256];
+    snprintf(link, sizeof link, "%s/link", f->dir);
+    assert_int_equal(symlink(f->path, link), 0);
+    char *abs = NULL;
+    assert_int_equal(fsa_file_absolute(link, true, &abs, err, sizeof err), FSA_EPERM);
+    assert_null(abs);
+    assert_non_null(strstr(err, "is a symlink"));
+    assert_fsa_ok(fsa_file_absolute(link, false, &abs, err, sizeof err)); /* a CA file may be */
+    char *want = realpath(f->path, NULL);
+    assert_non_null(want);
+    assert_string_equal(abs, want);
+    fsa_free(abs);
+    /* A relative name, from inside the directory, keeps its own name. */
+    char cwd[PATH_MAX];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(f->dir), 0);
+    snprintf(rel, sizeof rel, "./secret");
+    fsa_status_t st = fsa_file_absolute(rel, true, &abs, err, sizeof err);
+    assert_int_equal(chdir(cwd), 0);
+    assert_fsa_ok(st);
+    assert_string_equal(abs, want);
+    fsa_free(abs);
+    free(want); /* realpath's: libc memory */
+    snprintf(rel, sizeof rel, "%s/missing", f->dir);
+    assert_int_equal(fsa_file_absolute(rel, true, &abs, err, sizeof err), FSA_ENOTFOUND);
+    assert_int_equal(fsa_file_absolute(rel, false, &abs, err, sizeof err), FSA_ENOTFOUND);
+    assert_non_null(strstr(err, "not found"));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -445,6 +482,7 @@ int main(void)
         T(test_file_write_atomic__never_writes_through_the_temporary_name),
         T(test_file_write_atomic__failure_leaves_no_temporary_file),
         T(test_file_write_atomic__synced_before_the_rename),
+        T(test_file_absolute__resolved_and_links_refused),
         cmocka_unit_test(test_protect_secrets__no_core_dump),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
