@@ -188,7 +188,9 @@ static const char *str_of(const char *v, char *out, size_t cap)
                 default: c = *p; break;
                 }
             }
-            out[o++] = (unsigned char)c < 0x20 || c == 0x7f ? '?' : c;
+            if ((unsigned char)c < 0x20 || (unsigned char)c == 0x7f)
+                c = '?';
+            out[o++] = c;
         }
     }
     out[o] = '\0';

@@ -182,10 +182,10 @@ static int cli_fail_output(const char *msg, char *out, size_t cap)
     fflush(stderr);
     assert_true(dup2(saved, STDERR_FILENO) >= 0);
     close(saved);
-    rewind(tmp);
+    assert_int_equal(fseek(tmp, 0, SEEK_SET), 0);
     size_t n = fread(out, 1, cap - 1, tmp);
     out[n] = '\0';
-    fclose(tmp);
+    assert_int_equal(fclose(tmp), 0);
     return rc;
 }
 

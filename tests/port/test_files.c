@@ -369,10 +369,11 @@ static void test_file_write_atomic__failure_leaves_no_temporary_file(void **stat
  * the rename may leave an empty file under the name. This binary is linked with
  * --wrap=fsync,--wrap=rename, so files.c's calls come here first and are recorded.
  */
-int __real_fsync(int fd);
-int __real_rename(const char *from, const char *to);
-int __wrap_fsync(int fd);
-int __wrap_rename(const char *from, const char *to);
+/* The names the linker's --wrap gives: reserved identifiers, as it spells them. */
+int __real_fsync(int fd);                            // NOLINT(bugprone-reserved-identifier)
+int __real_rename(const char *from, const char *to); // NOLINT(bugprone-reserved-identifier)
+int __wrap_fsync(int fd);                            // NOLINT(bugprone-reserved-identifier)
+int __wrap_rename(const char *from, const char *to); // NOLINT(bugprone-reserved-identifier)
 
 static struct {
     char order[8]; /* 'f' fsync, 'r' rename, in the order of the calls */
