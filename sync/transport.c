@@ -214,6 +214,21 @@ static const char *url_shown(const char *url)
     return strchr(url, '@') != NULL ? "(not shown: it holds '@', maybe a password)" : url;
 }
 
+/* Whether URL u has any of the parts (a user, a password, a query...): *found. FSA_OK, or
+ * FSA_ENOMEM when the check could not be made (not "absent"). */
+static fsa_status_t url_has_any(CURLU *u, const CURLUPart *parts, size_t n, bool *found)
+{
+    *found = false;
+    for (size_t i = 0; i < n && !*found; i++) {
+        char *part = NULL;
+        CURLUcode uc = curl_url_get(u, parts[i], &part, 0);
+        curl_free(part);
+        if (uc == CURLUE_OUT_OF_MEMORY)
+            return FSA_ENOMEM;
+        *found = uc == CURLUE_OK;
+    }
+    return FSA_OK;
+}
 /*
  * Parses and checks base_url with curl's own URL parser, so the transport and libcurl agree on
  * what the host is. On FSA_OK sets t->base_url and t->base_path.
@@ -223,7 +238,6 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
 {
     fsa_status_t st = FSA_EINVAL;
     char *scheme = NULL, *host = NULL, *path = NULL, *full = NULL;
-    char *extra = NULL;
     CURLU *u = curl_url();
     if (u == NULL) {
         say(err, errlen, "out of memory parsing base_url");
@@ -257,20 +271,16 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
     /* Credentials in a URL end up in logs; a query or fragment cannot take a path after it. */
     static const CURLUPart forbidden[] = {CURLUPART_USER, CURLUPART_PASSWORD, CURLUPART_QUERY,
                                           CURLUPART_FRAGMENT};
-    for (size_t i = 0; i < sizeof forbidden / sizeof forbidden[0]; i++) {
-        uc = curl_url_get(u, forbidden[i], &extra, 0);
-        curl_free(extra);
-        extra = NULL;
-        if (uc == CURLUE_OUT_OF_MEMORY) { /* not "absent": the check did not happen */
-            st = FSA_ENOMEM;
-            say(err, errlen, "out of memory parsing base_url");
-            goto out;
-        }
-        if (uc == CURLUE_OK) {
-            /* Not echoed: the URL may hold a password. */
-            say(err, errlen, "base_url must not hold credentials, a query or a fragment");
-            goto out;
-        }
+    bool found = false;
+    if (url_has_any(u, forbidden, sizeof forbidden / sizeof forbidden[0], &found) != FSA_OK) {
+        st = FSA_ENOMEM;
+        say(err, errlen, "out of memory parsing base_url");
+        goto out;
+    }
+    if (found) {
+        /* Not echoed: the URL may hold a password. */
+        say(err, errlen, "base_url must not hold credentials, a query or a fragment");
+        goto out;
     }
     if (!https && !allow_insecure && !fsa_transport_host_is_loopback(host)) {
         say(err, errlen,
@@ -320,7 +330,6 @@ static fsa_status_t check_proxy(const char *proxy, char *err, size_t errlen)
     if (proxy == NULL || proxy[0] == '\0')
         return FSA_OK;
     fsa_status_t st = FSA_EINVAL;
-    char *extra = NULL;
     CURLU *u = curl_url();
     if (u == NULL) {
         say(err, errlen, "out of memory parsing the proxy");
@@ -334,22 +343,18 @@ static fsa_status_t check_proxy(const char *proxy, char *err, size_t errlen)
         goto out;
     }
     static const CURLUPart forbidden[] = {CURLUPART_USER, CURLUPART_PASSWORD};
-    for (size_t i = 0; i < sizeof forbidden / sizeof forbidden[0]; i++) {
-        uc = curl_url_get(u, forbidden[i], &extra, 0);
-        curl_free(extra);
-        extra = NULL;
-        if (uc == CURLUE_OUT_OF_MEMORY) { /* not "absent": the check did not happen */
-            st = FSA_ENOMEM;
-            say(err, errlen, "out of memory parsing the proxy");
-            goto out;
-        }
-        if (uc == CURLUE_OK) {
-            /* Not echoed: the URL holds a password. */
-            say(err, errlen,
-                "proxy must not hold credentials (user:password@): proxy authentication is not "
-                "supported");
-            goto out;
-        }
+    bool found = false;
+    if (url_has_any(u, forbidden, sizeof forbidden / sizeof forbidden[0], &found) != FSA_OK) {
+        st = FSA_ENOMEM;
+        say(err, errlen, "out of memory parsing the proxy");
+        goto out;
+    }
+    if (found) {
+        /* Not echoed: the URL holds a password. */
+        say(err, errlen,
+            "proxy must not hold credentials (user:password@): proxy authentication is not "
+            "supported");
+        goto out;
     }
     st = FSA_OK;
 out:

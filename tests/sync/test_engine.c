@@ -457,26 +457,26 @@ static void test_fsa_engine_sync__gone_dropped_unless_ours_is_on_it(void **state
 
 /* Creates ticket id on the server through the admin API with nstr strings of len bytes each in
  * its ticketlog (about nstr * len bytes of fields). */
-static void admin_big_ticket(fx_t *f, const char *id, int nstr, size_t len)
+/* The admin API's create of a ticket whose history the caller writes after *n bytes of body
+ * (room bytes at most), then admin_create_end: the body, as from the platform. */
+static char *admin_create_begin(const char *id, size_t room, size_t *n)
 {
-    size_t cap = (size_t)nstr * (len + 4) + 1024;
-    char *body = fsa_malloc(cap);
+    char *body = fsa_malloc(room + 1024);
     assert_non_null(body);
     char opid[37];
     tc_op_id(opid);
-    size_t n = (size_t)snprintf(body, cap,
-                                "{\"batch_id\":\"admin\",\"ops\":[{\"op_id\":\"%s\",\"kind\":"
-                                "\"create\",\"type\":\"ticket\",\"id\":\"%s\",\"seq\":1,"
-                                "\"at\":1,\"fields\":{\"ticketlog\":{\"ticket_history\":[",
-                                opid, id);
-    for (int i = 0; i < nstr; i++) {
-        body[n++] = i > 0 ? ',' : ' ';
-        body[n++] = '"';
-        memset(body + n, 'a' + i % 26, len);
-        n += len;
-        body[n++] = '"';
-    }
-    n += (size_t)snprintf(body + n, cap - n, "]}}}]}");
+    *n = (size_t)snprintf(body, room + 1024,
+                          "{\"batch_id\":\"admin\",\"ops\":[{\"op_id\":\"%s\",\"kind\":"
+                          "\"create\",\"type\":\"ticket\",\"id\":\"%s\",\"seq\":1,"
+                          "\"at\":1,\"fields\":{\"ticketlog\":{\"ticket_history\":[",
+                          opid, id);
+    return body;
+}
+
+static void admin_create_end(fx_t *f, char *body, size_t n)
+{
+    memcpy(body + n, "]}}}]}", 6);
+    n += 6;
     th_req_opts_t o = {.bearer = TH_ADMIN_TOKEN};
     th_resp_t r;
     assert_true(th_request(NULL, f->srv.url, "POST", "/admin/v1/ops", 0, body, n, &o, &r));
@@ -484,6 +484,20 @@ static void admin_big_ticket(fx_t *f, const char *id, int nstr, size_t len)
     assert_non_null(strstr(r.body, "\"applied\""));
     th_resp_free(&r);
     fsa_free(body);
+}
+
+static void admin_big_ticket(fx_t *f, const char *id, int nstr, size_t len)
+{
+    size_t n = 0;
+    char *body = admin_create_begin(id, (size_t)nstr * (len + 4), &n);
+    for (int i = 0; i < nstr; i++) {
+        body[n++] = i > 0 ? ',' : ' ';
+        body[n++] = '"';
+        memset(body + n, 'a' + i % 26, len);
+        n += len;
+        body[n++] = '"';
+    }
+    admin_create_end(f, body, n);
 }
 
 /* PROTOCOL.md section 7, amendment 6: a pull answer over the device's own limit is asked for
@@ -526,28 +540,13 @@ static void test_fsa_engine_sync__pull_over_own_limit_asks_for_less(void **state
  * in few bytes ("0,"). */
 static void admin_dense_ticket(fx_t *f, const char *id, size_t nvalues)
 {
-    size_t cap = 2 * nvalues + 1024;
-    char *body = fsa_malloc(cap);
-    assert_non_null(body);
-    char opid[37];
-    tc_op_id(opid);
-    size_t n = (size_t)snprintf(body, cap,
-                                "{\"batch_id\":\"admin\",\"ops\":[{\"op_id\":\"%s\",\"kind\":"
-                                "\"create\",\"type\":\"ticket\",\"id\":\"%s\",\"seq\":1,"
-                                "\"at\":1,\"fields\":{\"ticketlog\":{\"ticket_history\":[",
-                                opid, id);
+    size_t n = 0;
+    char *body = admin_create_begin(id, 2 * nvalues, &n);
     for (size_t i = 0; i < nvalues; i++) {
         body[n++] = i > 0 ? ',' : ' ';
         body[n++] = '0';
     }
-    n += (size_t)snprintf(body + n, cap - n, "]}}}]}");
-    th_req_opts_t o = {.bearer = TH_ADMIN_TOKEN};
-    th_resp_t r;
-    assert_true(th_request(NULL, f->srv.url, "POST", "/admin/v1/ops", 0, body, n, &o, &r));
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "\"applied\""));
-    th_resp_free(&r);
-    fsa_free(body);
+    admin_create_end(f, body, n);
 }
 
 /*
