@@ -475,8 +475,9 @@ static char *admin_create_begin(const char *id, size_t room, size_t *n)
 
 static void admin_create_end(fx_t *f, char *body, size_t n)
 {
-    memcpy(body + n, "]}}}]}", 6);
-    n += 6;
+    static const char tail[] = "]}}}]}";
+    memcpy(body + n, tail, sizeof tail); /* its NUL too (the body is sent by length) */
+    n += sizeof tail - 1;
     th_req_opts_t o = {.bearer = TH_ADMIN_TOKEN};
     th_resp_t r;
     assert_true(th_request(NULL, f->srv.url, "POST", "/admin/v1/ops", 0, body, n, &o, &r));
