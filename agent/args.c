@@ -105,6 +105,8 @@ fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
  * (a user's argument, a server's or a journal's text in it), below 0x20 or 0x7f, is written as
  * '?', so that it cannot break the line or steer the terminal. */
 static void cli_line(const char *prog, const char *suffix, const char *fmt, va_list ap)
+    FSA_PRINTF(3, 0);
+static void cli_line(const char *prog, const char *suffix, const char *fmt, va_list ap)
 {
     char small[1024];
     char *msg = small;
