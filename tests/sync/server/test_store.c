@@ -330,7 +330,7 @@ static void test_fsa_store_apply__parent_person_changes_touch_each_child_once(vo
     _Static_assert(KIDS + 1 >= N, "the creates are the larger batch");
     fsa_codec_op_t ops[KIDS + 1];
     fsa_codec_result_t res[KIDS + 1];
-    char id[32], opid[40], json[64];
+    char id[32], opid[16], json[64];
     op_make(&ops[0], "k-p", FSA_OP_CREATE, FSA_TYPE_JOBNEED, "P", NULL, "{\"people_id\":\"p0\"}");
     for (int i = 1; i <= KIDS; i++) {
         snprintf(id, sizeof id, "C%02d", i);
