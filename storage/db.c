@@ -18,7 +18,7 @@
 #define DB_STR_(x) #x
 #define DB_STR(x) DB_STR_(x) /* a macro's value as a string literal */
 
-/* The tables of schema 1 that schema 3 keeps as they were (migrations[0] and schema_v3). */
+/* The tables of schema 1 that later schemas keep as they were (schema_current). */
 #define ENTITIES_DDL                                                                               \
     "CREATE TABLE entities("                                                                       \
     "  type TEXT NOT NULL,"                                                                        \
@@ -34,8 +34,6 @@
     "  op_id TEXT PRIMARY KEY,"                                                                    \
     "  seq INTEGER NOT NULL,"                                                                      \
     "  done_ms INTEGER NOT NULL) WITHOUT ROWID;"
-/* Schema 1's done_ops had an index by time, for pruning; schema 4 drops it (migrations[3]). */
-#define DONE_OPS_DDL DONE_OPS_TABLE_DDL "CREATE INDEX done_ops_by_time ON done_ops(done_ms);"
 #define STATE_AND_LOCKS_DDL                                                                        \
     "CREATE TABLE sync_state("                                                                     \
     "  k TEXT PRIMARY KEY,"                                                                        \
@@ -115,46 +113,14 @@
  * has shipped: append a new one.
  */
 static const char *const migrations[FSA_SCHEMA_VERSION] = {
-    /* 0 -> 1: the first schema. */
-    ENTITIES_DDL
-    /* AUTOINCREMENT: seq is never reused, even after compaction deletes the highest rows. */
-    "CREATE TABLE outbox("
-    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  op_id TEXT NOT NULL UNIQUE,"
-    "  at_ms INTEGER NOT NULL,"
-    "  kind INTEGER NOT NULL,"
-    "  type INTEGER NOT NULL,"
-    "  id TEXT NOT NULL,"
-    "  grp TEXT NOT NULL DEFAULT '',"
-    "  field TEXT NOT NULL DEFAULT '',"
-    "  base_version INTEGER NOT NULL DEFAULT 0,"
-    "  by_n INTEGER NOT NULL DEFAULT 0,"
-    "  from_s TEXT NOT NULL DEFAULT '',"
-    "  to_s TEXT NOT NULL DEFAULT '',"
-    "  akey TEXT NOT NULL DEFAULT '',"
-    "  max_len INTEGER NOT NULL DEFAULT 0,"
-    "  payload TEXT,"
-    "  prior TEXT," /* set: the fields' values before it, for 3-way merge */
-    "  state INTEGER NOT NULL DEFAULT 0,"
-    "  attempts INTEGER NOT NULL DEFAULT 0,"
-    "  result_version INTEGER,"
-    "  done_ms INTEGER);"
-    /* No index on state: the pending ops are read in seq (rowid) order, and done ops are
-     * compacted away, so the scan skips few rows; one index less makes every record cheaper. */
-    "CREATE INDEX outbox_by_entity ON outbox(type, id, state, seq);" DONE_OPS_DDL
-    /* Conflicts and rejections, kept until a person or a policy resolves them. */
-    "CREATE TABLE conflicts("
-    "  seq INTEGER PRIMARY KEY REFERENCES outbox(seq),"
-    "  op_id TEXT NOT NULL,"
-    "  outcome TEXT NOT NULL," /* 'conflict' or 'rejected' */
-    "  code TEXT NOT NULL DEFAULT '',"
-    "  reason TEXT NOT NULL DEFAULT '',"
-    "  server_version INTEGER,"
-    "  server_fields TEXT,"
-    "  created_ms INTEGER NOT NULL,"
-    "  decision TEXT NOT NULL DEFAULT ''," /* the resolver's verdict while open */
-    "  resolution TEXT,"                   /* NULL while open; 'server', 'local', 'rebased', ... */
-    "  resolved_ms INTEGER);" STATE_AND_LOCKS_DDL,
+    /* 0 -> 1: never run. A new file (version 0) gets schema_current in one step, and no journal
+     * was ever made without a version. Schema 1 was ENTITIES_DDL, an outbox with AUTOINCREMENT
+     * and the columns of OUTBOX_V3_COLUMNS, its index outbox_by_entity, DONE_OPS_TABLE_DDL with
+     * an index done_ops_by_time ON done_ops(done_ms) (schema 4 drops it), the conflicts table of
+     * CONFLICTS_V3_AFTER_SEQ and STATE_AND_LOCKS_DDL (git history has its text;
+     * tests/storage/test_journal_changes.c turns a new journal into one of schema 1's shape to
+     * test the steps after it). */
+    NULL,
     /* 1 -> 2: the change log. Every transaction that changes an entity appends a row, so that
      * every process on the journal (an app, the daemon) can tell its listeners what changed,
      * each change once, by reading past the last row it saw. AUTOINCREMENT: a seq is never
