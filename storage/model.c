@@ -36,10 +36,15 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Tables: the single source of truth for types, fields, defaults and status machines.        */
 
-/* One field, one edge a line, as the protocol lists them. */
+/* One field, one edge a line, as the protocol lists them. Each kind of row is one table for all
+ * types, which a type finds by its first row's index and its count: a table of pointers costs the
+ * device binary a relocation (24 bytes on aarch64) for each, an index none. */
 /* clang-format off */
 
-static const fsa_field_def_t attendance_fields[] = {
+enum { F_ATTENDANCE = 0, F_JOBNEED = 8, F_TICKET = 14, F_END = 19 };
+
+static const fsa_field_def_t all_fields[F_END] = {
+    [F_ATTENDANCE] =
     {FSA_FIELD_STR, "people_id", true, ""},
     {FSA_FIELD_STR, "site_id", true, ""},
     {FSA_FIELD_ENUM, "kind", true, ""},
@@ -48,18 +53,14 @@ static const fsa_field_def_t attendance_fields[] = {
     {FSA_FIELD_NUM_NULL, "lon", false, "null"},
     {FSA_FIELD_NUM_NULL, "accuracy_m", false, "null"},
     {FSA_FIELD_OBJ, "other_info", false, "{}"},
-};
-
-static const fsa_field_def_t jobneed_fields[] = {
+    [F_JOBNEED] =
     {FSA_FIELD_STATUS, "jobstatus", false, "\"ASSIGNED\""},
     {FSA_FIELD_STR_NULL, "parent_id", false, "null"},
     {FSA_FIELD_INT, "seqno", false, "0"},
     {FSA_FIELD_INT, "expirytime", false, "0"},
     {FSA_FIELD_OBJ, "other_info", false, "{}"},
     {FSA_FIELD_STR, "people_id", false, "\"\""},
-};
-
-static const fsa_field_def_t ticket_fields[] = {
+    [F_TICKET] =
     {FSA_FIELD_STATUS, "status", false, "\"NEW\""},
     {FSA_FIELD_INT, "level", false, "0"},
     {FSA_FIELD_STR, "assignedto", false, "\"\""},
@@ -69,33 +70,30 @@ static const fsa_field_def_t ticket_fields[] = {
 
 static const char attendance_kinds[][sizeof "checkout"] = {"checkin", "checkout"};
 
-/* An edge names its states by their index in the machine's states: a table of name pointers
- * costs a relocation per pointer in a position-independent program (24 bytes on aarch64). */
+/* An edge names its states by their index in all_states. */
 typedef struct status_edge {
     unsigned char from;
     unsigned char to;
     bool server_only; /* only the server makes it (FSA_APPLY_BY_SERVER) */
 } status_edge_t;
 
-/* A state's name, as characters in the machine's table (no pointer: no relocation either). */
+/* A state's name, as characters in the table. */
 #define STATE_NAME_BYTES sizeof "PARTIALLYCOMPLETED"
 
-typedef struct status_machine {
-    const char *field; /* NULL: the type has no status */
-    const char (*states)[STATE_NAME_BYTES];
-    size_t n_states;
-    const status_edge_t *edges;
-    size_t n_edges;
-} status_machine_t;
+enum { J_ASSIGNED, J_INPROGRESS, J_PARTIALLYCOMPLETED, J_COMPLETED, J_AUTOCLOSED,
+       T_NEW, T_OPEN, T_RESOLVED, T_CLOSED, T_CANCELLED, S_END };
 
-enum { J_ASSIGNED, J_INPROGRESS, J_PARTIALLYCOMPLETED, J_COMPLETED, J_AUTOCLOSED };
-
-static const char jobneed_states[][STATE_NAME_BYTES] = {
+static const char all_states[S_END][STATE_NAME_BYTES] = {
     [J_ASSIGNED] = "ASSIGNED",   [J_INPROGRESS] = "INPROGRESS",
     [J_PARTIALLYCOMPLETED] = "PARTIALLYCOMPLETED", [J_COMPLETED] = "COMPLETED",
-    [J_AUTOCLOSED] = "AUTOCLOSED"};
+    [J_AUTOCLOSED] = "AUTOCLOSED",
+    [T_NEW] = "NEW", [T_OPEN] = "OPEN", [T_RESOLVED] = "RESOLVED", [T_CLOSED] = "CLOSED",
+    [T_CANCELLED] = "CANCELLED"};
 
-static const status_edge_t jobneed_edges[] = {
+enum { E_JOBNEED = 0, E_TICKET = 7, E_END = 14 };
+
+static const status_edge_t all_edges[E_END] = {
+    [E_JOBNEED] =
     {J_ASSIGNED, J_INPROGRESS, false},
     {J_INPROGRESS, J_COMPLETED, false},
     {J_INPROGRESS, J_PARTIALLYCOMPLETED, false},
@@ -103,15 +101,7 @@ static const status_edge_t jobneed_edges[] = {
     {J_ASSIGNED, J_AUTOCLOSED, true},
     {J_INPROGRESS, J_AUTOCLOSED, true},
     {J_PARTIALLYCOMPLETED, J_AUTOCLOSED, true},
-};
-
-enum { T_NEW, T_OPEN, T_RESOLVED, T_CLOSED, T_CANCELLED };
-
-static const char ticket_states[][STATE_NAME_BYTES] = {[T_NEW] = "NEW", [T_OPEN] = "OPEN",
-                                            [T_RESOLVED] = "RESOLVED", [T_CLOSED] = "CLOSED",
-                                            [T_CANCELLED] = "CANCELLED"};
-
-static const status_edge_t ticket_edges[] = {
+    [E_TICKET] =
     {T_NEW, T_OPEN, false},
     {T_NEW, T_RESOLVED, false},
     {T_OPEN, T_RESOLVED, false},
@@ -122,35 +112,22 @@ static const status_edge_t ticket_edges[] = {
 };
 /* clang-format on */
 
+/* A type's rows in the tables above: [first, first + count). */
 typedef struct type_def {
-    const char *name;
-    const fsa_field_def_t *fields;
-    size_t n_fields;
-    status_machine_t machine;
+    char name[sizeof "attendance"];
+    char status_field[sizeof "jobstatus"]; /* "": the type has no status */
+    unsigned char fields, n_fields;
+    unsigned char states, n_states;
+    unsigned char edges, n_edges;
 } type_def_t;
 
 /* A state with no outgoing edge is terminal; terminality is derived, never listed twice. */
 static const type_def_t types[FSA__TYPE_COUNT] = {
-    [FSA_TYPE_ATTENDANCE] = {.name = "attendance",
-                             .fields = attendance_fields,
-                             .n_fields = COUNT_OF(attendance_fields),
-                             .machine = {.field = NULL}},
-    [FSA_TYPE_JOBNEED] = {.name = "jobneed",
-                          .fields = jobneed_fields,
-                          .n_fields = COUNT_OF(jobneed_fields),
-                          .machine = {.field = "jobstatus",
-                                      .states = jobneed_states,
-                                      .n_states = COUNT_OF(jobneed_states),
-                                      .edges = jobneed_edges,
-                                      .n_edges = COUNT_OF(jobneed_edges)}},
-    [FSA_TYPE_TICKET] = {.name = "ticket",
-                         .fields = ticket_fields,
-                         .n_fields = COUNT_OF(ticket_fields),
-                         .machine = {.field = "status",
-                                     .states = ticket_states,
-                                     .n_states = COUNT_OF(ticket_states),
-                                     .edges = ticket_edges,
-                                     .n_edges = COUNT_OF(ticket_edges)}},
+    [FSA_TYPE_ATTENDANCE] = {"attendance", "", F_ATTENDANCE, F_JOBNEED - F_ATTENDANCE, 0, 0, 0, 0},
+    [FSA_TYPE_JOBNEED] = {"jobneed", "jobstatus", F_JOBNEED, F_TICKET - F_JOBNEED, J_ASSIGNED,
+                          T_NEW - J_ASSIGNED, E_JOBNEED, E_TICKET - E_JOBNEED},
+    [FSA_TYPE_TICKET] = {"ticket", "status", F_TICKET, F_END - F_TICKET, T_NEW, S_END - T_NEW,
+                         E_TICKET, E_END - E_TICKET},
 };
 
 /* Names as arrays of characters, not pointers: a table of pointers costs the device binary a
@@ -210,16 +187,17 @@ const fsa_field_def_t *fsa_model_fields(fsa_type_t type, size_t *count)
 {
     if (count != NULL)
         *count = type_ok(type) ? types[type].n_fields : 0;
-    return type_ok(type) ? types[type].fields : NULL;
+    return type_ok(type) ? &all_fields[types[type].fields] : NULL;
 }
 
 const fsa_field_def_t *fsa_model_field(fsa_type_t type, const char *name)
 {
     if (!type_ok(type) || name == NULL)
         return NULL;
+    const fsa_field_def_t *f = &all_fields[types[type].fields];
     for (size_t i = 0; i < types[type].n_fields; i++) {
-        if (strcmp(types[type].fields[i].name, name) == 0)
-            return &types[type].fields[i];
+        if (strcmp(f[i].name, name) == 0)
+            return &f[i];
     }
     return NULL;
 }
@@ -243,16 +221,16 @@ bool fsa_model_id_valid(const char *id)
 
 const char *fsa_model_status_field(fsa_type_t type)
 {
-    return type_ok(type) ? types[type].machine.field : NULL;
+    return type_ok(type) && types[type].status_field[0] != '\0' ? types[type].status_field : NULL;
 }
 
 bool fsa_model_status_known(fsa_type_t type, const char *s)
 {
     if (!type_ok(type) || s == NULL)
         return false;
-    const status_machine_t *m = &types[type].machine;
-    for (size_t i = 0; i < m->n_states; i++) {
-        if (strcmp(m->states[i], s) == 0)
+    const type_def_t *t = &types[type];
+    for (size_t i = t->states; i < (size_t)t->states + t->n_states; i++) {
+        if (strcmp(all_states[i], s) == 0)
             return true;
     }
     return false;
@@ -263,11 +241,11 @@ static const status_edge_t *find_edge(fsa_type_t type, const char *from, const c
 {
     if (!type_ok(type) || from == NULL || to == NULL)
         return NULL;
-    const status_machine_t *m = &types[type].machine;
-    for (size_t i = 0; i < m->n_edges; i++) {
-        if (strcmp(m->states[m->edges[i].from], from) == 0 &&
-            strcmp(m->states[m->edges[i].to], to) == 0)
-            return &m->edges[i];
+    const type_def_t *t = &types[type];
+    for (size_t i = t->edges; i < (size_t)t->edges + t->n_edges; i++) {
+        if (strcmp(all_states[all_edges[i].from], from) == 0 &&
+            strcmp(all_states[all_edges[i].to], to) == 0)
+            return &all_edges[i];
     }
     return NULL;
 }
@@ -282,9 +260,9 @@ bool fsa_model_status_terminal(fsa_type_t type, const char *s)
 {
     if (!fsa_model_status_known(type, s))
         return false;
-    const status_machine_t *m = &types[type].machine;
-    for (size_t i = 0; i < m->n_edges; i++) {
-        if (strcmp(m->states[m->edges[i].from], s) == 0)
+    const type_def_t *t = &types[type];
+    for (size_t i = t->edges; i < (size_t)t->edges + t->n_edges; i++) {
+        if (strcmp(all_states[all_edges[i].from], s) == 0)
             return false;
     }
     return true;
@@ -1379,12 +1357,11 @@ static fsa_status_t check_fields(const fsa_op_t *op, const cJSON *fields, fsa_mo
             return st;
     }
     if (op->kind == FSA_OP_CREATE) {
-        const type_def_t *t = &types[op->type];
-        for (size_t i = 0; i < t->n_fields; i++) {
-            if (t->fields[i].required &&
-                cJSON_GetObjectItemCaseSensitive(fields, t->fields[i].name) == NULL)
-                return op_fail(err, op, FSA_EINVAL, "invalid_value", "create lacks %s",
-                               t->fields[i].name);
+        size_t n = 0;
+        const fsa_field_def_t *f = fsa_model_fields(op->type, &n);
+        for (size_t i = 0; i < n; i++) {
+            if (f[i].required && cJSON_GetObjectItemCaseSensitive(fields, f[i].name) == NULL)
+                return op_fail(err, op, FSA_EINVAL, "invalid_value", "create lacks %s", f[i].name);
         }
         /* A position is whole or absent (no fix): half of one would be read as a place. Absent
          * means null, the default. Attendance is created once and never changed, so create is
@@ -1547,12 +1524,13 @@ fsa_status_t fsa_model_validate_op(const fsa_op_t *op, unsigned flags, fsa_model
 static fsa_status_t build_created(const fsa_op_t *op, cJSON *given, cJSON **out,
                                   fsa_model_err_t *err)
 {
-    const type_def_t *t = &types[op->type];
+    size_t n = 0;
+    const fsa_field_def_t *f = fsa_model_fields(op->type, &n);
     cJSON *obj = cJSON_CreateObject();
     if (obj == NULL)
         return nomem(err, op);
-    for (size_t i = 0; i < t->n_fields; i++) {
-        const fsa_field_def_t *def = &t->fields[i];
+    for (size_t i = 0; i < n; i++) {
+        const fsa_field_def_t *def = &f[i];
         cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(given, def->name);
         if (v == NULL) /* check_fields saw every required field, so this one has a default */
             v = cJSON_ParseWithLengthOpts(def->default_json, strlen(def->default_json) + 1, NULL,
@@ -1685,8 +1663,9 @@ static cJSON *in_protocol_order(fsa_type_t type, cJSON *fields)
         cJSON_Delete(fields);
         return NULL;
     }
+    const fsa_field_def_t *f = &all_fields[types[type].fields];
     for (size_t i = 0; i < types[type].n_fields; i++) {
-        cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(fields, types[type].fields[i].name);
+        cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(fields, f[i].name);
         if (v != NULL)
             cJSON_AddItemToArray(out, v); /* keeps v's key; this is how objects are linked */
     }
@@ -1988,7 +1967,8 @@ fsa_status_t fsa_model_get_status(const char *fields_json, fsa_type_t type,
     out[0] = '\0';
     if (fields_json == NULL || !type_ok(type))
         return FSA_EINVAL;
-    if (types[type].machine.field == NULL)
+    const char *sf = fsa_model_status_field(type);
+    if (sf == NULL)
         return FSA_ENOTFOUND; /* attendance has no status */
     if ((why = parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, &fields)) != JSON_OK) {
         st = why_status(why);
@@ -1998,7 +1978,7 @@ fsa_status_t fsa_model_get_status(const char *fields_json, fsa_type_t type,
         st = FSA_EINVAL;
         goto out;
     }
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(fields, types[type].machine.field);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(fields, sf);
     if (!cJSON_IsString(v)) {
         st = FSA_ENOTFOUND;
         goto out;
