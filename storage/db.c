@@ -418,7 +418,7 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
     int page_rc = 0;
     const char *page = res != NULL ? strstr(res, "unable to get the page. error code=") : NULL;
     if (page != NULL)
-        page_rc = (int)strtol(page + strlen("unable to get the page. error code="), NULL, 10);
+        page_rc = (int)strtoll(page + strlen("unable to get the page. error code="), NULL, 10);
     /* Only what the check finds (or SQLite's own corruption codes) is corruption: a check that
      * could not run for want of memory says nothing of the journal, */
     if ((rc == SQLITE_ROW && res == NULL) ||

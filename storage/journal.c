@@ -71,8 +71,8 @@ fsa_status_t fsa__jn_step_range(fsa_journal_t *j, const char *sql, int64_t lo, i
         return s;
     sqlite3_bind_int64(st, 1, lo);
     sqlite3_bind_int64(st, 2, hi);
-    if (sqlite3_bind_parameter_count(st) >= 3)
-        sqlite3_bind_int64(st, 3, at_ms);
+    /* A statement with two parameters refuses the third (SQLITE_RANGE) and is unchanged. */
+    (void)sqlite3_bind_int64(st, 3, at_ms);
     s = step_done(j, st);
     if (s == FSA_OK && rows != NULL)
         *rows = sqlite3_changes(j->db);

@@ -136,10 +136,10 @@ fsa_status_t fsa_journal_changes_read(fsa_journal_t *j, int64_t after, fsa_chang
             fsa_change_t *c = &out[*n];
             memset(c, 0, sizeof *c);
             c->seq = sqlite3_column_int64(st, 0);
-            c->type = (fsa_type_t)sqlite3_column_int(st, 1);
+            c->type = (fsa_type_t)sqlite3_column_int64(st, 1);
             copy_col(c->id, sizeof c->id, st, 2);
             c->version = sqlite3_column_int64(st, 3);
-            c->reason = (fsa_change_reason_t)sqlite3_column_int(st, 4);
+            c->reason = (fsa_change_reason_t)sqlite3_column_int64(st, 4);
             copy_col(c->op_id, sizeof c->op_id, st, 5);
             (*n)++;
         }

@@ -16,8 +16,8 @@ fsa_status_t fsa__jn_op_from_row(sqlite3_stmt *st, fsa_op_t *op, fsa_op_state_t 
     op->seq = sqlite3_column_int64(st, 0);
     copy_col(op->op_id, sizeof op->op_id, st, 1);
     op->at_ms = sqlite3_column_int64(st, 2);
-    op->kind = (fsa_op_kind_t)sqlite3_column_int(st, 3);
-    op->type = (fsa_type_t)sqlite3_column_int(st, 4);
+    op->kind = (fsa_op_kind_t)sqlite3_column_int64(st, 3);
+    op->type = (fsa_type_t)sqlite3_column_int64(st, 4);
     copy_col(op->id, sizeof op->id, st, 5);
     copy_col(op->group, sizeof op->group, st, 6);
     copy_col(op->field, sizeof op->field, st, 7);
@@ -33,7 +33,7 @@ fsa_status_t fsa__jn_op_from_row(sqlite3_stmt *st, fsa_op_t *op, fsa_op_state_t 
             return FSA_ENOMEM;
     }
     if (state != NULL)
-        *state = (fsa_op_state_t)sqlite3_column_int(st, 15);
+        *state = (fsa_op_state_t)sqlite3_column_int64(st, 15);
     return FSA_OK;
 }
 
@@ -553,7 +553,7 @@ fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id, fsa_op_sta
         fsa__db_bind_text(st, 1, op_id);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
-            *state = (fsa_op_state_t)sqlite3_column_int(st, 0);
+            *state = (fsa_op_state_t)sqlite3_column_int64(st, 0);
         else
             s = rc == SQLITE_DONE ? FSA_ENOTFOUND : fsa__db_status(rc);
         release(j, st);

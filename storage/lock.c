@@ -1151,7 +1151,7 @@ static fsa_status_t still_ours(fsa_lockmgr_t *m, const fsa_lock_t *l, bool *ours
     sqlite3_bind_int64(m->check, 2, m->id);
     sqlite3_bind_int64(m->check, 3, l->token);
     int rc = sqlite3_step(m->check);
-    *ours = rc == SQLITE_ROW && sqlite3_column_int(m->check, 0) != 0;
+    *ours = rc == SQLITE_ROW && sqlite3_column_int64(m->check, 0) != 0;
     sqlite3_reset(m->check);
     sqlite3_clear_bindings(m->check);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {

@@ -1646,7 +1646,7 @@ static fsa_status_t apply_append(const fsa_op_t *op, cJSON *fields, const fsa_fi
     if (op->max_len > 0) {
         int64_t size = cJSON_GetArraySize(arr);
         for (; size > op->max_len; size--)
-            cJSON_DeleteItemFromArray(arr, 0); /* the oldest item is the first */
+            cJSON_Delete(cJSON_DetachItemViaPointer(arr, arr->child)); /* the oldest, first */
     }
     return FSA_OK;
 }

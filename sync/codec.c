@@ -23,6 +23,18 @@
 #define ANSWER_MAX_RESULTS FSA_LIMIT_BATCH_OPS_MAX
 #define ANSWER_MAX_CHANGES 100000
 
+/* A JSON true, or a JSON boolean, by the item's type bits (cJSON.h): what cJSON_IsTrue and
+ * cJSON_IsBool answer, without two more imported functions in the device binary. */
+static bool json_true(const cJSON *v)
+{
+    return v != NULL && (v->type & 0xFF) == cJSON_True;
+}
+
+static bool json_bool(const cJSON *v)
+{
+    return v != NULL && ((v->type & 0xFF) == cJSON_True || (v->type & 0xFF) == cJSON_False);
+}
+
 void fsa_codec_free(char *text)
 {
     fsa_free(text);
@@ -2362,7 +2374,7 @@ static fsa_status_t decode_change(const cJSON *o, fsa_codec_change_t *c, bool ne
         !id_ok(c->id, FSA_LIMIT_ID_BYTES))
         return FSA_EINVAL;
     /* A pull's "gone" change: type, id, version and nothing else. */
-    if (need_meta && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "gone"))) {
+    if (need_meta && json_true(cJSON_GetObjectItemCaseSensitive(o, "gone"))) {
         c->gone = true;
         return get_int(cJSON_GetObjectItemCaseSensitive(o, "version"), &c->version) &&
                        c->version >= 1
@@ -2391,11 +2403,11 @@ fsa_status_t fsa_codec_decode_pull(const char *body, size_t len, fsa_codec_pull_
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "changes");
     const cJSON *more = cJSON_GetObjectItemCaseSensitive(root, "more");
     if (!cJSON_IsArray(arr) || !get_str(root, "cursor", out->cursor, sizeof out->cursor) ||
-        !cJSON_IsBool(more) || !get_server_time(root, &out->server_time_ms, 0)) {
+        !json_bool(more) || !get_server_time(root, &out->server_time_ms, 0)) {
         st = FSA_EPROTO;
         goto out;
     }
-    out->more = cJSON_IsTrue(more);
+    out->more = json_true(more);
     size_t total = (size_t)cJSON_GetArraySize(arr);
     if (total > ANSWER_MAX_CHANGES) {
         st = FSA_EPROTO;
