@@ -114,12 +114,8 @@ void fsa_conflict_clear(fsa_conflict_t *c)
 
 /* The columns conflict_from_row() reads, then the statement's own FROM and WHERE. */
 #define CONFLICT_SELECT                                                                            \
-    "SELECT o.seq, o.op_id, o.at_ms, o.kind, o.type, o.id, o.grp, o.field, "                       \
-    "o.base_version, o.by_n, o.from_s, o.to_s, o.akey, o.max_len, "                                \
-    "o.payload, o.state, c.outcome, c.code, c.reason, c.server_version, "                          \
-    "c.server_fields, c.created_ms, coalesce(c.resolution, ''), o.prior, "                         \
-    "c.decision "                                                                                  \
-    "FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+    "SELECT o.*, c.outcome, c.code, c.reason, c.server_version, c.server_fields, c.created_ms, "   \
+    "coalesce(c.resolution, ''), c.decision FROM conflicts c JOIN outbox o ON o.seq = c.seq "
 
 /* Fills *c from a CONFLICT_SELECT row; on failure c is cleared. A name the tables above do not
  * know (a journal written by something else) is FSA_ECORRUPT. */
@@ -128,23 +124,24 @@ static fsa_status_t conflict_from_row(sqlite3_stmt *st, fsa_conflict_t *c)
     memset(c, 0, sizeof *c);
     fsa_status_t s = op_from_row(st, &c->op, NULL);
     char name[16];
-    copy_col(name, sizeof name, st, 16);
+    copy_col(name, sizeof name, st, OP_NCOLS);
     if (s == FSA_OK && fsa_conflict_outcome_parse(name, &c->outcome) != FSA_OK)
         s = FSA_ECORRUPT;
-    copy_col(c->code, sizeof c->code, st, 17);
-    copy_col(c->reason, sizeof c->reason, st, 18);
-    c->server_version = sqlite3_column_int64(st, 19);
-    c->server_fields = dup_col(st, 20);
-    c->created_ms = sqlite3_column_int64(st, 21);
-    copy_col(name, sizeof name, st, 22);
+    copy_col(c->code, sizeof c->code, st, OP_NCOLS + 1);
+    copy_col(c->reason, sizeof c->reason, st, OP_NCOLS + 2);
+    c->server_version = sqlite3_column_int64(st, OP_NCOLS + 3);
+    c->server_fields = dup_col(st, OP_NCOLS + 4);
+    c->created_ms = sqlite3_column_int64(st, OP_NCOLS + 5);
+    copy_col(name, sizeof name, st, OP_NCOLS + 6);
     if (s == FSA_OK && fsa_conflict_resolution_parse(name, &c->resolution) != FSA_OK)
         s = FSA_ECORRUPT;
-    c->prior_fields = dup_col(st, 23);
-    copy_col(name, sizeof name, st, 24);
+    c->prior_fields = dup_col(st, OP_COL_PRIOR);
+    copy_col(name, sizeof name, st, OP_NCOLS + 7);
     if (s == FSA_OK && fsa_conflict_decision_parse(name, &c->decision) != FSA_OK)
         s = FSA_ECORRUPT;
-    if (s == FSA_OK && ((c->server_fields == NULL && sqlite3_column_type(st, 20) != SQLITE_NULL) ||
-                        (c->prior_fields == NULL && sqlite3_column_type(st, 23) != SQLITE_NULL)))
+    if (s == FSA_OK &&
+        ((c->server_fields == NULL && sqlite3_column_type(st, OP_NCOLS + 4) != SQLITE_NULL) ||
+         (c->prior_fields == NULL && sqlite3_column_type(st, OP_COL_PRIOR) != SQLITE_NULL)))
         s = FSA_ENOMEM; /* not a conflict without the server's state */
     if (s != FSA_OK)
         fsa_conflict_clear(c);

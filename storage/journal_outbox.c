@@ -33,7 +33,7 @@ fsa_status_t fsa__jn_op_from_row(sqlite3_stmt *st, fsa_op_t *op, fsa_op_state_t 
             return FSA_ENOMEM;
     }
     if (state != NULL)
-        *state = (fsa_op_state_t)sqlite3_column_int64(st, 15);
+        *state = (fsa_op_state_t)sqlite3_column_int64(st, OP_COL_STATE);
     return FSA_OK;
 }
 

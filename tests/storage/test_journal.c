@@ -8,6 +8,7 @@
 
 #include "port/alloc.h"
 #include "storage/db.h"
+#include "storage/journal_internal.h"
 #include "storage/lock.h"
 #include "tests/storage/journal_test_util.h"
 #include "tests/storage/vfs_fault.h"
@@ -145,6 +146,30 @@ static void test_fsa_journal_open__migrates_version_zero_file(void **state)
     fsa_rec_t rec;
     assert_fsa_ok(fsa_journal_create(j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
     fsa_journal_close(j);
+}
+
+/* The journal reads outbox rows whole ("SELECT *") by position (OP_COL_*, OP_NCOLS): the schema
+ * must keep its columns in that order. A migrated journal has the same columns as a new one
+ * (test_fsa_journal_open__v2_journal_migrates_to_v3). */
+static void test_fsa_journal_open__outbox_columns_in_the_order_read(void **state)
+{
+    fixture_t *f = *state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT * FROM outbox", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_column_count(st), OP_NCOLS);
+    static const char *const names[] = {"seq",    "op_id", "at_ms",    "kind",           "type",
+                                        "id",     "grp",   "field",    "base_version",   "by_n",
+                                        "from_s", "to_s",  "akey",     "max_len",        "payload",
+                                        "prior",  "state", "attempts", "result_version", "done_ms"};
+    assert_int_equal(sizeof names / sizeof names[0], OP_NCOLS);
+    for (int i = 0; i < OP_NCOLS; i++)
+        assert_string_equal(sqlite3_column_name(st, i), names[i]);
+    assert_string_equal(sqlite3_column_name(st, OP_COL_PRIOR), "prior");
+    assert_string_equal(sqlite3_column_name(st, OP_COL_STATE), "state");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
 }
 
 static void test_fsa_journal_create__defaults_and_seq(void **state)
@@ -1973,6 +1998,7 @@ int main(void)
         T(test_fsa_journal_open__newer_schema_refused),
         T(test_fsa_journal_open__garbage_file_refused),
         T(test_fsa_journal_open__migrates_version_zero_file),
+        T(test_fsa_journal_open__outbox_columns_in_the_order_read),
         T(test_fsa_journal_create__defaults_and_seq),
         T(test_fsa_journal_create__existing_refused),
         T(test_fsa_journal_create__attendance_requires_fields),
