@@ -1,6 +1,7 @@
 /* fieldsync: the command line: record actions, sync, and look at status, conflicts and locks.
  * It walks through libfieldsync's public API only (<fieldsync/fieldsync.h>), as any app does. */
 #define _XOPEN_SOURCE 700
+#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -298,19 +299,30 @@ static int cmd_init(int argc, char **argv)
 
 /* ---- recording ---- */
 
+/* Whether every character of s is one of set's. */
+static bool all_in(const char *s, const char *set)
+{
+    for (; *s != '\0'; s++)
+        if (strchr(set, *s) == NULL)
+            return false;
+    return true;
+}
+
 /* The value of option --name as a plain decimal number from min to max ("52.5", "-13", "1e2");
  * dies on a usage error naming the option: empty, hex ("0x20"), "inf", "nan", spaces. */
 static void real_opt(const char *name, const char *value, double min, double max, const char *what,
                      double *out)
 {
-    char err[256];
-    size_t len = strlen(value);
-    bool plain = len > 0 && strspn(value, "0123456789+-.eE") == len &&
+    bool plain = value[0] != '\0' && all_in(value, "0123456789+-.eE") &&
                  strchr("0123456789+-.", value[0]) != NULL;
-    if (!plain)
+    char *end = NULL;
+    errno = 0;
+    double v = plain ? strtod(value, &end) : 0;
+    /* !(v >= min && v <= max) is also true for NaN; a plain value that strtod stops short of
+     * leaves *end on what it could not read. */
+    if (!plain || errno != 0 || *end != '\0' || !(v >= min && v <= max))
         die_usage("option '--%s' needs a %s from %g to %g, not '%s'", name, what, min, max, value);
-    if (fsa_opts_real(name, value, min, max, what, out, err, sizeof err) != FSA_OK)
-        die_usage("%s", err);
+    *out = v;
 }
 
 static int cmd_attendance(int argc, char **argv)
@@ -386,8 +398,8 @@ static int ent_create(const ent_args_t *a)
         /* An id is 1-128 of [A-Za-z0-9._:-]: nothing in it needs quoting in JSON. */
         size_t len = strlen(parent);
         if (len == 0 || len > 128 ||
-            strspn(parent, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
-                           "nopqrstuvwxyz0123456789._:-") != len)
+            !all_in(parent, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
+                            "nopqrstuvwxyz0123456789._:-"))
             return fail("invalid parent id '%.40s'", parent);
         snprintf(parent_arg, sizeof parent_arg, "parent_id=\"%s\"", parent);
         extra[m++] = parent_arg;
