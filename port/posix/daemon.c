@@ -111,9 +111,12 @@ fsa_status_t fsa_pidlock_take(const char *path, int64_t pid, fsa_pidlock_t **out
         int e = errno;
         fsa_status_t st = FSA_EIO;
         if (e == EAGAIN || e == EACCES) {
-            ssize_t n = pread(l->fd, holder, holder_cap - 1, 0);
+            /* The file was just opened: read() starts at its first byte. */
+            ssize_t n = read(l->fd, holder, holder_cap - 1);
             holder[n > 0 ? (size_t)n : 0] = '\0';
-            holder[strcspn(holder, "\n")] = '\0';
+            char *nl = strchr(holder, '\n');
+            if (nl != NULL)
+                *nl = '\0';
             st = FSA_EBUSY;
         } else {
             snprintf(err, errlen, "%s: %s", path, strerror(e));
@@ -125,7 +128,8 @@ fsa_status_t fsa_pidlock_take(const char *path, int64_t pid, fsa_pidlock_t **out
     char text[32];
     int n = snprintf(text, sizeof text, "%lld\n", (long long)pid);
     /* The pid only names the holder in another instance's message: the lock is what counts. */
-    if (ftruncate(l->fd, 0) != 0 || pwrite(l->fd, text, (size_t)n, 0) != (ssize_t)n) {
+    /* Nothing was read or written yet: write() starts at the first byte. */
+    if (ftruncate(l->fd, 0) != 0 || write(l->fd, text, (size_t)n) != (ssize_t)n) {
         /* best effort */
     }
     *out = l;
