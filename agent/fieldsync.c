@@ -81,11 +81,6 @@ static int parse_opts(int argc, char **argv, fsa_opt_t *opts, size_t nopts, char
     return r.npos;
 }
 
-static const char *opt(const fsa_opt_t *opts, size_t n, const char *name)
-{
-    return fsa_opts_get(opts, n, name);
-}
-
 /* ---- a small reader for the library's JSON answers (known shapes; no JSON library here) ---- */
 
 static const char *ws(const char *p)
@@ -258,6 +253,8 @@ static int recorded(fieldsync_t *fs, fieldsync_status_t st, const fieldsync_rec_
 
 static int cmd_init(int argc, char **argv)
 {
+    /* The options by their index in o: a value is o[i].value (NULL when not given). */
+    enum { O_DEV, O_SERVER, O_SECRET, O_CA, O_PIN, O_HTTP };
     fsa_opt_t o[] = {{"device-id", true, false, NULL},   {"server", true, false, NULL},
                      {"secret-file", true, false, NULL}, {"ca-file", true, false, NULL},
                      {"pin", true, false, NULL},         {"allow-http", false, false, NULL}};
@@ -270,8 +267,8 @@ static int cmd_init(int argc, char **argv)
         "Creates the journal (mode 0600) and stores how to reach the server. The secret\n"
         "file holds the device's 32-byte secret as 64 hex characters and must be mode\n"
         "0600. Plain http:// is accepted only for loopback unless --allow-http.\n");
-    const char *dev = opt(o, no, "device-id"), *server = opt(o, no, "server");
-    const char *secret = opt(o, no, "secret-file");
+    const char *dev = o[O_DEV].value, *server = o[O_SERVER].value;
+    const char *secret = o[O_SECRET].value;
     if (dev == NULL || server == NULL || secret == NULL)
         die_usage("init needs --device-id, --server and --secret-file");
     if (db_path == NULL)
@@ -283,9 +280,9 @@ static int cmd_init(int argc, char **argv)
     cfg.device_id = dev;
     cfg.server_url = server;
     cfg.secret_file = secret;
-    cfg.ca_file = opt(o, no, "ca-file");
-    cfg.pins = opt(o, no, "pin");
-    cfg.allow_http = opt(o, no, "allow-http") != NULL;
+    cfg.ca_file = o[O_CA].value;
+    cfg.pins = o[O_PIN].value;
+    cfg.allow_http = o[O_HTTP].value != NULL;
     cfg.label = "fieldsync";
     fieldsync_t *fs = NULL;
     int rc = EXIT_SUCCESS;
@@ -327,6 +324,7 @@ static void real_opt(const char *name, const char *value, double min, double max
 
 static int cmd_attendance(int argc, char **argv)
 {
+    enum { O_PEOPLE, O_SITE, O_LAT, O_LON, O_ACC, O_ID };
     fsa_opt_t o[] = {{"people", true, false, NULL},   {"site", true, false, NULL},
                      {"lat", true, false, NULL},      {"lon", true, false, NULL},
                      {"accuracy", true, false, NULL}, {"id", true, false, NULL}};
@@ -341,9 +339,9 @@ static int cmd_attendance(int argc, char **argv)
                        "(no GPS fix) it is recorded as null, and the server may flag it.\n");
     if (n != 1 || (strcmp(pos[0], "checkin") != 0 && strcmp(pos[0], "checkout") != 0))
         die_usage("attendance needs checkin or checkout");
-    const char *people = opt(o, no, "people"), *site = opt(o, no, "site");
-    const char *lat = opt(o, no, "lat"), *lon = opt(o, no, "lon");
-    const char *acc = opt(o, no, "accuracy"), *id = opt(o, no, "id");
+    const char *people = o[O_PEOPLE].value, *site = o[O_SITE].value;
+    const char *lat = o[O_LAT].value, *lon = o[O_LON].value;
+    const char *acc = o[O_ACC].value, *id = o[O_ID].value;
     if (people == NULL || site == NULL)
         die_usage("attendance needs --people and --site");
     if ((lat == NULL) != (lon == NULL))
@@ -374,19 +372,21 @@ static void fields_from(char **args, int n, char **out)
     }
 }
 
+/* The options of job and ticket, by their index in cmd_entity's table. */
+enum { E_PARENT, E_TO, E_NOTE };
+
 /* What a job or ticket subcommand got on its command line. */
 typedef struct ent_args {
     bool job;
-    const char *tname; /* "job" or "ticket" */
-    const fsa_opt_t *o;
-    size_t no;
+    const char *tname;  /* "job" or "ticket" */
+    const fsa_opt_t *o; /* o[E_PARENT] and the rest */
     char **pos; /* pos[0] is the id */
     int n;
 } ent_args_t;
 
 static int ent_create(const ent_args_t *a)
 {
-    const char *parent = opt(a->o, a->no, "parent");
+    const char *parent = a->o[E_PARENT].value;
     if (parent != NULL && !a->job)
         die_usage("--parent is for jobs");
     char *extra[66];
@@ -416,7 +416,7 @@ static int ent_create(const ent_args_t *a)
 
 static int ent_transition(const ent_args_t *a)
 {
-    const char *to = opt(a->o, a->no, "to");
+    const char *to = a->o[E_TO].value;
     if (to == NULL || a->n != 1)
         die_usage("%s transition needs ID and --to STATUS", a->tname);
     fieldsync_t *fs = open_fs("fieldsync");
@@ -476,8 +476,8 @@ static int ent_escalate(const ent_args_t *a)
         die_usage("ticket escalate needs one ID");
     fieldsync_t *fs = open_fs("fieldsync");
     fieldsync_rec_t rec;
-    fieldsync_status_t st = fieldsync_ticket_escalate(fs, a->pos[0], opt(a->o, a->no, "to"),
-                                                      opt(a->o, a->no, "note"), NULL, &rec);
+    fieldsync_status_t st = fieldsync_ticket_escalate(fs, a->pos[0], a->o[E_TO].value,
+                                                      a->o[E_NOTE].value, NULL, &rec);
     return recorded(fs, st, &rec);
 }
 
@@ -509,7 +509,7 @@ static int cmd_entity(bool job, int argc, char **argv)
     if (n < 1)
         die_usage("%s needs a subcommand", tname);
     const char *sub = pos[0];
-    ent_args_t a = {job, tname, o, sizeof o / sizeof o[0], pos + 1, n - 1};
+    ent_args_t a = {job, tname, o, pos + 1, n - 1};
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         if (strcmp(sub, subs[i].name) != 0 || (subs[i].kinds & (job ? 1 : 2)) == 0)
             continue;
@@ -690,7 +690,7 @@ static int cmd_conflicts(int argc, char **argv)
     if (n > 0) {
         if (strcmp(pos[0], "resolve") != 0 || n != 2)
             die_usage("conflicts takes 'resolve OP_ID --take server|local'");
-        const char *take = opt(o, no, "take");
+        const char *take = o[2].value;
         if (take == NULL || (strcmp(take, "server") != 0 && strcmp(take, "local") != 0))
             die_usage("conflicts resolve needs --take server or --take local");
         bool local = strcmp(take, "local") == 0;
@@ -706,11 +706,11 @@ static int cmd_conflicts(int argc, char **argv)
         (void)fieldsync_close(fs);
         return rc;
     }
-    bool json = opt(o, no, "json") != NULL;
+    bool json = o[0].value != NULL;
     fieldsync_t *fs = open_fs("fieldsync");
     char *list = NULL;
     int rc = EXIT_SUCCESS;
-    if (fieldsync_conflicts(fs, opt(o, no, "all") != NULL, &list) != FIELDSYNC_OK) {
+    if (fieldsync_conflicts(fs, o[1].value != NULL, &list) != FIELDSYNC_OK) {
         if (json)
             fputs("[]\n", stdout);
         rc = fail("cannot read conflicts: %s", fieldsync_errmsg(fs));
@@ -831,13 +831,13 @@ int main(int argc, char **argv)
         fputs(USAGE, stdout);
         return EXIT_SUCCESS;
     }
-    if (opt(o, no, "version") != NULL) {
+    if (o[2].value != NULL) { /* --version */
         printf("fieldsync 0.1.0 (protocol v1)\n");
         return EXIT_SUCCESS;
     }
-    if (opt(o, no, "db") != NULL)
-        db_path = opt(o, no, "db");
-    log_level = opt(o, no, "log-level");
+    if (o[0].value != NULL) /* --db */
+        db_path = o[0].value;
+    log_level = o[1].value;
     if (log_level != NULL &&
         (strcmp(log_level, "off") == 0 || fieldsync_set_log_level(log_level) != FIELDSYNC_OK))
         die_usage("unknown log level '%s'", log_level);

@@ -392,7 +392,8 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
     d->interval_ms = 60 * 1000;
     d->stall_ms = 600 * 1000;
     d->metrics_every_ms = 10 * 1000;
-    /* Options may be given again (the last stands), as they always could. */
+    /* Options may be given again (the last stands), as they always could. By their index: */
+    enum { O_INTERVAL, O_STALL, O_EVERY, O_FILE, O_LISTEN, O_SYSLOG };
     fsa_opt_t o[] = {{"interval", true, true, NULL},       {"stall-after", true, true, NULL},
                      {"metrics-every", true, true, NULL},  {"metrics-file", true, true, NULL},
                      {"metrics-listen", true, true, NULL}, {"syslog", false, true, NULL}};
@@ -408,23 +409,23 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
         return 0;
     }
     const char *v;
-    if ((v = fsa_opts_get(o, no, "interval")) != NULL &&
+    if ((v = o[O_INTERVAL].value) != NULL &&
         parse_seconds("--interval", v, 1, 86400, &d->interval_ms) != 0)
         return 2;
-    if ((v = fsa_opts_get(o, no, "stall-after")) != NULL &&
+    if ((v = o[O_STALL].value) != NULL &&
         parse_seconds("--stall-after", v, 1, 30 * 86400, &d->stall_ms) != 0)
         return 2;
-    if ((v = fsa_opts_get(o, no, "metrics-every")) != NULL &&
+    if ((v = o[O_EVERY].value) != NULL &&
         parse_seconds("--metrics-every", v, 1, 3600, &d->metrics_every_ms) != 0)
         return 2;
-    d->metrics_file = fsa_opts_get(o, no, "metrics-file");
-    d->metrics_listen = fsa_opts_get(o, no, "metrics-listen");
+    d->metrics_file = o[O_FILE].value;
+    d->metrics_listen = o[O_LISTEN].value;
     if (d->metrics_listen != NULL &&
         fsa_listener_check(d->metrics_listen, err, sizeof err) != FSA_OK) {
         fprintf(stderr, "fieldsync: --metrics-listen %s\n", err);
         return 2;
     }
-    d->use_syslog = fsa_opts_get(o, no, "syslog") != NULL;
+    d->use_syslog = o[O_SYSLOG].value != NULL;
     if (d->db_path == NULL) {
         fprintf(stderr, "fieldsync: no journal: give --db FILE or set FIELDSYNC_DB\n");
         return 2;
