@@ -94,18 +94,20 @@ static void wait_until(daemon_t *d, const bool *pred, fsa_mono_t deadline)
 
 /* ---- logging ---- */
 
-#if defined(__GNUC__)
-static void vlogf(daemon_t *d, fsa_log_level_t prio, bool to_stderr, const char *fmt, va_list ap)
-    __attribute__((format(printf, 4, 0)));
-#endif
-static void vlogf(daemon_t *d, fsa_log_level_t prio, bool to_stderr, const char *fmt, va_list ap)
+/* A line of the daemon's own: to stderr when to_stderr, and (with --syslog) to syslog. */
+static void log_line(daemon_t *d, fsa_log_level_t prio, bool to_stderr, const char *fmt, ...)
+    FSA_PRINTF(4, 5);
+static void log_line(daemon_t *d, fsa_log_level_t prio, bool to_stderr, const char *fmt, ...)
 {
     /* --log-level (fieldsync_set_log_level sets the posix port's level) governs stderr and
      * syslog alike. */
     if (prio < d->port->log_level)
         return;
     char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     if (to_stderr) {
         char ts[FSA_TIME_TEXT_MAX];
         if (fsa_time_format_utc(d->port->wall_now(d->port->ctx).ms, FSA_TIME_ISO, ts, sizeof ts) !=
@@ -118,27 +120,10 @@ static void vlogf(daemon_t *d, fsa_log_level_t prio, bool to_stderr, const char 
         fsa_syslog_write(d->syslog, prio, msg);
 }
 
-/* A line of the daemon's own, to stderr and (with --syslog) to syslog. */
-static void logf_(daemon_t *d, fsa_log_level_t prio, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void logf_(daemon_t *d, fsa_log_level_t prio, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlogf(d, prio, true, fmt, ap);
-    va_end(ap);
-}
-
-/* A line for syslog only: the library says it on stderr already (it has no log hook). */
-static void syslog_only(daemon_t *d, fsa_log_level_t prio, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void syslog_only(daemon_t *d, fsa_log_level_t prio, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlogf(d, prio, false, fmt, ap);
-    va_end(ap);
-}
+/* To stderr and syslog; and to syslog only, for what the library says on stderr already (it
+ * has no log hook). One function: two wrappers cost more than the flag. */
+#define logf_(d, prio, ...) log_line((d), (prio), true, __VA_ARGS__)
+#define syslog_only(d, prio, ...) log_line((d), (prio), false, __VA_ARGS__)
 
 /* ---- metrics ---- */
 
