@@ -261,24 +261,22 @@ static void *metrics_server(void *arg)
         /* The request line and headers, bounded in size and in time (1 s). */
         (void)fsa_conn_read_head(c, req, sizeof req, 1000);
         char head[256];
-        const char *body;
+        const char *body, *status = "200 OK", *type = "; version=0.0.4";
         char copy[sizeof d->text];
         if (strncmp(req, "GET /metrics ", 13) == 0 || strncmp(req, "GET / ", 6) == 0) {
             lock(d);
             memcpy(copy, d->text, sizeof copy);
             unlock(d);
             body = copy;
-            snprintf(head, sizeof head,
-                     "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                     strlen(body));
         } else {
             body = "not found: try /metrics\n";
-            snprintf(head, sizeof head,
-                     "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                     strlen(body));
+            status = "404 Not Found";
+            type = "";
         }
+        snprintf(head, sizeof head,
+                 "HTTP/1.0 %s\r\nContent-Type: text/plain%s\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n",
+                 status, type, strlen(body));
         fsa_status_t ws = fsa_conn_write(c, head, strlen(head));
         if (ws == FSA_OK)
             ws = fsa_conn_write(c, body, strlen(body));
