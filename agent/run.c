@@ -354,6 +354,12 @@ static void on_status(void *ctx, const fieldsync_sync_status_t *s)
 
 /* ---- single instance, signals, life cycle ---- */
 
+/* An error before or while starting: "fieldsync: WHAT DETAIL" on stderr, one line. */
+static void say(const char *what, const char *detail)
+{
+    fprintf(stderr, "fieldsync: %s%s\n", what, detail);
+}
+
 static int parse_seconds(const char *opt, const char *v, int64_t min_s, int64_t max_s,
                          int64_t *out_ms)
 {
@@ -405,12 +411,12 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
     d->metrics_listen = o[O_LISTEN].value;
     if (d->metrics_listen != NULL &&
         fsa_listener_check(d->metrics_listen, err, sizeof err) != FSA_OK) {
-        fprintf(stderr, "fieldsync: --metrics-listen %s\n", err);
+        say("--metrics-listen ", err);
         return 2;
     }
     d->use_syslog = o[O_SYSLOG].value != NULL;
     if (d->db_path == NULL) {
-        fprintf(stderr, "fieldsync: no journal: give --db FILE or set FIELDSYNC_DB\n");
+        say("no journal: give --db FILE or set FIELDSYNC_DB", "");
         return 2;
     }
     return -1;
@@ -426,7 +432,7 @@ static fsa_pidlock_t *open_journal(daemon_t *d)
     cfg.stall_after_ms = d->stall_ms;
     cfg.label = "fieldsync-run";
     if (fieldsync_open(&cfg, &d->fs) != FIELDSYNC_OK) {
-        fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
+        say("", fieldsync_errmsg(d->fs));
         (void)fieldsync_close(d->fs);
         return NULL;
     }
@@ -440,7 +446,7 @@ static fsa_pidlock_t *open_journal(daemon_t *d)
             fprintf(stderr, "fieldsync: another 'fieldsync run'%s%s%s is already syncing %s\n",
                     holder[0] ? " (pid " : "", holder, holder[0] ? ")" : "", d->db_path);
         else
-            fprintf(stderr, "fieldsync: cannot take the daemon lock %s\n", err);
+            say("cannot take the daemon lock ", err);
         (void)fieldsync_close(d->fs);
         return NULL;
     }
@@ -456,22 +462,22 @@ static bool start_all(daemon_t *d)
      * that cannot be written stops the start rather than warn for ever. */
     char err[FSA_LIMIT_PATH_BYTES + 160];
     if (write_metrics_file(d, err, sizeof err) != FSA_OK) {
-        fprintf(stderr, "fieldsync: --metrics-file %s\n", err);
+        say("--metrics-file ", err);
         return false;
     }
     if (fieldsync_add_status_listener(d->fs, on_status, d, NULL) != FIELDSYNC_OK) {
-        fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
+        say("", fieldsync_errmsg(d->fs));
         return false;
     }
     if (d->metrics_listen != NULL && !start_metrics_server(d))
         return false;
     if ((d->metrics_file != NULL || d->metrics_listen != NULL) &&
         d->port->thread_create(d->port->ctx, &d->tick_thread, ticker, d) != FSA_OK) {
-        fprintf(stderr, "fieldsync: cannot start the metrics thread\n");
+        say("cannot start the metrics thread", "");
         return false;
     }
     if (fieldsync_start(d->fs, 0) != FIELDSYNC_OK) {
-        fprintf(stderr, "fieldsync: %s\n", fieldsync_errmsg(d->fs));
+        say("", fieldsync_errmsg(d->fs));
         return false;
     }
     return true;
@@ -547,14 +553,14 @@ int fsa_agent_run(const char *db_path, int argc, char **argv)
     if (rc >= 0)
         return rc;
     if (d->use_syslog && fsa_syslog_open("fieldsync", false, &d->syslog) != FSA_OK) {
-        fprintf(stderr, "fieldsync: cannot open syslog\n");
+        say("cannot open syslog", "");
         return 1;
     }
     /* Signals are taken by this thread alone (fsa_signal_wait); every thread made from here on
      * (the library's too) inherits the mask. */
     if (fsa_signals_block() != FSA_OK || d->port->mutex_new(d->port->ctx, &d->mu) != FSA_OK ||
         d->port->cond_new(d->port->ctx, &d->cv) != FSA_OK) {
-        fprintf(stderr, "fieldsync: cannot set up the daemon (signals, a mutex)\n");
+        say("cannot set up the daemon (signals, a mutex)", "");
         d->port->mutex_free(d->port->ctx, d->mu);
         fsa_syslog_close(d->syslog);
         return 1;
