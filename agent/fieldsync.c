@@ -255,10 +255,9 @@ static int cmd_init(int argc, char **argv)
 {
     /* The options by their index in o: a value is o[i].value (NULL when not given). */
     enum { O_DEV, O_SERVER, O_SECRET, O_CA, O_PIN, O_HTTP };
-    fsa_opt_t o[] = {{"device-id", true, false, NULL},   {"server", true, false, NULL},
-                     {"secret-file", true, false, NULL}, {"ca-file", true, false, NULL},
-                     {"pin", true, false, NULL},         {"allow-http", false, false, NULL}};
-    const size_t no = sizeof o / sizeof o[0];
+    fsa_opt_t o[O_HTTP + 1];
+    const size_t no = fsa_opts_init(
+        o, O_HTTP + 1, "=device-id\0=server\0=secret-file\0=ca-file\0=pin\0-allow-http\0", false);
     char *pos[1];
     parse_opts(
         argc, argv, o, no, pos, 0,
@@ -325,10 +324,9 @@ static void real_opt(const char *name, const char *value, double min, double max
 static int cmd_attendance(int argc, char **argv)
 {
     enum { O_PEOPLE, O_SITE, O_LAT, O_LON, O_ACC, O_ID };
-    fsa_opt_t o[] = {{"people", true, false, NULL},   {"site", true, false, NULL},
-                     {"lat", true, false, NULL},      {"lon", true, false, NULL},
-                     {"accuracy", true, false, NULL}, {"id", true, false, NULL}};
-    const size_t no = sizeof o / sizeof o[0];
+    fsa_opt_t o[O_ID + 1];
+    const size_t no =
+        fsa_opts_init(o, O_ID + 1, "=people\0=site\0=lat\0=lon\0=accuracy\0=id\0", false);
     char *pos[1];
     int n = parse_opts(argc, argv, o, no, pos, 1,
                        "usage: fieldsync --db FILE attendance checkin|checkout --people ID "
@@ -380,7 +378,7 @@ typedef struct ent_args {
     bool job;
     const char *tname;  /* "job" or "ticket" */
     const fsa_opt_t *o; /* o[E_PARENT] and the rest */
-    char **pos; /* pos[0] is the id */
+    char **pos;         /* pos[0] is the id */
     int n;
 } ent_args_t;
 
@@ -476,8 +474,8 @@ static int ent_escalate(const ent_args_t *a)
         die_usage("ticket escalate needs one ID");
     fieldsync_t *fs = open_fs("fieldsync");
     fieldsync_rec_t rec;
-    fieldsync_status_t st = fieldsync_ticket_escalate(fs, a->pos[0], a->o[E_TO].value,
-                                                      a->o[E_NOTE].value, NULL, &rec);
+    fieldsync_status_t st =
+        fieldsync_ticket_escalate(fs, a->pos[0], a->o[E_TO].value, a->o[E_NOTE].value, NULL, &rec);
     return recorded(fs, st, &rec);
 }
 
@@ -491,8 +489,8 @@ static int cmd_entity(bool job, int argc, char **argv)
     } subs[] = {{"create", 3}, {"transition", 3}, {"set", 3},
                 {"merge", 1},  {"log", 2},        {"escalate", 2}};
     const char *tname = job ? "job" : "ticket";
-    fsa_opt_t o[] = {
-        {"parent", true, false, NULL}, {"to", true, false, NULL}, {"note", true, false, NULL}};
+    fsa_opt_t o[E_NOTE + 1];
+    const size_t no = fsa_opts_init(o, E_NOTE + 1, "=parent\0=to\0=note\0", false);
     char *pos[65]; /* the subcommand, then its arguments */
     char help[512];
     snprintf(help, sizeof help,
@@ -505,7 +503,7 @@ static int cmd_entity(bool job, int argc, char **argv)
                    "log ID JSON_ITEM | set ID NAME=VALUE ...");
     /* The subcommand is the first positional: options (--help too) are parsed first, so that
      * "job --help" is help, not a subcommand. */
-    int n = parse_opts(argc, argv, o, sizeof o / sizeof o[0], pos, 65, help);
+    int n = parse_opts(argc, argv, o, no, pos, 65, help);
     if (n < 1)
         die_usage("%s needs a subcommand", tname);
     const char *sub = pos[0];
@@ -676,9 +674,8 @@ static void print_conflict(void *arg, const char *c)
 
 static int cmd_conflicts(int argc, char **argv)
 {
-    fsa_opt_t o[] = {
-        {"json", false, false, NULL}, {"all", false, false, NULL}, {"take", true, false, NULL}};
-    const size_t no = sizeof o / sizeof o[0];
+    fsa_opt_t o[3];
+    const size_t no = fsa_opts_init(o, 3, "-json\0-all\0=take\0", false);
     char *pos[2];
     int n = parse_opts(argc, argv, o, no, pos, 2,
                        "usage: fieldsync --db FILE conflicts [--json] [--all]\n"
@@ -819,9 +816,8 @@ int main(int argc, char **argv)
     if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK)
         return fail("%s", perr);
     db_path = getenv("FIELDSYNC_DB");
-    fsa_opt_t o[] = {
-        {"db", true, true, NULL}, {"log-level", true, true, NULL}, {"version", false, true, NULL}};
-    const size_t no = sizeof o / sizeof o[0];
+    fsa_opt_t o[3];
+    const size_t no = fsa_opts_init(o, 3, "=db\0=log-level\0-version\0", true);
     fsa_opts_result_t r;
     char err[256];
     if (fsa_opts_parse(argc - 1, argv + 1, o, no, NULL, 0, FSA_OPTS_BEFORE_COMMAND, &r, err,

@@ -383,10 +383,10 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
     d->metrics_every_ms = 10 * 1000;
     /* Options may be given again (the last stands), as they always could. By their index: */
     enum { O_INTERVAL, O_STALL, O_EVERY, O_FILE, O_LISTEN, O_SYSLOG };
-    fsa_opt_t o[] = {{"interval", true, true, NULL},       {"stall-after", true, true, NULL},
-                     {"metrics-every", true, true, NULL},  {"metrics-file", true, true, NULL},
-                     {"metrics-listen", true, true, NULL}, {"syslog", false, true, NULL}};
-    const size_t no = sizeof o / sizeof o[0];
+    fsa_opt_t o[O_SYSLOG + 1];
+    const size_t no = fsa_opts_init(
+        o, O_SYSLOG + 1,
+        "=interval\0=stall-after\0=metrics-every\0=metrics-file\0=metrics-listen\0-syslog\0", true);
     fsa_opts_result_t r;
     char err[256];
     if (fsa_opts_parse(argc, argv, o, no, NULL, 0, 0, &r, err, sizeof err) != FSA_OK) {

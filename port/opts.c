@@ -101,6 +101,18 @@ fsa_status_t fsa_opts_parse(int argc, char *const *args, fsa_opt_t *opts, size_t
     return FSA_OK;
 }
 
+size_t fsa_opts_init(fsa_opt_t *opts, size_t cap, const char *spec, bool repeat)
+{
+    size_t k = 0;
+    for (; k < cap && spec[0] != '\0'; k++, spec += strlen(spec) + 1) {
+        opts[k].name = spec + 1;
+        opts[k].has_value = spec[0] == '=';
+        opts[k].repeat = repeat;
+        opts[k].value = NULL;
+    }
+    return k;
+}
+
 const char *fsa_opts_get(const fsa_opt_t *opts, size_t nopts, const char *name)
 {
     if (opts == NULL || name == NULL)

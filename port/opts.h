@@ -42,6 +42,16 @@ typedef struct fsa_opts_result {
 } fsa_opts_result_t;
 
 /*
+ * Fills opts[0..cap) from spec, a list of names in one string: "=NAME" for an option with a
+ * value, "-NAME" for a flag, each ended by "\0", the list by an empty one (a literal that ends
+ * in "\0"): "=db\0-version\0". repeat as fsa_opt_t's for all. Returns how many were filled (at
+ * most cap). The names point into spec. One string of characters rather than a table of
+ * {"name", ...} initialisers, whose name pointers cost a position-independent program a
+ * load-time relocation each.
+ */
+size_t fsa_opts_init(fsa_opt_t *opts, size_t cap, const char *spec, bool repeat);
+
+/*
  * Parses args[0..argc) into opts[0..nopts) (their value fields, reset first) and up to maxpos
  * positionals into pos (NULL when maxpos is 0). FSA_OK (*res set), or FSA_EINVAL with err
  * naming the problem in one line: "unknown option '--x'", "option '--x' given twice",
