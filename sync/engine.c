@@ -633,16 +633,26 @@ static fsa_status_t push_all(fsa_engine_t *e)
         }
         /* cur is on the wire: read the next batch meanwhile. Anything but a plain batch is left
          * to push_head, once nothing is in flight. */
-        if (batch_read(e, cur.ops[cur.n - 1].seq, max_bytes, &nxt) != FSA_OK || nxt.body == NULL)
+        fsa_status_t ahead = batch_read(e, cur.ops[cur.n - 1].seq, max_bytes, &nxt);
+        if (ahead != FSA_OK || nxt.body == NULL)
             batch_clear(&nxt);
         /* ... and compress it: once cur's answer is in, the server waits for nxt until it is
-         * sent (fsa_transport_compress_ahead; when it fails, the send compresses it itself). */
-        if (nxt.body != NULL) {
-            fsa_status_t ignored = fsa_transport_compress_ahead(e->t, nxt.body, nxt.len);
-            (void)ignored;
+         * sent (fsa_transport_compress_ahead; when it fails otherwise, the send compresses it
+         * itself). */
+        if (nxt.body != NULL &&
+            fsa_transport_compress_ahead(e->t, nxt.body, nxt.len) == FSA_ENOMEM) {
+            ahead = FSA_ENOMEM;
+            batch_clear(&nxt);
         }
         st = push_answer(e, path, &cur, &nxt, &max_bytes);
         batch_clear(&cur);
+        if (st == FSA_OK && ahead == FSA_ENOMEM) {
+            /* Out of memory reading ahead: cur's answer is in, and the cycle ends there, as on
+             * any allocation that fails (the next batch is read again next cycle), rather than
+             * read it again now as if nothing had happened. */
+            report_error(e, "out of memory reading the next batch");
+            st = FSA_ENOMEM;
+        }
         if (st != FSA_OK || !nxt.a.in_flight) {
             batch_abandon(e, &nxt);
             continue;
