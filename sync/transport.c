@@ -606,6 +606,7 @@ typedef struct sink {
     size_t max;
     bool too_large;
     bool no_memory;
+    unsigned long alloc_failures; /* fsa_alloc_failures() when the request began */
 } sink_t;
 
 static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
@@ -771,8 +772,17 @@ static curl_failure_t map_curl_error(CURLcode rc, const sink_t *sink)
         }
         break;
     case CURLE_OUT_OF_MEMORY:
-        f.st = FSA_ENOMEM;
-        f.what = "out of memory";
+        /* libcurl also says this of an answer over its own bounds (a header line of 100 KB or
+         * more, Debian 12's 7.88): the server's doing when no allocation failed on this thread
+         * (libcurl allocates through port/alloc; begin and end run on the caller's thread).
+         * FSA_ENOMEM would have the engine ask again at the next cycle without a backoff. */
+        if (fsa_alloc_failures() == sink->alloc_failures) {
+            f.st = FSA_EPROTO;
+            f.what = "answer over libcurl's limits";
+        } else {
+            f.st = FSA_ENOMEM;
+            f.what = "out of memory";
+        }
         break;
     case CURLE_URL_MALFORMAT:
         f.st = FSA_EINVAL;
@@ -1028,6 +1038,7 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     int level = compressed ? t->next_gzip_level : 0;
     q->method = post ? "POST" : "GET";
     q->sink.max = t->max_response_bytes;
+    q->sink.alloc_failures = fsa_alloc_failures();
     q->up.data = body;
     q->up.len = len;
     st = build_url(t, q, path_and_query, resp);

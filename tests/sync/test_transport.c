@@ -1,6 +1,7 @@
 /* fieldsync tests: sync/transport over real HTTP and HTTPS on 127.0.0.1, against an in-test
  * libmicrohttpd server and a test CA made at run time with the openssl command line. */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -1598,6 +1599,75 @@ static void test_fsa_transport_request__answer_too_large(void **state)
     fsa_transport_free(t);
 }
 
+/* A server that answers one request with a header line of HEADER_LINE_BYTES, over libcurl's own
+ * bound on a header (100 KB), and closes. */
+#define HEADER_LINE_BYTES (150 * 1024)
+
+typedef struct raw_server {
+    int fd;
+    char url[64];
+} raw_server_t;
+
+static void *raw_serve_huge_header(void *arg)
+{
+    raw_server_t *s = arg;
+    int c = accept(s->fd, NULL, NULL);
+    if (c < 0)
+        return NULL;
+    char req[4096];
+    size_t got = 0;
+    while (got < sizeof req - 1) { /* the request's head, whatever it holds */
+        ssize_t n = read(c, req + got, sizeof req - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        req[got] = '\0';
+        if (strstr(req, "\r\n\r\n") != NULL)
+            break;
+    }
+    static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: ";
+    static const char tail[] = "\r\nContent-Length: 2\r\n\r\n{}";
+    char *pad = fsa_malloc(HEADER_LINE_BYTES);
+    if (pad != NULL) {
+        memset(pad, 'a', HEADER_LINE_BYTES);
+        /* The client may give up part way: a failed write ends the answer, as it would. */
+        if (write(c, head, sizeof head - 1) > 0 && write(c, pad, HEADER_LINE_BYTES) > 0)
+            (void)!write(c, tail, sizeof tail - 1);
+        fsa_free(pad);
+    }
+    close(c);
+    return NULL;
+}
+
+/* libcurl reports an answer over its own bounds (a header line of 100 KB or more) as "out of
+ * memory" (CURLE_OUT_OF_MEMORY in Debian 12's 7.88). That is the server's doing, not this
+ * device's memory: a protocol error, which the engine backs off from, and not FSA_ENOMEM, which
+ * it does not (a server that sends such headers would be asked again at the next cycle, with no
+ * backoff). Told apart by the allocator: no allocation failed on this thread meanwhile. */
+static void test_fsa_transport_request__header_over_libcurls_bound_is_the_servers(void **state)
+{
+    (void)state;
+    raw_server_t s = {.fd = socket(AF_INET, SOCK_STREAM, 0)};
+    assert_true(s.fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(s.fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(s.fd, 1), 0);
+    assert_int_equal(getsockname(s.fd, (struct sockaddr *)&a, &alen), 0);
+    snprintf(s.url, sizeof s.url, "http://127.0.0.1:%d", (int)ntohs(a.sin_port));
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, raw_serve_huge_header, &s), 0);
+    fsa_transport_opts_t o = http_opts();
+    o.base_url = s.url;
+    fsa_transport_t *t = make(&o);
+    unsigned long failures = fsa_alloc_failures();
+    expect_fail(t, "/v1/ping", FSA_EPROTO, "over libcurl's limits");
+    assert_int_equal(fsa_alloc_failures(), failures);
+    fsa_transport_free(t);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    close(s.fd);
+}
+
 static void test_fsa_transport_request__gzip_answer_inflated(void **state)
 {
     (void)state;
@@ -1838,6 +1908,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__sign_error_aborts),
         cmocka_unit_test(test_fsa_transport_request__total_timeout),
         cmocka_unit_test(test_fsa_transport_request__answer_too_large),
+        cmocka_unit_test(test_fsa_transport_request__header_over_libcurls_bound_is_the_servers),
         cmocka_unit_test(test_fsa_transport_request__gzip_answer_inflated),
         cmocka_unit_test(test_fsa_transport_request__retry_after),
         cmocka_unit_test(test_fsa_transport_request__retry_after_date_on_the_ports_clock),
