@@ -1,8 +1,8 @@
 /* fieldsync tests: sync/transport over real HTTP and HTTPS on 127.0.0.1, against an in-test
  * libmicrohttpd server and a test CA made at run time with the openssl command line. */
 #include <arpa/inet.h>
-#include <pthread.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
