@@ -147,6 +147,35 @@ static fsa_status_t check_client_key(const char *path, char *err, size_t errlen)
     return st;
 }
 
+/* A certificate file (the CA file, the client certificate; NULL: none), read now so that a wrong
+ * file fails at init and reload rather than at the first sync: FSA_OK when it holds a PEM
+ * certificate or starts as a DER one does (an ASN.1 SEQUENCE of 256 bytes to 64 KiB: 0x30 0x82),
+ * both of which libcurl's TLS reads;
+ * else FSA_EINVAL, or the reader's status, with err naming the file. */
+#define CERT_FILE_MAX_BYTES (4 * 1024 * 1024) /* a system's whole CA bundle is ~200 KB */
+
+static fsa_status_t check_cert_file(const char *path, const char *what, char *err, size_t errlen)
+{
+    if (path == NULL)
+        return FSA_OK;
+    char *text = NULL;
+    size_t len = 0;
+    char why[400] = "";
+    fsa_status_t st = fsa_file_read(path, CERT_FILE_MAX_BYTES, 0, &text, &len, why, sizeof why);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "%s: %s", what, why);
+        return st;
+    }
+    bool cert = (len > 2 && (unsigned char)text[0] == 0x30 && (unsigned char)text[1] == 0x82) ||
+                strstr(text, "-----BEGIN CERTIFICATE-----") != NULL;
+    fsa_free(text);
+    if (!cert) {
+        snprintf(err, errlen, "%s %.200s holds no certificate (PEM or DER)", what, path);
+        return FSA_EINVAL;
+    }
+    return FSA_OK;
+}
+
 /* ---- the resolver policy ---- */
 
 /*
@@ -324,6 +353,10 @@ fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bo
         fsa_transport_t *t = NULL;
         st = fsa_transport_new(port, &to, &t, err, errlen);
         fsa_transport_free(t);
+        if (st == FSA_OK)
+            st = check_cert_file(c->ca_file, "CA file", err, errlen);
+        if (st == FSA_OK)
+            st = check_cert_file(c->client_cert, "client certificate", err, errlen);
         if (st == FSA_OK)
             st = check_client_key(c->client_key, err, errlen);
         if (st != FSA_OK)

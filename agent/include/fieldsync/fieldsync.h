@@ -136,7 +136,9 @@ typedef enum fieldsync_durability {
  * With FIELDSYNC_OPEN_INIT, device_id, server_url and secret_file are required and are stored
  * in the journal with the TLS and policy members; without it they are read from the journal,
  * and a member given here overrides the stored one for this handle only (device_id, if given,
- * must match the journal's: FIELDSYNC_EINVAL otherwise).
+ * must match the journal's: FIELDSYNC_EINVAL otherwise). FIELDSYNC_OPEN_INIT checks the files
+ * before it creates anything: the secret and the client key as said below, and ca_file and
+ * client_cert must hold a certificate (PEM, or one DER certificate): FIELDSYNC_EINVAL otherwise.
  */
 typedef struct fieldsync_config {
     uint32_t size;            /* sizeof(fieldsync_config_t); required */

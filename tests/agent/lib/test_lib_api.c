@@ -361,6 +361,28 @@ static void test_open__bad_configs(void **state)
     assert_st(FIELDSYNC_ENOTFOUND, fieldsync_open(&cfg, &fs));
     assert_non_null(strstr(fieldsync_errmsg(fs), "CA file"));
     assert_st(FIELDSYNC_OK, fieldsync_close(fs));
+    /* A CA file or client certificate that holds no certificate fails at init, not at the first
+     * sync, and leaves no journal (the secret file stands in for any text file). */
+    char journal[sizeof f->dir + 32];
+    snprintf(journal, sizeof journal, "%s/new.db", f->dir);
+    const char *what[] = {"CA file", "client certificate"};
+    for (int i = 0; i < 2; i++) {
+        cfg = cfx_config(f, FIELDSYNC_OPEN_INIT);
+        cfg.journal_path = journal;
+        if (i == 0) {
+            cfg.ca_file = f->secret;
+        } else {
+            cfg.client_cert = f->secret;
+            cfg.client_key = f->secret;
+        }
+        assert_st(FIELDSYNC_EINVAL, fieldsync_open(&cfg, &fs));
+        const char *msg = fieldsync_errmsg(fs);
+        if (strstr(msg, what[i]) == NULL || strstr(msg, "holds no certificate") == NULL ||
+            strchr(msg, '\n') != NULL)
+            fail_msg("%s that is not one: \"%s\"", what[i], msg);
+        assert_st(FIELDSYNC_OK, fieldsync_close(fs));
+        assert_int_equal(access(journal, F_OK), -1);
+    }
 }
 
 typedef struct thread_arg {
