@@ -441,6 +441,10 @@ fsa_status_t fsa_journal_entity_conflicts(fsa_journal_t *j, fsa_type_t type, con
  * uncorrected clock when the offset cannot be read (out of memory, an I/O error). Recording calls
  * never stamp an op with an uncorrected time: they fail instead. */
 fsa_wall_t fsa_journal_now(fsa_journal_t *j);
+/* The same, or the failure to read the offset (FSA_ENOMEM, FSA_EIO; *out then uncorrected): for
+ * a time that goes into an op or a request's signature, where an uncorrected one would be wrong
+ * rather than late. */
+fsa_status_t fsa_journal_now_checked(fsa_journal_t *j, fsa_wall_t *out) FSA_MUST_CHECK;
 
 /* Runs PRAGMA integrity_check; FSA_OK or FSA_ECORRUPT (err names the first problem). */
 fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen) FSA_MUST_CHECK;

@@ -108,6 +108,11 @@ fsa_status_t fsa__jn_now_checked(fsa_journal_t *j, fsa_wall_t *out)
     return s;
 }
 
+fsa_status_t fsa_journal_now_checked(fsa_journal_t *j, fsa_wall_t *out)
+{
+    return now_checked(j, out);
+}
+
 fsa_wall_t fsa_journal_now(fsa_journal_t *j)
 {
     fsa_wall_t w;

@@ -89,8 +89,15 @@ static fsa_status_t sign_cb(void *arg, const char *method, const char *path_and_
     fsa_engine_t *e = arg;
     memset(out, 0, sizeof *out);
     snprintf(out->device_id, sizeof out->device_id, "%s", e->device_id);
-    snprintf(out->timestamp, sizeof out->timestamp, "%" PRId64, fsa_journal_now(e->j).ms);
-    fsa_status_t st = fsa_signer_nonce(e->port, out->nonce);
+    /* An uncorrected time (the offset unreadable: out of memory, an I/O error) would be refused
+     * by the server as a clock skew, or worse teach the engine a wrong offset: the request fails
+     * instead, with the reason. */
+    fsa_wall_t now;
+    fsa_status_t st = fsa_journal_now_checked(e->j, &now);
+    if (st != FSA_OK)
+        return st;
+    snprintf(out->timestamp, sizeof out->timestamp, "%" PRId64, now.ms);
+    st = fsa_signer_nonce(e->port, out->nonce);
     if (st == FSA_OK)
         st = fsa_signer_sign(&e->key, method, path_and_query, out->timestamp, out->nonce, wire_body,
                              wire_len, out->signature);

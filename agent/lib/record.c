@@ -290,14 +290,19 @@ fieldsync_status_t fieldsync_attendance(fieldsync_t *fs, bool checkin, const cha
                          "ATTENDANCE_UPDATE:people:PEOPLE_ID is at most %d bytes)",
                          people_max, FSA_LIMIT_LOCK_KEY_BYTES);
     snprintf(resource, sizeof resource, "people:%s", people_id);
+    /* The check-in's time: never an uncorrected one (the journal's offset unreadable). */
+    fsa_wall_t now;
+    fsa_status_t st = fsa_journal_now_checked(fs->j, &now);
+    if (st != FSA_OK)
+        return fsl__fail(fs, fsl__status(st), "attendance: the clock offset: %s",
+                         fsa_status_str(st));
 
     fsl_jb_t b = {0};
     fsl__jb_raw(&b, "{\"people_id\":");
     fsl__jb_str(&b, people_id);
     fsl__jb_raw(&b, ",\"site_id\":");
     fsl__jb_str(&b, site_id);
-    fsl__jb_fmt(&b, ",\"kind\":\"%s\",\"at\":%" PRId64, checkin ? "checkin" : "checkout",
-                fsa_journal_now(fs->j).ms);
+    fsl__jb_fmt(&b, ",\"kind\":\"%s\",\"at\":%" PRId64, checkin ? "checkin" : "checkout", now.ms);
     if (pos != NULL) {
         fsl__jb_fmt(&b, ",\"lat\":%.7f,\"lon\":%.7f", pos->lat, pos->lon);
         if (pos->accuracy_m >= 0)
@@ -309,7 +314,7 @@ fieldsync_status_t fieldsync_attendance(fieldsync_t *fs, bool checkin, const cha
     }
     fsl__jb_raw(&b, "}");
     char *fields = NULL;
-    fsa_status_t st = fsl__jb_take(&b, &fields);
+    st = fsl__jb_take(&b, &fields);
     if (st != FSA_OK)
         return fsl__fail(fs, fsl__status(st), "attendance: %s", fsa_status_str(st));
     verb_arg_t a = {.type = FSA_TYPE_ATTENDANCE, .id = id, .json = fields};
@@ -417,8 +422,13 @@ fieldsync_status_t fieldsync_ticket_escalate(fieldsync_t *fs, const char *id, co
     char resource[RESOURCE_BYTES];
     VERB_START("ticket", id, resource);
     /* As one group: level + 1, the history entry, and the new assignee when given. */
+    fsa_wall_t now;
+    fsa_status_t st = fsa_journal_now_checked(fs->j, &now);
+    if (st != FSA_OK)
+        return fsl__fail(fs, fsl__status(st), "ticket %s: the clock offset: %s", id,
+                         fsa_status_str(st));
     fsl_jb_t item = {0}, assign = {0};
-    fsl__jb_fmt(&item, "{\"action\":\"escalated\",\"at\":%" PRId64, fsa_journal_now(fs->j).ms);
+    fsl__jb_fmt(&item, "{\"action\":\"escalated\",\"at\":%" PRId64, now.ms);
     if (to != NULL) {
         fsl__jb_raw(&item, ",\"to\":");
         fsl__jb_str(&item, to);
@@ -432,7 +442,7 @@ fieldsync_status_t fieldsync_ticket_escalate(fieldsync_t *fs, const char *id, co
     }
     fsl__jb_raw(&item, "}");
     char *item_json = NULL, *assign_json = NULL;
-    fsa_status_t st = fsl__jb_take(&item, &item_json);
+    st = fsl__jb_take(&item, &item_json);
     fsa_status_t st2 = fsl__jb_take(&assign, &assign_json);
     if (st == FSA_OK)
         st = st2;
@@ -569,9 +579,15 @@ static fsa_status_t do_tour(fieldsync_t *fs, void *arg, const fsa_fence_t *fence
         fsa_free(w);
         return st;
     }
+    fsa_wall_t now;
+    st = fsa_journal_now_checked(fs->j, &now);
+    if (st != FSA_OK) {
+        fsa_free(w);
+        return st;
+    }
     char touch[FSA_ID_BYTES + 96];
     snprintf(touch, sizeof touch, "{\"last_checkpoint\":\"%s\",\"last_checkpoint_at\":%" PRId64 "}",
-             w->ids[w->n - 1], fsa_journal_now(fs->j).ms);
+             w->ids[w->n - 1], now.ms);
     char *fields = fsa_strdup(a->fields); /* one copy, shared by the sets (not modified) */
     if (fields == NULL) {
         fsa_free(w);
