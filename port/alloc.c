@@ -20,6 +20,7 @@ static atomic_ulong calls;
 static atomic_bool fired;
 static void (*_Atomic on_fault)(void *arg);
 static void *_Atomic on_fault_arg;
+static const void *_Atomic fault_caller;
 
 void fsa_alloc_fail_nth(unsigned long n)
 {
@@ -39,6 +40,11 @@ bool fsa_alloc_fault_fired(void)
     return atomic_load(&fired);
 }
 
+const void *fsa_alloc_fault_caller(void)
+{
+    return atomic_load(&fault_caller);
+}
+
 void fsa_alloc_on_fault(void (*fn)(void *arg), void *arg)
 {
     atomic_store(&on_fault, NULL);
@@ -46,26 +52,31 @@ void fsa_alloc_on_fault(void (*fn)(void *arg), void *arg)
     atomic_store(&on_fault, fn);
 }
 
-/* True when this allocation is the armed one. The common case is one relaxed load. */
-static bool fault(void)
+/* True when this allocation is the armed one. The common case is one relaxed load. caller: the
+ * return address of the public function's call (CALLER). */
+static bool fault(const void *caller)
 {
     if (atomic_load_explicit(&fail_at, memory_order_relaxed) == 0)
         return false;
     unsigned long n = atomic_fetch_add(&calls, 1) + 1;
     if (n != atomic_load(&fail_at))
         return false;
+    atomic_store(&fault_caller, caller);
     atomic_store(&fired, true);
     void (*fn)(void *) = atomic_load(&on_fault);
     if (fn != NULL)
         fn(atomic_load(&on_fault_arg));
     return true;
 }
+#define CALLER __builtin_return_address(0)
 #else
 /* The production allocator: no countdown, nothing to check. */
-static bool fault(void)
+static bool fault(const void *caller)
 {
+    (void)caller;
     return false;
 }
+#define CALLER NULL
 #endif
 
 /* Counts a NULL result of a non-empty request (malloc(0) may return NULL and is no failure). */
@@ -78,17 +89,17 @@ static void *counted(void *p, bool nonempty)
 
 void *fsa_malloc(size_t size)
 {
-    return counted(fault() ? NULL : malloc(size), size > 0);
+    return counted(fault(CALLER) ? NULL : malloc(size), size > 0);
 }
 
 void *fsa_calloc(size_t count, size_t size)
 {
-    return counted(fault() ? NULL : calloc(count, size), count > 0 && size > 0);
+    return counted(fault(CALLER) ? NULL : calloc(count, size), count > 0 && size > 0);
 }
 
 void *fsa_realloc(void *ptr, size_t size)
 {
-    return counted(fault() ? NULL : realloc(ptr, size), size > 0);
+    return counted(fault(CALLER) ? NULL : realloc(ptr, size), size > 0);
 }
 
 void fsa_free(void *ptr)
@@ -96,20 +107,25 @@ void fsa_free(void *ptr)
     free(ptr);
 }
 
-char *fsa_strdup(const char *s)
+/* The n first bytes of s and a NUL; caller as fault()'s (a library's strdup hook is ours). */
+static char *dup_n(const char *s, size_t n, const void *caller)
 {
-    return fsa_strndup(s, strlen(s));
-}
-
-char *fsa_strndup(const char *s, size_t max)
-{
-    size_t n = strnlen(s, max);
-    char *out = fsa_malloc(n + 1);
+    char *out = counted(fault(caller) ? NULL : malloc(n + 1), true);
     if (out != NULL) {
         memcpy(out, s, n);
         out[n] = '\0';
     }
     return out;
+}
+
+char *fsa_strdup(const char *s)
+{
+    return dup_n(s, strlen(s), CALLER);
+}
+
+char *fsa_strndup(const char *s, size_t max)
+{
+    return dup_n(s, strnlen(s, max), CALLER);
 }
 
 void *fsa_array_grow(void *items, size_t *cap, size_t n, size_t size, size_t first, size_t max)

@@ -53,6 +53,12 @@ bool fsa_alloc_fault_fired(void);
  * take a backtrace). NULL removes it.
  */
 void fsa_alloc_on_fault(void (*fn)(void *arg), void *arg);
+
+/* Where the armed allocation that failed was called from: the return address of its call to
+ * fsa_malloc (or calloc, realloc, strdup, strndup). A library given these functions as its hooks
+ * (libcurl, cJSON) calls them directly, so the address is in that library even where its frames
+ * cannot be unwound (ARM without unwind tables). NULL before any armed allocation failed. */
+const void *fsa_alloc_fault_caller(void);
 #endif
 
 /*

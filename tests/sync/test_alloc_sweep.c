@@ -89,6 +89,17 @@ static const char *const site_names[] = {"ours", "sqlite", "cjson", "curl", "unk
  * C library's start (an unwinder without tables for this target stops early: unknown). */
 static site_t classify(void)
 {
+    /* A library that has the allocator as its hooks (libcurl, cJSON) called it itself: its
+     * address names it even where its frames cannot be unwound (libcurl on armhf). */
+    Dl_info caller;
+    if (dladdr(fsa_alloc_fault_caller(), &caller) != 0 && caller.dli_fname != NULL) {
+        const char *base = strrchr(caller.dli_fname, '/');
+        base = base != NULL ? base + 1 : caller.dli_fname;
+        if (strncmp(base, "libcurl", 7) == 0)
+            return SITE_CURL;
+        if (strncmp(base, "libcjson", 8) == 0)
+            return SITE_CJSON;
+    }
     bool complete = false;
     site_t lib = SITE_OURS;
     for (int i = 0; i < nframes; i++) {
