@@ -737,7 +737,7 @@ typedef struct curl_failure {
     const char *what;
 } curl_failure_t;
 
-static curl_failure_t map_curl_error(CURLcode rc, const sink_t *sink)
+static curl_failure_t map_curl_error(CURLcode rc, const sink_t *sink, int status)
 {
     curl_failure_t f = {FSA_ENET, "network error"};
     switch (rc) {
@@ -773,10 +773,12 @@ static curl_failure_t map_curl_error(CURLcode rc, const sink_t *sink)
         break;
     case CURLE_OUT_OF_MEMORY:
         /* libcurl also says this of an answer over its own bounds (a header line of 100 KB or
-         * more, Debian 12's 7.88): the server's doing when no allocation failed on this thread
-         * (libcurl allocates through port/alloc; begin and end run on the caller's thread).
-         * FSA_ENOMEM would have the engine ask again at the next cycle without a backoff. */
-        if (fsa_alloc_failures() == sink->alloc_failures) {
+         * more, Debian 12's 7.88): the server's doing when the answer had begun (its status
+         * line read) and no allocation failed on this thread (libcurl allocates through
+         * port/alloc, on the caller's thread: begin and end run there; TLS's allocations do not
+         * come here, but they are made before an answer starts). FSA_ENOMEM would have the
+         * engine ask again at the next cycle without a backoff. */
+        if (status > 0 && fsa_alloc_failures() == sink->alloc_failures) {
             f.st = FSA_EPROTO;
             f.what = "answer over libcurl's limits";
         } else {
@@ -1169,7 +1171,7 @@ fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
     if (rc == CURLE_OK)
         learn_gzip_level(t, q, resp->status);
     if (rc != CURLE_OK) {
-        curl_failure_t f = map_curl_error(rc, &q->sink);
+        curl_failure_t f = map_curl_error(rc, &q->sink, resp->status);
         fsa_status_t st = f.st;
         if (st == FSA_ETOOLARGE)
             say(resp->error, sizeof resp->error, "%s: %s %.120s: over %zu bytes", f.what, q->method,
