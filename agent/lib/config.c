@@ -148,10 +148,9 @@ static fsa_status_t check_client_key(const char *path, char *err, size_t errlen)
 }
 
 /* A certificate file (the CA file, the client certificate; NULL: none), read now so that a wrong
- * file fails at init and reload rather than at the first sync: FSA_OK when it holds a PEM
- * certificate or starts as a DER one does (an ASN.1 SEQUENCE of 256 bytes to 64 KiB: 0x30 0x82),
- * both of which libcurl's TLS reads;
- * else FSA_EINVAL, or the reader's status, with err naming the file. */
+ * file fails at init rather than at the first sync: FSA_OK when it holds a PEM certificate (the
+ * only form libcurl's TLS reads from these files), else FSA_EINVAL, or the reader's status, with
+ * err naming the file. */
 #define CERT_FILE_MAX_BYTES (4 * 1024 * 1024) /* a system's whole CA bundle is ~200 KB */
 
 static fsa_status_t check_cert_file(const char *path, const char *what, char *err, size_t errlen)
@@ -166,11 +165,12 @@ static fsa_status_t check_cert_file(const char *path, const char *what, char *er
         snprintf(err, errlen, "%s: %s", what, why);
         return st;
     }
-    bool cert = (len > 2 && (unsigned char)text[0] == 0x30 && (unsigned char)text[1] == 0x82) ||
-                strstr(text, "-----BEGIN CERTIFICATE-----") != NULL;
+    bool cert = strstr(text, "-----BEGIN CERTIFICATE-----") != NULL ||
+                strstr(text, "-----BEGIN TRUSTED CERTIFICATE-----") != NULL;
     fsa_free(text);
     if (!cert) {
-        snprintf(err, errlen, "%s %.200s holds no certificate (PEM or DER)", what, path);
+        snprintf(err, errlen, "%s %.200s holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                 what, path);
         return FSA_EINVAL;
     }
     return FSA_OK;

@@ -138,7 +138,7 @@ typedef enum fieldsync_durability {
  * and a member given here overrides the stored one for this handle only (device_id, if given,
  * must match the journal's: FIELDSYNC_EINVAL otherwise). FIELDSYNC_OPEN_INIT checks the files
  * before it creates anything: the secret and the client key as said below, and ca_file and
- * client_cert must hold a certificate (PEM, or one DER certificate): FIELDSYNC_EINVAL otherwise.
+ * client_cert must hold a PEM certificate: FIELDSYNC_EINVAL otherwise.
  */
 typedef struct fieldsync_config {
     uint32_t size;            /* sizeof(fieldsync_config_t); required */

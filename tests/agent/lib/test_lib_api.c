@@ -377,7 +377,7 @@ static void test_open__bad_configs(void **state)
         }
         assert_st(FIELDSYNC_EINVAL, fieldsync_open(&cfg, &fs));
         const char *msg = fieldsync_errmsg(fs);
-        if (strstr(msg, what[i]) == NULL || strstr(msg, "holds no certificate") == NULL ||
+        if (strstr(msg, what[i]) == NULL || strstr(msg, "holds no PEM certificate") == NULL ||
             strchr(msg, '\n') != NULL)
             fail_msg("%s that is not one: \"%s\"", what[i], msg);
         assert_st(FIELDSYNC_OK, fieldsync_close(fs));

@@ -578,12 +578,14 @@ static const check_row_t check_rows[] = {
 
 /* A TLS file named in a row: a path is taken as it is; a name is made in the temp dir (into out),
  * "open.key" mode 0644, "ro.key" 0400, "link.key" a symlink to a 0600 key, "none.key" absent,
- * any other 0600. The content is a stand-in: the checks do not parse it. */
+ * any other 0600. The content is a stand-in, a certificate's and a key's PEM lines around no real
+ * one: the key checks do not parse it, and init's certificate check looks for the lines only. */
 static const char *make_tls_file(const char *name, char *out, size_t n)
 {
     if (name == NULL || strchr(name, '/') != NULL)
         return name;
-    static const char pem[] = "-----BEGIN PRIVATE KEY-----\n" MARK "\n-----END PRIVATE KEY-----\n";
+    static const char pem[] = "-----BEGIN CERTIFICATE-----\n" MARK "\n-----END CERTIFICATE-----\n"
+                              "-----BEGIN PRIVATE KEY-----\n" MARK "\n-----END PRIVATE KEY-----\n";
     path_in(out, n, name);
     unlink(out);
     if (strcmp(name, "link.key") == 0) {
