@@ -313,6 +313,12 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
         st = FSA_ESCHEMA;
         goto out;
     }
+    if (version < 0) { /* no fieldsync wrote it: migrations[version] would read before the table */
+        snprintf(err, errlen, "journal %s has schema version %lld, which no fieldsync writes", path,
+                 (long long)version);
+        st = FSA_ESCHEMA;
+        goto out;
+    }
     /* A new file gets the current schema at once; an older journal, each step from its own. */
     int64_t v = version == 0 ? FSA_SCHEMA_VERSION - 1 : version;
     for (; v < FSA_SCHEMA_VERSION; v++) {

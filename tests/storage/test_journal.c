@@ -112,6 +112,14 @@ static void test_fsa_journal_open__newer_schema_refused(void **state)
                      FSA_ESCHEMA);
     assert_non_null(strstr(err, "newer"));
     assert_null(f->j);
+    /* A negative version is no fieldsync's either (it read before the table of steps). */
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = -3", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err),
+                     FSA_ESCHEMA);
+    assert_non_null(strstr(err, "version -3"));
+    assert_null(f->j);
 }
 
 static void test_fsa_journal_open__garbage_file_refused(void **state)
