@@ -239,10 +239,8 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
     fsa_status_t st = FSA_EINVAL;
     char *scheme = NULL, *host = NULL, *path = NULL, *full = NULL;
     CURLU *u = curl_url();
-    if (u == NULL) {
-        say(err, errlen, "out of memory parsing base_url");
-        return FSA_ENOMEM;
-    }
+    if (u == NULL)
+        goto nomem;
     /* NON_SUPPORT_SCHEME lets any scheme through the parser so the check below can name it. */
     CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
     if (uc != CURLUE_OK) {
@@ -254,11 +252,8 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
     uc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
     if (uc == CURLUE_OK)
         uc = curl_url_get(u, CURLUPART_HOST, &host, 0);
-    if (uc == CURLUE_OUT_OF_MEMORY) {
-        st = FSA_ENOMEM;
-        say(err, errlen, "out of memory parsing base_url");
-        goto out;
-    }
+    if (uc == CURLUE_OUT_OF_MEMORY)
+        goto nomem;
     if (uc != CURLUE_OK || host[0] == '\0') {
         say(err, errlen, "malformed base_url \"%.120s\": no scheme or host", url_shown(url));
         goto out;
@@ -272,11 +267,8 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
     static const CURLUPart forbidden[] = {CURLUPART_USER, CURLUPART_PASSWORD, CURLUPART_QUERY,
                                           CURLUPART_FRAGMENT};
     bool found = false;
-    if (url_has_any(u, forbidden, sizeof forbidden / sizeof forbidden[0], &found) != FSA_OK) {
-        st = FSA_ENOMEM;
-        say(err, errlen, "out of memory parsing base_url");
-        goto out;
-    }
+    if (url_has_any(u, forbidden, sizeof forbidden / sizeof forbidden[0], &found) != FSA_OK)
+        goto nomem;
     if (found) {
         /* Not echoed: the URL may hold a password. */
         say(err, errlen, "base_url must not hold credentials, a query or a fragment");
@@ -298,11 +290,8 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
         goto out;
     }
     if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK) {
-        st = FSA_ENOMEM;
-        say(err, errlen, "out of memory parsing base_url");
-        goto out;
-    }
+        curl_url_get(u, CURLUPART_URL, &full, 0) != CURLUE_OK)
+        goto nomem;
     t->base_url = dup_trimmed(full);
     t->base_path = dup_trimmed(path);
     if (t->base_url == NULL || t->base_path == NULL) {
@@ -311,6 +300,10 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
         goto out;
     }
     st = FSA_OK;
+    goto out;
+nomem: /* curl_url_cleanup and curl_free take NULL */
+    st = FSA_ENOMEM;
+    say(err, errlen, "out of memory parsing base_url");
 out:
     curl_free(scheme);
     curl_free(host);
@@ -371,15 +364,14 @@ static long clamp_ms(int64_t ms, int64_t dflt)
     return ms > LONG_MAX ? LONG_MAX : (long)ms;
 }
 
-/* Sets one option; on failure records which one and leaves through `out`. */
+/* Sets one option; on failure records which one and leaves through `refused`, the one error path
+ * that set_curl_opts's options share (one copy of the message's code, not one per option). */
 #define SETOPT(opt, val)                                                                           \
     do {                                                                                           \
-        CURLcode rc_ = curl_easy_setopt(t->curl, opt, val);                                        \
-        if (rc_ != CURLE_OK) {                                                                     \
-            st = rc_ == CURLE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;                             \
-            say(err, errlen, "libcurl refused %s: %s", #opt, curl_easy_strerror(rc_));             \
-            goto out;                                                                              \
-        }                                                                                          \
+        what = #opt;                                                                               \
+        rc = curl_easy_setopt(t->curl, opt, val);                                                  \
+        if (rc != CURLE_OK)                                                                        \
+            goto refused;                                                                          \
     } while (0)
 
 /* The options that need no libcurl: FSA_OK, or FSA_EINVAL with err naming the problem. */
@@ -426,7 +418,8 @@ static int on_progress(void *cancel, curl_off_t dl_total, curl_off_t dl_now, cur
 static fsa_status_t set_curl_opts(fsa_transport_t *t, const fsa_transport_opts_t *opts, char *err,
                                   size_t errlen)
 {
-    fsa_status_t st = FSA_EINVAL;
+    const char *what;
+    CURLcode rc;
     SETOPT(CURLOPT_ERRORBUFFER, t->curl_err);
     /* Signals would interrupt the host program; timeouts work without them (threaded resolver). */
     SETOPT(CURLOPT_NOSIGNAL, 1L);
@@ -467,9 +460,10 @@ static fsa_status_t set_curl_opts(fsa_transport_t *t, const fsa_transport_opts_t
         (void)curl_easy_setopt(t->curl, CURLOPT_XFERINFODATA, (void *)(uintptr_t)opts->cancel);
         (void)curl_easy_setopt(t->curl, CURLOPT_NOPROGRESS, 0L);
     }
-    st = FSA_OK;
-out:
-    return st;
+    return FSA_OK;
+refused:
+    say(err, errlen, "libcurl refused %s: %s", what, curl_easy_strerror(rc));
+    return rc == CURLE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
 }
 
 fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_t *opts,
