@@ -107,12 +107,14 @@
     "  ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v); END;"
 
 /*
- * Migrations: migrations[v] takes a journal from schema version v to v + 1. A journal's version
- * is PRAGMA user_version (0 for a new file). Each step runs in the same transaction as the
- * version bump, so a crash mid-migration leaves the old version intact. Never edit a step that
- * has shipped: append a new one.
+ * Migrations: the steps from schema version 1 up, each ended by a NUL; migration(v) takes a
+ * journal from schema version v to v + 1. A journal's version is PRAGMA user_version (0 for a
+ * new file). Each step runs in the same transaction as the version bump, so a crash
+ * mid-migration leaves the old version intact. Never edit a step that has shipped: append a new
+ * one. One array of chars, not a table of pointers to them: each pointer in a table costs the
+ * binary a relocation.
  */
-static const char *const migrations[FSA_SCHEMA_VERSION] = {
+static const char migration_steps[] =
     /* 0 -> 1: never run. A new file (version 0) gets schema_current in one step, and no journal
      * was ever made without a version. Schema 1 was ENTITIES_DDL, an outbox with AUTOINCREMENT
      * and the columns of OUTBOX_V3_COLUMNS, its index outbox_by_entity, DONE_OPS_TABLE_DDL with
@@ -120,7 +122,6 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
      * CONFLICTS_V3_AFTER_SEQ and STATE_AND_LOCKS_DDL (git history has its text;
      * tests/storage/test_journal_changes.c turns a new journal into one of schema 1's shape to
      * test the steps after it). */
-    NULL,
     /* 1 -> 2: the change log. Every transaction that changes an entity appends a row, so that
      * every process on the journal (an app, the daemon) can tell its listeners what changed,
      * each change once, by reading past the last row it saw. AUTOINCREMENT: a seq is never
@@ -143,7 +144,8 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     /* A batch takes a group whole: its size is counted before its first op is taken, once per
      * group per batch; without an index that count scanned the whole outbox. Only grouped ops
      * are in it. */
-    "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';",
+    "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';"
+    "\0"
     /* 2 -> 3: the outbox and the change log without AUTOINCREMENT. AUTOINCREMENT rewrote a row of
      * sqlite_sequence (its own b-tree, one more page in the WAL) for every insert into either:
      * an eighth of a record's cost. The promise stays: a seq is never reused.
@@ -174,7 +176,7 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
     "DROP TABLE changes;"
     "ALTER TABLE outbox_v3 RENAME TO outbox;"
     "ALTER TABLE conflicts_v3 RENAME TO conflicts;"
-    "ALTER TABLE changes_v3 RENAME TO changes;" OUTBOX_V3_INDEXES,
+    "ALTER TABLE changes_v3 RENAME TO changes;" OUTBOX_V3_INDEXES "\0"
     /* 3 -> 4: two writes less for every op the drain applies (docs/performance.md, "Drain").
      * - The trigger ran a program and a seek for every row deleted from the outbox, to keep the
      *   highest seq deleted from its top. The two statements that delete outbox rows now note the
@@ -183,8 +185,21 @@ static const char *const migrations[FSA_SCHEMA_VERSION] = {
      *   which is all that the next seq needs (one above both).
      * - done_ops' index by time, one more entry per done op: the audit ids are pruned in op id
      *   order instead, which for UUIDv7 ids is the order they were made (journal_outbox.c). */
-    "DROP TRIGGER outbox_keeps_last_seq; DROP INDEX done_ops_by_time;",
-};
+    "DROP TRIGGER outbox_keeps_last_seq; DROP INDEX done_ops_by_time;";
+_Static_assert(FSA_SCHEMA_VERSION == 4, "a new step: append it to migration_steps");
+#define SCHEMA_VERSION_TEXT_(v) #v
+#define SCHEMA_VERSION_TEXT_OF(v) SCHEMA_VERSION_TEXT_(v)
+#define SCHEMA_VERSION_TEXT SCHEMA_VERSION_TEXT_OF(FSA_SCHEMA_VERSION) /* "4" */
+
+/* The step from version v to v + 1, v from 1 to FSA_SCHEMA_VERSION - 1 (a few, once per open of
+ * an older journal: the walk costs nothing that matters). */
+static const char *migration(int64_t v)
+{
+    const char *s = migration_steps;
+    for (int64_t i = 1; i < v; i++)
+        s += strlen(s) + 1;
+    return s;
+}
 
 /*
  * The current schema, for a new journal, in one script: what the steps above leave, without
@@ -313,7 +328,7 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
         st = FSA_ESCHEMA;
         goto out;
     }
-    if (version < 0) { /* no fieldsync wrote it: migrations[version] would read before the table */
+    if (version < 0) { /* no fieldsync wrote it: migration(version) has no step for it */
         snprintf(err, errlen, "journal %s has schema version %lld, which no fieldsync writes", path,
                  (long long)version);
         st = FSA_ESCHEMA;
@@ -322,7 +337,7 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
     /* A new file gets the current schema at once; an older journal, each step from its own. */
     int64_t v = version == 0 ? FSA_SCHEMA_VERSION - 1 : version;
     for (; v < FSA_SCHEMA_VERSION; v++) {
-        st = fsa__db_exec(db, version == 0 ? schema_current : migrations[v], detail, sizeof detail);
+        st = fsa__db_exec(db, version == 0 ? schema_current : migration(v), detail, sizeof detail);
         if (st != FSA_OK) {
             snprintf(err, errlen, "journal %s: migration to version %lld failed: %s", path,
                      (long long)v + 1, detail);
@@ -330,9 +345,7 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
         }
     }
     if (version < FSA_SCHEMA_VERSION) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", FSA_SCHEMA_VERSION);
-        st = fsa__db_exec(db, sql, detail, sizeof detail);
+        st = fsa__db_exec(db, "PRAGMA user_version = " SCHEMA_VERSION_TEXT, detail, sizeof detail);
         if (st != FSA_OK) {
             snprintf(err, errlen, "journal %s: cannot set schema version: %s", path, detail);
             goto out;
