@@ -1,6 +1,7 @@
 /* fieldsync: the lock manager: leases in the journal's locks table, liveness by OFD locks. */
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,7 +142,13 @@ struct fsa_lockmgr {
     fsa_flock_t *live;    /* our liveness byte `id`, and the probe for other holders' bytes */
     sqlite3 *db;
     fsa_flock_t *users; /* membership of the journal's users (db.c) */
-    sqlite3_stmt *begin, *commit, *rollback, *get, *take, *check, *renew, *who, *unhold;
+    /* The prepared statements, by name, and as one array for prepare_all and finalize_all. */
+    union {
+        struct {
+            sqlite3_stmt *begin, *commit, *rollback, *get, *take, *check, *renew, *who, *unhold;
+        };
+        sqlite3_stmt *stmts[9];
+    };
     int64_t id;
     struct table_head *tab; /* the shared token table, mapped (see "The shared token table") */
     bool attached;          /* we hold the table's attach byte (shared) */
@@ -155,6 +162,9 @@ struct fsa_lockmgr {
     double wait_sum_ns, hold_sum_ns; /* doubles: int64 sums of ns overflow after ~300 years */
     int64_t wait_max_ns, hold_max_ns;
 };
+_Static_assert(offsetof(struct fsa_lockmgr, unhold) ==
+                   offsetof(struct fsa_lockmgr, stmts) + 8 * sizeof(sqlite3_stmt *),
+               "stmts covers every statement, and stmts_sql holds the SQL of each");
 
 /* What an attempt found in the way. */
 typedef struct holder_seen {
@@ -1392,40 +1402,36 @@ fsa_status_t fsa__lock_fence_check(fsa_port_t *port, sqlite3 *db, const fsa_fenc
     return latest == f->token ? FSA_OK : FSA_EFENCED;
 }
 
-static const char *const SQL_GET =
-    "SELECT l.token, l.holder, l.holder_label, l.expires_ns, h.pid FROM locks l "
-    "LEFT JOIN lock_holders h ON h.id = l.holder WHERE l.key = ?1";
-static const char *const SQL_TAKE =
-    "INSERT INTO locks(key, token, holder, holder_label, acquired_ns, expires_ns) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO UPDATE SET token = excluded.token, "
-    "holder = excluded.holder, holder_label = excluded.holder_label, "
-    "acquired_ns = excluded.acquired_ns, expires_ns = excluded.expires_ns";
-static const char *const SQL_WHO = "SELECT pid, label FROM lock_holders WHERE id = ?1";
-static const char *const SQL_CHECK = "SELECT holder = ?2 AND token = ?3 FROM locks WHERE key = ?1";
-static const char *const SQL_UNHOLD =
-    "UPDATE locks SET holder = NULL, holder_label = NULL, acquired_ns = NULL, expires_ns = NULL "
-    "WHERE key = ?1 AND holder = ?2 AND token = ?3";
-static const char *const SQL_RENEW =
-    "UPDATE locks SET expires_ns = ?4 WHERE key = ?1 AND holder = ?2 AND token = ?3";
+#define SQL_GET                                                                                    \
+    "SELECT l.token, l.holder, l.holder_label, l.expires_ns, h.pid FROM locks l "                  \
+    "LEFT JOIN lock_holders h ON h.id = l.holder WHERE l.key = ?1"
+#define SQL_TAKE                                                                                   \
+    "INSERT INTO locks(key, token, holder, holder_label, acquired_ns, expires_ns) "                \
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO UPDATE SET token = excluded.token, "       \
+    "holder = excluded.holder, holder_label = excluded.holder_label, "                             \
+    "acquired_ns = excluded.acquired_ns, expires_ns = excluded.expires_ns"
+#define SQL_WHO "SELECT pid, label FROM lock_holders WHERE id = ?1"
+#define SQL_CHECK "SELECT holder = ?2 AND token = ?3 FROM locks WHERE key = ?1"
+#define SQL_UNHOLD                                                                                 \
+    "UPDATE locks SET holder = NULL, holder_label = NULL, acquired_ns = NULL, expires_ns = NULL "  \
+    "WHERE key = ?1 AND holder = ?2 AND token = ?3"
+#define SQL_RENEW "UPDATE locks SET expires_ns = ?4 WHERE key = ?1 AND holder = ?2 AND token = ?3"
 static const char *const SQL_LIST =
     "SELECT l.key, l.token, l.holder, l.holder_label, l.expires_ns, h.pid FROM locks l "
     "LEFT JOIN lock_holders h ON h.id = l.holder WHERE l.holder IS NOT NULL ORDER BY l.key";
 
+/* m->stmts' statements, in the order of their names in struct fsa_lockmgr, each ended by a NUL:
+ * one array of chars, not a table of pointers (each would cost the binary a relocation). */
+static const char stmts_sql[] =
+    "BEGIN IMMEDIATE\0"
+    "COMMIT\0"
+    "ROLLBACK\0" SQL_GET "\0" SQL_TAKE "\0" SQL_CHECK "\0" SQL_RENEW "\0" SQL_WHO "\0" SQL_UNHOLD;
+
 static fsa_status_t prepare_all(fsa_lockmgr_t *m, char *err, size_t errlen)
 {
-    struct {
-        sqlite3_stmt **s;
-        const char *sql;
-    } all[] = {
-        {&m->begin, "BEGIN IMMEDIATE"}, {&m->commit, "COMMIT"},
-        {&m->rollback, "ROLLBACK"},     {&m->get, SQL_GET},
-        {&m->take, SQL_TAKE},           {&m->check, SQL_CHECK},
-        {&m->renew, SQL_RENEW},         {&m->who, SQL_WHO},
-        {&m->unhold, SQL_UNHOLD},
-    };
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        int rc =
-            sqlite3_prepare_v3(m->db, all[i].sql, -1, SQLITE_PREPARE_PERSISTENT, all[i].s, NULL);
+    const char *sql = stmts_sql;
+    for (size_t i = 0; i < sizeof m->stmts / sizeof m->stmts[0]; i++, sql += strlen(sql) + 1) {
+        int rc = sqlite3_prepare_v3(m->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &m->stmts[i], NULL);
         if (rc != SQLITE_OK) {
             db_error(m, rc, "cannot prepare a statement (is the journal's schema current?)", err,
                      errlen);
@@ -1437,10 +1443,8 @@ static fsa_status_t prepare_all(fsa_lockmgr_t *m, char *err, size_t errlen)
 
 static void finalize_all(fsa_lockmgr_t *m)
 {
-    sqlite3_stmt *all[] = {m->begin, m->commit, m->rollback, m->get,   m->take,
-                           m->check, m->renew,  m->who,      m->unhold};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        sqlite3_finalize(all[i]);
+    for (size_t i = 0; i < sizeof m->stmts / sizeof m->stmts[0]; i++)
+        sqlite3_finalize(m->stmts[i]);
 }
 
 /* Runs a one-off statement whose one parameter is a holder id. */
