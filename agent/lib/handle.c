@@ -1,5 +1,6 @@
 /* libfieldsync: the handle: open (and init), close, errors per handle and thread, statuses. */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -394,27 +395,22 @@ static fieldsync_status_t config_keep(fieldsync_t *fs, const fieldsync_config_t 
     k->sync_interval_ms = c->sync_interval_ms;
     k->stall_after_ms = c->stall_after_ms;
     k->budget_bytes = c->budget_bytes;
-    fsa_status_t st = dup_opt(c->journal_path, &k->journal_path);
-    if (st == FSA_OK)
-        st = dup_opt(c->device_id, &k->device_id);
-    if (st == FSA_OK)
-        st = dup_opt(c->server_url, &k->server_url);
-    if (st == FSA_OK)
-        st = dup_opt(c->secret_file, &k->secret_file);
-    if (st == FSA_OK)
-        st = dup_opt(c->ca_file, &k->ca_file);
-    if (st == FSA_OK)
-        st = dup_opt(c->pins, &k->pins);
-    if (st == FSA_OK)
-        st = dup_opt(c->client_cert, &k->client_cert);
-    if (st == FSA_OK)
-        st = dup_opt(c->client_key, &k->client_key);
-    if (st == FSA_OK)
-        st = dup_opt(c->proxy, &k->proxy);
-    if (st == FSA_OK)
-        st = dup_opt(c->retry_policy, &k->retry_policy);
-    if (st == FSA_OK)
-        st = dup_opt(c->resolver_policy, &k->resolver_policy);
+    /* The strings by their offsets in the two configs: one loop, not a call each (a table of
+     * offsets needs no relocations). */
+#define FIELD(f)                                                                                   \
+    {                                                                                              \
+        offsetof(fieldsync_config_t, f), offsetof(fsl_config_t, f)                                 \
+    }
+    static const struct {
+        unsigned char from, to;
+    } strs[] = {FIELD(journal_path), FIELD(device_id),    FIELD(server_url),     FIELD(secret_file),
+                FIELD(ca_file),      FIELD(pins),         FIELD(client_cert),    FIELD(client_key),
+                FIELD(proxy),        FIELD(retry_policy), FIELD(resolver_policy)};
+#undef FIELD
+    fsa_status_t st = FSA_OK;
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0] && st == FSA_OK; i++)
+        st = dup_opt(*(const char *const *)((const char *)c + strs[i].from),
+                     (char **)((char *)k + strs[i].to));
     if (st == FSA_OK)
         st = dup_opt(c->label != NULL ? c->label : "app", &k->label);
     if (st != FSA_OK) {
