@@ -40,6 +40,10 @@ typedef struct th_server {
 
 /* Makes a fresh temp dir into dir (size 256). False on failure. */
 bool th_dir_make(char *dir);
+
+/* A TCP socket listening on 127.0.0.1 at a port of the system's choice (backlog 4), its URL
+ * "http://127.0.0.1:PORT" in url: for a test's own raw server. -1 on failure. */
+int th_loopback_listen(char *url, size_t cap);
 /* Removes the dir and every file in it (not recursive beyond one level). */
 void th_dir_remove(const char *dir);
 

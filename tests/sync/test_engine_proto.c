@@ -716,15 +716,9 @@ static void test_fsa_engine_sync__cancel_ends_a_request_never_answered(void **st
 {
     fx_t *f = *state;
     record_tickets(f, 1, NULL);
-    silent_t s = {.fd = socket(AF_INET, SOCK_STREAM, 0)};
-    assert_true(s.fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    assert_int_equal(bind(s.fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(s.fd, 4), 0);
-    assert_int_equal(getsockname(s.fd, (struct sockaddr *)&a, &alen), 0);
     char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", (int)ntohs(a.sin_port));
+    silent_t s = {.fd = th_loopback_listen(url, sizeof url)};
+    assert_true(s.fd >= 0);
     fsa_signer_key_t key;
     th_device_key(0, &key);
     fsa_engine_opts_t o = {.device_id = "dev000", .key = &key}; /* the request's 60 s timeout */

@@ -1643,18 +1643,14 @@ static void *raw_serve_huge_header(void *arg)
  * memory" (CURLE_OUT_OF_MEMORY in Debian 12's 7.88). That is the server's doing, not this
  * device's memory: a protocol error, which the engine backs off from, and not FSA_ENOMEM, which
  * it does not (a server that sends such headers would be asked again at the next cycle, with no
- * backoff). Told apart by the allocator: no allocation failed on this thread meanwhile. */
+ * backoff). Told apart by the answer having begun (its status line read) and by the allocator:
+ * no allocation failed on this thread meanwhile. */
 static void test_fsa_transport_request__header_over_libcurls_bound_is_the_servers(void **state)
 {
     (void)state;
-    raw_server_t s = {.fd = socket(AF_INET, SOCK_STREAM, 0)};
+    raw_server_t s;
+    s.fd = th_loopback_listen(s.url, sizeof s.url);
     assert_true(s.fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    assert_int_equal(bind(s.fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(s.fd, 1), 0);
-    assert_int_equal(getsockname(s.fd, (struct sockaddr *)&a, &alen), 0);
-    snprintf(s.url, sizeof s.url, "http://127.0.0.1:%d", (int)ntohs(a.sin_port));
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, raw_serve_huge_header, &s), 0);
     fsa_transport_opts_t o = http_opts();
