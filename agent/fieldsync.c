@@ -1,7 +1,6 @@
 /* fieldsync: the command line: record actions, sync, and look at status, conflicts and locks.
  * It walks through libfieldsync's public API only (<fieldsync/fieldsync.h>), as any app does. */
 #define _XOPEN_SOURCE 700
-#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -309,16 +308,13 @@ static bool all_in(const char *s, const char *set)
 static void real_opt(const char *name, const char *value, double min, double max, const char *what,
                      double *out)
 {
+    char err[256];
     bool plain = value[0] != '\0' && all_in(value, "0123456789+-.eE") &&
                  strchr("0123456789+-.", value[0]) != NULL;
-    char *end = NULL;
-    errno = 0;
-    double v = plain ? strtod(value, &end) : 0;
-    /* !(v >= min && v <= max) is also true for NaN; a plain value that strtod stops short of
-     * leaves *end on what it could not read. */
-    if (!plain || errno != 0 || *end != '\0' || !(v >= min && v <= max))
+    if (!plain)
         die_usage("option '--%s' needs a %s from %g to %g, not '%s'", name, what, min, max, value);
-    *out = v;
+    if (fsa_opts_real(name, value, min, max, what, out, err, sizeof err) != FSA_OK)
+        die_usage("%s", err);
 }
 
 static int cmd_attendance(int argc, char **argv)
