@@ -349,7 +349,7 @@ fsa_status_t fsa_journal_backoff_get(fsa_journal_t *j, fsa_backoff_state_t *out)
 fsa_status_t fsa_journal_backoff_set(fsa_journal_t *j, const fsa_backoff_state_t *b) FSA_MUST_CHECK;
 /* A complete sync at at_ms: the backoff cleared and last_sync_ms set, in one transaction. */
 fsa_status_t fsa_journal_sync_done(fsa_journal_t *j, int64_t at_ms) FSA_MUST_CHECK;
-/* The server clock offset that corrects recorded times (fsa_journal_now). */
+/* The server clock offset that corrects recorded times (fsa_journal_now_checked). */
 fsa_status_t fsa_journal_clock_offset_get(fsa_journal_t *j, int64_t *ms) FSA_MUST_CHECK;
 fsa_status_t fsa_journal_clock_offset_set(fsa_journal_t *j, int64_t ms) FSA_MUST_CHECK;
 /* The server's pull cursor: *out malloc'ed, NULL when there is none yet. */
@@ -437,13 +437,9 @@ fsa_status_t fsa_journal_list(fsa_journal_t *j, const fsa_entity_filter_t *f, fs
 fsa_status_t fsa_journal_entity_conflicts(fsa_journal_t *j, fsa_type_t type, const char *id,
                                           int64_t *n) FSA_MUST_CHECK;
 
-/* The device wall clock corrected by the stored server clock offset, as stamped on new ops; the
- * uncorrected clock when the offset cannot be read (out of memory, an I/O error). Recording calls
- * never stamp an op with an uncorrected time: they fail instead. */
-fsa_wall_t fsa_journal_now(fsa_journal_t *j);
-/* The same, or the failure to read the offset (FSA_ENOMEM, FSA_EIO; *out then uncorrected): for
- * a time that goes into an op or a request's signature, where an uncorrected one would be wrong
- * rather than late. */
+/* The device wall clock corrected by the stored server clock offset, as stamped on new ops and
+ * signed into requests. FSA_OK, or the failure to read the offset (FSA_ENOMEM, FSA_EIO; *out then
+ * uncorrected, which a caller must not use where the time matters: an op's time, a signature). */
 fsa_status_t fsa_journal_now_checked(fsa_journal_t *j, fsa_wall_t *out) FSA_MUST_CHECK;
 
 /* Runs PRAGMA integrity_check; FSA_OK or FSA_ECORRUPT (err names the first problem). */

@@ -158,8 +158,6 @@ fsa_status_t fsa__jn_state_get_int_locked(fsa_journal_t *j, const char *key, int
 /* The corrected clock in *out; without the offset (and an error) when it cannot be read, so that
  * an op is never stamped with an uncorrected time. _locked: inside the caller's lock. */
 fsa_status_t fsa__jn_now_locked(fsa_journal_t *j, fsa_wall_t *out) FSA_MUST_CHECK;
-/* Not FSA_MUST_CHECK: fsa_journal_now uses the uncorrected clock on failure, as it promises. */
-fsa_status_t fsa__jn_now_checked(fsa_journal_t *j, fsa_wall_t *out);
 
 /* ---- entities (journal_entity.c) ---- */
 
@@ -292,7 +290,7 @@ fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
 #define finish_record(...) fsa__jn_finish_record(__VA_ARGS__)
 #define state_get_int_locked(...) fsa__jn_state_get_int_locked(__VA_ARGS__)
 #define now_locked(...) fsa__jn_now_locked(__VA_ARGS__)
-#define now_checked(...) fsa__jn_now_checked(__VA_ARGS__)
+#define now_checked(...) fsa_journal_now_checked(__VA_ARGS__) /* journal.h */
 #define entity_clear(...) fsa__jn_entity_clear(__VA_ARGS__)
 #define entity_load(...) fsa__jn_entity_load(__VA_ARGS__)
 #define entity_store(...) fsa__jn_entity_store(__VA_ARGS__)

@@ -100,24 +100,12 @@ fsa_status_t fsa__jn_now_locked(fsa_journal_t *j, fsa_wall_t *out)
     return s;
 }
 
-fsa_status_t fsa__jn_now_checked(fsa_journal_t *j, fsa_wall_t *out)
+fsa_status_t fsa_journal_now_checked(fsa_journal_t *j, fsa_wall_t *out)
 {
     lock_j(j);
     fsa_status_t s = now_locked(j, out);
     j->port->mutex_unlock(j->port->ctx, j->mu);
     return s;
-}
-
-fsa_status_t fsa_journal_now_checked(fsa_journal_t *j, fsa_wall_t *out)
-{
-    return now_checked(j, out);
-}
-
-fsa_wall_t fsa_journal_now(fsa_journal_t *j)
-{
-    fsa_wall_t w;
-    (void)now_checked(j, &w); /* the header's contract: uncorrected when the offset is unreadable */
-    return w;
 }
 
 /* ---- several state keys at once ---- */
