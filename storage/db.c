@@ -601,7 +601,7 @@ uint64_t fsa__db_busy_waits(void)
 static _Atomic int64_t ckpt_claim_ns; /* posix monotonic: the drain checkpoints until then */
 static _Atomic int wal_pages;         /* the WAL's pages at the last commit in this process */
 
-static bool ckpt_request(const char *path);
+static bool ckpt_request(const char *path, int pages);
 
 /*
  * Called by SQLite after every commit of a journal connection (sqlite3_wal_hook), with the pages
@@ -620,7 +620,7 @@ static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
     if (pages < WAL_CHECKPOINT_FORCE && real->mono_now(real->ctx).ns < atomic_load(&ckpt_claim_ns))
         return SQLITE_OK;
     if (pages >= WAL_CHECKPOINT_FORCE || arg == NULL ||
-        !ckpt_request(sqlite3_db_filename(db, name)))
+        !ckpt_request(sqlite3_db_filename(db, name), pages))
         (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     return SQLITE_OK;
 }
@@ -698,8 +698,9 @@ static bool own_open(const char *path, sqlite3 **own)
  * only those, and are followed by a RESTART without a busy handler: it takes the write lock only
  * when no one writes (else it is one more PASSIVE pass), copies what came after the last pass
  * (little: it holds writers off meanwhile), and then this starts the WAL's next generation.
+ * Returns the WAL's frames copied when it did not start again, -1 when it did or failed.
  */
-static void checkpoint_passes(sqlite3 *own)
+static int checkpoint_passes(sqlite3 *own)
 {
     int log = 0, copied = 0, rc = SQLITE_OK;
     for (int pass = 0, seen = -1;
@@ -707,14 +708,19 @@ static void checkpoint_passes(sqlite3 *own)
         seen = log;
         rc = sqlite3_wal_checkpoint_v2(own, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
     }
+    if (rc != SQLITE_OK)
+        copied = -1;
     if (rc == SQLITE_OK && copied >= log) {
         if (sqlite3_wal_checkpoint_v2(own, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL) ==
-            SQLITE_OK)
+            SQLITE_OK) {
+            copied = -1;
             wal_start(own);
+        }
         /* It held the write lock: a writer of this process that waited for it goes now, not at
          * the end of its backoff pause (busy_wait() waits for a pulse or the pause). */
         fsa_pulse_post();
     }
+    return copied;
 }
 
 void fsa__db_flush(const char *path, sqlite3 **own)
@@ -723,7 +729,7 @@ void fsa__db_flush(const char *path, sqlite3 **own)
     if (atomic_load(&wal_pages) < WAL_FLUSH_PAGES || !own_open(path, own))
         return;
     if (atomic_load(&wal_pages) >= WAL_CHECKPOINT_PAGES) {
-        checkpoint_passes(*own);
+        (void)checkpoint_passes(*own);
         return;
     }
     /* Not a sync: the kernel is asked to start writing the WAL's pages, and the drain goes on
@@ -758,6 +764,7 @@ static int64_t ck_pid;                     /* the process that started it */
 static char ck_path[FSA_LIMIT_PATH_BYTES]; /* its journal */
 static fsa_thread_t *ck_forked;            /* a fork's copy of the parent's */
 static _Atomic bool ck_done;               /* it has ended */
+static _Atomic int ck_copied;              /* what it left: checkpoint_passes()'s result */
 static _Atomic uint64_t ck_served;         /* checkpoints it has run (fsa__db_checkpoints_run) */
 
 static void ck_init(void)
@@ -784,13 +791,15 @@ static void *ckpt_main(void *arg)
         (void)fsa_pulse_wait(seen, fsa_mono_forever());
 #endif
     sqlite3 *own = NULL;
+    int copied = -1;
     /* As the drain's: its RESTART is tried without waiting, only once the passes copied all they
      * saw; a checkpoint that stopped short (a record's commit came during its last pass) leaves
      * the next commit to ask again. Measured, a RESTART that waited for a gap between records
      * held them up longer than the extra checkpoints cost (docs/performance.md). */
     if (own_open(ck_path, &own))
-        checkpoint_passes(own);
+        copied = checkpoint_passes(own);
     sqlite3_close_v2(own);
+    atomic_store(&ck_copied, copied);
     atomic_fetch_add(&ck_served, 1);
     atomic_store(&ck_done, true);
     return NULL;
@@ -818,20 +827,35 @@ static bool ck_reap(fsa_port_t *real, const char *path)
     return true;
 }
 
-/* Has the journal at path checkpointed by a thread of its own. False when it cannot (another
- * journal's checkpoint in progress, no thread): the caller checkpoints itself. A request for the
- * journal in progress is taken: the commits during a checkpoint find the WAL as large until the
- * next writer starts it again; the first commit after it asks again if the WAL is still as large
- * (frames came faster than it copied them, a reader held it back). */
-static bool ckpt_request(const char *path)
+/*
+ * Has the journal at path, whose WAL holds pages, checkpointed by a thread of its own. False when
+ * the caller is to checkpoint itself: when it cannot (another journal's checkpoint in progress, no
+ * thread), and to finish this journal's last one. A request for the journal in progress is
+ * taken: the commits during a checkpoint find the WAL as large until the next writer starts it
+ * again.
+ * Finishing: while records come one after another, commits land during the thread's passes, its
+ * RESTART finds a writer, and it ends with the WAL copied but for what came meanwhile (tens to
+ * hundreds of frames), so the WAL cannot start again: only a writer that begins once every frame
+ * is copied starts it. Asked again at once, a thread copied the few new frames, ended the same way,
+ * and so on: one checkpoint, a connection and two syncs every ~30 records, and the WAL grew to
+ * WAL_CHECKPOINT_FORCE all the same (docs/performance.md, Recording, "Session 17"). So the first
+ * commit after such an end, fewer than WAL_CHECKPOINT_PAGES frames later, copies the rest in its
+ * own commit, which no writer can overtake: the WAL starts again at the next write.
+ */
+static bool ckpt_request(const char *path, int pages)
 {
     fsa_port_t *real = fsa_port_posix();
     if (path == NULL || strlen(path) >= sizeof ck_path || !ck_reap(real, NULL))
         return false;
     bool ok = ck_thread != NULL && strcmp(ck_path, path) == 0;
-    if (ck_thread == NULL) {
+    int left = atomic_load(&ck_copied);
+    if (ck_thread == NULL && left >= 0 && pages >= left && pages - left < WAL_CHECKPOINT_PAGES &&
+        strcmp(ck_path, path) == 0) {
+        atomic_store(&ck_copied, -1); /* finished here, or asked of a thread next time */
+    } else if (ck_thread == NULL) {
         memcpy(ck_path, path, strlen(path) + 1); /* fits: checked above */
         atomic_store(&ck_done, false);
+        atomic_store(&ck_copied, -1);
         ck_pid = real->process_id(real->ctx);
         ok = real->thread_create(real->ctx, &ck_thread, ckpt_main, NULL) == FSA_OK;
     }

@@ -616,6 +616,42 @@ static void test_fsa__db_checkpoint__left_to_a_thread(void **state)
     assert_threads(threads0, 0);
 }
 
+/* A checkpoint that ended short (a reader held it back here; while records come one after another,
+ * the commits during its passes do) is finished by the next commit past the size, in that commit,
+ * not by another thread: the WAL then starts again at the next write. Asked of a thread again, it
+ * ended short again, time after time (storage/db.c, ckpt_request). */
+static void test_fsa__db_checkpoint__the_next_commit_finishes_a_short_one(void **state)
+{
+    fx_t *f = *state;
+    sqlite3 *db = NULL, *reader = NULL;
+    fsa_flock_t *users = NULL;
+    open_with_table(f, true, &db, &users);
+    assert_int_equal(sqlite3_open_v2(f->path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    int threads0 = thread_count();
+    uint64_t runs0 = fsa__db_checkpoints_run();
+    fsa__db_checkpointer_hold(true);
+    assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
+    /* A snapshot that ends before the next commit's frames: the checkpoint copies up to it. */
+    assert_fsa_ok(fsa__db_exec(reader, "BEGIN; SELECT count(*) FROM t", NULL, 0));
+    assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(1)", NULL, 0));
+    fsa__db_checkpointer_hold(false);
+    wait_checkpoints_past(runs0);
+    assert_fsa_ok(fsa__db_exec(reader, "COMMIT", NULL, 0));
+    /* A thread asked now would wait. */
+    fsa__db_checkpointer_hold(true);
+    assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(2)", NULL, 0));
+    assert_int_equal(fsa__db_checkpoints_run(), runs0 + 1);
+    assert_threads(threads0, 0);
+    /* That commit copied the rest: the next write starts the WAL again. */
+    assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(3)", NULL, 0));
+    assert_in_range(wal_frames(db), 1, 4);
+    fsa__db_checkpointer_hold(false);
+    assert_int_equal(pragma(db, "SELECT count(*) FROM t"), 1103);
+    sqlite3_close(reader);
+    fsa__db_close(fsa_port_posix(), db, users);
+    assert_threads(threads0, 0);
+}
+
 /* While a drain claims the checkpoints, a commit past the size leaves them to it: no thread. */
 static void test_fsa__db_checkpoint__claimed_by_a_drain(void **state)
 {
@@ -737,6 +773,7 @@ int main(void)
         T(test_fsa__db_open__rolled_back_frames_never_reach_the_file),
         T(test_fsa__db_open__wal_padded_commits_reach_the_file),
         T(test_fsa__db_checkpoint__left_to_a_thread),
+        T(test_fsa__db_checkpoint__the_next_commit_finishes_a_short_one),
         T(test_fsa__db_checkpoint__claimed_by_a_drain),
         T(test_fsa__db_checkpoint__full_commits_run_their_own),
         T(test_fsa__db_checkpoint__close_waits_for_it),
