@@ -1177,6 +1177,19 @@ fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
         end_request(t);
         return st;
     }
+    /* An error answer after an allocation failed on the way may answer a request that went out
+     * other than asked: libcurl 7.88 (Debian 12) drops a URL's query when its copy cannot be
+     * allocated (its url.c ignores that curl_url_get() failed) and sends the rest, and the server
+     * refuses the signature, which covers the query, with a 401. Taken at its word, that was
+     * "the server refused this device" and an hour's backoff for a moment without memory. */
+    if (resp->status >= 400 && fsa_alloc_failures() != q->sink.alloc_failures) {
+        say(resp->error, sizeof resp->error,
+            "out of memory during the request (the server's HTTP %d may answer a request sent "
+            "incomplete): %s %.120s",
+            resp->status, q->method, q->url);
+        end_request(t);
+        return FSA_ENOMEM;
+    }
     char retry_after[RETRY_AFTER_MAX], date[RETRY_AFTER_MAX];
     if (header_copy(t->curl, "Retry-After", retry_after, sizeof retry_after))
         resp->retry_after_ms = parse_retry_after(

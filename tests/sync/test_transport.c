@@ -257,6 +257,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         fsa_free(big);
         return ret;
     }
+    if (strcmp(route, "needs_query") == 0) {
+        /* As the real server answers a request whose query is not the one signed. */
+        const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "q");
+        if (q == NULL || strcmp(q, "v1") != 0)
+            return reply(c, 401, "{}", 2, NULL, NULL);
+        return reply(c, 200, "{}", 2, NULL, NULL);
+    }
     if (strcmp(route, "gzip") == 0)
         return reply(c, 200, fx.gzip_answer, fx.gzip_answer_len, "Content-Encoding", "gzip");
     if (strcmp(route, "empty") == 0)
@@ -1664,6 +1671,41 @@ static void test_fsa_transport_request__header_over_libcurls_bound_is_the_server
     close(s.fd);
 }
 
+/* libcurl 7.88 drops a URL's query when its copy cannot be allocated (its url.c ignores that
+ * curl_url_get() failed) and sends the request without it; the real server then refuses the
+ * signature, which covers the query, with a 401, which the engine takes for a refusal of this
+ * device and backs off from for an hour. An error answer after an allocation failed on the way
+ * is FSA_ENOMEM (the engine asks again at the next cycle). Each allocation of one request fails in
+ * turn: none gives a success with the 401, and the request works again after each. */
+static void test_fsa_transport_request__error_after_failed_alloc_is_enomem(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+    unsigned long n = 1, enomem = 0;
+    for (bool fired = true; fired; n++) {
+        fsa_alloc_fail_nth(n);
+        fsa_status_t st =
+            fsa_transport_request(t, "GET", "/needs_query?q=v1", NULL, 0, NULL, NULL, &r);
+        fired = fsa_alloc_fault_fired();
+        fsa_alloc_fail_nth(0);
+        if (st == FSA_OK && r.status != 200)
+            fail_msg("N=%lu: HTTP %d taken as the answer after a failed allocation", n, r.status);
+        fsa_http_response_clear(&r);
+        enomem += st == FSA_ENOMEM;
+        if (fired) {
+            assert_fsa_ok(
+                fsa_transport_request(t, "GET", "/needs_query?q=v1", NULL, 0, NULL, NULL, &r));
+            assert_int_equal(r.status, 200);
+            fsa_http_response_clear(&r);
+        }
+    }
+    assert_true(n > 10);
+    assert_true(enomem > 0);
+    fsa_transport_free(t);
+}
+
 static void test_fsa_transport_request__gzip_answer_inflated(void **state)
 {
     (void)state;
@@ -1905,6 +1947,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__total_timeout),
         cmocka_unit_test(test_fsa_transport_request__answer_too_large),
         cmocka_unit_test(test_fsa_transport_request__header_over_libcurls_bound_is_the_servers),
+        cmocka_unit_test(test_fsa_transport_request__error_after_failed_alloc_is_enomem),
         cmocka_unit_test(test_fsa_transport_request__gzip_answer_inflated),
         cmocka_unit_test(test_fsa_transport_request__retry_after),
         cmocka_unit_test(test_fsa_transport_request__retry_after_date_on_the_ports_clock),
