@@ -26,12 +26,20 @@
 
 typedef enum phase { PH_NONE = 0, PH_RUNNING = 1, PH_ENDED = 2 } phase_t;
 
+/* A fieldsync_sync_once's cycle, on its caller's stack, listed for fieldsync_stop to cancel. */
+typedef struct fsl_once {
+    fsa_engine_t *engine;
+    bool cancelled;
+    struct fsl_once *next;
+} fsl_once_t;
+
 struct fsl_worker {
     fsa_mutex_t *mu; /* everything below */
     fsa_cond_t *cv;  /* a request or a journal change for the sync thread */
     phase_t phase;
     fsa_thread_t *thread; /* the sync thread of the current or last start, until joined */
     int once;             /* fieldsync_sync_once calls running */
+    fsl_once_t *onces;    /* their cycles under way */
     uint32_t flags;       /* of the current start */
     bool stop, now, reload, changed, watch_stop;
     bool reread; /* a reload was asked: engines come from the journal's configuration now */
@@ -861,6 +869,10 @@ fieldsync_status_t fieldsync_stop(fieldsync_t *fs)
         fsa_engine_cancel(w->engine);
         wake(fs);
     }
+    for (fsl_once_t *o = w->onces; o != NULL; o = o->next) {
+        o->cancelled = true;
+        fsa_engine_cancel(o->engine);
+    }
     unlock(fs);
     return fsl__ok(fs);
 }
@@ -909,14 +921,29 @@ fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
     fsa_sync_report_t r;
     memset(&r, 0, sizeof r);
     if (st == FSA_OK) {
+        fsl_once_t me = {.engine = e};
+        lock(fs);
+        me.next = w->onces;
+        w->onces = &me;
+        unlock(fs);
         fsa_engine_on_status(e, on_engine_status, fs);
         st = fsa_engine_sync(e, &r);
+        lock(fs);
+        fsl_once_t **p = &w->onces;
+        while (*p != &me)
+            p = &(*p)->next;
+        *p = me.next;
+        unlock(fs);
         engine_unmake(e, shell);
-        account(fs, st, &r, false);
-        settle(fs, st, &r);
-        if (st != FSA_EBUSY)
-            note(fs, st, r.error);
-        snprintf(err, sizeof err, "%s", r.error);
+        /* As the thread's: a cancelled cycle persisted no backoff, and is no failure to show. */
+        bool cancelled = me.cancelled && st == FSA_ETIMEOUT;
+        account(fs, st, &r, cancelled);
+        if (!cancelled) {
+            settle(fs, st, &r);
+            if (st != FSA_EBUSY)
+                note(fs, st, r.error);
+        }
+        snprintf(err, sizeof err, "%s", cancelled ? "cancelled by fieldsync_stop" : r.error);
         fsl__events_pump(fs);
         show_now(fs, false);
     }

@@ -537,13 +537,15 @@ FIELDSYNC_API fieldsync_status_t fieldsync_start(fieldsync_t *fs,
 FIELDSYNC_API fieldsync_status_t fieldsync_sync_now(fieldsync_t *fs);
 
 /*
- * Asks the sync thread to stop and returns at once. The cycle in progress ends at its next step
- * (a request on the wire within about a second; its ops are sent again next time). A stop is not
- * a failure: the journal's backoff stays as it was, so the next start syncs at once. Then the
- * status listeners hear state FIELDSYNC_STATE_STOPPED, the last event of this start:
- * no listener of this handle runs after it until the next start. An app must not free what its
- * listeners use before it. FIELDSYNC_OK (also when not started), FIELDSYNC_ECLOSED. Any thread,
- * also a listener.
+ * Asks the sync thread to stop, cancels the fieldsync_sync_once calls running on this handle (on
+ * any thread), and returns at once. A cycle in progress ends at its next step (a request on the
+ * wire within about a second; its ops are sent again next time); a cancelled fieldsync_sync_once
+ * returns FIELDSYNC_ETIMEOUT. A stop is not a failure: the journal's backoff stays as it was, so
+ * the next start or call syncs at once. Once the sync thread has ended, the status listeners hear
+ * state FIELDSYNC_STATE_STOPPED, the last event of this start: no listener of this handle runs
+ * after it until the next start or fieldsync_sync_once. An app must not free what its listeners
+ * use before it. FIELDSYNC_OK (also when not started), FIELDSYNC_ECLOSED. Any thread, also a
+ * listener.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_stop(fieldsync_t *fs);
 
@@ -557,7 +559,8 @@ FIELDSYNC_API fieldsync_status_t fieldsync_reload(fieldsync_t *fs);
  * the persisted next attempt is later. report may be NULL. Listeners (unbuffered) run on this
  * thread meanwhile. FIELDSYNC_OK; FIELDSYNC_EBUSY (another sync holds the journal, the sync
  * thread is started, or backing off: nothing sent); FIELDSYNC_ENET, FIELDSYNC_ETIMEOUT,
- * FIELDSYNC_ETLS (unreachable: the next attempt time is persisted); FIELDSYNC_EAUTH;
+ * FIELDSYNC_ETLS (unreachable: the next attempt time is persisted); FIELDSYNC_ETIMEOUT also when
+ * fieldsync_stop cancelled it (nothing persisted); FIELDSYNC_EAUTH;
  * FIELDSYNC_EPROTO; FIELDSYNC_ENOTFOUND (not initialised); storage statuses.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_sync_once(

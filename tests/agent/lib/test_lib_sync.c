@@ -484,6 +484,43 @@ static void test_sync_once__busy_while_started(void **state)
     lrec_clear(&r);
 }
 
+/* fieldsync_stop also cancels a fieldsync_sync_once running on the app's own thread (here from
+ * its first "pushing" status, in a listener on that thread): the call ends at the cycle's next
+ * step with FIELDSYNC_ETIMEOUT, having sent none of the backlog, and persists no backoff, so the
+ * next call (which honours the backoff) syncs it all. Before, a stop reached only the sync
+ * thread, and the call went on to the end. */
+static void test_sync_once__cancelled_by_stop(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    enum { OPS = 300 }; /* three batches */
+    for (int i = 0; i < OPS; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "Q%d", i);
+        assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
+    }
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    r.stop_at_reason = "pushing";
+    lrec_listen(&r, fs);
+    fieldsync_report_t rep;
+    assert_int_equal(fieldsync_sync_once(fs, false, &rep), FIELDSYNC_ETIMEOUT);
+    assert_string_equal(fieldsync_errmsg(fs), "cancelled by fieldsync_stop");
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.stop_calls, 1);
+    assert_int_equal(r.stop_result, FIELDSYNC_OK);
+    pthread_mutex_unlock(&r.mu);
+    assert_true(rep.applied < OPS);
+    assert_false(on_server(f, "Q299"));
+    fieldsync_sync_status_t s = {.size = sizeof s};
+    assert_int_equal(fieldsync_status(fs, &s), FIELDSYNC_OK);
+    assert_int_equal(s.last_error, FIELDSYNC_OK); /* not a failure */
+    assert_int_equal(fieldsync_sync_once(fs, false, &rep), FIELDSYNC_OK);
+    assert_true(on_server(f, "Q299"));
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
 /* A 401 does not stop the device for good (PROTOCOL.md 7.4): ATTENTION, retried later with the
  * secret file read again, so a fixed secret needs no restart or reload. */
 static void test_start__refused_device_is_attention(void **state)
@@ -823,6 +860,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start__sync_thread_is_background_work, setup_plain,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sync_once__busy_while_started, setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__refused_device_is_attention, setup_plain,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reload__takes_the_stored_configuration,
