@@ -21,78 +21,78 @@
 /* The tables of schema 1 that later schemas keep as they were (schema_current). */
 #define ENTITIES_DDL                                                                               \
     "CREATE TABLE entities("                                                                       \
-    "  type TEXT NOT NULL,"                                                                        \
-    "  id TEXT NOT NULL,"                                                                          \
-    "  base_fields TEXT," /* last known server fields; NULL: not on the server */                  \
-    "  base_version INTEGER NOT NULL DEFAULT 0," /* server version of base_fields; 0: none */      \
-    "  local_fields TEXT,"                       /* base with pending ops replayed; NULL: none */  \
-    "  updated_ms INTEGER NOT NULL DEFAULT 0,"                                                     \
-    "  PRIMARY KEY(type, id)) WITHOUT ROWID;"
+    "type TEXT NOT NULL,"                                                                          \
+    "id TEXT NOT NULL,"                                                                            \
+    "base_fields TEXT," /* last known server fields; NULL: not on the server */                    \
+    "base_version INTEGER NOT NULL DEFAULT 0," /* server version of base_fields; 0: none */        \
+    "local_fields TEXT,"                       /* base with pending ops replayed; NULL: none */    \
+    "updated_ms INTEGER NOT NULL DEFAULT 0,"                                                       \
+    "PRIMARY KEY(type, id)) WITHOUT ROWID;"
 #define DONE_OPS_TABLE_DDL                                                                         \
     /* Done ops leave the outbox at compaction; their ids stay here for the audit period. */       \
     "CREATE TABLE done_ops("                                                                       \
-    "  op_id TEXT PRIMARY KEY,"                                                                    \
-    "  seq INTEGER NOT NULL,"                                                                      \
-    "  done_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "op_id TEXT PRIMARY KEY,"                                                                      \
+    "seq INTEGER NOT NULL,"                                                                        \
+    "done_ms INTEGER NOT NULL) WITHOUT ROWID;"
 #define STATE_AND_LOCKS_DDL                                                                        \
     "CREATE TABLE sync_state("                                                                     \
-    "  k TEXT PRIMARY KEY,"                                                                        \
-    "  v) WITHOUT ROWID;"                                                                          \
+    "k TEXT PRIMARY KEY,"                                                                          \
+    "v) WITHOUT ROWID;"                                                                            \
     "CREATE TABLE lock_holders("                                                                   \
-    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"                                                      \
-    "  pid INTEGER NOT NULL,"                                                                      \
-    "  label TEXT NOT NULL,"                                                                       \
-    "  started_ms INTEGER NOT NULL);"                                                              \
+    "id INTEGER PRIMARY KEY AUTOINCREMENT,"                                                        \
+    "pid INTEGER NOT NULL,"                                                                        \
+    "label TEXT NOT NULL,"                                                                         \
+    "started_ms INTEGER NOT NULL);"                                                                \
     "CREATE TABLE locks("                                                                          \
-    "  key TEXT PRIMARY KEY,"                                                                      \
-    "  token INTEGER NOT NULL,"                                                                    \
-    "  holder INTEGER,"                                                                            \
-    "  holder_label TEXT,"                                                                         \
-    "  acquired_ns INTEGER,"                                                                       \
-    "  expires_ns INTEGER) WITHOUT ROWID;"
+    "key TEXT PRIMARY KEY,"                                                                        \
+    "token INTEGER NOT NULL,"                                                                      \
+    "holder INTEGER,"                                                                              \
+    "holder_label TEXT,"                                                                           \
+    "acquired_ns INTEGER,"                                                                         \
+    "expires_ns INTEGER) WITHOUT ROWID;"
 
 /* Schema 3's outbox, conflicts and change log (the 2 -> 3 step builds them under these names and
  * renames them; a new journal creates them as they are, schema_current). */
 #define OUTBOX_V3_COLUMNS                                                                          \
     "(seq INTEGER PRIMARY KEY,"                                                                    \
-    "  op_id TEXT NOT NULL UNIQUE,"                                                                \
-    "  at_ms INTEGER NOT NULL,"                                                                    \
-    "  kind INTEGER NOT NULL,"                                                                     \
-    "  type INTEGER NOT NULL,"                                                                     \
-    "  id TEXT NOT NULL,"                                                                          \
-    "  grp TEXT NOT NULL DEFAULT '',"                                                              \
-    "  field TEXT NOT NULL DEFAULT '',"                                                            \
-    "  base_version INTEGER NOT NULL DEFAULT 0,"                                                   \
-    "  by_n INTEGER NOT NULL DEFAULT 0,"                                                           \
-    "  from_s TEXT NOT NULL DEFAULT '',"                                                           \
-    "  to_s TEXT NOT NULL DEFAULT '',"                                                             \
-    "  akey TEXT NOT NULL DEFAULT '',"                                                             \
-    "  max_len INTEGER NOT NULL DEFAULT 0,"                                                        \
-    "  payload TEXT,"                                                                              \
-    "  prior TEXT,"                                                                                \
-    "  state INTEGER NOT NULL DEFAULT 0,"                                                          \
-    "  attempts INTEGER NOT NULL DEFAULT 0,"                                                       \
-    "  result_version INTEGER,"                                                                    \
-    "  done_ms INTEGER);"
+    "op_id TEXT NOT NULL UNIQUE,"                                                                  \
+    "at_ms INTEGER NOT NULL,"                                                                      \
+    "kind INTEGER NOT NULL,"                                                                       \
+    "type INTEGER NOT NULL,"                                                                       \
+    "id TEXT NOT NULL,"                                                                            \
+    "grp TEXT NOT NULL DEFAULT '',"                                                                \
+    "field TEXT NOT NULL DEFAULT '',"                                                              \
+    "base_version INTEGER NOT NULL DEFAULT 0,"                                                     \
+    "by_n INTEGER NOT NULL DEFAULT 0,"                                                             \
+    "from_s TEXT NOT NULL DEFAULT '',"                                                             \
+    "to_s TEXT NOT NULL DEFAULT '',"                                                               \
+    "akey TEXT NOT NULL DEFAULT '',"                                                               \
+    "max_len INTEGER NOT NULL DEFAULT 0,"                                                          \
+    "payload TEXT,"                                                                                \
+    "prior TEXT,"                                                                                  \
+    "state INTEGER NOT NULL DEFAULT 0,"                                                            \
+    "attempts INTEGER NOT NULL DEFAULT 0,"                                                         \
+    "result_version INTEGER,"                                                                      \
+    "done_ms INTEGER);"
 #define CONFLICTS_V3_AFTER_SEQ                                                                     \
-    "  op_id TEXT NOT NULL,"                                                                       \
-    "  outcome TEXT NOT NULL,"                                                                     \
-    "  code TEXT NOT NULL DEFAULT '',"                                                             \
-    "  reason TEXT NOT NULL DEFAULT '',"                                                           \
-    "  server_version INTEGER,"                                                                    \
-    "  server_fields TEXT,"                                                                        \
-    "  created_ms INTEGER NOT NULL,"                                                               \
-    "  decision TEXT NOT NULL DEFAULT '',"                                                         \
-    "  resolution TEXT,"                                                                           \
-    "  resolved_ms INTEGER);"
+    " op_id TEXT NOT NULL,"                                                                        \
+    "outcome TEXT NOT NULL,"                                                                       \
+    "code TEXT NOT NULL DEFAULT '',"                                                               \
+    "reason TEXT NOT NULL DEFAULT '',"                                                             \
+    "server_version INTEGER,"                                                                      \
+    "server_fields TEXT,"                                                                          \
+    "created_ms INTEGER NOT NULL,"                                                                 \
+    "decision TEXT NOT NULL DEFAULT '',"                                                           \
+    "resolution TEXT,"                                                                             \
+    "resolved_ms INTEGER);"
 #define CHANGES_V3_COLUMNS                                                                         \
     "(seq INTEGER PRIMARY KEY,"                                                                    \
-    "  type INTEGER NOT NULL,"                                                                     \
-    "  id TEXT NOT NULL,"                                                                          \
-    "  version INTEGER NOT NULL,"                                                                  \
-    "  reason INTEGER NOT NULL,"                                                                   \
-    "  op_id TEXT NOT NULL DEFAULT '',"                                                            \
-    "  at_ms INTEGER NOT NULL);"
+    "type INTEGER NOT NULL,"                                                                       \
+    "id TEXT NOT NULL,"                                                                            \
+    "version INTEGER NOT NULL,"                                                                    \
+    "reason INTEGER NOT NULL,"                                                                     \
+    "op_id TEXT NOT NULL DEFAULT '',"                                                              \
+    "at_ms INTEGER NOT NULL);"
 /* The outbox's indexes (as schema 2 made them) and schema 3's trigger, which schema 4 drops. */
 #define OUTBOX_INDEXES                                                                             \
     "CREATE INDEX outbox_by_entity ON outbox(type, id, state, seq);"                               \
@@ -102,9 +102,9 @@
 #define OUTBOX_V3_INDEXES                                                                          \
     OUTBOX_INDEXES                                                                                 \
     "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "                                 \
-    "  WHEN NOT EXISTS (SELECT 1 FROM outbox WHERE seq > old.seq) BEGIN "                          \
-    "  INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "         \
-    "  ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v); END;"
+    "WHEN NOT EXISTS (SELECT 1 FROM outbox WHERE seq > old.seq) BEGIN "                            \
+    "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "           \
+    "ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v); END;"
 
 /*
  * Migrations: the steps from schema version 1 up, each ended by a NUL; migration(v) takes a
@@ -127,13 +127,13 @@ static const char migration_steps[] =
      * each change once, by reading past the last row it saw. AUTOINCREMENT: a seq is never
      * reused after pruning. type is the model's number, as in the outbox. */
     "CREATE TABLE changes("
-    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  type INTEGER NOT NULL,"
-    "  id TEXT NOT NULL,"
-    "  version INTEGER NOT NULL,"
-    "  reason INTEGER NOT NULL,"
-    "  op_id TEXT NOT NULL DEFAULT '',"
-    "  at_ms INTEGER NOT NULL);"
+    "seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "type INTEGER NOT NULL,"
+    "id TEXT NOT NULL,"
+    "version INTEGER NOT NULL,"
+    "reason INTEGER NOT NULL,"
+    "op_id TEXT NOT NULL DEFAULT '',"
+    "at_ms INTEGER NOT NULL);"
     /* The ops still to be answered, in seq order. Done ops leave the outbox only when a cycle
      * ends (compaction), so while a long backlog drains they pile up at the head of the table:
      * without this index, reading the next batch and counting the queue scan them all, once
@@ -160,15 +160,15 @@ static const char migration_steps[] =
      * over. One transaction, as every step. A new journal gets schema_current instead. */
     "CREATE TABLE outbox_v3" OUTBOX_V3_COLUMNS
     "INSERT INTO outbox_v3 SELECT seq, op_id, at_ms, kind, type, id, grp, field, base_version, "
-    "  by_n, from_s, to_s, akey, max_len, payload, prior, state, attempts, result_version, "
-    "  done_ms FROM outbox;"
+    "by_n, from_s, to_s, akey, max_len, payload, prior, state, attempts, result_version, "
+    "done_ms FROM outbox;"
     "CREATE TABLE conflicts_v3(seq INTEGER PRIMARY KEY REFERENCES "
     "outbox_v3(seq)," CONFLICTS_V3_AFTER_SEQ
     "INSERT INTO conflicts_v3 SELECT seq, op_id, outcome, code, reason, server_version, "
-    "  server_fields, created_ms, decision, resolution, resolved_ms FROM conflicts;"
+    "server_fields, created_ms, decision, resolution, resolved_ms FROM conflicts;"
     "INSERT INTO sync_state(k, v) SELECT '" FSA_STATE_OUTBOX_LAST_DELETED "', seq "
-    "  FROM sqlite_sequence WHERE name = 'outbox' AND seq > 0 "
-    "  ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v);"
+    "FROM sqlite_sequence WHERE name = 'outbox' AND seq > 0 "
+    "ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v);"
     "CREATE TABLE changes_v3" CHANGES_V3_COLUMNS
     "INSERT INTO changes_v3 SELECT seq, type, id, version, reason, op_id, at_ms FROM changes;"
     "DROP TABLE conflicts;"
