@@ -600,7 +600,7 @@ typedef struct sink {
     size_t max;
     bool too_large;
     bool no_memory;
-    unsigned long alloc_failures; /* fsa_alloc_failures() when the request began */
+    unsigned long alloc_failures; /* allocations that failed inside libcurl's work on it */
 } sink_t;
 
 static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
@@ -768,11 +768,11 @@ static curl_failure_t map_curl_error(CURLcode rc, const sink_t *sink, int status
     case CURLE_OUT_OF_MEMORY:
         /* libcurl also says this of an answer over its own bounds (a header line of 100 KB or
          * more, Debian 12's 7.88): the server's doing when the answer had begun (its status
-         * line read) and no allocation failed on this thread (libcurl allocates through
-         * port/alloc, on the caller's thread: begin and end run there; TLS's allocations do not
-         * come here, but they are made before an answer starts). FSA_ENOMEM would have the
-         * engine ask again at the next cycle without a backoff. */
-        if (status > 0 && fsa_alloc_failures() == sink->alloc_failures) {
+         * line read) and no allocation failed in libcurl's work on the request (it allocates
+         * through port/alloc: perform() counts; TLS's allocations do not come here, but they are
+         * made before an answer starts). FSA_ENOMEM would have the engine ask again at the next
+         * cycle without a backoff. */
+        if (status > 0 && sink->alloc_failures == 0) {
             f.st = FSA_EPROTO;
             f.what = "answer over libcurl's limits";
         } else {
@@ -1017,6 +1017,18 @@ static void end_request(fsa_transport_t *t)
     memset(q, 0, sizeof *q);
 }
 
+/* curl_multi_perform, counting the allocations that failed in it for the request in flight: those
+ * are libcurl's work on the request (and the answer's, ours, into the sink), not what the caller
+ * does between fsa_transport_begin and fsa_transport_end (the engine reads and compresses the
+ * next batch meanwhile), which cannot change a request already handed over. */
+static CURLMcode perform(fsa_transport_t *t, int *running)
+{
+    unsigned long before = fsa_alloc_failures();
+    CURLMcode mc = curl_multi_perform(t->multi, running);
+    t->req->sink.alloc_failures += fsa_alloc_failures() - before;
+    return mc;
+}
+
 fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const char *path_and_query,
                                  const void *body, size_t len, fsa_transport_sign_fn sign,
                                  void *sign_arg, fsa_http_response_t *resp)
@@ -1034,7 +1046,6 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     int level = compressed ? t->next_gzip_level : 0;
     q->method = post ? "POST" : "GET";
     q->sink.max = t->max_response_bytes;
-    q->sink.alloc_failures = fsa_alloc_failures();
     q->up.data = body;
     q->up.len = len;
     st = build_url(t, q, path_and_query, resp);
@@ -1085,7 +1096,7 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     /* Sends what can be sent now (on a kept-alive connection, usually the whole request): the
      * server works on it while the caller does something else until fsa_transport_end. */
     int running = 0;
-    (void)curl_multi_perform(t->multi, &running);
+    (void)perform(t, &running);
     return FSA_OK;
 }
 
@@ -1096,7 +1107,7 @@ static CURLcode run_to_end(fsa_transport_t *t)
     CURLMcode mc = CURLM_OK;
     t->waited_ns = 0;
     while (mc == CURLM_OK) {
-        mc = curl_multi_perform(t->multi, &running);
+        mc = perform(t, &running);
         if (mc != CURLM_OK || running == 0)
             break;
         /* Wakes at activity on the socket or when curl's next timeout is due. The time in here
@@ -1148,7 +1159,7 @@ fsa_status_t fsa_transport_poll(fsa_transport_t *t, bool *done)
         return FSA_EINVAL;
     int running = 1;
     /* A failure here is fsa_transport_end's to tell: the request is over either way. */
-    *done = curl_multi_perform(t->multi, &running) != CURLM_OK || running == 0;
+    *done = perform(t, &running) != CURLM_OK || running == 0;
     return FSA_OK;
 }
 
@@ -1177,12 +1188,13 @@ fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
         end_request(t);
         return st;
     }
-    /* An error answer after an allocation failed on the way may answer a request that went out
-     * other than asked: libcurl 7.88 (Debian 12) drops a URL's query when its copy cannot be
-     * allocated (its url.c ignores that curl_url_get() failed) and sends the rest, and the server
-     * refuses the signature, which covers the query, with a 401. Taken at its word, that was
-     * "the server refused this device" and an hour's backoff for a moment without memory. */
-    if (resp->status >= 400 && fsa_alloc_failures() != q->sink.alloc_failures) {
+    /* An error answer after an allocation failed in libcurl's work on the request may answer a
+     * request that went out other than asked: libcurl 7.88 (Debian 12) drops a URL's query when its
+     * copy cannot be allocated (its url.c ignores that curl_url_get() failed) and sends the rest,
+     * and the server refuses the signature, which covers the query, with a 401. Taken at its word,
+     * that was "the server refused this device" and an hour's backoff for a moment without memory.
+     */
+    if (resp->status >= 400 && q->sink.alloc_failures != 0) {
         say(resp->error, sizeof resp->error,
             "out of memory during the request (the server's HTTP %d may answer a request sent "
             "incomplete): %s %.120s",

@@ -1706,6 +1706,27 @@ static void test_fsa_transport_request__error_after_failed_alloc_is_enomem(void 
     fsa_transport_free(t);
 }
 
+/* Only libcurl's work on the request counts: an allocation of the caller's that fails between
+ * begin and end (the engine reads and compresses the next batch meanwhile) cannot change the
+ * request, and the server's genuine refusal stays the answer. */
+static void test_fsa_transport_begin_end__callers_failed_alloc_leaves_the_answer(void **state)
+{
+    (void)state;
+    fsa_transport_opts_t o = http_opts();
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+    assert_fsa_ok(fsa_transport_begin(t, "GET", "/needs_query?q=v2", NULL, 0, NULL, NULL, &r));
+    fsa_alloc_fail_nth(1);
+    void *p = fsa_malloc(64);
+    assert_true(fsa_alloc_fault_fired());
+    fsa_alloc_fail_nth(0);
+    assert_null(p);
+    assert_fsa_ok(fsa_transport_end(t, &r));
+    assert_int_equal(r.status, 401);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+}
+
 static void test_fsa_transport_request__gzip_answer_inflated(void **state)
 {
     (void)state;
@@ -1948,6 +1969,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__answer_too_large),
         cmocka_unit_test(test_fsa_transport_request__header_over_libcurls_bound_is_the_servers),
         cmocka_unit_test(test_fsa_transport_request__error_after_failed_alloc_is_enomem),
+        cmocka_unit_test(test_fsa_transport_begin_end__callers_failed_alloc_leaves_the_answer),
         cmocka_unit_test(test_fsa_transport_request__gzip_answer_inflated),
         cmocka_unit_test(test_fsa_transport_request__retry_after),
         cmocka_unit_test(test_fsa_transport_request__retry_after_date_on_the_ports_clock),
