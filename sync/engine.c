@@ -1036,6 +1036,7 @@ static fsa_status_t end_cycle(fsa_engine_t *e, fsa_status_t st)
     /* A cancel ends the cycle as FSA_ETIMEOUT ("cancelled"). A stop is not a failure: the backoff
      * stays as it was, and the next start syncs at once. */
     if (st == FSA_ETIMEOUT && atomic_load(&e->cancelled)) {
+        e->rep->cancelled = true;
         notify(e, FSA_ENGINE_IDLE, "cancelled", st);
         return FSA_OK;
     }

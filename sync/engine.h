@@ -62,6 +62,7 @@ typedef struct fsa_sync_report {
     int64_t compressed_ahead;                        /* batches sent compressed ahead */
     int64_t next_attempt_ms;                         /* persisted next attempt; 0: none */
     int last_http_status; /* the last HTTP status the server answered; 0: no answer arrived */
+    bool cancelled;       /* the cycle ended at a cancel (fsa_engine_cancel): nothing persisted */
     char error[320];      /* "" on success */
 } fsa_sync_report_t;
 

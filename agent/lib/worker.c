@@ -871,7 +871,8 @@ fieldsync_status_t fieldsync_stop(fieldsync_t *fs)
     }
     for (fsl_once_t *o = w->onces; o != NULL; o = o->next) {
         o->cancelled = true;
-        fsa_engine_cancel(o->engine);
+        if (o->engine != NULL)
+            fsa_engine_cancel(o->engine);
     }
     unlock(fs);
     return fsl__ok(fs);
@@ -912,31 +913,40 @@ fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
                          "the sync thread is started: use fieldsync_sync_now, or stop it first");
     }
     w->once++;
+    /* Listed from here: a stop while the engine is made cancels it as soon as it exists. */
+    fsl_once_t me = {.next = w->onces};
+    w->onces = &me;
     unlock(fs);
 
     char err[320] = "";
     fsa_engine_t *e = NULL;
     fieldsync_t *shell = NULL;
     fsa_status_t st = engine_make(fs, ignore_backoff, &e, &shell, err, sizeof err);
+    const bool made = st == FSA_OK;
     fsa_sync_report_t r;
     memset(&r, 0, sizeof r);
-    if (st == FSA_OK) {
-        fsl_once_t me = {.engine = e};
-        lock(fs);
-        me.next = w->onces;
-        w->onces = &me;
-        unlock(fs);
+    lock(fs);
+    if (made) {
+        me.engine = e;
+        if (me.cancelled)
+            fsa_engine_cancel(e); /* sticky: the cycle ends at its first step */
+    }
+    unlock(fs);
+    if (made) {
         fsa_engine_on_status(e, on_engine_status, fs);
         st = fsa_engine_sync(e, &r);
-        lock(fs);
-        fsl_once_t **p = &w->onces;
-        while (*p != &me)
-            p = &(*p)->next;
-        *p = me.next;
-        unlock(fs);
+    }
+    lock(fs);
+    fsl_once_t **p = &w->onces;
+    while (*p != &me)
+        p = &(*p)->next;
+    *p = me.next;
+    unlock(fs);
+    if (made) {
         engine_unmake(e, shell);
-        /* As the thread's: a cancelled cycle persisted no backoff, and is no failure to show. */
-        bool cancelled = me.cancelled && st == FSA_ETIMEOUT;
+        /* As the thread's: a cycle the engine ended at the cancel persisted no backoff, and is
+         * no failure to show; one that ended otherwise before the stop came is what it was. */
+        bool cancelled = r.cancelled;
         account(fs, st, &r, cancelled);
         if (!cancelled) {
             settle(fs, st, &r);

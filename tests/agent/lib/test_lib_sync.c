@@ -521,6 +521,47 @@ static void test_sync_once__cancelled_by_stop(void **state)
     lrec_clear(&r);
 }
 
+typedef struct once_call {
+    fieldsync_t *fs;
+    fieldsync_status_t st;
+    fieldsync_report_t rep;
+} once_call_t;
+
+static void *once_thread(void *arg)
+{
+    once_call_t *c = arg;
+    c->st = fieldsync_sync_once(c->fs, false, &c->rep);
+    return NULL;
+}
+
+/* The same from another thread: the app's loop runs fieldsync_sync_once on its own thread, and
+ * its UI thread stops (300 ms of latency a request: the backlog takes seconds). */
+static void test_sync_once__cancelled_by_stop_from_another_thread(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    enum { OPS = 300 };
+    for (int i = 0; i < OPS; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "Q%d", i);
+        assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
+    }
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    once_call_t c = {.fs = fs};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, once_thread, &c), 0);
+    assert_true(lrec_wait(&r, lrec_is_syncing, 20000));
+    assert_int_equal(fieldsync_stop(fs), FIELDSYNC_OK);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(c.st, FIELDSYNC_ETIMEOUT);
+    assert_true(c.rep.applied < OPS);
+    assert_false(on_server(f, "Q299"));
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
 /* A 401 does not stop the device for good (PROTOCOL.md 7.4): ATTENTION, retried later with the
  * secret file read again, so a fixed secret needs no restart or reload. */
 static void test_start__refused_device_is_attention(void **state)
@@ -861,6 +902,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sync_once__busy_while_started, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop, setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop_from_another_thread,
+                                        setup_slow, teardown),
         cmocka_unit_test_setup_teardown(test_start__refused_device_is_attention, setup_plain,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reload__takes_the_stored_configuration,
