@@ -600,6 +600,11 @@ uint64_t fsa__db_busy_waits(void)
 
 static _Atomic int64_t ckpt_claim_ns; /* posix monotonic: the drain checkpoints until then */
 static _Atomic int wal_pages;         /* the WAL's pages at the last commit in this process */
+/* What the checkpointer's last checkpoint left (ckpt_request): the frames it copied when the WAL
+ * did not start again (checkpoint_passes()'s result; -1: nothing to finish), and the frames the
+ * WAL held at its last pass. */
+static _Atomic int ck_copied = -1;
+static _Atomic int ck_log;
 
 static bool ckpt_request(const char *path, int pages);
 
@@ -614,8 +619,12 @@ static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
 {
     fsa_pulse_post();
     atomic_store(&wal_pages, pages);
-    if (pages < WAL_CHECKPOINT_PAGES)
+    if (pages < WAL_CHECKPOINT_PAGES) {
+        /* A new WAL, or a small one: what the last checkpoint left is of an older one. */
+        if (atomic_load(&ck_copied) >= 0)
+            atomic_store(&ck_copied, -1);
         return SQLITE_OK;
+    }
     fsa_port_t *real = fsa_port_posix();
     if (pages < WAL_CHECKPOINT_FORCE && real->mono_now(real->ctx).ns < atomic_load(&ckpt_claim_ns))
         return SQLITE_OK;
@@ -698,9 +707,10 @@ static bool own_open(const char *path, sqlite3 **own)
  * only those, and are followed by a RESTART without a busy handler: it takes the write lock only
  * when no one writes (else it is one more PASSIVE pass), copies what came after the last pass
  * (little: it holds writers off meanwhile), and then this starts the WAL's next generation.
- * Returns the WAL's frames copied when it did not start again, -1 when it did or failed.
+ * Returns the WAL's frames copied when it did not start again, -1 when it did or failed; *frames,
+ * the frames in the WAL at the last pass.
  */
-static int checkpoint_passes(sqlite3 *own)
+static int checkpoint_passes(sqlite3 *own, int *frames)
 {
     int log = 0, copied = 0, rc = SQLITE_OK;
     for (int pass = 0, seen = -1;
@@ -720,6 +730,7 @@ static int checkpoint_passes(sqlite3 *own)
          * the end of its backoff pause (busy_wait() waits for a pulse or the pause). */
         fsa_pulse_post();
     }
+    *frames = log;
     return copied;
 }
 
@@ -729,7 +740,8 @@ void fsa__db_flush(const char *path, sqlite3 **own)
     if (atomic_load(&wal_pages) < WAL_FLUSH_PAGES || !own_open(path, own))
         return;
     if (atomic_load(&wal_pages) >= WAL_CHECKPOINT_PAGES) {
-        (void)checkpoint_passes(*own);
+        int frames;
+        (void)checkpoint_passes(*own, &frames);
         return;
     }
     /* Not a sync: the kernel is asked to start writing the WAL's pages, and the drain goes on
@@ -764,7 +776,6 @@ static int64_t ck_pid;                     /* the process that started it */
 static char ck_path[FSA_LIMIT_PATH_BYTES]; /* its journal */
 static fsa_thread_t *ck_forked;            /* a fork's copy of the parent's */
 static _Atomic bool ck_done;               /* it has ended */
-static _Atomic int ck_copied;              /* what it left: checkpoint_passes()'s result */
 static _Atomic uint64_t ck_served;         /* checkpoints it has run (fsa__db_checkpoints_run) */
 
 static void ck_init(void)
@@ -791,14 +802,15 @@ static void *ckpt_main(void *arg)
         (void)fsa_pulse_wait(seen, fsa_mono_forever());
 #endif
     sqlite3 *own = NULL;
-    int copied = -1;
+    int copied = -1, frames = 0;
     /* As the drain's: its RESTART is tried without waiting, only once the passes copied all they
      * saw; a checkpoint that stopped short (a record's commit came during its last pass) leaves
      * the next commit to ask again. Measured, a RESTART that waited for a gap between records
      * held them up longer than the extra checkpoints cost (docs/performance.md). */
     if (own_open(ck_path, &own))
-        copied = checkpoint_passes(own);
+        copied = checkpoint_passes(own, &frames);
     sqlite3_close_v2(own);
+    atomic_store(&ck_log, frames);
     atomic_store(&ck_copied, copied);
     atomic_fetch_add(&ck_served, 1);
     atomic_store(&ck_done, true);
@@ -839,8 +851,12 @@ static bool ck_reap(fsa_port_t *real, const char *path)
  * is copied starts it. Asked again at once, a thread copied the few new frames, ended the same way,
  * and so on: one checkpoint, a connection and two syncs every ~30 records, and the WAL grew to
  * WAL_CHECKPOINT_FORCE all the same (docs/performance.md, Recording, "Session 17"). So the first
- * commit after such an end, fewer than WAL_CHECKPOINT_PAGES frames later, copies the rest in its
- * own commit, which no writer can overtake: the WAL starts again at the next write.
+ * commit after such an end copies the rest in its own commit: fewer than WAL_CHECKPOINT_PAGES
+ * frames, what SQLite's own checkpoint in a commit copies (and in a run of records, tens to
+ * hundreds). A commit of another connection during that copy leaves it short once more (the next
+ * commit asks a thread); else the WAL starts again at the next write. What the thread left is
+ * taken only for the WAL it saw: not after a commit of this process found the WAL small (it
+ * started again meanwhile, by another connection or process), nor below the frames it saw.
  */
 static bool ckpt_request(const char *path, int pages)
 {
@@ -849,8 +865,8 @@ static bool ckpt_request(const char *path, int pages)
         return false;
     bool ok = ck_thread != NULL && strcmp(ck_path, path) == 0;
     int left = atomic_load(&ck_copied);
-    if (ck_thread == NULL && left >= 0 && pages >= left && pages - left < WAL_CHECKPOINT_PAGES &&
-        strcmp(ck_path, path) == 0) {
+    if (ck_thread == NULL && left >= 0 && pages >= atomic_load(&ck_log) &&
+        pages - left < WAL_CHECKPOINT_PAGES && strcmp(ck_path, path) == 0) {
         atomic_store(&ck_copied, -1); /* finished here, or asked of a thread next time */
     } else if (ck_thread == NULL) {
         memcpy(ck_path, path, strlen(path) + 1); /* fits: checked above */

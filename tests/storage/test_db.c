@@ -38,6 +38,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fx_t *f = *state;
+    fsa__db_checkpointer_hold(false); /* a test that failed holding it leaves none held */
     static const char *const sfx[] = {"", "-wal", "-shm", ".users", ".locks"};
     for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
         char p[160];
@@ -652,6 +653,44 @@ static void test_fsa__db_checkpoint__the_next_commit_finishes_a_short_one(void *
     assert_threads(threads0, 0);
 }
 
+/* What a short checkpoint left is of the WAL it saw: once a commit of this process finds the WAL
+ * small (another connection started it again), a commit past the size in the new WAL asks a
+ * thread again rather than copy the new WAL in its own commit. */
+static void test_fsa__db_checkpoint__a_new_wal_is_not_finished_in_a_commit(void **state)
+{
+    fx_t *f = *state;
+    sqlite3 *db = NULL, *reader = NULL, *other = NULL;
+    fsa_flock_t *users = NULL, *users2 = NULL;
+    open_with_table(f, true, &db, &users);
+    assert_int_equal(sqlite3_open_v2(f->path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    int threads0 = thread_count();
+    uint64_t runs0 = fsa__db_checkpoints_run();
+    fsa__db_checkpointer_hold(true);
+    assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
+    assert_fsa_ok(fsa__db_exec(reader, "BEGIN; SELECT count(*) FROM t", NULL, 0));
+    assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(1)", NULL, 0));
+    fsa__db_checkpointer_hold(false);
+    wait_checkpoints_past(runs0); /* it ended short: the reader */
+    assert_fsa_ok(fsa__db_exec(reader, "COMMIT", NULL, 0));
+    /* Another connection of the process copies all, starts the WAL again and writes in it: its
+     * commits find the WAL small. */
+    fsa_db_opts_t o = {0};
+    assert_int_equal(open_db(f, &o, &other, &users2), FSA_OK);
+    assert_fsa_ok(fsa__db_exec(other, "PRAGMA wal_checkpoint(RESTART)", NULL, 0));
+    /* Enough that the next commit takes the new WAL past what was copied of the old one. */
+    assert_fsa_ok(
+        fsa__db_exec(other, "INSERT INTO t SELECT randomblob(3500) FROM t LIMIT 60", NULL, 0));
+    fsa__db_checkpointer_hold(true);
+    assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
+    assert_threads(threads0, 1); /* asked of a thread, which waits */
+    fsa__db_checkpointer_hold(false);
+    wait_checkpoints_past(runs0 + 1);
+    fsa__db_close(fsa_port_posix(), other, users2);
+    sqlite3_close(reader);
+    fsa__db_close(fsa_port_posix(), db, users);
+    assert_threads(threads0, 0);
+}
+
 /* While a drain claims the checkpoints, a commit past the size leaves them to it: no thread. */
 static void test_fsa__db_checkpoint__claimed_by_a_drain(void **state)
 {
@@ -774,6 +813,7 @@ int main(void)
         T(test_fsa__db_open__wal_padded_commits_reach_the_file),
         T(test_fsa__db_checkpoint__left_to_a_thread),
         T(test_fsa__db_checkpoint__the_next_commit_finishes_a_short_one),
+        T(test_fsa__db_checkpoint__a_new_wal_is_not_finished_in_a_commit),
         T(test_fsa__db_checkpoint__claimed_by_a_drain),
         T(test_fsa__db_checkpoint__full_commits_run_their_own),
         T(test_fsa__db_checkpoint__close_waits_for_it),
