@@ -95,16 +95,16 @@
     "at_ms INTEGER NOT NULL);"
 /* The outbox's indexes (as schema 2 made them) and schema 3's trigger, which schema 4 drops. */
 #define OUTBOX_INDEXES                                                                             \
-    "CREATE INDEX outbox_by_entity ON outbox(type, id, state, seq);"                               \
-    "CREATE INDEX outbox_open ON outbox(seq, state) WHERE state IN (0, 1);"                        \
-    "CREATE INDEX outbox_done ON outbox(seq) WHERE state = 2;"                                     \
-    "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';"
+    "CREATE INDEX outbox_by_entity ON outbox(type,id,state,seq);"                                  \
+    "CREATE INDEX outbox_open ON outbox(seq,state) WHERE state IN(0,1);"                           \
+    "CREATE INDEX outbox_done ON outbox(seq) WHERE state=2;"                                       \
+    "CREATE INDEX outbox_by_group ON outbox(grp,state) WHERE grp!='';"
 #define OUTBOX_V3_INDEXES                                                                          \
     OUTBOX_INDEXES                                                                                 \
     "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "                                 \
-    "WHEN NOT EXISTS (SELECT 1 FROM outbox WHERE seq > old.seq) BEGIN "                            \
-    "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "           \
-    "ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v); END;"
+    "WHEN NOT EXISTS(SELECT 1 FROM outbox WHERE seq>old.seq) BEGIN "                               \
+    "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "            \
+    "ON CONFLICT(k) DO UPDATE SET v=max(v,excluded.v); END;"
 
 /*
  * Migrations: the steps from schema version 1 up, each ended by a NUL; migration(v) takes a
@@ -138,13 +138,13 @@ static const char migration_steps[] =
      * ends (compaction), so while a long backlog drains they pile up at the head of the table:
      * without this index, reading the next batch and counting the queue scan them all, once
      * per batch, and a drain of n ops costs n^2. Appending to it is cheap (seq grows). */
-    "CREATE INDEX outbox_open ON outbox(seq, state) WHERE state IN (0, 1);"
+    "CREATE INDEX outbox_open ON outbox(seq,state) WHERE state IN(0,1);"
     /* ... and the status figures count the done ops not yet compacted after every batch: */
-    "CREATE INDEX outbox_done ON outbox(seq) WHERE state = 2;"
+    "CREATE INDEX outbox_done ON outbox(seq) WHERE state=2;"
     /* A batch takes a group whole: its size is counted before its first op is taken, once per
      * group per batch; without an index that count scanned the whole outbox. Only grouped ops
      * are in it. */
-    "CREATE INDEX outbox_by_group ON outbox(grp, state) WHERE grp != '';"
+    "CREATE INDEX outbox_by_group ON outbox(grp,state) WHERE grp!='';"
     "\0"
     /* 2 -> 3: the outbox and the change log without AUTOINCREMENT. AUTOINCREMENT rewrote a row of
      * sqlite_sequence (its own b-tree, one more page in the WAL) for every insert into either:
@@ -159,18 +159,18 @@ static const char migration_steps[] =
      * foreign keys stay on and checked). The last seq AUTOINCREMENT gave the outbox is carried
      * over. One transaction, as every step. A new journal gets schema_current instead. */
     "CREATE TABLE outbox_v3" OUTBOX_V3_COLUMNS
-    "INSERT INTO outbox_v3 SELECT seq, op_id, at_ms, kind, type, id, grp, field, base_version, "
+    "INSERT INTO outbox_v3 SELECT seq,op_id,at_ms,kind,type,id,grp,field,base_version,"
     "by_n, from_s, to_s, akey, max_len, payload, prior, state, attempts, result_version, "
     "done_ms FROM outbox;"
     "CREATE TABLE conflicts_v3(seq INTEGER PRIMARY KEY REFERENCES "
     "outbox_v3(seq)," CONFLICTS_V3_AFTER_SEQ
-    "INSERT INTO conflicts_v3 SELECT seq, op_id, outcome, code, reason, server_version, "
-    "server_fields, created_ms, decision, resolution, resolved_ms FROM conflicts;"
-    "INSERT INTO sync_state(k, v) SELECT '" FSA_STATE_OUTBOX_LAST_DELETED "', seq "
-    "FROM sqlite_sequence WHERE name = 'outbox' AND seq > 0 "
-    "ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v);"
+    "INSERT INTO conflicts_v3 SELECT seq,op_id,outcome,code,reason,server_version,"
+    "server_fields,created_ms,decision,resolution,resolved_ms FROM conflicts;"
+    "INSERT INTO sync_state(k,v) SELECT '" FSA_STATE_OUTBOX_LAST_DELETED "', seq "
+    "FROM sqlite_sequence WHERE name='outbox' AND seq>0 "
+    "ON CONFLICT(k) DO UPDATE SET v=max(v,excluded.v);"
     "CREATE TABLE changes_v3" CHANGES_V3_COLUMNS
-    "INSERT INTO changes_v3 SELECT seq, type, id, version, reason, op_id, at_ms FROM changes;"
+    "INSERT INTO changes_v3 SELECT seq,type,id,version,reason,op_id,at_ms FROM changes;"
     "DROP TABLE conflicts;"
     "DROP TABLE outbox;"
     "DROP TABLE changes;"
@@ -345,7 +345,7 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
         }
     }
     if (version < FSA_SCHEMA_VERSION) {
-        st = fsa__db_exec(db, "PRAGMA user_version = " SCHEMA_VERSION_TEXT, detail, sizeof detail);
+        st = fsa__db_exec(db, "PRAGMA user_version=" SCHEMA_VERSION_TEXT, detail, sizeof detail);
         if (st != FSA_OK) {
             snprintf(err, errlen, "journal %s: cannot set schema version: %s", path, detail);
             goto out;
@@ -389,10 +389,10 @@ static fsa_status_t set_clean(sqlite3 *db, int clean, const char *restore, char 
     fsa_status_t st = fsa__db_exec(db, "PRAGMA synchronous=NORMAL", err, errlen);
     if (st == FSA_OK)
         st = fsa__db_exec(db,
-                          clean ? "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_CLEAN_CLOSE
-                                  "', 1) ON CONFLICT(k) DO UPDATE SET v = 1"
-                                : "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_CLEAN_CLOSE
-                                  "', 0) ON CONFLICT(k) DO UPDATE SET v = 0",
+                          clean ? "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_CLEAN_CLOSE
+                                  "',1) ON CONFLICT(k) DO UPDATE SET v=1"
+                                : "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_CLEAN_CLOSE
+                                  "',0) ON CONFLICT(k) DO UPDATE SET v=0",
                           err, errlen);
     fsa_status_t back = restore != NULL ? fsa__db_exec(db, restore, NULL, 0) : FSA_OK;
     return st != FSA_OK ? st : back;
@@ -673,8 +673,8 @@ fsa_status_t fsa__db_open_reader(const char *path, sqlite3 **out)
 static void wal_start(sqlite3 *own)
 {
     (void)sqlite3_exec(own,
-                       "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_WAL_STARTS "', 1) "
-                       "ON CONFLICT(k) DO UPDATE SET v = v + 1",
+                       "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_WAL_STARTS "', 1) "
+                       "ON CONFLICT(k) DO UPDATE SET v=v + 1",
                        NULL, NULL, NULL);
 }
 

@@ -156,8 +156,8 @@ static bool overwrite_failed_commit(fsa_journal_t *j)
     /* In a transaction left open by a failed ROLLBACK, the write would not commit at all. */
     return sqlite3_get_autocommit(j->db) &&
            sqlite3_exec(j->db,
-                        "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_FSYNC_FAILURES "', 1) "
-                        "ON CONFLICT(k) DO UPDATE SET v = v + 1",
+                        "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_FSYNC_FAILURES "', 1) "
+                        "ON CONFLICT(k) DO UPDATE SET v=v + 1",
                         NULL, NULL, NULL) == SQLITE_OK;
 }
 
@@ -321,7 +321,7 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
         page = sqlite3_column_int64(ps, 0);
     sqlite3_finalize(ps);
     int64_t pages = j->budget_bytes / (page > 0 ? page : FSA_LIMIT_PAGE_BYTES);
-    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %" PRId64,
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count=%" PRId64,
              pages > FSA_LIMIT_JOURNAL_MIN_PAGES ? pages : FSA_LIMIT_JOURNAL_MIN_PAGES);
     st = fsa__db_exec(j->db, sql, err, errlen);
     if (st != FSA_OK)

@@ -17,9 +17,9 @@ static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, fsa_result_status
 {
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "INSERT INTO conflicts(seq, op_id, outcome, code, reason, "
+                          "INSERT INTO conflicts(seq,op_id,outcome,code,reason,"
                           "server_version, server_fields, created_ms) "
-                          "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(seq) DO UPDATE SET "
+                          "VALUES(?1,?2,?3,?4,?5,?6,?7,?8) ON CONFLICT(seq) DO UPDATE SET "
                           "outcome = excluded.outcome, code = excluded.code, "
                           "reason = excluded.reason, server_version = excluded.server_version, "
                           "server_fields = excluded.server_fields, resolution = NULL, "
@@ -47,7 +47,7 @@ static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, fsa_result_status
      * else it is a conflict, for the resolver. They are still waiting: a set is not sent before
      * the answers of the ops before it on its entity (set_waits, journal_outbox.c). */
     s = prep(j,
-             "UPDATE outbox SET base_version = base_version - 1 WHERE type = ?1 AND id = ?2 "
+             "UPDATE outbox SET base_version=base_version - 1 WHERE type=?1 AND id=?2 "
              "AND state IN (0, 1) AND seq > ?3 AND kind = ?4",
              &st);
     if (s != FSA_OK)
@@ -152,13 +152,13 @@ static fsa_status_t ent_get(fsa_journal_t *j, ent_cache_t *c, fsa_type_t type, c
  * the ops were done.
  */
 #define DONE_OPS_COPY_SQL                                                                          \
-    "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) SELECT op_id, seq, ?3 "                   \
-    "FROM outbox NOT INDEXED WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)"
+    "INSERT OR IGNORE INTO done_ops(op_id,seq,done_ms) SELECT op_id,seq,?3 "                       \
+    "FROM outbox NOT INDEXED WHERE seq BETWEEN ?1 AND ?2 AND state IN(0,1)"
 /* NOT INDEXED: the rows are found by their seq (the rowid) in the table itself. Through
  * outbox_open, which the statement changes, SQLite would collect the rows first and seek each
  * again. */
 #define DONE_OPS_DELETE_SQL                                                                        \
-    "DELETE FROM outbox NOT INDEXED WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)"
+    "DELETE FROM outbox NOT INDEXED WHERE seq BETWEEN ?1 AND ?2 AND state IN(0,1)"
 
 /* The open ops with after <= seq <= upto leave the outbox as done (above); *rows (may be NULL)
  * is set to how many did. */
@@ -188,8 +188,8 @@ static fsa_status_t close_op(fsa_journal_t *j, const fsa_op_t *op, fsa_op_state_
     }
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "UPDATE outbox SET state = ?2, result_version = 0, done_ms = ?3 "
-                          "WHERE seq = ?1 AND state IN (0, 1)",
+                          "UPDATE outbox SET state=?2,result_version=0,done_ms=?3 "
+                          "WHERE seq=?1 AND state IN(0,1)",
                           &st);
     if (s != FSA_OK)
         return s;
@@ -302,7 +302,7 @@ static fsa_status_t close_run(fsa_journal_t *j, const fsa_op_t *ops, const fsa_o
         return FSA_OK;
     sqlite3_stmt *st;
     fsa_status_t s =
-        prep(j, "SELECT count(*) FROM outbox WHERE seq BETWEEN ?1 AND ?2 AND state IN (0, 1)", &st);
+        prep(j, "SELECT count(*) FROM outbox WHERE seq BETWEEN ?1 AND ?2 AND state IN(0,1)", &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, ops[i].seq);

@@ -25,8 +25,8 @@ static fsa_status_t insert_one(fsa_journal_t *j, fsa_type_t type, const char *id
 {
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "INSERT INTO changes(type, id, version, reason, op_id, at_ms) "
-                          "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                          "INSERT INTO changes(type,id,version,reason,op_id,at_ms) "
+                          "VALUES(?1,?2,?3,?4,?5,?6)",
                           &st);
     if (s != FSA_OK)
         return s;
@@ -47,8 +47,8 @@ fsa_status_t fsa__jn_log_change(fsa_journal_t *j, fsa_type_t type, const char *i
 #define ROW_PARAMS "(?, ?, ?, ?, ?, ?)"
 #define ROWS_4 ROW_PARAMS "," ROW_PARAMS "," ROW_PARAMS "," ROW_PARAMS
 static const char INSERT_ROWS_SQL[] =
-    "INSERT INTO changes(type, id, version, reason, op_id, at_ms) VALUES " ROWS_4 "," ROWS_4
-    "," ROWS_4 "," ROWS_4;
+    "INSERT INTO changes(type,id,version,reason,op_id,at_ms) VALUES " ROWS_4 "," ROWS_4 "," ROWS_4
+    "," ROWS_4;
 _Static_assert(FSA__JN_CHANGE_ROWS == 16, "INSERT_ROWS_SQL has 16 rows");
 
 fsa_status_t fsa__jn_change_flush(fsa_journal_t *j, fsa__jn_change_rows_t *rows)
@@ -102,7 +102,7 @@ fsa_status_t fsa_journal_changes_last(fsa_journal_t *j, int64_t *seq)
         return FSA_EINVAL;
     lock_j(j);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "SELECT coalesce(max(seq), 0) FROM changes", &st);
+    fsa_status_t s = prep(j, "SELECT coalesce(max(seq),0) FROM changes", &st);
     if (s == FSA_OK) {
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
@@ -125,8 +125,8 @@ fsa_status_t fsa_journal_changes_read(fsa_journal_t *j, int64_t after, fsa_chang
     lock_j(j);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "SELECT seq, type, id, version, reason, op_id FROM changes "
-                          "WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                          "SELECT seq,type,id,version,reason,op_id FROM changes "
+                          "WHERE seq>?1 ORDER BY seq LIMIT ?2",
                           &st);
     if (s == FSA_OK) {
         sqlite3_bind_int64(st, 1, after);

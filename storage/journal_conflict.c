@@ -114,8 +114,8 @@ void fsa_conflict_clear(fsa_conflict_t *c)
 
 /* The columns conflict_from_row() reads, then the statement's own FROM and WHERE. */
 #define CONFLICT_SELECT                                                                            \
-    "SELECT o.*, c.outcome, c.code, c.reason, c.server_version, c.server_fields, c.created_ms, "   \
-    "coalesce(c.resolution, ''), c.decision FROM conflicts c JOIN outbox o ON o.seq = c.seq "
+    "SELECT o.*,c.outcome,c.code,c.reason,c.server_version,c.server_fields,c.created_ms,"          \
+    "coalesce(c.resolution,''),c.decision FROM conflicts c JOIN outbox o ON o.seq=c.seq "
 
 /* Fills *c from a CONFLICT_SELECT row; on failure c is cleared. A name the tables above do not
  * know (a journal written by something else) is FSA_ECORRUPT. */
@@ -188,7 +188,7 @@ static fsa_status_t conflict_members(fsa_journal_t *j, fsa_op_t *op,
     }
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "SELECT " OP_COLUMNS " FROM outbox WHERE grp = ?1 AND seq IN "
+                          "SELECT " OP_COLUMNS " FROM outbox WHERE grp=?1 AND seq IN "
                           "(SELECT seq FROM conflicts WHERE resolution IS NULL) ORDER BY seq",
                           &st);
     if (s != FSA_OK)
@@ -261,8 +261,8 @@ static fsa_status_t mark_resolved(fsa_journal_t *j, const fsa_op_t *members, siz
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         sqlite3_stmt *st;
         s = prep(j,
-                 "UPDATE conflicts SET resolution = ?2, resolved_ms = ?3 "
-                 "WHERE seq = ?1 AND resolution IS NULL",
+                 "UPDATE conflicts SET resolution=?2,resolved_ms=?3 "
+                 "WHERE seq=?1 AND resolution IS NULL",
                  &st);
         if (s != FSA_OK)
             break;
@@ -361,7 +361,7 @@ fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
     if (s != FSA_OK)
         return s;
     sqlite3_stmt *st;
-    s = prep(j, "UPDATE conflicts SET decision = ?2 WHERE op_id = ?1 AND resolution IS NULL", &st);
+    s = prep(j, "UPDATE conflicts SET decision=?2 WHERE op_id=?1 AND resolution IS NULL", &st);
     if (s == FSA_OK) {
         fsa__db_bind_text(st, 1, op_id);
         fsa__db_bind_text(st, 2, fsa_conflict_decision_name(decision));
@@ -393,7 +393,7 @@ fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id, fsa_conflict_
         return FSA_EINVAL;
     lock_j(j);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, CONFLICT_SELECT "WHERE o.op_id = ?1", &st);
+    fsa_status_t s = prep(j, CONFLICT_SELECT "WHERE o.op_id=?1", &st);
     if (s == FSA_OK) {
         fsa__db_bind_text(st, 1, op_id);
         int rc = sqlite3_step(st);

@@ -22,8 +22,8 @@ fsa_status_t fsa__jn_entity_load(fsa_journal_t *j, fsa_type_t type, const char *
     memset(e, 0, sizeof *e);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "SELECT base_fields, base_version, local_fields FROM entities "
-                          "WHERE type = ?1 AND id = ?2",
+                          "SELECT base_fields,base_version,local_fields FROM entities "
+                          "WHERE type=?1 AND id=?2",
                           &st);
     if (s != FSA_OK)
         return s;
@@ -53,7 +53,7 @@ fsa_status_t fsa__jn_entity_store(fsa_journal_t *j, fsa_type_t type, const char 
     sqlite3_stmt *st;
     fsa_status_t s;
     if (e->base_fields == NULL && e->local_fields == NULL) {
-        s = prep(j, "DELETE FROM entities WHERE type = ?1 AND id = ?2", &st);
+        s = prep(j, "DELETE FROM entities WHERE type=?1 AND id=?2", &st);
         if (s != FSA_OK)
             return s;
         fsa__db_bind_text(st, 1, fsa_type_name(type));
@@ -61,8 +61,8 @@ fsa_status_t fsa__jn_entity_store(fsa_journal_t *j, fsa_type_t type, const char 
         return step_done(j, st);
     }
     s = prep(j,
-             "INSERT INTO entities(type, id, base_fields, base_version, local_fields, updated_ms) "
-             "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(type, id) DO UPDATE SET "
+             "INSERT INTO entities(type,id,base_fields,base_version,local_fields,updated_ms) "
+             "VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT(type,id) DO UPDATE SET "
              "base_fields = excluded.base_fields, base_version = excluded.base_version, "
              "local_fields = excluded.local_fields, updated_ms = excluded.updated_ms",
              &st);
@@ -97,7 +97,7 @@ fsa_status_t fsa__jn_rebuild_local(fsa_journal_t *j, fsa_type_t type, const char
     }
     sqlite3_stmt *st;
     s = prep(j,
-             "SELECT " OP_COLUMNS " FROM outbox WHERE type = ?1 AND id = ?2 AND state IN (0, 1) "
+             "SELECT " OP_COLUMNS " FROM outbox WHERE type=?1 AND id=?2 AND state IN(0,1) "
              "ORDER BY seq",
              &st);
     if (s != FSA_OK)
@@ -158,7 +158,7 @@ static fsa_status_t count_of_entity(fsa_journal_t *j, const char *sql, fsa_type_
 fsa_status_t fsa__jn_count_pending(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t *n)
 {
     return count_of_entity(j,
-                           "SELECT count(*) FROM outbox WHERE type = ?1 AND id = ?2 AND "
+                           "SELECT count(*) FROM outbox WHERE type=?1 AND id=?2 AND "
                            "state IN (0, 1)",
                            type, id, n);
 }
@@ -276,8 +276,8 @@ fsa_status_t fsa__jn_count_open_conflicts(fsa_journal_t *j, fsa_type_t type, con
                                           int64_t *n)
 {
     return count_of_entity(j,
-                           "SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq = c.seq "
-                           "WHERE o.type = ?1 AND o.id = ?2 AND c.resolution IS NULL",
+                           "SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq=c.seq "
+                           "WHERE o.type=?1 AND o.id=?2 AND c.resolution IS NULL",
                            type, id, n);
 }
 
@@ -313,12 +313,12 @@ fsa_status_t fsa_journal_list(fsa_journal_t *j, const fsa_entity_filter_t *f, fs
     lock_j(j);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "SELECT e.id, e.local_fields, e.base_version, "
-                          " (SELECT count(*) FROM outbox o WHERE o.type = ?1 AND o.id = e.id "
+                          "SELECT e.id,e.local_fields,e.base_version,"
+                          " (SELECT count(*) FROM outbox o WHERE o.type=?1 AND o.id=e.id "
                           "  AND o.state IN (0, 1)), "
-                          " (SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq = c.seq "
-                          "  WHERE o.type = ?1 AND o.id = e.id AND c.resolution IS NULL) "
-                          "FROM entities e WHERE e.type = ?2 AND e.local_fields IS NOT NULL "
+                          " (SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq=c.seq "
+                          "  WHERE o.type=?1 AND o.id=e.id AND c.resolution IS NULL) "
+                          "FROM entities e WHERE e.type=?2 AND e.local_fields IS NOT NULL "
                           " AND (?3 IS NULL OR e.id > ?3) "
                           " AND (?4 IS NULL OR json_extract(e.local_fields, '$.parent_id') = ?4) "
                           " AND (?5 IS NULL OR json_extract(e.local_fields, ?6) = ?5) "

@@ -43,8 +43,8 @@ static fsa_status_t group_size(fsa_journal_t *j, const char *group, size_t *n)
 {
     sqlite3_stmt *st;
     /* grp != '': what lets SQLite use the partial index outbox_by_group for a bound ?1. */
-    fsa_status_t s = prep(
-        j, "SELECT count(*) FROM outbox WHERE grp = ?1 AND grp != '' AND state IN (0, 1)", &st);
+    fsa_status_t s =
+        prep(j, "SELECT count(*) FROM outbox WHERE grp=?1 AND grp!='' AND state IN(0,1)", &st);
     if (s != FSA_OK)
         return s;
     fsa__db_bind_text(st, 1, group != NULL ? group : "");
@@ -70,8 +70,8 @@ static fsa_status_t set_waits(fsa_journal_t *j, const fsa_op_t *op, bool *waits)
         return FSA_OK;
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "SELECT 1 FROM outbox WHERE type = ?1 AND id = ?2 AND state IN (0, 1) "
-                          "AND seq < ?3 AND (?4 = '' OR grp != ?4) LIMIT 1",
+                          "SELECT 1 FROM outbox WHERE type=?1 AND id=?2 AND state IN(0,1) "
+                          "AND seq<?3 AND (?4='' OR grp!=?4) LIMIT 1",
                           &st);
     if (s != FSA_OK)
         return s;
@@ -120,9 +120,9 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
      * compaction, may lie before it, and this read also says "nothing left" at a cycle's end. */
     sqlite3_stmt *st;
     s = prep(j,
-             after_seq > 0 ? "SELECT " OP_COLUMNS " FROM outbox NOT INDEXED WHERE seq > ?2 AND "
-                             "state IN (0, 1) ORDER BY seq LIMIT ?1"
-                           : "SELECT " OP_COLUMNS " FROM outbox WHERE state IN (0, 1) AND seq > ?2 "
+             after_seq > 0 ? "SELECT " OP_COLUMNS " FROM outbox NOT INDEXED WHERE seq>?2 AND "
+                             "state IN(0,1) ORDER BY seq LIMIT ?1"
+                           : "SELECT " OP_COLUMNS " FROM outbox WHERE state IN(0,1) AND seq>?2 "
                              "ORDER BY seq LIMIT ?1",
              &st);
     size_t count = 0, bytes = 0, group_start = 0;
@@ -210,7 +210,7 @@ fsa_status_t fsa__jn_find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *
 {
     memset(op, 0, sizeof *op);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "SELECT " OP_COLUMNS " FROM outbox WHERE op_id = ?1", &st);
+    fsa_status_t s = prep(j, "SELECT " OP_COLUMNS " FROM outbox WHERE op_id=?1", &st);
     if (s != FSA_OK)
         return s;
     fsa__db_bind_text(st, 1, op_id != NULL ? op_id : "");
@@ -238,8 +238,8 @@ fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
     sqlite3_stmt *st;
     fsa_status_t s =
         prep(j,
-             "INSERT INTO sync_state(k, v) VALUES('" FSA_STATE_OUTBOX_SENT_UPTO "', ?1) "
-             "ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v)",
+             "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_OUTBOX_SENT_UPTO "', ?1) "
+             "ON CONFLICT(k) DO UPDATE SET v=max(v,excluded.v)",
              &st);
     if (s != FSA_OK)
         return s;
@@ -291,8 +291,7 @@ static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
 {
     sqlite3_stmt *st;
     fsa_status_t s = prep(
-        j, "SELECT seq FROM outbox WHERE state = 2 AND seq > ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
-        &st);
+        j, "SELECT seq FROM outbox WHERE state=2 AND seq>?1 ORDER BY seq LIMIT 1 OFFSET ?2", &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, c->after_seq);
@@ -306,14 +305,14 @@ static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
     s = run_cached(j, OUTBOX_NOTE_TOP_SQL, NULL);
     if (s == FSA_OK)
         s = step_range(j,
-                       "INSERT OR IGNORE INTO done_ops(op_id, seq, done_ms) "
-                       "SELECT op_id, seq, coalesce(done_ms, 0) FROM outbox "
-                       "WHERE state = 2 AND seq > ?1 AND seq <= ?2",
+                       "INSERT OR IGNORE INTO done_ops(op_id,seq,done_ms) "
+                       "SELECT op_id,seq,coalesce(done_ms,0) FROM outbox "
+                       "WHERE state=2 AND seq>?1 AND seq<=?2",
                        c->after_seq, upto, 0, NULL);
     int64_t rows = 0;
     if (s == FSA_OK)
-        s = step_range(j, "DELETE FROM outbox WHERE state = 2 AND seq > ?1 AND seq <= ?2",
-                       c->after_seq, upto, 0, &rows);
+        s = step_range(j, "DELETE FROM outbox WHERE state=2 AND seq>?1 AND seq<=?2", c->after_seq,
+                       upto, 0, &rows);
     if (s != FSA_OK)
         return s;
     c->removed += (size_t)rows;
@@ -345,8 +344,8 @@ static fsa_status_t compact_forget(fsa_journal_t *j, compact_t *c)
     fsa_status_t s;
     if (c->phase == 1 || c->phase == 2) {
         s = prep(j,
-                 "DELETE FROM done_ops WHERE op_id IN (SELECT op_id FROM done_ops WHERE op_id > ?3 "
-                 "ORDER BY op_id LIMIT ?2) AND done_ms < ?1",
+                 "DELETE FROM done_ops WHERE op_id IN(SELECT op_id FROM done_ops WHERE op_id>?3 "
+                 "ORDER BY op_id LIMIT ?2) AND done_ms<?1",
                  &st);
         if (s != FSA_OK)
             return s;
@@ -367,8 +366,8 @@ static fsa_status_t compact_forget(fsa_journal_t *j, compact_t *c)
          * younger row among the oldest stops the pruning there (those after it are kept until
          * it ages; never fewer than promised). */
         s = prep(j,
-                 "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes WHERE "
-                 "seq <= (SELECT coalesce(max(seq), 0) FROM changes) - ?3 ORDER BY seq LIMIT ?2) "
+                 "DELETE FROM changes WHERE seq IN(SELECT seq FROM changes WHERE "
+                 "seq<=(SELECT coalesce(max(seq),0) FROM changes) - ?3 ORDER BY seq LIMIT ?2) "
                  "AND at_ms < ?1",
                  &st);
         if (s != FSA_OK)
@@ -440,22 +439,22 @@ fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *remo
 /* The queue's figures in one statement (fsa_outbox_stats). */
 static const char STATS_SQL[] =
     "SELECT "
-    " (SELECT count(*) FROM outbox WHERE state IN (0, 1)),"
+    " (SELECT count(*) FROM outbox WHERE state IN(0,1)),"
     /* Each count reads a partial index, never the table: they run after every batch of a drain
      * (status events). */
     /* In flight: the open ops at or below the mark (a range of outbox_open), and those an older
      * journal marked with state 1 (one OR over every open op cost five times a range). */
-    " (SELECT count(*) FROM outbox WHERE state IN (0, 1) AND seq <= " SENT_UPTO_SQL
-    ") + (SELECT count(*) FROM outbox WHERE state IN (0, 1) "
+    " (SELECT count(*) FROM outbox WHERE state IN(0,1) AND seq<=" SENT_UPTO_SQL
+    ") + (SELECT count(*) FROM outbox WHERE state IN(0,1) "
     "  AND seq > " SENT_UPTO_SQL " AND state = 1),"
     /* Done ops wait for a compaction only in older journals (an applied op leaves the outbox
      * with its result): without INDEXED BY, SQLite counted them by scanning all of
      * outbox_by_entity. */
-    " (SELECT count(*) FROM outbox INDEXED BY outbox_done WHERE state = 2),"
-    " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome = 'conflict'),"
-    " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome = 'rejected'),"
-    " (SELECT coalesce(min(at_ms), 0) FROM outbox WHERE seq = "
-    "  (SELECT min(seq) FROM outbox WHERE state IN (0, 1))),"
+    " (SELECT count(*) FROM outbox INDEXED BY outbox_done WHERE state=2),"
+    " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='conflict'),"
+    " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='rejected'),"
+    " (SELECT coalesce(min(at_ms),0) FROM outbox WHERE seq="
+    "  (SELECT min(seq) FROM outbox WHERE state IN(0,1))),"
     " " OUTBOX_LAST_SEQ_SQL;
 
 /* Steps the statement of STATS_SQL into *out (the caller resets it). */
@@ -545,9 +544,9 @@ fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id, fsa_op_sta
     lock_j(j);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "SELECT CASE WHEN state = 0 AND seq <= " SENT_UPTO_SQL
-                          " THEN 1 ELSE state END FROM outbox WHERE op_id = ?1 "
-                          "UNION ALL SELECT 2 FROM done_ops WHERE op_id = ?1 LIMIT 1",
+                          "SELECT CASE WHEN state=0 AND seq<=" SENT_UPTO_SQL
+                          " THEN 1 ELSE state END FROM outbox WHERE op_id=?1 "
+                          "UNION ALL SELECT 2 FROM done_ops WHERE op_id=?1 LIMIT 1",
                           &st);
     if (s == FSA_OK) {
         fsa__db_bind_text(st, 1, op_id);

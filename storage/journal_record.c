@@ -21,7 +21,7 @@ static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const ch
 {
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "INSERT INTO outbox(seq, op_id, at_ms, kind, type, id, grp, field, "
+                          "INSERT INTO outbox(seq,op_id,at_ms,kind,type,id,grp,field,"
                           "base_version, by_n, from_s, to_s, akey, max_len, payload, prior) "
                           "VALUES(" OUTBOX_NEXT_SEQ_SQL ", ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
                           "?10, ?11, ?12, ?13, ?14, ?15)",

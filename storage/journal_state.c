@@ -22,7 +22,7 @@ fsa_status_t fsa__jn_state_get_int_locked(fsa_journal_t *j, const char *key, int
                                           int64_t *out)
 {
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "SELECT v FROM sync_state WHERE k = ?1", &st);
+    fsa_status_t s = prep(j, "SELECT v FROM sync_state WHERE k=?1", &st);
     if (s != FSA_OK)
         return s;
     fsa__db_bind_text(st, 1, key != NULL ? key : "");
@@ -49,8 +49,8 @@ static fsa_status_t state_set(fsa_journal_t *j, const char *key, const char *sv,
     lock_j(j);
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
-                          "INSERT INTO sync_state(k, v) VALUES(?1, ?2) "
-                          "ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+                          "INSERT INTO sync_state(k,v) VALUES(?1,?2) "
+                          "ON CONFLICT(k) DO UPDATE SET v=excluded.v",
                           &st);
     if (s == FSA_OK) {
         fsa__db_bind_text(st, 1, key);
@@ -72,7 +72,7 @@ static fsa_status_t state_get_str(fsa_journal_t *j, const char *key, char **out)
     *out = NULL;
     lock_j(j);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "SELECT v FROM sync_state WHERE k = ?1", &st);
+    fsa_status_t s = prep(j, "SELECT v FROM sync_state WHERE k=?1", &st);
     if (s == FSA_OK) {
         fsa__db_bind_text(st, 1, key);
         int rc = sqlite3_step(st);
@@ -124,8 +124,7 @@ static fsa_status_t state_set_many(fsa_journal_t *j, const state_item_t *items, 
         return s;
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         sqlite3_stmt *st;
-        s = prep(j,
-                 "INSERT INTO sync_state(k, v) VALUES(?1, ?2) ON CONFLICT(k) DO UPDATE SET v = ?2",
+        s = prep(j, "INSERT INTO sync_state(k,v) VALUES(?1,?2) ON CONFLICT(k) DO UPDATE SET v=?2",
                  &st);
         if (s != FSA_OK)
             break;

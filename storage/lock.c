@@ -1310,7 +1310,7 @@ static int journal_table_gen(sqlite3 *db, int64_t *gen)
 {
     *gen = 0;
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v3(db, "SELECT v FROM sync_state WHERE k = '" FSA_STATE_LOCK_TABLE "'",
+    int rc = sqlite3_prepare_v3(db, "SELECT v FROM sync_state WHERE k='" FSA_STATE_LOCK_TABLE "'",
                                 -1, 0, &s, NULL);
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(s);
@@ -1350,7 +1350,7 @@ fsa_status_t fsa__lock_fence_check(fsa_port_t *port, sqlite3 *db, const fsa_fenc
     if (rc != SQLITE_OK)
         return fsa__db_status(rc);
     sqlite3_stmt *s = NULL;
-    rc = sqlite3_prepare_v3(db, "SELECT token FROM locks WHERE key = ?1", -1, 0, &s, NULL);
+    rc = sqlite3_prepare_v3(db, "SELECT token FROM locks WHERE key=?1", -1, 0, &s, NULL);
     if (rc != SQLITE_OK)
         return fsa__db_status(rc);
     sqlite3_bind_text(s, 1, f->key, -1, SQLITE_STATIC);
@@ -1403,22 +1403,22 @@ fsa_status_t fsa__lock_fence_check(fsa_port_t *port, sqlite3 *db, const fsa_fenc
 }
 
 #define SQL_GET                                                                                    \
-    "SELECT l.token, l.holder, l.holder_label, l.expires_ns, h.pid FROM locks l "                  \
-    "LEFT JOIN lock_holders h ON h.id = l.holder WHERE l.key = ?1"
+    "SELECT l.token,l.holder,l.holder_label,l.expires_ns,h.pid FROM locks l "                      \
+    "LEFT JOIN lock_holders h ON h.id=l.holder WHERE l.key=?1"
 #define SQL_TAKE                                                                                   \
-    "INSERT INTO locks(key, token, holder, holder_label, acquired_ns, expires_ns) "                \
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO UPDATE SET token = excluded.token, "       \
+    "INSERT INTO locks(key,token,holder,holder_label,acquired_ns,expires_ns) "                     \
+    "VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT(key) DO UPDATE SET token=excluded.token,"               \
     "holder = excluded.holder, holder_label = excluded.holder_label, "                             \
     "acquired_ns = excluded.acquired_ns, expires_ns = excluded.expires_ns"
-#define SQL_WHO "SELECT pid, label FROM lock_holders WHERE id = ?1"
-#define SQL_CHECK "SELECT holder = ?2 AND token = ?3 FROM locks WHERE key = ?1"
+#define SQL_WHO "SELECT pid,label FROM lock_holders WHERE id=?1"
+#define SQL_CHECK "SELECT holder=?2 AND token=?3 FROM locks WHERE key=?1"
 #define SQL_UNHOLD                                                                                 \
-    "UPDATE locks SET holder = NULL, holder_label = NULL, acquired_ns = NULL, expires_ns = NULL "  \
-    "WHERE key = ?1 AND holder = ?2 AND token = ?3"
-#define SQL_RENEW "UPDATE locks SET expires_ns = ?4 WHERE key = ?1 AND holder = ?2 AND token = ?3"
+    "UPDATE locks SET holder=NULL,holder_label=NULL,acquired_ns=NULL,expires_ns=NULL "             \
+    "WHERE key=?1 AND holder=?2 AND token=?3"
+#define SQL_RENEW "UPDATE locks SET expires_ns=?4 WHERE key=?1 AND holder=?2 AND token=?3"
 static const char *const SQL_LIST =
-    "SELECT l.key, l.token, l.holder, l.holder_label, l.expires_ns, h.pid FROM locks l "
-    "LEFT JOIN lock_holders h ON h.id = l.holder WHERE l.holder IS NOT NULL ORDER BY l.key";
+    "SELECT l.key,l.token,l.holder,l.holder_label,l.expires_ns,h.pid FROM locks l "
+    "LEFT JOIN lock_holders h ON h.id=l.holder WHERE l.holder IS NOT NULL ORDER BY l.key";
 
 /* m->stmts' statements, in the order of their names in struct fsa_lockmgr, each ended by a NUL:
  * one array of chars, not a table of pointers (each would cost the binary a relocation). */
@@ -1477,7 +1477,7 @@ static int forget_dead_holders(fsa_lockmgr_t *m)
         int64_t id = sqlite3_column_int64(s, 0);
         rc = SQLITE_OK;
         if (id != m->id && !holder_alive(m, id) && !table_names(m, id))
-            rc = exec_id(m->db, "DELETE FROM lock_holders WHERE id = ?1", id);
+            rc = exec_id(m->db, "DELETE FROM lock_holders WHERE id=?1", id);
     }
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
@@ -1502,7 +1502,7 @@ static int exec_2(sqlite3 *db, const char *sql, int64_t a, int64_t b)
 static int set_table_gen(sqlite3 *db, int64_t gen)
 {
     return exec_id(
-        db, "INSERT OR REPLACE INTO sync_state(k, v) VALUES('" FSA_STATE_LOCK_TABLE "', ?1)", gen);
+        db, "INSERT OR REPLACE INTO sync_state(k,v) VALUES('" FSA_STATE_LOCK_TABLE "', ?1)", gen);
 }
 
 /*
@@ -1519,9 +1519,9 @@ static int holders_to_rows(fsa_lockmgr_t *m)
 {
     sqlite3_stmt *u = NULL;
     int rc = sqlite3_prepare_v3(m->db,
-                                "UPDATE locks SET holder = ?2, holder_label = ?3, expires_ns = ?4, "
+                                "UPDATE locks SET holder=?2,holder_label=?3,expires_ns=?4,"
                                 "acquired_ns = CASE WHEN holder IS ?2 THEN acquired_ns END "
-                                "WHERE key = ?1 AND (holder IS NOT ?2 OR expires_ns IS NOT ?4)",
+                                "WHERE key=?1 AND (holder IS NOT ?2 OR expires_ns IS NOT ?4)",
                                 -1, 0, &u, NULL);
     for (uint32_t k = 0, n = table_used(m->tab); rc == SQLITE_OK && k < n; k++) {
         const slot_t *s = slot_at(m->tab, k);
@@ -1569,8 +1569,7 @@ static fsa_status_t attach_table(fsa_lockmgr_t *m, bool alone, char *err, size_t
             m->tab->slots == TABLE_SLOTS && m->tab->slot_bytes == sizeof(slot_t))
             rc = holders_to_rows(m);
         if (gen > 0 && rc == SQLITE_OK)
-            rc = exec_2(m->db,
-                        "UPDATE locks SET token = token + ?1 WHERE token <= ?2 - ?1 AND ?1 > 0",
+            rc = exec_2(m->db, "UPDATE locks SET token=token + ?1 WHERE token<=?2 - ?1 AND ?1>0",
                         SYNC_EVERY, INT64_MAX);
         if (gen > 0 && rc == SQLITE_OK)
             fsa_log(m->port, FSA_LOG_INFO,
@@ -1658,9 +1657,8 @@ static fsa_status_t register_holder(fsa_lockmgr_t *m, char *err, size_t errlen)
     }
     bool byte_taken = false;
     sqlite3_stmt *s = NULL;
-    rc = sqlite3_prepare_v3(m->db,
-                            "INSERT INTO lock_holders(pid, label, started_ms) VALUES(?1, ?2, ?3)",
-                            -1, 0, &s, NULL);
+    rc = sqlite3_prepare_v3(
+        m->db, "INSERT INTO lock_holders(pid,label,started_ms) VALUES(?1,?2,?3)", -1, 0, &s, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(s, 1, holder_pid(m));
         sqlite3_bind_text(s, 2, m->label, -1, SQLITE_STATIC);
@@ -1869,8 +1867,8 @@ static int write_back(fsa_lockmgr_t *m)
     if (rc != SQLITE_OK || gen != m->tab->gen)
         return rc;
     sqlite3_stmt *u = NULL;
-    rc = sqlite3_prepare_v3(m->db, "UPDATE locks SET token = ?2 WHERE key = ?1 AND token < ?2", -1,
-                            0, &u, NULL);
+    rc = sqlite3_prepare_v3(m->db, "UPDATE locks SET token=?2 WHERE key=?1 AND token<?2", -1, 0, &u,
+                            NULL);
     for (uint32_t k = 0, n = table_used(m->tab); rc == SQLITE_OK && k < n; k++) {
         const slot_t *s = slot_at(m->tab, k);
         uint32_t kl = ld32(&s->key_len);
@@ -1914,13 +1912,13 @@ void fsa_lockmgr_close(fsa_lockmgr_t *m)
     int rc = step_done(m->begin);
     if (rc == SQLITE_OK)
         rc = exec_id(m->db,
-                     "UPDATE locks SET holder = NULL, holder_label = NULL, acquired_ns = NULL, "
-                     "expires_ns = NULL WHERE holder = ?1",
+                     "UPDATE locks SET holder=NULL,holder_label=NULL,acquired_ns=NULL,"
+                     "expires_ns=NULL WHERE holder=?1",
                      m->id);
     if (rc == SQLITE_OK && last)
         rc = write_back(m);
     if (rc == SQLITE_OK)
-        rc = exec_id(m->db, "DELETE FROM lock_holders WHERE id = ?1", m->id);
+        rc = exec_id(m->db, "DELETE FROM lock_holders WHERE id=?1", m->id);
     if (rc == SQLITE_OK)
         rc = step_done(m->commit);
     if (rc != SQLITE_OK) {
