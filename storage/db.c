@@ -27,7 +27,7 @@
     "base_version INTEGER NOT NULL DEFAULT 0," /* server version of base_fields; 0: none */        \
     "local_fields TEXT,"                       /* base with pending ops replayed; NULL: none */    \
     "updated_ms INTEGER NOT NULL DEFAULT 0,"                                                       \
-    "PRIMARY KEY(type, id)) WITHOUT ROWID;"
+    "PRIMARY KEY(type,id)) WITHOUT ROWID;"
 #define DONE_OPS_TABLE_DDL                                                                         \
     /* Done ops leave the outbox at compaction; their ids stay here for the audit period. */       \
     "CREATE TABLE done_ops("                                                                       \

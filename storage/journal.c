@@ -156,8 +156,8 @@ static bool overwrite_failed_commit(fsa_journal_t *j)
     /* In a transaction left open by a failed ROLLBACK, the write would not commit at all. */
     return sqlite3_get_autocommit(j->db) &&
            sqlite3_exec(j->db,
-                        "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_FSYNC_FAILURES "', 1) "
-                        "ON CONFLICT(k) DO UPDATE SET v=v + 1",
+                        "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_FSYNC_FAILURES "',1) "
+                        "ON CONFLICT(k) DO UPDATE SET v=v+1",
                         NULL, NULL, NULL) == SQLITE_OK;
 }
 

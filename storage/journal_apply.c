@@ -18,12 +18,12 @@ static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, fsa_result_status
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
                           "INSERT INTO conflicts(seq,op_id,outcome,code,reason,"
-                          "server_version, server_fields, created_ms) "
+                          "server_version,server_fields,created_ms) "
                           "VALUES(?1,?2,?3,?4,?5,?6,?7,?8) ON CONFLICT(seq) DO UPDATE SET "
-                          "outcome = excluded.outcome, code = excluded.code, "
-                          "reason = excluded.reason, server_version = excluded.server_version, "
-                          "server_fields = excluded.server_fields, resolution = NULL, "
-                          "resolved_ms = NULL",
+                          "outcome=excluded.outcome,code=excluded.code,"
+                          "reason=excluded.reason,server_version=excluded.server_version,"
+                          "server_fields=excluded.server_fields,resolution=NULL,"
+                          "resolved_ms=NULL",
                           &st);
     if (s != FSA_OK)
         return s;
@@ -47,8 +47,8 @@ static fsa_status_t park(fsa_journal_t *j, const fsa_op_t *op, fsa_result_status
      * else it is a conflict, for the resolver. They are still waiting: a set is not sent before
      * the answers of the ops before it on its entity (set_waits, journal_outbox.c). */
     s = prep(j,
-             "UPDATE outbox SET base_version=base_version - 1 WHERE type=?1 AND id=?2 "
-             "AND state IN (0, 1) AND seq > ?3 AND kind = ?4",
+             "UPDATE outbox SET base_version=base_version-1 WHERE type=?1 AND id=?2 "
+             "AND state IN(0,1) AND seq>?3 AND kind=?4",
              &st);
     if (s != FSA_OK)
         return s;

@@ -44,7 +44,7 @@ fsa_status_t fsa__jn_log_change(fsa_journal_t *j, fsa_type_t type, const char *i
 /* FSA__JN_CHANGE_ROWS rows in one INSERT: each statement costs SQLite its own start and end (the
  * AUTOINCREMENT counter is read and written once per statement), about half of a row's cost when
  * a drain appends one row per op. */
-#define ROW_PARAMS "(?, ?, ?, ?, ?, ?)"
+#define ROW_PARAMS "(?,?,?,?,?,?)"
 #define ROWS_4 ROW_PARAMS "," ROW_PARAMS "," ROW_PARAMS "," ROW_PARAMS
 static const char INSERT_ROWS_SQL[] =
     "INSERT INTO changes(type,id,version,reason,op_id,at_ms) VALUES " ROWS_4 "," ROWS_4 "," ROWS_4

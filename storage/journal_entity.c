@@ -63,8 +63,8 @@ fsa_status_t fsa__jn_entity_store(fsa_journal_t *j, fsa_type_t type, const char 
     s = prep(j,
              "INSERT INTO entities(type,id,base_fields,base_version,local_fields,updated_ms) "
              "VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT(type,id) DO UPDATE SET "
-             "base_fields = excluded.base_fields, base_version = excluded.base_version, "
-             "local_fields = excluded.local_fields, updated_ms = excluded.updated_ms",
+             "base_fields=excluded.base_fields,base_version=excluded.base_version,"
+             "local_fields=excluded.local_fields,updated_ms=excluded.updated_ms",
              &st);
     if (s != FSA_OK)
         return s;
@@ -159,7 +159,7 @@ fsa_status_t fsa__jn_count_pending(fsa_journal_t *j, fsa_type_t type, const char
 {
     return count_of_entity(j,
                            "SELECT count(*) FROM outbox WHERE type=?1 AND id=?2 AND "
-                           "state IN (0, 1)",
+                           "state IN(0,1)",
                            type, id, n);
 }
 
@@ -315,17 +315,17 @@ fsa_status_t fsa_journal_list(fsa_journal_t *j, const fsa_entity_filter_t *f, fs
     fsa_status_t s = prep(j,
                           "SELECT e.id,e.local_fields,e.base_version,"
                           " (SELECT count(*) FROM outbox o WHERE o.type=?1 AND o.id=e.id "
-                          "  AND o.state IN (0, 1)), "
+                          "  AND o.state IN(0,1)),"
                           " (SELECT count(*) FROM conflicts c JOIN outbox o ON o.seq=c.seq "
                           "  WHERE o.type=?1 AND o.id=e.id AND c.resolution IS NULL) "
                           "FROM entities e WHERE e.type=?2 AND e.local_fields IS NOT NULL "
-                          " AND (?3 IS NULL OR e.id > ?3) "
-                          " AND (?4 IS NULL OR json_extract(e.local_fields, '$.parent_id') = ?4) "
-                          " AND (?5 IS NULL OR json_extract(e.local_fields, ?6) = ?5) "
-                          " AND (?7 IS NULL OR json_extract(e.local_fields, ?8) = ?7) "
-                          " AND (?9 IS NULL OR json_extract(e.local_fields, '$.site_id') = ?9) "
-                          " AND (?10 = 0 OR json_extract(e.local_fields, '$.at') >= ?10) "
-                          " AND (?11 = 0 OR json_extract(e.local_fields, '$.at') < ?11) "
+                          " AND (?3 IS NULL OR e.id>?3) "
+                          " AND (?4 IS NULL OR json_extract(e.local_fields,'$.parent_id')=?4) "
+                          " AND (?5 IS NULL OR json_extract(e.local_fields,?6)=?5) "
+                          " AND (?7 IS NULL OR json_extract(e.local_fields,?8)=?7) "
+                          " AND (?9 IS NULL OR json_extract(e.local_fields,'$.site_id')=?9) "
+                          " AND (?10=0 OR json_extract(e.local_fields,'$.at')>=?10) "
+                          " AND (?11=0 OR json_extract(e.local_fields,'$.at')<?11) "
                           "ORDER BY e.id LIMIT ?12",
                           &st);
     if (s == FSA_OK) {

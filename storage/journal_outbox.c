@@ -236,11 +236,10 @@ fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
     if (upto == 0)
         return FSA_OK;
     sqlite3_stmt *st;
-    fsa_status_t s =
-        prep(j,
-             "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_OUTBOX_SENT_UPTO "', ?1) "
-             "ON CONFLICT(k) DO UPDATE SET v=max(v,excluded.v)",
-             &st);
+    fsa_status_t s = prep(j,
+                          "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_OUTBOX_SENT_UPTO "',?1) "
+                          "ON CONFLICT(k) DO UPDATE SET v=max(v,excluded.v)",
+                          &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, upto);
@@ -367,8 +366,8 @@ static fsa_status_t compact_forget(fsa_journal_t *j, compact_t *c)
          * it ages; never fewer than promised). */
         s = prep(j,
                  "DELETE FROM changes WHERE seq IN(SELECT seq FROM changes WHERE "
-                 "seq<=(SELECT coalesce(max(seq),0) FROM changes) - ?3 ORDER BY seq LIMIT ?2) "
-                 "AND at_ms < ?1",
+                 "seq<=(SELECT coalesce(max(seq),0) FROM changes)-?3 ORDER BY seq LIMIT ?2) "
+                 "AND at_ms<?1",
                  &st);
         if (s != FSA_OK)
             return s;
@@ -445,8 +444,8 @@ static const char STATS_SQL[] =
     /* In flight: the open ops at or below the mark (a range of outbox_open), and those an older
      * journal marked with state 1 (one OR over every open op cost five times a range). */
     " (SELECT count(*) FROM outbox WHERE state IN(0,1) AND seq<=" SENT_UPTO_SQL
-    ") + (SELECT count(*) FROM outbox WHERE state IN(0,1) "
-    "  AND seq > " SENT_UPTO_SQL " AND state = 1),"
+    ")+(SELECT count(*) FROM outbox WHERE state IN(0,1) "
+    "  AND seq>" SENT_UPTO_SQL " AND state=1),"
     /* Done ops wait for a compaction only in older journals (an applied op leaves the outbox
      * with its result): without INDEXED BY, SQLite counted them by scanning all of
      * outbox_by_entity. */

@@ -14,7 +14,7 @@
 /* The seq of a new op: one above every seq the outbox ever gave, those still in it and those
  * compacted away from its top (schema 3: no AUTOINCREMENT; see storage/db.c). Two lookups at the
  * right edge of two b-trees, and no write of its own: AUTOINCREMENT rewrote sqlite_sequence. */
-#define OUTBOX_NEXT_SEQ_SQL OUTBOX_LAST_SEQ_SQL " + 1"
+#define OUTBOX_NEXT_SEQ_SQL OUTBOX_LAST_SEQ_SQL "+1"
 
 static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const char *prior,
                                   int64_t *seq)
@@ -22,9 +22,9 @@ static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const ch
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
                           "INSERT INTO outbox(seq,op_id,at_ms,kind,type,id,grp,field,"
-                          "base_version, by_n, from_s, to_s, akey, max_len, payload, prior) "
-                          "VALUES(" OUTBOX_NEXT_SEQ_SQL ", ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                          "?10, ?11, ?12, ?13, ?14, ?15)",
+                          "base_version,by_n,from_s,to_s,akey,max_len,payload,prior) "
+                          "VALUES(" OUTBOX_NEXT_SEQ_SQL ",?1,?2,?3,?4,?5,?6,?7,?8,?9,"
+                          "?10,?11,?12,?13,?14,?15)",
                           &st);
     if (s != FSA_OK)
         return s;

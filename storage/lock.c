@@ -1408,8 +1408,8 @@ fsa_status_t fsa__lock_fence_check(fsa_port_t *port, sqlite3 *db, const fsa_fenc
 #define SQL_TAKE                                                                                   \
     "INSERT INTO locks(key,token,holder,holder_label,acquired_ns,expires_ns) "                     \
     "VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT(key) DO UPDATE SET token=excluded.token,"               \
-    "holder = excluded.holder, holder_label = excluded.holder_label, "                             \
-    "acquired_ns = excluded.acquired_ns, expires_ns = excluded.expires_ns"
+    "holder=excluded.holder,holder_label=excluded.holder_label,"                                   \
+    "acquired_ns=excluded.acquired_ns,expires_ns=excluded.expires_ns"
 #define SQL_WHO "SELECT pid,label FROM lock_holders WHERE id=?1"
 #define SQL_CHECK "SELECT holder=?2 AND token=?3 FROM locks WHERE key=?1"
 #define SQL_UNHOLD                                                                                 \
@@ -1502,7 +1502,7 @@ static int exec_2(sqlite3 *db, const char *sql, int64_t a, int64_t b)
 static int set_table_gen(sqlite3 *db, int64_t gen)
 {
     return exec_id(
-        db, "INSERT OR REPLACE INTO sync_state(k,v) VALUES('" FSA_STATE_LOCK_TABLE "', ?1)", gen);
+        db, "INSERT OR REPLACE INTO sync_state(k,v) VALUES('" FSA_STATE_LOCK_TABLE "',?1)", gen);
 }
 
 /*
@@ -1520,7 +1520,7 @@ static int holders_to_rows(fsa_lockmgr_t *m)
     sqlite3_stmt *u = NULL;
     int rc = sqlite3_prepare_v3(m->db,
                                 "UPDATE locks SET holder=?2,holder_label=?3,expires_ns=?4,"
-                                "acquired_ns = CASE WHEN holder IS ?2 THEN acquired_ns END "
+                                "acquired_ns=CASE WHEN holder IS ?2 THEN acquired_ns END "
                                 "WHERE key=?1 AND (holder IS NOT ?2 OR expires_ns IS NOT ?4)",
                                 -1, 0, &u, NULL);
     for (uint32_t k = 0, n = table_used(m->tab); rc == SQLITE_OK && k < n; k++) {
@@ -1569,7 +1569,7 @@ static fsa_status_t attach_table(fsa_lockmgr_t *m, bool alone, char *err, size_t
             m->tab->slots == TABLE_SLOTS && m->tab->slot_bytes == sizeof(slot_t))
             rc = holders_to_rows(m);
         if (gen > 0 && rc == SQLITE_OK)
-            rc = exec_2(m->db, "UPDATE locks SET token=token + ?1 WHERE token<=?2 - ?1 AND ?1>0",
+            rc = exec_2(m->db, "UPDATE locks SET token=token+?1 WHERE token<=?2-?1 AND ?1>0",
                         SYNC_EVERY, INT64_MAX);
         if (gen > 0 && rc == SQLITE_OK)
             fsa_log(m->port, FSA_LOG_INFO,
