@@ -692,10 +692,11 @@ static int cmd_conflicts(int argc, char **argv)
         int rc = EXIT_SUCCESS;
         if (fieldsync_conflict_resolve(fs, pos[1], local, &rec) != FIELDSYNC_OK)
             rc = fail("%s", fieldsync_errmsg(fs));
-        else if (local)
+        else if (local && rec.op_id[0] != '\0')
             printf("recorded again as op %s (seq %" PRId64 ")\n", rec.op_id, rec.seq);
         else
-            printf("resolved: the server's state stands\n");
+            printf("resolved: %s\n",
+                   local ? "nothing to record again" : "the server's state stands");
         (void)fieldsync_close(fs);
         return rc;
     }

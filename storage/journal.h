@@ -279,7 +279,10 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn,
  * server's current status), in the same transaction that closes the conflict; validation
  * errors of the new op are returned as from a recording call; a group's ops are recorded again
  * as one new group, leaving out the ones the known state already satisfies (a transition to the
- * current status, a create of an existing entity). Not take_local: the server's state
+ * current status; a create of an existing entity, unless a person takes it, resolution
+ * FSA_RESOLVED_LOCAL: then its fields but the status go as a set and its status, when not the
+ * current one, as a transition, in one new group; attendance excepted). Not take_local: the
+ * server's state
  * stands; the conflict is closed. resolution (not FSA_RESOLVED_NONE) is stored. rec (may be
  * NULL) reports the new op or the error. FSA_OK, FSA_ENOTFOUND (no open conflict with that
  * op_id), FSA_EINVAL, the recording statuses.

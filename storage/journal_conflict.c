@@ -289,16 +289,70 @@ static fsa_status_t mark_resolved(fsa_journal_t *j, const fsa_op_t *members, siz
     return s;
 }
 
+/* Records op again (a copy made for it) as one of a resolve's new ops; rec gets the first. */
+static fsa_status_t again_one(fsa_journal_t *j, fsa_op_t *op, fsa_wall_t at, const char *group,
+                              fsa_conflict_resolution_t resolution, fsa_rec_t *rec, bool *first)
+{
+    fsa_status_t s = record_one_locked(
+        j, op, at, group,
+        resolution == FSA_RESOLVED_REBASED ? FSA_CHANGE_REBASED : FSA_CHANGE_RESOLVED, rec);
+    if (s == FSA_OK && *first && rec != NULL) {
+        memcpy(rec->op_id, op->op_id, sizeof rec->op_id);
+        rec->seq = op->seq;
+    }
+    *first = *first && s != FSA_OK;
+    return s;
+}
+
+/*
+ * A person took their create c of an entity the server has. Left out as "already satisfied", what
+ * they chose was dropped without a word. Their fields go as a set over the server's state, and
+ * their status, when it is not the server's, as a transition from it (only a transition changes
+ * a status; one the status machine does not allow fails the resolve, which says why).
+ */
+static fsa_status_t take_create(fsa_journal_t *j, const fsa_op_t *c, fsa_wall_t at,
+                                const char *group, fsa_rec_t *rec, bool *first)
+{
+    fsa_op_t again = *c; /* shallow: json stays owned by c */
+    char *fields = NULL;
+    fsa_status_t s = fsa_model_settable(c->type, c->json, &fields);
+    if (s == FSA_OK && fields != NULL) {
+        again.kind = FSA_OP_SET;
+        again.json = fields;
+        s = again_one(j, &again, at, group, FSA_RESOLVED_LOCAL, rec, first);
+    }
+    fsa_model_free(fields);
+    again = *c;
+    if (s == FSA_OK && (s = fsa_model_get_status(c->json, c->type, again.to)) != FSA_OK)
+        return s == FSA_ENOMEM ? s : FSA_OK; /* no status given */
+    entity_t e;
+    char now[FSA_STATUS_BYTES];
+    if (s != FSA_OK || (s = entity_load(j, c->type, c->id, &e)) != FSA_OK)
+        return s;
+    s = fsa_model_get_status(e.local_fields, c->type, now);
+    if (s == FSA_OK && strcmp(now, again.to) != 0) {
+        again.kind = FSA_OP_TRANSITION;
+        again.json = NULL;
+        s = again_one(j, &again, at, group, FSA_RESOLVED_LOCAL, rec, first);
+    } else if (s != FSA_ENOMEM) {
+        s = FSA_OK; /* the same status, or none known: nothing to change */
+    }
+    entity_clear(&e);
+    return s;
+}
+
 /* Taking ours: the members recorded again as new ops (those the state now known does not
- * already satisfy): new op_ids (the old ones have their answers on the server), the next seqs,
- * preconditions from the state now known, and a new group id for a group, which is resent
- * whole. rec gets the first one's op_id and seq. */
+ * already satisfy, but a person's create: take_create): new op_ids (the old ones have their
+ * answers on the server), the next seqs, preconditions from the state now known, and a new group
+ * id for a group, which is resent whole, and for a person's create, which may become two ops.
+ * rec gets the first one's op_id and seq. */
 static fsa_status_t record_again(fsa_journal_t *j, const fsa_op_t *members, size_t n,
                                  fsa_conflict_resolution_t resolution, fsa_rec_t *rec)
 {
     fsa_status_t s = FSA_OK;
     char group[FSA_GROUP_BYTES] = "";
-    if (members[0].group[0] != '\0')
+    const bool person = resolution == FSA_RESOLVED_LOCAL;
+    if (members[0].group[0] != '\0' || (person && members[0].kind == FSA_OP_CREATE))
         s = fsa_uuid4(j->port, group);
     fsa_wall_t at = {0};
     if (s == FSA_OK)
@@ -307,17 +361,12 @@ static fsa_status_t record_again(fsa_journal_t *j, const fsa_op_t *members, size
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         bool satisfied = false;
         s = already_satisfied(j, &members[i], &satisfied);
-        if (s != FSA_OK || satisfied)
-            continue;
         fsa_op_t again = members[i]; /* shallow: json stays owned by members[i] */
-        s = record_one_locked(
-            j, &again, at, group,
-            resolution == FSA_RESOLVED_REBASED ? FSA_CHANGE_REBASED : FSA_CHANGE_RESOLVED, rec);
-        if (s == FSA_OK && first && rec != NULL) {
-            memcpy(rec->op_id, again.op_id, sizeof rec->op_id);
-            rec->seq = again.seq;
-        }
-        first = false;
+        if (s == FSA_OK && !satisfied)
+            s = again_one(j, &again, at, group, resolution, rec, &first);
+        else if (s == FSA_OK && person && members[i].kind == FSA_OP_CREATE &&
+                 members[i].type != FSA_TYPE_ATTENDANCE && members[i].json != NULL)
+            s = take_create(j, &members[i], at, group, rec, &first); /* attendance: never changed */
     }
     return s;
 }

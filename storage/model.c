@@ -2041,6 +2041,23 @@ fsa_status_t fsa_model_same_values(const char *a_json, const char *b_json, const
     return st;
 }
 
+fsa_status_t fsa_model_settable(fsa_type_t type, const char *fields_json, char **out_json)
+{
+    cJSON *fields = NULL;
+    *out_json = NULL;
+    fsa_status_t st = parse_object(fields_json, &fields);
+    for (cJSON *m = st == FSA_OK ? fields->child : NULL, *next; m != NULL; m = next) {
+        next = m->next;
+        const fsa_field_def_t *def = fsa_model_field(type, m->string);
+        if (def == NULL || def->kind == FSA_FIELD_STATUS)
+            cJSON_Delete(cJSON_DetachItemViaPointer(fields, m));
+    }
+    if (st == FSA_OK && fields->child != NULL)
+        st = why_status(emit(fields, FSA_LIMIT_FIELDS_BYTES, out_json));
+    cJSON_Delete(fields);
+    return st;
+}
+
 fsa_status_t fsa_model_project(const char *fields_json, const char *keys_json, char **out_json)
 {
     cJSON *fields = NULL, *keys = NULL, *res = NULL;

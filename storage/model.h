@@ -255,6 +255,12 @@ fsa_status_t fsa_model_get_status(const char *fields_json, fsa_type_t type,
 fsa_status_t fsa_model_same_values(const char *a_json, const char *b_json, const char *keys_json,
                                    bool *same) FSA_MUST_CHECK;
 
+/* *out_json = fields_json (an object of type's fields) without its status field, which changes
+ * only by transition: what a set may carry of a create's fields. NULL when nothing is left.
+ * Malloc'ed; free with fsa_model_free. FSA_OK, FSA_EINVAL, FSA_ENOMEM. */
+fsa_status_t fsa_model_settable(fsa_type_t type, const char *fields_json,
+                                char **out_json) FSA_MUST_CHECK;
+
 /* *out_json = {key: fields[key]} for every top-level key of keys_json, with null for a key that
  * fields lacks (fields_json NULL: all null). Malloc'ed; free with fsa_model_free. FSA_OK,
  * FSA_EINVAL, FSA_ENOMEM. */

@@ -508,6 +508,56 @@ static void test_sync__faults_give_exactly_once(void **state)
     assert_int_equal(entries, 40);
 }
 
+/* Two devices create the same ticket offline with other content: the second one's create is
+ * parked for a person. Taking theirs ("--take local") sends their fields as a set over the
+ * server's ticket, and their status as a transition; before, the create was left out as already
+ * satisfied, their content dropped, and the command said "recorded again as op  (seq 0)". */
+static void test_sync__create_conflict_taken_local(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    start(f, NULL);
+    for (int d = 0; d < 2; d++)
+        init_device(f, d, f->srv.url);
+    FS_OK(&r, "--db", f->db[0], "ticket", "create", "T7", "priority=\"LOW\"", "level=1");
+    FS_OK(&r, "--db", f->db[1], "ticket", "create", "T7", "priority=\"HIGH\"", "assignedto=\"p2\"");
+    FS_OK(&r, "--db", f->db[0], "sync");
+    FS_OK(&r, "--db", f->db[1], "sync");
+    FS_OK(&r, "--db", f->db[1], "conflicts", "--json");
+    char *p = strstr(r.out, "\"op_id\":\"");
+    assert_non_null(p);
+    char op_id[37];
+    memcpy(op_id, p + 9, 36);
+    op_id[36] = '\0';
+    FS_OK(&r, "--db", f->db[1], "conflicts", "resolve", op_id, "--take", "local");
+    assert_non_null(strstr(r.out, "recorded again as op "));
+    assert_null(strstr(r.out, "op  (seq 0)"));
+    FS_OK(&r, "--db", f->db[1], "sync");
+    char v[4096];
+    field(f, "ticket", "T7", "priority", v, sizeof v);
+    assert_string_equal(v, "\"HIGH\"");
+    field(f, "ticket", "T7", "assignedto", v, sizeof v);
+    assert_string_equal(v, "\"p2\"");
+    field(f, "ticket", "T7", "level", v, sizeof v); /* a field they did not give stays */
+    assert_string_equal(v, "1");
+    /* Their status, when it is not the server's, goes as a transition from it. */
+    FS_OK(&r, "--db", f->db[0], "ticket", "create", "T8", "priority=\"LOW\"");
+    FS_OK(&r, "--db", f->db[1], "ticket", "create", "T8", "status=\"OPEN\"");
+    FS_OK(&r, "--db", f->db[0], "sync");
+    FS_OK(&r, "--db", f->db[1], "sync");
+    FS_OK(&r, "--db", f->db[1], "conflicts", "--json");
+    p = strstr(r.out, "\"op_id\":\"");
+    assert_non_null(p);
+    memcpy(op_id, p + 9, 36);
+    FS_OK(&r, "--db", f->db[1], "conflicts", "resolve", op_id, "--take", "local");
+    assert_non_null(strstr(r.out, "recorded again as op "));
+    FS_OK(&r, "--db", f->db[1], "sync");
+    field(f, "ticket", "T8", "status", v, sizeof v);
+    assert_string_equal(v, "\"OPEN\"");
+    field(f, "ticket", "T8", "priority", v, sizeof v);
+    assert_string_equal(v, "\"LOW\"");
+}
+
 static void test_sync__conflicts_resolved_per_table(void **state)
 {
     fx_t *f = *state;
@@ -758,6 +808,7 @@ int main(void)
         T(test_cli__entity_help_and_one_line_errors),
         T(test_sync__offline_records_then_sum_of_intents),
         T(test_sync__faults_give_exactly_once),
+        T(test_sync__create_conflict_taken_local),
         T(test_sync__conflicts_resolved_per_table),
         T(test_sync__killed_mid_batch_loses_and_doubles_nothing),
         T(test_security__private_files_and_no_secret_in_output),

@@ -933,7 +933,6 @@ static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **
                      FSA_ENOTFOUND);
 }
 
-/* A group resolved "local" leaves out the member the server already satisfies. */
 /* What a query finds in the file, read with SQLite: each row's columns as text, joined by '=',
  * each row ended by ';'. param (may be NULL) is bound to ?1. */
 static void raw_rows(fixture_t *f, const char *sql, const char *param, char *out, size_t cap)
@@ -1063,6 +1062,96 @@ static void test_fsa_conflict__enums_stored_as_names(void **state)
         sqlite3_exec(db, "UPDATE conflicts SET resolution = 'maybe'", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(fsa_conflict_get(f->j, rec.op_id, &c), FSA_ECORRUPT);
+}
+
+/* A person who takes their create of an entity the server has (with other content) gets their
+ * fields recorded as a set over the server's state, and their status, when it is not the
+ * server's, as a transition from it, in one group. Before, the create was left out as "already
+ * satisfied" and what they chose was dropped without a word. A transition the status machine does
+ * not allow fails the resolve and leaves the conflict open; a create whose status is the
+ * server's and that gives nothing else records nothing; the resolver's own rebase still leaves a
+ * create out. */
+static void test_fsa_conflict_resolve__a_persons_create_goes_as_set_and_transition(void **state)
+{
+    fixture_t *f = *state;
+    const char *server = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
+                         "\"expirytime\":0,\"other_info\":{},\"people_id\":\"p2\"}";
+    static const struct {
+        const char *id, *fields;
+        fsa_conflict_resolution_t resolution;
+        fsa_status_t st;
+        const char *set;    /* the set recorded, NULL: none */
+        const char *to;     /* the transition recorded, NULL: none */
+        const char *status; /* the local view's after */
+    } cases[] = {
+        {"J1", "{\"seqno\":5,\"jobstatus\":\"INPROGRESS\"}", FSA_RESOLVED_LOCAL, FSA_OK,
+         "{\"seqno\":5}", "INPROGRESS", "\"INPROGRESS\""},
+        {"J2", "{\"seqno\":5,\"jobstatus\":\"ASSIGNED\"}", FSA_RESOLVED_LOCAL, FSA_OK,
+         "{\"seqno\":5}", NULL, "\"ASSIGNED\""},
+        {"J3", "{\"jobstatus\":\"INPROGRESS\"}", FSA_RESOLVED_LOCAL, FSA_OK, NULL, "INPROGRESS",
+         "\"INPROGRESS\""},
+        {"J4", "{\"seqno\":5,\"jobstatus\":\"COMPLETED\"}", FSA_RESOLVED_LOCAL, FSA_ETRANSITION,
+         NULL, NULL, "\"ASSIGNED\""},
+        {"J5", "{\"jobstatus\":\"ASSIGNED\"}", FSA_RESOLVED_LOCAL, FSA_OK, NULL, NULL,
+         "\"ASSIGNED\""},
+        {"J6", "{\"seqno\":5}", FSA_RESOLVED_REBASED, FSA_OK, NULL, NULL, "\"ASSIGNED\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fsa_rec_t rec;
+        assert_fsa_ok(
+            fsa_journal_create(f->j, FSA_TYPE_JOBNEED, cases[i].id, cases[i].fields, NULL, &rec));
+        fsa_op_result_t r = result_for(rec.op_id, FSA_RESULT_CONFLICT, 0);
+        r.current_version = 2;
+        r.current_fields = (char *)(uintptr_t)server; /* the journal only reads it */
+        assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+        fsa_rec_t again;
+        assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, true, cases[i].resolution, &again),
+                         cases[i].st);
+        fsa_outbox_stats_t st;
+        assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+        assert_int_equal(st.conflicts, cases[i].st == FSA_OK ? 0 : 1);
+        assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, cases[i].id, "jobstatus"),
+                            cases[i].status);
+        if (cases[i].st != FSA_OK) {
+            assert_int_equal(st.pending, 0);
+            assert_fsa_ok(
+                fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, &again));
+            continue;
+        }
+        size_t want = (cases[i].set != NULL) + (cases[i].to != NULL);
+        assert_int_equal(st.pending, (int64_t)want);
+        assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, cases[i].id, "seqno"),
+                            cases[i].set != NULL ? "5" : "1");
+        assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, cases[i].id, "people_id"), "\"p2\"");
+        if (want == 0) {
+            assert_string_equal(again.op_id, "");
+            continue;
+        }
+        fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+        size_t n = 0;
+        assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+        assert_int_equal(n, want);
+        assert_string_equal(ops[0].op_id, again.op_id);
+        if (cases[i].set != NULL) {
+            assert_int_equal(ops[0].kind, FSA_OP_SET);
+            assert_int_equal(ops[0].base_version, 2);
+            assert_string_equal(ops[0].json, cases[i].set);
+        }
+        if (cases[i].to != NULL) {
+            const fsa_op_t *t = &ops[n - 1];
+            assert_int_equal(t->kind, FSA_OP_TRANSITION);
+            assert_string_equal(t->from, "ASSIGNED");
+            assert_string_equal(t->to, cases[i].to);
+        }
+        assert_string_not_equal(ops[0].group, ""); /* one group: both or neither */
+        assert_string_equal(ops[0].group, ops[n - 1].group);
+        fsa_op_result_t applied[2];
+        for (size_t k = 0; k < n; k++)
+            applied[k] = result_for(ops[k].op_id, FSA_RESULT_APPLIED, 3 + (int64_t)k);
+        assert_fsa_ok(fsa_outbox_apply_results(f->j, applied, n));
+        for (size_t k = 0; k < n; k++)
+            fsa_op_clear(&ops[k]);
+    }
 }
 
 static void test_fsa_conflict_resolve__group_without_converged_member(void **state)
@@ -2030,6 +2119,7 @@ int main(void)
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
         T(test_fsa_conflict_names__round_trip_and_unknown),
         T(test_fsa_conflict__enums_stored_as_names),
+        T(test_fsa_conflict_resolve__a_persons_create_goes_as_set_and_transition),
         T(test_fsa_conflict_resolve__group_without_converged_member),
         T(test_fsa_conflict_resolve__logged_at_the_server_version),
         T(test_fsa_conflict_resolve__group_whole_under_read_faults),

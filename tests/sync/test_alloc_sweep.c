@@ -645,6 +645,17 @@ static fsa_status_t j_create_checkpoint(void *ctx, buf_t *out)
                    &rec, out);
 }
 
+/* T3: its create conflicts (another device made T3), and a person takes it: a set and a
+ * transition (journal_conflict.c, take_create). */
+static fsa_status_t j_create_ticket(void *ctx, buf_t *out)
+{
+    jctx_t *c = ctx;
+    fsa_rec_t rec;
+    return rec_out(fsa_journal_create(c->j, FSA_TYPE_TICKET, "T3",
+                                      "{\"status\":\"OPEN\",\"priority\":\"LOW\"}", NULL, &rec),
+                   &rec, out);
+}
+
 /* T1 comes from the server, not from a create here: the set on it is then the first op on it, and
  * goes in the batch with the others (a set waits for the answers to the ops before it on its
  * entity, journal_outbox.c). */
@@ -795,18 +806,19 @@ static fsa_status_t j_apply_results(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
     (void)out;
-    fsa_op_result_t r[6];
+    fsa_op_result_t r[7];
     memset(r, 0, sizeof r);
     static const struct {
         fsa_op_kind_t kind;
         const char *id;
         fsa_result_status_t status;
-    } plan[6] = {
+    } plan[7] = {
         {FSA_OP_CREATE, "TOUR", FSA_RESULT_APPLIED},  {FSA_OP_CREATE, "CP1", FSA_RESULT_APPLIED},
         {FSA_OP_INCREMENT, "T1", FSA_RESULT_APPLIED}, {FSA_OP_SET, "T1", FSA_RESULT_CONFLICT},
         {FSA_OP_MERGE, "T1", FSA_RESULT_REJECTED},    {FSA_OP_CREATE, "A1", FSA_RESULT_DUPLICATE},
+        {FSA_OP_CREATE, "T3", FSA_RESULT_CONFLICT},
     };
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < 7; i++) {
         const fsa_op_t *op = batch_find(c, plan[i].kind, plan[i].id);
         memcpy(r[i].op_id, op->op_id, sizeof r[i].op_id);
         r[i].status = plan[i].status;
@@ -820,7 +832,11 @@ static fsa_status_t j_apply_results(void *ctx, buf_t *out)
     snprintf(r[4].code, sizeof r[4].code, "invalid_value");
     snprintf(r[4].message, sizeof r[4].message, "ticketlog: the patch is refused");
     r[5].original = FSA_RESULT_APPLIED;
-    return fsa_outbox_apply_results(c->j, r, 6);
+    r[6].version = 0;
+    r[6].current_version = 1;
+    r[6].current_fields = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"p2\",\"ticketlog\":"
+                          "{\"ticket_history\":[]},\"priority\":\"HIGH\"}";
+    return fsa_outbox_apply_results(c->j, r, 7);
 }
 
 static fsa_status_t j_fold(void *ctx, buf_t *out)
@@ -867,6 +883,15 @@ static fsa_status_t j_resolve_local(void *ctx, buf_t *out)
     jctx_t *c = ctx;
     fsa_rec_t rec;
     return rec_out(fsa_conflict_resolve(c->j, batch_find(c, FSA_OP_SET, "T1")->op_id, true,
+                                        FSA_RESOLVED_LOCAL, &rec),
+                   &rec, out);
+}
+
+static fsa_status_t j_resolve_create_local(void *ctx, buf_t *out)
+{
+    jctx_t *c = ctx;
+    fsa_rec_t rec;
+    return rec_out(fsa_conflict_resolve(c->j, batch_find(c, FSA_OP_CREATE, "T3")->op_id, true,
                                         FSA_RESOLVED_LOCAL, &rec),
                    &rec, out);
 }
@@ -936,6 +961,7 @@ static const step_t journal_steps[] = {
     {"config_store", j_config_store, false},
     {"create jobneed", j_create_tour, false},
     {"create checkpoint", j_create_checkpoint, false},
+    {"create ticket", j_create_ticket, false},
     {"fold ticket", j_fold_ticket, false},
     {"set", j_set, false},
     {"merge", j_merge, false},
@@ -953,6 +979,7 @@ static const step_t journal_steps[] = {
     {"fold with pending ops", j_fold_pending, false},
     {"conflicts_each", j_conflicts, false},
     {"conflict_resolve", j_resolve_local, false},
+    {"conflict_resolve create", j_resolve_create_local, false},
     {"conflict_set_decision", j_decide, false},
     {"stats", j_stats, false},
     {"compact", j_compact, false},
@@ -966,8 +993,8 @@ static const struct segment {
     const char *name;
     size_t first, count;
 } segments[] = {
-    {"journal-open", 0, 4},       {"journal-record", 4, 11}, {"journal-outbox", 15, 6},
-    {"journal-conflicts", 21, 5}, {"journal-reopen", 26, 4},
+    {"journal-open", 0, 4},       {"journal-record", 4, 12}, {"journal-outbox", 16, 6},
+    {"journal-conflicts", 22, 6}, {"journal-reopen", 28, 4},
 };
 #define NSEGMENTS (sizeof segments / sizeof segments[0])
 #define SEGMENT_UNCLEAN (SEGMENTS_MAX - 1) /* the open-after-crash path: no template */
