@@ -280,9 +280,9 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn,
  * errors of the new op are returned as from a recording call; a group's ops are recorded again
  * as one new group, leaving out the ones the known state already satisfies (a transition to the
  * current status; a create of an existing entity, unless a person takes it, resolution
- * FSA_RESOLVED_LOCAL: then its fields but the status go as a set and its status, when not the
- * current one, as a transition, in one new group; attendance excepted). Not take_local: the
- * server's state
+ * FSA_RESOLVED_LOCAL: then its status, when not the current one, goes as a transition and its
+ * other fields as a set, in one new group; refused: attendance (FSA_EINVAL), a group past
+ * FSA_JOURNAL_GROUP_MAX ops (FSA_ETOOLARGE)). Not take_local: the server's state
  * stands; the conflict is closed. resolution (not FSA_RESOLVED_NONE) is stored. rec (may be
  * NULL) reports the new op or the error. FSA_OK, FSA_ENOTFOUND (no open conflict with that
  * op_id), FSA_EINVAL, the recording statuses.

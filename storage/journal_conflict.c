@@ -289,55 +289,66 @@ static fsa_status_t mark_resolved(fsa_journal_t *j, const fsa_op_t *members, siz
     return s;
 }
 
-/* Records op again (a copy made for it) as one of a resolve's new ops; rec gets the first. */
+/* Records op again (a copy made for it) as the resolve's *n-th new op; rec gets the first. A
+ * person's creates may make a group grow: never past FSA_JOURNAL_GROUP_MAX (a batch takes a group
+ * whole, and a conflict's group is read whole). */
 static fsa_status_t again_one(fsa_journal_t *j, fsa_op_t *op, fsa_wall_t at, const char *group,
-                              fsa_conflict_resolution_t resolution, fsa_rec_t *rec, bool *first)
+                              fsa_conflict_resolution_t resolution, fsa_rec_t *rec, size_t *n)
 {
+    if (*n == FSA_JOURNAL_GROUP_MAX) {
+        rec_error(rec, "taken so, the group would pass %d ops", FSA_JOURNAL_GROUP_MAX);
+        return FSA_ETOOLARGE;
+    }
     fsa_status_t s = record_one_locked(
         j, op, at, group,
         resolution == FSA_RESOLVED_REBASED ? FSA_CHANGE_REBASED : FSA_CHANGE_RESOLVED, rec);
-    if (s == FSA_OK && *first && rec != NULL) {
+    if (s == FSA_OK && *n == 0 && rec != NULL) {
         memcpy(rec->op_id, op->op_id, sizeof rec->op_id);
         rec->seq = op->seq;
     }
-    *first = *first && s != FSA_OK;
+    *n += s == FSA_OK;
     return s;
 }
 
 /*
  * A person took their create c of an entity the server has. Left out as "already satisfied", what
- * they chose was dropped without a word. Their fields go as a set over the server's state, and
- * their status, when it is not the server's, as a transition from it (only a transition changes
- * a status; one the status machine does not allow fails the resolve, which says why).
+ * they chose was dropped without a word. Their status, when it is not the server's, goes as a
+ * transition from it (only a transition changes a status; one the status machine does not allow
+ * fails the resolve, which says why), then their fields as a set over the server's state: in this
+ * order, a set that moves the entity out of a device's scope (PROTOCOL.md section 4) cannot
+ * forbid the transition after it.
  */
 static fsa_status_t take_create(fsa_journal_t *j, const fsa_op_t *c, fsa_wall_t at,
-                                const char *group, fsa_rec_t *rec, bool *first)
+                                const char *group, fsa_rec_t *rec, size_t *n)
 {
     fsa_op_t again = *c; /* shallow: json stays owned by c */
+    fsa_status_t s = fsa_model_get_status(c->json, c->type, again.to);
+    const bool status_given = s == FSA_OK;
+    if (s != FSA_ENOMEM)
+        s = FSA_OK;
+    entity_t e;
+    if (status_given && (s = entity_load(j, c->type, c->id, &e)) == FSA_OK) {
+        char now[FSA_STATUS_BYTES];
+        s = fsa_model_get_status(e.local_fields, c->type, now);
+        if (s == FSA_OK && strcmp(now, again.to) != 0) {
+            again.kind = FSA_OP_TRANSITION;
+            again.json = NULL;
+            s = again_one(j, &again, at, group, FSA_RESOLVED_LOCAL, rec, n);
+        } else if (s != FSA_ENOMEM) {
+            s = FSA_OK; /* the same status, or none known: nothing to change */
+        }
+        entity_clear(&e);
+    }
     char *fields = NULL;
-    fsa_status_t s = fsa_model_settable(c->type, c->json, &fields);
+    if (s == FSA_OK)
+        s = fsa_model_settable(c->type, c->json, &fields);
     if (s == FSA_OK && fields != NULL) {
+        again = *c;
         again.kind = FSA_OP_SET;
         again.json = fields;
-        s = again_one(j, &again, at, group, FSA_RESOLVED_LOCAL, rec, first);
+        s = again_one(j, &again, at, group, FSA_RESOLVED_LOCAL, rec, n);
     }
     fsa_model_free(fields);
-    again = *c;
-    if (s == FSA_OK && (s = fsa_model_get_status(c->json, c->type, again.to)) != FSA_OK)
-        return s == FSA_ENOMEM ? s : FSA_OK; /* no status given */
-    entity_t e;
-    char now[FSA_STATUS_BYTES];
-    if (s != FSA_OK || (s = entity_load(j, c->type, c->id, &e)) != FSA_OK)
-        return s;
-    s = fsa_model_get_status(e.local_fields, c->type, now);
-    if (s == FSA_OK && strcmp(now, again.to) != 0) {
-        again.kind = FSA_OP_TRANSITION;
-        again.json = NULL;
-        s = again_one(j, &again, at, group, FSA_RESOLVED_LOCAL, rec, first);
-    } else if (s != FSA_ENOMEM) {
-        s = FSA_OK; /* the same status, or none known: nothing to change */
-    }
-    entity_clear(&e);
     return s;
 }
 
@@ -345,7 +356,8 @@ static fsa_status_t take_create(fsa_journal_t *j, const fsa_op_t *c, fsa_wall_t 
  * already satisfy, but a person's create: take_create): new op_ids (the old ones have their
  * answers on the server), the next seqs, preconditions from the state now known, and a new group
  * id for a group, which is resent whole, and for a person's create, which may become two ops.
- * rec gets the first one's op_id and seq. */
+ * rec gets the first one's op_id and seq. A person's create of attendance, which is never
+ * changed, is refused: the server's record stands. */
 static fsa_status_t record_again(fsa_journal_t *j, const fsa_op_t *members, size_t n,
                                  fsa_conflict_resolution_t resolution, fsa_rec_t *rec)
 {
@@ -357,16 +369,22 @@ static fsa_status_t record_again(fsa_journal_t *j, const fsa_op_t *members, size
     fsa_wall_t at = {0};
     if (s == FSA_OK)
         s = now_locked(j, &at);
-    bool first = true;
+    size_t made = 0;
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         bool satisfied = false;
         s = already_satisfied(j, &members[i], &satisfied);
         fsa_op_t again = members[i]; /* shallow: json stays owned by members[i] */
-        if (s == FSA_OK && !satisfied)
-            s = again_one(j, &again, at, group, resolution, rec, &first);
-        else if (s == FSA_OK && person && members[i].kind == FSA_OP_CREATE &&
-                 members[i].type != FSA_TYPE_ATTENDANCE && members[i].json != NULL)
-            s = take_create(j, &members[i], at, group, rec, &first); /* attendance: never changed */
+        if (s != FSA_OK || (satisfied && (!person || again.kind != FSA_OP_CREATE ||
+                                          again.json == NULL))) /* gave nothing to take */
+            continue;
+        if (!satisfied) {
+            s = again_one(j, &again, at, group, resolution, rec, &made);
+        } else if (again.type == FSA_TYPE_ATTENDANCE) {
+            rec_error(rec, "attendance is never changed: take the server's");
+            s = FSA_EINVAL;
+        } else {
+            s = take_create(j, &members[i], at, group, rec, &made);
+        }
     }
     return s;
 }

@@ -1196,9 +1196,8 @@ fsa_status_t fsa_transport_end(fsa_transport_t *t, fsa_http_response_t *resp)
      */
     if (resp->status >= 400 && q->sink.alloc_failures != 0) {
         say(resp->error, sizeof resp->error,
-            "out of memory during the request (the server's HTTP %d may answer a request sent "
-            "incomplete): %s %.120s",
-            resp->status, q->method, q->url);
+            "out of memory during the request (HTTP %d ignored): %s %.120s", resp->status,
+            q->method, q->url);
         end_request(t);
         return FSA_ENOMEM;
     }

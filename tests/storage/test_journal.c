@@ -1132,16 +1132,18 @@ static void test_fsa_conflict_resolve__a_persons_create_goes_as_set_and_transiti
         assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
         assert_int_equal(n, want);
         assert_string_equal(ops[0].op_id, again.op_id);
-        if (cases[i].set != NULL) {
-            assert_int_equal(ops[0].kind, FSA_OP_SET);
-            assert_int_equal(ops[0].base_version, 2);
-            assert_string_equal(ops[0].json, cases[i].set);
-        }
+        /* The transition first: a set that moved the entity out of a device's scope would
+         * forbid a transition after it. */
         if (cases[i].to != NULL) {
-            const fsa_op_t *t = &ops[n - 1];
-            assert_int_equal(t->kind, FSA_OP_TRANSITION);
-            assert_string_equal(t->from, "ASSIGNED");
-            assert_string_equal(t->to, cases[i].to);
+            assert_int_equal(ops[0].kind, FSA_OP_TRANSITION);
+            assert_string_equal(ops[0].from, "ASSIGNED");
+            assert_string_equal(ops[0].to, cases[i].to);
+        }
+        if (cases[i].set != NULL) {
+            const fsa_op_t *set = &ops[n - 1];
+            assert_int_equal(set->kind, FSA_OP_SET);
+            assert_int_equal(set->base_version, 2 + (int64_t)(n - 1)); /* after the transition */
+            assert_string_equal(set->json, cases[i].set);
         }
         assert_string_not_equal(ops[0].group, ""); /* one group: both or neither */
         assert_string_equal(ops[0].group, ops[n - 1].group);
@@ -1152,6 +1154,64 @@ static void test_fsa_conflict_resolve__a_persons_create_goes_as_set_and_transiti
         for (size_t k = 0; k < n; k++)
             fsa_op_clear(&ops[k]);
     }
+}
+
+/* What a person's creates cannot become is refused, and the conflict stays open: attendance,
+ * which is never changed (the server's record stands), and a group that would grow past
+ * FSA_JOURNAL_GROUP_MAX ops (16 creates, each a transition and a set), which a batch could not
+ * take whole. */
+static void test_fsa_conflict_resolve__a_persons_creates_that_cannot_go(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_ATTENDANCE, "A9",
+                                     "{\"people_id\":\"p1\",\"site_id\":\"s1\","
+                                     "\"kind\":\"checkin\",\"at\":5}",
+                                     NULL, &rec));
+    fsa_op_result_t r[FSA_JOURNAL_GROUP_MAX];
+    r[0] = result_for(rec.op_id, FSA_RESULT_CONFLICT, 0);
+    r[0].current_version = 1;
+    r[0].current_fields = "{\"people_id\":\"p1\",\"site_id\":\"s2\",\"kind\":\"checkin\","
+                          "\"at\":5,\"lat\":null,\"lon\":null,\"accuracy_m\":null,"
+                          "\"other_info\":{}}";
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 1));
+    fsa_rec_t again;
+    assert_int_equal(fsa_conflict_resolve(f->j, rec.op_id, true, FSA_RESOLVED_LOCAL, &again),
+                     FSA_EINVAL);
+    assert_non_null(strstr(again.error, "never changed"));
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.conflicts, 1);
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, false, FSA_RESOLVED_SERVER, &again));
+
+    fsa_op_t g[FSA_JOURNAL_GROUP_MAX];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < FSA_JOURNAL_GROUP_MAX; i++) {
+        g[i].kind = FSA_OP_CREATE;
+        g[i].type = FSA_TYPE_JOBNEED;
+        snprintf(g[i].id, sizeof g[i].id, "G%d", i);
+        g[i].json = (char *)(uintptr_t) "{\"jobstatus\":\"INPROGRESS\",\"seqno\":5}";
+    }
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, FSA_JOURNAL_GROUP_MAX, NULL, &rec));
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, FSA_JOURNAL_GROUP_MAX);
+    for (size_t i = 0; i < n; i++) {
+        r[i] = result_for(ops[i].op_id, FSA_RESULT_CONFLICT, 0);
+        r[i].current_version = 1;
+        r[i].current_fields = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
+                              "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    }
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, n));
+    assert_int_equal(fsa_conflict_resolve(f->j, ops[0].op_id, true, FSA_RESOLVED_LOCAL, &again),
+                     FSA_ETOOLARGE);
+    assert_non_null(strstr(again.error, "would pass 16 ops"));
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.conflicts, FSA_JOURNAL_GROUP_MAX);
+    assert_int_equal(st.pending, 0);
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
 }
 
 static void test_fsa_conflict_resolve__group_without_converged_member(void **state)
@@ -2120,6 +2180,7 @@ int main(void)
         T(test_fsa_conflict_names__round_trip_and_unknown),
         T(test_fsa_conflict__enums_stored_as_names),
         T(test_fsa_conflict_resolve__a_persons_create_goes_as_set_and_transition),
+        T(test_fsa_conflict_resolve__a_persons_creates_that_cannot_go),
         T(test_fsa_conflict_resolve__group_without_converged_member),
         T(test_fsa_conflict_resolve__logged_at_the_server_version),
         T(test_fsa_conflict_resolve__group_whole_under_read_faults),

@@ -489,10 +489,11 @@ FIELDSYNC_API fieldsync_status_t fieldsync_conflicts(fieldsync_t *fs, bool all,
 /* Resolves the open conflict of op op_id (for an op of a group, the whole group): take_local
  * false lets the server's state stand; true records the op again on top of the server's state
  * (rec reports the new op; its op_id is "" when nothing was left to record). A create of an
- * entity the server has is taken as a set of its fields and, when its status is not the
- * server's, a transition to it, in one group (a transition the status machine does not allow:
- * FIELDSYNC_ETRANSITION, and the conflict stays open). FIELDSYNC_OK, FIELDSYNC_ENOTFOUND (no open
- * conflict with that id), the recording statuses. */
+ * entity the server has is taken as a transition to its status (when not the server's) and a set
+ * of its other fields, in one group. Refused, the conflict left open: a transition the status
+ * machine does not allow (FIELDSYNC_ETRANSITION), attendance, which is never changed
+ * (FIELDSYNC_EINVAL), a group that would pass 16 ops (FIELDSYNC_ETOOLARGE). FIELDSYNC_OK,
+ * FIELDSYNC_ENOTFOUND (no open conflict with that id), the recording statuses. */
 FIELDSYNC_API fieldsync_status_t fieldsync_conflict_resolve(
     fieldsync_t *fs, const char *op_id, bool take_local, fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
 
