@@ -99,8 +99,16 @@
     "CREATE INDEX outbox_open ON outbox(seq,state) WHERE state IN(0,1);"                           \
     "CREATE INDEX outbox_done ON outbox(seq) WHERE state=2;"                                       \
     "CREATE INDEX outbox_by_group ON outbox(grp,state) WHERE grp!='';"
+/* What the steps and the current schema share is kept once, in shared_ddl: in their text, a byte
+ * 1 to 4 stands for the first to fourth of its parts (ddl_expand). */
+#define DDL_OUTBOX_COLUMNS "\001"
+#define DDL_CONFLICTS_AFTER_SEQ "\002"
+#define DDL_CHANGES_COLUMNS "\003"
+#define DDL_OUTBOX_INDEXES "\004"
+static const char shared_ddl[] =
+    OUTBOX_V3_COLUMNS "\0" CONFLICTS_V3_AFTER_SEQ "\0" CHANGES_V3_COLUMNS "\0" OUTBOX_INDEXES;
 #define OUTBOX_V3_INDEXES                                                                          \
-    OUTBOX_INDEXES                                                                                 \
+    DDL_OUTBOX_INDEXES                                                                             \
     "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "                                 \
     "WHEN NOT EXISTS(SELECT 1 FROM outbox WHERE seq>old.seq) BEGIN "                               \
     "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "            \
@@ -158,18 +166,18 @@ static const char migration_steps[] =
      * with the outbox (its rows reference outbox seqs; dropped first, child before parent, so
      * foreign keys stay on and checked). The last seq AUTOINCREMENT gave the outbox is carried
      * over. One transaction, as every step. A new journal gets schema_current instead. */
-    "CREATE TABLE outbox_v3" OUTBOX_V3_COLUMNS
+    "CREATE TABLE outbox_v3" DDL_OUTBOX_COLUMNS
     "INSERT INTO outbox_v3 SELECT seq,op_id,at_ms,kind,type,id,grp,field,base_version,"
     "by_n, from_s, to_s, akey, max_len, payload, prior, state, attempts, result_version, "
     "done_ms FROM outbox;"
     "CREATE TABLE conflicts_v3(seq INTEGER PRIMARY KEY REFERENCES "
-    "outbox_v3(seq)," CONFLICTS_V3_AFTER_SEQ
+    "outbox_v3(seq)," DDL_CONFLICTS_AFTER_SEQ
     "INSERT INTO conflicts_v3 SELECT seq,op_id,outcome,code,reason,server_version,"
     "server_fields,created_ms,decision,resolution,resolved_ms FROM conflicts;"
     "INSERT INTO sync_state(k,v) SELECT '" FSA_STATE_OUTBOX_LAST_DELETED "', seq "
     "FROM sqlite_sequence WHERE name='outbox' AND seq>0 "
     "ON CONFLICT(k) DO UPDATE SET v=max(v,excluded.v);"
-    "CREATE TABLE changes_v3" CHANGES_V3_COLUMNS
+    "CREATE TABLE changes_v3" DDL_CHANGES_COLUMNS
     "INSERT INTO changes_v3 SELECT seq,type,id,version,reason,op_id,at_ms FROM changes;"
     "DROP TABLE conflicts;"
     "DROP TABLE outbox;"
@@ -209,9 +217,32 @@ static const char *migration(int64_t v)
  * leaves with this one (test_fsa_journal_open__v2_journal_migrates_to_v3).
  */
 static const char schema_current[] = ENTITIES_DDL
-    "CREATE TABLE outbox" OUTBOX_V3_COLUMNS DONE_OPS_TABLE_DDL
-    "CREATE TABLE conflicts(seq INTEGER PRIMARY KEY REFERENCES outbox(seq)," CONFLICTS_V3_AFTER_SEQ
-        STATE_AND_LOCKS_DDL "CREATE TABLE changes" CHANGES_V3_COLUMNS OUTBOX_INDEXES;
+    "CREATE TABLE outbox" DDL_OUTBOX_COLUMNS DONE_OPS_TABLE_DDL
+    "CREATE TABLE conflicts(seq INTEGER PRIMARY KEY REFERENCES outbox(seq)," DDL_CONFLICTS_AFTER_SEQ
+        STATE_AND_LOCKS_DDL "CREATE TABLE changes" DDL_CHANGES_COLUMNS DDL_OUTBOX_INDEXES;
+
+/* sql with each stand-in byte (1 to 4) replaced by its part of shared_ddl, into out (cap bytes);
+ * false when it does not fit. */
+static bool ddl_expand(const char *sql, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; *sql != '\0'; sql++) {
+        const char *part = sql;
+        size_t len = 1;
+        if ((unsigned char)*sql <= 4) {
+            part = shared_ddl;
+            for (int k = *sql; k > 1; k--)
+                part += strlen(part) + 1;
+            len = strlen(part);
+        }
+        if (cap - n <= len)
+            return false;
+        memcpy(out + n, part, len);
+        n += len;
+    }
+    out[n] = '\0';
+    return true;
+}
 
 fsa_status_t fsa__db_status(int rc)
 {
@@ -336,8 +367,11 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
     }
     /* A new file gets the current schema at once; an older journal, each step from its own. */
     int64_t v = version == 0 ? FSA_SCHEMA_VERSION - 1 : version;
+    char sql[4096]; /* the longest, expanded: the 2 -> 3 step, ~2.4 KB */
     for (; v < FSA_SCHEMA_VERSION; v++) {
-        st = fsa__db_exec(db, version == 0 ? schema_current : migration(v), detail, sizeof detail);
+        st = ddl_expand(version == 0 ? schema_current : migration(v), sql, sizeof sql)
+                 ? fsa__db_exec(db, sql, detail, sizeof detail)
+                 : FSA_EINVAL; /* a step longer than sql: no test would pass */
         if (st != FSA_OK) {
             snprintf(err, errlen, "journal %s: migration to version %lld failed: %s", path,
                      (long long)v + 1, detail);
