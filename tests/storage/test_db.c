@@ -617,6 +617,28 @@ static void test_fsa__db_checkpoint__left_to_a_thread(void **state)
     assert_threads(threads0, 0);
 }
 
+/* Opens f's journal at NORMAL (*db, *users) and has the checkpointer thread end a checkpoint
+ * short: a reader's snapshot, taken between a commit past the size and the next, holds it back,
+ * and is gone when this returns. *threads0 and *runs0: the thread count and checkpoints run
+ * before. */
+static void short_checkpoint(fx_t *f, sqlite3 **db, fsa_flock_t **users, int *threads0,
+                             uint64_t *runs0)
+{
+    sqlite3 *reader = NULL;
+    open_with_table(f, true, db, users);
+    assert_int_equal(sqlite3_open_v2(f->path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    *threads0 = thread_count();
+    *runs0 = fsa__db_checkpoints_run();
+    fsa__db_checkpointer_hold(true);
+    assert_fsa_ok(fsa__db_exec(*db, BIG_COMMIT, NULL, 0));
+    /* A snapshot that ends before the next commit's frames: the checkpoint copies up to it. */
+    assert_fsa_ok(fsa__db_exec(reader, "BEGIN; SELECT count(*) FROM t", NULL, 0));
+    assert_fsa_ok(fsa__db_exec(*db, "INSERT INTO t VALUES(1)", NULL, 0));
+    fsa__db_checkpointer_hold(false);
+    wait_checkpoints_past(*runs0);
+    sqlite3_close(reader); /* its read transaction ends with it */
+}
+
 /* A checkpoint that ended short (a reader held it back here; while records come one after another,
  * the commits during its passes do) is finished by the next commit past the size, in that commit,
  * not by another thread: the WAL then starts again at the next write. Asked of a thread again, it
@@ -624,20 +646,11 @@ static void test_fsa__db_checkpoint__left_to_a_thread(void **state)
 static void test_fsa__db_checkpoint__the_next_commit_finishes_a_short_one(void **state)
 {
     fx_t *f = *state;
-    sqlite3 *db = NULL, *reader = NULL;
+    sqlite3 *db = NULL;
     fsa_flock_t *users = NULL;
-    open_with_table(f, true, &db, &users);
-    assert_int_equal(sqlite3_open_v2(f->path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    int threads0 = thread_count();
-    uint64_t runs0 = fsa__db_checkpoints_run();
-    fsa__db_checkpointer_hold(true);
-    assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
-    /* A snapshot that ends before the next commit's frames: the checkpoint copies up to it. */
-    assert_fsa_ok(fsa__db_exec(reader, "BEGIN; SELECT count(*) FROM t", NULL, 0));
-    assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(1)", NULL, 0));
-    fsa__db_checkpointer_hold(false);
-    wait_checkpoints_past(runs0);
-    assert_fsa_ok(fsa__db_exec(reader, "COMMIT", NULL, 0));
+    int threads0 = 0;
+    uint64_t runs0 = 0;
+    short_checkpoint(f, &db, &users, &threads0, &runs0);
     /* A thread asked now would wait. */
     fsa__db_checkpointer_hold(true);
     assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(2)", NULL, 0));
@@ -648,7 +661,6 @@ static void test_fsa__db_checkpoint__the_next_commit_finishes_a_short_one(void *
     assert_in_range(wal_frames(db), 1, 4);
     fsa__db_checkpointer_hold(false);
     assert_int_equal(pragma(db, "SELECT count(*) FROM t"), 1103);
-    sqlite3_close(reader);
     fsa__db_close(fsa_port_posix(), db, users);
     assert_threads(threads0, 0);
 }
@@ -659,19 +671,11 @@ static void test_fsa__db_checkpoint__the_next_commit_finishes_a_short_one(void *
 static void test_fsa__db_checkpoint__a_new_wal_is_not_finished_in_a_commit(void **state)
 {
     fx_t *f = *state;
-    sqlite3 *db = NULL, *reader = NULL, *other = NULL;
+    sqlite3 *db = NULL, *other = NULL;
     fsa_flock_t *users = NULL, *users2 = NULL;
-    open_with_table(f, true, &db, &users);
-    assert_int_equal(sqlite3_open_v2(f->path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    int threads0 = thread_count();
-    uint64_t runs0 = fsa__db_checkpoints_run();
-    fsa__db_checkpointer_hold(true);
-    assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
-    assert_fsa_ok(fsa__db_exec(reader, "BEGIN; SELECT count(*) FROM t", NULL, 0));
-    assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(1)", NULL, 0));
-    fsa__db_checkpointer_hold(false);
-    wait_checkpoints_past(runs0); /* it ended short: the reader */
-    assert_fsa_ok(fsa__db_exec(reader, "COMMIT", NULL, 0));
+    int threads0 = 0;
+    uint64_t runs0 = 0;
+    short_checkpoint(f, &db, &users, &threads0, &runs0);
     /* Another connection of the process copies all, starts the WAL again and writes in it: its
      * commits find the WAL small. */
     fsa_db_opts_t o = {0};
@@ -686,7 +690,6 @@ static void test_fsa__db_checkpoint__a_new_wal_is_not_finished_in_a_commit(void 
     fsa__db_checkpointer_hold(false);
     wait_checkpoints_past(runs0 + 1);
     fsa__db_close(fsa_port_posix(), other, users2);
-    sqlite3_close(reader);
     fsa__db_close(fsa_port_posix(), db, users);
     assert_threads(threads0, 0);
 }

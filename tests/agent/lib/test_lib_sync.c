@@ -484,6 +484,16 @@ static void test_sync_once__busy_while_started(void **state)
     lrec_clear(&r);
 }
 
+/* Records n tickets, prefix0 .. prefix(n - 1). */
+static void record_tickets(fieldsync_t *fs, const char *prefix, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "%s%d", prefix, i);
+        assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
+    }
+}
+
 /* fieldsync_stop also cancels a fieldsync_sync_once running on the app's own thread (here from
  * its first "pushing" status, in a listener on that thread): the call ends at the cycle's next
  * step with FIELDSYNC_ETIMEOUT, having sent none of the backlog, and persists no backoff, so the
@@ -494,11 +504,7 @@ static void test_sync_once__cancelled_by_stop(void **state)
     lfx_t *f = *state;
     fieldsync_t *fs = lfx_open(f, 0, 0);
     enum { OPS = 300 }; /* three batches */
-    for (int i = 0; i < OPS; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "Q%d", i);
-        assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
-    }
+    record_tickets(fs, "Q", OPS);
     lrec_t r;
     lrec_init(&r, fs, 0);
     r.stop_at_reason = "pushing";
@@ -541,11 +547,7 @@ static void test_sync_once__cancelled_by_stop_from_another_thread(void **state)
     lfx_t *f = *state;
     fieldsync_t *fs = lfx_open(f, 0, 0);
     enum { OPS = 300 };
-    for (int i = 0; i < OPS; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "Q%d", i);
-        assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
-    }
+    record_tickets(fs, "Q", OPS);
     lrec_t r;
     lrec_init(&r, fs, 0);
     lrec_listen(&r, fs);
