@@ -8,6 +8,7 @@
 #include "port/alloc.h"
 #include "port/jsonstr.h"
 #include "port/limits.h"
+#include "port/port.h"
 #include "storage/model.h"
 
 fsa_status_t fsa_args_quote(const char *s, char *buf, size_t cap)
@@ -123,9 +124,7 @@ static void cli_line(const char *prog, const char *suffix, const char *fmt, va_l
     va_end(copy);
     if (n < 0)
         small[0] = '\0';
-    for (char *p = msg; *p != '\0'; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    fsa_one_line(msg);
     fprintf(stderr, "%s: %s%s\n", prog, msg, suffix);
     if (msg != small)
         fsa_free(msg);

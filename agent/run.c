@@ -108,6 +108,7 @@ static void log_line(daemon_t *d, fsa_log_level_t prio, bool to_stderr, const ch
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    fsa_one_line(msg);
     if (to_stderr) {
         char ts[FSA_TIME_TEXT_MAX];
         if (fsa_time_format_utc(d->port->wall_now(d->port->ctx).ms, FSA_TIME_ISO, ts, sizeof ts) !=

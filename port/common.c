@@ -37,7 +37,15 @@ void fsa_logv(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, va
     int n = vsnprintf(line, sizeof line, fmt, ap);
     if (n < 0)
         return;
+    fsa_one_line(line);
     port->log(port->ctx, level, line);
+}
+
+void fsa_one_line(char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
 }
 
 void fsa_log(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, ...)

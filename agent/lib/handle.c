@@ -112,6 +112,7 @@ static void err_setv(uint64_t id, const char *fmt, va_list ap)
 {
     err_slot_t *s = err_slot(id, true);
     vsnprintf(s->msg, sizeof s->msg, fmt, ap);
+    fsa_one_line(s->msg);
 }
 
 static void err_set(uint64_t id, const char *fmt, ...) FSA_PRINTF(2, 3);

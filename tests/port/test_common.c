@@ -109,6 +109,23 @@ static void test_fsa_log__filters_below_level(void **state)
     fsa_sim_free(sim);
 }
 
+/* A log line is one line: a newline in what it quotes (a path, a server's message) cannot forge
+ * another. */
+static void test_fsa_log__control_characters_shown_as_question_marks(void **state)
+{
+    (void)state;
+    fsa_sim_t *sim;
+    fsa_wall_t w = {0};
+    assert_fsa_ok(fsa_sim_new(1, w, "log", &sim));
+    struct captured c = {0};
+    fsa_sim_set_log(sim, capture, &c);
+    fsa_log(fsa_sim_port(sim), FSA_LOG_ERROR, "server said: %s",
+            "no\nfieldsync: error: forged\r\x7f\x1b[2J");
+    assert_int_equal(c.lines, 1);
+    assert_string_equal(c.last, "server said: no?fieldsync: error: forged???[2J");
+    fsa_sim_free(sim);
+}
+
 static void test_fsa_log__long_line_is_cut(void **state)
 {
     (void)state;
@@ -157,6 +174,7 @@ int main(void)
         cmocka_unit_test(test_fsa_uuid4__null_port),
         cmocka_unit_test(test_fsa_uuid7__time_ordered),
         cmocka_unit_test(test_fsa_log__filters_below_level),
+        cmocka_unit_test(test_fsa_log__control_characters_shown_as_question_marks),
         cmocka_unit_test(test_fsa_log__long_line_is_cut),
         cmocka_unit_test(test_fsa_log_level_parse__names),
         cmocka_unit_test(test_fsa_status_str__every_status_named),

@@ -204,9 +204,10 @@ FIELDSYNC_API fieldsync_status_t fieldsync_open(const fieldsync_config_t *cfg,
 FIELDSYNC_API fieldsync_status_t fieldsync_close(fieldsync_t *fs);
 
 /* The last failure's message on this handle from the calling thread ("" if the last call on it
- * succeeded). Owned by the library, valid until the thread's next call on fs. A NULL handle
- * gives the message of the last failed call on this thread that had no handle: a
- * fieldsync_open() that could not make one, or fieldsync_set_log_level(). */
+ * succeeded), one line (a control character in what it quotes is shown as '?'). Owned by the
+ * library, valid until the thread's next call on fs. A NULL handle gives the message of the last
+ * failed call on this thread that had no handle: a fieldsync_open() that could not make one, or
+ * fieldsync_set_log_level(). */
 FIELDSYNC_API const char *fieldsync_errmsg(const fieldsync_t *fs);
 
 /* Frees a string that the library handed out. NULL is accepted. Any thread. */

@@ -429,6 +429,21 @@ static void test_errmsg__per_handle_and_per_thread(void **state)
     assert_string_equal(fieldsync_version(), v);
 }
 
+/* A message is one line: a newline in what it quotes (here a path) is shown as '?'. */
+static void test_errmsg__one_line(void **state)
+{
+    cfx_t *f = *state;
+    char path[450];
+    snprintf(path, sizeof path, "%s/two\nlines.db", f->dir);
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = path;
+    fieldsync_t *fs = NULL;
+    assert_st(FIELDSYNC_ENOTFOUND, fieldsync_open(&cfg, &fs));
+    assert_non_null(strstr(fieldsync_errmsg(fs), "two?lines.db"));
+    assert_null(strchr(fieldsync_errmsg(fs), '\n'));
+    assert_fs_ok(fs, fieldsync_close(fs));
+}
+
 /* Every allocation of a call failed in turn: a status (never a crash, never a leak under ASan),
  * and a call that succeeds did its work. */
 static void test_calls__each_allocation_failing(void **state)
@@ -502,6 +517,7 @@ int main(void)
         T(test_structs__wrong_sizes),
         T(test_open__bad_configs),
         T(test_errmsg__per_handle_and_per_thread),
+        T(test_errmsg__one_line),
         T(test_calls__each_allocation_failing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
