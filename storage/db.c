@@ -231,7 +231,7 @@ static bool ddl_expand(const char *sql, char *out, size_t cap)
         size_t len = 1;
         if ((unsigned char)*sql <= 4) {
             part = shared_ddl;
-            for (int k = *sql; k > 1; k--)
+            for (unsigned char k = (unsigned char)*sql; k > 1; k--)
                 part += strlen(part) + 1;
             len = strlen(part);
         }

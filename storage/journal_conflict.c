@@ -323,11 +323,11 @@ static fsa_status_t take_create(fsa_journal_t *j, const fsa_op_t *c, fsa_wall_t 
 {
     fsa_op_t again = *c; /* shallow: json stays owned by c */
     fsa_status_t s = fsa_model_get_status(c->json, c->type, again.to);
-    const bool status_given = s == FSA_OK;
-    if (s != FSA_ENOMEM)
-        s = FSA_OK;
     entity_t e;
-    if (status_given && (s = entity_load(j, c->type, c->id, &e)) == FSA_OK) {
+    if (s != FSA_OK) {
+        if (s != FSA_ENOMEM)
+            s = FSA_OK; /* no status given: nothing to change */
+    } else if ((s = entity_load(j, c->type, c->id, &e)) == FSA_OK) {
         char now[FSA_STATUS_BYTES];
         s = fsa_model_get_status(e.local_fields, c->type, now);
         if (s == FSA_OK && strcmp(now, again.to) != 0) {
