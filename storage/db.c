@@ -367,7 +367,7 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
     }
     /* A new file gets the current schema at once; an older journal, each step from its own. */
     int64_t v = version == 0 ? FSA_SCHEMA_VERSION - 1 : version;
-    char sql[4096]; /* the longest, expanded: the 2 -> 3 step, ~2.4 KB */
+    char sql[4096]; /* the longest, expanded: the 2 -> 3 step, 2,310 bytes */
     for (; v < FSA_SCHEMA_VERSION; v++) {
         st = ddl_expand(version == 0 ? schema_current : migration(v), sql, sizeof sql)
                  ? fsa__db_exec(db, sql, detail, sizeof detail)
