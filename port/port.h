@@ -140,13 +140,13 @@ fsa_port_t *fsa_port_posix(void);
 /* Formats a line and hands it to port->log if level >= port->log_level. Lines longer than
  * FSA_LIMIT_LOG_LINE are cut. */
 void fsa_log(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, ...) FSA_PRINTF(3, 4);
+void fsa_logv(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, va_list ap)
+    FSA_PRINTF(3, 0);
 
 /* Makes s one line of text: each control character in it (a newline in a path or in a server's
  * message, which could otherwise forge a line of the log) becomes '?'. Every log line and error
  * message goes through it. */
 void fsa_one_line(char *s);
-void fsa_logv(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, va_list ap)
-    FSA_PRINTF(3, 0);
 
 /* The name of a level ("debug", "info", "warn", "error"), and the reverse (FSA_EINVAL if the
  * name is not one of these). */
