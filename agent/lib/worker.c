@@ -26,7 +26,8 @@
 
 typedef enum phase { PH_NONE = 0, PH_RUNNING = 1, PH_ENDED = 2 } phase_t;
 
-/* A fieldsync_sync_once's cycle, on its caller's stack, listed for fieldsync_stop to cancel. */
+/* A fieldsync_sync_once call, on its caller's stack, listed while it runs: fieldsync_stop cancels
+ * its engine, and fieldsync_start is refused while one is listed. */
 typedef struct fsl_once {
     fsa_engine_t *engine;
     bool cancelled;
@@ -38,8 +39,7 @@ struct fsl_worker {
     fsa_cond_t *cv;  /* a request or a journal change for the sync thread */
     phase_t phase;
     fsa_thread_t *thread; /* the sync thread of the current or last start, until joined */
-    int once;             /* fieldsync_sync_once calls running */
-    fsl_once_t *onces;    /* their cycles under way */
+    fsl_once_t *onces;    /* the fieldsync_sync_once calls running */
     uint32_t flags;       /* of the current start */
     bool stop, now, reload, changed, watch_stop;
     bool reread; /* a reload was asked: engines come from the journal's configuration now */
@@ -799,8 +799,8 @@ fieldsync_status_t fieldsync_start(fieldsync_t *fs, uint32_t flags)
     L->background = (flags & FIELDSYNC_START_FOREGROUND) == 0;
 
     lock(fs);
-    if (w->phase == PH_RUNNING || w->once > 0) {
-        bool once = w->once > 0;
+    if (w->phase == PH_RUNNING || w->onces != NULL) {
+        bool once = w->onces != NULL;
         unlock(fs);
         fsa_free(L);
         return fsl__fail(fs, FIELDSYNC_EBUSY,
@@ -912,8 +912,8 @@ fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
         return fsl__fail(fs, FIELDSYNC_EBUSY,
                          "the sync thread is started: use fieldsync_sync_now, or stop it first");
     }
-    w->once++;
-    /* Listed from here: a stop while the engine is made cancels it as soon as it exists. */
+    /* Listed from here to the end: a start is refused meanwhile, and a stop while the engine is
+     * made cancels it as soon as it exists. */
     fsl_once_t me = {.next = w->onces};
     w->onces = &me;
     unlock(fs);
@@ -937,10 +937,7 @@ fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
         st = fsa_engine_sync(e, &r);
     }
     lock(fs);
-    fsl_once_t **p = &w->onces;
-    while (*p != &me)
-        p = &(*p)->next;
-    *p = me.next;
+    me.engine = NULL; /* freed next: a stop no longer reaches it */
     unlock(fs);
     if (made) {
         engine_unmake(e, shell);
@@ -958,7 +955,10 @@ fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
         show_now(fs, false);
     }
     lock(fs);
-    w->once--;
+    fsl_once_t **p = &w->onces;
+    while (*p != &me)
+        p = &(*p)->next;
+    *p = me.next;
     unlock(fs);
     if (report != NULL)
         report_copy(&r, report);
