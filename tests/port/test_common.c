@@ -90,14 +90,21 @@ static void capture(void *arg, fsa_log_level_t level, const char *msg)
     snprintf(c->last, sizeof c->last, "%s", msg);
 }
 
-static void test_fsa_log__filters_below_level(void **state)
+/* A simulated port whose log lines go to c. */
+static fsa_sim_t *logging_sim(struct captured *c)
 {
-    (void)state;
     fsa_sim_t *sim;
     fsa_wall_t w = {0};
     assert_fsa_ok(fsa_sim_new(1, w, "log", &sim));
+    fsa_sim_set_log(sim, capture, c);
+    return sim;
+}
+
+static void test_fsa_log__filters_below_level(void **state)
+{
+    (void)state;
     struct captured c = {0};
-    fsa_sim_set_log(sim, capture, &c);
+    fsa_sim_t *sim = logging_sim(&c);
     fsa_port_t *p = fsa_sim_port(sim);
     p->log_level = FSA_LOG_INFO;
     fsa_log(p, FSA_LOG_DEBUG, "hidden %d", 1);
@@ -114,11 +121,8 @@ static void test_fsa_log__filters_below_level(void **state)
 static void test_fsa_log__control_characters_shown_as_question_marks(void **state)
 {
     (void)state;
-    fsa_sim_t *sim;
-    fsa_wall_t w = {0};
-    assert_fsa_ok(fsa_sim_new(1, w, "log", &sim));
     struct captured c = {0};
-    fsa_sim_set_log(sim, capture, &c);
+    fsa_sim_t *sim = logging_sim(&c);
     fsa_log(fsa_sim_port(sim), FSA_LOG_ERROR, "server said: %s",
             "no\nfieldsync: error: forged\r\x7f\x1b[2J");
     assert_int_equal(c.lines, 1);
@@ -129,11 +133,8 @@ static void test_fsa_log__control_characters_shown_as_question_marks(void **stat
 static void test_fsa_log__long_line_is_cut(void **state)
 {
     (void)state;
-    fsa_sim_t *sim;
-    fsa_wall_t w = {0};
-    assert_fsa_ok(fsa_sim_new(1, w, "log", &sim));
     struct captured c = {0};
-    fsa_sim_set_log(sim, capture, &c);
+    fsa_sim_t *sim = logging_sim(&c);
     char big[3 * 1024];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';

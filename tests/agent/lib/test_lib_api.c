@@ -34,17 +34,18 @@ static void on_conflict(void *ctx, const fieldsync_conflict_event_t *c)
     (void)c;
 }
 
-/* A handle whose open failed (no such journal, no init). */
-static fieldsync_t *failed_handle(const cfx_t *f)
+/* A handle whose open of f->dir/name failed (no such journal, no init); its message names the
+ * file as shown. */
+static fieldsync_t *failed_open(const cfx_t *f, const char *name, const char *shown)
 {
     char path[450];
-    snprintf(path, sizeof path, "%s/missing.db", f->dir);
+    snprintf(path, sizeof path, "%s/%s", f->dir, name);
     fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
     cfg.journal_path = path;
     fieldsync_t *fs = NULL;
     assert_st(FIELDSYNC_ENOTFOUND, fieldsync_open(&cfg, &fs));
     assert_non_null(fs);
-    assert_non_null(strstr(fieldsync_errmsg(fs), "missing.db"));
+    assert_non_null(strstr(fieldsync_errmsg(fs), shown));
     return fs;
 }
 
@@ -145,7 +146,7 @@ static void test_every_function__null_handle(void **state)
 static void test_every_function__failed_handle(void **state)
 {
     cfx_t *f = *state;
-    fieldsync_t *fs = failed_handle(f);
+    fieldsync_t *fs = failed_open(f, "missing.db", "missing.db");
     every_call(fs, FIELDSYNC_ECLOSED);
     /* its message says why, and that it is a failed handle */
     assert_non_null(strstr(fieldsync_errmsg(fs), "failed to open"));
@@ -432,14 +433,7 @@ static void test_errmsg__per_handle_and_per_thread(void **state)
 /* A message is one line: a newline in what it quotes (here a path) is shown as '?'. */
 static void test_errmsg__one_line(void **state)
 {
-    cfx_t *f = *state;
-    char path[450];
-    snprintf(path, sizeof path, "%s/two\nlines.db", f->dir);
-    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
-    cfg.journal_path = path;
-    fieldsync_t *fs = NULL;
-    assert_st(FIELDSYNC_ENOTFOUND, fieldsync_open(&cfg, &fs));
-    assert_non_null(strstr(fieldsync_errmsg(fs), "two?lines.db"));
+    fieldsync_t *fs = failed_open(*state, "two\nlines.db", "two?lines.db");
     assert_null(strchr(fieldsync_errmsg(fs), '\n'));
     assert_fs_ok(fs, fieldsync_close(fs));
 }
