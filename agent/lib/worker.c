@@ -937,6 +937,7 @@ fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
         st = fsa_engine_sync(e, &r);
     }
     lock(fs);
+    // cppcheck-suppress redundantAssignment ; fieldsync_stop reads me through w->onces
     me.engine = NULL; /* freed next: a stop no longer reaches it */
     unlock(fs);
     if (made) {
