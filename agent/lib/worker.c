@@ -231,8 +231,10 @@ static void on_engine_status(void *arg, const fsa_engine_status_t *es)
     bool ended = es->state == FSA_ENGINE_OFFLINE || es->state == FSA_ENGINE_STOPPED ||
                  es->state == FSA_ENGINE_IDLE;
     lock(fs);
-    if (ended && w->phase == PH_RUNNING && w->stop && es->last_error != FSA_OK) {
-        /* The cycle ends because it was cancelled (fieldsync_stop): not a failure to show. */
+    if (ended && w->phase == PH_RUNNING && es->state == FSA_ENGINE_IDLE &&
+        es->last_error != FSA_OK) {
+        /* The engine ended the cycle at a cancel (fieldsync_stop): not a failure to show. A
+         * failure that ended it before the stop came is shown as any other. */
         unlock(fs);
         return;
     }
@@ -551,15 +553,17 @@ static void cycle(loop_t *L, fsa_status_t *out_st, fsa_sync_report_t *r)
     fsa_status_t st = fsa_engine_sync(L->engine, r);
     lock(fs);
     w->engine = NULL;
-    bool cancelled = w->stop;
+    bool stopping = w->stop;
     unlock(fs);
     *out_st = st;
+    /* The engine's verdict, as fieldsync_sync_once's: a stop that came after the cycle ended
+     * otherwise (a refusal, say) leaves that outcome counted, noted and logged. */
+    bool cancelled = r->cancelled;
     account(fs, st, r, cancelled);
-    if (cancelled) {
-        /* A cancel is sticky in the engine; the next start makes a new one. */
-        engine_drop(L);
+    if (stopping || cancelled)
+        engine_drop(L); /* a cancel is sticky in the engine; the next start makes a new one */
+    if (cancelled)
         return;
-    }
     if (st == FSA_OK && (r->pushed > 0 || r->pulled > 0))
         fsa_log(&fs->port, FSA_LOG_INFO,
                 "synced: %" PRId64 " applied, %" PRId64 " duplicate, %" PRId64 " conflict, %" PRId64

@@ -137,6 +137,7 @@ typedef struct lrec {
     fieldsync_status_t dispatch_in_listener; /* what it said */
     bool stop_in_listener;                   /* call fieldsync_stop from the first status */
     const char *stop_at_reason; /* ... or from the first SYNCING status whose reason has it */
+    bool stop_at_attention;     /* ... or from the first ATTENTION status */
     fieldsync_status_t stop_result;
     int stop_calls;
 } lrec_t;
@@ -195,6 +196,7 @@ static inline void lrec_on_status(void *ctx, const fieldsync_sync_status_t *s)
         r->stopped = true;
     else if (r->stop_calls == 0 &&
              (r->stop_in_listener ||
+              (r->stop_at_attention && s->state == FIELDSYNC_STATE_ATTENTION) ||
               (r->stop_at_reason != NULL && s->state == FIELDSYNC_STATE_SYNCING &&
                strstr(s->reason, r->stop_at_reason) != NULL)))
         stop = true;

@@ -564,6 +564,39 @@ static void test_sync_once__cancelled_by_stop_from_another_thread(void **state)
     lrec_clear(&r);
 }
 
+/* A stop that comes after a cycle ended otherwise does not make that cycle a cancel: here the
+ * server refuses the device, and a listener stops the thread from the ATTENTION status that
+ * ended the cycle, before the thread has taken the cycle's outcome. The refusal is counted as an
+ * error (not as offline) and noted in the journal, where a new handle reads it. Before, the
+ * thread took any stop it saw after the cycle for a cancel. */
+static void test_start__failure_then_stop_is_not_a_cancel(void **state)
+{
+    lfx_t *f = *state;
+    assert_true(lfx_write_secret(f->secret, 1)); /* device 1's secret for device 0: refused */
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    assert_int_equal(fieldsync_ticket_create(fs, "R1", NULL, NULL), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    r.stop_at_attention = true;
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_is_stopped, 30000));
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.stop_calls, 1);
+    pthread_mutex_unlock(&r.mu);
+    fieldsync_stats_t stats = {.size = sizeof stats};
+    assert_int_equal(fieldsync_stats(fs, &stats), FIELDSYNC_OK);
+    assert_int_equal(stats.cycles_error, 1);
+    assert_int_equal(stats.cycles_offline, 0);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+    fs = lfx_open(f, 0, 0);
+    fieldsync_sync_status_t s = {.size = sizeof s};
+    assert_int_equal(fieldsync_status(fs, &s), FIELDSYNC_OK);
+    assert_int_equal(s.last_error, FIELDSYNC_EAUTH);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+}
+
 /* A 401 does not stop the device for good (PROTOCOL.md 7.4): ATTENTION, retried later with the
  * secret file read again, so a fixed secret needs no restart or reload. */
 static void test_start__refused_device_is_attention(void **state)
@@ -906,6 +939,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop_from_another_thread,
                                         setup_slow, teardown),
+        cmocka_unit_test_setup_teardown(test_start__failure_then_stop_is_not_a_cancel, setup_plain,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_start__refused_device_is_attention, setup_plain,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reload__takes_the_stored_configuration,
