@@ -15,6 +15,7 @@
 
 #include "port/alloc.h"
 #include "port/buf.h"
+#include "port/files.h"
 #include "port/limits.h"
 #include "port/once.h"
 #include "port/port.h"
@@ -42,6 +43,8 @@ struct fsa_transport {
     struct fsa_transport_req *req;
     char *base_url;  /* scheme://host[:port][/prefix], without a trailing '/' */
     char *base_path; /* the prefix alone: "" or "/prefix" */
+    char *key;       /* the client key's PEM, lent to libcurl; wiped when freed */
+    size_t key_len;
     size_t gzip_min_bytes;
     size_t max_response_bytes;
     int last_gzip_level; /* the zlib level of the last request's body; 0: sent as it was */
@@ -401,6 +404,26 @@ static fsa_status_t check_opts(const fsa_port_t *port, const fsa_transport_opts_
     return FSA_OK;
 }
 
+/* A PEM private key, RSA 8192 included, is a few KiB: more is not a key. */
+#define CLIENT_KEY_MAX_BYTES (64 * 1024)
+
+/*
+ * The client key is as secret as the device secret: read here, through the same private reader
+ * (O_NOFOLLOW, the owner's, no one else's mode bits), and handed to libcurl as bytes that the
+ * transport keeps (t->key) until it is freed. Given its path, libcurl opened the file again at
+ * every TLS handshake, after the check and without it: a file swapped meanwhile (a symlink, a
+ * key others may read) went unnoticed.
+ */
+static fsa_status_t read_client_key(fsa_transport_t *t, const char *path, char *err, size_t errlen)
+{
+    char why[400] = "";
+    fsa_status_t st =
+        fsa_file_read(path, CLIENT_KEY_MAX_BYTES, 1, &t->key, &t->key_len, why, sizeof why);
+    if (st != FSA_OK)
+        say(err, errlen, "client key: %s", why);
+    return st;
+}
+
 /* libcurl's progress callback: non-zero ends the transfer (CURLE_ABORTED_BY_CALLBACK). libcurl
  * calls it often while bytes move and about once a second while none do. */
 static int on_progress(void *cancel, curl_off_t dl_total, curl_off_t dl_now, curl_off_t ul_total,
@@ -449,7 +472,11 @@ static fsa_status_t set_curl_opts(fsa_transport_t *t, const fsa_transport_opts_t
     if (opts->client_cert != NULL) {
         SETOPT(CURLOPT_SSLCERT, opts->client_cert);
         SETOPT(CURLOPT_SSLCERTTYPE, "PEM");
-        SETOPT(CURLOPT_SSLKEY, opts->client_key);
+        fsa_status_t st = read_client_key(t, opts->client_key, err, errlen);
+        if (st != FSA_OK)
+            return st;
+        struct curl_blob key = {t->key, t->key_len, CURL_BLOB_NOCOPY};
+        SETOPT(CURLOPT_SSLKEY_BLOB, &key);
         SETOPT(CURLOPT_SSLKEYTYPE, "PEM");
     }
     /* An empty proxy string makes curl ignore http_proxy and friends: the configuration says
@@ -546,6 +573,7 @@ void fsa_transport_free(fsa_transport_t *t)
         curl_multi_cleanup(t->multi);
     fsa_free(t->base_url);
     fsa_free(t->base_path);
+    fsa_file_wipe_free(t->key, t->key_len);
     fsa_free(t);
 }
 

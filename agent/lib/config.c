@@ -126,27 +126,6 @@ fsa_status_t fsl__read_secret(const char *path, fsa_signer_key_t *key, char *err
     return st;
 }
 
-/* A PEM private key, RSA 8192 included, is a few KiB: more is not a key. */
-#define CLIENT_KEY_MAX_BYTES (64 * 1024)
-
-/* Checks the TLS client key (NULL: none) as the secret file is checked: FSA_OK, or the private
- * reader's refusal (FSA_EPERM, FSA_EIO for a symlink, ...) with err naming the file. */
-static fsa_status_t check_client_key(const char *path, char *err, size_t errlen)
-{
-    if (path == NULL)
-        return FSA_OK;
-    /* The key is as secret as the device secret: the same private reader (O_NOFOLLOW, owner,
-     * mode), its bytes wiped unparsed (libcurl reads the key itself). */
-    char *text = NULL;
-    size_t len = 0;
-    char why[400] = "";
-    fsa_status_t st = fsa_file_read(path, CLIENT_KEY_MAX_BYTES, 1, &text, &len, why, sizeof why);
-    fsa_file_wipe_free(text, len);
-    if (st != FSA_OK)
-        snprintf(err, errlen, "client key: %s", why);
-    return st;
-}
-
 /* A certificate file (the CA file, the client certificate; NULL: none), read now so that a wrong
  * file fails at init rather than at the first sync: FSA_OK when it holds a PEM certificate (the
  * only form libcurl's TLS reads from these files), else FSA_EINVAL, or the reader's status, with
@@ -357,8 +336,6 @@ fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bo
             st = check_cert_file(c->ca_file, "CA file", err, errlen);
         if (st == FSA_OK)
             st = check_cert_file(c->client_cert, "client certificate", err, errlen);
-        if (st == FSA_OK)
-            st = check_client_key(c->client_key, err, errlen);
         if (st != FSA_OK)
             return st;
     }
@@ -394,10 +371,9 @@ fsa_status_t fsl__engine_new(fieldsync_t *fs, bool ignore_backoff, fsa_engine_t 
         return st;
     fsa_signer_key_t key;
     memset(&key, 0, sizeof key);
+    /* The client key too is read again at each engine, by its transport, as the secret: a key
+     * made readable since init is refused. */
     st = fsl__read_secret(c->secret_file, &key, err, errlen);
-    /* Again at each engine, as the secret: a key made readable since init is refused. */
-    if (st == FSA_OK)
-        st = check_client_key(c->client_key, err, errlen);
     if (st == FSA_OK) {
         o.device_id = c->device_id;
         o.key = &key;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1942,6 +1943,50 @@ static void test_fsa_transport_request__https_client_cert(void **state)
     https_fails(&o, FSA_ETLS, NULL);
 }
 
+/* The client key is read once, by fsa_transport_new, with the secret's checks, and libcurl gets
+ * its bytes: a key file changed afterwards is not what the handshakes use (given the path,
+ * libcurl opened the file again at each handshake, unchecked). A key others may read is refused
+ * as the secret is. */
+static void test_fsa_transport_new__client_key_read_once_as_a_secret(void **state)
+{
+    (void)state;
+    char *pem = read_text(fx.client_key);
+    assert_non_null(pem);
+    fsa_transport_opts_t o = https_opts();
+    o.client_cert = fx.client_cert;
+    o.client_key = fx.client_key;
+    fsa_transport_t *t = make(&o);
+    /* Another key under the same name: only a new transport would read it. */
+    assert_int_equal(unlink(fx.client_key), 0);
+    assert_true(run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+                    "-out cli.key"));
+    assert_int_equal(chmod(fx.client_key, 0600), 0);
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/whoami", NULL, 0, &r);
+    if (strstr(r.body, "verified=1") == NULL)
+        fail_msg("the handshake did not use the key read at creation: %s", r.body);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+
+    char err[256] = "";
+    fsa_transport_t *u = NULL;
+    assert_int_equal(chmod(fx.client_key, 0644), 0);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &u, err, sizeof err), FSA_EPERM);
+    assert_null(u);
+    assert_non_null(strstr(err, "client key: "));
+    assert_int_equal(unlink(fx.client_key), 0);
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &u, err, sizeof err), FSA_ENOTFOUND);
+    assert_non_null(strstr(err, "client key: "));
+
+    /* The fixture's key back, for the tests after this one. */
+    FILE *f = fopen(fx.client_key, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(pem, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(fx.client_key, 0600), 0);
+    fsa_free(pem);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1978,6 +2023,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__https_untrusted),
         cmocka_unit_test(test_fsa_transport_request__https_pins),
         cmocka_unit_test(test_fsa_transport_request__https_client_cert),
+        cmocka_unit_test(test_fsa_transport_new__client_key_read_once_as_a_secret),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
