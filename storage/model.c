@@ -2092,6 +2092,39 @@ fsa_status_t fsa_model_project(const char *fields_json, const char *keys_json, c
     return st;
 }
 
+fsa_status_t fsa_model_prior_without(const char *later_prior, const char *set_json,
+                                     const char *set_prior, char **out_json)
+{
+    cJSON *later = NULL, *set = NULL, *before = NULL;
+    *out_json = NULL;
+    fsa_status_t st = parse_object(later_prior, &later);
+    if (st == FSA_OK)
+        st = parse_object(set_json, &set);
+    if (st == FSA_OK)
+        st = parse_object(set_prior, &before);
+    bool changed = false;
+    for (cJSON *m = st == FSA_OK ? later->child : NULL; m != NULL && st == FSA_OK; m = m->next) {
+        const cJSON *given = cJSON_GetObjectItemCaseSensitive(set, m->string);
+        const cJSON *was = cJSON_GetObjectItemCaseSensitive(before, m->string);
+        if (given == NULL || was == NULL || !cJSON_Compare(m, given, true))
+            continue;
+        cJSON *copy = cJSON_Duplicate(was, true);
+        if (copy == NULL) {
+            st = FSA_ENOMEM;
+            break;
+        }
+        replace_member(later, m, copy);
+        m = copy;
+        changed = true;
+    }
+    if (st == FSA_OK && changed)
+        st = why_status(emit(later, FSA_LIMIT_FIELDS_BYTES, out_json));
+    cJSON_Delete(later);
+    cJSON_Delete(set);
+    cJSON_Delete(before);
+    return st;
+}
+
 void fsa_model_free(char *json)
 {
     fsa_free(json);

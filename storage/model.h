@@ -261,6 +261,13 @@ fsa_status_t fsa_model_same_values(const char *a_json, const char *b_json, const
 fsa_status_t fsa_model_settable(fsa_type_t type, const char *fields_json,
                                 char **out_json) FSA_MUST_CHECK;
 
+/* A later set's prior (later_prior, as fsa_model_project made it) without the effect of an earlier
+ * set on the same entity that will not apply (set_json, recorded over the values set_prior): each
+ * member whose value is the one set_json gave takes its value in set_prior. *out_json NULL when no
+ * member changed, else malloc'ed (free with fsa_model_free). FSA_OK, FSA_EINVAL, FSA_ENOMEM. */
+fsa_status_t fsa_model_prior_without(const char *later_prior, const char *set_json,
+                                     const char *set_prior, char **out_json) FSA_MUST_CHECK;
+
 /* *out_json = {key: fields[key]} for every top-level key of keys_json, with null for a key that
  * fields lacks (fields_json NULL: all null). Malloc'ed; free with fsa_model_free. FSA_OK,
  * FSA_EINVAL, FSA_ENOMEM. */

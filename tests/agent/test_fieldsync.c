@@ -558,6 +558,35 @@ static void test_sync__create_conflict_taken_local(void **state)
     assert_string_equal(v, "\"LOW\"");
 }
 
+/* Two sets of one field in a row, while another device changed another field: the first
+ * conflicts and is rebased; the second, whose prior held the first's value, was judged "the server
+ * changed the same fields" (server wins), and the device's last value was lost under its first.
+ * The parked first set is now taken out of the second's prior, so both are rebased, in order. */
+static void test_sync__sets_in_a_row_after_another_change_keep_the_last(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    start(f, NULL);
+    assert_int_equal(tc_seed(NULL, f->srv.url, "jobneed", "J1", "{}"), 201);
+    for (int d = 0; d < 2; d++) {
+        init_device(f, d, f->srv.url);
+        FS_OK(&r, "--db", f->db[d], "sync");
+    }
+    FS_OK(&r, "--db", f->db[1], "job", "set", "J1", "expirytime=9");
+    FS_OK(&r, "--db", f->db[1], "sync");
+    FS_OK(&r, "--db", f->db[0], "job", "set", "J1", "seqno=5");
+    FS_OK(&r, "--db", f->db[0], "job", "set", "J1", "seqno=6");
+    FS_OK(&r, "--db", f->db[0], "sync");
+    assert_non_null(strstr(r.out, "2 applied, 0 duplicate, 2 conflict"));
+    FS_OK(&r, "--db", f->db[0], "conflicts");
+    assert_non_null(strstr(r.out, "no open conflicts"));
+    char v[4096];
+    field(f, "jobneed", "J1", "seqno", v, sizeof v);
+    assert_string_equal(v, "6");
+    field(f, "jobneed", "J1", "expirytime", v, sizeof v);
+    assert_string_equal(v, "9");
+}
+
 static void test_sync__conflicts_resolved_per_table(void **state)
 {
     fx_t *f = *state;
@@ -810,6 +839,7 @@ int main(void)
         T(test_sync__faults_give_exactly_once),
         T(test_sync__create_conflict_taken_local),
         T(test_sync__conflicts_resolved_per_table),
+        T(test_sync__sets_in_a_row_after_another_change_keep_the_last),
         T(test_sync__killed_mid_batch_loses_and_doubles_nothing),
         T(test_security__private_files_and_no_secret_in_output),
     };

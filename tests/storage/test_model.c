@@ -2204,6 +2204,30 @@ static void test_fsa_model_project__picks_keys_with_null_for_absent(void **state
     assert_int_equal(fsa_model_project("{}", NULL, &out), FSA_EINVAL);
 }
 
+/* An earlier set (seqno 5 over 0, notes "a" over null) that will not apply leaves a later set's
+ * prior: a value it gave goes back to what was before it; a value it did not give stays
+ * (expirytime), as does one that differs from what it gave (something after it changed it). */
+static void test_fsa_model_prior_without__takes_back_only_what_the_set_gave(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    assert_int_equal(fsa_model_prior_without("{\"seqno\":5,\"expirytime\":9,\"other_info\":\"a\"}",
+                                             "{\"seqno\":5,\"other_info\":\"a\"}",
+                                             "{\"seqno\":0,\"other_info\":null}", &out),
+                     FSA_OK);
+    assert_string_equal(out, "{\"seqno\":0,\"expirytime\":9,\"other_info\":null}");
+    fsa_model_free(out);
+    assert_int_equal(
+        fsa_model_prior_without("{\"seqno\":7}", "{\"seqno\":5}", "{\"seqno\":0}", &out), FSA_OK);
+    assert_null(out); /* nothing changed */
+    assert_int_equal(fsa_model_prior_without("{\"seqno\":7}", "{\"x\":1}", "{\"x\":0}", &out),
+                     FSA_OK);
+    assert_null(out);
+    assert_int_equal(fsa_model_prior_without("{bad", "{}", "{}", &out), FSA_EINVAL);
+    assert_null(out);
+    assert_int_equal(fsa_model_prior_without("{}", "{}", "[]", &out), FSA_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2267,6 +2291,7 @@ int main(void)
         cmocka_unit_test(test_fsa_model_apply__allocation_failures),
         cmocka_unit_test(test_fsa_model_same_values__compares_named_keys_only),
         cmocka_unit_test(test_fsa_model_project__picks_keys_with_null_for_absent),
+        cmocka_unit_test(test_fsa_model_prior_without__takes_back_only_what_the_set_gave),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
