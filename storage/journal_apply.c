@@ -11,67 +11,48 @@
 #include "storage/journal.h"
 #include "storage/journal_internal.h"
 
-/* Sets the prior of outbox row seq to prior. */
-static fsa_status_t prior_store(fsa_journal_t *j, int64_t seq, const char *prior)
-{
-    sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "UPDATE outbox SET prior=?2 WHERE seq=?1", &st);
-    if (s != FSA_OK)
-        return s;
-    sqlite3_bind_int64(st, 1, seq);
-    fsa__db_bind_text(st, 2, prior);
-    return step_done(j, st);
-}
-
 /*
  * A set that will not apply (parked: a conflict or a rejection) is still in the prior of every
  * later set of ours on its fields: the local view they replaced held its values. The resolver
  * compares a prior with the server's values to tell whether someone else changed those fields;
  * against this set's values it said so when nobody had ("the server changed the same fields":
  * server wins), and the device's own later value was lost under its earlier one. Each later
- * set's value that is this set's goes back to what it was before this set.
+ * set's value that is this set's goes back to what it was before this set (op: a set).
  */
 static fsa_status_t priors_without(fsa_journal_t *j, const fsa_op_t *op)
 {
-    sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "SELECT prior FROM outbox WHERE seq=?1", &st);
+    sqlite3_stmt *st, *up;
+    fsa_status_t s = prep(j,
+                          "SELECT o.seq,o.prior,a.prior FROM outbox a JOIN outbox o ON "
+                          "o.type=a.type AND o.id=a.id AND o.kind=a.kind AND o.seq>a.seq "
+                          "WHERE a.seq=?1 AND o.state IN(0,1) AND o.prior NOTNULL AND "
+                          "a.prior NOTNULL ORDER BY o.seq",
+                          &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, op->seq);
-    int rc = sqlite3_step(st);
-    char *before = rc == SQLITE_ROW ? dup_col(st, 0) : NULL;
-    if (rc == SQLITE_ROW && before == NULL && sqlite3_column_type(st, 0) != SQLITE_NULL)
-        s = FSA_ENOMEM;
-    else if (rc != SQLITE_ROW)
+    int rc = SQLITE_DONE;
+    while (s == FSA_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char *now = NULL;
+        const char *later = (const char *)sqlite3_column_text(st, 1);
+        const char *before = (const char *)sqlite3_column_text(st, 2);
+        s = later != NULL && before != NULL ? fsa_model_prior_without(later, op->json, before, &now)
+                                            : FSA_ENOMEM;
+        if (s == FSA_EINVAL)
+            s = FSA_OK; /* a prior that does not parse is left as it is */
+        /* Only prior changes, a column of no index: the scan goes on as it was. */
+        if (s == FSA_OK && now != NULL)
+            s = prep(j, "UPDATE outbox SET prior=?2 WHERE seq=?1", &up);
+        if (s == FSA_OK && now != NULL) {
+            sqlite3_bind_int64(up, 1, sqlite3_column_int64(st, 0));
+            fsa__db_bind_text(up, 2, now);
+            s = step_done(j, up);
+        }
+        fsa_model_free(now);
+    }
+    if (s == FSA_OK && rc != SQLITE_DONE)
         s = fsa__db_status(rc);
     release(j, st);
-    if (s != FSA_OK || before == NULL)
-        return s; /* no row (FSA_OK from DONE): nothing to follow */
-    s = prep(j,
-             "SELECT seq,prior FROM outbox WHERE type=?1 AND id=?2 AND state IN(0,1) AND seq>?3 "
-             "AND kind=?4 AND prior IS NOT NULL ORDER BY seq",
-             &st);
-    if (s == FSA_OK) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)op->type);
-        fsa__db_bind_text(st, 2, op->id);
-        sqlite3_bind_int64(st, 3, op->seq);
-        sqlite3_bind_int64(st, 4, (sqlite3_int64)FSA_OP_SET);
-        while (s == FSA_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-            char *now = NULL;
-            const char *later = (const char *)sqlite3_column_text(st, 1);
-            s = later != NULL ? fsa_model_prior_without(later, op->json, before, &now) : FSA_ENOMEM;
-            if (s == FSA_EINVAL)
-                s = FSA_OK; /* a prior that does not parse is left as it is */
-            /* Only prior changes, a column of no index: the scan goes on as it was. */
-            if (s == FSA_OK && now != NULL)
-                s = prior_store(j, sqlite3_column_int64(st, 0), now);
-            fsa_model_free(now);
-        }
-        if (s == FSA_OK && rc != SQLITE_DONE)
-            s = fsa__db_status(rc);
-        release(j, st);
-    }
-    fsa_free(before);
     return s;
 }
 
