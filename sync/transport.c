@@ -36,6 +36,8 @@
 struct fsa_transport_req;
 static struct fsa_transport_req *req_new(void);
 
+enum { TLS_CA, TLS_CERT, TLS_KEY }; /* fsa_transport_t's tls[], tls_file() */
+
 struct fsa_transport {
     const fsa_port_t *port; /* the device's clock (a Retry-After date without a Date header) */
     CURL *curl;
@@ -43,8 +45,10 @@ struct fsa_transport {
     struct fsa_transport_req *req;
     char *base_url;  /* scheme://host[:port][/prefix], without a trailing '/' */
     char *base_path; /* the prefix alone: "" or "/prefix" */
-    char *key;       /* the client key's PEM, lent to libcurl; wiped when freed */
-    size_t key_len;
+    struct {
+        char *pem; /* a TLS file's bytes (tls_file), lent to libcurl; wiped when freed */
+        size_t len;
+    } tls[3];
     size_t gzip_min_bytes;
     size_t max_response_bytes;
     int last_gzip_level; /* the zlib level of the last request's body; 0: sent as it was */
@@ -368,10 +372,12 @@ static long clamp_ms(int64_t ms, int64_t dflt)
 }
 
 /* Sets one option; on failure records which one and leaves through `refused`, the one error path
- * that set_curl_opts's options share (one copy of the message's code, not one per option). */
+ * that set_curl_opts's options share (one copy of the message's code, not one per option). The
+ * message gives the option's number in curl.h: their names cost the binary 400 bytes of text for
+ * a failure that only a libcurl built without some feature, or out of memory, would show. */
 #define SETOPT(opt, val)                                                                           \
     do {                                                                                           \
-        what = #opt;                                                                               \
+        what = opt;                                                                                \
         rc = curl_easy_setopt(t->curl, opt, val);                                                  \
         if (rc != CURLE_OK)                                                                        \
             goto refused;                                                                          \
@@ -404,24 +410,50 @@ static fsa_status_t check_opts(const fsa_port_t *port, const fsa_transport_opts_
     return FSA_OK;
 }
 
-/* A PEM private key, RSA 8192 included, is a few KiB: more is not a key. */
+/* A PEM private key, RSA 8192 included, is a few KiB: more is not a key. A system's whole CA
+ * bundle is ~200 KB. */
 #define CLIENT_KEY_MAX_BYTES (64 * 1024)
+#define CERT_FILE_MAX_BYTES (4 * 1024 * 1024)
 
 /*
- * The client key is as secret as the device secret: read here, through the same private reader
- * (O_NOFOLLOW, the owner's, no one else's mode bits), and handed to libcurl as bytes that the
- * transport keeps (t->key) until it is freed. Given its path, libcurl opened the file again at
- * every TLS handshake, after the check and without it: a file swapped meanwhile (a symlink, a
- * key others may read) went unnoticed.
+ * The TLS files (the CA bundle, the client certificate, its key: TLS_CA, TLS_CERT, TLS_KEY) are
+ * read here, once, and handed to libcurl as bytes that the transport keeps (t->tls) until it is
+ * freed. Given their paths, libcurl opened the files again at every TLS handshake, after the
+ * checks and without them: a file swapped meanwhile (a symlink, a key others may read, another
+ * CA) went unnoticed. The key is as secret as the device secret: the same private reader
+ * (O_NOFOLLOW, the owner's, no one else's mode bits). A certificate file must hold a PEM
+ * certificate, the only form libcurl's TLS reads from these, so that a wrong file fails at init
+ * rather than at the first sync. FSA_OK, or the reader's status (FSA_EINVAL: no certificate)
+ * with err naming the file.
  */
-static fsa_status_t read_client_key(fsa_transport_t *t, const char *path, char *err, size_t errlen)
+static fsa_status_t tls_file(fsa_transport_t *t, int which, const char *path, CURLoption opt,
+                             char *err, size_t errlen)
 {
+    static const char what[][sizeof "client certificate"] = {"CA file", "client certificate",
+                                                             "client key"};
     char why[400] = "";
+    char **pem = &t->tls[which].pem;
     fsa_status_t st =
-        fsa_file_read(path, CLIENT_KEY_MAX_BYTES, 1, &t->key, &t->key_len, why, sizeof why);
-    if (st != FSA_OK)
-        say(err, errlen, "client key: %s", why);
-    return st;
+        fsa_file_read(path, which == TLS_KEY ? CLIENT_KEY_MAX_BYTES : CERT_FILE_MAX_BYTES,
+                      which == TLS_KEY, pem, &t->tls[which].len, why, sizeof why);
+    if (st != FSA_OK) {
+        say(err, errlen, "%s: %s", what[which], why);
+        return st;
+    }
+    if (which != TLS_KEY && strstr(*pem, "-----BEGIN CERTIFICATE-----") == NULL &&
+        strstr(*pem, "-----BEGIN TRUSTED CERTIFICATE-----") == NULL) {
+        say(err, errlen, "%s %.200s holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            what[which], path);
+        return FSA_EINVAL;
+    }
+    struct curl_blob blob = {*pem, t->tls[which].len, CURL_BLOB_NOCOPY};
+    CURLcode rc = curl_easy_setopt(t->curl, opt, &blob);
+    if (rc != CURLE_OK) {
+        say(err, errlen, "libcurl refused option %d (curl.h): %s", (int)opt,
+            curl_easy_strerror(rc));
+        return rc == CURLE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
+    }
+    return FSA_OK;
 }
 
 /* libcurl's progress callback: non-zero ends the transfer (CURLE_ABORTED_BY_CALLBACK). libcurl
@@ -441,7 +473,7 @@ static int on_progress(void *cancel, curl_off_t dl_total, curl_off_t dl_now, cur
 static fsa_status_t set_curl_opts(fsa_transport_t *t, const fsa_transport_opts_t *opts, char *err,
                                   size_t errlen)
 {
-    const char *what;
+    CURLoption what;
     CURLcode rc;
     SETOPT(CURLOPT_ERRORBUFFER, t->curl_err);
     /* Signals would interrupt the host program; timeouts work without them (threaded resolver). */
@@ -461,24 +493,24 @@ static fsa_status_t set_curl_opts(fsa_transport_t *t, const fsa_transport_opts_t
     SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
     SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
     SETOPT(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    fsa_status_t st = FSA_OK;
     if (opts->ca_file != NULL) {
-        SETOPT(CURLOPT_CAINFO, opts->ca_file);
-        /* "Instead of the system's": Debian's libcurl also trusts a compiled-in CA directory
-         * unless it is switched off. */
+        /* "Instead of the system's": the bytes replace libcurl's compiled-in CA bundle, and its
+         * compiled-in CA directory, which Debian's libcurl also trusts, is switched off. */
         SETOPT(CURLOPT_CAPATH, (char *)NULL);
+        st = tls_file(t, TLS_CA, opts->ca_file, CURLOPT_CAINFO_BLOB, err, errlen);
     }
     if (opts->pins != NULL)
         SETOPT(CURLOPT_PINNEDPUBLICKEY, opts->pins);
-    if (opts->client_cert != NULL) {
-        SETOPT(CURLOPT_SSLCERT, opts->client_cert);
+    if (st == FSA_OK && opts->client_cert != NULL) {
         SETOPT(CURLOPT_SSLCERTTYPE, "PEM");
-        fsa_status_t st = read_client_key(t, opts->client_key, err, errlen);
-        if (st != FSA_OK)
-            return st;
-        struct curl_blob key = {t->key, t->key_len, CURL_BLOB_NOCOPY};
-        SETOPT(CURLOPT_SSLKEY_BLOB, &key);
         SETOPT(CURLOPT_SSLKEYTYPE, "PEM");
+        st = tls_file(t, TLS_CERT, opts->client_cert, CURLOPT_SSLCERT_BLOB, err, errlen);
+        if (st == FSA_OK)
+            st = tls_file(t, TLS_KEY, opts->client_key, CURLOPT_SSLKEY_BLOB, err, errlen);
     }
+    if (st != FSA_OK)
+        return st;
     /* An empty proxy string makes curl ignore http_proxy and friends: the configuration says
      * where traffic goes, not whatever environment the agent was started in. */
     SETOPT(CURLOPT_PROXY, opts->proxy != NULL ? opts->proxy : "");
@@ -489,7 +521,7 @@ static fsa_status_t set_curl_opts(fsa_transport_t *t, const fsa_transport_opts_t
     }
     return FSA_OK;
 refused:
-    say(err, errlen, "libcurl refused %s: %s", what, curl_easy_strerror(rc));
+    say(err, errlen, "libcurl refused option %d (curl.h): %s", (int)what, curl_easy_strerror(rc));
     return rc == CURLE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
 }
 
@@ -573,7 +605,8 @@ void fsa_transport_free(fsa_transport_t *t)
         curl_multi_cleanup(t->multi);
     fsa_free(t->base_url);
     fsa_free(t->base_path);
-    fsa_file_wipe_free(t->key, t->key_len);
+    for (int i = TLS_CA; i <= TLS_KEY; i++)
+        fsa_file_wipe_free(t->tls[i].pem, t->tls[i].len);
     fsa_free(t);
 }
 

@@ -40,9 +40,9 @@ typedef struct fsa_transport_opts {
     const char *pins;           /* "sha256//<base64>[;sha256//<base64>...]": the server's public
                                    key must match one; NULL: no pinning */
     const char *client_cert;    /* PEM client certificate for mutual TLS; NULL: none */
-    const char *client_key;     /* its PEM key's file (required with client_cert): read once,
-                                   by fsa_transport_new, as a secret (fsa_file_read's private
-                                   checks) */
+    const char *client_key;     /* its PEM key (required with client_cert). The three files
+                                   are read once, by fsa_transport_new (the key as a secret:
+                                   fsa_file_read's private checks), never by libcurl */
     const char *proxy;          /* "http://proxy:3128" etc.; NULL: no proxy (the environment's
                                    proxy variables are ignored: configuration is explicit); no
                                    user:password@ (proxy authentication is not supported) */
@@ -104,8 +104,9 @@ fsa_status_t fsa_transport_global_init(void) FSA_MUST_CHECK;
  * Returns FSA_OK; FSA_EINVAL (no port, missing or malformed base_url, a scheme other than
  * http/https, plain http to a non-loopback host or through a proxy without allow_insecure_http,
  * client_cert without client_key, a malformed pin list, a malformed proxy or one with
- * credentials); FSA_ENOMEM; the client key file's read status (FSA_ENOTFOUND, FSA_EPERM when
- * others may read it, FSA_EIO for a symlink, ...), err starting "client key: ".
+ * credentials, a CA file or client certificate without a PEM certificate); FSA_ENOMEM; a TLS
+ * file's read status (FSA_ENOTFOUND, FSA_EPERM for a key others may read, FSA_EIO for a key
+ * that is a symlink, ...), err starting "CA file: ", "client certificate: " or "client key: ".
  */
 fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_t *opts,
                                fsa_transport_t **out, char *err, size_t errlen) FSA_MUST_CHECK;

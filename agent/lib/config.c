@@ -126,35 +126,6 @@ fsa_status_t fsl__read_secret(const char *path, fsa_signer_key_t *key, char *err
     return st;
 }
 
-/* A certificate file (the CA file, the client certificate; NULL: none), read now so that a wrong
- * file fails at init rather than at the first sync: FSA_OK when it holds a PEM certificate (the
- * only form libcurl's TLS reads from these files), else FSA_EINVAL, or the reader's status, with
- * err naming the file. */
-#define CERT_FILE_MAX_BYTES (4 * 1024 * 1024) /* a system's whole CA bundle is ~200 KB */
-
-static fsa_status_t check_cert_file(const char *path, const char *what, char *err, size_t errlen)
-{
-    if (path == NULL)
-        return FSA_OK;
-    char *text = NULL;
-    size_t len = 0;
-    char why[400] = "";
-    fsa_status_t st = fsa_file_read(path, CERT_FILE_MAX_BYTES, 0, &text, &len, why, sizeof why);
-    if (st != FSA_OK) {
-        snprintf(err, errlen, "%s: %s", what, why);
-        return st;
-    }
-    bool cert = strstr(text, "-----BEGIN CERTIFICATE-----") != NULL ||
-                strstr(text, "-----BEGIN TRUSTED CERTIFICATE-----") != NULL;
-    fsa_free(text);
-    if (!cert) {
-        snprintf(err, errlen, "%s %.200s holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                 what, path);
-        return FSA_EINVAL;
-    }
-    return FSA_OK;
-}
-
 /* ---- the resolver policy ---- */
 
 /*
@@ -332,10 +303,6 @@ fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bo
         fsa_transport_t *t = NULL;
         st = fsa_transport_new(port, &to, &t, err, errlen);
         fsa_transport_free(t);
-        if (st == FSA_OK)
-            st = check_cert_file(c->ca_file, "CA file", err, errlen);
-        if (st == FSA_OK)
-            st = check_cert_file(c->client_cert, "client certificate", err, errlen);
         if (st != FSA_OK)
             return st;
     }

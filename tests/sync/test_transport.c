@@ -1863,6 +1863,17 @@ static void https_fails(const fsa_transport_opts_t *o, fsa_status_t want, const 
     fsa_transport_free(t);
 }
 
+/* A transport refused at creation with want, err holding has. */
+static void new_fails(const fsa_transport_opts_t *o, fsa_status_t want, const char *has)
+{
+    char err[512] = "";
+    fsa_transport_t *t = NULL;
+    assert_int_equal(fsa_transport_new(fsa_port_posix(), o, &t, err, sizeof err), want);
+    assert_null(t);
+    if (strstr(err, has) == NULL)
+        fail_msg("expected \"%s\" in: %s", has, err);
+}
+
 static void test_fsa_transport_request__https_with_ca_file(void **state)
 {
     (void)state;
@@ -1883,10 +1894,13 @@ static void test_fsa_transport_request__https_untrusted(void **state)
     o = https_opts();
     o.base_url = base;
     https_fails(&o, FSA_ETLS, NULL);
-    /* A CA file that does not exist. */
+    /* A CA file that does not exist, or holds no certificate: refused when the transport is
+     * made (the TLS files are read then, tls_file), not at the first request. */
     o = https_opts();
     o.ca_file = "/nonexistent/ca.pem";
-    https_fails(&o, FSA_ETLS, NULL);
+    new_fails(&o, FSA_ENOTFOUND, "CA file: ");
+    o.ca_file = fx.client_key; /* a key, not a certificate */
+    new_fails(&o, FSA_EINVAL, "holds no PEM certificate");
 }
 
 static void test_fsa_transport_request__https_pins(void **state)
@@ -1936,27 +1950,31 @@ static void test_fsa_transport_request__https_client_cert(void **state)
     fsa_transport_free(t);
 #endif
 
-    /* A client certificate that cannot be read is a TLS failure, named as such. */
+    /* A client certificate that cannot be read is refused when the transport is made. */
     o = https_opts();
     o.client_cert = "/nonexistent/cli.pem";
     o.client_key = fx.client_key;
-    https_fails(&o, FSA_ETLS, NULL);
+    new_fails(&o, FSA_ENOTFOUND, "client certificate: ");
 }
 
-/* The client key is read once, by fsa_transport_new, with the secret's checks, and libcurl gets
- * its bytes: a key file changed afterwards is not what the handshakes use (given the path,
- * libcurl opened the file again at each handshake, unchecked). A key others may read is refused
- * as the secret is. */
-static void test_fsa_transport_new__client_key_read_once_as_a_secret(void **state)
+/* The TLS files are read once, by fsa_transport_new, the key with the secret's checks, and
+ * libcurl gets their bytes: files changed afterwards are not what the handshakes use (given the
+ * paths, libcurl opened the files again at each handshake, unchecked). A key others may read is
+ * refused as the secret is. */
+static void test_fsa_transport_new__tls_files_read_once_key_as_a_secret(void **state)
 {
     (void)state;
     char *pem = read_text(fx.client_key);
     assert_non_null(pem);
+    char *ca = read_text(fx.ca_file);
+    assert_non_null(ca);
     fsa_transport_opts_t o = https_opts();
     o.client_cert = fx.client_cert;
     o.client_key = fx.client_key;
     fsa_transport_t *t = make(&o);
-    /* Another key under the same name: only a new transport would read it. */
+    /* Another key and a CA file without the server's CA under the same names: only a new
+     * transport would read them. */
+    assert_true(run("cp cli.pem ca.pem"));
     assert_int_equal(unlink(fx.client_key), 0);
     assert_true(run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
                     "-out cli.key"));
@@ -1978,8 +1996,13 @@ static void test_fsa_transport_new__client_key_read_once_as_a_secret(void **stat
     assert_int_equal(fsa_transport_new(fsa_port_posix(), &o, &u, err, sizeof err), FSA_ENOTFOUND);
     assert_non_null(strstr(err, "client key: "));
 
-    /* The fixture's key back, for the tests after this one. */
-    FILE *f = fopen(fx.client_key, "w");
+    /* The fixture's CA file and key back, for the tests after this one. */
+    FILE *f = fopen(fx.ca_file, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(ca, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    fsa_free(ca);
+    f = fopen(fx.client_key, "w");
     assert_non_null(f);
     assert_int_equal(fputs(pem, f) >= 0, 1);
     assert_int_equal(fclose(f), 0);
@@ -2023,7 +2046,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__https_untrusted),
         cmocka_unit_test(test_fsa_transport_request__https_pins),
         cmocka_unit_test(test_fsa_transport_request__https_client_cert),
-        cmocka_unit_test(test_fsa_transport_new__client_key_read_once_as_a_secret),
+        cmocka_unit_test(test_fsa_transport_new__tls_files_read_once_key_as_a_secret),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

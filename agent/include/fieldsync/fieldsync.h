@@ -153,8 +153,8 @@ typedef struct fieldsync_config {
     const char *pins;         /* "sha256//BASE64[;sha256//BASE64...]": the server's public key */
     const char *client_cert;  /* PEM client certificate for mutual TLS */
     const char *client_key;   /* its PEM key (with client_cert); private as secret_file:
-                                 mode 0600 or 0400, this user's, not a symlink; read when a
-                                 sync engine is made, never by libcurl from the path */
+                                 mode 0600 or 0400, this user's, not a symlink. The TLS files
+                                 are read when a sync engine is made, never by libcurl */
     const char *proxy;        /* "http://proxy:3128"; the environment's proxy is never used;
                                  no user:password@: proxy authentication is not supported
                                  (the configuration is kept in the journal) */
