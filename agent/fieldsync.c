@@ -151,9 +151,9 @@ static const char *member(const char *obj, const char *name)
 }
 
 /* The JSON string at v into out, for a person's terminal ("" when absent or null). What came
- * from elsewhere (the server, the journal) stays one line and cannot steer the terminal: a
- * control character (below 0x20, and 0x7f), raw or escaped (\n, \u001b), becomes '?', as does
- * a \u escape of a character other than ASCII. */
+ * from elsewhere (the server, the journal) stays one line, cannot steer the terminal and reads in
+ * its order: a control character, raw or escaped (\n, \u001b), or a character that reorders
+ * text becomes '?' (fsa_one_line), as does a \u escape of a character other than ASCII. */
 static const char *str_of(const char *v, char *out, size_t cap)
 {
     size_t o = 0;
@@ -183,12 +183,11 @@ static const char *str_of(const char *v, char *out, size_t cap)
                 default: c = *p; break;
                 }
             }
-            if ((unsigned char)c < 0x20 || (unsigned char)c == 0x7f)
-                c = '?';
-            out[o++] = c;
+            out[o++] = c != '\0' ? c : '?'; /* \u0000: shown, not an end */
         }
     }
     out[o] = '\0';
+    fsa_one_line(out);
     return out;
 }
 
@@ -552,6 +551,7 @@ static void on_status(void *arg, const fieldsync_sync_status_t *s)
     progress_t *p = arg;
     if (!p->tty || s->state != FIELDSYNC_STATE_SYNCING)
         return;
+    /* The reason may quote the server: the library gives it as one line that reads as it is. */
     fprintf(stderr, "\r\033[Ksync: %s, %" PRId64 " pending", s->reason, s->queue_depth);
     p->printed = true;
 }

@@ -143,9 +143,11 @@ void fsa_log(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, ...
 void fsa_logv(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, va_list ap)
     FSA_PRINTF(3, 0);
 
-/* Makes s one line of text: each control character in it (a newline in a path or in a server's
- * message, which could otherwise forge a line of the log) becomes '?'. Every log line and error
- * message goes through it. */
+/* Makes s one line of text that reads as it is: each control character in it (a newline in a
+ * path or in a server's message, which could otherwise forge a line of the log; a C1 control in
+ * UTF-8) and each character that reorders text (the bidi overrides, embeddings, isolates and
+ * marks, the line and paragraph separators) becomes '?', one per byte. Every log line and error
+ * message goes through it, and the CLI's output of what came from elsewhere. */
 void fsa_one_line(char *s);
 
 /* The name of a level ("debug", "info", "warn", "error"), and the reverse (FSA_EINVAL if the

@@ -238,23 +238,23 @@ fsa_status_t fsa__jn_find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *
  * stored it). The attempts column is no longer counted.
  */
 #define SENT_UPTO_SQL                                                                              \
-    "(SELECT coalesce(max(v), 0) FROM sync_state WHERE k = '" FSA_STATE_OUTBOX_SENT_UPTO "')"
+    "(SELECT coalesce(max(v),0)FROM sync_state WHERE k='" FSA_STATE_OUTBOX_SENT_UPTO "')"
 
 /* At least the highest seq deleted from the top of the outbox (0: none), in place of
  * AUTOINCREMENT's sqlite_sequence (storage/db.c): schema 3 kept it by a trigger; from schema 4
  * every statement that deletes outbox rows runs OUTBOX_NOTE_TOP_SQL first, in its transaction. */
 #define OUTBOX_LAST_DELETED_SQL                                                                    \
-    "(SELECT coalesce(max(v), 0) FROM sync_state WHERE k = '" FSA_STATE_OUTBOX_LAST_DELETED "')"
+    "(SELECT coalesce(max(v),0)FROM sync_state WHERE k='" FSA_STATE_OUTBOX_LAST_DELETED "')"
 /* Raises it to the outbox's highest seq (an empty outbox leaves it; an equal or lower one
  * writes nothing): whatever the delete after it takes from the top, no seq it gave is given
  * again. */
 #define OUTBOX_NOTE_TOP_SQL                                                                        \
-    "INSERT INTO sync_state(k, v) SELECT '" FSA_STATE_OUTBOX_LAST_DELETED "', seq FROM outbox "    \
+    "INSERT INTO sync_state(k,v)SELECT '" FSA_STATE_OUTBOX_LAST_DELETED "',seq FROM outbox "       \
     "WHERE true ORDER BY seq DESC LIMIT 1 "                                                        \
-    "ON CONFLICT(k) DO UPDATE SET v = excluded.v WHERE excluded.v > v"
+    "ON CONFLICT(k)DO UPDATE SET v=excluded.v WHERE excluded.v>v"
 /* The highest seq the outbox ever gave (0: none): in it, or compacted from its top. */
 #define OUTBOX_LAST_SEQ_SQL                                                                        \
-    "max(coalesce((SELECT max(seq) FROM outbox), 0), " OUTBOX_LAST_DELETED_SQL ")"
+    "max(coalesce((SELECT max(seq)FROM outbox),0)," OUTBOX_LAST_DELETED_SQL ")"
 
 /* Marks ops in flight inside the open transaction. */
 fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,

@@ -204,6 +204,7 @@ fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
                         ? fsl__status((fsa_status_t)last_error)
                         : FIELDSYNC_EIO;
     snprintf(s->last_error_msg, sizeof s->last_error_msg, "%s", msg != NULL ? msg : "");
+    fsa_one_line(s->last_error_msg); /* stored by any process, quoting the server */
     fsa_model_free(msg);
     int64_t stall = fs->cfg.stall_after_ms > 0 ? fs->cfg.stall_after_ms : FSA_LIMIT_STALL_AFTER_MS;
     if (s->last_error == FIELDSYNC_EAUTH) {

@@ -117,6 +117,8 @@ static fsa_status_t worker_get(fieldsync_t *fs, fsl_worker_t **out)
 }
 
 /* Copies src into dst (cap bytes), cut if it does not fit: a reason is a short phrase. */
+/* Copies src (NULL: "") into dst of cap bytes, cut to fit, as one line that reads as it is
+ * (fsa_one_line): a status's reason and message may quote the server. */
 static void copy_cut(char *dst, size_t cap, const char *src)
 {
     size_t n = src != NULL ? strlen(src) : 0;
@@ -125,6 +127,7 @@ static void copy_cut(char *dst, size_t cap, const char *src)
     if (n > 0)
         memcpy(dst, src, n);
     dst[n] = '\0';
+    fsa_one_line(dst);
 }
 
 static void set_live(fsl_worker_t *w, fieldsync_state_t state, const char *reason)

@@ -654,13 +654,15 @@ static void test_sync__conflicts_resolved_per_table(void **state)
     FS_OK(&r, "--db", f->db[0], "status", "--json");
     assert_non_null(strstr(r.out, "\"conflicts\":1"));
     /* A stored reason with control characters (from a server, or a journal written by another
-     * version): the list stays one line per conflict and sends no escape sequence to the
-     * terminal; --json keeps the exact value, escaped. */
+     * version): the list stays one line per conflict, sends no escape sequence to the terminal
+     * (C1's CSI, U+009B, in UTF-8 included) and is read in its order (no U+202E, RIGHT-TO-LEFT
+     * OVERRIDE); --json keeps the exact value, escaped. */
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open_v2(f->db[0], &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "UPDATE conflicts SET reason = 'one' || char(10) || char(27) "
-                                  "|| '[2J' || char(13) || char(127) || 'two'",
+                                  "|| '[2J' || char(13) || char(127) || char(155) || "
+                                  "char(8238) || 'two'",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
@@ -671,6 +673,9 @@ static void test_sync__conflicts_resolved_per_table(void **state)
     for (const char *q = r.out; *q != '\0'; q++)
         if (((unsigned char)*q < 0x20 && *q != '\n') || *q == 0x7f)
             fail_msg("control character 0x%02x printed: %s", (unsigned)(unsigned char)*q, r.out);
+    assert_null(strstr(r.out, "\xc2\x9b"));
+    assert_null(strstr(r.out, "\xe2\x80\xae"));
+    assert_non_null(strstr(r.out, "[2J???????two")); /* CR, DEL, U+009B: 2, U+202E: 3 */
     FS_OK(&r, "--db", f->db[0], "conflicts", "--json");
     assert_non_null(strstr(r.out, "\"reason\":\"one\\n\\u001b[2J\\r"));
 }

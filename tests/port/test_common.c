@@ -130,6 +130,24 @@ static void test_fsa_log__control_characters_shown_as_question_marks(void **stat
     fsa_sim_free(sim);
 }
 
+/* Nor can it steer a terminal with a C1 control in UTF-8 (U+009B: CSI), or make a person read it
+ * in another order (U+202E, RIGHT-TO-LEFT OVERRIDE; U+2066, an isolate; U+2028, a line
+ * separator). Other characters, accented ones included, stay. */
+static void test_fsa_log__c1_and_bidi_shown_as_question_marks(void **state)
+{
+    (void)state;
+    struct captured c = {0};
+    fsa_sim_t *sim = logging_sim(&c);
+    fsa_log(fsa_sim_port(sim), FSA_LOG_ERROR, "%s",
+            "caf\xc3\xa9 \xc2\x9b"
+            "2J \xe2\x80\xaetxt.exe \xe2\x81\xa6x\xe2\x81\xa9 a\xe2\x80\xa8"
+            "b "
+            "\xe2\x80\x8f\xe2\x80\xa0 \xc2\xa0 end\xc2");
+    assert_string_equal(
+        c.last, "caf\xc3\xa9 ??2J ???txt.exe ???x??? a???b ???\xe2\x80\xa0 \xc2\xa0 end\xc2");
+    fsa_sim_free(sim);
+}
+
 static void test_fsa_log__long_line_is_cut(void **state)
 {
     (void)state;
@@ -176,6 +194,7 @@ int main(void)
         cmocka_unit_test(test_fsa_uuid7__time_ordered),
         cmocka_unit_test(test_fsa_log__filters_below_level),
         cmocka_unit_test(test_fsa_log__control_characters_shown_as_question_marks),
+        cmocka_unit_test(test_fsa_log__c1_and_bidi_shown_as_question_marks),
         cmocka_unit_test(test_fsa_log__long_line_is_cut),
         cmocka_unit_test(test_fsa_log_level_parse__names),
         cmocka_unit_test(test_fsa_status_str__every_status_named),

@@ -434,7 +434,9 @@ typedef enum fieldsync_state {
 /* "idle", "syncing", "offline", "attention", "stopped". */
 FIELDSYNC_API const char *fieldsync_state_str(fieldsync_state_t s);
 
-/* The device's status. */
+/* The device's status. reason and last_error_msg may quote the server: each is one line, its
+ * control characters and the characters that reorder text (bidi overrides, isolates, marks,
+ * line separators) shown as '?'. */
 typedef struct fieldsync_sync_status {
     uint32_t size; /* fieldsync_status(): set by the caller to sizeof */
     fieldsync_state_t state;

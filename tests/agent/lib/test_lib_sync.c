@@ -17,6 +17,7 @@
 
 #include "agent/lib/internal.h" /* the simulator's hook: a handle on a sim port */
 #include "port/sim/sim.h"
+#include "storage/journal.h"
 #include "sync/transport.h"
 #include "tests/agent/lib/lib_sync_fixture.h"
 
@@ -597,6 +598,28 @@ static void test_start__failure_then_stop_is_not_a_cancel(void **state)
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
 }
 
+/* The last error as the journal keeps it (any process on the journal stores it, quoting the
+ * server) comes back from fieldsync_status as one line that reads as it is: no newline, no escape
+ * sequence, no RIGHT-TO-LEFT OVERRIDE (U+202E). */
+static void test_status__stored_message_is_one_clean_line(void **state)
+{
+    lfx_t *f = *state;
+    fsa_journal_t *j = NULL;
+    fsa_journal_opts_t o = {0};
+    char err[256];
+    assert_int_equal(fsa_journal_open(fsa_port_posix(), f->db, &o, &j, err, sizeof err), FSA_OK);
+    assert_int_equal(
+        fsa_journal_last_error_set(j, FSA_ENET, "server said: a\nb\x1b[2J \xe2\x80\xaegpj.exe"),
+        FSA_OK);
+    fsa_journal_close(j);
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    fieldsync_sync_status_t s = {.size = sizeof s};
+    assert_int_equal(fieldsync_status(fs, &s), FIELDSYNC_OK);
+    assert_int_equal(s.last_error, FIELDSYNC_ENET);
+    assert_string_equal(s.last_error_msg, "server said: a?b?[2J ???gpj.exe");
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+}
+
 /* A 401 does not stop the device for good (PROTOCOL.md 7.4): ATTENTION, retried later with the
  * secret file read again, so a fixed secret needs no restart or reload. */
 static void test_start__refused_device_is_attention(void **state)
@@ -939,6 +962,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop_from_another_thread,
                                         setup_slow, teardown),
+        cmocka_unit_test_setup_teardown(test_status__stored_message_is_one_clean_line, setup_plain,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_start__failure_then_stop_is_not_a_cancel, setup_plain,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_start__refused_device_is_attention, setup_plain,
