@@ -252,10 +252,13 @@ static int recorded(fieldsync_t *fs, fieldsync_status_t st, const fieldsync_rec_
 static int cmd_init(int argc, char **argv)
 {
     /* The options by their index in o: a value is o[i].value (NULL when not given). */
-    enum { O_DEV, O_SERVER, O_SECRET, O_CA, O_PIN, O_HTTP };
-    fsa_opt_t o[O_HTTP + 1];
-    const size_t no = fsa_opts_init(
-        o, O_HTTP + 1, "=device-id\0=server\0=secret-file\0=ca-file\0=pin\0-allow-http\0", false);
+#define INIT_OPTS(X)                                                                               \
+    X(O_DEV, "=device-id")                                                                         \
+    X(O_SERVER, "=server")                                                                         \
+    X(O_SECRET, "=secret-file") X(O_CA, "=ca-file") X(O_PIN, "=pin") X(O_HTTP, "-allow-http")
+    enum { INIT_OPTS(FSA_OPT_INDEX) O_COUNT };
+    fsa_opt_t o[O_COUNT];
+    const size_t no = fsa_opts_init(o, O_COUNT, INIT_OPTS(FSA_OPT_SPEC), false);
     char *pos[1];
     parse_opts(
         argc, argv, o, no, pos, 0,
@@ -318,10 +321,12 @@ static void real_opt(const char *name, const char *value, double min, double max
 
 static int cmd_attendance(int argc, char **argv)
 {
-    enum { O_PEOPLE, O_SITE, O_LAT, O_LON, O_ACC, O_ID };
-    fsa_opt_t o[O_ID + 1];
-    const size_t no =
-        fsa_opts_init(o, O_ID + 1, "=people\0=site\0=lat\0=lon\0=accuracy\0=id\0", false);
+#define ATTENDANCE_OPTS(X)                                                                         \
+    X(O_PEOPLE, "=people")                                                                         \
+    X(O_SITE, "=site") X(O_LAT, "=lat") X(O_LON, "=lon") X(O_ACC, "=accuracy") X(O_ID, "=id")
+    enum { ATTENDANCE_OPTS(FSA_OPT_INDEX) O_COUNT };
+    fsa_opt_t o[O_COUNT];
+    const size_t no = fsa_opts_init(o, O_COUNT, ATTENDANCE_OPTS(FSA_OPT_SPEC), false);
     char *pos[1];
     int n = parse_opts(argc, argv, o, no, pos, 1,
                        "usage: fieldsync --db FILE attendance checkin|checkout --people ID "
@@ -366,7 +371,9 @@ static void fields_from(char **args, int n, char **out)
 }
 
 /* The options of job and ticket, by their index in cmd_entity's table. */
-enum { E_PARENT, E_TO, E_NOTE };
+/* The options of job and ticket subcommands (cmd_entity), by their index. */
+#define ENTITY_OPTS(X) X(E_PARENT, "=parent") X(E_TO, "=to") X(E_NOTE, "=note")
+enum { ENTITY_OPTS(FSA_OPT_INDEX) E_COUNT };
 
 /* What a job or ticket subcommand got on its command line. */
 typedef struct ent_args {
@@ -484,8 +491,8 @@ static int cmd_entity(bool job, int argc, char **argv)
     } subs[] = {{"create", 3}, {"transition", 3}, {"set", 3},
                 {"merge", 1},  {"log", 2},        {"escalate", 2}};
     const char *tname = job ? "job" : "ticket";
-    fsa_opt_t o[E_NOTE + 1];
-    const size_t no = fsa_opts_init(o, E_NOTE + 1, "=parent\0=to\0=note\0", false);
+    fsa_opt_t o[E_COUNT];
+    const size_t no = fsa_opts_init(o, E_COUNT, ENTITY_OPTS(FSA_OPT_SPEC), false);
     char *pos[65]; /* the subcommand, then its arguments */
     char help[512];
     snprintf(help, sizeof help,
@@ -670,8 +677,10 @@ static void print_conflict(void *arg, const char *c)
 
 static int cmd_conflicts(int argc, char **argv)
 {
-    fsa_opt_t o[3];
-    const size_t no = fsa_opts_init(o, 3, "-json\0-all\0=take\0", false);
+#define CONFLICTS_OPTS(X) X(O_JSON, "-json") X(O_ALL, "-all") X(O_TAKE, "=take")
+    enum { CONFLICTS_OPTS(FSA_OPT_INDEX) O_COUNT };
+    fsa_opt_t o[O_COUNT];
+    const size_t no = fsa_opts_init(o, O_COUNT, CONFLICTS_OPTS(FSA_OPT_SPEC), false);
     char *pos[2];
     int n = parse_opts(argc, argv, o, no, pos, 2,
                        "usage: fieldsync --db FILE conflicts [--json] [--all]\n"
@@ -683,7 +692,7 @@ static int cmd_conflicts(int argc, char **argv)
     if (n > 0) {
         if (strcmp(pos[0], "resolve") != 0 || n != 2)
             die_usage("conflicts takes 'resolve OP_ID --take server|local'");
-        const char *take = o[2].value;
+        const char *take = o[O_TAKE].value;
         if (take == NULL || (strcmp(take, "server") != 0 && strcmp(take, "local") != 0))
             die_usage("conflicts resolve needs --take server or --take local");
         bool local = strcmp(take, "local") == 0;
@@ -700,11 +709,11 @@ static int cmd_conflicts(int argc, char **argv)
         (void)fieldsync_close(fs);
         return rc;
     }
-    bool json = o[0].value != NULL;
+    bool json = o[O_JSON].value != NULL;
     fieldsync_t *fs = open_fs("fieldsync");
     char *list = NULL;
     int rc = EXIT_SUCCESS;
-    if (fieldsync_conflicts(fs, o[1].value != NULL, &list) != FIELDSYNC_OK) {
+    if (fieldsync_conflicts(fs, o[O_ALL].value != NULL, &list) != FIELDSYNC_OK) {
         if (json)
             fputs("[]\n", stdout);
         rc = fail("cannot read conflicts: %s", fieldsync_errmsg(fs));
@@ -813,8 +822,10 @@ int main(int argc, char **argv)
     if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK)
         return fail("%s", perr);
     db_path = getenv("FIELDSYNC_DB");
-    fsa_opt_t o[3];
-    const size_t no = fsa_opts_init(o, 3, "=db\0=log-level\0-version\0", true);
+#define MAIN_OPTS(X) X(O_DB, "=db") X(O_LOG_LEVEL, "=log-level") X(O_VERSION, "-version")
+    enum { MAIN_OPTS(FSA_OPT_INDEX) O_COUNT };
+    fsa_opt_t o[O_COUNT];
+    const size_t no = fsa_opts_init(o, O_COUNT, MAIN_OPTS(FSA_OPT_SPEC), true);
     fsa_opts_result_t r;
     char err[256];
     if (fsa_opts_parse(argc - 1, argv + 1, o, no, NULL, 0, FSA_OPTS_BEFORE_COMMAND, &r, err,
@@ -824,13 +835,13 @@ int main(int argc, char **argv)
         fputs(USAGE, stdout);
         return EXIT_SUCCESS;
     }
-    if (o[2].value != NULL) { /* --version */
+    if (o[O_VERSION].value != NULL) {
         printf("fieldsync 0.1.0 (protocol v1)\n");
         return EXIT_SUCCESS;
     }
-    if (o[0].value != NULL) /* --db */
-        db_path = o[0].value;
-    log_level = o[1].value;
+    if (o[O_DB].value != NULL)
+        db_path = o[O_DB].value;
+    log_level = o[O_LOG_LEVEL].value;
     if (log_level != NULL &&
         (strcmp(log_level, "off") == 0 || fieldsync_set_log_level(log_level) != FIELDSYNC_OK))
         die_usage("unknown log level '%s'", log_level);

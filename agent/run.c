@@ -383,11 +383,14 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
     d->stall_ms = 600 * 1000;
     d->metrics_every_ms = 10 * 1000;
     /* Options may be given again (the last stands), as they always could. By their index: */
-    enum { O_INTERVAL, O_STALL, O_EVERY, O_FILE, O_LISTEN, O_SYSLOG };
-    fsa_opt_t o[O_SYSLOG + 1];
-    const size_t no = fsa_opts_init(
-        o, O_SYSLOG + 1,
-        "=interval\0=stall-after\0=metrics-every\0=metrics-file\0=metrics-listen\0-syslog\0", true);
+#define RUN_OPTS(X)                                                                                \
+    X(O_INTERVAL, "=interval")                                                                     \
+    X(O_STALL, "=stall-after")                                                                     \
+    X(O_EVERY, "=metrics-every")                                                                   \
+    X(O_FILE, "=metrics-file") X(O_LISTEN, "=metrics-listen") X(O_SYSLOG, "-syslog")
+    enum { RUN_OPTS(FSA_OPT_INDEX) O_COUNT };
+    fsa_opt_t o[O_COUNT];
+    const size_t no = fsa_opts_init(o, O_COUNT, RUN_OPTS(FSA_OPT_SPEC), true);
     fsa_opts_result_t r;
     char err[256];
     if (fsa_opts_parse(argc, argv, o, no, NULL, 0, 0, &r, err, sizeof err) != FSA_OK) {

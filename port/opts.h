@@ -52,6 +52,17 @@ typedef struct fsa_opts_result {
 size_t fsa_opts_init(fsa_opt_t *opts, size_t cap, const char *spec, bool repeat);
 
 /*
+ * A command's options kept in one list, so that their indexes and their spec cannot drift apart:
+ * LIST(X) expands X(INDEX, "=name") or X(INDEX, "-flag") once per option, in order;
+ *     enum { LIST(FSA_OPT_INDEX) O_COUNT };
+ *     fsa_opt_t o[O_COUNT];
+ *     fsa_opts_init(o, O_COUNT, LIST(FSA_OPT_SPEC), repeat);
+ * and o[INDEX].value is that option's.
+ */
+#define FSA_OPT_INDEX(index, spec) index,
+#define FSA_OPT_SPEC(index, spec) spec "\0"
+
+/*
  * Parses args[0..argc) into opts[0..nopts) (their value fields, reset first) and up to maxpos
  * positionals into pos (NULL when maxpos is 0). FSA_OK (*res set), or FSA_EINVAL with err
  * naming the problem in one line: "unknown option '--x'", "option '--x' given twice",
