@@ -252,7 +252,7 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
     CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
     if (uc != CURLUE_OK) {
         st = uc == CURLUE_OUT_OF_MEMORY ? FSA_ENOMEM : FSA_EINVAL;
-        say(err, errlen, "malformed base_url \"%.120s\": %s", url_shown(url),
+        say(err, errlen, "malformed server URL \"%.120s\": %s", url_shown(url),
             curl_url_strerror(uc));
         goto out;
     }
@@ -262,12 +262,12 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
     if (uc == CURLUE_OUT_OF_MEMORY)
         goto nomem;
     if (uc != CURLUE_OK || host[0] == '\0') {
-        say(err, errlen, "malformed base_url \"%.120s\": no scheme or host", url_shown(url));
+        say(err, errlen, "malformed server URL \"%.120s\": no scheme or host", url_shown(url));
         goto out;
     }
     bool https = strcasecmp(scheme, "https") == 0;
     if (!https && strcasecmp(scheme, "http") != 0) {
-        say(err, errlen, "base_url scheme \"%.20s\" is not supported: use https", scheme);
+        say(err, errlen, "server URL scheme \"%.20s\" is not supported: use https", scheme);
         goto out;
     }
     /* Credentials in a URL end up in logs; a query or fragment cannot take a path after it. */
@@ -278,7 +278,7 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
         goto nomem;
     if (found) {
         /* Not echoed: the URL may hold a password. */
-        say(err, errlen, "base_url must not hold credentials, a query or a fragment");
+        say(err, errlen, "server URL must not hold credentials, a query or a fragment");
         goto out;
     }
     if (!https && !allow_insecure && !fsa_transport_host_is_loopback(host)) {
@@ -303,14 +303,14 @@ static fsa_status_t parse_base_url(fsa_transport_t *t, const char *url, const ch
     t->base_path = dup_trimmed(path);
     if (t->base_url == NULL || t->base_path == NULL) {
         st = FSA_ENOMEM;
-        say(err, errlen, "out of memory copying base_url");
+        say(err, errlen, "out of memory copying the server URL");
         goto out;
     }
     st = FSA_OK;
     goto out;
 nomem: /* curl_url_cleanup and curl_free take NULL */
     st = FSA_ENOMEM;
-    say(err, errlen, "out of memory parsing base_url");
+    say(err, errlen, "out of memory parsing the server URL");
 out:
     curl_free(scheme);
     curl_free(host);
@@ -392,7 +392,7 @@ static fsa_status_t check_opts(const fsa_port_t *port, const fsa_transport_opts_
         return FSA_EINVAL;
     }
     if (opts == NULL || opts->base_url == NULL) {
-        say(err, errlen, "base_url is required");
+        say(err, errlen, "server URL (base_url) is required");
         return FSA_EINVAL;
     }
     if ((opts->client_cert == NULL) != (opts->client_key == NULL)) {

@@ -545,7 +545,7 @@ static const check_row_t check_rows[] = {
      NULL},
     {"check: a malformed URL with a password: not shown", true, NULL, NULL, NULL,
      "https://dev:" MARK "@127.0.0.1:99999999/", NULL, NULL, NULL, NULL, false, FSA_EINVAL,
-     "malformed base_url", NULL},
+     "malformed server URL", NULL},
     {"check: a malformed pin list, at init", true, NULL, NULL, NULL, "https://127.0.0.1/", NULL,
      "sha256//nope", NULL, NULL, false, FSA_EINVAL, "malformed pin list", NULL},
     {"check: a client certificate without its key, at init", true, NULL, NULL, NULL,
