@@ -182,7 +182,9 @@ static const char *str_of(const char *v, char *out, size_t cap)
                 default: c = *p; break;
                 }
             }
-            out[o++] = c != '\0' ? c : '?'; /* \u0000: shown, not an end */
+            if (c == '\0')
+                c = '?'; /* \u0000: shown, not an end */
+            out[o++] = c;
         }
     }
     out[o] = '\0';

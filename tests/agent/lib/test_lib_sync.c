@@ -608,9 +608,11 @@ static void test_status__stored_message_is_one_clean_line(void **state)
     fsa_journal_opts_t o = {0};
     char err[256];
     assert_int_equal(fsa_journal_open(fsa_port_posix(), f->db, &o, &j, err, sizeof err), FSA_OK);
+    // NOLINTBEGIN(misc-misleading-bidirectional): the input is a bidi override, on purpose
     assert_int_equal(
         fsa_journal_last_error_set(j, FSA_ENET, "server said: a\nb\x1b[2J \xe2\x80\xaegpj.exe"),
         FSA_OK);
+    // NOLINTEND(misc-misleading-bidirectional)
     fsa_journal_close(j);
     fieldsync_t *fs = lfx_open(f, 0, 0);
     fieldsync_sync_status_t s = {.size = sizeof s};
