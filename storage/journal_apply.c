@@ -12,35 +12,41 @@
 #include "storage/journal_internal.h"
 
 /*
- * A set that will not apply (parked: a conflict or a rejection) is still in the prior of every
- * later set of ours on its fields: the local view they replaced held its values. The resolver
- * compares a prior with the server's values to tell whether someone else changed those fields;
- * against this set's values it said so when nobody had ("the server changed the same fields":
- * server wins), and the device's own later value was lost under its earlier one. Each later
- * set's value that is this set's goes back to what it was before this set (op: a set).
+ * A set that will not apply (parked: a conflict or a rejection) is still in the prior of the set
+ * recorded right after it on its entity: the local view that one replaced held its values. The
+ * resolver compares a prior with the server's values to tell whether someone else changed those
+ * fields; against this set's values it said so when nobody had ("the server changed the same
+ * fields": server wins), and the device's own later value was lost under its earlier one. So
+ * that set's values that are this set's go back to what they were before this set (op: a set).
+ * Only the op right after it, when that op is a set (of any later op, what came between could
+ * have given the same value, and may apply: taking it back there would hide someone else's change
+ * from the resolver). The ops after it are all still waiting: none is answered before it (a
+ * batch is answered in seq order, and a set waits for the answers before it on its entity). A
+ * later set is reached in turn: when this one is parked too, its own park takes it out of the
+ * next. The scan is the entity's waiting ops after it, as the base_version update's (park()).
  */
 static fsa_status_t priors_without(fsa_journal_t *j, const fsa_op_t *op)
 {
     sqlite3_stmt *st, *up;
-    fsa_status_t s = prep(j,
-                          "SELECT o.seq,o.prior,a.prior FROM outbox a JOIN outbox o ON "
-                          "o.type=a.type AND o.id=a.id AND o.kind=a.kind AND o.seq>a.seq "
-                          "WHERE a.seq=?1 AND o.state IN(0,1) AND o.prior NOTNULL AND "
-                          "a.prior NOTNULL ORDER BY o.seq",
-                          &st);
+    fsa_status_t s =
+        prep(j,
+             "SELECT o.seq,o.prior,a.prior FROM outbox a JOIN outbox o ON o.seq="
+             "(SELECT min(seq)FROM outbox WHERE type=a.type AND id=a.id AND state IN(0,1) AND "
+             "seq>a.seq)WHERE a.seq=?1 AND o.kind=a.kind AND o.prior NOTNULL AND "
+             "a.prior NOTNULL",
+             &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, op->seq);
-    int rc = SQLITE_DONE;
-    while (s == FSA_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        char *now = NULL;
+    int rc = sqlite3_step(st);
+    char *now = NULL;
+    if (rc == SQLITE_ROW) {
         const char *later = (const char *)sqlite3_column_text(st, 1);
         const char *before = (const char *)sqlite3_column_text(st, 2);
         s = later != NULL && before != NULL ? fsa_model_prior_without(later, op->json, before, &now)
                                             : FSA_ENOMEM;
         if (s == FSA_EINVAL)
             s = FSA_OK; /* a prior that does not parse is left as it is */
-        /* Only prior changes, a column of no index: the scan goes on as it was. */
         if (s == FSA_OK && now != NULL)
             s = prep(j, "UPDATE outbox SET prior=?2 WHERE seq=?1", &up);
         if (s == FSA_OK && now != NULL) {
@@ -48,10 +54,10 @@ static fsa_status_t priors_without(fsa_journal_t *j, const fsa_op_t *op)
             fsa__db_bind_text(up, 2, now);
             s = step_done(j, up);
         }
-        fsa_model_free(now);
-    }
-    if (s == FSA_OK && rc != SQLITE_DONE)
+    } else if (rc != SQLITE_DONE) {
         s = fsa__db_status(rc);
+    }
+    fsa_model_free(now);
     release(j, st);
     return s;
 }

@@ -882,6 +882,59 @@ static bool count_conflict(void *arg, const fsa_conflict_t *c)
     return true;
 }
 
+/* The prior of the outbox's op seq, as the journal keeps it, into out ("" when NULL). */
+static void prior_of(const fixture_t *f, int64_t seq, char *out, size_t cap)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT prior FROM outbox WHERE seq=?1", -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, seq);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    const unsigned char *p = sqlite3_column_text(st, 0);
+    snprintf(out, cap, "%s", p != NULL ? (const char *)p : "");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* A parked set is taken out of the prior of the set right after it on its entity: its values
+ * there go back to what they were before it. Not out of a later one's: the set between may give
+ * the same value and apply (it does here), and taking it back there would make the resolver miss
+ * another device's change of that field. */
+static void test_fsa_outbox_apply_results__parked_set_leaves_only_the_next_sets_prior(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t s1, sy, s2;
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, TICKET_V1));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"assignedto\":\"al\"}", NULL, &s1));
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1",
+                                  "{\"assignedto\":\"al\",\"priority\":\"HIGH\"}", NULL, &sy));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"assignedto\":\"cy\"}", NULL, &s2));
+    char p[256];
+    prior_of(f, sy.seq, p, sizeof p);
+    assert_string_equal(p, "{\"assignedto\":\"al\",\"priority\":\"MEDIUM\"}");
+    fsa_op_result_t r = result_for(s1.op_id, FSA_RESULT_REJECTED, 0);
+    snprintf(r.code, sizeof r.code, "forbidden");
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    prior_of(f, sy.seq, p, sizeof p);
+    assert_string_equal(p, "{\"assignedto\":\"\",\"priority\":\"MEDIUM\"}");
+    prior_of(f, s2.seq, p, sizeof p);
+    assert_string_equal(p, "{\"assignedto\":\"al\"}");
+    /* sy applies; another device unassigns; s2's conflict shows "al" replaced, so that the
+     * resolver sees that the server changed assignedto. */
+    r = result_for(sy.op_id, FSA_RESULT_APPLIED, 2);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    r = result_for(s2.op_id, FSA_RESULT_CONFLICT, 0);
+    r.current_version = 3;
+    r.current_fields = (char *)(uintptr_t)TICKET_V1;
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    prior_of(f, s2.seq, p, sizeof p);
+    assert_string_equal(p, "{\"assignedto\":\"al\"}");
+}
+
 static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **state)
 {
     fixture_t *f = *state;
@@ -2177,6 +2230,7 @@ int main(void)
         T(test_fsa_outbox_apply_results__applied_moves_base),
         T(test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull),
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
+        T(test_fsa_outbox_apply_results__parked_set_leaves_only_the_next_sets_prior),
         T(test_fsa_conflict_names__round_trip_and_unknown),
         T(test_fsa_conflict__enums_stored_as_names),
         T(test_fsa_conflict_resolve__a_persons_create_goes_as_set_and_transition),
