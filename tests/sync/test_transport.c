@@ -1957,6 +1957,37 @@ static void test_fsa_transport_request__https_client_cert(void **state)
     new_fails(&o, FSA_ENOTFOUND, "client certificate: ");
 }
 
+/* The CA file and the client certificate may be links (as in /etc/ssl/certs; an app's override
+ * of a path init resolved is used as given): the handshake uses their targets. The key may not be
+ * one, as the secret may not. */
+static void test_fsa_transport_new__certificate_files_may_be_links(void **state)
+{
+    (void)state;
+    char ca[600], cert[600], key[600];
+    snprintf(ca, sizeof ca, "%s/ca-link.pem", fx.dir);
+    snprintf(cert, sizeof cert, "%s/cli-link.pem", fx.dir);
+    snprintf(key, sizeof key, "%s/cli-link.key", fx.dir);
+    assert_int_equal(symlink(fx.ca_file, ca), 0);
+    assert_int_equal(symlink(fx.client_cert, cert), 0);
+    assert_int_equal(symlink(fx.client_key, key), 0);
+    fsa_transport_opts_t o = https_opts();
+    o.ca_file = ca;
+    o.client_cert = cert;
+    o.client_key = fx.client_key;
+    fsa_transport_t *t = make(&o);
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/whoami", NULL, 0, &r);
+    if (strstr(r.body, "verified=1") == NULL)
+        fail_msg("the server saw no valid client certificate: %s", r.body);
+    fsa_http_response_clear(&r);
+    fsa_transport_free(t);
+    o.client_key = key;
+    new_fails(&o, FSA_EIO, "client key: ");
+    assert_int_equal(unlink(ca), 0);
+    assert_int_equal(unlink(cert), 0);
+    assert_int_equal(unlink(key), 0);
+}
+
 /* The TLS files are read once, by fsa_transport_new, the key with the secret's checks, and
  * libcurl gets their bytes: files changed afterwards are not what the handshakes use (given the
  * paths, libcurl opened the files again at each handshake, unchecked). A key others may read is
@@ -2047,6 +2078,7 @@ int main(void)
         cmocka_unit_test(test_fsa_transport_request__https_pins),
         cmocka_unit_test(test_fsa_transport_request__https_client_cert),
         cmocka_unit_test(test_fsa_transport_new__tls_files_read_once_key_as_a_secret),
+        cmocka_unit_test(test_fsa_transport_new__certificate_files_may_be_links),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
