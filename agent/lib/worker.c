@@ -301,7 +301,10 @@ static void account(fieldsync_t *fs, fsa_status_t st, const fsa_sync_report_t *r
 static void note(fieldsync_t *fs, fsa_status_t st, const char *msg)
 {
     fsl_worker_t *w = fs->worker;
-    const char *m = st == FSA_OK || msg == NULL ? "" : msg;
+    /* As the status shows it and noted_msg keeps it (copy_cut): compared with the raw message,
+     * one that quotes a bidi character never matched, and was written again every cycle. */
+    char m[sizeof w->noted_msg];
+    copy_cut(m, sizeof m, st != FSA_OK ? msg : NULL);
     lock(fs);
     bool same = w->noted_valid && w->noted == st && strcmp(w->noted_msg, m) == 0;
     unlock(fs);
@@ -315,7 +318,7 @@ static void note(fieldsync_t *fs, fsa_status_t st, const char *msg)
     }
     lock(fs);
     w->noted = st;
-    copy_cut(w->noted_msg, sizeof w->noted_msg, m);
+    memcpy(w->noted_msg, m, sizeof m);
     w->noted_valid = true;
     unlock(fs);
 }

@@ -14,10 +14,13 @@
 #include <sys/resource.h>
 
 #include <curl/curl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
 
 #include "agent/lib/internal.h" /* the simulator's hook: a handle on a sim port */
 #include "port/sim/sim.h"
 #include "storage/journal.h"
+#include "sync/codec.h"
 #include "sync/transport.h"
 #include "tests/agent/lib/lib_sync_fixture.h"
 
@@ -598,6 +601,85 @@ static void test_start__failure_then_stop_is_not_a_cancel(void **state)
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
 }
 
+/* A server (libmicrohttpd, in this process) that answers every request with a 400 whose message
+ * quotes a RIGHT-TO-LEFT OVERRIDE (U+202E), as a broken or hostile server could. */
+static enum MHD_Result refuse_all(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)cls;
+    (void)url;
+    (void)method;
+    (void)version;
+    (void)upload;
+    if (*con_cls == NULL) {
+        *con_cls = c;
+        return MHD_YES;
+    }
+    if (*upload_size != 0) {
+        *upload_size = 0; /* the body is not read */
+        return MHD_YES;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    // NOLINTNEXTLINE(misc-misleading-bidirectional): the message is a bidi override, on purpose
+    if (fsa_codec_encode_error("bad_request", "bad \xe2\x80\xaevalue", lfx_now_ms(), &text, &len) !=
+        FSA_OK)
+        return MHD_NO;
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_COPY);
+    fsa_codec_free(text);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, 400, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* The last error the thread or a sync_once notes in the journal is the message as the status
+ * shows it: one line that reads as it is (a bidi character shown as '?'). Before, the raw message
+ * was stored, and since the copy kept to tell "the same error again" was the shown one, the two
+ * never matched: the error was written again at every failed cycle. */
+static void test_sync_once__noted_error_is_the_shown_one(void **state)
+{
+    lfx_t *f = *state;
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, refuse_all, NULL,
+                         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_END);
+    assert_non_null(d);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    assert_non_null(info);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", (unsigned)info->port);
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = f->db;
+    cfg.server_url = url; /* for this handle only */
+    fieldsync_t *fs = NULL;
+    assert_int_equal(fieldsync_open(&cfg, &fs), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_ticket_create(fs, "B1", NULL, NULL), FIELDSYNC_OK);
+    fieldsync_report_t rep;
+    assert_int_not_equal(fieldsync_sync_once(fs, true, &rep), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    MHD_stop_daemon(d);
+    fsa_journal_t *j = NULL;
+    fsa_journal_opts_t o = {0};
+    char err[256];
+    assert_int_equal(fsa_journal_open(fsa_port_posix(), f->db, &o, &j, err, sizeof err), FSA_OK);
+    int64_t last = 0;
+    char *msg = NULL;
+    assert_int_equal(fsa_journal_last_error_get(j, &last, &msg), FSA_OK);
+    fsa_journal_close(j);
+    assert_int_not_equal(last, FSA_OK);
+    assert_non_null(msg);
+    if (strstr(msg, "bad ???value") == NULL)
+        fail_msg("the noted message is not the shown one: %s", msg);
+    fsa_free(msg);
+}
+
 /* The last error as the journal keeps it (any process on the journal stores it, quoting the
  * server) comes back from fieldsync_status as one line that reads as it is: no newline, no escape
  * sequence, no RIGHT-TO-LEFT OVERRIDE (U+202E). */
@@ -964,6 +1046,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop_from_another_thread,
                                         setup_slow, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_once__noted_error_is_the_shown_one, setup_plain,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_status__stored_message_is_one_clean_line, setup_plain,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_start__failure_then_stop_is_not_a_cancel, setup_plain,
