@@ -44,21 +44,22 @@ void fsa_logv(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, va
 void fsa_one_line(char *s)
 {
     for (unsigned char *p = (unsigned char *)s; *p != '\0'; p++) {
-        /* The character here (u, n bytes), decoded as far as the test needs: ASCII, or a lead
-         * byte 0xc2 or 0xe2 and the bytes after it (never past the NUL); any other byte of 0x80
-         * or more (0xff) matches nothing. A malformed sequence may match too, and shows as '?':
-         * no loss. */
+        /* The character here (u, n bytes), decoded as far as the test needs: ASCII, a two-byte
+         * sequence, or one of three bytes led by 0xe2 (never past the NUL); any other byte of
+         * 0x80 or more (0xff) matches nothing. A malformed sequence may match too, and shows as
+         * '?': no loss. */
         unsigned a = *p, u = a < 0x80 ? a : 0xff, n = 1;
-        if (a == 0xc2 && p[1] != 0)
-            u = 0x80 | (p[1] & 0x3f), n = 2;
+        if (a >= 0xc2 && a <= 0xdf && p[1] != 0)
+            u = (a & 0x1f) << 6 | (p[1] & 0x3f), n = 2;
         else if (a == 0xe2 && p[1] != 0 && p[2] != 0)
             u = 0x2000 | (p[1] & 0x3f) << 6 | (p[2] & 0x3f), n = 3;
         /* Shown as '?', a byte each: a C0 control; DEL and the C1 controls (U+0080-U+009F: some
-         * terminals take U+009B for ESC [); the marks LRM and RLM (U+200E-U+200F), the line and
-         * paragraph separators and the bidi embeddings and overrides (U+2028-U+202E), the bidi
-         * isolates (U+2066-U+2069): they steer a terminal, or reorder or break what a person
-         * reads. */
-        if (u < 0x20 || u - 0x7f < 0x21 || (u | 1) == 0x200f || u - 0x2028 < 7 || u - 0x2066 < 4) {
+         * terminals take U+009B for ESC [); the marks ALM (U+061C), LRM and RLM (U+200E-U+200F),
+         * the line and paragraph separators and the bidi embeddings and overrides
+         * (U+2028-U+202E), the bidi isolates (U+2066-U+2069): they steer a terminal, or reorder
+         * or break what a person reads. */
+        if (u < 0x20 || u - 0x7f < 0x21 || u == 0x61c || (u | 1) == 0x200f || u - 0x2028 < 7 ||
+            u - 0x2066 < 4) {
             memset(p, '?', n);
             p += n - 1;
         }

@@ -11,7 +11,8 @@
  * Reads the whole file at path (at most max_bytes) into *out (malloc'ed, NUL terminated, length
  * in *len; wipe it with fsa_file_wipe_free when it held a secret).
  * When private_only, a file that its group or others may read or write is refused: a secret must
- * be mode 0600 (or 0400) and owned by the user reading it.
+ * be mode 0600 (or 0400) and owned by the user reading it, and path must not be a symlink (it
+ * is not followed); otherwise a symlink is followed.
  * Returns FSA_OK; FSA_ENOTFOUND; FSA_EPERM (permissions too open, or not owned by us: err says
  * which and how to fix it); FSA_ETOOLARGE; FSA_EIO; FSA_EINVAL; FSA_ENOMEM. err (errlen bytes)
  * names the file and the problem, never its content.

@@ -434,14 +434,10 @@ static fsa_status_t tls_file(fsa_transport_t *t, int which, const char *path, CU
     char why[400] = "";
     char **pem = &t->tls[which].pem;
     /* A certificate file may be a link (as in /etc/ssl/certs, or an app's override that init
-     * did not resolve): the reader, which refuses links, is given its target. Not the key. */
-    char *real = NULL;
-    if (which != TLS_KEY && fsa_file_absolute(path, false, &real, why, sizeof why) != FSA_OK)
-        real = NULL; /* the read names the problem */
-    fsa_status_t st = fsa_file_read(real != NULL ? real : path,
-                                    which == TLS_KEY ? CLIENT_KEY_MAX_BYTES : CERT_FILE_MAX_BYTES,
-                                    which == TLS_KEY, pem, &t->tls[which].len, why, sizeof why);
-    fsa_free(real);
+     * did not resolve): the reader follows a public file's. Not the key's. */
+    fsa_status_t st =
+        fsa_file_read(path, which == TLS_KEY ? CLIENT_KEY_MAX_BYTES : CERT_FILE_MAX_BYTES,
+                      which == TLS_KEY, pem, &t->tls[which].len, why, sizeof why);
     if (st != FSA_OK) {
         say(err, errlen, "%s: %s", what[which], why);
         return st;

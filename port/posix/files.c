@@ -111,7 +111,9 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
         snprintf(err, errlen, "no file given");
         return FSA_EINVAL;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* A secret's path cannot be redirected to another file; a public one may be a link (a CA
+     * bundle in /etc/ssl/certs, a certificate renewed behind a link). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (private_only ? O_NOFOLLOW : 0));
     if (fd < 0) {
         int e = errno;
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));

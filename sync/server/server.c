@@ -358,7 +358,7 @@ static enum MHD_Result respond_error(fsa_server_t *srv, struct MHD_Connection *c
 static fsa_status_t read_file(const char *what, const char *path, size_t max, bool secret,
                               char **out, size_t *out_len, char *err, size_t errlen)
 {
-    /* The port's reader: no symlink (O_NOFOLLOW), a regular file, and for a secret mode 0600 or
+    /* The port's reader: a regular file, and for a secret no symlink (O_NOFOLLOW), mode 0600 or
      * stricter and owned by this user, as the agent reads its own secret. */
     char why[400];
     fsa_status_t st = fsa_file_read(path, max, secret, out, out_len, why, sizeof why);

@@ -132,7 +132,8 @@ static void test_fsa_log__control_characters_shown_as_question_marks(void **stat
 
 /* Nor can it steer a terminal with a C1 control in UTF-8 (U+009B: CSI), or make a person read it
  * in another order (U+202E, RIGHT-TO-LEFT OVERRIDE; U+2066, an isolate; U+2028, a line
- * separator). Other characters, accented ones included, stay. */
+ * separator; U+200F and U+061C, marks). Other characters, accented and Arabic ones (U+0627)
+ * included, stay. */
 static void test_fsa_log__c1_and_bidi_shown_as_question_marks(void **state)
 {
     (void)state;
@@ -143,9 +144,10 @@ static void test_fsa_log__c1_and_bidi_shown_as_question_marks(void **state)
             "caf\xc3\xa9 \xc2\x9b"
             "2J \xe2\x80\xaetxt.exe \xe2\x81\xa6x\xe2\x81\xa9 a\xe2\x80\xa8"
             "b "
-            "\xe2\x80\x8f\xe2\x80\xa0 \xc2\xa0 end\xc2");
+            "\xe2\x80\x8f\xe2\x80\xa0 \xc2\xa0 \xd8\x9c\xd8\xa7 end\xc2");
     assert_string_equal(
-        c.last, "caf\xc3\xa9 ??2J ???txt.exe ???x??? a???b ???\xe2\x80\xa0 \xc2\xa0 end\xc2");
+        c.last,
+        "caf\xc3\xa9 ??2J ???txt.exe ???x??? a???b ???\xe2\x80\xa0 \xc2\xa0 ??\xd8\xa7 end\xc2");
     // NOLINTEND(misc-misleading-bidirectional)
     fsa_sim_free(sim);
 }

@@ -152,6 +152,11 @@ static void test_file_read__bounded_and_only_regular_files(void **state)
     assert_int_not_equal(fsa_file_read(other, 64, 1, &text, &len, err, sizeof err), FSA_OK);
     assert_null(text);
     assert_non_null(strstr(err, other));
+    /* ... a public file's is: its target is read */
+    assert_int_equal(fsa_file_read(other, 64, 0, &text, &len, err, sizeof err), FSA_OK);
+    assert_non_null(text);
+    fsa_file_wipe_free(text, len);
+    text = NULL;
     /* bad arguments */
     assert_int_equal(fsa_file_read(NULL, 64, 1, &text, &len, err, sizeof err), FSA_EINVAL);
     assert_int_equal(fsa_file_read(f->path, 64, 1, NULL, &len, err, sizeof err), FSA_EINVAL);
