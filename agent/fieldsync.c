@@ -56,8 +56,7 @@ static const char USAGE[] =
     "  conflicts [--json] [--all]               conflicts and rejections kept for a person\n"
     "  conflicts resolve OP_ID --take server|local\n"
     "  locks [--json]                           locks held on this device\n"
-    "  show TYPE ID [--json]                    an entity's local view (attendance, jobneed,\n"
-    "                                           ticket)\n"
+    "  show TYPE ID [--json]                    local view of an attendance, jobneed or ticket\n"
     "\n"
     "NAME=VALUE takes VALUE as JSON when it parses (5, true, \"x\", {\"a\":1}), else as a string.\n"
     "Every command takes --help. Errors are one line on stderr and a non-zero exit status.\n";

@@ -298,13 +298,15 @@ static void account(fieldsync_t *fs, fsa_status_t st, const fsa_sync_report_t *r
 
 /* Stores the cycle's error in the journal (fieldsync_status of every process reads it), only
  * when it changed: a quiet cycle writes nothing more. */
-static void note(fieldsync_t *fs, fsa_status_t st, const char *msg)
+static void note(fieldsync_t *fs, fsa_status_t st, char *msg)
 {
     fsl_worker_t *w = fs->worker;
-    /* As the status shows it and noted_msg keeps it (copy_cut): compared with the raw message,
-     * one that quotes a bidi character never matched, and was written again every cycle. */
-    char m[sizeof w->noted_msg];
-    copy_cut(m, sizeof m, st != FSA_OK ? msg : NULL);
+    /* msg (at most 319 bytes: a report's error) made the line the status shows and noted_msg
+     * keeps (copy_cut), in place: compared raw, one that quoted a bidi character never matched,
+     * and was written again every cycle. */
+    if (msg != NULL)
+        fsa_one_line(msg);
+    const char *m = st == FSA_OK || msg == NULL ? "" : msg;
     lock(fs);
     bool same = w->noted_valid && w->noted == st && strcmp(w->noted_msg, m) == 0;
     unlock(fs);
@@ -318,7 +320,7 @@ static void note(fieldsync_t *fs, fsa_status_t st, const char *msg)
     }
     lock(fs);
     w->noted = st;
-    memcpy(w->noted_msg, m, sizeof m);
+    copy_cut(w->noted_msg, sizeof w->noted_msg, m);
     w->noted_valid = true;
     unlock(fs);
 }
