@@ -471,8 +471,10 @@ typedef struct loop {
     int64_t seen_seq;      /* the outbox's last seq when the last cycle began */
     fsa_mono_t last_cycle; /* when the last cycle ended */
     fsl_due_memo_t memo;   /* what the when-to-sync rule remembers of the last cycle (due.h) */
-    bool refused;          /* the server refused our credentials: the next cycle's engine reads the
-                              secret file again (a person may have fixed it; PROTOCOL.md 7.4) */
+    bool remake; /* the server refused our credentials, or TLS failed: the next cycle's engine
+                    reads the secret file (a person may have fixed it; PROTOCOL.md 7.4) and the
+                    TLS files (an engine keeps what it read: a certificate or CA renewed on disk
+                    is taken up so) again */
 } loop_t;
 
 /* Reads the journal's watch and tells the sync thread that the journal changed. */
@@ -636,9 +638,9 @@ static void run_due_cycle(loop_t *L, const fsl_due_in_t *in)
     fsa_sync_report_t r;
     memset(&r, 0, sizeof r);
     fsa_status_t st = FSA_EINVAL;
-    if (L->refused) {
+    if (L->remake) {
         engine_drop(L);
-        L->refused = false;
+        L->remake = false;
     }
     if (engine_ready(L)) {
         L->seen_seq = in->outbox_read ? in->last_seq : L->seen_seq;
@@ -646,7 +648,7 @@ static void run_due_cycle(loop_t *L, const fsl_due_in_t *in)
         if (L->engine == NULL)
             return; /* cancelled: the loop ends at its top */
     }
-    L->refused = st == FSA_EAUTH;
+    L->remake = st == FSA_EAUTH || st == FSA_ETLS;
     L->last_cycle = fs->port.mono_now(fs->port.ctx);
     int64_t left = 0, ignored = 0;
     bool ops_left = st == FSA_OK && outbox_last_seq(fs, &ignored, &left) == FSA_OK && left > 0;

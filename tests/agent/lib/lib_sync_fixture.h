@@ -122,6 +122,7 @@ typedef struct lrec {
     int after_stopped;            /* events heard while stopped was set */
     int syncing_seen;             /* status events with state SYNCING */
     int attention_seen;
+    int tls_failures;        /* status events whose last error is FIELDSYNC_ETLS */
     int synced_seen;         /* status events saying a cycle went well */
     int synced_changes;      /* SYNCED changes heard */
     int synced_at_first_end; /* ... when the first cycle's "synced" status came */
@@ -189,6 +190,8 @@ static inline void lrec_on_status(void *ctx, const fieldsync_sync_status_t *s)
         r->syncing_seen++;
     if (s->state == FIELDSYNC_STATE_ATTENTION)
         r->attention_seen++;
+    if (s->last_error == FIELDSYNC_ETLS)
+        r->tls_failures++;
     if (s->state == FIELDSYNC_STATE_IDLE && strcmp(s->reason, "synced") == 0 &&
         r->synced_seen++ == 0)
         r->synced_at_first_end = r->synced_changes;
@@ -290,6 +293,11 @@ static inline bool lrec_is_stopped(lrec_t *r)
 static inline bool lrec_has_synced(lrec_t *r)
 {
     return r->synced_seen > 0;
+}
+
+static inline bool lrec_tls_failed(lrec_t *r)
+{
+    return r->tls_failures > 0;
 }
 
 static inline bool lrec_is_syncing(lrec_t *r)

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <curl/curl.h>
 #include <microhttpd.h>
@@ -54,6 +55,62 @@ static int setup_slow(void **state)
     lfx_t *f = fsa_calloc(1, sizeof *f);
     if (f == NULL || !lfx_setup(f, slow, false))
         return -1;
+    *state = f;
+    return 0;
+}
+
+/* Runs cmd with the shell in dir; true when it succeeded. */
+static bool sh_in(const char *dir, const char *cmd)
+{
+    char full[1024];
+    snprintf(full, sizeof full, "cd '%s' && %s >/dev/null 2>&1", dir, cmd);
+    return system(full) == 0;
+}
+
+/* The server over HTTPS: a test CA (ca.pem) and the server's certificate for 127.0.0.1 signed by
+ * it, made by the openssl tool (toolchain/install-deps.sh installs it), and another CA
+ * (other.pem) that signed nothing the server has. The journal is set up for plain http to a port
+ * that nothing listens on: the tests give the server's URL and a CA file when they open. */
+static int setup_tls(void **state)
+{
+    lfx_t *f = fsa_calloc(1, sizeof *f);
+    if (f == NULL || !lfx_setup(f, NULL, true))
+        return -1;
+    const char *d = f->srv.dir;
+    FILE *cnf = NULL;
+    char path[512];
+    snprintf(path, sizeof path, "%s/ca.cnf", d);
+    cnf = fopen(path, "w");
+    if (cnf == NULL)
+        return -1;
+    fputs("[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = v3_ca\n"
+          "[dn]\nCN = fieldsync test CA\n"
+          "[v3_ca]\nbasicConstraints = critical, CA:TRUE\n"
+          "keyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n"
+          "[srv]\nbasicConstraints = critical, CA:FALSE\n"
+          "keyUsage = critical, digitalSignature, keyEncipherment\n"
+          "extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1\n",
+          cnf);
+    if (fclose(cnf) != 0)
+        return -1;
+#define EC "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+    bool ok =
+        sh_in(d, "openssl req -x509 -config ca.cnf " EC " -keyout ca.key -out ca.pem -days 2") &&
+        sh_in(d,
+              "openssl req -x509 -config ca.cnf " EC " -keyout other.key -out other.pem -days 2") &&
+        sh_in(d, "openssl req -new " EC " -keyout srv.key -out srv.csr -subj /CN=127.0.0.1") &&
+        sh_in(d, "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 2 "
+                 "-days 2 -extfile ca.cnf -extensions srv -out srv.pem");
+#undef EC
+    char cert[512], key[512];
+    snprintf(cert, sizeof cert, "%s/srv.pem", d);
+    snprintf(key, sizeof key, "%s/srv.key", d);
+    const char *tls[] = {"--tls-cert", cert, "--tls-key", key, NULL};
+    if (!ok || chmod(key, 0600) != 0 || !th_server_start(&f->srv, tls)) {
+        fprintf(stderr, "setup_tls: cannot make the certificates or start the server\n");
+        return -1;
+    }
+    f->started = true;
     *state = f;
     return 0;
 }
@@ -601,6 +658,43 @@ static void test_start__failure_then_stop_is_not_a_cancel(void **state)
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
 }
 
+/* A CA file renewed on disk is taken up by the running sync thread, without a reload: an engine
+ * keeps the TLS files it read, and after a cycle that TLS failed the next cycle makes a new one,
+ * which reads them again (as after a refusal it reads the secret again). Here the CA file first
+ * holds another CA, so every handshake fails, and then the server's. */
+static void test_start__renewed_ca_file_taken_up_after_a_tls_failure(void **state)
+{
+    lfx_t *f = *state;
+    char ca[512], cmd[2200];
+    snprintf(ca, sizeof ca, "%s/trusted.pem", f->srv.dir);
+    snprintf(cmd, sizeof cmd, "cp '%s/other.pem' '%s'", f->srv.dir, ca);
+    assert_int_equal(system(cmd), 0);
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = f->db;
+    cfg.server_url = f->srv.url; /* https://127.0.0.1:PORT, for this handle */
+    cfg.ca_file = ca;
+    cfg.sync_interval_ms = 200;
+    fieldsync_t *fs = NULL;
+    assert_int_equal(fieldsync_open(&cfg, &fs), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_ticket_create(fs, "R1", NULL, NULL), FIELDSYNC_OK);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    assert_true(lrec_wait(&r, lrec_tls_failed, 30000));
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.synced_seen, 0);
+    pthread_mutex_unlock(&r.mu);
+    /* The CA renewed as a package would: a new file moved in place. */
+    snprintf(cmd, sizeof cmd, "cp '%s/ca.pem' '%s.new' && mv '%s.new' '%s'", f->srv.dir, ca, ca,
+             ca);
+    assert_int_equal(system(cmd), 0);
+    assert_true(lrec_wait(&r, lrec_has_synced, 60000));
+    stop_and_wait(fs, &r);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
 /* A server (libmicrohttpd, in this process) that answers every request with a 400 whose message
  * quotes a RIGHT-TO-LEFT OVERRIDE (U+202E), as a broken or hostile server could. */
 static enum MHD_Result refuse_all(void *cls, struct MHD_Connection *c, const char *url,
@@ -1046,6 +1140,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop, setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_sync_once__cancelled_by_stop_from_another_thread,
                                         setup_slow, teardown),
+        cmocka_unit_test_setup_teardown(test_start__renewed_ca_file_taken_up_after_a_tls_failure,
+                                        setup_tls, teardown),
         cmocka_unit_test_setup_teardown(test_sync_once__noted_error_is_the_shown_one, setup_plain,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_status__stored_message_is_one_clean_line, setup_plain,
