@@ -24,6 +24,10 @@
  * batch is answered in seq order, and a set waits for the answers before it on its entity). A
  * later set is reached in turn: when this one is parked too, its own park takes it out of the
  * next. The scan is the entity's waiting ops after it, as the base_version update's (park()).
+ * And only when that set was recorded on the base this one was (their base_version equal, now
+ * that park() took this one out of the later's): a pull between the two records brought a value
+ * of someone else's that the later set's author saw, and taking the prior back past it would make
+ * the resolver miss a change back to the older value.
  */
 static fsa_status_t priors_without(fsa_journal_t *j, const fsa_op_t *op)
 {
@@ -32,8 +36,8 @@ static fsa_status_t priors_without(fsa_journal_t *j, const fsa_op_t *op)
         prep(j,
              "SELECT o.seq,o.prior,a.prior FROM outbox a JOIN outbox o ON o.seq="
              "(SELECT min(seq)FROM outbox WHERE type=a.type AND id=a.id AND state IN(0,1) AND "
-             "seq>a.seq)WHERE a.seq=?1 AND o.kind=a.kind AND o.prior NOTNULL AND "
-             "a.prior NOTNULL",
+             "seq>a.seq)WHERE a.seq=?1 AND o.kind=a.kind AND o.base_version=a.base_version "
+             "AND o.prior NOTNULL AND a.prior NOTNULL",
              &st);
     if (s != FSA_OK)
         return s;

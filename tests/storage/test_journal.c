@@ -935,6 +935,34 @@ static void test_fsa_outbox_apply_results__parked_set_leaves_only_the_next_sets_
     assert_string_equal(p, "{\"assignedto\":\"al\"}");
 }
 
+/* Nor when a pull came between the two records: the later set was recorded after its author saw
+ * the pulled value (another device's "bo"), and its prior, the parked set's "al", differs from
+ * it only because the parked set stayed on top. Taken back to the parked set's prior (""), a
+ * third device's change back to "" would look like no change to the resolver, and the later set
+ * would overwrite it. Left as it is, the resolver sees the change ("server wins"). */
+static void test_fsa_outbox_apply_results__parked_set_kept_in_a_prior_after_a_pull(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t sa, sb;
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, TICKET_V1));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"assignedto\":\"al\"}", NULL, &sa));
+    static const char V2[] = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"bo\","
+                             "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 2, V2));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"assignedto\":\"cy\"}", NULL, &sb));
+    fsa_op_result_t r = result_for(sa.op_id, FSA_RESULT_REJECTED, 0);
+    snprintf(r.code, sizeof r.code, "invalid_value");
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    char p[256];
+    prior_of(f, sb.seq, p, sizeof p);
+    assert_string_equal(p, "{\"assignedto\":\"al\"}");
+    bool same = true;
+    assert_fsa_ok(fsa_model_same_values(p, TICKET_V1, "{\"assignedto\":\"cy\"}", &same));
+    assert_false(same); /* the resolver's test: the server changed assignedto */
+}
+
 static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **state)
 {
     fixture_t *f = *state;
@@ -2231,6 +2259,7 @@ int main(void)
         T(test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull),
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
         T(test_fsa_outbox_apply_results__parked_set_leaves_only_the_next_sets_prior),
+        T(test_fsa_outbox_apply_results__parked_set_kept_in_a_prior_after_a_pull),
         T(test_fsa_conflict_names__round_trip_and_unknown),
         T(test_fsa_conflict__enums_stored_as_names),
         T(test_fsa_conflict_resolve__a_persons_create_goes_as_set_and_transition),
