@@ -48,11 +48,13 @@ fsa_status_t fsa_file_exists(const char *path, char *err, size_t errlen) FSA_MUS
 
 /*
  * An absolute name for the existing file path, in *out (freed with fsa_free), for a file named
- * once and opened later, maybe from another directory. no_link (a private file: a secret, a key):
+ * once and opened later, maybe from another directory: its directory resolved, its own name kept.
+ * A public file may be a link, and stays one: a certificate renewed by moving the link (certbot's
+ * layout, /etc/ssl/certs) is read at its new target. no_link (a private file: a secret, a key):
  * path must not be a symlink (realpath would give its target, which then passes an O_NOFOLLOW
- * read), so only its directory is resolved and its own name kept; otherwise the whole path is
- * resolved. FSA_OK; FSA_ENOTFOUND; FSA_EPERM (a symlink, with no_link); FSA_EINVAL (too long);
- * FSA_ENOMEM. err names the problem after the path, for the caller to prefix with what it is.
+ * read). FSA_OK; FSA_ENOTFOUND (also a link to nothing, without no_link); FSA_EPERM (a symlink,
+ * with no_link); FSA_EINVAL (too long); FSA_ENOMEM. err names the problem after the path, for the
+ * caller to prefix with what it is.
  */
 fsa_status_t fsa_file_absolute(const char *path, bool no_link, char **out, char *err,
                                size_t errlen) FSA_MUST_CHECK;

@@ -435,8 +435,9 @@ static fieldsync_status_t open_init(fieldsync_t *fs, char *err, size_t errlen)
                  k->device_id);
         return FIELDSYNC_EINVAL;
     }
-    /* The secrets keep their last component as given (a link is refused); the public CA file
-     * and certificate may be links, as in /etc/ssl/certs, and are resolved. */
+    /* Each keeps its last component as given, its directory resolved: the secrets may not be
+     * links; the public CA file and certificate may, as in /etc/ssl/certs, and stay links, so
+     * that a renewal that moves the link is read. */
     fieldsync_status_t ps = absolute(&k->secret_file, "secret file", true, err, errlen);
     if (ps == FIELDSYNC_OK)
         ps = absolute(&k->ca_file, "CA file", false, err, errlen);

@@ -202,42 +202,37 @@ fsa_status_t fsa_file_absolute(const char *path, bool no_link, char **out, char 
 {
     *out = NULL;
     const char *base = path;
-    char *abs = NULL;
-    if (no_link) {
-        struct stat sb;
-        if (lstat(path, &sb) != 0) {
-            snprintf(err, errlen, "%s: not found", path);
-            return FSA_ENOTFOUND;
-        }
-        if (S_ISLNK(sb.st_mode)) {
-            snprintf(err, errlen, "%s is a symlink: name the file itself (not a link to it)", path);
-            return FSA_EPERM;
-        }
-        const char *slash = strrchr(path, '/');
-        char dir[PATH_MAX];
-        if (slash == NULL) {
-            snprintf(dir, sizeof dir, ".");
-        } else {
-            size_t n = slash == path ? 1 : (size_t)(slash - path); /* "/name": the root */
-            if (n >= sizeof dir) {
-                snprintf(err, errlen, "%.80s...: the path is too long", path);
-                return FSA_EINVAL;
-            }
-            memcpy(dir, path, n);
-            dir[n] = '\0';
-            base = slash + 1;
-        }
-        abs = realpath(dir, NULL);
-    } else {
-        abs = realpath(path, NULL);
+    struct stat sb;
+    if ((no_link ? lstat(path, &sb) : stat(path, &sb)) != 0) {
+        snprintf(err, errlen, "%s: not found", path);
+        return FSA_ENOTFOUND;
     }
+    if (no_link && S_ISLNK(sb.st_mode)) {
+        snprintf(err, errlen, "%s is a symlink: name the file itself (not a link to it)", path);
+        return FSA_EPERM;
+    }
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX];
+    if (slash == NULL) {
+        snprintf(dir, sizeof dir, ".");
+    } else {
+        size_t n = slash == path ? 1 : (size_t)(slash - path); /* "/name": the root */
+        if (n >= sizeof dir) {
+            snprintf(err, errlen, "%.80s...: the path is too long", path);
+            return FSA_EINVAL;
+        }
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+        base = slash + 1;
+    }
+    char *abs = realpath(dir, NULL);
     if (abs == NULL) {
         snprintf(err, errlen, "%s: not found", path);
         return FSA_ENOTFOUND;
     }
-    /* With no_link, abs is the file's directory: its name follows ("/" alone needs no second). */
-    size_t alen = strlen(abs), blen = no_link ? strlen(base) : 0;
-    bool sep = no_link && abs[alen - 1] != '/';
+    /* abs is the file's directory: its name follows ("/" alone needs no second). */
+    size_t alen = strlen(abs), blen = strlen(base);
+    bool sep = abs[alen - 1] != '/';
     char *copy = fsa_malloc(alen + sep + blen + 1);
     if (copy != NULL) {
         memcpy(copy, abs, alen);
