@@ -1234,6 +1234,36 @@ static void test_init__a_symlinked_secret_refused_a_relative_one_made_absolute(v
     fsl__config_clear(&got);
 }
 
+/* A CA file that is a link is stored as the link, its directory made absolute: a renewal that
+ * moves the link (certbot's layout, /etc/ssl/certs) is read by the next engine. Before, init
+ * stored the link's target for good. */
+static void test_init__a_linked_ca_file_stored_as_the_link(void **state)
+{
+    (void)state;
+    char target[450], link[450];
+    make_tls_file("ca-target.pem", target, sizeof target);
+    path_in(link, sizeof link, "ca-link.pem");
+    unlink(link);
+    assert_int_equal(symlink(target, link), 0);
+    fieldsync_config_t c = public_config();
+    c.flags = FIELDSYNC_OPEN_INIT;
+    c.ca_file = link;
+    fieldsync_t *fs = NULL;
+    fieldsync_status_t st = fieldsync_open(&c, &fs);
+    if (st != FIELDSYNC_OK)
+        fail_msg("init with a linked CA file: %s", fieldsync_errmsg(fs));
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    fsl_config_t got;
+    memset(&got, 0, sizeof got);
+    load(&got);
+    size_t n = got.ca_file != NULL ? strlen(got.ca_file) : 0;
+    if (n < 12 || got.ca_file[0] != '/' || strcmp(got.ca_file + n - 12, "/ca-link.pem") != 0)
+        fail_msg("a linked CA file stored as %s, not as the link", got.ca_file);
+    fsl__config_clear(&got);
+    unlink(link);
+    unlink(target);
+}
+
 /* A newer caller: a larger struct opens while its unknown members are zero; each set byte of
  * them is refused, naming its place. */
 static void test_open__a_newer_struct_with_unknown_members(void **state)
@@ -1325,6 +1355,7 @@ int main(void)
     TEST(test_open__every_older_size_opens)
     TEST(test_open__a_newer_struct_with_unknown_members)
     TEST(test_init__a_symlinked_secret_refused_a_relative_one_made_absolute)
+    TEST(test_init__a_linked_ca_file_stored_as_the_link)
     TEST(test_open__zeroed_members_take_the_journals)
     TEST(test_policy__at_most_32_distinct_policies_per_process) /* last: fills the table */
 #undef ROWS
