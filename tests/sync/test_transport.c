@@ -1957,6 +1957,17 @@ static void test_fsa_transport_request__https_client_cert(void **state)
     new_fails(&o, FSA_ENOTFOUND, "client certificate: ");
 }
 
+/* Asks the test server who we are over t: it must have verified our client certificate, else
+ * the test fails with why. */
+static void whoami_verified(fsa_transport_t *t, const char *why)
+{
+    fsa_http_response_t r;
+    req_ok(t, "GET", "/whoami", NULL, 0, &r);
+    if (strstr(r.body, "verified=1") == NULL)
+        fail_msg("%s: %s", why, r.body);
+    fsa_http_response_clear(&r);
+}
+
 /* The CA file and the client certificate may be links (as in /etc/ssl/certs; an app's override
  * of a path init resolved is used as given): the handshake uses their targets. The key may not be
  * one, as the secret may not. */
@@ -1975,11 +1986,7 @@ static void test_fsa_transport_new__certificate_files_may_be_links(void **state)
     o.client_cert = cert;
     o.client_key = fx.client_key;
     fsa_transport_t *t = make(&o);
-    fsa_http_response_t r;
-    req_ok(t, "GET", "/whoami", NULL, 0, &r);
-    if (strstr(r.body, "verified=1") == NULL)
-        fail_msg("the server saw no valid client certificate: %s", r.body);
-    fsa_http_response_clear(&r);
+    whoami_verified(t, "the server saw no valid client certificate");
     fsa_transport_free(t);
     o.client_key = key;
     new_fails(&o, FSA_EIO, "client key: ");
@@ -2010,11 +2017,7 @@ static void test_fsa_transport_new__tls_files_read_once_key_as_a_secret(void **s
     assert_true(run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
                     "-out cli.key"));
     assert_int_equal(chmod(fx.client_key, 0600), 0);
-    fsa_http_response_t r;
-    req_ok(t, "GET", "/whoami", NULL, 0, &r);
-    if (strstr(r.body, "verified=1") == NULL)
-        fail_msg("the handshake did not use the key read at creation: %s", r.body);
-    fsa_http_response_clear(&r);
+    whoami_verified(t, "the handshake did not use the key read at creation");
     fsa_transport_free(t);
 
     char err[256] = "";
