@@ -372,6 +372,14 @@ static fsa_op_result_t result_for(const char *op_id, fsa_result_status_t status,
     return r;
 }
 
+/* The server's answer that it rejects the op op_id for good, with code, applied. */
+static void reject(fixture_t *f, const char *op_id, const char *code)
+{
+    fsa_op_result_t r = result_for(op_id, FSA_RESULT_REJECTED, 0);
+    snprintf(r.code, sizeof r.code, "%s", code);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+}
+
 static void test_fsa_journal_checkpoint_update__one_group(void **state)
 {
     fixture_t *f = *state;
@@ -916,16 +924,14 @@ static void test_fsa_outbox_apply_results__parked_set_leaves_only_the_next_sets_
     char p[256];
     prior_of(f, sy.seq, p, sizeof p);
     assert_string_equal(p, "{\"assignedto\":\"al\",\"priority\":\"MEDIUM\"}");
-    fsa_op_result_t r = result_for(s1.op_id, FSA_RESULT_REJECTED, 0);
-    snprintf(r.code, sizeof r.code, "forbidden");
-    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    reject(f, s1.op_id, "forbidden");
     prior_of(f, sy.seq, p, sizeof p);
     assert_string_equal(p, "{\"assignedto\":\"\",\"priority\":\"MEDIUM\"}");
     prior_of(f, s2.seq, p, sizeof p);
     assert_string_equal(p, "{\"assignedto\":\"al\"}");
     /* sy applies; another device unassigns; s2's conflict shows "al" replaced, so that the
      * resolver sees that the server changed assignedto. */
-    r = result_for(sy.op_id, FSA_RESULT_APPLIED, 2);
+    fsa_op_result_t r = result_for(sy.op_id, FSA_RESULT_APPLIED, 2);
     assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
     r = result_for(s2.op_id, FSA_RESULT_CONFLICT, 0);
     r.current_version = 3;
@@ -952,9 +958,7 @@ static void test_fsa_outbox_apply_results__parked_set_kept_in_a_prior_after_a_pu
     assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 2, V2));
     assert_fsa_ok(
         fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"assignedto\":\"cy\"}", NULL, &sb));
-    fsa_op_result_t r = result_for(sa.op_id, FSA_RESULT_REJECTED, 0);
-    snprintf(r.code, sizeof r.code, "invalid_value");
-    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    reject(f, sa.op_id, "invalid_value");
     char p[256];
     prior_of(f, sb.seq, p, sizeof p);
     assert_string_equal(p, "{\"assignedto\":\"al\"}");
@@ -1110,9 +1114,7 @@ static void test_fsa_conflict__enums_stored_as_names(void **state)
     fixture_t *f = *state;
     fsa_rec_t rec;
     assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
-    fsa_op_result_t r = result_for(rec.op_id, FSA_RESULT_REJECTED, 0);
-    snprintf(r.code, sizeof r.code, "invalid_value");
-    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    reject(f, rec.op_id, "invalid_value");
     char v[64];
     raw_conflict(f, rec.op_id, v, sizeof v);
     assert_string_equal(v, "rejected==NULL;");
