@@ -1,6 +1,7 @@
 /* Tests for storage/lock: keys, contention, timeouts, leases, holder death, fencing, statistics. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -837,7 +838,10 @@ typedef struct counter_run {
     fixture_t *fx;
     fsa_lockmgr_t *shared; /* NULL: each thread opens its own manager */
     int rounds;
-    long counter; /* protected only by the lock */
+    long counter;              /* protected only by the lock */
+    pthread_barrier_t started; /* every thread ready (its manager open) before any takes the lock:
+                                  under qemu a thread took ms to start, and the first ones had
+                                  done all their rounds alone, so no acquisition ever waited */
 } counter_run_t;
 
 static void *count_under_lock(void *arg)
@@ -845,11 +849,14 @@ static void *count_under_lock(void *arg)
     counter_run_t *r = arg;
     fsa_port_t *p = fsa_port_posix();
     fsa_lockmgr_t *m = r->shared;
+    bool opened = true;
     if (m == NULL) {
         fsa_lockmgr_opts_t o = {.label = "worker"};
-        if (fsa_lockmgr_open(p, r->fx->path, &o, &m, NULL, 0) != FSA_OK)
-            return (void *)1;
+        opened = fsa_lockmgr_open(p, r->fx->path, &o, &m, NULL, 0) == FSA_OK;
     }
+    (void)pthread_barrier_wait(&r->started); /* also after a failed open: no one waits for ever */
+    if (!opened)
+        return (void *)1;
     void *ret = NULL;
     for (int i = 0; i < r->rounds; i++) {
         fsa_lock_t l;
@@ -879,6 +886,7 @@ static void run_counter(counter_run_t *r)
 {
     fsa_port_t *p = fsa_port_posix();
     fsa_thread_t *t[N_THREADS];
+    assert_int_equal(pthread_barrier_init(&r->started, NULL, N_THREADS), 0);
     for (int i = 0; i < N_THREADS; i++)
         assert_fsa_ok(p->thread_create(p->ctx, &t[i], count_under_lock, r));
     for (int i = 0; i < N_THREADS; i++) {
@@ -886,6 +894,7 @@ static void run_counter(counter_run_t *r)
         assert_fsa_ok(p->thread_join(p->ctx, t[i], &ret));
         assert_null(ret);
     }
+    assert_int_equal(pthread_barrier_destroy(&r->started), 0);
     assert_int_equal(r->counter, (long)N_THREADS * r->rounds);
 }
 
