@@ -110,7 +110,15 @@ for p in "${packages[@]}"; do
       *"ELF"*"shared object"* | *"ELF"*"executable"*)
         "$strip" --remove-section=.comment --remove-section=.note --strip-unneeded "$f" ;;
       *"current ar archive"*)
-        "$strip" --strip-debug --remove-section=.comment --enable-deterministic-archives "$f" ;;
+        # The objects are fat (CMakeLists.txt, FSA_SMALL): GCC's intermediate form goes, the
+        # plain code that any app's compiler links stays.
+        "$strip" --strip-debug --remove-section=.comment --wildcard \
+          --remove-section='.gnu.lto_*' --remove-section='.gnu.debuglto_*' \
+          --enable-deterministic-archives "$f"
+        if "$objdump" -h "$f" | grep -q '\.gnu\.\(debug\)\{0,1\}lto_'; then
+          echo "package.sh: $f still holds LTO sections after stripping" >&2
+          exit 1
+        fi ;;
     esac
   done < <(find "$tree" -type f -print0)
   find "$tree" -type f -name '*.so.*' -exec chmod 0644 {} +
