@@ -112,8 +112,10 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
         return FSA_EINVAL;
     }
     /* A secret's path cannot be redirected to another file; a public one may be a link (a CA
-     * bundle in /etc/ssl/certs, a certificate renewed behind a link). */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | (private_only ? O_NOFOLLOW : 0));
+     * bundle in /etc/ssl/certs, a certificate renewed behind a link). O_NONBLOCK: a FIFO opens at
+     * once, to be refused as not a regular file, instead of waiting for a writer that may never
+     * come (a regular file's reads do not heed it). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (private_only ? O_NOFOLLOW : 0));
     if (fd < 0) {
         int e = errno;
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));

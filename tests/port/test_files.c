@@ -146,6 +146,18 @@ static void test_file_read__bounded_and_only_regular_files(void **state)
     assert_int_equal(mkdir(other, 0700), 0);
     assert_int_equal(fsa_file_read(other, 64, 1, &text, &len, err, sizeof err), FSA_EINVAL);
     assert_non_null(strstr(err, "not a regular file"));
+    /* a FIFO that no writer opens: refused at once, for a secret and a public file (it waited
+     * for a writer; SIGALRM ends the test if it still does) */
+    snprintf(other, sizeof other, "%s/fifo", f->dir);
+    assert_int_equal(mkfifo(other, 0600), 0);
+    alarm(20);
+    for (int private_only = 0; private_only <= 1; private_only++) {
+        assert_int_equal(fsa_file_read(other, 64, private_only, &text, &len, err, sizeof err),
+                         FSA_EINVAL);
+        assert_non_null(strstr(err, "not a regular file"));
+        assert_null(text);
+    }
+    alarm(0);
     /* a symlink is not followed: a secret path cannot be redirected to another file */
     snprintf(other, sizeof other, "%s/link", f->dir);
     assert_int_equal(symlink(f->path, other), 0);
