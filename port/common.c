@@ -45,13 +45,13 @@ void fsa_one_line(char *s)
 {
     for (unsigned char *p = (unsigned char *)s; *p != '\0'; p++) {
         /* The character here (u, n bytes), decoded as far as the test needs: ASCII, a two-byte
-         * sequence, or one of three bytes led by 0xe2 (never past the NUL); any other byte of
-         * 0x80 or more (0xff) matches nothing. A malformed sequence may match too, and shows as
-         * '?': no loss. */
+         * sequence, or one of three bytes led by 0xe2, each byte after the first a continuation
+         * byte (so never the NUL, and a lone lead byte of Latin-1 text leaves the next character
+         * alone); any other byte of 0x80 or more (0xff) matches nothing. */
         unsigned a = *p, u = a < 0x80 ? a : 0xff, n = 1;
-        if (a >= 0xc2 && a <= 0xdf && p[1] != 0)
+        if (a >= 0xc2 && a <= 0xdf && (p[1] & 0xc0) == 0x80)
             u = (a & 0x1f) << 6 | (p[1] & 0x3f), n = 2;
-        else if (a == 0xe2 && p[1] != 0 && p[2] != 0)
+        else if (a == 0xe2 && (p[1] & 0xc0) == 0x80 && (p[2] & 0xc0) == 0x80)
             u = 0x2000 | (p[1] & 0x3f) << 6 | (p[2] & 0x3f), n = 3;
         /* Shown as '?', a byte each: a C0 control; DEL and the C1 controls (U+0080-U+009F: some
          * terminals take U+009B for ESC [); the marks ALM (U+061C), LRM and RLM (U+200E-U+200F),

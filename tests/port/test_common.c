@@ -152,6 +152,22 @@ static void test_fsa_log__c1_and_bidi_shown_as_question_marks(void **state)
     fsa_sim_free(sim);
 }
 
+/* A lead byte that no continuation byte follows (Latin-1 text, a cut sequence) takes nothing with
+ * it: the characters after it stay as they were. */
+static void test_fsa_one_line__lone_lead_byte_keeps_the_next_character(void **state)
+{
+    (void)state;
+    char s[] = "\xc2"
+               "B \xe2\x80"
+               "C \xe2"
+               "DE caf\xe9!";
+    fsa_one_line(s);
+    assert_string_equal(s, "\xc2"
+                           "B \xe2\x80"
+                           "C \xe2"
+                           "DE caf\xe9!");
+}
+
 static void test_fsa_log__long_line_is_cut(void **state)
 {
     (void)state;
@@ -199,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_fsa_log__filters_below_level),
         cmocka_unit_test(test_fsa_log__control_characters_shown_as_question_marks),
         cmocka_unit_test(test_fsa_log__c1_and_bidi_shown_as_question_marks),
+        cmocka_unit_test(test_fsa_one_line__lone_lead_byte_keeps_the_next_character),
         cmocka_unit_test(test_fsa_log__long_line_is_cut),
         cmocka_unit_test(test_fsa_log_level_parse__names),
         cmocka_unit_test(test_fsa_status_str__every_status_named),
