@@ -55,7 +55,8 @@ static int teardown(void **state)
     alarm(0); /* a test that failed while its alarm was set must not end a later one */
     fx_t *f = *state;
     char p[160];
-    const char *names[] = {"secret/inner", "secret", "secret.tmp", "link", "sub", "victim", "fifo"};
+    const char *names[] = {"secret/inner", "secret", "secret.tmp", "link",
+                           "sub",          "victim", "fifo",       "dangling"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
         if (unlink(p) != 0)

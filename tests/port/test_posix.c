@@ -3,10 +3,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -334,6 +336,70 @@ static void test_flock_map__shared_between_handles(void **state)
     P->flock_close(P->ctx, b);
 }
 
+/* flock_clear zeroes the file in place and never makes it shorter, not even for a moment: another
+ * process reading its own mapping all along never reads past the end (SIGBUS). Emptied by a
+ * truncation to nothing and a growth, this child died of SIGBUS within the first clears. */
+static void test_flock_clear__zeroes_and_never_shortens(void **state)
+{
+    (void)state;
+    enum { LEN = 16384, CLEARS = 2000 };
+    fsa_flock_t *a;
+    char *pa = NULL;
+    assert_fsa_ok(P->flock_open(P->ctx, lock_path, &a));
+    assert_fsa_ok(P->flock_map(P->ctx, a, LEN, (void **)&pa));
+    memcpy(pa + 100, "token", 6);
+    memcpy(pa + 12000, "token", 6);
+    assert_fsa_ok(P->flock_clear(P->ctx, a, LEN));
+    assert_int_equal(pa[100], 0);
+    assert_int_equal(pa[12000], 0);
+    struct stat st;
+    assert_int_equal(stat(lock_path, &st), 0);
+    assert_int_equal(st.st_size, LEN);
+    /* A reader in another process, until the parent sets *stop (a page of their own). */
+    atomic_int *stop =
+        mmap(NULL, sizeof *stop, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(stop != MAP_FAILED);
+    atomic_store(stop, 0);
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGBUS, SIG_DFL); /* not cmocka's: the parent is to see it */
+        fsa_flock_t *b;
+        volatile char *pb = NULL;
+        if (P->flock_open(P->ctx, lock_path, &b) != FSA_OK ||
+            P->flock_map(P->ctx, b, LEN, (void **)(uintptr_t)&pb) != FSA_OK ||
+            write(ready[1], "x", 1) != 1)
+            _exit(2);
+        unsigned sum = 0;
+        while (!atomic_load(stop))
+            sum += (unsigned char)pb[0] + (unsigned char)pb[LEN - 1];
+        _exit(sum == 0 ? 0 : 3); /* every byte read was a zero or the parent's 0 */
+    }
+    char x;
+    assert_int_equal(read(ready[0], &x, 1), 1);
+    for (int i = 0; i < CLEARS; i++) {
+        pa[0] = 0; /* the page is there again after each clear */
+        assert_fsa_ok(P->flock_clear(P->ctx, a, LEN));
+    }
+    atomic_store(stop, 1);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status))
+        fail_msg("the reader died of signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(stat(lock_path, &st), 0);
+    assert_int_equal(st.st_size, LEN);
+    assert_int_equal(P->flock_clear(P->ctx, NULL, LEN), FSA_EINVAL);
+    munmap(stop, sizeof *stop);
+    close(ready[0]);
+    close(ready[1]);
+    P->flock_unmap(P->ctx, pa, LEN);
+    P->flock_close(P->ctx, a);
+}
+
 static void test_flock_open__unwritable_path(void **state)
 {
     (void)state;
@@ -430,6 +496,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flock_try__released_when_holder_dies, setup_lockfile,
                                         teardown_lockfile),
         cmocka_unit_test_setup_teardown(test_flock_map__shared_between_handles, setup_lockfile,
+                                        teardown_lockfile),
+        cmocka_unit_test_setup_teardown(test_flock_clear__zeroes_and_never_shortens, setup_lockfile,
                                         teardown_lockfile),
         cmocka_unit_test(test_flock_open__unwritable_path),
         cmocka_unit_test(test_process_id__is_this_process),
