@@ -1,4 +1,5 @@
-/* Benchmark: journal record throughput (attendance check-ins) against a bare SQLite insert. */
+/* Benchmark: journal record throughput (attendance check-ins) against a bare SQLite insert, and
+ * the floor of any journal that checks its ops against the model (floor_record). */
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -11,6 +12,7 @@
 #include "port/alloc.h"
 #include "storage/journal.h"
 #include "storage/libs.h"
+#include "storage/model.h"
 
 static double now_s(void)
 {
@@ -113,6 +115,104 @@ static double journal_record(fsa_journal_t *j, int from, int n)
 }
 
 /*
+ * The floor: the least that any journal recording these ops can do, whatever its schema. Each
+ * record, in one transaction: read the entity's current fields (one seek), check and apply the op
+ * with the model (fsa_model_apply, as the journal does), make its op id, and write ONE row, the op
+ * with the entity's new fields, into ONE b-tree keyed by entity, which the seek reads too. No
+ * outbox index, no change log, no entity row of its own: what the journal's readers (an entity's
+ * pending ops, the queue's counts, the listeners) need is left out. The row is the bare insert's
+ * size. Same pragmas and page size as the journal. A ratio of the journal's below the floor's is
+ * what its schema costs; a goal above the floor's is out of reach of any schema on this machine.
+ */
+typedef struct floor_side {
+    sqlite3 *db;
+    sqlite3_stmt *begin, *commit, *last, *ins;
+    int64_t seq;
+} floor_t;
+
+static bool floor_open(floor_t *f, const char *path, int sync_full)
+{
+    memset(f, 0, sizeof *f);
+    if (sqlite3_open(path, &f->db) != SQLITE_OK)
+        return false;
+    sqlite3_exec(f->db, "PRAGMA page_size=2048; PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+    sqlite3_exec(f->db, sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL,
+                 NULL, NULL);
+    sqlite3_exec(f->db,
+                 "CREATE TABLE ops(type INTEGER, id TEXT, seq INTEGER, op_id TEXT, at_ms INTEGER,"
+                 " fields TEXT, local TEXT, PRIMARY KEY(type, id, seq)) WITHOUT ROWID",
+                 NULL, NULL, NULL);
+    return sqlite3_prepare_v2(f->db, "BEGIN IMMEDIATE", -1, &f->begin, NULL) == SQLITE_OK &&
+           sqlite3_prepare_v2(f->db, "COMMIT", -1, &f->commit, NULL) == SQLITE_OK &&
+           sqlite3_prepare_v2(f->db,
+                              "SELECT local FROM ops WHERE type=?1 AND id=?2 "
+                              "ORDER BY seq DESC LIMIT 1",
+                              -1, &f->last, NULL) == SQLITE_OK &&
+           sqlite3_prepare_v2(f->db, "INSERT INTO ops VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)", -1,
+                              &f->ins, NULL) == SQLITE_OK;
+}
+
+static void floor_close(floor_t *f)
+{
+    sqlite3_finalize(f->begin);
+    sqlite3_finalize(f->commit);
+    sqlite3_finalize(f->last);
+    sqlite3_finalize(f->ins);
+    sqlite3_close(f->db);
+}
+
+/* One step of a statement that returns no row; false (and a line on stderr) on failure. */
+static bool floor_step(floor_t *f, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        fprintf(stderr, "floor: %s\n", sqlite3_errmsg(f->db));
+    return rc == SQLITE_DONE;
+}
+
+/* Records check-ins [from, from + n) as the journal_record loop does, at the floor (CPU:
+ * last_cpu_s). */
+static double floor_record(floor_t *f, int from, int n)
+{
+    double t0 = now_s(), c0 = cpu_s();
+    for (int i = from; i < from + n; i++) {
+        fsa_op_t op = {.kind = FSA_OP_CREATE, .type = FSA_TYPE_ATTENDANCE};
+        char fields[256];
+        snprintf(op.id, sizeof op.id, "att-%08d", i);
+        snprintf(fields, sizeof fields, ATT_FMT, i % 1000, i);
+        op.json = fields;
+        if (fsa_uuid7(fsa_port_posix(), op.op_id) != FSA_OK || !floor_step(f, f->begin))
+            continue;
+        sqlite3_bind_int(f->last, 1, (int)op.type);
+        sqlite3_bind_text(f->last, 2, op.id, -1, SQLITE_STATIC);
+        char *cur = NULL, *next = NULL;
+        if (sqlite3_step(f->last) == SQLITE_ROW)
+            cur = fsa_strdup((const char *)sqlite3_column_text(f->last, 0));
+        sqlite3_reset(f->last);
+        fsa_model_err_t merr;
+        if (fsa_model_apply(&op, cur, 0, FSA_APPLY_REPLAY, &next, &merr) != FSA_OK) {
+            fprintf(stderr, "floor: %s\n", merr.message);
+        } else {
+            sqlite3_bind_int(f->ins, 1, (int)op.type);
+            sqlite3_bind_text(f->ins, 2, op.id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(f->ins, 3, ++f->seq);
+            sqlite3_bind_text(f->ins, 4, op.op_id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(f->ins, 5, fsa_port_posix()->wall_now(NULL).ms);
+            sqlite3_bind_text(f->ins, 6, fields, -1, SQLITE_STATIC);
+            sqlite3_bind_text(f->ins, 7, next, -1, SQLITE_STATIC);
+            (void)floor_step(f, f->ins);
+        }
+        fsa_model_free(next);
+        fsa_free(cur);
+        (void)floor_step(f, f->commit);
+    }
+    double dt = now_s() - t0;
+    last_cpu_s = cpu_s() - c0;
+    return dt;
+}
+
+/*
  * Before the timed rounds, each side writes WARMUP rows untimed, on the connection the rounds then
  * use: a new WAL file grows with each commit until its first checkpoint, and a sync that also
  * grows the file costs the disk a metadata write besides the data (here up to twice the time of
@@ -179,22 +279,29 @@ int main(int argc, char **argv)
     } else {
         for (int full = 1; full >= 0; full--) {
             bare_t b;
+            floor_t f;
+            char pf[64];
+            snprintf(pf, sizeof pf, "%s/floor-%d.db", dir, full);
             fsa_journal_t *j = journal_open(full ? p2 : p4, full);
-            if (j == NULL || !bare_open(&b, full ? p1 : p3, row, full))
+            if (j == NULL || !bare_open(&b, full ? p1 : p3, row, full) || !floor_open(&f, pf, full))
                 return 1;
             (void)bare_sqlite(&b, WARMUP);
             (void)journal_record(j, 0, WARMUP);
-            /* Alternate in rounds so that a drift in the machine's speed hits both alike. */
+            (void)floor_record(&f, 0, WARMUP);
+            /* Alternate in rounds so that a drift in the machine's speed hits all three alike. */
             const int rounds = 8;
-            double bare_s = 0, rec_s = 0, bare_cpu = 0, rec_cpu = 0;
+            double bare_s = 0, rec_s = 0, bare_cpu = 0, rec_cpu = 0, floor_s = 0, floor_cpu = 0;
             for (int r = 0; r < rounds; r++) {
                 bare_s += bare_sqlite(&b, n / rounds);
                 bare_cpu += last_cpu_s;
                 rec_s += journal_record(j, WARMUP + r * (n / rounds), n / rounds);
                 rec_cpu += last_cpu_s;
+                floor_s += floor_record(&f, WARMUP + r * (n / rounds), n / rounds);
+                floor_cpu += last_cpu_s;
             }
             fsa_journal_close(j);
             bare_close(&b);
+            floor_close(&f);
             int ran = n / rounds * rounds; /* the records the rounds made */
             double bare = ran / bare_s, rec = ran / rec_s;
             const char *mode = full ? "fsync" : "normal";
@@ -211,6 +318,18 @@ int main(int argc, char **argv)
                        "\"unit\":\"ops/cpu-s\",\"baseline\":%.0f,"
                        "\"baseline_name\":\"sqlite.insert_normal_cpu\",\"ratio\":%.2f}\n",
                        ran / rec_cpu, ran / bare_cpu, bare_cpu / rec_cpu);
+            double fl = ran / floor_s;
+            printf("floor (%s: one row, one b-tree, the model's check): %.0f ops/s, ratio %.2f; "
+                   "the journal is %.2f of it\n",
+                   mode, fl, fl / bare, rec / fl);
+            printf("BENCH {\"name\":\"journal.record_floor_%s\",\"value\":%.0f,\"unit\":\"ops/s\","
+                   "\"baseline\":%.0f,\"baseline_name\":\"sqlite.insert_%s\",\"ratio\":%.2f}\n",
+                   mode, fl, bare, mode, fl / bare);
+            if (!full && floor_cpu > 0 && bare_cpu > 0)
+                printf("BENCH {\"name\":\"journal.record_floor_normal_cpu\",\"value\":%.0f,"
+                       "\"unit\":\"ops/cpu-s\",\"baseline\":%.0f,"
+                       "\"baseline_name\":\"sqlite.insert_normal_cpu\",\"ratio\":%.2f}\n",
+                       ran / floor_cpu, ran / bare_cpu, bare_cpu / floor_cpu);
         }
     }
     char cmd[96];
