@@ -1443,7 +1443,7 @@ static int child_take_and_report(const char *path, const char *resource, int rou
      * (its teardown removing the journal under the parent). */
     const int crashes[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS};
     for (size_t i = 0; i < sizeof crashes / sizeof crashes[0]; i++)
-        signal(crashes[i], SIG_DFL);
+        (void)signal(crashes[i], SIG_DFL);
     fsa_lockmgr_opts_t o = {.label = "reporter"};
     fsa_lockmgr_t *m = NULL;
     if (fsa_lockmgr_open(fsa_port_posix(), path, &o, &m, NULL, 0) != FSA_OK)
