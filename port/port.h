@@ -117,11 +117,12 @@ struct fsa_port {
      * mapping (addr NULL is accepted); the handle may be closed before or after. */
     fsa_status_t (*flock_map)(void *ctx, fsa_flock_t *f, size_t len, void **addr);
     void (*flock_unmap)(void *ctx, void *addr, size_t len);
-    /* Empties f's file to len bytes of zeros, as if new (holes where the file system has them: no
-     * disk or memory used until written); mappings of it stay valid and read zeros. The file is
-     * never shorter than len meanwhile, even if the process dies in the call: a mapping of len
-     * bytes never reads past its end. The caller makes sure that no one touches a mapping of
-     * the file meanwhile. FSA_OK; FSA_EINVAL; FSA_EFULL; FSA_EIO. */
+    /* Makes the first len bytes of f's file zeros, as if new (holes where the file system has
+     * them: no disk or memory used until written), growing it to len if it is shorter; mappings
+     * of it stay valid and read zeros. The file is never shorter than len meanwhile, even if the
+     * process dies in the call: a mapping of len bytes never reads past its end. The caller makes
+     * sure that no one touches a mapping of the file meanwhile. FSA_OK; FSA_EINVAL; FSA_EFULL;
+     * FSA_EIO. */
     fsa_status_t (*flock_clear)(void *ctx, fsa_flock_t *f, size_t len);
 
     /* Makes the calling thread background work (a sync thread beside an app's threads): its

@@ -113,7 +113,8 @@ for p in "${packages[@]}"; do
         "$strip" --strip-debug --remove-section=.comment --enable-deterministic-archives "$f"
         # The objects are fat (CMakeLists.txt, FSA_SMALL) and the archive is made without their
         # intermediate form (agent/lib/): any app's compiler must be able to link it.
-        lto=$("$objdump" -h "$f" | grep -c '\.gnu\.\(debug\)\{0,1\}lto_' || true)
+        headers=$("$objdump" -h "$f") # an objdump that fails stops the script (set -e)
+        lto=$(grep -c '\.gnu\.\(debug\)\{0,1\}lto_' <<<"$headers" || true)
         if [ "$lto" != 0 ]; then
           echo "package.sh: $f holds $lto sections of GCC's LTO form" >&2
           exit 1

@@ -343,16 +343,16 @@ fsa_status_t fsa__posix_flock_clear(void *ctx, fsa_flock_t *f, size_t len)
     }
     if (rc == 0)
         return FSA_OK;
-    if (errno != EOPNOTSUPP && errno != ENOSYS)
-        return FSA_EIO;
-    char zeros[1024] = {0}; /* a fallback: on the stack, not 4 KB of the binary's data */
+    /* Any file system that cannot punch this hole (EOPNOTSUPP, or another answer of its own):
+     * the zeros are written. On the stack: a static buffer was 4 KB of the binary's data. */
+    char zeros[1024] = {0};
     for (size_t off = 0; off < len;) {
         size_t n = len - off < sizeof zeros ? len - off : sizeof zeros;
         ssize_t w = pwrite(f->fd, zeros, n, (off_t)off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            return w < 0 && errno == ENOSPC ? FSA_EFULL : FSA_EIO;
+            return w < 0 && (errno == ENOSPC || errno == EDQUOT) ? FSA_EFULL : FSA_EIO;
         off += (size_t)w;
     }
     return FSA_OK;

@@ -1536,18 +1536,24 @@ static void test_lock_acquire__tokens_increase_after_the_last_manager_dies(void 
 #define KILL_CHILDREN 3
 #define KILL_ROUNDS 16
 
+/* A reporter child ended by the parent's SIGKILL, not by an exit or a crash of its own; else the
+ * other children (kids, n) are killed and reaped before the test fails. */
+static void killed_by_us(int status, const pid_t *kids, int n)
+{
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        return;
+    for (int i = 0; i < n; i++) {
+        if (kids[i] > 0 && kill(kids[i], SIGKILL) == 0) /* never kill(-1): every process */
+            (void)waitpid(kids[i], NULL, 0);
+    }
+    if (WIFEXITED(status))
+        fail_msg("child exited with %d", WEXITSTATUS(status));
+    fail_msg("child died of signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+}
+
 /* Processes take turns on one key and are SIGKILLed at random moments (mid-acquire, holding,
  * mid-release, all of them at once at the end); every token any of them reported, in the order
  * they were issued, is above the one before, and the next manager's is above them all. */
-/* A reporter child ended by the parent's SIGKILL, not by an exit or a crash of its own. */
-static void killed_by_us(int status)
-{
-    if (WIFEXITED(status))
-        fail_msg("child exited with %d", WEXITSTATUS(status));
-    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
-        fail_msg("child died of signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
-}
-
 static void test_lock_acquire__tokens_increase_across_kills(void **state)
 {
     fixture_t *fx = *state;
@@ -1580,7 +1586,8 @@ static void test_lock_acquire__tokens_increase_across_kills(void **state)
         assert_int_equal(kill(kids[victim], SIGKILL), 0);
         int status = 0;
         assert_int_equal(waitpid(kids[victim], &status, 0), kids[victim]);
-        killed_by_us(status);
+        kids[victim] = -1;
+        killed_by_us(status, kids, KILL_CHILDREN);
         kids[victim] = fork();
         assert_true(kids[victim] >= 0);
         if (kids[victim] == 0) {
@@ -1593,7 +1600,7 @@ static void test_lock_acquire__tokens_increase_across_kills(void **state)
     for (int i = 0; i < KILL_CHILDREN; i++) {
         int status = 0;
         assert_int_equal(waitpid(kids[i], &status, 0), kids[i]);
-        killed_by_us(status);
+        killed_by_us(status, NULL, 0); /* all were killed above */
     }
     close(report[1]);
     /* What they reported before dying, in order too. */
