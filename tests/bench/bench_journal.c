@@ -45,15 +45,26 @@ typedef struct bare {
     char *payload;
 } bare_t;
 
+/* Opens *db at path in WAL mode with FULL or NORMAL commits, after the setup statements first
+ * (a page size) and makes its one table (table); false when it cannot be opened. */
+static bool open_wal(sqlite3 **db, const char *path, const char *first, int sync_full,
+                     const char *table)
+{
+    if (sqlite3_open(path, db) != SQLITE_OK)
+        return false;
+    sqlite3_exec(*db, first, NULL, NULL, NULL);
+    sqlite3_exec(*db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+    sqlite3_exec(*db, sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL,
+                 NULL, NULL);
+    sqlite3_exec(*db, table, NULL, NULL, NULL);
+    return true;
+}
+
 static bool bare_open(bare_t *b, const char *path, size_t row_bytes, int sync_full)
 {
     memset(b, 0, sizeof *b);
-    if (sqlite3_open(path, &b->db) != SQLITE_OK)
+    if (!open_wal(&b->db, path, "", sync_full, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
         return false;
-    sqlite3_exec(b->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
-    sqlite3_exec(b->db, sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL,
-                 NULL, NULL);
-    sqlite3_exec(b->db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", NULL, NULL, NULL);
     b->payload = fsa_malloc(row_bytes + 1);
     if (b->payload == NULL ||
         sqlite3_prepare_v2(b->db, "INSERT INTO t(v) VALUES(?1)", -1, &b->ins, NULL) != SQLITE_OK)
@@ -135,15 +146,10 @@ typedef struct floor_side {
 static bool floor_open(floor_t *f, const char *path, int sync_full)
 {
     memset(f, 0, sizeof *f);
-    if (sqlite3_open(path, &f->db) != SQLITE_OK)
+    if (!open_wal(&f->db, path, "PRAGMA page_size=2048", sync_full,
+                  "CREATE TABLE ops(type INTEGER, id TEXT, seq INTEGER, op_id TEXT, at_ms INTEGER,"
+                  " fields TEXT, local TEXT, PRIMARY KEY(type, id, seq)) WITHOUT ROWID"))
         return false;
-    sqlite3_exec(f->db, "PRAGMA page_size=2048; PRAGMA journal_mode=WAL", NULL, NULL, NULL);
-    sqlite3_exec(f->db, sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL,
-                 NULL, NULL);
-    sqlite3_exec(f->db,
-                 "CREATE TABLE ops(type INTEGER, id TEXT, seq INTEGER, op_id TEXT, at_ms INTEGER,"
-                 " fields TEXT, local TEXT, PRIMARY KEY(type, id, seq)) WITHOUT ROWID",
-                 NULL, NULL, NULL);
     return sqlite3_prepare_v2(f->db, "BEGIN IMMEDIATE", -1, &f->begin, NULL) == SQLITE_OK &&
            sqlite3_prepare_v2(f->db, "COMMIT", -1, &f->commit, NULL) == SQLITE_OK &&
            sqlite3_prepare_v2(f->db,
