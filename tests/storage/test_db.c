@@ -114,6 +114,8 @@ static void test_fsa__db_open__creates_a_private_wal_journal(void **state)
     assert_int_equal(pragma(db, "PRAGMA synchronous"), 2); /* FULL */
     assert_int_equal(pragma(db, "PRAGMA foreign_keys"), 1);
     assert_int_equal(pragma(db, "PRAGMA user_version"), FSA_SCHEMA_VERSION);
+    /* No mutex of SQLite's own: the owner serialises its use (db.h). */
+    assert_null(sqlite3_db_mutex(db));
     fsa__db_close(fsa_port_posix(), db, users);
     /* opened again, without create: the same journal */
     o.create = false;
