@@ -812,22 +812,24 @@ static void test_fsa_engine_sync__results_not_json_holds_next_batch(void **state
 
 /* The server's answer (it names the batch's last op) whose results are unreadable (the first names
  * another op): the next batch went before the decode; its answer is awaited and dropped, its ops
- * show as sent, and every op stays to be sent again, in order, next cycle. */
+ * show as sent, and every op stays to be sent again, in order, next cycle; the third batch never
+ * goes. */
 static void test_fsa_engine_sync__results_unreadable_with_next_batch_sent_keeps_ops(void **state)
 {
     fx_t *f = *state;
-    char ids[20][40];
-    record_tickets(f, 20, ids);
+    enum { N = 2 * FSA_JOURNAL_GROUP_MAX + 8 };
+    char ids[N][40];
+    record_tickets(f, N, ids);
     f->srv.push = PUSH_WRONG_ID;
     fsa_sync_report_t r;
     fsa_status_t st = fsa_engine_sync(engine_with(f, 0, FSA_JOURNAL_GROUP_MAX), &r);
-    assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 20, "00000000-0000-4000-8000-000000000000");
+    assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, N, "00000000-0000-4000-8000-000000000000");
     assert_int_equal(f->srv.pushes, 2); /* the second batch was on its way: not a third */
     assert_int_equal(f->srv.push_ops[0], FSA_JOURNAL_GROUP_MAX);
-    assert_int_equal(f->srv.push_ops[1], 20 - FSA_JOURNAL_GROUP_MAX);
-    assert_int_equal(stats(f).inflight, 20); /* both batches went */
+    assert_int_equal(f->srv.push_ops[1], FSA_JOURNAL_GROUP_MAX);
+    assert_int_equal(stats(f).inflight, 2 * FSA_JOURNAL_GROUP_MAX); /* both batches went */
 
-    next_cycle_applies_in_order(f, ids, 20);
+    next_cycle_applies_in_order(f, ids, N);
 }
 
 /* clock_skew is corrected and retried at once, but a server that keeps saying it after the
