@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,6 +329,27 @@ fsa_status_t fsa__posix_flock_map(void *ctx, fsa_flock_t *f, size_t len, void **
  * zeroed in place instead: holes punched where the file system can (no disk used, as before),
  * zeros written where it cannot.
  */
+#ifdef FSA_FAULT_HOOKS
+static atomic_bool refuse_punch;
+
+void fsa__posix_refuse_punch(bool on)
+{
+    atomic_store(&refuse_punch, on);
+}
+
+/* fallocate, or the refusal of a file system without holes. */
+static int punch(int fd, int mode, off_t off, off_t len)
+{
+    if (atomic_load(&refuse_punch)) {
+        errno = EOPNOTSUPP;
+        return -1;
+    }
+    return fallocate(fd, mode, off, len);
+}
+#else
+#define punch fallocate
+#endif
+
 fsa_status_t fsa__posix_flock_clear(void *ctx, fsa_flock_t *f, size_t len)
 {
     (void)ctx;
@@ -337,8 +359,7 @@ fsa_status_t fsa__posix_flock_clear(void *ctx, fsa_flock_t *f, size_t len)
     if (st != FSA_OK || len == 0)
         return st;
     int rc;
-    while ((rc = fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len)) !=
-               0 &&
+    while ((rc = punch(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len)) != 0 &&
            errno == EINTR) {
     }
     if (rc == 0)

@@ -2,6 +2,7 @@
 #ifndef FSA_PORT_POSIX_POSIX_H
 #define FSA_PORT_POSIX_POSIX_H
 
+#include <stdbool.h>
 #include <time.h>
 
 #include "port/port.h"
@@ -28,6 +29,11 @@ fsa_status_t fsa__posix_flock_map(void *ctx, fsa_flock_t *f, size_t len,
                                   void **addr) FSA_MUST_CHECK;
 void fsa__posix_flock_unmap(void *ctx, void *addr, size_t len);
 fsa_status_t fsa__posix_flock_clear(void *ctx, fsa_flock_t *f, size_t len) FSA_MUST_CHECK;
+#ifdef FSA_FAULT_HOOKS
+/* For tests: while on, flock_clear is told that no hole can be punched (EOPNOTSUPP, as on a file
+ * system without them), and writes the zeros itself. Process-wide. */
+void fsa__posix_refuse_punch(bool on);
+#endif
 
 /* ns (a duration or a CLOCK_MONOTONIC deadline) as a timespec, negatives as zero and seconds
  * clamped to INT32_MAX (posix.c says why). The one conversion of the project's 64-bit nanoseconds

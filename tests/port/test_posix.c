@@ -338,11 +338,12 @@ static void test_flock_map__shared_between_handles(void **state)
 
 /* flock_clear zeroes the file in place and never makes it shorter, not even for a moment: another
  * process reading its own mapping all along never reads past the end (SIGBUS). Emptied by a
- * truncation to nothing and a growth, this child died of SIGBUS within the first clears. */
-static void test_flock_clear__zeroes_and_never_shortens(void **state)
+ * truncation to nothing and a growth, this child died of SIGBUS within the first clears. With
+ * refuse, as on a file system that cannot punch a hole: the zeros are written instead. */
+static void flock_clear_check(bool refuse)
 {
-    (void)state;
     enum { LEN = 16384, CLEARS = 2000 };
+    fsa__posix_refuse_punch(refuse);
     fsa_flock_t *a;
     char *pa = NULL;
     assert_fsa_ok(P->flock_open(P->ctx, lock_path, &a));
@@ -403,6 +404,19 @@ static void test_flock_clear__zeroes_and_never_shortens(void **state)
     close(ready[0]);
     P->flock_unmap(P->ctx, pa, LEN);
     P->flock_close(P->ctx, a);
+    fsa__posix_refuse_punch(false);
+}
+
+static void test_flock_clear__zeroes_and_never_shortens(void **state)
+{
+    (void)state;
+    flock_clear_check(false);
+}
+
+static void test_flock_clear__without_holes_writes_zeros(void **state)
+{
+    (void)state;
+    flock_clear_check(true);
 }
 
 static void test_flock_open__unwritable_path(void **state)
@@ -504,6 +518,8 @@ int main(void)
                                         teardown_lockfile),
         cmocka_unit_test_setup_teardown(test_flock_clear__zeroes_and_never_shortens, setup_lockfile,
                                         teardown_lockfile),
+        cmocka_unit_test_setup_teardown(test_flock_clear__without_holes_writes_zeros,
+                                        setup_lockfile, teardown_lockfile),
         cmocka_unit_test(test_flock_open__unwritable_path),
         cmocka_unit_test(test_process_id__is_this_process),
         cmocka_unit_test(test_once__runs_once_across_threads),
