@@ -930,10 +930,21 @@ static void test_lock_acquire__threads_with_own_managers_exclude_each_other(void
 
 /* ---- other processes (fork, real clock) ---- */
 
+/* Every forked child calls this first. A crash in it then kills it, for the parent to see:
+ * cmocka's handlers, inherited through fork(), would report it as the test's failure and run the
+ * rest of the tests in the child (its teardown removing the journal under the parent). */
+static void child_crashes_kill(void)
+{
+    const int crashes[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS};
+    for (size_t i = 0; i < sizeof crashes / sizeof crashes[0]; i++)
+        (void)signal(crashes[i], SIG_DFL);
+}
+
 /* The child's side of the holder-death test: takes the lock, reports its token, waits for the word
  * to die, and dies without releasing. Exit codes name what failed; no CMocka in the child. */
 static int child_hold_and_die(const char *path, int report_fd, int go_fd)
 {
+    child_crashes_kill();
     fsa_lockmgr_opts_t o = {.label = "doomed-child"};
     fsa_lockmgr_t *m = NULL;
     if (fsa_lockmgr_open(fsa_port_posix(), path, &o, &m, NULL, 0) != FSA_OK)
@@ -1031,6 +1042,7 @@ static void test_lock_acquire__dead_holder_is_taken_over(void **state)
  * that crashes later, holding J9 or nothing. Exit codes name what failed. */
 static int child_take_then_wait(const char *path, bool hold, int go_fd, int report_fd)
 {
+    child_crashes_kill();
     char go;
     if (read(go_fd, &go, 1) != 1)
         return 9;
@@ -1092,7 +1104,7 @@ static int64_t run_child_then_kill(fixture_t *fx, bool hold, dead_child_case_t c
     assert_int_equal(kill(pid, SIGKILL), 0);
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status));
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL); /* ours, not a crash */
     *pid_out = pid;
     return token;
 }
@@ -1180,6 +1192,7 @@ static void test_lock_stats__dead_while_holding_is_listed_until_taken_over(void 
 /* One of the processes that count in a file under the lock. */
 static int child_count_in_file(const char *path, const char *counter_path)
 {
+    child_crashes_kill();
     fsa_lockmgr_opts_t o = {.label = "counter"};
     fsa_lockmgr_t *m = NULL;
     if (fsa_lockmgr_open(fsa_port_posix(), path, &o, &m, NULL, 0) != FSA_OK)
@@ -1438,12 +1451,7 @@ static void test_lock_acquire__torn_slot_goes_by_the_row(void **state)
 static int child_take_and_report(const char *path, const char *resource, int rounds, int report_fd,
                                  bool wait_kill)
 {
-    /* A crash here kills this child, for the parent to see: cmocka's handlers, inherited through
-     * fork(), would report it as this test's failure and run the rest of the tests in the child
-     * (its teardown removing the journal under the parent). */
-    const int crashes[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS};
-    for (size_t i = 0; i < sizeof crashes / sizeof crashes[0]; i++)
-        (void)signal(crashes[i], SIG_DFL);
+    child_crashes_kill();
     fsa_lockmgr_opts_t o = {.label = "reporter"};
     fsa_lockmgr_t *m = NULL;
     if (fsa_lockmgr_open(fsa_port_posix(), path, &o, &m, NULL, 0) != FSA_OK)
@@ -1499,7 +1507,7 @@ static void test_lock_acquire__tokens_increase_after_the_last_manager_dies(void 
         assert_int_equal(kill(pid, SIGKILL), 0);
         int status = 0;
         assert_int_equal(waitpid(pid, &status, 0), pid);
-        assert_true(WIFSIGNALED(status));
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL); /* ours, not a crash */
         if (pass == 1)
             assert_int_equal(unlink(locks), 0); /* and the table goes with its file */
 
