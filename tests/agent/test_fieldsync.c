@@ -587,6 +587,47 @@ static void test_sync__sets_in_a_row_after_another_change_keep_the_last(void **s
     assert_string_equal(v, "9");
 }
 
+/* A transition taken "local" once the server has come to its status since: it is already
+ * satisfied, nothing is recorded again, and the command says so (the journal's test of the same
+ * is in tests/storage; this is the command's word for it). */
+static void test_sync__conflict_taken_local_when_the_server_agrees(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    start(f, NULL);
+    assert_int_equal(tc_seed(NULL, f->srv.url, "ticket", "T1", "{}"), 201);
+    for (int d = 0; d < 2; d++) {
+        init_device(f, d, f->srv.url);
+        FS_OK(&r, "--db", f->db[d], "sync");
+    }
+    FS_OK(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "OPEN");
+    FS_OK(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "RESOLVED");
+    FS_OK(&r, "--db", f->db[0], "sync");
+    FS_OK(&r, "--db", f->db[1], "ticket", "transition", "T1", "--to", "OPEN");
+    FS_OK(&r, "--db", f->db[1], "sync"); /* from NEW, but the server's is RESOLVED */
+    FS_OK(&r, "--db", f->db[1], "conflicts", "--json");
+    char *p = strstr(r.out, "\"op_id\":\"");
+    if (p == NULL)
+        fail_msg("no open conflict: %s", r.out);
+    char op_id[37];
+    memcpy(op_id, p + 9, 36);
+    op_id[36] = '\0';
+    /* The other device reopens it, and this one learns that. */
+    FS_OK(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "OPEN");
+    FS_OK(&r, "--db", f->db[0], "sync");
+    FS_OK(&r, "--db", f->db[1], "sync");
+    FS_OK(&r, "--db", f->db[1], "conflicts", "resolve", op_id, "--take", "local");
+    if (strstr(r.out, "resolved: nothing to record again") == NULL)
+        fail_msg("resolve said: %s", r.out);
+    FS_OK(&r, "--db", f->db[1], "status", "--json");
+    assert_non_null(strstr(r.out, "\"pending\":0"));
+    FS_OK(&r, "--db", f->db[1], "conflicts");
+    assert_non_null(strstr(r.out, "no open conflicts"));
+    char v[64];
+    field(f, "ticket", "T1", "status", v, sizeof v);
+    assert_string_equal(v, "\"OPEN\"");
+}
+
 static void test_sync__conflicts_resolved_per_table(void **state)
 {
     fx_t *f = *state;
@@ -845,6 +886,7 @@ int main(void)
         T(test_sync__faults_give_exactly_once),
         T(test_sync__create_conflict_taken_local),
         T(test_sync__conflicts_resolved_per_table),
+        T(test_sync__conflict_taken_local_when_the_server_agrees),
         T(test_sync__sets_in_a_row_after_another_change_keep_the_last),
         T(test_sync__killed_mid_batch_loses_and_doubles_nothing),
         T(test_security__private_files_and_no_secret_in_output),
