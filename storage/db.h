@@ -26,12 +26,12 @@ typedef struct fsa_db_opts {
  * path to, a symlink's target); a user that finds itself alone on a journal whose last users did
  * not close it cleanly runs a quick integrity check first.
  * On FSA_OK *out is an open connection and *users its membership (close both with
- * fsa__db_close). The connection is opened SQLITE_OPEN_NOMUTEX: SQLite takes no mutex of its own
- * for it, so that one thread at a time must use it and its statements; its owner serialises them
- * under a mutex of its own (the journal's j->mu, the lock manager's m->mu). Otherwise both are NULL
- * and err (errlen bytes) holds one line naming the problem. Returns FSA_OK, FSA_EINVAL,
- * FSA_ENOTFOUND (missing and not create), FSA_EIO, FSA_EBUSY, FSA_ESCHEMA (newer journal),
- * FSA_ECORRUPT, FSA_ENOMEM.
+ * fsa__db_close). Otherwise both are NULL and err (errlen bytes) holds one line naming the
+ * problem. Returns FSA_OK, FSA_EINVAL, FSA_ENOTFOUND (missing and not create), FSA_EIO,
+ * FSA_EBUSY, FSA_ESCHEMA (newer journal), FSA_ECORRUPT, FSA_ENOMEM.
+ * The connection is opened SQLITE_OPEN_NOMUTEX: SQLite takes no mutex of its own for it, so only
+ * one thread at a time may use it and its statements; its owner serialises them under a mutex of
+ * its own (the journal's j->mu, the lock manager's m->mu).
  */
 fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_t *opts,
                           sqlite3 **out, fsa_flock_t **users, char *err,

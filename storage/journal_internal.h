@@ -40,7 +40,7 @@ struct fsa_journal {
         sqlite3_stmt *st;
     } stmts[STMT_CACHE_MAX];
     int nstmts;
-    fsa_mutex_t *mu; /* serializes the handle's transactions across threads */
+    fsa_mutex_t *mu; /* serializes every use of db and its statements across threads (NOMUTEX) */
     /* Yielding to waiting threads (fsa_outbox_apply_batch, journal_apply.c): the threads waiting
      * for mu, and, under mu, whether the sync thread waits in turn for them (on `turn`, signalled
      * by the first of them to get mu). */

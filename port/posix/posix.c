@@ -321,6 +321,27 @@ fsa_status_t fsa__posix_flock_map(void *ctx, fsa_flock_t *f, size_t len, void **
     return FSA_OK;
 }
 
+#ifdef FSA_FAULT_HOOKS
+static atomic_bool refuse_punch;
+
+void fsa__posix_refuse_punch(bool on)
+{
+    atomic_store(&refuse_punch, on);
+}
+#endif
+
+/* fallocate, or (a test's fault hook) the refusal of a file system without holes. */
+static int punch(int fd, int mode, off_t off, off_t len)
+{
+#ifdef FSA_FAULT_HOOKS
+    if (atomic_load(&refuse_punch)) {
+        errno = EOPNOTSUPP;
+        return -1;
+    }
+#endif
+    return fallocate(fd, mode, off, len);
+}
+
 /*
  * The file is never shorter than len, not even for a moment. It was emptied by truncating it to
  * nothing and growing it again: a process killed between the two (SIGKILL, the OOM killer) left it
@@ -329,26 +350,6 @@ fsa_status_t fsa__posix_flock_map(void *ctx, fsa_flock_t *f, size_t len, void **
  * zeroed in place instead: holes punched where the file system can (no disk used, as before),
  * zeros written where it cannot.
  */
-#ifdef FSA_FAULT_HOOKS
-static atomic_bool refuse_punch;
-
-void fsa__posix_refuse_punch(bool on)
-{
-    atomic_store(&refuse_punch, on);
-}
-
-/* fallocate, or the refusal of a file system without holes. */
-static int punch(int fd, int mode, off_t off, off_t len)
-{
-    if (atomic_load(&refuse_punch)) {
-        errno = EOPNOTSUPP;
-        return -1;
-    }
-    return fallocate(fd, mode, off, len);
-}
-#else
-#define punch fallocate
-#endif
 
 fsa_status_t fsa__posix_flock_clear(void *ctx, fsa_flock_t *f, size_t len)
 {

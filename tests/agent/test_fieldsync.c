@@ -623,6 +623,9 @@ static void test_sync__conflict_taken_local_when_the_server_agrees(void **state)
     assert_non_null(strstr(r.out, "\"pending\":0"));
     FS_OK(&r, "--db", f->db[1], "conflicts");
     assert_non_null(strstr(r.out, "no open conflicts"));
+    FS_OK(&r, "--db", f->db[1], "show", "ticket", "T1", "--json");
+    if (strstr(r.out, "\"status\":\"OPEN\"") == NULL)
+        fail_msg("this device's view: %s", r.out);
     char v[64];
     field(f, "ticket", "T1", "status", v, sizeof v);
     assert_string_equal(v, "\"OPEN\"");

@@ -50,7 +50,9 @@ typedef struct bare {
 static bool open_wal(sqlite3 **db, const char *path, const char *first, int sync_full,
                      const char *table)
 {
-    if (sqlite3_open(path, db) != SQLITE_OK)
+    /* No mutex of SQLite's own, as the journal's connection (storage/db.h): like for like. */
+    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK)
         return false;
     sqlite3_exec(*db, first, NULL, NULL, NULL);
     sqlite3_exec(*db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);

@@ -930,6 +930,21 @@ static void test_lock_acquire__threads_with_own_managers_exclude_each_other(void
 
 /* ---- other processes (fork, real clock) ---- */
 
+/* A child ended by the parent's SIGKILL, not by an exit or a crash of its own; else the other
+ * children (kids, n: none when NULL, 0) are killed and reaped before the test fails. */
+static void killed_by_us(int status, const pid_t *kids, int n)
+{
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        return;
+    for (int i = 0; i < n; i++) {
+        if (kids[i] > 0 && kill(kids[i], SIGKILL) == 0) /* never kill(-1): every process */
+            (void)waitpid(kids[i], NULL, 0);
+    }
+    if (WIFEXITED(status))
+        fail_msg("child exited with %d", WEXITSTATUS(status));
+    fail_msg("child died of signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+}
+
 /* Every forked child calls this first. A crash in it then kills it, for the parent to see:
  * cmocka's handlers, inherited through fork(), would report it as the test's failure and run the
  * rest of the tests in the child (its teardown removing the journal under the parent). */
@@ -1104,7 +1119,7 @@ static int64_t run_child_then_kill(fixture_t *fx, bool hold, dead_child_case_t c
     assert_int_equal(kill(pid, SIGKILL), 0);
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL); /* ours, not a crash */
+    killed_by_us(status, NULL, 0);
     *pid_out = pid;
     return token;
 }
@@ -1507,7 +1522,7 @@ static void test_lock_acquire__tokens_increase_after_the_last_manager_dies(void 
         assert_int_equal(kill(pid, SIGKILL), 0);
         int status = 0;
         assert_int_equal(waitpid(pid, &status, 0), pid);
-        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL); /* ours, not a crash */
+        killed_by_us(status, NULL, 0);
         if (pass == 1)
             assert_int_equal(unlink(locks), 0); /* and the table goes with its file */
 
@@ -1543,21 +1558,6 @@ static void test_lock_acquire__tokens_increase_after_the_last_manager_dies(void 
 
 #define KILL_CHILDREN 3
 #define KILL_ROUNDS 16
-
-/* A reporter child ended by the parent's SIGKILL, not by an exit or a crash of its own; else the
- * other children (kids, n) are killed and reaped before the test fails. */
-static void killed_by_us(int status, const pid_t *kids, int n)
-{
-    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-        return;
-    for (int i = 0; i < n; i++) {
-        if (kids[i] > 0 && kill(kids[i], SIGKILL) == 0) /* never kill(-1): every process */
-            (void)waitpid(kids[i], NULL, 0);
-    }
-    if (WIFEXITED(status))
-        fail_msg("child exited with %d", WEXITSTATUS(status));
-    fail_msg("child died of signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
-}
 
 /* Processes take turns on one key and are SIGKILLed at random moments (mid-acquire, holding,
  * mid-release, all of them at once at the end); every token any of them reported, in the order
