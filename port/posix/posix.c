@@ -350,7 +350,6 @@ static int punch(int fd, int mode, off_t off, off_t len)
  * zeroed in place instead: holes punched where the file system can (no disk used, as before),
  * zeros written where it cannot.
  */
-
 fsa_status_t fsa__posix_flock_clear(void *ctx, fsa_flock_t *f, size_t len)
 {
     (void)ctx;
