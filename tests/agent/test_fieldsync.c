@@ -558,6 +558,16 @@ static void test_sync__create_conflict_taken_local(void **state)
     assert_string_equal(v, "\"LOW\"");
 }
 
+/* Both devices set up against the server, each having pulled what it holds. */
+static void two_devices_synced(fx_t *f)
+{
+    run_t r;
+    for (int d = 0; d < 2; d++) {
+        init_device(f, d, f->srv.url);
+        FS_OK(&r, "--db", f->db[d], "sync");
+    }
+}
+
 /* Two sets of one field in a row, while another device changed another field: the first
  * conflicts and is rebased; the second, whose prior held the first's value, was judged "the server
  * changed the same fields" (server wins), and the device's last value was lost under its first.
@@ -568,10 +578,7 @@ static void test_sync__sets_in_a_row_after_another_change_keep_the_last(void **s
     run_t r;
     start(f, NULL);
     assert_int_equal(tc_seed(NULL, f->srv.url, "jobneed", "J1", "{}"), 201);
-    for (int d = 0; d < 2; d++) {
-        init_device(f, d, f->srv.url);
-        FS_OK(&r, "--db", f->db[d], "sync");
-    }
+    two_devices_synced(f);
     FS_OK(&r, "--db", f->db[1], "job", "set", "J1", "expirytime=9");
     FS_OK(&r, "--db", f->db[1], "sync");
     FS_OK(&r, "--db", f->db[0], "job", "set", "J1", "seqno=5");
@@ -596,10 +603,7 @@ static void test_sync__conflict_taken_local_when_the_server_agrees(void **state)
     run_t r;
     start(f, NULL);
     assert_int_equal(tc_seed(NULL, f->srv.url, "ticket", "T1", "{}"), 201);
-    for (int d = 0; d < 2; d++) {
-        init_device(f, d, f->srv.url);
-        FS_OK(&r, "--db", f->db[d], "sync");
-    }
+    two_devices_synced(f);
     FS_OK(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "OPEN");
     FS_OK(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "RESOLVED");
     FS_OK(&r, "--db", f->db[0], "sync");
@@ -638,10 +642,7 @@ static void test_sync__conflicts_resolved_per_table(void **state)
     start(f, NULL);
     assert_int_equal(tc_seed(NULL, f->srv.url, "jobneed", "J1", "{}"), 201);
     assert_int_equal(tc_seed(NULL, f->srv.url, "jobneed", "J2", "{}"), 201);
-    for (int d = 0; d < 2; d++) {
-        init_device(f, d, f->srv.url);
-        FS_OK(&r, "--db", f->db[d], "sync");
-    }
+    two_devices_synced(f);
     /* two devices edit different fields of one job: the second is rebased, both land */
     FS_OK(&r, "--db", f->db[0], "job", "set", "J1", "seqno=5");
     FS_OK(&r, "--db", f->db[1], "job", "set", "J1", "expirytime=9");
