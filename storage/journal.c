@@ -1,4 +1,5 @@
 /* fieldsync: the journal: its SQLite helpers, transactions and commit failures, open and close. */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -17,6 +18,7 @@
 /* A cached statement for sql (a string literal), ready to bind. Hand it back with release(). */
 fsa_status_t fsa__jn_prep(fsa_journal_t *j, const char *sql, sqlite3_stmt **st)
 {
+    assert(fsa__jn_held(j)); /* the connection has no mutex of SQLite's own */
     for (int i = 0; i < j->nstmts; i++) {
         if (j->stmts[i].sql == sql) {
             *st = j->stmts[i].st;
@@ -101,10 +103,36 @@ void fsa__jn_end_leftover(fsa_journal_t *j)
  * in autocommit mode never lands in a transaction left open, and a read never sees one. A thread
  * waits counted in j->waiting, and the sync thread applying results gives way to such threads
  * (fsa_outbox_apply_batch): when it waits for them, the first to get the mutex tells it. */
+/* The calling thread's tag: an address that no other thread has. */
+static const void *self_tag(void)
+{
+    static _Thread_local char tag;
+    return &tag;
+}
+
+bool fsa__jn_held(fsa_journal_t *j)
+{
+    return atomic_load(&j->owner) == self_tag();
+}
+
+void fsa__jn_wait_turn(fsa_journal_t *j)
+{
+    atomic_store(&j->owner, NULL); /* the wait lets mu go, and takes it again */
+    (void)j->port->cond_wait(j->port->ctx, j->turn, j->mu, fsa_mono_forever());
+    atomic_store(&j->owner, self_tag());
+}
+
+void fsa__jn_unlock_j(fsa_journal_t *j)
+{
+    atomic_store(&j->owner, NULL);
+    j->port->mutex_unlock(j->port->ctx, j->mu);
+}
+
 void fsa__jn_lock_j(fsa_journal_t *j)
 {
     atomic_fetch_add(&j->waiting, 1);
     j->port->mutex_lock(j->port->ctx, j->mu);
+    atomic_store(&j->owner, self_tag());
     atomic_fetch_sub(&j->waiting, 1);
     if (j->yielding)
         j->port->cond_broadcast(j->port->ctx, j->turn);
@@ -135,7 +163,7 @@ fsa_status_t fsa__jn_begin(fsa_journal_t *j)
     /* Never a write at synchronous=NORMAL that should have been FULL. */
     fsa_status_t st = j->relaxed ? FSA_ENOMEM : run_cached(j, "BEGIN IMMEDIATE", NULL);
     if (st != FSA_OK)
-        j->port->mutex_unlock(j->port->ctx, j->mu);
+        unlock_j(j);
     else
         j->wal_full0 = fsa__db_wal_full_writes(j->db);
     return st;
@@ -198,7 +226,7 @@ fsa_status_t fsa__jn_finish_commit(fsa_journal_t *j, fsa_status_t st, commit_fai
     } else {
         (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return st;
 }
 
@@ -376,6 +404,6 @@ fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen)
         }
         release(j, st);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }

@@ -585,7 +585,7 @@ void fsa__jn_give_way(fsa_journal_t *j, uint64_t *busy0)
         /* The first waiter to get the mutex signals turn (lock_j); a spurious or sim-port wake-up
          * only ends a turn early. */
         j->yielding = true;
-        (void)j->port->cond_wait(j->port->ctx, j->turn, j->mu, fsa_mono_forever());
+        fsa__jn_wait_turn(j);
         j->yielding = false;
         end_leftover(j);
     }
@@ -595,7 +595,7 @@ void fsa__jn_give_way(fsa_journal_t *j, uint64_t *busy0)
      * is a real thread. */
     fsa_port_t *real = fsa_port_posix();
     uint64_t seen = fsa_pulse_count();
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     (void)fsa_pulse_wait(seen, fsa_mono_add_ns(real->mono_now(real->ctx), APPLY_YIELD_BUSY_NS));
     lock_j(j);
     *busy0 = fsa__db_busy_waits();
@@ -625,7 +625,7 @@ fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
         if (s == FSA_OK && i < n)
             give_way(j, &busy0);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     flush_wal(j);
     return s;
 }

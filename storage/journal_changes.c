@@ -111,7 +111,7 @@ fsa_status_t fsa_journal_changes_last(fsa_journal_t *j, int64_t *seq)
             s = fsa__db_status(rc);
         release(j, st);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }
 
@@ -147,7 +147,7 @@ fsa_status_t fsa_journal_changes_read(fsa_journal_t *j, int64_t after, fsa_chang
             s = fsa__db_status(rc);
         release(j, st);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     if (s != FSA_OK)
         *n = 0;
     return s;

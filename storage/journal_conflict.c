@@ -171,7 +171,7 @@ fsa_status_t fsa_conflicts_each(fsa_journal_t *j, bool all, fsa_conflict_fn fn, 
             s = fsa__db_status(rc);
         release(j, st);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }
 
@@ -470,6 +470,6 @@ fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id, fsa_conflict_
             s = rc == SQLITE_DONE ? FSA_ENOTFOUND : fsa__db_status(rc);
         release(j, st);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }

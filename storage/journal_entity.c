@@ -188,7 +188,7 @@ static fsa_status_t read_entity(fsa_journal_t *j, fsa_type_t type, const char *i
         }
     }
     entity_clear(&e);
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }
 
@@ -290,7 +290,7 @@ fsa_status_t fsa_journal_entity_conflicts(fsa_journal_t *j, fsa_type_t type, con
         return FSA_EINVAL;
     lock_j(j);
     fsa_status_t s = count_open_conflicts(j, type, id, n);
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }
 
@@ -362,6 +362,6 @@ fsa_status_t fsa_journal_list(fsa_journal_t *j, const fsa_entity_filter_t *f, fs
             s = fsa__db_status(rc);
         release(j, st);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }

@@ -41,6 +41,7 @@ struct fsa_journal {
     } stmts[STMT_CACHE_MAX];
     int nstmts;
     fsa_mutex_t *mu; /* serializes every use of db and its statements across threads (NOMUTEX) */
+    const void *_Atomic owner; /* the thread holding mu (fsa__jn_held), NULL when none */
     /* Yielding to waiting threads (fsa_outbox_apply_batch, journal_apply.c): the threads waiting
      * for mu, and, under mu, whether the sync thread waits in turn for them (on `turn`, signalled
      * by the first of them to get mu). */
@@ -103,8 +104,15 @@ static inline void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int i)
 /* ---- transactions (journal.c) ---- */
 
 /* Takes the journal's mutex (ending a transaction a failed COMMIT left open); the caller
- * releases it with j->port->mutex_unlock. */
+ * releases it with unlock_j. */
 void fsa__jn_lock_j(fsa_journal_t *j);
+/* Releases the journal's mutex. */
+void fsa__jn_unlock_j(fsa_journal_t *j);
+/* Under the mutex: waits for j->turn, the mutex let go meanwhile (fsa__jn_give_way). */
+void fsa__jn_wait_turn(fsa_journal_t *j);
+/* Whether the calling thread holds the journal's mutex: db is opened without SQLite's own
+ * (storage/db.h), so that every use of it must be under j->mu; prep() checks it (assert). */
+bool fsa__jn_held(fsa_journal_t *j);
 /* Ends a transaction left open under the mutex (a COMMIT or ROLLBACK that had no memory to run). */
 void fsa__jn_end_leftover(fsa_journal_t *j);
 /* Runs a transaction statement (a string literal) from the statement cache; *xrc (may be NULL)
@@ -277,6 +285,7 @@ fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
 #define step_range(...) fsa__jn_step_range(__VA_ARGS__)
 #define rec_error(...) fsa__jn_rec_error(__VA_ARGS__)
 #define lock_j(...) fsa__jn_lock_j(__VA_ARGS__)
+#define unlock_j(...) fsa__jn_unlock_j(__VA_ARGS__)
 #define end_leftover(...) fsa__jn_end_leftover(__VA_ARGS__)
 #define run_cached(...) fsa__jn_run_cached(__VA_ARGS__)
 #define sync_full_again(...) fsa__jn_sync_full_again(__VA_ARGS__)

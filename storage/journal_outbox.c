@@ -108,7 +108,7 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
     /* A read transaction, so the rows and the group sizes come from one snapshot. */
     fsa_status_t s = fsa__db_exec(j->db, "BEGIN", NULL, 0);
     if (s != FSA_OK) {
-        j->port->mutex_unlock(j->port->ctx, j->mu);
+        unlock_j(j);
         return s;
     }
     /* The batch after another (after_seq > 0: the drain reads the next batch while the server
@@ -182,7 +182,7 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
         end = sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     if (s == FSA_OK && end != SQLITE_OK)
         s = fsa__db_status(end);
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     if (s != FSA_OK) {
         for (size_t i = 0; i < count; i++)
             fsa_op_clear(&ops[i]);
@@ -424,11 +424,11 @@ fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *remo
             break;
         give_way(j, &busy0);
         /* The WAL synced (or checkpointed) outside the mutex, as after each batch of a drain. */
-        j->port->mutex_unlock(j->port->ctx, j->mu);
+        unlock_j(j);
         flush_wal(j);
         lock_j(j);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     flush_wal(j);
     if (removed != NULL)
         *removed = c.removed;
@@ -508,7 +508,7 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
         s = stats_step(st, out);
         release(j, st);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }
 
@@ -530,7 +530,7 @@ fsa_status_t fsa_outbox_find(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
         if (s != FSA_OK)
             fsa_op_clear(op);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }
 
@@ -556,6 +556,6 @@ fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id, fsa_op_sta
             s = rc == SQLITE_DONE ? FSA_ENOTFOUND : fsa__db_status(rc);
         release(j, st);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }

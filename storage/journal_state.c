@@ -38,7 +38,7 @@ static fsa_status_t state_get_int(fsa_journal_t *j, const char *key, int64_t dfl
         return FSA_EINVAL;
     lock_j(j);
     fsa_status_t s = state_get_int_locked(j, key, dflt, out);
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }
 
@@ -60,7 +60,7 @@ static fsa_status_t state_set(fsa_journal_t *j, const char *key, const char *sv,
             sqlite3_bind_int64(st, 2, iv);
         s = step_done(j, st);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }
 
@@ -85,7 +85,7 @@ static fsa_status_t state_get_str(fsa_journal_t *j, const char *key, char **out)
         }
         release(j, st);
     }
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }
 
@@ -104,7 +104,7 @@ fsa_status_t fsa_journal_now_checked(fsa_journal_t *j, fsa_wall_t *out)
 {
     lock_j(j);
     fsa_status_t s = now_locked(j, out);
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     return s;
 }
 
@@ -264,7 +264,7 @@ fsa_status_t fsa_journal_sync_state_get(fsa_journal_t *j, fsa_sync_state_t *out)
         s = state_get_int_locked(j, FSA_STATE_SYNC_FAILURES, 0, &out->backoff.failures);
     if (s == FSA_OK)
         s = state_get_int_locked(j, FSA_STATE_LAST_SYNC_MS, 0, &out->last_sync_ms);
-    j->port->mutex_unlock(j->port->ctx, j->mu);
+    unlock_j(j);
     if (s != FSA_OK)
         memset(out, 0, sizeof *out);
     return s;
