@@ -99,10 +99,6 @@ void fsa__jn_end_leftover(fsa_journal_t *j)
         (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-/* Takes the journal's mutex; every call that touches the database starts here, so that a write
- * in autocommit mode never lands in a transaction left open, and a read never sees one. A thread
- * waits counted in j->waiting, and the sync thread applying results gives way to such threads
- * (fsa_outbox_apply_batch): when it waits for them, the first to get the mutex tells it. */
 /* The calling thread's tag: an address that no other thread has. */
 static const void *self_tag(void)
 {
@@ -128,6 +124,10 @@ void fsa__jn_unlock_j(fsa_journal_t *j)
     j->port->mutex_unlock(j->port->ctx, j->mu);
 }
 
+/* Takes the journal's mutex; every call that touches the database starts here, so that a write
+ * in autocommit mode never lands in a transaction left open, and a read never sees one. A thread
+ * waits counted in j->waiting, and the sync thread applying results gives way to such threads
+ * (fsa_outbox_apply_batch): when it waits for them, the first to get the mutex tells it. */
 void fsa__jn_lock_j(fsa_journal_t *j)
 {
     atomic_fetch_add(&j->waiting, 1);
