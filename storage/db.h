@@ -31,8 +31,8 @@ typedef struct fsa_db_opts {
  * FSA_EBUSY, FSA_ESCHEMA (newer journal), FSA_ECORRUPT, FSA_ENOMEM.
  * The connection is opened SQLITE_OPEN_NOMUTEX: SQLite takes no mutex of its own for it, so only
  * one thread at a time may use it and its statements; its owner serialises them under a mutex of
- * its own (the journal's j->mu, the lock manager's m->mu). The journal's statement cache asserts
- * that the calling thread holds j->mu (fsa__jn_held).
+ * its own (the journal's j->mu, the lock manager's m->mu). The journal's statement cache and its
+ * transactions' ends assert that the calling thread holds j->mu (fsa__jn_held).
  */
 fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_t *opts,
                           sqlite3 **out, fsa_flock_t **users, char *err,

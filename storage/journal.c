@@ -95,6 +95,7 @@ void fsa__jn_rec_error(fsa_rec_t *rec, const char *fmt, ...)
  * left one: ending it first keeps one failed allocation from failing every later call. */
 void fsa__jn_end_leftover(fsa_journal_t *j)
 {
+    assert(fsa__jn_held(j));
     if (!sqlite3_get_autocommit(j->db))
         (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
 }
@@ -106,21 +107,28 @@ static const void *self_tag(void)
     return &tag;
 }
 
+/* owner is only ever compared with the calling thread's own tag, and a thread sees its own last
+ * store: no ordering is needed. */
+static void note_owner(fsa_journal_t *j, const void *tag)
+{
+    atomic_store_explicit(&j->owner, tag, memory_order_relaxed);
+}
+
 bool fsa__jn_held(fsa_journal_t *j)
 {
-    return atomic_load(&j->owner) == self_tag();
+    return atomic_load_explicit(&j->owner, memory_order_relaxed) == self_tag();
 }
 
 void fsa__jn_wait_turn(fsa_journal_t *j)
 {
-    atomic_store(&j->owner, NULL); /* the wait lets mu go, and takes it again */
+    note_owner(j, NULL); /* the wait lets mu go, and takes it again */
     (void)j->port->cond_wait(j->port->ctx, j->turn, j->mu, fsa_mono_forever());
-    atomic_store(&j->owner, self_tag());
+    note_owner(j, self_tag());
 }
 
 void fsa__jn_unlock_j(fsa_journal_t *j)
 {
-    atomic_store(&j->owner, NULL);
+    note_owner(j, NULL);
     j->port->mutex_unlock(j->port->ctx, j->mu);
 }
 
@@ -132,7 +140,7 @@ void fsa__jn_lock_j(fsa_journal_t *j)
 {
     atomic_fetch_add(&j->waiting, 1);
     j->port->mutex_lock(j->port->ctx, j->mu);
-    atomic_store(&j->owner, self_tag());
+    note_owner(j, self_tag());
     atomic_fetch_sub(&j->waiting, 1);
     if (j->yielding)
         j->port->cond_broadcast(j->port->ctx, j->turn);
@@ -208,6 +216,7 @@ static bool at_budget(fsa_journal_t *j)
  * *how (may be NULL) tells how it ended (see commit_fail_t). */
 fsa_status_t fsa__jn_finish_commit(fsa_journal_t *j, fsa_status_t st, commit_fail_t *how)
 {
+    assert(fsa__jn_held(j));
     if (how != NULL)
         *how = COMMIT_DONE;
     if (st == FSA_EFULL && how != NULL && !at_budget(j))

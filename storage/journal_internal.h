@@ -111,7 +111,8 @@ void fsa__jn_unlock_j(fsa_journal_t *j);
 /* Under the mutex: waits for j->turn, the mutex let go meanwhile (fsa__jn_give_way). */
 void fsa__jn_wait_turn(fsa_journal_t *j);
 /* Whether the calling thread holds the journal's mutex: db is opened without SQLite's own
- * (storage/db.h), so that every use of it must be under j->mu; prep() checks it (assert). */
+ * (storage/db.h), so that every use of it must be under j->mu; prep() (every cached statement),
+ * end_leftover and finish_commit assert it. */
 bool fsa__jn_held(fsa_journal_t *j);
 /* Ends a transaction left open under the mutex (a COMMIT or ROLLBACK that had no memory to run). */
 void fsa__jn_end_leftover(fsa_journal_t *j);
