@@ -558,10 +558,14 @@ static void test_sync__create_conflict_taken_local(void **state)
     assert_string_equal(v, "\"LOW\"");
 }
 
-/* Both devices set up against the server, each having pulled what it holds. */
-static void two_devices_synced(fx_t *f)
+/* The server started with the entities of type ids (NULL-terminated) on it, and both devices set
+ * up against it, each having pulled them. */
+static void two_devices_on(fx_t *f, const char *type, const char *const *ids)
 {
     run_t r;
+    start(f, NULL);
+    for (const char *const *id = ids; *id != NULL; id++)
+        assert_int_equal(tc_seed(NULL, f->srv.url, type, *id, "{}"), 201);
     for (int d = 0; d < 2; d++) {
         init_device(f, d, f->srv.url);
         FS_OK(&r, "--db", f->db[d], "sync");
@@ -576,9 +580,7 @@ static void test_sync__sets_in_a_row_after_another_change_keep_the_last(void **s
 {
     fx_t *f = *state;
     run_t r;
-    start(f, NULL);
-    assert_int_equal(tc_seed(NULL, f->srv.url, "jobneed", "J1", "{}"), 201);
-    two_devices_synced(f);
+    two_devices_on(f, "jobneed", (const char *const[]){"J1", NULL});
     FS_OK(&r, "--db", f->db[1], "job", "set", "J1", "expirytime=9");
     FS_OK(&r, "--db", f->db[1], "sync");
     FS_OK(&r, "--db", f->db[0], "job", "set", "J1", "seqno=5");
@@ -601,9 +603,7 @@ static void test_sync__conflict_taken_local_when_the_server_agrees(void **state)
 {
     fx_t *f = *state;
     run_t r;
-    start(f, NULL);
-    assert_int_equal(tc_seed(NULL, f->srv.url, "ticket", "T1", "{}"), 201);
-    two_devices_synced(f);
+    two_devices_on(f, "ticket", (const char *const[]){"T1", NULL});
     FS_OK(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "OPEN");
     FS_OK(&r, "--db", f->db[0], "ticket", "transition", "T1", "--to", "RESOLVED");
     FS_OK(&r, "--db", f->db[0], "sync");
@@ -639,10 +639,7 @@ static void test_sync__conflicts_resolved_per_table(void **state)
 {
     fx_t *f = *state;
     run_t r;
-    start(f, NULL);
-    assert_int_equal(tc_seed(NULL, f->srv.url, "jobneed", "J1", "{}"), 201);
-    assert_int_equal(tc_seed(NULL, f->srv.url, "jobneed", "J2", "{}"), 201);
-    two_devices_synced(f);
+    two_devices_on(f, "jobneed", (const char *const[]){"J1", "J2", NULL});
     /* two devices edit different fields of one job: the second is rebased, both land */
     FS_OK(&r, "--db", f->db[0], "job", "set", "J1", "seqno=5");
     FS_OK(&r, "--db", f->db[1], "job", "set", "J1", "expirytime=9");
