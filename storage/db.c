@@ -93,26 +93,34 @@
     "reason INTEGER NOT NULL,"                                                                     \
     "op_id TEXT NOT NULL DEFAULT '',"                                                              \
     "at_ms INTEGER NOT NULL);"
-/* The outbox's indexes (as schema 2 made them) and schema 3's trigger, which schema 4 drops. */
-#define OUTBOX_INDEXES                                                                             \
+/* The outbox's indexes as schema 2 made them: the two that every schema since keeps, and the two
+ * that schema 5 drops (outbox_closed takes their place). Schema 3's trigger, which schema 4
+ * drops. */
+#define OUTBOX_KEPT_INDEXES                                                                        \
     "CREATE INDEX outbox_by_entity ON outbox(type,id,state,seq);"                                  \
-    "CREATE INDEX outbox_open ON outbox(seq,state) WHERE state IN(0,1);"                           \
-    "CREATE INDEX outbox_done ON outbox(seq) WHERE state=2;"                                       \
     "CREATE INDEX outbox_by_group ON outbox(grp,state) WHERE grp!='';"
+#define OUTBOX_V2_QUEUE_INDEXES                                                                    \
+    "CREATE INDEX outbox_open ON outbox(seq,state) WHERE state IN(0,1);"                           \
+    "CREATE INDEX outbox_done ON outbox(seq) WHERE state=2;"
+/* Schema 5's index of the ops that are not open (state 0: pending), few in a queue of any size:
+ * the parked ops (conflicted or rejected), and the done ops and in-flight marks (state 2 and 1) an
+ * older journal left. A query finds its rows through it only when its WHERE says state!=0. */
+#define OUTBOX_CLOSED_INDEX "CREATE INDEX outbox_closed ON outbox(seq) WHERE state!=0;"
 /* What the steps and the current schema share is kept once, in shared_ddl: in their text, a byte
- * 1 to 4 stands for the first to fourth of its parts (ddl_expand). */
+ * 1 to DDL_PARTS stands for the first to last of its parts (ddl_expand). */
 #define DDL_OUTBOX_COLUMNS "\001"
 #define DDL_CONFLICTS_AFTER_SEQ "\002"
 #define DDL_CHANGES_COLUMNS "\003"
-#define DDL_OUTBOX_INDEXES "\004"
+#define DDL_OUTBOX_KEPT_INDEXES "\004"
+#define DDL_PARTS 4
 static const char shared_ddl[] =
-    OUTBOX_V3_COLUMNS "\0" CONFLICTS_V3_AFTER_SEQ "\0" CHANGES_V3_COLUMNS "\0" OUTBOX_INDEXES;
+    OUTBOX_V3_COLUMNS "\0" CONFLICTS_V3_AFTER_SEQ "\0" CHANGES_V3_COLUMNS "\0" OUTBOX_KEPT_INDEXES;
 #define OUTBOX_V3_INDEXES                                                                          \
-    DDL_OUTBOX_INDEXES                                                                             \
-    "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "                                 \
-    "WHEN NOT EXISTS(SELECT 1 FROM outbox WHERE seq>old.seq) BEGIN "                               \
-    "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "            \
-    "ON CONFLICT(k) DO UPDATE SET v=max(v,excluded.v); END;"
+    DDL_OUTBOX_KEPT_INDEXES OUTBOX_V2_QUEUE_INDEXES                                                \
+        "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "                             \
+        "WHEN NOT EXISTS(SELECT 1 FROM outbox WHERE seq>old.seq) BEGIN "                           \
+        "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "        \
+        "ON CONFLICT(k) DO UPDATE SET v=max(v,excluded.v); END;"
 
 /*
  * Migrations: the steps from schema version 1 up, each ended by a NUL; migration(v) takes a
@@ -193,11 +201,21 @@ static const char migration_steps[] =
      *   which is all that the next seq needs (one above both).
      * - done_ops' index by time, one more entry per done op: the audit ids are pruned in op id
      *   order instead, which for UUIDv7 ids is the order they were made (journal_outbox.c). */
-    "DROP TRIGGER outbox_keeps_last_seq; DROP INDEX done_ops_by_time;";
-_Static_assert(FSA_SCHEMA_VERSION == 4, "a new step: append it to migration_steps");
+    "DROP TRIGGER outbox_keeps_last_seq; DROP INDEX done_ops_by_time;"
+    "\0"
+    /* 4 -> 5: one write less for every op recorded and every op the drain applies
+     * (docs/performance.md, "Session 21"). outbox_open (every open op by seq) was for reading the
+     * queue past the done ops that piled up at its head until a cycle's compaction; since schema
+     * 4's journals an applied op leaves the outbox with its result, so the table itself, in seq
+     * order, is the queue but for the few ops that are not open. Those are in outbox_closed (it
+     * takes outbox_done's place): the parked ops, the done ops and in-flight marks an older
+     * journal left. The queue's figures count the whole table (SQLite counts a b-tree's pages,
+     * not its rows) less the closed ops, instead of every open op one by one. */
+    "DROP INDEX outbox_open; DROP INDEX outbox_done;" OUTBOX_CLOSED_INDEX;
+_Static_assert(FSA_SCHEMA_VERSION == 5, "a new step: append it to migration_steps");
 #define SCHEMA_VERSION_TEXT_(v) #v
 #define SCHEMA_VERSION_TEXT_OF(v) SCHEMA_VERSION_TEXT_(v)
-#define SCHEMA_VERSION_TEXT SCHEMA_VERSION_TEXT_OF(FSA_SCHEMA_VERSION) /* "4" */
+#define SCHEMA_VERSION_TEXT SCHEMA_VERSION_TEXT_OF(FSA_SCHEMA_VERSION) /* "5" */
 
 /* The step from version v to v + 1, v from 1 to FSA_SCHEMA_VERSION - 1 (a few, once per open of
  * an older journal: the walk costs nothing that matters). */
@@ -219,17 +237,18 @@ static const char *migration(int64_t v)
 static const char schema_current[] = ENTITIES_DDL
     "CREATE TABLE outbox" DDL_OUTBOX_COLUMNS DONE_OPS_TABLE_DDL
     "CREATE TABLE conflicts(seq INTEGER PRIMARY KEY REFERENCES outbox(seq)," DDL_CONFLICTS_AFTER_SEQ
-        STATE_AND_LOCKS_DDL "CREATE TABLE changes" DDL_CHANGES_COLUMNS DDL_OUTBOX_INDEXES;
+        STATE_AND_LOCKS_DDL
+    "CREATE TABLE changes" DDL_CHANGES_COLUMNS DDL_OUTBOX_KEPT_INDEXES OUTBOX_CLOSED_INDEX;
 
-/* sql with each stand-in byte (1 to 4) replaced by its part of shared_ddl, into out (cap bytes);
- * false when it does not fit. */
+/* sql with each stand-in byte (1 to DDL_PARTS) replaced by its part of shared_ddl, into out (cap
+ * bytes); false when it does not fit. */
 static bool ddl_expand(const char *sql, char *out, size_t cap)
 {
     size_t n = 0;
     for (; *sql != '\0'; sql++) {
         const char *part = sql;
         size_t len = 1;
-        if ((unsigned char)*sql <= 4) {
+        if ((unsigned char)*sql <= DDL_PARTS) {
             part = shared_ddl;
             for (unsigned char k = (unsigned char)*sql; k > 1; k--)
                 part += strlen(part) + 1;

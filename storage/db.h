@@ -10,7 +10,7 @@
 
 /* The schema version this program writes. Older journals are migrated on open; newer ones are
  * refused with FSA_ESCHEMA. */
-#define FSA_SCHEMA_VERSION 4
+#define FSA_SCHEMA_VERSION 5
 
 typedef struct fsa_db_opts {
     bool sync_normal;    /* synchronous=NORMAL instead of FULL (may lose the last commits on

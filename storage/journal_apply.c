@@ -212,9 +212,9 @@ static fsa_status_t ent_get(fsa_journal_t *j, ent_cache_t *c, fsa_type_t type, c
 #define DONE_OPS_COPY_SQL                                                                          \
     "INSERT OR IGNORE INTO done_ops(op_id,seq,done_ms) SELECT op_id,seq,?3 "                       \
     "FROM outbox NOT INDEXED WHERE seq BETWEEN ?1 AND ?2 AND state IN(0,1)"
-/* NOT INDEXED: the rows are found by their seq (the rowid) in the table itself. Through
- * outbox_open, which the statement changes, SQLite would collect the rows first and seek each
- * again. */
+/* NOT INDEXED: the rows are found by their seq (the rowid) in the table itself. Through an index
+ * that the statement changes (schema 4's outbox_open did), SQLite would collect the rows first and
+ * seek each again. */
 #define DONE_OPS_DELETE_SQL                                                                        \
     "DELETE FROM outbox NOT INDEXED WHERE seq BETWEEN ?1 AND ?2 AND state IN(0,1)"
 

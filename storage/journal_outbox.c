@@ -111,19 +111,15 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
         unlock_j(j);
         return s;
     }
-    /* The batch after another (after_seq > 0: the drain reads the next batch while the server
-     * works on one) is read from the table in seq (rowid) order, NOT INDEXED: past a batch just
-     * sent, the rows are the open ops but for the few conflicted or rejected ones (an applied op
-     * leaves the outbox with its result, journal_apply.c), and reading them through outbox_open
-     * sought each row again in the table (about 1 k instructions per op). The head of the queue
-     * is read through outbox_open: parked ops, and the done ops an older journal left for its
-     * compaction, may lie before it, and this read also says "nothing left" at a cycle's end. */
+    /* The open ops are read from the table in seq (rowid) order, NOT INDEXED: an applied op
+     * leaves the outbox with its result (journal_apply.c), so the rows are the open ops but for
+     * the few that are not (parked: conflicted or rejected; the done ops an older journal left
+     * for its compaction), and through an index SQLite would seek each row again in the table
+     * (about 1 k instructions per op). The same read says "nothing left" at a cycle's end. */
     sqlite3_stmt *st;
     s = prep(j,
-             after_seq > 0 ? "SELECT " OP_COLUMNS " FROM outbox NOT INDEXED WHERE seq>?2 AND "
-                             "state IN(0,1) ORDER BY seq LIMIT ?1"
-                           : "SELECT " OP_COLUMNS " FROM outbox WHERE state IN(0,1) AND seq>?2 "
-                             "ORDER BY seq LIMIT ?1",
+             "SELECT " OP_COLUMNS " FROM outbox NOT INDEXED WHERE seq>?2 AND state IN(0,1) "
+             "ORDER BY seq LIMIT ?1",
              &st);
     size_t count = 0, bytes = 0, group_start = 0;
     char current_group[FSA_GROUP_BYTES] = "";
@@ -285,12 +281,17 @@ typedef struct compact {
     size_t removed;
 } compact_t;
 
-/* The next COMPACT_STEP done ops after c->after_seq: copied to done_ops and deleted. */
+/* The next COMPACT_STEP done ops after c->after_seq: copied to done_ops and deleted. Each
+ * statement says state!=0, so that SQLite finds them through outbox_closed (storage/db.c) rather
+ * than in every row of the queue. */
 static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
 {
     sqlite3_stmt *st;
-    fsa_status_t s = prep(
-        j, "SELECT seq FROM outbox WHERE state=2 AND seq>?1 ORDER BY seq LIMIT 1 OFFSET ?2", &st);
+    fsa_status_t s =
+        prep(j,
+             "SELECT seq FROM outbox WHERE state!=0 AND state=2 AND seq>?1 ORDER BY seq LIMIT 1 "
+             "OFFSET ?2",
+             &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, c->after_seq);
@@ -306,12 +307,12 @@ static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
         s = step_range(j,
                        "INSERT OR IGNORE INTO done_ops(op_id,seq,done_ms) "
                        "SELECT op_id,seq,coalesce(done_ms,0) FROM outbox "
-                       "WHERE state=2 AND seq>?1 AND seq<=?2",
+                       "WHERE state!=0 AND state=2 AND seq>?1 AND seq<=?2",
                        c->after_seq, upto, 0, NULL);
     int64_t rows = 0;
     if (s == FSA_OK)
-        s = step_range(j, "DELETE FROM outbox WHERE state=2 AND seq>?1 AND seq<=?2", c->after_seq,
-                       upto, 0, &rows);
+        s = step_range(j, "DELETE FROM outbox WHERE state!=0 AND state=2 AND seq>?1 AND seq<=?2",
+                       c->after_seq, upto, 0, &rows);
     if (s != FSA_OK)
         return s;
     c->removed += (size_t)rows;
@@ -438,22 +439,26 @@ fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *remo
 /* The queue's figures in one statement (fsa_outbox_stats). */
 static const char STATS_SQL[] =
     "SELECT "
-    " (SELECT count(*) FROM outbox WHERE state IN(0,1)),"
-    /* Each count reads a partial index, never the table: they run after every batch of a drain
-     * (status events). */
-    /* In flight: the open ops at or below the mark (a range of outbox_open), and those an older
-     * journal marked with state 1 (one OR over every open op cost five times a range). */
+    /* They run once per push of a drain, and whenever the app or the CLI asks for the status. No
+     * count reads every open op: the open ops are every row of the outbox (SQLite counts a
+     * table's rows from its b-tree's pages, the smallest of its indexes) less those in
+     * outbox_closed, which are few (parked ops; done ops and in-flight marks of an older
+     * journal). Each count of outbox_closed names it (else SQLite counts them by scanning all of
+     * outbox_by_entity) and says state!=0, its WHERE, without which it cannot be used. */
+    " (SELECT count(*) FROM outbox)-"
+    "(SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state>1),"
+    /* In flight: the open ops at or below the mark (the table's rows from its head, all sent but
+     * the parked ones), and those above it that an older journal marked with state 1. */
     " (SELECT count(*) FROM outbox WHERE state IN(0,1) AND seq<=" SENT_UPTO_SQL
-    ")+(SELECT count(*) FROM outbox WHERE state IN(0,1) "
-    "  AND seq>" SENT_UPTO_SQL " AND state=1),"
+    ")+(SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state=1 AND "
+    "seq>" SENT_UPTO_SQL "),"
     /* Done ops wait for a compaction only in older journals (an applied op leaves the outbox
-     * with its result): without INDEXED BY, SQLite counted them by scanning all of
-     * outbox_by_entity. */
-    " (SELECT count(*) FROM outbox INDEXED BY outbox_done WHERE state=2),"
+     * with its result). */
+    " (SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state=2),"
     " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='conflict'),"
     " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='rejected'),"
     " (SELECT coalesce(min(at_ms),0) FROM outbox WHERE seq="
-    "  (SELECT min(seq) FROM outbox WHERE state IN(0,1))),"
+    "  (SELECT min(seq) FROM outbox NOT INDEXED WHERE state IN(0,1))),"
     " " OUTBOX_LAST_SEQ_SQL;
 
 /* Steps the statement of STATS_SQL into *out (the caller resets it). */
