@@ -102,6 +102,10 @@
 #define OUTBOX_V2_QUEUE_INDEXES                                                                    \
     "CREATE INDEX outbox_open ON outbox(seq,state) WHERE state IN(0,1);"                           \
     "CREATE INDEX outbox_done ON outbox(seq) WHERE state=2;"
+/* Every row of the conflicts table, for a copy of it (a step that rebuilds it). */
+#define CONFLICTS_ROWS                                                                             \
+    "SELECT seq,op_id,outcome,code,reason,server_version,server_fields,created_ms,decision,"       \
+    "resolution,resolved_ms FROM conflicts;"
 /* Schema 5's index of the ops that are not open (state 0: pending), few in a queue of any size:
  * the parked ops (conflicted or rejected), and the done ops and in-flight marks (state 2 and 1) an
  * older journal left. A query finds its rows through it only when its WHERE says state!=0. */
@@ -179,9 +183,7 @@ static const char migration_steps[] =
     "by_n, from_s, to_s, akey, max_len, payload, prior, state, attempts, result_version, "
     "done_ms FROM outbox;"
     "CREATE TABLE conflicts_v3(seq INTEGER PRIMARY KEY REFERENCES "
-    "outbox_v3(seq)," DDL_CONFLICTS_AFTER_SEQ
-    "INSERT INTO conflicts_v3 SELECT seq,op_id,outcome,code,reason,server_version,"
-    "server_fields,created_ms,decision,resolution,resolved_ms FROM conflicts;"
+    "outbox_v3(seq)," DDL_CONFLICTS_AFTER_SEQ "INSERT INTO conflicts_v3 " CONFLICTS_ROWS
     "INSERT INTO sync_state(k,v) SELECT '" FSA_STATE_OUTBOX_LAST_DELETED "', seq "
     "FROM sqlite_sequence WHERE name='outbox' AND seq>0 "
     "ON CONFLICT(k) DO UPDATE SET v=max(v,excluded.v);"
@@ -203,15 +205,26 @@ static const char migration_steps[] =
      *   order instead, which for UUIDv7 ids is the order they were made (journal_outbox.c). */
     "DROP TRIGGER outbox_keeps_last_seq; DROP INDEX done_ops_by_time;"
     "\0"
-    /* 4 -> 5: one write less for every op recorded and every op the drain applies
-     * (docs/performance.md, "Session 21"). outbox_open (every open op by seq) was for reading the
-     * queue past the done ops that piled up at its head until a cycle's compaction; since schema
-     * 4's journals an applied op leaves the outbox with its result, so the table itself, in seq
-     * order, is the queue but for the few ops that are not open. Those are in outbox_closed (it
-     * takes outbox_done's place): the parked ops, the done ops and in-flight marks an older
-     * journal left. The queue's figures count the whole table (SQLite counts a b-tree's pages,
-     * not its rows) less the closed ops, instead of every open op one by one. */
-    "DROP INDEX outbox_open; DROP INDEX outbox_done;" OUTBOX_CLOSED_INDEX;
+    /* 4 -> 5: less work for every op recorded and every op the drain applies
+     * (docs/performance.md, "Session 21").
+     * - outbox_open (every open op by seq) was for reading the queue past the done ops that
+     *   piled up at its head until a cycle's compaction; since schema 4's journals an applied op
+     *   leaves the outbox with its result, so the table itself, in seq order, is the queue but
+     *   for the few ops that are not open. Those are in outbox_closed (it takes outbox_done's
+     *   place): the parked ops, the done ops and in-flight marks an older journal left. The
+     *   queue's figures count the whole table (SQLite counts a b-tree's pages, not its rows) less
+     *   the closed ops, instead of every open op one by one.
+     * - The conflicts table without its foreign key to the outbox: SQLite checked it for every
+     *   outbox row deleted (each applied op), loading the whole row to do so, ~6% of the drain's
+     *   instructions, and no row the journal deletes can have a conflict: a conflict is made only
+     *   for the op parked in the same transaction (journal_apply.c, park), a parked op never
+     *   leaves state 3 or 4, and only open ops (0, 1) and an older journal's done ops (2) are
+     *   ever deleted. fsa_journal_integrity checks that every conflict has its op. SQLite cannot
+     *   drop a foreign key in place: the table is copied, as in the 2 -> 3 step. */
+    "DROP INDEX outbox_open; DROP INDEX outbox_done;" OUTBOX_CLOSED_INDEX
+    "CREATE TABLE conflicts_v5(seq INTEGER PRIMARY KEY," DDL_CONFLICTS_AFTER_SEQ
+    "INSERT INTO conflicts_v5 " CONFLICTS_ROWS "DROP TABLE conflicts;"
+    "ALTER TABLE conflicts_v5 RENAME TO conflicts;";
 _Static_assert(FSA_SCHEMA_VERSION == 5, "a new step: append it to migration_steps");
 #define SCHEMA_VERSION_TEXT_(v) #v
 #define SCHEMA_VERSION_TEXT_OF(v) SCHEMA_VERSION_TEXT_(v)
@@ -236,8 +249,7 @@ static const char *migration(int64_t v)
  */
 static const char schema_current[] = ENTITIES_DDL
     "CREATE TABLE outbox" DDL_OUTBOX_COLUMNS DONE_OPS_TABLE_DDL
-    "CREATE TABLE conflicts(seq INTEGER PRIMARY KEY REFERENCES outbox(seq)," DDL_CONFLICTS_AFTER_SEQ
-        STATE_AND_LOCKS_DDL
+    "CREATE TABLE conflicts(seq INTEGER PRIMARY KEY," DDL_CONFLICTS_AFTER_SEQ STATE_AND_LOCKS_DDL
     "CREATE TABLE changes" DDL_CHANGES_COLUMNS DDL_OUTBOX_KEPT_INDEXES OUTBOX_CLOSED_INDEX;
 
 /* sql with each stand-in byte (1 to DDL_PARTS) replaced by its part of shared_ddl, into out (cap

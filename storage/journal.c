@@ -413,6 +413,26 @@ fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen)
         }
         release(j, st);
     }
+    if (s == FSA_OK)
+        s = prep(j,
+                 "SELECT c.seq,c.op_id FROM conflicts c LEFT JOIN outbox o ON o.seq=c.seq "
+                 "WHERE o.seq ISNULL LIMIT 1",
+                 &st);
+    if (s == FSA_OK) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            s = FSA_ECORRUPT;
+            const char *op_id = (const char *)sqlite3_column_text(st, 1);
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "conflict %lld (op %.40s) has no op in the outbox",
+                         (long long)sqlite3_column_int64(st, 0), op_id != NULL ? op_id : "?");
+        } else if (rc != SQLITE_DONE) {
+            s = fsa__db_status(rc);
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "%s", sqlite3_errstr(rc));
+        }
+        release(j, st);
+    }
     unlock_j(j);
     return s;
 }

@@ -445,7 +445,9 @@ fsa_status_t fsa_journal_entity_conflicts(fsa_journal_t *j, fsa_type_t type, con
  * uncorrected, which a caller must not use where the time matters: an op's time, a signature). */
 fsa_status_t fsa_journal_now_checked(fsa_journal_t *j, fsa_wall_t *out) FSA_MUST_CHECK;
 
-/* Runs PRAGMA integrity_check; FSA_OK or FSA_ECORRUPT (err names the first problem). */
+/* Runs PRAGMA integrity_check, then checks that every conflict has its op in the outbox (the
+ * journal keeps that without a foreign key: storage/db.c, the 4 -> 5 step); FSA_OK or
+ * FSA_ECORRUPT (err names the first problem), or the status of a check that could not run. */
 fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen) FSA_MUST_CHECK;
 
 #endif

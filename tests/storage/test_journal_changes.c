@@ -512,7 +512,7 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
     char *schema = dump(db, "SELECT name, sql FROM sqlite_master WHERE name IN "
                             "('outbox', 'changes', 'conflicts') ORDER BY name");
     assert_null(strstr(schema, "AUTOINCREMENT"));
-    assert_non_null(strstr(schema, "REFERENCES \"outbox\"(seq)"));
+    assert_null(strstr(schema, "REFERENCES")); /* schema 5 dropped conflicts' foreign key */
     assert_null(strstr(schema, "_v3"));
     fsa_free(schema);
     assert_int_equal(q_int(db, "SELECT count(*) FROM sqlite_sequence WHERE name IN "
@@ -521,7 +521,6 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
     assert_int_equal(q_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
                                "tbl_name = 'outbox'"),
                      4); /* op_id's own, by entity, by group, and schema 5's outbox_closed */
-    assert_int_equal(q_int(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
     char *v = dump(db, OUTBOX_ROWS);
     assert_string_equal(v, outbox);
     fsa_free(v);
@@ -571,7 +570,7 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
 /* ---- schema 5: the queue's indexes ---- */
 
 /* Turns a journal of this schema back into schema 4 (storage/db.c): outbox_open and outbox_done
- * instead of outbox_closed. */
+ * instead of outbox_closed, and conflicts with its foreign key to the outbox. */
 static void make_v4(sqlite3 *db)
 {
     char *msg = NULL;
@@ -580,6 +579,14 @@ static void make_v4(sqlite3 *db)
                      "DROP INDEX outbox_closed;"
                      "CREATE INDEX outbox_open ON outbox(seq, state) WHERE state IN (0, 1);"
                      "CREATE INDEX outbox_done ON outbox(seq) WHERE state = 2;"
+                     "CREATE TABLE conflicts_v4(seq INTEGER PRIMARY KEY REFERENCES outbox(seq),"
+                     "  op_id TEXT NOT NULL, outcome TEXT NOT NULL, code TEXT NOT NULL DEFAULT '',"
+                     "  reason TEXT NOT NULL DEFAULT '', server_version INTEGER,"
+                     "  server_fields TEXT, created_ms INTEGER NOT NULL,"
+                     "  decision TEXT NOT NULL DEFAULT '', resolution TEXT, resolved_ms INTEGER);"
+                     "INSERT INTO conflicts_v4 SELECT * FROM conflicts;"
+                     "DROP TABLE conflicts;"
+                     "ALTER TABLE conflicts_v4 RENAME TO conflicts;"
                      "PRAGMA user_version = 4;"
                      "COMMIT;",
                      NULL, NULL, &msg) != SQLITE_OK)
@@ -706,7 +713,9 @@ static void test_fsa_journal_open__v4_journal_migrates_to_v5(void **state)
                                   "UPDATE outbox SET state = 1 WHERE id = 'T4';",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
-    char *outbox = dump(db, OUTBOX_ROWS);
+    char *outbox = dump(db, OUTBOX_ROWS), *conflicts = dump(db, CONFLICT_ROWS);
+    assert_non_null(strstr(conflicts, "rejected"));
+    assert_int_equal(q_int(db, "SELECT count(*) FROM pragma_foreign_key_list('conflicts')"), 1);
     /* A migration that fails (here: the name of its index is taken) leaves schema 4 whole. */
     assert_int_equal(
         sqlite3_exec(db, "CREATE INDEX outbox_closed ON done_ops(seq)", NULL, NULL, NULL),
@@ -731,6 +740,10 @@ static void test_fsa_journal_open__v4_journal_migrates_to_v5(void **state)
     char *v = dump(db, OUTBOX_ROWS);
     assert_string_equal(v, outbox);
     fsa_free(v);
+    v = dump(db, CONFLICT_ROWS);
+    assert_string_equal(v, conflicts);
+    fsa_free(v);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM pragma_foreign_key_list('conflicts')"), 0);
     char *sig_fresh = new_journal_schema(f), *sig_migrated = schema_signature(db);
     assert_null(strstr(sig_fresh, "outbox_open"));
     assert_null(strstr(sig_fresh, "outbox_done"));
@@ -777,6 +790,28 @@ static void test_fsa_journal_open__v4_journal_migrates_to_v5(void **state)
     assert_int_equal(st.done, 0);
     assert_int_equal(st.pending, 4);
     fsa_free(outbox);
+    fsa_free(conflicts);
+}
+
+/* With no foreign key behind it, the integrity check says when a conflict has lost its op. */
+static void test_fsa_journal_integrity__a_conflict_without_its_op(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t r;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &r));
+    fsa_op_result_t res = result_for(r.op_id, FSA_RESULT_REJECTED, 0);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &res, 1));
+    char err[256];
+    assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM outbox", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(fsa_journal_integrity(f->j, err, sizeof err), FSA_ECORRUPT);
+    char want[128];
+    snprintf(want, sizeof want, "conflict %lld (op %s) has no op in the outbox", (long long)r.seq,
+             r.op_id);
+    assert_string_equal(err, want);
 }
 
 /* The file's bytes (fsa_malloc'ed, *len set). */
@@ -1184,6 +1219,7 @@ int main(void)
         T(test_fsa_journal_open__v2_migration_under_io_faults),
         T(test_fsa_journal_open__v3_journal_migrates_to_v4),
         T(test_fsa_journal_open__v4_journal_migrates_to_v5),
+        T(test_fsa_journal_integrity__a_conflict_without_its_op),
         T(test_fsa_outbox_compact__seq_never_reused),
         T(test_fsa_outbox_op_state__through_compaction),
         T(test_fsa_outbox_compact__prunes_old_changes_only_beyond_the_newest),
