@@ -93,34 +93,35 @@
     "reason INTEGER NOT NULL,"                                                                     \
     "op_id TEXT NOT NULL DEFAULT '',"                                                              \
     "at_ms INTEGER NOT NULL);"
-/* The outbox's indexes as schema 2 made them: the two that every schema since keeps, and the two
- * that schema 5 drops (outbox_closed takes their place). Schema 3's trigger, which schema 4
- * drops. */
-#define OUTBOX_KEPT_INDEXES                                                                        \
-    "CREATE INDEX outbox_by_entity ON outbox(type,id,state,seq);"                                  \
-    "CREATE INDEX outbox_by_group ON outbox(grp,state) WHERE grp!='';"
+/* The outbox's indexes as schema 2 made them, in its order: the two that every schema since
+ * keeps, by entity and by group, and between them the two that schema 5 drops (outbox_closed
+ * takes their place). Schema 3's trigger, which schema 4 drops. */
+#define OUTBOX_BY_ENTITY_INDEX "CREATE INDEX outbox_by_entity ON outbox(type,id,state,seq);"
 #define OUTBOX_V2_QUEUE_INDEXES                                                                    \
     "CREATE INDEX outbox_open ON outbox(seq,state) WHERE state IN(0,1);"                           \
     "CREATE INDEX outbox_done ON outbox(seq) WHERE state=2;"
+#define OUTBOX_BY_GROUP_INDEX "CREATE INDEX outbox_by_group ON outbox(grp,state) WHERE grp!='';"
 /* Every row of the conflicts table, for a copy of it (a step that rebuilds it). */
 #define CONFLICTS_ROWS                                                                             \
     "SELECT seq,op_id,outcome,code,reason,server_version,server_fields,created_ms,decision,"       \
     "resolution,resolved_ms FROM conflicts;"
-/* Schema 5's index of the ops that are not open (state 0: pending), few in a queue of any size:
- * the parked ops (conflicted or rejected), and the done ops and in-flight marks (state 2 and 1) an
- * older journal left. A query finds its rows through it only when its WHERE says state!=0. */
+/* Schema 5's index of the outbox rows whose state is not 0: the parked ops (conflicted or
+ * rejected, states 3 and 4), and the done ops and in-flight marks (states 2 and 1) that an older
+ * journal left. A query finds its rows through it only when its WHERE says state!=0. */
 #define OUTBOX_CLOSED_INDEX "CREATE INDEX outbox_closed ON outbox(seq) WHERE state!=0;"
 /* What the steps and the current schema share is kept once, in shared_ddl: in their text, a byte
  * 1 to DDL_PARTS stands for the first to last of its parts (ddl_expand). */
 #define DDL_OUTBOX_COLUMNS "\001"
 #define DDL_CONFLICTS_AFTER_SEQ "\002"
 #define DDL_CHANGES_COLUMNS "\003"
-#define DDL_OUTBOX_KEPT_INDEXES "\004"
-#define DDL_PARTS 4
+#define DDL_OUTBOX_BY_ENTITY_INDEX "\004"
+#define DDL_OUTBOX_BY_GROUP_INDEX "\005"
+#define DDL_PARTS 5
 static const char shared_ddl[] =
-    OUTBOX_V3_COLUMNS "\0" CONFLICTS_V3_AFTER_SEQ "\0" CHANGES_V3_COLUMNS "\0" OUTBOX_KEPT_INDEXES;
+    OUTBOX_V3_COLUMNS "\0" CONFLICTS_V3_AFTER_SEQ "\0" CHANGES_V3_COLUMNS
+                      "\0" OUTBOX_BY_ENTITY_INDEX "\0" OUTBOX_BY_GROUP_INDEX;
 #define OUTBOX_V3_INDEXES                                                                          \
-    DDL_OUTBOX_KEPT_INDEXES OUTBOX_V2_QUEUE_INDEXES                                                \
+    DDL_OUTBOX_BY_ENTITY_INDEX OUTBOX_V2_QUEUE_INDEXES DDL_OUTBOX_BY_GROUP_INDEX                   \
         "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "                             \
         "WHEN NOT EXISTS(SELECT 1 FROM outbox WHERE seq>old.seq) BEGIN "                           \
         "INSERT INTO sync_state(k,v) VALUES('" FSA_STATE_OUTBOX_LAST_DELETED "', old.seq) "        \
@@ -210,10 +211,10 @@ static const char migration_steps[] =
      * - outbox_open (every open op by seq) was for reading the queue past the done ops that
      *   piled up at its head until a cycle's compaction; since schema 4's journals an applied op
      *   leaves the outbox with its result, so the table itself, in seq order, is the queue but
-     *   for the few ops that are not open. Those are in outbox_closed (it takes outbox_done's
-     *   place): the parked ops, the done ops and in-flight marks an older journal left. The
-     *   queue's figures count the whole table (SQLite counts a b-tree's pages, not its rows) less
-     *   the closed ops, instead of every open op one by one.
+     *   for the parked ops (and the done ops an older journal left). The rows whose state is not
+     *   0 are in outbox_closed (it takes outbox_done's place). The queue's figures count the
+     *   whole table (SQLite counts a b-tree's pages, not its rows) less the parked and done ops,
+     *   instead of every open op one by one.
      * - The conflicts table without its foreign key to the outbox: SQLite checked it for every
      *   outbox row deleted (each applied op), loading the whole row to do so, ~6% of the drain's
      *   instructions, and no row the journal deletes can have a conflict: a conflict is made only
@@ -250,7 +251,8 @@ static const char *migration(int64_t v)
 static const char schema_current[] = ENTITIES_DDL
     "CREATE TABLE outbox" DDL_OUTBOX_COLUMNS DONE_OPS_TABLE_DDL
     "CREATE TABLE conflicts(seq INTEGER PRIMARY KEY," DDL_CONFLICTS_AFTER_SEQ STATE_AND_LOCKS_DDL
-    "CREATE TABLE changes" DDL_CHANGES_COLUMNS DDL_OUTBOX_KEPT_INDEXES OUTBOX_CLOSED_INDEX;
+    "CREATE TABLE changes" DDL_CHANGES_COLUMNS DDL_OUTBOX_BY_ENTITY_INDEX DDL_OUTBOX_BY_GROUP_INDEX
+        OUTBOX_CLOSED_INDEX;
 
 /* sql with each stand-in byte (1 to DDL_PARTS) replaced by its part of shared_ddl, into out (cap
  * bytes); false when it does not fit. */

@@ -447,7 +447,8 @@ fsa_status_t fsa_journal_now_checked(fsa_journal_t *j, fsa_wall_t *out) FSA_MUST
 
 /* Runs PRAGMA integrity_check, then checks that every conflict has its op in the outbox (the
  * journal keeps that without a foreign key: storage/db.c, the 4 -> 5 step); FSA_OK or
- * FSA_ECORRUPT (err names the first problem), or the status of a check that could not run. */
+ * FSA_ECORRUPT (err names the first problem; also when SQLite's check itself fails to run), or
+ * the status of a failed read of the conflicts. */
 fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen) FSA_MUST_CHECK;
 
 #endif

@@ -235,11 +235,15 @@ enum { OP_COL_PRIOR = 15, OP_COL_STATE = 16, OP_NCOLS = 20 };
 /* Fills *op (and *state, may be NULL) from an OP_COLUMNS row. */
 fsa_status_t fsa__jn_op_from_row(sqlite3_stmt *st, fsa_op_t *op,
                                  fsa_op_state_t *state) FSA_MUST_CHECK;
+/* The statements that read the queue and count it (journal_outbox.c; their plans are pinned by a
+ * test): the open ops after seq ?2 in seq order, at most ?1; the figures of fsa_outbox_stats. */
+extern const char fsa__jn_queue_read_sql[];
+extern const char fsa__jn_stats_sql[];
 /* An outbox op by op_id, inside the caller's lock: FSA_OK (op and *state set), FSA_ENOTFOUND. */
 fsa_status_t fsa__jn_find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
                                  fsa_op_state_t *state) FSA_MUST_CHECK;
 /*
- * "In flight" is not written op by op: the outbox's state column is in three of its indexes, and
+ * "In flight" is not written op by op: the outbox's state column was in three of its indexes, and
  * rewriting it for every op sent cost as much as applying the op's result. Batches are read from
  * the head of the queue in seq order and a recorded op always gets a higher seq than any op
  * committed before it, so the ops sent at least once are exactly the open ones at or below the

@@ -97,6 +97,10 @@ fsa_status_t fsa_outbox_next_batch(fsa_journal_t *j, fsa_op_t *ops, size_t max_o
     return fsa_outbox_next_batch_after(j, 0, ops, max_ops, max_bytes, n);
 }
 
+const char fsa__jn_queue_read_sql[] =
+    "SELECT " OP_COLUMNS " FROM outbox NOT INDEXED WHERE seq>?2 AND state IN(0,1) "
+    "ORDER BY seq LIMIT ?1";
+
 fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fsa_op_t *ops,
                                          size_t max_ops, size_t max_bytes, size_t *n)
 {
@@ -117,10 +121,7 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
      * for its compaction), and through an index SQLite would seek each row again in the table
      * (about 1 k instructions per op). The same read says "nothing left" at a cycle's end. */
     sqlite3_stmt *st;
-    s = prep(j,
-             "SELECT " OP_COLUMNS " FROM outbox NOT INDEXED WHERE seq>?2 AND state IN(0,1) "
-             "ORDER BY seq LIMIT ?1",
-             &st);
+    s = prep(j, fsa__jn_queue_read_sql, &st);
     size_t count = 0, bytes = 0, group_start = 0;
     char current_group[FSA_GROUP_BYTES] = "";
     if (s == FSA_OK) {
@@ -437,13 +438,13 @@ fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *remo
 }
 
 /* The queue's figures in one statement (fsa_outbox_stats). */
-static const char STATS_SQL[] =
+const char fsa__jn_stats_sql[] =
     "SELECT "
     /* They run once per push of a drain, and whenever the app or the CLI asks for the status. No
-     * count reads every open op: the open ops are every row of the outbox (SQLite counts a
-     * table's rows from its b-tree's pages, the smallest of its indexes) less those in
-     * outbox_closed, which are few (parked ops; done ops and in-flight marks of an older
-     * journal). Each count of outbox_closed names it (else SQLite counts them by scanning all of
+     * count reads every open op: the open ops (states 0 and 1) are every row of the outbox
+     * (SQLite counts a table's rows from its b-tree's pages, the smallest of its indexes) less
+     * the parked ops and an older journal's done ops (states 2-4), counted in outbox_closed.
+     * Each count of outbox_closed names it (else SQLite counts them by scanning all of
      * outbox_by_entity) and says state!=0, its WHERE, without which it cannot be used. */
     " (SELECT count(*) FROM outbox)-"
     "(SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state>1),"
@@ -461,7 +462,7 @@ static const char STATS_SQL[] =
     "  (SELECT min(seq) FROM outbox NOT INDEXED WHERE state IN(0,1))),"
     " " OUTBOX_LAST_SEQ_SQL;
 
-/* Steps the statement of STATS_SQL into *out (the caller resets it). */
+/* Steps the statement of fsa__jn_stats_sql into *out (the caller resets it). */
 static fsa_status_t stats_step(sqlite3_stmt *st, fsa_outbox_stats_t *out)
 {
     int rc = sqlite3_step(st);
@@ -487,8 +488,8 @@ static fsa_status_t stats_read(fsa_journal_t *j, fsa_outbox_stats_t *out)
     if (j->rd == NULL)
         s = fsa__db_open_reader(j->path, &j->rd);
     if (s == FSA_OK && j->rd_stats == NULL &&
-        sqlite3_prepare_v3(j->rd, STATS_SQL, -1, SQLITE_PREPARE_PERSISTENT, &j->rd_stats, NULL) !=
-            SQLITE_OK)
+        sqlite3_prepare_v3(j->rd, fsa__jn_stats_sql, -1, SQLITE_PREPARE_PERSISTENT, &j->rd_stats,
+                           NULL) != SQLITE_OK)
         s = fsa__db_status(sqlite3_extended_errcode(j->rd));
     if (s == FSA_OK) {
         s = stats_step(j->rd_stats, out);
@@ -508,7 +509,7 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
     memset(out, 0, sizeof *out);
     lock_j(j);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, STATS_SQL, &st);
+    fsa_status_t s = prep(j, fsa__jn_stats_sql, &st);
     if (s == FSA_OK) {
         s = stats_step(st, out);
         release(j, st);
