@@ -58,6 +58,11 @@ struct fsa_journal {
     fsa_mutex_t *rd_mu;
     sqlite3 *rd;
     sqlite3_stmt *rd_stats;
+    /* Every outbox row with a lower seq is closed for good (parked, or done and to be deleted):
+     * the reads from the queue's head start here instead of walking the parked ops before it
+     * (fsa__jn_open_from_raise). It only rises: a parked op never reopens, a done op is deleted,
+     * and a new op takes a seq above every seq given. 0 until a read has seen the head. */
+    _Atomic int64_t open_from;
     int64_t budget_bytes;
     uint64_t wal_full0; /* under mu: fsa__db_wal_full_writes at the BEGIN of a record */
     char *path;

@@ -1,6 +1,7 @@
 /* fieldsync: the outbox: batches, in flight, lookups, compaction and figures. */
 #include <assert.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -101,6 +102,29 @@ const char fsa__jn_queue_read_sql[] =
     "SELECT " OP_COLUMNS " FROM outbox NOT INDEXED WHERE seq>?2 AND state IN(0,1) "
     "ORDER BY seq LIMIT ?1";
 
+/* Raises j->open_from to seq (never lowers it): the caller read, in one snapshot, that every
+ * outbox row below seq is closed (states 2-4). */
+static void open_from_raise(fsa_journal_t *j, int64_t seq)
+{
+    int64_t now = atomic_load(&j->open_from);
+    while (seq > now && !atomic_compare_exchange_weak(&j->open_from, &now, seq)) {
+    }
+}
+
+/* The seq above every one the outbox gave (OUTBOX_LAST_SEQ_SQL), inside the caller's read. */
+static fsa_status_t next_seq_locked(fsa_journal_t *j, int64_t *out)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, "SELECT " OUTBOX_LAST_SEQ_SQL "+1", &st);
+    if (s != FSA_OK)
+        return s;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    release(j, st);
+    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+}
+
 fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fsa_op_t *ops,
                                          size_t max_ops, size_t max_bytes, size_t *n)
 {
@@ -117,16 +141,21 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
     }
     /* The open ops are read from the table in seq (rowid) order, NOT INDEXED: an applied op
      * leaves the outbox with its result (journal_apply.c), so the rows are the open ops but for
-     * the few that are not (parked: conflicted or rejected; the done ops an older journal left
-     * for its compaction), and through an index SQLite would seek each row again in the table
-     * (about 1 k instructions per op). The same read says "nothing left" at a cycle's end. */
+     * the parked ones (conflicted or rejected; the done ops an older journal left for its
+     * compaction), and through an index SQLite would seek each row again in the table (about 1 k
+     * instructions per op). A read from the head starts at j->open_from, past the parked ops
+     * that a read before it found there, and moves it up to the first open op it finds (or past
+     * the last seq when none is open). The same read says "nothing left" at a cycle's end. */
+    int64_t from = atomic_load(&j->open_from), below = from > 0 ? from - 1 : 0;
+    bool from_head = after_seq <= below; /* the rows between the two are closed for good */
+    int64_t start = from_head ? below : after_seq, first = 0;
     sqlite3_stmt *st;
     s = prep(j, fsa__jn_queue_read_sql, &st);
     size_t count = 0, bytes = 0, group_start = 0;
     char current_group[FSA_GROUP_BYTES] = "";
     if (s == FSA_OK) {
         sqlite3_bind_int64(st, 1, (sqlite3_int64)max_ops);
-        sqlite3_bind_int64(st, 2, after_seq);
+        sqlite3_bind_int64(st, 2, start);
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             fsa_op_t op;
@@ -135,6 +164,8 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
                 fsa_op_clear(&op);
                 break;
             }
+            if (first == 0)
+                first = op.seq; /* the first open row after start */
             size_t sz = op_wire_bytes(&op);
             bool continues_group = op.group[0] != '\0' && strcmp(op.group, current_group) == 0;
             if (!continues_group) {
@@ -171,6 +202,11 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
         if (s == FSA_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
             s = fsa__db_status(rc);
         release(j, st);
+        /* Nothing open after start: every row is closed, up to the last seq given. */
+        if (s == FSA_OK && from_head && first == 0 && rc == SQLITE_DONE)
+            s = next_seq_locked(j, &first);
+        if (s == FSA_OK && from_head && first > 0)
+            open_from_raise(j, first);
     }
     /* The read transaction must end even when COMMIT cannot run (no memory to prepare it): it
      * wrote nothing, so a rollback ends it as well. */
@@ -448,9 +484,9 @@ const char fsa__jn_stats_sql[] =
      * outbox_by_entity) and says state!=0, its WHERE, without which it cannot be used. */
     " (SELECT count(*) FROM outbox)-"
     "(SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state>1),"
-    /* In flight: the open ops at or below the mark (the table's rows from its head, all sent but
-     * the parked ones), and those above it that an older journal marked with state 1. */
-    " (SELECT count(*) FROM outbox WHERE state IN(0,1) AND seq<=" SENT_UPTO_SQL
+    /* In flight: the open ops at or below the mark (the table's rows from j->open_from, ?1, all
+     * sent but the parked ones), and those above it that an older journal marked with state 1. */
+    " (SELECT count(*) FROM outbox WHERE state IN(0,1) AND seq>=?1 AND seq<=" SENT_UPTO_SQL
     ")+(SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state=1 AND "
     "seq>" SENT_UPTO_SQL "),"
     /* Done ops wait for a compaction only in older journals (an applied op leaves the outbox
@@ -458,15 +494,22 @@ const char fsa__jn_stats_sql[] =
     " (SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state=2),"
     " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='conflict'),"
     " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='rejected'),"
+    /* The oldest open op, and its seq, which moves j->open_from up (stats_step). */
     " (SELECT coalesce(min(at_ms),0) FROM outbox WHERE seq="
-    "  (SELECT min(seq) FROM outbox NOT INDEXED WHERE state IN(0,1))),"
-    " " OUTBOX_LAST_SEQ_SQL;
+    "  (SELECT min(seq) FROM outbox NOT INDEXED WHERE state IN(0,1) AND seq>=?1)),"
+    " " OUTBOX_LAST_SEQ_SQL ","
+    " (SELECT min(seq) FROM outbox NOT INDEXED WHERE state IN(0,1) AND seq>=?1)";
 
-/* Steps the statement of fsa__jn_stats_sql into *out (the caller resets it). */
-static fsa_status_t stats_step(sqlite3_stmt *st, fsa_outbox_stats_t *out)
+/* Steps the statement of fsa__jn_stats_sql into *out (the caller resets it), from j->open_from,
+ * and moves that up to the first open op it finds (past the last seq when none is). */
+static fsa_status_t stats_step(fsa_journal_t *j, sqlite3_stmt *st, fsa_outbox_stats_t *out)
 {
+    sqlite3_bind_int64(st, 1, atomic_load(&j->open_from));
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
+        open_from_raise(j, sqlite3_column_type(st, 7) == SQLITE_NULL
+                               ? sqlite3_column_int64(st, 6) + 1
+                               : sqlite3_column_int64(st, 7));
         out->pending = sqlite3_column_int64(st, 0);
         out->inflight = sqlite3_column_int64(st, 1);
         out->done = sqlite3_column_int64(st, 2);
@@ -492,7 +535,7 @@ static fsa_status_t stats_read(fsa_journal_t *j, fsa_outbox_stats_t *out)
                            NULL) != SQLITE_OK)
         s = fsa__db_status(sqlite3_extended_errcode(j->rd));
     if (s == FSA_OK) {
-        s = stats_step(j->rd_stats, out);
+        s = stats_step(j, j->rd_stats, out);
         sqlite3_reset(j->rd_stats); /* ends the read: a reader kept open holds back checkpoints */
     }
     j->port->mutex_unlock(j->port->ctx, j->rd_mu);
@@ -511,7 +554,7 @@ fsa_status_t fsa_outbox_stats(fsa_journal_t *j, fsa_outbox_stats_t *out)
     sqlite3_stmt *st;
     fsa_status_t s = prep(j, fsa__jn_stats_sql, &st);
     if (s == FSA_OK) {
-        s = stats_step(st, out);
+        s = stats_step(j, st, out);
         release(j, st);
     }
     unlock_j(j);

@@ -1,6 +1,7 @@
 /* Tests for the journal's change log, entity listing, conflict lookup and multi-key state writes
  * (storage/journal.c), and the migration that adds the change log (storage/db.c). */
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 #include "port/alloc.h"
 #include "storage/db.h"
@@ -1099,6 +1100,86 @@ static void test_fsa_outbox__hot_queries_use_indexes(void **state)
     sqlite3_close(db);
 }
 
+/* The ids of the first batch from the queue's head, as one string ("T2 T3 T4"). */
+static void head_ids(fsa_journal_t *j, char *out, size_t cap)
+{
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0, len = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i > 0 ? " " : "", ops[i].id);
+        assert_true(len < cap);
+        fsa_op_clear(&ops[i]);
+    }
+}
+
+/* A read from the queue's head starts past the parked ops that an earlier read found there
+ * (open_from), so that a device's parked ops are not walked again at every cycle, and never past
+ * an open op: a parked op never reopens, an applied one leaves, and a new op, recorded by this
+ * handle or another, takes a seq above every one given. The figures move the bound too. */
+static void test_fsa_outbox_next_batch__starts_past_the_parked_head(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t r[5];
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "T%d", i);
+        assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, id, NULL, NULL, &r[i]));
+    }
+    fsa_op_result_t res[3] = {result_for(r[0].op_id, FSA_RESULT_REJECTED, 0),
+                              result_for(r[1].op_id, FSA_RESULT_REJECTED, 0),
+                              result_for(r[2].op_id, FSA_RESULT_APPLIED, 1)};
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, res, 2));
+    assert_int_equal(atomic_load(&f->j->open_from), 0);
+    char ids[128];
+    head_ids(f->j, ids, sizeof ids);
+    assert_string_equal(ids, "T2 T3 T4");
+    assert_int_equal(atomic_load(&f->j->open_from), r[2].seq);
+    head_ids(f->j, ids, sizeof ids); /* T2 is still open: read again */
+    assert_string_equal(ids, "T2 T3 T4");
+    /* T2 applied (it leaves), T3 conflicted (parked): the next read starts at T4 */
+    res[0] = res[2];
+    res[1] = result_for(r[3].op_id, FSA_RESULT_CONFLICT, 0);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, res, 2));
+    head_ids(f->j, ids, sizeof ids);
+    assert_string_equal(ids, "T4");
+    assert_int_equal(atomic_load(&f->j->open_from), r[4].seq);
+    /* nothing open: the bound goes past the last seq given, and no further */
+    res[0] = result_for(r[4].op_id, FSA_RESULT_APPLIED, 1);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, res, 1));
+    head_ids(f->j, ids, sizeof ids);
+    assert_string_equal(ids, "");
+    assert_int_equal(atomic_load(&f->j->open_from), r[4].seq + 1);
+    /* ops recorded now, by this handle and by another, are read */
+    fsa_rec_t r5, r6;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T5", NULL, NULL, &r5));
+    fsa_journal_t *j2 = NULL;
+    fsa_journal_opts_t o = {0};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &j2, err, sizeof err));
+    assert_fsa_ok(fsa_journal_create(j2, FSA_TYPE_TICKET, "T6", NULL, NULL, &r6));
+    assert_int_equal(r5.seq, r[4].seq + 1);
+    head_ids(f->j, ids, sizeof ids);
+    assert_string_equal(ids, "T5 T6");
+    fsa_outbox_stats_t st;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &st));
+    assert_int_equal(st.pending, 2);
+    assert_int_equal(st.rejected, 2);
+    assert_int_equal(st.conflicts, 1);
+    /* a handle that has not read the head: its figures find it first, then its reads start there */
+    assert_int_equal(atomic_load(&j2->open_from), 0);
+    fsa_op_t sent = {.seq = r5.seq};
+    assert_fsa_ok(fsa_outbox_mark_inflight(j2, &sent, 1));
+    assert_fsa_ok(fsa_outbox_stats(j2, &st));
+    assert_int_equal(st.pending, 2);
+    assert_int_equal(st.inflight, 1);
+    assert_int_equal(atomic_load(&j2->open_from), r5.seq);
+    head_ids(j2, ids, sizeof ids);
+    assert_string_equal(ids, "T5 T6");
+    fsa_journal_close(j2);
+}
+
 /* ---- listing ---- */
 
 typedef struct seen {
@@ -1257,6 +1338,7 @@ int main(void)
         T(test_fsa_journal_open__v1_journal_gains_the_change_log),
         T(test_fsa_journal_gone__drops_unless_pending),
         T(test_fsa_outbox__hot_queries_use_indexes),
+        T(test_fsa_outbox_next_batch__starts_past_the_parked_head),
         T(test_fsa_journal_list__filters),
         T(test_fsa_journal_list__attendance_by_person_site_and_day),
         T(test_fsa_journal_entity_conflicts__counts_open_ones),
