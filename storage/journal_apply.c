@@ -232,8 +232,10 @@ static fsa_status_t done_leave(fsa_journal_t *j, int64_t after, int64_t upto, in
 }
 
 /* Ends an open op's life in the outbox: an applied one leaves it (done_leave), a conflicted or
- * rejected one keeps its row with its state. FSA_OK with *was_open false when it was not open any
- * more (answered already: nothing to do). */
+ * rejected one keeps its row with its state, for good: nothing may set a parked op open again (a
+ * handle's reads skip the closed rows below its open_from, journal_internal.h; a retry records a
+ * new op). FSA_OK with *was_open false when it was not open any more (answered already: nothing
+ * to do). */
 static fsa_status_t close_op(fsa_journal_t *j, const fsa_op_t *op, fsa_op_state_t to,
                              int64_t now_ms, bool *was_open)
 {

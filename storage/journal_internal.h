@@ -60,8 +60,11 @@ struct fsa_journal {
     sqlite3_stmt *rd_stats;
     /* Every outbox row with a lower seq is closed for good (parked, or done and to be deleted):
      * the reads from the queue's head start here instead of walking the parked ops before it
-     * (fsa__jn_open_from_raise). It only rises: a parked op never reopens, a done op is deleted,
-     * and a new op takes a seq above every seq given. 0 until a read has seen the head. */
+     * (open_from_raise, journal_outbox.c). It only rises, and it holds only while the outbox
+     * keeps three rules, each stated where it is kept: a parked op never reopens (close_op,
+     * journal_apply.c), every delete notes the outbox's top seq first (OUTBOX_NOTE_TOP_SQL), and
+     * a new op takes a seq above every seq given (outbox_insert, journal_record.c). 0 until a
+     * read has seen the head. */
     _Atomic int64_t open_from;
     int64_t budget_bytes;
     uint64_t wal_full0; /* under mu: fsa__db_wal_full_writes at the BEGIN of a record */
@@ -265,7 +268,8 @@ fsa_status_t fsa__jn_find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *
     "(SELECT coalesce(max(v),0)FROM sync_state WHERE k='" FSA_STATE_OUTBOX_LAST_DELETED "')"
 /* Raises it to the outbox's highest seq (an empty outbox leaves it; an equal or lower one
  * writes nothing): whatever the delete after it takes from the top, no seq it gave is given
- * again. */
+ * again. Every delete of outbox rows must run it first: a seq given again would be below a
+ * handle's open_from, and skipped by its reads. */
 #define OUTBOX_NOTE_TOP_SQL                                                                        \
     "INSERT INTO sync_state(k,v)SELECT '" FSA_STATE_OUTBOX_LAST_DELETED "',seq FROM outbox "       \
     "WHERE true ORDER BY seq DESC LIMIT 1 "                                                        \

@@ -202,7 +202,9 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
         if (s == FSA_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
             s = fsa__db_status(rc);
         release(j, st);
-        /* Nothing open after start: every row is closed, up to the last seq given. */
+        /* Nothing open after start: every row is closed, up to the last seq given. (Its read
+         * failing fails the call, as any statement of the read does: out of memory, SQLite may
+         * have ended the read transaction.) */
         if (s == FSA_OK && from_head && first == 0 && rc == SQLITE_DONE)
             s = next_seq_locked(j, &first);
         if (s == FSA_OK && from_head && first > 0)
