@@ -1,6 +1,9 @@
 /* fieldsync: the lock manager: leases in the journal's locks table, liveness by OFD locks. */
 #include <inttypes.h>
 #include <stdarg.h>
+#ifdef FSA_FAULT_HOOKS
+#include <stdatomic.h>
+#endif
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1558,7 +1561,8 @@ static int holders_to_rows(fsa_lockmgr_t *m)
  * last manager's write-back (a crash, a power cut): its slots ran at most SYNC_EVERY tokens ahead
  * of their rows, so every row moves up by that much before any token is issued again.
  */
-static fsa_status_t attach_table(fsa_lockmgr_t *m, bool alone, char *err, size_t errlen)
+static fsa_status_t attach_table(fsa_lockmgr_t *m, bool alone, bool *raced, char *err,
+                                 size_t errlen)
 {
     int64_t gen = 0;
     int rc = journal_table_gen(m->db, &gen);
@@ -1600,6 +1604,11 @@ static fsa_status_t attach_table(fsa_lockmgr_t *m, bool alone, char *err, size_t
     }
     if (!alone && (gen <= 0 || m->tab->magic != TABLE_MAGIC || m->tab->gen != gen ||
                    m->tab->slots != TABLE_SLOTS || m->tab->slot_bytes != sizeof(slot_t))) {
+        /* Most likely a race lost, not a file replaced: between our exclusive try and our
+         * shared one (attach), the manager that held the byte exclusively let it go without a
+         * live table: the last one, having ended the generation (write_back), or a first one
+         * whose setup failed or was killed. register_holder tries again. */
+        *raced = true;
         snprintf(err, errlen,
                  "lock manager: the shared lock table (.locks) is not the journal's live one "
                  "(generation %" PRId64 " against %" PRId64 "): was a file replaced?",
@@ -1608,6 +1617,25 @@ static fsa_status_t attach_table(fsa_lockmgr_t *m, bool alone, char *err, size_t
     }
     return FSA_OK;
 }
+
+#ifdef FSA_FAULT_HOOKS
+static void (*_Atomic attach_gap_fn)(void *);
+static void *attach_gap_arg;
+
+void fsa__lock_attach_gap_hook(void (*fn)(void *), void *arg)
+{
+    attach_gap_arg = arg;
+    atomic_store(&attach_gap_fn, fn);
+}
+
+/* Runs the test's hook once, in attach's gap between its two tries. */
+static void run_attach_gap_hook(void)
+{
+    void (*fn)(void *) = atomic_exchange(&attach_gap_fn, NULL);
+    if (fn != NULL)
+        fn(attach_gap_arg);
+}
+#endif
 
 /* Takes the table's attach byte: exclusively when no other manager has it (*alone), else shared.
  * An exclusive holder is setting the table up or writing it back: wait for it. */
@@ -1620,8 +1648,12 @@ static fsa_status_t attach(fsa_lockmgr_t *m, bool *alone, char *err, size_t errl
             *alone = true;
             return FSA_OK;
         }
-        if (st == FSA_EBUSY)
+        if (st == FSA_EBUSY) {
+#ifdef FSA_FAULT_HOOKS
+            run_attach_gap_hook();
+#endif
             st = p->flock_try_shared(p->ctx, m->live, ATTACH_BYTE);
+        }
         if (st == FSA_OK) {
             *alone = false;
             m->attached = true;
@@ -1638,8 +1670,9 @@ static fsa_status_t attach(fsa_lockmgr_t *m, bool *alone, char *err, size_t errl
     return FSA_EBUSY;
 }
 
-/* Inserts our holder row and takes its liveness byte in one transaction. */
-static fsa_status_t register_holder(fsa_lockmgr_t *m, char *err, size_t errlen)
+/* Inserts our holder row and takes its liveness byte in one transaction (register_holder).
+ * *raced is set when the table was found ended or set up by nobody after attaching shared. */
+static fsa_status_t register_once(fsa_lockmgr_t *m, bool *raced, char *err, size_t errlen)
 {
     fsa_port_t *p = m->port;
     /* Before the transaction: a manager writing the table back holds the attach byte while it
@@ -1682,7 +1715,7 @@ static fsa_status_t register_holder(fsa_lockmgr_t *m, char *err, size_t errlen)
         goto fail;
     }
     byte_taken = true;
-    if ((st = attach_table(m, alone, err, errlen)) != FSA_OK)
+    if ((st = attach_table(m, alone, raced, err, errlen)) != FSA_OK)
         goto fail;
     rc = forget_dead_holders(m);
     if (rc != SQLITE_OK) {
@@ -1716,6 +1749,24 @@ fail:
         p->flock_release(p->ctx, m->live, (uint64_t)m->id);
     m->id = 0;
     return st != FSA_OK ? st : fsa__db_status(rc);
+}
+
+/* How often a registration that attached to a table no longer live tries again (attach_table). */
+#define REGISTER_RACE_TRIES 100
+
+/* Registers the manager (register_once), again after a race lost to a manager that let the table
+ * go between our two tries for its attach byte: with that byte released and our rows rolled back,
+ * the next try finds the byte unheld (and starts a new generation) or held by a manager on a live
+ * one. Only a table that stays wrong is reported, as a replaced file. */
+static fsa_status_t register_holder(fsa_lockmgr_t *m, char *err, size_t errlen)
+{
+    for (int attempt = 1;; attempt++) {
+        bool raced = false;
+        fsa_status_t st = register_once(m, &raced, err, errlen);
+        if (st == FSA_OK || !raced || attempt == REGISTER_RACE_TRIES)
+            return st;
+        m->port->sleep(m->port->ctx, FSA_NS_PER_MS);
+    }
 }
 
 /* fsa_lockmgr_open's arguments: FSA_OK or FSA_EINVAL. */

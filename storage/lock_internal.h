@@ -35,4 +35,11 @@ fsa_status_t fsa__lock_fence_check(fsa_port_t *port, sqlite3 *db,
  * odd, token set). FSA_OK; FSA_ENOTFOUND (key not in the table); FSA_EINVAL (NULL). */
 fsa_status_t fsa__lock_table_tear(fsa_lockmgr_t *m, const char *key, int64_t token) FSA_MUST_CHECK;
 
+#ifdef FSA_FAULT_HOOKS
+/* For tests: fn(arg) runs once, in the next manager's open, between its exclusive try for the
+ * table's attach byte that found the byte taken and its shared try (the gap where the last manager
+ * on the table may close). */
+void fsa__lock_attach_gap_hook(void (*fn)(void *), void *arg);
+#endif
+
 #endif

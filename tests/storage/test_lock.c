@@ -65,6 +65,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *fx = *state;
+    fsa__lock_attach_gap_hook(NULL, NULL); /* also when a failed assertion left the test early */
     DIR *d = opendir(fx->dir);
     if (d != NULL) {
         struct dirent *e;
@@ -1492,6 +1493,66 @@ static int child_take_and_report(const char *path, const char *resource, int rou
     return 0;
 }
 
+static void close_in_the_gap(void *arg)
+{
+    fsa_lockmgr_t **m = arg;
+    fsa_lockmgr_close(*m);
+    *m = NULL;
+}
+
+/* A manager opens while the last one on the journal closes: its try for the table's attach byte
+ * alone finds the byte taken, the last one ends the generation and lets the byte go, and its
+ * shared try then finds nobody (seen in the crash loop: "is not the journal's live one ... was a
+ * file replaced?"). The hook closes the last manager in exactly that gap. The open tries again
+ * and starts a new generation; its tokens go on above the old ones. */
+static void test_lockmgr_open__while_the_last_one_closes(void **state)
+{
+    fixture_t *fx = *state;
+    fsa_port_t *p = fsa_port_posix();
+    fsa_lockmgr_t *a = open_mgr(fx, p, "last");
+    fsa_lock_t l;
+    assert_fsa_ok(fsa_lock_acquire(a, FSA_LOCK_ATTENDANCE_UPDATE, "A1", &l, NULL, 0));
+    int64_t old = l.token;
+    assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    fsa__lock_attach_gap_hook(close_in_the_gap, &a);
+    fx->log[0] = '\0';
+    fsa_lockmgr_t *b = open_mgr(fx, fx->sp, "next");
+    fsa__lock_attach_gap_hook(NULL, NULL);
+    assert_null(a); /* the hook ran: the last one closed in the gap */
+    assert_null(strstr(fx->log, "ended without closing")); /* its write-back stood */
+    assert_fsa_ok(fsa_lock_acquire(b, FSA_LOCK_ATTENDANCE_UPDATE, "A1", &l, NULL, 0));
+    assert_true(l.token > old);
+    assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    /* and the manager after it shares b's generation */
+    fsa_lockmgr_t *c = open_mgr(fx, p, "third");
+    assert_fsa_ok(fsa_lock_acquire(c, FSA_LOCK_ATTENDANCE_UPDATE, "A1", &l, NULL, 0));
+    assert_fsa_ok(fsa_lock_release(&l, NULL, 0));
+    fsa_lockmgr_close(c);
+    fsa_lockmgr_close(b);
+}
+
+/* A table that stays wrong is no race: a manager still attached to a .locks file that is not
+ * the journal's (here the journal's generation moved, as when the journal file is replaced) keeps
+ * the next one from ever being alone, and its open says so after its tries. */
+static void test_lockmgr_open__a_table_that_stays_wrong_is_refused(void **state)
+{
+    fixture_t *fx = *state;
+    fsa_lockmgr_t *a = open_mgr(fx, fsa_port_posix(), "stays");
+    sqlite3 *db = open_db(fx);
+    assert_int_equal(sqlite3_exec(db, "UPDATE sync_state SET v = v + 5 WHERE k = 'lock_table'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_changes(db), 1);
+    sqlite3_close(db);
+    fsa_lockmgr_opts_t o = {.label = "next", .create = true};
+    fsa_lockmgr_t *b = NULL;
+    char err[256];
+    assert_int_equal(fsa_lockmgr_open(fx->sp, fx->path, &o, &b, err, sizeof err), FSA_EIO);
+    assert_null(b);
+    assert_non_null(strstr(err, "is not the journal's live one"));
+    fsa_lockmgr_close(a);
+}
+
 /* The last manager on the journal dies (SIGKILL) with tokens issued that its row never saw; the
  * next manager starts a new generation of the table, and its first token is above them all. The
  * same when the .locks file itself is gone (re-created). */
@@ -1663,6 +1724,8 @@ int main(void)
         T(test_lockmgr_stats__lists_at_most_the_maximum),
         T(test_lock_acquire__uncontended_pairs_write_no_page),
         T(test_lock_acquire__torn_slot_goes_by_the_row),
+        T(test_lockmgr_open__while_the_last_one_closes),
+        T(test_lockmgr_open__a_table_that_stays_wrong_is_refused),
         T(test_lock_acquire__tokens_increase_after_the_last_manager_dies),
         T(test_lock_acquire__tokens_increase_across_kills),
     };
