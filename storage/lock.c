@@ -1742,11 +1742,14 @@ static fsa_status_t register_once(fsa_lockmgr_t *m, bool *raced, char *err, size
     }
     return FSA_OK;
 fail:
+    /* The liveness byte first: the rollback gives our id back (AUTOINCREMENT's counter is rolled
+     * back with the row), and the next manager to register, waiting for the write lock, would
+     * take the same id and find its byte still ours. Nobody else sees the row before a commit. */
+    if (byte_taken)
+        p->flock_release(p->ctx, m->live, (uint64_t)m->id);
     rollback_if_open(m);
     p->flock_release(p->ctx, m->live, ATTACH_BYTE);
     m->attached = false;
-    if (byte_taken)
-        p->flock_release(p->ctx, m->live, (uint64_t)m->id);
     m->id = 0;
     return st != FSA_OK ? st : fsa__db_status(rc);
 }
