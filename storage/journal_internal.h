@@ -277,6 +277,10 @@ fsa_status_t fsa__jn_find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *
 /* The highest seq the outbox ever gave (0: none): in it, or compacted from its top. */
 #define OUTBOX_LAST_SEQ_SQL                                                                        \
     "max(coalesce((SELECT max(seq)FROM outbox),0)," OUTBOX_LAST_DELETED_SQL ")"
+/* The seq of a new op: one above every seq the outbox ever gave, those still in it and those
+ * compacted away from its top (schema 3: no AUTOINCREMENT; see storage/db.c). Two lookups at the
+ * right edge of two b-trees, and no write of its own: AUTOINCREMENT rewrote sqlite_sequence. */
+#define OUTBOX_NEXT_SEQ_SQL OUTBOX_LAST_SEQ_SQL "+1"
 
 /* Marks ops in flight inside the open transaction. */
 fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,

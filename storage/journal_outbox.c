@@ -111,11 +111,11 @@ static void open_from_raise(fsa_journal_t *j, int64_t seq)
     }
 }
 
-/* The seq above every one the outbox gave (OUTBOX_LAST_SEQ_SQL), inside the caller's read. */
+/* The seq a new op would take (OUTBOX_NEXT_SEQ_SQL), inside the caller's read. */
 static fsa_status_t next_seq_locked(fsa_journal_t *j, int64_t *out)
 {
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "SELECT " OUTBOX_LAST_SEQ_SQL "+1", &st);
+    fsa_status_t s = prep(j, "SELECT " OUTBOX_NEXT_SEQ_SQL, &st);
     if (s != FSA_OK)
         return s;
     int rc = sqlite3_step(st);

@@ -11,12 +11,8 @@
 
 /* ---- recording ---- */
 
-/* The seq of a new op: one above every seq the outbox ever gave, those still in it and those
- * compacted away from its top (schema 3: no AUTOINCREMENT; see storage/db.c). Two lookups at the
- * right edge of two b-trees, and no write of its own: AUTOINCREMENT rewrote sqlite_sequence. No
- * op may take a lower one: it would be below a handle's open_from and skipped by its reads
- * (journal_internal.h). */
-#define OUTBOX_NEXT_SEQ_SQL OUTBOX_LAST_SEQ_SQL "+1"
+/* A new op's seq is OUTBOX_NEXT_SEQ_SQL (journal_internal.h). No op may take a lower one: it would
+ * be below a handle's open_from and skipped by its reads. */
 
 static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const char *prior,
                                   int64_t *seq)

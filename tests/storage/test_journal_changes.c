@@ -1021,6 +1021,32 @@ static void test_fsa_journal_gone__drops_unless_pending(void **state)
     assert_int_equal(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "bad id", 2, &dropped), FSA_EINVAL);
 }
 
+/* Fails unless sql's plan has a step (and at least one) and none of them scans every op (the
+ * table, or outbox_by_entity whole); and, when want is not NULL, one step says want. */
+static void check_plan(sqlite3 *db, const char *sql, const char *want)
+{
+    char explain[4096];
+    assert_true((size_t)snprintf(explain, sizeof explain, "EXPLAIN QUERY PLAN %s", sql) <
+                sizeof explain);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, explain, -1, &st, NULL), SQLITE_OK);
+    int rows = 0;
+    bool planned = want == NULL;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *detail = (const char *)sqlite3_column_text(st, 3);
+        rows++;
+        if (want != NULL && strstr(detail, want) != NULL)
+            planned = true;
+        if (strcmp(detail, "SCAN outbox") == 0 ||
+            (strstr(detail, "SCAN") != NULL && strstr(detail, "outbox_by_entity") != NULL))
+            fail_msg("%.80s: %s (a scan of every op)", sql, detail);
+    }
+    sqlite3_finalize(st);
+    assert_true(rows > 0);
+    if (!planned)
+        fail_msg("%s: not planned %s", sql, want);
+}
+
 /* The queue's figures and its reads never visit every open op (a backlog can hold 100,000): the
  * figures count the table from its b-tree's pages and the few ops that are not pending through
  * outbox_closed, and the queue is read in seq order from where it is asked to start. Each text is
@@ -1063,41 +1089,10 @@ static void test_fsa_outbox__hot_queries_use_indexes(void **state)
          "USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"},
     };
     /* The journal's own statements, whole: no step of them reads every op. */
-    const char *own[] = {fsa__jn_stats_sql, fsa__jn_queue_read_sql};
-    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
-        char sql[4096];
-        assert_true((size_t)snprintf(sql, sizeof sql, "EXPLAIN QUERY PLAN %s", own[i]) <
-                    sizeof sql);
-        sqlite3_stmt *st;
-        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-        int rows = 0;
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            const char *detail = (const char *)sqlite3_column_text(st, 3);
-            rows++;
-            if (strcmp(detail, "SCAN outbox") == 0 ||
-                (strstr(detail, "SCAN") != NULL && strstr(detail, "outbox_by_entity") != NULL))
-                fail_msg("%.60s...: %s (a scan of every op)", own[i], detail);
-        }
-        sqlite3_finalize(st);
-        assert_true(rows > 0);
-    }
-    for (size_t i = 0; i < sizeof queries / sizeof queries[0]; i++) {
-        char sql[320];
-        snprintf(sql, sizeof sql, "EXPLAIN QUERY PLAN %s", queries[i].sql);
-        sqlite3_stmt *st;
-        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-        bool planned = false;
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            const char *detail = (const char *)sqlite3_column_text(st, 3);
-            planned = planned || strstr(detail, queries[i].plan) != NULL;
-            if (strcmp(detail, "SCAN outbox") == 0 ||
-                (strstr(detail, "SCAN") != NULL && strstr(detail, "outbox_by_entity") != NULL))
-                fail_msg("%s: %s (a scan of every op)", queries[i].sql, detail);
-        }
-        sqlite3_finalize(st);
-        if (!planned)
-            fail_msg("%s: not planned %s", queries[i].sql, queries[i].plan);
-    }
+    check_plan(db, fsa__jn_stats_sql, NULL);
+    check_plan(db, fsa__jn_queue_read_sql, NULL);
+    for (size_t i = 0; i < sizeof queries / sizeof queries[0]; i++)
+        check_plan(db, queries[i].sql, queries[i].plan);
     sqlite3_close(db);
 }
 
