@@ -130,6 +130,16 @@ typedef struct ent_slot {
     char id[FSA_ID_BYTES];
     entity_t e;
     fsa_model_entity_t *m; /* the base's parsed tree between results (NULL: parse each time) */
+    /* A run of applied results replayed onto m's tree and not printed yet (run_n > 0:
+     * ent_run_add): e.base_fields is still the text before the run, whose version was run_v0,
+     * and e.base_version is the run's last result's. The run's ops and versions are kept should
+     * it have to be replayed one by one (ent_run_again). */
+    struct ent_run_item {
+        const fsa_op_t *op;
+        int64_t version;
+    } * run;
+    size_t run_n, run_cap;
+    int64_t run_v0;
 } ent_slot_t;
 
 typedef struct ent_cache {
@@ -137,6 +147,97 @@ typedef struct ent_cache {
     size_t n;
     fsa__jn_change_rows_t changes; /* the change rows of the results applied, not yet appended */
 } ent_cache_t;
+
+/*
+ * A drain's results on one entity are replayed onto its base without printing the base after
+ * each (fsa_model_entity_replay), and printed once, when the run ends (ent_run_end): before the
+ * entity is stored, and before a result that reads the base or its version (a parked op, an
+ * applied one without a version). Printing the base was half of the replay's cost when each
+ * result printed it (docs/performance.md, "Drain").
+ *
+ * Each result still moves the base only when its version is the base's next, as one by one.
+ * What differs is the entity limit: it is checked on the run's text, not on each result's. The
+ * server applied every op of the run, and refuses an op that would take an entity past the limit
+ * (PROTOCOL.md section 3), so on the same base no text in between passes it; a run that ends past
+ * it, or an op that does not apply onto the base here (the two models differ), is replayed one
+ * by one from its start (ent_run_again), which stops the base where it stopped before.
+ */
+
+/* One result replayed onto the slot's base and printed, as each result was before runs: the
+ * base moves only to the very next version, and stays where it is when the op does not apply. */
+static fsa_status_t replay_one(ent_slot_t *sl, const fsa_op_t *op, int64_t version)
+{
+    entity_t *e = &sl->e;
+    if (version != e->base_version + 1)
+        return FSA_OK;
+    char *next = NULL;
+    fsa_status_t as = fsa_model_entity_apply_strict(sl->m, op, e->base_fields, e->base_version,
+                                                    FSA_APPLY_REPLAY, &next, NULL);
+    if (as == FSA_OK) {
+        fsa_free(e->base_fields);
+        e->base_fields = next;
+        e->base_version = version;
+    }
+    return as == FSA_ENOMEM ? as : FSA_OK;
+}
+
+/* The slot's run replayed again one result at a time from the base before it; the run ends. */
+static fsa_status_t ent_run_again(ent_slot_t *sl)
+{
+    size_t n = sl->run_n;
+    sl->run_n = 0;
+    sl->e.base_version = sl->run_v0;
+    fsa_status_t s = FSA_OK;
+    for (size_t i = 0; s == FSA_OK && i < n; i++)
+        s = replay_one(sl, sl->run[i].op, sl->run[i].version);
+    return s;
+}
+
+/* Ends the slot's run, if any: the base becomes its printed text, or, when that text is past the
+ * entity limit, what replaying it one by one leaves. */
+static fsa_status_t ent_run_end(ent_slot_t *sl)
+{
+    if (sl->run_n == 0)
+        return FSA_OK;
+    char *text = NULL;
+    fsa_status_t s = fsa_model_entity_print(sl->m, sl->type, &text);
+    if (s == FSA_OK) {
+        sl->run_n = 0;
+        fsa_free(sl->e.base_fields);
+        sl->e.base_fields = text;
+    } else if (s != FSA_ENOMEM) {
+        s = ent_run_again(sl);
+    }
+    return s;
+}
+
+/* The applied result of op, at version, onto the slot's base: added to its run. The caller keeps
+ * op where it is until the run ends (the slot's flush, at the latest). */
+static fsa_status_t ent_run_add(ent_slot_t *sl, const fsa_op_t *op, int64_t version)
+{
+    entity_t *e = &sl->e;
+    if (version != e->base_version + 1)
+        return FSA_OK;
+    if (sl->run_n == sl->run_cap) {
+        size_t cap = sl->run_cap > 0 ? 2 * sl->run_cap : 16;
+        struct ent_run_item *more = fsa_realloc(sl->run, cap * sizeof *more);
+        if (more == NULL)
+            return FSA_ENOMEM;
+        sl->run = more;
+        sl->run_cap = cap;
+    }
+    if (sl->run_n == 0)
+        sl->run_v0 = e->base_version;
+    sl->run[sl->run_n++] = (struct ent_run_item){op, version};
+    fsa_status_t as =
+        fsa_model_entity_replay(sl->m, op, e->base_fields, e->base_version, FSA_APPLY_REPLAY, NULL);
+    if (as == FSA_OK) {
+        e->base_version = version;
+        return FSA_OK;
+    }
+    /* It does not apply here: one by one, the base stops before it, as it did. */
+    return as == FSA_ENOMEM ? as : ent_run_again(sl);
+}
 
 /* Stores every cached entity (a view made from the base where it had none) when s is FSA_OK,
  * and empties the cache; after a failure nothing more is written: SQLite may have rolled the
@@ -149,6 +250,8 @@ static fsa_status_t ent_flush(fsa_journal_t *j, ent_cache_t *c, fsa_status_t s)
     c->changes.n = 0;
     for (size_t i = 0; i < c->n; i++) {
         entity_t *e = &c->slot[i].e;
+        if (s == FSA_OK)
+            s = ent_run_end(&c->slot[i]);
         if (s == FSA_OK && e->local_fields == NULL && e->base_fields != NULL) {
             e->local_fields = fsa_strdup(e->base_fields);
             if (e->local_fields == NULL)
@@ -158,7 +261,8 @@ static fsa_status_t ent_flush(fsa_journal_t *j, ent_cache_t *c, fsa_status_t s)
             s = entity_store(j, c->slot[i].type, c->slot[i].id, e);
         entity_clear(e);
         fsa_model_entity_free(c->slot[i].m);
-        c->slot[i].m = NULL;
+        fsa_free(c->slot[i].run);
+        memset(&c->slot[i], 0, sizeof c->slot[i]);
     }
     c->n = 0;
     return s;
@@ -262,11 +366,12 @@ static fsa_status_t close_op(fsa_journal_t *j, const fsa_op_t *op, fsa_op_state_
 }
 
 /* Applies one result for op (the outbox row as read) inside the open transaction, onto its
- * entity in cache c. *parked is set when the op was parked: its entity's local view must then be
+ * entity in cache c. run: an applied op joins its entity's run (op stays where it is until the
+ * cache is flushed). *parked is set when the op was parked: its entity's local view must then be
  * rebuilt. */
 static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const fsa_op_t *op,
                                         const fsa_op_result_t *r, int64_t now_ms, bool closed,
-                                        bool *parked)
+                                        bool run, bool *parked)
 {
     *parked = false;
     fsa_result_status_t outcome = r->status == FSA_RESULT_DUPLICATE ? r->original : r->status;
@@ -285,25 +390,20 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
     if (s != FSA_OK)
         return s;
     entity_t *e = &slot->e;
+    /* The base follows the server only when an applied op is the very next change after it: if
+     * the version jumped, others changed the entity in between, and labelling our base with that
+     * version would hide their changes (and let a stale set through). The pull that follows
+     * every push folds the server's state then. A run of results on one entity is replayed onto
+     * the tree the one before left, and printed once (above). */
+    if (applied && run && r->version > 0)
+        s = ent_run_add(slot, op, r->version);
+    else
+        s = ent_run_end(slot); /* what follows reads the base */
+    if (s != FSA_OK)
+        return s;
     if (applied) {
-        /* The base follows the server only when this op is the very next change after it:
-         * if the version jumped, others changed the entity in between, and labelling our base
-         * with that version would hide their changes (and let a stale set through). The pull
-         * that follows every push folds the server's state then. A run of results on one entity
-         * applies each onto the tree the one before left (fsa_model_entity_apply: the same text
-         * as fsa_model_apply, without parsing the base again). */
-        if (r->version == e->base_version + 1) {
-            char *next = NULL;
-            fsa_status_t as = fsa_model_entity_apply_strict(
-                slot->m, op, e->base_fields, e->base_version, FSA_APPLY_REPLAY, &next, NULL);
-            if (as == FSA_OK) {
-                fsa_free(e->base_fields);
-                e->base_fields = next;
-                e->base_version = r->version;
-            } else if (as == FSA_ENOMEM) {
-                s = as;
-            }
-        }
+        if (!run)
+            s = replay_one(slot, op, r->version);
     } else if (outcome == FSA_RESULT_CONFLICT) {
         char reason[FSA_ID_BYTES + 128];
         snprintf(reason, sizeof reason,
@@ -398,11 +498,9 @@ static void touch_entity(touched_t *t, size_t *nt, const fsa_op_t *op)
     }
 }
 
-/* The body of both ways to apply results. ops NULL: each op is read by its result's op_id (an
- * unknown one is ignored). */
-static fsa_status_t apply_results(fsa_journal_t *j, const fsa_op_t *ops,
-                                  const fsa_op_result_t *results, size_t n, const fsa_op_t *mark,
-                                  size_t nmark)
+/* fsa_outbox_apply_results: each op is read by its result's op_id (an unknown one is ignored),
+ * and its result applied on its own (no run: the op read is gone by the next result). */
+static fsa_status_t apply_results(fsa_journal_t *j, const fsa_op_result_t *results, size_t n)
 {
     fsa_status_t s = begin(j);
     if (s != FSA_OK)
@@ -413,40 +511,25 @@ static fsa_status_t apply_results(fsa_journal_t *j, const fsa_op_t *ops,
     ent_cache_t *c = fsa_calloc(1, sizeof *c);
     if ((n > 0 && t == NULL) || c == NULL)
         s = FSA_ENOMEM;
-    size_t closed_to = 0; /* ops[..closed_to) were closed by close_run */
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         bool parked = false;
-        if (ops != NULL) {
-            if (i >= closed_to) {
-                closed_to = i;
-                s = close_run(j, ops, results, n, i, now_ms, &closed_to);
-            }
-            if (s == FSA_OK)
-                s = apply_result_locked(j, c, &ops[i], &results[i], now_ms, i < closed_to, &parked);
-        } else {
-            fsa_op_t op;
-            fsa_op_state_t state;
-            s = find_locked(j, results[i].op_id, &op, &state);
-            if (s == FSA_ENOTFOUND) {
-                s = FSA_OK; /* not ours, or compacted long ago: nothing to do */
-                continue;
-            }
-            if (s == FSA_OK && (state == FSA_OPSTATE_PENDING || state == FSA_OPSTATE_INFLIGHT))
-                s = apply_result_locked(j, c, &op, &results[i], now_ms, false, &parked);
-            if (s == FSA_OK && parked)
-                touch_entity(t, &nt, &op);
-            fsa_op_clear(&op);
+        fsa_op_t op;
+        fsa_op_state_t state;
+        s = find_locked(j, results[i].op_id, &op, &state);
+        if (s == FSA_ENOTFOUND) {
+            s = FSA_OK; /* not ours, or compacted long ago: nothing to do */
             continue;
         }
+        if (s == FSA_OK && (state == FSA_OPSTATE_PENDING || state == FSA_OPSTATE_INFLIGHT))
+            s = apply_result_locked(j, c, &op, &results[i], now_ms, false, false, &parked);
         if (s == FSA_OK && parked)
-            touch_entity(t, &nt, &ops[i]);
+            touch_entity(t, &nt, &op);
+        fsa_op_clear(&op);
     }
     if (c != NULL)
         s = ent_flush(j, c, s);
     for (size_t k = 0; s == FSA_OK && k < nt; k++)
         s = rebuild_local(j, t[k].type, t[k].id);
-    if (s == FSA_OK && nmark > 0)
-        s = mark_inflight_locked(j, mark, nmark);
     fsa_free(c);
     fsa_free(t);
     return finish(j, s);
@@ -456,7 +539,7 @@ fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *r
 {
     if (j == NULL || (results == NULL && n > 0))
         return FSA_EINVAL;
-    return apply_results(j, NULL, results, n, NULL, 0);
+    return apply_results(j, results, n);
 }
 
 /*
@@ -555,7 +638,7 @@ static fsa_status_t apply_chunk(fsa_journal_t *j, const fsa_op_t *ops, const fsa
                 break;
         }
         bool parked = false;
-        s = apply_result_locked(j, c, &ops[k], &res[k], now_ms, k < closed_to, &parked);
+        s = apply_result_locked(j, c, &ops[k], &res[k], now_ms, k < closed_to, true, &parked);
         if (s == FSA_OK && parked)
             touch_entity(t, &nt, &ops[k]);
         k++;

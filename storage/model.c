@@ -1750,6 +1750,24 @@ static fsa_status_t emit_result(const fsa_op_t *op, cJSON **fields, cJSON **keep
     return FSA_OK;
 }
 
+/* The op checked and applied onto *fields: the tree the caller holds, else fields_json parsed
+ * here, else (both NULL: no entity) built by a create. *fields is the result, not yet put in the
+ * protocol's order, or what is left of it after a failure (the caller deletes it). */
+static fsa_status_t change_tree(const fsa_op_t *op, const char *fields_json, int64_t version,
+                                unsigned flags, cJSON **fields, fsa_model_err_t *err)
+{
+    cJSON *payload = NULL;
+    fsa_status_t st = check_op(op, flags, err, &payload);
+    if (st == FSA_OK && *fields == NULL && fields_json == NULL)
+        st = op->kind != FSA_OP_CREATE
+                 ? op_fail(err, op, FSA_ENOTFOUND, "not_found", "no such entity")
+                 : build_created(op, payload, fields, err);
+    else if (st == FSA_OK)
+        st = apply_to_stored(op, fields_json, version, flags, fields, &payload, err);
+    cJSON_Delete(payload);
+    return st;
+}
+
 /*
  * fsa_model_apply's work. held: the parsed tree of fields_json when the caller has it (taken: it
  * is changed and then kept or deleted), NULL to parse fields_json. keep: NULL to print the result
@@ -1760,27 +1778,18 @@ static fsa_status_t apply_core(const fsa_op_t *op, const char *fields_json, cJSO
                                int64_t version, unsigned flags, char **out_json, cJSON **keep,
                                fsa_model_err_t *err)
 {
-    cJSON *payload = NULL, *fields = held;
-    fsa_status_t st;
-
+    cJSON *fields = held;
     clear_err(err);
     if (out_json == NULL)
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "no out_json");
     *out_json = NULL;
-    st = check_op(op, flags, err, &payload);
-    if (st == FSA_OK && fields_json == NULL)
-        st = op->kind != FSA_OP_CREATE
-                 ? op_fail(err, op, FSA_ENOTFOUND, "not_found", "no such entity")
-                 : build_created(op, payload, &fields, err);
-    else if (st == FSA_OK)
-        st = apply_to_stored(op, fields_json, version, flags, &fields, &payload, err);
+    fsa_status_t st = change_tree(op, fields_json, version, flags, &fields, err);
     if (st == FSA_OK)
         st = emit_result(op, &fields, keep, out_json, err);
     if (st != FSA_OK) {
         fsa_free(*out_json);
         *out_json = NULL;
     }
-    cJSON_Delete(payload);
     cJSON_Delete(fields);
     return st;
 }
@@ -1798,6 +1807,13 @@ struct fsa_model_entity {
     char *text;  /* the fields tree is the parse of (NULL: no tree held) */
     cJSON *tree; /* NULL: none held */
 };
+
+/* True when e holds the parse of exactly fields_json (a run's tree, ahead of any text, is not). */
+static bool held_for(const fsa_model_entity_t *e, const char *fields_json)
+{
+    return e->tree != NULL && e->text != NULL && fields_json != NULL &&
+           strcmp(e->text, fields_json) == 0;
+}
 
 static void entity_drop(fsa_model_entity_t *e)
 {
@@ -1827,7 +1843,7 @@ static fsa_status_t entity_apply(fsa_model_entity_t *e, const fsa_op_t *op, cons
                                  fsa_model_err_t *err, bool strict)
 {
     cJSON *held = NULL;
-    if (e->tree != NULL && fields_json != NULL && strcmp(e->text, fields_json) == 0) {
+    if (held_for(e, fields_json)) {
         held = e->tree; /* the parse of exactly these fields: taken, changed by the op */
         e->tree = NULL;
     }
@@ -1875,6 +1891,55 @@ fsa_status_t fsa_model_entity_apply_strict(fsa_model_entity_t *e, const fsa_op_t
         return nomem(err, op);
     }
     return entity_apply(e, op, fields_json, version, flags, out_json, err, true);
+}
+
+fsa_status_t fsa_model_entity_replay(fsa_model_entity_t *e, const fsa_op_t *op,
+                                     const char *fields_json, int64_t version, unsigned flags,
+                                     fsa_model_err_t *err)
+{
+    clear_err(err);
+    if (e == NULL)
+        return nomem(err, op);
+    cJSON *tree = NULL;
+    /* a run's tree, or the parse of exactly fields_json */
+    if ((e->tree != NULL && e->text == NULL) || held_for(e, fields_json)) {
+        tree = e->tree;
+        e->tree = NULL;
+    }
+    entity_drop(e);
+    fsa_status_t st = change_tree(op, fields_json, version, flags, &tree, err);
+    if (st == FSA_OK)
+        e->tree = tree; /* no text: the tree is ahead of every text printed */
+    else
+        cJSON_Delete(tree);
+    return st;
+}
+
+fsa_status_t fsa_model_entity_print(fsa_model_entity_t *e, fsa_type_t type, char **out_json)
+{
+    if (out_json == NULL)
+        return FSA_EINVAL;
+    *out_json = NULL;
+    if (e == NULL || e->tree == NULL || e->text != NULL || !type_ok(type))
+        return FSA_EINVAL;
+    fsa_op_t op = {.type = type}; /* emit_result's errors name an op; nobody reads them here */
+    cJSON *tree = e->tree;
+    e->tree = NULL;
+    cJSON *keep = NULL;
+    fsa_status_t st = emit_result(&op, &tree, &keep, out_json, NULL);
+    cJSON_Delete(tree);
+    if (st == FSA_OK)
+        e->text = fsa_strdup(*out_json);
+    if (st == FSA_OK && e->text == NULL) {
+        fsa_free(*out_json);
+        *out_json = NULL;
+        st = FSA_ENOMEM;
+    }
+    if (st == FSA_OK)
+        e->tree = keep; /* the parse of the text printed, as after fsa_model_entity_apply */
+    else
+        cJSON_Delete(keep);
+    return st;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2200,8 +2265,7 @@ fsa_status_t fsa_model_scope_keys(fsa_type_t type, const char *fields_json, fsa_
 fsa_status_t fsa_model_entity_scope_keys(const fsa_model_entity_t *e, fsa_type_t type,
                                          const char *fields_json, fsa_model_keys_t *out)
 {
-    if (e == NULL || e->tree == NULL || fields_json == NULL || out == NULL || !type_ok(type) ||
-        strcmp(e->text, fields_json) != 0)
+    if (e == NULL || out == NULL || !type_ok(type) || !held_for(e, fields_json))
         return fsa_model_scope_keys(type, fields_json, out);
     memset(out, 0, sizeof *out);
     return keys_of_tree(type, e->tree, out);

@@ -227,6 +227,32 @@ fsa_status_t fsa_model_entity_apply_strict(fsa_model_entity_t *e, const fsa_op_t
                                            char **out_json, fsa_model_err_t *err) FSA_MUST_CHECK;
 
 /*
+ * A run of ops on one entity whose texts in between nobody needs (the journal replaying a
+ * drain's results onto a base: docs/performance.md, "Drain"): each fsa_model_entity_replay
+ * changes e's tree as fsa_model_entity_apply_strict would and prints nothing; one
+ * fsa_model_entity_print at the end prints the last tree, the same text that a chain of
+ * fsa_model_entity_apply_strict calls would have returned for the last op (fields in the
+ * protocol's order, then the others in the order they came).
+ * - fsa_model_entity_replay: fields_json is the entity's fields before op, and is read only
+ *   when e holds no run's tree (the run's first op; then e's held tree is used when it is the
+ *   parse of exactly fields_json, as in fsa_model_entity_apply). Returns what
+ *   fsa_model_entity_apply_strict would, except that the entity limit (entity_too_large) is
+ *   not checked: only the print does. After any status but FSA_OK, e holds nothing.
+ * - fsa_model_entity_print: *out_json (fsa_model_free) is the run's text; type is the
+ *   entity's. FSA_EINVAL when the text would pass FSA_LIMIT_FIELDS_BYTES, or when e holds no
+ *   run (nothing replayed since the last print); FSA_ENOMEM. After FSA_OK e holds the parse of
+ *   *out_json as after fsa_model_entity_apply; after a failure, nothing.
+ * Not checking each op's text against the limit is the difference: a run that passes the limit
+ * in between and ends within it prints within it. The caller that must stop where one op
+ * would have passed it replays the run op by op when the print fails (storage/journal_apply.c).
+ */
+fsa_status_t fsa_model_entity_replay(fsa_model_entity_t *e, const fsa_op_t *op,
+                                     const char *fields_json, int64_t version, unsigned flags,
+                                     fsa_model_err_t *err) FSA_MUST_CHECK;
+fsa_status_t fsa_model_entity_print(fsa_model_entity_t *e, fsa_type_t type,
+                                    char **out_json) FSA_MUST_CHECK;
+
+/*
  * RFC 7396 JSON merge patch: *out_json = target with patch applied (null deletes a key, objects
  * merge recursively, anything else replaces). target_json NULL means {}. Enforces the nesting and
  * string limits on both inputs and the result. Returns FSA_OK, FSA_EINVAL (malformed or over a

@@ -1783,6 +1783,153 @@ static void test_fsa_outbox_apply_batch__mixed_answers_once(void **state)
         fsa_op_clear(&ops[i]);
 }
 
+/*
+ * A drain's results on one entity are replayed as a run and its base printed once
+ * (storage/journal_apply.c). The same ops and answers on a second ticket, applied one by one
+ * (fsa_outbox_apply_results), must leave the same base, version and change rows, through each
+ * place where a run ends early: a conflict that keeps the base (the run before it printed), an
+ * applied op without a version, a conflict that replaces the base, an op that does not apply onto
+ * it (a transition from NEW on a CLOSED base: the base stays before it, and the next results no
+ * longer follow), and a run that passes the entity limit (the base stops before the op that
+ * passes it).
+ */
+enum { RUN_OPS = 16, RUN_ITEM = 10000 };
+
+static void record_run_ops(fixture_t *f, const char *id, fsa_rec_t *rec)
+{
+    char item[RUN_ITEM + 3];
+    memset(item, 'i', sizeof item);
+    item[0] = item[RUN_ITEM + 1] = '"';
+    item[RUN_ITEM + 2] = '\0';
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, id, 1,
+                                   "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                                   "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"LOW\"}"));
+    for (int i = 0; i < RUN_OPS; i++) {
+        fsa_journal_t *j = f->j;
+        if (i == 2)
+            assert_fsa_ok(fsa_journal_append(j, FSA_TYPE_TICKET, id, "ticketlog", "ticket_history",
+                                             "{\"n\":2}", 0, NULL, &rec[i]));
+        else if (i == 9)
+            assert_fsa_ok(fsa_journal_transition(j, FSA_TYPE_TICKET, id, "OPEN", NULL, &rec[i]));
+        else if (i >= 12)
+            assert_fsa_ok(fsa_journal_append(j, FSA_TYPE_TICKET, id, "ticketlog", "big", item, 0,
+                                             NULL, &rec[i]));
+        else
+            assert_fsa_ok(fsa_journal_increment(j, FSA_TYPE_TICKET, id, "level", 1, NULL, &rec[i]));
+    }
+}
+
+/* The answer to op i of record_run_ops (op_id), as the server could give it. */
+static fsa_op_result_t run_result(int i, const char *op_id, char *closed, char *big)
+{
+    static const int64_t version[RUN_OPS] = {2, 3, 4, 0, 5, 0, 6, 0, 10, 11, 12, 0, 21, 22, 23, 24};
+    fsa_op_result_t r = result_for(op_id, FSA_RESULT_APPLIED, version[i]);
+    if (i == 3) { /* the server is at 3: older than the base (4), which stays */
+        r.status = FSA_RESULT_CONFLICT;
+        r.current_version = 3;
+        r.current_fields = closed;
+    } else if (i == 5) {
+        r.status = FSA_RESULT_DUPLICATE;
+        r.original = FSA_RESULT_APPLIED;
+    } else if (i == 7 || i == 11) { /* the base becomes the server's */
+        r.status = FSA_RESULT_CONFLICT;
+        r.current_version = i == 7 ? 9 : 20;
+        r.current_fields = i == 7 ? closed : big;
+    }
+    return r;
+}
+
+/* The change rows of ticket id after seq `after`, as "reason@version" in seq order. */
+static void changes_of(fixture_t *f, int64_t after, const char *id, char *out, size_t cap)
+{
+    static fsa_change_t ch[4 * RUN_OPS];
+    size_t n = 0, used = 0;
+    assert_fsa_ok(fsa_journal_changes_read(f->j, after, ch, 4 * RUN_OPS, &n));
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ch[i].id, id) == 0)
+            used += (size_t)snprintf(out + used, cap - used, "%d@%" PRId64 " ", (int)ch[i].reason,
+                                     ch[i].version);
+}
+
+static void test_fsa_outbox_apply_batch__a_run_leaves_what_one_by_one_does(void **state)
+{
+    fixture_t *f = *state;
+    static fsa_rec_t r1[RUN_OPS], r2[RUN_OPS];
+    static fsa_op_t ops[RUN_OPS];
+    static fsa_op_result_t res[RUN_OPS], one[RUN_OPS];
+    record_run_ops(f, "T1", r1);
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, RUN_OPS, 1 << 22, &n));
+    assert_int_equal(n, RUN_OPS);
+    record_run_ops(f, "T2", r2);
+    char closed[] = "{\"status\":\"CLOSED\",\"level\":50,\"assignedto\":\"\","
+                    "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"LOW\"}";
+    /* A base ~28 KB under the limit: the third 10 KB item passes it. */
+    enum { KEYS = 17, KEY_BYTES = 60000 };
+    const size_t cap = (size_t)KEYS * (KEY_BYTES + 16) + 256;
+    char *big = fsa_malloc(cap);
+    assert_non_null(big);
+    size_t len = (size_t)snprintf(big, cap,
+                                  "{\"status\":\"CLOSED\",\"level\":7,\"assignedto\":\"\","
+                                  "\"ticketlog\":{\"ticket_history\":[]");
+    for (int k = 0; k < KEYS; k++) {
+        len += (size_t)snprintf(big + len, cap - len, ",\"k%02d\":\"", k);
+        memset(big + len, 'b', KEY_BYTES);
+        len += KEY_BYTES;
+        big[len++] = '"';
+    }
+    len += (size_t)snprintf(big + len, cap - len, "},\"priority\":\"LOW\"}");
+    assert_true(len + 2 * (RUN_ITEM + 3) < FSA_LIMIT_FIELDS_BYTES);
+    assert_true(len + 3 * (RUN_ITEM + 3) > FSA_LIMIT_FIELDS_BYTES);
+    for (int i = 0; i < RUN_OPS; i++) {
+        res[i] = run_result(i, ops[i].op_id, closed, big);
+        one[i] = run_result(i, r2[i].op_id, closed, big);
+    }
+    int64_t before = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &before));
+    /* Two batches, each checked against one by one. */
+    static const size_t cut[] = {0, 11, RUN_OPS};
+    static const int64_t want_version[] = {10, 22};
+    static const char *const want_level[] = {"51", "7"};
+    for (size_t b = 0; b < 2; b++) {
+        size_t from = cut[b], k = cut[b + 1] - cut[b];
+        assert_fsa_ok(fsa_outbox_apply_batch(f->j, &ops[from], &res[from], k, NULL, 0));
+        assert_fsa_ok(fsa_outbox_apply_results(f->j, &one[from], k));
+        char *b1 = NULL, *b2 = NULL;
+        int64_t v1 = 0, v2 = 0;
+        assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T1", &b1, &v1));
+        assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T2", &b2, &v2));
+        assert_int_equal(v1, want_version[b]);
+        assert_int_equal(v2, v1);
+        assert_string_equal(b1, b2);
+        char *level = NULL;
+        assert_fsa_ok(fsa_model_get_field(b1, "level", &level));
+        assert_string_equal(level, want_level[b]);
+        fsa_model_free(level);
+        if (b == 1) { /* two of the four 10 KB items: the third would pass the limit */
+            assert_true(strlen(b1) > len + 2 * RUN_ITEM && strlen(b1) < len + 3 * RUN_ITEM);
+            assert_fsa_ok(fsa_model_json_check(b1, FSA_LIMIT_FIELDS_BYTES));
+        }
+        fsa_model_free(b1);
+        fsa_model_free(b2);
+    }
+    char c1[1024], c2[1024];
+    changes_of(f, before, "T1", c1, sizeof c1);
+    changes_of(f, before, "T2", c2, sizeof c2);
+    assert_string_equal(c1, c2);
+    /* parked at the base's version; the applied op without one at the base's (5); the op that did
+     * not apply at its own version (11) */
+    char want[256];
+    snprintf(want, sizeof want, "%d@4 ", (int)FSA_CHANGE_PARKED);
+    assert_non_null(strstr(c1, want));
+    snprintf(want, sizeof want, "%d@5 %d@6 ", (int)FSA_CHANGE_SYNCED, (int)FSA_CHANGE_SYNCED);
+    assert_non_null(strstr(c1, want));
+    fsa_free(big);
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+}
+
 static void test_fsa_outbox_apply_results__rejection_parked(void **state)
 {
     fixture_t *f = *state;
@@ -2273,6 +2420,7 @@ int main(void)
         T(test_fsa_outbox_apply_batch__results_commit_without_sync),
         T(test_fsa_outbox_apply_batch__record_goes_between_transactions),
         T(test_fsa_outbox_apply_batch__mixed_answers_once),
+        T(test_fsa_outbox_apply_batch__a_run_leaves_what_one_by_one_does),
         T(test_fsa_outbox_stats__does_not_wait_for_a_record),
         T(test_fsa_db_flush__next_record_syncs_once),
         T(test_fsa_journal_fold__replays_pending_on_new_base),

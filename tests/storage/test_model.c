@@ -753,6 +753,172 @@ static void test_fsa_model_entity_apply_strict__enomem_never_a_slower_success(vo
     fsa_op_clear(&inc);
 }
 
+/*
+ * A run (the journal's drain): ops replayed one after the other and printed once give the text
+ * that applying them one by one gave, printed at any point along the chain (the run going on from
+ * the printed text): fields added by default at the end and a field no type knows, in the middle,
+ * come out in the protocol's order as one by one. An op that does not apply answers as
+ * fsa_model_entity_apply_strict and leaves nothing held; a print with no run is refused; the limit
+ * is checked on the run's text only.
+ */
+static void test_fsa_model_entity_replay__a_run_prints_what_one_by_one_did(void **state)
+{
+    (void)state;
+    const char *start = "{\"zzz\":{\"a\":1},\"status\":\"NEW\",\"qq\":[1]}";
+    enum { N = 9 };
+    fsa_op_t ops[N] = {
+        op_incr(FSA_TYPE_TICKET, "T1", "level", 5), /* added with its default */
+        op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "h", "{\"by\":\"a\\n\",\"x\":1.5e-7}", 2),
+        op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "h", "2", 2),
+        op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "h", "[3,\"\\b\"]", 2),
+        op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "{\"n\":null,\"m\":{\"k\":[1,2.25]}}"),
+        op_set(FSA_TYPE_TICKET, "T1", 1, "{\"priority\":\"HIGH\",\"assignedto\":\"p\\u0001\"}"),
+        op_trans(FSA_TYPE_TICKET, "T1", "status", "NEW", "OPEN"),
+        op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "{\"m\":null}"),
+        op_incr(FSA_TYPE_TICKET, "T1", "level", -2),
+    };
+    char *chain[N + 1]; /* chain[k]: the text after k ops, one by one */
+    chain[0] = fsa_strdup(start);
+    for (int k = 0; k < N; k++)
+        assert_int_equal(
+            fsa_model_apply(&ops[k], chain[k], k + 1, FSA_APPLY_REPLAY, &chain[k + 1], NULL),
+            FSA_OK);
+    assert_non_null(strstr(chain[N], "\"level\":3"));
+    assert_int_equal(strncmp(chain[N], "{\"status\":\"OPEN\",\"level\":3,", 27), 0);
+    /* Printed once at the end, and printed at every point with the run going on from there. */
+    for (int cut = 0; cut <= N; cut++) {
+        fsa_model_entity_t *e = fsa_model_entity_new();
+        assert_non_null(e);
+        const char *from = start;
+        char *printed = NULL;
+        for (int k = 0; k < N; k++) {
+            assert_int_equal(
+                fsa_model_entity_replay(e, &ops[k], from, k + 1, FSA_APPLY_REPLAY, NULL), FSA_OK);
+            if (k + 1 == cut || k + 1 == N) {
+                fsa_model_free(printed);
+                assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &printed), FSA_OK);
+                assert_string_equal(printed, chain[k + 1]);
+                from = printed; /* e holds its parse: the next replay goes on from it */
+            }
+        }
+        /* Nothing replayed since the print: nothing to print. */
+        char *again = (char *)1;
+        assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &again), FSA_EINVAL);
+        assert_null(again);
+        /* An op that does not apply (NEW -> OPEN again): as the strict form, and nothing held. */
+        fsa_model_err_t rerr, serr;
+        char *sout = NULL;
+        fsa_status_t ss = fsa_model_entity_apply_strict(NULL, &ops[6], printed, N + 1,
+                                                        FSA_APPLY_REPLAY, &sout, &serr);
+        assert_int_equal(ss, FSA_ENOMEM); /* no entity: the strict form's answer */
+        fsa_model_entity_t *g = fsa_model_entity_new();
+        assert_non_null(g);
+        ss = fsa_model_entity_apply_strict(g, &ops[6], printed, N + 1, FSA_APPLY_REPLAY, &sout,
+                                           &serr);
+        fsa_status_t rs =
+            fsa_model_entity_replay(e, &ops[6], printed, N + 1, FSA_APPLY_REPLAY, &rerr);
+        assert_int_not_equal(rs, FSA_OK);
+        assert_int_equal(rs, ss);
+        assert_string_equal(rerr.code, serr.code);
+        assert_string_equal(rerr.message, serr.message);
+        assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &again), FSA_EINVAL);
+        fsa_model_entity_free(g);
+        fsa_model_free(printed);
+        fsa_model_entity_free(e);
+    }
+    /* A run's tree is nobody's text: the other forms parse what they are given. */
+    fsa_model_entity_t *h = fsa_model_entity_new();
+    assert_non_null(h);
+    assert_int_equal(fsa_model_entity_replay(h, &ops[0], start, 1, FSA_APPLY_REPLAY, NULL), FSA_OK);
+    fsa_model_keys_t kr, kw;
+    assert_int_equal(fsa_model_entity_scope_keys(h, FSA_TYPE_TICKET, chain[5], &kr), FSA_OK);
+    assert_int_equal(fsa_model_scope_keys(FSA_TYPE_TICKET, chain[5], &kw), FSA_OK);
+    assert_memory_equal(&kr, &kw, sizeof kr);
+    char *next = NULL;
+    assert_int_equal(
+        fsa_model_entity_apply_strict(h, &ops[1], chain[1], 2, FSA_APPLY_REPLAY, &next, NULL),
+        FSA_OK);
+    assert_string_equal(next, chain[2]);
+    fsa_model_free(next);
+    fsa_model_entity_free(h);
+    /* A fresh entity has no run; NULL arguments are refused. */
+    fsa_model_entity_t *e = fsa_model_entity_new();
+    char *out = NULL;
+    assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &out), FSA_EINVAL);
+    assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, NULL), FSA_EINVAL);
+    assert_int_equal(fsa_model_entity_print(NULL, FSA_TYPE_TICKET, &out), FSA_EINVAL);
+    assert_int_equal(fsa_model_entity_replay(NULL, &ops[0], start, 1, 0, NULL), FSA_ENOMEM);
+    /* The limit: an append past it is refused by the print (nothing held after), as the strict
+     * form refuses it; a run that passes it in between and ends within it prints. */
+    enum { KEYS = 17, KEY_BYTES = 60000 }; /* ~28 KB under the limit */
+    const size_t cap = (size_t)KEYS * (KEY_BYTES + 16) + 64;
+    char *big = fsa_malloc(cap);
+    assert_non_null(big);
+    size_t len = (size_t)snprintf(big, cap, "{\"ticketlog\":{\"ticket_history\":[]");
+    for (int k = 0; k < KEYS; k++) {
+        len += (size_t)snprintf(big + len, cap - len, ",\"k%02d\":\"", k);
+        memset(big + len, 'b', KEY_BYTES);
+        len += KEY_BYTES;
+        big[len++] = '"';
+    }
+    memcpy(big + len, "}}", sizeof "}}");
+    char *extra = repeat("\"", 'z', 15000, "\"");
+    fsa_op_t add = op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "ticket_history", extra, 0);
+    fsa_op_t drop = op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "{\"k00\":null}");
+    assert_int_equal(fsa_model_apply(&add, big, 1, 0, &out, NULL), FSA_OK); /* one: within */
+    fsa_model_free(out);
+    assert_int_equal(fsa_model_entity_replay(e, &add, big, 1, 0, NULL), FSA_OK);
+    assert_int_equal(fsa_model_entity_replay(e, &add, big, 2, 0, NULL), FSA_OK);
+    assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &out), FSA_EINVAL);
+    assert_null(out);
+    assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &out), FSA_EINVAL);
+    assert_int_equal(fsa_model_entity_replay(e, &add, big, 1, 0, NULL), FSA_OK);
+    assert_int_equal(fsa_model_entity_replay(e, &add, big, 2, 0, NULL), FSA_OK);
+    assert_int_equal(fsa_model_entity_replay(e, &drop, big, 3, 0, NULL), FSA_OK);
+    assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &out), FSA_OK);
+    assert_null(strstr(out, "\"k00\""));
+    assert_non_null(strstr(out, "zzz\",\"zzz"));
+    fsa_model_free(out);
+    fsa_op_clear(&add);
+    fsa_op_clear(&drop);
+    fsa_free(extra);
+    fsa_free(big);
+    /* Each allocation of a run of two and its print failing in turn: FSA_ENOMEM from one of
+     * them, never a text other than one by one's. */
+    size_t failed = 0;
+    for (unsigned long n = 1;; n++) {
+        fsa_model_entity_t *f = fsa_model_entity_new();
+        assert_non_null(f);
+        fsa_alloc_fail_nth(n);
+        fsa_status_t st = fsa_model_entity_replay(f, &ops[0], start, 1, FSA_APPLY_REPLAY, NULL);
+        if (st == FSA_OK)
+            st = fsa_model_entity_replay(f, &ops[1], start, 2, FSA_APPLY_REPLAY, NULL);
+        out = NULL;
+        if (st == FSA_OK)
+            st = fsa_model_entity_print(f, FSA_TYPE_TICKET, &out);
+        bool fired = fsa_alloc_fault_fired();
+        fsa_alloc_fail_nth(0);
+        if (fired) {
+            assert_int_equal(st, FSA_ENOMEM);
+            assert_null(out);
+            failed++;
+        } else {
+            assert_int_equal(st, FSA_OK);
+            assert_string_equal(out, chain[2]);
+        }
+        fsa_model_free(out);
+        fsa_model_entity_free(f);
+        if (!fired)
+            break;
+    }
+    assert_true(failed > 10);
+    fsa_model_entity_free(e);
+    for (int k = 0; k <= N; k++)
+        fsa_model_free(chain[k]);
+    for (int k = 0; k < N; k++)
+        fsa_op_clear(&ops[k]);
+}
+
 static void test_fsa_model_apply__create_keeps_protocol_order(void **state)
 {
     (void)state;
@@ -2230,11 +2396,16 @@ static void test_fsa_model_prior_without__takes_back_only_what_the_set_gave(void
 
 int main(void)
 {
+    /* cJSON's allocations fail in the allocation sweeps too (storage/libs.c does this in every
+     * program; this test links the model alone) */
+    cJSON_Hooks hooks = {.malloc_fn = fsa_malloc, .free_fn = fsa_free};
+    cJSON_InitHooks(&hooks);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fsa_type_name__round_trip),
         cmocka_unit_test(test_fsa_op_kind_name__round_trip),
         cmocka_unit_test(test_fsa_model_fields__protocol_table),
         cmocka_unit_test(test_fsa_model_entity_apply__chain_matches_apply),
+        cmocka_unit_test(test_fsa_model_entity_replay__a_run_prints_what_one_by_one_did),
         cmocka_unit_test(test_fsa_model_entity_apply_strict__enomem_never_a_slower_success),
         cmocka_unit_test(test_fsa_model_fields__unknown_type),
         cmocka_unit_test(test_fsa_model_field__unknown_names),
