@@ -1727,15 +1727,16 @@ static fsa_status_t apply_to_stored(const fsa_op_t *op, const char *fields_json,
 }
 
 /* The resulting tree (*fields, put in the protocol's order) printed into *out_json, within the
- * entity limit; with keep, printed exactly and the tree handed over in *keep. */
+ * entity limit, by print_exact (emit's text, without changing the tree or scanning the text
+ * again: emit_exact says why that holds for a tree built from checked texts, which this one is);
+ * with keep, the tree is handed over in *keep. */
 static fsa_status_t emit_result(const fsa_op_t *op, cJSON **fields, cJSON **keep, char **out_json,
                                 fsa_model_err_t *err)
 {
     *fields = in_protocol_order(op->type, *fields);
     if (*fields == NULL)
         return nomem(err, op);
-    json_why_t why = keep != NULL ? emit_exact(*fields, FSA_LIMIT_FIELDS_BYTES, out_json)
-                                  : emit(*fields, FSA_LIMIT_FIELDS_BYTES, out_json);
+    json_why_t why = emit_exact(*fields, FSA_LIMIT_FIELDS_BYTES, out_json);
     if (why == JSON_SIZE)
         /* PROTOCOL.md section 3: the op would take the entity past the limit; nothing changes. */
         return op_fail(err, op, FSA_EINVAL, "entity_too_large",
@@ -1770,9 +1771,8 @@ static fsa_status_t change_tree(const fsa_op_t *op, const char *fields_json, int
 
 /*
  * fsa_model_apply's work. held: the parsed tree of fields_json when the caller has it (taken: it
- * is changed and then kept or deleted), NULL to parse fields_json. keep: NULL to print the result
- * as fsa_model_apply always did; else the result is printed by print_exact (the same text, the
- * tree left as it is) and, on FSA_OK, the tree of *out_json is handed over in *keep.
+ * is changed and then kept or deleted), NULL to parse fields_json. keep: NULL, or where the tree
+ * of *out_json is handed over on FSA_OK.
  */
 static fsa_status_t apply_core(const fsa_op_t *op, const char *fields_json, cJSON *held,
                                int64_t version, unsigned flags, char **out_json, cJSON **keep,
