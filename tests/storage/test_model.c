@@ -919,6 +919,34 @@ static void test_fsa_model_entity_replay__a_run_prints_what_one_by_one_did(void 
         fsa_op_clear(&ops[k]);
 }
 
+/*
+ * An applied op's text is printed by print_exact, the merge patch's by cJSON's printer with exact
+ * numbers (emit): the same text for the same values, through escapes, control bytes, DEL, UTF-8,
+ * inexact, tiny, huge and negative-zero numbers, and empty containers.
+ */
+static void test_fsa_model_apply__prints_as_the_merge_patch_does(void **state)
+{
+    (void)state;
+    static const char *const patches[] = {
+        "{\"s\":\"p\\u0001\\t\\\"q\\\\/\\u007f\\u00e9\\ud83d\\ude00\"}",
+        "{\"n\":[0.1,1e300,-0,1.5e-7,-77.59460000000001,9007199254740991,5e-324,123456789012345678]"
+        "}",
+        "{\"e\":{},\"a\":[],\"z\":[{},[[]],null,true,false,\"\"]}",
+    };
+    for (size_t i = 0; i < sizeof patches / sizeof patches[0]; i++) {
+        char *merged = NULL, *applied = NULL, want[1024];
+        assert_int_equal(fsa_model_merge_patch("{}", patches[i], &merged), FSA_OK);
+        fsa_op_t op = op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", patches[i]);
+        assert_int_equal(fsa_model_apply(&op, "{\"ticketlog\":{}}", 1, 0, &applied, NULL), FSA_OK);
+        snprintf(want, sizeof want, "\"ticketlog\":%s", merged);
+        if (strstr(applied, want) == NULL)
+            fail_msg("%s applied as %s, merged as %s", patches[i], applied, merged);
+        fsa_model_free(merged);
+        fsa_model_free(applied);
+        fsa_op_clear(&op);
+    }
+}
+
 static void test_fsa_model_apply__create_keeps_protocol_order(void **state)
 {
     (void)state;
@@ -2406,6 +2434,7 @@ int main(void)
         cmocka_unit_test(test_fsa_model_fields__protocol_table),
         cmocka_unit_test(test_fsa_model_entity_apply__chain_matches_apply),
         cmocka_unit_test(test_fsa_model_entity_replay__a_run_prints_what_one_by_one_did),
+        cmocka_unit_test(test_fsa_model_apply__prints_as_the_merge_patch_does),
         cmocka_unit_test(test_fsa_model_entity_apply_strict__enomem_never_a_slower_success),
         cmocka_unit_test(test_fsa_model_fields__unknown_type),
         cmocka_unit_test(test_fsa_model_field__unknown_names),
