@@ -155,12 +155,13 @@ typedef struct ent_cache {
  * applied one without a version). Printing the base was half of the replay's cost when each
  * result printed it (docs/performance.md, "Drain").
  *
- * Each result still moves the base only when its version is the base's next, as one by one.
- * What differs is the entity limit: it is checked on the run's text, not on each result's. The
- * server applied every op of the run, and refuses an op that would take an entity past the limit
- * (PROTOCOL.md section 3), so on the same base no text in between passes it; a run that ends past
- * it, or an op that does not apply onto the base here (the two models differ), is replayed one
- * by one from its start (ent_run_again), which stops the base where it stopped before.
+ * A run decides as one by one would: each result moves the base only when its version is the
+ * base's next, and the entity's limits, which one by one checked on each result's text, hold for
+ * every text in between as long as the model vouches for them from the run's bound
+ * (fsa_model_entity_replay). When an op does not apply onto the base here (the agent's model and
+ * the server's differ), when the model cannot vouch for the limits (an entity near them), or when
+ * the print fails, the run is replayed one by one from its start (ent_run_again), every result
+ * since it started included, which leaves the base where one by one leaves it.
  */
 
 /* One result replayed onto the slot's base and printed, as each result was before runs: the
@@ -181,7 +182,7 @@ static fsa_status_t replay_one(ent_slot_t *sl, const fsa_op_t *op, int64_t versi
     return as == FSA_ENOMEM ? as : FSA_OK;
 }
 
-/* The slot's run replayed again one result at a time from the base before it; the run ends. */
+/* The slot's run replayed one result at a time from the base before it; the run ends. */
 static fsa_status_t ent_run_again(ent_slot_t *sl)
 {
     size_t n = sl->run_n;
@@ -193,8 +194,8 @@ static fsa_status_t ent_run_again(ent_slot_t *sl)
     return s;
 }
 
-/* Ends the slot's run, if any: the base becomes its printed text, or, when that text is past the
- * entity limit, what replaying it one by one leaves. */
+/* Ends the slot's run, if any: the base becomes its printed text, or, should the print fail,
+ * what replaying it one by one leaves. */
 static fsa_status_t ent_run_end(ent_slot_t *sl)
 {
     if (sl->run_n == 0)
@@ -216,8 +217,9 @@ static fsa_status_t ent_run_end(ent_slot_t *sl)
 static fsa_status_t ent_run_add(ent_slot_t *sl, const fsa_op_t *op, int64_t version)
 {
     entity_t *e = &sl->e;
-    if (version != e->base_version + 1)
-        return FSA_OK;
+    bool next = version == e->base_version + 1;
+    if (!next && sl->run_n == 0)
+        return FSA_OK; /* not the base's next: one by one leaves it too */
     if (sl->run_n == sl->run_cap) {
         size_t cap = sl->run_cap > 0 ? 2 * sl->run_cap : 16;
         struct ent_run_item *more = fsa_realloc(sl->run, cap * sizeof *more);
@@ -229,13 +231,15 @@ static fsa_status_t ent_run_add(ent_slot_t *sl, const fsa_op_t *op, int64_t vers
     if (sl->run_n == 0)
         sl->run_v0 = e->base_version;
     sl->run[sl->run_n++] = (struct ent_run_item){op, version};
+    if (!next)
+        return FSA_OK; /* left alone, and kept: one by one, the base may be elsewhere by then */
     fsa_status_t as =
         fsa_model_entity_replay(sl->m, op, e->base_fields, e->base_version, FSA_APPLY_REPLAY, NULL);
     if (as == FSA_OK) {
         e->base_version = version;
         return FSA_OK;
     }
-    /* It does not apply here: one by one, the base stops before it, as it did. */
+    /* It does not apply here, or the limits need its text printed: one by one. */
     return as == FSA_ENOMEM ? as : ent_run_again(sl);
 }
 

@@ -1804,8 +1804,9 @@ fsa_status_t fsa_model_apply(const fsa_op_t *op, const char *fields_json, int64_
 /* A sequence of ops on one entity.                                                           */
 
 struct fsa_model_entity {
-    char *text;  /* the fields tree is the parse of (NULL: no tree held) */
-    cJSON *tree; /* NULL: none held */
+    char *text;   /* the fields tree is the parse of (NULL: no tree held, or a run's) */
+    cJSON *tree;  /* NULL: none held */
+    size_t bound; /* a run's: the most any text printed along it could be long (run_vouches) */
 };
 
 /* True when e holds the parse of exactly fields_json (a run's tree, ahead of any text, is not). */
@@ -1893,6 +1894,54 @@ fsa_status_t fsa_model_entity_apply_strict(fsa_model_entity_t *e, const fsa_op_t
     return entity_apply(e, op, fields_json, version, flags, out_json, err, true);
 }
 
+/* The most bytes an op can add to an entity's text beyond 6 per byte of its payload: the field's
+ * default, the field's name and the append's key (escaped), a number's or a status's text, and
+ * the punctuation around them. */
+#define RUN_SLACK 1024
+
+/* How deep text nests (a valid JSON text: the op's payload, checked when it was recorded). */
+static unsigned text_depth(const char *text)
+{
+    unsigned depth = 0, deepest = 0;
+    bool in_string = false;
+    for (const char *p = text; p != NULL && *p != '\0'; p++) {
+        if (in_string) {
+            if (*p == '\\' && p[1] != '\0')
+                p++;
+            else if (*p == '"')
+                in_string = false;
+        } else if (*p == '"') {
+            in_string = true;
+        } else if (*p == '{' || *p == '[') {
+            if (++depth > deepest)
+                deepest = depth;
+        } else if ((*p == '}' || *p == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return deepest;
+}
+
+/*
+ * Whether op, replayed onto a run whose texts so far were at most *bound bytes long, keeps the
+ * text that fsa_model_entity_apply would print after it within the entity's limits, without
+ * printing it: then the run decides as one by one would. *bound grows by the most op can add: its
+ * payload's values print in at most 6 bytes per byte of their text (strings never longer, a
+ * number at most 5 times: "9e18" prints 19 digits), plus RUN_SLACK. Depth: a set or a create
+ * places its payload at the top (no deeper than the payload, which passed the limit), a merge one
+ * level down (the field), an append three (the field, its key's array, the item); increments and
+ * transitions add no level. The tree before op was within both limits (parsed, or vouched for).
+ */
+static bool run_vouches(const fsa_op_t *op, size_t *bound)
+{
+    size_t payload = op->json != NULL ? strlen(op->json) : 0;
+    *bound += 6 * payload + RUN_SLACK;
+    if (*bound > FSA_LIMIT_FIELDS_BYTES)
+        return false;
+    unsigned above = op->kind == FSA_OP_MERGE ? 1 : op->kind == FSA_OP_APPEND ? 3 : 0;
+    return above == 0 || above + text_depth(op->json) <= FSA_LIMIT_JSON_DEPTH;
+}
+
 fsa_status_t fsa_model_entity_replay(fsa_model_entity_t *e, const fsa_op_t *op,
                                      const char *fields_json, int64_t version, unsigned flags,
                                      fsa_model_err_t *err)
@@ -1901,17 +1950,24 @@ fsa_status_t fsa_model_entity_replay(fsa_model_entity_t *e, const fsa_op_t *op,
     if (e == NULL)
         return nomem(err, op);
     cJSON *tree = NULL;
-    /* a run's tree, or the parse of exactly fields_json */
-    if ((e->tree != NULL && e->text == NULL) || held_for(e, fields_json)) {
+    bool run = e->tree != NULL && e->text == NULL;
+    size_t bound = run ? e->bound : fields_json != NULL ? strlen(fields_json) : 0;
+    if (run || held_for(e, fields_json)) { /* a run's tree, or the parse of exactly fields_json */
         tree = e->tree;
         e->tree = NULL;
     }
     entity_drop(e);
     fsa_status_t st = change_tree(op, fields_json, version, flags, &tree, err);
-    if (st == FSA_OK)
+    if (st == FSA_OK && !run_vouches(op, &bound))
+        st = op_fail(err, op, FSA_ETOOLARGE, "entity_too_large",
+                     "the run cannot tell without printing whether the fields stay within the "
+                     "limits: apply it one op at a time");
+    if (st == FSA_OK) {
         e->tree = tree; /* no text: the tree is ahead of every text printed */
-    else
+        e->bound = bound;
+    } else {
         cJSON_Delete(tree);
+    }
     return st;
 }
 
@@ -1920,8 +1976,12 @@ fsa_status_t fsa_model_entity_print(fsa_model_entity_t *e, fsa_type_t type, char
     if (out_json == NULL)
         return FSA_EINVAL;
     *out_json = NULL;
-    if (e == NULL || e->tree == NULL || e->text != NULL || !type_ok(type))
+    if (e == NULL || e->tree == NULL || e->text != NULL)
         return FSA_EINVAL;
+    if (!type_ok(type)) {
+        entity_drop(e);
+        return FSA_EINVAL;
+    }
     fsa_op_t op = {.type = type}; /* emit_result's errors name an op; nobody reads them here */
     cJSON *tree = e->tree;
     e->tree = NULL;

@@ -236,15 +236,18 @@ fsa_status_t fsa_model_entity_apply_strict(fsa_model_entity_t *e, const fsa_op_t
  * - fsa_model_entity_replay: fields_json is the entity's fields before op, and is read only
  *   when e holds no run's tree (the run's first op; then e's held tree is used when it is the
  *   parse of exactly fields_json, as in fsa_model_entity_apply). Returns what
- *   fsa_model_entity_apply_strict would, except that the entity limit (entity_too_large) is
- *   not checked: only the print does. After any status but FSA_OK, e holds nothing.
+ *   fsa_model_entity_apply_strict would, but for the entity's limits, which it checks without
+ *   printing, from a bound on every text along the run: FSA_ETOOLARGE (code entity_too_large)
+ *   when it cannot tell that each text, printed op by op, would have stayed within the size and
+ *   depth limits (near them; the op may well apply: the caller applies the run one op at a time).
+ *   After any status but FSA_OK, e holds nothing.
  * - fsa_model_entity_print: *out_json (fsa_model_free) is the run's text; type is the
- *   entity's. FSA_EINVAL when the text would pass FSA_LIMIT_FIELDS_BYTES, or when e holds no
- *   run (nothing replayed since the last print); FSA_ENOMEM. After FSA_OK e holds the parse of
- *   *out_json as after fsa_model_entity_apply; after a failure, nothing.
- * Not checking each op's text against the limit is the difference: a run that passes the limit
- * in between and ends within it prints within it. The caller that must stop where one op
- * would have passed it replays the run op by op when the print fails (storage/journal_apply.c).
+ *   entity's. FSA_EINVAL when e holds no run (nothing replayed since the last print, e NULL) or
+ *   the text breaks a limit (which a run of FSA_OK replays does not), or out_json is NULL;
+ *   FSA_ENOMEM. After FSA_OK e holds the parse of *out_json as after fsa_model_entity_apply;
+ *   after a failure with a run, nothing.
+ * fsa_model_entity_apply and fsa_model_entity_scope_keys do not use a run's tree (they parse
+ * their fields_json), and a call of fsa_model_entity_apply ends the run without printing it.
  */
 fsa_status_t fsa_model_entity_replay(fsa_model_entity_t *e, const fsa_op_t *op,
                                      const char *fields_json, int64_t version, unsigned flags,

@@ -1790,17 +1790,21 @@ static void test_fsa_outbox_apply_batch__mixed_answers_once(void **state)
  * place where a run ends early: a conflict that keeps the base (the run before it printed), an
  * applied op without a version, a conflict that replaces the base, an op that does not apply onto
  * it (a transition from NEW on a CLOSED base: the base stays before it, and the next results no
- * longer follow), and a run that passes the entity limit (the base stops before the op that
- * passes it).
+ * longer follow), a run that passes the entity limit (the base stops before the op that passes
+ * it), and one that passes it and comes back under it (one by one, the base stops before the op
+ * that passed it, and a later conflict at that op's version replaces it).
  */
-enum { RUN_OPS = 16, RUN_ITEM = 10000 };
+enum { RUN_OPS = 21, RUN_ITEM = 10000, RUN_BIG_ITEM = 30000 };
 
 static void record_run_ops(fixture_t *f, const char *id, fsa_rec_t *rec)
 {
-    char item[RUN_ITEM + 3];
+    static char item[RUN_ITEM + 3], big_item[RUN_BIG_ITEM + 3];
     memset(item, 'i', sizeof item);
     item[0] = item[RUN_ITEM + 1] = '"';
     item[RUN_ITEM + 2] = '\0';
+    memset(big_item, 'j', sizeof big_item);
+    big_item[0] = big_item[RUN_BIG_ITEM + 1] = '"';
+    big_item[RUN_BIG_ITEM + 2] = '\0';
     assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, id, 1,
                                    "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
                                    "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"LOW\"}"));
@@ -1811,9 +1815,15 @@ static void record_run_ops(fixture_t *f, const char *id, fsa_rec_t *rec)
                                              "{\"n\":2}", 0, NULL, &rec[i]));
         else if (i == 9)
             assert_fsa_ok(fsa_journal_transition(j, FSA_TYPE_TICKET, id, "OPEN", NULL, &rec[i]));
-        else if (i >= 12)
+        else if (i >= 12 && i < 16)
             assert_fsa_ok(fsa_journal_append(j, FSA_TYPE_TICKET, id, "ticketlog", "big", item, 0,
                                              NULL, &rec[i]));
+        else if (i == 17)
+            assert_fsa_ok(fsa_journal_append(j, FSA_TYPE_TICKET, id, "ticketlog", "big", big_item,
+                                             0, NULL, &rec[i]));
+        else if (i == 18)
+            assert_fsa_ok(fsa_journal_merge(j, FSA_TYPE_TICKET, id, "ticketlog", "{\"k05\":null}",
+                                            NULL, &rec[i]));
         else
             assert_fsa_ok(fsa_journal_increment(j, FSA_TYPE_TICKET, id, "level", 1, NULL, &rec[i]));
     }
@@ -1822,19 +1832,24 @@ static void record_run_ops(fixture_t *f, const char *id, fsa_rec_t *rec)
 /* The answer to op i of record_run_ops (op_id), as the server could give it. */
 static fsa_op_result_t run_result(int i, const char *op_id, char *closed, char *big)
 {
-    static const int64_t version[RUN_OPS] = {2, 3, 4, 0, 5, 0, 6, 0, 10, 11, 12, 0, 21, 22, 23, 24};
+    static const int64_t version[RUN_OPS] = {2, 3,  4,  0,  5,  0, 6,  0,  10, 11, 12,
+                                             0, 21, 22, 23, 24, 0, 31, 32, 0,  0};
     fsa_op_result_t r = result_for(op_id, FSA_RESULT_APPLIED, version[i]);
     if (i == 3) { /* the server is at 3: older than the base (4), which stays */
         r.status = FSA_RESULT_CONFLICT;
         r.current_version = 3;
         r.current_fields = closed;
-    } else if (i == 5) {
+    } else if (i == 5 || i == 20) {
         r.status = FSA_RESULT_DUPLICATE;
         r.original = FSA_RESULT_APPLIED;
-    } else if (i == 7 || i == 11) { /* the base becomes the server's */
+    } else if (i == 7 || i == 11 || i == 16) { /* the base becomes the server's */
         r.status = FSA_RESULT_CONFLICT;
-        r.current_version = i == 7 ? 9 : 20;
+        r.current_version = i == 7 ? 9 : i == 11 ? 20 : 30;
         r.current_fields = i == 7 ? closed : big;
+    } else if (i == 19) { /* at 31: the version one by one left the base before */
+        r.status = FSA_RESULT_CONFLICT;
+        r.current_version = 31;
+        r.current_fields = closed;
     }
     return r;
 }
@@ -1888,11 +1903,11 @@ static void test_fsa_outbox_apply_batch__a_run_leaves_what_one_by_one_does(void 
     }
     int64_t before = 0;
     assert_fsa_ok(fsa_journal_changes_last(f->j, &before));
-    /* Two batches, each checked against one by one. */
-    static const size_t cut[] = {0, 11, RUN_OPS};
-    static const int64_t want_version[] = {10, 22};
-    static const char *const want_level[] = {"51", "7"};
-    for (size_t b = 0; b < 2; b++) {
+    /* Three batches, each checked against one by one. */
+    static const size_t cut[] = {0, 11, 16, RUN_OPS};
+    static const int64_t want_version[] = {10, 22, 31};
+    static const char *const want_level[] = {"51", "7", "50"};
+    for (size_t b = 0; b < 3; b++) {
         size_t from = cut[b], k = cut[b + 1] - cut[b];
         assert_fsa_ok(fsa_outbox_apply_batch(f->j, &ops[from], &res[from], k, NULL, 0));
         assert_fsa_ok(fsa_outbox_apply_results(f->j, &one[from], k));

@@ -848,9 +848,10 @@ static void test_fsa_model_entity_replay__a_run_prints_what_one_by_one_did(void 
     assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, NULL), FSA_EINVAL);
     assert_int_equal(fsa_model_entity_print(NULL, FSA_TYPE_TICKET, &out), FSA_EINVAL);
     assert_int_equal(fsa_model_entity_replay(NULL, &ops[0], start, 1, 0, NULL), FSA_ENOMEM);
-    /* The limit: an append past it is refused by the print (nothing held after), as the strict
-     * form refuses it; a run that passes it in between and ends within it prints. */
-    enum { KEYS = 17, KEY_BYTES = 60000 }; /* ~28 KB under the limit */
+    /* The limits, vouched for from the run's bound: near the size limit (a base ~28 KB under it,
+     * 15 KB items) the run cannot tell, though one op applied one by one fits; far from it, a
+     * run of the same items prints what one by one prints. */
+    enum { KEYS = 17, KEY_BYTES = 60000 };
     const size_t cap = (size_t)KEYS * (KEY_BYTES + 16) + 64;
     char *big = fsa_malloc(cap);
     assert_non_null(big);
@@ -867,18 +868,59 @@ static void test_fsa_model_entity_replay__a_run_prints_what_one_by_one_did(void 
     fsa_op_t drop = op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", "{\"k00\":null}");
     assert_int_equal(fsa_model_apply(&add, big, 1, 0, &out, NULL), FSA_OK); /* one: within */
     fsa_model_free(out);
-    assert_int_equal(fsa_model_entity_replay(e, &add, big, 1, 0, NULL), FSA_OK);
-    assert_int_equal(fsa_model_entity_replay(e, &add, big, 2, 0, NULL), FSA_OK);
+    fsa_model_err_t lerr;
+    assert_int_equal(fsa_model_entity_replay(e, &add, big, 1, 0, &lerr), FSA_ETOOLARGE);
+    assert_string_equal(lerr.code, "entity_too_large");
     assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &out), FSA_EINVAL);
     assert_null(out);
-    assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &out), FSA_EINVAL);
+    big[len - 11 * (KEY_BYTES + 8)] = '\0'; /* ~360 KB: far under the limit */
+    memcpy(big + strlen(big), "\"}}", sizeof "\"}}");
+    char *one = NULL, *two = NULL, *three = NULL;
+    assert_int_equal(fsa_model_apply(&add, big, 1, 0, &one, NULL), FSA_OK);
+    assert_int_equal(fsa_model_apply(&add, one, 2, 0, &two, NULL), FSA_OK);
+    assert_int_equal(fsa_model_apply(&drop, two, 3, 0, &three, NULL), FSA_OK);
     assert_int_equal(fsa_model_entity_replay(e, &add, big, 1, 0, NULL), FSA_OK);
     assert_int_equal(fsa_model_entity_replay(e, &add, big, 2, 0, NULL), FSA_OK);
     assert_int_equal(fsa_model_entity_replay(e, &drop, big, 3, 0, NULL), FSA_OK);
     assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &out), FSA_OK);
+    assert_string_equal(out, three);
     assert_null(strstr(out, "\"k00\""));
     assert_non_null(strstr(out, "zzz\",\"zzz"));
     fsa_model_free(out);
+    fsa_model_free(one);
+    fsa_model_free(two);
+    fsa_model_free(three);
+    /* Depth: what a merge puts one level down, and an append three, may reach the limit, not
+     * pass it (one by one would print a text too deep). */
+    char deep[2 * FSA_LIMIT_JSON_DEPTH + 16];
+    for (int reach = FSA_LIMIT_JSON_DEPTH; reach <= FSA_LIMIT_JSON_DEPTH + 1; reach++) {
+        for (int kind = 0; kind < 2; kind++) {
+            int d = reach - (kind == 0 ? 1 : 3); /* the payload's own depth */
+            size_t k = 0;
+            if (kind == 0)
+                k += (size_t)snprintf(deep, sizeof deep, "{\"x\":");
+            for (int i = kind == 0 ? 1 : 0; i < d; i++)
+                deep[k++] = '[';
+            for (int i = kind == 0 ? 1 : 0; i < d; i++)
+                deep[k++] = ']';
+            snprintf(deep + k, sizeof deep - k, "%s", kind == 0 ? "}" : "");
+            fsa_op_t op = kind == 0 ? op_merge(FSA_TYPE_TICKET, "T1", "ticketlog", deep)
+                                    : op_append(FSA_TYPE_TICKET, "T1", "ticketlog", "h", deep, 0);
+            fsa_status_t one_st = fsa_model_apply(&op, chain[0], 1, 0, &out, NULL);
+            fsa_model_free(out);
+            fsa_status_t run_st = fsa_model_entity_replay(e, &op, chain[0], 1, 0, NULL);
+            if (reach <= FSA_LIMIT_JSON_DEPTH) {
+                assert_int_equal(one_st, FSA_OK);
+                assert_int_equal(run_st, FSA_OK);
+                assert_int_equal(fsa_model_entity_print(e, FSA_TYPE_TICKET, &out), FSA_OK);
+                fsa_model_free(out);
+            } else {
+                assert_int_not_equal(one_st, FSA_OK);
+                assert_int_equal(run_st, FSA_ETOOLARGE);
+            }
+            fsa_op_clear(&op);
+        }
+    }
     fsa_op_clear(&add);
     fsa_op_clear(&drop);
     fsa_free(extra);
@@ -929,8 +971,8 @@ static void test_fsa_model_apply__prints_as_the_merge_patch_does(void **state)
     (void)state;
     static const char *const patches[] = {
         "{\"s\":\"p\\u0001\\t\\\"q\\\\/\\u007f\\u00e9\\ud83d\\ude00\"}",
-        "{\"n\":[0.1,1e300,-0,1.5e-7,-77.59460000000001,9007199254740991,5e-324,123456789012345678]"
-        "}",
+        "{\"n\":[0.1,1e300,-0,1.5e-7,-77.59460000000001,9007199254740991,5e-324]}",
+        "{\"i\":[123456789012345678,9e18,-9e18,1e15,2.5e-5,1e-7]}",
         "{\"e\":{},\"a\":[],\"z\":[{},[[]],null,true,false,\"\"]}",
     };
     for (size_t i = 0; i < sizeof patches / sizeof patches[0]; i++) {
