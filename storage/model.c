@@ -1942,6 +1942,28 @@ static bool run_vouches(const fsa_op_t *op, size_t *bound)
     return above == 0 || above + text_depth(op->json) <= FSA_LIMIT_JSON_DEPTH;
 }
 
+/* The tree of a run's first text, fields_json, parsed, and how long print_exact prints it into
+ * *len: a text stored as it came (a pull's, a conflict's) may print longer than it is (cJSON
+ * writes 1e18 as "1e+18", print_exact as its 19 digits). FSA_ETOOLARGE when that print is past
+ * the limits already. */
+static fsa_status_t run_start(const fsa_op_t *op, const char *fields_json, cJSON **tree,
+                              size_t *len, fsa_model_err_t *err)
+{
+    json_why_t why = parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, tree);
+    if (why != JSON_OK)
+        return json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "stored fields");
+    char *text = NULL;
+    why = emit_exact(*tree, FSA_LIMIT_FIELDS_BYTES, &text);
+    *len = text != NULL ? strlen(text) : 0;
+    fsa_free(text);
+    if (why == JSON_NOMEM)
+        return nomem(err, op);
+    if (why != JSON_OK)
+        return op_fail(err, op, FSA_ETOOLARGE, "entity_too_large",
+                       "the stored fields print past the limits: apply one op at a time");
+    return FSA_OK;
+}
+
 fsa_status_t fsa_model_entity_replay(fsa_model_entity_t *e, const fsa_op_t *op,
                                      const char *fields_json, int64_t version, unsigned flags,
                                      fsa_model_err_t *err)
@@ -1950,14 +1972,22 @@ fsa_status_t fsa_model_entity_replay(fsa_model_entity_t *e, const fsa_op_t *op,
     if (e == NULL)
         return nomem(err, op);
     cJSON *tree = NULL;
-    bool run = e->tree != NULL && e->text == NULL;
-    size_t bound = run ? e->bound : fields_json != NULL ? strlen(fields_json) : 0;
-    if (run || held_for(e, fields_json)) { /* a run's tree, or the parse of exactly fields_json */
+    size_t bound = 0; /* no fields: a create starts from nothing */
+    fsa_status_t st = FSA_OK;
+    if (e->tree != NULL && e->text == NULL) { /* a run's tree */
+        bound = e->bound;
+        tree = e->tree;
+        e->tree = NULL;
+    } else if (held_for(e, fields_json)) { /* the parse of print_exact's text */
+        bound = strlen(e->text);
         tree = e->tree;
         e->tree = NULL;
     }
     entity_drop(e);
-    fsa_status_t st = change_tree(op, fields_json, version, flags, &tree, err);
+    if (tree == NULL && fields_json != NULL)
+        st = run_start(op, fields_json, &tree, &bound, err);
+    if (st == FSA_OK)
+        st = change_tree(op, fields_json, version, flags, &tree, err);
     if (st == FSA_OK && !run_vouches(op, &bound))
         st = op_fail(err, op, FSA_ETOOLARGE, "entity_too_large",
                      "the run cannot tell without printing whether the fields stay within the "

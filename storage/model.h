@@ -237,9 +237,11 @@ fsa_status_t fsa_model_entity_apply_strict(fsa_model_entity_t *e, const fsa_op_t
  *   when e holds no run's tree (the run's first op; then e's held tree is used when it is the
  *   parse of exactly fields_json, as in fsa_model_entity_apply). Returns what
  *   fsa_model_entity_apply_strict would, but for the entity's limits, which it checks without
- *   printing, from a bound on every text along the run: FSA_ETOOLARGE (code entity_too_large)
- *   when it cannot tell that each text, printed op by op, would have stayed within the size and
- *   depth limits (near them; the op may well apply: the caller applies the run one op at a time).
+ *   printing, from a bound on every text along the run (which starts from how long the run's
+ *   first text prints: a text stored as it came may print longer): FSA_ETOOLARGE (code
+ *   entity_too_large) when it cannot tell that each text, printed op by op, would have stayed
+ *   within the size and depth limits (near them; the op may well apply: the caller applies the
+ *   run one op at a time).
  *   After any status but FSA_OK, e holds nothing.
  * - fsa_model_entity_print: *out_json (fsa_model_free) is the run's text; type is the
  *   entity's. FSA_EINVAL when e holds no run (nothing replayed since the last print, e NULL) or

@@ -1945,6 +1945,79 @@ static void test_fsa_outbox_apply_batch__a_run_leaves_what_one_by_one_does(void 
         fsa_op_clear(&ops[i]);
 }
 
+/*
+ * A run that starts from a text stored as it came (a conflict's current fields here; a pull's
+ * too) bounds its texts by how the model prints that text, not by its length: 1e+18 is 5 bytes
+ * as it came and 19 digits as printed. One by one, the first result's text passes the limit and
+ * the base stays; the run must not take the base past it on the strength of the text's length
+ * (found in review: the base went 2 versions on, and a later conflict at the version between kept
+ * it).
+ */
+static void test_fsa_outbox_apply_batch__a_run_bounds_a_stored_text_as_printed(void **state)
+{
+    fixture_t *f = *state;
+    enum { OPS = 4, NUMBERS = 55000 };
+    static fsa_rec_t r1[OPS], r2[OPS];
+    static fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    static fsa_op_result_t res[OPS], one[OPS];
+    const char *ids[] = {"T1", "T2"};
+    for (int t = 0; t < 2; t++) {
+        fsa_rec_t *rec = t == 0 ? r1 : r2;
+        assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, ids[t], 1,
+                                       "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                                       "\"ticketlog\":{\"ticket_history\":[]},"
+                                       "\"priority\":\"LOW\"}"));
+        for (int i = 0; i < OPS; i++)
+            if (i == 2)
+                assert_fsa_ok(fsa_journal_merge(f->j, FSA_TYPE_TICKET, ids[t], "ticketlog",
+                                                "{\"n\":null}", NULL, &rec[i]));
+            else
+                assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, ids[t], "level", 1, NULL,
+                                                    &rec[i]));
+        if (t == 0) {
+            size_t n = 0;
+            assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 22, &n));
+            assert_int_equal(n, OPS); /* T1's: T2's are recorded after */
+        }
+    }
+    /* ~330 KB as it came, ~1.1 MB as printed */
+    const size_t cap = (size_t)NUMBERS * 6 + 256;
+    char *stored = fsa_malloc(cap);
+    assert_non_null(stored);
+    size_t len = (size_t)snprintf(stored, cap,
+                                  "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                                  "\"ticketlog\":{\"ticket_history\":[],\"n\":[");
+    for (int k = 0; k < NUMBERS; k++)
+        len += (size_t)snprintf(stored + len, cap - len, "%s1e+18", k > 0 ? "," : "");
+    snprintf(stored + len, cap - len, "]},\"priority\":\"LOW\"}");
+    char small[] = "{\"status\":\"OPEN\",\"level\":9,\"assignedto\":\"\","
+                   "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"LOW\"}";
+    for (int t = 0; t < 2; t++) {
+        fsa_op_result_t *r = t == 0 ? res : one;
+        const fsa_rec_t *rec = t == 0 ? r1 : r2;
+        for (int i = 0; i < OPS; i++)
+            r[i] = result_for(t == 0 ? ops[i].op_id : rec[i].op_id, FSA_RESULT_APPLIED, 10 + i);
+        r[0].status = r[3].status = FSA_RESULT_CONFLICT;
+        r[0].current_version = 10; /* the base becomes the stored text */
+        r[0].current_fields = stored;
+        r[3].current_version = 11; /* at the version one by one stops before */
+        r[3].current_fields = small;
+    }
+    assert_fsa_ok(fsa_outbox_apply_batch(f->j, ops, res, OPS, NULL, 0));
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, one, OPS));
+    for (int t = 0; t < 2; t++) {
+        char *base = NULL;
+        int64_t v = 0;
+        assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, ids[t], &base, &v));
+        assert_int_equal(v, 11);
+        assert_string_equal(base, small);
+        fsa_model_free(base);
+    }
+    fsa_free(stored);
+    for (int i = 0; i < OPS; i++)
+        fsa_op_clear(&ops[i]);
+}
+
 static void test_fsa_outbox_apply_results__rejection_parked(void **state)
 {
     fixture_t *f = *state;
@@ -2436,6 +2509,7 @@ int main(void)
         T(test_fsa_outbox_apply_batch__record_goes_between_transactions),
         T(test_fsa_outbox_apply_batch__mixed_answers_once),
         T(test_fsa_outbox_apply_batch__a_run_leaves_what_one_by_one_does),
+        T(test_fsa_outbox_apply_batch__a_run_bounds_a_stored_text_as_printed),
         T(test_fsa_outbox_stats__does_not_wait_for_a_record),
         T(test_fsa_db_flush__next_record_syncs_once),
         T(test_fsa_journal_fold__replays_pending_on_new_base),
