@@ -2018,6 +2018,82 @@ static void test_fsa_outbox_apply_batch__a_run_bounds_a_stored_text_as_printed(v
         fsa_op_clear(&ops[i]);
 }
 
+enum { SWEEP_ENTITIES = 10 };
+
+/* One round of the sweep on entities of its own (S<round>.<k>): two increments each, their
+ * batch applied with allocation fail_at failing, and once more if that failed. */
+static void sweep_apply_once(fsa_journal_t *j, unsigned long fail_at, bool *fired)
+{
+    char id[32];
+    for (int k = 0; k < SWEEP_ENTITIES; k++) {
+        snprintf(id, sizeof id, "S%lu.%d", fail_at, k);
+        assert_fsa_ok(fsa_journal_fold(j, FSA_TYPE_TICKET, id, 1,
+                                       "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                                       "\"ticketlog\":{\"ticket_history\":[]},"
+                                       "\"priority\":\"LOW\"}"));
+    }
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < SWEEP_ENTITIES; k++) {
+            fsa_rec_t rec;
+            snprintf(id, sizeof id, "S%lu.%d", fail_at, k);
+            assert_fsa_ok(fsa_journal_increment(j, FSA_TYPE_TICKET, id, "level", 1, NULL, &rec));
+        }
+    static fsa_op_t ops[2 * SWEEP_ENTITIES + FSA_JOURNAL_GROUP_MAX];
+    static fsa_op_result_t res[2 * SWEEP_ENTITIES];
+    size_t n = 0;
+    assert_fsa_ok(
+        fsa_outbox_next_batch(j, ops, 2 * SWEEP_ENTITIES + FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 2 * SWEEP_ENTITIES);
+    for (size_t i = 0; i < n; i++)
+        res[i] = result_for(ops[i].op_id, FSA_RESULT_APPLIED, i < SWEEP_ENTITIES ? 2 : 3);
+    fsa_alloc_fail_nth(fail_at);
+    fsa_status_t st = fsa_outbox_apply_batch(j, ops, res, n, NULL, 0);
+    *fired = fsa_alloc_fault_fired();
+    fsa_alloc_fail_nth(0);
+    if (!*fired)
+        assert_fsa_ok(st);
+    else if (st != FSA_OK)
+        assert_fsa_ok(fsa_outbox_apply_batch(j, ops, res, n, NULL, 0)); /* the same call again */
+    for (int k = 0; k < SWEEP_ENTITIES; k++) {
+        char *base = NULL;
+        int64_t v = 0;
+        snprintf(id, sizeof id, "S%lu.%d", fail_at, k);
+        assert_fsa_ok(fsa_journal_get_base(j, FSA_TYPE_TICKET, id, &base, &v));
+        if (v != 3 || strstr(base, "\"level\":2") == NULL)
+            fail_msg("allocation %lu failed (apply: %s): %s at version %" PRId64 ": %s", fail_at,
+                     fsa_status_str(st), id, v, base);
+        fsa_model_free(base);
+    }
+    fsa_outbox_stats_t os;
+    assert_fsa_ok(fsa_outbox_stats(j, &os));
+    assert_int_equal(os.pending, 0);
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+}
+
+/*
+ * Each allocation of a batch's apply failing in turn (SQLite's too), on more entities than the
+ * apply's cache holds, each run of results an entity's (storage/journal_apply.c): the call fails
+ * or succeeds, and the same call again leaves every base where a call that never failed leaves
+ * it, every op closed once.
+ */
+static void test_fsa_outbox_apply_batch__every_allocation_failing_in_turn(void **state)
+{
+    fixture_t *f = *state;
+    test_dir_t dir; /* a journal of its own, whose commits do not sync: ~1,500 rounds */
+    test_dir_make(&dir);
+    fsa_journal_opts_t o = {.create = true, .sync_normal = true};
+    fsa_journal_t *j;
+    assert_fsa_ok(fsa_journal_open(f->port, dir.path, &o, &j, NULL, 0));
+    bool fired = true;
+    unsigned long n = 1;
+    for (; fired; n++)
+        sweep_apply_once(j, n, &fired);
+    assert_true(n > 100);
+    fsa_journal_close(j);
+    test_dir_remove(&dir);
+}
+
 static void test_fsa_outbox_apply_results__rejection_parked(void **state)
 {
     fixture_t *f = *state;
@@ -2510,6 +2586,7 @@ int main(void)
         T(test_fsa_outbox_apply_batch__mixed_answers_once),
         T(test_fsa_outbox_apply_batch__a_run_leaves_what_one_by_one_does),
         T(test_fsa_outbox_apply_batch__a_run_bounds_a_stored_text_as_printed),
+        T(test_fsa_outbox_apply_batch__every_allocation_failing_in_turn),
         T(test_fsa_outbox_stats__does_not_wait_for_a_record),
         T(test_fsa_db_flush__next_record_syncs_once),
         T(test_fsa_journal_fold__replays_pending_on_new_base),
