@@ -1,10 +1,11 @@
 /* Benchmark: draining a large backlog to the loopback fieldsync-server with the real engine,
  * beside bare libcurl keep-alive POST loops pushing the same kind of batches to the same server:
  * one sends what the engine sends (gzip'd bodies, gzip'd answers asked for), the other plain
- * JSON both ways. The gzip'd loop runs twice, once before the drain and once after, and the
- * drain is compared with both together: a machine whose load changes during the run, or a
- * server whose tables grow with every loop, moves both sides alike. Prints ops/s, bytes on the
- * wire per op, and the agent's peak RSS. */
+ * JSON both ways. The drain runs in rounds (3 by default), each between two runs of the gzip'd
+ * loop and compared with both together: a machine whose load changes during the run, or a
+ * server whose tables grow with every loop, moves both sides alike. The figure is the median
+ * round; every round is printed. Prints ops/s, bytes on the wire per op, the CPU per op of
+ * each side, and the agent's peak RSS. */
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -166,8 +167,9 @@ static double bare_post_loop(const char *url, int nops, const loop_dev_t *d, dou
     return batches * BATCH / dt;
 }
 
-/* Records the backlog (synchronous=NORMAL: the recording is not what is measured). */
-static void record_backlog(const char *path, int nops)
+/* Records the backlog on ticket tid (synchronous=NORMAL: the recording is not what is
+ * measured). */
+static void record_backlog(const char *path, int nops, const char *tid)
 {
     fsa_journal_t *j;
     fsa_journal_opts_t o = {.create = true, .sync_normal = true};
@@ -176,14 +178,14 @@ static void record_backlog(const char *path, int nops)
         fprintf(stderr, "%s\n", err);
         exit(1);
     }
-    if (fsa_journal_fold(j, FSA_TYPE_TICKET, "A", 1,
+    if (fsa_journal_fold(j, FSA_TYPE_TICKET, tid, 1,
                          "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
                          "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}") !=
         FSA_OK)
         exit(1);
     for (int i = 0; i < nops; i++) {
         fsa_rec_t rec;
-        if (fsa_journal_increment(j, FSA_TYPE_TICKET, "A", "level", 1, NULL, &rec) != FSA_OK) {
+        if (fsa_journal_increment(j, FSA_TYPE_TICKET, tid, "level", 1, NULL, &rec) != FSA_OK) {
             fprintf(stderr, "record: %s\n", rec.error);
             exit(1);
         }
@@ -191,18 +193,20 @@ static void record_backlog(const char *path, int nops)
     fsa_journal_close(j);
 }
 
-/* The drain, in a child so that its peak RSS is the agent's alone. Writes ops/s and bytes/op
- * to the pipe. */
-static void drain_child(const char *path, const char *url, int fd)
+/* The drain of the journal at path as device dev, in a child so that its peak RSS is the
+ * agent's alone. Writes ops/s and bytes/op to the pipe. */
+static void drain_child(const char *path, const char *url, int dev, int fd)
 {
     fsa_journal_t *j;
     fsa_journal_opts_t o = {0};
     if (fsa_journal_open(fsa_port_posix(), path, &o, &j, NULL, 0) != FSA_OK)
         _exit(2);
     fsa_signer_key_t key;
-    th_device_key(0, &key);
+    th_device_key(dev, &key);
+    char id[16];
+    th_device_id(dev, id);
     fsa_engine_opts_t eo = {
-        .device_id = "dev000", .key = &key, .batch_max_ops = BATCH, .batch_max_bytes = 1000 * 1000};
+        .device_id = id, .key = &key, .batch_max_ops = BATCH, .batch_max_bytes = 1000 * 1000};
     eo.transport.base_url = url;
     fsa_engine_t *e;
     char err[256];
@@ -226,100 +230,190 @@ static void drain_child(const char *path, const char *url, int fd)
     _exit(0);
 }
 
-int main(int argc, char **argv)
+#define MAX_ROUNDS 9
+
+/* One round: the gzip'd bare loop, the drain of the round's backlog, the gzip'd bare loop again.
+ * The baseline of the round is both loops as one (their mean time per op): a machine whose load
+ * changes during the round, or a server whose tables grow with every loop, moves both sides
+ * alike. */
+typedef struct round {
+    double drain, bytes_per_op, before, after, bare, ratio;
+    double server_bare_cpu, server_drain_cpu, agent_cpu; /* seconds; < 0: not read */
+} round_t;
+
+static double cpu_of(const struct rusage *ru)
 {
-    int nops = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 100000;
-    if (nops < BATCH)
-        nops = BATCH;
-    nops -= nops % BATCH;
-    if (fsa_transport_global_init() != FSA_OK)
-        return 1;
-    th_server_t s;
-    memset(&s, 0, sizeof s);
-    if (!th_dir_make(s.dir) || !th_write_files(&s, 4) || !th_server_start(&s, NULL)) {
-        fprintf(stderr, "cannot start the server\n");
-        return 1;
-    }
-    /* The tickets each side increments: A for the agent (dev000), B for the bare loop that sends
-     * what the engine sends (dev001), C for the plain one (dev002), D for the same gzip'd loop
-     * again after the drain (dev003). */
-    if (tc_seed(NULL, s.url, "ticket", "A", "{}") != 201 ||
-        tc_seed(NULL, s.url, "ticket", "B", "{}") != 201 ||
-        tc_seed(NULL, s.url, "ticket", "C", "{}") != 201 ||
-        tc_seed(NULL, s.url, "ticket", "D", "{}") != 201) {
-        fprintf(stderr, "cannot seed the tickets\n");
-        return 1;
-    }
-    char journal[400];
-    snprintf(journal, sizeof journal, "%s/agent.db", s.dir);
-    printf("recording a backlog of %d ops...\n", nops);
-    fflush(stdout);
-    record_backlog(journal, nops);
+    return (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6 +
+           (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6;
+}
 
-    double plain_bpo = 0, bare_bpo = 0, after_bpo = 0;
-    const loop_dev_t plain_dev = {2, "C", false}, gzip_dev = {1, "B", true},
-                     after_dev = {3, "D", true};
-    double cpu_p = bench_proc_cpu_s((int)s.pid);
-    double plain = bare_post_loop(s.url, nops, &plain_dev, &plain_bpo);
-    double cpu0 = bench_proc_cpu_s((int)s.pid);
-    double before = bare_post_loop(s.url, nops, &gzip_dev, &bare_bpo);
-    double cpu1 = bench_proc_cpu_s((int)s.pid);
-
+/* Round r (devices 3r, 3r+1, 3r+2; tickets A<r>, B<r>, D<r>). false when the drain failed. */
+static bool run_round(th_server_t *s, int r, int nops, round_t *out, double *bare_bpo)
+{
+    char journal[400], tb[8], td[8];
+    snprintf(journal, sizeof journal, "%s/agent%d.db", s->dir, r);
+    snprintf(tb, sizeof tb, "B%d", r);
+    snprintf(td, sizeof td, "D%d", r);
+    const loop_dev_t before_dev = {3 * r + 1, tb, true}, after_dev = {3 * r + 2, td, true};
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_CHILDREN, &ru0);
+    double cpu0 = bench_proc_cpu_s((int)s->pid);
+    out->before = bare_post_loop(s->url, nops, &before_dev, bare_bpo);
+    double cpu1 = bench_proc_cpu_s((int)s->pid);
     int p[2];
     if (pipe(p) != 0)
-        return 1;
+        return false;
     pid_t pid = fork();
+    if (pid < 0)
+        return false;
     if (pid == 0) {
         close(p[0]);
-        drain_child(journal, s.url, p[1]);
+        drain_child(journal, s->url, 3 * r, p[1]);
     }
     close(p[1]);
     double res[2] = {0, 0};
     ssize_t got = read(p[0], res, sizeof res);
+    close(p[0]);
+    double cpu2 = bench_proc_cpu_s((int)s->pid);
     int status = 0;
-    struct rusage ru;
-    /* The drain child is the only child reaped so far (the server is stopped after this), so
-     * the children's peak RSS is the agent's. */
-    double cpu2 = bench_proc_cpu_s((int)s.pid);
     waitpid(pid, &status, 0);
-    getrusage(RUSAGE_CHILDREN, &ru);
-    double after = 0;
-    if (got == (ssize_t)sizeof res && WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        after = bare_post_loop(s.url, nops, &after_dev, &after_bpo);
-    /* The baseline: both gzip'd loops as one, their mean time per op. */
-    double bare = after > 0 ? 2.0 / (1.0 / before + 1.0 / after) : 0;
-    th_server_stop(&s);
-    th_dir_remove(s.dir);
+    /* The drain children are the only children reaped (the server is stopped after the last
+     * round), so the children's figures are the agents'. */
+    getrusage(RUSAGE_CHILDREN, &ru1);
     if (got != (ssize_t)sizeof res || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "the drain failed (status %d)\n", status);
+        fprintf(stderr, "round %d: the drain failed (status %d)\n", r + 1, status);
+        return false;
+    }
+    double after_bpo = 0;
+    out->after = bare_post_loop(s->url, nops, &after_dev, &after_bpo);
+    out->drain = res[0];
+    out->bytes_per_op = res[1];
+    out->bare = 2.0 / (1.0 / out->before + 1.0 / out->after);
+    out->ratio = res[0] / out->bare;
+    bool cpu_ok = cpu0 >= 0 && cpu1 >= cpu0 && cpu2 >= cpu1;
+    out->server_bare_cpu = cpu_ok ? cpu1 - cpu0 : -1;
+    out->server_drain_cpu = cpu_ok ? cpu2 - cpu1 : -1;
+    out->agent_cpu = cpu_of(&ru1) - cpu_of(&ru0);
+    return true;
+}
+
+static int by_ratio(const void *a, const void *b)
+{
+    double x = (*(const round_t *const *)a)->ratio, y = (*(const round_t *const *)b)->ratio;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 3 || (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))) {
+        fprintf(argc > 3 ? stderr : stdout,
+                "usage: bench_sync [OPS] [ROUNDS]\n"
+                "  drains a backlog of OPS ops (default 100000) to the loopback server, ROUNDS\n"
+                "  times (default 3, at most %d), each between two bare libcurl loops sending\n"
+                "  the same kind of batches; prints every round and the median round\n",
+                MAX_ROUNDS);
+        return argc > 3 ? 2 : 0;
+    }
+    int nops = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 100000;
+    if (nops < BATCH)
+        nops = BATCH;
+    nops -= nops % BATCH;
+    int rounds = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 3;
+    if (rounds < 1 || rounds > MAX_ROUNDS) {
+        fprintf(stderr, "bench_sync: ROUNDS must be 1 to %d\n", MAX_ROUNDS);
+        return 2;
+    }
+    if (fsa_transport_global_init() != FSA_OK)
+        return 1;
+    th_server_t s;
+    memset(&s, 0, sizeof s);
+    /* Devices 3r, 3r+1, 3r+2: round r's agent and its two gzip'd bare loops; 3 * rounds: the
+     * plain loop. Each increments a ticket of its own. */
+    int plain_n = 3 * rounds;
+    if (!th_dir_make(s.dir) || !th_write_files(&s, plain_n + 1) || !th_server_start(&s, NULL)) {
+        fprintf(stderr, "cannot start the server\n");
         return 1;
     }
+    bool seeded = tc_seed(NULL, s.url, "ticket", "C", "{}") == 201;
+    for (int r = 0; seeded && r < rounds; r++) {
+        char t[3][8];
+        snprintf(t[0], sizeof t[0], "A%d", r);
+        snprintf(t[1], sizeof t[1], "B%d", r);
+        snprintf(t[2], sizeof t[2], "D%d", r);
+        for (int k = 0; seeded && k < 3; k++)
+            seeded = tc_seed(NULL, s.url, "ticket", t[k], "{}") == 201;
+    }
+    if (!seeded) {
+        fprintf(stderr, "cannot seed the tickets\n");
+        return 1;
+    }
+    printf("recording %d backlog%s of %d ops...\n", rounds, rounds > 1 ? "s" : "", nops);
+    fflush(stdout);
+    for (int r = 0; r < rounds; r++) {
+        char journal[400], ta[8];
+        snprintf(journal, sizeof journal, "%s/agent%d.db", s.dir, r);
+        snprintf(ta, sizeof ta, "A%d", r);
+        record_backlog(journal, nops, ta);
+    }
+
+    double plain_bpo = 0, bare_bpo = 0;
+    const loop_dev_t plain_dev = {plain_n, "C", false};
+    double cpu_p = bench_proc_cpu_s((int)s.pid);
+    double plain = bare_post_loop(s.url, nops, &plain_dev, &plain_bpo);
+    double cpu_plain = bench_proc_cpu_s((int)s.pid);
+    double server_plain_cpu = cpu_p >= 0 && cpu_plain >= cpu_p ? cpu_plain - cpu_p : -1;
+
+    round_t rd[MAX_ROUNDS];
+    const round_t *order[MAX_ROUNDS];
+    bool ok = true;
+    for (int r = 0; ok && r < rounds; r++) {
+        ok = run_round(&s, r, nops, &rd[r], &bare_bpo);
+        if (!ok)
+            break;
+        order[r] = &rd[r];
+        printf("round %d: drained %d ops: %.0f ops/s (bare gzip'd loop: %.0f ops/s, %.0f before "
+               "the drain and %.0f after), ratio %.2f",
+               r + 1, nops, rd[r].drain, rd[r].bare, rd[r].before, rd[r].after, rd[r].ratio);
+        /* Where the time per op goes: on 2 idle cores the drain can go no faster than the
+         * larger of the server's CPU and the agent's. */
+        if (rd[r].server_bare_cpu >= 0)
+            printf("; CPU per op: server %.1f us in the bare loop, %.1f us in the drain; agent "
+                   "%.1f us (wall per op: bare %.1f us, drain %.1f us)",
+                   rd[r].server_bare_cpu * 1e6 / nops, rd[r].server_drain_cpu * 1e6 / nops,
+                   rd[r].agent_cpu * 1e6 / nops, 1e6 / rd[r].bare, 1e6 / rd[r].drain);
+        printf("\n");
+        fflush(stdout);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru); /* the drain children's, before the server is reaped */
+    th_server_stop(&s);
+    th_dir_remove(s.dir);
+    if (!ok)
+        return 1;
+    /* The round whose ratio is the median (the lower middle one of an even count) is the
+     * figure: its drain, its baseline, its ratio. */
+    qsort(order, (size_t)rounds, sizeof order[0], by_ratio);
+    const round_t *m = order[(rounds - 1) / 2];
     double rss_mb = (double)ru.ru_maxrss / 1024.0;
-    printf("drained %d ops: %.0f ops/s (bare libcurl keep-alive POST loop sending the same gzip'd "
-           "requests: %.0f ops/s, %.0f before the drain and %.0f after, ratio %.2f; plain JSON "
-           "both ways: %.0f ops/s, ratio %.2f); %.0f bytes/op on the wire (bare: %.0f, plain: "
-           "%.0f); agent peak RSS %.1f MB (goal <= 16)\n",
-           nops, res[0], bare, before, after, res[0] / bare, plain, res[0] / plain, res[1],
-           bare_bpo, plain_bpo, rss_mb);
-    double agent_cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-                       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-    /* Where the time per op goes: the server's CPU (in the bare loop and in the drain) and the
-     * agent's; on 2 idle cores the drain can go no faster than the larger of the two. */
-    if (cpu_p >= 0 && cpu2 >= cpu1 && cpu1 >= cpu0 && cpu0 >= cpu_p)
-        printf("CPU per op: server %.1f us in the bare gzip'd loop (%.1f us plain), %.1f us in the "
-               "drain; agent %.1f us (wall per op: bare %.1f us, plain %.1f us, drain %.1f us)\n",
-               (cpu1 - cpu0) * 1e6 / nops, (cpu0 - cpu_p) * 1e6 / nops, (cpu2 - cpu1) * 1e6 / nops,
-               agent_cpu * 1e6 / nops, 1e6 / bare, 1e6 / plain, 1e6 / res[0]);
+    printf("median of %d round%s: %.0f ops/s against the bare gzip'd loop's %.0f, ratio %.2f "
+           "(rounds %.2f to %.2f); plain JSON both ways: %.0f ops/s, ratio %.2f; %.0f bytes/op on "
+           "the wire (bare: %.0f, plain: %.0f); agent peak RSS %.1f MB (goal <= 16)\n",
+           rounds, rounds > 1 ? "s" : "", m->drain, m->bare, m->ratio, order[0]->ratio,
+           order[rounds - 1]->ratio, plain, m->drain / plain, m->bytes_per_op, bare_bpo, plain_bpo,
+           rss_mb);
+    if (server_plain_cpu >= 0)
+        printf("server CPU per op in the plain loop: %.1f us (wall per op %.1f us)\n",
+               server_plain_cpu * 1e6 / nops, 1e6 / plain);
     printf("BENCH {\"name\":\"sync.drain\",\"value\":%.0f,\"unit\":\"ops/s\",\"baseline\":%.0f,"
            "\"baseline_name\":\"curl.keepalive_post_batch500_gzip\",\"ratio\":%.2f}\n",
-           res[0], bare, res[0] / bare);
+           m->drain, m->bare, m->ratio);
     printf("BENCH {\"name\":\"sync.drain\",\"value\":%.0f,\"unit\":\"ops/s\",\"baseline\":%.0f,"
            "\"baseline_name\":\"curl.keepalive_post_batch500_plain\",\"ratio\":%.2f}\n",
-           res[0], plain, res[0] / plain);
+           m->drain, plain, m->drain / plain);
     printf("BENCH {\"name\":\"sync.wire_bytes_per_op\",\"value\":%.0f,\"unit\":\"bytes\","
            "\"baseline\":%.0f,\"baseline_name\":\"curl.keepalive_post_batch500_plain\","
            "\"ratio\":%.2f}\n",
-           res[1], plain_bpo, plain_bpo / res[1]);
+           m->bytes_per_op, plain_bpo, plain_bpo / m->bytes_per_op);
     printf("BENCH {\"name\":\"sync.agent_peak_rss\",\"value\":%.1f,\"unit\":\"MB\"}\n", rss_mb);
     curl_global_cleanup();
     return 0;
