@@ -130,19 +130,18 @@ static fsa_status_t conflict_from_row(sqlite3_stmt *st, fsa_conflict_t *c)
     copy_col(c->code, sizeof c->code, st, OP_NCOLS + 1);
     copy_col(c->reason, sizeof c->reason, st, OP_NCOLS + 2);
     c->server_version = sqlite3_column_int64(st, OP_NCOLS + 3);
-    c->server_fields = dup_col(st, OP_NCOLS + 4);
+    fsa_status_t ds = dup_col(st, OP_NCOLS + 4, &c->server_fields);
     c->created_ms = sqlite3_column_int64(st, OP_NCOLS + 5);
     copy_col(name, sizeof name, st, OP_NCOLS + 6);
     if (s == FSA_OK && fsa_conflict_resolution_parse(name, &c->resolution) != FSA_OK)
         s = FSA_ECORRUPT;
-    c->prior_fields = dup_col(st, OP_COL_PRIOR);
+    if (ds == FSA_OK)
+        ds = dup_col(st, OP_COL_PRIOR, &c->prior_fields);
     copy_col(name, sizeof name, st, OP_NCOLS + 7);
     if (s == FSA_OK && fsa_conflict_decision_parse(name, &c->decision) != FSA_OK)
         s = FSA_ECORRUPT;
-    if (s == FSA_OK &&
-        ((c->server_fields == NULL && sqlite3_column_type(st, OP_NCOLS + 4) != SQLITE_NULL) ||
-         (c->prior_fields == NULL && sqlite3_column_type(st, OP_COL_PRIOR) != SQLITE_NULL)))
-        s = FSA_ENOMEM; /* not a conflict without the server's state */
+    if (s == FSA_OK)
+        s = ds; /* not a conflict without the server's state */
     if (s != FSA_OK)
         fsa_conflict_clear(c);
     return s;

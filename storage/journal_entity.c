@@ -31,13 +31,11 @@ fsa_status_t fsa__jn_entity_load(fsa_journal_t *j, fsa_type_t type, const char *
     fsa__db_bind_text(st, 2, id != NULL ? id : "");
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        e->base_fields = dup_col(st, 0);
+        s = dup_col(st, 0, &e->base_fields);
         e->base_version = sqlite3_column_int64(st, 1);
-        e->local_fields = dup_col(st, 2);
+        if (s == FSA_OK)
+            s = dup_col(st, 2, &e->local_fields);
         e->exists = e->local_fields != NULL;
-        if ((sqlite3_column_type(st, 0) != SQLITE_NULL && e->base_fields == NULL) ||
-            (sqlite3_column_type(st, 2) != SQLITE_NULL && e->local_fields == NULL))
-            s = FSA_ENOMEM;
     } else if (rc != SQLITE_DONE) {
         s = fsa__db_status(rc);
     }

@@ -86,12 +86,19 @@ fsa_status_t fsa__jn_step_range(fsa_journal_t *j, const char *sql, int64_t lo, i
 /* Writes the one-line error of a recording call (rec may be NULL). */
 void fsa__jn_rec_error(fsa_rec_t *rec, const char *fmt, ...) FSA_PRINTF(2, 3);
 
-static inline char *dup_col(sqlite3_stmt *st, int i)
+/* Column i of the current row into *out, malloc'ed: NULL for an SQL NULL. Its type is read before
+ * its text: after sqlite3_column_text converts a value, what sqlite3_column_type says of it is
+ * undefined (SQLite's documentation), so the type tells a NULL from a failed conversion only when
+ * asked first. FSA_ENOMEM when the text could not be had. */
+static inline fsa_status_t dup_col(sqlite3_stmt *st, int i, char **out)
 {
+    *out = NULL;
+    if (sqlite3_column_type(st, i) == SQLITE_NULL)
+        return FSA_OK;
     const unsigned char *s = sqlite3_column_text(st, i);
-    if (s == NULL)
-        return NULL;
-    return fsa_strdup((const char *)s);
+    if (s != NULL)
+        *out = fsa_strdup((const char *)s);
+    return *out != NULL ? FSA_OK : FSA_ENOMEM;
 }
 
 /* s (NULL: "") into dst of cap bytes, cut to fit: snprintf(dst, cap, "%s", s) without the

@@ -28,11 +28,9 @@ fsa_status_t fsa__jn_op_from_row(sqlite3_stmt *st, fsa_op_t *op, fsa_op_state_t 
     copy_col(op->to, sizeof op->to, st, 11);
     copy_col(op->key, sizeof op->key, st, 12);
     op->max_len = sqlite3_column_int64(st, 13);
-    if (sqlite3_column_type(st, 14) != SQLITE_NULL) {
-        op->json = dup_col(st, 14);
-        if (op->json == NULL)
-            return FSA_ENOMEM;
-    }
+    fsa_status_t s = dup_col(st, 14, &op->json);
+    if (s != FSA_OK)
+        return s;
     if (state != NULL)
         *state = (fsa_op_state_t)sqlite3_column_int64(st, OP_COL_STATE);
     return FSA_OK;

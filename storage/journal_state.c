@@ -77,9 +77,7 @@ static fsa_status_t state_get_str(fsa_journal_t *j, const char *key, char **out)
         fsa__db_bind_text(st, 1, key);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
-            *out = dup_col(st, 0);
-            if (*out == NULL && sqlite3_column_type(st, 0) != SQLITE_NULL)
-                s = FSA_ENOMEM;
+            s = dup_col(st, 0, out);
         } else if (rc != SQLITE_DONE) {
             s = fsa__db_status(rc);
         }
