@@ -299,7 +299,7 @@ static bool run_round(th_server_t *s, int r, int nops, round_t *out, double *bar
 
 static int by_ratio(const void *a, const void *b)
 {
-    double x = (*(const round_t *const *)a)->ratio, y = (*(const round_t *const *)b)->ratio;
+    double x = ((const round_t *)a)->ratio, y = ((const round_t *)b)->ratio;
     return x < y ? -1 : x > y;
 }
 
@@ -364,13 +364,13 @@ int main(int argc, char **argv)
     double server_plain_cpu = cpu_p >= 0 && cpu_plain >= cpu_p ? cpu_plain - cpu_p : -1;
 
     round_t rd[MAX_ROUNDS];
-    const round_t *order[MAX_ROUNDS];
+    memset(rd, 0, sizeof rd);
+    round_t order[MAX_ROUNDS]; /* the rounds by ratio, once all ran */
     bool ok = true;
     for (int r = 0; ok && r < rounds; r++) {
         ok = run_round(&s, r, nops, &rd[r], &bare_bpo);
         if (!ok)
             break;
-        order[r] = &rd[r];
         printf("round %d: drained %d ops: %.0f ops/s (bare gzip'd loop: %.0f ops/s, %.0f before "
                "the drain and %.0f after), ratio %.2f",
                r + 1, nops, rd[r].drain, rd[r].bare, rd[r].before, rd[r].after, rd[r].ratio);
@@ -392,14 +392,15 @@ int main(int argc, char **argv)
         return 1;
     /* The round whose ratio is the median (the lower middle one of an even count) is the
      * figure: its drain, its baseline, its ratio. */
+    memcpy(order, rd, (size_t)rounds * sizeof rd[0]);
     qsort(order, (size_t)rounds, sizeof order[0], by_ratio);
-    const round_t *m = order[(rounds - 1) / 2];
+    const round_t *m = &order[(rounds - 1) / 2];
     double rss_mb = (double)ru.ru_maxrss / 1024.0;
     printf("median of %d round%s: %.0f ops/s against the bare gzip'd loop's %.0f, ratio %.2f "
            "(rounds %.2f to %.2f); plain JSON both ways: %.0f ops/s, ratio %.2f; %.0f bytes/op on "
            "the wire (bare: %.0f, plain: %.0f); agent peak RSS %.1f MB (goal <= 16)\n",
-           rounds, rounds > 1 ? "s" : "", m->drain, m->bare, m->ratio, order[0]->ratio,
-           order[rounds - 1]->ratio, plain, m->drain / plain, m->bytes_per_op, bare_bpo, plain_bpo,
+           rounds, rounds > 1 ? "s" : "", m->drain, m->bare, m->ratio, order[0].ratio,
+           order[rounds - 1].ratio, plain, m->drain / plain, m->bytes_per_op, bare_bpo, plain_bpo,
            rss_mb);
     if (server_plain_cpu >= 0)
         printf("server CPU per op in the plain loop: %.1f us (wall per op %.1f us)\n",
