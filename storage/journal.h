@@ -296,9 +296,10 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
 fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id,
                               fsa_conflict_t *out) FSA_MUST_CHECK;
 
-/* Records the resolver's verdict on an open conflict (shown to people). FSA_OK, FSA_ENOTFOUND,
- * FSA_EINVAL (FSA_DECISION_NONE or out of range). FSA_DECISION_SERVER_WINS is a change
- * (FSA_CHANGE_SERVER_WON). */
+/* Records the resolver's verdict on an open conflict (shown to people): on op_id's and, for an op
+ * of a group, on every open conflict of its group, in one transaction (a group is decided, as it
+ * is resolved, as a whole). FSA_OK, FSA_ENOTFOUND, FSA_EINVAL (FSA_DECISION_NONE or out of
+ * range). FSA_DECISION_SERVER_WINS is a change of each member (FSA_CHANGE_SERVER_WON). */
 fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
                                        fsa_conflict_decision_t decision) FSA_MUST_CHECK;
 

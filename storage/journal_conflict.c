@@ -426,28 +426,35 @@ fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
     fsa_status_t s = begin(j);
     if (s != FSA_OK)
         return s;
-    sqlite3_stmt *st;
-    s = prep(j, "UPDATE conflicts SET decision=?2 WHERE op_id=?1 AND resolution IS NULL", &st);
-    if (s == FSA_OK) {
-        fsa__db_bind_text(st, 1, op_id);
+    /* The verdict is the group's, as a resolve is (conflict_group): decided member by member, a
+     * crash between two left a group half decided, and its undecided members were then judged
+     * alone: a merge that rebases alone took the group's set, decided "server wins", with it. */
+    fsa_op_t members[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    s = conflict_group(j, op_id, members, &n);
+    if (s == FSA_OK && n == 0)
+        s = FSA_ENOTFOUND;
+    for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        sqlite3_stmt *st;
+        s = prep(j, "UPDATE conflicts SET decision=?2 WHERE seq=?1 AND resolution IS NULL", &st);
+        if (s != FSA_OK)
+            break;
+        sqlite3_bind_int64(st, 1, members[i].seq);
         fsa__db_bind_text(st, 2, fsa_conflict_decision_name(decision));
         s = step_done(j, st);
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
             s = FSA_ENOTFOUND;
-    }
-    if (s == FSA_OK && decision == FSA_DECISION_SERVER_WINS) {
-        fsa_op_t op;
-        fsa_op_state_t state;
-        s = find_locked(j, op_id, &op, &state);
-        if (s == FSA_OK) {
+        if (s == FSA_OK && decision == FSA_DECISION_SERVER_WINS) {
             entity_t e;
-            s = entity_load(j, op.type, op.id, &e);
+            s = entity_load(j, members[i].type, members[i].id, &e);
             if (s == FSA_OK)
-                s = log_change(j, op.type, op.id, e.base_version, FSA_CHANGE_SERVER_WON, op_id);
+                s = log_change(j, members[i].type, members[i].id, e.base_version,
+                               FSA_CHANGE_SERVER_WON, members[i].op_id);
             entity_clear(&e);
-            fsa_op_clear(&op);
         }
     }
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&members[i]);
     return finish(j, s);
 }
 

@@ -687,20 +687,40 @@ typedef struct pending_conflict {
     char *prior;
     int64_t server_version;
     char *server_fields;
+    fsa_conflict_decision_t decided; /* its group's, taken before: see collect_t */
 } pending_conflict_t;
 
+/*
+ * The undecided conflicts of a resolve pass. A group is decided as a whole in one transaction
+ * (fsa_conflict_set_decision); a build before that decided member by member, and a crash between
+ * two left a group half decided. Its undecided members, judged alone, could rebase (a merge
+ * does), and a rebase records the whole group again: the member decided "server wins" too, over
+ * someone else's change. So an undecided member takes its group's decision when one of its
+ * members has one: a group's members are listed one after another (recorded in one transaction,
+ * listed by seq), and the last decided member seen is kept here.
+ */
 typedef struct collect {
     pending_conflict_t *items;
     size_t n, cap;
     bool oom;
     bool cut; /* the last item's group goes on past cap */
+    char decided_group[FSA_GROUP_BYTES];
+    fsa_conflict_decision_t decided;
 } collect_t;
 
 static bool collect_cb(void *arg, const fsa_conflict_t *c)
 {
     collect_t *col = arg;
-    if (c->decision != FSA_DECISION_NONE)
-        return true; /* decided before: waits for a person */
+    if (c->decision != FSA_DECISION_NONE) { /* decided before: waits for a person */
+        if (c->op.group[0] != '\0') {
+            memcpy(col->decided_group, c->op.group, sizeof col->decided_group);
+            col->decided = c->decision;
+            for (size_t k = col->n; k > 0 && strcmp(col->items[k - 1].op.group, c->op.group) == 0;
+                 k--)
+                col->items[k - 1].decided = c->decision;
+        }
+        return true;
+    }
     if (col->n == col->cap) {
         /* A group's ops are recorded in one transaction, so their seqs follow one another: only
          * the last item's group can go on past the bound, and only into this first conflict. */
@@ -716,6 +736,9 @@ static bool collect_cb(void *arg, const fsa_conflict_t *c)
     }
     p->outcome = c->outcome;
     p->server_version = c->server_version;
+    p->decided = c->op.group[0] != '\0' && strcmp(c->op.group, col->decided_group) == 0
+                     ? col->decided
+                     : FSA_DECISION_NONE;
     p->prior = c->prior_fields != NULL ? fsa_strdup(c->prior_fields) : NULL;
     p->server_fields = c->server_fields != NULL ? fsa_strdup(c->server_fields) : NULL;
     col->n++; /* collect_free() releases what it holds, also when a copy failed */
@@ -782,8 +805,15 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
                                              p->server_fields};
         }
         char why[256];
-        fsa_resolution_t r = m == 1 ? fsa_resolve(e->opts.resolver, &in[0], why, sizeof why)
-                                    : fsa_resolve_group(e->opts.resolver, in, m, why, sizeof why);
+        fsa_resolution_t r;
+        if (col.items[i].decided != FSA_DECISION_NONE) {
+            r = col.items[i].decided == FSA_DECISION_SERVER_WINS ? FSA_RESOLVE_SERVER_WINS
+                                                                 : FSA_RESOLVE_PARK;
+            snprintf(why, sizeof why, "its group was decided so before");
+        } else {
+            r = m == 1 ? fsa_resolve(e->opts.resolver, &in[0], why, sizeof why)
+                       : fsa_resolve_group(e->opts.resolver, in, m, why, sizeof why);
+        }
         const char *op_id = col.items[i].op.op_id;
         fsa_rec_t rec;
         fsa_log(e->port, FSA_LOG_INFO, "sync: %s %s %s: %s (%s)",
@@ -798,9 +828,7 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
             } else if (st != FSA_ENOMEM && st != FSA_EIO && st != FSA_EBUSY && st != FSA_EFULL) {
                 /* The op no longer makes sense on the server's state: leave it to a person. */
                 fsa_log(e->port, FSA_LOG_WARN, "sync: cannot rebase %s: %s", op_id, rec.error);
-                st = FSA_OK;
-                for (size_t k = 0; k < m && st == FSA_OK; k++)
-                    st = fsa_conflict_set_decision(e->j, in[k].op->op_id, FSA_DECISION_PARK);
+                st = fsa_conflict_set_decision(e->j, op_id, FSA_DECISION_PARK); /* the group's */
                 e->rep->parked += (int64_t)m;
             }
             break;
@@ -808,14 +836,12 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
             st = fsa_conflict_resolve(e->j, op_id, false, FSA_RESOLVED_CONVERGED, NULL);
             e->rep->converged += (int64_t)m;
             break;
-        case FSA_RESOLVE_SERVER_WINS:
-            for (size_t k = 0; k < m && st == FSA_OK; k++)
-                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, FSA_DECISION_SERVER_WINS);
+        case FSA_RESOLVE_SERVER_WINS: /* the group's, in one transaction */
+            st = fsa_conflict_set_decision(e->j, op_id, FSA_DECISION_SERVER_WINS);
             e->rep->server_wins += (int64_t)m;
             break;
         case FSA_RESOLVE_PARK:
-            for (size_t k = 0; k < m && st == FSA_OK; k++)
-                st = fsa_conflict_set_decision(e->j, in[k].op->op_id, FSA_DECISION_PARK);
+            st = fsa_conflict_set_decision(e->j, op_id, FSA_DECISION_PARK);
             e->rep->parked += (int64_t)m;
             break;
         case FSA_RESOLVE_RETRY: /* undecided, left open: decided again at the next sync */

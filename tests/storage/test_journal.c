@@ -967,6 +967,69 @@ static void test_fsa_outbox_apply_results__parked_set_kept_in_a_prior_after_a_pu
     assert_false(same); /* the resolver's test: the server changed assignedto */
 }
 
+#define JOB_V1                                                                                     \
+    "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,\"expirytime\":0,"                 \
+    "\"other_info\":{},\"people_id\":\"\"}"
+
+/*
+ * A group is decided as a whole, in one transaction: the verdict on one member is every open
+ * member's. Decided member by member, a crash between two left the group half decided, and its
+ * undecided member (a merge, which never conflicts on its own) was rebased alone next time, taking
+ * the set decided "server wins" with it (sync/engine.c, collect_t).
+ */
+static void test_fsa_conflict_set_decision__decides_the_whole_group(void **state)
+{
+    fixture_t *f = *state;
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, TICKET_V1));
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 1, JOB_V1));
+    fsa_op_t g[2];
+    memset(g, 0, sizeof g);
+    g[0].kind = FSA_OP_SET;
+    g[0].type = FSA_TYPE_TICKET;
+    snprintf(g[0].id, sizeof g[0].id, "T1");
+    g[0].json = "{\"priority\":\"LOW\"}";
+    g[1].kind = FSA_OP_MERGE;
+    g[1].type = FSA_TYPE_JOBNEED;
+    snprintf(g[1].id, sizeof g[1].id, "J1");
+    snprintf(g[1].field, sizeof g[1].field, "other_info");
+    g[1].json = "{\"note\":\"x\"}";
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 2);
+    fsa_op_result_t res[2] = {result_for(ops[0].op_id, FSA_RESULT_CONFLICT, 0),
+                              result_for(ops[1].op_id, FSA_RESULT_CONFLICT, 0)};
+    res[0].current_version = 2;
+    res[0].current_fields = (char *)(uintptr_t)TICKET_V1; /* only read */
+    res[1].current_version = 1;
+    res[1].current_fields = JOB_V1;
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, res, 2));
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, ops[0].op_id, FSA_DECISION_SERVER_WINS));
+    for (size_t i = 0; i < 2; i++) {
+        fsa_conflict_t c;
+        assert_fsa_ok(fsa_conflict_get(f->j, ops[i].op_id, &c));
+        assert_int_equal(c.decision, FSA_DECISION_SERVER_WINS);
+        assert_int_equal(c.resolution, FSA_RESOLVED_NONE);
+        fsa_conflict_clear(&c);
+    }
+    /* Named by its other member, the group's verdict changes for both. */
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, ops[1].op_id, FSA_DECISION_PARK));
+    for (size_t i = 0; i < 2; i++) {
+        fsa_conflict_t c;
+        assert_fsa_ok(fsa_conflict_get(f->j, ops[i].op_id, &c));
+        assert_int_equal(c.decision, FSA_DECISION_PARK);
+        fsa_conflict_clear(&c);
+    }
+    /* Resolved, the group has no open conflict left to decide. */
+    assert_fsa_ok(fsa_conflict_resolve(f->j, ops[1].op_id, false, FSA_RESOLVED_SERVER, NULL));
+    assert_int_equal(fsa_conflict_set_decision(f->j, ops[0].op_id, FSA_DECISION_PARK),
+                     FSA_ENOTFOUND);
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+}
+
 static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **state)
 {
     fixture_t *f = *state;
@@ -2571,6 +2634,7 @@ int main(void)
         T(test_fsa_outbox_apply_results__applied_moves_base),
         T(test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull),
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
+        T(test_fsa_conflict_set_decision__decides_the_whole_group),
         T(test_fsa_outbox_apply_results__parked_set_leaves_only_the_next_sets_prior),
         T(test_fsa_outbox_apply_results__parked_set_kept_in_a_prior_after_a_pull),
         T(test_fsa_conflict_names__round_trip_and_unknown),

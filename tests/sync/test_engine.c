@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sqlite3.h>
+
 #include "port/alloc.h"
 #include "port/sim/sim.h"
 #include "sync/engine.h"
@@ -789,6 +791,99 @@ static void test_fsa_engine_sync__group_cut_by_resolve_batch_decided_whole(void 
     assert_int_equal(st.conflicts, 2);
 }
 
+/* The first open conflict that is a kind op: *op_id set; false when there is none. */
+typedef struct find_kind {
+    fsa_op_kind_t kind;
+    char op_id[FSA_UUID_STR_LEN];
+    fsa_conflict_decision_t decision;
+} find_kind_t;
+
+static bool find_kind_cb(void *arg, const fsa_conflict_t *c)
+{
+    find_kind_t *k = arg;
+    if (c->op.kind != k->kind)
+        return true;
+    snprintf(k->op_id, sizeof k->op_id, "%s", c->op.op_id);
+    k->decision = c->decision;
+    return false;
+}
+
+/*
+ * A group [set T1, merge into J1] conflicts because another device changed T1's priority: the
+ * group's verdict is "server wins" (a merge alone would be rebased). A build before decisions were
+ * taken for a whole group at once stored them member by member, and a crash between the two left
+ * the set decided and the merge not. Judged alone next time, the merge rebased, and the rebase
+ * recorded the whole group again: the set too, which then overwrote the other device's priority.
+ * The undecided member now takes its group's decision.
+ */
+static void test_fsa_engine_sync__half_decided_group_keeps_its_decision(void **state)
+{
+    fx_t *f = *state;
+    start(f, NULL);
+    make_device(f, 0);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "J1", NULL, NULL, &rec));
+    fsa_engine_t *e = engine(f, f->srv.url, NULL);
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    fsa_engine_free(e);
+    char op[512];
+    tc_op(op, sizeof op, NULL, "set", "ticket", "T1",
+          ",\"base_version\":1,\"fields\":{\"priority\":\"HIGH\"}");
+    fsa_codec_result_t *res = NULL;
+    size_t nres = 0;
+    assert_int_equal(tc_push(NULL, f->srv.url, 1, op, &res, &nres), 200);
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    fsa_codec_results_free(res, nres);
+    fsa_op_t g[2];
+    memset(g, 0, sizeof g);
+    g[0].kind = FSA_OP_SET;
+    g[0].type = FSA_TYPE_TICKET;
+    snprintf(g[0].id, sizeof g[0].id, "T1");
+    g[0].json = "{\"priority\":\"LOW\"}";
+    g[1].kind = FSA_OP_MERGE;
+    g[1].type = FSA_TYPE_JOBNEED;
+    snprintf(g[1].id, sizeof g[1].id, "J1");
+    snprintf(g[1].field, sizeof g[1].field, "other_info");
+    g[1].json = "{\"note\":\"x\"}";
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
+    e = engine(f, f->srv.url, NULL);
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    fsa_engine_free(e);
+    assert_int_equal(r.server_wins, 2);
+    find_kind_t merge = {.kind = FSA_OP_MERGE};
+    assert_fsa_ok(fsa_conflicts_each(f->j, false, find_kind_cb, &merge));
+    assert_int_equal(merge.decision, FSA_DECISION_SERVER_WINS);
+    /* The journal as a crash between the two decisions of an older build left it. */
+    fsa_journal_close(f->j);
+    f->j = NULL;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    char sql[160];
+    snprintf(sql, sizeof sql, "UPDATE conflicts SET decision='' WHERE op_id='%s'", merge.op_id);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_changes(db), 1);
+    sqlite3_close(db);
+    fsa_journal_opts_t o = {0};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(f->port, f->db, &o, &f->j, err, sizeof err));
+    e = engine(f, f->srv.url, NULL);
+    assert_fsa_ok(fsa_engine_sync(e, &r));
+    fsa_engine_free(e);
+    char v[64];
+    tc_field(NULL, f->srv.url, "ticket", "T1", "priority", v, sizeof v);
+    assert_string_equal(v, "\"HIGH\""); /* the other device's change stands */
+    assert_int_equal(r.pushed, 0);
+    assert_int_equal(r.rebased, 0);
+    merge.decision = FSA_DECISION_NONE;
+    assert_fsa_ok(fsa_conflicts_each(f->j, false, find_kind_cb, &merge));
+    assert_int_equal(merge.decision, FSA_DECISION_SERVER_WINS);
+    find_kind_t set = {.kind = FSA_OP_SET};
+    assert_fsa_ok(fsa_conflicts_each(f->j, false, find_kind_cb, &set));
+    assert_int_equal(set.decision, FSA_DECISION_SERVER_WINS);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -807,6 +902,7 @@ int main(void)
         T(test_fsa_engine_sync__lost_results_resent_not_applied_twice),
         T(test_fsa_engine_sync__set_after_own_conflict_never_overwrites_unseen_change),
         T(test_fsa_engine_sync__group_cut_by_resolve_batch_decided_whole),
+        T(test_fsa_engine_sync__half_decided_group_keeps_its_decision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
