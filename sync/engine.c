@@ -17,6 +17,17 @@
 #define PUSH_ROUNDS_MAX 4
 /* Pull pages in one cycle, against a server whose `more` never ends. */
 #define PULL_PAGES_MAX 100000
+#ifdef FSA_FAULT_HOOKS
+static _Atomic int pull_pages_max = PULL_PAGES_MAX;
+
+void fsa__engine_pull_pages_max(int n)
+{
+    atomic_store(&pull_pages_max, n > 0 ? n : PULL_PAGES_MAX);
+}
+#define PULL_PAGES() atomic_load(&pull_pages_max)
+#else
+#define PULL_PAGES() PULL_PAGES_MAX
+#endif
 /* Conflicts examined per resolve pass. */
 #define RESOLVE_BATCH 256
 /* A group cut by the bound is left whole to the next pass (resolve_all): each pass must still
@@ -937,6 +948,12 @@ static fsa_status_t pull_fold(fsa_engine_t *e, const char *cursor, const fsa_cod
     if (st != FSA_OK)
         return st;
     learn_offset(e, pull->server_time_ms);
+    /* A page that says more follow names where they start (PROTOCOL.md section 4: the cursor only
+     * moves forward): asked again from the same place, the same page would come back for good. */
+    if (pull->more && pull->cursor[0] == '\0') {
+        report_error(e, "server's pull answer says more changes follow but gives no cursor");
+        return FSA_EPROTO;
+    }
     if (pull->more && cursor != NULL && strcmp(cursor, pull->cursor) == 0) {
         report_error(e, "server's pull cursor did not move");
         return FSA_EPROTO;
@@ -952,7 +969,13 @@ static fsa_status_t pull_all(fsa_engine_t *e)
     /* Amendment 6: an answer over this device's limit is asked for again with half the limit,
      * down to 1 change; the smaller limit stays for the rest of this pull. */
     size_t limit = e->opts.pull_limit;
-    for (int page = 0; page < PULL_PAGES_MAX && st == FSA_OK; page++) {
+    /* A cursor that comes back (A, B, A, ...) is a loop: the cursor only moves forward. Found in
+     * constant memory (Brent's way): the cursor of pages 1, 2, 4, 8, ... is kept, and every later
+     * one compared with it; a loop is found within about twice its length and what led to it. */
+    char kept[FSA_CODEC_CURSOR_BYTES] = "";
+    int keep_at = 1;
+    const int pages = PULL_PAGES();
+    for (int page = 0; page < pages && st == FSA_OK; page++) {
         if (cancelled(e))
             return FSA_ETIMEOUT;
         st = keep_lock(e);
@@ -1001,10 +1024,22 @@ static fsa_status_t pull_all(fsa_engine_t *e)
         if (st == FSA_OK)
             st = pull_fold(e, cursor, &pull);
         bool more = pull.more;
+        if (st == FSA_OK && more && kept[0] != '\0' && strcmp(kept, pull.cursor) == 0) {
+            report_error(e, "server's pull cursor came back to an earlier one");
+            st = FSA_EPROTO;
+        } else if (st == FSA_OK && more && page + 1 == keep_at) {
+            memcpy(kept, pull.cursor, sizeof kept);
+            keep_at = keep_at > pages / 2 ? pages : 2 * keep_at;
+        }
         fsa_codec_pull_free(&pull);
         fsa_model_free(cursor);
         if (st != FSA_OK || !more)
             return st;
+    }
+    /* Still more after this many pages: the pull is not done, and never reported as synced. */
+    if (st == FSA_OK) {
+        report_error(e, "pull did not end: the server still had more after %d pages", pages);
+        st = FSA_EPROTO;
     }
     return st;
 }

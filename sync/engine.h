@@ -106,6 +106,12 @@ void fsa_engine_cancel(fsa_engine_t *e);
  */
 fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report) FSA_MUST_CHECK;
 
+#ifdef FSA_FAULT_HOOKS
+/* For tests: the pages one pull may take before it fails as endless (n <= 0: the default,
+ * 100,000), process-wide. */
+void fsa__engine_pull_pages_max(int n);
+#endif
+
 const char *fsa_engine_state_name(fsa_engine_state_t s);
 
 #endif

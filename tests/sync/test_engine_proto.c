@@ -46,7 +46,10 @@ typedef enum pull_mode {
     PULL_EMPTY, /* no changes, more=false */
     PULL_STUCK, /* the same cursor with more=true, every time */
     PULL_NOT_JSON,
-    PULL_PAGES, /* page 1: the change below and a cursor needing %-encoding; page 2: the end */
+    PULL_PAGES,     /* page 1: the change below and a cursor needing %-encoding; page 2: the end */
+    PULL_NO_CURSOR, /* more=true with an empty cursor, every time */
+    PULL_CYCLE,     /* more=true, the cursors going round: "a" after none or "b", "b" after "a" */
+    PULL_ENDLESS,   /* more=true, a new cursor every time ("p1", "p2", ...) */
 } pull_mode_t;
 
 #define ODD_CURSOR "p1 a/b+c=d&e%f"
@@ -228,6 +231,16 @@ static enum MHD_Result on_pull(fake_t *f, struct MHD_Connection *c)
     switch (f->pull) {
     case PULL_STUCK:
         snprintf(pull.cursor, sizeof pull.cursor, "stuck");
+        pull.more = true;
+        break;
+    case PULL_NO_CURSOR: pull.more = true; break;
+    case PULL_CYCLE:
+        snprintf(pull.cursor, sizeof pull.cursor, "%s",
+                 since != NULL && strcmp(since, "a") == 0 ? "b" : "a");
+        pull.more = true;
+        break;
+    case PULL_ENDLESS:
+        snprintf(pull.cursor, sizeof pull.cursor, "p%d", page + 1);
         pull.more = true;
         break;
     case PULL_PAGES:
@@ -893,6 +906,50 @@ static void test_fsa_engine_sync__pull_cursor_stuck_fails(void **state)
     assert_true(sync_state(f).backoff.next_attempt_ms > 0);
 }
 
+/* more=true with no cursor: asked again from the same place, the same page would come back. */
+static void test_fsa_engine_sync__pull_more_without_cursor_fails(void **state)
+{
+    fx_t *f = *state;
+    f->srv.pull = PULL_NO_CURSOR;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_int_equal(st, FSA_EPROTO);
+    assert_non_null(strstr(r.error, "gives no cursor"));
+    assert_int_equal(f->srv.pulls, 1);
+    assert_true(sync_state(f).backoff.next_attempt_ms > 0);
+}
+
+/* Cursors that go round (a, b, a, b, ...) never end: found after 4 pages, not 100,000. */
+static void test_fsa_engine_sync__pull_cursor_loop_fails(void **state)
+{
+    fx_t *f = *state;
+    f->srv.pull = PULL_CYCLE;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_int_equal(st, FSA_EPROTO);
+    assert_non_null(strstr(r.error, "came back to an earlier one"));
+    assert_int_equal(f->srv.pulls, 4);
+    assert_string_equal(f->srv.since[3], "a");
+    assert_true(sync_state(f).backoff.next_attempt_ms > 0);
+}
+
+/* A server whose `more` never ends, with a new cursor every time: the pull stops at its bound and
+ * fails; it was reported as synced. */
+static void test_fsa_engine_sync__pull_without_end_fails(void **state)
+{
+    fx_t *f = *state;
+    f->srv.pull = PULL_ENDLESS;
+    fsa__engine_pull_pages_max(40);
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    fsa__engine_pull_pages_max(0);
+    assert_int_equal(st, FSA_EPROTO);
+    assert_non_null(strstr(r.error, "did not end"));
+    assert_int_equal(f->srv.pulls, 40);
+    assert_true(sync_state(f).backoff.next_attempt_ms > 0);
+    assert_int_equal(sync_state(f).last_sync_ms, 0); /* not a complete sync */
+}
+
 static void test_fsa_engine_sync__pull_not_json_fails(void **state)
 {
     fx_t *f = *state;
@@ -970,6 +1027,9 @@ int main(void)
         T(test_fsa_engine_sync__clock_skew_forever_stops),
         T(test_fsa_engine_sync__pull_pages_with_odd_cursor),
         T(test_fsa_engine_sync__pull_cursor_stuck_fails),
+        T(test_fsa_engine_sync__pull_more_without_cursor_fails),
+        T(test_fsa_engine_sync__pull_cursor_loop_fails),
+        T(test_fsa_engine_sync__pull_without_end_fails),
         T(test_fsa_engine_sync__pull_not_json_fails),
         T(test_fsa_engine_sync__cancelled_sends_nothing),
         T(test_fsa_engine_sync__sync_lock_held_is_busy),
