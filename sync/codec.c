@@ -69,14 +69,17 @@ typedef struct json_scan {
  * text without recursion and without parsing, skips strings (brackets and commas in them do not
  * count) and stops as soon as the nesting exceeds max_depth (deepest is then max_depth + 1) or
  * the values exceed max_values (values is then max_values + 1). Every value but the first follows
- * a ',' or opens a container's first member ('[' '{'), so 1 + commas + opens bounds the values
- * (object keys counted with their values).
+ * a ',' or is a container's first member (what follows a '[' or '{' but its closing bracket), so
+ * 1 + commas + the containers that are not empty counts the values, object keys counted with their
+ * values: the nodes a parser makes. Counting every '[' and '{' as a first member, as this did,
+ * made "[]," two values in three bytes, and 1 MiB of fields could pass the answers' bound
+ * (port/limits.h: two bytes a value at least).
  */
 static json_scan_t json_scan(const char *text, size_t len, size_t max_depth, size_t max_values)
 {
     json_scan_t r = {0, 1};
     size_t depth = 0;
-    bool in_string = false;
+    bool in_string = false, opened = false; /* opened: a '[' or '{' and only whitespace since */
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (in_string) {
@@ -86,13 +89,19 @@ static json_scan_t json_scan(const char *text, size_t len, size_t max_depth, siz
                 in_string = false;
             continue;
         }
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+            continue;
+        if (opened) {
+            opened = false;
+            if (c != ']' && c != '}' && ++r.values > max_values)
+                return r;
+        }
         if (c == '"') {
             in_string = true;
         } else if (c == '[' || c == '{') {
             if (++depth > r.deepest && ++r.deepest > max_depth)
                 return r;
-            if (++r.values > max_values)
-                return r;
+            opened = true;
         } else if (c == ',') {
             if (++r.values > max_values)
                 return r;

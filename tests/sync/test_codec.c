@@ -254,8 +254,14 @@ static void test_fsa_codec_decode_push__limits(void **state)
     assert_int_equal(fsa_codec_json_depth("[\"[[[[\\\"[[[\"]", 13, 10), 1);
     assert_int_equal(fsa_codec_json_depth("{\"a\":[{}]}", 10, 10), 3);
     assert_int_equal(fsa_codec_json_depth("[[[[", 4, 2), 3);
-    /* The values: 1 + commas + opening brackets outside strings, cut at the limit plus one. */
+    /* The values, the nodes a parser makes: 1 + commas + containers that are not empty, outside
+     * strings, cut at the limit plus one. An empty container is one value ("[]," was two). */
     assert_int_equal(fsa_codec_json_values("5", 1, 10), 1);
+    assert_int_equal(fsa_codec_json_values("[]", 2, 10), 1);
+    assert_int_equal(fsa_codec_json_values("[ \n]", 4, 10), 1);
+    assert_int_equal(fsa_codec_json_values("[[],{},[ ]]", 11, 10), 4);
+    assert_int_equal(fsa_codec_json_values("{ \"a\" : [ 0 ] }", 15, 10), 3);
+    assert_int_equal(fsa_codec_json_values("[[],[],[],[]]", 13, 2), 3);
     assert_int_equal(fsa_codec_json_values("[1,2,{\"a\":3}]", 13, 10), 5);
     assert_int_equal(fsa_codec_json_values("[\",[{\\\",\"]", 10, 10), 2);
     assert_int_equal(fsa_codec_json_values("[0,0,0,0,0,0]", 13, 3), 4);
@@ -1190,6 +1196,24 @@ static void test_fsa_codec_answers__values_bounded(void **state)
     body = page_of(FSA_TYPE_JOBNEED, fields, 1, &len);
     fsa_free(fields);
     assert_true(fsa_codec_json_values(body, len, SIZE_MAX - 1) > FSA_LIMIT_FIELDS_BYTES / 2 - 16);
+    assert_fsa_ok(fsa_codec_decode_pull(body, len, &pull));
+    assert_int_equal(pull.count, 1);
+    fsa_codec_pull_free(&pull);
+    fsa_codec_free(body);
+
+    /* ... and one of empty arrays, three bytes a value: counted as two values each, they were
+     * over the bound, and the pull could never move past that change. */
+    fields = fsa_malloc(FSA_LIMIT_FIELDS_BYTES + 1);
+    assert_non_null(fields);
+    n = (size_t)snprintf(fields, 32, "{\"other_info\":{\"a\":[[]");
+    while (n + 8 < FSA_LIMIT_FIELDS_BYTES) {
+        memcpy(fields + n, ",[]", 3);
+        n += 3;
+    }
+    memcpy(fields + n, "]}}", 4);
+    body = page_of(FSA_TYPE_JOBNEED, fields, 1, &len);
+    fsa_free(fields);
+    assert_true(fsa_codec_json_values(body, len, SIZE_MAX - 1) > FSA_LIMIT_FIELDS_BYTES / 3 - 16);
     assert_fsa_ok(fsa_codec_decode_pull(body, len, &pull));
     assert_int_equal(pull.count, 1);
     fsa_codec_pull_free(&pull);
