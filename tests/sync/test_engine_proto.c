@@ -34,12 +34,13 @@
 /* ---- the scripted server ---- */
 
 typedef enum push_mode {
-    PUSH_APPLY,      /* 200, every op applied (413 too_large above max_ops ops) */
-    PUSH_ERROR,      /* err_http with {"error": {err_code, err_message}} */
-    PUSH_SHORT,      /* 200 with one result fewer than the ops sent */
-    PUSH_WRONG_ID,   /* 200 whose first result names another op */
-    PUSH_NOT_JSON,   /* 200 with an HTML page */
-    PUSH_CLOCK_SKEW, /* 401 clock_skew with the server's time */
+    PUSH_APPLY,       /* 200, every op applied (413 too_large above max_ops ops) */
+    PUSH_ERROR,       /* err_http with {"error": {err_code, err_message}} */
+    PUSH_SHORT,       /* 200 with one result fewer than the ops sent */
+    PUSH_WRONG_ID,    /* 200 whose first result names another op */
+    PUSH_NOT_JSON,    /* 200 with an HTML page */
+    PUSH_CLOCK_SKEW,  /* 401 clock_skew with the server's time */
+    PUSH_GROUP_MIXED, /* 200, the first op applied and every other one a conflict */
 } push_mode_t;
 
 typedef enum pull_mode {
@@ -194,6 +195,13 @@ static enum MHD_Result on_push(fake_t *f, struct MHD_Connection *c, const req_t 
             snprintf(res[i].op_id, sizeof res[i].op_id, "%s", push.ops[i].op.op_id);
             res[i].status = FSA_RESULT_APPLIED;
             res[i].version = ++f->version;
+            if (f->push == PUSH_GROUP_MIXED && i > 0) {
+                res[i].status = FSA_RESULT_CONFLICT;
+                res[i].version = 0;
+                res[i].has_current = true;
+                res[i].current_version = 1;
+                res[i].current_fields = "{}";
+            }
             if (f->push == PUSH_APPLY && f->n_applied < SEEN_MAX)
                 snprintf(f->applied[f->n_applied++], sizeof f->applied[0], "%s",
                          push.ops[i].op.op_id);
@@ -775,6 +783,28 @@ static void test_fsa_engine_sync__results_wrong_op_keeps_ops(void **state)
     assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 2, "00000000-0000-4000-8000-000000000000");
 }
 
+/* A group applies all or nothing (PROTOCOL.md section 2): an answer that applies part of one is
+ * refused, and the group stays whole in the outbox. */
+static void test_fsa_engine_sync__results_splitting_a_group_keep_ops(void **state)
+{
+    fx_t *f = *state;
+    fsa_op_t g[2];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < 2; i++) {
+        g[i].kind = FSA_OP_CREATE;
+        g[i].type = FSA_TYPE_TICKET;
+        snprintf(g[i].id, sizeof g[i].id, "G%d", i);
+        g[i].json = "{\"priority\": \"HIGH\"}";
+    }
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
+    f->srv.push = PUSH_GROUP_MIXED;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 2, "1 of the 2 ops of group");
+    assert_int_equal(r.conflict, 0);
+}
+
 static void test_fsa_engine_sync__results_not_json_keeps_ops(void **state)
 {
     fx_t *f = *state;
@@ -1021,6 +1051,7 @@ int main(void)
         T(test_fsa_engine_sync__cancel_ends_a_request_never_answered),
         T(test_fsa_engine_sync__results_short_keeps_ops),
         T(test_fsa_engine_sync__results_wrong_op_keeps_ops),
+        T(test_fsa_engine_sync__results_splitting_a_group_keep_ops),
         T(test_fsa_engine_sync__results_not_json_keeps_ops),
         T(test_fsa_engine_sync__results_not_json_holds_next_batch),
         T(test_fsa_engine_sync__results_unreadable_with_next_batch_sent_keeps_ops),
