@@ -1207,8 +1207,9 @@ static void test_fsa_codec_answers__values_bounded(void **state)
     assert_non_null(fields);
     n = (size_t)snprintf(fields, 32, "{\"other_info\":{\"a\":[[]");
     while (n + 8 < FSA_LIMIT_FIELDS_BYTES) {
-        memcpy(fields + n, ",[]", 3);
-        n += 3;
+        fields[n++] = ',';
+        fields[n++] = '[';
+        fields[n++] = ']';
     }
     memcpy(fields + n, "]}}", 4);
     body = page_of(FSA_TYPE_JOBNEED, fields, 1, &len);
