@@ -2,6 +2,7 @@
  * building a sync engine from a handle's configuration (moved here from agent/config.c). */
 #include <ctype.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,17 +87,85 @@ fsa_status_t fsl__config_load(fsa_journal_t *j, fsl_config_t *c, char *err, size
     return FSA_OK;
 }
 
+/* The string members of fsl_config_t, by their offsets. */
+static const size_t config_strings[] = {
+    offsetof(fsl_config_t, journal_path), offsetof(fsl_config_t, device_id),
+    offsetof(fsl_config_t, server_url),   offsetof(fsl_config_t, secret_file),
+    offsetof(fsl_config_t, ca_file),      offsetof(fsl_config_t, pins),
+    offsetof(fsl_config_t, client_cert),  offsetof(fsl_config_t, client_key),
+    offsetof(fsl_config_t, proxy),        offsetof(fsl_config_t, label),
+    offsetof(fsl_config_t, retry_policy), offsetof(fsl_config_t, resolver_policy)};
+
+#define N_CONFIG_STRINGS (sizeof config_strings / sizeof config_strings[0])
+
+static char **config_string(fsl_config_t *c, size_t i)
+{
+    return (char **)((char *)c + config_strings[i]);
+}
+
 void fsl__config_clear(fsl_config_t *c)
 {
-    char **strings[] = {&c->journal_path, &c->device_id, &c->server_url,   &c->secret_file,
-                        &c->ca_file,      &c->pins,      &c->client_cert,  &c->client_key,
-                        &c->proxy,        &c->label,     &c->retry_policy, &c->resolver_policy};
-    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
-        char **member = strings[i];
+    for (size_t i = 0; i < N_CONFIG_STRINGS; i++) {
+        char **member = config_string(c, i);
         fsa_free(*member);
         *member = NULL;
     }
     memset(c, 0, sizeof *c);
+}
+
+fsa_status_t fsl__config_dup(const fsl_config_t *src, fsl_config_t *dst)
+{
+    *dst = *src;
+    for (size_t i = 0; i < N_CONFIG_STRINGS; i++)
+        *config_string(dst, i) = NULL;
+    for (size_t i = 0; i < N_CONFIG_STRINGS; i++) {
+        const char *s = *(const char *const *)((const char *)src + config_strings[i]);
+        if (s != NULL && (*config_string(dst, i) = fsa_strdup(s)) == NULL) {
+            fsl__config_clear(dst);
+            return FSA_ENOMEM;
+        }
+    }
+    return FSA_OK;
+}
+
+/* Replaces *dst by a copy of src (NULL: none). */
+static fsa_status_t replace_str(char **dst, const char *src)
+{
+    fsa_free(*dst);
+    *dst = NULL;
+    if (src == NULL)
+        return FSA_OK;
+    *dst = fsa_strdup(src);
+    return *dst != NULL ? FSA_OK : FSA_ENOMEM;
+}
+
+fsa_status_t fsl__config_reread(fieldsync_t *fs, fsl_config_t *c, char *err, size_t errlen)
+{
+    const fsl_config_t *own = &fs->cfg;
+    /* The open's overrides first: fsl__config_load fills only what they leave unset, as at
+     * open. The journal's path, the device (the journal's owner, checked at open), the label
+     * and the flags are the handle's own, whatever was given. */
+    fsa_status_t st = fsl__config_dup(&fs->given, c);
+    if (st == FSA_OK)
+        st = replace_str(&c->journal_path, own->journal_path);
+    if (st == FSA_OK)
+        st = replace_str(&c->device_id, own->device_id);
+    if (st == FSA_OK)
+        st = replace_str(&c->label, own->label);
+    if (st != FSA_OK)
+        snprintf(err, errlen, "out of memory reading the configuration");
+    c->flags = own->flags;
+    if (st == FSA_OK)
+        st = fsl__config_load(fs->j, c, err, errlen);
+    if (st == FSA_OK) {
+        /* The journal was opened with these: they are its options until the handle closes. */
+        c->durability = own->durability;
+        c->budget_bytes = own->budget_bytes;
+        st = fsl__config_check(&fs->port, c, false, err, errlen);
+    }
+    if (st != FSA_OK)
+        fsl__config_clear(c);
+    return st;
 }
 
 /* ---- the device secret ---- */

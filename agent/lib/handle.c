@@ -497,7 +497,14 @@ static fsa_status_t journal_owner(fieldsync_t *fs, char *err, size_t errlen)
 static fieldsync_status_t open_existing(fieldsync_t *fs, char *err, size_t errlen)
 {
     fsl_config_t *k = &fs->cfg;
-    fsa_status_t st = journal_open(fs, false, err, errlen);
+    /* The caller's members as given, before the stored ones fill the rest: a reload lays them
+     * over the stored configuration again. */
+    fsa_status_t st = fsl__config_dup(k, &fs->given);
+    if (st != FSA_OK) {
+        snprintf(err, errlen, "out of memory");
+        return fsl__status(st);
+    }
+    st = journal_open(fs, false, err, errlen);
     if (st != FSA_OK)
         return fsl__status(st);
     st = journal_owner(fs, err, errlen);
@@ -576,6 +583,7 @@ fieldsync_status_t fsl__open_with_port(const fieldsync_config_t *cfg, const fsa_
         fsa_journal_close(fs->j);
         fs->j = NULL;
         fsl__config_clear(&fs->cfg);
+        fsl__config_clear(&fs->given);
         if (err[0] == '\0')
             snprintf(err, sizeof err, "fieldsync_open: %s", fieldsync_status_str(st));
         err_set(0, "%s", err);
@@ -638,6 +646,7 @@ fieldsync_status_t fieldsync_close(fieldsync_t *fs)
     fsa_lockmgr_close(fs->locks);
     fsa_journal_close(fs->j);
     fsl__config_clear(&fs->cfg);
+    fsl__config_clear(&fs->given);
     fsa_free(fs);
     return FIELDSYNC_OK;
 }

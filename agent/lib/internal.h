@@ -47,8 +47,11 @@ typedef struct fsl_events fsl_events_t;               /* events.c */
 
 struct fieldsync {
     _Atomic uint32_t magic;
-    fsa_port_t port; /* a copy of the posix port (or the simulator's, through the sim hook) */
-    fsl_config_t cfg;
+    fsa_port_t port;    /* a copy of the posix port (or the simulator's, through the sim hook) */
+    fsl_config_t cfg;   /* as opened; never written after open (any thread reads it) */
+    fsl_config_t given; /* the caller's members at an open without FIELDSYNC_OPEN_INIT: the
+                           overrides that fieldsync_reload lays over the stored configuration
+                           again (fsl__config_reread); zero after an init */
     fsa_journal_t *j;
     fsa_lockmgr_t *locks;
     fsl_worker_t *worker; /* worker.c; NULL until the first start */
@@ -102,6 +105,14 @@ fsa_status_t fsl__config_store(fsa_journal_t *j, const fsl_config_t *c, char *er
 fsa_status_t fsl__config_load(fsa_journal_t *j, fsl_config_t *c, char *err,
                               size_t errlen) FSA_MUST_CHECK; /* fills the members still NULL */
 void fsl__config_clear(fsl_config_t *c);
+/* A deep copy of src into *dst (cleared on failure). FSA_OK, FSA_ENOMEM. */
+fsa_status_t fsl__config_dup(const fsl_config_t *src, fsl_config_t *dst) FSA_MUST_CHECK;
+/* The configuration stored in the journal now, with the handle's overrides (fs->given) over it,
+ * as fieldsync_open made fs->cfg; journal_path, device_id, label, flags, durability and
+ * budget_bytes are the handle's. *c owned by the caller (fsl__config_clear), cleared on failure
+ * with err filled. FSA_OK, FSA_EINVAL (a stored policy unknown), FSA_EIO, FSA_ENOMEM. */
+fsa_status_t fsl__config_reread(fieldsync_t *fs, fsl_config_t *c, char *err,
+                                size_t errlen) FSA_MUST_CHECK;
 /* Policies; full: also the URL, TLS and the secret (a transport made on port, and freed). */
 fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bool full, char *err,
                                size_t errlen) FSA_MUST_CHECK;
@@ -125,6 +136,11 @@ void fsl__worker_free(fieldsync_t *fs);
 /* fieldsync_status: while the sync thread runs (not listen-only), its live state, reason,
  * last error and watchdog over what fsl__status_read found in the journal. */
 void fsl__worker_overlay(fieldsync_t *fs, fieldsync_sync_status_t *s);
+/* The configuration in effect: the last fieldsync_reload's, else fs->cfg. A deep copy into *out
+ * (fsl__config_clear). FSA_OK, FSA_ENOMEM. */
+fsa_status_t fsl__config_now(fieldsync_t *fs, fsl_config_t *out) FSA_MUST_CHECK;
+/* The watchdog's stall time in effect (its default applied), as fsl__config_now's. */
+int64_t fsl__stall_after_ms(fieldsync_t *fs);
 
 /* ---- events.c ---- */
 

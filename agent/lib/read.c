@@ -5,7 +5,6 @@
 
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
-#include "port/limits.h"
 
 /* Common start: a usable handle and a place for the answer. */
 #define READ_START(out)                                                                            \
@@ -206,7 +205,7 @@ fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
     snprintf(s->last_error_msg, sizeof s->last_error_msg, "%s", msg != NULL ? msg : "");
     fsa_one_line(s->last_error_msg); /* stored by any process, quoting the server */
     fsa_model_free(msg);
-    int64_t stall = fs->cfg.stall_after_ms > 0 ? fs->cfg.stall_after_ms : FSA_LIMIT_STALL_AFTER_MS;
+    int64_t stall = fsl__stall_after_ms(fs); /* a reload's, after one */
     if (s->last_error == FIELDSYNC_EAUTH) {
         s->state = FIELDSYNC_STATE_ATTENTION;
         snprintf(s->reason, sizeof s->reason, "the server refused this device's credentials");
@@ -361,12 +360,18 @@ fieldsync_status_t fieldsync_info(fieldsync_t *fs, char **json)
     if (st != FSA_OK)
         return fsl__fail(fs, fsl__status(st), "cannot read %s: %s", fs->cfg.journal_path,
                          fsa_status_str(st));
+    /* The server in effect: after a reload, the one it read. */
+    fsl_config_t now;
+    st = fsl__config_now(fs, &now);
+    if (st != FSA_OK)
+        return fsl__fail(fs, fsl__status(st), "fieldsync_info: %s", fsa_status_str(st));
     /* The format of `fieldsync status --json` before the library (scripts read it). */
     fsl_jb_t b = {0};
     fsl__jb_raw(&b, "{\"device_id\":");
-    fsl__jb_str(&b, fs->cfg.device_id);
+    fsl__jb_str(&b, now.device_id);
     fsl__jb_raw(&b, ",\"server\":");
-    fsl__jb_str(&b, fs->cfg.server_url);
+    fsl__jb_str(&b, now.server_url);
+    fsl__config_clear(&now);
     fsl__jb_fmt(&b,
                 ",\"pending\":%" PRId64 ",\"inflight\":%" PRId64 ",\"conflicts\":%" PRId64
                 ",\"rejected\":%" PRId64 ",\"oldest_pending_at_ms\":%" PRId64

@@ -42,7 +42,10 @@ struct fsl_worker {
     fsl_once_t *onces;    /* the fieldsync_sync_once calls running */
     uint32_t flags;       /* of the current start */
     bool stop, now, reload, changed, watch_stop;
-    bool reread; /* a reload was asked: engines come from the journal's configuration now */
+    /* The configuration of the last fieldsync_reload (NULL: none yet, fs->cfg is in effect):
+     * the stored one re-read, with the open's overrides over it. Replaced whole, never written
+     * in place, and read under mu (fsl__config_now copies it). */
+    fsl_config_t *live;
     fsa_engine_t *engine; /* the engine of the cycle running (to cancel it) */
     /* The live status the sync thread shows (fieldsync_status overlays it while started). */
     fieldsync_state_t state;
@@ -61,16 +64,6 @@ struct fsl_worker {
 
 /* ---- helpers ---- */
 
-static int64_t interval_ms(const fieldsync_t *fs)
-{
-    return fs->cfg.sync_interval_ms > 0 ? fs->cfg.sync_interval_ms : FSA_LIMIT_SYNC_INTERVAL_MS;
-}
-
-static int64_t stall_ms(const fieldsync_t *fs)
-{
-    return fs->cfg.stall_after_ms > 0 ? fs->cfg.stall_after_ms : FSA_LIMIT_STALL_AFTER_MS;
-}
-
 static void lock(fieldsync_t *fs)
 {
     fs->port.mutex_lock(fs->port.ctx, fs->worker->mu);
@@ -79,6 +72,48 @@ static void lock(fieldsync_t *fs)
 static void unlock(fieldsync_t *fs)
 {
     fs->port.mutex_unlock(fs->port.ctx, fs->worker->mu);
+}
+
+/* The sync interval and the stall time in effect, their defaults applied. Not with mu held. */
+static void times_now(fieldsync_t *fs, int64_t *interval, int64_t *stall)
+{
+    int64_t i = fs->cfg.sync_interval_ms, s = fs->cfg.stall_after_ms;
+    fsl_worker_t *w = __atomic_load_n(&fs->worker, __ATOMIC_ACQUIRE);
+    if (w != NULL) {
+        lock(fs);
+        if (w->live != NULL) {
+            i = w->live->sync_interval_ms;
+            s = w->live->stall_after_ms;
+        }
+        unlock(fs);
+    }
+    *interval = i > 0 ? i : FSA_LIMIT_SYNC_INTERVAL_MS;
+    *stall = s > 0 ? s : FSA_LIMIT_STALL_AFTER_MS;
+}
+
+static int64_t interval_ms(fieldsync_t *fs)
+{
+    int64_t interval = 0, stall = 0;
+    times_now(fs, &interval, &stall);
+    return interval;
+}
+
+int64_t fsl__stall_after_ms(fieldsync_t *fs)
+{
+    int64_t interval = 0, stall = 0;
+    times_now(fs, &interval, &stall);
+    return stall;
+}
+
+fsa_status_t fsl__config_now(fieldsync_t *fs, fsl_config_t *out)
+{
+    fsl_worker_t *w = __atomic_load_n(&fs->worker, __ATOMIC_ACQUIRE);
+    if (w == NULL)
+        return fsl__config_dup(&fs->cfg, out);
+    lock(fs);
+    fsa_status_t st = fsl__config_dup(w->live != NULL ? w->live : &fs->cfg, out);
+    unlock(fs);
+    return st;
 }
 
 static void wake(fieldsync_t *fs)
@@ -377,32 +412,34 @@ static void report_copy(const fsa_sync_report_t *r, fieldsync_report_t *out)
 
 /*
  * Builds an engine for a cycle. Until the first fieldsync_reload, from the handle's
- * configuration (fsl__engine_new); after it, from the configuration stored in the journal now
- * (a person ran init again, or rotated the key): a shell of the handle whose configuration is
- * re-read carries it, since fsl__engine_new reads a handle. The engine keeps a pointer to the
- * shell's port, so the shell lives as long as the engine (*shell, freed by engine_unmake).
- * The handle's own configuration is never written here: other threads read it.
+ * configuration (fsl__engine_new); after it, from the configuration the last reload read (the
+ * stored one, a person having run init again or rotated the key, with the open's overrides over
+ * it): a shell of the handle carries a copy of it, since fsl__engine_new reads a handle. The
+ * engine keeps a pointer to the shell's port, so the shell lives as long as the engine (*shell,
+ * freed by engine_unmake). The handle's own configuration is never written here: other threads
+ * read it.
  */
 static fsa_status_t engine_make(fieldsync_t *fs, bool ignore_backoff, fsa_engine_t **out,
                                 fieldsync_t **shell, char *err, size_t errlen)
 {
     *out = NULL;
     *shell = NULL;
+    fsl_worker_t *w = fs->worker;
     lock(fs);
-    bool reread = fs->worker->reread;
+    bool reloaded = w->live != NULL;
     unlock(fs);
-    if (!reread)
+    if (!reloaded)
         return fsl__engine_new(fs, ignore_backoff, out, err, errlen);
     fieldsync_t *b = fsa_malloc(sizeof *b);
     if (b == NULL)
         return FSA_ENOMEM;
     memcpy(b, fs, sizeof *b); /* the port, the journal; nothing of it is freed through b */
-    memset(&b->cfg, 0, sizeof b->cfg);
-    b->cfg.journal_path = fsa_strdup(fs->cfg.journal_path);
-    b->cfg.device_id = fsa_strdup(fs->cfg.device_id);
-    fsa_status_t st = b->cfg.journal_path != NULL && b->cfg.device_id != NULL ? FSA_OK : FSA_ENOMEM;
-    if (st == FSA_OK)
-        st = fsl__config_load(fs->j, &b->cfg, err, errlen);
+    /* w->live is replaced by a later reload, never cleared: the copy is of the newest. */
+    lock(fs);
+    fsa_status_t st = fsl__config_dup(w->live, &b->cfg);
+    unlock(fs);
+    if (st != FSA_OK)
+        snprintf(err, errlen, "out of memory copying the configuration");
     if (st == FSA_OK)
         st = fsl__engine_new(b, ignore_backoff, out, err, errlen);
     if (st != FSA_OK) {
@@ -440,8 +477,8 @@ static void watchdog(fieldsync_t *fs, fsa_status_t st, const fsa_sync_report_t *
     /* "The network is up": the server answered something in this cycle (even a 5xx). */
     bool answers = st == FSA_OK || r->last_http_status != 0;
     bool pull_stuck = st == FSA_ETOOLARGE;
-    bool stalled =
-        fsl__due_stalled(answers, s.queue_depth, s.oldest_pending_age_ms, stall_ms(fs), pull_stuck);
+    bool stalled = fsl__due_stalled(answers, s.queue_depth, s.oldest_pending_age_ms,
+                                    fsl__stall_after_ms(fs), pull_stuck);
     lock(fs);
     bool was = w->stalled;
     w->stalled = stalled;
@@ -899,11 +936,31 @@ fieldsync_status_t fieldsync_reload(fieldsync_t *fs)
     fsl_worker_t *w = NULL;
     if (worker_get(fs, &w) != FSA_OK)
         return fsl__fail(fs, FIELDSYNC_ENOMEM, "out of memory");
+    /* Read here, on the caller's thread, so that the interval, the stall time and the status
+     * take it at once and a configuration that cannot be used is told to the caller; the
+     * engines read the secret file again when they are made from it. */
+    fsl_config_t *c = fsa_calloc(1, sizeof *c);
+    if (c == NULL)
+        return fsl__fail(fs, FIELDSYNC_ENOMEM, "out of memory");
+    char err[320] = "";
+    fsa_status_t st = fsl__config_reread(fs, c, err, sizeof err);
+    if (st != FSA_OK) {
+        fsa_free(c);
+        fsa_log(&fs->port, FSA_LOG_WARN, "reload: %s; the configuration in use stays", err);
+        return fsl__fail(fs, fsl__status(st), "reload: %s; the configuration in use stays", err);
+    }
+    /* Handed over whole under mu: a reader copies what it needs under mu, so the one replaced
+     * is no longer read once it is out. */
     lock(fs);
-    w->reread = true;
+    fsl_config_t *old = w->live;
+    w->live = c;
     w->reload = true;
     wake(fs);
     unlock(fs);
+    if (old != NULL) {
+        fsl__config_clear(old);
+        fsa_free(old);
+    }
     /* Without a thread, fieldsync_sync_once makes a new engine at each call anyway. */
     return fsl__ok(fs);
 }
@@ -1041,6 +1098,10 @@ void fsl__worker_free(fieldsync_t *fs)
         return;
     fsl__worker_shutdown(fs);
     fs->worker = NULL;
+    if (w->live != NULL) {
+        fsl__config_clear(w->live);
+        fsa_free(w->live);
+    }
     fs->port.cond_free(fs->port.ctx, w->cv);
     fs->port.mutex_free(fs->port.ctx, w->mu);
     fsa_free(w);

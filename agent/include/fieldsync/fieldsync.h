@@ -135,10 +135,11 @@ typedef enum fieldsync_durability {
  *
  * With FIELDSYNC_OPEN_INIT, device_id, server_url and secret_file are required and are stored
  * in the journal with the TLS and policy members; without it they are read from the journal,
- * and a member given here overrides the stored one for this handle only (device_id, if given,
- * must match the journal's: FIELDSYNC_EINVAL otherwise). FIELDSYNC_OPEN_INIT checks the files
- * before it creates anything: the secret and the client key as said below, and ca_file and
- * client_cert must hold a PEM certificate: FIELDSYNC_EINVAL otherwise.
+ * and a member given here overrides the stored one for this handle only, also after a
+ * fieldsync_reload (device_id, if given, must match the journal's: FIELDSYNC_EINVAL otherwise).
+ * FIELDSYNC_OPEN_INIT checks the files before it creates anything: the secret and the client
+ * key as said below, and ca_file and client_cert must hold a PEM certificate: FIELDSYNC_EINVAL
+ * otherwise.
  */
 typedef struct fieldsync_config {
     uint32_t size;            /* sizeof(fieldsync_config_t); required */
@@ -557,8 +558,17 @@ FIELDSYNC_API fieldsync_status_t fieldsync_sync_now(fieldsync_t *fs);
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_stop(fieldsync_t *fs);
 
-/* Re-reads the configuration from the journal and the secret file (after a key rotation).
- * Takes effect at the next cycle. FIELDSYNC_OK, FIELDSYNC_ECLOSED. Any thread. */
+/*
+ * Re-reads the configuration stored in the journal (init was run again) and the secret file
+ * (after a key rotation). The handle's configuration is then the stored one with the members
+ * given to fieldsync_open over it again, as at open; journal_path, device_id, flags, label,
+ * durability and budget_bytes stay as opened. The sync interval, the stall time and
+ * fieldsync_status take it at once, the sync (the thread's or fieldsync_sync_once's) at its next
+ * cycle, which reads the secret file again. On failure the configuration in use stays.
+ * FIELDSYNC_OK; FIELDSYNC_EINVAL (the stored configuration names a policy this library does not
+ * know); FIELDSYNC_EIO; FIELDSYNC_ENOMEM; FIELDSYNC_ECLOSED. Any thread, also while the sync
+ * thread runs.
+ */
 FIELDSYNC_API fieldsync_status_t fieldsync_reload(fieldsync_t *fs);
 
 /*

@@ -916,6 +916,149 @@ static void test_reload__takes_the_stored_configuration(void **state)
     lrec_clear(&r);
 }
 
+/* Runs init again on f's journal, as a person would: device 0, its secret, url, and the two
+ * periods (0: the defaults). */
+static void reinit(const lfx_t *f, const char *url, int64_t interval_ms, int64_t stall_ms)
+{
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.flags = FIELDSYNC_OPEN_INIT;
+    cfg.journal_path = f->db;
+    cfg.device_id = "dev000";
+    cfg.server_url = url;
+    cfg.secret_file = f->secret;
+    cfg.sync_interval_ms = interval_ms;
+    cfg.stall_after_ms = stall_ms;
+    fieldsync_t *init = NULL;
+    fieldsync_status_t st = fieldsync_open(&cfg, &init);
+    if (st != FIELDSYNC_OK)
+        fail_msg("init again: %s", fieldsync_errmsg(init));
+    assert_int_equal(fieldsync_close(init), FIELDSYNC_OK);
+}
+
+/* Waits (bounded) until the status listener has heard at least n cycles that went well. */
+static bool synced_cycles(lrec_t *r, int n, int ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += ms / 1000;
+    pthread_mutex_lock(&r->mu);
+    while (r->synced_seen < n && pthread_cond_timedwait(&r->cv, &r->mu, &dl) == 0) {
+    }
+    bool ok = r->synced_seen >= n;
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+/* A member given at open overrides the stored one also after a reload: the reload re-reads the
+ * stored configuration and lays the open's members over it again, for sync_once and for the
+ * sync thread alike. Stored: a port where nothing listens; given: the server. */
+static void test_reload__keeps_the_open_overrides(void **state)
+{
+    lfx_t *f = *state;
+    assert_true(th_server_start(&f->srv, NULL));
+    f->started = true;
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = f->db;
+    cfg.server_url = f->srv.url;
+    fieldsync_t *fs = NULL;
+    assert_int_equal(fieldsync_open(&cfg, &fs), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_ticket_create(fs, "O1", NULL, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_sync_once(fs, true, NULL), FIELDSYNC_OK);
+    assert_true(on_server(f, "O1"));
+
+    assert_int_equal(fieldsync_reload(fs), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_ticket_create(fs, "O2", NULL, NULL), FIELDSYNC_OK);
+    fieldsync_status_t st = fieldsync_sync_once(fs, true, NULL);
+    if (st != FIELDSYNC_OK)
+        fail_msg("sync_once after the reload: %s: %s", fieldsync_status_str(st),
+                 fieldsync_errmsg(fs));
+    assert_true(on_server(f, "O2"));
+    /* fieldsync_info shows the server in effect. */
+    char *info = NULL, want[200];
+    snprintf(want, sizeof want, "\"server\":\"%s\"", f->srv.url);
+    assert_int_equal(fieldsync_info(fs, &info), FIELDSYNC_OK);
+    assert_non_null(strstr(info, want));
+    fieldsync_free(info);
+
+    /* The sync thread, reloaded while it runs. */
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    if (!synced_cycles(&r, 1, 30000)) {
+        stop_and_wait(fs, &r); /* before the verdict: the thread uses r */
+        fail_msg("the sync thread did not sync within 30 s of its start");
+    }
+    assert_int_equal(fieldsync_reload(fs), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_ticket_create(fs, "O3", NULL, NULL), FIELDSYNC_OK);
+    bool sent = drained(fs, &r, 30000);
+    fieldsync_sync_status_t s = {.size = sizeof s};
+    assert_int_equal(fieldsync_status(fs, &s), FIELDSYNC_OK);
+    /* Stopped before any verdict: the thread uses r. */
+    stop_and_wait(fs, &r);
+    if (!sent)
+        fail_msg("O3 not sent within 30 s of a reload: %s", s.last_error_msg);
+    assert_true(on_server(f, "O3"));
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
+/* A sync interval stored since the handle was opened (init run again) is the running thread's
+ * after a reload: stored a minute at first, then 50 ms. */
+static void test_reload__takes_a_stored_sync_interval(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    lrec_t r;
+    lrec_init(&r, fs, 0);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    if (!synced_cycles(&r, 1, 30000)) { /* the cycle at start; the next is a minute away */
+        stop_and_wait(fs, &r);
+        fail_msg("the sync thread did not sync within 30 s of its start");
+    }
+    reinit(f, f->srv.url, 50, 0);
+    pthread_mutex_lock(&r.mu);
+    int before = r.synced_seen;
+    pthread_mutex_unlock(&r.mu);
+    assert_int_equal(fieldsync_reload(fs), FIELDSYNC_OK);
+    /* The cycle the reload asks for, then one every 50 ms: four well within the minute. */
+    bool four = synced_cycles(&r, before + 4, 20000);
+    stop_and_wait(fs, &r); /* before any verdict: the thread uses r */
+    if (!four)
+        fail_msg("fewer than 4 cycles in 20 s after a reload to a 50 ms interval");
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
+/* A stall time stored since the handle was opened is the status's after a reload: an op pending
+ * for a few milliseconds is not stalled under the default (600 s), and is under 1 ms. */
+static void test_reload__takes_a_stored_stall_time(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    assert_int_equal(fieldsync_ticket_create(fs, "S1", NULL, NULL), FIELDSYNC_OK);
+    fieldsync_sync_status_t s = {.size = sizeof s};
+    assert_int_equal(fieldsync_status(fs, &s), FIELDSYNC_OK);
+    assert_int_equal(s.queue_depth, 1);
+    assert_false(s.stalled);
+    reinit(f, "http://127.0.0.1:9", 0, 1);
+    assert_int_equal(fieldsync_reload(fs), FIELDSYNC_OK);
+    /* The op's age is counted in wall milliseconds: it passes 1 ms within a few looks. */
+    int64_t end = lfx_now_ms() + 10000;
+    do {
+        assert_int_equal(fieldsync_status(fs, &s), FIELDSYNC_OK);
+        if (s.stalled)
+            break;
+        struct timespec ts = {0, 1000000L}; /* a poll of the condition, not a wait for it */
+        nanosleep(&ts, NULL);
+    } while (lfx_now_ms() < end);
+    if (!s.stalled)
+        fail_msg("not stalled after a reload to a 1 ms stall time (oldest op %" PRId64 " ms)",
+                 s.oldest_pending_age_ms);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+}
+
 static int setup_no_server(void **state)
 {
     lfx_t *f = fsa_calloc(1, sizeof *f);
@@ -1152,6 +1295,12 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reload__takes_the_stored_configuration,
                                         setup_no_server, teardown),
+        cmocka_unit_test_setup_teardown(test_reload__keeps_the_open_overrides, setup_no_server,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload__takes_a_stored_sync_interval, setup_plain,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload__takes_a_stored_stall_time, setup_no_server,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_start__on_a_sim_port_waits_in_virtual_time,
                                         setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__long_cycle_tells_changes_as_it_goes,
