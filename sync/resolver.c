@@ -77,11 +77,18 @@ static fsa_resolution_t no_memory(char *why, size_t whylen, const fsa_op_t *op)
     return FSA_RESOLVE_RETRY;
 }
 
-/* A create the server has already: converged when its content is the op's. */
+/* A create the server has already: an attendance record converges when its content is the op's
+ * (DESIGN.md's table); any other is parked for a person. Compared on the op's own keys, a create
+ * that names few fields (a ticket's "{}" takes every default) would match any entity of that id,
+ * and be dropped without a word; an attendance create names its required fields, always. */
 static fsa_resolution_t resolve_create(const fsa_resolver_input_t *in, char *why, size_t whylen)
 {
     const fsa_op_t *op = in->op;
     const char *tname = fsa_type_name(op->type);
+    if (op->type != FSA_TYPE_ATTENDANCE) {
+        say(why, whylen, "%s %s already exists on the server", tname, op->id);
+        return FSA_RESOLVE_PARK;
+    }
     bool same = false;
     fsa_status_t st = fsa_model_same_values(op->json, in->server_fields, op->json, &same);
     if (st == FSA_ENOMEM)

@@ -105,6 +105,17 @@ static void test_fsa_resolve__create_converges_on_same_content(void **state)
     assert_int_equal(resolve(NULL, &op, FSA_RESULT_CONFLICT, NULL, server_same),
                      FSA_RESOLVE_CONVERGED);
     assert_int_equal(resolve(NULL, &op, FSA_RESULT_CONFLICT, NULL, server_other), FSA_RESOLVE_PARK);
+    /* Any other type is a person's to decide (DESIGN.md): a ticket created with "{}" (every
+     * default) or with a field the server's ticket has too compared equal on those few keys, and
+     * was dropped as converged over a different ticket. */
+    fsa_op_t t = make_op(FSA_OP_CREATE, FSA_TYPE_TICKET, "{}");
+    assert_int_equal(resolve(NULL, &t, FSA_RESULT_CONFLICT, NULL,
+                             "{\"status\":\"CLOSED\",\"level\":4,\"priority\":\"HIGH\"}"),
+                     FSA_RESOLVE_PARK);
+    t = make_op(FSA_OP_CREATE, FSA_TYPE_TICKET, "{\"priority\":\"HIGH\"}");
+    assert_int_equal(resolve(NULL, &t, FSA_RESULT_CONFLICT, NULL,
+                             "{\"status\":\"CLOSED\",\"level\":4,\"priority\":\"HIGH\"}"),
+                     FSA_RESOLVE_PARK);
 }
 
 static void test_fsa_resolve__commuting_ops_rebase_and_rejections_park(void **state)
