@@ -429,6 +429,87 @@ static void test_start__stop_rounds_nothing_after_stopped(void **state)
     lrec_clear(&r);
 }
 
+/* A listener that holds the first STOPPED's delivery until released. */
+typedef struct held_stop {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stopped;  /* STOPPED events heard */
+    bool holding; /* the first is being held */
+    bool release;
+} held_stop_t;
+
+static void hold_first_stopped(void *ctx, const fieldsync_sync_status_t *st)
+{
+    held_stop_t *h = ctx;
+    if (st->state != FIELDSYNC_STATE_STOPPED)
+        return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&h->mu);
+    if (++h->stopped == 1) {
+        h->holding = true;
+        pthread_cond_broadcast(&h->cv);
+        while (!h->release && pthread_cond_timedwait(&h->cv, &h->mu, &until) == 0)
+            ;
+        h->holding = false;
+    }
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *start_listen_only(void *arg)
+{
+    return (void *)(intptr_t)fieldsync_start(arg, FIELDSYNC_START_LISTEN_ONLY);
+}
+
+/*
+ * A start after a stop joins the last thread, which may still be delivering its STOPPED. A stop
+ * that comes meanwhile is the new start's: its thread ends, and says STOPPED. The start cleared
+ * the stop after the join, so the new thread ran on, and no STOPPED came.
+ */
+static void test_stop__during_a_start_that_joins_the_last_thread(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    /* Static: a failed assertion may leave a thread that delivers to it. */
+    static held_stop_t h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    assert_int_equal(fieldsync_add_status_listener(fs, hold_first_stopped, &h, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_start(fs, FIELDSYNC_START_LISTEN_ONLY), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_stop(fs), FIELDSYNC_OK);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&h.mu);
+    while (!h.holding && pthread_cond_timedwait(&h.cv, &h.mu, &until) == 0)
+        ;
+    assert_true(h.holding); /* the last thread is in its STOPPED */
+    pthread_mutex_unlock(&h.mu);
+    pthread_t starter;
+    assert_int_equal(pthread_create(&starter, NULL, start_listen_only, fs), 0);
+    /* The new start has taken the handle once fieldsync_sync_now finds it running (the old
+     * thread, ended, does not count): it then waits for the old one. */
+    int64_t end = lfx_now_ms() + 30000;
+    while (fieldsync_sync_now(fs) != FIELDSYNC_OK && lfx_now_ms() < end)
+        sched_yield();
+    assert_int_equal(fieldsync_stop(fs), FIELDSYNC_OK);
+    pthread_mutex_lock(&h.mu);
+    h.release = true;
+    pthread_cond_broadcast(&h.cv);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    while (h.stopped < 2 && pthread_cond_timedwait(&h.cv, &h.mu, &until) == 0)
+        ;
+    int stopped = h.stopped;
+    pthread_mutex_unlock(&h.mu);
+    void *started = NULL;
+    assert_int_equal(pthread_join(starter, &started), 0);
+    assert_int_equal((intptr_t)started, FIELDSYNC_OK);
+    if (stopped < 2)
+        fail_msg("the stop during the start was lost: no STOPPED within 10 s");
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+}
+
 /* ---- the sync thread is background work ---- */
 
 typedef struct sched_seen {
@@ -1301,6 +1382,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reload__takes_a_stored_stall_time, setup_no_server,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_stop__during_a_start_that_joins_the_last_thread,
+                                        setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__on_a_sim_port_waits_in_virtual_time,
                                         setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__long_cycle_tells_changes_as_it_goes,
