@@ -964,8 +964,16 @@ static fsa_status_t pull_fold(fsa_engine_t *e, const char *cursor, const fsa_cod
             st = fsa_journal_gone(e->j, c->type, c->id, c->version, NULL);
         else
             st = fsa_journal_fold(e->j, c->type, c->id, c->version, c->fields);
-        if (st == FSA_OK)
+        if (st == FSA_OK) {
             e->rep->pulled++;
+        } else if (st == FSA_EINVAL) {
+            /* What the decoder let through but the journal refuses (fields past the entity's
+             * limits, a version out of range): the server's doing. Named, so that a person can
+             * find it; the cursor stays before it, so nothing after it is skipped. */
+            report_error(e, "server sent %s %s at version %" PRId64 " that this journal refuses",
+                         fsa_type_name(c->type), c->id, c->version);
+            st = FSA_EPROTO;
+        }
     }
     if (st != FSA_OK)
         return st;

@@ -923,6 +923,32 @@ static void test_fsa_engine_sync__pull_pages_with_odd_cursor(void **state)
     fsa_model_free(fields);
 }
 
+/* A change the decoder lets through (its answer's depth bound has room for the envelope) but the
+ * journal refuses (fields 34 deep, past the entity's 32): the cycle fails naming it, and the
+ * cursor stays before it. It failed as "invalid argument". */
+static void test_fsa_engine_sync__pulled_change_the_journal_refuses_is_named(void **state)
+{
+    fx_t *f = *state;
+    static char deep[256];
+    size_t n = (size_t)snprintf(deep, sizeof deep, "{\"status\":\"OPEN\",\"ticketlog\":");
+    for (int i = 0; i < 33; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 33; i++)
+        deep[n++] = ']';
+    snprintf(deep + n, sizeof deep - n, "}");
+    f->srv.pull_fields = deep;
+    f->srv.pull = PULL_PAGES;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_int_equal(st, FSA_EPROTO);
+    assert_non_null(strstr(r.error, "ticket T1 at version 5"));
+    assert_int_equal(r.pulled, 0);
+    char *cursor = NULL;
+    assert_fsa_ok(fsa_journal_cursor_get(f->j, &cursor));
+    assert_null(cursor);
+    assert_true(sync_state(f).backoff.next_attempt_ms > 0);
+}
+
 /* A server that says "more" without moving the cursor would make the device pull forever. */
 static void test_fsa_engine_sync__pull_cursor_stuck_fails(void **state)
 {
@@ -1058,6 +1084,7 @@ int main(void)
         T(test_fsa_engine_sync__clock_skew_forever_stops),
         T(test_fsa_engine_sync__pull_pages_with_odd_cursor),
         T(test_fsa_engine_sync__pull_cursor_stuck_fails),
+        T(test_fsa_engine_sync__pulled_change_the_journal_refuses_is_named),
         T(test_fsa_engine_sync__pull_more_without_cursor_fails),
         T(test_fsa_engine_sync__pull_cursor_loop_fails),
         T(test_fsa_engine_sync__pull_without_end_fails),
