@@ -245,8 +245,9 @@ typedef struct fieldsync_lock fieldsync_lock_t;
  * bytes) leaves: 172 bytes for JOB_WORKFLOW_UPDATE, 174 for ATTENDANCE_UPDATE, TICKET_ESCALATION
  * and JSON_FIELD_UPDATE. On FIELDSYNC_OK *out is the held lock.
  * Returns FIELDSYNC_OK; FIELDSYNC_ELOCKTIMEOUT (the message names the holder: its label, pid
- * and lease left); FIELDSYNC_EINVAL (unknown name, bad resource: the message names the bound);
- * FIELDSYNC_EIO; FIELDSYNC_ENOMEM.
+ * and lease left); FIELDSYNC_EBUSY (the lock table stayed busy, SQLite's lock, past the wait);
+ * FIELDSYNC_EINVAL (unknown name, bad resource: the message names the bound); FIELDSYNC_EIO;
+ * FIELDSYNC_ENOMEM.
  * Any thread; a lock may be released from another thread than the one that took it.
  */
 FIELDSYNC_API fieldsync_status_t
@@ -388,7 +389,7 @@ FIELDSYNC_API fieldsync_status_t fieldsync_record(fieldsync_t *fs, const char *o
  *   {"type":"ticket","id":"T1","server_version":4,"pending":1,"conflicts":0,"fields":{...}}
  * type: "attendance", "jobneed" (or "job"), "ticket".
  * FIELDSYNC_OK, FIELDSYNC_ENOTFOUND, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ENOMEM,
- * FIELDSYNC_ECLOSED. Any thread.
+ * FIELDSYNC_ETOOLARGE (the answer would pass 64 MiB), FIELDSYNC_ECLOSED. Any thread.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_get(fieldsync_t *fs, const char *type, const char *id,
                                                char **json) FIELDSYNC_MUST_CHECK;
@@ -417,7 +418,8 @@ typedef struct fieldsync_query {
  * Entities matching q, in id order, as a JSON object in *json (caller frees):
  *   {"entities": [ {as fieldsync_get} ... ], "more": true, "next_after": "T17"}
  * `more` is true when a next page may exist: pass next_after as after_id.
- * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ENOMEM, FIELDSYNC_ECLOSED.
+ * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ENOMEM, FIELDSYNC_ETOOLARGE (the page
+ * would pass 64 MiB: ask for fewer with limit), FIELDSYNC_ECLOSED.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_list(fieldsync_t *fs, const fieldsync_query_t *q,
                                                 char **json) FIELDSYNC_MUST_CHECK;
@@ -456,7 +458,7 @@ typedef struct fieldsync_sync_status {
 
 /* Fills *out (out->size set by the caller) with the device's status as the journal shows it
  * (also when the sync thread is not running: state IDLE, or OFFLINE while backing off).
- * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ECLOSED. */
+ * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_EIO, FIELDSYNC_ENOMEM, FIELDSYNC_ECLOSED. */
 FIELDSYNC_API fieldsync_status_t fieldsync_status(fieldsync_t *fs, fieldsync_sync_status_t *out)
     FIELDSYNC_MUST_CHECK;
 
@@ -487,7 +489,9 @@ FIELDSYNC_API fieldsync_status_t fieldsync_op_state(fieldsync_t *fs, const char 
 /* The conflicts and rejections waiting for a person (all: also resolved ones), oldest first, as
  * a JSON array in *json (caller frees); each {"op_id","seq","kind","type","id","outcome","code",
  * "reason","decision","resolution","server_version","server_fields","local"}.
- * FIELDSYNC_OK, FIELDSYNC_EIO, FIELDSYNC_ENOMEM, FIELDSYNC_ECLOSED. */
+ * FIELDSYNC_OK, FIELDSYNC_EIO, FIELDSYNC_ENOMEM, FIELDSYNC_ETOOLARGE (the answer would pass
+ * 64 MiB: there is no paging; a long history of resolved conflicts with all), FIELDSYNC_ECLOSED.
+ */
 FIELDSYNC_API fieldsync_status_t fieldsync_conflicts(fieldsync_t *fs, bool all,
                                                      char **json) FIELDSYNC_MUST_CHECK;
 
@@ -534,7 +538,8 @@ typedef struct fieldsync_report {
  * it holds the journal would make the app's records wait as long. Listeners that it runs run so
  * too (FIELDSYNC_EVENTS_BUFFERED delivers them on the app's thread instead);
  * FIELDSYNC_START_FOREGROUND keeps the starter's scheduling. FIELDSYNC_OK; FIELDSYNC_EBUSY (already
- * started, or still stopping: wait for the STOPPED status; or called from a listener);
+ * started, or still stopping: wait for the STOPPED status; a fieldsync_sync_once is running on
+ * this handle; or called from a listener);
  * FIELDSYNC_ENOTFOUND (not initialised); FIELDSYNC_EINVAL (unknown flags); FIELDSYNC_ENOMEM;
  * FIELDSYNC_ECLOSED. Any thread.
  */
@@ -579,7 +584,8 @@ FIELDSYNC_API fieldsync_status_t fieldsync_reload(fieldsync_t *fs);
  * thread is started, or backing off: nothing sent); FIELDSYNC_ENET, FIELDSYNC_ETIMEOUT,
  * FIELDSYNC_ETLS (unreachable: the next attempt time is persisted); FIELDSYNC_ETIMEOUT also when
  * fieldsync_stop cancelled it (nothing persisted); FIELDSYNC_EAUTH;
- * FIELDSYNC_EPROTO; FIELDSYNC_ENOTFOUND (not initialised); storage statuses.
+ * FIELDSYNC_EPROTO; FIELDSYNC_ENOTFOUND (not initialised); storage statuses. *report is filled
+ * on failure too (its error, and next_attempt_ms when one was persisted).
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_sync_once(
     fieldsync_t *fs, bool ignore_backoff, fieldsync_report_t *report) FIELDSYNC_MUST_CHECK;
@@ -676,7 +682,7 @@ FIELDSYNC_API fieldsync_status_t fieldsync_remove_listener(fieldsync_t *fs,
  * app calls fieldsync_dispatch(), which runs the listeners on the calling thread for every event
  * waiting. *fd is a file descriptor that is readable exactly while events wait: poll it in the
  * app's main loop (GLib, Qt, libuv all take one). The fd is the library's: do not read or close
- * it. FIELDSYNC_OK, FIELDSYNC_EINVAL (not buffered), FIELDSYNC_ECLOSED.
+ * it. FIELDSYNC_OK, FIELDSYNC_EINVAL (not buffered), FIELDSYNC_ECLOSED; on failure *fd is -1.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_event_fd(fieldsync_t *fs, int *fd);
 
