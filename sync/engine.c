@@ -232,10 +232,16 @@ static fsa_status_t retry_wait(fsa_engine_t *e, fsa_backoff_t *b, const answer_t
     fsa_log(e->port, FSA_LOG_INFO, "sync: %s; retrying in %" PRId64 " ms", what,
             delay / FSA_NS_PER_MS);
     notify(e, FSA_ENGINE_RETRYING, what, st != FSA_OK ? st : FSA_ENET);
-    while (delay > 0 && !atomic_load(&e->cancelled)) {
+    /* The transport's tick runs here too, every half second, as while a request waits. */
+    for (int64_t since_tick = 0; delay > 0 && !atomic_load(&e->cancelled);) {
         int64_t slice = delay < 100 * FSA_NS_PER_MS ? delay : 100 * FSA_NS_PER_MS;
         e->port->sleep(e->port->ctx, slice);
         delay -= slice;
+        since_tick += slice;
+        if (e->opts.transport.tick != NULL && since_tick >= FSA_NS_PER_S / 2) {
+            since_tick = 0;
+            e->opts.transport.tick(e->opts.transport.tick_arg);
+        }
     }
     return cancelled(e) ? FSA_ETIMEOUT : FSA_OK;
 }

@@ -65,6 +65,8 @@ struct fsa_transport {
     } ahead;
     bool used_ahead;                /* the last request's body was the one compressed ahead */
     char curl_err[CURL_ERROR_SIZE]; /* CURLOPT_ERRORBUFFER: curl's detail of the last failure */
+    void (*tick)(void *arg);        /* opts' */
+    void *tick_arg;
 };
 
 /*
@@ -553,6 +555,8 @@ fsa_status_t fsa_transport_new(const fsa_port_t *port, const fsa_transport_opts_
     }
     t->port = port;
     t->next_gzip_level = FSA_GZIP_LEVEL_DEFAULT;
+    t->tick = opts->tick;
+    t->tick_arg = opts->tick_arg;
     st = check_proxy(opts->proxy, err, errlen);
     if (st == FSA_OK)
         st = parse_base_url(t, opts->base_url, opts->proxy, opts->allow_insecure_http, err, errlen);
@@ -1163,12 +1167,17 @@ fsa_status_t fsa_transport_begin(fsa_transport_t *t, const char *method, const c
     return FSA_OK;
 }
 
+/* How often the tick runs while a request waits: twice a second, so that what it delivers comes
+ * within the second fieldsync.h promises for changes. */
+#define TICK_MS 500
+
 /* Runs the request in flight to its end; CURLE_OK or how it failed. */
 static CURLcode run_to_end(fsa_transport_t *t)
 {
     int running = 1;
     CURLMcode mc = CURLM_OK;
     t->waited_ns = 0;
+    int64_t ticked = 0; /* the wait when tick last ran */
     while (mc == CURLM_OK) {
         mc = perform(t, &running);
         if (mc != CURLM_OK || running == 0)
@@ -1176,8 +1185,12 @@ static CURLcode run_to_end(fsa_transport_t *t)
         /* Wakes at activity on the socket or when curl's next timeout is due. The time in here
          * is the caller's wait for the link and the server (learn_gzip_level). */
         const int64_t t0 = t->port->mono_now(t->port->ctx).ns;
-        mc = curl_multi_poll(t->multi, NULL, 0, 1000, NULL);
+        mc = curl_multi_poll(t->multi, NULL, 0, t->tick != NULL ? TICK_MS : 1000, NULL);
         t->waited_ns += t->port->mono_now(t->port->ctx).ns - t0;
+        if (t->tick != NULL && t->waited_ns - ticked >= TICK_MS * FSA_NS_PER_MS) {
+            ticked = t->waited_ns;
+            t->tick(t->tick_arg);
+        }
     }
     if (mc != CURLM_OK)
         return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_SEND_ERROR;

@@ -56,6 +56,11 @@ typedef struct fsa_transport_opts {
     const atomic_int *cancel;   /* once it reads non-zero, a request on the wire ends within
                                    about a second, unanswered (FSA_ENET); NULL: never. Not
                                    copied: it must outlive the transport */
+    void (*tick)(void *arg);    /* called with tick_arg on the waiting thread every half second
+                                   while it waits for an answer (the library's listeners hear of
+                                   changes meanwhile; the engine's retry waits call it too);
+                                   NULL: never. It must not use this transport */
+    void *tick_arg;
 } fsa_transport_opts_t;
 
 /* The authentication headers of PROTOCOL.md section 5, filled by the sign callback. */

@@ -384,6 +384,11 @@ fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bo
     return st;
 }
 
+static void engine_tick(void *arg)
+{
+    fsl__events_pump(arg);
+}
+
 fsa_status_t fsl__engine_new(fieldsync_t *fs, bool ignore_backoff, fsa_engine_t **out, char *err,
                              size_t errlen)
 {
@@ -414,6 +419,10 @@ fsa_status_t fsl__engine_new(fieldsync_t *fs, bool ignore_backoff, fsa_engine_t 
         o.device_id = c->device_id;
         o.key = &key;
         o.transport = transport_opts(c);
+        /* While a request or a retry waits, the listeners hear of the changes made meanwhile
+         * (fieldsync.h: within a second), on the thread that waits. */
+        o.transport.tick = engine_tick;
+        o.transport.tick_arg = fs;
         o.ignore_backoff = ignore_backoff;
         st = fsa_engine_new(&fs->port, fs->j, &o, out, err, errlen);
     }

@@ -14,9 +14,12 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include "agent/lib/internal.h" /* the simulator's hook: a handle on a sim port */
 #include "port/sim/sim.h"
@@ -1140,6 +1143,81 @@ static void test_reload__takes_a_stored_stall_time(void **state)
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
 }
 
+/* A loopback socket that takes connections (into its backlog) and never answers: a request to
+ * it waits until its timeout. *url set; the socket's fd returned (-1 on failure). */
+static int silent_server(char *url, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 16) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    snprintf(url, cap, "http://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    return fd;
+}
+
+static bool lrec_has_recorded(lrec_t *r)
+{
+    return r->recorded > 0;
+}
+
+/*
+ * Change events come within a second (fieldsync.h), also while the sync thread waits for an
+ * answer: a record made meanwhile is heard. They were pumped only between the cycle's steps, so
+ * a request to a server that does not answer held them for its whole timeout (60 s a try).
+ */
+static void test_start__changes_heard_while_a_request_waits(void **state)
+{
+    lfx_t *f = *state;
+    char url[64];
+    int silent = silent_server(url, sizeof url);
+    assert_true(silent >= 0);
+    reinit(f, url, 0, 0);
+    fieldsync_t *fs = lfx_open(f, 0, 0);
+    lrec_t r;
+    lrec_init(&r, fs, 4);
+    lrec_listen(&r, fs);
+    assert_int_equal(fieldsync_start(fs, 0), FIELDSYNC_OK);
+    /* The cycle's first request, read whole: the sync thread now waits for its answer. */
+    struct pollfd pfd = {.fd = silent, .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 20000), 1);
+    int conn = accept(silent, NULL, NULL);
+    assert_true(conn >= 0);
+    char req[4096] = "";
+    size_t got = 0;
+    while (got < sizeof req - 1 && strstr(req, "\r\n\r\n") == NULL) {
+        pfd = (struct pollfd){.fd = conn, .events = POLLIN};
+        assert_int_equal(poll(&pfd, 1, 20000), 1);
+        ssize_t n = read(conn, req + got, sizeof req - 1 - got);
+        assert_true(n > 0);
+        got += (size_t)n;
+        req[got] = '\0';
+    }
+    int64_t t0 = lfx_now_ms();
+    assert_int_equal(fieldsync_ticket_create(fs, "W1", NULL, NULL), FIELDSYNC_OK);
+    bool heard = lrec_wait(&r, lrec_has_recorded, 10000);
+    int64_t waited = lfx_now_ms() - t0;
+    fieldsync_sync_status_t s = {.size = sizeof s};
+    assert_int_equal(fieldsync_status(fs, &s), FIELDSYNC_OK);
+    stop_and_wait(fs, &r);
+    close(conn);
+    close(silent);
+    if (!heard)
+        fail_msg("the record was not heard within 10 s while the request waited (state %d)",
+                 (int)s.state);
+    printf("heard after %" PRId64 " ms\n", waited);
+    assert_int_equal(s.state, FIELDSYNC_STATE_SYNCING); /* still waiting for the answer */
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    lrec_clear(&r);
+}
+
 static int setup_no_server(void **state)
 {
     lfx_t *f = fsa_calloc(1, sizeof *f);
@@ -1384,6 +1462,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stop__during_a_start_that_joins_the_last_thread,
                                         setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_start__changes_heard_while_a_request_waits,
+                                        setup_no_server, teardown),
         cmocka_unit_test_setup_teardown(test_start__on_a_sim_port_waits_in_virtual_time,
                                         setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__long_cycle_tells_changes_as_it_goes,
