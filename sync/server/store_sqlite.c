@@ -155,24 +155,32 @@ static const char *const read_sql[R__COUNT] = {
                " ORDER BY chg LIMIT ?3",
     /* A scoped pull: the candidates of each rule, each from its index, and what the device was
      * sent before (to tell it what left); the last column says whether the entity is in the
-     * scope now (else it is gone). ?1 since, ?2 device, ?3 limit, ?4 sites, ?5 people (JSON). */
+     * scope now (else it is gone). ?1 since, ?2 device, ?3 limit, ?4 sites, ?5 people (JSON).
+     * A gone already sent (gone_chg) is sent again while the cursor is below the number it was
+     * sent at, whatever changed since outside the scope: only a cursor at or past that number
+     * shows that the device has it (the answer that carried it may have been lost). It keeps
+     * that number as its place in the order (column 5, which the cursor comes from), so a page
+     * asked for again cannot end past it without carrying it, as it could if the gone stood at
+     * the entity's later number. */
     [R_SCOPED] =
         "WITH s(v) AS (SELECT value FROM json_each(?4)), p(v) AS (SELECT value FROM json_each(?5)),"
-        " cand(type, id, vis) AS ("
-        "  SELECT type, id, 1 FROM entities WHERE site IN (SELECT v FROM s) AND chg > ?1"
+        " cand(type, id, vis, gone_chg) AS ("
+        "  SELECT type, id, 1, NULL FROM entities WHERE site IN (SELECT v FROM s) AND chg > ?1"
         "   AND type = 'attendance'"
-        "  UNION ALL SELECT type, id, 1 FROM entities WHERE person IN (SELECT v FROM p)"
+        "  UNION ALL SELECT type, id, 1, NULL FROM entities WHERE person IN (SELECT v FROM p)"
         "   AND chg > ?1 AND type <> 'attendance'"
-        "  UNION ALL SELECT c.type, c.id, 1 FROM entities par JOIN entities c"
+        "  UNION ALL SELECT c.type, c.id, 1, NULL FROM entities par JOIN entities c"
         "   ON c.parent = par.id AND c.type = 'jobneed'"
         "   WHERE par.person IN (SELECT v FROM p) AND par.type = 'jobneed' AND c.chg > ?1"
-        "  UNION ALL SELECT type, id, 1 FROM entities WHERE owner = ?2 AND chg > ?1"
-        "  UNION ALL SELECT e.type, e.id, 0 FROM delivered d JOIN entities e"
+        "  UNION ALL SELECT type, id, 1, NULL FROM entities WHERE owner = ?2 AND chg > ?1"
+        "  UNION ALL SELECT e.type, e.id, 0, d.gone_chg FROM delivered d JOIN entities e"
         "   ON e.type = d.type AND e.id = d.id WHERE d.device = ?2 AND e.chg > ?1"
-        "   AND (d.gone_chg IS NULL OR d.gone_chg = e.chg)),"
-        " best(type, id, vis) AS (SELECT type, id, max(vis) FROM cand GROUP BY type, id)"
-        " SELECT e.type, e.id, e.version, e.mdtz, e.fields, e.chg, b.vis FROM best b"
-        " JOIN entities e ON e.type = b.type AND e.id = b.id ORDER BY e.chg LIMIT ?3",
+        "   AND (d.gone_chg IS NULL OR d.gone_chg > ?1)),"
+        " best(type, id, vis, gone_chg) AS"
+        "  (SELECT type, id, max(vis), max(gone_chg) FROM cand GROUP BY type, id)"
+        " SELECT e.type, e.id, e.version, e.mdtz, e.fields,"
+        "  CASE b.vis WHEN 1 THEN e.chg ELSE coalesce(b.gone_chg, e.chg) END AS pos, b.vis"
+        " FROM best b JOIN entities e ON e.type = b.type AND e.id = b.id ORDER BY pos LIMIT ?3",
     [R_GET] = "SELECT version, mdtz, fields FROM entities WHERE type=?1 AND id=?2",
     [R_NONCE] = "SELECT 1 FROM nonces WHERE device=?1 AND nonce=?2 AND expires >= ?3",
 };

@@ -316,6 +316,75 @@ static void test_server_scope__gone_once_when_leaving(void **state)
     same_set(got, "");
 }
 
+/* Moves ticket `id` to person `to` through the admin API (a set at its current version). */
+static void reassign(const char *id, const char *to)
+{
+    char op[OPBUF], extra[128];
+    snprintf(extra, sizeof extra, ",\"base_version\":%lld,\"fields\":{\"assignedto\":\"%s\"}",
+             (long long)tc_get(NULL, URL, "ticket", id, NULL), to);
+    admin_op(tc_op(op, sizeof op, NULL, "set", "ticket", id, extra));
+}
+
+/* Increments ticket `id`'s level through the admin API: a change that moves nothing in or out. */
+static void bump(const char *id)
+{
+    char op[OPBUF];
+    admin_op(
+        tc_op(op, sizeof op, NULL, "increment", "ticket", id, ",\"field\":\"level\",\"by\":1"));
+}
+
+/* A gone whose answer was lost is sent again until the device's cursor has passed it, even after
+ * the entity changed again outside the scope, and even when the page that asks again is full of
+ * other changes made after the gone. */
+static void test_server_scope__gone_again_after_a_lost_answer(void **state)
+{
+    (void)state;
+    char got[1024], lost[FSA_CODEC_CURSOR_BYTES];
+    pull_run(1, g_cur1, got, sizeof got); /* catch up with the changes of the tests before */
+    assert_int_equal(tc_seed(NULL, URL, "ticket", "TG1", "{\"assignedto\":\"P1\"}"), 201);
+    assert_int_equal(tc_seed(NULL, URL, "ticket", "TG-a", "{\"assignedto\":\"P1\"}"), 201);
+    assert_int_equal(tc_seed(NULL, URL, "ticket", "TG-b", "{\"assignedto\":\"P1\"}"), 201);
+    assert_int_equal(tc_seed(NULL, URL, "ticket", "TG-c", "{\"assignedto\":\"P1\"}"), 201);
+    pull_run(1, g_cur1, got, sizeof got);
+    same_set(got, "TG1 TG-a TG-b TG-c");
+    /* TG1 leaves; the answer that carries its gone is lost (the cursor is not kept). */
+    reassign("TG1", "P2");
+    snprintf(lost, sizeof lost, "%s", g_cur1);
+    pull_run(1, lost, got, sizeof got);
+    same_set(got, "-TG1");
+    /* TG1 changes again outside the scope; the device asks again: the gone comes again. */
+    bump("TG1");
+    snprintf(lost, sizeof lost, "%s", g_cur1);
+    pull_run(1, lost, got, sizeof got);
+    same_set(got, "-TG1");
+    /* Lost again; three changes in the scope and one more of TG1 follow. The page asked for again
+     * (3 changes a page) must not end past the gone without it. */
+    bump("TG-a");
+    bump("TG-b");
+    bump("TG-c");
+    bump("TG1");
+    pull_run(1, g_cur1, got, sizeof got);
+    same_set(got, "-TG1 TG-a TG-b TG-c");
+    /* Received: from now on a change outside the scope is not sent. */
+    bump("TG1");
+    pull_run(1, g_cur1, got, sizeof got);
+    same_set(got, "");
+    /* Back in the scope, then out again with the answer lost once more. */
+    reassign("TG1", "P1");
+    pull_run(1, g_cur1, got, sizeof got);
+    same_set(got, "TG1");
+    reassign("TG1", "P2");
+    snprintf(lost, sizeof lost, "%s", g_cur1);
+    pull_run(1, lost, got, sizeof got);
+    same_set(got, "-TG1");
+    bump("TG1");
+    pull_run(1, g_cur1, got, sizeof got);
+    same_set(got, "-TG1");
+    bump("TG1");
+    pull_run(1, g_cur1, got, sizeof got);
+    same_set(got, "");
+}
+
 /* A malformed scope in the devices file stops the server with one line. */
 static void test_server_scope__bad_scope_refused(void **state)
 {
@@ -345,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_server_scope__what_each_device_sees),
         cmocka_unit_test(test_server_scope__ops_outside_are_forbidden),
         cmocka_unit_test(test_server_scope__gone_once_when_leaving),
+        cmocka_unit_test(test_server_scope__gone_again_after_a_lost_answer),
         cmocka_unit_test(test_server_scope__bad_scope_refused),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
