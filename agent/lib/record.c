@@ -529,10 +529,15 @@ fieldsync_status_t fieldsync_checkpoint_update(fieldsync_t *fs, const char *chil
 
 #define TOUR_CHILDREN_MAX (FSA_JOURNAL_GROUP_MAX - 1) /* and the tour's touch */
 
+/* The checkpoints are read in pages of this many, in id order. */
+#define TOUR_PAGE 64
+
 typedef struct tour_walk {
     char ids[TOUR_CHILDREN_MAX + 1][FSA_ID_BYTES];
     size_t n;
-    bool more; /* more than TOUR_CHILDREN_MAX */
+    bool more;               /* more than TOUR_CHILDREN_MAX */
+    size_t seen;             /* checkpoints of this page, terminal ones too */
+    char last[FSA_ID_BYTES]; /* the id of the last one: the next page starts after it */
 } tour_walk_t;
 
 static bool tour_child(void *arg, fsa_type_t type, const char *id, const char *fields_json,
@@ -542,6 +547,8 @@ static bool tour_child(void *arg, fsa_type_t type, const char *id, const char *f
     (void)pending;
     (void)open_conflicts;
     tour_walk_t *w = arg;
+    w->seen++;
+    snprintf(w->last, sizeof w->last, "%s", id);
     char status[FSA_STATUS_BYTES];
     if (fsa_model_get_status(fields_json, type, status) == FSA_OK &&
         fsa_model_status_terminal(type, status))
@@ -566,8 +573,17 @@ static fsa_status_t do_tour(fieldsync_t *fs, void *arg, const fsa_fence_t *fence
     tour_walk_t *w = fsa_calloc(1, sizeof *w);
     if (w == NULL)
         return FSA_ENOMEM;
-    fsa_entity_filter_t f = {.type = FSA_TYPE_JOBNEED, .parent_id = a->tour, .limit = FSA_LIST_MAX};
-    fsa_status_t st = fsa_journal_list(fs->j, &f, tour_child, w);
+    /* Page by page, to the last checkpoint: one page of FSA_LIST_MAX missed the open ones of a
+     * tour whose first thousand by id were done. */
+    fsa_entity_filter_t f = {.type = FSA_TYPE_JOBNEED, .parent_id = a->tour, .limit = TOUR_PAGE};
+    char after[FSA_ID_BYTES] = "";
+    fsa_status_t st;
+    do {
+        w->seen = 0;
+        f.after_id = after[0] != '\0' ? after : NULL;
+        st = fsa_journal_list(fs->j, &f, tour_child, w);
+        memcpy(after, w->last, sizeof after);
+    } while (st == FSA_OK && !w->more && w->seen == TOUR_PAGE);
     if (st == FSA_OK && w->more) {
         snprintf(r->error, sizeof r->error,
                  "tour %s has more than %d checkpoints not in a terminal state: at most %d in "

@@ -175,6 +175,28 @@ static void test_tour_update__non_terminal_checkpoints_as_one_group(void **state
                      FIELDSYNC_ENOTFOUND);
 }
 
+/* The checkpoints are read page by page to the last one: an open checkpoint after more done ones
+ * than a page holds (64; the list read one page of 1,000) is updated too. */
+static void test_tour_update__reads_every_page_of_checkpoints(void **state)
+{
+    cfx_t *f = *state;
+    assert_fs_ok(f->fs, fieldsync_job_create(f->fs, "T", NULL, NULL));
+    for (int i = 0; i < 130; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "A%03d", i); /* before "Z" in id order */
+        assert_fs_ok(
+            f->fs, fieldsync_job_create(f->fs, id,
+                                        "{\"parent_id\":\"T\",\"jobstatus\":\"COMPLETED\"}", NULL));
+    }
+    assert_fs_ok(f->fs, fieldsync_job_create(f->fs, "Z", "{\"parent_id\":\"T\"}", NULL));
+    size_t n = 99;
+    assert_fs_ok(f->fs, fieldsync_tour_update(f->fs, "T", "{\"seqno\":9}", NULL, &n, NULL));
+    assert_int_equal(n, 1);
+    assert_true(cfx_has(f->fs, "jobneed", "Z", "\"seqno\":9"));
+    assert_true(cfx_has(f->fs, "jobneed", "A129", "\"seqno\":0"));
+    assert_true(cfx_has(f->fs, "jobneed", "T", "\"last_checkpoint\":\"Z\""));
+}
+
 static void test_ticket__create_transition_escalate_log(void **state)
 {
     cfx_t *f = *state;
@@ -477,6 +499,7 @@ int main(void)
         T(test_job__errors_name_the_problem_and_write_nothing),
         T(test_checkpoint_update__child_and_tour_touch),
         T(test_tour_update__non_terminal_checkpoints_as_one_group),
+        T(test_tour_update__reads_every_page_of_checkpoints),
         T(test_ticket__create_transition_escalate_log),
         T(test_record__generic_ops_and_groups),
         T(test_list__filters_and_pages),
