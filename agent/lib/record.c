@@ -577,7 +577,7 @@ static fsa_status_t do_tour(fieldsync_t *fs, void *arg, const fsa_fence_t *fence
      * tour whose first thousand by id were done. */
     fsa_entity_filter_t f = {.type = FSA_TYPE_JOBNEED, .parent_id = a->tour, .limit = TOUR_PAGE};
     char after[FSA_ID_BYTES] = "";
-    fsa_status_t st;
+    fsa_status_t st = FSA_OK;
     do {
         w->seen = 0;
         f.after_id = after[0] != '\0' ? after : NULL;
