@@ -89,8 +89,8 @@ static json_scan_t json_scan(const char *text, size_t len, size_t max_depth, siz
                 in_string = false;
             continue;
         }
-        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
-            continue;
+        if ((unsigned char)c <= 32)
+            continue; /* what cJSON and push_scan skip between tokens */
         if (opened) {
             opened = false;
             if (c != ']' && c != '}' && ++r.values > max_values)
@@ -635,7 +635,7 @@ typedef struct pscan {
     jv_t root, batch, ops;
     pop_t *pops; /* the first cap elements of ops (at most FSA_LIMIT_BATCH_OPS) */
     size_t cap, nops;
-    size_t values; /* as json_scan counts them: 1 + opening brackets + commas */
+    size_t values; /* as json_scan counts them: 1 + commas + containers' first members */
 } pscan_t;
 
 static const char lower_hex[] = "0123456789abcdef";
@@ -1097,15 +1097,13 @@ static pscan_fail_t scan_scalar(pscan_t *s, const unsigned char **pp, jv_t *slot
 }
 
 /* A container opens at p ('{' or '['): a frame pushed on st (*depth deep), the container noted in
- * slot (may be NULL), and read as the root, ops or an op when its context (ctx, op) says so.
- * json_scan's order: the nesting, then the values. */
+ * slot (may be NULL), and read as the root, ops or an op when its context (ctx, op) says so. Its
+ * first member is counted where it starts (push_scan), as json_scan counts it. */
 static pscan_fail_t open_container(pscan_t *s, pframe_t *st, size_t *depth, jv_t *slot,
                                    const unsigned char *p, uint8_t ctx, uint32_t op)
 {
     if (*depth == PS_MAX_DEPTH)
         return PS_DEPTH;
-    if (++s->values > FSA_LIMIT_JSON_VALUES)
-        return PS_VALUES;
     bool obj = *p == '{';
     note_begin(slot, s->b, p, obj ? JV_OBJECT : JV_ARRAY);
     pframe_t *f = &st[(*depth)++];
@@ -1147,6 +1145,8 @@ static pscan_fail_t push_scan(pscan_t *s)
         case W_KEY_OR_CLOSE:
             if (c == '}')
                 goto close;
+            if (++s->values > FSA_LIMIT_JSON_VALUES) /* a first member */
+                return PS_VALUES;
             __attribute__((fallthrough));
         case W_KEY: {
             pscan_fail_t f = scan_key(s, top, &p, &pending, &pending_ctx);
@@ -1164,6 +1164,8 @@ static pscan_fail_t push_scan(pscan_t *s)
         case W_VALUE_OR_CLOSE:
             if (c == ']')
                 goto close;
+            if (++s->values > FSA_LIMIT_JSON_VALUES) /* a first member */
+                return PS_VALUES;
             __attribute__((fallthrough));
         case W_VALUE: {
             if (top != NULL && !top->obj &&

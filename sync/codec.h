@@ -64,9 +64,9 @@ void fsa_codec_free(char *text);
 size_t fsa_codec_json_depth(const char *text, size_t len, size_t max_depth);
 
 /*
- * Scans JSON text like fsa_codec_json_depth and returns a bound on the number of values in it
- * (1 + the commas and opening brackets outside strings). Stops early and returns max_values + 1
- * as soon as the count exceeds max_values. Never fails.
+ * Scans JSON text like fsa_codec_json_depth and returns the number of values in it, the nodes a
+ * parser makes (1 + the commas outside strings + the containers that are not empty). Stops early
+ * and returns max_values + 1 as soon as the count exceeds max_values. Never fails.
  */
 size_t fsa_codec_json_values(const char *text, size_t len, size_t max_values);
 

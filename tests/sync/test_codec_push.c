@@ -323,6 +323,20 @@ static void test_decode_push__bounds_as_the_tree_decoder(void **state)
             expect_same(b, n);
         }
     }
+    /* Empty containers are one value each ("[]", "{}", with or without what cJSON skips inside:
+     * the one-pass decoder counted every bracket, the tree decoder's scan does not any more). */
+    static const char *const empties[] = {"[]", "{}", "[ ]", "{\x0b}"};
+    for (size_t e = 0; e < sizeof empties / sizeof empties[0]; e++) {
+        for (size_t values = FSA_LIMIT_JSON_VALUES - 10; values <= FSA_LIMIT_JSON_VALUES - 6;
+             values++) {
+            size_t n =
+                (size_t)snprintf(b, cap, "{\"batch_id\":\"b\",\"ops\":[{\"x\":[%s", empties[e]);
+            for (size_t i = 0; i < values; i++)
+                n += (size_t)snprintf(b + n, cap - n, ",%s", empties[e]);
+            n += (size_t)snprintf(b + n, cap - n, "]}]}");
+            expect_same(b, n);
+        }
+    }
     fsa_free(b);
 }
 
