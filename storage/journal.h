@@ -298,8 +298,9 @@ fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id,
 
 /* Records the resolver's verdict on an open conflict (shown to people): on op_id's and, for an op
  * of a group, on every open conflict of its group, in one transaction (a group is decided, as it
- * is resolved, as a whole). FSA_OK, FSA_ENOTFOUND, FSA_EINVAL (FSA_DECISION_NONE or out of
- * range). FSA_DECISION_SERVER_WINS is a change of each member (FSA_CHANGE_SERVER_WON). */
+ * is resolved, as a whole). A member that has this decision already is left as it is. FSA_OK,
+ * FSA_ENOTFOUND, FSA_EINVAL (FSA_DECISION_NONE or out of range). FSA_DECISION_SERVER_WINS is a
+ * change of each member it decides (FSA_CHANGE_SERVER_WON). */
 fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
                                        fsa_conflict_decision_t decision) FSA_MUST_CHECK;
 

@@ -435,16 +435,19 @@ fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
     if (s == FSA_OK && n == 0)
         s = FSA_ENOTFOUND;
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        /* A member that has this decision already is left as it is: its change was told then
+         * (the rest of a half-decided group takes its decision, sync/engine.c). */
         sqlite3_stmt *st;
-        s = prep(j, "UPDATE conflicts SET decision=?2 WHERE seq=?1 AND resolution IS NULL", &st);
+        s = prep(j,
+                 "UPDATE conflicts SET decision=?2 WHERE seq=?1 AND resolution IS NULL "
+                 "AND decision!=?2",
+                 &st);
         if (s != FSA_OK)
             break;
         sqlite3_bind_int64(st, 1, members[i].seq);
         fsa__db_bind_text(st, 2, fsa_conflict_decision_name(decision));
         s = step_done(j, st);
-        if (s == FSA_OK && sqlite3_changes(j->db) == 0)
-            s = FSA_ENOTFOUND;
-        if (s == FSA_OK && decision == FSA_DECISION_SERVER_WINS) {
+        if (s == FSA_OK && sqlite3_changes(j->db) == 1 && decision == FSA_DECISION_SERVER_WINS) {
             entity_t e;
             s = entity_load(j, members[i].type, members[i].id, &e);
             if (s == FSA_OK)

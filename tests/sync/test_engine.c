@@ -808,15 +808,31 @@ static bool find_kind_cb(void *arg, const fsa_conflict_t *c)
     return false;
 }
 
+/* The SERVER_WON changes of op_id in the journal's change log. */
+static int server_won_changes(fx_t *f, const char *op_id)
+{
+    fsa_change_t rows[64];
+    size_t n = 0;
+    int count = 0;
+    for (int64_t after = 0;; after = rows[n - 1].seq) {
+        assert_fsa_ok(fsa_journal_changes_read(f->j, after, rows, 64, &n));
+        for (size_t i = 0; i < n; i++)
+            count += rows[i].reason == FSA_CHANGE_SERVER_WON && strcmp(rows[i].op_id, op_id) == 0;
+        if (n < 64)
+            return count;
+    }
+}
+
 /*
  * A group [set T1, merge into J1] conflicts because another device changed T1's priority: the
  * group's verdict is "server wins" (a merge alone would be rebased). A build before decisions were
  * taken for a whole group at once stored them member by member, and a crash between the two left
  * the set decided and the merge not. Judged alone next time, the merge rebased, and the rebase
  * recorded the whole group again: the set too, which then overwrote the other device's priority.
- * The undecided member now takes its group's decision.
+ * The undecided member now takes its group's decision, whether the decided one is listed before
+ * it or after it, and the member decided before is not told again.
  */
-static void test_fsa_engine_sync__half_decided_group_keeps_its_decision(void **state)
+static void half_decided_group_keeps_its_decision(void **state, bool merge_first)
 {
     fx_t *f = *state;
     start(f, NULL);
@@ -838,30 +854,35 @@ static void test_fsa_engine_sync__half_decided_group_keeps_its_decision(void **s
     fsa_codec_results_free(res, nres);
     fsa_op_t g[2];
     memset(g, 0, sizeof g);
-    g[0].kind = FSA_OP_SET;
-    g[0].type = FSA_TYPE_TICKET;
-    snprintf(g[0].id, sizeof g[0].id, "T1");
-    g[0].json = "{\"priority\":\"LOW\"}";
-    g[1].kind = FSA_OP_MERGE;
-    g[1].type = FSA_TYPE_JOBNEED;
-    snprintf(g[1].id, sizeof g[1].id, "J1");
-    snprintf(g[1].field, sizeof g[1].field, "other_info");
-    g[1].json = "{\"note\":\"x\"}";
+    fsa_op_t *set_op = &g[merge_first ? 1 : 0], *merge_op = &g[merge_first ? 0 : 1];
+    set_op->kind = FSA_OP_SET;
+    set_op->type = FSA_TYPE_TICKET;
+    snprintf(set_op->id, sizeof set_op->id, "T1");
+    set_op->json = "{\"priority\":\"LOW\"}";
+    merge_op->kind = FSA_OP_MERGE;
+    merge_op->type = FSA_TYPE_JOBNEED;
+    snprintf(merge_op->id, sizeof merge_op->id, "J1");
+    snprintf(merge_op->field, sizeof merge_op->field, "other_info");
+    merge_op->json = "{\"note\":\"x\"}";
     assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
     e = engine(f, f->srv.url, NULL);
     assert_fsa_ok(fsa_engine_sync(e, &r));
     fsa_engine_free(e);
     assert_int_equal(r.server_wins, 2);
-    find_kind_t merge = {.kind = FSA_OP_MERGE};
+    find_kind_t set = {.kind = FSA_OP_SET}, merge = {.kind = FSA_OP_MERGE};
+    assert_fsa_ok(fsa_conflicts_each(f->j, false, find_kind_cb, &set));
     assert_fsa_ok(fsa_conflicts_each(f->j, false, find_kind_cb, &merge));
+    assert_int_equal(set.decision, FSA_DECISION_SERVER_WINS);
     assert_int_equal(merge.decision, FSA_DECISION_SERVER_WINS);
+    /* The merge is the one left undecided: alone, it would rebase. */
+    const find_kind_t *blank = &merge, *kept = &set;
     /* The journal as a crash between the two decisions of an older build left it. */
     fsa_journal_close(f->j);
     f->j = NULL;
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
     char sql[160];
-    snprintf(sql, sizeof sql, "UPDATE conflicts SET decision='' WHERE op_id='%s'", merge.op_id);
+    snprintf(sql, sizeof sql, "UPDATE conflicts SET decision='' WHERE op_id='%s'", blank->op_id);
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_changes(db), 1);
     sqlite3_close(db);
@@ -876,12 +897,26 @@ static void test_fsa_engine_sync__half_decided_group_keeps_its_decision(void **s
     assert_string_equal(v, "\"HIGH\""); /* the other device's change stands */
     assert_int_equal(r.pushed, 0);
     assert_int_equal(r.rebased, 0);
-    merge.decision = FSA_DECISION_NONE;
-    assert_fsa_ok(fsa_conflicts_each(f->j, false, find_kind_cb, &merge));
-    assert_int_equal(merge.decision, FSA_DECISION_SERVER_WINS);
-    find_kind_t set = {.kind = FSA_OP_SET};
-    assert_fsa_ok(fsa_conflicts_each(f->j, false, find_kind_cb, &set));
-    assert_int_equal(set.decision, FSA_DECISION_SERVER_WINS);
+    for (int k = 0; k < 2; k++) {
+        find_kind_t now = {.kind = k == 0 ? FSA_OP_SET : FSA_OP_MERGE};
+        assert_fsa_ok(fsa_conflicts_each(f->j, false, find_kind_cb, &now));
+        assert_int_equal(now.decision, FSA_DECISION_SERVER_WINS);
+    }
+    /* Once each: the member decided before is not told again. */
+    assert_int_equal(server_won_changes(f, kept->op_id), 1);
+    assert_int_equal(server_won_changes(f, blank->op_id), 2);
+}
+
+/* The undecided member comes after the decided one (by seq). */
+static void test_fsa_engine_sync__half_decided_group_keeps_its_decision(void **state)
+{
+    half_decided_group_keeps_its_decision(state, false);
+}
+
+/* ... and before it (the decision is seen after the member was collected). */
+static void test_fsa_engine_sync__half_decided_group_decided_after_its_member(void **state)
+{
+    half_decided_group_keeps_its_decision(state, true);
 }
 
 int main(void)
@@ -903,6 +938,7 @@ int main(void)
         T(test_fsa_engine_sync__set_after_own_conflict_never_overwrites_unseen_change),
         T(test_fsa_engine_sync__group_cut_by_resolve_batch_decided_whole),
         T(test_fsa_engine_sync__half_decided_group_keeps_its_decision),
+        T(test_fsa_engine_sync__half_decided_group_decided_after_its_member),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
