@@ -373,14 +373,15 @@ static fsa_status_t park_batch(fsa_engine_t *e, const fsa_op_t *ops, size_t n, c
     return st;
 }
 
-/* Reads a 200 answer's results, which must answer the batch's ops in order: *res (count n) for
- * fsa_outbox_apply_batch, freed with fsa_codec_results_free. */
 /* 1 when r says its op is applied on the server (now, or before: a duplicate of an applied op). */
 static size_t answered_applied(const fsa_op_result_t *r)
 {
     fsa_result_status_t outcome = r->status == FSA_RESULT_DUPLICATE ? r->original : r->status;
     return outcome == FSA_RESULT_APPLIED;
 }
+
+/* Reads a 200 answer's results, which must answer the batch's ops in order: *res (count n) for
+ * fsa_outbox_apply_batch, freed with fsa_codec_results_free. */
 
 static fsa_status_t read_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n, const answer_t *a,
                                 fsa_op_result_t **res)

@@ -1177,7 +1177,8 @@ static CURLcode run_to_end(fsa_transport_t *t)
     int running = 1;
     CURLMcode mc = CURLM_OK;
     t->waited_ns = 0;
-    int64_t ticked = 0; /* the wait when tick last ran */
+    /* The tick's deadline, on the monotonic clock: its period holds whatever curl's wake-ups. */
+    int64_t next_tick = t->port->mono_now(t->port->ctx).ns + TICK_MS * FSA_NS_PER_MS;
     while (mc == CURLM_OK) {
         mc = perform(t, &running);
         if (mc != CURLM_OK || running == 0)
@@ -1185,11 +1186,15 @@ static CURLcode run_to_end(fsa_transport_t *t)
         /* Wakes at activity on the socket or when curl's next timeout is due. The time in here
          * is the caller's wait for the link and the server (learn_gzip_level). */
         const int64_t t0 = t->port->mono_now(t->port->ctx).ns;
-        mc = curl_multi_poll(t->multi, NULL, 0, t->tick != NULL ? TICK_MS : 1000, NULL);
-        t->waited_ns += t->port->mono_now(t->port->ctx).ns - t0;
-        if (t->tick != NULL && t->waited_ns - ticked >= TICK_MS * FSA_NS_PER_MS) {
-            ticked = t->waited_ns;
+        int timeout_ms = 1000;
+        if (t->tick != NULL)
+            timeout_ms = t0 >= next_tick ? 0 : (int)((next_tick - t0) / FSA_NS_PER_MS) + 1;
+        mc = curl_multi_poll(t->multi, NULL, 0, timeout_ms, NULL);
+        const int64_t t1 = t->port->mono_now(t->port->ctx).ns;
+        t->waited_ns += t1 - t0;
+        if (t->tick != NULL && t1 >= next_tick) {
             t->tick(t->tick_arg);
+            next_tick = t->port->mono_now(t->port->ctx).ns + TICK_MS * FSA_NS_PER_MS;
         }
     }
     if (mc != CURLM_OK)

@@ -862,9 +862,10 @@ fieldsync_status_t fieldsync_start(fieldsync_t *fs, uint32_t flags)
     fsa_thread_t *old = w->phase == PH_ENDED ? w->thread : NULL;
     w->thread = NULL;
     w->phase = PH_RUNNING; /* taken: a concurrent start is refused from here on */
-    /* ... and a stop is this start's from here on: one that comes while the last thread is
-     * joined below must end the new one (it was cleared after the join, and lost). */
-    w->stop = false;
+    /* ... and what is asked of the sync thread is this start's from here on: a stop (or a
+     * sync_now) that comes while the last thread is joined below is for the new one (they were
+     * cleared after the join, and lost). The last thread reads none of them once ended. */
+    w->stop = w->now = w->reload = w->changed = w->watch_stop = false;
     unlock(fs);
     /* The last start's thread delivered its STOPPED (or is delivering it): wait for its end, so
      * that nothing of it runs with the new one. */
@@ -872,7 +873,6 @@ fieldsync_status_t fieldsync_start(fieldsync_t *fs, uint32_t flags)
 
     lock(fs);
     w->flags = flags;
-    w->now = w->reload = w->changed = w->watch_stop = false;
     w->stalled = false;
     w->shown_valid = false;
     set_live(w, FIELDSYNC_STATE_IDLE, listen_only ? "listening" : "starting");
