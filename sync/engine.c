@@ -382,7 +382,6 @@ static size_t answered_applied(const fsa_op_result_t *r)
 
 /* Reads a 200 answer's results, which must answer the batch's ops in order: *res (count n) for
  * fsa_outbox_apply_batch, freed with fsa_codec_results_free. */
-
 static fsa_status_t read_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n, const answer_t *a,
                                 fsa_op_result_t **res)
 {
