@@ -378,8 +378,8 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
                                         bool run, bool *parked)
 {
     *parked = false;
-    fsa_result_status_t outcome = r->status == FSA_RESULT_DUPLICATE ? r->original : r->status;
-    bool applied = outcome == FSA_RESULT_APPLIED || outcome == FSA_RESULT_DUPLICATE;
+    fsa_result_status_t outcome = fsa_op_result_outcome(r);
+    bool applied = fsa_op_result_applied(r);
     fsa_op_state_t to = applied                          ? FSA_OPSTATE_DONE
                         : outcome == FSA_RESULT_CONFLICT ? FSA_OPSTATE_CONFLICT
                                                          : FSA_OPSTATE_REJECTED;
@@ -442,12 +442,6 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
     return s;
 }
 
-static bool result_applied(const fsa_op_result_t *r)
-{
-    fsa_result_status_t outcome = r->status == FSA_RESULT_DUPLICATE ? r->original : r->status;
-    return outcome == FSA_RESULT_APPLIED || outcome == FSA_RESULT_DUPLICATE;
-}
-
 /*
  * Closes the run of applied ops that starts at ops[i] with three statements instead of two per op
  * (done_leave). *closed_to is set past the run, or
@@ -460,7 +454,7 @@ static fsa_status_t close_run(fsa_journal_t *j, const fsa_op_t *ops, const fsa_o
                               size_t n, size_t i, int64_t now_ms, size_t *closed_to)
 {
     size_t k = i;
-    while (k < n && result_applied(&res[k]) && (k == i || ops[k].seq > ops[k - 1].seq))
+    while (k < n && fsa_op_result_applied(&res[k]) && (k == i || ops[k].seq > ops[k - 1].seq))
         k++;
     if (k - i < 2)
         return FSA_OK;

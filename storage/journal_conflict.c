@@ -252,6 +252,19 @@ static fsa_status_t conflict_group(fsa_journal_t *j, const char *op_id, fsa_op_t
 
 /* Each member's conflict row gets its resolution; taking the server's state logs the change of
  * the local view now (the op is gone from it); taking ours is told by the op recorded again. */
+/* The change row of a conflict member m, carrying its entity's server version (0 would say "never
+ * on the server"). One load per member: deciding and resolving are per conflict, never a hot
+ * path. */
+static fsa_status_t log_member(fsa_journal_t *j, const fsa_op_t *m, fsa_change_reason_t why)
+{
+    entity_t e;
+    fsa_status_t s = entity_load(j, m->type, m->id, &e);
+    if (s == FSA_OK)
+        s = log_change(j, m->type, m->id, e.base_version, why, m->op_id);
+    entity_clear(&e);
+    return s;
+}
+
 static fsa_status_t mark_resolved(fsa_journal_t *j, const fsa_op_t *members, size_t n,
                                   bool take_local, fsa_conflict_resolution_t resolution)
 {
@@ -271,19 +284,10 @@ static fsa_status_t mark_resolved(fsa_journal_t *j, const fsa_op_t *members, siz
         s = step_done(j, st);
         if (s == FSA_OK && sqlite3_changes(j->db) == 0)
             s = FSA_ENOTFOUND;
-        if (s == FSA_OK && !take_local) {
-            /* The change row carries the entity's server version (0 would say "never on the
-             * server"), as fsa_conflict_set_decision's does. One load per member: resolving is
-             * per conflict, never a hot path. */
-            entity_t e;
-            s = entity_load(j, members[i].type, members[i].id, &e);
-            if (s == FSA_OK)
-                s = log_change(j, members[i].type, members[i].id, e.base_version,
-                               resolution == FSA_RESOLVED_CONVERGED ? FSA_CHANGE_SYNCED
-                                                                    : FSA_CHANGE_RESOLVED,
-                               members[i].op_id);
-            entity_clear(&e);
-        }
+        if (s == FSA_OK && !take_local)
+            s = log_member(j, &members[i],
+                           resolution == FSA_RESOLVED_CONVERGED ? FSA_CHANGE_SYNCED
+                                                                : FSA_CHANGE_RESOLVED);
     }
     return s;
 }
@@ -447,14 +451,8 @@ fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
         sqlite3_bind_int64(st, 1, members[i].seq);
         fsa__db_bind_text(st, 2, fsa_conflict_decision_name(decision));
         s = step_done(j, st);
-        if (s == FSA_OK && sqlite3_changes(j->db) == 1 && decision == FSA_DECISION_SERVER_WINS) {
-            entity_t e;
-            s = entity_load(j, members[i].type, members[i].id, &e);
-            if (s == FSA_OK)
-                s = log_change(j, members[i].type, members[i].id, e.base_version,
-                               FSA_CHANGE_SERVER_WON, members[i].op_id);
-            entity_clear(&e);
-        }
+        if (s == FSA_OK && sqlite3_changes(j->db) == 1 && decision == FSA_DECISION_SERVER_WINS)
+            s = log_member(j, &members[i], FSA_CHANGE_SERVER_WON);
     }
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&members[i]);

@@ -137,6 +137,21 @@ typedef struct fsa_op_result {
     char message[256];
 } fsa_op_result_t;
 
+/* The outcome r stands for: a duplicate's original, else its status. */
+static inline fsa_result_status_t fsa_op_result_outcome(const fsa_op_result_t *r)
+{
+    return r->status == FSA_RESULT_DUPLICATE ? r->original : r->status;
+}
+
+/* True when r says its op is applied on the server: now, or before (a duplicate of an applied
+ * op; a duplicate whose original says duplicate is taken so too). What the journal applies as
+ * done, and what the engine checks a group's answer against. */
+static inline bool fsa_op_result_applied(const fsa_op_result_t *r)
+{
+    fsa_result_status_t outcome = fsa_op_result_outcome(r);
+    return outcome == FSA_RESULT_APPLIED || outcome == FSA_RESULT_DUPLICATE;
+}
+
 /* Names: "attendance", "jobneed", "ticket"; "create", "set", "merge", "increment", "transition",
  * "append". *_name never returns NULL ("?" for an unknown value). *_parse return FSA_OK or
  * FSA_EINVAL and set *out only on FSA_OK. */

@@ -373,13 +373,6 @@ static fsa_status_t park_batch(fsa_engine_t *e, const fsa_op_t *ops, size_t n, c
     return st;
 }
 
-/* 1 when r says its op is applied on the server (now, or before: a duplicate of an applied op). */
-static size_t answered_applied(const fsa_op_result_t *r)
-{
-    fsa_result_status_t outcome = r->status == FSA_RESULT_DUPLICATE ? r->original : r->status;
-    return outcome == FSA_RESULT_APPLIED;
-}
-
 /* Reads a 200 answer's results, which must answer the batch's ops in order: *res (count n) for
  * fsa_outbox_apply_batch, freed with fsa_codec_results_free. */
 static fsa_status_t read_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n, const answer_t *a,
@@ -422,10 +415,10 @@ static fsa_status_t read_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n, 
      * would leave it split here (its applied ops done, the rest resolved and sent alone): refused,
      * its ops kept. A batch holds a group whole, its ops one after another. */
     for (size_t i = 0, k; st == FSA_OK && i < n; i = k) {
-        size_t applied = answered_applied(&(*res)[i]);
+        size_t applied = fsa_op_result_applied(&(*res)[i]);
         for (k = i + 1; ops[i].group[0] != '\0' && k < n && strcmp(ops[k].group, ops[i].group) == 0;
              k++)
-            applied += answered_applied(&(*res)[k]);
+            applied += fsa_op_result_applied(&(*res)[k]);
         if (applied != 0 && applied != k - i) {
             report_error(e,
                          "server applied %zu of the %zu ops of group %s: a group is all or nothing",
