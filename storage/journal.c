@@ -11,6 +11,7 @@
 #include "storage/db.h"
 #include "storage/journal.h"
 #include "storage/journal_internal.h"
+#include "storage/lock_internal.h"
 #include "storage/state_keys.h"
 
 /* ---- small SQLite helpers ---- */
@@ -165,11 +166,34 @@ fsa_status_t fsa__jn_run_cached(fsa_journal_t *j, const char *sql, int *xrc)
     return rc == SQLITE_DONE ? FSA_OK : fsa__db_status(rc);
 }
 
+/* The fence of the calling thread's writes (fsa_journal_fence_thread). */
+static _Thread_local const fsa_fence_t *thread_fence;
+
+const fsa_fence_t *fsa_journal_fence_thread(const fsa_fence_t *f)
+{
+    const fsa_fence_t *was = thread_fence;
+    thread_fence = f;
+    return was;
+}
+
+fsa_status_t fsa__jn_write_begin(fsa_journal_t *j)
+{
+    fsa_status_t st = run_cached(j, "BEGIN IMMEDIATE", NULL);
+    if (st != FSA_OK || thread_fence == NULL)
+        return st;
+    /* Inside the transaction: a takeover is a write transaction too, so no later token can be
+     * issued between this check and the commit (storage/lock.c, "Fencing"). */
+    st = fsa__lock_fence_check(j->port, j->db, thread_fence);
+    if (st != FSA_OK)
+        (void)sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
+    return st;
+}
+
 fsa_status_t fsa__jn_begin(fsa_journal_t *j)
 {
     lock_j(j);
     /* Never a write at synchronous=NORMAL that should have been FULL. */
-    fsa_status_t st = j->relaxed ? FSA_ENOMEM : run_cached(j, "BEGIN IMMEDIATE", NULL);
+    fsa_status_t st = j->relaxed ? FSA_ENOMEM : write_begin(j);
     if (st != FSA_OK)
         unlock_j(j);
     else

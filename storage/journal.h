@@ -64,6 +64,18 @@ void fsa_journal_close(fsa_journal_t *j);
 const char *fsa_journal_path(const fsa_journal_t *j);
 
 /*
+ * Fences every write the calling thread makes on a journal from now on with f (NULL: none),
+ * whichever call makes it: each write transaction checks f first and is refused with
+ * FSA_EFENCED, nothing written, once a later token has been issued for f->key. For work whose
+ * writes many calls make, such as a sync cycle under the SYNC lock (results, pulled changes,
+ * conflicts, the cursor, the backoff): once its lease has run out and another has taken the lock,
+ * it writes nothing more. A record's own fence is checked as well. f is not copied: it must stay
+ * valid while set. Returns the fence it replaces, so that code calling out to others (a listener)
+ * can set NULL around the call and put it back. Per thread; never fails.
+ */
+const fsa_fence_t *fsa_journal_fence_thread(const fsa_fence_t *f);
+
+/*
  * Recording. Each function is one transaction; on any failure nothing is written.
  * fence: NULL, or the fencing token of a lock held for this write (refused with FSA_EFENCED if a
  * later token was issued for its key). rec: may be NULL; receives op_id/seq or the error line.

@@ -615,7 +615,7 @@ static fsa_status_t apply_chunk(fsa_journal_t *j, const fsa_op_t *ops, const fsa
                                 uint64_t busy0)
 {
     *end = i;
-    fsa_status_t s = run_cached(j, "BEGIN IMMEDIATE", NULL);
+    fsa_status_t s = write_begin(j);
     if (s != FSA_OK)
         return s;
     int64_t now_ms = j->port->wall_now(j->port->ctx).ms;

@@ -137,7 +137,11 @@ fsa_status_t fsa__jn_run_cached(fsa_journal_t *j, const char *sql, int *xrc) FSA
 /* synchronous=FULL again after a transaction of results at NORMAL (journal_apply.c); when it
  * fails, j->relaxed stays, lock_j tries again and begin() refuses every write until it succeeds. */
 fsa_status_t fsa__jn_sync_full_again(fsa_journal_t *j);
-/* Takes the mutex and begins a write transaction (BEGIN IMMEDIATE); on failure the mutex is
+/* Begins a write transaction (BEGIN IMMEDIATE, the mutex held) and checks the calling thread's
+ * fence in it (fsa_journal_fence_thread): on FSA_EFENCED the transaction is rolled back. Every
+ * write transaction of the journal starts here. */
+fsa_status_t fsa__jn_write_begin(fsa_journal_t *j) FSA_MUST_CHECK;
+/* Takes the mutex and begins a write transaction (write_begin); on failure the mutex is
  * released. */
 fsa_status_t fsa__jn_begin(fsa_journal_t *j) FSA_MUST_CHECK;
 
@@ -314,6 +318,7 @@ fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
 #define end_leftover(...) fsa__jn_end_leftover(__VA_ARGS__)
 #define run_cached(...) fsa__jn_run_cached(__VA_ARGS__)
 #define sync_full_again(...) fsa__jn_sync_full_again(__VA_ARGS__)
+#define write_begin(...) fsa__jn_write_begin(__VA_ARGS__)
 #define begin(...) fsa__jn_begin(__VA_ARGS__)
 #define sync_relax(...) fsa__jn_sync_relax(__VA_ARGS__)
 #define someone_waits(...) fsa__jn_someone_waits(__VA_ARGS__)

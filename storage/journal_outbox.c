@@ -423,7 +423,7 @@ static fsa_status_t compact_forget(fsa_journal_t *j, compact_t *c)
  * fewer when someone waits (at least one step). */
 static fsa_status_t compact_txn(fsa_journal_t *j, compact_t *c, uint64_t busy0)
 {
-    fsa_status_t s = run_cached(j, "BEGIN IMMEDIATE", NULL);
+    fsa_status_t s = write_begin(j);
     if (s != FSA_OK)
         return s;
     size_t removed0 = c->removed;

@@ -42,26 +42,14 @@ static fsa_status_t state_get_int(fsa_journal_t *j, const char *key, int64_t dfl
     return s;
 }
 
+static fsa_status_t state_set_many(fsa_journal_t *j, const state_item_t *items, size_t n);
+
+/* One key, as a write transaction of its own (state_set_many): every write of the journal
+ * begins in write_begin, where the thread's fence is checked. */
 static fsa_status_t state_set(fsa_journal_t *j, const char *key, const char *sv, int64_t iv)
 {
-    if (j == NULL || key == NULL)
-        return FSA_EINVAL;
-    lock_j(j);
-    sqlite3_stmt *st;
-    fsa_status_t s = prep(j,
-                          "INSERT INTO sync_state(k,v) VALUES(?1,?2) "
-                          "ON CONFLICT(k) DO UPDATE SET v=excluded.v",
-                          &st);
-    if (s == FSA_OK) {
-        fsa__db_bind_text(st, 1, key);
-        if (sv != NULL)
-            fsa__db_bind_text(st, 2, sv);
-        else
-            sqlite3_bind_int64(st, 2, iv);
-        s = step_done(j, st);
-    }
-    unlock_j(j);
-    return s;
+    const state_item_t item = {key, sv, iv};
+    return state_set_many(j, &item, 1);
 }
 
 /* A string key: *out malloc'ed, NULL when absent. */

@@ -106,8 +106,11 @@
 /* The SYNC lock: one sync cycle at a time per device. Lease 120 s: a cycle sends at most a batch
  * (FSA_LIMIT_BATCH_OPS ops, FSA_LIMIT_BODY_BYTES) and pulls once, under a retry policy whose delays
  * add up to seconds; 120 s leaves room for a slow cellular link, and the engine renews the lease
- * between batches (fsa_lock_renew) for longer cycles. A hung but living holder is the only case the
- * lease covers; a dead one is replaced at once. Wait 0: whoever finds a cycle running has nothing
+ * (fsa_lock_renew) between batches and every half second while it waits (for an answer, or in a
+ * retry's pause, which a Retry-After can make an hour long). A hung but living holder (a process
+ * stopped) is the only case the lease covers; a dead one is replaced at once. Every journal write
+ * of a cycle carries the lock's fence (fsa_journal_fence_thread), so a holder taken over after its
+ * lease writes nothing more. Wait 0: whoever finds a cycle running has nothing
  * to add, since the running cycle or the next one takes every pending op; waiting behind it would
  * only run a second, empty cycle. */
 static const fsa_lock_config_t configs[FSA__LOCK_KIND_COUNT] = {

@@ -49,8 +49,11 @@ struct fsa_engine {
     fsa_engine_status_fn status_fn;
     void *status_arg;
     atomic_int cancelled;
-    int64_t retry_after_ms; /* the last Retry-After of a failed cycle, for its backoff */
-    fsa_lock_t *lock;       /* the SYNC lock held during a cycle (NULL with no_lock) */
+    int64_t retry_after_ms;      /* the last Retry-After of a failed cycle, for its backoff */
+    fsa_lock_t *lock;            /* the SYNC lock held during a cycle (NULL with no_lock) */
+    bool lock_lost;              /* taken over during this cycle (keep_lock said so once) */
+    void (*app_tick)(void *arg); /* the transport's tick given to new(), run by engine_tick */
+    void *app_tick_arg;
     fsa_sync_report_t *rep;
     fsa_sync_report_t scratch;
     int64_t depth; /* the queue depth for status events (notify) */
@@ -73,6 +76,8 @@ static void report_error(fsa_engine_t *e, const char *fmt, ...)
 }
 
 static void depth_refresh(fsa_engine_t *e);
+static fsa_status_t keep_lock(fsa_engine_t *e);
+static void engine_tick(void *arg);
 
 static void notify(fsa_engine_t *e, fsa_engine_state_t state, const char *reason, fsa_status_t last)
 {
@@ -89,7 +94,10 @@ static void notify(fsa_engine_t *e, fsa_engine_state_t state, const char *reason
         .last_error = last,
         .last_error_msg = e->rep->error,
     };
+    /* The listener's own writes (a record, say) are not the cycle's: not under its fence. */
+    const fsa_fence_t *fence = fsa_journal_fence_thread(NULL);
     e->status_fn(e->status_arg, &s);
+    (void)fsa_journal_fence_thread(fence);
 }
 
 /* ---- signing and the clock offset ---- */
@@ -232,18 +240,21 @@ static fsa_status_t retry_wait(fsa_engine_t *e, fsa_backoff_t *b, const answer_t
     fsa_log(e->port, FSA_LOG_INFO, "sync: %s; retrying in %" PRId64 " ms", what,
             delay / FSA_NS_PER_MS);
     notify(e, FSA_ENGINE_RETRYING, what, st != FSA_OK ? st : FSA_ENET);
-    /* The transport's tick runs here too, every half second, as while a request waits. */
+    /* The engine's tick runs here too, every half second, as while a request waits: a pause
+     * may outlast the SYNC lease (a Retry-After of up to an hour), which the tick keeps. */
     for (int64_t since_tick = 0; delay > 0 && !atomic_load(&e->cancelled);) {
         int64_t slice = delay < 100 * FSA_NS_PER_MS ? delay : 100 * FSA_NS_PER_MS;
         e->port->sleep(e->port->ctx, slice);
         delay -= slice;
         since_tick += slice;
-        if (e->opts.transport.tick != NULL && since_tick >= FSA_NS_PER_S / 2) {
+        if (since_tick >= FSA_NS_PER_S / 2) {
             since_tick = 0;
-            e->opts.transport.tick(e->opts.transport.tick_arg);
+            engine_tick(e);
         }
     }
-    return cancelled(e) ? FSA_ETIMEOUT : FSA_OK;
+    if (cancelled(e))
+        return FSA_ETIMEOUT;
+    return keep_lock(e); /* no request sent under a lock taken over meanwhile */
 }
 
 /*
@@ -322,12 +333,15 @@ static fsa_status_t exchange_end(fsa_engine_t *e, const char *method, const char
     return exchange_run(e, method, path, body, len, a);
 }
 
-/* Extends the SYNC lease before each request of a long cycle; a cycle whose lease was taken over
- * stops (another cycle runs). */
+/* Extends the SYNC lease before each request of a long cycle, and every half second while one
+ * waits (engine_tick); a cycle whose lease was taken over stops (another cycle runs), and its
+ * journal writes are refused anyway (the cycle's fence: fsa_engine_sync). */
 static fsa_status_t keep_lock(fsa_engine_t *e)
 {
     if (e->lock == NULL)
         return FSA_OK;
+    if (e->lock_lost)
+        return FSA_EBUSY;
     /* A renewal is a write on the journal: once a quarter of the lease has gone by is enough
      * (nobody can take a lease over before it runs out), not once per request. */
     int64_t now = e->port->mono_now(e->port->ctx).ns;
@@ -337,9 +351,25 @@ static fsa_status_t keep_lock(fsa_engine_t *e)
     fsa_status_t st = fsa_lock_renew(e->lock, 0, err, sizeof err);
     if (st != FSA_OK) {
         report_error(e, "lost the SYNC lock: %s", err);
+        if (st == FSA_ELOST)
+            e->lock_lost = true;
         return st == FSA_ELOST ? FSA_EBUSY : st;
     }
     return FSA_OK;
+}
+
+/* The transport's tick, every half second on the thread that waits for an answer, and
+ * retry_wait's: keeps the SYNC lease, then runs the app's tick, whose writes are its own (not
+ * under the cycle's fence). */
+static void engine_tick(void *arg)
+{
+    fsa_engine_t *e = arg;
+    (void)keep_lock(e); /* a loss is seen again before the next request, and fences the writes */
+    if (e->app_tick != NULL) {
+        const fsa_fence_t *fence = fsa_journal_fence_thread(NULL);
+        e->app_tick(e->app_tick_arg);
+        (void)fsa_journal_fence_thread(fence);
+    }
 }
 
 /* ---- push ---- */
@@ -1197,11 +1227,24 @@ fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report)
     }
 
     e->lock = lm != NULL ? &lock : NULL;
+    e->lock_lost = false;
+    /* Every journal write of the cycle, whichever call makes it, carries the SYNC lock's fence: a
+     * cycle that lost its lease (a process stopped past it) and was taken over writes nothing
+     * more. Another cycle has the ops; the server answers it "duplicate" for those this one sent.
+     */
+    fsa_fence_t fence = fsa_lock_fence(&lock);
+    const fsa_fence_t *was = fsa_journal_fence_thread(lm != NULL ? &fence : NULL);
     st = cycle(e);
+    if (st == FSA_EFENCED) {
+        report_error(e, "lost the SYNC lock: another sync took it over; this one wrote nothing "
+                        "more");
+        st = FSA_EBUSY;
+    }
     e->lock = NULL;
     fsa_status_t ps = end_cycle(e, st);
+    (void)fsa_journal_fence_thread(was);
     if (st == FSA_OK && ps != FSA_OK)
-        st = ps;
+        st = ps == FSA_EFENCED ? FSA_EBUSY : ps;
     if (lm != NULL) {
         if (fsa_lock_held(&lock))
             if (fsa_lock_release(&lock, err, sizeof err) != FSA_OK)
@@ -1269,6 +1312,10 @@ fsa_status_t fsa_engine_new(fsa_port_t *port, fsa_journal_t *j, const fsa_engine
     e->rep = &e->scratch;
     /* A cancel also ends a request on the wire: a stop does not wait for a silent server. */
     e->opts.transport.cancel = &e->cancelled;
+    e->app_tick = opts->transport.tick;
+    e->app_tick_arg = opts->transport.tick_arg;
+    e->opts.transport.tick = engine_tick;
+    e->opts.transport.tick_arg = e;
     fsa_status_t st = fsa_transport_new(port, &e->opts.transport, &e->t, err, errlen);
     if (st != FSA_OK) {
         fsa_engine_free(e);

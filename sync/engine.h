@@ -94,15 +94,18 @@ void fsa_engine_cancel(fsa_engine_t *e);
  * retry policy and Retry-After), applies the results, resolves conflicts per the resolver
  * (rebased ops are pushed in the same cycle), pulls changes until `more` is false, and compacts.
  * report (may be NULL) receives the figures.
+ * The SYNC lease is kept while the cycle waits (opts.transport.tick, when given, runs every half
+ * second of a wait, on this thread, with no fence: its journal writes are its own), and every
+ * journal write of the cycle carries the lock's fence (fsa_journal_fence_thread).
  * Returns FSA_OK (all pushed and pulled); FSA_EBUSY (another sync holds the lock, or the
- * persisted next attempt is later: nothing sent); FSA_ENET, FSA_ETIMEOUT, FSA_ETLS (the server
- * could not be reached within the retry policy: the next attempt time is persisted);
- * FSA_EAUTH (the server refused our credentials: the cycle's backoff is persisted as for an
- * unreachable server; a caller retries later, with the key read again); FSA_EPROTO (a malformed
- * answer);
- * FSA_ETIMEOUT also when cancelled (then no backoff is persisted); FSA_ENOMEM (an allocation
- * failed: not retried as a network failure, no backoff persisted; ops sent stay in flight and are
- * resent next cycle); storage errors.
+ * persisted next attempt is later: nothing sent; or another sync took the lock over after this
+ * one's lease ran out (a process stopped past it): nothing written after that); FSA_ENET,
+ * FSA_ETIMEOUT, FSA_ETLS (the server could not be reached within the retry policy: the next attempt
+ * time is persisted); FSA_EAUTH (the server refused our credentials: the cycle's backoff is
+ * persisted as for an unreachable server; a caller retries later, with the key read again);
+ * FSA_EPROTO (a malformed answer); FSA_ETIMEOUT also when cancelled (then no backoff is persisted);
+ * FSA_ENOMEM (an allocation failed: not retried as a network failure, no backoff persisted; ops
+ * sent stay in flight and are resent next cycle); storage errors.
  */
 fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report) FSA_MUST_CHECK;
 

@@ -2603,6 +2603,58 @@ static void test_fsa_journal_set__fenced_write_refused(void **state)
     fsa_lockmgr_close(lm);
 }
 
+/* A thread's fence (fsa_journal_fence_thread) holds for every write it makes, whichever call:
+ * once the lock is taken over, a record with no fence of its own, the cursor, a result and a
+ * compaction are all refused and change nothing; another thread's writes are not fenced; and
+ * with the fence cleared the thread writes again. */
+static void test_fsa_journal_fence_thread__fences_every_write_of_the_thread(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_op_result_t res = {.status = FSA_RESULT_APPLIED, .version = 1};
+    snprintf(res.op_id, sizeof res.op_id, "%s", rec.op_id);
+    fsa_lockmgr_t *lm = NULL;
+    assert_fsa_ok(fsa_lockmgr_open(f->port, f->dir.path, NULL, &lm, NULL, 0));
+    fsa_lock_t first, second;
+    assert_fsa_ok(fsa_lock_acquire(lm, FSA_LOCK_SYNC, "device", &first, NULL, 0));
+    fsa_fence_t fence = fsa_lock_fence(&first);
+    assert_null(fsa_journal_fence_thread(&fence));
+    /* while the lock is held, the writes go through */
+    assert_fsa_ok(fsa_journal_cursor_set(f->j, "c1"));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T2", NULL, NULL, &rec));
+    /* past its lease, someone else takes the lock */
+    fsa_sim_advance(f->sim, 121 * FSA_NS_PER_S);
+    assert_fsa_ok(fsa_lock_acquire(lm, FSA_LOCK_SYNC, "device", &second, NULL, 0));
+    int64_t before = seq_count(f->j);
+    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T3", NULL, NULL, &rec),
+                     FSA_EFENCED);
+    assert_int_equal(fsa_journal_cursor_set(f->j, "c2"), FSA_EFENCED);
+    assert_int_equal(fsa_outbox_apply_results(f->j, &res, 1), FSA_EFENCED);
+    assert_int_equal(fsa_outbox_compact(f->j, 0, NULL), FSA_EFENCED);
+    assert_int_equal(seq_count(f->j), before);
+    char *cursor = NULL;
+    assert_fsa_ok(fsa_journal_cursor_get(f->j, &cursor));
+    assert_string_equal(cursor, "c1");
+    fsa_free(cursor);
+    fsa_outbox_stats_t os;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &os));
+    assert_int_equal(os.pending, 2); /* the result was not applied */
+    /* another thread is not under this thread's fence */
+    creator_t c = {.j = f->j, .st = FSA_EIO};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, create_thread, &c), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_fsa_ok(c.st);
+    /* cleared, this thread writes again */
+    assert_ptr_equal(fsa_journal_fence_thread(NULL), &fence);
+    assert_fsa_ok(fsa_journal_cursor_set(f->j, "c3"));
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &res, 1));
+    assert_fsa_ok(fsa_lock_release(&second, NULL, 0));
+    assert_int_equal(fsa_lock_release(&first, NULL, 0), FSA_ELOST);
+    fsa_lockmgr_close(lm);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -2663,6 +2715,7 @@ int main(void)
         T(test_fsa_journal_create__budget_full_writes_nothing),
         T(test_fsa_journal_open__budget_in_the_file_s_pages),
         T(test_fsa_journal_set__fenced_write_refused),
+        T(test_fsa_journal_fence_thread__fences_every_write_of_the_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,6 +65,10 @@ typedef struct fake {
     int err_http;
     const char *err_code;
     const char *err_message;
+    int err_pushes;    /* PUSH_ERROR: only the first err_pushes pushes fail (0: all), later apply */
+    int retry_after_s; /* PUSH_ERROR: sent as Retry-After when > 0 */
+    void (*on_push)(void *arg, int push); /* called with each push's number (from 1), under mu */
+    void *on_push_arg;
     pull_mode_t pull;
     const char *pull_fields; /* PULL_PAGES: ticket T1 at version 5 with these fields */
     /* what was seen */
@@ -87,16 +91,28 @@ static int64_t now_ms(void)
     return fsa_port_posix()->wall_now(NULL).ms;
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *body, size_t len)
+/* Answers code with body; with a Retry-After of retry_after_s when > 0. */
+static enum MHD_Result reply_after(struct MHD_Connection *c, unsigned code, const char *body,
+                                   size_t len, int retry_after_s)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
     if (r == NULL)
         return MHD_NO;
     MHD_add_response_header(r, "Content-Type", "application/json");
+    if (retry_after_s > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", retry_after_s);
+        MHD_add_response_header(r, "Retry-After", ra);
+    }
     enum MHD_Result ret = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *body, size_t len)
+{
+    return reply_after(c, code, body, len, 0);
 }
 
 /* Answers with text made by the codec (freed here); 500 when the codec failed. */
@@ -172,9 +188,16 @@ static enum MHD_Result on_push(fake_t *f, struct MHD_Connection *c, const req_t 
     if (f->pushes < SEEN_MAX)
         f->push_ops[f->pushes] = push.count;
     f->pushes++;
+    if (f->on_push != NULL)
+        f->on_push(f->on_push_arg, f->pushes);
     enum MHD_Result ret;
-    if (f->push == PUSH_ERROR) {
-        ret = reply_error(c, (unsigned)f->err_http, f->err_code, f->err_message);
+    if (f->push == PUSH_ERROR && (f->err_pushes == 0 || f->pushes <= f->err_pushes)) {
+        char *text = NULL;
+        size_t tlen = 0;
+        st = fsa_codec_encode_error(f->err_code, f->err_message, now_ms(), &text, &tlen);
+        ret = st == FSA_OK ? reply_after(c, (unsigned)f->err_http, text, tlen, f->retry_after_s)
+                           : reply(c, 500, "{}", 2);
+        fsa_codec_free(text);
     } else if (f->push == PUSH_NOT_JSON) {
         ret = reply(c, 200, "<html>captive portal</html>", 27);
     } else if (f->push == PUSH_CLOCK_SKEW) {
@@ -369,6 +392,8 @@ typedef struct fx {
     fsa_engine_t *e;
     fsa_engine_state_t last_state;
     bool cancel_when_retrying; /* on_status cancels the engine as it starts a retry's wait */
+    void (*tick)(void *arg);   /* the engine's transport tick (engine_with), when set */
+    void *tick_arg;
 } fx_t;
 
 static void on_status(void *arg, const fsa_engine_status_t *s)
@@ -423,6 +448,8 @@ static fsa_engine_t *engine_with(fx_t *f, size_t batch_max_bytes, size_t batch_m
     o.transport.base_url = f->srv.url;
     o.transport.connect_timeout_ms = 2000;
     o.transport.total_timeout_ms = 10000;
+    o.transport.tick = f->tick;
+    o.transport.tick_arg = f->tick_arg;
     char err[256];
     assert_fsa_ok(fsa_engine_new(f->port, f->j, &o, &f->e, err, sizeof err));
     fsa_signer_key_wipe(&key);
@@ -1063,6 +1090,106 @@ static void test_fsa_engine_sync__sync_lock_held_is_busy(void **state)
     assert_int_equal(r.applied, 1);
 }
 
+/* Another process's try at the SYNC lock from within a push (the fake's on_push): at push
+ * number `at`, first moving the clock on by `advance_s` (a sync process stopped that long). */
+typedef struct takeover {
+    fx_t *f;
+    int at;
+    int64_t advance_s;
+    fsa_lockmgr_t *lm;
+    fsa_lock_t lock;
+    fsa_status_t st; /* of the acquisition; FSA_EINVAL until tried */
+} takeover_t;
+
+static void take_over(void *arg, int push)
+{
+    takeover_t *t = arg;
+    if (push != t->at)
+        return;
+    fsa_sim_advance(t->f->sim, t->advance_s * FSA_NS_PER_S);
+    fsa_lockmgr_opts_t lo = {.label = "other-cycle"};
+    char err[256];
+    t->st = fsa_lockmgr_open(t->f->port, t->f->db, &lo, &t->lm, err, sizeof err);
+    if (t->st == FSA_OK)
+        t->st = fsa_lock_acquire(t->lm, FSA_LOCK_SYNC, "device", &t->lock, err, sizeof err);
+}
+
+static void takeover_end(takeover_t *t)
+{
+    char err[256];
+    if (fsa_lock_held(&t->lock))
+        assert_fsa_ok(fsa_lock_release(&t->lock, err, sizeof err));
+    fsa_lockmgr_close(t->lm);
+}
+
+/* A cycle stopped past its SYNC lease (a frozen process) and taken over meanwhile writes nothing
+ * more: the server's answer to its push is not applied (the other cycle owns the ops now), and
+ * it ends busy. Once the other is done, a sync applies them. */
+static void test_fsa_engine_sync__taken_over_cycle_writes_nothing(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 2, NULL);
+    takeover_t t = {.f = f, .at = 1, .advance_s = 121, .st = FSA_EINVAL};
+    fsa_lock_init(&t.lock);
+    f->srv.on_push = take_over;
+    f->srv.on_push_arg = &t;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_fsa_ok(t.st); /* the lease had run out: taken over */
+    assert_int_equal(st, FSA_EBUSY);
+    assert_non_null(strstr(r.error, "lost the SYNC lock"));
+    assert_int_equal(f->srv.pushes, 1);
+    assert_int_equal(stats(f).pending, 2); /* the answer was not applied */
+    takeover_end(&t);
+    f->srv.on_push = NULL;
+    assert_fsa_ok(fsa_engine_sync(f->e, &r));
+    assert_int_equal(r.applied, 2);
+    assert_int_equal(stats(f).pending, 0);
+}
+
+/* The app's tick (the engine's transport tick): another process tries the SYNC lock once,
+ * 150 s (virtual) after t->at_ns, in the middle of a longer pause. */
+typedef struct tick_try {
+    takeover_t t;
+    int64_t at_ns;
+} tick_try_t;
+
+static void try_mid_pause(void *arg)
+{
+    tick_try_t *k = arg;
+    fx_t *f = k->t.f;
+    if (k->t.st == FSA_EINVAL && f->port->mono_now(f->port->ctx).ns >= k->at_ns)
+        take_over(&k->t, k->t.at);
+}
+
+/* A Retry-After pause longer than the SYNC lease (120 s) within one cycle: the engine keeps its
+ * lease while it waits, so another process that tries the lock in the middle of the pause does
+ * not take it over, and the cycle applies what it pushed. */
+static void test_fsa_engine_sync__lease_kept_through_a_long_retry_wait(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 2, NULL);
+    f->srv.push = PUSH_ERROR;
+    f->srv.err_http = 503;
+    f->srv.err_code = "unavailable";
+    f->srv.err_message = "try later";
+    f->srv.err_pushes = 1;
+    f->srv.retry_after_s = 200;
+    tick_try_t k = {.t = {.f = f, .st = FSA_EINVAL},
+                    .at_ns = f->port->mono_now(f->port->ctx).ns + 150 * FSA_NS_PER_S};
+    fsa_lock_init(&k.t.lock);
+    f->tick = try_mid_pause;
+    f->tick_arg = &k;
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    assert_int_equal(k.t.st, FSA_EBUSY); /* tried during the pause; the lease was kept */
+    assert_int_equal(f->srv.pushes, 2);
+    assert_int_equal(r.retries, 1);
+    assert_int_equal(r.applied, 2);
+    assert_int_equal(stats(f).pending, 0);
+    takeover_end(&k.t);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1091,6 +1218,8 @@ int main(void)
         T(test_fsa_engine_sync__pull_not_json_fails),
         T(test_fsa_engine_sync__cancelled_sends_nothing),
         T(test_fsa_engine_sync__sync_lock_held_is_busy),
+        T(test_fsa_engine_sync__taken_over_cycle_writes_nothing),
+        T(test_fsa_engine_sync__lease_kept_through_a_long_retry_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
