@@ -862,6 +862,26 @@ static fsa_status_t mark_delivered(pg_conn_t *c, const char *device, const fsa_c
     " SELECT e.type, e.id, e.version, e.mdtz, e.fields,"                                           \
     "  CASE b.vis WHEN 1 THEN e.chg ELSE coalesce(b.gone_chg, e.chg) END AS pos, b.vis"            \
     " FROM best b JOIN entities e ON e.type = b.type AND e.id = b.id ORDER BY pos LIMIT $3"
+#define PG_STR_(x) #x
+#define PG_STR(x) PG_STR_(x)
+#define PG_UNSCOPED_SQL                                                                            \
+    "SELECT type, id, version, mdtz, fields, chg AS pos, 1 AS vis FROM entities"                   \
+    " WHERE chg > $1 AND (type <> 'attendance' OR owner IS NULL OR owner = $2)"                    \
+    " ORDER BY chg LIMIT $3"
+/* libpq holds a query's whole result in the server's memory: up to the limit's 1,001 changes of
+ * up to FSA_LIMIT_FIELDS_BYTES each (about a GiB), of which a page sends 4 MiB. So only the rows
+ * that pg_pull's loop reads come back: those whose predecessors' costs (fields and
+ * FSA_STORE_CHANGE_OVERHEAD, as fsa__store_page_fits counts them) add up to at most a page, and
+ * the first two (a page holds one change whatever its size, and the next tells that there is
+ * more). The loop's first refused row is among them: its predecessors fit. */
+#define PG_OVERHEAD PG_STR(FSA_STORE_CHANGE_OVERHEAD)
+#define PG_PAGE PG_STR(FSA_STORE_PAGE_BYTES)
+#define PG_PAGE_SQL(rows)                                                                          \
+    "SELECT type, id, version, mdtz, fields, pos, vis FROM (SELECT r.*, row_number() OVER w AS n," \
+    " coalesce(sum(octet_length(r.fields) + " PG_OVERHEAD ") OVER"                                 \
+    " (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before"                          \
+    " FROM (" rows ") r WINDOW w AS (ORDER BY r.pos)) page"                                        \
+    " WHERE n <= 2 OR before <= " PG_PAGE " ORDER BY pos"
 
 static fsa_status_t pg_pull(fsa_store_t *store, const char *device, const fsa_store_scope_t *scope,
                             int64_t since, unsigned limit, fsa_codec_pull_t *out,
@@ -881,13 +901,8 @@ static fsa_status_t pg_pull(fsa_store_t *store, const char *device, const fsa_st
                        scope != NULL ? scope->people_json : NULL};
     pg_conn_t *c = conn_take(PG(store));
     PGresult *r = NULL;
-    fsa_status_t st = scope != NULL
-                          ? run(c->c, PG_SCOPED_SQL, 5, p, &r)
-                          : run(c->c,
-                                "SELECT type, id, version, mdtz, fields, chg, 1 FROM entities"
-                                " WHERE chg > $1 AND (type <> 'attendance' OR owner IS NULL OR"
-                                " owner = $2) ORDER BY chg LIMIT $3",
-                                3, p, &r);
+    fsa_status_t st = scope != NULL ? run(c->c, PG_PAGE_SQL(PG_SCOPED_SQL), 5, p, &r)
+                                    : run(c->c, PG_PAGE_SQL(PG_UNSCOPED_SQL), 3, p, &r);
 
     int64_t last = since;
     size_t bytes = 0;

@@ -221,6 +221,28 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ASAN_BUILD 1
+#endif
+#endif
+
+bool th_server_small_quarantine(void)
+{
+#ifdef ASAN_BUILD
+    const char *prev = getenv("ASAN_OPTIONS");
+    char opts[512];
+    snprintf(opts, sizeof opts, "%s%squarantine_size_mb=16", prev != NULL ? prev : "",
+             prev != NULL && prev[0] != '\0' ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    return true;
+#else
+    return false;
+#endif
+}
+
 bool th_server_start(th_server_t *s, const char *const *extra)
 {
     char emu[512];

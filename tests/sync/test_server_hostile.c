@@ -34,23 +34,11 @@
  * largest thing it may hold, plus libmicrohttpd's connection buffers and the allocator's arenas
  * of 16 worker threads (measured peak about +80 MiB, +93 MiB on a loaded machine). Before the
  * limits 300 uploads took 390 MB. */
-#define RSS_BUDGET_KB (128L * 1024 * ASAN_FACTOR)
-
+#define RSS_BUDGET_KB g_rss_budget_kb
 /* Under AddressSanitizer the server's RSS also counts shadow memory (1/8 of what it touches) and
  * the quarantine of freed blocks (256 MiB by default): the server gets a small quarantine (setup)
  * and the budget half as much again. */
-#if defined(__SANITIZE_ADDRESS__)
-#define ASAN_BUILD 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ASAN_BUILD 1
-#endif
-#endif
-#ifdef ASAN_BUILD
-#define ASAN_FACTOR 3 / 2
-#else
-#define ASAN_FACTOR 1
-#endif
+static long g_rss_budget_kb = 128L * 1024;
 
 static th_server_t g_srv;
 static int g_port;
@@ -195,15 +183,8 @@ static int setup(void **state)
     g_scale = (int)(1.0 / f + 0.999);
     if (g_scale < 1)
         g_scale = 1;
-#ifdef ASAN_BUILD
-    {
-        const char *prev = getenv("ASAN_OPTIONS");
-        char opts[512];
-        snprintf(opts, sizeof opts, "%s%squarantine_size_mb=16", prev != NULL ? prev : "",
-                 prev != NULL && prev[0] != '\0' ? ":" : "");
-        setenv("ASAN_OPTIONS", opts, 1);
-    }
-#endif
+    if (th_server_small_quarantine())
+        g_rss_budget_kb = g_rss_budget_kb * 3 / 2;
     char rate[16], conns[16];
     snprintf(rate, sizeof rate, "%d", FSA_LIMIT_DEVICE_REQ_PER_S);
     snprintf(conns, sizeof conns, "%d", FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR);

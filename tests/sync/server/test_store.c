@@ -252,6 +252,82 @@ static bool scoped_sees(fsa_store_t *s, const char *person, const char *id)
  * the transaction and writes it once), a conflict shows the state of that moment, a set that
  * changes a scope key (also spelled with an escape) moves the entity between scopes, and a group
  * after them sees and writes the same entity through its savepoint. */
+/* Creates ticket id whose ticketlog holds `payload` bytes of text in 14 strings (a string holds
+ * at most 64 KiB), so that the stored text is payload plus the same bytes around it for every
+ * payload from 14 to 917,504; returns the stored fields' length. */
+static size_t create_sized(fsa_store_t *s, const char *id, size_t payload)
+{
+    enum { PARTS = 14 };
+    assert_in_range(payload, PARTS, PARTS * 65536);
+    char *json = fsa_malloc(payload + PARTS * 16 + 32);
+    assert_non_null(json);
+    size_t n = (size_t)sprintf(json, "{\"ticketlog\":{");
+    for (int i = 0; i < PARTS; i++) {
+        size_t part = payload / PARTS + (i == 0 ? payload % PARTS : 0);
+        n += (size_t)sprintf(json + n, "%s\"p%02d\":\"", i > 0 ? "," : "", i);
+        memset(json + n, 'x', part);
+        n += part;
+        json[n++] = '"';
+    }
+    memcpy(json + n, "}}", 3);
+    fsa_codec_op_t op;
+    fsa_codec_result_t res;
+    char op_id[16];
+    snprintf(op_id, sizeof op_id, "size-%.8s", id);
+    op_make(&op, op_id, FSA_OP_CREATE, FSA_TYPE_TICKET, id, NULL, json);
+    fsa_free(json);
+    assert_fsa_ok(fsa_store_apply(s, "d1", false, &op, 1, 1000, &res, NULL, 0));
+    if (res.status != FSA_RESULT_APPLIED)
+        fail_msg("%s: %s %s", id, res.code, res.message);
+    ops_clear(&op, &res, 1);
+    fsa_codec_change_t e;
+    assert_fsa_ok(fsa_store_get(s, FSA_TYPE_TICKET, id, &e));
+    size_t len = strlen(e.fields);
+    fsa_codec_change_clear(&e);
+    return len;
+}
+
+/* A page holds changes while their fields and FSA_STORE_CHANGE_OVERHEAD each add up to at most
+ * FSA_STORE_PAGE_BYTES: five that come to it exactly make one page (with more: the sixth is
+ * next), and the same five one byte over make a page of four. Both backends agree to the byte. */
+static void test_fsa_store_pull__page_ends_exactly_at_its_budget(void **state)
+{
+    fixture_t *f = *state;
+    const size_t p = 838000, cost = FSA_STORE_CHANGE_OVERHEAD;
+    int64_t cursor = 0;
+    for (int over = 0; over <= 1; over++) {
+        const char pre = over ? 'Q' : 'P';
+        char id[8];
+        snprintf(id, sizeof id, "T%c1", pre);
+        size_t len = create_sized(f->store, id, p); /* the stored text: p plus what surrounds it */
+        for (int i = 2; i <= 4; i++) {
+            snprintf(id, sizeof id, "T%c%d", pre, i);
+            assert_int_equal(create_sized(f->store, id, p), len);
+        }
+        size_t last = FSA_STORE_PAGE_BYTES - 4 * (len + cost) - cost + (size_t)over;
+        snprintf(id, sizeof id, "T%c5", pre);
+        assert_int_equal(create_sized(f->store, id, last - (len - p)), last);
+        snprintf(id, sizeof id, "T%c6", pre);
+        (void)create_sized(f->store, id, 100);
+        fsa_codec_pull_t pg;
+        int64_t next = 0;
+        assert_fsa_ok(fsa_store_pull(f->store, "d1", cursor, 100, &pg, &next));
+        assert_int_equal(pg.count, over ? 4 : 5);
+        assert_true(pg.more);
+        char want[8];
+        snprintf(want, sizeof want, "T%c%d", pre, over ? 4 : 5);
+        assert_string_equal(pg.changes[pg.count - 1].id, want);
+        fsa_codec_pull_free(&pg);
+        assert_fsa_ok(fsa_store_pull(f->store, "d1", next, 100, &pg, &next));
+        assert_int_equal(pg.count, over ? 2 : 1);
+        assert_false(pg.more);
+        snprintf(want, sizeof want, "T%c6", pre);
+        assert_string_equal(pg.changes[pg.count - 1].id, want);
+        fsa_codec_pull_free(&pg);
+        cursor = next;
+    }
+}
+
 static void test_fsa_store_apply__one_entity_many_ops_in_a_batch(void **state)
 {
     fixture_t *f = *state;
@@ -934,6 +1010,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_fsa_store_apply__failed_group_answers_logged_ops_as_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_pull__page_ends_exactly_at_its_budget, setup,
+                                        teardown),
     };
     if (th_backend_is_pg())
         return cmocka_run_group_tests_name("postgresql", any_backend, NULL, NULL);
@@ -955,6 +1033,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__one_entity_many_ops_in_a_batch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_pull__order_paging_visibility, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_pull__page_ends_exactly_at_its_budget, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_open__refuses_a_foreign_database, setup,
                                         teardown),
