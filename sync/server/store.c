@@ -717,15 +717,20 @@ static bool listed(const char (*list)[FSA_ID_BYTES], size_t n, const char *v)
  * Whether an existing entity is in a device's scope (docs/server.md): what the device created;
  * attendance of its sites; tickets assigned to its people; jobneeds of its people and their
  * checkpoints (a jobneed whose parent is one of its people's). The parent is read locked, like
- * every entity the transaction reads.
+ * every entity the transaction reads. A device without a scope sees what its pulls show: every
+ * entity but another device's attendance (the server's own, made through the admin API, too).
  */
 static fsa_status_t in_scope(fsa__store_tx_t *tx, const fsa_store_scope_t *scope,
                              const char *device, fsa_type_t type, const char *owner,
                              const char *fields, bool *in)
 {
     *in = true;
-    if (scope == NULL || strcmp(owner, device) == 0)
+    if (strcmp(owner, device) == 0)
         return FSA_OK;
+    if (scope == NULL) {
+        *in = type != FSA_TYPE_ATTENDANCE || owner[0] == '\0';
+        return FSA_OK;
+    }
     fsa_model_keys_t k;
     fsa_status_t st = fsa_model_scope_keys(type, fields, &k);
     if (st != FSA_OK)

@@ -484,6 +484,22 @@ static void test_server_pull__pages_cursor_visibility(void **state)
     size_t all4 = pull_all(4, 1000, "A-dev3", &seen, &pages);
     assert_false(seen); /* another device's attendance is not visible */
     assert_true(all4 < all3);
+    /* nor through a push: a create of its id is refused, and no conflict shows its fields */
+    fsa_codec_result_t c = push1(4, tc_op(op, sizeof op, NULL, "create", "attendance", "A-dev3",
+                                          ",\"fields\":{\"people_id\":\"P4\",\"site_id\":\"S1\","
+                                          "\"kind\":\"checkin\",\"at\":1764090000001}"));
+    assert_int_equal(c.status, FSA_RESULT_REJECTED);
+    assert_string_equal(c.code, "forbidden");
+    assert_false(c.has_current);
+    assert_null(c.current_fields);
+    fsa_codec_result_clear(&c);
+    /* its own device still finds it there: a conflict with it */
+    c = push1(3, tc_op(op, sizeof op, NULL, "create", "attendance", "A-dev3",
+                       ",\"fields\":{\"people_id\":\"P3\",\"site_id\":\"S1\",\"kind\":\"checkin\","
+                       "\"at\":1764090000002}"));
+    assert_int_equal(c.status, FSA_RESULT_CONFLICT);
+    assert_true(c.has_current);
+    fsa_codec_result_clear(&c);
     size_t paged = pull_all(3, 2, "A-dev3", &seen, &pages);
     assert_int_equal(paged, all3);
     assert_true(pages >= (int)(all3 / 2));
