@@ -259,12 +259,13 @@ static size_t create_sized(fsa_store_t *s, const char *id, size_t payload)
 {
     enum { PARTS = 14 };
     assert_in_range(payload, PARTS, PARTS * 65536);
-    char *json = fsa_malloc(payload + PARTS * 16 + 32);
+    size_t cap = payload + PARTS * 16 + 32;
+    char *json = fsa_malloc(cap);
     assert_non_null(json);
-    size_t n = (size_t)sprintf(json, "{\"ticketlog\":{");
+    size_t n = (size_t)snprintf(json, cap, "{\"ticketlog\":{");
     for (int i = 0; i < PARTS; i++) {
         size_t part = payload / PARTS + (i == 0 ? payload % PARTS : 0);
-        n += (size_t)sprintf(json + n, "%s\"p%02d\":\"", i > 0 ? "," : "", i);
+        n += (size_t)snprintf(json + n, cap - n, "%s\"p%02d\":\"", i > 0 ? "," : "", i);
         memset(json + n, 'x', part);
         n += part;
         json[n++] = '"';
