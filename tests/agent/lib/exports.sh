@@ -1,12 +1,17 @@
 #!/bin/sh
 # tests/agent/lib/exports.sh NM LIBRARY HEADER
-# libfieldsync.so exports exactly the functions its public header declares: every defined dynamic
-# symbol starts with fieldsync_, and every FIELDSYNC_API function of the header is there.
+# libfieldsync (.so, or .a) exports exactly the functions its public header declares: every
+# defined dynamic symbol (of the .so; every defined global symbol of the .a) starts with
+# fieldsync_, and every FIELDSYNC_API function of the header is there.
 # Prints "N passed, N failed" (two checks) and exits non-zero when one fails.
 set -u
 nm=$1 lib=$2 header=$3
 pass=0 failed=0
-exported=$("$nm" -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {sub(/@.*/, "", $3); print $3}' | sort -u)
+case $lib in
+*.a) scope=-g ;;
+*) scope=-D ;;
+esac
+exported=$("$nm" "$scope" --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {sub(/@.*/, "", $3); print $3}' | sort -u)
 declared=$(tr '\n' ' ' < "$header" | grep -o 'FIELDSYNC_API[^;]*' |
            grep -o 'fieldsync_[a-z_0-9]*(' | tr -d '(' | sort -u)
 if [ -z "$exported" ] || [ -z "$declared" ]; then
