@@ -776,6 +776,21 @@ static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, con
         st = held ? ent_load_keys(tx, op, &ok) : fsa_model_scope_keys(op->type, old, &ok);
     if (st != FSA_OK)
         return st == FSA_ENOMEM ? st : FSA_EIO;
+    if (op->type == FSA_TYPE_JOBNEED && k.parent[0] != '\0' &&
+        (old == NULL || strcmp(ok.parent, k.parent) != 0)) {
+        /* A checkpoint that joins a tour reads the tour, locked (load_entity): a reassign of the
+         * tour (its person changing) running meanwhile either commits first, and this one after
+         * it with a later change number, or waits for this one and touches it with the tour's
+         * other checkpoints. Unlocked, on PostgreSQL, a checkpoint that committed between the
+         * reassign's read of the checkpoints and its commit kept a number below the tour's, and a
+         * device of the new person that pulled in between never got it. */
+        int64_t pv = 0;
+        char *pf = NULL;
+        st = ent_load(tx, "jobneed", k.parent, &pv, &pf, NULL, NULL);
+        fsa_free(pf);
+        if (st != FSA_OK)
+            return st;
+    }
     st = ent_write(tx, op, old != NULL, version, next, now_ms, owner, &k);
     if (st == FSA_OK && old != NULL && op->type == FSA_TYPE_JOBNEED &&
         strcmp(ok.person, k.person) != 0) {

@@ -2,12 +2,20 @@
  * change numbers and visibility, refusing a database that is not its own, nonces and retention,
  * two stores on one file, the migration from schema 1. With FSA_TEST_DB=postgresql (ctest's _pg
  * variant) only the tests that hold for every backend run, on a PostgreSQL store. */
+#define _GNU_SOURCE /* nanosleep */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
+#ifdef FSA_TEST_HAVE_PG
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+#endif
 
 #include "port/alloc.h"
 #include "sync/server/store.h"
@@ -999,6 +1007,142 @@ static void test_fsa_store_open__migrates_schema_1(void **state)
     }
 }
 
+#ifdef FSA_TEST_HAVE_PG
+/* One batch applied on a thread of its own (as a server's worker). */
+typedef struct applier {
+    fsa_store_t *store;
+    fsa_codec_op_t ops[2];
+    fsa_codec_result_t res[2];
+    size_t n;
+    fsa_status_t st;
+    _Atomic bool done;
+} applier_t;
+
+static void *apply_thread(void *arg)
+{
+    applier_t *a = arg;
+    a->st = fsa_store_apply(a->store, "d1", false, a->ops, a->n, 1000, a->res, NULL, 0);
+    atomic_store(&a->done, true);
+    return NULL;
+}
+
+/* The backends of this database that wait for a lock, seen from conn. */
+static int lock_waiters(PGconn *conn)
+{
+    PGresult *r = PQexec(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                               "current_database() AND wait_event_type = 'Lock'");
+    int n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return n;
+}
+
+/* Waits (bounded: 20 s) until `waiters` backends wait for a lock, or *done. */
+static void wait_for(PGconn *conn, int waiters, _Atomic bool *done)
+{
+    for (int i = 0; i < 200000; i++) {
+        if ((done != NULL && atomic_load(done)) || lock_waiters(conn) >= waiters)
+            return;
+        sched_yield();
+        nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
+    }
+    fail_msg("no %d lock waiters within 20 s", waiters);
+}
+
+/* Which changes of a pull as a device of person P2 (scoped) name id, from *cursor (moved on). */
+static bool p2_pull_sees(fsa_store_t *s, int64_t *cursor, const char *id)
+{
+    char people[1][FSA_ID_BYTES] = {"P2"};
+    fsa_store_scope_t sc;
+    memset(&sc, 0, sizeof sc);
+    sc.people = (const char(*)[FSA_ID_BYTES])people;
+    sc.npeople = 1;
+    assert_fsa_ok(fsa_store_scope_prepare(&sc));
+    bool seen = false;
+    for (bool more = true; more;) {
+        fsa_codec_pull_t p;
+        assert_fsa_ok(fsa_store_pull_scoped(s, "d-P2", &sc, *cursor, 100, &p, cursor));
+        for (size_t i = 0; i < p.count; i++)
+            seen = seen || (strcmp(p.changes[i].id, id) == 0 && !p.changes[i].gone);
+        more = p.more;
+        fsa_codec_pull_free(&p);
+    }
+    fsa_store_scope_release(&sc);
+    return seen;
+}
+
+/*
+ * PostgreSQL, several writers: a checkpoint created under a tour while the tour is reassigned
+ * reaches the new person's device. The reassign's batch is held (a lock this test's connection
+ * keeps on another entity of it) after it has read the tour's checkpoints and before its commit;
+ * the checkpoint's create runs then, and the new person's device pulls a ticket of its own,
+ * before the reassign commits. The device must get the checkpoint afterwards: the create waited
+ * for the reassign (it reads the tour locked). Before, it committed at once with a change number
+ * below the ticket's, under the old person's scope, and the device's cursor passed it for good.
+ */
+static void
+test_fsa_store_apply__checkpoint_created_during_a_reassign_reaches_its_device(void **state)
+{
+    fixture_t *f = *state;
+    fsa_codec_op_t ops[2];
+    fsa_codec_result_t res[2];
+    op_make(&ops[0], "r0", FSA_OP_CREATE, FSA_TYPE_JOBNEED, "TOUR", NULL, "{\"people_id\":\"P1\"}");
+    op_make(&ops[1], "r1", FSA_OP_CREATE, FSA_TYPE_TICKET, "E", NULL, "{}");
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 2, 1000, res, NULL, 0));
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    ops_clear(ops, res, 2);
+    fsa_store_t *reader = NULL; /* the pulls' own connection: the appliers hold the store's two */
+    char err[256];
+    assert_fsa_ok(fsa_store_open(fsa_port_posix(), f->path, 1, &reader, err, sizeof err));
+    int64_t cursor = 0;
+    assert_false(p2_pull_sees(reader, &cursor, "TOUR"));
+
+    PGconn *conn = PQconnectdb(f->path);
+    assert_int_equal(PQstatus(conn), CONNECTION_OK);
+    PGresult *r = PQexec(conn, "BEGIN");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    r = PQexec(conn, "SELECT 1 FROM entities WHERE type = 'ticket' AND id = 'E' FOR UPDATE");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+
+    applier_t a = {.store = f->store, .n = 2};
+    op_make(&a.ops[0], "r2", FSA_OP_SET, FSA_TYPE_JOBNEED, "TOUR", NULL, "{\"people_id\":\"P2\"}");
+    a.ops[0].op.base_version = 1;
+    incr_make(&a.ops[1], "r3", "E", NULL, 1);
+    applier_t b = {.store = f->store, .n = 1};
+    op_make(&b.ops[0], "r4", FSA_OP_CREATE, FSA_TYPE_JOBNEED, "CP", NULL,
+            "{\"parent_id\":\"TOUR\"}");
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, apply_thread, &a), 0);
+    wait_for(conn, 1, NULL); /* the reassign waits for E, the tour's checkpoints read */
+    assert_int_equal(pthread_create(&tb, NULL, apply_thread, &b), 0);
+    wait_for(conn, 2, &b.done); /* the create: done, or waiting for the tour */
+    /* Meanwhile P2 gets a ticket, and P2's device pulls it: its cursor moves past what
+     * committed before the ticket. */
+    op_make(&ops[0], "r5", FSA_OP_CREATE, FSA_TYPE_TICKET, "TK", NULL, "{\"assignedto\":\"P2\"}");
+    assert_fsa_ok(fsa_store_apply(reader, "d1", false, ops, 1, 1000, res, NULL, 0));
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    ops_clear(ops, res, 1);
+    assert_true(p2_pull_sees(reader, &cursor, "TK"));
+    r = PQexec(conn, "COMMIT");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(conn);
+    assert_int_equal(pthread_join(ta, NULL), 0);
+    assert_int_equal(pthread_join(tb, NULL), 0);
+    assert_fsa_ok(a.st);
+    assert_fsa_ok(b.st);
+    assert_int_equal(a.res[0].status, FSA_RESULT_APPLIED);
+    assert_int_equal(b.res[0].status, FSA_RESULT_APPLIED);
+    ops_clear(a.ops, a.res, 2);
+    ops_clear(b.ops, b.res, 1);
+    int64_t again = 0;
+    assert_true(p2_pull_sees(reader, &again, "CP"));  /* in P2's scope now */
+    assert_true(p2_pull_sees(reader, &cursor, "CP")); /* and the device gets it */
+    fsa_store_close(reader);
+}
+#endif
+
 int main(void)
 {
     /* The tests that hold for every backend (no SQLite file read, no SQLite-only behaviour). */
@@ -1014,8 +1158,19 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fsa_store_pull__page_ends_exactly_at_its_budget, setup,
                                         teardown),
     };
+#ifdef FSA_TEST_HAVE_PG
+    const struct CMUnitTest pg_only[] = {
+        cmocka_unit_test_setup_teardown(
+            test_fsa_store_apply__checkpoint_created_during_a_reassign_reaches_its_device, setup,
+            teardown),
+    };
+    if (th_backend_is_pg())
+        return cmocka_run_group_tests_name("postgresql", any_backend, NULL, NULL) |
+               cmocka_run_group_tests_name("postgresql only", pg_only, NULL, NULL);
+#else
     if (th_backend_is_pg())
         return cmocka_run_group_tests_name("postgresql", any_backend, NULL, NULL);
+#endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_fsa_store_apply__parent_person_changes_touch_each_child_once, setup, teardown),
