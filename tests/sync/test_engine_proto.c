@@ -1090,12 +1090,15 @@ static void test_fsa_engine_sync__sync_lock_held_is_busy(void **state)
     assert_int_equal(r.applied, 1);
 }
 
-/* Another process's try at the SYNC lock from within a push (the fake's on_push): at push
- * number `at`, first moving the clock on by `advance_s` (a sync process stopped that long). */
+/* Another process's try at the SYNC lock from within a push (the fake's on_push) at push number
+ * `at`. With advance_s > 0 it runs on a clock of its own, advance_s ahead of the engine's: the
+ * engine's process was stopped that long (its clock does not move, so it cannot renew its lease
+ * meanwhile, as a stopped process cannot). */
 typedef struct takeover {
     fx_t *f;
     int at;
     int64_t advance_s;
+    fsa_sim_t *ahead; /* the other process's clock (advance_s > 0) */
     fsa_lockmgr_t *lm;
     fsa_lock_t lock;
     fsa_status_t st; /* of the acquisition; FSA_EINVAL until tried */
@@ -1106,10 +1109,19 @@ static void take_over(void *arg, int push)
     takeover_t *t = arg;
     if (push != t->at)
         return;
-    fsa_sim_advance(t->f->sim, t->advance_s * FSA_NS_PER_S);
+    fsa_port_t *port = t->f->port;
+    if (t->advance_s > 0) {
+        t->st = fsa_sim_new(12, port->wall_now(port->ctx), "other", &t->ahead);
+        if (t->st != FSA_OK)
+            return;
+        fsa_port_t *other = fsa_sim_port(t->ahead);
+        fsa_sim_advance(t->ahead, port->mono_now(port->ctx).ns - other->mono_now(other->ctx).ns +
+                                      t->advance_s * FSA_NS_PER_S);
+        port = other;
+    }
     fsa_lockmgr_opts_t lo = {.label = "other-cycle"};
     char err[256];
-    t->st = fsa_lockmgr_open(t->f->port, t->f->db, &lo, &t->lm, err, sizeof err);
+    t->st = fsa_lockmgr_open(port, t->f->db, &lo, &t->lm, err, sizeof err);
     if (t->st == FSA_OK)
         t->st = fsa_lock_acquire(t->lm, FSA_LOCK_SYNC, "device", &t->lock, err, sizeof err);
 }
@@ -1120,6 +1132,7 @@ static void takeover_end(takeover_t *t)
     if (fsa_lock_held(&t->lock))
         assert_fsa_ok(fsa_lock_release(&t->lock, err, sizeof err));
     fsa_lockmgr_close(t->lm);
+    fsa_sim_free(t->ahead);
 }
 
 /* A cycle stopped past its SYNC lease (a frozen process) and taken over meanwhile writes nothing
