@@ -699,7 +699,11 @@ static enum MHD_Result apply_and_answer(fsa_server_t *srv, struct MHD_Connection
     fsa_status_t st = fsa_store_apply_scoped(srv->store, device, by_server, scope, push->ops,
                                              push->count, now_ms(srv), results, err, sizeof err);
     enum MHD_Result ret;
-    if (st != FSA_OK) {
+    if (st == FSA_ETOOLARGE) {
+        /* PROTOCOL.md section 3: a 413 makes the agent send fewer ops at a time. */
+        bump(&srv->stats.too_large);
+        ret = respond_error(srv, c, 413, "too_large", err);
+    } else if (st != FSA_OK) {
         char esc[4 * FSA_ID_BYTES + 8];
         fsa_log(&srv->port, FSA_LOG_ERROR, "batch \"%s\" of %s not applied: %s",
                 log_escape(push->batch_id, esc, sizeof esc), device, err);

@@ -656,6 +656,41 @@ static fsa_status_t in_scope(fsa__store_tx_t *tx, const fsa_store_scope_t *scope
                              const char *device, fsa_type_t type, const char *owner,
                              const char *fields, bool *in);
 
+/*
+ * The conflicts' current entities one answer carries, in all. An answer holds one per conflict,
+ * and a batch of small ops on one large entity would make one far larger than its request (500
+ * creates of an existing 1 MiB entity: 500 MiB held here, and more than the agent reads of an
+ * answer, FSA_LIMIT_RESPONSE_BYTES). Past it the batch is rolled back and answered 413, which the
+ * agent meets by sending fewer ops at a time (PROTOCOL.md section 3). The agent's bound less
+ * 512 KiB for the rest of the results (a batch holds at most 500 ops): what an agent can read
+ * still comes, a group's conflicts included, and one op's answer always fits.
+ */
+#define ANSWER_CURRENT_MAX (FSA_LIMIT_RESPONSE_BYTES - 512 * 1024)
+_Static_assert(FSA_LIMIT_FIELDS_BYTES < ANSWER_CURRENT_MAX, "one conflict's answer must fit");
+
+/* Clears r, counting out its current entity. */
+static void result_clear(fsa__store_tx_t *tx, fsa_codec_result_t *r)
+{
+    if (r->current_fields != NULL)
+        tx->answer_bytes -= strlen(r->current_fields);
+    fsa_codec_result_clear(r);
+}
+
+/* Gives r the current entity (fields, taken) at version, in place of any it had; FSA_ETOOLARGE
+ * when the batch's answer passes ANSWER_CURRENT_MAX with it. */
+static fsa_status_t result_current(fsa__store_tx_t *tx, fsa_codec_result_t *r, char *fields,
+                                   int64_t version)
+{
+    if (r->current_fields != NULL)
+        tx->answer_bytes -= strlen(r->current_fields);
+    fsa_free(r->current_fields);
+    r->current_fields = fields;
+    r->current_version = version;
+    r->has_current = true;
+    tx->answer_bytes += strlen(fields);
+    return tx->answer_bytes > ANSWER_CURRENT_MAX ? FSA_ETOOLARGE : FSA_OK;
+}
+
 /* Sets r->current from the entity as the transaction sees it now (nothing when it is absent, or
  * outside the device's scope: a conflict never shows what the device may not see). */
 static fsa_status_t attach_current(fsa__store_tx_t *tx, const fsa_store_scope_t *scope,
@@ -674,11 +709,7 @@ static fsa_status_t attach_current(fsa__store_tx_t *tx, const fsa_store_scope_t 
         fsa_free(fields);
         return st;
     }
-    fsa_free(r->current_fields);
-    r->current_fields = fields;
-    r->current_version = version;
-    r->has_current = true;
-    return FSA_OK;
+    return result_current(tx, r, fields, version);
 }
 
 static void set_result_err(fsa_codec_result_t *r, const char *code, const char *message)
@@ -857,9 +888,7 @@ static fsa_status_t try_op(fsa__store_tx_t *tx, const char *device, bool by_serv
         set_result_err(r, "conflict",
                        merr.message[0] != '\0' ? merr.message : "the op's precondition failed");
         if (fields != NULL) {
-            r->has_current = true;
-            r->current_version = version;
-            r->current_fields = fields;
+            st = result_current(tx, r, fields, version);
             fields = NULL;
         }
         break;
@@ -963,7 +992,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
         retake[i - first] = st == FSA_OK && !lg.found;
         if (st == FSA_OK && lg.found && results[i].status != FSA_RESULT_DUPLICATE) {
             fsa_codec_result_t *r = &results[i];
-            fsa_codec_result_clear(r);
+            result_clear(tx, r);
             snprintf(r->op_id, sizeof r->op_id, "%s", ops[i].op.op_id);
             st = duplicate_result(tx, scope, device, &lg, r);
         }
@@ -976,7 +1005,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
         bool repeated = false;
         for (size_t j = first; j < i && !repeated; j++)
             repeated = retake[j - first] && strcmp(ops[j].op.op_id, ops[i].op.op_id) == 0;
-        fsa_codec_result_clear(r);
+        result_clear(tx, r);
         snprintf(r->op_id, sizeof r->op_id, "%s", ops[i].op.op_id);
         r->status = status;
         set_result_err(r, code, msg);
@@ -1028,6 +1057,7 @@ static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_s
     cache->through = false;
     tx->cache = cache;
     tx->lazy_claims = lazy && store->ops->lazy_claims;
+    tx->answer_bytes = 0;
     for (size_t i = 0; i < n && st == FSA_OK; i++) {
         if (done[i])
             continue;
@@ -1044,7 +1074,12 @@ static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_s
     if (st == FSA_OK)
         return store->ops->commit(tx, err, errlen);
     store->ops->abort(tx);
-    if (err[0] == '\0')
+    if (st == FSA_ETOOLARGE)
+        snprintf(err, errlen,
+                 "its conflicts' current entities would make an answer of over %d MiB: "
+                 "send fewer ops at a time",
+                 (int)(ANSWER_CURRENT_MAX >> 20));
+    else if (err[0] == '\0')
         snprintf(err, errlen, "applying the batch failed: %s", fsa_status_str(st));
     return st;
 }

@@ -75,8 +75,11 @@ void fsa_store_close(fsa_store_t *store);
  * is not a duplicate reports the failing op's status: "conflict" (each with its own entity's
  * current state, when the entity exists) or "rejected" with the failing op's code; the error
  * message names the failing op.
- * Returns FSA_OK (results filled); FSA_EIO, FSA_EBUSY, FSA_EFULL, FSA_ENOMEM when the database
- * failed: then nothing was committed, results are cleared and err names the problem.
+ * Returns FSA_OK (results filled); FSA_ETOOLARGE when the conflicts' current entities would pass
+ * 7.5 MiB in all (FSA_LIMIT_RESPONSE_BYTES, what an agent reads of an answer, less room for the
+ * rest; a server answers 413: fewer ops at a time);
+ * FSA_EIO, FSA_EBUSY, FSA_EFULL, FSA_ENOMEM when the database failed. On failure nothing was
+ * committed, results are cleared and err names the problem.
  */
 fsa_status_t fsa_store_apply(fsa_store_t *store, const char *device, bool by_server,
                              const fsa_codec_op_t *ops, size_t n, int64_t now_ms,

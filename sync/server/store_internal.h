@@ -30,6 +30,8 @@ typedef struct fsa__store_tx {
     struct fsa__store_cache *cache;
     /* Set by store.c after begin, only for a backend with lazy_claims (see there). */
     bool lazy_claims;
+    /* store.c's: the bytes of the conflicts' current entities the batch's results hold. */
+    size_t answer_bytes;
 } fsa__store_tx_t;
 
 /* An op outcome as the op log holds it. */
