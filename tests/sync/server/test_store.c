@@ -1031,7 +1031,7 @@ static int lock_waiters(PGconn *conn)
 {
     PGresult *r = PQexec(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
                                "current_database() AND wait_event_type = 'Lock'");
-    int n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    int n = PQresultStatus(r) == PGRES_TUPLES_OK ? (int)strtol(PQgetvalue(r, 0, 0), NULL, 10) : -1;
     PQclear(r);
     return n;
 }
