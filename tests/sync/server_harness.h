@@ -62,6 +62,10 @@ void th_device_key(int i, fsa_signer_key_t *key);
  * (th_write_files). False on failure. */
 bool th_server_prepare(th_server_t *s, int ndevices);
 
+/* A process's memory figure in kB from /proc/PID/status ("VmRSS", "VmHWM": the peak); -1 when
+ * it cannot be read. */
+long th_proc_kb(pid_t pid, const char *field);
+
 /* Under AddressSanitizer, servers started from now on keep 16 MiB of freed blocks in quarantine
  * instead of 256 MiB (ASAN_OPTIONS), so that their resident memory shows what they hold, for
  * tests that measure it; nothing in other builds. True in an AddressSanitizer build. */

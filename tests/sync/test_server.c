@@ -899,17 +899,7 @@ static void test_server_push__answer_of_conflicts_is_bounded(void **state)
 /* The server's peak resident memory in kB (VmHWM), -1 when unreadable. */
 static long server_peak_kb(void)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)g_srv.pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-            break;
-    (void)fclose(f);
-    return kb;
+    return th_proc_kb(g_srv.pid, "VmHWM");
 }
 
 /* Sets the server's peak resident memory back to what it holds now (Linux: clear_refs 5). */

@@ -47,17 +47,7 @@ static int g_scale = 1; /* time bounds are multiplied by it (1 / FSA_TEST_SCALE)
 
 static long rss_kb(pid_t pid)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    (void)fclose(f);
-    return kb;
+    return th_proc_kb(pid, "VmRSS");
 }
 
 static int64_t now_ms(void)
