@@ -306,7 +306,7 @@ static void test_fsa_store_pull__page_ends_exactly_at_its_budget(void **state)
     int64_t cursor = 0;
     for (int over = 0; over <= 1; over++) {
         const char pre = over ? 'Q' : 'P';
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "T%c1", pre);
         size_t len = create_sized(f->store, id, p); /* the stored text: p plus what surrounds it */
         for (int i = 2; i <= 4; i++) {
@@ -323,7 +323,7 @@ static void test_fsa_store_pull__page_ends_exactly_at_its_budget(void **state)
         assert_fsa_ok(fsa_store_pull(f->store, "d1", cursor, 100, &pg, &next));
         assert_int_equal(pg.count, over ? 4 : 5);
         assert_true(pg.more);
-        char want[8];
+        char want[16];
         snprintf(want, sizeof want, "T%c%d", pre, over ? 4 : 5);
         assert_string_equal(pg.changes[pg.count - 1].id, want);
         fsa_codec_pull_free(&pg);
