@@ -19,6 +19,7 @@
 
 static th_server_t g_srv;
 static CURL *g_h;
+static bool g_asan; /* an AddressSanitizer build (th_server_small_quarantine) */
 
 #define URL (g_srv.url)
 #define OPBUF 4096
@@ -27,7 +28,7 @@ static int setup(void **state)
 {
     (void)state;
     memset(&g_srv, 0, sizeof g_srv);
-    (void)th_server_small_quarantine(); /* for test_server_pull__holds_a_page_not_the_limit */
+    g_asan = th_server_small_quarantine(); /* for test_server_pull__holds_a_page_not_the_limit */
     if (!th_dir_make(g_srv.dir) || !th_write_files(&g_srv, 8) ||
         !th_backend_db(g_srv.db, sizeof g_srv.db) || !th_server_start(&g_srv, NULL))
         return -1;
@@ -886,8 +887,8 @@ static void test_server_push__answer_of_conflicts_is_bounded(void **state)
     assert_int_equal(push_creates_of("J-huge0", "huge-a-", 9, &res, &n), 413); /* 8.1 MB */
     fsa_codec_results_free(res, n);
     /* not logged: the same op ids again, fewer at a time, are conflicts, not duplicates */
-    assert_int_equal(push_creates_of("J-huge0", "huge-a-", 8, &res, &n), 200); /* 7.2 MB */
-    assert_int_equal(n, 8);
+    assert_int_equal(push_creates_of("J-huge0", "huge-a-", 2, &res, &n), 200);
+    assert_int_equal(n, 2);
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(res[i].status, FSA_RESULT_CONFLICT);
         assert_true(res[i].has_current);
@@ -914,14 +915,16 @@ static void server_peak_reset(void)
 }
 
 /* A pull asks for up to 1,000 changes, and a page holds at most 4 MiB of them: the server holds
- * about a page while it makes one (measured: +13 MB of peak memory on either backend), not every
- * change the limit allows (here 60 jobneeds of about 900 KB: PostgreSQL's backend, which read
- * the whole limit at once, grew by 58 MB). The pages are pulled twice and measured the second
- * time: the first grows what any first use does (the allocator's arenas, an emulator's code). */
+ * about a page while it makes one, not every change the limit allows (here 24 jobneeds of about
+ * 900 KB, 22 MB; 60 of them grew PostgreSQL's backend, which read the whole limit at once, by
+ * 50 MB, against 4-5 MB on either backend since). The pages are pulled twice and measured the
+ * second time: the first grows what any first use does (the allocator's arenas, an emulator's
+ * code). Under AddressSanitizer the bound is larger: its shadow memory and quarantine (18 MB
+ * measured). */
 static void test_server_pull__holds_a_page_not_the_limit(void **state)
 {
     (void)state;
-    enum { BIG = 60 };
+    enum { BIG = 24 };
     create_big_jobneeds("J-mem", BIG);
     int pages = 0;
     assert_int_equal(pull_all_pages("J-mem", &pages), BIG);
@@ -932,8 +935,10 @@ static void test_server_pull__holds_a_page_not_the_limit(void **state)
     assert_int_equal(pull_all_pages("J-mem", &pages), BIG);
     long grew = server_peak_kb() - before;
     printf("  the server's peak memory grew by %ld kB over %d pages\n", grew, pages);
-    if (grew > 32 * 1024)
-        fail_msg("the server's peak memory grew by %ld kB over a pull of 4 MiB pages", grew);
+    long bound_kb = (g_asan ? 28 : 12) * 1024;
+    if (grew > bound_kb)
+        fail_msg("the server's peak memory grew by %ld kB over a pull of 4 MiB pages (bound %ld)",
+                 grew, bound_kb);
 }
 
 /* Reads from fd until the peer closes or `cap - 1` bytes arrived or a full HTTP answer (by its
