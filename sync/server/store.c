@@ -692,10 +692,11 @@ static fsa_status_t result_current(fsa__store_tx_t *tx, fsa_codec_result_t *r, c
 }
 
 /* Sets r->current from the entity as the transaction sees it now (nothing when it is absent, or
- * outside the device's scope: a conflict never shows what the device may not see). */
-static fsa_status_t attach_current(fsa__store_tx_t *tx, const fsa_store_scope_t *scope,
-                                   const char *device, const char *type, const char *id,
-                                   fsa_codec_result_t *r)
+ * outside the device's scope: a conflict never shows what the device may not see; the admin API's
+ * ops, by_server, see everything). */
+static fsa_status_t attach_current(fsa__store_tx_t *tx, bool by_server,
+                                   const fsa_store_scope_t *scope, const char *device,
+                                   const char *type, const char *id, fsa_codec_result_t *r)
 {
     int64_t version = 0;
     char *fields = NULL;
@@ -703,7 +704,7 @@ static fsa_status_t attach_current(fsa__store_tx_t *tx, const fsa_store_scope_t 
     fsa_type_t t;
     fsa_status_t st = ent_load(tx, type, id, &version, &fields, owner, NULL);
     bool in = true;
-    if (st == FSA_OK && fields != NULL && fsa_type_parse(type, &t) == FSA_OK)
+    if (st == FSA_OK && fields != NULL && !by_server && fsa_type_parse(type, &t) == FSA_OK)
         st = in_scope(tx, scope, device, t, owner, fields, &in);
     if (st != FSA_OK || fields == NULL || !in) {
         fsa_free(fields);
@@ -719,9 +720,9 @@ static void set_result_err(fsa_codec_result_t *r, const char *code, const char *
 }
 
 /* Fills r as a duplicate of the logged outcome. */
-static fsa_status_t duplicate_result(fsa__store_tx_t *tx, const fsa_store_scope_t *scope,
-                                     const char *device, const fsa__store_logged_t *lg,
-                                     fsa_codec_result_t *r)
+static fsa_status_t duplicate_result(fsa__store_tx_t *tx, bool by_server,
+                                     const fsa_store_scope_t *scope, const char *device,
+                                     const fsa__store_logged_t *lg, fsa_codec_result_t *r)
 {
     r->status = FSA_RESULT_DUPLICATE;
     r->original = lg->status;
@@ -729,7 +730,7 @@ static fsa_status_t duplicate_result(fsa__store_tx_t *tx, const fsa_store_scope_
     if (lg->code[0] != '\0')
         set_result_err(r, lg->code, lg->message);
     if (lg->status == FSA_RESULT_CONFLICT)
-        return attach_current(tx, scope, device, lg->type, lg->id, r);
+        return attach_current(tx, by_server, scope, device, lg->type, lg->id, r);
     return FSA_OK;
 }
 
@@ -914,7 +915,7 @@ static fsa_status_t apply_single(fsa__store_tx_t *tx, const char *device, bool b
     if (st != FSA_OK)
         return st;
     if (lg.found)
-        return duplicate_result(tx, scope, device, &lg, r);
+        return duplicate_result(tx, by_server, scope, device, &lg, r);
     st = try_op(tx, device, by_server, scope, cop, now_ms, r);
     if (st == FSA_OK)
         st = B(tx)->log_op(tx, device, &cop->op, r, now_ms);
@@ -951,7 +952,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
         if (st != FSA_OK)
             break;
         if (lg.found) {
-            st = duplicate_result(tx, scope, device, &lg, &results[i]);
+            st = duplicate_result(tx, by_server, scope, device, &lg, &results[i]);
             continue;
         }
         st = try_op(tx, device, by_server, scope, &ops[i], now_ms, &results[i]);
@@ -994,7 +995,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
             fsa_codec_result_t *r = &results[i];
             result_clear(tx, r);
             snprintf(r->op_id, sizeof r->op_id, "%s", ops[i].op.op_id);
-            st = duplicate_result(tx, scope, device, &lg, r);
+            st = duplicate_result(tx, by_server, scope, device, &lg, r);
         }
     }
     for (size_t i = first; i < n && st == FSA_OK; i++) {
@@ -1010,7 +1011,8 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
         r->status = status;
         set_result_err(r, code, msg);
         if (status == FSA_RESULT_CONFLICT && ops[i].reject.code[0] == '\0')
-            st = attach_current(tx, scope, device, fsa_type_name(ops[i].op.type), ops[i].op.id, r);
+            st = attach_current(tx, by_server, scope, device, fsa_type_name(ops[i].op.type),
+                                ops[i].op.id, r);
         if (st == FSA_OK && !repeated)
             st = B(tx)->log_op(tx, device, &ops[i].op, r, now_ms);
     }

@@ -1094,7 +1094,7 @@ static void test_server_admin__ops_get_stats(void **state)
 {
     (void)state;
     th_req_opts_t admin = {.bearer = TH_ADMIN_TOKEN};
-    char op[OPBUF], body[OPBUF + 100];
+    char op[OPBUF], body[2 * OPBUF + 100];
     tc_op(op, sizeof op, NULL, "create", "jobneed", "J-adm",
           ",\"fields\":{\"jobstatus\":\"INPROGRESS\"}");
     size_t n = (size_t)snprintf(body, sizeof body, "{\"batch_id\":\"adm1\",\"ops\":[%s]}", op);
@@ -1110,6 +1110,33 @@ static void test_server_admin__ops_get_stats(void **state)
         th_request(g_h, URL, "GET", "/admin/v1/entities/jobneed/none", 0, NULL, 0, &admin, &r));
     assert_int_equal(r.status, 404);
     th_resp_free(&r);
+    /* The admin API sees every entity: its group that fails on a device's attendance answers
+     * with the attendance as current (a device without a scope would not see it). */
+    expect_status(3,
+                  tc_op(op, sizeof op, NULL, "create", "attendance", "A-adm",
+                        ",\"fields\":{\"people_id\":\"P3\",\"site_id\":\"S1\",\"kind\":\"checkin\","
+                        "\"at\":1764090000000}"),
+                  FSA_RESULT_APPLIED, NULL);
+    char op2[OPBUF];
+    tc_op(op, sizeof op, NULL, "create", "ticket", "T-adm", ",\"group\":\"g-adm\"");
+    tc_op(op2, sizeof op2, NULL, "create", "attendance", "A-adm",
+          ",\"group\":\"g-adm\",\"fields\":{\"people_id\":\"P9\",\"site_id\":\"S9\","
+          "\"kind\":\"checkin\",\"at\":1764090000001}");
+    n = (size_t)snprintf(body, sizeof body, "{\"batch_id\":\"adm2\",\"ops\":[%s,%s]}", op, op2);
+    assert_true(th_request(g_h, URL, "POST", "/admin/v1/ops", 0, body, n, &admin, &r));
+    assert_int_equal(r.status, 200);
+    fsa_codec_result_t *res = NULL;
+    size_t count = 0;
+    int64_t when = 0;
+    assert_fsa_ok(fsa_codec_decode_results(r.body, r.len, &res, &count, &when));
+    th_resp_free(&r);
+    assert_int_equal(count, 2);
+    assert_int_equal(res[0].status, FSA_RESULT_CONFLICT); /* the ticket, for its group */
+    assert_false(res[0].has_current);                     /* no ticket T-adm yet */
+    assert_int_equal(res[1].status, FSA_RESULT_CONFLICT);
+    assert_true(res[1].has_current);
+    assert_non_null(strstr(res[1].current_fields, "\"P3\""));
+    fsa_codec_results_free(res, count);
     assert_true(th_request(g_h, URL, "GET", "/admin/v1/stats", 0, NULL, 0, &admin, &r));
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"ops\":{\"applied\":"));
