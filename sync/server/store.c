@@ -1078,9 +1078,9 @@ static fsa_status_t apply_once(fsa_store_t *store, const char *device, bool by_s
     store->ops->abort(tx);
     if (st == FSA_ETOOLARGE)
         snprintf(err, errlen,
-                 "its conflicts' current entities would make an answer of over %d MiB: "
+                 "its conflicts' current entities would make an answer of over %d KiB: "
                  "send fewer ops at a time",
-                 (int)(ANSWER_CURRENT_MAX >> 20));
+                 (int)(ANSWER_CURRENT_MAX >> 10));
     else if (err[0] == '\0')
         snprintf(err, errlen, "applying the batch failed: %s", fsa_status_str(st));
     return st;

@@ -4,7 +4,7 @@
  * its own loopback source address (127.0.0.2 and up), while a legitimate device signs pulls from
  * 127.0.0.1 in a thread of its own: every one of them must be answered 200 within a second
  * (scaled by FSA_TEST_SCALE, e.g. under qemu), and the server's resident memory must grow by at
- * most RSS_BUDGET_KB over the whole run. After the probes the server must still serve, count
+ * most g_rss_budget_kb over the whole run. After the probes the server must still serve, count
  * what it refused, and stop cleanly. Every loop is bounded in count, every socket in time.
  */
 #define _GNU_SOURCE
@@ -33,11 +33,9 @@
 /* The server's RSS may grow by this much over all probes: the body budget (64 MiB) is the
  * largest thing it may hold, plus libmicrohttpd's connection buffers and the allocator's arenas
  * of 16 worker threads (measured peak about +80 MiB, +93 MiB on a loaded machine). Before the
- * limits 300 uploads took 390 MB. */
-#define RSS_BUDGET_KB g_rss_budget_kb
-/* Under AddressSanitizer the server's RSS also counts shadow memory (1/8 of what it touches) and
- * the quarantine of freed blocks (256 MiB by default): the server gets a small quarantine (setup)
- * and the budget half as much again. */
+ * limits 300 uploads took 390 MB. Under AddressSanitizer the server's RSS also counts shadow
+ * memory (1/8 of what it touches) and the quarantine of freed blocks (256 MiB by default): the
+ * server gets a small quarantine (setup) and the budget half as much again. */
 static long g_rss_budget_kb = 128L * 1024;
 
 static th_server_t g_srv;
@@ -202,9 +200,9 @@ static void assert_rss_within_budget(const char *after)
 {
     long kb = rss_kb(g_srv.pid);
     assert_true(kb > 0);
-    if (kb - g_rss0_kb > RSS_BUDGET_KB)
+    if (kb - g_rss0_kb > g_rss_budget_kb)
         fail_msg("after %s the server's RSS grew %ld kB (budget %ld kB)", after, kb - g_rss0_kb,
-                 RSS_BUDGET_KB);
+                 g_rss_budget_kb);
     printf("  after %s: RSS %ld kB (+%ld kB)\n", after, kb, kb - g_rss0_kb);
 }
 
@@ -327,7 +325,7 @@ static void test_hostile__uploads_without_credentials(void **state)
            n401, n503, other, peak - g_rss0_kb);
     assert_true(n503 > 0); /* 100 MB asked for, 64 MiB budget */
     assert_true(n401 > 0); /* the ones within the budget were read and refused */
-    assert_true(peak - g_rss0_kb <= RSS_BUDGET_KB);
+    assert_true(peak - g_rss0_kb <= g_rss_budget_kb);
 
     /* An unknown device is refused on its headers: its body is never buffered. */
     for (int i = 0; i < 20; i++) {
