@@ -851,8 +851,9 @@ int main(int argc, char **argv)
     const char *cmd = argv[i];
     /* A command reports its own errors in one line, so the library's warnings are shown only at
      * --log-level; the daemon says what it does (info) unless told otherwise. */
-    if (log_level == NULL)
-        (void)fieldsync_set_log_level(strcmp(cmd, "run") == 0 ? "info" : "error");
+    if (log_level == NULL &&
+        fieldsync_set_log_level(strcmp(cmd, "run") == 0 ? "info" : "error") != FIELDSYNC_OK)
+        die_usage("%s", fieldsync_errmsg(NULL)); /* a level of the library's own: not reached */
     int rest = argc - i - 1;
     char **rv = argv + i + 1;
     if (strcmp(cmd, "init") == 0)

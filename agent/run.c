@@ -495,7 +495,10 @@ static void wait_for_stop(daemon_t *d)
         fsa_signal_t sig = fsa_signal_wait();
         if (sig == FSA_SIGNAL_RELOAD) {
             logf_(d, FSA_LOG_INFO, "SIGHUP: reloading the configuration");
-            (void)fieldsync_reload(d->fs);
+            if (fieldsync_reload(d->fs) == FIELDSYNC_OK)
+                logf_(d, FSA_LOG_INFO, "the configuration is reloaded");
+            else /* the library said why on stderr */
+                syslog_only(d, FSA_LOG_WARN, "%s", fieldsync_errmsg(d->fs));
             continue;
         }
         logf_(d, FSA_LOG_INFO, "%s: stopping", sig == FSA_SIGNAL_TERM ? "SIGTERM" : "SIGINT");

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "port/alloc.h"
+#include "storage/journal.h"
 #include "sync/transport.h"
 #include "tests/sync/server_client.h"
 #include "tests/sync/server_harness.h"
@@ -368,6 +370,74 @@ static void test_run__sighup_reloads_configuration(void **state)
     kill(f->daemon, SIGHUP);
     if (!eventually(f, reloaded, 15000))
         fail_msg("no sync after SIGHUP: %s", slurp(f->err));
+    assert_int_equal(stop_daemon(f, SIGTERM), 0);
+}
+
+/* Stores value under key in f's journal as another program could (a newer agent's init). */
+static void store_raw(const fx_t *f, const char *key, const char *value)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO sync_state(k,v) VALUES(?1,?2) "
+                                        "ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static bool reload_refused(fx_t *f)
+{
+    const char *e = slurp(f->err);
+    const char *r = strstr(e, "reload: ");
+    return r != NULL && strstr(r, "TURBO") != NULL &&
+           strstr(r, "the configuration in use stays") != NULL;
+}
+
+static bool reload_done(fx_t *f)
+{
+    return strstr(slurp(f->err), "the configuration is reloaded") != NULL;
+}
+
+/* A reload that cannot use the stored configuration (a retry policy this build does not know, as
+ * a newer agent's init could store) is refused: the daemon says why, keeps running and syncs
+ * with the configuration in use. A reload of a usable one then says that it took it. */
+static void test_run__sighup_refused_reload_keeps_the_configuration(void **state)
+{
+    fx_t *f = *state;
+    start_server(f, NULL);
+    init(f, f->srv.url);
+    const char *fast[] = {"--interval", "1", NULL};
+    start_daemon(f, fast);
+    if (!eventually(f, daemon_running, 20000))
+        fail_msg("the daemon did not start: %s", slurp(f->err));
+    store_raw(f, "retry_policy", "TURBO");
+    kill(f->daemon, SIGHUP);
+    if (!eventually(f, reload_refused, 15000))
+        fail_msg("no refused reload reported: %s", slurp(f->err));
+    assert_false(reload_done(f));
+    /* The CLI refuses the journal now (it reads the stored policy too): recorded through the
+     * journal itself, which wakes the daemon as any process's record does. */
+    fsa_journal_t *j = NULL;
+    fsa_journal_opts_t o = {0};
+    char err[256];
+    assert_int_equal(fsa_journal_open(fsa_port_posix(), f->db, &o, &j, err, sizeof err), FSA_OK);
+    fsa_rec_t rec;
+    assert_int_equal(fsa_journal_create(j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec), FSA_OK);
+    fsa_journal_close(j);
+    if (!eventually(f, t1_on_server, 20000))
+        fail_msg("no sync after the refused reload: %s", slurp(f->err));
+    assert_int_equal(waitpid(f->daemon, NULL, WNOHANG), 0); /* still running */
+    store_raw(f, "retry_policy", "CONSERVATIVE");
+    kill(f->daemon, SIGHUP);
+    if (!eventually(f, reload_done, 15000))
+        fail_msg("no reload reported: %s", slurp(f->err));
     assert_int_equal(stop_daemon(f, SIGTERM), 0);
 }
 
@@ -733,6 +803,7 @@ int main(void)
         T(test_run__metrics_refresh_does_not_sync),
         T(test_run__one_daemon_per_journal),
         T(test_run__sighup_reloads_configuration),
+        T(test_run__sighup_refused_reload_keeps_the_configuration),
         T(test_run__watchdog_notices_a_stuck_queue),
         T(test_run__metrics_file_and_endpoint),
         T(test_run__refused_device_keeps_running),

@@ -18,6 +18,11 @@
  * - The detail of the last failure (a one-line English message naming the problem: "ticket T1:
  *   no transition from NEW to CLOSED") is read with fieldsync_errmsg() on the same handle from
  *   the same thread, as with sqlite3_errmsg.
+ * - FIELDSYNC_MUST_CHECK (the compiler's warning for an ignored result) marks every call whose
+ *   status says whether it did what was asked or filled its out-parameters. The few without it
+ *   end, release or ask for something, and ignoring their status loses nothing: fieldsync_close,
+ *   fieldsync_lock_release, fieldsync_sync_now, fieldsync_stop, fieldsync_remove_listener and
+ *   fieldsync_dispatch.
  * - Ownership: strings passed in are copied before the call returns; nothing the caller passes
  *   is kept. A `char **` out-parameter receives a string that the caller frees with
  *   fieldsync_free(). Pointers handed to a listener are valid only during the call.
@@ -98,7 +103,7 @@ FIELDSYNC_API const char *fieldsync_status_str(fieldsync_status_t st);
  * "error" or "off". Process-wide; takes effect for handles opened after the call. FIELDSYNC_OK,
  * FIELDSYNC_EINVAL (unknown level; fieldsync_errmsg(NULL) says which). Call it before opening
  * handles, from one thread. */
-FIELDSYNC_API fieldsync_status_t fieldsync_set_log_level(const char *level);
+FIELDSYNC_API fieldsync_status_t fieldsync_set_log_level(const char *level) FIELDSYNC_MUST_CHECK;
 
 /* ---- Opening a journal ---- */
 
@@ -207,9 +212,10 @@ FIELDSYNC_API fieldsync_status_t fieldsync_close(fieldsync_t *fs);
 
 /* The last failure's message on this handle from the calling thread ("" if the last call on it
  * succeeded), one line (a control character in what it quotes is shown as '?'). Owned by the
- * library, valid until the thread's next call on fs. A NULL handle gives the message of the last
- * failed call on this thread that had no handle: a fieldsync_open() that could not make one, or
- * fieldsync_set_log_level(). */
+ * library, valid until the thread's next call on fs. A thread keeps the messages of 16
+ * handles: once 16 other handles have failed on the thread since its last call on fs, it is "". A
+ * NULL handle gives the message of the last failed call on this thread that had no handle: a
+ * fieldsync_open() that could not make one, or fieldsync_set_log_level(). */
 FIELDSYNC_API const char *fieldsync_errmsg(const fieldsync_t *fs);
 
 /* Frees a string that the library handed out. NULL is accepted. Any thread. */
@@ -255,7 +261,8 @@ fieldsync_lock_acquire(fieldsync_t *fs, const char *name, const char *resource, 
                        fieldsync_lock_t **out) FIELDSYNC_MUST_CHECK;
 
 /* The lock's fencing token (> 0). FIELDSYNC_OK, FIELDSYNC_EINVAL (NULL). */
-FIELDSYNC_API fieldsync_status_t fieldsync_lock_token(const fieldsync_lock_t *l, int64_t *token);
+FIELDSYNC_API fieldsync_status_t fieldsync_lock_token(const fieldsync_lock_t *l,
+                                                      int64_t *token) FIELDSYNC_MUST_CHECK;
 
 /*
  * Releases the lock and frees l (NULL accepted: FIELDSYNC_OK). FIELDSYNC_ELOST when the lease
@@ -574,7 +581,7 @@ FIELDSYNC_API fieldsync_status_t fieldsync_stop(fieldsync_t *fs);
  * know); FIELDSYNC_EIO; FIELDSYNC_ENOMEM; FIELDSYNC_ECLOSED. Any thread, also while the sync
  * thread runs.
  */
-FIELDSYNC_API fieldsync_status_t fieldsync_reload(fieldsync_t *fs);
+FIELDSYNC_API fieldsync_status_t fieldsync_reload(fieldsync_t *fs) FIELDSYNC_MUST_CHECK;
 
 /*
  * One blocking sync cycle on the calling thread, for an app that owns its loop (as coreMQTT's
@@ -684,7 +691,7 @@ FIELDSYNC_API fieldsync_status_t fieldsync_remove_listener(fieldsync_t *fs,
  * app's main loop (GLib, Qt, libuv all take one). The fd is the library's: do not read or close
  * it. FIELDSYNC_OK, FIELDSYNC_EINVAL (not buffered), FIELDSYNC_ECLOSED; on failure *fd is -1.
  */
-FIELDSYNC_API fieldsync_status_t fieldsync_event_fd(fieldsync_t *fs, int *fd);
+FIELDSYNC_API fieldsync_status_t fieldsync_event_fd(fieldsync_t *fs, int *fd) FIELDSYNC_MUST_CHECK;
 
 /* Runs the listeners for every event waiting, on the calling thread; *delivered (may be NULL)
  * counts them. Call it from one thread at a time. FIELDSYNC_OK, FIELDSYNC_EINVAL (not
