@@ -823,6 +823,37 @@ static void collect_free(collect_t *col)
     fsa_free(col->items);
 }
 
+/*
+ * Judges p on the newest server state this device knows: the entity's base, when it is newer than
+ * the state its conflict was answered with. A later answer (another op's conflict on the entity, an
+ * applied op) or a pull may have moved it on since. Judged on the older state, a set whose fields
+ * the server had not changed then is rebased onto the newer base, whose version the server takes,
+ * over a change made to those very fields in between that nobody saw. The cycle holds the SYNC
+ * lock: no other writer moves a base between this read and the rebase.
+ */
+static fsa_status_t judge_on_newest(fsa_engine_t *e, pending_conflict_t *p)
+{
+    /* A rejection is parked whatever the state; a conflict answered without the state (the
+     * server did not show it) stays unknown. */
+    if (p->outcome != FSA_RESULT_CONFLICT || p->server_fields == NULL)
+        return FSA_OK;
+    char *fields = NULL;
+    int64_t version = 0;
+    fsa_status_t st = fsa_journal_get_base(e->j, p->op.type, p->op.id, &fields, &version);
+    if (st == FSA_ENOTFOUND)
+        return FSA_OK; /* never on the server: the answer's state is all there is */
+    if (st != FSA_OK)
+        return st;
+    if (version > p->server_version && fields != NULL) {
+        fsa_free(p->server_fields);
+        p->server_fields = fields;
+        p->server_version = version;
+        return FSA_OK;
+    }
+    fsa_model_free(fields);
+    return FSA_OK;
+}
+
 /* Applies DESIGN.md's table to every undecided conflict. *rebased counts ops sent again. */
 static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
 {
@@ -847,6 +878,8 @@ static fsa_status_t resolve_all(fsa_engine_t *e, int64_t *rebased)
             fsa_free(p->server_fields);
         }
     }
+    for (size_t i = 0; st == FSA_OK && i < col.n; i++)
+        st = judge_on_newest(e, &col.items[i]);
     bool *done = fsa_calloc(col.n + 1, sizeof *done);
     if (done == NULL)
         st = FSA_ENOMEM;

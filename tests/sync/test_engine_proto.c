@@ -41,6 +41,8 @@ typedef enum push_mode {
     PUSH_NOT_JSON,    /* 200 with an HTML page */
     PUSH_CLOCK_SKEW,  /* 401 clock_skew with the server's time */
     PUSH_GROUP_MIXED, /* 200, the first op applied and every other one a conflict */
+    PUSH_CONFLICT,    /* 200, push k up to n_conflict: every op a conflict with current
+                       * conflict_version[k-1] / conflict_fields[k-1]; later pushes apply */
 } push_mode_t;
 
 typedef enum pull_mode {
@@ -67,6 +69,9 @@ typedef struct fake {
     const char *err_message;
     int err_pushes;    /* PUSH_ERROR: only the first err_pushes pushes fail (0: all), later apply */
     int retry_after_s; /* PUSH_ERROR: sent as Retry-After when > 0 */
+    int n_conflict;    /* PUSH_CONFLICT */
+    int64_t conflict_version[4];
+    const char *conflict_fields[4];
     void (*on_push)(void *arg, int push); /* called with each push's number (from 1), under mu */
     void *on_push_arg;
     pull_mode_t pull;
@@ -225,7 +230,17 @@ static enum MHD_Result on_push(fake_t *f, struct MHD_Connection *c, const req_t 
                 res[i].current_version = 1;
                 res[i].current_fields = "{}";
             }
-            if (f->push == PUSH_APPLY && f->n_applied < SEEN_MAX)
+            bool conflict = f->push == PUSH_CONFLICT && f->pushes <= f->n_conflict &&
+                            f->pushes <= (int)(sizeof f->conflict_version / sizeof(int64_t));
+            if (conflict) {
+                res[i].status = FSA_RESULT_CONFLICT;
+                res[i].version = 0;
+                res[i].has_current = true;
+                res[i].current_version = f->conflict_version[f->pushes - 1];
+                res[i].current_fields = (char *)(uintptr_t)f->conflict_fields[f->pushes - 1];
+            }
+            if ((f->push == PUSH_APPLY || (f->push == PUSH_CONFLICT && !conflict)) &&
+                f->n_applied < SEEN_MAX)
                 snprintf(f->applied[f->n_applied++], sizeof f->applied[0], "%s",
                          push.ops[i].op.op_id);
         }
@@ -950,6 +965,55 @@ static void test_fsa_engine_sync__pull_pages_with_odd_cursor(void **state)
     fsa_model_free(fields);
 }
 
+/*
+ * A conflict is judged on the newest server state the device knows. Two sets on T1 go one after
+ * the other (the second waits for the first's answer): the first, of priority, conflicts with
+ * version 6, where another device changed only assignedto; the second conflicts with version 7,
+ * where a third device changed the priority. Judged on version 6, the first set was rebased onto
+ * version 7 (the base by then), which the server takes: the third device's priority overwritten,
+ * unseen. Judged on version 7, the server wins for both, and nothing is sent again.
+ */
+static void test_fsa_engine_sync__conflict_judged_on_the_newest_state(void **state)
+{
+    fx_t *f = *state;
+    f->srv.pull_fields = "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p7\", "
+                         "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}";
+    f->srv.pull = PULL_PAGES;
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    assert_int_equal(r.pulled, 1);
+    fsa_rec_t r1, r2;
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"HIGH\"}", NULL, &r1));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"assignedto\":\"p9\"}", NULL, &r2));
+    f->srv.push = PUSH_CONFLICT;
+    f->srv.n_conflict = 2;
+    f->srv.conflict_version[0] = 6;
+    f->srv.conflict_fields[0] = "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p8\", "
+                                "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}";
+    f->srv.conflict_version[1] = 7;
+    f->srv.conflict_fields[1] =
+        "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p8\", "
+        "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"URGENT\"}";
+    assert_fsa_ok(fsa_engine_sync(f->e, &r));
+    assert_int_equal(f->srv.push_ops[0], 1); /* one set a push: the second waited */
+    assert_int_equal(f->srv.push_ops[1], 1);
+    assert_int_equal(r.conflict, 2);
+    assert_int_equal(r.rebased, 0);
+    assert_int_equal(r.server_wins, 2);
+    assert_int_equal(f->srv.pushes, 2); /* nothing sent again */
+    assert_int_equal(f->srv.n_applied, 0);
+    char *fields = NULL;
+    int64_t base = 0, pending = 0;
+    assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", &fields, &base, &pending));
+    assert_int_equal(base, 7);
+    assert_int_equal(pending, 0);
+    assert_non_null(strstr(fields, "\"URGENT\""));
+    assert_non_null(strstr(fields, "\"p8\""));
+    fsa_model_free(fields);
+}
+
 /* A change the decoder lets through (its answer's depth bound has room for the envelope) but the
  * journal refuses (fields 34 deep, past the entity's 32): the cycle fails naming it, and the
  * cursor stays before it. It failed as "invalid argument". */
@@ -1223,6 +1287,7 @@ int main(void)
         T(test_fsa_engine_sync__results_unreadable_with_next_batch_sent_keeps_ops),
         T(test_fsa_engine_sync__clock_skew_forever_stops),
         T(test_fsa_engine_sync__pull_pages_with_odd_cursor),
+        T(test_fsa_engine_sync__conflict_judged_on_the_newest_state),
         T(test_fsa_engine_sync__pull_cursor_stuck_fails),
         T(test_fsa_engine_sync__pulled_change_the_journal_refuses_is_named),
         T(test_fsa_engine_sync__pull_more_without_cursor_fails),
