@@ -98,6 +98,11 @@ bool fsl__in_listener(const fieldsync_t *fs)
     return false;
 }
 
+bool fsl__in_any_listener(void)
+{
+    return tl_frames != NULL;
+}
+
 static bool in_this_listener(const fieldsync_listener_t *l)
 {
     for (const frame_t *f = tl_frames; f != NULL; f = f->prev)
@@ -565,7 +570,9 @@ fieldsync_status_t fieldsync_dispatch(fieldsync_t *fs, size_t *delivered)
         return fsl__fail(fs, FIELDSYNC_EINVAL,
                          "not buffered: listeners run on the sync thread (open with "
                          "FIELDSYNC_EVENTS_BUFFERED to dispatch them)");
-    if (fsl__in_listener(fs))
+    /* Any handle's listener, as fieldsync_sync_once: two threads dispatching each other's handle
+     * from their listeners would each wait for the other's delivery. */
+    if (fsl__in_any_listener())
         return fsl__fail(fs, FIELDSYNC_EBUSY, "fieldsync_dispatch called from a listener");
     fsa_port_t *p = &fs->port;
     size_t n = 0;

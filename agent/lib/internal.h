@@ -157,6 +157,8 @@ void fsl__events_status(fieldsync_t *fs, const fieldsync_sync_status_t *s);
 void fsl__events_conflict(fieldsync_t *fs, const fieldsync_conflict_event_t *c);
 /* True when the calling thread is running one of fs's listeners. */
 bool fsl__in_listener(const fieldsync_t *fs);
+/* True when the calling thread is running a listener of any handle. */
+bool fsl__in_any_listener(void);
 /* Close: no event is delivered or queued any more (fsl__worker_shutdown calls it). */
 void fsl__events_mute(fieldsync_t *fs);
 /* Test hook: the bound of the buffered queue (0: the default, 16384 events). */

@@ -430,10 +430,17 @@ static fsa_status_t engine_make(fieldsync_t *fs, bool ignore_backoff, fsa_engine
     unlock(fs);
     if (!reloaded)
         return fsl__engine_new(fs, ignore_backoff, out, err, errlen);
-    fieldsync_t *b = fsa_malloc(sizeof *b);
+    fieldsync_t *b = fsa_calloc(1, sizeof *b);
     if (b == NULL)
         return FSA_ENOMEM;
-    memcpy(b, fs, sizeof *b); /* the port, the journal; nothing of it is freed through b */
+    /* What an engine and its tick read of a handle (the port, the journal, the events), set at
+     * open and never written after; nothing of it is freed through b. Not a copy of the whole
+     * handle: other threads write some of its members meanwhile (the lock manager, at a first
+     * lock's acquire). */
+    b->port = fs->port;
+    b->j = fs->j;
+    b->events = fs->events;
+    b->id = fs->id;
     /* w->live is replaced by a later reload, never cleared: the copy is of the newest. */
     lock(fs);
     fsa_status_t st = fsl__config_dup(w->live, &b->cfg);
@@ -975,7 +982,10 @@ fieldsync_status_t fieldsync_sync_once(fieldsync_t *fs, bool ignore_backoff,
         memset(report, 0, sizeof *report);
     if (!fsl__usable(fs))
         return fs == NULL ? FIELDSYNC_EINVAL : FIELDSYNC_ECLOSED;
-    if (fsl__in_listener(fs))
+    /* Any handle's listener: that handle's delivery waits for this cycle, and this cycle's
+     * listeners wait for a delivery in progress, maybe that one's (two threads, each in one
+     * handle's listener, each syncing the other: neither returns). */
+    if (fsl__in_any_listener())
         return fsl__fail(fs, FIELDSYNC_EBUSY, "fieldsync_sync_once called from a listener");
     fsl_worker_t *w = NULL;
     if (worker_get(fs, &w) != FSA_OK)
@@ -1061,7 +1071,10 @@ fieldsync_status_t fieldsync_stats(fieldsync_t *fs, fieldsync_stats_t *out)
         unlock(fs);
     }
     s.size = size < sizeof s ? size : (uint32_t)sizeof s;
-    /* A caller compiled against an older header gets the members it knows. */
+    /* A caller compiled against an older header gets the members it knows; a newer one's members
+     * that this library does not know read as zero. */
+    if (size > sizeof s)
+        memset((char *)out + sizeof s, 0, size - sizeof s);
     memcpy(out, &s, s.size);
     out->size = size;
     return fsl__ok(fs);

@@ -293,6 +293,7 @@ typedef struct fieldsync_rec {
  * Statuses: FIELDSYNC_OK; FIELDSYNC_EINVAL (an argument or value, named in the message);
  * FIELDSYNC_ENOTFOUND (no such entity here); FIELDSYNC_EEXISTS (create of an existing one);
  * FIELDSYNC_ETRANSITION (the message names both states); FIELDSYNC_ELOCKTIMEOUT;
+ * FIELDSYNC_ETOOLARGE (a value over its bound; fieldsync_record: more than 16 ops);
  * FIELDSYNC_EFENCED; FIELDSYNC_EFULL; FIELDSYNC_EBUSY; FIELDSYNC_EIO; FIELDSYNC_ENOMEM;
  * FIELDSYNC_ECLOSED. Any thread.
  */
@@ -591,7 +592,9 @@ FIELDSYNC_API fieldsync_status_t fieldsync_reload(fieldsync_t *fs) FIELDSYNC_MUS
  * thread is started, or backing off: nothing sent); FIELDSYNC_ENET, FIELDSYNC_ETIMEOUT,
  * FIELDSYNC_ETLS (unreachable: the next attempt time is persisted); FIELDSYNC_ETIMEOUT also when
  * fieldsync_stop cancelled it (nothing persisted); FIELDSYNC_EAUTH;
- * FIELDSYNC_EPROTO; FIELDSYNC_ENOTFOUND (not initialised); storage statuses. *report is filled
+ * FIELDSYNC_EPROTO; FIELDSYNC_ENOTFOUND (not initialised); FIELDSYNC_EPERM, FIELDSYNC_EINVAL
+ * (the secret file, read again at each call: open to others, or not a key); storage statuses;
+ * FIELDSYNC_EBUSY also from a listener of any handle. *report is filled
  * on failure too (its error, and next_attempt_ms when one was persisted).
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_sync_once(
@@ -663,8 +666,10 @@ typedef struct fieldsync_listener fieldsync_listener_t;
  * hear of what happens while the sync thread runs (fieldsync_start), each event once, in order:
  * status changes; changes to entities (made by this process, by another process on the same
  * journal, or pulled), within a second; conflicts parked. ctx is passed back as is.
- * A listener may call any function of this header except fieldsync_close and
- * fieldsync_sync_once (those return FIELDSYNC_EBUSY); fieldsync_stop is fine (it does not wait).
+ * A listener may call any function of this header except fieldsync_close, fieldsync_start and
+ * fieldsync_dispatch on its own handle, and fieldsync_sync_once and fieldsync_dispatch on any
+ * handle (those return FIELDSYNC_EBUSY: a cycle or a dispatch in a listener could wait for a
+ * delivery that waits for it); fieldsync_stop is fine (it does not wait).
  * It should return quickly: the sync waits for it.
  * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_ENOMEM, FIELDSYNC_ECLOSED. Any thread.
  */

@@ -290,6 +290,21 @@ static void test_structs__wrong_sizes(void **state)
     fieldsync_stats_t st;
     memset(&st, 0, sizeof st);
     assert_st(FIELDSYNC_EINVAL, fieldsync_stats(fs, &st));
+    /* the statistics alike: a newer caller's tail is zeroed, an older one's is not written */
+    struct {
+        fieldsync_stats_t s;
+        char tail[32];
+    } bs;
+    memset(&bs, 0xa5, sizeof bs);
+    bs.s.size = sizeof bs;
+    assert_fs_ok(fs, fieldsync_stats(fs, &bs.s));
+    assert_int_equal(bs.s.size, sizeof bs);
+    for (size_t i = 0; i < sizeof bs.tail; i++)
+        assert_int_equal(bs.tail[i], 0);
+    memset(&bs, 0xa5, sizeof bs);
+    bs.s.size = (uint32_t)sizeof(uint32_t);
+    assert_fs_ok(fs, fieldsync_stats(fs, &bs.s));
+    assert_int_equal(((unsigned char *)&bs.s)[sizeof(uint32_t)], 0xa5);
 }
 
 static void test_open__bad_configs(void **state)

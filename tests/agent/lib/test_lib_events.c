@@ -165,6 +165,46 @@ static void test_dispatch__from_a_listener_is_busy(void **state)
     lrec_clear(&r);
 }
 
+/* A listener of one handle may not run a cycle or a dispatch of another: two threads doing so
+ * from each other's listeners would each wait for the other's delivery, for good. */
+typedef struct cross {
+    fieldsync_t *other;
+    int calls;
+    fieldsync_status_t once, dispatch;
+} cross_t;
+
+static void cross_listener(void *ctx, const fieldsync_sync_status_t *s)
+{
+    (void)s;
+    cross_t *c = ctx;
+    if (c->calls++ > 0)
+        return;
+    c->once = fieldsync_sync_once(c->other, false, NULL);
+    size_t n = 0;
+    c->dispatch = fieldsync_dispatch(c->other, &n);
+}
+
+static void test_sync_once__from_another_handles_listener_is_busy(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_t *a = lfx_open(f, 0, 0);
+    fieldsync_t *b = lfx_open(f, FIELDSYNC_EVENTS_BUFFERED, 0);
+    cross_t c = {b, 0, FIELDSYNC_OK, FIELDSYNC_OK};
+    assert_int_equal(fieldsync_add_status_listener(a, cross_listener, &c, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_ticket_create(a, "X1", NULL, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_sync_once(a, false, NULL), FIELDSYNC_OK);
+    assert_true(c.calls > 0);
+    assert_int_equal(c.once, FIELDSYNC_EBUSY);
+    assert_int_equal(c.dispatch, FIELDSYNC_EBUSY);
+    assert_non_null(strstr(fieldsync_errmsg(b), "from a listener"));
+    /* outside a listener, both work */
+    assert_int_equal(fieldsync_sync_once(b, false, NULL), FIELDSYNC_OK);
+    size_t n = 0;
+    assert_int_equal(fieldsync_dispatch(b, &n), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_close(b), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_close(a), FIELDSYNC_OK);
+}
+
 typedef struct drops {
     int dropped_status; /* status events that said events were dropped */
     int events;
@@ -494,6 +534,7 @@ int main(void)
         T(test_dispatch__listeners_run_on_the_app_thread),
         T(test_event_fd__readable_exactly_while_events_wait),
         T(test_dispatch__from_a_listener_is_busy),
+        T(test_sync_once__from_another_handles_listener_is_busy),
         T(test_dispatch__overflow_is_told),
         T(test_event_fd__not_buffered),
         T(test_remove_listener__inside_and_elsewhere),
