@@ -409,21 +409,35 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
         if (!run)
             s = replay_one(slot, op, r->version);
     } else if (outcome == FSA_RESULT_CONFLICT) {
-        char reason[FSA_ID_BYTES + 128];
-        snprintf(reason, sizeof reason,
-                 "%s %s on the server is at version %" PRId64 "; this %s expected otherwise",
-                 fsa_type_name(op->type), op->id, r->current_version, fsa_op_kind_name(op->kind));
-        s = park(j, op, FSA_RESULT_CONFLICT, "conflict", reason, r->current_version,
-                 r->current_fields, now_ms);
+        /* The server's state gets the checks of a pulled one (fsa_journal_fold). One past them
+         * would be stored as the base, whose pending ops the model then could not apply: the
+         * conflict is kept with the state unknown instead (a person decides), the base as it
+         * was. */
+        const char *cur = r->current_fields;
+        int64_t cur_version = r->current_version;
+        char reason[FSA_ID_BYTES + 192];
+        if (cur != NULL && fsa_model_json_check(cur, FSA_LIMIT_FIELDS_BYTES) != FSA_OK) {
+            snprintf(reason, sizeof reason,
+                     "%s %s on the server is at version %" PRId64 ", in a state past this "
+                     "device's bounds; this %s expected otherwise",
+                     fsa_type_name(op->type), op->id, cur_version, fsa_op_kind_name(op->kind));
+            cur = NULL;
+            cur_version = 0;
+        } else {
+            snprintf(reason, sizeof reason,
+                     "%s %s on the server is at version %" PRId64 "; this %s expected otherwise",
+                     fsa_type_name(op->type), op->id, cur_version, fsa_op_kind_name(op->kind));
+        }
+        s = park(j, op, FSA_RESULT_CONFLICT, "conflict", reason, cur_version, cur, now_ms);
         /* The server's current state is the best base there is. */
-        if (s == FSA_OK && r->current_fields != NULL && r->current_version >= e->base_version) {
-            char *copy = fsa_strdup(r->current_fields);
+        if (s == FSA_OK && cur != NULL && cur_version >= e->base_version) {
+            char *copy = fsa_strdup(cur);
             if (copy == NULL) {
                 s = FSA_ENOMEM;
             } else {
                 fsa_free(e->base_fields);
                 e->base_fields = copy;
-                e->base_version = r->current_version;
+                e->base_version = cur_version;
             }
         }
     } else {

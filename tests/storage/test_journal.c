@@ -1030,6 +1030,53 @@ static void test_fsa_conflict_set_decision__decides_the_whole_group(void **state
         fsa_op_clear(&ops[i]);
 }
 
+/* A conflict's current state gets a pulled state's checks: one past them (nested deeper than the
+ * model takes) is not made the base, whose pending ops could then no longer be applied; the
+ * conflict is kept with the server's state unknown, and the base stays. */
+static void
+test_fsa_outbox_apply_results__conflict_state_past_the_bounds_is_not_the_base(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t s1, s2;
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, TICKET_V1));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"LOW\"}", NULL, &s1));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"assignedto\":\"al\"}", NULL, &s2));
+    char deep[256];
+    size_t n = (size_t)snprintf(deep, sizeof deep, "{\"status\":\"NEW\",\"x\":");
+    for (int i = 0; i < 40; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 40; i++)
+        deep[n++] = ']';
+    deep[n++] = '}';
+    deep[n] = '\0';
+    fsa_op_result_t r = result_for(s1.op_id, FSA_RESULT_CONFLICT, 0);
+    r.current_version = 7;
+    r.current_fields = deep;
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    char *base = NULL;
+    int64_t bv = 0;
+    assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T1", &base, &bv));
+    assert_int_equal(bv, 1);
+    assert_null(strstr(base, "[["));
+    fsa_model_free(base);
+    fsa_conflict_t c;
+    memset(&c, 0, sizeof c);
+    assert_fsa_ok(fsa_conflicts_each(f->j, false, count_conflict, &c));
+    assert_string_equal(c.op.op_id, s1.op_id);
+    assert_int_equal(c.outcome, FSA_RESULT_CONFLICT);
+    assert_null(c.server_fields);
+    assert_int_equal(c.server_version, 0);
+    assert_non_null(strstr(c.reason, "past this device's bounds"));
+    fsa_conflict_clear(&c);
+    /* the local view: the base and the set still pending on it */
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "assignedto"), "\"al\"");
+    fsa_op_state_t os = FSA_OPSTATE_DONE;
+    assert_fsa_ok(fsa_outbox_op_state(f->j, s2.op_id, &os));
+    assert_int_equal(os, FSA_OPSTATE_PENDING);
+}
+
 static void test_fsa_outbox_apply_results__conflict_parked_then_resolved(void **state)
 {
     fixture_t *f = *state;
@@ -2686,6 +2733,7 @@ int main(void)
         T(test_fsa_outbox_apply_results__applied_moves_base),
         T(test_fsa_outbox_apply_results__version_jump_leaves_base_to_pull),
         T(test_fsa_outbox_apply_results__conflict_parked_then_resolved),
+        T(test_fsa_outbox_apply_results__conflict_state_past_the_bounds_is_not_the_base),
         T(test_fsa_conflict_set_decision__decides_the_whole_group),
         T(test_fsa_outbox_apply_results__parked_set_leaves_only_the_next_sets_prior),
         T(test_fsa_outbox_apply_results__parked_set_kept_in_a_prior_after_a_pull),
