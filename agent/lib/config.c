@@ -201,6 +201,9 @@ fsa_status_t fsl__read_secret(const char *path, fsa_signer_key_t *key, char *err
  * Parsed policies are interned for the life of the process: the engine keeps a pointer to its
  * policy, and a handle's engines come and go (reload, sync_once) while its configuration stays.
  * A process uses one or two distinct policy strings, so the table is small and never shrinks.
+ * It takes no lock: a slot is filled once, by compare-and-swap, and never emptied, so a reader
+ * sees NULL or a whole entry. (A spin lock held over the parse could starve its holder for good
+ * on a one-core device, under an app thread of a real-time priority spinning for it.)
  */
 #define POLICY_CACHE_MAX 32
 #define POLICY_RULES_MAX 32
@@ -212,8 +215,31 @@ typedef struct policy_entry {
     fsa_resolver_policy_t policy;
 } policy_entry_t;
 
-static policy_entry_t *policy_cache[POLICY_CACHE_MAX];
-static atomic_flag policy_lock = ATOMIC_FLAG_INIT;
+static _Atomic(policy_entry_t *) policy_cache[POLICY_CACHE_MAX];
+
+/* The interned entry of spec, or NULL; *free_slot: the first empty slot seen (POLICY_CACHE_MAX
+ * when none). */
+static policy_entry_t *policy_find(const char *spec, size_t *free_slot)
+{
+    *free_slot = POLICY_CACHE_MAX;
+    for (size_t i = 0; i < POLICY_CACHE_MAX; i++) {
+        policy_entry_t *p = atomic_load_explicit(&policy_cache[i], memory_order_acquire);
+        if (p == NULL) {
+            *free_slot = i;
+            return NULL; /* slots fill in order: none after an empty one */
+        }
+        if (strcmp(p->spec, spec) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+static void policy_entry_free(policy_entry_t *e)
+{
+    if (e != NULL)
+        fsa_free(e->spec);
+    fsa_free(e);
+}
 
 static fsa_status_t policy_parse(const char *spec, policy_entry_t *e, char *err, size_t errlen)
 {
@@ -295,37 +321,40 @@ fsa_status_t fsl__resolver_policy(const char *spec, const fsa_resolver_policy_t 
     *out = NULL;
     if (spec == NULL || spec[0] == '\0')
         return FSA_OK;
-    while (atomic_flag_test_and_set_explicit(&policy_lock, memory_order_acquire))
-        ;
-    fsa_status_t st = FSA_OK;
-    size_t i = 0;
-    for (; i < POLICY_CACHE_MAX && policy_cache[i] != NULL; i++)
-        if (strcmp(policy_cache[i]->spec, spec) == 0) {
-            *out = &policy_cache[i]->policy;
-            goto out;
-        }
+    size_t slot;
+    policy_entry_t *found = policy_find(spec, &slot);
+    if (found != NULL) {
+        *out = &found->policy;
+        return FSA_OK;
+    }
     policy_entry_t *e = fsa_calloc(1, sizeof *e);
     if (e == NULL || (e->spec = fsa_strdup(spec)) == NULL) {
-        fsa_free(e);
+        policy_entry_free(e);
         snprintf(err, errlen, "resolver policy: out of memory");
-        st = FSA_ENOMEM;
-        goto out;
+        return FSA_ENOMEM;
     }
-    st = policy_parse(spec, e, err, errlen);
-    if (st == FSA_OK && i == POLICY_CACHE_MAX) {
-        snprintf(err, errlen, "resolver policy: more than %d distinct policies in one process",
-                 POLICY_CACHE_MAX);
-        st = FSA_EINVAL;
+    fsa_status_t st = policy_parse(spec, e, err, errlen);
+    /* Into the first empty slot; another thread may fill it first, with this very spec too. */
+    while (st == FSA_OK) {
+        if (slot == POLICY_CACHE_MAX) {
+            snprintf(err, errlen, "resolver policy: more than %d distinct policies in one process",
+                     POLICY_CACHE_MAX);
+            st = FSA_EINVAL;
+            break;
+        }
+        policy_entry_t *expected = NULL;
+        if (atomic_compare_exchange_strong_explicit(&policy_cache[slot], &expected, e,
+                                                    memory_order_acq_rel, memory_order_acquire)) {
+            *out = &e->policy;
+            return FSA_OK;
+        }
+        found = policy_find(spec, &slot);
+        if (found != NULL) {
+            *out = &found->policy;
+            break;
+        }
     }
-    if (st != FSA_OK) {
-        fsa_free(e->spec);
-        fsa_free(e);
-        goto out;
-    }
-    policy_cache[i] = e;
-    *out = &e->policy;
-out:
-    atomic_flag_clear_explicit(&policy_lock, memory_order_release);
+    policy_entry_free(e);
     return st;
 }
 

@@ -7,6 +7,7 @@
  * no message holds a secret. */
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -439,6 +440,61 @@ static void test_policy__at_most_32_rules(void **state)
     check_status("33 rules", fsl__resolver_policy(spec, &p, err, sizeof err), FSA_EINVAL, err);
     check_message("33 rules", err, "more than 32 rules");
     assert_null(p);
+}
+
+/* Threads interning the same new policies at once (engines of several handles made together)
+ * each get the one entry of each, whole: the table takes no lock, a slot is filled once. */
+#define INTERN_THREADS 12
+#define INTERN_SPECS 3
+static const char *const intern_specs[INTERN_SPECS] = {
+    "ticket.priority=local-wins", "jobneed=park,ticket=server-wins", "attendance=park"};
+
+typedef struct intern_arg {
+    pthread_barrier_t *go;
+    const fsa_resolver_policy_t *got[INTERN_SPECS];
+    fsa_status_t st;
+} intern_arg_t;
+
+static void *intern_thread(void *arg)
+{
+    intern_arg_t *a = arg;
+    char err[256];
+    pthread_barrier_wait(a->go);
+    for (int k = 0; k < INTERN_SPECS && a->st == FSA_OK; k++)
+        a->st = fsl__resolver_policy(intern_specs[k], &a->got[k], err, sizeof err);
+    return NULL;
+}
+
+static void test_policy__interned_once_by_threads_at_once(void **state)
+{
+    (void)state;
+    pthread_barrier_t go;
+    assert_int_equal(pthread_barrier_init(&go, NULL, INTERN_THREADS), 0);
+    pthread_t t[INTERN_THREADS];
+    intern_arg_t a[INTERN_THREADS];
+    memset(a, 0, sizeof a);
+    for (int i = 0; i < INTERN_THREADS; i++) {
+        a[i].go = &go;
+        assert_int_equal(pthread_create(&t[i], NULL, intern_thread, &a[i]), 0);
+    }
+    for (int i = 0; i < INTERN_THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    pthread_barrier_destroy(&go);
+    for (int k = 0; k < INTERN_SPECS; k++) {
+        note_accepted(intern_specs[k]);
+        for (int i = 0; i < INTERN_THREADS; i++) {
+            assert_int_equal(a[i].st, FSA_OK);
+            assert_non_null(a[i].got[k]);
+            assert_ptr_equal(a[i].got[k], a[0].got[k]);
+        }
+        assert_int_equal(a[0].got[k]->n, k == 1 ? 2 : 1);
+    }
+    assert_ptr_not_equal(a[0].got[0], a[0].got[1]);
+    /* and later callers get the same */
+    const fsa_resolver_policy_t *p = NULL;
+    char err[256];
+    assert_int_equal(fsl__resolver_policy(intern_specs[2], &p, err, sizeof err), FSA_OK);
+    assert_ptr_equal(p, a[0].got[2]);
 }
 
 /* Must run after every other test that accepts a policy: the table never shrinks. The process
@@ -1343,6 +1399,7 @@ int main(void)
     TEST(test_secret_file__too_large_refused_unread)
     ROWS(policy_rows, run_policy_row)
     TEST(test_policy__at_most_32_rules)
+    TEST(test_policy__interned_once_by_threads_at_once)
     ROWS(check_rows, run_check_row)
     TEST(test_store__every_member_comes_back)
     TEST(test_load__the_callers_members_win)
