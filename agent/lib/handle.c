@@ -422,7 +422,8 @@ static fieldsync_status_t config_keep(fieldsync_t *fs, const fieldsync_config_t 
 }
 
 /* FIELDSYNC_OPEN_INIT: checks everything before the journal file is created (a typo leaves
- * nothing), creates the journal and stores the configuration in it. */
+ * nothing) and creates the journal; open_steps stores the configuration in it last, once nothing
+ * else can fail. */
 static fieldsync_status_t open_init(fieldsync_t *fs, char *err, size_t errlen)
 {
     fsl_config_t *k = &fs->cfg;
@@ -464,8 +465,6 @@ static fieldsync_status_t open_init(fieldsync_t *fs, char *err, size_t errlen)
         snprintf(err, errlen, "cannot read %s: %s", k->journal_path, fsa_status_str(st));
     }
     fsa_model_free(existing);
-    if (st == FSA_OK)
-        st = fsl__config_store(fs->j, k, err, errlen);
     return fsl__status(st);
 }
 
@@ -550,7 +549,11 @@ static fieldsync_status_t open_steps(fieldsync_t *fs, const fieldsync_config_t *
         snprintf(err, errlen, "cannot set up the listeners: %s", fsa_status_str(st));
         return fsl__status(st);
     }
-    return FIELDSYNC_OK;
+    /* The configuration last, in one transaction: an init that fails stored none of it (a
+     * failed call writes nothing), and the next open says the journal is not set up. */
+    if ((c.flags & FIELDSYNC_OPEN_INIT) != 0)
+        st = fsl__config_store(fs->j, &fs->cfg, err, errlen);
+    return fsl__status(st);
 }
 
 fieldsync_status_t fsl__open_with_port(const fieldsync_config_t *cfg, const fsa_port_t *port,

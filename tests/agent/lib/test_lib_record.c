@@ -469,6 +469,57 @@ static void test_open__stored_configuration_and_overrides(void **state)
     assert_int_not_equal(access(missing, F_OK), 0);
 }
 
+/* A port whose mutex_new fails at its fail_at-th call (counting from 1), and only then. */
+static fsa_port_t mutex_base;
+static int mutex_calls, mutex_fail_at;
+
+static fsa_status_t mutex_new_failing(void *ctx, fsa_mutex_t **out)
+{
+    if (++mutex_calls == mutex_fail_at)
+        return FSA_ENOMEM;
+    return mutex_base.mutex_new(ctx, out);
+}
+
+/* A FIELDSYNC_OPEN_INIT that fails stores no configuration (a failed call writes nothing): the
+ * next open finds the journal not set up, whichever step failed. Here each mutex the open makes
+ * fails in turn (the journal's, the listeners'...). The configuration was stored before the
+ * listeners were set up: an init failing there left a device set up. */
+static void test_open_init__a_failed_init_stores_no_configuration(void **state)
+{
+    cfx_t *f = *state;
+    mutex_base = *fsa_port_posix();
+    fsa_port_t port = mutex_base;
+    port.mutex_new = mutex_new_failing;
+    int failed = 0;
+    for (int k = 1; k < 100; k++) {
+        char db[440];
+        snprintf(db, sizeof db, "%s/init-%d.db", f->dir, k);
+        fieldsync_config_t cfg = cfx_config(f, FIELDSYNC_OPEN_INIT);
+        cfg.journal_path = db;
+        mutex_calls = 0;
+        mutex_fail_at = k;
+        fieldsync_t *fs = NULL;
+        fieldsync_status_t st = fsl__open_with_port(&cfg, &port, &fs);
+        bool reached = mutex_calls >= k;
+        fieldsync_close(fs);
+        if (!reached) { /* past the open's last mutex: it worked */
+            assert_int_equal(st, FIELDSYNC_OK);
+            break;
+        }
+        if (st == FIELDSYNC_OK)
+            fail_msg("the open succeeded with its mutex %d failing", k);
+        failed++;
+        fieldsync_config_t plain = FIELDSYNC_CONFIG_INIT;
+        plain.journal_path = db;
+        fieldsync_t *again = NULL;
+        st = fieldsync_open(&plain, &again);
+        if (st == FIELDSYNC_OK)
+            fail_msg("an init that failed at its mutex %d left the journal set up", k);
+        fieldsync_close(again);
+    }
+    assert_true(failed >= 3); /* the journal's mutex and the listeners' two at least */
+}
+
 /* The simulator's hook: a handle on a sim port stamps records with the sim's clock. */
 static void test_open_with_port__the_ports_clock(void **state)
 {
@@ -507,6 +558,7 @@ int main(void)
         T(test_status__offline_and_attention_from_the_journal),
         T(test_open__stored_configuration_and_overrides),
         T(test_open_with_port__the_ports_clock),
+        T(test_open_init__a_failed_init_stores_no_configuration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
