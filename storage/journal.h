@@ -202,6 +202,13 @@ fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id,
 fsa_status_t fsa_journal_gone(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
                               bool *dropped) FSA_MUST_CHECK;
 
+/* Drops the entities that fsa_journal_gone kept once nothing of ours is on them any more (their
+ * ops answered, their conflicts closed), as fsa_journal_gone would have (change FSA_CHANGE_GONE
+ * at the gone's version); a pull that brought one back since keeps it. At most 64 a call (the sync
+ * engine calls it once a cycle). *dropped (may be NULL) counts them. FSA_OK, FSA_EINVAL, FSA_EIO,
+ * FSA_ECORRUPT (a note this journal did not write). */
+fsa_status_t fsa_journal_gone_sweep(fsa_journal_t *j, size_t *dropped) FSA_MUST_CHECK;
+
 /* Compaction: removes done ops from the outbox (an older journal's: an applied op now leaves it
  * with its result), keeping their op ids (in done_ops) until audit_ms after they were done;
  * forgets older ids. *removed (may be NULL) counts outbox rows removed. */

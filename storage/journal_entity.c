@@ -202,6 +202,34 @@ fsa_status_t fsa_journal_get_base(fsa_journal_t *j, fsa_type_t type, const char 
     return read_entity(j, type, id, true, fields_json, base_version, NULL);
 }
 
+/* The state key of entity (type, id)'s kept `gone`. */
+static void gone_key(char *out, size_t cap, fsa_type_t type, const char *id)
+{
+    snprintf(out, cap, FSA_STATE_GONE_PREFIX "%s:%s", fsa_type_name(type), id);
+}
+
+#define GONE_KEY_BYTES (sizeof FSA_STATE_GONE_PREFIX + 16 + FSA_ID_BYTES)
+
+/* Notes (version >= 1) or forgets (version 0) the kept `gone` of (type, id), inside the caller's
+ * transaction. A forget that finds none writes no page. */
+static fsa_status_t gone_note(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version)
+{
+    char key[GONE_KEY_BYTES];
+    gone_key(key, sizeof key, type, id);
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          version > 0 ? "INSERT INTO sync_state(k,v) VALUES(?1,?2) "
+                                        "ON CONFLICT(k) DO UPDATE SET v=excluded.v"
+                                      : "DELETE FROM sync_state WHERE k=?1",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    fsa__db_bind_text(st, 1, key);
+    if (version > 0)
+        sqlite3_bind_int64(st, 2, version);
+    return step_done(j, st);
+}
+
 fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
                               const char *fields_json)
 {
@@ -216,6 +244,10 @@ fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id,
         return s;
     entity_t e;
     s = entity_load(j, type, id, &e);
+    /* In scope again (the pages come in the order of the server's changes): a `gone` kept
+     * before is forgotten, whatever the version (the entity may come back unchanged). */
+    if (s == FSA_OK)
+        s = gone_note(j, type, id, 0);
     if (s == FSA_OK && version > e.base_version) {
         char *copy = fsa_strdup(fields_json);
         if (copy == NULL) {
@@ -260,10 +292,88 @@ fsa_status_t fsa_journal_gone(fsa_journal_t *j, fsa_type_t type, const char *id,
         s = entity_store(j, type, id, &none); /* no base, no view: the row goes */
         if (s == FSA_OK)
             s = log_change(j, type, id, version, FSA_CHANGE_GONE, "");
+    } else if (s == FSA_OK && known) {
+        s = gone_note(j, type, id, version); /* dropped once idle: fsa_journal_gone_sweep */
     }
     s = finish(j, s);
     if (s == FSA_OK && dropped != NULL)
         *dropped = drop;
+    return s;
+}
+
+#define GONE_SWEEP_MAX 64 /* the LIMIT of the statement below */
+
+fsa_status_t fsa_journal_gone_sweep(fsa_journal_t *j, size_t *dropped)
+{
+    if (dropped != NULL)
+        *dropped = 0;
+    if (j == NULL)
+        return FSA_EINVAL;
+    fsa_status_t s = begin(j);
+    if (s != FSA_OK)
+        return s;
+    /* The keys first (a bounded few), then each entity: no statement stays open over the
+     * writes. */
+    char keys[GONE_SWEEP_MAX][GONE_KEY_BYTES];
+    int64_t versions[GONE_SWEEP_MAX];
+    size_t n = 0;
+    sqlite3_stmt *st;
+    s = prep(j,
+             "SELECT k,v FROM sync_state WHERE k>='" FSA_STATE_GONE_PREFIX
+             "' AND k<'" FSA_STATE_GONE_END "' ORDER BY k LIMIT 64",
+             &st);
+    if (s == FSA_OK) {
+        int rc = SQLITE_DONE;
+        while (n < GONE_SWEEP_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            copy_col(keys[n], sizeof keys[n], st, 0);
+            versions[n] = sqlite3_column_int64(st, 1);
+            n++;
+        }
+        if (n < GONE_SWEEP_MAX && rc != SQLITE_DONE)
+            s = fsa__db_status(rc);
+        release(j, st);
+    }
+    size_t gone = 0;
+    for (size_t i = 0; s == FSA_OK && i < n; i++) {
+        /* "gone:TYPE:ID": the type has no ':'; the id may. */
+        const char *t = keys[i] + sizeof FSA_STATE_GONE_PREFIX - 1;
+        const char *colon = strchr(t, ':');
+        char tname[16];
+        fsa_type_t type;
+        bool parsed = colon != NULL && (size_t)(colon - t) < sizeof tname;
+        if (parsed) {
+            memcpy(tname, t, (size_t)(colon - t));
+            tname[colon - t] = '\0';
+            parsed = fsa_type_parse(tname, &type) == FSA_OK && fsa_model_id_valid(colon + 1);
+        }
+        if (!parsed) {
+            s = FSA_ECORRUPT; /* written by this file only */
+            break;
+        }
+        const char *id = colon + 1;
+        int64_t pending = 0, open = 0;
+        s = count_pending(j, type, id, &pending);
+        if (s == FSA_OK)
+            s = count_open_conflicts(j, type, id, &open);
+        if (s != FSA_OK || pending > 0 || open > 0)
+            continue; /* still busy: kept, and the note with it */
+        entity_t e = {0};
+        s = entity_load(j, type, id, &e);
+        bool known = e.base_fields != NULL || e.local_fields != NULL;
+        entity_clear(&e);
+        if (s == FSA_OK && known) {
+            entity_t none = {0};
+            s = entity_store(j, type, id, &none);
+            if (s == FSA_OK)
+                s = log_change(j, type, id, versions[i], FSA_CHANGE_GONE, "");
+            gone += s == FSA_OK;
+        }
+        if (s == FSA_OK)
+            s = gone_note(j, type, id, 0);
+    }
+    s = finish(j, s);
+    if (s == FSA_OK && dropped != NULL)
+        *dropped = gone;
     return s;
 }
 

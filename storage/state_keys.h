@@ -48,6 +48,11 @@
 #define FSA_STATE_OUTBOX_SENT_UPTO                                                                 \
     "outbox_sent_upto" /* highest seq sent: open ops at or below                                   \
                           it are in flight (journal.c) */
+/* "gone:TYPE:ID" = the version of a `gone` kept for ops of ours on the entity: dropped once they
+ * are answered and their conflicts closed (fsa_journal_gone_sweep), forgotten when a pull brings
+ * the entity back. gone; is the first key after every such one. */
+#define FSA_STATE_GONE_PREFIX "gone:"
+#define FSA_STATE_GONE_END "gone;"
 #define FSA_STATE_OUTBOX_LAST_DELETED                                                              \
     "outbox_last_deleted" /* at least the highest seq deleted from the top of the outbox           \
                              (journal_internal.h): no new op takes a seq at or below it */

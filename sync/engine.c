@@ -1177,6 +1177,14 @@ static fsa_status_t cycle(fsa_engine_t *e)
         if (st == FSA_OK && rebased > 0)
             st = push_all(e);
     }
+    /* What left this device's scope while ops of ours were on it goes once they are answered
+     * and their conflicts closed (a pull says `gone` only once). */
+    size_t gone = 0;
+    if (st == FSA_OK)
+        st = fsa_journal_gone_sweep(e->j, &gone);
+    if (st == FSA_OK && gone > 0)
+        fsa_log(e->port, FSA_LOG_INFO, "sync: %zu entities that left this device's scope dropped",
+                gone);
     if (st == FSA_OK)
         st = fsa_outbox_compact(e->j, FSA_LIMIT_AUDIT_MS, NULL);
     return st;

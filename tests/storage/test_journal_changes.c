@@ -1021,6 +1021,58 @@ static void test_fsa_journal_gone__drops_unless_pending(void **state)
     assert_int_equal(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "bad id", 2, &dropped), FSA_EINVAL);
 }
 
+/* An entity kept at its `gone` for ops of ours is dropped by the sweep once they are answered and
+ * their conflicts closed; one a pull brought back meanwhile is kept. A pull says `gone` once:
+ * without the sweep, the entity stayed for good, as it was when it left. */
+static void test_fsa_journal_gone_sweep__drops_once_idle(void **state)
+{
+    fixture_t *f = *state;
+    const char *t = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"P1\","
+                    "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, t));
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T2:x", 1, t));
+    fsa_rec_t a, b;
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T1", "level", 1, NULL, &a));
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, "T2:x", "level", 1, NULL, &b));
+    bool dropped = true;
+    assert_fsa_ok(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "T1", 2, &dropped));
+    assert_false(dropped);
+    assert_fsa_ok(fsa_journal_gone(f->j, FSA_TYPE_TICKET, "T2:x", 2, &dropped));
+    assert_false(dropped);
+    size_t n = 99;
+    assert_fsa_ok(fsa_journal_gone_sweep(f->j, &n));
+    assert_int_equal(n, 0); /* both pending */
+    /* T1's op is refused (out of scope now): parked, its conflict open */
+    fsa_op_result_t r = result_for(a.op_id, FSA_RESULT_REJECTED, 0);
+    snprintf(r.code, sizeof r.code, "forbidden");
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_fsa_ok(fsa_journal_gone_sweep(f->j, &n));
+    assert_int_equal(n, 0);
+    assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, NULL));
+    /* T2:x comes back into scope, unchanged (its version as at the gone), and its op lands */
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T2:x", 2, t));
+    r = result_for(b.op_id, FSA_RESULT_APPLIED, 3);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    /* a person lets the server's refusal stand: T1 is idle */
+    assert_fsa_ok(fsa_conflict_resolve(f->j, a.op_id, false, FSA_RESOLVED_SERVER, NULL));
+    int64_t after = 0;
+    assert_fsa_ok(fsa_journal_changes_last(f->j, &after));
+    assert_fsa_ok(fsa_journal_gone_sweep(f->j, &n));
+    assert_int_equal(n, 1);
+    assert_int_equal(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, NULL), FSA_ENOTFOUND);
+    assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T2:x", NULL, NULL, NULL));
+    fsa_change_t ch[64];
+    assert_int_equal(changes(f->j, after, ch), 1);
+    assert_int_equal(ch[0].reason, FSA_CHANGE_GONE);
+    assert_string_equal(ch[0].id, "T1");
+    assert_int_equal(ch[0].version, 2);
+    /* nothing is left to sweep */
+    assert_fsa_ok(fsa_journal_gone_sweep(f->j, &n));
+    assert_int_equal(n, 0);
+    assert_int_equal(changes(f->j, after, ch), 1);
+    assert_int_equal(fsa_journal_gone_sweep(NULL, &n), FSA_EINVAL);
+}
+
 /* Fails unless sql's plan has a step (and at least one) and none of them scans every op (the
  * table, or outbox_by_entity whole); and, when want is not NULL, one step says want. */
 static void check_plan(sqlite3 *db, const char *sql, const char *want)
@@ -1360,6 +1412,7 @@ int main(void)
         T(test_fsa_outbox_compact__prunes_old_changes_only_beyond_the_newest),
         T(test_fsa_journal_open__v1_journal_gains_the_change_log),
         T(test_fsa_journal_gone__drops_unless_pending),
+        T(test_fsa_journal_gone_sweep__drops_once_idle),
         T(test_fsa_outbox__hot_queries_use_indexes),
         T(test_fsa_outbox_next_batch__starts_past_the_parked_head),
         T(test_fsa_journal_list__filters),
