@@ -7,7 +7,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,25 +372,6 @@ static void test_run__sighup_reloads_configuration(void **state)
     assert_int_equal(stop_daemon(f, SIGTERM), 0);
 }
 
-/* Stores value under key in f's journal as another program could (a newer agent's init). */
-static void store_raw(const fx_t *f, const char *key, const char *value)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 10000);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "INSERT INTO sync_state(k,v) VALUES(?1,?2) "
-                                        "ON CONFLICT(k) DO UPDATE SET v=excluded.v",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-    sqlite3_finalize(st);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-}
-
 static bool reload_refused(fx_t *f)
 {
     const char *e = slurp(f->err);
@@ -417,7 +397,7 @@ static void test_run__sighup_refused_reload_keeps_the_configuration(void **state
     start_daemon(f, fast);
     if (!eventually(f, daemon_running, 20000))
         fail_msg("the daemon did not start: %s", slurp(f->err));
-    store_raw(f, "retry_policy", "TURBO");
+    assert_true(th_journal_state_set(f->db, "retry_policy", "TURBO"));
     kill(f->daemon, SIGHUP);
     if (!eventually(f, reload_refused, 15000))
         fail_msg("no refused reload reported: %s", slurp(f->err));
@@ -434,7 +414,7 @@ static void test_run__sighup_refused_reload_keeps_the_configuration(void **state
     if (!eventually(f, t1_on_server, 20000))
         fail_msg("no sync after the refused reload: %s", slurp(f->err));
     assert_int_equal(waitpid(f->daemon, NULL, WNOHANG), 0); /* still running */
-    store_raw(f, "retry_policy", "CONSERVATIVE");
+    assert_true(th_journal_state_set(f->db, "retry_policy", "CONSERVATIVE"));
     kill(f->daemon, SIGHUP);
     if (!eventually(f, reload_done, 15000))
         fail_msg("no reload reported: %s", slurp(f->err));

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <sqlite3.h>
 #include <zlib.h>
 
 #ifndef FSA_SERVER_BIN
@@ -654,4 +655,21 @@ bool th_request(void *handle, const char *url, const char *method, const char *p
     if (handle == NULL)
         curl_easy_cleanup(h);
     return cc == CURLE_OK;
+}
+
+bool th_journal_state_set(const char *db_path, const char *key, const char *value)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    bool ok = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
+              sqlite3_busy_timeout(db, 10000) == SQLITE_OK &&
+              sqlite3_prepare_v2(db,
+                                 "INSERT INTO sync_state(k,v) VALUES(?1,?2) "
+                                 "ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                                 -1, &st, NULL) == SQLITE_OK &&
+              sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) == SQLITE_OK &&
+              sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC) == SQLITE_OK &&
+              sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    return sqlite3_close(db) == SQLITE_OK && ok;
 }

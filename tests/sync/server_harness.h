@@ -139,4 +139,8 @@ bool th_request(void *handle, const char *url, const char *method, const char *p
 /* gzip-compresses in into a malloc'ed buffer. */
 bool th_gzip(const void *in, size_t len, unsigned char **out, size_t *out_len);
 
+/* Stores value under key in the device journal at db_path, through SQLite as another program could
+ * (a newer agent's init, say), beside the journal's users. */
+bool th_journal_state_set(const char *db_path, const char *key, const char *value);
+
 #endif

@@ -19,7 +19,6 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sqlite3.h>
 #include <sys/socket.h>
 
 #include "agent/lib/internal.h" /* the simulator's hook: a handle on a sim port */
@@ -1034,25 +1033,6 @@ static bool synced_cycles(lrec_t *r, int n, int ms)
     return ok;
 }
 
-/* Stores value under key in f's journal as another program could (a newer agent's init). */
-static void store_raw(const lfx_t *f, const char *key, const char *value)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 10000);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "INSERT INTO sync_state(k,v) VALUES(?1,?2) "
-                                        "ON CONFLICT(k) DO UPDATE SET v=excluded.v",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-    sqlite3_finalize(st);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-}
-
 /* A reload that cannot use what is stored (a retry policy this build does not know, as a newer
  * agent's init could store) fails, says why, and leaves the configuration in use: sync_once and
  * the sync thread go on with it. Once the stored one is usable again, a reload takes it. */
@@ -1063,7 +1043,7 @@ static void test_reload__refused_keeps_the_configuration_in_use(void **state)
     f->started = true;
     reinit(f, f->srv.url, 0, 0);
     fieldsync_t *fs = lfx_open(f, 0, 0);
-    store_raw(f, "retry_policy", "TURBO");
+    assert_true(th_journal_state_set(f->db, "retry_policy", "TURBO"));
     assert_int_equal(fieldsync_reload(fs), FIELDSYNC_EINVAL);
     assert_non_null(strstr(fieldsync_errmsg(fs), "unknown retry policy 'TURBO'"));
     assert_non_null(strstr(fieldsync_errmsg(fs), "the configuration in use stays"));
@@ -1083,7 +1063,7 @@ static void test_reload__refused_keeps_the_configuration_in_use(void **state)
     stop_and_wait(fs, &r); /* before any verdict: the thread uses r */
     assert_true(sent);
     assert_true(on_server(f, "F2"));
-    store_raw(f, "retry_policy", "CONSERVATIVE");
+    assert_true(th_journal_state_set(f->db, "retry_policy", "CONSERVATIVE"));
     assert_int_equal(fieldsync_reload(fs), FIELDSYNC_OK);
     assert_string_equal(fieldsync_errmsg(fs), "");
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
