@@ -189,24 +189,26 @@ fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
                                     size_t nmark) FSA_MUST_CHECK;
 
 /* Folds a pulled server state into the entity's base when it is newer than the base, and
- * rebuilds the local view (base + pending ops). fields_json is the entity's full fields. */
+ * rebuilds the local view (base + pending ops). fields_json is the entity's full fields. The
+ * entity is in the device's scope again: a `gone` kept for it (fsa_journal_gone) is forgotten. */
 fsa_status_t fsa_journal_fold(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
                               const char *fields_json) FSA_MUST_CHECK;
 
 /* An entity that left the device's scope (a pull's `gone`, PROTOCOL.md section 4): dropped from
  * the journal (change FSA_CHANGE_GONE), unless ops are still pending on it or conflicts are open
  * on it: then it is kept as it is, so that nothing the device recorded is lost (the server
- * answers those ops, forbidden or not, and a person sees them). *dropped (may be NULL) tells
- * (false also for an entity the journal does not hold).
+ * answers those ops, forbidden or not, and a person sees them), with a note in sync_state by
+ * which fsa_journal_gone_sweep drops it once they are answered and their conflicts closed.
+ * *dropped (may be NULL) tells (false also for an entity the journal does not hold).
  * FSA_OK, FSA_EINVAL, FSA_EIO. */
 fsa_status_t fsa_journal_gone(fsa_journal_t *j, fsa_type_t type, const char *id, int64_t version,
                               bool *dropped) FSA_MUST_CHECK;
 
 /* Drops the entities that fsa_journal_gone kept once nothing of ours is on them any more (their
  * ops answered, their conflicts closed), as fsa_journal_gone would have (change FSA_CHANGE_GONE
- * at the gone's version); a pull that brought one back since keeps it. At most 64 a call (the sync
- * engine calls it once a cycle). *dropped (may be NULL) counts them. FSA_OK, FSA_EINVAL, FSA_EIO,
- * FSA_ECORRUPT (a note this journal did not write). */
+ * at the gone's version); a pull that brought one back since keeps it. One transaction (the sync
+ * engine calls it once a cycle); a note this build cannot read is dropped with a warning.
+ * *dropped (may be NULL) counts the entities dropped. FSA_OK, FSA_EINVAL, FSA_EIO. */
 fsa_status_t fsa_journal_gone_sweep(fsa_journal_t *j, size_t *dropped) FSA_MUST_CHECK;
 
 /* Compaction: removes done ops from the outbox (an older journal's: an applied op now leaves it

@@ -824,18 +824,21 @@ static void collect_free(collect_t *col)
 }
 
 /*
- * Judges p on the newest server state this device knows: the entity's base, when it is newer than
- * the state its conflict was answered with. A later answer (another op's conflict on the entity, an
- * applied op) or a pull may have moved it on since. Judged on the older state, a set whose fields
- * the server had not changed then is rebased onto the newer base, whose version the server takes,
- * over a change made to those very fields in between that nobody saw. The cycle holds the SYNC
- * lock: no other writer moves a base between this read and the rebase.
+ * Judges a set on the newest server state this device knows: the entity's base, when it is newer
+ * than the state its conflict was answered with. A later answer (another op's conflict on the
+ * entity, an applied op) or a pull may have moved it on since. Judged on the older state, a set
+ * whose fields the server had not changed then is rebased onto the newer base, whose version the
+ * server takes, over a change made to those very fields in between that nobody saw. The cycle holds
+ * the SYNC lock: no other writer moves a base between this read and the rebase.
+ * Only a set: the other verdicts say what the server's state was when it refused the op (a
+ * transition whose target it had reached converged then, whatever came after), and a merge, an
+ * increment or an append is sent again whatever the state.
  */
 static fsa_status_t judge_on_newest(fsa_engine_t *e, pending_conflict_t *p)
 {
     /* A rejection is parked whatever the state; a conflict answered without the state (the
      * server did not show it) stays unknown. */
-    if (p->outcome != FSA_RESULT_CONFLICT || p->server_fields == NULL)
+    if (p->op.kind != FSA_OP_SET || p->outcome != FSA_RESULT_CONFLICT || p->server_fields == NULL)
         return FSA_OK;
     char *fields = NULL;
     int64_t version = 0;

@@ -638,7 +638,9 @@ fieldsync_status_t fieldsync_close(fieldsync_t *fs)
     }
     if (m != FSL_MAGIC_OPEN)
         return FIELDSYNC_EINVAL;
-    if (fsl__in_listener(fs))
+    /* Any handle's listener: its own handle's would free what runs it; another's waits for that
+     * handle's sync thread, which may wait for a delivery that waits for this listener. */
+    if (fsl__in_any_listener())
         return fsl__fail(fs, FIELDSYNC_EBUSY, "fieldsync_close: called from a listener");
     /* The sync thread first (it uses the journal, the locks and the listeners), then the
      * listeners, then what they used. */

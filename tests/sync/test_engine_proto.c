@@ -1014,6 +1014,44 @@ static void test_fsa_engine_sync__conflict_judged_on_the_newest_state(void **sta
     fsa_model_free(fields);
 }
 
+/*
+ * Only a set is judged on a newer state: the other verdicts say what the server's state was when
+ * it refused the op. A transition to OPEN conflicts at version 6, where another device had opened
+ * T1 already: it converged then. The set after it conflicts at version 7, where a third device
+ * resolved T1. Judged on version 7, the transition would be parked for a person (RESOLVED is
+ * neither its target nor final), over something the server had done.
+ */
+static void test_fsa_engine_sync__transition_judged_on_its_own_answer(void **state)
+{
+    fx_t *f = *state;
+    f->srv.pull_fields = "{\"status\": \"NEW\", \"level\": 2, \"assignedto\": \"p7\", "
+                         "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}";
+    f->srv.pull = PULL_PAGES;
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    fsa_rec_t r1, r2;
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_TICKET, "T1", "OPEN", NULL, &r1));
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"assignedto\":\"p9\"}", NULL, &r2));
+    f->srv.push = PUSH_CONFLICT;
+    f->srv.n_conflict = 2;
+    f->srv.conflict_version[0] = 6;
+    f->srv.conflict_fields[0] = "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p7\", "
+                                "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}";
+    f->srv.conflict_version[1] = 7;
+    f->srv.conflict_fields[1] = "{\"status\": \"RESOLVED\", \"level\": 2, \"assignedto\": "
+                                "\"p8\", \"ticketlog\": {\"ticket_history\": []}, "
+                                "\"priority\": \"LOW\"}";
+    assert_fsa_ok(fsa_engine_sync(f->e, &r));
+    assert_int_equal(f->srv.push_ops[0], 1);
+    assert_int_equal(f->srv.push_ops[1], 1);
+    assert_int_equal(r.conflict, 2);
+    assert_int_equal(r.converged, 1);   /* the transition, on version 6 */
+    assert_int_equal(r.server_wins, 1); /* the set, on version 7: assignedto changed there */
+    assert_int_equal(r.parked, 0);
+    assert_int_equal(r.rebased, 0);
+}
+
 /* A change the decoder lets through (its answer's depth bound has room for the envelope) but the
  * journal refuses (fields 34 deep, past the entity's 32): the cycle fails naming it, and the
  * cursor stays before it. It failed as "invalid argument". */
@@ -1288,6 +1326,7 @@ int main(void)
         T(test_fsa_engine_sync__clock_skew_forever_stops),
         T(test_fsa_engine_sync__pull_pages_with_odd_cursor),
         T(test_fsa_engine_sync__conflict_judged_on_the_newest_state),
+        T(test_fsa_engine_sync__transition_judged_on_its_own_answer),
         T(test_fsa_engine_sync__pull_cursor_stuck_fails),
         T(test_fsa_engine_sync__pulled_change_the_journal_refuses_is_named),
         T(test_fsa_engine_sync__pull_more_without_cursor_fails),

@@ -204,7 +204,8 @@ FIELDSYNC_API fieldsync_status_t fieldsync_open(const fieldsync_config_t *cfg,
  * Stops the sync thread if it runs (waiting for the cycle in progress to end: a batch in flight
  * is finished or abandoned, and an abandoned one is resent later), delivers nothing more, and
  * frees the handle. When it returns, nothing of the handle runs any more. NULL is accepted.
- * Must not be called from a listener (it returns FIELDSYNC_EBUSY and closes nothing), nor twice
+ * Must not be called from a listener of any handle (it returns FIELDSYNC_EBUSY and closes
+ * nothing), nor twice
  * on one handle, nor while another thread still uses the handle.
  * Returns FIELDSYNC_OK, FIELDSYNC_EBUSY.
  */
@@ -666,10 +667,10 @@ typedef struct fieldsync_listener fieldsync_listener_t;
  * hear of what happens while the sync thread runs (fieldsync_start), each event once, in order:
  * status changes; changes to entities (made by this process, by another process on the same
  * journal, or pulled), within a second; conflicts parked. ctx is passed back as is.
- * A listener may call any function of this header except fieldsync_close, fieldsync_start and
- * fieldsync_dispatch on its own handle, and fieldsync_sync_once and fieldsync_dispatch on any
- * handle (those return FIELDSYNC_EBUSY: a cycle or a dispatch in a listener could wait for a
- * delivery that waits for it); fieldsync_stop is fine (it does not wait).
+ * A listener may call any function of this header except fieldsync_start on its own handle, and
+ * fieldsync_close, fieldsync_sync_once and fieldsync_dispatch on any handle (those return
+ * FIELDSYNC_EBUSY: a close, a cycle or a dispatch in a listener could wait for a delivery that
+ * waits for it); fieldsync_stop is fine (it does not wait).
  * It should return quickly: the sync waits for it.
  * FIELDSYNC_OK, FIELDSYNC_EINVAL, FIELDSYNC_ENOMEM, FIELDSYNC_ECLOSED. Any thread.
  */

@@ -165,12 +165,14 @@ static void test_dispatch__from_a_listener_is_busy(void **state)
     lrec_clear(&r);
 }
 
-/* A listener of one handle may not run a cycle or a dispatch of another: two threads doing so
- * from each other's listeners would each wait for the other's delivery, for good. */
+/* A listener of one handle may not run a cycle, a dispatch or a close of another: two threads doing
+ * so from each other's listeners would each wait for the other's delivery (or sync thread), for
+ * good. The other handle is on a journal of its own (device 1), whose SYNC lock nobody holds. */
 typedef struct cross {
     fieldsync_t *other;
     int calls;
-    fieldsync_status_t once, dispatch;
+    fieldsync_status_t once, dispatch, close;
+    bool once_said_listener;
 } cross_t;
 
 static void cross_listener(void *ctx, const fieldsync_sync_status_t *s)
@@ -180,24 +182,40 @@ static void cross_listener(void *ctx, const fieldsync_sync_status_t *s)
     if (c->calls++ > 0)
         return;
     c->once = fieldsync_sync_once(c->other, false, NULL);
+    c->once_said_listener = strstr(fieldsync_errmsg(c->other), "from a listener") != NULL;
     size_t n = 0;
     c->dispatch = fieldsync_dispatch(c->other, &n);
+    c->close = fieldsync_close(c->other);
 }
 
 static void test_sync_once__from_another_handles_listener_is_busy(void **state)
 {
     lfx_t *f = *state;
+    char db1[440], secret1[440];
+    snprintf(db1, sizeof db1, "%s/dev1.db", f->srv.dir);
+    snprintf(secret1, sizeof secret1, "%s/dev1.secret", f->srv.dir);
+    assert_true(lfx_write_secret(secret1, 1));
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.flags = FIELDSYNC_OPEN_INIT | FIELDSYNC_EVENTS_BUFFERED;
+    cfg.journal_path = db1;
+    cfg.device_id = "dev001";
+    cfg.server_url = f->srv.url;
+    cfg.secret_file = secret1;
+    fieldsync_t *b = NULL;
+    if (fieldsync_open(&cfg, &b) != FIELDSYNC_OK)
+        fail_msg("open %s: %s", db1, fieldsync_errmsg(b));
     fieldsync_t *a = lfx_open(f, 0, 0);
-    fieldsync_t *b = lfx_open(f, FIELDSYNC_EVENTS_BUFFERED, 0);
-    cross_t c = {b, 0, FIELDSYNC_OK, FIELDSYNC_OK};
+    cross_t c = {b, 0, FIELDSYNC_OK, FIELDSYNC_OK, FIELDSYNC_OK, false};
     assert_int_equal(fieldsync_add_status_listener(a, cross_listener, &c, NULL), FIELDSYNC_OK);
     assert_int_equal(fieldsync_ticket_create(a, "X1", NULL, NULL), FIELDSYNC_OK);
     assert_int_equal(fieldsync_sync_once(a, false, NULL), FIELDSYNC_OK);
     assert_true(c.calls > 0);
     assert_int_equal(c.once, FIELDSYNC_EBUSY);
+    assert_true(c.once_said_listener);
     assert_int_equal(c.dispatch, FIELDSYNC_EBUSY);
-    assert_non_null(strstr(fieldsync_errmsg(b), "from a listener"));
-    /* outside a listener, both work */
+    assert_int_equal(c.close, FIELDSYNC_EBUSY);
+    /* outside a listener, each works (b was not closed) */
+    assert_int_equal(fieldsync_ticket_create(b, "Y1", NULL, NULL), FIELDSYNC_OK);
     assert_int_equal(fieldsync_sync_once(b, false, NULL), FIELDSYNC_OK);
     size_t n = 0;
     assert_int_equal(fieldsync_dispatch(b, &n), FIELDSYNC_OK);
