@@ -359,6 +359,20 @@ static size_t utf8_len(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
+void fsa_model_utf8_fix(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    unsigned char *end = p + strlen(s);
+    while (p < end) {
+        size_t n = *p < 0x80 ? 1 : utf8_len(p, end);
+        if (n == 0) {
+            *p++ = '?';
+        } else {
+            p += n;
+        }
+    }
+}
+
 static bool hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
 {
     unsigned v = 0;

@@ -285,6 +285,11 @@ fsa_status_t fsa_model_merge_patch(const char *target_json, const char *patch_js
  * FSA_LIMIT_STRING_BYTES per string, max_bytes in all). FSA_OK or FSA_EINVAL. */
 fsa_status_t fsa_model_json_check(const char *text, size_t max_bytes) FSA_MUST_CHECK;
 
+/* Makes s well-formed UTF-8 in place: every byte that does not begin a well-formed sequence (a
+ * stray byte, or the head of a sequence that a byte count cut short) becomes '?'. For messages
+ * that quote what a client sent, cut at a byte bound. */
+void fsa_model_utf8_fix(char *s);
+
 /* Reads one top-level field of a fields object as JSON text (malloc'ed into *out_json; NULL when
  * absent). FSA_OK, FSA_ENOTFOUND, FSA_EINVAL (not an object), FSA_ENOMEM. */
 fsa_status_t fsa_model_get_field(const char *fields_json, const char *name,

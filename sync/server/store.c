@@ -713,10 +713,16 @@ static fsa_status_t attach_current(fsa__store_tx_t *tx, bool by_server,
     return result_current(tx, r, fields, version);
 }
 
+/* Every result's code and message: they quote what the device sent, cut at byte bounds (a name at
+ * 48 or 64 bytes, the message at its size), which can split a character, or hold bytes that are
+ * not UTF-8 at all. Made well-formed here, where every result's message is set: the answer is
+ * JSON, and PostgreSQL refuses such text (a push answered 500 for good). */
 static void set_result_err(fsa_codec_result_t *r, const char *code, const char *message)
 {
     snprintf(r->code, sizeof r->code, "%s", code);
     snprintf(r->message, sizeof r->message, "%s", message);
+    fsa_model_utf8_fix(r->code);
+    fsa_model_utf8_fix(r->message);
 }
 
 /* Fills r as a duplicate of the logged outcome. */

@@ -311,6 +311,59 @@ static void test_server_rejections__type_id_kind(void **state)
     assert_null(fields);
 }
 
+/* True when s is well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or bytes past U+10FFFF
+ * are checked by the server's side; here, that every sequence is whole). */
+static bool utf8_whole(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0';) {
+        int n = *p < 0x80             ? 1
+                : (*p & 0xE0) == 0xC0 ? 2
+                : (*p & 0xF0) == 0xE0 ? 3
+                : (*p & 0xF8) == 0xF0 ? 4
+                                      : 0;
+        if (n == 0 || *p == 0xC0 || *p == 0xC1)
+            return false;
+        for (int i = 1; i < n; i++)
+            if ((p[i] & 0xC0) != 0x80)
+                return false;
+        p += n;
+    }
+    return true;
+}
+
+/* A result's message quotes what the device sent, cut at a byte bound. Cut inside a character (a
+ * kind of 63 bytes then a 2-byte 'é'; a group of 47 then 'é'), it is still whole UTF-8, on either
+ * backend, and when the op is sent again (its logged outcome). PostgreSQL refused the cut text:
+ * the push answered 500, every time the device sent it again. */
+static void test_server_rejections__messages_are_utf8(void **state)
+{
+    (void)state;
+    char kind[80];
+    memset(kind, 'a', 63);
+    memcpy(kind + 63, "\xc3\xa9", 3);
+    char op_id[37], op[OPBUF];
+    tc_op_id(op_id);
+    for (int round = 0; round < 2; round++) {
+        fsa_codec_result_t r = push1(0, tc_op(op, sizeof op, op_id, kind, "ticket", "T-utf", ""));
+        assert_int_equal(r.status, round == 0 ? FSA_RESULT_REJECTED : FSA_RESULT_DUPLICATE);
+        if (!utf8_whole(r.message))
+            fail_msg("round %d: the message is not whole UTF-8: %s", round, r.message);
+        fsa_codec_result_clear(&r);
+    }
+    char extra[256];
+    snprintf(extra, sizeof extra, ",\"group\":\"%.47s\xc3\xa9\",\"field\":\"level\",\"by\":1",
+             "ggggggggggggggggggggggggggggggggggggggggggggggggggggg");
+    tc_op_id(op_id);
+    for (int round = 0; round < 2; round++) {
+        fsa_codec_result_t r =
+            push1(0, tc_op(op, sizeof op, op_id, "increment", "ticket", "T-none", extra));
+        assert_true(r.status == FSA_RESULT_REJECTED || r.status == FSA_RESULT_DUPLICATE);
+        if (!utf8_whole(r.message))
+            fail_msg("group, round %d: the message is not whole UTF-8: %s", round, r.message);
+        fsa_codec_result_clear(&r);
+    }
+}
+
 static void test_server_duplicate__same_batch_and_resend(void **state)
 {
     (void)state;
@@ -1191,6 +1244,7 @@ int main(void)
         cmocka_unit_test(test_server_merge_increment_append),
         cmocka_unit_test(test_server_transition__workflow),
         cmocka_unit_test(test_server_rejections__type_id_kind),
+        cmocka_unit_test(test_server_rejections__messages_are_utf8),
         cmocka_unit_test(test_server_duplicate__same_batch_and_resend),
         cmocka_unit_test(test_server_group__all_or_nothing),
         cmocka_unit_test(test_server_pull__pages_cursor_visibility),
