@@ -966,8 +966,8 @@ static void test_fsa_engine_sync__pull_pages_with_odd_cursor(void **state)
 }
 
 /*
- * A conflict is judged on the newest server state the device knows. Two sets on T1 go one after
- * the other (the second waits for the first's answer): the first, of priority, conflicts with
+ * A set's conflict is judged on the newest server state the device knows. Two sets on T1 go one
+ * after the other (the second waits for the first's answer): the first, of priority, conflicts with
  * version 6, where another device changed only assignedto; the second conflicts with version 7,
  * where a third device changed the priority. Judged on version 6, the first set was rebased onto
  * version 7 (the base by then), which the server takes: the third device's priority overwritten,
