@@ -825,9 +825,15 @@ static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, con
         int64_t pv = 0;
         char *pf = NULL;
         st = ent_load(tx, "jobneed", k.parent, &pv, &pf, NULL, NULL);
+        bool found = pf != NULL;
         fsa_free(pf);
         if (st != FSA_OK)
             return st;
+        /* A checkpoint names a tour that exists. One made before its tour would stay out of the
+         * pulls of the tour's devices (selected by its own change number, older than the tour's),
+         * and a later create of a tour under that id would take it into the creator's scope. */
+        if (!found)
+            return FSA_ENOTFOUND;
     }
     st = ent_write(tx, op, old != NULL, version, next, now_ms, owner, &k);
     if (st == FSA_OK && old != NULL && op->type == FSA_TYPE_JOBNEED &&
@@ -887,6 +893,10 @@ static fsa_status_t try_op(fsa__store_tx_t *tx, const char *device, bool by_serv
         if (st == FSA_OK) {
             r->status = FSA_RESULT_APPLIED;
             r->version = nv;
+        } else if (st == FSA_ENOTFOUND) {
+            st = FSA_OK; /* nothing was written */
+            r->status = FSA_RESULT_REJECTED;
+            set_result_err(r, "not_found", "the jobneed's parent_id names no jobneed");
         }
         break;
     }

@@ -260,6 +260,51 @@ static void test_server_scope__ops_outside_are_forbidden(void **state)
         FSA_RESULT_APPLIED, NULL);
 }
 
+/* A checkpoint names a tour that exists. The pulls select a checkpoint by its own change number:
+ * one made before its tour, which then brought it into a scope, was never sent to the tour's
+ * devices that had pulled in between, and a device that made a tour under the id it named took
+ * it into its own scope, with write access. */
+static void test_server_scope__a_checkpoint_needs_its_tour(void **state)
+{
+    (void)state;
+    char op[OPBUF], cur[FSA_CODEC_CURSOR_BYTES] = "", got[1024];
+    pull_run(1, cur, got, sizeof got);
+    expect(0,
+           tc_op(op, sizeof op, NULL, "create", "jobneed", "CP-early",
+                 ",\"fields\":{\"parent_id\":\"TOUR-late\"}"),
+           FSA_RESULT_REJECTED, "not_found");
+    /* Nor as the server, nor by moving an existing jobneed under a missing tour. */
+    char body[OPBUF + 64];
+    snprintf(body, sizeof body, "{\"batch_id\":\"adm\",\"ops\":[%s]}",
+             tc_op(op, sizeof op, NULL, "create", "jobneed", "CP-early",
+                   ",\"fields\":{\"parent_id\":\"TOUR-late\"}"));
+    th_req_opts_t o = {.bearer = TH_ADMIN_TOKEN};
+    th_resp_t r;
+    assert_true(th_request(NULL, URL, "POST", "/admin/v1/ops", 0, body, strlen(body), &o, &r));
+    assert_int_equal(r.status, 200);
+    if (strstr(r.body, "\"not_found\"") == NULL)
+        fail_msg("the server's own orphan checkpoint: %s", r.body);
+    th_resp_free(&r);
+    expect(0,
+           tc_op(op, sizeof op, NULL, "set", "jobneed", "CP1",
+                 ",\"base_version\":2,\"fields\":{\"parent_id\":\"TOUR-late\"}"),
+           FSA_RESULT_REJECTED, "not_found");
+    assert_int_equal(tc_get(NULL, URL, "jobneed", "CP-early", NULL), 0);
+    pull_run(1, cur, got, sizeof got);
+    same_set(got, "");
+    /* The tour first, then its checkpoint: P1's device gets both. */
+    expect(1,
+           tc_op(op, sizeof op, NULL, "create", "jobneed", "TOUR-late",
+                 ",\"fields\":{\"people_id\":\"P1\"}"),
+           FSA_RESULT_APPLIED, NULL);
+    expect(0,
+           tc_op(op, sizeof op, NULL, "create", "jobneed", "CP-early",
+                 ",\"fields\":{\"parent_id\":\"TOUR-late\"}"),
+           FSA_RESULT_APPLIED, NULL);
+    pull_run(1, cur, got, sizeof got);
+    same_set(got, "TOUR-late CP-early");
+}
+
 static void test_server_scope__gone_once_when_leaving(void **state)
 {
     (void)state;
@@ -413,6 +458,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_scope__what_each_device_sees),
         cmocka_unit_test(test_server_scope__ops_outside_are_forbidden),
+        cmocka_unit_test(test_server_scope__a_checkpoint_needs_its_tour),
         cmocka_unit_test(test_server_scope__gone_once_when_leaving),
         cmocka_unit_test(test_server_scope__gone_again_after_a_lost_answer),
         cmocka_unit_test(test_server_scope__bad_scope_refused),
