@@ -364,6 +364,46 @@ static void test_server_rejections__messages_are_utf8(void **state)
     }
 }
 
+/* Bytes that are not UTF-8 inside an op's strings (a field's value, an object's key, a merge's
+ * patch): refused where they stand, on either backend. Stored, they would be JSON that no
+ * client can decode, and PostgreSQL refuses them (a 500 for every push again). */
+static void test_server_rejections__fields_not_utf8(void **state)
+{
+    (void)state;
+    static const char *const extras[] = {
+        ",\"fields\":{\"priority\":\"\xff\"}",
+        ",\"fields\":{\"ticketlog\":{\"ticket_history\":[],\"n\xc3\":1}}",
+        ",\"fields\":{\"assignedto\":\"a\xed\xa0\x80\"}",
+    };
+    char op[OPBUF];
+    for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++) {
+        fsa_codec_result_t *res = NULL;
+        size_t n = 0;
+        long st = tc_push(g_h, URL, 0, tc_op(op, sizeof op, NULL, "create", "ticket", "T-bytes",
+                                             extras[i]),
+                          &res, &n);
+        if (st == 200) {
+            assert_int_equal(n, 1);
+            if (res[0].status != FSA_RESULT_REJECTED)
+                fail_msg("case %zu: %s", i, fsa_result_status_name(res[0].status));
+        } else if (st != 400) {
+            fail_msg("case %zu: answered %ld", i, st);
+        }
+        fsa_codec_results_free(res, n);
+        assert_int_equal(tc_get(g_h, URL, "ticket", "T-bytes", NULL), 0);
+    }
+    assert_int_equal(tc_seed(g_h, URL, "ticket", "T-bytes", "{}"), 201);
+    fsa_codec_result_t *res = NULL;
+    size_t n = 0;
+    long st = tc_push(g_h, URL, 0,
+                      tc_op(op, sizeof op, NULL, "merge", "ticket", "T-bytes",
+                            ",\"field\":\"ticketlog\",\"patch\":{\"x\":\"\xc0\xaf\"}"),
+                      &res, &n);
+    assert_true(st == 400 || (st == 200 && n == 1 && res[0].status == FSA_RESULT_REJECTED));
+    fsa_codec_results_free(res, n);
+    assert_int_equal(tc_get(g_h, URL, "ticket", "T-bytes", NULL), 1);
+}
+
 static void test_server_duplicate__same_batch_and_resend(void **state)
 {
     (void)state;
@@ -1245,6 +1285,7 @@ int main(void)
         cmocka_unit_test(test_server_transition__workflow),
         cmocka_unit_test(test_server_rejections__type_id_kind),
         cmocka_unit_test(test_server_rejections__messages_are_utf8),
+        cmocka_unit_test(test_server_rejections__fields_not_utf8),
         cmocka_unit_test(test_server_duplicate__same_batch_and_resend),
         cmocka_unit_test(test_server_group__all_or_nothing),
         cmocka_unit_test(test_server_pull__pages_cursor_visibility),
