@@ -442,18 +442,36 @@ static fsa_status_t read_answer(fsa_engine_t *e, const fsa_op_t *ops, size_t n, 
         }
     }
     /* PROTOCOL.md section 2: a group applies all or nothing. An answer that applies part of one
-     * would leave it split here (its applied ops done, the rest resolved and sent alone): refused,
-     * its ops kept. A batch holds a group whole, its ops one after another. */
+     * cannot be undone here: the applied ops are the server's now. Its other ops are parked,
+     * rejected with the reason, not resolved: a rebase would send them alone, splitting the
+     * group further. Refusing the answer instead kept the whole group in the outbox, and a
+     * server answers it again with the same outcomes (its op log), so every later op waited for
+     * good. A batch holds a group whole, its ops one after another. */
     for (size_t i = 0, k; st == FSA_OK && i < n; i = k) {
         size_t applied = fsa_op_result_applied(&(*res)[i]);
         for (k = i + 1; ops[i].group[0] != '\0' && k < n && strcmp(ops[k].group, ops[i].group) == 0;
              k++)
             applied += fsa_op_result_applied(&(*res)[k]);
-        if (applied != 0 && applied != k - i) {
-            report_error(e,
-                         "server applied %zu of the %zu ops of group %s: a group is all or nothing",
-                         applied, k - i, ops[i].group);
-            st = FSA_EPROTO;
+        if (applied == 0 || applied == k - i)
+            continue;
+        fsa_log(e->port, FSA_LOG_WARN,
+                "sync: the server applied %zu of the %zu ops of group %s, which is all or "
+                "nothing: the others are parked",
+                applied, k - i, ops[i].group);
+        for (size_t m = i; m < k; m++) {
+            fsa_op_result_t *r = &(*res)[m];
+            if (fsa_op_result_applied(r))
+                continue;
+            char op_id[FSA_OP_ID_BYTES];
+            memcpy(op_id, r->op_id, sizeof op_id);
+            fsa_codec_result_clear(r);
+            memcpy(r->op_id, op_id, sizeof op_id);
+            r->status = FSA_RESULT_REJECTED;
+            snprintf(r->code, sizeof r->code, "group_split");
+            snprintf(r->message, sizeof r->message,
+                     "the server applied %zu of the %zu ops of this op's group, which is all or "
+                     "nothing; this one was not applied",
+                     applied, k - i);
         }
     }
     if (st != FSA_OK) {

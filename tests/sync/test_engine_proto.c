@@ -825,9 +825,12 @@ static void test_fsa_engine_sync__results_wrong_op_keeps_ops(void **state)
     assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 2, "00000000-0000-4000-8000-000000000000");
 }
 
-/* A group applies all or nothing (PROTOCOL.md section 2): an answer that applies part of one is
- * refused, and the group stays whole in the outbox. */
-static void test_fsa_engine_sync__results_splitting_a_group_keep_ops(void **state)
+/* A group applies all or nothing (PROTOCOL.md section 2). An answer that applies part of one
+ * cannot be undone: its applied op is done, the other is parked, rejected "group_split" (not
+ * resolved: a rebase would send it alone), and the queue goes on. Refused, the answer kept the
+ * group in the outbox, which the server answers the same way every time: every later op waited
+ * behind it for good. */
+static void test_fsa_engine_sync__results_splitting_a_group_park_the_rest(void **state)
 {
     fx_t *f = *state;
     fsa_op_t g[2];
@@ -842,9 +845,22 @@ static void test_fsa_engine_sync__results_splitting_a_group_keep_ops(void **stat
     assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
     f->srv.push = PUSH_GROUP_MIXED;
     fsa_sync_report_t r;
-    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
-    assert_failed_keeping_ops(f, st, &r, FSA_EPROTO, 2, "1 of the 2 ops of group");
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    assert_int_equal(r.applied, 1);
+    assert_int_equal(r.rejected, 1);
     assert_int_equal(r.conflict, 0);
+    fsa_outbox_stats_t os = stats(f);
+    assert_int_equal(os.pending, 0);
+    assert_int_equal(os.rejected, 1);
+    seen_conflicts_t s = open_conflicts(f);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.code[0], "group_split");
+    /* The queue is not held: the next op goes at the next cycle. */
+    record_tickets(f, 1, NULL);
+    f->srv.push = PUSH_APPLY;
+    assert_fsa_ok(fsa_engine_sync(f->e, &r));
+    assert_int_equal(r.applied, 1);
+    assert_int_equal(stats(f).pending, 0);
 }
 
 static void test_fsa_engine_sync__results_not_json_keeps_ops(void **state)
@@ -1319,7 +1335,7 @@ int main(void)
         T(test_fsa_engine_sync__cancel_ends_a_request_never_answered),
         T(test_fsa_engine_sync__results_short_keeps_ops),
         T(test_fsa_engine_sync__results_wrong_op_keeps_ops),
-        T(test_fsa_engine_sync__results_splitting_a_group_keep_ops),
+        T(test_fsa_engine_sync__results_splitting_a_group_park_the_rest),
         T(test_fsa_engine_sync__results_not_json_keeps_ops),
         T(test_fsa_engine_sync__results_not_json_holds_next_batch),
         T(test_fsa_engine_sync__results_unreadable_with_next_batch_sent_keeps_ops),
