@@ -379,9 +379,9 @@ static void test_server_rejections__fields_not_utf8(void **state)
     for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++) {
         fsa_codec_result_t *res = NULL;
         size_t n = 0;
-        long st = tc_push(g_h, URL, 0, tc_op(op, sizeof op, NULL, "create", "ticket", "T-bytes",
-                                             extras[i]),
-                          &res, &n);
+        long st =
+            tc_push(g_h, URL, 0,
+                    tc_op(op, sizeof op, NULL, "create", "ticket", "T-bytes", extras[i]), &res, &n);
         if (st == 200) {
             assert_int_equal(n, 1);
             if (res[0].status != FSA_RESULT_REJECTED)
