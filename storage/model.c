@@ -1784,6 +1784,178 @@ static fsa_status_t change_tree(const fsa_op_t *op, const char *fields_json, int
 }
 
 /*
+ * A create's result written straight from its payload's text, without a tree: the common record
+ * (a check-in) spent a quarter of its CPU parsing its fields into cJSON, building the entity with
+ * its defaults and printing it again (docs/performance.md, "Recording", session 26). Only a
+ * payload that the tree path would accept and print member for member as it came takes it: every
+ * member a field of the type, once, with a value of its kind written as print_exact writes it (a
+ * string with no escape, a number in its shortest exact form, null, true, false, or an empty
+ * object). The fields then come out in the protocol's order, each given or its default (the
+ * table's, printed as print_exact prints them: test_model checks that). Anything else returns 0
+ * and the tree path decides, naming any error; both paths give the same text
+ * (test_fsa_model_apply__a_create_prints_as_its_tree).
+ * Returns 1 with *out_json set, 0 when the tree path must decide, -1 out of memory.
+ */
+typedef struct fast_member {
+    const char *v; /* the value's text, in op->json */
+    size_t n;
+} fast_member_t;
+
+/* The end of the string whose opening quote is at p, past its closing quote; NULL when it holds
+ * an escape (printed back, an escape may change: "\/" as "/"). The scan vouched for the rest. */
+static const char *fast_string_end(const char *p)
+{
+    for (p++; *p != '"'; p++) {
+        if (*p == '\\')
+            return NULL;
+    }
+    return p + 1;
+}
+
+/* Whether the number text v (n bytes) is what print_exact writes for its value. */
+static bool fast_number_exact(const char *v, size_t n)
+{
+    const char *d = v[0] == '-' ? v + 1 : v;
+    size_t digits = (size_t)(v + n - d);
+    if (digits <= 15 && strspn(d, "0123456789") >= digits)
+        return !(d[0] == '0' && (digits > 1 || d != v)); /* "-0" prints as 0 */
+    if (n >= NUMBER_TEXT_BYTES)
+        return false;
+    char text[NUMBER_TEXT_BYTES], *end = NULL, printed[NUMBER_TEXT_BYTES];
+    memcpy(text, v, n);
+    text[n] = '\0';
+    double x = strtod(text, &end);
+    if (end != text + n || !isfinite(x))
+        return false; /* a locale whose decimal point is not '.', or out of range */
+    format_number(x, printed, sizeof printed);
+    return strlen(printed) == n && memcmp(printed, v, n) == 0;
+}
+
+/* Whether the value v (n bytes, a JSON value the scan vouched for) is one of def's kind as
+ * check_value would accept it and written as print_exact writes it. */
+static bool fast_value_ok(fsa_type_t type, const fsa_field_def_t *def, const char *v, size_t n)
+{
+    bool str = v[0] == '"', num = v[0] == '-' || is_digit((unsigned char)v[0]);
+    bool null = n == 4 && memcmp(v, "null", 4) == 0;
+    char text[FSA_ID_BYTES];
+    if (str && n - 2 < sizeof text) {
+        memcpy(text, v + 1, n - 2);
+        text[n - 2] = '\0';
+    } else {
+        text[0] = '\0';
+    }
+    switch (def->kind) {
+    case FSA_FIELD_STR: return str;
+    case FSA_FIELD_STR_NULL: return null || (str && fsa_model_id_valid(text));
+    case FSA_FIELD_INT: /* at most 15 digits: within SAFE_INT_MAX, as int_value wants */
+        return num && strspn(v, "-0123456789") >= n && n - (v[0] == '-') <= 15 &&
+               fast_number_exact(v, n);
+    case FSA_FIELD_NUM: return num && fast_number_exact(v, n);
+    case FSA_FIELD_NUM_NULL: return null || (num && fast_number_exact(v, n));
+    case FSA_FIELD_OBJ: return n == 2 && memcmp(v, "{}", 2) == 0;
+    case FSA_FIELD_STATUS: return str && fsa_model_status_known(type, text);
+    case FSA_FIELD_ENUM: return str && enum_allowed(text);
+    }
+    return false;
+}
+
+#define FAST_WS " \t\r\n"
+
+static int create_fast(const fsa_op_t *op, char **out_json)
+{
+    size_t nf = 0;
+    const fsa_field_def_t *defs = fsa_model_fields(op->type, &nf);
+    fast_member_t given[F_END] = {{NULL, 0}};
+    _Static_assert(F_END <= 32, "the fields given fit a bit set");
+    uint32_t seen = 0;
+    if (op->json == NULL || defs == NULL || json_scan(op->json, FSA_LIMIT_FIELDS_BYTES) != JSON_OK)
+        return 0;
+    const char *p = op->json + strspn(op->json, FAST_WS);
+    if (*p++ != '{')
+        return 0;
+    p += strspn(p, FAST_WS);
+    while (*p == '"') { /* the scan vouched for the syntax: key, colon, value, comma or brace */
+        const char *key = p + 1, *kend = fast_string_end(p);
+        if (kend == NULL)
+            return 0;
+        size_t k = 0, klen = (size_t)(kend - 1 - key);
+        while (k < nf && !(strlen(defs[k].name) == klen && memcmp(defs[k].name, key, klen) == 0))
+            k++;
+        if (k == nf || (seen & (UINT32_C(1) << k)))
+            return 0;                         /* not a field of the type, or given twice */
+        p = kend + strspn(kend, FAST_WS) + 1; /* past the colon */
+        p += strspn(p, FAST_WS);
+        const char *v = p;
+        if (*p == '"') {
+            if ((p = fast_string_end(p)) == NULL)
+                return 0;
+        } else if (*p == '{') {
+            p += 1 + strspn(p + 1, FAST_WS);
+            if (*p++ != '}')
+                return 0; /* an object with members: the tree path */
+        } else {
+            p += strcspn(p, FAST_WS ",}");
+        }
+        size_t n = (size_t)(p - v);
+        if (*v == '{') {
+            v = "{}"; /* as print_exact prints an empty object */
+            n = 2;
+        }
+        if (!fast_value_ok(op->type, &defs[k], v, n))
+            return 0;
+        given[k] = (fast_member_t){v, n};
+        seen |= UINT32_C(1) << k;
+        p += strspn(p, FAST_WS);
+        if (*p == ',')
+            p += 1 + strspn(p + 1, FAST_WS);
+    }
+    /* The closing brace: the scan vouched for it and for nothing after it. */
+    size_t len = 2;
+    for (size_t k = 0; k < nf; k++) {
+        if (!(seen & (UINT32_C(1) << k))) {
+            if (defs[k].required)
+                return 0;
+            given[k] = (fast_member_t){defs[k].default_json, strlen(defs[k].default_json)};
+        }
+        len += strlen(defs[k].name) + 3 + given[k].n + (k > 0);
+    }
+    if (op->type == FSA_TYPE_ATTENDANCE) {
+        /* check_fields: lat and lon are both null or both numbers. */
+        int nulls = 0, of = 0;
+        for (size_t k = 0; k < nf; k++) {
+            if (strcmp(defs[k].name, "lat") == 0 || strcmp(defs[k].name, "lon") == 0) {
+                nulls += given[k].v[0] == 'n';
+                of++;
+            }
+        }
+        if (of != 2 || nulls == 1)
+            return 0;
+    }
+    if (len > FSA_LIMIT_FIELDS_BYTES)
+        return 0;
+    char *out = fsa_malloc(len + 1), *w = out;
+    if (out == NULL)
+        return -1;
+    *w++ = '{';
+    for (size_t k = 0; k < nf; k++) {
+        size_t nl = strlen(defs[k].name);
+        if (k > 0)
+            *w++ = ',';
+        *w++ = '"';
+        memcpy(w, defs[k].name, nl);
+        w += nl;
+        *w++ = '"';
+        *w++ = ':';
+        memcpy(w, given[k].v, given[k].n);
+        w += given[k].n;
+    }
+    *w++ = '}';
+    *w = '\0';
+    *out_json = out;
+    return 1;
+}
+
+/*
  * fsa_model_apply's work. held: the parsed tree of fields_json when the caller has it (taken: it
  * is changed and then kept or deleted), NULL to parse fields_json. keep: NULL, or where the tree
  * of *out_json is handed over on FSA_OK.
@@ -1797,6 +1969,12 @@ static fsa_status_t apply_core(const fsa_op_t *op, const char *fields_json, cJSO
     if (out_json == NULL)
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "no out_json");
     *out_json = NULL;
+    if (keep == NULL && held == NULL && fields_json == NULL &&
+        check_head(op, flags, NULL) == FSA_OK && op->kind == FSA_OP_CREATE) {
+        int fast = create_fast(op, out_json);
+        if (fast != 0)
+            return fast > 0 ? FSA_OK : nomem(err, op);
+    }
     fsa_status_t st = change_tree(op, fields_json, version, flags, &fields, err);
     if (st == FSA_OK)
         st = emit_result(op, &fields, keep, out_json, err);

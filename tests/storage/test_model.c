@@ -1,5 +1,6 @@
 /* Tests for storage/model.c: types, fields, status machines, op validation and application. */
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2320,6 +2321,183 @@ struct torture_row {
     unsigned flags;
 };
 
+/* A create's fields: members drawn from what the fast path takes and what it leaves to the tree
+ * path (escapes, numbers not in their printed form, objects with members, unknown or repeated
+ * fields, values of the wrong kind), in any order, with or without whitespace. */
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *const create_values[] = {
+    "\"P1\"",
+    "\"a b\"",
+    "\"\xc3\xa9\"",
+    "\"x\\\"y\"",
+    "\"\\u0041\"",
+    "\"\\/\"",
+    "\"\"",
+    "\"ASSIGNED\"",
+    "\"INPROGRESS\"",
+    "\"NEW\"",
+    "\"CLOSED\"",
+    "\"checkin\"",
+    "\"checkout\"",
+    "\"bogus\"",
+    "\"T-1.x:y_z\"",
+    "0",
+    "-0",
+    "7",
+    "-7",
+    "12",
+    "1.5",
+    "1.50",
+    "1e2",
+    "1E2",
+    "0.1",
+    "-0.0",
+    "52.52",
+    "13.405",
+    "77.5946",
+    "1764090000000",
+    "123456789012345",
+    "1234567890123456",
+    "9007199254740991",
+    "9007199254740992",
+    "1e400",
+    "0.30000000000000004",
+    "null",
+    "true",
+    "false",
+    "{}",
+    "{ }",
+    "{\"a\":1}",
+    "{\"ticket_history\":[]}",
+    "[]",
+    "[1,2]",
+};
+
+/* Values of one field kind, in the forms the fast path writes as they are and in others. */
+typedef struct kind_values {
+    const char *const *v;
+    size_t n;
+} kind_values_t;
+
+#define KIND_VALUES(...)                                                                           \
+    {                                                                                              \
+        (const char *const[]){__VA_ARGS__},                                                        \
+            sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)                      \
+    }
+
+static const kind_values_t kind_values[] = {
+    [FSA_FIELD_STR] =
+        KIND_VALUES("\"G-1\"", "\"a b\"", "\"\xc3\xa9\"", "\"x\\\"y\"", "\"\\u0041\"", "\"\""),
+    [FSA_FIELD_STR_NULL] = KIND_VALUES("null", "\"T-1\"", "\"a b\"", "\"\\u0041\"", "\"\""),
+    [FSA_FIELD_INT] = KIND_VALUES("0", "-0", "7", "-7", "1e2", "1.0", "1764090000000",
+                                  "123456789012345", "-123456789012345", "1234567890123456",
+                                  "9007199254740991", "9007199254740992", "-9007199254740992"),
+    [FSA_FIELD_NUM] = KIND_VALUES("1.5", "1.50", "8"),
+    [FSA_FIELD_NUM_NULL] =
+        KIND_VALUES("null", "52.52", "1.50", "1e2", "0.1", "-0.0", "13.405", "0.30000000000000004",
+                    "1e400", "-0", "8", "8.0", "1E-5", "0.0001", "-77.5946", "123456789.123456789"),
+    [FSA_FIELD_OBJ] =
+        KIND_VALUES("{}", "{ }", "{\n}", "{\"a\":1}", "{\"ticket_history\":[]}", "[]"),
+    [FSA_FIELD_STATUS] = KIND_VALUES("\"ASSIGNED\"", "\"INPROGRESS\"", "\"NEW\"", "\"CLOSED\"",
+                                     "\"bogus\"", "\"\\u0041SSIGNED\""),
+    [FSA_FIELD_ENUM] = KIND_VALUES("\"checkin\"", "\"checkout\"", "\"bogus\"", "\"check\\u0069n\""),
+};
+
+static unsigned rand_next(uint64_t *s)
+{
+    *s = *s * 6364136223846793005u + 1442695040888963407u;
+    return (unsigned)(*s >> 33);
+}
+
+/* The tree path's answer for op: fsa_model_entity_apply keeps the tree, which only it builds. */
+static fsa_status_t create_by_tree(const fsa_op_t *op, char **out, fsa_model_err_t *err)
+{
+    fsa_model_entity_t *e = fsa_model_entity_new();
+    assert_non_null(e);
+    fsa_status_t st = fsa_model_entity_apply(e, op, NULL, 0, 0, out, err);
+    fsa_model_entity_free(e);
+    return st;
+}
+
+/* The fast path of a create (straight from its text) answers as the tree path, byte for byte,
+ * error for error, defaults included (a field left out); the common creates take it (one
+ * allocation: their text), and its allocation failing is FSA_ENOMEM. */
+static void test_fsa_model_apply__a_create_prints_as_its_tree(void **state)
+{
+    (void)state;
+    static const fsa_type_t types_[] = {FSA_TYPE_ATTENDANCE, FSA_TYPE_JOBNEED, FSA_TYPE_TICKET};
+    static const char *const ws[] = {"", " ", "\n\t "};
+    uint64_t seed = 26;
+    size_t ok = 0;
+    for (int round = 0; round < 20000; round++) {
+        fsa_type_t t = types_[rand_next(&seed) % 3];
+        size_t nf = 0;
+        const fsa_field_def_t *defs = fsa_model_fields(t, &nf);
+        char text[2048];
+        const char *w = ws[rand_next(&seed) % 3];
+        size_t n = (size_t)snprintf(text, sizeof text, "%s{%s", w, w);
+        /* Each field mostly given (a required one nearly always), mostly with a value of its
+         * kind in one of its forms, sometimes anything; now and then one the type lacks, or one
+         * given twice. */
+        bool first = true;
+        for (size_t k = 0; k <= nf; k++) {
+            size_t f = k;
+            if (k == nf) {
+                unsigned r = rand_next(&seed) % 20;
+                if (r > 1)
+                    break;
+                f = r == 0 ? nf : rand_next(&seed) % nf; /* unknown, or twice */
+            }
+            if (f < nf && rand_next(&seed) % 10 >= (defs[f].required ? 9u : 6u))
+                continue;
+            const char *name = f < nf ? defs[f].name : "nope", *v;
+            const kind_values_t *kv = f < nf ? &kind_values[defs[f].kind] : NULL;
+            if (kv != NULL && rand_next(&seed) % 4 != 0)
+                v = kv->v[rand_next(&seed) % kv->n];
+            else
+                v = create_values[rand_next(&seed) % COUNT(create_values)];
+            n += (size_t)snprintf(text + n, sizeof text - n, "%s\"%s\"%s:%s%s%s", first ? "" : ",",
+                                  name, w, w, v, w);
+            first = false;
+        }
+        snprintf(text + n, sizeof text - n, "}%s", w);
+        fsa_op_t op = op_create(t, "E1", text);
+        char *fast = NULL, *tree = NULL;
+        fsa_model_err_t ef, et;
+        fsa_status_t sf = fsa_model_apply(&op, NULL, 0, 0, &fast, &ef);
+        fsa_status_t st = create_by_tree(&op, &tree, &et);
+        if (sf != st || (sf == FSA_OK && strcmp(fast, tree) != 0) ||
+            (sf != FSA_OK &&
+             (strcmp(ef.code, et.code) != 0 || strcmp(ef.message, et.message) != 0)))
+            fail_msg("%s: %s %s [%s] against the tree's %s %s [%s]", text, fsa_status_str(sf),
+                     fast != NULL ? fast : "", ef.message, fsa_status_str(st),
+                     tree != NULL ? tree : "", et.message);
+        ok += sf == FSA_OK;
+        fsa_model_free(fast);
+        fsa_model_free(tree);
+        fsa_op_clear(&op);
+    }
+    assert_true(ok > 2000); /* enough of them applied to compare texts */
+    /* A check-in takes the fast path: one allocation, its text. */
+    fsa_op_t op = op_create(FSA_TYPE_ATTENDANCE, "A1", ATTENDANCE_GIVEN);
+    char *out = NULL;
+    fsa_alloc_fail_nth(ULONG_MAX);
+    assert_fsa_ok(fsa_model_apply(&op, NULL, 0, 0, &out, NULL));
+    assert_int_equal(fsa_alloc_count(), 1);
+    fsa_alloc_fail_nth(0);
+    fsa_model_free(out);
+    fsa_model_err_t err;
+    out = (char *)1;
+    fsa_alloc_fail_nth(1);
+    assert_int_equal(fsa_model_apply(&op, NULL, 0, 0, &out, &err), FSA_ENOMEM);
+    assert_true(fsa_alloc_fault_fired());
+    fsa_alloc_fail_nth(0);
+    assert_null(out);
+    assert_string_equal(err.code, "out_of_memory");
+    fsa_op_clear(&op);
+}
+
 static void test_fsa_model_apply__allocation_failures(void **state)
 {
     (void)state;
@@ -2327,7 +2505,12 @@ static void test_fsa_model_apply__allocation_failures(void **state)
                          "[1,2,{\"a\":[1.5]}],\"m\":{\"x\":1}},\"zzz\":[true]}";
     struct torture_row rows[] = {
         {op_create(FSA_TYPE_TICKET, "T1", "{\"level\":2,\"ticketlog\":{\"k\":[1,2.5]}}"), NULL, 0},
-        {op_create(FSA_TYPE_ATTENDANCE, "A1", ATTENDANCE_GIVEN), NULL, 0},
+        /* other_info with members: the tree path (a create the fast path writes allocates once:
+         * test_fsa_model_apply__a_create_prints_as_its_tree) */
+        {op_create(FSA_TYPE_ATTENDANCE, "A1",
+                   "{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\",\"at\":1,"
+                   "\"lat\":12.9716,\"lon\":77.5946,\"other_info\":{\"k\":[1]}}"),
+         NULL, 0},
         {op_set(FSA_TYPE_TICKET, "T1", 1, "{\"level\":9,\"assignedto\":\"U\",\"ticketlog\":{}}"),
          ticket, 0},
         {op_merge(FSA_TYPE_TICKET, "T1", "ticketlog",
@@ -2530,6 +2713,7 @@ int main(void)
         cmocka_unit_test(test_fsa_op_copy__deep_copy),
         cmocka_unit_test(test_fsa_op_copy__null_arguments),
         cmocka_unit_test(test_fsa_model_apply__ticket_lifecycle),
+        cmocka_unit_test(test_fsa_model_apply__a_create_prints_as_its_tree),
         cmocka_unit_test(test_fsa_model_apply__allocation_failures),
         cmocka_unit_test(test_fsa_model_same_values__compares_named_keys_only),
         cmocka_unit_test(test_fsa_model_project__picks_keys_with_null_for_absent),
