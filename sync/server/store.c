@@ -797,10 +797,12 @@ static fsa_status_t in_scope(fsa__store_tx_t *tx, const fsa_store_scope_t *scope
 
 /* Writes the entity with its scope keys (*next: ent_write's); when a jobneed's person changes,
  * its checkpoints get a new change number too, so that pulls take them into (or out of) the
- * scopes that follow it. */
+ * scopes that follow it. *no_parent: a jobneed whose parent_id names no jobneed, written not. */
 static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, const char *old,
-                                    int64_t version, char **next, int64_t now_ms, const char *owner)
+                                    int64_t version, char **next, int64_t now_ms, const char *owner,
+                                    bool *no_parent)
 {
+    *no_parent = false;
     /* Only a jobneed's keys are needed now (its person against the old one's); the others' are
      * read at the flush when the op may have changed them. */
     bool held = tx->cache != NULL && !tx->cache->through &&
@@ -832,8 +834,10 @@ static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, con
         /* A checkpoint names a tour that exists. One made before its tour would stay out of the
          * pulls of the tour's devices (selected by its own change number, older than the tour's),
          * and a later create of a tour under that id would take it into the creator's scope. */
-        if (!found)
-            return FSA_ENOTFOUND;
+        if (!found) {
+            *no_parent = true;
+            return FSA_OK;
+        }
     }
     st = ent_write(tx, op, old != NULL, version, next, now_ms, owner, &k);
     if (st == FSA_OK && old != NULL && op->type == FSA_TYPE_JOBNEED &&
@@ -889,14 +893,15 @@ static fsa_status_t try_op(fsa__store_tx_t *tx, const char *device, bool by_serv
     switch (ast) {
     case FSA_OK: {
         int64_t nv = fields != NULL ? version + 1 : 1;
-        st = write_with_keys(tx, op, fields, nv, &next, now_ms, by_server ? NULL : device);
-        if (st == FSA_OK) {
-            r->status = FSA_RESULT_APPLIED;
-            r->version = nv;
-        } else if (st == FSA_ENOTFOUND) {
-            st = FSA_OK; /* nothing was written */
+        bool no_parent = false;
+        st = write_with_keys(tx, op, fields, nv, &next, now_ms, by_server ? NULL : device,
+                             &no_parent);
+        if (st == FSA_OK && no_parent) { /* nothing was written */
             r->status = FSA_RESULT_REJECTED;
             set_result_err(r, "not_found", "the jobneed's parent_id names no jobneed");
+        } else if (st == FSA_OK) {
+            r->status = FSA_RESULT_APPLIED;
+            r->version = nv;
         }
         break;
     }
