@@ -1785,14 +1785,14 @@ static fsa_status_t change_tree(const fsa_op_t *op, const char *fields_json, int
 
 /*
  * A create's result written straight from its payload's text, without a tree: the common record
- * (a check-in) spent a quarter of its CPU parsing its fields into cJSON, building the entity with
- * its defaults and printing it again (docs/performance.md, "Recording", session 26). Only a
- * payload that the tree path would accept and print member for member as it came takes it: every
- * member a field of the type, once, with a value of its kind written as print_exact writes it (a
- * string with no escape, a number in its shortest exact form, null, true, false, or an empty
- * object). The fields then come out in the protocol's order, each given or its default (the
- * table's, printed as print_exact prints them: test_model checks that). Anything else returns 0
- * and the tree path decides, naming any error; both paths give the same text
+ * (a check-in) spent a quarter of its instructions parsing its fields into cJSON, building the
+ * entity with its defaults and printing it again (docs/performance.md, "Recording", session 26).
+ * Only a payload that the tree path would accept and print member for member as it came takes it:
+ * every member a field of the type, once, with a value of its kind written as print_exact writes it
+ * (a string with no escape, a number in its shortest exact form, null, or an empty object). The
+ * fields then come out in the protocol's order, each given or its default (the table's text, which
+ * is print_exact's for it: the test named below compares creates that leave fields out). Anything
+ * else returns 0 and the tree path decides, naming any error; both paths give the same text
  * (test_fsa_model_apply__a_create_prints_as_its_tree).
  * Returns 1 with *out_json set, 0 when the tree path must decide, -1 out of memory.
  */
