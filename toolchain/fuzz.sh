@@ -6,7 +6,8 @@
 #
 #   SECONDS  per target (default 60); the targets run two at a time (FSA_FUZZ_JOBS, default the
 #            number of cores, at most 2 unless set)
-#   TARGET   fuzz_codec_answers fuzz_codec_push fuzz_server_request fuzz_merge_patch fuzz_args fuzz_config
+#   TARGET   fuzz_codec_answers fuzz_codec_push fuzz_server_request fuzz_merge_patch
+#            fuzz_model_create fuzz_args fuzz_config
 #            (default: all)
 #
 # Nothing is written into the repository: new corpus entries go to a scratch directory that is
@@ -16,9 +17,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-all=(fuzz_codec_answers fuzz_codec_push fuzz_server_request fuzz_merge_patch fuzz_args fuzz_config)
+all=(fuzz_codec_answers fuzz_codec_push fuzz_server_request fuzz_merge_patch fuzz_model_create fuzz_args
+  fuzz_config)
 case "${1:-}" in
-  -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 secs=${1:-60}
 if ! [[ "$secs" =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
