@@ -797,7 +797,8 @@ static fsa_status_t in_scope(fsa__store_tx_t *tx, const fsa_store_scope_t *scope
 
 /* Writes the entity with its scope keys (*next: ent_write's); when a jobneed's person changes,
  * its checkpoints get a new change number too, so that pulls take them into (or out of) the
- * scopes that follow it. *no_parent: a jobneed whose parent_id names no jobneed, written not. */
+ * scopes that follow it. *no_parent is set, and nothing written, when a jobneed's parent_id
+ * names no jobneed. */
 static fsa_status_t write_with_keys(fsa__store_tx_t *tx, const fsa_op_t *op, const char *old,
                                     int64_t version, char **next, int64_t now_ms, const char *owner,
                                     bool *no_parent)
