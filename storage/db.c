@@ -10,6 +10,7 @@
 #include "port/files.h"
 #include "port/limits.h"
 #include "port/once.h"
+#include "port/port.h"
 #include "port/pulse.h"
 #include "storage/db.h"
 #include "storage/libs.h"
@@ -465,6 +466,57 @@ static fsa_status_t set_clean(sqlite3 *db, int clean, const char *restore, char 
     return st != FSA_OK ? st : back;
 }
 
+fsa_status_t fsa__db_check(sqlite3 *db, const char *pragma, char *finding, size_t len)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = SQLITE_OK;
+    const char *res = NULL;
+    /* A page of the freelist that cannot be fetched is reported without its error code ("failed
+     * to get page N"; a page number out of range has a finding of its own): a read that failed,
+     * or no memory, not what the page holds. The check runs once more; the second answer
+     * stands, and the same finding twice is a disk that does not read. */
+    bool unread = false;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        sqlite3_finalize(q);
+        q = NULL;
+        rc = sqlite3_prepare_v3(db, pragma, -1, 0, &q, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(q);
+        res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
+        unread = res != NULL && strstr(res, "failed to get page ") != NULL;
+        if (!unread)
+            break;
+    }
+    /* SQLite reports a page it could not get as a finding, with the code of the failure
+     * ("unable to get the page. error code=266"): a read error or no memory, or corruption. */
+    int page_rc = 0;
+    const char *page = res != NULL ? strstr(res, "unable to get the page. error code=") : NULL;
+    if (page != NULL)
+        page_rc = (int)strtoll(page + strlen("unable to get the page. error code="), NULL, 10);
+    fsa_status_t st;
+    /* Only what the check finds (or SQLite's own corruption codes) is corruption: a check that
+     * could not run for want of memory says nothing of the journal, */
+    if ((rc == SQLITE_ROW && res == NULL) ||
+        (rc != SQLITE_ROW && fsa__db_status(rc) == FSA_ENOMEM) || page_rc == SQLITE_NOMEM)
+        st = FSA_ENOMEM;
+    /* nor does a check that could not read (SQLite returns the read error itself when it fails
+     * before any page). */
+    else if ((rc != SQLITE_ROW && (rc & 0xff) == SQLITE_IOERR) ||
+             (page_rc & 0xff) == SQLITE_IOERR || unread)
+        st = FSA_EIO;
+    else
+        st = res != NULL && strcmp(res, "ok") == 0 ? FSA_OK : FSA_ECORRUPT;
+    if (finding != NULL && len > 0) {
+        snprintf(finding, len, "%s",
+                 st == FSA_ENOMEM ? "out of memory"
+                 : res != NULL    ? res
+                                  : sqlite3_errstr(rc));
+        fsa_one_line(finding); /* SQLite's findings come a line each */
+    }
+    sqlite3_finalize(q);
+    return st;
+}
+
 /* Run by the only user of a journal: a journal left open (clean_close 0) by users that are all
  * gone now was not closed cleanly, and gets a quick check before use. */
 static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err, size_t errlen)
@@ -480,53 +532,17 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
     }
     if (clean)
         return FSA_OK;
-    sqlite3_stmt *q = NULL;
-    int rc = SQLITE_OK;
-    const char *res = NULL;
-    /* A page of the freelist that cannot be fetched is reported without its error code ("failed
-     * to get page N"; a page number out of range has a finding of its own): a read that failed,
-     * or no memory, not what the page holds. The check runs once more; the second answer
-     * stands, and the same finding twice is a disk that does not read. */
-    bool unread = false;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        sqlite3_finalize(q);
-        q = NULL;
-        rc = sqlite3_prepare_v3(db, "PRAGMA quick_check", -1, 0, &q, NULL);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(q);
-        res = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : NULL;
-        unread = res != NULL && strstr(res, "failed to get page ") != NULL;
-        if (!unread)
-            break;
-    }
-    /* SQLite reports a page it could not get as a finding, with the code of the failure
-     * ("unable to get the page. error code=266"): a read error or no memory, or corruption. */
-    int page_rc = 0;
-    const char *page = res != NULL ? strstr(res, "unable to get the page. error code=") : NULL;
-    if (page != NULL)
-        page_rc = (int)strtoll(page + strlen("unable to get the page. error code="), NULL, 10);
-    /* Only what the check finds (or SQLite's own corruption codes) is corruption: a check that
-     * could not run for want of memory says nothing of the journal, */
-    if ((rc == SQLITE_ROW && res == NULL) ||
-        (rc != SQLITE_ROW && fsa__db_status(rc) == FSA_ENOMEM) || page_rc == SQLITE_NOMEM)
-        st = FSA_ENOMEM;
-    /* nor does a check that could not read (SQLite returns the read error itself when it fails
-     * before any page). */
-    else if ((rc != SQLITE_ROW && (rc & 0xff) == SQLITE_IOERR) ||
-             (page_rc & 0xff) == SQLITE_IOERR || unread)
-        st = FSA_EIO;
-    else
-        st = res != NULL && strcmp(res, "ok") == 0 ? FSA_OK : FSA_ECORRUPT;
+    char finding[256];
+    st = fsa__db_check(db, "PRAGMA quick_check", finding, sizeof finding);
     if (st == FSA_ENOMEM)
         snprintf(err, errlen, "journal %s: out of memory during its integrity check", path);
     else if (st == FSA_EIO)
         snprintf(err, errlen,
                  "journal %s: cannot read it for its integrity check after an unclean shutdown: %s",
-                 path, res != NULL ? res : sqlite3_errstr(rc));
+                 path, finding);
     else if (st != FSA_OK)
         snprintf(err, errlen, "journal %s failed its integrity check after an unclean shutdown: %s",
-                 path, res != NULL ? res : sqlite3_errstr(rc));
-    sqlite3_finalize(q);
+                 path, finding);
     return st;
 }
 

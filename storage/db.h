@@ -91,6 +91,13 @@ void fsa__db_flush(const char *path, sqlite3 **own);
  * with sqlite3_close. */
 fsa_status_t fsa__db_open_reader(const char *path, sqlite3 **out) FSA_MUST_CHECK;
 
+/* Runs an integrity pragma on db ("PRAGMA quick_check" or "PRAGMA integrity_check") and says what
+ * its first answer means: FSA_OK (nothing found), FSA_ECORRUPT (a finding), or FSA_ENOMEM /
+ * FSA_EIO when the check could not run or read a page (which says nothing of what the file
+ * holds). finding (len bytes, may be NULL) gets the finding or the failure. */
+fsa_status_t fsa__db_check(sqlite3 *db, const char *pragma, char *finding,
+                           size_t len) FSA_MUST_CHECK;
+
 /* Runs sql (no results) and maps errors; err may be NULL. */
 fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen) FSA_MUST_CHECK;
 

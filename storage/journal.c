@@ -426,17 +426,7 @@ fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen)
         return FSA_EINVAL;
     lock_j(j);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "PRAGMA integrity_check", &st);
-    if (s == FSA_OK) {
-        int rc = sqlite3_step(st);
-        const char *r = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
-        if (r == NULL || strcmp(r, "ok") != 0) {
-            s = FSA_ECORRUPT;
-            if (err != NULL && errlen > 0)
-                snprintf(err, errlen, "%s", r != NULL ? r : sqlite3_errstr(rc));
-        }
-        release(j, st);
-    }
+    fsa_status_t s = fsa__db_check(j->db, "PRAGMA integrity_check", err, errlen);
     if (s == FSA_OK)
         s = prep(j,
                  "SELECT c.seq,c.op_id FROM conflicts c LEFT JOIN outbox o ON o.seq=c.seq "

@@ -470,8 +470,9 @@ fsa_status_t fsa_journal_now_checked(fsa_journal_t *j, fsa_wall_t *out) FSA_MUST
 
 /* Runs PRAGMA integrity_check, then checks that every conflict has its op in the outbox (the
  * journal keeps that without a foreign key: storage/db.c, the 4 -> 5 step); FSA_OK or
- * FSA_ECORRUPT (err names the first problem; also when SQLite's check itself fails to run), or
- * the status of a failed read of the conflicts. */
+ * FSA_ECORRUPT (err names the first problem), FSA_ENOMEM or FSA_EIO when a check could not run or
+ * read (err says why: that says nothing of the journal), or another failure of the conflicts'
+ * read. */
 fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen) FSA_MUST_CHECK;
 
 #endif

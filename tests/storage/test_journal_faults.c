@@ -826,6 +826,71 @@ static void test_journal__unclean_reopen_read_fails(void **state)
     lone_end(&l);
 }
 
+/* A whole check (fsa_journal_integrity) that cannot read a page or runs out of memory says so:
+ * FSA_EIO or FSA_ENOMEM, never FSA_ECORRUPT, which would have a person restore a journal that is
+ * whole. Once the disk reads again (or memory returns) the same journal checks out. */
+static void test_journal__integrity_check_that_cannot_read_or_allocate(void **state)
+{
+    (void)state;
+    lone_t l;
+    fsa_journal_opts_t o = {.create = true};
+    fsa_journal_t *j = lone_open(&l, 13, "check.db", &o);
+    fsa_rec_t rec;
+    for (int i = 0; i < 200; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "T%d", i);
+        assert_fsa_ok(fsa_journal_create(j, T_TICKET, id, "{\"priority\":\"HIGH\"}", NULL, &rec));
+    }
+    fsa_journal_close(j);
+    char err[256];
+    int64_t reads = 0;
+    for (int64_t n = 1;; n++) {
+        /* opened anew each time, so that the check reads the file rather than a warm cache */
+        assert_fsa_ok(fsa_journal_open(fsa_sim_port(l.sim), l.path, &o, &j, err, sizeof err));
+        vfs_fault_plan_t plan = {.kinds = VFS_FAULT_READ, .nth = n, .flavour = VFS_FAULT_EIO};
+        vfs_fault_arm(l.path, &plan);
+        err[0] = '\0';
+        fsa_status_t st = fsa_journal_integrity(j, err, sizeof err);
+        vfs_fault_disarm();
+        if (vfs_fault_fired() == 0) {
+            assert_fsa_ok(st);
+            fsa_journal_close(j);
+            break;
+        }
+        reads++;
+        if (st != FSA_EIO || err[0] == '\0')
+            fail_msg("the check with the read %lld failing: %s (%s)", (long long)n,
+                     fsa_status_str(st), err);
+        assert_integrity(j);
+        fsa_journal_close(j);
+    }
+    assert_fsa_ok(fsa_journal_open(fsa_sim_port(l.sim), l.path, &o, &j, err, sizeof err));
+    int64_t allocs = 0;
+    for (unsigned long n = 1;; n++) {
+        fsa_alloc_fail_nth(n);
+        err[0] = '\0';
+        fsa_status_t st = fsa_journal_integrity(j, err, sizeof err);
+        bool fired = fsa_alloc_fault_fired();
+        fsa_alloc_fail_nth(0);
+        if (!fired) {
+            assert_fsa_ok(st);
+            break;
+        }
+        allocs++;
+        /* SQLite lives without some of its allocations: the check then ran */
+        if (st != FSA_OK && (st != FSA_ENOMEM || err[0] == '\0'))
+            fail_msg("the check with the allocation %lu failing: %s (%s)", n, fsa_status_str(st),
+                     err);
+    }
+    assert_integrity(j);
+    fsa_journal_close(j);
+    fprintf(stderr, "# integrity check: %lld read faults, %lld allocation faults\n",
+            (long long)reads, (long long)allocs);
+    assert_true(reads > 0);
+    assert_true(allocs > 0);
+    lone_end(&l);
+}
+
 /* Copies the file at from to to, bytes as the OS holds them: what a power cut that kept every
  * write would leave. */
 static void copy_bytes(const char *from, const char *to)
@@ -1063,6 +1128,7 @@ int main(void)
         cmocka_unit_test(test_journal__each_open_fails),
         cmocka_unit_test(test_journal__each_read_fails),
         cmocka_unit_test(test_journal__unclean_reopen_read_fails),
+        cmocka_unit_test(test_journal__integrity_check_that_cannot_read_or_allocate),
         cmocka_unit_test(test_journal__disk_full_from_n_until_space_returns),
         cmocka_unit_test(test_journal__failed_fsync_op_does_not_come_back),
         cmocka_unit_test(test_journal__open_and_close_sync_only_for_the_checkpoint),
