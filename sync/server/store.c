@@ -2,6 +2,7 @@
  */
 #include "sync/server/store.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1172,3 +1173,21 @@ fsa_status_t fsa_store_apply_scoped(fsa_store_t *store, const char *device, bool
     }
     return st;
 }
+
+#ifdef FSA_FAULT_HOOKS
+static void (*_Atomic pull_gap_fn)(void *);
+static void *pull_gap_arg;
+
+void fsa__store_pull_gap_hook(void (*fn)(void *), void *arg)
+{
+    pull_gap_arg = arg;
+    atomic_store(&pull_gap_fn, fn);
+}
+
+void fsa__store_pull_gap(void)
+{
+    void (*fn)(void *) = atomic_exchange(&pull_gap_fn, NULL);
+    if (fn != NULL)
+        fn(pull_gap_arg);
+}
+#endif

@@ -117,8 +117,9 @@ fsa_status_t fsa_store_pull(fsa_store_t *store, const char *device, int64_t sinc
  * (its version, no fields). The store remembers what it sent to each scoped device (a pull of a
  * scoped device writes), so a page asked for again is answered the same: a gone is sent again, in
  * the place of the change number it was first sent at, until `since` reaches that number, even
- * after later changes of the entity outside the scope. The cost of a scoped pull grows with what
- * the scope holds, not with the whole store (indexed).
+ * after later changes of the entity outside the scope. Two pulls of one device at once (a retry of
+ * one still running) leave what the newer read found, never the older read's gone over it. The
+ * cost of a scoped pull grows with what the scope holds, not with the whole store (indexed).
  */
 fsa_status_t fsa_store_pull_scoped(fsa_store_t *store, const char *device,
                                    const fsa_store_scope_t *scope, int64_t since, unsigned limit,

@@ -145,4 +145,17 @@ bool fsa__store_page_fits(size_t *bytes, size_t count, size_t fields_len);
  * of the store and the backends. */
 uint32_t fsa__store_entity_hash(const char *type, const char *id);
 
+/* Called by a backend's scoped pull between its read and its write of what it sent (`delivered`):
+ * the gap in which another pull of the same device may run (a retry of a pull that timed out).
+ * Only a test's hook runs there. */
+#ifdef FSA_FAULT_HOOKS
+void fsa__store_pull_gap(void);
+/* For tests: fn(arg) runs once, in the next scoped pull's gap. */
+void fsa__store_pull_gap_hook(void (*fn)(void *), void *arg);
+#else
+static inline void fsa__store_pull_gap(void)
+{
+}
+#endif
+
 #endif

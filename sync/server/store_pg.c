@@ -37,6 +37,8 @@
 #define PG_CONNS_MAX 16
 /* pg_advisory_xact_lock key for creating and migrating the schema: "FSAS". */
 #define PG_SCHEMA_LOCK "1179861331"
+/* The first of the two keys of a scoped pull's lock on its device (pg_pull): "FSAD". */
+#define PG_DELIVERED_LOCK "1179861316"
 
 static const char pg_schema_sql[] =
     "CREATE TABLE IF NOT EXISTS entities("
@@ -816,11 +818,11 @@ static fsa_status_t pg_log_op(fsa__store_tx_t *tx, const char *device, const fsa
 
 /* ---- reads and the rest ---- */
 
-/* Records what a scoped device was sent on this page, in one transaction. */
+/* Records what a scoped device was sent on this page, in pg_pull's transaction. */
 static fsa_status_t mark_delivered(pg_conn_t *c, const char *device, const fsa_codec_pull_t *out,
                                    const int64_t *chgs)
 {
-    fsa_status_t st = run0(c->c, "BEGIN", 0, NULL);
+    fsa_status_t st = FSA_OK;
     for (size_t i = 0; i < out->count && st == FSA_OK; i++) {
         const fsa_codec_change_t *ch = &out->changes[i];
         char g[24];
@@ -831,10 +833,6 @@ static fsa_status_t mark_delivered(pg_conn_t *c, const char *device, const fsa_c
                   " ON CONFLICT (device, type, id) DO UPDATE SET gone_chg = EXCLUDED.gone_chg",
                   4, p);
     }
-    if (st == FSA_OK)
-        st = run0(c->c, "COMMIT", 0, NULL);
-    if (st != FSA_OK)
-        (void)run0(c->c, "ROLLBACK", 0, NULL);
     return st;
 }
 
@@ -901,8 +899,25 @@ static fsa_status_t pg_pull(fsa_store_t *store, const char *device, const fsa_st
                        scope != NULL ? scope->people_json : NULL};
     pg_conn_t *c = conn_take(PG(store));
     PGresult *r = NULL;
-    fsa_status_t st = scope != NULL ? run(c->c, PG_PAGE_SQL(PG_SCOPED_SQL), 5, p, &r)
-                                    : run(c->c, PG_PAGE_SQL(PG_UNSCOPED_SQL), 3, p, &r);
+    fsa_status_t st = FSA_OK;
+    bool in_tx = false;
+    if (scope != NULL) {
+        /* A scoped pull reads and records what it sent in one transaction, under a lock on its
+         * device: two pulls of one device at once (a retry while the first still runs, in any
+         * process) run one after the other, each reading what the one before recorded. Were
+         * they to overlap, the older read could write last: a gone over the newer pull's
+         * "sent with its fields", after which the entity's next leave of the scope would never
+         * be sent; and their rows, locked in different orders, could deadlock. */
+        st = run0(c->c, "BEGIN", 0, NULL);
+        in_tx = st == FSA_OK;
+        if (st == FSA_OK)
+            st = run0(c->c, "SELECT pg_advisory_xact_lock(" PG_DELIVERED_LOCK ", hashtext($1))", 1,
+                      &device);
+        if (st == FSA_OK)
+            st = run(c->c, PG_PAGE_SQL(PG_SCOPED_SQL), 5, p, &r);
+    } else {
+        st = run(c->c, PG_PAGE_SQL(PG_UNSCOPED_SQL), 3, p, &r);
+    }
 
     int64_t last = since;
     size_t bytes = 0;
@@ -935,8 +950,14 @@ static fsa_status_t pg_pull(fsa_store_t *store, const char *device, const fsa_st
         out->count++;
     }
     PQclear(r);
-    if (st == FSA_OK && scope != NULL && out->count > 0)
+    if (st == FSA_OK && scope != NULL && out->count > 0) {
+        fsa__store_pull_gap();
         st = mark_delivered(c, device, out, chgs);
+    }
+    if (in_tx && st == FSA_OK)
+        st = run0(c->c, "COMMIT", 0, NULL);
+    if (in_tx && st != FSA_OK)
+        (void)run0(c->c, "ROLLBACK", 0, NULL);
     conn_give(PG(store), c);
     fsa_free(chgs);
     if (st != FSA_OK) {

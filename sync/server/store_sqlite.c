@@ -112,9 +112,18 @@ static const char *const write_sql[W__COUNT] = {
                      " person=?9, parent=?10 WHERE type=?1 AND id=?2",
     [W_CHILDREN] = "SELECT id FROM entities WHERE parent=?1 AND type='jobneed'",
     [W_TOUCH] = "UPDATE entities SET chg=?2 WHERE type='jobneed' AND id=?1",
-    /* gone_chg NULL: sent with its fields; else: sent as gone at that change number. */
+    /* gone_chg NULL: sent with its fields; else: sent as gone at that change number. A gone is
+     * recorded only while the entity is still at that number: another pull of the device that
+     * read after a later change (one that may have brought it back into the scope) may have
+     * written in the gap between this pull's read and its write, and a device that took that
+     * pull's answer holds the entity. Left unrecorded, the gone is sent again at most; recorded,
+     * a later leave of the scope would never be sent. A gone sent again (at its first number,
+     * the entity changed since) finds its row as it is. A row always exists for a gone (a gone is
+     * read from it), so the insert itself never records one. */
     [W_DELIVERED] = "INSERT INTO delivered(device, type, id, gone_chg) VALUES(?1, ?2, ?3, ?4)"
-                    " ON CONFLICT(device, type, id) DO UPDATE SET gone_chg=excluded.gone_chg",
+                    " ON CONFLICT(device, type, id) DO UPDATE SET gone_chg=excluded.gone_chg"
+                    " WHERE excluded.gone_chg IS NULL OR excluded.gone_chg ="
+                    " (SELECT chg FROM entities e WHERE e.type=excluded.type AND e.id=excluded.id)",
     [W_SEL_OP] = "SELECT status, version, code, message, type, id FROM ops WHERE op_id=?1",
     [W_INS_BATCH] = "INSERT INTO op_batches(received, op_ids) VALUES(?1, ?2)",
     [W_INS_OP] =
@@ -1257,8 +1266,10 @@ static fsa_status_t sq_pull(fsa_store_t *head, const char *device, const fsa_sto
     sqlite3_reset(q);
     sqlite3_clear_bindings(q);
     reader_give(store, rd);
-    if (st == FSA_OK && scope != NULL && out->count > 0)
+    if (st == FSA_OK && scope != NULL && out->count > 0) {
+        fsa__store_pull_gap();
         st = mark_delivered(store, device, out, chgs);
+    }
     fsa_free(chgs);
     if (st != FSA_OK) {
         fsa_codec_pull_free(out);

@@ -9,11 +9,11 @@
 #include <unistd.h>
 
 #include <sqlite3.h>
+#include <stdatomic.h>
 #ifdef FSA_TEST_HAVE_PG
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <time.h>
 #endif
 
@@ -1143,6 +1143,134 @@ test_fsa_store_apply__checkpoint_created_during_a_reassign_reaches_its_device(vo
 }
 #endif
 
+/* Sets ticket id's assignee (its scope key) at base version base. */
+static void assign(fsa_store_t *s, const char *op_id, const char *id, int64_t base,
+                   const char *person)
+{
+    char json[64];
+    snprintf(json, sizeof json, "{\"assignedto\":\"%s\"}", person);
+    fsa_codec_op_t op;
+    fsa_codec_result_t res;
+    op_make(&op, op_id, base == 0 ? FSA_OP_CREATE : FSA_OP_SET, FSA_TYPE_TICKET, id, NULL, json);
+    op.op.base_version = base;
+    assert_fsa_ok(fsa_store_apply(s, "d1", false, &op, 1, 1000, &res, NULL, 0));
+    if (res.status != FSA_RESULT_APPLIED)
+        fail_msg("%s: %s %s", op_id, res.code, res.message);
+    ops_clear(&op, &res, 1);
+}
+
+/* A pull of P1's device, scope prepared by the test, on a thread of its own or not. */
+typedef struct retry {
+    fsa_store_t *store;
+    const fsa_store_scope_t *scope;
+    int64_t since;
+    fsa_status_t st;
+    fsa_codec_pull_t page;
+    int64_t next;
+    _Atomic bool done;
+} retry_t;
+
+static void *retry_pull(void *arg)
+{
+    retry_t *r = arg;
+    r->st = fsa_store_pull_scoped(r->store, "d-P1", r->scope, r->since, 100, &r->page, &r->next);
+    atomic_store(&r->done, true);
+    return NULL;
+}
+
+typedef struct gap {
+    fsa_store_t *store;
+    retry_t retry;
+    bool ran;
+#ifdef FSA_TEST_HAVE_PG
+    PGconn *conn;
+    pthread_t thread;
+#endif
+} gap_t;
+
+/* In the first pull's gap (read, not yet recorded): T1 comes back into P1's scope, and the
+ * device's retry of that pull runs. On PostgreSQL the retry runs on a thread, and the first pull
+ * goes on once the retry has finished or waits for a lock. */
+static void in_the_gap(void *arg)
+{
+    gap_t *g = arg;
+    g->ran = true;
+    assign(g->store, "a3", "T1", 2, "P1");
+#ifdef FSA_TEST_HAVE_PG
+    if (th_backend_is_pg()) {
+        assert_int_equal(pthread_create(&g->thread, NULL, retry_pull, &g->retry), 0);
+        wait_for(g->conn, 1, &g->retry.done);
+        return;
+    }
+#endif
+    (void)retry_pull(&g->retry);
+}
+
+/*
+ * A device's pull timed out while the server still ran it, and the device pulled again from the
+ * same cursor (its retry policy does). Between the first pull's read and its record of what it
+ * sent, ticket T1 came back into the device's scope and the retry sent it; the device took the
+ * retry's answer. When T1 leaves the scope again the device must be told. Before, the first
+ * pull's record (T1 sent as gone, at a number below the retry's cursor) came last and hid every
+ * later leave: the device kept T1 for good.
+ */
+static void test_fsa_store_pull__a_retry_during_its_first_try(void **state)
+{
+    fixture_t *f = *state;
+    assign(f->store, "a1", "T1", 0, "P1");
+    char people[1][FSA_ID_BYTES] = {"P1"};
+    fsa_store_scope_t sc;
+    memset(&sc, 0, sizeof sc);
+    sc.people = (const char(*)[FSA_ID_BYTES])people;
+    sc.npeople = 1;
+    assert_fsa_ok(fsa_store_scope_prepare(&sc));
+    fsa_codec_pull_t p;
+    int64_t cursor = 0;
+    assert_fsa_ok(fsa_store_pull_scoped(f->store, "d-P1", &sc, 0, 100, &p, &cursor));
+    assert_int_equal(p.count, 1);
+    assert_false(p.changes[0].gone);
+    fsa_codec_pull_free(&p);
+    assign(f->store, "a2", "T1", 1, "P2"); /* T1 leaves the scope */
+
+    gap_t g = {.store = f->store, .retry = {.store = f->store, .scope = &sc, .since = cursor}};
+#ifdef FSA_TEST_HAVE_PG
+    if (th_backend_is_pg()) {
+        g.conn = PQconnectdb(f->path);
+        assert_int_equal(PQstatus(g.conn), CONNECTION_OK);
+    }
+#endif
+    fsa__store_pull_gap_hook(in_the_gap, &g);
+    int64_t first_next = 0;
+    assert_fsa_ok(fsa_store_pull_scoped(f->store, "d-P1", &sc, cursor, 100, &p, &first_next));
+    assert_true(g.ran);
+#ifdef FSA_TEST_HAVE_PG
+    if (th_backend_is_pg()) {
+        assert_int_equal(pthread_join(g.thread, NULL), 0);
+        PQfinish(g.conn);
+    }
+#endif
+    /* The first pull read T1 gone; its answer never reached the device. */
+    assert_int_equal(p.count, 1);
+    assert_true(p.changes[0].gone);
+    fsa_codec_pull_free(&p);
+    /* The retry sent T1 back with its fields, and the device took that. */
+    assert_fsa_ok(g.retry.st);
+    assert_int_equal(g.retry.page.count, 1);
+    assert_string_equal(g.retry.page.changes[0].id, "T1");
+    assert_false(g.retry.page.changes[0].gone);
+    fsa_codec_pull_free(&g.retry.page);
+    cursor = g.retry.next;
+
+    assign(f->store, "a4", "T1", 3, "P2"); /* T1 leaves again */
+    assert_fsa_ok(fsa_store_pull_scoped(f->store, "d-P1", &sc, cursor, 100, &p, &cursor));
+    if (p.count != 1 || !p.changes[0].gone)
+        fail_msg("T1 left the scope again, and the pull sent %zu changes instead of its gone",
+                 p.count);
+    assert_string_equal(p.changes[0].id, "T1");
+    fsa_codec_pull_free(&p);
+    fsa_store_scope_release(&sc);
+}
+
 int main(void)
 {
     /* The tests that hold for every backend (no SQLite file read, no SQLite-only behaviour). */
@@ -1156,6 +1284,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_fsa_store_apply__failed_group_answers_logged_ops_as_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_pull__page_ends_exactly_at_its_budget, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_pull__a_retry_during_its_first_try, setup,
                                         teardown),
     };
 #ifdef FSA_TEST_HAVE_PG
@@ -1203,6 +1333,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fsa_store_two_handles__share_everything, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_open__migrates_schema_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_pull__a_retry_during_its_first_try, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
