@@ -603,12 +603,18 @@ static fsa_status_t push_refused(fsa_engine_t *e, const batch_t *b, fsa_status_t
                                  size_t *max_bytes)
 {
     if (st == FSA_ETOOLARGE) {
-        /* 413: split; a batch that cannot be split any more can never be sent. No floor on
-         * the halving: a server whose limit holds fewer ops than a floor's worth would be
-         * sent the same batch forever. The outbox always returns the first op (or group)
-         * whole, so the batches shrink to one op or group, which is then parked. */
-        if (b->single)
+        /* 413, or a 2xx answer over this device's limits: split; a batch that cannot be split
+         * any more can never be sent. No floor on the halving: a server whose limit holds fewer
+         * ops than a floor's worth would be sent the same batch forever. The outbox always
+         * returns the first op (or group) whole, so the batches shrink to one op or group,
+         * which is then parked, saying which side refused: an answer this device could not
+         * read may have applied the op (the server answers it the same way every time). */
+        if (b->single && b->a.resp.status == 413)
             return park_batch(e, b->ops, b->n, "too_large", "the server says the op is too large");
+        if (b->single)
+            return park_batch(e, b->ops, b->n, "answer_too_large",
+                              "the server's answer to this op is over this device's limits: "
+                              "the server may have applied it (a pull shows its state)");
         *max_bytes = b->len / 2 > 0 ? b->len / 2 : 1;
         return FSA_OK;
     }

@@ -409,6 +409,7 @@ typedef struct fx {
     bool cancel_when_retrying; /* on_status cancels the engine as it starts a retry's wait */
     void (*tick)(void *arg);   /* the engine's transport tick (engine_with), when set */
     void *tick_arg;
+    size_t max_response; /* the transport's limit on an answer (engine_with); 0: its default */
 } fx_t;
 
 static void on_status(void *arg, const fsa_engine_status_t *s)
@@ -465,6 +466,7 @@ static fsa_engine_t *engine_with(fx_t *f, size_t batch_max_bytes, size_t batch_m
     o.transport.total_timeout_ms = 10000;
     o.transport.tick = f->tick;
     o.transport.tick_arg = f->tick_arg;
+    o.transport.max_response_bytes = f->max_response;
     char err[256];
     assert_fsa_ok(fsa_engine_new(f->port, f->j, &o, &f->e, err, sizeof err));
     fsa_signer_key_wipe(&key);
@@ -614,6 +616,39 @@ static void test_fsa_engine_sync__413_single_op_is_parked(void **state)
     seen_conflicts_t s = open_conflicts(f);
     assert_int_equal(s.n, 1);
     assert_string_equal(s.code[0], "too_large");
+}
+
+/* A 200 whose results are over this device's limit on an answer (in the field: a server outside
+ * the protocol's limits; here a small limit and conflicts carrying 4 KiB each) splits the batch
+ * as a 413 does, down to one op, which is parked saying that the answer was too large, not the
+ * op: the server may have applied it. */
+static void test_fsa_engine_sync__answer_over_the_device_limit_parks_saying_so(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 2, NULL);
+    static char big[4096 + 32];
+    snprintf(big, sizeof big, "{\"ticketlog\":{\"x\":\"%0*d\"}}", 4096, 0);
+    f->srv.push = PUSH_CONFLICT;
+    f->srv.n_conflict = 4;
+    for (int i = 0; i < 4; i++) {
+        f->srv.conflict_version[i] = 7;
+        f->srv.conflict_fields[i] = big;
+    }
+    f->max_response = 2048;
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    assert_int_equal(f->srv.pushes, 3); /* both; then each alone */
+    assert_int_equal(r.rejected, 2);
+    fsa_outbox_stats_t os = stats(f);
+    assert_int_equal(os.pending, 0);
+    assert_int_equal(os.rejected, 2);
+    seen_conflicts_t s = open_conflicts(f);
+    assert_int_equal(s.n, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(s.code[i], "answer_too_large");
+        if (strstr(s.reason[i], "may have applied") == NULL)
+            fail_msg("the parked op's reason \"%s\" does not say what happened", s.reason[i]);
+    }
 }
 
 /* A group (a checkpoint update: child and parent) is never split: refused as too large, it is
@@ -1328,6 +1363,7 @@ int main(void)
         T(test_fsa_engine_sync__413_splits_batch_until_taken),
         T(test_fsa_engine_sync__413_single_op_is_parked),
         T(test_fsa_engine_sync__413_group_is_parked_whole),
+        T(test_fsa_engine_sync__answer_over_the_device_limit_parks_saying_so),
         T(test_fsa_engine_sync__400_malformed_quarantines_batch),
         T(test_fsa_engine_sync__400_other_keeps_ops),
         T(test_fsa_engine_sync__server_message_has_no_control_bytes),
