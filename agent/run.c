@@ -40,7 +40,8 @@ static const char RUN_HELP[] =
     "600) while the server answers. One daemon per journal.\n"
     "\n"
     "Metrics in the Prometheus text format: written to --metrics-file (atomically, at start and\n"
-    "then every --metrics-every seconds, default 10; for node_exporter's textfile collector)\n"
+    "then every --metrics-every seconds, default 10; for node_exporter's textfile collector;\n"
+    "it replaces nothing but an earlier metrics file)\n"
     "and/or served at http://HOST:PORT/metrics with --metrics-listen (loopback addresses only),\n"
     "refreshed every --metrics-every seconds either way.\n"
     "Logs go to stderr (and syslog with --syslog); --log-level before the command sets the\n"
@@ -137,6 +138,9 @@ static int64_t json_int(const char *json, const char *key)
     return p != NULL ? strtoll(p + strlen(pat), NULL, 10) : 0;
 }
 
+/* What every metrics file this daemon writes starts with. */
+#define METRICS_FIRST "# HELP fieldsync_"
+
 /* Renders the metrics from the library's figures into d->text. */
 static void render(daemon_t *d)
 {
@@ -157,7 +161,8 @@ static void render(daemon_t *d)
     lock(d);
     int stalled = d->status.stalled ? 1 : 0;
     snprintf(d->text, sizeof d->text,
-             "# HELP fieldsync_queue_depth Ops recorded on this device and not yet answered.\n"
+             METRICS_FIRST
+             "queue_depth Ops recorded on this device and not yet answered.\n"
              "# TYPE fieldsync_queue_depth gauge\nfieldsync_queue_depth %" PRId64 "\n"
              "# HELP fieldsync_oldest_pending_age_seconds Age of the oldest pending op.\n"
              "# TYPE fieldsync_oldest_pending_age_seconds gauge\n"
@@ -213,6 +218,30 @@ static void render(daemon_t *d)
              t->bytes_received, (double)offset / 1000.0, (double)last / 1000.0,
              (double)next / 1000.0, stalled);
     unlock(d);
+}
+
+/* The metrics file replaces what is at its path, so that path may hold only nothing or an earlier
+ * metrics file: a mistyped path (the journal, its secret, a configuration) must not be replaced
+ * by metrics, losing what it held. FSA_OK, or why not (err: the path and the reason). */
+static fsa_status_t metrics_target_ok(const char *path, char *err, size_t errlen)
+{
+    char *old = NULL;
+    size_t len = 0;
+    /* Read as any file is (it may be a secret: wiped after), up to the largest metrics file. */
+    fsa_status_t st =
+        fsa_file_read(path, sizeof((daemon_t *)NULL)->text, 0, &old, &len, err, errlen);
+    if (st == FSA_ENOTFOUND)
+        return FSA_OK;
+    if ((st == FSA_OK && strncmp(old, METRICS_FIRST, strlen(METRICS_FIRST)) != 0) ||
+        st == FSA_ETOOLARGE) {
+        snprintf(err, errlen,
+                 "%s exists and is not a fieldsync metrics file: it is not replaced (give "
+                 "another path, or remove it)",
+                 path);
+        st = FSA_EINVAL;
+    }
+    fsa_file_wipe_free(old, len);
+    return st;
 }
 
 /* Writes the metrics file atomically: a reader never sees half a file. FSA_OK (also without
@@ -392,7 +421,7 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
     fsa_opt_t o[O_COUNT];
     const size_t no = fsa_opts_init(o, O_COUNT, RUN_OPTS(FSA_OPT_SPEC), true);
     fsa_opts_result_t r;
-    char err[256];
+    char err[FSA_LIMIT_PATH_BYTES + 160];
     if (fsa_opts_parse(argc, argv, o, no, NULL, 0, 0, &r, err, sizeof err) != FSA_OK) {
         fprintf(stderr, "fieldsync: run: %s (see 'fieldsync run --help')\n", err);
         return 2;
@@ -412,6 +441,10 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
         parse_seconds("--metrics-every", v, 1, 3600, &d->metrics_every_ms) != 0)
         return 2;
     d->metrics_file = o[O_FILE].value;
+    if (d->metrics_file != NULL && metrics_target_ok(d->metrics_file, err, sizeof err) != FSA_OK) {
+        say("--metrics-file ", err);
+        return 2;
+    }
     d->metrics_listen = o[O_LISTEN].value;
     if (d->metrics_listen != NULL &&
         fsa_listener_check(d->metrics_listen, err, sizeof err) != FSA_OK) {

@@ -714,7 +714,7 @@ static void test_run__metrics_file_written_at_start(void **state)
     init(f, "http://127.0.0.1:9");
     FILE *fp = fopen(f->prom, "w");
     assert_non_null(fp);
-    fputs("# a previous run's\nfieldsync_watchdog_stalled 1\n", fp);
+    fputs("# HELP fieldsync_queue_depth a previous run's\nfieldsync_watchdog_stalled 1\n", fp);
     assert_int_equal(fclose(fp), 0);
     const char *hourly[] = {"--metrics-every", "3600", NULL};
     start_daemon(f, hourly);
@@ -744,6 +744,46 @@ static void test_run__unwritable_metrics_file_fails_the_start(void **state)
     const char *log = slurp(f->err);
     if (lines(log) != 1 || strstr(log, bad) == NULL || strstr(log, strerror(ENOENT)) == NULL)
         fail_msg("expected one line naming %s and the reason, got:\n%s", bad, log);
+}
+
+/* The metrics file replaces only an earlier metrics file: a path that names the journal, the
+ * device's secret or any other file is a usage error (2), one line naming it, and the file is
+ * left as it was. (Before, the journal was replaced by metrics, and its pending ops lost.) */
+static void test_run__metrics_file_never_replaces_another_file(void **state)
+{
+    fx_t *f = *state;
+    init(f, "http://127.0.0.1:9");
+    record_ticket(f, "T1");
+    char other[440];
+    snprintf(other, sizeof other, "%s/notes.txt", f->srv.dir);
+    FILE *fp = fopen(other, "w");
+    assert_non_null(fp);
+    fputs("fieldsync_queue_depth 3\n", fp); /* metrics-like, but not what the daemon writes */
+    assert_int_equal(fclose(fp), 0);
+    const char *targets[] = {f->db, f->secret, other};
+    for (size_t i = 0; i < sizeof targets / sizeof *targets; i++) {
+        char before[1 << 12];
+        snprintf(before, sizeof before, "%s", slurp(targets[i]));
+        size_t before_len = strlen(before);
+        clear_err(f);
+        const char *a[] = {"--db", f->db, "run", "--metrics-file", targets[i], NULL};
+        f->daemon = spawn(f->out, f->err, a);
+        int st = wait_exit(f->daemon, 20000);
+        if (st == -1)
+            fail_msg("the daemon runs with --metrics-file %s: %s", targets[i], slurp(f->err));
+        f->daemon = 0;
+        const char *log = slurp(f->err);
+        if (st != 2 || lines(log) != 1 || strstr(log, targets[i]) == NULL ||
+            strstr(log, "not a fieldsync metrics file") == NULL)
+            fail_msg("--metrics-file %s: exit %d, expected 2 and one line naming it:\n%s",
+                     targets[i], st, log);
+        const char *after = slurp(targets[i]);
+        if (strlen(after) != before_len || memcmp(after, before, before_len) != 0)
+            fail_msg("%s changed", targets[i]);
+    }
+    /* the journal still holds its op */
+    const char *a[] = {"--db", f->db, "show", "ticket", "T1", NULL};
+    assert_int_equal(run_cli(f, a), 0);
 }
 
 /* --metrics-listen is checked with the other options: a usage error (2), before the journal is
@@ -792,6 +832,7 @@ int main(void)
         T(test_run__metrics_listen_alone_is_refreshed),
         T(test_run__metrics_file_written_at_start),
         T(test_run__unwritable_metrics_file_fails_the_start),
+        T(test_run__metrics_file_never_replaces_another_file),
         T(test_run__bad_metrics_listen_is_a_usage_error),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
