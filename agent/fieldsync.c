@@ -386,9 +386,7 @@ typedef struct ent_args {
 
 static int ent_create(const ent_args_t *a)
 {
-    const char *parent = a->o[E_PARENT].value;
-    if (parent != NULL && !a->job)
-        die_usage("--parent is for jobs");
+    const char *parent = a->o[E_PARENT].value; /* a job's only (cmd_entity) */
     char *extra[66];
     int m = 0;
     for (int i = 1; i < a->n; i++)
@@ -485,11 +483,14 @@ static int ent_escalate(const ent_args_t *a)
 static int cmd_entity(bool job, int argc, char **argv)
 {
     /* Characters and a switch, not pointers: no load-time relocation each. */
+    enum { P = 1 << E_PARENT, T = 1 << E_TO, N = 1 << E_NOTE };
     static const struct {
         char name[sizeof "transition"];
-        int kinds; /* 1: jobs, 2: tickets */
-    } subs[] = {{"create", 3}, {"transition", 3}, {"set", 3},
-                {"merge", 1},  {"log", 2},        {"escalate", 2}};
+        unsigned char kinds; /* 1: jobs, 2: tickets */
+        unsigned char opts;  /* the options it takes (--parent: a job's create only) */
+    } subs[] = {{"create", 3, P}, {"transition", 3, T}, {"set", 3, 0},
+                {"merge", 1, 0},  {"log", 2, 0},        {"escalate", 2, T | N}};
+    static const char opt_names[E_COUNT][sizeof "parent"] = {"parent", "to", "note"};
     const char *tname = job ? "job" : "ticket";
     fsa_opt_t o[E_COUNT];
     const size_t no = fsa_opts_init(o, E_COUNT, ENTITY_OPTS(FSA_OPT_SPEC), false);
@@ -515,6 +516,12 @@ static int cmd_entity(bool job, int argc, char **argv)
             continue;
         if (a.n < 1)
             die_usage("%s %s needs an id", tname, sub);
+        /* An option a subcommand does not use is refused, not dropped: "ticket create T1 --to
+         * bob" must not record a ticket for nobody. */
+        unsigned allowed = subs[i].opts & (job ? ~0u : ~(unsigned)P);
+        for (int k = 0; k < E_COUNT; k++)
+            if (o[k].value != NULL && (allowed & (1u << k)) == 0)
+                die_usage("--%s does not apply to %s %s", opt_names[k], tname, sub);
         switch (i) {
         case 0: return ent_create(&a);
         case 1: return ent_transition(&a);
@@ -689,9 +696,14 @@ static int cmd_conflicts(int argc, char **argv)
                        "wait for a person (--all: also resolved ones). 'resolve --take server'\n"
                        "accepts the server's state; '--take local' records the op again on top of\n"
                        "it (a group is resolved as a whole).\n");
+    if (n == 0 && o[O_TAKE].value != NULL)
+        die_usage("--take is for 'conflicts resolve OP_ID --take server|local'");
     if (n > 0) {
         if (strcmp(pos[0], "resolve") != 0 || n != 2)
             die_usage("conflicts takes 'resolve OP_ID --take server|local'");
+        if (o[O_JSON].value != NULL || o[O_ALL].value != NULL)
+            die_usage("--%s does not apply to conflicts resolve",
+                      o[O_JSON].value != NULL ? "json" : "all");
         const char *take = o[O_TAKE].value;
         if (take == NULL || (strcmp(take, "server") != 0 && strcmp(take, "local") != 0))
             die_usage("conflicts resolve needs --take server or --take local");
@@ -714,8 +726,6 @@ static int cmd_conflicts(int argc, char **argv)
     char *list = NULL;
     int rc = EXIT_SUCCESS;
     if (fieldsync_conflicts(fs, o[O_ALL].value != NULL, &list) != FIELDSYNC_OK) {
-        if (json)
-            fputs("[]\n", stdout);
         rc = fail("cannot read conflicts: %s", fieldsync_errmsg(fs));
     } else if (json) {
         printf("%s\n", list);

@@ -394,6 +394,52 @@ static void test_cli__entity_help_and_one_line_errors(void **state)
     assert_null(strchr(r.err, '\033'));
 }
 
+/* An option the subcommand does not use is a usage error naming it, and nothing is recorded:
+ * before, "ticket create T1 --to bob" recorded a ticket for nobody and said so with exit 0. */
+static void test_cli__options_a_subcommand_does_not_use_are_refused(void **state)
+{
+    fx_t *f = *state;
+    static const struct {
+        const char *args[8];
+        const char *says;
+    } bad[] = {
+        {{"ticket", "create", "T1", "--to", "bob", "priority=\"HIGH\""},
+         "--to does not apply to ticket create"},
+        {{"ticket", "create", "T1", "--note", "urgent"}, "--note does not apply to ticket create"},
+        {{"ticket", "create", "T1", "--parent", "J0"}, "--parent does not apply to ticket create"},
+        {{"job", "set", "J1", "--to", "COMPLETED", "seqno=3"}, "--to does not apply to job set"},
+        {{"job", "transition", "J1", "--to", "X", "--note", "why"},
+         "--note does not apply to job transition"},
+        {{"job", "transition", "J1", "--to", "X", "--parent", "J0"},
+         "--parent does not apply to job transition"},
+        {{"ticket", "log", "T1", "{}", "--to", "bob"}, "--to does not apply to ticket log"},
+        {{"conflicts", "--take", "server"}, "--take is for 'conflicts resolve"},
+        {{"conflicts", "resolve", "x", "--take", "server", "--json"},
+         "--json does not apply to conflicts resolve"},
+    };
+    run_t r;
+    start(f, NULL);
+    init_device(f, 0, f->srv.url);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *argv[12] = {"--db", f->db[0]};
+        size_t n = 2;
+        for (size_t k = 0; k < 8 && bad[i].args[k] != NULL; k++)
+            argv[n++] = bad[i].args[k];
+        argv[n] = NULL;
+        run_fieldsync(&r, 120, 0, argv);
+        if (r.status != 2 || strstr(r.err, bad[i].says) == NULL)
+            fail_msg("%s %s: exit %d, stderr '%s' (want 2, '%s')", bad[i].args[0], bad[i].args[1],
+                     r.status, r.err, bad[i].says);
+    }
+    FS_OK(&r, "--db", f->db[0], "status", "--json");
+    assert_non_null(strstr(r.out, "\"pending\":0,")); /* nothing recorded */
+    /* what a subcommand takes still works */
+    FS_OK(&r, "--db", f->db[0], "job", "create", "J0");
+    FS_OK(&r, "--db", f->db[0], "job", "create", "J1", "--parent", "J0");
+    FS_OK(&r, "--db", f->db[0], "ticket", "create", "T1");
+    FS_OK(&r, "--db", f->db[0], "ticket", "escalate", "T1", "--to", "bob", "--note", "hi");
+}
+
 static void test_sync__offline_records_then_sum_of_intents(void **state)
 {
     fx_t *f = *state;
@@ -879,6 +925,7 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_cli__help_and_bad_usage),
+        T(test_cli__options_a_subcommand_does_not_use_are_refused),
         T(test_cli__init_refuses_bad_secret_and_insecure_http),
         T(test_cli__attendance_without_position),
         T(test_cli__attendance_position_values),
