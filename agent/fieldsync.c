@@ -1,6 +1,7 @@
 /* fieldsync: the command line: record actions, sync, and look at status, conflicts and locks.
  * It walks through libfieldsync's public API only (<fieldsync/fieldsync.h>), as any app does. */
 #define _XOPEN_SOURCE 700
+#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -824,8 +825,28 @@ static int cmd_show(int argc, char **argv)
     return rc;
 }
 
+/* Run at exit, whatever the command returned: output that could not all be written (a full disk,
+ * a closed pipe) fails the command with a line that says so. "status --json > out.json" on a
+ * full disk must not report success with half a file. */
+static void close_stdout(void)
+{
+    bool failed = ferror(stdout) != 0;
+    int e = 0;
+    if (fclose(stdout) != 0) {
+        failed = true;
+        e = errno;
+    }
+    if (failed) {
+        fprintf(stderr, "fieldsync: cannot write the output%s%s\n", e != 0 ? ": " : "",
+                e != 0 ? strerror(e) : "");
+        _exit(EXIT_FAILURE);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    if (atexit(close_stdout) != 0)
+        return fail("cannot set up the output");
     /* The secret this process reads stays out of core dumps and other processes' reach (the
      * library leaves this to the program that embeds it). */
     char perr[160];

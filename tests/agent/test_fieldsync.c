@@ -37,6 +37,9 @@ typedef struct run {
     char err[4096];
 } run_t;
 
+/* When set, the next runs' standard output goes to this file instead of r->out. */
+static const char *stdout_to;
+
 /* Runs fieldsync with args (NULL-terminated), bounded by timeout_s; kill_after_ms > 0 sends it
  * SIGKILL after that long instead. */
 static void run_fieldsync(run_t *r, int timeout_s, int kill_after_ms, const char *const *args)
@@ -52,7 +55,11 @@ static void run_fieldsync(run_t *r, int timeout_s, int kill_after_ms, const char
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        dup2(po[1], 1);
+        int out = stdout_to != NULL ? open(stdout_to, O_WRONLY) : po[1];
+        if (out < 0)
+            _exit(126);
+        dup2(out, 1);
+        close(po[1]);
         dup2(pe[1], 2);
         close(po[0]);
         close(pe[0]);
@@ -438,6 +445,34 @@ static void test_cli__options_a_subcommand_does_not_use_are_refused(void **state
     FS_OK(&r, "--db", f->db[0], "job", "create", "J1", "--parent", "J0");
     FS_OK(&r, "--db", f->db[0], "ticket", "create", "T1");
     FS_OK(&r, "--db", f->db[0], "ticket", "escalate", "T1", "--to", "bob", "--note", "hi");
+}
+
+/* Output that cannot be written fails the command (exit 1, a line on stderr), whatever the
+ * command did: a full disk under "status --json > out.json" is not a success. */
+static void test_cli__output_that_cannot_be_written_fails(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    start(f, NULL);
+    init_device(f, 0, f->srv.url);
+    FS_OK(&r, "--db", f->db[0], "ticket", "create", "T1");
+    static const char *const cmds[][5] = {
+        {"status", "--json"}, {"show", "ticket", "T1", "--json"}, {"--help"}, {"--version"}};
+    stdout_to = "/dev/full";
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        const char *argv[8] = {"--db", f->db[0]};
+        size_t n = 2;
+        for (size_t k = 0; k < 5 && cmds[i][k] != NULL; k++)
+            argv[n++] = cmds[i][k];
+        argv[n] = NULL;
+        run_fieldsync(&r, 120, 0, argv);
+        if (r.status != 1 || strstr(r.err, "cannot write the output") == NULL) {
+            stdout_to = NULL;
+            fail_msg("%s > /dev/full: exit %d, stderr '%s'", cmds[i][0], r.status, r.err);
+        }
+    }
+    stdout_to = NULL;
+    FS_OK(&r, "--db", f->db[0], "status", "--json"); /* and to a pipe, as ever */
 }
 
 static void test_sync__offline_records_then_sum_of_intents(void **state)
@@ -926,6 +961,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_cli__help_and_bad_usage),
         T(test_cli__options_a_subcommand_does_not_use_are_refused),
+        T(test_cli__output_that_cannot_be_written_fails),
         T(test_cli__init_refuses_bad_secret_and_insecure_http),
         T(test_cli__attendance_without_position),
         T(test_cli__attendance_position_values),
