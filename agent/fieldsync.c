@@ -813,12 +813,20 @@ static int cmd_show(int argc, char **argv)
         printf("%s\n", json);
     } else {
         char type[32];
-        const char *fields = member(json, "fields");
-        printf("%s %s (server version %" PRId64 ", %" PRId64 " pending)\n%.*s\n",
-               str_of(member(json, "type"), type, sizeof type), pos[1],
-               int_of(member(json, "server_version")), int_of(member(json, "pending")),
-               fields != NULL ? (int)(skip_value(fields) - fields) : 4,
-               fields != NULL ? fields : "null");
+        str_of(member(json, "type"), type, sizeof type);
+        int64_t version = int_of(member(json, "server_version"));
+        int64_t pending = int_of(member(json, "pending"));
+        char *fields = (char *)(uintptr_t)member(json, "fields");
+        if (fields != NULL) {
+            /* For a person's terminal, as str_of's: the fields' text (the server's, often) with
+             * every control character and every character that reorders text as '?', byte for
+             * byte. JSON escapes only the controls below 0x20; DEL, the C1 controls and the bidi
+             * marks come through it as they are. */
+            *(char *)(uintptr_t)skip_value(fields) = '\0';
+            fsa_one_line(fields);
+        }
+        printf("%s %s (server version %" PRId64 ", %" PRId64 " pending)\n%s\n", type, pos[1],
+               version, pending, fields != NULL ? fields : "null");
     }
     fieldsync_free(json);
     (void)fieldsync_close(fs);

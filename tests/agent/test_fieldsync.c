@@ -475,6 +475,27 @@ static void test_cli__output_that_cannot_be_written_fails(void **state)
     FS_OK(&r, "--db", f->db[0], "status", "--json"); /* and to a pipe, as ever */
 }
 
+/* "show" prints the fields for a person's terminal: DEL, a C1 control (U+009B starts an escape
+ * sequence on some terminals) and a bidi override (U+202E) come out as '?', byte for byte; with
+ * --json they are the JSON as it is. */
+static void test_cli__show_cannot_steer_the_terminal(void **state)
+{
+    fx_t *f = *state;
+    run_t r;
+    start(f, NULL);
+    init_device(f, 0, f->srv.url);
+    FS_OK(&r, "--db", f->db[0], "ticket", "create", "T1",
+          "ticketlog={\"a\":\"x\xe2\x80\xaey\xc2\x9b"
+          "31mz\x7f\"}");
+    FS_OK(&r, "--db", f->db[0], "show", "ticket", "T1");
+    if (strstr(r.out, "\"x???y??31mz?\"") == NULL || strchr(r.out, 0x7f) != NULL ||
+        strstr(r.out, "\xc2\x9b") != NULL || strstr(r.out, "\xe2\x80\xae") != NULL)
+        fail_msg("show printed the controls as they are: %s", r.out);
+    FS_OK(&r, "--db", f->db[0], "show", "ticket", "T1", "--json");
+    assert_non_null(strstr(r.out, "x\xe2\x80\xaey\xc2\x9b"
+                                  "31mz\x7f"));
+}
+
 static void test_sync__offline_records_then_sum_of_intents(void **state)
 {
     fx_t *f = *state;
@@ -962,6 +983,7 @@ int main(void)
         T(test_cli__help_and_bad_usage),
         T(test_cli__options_a_subcommand_does_not_use_are_refused),
         T(test_cli__output_that_cannot_be_written_fails),
+        T(test_cli__show_cannot_steer_the_terminal),
         T(test_cli__init_refuses_bad_secret_and_insecure_http),
         T(test_cli__attendance_without_position),
         T(test_cli__attendance_position_values),
