@@ -384,10 +384,15 @@ static void on_status(void *ctx, const fieldsync_sync_status_t *s)
 
 /* ---- single instance, signals, life cycle ---- */
 
-/* An error before or while starting: "fieldsync: WHAT DETAIL" on stderr, one line. */
+/* An error before or while starting: "fieldsync: WHAT DETAIL" on stderr, one line whatever the
+ * values in it hold (an option's value, a path): control characters and characters that reorder
+ * text become '?' (fsa_one_line). */
 static void say(const char *what, const char *detail)
 {
-    fprintf(stderr, "fieldsync: %s%s\n", what, detail);
+    char line[FSA_LIMIT_PATH_BYTES + FSA_LIMIT_LOG_LINE];
+    snprintf(line, sizeof line, "%s%s", what, detail);
+    fsa_one_line(line);
+    fprintf(stderr, "fieldsync: %s\n", line);
 }
 
 static int parse_seconds(const char *opt, const char *v, int64_t min_s, int64_t max_s,
@@ -395,10 +400,17 @@ static int parse_seconds(const char *opt, const char *v, int64_t min_s, int64_t 
 {
     char *end;
     errno = 0;
-    double s = strtod(v, &end);
-    if (errno != 0 || *end != '\0' || !isfinite(s) || s < (double)min_s || s > (double)max_s) {
-        fprintf(stderr, "fieldsync: %s %s: expected seconds between %" PRId64 " and %" PRId64 "\n",
-                opt, v, min_s, max_s);
+    /* A plain decimal number, as every number of the CLI: not hex ("0x3c"), not with spaces. */
+    bool plain = v[0] != '\0' && strspn(v, "0123456789.eE+-") == strlen(v) &&
+                 strchr("0123456789.", v[0]) != NULL;
+    double s = plain ? strtod(v, &end) : 0;
+    if (!plain || errno != 0 || *end != '\0' || !isfinite(s) || s < (double)min_s ||
+        s > (double)max_s) {
+        char detail[FSA_LIMIT_LOG_LINE];
+        snprintf(detail, sizeof detail,
+                 " %s: expected seconds between %" PRId64 " and %" PRId64 " (a plain number)", v,
+                 min_s, max_s);
+        say(opt, detail);
         return -1;
     }
     *out_ms = (int64_t)(s * 1000.0);

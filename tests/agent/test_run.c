@@ -786,6 +786,25 @@ static void test_run__metrics_file_never_replaces_another_file(void **state)
     assert_int_equal(run_cli(f, a), 0);
 }
 
+/* A number of seconds is a plain decimal number: hex, spaces, "inf" are usage errors (2), and the
+ * error is one line whatever the value holds (a newline, an escape). */
+static void test_run__bad_seconds_are_one_line_usage_errors(void **state)
+{
+    fx_t *f = *state;
+    /* (hex last: a daemon that took it would run until the test's timeout) */
+    static const char *const bad[] = {
+        "5\nfieldsync: fake line", "\033[31m5", "inf", "1e9", "0x3c", " 0x3c"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        clear_err(f);
+        const char *a[] = {"--db", f->db, "run", "--interval", bad[i], NULL};
+        int st = run_cli(f, a);
+        const char *log = slurp(f->err);
+        if (st != 2 || lines(log) != 1 || strchr(log, '\033') != NULL ||
+            strstr(log, "expected seconds between 1 and 86400") == NULL)
+            fail_msg("--interval '%s': exit %d, expected 2 and one line:\n%s", bad[i], st, log);
+    }
+}
+
 /* --metrics-listen is checked with the other options: a usage error (2), before the journal is
  * opened (there is none here), saying what is wrong. */
 static void test_run__bad_metrics_listen_is_a_usage_error(void **state)
@@ -833,6 +852,7 @@ int main(void)
         T(test_run__metrics_file_written_at_start),
         T(test_run__unwritable_metrics_file_fails_the_start),
         T(test_run__metrics_file_never_replaces_another_file),
+        T(test_run__bad_seconds_are_one_line_usage_errors),
         T(test_run__bad_metrics_listen_is_a_usage_error),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
