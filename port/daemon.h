@@ -90,7 +90,8 @@ void fsa_listener_close(fsa_listener_t *l);
 
 /*
  * Reads a request head into buf (NUL terminated): until a blank line ("\r\n\r\n" or "\n\n"), cap-1
- * bytes, the peer's end, or timeout_ms without a byte. Returns the bytes read (0 when none).
+ * bytes, the peer's end, or timeout_ms from the call (for the whole head, however the bytes
+ * trickle in). Returns the bytes read (0 when none).
  */
 size_t fsa_conn_read_head(fsa_conn_t *c, char *buf, size_t cap, int timeout_ms);
 /* Writes all len bytes: FSA_OK, or FSA_EIO (the peer went away). */

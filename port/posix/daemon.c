@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "port/alloc.h"
@@ -352,7 +353,11 @@ size_t fsa_conn_read_head(fsa_conn_t *c, char *buf, size_t cap, int timeout_ms)
     size_t got = 0;
     struct pollfd pc = {c->fd, POLLIN, 0};
     buf[0] = '\0';
-    while (got < cap - 1 && poll(&pc, 1, timeout_ms) > 0) {
+    /* timeout_ms bounds the whole head, not each wait: a client that sends a byte now and then
+     * would otherwise hold the (one-at-a-time) server for as long as it likes. */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int left = timeout_ms; got < cap - 1 && left > 0 && poll(&pc, 1, left) > 0;) {
         ssize_t n = read(c->fd, buf + got, cap - 1 - got);
         if (n <= 0)
             break;
@@ -360,6 +365,9 @@ size_t fsa_conn_read_head(fsa_conn_t *c, char *buf, size_t cap, int timeout_ms)
         buf[got] = '\0';
         if (strstr(buf, "\r\n\r\n") != NULL || strstr(buf, "\n\n") != NULL)
             break;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left =
+            timeout_ms - (int)((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
     }
     buf[got] = '\0';
     return got;

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "port/daemon.h"
@@ -311,6 +312,50 @@ static void test_listener__serves_loopback(void **state)
     fsa_listener_close(l);
 }
 
+/* A client that sends its head one byte every 20 ms (never a blank line), up to 200 bytes, until
+ * the server closes. */
+static void *trickle_run(void *arg)
+{
+    client_t *c = arg;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        return NULL;
+    for (int i = 0; i < 200 && send(fd, "x", 1, MSG_NOSIGNAL) == 1; i++) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    close(fd);
+    return NULL;
+}
+
+/* The head's timeout is for the whole head: a client whose bytes trickle in (each well within
+ * the timeout) is cut off at it, instead of holding the one-at-a-time server for as long as it
+ * keeps sending (the daemon's stop waited for such a client). */
+static void test_listener__a_trickling_head_ends_at_its_timeout(void **state)
+{
+    (void)state;
+    fsa_port_t *p = fsa_port_posix();
+    char err[256];
+    fsa_listener_t *l = NULL;
+    int port = 0;
+    assert_int_equal(fsa_listener_open("127.0.0.1:0", &l, &port, err, sizeof err), FSA_OK);
+    client_t c = {.port = port};
+    fsa_thread_t *t = NULL;
+    assert_fsa_ok(p->thread_create(p->ctx, &t, trickle_run, &c));
+    fsa_conn_t *conn = NULL;
+    assert_int_equal(fsa_listener_accept(l, 10000, &conn), FSA_OK);
+    char buf[512];
+    size_t n = fsa_conn_read_head(conn, buf, sizeof buf, 300);
+    fsa_conn_close(conn); /* the client's next send fails: it stops */
+    assert_fsa_ok(p->thread_join(p->ctx, t, NULL));
+    fsa_listener_close(l);
+    /* at 20 ms a byte, 300 ms hold ~15; all 200 only if the timeout restarted with each byte */
+    if (n == 0 || n >= 200)
+        fail_msg("the head read %zu bytes of a client trickling 200", n);
+}
+
 static void test_listener__only_loopback_and_well_formed(void **state)
 {
     (void)state;
@@ -371,6 +416,7 @@ int main(void)
                                         teardown_dir),
         cmocka_unit_test(test_syslog__lines_reach_syslog),
         cmocka_unit_test(test_listener__serves_loopback),
+        cmocka_unit_test(test_listener__a_trickling_head_ends_at_its_timeout),
         cmocka_unit_test(test_listener__only_loopback_and_well_formed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
