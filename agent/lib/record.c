@@ -421,6 +421,13 @@ fieldsync_status_t fieldsync_ticket_escalate(fieldsync_t *fs, const char *id, co
 {
     char resource[RESOURCE_BYTES];
     VERB_START("ticket", id, resource);
+    /* A person's id, as an attendance's people_id: "" would unassign the ticket, and a control
+     * character has no place in it. */
+    if (to != NULL && !resource_ok(to, FSA_ID_BYTES - 1))
+        return fsl__fail(fs, FIELDSYNC_EINVAL,
+                         "ticket %s: the person to escalate to must be 1..%d printable ASCII "
+                         "characters",
+                         id, FSA_ID_BYTES - 1);
     /* As one group: level + 1, the history entry, and the new assignee when given. */
     fsa_wall_t now;
     fsa_status_t st = fsa_journal_now_checked(fs->j, &now);

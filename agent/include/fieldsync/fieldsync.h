@@ -367,7 +367,8 @@ fieldsync_ticket_transition(fieldsync_t *fs, const char *id, const char *to, fie
 
 /* Escalates ticket id: level + 1, an {"action":"escalated","at":...,"to":...,"note":...} entry in
  * its ticketlog.ticket_history, and with `to` (may be NULL) assignedto, as one group.
- * note may be NULL. Lock: TICKET_ESCALATION on "ticket:ID". */
+ * to, when given, is a person's id: 1..128 printable ASCII characters (else FIELDSYNC_EINVAL,
+ * nothing recorded). note may be NULL. Lock: TICKET_ESCALATION on "ticket:ID". */
 FIELDSYNC_API fieldsync_status_t
 fieldsync_ticket_escalate(fieldsync_t *fs, const char *id, const char *to, const char *note,
                           fieldsync_lock_t *lock, fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;

@@ -182,6 +182,17 @@ static void test_every_function__null_arguments(void **state)
     assert_st(FIELDSYNC_EINVAL, fieldsync_ticket_create(fs, NULL, NULL, NULL));
     assert_st(FIELDSYNC_EINVAL, fieldsync_ticket_transition(fs, "T1", NULL, NULL, NULL));
     assert_st(FIELDSYNC_EINVAL, fieldsync_ticket_escalate(fs, NULL, NULL, NULL, NULL, NULL));
+    /* the person escalated to: not empty (that would unassign), no control character, not over
+     * 128 bytes; nothing recorded (the escalations below count) */
+    char long_to[130];
+    memset(long_to, 'p', 129);
+    long_to[129] = '\0';
+    const char *bad_to[] = {"", "bob\nx", "\033[2J", long_to};
+    for (size_t i = 0; i < sizeof bad_to / sizeof *bad_to; i++) {
+        assert_st(FIELDSYNC_EINVAL,
+                  fieldsync_ticket_escalate(fs, "T1", bad_to[i], NULL, NULL, &rec));
+        assert_non_null(strstr(fieldsync_errmsg(fs), "person to escalate to"));
+    }
     assert_st(FIELDSYNC_EINVAL, fieldsync_ticket_log(fs, "T1", NULL, NULL, NULL));
     assert_st(FIELDSYNC_EINVAL, fieldsync_record(fs, NULL, NULL, NULL));
     /* a pointer that is not a lock of this library is refused, not used */
