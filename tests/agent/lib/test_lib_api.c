@@ -182,17 +182,6 @@ static void test_every_function__null_arguments(void **state)
     assert_st(FIELDSYNC_EINVAL, fieldsync_ticket_create(fs, NULL, NULL, NULL));
     assert_st(FIELDSYNC_EINVAL, fieldsync_ticket_transition(fs, "T1", NULL, NULL, NULL));
     assert_st(FIELDSYNC_EINVAL, fieldsync_ticket_escalate(fs, NULL, NULL, NULL, NULL, NULL));
-    /* the person escalated to: not empty (that would unassign), no control character, not over
-     * 128 bytes; nothing recorded (the escalations below count) */
-    char long_to[130];
-    memset(long_to, 'p', 129);
-    long_to[129] = '\0';
-    const char *bad_to[] = {"", "bob\nx", "\033[2J", long_to};
-    for (size_t i = 0; i < sizeof bad_to / sizeof *bad_to; i++) {
-        assert_st(FIELDSYNC_EINVAL,
-                  fieldsync_ticket_escalate(fs, "T1", bad_to[i], NULL, NULL, &rec));
-        assert_non_null(strstr(fieldsync_errmsg(fs), "person to escalate to"));
-    }
     assert_st(FIELDSYNC_EINVAL, fieldsync_ticket_log(fs, "T1", NULL, NULL, NULL));
     assert_st(FIELDSYNC_EINVAL, fieldsync_record(fs, NULL, NULL, NULL));
     /* a pointer that is not a lock of this library is refused, not used */
@@ -464,6 +453,31 @@ static void test_errmsg__one_line(void **state)
     assert_fs_ok(fs, fieldsync_close(fs));
 }
 
+/* The person a ticket is escalated to is a person's id: "" (which unassigned the ticket), a
+ * control character or more than 128 bytes is FIELDSYNC_EINVAL, and nothing is recorded. */
+static void test_escalate__person_must_be_an_id(void **state)
+{
+    cfx_t *f = *state;
+    assert_fs_ok(f->fs, fieldsync_ticket_create(f->fs, "T1", "{\"assignedto\":\"bob\"}", NULL));
+    char long_to[130];
+    memset(long_to, 'p', 129);
+    long_to[129] = '\0';
+    const char *bad[] = {"", "bob\nx", "\033[2J", long_to};
+    fieldsync_rec_t rec;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_st(FIELDSYNC_EINVAL,
+                  fieldsync_ticket_escalate(f->fs, "T1", bad[i], NULL, NULL, &rec));
+        assert_non_null(strstr(fieldsync_errmsg(f->fs), "person to escalate to"));
+    }
+    char *json = NULL;
+    assert_fs_ok(f->fs, fieldsync_get(f->fs, "ticket", "T1", &json));
+    if (strstr(json, "\"assignedto\":\"bob\"") == NULL || strstr(json, "\"level\":0") == NULL)
+        fail_msg("a refused escalation changed the ticket: %s", json);
+    fieldsync_free(json);
+    long_to[128] = '\0'; /* 128 bytes: an id */
+    assert_fs_ok(f->fs, fieldsync_ticket_escalate(f->fs, "T1", long_to, NULL, NULL, &rec));
+}
+
 /* Every allocation of a call failed in turn: a status (never a crash, never a leak under ASan),
  * and a call that succeeds did its work. */
 static void test_calls__each_allocation_failing(void **state)
@@ -539,6 +553,7 @@ int main(void)
         T(test_errmsg__per_handle_and_per_thread),
         T(test_errmsg__one_line),
         T(test_calls__each_allocation_failing),
+        T(test_escalate__person_must_be_an_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
