@@ -85,7 +85,25 @@ fsa_status_t fsa_args_object(char *const *args, size_t n, char **out, char *err,
             }
             memcpy(buf + o, value, strlen(value) + 1);
         } else {
+            /* Taken as text: say here what the text breaks, naming the field (the library's
+             * check of the whole object could only say that the object is not one). */
+            size_t vlen = strlen(value);
+            if (vlen > FSA_LIMIT_STRING_BYTES) {
+                snprintf(err, errlen, "field '%.*s': %s longer than %d bytes", (int)nlen, args[i],
+                         value[0] == '{' || value[0] == '['
+                             ? "not JSON within this device's limits, and as text"
+                             : "text",
+                         FSA_LIMIT_STRING_BYTES);
+                st = FSA_EINVAL;
+                break;
+            }
+            o = strlen(buf);
             st = fsa_args_quote(value, buf, cap - 1);
+            if (st == FSA_OK && fsa_model_json_check(buf + o, vlen * 6 + 2) != FSA_OK) {
+                snprintf(err, errlen, "field '%.*s': the value is not valid UTF-8", (int)nlen,
+                         args[i]);
+                st = FSA_EINVAL;
+            }
         }
     }
     /* Every way of running out of room says so (two of them leave the loop early). */

@@ -66,17 +66,61 @@ static void test_fsa_args_object__bad_names_and_repeats(void **state)
     assert_int_equal(fsa_args_object(noeq, 1, NULL, NULL, 0), FSA_EINVAL);
 }
 
+/* The object is bounded by the size of an entity's fields: 20 texts of 60,000 bytes, each
+ * within a string's limit, do not fit. */
 static void test_fsa_args_object__bounded(void **state)
 {
     (void)state;
-    size_t big = 2 * 1024 * 1024;
-    char *v = fsa_malloc(big + 3);
-    memcpy(v, "a=", 2);
-    memset(v + 2, 'x', big);
-    v[big + 2] = '\0';
-    char *a[] = {v};
-    assert_null(obj(1, a, FSA_ETOOLARGE, "too large"));
-    fsa_free(v);
+    enum { N = 20, LEN = 60000 };
+    char *a[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = fsa_malloc(LEN + 8);
+        assert_non_null(a[i]);
+        int k = snprintf(a[i], 8, "a%d=", i);
+        memset(a[i] + k, 'x', LEN);
+        a[i][k + LEN] = '\0';
+    }
+    assert_null(obj(N, a, FSA_ETOOLARGE, "too large"));
+    for (int i = 0; i < N; i++)
+        fsa_free(a[i]);
+}
+
+/* A value taken as text that breaks a string's limits is refused naming its field and what it
+ * breaks, not as an object the library cannot read: longer than 64 KiB (also what was meant as
+ * JSON), or not UTF-8. */
+static void test_fsa_args_object__text_errors_name_the_field(void **state)
+{
+    (void)state;
+    size_t big = FSA_LIMIT_STRING_BYTES + 1;
+    char *text = fsa_malloc(big + 16), *json = fsa_malloc(big + 32);
+    assert_non_null(text);
+    assert_non_null(json);
+    memcpy(text, "note=", 5);
+    memset(text + 5, 'x', big);
+    text[5 + big] = '\0';
+    int k = snprintf(json, 32, "other_info={\"a\":\"");
+    memset(json + k, 'a', big);
+    memcpy(json + k + big, "\"}", 3);
+    char *a[] = {text};
+    assert_null(obj(1, a, FSA_EINVAL, "field 'note': text longer than 65536 bytes"));
+    a[0] = json;
+    assert_null(
+        obj(1, a, FSA_EINVAL,
+            "field 'other_info': not JSON within this device's limits, and as text longer"));
+    char bad[] = "people_id=\xff\xfe";
+    a[0] = bad;
+    assert_null(obj(1, a, FSA_EINVAL, "field 'people_id': the value is not valid UTF-8"));
+    text[5 + FSA_LIMIT_STRING_BYTES] = '\0'; /* 64 KiB: a string */
+    a[0] = text;
+    char *out = obj(1, a, FSA_OK, NULL);
+    fsa_free(out);
+    char ok[] = "name=h\xc3\xa9llo";
+    a[0] = ok;
+    out = obj(1, a, FSA_OK, NULL);
+    assert_string_equal(out, "{\"name\":\"h\xc3\xa9llo\"}");
+    fsa_free(out);
+    fsa_free(text);
+    fsa_free(json);
 }
 
 static void test_fsa_args_quote__control_chars_and_room(void **state)
@@ -213,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_fsa_args_object__strings_are_escaped),
         cmocka_unit_test(test_fsa_args_object__bad_names_and_repeats),
         cmocka_unit_test(test_fsa_args_object__bounded),
+        cmocka_unit_test(test_fsa_args_object__text_errors_name_the_field),
         cmocka_unit_test(test_fsa_args_quote__control_chars_and_room),
         cmocka_unit_test(test_fsa_args_quote__empty_string_at_the_end),
         cmocka_unit_test(test_fsa_args_object__empty_value_at_the_limit),
