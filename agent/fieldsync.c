@@ -62,6 +62,24 @@ static const char USAGE[] =
     "NAME=VALUE takes VALUE as JSON when it parses (5, true, \"x\", {\"a\":1}), else as a string.\n"
     "Every command takes --help. Errors are one line on stderr and a non-zero exit status.\n";
 
+/* What a command returns, checked against its output: output that could not all be written (a
+ * full disk, a failed pipe) fails the command with a line saying so, whatever the command did.
+ * "status --json > out.json" on a full disk must not report success with half a file. */
+static int output_checked(int rc)
+{
+    bool failed = ferror(stdout) != 0;
+    int e = 0;
+    if (fflush(stdout) != 0) {
+        failed = true;
+        e = errno;
+    }
+    if (!failed)
+        return rc;
+    fprintf(stderr, "fieldsync: cannot write the output%s%s\n", e != 0 ? ": " : "",
+            e != 0 ? strerror(e) : "");
+    return rc != EXIT_SUCCESS ? rc : EXIT_FAILURE;
+}
+
 /* ---- options: the one parser (port/opts.h); --help prints and exits, errors are usage ---- */
 
 /* Parses argv[0..argc) into opts and positional args; dies on a usage error. */
@@ -74,7 +92,7 @@ static int parse_opts(int argc, char **argv, fsa_opt_t *opts, size_t nopts, char
         die_usage("%s", err);
     if (r.help) {
         fputs(help, stdout);
-        exit(EXIT_SUCCESS);
+        exit(output_checked(EXIT_SUCCESS));
     }
     return r.npos;
 }
@@ -833,28 +851,8 @@ static int cmd_show(int argc, char **argv)
     return rc;
 }
 
-/* Run at exit, whatever the command returned: output that could not all be written (a full disk,
- * a closed pipe) fails the command with a line that says so. "status --json > out.json" on a
- * full disk must not report success with half a file. */
-static void close_stdout(void)
+static int run_command(int argc, char **argv)
 {
-    bool failed = ferror(stdout) != 0;
-    int e = 0;
-    if (fclose(stdout) != 0) {
-        failed = true;
-        e = errno;
-    }
-    if (failed) {
-        fprintf(stderr, "fieldsync: cannot write the output%s%s\n", e != 0 ? ": " : "",
-                e != 0 ? strerror(e) : "");
-        _exit(EXIT_FAILURE);
-    }
-}
-
-int main(int argc, char **argv)
-{
-    if (atexit(close_stdout) != 0)
-        return fail("cannot set up the output");
     /* The secret this process reads stays out of core dumps and other processes' reach (the
      * library leaves this to the program that embeds it). */
     char perr[160];
@@ -919,4 +917,9 @@ int main(int argc, char **argv)
         return cmd_show(rest, rv);
     die_usage("unknown command '%s'", cmd);
     return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    return output_checked(run_command(argc, argv));
 }
