@@ -220,9 +220,10 @@ fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *remo
 typedef struct fsa_outbox_stats {
     int64_t pending; /* pending + in flight */
     int64_t inflight;
-    int64_t done; /* not yet compacted: only an older journal's (an applied op leaves at once) */
-    int64_t conflicts;            /* open (unresolved) conflicts */
-    int64_t rejected;             /* open rejections */
+    int64_t done;      /* not yet compacted: applied ops kept until a fold (journal_apply.c), and an
+                        * older journal's (an applied op otherwise leaves at once) */
+    int64_t conflicts; /* open (unresolved) conflicts */
+    int64_t rejected;  /* open rejections */
     int64_t oldest_pending_at_ms; /* `at` of the oldest pending op; 0 when none */
     int64_t last_seq;             /* highest seq ever issued */
 } fsa_outbox_stats_t;

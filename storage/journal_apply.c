@@ -369,6 +369,56 @@ static fsa_status_t close_op(fsa_journal_t *j, const fsa_op_t *op, fsa_op_state_
     return s;
 }
 
+/*
+ * An applied op whose version is not its base's next (others changed the entity in between) moves
+ * no base: its effect lives only in the local view until a fold brings the server's state at or
+ * past its version. A rebuild of the view before then (an op after it parked) replays the base
+ * and the open ops only, and would lose it: an accepted action that looks undone, and a set
+ * recorded on that view judged against a stale prior. So such an op stays in the outbox, closed
+ * as done (state 2) with its result_version: fsa__jn_rebuild_local replays it while the base is
+ * below that version; the compaction after the cycle's pull removes it as it does every done row.
+ * It left as done ops do (done_leave), and comes back here with its seq, in the same transaction:
+ * its op id is in done_ops or in the outbox, never both.
+ */
+static fsa_status_t keep_until_folded(fsa_journal_t *j, const fsa_op_t *op, int64_t version,
+                                      int64_t now_ms)
+{
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "INSERT INTO outbox(seq,op_id,at_ms,kind,type,id,grp,field,base_version,"
+                          "by_n,from_s,to_s,akey,max_len,payload,state,result_version,done_ms) "
+                          "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,2,?16,?17)",
+                          &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, op->seq);
+    fsa__db_bind_text(st, 2, op->op_id);
+    sqlite3_bind_int64(st, 3, op->at_ms);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)op->kind);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)op->type);
+    fsa__db_bind_text(st, 6, op->id);
+    fsa__db_bind_text(st, 7, op->group);
+    fsa__db_bind_text(st, 8, op->field);
+    sqlite3_bind_int64(st, 9, op->base_version);
+    sqlite3_bind_int64(st, 10, op->by);
+    fsa__db_bind_text(st, 11, op->from);
+    fsa__db_bind_text(st, 12, op->to);
+    fsa__db_bind_text(st, 13, op->key);
+    sqlite3_bind_int64(st, 14, op->max_len);
+    if (op->json != NULL)
+        fsa__db_bind_text(st, 15, op->json);
+    sqlite3_bind_int64(st, 16, version);
+    sqlite3_bind_int64(st, 17, now_ms);
+    s = step_done(j, st);
+    if (s == FSA_OK)
+        s = prep(j, "DELETE FROM done_ops WHERE op_id=?1", &st);
+    if (s == FSA_OK) {
+        fsa__db_bind_text(st, 1, op->op_id);
+        s = step_done(j, st);
+    }
+    return s;
+}
+
 /* Applies one result for op (the outbox row as read) inside the open transaction, onto its
  * entity in cache c. run: an applied op joins its entity's run (op stays where it is until the
  * cache is flushed). *parked is set when the op was parked: its entity's local view must then be
@@ -394,6 +444,10 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
     if (s != FSA_OK)
         return s;
     entity_t *e = &slot->e;
+    if (applied && r->version > 0 && r->version != e->base_version + 1)
+        s = keep_until_folded(j, op, r->version, now_ms);
+    if (s != FSA_OK)
+        return s;
     /* The base follows the server only when an applied op is the very next change after it: if
      * the version jumped, others changed the entity in between, and labelling our base with that
      * version would hide their changes (and let a stale set through). The pull that follows
@@ -443,8 +497,9 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
     } else {
         s = park(j, op, FSA_RESULT_REJECTED, r->code, r->message, 0, NULL, now_ms);
     }
-    /* An applied op moved from the pending ops into the base, so base + pending, the local view,
-     * is what it was: only a parked op changes it. Skipping the rebuild keeps draining a long
+    /* An applied op moved from the pending ops into the base (or, when the base did not take
+     * it, into the ops kept until folded), so the local view is what it was: only a parked op
+     * changes it. Skipping the rebuild keeps draining a long
      * backlog on one entity linear instead of quadratic. */
     if (s == FSA_OK && !applied)
         *parked = true;

@@ -78,9 +78,10 @@ fsa_status_t fsa__jn_entity_store(fsa_journal_t *j, fsa_type_t type, const char 
 }
 
 /*
- * Rebuilds an entity's local view: its base with every pending op replayed in seq order. An op
- * that no longer applies on the new base (a transition whose from is gone, a create of what the
- * server has) is skipped here; the server will answer it and the resolver will decide.
+ * Rebuilds an entity's local view: its base with every pending op replayed in seq order, and the
+ * applied ops the base has not caught up with (kept until folded: journal_apply.c) among them. An
+ * op that no longer applies on the new base (a transition whose from is gone, a create of what
+ * the server has) is skipped here; the server will answer it and the resolver will decide.
  */
 fsa_status_t fsa__jn_rebuild_local(fsa_journal_t *j, fsa_type_t type, const char *id)
 {
@@ -95,13 +96,14 @@ fsa_status_t fsa__jn_rebuild_local(fsa_journal_t *j, fsa_type_t type, const char
     }
     sqlite3_stmt *st;
     s = prep(j,
-             "SELECT " OP_COLUMNS " FROM outbox WHERE type=?1 AND id=?2 AND state IN(0,1) "
-             "ORDER BY seq",
+             "SELECT " OP_COLUMNS " FROM outbox WHERE type=?1 AND id=?2 AND (state IN(0,1) OR "
+             "(state=2 AND result_version>?3)) ORDER BY seq",
              &st);
     if (s != FSA_OK)
         goto out;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)type);
     fsa__db_bind_text(st, 2, id != NULL ? id : "");
+    sqlite3_bind_int64(st, 3, e.base_version);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         fsa_op_t op;

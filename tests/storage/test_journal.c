@@ -1801,8 +1801,12 @@ static void test_fsa_outbox_stats__does_not_wait_for_a_record(void **state)
 
 /* A batch of 40 increments on one ticket whose answers mix runs of applied ops (and duplicates of
  * applied), a conflict and a rejection, where ops 5..9 were answered before (one at a time): each
- * applied op leaves the outbox once, its id kept in done_ops; the parked ops keep their rows; a
- * listener hears each op once; the same batch applied again changes nothing. */
+ * applied op is closed once; the parked ops keep their rows; a listener hears each op once; the
+ * same batch applied again changes nothing. Ops 5..9, answered first, are past the base (at 1),
+ * which stops at ops 0..4's 6 and takes none of the later ones: those applied ops stay in the
+ * outbox as done until folded (journal_apply.c, keep_until_folded), and the view that the
+ * conflict's rebuild makes keeps every applied increment. */
+enum { MIX_KEPT = 33 }; /* ops 5..39 applied (all but the conflict and the rejection) */
 enum { MIX_OPS = 40, MIX_CONFLICT = 17, MIX_REJECTED = 30 };
 
 static void test_fsa_outbox_apply_batch__mixed_answers_once(void **state)
@@ -1838,15 +1842,23 @@ static void test_fsa_outbox_apply_batch__mixed_answers_once(void **state)
     }
     /* ops 5..9 answered first, as a lost batch's answers could be */
     assert_fsa_ok(fsa_outbox_apply_results(f->j, &res[5], 5));
-    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops"), 5);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops"), 0);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox WHERE state=2"), 5);
     int64_t before = 0;
     assert_fsa_ok(fsa_journal_changes_last(f->j, &before));
     assert_fsa_ok(fsa_outbox_apply_batch(f->j, ops, res, n, NULL, 0));
-    /* the outbox keeps the two parked ops only; done_ops every applied one, once */
-    assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox"), 2);
+    /* the outbox keeps the two parked ops and the applied ones past the base; done_ops the
+     * others, once; every applied op's id is in one of them */
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox"), 2 + MIX_KEPT);
     assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox WHERE state IN (3, 4)"), 2);
-    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops"), applied);
-    assert_int_equal(count_sql(f, "SELECT count(DISTINCT op_id) FROM done_ops"), applied);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox WHERE state=2"), MIX_KEPT);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops"), applied - MIX_KEPT);
+    assert_int_equal(count_sql(f, "SELECT count(DISTINCT op_id) FROM done_ops"),
+                     applied - MIX_KEPT);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops d JOIN outbox o USING(op_id)"), 0);
+    char want_level[24];
+    snprintf(want_level, sizeof want_level, "%" PRId64, applied);
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "level"), want_level);
     for (size_t i = 0; i < n; i++) {
         fsa_op_state_t os = FSA_OPSTATE_PENDING;
         assert_fsa_ok(fsa_outbox_op_state(f->j, ops[i].op_id, &os));
@@ -1864,7 +1876,7 @@ static void test_fsa_outbox_apply_batch__mixed_answers_once(void **state)
     fsa_outbox_stats_t st;
     assert_fsa_ok(fsa_outbox_stats(f->j, &st));
     assert_int_equal(st.pending, 0);
-    assert_int_equal(st.done, 0);
+    assert_int_equal(st.done, MIX_KEPT);
     assert_int_equal(st.conflicts, 1);
     assert_int_equal(st.rejected, 1);
     char *base = NULL;
@@ -1878,17 +1890,19 @@ static void test_fsa_outbox_apply_batch__mixed_answers_once(void **state)
     int64_t last2 = 0;
     assert_fsa_ok(fsa_journal_changes_last(f->j, &last2));
     assert_int_equal(last2, last);
-    assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox"), 2);
-    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops"), applied);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox"), 2 + MIX_KEPT);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops"), applied - MIX_KEPT);
     int64_t bv2 = 0;
     assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T1", &base, &bv2));
     fsa_model_free(base);
     assert_int_equal(bv2, bv);
-    /* and a compaction has no done op to move */
+    assert_int_equal(bv, 6);
+    /* and a compaction (after a cycle's pull) moves the kept ones to done_ops */
     size_t removed = 9;
     assert_fsa_ok(fsa_outbox_compact(f->j, FSA_LIMIT_AUDIT_MS, &removed));
-    assert_int_equal(removed, 0);
+    assert_int_equal(removed, MIX_KEPT);
     assert_int_equal(count_sql(f, "SELECT count(*) FROM outbox"), 2);
+    assert_int_equal(count_sql(f, "SELECT count(*) FROM done_ops"), applied);
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&ops[i]);
 }
@@ -1975,6 +1989,71 @@ static void changes_of(fixture_t *f, int64_t after, const char *id, char *out, s
         if (strcmp(ch[i].id, id) == 0)
             used += (size_t)snprintf(out + used, cap - used, "%d@%" PRId64 " ", (int)ch[i].reason,
                                      ch[i].version);
+}
+
+/* A ticket at version 1 with an increment and a transition recorded on it, both read for a
+ * batch into ops (FSA_JOURNAL_GROUP_MAX of room). */
+static void sent_increment_and_transition(fixture_t *f, const char *id, fsa_op_t *ops)
+{
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, id, 1,
+                                   "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                                   "\"ticketlog\":{},\"priority\":\"LOW\"}"));
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_increment(f->j, FSA_TYPE_TICKET, id, "level", 1, NULL, &rec));
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_TICKET, id, "OPEN", NULL, &rec));
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 2);
+}
+
+/*
+ * An applied op whose version skipped ahead (another device changed the entity at 2) moves no
+ * base; when an op after it on the entity is parked, the local view is rebuilt, and must keep the
+ * applied op's effect until a fold brings the server's state at its version, and then not apply
+ * it twice. Both in one answer (a run) and in two (one by one, a later batch). Before, the
+ * increment vanished from the view (level 0) until the next pull, which a device offline after
+ * the push may not make for days.
+ */
+static void test_fsa_outbox_apply_batch__applied_past_the_base_survives_a_rebuild(void **state)
+{
+    fixture_t *f = *state;
+    for (int apart = 0; apart < 2; apart++) {
+        const char *id = apart ? "T2" : "T1";
+        fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+        sent_increment_and_transition(f, id, ops);
+        fsa_op_result_t res[2] = {result_for(ops[0].op_id, FSA_RESULT_APPLIED, 3),
+                                  result_for(ops[1].op_id, FSA_RESULT_REJECTED, 0)};
+        snprintf(res[1].code, sizeof res[1].code, "forbidden");
+        if (apart) {
+            assert_fsa_ok(fsa_outbox_apply_batch(f->j, ops, res, 1, NULL, 0));
+            assert_fsa_ok(fsa_outbox_apply_results(f->j, &res[1], 1));
+        } else {
+            assert_fsa_ok(fsa_outbox_apply_batch(f->j, ops, res, 2, NULL, 0));
+        }
+        if (strcmp(field_of(f->j, FSA_TYPE_TICKET, id, "level"), "1") != 0)
+            fail_msg("%s: the applied increment left the view: level %s", id,
+                     field_of(f->j, FSA_TYPE_TICKET, id, "level"));
+        assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, id, "status"), "\"NEW\"");
+        fsa_op_state_t st = FSA_OPSTATE_PENDING;
+        assert_fsa_ok(fsa_outbox_op_state(f->j, ops[0].op_id, &st));
+        assert_int_equal(st, FSA_OPSTATE_DONE);
+        /* The server's state at 3 holds the increment and the other device's change. */
+        assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, id, 3,
+                                       "{\"status\":\"NEW\",\"level\":1,\"assignedto\":\"\","
+                                       "\"ticketlog\":{},\"priority\":\"HIGH\"}"));
+        assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, id, "level"), "1");
+        assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, id, "priority"), "\"HIGH\"");
+        fsa_op_clear(&ops[0]);
+        fsa_op_clear(&ops[1]);
+    }
+    /* The compaction after the cycle's pull takes the kept ops out, into done_ops. */
+    size_t removed = 0;
+    assert_fsa_ok(fsa_outbox_compact(f->j, FSA_LIMIT_AUDIT_MS, &removed));
+    assert_int_equal(removed, 2);
+    fsa_outbox_stats_t os;
+    assert_fsa_ok(fsa_outbox_stats(f->j, &os));
+    assert_int_equal(os.done, 0);
+    assert_fsa_ok(fsa_journal_integrity(f->j, NULL, 0));
 }
 
 static void test_fsa_outbox_apply_batch__a_run_leaves_what_one_by_one_does(void **state)
@@ -2749,6 +2828,7 @@ int main(void)
         T(test_fsa_outbox_apply_batch__record_goes_between_transactions),
         T(test_fsa_outbox_apply_batch__mixed_answers_once),
         T(test_fsa_outbox_apply_batch__a_run_leaves_what_one_by_one_does),
+        T(test_fsa_outbox_apply_batch__applied_past_the_base_survives_a_rebuild),
         T(test_fsa_outbox_apply_batch__a_run_bounds_a_stored_text_as_printed),
         T(test_fsa_outbox_apply_batch__every_allocation_failing_in_turn),
         T(test_fsa_outbox_stats__does_not_wait_for_a_record),
