@@ -183,6 +183,14 @@ static fsa_status_t attempt(fsa_engine_t *e, const char *method, const char *pat
         report_error(e, "out of memory during the %s %s request", method, path);
         return st;
     }
+    if (st == FSA_ETOOLARGE && a->resp.status >= 300 && a->resp.status != 413) {
+        /* An error answer over this device's limit (a proxy's page, a 5xx with a long body):
+         * its status says what it is, as for any error answer whose body is not ours. Asking for
+         * less is no cure for a server that is down. */
+        memset(&a->err, 0, sizeof a->err);
+        a->cls = fsa_errclass(FSA_OK, a->resp.status, "");
+        return FSA_OK;
+    }
     if (st == FSA_ETOOLARGE) {
         /* The answer is over this device's own limit (the transport stopped reading it):
          * asking again the same way would get the same answer, so no retry here; the caller

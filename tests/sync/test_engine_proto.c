@@ -43,6 +43,7 @@ typedef enum push_mode {
     PUSH_GROUP_MIXED, /* 200, the first op applied and every other one a conflict */
     PUSH_CONFLICT,    /* 200, push k up to n_conflict: every op a conflict with current
                        * conflict_version[k-1] / conflict_fields[k-1]; later pushes apply */
+    PUSH_BIG_ERROR,   /* the first push: err_http with a 4 KiB page; later pushes apply */
 } push_mode_t;
 
 typedef enum pull_mode {
@@ -203,6 +204,10 @@ static enum MHD_Result on_push(fake_t *f, struct MHD_Connection *c, const req_t 
         ret = st == FSA_OK ? reply_after(c, (unsigned)f->err_http, text, tlen, f->retry_after_s)
                            : reply(c, 500, "{}", 2);
         fsa_codec_free(text);
+    } else if (f->push == PUSH_BIG_ERROR && f->pushes == 1) {
+        static char page[4096];
+        memset(page, 'x', sizeof page);
+        ret = reply(c, (unsigned)f->err_http, page, sizeof page);
     } else if (f->push == PUSH_NOT_JSON) {
         ret = reply(c, 200, "<html>captive portal</html>", 27);
     } else if (f->push == PUSH_CLOCK_SKEW) {
@@ -649,6 +654,27 @@ static void test_fsa_engine_sync__answer_over_the_device_limit_parks_saying_so(v
         if (strstr(s.reason[i], "may have applied") == NULL)
             fail_msg("the parked op's reason \"%s\" does not say what happened", s.reason[i]);
     }
+}
+
+/* An error answer over this device's limit (here a proxy's 502 page of 4 KiB against a limit of
+ * 2 KiB) is the error its status says, retried on the policy: not a reason to split the batch, or
+ * to park its ops as too large. */
+static void test_fsa_engine_sync__error_page_over_the_limit_is_its_status(void **state)
+{
+    fx_t *f = *state;
+    record_tickets(f, 2, NULL);
+    f->srv.push = PUSH_BIG_ERROR;
+    f->srv.err_http = 502;
+    f->max_response = 2048;
+    fsa_sync_report_t r;
+    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
+    assert_int_equal(f->srv.pushes, 2);
+    assert_int_equal(r.retries, 1);
+    assert_int_equal(r.applied, 2);
+    assert_int_equal(r.rejected, 0);
+    fsa_outbox_stats_t os = stats(f);
+    assert_int_equal(os.pending, 0);
+    assert_int_equal(os.rejected, 0);
 }
 
 /* A group (a checkpoint update: child and parent) is never split: refused as too large, it is
@@ -1364,6 +1390,7 @@ int main(void)
         T(test_fsa_engine_sync__413_single_op_is_parked),
         T(test_fsa_engine_sync__413_group_is_parked_whole),
         T(test_fsa_engine_sync__answer_over_the_device_limit_parks_saying_so),
+        T(test_fsa_engine_sync__error_page_over_the_limit_is_its_status),
         T(test_fsa_engine_sync__400_malformed_quarantines_batch),
         T(test_fsa_engine_sync__400_other_keeps_ops),
         T(test_fsa_engine_sync__server_message_has_no_control_bytes),
