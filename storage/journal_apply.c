@@ -307,7 +307,8 @@ static fsa_status_t ent_get(fsa_journal_t *j, ent_cache_t *c, fsa_type_t type, c
  * An applied op leaves the outbox in the transaction that applies its result: its op id goes to
  * done_ops (which answers "was this op done" for the audit period: fsa_outbox_op_state) and its
  * row is deleted. Only conflicted and rejected ops keep a row, with their state, for the
- * conflicts that reference them. Before, a done op was marked (an UPDATE of its state column,
+ * conflicts that reference them, and the applied ops that their base did not take
+ * (keep_until_folded, below). Before, a done op was marked (an UPDATE of its state column,
  * which moved its entry in two indexes) and moved by the cycle's compaction (a copy and a
  * delete): each op's rows were written three times instead of once. Op ids are time-ordered
  * (UUIDv7), so a batch's ids land on the last pages of done_ops and of the op_id index; with the
@@ -370,15 +371,16 @@ static fsa_status_t close_op(fsa_journal_t *j, const fsa_op_t *op, fsa_op_state_
 }
 
 /*
- * An applied op whose version is not its base's next (others changed the entity in between) moves
- * no base: its effect lives only in the local view until a fold brings the server's state at or
- * past its version. A rebuild of the view before then (an op after it parked) replays the base
- * and the open ops only, and would lose it: an accepted action that looks undone, and a set
- * recorded on that view judged against a stale prior. So such an op stays in the outbox, closed
- * as done (state 2) with its result_version: fsa__jn_rebuild_local replays it while the base is
- * below that version; the compaction after the cycle's pull removes it as it does every done row.
- * It left as done ops do (done_leave), and comes back here with its seq, in the same transaction:
- * its op id is in done_ops or in the outbox, never both.
+ * An applied op that its base did not take (its version is not the base's next: others changed the
+ * entity in between; or it did not apply on the base here) moves no base: its effect lives only
+ * in the local view until a fold brings the server's state at or past its version. A rebuild of the
+ * view before then (an op after it parked) replays the base and the open ops only, and would lose
+ * it: an accepted action that looks undone, and a set recorded on that view judged against a stale
+ * prior. So such an op stays in the outbox, closed as done (state 2) with its result_version:
+ * fsa__jn_rebuild_local replays it while the base is below that version, and a compaction removes
+ * it once the base has caught up (or the entity is gone) and not before (fsa_outbox_compact: a
+ * cycle may push again after its pull). It left as done ops do (done_leave), and comes back here
+ * with its seq, in the same transaction: its op id is in done_ops or in the outbox, never both.
  */
 static fsa_status_t keep_until_folded(fsa_journal_t *j, const fsa_op_t *op, int64_t version,
                                       int64_t now_ms)
@@ -444,10 +446,6 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
     if (s != FSA_OK)
         return s;
     entity_t *e = &slot->e;
-    if (applied && r->version > 0 && r->version != e->base_version + 1)
-        s = keep_until_folded(j, op, r->version, now_ms);
-    if (s != FSA_OK)
-        return s;
     /* The base follows the server only when an applied op is the very next change after it: if
      * the version jumped, others changed the entity in between, and labelling our base with that
      * version would hide their changes (and let a stale set through). The pull that follows
@@ -462,6 +460,10 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
     if (applied) {
         if (!run)
             s = replay_one(slot, op, r->version);
+        /* Not taken by the base (its version is not the base's next, or it did not apply here):
+         * kept until folded. A run decides as one by one does (ent_run_add). */
+        if (s == FSA_OK && r->version > e->base_version)
+            s = keep_until_folded(j, op, r->version, now_ms);
     } else if (outcome == FSA_RESULT_CONFLICT) {
         /* The server's state gets the checks of a pulled one (fsa_journal_fold). One past them
          * would be stored as the base, whose pending ops the model then could not apply: the

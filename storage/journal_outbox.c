@@ -139,11 +139,12 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
     }
     /* The open ops are read from the table in seq (rowid) order, NOT INDEXED: an applied op
      * leaves the outbox with its result (journal_apply.c), so the rows are the open ops but for
-     * the parked ones (conflicted or rejected; the done ops an older journal left for its
-     * compaction), and through an index SQLite would seek each row again in the table (about 1 k
-     * instructions per op). A read from the head starts at j->open_from, past the parked ops
-     * that a read before it found there, and moves it up to the first open op it finds (or past
-     * the last seq when none is open). The same read says "nothing left" at a cycle's end. */
+     * the parked ones (conflicted or rejected) and a few done ones (an older journal's, and those
+     * kept until their base takes them), and through an index SQLite would seek each row again in
+     * the table (about 1 k instructions per op). A read from the head starts at j->open_from, past
+     * the parked ops that a read before it found there, and moves it up to the first open op it
+     * finds (or past the last seq when none is open). The same read says "nothing left" at a
+     * cycle's end. */
     int64_t from = atomic_load(&j->open_from), below = from > 0 ? from - 1 : 0;
     bool from_head = after_seq <= below; /* the rows between the two are closed for good */
     int64_t start = from_head ? below : after_seq, first = 0;
@@ -290,8 +291,11 @@ fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
  * hold random ones), and each commit writes every page it dirtied, so the fewer the commits the
  * fewer the pages written.
  *
- * Since an applied op leaves the outbox with its result (journal_apply.c), the done ops here are
- * only those an older journal left (state 2); a compaction after a drain finds none.
+ * An applied op leaves the outbox with its result (journal_apply.c), so the done ops here (state
+ * 2) are those an older journal left and those whose base had not taken them
+ * (keep_until_folded), which go only once the base has caught up (KEPT_FOR_VIEW_SQL) or their
+ * entity is gone: before, a rebuild of its view would replay them. A compaction after a drain on
+ * one device finds none.
  *
  * The steps, in order: the done ops in seq order (each step the next COMPACT_STEP of them, copied
  * to done_ops and deleted), then the ids older than the audit period, then the change log's rows
@@ -318,17 +322,25 @@ typedef struct compact {
     size_t removed;
 } compact_t;
 
-/* The next COMPACT_STEP done ops after c->after_seq: copied to done_ops and deleted. Each
- * statement says state!=0, so that SQLite finds them through outbox_closed (storage/db.c) rather
- * than in every row of the queue. */
+/* A done op (state 2) whose entity's base is below its result_version: its view still needs it
+ * (journal_apply.c, keep_until_folded). outbox.type is the type's number, entities.type its name
+ * (fsa_type_name: the protocol's). */
+#define KEPT_FOR_VIEW_SQL                                                                          \
+    "EXISTS(SELECT 1 FROM entities e WHERE e.type=CASE outbox.type WHEN 0 THEN 'attendance' "      \
+    "WHEN 1 THEN 'jobneed' ELSE 'ticket' END AND e.id=outbox.id AND "                              \
+    "e.base_version<outbox.result_version)"
+
+/* The next COMPACT_STEP done ops after c->after_seq that no view needs: copied to done_ops and
+ * deleted. Each statement says state!=0, so that SQLite finds them through outbox_closed
+ * (storage/db.c) rather than in every row of the queue. */
 static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
 {
     sqlite3_stmt *st;
-    fsa_status_t s =
-        prep(j,
-             "SELECT seq FROM outbox WHERE state!=0 AND state=2 AND seq>?1 ORDER BY seq LIMIT 1 "
-             "OFFSET ?2",
-             &st);
+    fsa_status_t s = prep(
+        j,
+        "SELECT seq FROM outbox WHERE state!=0 AND state=2 AND seq>?1 AND NOT " KEPT_FOR_VIEW_SQL
+        " ORDER BY seq LIMIT 1 OFFSET ?2",
+        &st);
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, c->after_seq);
@@ -341,14 +353,17 @@ static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
         return fsa__db_status(rc);
     s = run_cached(j, OUTBOX_NOTE_TOP_SQL, NULL);
     if (s == FSA_OK)
-        s = step_range(j,
-                       "INSERT OR IGNORE INTO done_ops(op_id,seq,done_ms) "
-                       "SELECT op_id,seq,coalesce(done_ms,0) FROM outbox "
-                       "WHERE state!=0 AND state=2 AND seq>?1 AND seq<=?2",
-                       c->after_seq, upto, 0, NULL);
+        s = step_range(
+            j,
+            "INSERT OR IGNORE INTO done_ops(op_id,seq,done_ms) "
+            "SELECT op_id,seq,coalesce(done_ms,0) FROM outbox "
+            "WHERE state!=0 AND state=2 AND seq>?1 AND seq<=?2 AND NOT " KEPT_FOR_VIEW_SQL,
+            c->after_seq, upto, 0, NULL);
     int64_t rows = 0;
     if (s == FSA_OK)
-        s = step_range(j, "DELETE FROM outbox WHERE state!=0 AND state=2 AND seq>?1 AND seq<=?2",
+        s = step_range(j,
+                       "DELETE FROM outbox WHERE state!=0 AND state=2 AND seq>?1 AND seq<=?2 AND "
+                       "NOT " KEPT_FOR_VIEW_SQL,
                        c->after_seq, upto, 0, &rows);
     if (s != FSA_OK)
         return s;
@@ -479,7 +494,7 @@ const char fsa__jn_stats_sql[] =
     /* They run once per push of a drain, and whenever the app or the CLI asks for the status. No
      * count reads every open op: the open ops (states 0 and 1) are every row of the outbox
      * (SQLite counts a table's rows from its b-tree's pages, the smallest of its indexes) less
-     * the parked ops and an older journal's done ops (states 2-4), counted in outbox_closed.
+     * the parked ops and the done ops still kept (states 2-4), counted in outbox_closed.
      * Each count of outbox_closed names it (else SQLite counts them by scanning all of
      * outbox_by_entity) and says state!=0, its WHERE, without which it cannot be used. */
     " (SELECT count(*) FROM outbox)-"
@@ -489,8 +504,9 @@ const char fsa__jn_stats_sql[] =
     " (SELECT count(*) FROM outbox WHERE state IN(0,1) AND seq>=?1 AND seq<=" SENT_UPTO_SQL
     ")+(SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state=1 AND "
     "seq>" SENT_UPTO_SQL "),"
-    /* Done ops wait for a compaction only in older journals (an applied op leaves the outbox
-     * with its result). */
+    /* Done ops wait for a compaction: an older journal's, and the applied ops their base has
+     * not taken yet (journal_apply.c, keep_until_folded); an applied op otherwise leaves the
+     * outbox with its result. */
     " (SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state=2),"
     " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='conflict'),"
     " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='rejected'),"
