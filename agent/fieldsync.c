@@ -69,7 +69,7 @@ static int output_checked(int rc)
 {
     bool failed = ferror(stdout) != 0;
     int e = 0;
-    if (fflush(stdout) != 0) {
+    if (fclose(stdout) != 0) { /* the process ends next: a close's own error counts too */
         failed = true;
         e = errno;
     }

@@ -12,6 +12,7 @@
 #include <fieldsync/fieldsync.h>
 
 #include "agent/run.h"
+#include "port/alloc.h"
 #include "port/daemon.h"
 #include "port/files.h"
 #include "port/limits.h"
@@ -220,11 +221,28 @@ static void render(daemon_t *d)
     unlock(d);
 }
 
-/* The metrics file replaces what is at its path, so that path may hold only nothing or an earlier
- * metrics file: a mistyped path (the journal, its secret, a configuration) must not be replaced
- * by metrics, losing what it held. FSA_OK, or why not (err: the path and the reason). */
-static fsa_status_t metrics_target_ok(const char *path, char *err, size_t errlen)
+/* The metrics file replaces what is at its path, so that path may hold only nothing, an empty file
+ * or an earlier metrics file: a mistyped path (the journal, its secret, a configuration) must not
+ * be replaced by metrics, losing what it held. Nor may it name one of the journal's own files
+ * (db, when known), which may not exist yet (its WAL, made at the open). FSA_OK, or why not (err:
+ * the path and the reason). */
+static fsa_status_t metrics_target_ok(const char *path, const char *db, char *err, size_t errlen)
 {
+    char *m = NULL, *jn = NULL;
+    bool own = false;
+    if (db != NULL && fsa_file_absolute_name(path, &m, NULL, 0) == FSA_OK &&
+        fsa_file_absolute_name(db, &jn, NULL, 0) == FSA_OK) {
+        static const char suffix[][9] = {"", "-wal", "-shm", "-journal", ".users", ".daemon"};
+        size_t n = strlen(jn);
+        for (size_t i = 0; i < sizeof suffix / sizeof suffix[0] && !own; i++)
+            own = strncmp(m, jn, n) == 0 && strcmp(m + n, suffix[i]) == 0;
+    }
+    fsa_free(m);
+    fsa_free(jn);
+    if (own) {
+        snprintf(err, errlen, "%s is one of the journal's own files: give another path", path);
+        return FSA_EINVAL;
+    }
     char *old = NULL;
     size_t len = 0;
     /* Read as any file is (it may be a secret: wiped after), up to the largest metrics file. */
@@ -232,7 +250,7 @@ static fsa_status_t metrics_target_ok(const char *path, char *err, size_t errlen
         fsa_file_read(path, sizeof((daemon_t *)NULL)->text, 0, &old, &len, err, errlen);
     if (st == FSA_ENOTFOUND)
         return FSA_OK;
-    if ((st == FSA_OK && strncmp(old, METRICS_FIRST, strlen(METRICS_FIRST)) != 0) ||
+    if ((st == FSA_OK && len > 0 && strncmp(old, METRICS_FIRST, strlen(METRICS_FIRST)) != 0) ||
         st == FSA_ETOOLARGE) {
         snprintf(err, errlen,
                  "%s exists and is not a fieldsync metrics file: it is not replaced (give "
@@ -435,7 +453,9 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
     fsa_opts_result_t r;
     char err[FSA_LIMIT_PATH_BYTES + 160];
     if (fsa_opts_parse(argc, argv, o, no, NULL, 0, 0, &r, err, sizeof err) != FSA_OK) {
-        fprintf(stderr, "fieldsync: run: %s (see 'fieldsync run --help')\n", err);
+        char line[sizeof err + 48];
+        snprintf(line, sizeof line, "%s (see 'fieldsync run --help')", err);
+        say("run: ", line);
         return 2;
     }
     if (r.help) {
@@ -453,7 +473,8 @@ static int parse_run_options(daemon_t *d, int argc, char **argv)
         parse_seconds("--metrics-every", v, 1, 3600, &d->metrics_every_ms) != 0)
         return 2;
     d->metrics_file = o[O_FILE].value;
-    if (d->metrics_file != NULL && metrics_target_ok(d->metrics_file, err, sizeof err) != FSA_OK) {
+    if (d->metrics_file != NULL &&
+        metrics_target_ok(d->metrics_file, d->db_path, err, sizeof err) != FSA_OK) {
         say("--metrics-file ", err);
         return 2;
     }
@@ -491,10 +512,12 @@ static fsa_pidlock_t *open_journal(daemon_t *d)
     fsa_status_t st = fsa_pidlock_take(lpath, d->port->process_id(d->port->ctx), &single, holder,
                                        sizeof holder, err, sizeof err);
     if (st != FSA_OK) {
-        if (st == FSA_EBUSY)
-            fprintf(stderr, "fieldsync: another 'fieldsync run'%s%s%s is already syncing %s\n",
-                    holder[0] ? " (pid " : "", holder, holder[0] ? ")" : "", d->db_path);
-        else
+        if (st == FSA_EBUSY) {
+            char what[96];
+            snprintf(what, sizeof what, "another 'fieldsync run'%s%s%s is already syncing ",
+                     holder[0] ? " (pid " : "", holder, holder[0] ? ")" : "");
+            say(what, d->db_path);
+        } else
             say("cannot take the daemon lock ", err);
         (void)fieldsync_close(d->fs);
         return NULL;

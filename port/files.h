@@ -58,6 +58,10 @@ fsa_status_t fsa_file_exists(const char *path, char *err, size_t errlen) FSA_MUS
  */
 fsa_status_t fsa_file_absolute(const char *path, bool no_link, char **out, char *err,
                                size_t errlen) FSA_MUST_CHECK;
+/* The same name for path whether or not the file exists (its directory must): what
+ * fsa_file_absolute gives once it has checked the file. */
+fsa_status_t fsa_file_absolute_name(const char *path, char **out, char *err,
+                                    size_t errlen) FSA_MUST_CHECK;
 fsa_status_t fsa_file_make_private(const char *path, char *err, size_t errlen) FSA_MUST_CHECK;
 fsa_status_t fsa_file_create_private(const char *path, char *err, size_t errlen) FSA_MUST_CHECK;
 fsa_status_t fsa_file_write_atomic(const char *path, const void *data, size_t len, char *err,

@@ -203,7 +203,6 @@ static int write_all(int fd, const char *data, size_t len)
 fsa_status_t fsa_file_absolute(const char *path, bool no_link, char **out, char *err, size_t errlen)
 {
     *out = NULL;
-    const char *base = path;
     struct stat sb;
     if ((no_link ? lstat(path, &sb) : stat(path, &sb)) != 0) {
         snprintf(err, errlen, "%s: not found", path);
@@ -213,6 +212,13 @@ fsa_status_t fsa_file_absolute(const char *path, bool no_link, char **out, char 
         snprintf(err, errlen, "%s is a symlink: name the file itself (not a link to it)", path);
         return FSA_EPERM;
     }
+    return fsa_file_absolute_name(path, out, err, errlen);
+}
+
+fsa_status_t fsa_file_absolute_name(const char *path, char **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    const char *base = path;
     const char *slash = strrchr(path, '/');
     char dir[PATH_MAX];
     if (slash == NULL) {

@@ -908,7 +908,9 @@ static fsa_status_t pg_pull(fsa_store_t *store, const char *device, const fsa_st
          * they to overlap, the older read could write last: a gone over the newer pull's
          * "sent with its fields", after which the entity's next leave of the scope would never
          * be sent; and their rows, locked in different orders, could deadlock. */
-        st = run0(c->c, "BEGIN", 0, NULL);
+        /* READ COMMITTED whatever the database's default: the read's snapshot must be taken
+         * after the lock is granted, not at the transaction's first statement. */
+        st = run0(c->c, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL);
         in_tx = st == FSA_OK;
         if (st == FSA_OK)
             st = run0(c->c, "SELECT pg_advisory_xact_lock(" PG_DELIVERED_LOCK ", hashtext($1))", 1,

@@ -746,40 +746,63 @@ static void test_run__unwritable_metrics_file_fails_the_start(void **state)
         fail_msg("expected one line naming %s and the reason, got:\n%s", bad, log);
 }
 
-/* The metrics file replaces only an earlier metrics file: a path that names the journal, the
- * device's secret or any other file is a usage error (2), one line naming it, and the file is
- * left as it was. (Before, the journal was replaced by metrics, and its pending ops lost.) */
+/* The bytes of the file at path (at most cap), in buf; their count. */
+static size_t file_bytes(const char *path, char *buf, size_t cap)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL)
+        return 0;
+    size_t n = fread(buf, 1, cap, fp);
+    (void)fclose(fp);
+    return n;
+}
+
+/* The metrics file replaces only an earlier metrics file (or an empty one): a path that names the
+ * journal, the device's secret or any other file is a usage error (2), one line naming it, and
+ * the file is left as it was; so is one of the journal's own names that does not exist yet (its
+ * WAL, made at the open). (Before, the journal was replaced by metrics, and its pending ops
+ * lost.) */
 static void test_run__metrics_file_never_replaces_another_file(void **state)
 {
     fx_t *f = *state;
     init(f, "http://127.0.0.1:9");
     record_ticket(f, "T1");
-    char other[440];
+    char other[440], wal[440];
     snprintf(other, sizeof other, "%s/notes.txt", f->srv.dir);
+    snprintf(wal, sizeof wal, "%s-wal", f->db);
     FILE *fp = fopen(other, "w");
     assert_non_null(fp);
     fputs("fieldsync_queue_depth 3\n", fp); /* metrics-like, but not what the daemon writes */
     assert_int_equal(fclose(fp), 0);
-    const char *targets[] = {f->db, f->secret, other};
-    for (size_t i = 0; i < sizeof targets / sizeof *targets; i++) {
-        char before[1 << 12];
-        snprintf(before, sizeof before, "%s", slurp(targets[i]));
-        size_t before_len = strlen(before);
+    static const struct {
+        int which; /* 0 the journal, 1 the secret, 2 another file, 3 the journal's WAL */
+        const char *says;
+    } cases[] = {{0, "one of the journal's own files"},
+                 {1, "not a fieldsync metrics file"},
+                 {2, "not a fieldsync metrics file"},
+                 {3, "one of the journal's own files"}};
+    static char before[1 << 16], after[1 << 16];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *target = cases[i].which == 0   ? f->db
+                             : cases[i].which == 1 ? f->secret
+                             : cases[i].which == 2 ? other
+                                                   : wal;
+        size_t nb = file_bytes(target, before, sizeof before);
         clear_err(f);
-        const char *a[] = {"--db", f->db, "run", "--metrics-file", targets[i], NULL};
+        const char *a[] = {"--db", f->db, "run", "--metrics-file", target, NULL};
         f->daemon = spawn(f->out, f->err, a);
         int st = wait_exit(f->daemon, 20000);
         if (st == -1)
-            fail_msg("the daemon runs with --metrics-file %s: %s", targets[i], slurp(f->err));
+            fail_msg("the daemon runs with --metrics-file %s: %s", target, slurp(f->err));
         f->daemon = 0;
         const char *log = slurp(f->err);
-        if (st != 2 || lines(log) != 1 || strstr(log, targets[i]) == NULL ||
-            strstr(log, "not a fieldsync metrics file") == NULL)
-            fail_msg("--metrics-file %s: exit %d, expected 2 and one line naming it:\n%s",
-                     targets[i], st, log);
-        const char *after = slurp(targets[i]);
-        if (strlen(after) != before_len || memcmp(after, before, before_len) != 0)
-            fail_msg("%s changed", targets[i]);
+        if (st != 2 || lines(log) != 1 || strstr(log, target) == NULL ||
+            strstr(log, cases[i].says) == NULL)
+            fail_msg("--metrics-file %s: exit %d, expected 2 and one line saying '%s':\n%s", target,
+                     st, cases[i].says, log);
+        size_t na = file_bytes(target, after, sizeof after);
+        if (na != nb || memcmp(after, before, nb) != 0)
+            fail_msg("%s changed", target);
     }
     /* the journal still holds its op */
     const char *a[] = {"--db", f->db, "show", "ticket", "T1", NULL};
