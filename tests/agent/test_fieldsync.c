@@ -484,16 +484,19 @@ static void test_cli__show_cannot_steer_the_terminal(void **state)
     run_t r;
     start(f, NULL);
     init_device(f, 0, f->srv.url);
-    FS_OK(&r, "--db", f->db[0], "ticket", "create", "T1",
-          "ticketlog={\"a\":\"x\xe2\x80\xaey\xc2\x9b"
-          "31mz\x7f\"}");
+    /* made at run time: U+202E and U+009B, as UTF-8 bytes */
+    static const char rlo[] = {(char)0xe2, (char)0x80, (char)0xae, 0};
+    static const char csi[] = {(char)0xc2, (char)0x9b, 0};
+    char value[64], arg[96];
+    snprintf(value, sizeof value, "x%sy%s31mz\x7f", rlo, csi);
+    snprintf(arg, sizeof arg, "ticketlog={\"a\":\"%s\"}", value);
+    FS_OK(&r, "--db", f->db[0], "ticket", "create", "T1", arg);
     FS_OK(&r, "--db", f->db[0], "show", "ticket", "T1");
     if (strstr(r.out, "\"x???y??31mz?\"") == NULL || strchr(r.out, 0x7f) != NULL ||
-        strstr(r.out, "\xc2\x9b") != NULL || strstr(r.out, "\xe2\x80\xae") != NULL)
+        strstr(r.out, csi) != NULL || strstr(r.out, rlo) != NULL)
         fail_msg("show printed the controls as they are: %s", r.out);
     FS_OK(&r, "--db", f->db[0], "show", "ticket", "T1", "--json");
-    assert_non_null(strstr(r.out, "x\xe2\x80\xaey\xc2\x9b"
-                                  "31mz\x7f"));
+    assert_non_null(strstr(r.out, value));
 }
 
 static void test_sync__offline_records_then_sum_of_intents(void **state)
