@@ -394,21 +394,7 @@ static fsa_status_t keep_until_folded(fsa_journal_t *j, const fsa_op_t *op, int6
     if (s != FSA_OK)
         return s;
     sqlite3_bind_int64(st, 1, op->seq);
-    fsa__db_bind_text(st, 2, op->op_id);
-    sqlite3_bind_int64(st, 3, op->at_ms);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)op->kind);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)op->type);
-    fsa__db_bind_text(st, 6, op->id);
-    fsa__db_bind_text(st, 7, op->group);
-    fsa__db_bind_text(st, 8, op->field);
-    sqlite3_bind_int64(st, 9, op->base_version);
-    sqlite3_bind_int64(st, 10, op->by);
-    fsa__db_bind_text(st, 11, op->from);
-    fsa__db_bind_text(st, 12, op->to);
-    fsa__db_bind_text(st, 13, op->key);
-    sqlite3_bind_int64(st, 14, op->max_len);
-    if (op->json != NULL)
-        fsa__db_bind_text(st, 15, op->json);
+    fsa__jn_op_bind(st, 2, op);
     sqlite3_bind_int64(st, 16, version);
     sqlite3_bind_int64(st, 17, now_ms);
     s = step_done(j, st);

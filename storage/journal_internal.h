@@ -254,6 +254,9 @@ enum { OP_COL_PRIOR = 15, OP_COL_STATE = 16, OP_NCOLS = 20 };
 /* Fills *op (and *state, may be NULL) from an OP_COLUMNS row. */
 fsa_status_t fsa__jn_op_from_row(sqlite3_stmt *st, fsa_op_t *op,
                                  fsa_op_state_t *state) FSA_MUST_CHECK;
+/* The reverse, for an INSERT: binds op's columns op_id to payload, in the row's order, to
+ * ?first .. ?first+13 of st (text as SQLITE_STATIC: op must outlive the step). */
+void fsa__jn_op_bind(sqlite3_stmt *st, int first, const fsa_op_t *op);
 /* The statements that read the queue and count it (journal_outbox.c; their plans are pinned by a
  * test): the open ops after seq ?2 in seq order, at most ?1; the figures of fsa_outbox_stats. */
 extern const char fsa__jn_queue_read_sql[];

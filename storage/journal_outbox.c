@@ -11,6 +11,25 @@
 #include "storage/journal_internal.h"
 #include "storage/state_keys.h"
 
+void fsa__jn_op_bind(sqlite3_stmt *st, int first, const fsa_op_t *op)
+{
+    fsa__db_bind_text(st, first, op->op_id);
+    sqlite3_bind_int64(st, first + 1, op->at_ms);
+    sqlite3_bind_int64(st, first + 2, (sqlite3_int64)op->kind);
+    sqlite3_bind_int64(st, first + 3, (sqlite3_int64)op->type);
+    fsa__db_bind_text(st, first + 4, op->id);
+    fsa__db_bind_text(st, first + 5, op->group);
+    fsa__db_bind_text(st, first + 6, op->field);
+    sqlite3_bind_int64(st, first + 7, op->base_version);
+    sqlite3_bind_int64(st, first + 8, op->by);
+    fsa__db_bind_text(st, first + 9, op->from);
+    fsa__db_bind_text(st, first + 10, op->to);
+    fsa__db_bind_text(st, first + 11, op->key);
+    sqlite3_bind_int64(st, first + 12, op->max_len);
+    if (op->json != NULL)
+        fsa__db_bind_text(st, first + 13, op->json);
+}
+
 fsa_status_t fsa__jn_op_from_row(sqlite3_stmt *st, fsa_op_t *op, fsa_op_state_t *state)
 {
     memset(op, 0, sizeof *op);

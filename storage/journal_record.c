@@ -26,21 +26,7 @@ static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const ch
                           &st);
     if (s != FSA_OK)
         return s;
-    fsa__db_bind_text(st, 1, op->op_id);
-    sqlite3_bind_int64(st, 2, op->at_ms);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)op->kind);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)op->type);
-    fsa__db_bind_text(st, 5, op->id);
-    fsa__db_bind_text(st, 6, op->group);
-    fsa__db_bind_text(st, 7, op->field);
-    sqlite3_bind_int64(st, 8, op->base_version);
-    sqlite3_bind_int64(st, 9, op->by);
-    fsa__db_bind_text(st, 10, op->from);
-    fsa__db_bind_text(st, 11, op->to);
-    fsa__db_bind_text(st, 12, op->key);
-    sqlite3_bind_int64(st, 13, op->max_len);
-    if (op->json != NULL)
-        fsa__db_bind_text(st, 14, op->json);
+    fsa__jn_op_bind(st, 1, op);
     if (prior != NULL)
         fsa__db_bind_text(st, 15, prior);
     s = step_done(j, st);
