@@ -233,13 +233,24 @@ typedef struct client {
     char got[256];
 } client_t;
 
+/* A TCP connection to 127.0.0.1:port: its descriptor, or -1. */
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 static void *client_run(void *arg)
 {
     client_t *c = arg;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+    int fd = connect_to(c->port);
+    if (fd < 0)
         return NULL;
     ssize_t n = write(fd, c->send, strlen(c->send));
     (void)n;
@@ -317,10 +328,8 @@ static void test_listener__serves_loopback(void **state)
 static void *trickle_run(void *arg)
 {
     client_t *c = arg;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+    int fd = connect_to(c->port);
+    if (fd < 0)
         return NULL;
     for (int i = 0; i < 200 && send(fd, "x", 1, MSG_NOSIGNAL) == 1; i++) {
         struct timespec ts = {0, 20 * 1000000L};
