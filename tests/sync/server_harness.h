@@ -101,6 +101,7 @@ typedef struct th_resp {
     int curl_code; /* CURLE_OK or the transport error */
     char *body;    /* malloc'ed, NUL-terminated; free with th_resp_free */
     size_t len;
+    size_t cap; /* bytes allocated at body (it grows by doubling) */
     char retry_after[32];
     bool gzipped; /* the answer came with Content-Encoding: gzip (curl inflated it) */
 } th_resp_t;
