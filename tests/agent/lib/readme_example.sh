@@ -3,6 +3,7 @@
 # The C example of the README's library section compiles with warnings as errors against the
 # public header and links against libfieldsync.so: the README shows code that works. A cross
 # build passes its sysroot and triplet (the libraries libfieldsync.so needs are found there).
+# CC may carry flags ("clang -fsanitize=address,undefined").
 set -eu
 cc=$1 readme=$2 inc=$3 libdir=$4 sysroot=${5:-} triplet=${6:-}
 cross=""
@@ -18,7 +19,7 @@ if [ ! -s "$tmp/example.c" ]; then
     echo "0 passed, 1 failed"
     exit 1
 fi
-# shellcheck disable=SC2086 # $cross is a list of flags
+# shellcheck disable=SC2086 # $cc and $cross are lists of words
 if $cc $cross -std=c11 -Wall -Wextra -Werror -I"$inc" "$tmp/example.c" -L"$libdir" -lfieldsync \
        -o "$tmp/example"; then
     echo "ok: the README's example ($(wc -l < "$tmp/example.c") lines) compiles and links"
