@@ -159,7 +159,9 @@ static uint64_t random64(fsa_engine_t *e)
 
 /* One attempt of a request: the one exchange_begin started, or a new one. Classifies the answer
  * in a->cls and learns the clock offset from an error body (its server time in *server_time, -1
- * when none). Returns the transport's status; FSA_ENOMEM and FSA_ETOOLARGE end the exchange. */
+ * when none). Returns the transport's status, except FSA_OK for an error answer over the device's
+ * limit (its status classifies it, as for any error body not ours); FSA_ENOMEM and FSA_ETOOLARGE
+ * end the exchange. */
 static fsa_status_t attempt(fsa_engine_t *e, const char *method, const char *path, const char *body,
                             size_t len, answer_t *a, int64_t *server_time)
 {
