@@ -491,6 +491,9 @@ static int ent_escalate(const ent_args_t *a)
 {
     if (a->n != 1)
         die_usage("ticket escalate needs one ID");
+    /* An empty note would be recorded as one: a history entry that says "" */
+    if (a->o[E_NOTE].value != NULL && a->o[E_NOTE].value[0] == '\0')
+        die_usage("--note needs a text (leave it out for none)");
     fieldsync_t *fs = open_fs("fieldsync");
     fieldsync_rec_t rec;
     fieldsync_status_t st =

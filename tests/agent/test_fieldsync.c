@@ -402,7 +402,8 @@ static void test_cli__entity_help_and_one_line_errors(void **state)
 }
 
 /* An option the subcommand does not use is a usage error naming it, and nothing is recorded:
- * before, "ticket create T1 --to bob" recorded a ticket for nobody and said so with exit 0. */
+ * before, "ticket create T1 --to bob" recorded a ticket for nobody and said so with exit 0. So is
+ * an empty --note (it was recorded as a note ""). */
 static void test_cli__options_a_subcommand_does_not_use_are_refused(void **state)
 {
     fx_t *f = *state;
@@ -420,6 +421,7 @@ static void test_cli__options_a_subcommand_does_not_use_are_refused(void **state
         {{"job", "transition", "J1", "--to", "X", "--parent", "J0"},
          "--parent does not apply to job transition"},
         {{"ticket", "log", "T1", "{}", "--to", "bob"}, "--to does not apply to ticket log"},
+        {{"ticket", "escalate", "T1", "--note", ""}, "--note needs a text"},
         {{"conflicts", "--take", "server"}, "--take is for 'conflicts resolve"},
         {{"conflicts", "resolve", "x", "--take", "server", "--json"},
          "--json does not apply to conflicts resolve"},
