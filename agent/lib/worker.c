@@ -240,7 +240,9 @@ static void status_now(fieldsync_t *fs, fieldsync_sync_status_t *s, bool listen_
     if (!listen_only)
         overlay_locked(w, s);
     unlock(fs);
-    if (listen_only) {
+    /* A refusal the syncing process stored stays ATTENTION, as fieldsync_status says: a person
+     * must fix the configuration, whichever process syncs. */
+    if (listen_only && s->state != FIELDSYNC_STATE_ATTENTION) {
         int64_t now = fs->port.wall_now(fs->port.ctx).ms;
         s->state = s->next_attempt_ms > now ? FIELDSYNC_STATE_OFFLINE : FIELDSYNC_STATE_IDLE;
         snprintf(s->reason, sizeof s->reason, "listening: another process syncs this journal");

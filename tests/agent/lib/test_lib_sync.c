@@ -882,6 +882,11 @@ static void test_status__stored_message_is_one_clean_line(void **state)
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
 }
 
+static bool lrec_has_attention(lrec_t *r)
+{
+    return r->attention_seen > 0;
+}
+
 /* A 401 does not stop the device for good (PROTOCOL.md 7.4): ATTENTION, retried later with the
  * secret file read again, so a fixed secret needs no restart or reload. */
 static void test_start__refused_device_is_attention(void **state)
@@ -906,6 +911,20 @@ static void test_start__refused_device_is_attention(void **state)
     assert_true(r.last.next_attempt_ms > 0); /* a later attempt is planned */
     assert_false(r.stopped);
     pthread_mutex_unlock(&r.mu);
+    /* Another handle that only listens says ATTENTION too, as fieldsync_status does: before, it
+     * said "listening", idle or offline, while the refusal lasted. */
+    fieldsync_t *ears = lfx_open(f, 0, 300);
+    lrec_t r2;
+    lrec_init(&r2, ears, 0);
+    lrec_listen(&r2, ears);
+    assert_int_equal(fieldsync_start(ears, FIELDSYNC_START_LISTEN_ONLY), FIELDSYNC_OK);
+    /* (the first handle tries again every 300 ms: during a try the journal holds no refusal) */
+    if (!lrec_wait(&r2, lrec_has_attention, 20000))
+        fail_msg("the listening handle never said ATTENTION; last: state %d (%s)",
+                 (int)r2.last.state, r2.last.reason);
+    stop_and_wait(ears, &r2);
+    assert_int_equal(fieldsync_close(ears), FIELDSYNC_OK);
+    lrec_clear(&r2);
     /* The thread still runs: the secret is fixed, and a later try reads it (no reload). */
     assert_true(lfx_write_secret(f->secret, 0));
     int64_t end = lfx_now_ms() + 30000;
