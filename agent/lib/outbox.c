@@ -23,6 +23,20 @@ fieldsync_status_t fieldsync_op_state(fieldsync_t *fs, const char *op_id, fields
     if (st != FSA_OK)
         return fsl__fail(fs, fsl__status(st), "cannot read op %.40s: %s", op_id,
                          fsa_status_str(st));
+    if (s == FSA_OPSTATE_CONFLICT || s == FSA_OPSTATE_REJECTED) {
+        /* The op's row keeps its answer; its conflict says whether that is still open. */
+        fsa_conflict_t c;
+        st = fsa_conflict_get(fs->j, op_id, &c);
+        if (st != FSA_OK && st != FSA_ENOTFOUND)
+            return fsl__fail(fs, fsl__status(st), "cannot read the conflict of op %.40s: %s", op_id,
+                             fsa_status_str(st));
+        bool settled = st == FSA_OK && c.resolution != FSA_RESOLVED_NONE;
+        fsa_conflict_clear(&c);
+        if (settled) {
+            *out = FIELDSYNC_OP_RESOLVED;
+            return fsl__ok(fs);
+        }
+    }
     *out = (fieldsync_op_state_t)s;
     return fsl__ok(fs);
 }

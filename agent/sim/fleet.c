@@ -516,7 +516,9 @@ static void settle(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs)
             if (state == FIELDSYNC_OP_DONE) {
                 m->state = FSA__MARK_DONE;
                 add_lag(f, now - m->rec_ms);
-            } else if (state == FIELDSYNC_OP_CONFLICT) {
+            } else if (state == FIELDSYNC_OP_CONFLICT || state == FIELDSYNC_OP_RESOLVED) {
+                /* resolved: a conflict the resolver settled (the simulator settles none, and
+                 * the resolver parks every rejection) */
                 m->state = FSA__MARK_CONFLICT;
             } else if (state == FIELDSYNC_OP_REJECTED) {
                 m->state = FSA__MARK_REJECTED;

@@ -486,8 +486,12 @@ typedef enum fieldsync_op_state {
     FIELDSYNC_OP_PENDING = 0,  /* waiting to be sent */
     FIELDSYNC_OP_SENT = 1,     /* sent, no answer yet (it is resent as is: ops are idempotent) */
     FIELDSYNC_OP_DONE = 2,     /* the server applied it */
-    FIELDSYNC_OP_CONFLICT = 3, /* waits for a person: its precondition failed on the server */
-    FIELDSYNC_OP_REJECTED = 4  /* waits for a person: the server refused it for good */
+    FIELDSYNC_OP_CONFLICT = 3, /* its precondition failed on the server; open: it waits for a
+                                * person (or the server's state stands: decision "server-wins") */
+    FIELDSYNC_OP_REJECTED = 4, /* the server refused it for good; open: it waits for a person */
+    FIELDSYNC_OP_RESOLVED = 5  /* was a conflict or a rejection, settled since: by the resolver
+                                * (the server had the same, or it was recorded again as a new op)
+                                * or by a person; fieldsync_conflicts(fs, true, ...) tells how */
 } fieldsync_op_state_t;
 
 /* The state of op op_id (from a fieldsync_rec_t) in *out. FIELDSYNC_OK; FIELDSYNC_ENOTFOUND

@@ -540,6 +540,46 @@ static void test_conflict_listener__hears_a_parked_op(void **state)
     assert_string_equal(x.outcome, "conflict");
     assert_string_equal(x.decision, "park");
     assert_string_equal(x.id, "K1");
+    /* The op waits for a person; once one settles it, it says so (it said CONFLICT for good). */
+    fieldsync_op_state_t os = FIELDSYNC_OP_PENDING;
+    assert_int_equal(fieldsync_op_state(fs, rec.op_id, &os), FIELDSYNC_OK);
+    assert_int_equal(os, FIELDSYNC_OP_CONFLICT);
+    assert_int_equal(fieldsync_conflict_resolve(fs, rec.op_id, false, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_op_state(fs, rec.op_id, &os), FIELDSYNC_OK);
+    assert_int_equal(os, FIELDSYNC_OP_RESOLVED);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+}
+
+/* A conflict the resolver settles at once (the server is already where the op was going) leaves
+ * the op RESOLVED, not CONFLICT ("waits for a person"). */
+static void test_op_state__a_conflict_the_resolver_settled_is_resolved(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = f->db;
+    fieldsync_t *fs = NULL;
+    assert_int_equal(fieldsync_open(&cfg, &fs), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_ticket_create(fs, "K2", NULL, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_sync_once(fs, false, NULL), FIELDSYNC_OK);
+    /* Another device resolves the ticket first; ours, from NEW, conflicts and converges. */
+    char op[512];
+    tc_op(op, sizeof op, NULL, "transition", "ticket", "K2",
+          ",\"field\":\"status\",\"from\":\"NEW\",\"to\":\"RESOLVED\"");
+    fsa_codec_result_t *res = NULL;
+    size_t n = 0;
+    assert_int_equal(tc_push(NULL, f->srv.url, 1, op, &res, &n), 200);
+    assert_int_equal(n, 1);
+    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
+    fsa_codec_results_free(res, n);
+    fieldsync_rec_t rec;
+    assert_int_equal(fieldsync_ticket_transition(fs, "K2", "RESOLVED", NULL, &rec), FIELDSYNC_OK);
+    fieldsync_report_t r;
+    assert_int_equal(fieldsync_sync_once(fs, false, &r), FIELDSYNC_OK);
+    assert_int_equal(r.conflict, 1);
+    assert_int_equal(r.converged, 1);
+    fieldsync_op_state_t os = FIELDSYNC_OP_PENDING;
+    assert_int_equal(fieldsync_op_state(fs, rec.op_id, &os), FIELDSYNC_OK);
+    assert_int_equal(os, FIELDSYNC_OP_RESOLVED);
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
 }
 
@@ -557,6 +597,7 @@ int main(void)
         T(test_event_fd__not_buffered),
         T(test_remove_listener__inside_and_elsewhere),
         T(test_conflict_listener__hears_a_parked_op),
+        T(test_op_state__a_conflict_the_resolver_settled_is_resolved),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
