@@ -354,12 +354,20 @@ static void conn_error(PGconn *c, const char *what, char *err, size_t errlen)
     snprintf(err, errlen, "%s: %.*s", what, (int)n, m);
 }
 
+/* Every transaction of the store: READ COMMITTED whatever the database's default (a DBA may set
+ * REPEATABLE READ or SERIALIZABLE). Each statement reads what committed before it, so a read
+ * after a lock is granted sees what the lock's holder wrote: the schema after another process's
+ * migration, a tour's checkpoints after a create committed. Under a snapshot taken at the
+ * transaction's first statement, a push would read stale rows and fail at the change counter
+ * once another push had committed (retried, then 503 under load). */
+#define PG_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED"
+
 /* Creates or migrates the schema, once, under an advisory lock: several processes may start at
  * the same moment. */
 static fsa_status_t init_schema(PGconn *c, char *err, size_t errlen)
 {
     PGresult *r = NULL;
-    fsa_status_t st = run0(c, "BEGIN", 0, NULL);
+    fsa_status_t st = run0(c, PG_BEGIN, 0, NULL);
     if (st == FSA_OK)
         st = run0(c, "SELECT pg_advisory_xact_lock(" PG_SCHEMA_LOCK ")", 0, NULL);
     if (st == FSA_OK)
@@ -531,7 +539,7 @@ static fsa_status_t pg_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err
     c->ntouched = 0;
     touched_reindex(c);
     c->nlogs = 0;
-    fsa_status_t st = run0(c->c, "BEGIN", 0, NULL);
+    fsa_status_t st = run0(c->c, PG_BEGIN, 0, NULL);
     if (st != FSA_OK) {
         conn_error(c->c, "cannot begin a transaction", err, errlen);
         conn_give(PG(store), c);
@@ -908,9 +916,9 @@ static fsa_status_t pg_pull(fsa_store_t *store, const char *device, const fsa_st
          * they to overlap, the older read could write last: a gone over the newer pull's
          * "sent with its fields", after which the entity's next leave of the scope would never
          * be sent; and their rows, locked in different orders, could deadlock. */
-        /* READ COMMITTED whatever the database's default: the read's snapshot must be taken
-         * after the lock is granted, not at the transaction's first statement. */
-        st = run0(c->c, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL);
+        /* READ COMMITTED (PG_BEGIN): the read's snapshot must be taken after the lock is
+         * granted, not at the transaction's first statement. */
+        st = run0(c->c, PG_BEGIN, 0, NULL);
         in_tx = st == FSA_OK;
         if (st == FSA_OK)
             st = run0(c->c, "SELECT pg_advisory_xact_lock(" PG_DELIVERED_LOCK ", hashtext($1))", 1,

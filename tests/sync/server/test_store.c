@@ -1141,6 +1141,82 @@ test_fsa_store_apply__checkpoint_created_during_a_reassign_reaches_its_device(vo
     assert_true(p2_pull_sees(reader, &cursor, "CP")); /* and the device gets it */
     fsa_store_close(reader);
 }
+
+/* One row of one column from conn, as a number (-1 when the query fails). */
+static long pg_number(PGconn *conn, const char *sql)
+{
+    PGresult *r = PQexec(conn, sql);
+    long n = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                 ? strtol(PQgetvalue(r, 0, 0), NULL, 10)
+                 : -1;
+    if (n < 0)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(conn));
+    PQclear(r);
+    return n;
+}
+
+/*
+ * PostgreSQL: a push is a READ COMMITTED transaction whatever the database's default, as
+ * docs/server.md says. The database here defaults to SERIALIZABLE, whose transactions leave
+ * predicate locks (SIReadLock) on what they read: a push held on a lock (this test's connection
+ * keeps one on an entity of its batch) after its first reads must hold none. Before, the push
+ * took the default: its reads used the snapshot of its first statement, and it failed at the
+ * change counter once another push had committed (tried again, then 503 under load).
+ */
+static void test_fsa_store_apply__read_committed_whatever_the_default(void **state)
+{
+    fixture_t *f = *state;
+    fsa_codec_op_t ops[1];
+    fsa_codec_result_t res[1];
+    op_make(&ops[0], "s0", FSA_OP_CREATE, FSA_TYPE_TICKET, "E", NULL, "{}");
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 1, 1000, res, NULL, 0));
+    ops_clear(ops, res, 1);
+    PGconn *conn = PQconnectdb(f->path);
+    assert_int_equal(PQstatus(conn), CONNECTION_OK);
+    PGresult *r = PQexec(conn, "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET "
+                               "default_transaction_isolation = serializable', "
+                               "current_database()); END $$");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    fsa_store_t *ser = NULL; /* its sessions start after the ALTER: SERIALIZABLE by default */
+    char err[256];
+    assert_fsa_ok(fsa_store_open(fsa_port_posix(), f->path, 1, &ser, err, sizeof err));
+    PGconn *check = PQconnectdb(f->path); /* the default holds for a new session */
+    assert_int_equal(PQstatus(check), CONNECTION_OK);
+    r = PQexec(check, "SHOW default_transaction_isolation");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "serializable");
+    PQclear(r);
+    PQfinish(check);
+
+    r = PQexec(conn, "BEGIN");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    r = PQexec(conn, "SELECT 1 FROM entities WHERE type = 'ticket' AND id = 'E' FOR UPDATE");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    applier_t a = {.store = ser, .n = 2};
+    op_make(&a.ops[0], "s1", FSA_OP_CREATE, FSA_TYPE_TICKET, "F", NULL, "{}");
+    incr_make(&a.ops[1], "s2", "E", NULL, 1);
+    pthread_t ta;
+    assert_int_equal(pthread_create(&ta, NULL, apply_thread, &a), 0);
+    wait_for(conn, 1, NULL); /* the push waits for E: its claims and F read and written */
+    long predicate_locks = pg_number(conn, "SELECT count(*) FROM pg_locks WHERE mode = "
+                                           "'SIReadLock'");
+    r = PQexec(conn, "COMMIT");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(conn);
+    assert_int_equal(pthread_join(ta, NULL), 0);
+    assert_fsa_ok(a.st);
+    assert_int_equal(a.res[0].status, FSA_RESULT_APPLIED);
+    assert_int_equal(a.res[1].status, FSA_RESULT_APPLIED);
+    ops_clear(a.ops, a.res, 2);
+    fsa_store_close(ser);
+    if (predicate_locks != 0)
+        fail_msg("the push held %ld predicate locks: it ran SERIALIZABLE, the database's default",
+                 predicate_locks);
+}
 #endif
 
 /* Sets ticket id's assignee (its scope key) at base version base. */
@@ -1293,6 +1369,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_fsa_store_apply__checkpoint_created_during_a_reassign_reaches_its_device, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_store_apply__read_committed_whatever_the_default,
+                                        setup, teardown),
     };
     if (th_backend_is_pg())
         return cmocka_run_group_tests_name("postgresql", any_backend, NULL, NULL) |
