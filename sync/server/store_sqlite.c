@@ -308,14 +308,33 @@ static fsa_status_t exec_sql(sqlite3 *db, const char *sql, char *err, size_t err
     return st;
 }
 
-static int64_t query_int(sqlite3 *db, const char *sql, int64_t dflt)
+/* The first column of sql's first row in *out; dflt when it gave no row or NULL. An error
+ * (out of memory, I/O) is the status, *out left at dflt. */
+static fsa_status_t query_int_checked(sqlite3 *db, const char *sql, int64_t dflt, int64_t *out)
 {
     sqlite3_stmt *s = NULL;
-    int64_t v = dflt;
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW &&
-        sqlite3_column_type(s, 0) != SQLITE_NULL)
-        v = sqlite3_column_int64(s, 0);
+    *out = dflt;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            if (sqlite3_column_type(s, 0) != SQLITE_NULL)
+                *out = sqlite3_column_int64(s, 0);
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            rc = SQLITE_OK;
+        }
+    }
     sqlite3_finalize(s);
+    return fsa__db_status(rc);
+}
+
+/* For what only reports or checks: an error reads as dflt (which the caller then refuses). */
+static int64_t query_int(sqlite3 *db, const char *sql, int64_t dflt)
+{
+    int64_t v = dflt;
+    if (query_int_checked(db, sql, dflt, &v) != FSA_OK)
+        v = dflt;
     return v;
 }
 
@@ -915,8 +934,16 @@ static fsa_status_t sq_begin(fsa_store_t *store, fsa__store_tx_t **tx, char *err
         return st;
     }
     /* Read inside the write transaction: another server process on this database may have
-     * committed changes since this one last wrote. */
-    s->last_chg = query_int(s->wdb, "SELECT max(chg) FROM entities", 0);
+     * committed changes since this one last wrote. Checked: numbering from 0 after a failed read
+     * would put the batch's changes under every device's cursor, never pulled. */
+    st = query_int_checked(s->wdb, "SELECT max(chg) FROM entities", 0, &s->last_chg);
+    if (st != FSA_OK) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "cannot read the last change number: %s", fsa_status_str(st));
+        (void)exec_sql(s->wdb, "ROLLBACK", NULL, 0);
+        writer_give(s);
+        return st;
+    }
     s->tx.store = store;
     s->tx.lazy_claims = false; /* store.c's to set */
     s->batch_ids.len = 0;

@@ -848,6 +848,53 @@ static void test_fsa_store_nonce__replay_expiry_and_cleanup(void **state)
 
 /* Retention: outcomes received before the cut are removed in chunks; an op resent after its
  * outcome went applies again (why the retention must cover a device's longest time offline). */
+/*
+ * SQLite: a batch whose read of the last change number fails (out of memory here; an I/O error
+ * elsewhere) fails whole. Before, the failed read counted as 0: the batch numbered its changes
+ * from 1, and with change 1 free (its entity has changed since) it committed them under every
+ * device's cursor, never to be pulled. Each allocation of a create fails in turn; whatever the
+ * create's fate, its entity, when written, carries a number above every earlier one.
+ */
+static void test_fsa_store_apply__a_failed_read_of_the_last_change_fails_the_batch(void **state)
+{
+    fixture_t *f = *state;
+    fsa_codec_op_t ops[1];
+    fsa_codec_result_t res[1];
+    op_make(&ops[0], "m0", FSA_OP_CREATE, FSA_TYPE_TICKET, "M0", NULL, "{}");
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 1, 1000, res, NULL, 0));
+    ops_clear(ops, res, 1);
+    incr_make(&ops[0], "m1", "M0", NULL, 1); /* M0 moves to change 2: change 1 is free */
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 1, 1000, res, NULL, 0));
+    ops_clear(ops, res, 1);
+    assert_int_equal(count_rows(f->path, "SELECT min(chg) FROM entities"), 2);
+    int failures = 0, applied = 0;
+    for (unsigned long n = 1; n < 100000; n++) {
+        char op_id[24], id[24], sql[128];
+        snprintf(op_id, sizeof op_id, "mk%lu", n);
+        snprintf(id, sizeof id, "K%lu", n);
+        op_make(&ops[0], op_id, FSA_OP_CREATE, FSA_TYPE_TICKET, id, NULL, "{}");
+        int64_t before = count_rows(f->path, "SELECT max(chg) FROM entities");
+        fsa_alloc_fail_nth(n);
+        fsa_status_t st = fsa_store_apply(f->store, "d1", false, ops, 1, 1000, res, NULL, 0);
+        bool fired = fsa_alloc_fault_fired();
+        fsa_alloc_fail_nth(0);
+        snprintf(sql, sizeof sql, "SELECT chg FROM entities WHERE type = 'ticket' AND id = '%s'",
+                 id);
+        int64_t chg = count_rows(f->path, sql);
+        if (chg != -1 && chg <= before)
+            fail_msg("allocation %lu failed: %s was written as change %lld, under the last one "
+                     "before it (%lld)",
+                     n, id, (long long)chg, (long long)before);
+        applied += st == FSA_OK && res[0].status == FSA_RESULT_APPLIED;
+        ops_clear(ops, res, 1);
+        if (!fired)
+            break; /* the create ran to its end without a failure */
+        failures++;
+    }
+    assert_true(failures > 0);
+    assert_true(applied > 0);
+}
+
 static void test_fsa_store_sweep_ops__chunks_and_forgets(void **state)
 {
     fixture_t *f = *state;
@@ -1406,6 +1453,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__held_trees_over_the_budget, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_fsa_store_apply__a_failed_read_of_the_last_change_fails_the_batch, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_sweep_ops__chunks_and_forgets, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_two_handles__share_everything, setup,
