@@ -265,6 +265,11 @@ fieldsync_status_t fieldsync_attendance(fieldsync_t *fs, bool checkin, const cha
         return fs == NULL ? FIELDSYNC_EINVAL : FIELDSYNC_ECLOSED;
     if (people_id == NULL || people_id[0] == '\0' || site_id == NULL || site_id[0] == '\0')
         return fsl__fail(fs, FIELDSYNC_EINVAL, "attendance needs a people_id and a site_id");
+    /* Bounded before any copy: a string over the journal's bound is refused as it would be
+     * there, not after a buffer six times its size (or ETOOLARGE past 64 MiB). */
+    if (strnlen(site_id, FSA_LIMIT_STRING_BYTES + 1) > FSA_LIMIT_STRING_BYTES)
+        return fsl__fail(fs, FIELDSYNC_EINVAL, "attendance: the site_id is over %d bytes",
+                         FSA_LIMIT_STRING_BYTES);
     if (pos != NULL) {
         if (!isfinite(pos->lat) || pos->lat < -90 || pos->lat > 90)
             return fsl__fail(fs, FIELDSYNC_EINVAL, "latitude %g is not in -90..90", pos->lat);
@@ -428,6 +433,9 @@ fieldsync_status_t fieldsync_ticket_escalate(fieldsync_t *fs, const char *id, co
                          "ticket %s: the person to escalate to must be 1..%d printable ASCII "
                          "characters",
                          id, FSA_ID_BYTES - 1);
+    if (note != NULL && strnlen(note, FSA_LIMIT_STRING_BYTES + 1) > FSA_LIMIT_STRING_BYTES)
+        return fsl__fail(fs, FIELDSYNC_EINVAL, "ticket %s: the note is over %d bytes", id,
+                         FSA_LIMIT_STRING_BYTES);
     /* As one group: level + 1, the history entry, and the new assignee when given. */
     fsa_wall_t now;
     fsa_status_t st = fsa_journal_now_checked(fs->j, &now);
@@ -644,12 +652,24 @@ fieldsync_status_t fieldsync_tour_update(fieldsync_t *fs, const char *tour_id,
     tour_arg_t a = {.tour = tour_id};
     if (!object_arg(fs, "fields_json", fields_json, NULL, &a.fields))
         return FIELDSYNC_EINVAL;
-    fsa_status_t st = fsa_journal_get(fs->j, FSA_TYPE_JOBNEED, tour_id, NULL, NULL, NULL);
+    char *fields = NULL, *parent = NULL;
+    fsa_status_t st = fsa_journal_get(fs->j, FSA_TYPE_JOBNEED, tour_id, &fields, NULL, NULL);
     if (st == FSA_ENOTFOUND)
         return fsl__fail(fs, FIELDSYNC_ENOTFOUND, "no jobneed %s in this journal", tour_id);
     if (st != FSA_OK)
         return fsl__fail(fs, fsl__status(st), "cannot read jobneed %s: %s", tour_id,
                          fsa_status_str(st));
+    /* A checkpoint has a tour (parent_id, a string); a tour has none (null). A checkpoint's id
+     * here found no checkpoints of its own, and recorded nothing with FIELDSYNC_OK. */
+    st = fsa_model_get_field(fields, "parent_id", &parent);
+    fsa_model_free(fields);
+    bool checkpoint = st == FSA_OK && parent != NULL && parent[0] == '"';
+    fsa_model_free(parent);
+    if (st == FSA_ENOMEM)
+        return fsl__fail(fs, FIELDSYNC_ENOMEM, "out of memory");
+    if (checkpoint)
+        return fsl__fail(fs, FIELDSYNC_EINVAL,
+                         "jobneed %s is a checkpoint (it has a parent_id), not a tour", tour_id);
     fieldsync_status_t ps =
         guarded(fs, FSA_LOCK_JOB_WORKFLOW_UPDATE, resource, lock, do_tour, &a, rec);
     if (ps == FIELDSYNC_OK && updated != NULL)

@@ -348,7 +348,9 @@ fieldsync_checkpoint_update(fieldsync_t *fs, const char *child_id, const char *f
 
 /* The same fields_json set on each of tour_id's checkpoints that is not in a terminal state,
  * with the tour's touch, as one group (at most 15 checkpoints: FIELDSYNC_ETOOLARGE beyond).
- * *updated (may be NULL) counts them. Lock: JOB_WORKFLOW_UPDATE on "jobneed:TOUR_ID". */
+ * *updated (may be NULL) counts them; when none is open, nothing is recorded: FIELDSYNC_OK,
+ * *updated 0 and rec's op_id "". FIELDSYNC_EINVAL when tour_id is a checkpoint (it has a
+ * parent_id). Lock: JOB_WORKFLOW_UPDATE on "jobneed:TOUR_ID". */
 FIELDSYNC_API fieldsync_status_t fieldsync_tour_update(fieldsync_t *fs, const char *tour_id,
                                                        const char *fields_json,
                                                        fieldsync_lock_t *lock, size_t *updated,

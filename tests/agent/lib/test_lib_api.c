@@ -478,6 +478,34 @@ static void test_escalate__person_must_be_an_id(void **state)
     assert_fs_ok(f->fs, fieldsync_ticket_escalate(f->fs, "T1", long_to, NULL, NULL, &rec));
 }
 
+/* A note or a site over the journal's bound for a string (64 KiB) is refused at once, naming it,
+ * and always as EINVAL: before, it was copied into a buffer six times its size first, and past
+ * ~11 MB the same mistake came back as ETOOLARGE. */
+static void test_strings__over_the_bound_refused_first(void **state)
+{
+    cfx_t *f = *state;
+    assert_fs_ok(f->fs, fieldsync_ticket_create(f->fs, "T1", NULL, NULL));
+    const size_t sizes[] = {64 * 1024 + 1, 20u * 1024 * 1024};
+    fieldsync_rec_t rec;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        char *big = fsa_malloc(sizes[i] + 1);
+        assert_non_null(big);
+        memset(big, 'n', sizes[i]);
+        big[sizes[i]] = '\0';
+        assert_st(FIELDSYNC_EINVAL, fieldsync_ticket_escalate(f->fs, "T1", NULL, big, NULL, &rec));
+        assert_non_null(strstr(fieldsync_errmsg(f->fs), "the note is over 65536 bytes"));
+        assert_st(FIELDSYNC_EINVAL,
+                  fieldsync_attendance(f->fs, true, "p1", big, NULL, NULL, NULL, &rec));
+        assert_non_null(strstr(fieldsync_errmsg(f->fs), "the site_id is over 65536 bytes"));
+        fsa_free(big);
+    }
+    char *json = NULL;
+    assert_fs_ok(f->fs, fieldsync_get(f->fs, "ticket", "T1", &json));
+    if (strstr(json, "\"level\":0") == NULL)
+        fail_msg("a refused escalation changed the ticket: %s", json);
+    fieldsync_free(json);
+}
+
 /* Every allocation of a call failed in turn: a status (never a crash, never a leak under ASan),
  * and a call that succeeds did its work. */
 static void test_calls__each_allocation_failing(void **state)
@@ -554,6 +582,7 @@ int main(void)
         T(test_errmsg__one_line),
         T(test_calls__each_allocation_failing),
         T(test_escalate__person_must_be_an_id),
+        T(test_strings__over_the_bound_refused_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

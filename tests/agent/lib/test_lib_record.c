@@ -173,6 +173,20 @@ static void test_tour_update__non_terminal_checkpoints_as_one_group(void **state
     assert_int_equal(queued(f->fs), q);
     assert_int_equal(fieldsync_tour_update(f->fs, "NOPE", "{\"seqno\":1}", NULL, &n, NULL),
                      FIELDSYNC_ENOTFOUND);
+    /* A checkpoint is not a tour: refused, nothing written (it said OK, 0 updated). */
+    assert_int_equal(fieldsync_tour_update(f->fs, "C1", "{\"seqno\":1}", NULL, &n, NULL),
+                     FIELDSYNC_EINVAL);
+    assert_non_null(strstr(fieldsync_errmsg(f->fs), "jobneed C1 is a checkpoint"));
+    assert_int_equal(queued(f->fs), q);
+    /* A tour with no open checkpoint: nothing to record, and the call says so. */
+    assert_fs_ok(f->fs, fieldsync_job_create(f->fs, "T2", NULL, NULL));
+    q = queued(f->fs);
+    fieldsync_rec_t none;
+    n = 99;
+    assert_fs_ok(f->fs, fieldsync_tour_update(f->fs, "T2", "{\"seqno\":1}", NULL, &n, &none));
+    assert_int_equal(n, 0);
+    assert_string_equal(none.op_id, "");
+    assert_int_equal(queued(f->fs), q);
 }
 
 /* The checkpoints are read page by page to the last one: an open checkpoint after more done ones
