@@ -321,8 +321,9 @@ fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id,
 /* Records the resolver's verdict on an open conflict (shown to people): on op_id's and, for an op
  * of a group, on every open conflict of its group, in one transaction (a group is decided, as it
  * is resolved, as a whole). A member that has this decision already is left as it is. FSA_OK,
- * FSA_ENOTFOUND, FSA_EINVAL (FSA_DECISION_NONE or out of range). FSA_DECISION_SERVER_WINS is a
- * change of each member it decides (FSA_CHANGE_SERVER_WON). */
+ * FSA_ENOTFOUND, FSA_EINVAL (FSA_DECISION_NONE or out of range). The decision is a change of
+ * each member it decides: FSA_CHANGE_SERVER_WON, or FSA_CHANGE_PARKED (the conflict now waits
+ * for a person: what the library's conflict listeners hear of). */
 fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
                                        fsa_conflict_decision_t decision) FSA_MUST_CHECK;
 
@@ -405,9 +406,12 @@ typedef enum fsa_change_reason {
     FSA_CHANGE_PULLED = 2,     /* a newer server state was folded in */
     FSA_CHANGE_REBASED = 3,    /* a conflicting op was recorded again (op_id: the new op) */
     FSA_CHANGE_SERVER_WON = 4, /* the resolver let the server's state stand (op_id: ours) */
-    FSA_CHANGE_PARKED = 5,     /* the server answered conflict or rejected (op_id: ours) */
+    FSA_CHANGE_PARKED = 5,     /* the resolver left the op to a person (op_id: ours); until
+                                * session 28 also written for the answer itself (now HELD) */
     FSA_CHANGE_RESOLVED = 6,   /* a person resolved a conflict (op_id: the conflict's op) */
-    FSA_CHANGE_GONE = 7        /* the entity left the device's scope and was dropped */
+    FSA_CHANGE_GONE = 7,       /* the entity left the device's scope and was dropped */
+    FSA_CHANGE_HELD = 8        /* the server answered conflict or rejected: the op's effect left
+                                * the local view until the resolver judges it (op_id: ours) */
 } fsa_change_reason_t;
 
 #define FSA_CHANGES_KEEP_MS (60 * 60 * 1000)

@@ -495,7 +495,7 @@ static fsa_status_t apply_result_locked(fsa_journal_t *j, ent_cache_t *c, const 
         s = fsa__jn_change_add(j, &c->changes, op->type, op->id,
                                *parked ? e->base_version
                                        : (r->version > 0 ? r->version : e->base_version),
-                               *parked ? FSA_CHANGE_PARKED : FSA_CHANGE_SYNCED, op->op_id);
+                               *parked ? FSA_CHANGE_HELD : FSA_CHANGE_SYNCED, op->op_id);
     return s;
 }
 

@@ -451,8 +451,10 @@ fsa_status_t fsa_conflict_set_decision(fsa_journal_t *j, const char *op_id,
         sqlite3_bind_int64(st, 1, members[i].seq);
         fsa__db_bind_text(st, 2, fsa_conflict_decision_name(decision));
         s = step_done(j, st);
-        if (s == FSA_OK && sqlite3_changes(j->db) == 1 && decision == FSA_DECISION_SERVER_WINS)
-            s = log_member(j, &members[i], FSA_CHANGE_SERVER_WON);
+        if (s == FSA_OK && sqlite3_changes(j->db) == 1)
+            s = log_member(j, &members[i],
+                           decision == FSA_DECISION_SERVER_WINS ? FSA_CHANGE_SERVER_WON
+                                                                : FSA_CHANGE_PARKED);
     }
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&members[i]);

@@ -408,8 +408,13 @@ void fsl__events_conflict(fieldsync_t *fs, const fieldsync_conflict_event_t *c)
     fs->port.mutex_unlock(fs->port.ctx, ev->deliver);
 }
 
-/* The conflict event of a PARKED change, from the journal's conflicts table. */
-static void parked_conflict(fsl_events_t *ev, const fsa_change_t *ch)
+/* The conflict event of the resolver's decision to leave an op to a person (a PARKED change) or
+ * to let the server's state stand (SERVER_WON), from the journal's conflicts table: only while
+ * that conflict is open with that decision. A conflict the resolver settled (converged, rebased)
+ * is no conflict event; nor is the answer itself (HELD), which the resolver has not judged yet.
+ * (A journal written before session 28 has PARKED changes for answers too: those of conflicts
+ * decided "park" are told, once each, as they were.) */
+static void decided_conflict(fsl_events_t *ev, const fsa_change_t *ch, fsa_conflict_decision_t told)
 {
     fsa_conflict_t c;
     memset(&c, 0, sizeof c);
@@ -420,13 +425,26 @@ static void parked_conflict(fsl_events_t *ev, const fsa_change_t *ch)
                     fsa_status_str(st));
         return;
     }
-    fsl_event_t *e =
-        conflict_event(ev, c.op.type, c.op.id, c.op.op_id, fsa_conflict_outcome_name(c.outcome),
-                       fsa_conflict_decision_name(c.decision), c.reason);
-    if (e != NULL)
-        emit(ev, e, false);
+    if (c.resolution == FSA_RESOLVED_NONE && c.decision == told) {
+        fsl_event_t *e =
+            conflict_event(ev, c.op.type, c.op.id, c.op.op_id, fsa_conflict_outcome_name(c.outcome),
+                           fsa_conflict_decision_name(c.decision), c.reason);
+        if (e != NULL)
+            emit(ev, e, false);
+    }
     fsa_conflict_clear(&c);
 }
+
+_Static_assert((int)FIELDSYNC_CHANGE_RECORDED == (int)FSA_CHANGE_RECORDED &&
+                   (int)FIELDSYNC_CHANGE_SYNCED == (int)FSA_CHANGE_SYNCED &&
+                   (int)FIELDSYNC_CHANGE_PULLED == (int)FSA_CHANGE_PULLED &&
+                   (int)FIELDSYNC_CHANGE_REBASED == (int)FSA_CHANGE_REBASED &&
+                   (int)FIELDSYNC_CHANGE_SERVER_WON == (int)FSA_CHANGE_SERVER_WON &&
+                   (int)FIELDSYNC_CHANGE_PARKED == (int)FSA_CHANGE_PARKED &&
+                   (int)FIELDSYNC_CHANGE_RESOLVED == (int)FSA_CHANGE_RESOLVED &&
+                   (int)FIELDSYNC_CHANGE_GONE == (int)FSA_CHANGE_GONE &&
+                   (int)FIELDSYNC_CHANGE_HELD == (int)FSA_CHANGE_HELD,
+               "the public change reasons are the journal's");
 
 void fsl__events_pump(fieldsync_t *fs)
 {
@@ -456,8 +474,10 @@ void fsl__events_pump(fieldsync_t *fs)
             e->u.change.seq = ch->seq;
             e->u.change.reason = (fieldsync_change_reason_t)ch->reason;
             emit(ev, e, false);
-            if (ch->reason == FSA_CHANGE_PARKED && ch->op_id[0] != '\0')
-                parked_conflict(ev, ch);
+            if (ch->op_id[0] != '\0' && ch->reason == FSA_CHANGE_PARKED)
+                decided_conflict(ev, ch, FSA_DECISION_PARK);
+            else if (ch->op_id[0] != '\0' && ch->reason == FSA_CHANGE_SERVER_WON)
+                decided_conflict(ev, ch, FSA_DECISION_SERVER_WINS);
         }
         if (n < PUMP_BATCH)
             break;
@@ -605,8 +625,8 @@ fieldsync_status_t fieldsync_dispatch(fieldsync_t *fs, size_t *delivered)
 
 const char *fieldsync_change_reason_str(fieldsync_change_reason_t r)
 {
-    static const char names[][11] = {"recorded",   "synced", "pulled",   "rebased",
-                                     "server-won", "parked", "resolved", "gone"};
+    static const char names[][11] = {"recorded", "synced",   "pulled", "rebased", "server-won",
+                                     "parked",   "resolved", "gone",   "held"};
     if ((unsigned)r < sizeof names / sizeof names[0])
         return names[r];
     return "unknown";

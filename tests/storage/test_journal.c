@@ -2150,10 +2150,10 @@ static void test_fsa_outbox_apply_batch__a_run_leaves_what_one_by_one_does(void 
     changes_of(f, before, "T1", c1, sizeof c1);
     changes_of(f, before, "T2", c2, sizeof c2);
     assert_string_equal(c1, c2);
-    /* parked at the base's version; the applied op without one at the base's (5); the op that did
-     * not apply at its own version (11) */
+    /* held (the answer, not judged yet) at the base's version; the applied op without one at the
+     * base's (5); the op that did not apply at its own version (11) */
     char want[256];
-    snprintf(want, sizeof want, "%d@4 ", (int)FSA_CHANGE_PARKED);
+    snprintf(want, sizeof want, "%d@4 ", (int)FSA_CHANGE_HELD);
     assert_non_null(strstr(c1, want));
     snprintf(want, sizeof want, "%d@5 %d@6 ", (int)FSA_CHANGE_SYNCED, (int)FSA_CHANGE_SYNCED);
     assert_non_null(strstr(c1, want));

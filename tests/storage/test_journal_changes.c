@@ -133,21 +133,25 @@ static void test_fsa_journal_changes_read__parked_resolved_and_server_won(void *
     fsa_change_t ch[64];
     size_t n = changes(f->j, after, ch);
     assert_int_equal(n, 2);
-    assert_int_equal(ch[0].reason, FSA_CHANGE_PARKED);
+    assert_int_equal(ch[0].reason, FSA_CHANGE_HELD); /* the answers: not judged yet */
     assert_string_equal(ch[0].op_id, s.op_id);
     assert_int_equal(ch[0].version, 3);
-    assert_int_equal(ch[1].reason, FSA_CHANGE_PARKED);
+    assert_int_equal(ch[1].reason, FSA_CHANGE_HELD);
     assert_string_equal(ch[1].op_id, t.op_id);
     after = ch[1].seq;
 
-    /* the resolver's server-wins verdict, then a person's take-local and take-server */
+    /* the resolver's verdicts (server wins; left to a person), each a change once, then a
+     * person's take-local and take-server */
     assert_fsa_ok(fsa_conflict_set_decision(f->j, s.op_id, FSA_DECISION_SERVER_WINS));
     assert_fsa_ok(fsa_conflict_set_decision(f->j, t.op_id, FSA_DECISION_PARK));
+    assert_fsa_ok(fsa_conflict_set_decision(f->j, t.op_id, FSA_DECISION_PARK));
     n = changes(f->j, after, ch);
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 2);
     assert_int_equal(ch[0].reason, FSA_CHANGE_SERVER_WON);
     assert_string_equal(ch[0].op_id, s.op_id);
-    after = ch[0].seq;
+    assert_int_equal(ch[1].reason, FSA_CHANGE_PARKED);
+    assert_string_equal(ch[1].op_id, t.op_id);
+    after = ch[1].seq;
     fsa_rec_t again;
     assert_fsa_ok(fsa_conflict_resolve(f->j, s.op_id, true, FSA_RESOLVED_LOCAL, &again));
     assert_fsa_ok(fsa_conflict_resolve(f->j, t.op_id, false, FSA_RESOLVED_SERVER, NULL));

@@ -638,10 +638,14 @@ typedef enum fieldsync_change_reason {
     FIELDSYNC_CHANGE_SERVER_WON = 4, /* the server's state stands over ours */
     FIELDSYNC_CHANGE_PARKED = 5,     /* an op waits for a person (conflict or rejection) */
     FIELDSYNC_CHANGE_RESOLVED = 6,   /* a person resolved a conflict */
-    FIELDSYNC_CHANGE_GONE = 7        /* the entity left this device's scope and was dropped */
+    FIELDSYNC_CHANGE_GONE = 7,       /* the entity left this device's scope and was dropped */
+    FIELDSYNC_CHANGE_HELD = 8        /* the server answered our op conflict or rejected: its effect
+                                      * is out of the local view until the resolver judges it
+                                      * (SYNCED, REBASED, SERVER_WON or PARKED follows) */
 } fieldsync_change_reason_t;
 
-/* "recorded", "synced", "pulled", "rebased", "server-won", "parked", "resolved", "gone". */
+/* "recorded", "synced", "pulled", "rebased", "server-won", "parked", "resolved", "gone",
+ * "held". */
 FIELDSYNC_API const char *fieldsync_change_reason_str(fieldsync_change_reason_t r);
 
 typedef struct fieldsync_change {
@@ -673,7 +677,10 @@ typedef struct fieldsync_listener fieldsync_listener_t;
  * Adds a listener; *token (may be NULL) identifies it for fieldsync_remove_listener. Listeners
  * hear of what happens while the sync thread runs (fieldsync_start), each event once, in order:
  * status changes; changes to entities (made by this process, by another process on the same
- * journal, or pulled), within a second; conflicts parked. ctx is passed back as is.
+ * journal, or pulled), within a second; the resolver's decisions to leave a conflict to a
+ * person ("park") or to let the server's state stand ("server-wins"), each once while it is
+ * open (a conflict the resolver settles is none: the op is then FIELDSYNC_OP_RESOLVED). ctx is
+ * passed back as is.
  * A listener may call any function of this header except fieldsync_start on its own handle, and
  * fieldsync_close, fieldsync_sync_once and fieldsync_dispatch on any handle (those return
  * FIELDSYNC_EBUSY: a close, a cycle or a dispatch in a listener could wait for a delivery that

@@ -483,7 +483,7 @@ static void test_remove_listener__inside_and_elsewhere(void **state)
 
 typedef struct cf {
     char op_id[40], outcome[16], decision[16], id[16];
-    int n, parked_changes;
+    int n, parked_changes, held_changes, server_won_changes;
 } cf_t;
 
 static void cf_conflict(void *ctx, const fieldsync_conflict_event_t *c)
@@ -501,6 +501,10 @@ static void cf_change(void *ctx, const fieldsync_change_t *c)
     cf_t *x = ctx;
     if (c->reason == FIELDSYNC_CHANGE_PARKED)
         x->parked_changes++;
+    if (c->reason == FIELDSYNC_CHANGE_HELD)
+        x->held_changes++;
+    if (c->reason == FIELDSYNC_CHANGE_SERVER_WON)
+        x->server_won_changes++;
 }
 
 static void test_conflict_listener__hears_a_parked_op(void **state)
@@ -536,6 +540,7 @@ static void test_conflict_listener__hears_a_parked_op(void **state)
     assert_int_equal(fieldsync_sync_once(fs, false, NULL), FIELDSYNC_OK);
     assert_int_equal(x.n, 1);
     assert_int_equal(x.parked_changes, 1);
+    assert_int_equal(x.held_changes, 1);
     assert_string_equal(x.op_id, rec.op_id);
     assert_string_equal(x.outcome, "conflict");
     assert_string_equal(x.decision, "park");
@@ -559,6 +564,10 @@ static void test_op_state__a_conflict_the_resolver_settled_is_resolved(void **st
     cfg.journal_path = f->db;
     fieldsync_t *fs = NULL;
     assert_int_equal(fieldsync_open(&cfg, &fs), FIELDSYNC_OK);
+    cf_t x;
+    memset(&x, 0, sizeof x);
+    assert_int_equal(fieldsync_add_conflict_listener(fs, cf_conflict, &x, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_add_change_listener(fs, cf_change, &x, NULL), FIELDSYNC_OK);
     assert_int_equal(fieldsync_ticket_create(fs, "K2", NULL, NULL), FIELDSYNC_OK);
     assert_int_equal(fieldsync_sync_once(fs, false, NULL), FIELDSYNC_OK);
     /* Another device resolves the ticket first; ours, from NEW, conflicts and converges. */
@@ -580,6 +589,55 @@ static void test_op_state__a_conflict_the_resolver_settled_is_resolved(void **st
     fieldsync_op_state_t os = FIELDSYNC_OP_PENDING;
     assert_int_equal(fieldsync_op_state(fs, rec.op_id, &os), FIELDSYNC_OK);
     assert_int_equal(os, FIELDSYNC_OP_RESOLVED);
+    /* Nothing waits for a person: no conflict event (there was one, its decision ""), and no
+     * PARKED change ("an op waits for a person"); the answer itself was HELD. */
+    assert_int_equal(x.n, 0);
+    assert_int_equal(x.parked_changes, 0);
+    assert_int_equal(x.held_changes, 1);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+}
+
+/* A conflict the resolver decides "server wins" is told to conflict listeners with that
+ * decision, once: before, its event came from the answer's change, with the decision "" or
+ * "server-wins" by timing. */
+static void test_conflict_listener__hears_a_server_wins(void **state)
+{
+    lfx_t *f = *state;
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = f->db;
+    cfg.resolver_policy = "ticket=server-wins";
+    fieldsync_t *fs = NULL;
+    assert_int_equal(fieldsync_open(&cfg, &fs), FIELDSYNC_OK);
+    cf_t x;
+    memset(&x, 0, sizeof x);
+    assert_int_equal(fieldsync_add_conflict_listener(fs, cf_conflict, &x, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_add_change_listener(fs, cf_change, &x, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_ticket_create(fs, "K3", NULL, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_sync_once(fs, false, NULL), FIELDSYNC_OK);
+    char op[512];
+    tc_op(op, sizeof op, NULL, "set", "ticket", "K3",
+          ",\"base_version\":1,\"fields\":{\"priority\":\"HIGH\"}");
+    fsa_codec_result_t *res = NULL;
+    size_t n = 0;
+    assert_int_equal(tc_push(NULL, f->srv.url, 1, op, &res, &n), 200);
+    assert_int_equal(n, 1);
+    fsa_codec_results_free(res, n);
+    fieldsync_rec_t rec;
+    assert_int_equal(fieldsync_record(fs,
+                                      "{\"kind\":\"set\",\"type\":\"ticket\",\"id\":\"K3\","
+                                      "\"fields\":{\"priority\":\"LOW\"}}",
+                                      NULL, &rec),
+                     FIELDSYNC_OK);
+    fieldsync_report_t r;
+    assert_int_equal(fieldsync_sync_once(fs, false, &r), FIELDSYNC_OK);
+    assert_int_equal(r.server_wins, 1);
+    assert_int_equal(x.n, 1);
+    assert_string_equal(x.op_id, rec.op_id);
+    assert_string_equal(x.decision, "server-wins");
+    assert_int_equal(x.held_changes, 1);
+    assert_int_equal(x.server_won_changes, 1);
+    assert_int_equal(x.parked_changes, 0);
+    assert_string_equal(fieldsync_change_reason_str(FIELDSYNC_CHANGE_HELD), "held");
     assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
 }
 
@@ -598,6 +656,7 @@ int main(void)
         T(test_remove_listener__inside_and_elsewhere),
         T(test_conflict_listener__hears_a_parked_op),
         T(test_op_state__a_conflict_the_resolver_settled_is_resolved),
+        T(test_conflict_listener__hears_a_server_wins),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
