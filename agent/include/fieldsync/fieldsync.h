@@ -193,8 +193,10 @@ typedef struct fieldsync_config {
  * Returns FIELDSYNC_OK; FIELDSYNC_EINVAL (cfg, size or a member malformed; a device id that
  * does not match the journal's); FIELDSYNC_EUNSUPPORTED (cfg from a newer header with members
  * this library does not know set); FIELDSYNC_ENOTFOUND (no journal, and no FIELDSYNC_OPEN_INIT;
- * or not initialised); FIELDSYNC_EPERM (secret file not private); FIELDSYNC_EIO;
- * FIELDSYNC_ESCHEMA; FIELDSYNC_ECORRUPT; FIELDSYNC_ENOMEM (then *out may be NULL).
+ * or not initialised; or a file cfg names does not exist); FIELDSYNC_EPERM (secret file or
+ * client key not private); FIELDSYNC_EIO; FIELDSYNC_ESCHEMA; FIELDSYNC_ECORRUPT;
+ * FIELDSYNC_ENOMEM (then *out may be NULL). The server, TLS and secret members are checked as
+ * an init checks them (the files read) at an init, and at an open that sets any of them.
  * Any thread. cfg is not kept.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_open(const fieldsync_config_t *cfg,

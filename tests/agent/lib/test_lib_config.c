@@ -1118,6 +1118,30 @@ static void e_bad_retry(fieldsync_config_t *c)
 {
     c->retry_policy = "OFTEN";
 }
+/* Overrides of an open without init, checked as an init checks them (before, each opened with
+ * FIELDSYNC_OK and left the handle unable to sync, reloads included). */
+static void e_bad_url(fieldsync_config_t *c)
+{
+    c->server_url = "htp:/x";
+}
+static void e_proxy_password(fieldsync_config_t *c)
+{
+    c->proxy = "http://dev:" MARK "@proxy.invalid:3128";
+}
+static void e_open_secret(fieldsync_config_t *c)
+{
+    static char path[450];
+    path_in(path, sizeof path, "open.secret");
+    assert_true(write_file(path, HEX64 "\n", 65, 0644));
+    c->secret_file = path;
+}
+static void e_missing_ca(fieldsync_config_t *c)
+{
+    static char path[450];
+    path_in(path, sizeof path, "no-such-ca.pem");
+    c->server_url = "https://127.0.0.1:9";
+    c->ca_file = path;
+}
 
 static const open_row_t open_rows[] = {
     {"open: the fixture's journal opens", e_none, FIELDSYNC_OK, NULL},
@@ -1147,6 +1171,13 @@ static const open_row_t open_rows[] = {
      "belongs to device dev-7, not dev-8"},
     {"open: an unknown retry policy override", e_bad_retry, FIELDSYNC_EINVAL,
      "unknown retry policy 'OFTEN'"},
+    {"open: a malformed server_url override", e_bad_url, FIELDSYNC_EINVAL,
+     "scheme \"htp\" is not supported"},
+    {"open: a password in a proxy override: refused, not shown", e_proxy_password, FIELDSYNC_EINVAL,
+     "proxy must not hold credentials"},
+    {"open: a secret_file override others may read", e_open_secret, FIELDSYNC_EPERM, "secret"},
+    {"open: a ca_file override that does not exist", e_missing_ca, FIELDSYNC_ENOTFOUND,
+     "no-such-ca.pem"},
 };
 
 /* The public config of the journal this program set up (device dev-7). */
