@@ -1004,7 +1004,9 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
      * would be refused (PostgreSQL's insert replaces only a claim: FSA_EBUSY, the batch retried
      * until it answers 503) or dropped (SQLite) while the answer said the group's outcome. A
      * duplicate of an op of this very group (an op_id repeated in the batch) was rolled back with
-     * it and takes the group's outcome. Decided for all before anything is logged again. */
+     * it and takes the group's outcome. Decided for all before anything is logged again. The
+     * loop's duplicates are answered again too: a conflict's current was read inside the
+     * savepoint, with what the group's earlier ops wrote and the rollback undid. */
     bool *retake = fsa_calloc(n - first, sizeof *retake);
     if (retake == NULL)
         return FSA_ENOMEM;
@@ -1014,7 +1016,7 @@ static fsa_status_t apply_group(fsa__store_tx_t *tx, const char *device, bool by
         fsa__store_logged_t lg;
         st = B(tx)->find_op(tx, ops[i].op.op_id, &lg);
         retake[i - first] = st == FSA_OK && !lg.found;
-        if (st == FSA_OK && lg.found && results[i].status != FSA_RESULT_DUPLICATE) {
+        if (st == FSA_OK && lg.found) {
             fsa_codec_result_t *r = &results[i];
             result_clear(tx, r);
             snprintf(r->op_id, sizeof r->op_id, "%s", ops[i].op.op_id);

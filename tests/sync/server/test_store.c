@@ -609,6 +609,42 @@ static void test_fsa_store_apply__duplicates_found_by_the_log_insert(void **stat
  * the group. Logging it again with the group's outcome was refused on PostgreSQL (the batch ended
  * FSA_EBUSY, a 503 for ever) and dropped on SQLite (answered conflict).
  */
+/* A failed group's duplicate of an earlier conflict carries the entity as it is after the
+ * group's rollback: before, its current was read inside the group's savepoint, with what the
+ * group's own earlier ops wrote (a version that never was), and kept after the rollback. */
+static void test_fsa_store_apply__failed_group_duplicate_current_is_after_the_rollback(void **state)
+{
+    fixture_t *f = *state;
+    fsa_codec_op_t ops[3];
+    fsa_codec_result_t res[3];
+    char err[256] = "";
+    op_make(&ops[0], "q0", FSA_OP_CREATE, FSA_TYPE_TICKET, "R2", NULL, "{}");
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 1, 1000, res, NULL, 0));
+    ops_clear(ops, res, 1);
+    op_make(&ops[0], "k", FSA_OP_SET, FSA_TYPE_TICKET, "R2", NULL, "{\"priority\":\"HIGH\"}");
+    ops[0].op.base_version = 99;
+    assert_fsa_ok(fsa_store_apply(f->store, "d1", false, ops, 1, 1000, res, NULL, 0));
+    assert_int_equal(res[0].status, FSA_RESULT_CONFLICT);
+    ops_clear(ops, res, 1);
+    /* The group: R2 incremented (version 2 inside it), k again, then a stale set that fails it. */
+    incr_make(&ops[0], "q1", "R2", "gq", 1);
+    op_make(&ops[1], "k", FSA_OP_SET, FSA_TYPE_TICKET, "R2", "gq", "{\"priority\":\"HIGH\"}");
+    ops[1].op.base_version = 99;
+    op_make(&ops[2], "q2", FSA_OP_SET, FSA_TYPE_TICKET, "R2", "gq", "{\"priority\":\"LOW\"}");
+    ops[2].op.base_version = 99;
+    fsa_status_t st = fsa_store_apply(f->store, "d1", false, ops, 3, 1000, res, err, sizeof err);
+    if (st != FSA_OK)
+        fail_msg("%s (%s)", fsa_status_str(st), err);
+    assert_int_equal(res[0].status, FSA_RESULT_CONFLICT); /* the group's outcome */
+    assert_int_equal(res[1].status, FSA_RESULT_DUPLICATE);
+    assert_int_equal(res[1].original, FSA_RESULT_CONFLICT);
+    assert_true(res[1].has_current);
+    if (res[1].current_version != 1 || strstr(res[1].current_fields, "\"level\":0") == NULL)
+        fail_msg("k's current is version %lld %s: R2 is at version 1, level 0",
+                 (long long)res[1].current_version, res[1].current_fields);
+    ops_clear(ops, res, 3);
+}
+
 static void test_fsa_store_apply__failed_group_answers_logged_ops_as_duplicates(void **state)
 {
     fixture_t *f = *state;
@@ -1406,6 +1442,9 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_fsa_store_apply__failed_group_answers_logged_ops_as_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_fsa_store_apply__failed_group_duplicate_current_is_after_the_rollback, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_pull__page_ends_exactly_at_its_budget, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_pull__a_retry_during_its_first_try, setup,
@@ -1439,6 +1478,9 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_fsa_store_apply__failed_group_answers_logged_ops_as_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_fsa_store_apply__failed_group_duplicate_current_is_after_the_rollback, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__warm_parse_follows_the_database,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_store_apply__one_entity_many_ops_in_a_batch, setup,
