@@ -394,20 +394,6 @@ static fsl_event_t *conflict_event(fsl_events_t *ev, fsa_type_t type, const char
     return e;
 }
 
-void fsl__events_conflict(fieldsync_t *fs, const fieldsync_conflict_event_t *c)
-{
-    fsl_events_t *ev = fs->events;
-    fsa_type_t type;
-    if (c->type == NULL || fsa_type_parse(c->type, &type) != FSA_OK)
-        type = (fsa_type_t)-1;
-    fsl_event_t *e = conflict_event(ev, type, c->id, c->op_id, c->outcome, c->decision, c->reason);
-    if (e == NULL)
-        return;
-    fs->port.mutex_lock(fs->port.ctx, ev->deliver);
-    emit(ev, e, false);
-    fs->port.mutex_unlock(fs->port.ctx, ev->deliver);
-}
-
 /* The conflict event of the resolver's decision to leave an op to a person (a PARKED change) or
  * to let the server's state stand (SERVER_WON), from the journal's conflicts table: only while
  * that conflict is open with that decision. A conflict the resolver settled (converged, rebased)

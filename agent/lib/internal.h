@@ -153,8 +153,6 @@ void fsl__events_free(fieldsync_t *fs);
 void fsl__events_pump(fieldsync_t *fs);
 /* A status event (delivered or queued). */
 void fsl__events_status(fieldsync_t *fs, const fieldsync_sync_status_t *s);
-/* A conflict event. */
-void fsl__events_conflict(fieldsync_t *fs, const fieldsync_conflict_event_t *c);
 /* True when the calling thread is running one of fs's listeners. */
 bool fsl__in_listener(const fieldsync_t *fs);
 /* True when the calling thread is running a listener of any handle. */
