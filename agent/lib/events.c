@@ -398,8 +398,9 @@ static fsl_event_t *conflict_event(fsl_events_t *ev, fsa_type_t type, const char
  * to let the server's state stand (SERVER_WON), from the journal's conflicts table: only while
  * that conflict is open with that decision. A conflict the resolver settled (converged, rebased)
  * is no conflict event; nor is the answer itself (HELD), which the resolver has not judged yet.
- * (A journal written before session 28 has PARKED changes for answers too: those of conflicts
- * decided "park" are told, once each, as they were.) */
+ * (A library from before session 28 wrote PARKED for the answer and no change for "park": such
+ * a row read after the decision is told as before; read before it, while an older library syncs
+ * the same journal, its conflict is not told. Mixing versions on one journal is not supported.) */
 static void decided_conflict(fsl_events_t *ev, const fsa_change_t *ch, fsa_conflict_decision_t told)
 {
     fsa_conflict_t c;

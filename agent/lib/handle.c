@@ -511,16 +511,26 @@ static fieldsync_status_t open_existing(fieldsync_t *fs, char *err, size_t errle
     bool budget_given = k->budget_bytes != 0;
     if (st == FSA_OK)
         st = fsl__config_load(fs->j, k, err, errlen);
-    /* What the caller overrides here is checked as an init checks it (the URL, pins, proxy and
-     * TLS files through a transport; the secret file read): a typo fails the open, not every
-     * sync after it, reloads included. Only then: the stored configuration was checked when it
-     * was stored, and an open without overrides (each CLI command) reads no file. */
-    const fsl_config_t *g = &fs->given;
-    bool full = g->server_url != NULL || g->secret_file != NULL || g->ca_file != NULL ||
-                g->pins != NULL || g->client_cert != NULL || g->client_key != NULL ||
-                g->proxy != NULL || g->allow_http;
     if (st == FSA_OK)
-        st = fsl__config_check(&fs->port, k, full, err, errlen);
+        st = fsl__config_check(&fs->port, k, false, err, errlen);
+    /* What the caller overrides here is checked as an init checks it, so that a typo fails the
+     * open, not every sync after it, reloads included: a transport member given, the transport
+     * made (the URL, pins and proxy parsed; the CA and client files in effect read); a secret
+     * file given, read. Only then: an open without overrides (each CLI command) reads no file,
+     * and a stored file out of reach for a while fails syncs, not recording. */
+    const fsl_config_t *g = &fs->given;
+    if (st == FSA_OK &&
+        (g->server_url != NULL || g->ca_file != NULL || g->pins != NULL || g->client_cert != NULL ||
+         g->client_key != NULL || g->proxy != NULL || g->allow_http)) {
+        fsl_config_t t = *k; /* a view: the transport's members only */
+        t.secret_file = NULL;
+        st = fsl__config_check(&fs->port, &t, true, err, errlen);
+    }
+    if (st == FSA_OK && g->secret_file != NULL) {
+        fsl_config_t t = *k; /* a view: the secret only */
+        t.server_url = NULL;
+        st = fsl__config_check(&fs->port, &t, true, err, errlen);
+    }
     if (st != FSA_OK)
         return fsl__status(st);
     /* The journal's own options come from the stored configuration unless overridden: open it

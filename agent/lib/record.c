@@ -433,6 +433,8 @@ fieldsync_status_t fieldsync_ticket_escalate(fieldsync_t *fs, const char *id, co
                          "ticket %s: the person to escalate to must be 1..%d printable ASCII "
                          "characters",
                          id, FSA_ID_BYTES - 1);
+    if (note != NULL && note[0] == '\0')
+        return fsl__fail(fs, FIELDSYNC_EINVAL, "ticket %s: the note is empty (NULL for none)", id);
     if (note != NULL && strnlen(note, FSA_LIMIT_STRING_BYTES + 1) > FSA_LIMIT_STRING_BYTES)
         return fsl__fail(fs, FIELDSYNC_EINVAL, "ticket %s: the note is over %d bytes", id,
                          FSA_LIMIT_STRING_BYTES);

@@ -33,7 +33,8 @@
  * - Several processes may open the same journal: each one's records are durable and visible
  *   to the others at once, only one process syncs at a time (the SYNC lock), and every process's
  *   listeners hear of the others' changes.
- * - Values of the enums below are frozen; new ones are appended.
+ * - Values of the enums below are frozen; new ones are appended (FIELDSYNC_OP_RESOLVED and
+ *   FIELDSYNC_CHANGE_HELD were, so): a caller treats a value it does not know as "other".
  * - All times are milliseconds since the Unix epoch (wall) or milliseconds (durations), int64_t.
  * - Only names starting with fieldsync_ / FIELDSYNC_ belong to this API.
  */
@@ -193,10 +194,13 @@ typedef struct fieldsync_config {
  * Returns FIELDSYNC_OK; FIELDSYNC_EINVAL (cfg, size or a member malformed; a device id that
  * does not match the journal's); FIELDSYNC_EUNSUPPORTED (cfg from a newer header with members
  * this library does not know set); FIELDSYNC_ENOTFOUND (no journal, and no FIELDSYNC_OPEN_INIT;
- * or not initialised; or a file cfg names does not exist); FIELDSYNC_EPERM (secret file or
+ * or not initialised; or a file to be read does not exist); FIELDSYNC_EPERM (secret file or
  * client key not private); FIELDSYNC_EIO; FIELDSYNC_ESCHEMA; FIELDSYNC_ECORRUPT;
- * FIELDSYNC_ENOMEM (then *out may be NULL). The server, TLS and secret members are checked as
- * an init checks them (the files read) at an init, and at an open that sets any of them.
+ * FIELDSYNC_ENOMEM (then *out may be NULL). An init checks the server and TLS members (their
+ * files read) and reads the secret file; an open without init does so only for what cfg sets:
+ * the transport when it sets one of server_url, ca_file, pins, client_cert, client_key, proxy,
+ * allow_http (the CA and client files in effect read, stored or given), the secret when it sets
+ * secret_file. An open's paths are used as given (an init stores them absolute).
  * Any thread. cfg is not kept.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_open(const fieldsync_config_t *cfg,
@@ -372,7 +376,8 @@ fieldsync_ticket_transition(fieldsync_t *fs, const char *id, const char *to, fie
 /* Escalates ticket id: level + 1, an {"action":"escalated","at":...,"to":...,"note":...} entry in
  * its ticketlog.ticket_history, and with `to` (may be NULL) assignedto, as one group.
  * to, when given, is a person's id: 1..128 printable ASCII characters (else FIELDSYNC_EINVAL,
- * nothing recorded). note may be NULL. Lock: TICKET_ESCALATION on "ticket:ID". */
+ * nothing recorded). note: NULL for none, else 1 byte to 64 KiB (FIELDSYNC_EINVAL otherwise).
+ * Lock: TICKET_ESCALATION on "ticket:ID". */
 FIELDSYNC_API fieldsync_status_t
 fieldsync_ticket_escalate(fieldsync_t *fs, const char *id, const char *to, const char *note,
                           fieldsync_lock_t *lock, fieldsync_rec_t *rec) FIELDSYNC_MUST_CHECK;
@@ -642,8 +647,10 @@ typedef enum fieldsync_change_reason {
     FIELDSYNC_CHANGE_RESOLVED = 6,   /* a person resolved a conflict */
     FIELDSYNC_CHANGE_GONE = 7,       /* the entity left this device's scope and was dropped */
     FIELDSYNC_CHANGE_HELD = 8        /* the server answered our op conflict or rejected: its effect
-                                      * is out of the local view until the resolver judges it
-                                      * (SYNCED, REBASED, SERVER_WON or PARKED follows) */
+                                      * is out of the local view until it is judged (SYNCED,
+                                      * SERVER_WON or PARKED of this op follows, or REBASED of the
+                                      * op recorded again, which carries that op's id; RESOLVED
+                                      * when a person comes first) */
 } fieldsync_change_reason_t;
 
 /* "recorded", "synced", "pulled", "rebased", "server-won", "parked", "resolved", "gone",

@@ -480,7 +480,7 @@ static void test_escalate__person_must_be_an_id(void **state)
 
 /* A note or a site over the journal's bound for a string (64 KiB) is refused at once, naming it,
  * and always as EINVAL: before, it was copied into a buffer six times its size first, and past
- * ~11 MB the same mistake came back as ETOOLARGE. */
+ * ~11 MB the same mistake came back as ETOOLARGE. So is an empty note. */
 static void test_strings__over_the_bound_refused_first(void **state)
 {
     cfx_t *f = *state;
@@ -499,6 +499,9 @@ static void test_strings__over_the_bound_refused_first(void **state)
         assert_non_null(strstr(fieldsync_errmsg(f->fs), "the site_id is over 65536 bytes"));
         fsa_free(big);
     }
+    /* An empty note is no note: refused (it was recorded as a history entry saying ""). */
+    assert_st(FIELDSYNC_EINVAL, fieldsync_ticket_escalate(f->fs, "T1", NULL, "", NULL, &rec));
+    assert_non_null(strstr(fieldsync_errmsg(f->fs), "the note is empty"));
     char *json = NULL;
     assert_fs_ok(f->fs, fieldsync_get(f->fs, "ticket", "T1", &json));
     if (strstr(json, "\"level\":0") == NULL)

@@ -1414,6 +1414,35 @@ static void test_open__zeroed_members_take_the_journals(void **state)
     fsl__config_clear(&in);
 }
 
+/* An open that overrides the server only reads no stored file: a secret out of reach for a while
+ * (being rotated, on a volume not mounted yet) fails syncs, not the open, and recording goes on. */
+static void test_open__a_server_override_reads_no_stored_secret(void **state)
+{
+    (void)state;
+    char gone[450];
+    path_in(gone, sizeof gone, "gone.secret");
+    unlink(gone);
+    fsl_config_t in;
+    memset(&in, 0, sizeof in);
+    in.device_id = "dev-7";
+    in.server_url = "http://127.0.0.1:9";
+    in.secret_file = gone;
+    store(&in);
+    fieldsync_config_t c = FIELDSYNC_CONFIG_INIT;
+    c.journal_path = fx.db;
+    c.server_url = "https://127.0.0.1:9";
+    fieldsync_t *fs = NULL;
+    fieldsync_status_t st = fieldsync_open(&c, &fs);
+    if (st != FIELDSYNC_OK)
+        fail_msg("open: %s", fieldsync_errmsg(fs));
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    c.secret_file = gone; /* given: read, and refused */
+    assert_int_equal(fieldsync_open(&c, &fs), FIELDSYNC_ENOTFOUND);
+    assert_non_null(strstr(fieldsync_errmsg(fs), "gone.secret"));
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    store_public();
+}
+
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 int main(void)
@@ -1448,6 +1477,7 @@ int main(void)
     TEST(test_init__a_symlinked_secret_refused_a_relative_one_made_absolute)
     TEST(test_init__a_linked_ca_file_stored_as_the_link)
     TEST(test_open__zeroed_members_take_the_journals)
+    TEST(test_open__a_server_override_reads_no_stored_secret)
     TEST(test_policy__at_most_32_distinct_policies_per_process) /* last: fills the table */
 #undef ROWS
 #undef TEST

@@ -602,13 +602,6 @@ static void test_fsa_store_apply__duplicates_found_by_the_log_insert(void **stat
     fsa_free(res);
 }
 
-/*
- * In a group that is not applied, an op logged before the group keeps its logged outcome
- * (PROTOCOL.md section 3: a duplicate repeats it), also after the failing op, where the group's
- * loop does not claim it: logged before by an earlier batch, or earlier in the same batch outside
- * the group. Logging it again with the group's outcome was refused on PostgreSQL (the batch ended
- * FSA_EBUSY, a 503 for ever) and dropped on SQLite (answered conflict).
- */
 /* A failed group's duplicate of an earlier conflict carries the entity as it is after the
  * group's rollback: before, its current was read inside the group's savepoint, with what the
  * group's own earlier ops wrote (a version that never was), and kept after the rollback. */
@@ -645,6 +638,13 @@ static void test_fsa_store_apply__failed_group_duplicate_current_is_after_the_ro
     ops_clear(ops, res, 3);
 }
 
+/*
+ * In a group that is not applied, an op logged before the group keeps its logged outcome
+ * (PROTOCOL.md section 3: a duplicate repeats it), also after the failing op, where the group's
+ * loop does not claim it: logged before by an earlier batch, or earlier in the same batch outside
+ * the group. Logging it again with the group's outcome was refused on PostgreSQL (the batch ended
+ * FSA_EBUSY, a 503 for ever) and dropped on SQLite (answered conflict).
+ */
 static void test_fsa_store_apply__failed_group_answers_logged_ops_as_duplicates(void **state)
 {
     fixture_t *f = *state;
@@ -882,8 +882,6 @@ static void test_fsa_store_nonce__replay_expiry_and_cleanup(void **state)
     assert_int_equal(fsa_store_nonce(NULL, "d1", nonce, 1, 1, &replay), FSA_EINVAL);
 }
 
-/* Retention: outcomes received before the cut are removed in chunks; an op resent after its
- * outcome went applies again (why the retention must cover a device's longest time offline). */
 /*
  * SQLite: a batch whose read of the last change number fails (out of memory here; an I/O error
  * elsewhere) fails whole. Before, the failed read counted as 0: the batch numbered its changes
@@ -931,6 +929,8 @@ static void test_fsa_store_apply__a_failed_read_of_the_last_change_fails_the_bat
     assert_true(applied > 0);
 }
 
+/* Retention: outcomes received before the cut are removed in chunks; an op resent after its
+ * outcome went applies again (why the retention must cover a device's longest time offline). */
 static void test_fsa_store_sweep_ops__chunks_and_forgets(void **state)
 {
     fixture_t *f = *state;
