@@ -885,7 +885,7 @@ static void test_fsa_store_nonce__replay_expiry_and_cleanup(void **state)
 /*
  * SQLite: a batch whose read of the last change number fails (out of memory here; an I/O error
  * elsewhere) fails whole. Before, the failed read counted as 0: the batch numbered its changes
- * from 1, and with change 1 free (its entity has changed since) it committed them under every
+ * from 1, and with change 1 unused (its entity has changed since) it committed them under every
  * device's cursor, never to be pulled. Each allocation of a create fails in turn; whatever the
  * create's fate, its entity, when written, carries a number above every earlier one.
  */
