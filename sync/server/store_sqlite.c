@@ -329,12 +329,12 @@ static fsa_status_t query_int_checked(sqlite3 *db, const char *sql, int64_t dflt
     return fsa__db_status(rc);
 }
 
-/* For what only reports or checks: an error reads as dflt (which the caller then refuses). */
+/* For what only reports or checks: an error reads as dflt (which the caller then refuses), as
+ * query_int_checked leaves it. */
 static int64_t query_int(sqlite3 *db, const char *sql, int64_t dflt)
 {
     int64_t v = dflt;
-    if (query_int_checked(db, sql, dflt, &v) != FSA_OK)
-        v = dflt;
+    (void)query_int_checked(db, sql, dflt, &v);
     return v;
 }
 

@@ -507,36 +507,59 @@ static void cf_change(void *ctx, const fieldsync_change_t *c)
         x->server_won_changes++;
 }
 
-static void test_conflict_listener__hears_a_parked_op(void **state)
+/* A handle on the fixture's journal with the resolver policy (NULL: the default) and x's
+ * listeners. */
+static fieldsync_t *cf_open(lfx_t *f, const char *policy, cf_t *x)
 {
-    lfx_t *f = *state;
     fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
     cfg.journal_path = f->db;
-    cfg.resolver_policy = "ticket=park"; /* every conflict on a ticket waits for a person */
+    cfg.resolver_policy = policy;
     fieldsync_t *fs = NULL;
     assert_int_equal(fieldsync_open(&cfg, &fs), FIELDSYNC_OK);
-    cf_t x;
-    memset(&x, 0, sizeof x);
-    assert_int_equal(fieldsync_add_conflict_listener(fs, cf_conflict, &x, NULL), FIELDSYNC_OK);
-    assert_int_equal(fieldsync_add_change_listener(fs, cf_change, &x, NULL), FIELDSYNC_OK);
-    assert_int_equal(fieldsync_ticket_create(fs, "K1", NULL, NULL), FIELDSYNC_OK);
-    assert_int_equal(fieldsync_sync_once(fs, false, NULL), FIELDSYNC_OK);
-    /* Another device sets the ticket on the server; ours, made on the old version, conflicts. */
+    memset(x, 0, sizeof *x);
+    assert_int_equal(fieldsync_add_conflict_listener(fs, cf_conflict, x, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_add_change_listener(fs, cf_change, x, NULL), FIELDSYNC_OK);
+    return fs;
+}
+
+/* Another device (1) pushes an op of kind on ticket id (rest: the op's members after its id),
+ * which the server applies. */
+static void cf_other_device(lfx_t *f, const char *kind, const char *id, const char *rest)
+{
     char op[512];
-    tc_op(op, sizeof op, NULL, "set", "ticket", "K1",
-          ",\"base_version\":1,\"fields\":{\"priority\":\"HIGH\"}");
+    tc_op(op, sizeof op, NULL, kind, "ticket", id, rest);
     fsa_codec_result_t *res = NULL;
     size_t n = 0;
     assert_int_equal(tc_push(NULL, f->srv.url, 1, op, &res, &n), 200);
     assert_int_equal(n, 1);
     assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
     fsa_codec_results_free(res, n);
+}
+
+/* Ticket id created here and synced; another device then sets its priority on the server, and
+ * ours, recorded into *rec on the old version, conflicts at the next sync. */
+static fieldsync_t *cf_priority_conflict(lfx_t *f, const char *policy, const char *id, cf_t *x,
+                                         fieldsync_rec_t *rec)
+{
+    fieldsync_t *fs = cf_open(f, policy, x);
+    assert_int_equal(fieldsync_ticket_create(fs, id, NULL, NULL), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_sync_once(fs, false, NULL), FIELDSYNC_OK);
+    cf_other_device(f, "set", id, ",\"base_version\":1,\"fields\":{\"priority\":\"HIGH\"}");
+    char set[160];
+    snprintf(set, sizeof set,
+             "{\"kind\":\"set\",\"type\":\"ticket\",\"id\":\"%s\","
+             "\"fields\":{\"priority\":\"LOW\"}}",
+             id);
+    assert_int_equal(fieldsync_record(fs, set, NULL, rec), FIELDSYNC_OK);
+    return fs;
+}
+
+static void test_conflict_listener__hears_a_parked_op(void **state)
+{
+    cf_t x;
     fieldsync_rec_t rec;
-    assert_int_equal(fieldsync_record(fs,
-                                      "{\"kind\":\"set\",\"type\":\"ticket\",\"id\":\"K1\","
-                                      "\"fields\":{\"priority\":\"LOW\"}}",
-                                      NULL, &rec),
-                     FIELDSYNC_OK);
+    /* Every conflict on a ticket waits for a person. */
+    fieldsync_t *fs = cf_priority_conflict(*state, "ticket=park", "K1", &x, &rec);
     assert_int_equal(fieldsync_sync_once(fs, false, NULL), FIELDSYNC_OK);
     assert_int_equal(x.n, 1);
     assert_int_equal(x.parked_changes, 1);
@@ -560,26 +583,13 @@ static void test_conflict_listener__hears_a_parked_op(void **state)
 static void test_op_state__a_conflict_the_resolver_settled_is_resolved(void **state)
 {
     lfx_t *f = *state;
-    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
-    cfg.journal_path = f->db;
-    fieldsync_t *fs = NULL;
-    assert_int_equal(fieldsync_open(&cfg, &fs), FIELDSYNC_OK);
     cf_t x;
-    memset(&x, 0, sizeof x);
-    assert_int_equal(fieldsync_add_conflict_listener(fs, cf_conflict, &x, NULL), FIELDSYNC_OK);
-    assert_int_equal(fieldsync_add_change_listener(fs, cf_change, &x, NULL), FIELDSYNC_OK);
+    fieldsync_t *fs = cf_open(f, NULL, &x);
     assert_int_equal(fieldsync_ticket_create(fs, "K2", NULL, NULL), FIELDSYNC_OK);
     assert_int_equal(fieldsync_sync_once(fs, false, NULL), FIELDSYNC_OK);
     /* Another device resolves the ticket first; ours, from NEW, conflicts and converges. */
-    char op[512];
-    tc_op(op, sizeof op, NULL, "transition", "ticket", "K2",
-          ",\"field\":\"status\",\"from\":\"NEW\",\"to\":\"RESOLVED\"");
-    fsa_codec_result_t *res = NULL;
-    size_t n = 0;
-    assert_int_equal(tc_push(NULL, f->srv.url, 1, op, &res, &n), 200);
-    assert_int_equal(n, 1);
-    assert_int_equal(res[0].status, FSA_RESULT_APPLIED);
-    fsa_codec_results_free(res, n);
+    cf_other_device(f, "transition", "K2",
+                    ",\"field\":\"status\",\"from\":\"NEW\",\"to\":\"RESOLVED\"");
     fieldsync_rec_t rec;
     assert_int_equal(fieldsync_ticket_transition(fs, "K2", "RESOLVED", NULL, &rec), FIELDSYNC_OK);
     fieldsync_report_t r;
@@ -602,32 +612,9 @@ static void test_op_state__a_conflict_the_resolver_settled_is_resolved(void **st
  * "server-wins" by timing. */
 static void test_conflict_listener__hears_a_server_wins(void **state)
 {
-    lfx_t *f = *state;
-    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
-    cfg.journal_path = f->db;
-    cfg.resolver_policy = "ticket=server-wins";
-    fieldsync_t *fs = NULL;
-    assert_int_equal(fieldsync_open(&cfg, &fs), FIELDSYNC_OK);
     cf_t x;
-    memset(&x, 0, sizeof x);
-    assert_int_equal(fieldsync_add_conflict_listener(fs, cf_conflict, &x, NULL), FIELDSYNC_OK);
-    assert_int_equal(fieldsync_add_change_listener(fs, cf_change, &x, NULL), FIELDSYNC_OK);
-    assert_int_equal(fieldsync_ticket_create(fs, "K3", NULL, NULL), FIELDSYNC_OK);
-    assert_int_equal(fieldsync_sync_once(fs, false, NULL), FIELDSYNC_OK);
-    char op[512];
-    tc_op(op, sizeof op, NULL, "set", "ticket", "K3",
-          ",\"base_version\":1,\"fields\":{\"priority\":\"HIGH\"}");
-    fsa_codec_result_t *res = NULL;
-    size_t n = 0;
-    assert_int_equal(tc_push(NULL, f->srv.url, 1, op, &res, &n), 200);
-    assert_int_equal(n, 1);
-    fsa_codec_results_free(res, n);
     fieldsync_rec_t rec;
-    assert_int_equal(fieldsync_record(fs,
-                                      "{\"kind\":\"set\",\"type\":\"ticket\",\"id\":\"K3\","
-                                      "\"fields\":{\"priority\":\"LOW\"}}",
-                                      NULL, &rec),
-                     FIELDSYNC_OK);
+    fieldsync_t *fs = cf_priority_conflict(*state, "ticket=server-wins", "K3", &x, &rec);
     fieldsync_report_t r;
     assert_int_equal(fieldsync_sync_once(fs, false, &r), FIELDSYNC_OK);
     assert_int_equal(r.server_wins, 1);

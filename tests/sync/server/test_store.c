@@ -1109,14 +1109,24 @@ static void *apply_thread(void *arg)
     return NULL;
 }
 
-/* The backends of this database that wait for a lock, seen from conn. */
-static int lock_waiters(PGconn *conn)
+/* One row of one column from conn, as a number (-1 when the query fails). */
+static long pg_number(PGconn *conn, const char *sql)
 {
-    PGresult *r = PQexec(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                               "current_database() AND wait_event_type = 'Lock'");
-    int n = PQresultStatus(r) == PGRES_TUPLES_OK ? (int)strtol(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+    PGresult *r = PQexec(conn, sql);
+    long n = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                 ? strtol(PQgetvalue(r, 0, 0), NULL, 10)
+                 : -1;
+    if (n < 0)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(conn));
     PQclear(r);
     return n;
+}
+
+/* The backends of this database that wait for a lock, seen from conn. */
+static long lock_waiters(PGconn *conn)
+{
+    return pg_number(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND wait_event_type = 'Lock'");
 }
 
 /* Waits (bounded: 20 s) until `waiters` backends wait for a lock, or *done. */
@@ -1223,19 +1233,6 @@ test_fsa_store_apply__checkpoint_created_during_a_reassign_reaches_its_device(vo
     assert_true(p2_pull_sees(reader, &again, "CP"));  /* in P2's scope now */
     assert_true(p2_pull_sees(reader, &cursor, "CP")); /* and the device gets it */
     fsa_store_close(reader);
-}
-
-/* One row of one column from conn, as a number (-1 when the query fails). */
-static long pg_number(PGconn *conn, const char *sql)
-{
-    PGresult *r = PQexec(conn, sql);
-    long n = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
-                 ? strtol(PQgetvalue(r, 0, 0), NULL, 10)
-                 : -1;
-    if (n < 0)
-        fprintf(stderr, "%s: %s", sql, PQerrorMessage(conn));
-    PQclear(r);
-    return n;
 }
 
 /*
