@@ -161,7 +161,7 @@ fsa_status_t fsl__config_reread(fieldsync_t *fs, fsl_config_t *c, char *err, siz
         /* The journal was opened with these: they are its options until the handle closes. */
         c->durability = own->durability;
         c->budget_bytes = own->budget_bytes;
-        st = fsl__config_check(&fs->port, c, false, err, errlen);
+        st = fsl__config_check(&fs->port, c, 0, err, errlen);
     }
     if (st != FSA_OK)
         fsl__config_clear(c);
@@ -374,8 +374,8 @@ static fsa_transport_opts_t transport_opts(const fsl_config_t *c)
     return t;
 }
 
-fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bool full, char *err,
-                               size_t errlen)
+fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, unsigned files,
+                               char *err, size_t errlen)
 {
     if (c->device_id != NULL && !fsa_model_id_valid(c->device_id)) {
         snprintf(err, errlen, "invalid device id '%.40s': 1-128 characters of A-Z a-z 0-9 . _ : -",
@@ -394,7 +394,7 @@ fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bo
     fsa_status_t st = fsl__resolver_policy(c->resolver_policy, &rp, err, errlen);
     if (st != FSA_OK)
         return st;
-    if (full && c->server_url != NULL) {
+    if ((files & FSL_CHECK_TRANSPORT) != 0 && c->server_url != NULL) {
         /* The URL, pins, proxy and client certificate now, so a typo fails at init rather than
          * at the first sync. */
         fsa_transport_opts_t to = transport_opts(c);
@@ -404,7 +404,7 @@ fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bo
         if (st != FSA_OK)
             return st;
     }
-    if (full && c->secret_file != NULL) {
+    if ((files & FSL_CHECK_SECRET) != 0 && c->secret_file != NULL) {
         fsa_signer_key_t key;
         memset(&key, 0, sizeof key);
         st = fsl__read_secret(c->secret_file, &key, err, errlen);

@@ -348,6 +348,23 @@ static fieldsync_status_t absolute(char **path, const char *what, bool private_f
     return FIELDSYNC_OK;
 }
 
+/* The files of k made absolute, as an init stores them and an open's overrides keep them (a
+ * reload, or the sync thread, reads them later, wherever the process then is). Each keeps its
+ * last component as given, its directory resolved: the secrets may not be links; the public CA
+ * file and certificate may, as in /etc/ssl/certs, and stay links, so that a renewal that moves
+ * the link is read. */
+static fieldsync_status_t absolute_paths(fsl_config_t *k, char *err, size_t errlen)
+{
+    fieldsync_status_t ps = absolute(&k->secret_file, "secret file", true, err, errlen);
+    if (ps == FIELDSYNC_OK)
+        ps = absolute(&k->ca_file, "CA file", false, err, errlen);
+    if (ps == FIELDSYNC_OK)
+        ps = absolute(&k->client_cert, "client certificate", false, err, errlen);
+    if (ps == FIELDSYNC_OK)
+        ps = absolute(&k->client_key, "client key", true, err, errlen);
+    return ps;
+}
+
 static fsa_status_t journal_open(fieldsync_t *fs, bool create, char *err, size_t errlen)
 {
     fsa_journal_opts_t o = {.create = create,
@@ -436,19 +453,11 @@ static fieldsync_status_t open_init(fieldsync_t *fs, char *err, size_t errlen)
                  k->device_id);
         return FIELDSYNC_EINVAL;
     }
-    /* Each keeps its last component as given, its directory resolved: the secrets may not be
-     * links; the public CA file and certificate may, as in /etc/ssl/certs, and stay links, so
-     * that a renewal that moves the link is read. */
-    fieldsync_status_t ps = absolute(&k->secret_file, "secret file", true, err, errlen);
-    if (ps == FIELDSYNC_OK)
-        ps = absolute(&k->ca_file, "CA file", false, err, errlen);
-    if (ps == FIELDSYNC_OK)
-        ps = absolute(&k->client_cert, "client certificate", false, err, errlen);
-    if (ps == FIELDSYNC_OK)
-        ps = absolute(&k->client_key, "client key", true, err, errlen);
+    fieldsync_status_t ps = absolute_paths(k, err, errlen);
     if (ps != FIELDSYNC_OK)
         return ps;
-    fsa_status_t st = fsl__config_check(&fs->port, k, true, err, errlen);
+    fsa_status_t st =
+        fsl__config_check(&fs->port, k, FSL_CHECK_TRANSPORT | FSL_CHECK_SECRET, err, errlen);
     if (st != FSA_OK)
         return fsl__status(st);
     st = journal_open(fs, true, err, errlen);
@@ -496,6 +505,9 @@ static fsa_status_t journal_owner(fieldsync_t *fs, char *err, size_t errlen)
 static fieldsync_status_t open_existing(fieldsync_t *fs, char *err, size_t errlen)
 {
     fsl_config_t *k = &fs->cfg;
+    fieldsync_status_t ps = absolute_paths(k, err, errlen);
+    if (ps != FIELDSYNC_OK)
+        return ps;
     /* The caller's members as given, before the stored ones fill the rest: a reload lays them
      * over the stored configuration again. */
     fsa_status_t st = fsl__config_dup(k, &fs->given);
@@ -511,26 +523,20 @@ static fieldsync_status_t open_existing(fieldsync_t *fs, char *err, size_t errle
     bool budget_given = k->budget_bytes != 0;
     if (st == FSA_OK)
         st = fsl__config_load(fs->j, k, err, errlen);
-    if (st == FSA_OK)
-        st = fsl__config_check(&fs->port, k, false, err, errlen);
     /* What the caller overrides here is checked as an init checks it, so that a typo fails the
      * open, not every sync after it, reloads included: a transport member given, the transport
      * made (the URL, pins and proxy parsed; the CA and client files in effect read); a secret
      * file given, read. Only then: an open without overrides (each CLI command) reads no file,
      * and a stored file out of reach for a while fails syncs, not recording. */
     const fsl_config_t *g = &fs->given;
-    if (st == FSA_OK &&
-        (g->server_url != NULL || g->ca_file != NULL || g->pins != NULL || g->client_cert != NULL ||
-         g->client_key != NULL || g->proxy != NULL || g->allow_http)) {
-        fsl_config_t t = *k; /* a view: the transport's members only */
-        t.secret_file = NULL;
-        st = fsl__config_check(&fs->port, &t, true, err, errlen);
-    }
-    if (st == FSA_OK && g->secret_file != NULL) {
-        fsl_config_t t = *k; /* a view: the secret only */
-        t.server_url = NULL;
-        st = fsl__config_check(&fs->port, &t, true, err, errlen);
-    }
+    unsigned check = 0;
+    if (g->server_url != NULL || g->ca_file != NULL || g->pins != NULL || g->client_cert != NULL ||
+        g->client_key != NULL || g->proxy != NULL || g->allow_http)
+        check |= FSL_CHECK_TRANSPORT;
+    if (g->secret_file != NULL)
+        check |= FSL_CHECK_SECRET;
+    if (st == FSA_OK)
+        st = fsl__config_check(&fs->port, k, check, err, errlen);
     if (st != FSA_OK)
         return fsl__status(st);
     /* The journal's own options come from the stored configuration unless overridden: open it

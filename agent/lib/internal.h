@@ -113,9 +113,11 @@ fsa_status_t fsl__config_dup(const fsl_config_t *src, fsl_config_t *dst) FSA_MUS
  * with err filled. FSA_OK, FSA_EINVAL (a stored policy unknown), FSA_EIO, FSA_ENOMEM. */
 fsa_status_t fsl__config_reread(fieldsync_t *fs, fsl_config_t *c, char *err,
                                 size_t errlen) FSA_MUST_CHECK;
-/* Policies; full: also the URL, TLS and the secret (a transport made on port, and freed). */
-fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, bool full, char *err,
-                               size_t errlen) FSA_MUST_CHECK;
+/* The id and the policies; files, FSL_CHECK_* or'ed: also the URL and TLS (a transport made on
+ * port, and freed, which reads the CA and client files), the secret (read). */
+enum { FSL_CHECK_TRANSPORT = 1, FSL_CHECK_SECRET = 2 };
+fsa_status_t fsl__config_check(const fsa_port_t *port, const fsl_config_t *c, unsigned files,
+                               char *err, size_t errlen) FSA_MUST_CHECK;
 /* A secret file's content: exactly 64 hex characters, then optional whitespace. FSA_OK, or
  * FSA_EINVAL with *key wiped. Pure (the fuzz target fuzz_config feeds it). */
 fsa_status_t fsl__parse_secret(const char *text, size_t len, fsa_signer_key_t *key) FSA_MUST_CHECK;

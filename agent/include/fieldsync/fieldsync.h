@@ -143,6 +143,9 @@ typedef enum fieldsync_durability {
  * in the journal with the TLS and policy members; without it they are read from the journal,
  * and a member given here overrides the stored one for this handle only, also after a
  * fieldsync_reload (device_id, if given, must match the journal's: FIELDSYNC_EINVAL otherwise).
+ * The file members (secret_file, ca_file, client_cert, client_key) are resolved against the
+ * working directory of the open, with or without FIELDSYNC_OPEN_INIT: the handle keeps them
+ * absolute, so a later chdir does not move them.
  * FIELDSYNC_OPEN_INIT checks the files before it creates anything: the secret and the client
  * key as said below, and ca_file and client_cert must hold a PEM certificate: FIELDSYNC_EINVAL
  * otherwise.

@@ -532,7 +532,8 @@ static void test_policy__at_most_32_distinct_policies_per_process(void **state)
     check_message("malformed", err, "unknown action 'nope'");
 }
 
-/* ---- fsl__config_check: the checks at open (full = false) and at init (full = true) ---- */
+/* ---- fsl__config_check: the checks at open (full = false: no file) and at init (full = true:
+ * the transport and the secret) ---- */
 
 typedef struct check_row {
     const char *name;
@@ -684,7 +685,9 @@ static void run_check_row(void **state)
     c.client_key = (char *)(uintptr_t)make_tls_file(row->key, key, sizeof key);
     c.allow_http = row->allow_http;
     char err[512] = "";
-    fsa_status_t st = fsl__config_check(fsa_port_posix(), &c, row->full, err, sizeof err);
+    fsa_status_t st =
+        fsl__config_check(fsa_port_posix(), &c,
+                          row->full ? FSL_CHECK_TRANSPORT | FSL_CHECK_SECRET : 0, err, sizeof err);
     unlink(bad);
     if (c.client_cert == cert)
         unlink(cert);
@@ -1443,6 +1446,44 @@ static void test_open__a_server_override_reads_no_stored_secret(void **state)
     store_public();
 }
 
+/* An open's file overrides are made absolute, as an init stores them: a relative secret file
+ * given at an open still names that file once the process has moved (a reload, and every engine
+ * of the sync thread, read it later). Before, the engine looked for it in the new directory. */
+static void test_open__a_relative_override_is_made_absolute(void **state)
+{
+    (void)state;
+    store_public();
+    char cwd[PATH_MAX];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(fx.dir), 0);
+    fieldsync_config_t c = FIELDSYNC_CONFIG_INIT;
+    c.journal_path = fx.db;
+    c.secret_file = "good.secret";
+    fieldsync_t *fs = NULL;
+    fieldsync_status_t st = fieldsync_open(&c, &fs);
+    assert_int_equal(chdir("/"), 0);
+    if (st != FIELDSYNC_OK) {
+        assert_int_equal(chdir(cwd), 0);
+        fail_msg("open: %s", fieldsync_errmsg(fs));
+    }
+    st = fieldsync_reload(fs);
+    char err[512] = "";
+    fsa_engine_t *e = NULL;
+    fsa_status_t es = st == FIELDSYNC_OK ? fsl__engine_new(fs, false, &e, err, sizeof err) : FSA_OK;
+    fsa_engine_free(e);
+    assert_int_equal(chdir(cwd), 0);
+    if (st != FIELDSYNC_OK)
+        fail_msg("reload elsewhere: %s", fieldsync_errmsg(fs));
+    check_status("an engine elsewhere", es, FSA_OK, err);
+    struct stat a, b;
+    const char *kept = fs->given.secret_file;
+    if (kept == NULL || kept[0] != '/' || lstat(kept, &a) != 0 || stat(fx.good, &b) != 0 ||
+        a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+        fail_msg("the override kept as %s, not the absolute path of %s", kept ? kept : "NULL",
+                 fx.good);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+}
+
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 int main(void)
@@ -1478,6 +1519,7 @@ int main(void)
     TEST(test_init__a_linked_ca_file_stored_as_the_link)
     TEST(test_open__zeroed_members_take_the_journals)
     TEST(test_open__a_server_override_reads_no_stored_secret)
+    TEST(test_open__a_relative_override_is_made_absolute)
     TEST(test_policy__at_most_32_distinct_policies_per_process) /* last: fills the table */
 #undef ROWS
 #undef TEST
