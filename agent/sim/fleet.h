@@ -430,6 +430,13 @@ typedef struct fsa__report_meta {
                                none (--server) */
 } fsa__report_meta_t;
 
+/* The run's verdict, which the exit status, the summary's result line, the JSON report's "ok"
+ * and the HTML summary all give: failed when an invariant failed or a scenario could not run
+ * (its "scenario_ran" not checked; *not_run counts them), nothing checked when no invariant
+ * was, else passed. */
+typedef enum { FSA__RUN_PASSED, FSA__RUN_FAILED, FSA__RUN_NOTHING_CHECKED } fsa__verdict_t;
+fsa__verdict_t fsa__verdict(const fsa__result_t *r, size_t n, size_t *not_run);
+
 void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__result_t *r, size_t n);
 fsa_status_t fsa__report_json(const char *path, const fsa__report_meta_t *m, const fsa__result_t *r,
                               size_t n, char *err, size_t errlen) FSA_MUST_CHECK;

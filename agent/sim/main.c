@@ -980,28 +980,14 @@ static int write_reports(const sim_t *s, const fsa__report_meta_t *meta)
  * is a failure, never a pass. */
 static int exit_status(const sim_t *s)
 {
-    int rc = EXIT_SUCCESS;
-    size_t checked = 0, not_run = 0;
-    for (size_t i = 0; i < s->nres; i++)
-        for (size_t k = 0; k < s->results[i].ninv; k++) {
-            const fsa__inv_t *v = &s->results[i].inv[k];
-            if (v->status == FSA__INV_FAIL)
-                rc = EXIT_FAILURE;
-            if (v->status != FSA__INV_NOT_CHECKED)
-                checked++;
-            else if (strcmp(v->name, "scenario_ran") == 0)
-                not_run++;
-        }
-    if (not_run > 0) {
+    size_t not_run = 0;
+    fsa__verdict_t v = fsa__verdict(s->results, s->nres, &not_run);
+    if (not_run > 0)
         fprintf(stderr, "%s: %zu scenario(s) could not run (see 'not checked' above)\n", prog,
                 not_run);
-        rc = EXIT_FAILURE;
-    }
-    if (checked == 0) {
+    if (v == FSA__RUN_NOTHING_CHECKED)
         fprintf(stderr, "%s: no invariant could be checked\n", prog);
-        rc = EXIT_FAILURE;
-    }
-    return rc;
+    return v == FSA__RUN_PASSED ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 int main(int argc, char **argv)

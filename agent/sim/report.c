@@ -22,6 +22,22 @@ static void count_inv(const fsa__result_t *r, size_t *pass, size_t *fail, size_t
     }
 }
 
+fsa__verdict_t fsa__verdict(const fsa__result_t *r, size_t n, size_t *not_run)
+{
+    size_t checked = 0, failed = 0;
+    *not_run = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < r[i].ninv; k++) {
+            const fsa__inv_t *v = &r[i].inv[k];
+            failed += v->status == FSA__INV_FAIL;
+            checked += v->status != FSA__INV_NOT_CHECKED;
+            *not_run += v->status == FSA__INV_NOT_CHECKED && strcmp(v->name, "scenario_ran") == 0;
+        }
+    if (failed > 0 || *not_run > 0)
+        return FSA__RUN_FAILED;
+    return checked == 0 ? FSA__RUN_NOTHING_CHECKED : FSA__RUN_PASSED;
+}
+
 static void num_or_dash(char *out, size_t cap, bool known, int64_t v)
 {
     if (known)
@@ -95,10 +111,17 @@ void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__resu
                      strncmp(r[i].inv[k].how, hows[h], strlen(hows[h])) == 0;
         fprintf(out, " %s %zu%s", hows[h], c, h + 1 < sizeof hows / sizeof hows[0] ? "," : "\n");
     }
+    size_t not_run = 0;
+    fsa__verdict_t verdict = fsa__verdict(r, n, &not_run);
     if (tf > 0)
         fprintf(out, "result: %zu checked, %zu passed, %zu FAILED, %zu not checked\n", tp + tf, tp,
                 tf, tn);
-    else if (tp == 0)
+    else if (verdict == FSA__RUN_FAILED)
+        fprintf(out,
+                "result: FAILED: %zu scenario(s) could not run (%zu checked, %zu passed, %zu not "
+                "checked)\n",
+                not_run, tp, tp, tn);
+    else if (verdict == FSA__RUN_NOTHING_CHECKED)
         fprintf(out, "result: nothing checked (%zu not checked)\n", tn);
     else
         fprintf(out,
@@ -235,7 +258,7 @@ fsa_status_t fsa__report_json(const char *path, const fsa__report_meta_t *m, con
     FILE *o = open_out(path, err, errlen);
     if (o == NULL)
         return FSA_EIO;
-    size_t tp = 0, tf = 0, tn = 0;
+    size_t tp = 0, tf = 0, tn = 0, not_run = 0;
     for (size_t i = 0; i < n; i++)
         count_inv(&r[i], &tp, &tf, &tn);
     fprintf(o, "{\"tool\":\"fieldsync-sim\",\"command\":");
@@ -257,7 +280,7 @@ fsa_status_t fsa__report_json(const char *path, const fsa__report_meta_t *m, con
     fprintf(o,
             "},\"invariants\":{\"pass\":%zu,\"fail\":%zu,\"not_checked\":%zu},\"ok\":%s,"
             "\"scenarios\":[",
-            tp, tf, tn, tf == 0 ? "true" : "false");
+            tp, tf, tn, fsa__verdict(r, n, &not_run) == FSA__RUN_PASSED ? "true" : "false");
     for (size_t i = 0; i < n; i++) {
         fprintf(o, "%s\n", i ? "," : "");
         json_result(o, &r[i]);
@@ -434,20 +457,21 @@ static void html_head(FILE *o, const fsa__report_meta_t *m)
 /* At a glance: the overall verdict, and one row per scenario. */
 static void html_summary(FILE *o, const fsa__result_t *r, size_t n)
 {
-    size_t gp = 0, gf = 0, gn = 0;
+    size_t gp = 0, gf = 0, gn = 0, not_run = 0;
     for (size_t i = 0; i < n; i++)
         count_inv(&r[i], &gp, &gf, &gn);
+    fsa__verdict_t verdict = fsa__verdict(r, n, &not_run);
     fprintf(o,
             "<h2>Summary: <span class=\"%s\">%s</span></h2><p>%zu invariants checked: %zu "
             "passed, %zu failed; %zu not checked</p>\n<table><tr><th>scenario</th><th>result</th>"
             "<th>passed</th><th>failed</th><th>not checked</th><th>devices</th><th>ops</th>"
             "<th>lost</th><th>time</th></tr>\n",
-            gf > 0    ? "fail"
-            : gp == 0 ? "nc"
-                      : "pass",
-            gf > 0    ? "FAILED"
-            : gp == 0 ? "nothing checked"
-                      : "passed",
+            verdict == FSA__RUN_FAILED            ? "fail"
+            : verdict == FSA__RUN_NOTHING_CHECKED ? "nc"
+                                                  : "pass",
+            verdict == FSA__RUN_FAILED ? (gf > 0 ? "FAILED" : "FAILED: a scenario could not run")
+            : verdict == FSA__RUN_NOTHING_CHECKED ? "nothing checked"
+                                                  : "passed",
             gp + gf, gp, gf, gn);
     for (size_t i = 0; i < n; i++) {
         size_t p = 0, fl = 0, nc = 0;

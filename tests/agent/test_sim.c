@@ -660,16 +660,27 @@ static void test_sim__server_mode(void **state)
     assert_true(pulls >= 14);
     cJSON_Delete(root);
 
-    /* Nothing checked: autoclose without the admin API or a hook cannot run, and that is a
-     * failure, not a pass. */
-    const char *a3[] = {"--server",  s.url,        "--devices-file",
-                        s.devices,   "--scenario", "autoclose",
-                        "--devices", "2",          NULL};
+    /* Not run: autoclose without the admin API or a hook cannot run, and that is a failure, not
+     * a pass, in the exit status, the result line, the JSON report and the HTML summary alike
+     * (the reports said ok, the result line "nothing checked"). */
+    char html[320];
+    snprintf(html, sizeof html, "%s/report.html", s.dir);
+    const char *a3[] = {"--server",  s.url, "--devices-file", s.devices, "--scenario", "autoclose",
+                        "--devices", "2",   "--report",       report,    "--html",     html,
+                        NULL};
     run_sim(&r, 60, a3);
     if (r.status != 1 || strstr(r.out, "not run") == NULL ||
-        strstr(r.out, "result: nothing checked") == NULL ||
-        strstr(r.err, "no invariant could be checked") == NULL)
+        strstr(r.out, "result: FAILED: 1 scenario(s) could not run") == NULL ||
+        strstr(r.err, "1 scenario(s) could not run") == NULL)
         fail_msg("exit %d\n%s\n%s", r.status, r.out, r.err);
+    root = load_report(report);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(root, "ok")));
+    cJSON_Delete(root);
+    char *page = test_read_file(html);
+    assert_non_null(page);
+    if (strstr(page, "FAILED: a scenario could not run") == NULL)
+        fail_msg("the HTML summary does not say the run failed");
+    fsa_free(page);
 
     /* An invariant that fails makes the run fail: device 0's secret is not the one the server
      * knows, so it never gets the job and its keys never reach the server (all_keys_present,
