@@ -140,12 +140,13 @@ static fsa_status_t request(fsa__admin_t *a, const char *method, const char *pat
         return b.too_large ? FSA_ETOOLARGE : FSA_ENET;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, http);
-    *answer = b.buf.p;
     if (*http == 401) {
+        fsa_free(b.buf.p); /* a failed call hands back no answer */
         snprintf(err, errlen, "admin %s %s: the server refused the admin token (401)", method,
                  path);
         return FSA_EAUTH;
     }
+    *answer = b.buf.p;
     return FSA_OK;
 }
 

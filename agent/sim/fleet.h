@@ -386,7 +386,6 @@ typedef struct fsa__run {
     const char *hook;          /* --server-hook: a command for server-side actors, NULL when none */
     fieldsync_t *reader_fs[2]; /* the readers' journals (reader, site reader), once pulled */
     int reader_state[2];       /* 0 not synced yet, 1 synced, -1 its pull failed */
-    int64_t t0_wall_ms;        /* real wall time when the scenario began */
 } fsa__run_t;
 
 typedef void (*fsa__scenario_fn)(fsa__run_t *run);

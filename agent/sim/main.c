@@ -316,12 +316,22 @@ static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given,
         fsa_devices_free(devs, count);
         return fail("devices file %s lists no device", path);
     }
-    if (devices_given && (size_t)f->ndev > count) {
+    /* The fleet: the file's devices in order but the site reader, whose pulls must not be
+     * those of a device that records (it read its own scenarios' attendances as extra). */
+    size_t fleet = count;
+    for (size_t i = 0; site_reader != NULL && i < count; i++)
+        fleet -= strcmp(devs[i].id, site_reader) == 0;
+    if (fleet == 0) {
         fsa_devices_free(devs, count);
-        return fail("--devices %d, but the devices file %s lists only %zu", f->ndev, path, count);
+        return fail("devices file %s lists no device besides the site reader", path);
+    }
+    if (devices_given && (size_t)f->ndev > fleet) {
+        fsa_devices_free(devs, count);
+        return fail("--devices %d, but the devices file %s lists only %zu%s", f->ndev, path, fleet,
+                    fleet < count ? " besides the site reader" : "");
     }
     if (!devices_given) {
-        f->ndev = count < DEVICES_MAX ? (int)count : DEVICES_MAX;
+        f->ndev = fleet < DEVICES_MAX ? (int)fleet : DEVICES_MAX;
         fsa__device_t *nd = fsa_calloc((size_t)f->ndev + 2, sizeof *nd);
         if (nd == NULL) {
             fsa_devices_free(devs, count);
@@ -330,9 +340,11 @@ static int load_devices(fsa__fleet_t *f, const char *path, bool devices_given,
         fsa_free(f->dev);
         f->dev = nd;
     }
-    for (int i = 0; i < f->ndev; i++) {
-        fsa__device_t *d = &f->dev[i];
-        d->index = i;
+    for (size_t i = 0, n = 0; n < (size_t)f->ndev; i++) {
+        if (site_reader != NULL && strcmp(devs[i].id, site_reader) == 0)
+            continue;
+        fsa__device_t *d = &f->dev[n];
+        d->index = (int)n++;
         snprintf(d->id, sizeof d->id, "%s", devs[i].id);
         if (fsa_signer_key_parse(devs[i].secret_hex, strlen(devs[i].secret_hex), &d->key) !=
             FSA_OK) {

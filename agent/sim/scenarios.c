@@ -68,6 +68,14 @@ static void entity_id(const fsa__run_t *run, char *out, size_t cap, const char *
     va_end(ap);
 }
 
+/* The person of device dev's attendances in this run: the run's prefix too, so that another run
+ * on the same server (--server, --server-db) never counts as this one's. */
+#define PEOPLE_BYTES (FSA_ID_BYTES + 56)
+static void people_of(const fsa__run_t *run, const char *dev, char *out, size_t cap)
+{
+    snprintf(out, cap, "%sp-%s", run->prefix, dev);
+}
+
 typedef struct seed_ent {
     fsa_type_t type;
     char id[FSA_ID_BYTES];
@@ -1098,6 +1106,7 @@ typedef struct att_rec {
 } att_rec_t;
 
 typedef struct att_ctx {
+    const fsa__run_t *run;
     int pairs;
     att_rec_t **recs; /* per device: 2 * pairs */
     int *nrecs;
@@ -1114,8 +1123,8 @@ static void att_record(fsa__fleet_t *f, fsa__device_t *d, att_ctx_t *c, bool che
         fsa__dev_close(f, d, fs);
         return;
     }
-    char people[FSA_ID_BYTES + 8], site[16];
-    snprintf(people, sizeof people, "p-%s", d->id);
+    char people[PEOPLE_BYTES], site[16];
+    people_of(c->run, d->id, people, sizeof people);
     snprintf(site, sizeof site, "site%d", d->index % 7);
     fieldsync_position_t pos = {12.9 + (double)(d->index % 100) / 1000.0,
                                 77.5 + (double)(d->index % 97) / 1000.0, 5};
@@ -1186,7 +1195,6 @@ static void count_attendance(fsa__run_t *run, const att_ctx_t *c, int64_t expect
     for (bool more = true; more && !failed;) {
         fieldsync_query_t q = FIELDSYNC_QUERY_INIT;
         q.type = "attendance";
-        q.from_ms = run->t0_wall_ms - 1000;
         q.after_id = after[0] ? after : NULL;
         q.limit = 1000;
         char *json = NULL;
@@ -1206,9 +1214,11 @@ static void count_attendance(fsa__run_t *run, const att_ctx_t *c, int64_t expect
         {
             const cJSON *fl = cJSON_GetObjectItemCaseSensitive(e, "fields");
             const cJSON *p = cJSON_GetObjectItemCaseSensitive(fl, "people_id");
-            if (!cJSON_IsString(p) || strncmp(p->valuestring, "p-", 2) != 0)
+            char mark[sizeof run->prefix + 4];
+            int ml = snprintf(mark, sizeof mark, "%sp-", run->prefix);
+            if (!cJSON_IsString(p) || strncmp(p->valuestring, mark, (size_t)ml) != 0)
                 continue;
-            who_ent_t key = {p->valuestring + 2, 0};
+            who_ent_t key = {p->valuestring + ml, 0};
             const who_ent_t *w = bsearch(&key, who, (size_t)f->ndev, sizeof *who, who_cmp);
             if (w == NULL)
                 continue; /* not one of the fleet's people */
@@ -1222,11 +1232,14 @@ static void count_attendance(fsa__run_t *run, const att_ctx_t *c, int64_t expect
             snprintf(after, sizeof after, "%s", nx->valuestring);
         cJSON_Delete(root);
     }
-    char first[200] = "";
+    char first[PEOPLE_BYTES + 80] = "";
     for (int i = 0; i < f->ndev && !failed; i++)
-        if (mine[i] != c->nrecs[i] && first[0] == '\0')
-            snprintf(first, sizeof first, "; first: p-%s has %" PRId64 ", recorded %d",
-                     f->dev[i].id, mine[i], c->nrecs[i]);
+        if (mine[i] != c->nrecs[i] && first[0] == '\0') {
+            char who_i[PEOPLE_BYTES];
+            people_of(run, f->dev[i].id, who_i, sizeof who_i);
+            snprintf(first, sizeof first, "; first: %s has %" PRId64 ", recorded %d", who_i,
+                     mine[i], c->nrecs[i]);
+        }
     fsa_free(who);
     fsa_free(mine);
     if (failed)
@@ -1234,8 +1247,8 @@ static void count_attendance(fsa__run_t *run, const att_ctx_t *c, int64_t expect
     run->res->how = "pulls";
     fsa__inv_add(run->res, "no_extra_attendance",
                  found == expected && first[0] == '\0' ? FSA__INV_PASS : FSA__INV_FAIL,
-                 "the server holds %" PRId64 " attendances of the fleet's people since the "
-                 "scenario began, for %" PRId64 " recorded%s",
+                 "the server holds %" PRId64 " attendances of this run's people, for %" PRId64
+                 " recorded%s",
                  found, expected, first);
 }
 
@@ -1243,7 +1256,7 @@ static void scn_attendance(fsa__run_t *run)
 {
     fsa__fleet_t *f = run->fleet;
     int D = f->ndev;
-    att_ctx_t c = {.pairs = run->ops / D > 0 ? run->ops / D : 1};
+    att_ctx_t c = {.run = run, .pairs = run->ops / D > 0 ? run->ops / D : 1};
     if (c.pairs > 50)
         c.pairs = 50;
     c.recs = fsa_calloc((size_t)D, sizeof *c.recs); // NOLINT(bugprone-sizeof-expression)
@@ -1281,13 +1294,13 @@ static void scn_attendance(fsa__run_t *run)
             for (int k = 0; k < c.nrecs[i]; k++) {
                 att_rec_t *r = &c.recs[i][k];
                 int64_t v = 0;
-                char *fields = NULL, det[200], who[FSA_ID_BYTES + 4];
+                char *fields = NULL, det[200], who[PEOPLE_BYTES];
                 if (!read_entity(run, "every_attendance_exists_once", FSA_TYPE_ATTENDANCE, r->id,
                                  &v, &fields)) {
                     broke = true;
                     break;
                 }
-                snprintf(who, sizeof who, "p-%s", f->dev[i].id);
+                people_of(run, f->dev[i].id, who, sizeof who);
                 bool good =
                     fsa__check_str_field(fields, "kind", r->checkout ? "checkout" : "checkin", det,
                                          sizeof det) &&
@@ -1381,8 +1394,8 @@ static void fl_record(fsa__fleet_t *f, fsa__device_t *d, void *arg)
     if (fsa_uuid4(fsa_sim_port(d->sim), a->id) == FSA_OK) {
         /* In a flaky place the device often has no position fix either (PROTOCOL.md section 7,
          * amendment 2): every other round is recorded without one. */
-        char people[FSA_ID_BYTES + 8];
-        snprintf(people, sizeof people, "p-%s", d->id);
+        char people[PEOPLE_BYTES];
+        people_of(c->run, d->id, people, sizeof people);
         fieldsync_position_t pos = {1.5, 2.5, -1};
         bool checkin = c->round % 2 == 0;
         if (fsa__dev_mark(f, d, fs,
@@ -1542,13 +1555,23 @@ static void fl_check_devices(fsa__run_t *run, const fl_ctx_t *c, int skewed)
 {
     fsa__fleet_t *f = run->fleet;
     tally_t tk = {0};
+    /* The server's clock less the simulator's, as the first device whose clock was not shifted
+     * and that learned an offset has it (0 when none did): a server may keep its own time
+     * (PROTOCOL.md section 5 tolerates 300 s), and the offsets then cancel that too. */
+    int64_t server_ahead = 0;
+    for (int i = 0; i < f->ndev; i++)
+        if (c->shift[i] == 0 && f->dev[i].clock_offset_ms != 0) {
+            server_ahead = f->dev[i].clock_offset_ms + f->dev[i].clock_error_ms;
+            break;
+        }
     for (int i = 0; i < f->ndev; i++) {
         if (c->shift[i] == 0)
             continue;
         /* The offset the engine learned must cancel the clock's error: the shift of hours plus
-         * the virtual time the device spent waiting (backoff) ahead of real time. */
+         * the virtual time the device spent waiting (backoff) ahead of real time, and the
+         * server's own difference. */
         char det[200];
-        int64_t err = f->dev[i].clock_offset_ms + f->dev[i].clock_error_ms;
+        int64_t err = f->dev[i].clock_offset_ms + f->dev[i].clock_error_ms - server_ahead;
         snprintf(det, sizeof det,
                  "clock shifted by %" PRId64 " ms, off by %" PRId64 " ms at the end, learned "
                  "offset %" PRId64 " ms",
@@ -1709,9 +1732,6 @@ static void count_kind(fsa__result_t *r, const fsa__dconflict_t *x)
  * before, those of one process: the server's only when it has one (one --server). */
 static void scenario_before(fsa__run_t *run)
 {
-    struct timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
-    run->t0_wall_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
     char err[FSA__ERR_BYTES];
     if (run->admin != NULL && run->fleet->nurls <= 1) {
         if (fsa__admin_stats(run->admin, &run->before, err, sizeof err) == FSA_OK)

@@ -660,6 +660,30 @@ static void test_sim__server_mode(void **state)
     assert_true(pulls >= 14);
     cJSON_Delete(root);
 
+    /* The site reader is never one of the fleet: without --devices the fleet is the file's
+     * other devices (before, dev005 recorded too, and its pulls read its own attendances as
+     * extra ones); --devices counts the others only. */
+    const char *a5[] = {"--server", s.url,        "--devices-file", s.devices, "--site-reader",
+                        "dev005",   "--scenario", "attendance",     "--ops",   "10",
+                        NULL};
+    run_sim(&r, 120, a5);
+    if (r.status != 0 || strstr(r.out, "attendance         5") == NULL)
+        fail_msg("exit %d\n%s\n%s", r.status, r.out, r.err);
+    const char *a6[] = {"--server",
+                        s.url,
+                        "--devices-file",
+                        s.devices,
+                        "--site-reader",
+                        "dev005",
+                        "--devices",
+                        "6",
+                        "--scenario",
+                        "attendance",
+                        NULL};
+    run_sim(&r, 60, a6);
+    if (r.status != 1 || strstr(r.err, "lists only 5 besides the site reader") == NULL)
+        fail_msg("exit %d\n%s\n%s", r.status, r.out, r.err);
+
     /* Not run: autoclose without the admin API or a hook cannot run, and that is a failure, not
      * a pass, in the exit status, the result line, the JSON report and the HTML summary alike
      * (the reports said ok, the result line "nothing checked"). */
