@@ -1,5 +1,6 @@
 /* fieldsync: the named retry policies, backoff with jitter, and error classification. */
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "port/limits.h"
@@ -121,4 +122,13 @@ const char *fsa_errclass_name(fsa_errclass_t c)
     static const char names[][10] = {"none", "transient", "wait",     "too_large",
                                      "skew", "auth",      "rejected", "resign"};
     return (unsigned)c < sizeof names / sizeof names[0] ? names[c] : "?";
+}
+
+int64_t fsa_backoff_cycle_due(int64_t next, int64_t now)
+{
+    int64_t most = FSA_LIMIT_CYCLE_BACKOFF_MAX_MS > FSA_LIMIT_RETRY_AFTER_MAX_MS
+                       ? FSA_LIMIT_CYCLE_BACKOFF_MAX_MS
+                       : FSA_LIMIT_RETRY_AFTER_MAX_MS;
+    most += 60 * 1000;
+    return now <= INT64_MAX - most && next > now + most ? now : next;
 }

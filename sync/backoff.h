@@ -63,6 +63,14 @@ fsa_status_t fsa_backoff_next(fsa_backoff_t *b, uint64_t random, int64_t retry_a
  */
 int64_t fsa_backoff_cycle_delay(uint32_t failures, uint64_t random, int64_t retry_after_ns);
 
+/*
+ * A stored cycle deadline `next` (wall ms) as seen at wall time `now`: next itself, or now when it
+ * lies further ahead than fsa_backoff_cycle_delay ever waits (its cap or the Retry-After cap,
+ * whichever is larger, plus a minute). Such a deadline was stored before the wall clock was set
+ * back (a clock that ran a year ahead would otherwise keep the device from syncing for a year).
+ */
+int64_t fsa_backoff_cycle_due(int64_t next, int64_t now);
+
 /* How a failed exchange with the server is handled (PROTOCOL.md section 3). */
 typedef enum fsa_errclass {
     FSA_ERRCLASS_NONE = 0,      /* not an error */

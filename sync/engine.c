@@ -1278,8 +1278,8 @@ fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report)
     fsa_status_t st = fsa_journal_backoff_get(e->j, &backoff);
     if (st != FSA_OK)
         return st;
-    int64_t next = backoff.next_attempt_ms;
     int64_t now = e->port->wall_now(e->port->ctx).ms;
+    int64_t next = fsa_backoff_cycle_due(backoff.next_attempt_ms, now);
     if (!e->opts.ignore_backoff && next > now) {
         e->rep->next_attempt_ms = next;
         /* Not a new problem: the failure that set this was logged when it happened. */

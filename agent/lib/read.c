@@ -5,6 +5,7 @@
 
 #include "agent/lib/internal.h"
 #include "port/alloc.h"
+#include "sync/backoff.h"
 
 /* Common start: a usable handle and a place for the answer. */
 #define READ_START(out)                                                                            \
@@ -186,7 +187,6 @@ fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
         st = fsa_journal_sync_state_get(fs->j, &ss);
     if (st == FSA_OK) {
         s->last_sync_ms = ss.last_sync_ms;
-        s->next_attempt_ms = ss.backoff.next_attempt_ms;
         s->clock_offset_ms = ss.clock_offset_ms;
         st = fsa_journal_last_error_get(fs->j, &last_error, &msg);
     }
@@ -195,6 +195,9 @@ fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
         return st;
     }
     int64_t now = fs->port.wall_now(fs->port.ctx).ms;
+    /* As the engine reads it (and the sync thread from here): a deadline stored before the
+     * clock was set back is no deadline. */
+    s->next_attempt_ms = fsa_backoff_cycle_due(ss.backoff.next_attempt_ms, now);
     s->queue_depth = os.pending;
     s->open_conflicts = os.conflicts + os.rejected;
     if (os.pending > 0 && os.oldest_pending_at_ms > 0 && now > os.oldest_pending_at_ms)

@@ -1,4 +1,5 @@
 /* Tests for sync/backoff.c: the named policies, jitter bounds, Retry-After, error classes. */
+#include <stdint.h>
 #include <string.h>
 
 #include "port/limits.h"
@@ -184,6 +185,30 @@ static void test_fsa_errclass__protocol_table(void **state)
     assert_string_equal(fsa_errclass_name((fsa_errclass_t)99), "?");
 }
 
+/* A stored deadline further ahead than any cycle delay (the clock was set back since) is due now;
+ * any deadline a delay could have made stands. */
+static void test_fsa_backoff_cycle_due__a_deadline_from_a_clock_set_back_is_now(void **state)
+{
+    (void)state;
+    const int64_t now = 1700000000000LL, year = 365LL * 24 * 3600 * 1000;
+    int64_t most = FSA_LIMIT_RETRY_AFTER_MAX_MS > FSA_LIMIT_CYCLE_BACKOFF_MAX_MS
+                       ? FSA_LIMIT_RETRY_AFTER_MAX_MS
+                       : FSA_LIMIT_CYCLE_BACKOFF_MAX_MS;
+    assert_int_equal(fsa_backoff_cycle_due(now + year, now), now);
+    assert_int_equal(fsa_backoff_cycle_due(now + most + 60001, now), now);
+    assert_int_equal(fsa_backoff_cycle_due(now + most + 60000, now), now + most + 60000);
+    assert_int_equal(fsa_backoff_cycle_due(now + 1000, now), now + 1000);
+    assert_int_equal(fsa_backoff_cycle_due(now - year, now), now - year); /* past: due anyway */
+    assert_int_equal(fsa_backoff_cycle_due(INT64_MAX, now), now);
+    assert_int_equal(fsa_backoff_cycle_due(INT64_MAX, INT64_MAX - 5), INT64_MAX);
+    /* every delay the cycle can pick stands */
+    for (uint32_t failures = 1; failures < 40; failures++) {
+        int64_t d = fsa_backoff_cycle_delay(failures, UINT64_MAX, 3600LL * FSA_NS_PER_S * 2);
+        assert_int_equal(fsa_backoff_cycle_due(now + d / FSA_NS_PER_MS, now),
+                         now + d / FSA_NS_PER_MS);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,6 +219,7 @@ int main(void)
         cmocka_unit_test(test_fsa_backoff_next__retry_loop_on_sim_clock),
         cmocka_unit_test(test_fsa_backoff_cycle_delay__grows_caps_never_ends),
         cmocka_unit_test(test_fsa_errclass__protocol_table),
+        cmocka_unit_test(test_fsa_backoff_cycle_due__a_deadline_from_a_clock_set_back_is_now),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

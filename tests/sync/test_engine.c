@@ -188,6 +188,32 @@ static void test_fsa_engine_sync__unreachable_backs_off_per_policy(void **state)
     assert_int_equal(os.pending, 2); /* the outbox is never dropped */
 }
 
+/* A device whose clock ran a year ahead failed a cycle (its backoff deadline stored on that
+ * clock), then had its clock set right: it syncs at once, not in a year. Before, every cycle
+ * said "backing off: next attempt in 31536001 s". */
+static void test_fsa_engine_sync__a_clock_set_back_does_not_keep_the_backoff(void **state)
+{
+    fx_t *f = *state;
+    const int64_t year = 365LL * 24 * 3600 * 1000;
+    make_device(f, year);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_engine_t *e = engine(f, "http://127.0.0.1:9", fsa_retry_policy(FSA_RETRY_DEFAULT));
+    fsa_sync_report_t r;
+    assert_int_equal(fsa_engine_sync(e, &r), FSA_ENET);
+    fsa_engine_free(e);
+    assert_true(sync_state(f).backoff.next_attempt_ms > real_wall_ms() + year - 60000);
+    fsa_sim_shift_wall(f->sim, -year);
+    fsa_sim_advance(f->sim, 10 * 60 * FSA_NS_PER_S);
+    start(f, NULL);
+    e = engine(f, f->srv.url, fsa_retry_policy(FSA_RETRY_DEFAULT));
+    fsa_status_t st = fsa_engine_sync(e, &r);
+    if (st != FSA_OK)
+        fail_msg("%s: %s", fsa_status_str(st), r.error);
+    assert_int_equal(r.applied, 1);
+    fsa_engine_free(e);
+}
+
 static void test_fsa_engine_sync__retry_after_is_honoured(void **state)
 {
     fx_t *f = *state;
@@ -932,6 +958,7 @@ int main(void)
         T(test_fsa_engine_sync__clock_one_hour_ahead),
         T(test_fsa_engine_sync__clock_one_hour_behind),
         T(test_fsa_engine_sync__unreachable_backs_off_per_policy),
+        T(test_fsa_engine_sync__a_clock_set_back_does_not_keep_the_backoff),
         T(test_fsa_engine_sync__retry_after_is_honoured),
         T(test_fsa_engine_sync__status_and_nothing_pending),
         T(test_fsa_engine_sync__foreign_answer_keeps_ops),
