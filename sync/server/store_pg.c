@@ -430,6 +430,15 @@ fsa_status_t fsa__store_pg_open(const fsa_port_t *port, const char *uri, unsigne
         st = FSA_ENOMEM;
         goto out;
     }
+    /* libpq quotes a malformed URI, or its bad part, in its message: say only that it is. */
+    char *why = NULL;
+    PQconninfoOption *parsed = PQconninfoParse(uri, &why);
+    PQconninfoFree(parsed);
+    PQfreemem(why);
+    if (parsed == NULL) {
+        snprintf(err, errlen, "cannot connect to PostgreSQL: the database URI is malformed");
+        st = FSA_EINVAL;
+    }
     for (unsigned i = 0; i < conns && st == FSA_OK; i++) {
         PGconn *c = PQconnectdb(uri);
         if (c != NULL && PQstatus(c) == CONNECTION_OK)

@@ -109,6 +109,14 @@ static void test_server_cli__bad_flags_and_files(void **state)
     char err[4096];
     assert_int_not_equal(th_run_cli_on(pg, s.devices, NULL, err, sizeof err), 0);
     assert_null(strstr(err, "hunter2"));
+    /* Nor a malformed one's, which libpq quotes in its message. */
+    static const char *const bad[] = {"postgresql://u:hunter2@[::1/x",
+                                      "postgresql://u:hun%zzter2@127.0.0.1:1/x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_not_equal(th_run_cli_on(bad[i], s.devices, NULL, err, sizeof err), 0);
+        if (strstr(err, "hunter2") != NULL || strstr(err, "hun%zzter2") != NULL)
+            fail_msg("the password is printed: %s", err);
+    }
 
     const char *help[] = {"--help", NULL};
     assert_int_equal(th_run_cli(help, err, sizeof err), 0);
