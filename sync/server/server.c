@@ -1187,6 +1187,21 @@ static enum MHD_Result on_headers(fsa_server_t *srv, struct MHD_Connection *c, r
         return respond_error(srv, c, 413, "too_large", "the body is over 1 MiB");
     }
     req->body_too_large = plan == FSA__BODY_DROP;
+    /* On the device listener only a push or a pull is served: anything else is 404 whatever it
+     * sends, so its body is dropped as it comes, never held against the budget that the devices'
+     * pushes share (64 such uploads from one address held all of it, and every push got 503). */
+    fsa__server_route_t rt;
+    fsa__server_route(req->uri, &rt);
+    if (!req->on_admin && !req->body_too_large && !rt.push && !rt.pull) {
+        bump(&srv->stats.other);
+        req->early_fail = (auth_fail_t){404, "not_found", "no such resource"};
+        if (fsa__server_expects_continue(expect)) {
+            req->refused = true;
+            return respond_auth_fail(srv, c, &req->early_fail);
+        }
+        req->early = true;
+        return MHD_YES;
+    }
     /* A refusal on the headers comes at once to a client waiting for "100 Continue", else after
      * its body was read and dropped (PROTOCOL.md section 3: a refusal reaches a client still
      * sending). */

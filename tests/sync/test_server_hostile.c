@@ -27,6 +27,7 @@
 #include "port/alloc.h"
 #include "port/limits.h"
 #include "tests/sync/pg_harness.h"
+#include "tests/sync/server_client.h"
 #include "tests/sync/server_harness.h"
 #include "tests/test_util.h"
 
@@ -345,6 +346,72 @@ static void test_hostile__uploads_without_credentials(void **state)
         close(fd);
     }
     assert_rss_within_budget("uploads");
+}
+
+/* Uploads to a path the device listener does not serve, from one address, as many as it may
+ * open: each is answered 404 and its body never held. Before, each held its buffer against the
+ * body budget that pushes share, and one address held all of it: every device's push got 503. */
+static void test_hostile__uploads_to_no_path_hold_no_budget(void **state)
+{
+    (void)state;
+    const size_t body = 1000 * 1000;
+    char *chunk = fsa_malloc(65536);
+    assert_non_null(chunk);
+    memset(chunk, ' ', 65536);
+    enum { N = FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR };
+    int fds[N];
+    static const char *const paths[] = {"/nothing", "/admin/v1/stats", "/v1/devices/dev001/opsX"};
+    /* Decided on the headers: a client waiting for "100 Continue" gets the 404 at once. */
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        int fd = connect_from("127.0.0.9");
+        assert_true(fd >= 0);
+        char head[256];
+        int hn = snprintf(head, sizeof head,
+                          "POST %s HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                          "Content-Length: %zu\r\n\r\n",
+                          paths[i], body);
+        assert_true(send_all(fd, head, (size_t)hn));
+        char ans[2048];
+        size_t got = read_answer(fd, ans, sizeof ans);
+        close(fd);
+        if (got < 12 || strncmp(ans + 9, "404", 3) != 0)
+            fail_msg("%s: '%.40s', not a 404 before the body", paths[i], ans);
+    }
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_from("127.0.0.9");
+        assert_true(fds[i] >= 0);
+        char head[256];
+        int hn = snprintf(head, sizeof head,
+                          "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n",
+                          paths[i % 3], body);
+        assert_true(send_all(fds[i], head, (size_t)hn));
+        for (size_t sent = 0; sent < body - 1;) {
+            size_t k = body - 1 - sent < 65536 ? body - 1 - sent : 65536;
+            assert_true(send_all(fds[i], chunk, k));
+            sent += k;
+        }
+    }
+    /* All of them held open, short of their last byte: a device's push is served. */
+    char op[512];
+    tc_op(op, sizeof op, NULL, "create", "ticket", "T-nopath", ",\"fields\":{}");
+    fsa_codec_result_t *res = NULL;
+    size_t n = 0;
+    long st = tc_push(NULL, g_srv.url, 1, op, &res, &n);
+    fsa_codec_results_free(res, n);
+    for (int i = 0; i < N; i++)
+        (void)send(fds[i], " ", 1, MSG_NOSIGNAL);
+    int n404 = 0;
+    for (int i = 0; i < N; i++) {
+        char ans[2048];
+        size_t got = read_answer(fds[i], ans, sizeof ans);
+        close(fds[i]);
+        n404 += got >= 12 && strncmp(ans + 9, "404", 3) == 0;
+    }
+    fsa_free(chunk);
+    assert_int_equal(st, 200);
+    assert_int_equal(n, 1);
+    assert_int_equal(n404, N);
+    assert_rss_within_budget("uploads to no path");
 }
 
 /* A 1 KB gzip body inflating to ~900 KB of [0,0,...] cost 40 MB a request: now too_large. */
@@ -960,6 +1027,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hostile__half_sent_requests_from_one_address),
         cmocka_unit_test(test_hostile__uploads_without_credentials),
+        cmocka_unit_test(test_hostile__uploads_to_no_path_hold_no_budget),
         cmocka_unit_test(test_hostile__json_value_bomb),
         cmocka_unit_test(test_hostile__chunked_body_that_never_ends),
         cmocka_unit_test(test_hostile__request_smuggling),
