@@ -154,8 +154,16 @@ bool fsa__server_expects_continue(const char *expect)
 fsa__server_body_plan_t fsa__server_body_plan(const char *content_length, const char *expect)
 {
     int64_t clen = 0;
-    if (content_length == NULL || !fsa__server_parse_i64(content_length, &clen) ||
-        clen <= FSA__SERVER_RAW_BODY_MAX)
+    if (content_length == NULL)
+        return FSA__BODY_READ;
+    /* Digits only, as libmicrohttpd takes them: leading zeros count for nothing, and a number of
+     * more than 18 digits is over every bound (it was read whole, past the discard bound). */
+    const char *d = content_length + strspn(content_length, "0");
+    if (*d == '\0' && *content_length != '\0')
+        d--; /* "0", "000": zero */
+    if (content_length[strspn(content_length, "0123456789")] == '\0' && strlen(d) > 18)
+        return FSA__BODY_REFUSE;
+    if (!fsa__server_parse_i64(d, &clen) || clen <= FSA__SERVER_RAW_BODY_MAX)
         return FSA__BODY_READ;
     /* Only a body over FSA__SERVER_DISCARD_MAX is refused mid-way. */
     if ((uint64_t)clen > FSA__SERVER_DISCARD_MAX || fsa__server_expects_continue(expect))
@@ -168,12 +176,15 @@ bool fsa__server_accepts_gzip(const char *accept_encoding)
     const char *g = accept_encoding != NULL ? strstr(accept_encoding, "gzip") : NULL;
     if (g == NULL)
         return false;
+    /* "gzip", then optional whitespace on either side of the ";" (RFC 9110), then a weight. */
     g += 4;
-    while (*g == ' ')
-        g++;
-    if (strncmp(g, ";q=0", 4) != 0)
+    g += strspn(g, " \t");
+    if (*g != ';')
         return true;
-    g += 4;
+    g += 1 + strspn(g + 1, " \t");
+    if ((g[0] != 'q' && g[0] != 'Q') || g[1] != '=' || g[2] != '0')
+        return true;
+    g += 3;
     if (*g == '.')
         g += 1 + strspn(g + 1, "0");
     return *g >= '1' && *g <= '9';

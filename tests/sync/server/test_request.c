@@ -99,6 +99,14 @@ static void test_request__framing_and_body_plan(void **state)
     assert_int_equal(fsa__server_body_plan(over, NULL), FSA__BODY_DROP);
     assert_int_equal(fsa__server_body_plan(over, "100-continue"), FSA__BODY_REFUSE);
     assert_int_equal(fsa__server_body_plan(huge, NULL), FSA__BODY_REFUSE);
+    /* 19 digits and more: over every bound, refused (it was read whole, past the discard bound,
+     * and answered 100 Continue); leading zeros count for nothing. */
+    assert_int_equal(fsa__server_body_plan("1000000000000000000", "100-continue"),
+                     FSA__BODY_REFUSE);
+    assert_int_equal(fsa__server_body_plan("99999999999999999999999", NULL), FSA__BODY_REFUSE);
+    assert_int_equal(fsa__server_body_plan("0000000000000000000002000000", NULL), FSA__BODY_DROP);
+    assert_int_equal(fsa__server_body_plan("00000000000000000000000000100", NULL), FSA__BODY_READ);
+    assert_int_equal(fsa__server_body_plan("000", NULL), FSA__BODY_READ);
 }
 
 static void test_request__accepts_gzip(void **state)
@@ -113,6 +121,12 @@ static void test_request__accepts_gzip(void **state)
     assert_false(fsa__server_accepts_gzip("gzip;q=0"));
     assert_false(fsa__server_accepts_gzip("gzip;q=0.0"));
     assert_false(fsa__server_accepts_gzip("gzip;q=0.000"));
+    /* Whitespace after the ";" too (RFC 9110): a client that refused gzip got it. */
+    assert_false(fsa__server_accepts_gzip("gzip; q=0"));
+    assert_false(fsa__server_accepts_gzip("gzip ; q=0.0"));
+    assert_false(fsa__server_accepts_gzip("gzip;\tQ=0"));
+    assert_true(fsa__server_accepts_gzip("gzip; q=0.5"));
+    assert_true(fsa__server_accepts_gzip("gzip; level=1"));
 }
 
 static void route(const char *path, fsa__server_admin_res_t res, const char *method, const char *id)
