@@ -522,6 +522,18 @@ static bool quota_ok(fsa_server_t *srv, const device_t *d, bool take)
     return ok;
 }
 
+/* Gives back the request quota_ok took for a request that turned out not to be the device's own
+ * (a replay): nobody else spends a device's quota. */
+static void quota_refund(fsa_server_t *srv, const device_t *d)
+{
+    if (srv->quota == NULL)
+        return;
+    quota_t *q = &srv->quota[d - srv->devices];
+    srv->port.mutex_lock(srv->port.ctx, srv->quota_lock);
+    q->tokens = q->tokens + 1.0 > srv->quota_burst ? srv->quota_burst : q->tokens + 1.0;
+    srv->port.mutex_unlock(srv->port.ctx, srv->quota_lock);
+}
+
 /* A verdict of request.c's (counted when it refuses), then the device's quota (take: spend one
  * request, else only look). False with *fail the answer when either refuses. */
 static bool auth_passed(fsa_server_t *srv, const fsa__server_auth_t *a, bool take,
@@ -641,6 +653,9 @@ static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const requ
         return false;
     }
     if (replay) {
+        /* Whoever sent it (a captured request, or a client's resend on a dead connection), the
+         * device did not: its quota is given back. */
+        quota_refund(srv, d);
         *fail = (auth_fail_t){401, "replay", "this nonce was seen before"};
         bump(&srv->stats.replay);
         return false;

@@ -414,6 +414,38 @@ static void test_hostile__uploads_to_no_path_hold_no_budget(void **state)
     assert_rss_within_budget("uploads to no path");
 }
 
+/* A replayed request spends none of the device's quota: 8 replays of one signed pull (a burst
+ * is 4 at --device-rate 1) are each answered 401 replay, and the device's own next pull is
+ * served. Before, the replays took its tokens: 429, and the device's pull got 429 too. */
+static void test_hostile__replays_spend_no_quota(void **state)
+{
+    (void)state;
+    th_server_t s;
+    const char *extra[] = {"--device-rate", "1", NULL};
+    assert_true(th_server_prepare(&s, 2) && th_backend_db(s.db, sizeof s.db) &&
+                th_server_start(&s, extra));
+    static const char path[] = "/v1/devices/dev001/changes?limit=1";
+    th_req_opts_t o = {.nonce = "0123456789abcdef0123456789abcdef"};
+    th_resp_t r;
+    assert_true(th_request(NULL, s.url, "GET", path, 1, NULL, 0, &o, &r));
+    long first = r.status;
+    th_resp_free(&r);
+    int replays = 0;
+    for (int i = 0; i < 8; i++) {
+        assert_true(th_request(NULL, s.url, "GET", path, 1, NULL, 0, &o, &r));
+        replays += r.status == 401 && r.body != NULL && strstr(r.body, "replay") != NULL;
+        th_resp_free(&r);
+    }
+    assert_true(th_request(NULL, s.url, "GET", path, 1, NULL, 0, NULL, &r));
+    long own = r.status;
+    th_resp_free(&r);
+    assert_int_equal(th_server_stop(&s), 0);
+    th_dir_remove(s.dir);
+    assert_int_equal(first, 200);
+    assert_int_equal(replays, 8);
+    assert_int_equal(own, 200);
+}
+
 /* A 1 KB gzip body inflating to ~900 KB of [0,0,...] cost 40 MB a request: now too_large. */
 static void test_hostile__json_value_bomb(void **state)
 {
@@ -1028,6 +1060,7 @@ int main(void)
         cmocka_unit_test(test_hostile__half_sent_requests_from_one_address),
         cmocka_unit_test(test_hostile__uploads_without_credentials),
         cmocka_unit_test(test_hostile__uploads_to_no_path_hold_no_budget),
+        cmocka_unit_test(test_hostile__replays_spend_no_quota),
         cmocka_unit_test(test_hostile__json_value_bomb),
         cmocka_unit_test(test_hostile__chunked_body_that_never_ends),
         cmocka_unit_test(test_hostile__request_smuggling),
