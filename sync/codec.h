@@ -46,7 +46,9 @@
 #define FSA_CODEC_ANSWER_ENVELOPE_DEPTH 5 /* {"results": [ {"current": {"fields": ...}} ] } */
 #define FSA_CODEC_CODE_BYTES 32
 #define FSA_CODEC_MESSAGE_BYTES 256
-#define FSA_CODEC_CURSOR_BYTES 64
+/* A pull cursor, with its NUL: PROTOCOL.md section 4 makes it opaque and sets no bound, and a
+ * server's token (a timestamp and an id, base64) may pass 63 bytes; every input is bounded. */
+#define FSA_CODEC_CURSOR_BYTES 1024
 
 /* Frees a string returned by this module. NULL is accepted. */
 void fsa_codec_free(char *text);

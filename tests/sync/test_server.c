@@ -601,7 +601,7 @@ static void test_server_pull__pages_cursor_visibility(void **state)
     char devid[16];
     th_device_id(3, devid);
     th_resp_t r;
-    char path[256];
+    char path[256 + FSA_CODEC_CURSOR_BYTES];
     snprintf(path, sizeof path, "/v1/devices/%s/changes", devid);
     assert_true(th_request(g_h, URL, "GET", path, 3, NULL, 0, NULL, &r));
     fsa_codec_pull_t p;
