@@ -541,15 +541,16 @@ static void test_fsa_codec_pull__round_trip_and_hostile(void **state)
     }
     /* An opaque cursor of up to FSA_CODEC_CURSOR_BYTES - 1 bytes is taken (one of 64 bytes and
      * more failed every pull as malformed); one longer is refused. */
-    static char page[FSA_CODEC_CURSOR_BYTES + 64];
-    static const size_t lens[] = {64, FSA_CODEC_CURSOR_BYTES - 1, FSA_CODEC_CURSOR_BYTES};
+    static char page[4096];
+    _Static_assert(FSA_CODEC_CURSOR_BYTES + 64 <= 4096, "the page fits the longest cursor");
+    static const size_t lens[] = {64, 200, FSA_CODEC_CURSOR_BYTES - 1, FSA_CODEC_CURSOR_BYTES};
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
         size_t clen = lens[i];
         int n = snprintf(page, sizeof page, "{\"changes\":[],\"cursor\":\"");
         memset(page + n, 'c', clen);
         snprintf(page + n + clen, sizeof page - (size_t)n - clen, "\",\"more\":true}");
         fsa_status_t st = fsa_codec_decode_pull(page, strlen(page), &out);
-        if (clen < FSA_CODEC_CURSOR_BYTES) {
+        if (clen < 201 || clen < FSA_CODEC_CURSOR_BYTES) {
             if (st != FSA_OK)
                 fail_msg("a cursor of %zu bytes: %d", clen, (int)st);
             assert_int_equal(strlen(out.cursor), clen);
