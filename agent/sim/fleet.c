@@ -16,6 +16,7 @@
 
 #include "agent/sim/fleet.h"
 #include "port/alloc.h"
+#include "port/files.h"
 
 /* Samples of the series: at most one per this many ms, and at most this many (then halved). */
 #define SAMPLE_EVERY_MS 20
@@ -131,6 +132,7 @@ static void dev_reset(fsa__device_t *d)
     d->conflicts = NULL;
     d->nmarks = d->capmarks = d->first_unsettled = d->nconflicts = 0;
     d->pending = d->recorded_ops = d->retries = d->applied = d->conflict = d->rejected = 0;
+    d->duplicate = 0;
     d->rebased = d->server_wins = d->converged = d->parked = 0;
     d->syncs = d->sync_errors = d->crashes = d->clock_offset_ms = d->open_conflicts = 0;
     d->clock_error_ms = 0;
@@ -535,6 +537,7 @@ static void add_report(fsa__fleet_t *f, fsa__device_t *d, const fieldsync_report
 {
     d->retries += r->retries;
     d->applied += r->applied;
+    d->duplicate += r->duplicate;
     d->conflict += r->conflict;
     d->rejected += r->rejected;
     d->rebased += r->rebased;
@@ -595,6 +598,81 @@ bool fsa__dev_drain(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t *fs, int max_
          * refusal itself stays on record as the device's error. */
     }
     return false;
+}
+
+/* A journal file's bytes (NULL, 0 when it does not exist); false (d->error) when it cannot be
+ * read. A simulated journal stays far under the bound. */
+#define RESEND_COPY_MAX ((size_t)256 * 1024 * 1024)
+static bool copy_in(fsa__device_t *d, const char *path, char **data, size_t *len)
+{
+    char err[FSA__ERR_BYTES];
+    fsa_status_t st = fsa_file_read(path, RESEND_COPY_MAX, 0, data, len, err, sizeof err);
+    if (st == FSA_ENOTFOUND) {
+        *data = NULL;
+        *len = 0;
+        return true;
+    }
+    if (st != FSA_OK)
+        fsa__dev_error(d, "restore: cannot copy %s", err);
+    return st == FSA_OK;
+}
+
+/* Puts a copy back (or removes the file the copy did not have). */
+static bool copy_out(fsa__device_t *d, const char *path, const char *data, size_t len)
+{
+    char err[FSA__ERR_BYTES];
+    if (data == NULL) {
+        if (unlink(path) == 0 || errno == ENOENT)
+            return true;
+        fsa__dev_error(d, "restore: cannot remove %s: %s", path, strerror(errno));
+        return false;
+    }
+    if (fsa_file_write_atomic(path, data, len, err, sizeof err) == FSA_OK)
+        return true;
+    fsa__dev_error(d, "restore: cannot put back %s", err);
+    return false;
+}
+
+bool fsa__dev_restore_resend(fsa__fleet_t *f, fsa__device_t *d, fsa__resend_t *out)
+{
+    memset(out, 0, sizeof *out);
+    char wal[FSA__PATH_BYTES + 8], shm[FSA__PATH_BYTES + 8];
+    snprintf(wal, sizeof wal, "%s-wal", d->journal);
+    snprintf(shm, sizeof shm, "%s-shm", d->journal);
+    fieldsync_t *fs = NULL;
+    fieldsync_sync_status_t s;
+    if (!fsa__dev_open(f, d, &fs))
+        return false;
+    bool ok = dev_status(d, fs, &s);
+    fsa__dev_close(f, d, fs);
+    out->held = s.queue_depth;
+    /* Closed: the journal is its file and its WAL (the wal-index is made again at the open). */
+    char *db_copy = NULL, *wal_copy = NULL;
+    size_t db_len = 0, wal_len = 0;
+    ok = ok && copy_in(d, d->journal, &db_copy, &db_len) && copy_in(d, wal, &wal_copy, &wal_len);
+    if (ok && db_copy == NULL) {
+        fsa__dev_error(d, "restore: %s does not exist", d->journal);
+        ok = false;
+    }
+    if (ok && (ok = fsa__dev_open(f, d, &fs))) {
+        (void)fsa__dev_drain(f, d, fs, 8);
+        ok = dev_status(d, fs, &s);
+        out->left = s.queue_depth;
+        fsa__dev_close(f, d, fs);
+    }
+    ok = ok && copy_out(d, wal, wal_copy, wal_len) && copy_out(d, shm, NULL, 0) &&
+         copy_out(d, d->journal, db_copy, db_len);
+    fsa_free(db_copy);
+    fsa_free(wal_copy);
+    if (ok && (ok = fsa__dev_open(f, d, &fs))) {
+        int64_t dup0 = d->duplicate, app0 = d->applied, other0 = d->conflict + d->rejected;
+        (void)fsa__dev_drain(f, d, fs, 8);
+        out->duplicate = d->duplicate - dup0;
+        out->applied = d->applied - app0;
+        out->other = d->conflict + d->rejected - other0;
+        fsa__dev_close(f, d, fs);
+    }
+    return ok;
 }
 
 /* ---- collecting ---- */

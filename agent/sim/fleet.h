@@ -221,7 +221,7 @@ typedef struct fsa__device {
     size_t nmarks, capmarks, first_unsettled;
     int64_t pending; /* outbox depth after its last step */
     /* per-scenario figures */
-    int64_t recorded_ops, retries, applied, conflict, rejected;
+    int64_t recorded_ops, retries, applied, duplicate, conflict, rejected;
     int64_t rebased, server_wins, converged, parked;
     int64_t syncs, sync_errors, crashes;
     int64_t clock_offset_ms; /* as the journal holds it at collect time */
@@ -331,6 +331,24 @@ void fsa__dev_error(fsa__device_t *d, const char *fmt, ...) FSA_PRINTF(2, 3);
  * landed mid-cycle; 0 when, while sending, the child finished its cycle before the kill (no crash);
  * -1 when the child never reached its push (an error). */
 int fsa__dev_crash(fsa__fleet_t *f, fsa__device_t *d, bool before_send);
+
+/* What fsa__dev_restore_resend saw. */
+typedef struct fsa__resend {
+    int64_t held;      /* ops the copy of the journal held pending */
+    int64_t left;      /* ops still pending after the drain that the copy predates */
+    int64_t duplicate; /* answers of the resend: duplicate, applied, anything else */
+    int64_t applied;
+    int64_t other;
+} fsa__resend_t;
+
+/*
+ * A device restored from a backup: a copy of d's journal (its file and WAL) is taken, the device
+ * drains, the copy is put back and the device drains again, so every op the copy held pending is
+ * sent to the server a second time, deterministically (a crash mid-sync resends only when the
+ * kill lands after the server committed). In the main thread, with no worker running. False (and
+ * d->error) when a step failed.
+ */
+bool fsa__dev_restore_resend(fsa__fleet_t *f, fsa__device_t *d, fsa__resend_t *out);
 /* Shifts a device's wall clock (a clock off by hours). */
 void fsa__dev_shift_clock(fsa__device_t *d, int64_t delta_ms);
 

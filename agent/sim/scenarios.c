@@ -1408,8 +1408,8 @@ static void fl_record(fsa__fleet_t *f, fsa__device_t *d, void *arg)
         }
     }
     /* One sync, not a drain: faults may leave ops pending for a later round. The crashers keep
-     * their last round pending for the crash. */
-    if (c->sync_after && !(fl_crasher(d->index) && c->round == c->rounds - 1))
+     * their last round pending for the crash, device 0 for its restore (fl_restore). */
+    if (c->sync_after && !((fl_crasher(d->index) || d->index == 0) && c->round == c->rounds - 1))
         (void)fsa__dev_sync(f, d, fs, true);
     fsa__dev_close(f, d, fs);
 }
@@ -1549,6 +1549,30 @@ static void fl_crash(fsa__run_t *run)
                      before_landed, before, during_landed, during, broken);
 }
 
+/* Device 0 restored from a backup taken before it synced its last round (fsa__dev_restore_resend):
+ * the server answers every op it had applied already as a duplicate and applies nothing twice
+ * (PROTOCOL.md sections 3 and 6). A server that applies a resent op again fails here, and its
+ * counter, history and keys fail counter_exact and the rest. */
+static void fl_restore(fsa__run_t *run)
+{
+    fsa__device_t *d = &run->fleet->dev[0];
+    fsa__resend_t r;
+    if (!fsa__dev_restore_resend(run->fleet, d, &r)) {
+        fsa__inv_add(run->res, "resend_is_duplicate", FSA__INV_FAIL, "%s", d->error);
+        return;
+    }
+    /* Each op the copy held was answered once more: a duplicate when the drain before had got it
+     * through, else applied now; never a conflict or a rejection. */
+    int64_t through = r.held - r.left;
+    bool ok =
+        r.held > 0 && r.other == 0 && r.duplicate + r.applied == r.held && r.duplicate >= through;
+    fsa__inv_add(run->res, "resend_is_duplicate", ok ? FSA__INV_PASS : FSA__INV_FAIL,
+                 "%s restored from a copy holding %" PRId64 " pending ops (%" PRId64
+                 " through before the copy was put back): answered %" PRId64 " duplicate, %" PRId64
+                 " applied, %" PRId64 " conflict or rejected",
+                 d->id, r.held, through, r.duplicate, r.applied, r.other);
+}
+
 /* Client side: the offset each skewed device's engine learned cancels its clock's error; no op
  * was answered with a conflict or a rejection. */
 static void fl_check_devices(fsa__run_t *run, const fl_ctx_t *c, int skewed)
@@ -1644,6 +1668,7 @@ static void scn_flaky(fsa__run_t *run)
             fsa__fleet_run(f, "record, sync under faults", D, fl_record, &c);
         }
         fl_crash(run);
+        fl_restore(run);
         fsa__fleet_run(f, "reboot, finish", D, step_finish, NULL);
         fl_check_devices(run, &c, skewed);
         if (need_state(run, "counter_exact")) {
