@@ -1322,6 +1322,37 @@ static void test_start__on_a_sim_port_waits_in_virtual_time(void **state)
     fsa_sim_free(sim);
 }
 
+/* A backoff stored while the device's clock ran a year ahead: once the clock is set right, the
+ * status no longer says "backing off" for a year (nor does the sync thread wait for it: it reads
+ * the same figure), as the engine no longer refuses to sync. */
+static void test_status__a_clock_set_back_ends_the_backoff(void **state)
+{
+    lfx_t *f = *state;
+    const int64_t year = 365LL * 24 * 3600 * 1000;
+    fsa_sim_t *sim = NULL;
+    fsa_wall_t ahead = {lfx_now_ms() + year};
+    assert_int_equal(fsa_sim_new(43, ahead, "sim-dev", &sim), FSA_OK);
+    fsa_port_t *port = fsa_sim_port(sim);
+    port->log_level = FSA_LOG_ERROR;
+    fieldsync_config_t cfg = FIELDSYNC_CONFIG_INIT;
+    cfg.journal_path = f->db;
+    cfg.server_url = "http://127.0.0.1:9"; /* nothing listens: the cycle fails */
+    fieldsync_t *fs = NULL;
+    assert_int_equal(fsl__open_with_port(&cfg, port, &fs), FIELDSYNC_OK);
+    assert_int_equal(fieldsync_sync_once(fs, true, NULL), FIELDSYNC_ENET);
+    fieldsync_sync_status_t s = {.size = sizeof s};
+    assert_int_equal(fieldsync_status(fs, &s), FIELDSYNC_OK);
+    assert_int_equal(s.state, FIELDSYNC_STATE_OFFLINE);
+    assert_true(s.next_attempt_ms > lfx_now_ms() + year - 60000);
+    fsa_sim_shift_wall(sim, -year);
+    assert_int_equal(fieldsync_status(fs, &s), FIELDSYNC_OK);
+    if (s.state == FIELDSYNC_STATE_OFFLINE)
+        fail_msg("still backing off: %s", s.reason);
+    assert_true(s.next_attempt_ms <= port->wall_now(port->ctx).ms);
+    assert_int_equal(fieldsync_close(fs), FIELDSYNC_OK);
+    fsa_sim_free(sim);
+}
+
 /* A long cycle (a backlog pushed batch by batch) tells its changes as it goes, not at its end. */
 static void test_start__long_cycle_tells_changes_as_it_goes(void **state)
 {
@@ -1524,6 +1555,8 @@ int main(void)
                                         setup_no_server, teardown),
         cmocka_unit_test_setup_teardown(test_start__on_a_sim_port_waits_in_virtual_time,
                                         setup_plain, teardown),
+        cmocka_unit_test_setup_teardown(test_status__a_clock_set_back_ends_the_backoff, setup_plain,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_start__long_cycle_tells_changes_as_it_goes,
                                         setup_plain, teardown),
         cmocka_unit_test_setup_teardown(test_start__offline_retries_at_the_next_attempt,
