@@ -173,6 +173,17 @@ fsa_status_t fsl__sync_note(fieldsync_t *fs, fsa_status_t st, const char *msg)
     return fsa_journal_last_error_set(fs->j, (int64_t)st, st != FSA_OK ? msg : NULL);
 }
 
+/* The journal's sync state as the engine reads it (and the sync thread from the status): a backoff
+ * deadline stored before the wall clock was set back is no deadline (fsa_backoff_cycle_due). */
+static fsa_status_t sync_state(fieldsync_t *fs, fsa_sync_state_t *ss)
+{
+    fsa_status_t st = fsa_journal_sync_state_get(fs->j, ss);
+    if (st == FSA_OK)
+        ss->backoff.next_attempt_ms =
+            fsa_backoff_cycle_due(ss->backoff.next_attempt_ms, fs->port.wall_now(fs->port.ctx).ms);
+    return st;
+}
+
 fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
 {
     uint32_t size = s->size;
@@ -184,7 +195,7 @@ fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
     fsa_sync_state_t ss;
     fsa_status_t st = fsa_outbox_stats(fs->j, &os);
     if (st == FSA_OK)
-        st = fsa_journal_sync_state_get(fs->j, &ss);
+        st = sync_state(fs, &ss);
     if (st == FSA_OK) {
         s->last_sync_ms = ss.last_sync_ms;
         s->clock_offset_ms = ss.clock_offset_ms;
@@ -195,9 +206,7 @@ fsa_status_t fsl__status_read(fieldsync_t *fs, fieldsync_sync_status_t *s)
         return st;
     }
     int64_t now = fs->port.wall_now(fs->port.ctx).ms;
-    /* As the engine reads it (and the sync thread from here): a deadline stored before the
-     * clock was set back is no deadline. */
-    s->next_attempt_ms = fsa_backoff_cycle_due(ss.backoff.next_attempt_ms, now);
+    s->next_attempt_ms = ss.backoff.next_attempt_ms;
     s->queue_depth = os.pending;
     s->open_conflicts = os.conflicts + os.rejected;
     if (os.pending > 0 && os.oldest_pending_at_ms > 0 && now > os.oldest_pending_at_ms)
@@ -357,7 +366,7 @@ fieldsync_status_t fieldsync_info(fieldsync_t *fs, char **json)
     fsa_sync_state_t ss = {0};
     fsa_status_t st = fsa_outbox_stats(fs->j, &s);
     if (st == FSA_OK)
-        st = fsa_journal_sync_state_get(fs->j, &ss);
+        st = sync_state(fs, &ss);
     int64_t last = ss.last_sync_ms, next = ss.backoff.next_attempt_ms;
     int64_t offset = ss.clock_offset_ms, failures = ss.backoff.failures;
     if (st != FSA_OK)

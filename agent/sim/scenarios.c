@@ -1564,8 +1564,15 @@ static void fl_restore(fsa__run_t *run)
     /* Each op the copy held was answered once more: a duplicate when the drain before had got it
      * through, else applied now; never a conflict or a rejection. */
     int64_t through = r.held - r.left;
-    bool ok =
-        r.held > 0 && r.other == 0 && r.duplicate + r.applied == r.held && r.duplicate >= through;
+    if (through <= 0) {
+        /* Nothing got through before the copy was put back: nothing was sent twice. */
+        fsa__inv_add(run->res, "resend_is_duplicate", FSA__INV_FAIL,
+                     "%s: the drain before the restore got none of its %" PRId64
+                     " pending ops through, so nothing was sent twice%s%s",
+                     d->id, r.held, d->error[0] != '\0' ? ": " : "", d->error);
+        return;
+    }
+    bool ok = r.other == 0 && r.duplicate + r.applied == r.held && r.duplicate >= through;
     fsa__inv_add(run->res, "resend_is_duplicate", ok ? FSA__INV_PASS : FSA__INV_FAIL,
                  "%s restored from a copy holding %" PRId64 " pending ops (%" PRId64
                  " through before the copy was put back): answered %" PRId64 " duplicate, %" PRId64

@@ -566,7 +566,7 @@ static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_
     fsa__server_route_t rt;
     fsa__server_route(req->uri, &rt);
     if (!rt.push && !rt.pull)
-        return true; /* answered 404 later */
+        return true; /* the admin API's own listener: its token is checked after the body */
     fsa__server_auth_in_t in = {
         .device_id = header(c, "X-Device-Id"),
         .timestamp = header(c, "X-Timestamp"),

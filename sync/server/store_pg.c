@@ -430,15 +430,22 @@ fsa_status_t fsa__store_pg_open(const fsa_port_t *port, const char *uri, unsigne
         st = FSA_ENOMEM;
         goto out;
     }
-    /* libpq quotes a malformed URI, or its bad part, in its message: say only that it is. */
+    /* libpq quotes a malformed URI, or its bad part, in its message: say only what is wrong,
+     * never its words (without a message, libpq ran out of memory). */
     char *why = NULL;
     PQconninfoOption *parsed = PQconninfoParse(uri, &why);
-    PQconninfoFree(parsed);
-    PQfreemem(why);
-    if (parsed == NULL) {
-        snprintf(err, errlen, "cannot connect to PostgreSQL: the database URI is malformed");
+    if (parsed == NULL && why == NULL) {
+        snprintf(err, errlen, "out of memory");
+        st = FSA_ENOMEM;
+    } else if (parsed == NULL) {
+        snprintf(err, errlen,
+                 "cannot connect to PostgreSQL: the database URI is malformed or names a "
+                 "parameter this libpq does not know (libpq's message is not shown: it quotes the "
+                 "URI, password and all)");
         st = FSA_EINVAL;
     }
+    PQconninfoFree(parsed);
+    PQfreemem(why);
     for (unsigned i = 0; i < conns && st == FSA_OK; i++) {
         PGconn *c = PQconnectdb(uri);
         if (c != NULL && PQstatus(c) == CONNECTION_OK)

@@ -533,7 +533,7 @@ static size_t pull_all(int dev, unsigned limit, const char *id, bool *seen, int 
     char devid[16];
     th_device_id(dev, devid);
     for (int guard = 0; guard < 1000; guard++) {
-        char path[256];
+        char path[256 + FSA_CODEC_CURSOR_BYTES];
         if (cursor[0] != '\0')
             snprintf(path, sizeof path, "/v1/devices/%s/changes?since=%s&limit=%u", devid, cursor,
                      limit);
@@ -912,7 +912,7 @@ static int pull_all_pages(const char *prefix, int *pages)
     bool more = true;
     while (more) {
         assert_true(*pages < 1000);
-        char path[256];
+        char path[256 + FSA_CODEC_CURSOR_BYTES];
         snprintf(path, sizeof path, "/v1/devices/%s/changes?limit=1000%s%s", devid,
                  cursor[0] ? "&since=" : "", cursor);
         th_resp_t r;

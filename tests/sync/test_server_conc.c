@@ -303,7 +303,7 @@ static void *puller_main(void *arg)
         bool finished = atomic_load(p->writers_done) != 0;
         bool more = true;
         while (more) {
-            char path[160];
+            char path[160 + FSA_CODEC_CURSOR_BYTES];
             snprintf(path, sizeof path, "/v1/devices/dev099/changes?limit=7%s%s",
                      cursor[0] ? "&since=" : "", cursor);
             th_resp_t r;

@@ -283,7 +283,7 @@ static void *feed_puller_main(void *arg)
     for (bool last = false; !last;) {
         last = atomic_load(p->writers_done) != 0;
         for (bool more = true; more && p->ok; page++) {
-            char path[160];
+            char path[160 + FSA_CODEC_CURSOR_BYTES];
             snprintf(path, sizeof path, "/v1/devices/dev005/changes?limit=5%s%s",
                      cursor[0] ? "&since=" : "", cursor);
             th_resp_t r;
