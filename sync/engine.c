@@ -1150,6 +1150,13 @@ static fsa_status_t pull_all(fsa_engine_t *e)
             return FSA_ETOOLARGE;
         }
         fsa_http_response_clear(&a.resp);
+        if (st == FSA_OK && pull.count > limit) {
+            /* PROTOCOL.md section 4: a page holds at most the limit asked for, the bound of what
+             * this device takes in at once. Nothing of it is folded; the cursor stays. */
+            report_error(e, "server's pull answer holds %zu changes, over the %zu asked for",
+                         pull.count, limit);
+            st = FSA_EPROTO;
+        }
         if (st == FSA_OK)
             st = pull_fold(e, cursor, &pull);
         bool more = pull.more;

@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "port/alloc.h"
+#include "port/limits.h"
 #include "port/sim/sim.h"
 #include "storage/lock.h"
 #include "sync/codec.h"
@@ -50,10 +51,11 @@ typedef enum pull_mode {
     PULL_EMPTY, /* no changes, more=false */
     PULL_STUCK, /* the same cursor with more=true, every time */
     PULL_NOT_JSON,
-    PULL_PAGES,     /* page 1: the change below and a cursor needing %-encoding; page 2: the end */
-    PULL_NO_CURSOR, /* more=true with an empty cursor, every time */
-    PULL_CYCLE,     /* more=true, the cursors going round: "a" after none or "b", "b" after "a" */
-    PULL_ENDLESS,   /* more=true, a new cursor every time ("p1", "p2", ...) */
+    PULL_PAGES,      /* page 1: the change below and a cursor needing %-encoding; page 2: the end */
+    PULL_NO_CURSOR,  /* more=true with an empty cursor, every time */
+    PULL_CYCLE,      /* more=true, the cursors going round: "a" after none or "b", "b" after "a" */
+    PULL_ENDLESS,    /* more=true, a new cursor every time ("p1", "p2", ...) */
+    PULL_OVER_LIMIT, /* one page of FSA_LIMIT_ENGINE_PULL_LIMIT + 1 tickets, pull_fields each */
 } pull_mode_t;
 
 #define ODD_CURSOR "p1 a/b+c=d&e%f"
@@ -309,6 +311,19 @@ static enum MHD_Result on_pull(fake_t *f, struct MHD_Connection *c)
             snprintf(pull.cursor, sizeof pull.cursor, "end");
         }
         break;
+    case PULL_OVER_LIMIT: {
+        static fsa_codec_change_t many[FSA_LIMIT_ENGINE_PULL_LIMIT + 1];
+        for (size_t i = 0; i < sizeof many / sizeof many[0]; i++) {
+            many[i] = (fsa_codec_change_t){.type = FSA_TYPE_TICKET, .version = 1};
+            snprintf(many[i].id, sizeof many[i].id, "T%zu", i);
+            many[i].mdtz_ms = now_ms();
+            many[i].fields = (char *)(uintptr_t)f->pull_fields;
+        }
+        pull.changes = many;
+        pull.count = sizeof many / sizeof many[0];
+        snprintf(pull.cursor, sizeof pull.cursor, "over");
+        break;
+    }
     default: snprintf(pull.cursor, sizeof pull.cursor, "c1"); break;
     }
     char *text = NULL;
@@ -1181,6 +1196,28 @@ static void test_fsa_engine_sync__pull_more_without_cursor_fails(void **state)
     assert_true(sync_state(f).backoff.next_attempt_ms > 0);
 }
 
+/* A page of more changes than the limit asked for (PROTOCOL.md section 4) is refused whole: the
+ * limit is the device's bound on one page. Before, all of it was folded. */
+static void test_fsa_engine_sync__pull_over_the_limit_fails(void **state)
+{
+    fx_t *f = *state;
+    f->srv.pull_fields = "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p7\", "
+                         "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}";
+    f->srv.pull = PULL_OVER_LIMIT;
+    fsa_sync_report_t r;
+    fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
+    assert_int_equal(st, FSA_EPROTO);
+    char want[96];
+    snprintf(want, sizeof want, "holds %d changes, over the %d asked for",
+             FSA_LIMIT_ENGINE_PULL_LIMIT + 1, FSA_LIMIT_ENGINE_PULL_LIMIT);
+    if (strstr(r.error, want) == NULL)
+        fail_msg("error: %s", r.error);
+    assert_int_equal(r.pulled, 0);
+    char *cursor = NULL;
+    assert_fsa_ok(fsa_journal_cursor_get(f->j, &cursor));
+    assert_null(cursor);
+}
+
 /* Cursors that go round (a, b, a, b, ...) never end: found after 4 pages, not 100,000. */
 static void test_fsa_engine_sync__pull_cursor_loop_fails(void **state)
 {
@@ -1409,6 +1446,7 @@ int main(void)
         T(test_fsa_engine_sync__pull_cursor_stuck_fails),
         T(test_fsa_engine_sync__pulled_change_the_journal_refuses_is_named),
         T(test_fsa_engine_sync__pull_more_without_cursor_fails),
+        T(test_fsa_engine_sync__pull_over_the_limit_fails),
         T(test_fsa_engine_sync__pull_cursor_loop_fails),
         T(test_fsa_engine_sync__pull_without_end_fails),
         T(test_fsa_engine_sync__pull_not_json_fails),
