@@ -555,18 +555,14 @@ static bool auth_passed(fsa_server_t *srv, const fsa__server_auth_t *a, bool tak
 }
 
 /*
- * The checks of a /v1/ request that need no body, run before any of it is read: the pure ones
- * (fsa__server_precheck: a known device, the signature headers' shape, the clock window), then
+ * The checks of a push or a pull (rt) that need no body, run before any of it is read: the pure
+ * ones (fsa__server_precheck: a known device, the signature headers' shape, the clock window), then
  * the device's quota and, for a push, whether its nonce was seen. The same answers as after the
  * body (PROTOCOL.md section 5), so a client sees no difference but the cost.
  */
-static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_t *req,
+static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const fsa__server_route_t *rt,
                      auth_fail_t *fail)
 {
-    fsa__server_route_t rt;
-    fsa__server_route(req->uri, &rt);
-    if (!rt.push && !rt.pull)
-        return true; /* the admin API's own listener: its token is checked after the body */
     fsa__server_auth_in_t in = {
         .device_id = header(c, "X-Device-Id"),
         .timestamp = header(c, "X-Timestamp"),
@@ -584,7 +580,7 @@ static bool precheck(fsa_server_t *srv, struct MHD_Connection *c, const request_
      * after the body decides. A pull has no body: its nonce is checked once, after. */
     char canon[FSA_LIMIT_NONCE_HEX + 1];
     bool seen = false;
-    if (rt.push) {
+    if (rt->push) {
         snprintf(canon, sizeof canon, "%016" PRIx64 "%016" PRIx64, a.nonce_a, a.nonce_b);
         if (fsa_store_nonce_seen(srv->store, a.dev->id, canon, in.now_ms, &seen) == FSA_OK &&
             seen) {
@@ -1204,24 +1200,22 @@ static enum MHD_Result on_headers(fsa_server_t *srv, struct MHD_Connection *c, r
     req->body_too_large = plan == FSA__BODY_DROP;
     /* On the device listener only a push or a pull is served: anything else is 404 whatever it
      * sends, so its body is dropped as it comes, never held against the budget that the devices'
-     * pushes share (64 such uploads from one address held all of it, and every push got 503). */
+     * pushes share (64 such uploads from one address held all of it, and every push got 503).
+     * A push or a pull gets the checks that need no body (precheck). A refusal on the headers
+     * comes at once to a client waiting for "100 Continue", else after its body was read and
+     * dropped (PROTOCOL.md section 3: a refusal reaches a client still sending). */
     fsa__server_route_t rt;
     fsa__server_route(req->uri, &rt);
+    bool refuse = false;
     if (!req->on_admin && !req->body_too_large && !rt.push && !rt.pull) {
         bump(&srv->stats.other);
         req->early_fail = (auth_fail_t){404, "not_found", "no such resource"};
-        if (fsa__server_expects_continue(expect)) {
-            req->refused = true;
-            return respond_auth_fail(srv, c, &req->early_fail);
-        }
-        req->early = true;
-        return MHD_YES;
-    }
-    /* A refusal on the headers comes at once to a client waiting for "100 Continue", else after
-     * its body was read and dropped (PROTOCOL.md section 3: a refusal reaches a client still
-     * sending). */
-    if (is_v1 && !req->body_too_large && !precheck(srv, c, req, &req->early_fail)) {
+        refuse = true;
+    } else if (is_v1 && !req->body_too_large && !precheck(srv, c, &rt, &req->early_fail)) {
         bump(&srv->stats.before_body);
+        refuse = true;
+    }
+    if (refuse) {
         if (fsa__server_expects_continue(expect)) {
             req->refused = true;
             return respond_auth_fail(srv, c, &req->early_fail);
