@@ -60,6 +60,11 @@ typedef enum pull_mode {
 
 #define ODD_CURSOR "p1 a/b+c=d&e%f"
 
+/* Ticket fields as the server holds them: open, assigned to p7. */
+#define T1_OPEN                                                                                    \
+    "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p7\", "                                \
+    "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}"
+
 typedef struct fake {
     struct MHD_Daemon *d;
     char url[64];
@@ -1033,8 +1038,7 @@ static void test_fsa_engine_sync__pull_pages_with_odd_cursor(void **state)
     fx_t *f = *state;
     fsa_rec_t rec;
     assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
-    f->srv.pull_fields = "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p7\", "
-                         "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}";
+    f->srv.pull_fields = T1_OPEN;
     f->srv.pull = PULL_PAGES;
     fsa_sync_report_t r;
     assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
@@ -1068,8 +1072,7 @@ static void test_fsa_engine_sync__pull_pages_with_odd_cursor(void **state)
 static void test_fsa_engine_sync__conflict_judged_on_the_newest_state(void **state)
 {
     fx_t *f = *state;
-    f->srv.pull_fields = "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p7\", "
-                         "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}";
+    f->srv.pull_fields = T1_OPEN;
     f->srv.pull = PULL_PAGES;
     fsa_sync_report_t r;
     assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
@@ -1128,8 +1131,7 @@ static void test_fsa_engine_sync__transition_judged_on_its_own_answer(void **sta
     f->srv.push = PUSH_CONFLICT;
     f->srv.n_conflict = 2;
     f->srv.conflict_version[0] = 6;
-    f->srv.conflict_fields[0] = "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p7\", "
-                                "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}";
+    f->srv.conflict_fields[0] = T1_OPEN;
     f->srv.conflict_version[1] = 7;
     f->srv.conflict_fields[1] = "{\"status\": \"RESOLVED\", \"level\": 2, \"assignedto\": "
                                 "\"p8\", \"ticketlog\": {\"ticket_history\": []}, "
@@ -1201,8 +1203,7 @@ static void test_fsa_engine_sync__pull_more_without_cursor_fails(void **state)
 static void test_fsa_engine_sync__pull_over_the_limit_fails(void **state)
 {
     fx_t *f = *state;
-    f->srv.pull_fields = "{\"status\": \"OPEN\", \"level\": 2, \"assignedto\": \"p7\", "
-                         "\"ticketlog\": {\"ticket_history\": []}, \"priority\": \"LOW\"}";
+    f->srv.pull_fields = T1_OPEN;
     f->srv.pull = PULL_OVER_LIMIT;
     fsa_sync_report_t r;
     fsa_status_t st = fsa_engine_sync(engine(f, 0), &r);
