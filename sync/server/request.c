@@ -3,11 +3,14 @@
  * libmicrohttpd, the store and its statistics, and the fuzz targets run them alone. */
 #include "sync/server/request.h"
 
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "port/alloc.h"
 #include "port/limits.h"
@@ -335,4 +338,96 @@ void fsa__server_route(const char *uri, fsa__server_route_t *out)
             out->pull = strcmp(tail, "/changes") == 0;
         }
     }
+}
+
+/* ---- body bytes per client address ---- */
+
+void fsa__server_addr_key(const struct sockaddr *sa, unsigned char key[FSA__SERVER_ADDR_KEY])
+{
+    memset(key, 0, FSA__SERVER_ADDR_KEY);
+    key[0] = 1; /* another family, or none */
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        key[0] = 4;
+        memcpy(key + 1, &in->sin_addr, 4);
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            key[0] = 4;
+            memcpy(key + 1, in6->sin6_addr.s6_addr + 12, 4);
+        } else {
+            key[0] = 6;
+            memcpy(key + 1, in6->sin6_addr.s6_addr, 8); /* the /64 */
+        }
+    }
+}
+
+static size_t hold_home(const fsa__server_holds_t *h, const unsigned char *key)
+{
+    uint64_t x = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < FSA__SERVER_ADDR_KEY; i++)
+        x = (x ^ key[i]) * 1099511628211ULL;
+    return (size_t)x & (h->cap - 1);
+}
+
+/* key's slot, or else the free slot where it would go (NULL: the table is full). */
+static fsa__server_hold_t *hold_find(const fsa__server_holds_t *h, const unsigned char *key)
+{
+    size_t i = hold_home(h, key);
+    for (size_t n = 0; n < h->cap; n++, i = (i + 1) & (h->cap - 1)) {
+        fsa__server_hold_t *s = &h->slot[i];
+        if (s->key[0] == 0 || memcmp(s->key, key, FSA__SERVER_ADDR_KEY) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+bool fsa__server_hold_take(fsa__server_holds_t *h, const unsigned char *key, long long n,
+                           long long share)
+{
+    if (n <= 0)
+        return true;
+    fsa__server_hold_t *s = hold_find(h, key);
+    if (s == NULL || n > share - s->bytes)
+        return false;
+    if (s->key[0] == 0)
+        memcpy(s->key, key, FSA__SERVER_ADDR_KEY);
+    s->bytes += n;
+    return true;
+}
+
+/* Frees slot i and moves back the entries after it that probed past it (linear probing's
+ * deletion: every key stays reachable from its home without tombstones). */
+static void hold_free(fsa__server_holds_t *h, size_t i)
+{
+    size_t mask = h->cap - 1;
+    h->slot[i].key[0] = 0;
+    h->slot[i].bytes = 0;
+    for (size_t j = (i + 1) & mask; h->slot[j].key[0] != 0; j = (j + 1) & mask) {
+        size_t home = hold_home(h, h->slot[j].key);
+        /* Slot j's entry stays when its home lies cyclically in (i, j]. */
+        bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            h->slot[i] = h->slot[j];
+            h->slot[j].key[0] = 0;
+            h->slot[j].bytes = 0;
+            i = j;
+        }
+    }
+}
+
+void fsa__server_hold_give(fsa__server_holds_t *h, const unsigned char *key, long long n)
+{
+    fsa__server_hold_t *s = hold_find(h, key);
+    if (s == NULL || s->key[0] == 0)
+        return; /* nothing held: a caller's bug, not a reason to corrupt the table */
+    s->bytes -= n < s->bytes ? n : s->bytes;
+    if (s->bytes == 0)
+        hold_free(h, (size_t)(s - h->slot));
+}
+
+long long fsa__server_hold_of(const fsa__server_holds_t *h, const unsigned char *key)
+{
+    const fsa__server_hold_t *s = hold_find(h, key);
+    return s != NULL && s->key[0] != 0 ? s->bytes : 0;
 }

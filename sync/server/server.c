@@ -47,7 +47,7 @@ typedef struct stats {
     atomic_llong ops_expired; /* op outcomes removed by the retention sweeper */
     atomic_llong bad_signature, unknown_device, replay, clock_skew;
     atomic_llong malformed, too_large;
-    atomic_llong quota_429, budget_503, admin_unauthorized, smuggling, too_slow;
+    atomic_llong quota_429, budget_503, share_503, admin_unauthorized, smuggling, too_slow;
     atomic_llong header_deadline; /* connections shut down: headers not complete in time */
     atomic_llong before_body;     /* /v1/ requests refused on their headers, body never kept */
     atomic_llong f_latency, f_5xx, f_429, f_drop, f_reset;
@@ -117,8 +117,12 @@ struct fsa_server {
     atomic_llong in_flight;
     atomic_ullong fault_counter;
     int64_t started_ms;
-    /* Body bytes buffered by all requests together, against FSA_LIMIT_SERVER_BODY_BUDGET. */
+    /* Body bytes buffered by all requests together, against FSA_LIMIT_SERVER_BODY_BUDGET, and
+     * by each client address, against addr_share of it (holds, under hold_lock). */
     atomic_llong body_bytes;
+    fsa_mutex_t *hold_lock;
+    fsa__server_holds_t holds;
+    long long addr_share;
     /* The per-device request quota (a token bucket per device, indexed like devices), under
      * quota_lock. Each server process keeps its own. */
     struct quota *quota;
@@ -148,11 +152,13 @@ typedef struct request {
     bool answered; /* complete and being handled: the deadline no longer applies */
     bool on_admin; /* came to the admin listener (else the device listener) */
     fsa__server_fail_t early_fail;
-    uint64_t seen;         /* body bytes received, kept or dropped */
+    uint64_t seen;                            /* body bytes received, kept or dropped */
+    unsigned char addr[FSA__SERVER_ADDR_KEY]; /* the client's address key (on_headers) */
+    size_t held; /* body bytes this request holds against the budgets (its buffer's capacity) */
     fsa_mono_t first_line; /* when the request line came (the request's deadline counts from it) */
 } request_t;
 
-static void budget_release(fsa_server_t *srv, size_t n);
+static void budget_release(request_t *req, size_t n);
 
 static int64_t now_ms(const fsa_server_t *srv)
 {
@@ -920,7 +926,7 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         "\"auth_failures\":{\"bad_signature\":%lld,\"unknown_device\":%lld,\"replay\":%lld,"
         "\"clock_skew\":%lld},"
         "\"bad_requests\":{\"malformed\":%lld,\"too_large\":%lld,\"smuggling\":%lld},"
-        "\"refused\":{\"device_quota\":%lld,\"body_budget\":%lld,"
+        "\"refused\":{\"device_quota\":%lld,\"body_budget\":%lld,\"addr_body_share\":%lld,"
         "\"admin_unauthorized\":%lld,\"too_slow\":%lld,\"header_deadline\":%lld,"
         "\"before_body\":%lld},"
         "\"faults\":{\"latency\":%lld,\"5xx\":%lld,\"429\":%lld,\"drop\":%lld,\"reset\":%lld},"
@@ -931,10 +937,11 @@ static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
         get(&s->http2xx), get(&s->http4xx), get(&s->http5xx), get(&s->ops[0]), get(&s->ops[1]),
         get(&s->ops[2]), get(&s->ops[3]), get(&s->bad_signature), get(&s->unknown_device),
         get(&s->replay), get(&s->clock_skew), get(&s->malformed), get(&s->too_large),
-        get(&s->smuggling), get(&s->quota_429), get(&s->budget_503), get(&s->admin_unauthorized),
-        get(&s->too_slow), get(&s->header_deadline), get(&s->before_body), get(&s->f_latency),
-        get(&s->f_5xx), get(&s->f_429), get(&s->f_drop), get(&s->f_reset), ents, ops, last,
-        get(&s->ops_expired), srv->ndevices, now - srv->started_ms, now);
+        get(&s->smuggling), get(&s->quota_429), get(&s->budget_503), get(&s->share_503),
+        get(&s->admin_unauthorized), get(&s->too_slow), get(&s->header_deadline),
+        get(&s->before_body), get(&s->f_latency), get(&s->f_5xx), get(&s->f_429), get(&s->f_drop),
+        get(&s->f_reset), ents, ops, last, get(&s->ops_expired), srv->ndevices,
+        now - srv->started_ms, now);
     if (n < 0 || (size_t)n >= cap) {
         fsa_free(text);
         return respond_error(srv, c, 500, "internal", "statistics did not fit");
@@ -1099,29 +1106,48 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
      * (libmicrohttpd's) plus the header deadline. */
     conn_arm(srv, c, true, srv->header_ns + FSA_LIMIT_SERVER_IDLE_S * INT64_C(1000000000));
     fsa_free(req->body.p);
-    budget_release(srv, req->body.cap);
+    budget_release(req, req->held);
     fsa_free(req);
     *con_cls = NULL;
     atomic_fetch_sub(&srv->in_flight, 1);
 }
 
-typedef enum append { APPEND_OK, APPEND_NOMEM, APPEND_OVER_BUDGET } append_t;
+typedef enum append { APPEND_OK, APPEND_NOMEM, APPEND_OVER_BUDGET, APPEND_OVER_SHARE } append_t;
 
-static void budget_release(fsa_server_t *srv, size_t n)
+/* Gives back n of the body bytes req holds against the server's budget and its address's. */
+static void budget_release(request_t *req, size_t n)
 {
+    fsa_server_t *srv = req->srv;
+    if (n == 0)
+        return;
     atomic_fetch_sub_explicit(&srv->body_bytes, (long long)n, memory_order_relaxed);
+    srv->port.mutex_lock(srv->port.ctx, srv->hold_lock);
+    fsa__server_hold_give(&srv->holds, req->addr, (long long)n);
+    srv->port.mutex_unlock(srv->port.ctx, srv->hold_lock);
+    req->held -= n;
 }
 
-/* Reserves n more buffered body bytes against the server-wide budget. */
-static bool budget_take(fsa_server_t *srv, size_t n)
+/* Reserves n more buffered body bytes for req against the server-wide budget and against its
+ * address's share of it: one address (many connections with plausible headers) cannot hold what
+ * every device's push needs. APPEND_OK, or which of the two is spent. */
+static append_t budget_take(request_t *req, size_t n)
 {
+    fsa_server_t *srv = req->srv;
     long long before =
         atomic_fetch_add_explicit(&srv->body_bytes, (long long)n, memory_order_relaxed);
-    if (before + (long long)n > (long long)FSA_LIMIT_SERVER_BODY_BUDGET) {
-        budget_release(srv, n);
-        return false;
+    append_t r = APPEND_OVER_BUDGET;
+    if (before + (long long)n <= (long long)FSA_LIMIT_SERVER_BODY_BUDGET) {
+        srv->port.mutex_lock(srv->port.ctx, srv->hold_lock);
+        bool ok = fsa__server_hold_take(&srv->holds, req->addr, (long long)n, srv->addr_share);
+        srv->port.mutex_unlock(srv->port.ctx, srv->hold_lock);
+        r = ok ? APPEND_OK : APPEND_OVER_SHARE;
     }
-    return true;
+    if (r != APPEND_OK) {
+        atomic_fetch_sub_explicit(&srv->body_bytes, (long long)n, memory_order_relaxed);
+        return r;
+    }
+    req->held += n;
+    return APPEND_OK;
 }
 
 static append_t append_body(request_t *req, const char *data, size_t n)
@@ -1135,10 +1161,11 @@ static append_t append_body(request_t *req, const char *data, size_t n)
     }
     size_t old_cap = req->body.cap;
     if (ncap > old_cap) {
-        if (!budget_take(req->srv, ncap - old_cap))
-            return APPEND_OVER_BUDGET;
+        append_t taken = budget_take(req, ncap - old_cap);
+        if (taken != APPEND_OK)
+            return taken;
         if (fsa_buf_reserve(&req->body, ncap) != FSA_OK) {
-            budget_release(req->srv, ncap - old_cap);
+            budget_release(req, ncap - old_cap);
             return APPEND_NOMEM;
         }
     }
@@ -1172,6 +1199,9 @@ static enum MHD_Result on_headers(fsa_server_t *srv, struct MHD_Connection *c, r
 {
     req->started = true;
     conn_arm(srv, c, false, 0); /* the headers are complete */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    fsa__server_addr_key(ci != NULL ? ci->client_addr : NULL, req->addr);
     if (is_v1 && fault_hit(srv, srv->cfg.faults.rate_reset)) {
         bump(&srv->stats.f_reset);
         return MHD_NO; /* close before processing */
@@ -1243,19 +1273,22 @@ static enum MHD_Result on_body(fsa_server_t *srv, request_t *req, const char *da
     append_t ar = append_body(req, data, n);
     if (ar == APPEND_NOMEM)
         return MHD_NO;
-    if (ar == APPEND_OVER_BUDGET) {
-        /* All requests together hold FSA_LIMIT_SERVER_BODY_BUDGET already: this body is dropped
-         * as it comes (its buffer freed now) and answered 503 with Retry-After at its end, so the
-         * client retries later instead of the server holding it. libmicrohttpd answers only once
-         * the request is complete. */
-        bump(&srv->stats.budget_503);
+    if (ar == APPEND_OVER_BUDGET || ar == APPEND_OVER_SHARE) {
+        /* All requests together hold FSA_LIMIT_SERVER_BODY_BUDGET already, or this client's
+         * address its share of it: this body is dropped as it comes (its buffer freed now) and
+         * answered 503 with Retry-After at its end, so the client retries later instead of the
+         * server holding it. libmicrohttpd answers only once the request is complete. */
+        bool share = ar == APPEND_OVER_SHARE;
+        bump(share ? &srv->stats.share_503 : &srv->stats.budget_503);
         fsa_free(req->body.p);
-        budget_release(srv, req->body.cap);
+        budget_release(req, req->held);
         req->body.p = NULL;
         req->body.len = req->body.cap = 0;
         req->early = true;
         req->early_fail =
-            (fsa__server_fail_t){503, "overloaded", "the server is holding too many bodies; retry"};
+            (fsa__server_fail_t){503, "overloaded",
+                                 share ? "this address is sending too many bodies at once; retry"
+                                       : "the server is holding too many bodies; retry"};
         return MHD_YES;
     }
     if (req->chunked && req->seen > CHUNKED_DISCARD_MAX) {
@@ -1646,6 +1679,8 @@ static void server_free(fsa_server_t *srv)
     srv->port.mutex_free(srv->port.ctx, srv->sweep_lock);
     srv->port.cond_free(srv->port.ctx, srv->sweep_cond);
     srv->port.mutex_free(srv->port.ctx, srv->quota_lock);
+    srv->port.mutex_free(srv->port.ctx, srv->hold_lock);
+    fsa_free(srv->holds.slot);
     srv->port.mutex_free(srv->port.ctx, srv->admin_lock);
     srv->port.mutex_free(srv->port.ctx, srv->log_lock);
     srv->port.mutex_free(srv->port.ctx, srv->conn_lock);
@@ -1664,6 +1699,8 @@ static fsa_status_t server_locks_new(fsa_server_t *srv)
     if (st == FSA_OK)
         st = p->mutex_new(p->ctx, &srv->quota_lock);
     if (st == FSA_OK)
+        st = p->mutex_new(p->ctx, &srv->hold_lock);
+    if (st == FSA_OK)
         st = p->mutex_new(p->ctx, &srv->admin_lock);
     if (st == FSA_OK)
         st = p->mutex_new(p->ctx, &srv->log_lock);
@@ -1672,6 +1709,31 @@ static fsa_status_t server_locks_new(fsa_server_t *srv)
     if (st == FSA_OK)
         st = p->cond_new(p->ctx, &srv->conn_cond);
     return st == FSA_OK ? FSA_OK : FSA_ENOMEM;
+}
+
+/*
+ * The body bytes one client address may hold: a quarter of the budget, or the address's share of
+ * the connections (per_addr of FSA_LIMIT_SERVER_CONNECTIONS) of it when that is more. With the
+ * defaults (64 connections an address) 16 MiB; behind a proxy, whose address every client has,
+ * --per-addr-connections raised to 1000 gives it the whole budget.
+ */
+static long long addr_share(int per_addr)
+{
+    long long budget = FSA_LIMIT_SERVER_BODY_BUDGET;
+    long long share = budget * per_addr / FSA_LIMIT_SERVER_CONNECTIONS;
+    if (share < budget / 4)
+        share = budget / 4;
+    return share > budget ? budget : share;
+}
+
+/* The slots of the table of holds: a power of two, at least twice the connections of both
+ * listeners. */
+static size_t hold_slots(void)
+{
+    size_t n = 1;
+    while (n < 2 * (size_t)(FSA_LIMIT_SERVER_CONNECTIONS + FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR))
+        n *= 2;
+    return n;
 }
 
 /* A server for cfg (checked), with its port, limits and locks, and nothing started: *out. */
@@ -1704,8 +1766,15 @@ static fsa_status_t server_new(const fsa_server_config_t *cfg, fsa_server_t **ou
     srv->quota_burst = cfg->device_rate > 0 ? 4.0 * cfg->device_rate : FSA_LIMIT_DEVICE_REQ_BURST;
     if (srv->cfg.op_retention_ms <= 0)
         srv->cfg.op_retention_ms = FSA_SERVER_OP_RETENTION_MS;
+    srv->addr_share =
+        addr_share(cfg->per_addr_connections > 0 ? cfg->per_addr_connections
+                                                 : FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR);
+    /* A slot for each address that can hold body bytes at once: one per connection of both
+     * listeners, at most, and twice that so that probes stay short. */
+    srv->holds.cap = hold_slots();
+    srv->holds.slot = fsa_calloc(srv->holds.cap, sizeof *srv->holds.slot);
     *out = srv;
-    if (server_locks_new(srv) != FSA_OK) {
+    if (srv->holds.slot == NULL || server_locks_new(srv) != FSA_OK) {
         snprintf(err, errlen, "out of memory");
         return FSA_ENOMEM;
     }

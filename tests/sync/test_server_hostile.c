@@ -271,10 +271,12 @@ static void test_hostile__uploads_without_credentials(void **state)
     char *chunk = fsa_malloc(65536);
     assert_non_null(chunk);
     memset(chunk, ' ', 65536);
-    static const char *const srcs[] = {"127.0.0.4", "127.0.0.5"};
-    enum { PER = 50 };
-    int fds[2 * PER];
-    for (int i = 0; i < 2 * PER; i++) {
+    /* From 5 addresses, each within its share of the budget (a quarter): together past it. */
+    static const char *const srcs[] = {"127.0.0.4", "127.0.0.5", "127.0.0.11", "127.0.0.12",
+                                       "127.0.0.13"};
+    enum { ADDRS = sizeof srcs / sizeof srcs[0], PER = 20 };
+    int fds[ADDRS * PER];
+    for (int i = 0; i < ADDRS * PER; i++) {
         fds[i] = connect_from(srcs[i / PER]);
         assert_true(fds[i] >= 0);
         char head[512];
@@ -286,7 +288,7 @@ static void test_hostile__uploads_without_credentials(void **state)
     /* Every body but its last byte, so that none is complete and all are held at once (~1 MiB
      * buffer each: 100 MiB asked for); then, once the server says (its statistics) that it
      * refused one over the budget, the last bytes. */
-    for (int i = 0; i < 2 * PER; i++)
+    for (int i = 0; i < ADDRS * PER; i++)
         for (size_t sent = 0; sent < body - 1;) {
             size_t k = body - 1 - sent < 65536 ? body - 1 - sent : 65536;
             if (!send_all(fds[i], chunk, k))
@@ -306,11 +308,11 @@ static void test_hostile__uploads_without_credentials(void **state)
         }
     }
     assert_true(refused);
-    for (int i = 0; i < 2 * PER; i++)
+    for (int i = 0; i < ADDRS * PER; i++)
         (void)send(fds[i], " ", 1, MSG_NOSIGNAL);
     long peak = rss_kb(g_srv.pid);
     int n401 = 0, n503 = 0, other = 0;
-    for (int i = 0; i < 2 * PER; i++) {
+    for (int i = 0; i < ADDRS * PER; i++) {
         char ans[2048];
         size_t n = read_answer(fds[i], ans, sizeof ans);
         close(fds[i]);
@@ -724,6 +726,72 @@ static long long stat_of(const th_server_t *s, const char *key)
     return v;
 }
 
+/* One address, as many uploads with plausible headers as it may open (a known device id and a
+ * signature of the right shape: it fails only once the body is read), all held short of their
+ * last byte: before, 64 of them held the whole 64 MiB body budget and every device's push got
+ * 503. Now the address holds at most its share (a quarter, 16 MiB): the rest of its uploads are
+ * answered 503, and another device's push is served. */
+static void test_hostile__one_address_holds_its_share(void **state)
+{
+    (void)state;
+    const size_t body = 1000 * 1000;
+    char *chunk = fsa_malloc(65536);
+    assert_non_null(chunk);
+    memset(chunk, ' ', 65536);
+    enum { N = FSA_LIMIT_SERVER_CONNECTIONS_PER_ADDR };
+    int fds[N];
+    long long refused0 = stat_of(&g_srv, "addr_body_share");
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_from("127.0.0.10");
+        assert_true(fds[i] >= 0);
+        char head[512], framing[64];
+        snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", body);
+        int hn = signed_looking_head(head, sizeof head, framing);
+        assert_true(send_all(fds[i], head, (size_t)hn));
+        for (size_t sent = 0; sent < body - 1;) {
+            size_t k = body - 1 - sent < 65536 ? body - 1 - sent : 65536;
+            assert_true(send_all(fds[i], chunk, k));
+            sent += k;
+        }
+    }
+    /* The server says (its statistics) that it refused the address past its share. */
+    long long refused = refused0;
+    for (int i = 0; i < 200 * g_scale && refused == refused0; i++) {
+        refused = stat_of(&g_srv, "addr_body_share");
+        if (refused == refused0) {
+            struct pollfd none;
+            (void)poll(&none, 0, 50); /* paces the bounded polling of the statistics */
+        }
+    }
+    char op[512];
+    tc_op(op, sizeof op, NULL, "create", "ticket", "T-share", ",\"fields\":{}");
+    fsa_codec_result_t *res = NULL;
+    size_t n = 0;
+    long st = tc_push(NULL, g_srv.url, 2, op, &res, &n);
+    fsa_codec_results_free(res, n);
+    for (int i = 0; i < N; i++)
+        (void)send(fds[i], " ", 1, MSG_NOSIGNAL);
+    int n401 = 0, n503 = 0;
+    for (int i = 0; i < N; i++) {
+        char ans[2048];
+        size_t got = read_answer(fds[i], ans, sizeof ans);
+        close(fds[i]);
+        n401 += got >= 12 && strncmp(ans + 9, "401", 3) == 0;
+        n503 += got >= 12 && strncmp(ans + 9, "503", 3) == 0;
+    }
+    fsa_free(chunk);
+    printf("  %d signed-looking 1 MB uploads from one address: %d x 401, %d x 503\n", N, n401,
+           n503);
+    assert_int_equal(st, 200);
+    assert_true(refused > refused0);
+    /* Within the share: read, then refused (more than 16 in all: each answer gives its share
+     * back to the uploads the server had not read yet). */
+    assert_true(n401 >= 1);
+    assert_true(n503 >= 1);
+    assert_int_equal(n401 + n503, N);
+    assert_rss_within_budget("uploads from one address");
+}
+
 /* The admin API was served on the device listener: now it has a listener of its own (loopback
  * by default), and the device listener answers /admin/ as an unknown path, whatever the token. */
 static void test_hostile__admin_on_its_own_listener(void **state)
@@ -1060,6 +1128,7 @@ int main(void)
         cmocka_unit_test(test_hostile__half_sent_requests_from_one_address),
         cmocka_unit_test(test_hostile__uploads_without_credentials),
         cmocka_unit_test(test_hostile__uploads_to_no_path_hold_no_budget),
+        cmocka_unit_test(test_hostile__one_address_holds_its_share),
         cmocka_unit_test(test_hostile__replays_spend_no_quota),
         cmocka_unit_test(test_hostile__json_value_bomb),
         cmocka_unit_test(test_hostile__chunked_body_that_never_ends),

@@ -2,9 +2,13 @@
  * request's headers before its body: precheck, framing, the body plan, Expect, Accept-Encoding,
  * and the admin API's routes. (Authentication, bodies and the pull query are fuzzed by
  * tests/fuzz/fuzz_server_request.c and run by the server's integration tests.) */
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "sync/server/request.h"
 #include "tests/test_util.h"
@@ -178,6 +182,131 @@ static void test_request__admin_routes(void **state)
     route(path, FSA__ADMIN_NONE, NULL, "");
 }
 
+/* A key for IPv4 address a.b.c.d. */
+static void key4(unsigned char key[FSA__SERVER_ADDR_KEY], uint32_t host_order)
+{
+    struct sockaddr_in in;
+    memset(&in, 0, sizeof in);
+    in.sin_family = AF_INET;
+    in.sin_addr.s_addr = htonl(host_order);
+    fsa__server_addr_key((const struct sockaddr *)&in, key);
+}
+
+/* Body bytes per address: each key within its share, slots freed and reused, every key still
+ * found after deletions moved others back, and a full table refusing a new key. */
+static void test_request__holds_per_address(void **state)
+{
+    (void)state;
+    enum { CAP = 64 };
+    fsa__server_hold_t slots[CAP];
+    memset(slots, 0, sizeof slots);
+    fsa__server_holds_t h = {slots, CAP};
+    unsigned char a[FSA__SERVER_ADDR_KEY], b[FSA__SERVER_ADDR_KEY];
+    key4(a, 0x7f000002);
+    key4(b, 0x7f000003);
+    assert_true(fsa__server_hold_take(&h, a, 600, 1000));
+    assert_true(fsa__server_hold_take(&h, a, 400, 1000));
+    assert_false(fsa__server_hold_take(&h, a, 1, 1000));   /* a's share is spent */
+    assert_true(fsa__server_hold_take(&h, b, 1000, 1000)); /* b's is its own */
+    assert_int_equal(fsa__server_hold_of(&h, a), 1000);
+    fsa__server_hold_give(&h, a, 400);
+    assert_true(fsa__server_hold_take(&h, a, 400, 1000));
+    fsa__server_hold_give(&h, a, 1000);
+    assert_int_equal(fsa__server_hold_of(&h, a), 0);
+    fsa__server_hold_give(&h, b, 1000);
+    for (size_t i = 0; i < CAP; i++)
+        assert_int_equal(slots[i].key[0], 0); /* every slot free again */
+
+    /* The table full (collisions, wrap-around), then emptied in another order: every key keeps
+     * what it holds while others leave, and nothing is left. */
+    unsigned char keys[CAP][FSA__SERVER_ADDR_KEY];
+    for (uint32_t i = 0; i < CAP; i++) {
+        key4(keys[i], 0x0a000000 + i * 7919);
+        assert_true(fsa__server_hold_take(&h, keys[i], i + 1, 1000));
+    }
+    key4(a, 0x0b000001);
+    assert_false(fsa__server_hold_take(&h, a, 1, 1000)); /* no slot free */
+    for (uint32_t k = 0; k < CAP; k++) {
+        uint32_t i = (k * 37) % CAP; /* 37 is prime to 64: each once */
+        fsa__server_hold_give(&h, keys[i], i + 1);
+        for (uint32_t j = 0; j < CAP; j++) {
+            bool gone = false;
+            for (uint32_t m = 0; m <= k; m++)
+                gone = gone || (m * 37) % CAP == j;
+            assert_int_equal(fsa__server_hold_of(&h, keys[j]), gone ? 0 : (long long)j + 1);
+        }
+    }
+    for (size_t i = 0; i < CAP; i++)
+        assert_int_equal(slots[i].key[0], 0);
+    assert_true(fsa__server_hold_take(&h, a, 1, 1000));
+    fsa__server_hold_give(&h, a, 1);
+
+    /* 200,000 takes and gives at random over 100 addresses (more than the table has slots),
+     * against a plain array of what each holds. */
+    long long model[100] = {0};
+    unsigned char k[100][FSA__SERVER_ADDR_KEY];
+    for (uint32_t i = 0; i < 100; i++)
+        key4(k[i], 0x7f000000 + i * 131);
+    uint64_t x = 88172645463325252ULL;
+    int live = 0;
+    for (int step = 0; step < 200000; step++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint32_t i = (uint32_t)(x % 100);
+        long long n = (long long)((x >> 8) % 300) + 1;
+        if ((x >> 20) & 1) {
+            bool fits = model[i] + n <= 1000 && (model[i] > 0 || live < CAP);
+            assert_int_equal(fsa__server_hold_take(&h, k[i], n, 1000), fits);
+            if (fits) {
+                live += model[i] == 0;
+                model[i] += n;
+            }
+        } else if (model[i] > 0) {
+            long long g = n < model[i] ? n : model[i];
+            fsa__server_hold_give(&h, k[i], g);
+            model[i] -= g;
+            live -= model[i] == 0;
+        }
+        assert_int_equal(fsa__server_hold_of(&h, k[i]), model[i]);
+    }
+    for (uint32_t i = 0; i < 100; i++)
+        assert_int_equal(fsa__server_hold_of(&h, k[i]), model[i]);
+}
+
+/* Addresses that are one client share a key: an IPv4 address and its IPv4-mapped IPv6 form, the
+ * addresses of one IPv6 /64; another /64 and other families do not. */
+static void test_request__address_keys(void **state)
+{
+    (void)state;
+    unsigned char k4[FSA__SERVER_ADDR_KEY], k[FSA__SERVER_ADDR_KEY];
+    key4(k4, 0xc0000201); /* 192.0.2.1 */
+    struct sockaddr_in6 in6;
+    memset(&in6, 0, sizeof in6);
+    in6.sin6_family = AF_INET6;
+    assert_int_equal(inet_pton(AF_INET6, "::ffff:192.0.2.1", &in6.sin6_addr), 1);
+    fsa__server_addr_key((const struct sockaddr *)&in6, k);
+    assert_memory_equal(k, k4, FSA__SERVER_ADDR_KEY);
+
+    unsigned char a[FSA__SERVER_ADDR_KEY], b[FSA__SERVER_ADDR_KEY];
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:2::1", &in6.sin6_addr), 1);
+    fsa__server_addr_key((const struct sockaddr *)&in6, a);
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:2:ffff:1:2:3", &in6.sin6_addr), 1);
+    fsa__server_addr_key((const struct sockaddr *)&in6, b);
+    assert_memory_equal(a, b, FSA__SERVER_ADDR_KEY);
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:3::1", &in6.sin6_addr), 1);
+    fsa__server_addr_key((const struct sockaddr *)&in6, b);
+    assert_memory_not_equal(a, b, FSA__SERVER_ADDR_KEY);
+    assert_memory_not_equal(a, k4, FSA__SERVER_ADDR_KEY);
+
+    struct sockaddr_un un;
+    memset(&un, 0, sizeof un);
+    un.sun_family = AF_UNIX;
+    fsa__server_addr_key((const struct sockaddr *)&un, a);
+    fsa__server_addr_key(NULL, b);
+    assert_memory_equal(a, b, FSA__SERVER_ADDR_KEY);
+    assert_memory_not_equal(a, k4, FSA__SERVER_ADDR_KEY);
+    assert_int_not_equal(a[0], 0); /* never the mark of a free slot */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +314,8 @@ int main(void)
         cmocka_unit_test(test_request__framing_and_body_plan),
         cmocka_unit_test(test_request__accepts_gzip),
         cmocka_unit_test(test_request__admin_routes),
+        cmocka_unit_test(test_request__holds_per_address),
+        cmocka_unit_test(test_request__address_keys),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
