@@ -276,14 +276,59 @@ fsa_status_t fsa__jn_finish(fsa_journal_t *j, fsa_status_t st)
  */
 static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full)
 {
-    if (device_full)
+    if (device_full) {
         rec_error(rec,
                   "disk full: no space left on the device holding journal %s; nothing was "
                   "recorded; free space on the device",
                   j->path);
+        return;
+    }
+    char size[32];
+    int64_t b = j->budget_bytes;
+    if (b % (1024 * 1024) == 0)
+        snprintf(size, sizeof size, "%" PRId64 " MiB", b / (1024 * 1024));
+    else if (b % 1024 == 0)
+        snprintf(size, sizeof size, "%" PRId64 " KiB", b / 1024);
     else
-        rec_error(rec, "journal full: %s reached its budget of %" PRId64 " MiB; sync to make room",
-                  j->path, j->budget_bytes / (1024 * 1024));
+        snprintf(size, sizeof size, "%" PRId64 " bytes", b);
+    rec_error(rec,
+              "journal full: %s holds all it may record of its budget of %s (an eighth is kept "
+              "for syncing); nothing was recorded; sync what is pending, or raise budget_bytes",
+              j->path, size);
+}
+
+/*
+ * The journal's budget is SQLite's page limit (max_page_count, set at open): no write takes the
+ * file past it. Records stop an eighth short of it, counted in pages in use (the file's pages but
+ * its free ones): the rest is for the writes of syncing, which take pages before they give any
+ * back (an applied result keeps its op id in done_ops and the entity's base beside its local
+ * view, then its outbox row goes), so that a journal full of records can still be drained.
+ * Counted in use, not by the file's size: pages that a drain added and freed again are not the
+ * records' to keep, or each drain at the budget would leave the next less room.
+ */
+fsa_status_t fsa__jn_recording_room(fsa_journal_t *j)
+{
+    int64_t count = 0, free_pages = 0;
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, "PRAGMA page_count", &st);
+    if (s != FSA_OK)
+        return s;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        count = sqlite3_column_int64(st, 0);
+    release(j, st);
+    if (rc != SQLITE_ROW)
+        return fsa__db_status(rc);
+    s = prep(j, "PRAGMA freelist_count", &st);
+    if (s != FSA_OK)
+        return s;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        free_pages = sqlite3_column_int64(st, 0);
+    release(j, st);
+    if (rc != SQLITE_ROW)
+        return fsa__db_status(rc);
+    return count - free_pages > j->record_pages ? FSA_EFULL : FSA_OK;
 }
 
 /*
@@ -372,8 +417,9 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
     if (st != FSA_OK)
         goto fail;
     /* The disk budget is SQLite's page limit: a write that would grow the file past it fails
-     * with SQLITE_FULL, which the recording calls report as "journal full". Pages freed by
-     * compaction are reused, so a full journal still applies results and compacts. */
+     * with SQLITE_FULL, which the recording calls report as "journal full". Records stop an
+     * eighth short of it (fsa__jn_recording_room), so a journal full of records still applies
+     * results, folds pulls and compacts; pages they free are reused. */
     char sql[96];
     int64_t page = 0; /* the file's own: a journal made before session 9 has 4 KiB pages */
     sqlite3_stmt *ps = NULL;
@@ -382,8 +428,10 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
         page = sqlite3_column_int64(ps, 0);
     sqlite3_finalize(ps);
     int64_t pages = j->budget_bytes / (page > 0 ? page : FSA_LIMIT_PAGE_BYTES);
-    snprintf(sql, sizeof sql, "PRAGMA max_page_count=%" PRId64,
-             pages > FSA_LIMIT_JOURNAL_MIN_PAGES ? pages : FSA_LIMIT_JOURNAL_MIN_PAGES);
+    if (pages < FSA_LIMIT_JOURNAL_MIN_PAGES)
+        pages = FSA_LIMIT_JOURNAL_MIN_PAGES;
+    j->record_pages = pages - pages / 8;
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count=%" PRId64, pages);
     st = fsa__db_exec(j->db, sql, err, errlen);
     if (st != FSA_OK)
         goto fail;

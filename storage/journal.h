@@ -28,7 +28,8 @@ typedef struct fsa_journal_opts {
     bool create;          /* create the file (mode 0600) when missing */
     bool sync_normal;     /* synchronous=NORMAL: faster, but a power cut may lose the last
                              commits (never corrupts); default FULL loses nothing */
-    int64_t budget_bytes; /* disk budget; 0 = FSA_LIMIT_JOURNAL_BUDGET_BYTES */
+    int64_t budget_bytes; /* disk budget; 0 = FSA_LIMIT_JOURNAL_BUDGET_BYTES; records stop an
+                             eighth short of it (the rest is for syncing's writes) */
     int busy_timeout_ms;  /* 0 = FSA_LIMIT_BUSY_TIMEOUT_MS */
 } fsa_journal_opts_t;
 
@@ -158,8 +159,9 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
                                          size_t max_ops, size_t max_bytes,
                                          size_t *n) FSA_MUST_CHECK;
 
-/* Marks ops (as fsa_outbox_next_batch returned them: by seq) as in flight and counts an attempt
- * for each. FSA_OK, FSA_EINVAL (an op without a seq), FSA_EIO, FSA_EBUSY, FSA_ENOMEM. */
+/* Marks ops (as fsa_outbox_next_batch returned them: by seq) as in flight: the journal's mark of
+ * the highest seq sent rises to theirs (no attempt is counted per op). FSA_OK, FSA_EINVAL (an op
+ * without a seq), FSA_EIO, FSA_EBUSY, FSA_ENOMEM. */
 fsa_status_t fsa_outbox_mark_inflight(fsa_journal_t *j, const fsa_op_t *ops,
                                       size_t n) FSA_MUST_CHECK;
 
@@ -176,13 +178,18 @@ fsa_status_t fsa_outbox_apply_results(fsa_journal_t *j, const fsa_op_result_t *r
                                       size_t n) FSA_MUST_CHECK;
 
 /*
- * The drain's way, in one transaction: applies results[i], the answer to ops[i] (the ops as
- * fsa_outbox_next_batch returned them and as they were sent; op_ids must match, else
- * FSA_EINVAL and nothing is done), as fsa_outbox_apply_results does, but without reading the
- * ops again; a run of applied ops is closed with one statement (their result_version is not
- * kept), and each entity is read and written once, however many results land on it. Then marks
- * mark[0..nmark) in flight (the next batch, already on the wire; may be NULL/0).
- * FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM.
+ * The drain's way: applies results[i], the answer to ops[i] (the ops as fsa_outbox_next_batch
+ * returned them and as they were sent; op_ids must match, else FSA_EINVAL and nothing is done),
+ * as fsa_outbox_apply_results does, but without reading the ops again; a run of applied ops is
+ * closed with one statement (their result_version is not kept), and each entity is read and
+ * written once per transaction, however many results land on it. One transaction when nobody
+ * else writes (at most 500 results), else several: one ends after any run of 16 results once
+ * another writer of this process waits, which goes between them. They commit at
+ * synchronous=NORMAL. A failure leaves the transactions before it committed and the rest of the
+ * results unapplied: their ops stay open and are sent again, and the server answers a known op id
+ * with its first result (PROTOCOL.md section 3).
+ * The first transaction marks mark[0..nmark) in flight (the next batch, already on the wire; may
+ * be NULL/0). FSA_OK, FSA_EINVAL, FSA_EIO, FSA_EBUSY, FSA_ENOMEM, FSA_EFULL.
  */
 fsa_status_t fsa_outbox_apply_batch(fsa_journal_t *j, const fsa_op_t *ops,
                                     const fsa_op_result_t *results, size_t n, const fsa_op_t *mark,

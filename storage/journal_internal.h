@@ -67,6 +67,9 @@ struct fsa_journal {
      * read has seen the head. */
     _Atomic int64_t open_from;
     int64_t budget_bytes;
+    /* The pages a record may bring the journal's use to (its budget less the reserve for
+     * syncing: fsa__jn_recording_room); the connection's own limit is the whole budget. */
+    int64_t record_pages;
     uint64_t wal_full0; /* under mu: fsa__db_wal_full_writes at the BEGIN of a record */
     char *path;
 };
@@ -177,6 +180,9 @@ fsa_status_t fsa__jn_finish(fsa_journal_t *j, fsa_status_t st) FSA_MUST_CHECK;
  * and its op id and seq are cleared. */
 fsa_status_t fsa__jn_finish_record(fsa_journal_t *j, fsa_status_t st,
                                    fsa_rec_t *rec) FSA_MUST_CHECK;
+/* In a record's transaction, after its writes: FSA_EFULL when the pages in use (the file's, but
+ * its free ones) are past record_pages, which finish_record then tells as "journal full". */
+fsa_status_t fsa__jn_recording_room(fsa_journal_t *j) FSA_MUST_CHECK;
 
 /* ---- the sync state and the clock (journal_state.c) ---- */
 
@@ -309,6 +315,13 @@ fsa_status_t fsa__jn_record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_
 /* Records n ops in one transaction; as a group (one fresh group id) when grouped. */
 fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n, bool grouped,
                                 const fsa_fence_t *fence, fsa_rec_t *rec) FSA_MUST_CHECK;
+/* The same, for ops that depend on the journal's state: fill(j, at, arg, rec) runs inside the
+ * transaction, before the ops are read (at: the time they are recorded at), and completes them
+ * (ops then points into arg); a status other than FSA_OK (with rec's error) records nothing. */
+typedef fsa_status_t (*fsa__jn_fill_t)(fsa_journal_t *j, fsa_wall_t at, void *arg, fsa_rec_t *rec);
+fsa_status_t fsa__jn_record_filled(fsa_journal_t *j, const fsa_op_t *ops, size_t n, bool grouped,
+                                   const fsa_fence_t *fence, fsa__jn_fill_t fill, void *arg,
+                                   fsa_rec_t *rec) FSA_MUST_CHECK;
 
 /* The short names the journal's files use. */
 #define prep(...) fsa__jn_prep(__VA_ARGS__)

@@ -145,9 +145,15 @@ static fsa_status_t fence_check(fsa_journal_t *j, const fsa_fence_t *fence, fsa_
     return s;
 }
 
-/* Records n ops in one transaction; as a group (one fresh group id) when grouped. */
 fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n, bool grouped,
                                 const fsa_fence_t *fence, fsa_rec_t *rec)
+{
+    return fsa__jn_record_filled(j, ops, n, grouped, fence, NULL, NULL, rec);
+}
+
+fsa_status_t fsa__jn_record_filled(fsa_journal_t *j, const fsa_op_t *ops, size_t n, bool grouped,
+                                   const fsa_fence_t *fence, fsa__jn_fill_t fill, void *arg,
+                                   fsa_rec_t *rec)
 {
     if (rec != NULL)
         memset(rec, 0, sizeof *rec);
@@ -167,6 +173,8 @@ fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
     fsa_wall_t at = {0};
     if (s == FSA_OK)
         s = now_locked(j, &at);
+    if (s == FSA_OK && fill != NULL)
+        s = fill(j, at, arg, rec);
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         fsa_op_t op = ops[i]; /* shallow: json stays the caller's */
         s = record_one_locked(j, &op, at, group, FSA_CHANGE_RECORDED, rec);
@@ -175,6 +183,8 @@ fsa_status_t fsa__jn_record_ops(fsa_journal_t *j, const fsa_op_t *ops, size_t n,
             rec->seq = op.seq;
         }
     }
+    if (s == FSA_OK)
+        s = fsa__jn_recording_room(j);
     return finish_record(j, s, rec);
 }
 

@@ -418,6 +418,76 @@ static void test_fsa_journal_checkpoint_update__one_group(void **state)
     assert_non_null(strstr(rec.error, "no parent"));
 }
 
+/* A port whose mutex_lock moves checkpoint CP1 to another tour (T2, T3, ...) each time a thread
+ * that does not hold the journal's mutex is about to take it: whatever the journal read before
+ * its write transaction, the checkpoint may have moved since. */
+static fsa_port_t g_moving_port;
+static const fsa_port_t *g_real_port;
+static fsa_journal_t *g_moving_j;
+static int g_moves;
+static bool g_in_move;
+
+static void moving_lock(void *ctx, fsa_mutex_t *mu)
+{
+    if (g_moving_j != NULL && mu == g_moving_j->mu && !g_in_move && !fsa__jn_held(g_moving_j) &&
+        g_moves < 8) {
+        g_in_move = true;
+        char fields[64];
+        snprintf(fields, sizeof fields, "{\"parent_id\":\"T%d\"}", 2 + g_moves++);
+        fsa_rec_t rec;
+        assert_fsa_ok(fsa_journal_set(g_moving_j, FSA_TYPE_JOBNEED, "CP1", fields, NULL, &rec));
+        g_in_move = false;
+    }
+    g_real_port->mutex_lock(ctx, mu);
+}
+
+/* The tour that a checkpoint's update touches is the checkpoint's parent when the group is
+ * recorded. It was read before the write transaction (the comment said a change in between would
+ * conflict: local sets never conflict with each other), so a set of parent_id by another thread
+ * or process in between sent the touch to the tour the checkpoint had left. */
+static void test_fsa_journal_checkpoint_update__touches_the_parent_it_has(void **state)
+{
+    fixture_t *f = *state;
+    fsa_journal_close(f->j);
+    g_real_port = f->port;
+    g_moving_port = *f->port;
+    g_moving_port.mutex_lock = moving_lock;
+    fsa_journal_opts_t o = {0};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(&g_moving_port, f->dir.path, &o, &f->j, err, sizeof err));
+    fsa_rec_t rec;
+    for (int t = 1; t <= 9; t++) {
+        char id[8];
+        snprintf(id, sizeof id, "T%d", t);
+        assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, id, NULL, NULL, &rec));
+    }
+    assert_fsa_ok(
+        fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "CP1", "{\"parent_id\":\"T1\"}", NULL, &rec));
+    g_moves = 0;
+    g_moving_j = f->j;
+    fsa_status_t st = fsa_journal_checkpoint_update(f->j, "CP1", "{\"seqno\":3}", NULL, &rec);
+    g_moving_j = NULL;
+    assert_fsa_ok(st);
+    assert_true(g_moves >= 1);
+    char *parent = NULL;
+    char *fields = NULL;
+    assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_JOBNEED, "CP1", &fields, NULL, NULL));
+    assert_fsa_ok(fsa_model_get_field(fields, "parent_id", &parent));
+    fsa_model_free(fields);
+    char tour[16];
+    snprintf(tour, sizeof tour, "%.*s", (int)strlen(parent) - 2, parent + 1);
+    fsa_model_free(parent);
+    for (int t = 1; t <= 9; t++) {
+        char id[8];
+        snprintf(id, sizeof id, "T%d", t);
+        bool touched = strstr(field_of(f->j, FSA_TYPE_JOBNEED, id, "other_info"), "CP1") != NULL;
+        if (touched != (strcmp(id, tour) == 0))
+            fail_msg("%s %s touched; CP1's tour is %s", id, touched ? "was" : "was not", tour);
+    }
+    fsa_journal_close(f->j);
+    f->j = NULL;
+}
+
 static void test_fsa_journal_record_group__failure_writes_nothing(void **state)
 {
     fixture_t *f = *state;
@@ -2738,6 +2808,67 @@ static void test_fsa_journal_open__budget_in_the_file_s_pages(void **state)
     assert_in_range(used, budget * 3 / 4, budget);
 }
 
+/* Sends everything pending, a batch of 100 at a time, each op answered applied at the version
+ * after its base (a create: 1), until nothing is pending; returns the ops answered. */
+static int64_t drain_all(fsa_journal_t *j)
+{
+    int64_t answered = 0;
+    for (int round = 0; round < 100000; round++) {
+        fsa_op_t ops[100];
+        size_t n = 0;
+        assert_fsa_ok(fsa_outbox_next_batch(j, ops, 100, 1 << 20, &n));
+        if (n == 0)
+            return answered;
+        fsa_op_result_t res[100];
+        memset(res, 0, sizeof res);
+        for (size_t k = 0; k < n; k++) {
+            memcpy(res[k].op_id, ops[k].op_id, sizeof res[k].op_id);
+            res[k].status = FSA_RESULT_APPLIED;
+            res[k].version = ops[k].kind == FSA_OP_CREATE ? 1 : ops[k].base_version + 1;
+        }
+        fsa_status_t st = fsa_outbox_apply_batch(j, ops, res, n, NULL, 0);
+        for (size_t k = 0; k < n; k++)
+            fsa_op_clear(&ops[k]);
+        assert_fsa_ok(st);
+        answered += (int64_t)n;
+    }
+    fail_msg("the outbox did not drain");
+    return answered;
+}
+
+/* A journal that recorded until its budget refused a record is drained whole: applying results
+ * takes pages before it gives any (done_ops, the entity's base beside its local view), and it
+ * had none left, so every batch failed "journal full" and the outbox never shrank: "sync to make
+ * room" could not. Records stop an eighth short of the budget now; the drain has that eighth. */
+static void test_fsa_outbox_apply_batch__a_full_journal_drains(void **state)
+{
+    fixture_t *f = *state;
+    fsa_journal_close(f->j);
+    fsa_journal_opts_t o = {.budget_bytes = 256 * 1024};
+    char err[256];
+    assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
+    fsa_rec_t rec;
+    fsa_status_t st = FSA_OK;
+    int64_t recorded = 0;
+    while (st == FSA_OK && recorded < 100000) {
+        char id[16], fields[160];
+        snprintf(id, sizeof id, "A%" PRId64, recorded);
+        snprintf(fields, sizeof fields,
+                 "{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\",\"at\":%" PRId64
+                 "}",
+                 recorded);
+        st = fsa_journal_create(f->j, FSA_TYPE_ATTENDANCE, id, fields, NULL, &rec);
+        recorded += st == FSA_OK;
+    }
+    assert_int_equal(st, FSA_EFULL);
+    assert_non_null(strstr(rec.error, "journal full"));
+    assert_non_null(strstr(rec.error, "budget of 256 KiB")); /* not "0 MiB" */
+    assert_int_equal(drain_all(f->j), recorded);
+    size_t removed = 0;
+    assert_fsa_ok(fsa_outbox_compact(f->j, 0, &removed));
+    assert_fsa_ok(fsa_journal_integrity(f->j, err, sizeof err));
+}
+
 static void test_fsa_journal_set__fenced_write_refused(void **state)
 {
     fixture_t *f = *state;
@@ -2839,6 +2970,7 @@ int main(void)
         T(test_fsa_journal_transition__valid_and_invalid),
         T(test_fsa_journal_append__max_len),
         T(test_fsa_journal_checkpoint_update__one_group),
+        T(test_fsa_journal_checkpoint_update__touches_the_parent_it_has),
         T(test_fsa_journal_record_group__failure_writes_nothing),
         T(test_fsa_outbox_next_batch__never_splits_a_group),
         T(test_fsa_outbox_next_batch__bounded_by_bytes),
@@ -2879,6 +3011,7 @@ int main(void)
         T(test_fsa_journal_state__absent_and_bad_arguments),
         T(test_fsa_journal_create__budget_full_writes_nothing),
         T(test_fsa_journal_open__budget_in_the_file_s_pages),
+        T(test_fsa_outbox_apply_batch__a_full_journal_drains),
         T(test_fsa_journal_set__fenced_write_refused),
         T(test_fsa_journal_fence_thread__fences_every_write_of_the_thread),
     };

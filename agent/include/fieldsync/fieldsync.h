@@ -178,7 +178,9 @@ typedef struct fieldsync_config {
     int64_t sync_interval_ms;    /* the sync thread pulls at least this often; 0: 60 s */
     int64_t stall_after_ms;      /* the watchdog's threshold for the oldest pending op while
                                     the server answers; 0: 600 s */
-    int64_t budget_bytes;        /* the journal's disk budget; 0: 512 MiB */
+    int64_t budget_bytes;        /* the journal's disk budget; 0: 512 MiB. Records stop an
+                                    eighth short of it (FIELDSYNC_EFULL, "journal full"): the
+                                    rest is for syncing, so a full journal still drains */
     const char *label;           /* names this process to others (lock holders): 1..63
                                     printable ASCII characters; NULL: "app" ("": the lock
                                     manager's "fieldsync") */
