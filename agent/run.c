@@ -19,6 +19,7 @@
 #include "port/opts.h"
 #include "port/port.h"
 #include "port/timefmt.h"
+#include "storage/journal.h"
 
 /*
  * The sync loop (wake on record, the interval, the persisted backoff, the watchdog) is the
@@ -221,26 +222,41 @@ static void render(daemon_t *d)
     unlock(d);
 }
 
+/* True when name (absolute) is one of the files of the journal at jn (absolute), which may not
+ * exist yet: the storage's (fsa_journal_file_suffixes) and the daemon's lock. */
+static bool journal_owns(const char *jn, const char *name)
+{
+    size_t n = strlen(jn);
+    if (strncmp(name, jn, n) != 0)
+        return false;
+    for (size_t i = 0; fsa_journal_file_suffixes[i] != NULL; i++)
+        if (strcmp(name + n, fsa_journal_file_suffixes[i]) == 0)
+            return true;
+    return strcmp(name + n, ".daemon") == 0;
+}
+
 /* The metrics file replaces what is at its path, so that path may hold only nothing, an empty file
  * or an earlier metrics file: a mistyped path (the journal, its secret, a configuration) must not
- * be replaced by metrics, losing what it held. Nor may it name one of the journal's own files
- * (db, when known), which may not exist yet (its WAL, made at the open). FSA_OK, or why not (err:
- * the path and the reason). */
+ * be replaced by metrics, losing what it held. Nor may it or its temporary name ("<path>.tmp",
+ * which the write removes first: fsa_file_write_atomic) name one of the journal's own files (db,
+ * when known), which may not exist yet (its WAL, made at the open; the lock manager's table).
+ * FSA_OK, or why not (err: the path and the reason). */
 static fsa_status_t metrics_target_ok(const char *path, const char *db, char *err, size_t errlen)
 {
     char *m = NULL, *jn = NULL;
-    bool own = false;
+    bool own = false, own_tmp = false;
     if (db != NULL && fsa_file_absolute_name(path, &m, NULL, 0) == FSA_OK &&
         fsa_file_absolute_name(db, &jn, NULL, 0) == FSA_OK) {
-        static const char suffix[][9] = {"", "-wal", "-shm", "-journal", ".users", ".daemon"};
-        size_t n = strlen(jn);
-        for (size_t i = 0; i < sizeof suffix / sizeof suffix[0] && !own; i++)
-            own = strncmp(m, jn, n) == 0 && strcmp(m + n, suffix[i]) == 0;
+        own = journal_owns(jn, m);
+        char tmp[FSA_LIMIT_PATH_BYTES];
+        own_tmp = !own && (size_t)snprintf(tmp, sizeof tmp, "%s.tmp", m) < sizeof tmp &&
+                  journal_owns(jn, tmp);
     }
     fsa_free(m);
     fsa_free(jn);
-    if (own) {
-        snprintf(err, errlen, "%s is one of the journal's own files: give another path", path);
+    if (own || own_tmp) {
+        snprintf(err, errlen, "%s%s is one of the journal's own files: give another path", path,
+                 own_tmp ? ".tmp (its temporary name)" : "");
         return FSA_EINVAL;
     }
     char *old = NULL;

@@ -371,6 +371,9 @@ fsa_status_t fsa__jn_finish_record(fsa_journal_t *j, fsa_status_t st, fsa_rec_t 
     return st;
 }
 
+const char *const fsa_journal_file_suffixes[] = {"",       "-wal",   "-shm", "-journal",
+                                                 ".users", ".locks", NULL};
+
 /* ---- open / close ---- */
 
 fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_journal_opts_t *opts,

@@ -487,4 +487,10 @@ fsa_status_t fsa_journal_now_checked(fsa_journal_t *j, fsa_wall_t *out) FSA_MUST
  * read. */
 fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen) FSA_MUST_CHECK;
 
+/* The files a journal at PATH keeps: PATH followed by each of these ("" is PATH itself; then
+ * SQLite's WAL, shared memory and rollback journal, the users' lock, the lock manager's table),
+ * whether they exist yet or not. NULL-terminated. What writes files by a name it is given (the
+ * daemon's metrics file) must take none of them. */
+extern const char *const fsa_journal_file_suffixes[];
+
 #endif

@@ -767,26 +767,30 @@ static void test_run__metrics_file_never_replaces_another_file(void **state)
     fx_t *f = *state;
     init(f, "http://127.0.0.1:9");
     record_ticket(f, "T1");
-    char other[440], wal[440];
+    char other[440], wal[440], locks[440];
     snprintf(other, sizeof other, "%s/notes.txt", f->srv.dir);
     snprintf(wal, sizeof wal, "%s-wal", f->db);
+    snprintf(locks, sizeof locks, "%s.locks", f->db);
     FILE *fp = fopen(other, "w");
     assert_non_null(fp);
     fputs("fieldsync_queue_depth 3\n", fp); /* metrics-like, but not what the daemon writes */
     assert_int_equal(fclose(fp), 0);
     static const struct {
-        int which; /* 0 the journal, 1 the secret, 2 another file, 3 the journal's WAL */
+        int which; /* 0 the journal, 1 the secret, 2 another file, 3 the journal's WAL, 4 the
+                      lock manager's table (made by the first process that takes a lock) */
         const char *says;
     } cases[] = {{0, "one of the journal's own files"},
                  {1, "not a fieldsync metrics file"},
                  {2, "not a fieldsync metrics file"},
-                 {3, "one of the journal's own files"}};
+                 {3, "one of the journal's own files"},
+                 {4, "one of the journal's own files"}};
     static char before[1 << 16], after[1 << 16];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *target = cases[i].which == 0   ? f->db
                              : cases[i].which == 1 ? f->secret
                              : cases[i].which == 2 ? other
-                                                   : wal;
+                             : cases[i].which == 3 ? wal
+                                                   : locks;
         size_t nb = file_bytes(target, before, sizeof before);
         clear_err(f);
         const char *a[] = {"--db", f->db, "run", "--metrics-file", target, NULL};
@@ -807,6 +811,39 @@ static void test_run__metrics_file_never_replaces_another_file(void **state)
     /* the journal still holds its op */
     const char *a[] = {"--db", f->db, "show", "ticket", "T1", NULL};
     assert_int_equal(run_cli(f, a), 0);
+
+    /* A metrics path whose temporary name ("<path>.tmp", removed before each write) is the
+     * journal: refused too. Before, the first write removed the journal. */
+    char tdb[448], tmetrics[448];
+    snprintf(tdb, sizeof tdb, "%s/j2.tmp", f->srv.dir);
+    snprintf(tmetrics, sizeof tmetrics, "%s/j2", f->srv.dir);
+    const char *ti[] = {"--db",
+                        tdb,
+                        "init",
+                        "--device-id",
+                        "dev000",
+                        "--server",
+                        "http://127.0.0.1:9",
+                        "--secret-file",
+                        f->secret,
+                        NULL};
+    assert_int_equal(run_cli(f, ti), 0);
+    const char *tc[] = {"--db", tdb, "ticket", "create", "T2", NULL};
+    assert_int_equal(run_cli(f, tc), 0);
+    clear_err(f);
+    const char *tr[] = {"--db", tdb, "run", "--metrics-file", tmetrics, NULL};
+    f->daemon = spawn(f->out, f->err, tr);
+    int st = wait_exit(f->daemon, 20000);
+    if (st == -1)
+        fail_msg("the daemon runs with --metrics-file %s: %s", tmetrics, slurp(f->err));
+    f->daemon = 0;
+    const char *log = slurp(f->err);
+    if (st != 2 || lines(log) != 1 ||
+        strstr(log, "j2.tmp (its temporary name) is one of the "
+                    "journal's own files") == NULL)
+        fail_msg("--metrics-file %s: exit %d, expected 2 and one line:\n%s", tmetrics, st, log);
+    const char *ts[] = {"--db", tdb, "show", "ticket", "T2", NULL};
+    assert_int_equal(run_cli(f, ts), 0);
 }
 
 /* A number of seconds is a plain decimal number: hex, spaces, "inf" are usage errors (2), and the
