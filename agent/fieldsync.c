@@ -380,16 +380,20 @@ static int cmd_attendance(int argc, char **argv)
     return recorded(fs, st, &rec);
 }
 
+/* NAME=VALUE arguments into a JSON object (*out): a malformed, repeated or oversized one is a
+ * usage error (2), as a bad option value is; only running out of memory is an error (1). */
 static void fields_from(char **args, int n, char **out)
 {
     char err[200];
-    if (fsa_args_object(args, (size_t)n, out, err, sizeof err) != FSA_OK) {
-        fail("%s", err);
+    fsa_status_t st = fsa_args_object(args, (size_t)n, out, err, sizeof err);
+    if (st == FSA_EINVAL || st == FSA_ETOOLARGE)
+        die_usage("%s", err);
+    if (st != FSA_OK) {
+        fail("%s", fsa_status_str(st));
         exit(EXIT_FAILURE);
     }
 }
 
-/* The options of job and ticket, by their index in cmd_entity's table. */
 /* The options of job and ticket subcommands (cmd_entity), by their index. */
 #define ENTITY_OPTS(X) X(E_PARENT, "=parent") X(E_TO, "=to") X(E_NOTE, "=note")
 enum { ENTITY_OPTS(FSA_OPT_INDEX) E_COUNT };

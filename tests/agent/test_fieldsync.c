@@ -260,6 +260,14 @@ static void test_cli__help_and_bad_usage(void **state)
     FS(&r, "status");
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "--db"));
+    /* NAME=VALUE arguments that are malformed or repeat are usage errors too */
+    FS(&r, "--db", f->db[0], "job", "create", "J1", "a=1", "a=2");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "field 'a' is given twice"));
+    assert_null(strchr(strchr(r.err, '\n') + 1, '\n'));
+    FS(&r, "--db", f->db[0], "ticket", "create", "T1", "Bad-Name=1");
+    assert_int_equal(r.status, 2);
+    assert_null(strchr(strchr(r.err, '\n') + 1, '\n'));
     /* no journal yet: a clear error, and no file left behind */
     FS(&r, "--db", f->db[0], "job", "create", "J1");
     assert_int_equal(r.status, 1);
