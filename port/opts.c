@@ -162,6 +162,27 @@ fsa_status_t fsa_opts_values(int argc, char *const *args, const fsa_opt_t *opts,
     return FSA_OK;
 }
 
+/* value is written as a plain decimal number: a '-' only when minus (negative values are in
+ * range), digits, and for a real a fraction and an exponent. strtoll and strtod also take
+ * leading spaces, '+', hexadecimal and (strtod) inf and nan: "--listen 127.0.0.1:+80" listened
+ * on port 80, and "0x10" days were 16. */
+static bool plain_number(const char *value, bool minus, bool real)
+{
+    const char *p = value;
+    if (*p == '-' && minus)
+        p++;
+    if (!(*p >= '0' && *p <= '9') && !(real && *p == '.'))
+        return false;
+    for (; *p != '\0'; p++) {
+        bool ok = (*p >= '0' && *p <= '9') ||
+                  (real && (*p == '.' || *p == 'e' || *p == 'E' ||
+                            ((*p == '-' || *p == '+') && (p[-1] == 'e' || p[-1] == 'E'))));
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 fsa_status_t fsa_opts_int(const char *name, const char *value, long long min, long long max,
                           long long *out, char *err, size_t errlen)
 {
@@ -172,7 +193,8 @@ fsa_status_t fsa_opts_int(const char *name, const char *value, long long min, lo
     char *end = NULL;
     errno = 0;
     long long v = strtoll(value, &end, 10);
-    if (errno != 0 || end == value || *end != '\0' || v < min || v > max)
+    if (!plain_number(value, min < 0, false) || errno != 0 || end == value || *end != '\0' ||
+        v < min || v > max)
         return bad(err, errlen, "option '--%s' needs a whole number from %lld to %lld, not '%s'",
                    name, min, max, value);
     *out = v;
@@ -190,7 +212,8 @@ fsa_status_t fsa_opts_real(const char *name, const char *value, double min, doub
     errno = 0;
     double v = strtod(value, &end);
     /* !(v >= min && v <= max) is also true for NaN. */
-    if (errno != 0 || end == value || *end != '\0' || !(v >= min && v <= max))
+    if (!plain_number(value, min < 0.0, true) || errno != 0 || end == value || *end != '\0' ||
+        !(v >= min && v <= max))
         return bad(err, errlen, "option '--%s' needs a %s from %g to %g, not '%s'", name,
                    what != NULL ? what : "number", min, max, value);
     *out = v;

@@ -213,8 +213,10 @@ static void take_retention(const fsa_opt_t *o, fsa_server_config_t *cfg)
                   "'%s'",
                   o->value);
     cfg->op_retention_ms = (int64_t)(d * 86400000.0);
+    /* Made 1 ms, a tiny value had every outcome swept at once (and every resent op applied
+     * again) without a word. */
     if (cfg->op_retention_ms < 1)
-        cfg->op_retention_ms = 1;
+        die_usage("--op-retention-days %s is under a millisecond", o->value);
 }
 
 /* The fault injection options (--fault-*), over cfg's defaults. */
@@ -305,6 +307,13 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    /* Shorter than a day: for tests. Said, since it breaks idempotency for any device that
+     * resends later (PROTOCOL.md section 6: no op applied twice). */
+    if (cfg.op_retention_ms > 0 && cfg.op_retention_ms < INT64_C(86400000))
+        fprintf(stderr,
+                "fieldsync-server: warning: op outcomes are kept only %.3f s "
+                "(--op-retention-days): an op a device resends after that is applied again\n",
+                (double)cfg.op_retention_ms / 1000.0);
     fsa_server_t *srv = NULL;
     char err[512];
     fsa_status_t st = fsa_server_start(&cfg, &srv, err, sizeof err);

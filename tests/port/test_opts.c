@@ -242,7 +242,9 @@ static void test_fsa_opts_int__range_and_syntax(void **state)
     assert_string_equal(err, "");
     assert_fsa_ok(fsa_opts_int("n", "-5", -5, 5, &v, err, sizeof err));
     assert_int_equal(v, -5);
-    static const char *const bad[] = {"0", "101", "12x", "", " ", "1.5", "99999999999999999999"};
+    static const char *const bad[] = {
+        "0",   "101", "12x", "",    " ",   "1.5", "99999999999999999999",
+        " 12", "+12", "0x1", "-12", "12 ", "1e1"};
     for (size_t i = 0; i < N(bad); i++) {
         v = 7;
         assert_int_equal(fsa_opts_int("devices", bad[i], 1, 100, &v, err, sizeof err), FSA_EINVAL);
@@ -266,7 +268,8 @@ static void test_fsa_opts_real__range_syntax_and_noun(void **state)
     assert_true(v == 0.25);
     assert_fsa_ok(fsa_opts_real("fault-5xx", "1", 0.0, 1.0, "rate", &v, err, sizeof err));
     assert_true(v == 1.0);
-    static const char *const bad[] = {"2", "-0.1", "nan", "x", "", "0.5x", "1e999"};
+    static const char *const bad[] = {"2",    "-0.1", "nan",   "x",   "",   "0.5x", "1e999",
+                                      " 0.5", "+0.5", "0x0.8", "inf", "-0", "."};
     for (size_t i = 0; i < N(bad); i++) {
         v = 7.0;
         assert_int_equal(fsa_opts_real("fault-5xx", bad[i], 0.0, 1.0, "rate", &v, err, sizeof err),
@@ -277,6 +280,13 @@ static void test_fsa_opts_real__range_syntax_and_noun(void **state)
                  bad[i]);
         assert_string_equal(err, want);
     }
+    /* the plain forms: a fraction, an exponent, a minus where negatives are in range */
+    assert_fsa_ok(fsa_opts_real("lat", "-45.5", -90.0, 90.0, NULL, &v, err, sizeof err));
+    assert_true(v == -45.5);
+    assert_fsa_ok(fsa_opts_real("d", ".5e-1", 0.0, 1.0, NULL, &v, err, sizeof err));
+    assert_true(v == 0.05);
+    assert_fsa_ok(fsa_opts_real("d", "1E+0", 0.0, 1.0, NULL, &v, err, sizeof err));
+    assert_true(v == 1.0);
     assert_int_equal(fsa_opts_real("days", "0", 0.5, 10.0, NULL, &v, err, sizeof err), FSA_EINVAL);
     assert_string_equal(err, "option '--days' needs a number from 0.5 to 10, not '0'");
     assert_int_equal(fsa_opts_real("x", "1", 0.0, 1.0, NULL, NULL, err, sizeof err), FSA_EINVAL);

@@ -102,6 +102,18 @@ static void test_server_cli__bad_flags_and_files(void **state)
     expect_refused(s.db, s.devices, a10d, "--header-timeout");
     const char *a10e[] = {"--admin-token-file", s.token, "--admin-listen", "unix:", NULL};
     expect_refused(s.db, s.devices, a10e, "--admin-listen");
+    /* Numbers are plain decimals: spaces, signs and hex are refused, not read as a port or days;
+     * a retention under a millisecond is refused, not made 1 ms (every outcome swept at once). */
+    const char *a10f[] = {"--listen",       "127.0.0.1:+80", "--db", s.db,
+                          "--devices-file", s.devices,       NULL};
+    expect_cli_error(a10f, "--listen");
+    const char *a10g[] = {"--listen",       "127.0.0.1: 0", "--db", s.db,
+                          "--devices-file", s.devices,      NULL};
+    expect_cli_error(a10g, "--listen");
+    const char *a10h[] = {"--op-retention-days", "0x10", NULL};
+    expect_refused(s.db, s.devices, a10h, "--op-retention-days");
+    const char *a10i[] = {"--op-retention-days", "1e-12", NULL};
+    expect_refused(s.db, s.devices, a10i, "under a millisecond");
     /* A PostgreSQL database that cannot be reached: one line, and never the URI's password (a
      * build without libpq says so instead). Port 1 on loopback has no server. */
     static const char pg[] = "postgresql://u:hunter2@127.0.0.1:1/x";
