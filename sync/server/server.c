@@ -355,6 +355,21 @@ static enum MHD_Result respond_error(fsa_server_t *srv, struct MHD_Connection *c
     return respond(srv, c, http, text, len, NULL);
 }
 
+/* The answer to a store call that failed with st: the database gave up for now (FSA_EBUSY: too
+ * many connections, a lock timeout, a deadlock that outlived its retries) is 503 overloaded with
+ * Retry-After, which a device backs off on (PROTOCOL.md section 3); anything else 500. */
+static enum MHD_Result respond_store_error(fsa_server_t *srv, struct MHD_Connection *c,
+                                           fsa_status_t st, const char *message)
+{
+    if (st != FSA_EBUSY)
+        return respond_error(srv, c, 500, "internal", message);
+    char *text = NULL;
+    size_t len = 0;
+    if (fsa_codec_encode_error("overloaded", message, now_ms(srv), &text, &len) != FSA_OK)
+        text = NULL;
+    return respond(srv, c, 503, text, len, "1");
+}
+
 /* ---- secret files ---- */
 
 /*
@@ -724,9 +739,7 @@ static enum MHD_Result apply_and_answer(fsa_server_t *srv, struct MHD_Connection
         char esc[4 * FSA_ID_BYTES + 8];
         fsa_log(&srv->port, FSA_LOG_ERROR, "batch \"%s\" of %s not applied: %s",
                 log_escape(push->batch_id, esc, sizeof esc), device, err);
-        ret = respond_error(srv, c, st == FSA_EBUSY ? 503 : 500,
-                            st == FSA_EBUSY ? "overloaded" : "internal",
-                            "the server could not store the batch");
+        ret = respond_store_error(srv, c, st, "the server could not store the batch");
     } else {
         for (size_t i = 0; i < push->count; i++)
             bump(&srv->stats.ops[results[i].status]);
@@ -772,7 +785,7 @@ static enum MHD_Result handle_pull(fsa_server_t *srv, struct MHD_Connection *c, 
                                             &pull, &next);
     if (st != FSA_OK) {
         fsa_log(&srv->port, FSA_LOG_ERROR, "pull for %s failed: %s", dev->id, fsa_status_str(st));
-        return respond_error(srv, c, 500, "internal", "the server could not read its store");
+        return respond_store_error(srv, c, st, "the server could not read its store");
     }
     snprintf(pull.cursor, sizeof pull.cursor, FSA__SERVER_CURSOR_PREFIX "%" PRId64, next);
     pull.server_time_ms = now_ms(srv);
@@ -813,7 +826,7 @@ static enum MHD_Result respond_entity(fsa_server_t *srv, struct MHD_Connection *
     if (st == FSA_ENOTFOUND)
         return respond_error(srv, c, 404, "not_found", "no such entity");
     if (st != FSA_OK)
-        return respond_error(srv, c, 500, "internal", "the server could not read its store");
+        return respond_store_error(srv, c, st, "the server could not read its store");
     char *text = NULL;
     size_t len = 0;
     if (fsa_codec_encode_entity(&e, now_ms(srv), &text, &len) != FSA_OK)
@@ -835,7 +848,7 @@ static enum MHD_Result admin_one_op(fsa_server_t *srv, struct MHD_Connection *c,
         fsa_store_apply(srv->store, "admin", true, op, 1, now_ms(srv), &r, err, sizeof err);
     if (st != FSA_OK) {
         fsa_log(&srv->port, FSA_LOG_ERROR, "admin op not applied: %s", err);
-        return respond_error(srv, c, 500, "internal", "the server could not store the op");
+        return respond_store_error(srv, c, st, "the server could not store the op");
     }
     bump(&srv->stats.ops[r.status]);
     enum MHD_Result ret;
@@ -875,7 +888,7 @@ static enum MHD_Result admin_autoclose(fsa_server_t *srv, struct MHD_Connection 
     if (st == FSA_ENOTFOUND)
         return respond_error(srv, c, 404, "not_found", "no such jobneed");
     if (st != FSA_OK)
-        return respond_error(srv, c, 500, "internal", "the server could not read its store");
+        return respond_store_error(srv, c, st, "the server could not read its store");
     fsa_codec_op_t op;
     memset(&op, 0, sizeof op);
     st = fsa_model_get_status(e.fields, FSA_TYPE_JOBNEED, op.op.from);
@@ -910,8 +923,9 @@ static enum MHD_Result admin_ops(fsa_server_t *srv, struct MHD_Connection *c, re
 static enum MHD_Result admin_stats(fsa_server_t *srv, struct MHD_Connection *c)
 {
     int64_t ents = 0, ops = 0, last = 0;
-    if (fsa_store_counts(srv->store, &ents, &ops, &last) != FSA_OK)
-        return respond_error(srv, c, 500, "internal", "the server could not read its store");
+    fsa_status_t st = fsa_store_counts(srv->store, &ents, &ops, &last);
+    if (st != FSA_OK)
+        return respond_store_error(srv, c, st, "the server could not read its store");
     stats_t *s = &srv->stats;
     size_t cap = 2048;
     char *text = fsa_malloc(cap);
