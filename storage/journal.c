@@ -306,29 +306,29 @@ static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full)
  * Counted in use, not by the file's size: pages that a drain added and freed again are not the
  * records' to keep, or each drain at the budget would leave the next less room.
  */
-fsa_status_t fsa__jn_recording_room(fsa_journal_t *j)
+/* The one number a PRAGMA answers (under the mutex). */
+static fsa_status_t pragma_int(fsa_journal_t *j, const char *sql, int64_t *out)
 {
-    int64_t count = 0, free_pages = 0;
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "PRAGMA page_count", &st);
+    fsa_status_t s = prep(j, sql, &st);
     if (s != FSA_OK)
         return s;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
-        count = sqlite3_column_int64(st, 0);
+        *out = sqlite3_column_int64(st, 0);
     release(j, st);
-    if (rc != SQLITE_ROW)
-        return fsa__db_status(rc);
-    s = prep(j, "PRAGMA freelist_count", &st);
-    if (s != FSA_OK)
-        return s;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        free_pages = sqlite3_column_int64(st, 0);
-    release(j, st);
-    if (rc != SQLITE_ROW)
-        return fsa__db_status(rc);
-    return count - free_pages > j->record_pages ? FSA_EFULL : FSA_OK;
+    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+}
+
+fsa_status_t fsa__jn_recording_room(fsa_journal_t *j)
+{
+    int64_t count = 0, free_pages = 0;
+    fsa_status_t s = pragma_int(j, "PRAGMA page_count", &count);
+    if (s == FSA_OK)
+        s = pragma_int(j, "PRAGMA freelist_count", &free_pages);
+    if (s == FSA_OK && count - free_pages > j->record_pages)
+        s = FSA_EFULL;
+    return s;
 }
 
 /*
