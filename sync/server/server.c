@@ -345,14 +345,22 @@ static enum MHD_Result respond(fsa_server_t *srv, struct MHD_Connection *c, unsi
     return ret;
 }
 
-static enum MHD_Result respond_error(fsa_server_t *srv, struct MHD_Connection *c, unsigned http,
-                                     const char *code, const char *message)
+/* An error body (code, message) with its status, and Retry-After when retry_after is not NULL. */
+static enum MHD_Result respond_error_after(fsa_server_t *srv, struct MHD_Connection *c,
+                                           unsigned http, const char *code, const char *message,
+                                           const char *retry_after)
 {
     char *text = NULL;
     size_t len = 0;
     if (fsa_codec_encode_error(code, message, now_ms(srv), &text, &len) != FSA_OK)
         text = NULL;
-    return respond(srv, c, http, text, len, NULL);
+    return respond(srv, c, http, text, len, retry_after);
+}
+
+static enum MHD_Result respond_error(fsa_server_t *srv, struct MHD_Connection *c, unsigned http,
+                                     const char *code, const char *message)
+{
+    return respond_error_after(srv, c, http, code, message, NULL);
 }
 
 /* The answer to a store call that failed with st: the database gave up for now (FSA_EBUSY: too
@@ -361,13 +369,8 @@ static enum MHD_Result respond_error(fsa_server_t *srv, struct MHD_Connection *c
 static enum MHD_Result respond_store_error(fsa_server_t *srv, struct MHD_Connection *c,
                                            fsa_status_t st, const char *message)
 {
-    if (st != FSA_EBUSY)
-        return respond_error(srv, c, 500, "internal", message);
-    char *text = NULL;
-    size_t len = 0;
-    if (fsa_codec_encode_error("overloaded", message, now_ms(srv), &text, &len) != FSA_OK)
-        text = NULL;
-    return respond(srv, c, 503, text, len, "1");
+    return st == FSA_EBUSY ? respond_error_after(srv, c, 503, "overloaded", message, "1")
+                           : respond_error(srv, c, 500, "internal", message);
 }
 
 /* ---- secret files ---- */
@@ -684,11 +687,8 @@ static bool authenticate(fsa_server_t *srv, struct MHD_Connection *c, const requ
 static enum MHD_Result respond_auth_fail(fsa_server_t *srv, struct MHD_Connection *c,
                                          const auth_fail_t *f)
 {
-    char *text = NULL;
-    size_t len = 0;
-    if (fsa_codec_encode_error(f->code, f->message, now_ms(srv), &text, &len) != FSA_OK)
-        text = NULL;
-    return respond(srv, c, f->http, text, len, f->http == 503 || f->http == 429 ? "1" : NULL);
+    return respond_error_after(srv, c, f->http, f->code, f->message,
+                               f->http == 503 || f->http == 429 ? "1" : NULL);
 }
 
 /* ---- bodies ---- */
@@ -1055,12 +1055,7 @@ static enum MHD_Result handle_request(fsa_server_t *srv, struct MHD_Connection *
         bump(&srv->stats.f_429);
         char ra[16];
         snprintf(ra, sizeof ra, "%d", srv->cfg.faults.retry_after_s);
-        char *text = NULL;
-        size_t len = 0;
-        if (fsa_codec_encode_error("overloaded", "injected fault: 429", now_ms(srv), &text, &len) !=
-            FSA_OK)
-            text = NULL;
-        return respond(srv, c, 429, text, len, ra);
+        return respond_error_after(srv, c, 429, "overloaded", "injected fault: 429", ra);
     }
     if (fault_hit(srv, srv->cfg.faults.rate_5xx)) {
         bump(&srv->stats.f_5xx);
