@@ -237,26 +237,20 @@ static bool journal_owns(const char *jn, const char *name)
 
 /* The metrics file replaces what is at its path, so that path may hold only nothing, an empty file
  * or an earlier metrics file: a mistyped path (the journal, its secret, a configuration) must not
- * be replaced by metrics, losing what it held. Nor may it or its temporary name ("<path>.tmp",
- * which the write removes first: fsa_file_write_atomic) name one of the journal's own files (db,
+ * be replaced by metrics, losing what it held. Nor may it name one of the journal's own files (db,
  * when known), which may not exist yet (its WAL, made at the open; the lock manager's table).
  * FSA_OK, or why not (err: the path and the reason). */
 static fsa_status_t metrics_target_ok(const char *path, const char *db, char *err, size_t errlen)
 {
     char *m = NULL, *jn = NULL;
-    bool own = false, own_tmp = false;
+    bool own = false;
     if (db != NULL && fsa_file_absolute_name(path, &m, NULL, 0) == FSA_OK &&
-        fsa_file_absolute_name(db, &jn, NULL, 0) == FSA_OK) {
+        fsa_file_absolute_name(db, &jn, NULL, 0) == FSA_OK)
         own = journal_owns(jn, m);
-        char tmp[FSA_LIMIT_PATH_BYTES];
-        own_tmp = !own && (size_t)snprintf(tmp, sizeof tmp, "%s.tmp", m) < sizeof tmp &&
-                  journal_owns(jn, tmp);
-    }
     fsa_free(m);
     fsa_free(jn);
-    if (own || own_tmp) {
-        snprintf(err, errlen, "%s%s is one of the journal's own files: give another path", path,
-                 own_tmp ? ".tmp (its temporary name)" : "");
+    if (own) {
+        snprintf(err, errlen, "%s is one of the journal's own files: give another path", path);
         return FSA_EINVAL;
     }
     char *old = NULL;

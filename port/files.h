@@ -33,15 +33,18 @@ fsa_status_t fsa_file_read(const char *path, size_t max_bytes, int private_only,
  * ours): err then names its mode.
  *
  * fsa_file_create_private: creates path empty with mode 0600 (whatever the umask widens; a umask
- * can only narrow it) unless it exists already, which is no error. FSA_OK or FSA_EIO.
+ * can only narrow it) unless it exists already, which is no error. FSA_OK or FSA_EIO (also a
+ * symlink to nothing, which O_EXCL takes for a file that exists).
  *
- * fsa_file_write_atomic: replaces path with len bytes of data through "<path>.tmp" and a rename,
- * so a reader sees the old file or the new one, never half of one. Whatever is at "<path>.tmp"
- * beforehand (a crash's leftover, a symlink) is unlinked, never written through; the new bytes
- * are synced before the rename, so after a power cut path holds the old bytes or the new ones,
- * never an empty file. The directory is not synced: the replacement itself is not durable (a
- * power cut may bring the previous file back), which suits its one caller, the metrics file. On
- * any failure "<path>.tmp" is removed and path is as it was. The new file has mode
+ * fsa_file_write_atomic: replaces path with len bytes of data through a temporary file of its own
+ * beside it ("<path>.tmp.<pid>.<n>", made with O_EXCL: nothing that is there is written through
+ * or removed) and a rename, so a reader sees the old file or the new one, never half of one, also
+ * with several writers of one path (threads, processes: each renames its own whole file). The new
+ * bytes are synced before the rename, so after a power cut path holds the old bytes or the new
+ * ones, never an empty file. The directory is not synced: the replacement itself is not durable
+ * (a power cut may bring the previous file back), which suits its callers (the metrics file, the
+ * simulator's reports). On any failure the temporary file is removed and path is as it was; a
+ * crash between its creation and the rename leaves it behind. The new file has mode
  * 0666 & ~umask, as fopen gives. FSA_OK, FSA_EINVAL (a path too long), FSA_EIO.
  */
 fsa_status_t fsa_file_exists(const char *path, char *err, size_t errlen) FSA_MUST_CHECK;
@@ -53,8 +56,9 @@ fsa_status_t fsa_file_exists(const char *path, char *err, size_t errlen) FSA_MUS
  * layout, /etc/ssl/certs) is read at its new target. no_link (a private file: a secret, a key):
  * path must not be a symlink (realpath would give its target, which then passes an O_NOFOLLOW
  * read). FSA_OK; FSA_ENOTFOUND (also a link to nothing, without no_link); FSA_EPERM (a symlink,
- * with no_link); FSA_EINVAL (too long); FSA_ENOMEM. err names the problem after the path, for the
- * caller to prefix with what it is.
+ * with no_link, or a directory on the way that may not be searched); FSA_EINVAL (too long);
+ * FSA_EIO (any other failure to look, a loop of links: its reason); FSA_ENOMEM. err names the
+ * problem after the path, for the caller to prefix with what it is.
  */
 fsa_status_t fsa_file_absolute(const char *path, bool no_link, char **out, char *err,
                                size_t errlen) FSA_MUST_CHECK;

@@ -458,22 +458,31 @@ fsa_status_t fsa_socket_listen_unix(const char *path, int backlog, int *out_fd, 
             snprintf(err, errlen, "a file that is not a socket is there");
             return FSA_EPERM;
         }
-        /* A socket someone still listens on is in use; one left by an earlier run is
-         * replaced. */
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        bool live = probe >= 0 && connect(probe, (struct sockaddr *)&a, sizeof a) == 0;
-        if (probe >= 0)
-            close(probe);
-        if (live) {
+        /* A socket someone still listens on is in use; one left by an earlier run (nobody
+         * listens: ECONNREFUSED) is replaced. The probe does not wait: a listener whose queue
+         * is full (busy, or hung) answers EAGAIN, which is in use too, where a blocking connect
+         * never returned. Any other failure (EACCES: someone else's socket) replaces nothing. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (probe < 0) {
+            snprintf(err, errlen, "%s", strerror(errno));
+            return FSA_EIO;
+        }
+        int pe = connect(probe, (struct sockaddr *)&a, sizeof a) == 0 ? 0 : errno;
+        close(probe);
+        if (pe == 0 || pe == EAGAIN || pe == EINPROGRESS) {
             snprintf(err, errlen, "another process listens on it");
             return FSA_EBUSY;
+        }
+        if (pe != ECONNREFUSED) {
+            snprintf(err, errlen, "cannot tell whether it is in use: %s", strerror(pe));
+            return pe == EACCES ? FSA_EPERM : FSA_EIO;
         }
         (void)unlink(path); /* bind reports what remains */
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    /* bind creates the file with the umask's mode: 0600 from the start (callers make their
-     * sockets while starting, before other threads create files), and chmod'ed again to be
-     * sure. */
+    /* bind creates the file with the umask's mode: 0600 from the start, and chmod'ed again to be
+     * sure. The umask is the process's: a file another thread creates in this instant (the
+     * server's sweeper and watch threads run by then) gets a narrower mode, never a wider one. */
     int brc = -1;
     if (fd >= 0) {
         mode_t old = umask(0177);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,8 +181,17 @@ fsa_status_t fsa_file_create_private(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return FSA_EIO;
     }
-    if (fd >= 0)
+    if (fd >= 0) {
         close(fd);
+        return FSA_OK;
+    }
+    /* O_EXCL says "exists" for a symlink to nothing too, which then is not there at all. */
+    struct stat sb;
+    if (stat(path, &sb) != 0 && lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+        snprintf(err, errlen, "%s is a symlink to nothing: create its target or name another file",
+                 path);
+        return FSA_EIO;
+    }
     return FSA_OK;
 }
 
@@ -205,8 +215,15 @@ fsa_status_t fsa_file_absolute(const char *path, bool no_link, char **out, char 
     *out = NULL;
     struct stat sb;
     if ((no_link ? lstat(path, &sb) : stat(path, &sb)) != 0) {
-        snprintf(err, errlen, "%s: not found", path);
-        return FSA_ENOTFOUND;
+        /* Not found only when it is not there: a directory on the way that may not be searched,
+         * a name too long or a loop of links say so. */
+        int e = errno;
+        if (e == ENOENT) {
+            snprintf(err, errlen, "%s: not found", path);
+            return FSA_ENOTFOUND;
+        }
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return e == ENAMETOOLONG ? FSA_EINVAL : e == EACCES ? FSA_EPERM : FSA_EIO;
     }
     if (no_link && S_ISLNK(sb.st_mode)) {
         snprintf(err, errlen, "%s is a symlink: name the file itself (not a link to it)", path);
@@ -259,21 +276,28 @@ fsa_status_t fsa_file_absolute_name(const char *path, char **out, char *err, siz
 fsa_status_t fsa_file_write_atomic(const char *path, const void *data, size_t len, char *err,
                                    size_t errlen)
 {
+    /* A fresh file of our own, under a name no other writer uses ("<path>.tmp.<pid>.<n>"):
+     * O_EXCL never follows or reuses what is there (a crash's leftover, a symlink, a file of
+     * someone else's: the next name is tried), and nothing is removed but what this call made.
+     * With one fixed name, a second writer of the same path removed the first's file and the first
+     * renamed a half-written one into place, and a journal named "<path>.tmp" was removed. */
+    static _Atomic unsigned seq;
     char tmp[FSA_LIMIT_PATH_BYTES];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
-        snprintf(err, errlen, "%s: the path is too long", path);
-        return FSA_EINVAL;
+    int fd = -1;
+    for (int tries = 0; fd < 0 && tries < 64; tries++) {
+        if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
+                             atomic_fetch_add(&seq, 1)) >= sizeof tmp) {
+            snprintf(err, errlen, "%s: the path is too long", path);
+            return FSA_EINVAL;
+        }
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+            return FSA_EIO;
+        }
     }
-    /* A fresh file of our own: whatever is at the temporary name (one left by a crash, a symlink
-     * or a hard link put there) is unlinked, never written through; O_EXCL then fails rather than
-     * follow anything that appears in between. */
-    if (unlink(tmp) != 0 && errno != ENOENT) {
-        snprintf(err, errlen, "%s: cannot remove %s: %s", path, tmp, strerror(errno));
-        return FSA_EIO;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (fd < 0) {
-        snprintf(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+        snprintf(err, errlen, "%s: no free temporary name beside it (%s taken)", path, tmp);
         return FSA_EIO;
     }
     const char *step = "cannot write";

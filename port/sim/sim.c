@@ -52,7 +52,9 @@ static void sim_sleep(void *ctx, int64_t ns)
     if (ns <= 0)
         return;
     pthread_mutex_lock(&sim->mu);
-    sim->now_ns += ns;
+    /* Saturated, as fsa_mono_add_ns is: a sleep "forever" leaves the clock at its end, never
+     * wrapped to the past (a signed overflow). */
+    sim->now_ns = fsa_mono_add_ns((fsa_mono_t){sim->now_ns}, ns).ns;
     pthread_mutex_unlock(&sim->mu);
 }
 
@@ -167,7 +169,8 @@ void fsa_sim_advance(fsa_sim_t *sim, int64_t ns)
 void fsa_sim_shift_wall(fsa_sim_t *sim, int64_t delta_ms)
 {
     pthread_mutex_lock(&sim->mu);
-    sim->wall_base_ms += delta_ms;
+    if (__builtin_add_overflow(sim->wall_base_ms, delta_ms, &sim->wall_base_ms))
+        sim->wall_base_ms = delta_ms > 0 ? INT64_MAX : INT64_MIN;
     pthread_mutex_unlock(&sim->mu);
 }
 

@@ -1,10 +1,14 @@
 /* Tests for port/posix/files.c: private files (secrets) are refused when others may read them,
  * reads are bounded, and a process can keep its secrets out of core dumps. */
 #define _XOPEN_SOURCE 700 /* realpath, symlink */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,14 +58,19 @@ static int teardown(void **state)
 {
     alarm(0); /* a test that failed while its alarm was set must not end a later one */
     fx_t *f = *state;
-    char p[160];
-    const char *names[] = {"secret/inner", "secret", "secret.tmp", "link",
-                           "sub",          "victim", "fifo",       "dangling"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
+    char p[400];
+    snprintf(p, sizeof p, "%s/secret/inner", f->dir);
+    (void)unlink(p);
+    DIR *d = opendir(f->dir);
+    for (struct dirent *e = d != NULL ? readdir(d) : NULL; e != NULL; e = readdir(d)) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", f->dir, e->d_name);
         if (unlink(p) != 0)
             rmdir(p);
     }
+    if (d != NULL)
+        closedir(d);
     rmdir(f->dir);
     fsa_free(f);
     return 0;
@@ -285,6 +294,21 @@ static void test_file_make_private__narrows_and_leaves_private_alone(void **stat
     }
 }
 
+/* The files of dir whose name starts with base's name and ".tmp": temporary files left behind. */
+static int leftovers(const char *dir, const char *path)
+{
+    const char *base = strrchr(path, '/') != NULL ? strrchr(path, '/') + 1 : path;
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "%s.tmp", base);
+    int n = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e = d != NULL ? readdir(d) : NULL; e != NULL; e = readdir(d))
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+
 static void test_file_write_atomic__replaces_whole(void **state)
 {
     fx_t *f = *state;
@@ -300,9 +324,7 @@ static void test_file_write_atomic__replaces_whole(void **state)
     assert_string_equal(text, "2nd");
     assert_int_equal(len, 3);
     fsa_free(text);
-    char tmp[200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", f->path);
-    assert_int_equal(access(tmp, F_OK), -1); /* renamed, nothing left beside it */
+    assert_int_equal(leftovers(f->dir, f->path), 0); /* renamed, nothing left beside it */
     /* An unwritable place: EIO naming it, the file as it was. */
     char bad[200];
     snprintf(bad, sizeof bad, "%s/sub/metrics", f->dir);
@@ -324,36 +346,102 @@ static const char *text_of(const char *path)
     return buf;
 }
 
-/* Whatever is at "<path>.tmp" (a symlink, a hard link) is replaced, never written through. */
+/* Whatever is beside path under a temporary-looking name (a symlink, a hard link, a file of
+ * someone else's, such as a journal named "<path>.tmp") is neither written through nor removed:
+ * the temporary file is one of the call's own. Planted at "<path>.tmp" (the name used before) and
+ * at the next names this process would take. */
 static void test_file_write_atomic__never_writes_through_the_temporary_name(void **state)
 {
     fx_t *f = *state;
-    char err[256] = "", tmp[200], victim[200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", f->path);
+    char err[256] = "", victim[200], name[240];
     snprintf(victim, sizeof victim, "%s/victim", f->dir);
     write_file(victim, "keep", 0600);
-    assert_int_equal(symlink(victim, tmp), 0);
+    snprintf(name, sizeof name, "%s.tmp", f->path);
+    assert_int_equal(symlink(victim, name), 0);
+    /* the names "<path>.tmp.<pid>.<n>" for the next n: links to victim, whatever n is next */
+    for (int n = 0; n < 60; n++) {
+        snprintf(name, sizeof name, "%s.tmp.%ld.%d", f->path, (long)getpid(), n);
+        assert_int_equal(n % 2 == 0 ? symlink(victim, name) : link(victim, name), 0);
+    }
     assert_fsa_ok(fsa_file_write_atomic(f->path, "new", 3, err, sizeof err));
     assert_string_equal(text_of(victim), "keep");
     assert_string_equal(text_of(f->path), "new");
     struct stat sb;
     assert_int_equal(lstat(f->path, &sb), 0);
-    assert_true(S_ISREG(sb.st_mode)); /* the file itself, not the symlink renamed over it */
-    assert_int_equal(access(tmp, F_OK), -1);
-    /* a hard link to another file */
-    assert_int_equal(link(victim, tmp), 0);
-    assert_fsa_ok(fsa_file_write_atomic(f->path, "newer", 5, err, sizeof err));
-    assert_string_equal(text_of(victim), "keep");
-    assert_string_equal(text_of(f->path), "newer");
-    assert_int_equal(access(tmp, F_OK), -1);
+    assert_true(S_ISREG(sb.st_mode)); /* the file itself, not a planted link renamed over it */
+    assert_int_equal(leftovers(f->dir, f->path), 61); /* the planted ones, nothing else */
+    for (int n = 0; n < 60; n++) {
+        snprintf(name, sizeof name, "%s.tmp.%ld.%d", f->path, (long)getpid(), n);
+        assert_int_equal(unlink(name), 0);
+    }
+    snprintf(name, sizeof name, "%s.tmp", f->path);
+    assert_int_equal(unlink(name), 0);
 }
 
-/* A failed write or rename leaves nothing at "<path>.tmp", and path as it was. */
+/* Writers of one path at once (two daemons given one --metrics-file): a reader sees one whole
+ * file or another, never a short one. With one fixed temporary name, a writer removed the other's
+ * temporary file and the other renamed a half-written one into place. */
+enum { TWO_WRITERS_BYTES = 1024 * 1024 };
+static const char *g_two_path;
+static atomic_int g_two_stop, g_two_failed;
+
+static void *two_writer(void *arg)
+{
+    char *d = fsa_malloc(TWO_WRITERS_BYTES);
+    if (d == NULL)
+        return NULL;
+    memset(d, (int)(intptr_t)arg, TWO_WRITERS_BYTES);
+    char err[512];
+    while (!atomic_load(&g_two_stop)) {
+        fsa_status_t st = fsa_file_write_atomic(g_two_path, d, TWO_WRITERS_BYTES, err, sizeof err);
+        if (st != FSA_OK) /* each writer's own name: neither makes the other fail */
+            atomic_fetch_add(&g_two_failed, 1);
+    }
+    fsa_free(d);
+    return NULL;
+}
+
+static void test_file_write_atomic__two_writers_never_expose_a_short_file(void **state)
+{
+    fx_t *f = *state;
+    char path[160];
+    snprintf(path, sizeof path, "%s/victim", f->dir);
+    g_two_path = path;
+    char *d = fsa_malloc(TWO_WRITERS_BYTES);
+    assert_non_null(d);
+    memset(d, 'A', TWO_WRITERS_BYTES);
+    char err[512];
+    assert_fsa_ok(fsa_file_write_atomic(path, d, TWO_WRITERS_BYTES, err, sizeof err));
+    fsa_free(d);
+    atomic_store(&g_two_stop, 0);
+    pthread_t t[2];
+    for (intptr_t i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, two_writer, (void *)('A' + i)), 0);
+    /* 20,000 looks while both write (each write syncs: a few hundred of them meanwhile). */
+    long shorts = 0;
+    off_t smallest = TWO_WRITERS_BYTES;
+    for (int i = 0; i < 20000; i++) {
+        struct stat sb;
+        if (stat(path, &sb) == 0 && sb.st_size != TWO_WRITERS_BYTES) {
+            shorts++;
+            smallest = sb.st_size;
+        }
+    }
+    atomic_store(&g_two_stop, 1);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    if (shorts != 0)
+        fail_msg("%ld looks saw %s short, at %lld bytes of %d", shorts, path, (long long)smallest,
+                 TWO_WRITERS_BYTES);
+    assert_int_equal(atomic_load(&g_two_failed), 0);
+    assert_int_equal(leftovers(f->dir, path), 0);
+}
+
+/* A failed write or rename leaves no temporary file, and path as it was. */
 static void test_file_write_atomic__failure_leaves_no_temporary_file(void **state)
 {
     fx_t *f = *state;
-    char err[256] = "", tmp[200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", f->path);
+    char err[256] = "";
     /* the write fails: the process may write files of 1 KiB at most (EFBIG, SIGXFSZ ignored) */
     assert_fsa_ok(fsa_file_write_atomic(f->path, "old", 3, err, sizeof err));
     static char big[64 * 1024];
@@ -370,7 +458,7 @@ static void test_file_write_atomic__failure_leaves_no_temporary_file(void **stat
     assert_int_equal(st, FSA_EIO);
     assert_non_null(strstr(err, f->path));
     assert_non_null(strstr(err, strerror(EFBIG)));
-    assert_int_equal(access(tmp, F_OK), -1);
+    assert_int_equal(leftovers(f->dir, f->path), 0);
     assert_string_equal(text_of(f->path), "old");
     /* the rename fails: path is a directory that is not empty */
     assert_int_equal(unlink(f->path), 0);
@@ -380,7 +468,7 @@ static void test_file_write_atomic__failure_leaves_no_temporary_file(void **stat
     write_file(inner, "x", 0600);
     assert_int_equal(fsa_file_write_atomic(f->path, "new", 3, err, sizeof err), FSA_EIO);
     assert_non_null(strstr(err, f->path));
-    assert_int_equal(access(tmp, F_OK), -1);
+    assert_int_equal(leftovers(f->dir, f->path), 0);
 }
 
 /*
@@ -495,6 +583,44 @@ static void test_file_absolute__resolved_and_links_refused(void **state)
     assert_non_null(strstr(err, "not found"));
 }
 
+/* A failure to look at a path other than its absence says what it was: a name too long is
+ * FSA_EINVAL (as the header says), a loop of links its reason; "not found" was said of all. */
+static void test_file_absolute__says_why_it_cannot_look(void **state)
+{
+    fx_t *f = *state;
+    char p[400];
+    memset(p, 'a', sizeof p - 1);
+    p[0] = '/';
+    p[sizeof p - 1] = '\0';
+    char err[512] = "", *out = NULL;
+    assert_int_equal(fsa_file_absolute(p, true, &out, err, sizeof err), FSA_EINVAL);
+    assert_null(out);
+    assert_null(strstr(err, "not found"));
+    char loop[160];
+    snprintf(loop, sizeof loop, "%s/link", f->dir);
+    assert_int_equal(symlink(loop, loop), 0); /* a link to itself */
+    assert_int_equal(fsa_file_absolute(loop, false, &out, err, sizeof err), FSA_EIO);
+    assert_non_null(strstr(err, strerror(ELOOP)));
+    assert_null(out);
+}
+
+/* A symlink to nothing is not a file that exists: fsa_file_create_private said FSA_OK (O_EXCL's
+ * "exists") and made nothing, and the journal's open failed later with SQLite's vague words. */
+static void test_file_create_private__a_link_to_nothing_is_named(void **state)
+{
+    fx_t *f = *state;
+    char link[160], target[160], err[512] = "";
+    snprintf(link, sizeof link, "%s/dangling", f->dir);
+    snprintf(target, sizeof target, "%s/victim", f->dir);
+    assert_int_equal(symlink(target, link), 0);
+    assert_int_equal(fsa_file_create_private(link, err, sizeof err), FSA_EIO);
+    assert_non_null(strstr(err, "symlink to nothing"));
+    assert_int_equal(access(target, F_OK), -1);
+    /* an existing file, or a link to one, is still no error */
+    write_file(target, "x", 0600);
+    assert_fsa_ok(fsa_file_create_private(link, err, sizeof err));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -513,6 +639,9 @@ int main(void)
         T(test_file_write_atomic__failure_leaves_no_temporary_file),
         T(test_file_write_atomic__synced_before_the_rename),
         T(test_file_absolute__resolved_and_links_refused),
+        T(test_file_absolute__says_why_it_cannot_look),
+        T(test_file_create_private__a_link_to_nothing_is_named),
+        T(test_file_write_atomic__two_writers_never_expose_a_short_file),
         cmocka_unit_test(test_protect_secrets__no_core_dump),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -173,6 +173,27 @@ static void test_mono_add_ns__saturates(void **state)
     assert_int_equal(fsa_mono_add_ns(u, -3).ns, 7);
 }
 
+/* A sleep "forever" (or an advance that large) leaves the virtual clock at its end: it added
+ * without saturating, a signed overflow, and the monotonic clock went back. */
+static void test_sleep__forever_does_not_wrap_the_clock(void **state)
+{
+    (void)state;
+    fsa_sim_t *sim = NULL;
+    assert_fsa_ok(fsa_sim_new(1, (fsa_wall_t){0}, "wrap", &sim));
+    fsa_port_t *p = fsa_sim_port(sim);
+    fsa_sim_advance(sim, FSA_NS_PER_S);
+    int64_t before = p->mono_now(p->ctx).ns;
+    p->sleep(p->ctx, INT64_MAX);
+    int64_t after = p->mono_now(p->ctx).ns;
+    fsa_sim_advance(sim, INT64_MAX);
+    int64_t later = p->mono_now(p->ctx).ns;
+    fsa_sim_shift_wall(sim, INT64_MAX);
+    fsa_sim_shift_wall(sim, INT64_MAX);
+    fsa_sim_free(sim);
+    assert_true(after > before);
+    assert_true(later >= after);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_sim_new__rejects_null_out),
         cmocka_unit_test(test_mono_add_ns__saturates),
         cmocka_unit_test(test_process_id__the_real_process),
+        cmocka_unit_test(test_sleep__forever_does_not_wrap_the_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

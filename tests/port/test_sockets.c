@@ -2,6 +2,8 @@
  * in a temp dir: the port they get, the loopback rule, a busy address, and the unix socket's
  * mode and the files it replaces or refuses. */
 #define _GNU_SOURCE
+#include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -155,12 +158,70 @@ static void test_socket_unix__private_replaces_stale_refuses_others(void **state
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* A live listener whose queue is full (a server busy or hung) is in use: the probe that tells a
+ * live socket from one left behind was a blocking connect, which never returned there, so a
+ * second server hung at its start. Run in a child, given 3 s. */
+static void test_socket_unix__full_queue_is_busy_not_a_hang(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/fsa-sock-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], err[256] = "";
+    snprintf(path, sizeof path, "%s/b.sock", dir);
+    int fd = -1;
+    assert_fsa_ok(fsa_socket_listen_unix(path, 1, &fd, err, sizeof err));
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    int held[16], nheld = 0;
+    for (int i = 0; i < 16; i++) { /* fill the queue: nobody accepts */
+        int c = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) != 0) {
+            if (c >= 0)
+                close(c);
+            break;
+        }
+        held[nheld++] = c;
+    }
+    assert_true(nheld >= 1);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd2 = -1;
+        fsa_status_t st = fsa_socket_listen_unix(path, 1, &fd2, err, sizeof err);
+        _exit(st == FSA_EBUSY ? 0 : 1);
+    }
+    int status = 0;
+    bool done = false;
+    for (int i = 0; i < 300 && !done; i++) {
+        done = waitpid(pid, &status, WNOHANG) == pid;
+        if (!done) {
+            struct pollfd none;
+            (void)poll(&none, 0, 10); /* paces the bounded wait for the child's exit */
+        }
+    }
+    if (!done) {
+        kill(pid, SIGKILL);
+        (void)waitpid(pid, &status, 0);
+    }
+    for (int i = 0; i < nheld; i++)
+        close(held[i]);
+    fsa_socket_close(fd);
+    fsa_socket_unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+    if (!done)
+        fail_msg("a second listen on a socket with a full queue hung");
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_socket_tcp__port_zero_gets_a_port_and_listens),
         cmocka_unit_test(test_socket_tcp__loopback_only_and_bad_addresses),
         cmocka_unit_test(test_socket_unix__private_replaces_stale_refuses_others),
+        cmocka_unit_test(test_socket_unix__full_queue_is_busy_not_a_hang),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -173,6 +173,19 @@ static void test_fsa_watch_poke__wakes_a_waiter(void **state)
     fsa_watch_close(wt.w);
 }
 
+/* A timeout too long to count in nanoseconds is as good as none: it overflowed, the deadline
+ * fell in the past, and a pending poke was reported as a timeout. */
+static void test_fsa_watch_wait__huge_timeout_is_not_a_timeout(void **state)
+{
+    fx_t *f = *state;
+    fsa_watch_t *w = NULL;
+    assert_fsa_ok(fsa_watch_open(f->path, &w));
+    fsa_watch_poke(w);
+    fsa_status_t st = fsa_watch_wait(w, INT64_MAX / 1000);
+    fsa_watch_close(w);
+    assert_int_equal(st, FSA_EBUSY);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -186,6 +199,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fsa_watch_wait__replaced_by_rename, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsa_watch_poke__wakes_a_waiter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsa_watch_wait__huge_timeout_is_not_a_timeout, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2851,7 +2851,7 @@ static void test_fsa_outbox_apply_batch__a_full_journal_drains(void **state)
     fsa_status_t st = FSA_OK;
     int64_t recorded = 0;
     while (st == FSA_OK && recorded < 100000) {
-        char id[16], fields[160];
+        char id[32], fields[160];
         snprintf(id, sizeof id, "A%" PRId64, recorded);
         snprintf(fields, sizeof fields,
                  "{\"people_id\":\"P1\",\"site_id\":\"S1\",\"kind\":\"checkin\",\"at\":%" PRId64
