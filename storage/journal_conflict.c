@@ -209,29 +209,110 @@ static fsa_status_t conflict_members(fsa_journal_t *j, fsa_op_t *op,
     return s;
 }
 
-/* True in *yes when the state now known already has what op meant: a transition whose target
- * is the status now, a create of an entity that exists. Recording such an op again could only
- * fail (or, for a group, fail the whole group), so taking it "local" leaves it out. */
-static fsa_status_t already_satisfied(fsa_journal_t *j, const fsa_op_t *op, bool *yes)
+/* The server's state that op's conflict came with (NULL: none, a rejection), into *fields. */
+static fsa_status_t conflict_server_fields(fsa_journal_t *j, const fsa_op_t *op, char **fields)
+{
+    *fields = NULL;
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j, "SELECT server_fields FROM conflicts WHERE seq=?1", &st);
+    if (s != FSA_OK)
+        return s;
+    sqlite3_bind_int64(st, 1, op->seq);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        s = dup_col(st, 0, fields);
+    else if (rc != SQLITE_DONE)
+        s = fsa__db_status(rc);
+    release(j, st);
+    return s;
+}
+
+/*
+ * True in *yes when the state known already has what op meant: a transition whose target is the
+ * status, a create of an entity that exists. Recording such an op again could only fail (or, for
+ * a group, fail the whole group), or worse, so it is left out. For the engine's rebase (on_server)
+ * a transition is judged on the server's state its conflict came with, which the resolver judged
+ * it converged on: judged on the local view instead, a later op of this device that had moved the
+ * status on (a reopen after a resolve) made it "not satisfied", and the converged transition was
+ * sent again from there, undoing that later op. A person (not on_server) decides on the view
+ * they see.
+ */
+static fsa_status_t already_satisfied(fsa_journal_t *j, const fsa_op_t *op, bool on_server,
+                                      bool *yes)
 {
     *yes = false;
     if (op->kind != FSA_OP_TRANSITION && op->kind != FSA_OP_CREATE)
         return FSA_OK;
-    entity_t e;
-    fsa_status_t s = entity_load(j, op->type, op->id, &e);
+    char *server = NULL;
+    fsa_status_t s = FSA_OK;
+    if (on_server && op->kind == FSA_OP_TRANSITION)
+        s = conflict_server_fields(j, op, &server);
     if (s != FSA_OK)
         return s;
-    if (op->kind == FSA_OP_CREATE) {
+    entity_t e = {0};
+    if (server == NULL)
+        s = entity_load(j, op->type, op->id, &e);
+    const char *fields = server != NULL ? server : e.exists ? e.local_fields : NULL;
+    if (s == FSA_OK && op->kind == FSA_OP_CREATE) {
         *yes = e.exists;
-    } else if (e.exists) {
+    } else if (s == FSA_OK && fields != NULL) {
         char now[FSA_STATUS_BYTES];
-        s = fsa_model_get_status(e.local_fields, op->type, now);
+        s = fsa_model_get_status(fields, op->type, now);
         *yes = s == FSA_OK && strcmp(now, op->to) == 0;
         if (s != FSA_ENOMEM)
             s = FSA_OK; /* no status: not satisfied, and the record says why */
     }
+    fsa_free(server);
     entity_clear(&e);
     return s;
+}
+
+/*
+ * A set the engine rebases goes after every op recorded since it: its fields that a later set on
+ * the entity, still to go, sets again are left out (*json NULL: none left, nothing to send), so
+ * that the device's later value is the one that stands. Sent whole, the older value was applied
+ * last, on the server and in the local view. *json is malloc'ed when not NULL.
+ */
+static fsa_status_t set_not_set_again(fsa_journal_t *j, const fsa_op_t *op, char **json)
+{
+    *json = NULL;
+    char *left = fsa_strdup(op->json);
+    if (left == NULL)
+        return FSA_ENOMEM;
+    sqlite3_stmt *st;
+    fsa_status_t s = prep(j,
+                          "SELECT payload FROM outbox WHERE type=?1 AND id=?2 AND kind=?3 AND "
+                          "state IN(0,1) AND seq>?4 ORDER BY seq",
+                          &st);
+    if (s != FSA_OK) {
+        fsa_free(left);
+        return s;
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)op->type);
+    fsa__db_bind_text(st, 2, op->id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)FSA_OP_SET);
+    sqlite3_bind_int64(st, 4, op->seq);
+    int rc = SQLITE_DONE;
+    while (left != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *later = (const char *)sqlite3_column_text(st, 0);
+        char *rest = NULL;
+        s = later != NULL ? fsa_model_without_keys(left, later, &rest) : FSA_OK;
+        if (s != FSA_OK)
+            break;
+        if (later != NULL) {
+            fsa_free(left);
+            left = rest;
+        }
+    }
+    if (s == FSA_OK && left != NULL && rc != SQLITE_DONE)
+        s = fsa__db_status(rc);
+    release(j, st);
+    if (s != FSA_OK) {
+        fsa_free(left);
+        return s;
+    }
+    *json = left;
+    return FSA_OK;
 }
 
 /* The open conflict of op_id: its group's members (or the op alone) into members[0 .. *n - 1].
@@ -373,14 +454,23 @@ static fsa_status_t record_again(fsa_journal_t *j, const fsa_op_t *members, size
     if (s == FSA_OK)
         s = now_locked(j, &at);
     size_t made = 0;
+    const bool rebase = resolution == FSA_RESOLVED_REBASED;
     for (size_t i = 0; s == FSA_OK && i < n; i++) {
         bool satisfied = false;
-        s = already_satisfied(j, &members[i], &satisfied);
+        s = already_satisfied(j, &members[i], rebase, &satisfied);
         fsa_op_t again = members[i]; /* shallow: json stays owned by members[i] */
         if (s != FSA_OK || (satisfied && (!person || again.kind != FSA_OP_CREATE ||
                                           again.json == NULL))) /* gave nothing to take */
             continue;
-        if (!satisfied) {
+        if (!satisfied && rebase && again.kind == FSA_OP_SET && again.json != NULL) {
+            char *rest = NULL;
+            s = set_not_set_again(j, &members[i], &rest);
+            if (s == FSA_OK && rest != NULL) {
+                again.json = rest;
+                s = again_one(j, &again, at, group, resolution, rec, &made);
+            }
+            fsa_free(rest);
+        } else if (!satisfied) {
             s = again_one(j, &again, at, group, resolution, rec, &made);
         } else if (again.type == FSA_TYPE_ATTENDANCE) {
             rec_error(rec, "attendance is never changed: take the server's");

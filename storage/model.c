@@ -2476,6 +2476,22 @@ fsa_status_t fsa_model_prior_without(const char *later_prior, const char *set_js
     return st;
 }
 
+fsa_status_t fsa_model_without_keys(const char *fields_json, const char *keys_json, char **out_json)
+{
+    cJSON *fields = NULL, *keys = NULL;
+    *out_json = NULL;
+    fsa_status_t st = parse_object(fields_json, &fields);
+    if (st == FSA_OK)
+        st = parse_object(keys_json, &keys);
+    for (const cJSON *k = st == FSA_OK ? keys->child : NULL; k != NULL; k = k->next)
+        cJSON_DeleteItemFromObjectCaseSensitive(fields, k->string);
+    if (st == FSA_OK && fields->child != NULL)
+        st = why_status(emit(fields, FSA_LIMIT_FIELDS_BYTES, out_json));
+    cJSON_Delete(fields);
+    cJSON_Delete(keys);
+    return st;
+}
+
 void fsa_model_free(char *json)
 {
     fsa_free(json);

@@ -319,6 +319,12 @@ fsa_status_t fsa_model_settable(fsa_type_t type, const char *fields_json,
 fsa_status_t fsa_model_prior_without(const char *later_prior, const char *set_json,
                                      const char *set_prior, char **out_json) FSA_MUST_CHECK;
 
+/* *out_json = fields_json's members but those whose key is one of keys_json's (both objects):
+ * what of a set a later set does not set again. NULL when nothing is left, else malloc'ed (free
+ * with fsa_model_free). FSA_OK, FSA_EINVAL, FSA_ENOMEM. */
+fsa_status_t fsa_model_without_keys(const char *fields_json, const char *keys_json,
+                                    char **out_json) FSA_MUST_CHECK;
+
 /* *out_json = {key: fields[key]} for every top-level key of keys_json, with null for a key that
  * fields lacks (fields_json NULL: all null). Malloc'ed; free with fsa_model_free. FSA_OK,
  * FSA_EINVAL, FSA_ENOMEM. */

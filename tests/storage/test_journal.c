@@ -1534,6 +1534,179 @@ static void test_fsa_conflict_resolve__group_without_converged_member(void **sta
 
 /* Closing a conflict without taking ours ("server", "converged") logs the change at the entity's
  * server version, as the server-wins decision does: 0 would say "never on the server". */
+/* A set A (a_json) on J1 conflicts with a change of someone else's to a field A does not set
+ * (the engine rebases it); then the user sets c_json (C, still to go); then the rebase. Returns
+ * the ops to send, in order (n, ops: cleared by the caller), and A's copy (again). */
+static void rebase_after_a_later_set(fixture_t *f, const char *a_json, const char *c_json,
+                                     fsa_op_t *ops, size_t *n, fsa_rec_t *c, fsa_rec_t *again)
+{
+    const char *v3 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
+                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    const char *v4 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
+                     "\"expirytime\":50,\"other_info\":{},\"people_id\":\"\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 3, v3));
+    fsa_rec_t a;
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", a_json, NULL, &a));
+    fsa_op_result_t r = result_for(a.op_id, FSA_RESULT_CONFLICT, 0);
+    r.current_version = 4;
+    r.current_fields = (char *)(uintptr_t)v4;
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", c_json, NULL, c));
+    assert_fsa_ok(fsa_conflict_resolve(f->j, a.op_id, true, FSA_RESOLVED_REBASED, again));
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, n));
+}
+
+/* The engine rebases a set whose fields the server did not change. When the user set the same
+ * field again after the conflict came in (C, still to go), the rebased copy of the older set was
+ * recorded after C and went after it: the user's later value was overwritten by their earlier
+ * one, on the device and on the server. Now what C sets again is left out of the copy. */
+static void test_fsa_conflict_resolve__a_rebase_leaves_what_a_later_set_sets(void **state)
+{
+    fixture_t *f = *state;
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    fsa_rec_t c, again;
+    rebase_after_a_later_set(f, "{\"seqno\":7,\"people_id\":\"P7\"}", "{\"seqno\":9}", ops, &n, &c,
+                             &again);
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "seqno"), "9");
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "people_id"), "\"P7\"");
+    /* C first (A's copy, a set, waits for the answer before it on J1), then the copy, which
+     * carries what C does not set */
+    assert_int_equal(n, 1);
+    assert_string_equal(ops[0].op_id, c.op_id);
+    fsa_op_result_t r = result_for(c.op_id, FSA_RESULT_APPLIED, 5);
+    fsa_op_clear(&ops[0]);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 1);
+    assert_string_equal(ops[0].op_id, again.op_id);
+    assert_string_equal(ops[0].json, "{\"people_id\":\"P7\"}");
+    fsa_op_clear(&ops[0]);
+}
+
+/* The same when C sets all that A set: nothing of A goes again. */
+static void test_fsa_conflict_resolve__a_rebase_set_again_whole_is_dropped(void **state)
+{
+    fixture_t *f = *state;
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    fsa_rec_t c, again;
+    rebase_after_a_later_set(f, "{\"seqno\":7}", "{\"seqno\":9}", ops, &n, &c, &again);
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "seqno"), "9");
+    assert_int_equal(n, 1);
+    assert_string_equal(ops[0].op_id, c.op_id);
+    fsa_op_clear(&ops[0]);
+}
+
+/* A group [transition J1 ASSIGNED->INPROGRESS, merge J1] fails because another device
+ * started J1 first; this device's later INPROGRESS->COMPLETED (same batch) applies. The resolver
+ * says the transition converged and the merge rebases (group: rebase), but record_again judges
+ * "satisfied" on the local view (COMPLETED now), records the transition again from COMPLETED, which
+ * fails: the engine then parks the whole group, the merge ("never conflicts") with it. */
+static void test_fsa_conflict_resolve__a_converged_transition_keeps_its_group_whole(void **state)
+{
+    fixture_t *f = *state;
+    const char *v1 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":0,"
+                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    const char *v2 = "{\"jobstatus\":\"INPROGRESS\",\"parent_id\":null,\"seqno\":0,"
+                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 1, v1));
+    fsa_op_t g[2];
+    memset(g, 0, sizeof g);
+    g[0].kind = FSA_OP_TRANSITION;
+    g[0].type = FSA_TYPE_JOBNEED;
+    snprintf(g[0].id, sizeof g[0].id, "J1");
+    snprintf(g[0].to, sizeof g[0].to, "INPROGRESS");
+    g[1].kind = FSA_OP_MERGE;
+    g[1].type = FSA_TYPE_JOBNEED;
+    snprintf(g[1].id, sizeof g[1].id, "J1");
+    snprintf(g[1].field, sizeof g[1].field, "other_info");
+    g[1].json = (char *)(uintptr_t) "{\"started_by\":\"me\"}";
+    fsa_rec_t rec, t2;
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J1", "COMPLETED", NULL, &t2));
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 3);
+    fsa_op_result_t r[3];
+    for (int i = 0; i < 2; i++) {
+        r[i] = result_for(ops[i].op_id, FSA_RESULT_CONFLICT, 0);
+        r[i].current_version = 2;
+        r[i].current_fields = (char *)(uintptr_t)v2;
+    }
+    r[2] = result_for(ops[2].op_id, FSA_RESULT_APPLIED, 3);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 3));
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+    /* resolve_all: transition converged (server was INPROGRESS), merge rebase: group REBASE */
+    fsa_rec_t again;
+    fsa_status_t st = fsa_conflict_resolve(f->j, rec.op_id, true, FSA_RESOLVED_REBASED, &again);
+    if (st != FSA_OK)
+        fail_msg("rebase: %s", again.error);
+    /* the merge goes again, alone; the transition converged */
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 1);
+    assert_int_equal(ops[0].kind, FSA_OP_MERGE);
+    fsa_op_clear(&ops[0]);
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "jobstatus"), "\"COMPLETED\"");
+}
+
+/* A group [ticket T1 NEW->RESOLVED, merge into ticketlog]; another device resolved T1 first
+ * (v2 RESOLVED), so the group conflicts; the user's later reopen RESOLVED->OPEN (same batch)
+ * applies (v3 OPEN). The resolver: transition converged, merge rebase: group REBASE. record_again
+ * judges the transition on the local view (OPEN), finds it unsatisfied and records it again as
+ * OPEN->RESOLVED: the converged transition goes a second time and undoes the user's reopen. */
+static void test_fsa_conflict_resolve__a_converged_transition_is_not_sent_again(void **state)
+{
+    fixture_t *f = *state;
+    const char *v1 = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                     "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
+    const char *v2 = "{\"status\":\"RESOLVED\",\"level\":0,\"assignedto\":\"\","
+                     "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, v1));
+    fsa_op_t g[2];
+    memset(g, 0, sizeof g);
+    g[0].kind = FSA_OP_TRANSITION;
+    g[0].type = FSA_TYPE_TICKET;
+    snprintf(g[0].id, sizeof g[0].id, "T1");
+    snprintf(g[0].to, sizeof g[0].to, "RESOLVED");
+    g[1].kind = FSA_OP_MERGE;
+    g[1].type = FSA_TYPE_TICKET;
+    snprintf(g[1].id, sizeof g[1].id, "T1");
+    snprintf(g[1].field, sizeof g[1].field, "ticketlog");
+    g[1].json = (char *)(uintptr_t) "{\"resolved_note\":\"fixed\"}";
+    fsa_rec_t rec, t2;
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_TICKET, "T1", "OPEN", NULL, &t2));
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    assert_int_equal(n, 3);
+    fsa_op_result_t r[3];
+    for (int i = 0; i < 2; i++) {
+        r[i] = result_for(ops[i].op_id, FSA_RESULT_CONFLICT, 0);
+        r[i].current_version = 2;
+        r[i].current_fields = (char *)(uintptr_t)v2;
+    }
+    r[2] = result_for(ops[2].op_id, FSA_RESULT_APPLIED, 3);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 3));
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "status"), "\"OPEN\"");
+    fsa_rec_t again;
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, true, FSA_RESOLVED_REBASED, &again));
+    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].kind == FSA_OP_TRANSITION)
+            fail_msg("the converged transition goes again, %s->%s", ops[i].from, ops[i].to);
+    }
+    for (size_t i = 0; i < n; i++)
+        fsa_op_clear(&ops[i]);
+    /* the user's last action, the reopen, stands */
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "status"), "\"OPEN\"");
+}
+
 static void test_fsa_conflict_resolve__logged_at_the_server_version(void **state)
 {
     fixture_t *f = *state;
@@ -2990,6 +3163,10 @@ int main(void)
         T(test_fsa_conflict_resolve__a_persons_create_goes_as_set_and_transition),
         T(test_fsa_conflict_resolve__a_persons_creates_that_cannot_go),
         T(test_fsa_conflict_resolve__group_without_converged_member),
+        T(test_fsa_conflict_resolve__a_rebase_leaves_what_a_later_set_sets),
+        T(test_fsa_conflict_resolve__a_rebase_set_again_whole_is_dropped),
+        T(test_fsa_conflict_resolve__a_converged_transition_keeps_its_group_whole),
+        T(test_fsa_conflict_resolve__a_converged_transition_is_not_sent_again),
         T(test_fsa_conflict_resolve__logged_at_the_server_version),
         T(test_fsa_conflict_resolve__group_whole_under_read_faults),
         T(test_fsa_outbox_apply_results__rejection_parked),
