@@ -30,13 +30,14 @@ static fsa_policy_action_t rule_for(const fsa_resolver_policy_t *policy, fsa_typ
     return FSA_POLICY_DEFAULT;
 }
 
-/* The strongest override among the fields of a set (park > server > local > default) in *best.
- * FSA_OK, or FSA_ENOMEM: a field the set names must not be missed for want of memory. */
+/* The strongest override among the fields of a set (park > server > local > default) in *best,
+ * and the fields that have one, as the keys of a JSON object, in ruled (cap bytes). FSA_OK, or
+ * FSA_ENOMEM: a field the set names must not be missed for want of memory. */
 static fsa_status_t rule_for_set(const fsa_resolver_policy_t *policy, const fsa_op_t *op,
-                                 fsa_policy_action_t *best_out)
+                                 fsa_policy_action_t *best_out, char *ruled, size_t cap)
 {
     fsa_policy_action_t best = FSA_POLICY_DEFAULT;
-    size_t nfields = 0;
+    size_t nfields = 0, used = (size_t)snprintf(ruled, cap, "{");
     const fsa_field_def_t *defs = fsa_model_fields(op->type, &nfields);
     *best_out = best;
     for (size_t i = 0; defs != NULL && i < nfields; i++) {
@@ -48,6 +49,9 @@ static fsa_status_t rule_for_set(const fsa_resolver_policy_t *policy, const fsa_
             continue;
         fsa_model_free(v);
         fsa_policy_action_t a = rule_for(policy, op->type, defs[i].name);
+        if (a != FSA_POLICY_DEFAULT && used < cap)
+            used += (size_t)snprintf(ruled + used, cap - used, "%s\"%s\":0", used > 1 ? "," : "",
+                                     defs[i].name);
         static const int rank[] = {[FSA_POLICY_DEFAULT] = 0,
                                    [FSA_POLICY_LOCAL_WINS] = 1,
                                    [FSA_POLICY_SERVER_WINS] = 2,
@@ -55,8 +59,10 @@ static fsa_status_t rule_for_set(const fsa_resolver_policy_t *policy, const fsa_
         if (rank[a] > rank[best])
             best = a;
     }
+    if (used < cap)
+        (void)snprintf(ruled + used, cap - used, "}");
     *best_out = best;
-    return FSA_OK;
+    return used + 1 < cap ? FSA_OK : FSA_ENOMEM;
 }
 
 static fsa_resolution_t from_action(fsa_policy_action_t a)
@@ -101,16 +107,47 @@ static fsa_resolution_t resolve_create(const fsa_resolver_input_t *in, char *why
     return FSA_RESOLVE_PARK;
 }
 
+/* Whether the server changed none of keys_json's fields since the set's prior (*same). */
+static fsa_status_t unchanged_since_prior(const fsa_resolver_input_t *in, const char *keys_json,
+                                          bool *same)
+{
+    *same = false;
+    return in->prior_fields != NULL
+               ? fsa_model_same_values(in->prior_fields, in->server_fields, keys_json, same)
+               : FSA_EINVAL;
+}
+
 /* A set on a stale version: the policy of its fields, else rebased when the server changed only
- * other fields, else the server wins. */
+ * other fields, else the server wins. A local-wins rule covers only its own fields: when the set
+ * also carries fields without a rule that the server changed, resending it whole would overwrite
+ * someone else's change, and the server winning would drop the local-wins field: a person
+ * decides. */
 static fsa_resolution_t resolve_set(const fsa_resolver_policy_t *policy,
                                     const fsa_resolver_input_t *in, char *why, size_t whylen)
 {
     const fsa_op_t *op = in->op;
     const char *tname = fsa_type_name(op->type);
     fsa_policy_action_t a;
-    if (rule_for_set(policy, op, &a) != FSA_OK)
+    char ruled[512];
+    if (rule_for_set(policy, op, &a, ruled, sizeof ruled) != FSA_OK)
         return no_memory(why, whylen, op);
+    if (a == FSA_POLICY_LOCAL_WINS) {
+        char *others = NULL;
+        bool same = true;
+        fsa_status_t st = fsa_model_without_keys(op->json, ruled, &others);
+        if (st == FSA_OK && others != NULL)
+            st = unchanged_since_prior(in, others, &same);
+        fsa_model_free(others);
+        if (st == FSA_ENOMEM)
+            return no_memory(why, whylen, op);
+        if (st != FSA_OK || !same) {
+            say(why, whylen,
+                "policy for %s: local wins, but the server changed other fields of %s %s that "
+                "this set carries (now version %lld)",
+                tname, tname, op->id, (long long)in->server_version);
+            return FSA_RESOLVE_PARK;
+        }
+    }
     if (a != FSA_POLICY_DEFAULT) {
         say(why, whylen, "policy for %s: %s", tname,
             a == FSA_POLICY_LOCAL_WINS    ? "local wins"
@@ -119,10 +156,7 @@ static fsa_resolution_t resolve_set(const fsa_resolver_policy_t *policy,
         return from_action(a);
     }
     bool same = false;
-    fsa_status_t st =
-        in->prior_fields != NULL
-            ? fsa_model_same_values(in->prior_fields, in->server_fields, op->json, &same)
-            : FSA_EINVAL;
+    fsa_status_t st = unchanged_since_prior(in, op->json, &same);
     if (st == FSA_ENOMEM)
         return no_memory(why, whylen, op);
     if (st == FSA_OK && same) {

@@ -69,6 +69,34 @@ static void test_fsa_resolve__set_policy_overrides(void **state)
                      FSA_RESOLVE_SERVER_WINS);
 }
 
+/* A local-wins rule covers its own fields only: a set that also carries a field without a rule,
+ * which the server changed since the prior, is parked for a person. It was rebased, the rule's
+ * strength carried to the set, and resent whole: someone else's change to that field was
+ * overwritten without a trace. When the server did not change the other field, the set rebases. */
+static void test_fsa_resolve__local_wins_covers_its_own_fields(void **state)
+{
+    (void)state;
+    fsa_op_t op = make_op(FSA_OP_SET, FSA_TYPE_JOBNEED, "{\"seqno\":5,\"expirytime\":10}");
+    fsa_policy_rule_t local[] = {{FSA_TYPE_JOBNEED, "seqno", FSA_POLICY_LOCAL_WINS}};
+    fsa_resolver_policy_t pl = {local, 1};
+    /* the server's expirytime is 30, the prior 0: someone else changed it */
+    assert_int_equal(
+        resolve(&pl, &op, FSA_RESULT_CONFLICT, "{\"seqno\":2,\"expirytime\":0}", JOB_V4),
+        FSA_RESOLVE_PARK);
+    /* the prior 30: only seqno changed on the server, which the rule gives to us */
+    assert_int_equal(
+        resolve(&pl, &op, FSA_RESULT_CONFLICT, "{\"seqno\":7,\"expirytime\":30}", JOB_V4),
+        FSA_RESOLVE_REBASE);
+    /* no prior known: cannot tell about expirytime */
+    assert_int_equal(resolve(&pl, &op, FSA_RESULT_CONFLICT, NULL, JOB_V4), FSA_RESOLVE_PARK);
+    /* a rule for the whole type covers every field */
+    fsa_policy_rule_t all[] = {{FSA_TYPE_JOBNEED, NULL, FSA_POLICY_LOCAL_WINS}};
+    fsa_resolver_policy_t pa = {all, 1};
+    assert_int_equal(
+        resolve(&pa, &op, FSA_RESULT_CONFLICT, "{\"seqno\":2,\"expirytime\":0}", JOB_V4),
+        FSA_RESOLVE_REBASE);
+}
+
 static void test_fsa_resolve__transition_table(void **state)
 {
     (void)state;
@@ -155,6 +183,7 @@ int main(void)
         cmocka_unit_test(test_fsa_resolve__set_rebases_when_server_changed_other_fields),
         cmocka_unit_test(test_fsa_resolve__set_server_wins_when_same_field_changed),
         cmocka_unit_test(test_fsa_resolve__set_policy_overrides),
+        cmocka_unit_test(test_fsa_resolve__local_wins_covers_its_own_fields),
         cmocka_unit_test(test_fsa_resolve__transition_table),
         cmocka_unit_test(test_fsa_resolve__create_converges_on_same_content),
         cmocka_unit_test(test_fsa_resolve__commuting_ops_rebase_and_rejections_park),
