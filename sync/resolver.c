@@ -189,6 +189,12 @@ static fsa_resolution_t resolve_transition(const fsa_resolver_policy_t *policy,
         say(why, whylen, "%s %s is already %s on the server", tname, op->id, now);
         return FSA_RESOLVE_CONVERGED;
     }
+    /* Its own precondition holds: another op of its group failed it (a group is all or nothing),
+     * so it goes again with the group. */
+    if (strcmp(now, op->from) == 0) {
+        say(why, whylen, "%s %s is still %s on the server; resent", tname, op->id, now);
+        return FSA_RESOLVE_REBASE;
+    }
     if (a != FSA_POLICY_DEFAULT) {
         say(why, whylen, "policy for %s.%s", tname, op->field);
         return from_action(a);
@@ -213,6 +219,12 @@ fsa_resolution_t fsa_resolve(const fsa_resolver_policy_t *policy, const fsa_reso
     if (in->outcome == FSA_RESULT_REJECTED) {
         say(why, whylen, "the server rejected the %s for good", fsa_op_kind_name(op->kind));
         return FSA_RESOLVE_PARK;
+    }
+    if (in->server_fields == NULL && op->kind == FSA_OP_CREATE) {
+        /* A conflict without the entity: the server does not have it, the create's own
+         * precondition holds, and another op of its group failed it. */
+        say(why, whylen, "%s %s is not on the server; resent", fsa_type_name(op->type), op->id);
+        return FSA_RESOLVE_REBASE;
     }
     if (in->server_fields == NULL) {
         say(why, whylen, "the server's state of %s %s is unknown", fsa_type_name(op->type), op->id);

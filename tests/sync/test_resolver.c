@@ -177,6 +177,37 @@ static void test_fsa_resolve_group__worst_member_decides(void **state)
     assert_string_equal(fsa_resolution_name(FSA_RESOLVE_SERVER_WINS), "server-wins");
 }
 
+/* A group failed by one member (a parent's stale set, which rebases): the other members did not
+ * fail themselves, a transition whose server status is still its from, a create of an entity the
+ * server does not have (a conflict without its state). They go again with the group; both were
+ * parked, and the whole group waited for a person although the table rebases it. */
+static void test_fsa_resolve_group__members_that_did_not_fail_go_again(void **state)
+{
+    (void)state;
+    fsa_op_t set = make_op(FSA_OP_SET, FSA_TYPE_JOBNEED, "{\"seqno\":5}");
+    fsa_op_t tr = make_op(FSA_OP_TRANSITION, FSA_TYPE_JOBNEED, NULL);
+    snprintf(tr.id, sizeof tr.id, "J2");
+    snprintf(tr.field, sizeof tr.field, "jobstatus");
+    snprintf(tr.from, sizeof tr.from, "ASSIGNED");
+    snprintf(tr.to, sizeof tr.to, "INPROGRESS");
+    fsa_op_t cr = make_op(FSA_OP_CREATE, FSA_TYPE_JOBNEED, "{\"parent_id\":\"J1\"}");
+    snprintf(cr.id, sizeof cr.id, "J3");
+    fsa_resolver_input_t in[3] = {
+        {&tr, FSA_RESULT_CONFLICT, NULL, 3, "{\"jobstatus\":\"ASSIGNED\",\"seqno\":0}"},
+        {&cr, FSA_RESULT_CONFLICT, NULL, 0, NULL},
+        {&set, FSA_RESULT_CONFLICT, "{\"seqno\":2}", 4, JOB_V4}};
+    char why[256];
+    assert_int_equal(fsa_resolve_group(NULL, in, 3, why, sizeof why), FSA_RESOLVE_REBASE);
+    /* alone, each says why */
+    assert_int_equal(fsa_resolve(NULL, &in[0], why, sizeof why), FSA_RESOLVE_REBASE);
+    assert_non_null(strstr(why, "still ASSIGNED"));
+    assert_int_equal(fsa_resolve(NULL, &in[1], why, sizeof why), FSA_RESOLVE_REBASE);
+    assert_non_null(strstr(why, "not on the server"));
+    /* a set without the server's state is still not decided on nothing */
+    fsa_resolver_input_t unknown = {&set, FSA_RESULT_CONFLICT, "{\"seqno\":2}", 0, NULL};
+    assert_int_equal(fsa_resolve(NULL, &unknown, why, sizeof why), FSA_RESOLVE_PARK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -188,6 +219,7 @@ int main(void)
         cmocka_unit_test(test_fsa_resolve__create_converges_on_same_content),
         cmocka_unit_test(test_fsa_resolve__commuting_ops_rebase_and_rejections_park),
         cmocka_unit_test(test_fsa_resolve_group__worst_member_decides),
+        cmocka_unit_test(test_fsa_resolve_group__members_that_did_not_fail_go_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
