@@ -325,15 +325,12 @@ static bool all_in(const char *s, const char *set)
 }
 
 /* The value of option --name as a plain decimal number from min to max ("52.5", "-13", "1e2");
- * dies on a usage error naming the option: empty, hex ("0x20"), "inf", "nan", spaces. */
+ * dies on a usage error naming the option: empty, hex ("0x20"), "inf", "nan", spaces, '+'
+ * (fsa_opts_real). */
 static void real_opt(const char *name, const char *value, double min, double max, const char *what,
                      double *out)
 {
     char err[256];
-    bool plain = value[0] != '\0' && all_in(value, "0123456789+-.eE") &&
-                 strchr("0123456789+-.", value[0]) != NULL;
-    if (!plain)
-        die_usage("option '--%s' needs a %s from %g to %g, not '%s'", name, what, min, max, value);
     if (fsa_opts_real(name, value, min, max, what, out, err, sizeof err) != FSA_OK)
         die_usage("%s", err);
 }

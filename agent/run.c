@@ -2,7 +2,6 @@
  * daemon per journal, syslog. */
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -229,7 +228,7 @@ static bool journal_owns(const char *jn, const char *name)
     size_t n = strlen(jn);
     if (strncmp(name, jn, n) != 0)
         return false;
-    for (size_t i = 0; fsa_journal_file_suffixes[i] != NULL; i++)
+    for (size_t i = 0; i < FSA_JOURNAL_FILES; i++)
         if (strcmp(name + n, fsa_journal_file_suffixes[i]) == 0)
             return true;
     return strcmp(name + n, ".daemon") == 0;
@@ -426,14 +425,11 @@ static void say(const char *what, const char *detail)
 static int parse_seconds(const char *opt, const char *v, int64_t min_s, int64_t max_s,
                          int64_t *out_ms)
 {
-    char *end;
-    errno = 0;
-    /* A plain decimal number, as every number of the CLI: not hex ("0x3c"), not with spaces. */
-    bool plain = v[0] != '\0' && strspn(v, "0123456789.eE+-") == strlen(v) &&
-                 strchr("0123456789.", v[0]) != NULL;
-    double s = plain ? strtod(v, &end) : 0;
-    if (!plain || errno != 0 || *end != '\0' || !isfinite(s) || s < (double)min_s ||
-        s > (double)max_s) {
+    /* A plain decimal number, as every number of the CLI (fsa_opts_real): not hex ("0x3c"), not
+     * with spaces, not inf. */
+    double s = 0;
+    char err[8];
+    if (fsa_opts_real(opt, v, (double)min_s, (double)max_s, NULL, &s, err, sizeof err) != FSA_OK) {
         char detail[FSA_LIMIT_LOG_LINE];
         snprintf(detail, sizeof detail,
                  " %s: expected seconds between %" PRId64 " and %" PRId64 " (a plain number)", v,

@@ -283,18 +283,12 @@ static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full)
                   j->path);
         return;
     }
-    char size[32];
-    int64_t b = j->budget_bytes;
-    if (b % (1024 * 1024) == 0)
-        snprintf(size, sizeof size, "%" PRId64 " MiB", b / (1024 * 1024));
-    else if (b % 1024 == 0)
-        snprintf(size, sizeof size, "%" PRId64 " KiB", b / 1024);
-    else
-        snprintf(size, sizeof size, "%" PRId64 " bytes", b);
-    rec_error(rec,
-              "journal full: %s holds all it may record of its budget of %s (an eighth is kept "
-              "for syncing); nothing was recorded; sync what is pending, or raise budget_bytes",
-              j->path, size);
+    /* In bytes: the budget is budget_bytes, any number (in MiB, 256 KiB was "0 MiB"). */
+    rec_error(
+        rec,
+        "journal full: %s holds what it may record of its budget of %" PRId64
+        " bytes (an eighth is for syncing); nothing was recorded; sync, or raise budget_bytes",
+        j->path, j->budget_bytes);
 }
 
 /*
@@ -371,8 +365,8 @@ fsa_status_t fsa__jn_finish_record(fsa_journal_t *j, fsa_status_t st, fsa_rec_t 
     return st;
 }
 
-const char *const fsa_journal_file_suffixes[] = {"",       "-wal",   "-shm", "-journal",
-                                                 ".users", ".locks", NULL};
+const char fsa_journal_file_suffixes[FSA_JOURNAL_FILES][10] = {"",         "-wal",   "-shm",
+                                                               "-journal", ".users", ".locks"};
 
 /* ---- open / close ---- */
 

@@ -489,8 +489,9 @@ fsa_status_t fsa_journal_integrity(fsa_journal_t *j, char *err, size_t errlen) F
 
 /* The files a journal at PATH keeps: PATH followed by each of these ("" is PATH itself; then
  * SQLite's WAL, shared memory and rollback journal, the users' lock, the lock manager's table),
- * whether they exist yet or not. NULL-terminated. What writes files by a name it is given (the
+ * whether they exist yet or not. What writes files by a name it is given (the
  * daemon's metrics file) must take none of them. */
-extern const char *const fsa_journal_file_suffixes[];
+#define FSA_JOURNAL_FILES 6
+extern const char fsa_journal_file_suffixes[FSA_JOURNAL_FILES][10];
 
 #endif

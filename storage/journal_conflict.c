@@ -267,54 +267,6 @@ static fsa_status_t already_satisfied(fsa_journal_t *j, const fsa_op_t *op, bool
     return s;
 }
 
-/*
- * A set the engine rebases goes after every op recorded since it: its fields that a later set on
- * the entity, still to go, sets again are left out (*json NULL: none left, nothing to send), so
- * that the device's later value is the one that stands. Sent whole, the older value was applied
- * last, on the server and in the local view. *json is malloc'ed when not NULL.
- */
-static fsa_status_t set_not_set_again(fsa_journal_t *j, const fsa_op_t *op, char **json)
-{
-    *json = NULL;
-    char *left = fsa_strdup(op->json);
-    if (left == NULL)
-        return FSA_ENOMEM;
-    sqlite3_stmt *st;
-    fsa_status_t s = prep(j,
-                          "SELECT payload FROM outbox WHERE type=?1 AND id=?2 AND kind=?3 AND "
-                          "state IN(0,1) AND seq>?4 ORDER BY seq",
-                          &st);
-    if (s != FSA_OK) {
-        fsa_free(left);
-        return s;
-    }
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)op->type);
-    fsa__db_bind_text(st, 2, op->id);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)FSA_OP_SET);
-    sqlite3_bind_int64(st, 4, op->seq);
-    int rc = SQLITE_DONE;
-    while (left != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *later = (const char *)sqlite3_column_text(st, 0);
-        char *rest = NULL;
-        s = later != NULL ? fsa_model_without_keys(left, later, &rest) : FSA_OK;
-        if (s != FSA_OK)
-            break;
-        if (later != NULL) {
-            fsa_free(left);
-            left = rest;
-        }
-    }
-    if (s == FSA_OK && left != NULL && rc != SQLITE_DONE)
-        s = fsa__db_status(rc);
-    release(j, st);
-    if (s != FSA_OK) {
-        fsa_free(left);
-        return s;
-    }
-    *json = left;
-    return FSA_OK;
-}
-
 /* The open conflict of op_id: its group's members (or the op alone) into members[0 .. *n - 1].
  * FSA_ENOTFOUND when op_id is not in conflict or rejected. */
 static fsa_status_t conflict_group(fsa_journal_t *j, const char *op_id, fsa_op_t *members,
@@ -462,15 +414,7 @@ static fsa_status_t record_again(fsa_journal_t *j, const fsa_op_t *members, size
         if (s != FSA_OK || (satisfied && (!person || again.kind != FSA_OP_CREATE ||
                                           again.json == NULL))) /* gave nothing to take */
             continue;
-        if (!satisfied && rebase && again.kind == FSA_OP_SET && again.json != NULL) {
-            char *rest = NULL;
-            s = set_not_set_again(j, &members[i], &rest);
-            if (s == FSA_OK && rest != NULL) {
-                again.json = rest;
-                s = again_one(j, &again, at, group, resolution, rec, &made);
-            }
-            fsa_free(rest);
-        } else if (!satisfied) {
+        if (!satisfied) {
             s = again_one(j, &again, at, group, resolution, rec, &made);
         } else if (again.type == FSA_TYPE_ATTENDANCE) {
             rec_error(rec, "attendance is never changed: take the server's");

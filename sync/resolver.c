@@ -141,10 +141,8 @@ static fsa_resolution_t resolve_set(const fsa_resolver_policy_t *policy,
         if (st == FSA_ENOMEM)
             return no_memory(why, whylen, op);
         if (st != FSA_OK || !same) {
-            say(why, whylen,
-                "policy for %s: local wins, but the server changed other fields of %s %s that "
-                "this set carries (now version %lld)",
-                tname, tname, op->id, (long long)in->server_version);
+            say(why, whylen, "%s %s: local wins its fields, but the server changed others it sets",
+                tname, op->id);
             return FSA_RESOLVE_PARK;
         }
     }

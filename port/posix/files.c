@@ -297,7 +297,7 @@ fsa_status_t fsa_file_write_atomic(const char *path, const void *data, size_t le
         }
     }
     if (fd < 0) {
-        snprintf(err, errlen, "%s: no free temporary name beside it (%s taken)", path, tmp);
+        snprintf(err, errlen, "%s: %s: %s", path, tmp, strerror(EEXIST));
         return FSA_EIO;
     }
     const char *step = "cannot write";
