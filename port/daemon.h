@@ -130,6 +130,13 @@ void fsa_socket_shutdown(int fd);
 /* Closes a socket fsa_socket_listen_* made (or a library handed back); -1 is accepted. */
 void fsa_socket_close(int fd);
 
+/* A client's address as a key of FSA_SOCKET_CLIENT_KEY bytes, for limits per client: an IPv4
+ * address (an IPv4-mapped IPv6 one as such), an IPv6 /64 (one host owns a /64, so its addresses
+ * are one client), or one key for every other family (a unix socket) and for addr NULL. addr is a
+ * struct sockaddr (what libmicrohttpd gives). key[0] is never 0. */
+#define FSA_SOCKET_CLIENT_KEY 9
+void fsa_socket_client_key(const void *addr, unsigned char key[FSA_SOCKET_CLIENT_KEY]);
+
 /* Removes the socket file at path (what fsa_socket_listen_unix made); fails quietly. */
 void fsa_socket_unlink(const char *path);
 

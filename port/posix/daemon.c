@@ -500,6 +500,27 @@ fsa_status_t fsa_socket_listen_unix(const char *path, int backlog, int *out_fd, 
     return FSA_OK;
 }
 
+void fsa_socket_client_key(const void *addr, unsigned char key[FSA_SOCKET_CLIENT_KEY])
+{
+    const struct sockaddr *sa = addr;
+    memset(key, 0, FSA_SOCKET_CLIENT_KEY);
+    key[0] = 1; /* another family, or none */
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        key[0] = 4;
+        memcpy(key + 1, &in->sin_addr, 4);
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            key[0] = 4;
+            memcpy(key + 1, in6->sin6_addr.s6_addr + 12, 4);
+        } else {
+            key[0] = 6;
+            memcpy(key + 1, in6->sin6_addr.s6_addr, 8); /* the /64 */
+        }
+    }
+}
+
 void fsa_socket_shutdown(int fd)
 {
     (void)shutdown(fd, SHUT_RDWR); /* may fail on a socket closing already */

@@ -3,14 +3,11 @@
  * libmicrohttpd, the store and its statistics, and the fuzz targets run them alone. */
 #include "sync/server/request.h"
 
-#include <arpa/inet.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 
 #include "port/alloc.h"
 #include "port/limits.h"
@@ -341,26 +338,6 @@ void fsa__server_route(const char *uri, fsa__server_route_t *out)
 }
 
 /* ---- body bytes per client address ---- */
-
-void fsa__server_addr_key(const struct sockaddr *sa, unsigned char key[FSA__SERVER_ADDR_KEY])
-{
-    memset(key, 0, FSA__SERVER_ADDR_KEY);
-    key[0] = 1; /* another family, or none */
-    if (sa != NULL && sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
-        key[0] = 4;
-        memcpy(key + 1, &in->sin_addr, 4);
-    } else if (sa != NULL && sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
-        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
-            key[0] = 4;
-            memcpy(key + 1, in6->sin6_addr.s6_addr + 12, 4);
-        } else {
-            key[0] = 6;
-            memcpy(key + 1, in6->sin6_addr.s6_addr, 8); /* the /64 */
-        }
-    }
-}
 
 static size_t hold_home(const fsa__server_holds_t *h, const unsigned char *key)
 {

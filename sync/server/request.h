@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "port/daemon.h"
 #include "port/limits.h"
 #include "storage/model.h"
 #include "sync/codec.h"
@@ -186,14 +187,12 @@ bool fsa__server_pull_query(const char *query, int64_t *since, int64_t *limit);
 /*
  * Body bytes held per client address, so that one address cannot hold the whole body budget
  * that every device's push shares (server.c keeps one table, under a lock of its own). A key is
- * FSA__SERVER_ADDR_KEY bytes: an IPv4 address (an IPv4-mapped IPv6 one as such), an IPv6 /64
- * (one host owns a /64, so its addresses are one client), or one key for every other family (a
- * unix socket). The table is open addressing with linear probing over cap slots (a power of
- * two), fixed in size: a slot is taken by a key while it holds bytes and freed when they are
- * given back, so it needs a slot for each address holding bytes at once, at most one per open
- * connection.
+ * the address's fsa_socket_client_key (port/daemon.h). The table is open addressing with linear
+ * probing over cap slots (a power of two), fixed in size: a slot is taken by a key while it holds
+ * bytes and freed when they are given back, so it needs a slot for each address holding bytes at
+ * once, at most one per open connection.
  */
-#define FSA__SERVER_ADDR_KEY 9
+#define FSA__SERVER_ADDR_KEY FSA_SOCKET_CLIENT_KEY
 
 typedef struct fsa__server_hold {
     unsigned char key[FSA__SERVER_ADDR_KEY]; /* key[0] == 0: a free slot */
@@ -204,11 +203,6 @@ typedef struct fsa__server_holds {
     fsa__server_hold_t *slot; /* cap slots, zeroed by the caller */
     size_t cap;               /* a power of two */
 } fsa__server_holds_t;
-
-struct sockaddr;
-
-/* The key of the client address sa (NULL: the key of an unknown family). */
-void fsa__server_addr_key(const struct sockaddr *sa, unsigned char key[FSA__SERVER_ADDR_KEY]);
 
 /* Adds n bytes to key's holding when it stays within share, and true; false when it would go
  * past share or no slot is free (nothing added). */

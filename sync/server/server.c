@@ -1210,7 +1210,7 @@ static enum MHD_Result on_headers(fsa_server_t *srv, struct MHD_Connection *c, r
     conn_arm(srv, c, false, 0); /* the headers are complete */
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    fsa__server_addr_key(ci != NULL ? ci->client_addr : NULL, req->addr);
+    fsa_socket_client_key(ci != NULL ? ci->client_addr : NULL, req->addr);
     if (is_v1 && fault_hit(srv, srv->cfg.faults.rate_reset)) {
         bump(&srv->stats.f_reset);
         return MHD_NO; /* close before processing */

@@ -189,7 +189,7 @@ static void key4(unsigned char key[FSA__SERVER_ADDR_KEY], uint32_t host_order)
     memset(&in, 0, sizeof in);
     in.sin_family = AF_INET;
     in.sin_addr.s_addr = htonl(host_order);
-    fsa__server_addr_key((const struct sockaddr *)&in, key);
+    fsa_socket_client_key((const struct sockaddr *)&in, key);
 }
 
 /* Body bytes per address: each key within its share, slots freed and reused, every key still
@@ -283,25 +283,25 @@ static void test_request__address_keys(void **state)
     memset(&in6, 0, sizeof in6);
     in6.sin6_family = AF_INET6;
     assert_int_equal(inet_pton(AF_INET6, "::ffff:192.0.2.1", &in6.sin6_addr), 1);
-    fsa__server_addr_key((const struct sockaddr *)&in6, k);
+    fsa_socket_client_key((const struct sockaddr *)&in6, k);
     assert_memory_equal(k, k4, FSA__SERVER_ADDR_KEY);
 
     unsigned char a[FSA__SERVER_ADDR_KEY], b[FSA__SERVER_ADDR_KEY];
     assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:2::1", &in6.sin6_addr), 1);
-    fsa__server_addr_key((const struct sockaddr *)&in6, a);
+    fsa_socket_client_key((const struct sockaddr *)&in6, a);
     assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:2:ffff:1:2:3", &in6.sin6_addr), 1);
-    fsa__server_addr_key((const struct sockaddr *)&in6, b);
+    fsa_socket_client_key((const struct sockaddr *)&in6, b);
     assert_memory_equal(a, b, FSA__SERVER_ADDR_KEY);
     assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:3::1", &in6.sin6_addr), 1);
-    fsa__server_addr_key((const struct sockaddr *)&in6, b);
+    fsa_socket_client_key((const struct sockaddr *)&in6, b);
     assert_memory_not_equal(a, b, FSA__SERVER_ADDR_KEY);
     assert_memory_not_equal(a, k4, FSA__SERVER_ADDR_KEY);
 
     struct sockaddr_un un;
     memset(&un, 0, sizeof un);
     un.sun_family = AF_UNIX;
-    fsa__server_addr_key((const struct sockaddr *)&un, a);
-    fsa__server_addr_key(NULL, b);
+    fsa_socket_client_key((const struct sockaddr *)&un, a);
+    fsa_socket_client_key(NULL, b);
     assert_memory_equal(a, b, FSA__SERVER_ADDR_KEY);
     assert_memory_not_equal(a, k4, FSA__SERVER_ADDR_KEY);
     assert_int_not_equal(a[0], 0); /* never the mark of a free slot */
