@@ -17,10 +17,11 @@ typedef struct checkpoint_group {
 } checkpoint_group_t;
 
 /*
- * Reads the checkpoint's parent tour from its local view inside the record's transaction, and
- * aims the touch at it. Read before the transaction, a parent_id changed in between (a set of
- * another thread or process: local sets do not conflict with each other, a pulled state) sent
- * the touch to the tour the checkpoint had left.
+ * Reads the checkpoint's parent tour from its local view inside the record's transaction (or from
+ * the update, when it moves the checkpoint to another tour), and aims the touch at it. Read before
+ * the transaction, a parent_id changed in between (a set of another thread or process: local sets
+ * do not conflict with each other, a pulled state) sent the touch to the tour the checkpoint had
+ * left.
  */
 static fsa_status_t checkpoint_fill(fsa_journal_t *j, fsa_wall_t at, void *arg, fsa_rec_t *rec)
 {
@@ -34,8 +35,11 @@ static fsa_status_t checkpoint_fill(fsa_journal_t *j, fsa_wall_t at, void *arg, 
         rec_error(rec, "checkpoint %s does not exist in this journal", g->child_id);
         return FSA_ENOTFOUND;
     }
+    /* The tour the checkpoint has after the update: the one the update sets, else its own. */
     char *parent = NULL;
-    s = fsa_model_get_field(e.local_fields, "parent_id", &parent);
+    s = fsa_model_get_field(g->ops[0].json, "parent_id", &parent);
+    if (s != FSA_OK && s != FSA_ENOMEM)
+        s = fsa_model_get_field(e.local_fields, "parent_id", &parent);
     entity_clear(&e);
     if (s == FSA_ENOMEM)
         return s; /* not "no parent": nothing is known of the parent */

@@ -141,8 +141,8 @@ static fsa_resolution_t resolve_set(const fsa_resolver_policy_t *policy,
         if (st == FSA_ENOMEM)
             return no_memory(why, whylen, op);
         if (st != FSA_OK || !same) {
-            say(why, whylen, "%s %s: local wins its fields, but the server changed others it sets",
-                tname, op->id);
+            say(why, whylen, "%s %s: local wins its fields; others it sets %s", tname, op->id,
+                st == FSA_OK ? "the server changed" : "may have changed (no prior)");
             return FSA_RESOLVE_PARK;
         }
     }

@@ -97,7 +97,7 @@ fsa_status_t fsa_watch_wait(fsa_watch_t *w, int64_t timeout_ms)
     fsa_port_t *clock = fsa_port_posix();
     /* A timeout past what nanoseconds can count is as good as none (timeout_ms * FSA_NS_PER_MS
      * would overflow, and the deadline land in the past). */
-    if (timeout_ms > INT64_MAX / FSA_NS_PER_MS)
+    if (timeout_ms < 0 || timeout_ms > INT64_MAX / FSA_NS_PER_MS)
         timeout_ms = -1;
     fsa_mono_t deadline = fsa_mono_add_ns(clock->mono_now(NULL), timeout_ms * FSA_NS_PER_MS);
     for (;;) {

@@ -32,7 +32,9 @@ static fsa_wall_t sim_wall_now(void *ctx)
 {
     fsa_sim_t *sim = ctx;
     pthread_mutex_lock(&sim->mu);
-    fsa_wall_t t = {sim->wall_base_ms + sim->now_ns / FSA_NS_PER_MS};
+    fsa_wall_t t;
+    if (__builtin_add_overflow(sim->wall_base_ms, sim->now_ns / FSA_NS_PER_MS, &t.ms))
+        t.ms = sim->wall_base_ms > 0 ? INT64_MAX : INT64_MIN; /* a base shifted to the end */
     pthread_mutex_unlock(&sim->mu);
     return t;
 }

@@ -488,6 +488,26 @@ static void test_fsa_journal_checkpoint_update__touches_the_parent_it_has(void *
     f->j = NULL;
 }
 
+/* An update that moves the checkpoint to another tour touches that tour, the one it then has (the
+ * touch went to the tour it left). */
+static void test_fsa_journal_checkpoint_update__moved_touches_its_new_tour(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "T1", NULL, NULL, &rec));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "T2", NULL, NULL, &rec));
+    assert_fsa_ok(
+        fsa_journal_create(f->j, FSA_TYPE_JOBNEED, "CP1", "{\"parent_id\":\"T1\"}", NULL, &rec));
+    assert_fsa_ok(fsa_journal_checkpoint_update(f->j, "CP1", "{\"parent_id\":\"T2\",\"seqno\":1}",
+                                                NULL, &rec));
+    assert_non_null(strstr(field_of(f->j, FSA_TYPE_JOBNEED, "T2", "other_info"), "CP1"));
+    assert_null(strstr(field_of(f->j, FSA_TYPE_JOBNEED, "T1", "other_info"), "CP1"));
+    /* moved out of every tour: not a checkpoint's update */
+    assert_int_equal(fsa_journal_checkpoint_update(f->j, "CP1", "{\"parent_id\":null}", NULL, &rec),
+                     FSA_EINVAL);
+    assert_non_null(strstr(rec.error, "no parent"));
+}
+
 static void test_fsa_journal_record_group__failure_writes_nothing(void **state)
 {
     fixture_t *f = *state;
@@ -3080,6 +3100,7 @@ int main(void)
         T(test_fsa_journal_append__max_len),
         T(test_fsa_journal_checkpoint_update__one_group),
         T(test_fsa_journal_checkpoint_update__touches_the_parent_it_has),
+        T(test_fsa_journal_checkpoint_update__moved_touches_its_new_tour),
         T(test_fsa_journal_record_group__failure_writes_nothing),
         T(test_fsa_outbox_next_batch__never_splits_a_group),
         T(test_fsa_outbox_next_batch__bounded_by_bytes),

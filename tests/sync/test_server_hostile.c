@@ -271,7 +271,9 @@ static void test_hostile__uploads_without_credentials(void **state)
     char *chunk = fsa_malloc(65536);
     assert_non_null(chunk);
     memset(chunk, ' ', 65536);
-    /* From 5 addresses, each within its share of the budget (a quarter): together past it. */
+    /* From 5 addresses, 20 each: an address's share (a quarter of the budget) holds 16 of them,
+     * and four addresses' shares fill the budget, so the fifth's are refused over the budget
+     * (the wait below is for that refusal, "body_budget", not the share's). */
     static const char *const srcs[] = {"127.0.0.4", "127.0.0.5", "127.0.0.11", "127.0.0.12",
                                        "127.0.0.13"};
     enum { ADDRS = sizeof srcs / sizeof srcs[0], PER = 20 };
