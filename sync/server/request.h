@@ -205,7 +205,7 @@ typedef struct fsa__server_holds {
 } fsa__server_holds_t;
 
 /* Adds n bytes to key's holding when it stays within share, and true; false when it would go
- * past share or no slot is free (nothing added). */
+ * past share or no slot is left (nothing added). */
 bool fsa__server_hold_take(fsa__server_holds_t *h, const unsigned char *key, long long n,
                            long long share);
 
