@@ -291,17 +291,7 @@ static void full_message(fsa_journal_t *j, fsa_rec_t *rec, bool device_full)
         j->path, j->budget_bytes);
 }
 
-/*
- * The journal's budget is SQLite's page limit (max_page_count, set at open): no write takes the
- * file past it. Records stop an eighth short of it, counted in pages in use (the file's pages but
- * its free ones): the rest is for the writes of syncing, which take pages before they give any
- * back (an applied result keeps its op id in done_ops and the entity's base beside its local
- * view, then its outbox row goes), so that a journal full of records can still be drained.
- * Counted in use, not by the file's size: pages that a drain added and freed again are not the
- * records' to keep, or each drain at the budget would leave the next less room.
- */
-/* The one number a PRAGMA answers (under the mutex). */
-static fsa_status_t pragma_int(fsa_journal_t *j, const char *sql, int64_t *out)
+fsa_status_t fsa__jn_query_int(fsa_journal_t *j, const char *sql, int64_t *out)
 {
     sqlite3_stmt *st;
     fsa_status_t s = prep(j, sql, &st);
@@ -314,12 +304,21 @@ static fsa_status_t pragma_int(fsa_journal_t *j, const char *sql, int64_t *out)
     return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
 }
 
+/*
+ * The journal's budget is SQLite's page limit (max_page_count, set at open): no write takes the
+ * file past it. Records stop an eighth short of it, counted in pages in use (the file's pages but
+ * its free ones): the rest is for the writes of syncing, which take pages before they give any
+ * back (an applied result keeps its op id in done_ops and the entity's base beside its local
+ * view, then its outbox row goes), so that a journal full of records can still be drained.
+ * Counted in use, not by the file's size: pages that a drain added and freed again are not the
+ * records' to keep, or each drain at the budget would leave the next less room.
+ */
 fsa_status_t fsa__jn_recording_room(fsa_journal_t *j)
 {
     int64_t count = 0, free_pages = 0;
-    fsa_status_t s = pragma_int(j, "PRAGMA page_count", &count);
+    fsa_status_t s = fsa__jn_query_int(j, "PRAGMA page_count", &count);
     if (s == FSA_OK)
-        s = pragma_int(j, "PRAGMA freelist_count", &free_pages);
+        s = fsa__jn_query_int(j, "PRAGMA freelist_count", &free_pages);
     if (s == FSA_OK && count - free_pages > j->record_pages)
         s = FSA_EFULL;
     return s;

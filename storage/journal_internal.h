@@ -180,6 +180,9 @@ fsa_status_t fsa__jn_finish(fsa_journal_t *j, fsa_status_t st) FSA_MUST_CHECK;
  * and its op id and seq are cleared. */
 fsa_status_t fsa__jn_finish_record(fsa_journal_t *j, fsa_status_t st,
                                    fsa_rec_t *rec) FSA_MUST_CHECK;
+/* The first column of the one row sql answers, as an integer (under the mutex; the statement
+ * from the cache). FSA_OK, or the step's failure (no row: its status). */
+fsa_status_t fsa__jn_query_int(fsa_journal_t *j, const char *sql, int64_t *out) FSA_MUST_CHECK;
 /* In a record's transaction, after its writes: FSA_EFULL when the pages in use (the file's, but
  * its free ones) are past record_pages, which finish_record then tells as "journal full". */
 fsa_status_t fsa__jn_recording_room(fsa_journal_t *j) FSA_MUST_CHECK;

@@ -131,15 +131,7 @@ static void open_from_raise(fsa_journal_t *j, int64_t seq)
 /* The seq a new op would take (OUTBOX_NEXT_SEQ_SQL), inside the caller's read. */
 static fsa_status_t next_seq_locked(fsa_journal_t *j, int64_t *out)
 {
-    sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "SELECT " OUTBOX_NEXT_SEQ_SQL, &st);
-    if (s != FSA_OK)
-        return s;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int64(st, 0);
-    release(j, st);
-    return rc == SQLITE_ROW ? FSA_OK : fsa__db_status(rc);
+    return fsa__jn_query_int(j, "SELECT " OUTBOX_NEXT_SEQ_SQL, out);
 }
 
 fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fsa_op_t *ops,
