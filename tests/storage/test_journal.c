@@ -1552,35 +1552,28 @@ static void test_fsa_conflict_resolve__group_without_converged_member(void **sta
     assert_int_equal(st.conflicts, 0);
 }
 
-/* Closing a conflict without taking ours ("server", "converged") logs the change at the entity's
- * server version, as the server-wins decision does: 0 would say "never on the server". */
-/* A group [transition J1 ASSIGNED->INPROGRESS, merge J1] fails because another device
- * started J1 first; this device's later INPROGRESS->COMPLETED (same batch) applies. The resolver
- * says the transition converged and the merge rebases (group: rebase), but record_again judges
- * "satisfied" on the local view (COMPLETED now), records the transition again from COMPLETED, which
- * fails: the engine then parks the whole group, the merge ("never conflicts") with it. */
-static void test_fsa_conflict_resolve__a_converged_transition_keeps_its_group_whole(void **state)
+/* A group [transition id -> to, merge of patch into field] recorded on id at version 1 (v1),
+ * then a transition to later_to; the server had come to `to` already (version 2, v2): the
+ * group's two ops answered conflict, the later transition applied (version 3). rec: the group. */
+static void converged_then_moved_on(fixture_t *f, fsa_type_t type, const char *v1, const char *v2,
+                                    const char *to, const char *field, const char *patch,
+                                    const char *later_to, fsa_rec_t *rec)
 {
-    fixture_t *f = *state;
-    const char *v1 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":0,"
-                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
-    const char *v2 = "{\"jobstatus\":\"INPROGRESS\",\"parent_id\":null,\"seqno\":0,"
-                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
-    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 1, v1));
+    assert_fsa_ok(fsa_journal_fold(f->j, type, "X1", 1, v1));
     fsa_op_t g[2];
     memset(g, 0, sizeof g);
     g[0].kind = FSA_OP_TRANSITION;
-    g[0].type = FSA_TYPE_JOBNEED;
-    snprintf(g[0].id, sizeof g[0].id, "J1");
-    snprintf(g[0].to, sizeof g[0].to, "INPROGRESS");
+    g[0].type = type;
+    snprintf(g[0].id, sizeof g[0].id, "X1");
+    snprintf(g[0].to, sizeof g[0].to, "%s", to);
     g[1].kind = FSA_OP_MERGE;
-    g[1].type = FSA_TYPE_JOBNEED;
-    snprintf(g[1].id, sizeof g[1].id, "J1");
-    snprintf(g[1].field, sizeof g[1].field, "other_info");
-    g[1].json = (char *)(uintptr_t) "{\"started_by\":\"me\"}";
-    fsa_rec_t rec, t2;
-    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
-    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J1", "COMPLETED", NULL, &t2));
+    g[1].type = type;
+    snprintf(g[1].id, sizeof g[1].id, "X1");
+    snprintf(g[1].field, sizeof g[1].field, "%s", field);
+    g[1].json = (char *)(uintptr_t)patch;
+    fsa_rec_t later;
+    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, rec));
+    assert_fsa_ok(fsa_journal_transition(f->j, type, "X1", later_to, NULL, &later));
     fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
     size_t n = 0;
     assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
@@ -1595,74 +1588,67 @@ static void test_fsa_conflict_resolve__a_converged_transition_keeps_its_group_wh
     assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 3));
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&ops[i]);
-    /* resolve_all: transition converged (server was INPROGRESS), merge rebase: group REBASE */
-    fsa_rec_t again;
+}
+
+/* A job's group [ASSIGNED->INPROGRESS, merge] fails because another device started the job
+ * first; this device's later INPROGRESS->COMPLETED applies. The resolver says the transition
+ * converged and the merge rebases (group: rebase), but record_again judged "satisfied" on the
+ * local view (COMPLETED now) and recorded the transition again from COMPLETED, which fails: the
+ * engine then parked the whole group, the merge ("never conflicts") with it. */
+static void test_fsa_conflict_resolve__a_converged_transition_keeps_its_group_whole(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t rec, again;
+    converged_then_moved_on(f, FSA_TYPE_JOBNEED,
+                            "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":0,"
+                            "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}",
+                            "{\"jobstatus\":\"INPROGRESS\",\"parent_id\":null,\"seqno\":0,"
+                            "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}",
+                            "INPROGRESS", "other_info", "{\"started_by\":\"me\"}", "COMPLETED",
+                            &rec);
     fsa_status_t st = fsa_conflict_resolve(f->j, rec.op_id, true, FSA_RESOLVED_REBASED, &again);
     if (st != FSA_OK)
         fail_msg("rebase: %s", again.error);
     /* the merge goes again, alone; the transition converged */
+    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
+    size_t n = 0;
     assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
     assert_int_equal(n, 1);
     assert_int_equal(ops[0].kind, FSA_OP_MERGE);
     fsa_op_clear(&ops[0]);
-    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "jobstatus"), "\"COMPLETED\"");
+    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "X1", "jobstatus"), "\"COMPLETED\"");
 }
 
-/* A group [ticket T1 NEW->RESOLVED, merge into ticketlog]; another device resolved T1 first
- * (v2 RESOLVED), so the group conflicts; the user's later reopen RESOLVED->OPEN (same batch)
- * applies (v3 OPEN). The resolver: transition converged, merge rebase: group REBASE. record_again
- * judges the transition on the local view (OPEN), finds it unsatisfied and records it again as
- * OPEN->RESOLVED: the converged transition goes a second time and undoes the user's reopen. */
+/* A ticket's group [NEW->RESOLVED, merge into ticketlog]; another device resolved it first, so
+ * the group conflicts; the user's later reopen RESOLVED->OPEN applies. record_again judged the
+ * transition on the local view (OPEN), found it unsatisfied and recorded it again as
+ * OPEN->RESOLVED: the converged transition went a second time and undid the user's reopen. */
 static void test_fsa_conflict_resolve__a_converged_transition_is_not_sent_again(void **state)
 {
     fixture_t *f = *state;
-    const char *v1 = "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
-                     "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
-    const char *v2 = "{\"status\":\"RESOLVED\",\"level\":0,\"assignedto\":\"\","
-                     "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}";
-    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_TICKET, "T1", 1, v1));
-    fsa_op_t g[2];
-    memset(g, 0, sizeof g);
-    g[0].kind = FSA_OP_TRANSITION;
-    g[0].type = FSA_TYPE_TICKET;
-    snprintf(g[0].id, sizeof g[0].id, "T1");
-    snprintf(g[0].to, sizeof g[0].to, "RESOLVED");
-    g[1].kind = FSA_OP_MERGE;
-    g[1].type = FSA_TYPE_TICKET;
-    snprintf(g[1].id, sizeof g[1].id, "T1");
-    snprintf(g[1].field, sizeof g[1].field, "ticketlog");
-    g[1].json = (char *)(uintptr_t) "{\"resolved_note\":\"fixed\"}";
-    fsa_rec_t rec, t2;
-    assert_fsa_ok(fsa_journal_record_group(f->j, g, 2, NULL, &rec));
-    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_TICKET, "T1", "OPEN", NULL, &t2));
+    fsa_rec_t rec, again;
+    converged_then_moved_on(f, FSA_TYPE_TICKET,
+                            "{\"status\":\"NEW\",\"level\":0,\"assignedto\":\"\","
+                            "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}",
+                            "{\"status\":\"RESOLVED\",\"level\":0,\"assignedto\":\"\","
+                            "\"ticketlog\":{\"ticket_history\":[]},\"priority\":\"MEDIUM\"}",
+                            "RESOLVED", "ticketlog", "{\"resolved_note\":\"fixed\"}", "OPEN", &rec);
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "X1", "status"), "\"OPEN\"");
+    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, true, FSA_RESOLVED_REBASED, &again));
     fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
     size_t n = 0;
-    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
-    assert_int_equal(n, 3);
-    fsa_op_result_t r[3];
-    for (int i = 0; i < 2; i++) {
-        r[i] = result_for(ops[i].op_id, FSA_RESULT_CONFLICT, 0);
-        r[i].current_version = 2;
-        r[i].current_fields = (char *)(uintptr_t)v2;
-    }
-    r[2] = result_for(ops[2].op_id, FSA_RESULT_APPLIED, 3);
-    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 3));
-    for (size_t i = 0; i < n; i++)
-        fsa_op_clear(&ops[i]);
-    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "status"), "\"OPEN\"");
-    fsa_rec_t again;
-    assert_fsa_ok(fsa_conflict_resolve(f->j, rec.op_id, true, FSA_RESOLVED_REBASED, &again));
     assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
     for (size_t i = 0; i < n; i++) {
         if (ops[i].kind == FSA_OP_TRANSITION)
             fail_msg("the converged transition goes again, %s->%s", ops[i].from, ops[i].to);
-    }
-    for (size_t i = 0; i < n; i++)
         fsa_op_clear(&ops[i]);
+    }
     /* the user's last action, the reopen, stands */
-    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "T1", "status"), "\"OPEN\"");
+    assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "X1", "status"), "\"OPEN\"");
 }
 
+/* Closing a conflict without taking ours ("server", "converged") logs the change at the entity's
+ * server version, as the server-wins decision does: 0 would say "never on the server". */
 static void test_fsa_conflict_resolve__logged_at_the_server_version(void **state)
 {
     fixture_t *f = *state;
