@@ -94,6 +94,19 @@ static bool send_all(int fd, const void *p, size_t n)
     return true;
 }
 
+/* Sends n bytes of chunk's spaces (65536 of them) to fd, a piece at a time: a body held short of
+ * its end. False when the server closed mid-way. */
+static bool send_spaces(int fd, const char *chunk, size_t n)
+{
+    for (size_t sent = 0; sent < n;) {
+        size_t k = n - sent < 65536 ? n - sent : 65536;
+        if (!send_all(fd, chunk, k))
+            return false;
+        sent += k;
+    }
+    return true;
+}
+
 /* Reads what the server answers until it closes or cap-1 bytes (bounded by the socket's
  * receive time-out). */
 static size_t read_answer(int fd, char *buf, size_t cap)
@@ -291,12 +304,7 @@ static void test_hostile__uploads_without_credentials(void **state)
      * buffer each: 100 MiB asked for); then, once the server says (its statistics) that it
      * refused one over the budget, the last bytes. */
     for (int i = 0; i < ADDRS * PER; i++)
-        for (size_t sent = 0; sent < body - 1;) {
-            size_t k = body - 1 - sent < 65536 ? body - 1 - sent : 65536;
-            if (!send_all(fds[i], chunk, k))
-                break; /* the server refused mid-way and closed: allowed */
-            sent += k;
-        }
+        (void)send_spaces(fds[i], chunk, body - 1); /* refused mid-way and closed: allowed */
     bool refused = false;
     for (int i = 0; i < 200 * g_scale && !refused; i++) {
         th_req_opts_t ao = {.bearer = TH_ADMIN_TOKEN};
@@ -389,11 +397,7 @@ static void test_hostile__uploads_to_no_path_hold_no_budget(void **state)
                           "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n",
                           paths[i % 3], body);
         assert_true(send_all(fds[i], head, (size_t)hn));
-        for (size_t sent = 0; sent < body - 1;) {
-            size_t k = body - 1 - sent < 65536 ? body - 1 - sent : 65536;
-            assert_true(send_all(fds[i], chunk, k));
-            sent += k;
-        }
+        assert_true(send_spaces(fds[i], chunk, body - 1));
     }
     /* All of them held open, short of their last byte: a device's push is served. */
     char op[512];
@@ -750,11 +754,7 @@ static void test_hostile__one_address_holds_its_share(void **state)
         snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", body);
         int hn = signed_looking_head(head, sizeof head, framing);
         assert_true(send_all(fds[i], head, (size_t)hn));
-        for (size_t sent = 0; sent < body - 1;) {
-            size_t k = body - 1 - sent < 65536 ? body - 1 - sent : 65536;
-            assert_true(send_all(fds[i], chunk, k));
-            sent += k;
-        }
+        assert_true(send_spaces(fds[i], chunk, body - 1));
     }
     /* The server says (its statistics) that it refused the address past its share. */
     long long refused = refused0;
