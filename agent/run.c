@@ -427,9 +427,8 @@ static int parse_seconds(const char *opt, const char *v, int64_t min_s, int64_t 
 {
     /* A plain decimal number, as every number of the CLI (fsa_opts_real): not hex ("0x3c"), not
      * with spaces, not inf. */
-    double s = 0;
-    char err[8];
-    if (fsa_opts_real(opt, v, (double)min_s, (double)max_s, NULL, &s, err, sizeof err) != FSA_OK) {
+    double s = 0; /* its own message below: no err wanted */
+    if (fsa_opts_real(opt, v, (double)min_s, (double)max_s, NULL, &s, NULL, 0) != FSA_OK) {
         char detail[FSA_LIMIT_LOG_LINE];
         snprintf(detail, sizeof detail,
                  " %s: expected seconds between %" PRId64 " and %" PRId64 " (a plain number)", v,

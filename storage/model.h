@@ -320,8 +320,8 @@ fsa_status_t fsa_model_prior_without(const char *later_prior, const char *set_js
                                      const char *set_prior, char **out_json) FSA_MUST_CHECK;
 
 /* *out_json = fields_json's members but those whose key is one of keys_json's (both objects):
- * what of a set a later set does not set again. NULL when nothing is left, else malloc'ed (free
- * with fsa_model_free). FSA_OK, FSA_EINVAL, FSA_ENOMEM. */
+ * the fields of a set that no rule of the resolver covers. NULL when nothing is left, else
+ * malloc'ed (free with fsa_model_free). FSA_OK, FSA_EINVAL, FSA_ENOMEM. */
 fsa_status_t fsa_model_without_keys(const char *fields_json, const char *keys_json,
                                     char **out_json) FSA_MUST_CHECK;
 
