@@ -13,6 +13,29 @@
 
 #include <cjson/cJSON.h>
 
+/* cJSON's type tests (what cJSON_IsObject and its kin answer) without a call into the library:
+ * each function the device binary imports costs it ~85 bytes. One function a type keeps each
+ * test a one-argument call, as the library's was (sync/codec.c has the same for sync/). */
+#define JSON_TYPE_TEST(name, t)                                                                    \
+    static bool name(const cJSON *item)                                                            \
+    {                                                                                              \
+        return item != NULL && (item->type & 0xFF) == (t);                                         \
+    }
+JSON_TYPE_TEST(json_object, cJSON_Object)
+JSON_TYPE_TEST(json_array, cJSON_Array)
+JSON_TYPE_TEST(json_string, cJSON_String)
+JSON_TYPE_TEST(json_number, cJSON_Number)
+JSON_TYPE_TEST(json_null, cJSON_NULL)
+
+/* cJSON_GetArraySize, as the codec's fsa__json_count. */
+static size_t json_count(const cJSON *array)
+{
+    size_t n = 0;
+    for (const cJSON *c = array != NULL ? array->child : NULL; c != NULL; c = c->next)
+        n++;
+    return n;
+}
+
 /*
  * Memory: every text this module returns comes from cJSON_PrintUnformatted() or fsa_strdup(), and
  * fsa_model_free() releases it with fsa_free(). That pairing holds because cJSON's hooks, when
@@ -651,9 +674,9 @@ static json_why_t check_unique_keys(const cJSON *obj)
 // NOLINTNEXTLINE(misc-no-recursion): bounded by FSA_LIMIT_JSON_DEPTH (json_scan)
 static json_why_t check_tree(const cJSON *item)
 {
-    if (cJSON_IsNumber(item) && !isfinite(item->valuedouble))
+    if (json_number(item) && !isfinite(item->valuedouble))
         return JSON_RANGE;
-    if (cJSON_IsObject(item)) {
+    if (json_object(item)) {
         json_why_t why = check_unique_keys(item);
         if (why != JSON_OK)
             return why;
@@ -808,7 +831,7 @@ static json_why_t exact_numbers(cJSON *parent)
     cJSON *next;
     for (cJSON *c = parent->child; c != NULL; c = next) {
         next = c->next;
-        if (cJSON_IsNumber(c)) {
+        if (json_number(c)) {
             char buf[NUMBER_TEXT_BYTES];
             if (!isfinite(c->valuedouble))
                 return JSON_RANGE;
@@ -817,7 +840,7 @@ static json_why_t exact_numbers(cJSON *parent)
             if (raw == NULL)
                 return JSON_NOMEM;
             replace_member(parent, c, raw);
-        } else if (cJSON_IsArray(c) || cJSON_IsObject(c)) {
+        } else if (json_array(c) || json_object(c)) {
             json_why_t why = exact_numbers(c);
             if (why != JSON_OK)
                 return why;
@@ -836,7 +859,7 @@ static json_why_t emit(cJSON *root, size_t max_bytes, char **out)
     char *text;
     json_why_t why;
     *out = NULL;
-    if (cJSON_IsNumber(root)) {
+    if (json_number(root)) {
         char buf[NUMBER_TEXT_BYTES];
         if (!isfinite(root->valuedouble))
             return JSON_RANGE;
@@ -1045,7 +1068,7 @@ static json_why_t emit_exact(const cJSON *root, size_t max_bytes, char **out)
 /* Reads an int field's value: an integral number of magnitude at most SAFE_INT_MAX. */
 static bool int_value(const cJSON *v, int64_t *out)
 {
-    if (!cJSON_IsNumber(v))
+    if (!json_number(v))
         return false;
     double d = v->valuedouble;
     if (!(d >= (double)-SAFE_INT_MAX && d <= (double)SAFE_INT_MAX) || (double)(int64_t)d != d)
@@ -1067,11 +1090,11 @@ static bool merge_into(cJSON *target, const cJSON *patch);
 // NOLINTNEXTLINE(misc-no-recursion): bounded by FSA_LIMIT_JSON_DEPTH (json_scan)
 static cJSON *merge_value(cJSON *target, const cJSON *patch)
 {
-    if (!cJSON_IsObject(patch)) {
+    if (!json_object(patch)) {
         cJSON_Delete(target);
         return cJSON_Duplicate(patch, true);
     }
-    if (!cJSON_IsObject(target)) {
+    if (!json_object(target)) {
         cJSON_Delete(target);
         target = cJSON_CreateObject();
         if (target == NULL)
@@ -1125,7 +1148,7 @@ static bool merge_into(cJSON *target, const cJSON *patch)
         } else {
             cur = cJSON_GetObjectItemCaseSensitive(target, p->string);
         }
-        if (cJSON_IsNull(p)) {
+        if (json_null(p)) {
             if (cur != NULL) {
                 cJSON_DetachItemViaPointer(target, cur);
                 if (parked != NULL)
@@ -1135,7 +1158,7 @@ static bool merge_into(cJSON *target, const cJSON *patch)
             }
             continue;
         }
-        if (cJSON_IsObject(p) && cJSON_IsObject(cur)) {
+        if (json_object(p) && json_object(cur)) {
             if (!merge_into(cur, p))
                 goto out;
             continue;
@@ -1261,12 +1284,12 @@ static fsa_status_t check_value(const fsa_op_t *op, const fsa_field_def_t *def, 
     int64_t i;
     switch (def->kind) {
     case FSA_FIELD_STR:
-        if (cJSON_IsString(v))
+        if (json_string(v))
             return FSA_OK;
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be a string", def->name);
     case FSA_FIELD_STR_NULL:
         /* The one such field, parent_id, names another jobneed, so a string must be an id. */
-        if (cJSON_IsNull(v) || (cJSON_IsString(v) && fsa_model_id_valid(v->valuestring)))
+        if (json_null(v) || (json_string(v) && fsa_model_id_valid(v->valuestring)))
             return FSA_OK;
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be null or an id", def->name);
     case FSA_FIELD_INT:
@@ -1275,25 +1298,25 @@ static fsa_status_t check_value(const fsa_op_t *op, const fsa_field_def_t *def, 
         return op_fail(err, op, FSA_EINVAL, "invalid_value",
                        "%s must be an integer of magnitude below 2^53", def->name);
     case FSA_FIELD_NUM:
-        if (cJSON_IsNumber(v))
+        if (json_number(v))
             return FSA_OK;
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be a number", def->name);
     case FSA_FIELD_NUM_NULL:
-        if (cJSON_IsNumber(v) || cJSON_IsNull(v))
+        if (json_number(v) || json_null(v))
             return FSA_OK;
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be a number or null",
                        def->name);
     case FSA_FIELD_OBJ:
-        if (cJSON_IsObject(v))
+        if (json_object(v))
             return FSA_OK;
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be an object", def->name);
     case FSA_FIELD_STATUS:
-        if (cJSON_IsString(v) && fsa_model_status_known(op->type, v->valuestring))
+        if (json_string(v) && fsa_model_status_known(op->type, v->valuestring))
             return FSA_OK;
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be a status of %s", def->name,
                        types[op->type].name);
     case FSA_FIELD_ENUM:
-        if (cJSON_IsString(v) && enum_allowed(v->valuestring))
+        if (json_string(v) && enum_allowed(v->valuestring))
             return FSA_OK;
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s must be one of checkin, checkout",
                        def->name);
@@ -1354,7 +1377,7 @@ static fsa_status_t op_payload(const fsa_op_t *op, const char *what, fsa_model_e
 /* Checks a create's or a set's fields object, member by member. */
 static fsa_status_t check_fields(const fsa_op_t *op, const cJSON *fields, fsa_model_err_t *err)
 {
-    if (!cJSON_IsObject(fields))
+    if (!json_object(fields))
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "fields must be an object");
     if (op->kind == FSA_OP_SET && fields->child == NULL)
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "set names no field");
@@ -1383,8 +1406,8 @@ static fsa_status_t check_fields(const fsa_op_t *op, const cJSON *fields, fsa_mo
         if (op->type == FSA_TYPE_ATTENDANCE) {
             const cJSON *lat = cJSON_GetObjectItemCaseSensitive(fields, "lat");
             const cJSON *lon = cJSON_GetObjectItemCaseSensitive(fields, "lon");
-            bool lat_null = lat == NULL || cJSON_IsNull(lat);
-            bool lon_null = lon == NULL || cJSON_IsNull(lon);
+            bool lat_null = lat == NULL || json_null(lat);
+            bool lon_null = lon == NULL || json_null(lon);
             if (lat_null != lon_null)
                 return op_fail(err, op, FSA_EINVAL, "invalid_value",
                                "lat and lon are both numbers or both null (no fix), not one of "
@@ -1459,7 +1482,7 @@ static fsa_status_t check_merge(const fsa_op_t *op, fsa_model_err_t *err, cJSON 
         return st;
     /* RFC 7396 lets a non-object patch replace the target, which would change the field's
      * type; an object field takes only object patches. */
-    if (!cJSON_IsObject(*json))
+    if (!json_object(*json))
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "patch must be an object");
     return FSA_OK;
 }
@@ -1618,7 +1641,7 @@ static fsa_status_t apply_transition(const fsa_op_t *op, cJSON *fields, const fs
     cJSON *v = field_or_default(fields, def);
     if (v == NULL)
         return nomem(err, op);
-    if (!cJSON_IsString(v))
+    if (!json_string(v))
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "stored %s is not a string",
                        def->name);
     if (strcmp(v->valuestring, op->from) != 0) {
@@ -1641,7 +1664,7 @@ static fsa_status_t apply_append(const fsa_op_t *op, cJSON *fields, const fsa_fi
     cJSON *obj = field_or_default(fields, def);
     if (obj == NULL)
         return nomem(err, op);
-    if (!cJSON_IsObject(obj))
+    if (!json_object(obj))
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "stored %s is not an object",
                        def->name);
     cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, op->key);
@@ -1651,14 +1674,14 @@ static fsa_status_t apply_append(const fsa_op_t *op, cJSON *fields, const fsa_fi
             cJSON_Delete(arr);
             return nomem(err, op);
         }
-    } else if (!cJSON_IsArray(arr)) {
+    } else if (!json_array(arr)) {
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "%s.%s is not an array", def->name,
                        printable(op->key));
     }
     cJSON_AddItemToArray(arr, *item);
     *item = NULL;
     if (op->max_len > 0) {
-        int64_t size = cJSON_GetArraySize(arr);
+        int64_t size = (int64_t)json_count(arr);
         for (; size > op->max_len; size--)
             cJSON_Delete(cJSON_DetachItemViaPointer(arr, arr->child)); /* the oldest, first */
     }
@@ -1697,7 +1720,7 @@ static fsa_status_t apply_merge(const fsa_op_t *op, cJSON *fields, const fsa_fie
     /* Two out-of-memory cases, with the type check between them. */
     if (obj == NULL)
         return nomem(err, op);
-    if (!cJSON_IsObject(obj))
+    if (!json_object(obj))
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "stored %s is not an object",
                        def->name);
     if (!merge_into(obj, payload))
@@ -1717,7 +1740,7 @@ static fsa_status_t apply_to_stored(const fsa_op_t *op, const char *fields_json,
         *fields != NULL ? JSON_OK : parse_checked(fields_json, FSA_LIMIT_FIELDS_BYTES, fields);
     if (why != JSON_OK)
         return json_fail(err, op, why, FSA_LIMIT_FIELDS_BYTES, "stored fields");
-    if (!cJSON_IsObject(*fields))
+    if (!json_object(*fields))
         return op_fail(err, op, FSA_EINVAL, "invalid_value", "stored fields are not an object");
     const fsa_field_def_t *def = NULL;
     if (op->kind != FSA_OP_SET) {
@@ -1894,7 +1917,8 @@ static int create_fast(const fsa_op_t *op, char **out_json)
             if (*p++ != '}')
                 return 0; /* an object with members: the tree path */
         } else {
-            p += strcspn(p, FAST_WS ",}");
+            while (*p != '\0' && strchr(FAST_WS ",}", *p) == NULL) /* strcspn, not imported */
+                p++;
         }
         size_t n = (size_t)(p - v);
         if (*v == '{') {
@@ -2291,7 +2315,7 @@ fsa_status_t fsa_model_get_field(const char *fields_json, const char *name, char
         st = why_status(why);
         goto out;
     }
-    if (!cJSON_IsObject(fields)) {
+    if (!json_object(fields)) {
         st = FSA_EINVAL;
         goto out;
     }
@@ -2325,12 +2349,12 @@ fsa_status_t fsa_model_get_status(const char *fields_json, fsa_type_t type,
         st = why_status(why);
         goto out;
     }
-    if (!cJSON_IsObject(fields)) {
+    if (!json_object(fields)) {
         st = FSA_EINVAL;
         goto out;
     }
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(fields, sf);
-    if (!cJSON_IsString(v)) {
+    if (!json_string(v)) {
         st = FSA_ENOTFOUND;
         goto out;
     }
@@ -2352,7 +2376,7 @@ static fsa_status_t parse_object(const char *text, cJSON **out)
     json_why_t why = parse_checked(text, FSA_LIMIT_FIELDS_BYTES, out);
     if (why != JSON_OK)
         return why_status(why);
-    if (!cJSON_IsObject(*out)) {
+    if (!json_object(*out)) {
         cJSON_Delete(*out);
         *out = NULL;
         return FSA_EINVAL;
@@ -2528,14 +2552,14 @@ static void key_of(const cJSON *fields, const char *name, char *out, size_t cap)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(fields, name);
     out[0] = '\0';
-    if (cJSON_IsString(v) && strlen(v->valuestring) < cap)
+    if (json_string(v) && strlen(v->valuestring) < cap)
         memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
 }
 
 /* The keys of a parsed fields tree (an object or not: then FSA_EINVAL). */
 static fsa_status_t keys_of_tree(fsa_type_t type, const cJSON *fields, fsa_model_keys_t *out)
 {
-    if (!cJSON_IsObject(fields))
+    if (!json_object(fields))
         return FSA_EINVAL;
     if (type == FSA_TYPE_ATTENDANCE)
         key_of(fields, "site_id", out->site, sizeof out->site);

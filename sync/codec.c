@@ -23,13 +23,28 @@
 #define ANSWER_MAX_RESULTS FSA_LIMIT_BATCH_OPS_MAX
 #define ANSWER_MAX_CHANGES 100000
 
-/* A JSON true, or a JSON boolean, by the item's type bits (cJSON.h): what cJSON_IsTrue and
- * cJSON_IsBool answer, without two more imported functions in the device binary. */
-static bool json_true(const cJSON *v)
+/* cJSON's type tests and count (codec_json.h). */
+#define JSON_TYPE_TEST(name, t)                                                                    \
+    bool name(const cJSON *item)                                                                   \
+    {                                                                                              \
+        return item != NULL && (item->type & 0xFF) == (t);                                         \
+    }
+JSON_TYPE_TEST(fsa__json_object, cJSON_Object)
+JSON_TYPE_TEST(fsa__json_array, cJSON_Array)
+JSON_TYPE_TEST(fsa__json_string, cJSON_String)
+JSON_TYPE_TEST(fsa__json_number, cJSON_Number)
+JSON_TYPE_TEST(fsa__json_null, cJSON_NULL)
+JSON_TYPE_TEST(fsa__json_true, cJSON_True)
+
+size_t fsa__json_count(const cJSON *array)
 {
-    return v != NULL && (v->type & 0xFF) == cJSON_True;
+    size_t n = 0;
+    for (const cJSON *c = array != NULL ? array->child : NULL; c != NULL; c = c->next)
+        n++;
+    return n;
 }
 
+/* A JSON boolean: what cJSON_IsBool answers. */
 static bool json_bool(const cJSON *v)
 {
     return v != NULL && ((v->type & 0xFF) == cJSON_True || (v->type & 0xFF) == cJSON_False);
@@ -130,9 +145,9 @@ static bool strings_within_limit(const cJSON *item)
     for (; item != NULL; item = item->next) {
         if (item->string != NULL && strlen(item->string) > FSA_LIMIT_STRING_BYTES)
             return false;
-        if (cJSON_IsString(item) && strlen(item->valuestring) > FSA_LIMIT_STRING_BYTES)
+        if (json_string(item) && strlen(item->valuestring) > FSA_LIMIT_STRING_BYTES)
             return false;
-        if ((cJSON_IsArray(item) || cJSON_IsObject(item)) && !strings_within_limit(item->child))
+        if ((json_array(item) || json_object(item)) && !strings_within_limit(item->child))
             return false;
     }
     return true;
@@ -240,7 +255,7 @@ fsa_status_t fsa__codec_parse_bounded(const char *text, size_t len, size_t max_b
 
 static bool get_int(const cJSON *item, int64_t *out)
 {
-    if (!cJSON_IsNumber(item))
+    if (!json_number(item))
         return false;
     double d = item->valuedouble;
     /* The range check comes first so that the cast below is defined. */
@@ -256,7 +271,7 @@ static bool get_str(const cJSON *obj, const char *name, char *dst, size_t cap)
 {
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(obj, name);
     dst[0] = '\0';
-    if (!cJSON_IsString(s))
+    if (!json_string(s))
         return false;
     size_t n = strlen(s->valuestring);
     if (n >= cap)
@@ -376,7 +391,7 @@ static fsa_status_t take_payload(const cJSON *o, const char *name, bool must_be_
                                  fsa_codec_op_t *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (v == NULL || (must_be_object && !cJSON_IsObject(v))) {
+    if (v == NULL || (must_be_object && !json_object(v))) {
         set_err(&out->reject, "invalid_value", "%s op: \"%s\" must be %s",
                 fsa_op_kind_name(out->op.kind), name, must_be_object ? "an object" : "present");
         return FSA_OK;
@@ -400,7 +415,7 @@ static bool take_str(const cJSON *o, const char *name, char *dst, size_t cap, co
 static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, fsa_model_err_t *err)
 {
     memset(out, 0, sizeof *out);
-    if (!cJSON_IsObject(o)) {
+    if (!json_object(o)) {
         set_err(err, "malformed", "ops[%zu] is not an object", idx);
         return FSA_EINVAL;
     }
@@ -418,13 +433,12 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
-    if (!cJSON_IsString(kind) || !cJSON_IsString(type) || !cJSON_IsString(id)) {
+    if (!json_string(kind) || !json_string(type) || !json_string(id)) {
         set_err(err, "malformed", "ops[%zu]: kind, type and id must be strings", idx);
         return FSA_EINVAL;
     }
     const cJSON *group = cJSON_GetObjectItemCaseSensitive(o, "group");
-    if (group != NULL && !cJSON_IsNull(group) &&
-        !get_str(o, "group", op->group, sizeof op->group)) {
+    if (group != NULL && !json_null(group) && !get_str(o, "group", op->group, sizeof op->group)) {
         set_err(err, "malformed", "ops[%zu]: group must be a string of at most %d bytes", idx,
                 FSA_LIMIT_ID_BYTES);
         return FSA_EINVAL;
@@ -474,7 +488,7 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
         if (!take_str(o, "key", op->key, sizeof op->key, "invalid_value", out))
             return FSA_OK;
         const cJSON *ml = cJSON_GetObjectItemCaseSensitive(o, "max_len");
-        if (ml != NULL && !cJSON_IsNull(ml) && (!get_int(ml, &op->max_len) || op->max_len < 0)) {
+        if (ml != NULL && !json_null(ml) && (!get_int(ml, &op->max_len) || op->max_len < 0)) {
             set_err(&out->reject, "invalid_value",
                     "append op: max_len must be a non-negative integer");
             return FSA_OK;
@@ -514,13 +528,13 @@ fsa_status_t fsa__codec_decode_push_tree(const char *body, size_t len, fsa_codec
     if (pf != PARSE_OK)
         return parse_status(pf, why, err);
     const cJSON *ops = cJSON_GetObjectItemCaseSensitive(root, "ops");
-    if (!cJSON_IsObject(root) || !get_str(root, "batch_id", out->batch_id, sizeof out->batch_id) ||
-        !cJSON_IsArray(ops)) {
+    if (!json_object(root) || !get_str(root, "batch_id", out->batch_id, sizeof out->batch_id) ||
+        !json_array(ops)) {
         set_err(err, "malformed", "body must be {\"batch_id\": string, \"ops\": [...]}");
         st = FSA_EINVAL;
         goto out;
     }
-    size_t n = (size_t)cJSON_GetArraySize(ops);
+    size_t n = fsa__json_count(ops);
     if (n > FSA_LIMIT_BATCH_OPS) {
         set_err(err, "too_large", "%zu ops in one batch; the limit is %d", n, FSA_LIMIT_BATCH_OPS);
         st = FSA_ETOOLARGE;
@@ -1989,7 +2003,7 @@ static fsa_status_t decode_answer_root(const char *body, size_t len, cJSON **roo
         return FSA_ETOOLARGE; /* over this device's bound on values: the engine asks for less */
     if (pf != PARSE_OK)
         return FSA_EPROTO;
-    if (!cJSON_IsObject(*root)) {
+    if (!json_object(*root)) {
         cJSON_Delete(*root);
         *root = NULL;
         return FSA_EPROTO;
@@ -2030,13 +2044,13 @@ static void printable_in_place(char *s)
 static fsa_status_t decode_error_object(const cJSON *e, char code[FSA_CODEC_CODE_BYTES],
                                         char message[FSA_CODEC_MESSAGE_BYTES])
 {
-    if (!cJSON_IsObject(e) || !get_str(e, "code", code, FSA_CODEC_CODE_BYTES) || code[0] == '\0')
+    if (!json_object(e) || !get_str(e, "code", code, FSA_CODEC_CODE_BYTES) || code[0] == '\0')
         return FSA_EPROTO;
     printable_in_place(code);
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
     message[0] = '\0';
     if (m != NULL) {
-        if (!cJSON_IsString(m))
+        if (!json_string(m))
             return FSA_EPROTO;
         snprintf(message, FSA_CODEC_MESSAGE_BYTES, "%s", m->valuestring); /* cut, never overrun */
         printable_in_place(message);
@@ -2049,7 +2063,7 @@ static fsa_status_t decode_result(const cJSON *o, fsa_codec_result_t *r)
     char status[16];
     /* The op id is the agent's own, echoed (the id alphabet): anything else is malformed, and
      * never reaches a log line that names the op. */
-    if (!cJSON_IsObject(o) || !get_str(o, "op_id", r->op_id, sizeof r->op_id) ||
+    if (!json_object(o) || !get_str(o, "op_id", r->op_id, sizeof r->op_id) ||
         !id_ok(r->op_id, FSA_OP_ID_BYTES - 1) || !get_str(o, "status", status, sizeof status) ||
         fsa_result_status_parse(status, &r->status) != FSA_OK)
         return FSA_EPROTO;
@@ -2065,11 +2079,11 @@ static fsa_status_t decode_result(const cJSON *o, fsa_codec_result_t *r)
             return FSA_EPROTO;
     }
     const cJSON *cur = cJSON_GetObjectItemCaseSensitive(o, "current");
-    if (cur != NULL && !cJSON_IsNull(cur)) {
+    if (cur != NULL && !json_null(cur)) {
         const cJSON *fields = cJSON_GetObjectItemCaseSensitive(cur, "fields");
-        if (!cJSON_IsObject(cur) ||
+        if (!json_object(cur) ||
             !get_int(cJSON_GetObjectItemCaseSensitive(cur, "version"), &r->current_version) ||
-            r->current_version < 1 || !cJSON_IsObject(fields))
+            r->current_version < 1 || !json_object(fields))
             return FSA_EPROTO;
         r->current_fields = print_item(fields);
         if (r->current_fields == NULL)
@@ -2265,11 +2279,11 @@ fsa_status_t fsa_codec_decode_results(const char *body, size_t len, fsa_codec_re
     if (st != FSA_OK)
         return st;
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "results");
-    if (!cJSON_IsArray(arr) || !get_server_time(root, &t, 0)) {
+    if (!json_array(arr) || !get_server_time(root, &t, 0)) {
         st = FSA_EPROTO;
         goto out;
     }
-    size_t total = (size_t)cJSON_GetArraySize(arr);
+    size_t total = fsa__json_count(arr);
     if (total > ANSWER_MAX_RESULTS) {
         st = FSA_EPROTO;
         goto out;
@@ -2380,7 +2394,7 @@ static fsa_status_t decode_change(const cJSON *o, fsa_codec_change_t *c, bool ne
 {
     char type[16];
     const cJSON *fields = cJSON_GetObjectItemCaseSensitive(o, "fields");
-    if (!cJSON_IsObject(o) || !get_str(o, "type", type, sizeof type) ||
+    if (!json_object(o) || !get_str(o, "type", type, sizeof type) ||
         fsa_type_parse(type, &c->type) != FSA_OK || !get_str(o, "id", c->id, sizeof c->id) ||
         !id_ok(c->id, FSA_LIMIT_ID_BYTES))
         return FSA_EINVAL;
@@ -2392,7 +2406,7 @@ static fsa_status_t decode_change(const cJSON *o, fsa_codec_change_t *c, bool ne
                    ? FSA_OK
                    : FSA_EINVAL;
     }
-    if (!cJSON_IsObject(fields))
+    if (!json_object(fields))
         return FSA_EINVAL;
     if (need_meta &&
         (!get_int(cJSON_GetObjectItemCaseSensitive(o, "version"), &c->version) || c->version < 1 ||
@@ -2413,13 +2427,13 @@ fsa_status_t fsa_codec_decode_pull(const char *body, size_t len, fsa_codec_pull_
         return st;
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "changes");
     const cJSON *more = cJSON_GetObjectItemCaseSensitive(root, "more");
-    if (!cJSON_IsArray(arr) || !get_str(root, "cursor", out->cursor, sizeof out->cursor) ||
+    if (!json_array(arr) || !get_str(root, "cursor", out->cursor, sizeof out->cursor) ||
         !json_bool(more) || !get_server_time(root, &out->server_time_ms, 0)) {
         st = FSA_EPROTO;
         goto out;
     }
     out->more = json_true(more);
-    size_t total = (size_t)cJSON_GetArraySize(arr);
+    size_t total = fsa__json_count(arr);
     if (total > ANSWER_MAX_CHANGES) {
         st = FSA_EPROTO;
         goto out;

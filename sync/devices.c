@@ -48,8 +48,8 @@ static fsa_status_t scope_list(const cJSON *scope, const char *name, char (**out
     *n = 0;
     if (arr == NULL)
         return FSA_OK;
-    int total = cJSON_GetArraySize(arr);
-    if (!cJSON_IsArray(arr) || total > FSA_DEVICES_SCOPE_MAX)
+    size_t total = fsa__json_count(arr);
+    if (!json_array(arr) || total > FSA_DEVICES_SCOPE_MAX)
         return FSA_EINVAL;
     if (total == 0)
         return FSA_OK;
@@ -57,8 +57,7 @@ static fsa_status_t scope_list(const cJSON *scope, const char *name, char (**out
     if (*out == NULL)
         return FSA_ENOMEM;
     for (const cJSON *v = arr->child; v != NULL; v = v->next) {
-        if (!cJSON_IsString(v) || v->valuestring[0] == '\0' ||
-            strlen(v->valuestring) >= sizeof **out)
+        if (!json_string(v) || v->valuestring[0] == '\0' || strlen(v->valuestring) >= sizeof **out)
             return FSA_EINVAL;
         memcpy((*out)[*n], v->valuestring, strlen(v->valuestring) + 1);
         (*n)++;
@@ -71,9 +70,9 @@ static fsa_status_t decode_scope(const cJSON *d, fsa_device_scope_t **out)
 {
     *out = NULL;
     const cJSON *sc = cJSON_GetObjectItemCaseSensitive(d, "scope");
-    if (sc == NULL || cJSON_IsNull(sc))
+    if (sc == NULL || json_null(sc))
         return FSA_OK;
-    if (!cJSON_IsObject(sc))
+    if (!json_object(sc))
         return FSA_EINVAL;
     fsa_device_scope_t *s = fsa_calloc(1, sizeof *s);
     if (s == NULL)
@@ -104,7 +103,7 @@ static void wipe_secrets(cJSON *arr)
 {
     for (cJSON *d = arr != NULL ? arr->child : NULL; d != NULL; d = d->next) {
         cJSON *sec = cJSON_GetObjectItemCaseSensitive(d, "secret");
-        if (cJSON_IsString(sec))
+        if (json_string(sec))
             fsa_signer_wipe(sec->valuestring, strlen(sec->valuestring));
     }
 }
@@ -119,14 +118,14 @@ static fsa_status_t decode_device(const cJSON *d, size_t idx, fsa_device_entry_t
                                   size_t errlen)
 {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(d, "id");
-    if (!cJSON_IsObject(d) || !cJSON_IsString(id) || !fsa_model_id_valid(id->valuestring))
+    if (!json_object(d) || !json_string(id) || !fsa_model_id_valid(id->valuestring))
         return fail(FSA_EINVAL, err, errlen,
                     "devices[%zu]: id must be 1..%d bytes of [A-Za-z0-9._:-]", idx,
                     FSA_LIMIT_ID_BYTES);
     memcpy(dev->id, id->valuestring, strlen(id->valuestring) + 1);
     const cJSON *sec = cJSON_GetObjectItemCaseSensitive(d, "secret");
     fsa_signer_key_t key;
-    if (!cJSON_IsString(sec) ||
+    if (!json_string(sec) ||
         fsa_signer_key_parse(sec->valuestring, strlen(sec->valuestring), &key) != FSA_OK)
         return fail(FSA_EINVAL, err, errlen, "device %s: secret must be 64 hex chars (32 bytes)",
                     dev->id);
@@ -164,12 +163,12 @@ fsa_status_t fsa_devices_decode(const char *text, size_t len, fsa_device_entry_t
     size_t n = 0;
     size_t total = 0;
     cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "devices");
-    if (!cJSON_IsObject(root) || !cJSON_IsArray(arr)) {
+    if (!json_object(root) || !json_array(arr)) {
         st = fail(FSA_EINVAL, err, errlen,
                   "expected {\"devices\": [{\"id\": ..., \"secret\": ...}]}");
         goto out;
     }
-    total = (size_t)cJSON_GetArraySize(arr);
+    total = fsa__json_count(arr);
     if (total == 0 || total > FSA_DEVICES_MAX) {
         st = fail(total == 0 ? FSA_EINVAL : FSA_ETOOLARGE, err, errlen,
                   "the devices list must hold 1..%d devices, not %zu", FSA_DEVICES_MAX, total);
