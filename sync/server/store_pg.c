@@ -362,6 +362,21 @@ static void conn_error(PGconn *c, const char *what, char *err, size_t errlen)
  * once another push had committed (retried, then 503 under load). */
 #define PG_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED"
 
+/*
+ * What PostgreSQL says to a connection besides answers (NOTICE, WARNING): libpq printed it raw to
+ * stderr, as "NOTICE:  relation ... already exists, skipping" at each start of a second process.
+ * A warning becomes one of the server's log lines; the rest (NOTICE, INFO: routine) is dropped.
+ */
+static void pg_notice(void *arg, const PGresult *res)
+{
+    (void)arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (severity != NULL && strcmp(severity, "WARNING") == 0 && message != NULL)
+        fprintf(stderr, "fieldsync-server: warn: PostgreSQL: %.*s\n", (int)strcspn(message, "\n"),
+                message);
+}
+
 /* Creates or migrates the schema, once, under an advisory lock: several processes may start at
  * the same moment. */
 static fsa_status_t init_schema(PGconn *c, char *err, size_t errlen)
@@ -448,8 +463,10 @@ fsa_status_t fsa__store_pg_open(const fsa_port_t *port, const char *uri, unsigne
     PQfreemem(why);
     for (unsigned i = 0; i < conns && st == FSA_OK; i++) {
         PGconn *c = PQconnectdb(uri);
-        if (c != NULL && PQstatus(c) == CONNECTION_OK)
+        if (c != NULL && PQstatus(c) == CONNECTION_OK) {
             stmts_attach(c);
+            PQsetNoticeReceiver(c, pg_notice, NULL);
+        }
         s->conns[i].c = c;
         s->conns[i].head.store = &s->head;
         s->nconns = i + 1;

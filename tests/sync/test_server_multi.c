@@ -368,6 +368,22 @@ static int64_t stat_of(const char *url, const char *key)
 
 /* Retention: with --op-retention-days set to about 0.9 s, the sweeper removes op outcomes in the
  * background; an op resent after that applies again (hence the default of 180 days). */
+/* Every line the two processes logged is one of the server's own ("fieldsync-server: ..."): on
+ * PostgreSQL the second process's start printed libpq's raw "NOTICE:  relation ... already exists,
+ * skipping", which a log monitor keyed on the prefix could not place. */
+static void test_server_multi__every_log_line_is_the_server_s(void **state)
+{
+    (void)state;
+    FILE *fp = fopen(g_b.errlog, "r");
+    assert_non_null(fp);
+    char line[4096];
+    while (fgets(line, sizeof line, fp) != NULL) {
+        if (strncmp(line, "fieldsync-server: ", 18) != 0)
+            fail_msg("a line not of the server's own: %s", line);
+    }
+    (void)fclose(fp);
+}
+
 static void test_server_multi__op_outcomes_expire(void **state)
 {
     (void)state;
@@ -417,6 +433,7 @@ int main(void)
     if (fsa_transport_global_init() != FSA_OK)
         return 1;
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_server_multi__every_log_line_is_the_server_s),
         cmocka_unit_test(test_server_multi__nonce_replayed_at_the_other_process),
         cmocka_unit_test(test_server_multi__same_op_at_both_processes_at_once),
         cmocka_unit_test(test_server_multi__killed_mid_push_retry_elsewhere_exactly_once),
