@@ -238,7 +238,10 @@ static fsa_status_t retry_wait(fsa_engine_t *e, fsa_backoff_t *b, const answer_t
     else
         snprintf(what, sizeof what, "server answered HTTP %d%s%s", a->resp.status,
                  a->err.code[0] ? " " : "", a->err.code);
-    if (fsa_backoff_next(b, random64(e), ra, &delay) != FSA_OK) {
+    /* A wait longer than the policy ever waits is not waited out here: the cycle ends, and its
+     * saved next attempt keeps the server's wish across a stop or a reboot (and frees the SYNC
+     * lock and `status` meanwhile). */
+    if (ra > b->policy->max_ns || fsa_backoff_next(b, random64(e), ra, &delay) != FSA_OK) {
         report_error(e, "%s (gave up after %u retries, policy %s)", what, b->retries,
                      e->retry->name);
         /* The server's wish outlives this request: the cycle's backoff honours it. */
@@ -1256,6 +1259,7 @@ static fsa_status_t end_cycle(fsa_engine_t *e, fsa_status_t st)
     case FSA_ETLS:
     case FSA_EPROTO:
     case FSA_EREJECTED:
+    case FSA_ETOOLARGE: /* a pull that cannot progress: not again at once, and again, ... */
         ps = persist_failure(e, e->retry_after_ms);
         notify(e, FSA_ENGINE_OFFLINE, e->rep->error, st);
         break;

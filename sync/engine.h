@@ -101,11 +101,14 @@ void fsa_engine_cancel(fsa_engine_t *e);
  * persisted next attempt is later: nothing sent; or another sync took the lock over after this
  * one's lease ran out (a process stopped past it): nothing written after that); FSA_ENET,
  * FSA_ETIMEOUT, FSA_ETLS (the server could not be reached within the retry policy: the next attempt
- * time is persisted); FSA_EAUTH (the server refused our credentials: the cycle's backoff is
- * persisted as for an unreachable server; a caller retries later, with the key read again);
- * FSA_EPROTO (a malformed answer); FSA_ETIMEOUT also when cancelled (then no backoff is persisted);
- * FSA_ENOMEM (an allocation failed: not retried as a network failure, no backoff persisted; ops
- * sent stay in flight and are resent next cycle); storage errors.
+ * time is persisted; a 429/503 whose Retry-After is longer than the policy's longest delay ends
+ * the cycle at once, its wait persisted as the next attempt); FSA_EAUTH (the server refused our
+ * credentials: the cycle's backoff is persisted as for an unreachable server; a caller retries
+ * later, with the key read again); FSA_EPROTO (a malformed answer); FSA_ETOOLARGE (one change of a
+ * pull is more than opts.transport.max_response_bytes: the pull cannot progress; the backoff is
+ * persisted, so that it is not downloaded again and again); FSA_ETIMEOUT also when cancelled (then
+ * no backoff is persisted); FSA_ENOMEM (an allocation failed: not retried as a network failure, no
+ * backoff persisted; ops sent stay in flight and are resent next cycle); storage errors.
  */
 fsa_status_t fsa_engine_sync(fsa_engine_t *e, fsa_sync_report_t *report) FSA_MUST_CHECK;
 

@@ -233,6 +233,29 @@ static void test_fsa_engine_sync__retry_after_is_honoured(void **state)
     fsa_engine_free(e);
 }
 
+/* A Retry-After longer than the policy ever waits (CONSERVATIVE: 10 s) is not waited out inside
+ * the cycle: the cycle ends at the first answer and its saved next attempt carries the wait, so a
+ * stop or a reboot keeps it. Waited out inside, the cycle held the SYNC lock for up to an hour a
+ * retry, `status` said "no backoff", and a stop in the middle forgot the server's wish. */
+static void test_fsa_engine_sync__a_long_retry_after_ends_the_cycle(void **state)
+{
+    fx_t *f = *state;
+    const char *busy[] = {"--fault-429", "1", "--fault-retry-after", "600", NULL};
+    start(f, busy);
+    make_device(f, 0);
+    fsa_rec_t rec;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
+    fsa_engine_t *e = engine(f, f->srv.url, fsa_retry_policy(FSA_RETRY_CONSERVATIVE));
+    fsa_mono_t v0 = f->port->mono_now(f->port->ctx);
+    fsa_sync_report_t r;
+    assert_int_equal(fsa_engine_sync(e, &r), FSA_ENET);
+    assert_int_equal(r.retries, 0);
+    assert_true(fsa_mono_diff_ns(f->port->mono_now(f->port->ctx), v0) < 10 * FSA_NS_PER_S);
+    assert_true(sync_state(f).backoff.next_attempt_ms >=
+                f->port->wall_now(f->port->ctx).ms + 600 * 1000);
+    fsa_engine_free(e);
+}
+
 static void test_fsa_engine_sync__status_and_nothing_pending(void **state)
 {
     fx_t *f = *state;
@@ -568,6 +591,10 @@ static void test_fsa_engine_sync__pull_over_own_limit_asks_for_less(void **state
     fsa_status_t st = fsa_engine_sync(e, &r);
     assert_int_equal(st, FSA_ETOOLARGE);
     assert_non_null(strstr(r.error, "pull cannot progress"));
+    /* and it backs off, as any failed cycle: with no backoff saved, a daemon downloaded the pages
+     * again every second */
+    assert_true(sync_state(f).backoff.next_attempt_ms > f->port->wall_now(f->port->ctx).ms);
+    assert_int_equal(fsa_engine_sync(e, &r), FSA_EBUSY);
     fsa_engine_free(e);
 }
 
@@ -960,6 +987,7 @@ int main(void)
         T(test_fsa_engine_sync__unreachable_backs_off_per_policy),
         T(test_fsa_engine_sync__a_clock_set_back_does_not_keep_the_backoff),
         T(test_fsa_engine_sync__retry_after_is_honoured),
+        T(test_fsa_engine_sync__a_long_retry_after_ends_the_cycle),
         T(test_fsa_engine_sync__status_and_nothing_pending),
         T(test_fsa_engine_sync__foreign_answer_keeps_ops),
         T(test_fsa_engine_sync__gone_dropped_unless_ours_is_on_it),

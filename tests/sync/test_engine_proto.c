@@ -1377,25 +1377,11 @@ static void test_fsa_engine_sync__taken_over_cycle_writes_nothing(void **state)
     assert_int_equal(stats(f).pending, 0);
 }
 
-/* The app's tick (the engine's transport tick): another process tries the SYNC lock once,
- * 150 s (virtual) after t->at_ns, in the middle of a longer pause. */
-typedef struct tick_try {
-    takeover_t t;
-    int64_t at_ns;
-} tick_try_t;
-
-static void try_mid_pause(void *arg)
-{
-    tick_try_t *k = arg;
-    fx_t *f = k->t.f;
-    if (k->t.st == FSA_EINVAL && f->port->mono_now(f->port->ctx).ns >= k->at_ns)
-        take_over(&k->t, k->t.at);
-}
-
-/* A Retry-After pause longer than the SYNC lease (120 s) within one cycle: the engine keeps its
- * lease while it waits, so another process that tries the lock in the middle of the pause does
- * not take it over, and the cycle applies what it pushed. */
-static void test_fsa_engine_sync__lease_kept_through_a_long_retry_wait(void **state)
+/* A Retry-After longer than the policy ever waits (200 s; DEFAULT's longest delay is 5 s) ends the
+ * cycle at once: the SYNC lock is free meanwhile (the cycle used to sit on it, its lease kept, for
+ * the whole wait), the wait is the persisted next attempt, so a stop or a restart keeps it, and
+ * the sync after it applies what was pushed. */
+static void test_fsa_engine_sync__a_long_retry_after_is_persisted_not_waited(void **state)
 {
     fx_t *f = *state;
     record_tickets(f, 2, NULL);
@@ -1405,19 +1391,25 @@ static void test_fsa_engine_sync__lease_kept_through_a_long_retry_wait(void **st
     f->srv.err_message = "try later";
     f->srv.err_pushes = 1;
     f->srv.retry_after_s = 200;
-    tick_try_t k = {.t = {.f = f, .st = FSA_EINVAL},
-                    .at_ns = f->port->mono_now(f->port->ctx).ns + 150 * FSA_NS_PER_S};
-    fsa_lock_init(&k.t.lock);
-    f->tick = try_mid_pause;
-    f->tick_arg = &k;
+    int64_t t0 = f->port->wall_now(f->port->ctx).ms;
     fsa_sync_report_t r;
-    assert_fsa_ok(fsa_engine_sync(engine(f, 0), &r));
-    assert_int_equal(k.t.st, FSA_EBUSY); /* tried during the pause; the lease was kept */
-    assert_int_equal(f->srv.pushes, 2);
-    assert_int_equal(r.retries, 1);
+    assert_int_equal(fsa_engine_sync(engine(f, 0), &r), FSA_ENET);
+    assert_int_equal(f->srv.pushes, 1);
+    assert_int_equal(r.retries, 0);
+    assert_true(f->port->wall_now(f->port->ctx).ms - t0 < 5000);
+    assert_true(sync_state(f).backoff.next_attempt_ms >= t0 + 200 * 1000);
+    takeover_t t = {.f = f, .at = 0, .st = FSA_EINVAL}; /* another process takes the lock */
+    fsa_lock_init(&t.lock);
+    take_over(&t, 0);
+    assert_fsa_ok(t.st);
+    takeover_end(&t);
+    assert_int_equal(fsa_engine_sync(f->e, &r), FSA_EBUSY); /* not before the server's time */
+    assert_int_equal(f->srv.pushes, 1);
+    fsa_sim_advance(f->sim, 201 * FSA_NS_PER_S);
+    assert_fsa_ok(fsa_engine_sync(f->e, &r));
     assert_int_equal(r.applied, 2);
+    assert_int_equal(f->srv.pushes, 2);
     assert_int_equal(stats(f).pending, 0);
-    takeover_end(&k.t);
 }
 
 int main(void)
@@ -1454,7 +1446,7 @@ int main(void)
         T(test_fsa_engine_sync__cancelled_sends_nothing),
         T(test_fsa_engine_sync__sync_lock_held_is_busy),
         T(test_fsa_engine_sync__taken_over_cycle_writes_nothing),
-        T(test_fsa_engine_sync__lease_kept_through_a_long_retry_wait),
+        T(test_fsa_engine_sync__a_long_retry_after_is_persisted_not_waited),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -610,12 +610,14 @@ FIELDSYNC_API fieldsync_status_t fieldsync_reload(fieldsync_t *fs) FIELDSYNC_MUS
  * the persisted next attempt is later. report may be NULL. Listeners (unbuffered) run on this
  * thread meanwhile. FIELDSYNC_OK; FIELDSYNC_EBUSY (another sync holds the journal, the sync
  * thread is started, or backing off: nothing sent); FIELDSYNC_ENET, FIELDSYNC_ETIMEOUT,
- * FIELDSYNC_ETLS (unreachable: the next attempt time is persisted); FIELDSYNC_ETIMEOUT also when
- * fieldsync_stop cancelled it (nothing persisted); FIELDSYNC_EAUTH;
- * FIELDSYNC_EPROTO; FIELDSYNC_ENOTFOUND (not initialised); FIELDSYNC_EPERM, FIELDSYNC_EINVAL
- * (the secret file, read again at each call: open to others, or not a key); storage statuses;
- * FIELDSYNC_EBUSY also from a listener of any handle. *report is filled
- * on failure too (its error, and next_attempt_ms when one was persisted).
+ * FIELDSYNC_ETLS (unreachable, or the server asked to wait longer than the retry policy's longest
+ * delay: the next attempt time is persisted, the server's wait included); FIELDSYNC_ETIMEOUT also
+ * when fieldsync_stop cancelled it (nothing persisted); FIELDSYNC_EAUTH; FIELDSYNC_EPROTO;
+ * FIELDSYNC_ETOOLARGE (a pull cannot progress: one change is over the answer limit; the next
+ * attempt time is persisted); FIELDSYNC_ENOTFOUND (not initialised); FIELDSYNC_EPERM,
+ * FIELDSYNC_EINVAL (the secret file, read again at each call: open to others, or not a key);
+ * storage statuses; FIELDSYNC_EBUSY also from a listener of any handle. *report is filled on
+ * failure too (its error, and next_attempt_ms when one was persisted).
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_sync_once(
     fieldsync_t *fs, bool ignore_backoff, fieldsync_report_t *report) FIELDSYNC_MUST_CHECK;
