@@ -45,8 +45,9 @@ void fsa_backoff_init(fsa_backoff_t *b, const fsa_retry_policy_t *policy)
     b->retries = 0;
 }
 
-/* A uniform pick in [0, cap] from a 64-bit random number. The modulo bias is below 2^-40 for
- * any cap a delay can have, which no schedule can notice. */
+/* A uniform pick in [0, cap] from a 64-bit random number. The modulo bias is at most cap / 2^64:
+ * about 2^-27 for the largest cap a delay has (the cycle's 150 s, in nanoseconds), which no
+ * schedule can notice. */
 static int64_t pick(uint64_t random, int64_t cap)
 {
     if (cap <= 0)

@@ -79,7 +79,8 @@ typedef enum fsa_errclass {
     FSA_ERRCLASS_WAIT = 2,      /* 429/503: wait at least Retry-After, else back off */
     FSA_ERRCLASS_TOO_LARGE = 3, /* 413: split the batch and retry */
     FSA_ERRCLASS_SKEW = 4,      /* 401 clock_skew: correct the clock offset and retry */
-    FSA_ERRCLASS_AUTH = 5,      /* other 401s: stop syncing and report */
+    FSA_ERRCLASS_AUTH = 5,      /* other 401s: keep the outbox, retry on the long backoff with
+                                   the key read again, and report (PROTOCOL.md section 7, 4) */
     FSA_ERRCLASS_REJECTED = 6,  /* 400: the server cannot read the request; with the code
                                    "malformed" the batch is quarantined, not resent as is */
     FSA_ERRCLASS_RESIGN = 7     /* 401 replay: the server saw this nonce (an HTTP library resent

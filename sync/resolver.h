@@ -49,11 +49,13 @@ typedef struct fsa_resolver_input {
 
 /*
  * Decides one op, DESIGN.md's table:
- *   create (any type): the server's entity has the same content: converged; else park.
+ *   create: an attendance the server has with the same content: converged; any other create of
+ *        an entity the server has: park (a create that names few fields would match any entity).
  *   set: the server did not change the op's fields since the op's prior values: rebase;
  *        else server wins (visible, overridable). Rules may force server/local/park per field.
- *   transition: the server is already at `to`: converged; the server is in a terminal state
- *        (e.g. AUTOCLOSED): server wins; else park.
+ *   transition: the server is already at `to`: converged; still at `from` (another op of its
+ *        group failed it): rebase; the server is in a terminal state (e.g. AUTOCLOSED): server
+ *        wins; else park.
  *   merge, increment, append: never conflict on their own (only as part of a failed group):
  *        rebase.
  *   rejected (any kind), or an unknown server state: park.
