@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -797,6 +798,7 @@ int fsa__dev_crash(fsa__fleet_t *f, fsa__device_t *d, bool before_send)
     }
     if (pid == 0) {
         close(pfd[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a simulator stopped by a signal takes it along */
         crash_child_run(f, d, pfd[1], before_send);
     }
     close(pfd[1]);

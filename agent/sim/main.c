@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "agent/args.h"
 #include "agent/sim/fleet.h"
 #include "port/alloc.h"
+#include "port/daemon.h"
 #include "port/files.h"
 #include "port/opts.h"
 #include "storage/libs.h"
@@ -1002,12 +1004,33 @@ static int exit_status(const sim_t *s)
     return v == FSA__RUN_PASSED ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+/*
+ * Ctrl-C (SIGINT) or SIGTERM in the middle of a run: the workdir holds every device's secret and
+ * the admin token (in memory, /dev/shm, by default), so it is removed before the process ends,
+ * unless it is the user's own (--workdir); the servers this run started end with it (their
+ * PR_SET_PDEATHSIG). The signals are blocked in every thread from main's start and taken here
+ * alone. A worker may still write a journal while the tree goes: the removal is tried again.
+ */
+static void *stop_on_signal(void *arg)
+{
+    const sim_t *s = arg;
+    fsa_signal_t sig = fsa_signal_wait();
+    for (int i = 0; i < 5 && !s->keep; i++)
+        fsa__remove_tree(s->workdir);
+    fprintf(stderr, "\n%s: stopped by SIG%s; %s %s\n", prog,
+            sig == FSA_SIGNAL_TERM ? "TERM" : "INT", s->keep ? "kept" : "removed", s->workdir);
+    fflush(NULL);
+    fsa_process_exit_now(128 + (sig == FSA_SIGNAL_TERM ? 15 : 2));
+}
+
 int main(int argc, char **argv)
 {
     fsa_libs_use_allocator();
     char perr[160];
     if (fsa_process_protect_secrets(perr, sizeof perr) != FSA_OK)
         return fail("%s", perr);
+    if (fsa_signals_block_stop() != FSA_OK) /* before any thread starts: see stop_on_signal */
+        return fail("cannot block SIGINT and SIGTERM");
     static sim_t s; /* large (the server table), and one per process */
     parse_args(argc, argv, &s.o);
     s.t_start = fsa__real_ms();
@@ -1018,6 +1041,11 @@ int main(int argc, char **argv)
     rc = make_workdir(&s);
     if (rc != EXIT_SUCCESS)
         goto out_fleet;
+    pthread_t stopper;
+    if (pthread_create(&stopper, NULL, stop_on_signal, &s) != 0 || pthread_detach(stopper) != 0) {
+        rc = fail("cannot start the thread that takes SIGINT and SIGTERM");
+        goto out_dir;
+    }
     rc = s.o.server == NULL ? setup_own_server(&s) : setup_other_server(&s);
     if (rc != EXIT_SUCCESS)
         goto out_dir;

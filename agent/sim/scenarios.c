@@ -1,6 +1,7 @@
 /* fieldsync-sim: the platform's race scenarios played by a fleet, and their invariants. */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -165,11 +166,25 @@ static fsa_status_t run_hook(const char *hook, const char *action, const char *t
     pid_t pid;
     /* Its output goes to stderr: stdout is the simulator's summary. */
     posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none;
+    sigemptyset(&none);
     int rc = posix_spawn_file_actions_init(&fa);
     if (rc == 0) {
-        rc = posix_spawn_file_actions_adddup2(&fa, 2, 1);
-        if (rc == 0)
-            rc = posix_spawn(&pid, "/bin/sh", &fa, NULL, argv, environ);
+        rc = posix_spawnattr_init(&attr);
+        /* The simulator blocks SIGINT and SIGTERM (main.c, stop_on_signal); the hook does not
+         * (a `timeout` in it must be able to end what it runs). Debian's /bin/sh, dash, clears
+         * its mask at start anyway; a shell that does not would inherit the simulator's. */
+        if (rc == 0) {
+            rc = posix_spawnattr_setsigmask(&attr, &none);
+            if (rc == 0)
+                rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+            if (rc == 0)
+                rc = posix_spawn_file_actions_adddup2(&fa, 2, 1);
+            if (rc == 0)
+                rc = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
+            posix_spawnattr_destroy(&attr);
+        }
         posix_spawn_file_actions_destroy(&fa);
     }
     if (rc != 0) {

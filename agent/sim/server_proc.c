@@ -162,8 +162,12 @@ static fsa_status_t spawn(const fsa__server_t *s, const char *const *argv, pid_t
         int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (nul >= 0)
             dup2(nul, 0);
-        /* The server must not outlive the simulator, however the simulator ends. */
+        /* The server must not outlive the simulator, however the simulator ends. It starts with
+         * no signal blocked: the simulator blocks SIGINT and SIGTERM (main.c, stop_on_signal). */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         /* The emulator may be a bare name found on PATH; the server is a path either way. */
         execvp(argv[0], (char *const *)(uintptr_t)argv);
         _exit(127);

@@ -2,6 +2,7 @@
  * fleet against the server it starts, its reports, its usage errors, --server mode, and an
  * invariant failure that makes it exit non-zero. */
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -510,6 +511,91 @@ static void test_sim__workdir_kept_and_must_be_empty(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The workdir fieldsync-sim made under dir (its TMPDIR) into wd, if there is one. */
+static bool find_workdir(const char *dir, char *wd, size_t cap)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d)) != NULL;) {
+        found = strncmp(e->d_name, "fieldsync-sim-", 14) == 0;
+        if (found)
+            snprintf(wd, cap, "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+    return found;
+}
+
+/* Ctrl-C in the middle of a run: the simulator says so, ends with 128 + SIGINT, and leaves no
+ * workdir behind. It was left in /dev/shm before, every device's secret and the admin token in
+ * it. The run is interrupted once its scenario is under way (the scenario's directory exists). */
+static void test_sim__interrupted_removes_its_workdir(void **state)
+{
+    (void)state;
+    tmp_t t;
+    tmp_make(&t);
+    char tmpdir[400], errpath[400];
+    snprintf(tmpdir, sizeof tmpdir, "%s/tmp", t.dir);
+    snprintf(errpath, sizeof errpath, "%s/err", t.dir);
+    assert_int_equal(mkdir(tmpdir, 0700), 0);
+    const char *args[] = {"--scenario", "flaky", "--devices", "20", "--ops", "5000", NULL};
+    char emu[512];
+    snprintf(emu, sizeof emu, "%s", FSA_TEST_EMULATOR);
+    const char *argv[64];
+    (void)test_exec_argv(emu, FSA_SIM_BIN, args, argv, sizeof argv / sizeof argv[0]);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int nul = open("/dev/null", O_WRONLY);
+        if (fd < 0 || nul < 0 || dup2(fd, 2) < 0 || dup2(nul, 1) < 0)
+            _exit(126);
+        setenv("TMPDIR", tmpdir, 1);
+        if (FSA_TEST_EMULATOR[0] != '\0')
+            setenv("FIELDSYNC_SERVER_EMULATOR", FSA_TEST_EMULATOR, 1);
+        execv(argv[0], (char *const *)(uintptr_t)argv);
+        _exit(127);
+    }
+    char wd[700], scenario_dir[800];
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct stat st;
+    bool under_way = false;
+    while (!under_way && elapsed_ms(&t0) < 60000 && waitpid(pid, NULL, WNOHANG) == 0) {
+        if (find_workdir(tmpdir, wd, sizeof wd)) {
+            snprintf(scenario_dir, sizeof scenario_dir, "%s/flaky.1", wd);
+            under_way = stat(scenario_dir, &st) == 0;
+        }
+        if (!under_way)
+            poll(NULL, 0, 20);
+    }
+    if (!under_way) {
+        kill(pid, SIGKILL);
+        fail_msg("the simulator's scenario never got under way");
+    }
+    assert_int_equal(kill(pid, SIGINT), 0);
+    int status = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pid_t got = 0;
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && elapsed_ms(&t0) < 30000)
+        poll(NULL, 0, 20);
+    if (got == 0) {
+        kill(pid, SIGKILL);
+        fail_msg("the simulator did not end within 30 s of SIGINT");
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 128 + SIGINT);
+    assert_false(find_workdir(tmpdir, wd, sizeof wd));
+    char *err = test_read_file(errpath);
+    assert_non_null(err);
+    if (strstr(err, "stopped by SIGINT; removed") == NULL)
+        fail_msg("stderr: %s", err);
+    fsa_free(err);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t.dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---- --server mode ---- */
 
 /* Writes a devices file for the simulator: the server's devices, device `wrong` (if >= 0) with a
@@ -799,6 +885,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sim__flaky_drops_keep_data_whole),
         cmocka_unit_test(test_sim__all),
         cmocka_unit_test(test_sim__workdir_kept_and_must_be_empty),
+        cmocka_unit_test(test_sim__interrupted_removes_its_workdir),
         cmocka_unit_test_setup_teardown(test_sim__server_mode, server_setup, server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
