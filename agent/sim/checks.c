@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,4 +387,31 @@ bool fsa__json_status(const char *entity_json, const char *field, char *out, siz
         memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
     cJSON_Delete(root);
     return ok;
+}
+
+void fsa__inv_add(fsa__result_t *res, const char *name, fsa__inv_status_t st, const char *fmt, ...)
+{
+    /* An invariant is listed once. A failure stands: what is said of it later is dropped (a check
+     * that stopped at a read that failed said "pass, 0 checked" beside the failure); and it
+     * replaces a pass or a "not checked" said before. */
+    fsa__inv_t *v = NULL;
+    for (size_t i = 0; i < res->ninv && v == NULL; i++)
+        if (strcmp(res->inv[i].name, name) == 0)
+            v = &res->inv[i];
+    if (v != NULL && (v->status == FSA__INV_FAIL || st != FSA__INV_FAIL)) {
+        res->how = NULL;
+        return;
+    }
+    if (v == NULL && res->ninv == FSA__INV_MAX)
+        return;
+    if (v == NULL)
+        v = &res->inv[res->ninv++];
+    snprintf(v->name, sizeof v->name, "%s", name);
+    snprintf(v->how, sizeof v->how, "%s", res->how != NULL ? res->how : "devices");
+    res->how = NULL; /* each server-side check says so again */
+    v->status = st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->details, sizeof v->details, fmt, ap);
+    va_end(ap);
 }

@@ -563,6 +563,9 @@ static void check_combinations(const opts_t *o)
     if (o->server == NULL && o->hook != NULL)
         die_usage(
             "--server-hook goes with --server (the simulator's own server has its admin API)");
+    if (o->hook != NULL && o->token_file != NULL)
+        die_usage("--server-hook and --admin-token-file: the autoclose goes one way, the admin "
+                  "API's when there is a token (give one of them)");
     if (o->server != NULL && o->faults != NULL)
         die_usage("--faults needs the simulator's own server (they are fieldsync-server options)");
     if (o->faults != NULL) {

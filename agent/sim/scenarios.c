@@ -30,21 +30,6 @@
 /* Syncs a device may take to empty its outbox at the end (faults, backoff, rebases). */
 #define DRAIN_ROUNDS 40
 
-void fsa__inv_add(fsa__result_t *res, const char *name, fsa__inv_status_t st, const char *fmt, ...)
-{
-    if (res->ninv == FSA__INV_MAX)
-        return;
-    fsa__inv_t *v = &res->inv[res->ninv++];
-    snprintf(v->name, sizeof v->name, "%s", name);
-    snprintf(v->how, sizeof v->how, "%s", res->how != NULL ? res->how : "devices");
-    res->how = NULL; /* each server-side check says so again */
-    v->status = st;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(v->details, sizeof v->details, fmt, ap);
-    va_end(ap);
-}
-
 void fsa__result_free(fsa__result_t *r)
 {
     if (r == NULL)
@@ -354,9 +339,12 @@ static bool read_entity(fsa__run_t *run, const char *inv, fsa_type_t type, const
     return true; /* how stays set for the invariant this read is for */
 }
 
-/* An invariant over many entities: counts failures, keeps the first explanation. */
+/* An invariant over many entities: counts failures, keeps the first explanation. stopped: the
+ * loop ended early (a read of the server's state failed, and said so): what was not checked is
+ * never a pass. */
 typedef struct tally {
     bool server; /* checks of the server's state (how: admin API or pulls) */
+    bool stopped;
     size_t checked, failed;
     char first[400];
 } tally_t;
@@ -372,7 +360,12 @@ static void tally_done(fsa__run_t *run, const char *name, const tally_t *t, cons
 {
     if (t->server)
         run->res->how = state_how(run);
-    if (t->failed == 0)
+    if (t->stopped && t->failed == 0)
+        fsa__inv_add(run->res, name, FSA__INV_NOT_CHECKED,
+                     "stopped after %zu %s: the server's state could not be read (see the "
+                     "failures above)",
+                     t->checked, what);
+    else if (t->failed == 0)
         fsa__inv_add(run->res, name, FSA__INV_PASS, "%zu %s checked", t->checked, what);
     else
         fsa__inv_add(run->res, name, FSA__INV_FAIL, "%zu of %zu %s wrong; first: %s", t->failed,
@@ -664,8 +657,11 @@ static void ac_check_server_jobs(fsa__run_t *run, const ac_ctx_t *c)
         ac_job(run, i, id, sizeof id);
         int64_t v = 0;
         char *fields = NULL;
-        if (!read_entity(run, "autoclosed_jobs_stay_autoclosed", FSA_TYPE_JOBNEED, id, &v, &fields))
+        if (!read_entity(run, "autoclosed_jobs_stay_autoclosed", FSA_TYPE_JOBNEED, id, &v,
+                         &fields)) {
+            ts.stopped = true;
             break;
+        }
         const char *want = c->closed[i] ? "AUTOCLOSED" : "COMPLETED";
         bool ok = fsa__check_str_field(fields, "jobstatus", want, det, sizeof det) && v == 3;
         if (v != 3)
@@ -688,8 +684,10 @@ static void ac_check_server_races(fsa__run_t *run, const ac_ctx_t *c)
         ac_race(run, k, id, sizeof id);
         int64_t v = 0;
         char *fields = NULL;
-        if (!read_entity(run, "race_applied_once", FSA_TYPE_JOBNEED, id, &v, &fields))
+        if (!read_entity(run, "race_applied_once", FSA_TYPE_JOBNEED, id, &v, &fields)) {
+            ts.stopped = true;
             break;
+        }
         bool ok = fsa__check_str_field(fields, "jobstatus", "INPROGRESS", det, sizeof det);
         if (ok && v != 2) {
             ok = false;
@@ -819,8 +817,10 @@ static void cp_check_fields(fsa__run_t *run, const cp_ctx_t *c)
         cp_child(run, k, id, sizeof id);
         int64_t v = 0;
         char *fields = NULL;
-        if (!read_entity(run, "checkpoint_fields_applied", FSA_TYPE_JOBNEED, id, &v, &fields))
+        if (!read_entity(run, "checkpoint_fields_applied", FSA_TYPE_JOBNEED, id, &v, &fields)) {
+            tf.stopped = true;
             break;
+        }
         bool ok = fsa__check_int_field(fields, "expirytime", 100000 + k, det, sizeof det);
         if (ok)
             ok = fsa__check_int_field(fields, "seqno", k + 1, det, sizeof det);
@@ -1025,8 +1025,10 @@ static void many_check_server(fsa__run_t *run, const many_ctx_t *c, const char *
         int64_t v = 0;
         char *fields = NULL;
         if (!read_entity(run, name, kind == MANY_MERGE ? FSA_TYPE_JOBNEED : FSA_TYPE_TICKET, id, &v,
-                         &fields))
+                         &fields)) {
+            tc.stopped = tv.stopped = true;
             break;
+        }
         bool ok;
         if (kind == MANY_ESCALATE) {
             ok = fsa__check_int_field(fields, "level", (int64_t)n, det, sizeof det);

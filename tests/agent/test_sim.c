@@ -459,6 +459,18 @@ static void test_sim__usage_errors(void **state)
     usage_error(a16, "http");
     const char *a17[] = {"--server-hook", "true {id}", NULL};
     usage_error(a17, "--server-hook goes with --server");
+    const char *a17b[] = {"--server",
+                          "http://127.0.0.1:1",
+                          "--devices-file",
+                          "/dev/null",
+                          "--admin-token-file",
+                          "/dev/null",
+                          "--admin-url",
+                          "http://127.0.0.1:1",
+                          "--server-hook",
+                          "true {id}",
+                          NULL};
+    usage_error(a17b, "--server-hook and --admin-token-file");
     const char *a18[] = {"--server-procs", "9", NULL};
     usage_error(a18, "--server-procs");
     const char *a19[] = {"--server-db", "/tmp/x.db", NULL};

@@ -238,6 +238,29 @@ static void test_percentile__nearest_rank(void **state)
     assert_int_equal(fsa__percentile(one, 1, 99), 7);
 }
 
+/* An invariant is listed once, and a failure stands: a check that stopped at a read that failed
+ * (listed FAIL) went on to say "pass, 0 checked" of the same invariant, and the summary counted
+ * both. */
+static void test_inv_add__a_failure_stands(void **state)
+{
+    (void)state;
+    static fsa__result_t res;
+    memset(&res, 0, sizeof res);
+    fsa__inv_add(&res, "a", FSA__INV_FAIL, "read failed");
+    fsa__inv_add(&res, "a", FSA__INV_PASS, "0 checked");
+    fsa__inv_add(&res, "b", FSA__INV_PASS, "3 checked");
+    fsa__inv_add(&res, "b", FSA__INV_FAIL, "1 of 3 wrong");
+    fsa__inv_add(&res, "c", FSA__INV_NOT_CHECKED, "no admin API");
+    fsa__inv_add(&res, "c", FSA__INV_PASS, "0 checked");
+    assert_int_equal(res.ninv, 3);
+    assert_string_equal(res.inv[0].name, "a");
+    assert_int_equal(res.inv[0].status, FSA__INV_FAIL);
+    assert_string_equal(res.inv[0].details, "read failed");
+    assert_int_equal(res.inv[1].status, FSA__INV_FAIL);
+    assert_string_equal(res.inv[1].details, "1 of 3 wrong");
+    assert_int_equal(res.inv[2].status, FSA__INV_NOT_CHECKED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,6 +280,7 @@ int main(void)
         cmocka_unit_test(test_check_member_in__cases),
         cmocka_unit_test(test_stats_parse__good_and_bad),
         cmocka_unit_test(test_percentile__nearest_rank),
+        cmocka_unit_test(test_inv_add__a_failure_stands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
