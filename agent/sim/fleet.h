@@ -369,8 +369,8 @@ typedef struct fsa__result {
     char note[256];
     int64_t recorded, lost, retries, syncs, crashes;
     int64_t rebased, server_wins, converged, parked;
-    int64_t c_applied, c_conflict, c_rejected; /* as the devices' engines reported */
-    bool have_server;                          /* server-side figures below are known */
+    int64_t c_applied, c_duplicate, c_conflict, c_rejected; /* as the devices' engines reported */
+    bool have_server; /* server-side figures below are known */
     int64_t s_applied, s_duplicate, s_conflict, s_rejected, admin_ops;
     fsa__stats_t s_delta;
     int64_t lag_p50, lag_p99, lag_max;

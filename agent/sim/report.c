@@ -38,14 +38,6 @@ fsa__verdict_t fsa__verdict(const fsa__result_t *r, size_t n, size_t *not_run)
     return checked == 0 ? FSA__RUN_NOTHING_CHECKED : FSA__RUN_PASSED;
 }
 
-static void num_or_dash(char *out, size_t cap, bool known, int64_t v)
-{
-    if (known)
-        snprintf(out, cap, "%" PRId64, v);
-    else
-        snprintf(out, cap, "-");
-}
-
 void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__result_t *r, size_t n)
 {
     fprintf(out, "fieldsync-sim: %d devices, %d ops, seed %" PRIu64 ", %d workers, %.1f s\n",
@@ -70,13 +62,10 @@ void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__resu
         tp += p;
         tf += fl;
         tn += nc;
-        char ap[24], dp[24], cf[24], rj[24], lag[32], inv[48];
+        char lag[32], inv[48];
         /* The server's counters when known (they see what a crashed device never heard);
          * otherwise what the devices' engines reported. */
-        num_or_dash(ap, sizeof ap, true, x->have_server ? x->s_applied : x->c_applied);
-        num_or_dash(dp, sizeof dp, x->have_server, x->s_duplicate);
-        num_or_dash(cf, sizeof cf, true, x->have_server ? x->s_conflict : x->c_conflict);
-        num_or_dash(rj, sizeof rj, true, x->have_server ? x->s_rejected : x->c_rejected);
+        bool sv = x->have_server;
         snprintf(lag, sizeof lag, "%" PRId64 "/%" PRId64 " ms", x->lag_p50, x->lag_p99);
         if (fl)
             snprintf(inv, sizeof inv, "%zu FAIL, %zu pass", fl, p);
@@ -86,8 +75,12 @@ void fsa__report_summary(FILE *out, const fsa__report_meta_t *m, const fsa__resu
             size_t l = strlen(inv);
             snprintf(inv + l, sizeof inv - l, ", %zu not checked", nc);
         }
-        fprintf(out, "%-12s %7d %8" PRId64 " %8s %6s %8s %8s %5" PRId64 " %7" PRId64 " %12s  %s\n",
-                x->name, x->devices, x->recorded, ap, dp, cf, rj, x->lost, x->retries, lag, inv);
+        fprintf(out,
+                "%-12s %7d %8" PRId64 " %8" PRId64 " %6" PRId64 " %8" PRId64 " %8" PRId64
+                " %5" PRId64 " %7" PRId64 " %12s  %s\n",
+                x->name, x->devices, x->recorded, sv ? x->s_applied : x->c_applied,
+                sv ? x->s_duplicate : x->c_duplicate, sv ? x->s_conflict : x->c_conflict,
+                sv ? x->s_rejected : x->c_rejected, x->lost, x->retries, lag, inv);
     }
     for (size_t i = 0; i < n; i++) {
         if (r[i].note[0] != '\0')
@@ -178,24 +171,21 @@ static void json_result(FILE *o, const fsa__result_t *r)
     bool sv = r->have_server;
     fprintf(o,
             ",\"counts_source\":\"%s\",\"ops\":{\"recorded\":%" PRId64 ",\"applied\":%" PRId64
-            ",\"duplicate\":",
-            sv ? "server" : "devices", r->recorded, sv ? r->s_applied : r->c_applied);
-    if (sv)
-        fprintf(o, "%" PRId64, r->s_duplicate);
-    else
-        fprintf(o, "null");
+            ",\"duplicate\":%" PRId64,
+            sv ? "server" : "devices", r->recorded, sv ? r->s_applied : r->c_applied,
+            sv ? r->s_duplicate : r->c_duplicate);
     fprintf(o,
             ",\"conflict\":%" PRId64 ",\"rejected\":%" PRId64 ",\"lost\":%" PRId64
             ",\"rebased\":%" PRId64 "},",
             sv ? r->s_conflict : r->c_conflict, sv ? r->s_rejected : r->c_rejected, r->lost,
             r->rebased);
     fprintf(o,
-            "\"devices_saw\":{\"applied\":%" PRId64 ",\"conflict\":%" PRId64
-            ",\"rejected\":%" PRId64 ",\"rebased\":%" PRId64 ",\"server_wins\":%" PRId64
-            ",\"converged\":%" PRId64 ",\"parked\":%" PRId64 ",\"syncs\":%" PRId64
-            ",\"crashes\":%" PRId64 "},",
-            r->c_applied, r->c_conflict, r->c_rejected, r->rebased, r->server_wins, r->converged,
-            r->parked, r->syncs, r->crashes);
+            "\"devices_saw\":{\"applied\":%" PRId64 ",\"duplicate\":%" PRId64
+            ",\"conflict\":%" PRId64 ",\"rejected\":%" PRId64 ",\"rebased\":%" PRId64
+            ",\"server_wins\":%" PRId64 ",\"converged\":%" PRId64 ",\"parked\":%" PRId64
+            ",\"syncs\":%" PRId64 ",\"crashes\":%" PRId64 "},",
+            r->c_applied, r->c_duplicate, r->c_conflict, r->c_rejected, r->rebased, r->server_wins,
+            r->converged, r->parked, r->syncs, r->crashes);
     fprintf(o, "\"retries\":%" PRId64 ",\"admin_ops\":%" PRId64 ",", r->retries, r->admin_ops);
     fprintf(o,
             "\"sync_lag_ms\":{\"samples\":%zu,\"p50\":%" PRId64 ",\"p99\":%" PRId64

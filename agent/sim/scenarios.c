@@ -372,6 +372,16 @@ static void tally_done(fsa__run_t *run, const char *name, const tally_t *t, cons
                      t->checked, what, t->first);
 }
 
+/* Why the server's counters do not tell this run's figures, with the admin API at hand. */
+static const char *counters_unknown(const fsa__run_t *run)
+{
+    if (!run->owned_server)
+        return "the server's counters are server-wide and it is not this run's own";
+    if (run->fleet->nurls > 1)
+        return "the server's counters are per process, and it has several";
+    return "the server's counters could not be read (server_stats_read)";
+}
+
 /* The mark at index i of device d, or NULL. */
 static const fsa__mark_t *mark_at(const fsa__device_t *d, long i)
 {
@@ -1346,9 +1356,7 @@ static void scn_attendance(fsa__run_t *run)
                 count_attendance(run, &c, expected);
         } else {
             fsa__inv_add(run->res, "no_extra_attendance", FSA__INV_NOT_CHECKED,
-                         "the server's counters are per process (%d processes) and no "
-                         "--site-reader was given",
-                         f->nurls);
+                         "%s, and no --site-reader was given", counters_unknown(run));
         }
     }
 out:
@@ -1782,7 +1790,10 @@ static void count_kind(fsa__result_t *r, const fsa__dconflict_t *x)
 static void scenario_before(fsa__run_t *run)
 {
     char err[FSA__ERR_BYTES];
-    if (run->admin != NULL && run->fleet->nurls <= 1) {
+    /* The counters tell this run's figures only of a server that serves this run alone: one the
+     * simulator started, with one process (each process counts its own). A server given with
+     * --server counts every other client's ops too (another run's, say). */
+    if (run->admin != NULL && run->owned_server && run->fleet->nurls <= 1) {
         if (fsa__admin_stats(run->admin, &run->before, err, sizeof err) == FSA_OK)
             run->have_before = true;
         else
@@ -1809,6 +1820,7 @@ static void scenario_devices(fsa__run_t *run)
         r->converged += d->converged;
         r->parked += d->parked;
         r->c_applied += d->applied;
+        r->c_duplicate += d->duplicate;
         r->c_conflict += d->conflict;
         r->c_rejected += d->rejected;
         bool unsettled = false;
@@ -1861,19 +1873,14 @@ static void scenario_counts(fsa__run_t *run)
         int64_t firsts = r->s_applied + r->s_conflict + r->s_rejected;
         int64_t sent = r->recorded + r->rebased;
         r->how = "admin API";
-        if (run->owned_server)
-            fsa__inv_add(r, "counts_consistent", firsts == sent ? FSA__INV_PASS : FSA__INV_FAIL,
-                         "server answered %" PRId64 " ops first (applied %" PRId64
-                         " + conflict %" PRId64 " + rejected %" PRId64 "), devices sent %" PRId64
-                         " (%" PRId64 " recorded + %" PRId64 " rebased); %" PRId64 " duplicates",
-                         firsts, r->s_applied, r->s_conflict, r->s_rejected, sent, r->recorded,
-                         r->rebased, r->s_duplicate);
-        else
-            fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
-                         "the server's counters are server-wide and it is not this run's own");
+        fsa__inv_add(r, "counts_consistent", firsts == sent ? FSA__INV_PASS : FSA__INV_FAIL,
+                     "server answered %" PRId64 " ops first (applied %" PRId64
+                     " + conflict %" PRId64 " + rejected %" PRId64 "), devices sent %" PRId64
+                     " (%" PRId64 " recorded + %" PRId64 " rebased); %" PRId64 " duplicates",
+                     firsts, r->s_applied, r->s_conflict, r->s_rejected, sent, r->recorded,
+                     r->rebased, r->s_duplicate);
     } else if (run->admin != NULL) {
-        fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
-                     "the server's counters are per process (%d processes)", run->fleet->nurls);
+        fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED, "%s", counters_unknown(run));
     } else {
         fsa__inv_add(r, "counts_consistent", FSA__INV_NOT_CHECKED,
                      "the server's counters are not part of the protocol: needs the reference "

@@ -713,6 +713,46 @@ static void test_sim__server_mode(void **state)
                    true);
     cJSON_Delete(root);
 
+    /* One process of a server that is not the run's own, with its admin API: its counters are
+     * server-wide (another run's ops count too), so the figures are the devices' (duplicates
+     * included) and no_extra_attendance goes through the site reader's pulls. Taken from the
+     * counters, two runs at once failed each other. */
+    const char *a1b[] = {
+        "--server",    s.url,       "--devices-file", s.devices, "--admin-token-file", s.token,
+        "--admin-url", s.admin_url, "--site-reader",  "dev005",  "--scenario",         "attendance",
+        "--devices",   "4",         "--ops",          "6",       "--report",           report,
+        NULL};
+    run_sim(&r, 60, a1b);
+    if (r.status != 0)
+        fail_msg("exit %d\n%s\n%s", r.status, r.out, r.err);
+    root = load_report(report);
+    const cJSON *one = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "scenarios"), 0);
+    check_scenario(one, true);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(one, "counts_source")->valuestring,
+                        "devices");
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(one, "ops"), "duplicate")));
+    int seen = 0;
+    const cJSON *iv;
+    cJSON_ArrayForEach(iv, cJSON_GetObjectItemCaseSensitive(one, "invariants"))
+    {
+        const char *n = cJSON_GetObjectItemCaseSensitive(iv, "name")->valuestring;
+        const char *res = cJSON_GetObjectItemCaseSensitive(iv, "result")->valuestring;
+        const char *how = cJSON_GetObjectItemCaseSensitive(iv, "how")->valuestring;
+        const char *det = cJSON_GetObjectItemCaseSensitive(iv, "details")->valuestring;
+        if (strcmp(n, "no_extra_attendance") == 0) {
+            seen++;
+            if (strcmp(res, "pass") != 0 || strcmp(how, "pulls") != 0)
+                fail_msg("no_extra_attendance: %s by %s: %s", res, how, det);
+        } else if (strcmp(n, "counts_consistent") == 0) {
+            seen++;
+            assert_string_equal(res, "not checked");
+            assert_non_null(strstr(det, "server-wide"));
+        }
+    }
+    assert_int_equal(seen, 2);
+    cJSON_Delete(root);
+
     /* Without it, protocol only: device 0 creates the entities, the final state is read through
      * pulls (the reader, and dev005 for attendances), through either process. Every invariant
      * but the server's counters is checked, and the server-state ones say "pulls"; autoclose
