@@ -31,7 +31,8 @@ fsa_status_t fsa_signals_block(void) FSA_MUST_CHECK;
  * program that has nothing to reload (fieldsync-server). FSA_OK or FSA_EIO. */
 fsa_status_t fsa_signals_block_stop(void) FSA_MUST_CHECK;
 
-/* Waits for one of the signals above that the calling thread blocks, and says which. */
+/* Waits for one of the signals that the process's fsa_signals_block or fsa_signals_block_stop
+ * blocked, and says which. */
 fsa_signal_t fsa_signal_wait(void);
 
 /* Ends the process at once with status, without atexit handlers or stdio flushing (flush first):

@@ -725,6 +725,12 @@ void fsa__db_checkpoint_claim(int64_t for_ns)
 
 static const char *cw_vfs_name(void);
 
+/* The reader's settings; its busy timeout as a PRAGMA (sqlite3_busy_timeout would be one more
+ * import in the device binary). */
+#define READER_PRAGMAS                                                                             \
+    "PRAGMA busy_timeout=" DB_STR(FSA_LIMIT_BUSY_TIMEOUT_MS) ";PRAGMA query_only=1;"               \
+                                                             "PRAGMA cache_size=-256"
+
 fsa_status_t fsa__db_open_reader(const char *path, sqlite3 **out)
 {
     *out = NULL;
@@ -732,10 +738,8 @@ fsa_status_t fsa__db_open_reader(const char *path, sqlite3 **out)
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, cw_vfs_name());
     if (rc == SQLITE_OK) {
         sqlite3_extended_result_codes(db, 1);
-        rc = sqlite3_busy_timeout(db, FSA_LIMIT_BUSY_TIMEOUT_MS);
+        rc = sqlite3_exec(db, READER_PRAGMAS, NULL, NULL, NULL);
     }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, "PRAGMA query_only=1; PRAGMA cache_size=-256", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         sqlite3_close_v2(db);
         return fsa__db_status(rc);

@@ -2508,7 +2508,7 @@ fsa_status_t fsa_model_without_keys(const char *fields_json, const char *keys_js
     if (st == FSA_OK)
         st = parse_object(keys_json, &keys);
     for (const cJSON *k = st == FSA_OK ? keys->child : NULL; k != NULL; k = k->next)
-        cJSON_DeleteItemFromObjectCaseSensitive(fields, k->string);
+        cJSON_Delete(cJSON_DetachItemFromObjectCaseSensitive(fields, k->string)); /* 1 import */
     if (st == FSA_OK && fields->child != NULL)
         st = why_status(emit(fields, FSA_LIMIT_FIELDS_BYTES, out_json));
     cJSON_Delete(fields);

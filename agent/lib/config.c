@@ -1,6 +1,5 @@
 /* libfieldsync: the configuration kept in the journal, the device secret, the named policies, and
  * building a sync engine from a handle's configuration (moved here from agent/config.c). */
-#include <ctype.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -174,8 +173,8 @@ fsa_status_t fsl__parse_secret(const char *text, size_t len, fsa_signer_key_t *k
 {
     if (text == NULL)
         return fsa_signer_key_parse(NULL, 0, key);
-    while (len > 0 && isspace((unsigned char)text[len - 1]))
-        len--;
+    while (len > 0 && text[len - 1] != '\0' && strchr(" \t\n\v\f\r", text[len - 1]) != NULL)
+        len--; /* isspace's set, in the C locale */
     return fsa_signer_key_parse(text, len, key);
 }
 

@@ -24,20 +24,25 @@
 
 /* ---- signals ---- */
 
-static void stop_set(sigset_t *set)
+/* Whether the process blocked SIGHUP too (fsa_signals_block): written before any thread starts
+ * (the functions' contract), read by fsa_signal_wait. sigwait on a signal left to its default
+ * action is undefined, so it waits only for what was blocked. */
+static bool hup_blocked;
+
+static void stop_set(sigset_t *set, bool hup)
 {
     sigemptyset(set);
     sigaddset(set, SIGTERM);
     sigaddset(set, SIGINT);
-    sigaddset(set, SIGHUP);
+    if (hup)
+        sigaddset(set, SIGHUP);
 }
 
 static fsa_status_t block(bool reload)
 {
     sigset_t set;
-    stop_set(&set);
-    if (!reload)
-        sigdelset(&set, SIGHUP);
+    stop_set(&set, reload);
+    hup_blocked = reload;
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
         return FSA_EIO;
     struct sigaction ign;
@@ -60,12 +65,7 @@ fsa_status_t fsa_signals_block_stop(void)
 fsa_signal_t fsa_signal_wait(void)
 {
     sigset_t set;
-    stop_set(&set);
-    /* Only what this thread blocks: sigwait on a signal left to its default action is undefined
-     * (fsa_signals_block_stop leaves SIGHUP alone). */
-    sigset_t cur;
-    if (pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0 && !sigismember(&cur, SIGHUP))
-        sigdelset(&set, SIGHUP);
+    stop_set(&set, hup_blocked); /* fsa_signals_block_stop leaves SIGHUP alone */
     for (;;) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0)
