@@ -158,9 +158,37 @@ static void test_fsa_codec_decode_push__malformed_shapes(void **state)
         "\"type\":null,\"id\":\"T\"}]}",
         "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":1,\"at\":1,\"kind\":\"create\","
         "\"type\":\"ticket\",\"id\":\"T\",\"group\":5}]}",
+        /* What cJSON cannot keep as it is: a NUL in a string (the op id read as "o1", the id as
+         * "T"), a number out of a double's range (read as infinity, printed as null: the patch
+         * deleted the history), an integer past 2^53 - 1 (9007199254740993 read as 2^53). */
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o1\\u0000zzz\",\"seq\":1,\"at\":1,\"kind\":"
+        "\"create\",\"type\":\"ticket\",\"id\":\"T\"}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":1,\"at\":1,\"kind\":\"create\","
+        "\"type\":\"ticket\",\"id\":\"T\\uZZZZ1\"}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":1,\"at\":1,\"kind\":\"merge\","
+        "\"type\":\"ticket\",\"id\":\"T\",\"field\":\"ticketlog\",\"patch\":{\"ticket_history\":"
+        "1e999}}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":1,\"at\":1,\"kind\":\"create\","
+        "\"type\":\"attendance\",\"id\":\"A\",\"fields\":{\"lat\":-1e400}}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":9007199254740993,\"at\":1,"
+        "\"kind\":\"create\",\"type\":\"ticket\",\"id\":\"T\"}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         expect_decode(bad[i], FSA_EINVAL, "malformed");
+    /* 2^53 - 1 is still a number that keeps its value */
+    const char *edge = "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":9007199254740991,"
+                       "\"at\":1,\"kind\":\"create\",\"type\":\"ticket\",\"id\":\"T\"}]}";
+    fsa_codec_push_t ok;
+    assert_fsa_ok(fsa_codec_decode_push(edge, strlen(edge), &ok, NULL));
+    assert_int_equal(ok.ops[0].op.seq, INT64_C(9007199254740991));
+    fsa_codec_push_free(&ok);
+    /* an increment by -2^53: that op is rejected */
+    const char *by = "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"a\",\"seq\":1,\"at\":1,\"kind\":"
+                     "\"increment\",\"type\":\"ticket\",\"id\":\"T\",\"field\":\"level\",\"by\":"
+                     "-9007199254740992}]}";
+    assert_fsa_ok(fsa_codec_decode_push(by, strlen(by), &ok, NULL));
+    assert_string_equal(ok.ops[0].reject.code, "invalid_value");
+    fsa_codec_push_free(&ok);
     fsa_codec_push_t p;
     assert_int_equal(fsa_codec_decode_push(NULL, 3, &p, NULL), FSA_EINVAL);
 }
@@ -432,6 +460,10 @@ static void test_fsa_codec_decode_results__hostile(void **state)
         "\"conflict\"}]}",
         "{\"results\":[],\"server_time\":\"now\"}",
         "{\"results\":[]}garbage",
+        /* a NUL in a string (the op id read as "a"), a number out of range (read as null) */
+        "{\"results\":[{\"op_id\":\"a\\u0000b\",\"status\":\"applied\",\"version\":1}]}",
+        "{\"results\":[{\"op_id\":\"a\",\"status\":\"conflict\",\"current\":{\"version\":1,"
+        "\"fields\":{\"level\":1e999}}}]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fsa_codec_result_t *out = (fsa_codec_result_t *)1;

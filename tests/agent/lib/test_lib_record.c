@@ -294,6 +294,14 @@ static void test_record__generic_ops_and_groups(void **state)
     assert_int_equal(fieldsync_record(f->fs, "[1]", NULL, NULL), FIELDSYNC_EINVAL);
     assert_int_equal(fieldsync_record(f->fs, "{}", NULL, NULL), FIELDSYNC_EINVAL);
     assert_int_equal(fieldsync_record(f->fs, "not json", NULL, NULL), FIELDSYNC_EINVAL);
+    /* a number out of a double's range is refused, not recorded as null (a merge of null
+     * deletes: the history went) */
+    assert_int_equal(fieldsync_record(f->fs,
+                                      "{\"kind\":\"merge\",\"type\":\"ticket\",\"id\":\"T1\","
+                                      "\"field\":\"ticketlog\",\"patch\":{\"seen\":1e999}}",
+                                      NULL, NULL),
+                     FIELDSYNC_EINVAL);
+    assert_true(cfx_has(f->fs, "ticket", "T1", "\"seen\":true"));
     char big[4096] = "[";
     for (int i = 0; i < 17; i++)
         strncat(big,
