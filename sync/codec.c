@@ -512,8 +512,13 @@ static fsa_status_t decode_op(const cJSON *o, size_t idx, fsa_codec_op_t *out, f
     }
     memcpy(op->id, id->valuestring, strlen(id->valuestring) + 1);
 
+    /* A field name too long to be one is unknown_field; a missing one or not a string, a value
+     * of the wrong type: invalid_value (PROTOCOL.md section 3). */
     if (op->kind != FSA_OP_CREATE && op->kind != FSA_OP_SET &&
-        !take_str(o, "field", op->field, sizeof op->field, "unknown_field", out))
+        !take_str(o, "field", op->field, sizeof op->field,
+                  json_string(cJSON_GetObjectItemCaseSensitive(o, "field")) ? "unknown_field"
+                                                                            : "invalid_value",
+                  out))
         return FSA_OK;
     switch (op->kind) {
     case FSA_OP_CREATE:
@@ -1389,8 +1394,9 @@ static fsa_status_t decode_noted_op(const pscan_t *s, const pop_t *o, size_t idx
     memcpy(op->id, id, n + 1);
 
     if (op->kind != FSA_OP_CREATE && op->kind != FSA_OP_SET &&
-        !jv_take_str(s, &o->m[M_FIELD], "field", op->field, sizeof op->field, "unknown_field", out))
-        return FSA_OK;
+        !jv_take_str(s, &o->m[M_FIELD], "field", op->field, sizeof op->field,
+                     o->m[M_FIELD].kind == JV_STRING ? "unknown_field" : "invalid_value", out))
+        return FSA_OK; /* the codes as decode_op's */
     switch (op->kind) {
     case FSA_OP_CREATE:
         /* PROTOCOL.md section 7, amendment 1: a create without fields is a create of {}. */

@@ -220,7 +220,11 @@ static void test_fsa_codec_decode_push__per_op_rejections(void **state)
         "{\"op_id\":\"o11\",\"seq\":11,\"at\":1,\"kind\":\"increment\",\"type\":\"ticket\",\"id\":"
         "\"T\",\"field\":\"level\",\"by\":2},"
         "{\"op_id\":\"o12\",\"seq\":12,\"at\":1,\"kind\":\"create\",\"type\":\"ticket\",\"id\":"
-        "\"T\"}"
+        "\"T\"},"
+        "{\"op_id\":\"o13\",\"seq\":13,\"at\":1,\"kind\":\"increment\",\"type\":\"ticket\",\"id\":"
+        "\"T\",\"field\":5,\"by\":1},"
+        "{\"op_id\":\"o14\",\"seq\":14,\"at\":1,\"kind\":\"increment\",\"type\":\"ticket\",\"id\":"
+        "\"T\",\"by\":1}"
         "]}";
     const char *codes[] = {"invalid_value",
                            "unknown_type",
@@ -233,11 +237,13 @@ static void test_fsa_codec_decode_push__per_op_rejections(void **state)
                            "invalid_value",
                            "invalid_value",
                            "",
-                           ""};
+                           "",
+                           "invalid_value",  /* a field name of the wrong type, */
+                           "invalid_value"}; /* or none: not unknown_field */
     fsa_codec_push_t p;
     fsa_model_err_t err;
     assert_fsa_ok(fsa_codec_decode_push(body, strlen(body), &p, &err));
-    assert_int_equal(p.count, 12);
+    assert_int_equal(p.count, 14);
     for (size_t i = 0; i < p.count; i++) {
         if (strcmp(p.ops[i].reject.code, codes[i]) != 0)
             fail_msg("op %zu: code '%s', want '%s'", i, p.ops[i].reject.code, codes[i]);

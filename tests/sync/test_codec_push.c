@@ -191,6 +191,11 @@ static void test_decode_push__envelopes_as_the_tree_decoder(void **state)
         "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o1\"}]}",
         "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o 1\",\"seq\":1,\"at\":2}]}",
         "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o1\",\"seq\":1.5,\"at\":2}]}",
+        "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o1\",\"seq\":1,\"at\":2,\"kind\":\"increment\","
+        "\"type\":\"ticket\",\"id\":\"T\",\"field\":5,\"by\":1},{\"op_id\":\"o2\",\"seq\":2,"
+        "\"at\":2,\"kind\":\"increment\",\"type\":\"ticket\",\"id\":\"T\",\"by\":1},{\"op_id\":"
+        "\"o3\",\"seq\":3,\"at\":2,\"kind\":\"increment\",\"type\":\"ticket\",\"id\":\"T\","
+        "\"field\":\"a_field_name_that_is_far_too_long_to_exist\",\"by\":1}]}",
         "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o1\",\"seq\":1,\"at\":2,\"kind\":1,"
         "\"type\":\"ticket\",\"id\":\"T\"}]}",
         "{\"batch_id\":\"b\",\"ops\":[{\"op_id\":\"o1\",\"seq\":1,\"at\":2,\"kind\":\"bogus\","
