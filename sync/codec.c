@@ -1860,7 +1860,9 @@ static fsa_status_t payload_text(const char *json, const char **text, size_t *le
     if (fsa_codec_json_depth(json, n, FSA_LIMIT_JSON_DEPTH) > FSA_LIMIT_JSON_DEPTH)
         return FSA_EINVAL;
     unsigned long failures = fsa_alloc_failures();
-    cJSON *v = cJSON_ParseWithLengthOpts(json, n, NULL, false);
+    /* Only whitespace after the value (its NUL is in the length cJSON sees, as it wants): with
+     * anything else allowed, {"a":1}}] went as {"a":1}. */
+    cJSON *v = cJSON_ParseWithLengthOpts(json, n + 1, NULL, true);
     if (v == NULL)
         return fsa_alloc_failures() != failures ? FSA_ENOMEM : FSA_EINVAL;
     *printed = print_item(v);

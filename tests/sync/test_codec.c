@@ -90,10 +90,20 @@ static void test_fsa_codec_encode_push__invalid(void **state)
     fsa_op_t op;
     char *body = (char *)1;
     size_t len = 99;
-    make_op(&op, FSA_OP_CREATE, "T1", "{not json");
-    assert_int_equal(fsa_codec_encode_push("b", &op, 1, &body, &len), FSA_EINVAL);
-    assert_null(body);
-    assert_int_equal(len, 0);
+    static const char *const not_json[] = {"{not json", "{\"a\":1} x", "{\"a\":1}}]]",
+                                           "{\"a\": 1}}"};
+    for (size_t i = 0; i < sizeof not_json / sizeof not_json[0]; i++) {
+        make_op(&op, FSA_OP_CREATE, "T1", not_json[i]);
+        if (fsa_codec_encode_push("b", &op, 1, &body, &len) != FSA_EINVAL)
+            fail_msg("sent: %s", not_json[i]);
+        assert_null(body);
+        assert_int_equal(len, 0);
+        fsa_op_clear(&op);
+    }
+    make_op(&op, FSA_OP_CREATE, "T1", " {\"a\": 1} \n"); /* whitespace around is fine */
+    assert_fsa_ok(fsa_codec_encode_push("b", &op, 1, &body, &len));
+    assert_non_null(strstr(body, "\"fields\":{\"a\":1}"));
+    fsa_codec_free(body);
     fsa_op_clear(&op);
     /* A create without fields (PROTOCOL.md section 7, amendment 1) is sent without them. */
     make_op(&op, FSA_OP_CREATE, "T1", NULL);
@@ -809,7 +819,7 @@ static fsa_status_t ref_add_json(cJSON *o, const char *name, const char *json)
     size_t len = strlen(json);
     if (fsa_codec_json_depth(json, len, FSA_LIMIT_JSON_DEPTH) > FSA_LIMIT_JSON_DEPTH)
         return FSA_EINVAL;
-    cJSON *v = cJSON_ParseWithLength(json, len);
+    cJSON *v = cJSON_ParseWithLengthOpts(json, len + 1, NULL, true); /* nothing after it */
     if (v == NULL)
         return FSA_EINVAL;
     cJSON_AddItemToObject(o, name, v);
