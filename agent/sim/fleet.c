@@ -138,6 +138,7 @@ static void dev_reset(fsa__device_t *d)
     d->syncs = d->sync_errors = d->crashes = d->clock_offset_ms = d->open_conflicts = 0;
     d->clock_error_ms = 0;
     d->error[0] = '\0';
+    d->last_sync_error[0] = '\0';
 }
 
 const char *fsa__dev_url(const fsa__fleet_t *f, const fsa__device_t *d)
@@ -571,6 +572,9 @@ fieldsync_status_t fsa__dev_sync(fsa__fleet_t *f, fsa__device_t *d, fieldsync_t 
                 fsa_sim_advance(d->sim, wait_ms * FSA_NS_PER_MS);
             continue;
         }
+        if (online)
+            snprintf(d->last_sync_error, sizeof d->last_sync_error, "%s",
+                     st == FIELDSYNC_OK ? "" : fieldsync_errmsg(via));
         if (st != FIELDSYNC_OK && online) {
             d->sync_errors++;
             if (st == FIELDSYNC_EAUTH || st == FIELDSYNC_EPROTO || st == FIELDSYNC_EIO ||

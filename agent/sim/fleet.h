@@ -230,6 +230,7 @@ typedef struct fsa__device {
     fsa__dconflict_t *conflicts;
     size_t nconflicts;
     char error[FSA__ERR_BYTES]; /* the first unexpected error ("" when none) */
+    char last_sync_error[240];  /* why its last sync online failed ("" after one that did not) */
 } fsa__device_t;
 
 typedef struct fsa__sample {

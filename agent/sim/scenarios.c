@@ -105,8 +105,11 @@ static bool seed_all(fsa__run_t *run, const seed_ent_t *e, size_t n)
     fsa__dev_close(f, d, fs);
     if (!ok)
         fsa__inv_add(run->res, "entities_seeded", FSA__INV_FAIL,
-                     "device %s could not create the scenario's entities: %s", d->id,
-                     d->error[0] ? d->error : "its outbox did not drain");
+                     "device %s could not create the scenario's entities: %s%s%s%s", d->id,
+                     d->error[0] ? d->error : "its outbox did not drain",
+                     !d->error[0] && d->last_sync_error[0] ? " (its last sync: " : "",
+                     d->error[0] ? "" : d->last_sync_error,
+                     !d->error[0] && d->last_sync_error[0] ? ")" : "");
     return ok;
 }
 

@@ -901,6 +901,36 @@ static void test_sim__server_not_found(void **state)
     assert_non_null(strstr(r.err, "FIELDSYNC_SERVER"));
 }
 
+/* A server given with --server that cannot be reached: the run fails, and says why in the words
+ * of the device's last sync (it said only "its outbox did not drain"). Port 1 of loopback refuses
+ * at once. */
+static void test_sim__server_unreachable_says_why(void **state)
+{
+    (void)state;
+    tmp_t t;
+    tmp_make(&t);
+    char devices[400];
+    snprintf(devices, sizeof devices, "%s/devices.json", t.dir);
+    write_sim_devices(devices, 2, -1);
+    run_t r;
+    const char *args[] = {"--server",
+                          "http://127.0.0.1:1",
+                          "--devices-file",
+                          devices,
+                          "--scenario",
+                          "json",
+                          "--devices",
+                          "1",
+                          NULL};
+    run_sim(&r, 60, args);
+    assert_int_equal(r.status, 1);
+    if (strstr(r.out, "entities_seeded") == NULL || strstr(r.out, "its last sync: ") == NULL ||
+        strstr(r.out, "127.0.0.1") == NULL)
+        fail_msg("%s\n%s", r.out, r.err);
+    unlink(devices);
+    th_dir_remove(t.dir);
+}
+
 /* The --server-hook of the tests: autocloses jobneed id through the admin API of url. */
 static int hook_autoclose(const char *url, const char *id)
 {
@@ -926,6 +956,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sim__help),
         cmocka_unit_test(test_sim__usage_errors),
         cmocka_unit_test(test_sim__server_not_found),
+        cmocka_unit_test(test_sim__server_unreachable_says_why),
         cmocka_unit_test(test_sim__autoclose),
         cmocka_unit_test(test_sim__checkpoints),
         cmocka_unit_test(test_sim__escalation),
