@@ -267,43 +267,6 @@ static fsa_status_t already_satisfied(fsa_journal_t *j, const fsa_op_t *op, bool
     return s;
 }
 
-/*
- * A set the engine rebases goes after every op recorded since: its fields that a later set of the
- * device on the entity, still to go, sets again are left out (*json NULL: none left, nothing to
- * send), so that the device's later value is the one that stands; sent whole, the older value went
- * last and won, on the server and in the local view. "Later" is by the time the device recorded
- * it: a copy made by an earlier rebase keeps its original's time (record_again) and so never
- * counts as later than the sets that followed its original. *json is malloc'ed when not NULL.
- */
-static fsa_status_t set_not_set_again(fsa_journal_t *j, const fsa_op_t *op, char **json)
-{
-    *json = NULL;
-    sqlite3_stmt *st;
-    /* A merge patch of nulls (RFC 7396) takes the later sets' keys out; the members left keep
-     * their text as it was (no number goes through a double). */
-    fsa_status_t s = prep(j,
-                          "SELECT json_patch(?6,(SELECT json_group_object(k.key,NULL) FROM outbox "
-                          "o,json_each(o.payload)k WHERE o.type=?1 AND o.id=?2 AND o.kind=?3 AND "
-                          "o.state IN(0,1) AND o.seq>?4 AND o.at_ms>?5))",
-                          &st);
-    if (s != FSA_OK)
-        return s;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)op->type);
-    fsa__db_bind_text(st, 2, op->id);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)FSA_OP_SET);
-    sqlite3_bind_int64(st, 4, op->seq);
-    sqlite3_bind_int64(st, 5, op->at_ms);
-    fsa__db_bind_text(st, 6, op->json);
-    int rc = sqlite3_step(st);
-    s = rc == SQLITE_ROW ? dup_col(st, 0, json) : fsa__db_status(rc);
-    release(j, st);
-    if (*json != NULL && strcmp(*json, "{}") == 0) {
-        fsa_free(*json);
-        *json = NULL;
-    }
-    return s;
-}
-
 /* The open conflict of op_id: its group's members (or the op alone) into members[0 .. *n - 1].
  * FSA_ENOTFOUND when op_id is not in conflict or rejected. */
 static fsa_status_t conflict_group(fsa_journal_t *j, const char *op_id, fsa_op_t *members,
@@ -432,7 +395,8 @@ static fsa_status_t take_create(fsa_journal_t *j, const fsa_op_t *c, fsa_wall_t 
  * rec gets the first one's op_id and seq. A person's create of attendance, which is never
  * changed, is refused: the server's record stands. */
 static fsa_status_t record_again(fsa_journal_t *j, const fsa_op_t *members, size_t n,
-                                 fsa_conflict_resolution_t resolution, fsa_rec_t *rec)
+                                 fsa_conflict_resolution_t resolution, fsa_rec_t *rec,
+                                 size_t *made_out)
 {
     fsa_status_t s = FSA_OK;
     char group[FSA_GROUP_BYTES] = "";
@@ -451,18 +415,7 @@ static fsa_status_t record_again(fsa_journal_t *j, const fsa_op_t *members, size
         if (s != FSA_OK || (satisfied && (!person || again.kind != FSA_OP_CREATE ||
                                           again.json == NULL))) /* gave nothing to take */
             continue;
-        if (!satisfied && rebase) {
-            /* the device's action of then, sent again: it keeps its time (set_not_set_again) */
-            char *rest = NULL;
-            const bool strip = again.kind == FSA_OP_SET && again.json != NULL;
-            if (strip) {
-                s = set_not_set_again(j, &members[i], &rest);
-                again.json = rest;
-            }
-            if (s == FSA_OK && (!strip || rest != NULL))
-                s = again_one(j, &again, (fsa_wall_t){again.at_ms}, group, resolution, rec, &made);
-            fsa_free(rest);
-        } else if (!satisfied) {
+        if (!satisfied) {
             s = again_one(j, &again, at, group, resolution, rec, &made);
         } else if (again.type == FSA_TYPE_ATTENDANCE) {
             rec_error(rec, "attendance is never changed: take the server's");
@@ -471,6 +424,7 @@ static fsa_status_t record_again(fsa_journal_t *j, const fsa_op_t *members, size
             s = take_create(j, &members[i], at, group, rec, &made);
         }
     }
+    *made_out = made;
     return s;
 }
 
@@ -496,11 +450,12 @@ fsa_status_t fsa_conflict_resolve(fsa_journal_t *j, const char *op_id, bool take
         s = FSA_ENOTFOUND;
     if (s == FSA_ENOTFOUND)
         rec_error(rec, "no open conflict for op %s", op_id);
+    size_t made = 0;
     if (s == FSA_OK && take_local)
-        s = record_again(j, members, n, resolution, rec);
+        s = record_again(j, members, n, resolution, rec, &made);
     /* What a person takes again is a record like any other: the last eighth is the drain's. The
-     * engine's rebase is part of a drain. */
-    if (s == FSA_OK && resolution == FSA_RESOLVED_LOCAL)
+     * engine's rebase is part of a drain; a resolve that records nothing takes no room. */
+    if (s == FSA_OK && resolution == FSA_RESOLVED_LOCAL && made > 0)
         s = fsa__jn_recording_room(j);
     for (size_t i = 0; i < n; i++)
         fsa_op_clear(&members[i]);

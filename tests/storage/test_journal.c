@@ -1647,114 +1647,6 @@ static void test_fsa_conflict_resolve__a_converged_transition_is_not_sent_again(
     assert_string_equal(field_of(f->j, FSA_TYPE_TICKET, "X1", "status"), "\"OPEN\"");
 }
 
-/* A set A (a_json) on J1 conflicts with someone else's change to a field A does not set (the
- * engine rebases it); a second later the user sets c_json (C, still to go); then the rebase.
- * Returns the ops to send, in order (n, ops: cleared by the caller), C and A's copy (again). */
-static void rebase_after_a_later_set(fixture_t *f, const char *a_json, const char *c_json,
-                                     fsa_op_t *ops, size_t *n, fsa_rec_t *c, fsa_rec_t *again)
-{
-    const char *v3 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
-                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
-    const char *v4 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
-                     "\"expirytime\":50,\"other_info\":{},\"people_id\":\"\"}";
-    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 3, v3));
-    fsa_rec_t a;
-    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", a_json, NULL, &a));
-    fsa_op_result_t r = result_for(a.op_id, FSA_RESULT_CONFLICT, 0);
-    r.current_version = 4;
-    r.current_fields = (char *)(uintptr_t)v4;
-    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
-    fsa_sim_advance(f->sim, FSA_NS_PER_S);
-    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", c_json, NULL, c));
-    assert_fsa_ok(fsa_conflict_resolve(f->j, a.op_id, true, FSA_RESOLVED_REBASED, again));
-    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, n));
-}
-
-/* The engine rebases a set whose fields the server did not change. When the user set the same
- * field again after the conflict came in (C, still to go), the rebased copy of the older set was
- * recorded after C and went after it: the user's later value was overwritten by their earlier
- * one, on the device and on the server. What C sets again is left out of the copy. */
-static void test_fsa_conflict_resolve__a_rebase_leaves_what_a_later_set_sets(void **state)
-{
-    fixture_t *f = *state;
-    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
-    size_t n = 0;
-    fsa_rec_t c, again;
-    rebase_after_a_later_set(f, "{\"seqno\":7,\"people_id\":\"P7\"}", "{\"seqno\":9}", ops, &n, &c,
-                             &again);
-    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "seqno"), "9");
-    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "people_id"), "\"P7\"");
-    /* C first (A's copy, a set, waits for the answer before it on J1), then the copy, which
-     * carries what C does not set */
-    assert_int_equal(n, 1);
-    assert_string_equal(ops[0].op_id, c.op_id);
-    fsa_op_result_t r = result_for(c.op_id, FSA_RESULT_APPLIED, 5);
-    fsa_op_clear(&ops[0]);
-    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
-    assert_fsa_ok(fsa_outbox_next_batch(f->j, ops, FSA_JOURNAL_GROUP_MAX, 1 << 20, &n));
-    assert_int_equal(n, 1);
-    assert_string_equal(ops[0].op_id, again.op_id);
-    assert_string_equal(ops[0].json, "{\"people_id\":\"P7\"}");
-    fsa_op_clear(&ops[0]);
-}
-
-/* The same when C sets all that A set: nothing of A goes again. */
-static void test_fsa_conflict_resolve__a_rebase_set_again_whole_is_dropped(void **state)
-{
-    fixture_t *f = *state;
-    fsa_op_t ops[FSA_JOURNAL_GROUP_MAX];
-    size_t n = 0;
-    fsa_rec_t c, again;
-    rebase_after_a_later_set(f, "{\"seqno\":7}", "{\"seqno\":9}", ops, &n, &c, &again);
-    assert_int_equal(again.seq, 0); /* nothing recorded again */
-    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "seqno"), "9");
-    assert_int_equal(n, 1);
-    assert_string_equal(ops[0].op_id, c.op_id);
-    fsa_op_clear(&ops[0]);
-}
-
-/* Two sets of one field in a row (A, then B a second later) both conflict, and the engine rebases
- * them in order. A's copy is recorded after B, but it is the device's action of before B: it keeps
- * A's time, and B's copy, which does come later, keeps its field. (Judged by the outbox's order
- * alone, A's copy was "a later set" of B's field, and B's value was lost under A's.) */
-static void test_fsa_conflict_resolve__rebased_sets_in_a_row_keep_the_last(void **state)
-{
-    fixture_t *f = *state;
-    const char *v1 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
-                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
-    const char *v2 = "{\"jobstatus\":\"ASSIGNED\",\"parent_id\":null,\"seqno\":1,"
-                     "\"expirytime\":50,\"other_info\":{},\"people_id\":\"\"}";
-    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J1", 1, v1));
-    fsa_rec_t a, b, again_a, again_b;
-    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"seqno\":5}", NULL, &a));
-    fsa_sim_advance(f->sim, FSA_NS_PER_S);
-    assert_fsa_ok(fsa_journal_set(f->j, FSA_TYPE_JOBNEED, "J1", "{\"seqno\":6}", NULL, &b));
-    fsa_op_result_t r[2];
-    const char *ids[2] = {a.op_id, b.op_id};
-    for (int i = 0; i < 2; i++) {
-        r[i] = result_for(ids[i], FSA_RESULT_CONFLICT, 0);
-        r[i].current_version = 2;
-        r[i].current_fields = (char *)(uintptr_t)v2;
-    }
-    assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 2));
-    fsa_sim_advance(f->sim, FSA_NS_PER_S);
-    assert_fsa_ok(fsa_conflict_resolve(f->j, a.op_id, true, FSA_RESOLVED_REBASED, &again_a));
-    assert_fsa_ok(fsa_conflict_resolve(f->j, b.op_id, true, FSA_RESOLVED_REBASED, &again_b));
-    assert_true(again_a.seq > 0 && again_b.seq > again_a.seq);
-    fsa_op_t op;
-    fsa_op_state_t state_of;
-    assert_fsa_ok(fsa_outbox_find(f->j, again_a.op_id, &op, &state_of));
-    fsa_op_t orig;
-    assert_fsa_ok(fsa_outbox_find(f->j, a.op_id, &orig, &state_of));
-    assert_int_equal(op.at_ms, orig.at_ms); /* the copy keeps its original's time */
-    fsa_op_clear(&op);
-    fsa_op_clear(&orig);
-    assert_fsa_ok(fsa_outbox_find(f->j, again_b.op_id, &op, &state_of));
-    assert_string_equal(op.json, "{\"seqno\":6}");
-    fsa_op_clear(&op);
-    assert_string_equal(field_of(f->j, FSA_TYPE_JOBNEED, "J1", "seqno"), "6");
-}
-
 /* Closing a conflict without taking ours ("server", "converged") logs the change at the entity's
  * server version, as the server-wins decision does: 0 would say "never on the server". */
 static void test_fsa_conflict_resolve__logged_at_the_server_version(void **state)
@@ -3116,6 +3008,16 @@ static void test_fsa_conflict_resolve__a_persons_take_respects_the_budget(void *
         r[i].current_fields = (char *)(uintptr_t)v1;
     }
     assert_fsa_ok(fsa_outbox_apply_results(f->j, r, 2));
+    /* and a transition the server made too: taken "local", it records nothing */
+    const char *v2 = "{\"jobstatus\":\"INPROGRESS\",\"parent_id\":null,\"seqno\":1,"
+                     "\"expirytime\":0,\"other_info\":{},\"people_id\":\"\"}";
+    assert_fsa_ok(fsa_journal_fold(f->j, FSA_TYPE_JOBNEED, "J4", 1, v1));
+    fsa_rec_t t;
+    assert_fsa_ok(fsa_journal_transition(f->j, FSA_TYPE_JOBNEED, "J4", "INPROGRESS", NULL, &t));
+    fsa_op_result_t rt = result_for(t.op_id, FSA_RESULT_CONFLICT, 0);
+    rt.current_version = 2;
+    rt.current_fields = (char *)(uintptr_t)v2;
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &rt, 1));
     fsa_status_t st = FSA_OK;
     for (int64_t i = 0; st == FSA_OK && i < 100000; i++) {
         char id[32], fields[160];
@@ -3141,7 +3043,11 @@ static void test_fsa_conflict_resolve__a_persons_take_respects_the_budget(void *
     assert_int_equal(seq_count(f->j), before);
     fsa_outbox_stats_t stats;
     assert_fsa_ok(fsa_outbox_stats(f->j, &stats));
-    assert_int_equal(stats.conflicts, 2);
+    assert_int_equal(stats.conflicts, 3);
+    /* a take that records nothing takes no room: not refused */
+    assert_fsa_ok(fsa_conflict_resolve(f->j, t.op_id, true, FSA_RESOLVED_LOCAL, &rec));
+    assert_int_equal(rec.seq, 0);
+    assert_int_equal(seq_count(f->j), before);
     assert_fsa_ok(fsa_conflict_resolve(f->j, a.op_id, false, FSA_RESOLVED_SERVER, &rec));
     /* the engine's rebase is the drain's: it may use the eighth */
     assert_fsa_ok(fsa_conflict_resolve(f->j, b.op_id, true, FSA_RESOLVED_REBASED, &rec));
@@ -3274,9 +3180,6 @@ int main(void)
         T(test_fsa_conflict_resolve__group_without_converged_member),
         T(test_fsa_conflict_resolve__a_converged_transition_keeps_its_group_whole),
         T(test_fsa_conflict_resolve__a_converged_transition_is_not_sent_again),
-        T(test_fsa_conflict_resolve__a_rebase_leaves_what_a_later_set_sets),
-        T(test_fsa_conflict_resolve__a_rebase_set_again_whole_is_dropped),
-        T(test_fsa_conflict_resolve__rebased_sets_in_a_row_keep_the_last),
         T(test_fsa_conflict_resolve__logged_at_the_server_version),
         T(test_fsa_conflict_resolve__group_whole_under_read_faults),
         T(test_fsa_outbox_apply_results__rejection_parked),
