@@ -222,8 +222,9 @@ static bool cancelled(fsa_engine_t *e)
 /* After a transient failure or a 429/503 (st, a): waits as the retry policy b says, in slices so
  * that a cancel (SIGTERM in the daemon) is seen within 100 ms. Returns FSA_OK to try again, or
  * how the exchange ends: FSA_ETIMEOUT when cancelled, before the wait or during it (no request
- * after a cancel); st (FSA_ENET for an HTTP answer) when the retries ran out, the Retry-After
- * kept for the cycle's backoff. */
+ * after a cancel); st (FSA_ENET for an HTTP answer) when the retries ran out, or at once when the
+ * server's Retry-After is longer than the policy's longest delay, the Retry-After kept for the
+ * cycle's backoff. */
 static fsa_status_t retry_wait(fsa_engine_t *e, fsa_backoff_t *b, const answer_t *a,
                                fsa_status_t st)
 {
@@ -241,7 +242,14 @@ static fsa_status_t retry_wait(fsa_engine_t *e, fsa_backoff_t *b, const answer_t
     /* A wait longer than the policy ever waits is not waited out here: the cycle ends, and its
      * saved next attempt keeps the server's wish across a stop or a reboot (and frees the SYNC
      * lock and `status` meanwhile). */
-    if (ra > b->policy->max_ns || fsa_backoff_next(b, random64(e), ra, &delay) != FSA_OK) {
+    if (ra > b->policy->max_ns) {
+        report_error(e, "%s (the server asks to wait %" PRId64 " s: the next attempt then)", what,
+                     a->resp.retry_after_ms / 1000);
+        e->retry_after_ms =
+            a->resp.retry_after_ms > e->retry_after_ms ? a->resp.retry_after_ms : e->retry_after_ms;
+        return st != FSA_OK ? st : FSA_ENET;
+    }
+    if (fsa_backoff_next(b, random64(e), ra, &delay) != FSA_OK) {
         report_error(e, "%s (gave up after %u retries, policy %s)", what, b->retries,
                      e->retry->name);
         /* The server's wish outlives this request: the cycle's backoff honours it. */
