@@ -934,6 +934,13 @@ static void test_sim__server_unreachable_says_why(void **state)
 /* The --server-hook of the tests: autocloses jobneed id through the admin API of url. */
 static int hook_autoclose(const char *url, const char *id)
 {
+    /* The simulator ignores SIGPIPE; its hooks must not inherit that (a `| head` in a hook would
+     * no longer end what writes into it). A shell cannot undo an ignored signal it was given. */
+    struct sigaction pipe_action;
+    if (sigaction(SIGPIPE, NULL, &pipe_action) != 0 || pipe_action.sa_handler == SIG_IGN) {
+        fprintf(stderr, "autoclose %s: the hook runs with SIGPIPE ignored\n", id);
+        return 1;
+    }
     char path[300];
     snprintf(path, sizeof path, "/admin/v1/jobneeds/%s/autoclose", id);
     th_req_opts_t opts = {.bearer = TH_ADMIN_TOKEN};
