@@ -366,11 +366,10 @@ static int64_t stat_of(const char *url, const char *key)
     return v;
 }
 
-/* Retention: with --op-retention-days set to about 0.9 s, the sweeper removes op outcomes in the
- * background; an op resent after that applies again (hence the default of 180 days). */
 /* Every line the two processes logged is one of the server's own ("fieldsync-server: ..."): on
  * PostgreSQL the second process's start printed libpq's raw "NOTICE:  relation ... already exists,
- * skipping", which a log monitor keyed on the prefix could not place. */
+ * skipping", which a log monitor keyed on the prefix could not place. (On SQLite there is no such
+ * notice: the check is the PostgreSQL run's, test_sync_server_multi_pg.) */
 static void test_server_multi__every_log_line_is_the_server_s(void **state)
 {
     (void)state;
@@ -384,6 +383,8 @@ static void test_server_multi__every_log_line_is_the_server_s(void **state)
     (void)fclose(fp);
 }
 
+/* Retention: with --op-retention-days set to about 0.9 s, the sweeper removes op outcomes in the
+ * background; an op resent after that applies again (hence the default of 180 days). */
 static void test_server_multi__op_outcomes_expire(void **state)
 {
     (void)state;
