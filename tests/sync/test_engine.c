@@ -214,15 +214,22 @@ static void test_fsa_engine_sync__a_clock_set_back_does_not_keep_the_backoff(voi
     fsa_engine_free(e);
 }
 
-static void test_fsa_engine_sync__retry_after_is_honoured(void **state)
+/* A server that answers every push 429 with Retry-After retry_after (seconds, as text), a ticket
+ * recorded, and an engine on it with the CONSERVATIVE policy (2 retries, at most 10 s apart). */
+static fsa_engine_t *busy_server_engine(fx_t *f, const char *retry_after)
 {
-    fx_t *f = *state;
-    const char *busy[] = {"--fault-429", "1", "--fault-retry-after", "7", NULL};
+    const char *busy[] = {"--fault-429", "1", "--fault-retry-after", retry_after, NULL};
     start(f, busy);
     make_device(f, 0);
     fsa_rec_t rec;
     assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
-    fsa_engine_t *e = engine(f, f->srv.url, fsa_retry_policy(FSA_RETRY_CONSERVATIVE));
+    return engine(f, f->srv.url, fsa_retry_policy(FSA_RETRY_CONSERVATIVE));
+}
+
+static void test_fsa_engine_sync__retry_after_is_honoured(void **state)
+{
+    fx_t *f = *state;
+    fsa_engine_t *e = busy_server_engine(f, "7");
     fsa_mono_t v0 = f->port->mono_now(f->port->ctx);
     fsa_sync_report_t r;
     assert_int_not_equal(fsa_engine_sync(e, &r), FSA_OK);
@@ -240,12 +247,7 @@ static void test_fsa_engine_sync__retry_after_is_honoured(void **state)
 static void test_fsa_engine_sync__a_long_retry_after_ends_the_cycle(void **state)
 {
     fx_t *f = *state;
-    const char *busy[] = {"--fault-429", "1", "--fault-retry-after", "600", NULL};
-    start(f, busy);
-    make_device(f, 0);
-    fsa_rec_t rec;
-    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &rec));
-    fsa_engine_t *e = engine(f, f->srv.url, fsa_retry_policy(FSA_RETRY_CONSERVATIVE));
+    fsa_engine_t *e = busy_server_engine(f, "600");
     fsa_mono_t v0 = f->port->mono_now(f->port->ctx);
     fsa_sync_report_t r;
     assert_int_equal(fsa_engine_sync(e, &r), FSA_ENET);
