@@ -27,15 +27,6 @@ JSON_TYPE_TEST(json_string, cJSON_String)
 JSON_TYPE_TEST(json_number, cJSON_Number)
 JSON_TYPE_TEST(json_null, cJSON_NULL)
 
-/* cJSON_GetArraySize, as the codec's fsa__json_count. */
-static size_t json_count(const cJSON *array)
-{
-    size_t n = 0;
-    for (const cJSON *c = array != NULL ? array->child : NULL; c != NULL; c = c->next)
-        n++;
-    return n;
-}
-
 /*
  * Memory: every text this module returns comes from cJSON_PrintUnformatted() or fsa_strdup(), and
  * fsa_model_free() releases it with fsa_free(). That pairing holds because cJSON's hooks, when
@@ -1681,7 +1672,7 @@ static fsa_status_t apply_append(const fsa_op_t *op, cJSON *fields, const fsa_fi
     cJSON_AddItemToArray(arr, *item);
     *item = NULL;
     if (op->max_len > 0) {
-        int64_t size = (int64_t)json_count(arr);
+        int64_t size = (int64_t)count_children(arr); /* cJSON_GetArraySize */
         for (; size > op->max_len; size--)
             cJSON_Delete(cJSON_DetachItemViaPointer(arr, arr->child)); /* the oldest, first */
     }
