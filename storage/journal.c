@@ -317,7 +317,10 @@ fsa_status_t fsa__jn_recording_room(fsa_journal_t *j)
 {
     int64_t count = 0, free_pages = 0;
     fsa_status_t s = fsa__jn_query_int(j, "PRAGMA page_count", &count);
-    if (s == FSA_OK)
+    /* SQLite parses a PRAGMA again at every run (it marks each one run-once), so the free pages
+     * are asked for only when they can change the answer: the pages in use are never more than
+     * the file's. */
+    if (s == FSA_OK && count > j->record_pages)
         s = fsa__jn_query_int(j, "PRAGMA freelist_count", &free_pages);
     if (s == FSA_OK && count - free_pages > j->record_pages)
         s = FSA_EFULL;
