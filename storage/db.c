@@ -666,7 +666,12 @@ uint64_t fsa__db_busy_waits(void)
  * no write lock, so records go on meanwhile. A connection at FULL still checkpoints in its commit:
  * its records wait for a sync each anyway, and a checkpoint beside them, whose syncs and final
  * RESTART their syncs then waited behind, made them slower (0.82-0.87 of a bare insert's rate
- * against 0.97-0.98 in the commit, same runs). A commit that finds the WAL at
+ * against 0.97-0.98 in the commit, same runs). A commit at NORMAL asks only at
+ * WAL_CHECKPOINT_PAGES_NORMAL pages: each checkpoint's end costs that run of records three syncs
+ * (the checkpoint finished in a commit, ckpt_request, and the new WAL's header), so checkpoints
+ * four times as large but a quarter as often made NORMAL records 10% faster
+ * (docs/performance.md, Recording, "Session 32"); a FULL record that runs one waits for it, so
+ * FULL keeps SQLite's size. A commit that finds the WAL at
  * WAL_CHECKPOINT_FORCE pages (the checkpointer cannot keep up, or a reader pins the WAL) runs one
  * itself too, as does one whose request cannot be made (no memory, no thread): never a WAL
  * without bound. Failures are benign (the next commit past the size asks again).
@@ -677,6 +682,7 @@ uint64_t fsa__db_busy_waits(void)
  * devices share it); it lapses by itself when the drain stops renewing it.
  */
 #define WAL_CHECKPOINT_PAGES 1000
+#define WAL_CHECKPOINT_PAGES_NORMAL FSA__DB_CHECKPOINT_PAGES_NORMAL
 #define WAL_CHECKPOINT_FORCE (8 * WAL_CHECKPOINT_PAGES)
 #define WAL_FLUSH_PAGES 64
 #define WAL_CHECKPOINT_PASSES 3
@@ -708,6 +714,8 @@ static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
             atomic_store(&ck_copied, -1);
         return SQLITE_OK;
     }
+    if (arg != NULL && pages < WAL_CHECKPOINT_PAGES_NORMAL)
+        return SQLITE_OK;
     fsa_port_t *real = fsa_port_posix();
     if (pages < WAL_CHECKPOINT_FORCE && real->mono_now(real->ctx).ns < atomic_load(&ckpt_claim_ns))
         return SQLITE_OK;

@@ -58,6 +58,11 @@ uint64_t fsa__db_busy_waits(void);
  * the device. The connection's own thread. */
 uint64_t fsa__db_wal_full_writes(sqlite3 *db);
 
+/* The WAL's size, in pages, at which a commit at synchronous=NORMAL asks for a checkpoint (db.c
+ * explains; a commit at FULL runs one at 1,000 pages, as SQLite's own): 8 MiB with the 2 KiB
+ * pages of a new journal. */
+#define FSA__DB_CHECKPOINT_PAGES_NORMAL 4000
+
 /* Checkpoints (db.c explains): the calling drain runs them for for_ns from now, and every
  * journal connection of this process leaves them to it meanwhile (unless the WAL grows far past
  * the usual size). */

@@ -559,9 +559,20 @@ static void assert_threads(int before, int extra)
         assert_int_equal(thread_count(), before + extra);
 }
 
-/* One transaction of ~1,100 pages: past the size at which a commit has the WAL checkpointed. */
+/* One transaction of ~4,500 pages (a row of 3,500 bytes takes two 2 KiB pages): past the size at
+ * which a commit at NORMAL has the WAL checkpointed (FSA__DB_CHECKPOINT_PAGES_NORMAL), short of
+ * the size at which it runs one itself (8,000). */
+#define BIG_ROWS 2200
+#define BIG_STR_(x) #x
+#define BIG_STR(x) BIG_STR_(x)
 #define BIG_COMMIT                                                                                 \
-    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1100)"               \
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " BIG_STR(           \
+        BIG_ROWS) ")"                                                                              \
+                  "  INSERT INTO t SELECT randomblob(3500) FROM n"
+/* One of ~1,500 pages: past SQLite's own checkpoint size (1,000), which a commit at FULL keeps,
+ * short of the size at NORMAL. */
+#define MID_COMMIT                                                                                 \
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 700)"                \
     "  INSERT INTO t SELECT randomblob(3500) FROM n"
 
 /* Waits for the checkpointer's count to pass n (its own signal), at most a minute. */
@@ -614,7 +625,7 @@ static void test_fsa__db_checkpoint__left_to_a_thread(void **state)
     /* Everything was copied and the WAL started again: the commit that starts its generation is
      * all it holds. */
     assert_in_range(wal_frames(db), 0, 4);
-    assert_int_equal(pragma(db, "SELECT count(*) FROM t"), 1100);
+    assert_int_equal(pragma(db, "SELECT count(*) FROM t"), BIG_ROWS);
     fsa__db_close(fsa_port_posix(), db, users);
     assert_threads(threads0, 0);
 }
@@ -662,7 +673,7 @@ static void test_fsa__db_checkpoint__the_next_commit_finishes_a_short_one(void *
     assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(3)", NULL, 0));
     assert_in_range(wal_frames(db), 1, 4);
     fsa__db_checkpointer_hold(false);
-    assert_int_equal(pragma(db, "SELECT count(*) FROM t"), 1103);
+    assert_int_equal(pragma(db, "SELECT count(*) FROM t"), BIG_ROWS + 3);
     fsa__db_close(fsa_port_posix(), db, users);
     assert_threads(threads0, 0);
 }
@@ -711,7 +722,7 @@ static void test_fsa__db_checkpoint__claimed_by_a_drain(void **state)
     fsa__db_checkpoint_claim(0);
     assert_int_equal(fsa__db_checkpoints_run(), runs0);
     assert_threads(threads0, 0);
-    assert_true(wal_frames(db) > 1000); /* nothing was copied */
+    assert_true(wal_frames(db) > FSA__DB_CHECKPOINT_PAGES_NORMAL); /* nothing was copied */
     fsa__db_close(fsa_port_posix(), db, users);
 }
 
@@ -725,12 +736,33 @@ static void test_fsa__db_checkpoint__full_commits_run_their_own(void **state)
     open_with_table(f, false, &db, &users);
     int threads0 = thread_count();
     uint64_t runs0 = fsa__db_checkpoints_run();
-    assert_fsa_ok(fsa__db_exec(db, BIG_COMMIT, NULL, 0));
+    assert_fsa_ok(fsa__db_exec(db, MID_COMMIT, NULL, 0));
     assert_int_equal(fsa__db_checkpoints_run(), runs0);
     assert_threads(threads0, 0);
     /* It copied every frame: the next commit starts the WAL again. */
     assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(1)", NULL, 0));
     assert_in_range(wal_frames(db), 1, 4);
+    fsa__db_close(fsa_port_posix(), db, users);
+}
+
+/* A commit at NORMAL under FSA__DB_CHECKPOINT_PAGES_NORMAL asks for nothing, though past the
+ * size at which a FULL one checkpoints (above): no thread, no checkpoint, the WAL keeps every
+ * frame. Each checkpoint's end costs a run of NORMAL records three syncs, so they come a quarter
+ * as often. */
+static void test_fsa__db_checkpoint__normal_commits_wait_for_a_larger_wal(void **state)
+{
+    fx_t *f = *state;
+    sqlite3 *db = NULL;
+    fsa_flock_t *users = NULL;
+    open_with_table(f, true, &db, &users);
+    int threads0 = thread_count();
+    uint64_t runs0 = fsa__db_checkpoints_run();
+    assert_fsa_ok(fsa__db_exec(db, MID_COMMIT, NULL, 0));
+    assert_fsa_ok(fsa__db_exec(db, "INSERT INTO t VALUES(1)", NULL, 0));
+    assert_int_equal(fsa__db_checkpoints_run(), runs0);
+    assert_threads(threads0, 0);
+    int frames = wal_frames(db);
+    assert_in_range(frames, 1000, FSA__DB_CHECKPOINT_PAGES_NORMAL - 1);
     fsa__db_close(fsa_port_posix(), db, users);
 }
 
@@ -753,7 +785,7 @@ static void test_fsa__db_checkpoint__close_waits_for_it(void **state)
     assert_int_equal(access(wal, F_OK), -1);
     fsa_db_opts_t o = {.sync_normal = true};
     assert_int_equal(open_db(f, &o, &db, &users), FSA_OK);
-    assert_int_equal(pragma(db, "SELECT count(*) FROM t"), 1100);
+    assert_int_equal(pragma(db, "SELECT count(*) FROM t"), BIG_ROWS);
     fsa__db_close(fsa_port_posix(), db, users);
 }
 
@@ -821,6 +853,7 @@ int main(void)
         T(test_fsa__db_checkpoint__a_new_wal_is_not_finished_in_a_commit),
         T(test_fsa__db_checkpoint__claimed_by_a_drain),
         T(test_fsa__db_checkpoint__full_commits_run_their_own),
+        T(test_fsa__db_checkpoint__normal_commits_wait_for_a_larger_wal),
         T(test_fsa__db_checkpoint__close_waits_for_it),
         cmocka_unit_test(test_fsa__db_bind_text__null_is_null),
     };
