@@ -562,13 +562,10 @@ static void assert_threads(int before, int extra)
 /* One transaction of ~4,500 pages (a row of 3,500 bytes takes two 2 KiB pages): past the size at
  * which a commit at NORMAL has the WAL checkpointed (FSA__DB_CHECKPOINT_PAGES_NORMAL), short of
  * the size at which it runs one itself (8,000). */
-#define BIG_ROWS 2200
-#define BIG_STR_(x) #x
-#define BIG_STR(x) BIG_STR_(x)
 #define BIG_COMMIT                                                                                 \
-    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " BIG_STR(           \
-        BIG_ROWS) ")"                                                                              \
-                  "  INSERT INTO t SELECT randomblob(3500) FROM n"
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2200)"               \
+    "  INSERT INTO t SELECT randomblob(3500) FROM n"
+#define BIG_ROWS 2200 /* BIG_COMMIT's */
 /* One of ~1,500 pages: past SQLite's own checkpoint size (1,000), which a commit at FULL keeps,
  * short of the size at NORMAL. */
 #define MID_COMMIT                                                                                 \
