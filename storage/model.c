@@ -27,6 +27,16 @@ JSON_TYPE_TEST(json_string, cJSON_String)
 JSON_TYPE_TEST(json_number, cJSON_Number)
 JSON_TYPE_TEST(json_null, cJSON_NULL)
 
+/* A new item of type (cJSON_NULL, cJSON_Number: num, cJSON_String: a copy of str), as cJSON's
+ * CreateNull, CreateNumber and CreateString make them but for a number's valueint, which is left
+ * 0 (this module and cJSON's printer and compare read valuedouble), from one import the binary has
+ * anyway: a copy of an item on the stack. NULL on ENOMEM. */
+static cJSON *json_new(int type, double num, const char *str)
+{
+    cJSON proto = {.type = type, .valuedouble = num, .valuestring = (char *)(uintptr_t)str};
+    return cJSON_Duplicate(&proto, false);
+}
+
 /*
  * Memory: every text this module returns comes from cJSON_PrintUnformatted() or fsa_strdup(), and
  * fsa_model_free() releases it with fsa_free(). That pairing holds because cJSON's hooks, when
@@ -1101,8 +1111,19 @@ static cJSON *merge_value(cJSON *target, const cJSON *patch)
 /* The slot of index (sorted by key) holding the member named like key_holder, NULL if none. */
 static cJSON **member_slot(cJSON **index, size_t n, const cJSON *key_holder)
 {
-    return bsearch(&key_holder, index, n, sizeof *index, // NOLINT(bugprone-sizeof-expression)
-                   cmp_member_key);
+    /* bsearch's loop: one import less in the device binary */
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = cmp_member_key(&key_holder, &index[mid]);
+        if (c == 0)
+            return &index[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
 }
 
 /*
@@ -1619,7 +1640,7 @@ static fsa_status_t apply_increment(const fsa_op_t *op, cJSON *fields, const fsa
         return op_fail(err, op, FSA_EINVAL, "invalid_value",
                        "%s %+" PRId64 " leaves the integer range of magnitude below 2^53",
                        def->name, op->by);
-    cJSON *sum = cJSON_CreateNumber((double)(cur + op->by));
+    cJSON *sum = json_new(cJSON_Number, (double)(cur + op->by), NULL);
     if (sum == NULL)
         return nomem(err, op);
     replace_member(fields, v, sum);
@@ -1641,7 +1662,7 @@ static fsa_status_t apply_transition(const fsa_op_t *op, cJSON *fields, const fs
                            v->valuestring, op->from);
         return op_fail(err, op, FSA_ECONFLICT, "conflict", "%s is not %s", def->name, op->from);
     }
-    cJSON *to = cJSON_CreateString(op->to);
+    cJSON *to = json_new(cJSON_String, 0, op->to);
     if (to == NULL)
         return nomem(err, op);
     replace_member(fields, v, to);
@@ -2444,7 +2465,7 @@ fsa_status_t fsa_model_project(const char *fields_json, const char *keys_json, c
          k = k->next) {
         const cJSON *v =
             fields != NULL ? cJSON_GetObjectItemCaseSensitive(fields, k->string) : NULL;
-        cJSON *copy = v != NULL ? cJSON_Duplicate(v, true) : cJSON_CreateNull();
+        cJSON *copy = v != NULL ? cJSON_Duplicate(v, true) : json_new(cJSON_NULL, 0, NULL);
         if (copy == NULL || !cJSON_AddItemToObject(res, k->string, copy)) {
             cJSON_Delete(copy);
             st = FSA_ENOMEM;
