@@ -75,8 +75,8 @@ void fsa_log(const fsa_port_t *port, fsa_log_level_t level, const char *fmt, ...
 }
 
 /* A UUID of the given version from the port's random source, the first 48 bits the wall clock's
- * ms when timed (version 7). */
-static fsa_status_t uuid_make(const fsa_port_t *port, int version, bool timed,
+ * ms and the last 40 bits tail when timed (version 8: fsa_uuid8). */
+static fsa_status_t uuid_make(const fsa_port_t *port, int version, bool timed, uint64_t tail,
                               char out[FSA_UUID_STR_LEN])
 {
     static const char hex[] = "0123456789abcdef";
@@ -92,6 +92,8 @@ static fsa_status_t uuid_make(const fsa_port_t *port, int version, bool timed,
         uint64_t t = ms > 0 ? (uint64_t)ms : 0;
         for (int i = 0; i < 6; i++)
             b[i] = (unsigned char)(t >> (40 - 8 * i));
+        for (int i = 0; i < 5; i++)
+            b[11 + i] = (unsigned char)(tail >> (32 - 8 * i));
     }
     b[6] = (unsigned char)((b[6] & 0x0f) | (version << 4)); /* version */
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);           /* variant 10xx */
@@ -108,10 +110,10 @@ static fsa_status_t uuid_make(const fsa_port_t *port, int version, bool timed,
 
 fsa_status_t fsa_uuid4(const fsa_port_t *port, char out[FSA_UUID_STR_LEN])
 {
-    return uuid_make(port, 4, false, out);
+    return uuid_make(port, 4, false, 0, out);
 }
 
-fsa_status_t fsa_uuid7(const fsa_port_t *port, char out[FSA_UUID_STR_LEN])
+fsa_status_t fsa_uuid8(const fsa_port_t *port, uint64_t tail, char out[FSA_UUID_STR_LEN])
 {
-    return uuid_make(port, 7, true, out);
+    return uuid_make(port, 8, true, tail, out);
 }

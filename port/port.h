@@ -163,11 +163,15 @@ fsa_status_t fsa_log_level_parse(const char *name, fsa_log_level_t *out) FSA_MUS
 #define FSA_UUID_STR_LEN 37
 fsa_status_t fsa_uuid4(const fsa_port_t *port, char out[FSA_UUID_STR_LEN]) FSA_MUST_CHECK;
 
-/* A time-ordered (version 7, RFC 9562) UUID: the port's wall clock in ms (48 bits) then 74
- * random bits, in the same form. The journal's op ids: ids made one after the other sort near
- * each other, so that the b-trees keyed by them (the outbox's op id index, done_ops, the server's
- * op log) grow at one end instead of at a random page per id. Same returns as fsa_uuid4. */
-fsa_status_t fsa_uuid7(const fsa_port_t *port, char out[FSA_UUID_STR_LEN]) FSA_MUST_CHECK;
+/* A time-ordered UUID of version 8 (RFC 9562's version for a layout of one's own): the port's
+ * wall clock in ms (48 bits) as in version 7, 34 random bits, then the low 40 bits of tail, in the
+ * same form. The journal's op ids, whose tail is their outbox seq plus the journal's salt
+ * (storage/journal_record.c; the version tells them from the random version 7 ids of older
+ * journals): ids made one after the other sort near each other, so that the b-trees keyed by
+ * them (done_ops, the server's op log) grow at one end instead of at a random page per id. Same
+ * returns as fsa_uuid4. */
+fsa_status_t fsa_uuid8(const fsa_port_t *port, uint64_t tail,
+                       char out[FSA_UUID_STR_LEN]) FSA_MUST_CHECK;
 
 /* Monotonic helpers. */
 static inline fsa_mono_t fsa_mono_add_ns(fsa_mono_t t, int64_t ns)

@@ -24,7 +24,7 @@
     "CREATE TABLE entities("                                                                       \
     "type TEXT NOT NULL,"                                                                          \
     "id TEXT NOT NULL,"                                                                            \
-    "base_fields TEXT," /* last known server fields; NULL: not on the server */                    \
+    "base_fields TEXT," /* last known server fields; NULL: not on the server; '': local_fields */  \
     "base_version INTEGER NOT NULL DEFAULT 0," /* server version of base_fields; 0: none */        \
     "local_fields TEXT,"                       /* base with pending ops replayed; NULL: none */    \
     "updated_ms INTEGER NOT NULL DEFAULT 0,"                                                       \
@@ -53,10 +53,11 @@
     "expires_ns INTEGER) WITHOUT ROWID;"
 
 /* Schema 3's outbox, conflicts and change log (the 2 -> 3 step builds them under these names and
- * renames them; a new journal creates them as they are, schema_current). */
-#define OUTBOX_V3_COLUMNS                                                                          \
-    "(seq INTEGER PRIMARY KEY,"                                                                    \
-    "op_id TEXT NOT NULL UNIQUE,"                                                                  \
+ * renames them; a new journal creates them as they are, schema_current). The outbox's columns
+ * are its head, " UNIQUE," and its tail (DDL_OUTBOX_COLUMNS); schema 6's have no UNIQUE
+ * (DDL_OUTBOX_V6_COLUMNS). */
+#define OUTBOX_COLUMNS_HEAD "(seq INTEGER PRIMARY KEY,op_id TEXT NOT NULL"
+#define OUTBOX_COLUMNS_TAIL                                                                        \
     "at_ms INTEGER NOT NULL,"                                                                      \
     "kind INTEGER NOT NULL,"                                                                       \
     "type INTEGER NOT NULL,"                                                                       \
@@ -74,7 +75,19 @@
     "state INTEGER NOT NULL DEFAULT 0,"                                                            \
     "attempts INTEGER NOT NULL DEFAULT 0,"                                                         \
     "result_version INTEGER,"                                                                      \
-    "done_ms INTEGER);"
+    "done_ms INTEGER"
+/* Schema 6's outbox has no index of op ids, which every record wrote an entry of. An op id made
+ * since carries its seq (storage/journal_record.c) and is of UUID version 8; only the ops whose
+ * ids are not (an older journal's, of version 7 or 4: the 15th character) are in
+ * outbox_legacy_ids. */
+#define OUTBOX_LEGACY_IDS_INDEX                                                                    \
+    "CREATE INDEX outbox_legacy_ids ON outbox(op_id)WHERE substr(op_id,15,1)<>'8';"
+/* The journal's op id salt, made once with schema 6 (one there is kept): 40 random bits from
+ * SQLite's random(), which the system's entropy seeds (journal_record.c says what it is for). Not
+ * the port's random source, whose seed a simulated device follows: only the ids' last 40 bits
+ * differ from run to run, which order nothing (the clock and 34 random bits come first). */
+#define OP_ID_SALT_ROW                                                                             \
+    "INSERT OR IGNORE INTO sync_state VALUES('" FSA_STATE_OP_ID_SALT "',random()&1099511627775);"
 #define CONFLICTS_V3_AFTER_SEQ                                                                     \
     " op_id TEXT NOT NULL,"                                                                        \
     "outcome TEXT NOT NULL,"                                                                       \
@@ -112,15 +125,20 @@
 #define OUTBOX_CLOSED_INDEX "CREATE INDEX outbox_closed ON outbox(seq) WHERE state!=0;"
 /* What the steps and the current schema share is kept once, in shared_ddl: in their text, a byte
  * 1 to DDL_PARTS stands for the first to last of its parts (ddl_expand). */
-#define DDL_OUTBOX_COLUMNS "\001"
+#define DDL_OUTBOX_COLUMNS "\001 UNIQUE,\006);"
 #define DDL_CONFLICTS_AFTER_SEQ "\002"
 #define DDL_CHANGES_COLUMNS "\003"
 #define DDL_OUTBOX_BY_ENTITY_INDEX "\004"
 #define DDL_OUTBOX_BY_GROUP_INDEX "\005"
-#define DDL_PARTS 5
-static const char shared_ddl[] =
-    OUTBOX_V3_COLUMNS "\0" CONFLICTS_V3_AFTER_SEQ "\0" CHANGES_V3_COLUMNS
-                      "\0" OUTBOX_BY_ENTITY_INDEX "\0" OUTBOX_BY_GROUP_INDEX;
+#define DDL_OUTBOX_V6_COLUMNS "\001,\006);"
+#define DDL_OUTBOX_CLOSED_INDEX "\007"
+#define DDL_OUTBOX_LEGACY_IDS_INDEX "\010"
+#define DDL_OP_ID_SALT_ROW "\011"
+#define DDL_PARTS 9
+static const char shared_ddl[] = OUTBOX_COLUMNS_HEAD
+    "\0" CONFLICTS_V3_AFTER_SEQ "\0" CHANGES_V3_COLUMNS "\0" OUTBOX_BY_ENTITY_INDEX
+    "\0" OUTBOX_BY_GROUP_INDEX "\0" OUTBOX_COLUMNS_TAIL "\0" OUTBOX_CLOSED_INDEX
+    "\0" OUTBOX_LEGACY_IDS_INDEX "\0" OP_ID_SALT_ROW;
 #define OUTBOX_V3_INDEXES                                                                          \
     DDL_OUTBOX_BY_ENTITY_INDEX OUTBOX_V2_QUEUE_INDEXES DDL_OUTBOX_BY_GROUP_INDEX                   \
         "CREATE TRIGGER outbox_keeps_last_seq AFTER DELETE ON outbox "                             \
@@ -139,7 +157,7 @@ static const char shared_ddl[] =
 static const char migration_steps[] =
     /* 0 -> 1: never run. A new file (version 0) gets schema_current in one step, and no journal
      * was ever made without a version. Schema 1 was ENTITIES_DDL, an outbox with AUTOINCREMENT
-     * and the columns of OUTBOX_V3_COLUMNS, its index outbox_by_entity, DONE_OPS_TABLE_DDL with
+     * and the columns of DDL_OUTBOX_COLUMNS, its index outbox_by_entity, DONE_OPS_TABLE_DDL with
      * an index done_ops_by_time ON done_ops(done_ms) (schema 4 drops it), the conflicts table of
      * CONFLICTS_V3_AFTER_SEQ and STATE_AND_LOCKS_DDL (git history has its text;
      * tests/storage/test_journal_changes.c turns a new journal into one of schema 1's shape to
@@ -223,14 +241,32 @@ static const char migration_steps[] =
      *   leaves state 3 or 4, and only open ops (0, 1) and an older journal's done ops (2) are
      *   ever deleted. fsa_journal_integrity checks that every conflict has its op. SQLite cannot
      *   drop a foreign key in place: the table is copied, as in the 2 -> 3 step. */
-    "DROP INDEX outbox_open; DROP INDEX outbox_done;" OUTBOX_CLOSED_INDEX
+    "DROP INDEX outbox_open; DROP INDEX outbox_done;" DDL_OUTBOX_CLOSED_INDEX
     "CREATE TABLE conflicts_v5(seq INTEGER PRIMARY KEY," DDL_CONFLICTS_AFTER_SEQ
     "INSERT INTO conflicts_v5 " CONFLICTS_ROWS "DROP TABLE conflicts;"
-    "ALTER TABLE conflicts_v5 RENAME TO conflicts;";
-_Static_assert(FSA_SCHEMA_VERSION == 5, "a new step: append it to migration_steps");
+    "ALTER TABLE conflicts_v5 RENAME TO conflicts;"
+    "\0"
+    /* 5 -> 6: no index of op ids (docs/performance.md, Recording, "Session 32"). Every record
+     * wrote an entry of the op id's UNIQUE index (1.4 of the ~7 pages a record's commit wrote),
+     * and every applied op deleted one. An op id made since carries its seq: its last 40 bits are
+     * the seq plus the journal's salt, 40 random bits kept in sync_state (OP_ID_SALT_ROW;
+     * storage/journal_record.c), so a lookup by op id is one by seq, the table's own key, and
+     * checks the id. Those ids are of UUID version 8; the ops already there keep their ids (of
+     * version 7, or 4 in the oldest journals), found through outbox_legacy_ids, which holds only
+     * those (and the ops an older program still running on the journal records after this step).
+     * SQLite cannot drop a UNIQUE constraint in place: the outbox is copied, as in the 2 -> 3 step
+     * (the conflicts have no foreign key to it since schema 5), and its indexes made again; its
+     * columns are the same, so an older program's handle still reads its rows.
+     * Also from schema 6, an entity whose base is its local view stores its base as '' (once, not
+     * twice: journal_entity.c); rows stored before keep both until they are written again. */
+    "CREATE TABLE outbox_v6" DDL_OUTBOX_V6_COLUMNS "INSERT INTO outbox_v6 SELECT * FROM outbox;"
+    "DROP TABLE outbox;"
+    "ALTER TABLE outbox_v6 RENAME TO outbox;" DDL_OUTBOX_BY_ENTITY_INDEX DDL_OUTBOX_BY_GROUP_INDEX
+        DDL_OUTBOX_CLOSED_INDEX DDL_OUTBOX_LEGACY_IDS_INDEX DDL_OP_ID_SALT_ROW;
+_Static_assert(FSA_SCHEMA_VERSION == 6, "a new step: append it to migration_steps");
 #define SCHEMA_VERSION_TEXT_(v) #v
 #define SCHEMA_VERSION_TEXT_OF(v) SCHEMA_VERSION_TEXT_(v)
-#define SCHEMA_VERSION_TEXT SCHEMA_VERSION_TEXT_OF(FSA_SCHEMA_VERSION) /* "5" */
+#define SCHEMA_VERSION_TEXT SCHEMA_VERSION_TEXT_OF(FSA_SCHEMA_VERSION) /* "6" */
 
 /* The step from version v to v + 1, v from 1 to FSA_SCHEMA_VERSION - 1 (a few, once per open of
  * an older journal: the walk costs nothing that matters). */
@@ -250,10 +286,10 @@ static const char *migration(int64_t v)
  * leaves with this one (test_fsa_journal_open__v2_journal_migrates_to_v3).
  */
 static const char schema_current[] = ENTITIES_DDL
-    "CREATE TABLE outbox" DDL_OUTBOX_COLUMNS DONE_OPS_TABLE_DDL
+    "CREATE TABLE outbox" DDL_OUTBOX_V6_COLUMNS DONE_OPS_TABLE_DDL
     "CREATE TABLE conflicts(seq INTEGER PRIMARY KEY," DDL_CONFLICTS_AFTER_SEQ STATE_AND_LOCKS_DDL
     "CREATE TABLE changes" DDL_CHANGES_COLUMNS DDL_OUTBOX_BY_ENTITY_INDEX DDL_OUTBOX_BY_GROUP_INDEX
-        OUTBOX_CLOSED_INDEX;
+        DDL_OUTBOX_CLOSED_INDEX DDL_OUTBOX_LEGACY_IDS_INDEX DDL_OP_ID_SALT_ROW;
 
 /* sql with each stand-in byte (1 to DDL_PARTS) replaced by its part of shared_ddl, into out (cap
  * bytes); false when it does not fit. */
@@ -308,7 +344,15 @@ fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen
     return fsa__db_status(rc);
 }
 
-static fsa_status_t query_int(sqlite3 *db, const char *sql, int64_t *out)
+void fsa__db_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s == NULL)
+        (void)sqlite3_bind_null(st, i);
+    else
+        (void)sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+fsa_status_t fsa__db_query_int(sqlite3 *db, const char *sql, int64_t *out)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v3(db, sql, -1, 0, &st, NULL);
@@ -379,7 +423,7 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
         return st;
     }
     int64_t version = 0;
-    st = query_int(db, "PRAGMA user_version", &version);
+    st = fsa__db_query_int(db, "PRAGMA user_version", &version);
     if (st != FSA_OK) {
         snprintf(err, errlen, "journal %s: cannot read schema version (%s)", path,
                  fsa_status_str(st));
@@ -522,10 +566,10 @@ fsa_status_t fsa__db_check(sqlite3 *db, const char *pragma, char *finding, size_
 static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
     int64_t clean = 1;
-    fsa_status_t st = query_int(db,
-                                "SELECT coalesce((SELECT v FROM sync_state WHERE "
-                                "k='" FSA_STATE_CLEAN_CLOSE "'), 1)",
-                                &clean);
+    fsa_status_t st = fsa__db_query_int(db,
+                                        "SELECT coalesce((SELECT v FROM sync_state WHERE "
+                                        "k='" FSA_STATE_CLEAN_CLOSE "'), 1)",
+                                        &clean);
     if (st != FSA_OK) {
         snprintf(err, errlen, "journal %s: cannot read state (%s)", path, fsa_status_str(st));
         return st;

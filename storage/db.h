@@ -10,7 +10,7 @@
 
 /* The schema version this program writes. Older journals are migrated on open; newer ones are
  * refused with FSA_ESCHEMA. */
-#define FSA_SCHEMA_VERSION 5
+#define FSA_SCHEMA_VERSION 6
 
 typedef struct fsa_db_opts {
     bool sync_normal;    /* synchronous=NORMAL instead of FULL (may lose the last commits on
@@ -57,6 +57,9 @@ uint64_t fsa__db_busy_waits(void);
  * SQLITE_FULL with no such refusal since BEGIN was the journal's budget (max_page_count), not
  * the device. The connection's own thread. */
 uint64_t fsa__db_wal_full_writes(sqlite3 *db);
+
+/* The first column of sql's first row on db as an integer into *out (0 when there is no row). */
+fsa_status_t fsa__db_query_int(sqlite3 *db, const char *sql, int64_t *out);
 
 /* The WAL's size, in pages, at which a commit at synchronous=NORMAL asks for a checkpoint (db.c
  * explains; a commit at FULL runs one at 1,000 pages, as SQLite's own): 8 MiB with the 2 KiB
@@ -125,13 +128,8 @@ fsa_status_t fsa__db_exec(sqlite3 *db, const char *sql, char *err, size_t errlen
  * NULL passes it). SQLITE_STATIC: SQLite keeps the pointer instead of a copy, so binding
  * allocates nothing and cannot fail for want of memory (a failed copy would leave the parameter
  * NULL and the statement would run on with it). s must outlive the statement's use, until its
- * reset or finalize. The one binder of the journal and of the server's SQLite store. */
-static inline void fsa__db_bind_text(sqlite3_stmt *st, int i, const char *s)
-{
-    if (s == NULL)
-        (void)sqlite3_bind_null(st, i);
-    else
-        (void)sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
-}
+ * reset or finalize. The one binder of the journal and of the server's SQLite store (one copy,
+ * not an inline one in each file that uses it: the device binary had seven). */
+void fsa__db_bind_text(sqlite3_stmt *st, int i, const char *s);
 
 #endif

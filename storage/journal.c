@@ -421,11 +421,7 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
      * results, folds pulls and compacts; pages they free are reused. */
     char sql[96];
     int64_t page = 0; /* the file's own: a journal made before session 9 has 4 KiB pages */
-    sqlite3_stmt *ps = NULL;
-    if (sqlite3_prepare_v3(j->db, "PRAGMA page_size", -1, 0, &ps, NULL) == SQLITE_OK &&
-        sqlite3_step(ps) == SQLITE_ROW)
-        page = sqlite3_column_int64(ps, 0);
-    sqlite3_finalize(ps);
+    (void)fsa__db_query_int(j->db, "PRAGMA page_size", &page);
     int64_t pages = j->budget_bytes / (page > 0 ? page : FSA_LIMIT_PAGE_BYTES);
     if (pages < FSA_LIMIT_JOURNAL_MIN_PAGES)
         pages = FSA_LIMIT_JOURNAL_MIN_PAGES;
@@ -434,6 +430,16 @@ fsa_status_t fsa_journal_open(fsa_port_t *port, const char *path, const fsa_jour
     st = fsa__db_exec(j->db, sql, err, errlen);
     if (st != FSA_OK)
         goto fail;
+    int64_t salt = -1;
+    st = fsa__db_query_int(
+        j->db, "SELECT ifnull(max(v),-1)FROM sync_state WHERE k='" FSA_STATE_OP_ID_SALT "'", &salt);
+    if (st == FSA_OK && salt < 0)
+        st = FSA_ECORRUPT; /* made with the schema, never changed: something else changed it */
+    if (st != FSA_OK) {    /* the op id salt: the same words as db.c's read of the state */
+        snprintf(err, errlen, "journal %s: cannot read state (%s)", path, fsa_status_str(st));
+        goto fail;
+    }
+    j->op_id_salt = (uint64_t)salt;
     *out = j;
     return FSA_OK;
 fail:

@@ -311,9 +311,9 @@ static fsa_status_t ent_get(fsa_journal_t *j, ent_cache_t *c, fsa_type_t type, c
  * (keep_until_folded, below). Before, a done op was marked (an UPDATE of its state column,
  * which moved its entry in two indexes) and moved by the cycle's compaction (a copy and a
  * delete): each op's rows were written three times instead of once. Op ids are time-ordered
- * (UUIDv7), so a batch's ids land on the last pages of done_ops and of the op_id index; with the
- * random ids of older journals each op dirtied a page of both, which is why this was not done
- * before (docs/performance.md, "Drain").
+ * (UUIDv7, version 8 since schema 6), so a batch's ids land on the last pages of done_ops (and of
+ * the op_id index that schema 6 dropped); with the random ids of older journals each op dirtied a
+ * page of both, which is why this was not done before (docs/performance.md, "Drain").
  *
  * Both statements select the open ops (state 0 or 1) with after <= seq <= upto; ?3 is the time
  * the ops were done.

@@ -510,9 +510,9 @@ fsa_status_t fsa_conflict_get(fsa_journal_t *j, const char *op_id, fsa_conflict_
         return FSA_EINVAL;
     lock_j(j);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, CONFLICT_SELECT "WHERE o.op_id=?1", &st);
+    fsa_status_t s = prep(j, CONFLICT_SELECT "WHERE " OP_REF_WHERE_O, &st);
     if (s == FSA_OK) {
-        fsa__db_bind_text(st, 1, op_id);
+        fsa__jn_bind_op_ref(j, st, op_id);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
             s = conflict_from_row(st, out);

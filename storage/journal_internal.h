@@ -70,7 +70,8 @@ struct fsa_journal {
     /* The pages a record may bring the journal's use to (its budget less the reserve for
      * syncing: fsa__jn_recording_room); the connection's own limit is the whole budget. */
     int64_t record_pages;
-    uint64_t wal_full0; /* under mu: fsa__db_wal_full_writes at the BEGIN of a record */
+    uint64_t wal_full0;  /* under mu: fsa__db_wal_full_writes at the BEGIN of a record */
+    uint64_t op_id_salt; /* FSA_STATE_OP_ID_SALT, read at open: it never changes */
     char *path;
 };
 
@@ -253,12 +254,32 @@ fsa_status_t fsa__jn_change_flush(fsa_journal_t *j, fsa__jn_change_rows_t *rows)
 /* ---- the outbox (journal_outbox.c) ---- */
 
 /* An outbox row is read whole ("SELECT *", or "o.*" first), its columns in the schema's order
- * (storage/db.c, OUTBOX_V3_COLUMNS: seq, op_id, at_ms, kind, type, id, grp, field, base_version,
- * by_n, from_s, to_s, akey, max_len, payload, prior, state, attempts, result_version, done_ms).
- * A list of 16 names in each statement cost the device binary ~100 bytes a statement. A test
- * checks the order (test_fsa_journal_open__outbox_columns_in_the_order_read). */
+ * (storage/db.c, DDL_OUTBOX_V6_COLUMNS: seq, op_id, at_ms, kind, type, id, grp, field,
+ * base_version, by_n, from_s, to_s, akey, max_len, payload, prior, state, attempts,
+ * result_version, done_ms). A list of 16 names in each statement cost the device binary ~100 bytes
+ * a statement. A test checks the order (test_fsa_journal_open__outbox_columns_in_the_order_read).
+ */
 #define OP_COLUMNS "*"
 enum { OP_COL_PRIOR = 15, OP_COL_STATE = 16, OP_NCOLS = 20 };
+
+/* An op's outbox row by its id: the row whose seq the id carries (fsa__jn_op_id_seq), or an older
+ * journal's op through outbox_legacy_ids (storage/db.c, schema 6); either way the id is checked.
+ * ?1 the op id, ?2 the seq it carries: fsa__jn_bind_op_ref. */
+#define OP_REF_WHERE "seq=?2 AND op_id=?1 OR op_id=?1 AND substr(op_id,15,1)<>'8'"
+#define OP_REF_WHERE_O "o.seq=?2 AND o.op_id=?1 OR o.op_id=?1 AND substr(o.op_id,15,1)<>'8'"
+
+/* The seq a new op would take (OUTBOX_NEXT_SEQ_SQL), inside the caller's transaction. */
+fsa_status_t fsa__jn_next_seq_locked(fsa_journal_t *j, int64_t *out) FSA_MUST_CHECK;
+
+/* The highest seq an op may take: an op id carries 40 bits of it. */
+#define FSA__OP_SEQ_MAX ((INT64_C(1) << 40) - 1)
+
+/* The seq that op_id carries in j (-1 when it is not of an op id's length). Only an id the journal
+ * made carries one: the lookups check the id (OP_REF_WHERE). */
+int64_t fsa__jn_op_id_seq(const fsa_journal_t *j, const char *op_id);
+
+/* Binds OP_REF_WHERE's ?1 and ?2 for op_id. */
+void fsa__jn_bind_op_ref(const fsa_journal_t *j, sqlite3_stmt *st, const char *op_id);
 
 /* Fills *op (and *state, may be NULL) from an OP_COLUMNS row. */
 fsa_status_t fsa__jn_op_from_row(sqlite3_stmt *st, fsa_op_t *op,

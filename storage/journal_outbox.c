@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "port/alloc.h"
@@ -128,8 +129,7 @@ static void open_from_raise(fsa_journal_t *j, int64_t seq)
     }
 }
 
-/* The seq a new op would take (OUTBOX_NEXT_SEQ_SQL), inside the caller's read. */
-static fsa_status_t next_seq_locked(fsa_journal_t *j, int64_t *out)
+fsa_status_t fsa__jn_next_seq_locked(fsa_journal_t *j, int64_t *out)
 {
     return fsa__jn_query_int(j, "SELECT " OUTBOX_NEXT_SEQ_SQL, out);
 }
@@ -216,7 +216,7 @@ fsa_status_t fsa_outbox_next_batch_after(fsa_journal_t *j, int64_t after_seq, fs
          * failing fails the call, as any statement of the read does: out of memory, SQLite may
          * have ended the read transaction.) */
         if (s == FSA_OK && from_head && first == 0 && rc == SQLITE_DONE)
-            s = next_seq_locked(j, &first);
+            s = fsa__jn_next_seq_locked(j, &first);
         if (s == FSA_OK && from_head && first > 0)
             open_from_raise(j, first);
     }
@@ -250,15 +250,32 @@ fsa_status_t fsa_outbox_mark_inflight(fsa_journal_t *j, const fsa_op_t *ops, siz
     return finish(j, mark_inflight_locked(j, ops, n));
 }
 
+int64_t fsa__jn_op_id_seq(const fsa_journal_t *j, const char *op_id)
+{
+    /* The canonical form's last 10 hex digits (fsa_uuid8's tail). Whatever else is read there
+     * (not an id the journal made) gives a seq whose row, if any, has another id: every lookup
+     * checks the id. */
+    if (strlen(op_id) != FSA_UUID_STR_LEN - 1)
+        return -1;
+    uint64_t tail = (uint64_t)strtoll(op_id + FSA_UUID_STR_LEN - 11, NULL, 16);
+    return (int64_t)((tail - j->op_id_salt) & (uint64_t)FSA__OP_SEQ_MAX);
+}
+
+void fsa__jn_bind_op_ref(const fsa_journal_t *j, sqlite3_stmt *st, const char *op_id)
+{
+    fsa__db_bind_text(st, 1, op_id);
+    sqlite3_bind_int64(st, 2, fsa__jn_op_id_seq(j, op_id));
+}
+
 fsa_status_t fsa__jn_find_locked(fsa_journal_t *j, const char *op_id, fsa_op_t *op,
                                  fsa_op_state_t *state)
 {
     memset(op, 0, sizeof *op);
     sqlite3_stmt *st;
-    fsa_status_t s = prep(j, "SELECT " OP_COLUMNS " FROM outbox WHERE op_id=?1", &st);
+    fsa_status_t s = prep(j, "SELECT " OP_COLUMNS " FROM outbox WHERE " OP_REF_WHERE, &st);
     if (s != FSA_OK)
         return s;
-    fsa__db_bind_text(st, 1, op_id != NULL ? op_id : "");
+    fsa__jn_bind_op_ref(j, st, op_id != NULL ? op_id : "");
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         s = op_from_row(st, op, state);
@@ -297,10 +314,10 @@ fsa_status_t fsa__jn_mark_inflight_locked(fsa_journal_t *j, const fsa_op_t *ops,
  * record of the process (and of the others on the journal) waited. So it goes in steps of
  * COMPACT_STEP rows, in transactions that end after COMPACT_TXN_MAX rows, or after any step once
  * a thread of the process waits (the drain's rule, journal_apply.c), and the compaction gives way
- * between two of them. A transaction per step would cost more: done_ops and the outbox's op_id
- * index are keyed by op ids (time-ordered since they are UUIDv7: a journal's older ops may still
- * hold random ones), and each commit writes every page it dirtied, so the fewer the commits the
- * fewer the pages written.
+ * between two of them. A transaction per step would cost more: done_ops is keyed by op ids
+ * (time-ordered since they are UUIDv7, and version 8 ids since schema 6 begin the same way: a
+ * journal's older ops may still hold random ones), and each commit writes every page it dirtied,
+ * so the fewer the commits the fewer the pages written.
  *
  * An applied op leaves the outbox with its result (journal_apply.c), so the done ops here (state
  * 2) are those an older journal left and those whose base had not taken them
@@ -390,16 +407,16 @@ static fsa_status_t compact_done_ops(fsa_journal_t *j, compact_t *c)
  * change log keeps an hour and at least the newest rows, so that a listener that is behind by
  * less than that misses nothing.
  *
- * The audit ids are taken in op id order, which for UUIDv7 ids is the order the ops were made
- * (their first 48 bits are the wall clock's ms), and an op is done after it is made: phase 1
- * looks at the COMPACT_STEP smallest ids and forgets those done before the audit period. It stops
- * at a step that forgot fewer: a younger id among the oldest (an op made long ago and answered
- * late, or a wall clock set back) keeps those after it until it ages; an id is never forgotten
- * early, only sometimes late. (An index by done time did this exactly, at the cost of one more
- * entry for every op the drain applies; schema 4 dropped it.)
- * Phase 2 does the same from the first id above any UUIDv7 made now: the random UUIDv4 ids of an
- * older journal's ops, and ids made while the clock ran ahead, which phase 1 would reach only once
- * every id made since had gone.
+ * The audit ids are taken in op id order, which for UUIDv7 ids (and the version 8 ids of schema
+ * 6) is the order the ops were made (their first 48 bits are the wall clock's ms), and an op is
+ * done after it is made: phase 1 looks at the COMPACT_STEP smallest ids and forgets those done
+ * before the audit period. It stops at a step that forgot fewer: a younger id among the oldest (an
+ * op made long ago and answered late, or a wall clock set back) keeps those after it until it ages;
+ * an id is never forgotten early, only sometimes late. (An index by done time did this exactly, at
+ * the cost of one more entry for every op the drain applies; schema 4 dropped it.) Phase 2 does the
+ * same from the first id above any UUIDv7 made now: the random UUIDv4 ids of an older journal's
+ * ops, and ids made while the clock ran ahead, which phase 1 would reach only once every id made
+ * since had gone.
  */
 static fsa_status_t compact_forget(fsa_journal_t *j, compact_t *c)
 {
@@ -501,31 +518,31 @@ fsa_status_t fsa_outbox_compact(fsa_journal_t *j, int64_t audit_ms, size_t *remo
 
 /* The queue's figures in one statement (fsa_outbox_stats). */
 const char fsa__jn_stats_sql[] =
-    "SELECT "
+    "SELECT"
     /* They run once per push of a drain, and whenever the app or the CLI asks for the status. No
      * count reads every open op: the open ops (states 0 and 1) are every row of the outbox
      * (SQLite counts a table's rows from its b-tree's pages, the smallest of its indexes) less
      * the parked ops and the done ops still kept (states 2-4), counted in outbox_closed.
      * Each count of outbox_closed names it (else SQLite counts them by scanning all of
      * outbox_by_entity) and says state!=0, its WHERE, without which it cannot be used. */
-    " (SELECT count(*) FROM outbox)-"
+    "(SELECT count(*) FROM outbox)-"
     "(SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state>1),"
     /* In flight: the open ops at or below the mark (the table's rows from j->open_from, ?1, all
      * sent but the parked ones), and those above it that an older journal marked with state 1. */
-    " (SELECT count(*) FROM outbox WHERE state IN(0,1) AND seq>=?1 AND seq<=" SENT_UPTO_SQL
+    "(SELECT count(*) FROM outbox WHERE state IN(0,1) AND seq>=?1 AND seq<=" SENT_UPTO_SQL
     ")+(SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state=1 AND "
     "seq>" SENT_UPTO_SQL "),"
     /* Done ops wait for a compaction: an older journal's, and the applied ops their base has
      * not taken yet (journal_apply.c, keep_until_folded); an applied op otherwise leaves the
      * outbox with its result. */
-    " (SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state=2),"
-    " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='conflict'),"
-    " (SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='rejected'),"
+    "(SELECT count(*) FROM outbox INDEXED BY outbox_closed WHERE state!=0 AND state=2),"
+    "(SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='conflict'),"
+    "(SELECT count(*) FROM conflicts WHERE resolution IS NULL AND outcome='rejected'),"
     /* The oldest open op, and its seq, which moves j->open_from up (stats_step). */
-    " (SELECT coalesce(min(at_ms),0) FROM outbox WHERE seq="
-    "  (SELECT min(seq) FROM outbox NOT INDEXED WHERE state IN(0,1) AND seq>=?1)),"
-    " " OUTBOX_LAST_SEQ_SQL ","
-    " (SELECT min(seq) FROM outbox NOT INDEXED WHERE state IN(0,1) AND seq>=?1)";
+    "(SELECT coalesce(min(at_ms),0) FROM outbox WHERE seq="
+    "(SELECT min(seq) FROM outbox NOT INDEXED WHERE state IN(0,1) AND "
+    "seq>=?1))," OUTBOX_LAST_SEQ_SQL ","
+    "(SELECT min(seq) FROM outbox NOT INDEXED WHERE state IN(0,1) AND seq>=?1)";
 
 /* Steps the statement of fsa__jn_stats_sql into *out (the caller resets it), from j->open_from,
  * and moves that up to the first open op it finds (past the last seq when none is). */
@@ -620,11 +637,11 @@ fsa_status_t fsa_outbox_op_state(fsa_journal_t *j, const char *op_id, fsa_op_sta
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
                           "SELECT CASE WHEN state=0 AND seq<=" SENT_UPTO_SQL
-                          " THEN 1 ELSE state END FROM outbox WHERE op_id=?1 "
-                          "UNION ALL SELECT 2 FROM done_ops WHERE op_id=?1 LIMIT 1",
+                          " THEN 1 ELSE state END FROM outbox WHERE " OP_REF_WHERE
+                          " UNION ALL SELECT 2 FROM done_ops WHERE op_id=?1 LIMIT 1",
                           &st);
     if (s == FSA_OK) {
-        fsa__db_bind_text(st, 1, op_id);
+        fsa__jn_bind_op_ref(j, st, op_id);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
             *state = (fsa_op_state_t)sqlite3_column_int64(st, 0);

@@ -11,28 +11,45 @@
 
 /* ---- recording ---- */
 
-/* A new op's seq is OUTBOX_NEXT_SEQ_SQL (journal_internal.h). No op may take a lower one: it would
- * be below a handle's open_from and skipped by its reads. */
+/*
+ * A new op's seq is OUTBOX_NEXT_SEQ_SQL (journal_internal.h). No op may take a lower one: it would
+ * be below a handle's open_from and skipped by its reads.
+ * Its id carries it (schema 6, storage/db.c): a version 8 UUID whose last 40 bits are the seq plus
+ * the journal's salt, modulo 2^40, so that the outbox needs no index of op ids. The rest is the
+ * clock's ms and 34 random bits, as the version 7 ids of before. Within the journal two ops' ids
+ * differ in their seqs. Between devices the salt keeps an id's chance of meeting another's where it
+ * was: two ids made in the same ms are the same only if 74 bits are (34 random, and 40 that are
+ * random between journals); within a journal restored from a backup, which gives seqs again, the 34
+ * random bits and the clock still tell its ids from those it gave before.
+ */
+static fsa_status_t next_op_id(fsa_journal_t *j, fsa_op_t *op, fsa_rec_t *rec)
+{
+    fsa_status_t s = fsa__jn_next_seq_locked(j, &op->seq);
+    if (s == FSA_OK && op->seq > FSA__OP_SEQ_MAX) {
+        rec_error(rec, "journal %s has given all %" PRId64 " op numbers: start a new one", j->path,
+                  FSA__OP_SEQ_MAX);
+        s = FSA_ETOOLARGE;
+    }
+    if (s == FSA_OK)
+        s = fsa_uuid8(j->port, (uint64_t)op->seq + j->op_id_salt, op->op_id);
+    return s;
+}
 
-static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const char *prior,
-                                  int64_t *seq)
+static fsa_status_t outbox_insert(fsa_journal_t *j, const fsa_op_t *op, const char *prior)
 {
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
                           "INSERT INTO outbox(seq,op_id,at_ms,kind,type,id,grp,field,"
                           "base_version,by_n,from_s,to_s,akey,max_len,payload,prior) "
-                          "VALUES(" OUTBOX_NEXT_SEQ_SQL ",?1,?2,?3,?4,?5,?6,?7,?8,?9,"
-                          "?10,?11,?12,?13,?14,?15)",
+                          "VALUES(?16,?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
                           &st);
     if (s != FSA_OK)
         return s;
     fsa__jn_op_bind(st, 1, op);
     if (prior != NULL)
         fsa__db_bind_text(st, 15, prior);
-    s = step_done(j, st);
-    if (s == FSA_OK)
-        *seq = sqlite3_last_insert_rowid(j->db);
-    return s;
+    sqlite3_bind_int64(st, 16, op->seq);
+    return step_done(j, st);
 }
 
 /*
@@ -53,7 +70,7 @@ fsa_status_t fsa__jn_record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_
                   tname, op->id);
         return FSA_EINVAL;
     }
-    fsa_status_t s = fsa_uuid7(j->port, op->op_id);
+    fsa_status_t s = next_op_id(j, op, rec);
     if (s != FSA_OK)
         return s;
     op->at_ms = at.ms;
@@ -123,7 +140,7 @@ fsa_status_t fsa__jn_record_one_locked(fsa_journal_t *j, fsa_op_t *op, fsa_wall_
     e.local_fields = next;
     s = entity_store(j, op->type, op->id, &e);
     if (s == FSA_OK)
-        s = outbox_insert(j, op, prior, &op->seq);
+        s = outbox_insert(j, op, prior);
     if (s == FSA_OK)
         s = log_change(j, op->type, op->id, e.base_version, why, op->op_id);
     fsa_model_free(prior);

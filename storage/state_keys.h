@@ -53,6 +53,7 @@
  * the entity back. gone; is the first key after every such one. */
 #define FSA_STATE_GONE_PREFIX "gone:"
 #define FSA_STATE_GONE_END "gone;"
+#define FSA_STATE_OP_ID_SALT "op_id_salt" /* 40 random bits in every op id (journal_record.c) */
 #define FSA_STATE_OUTBOX_LAST_DELETED                                                              \
     "outbox_last_deleted" /* at least the highest seq deleted from the top of the outbox           \
                              (journal_internal.h): no new op takes a seq at or below it */

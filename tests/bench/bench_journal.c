@@ -194,7 +194,7 @@ static double floor_record(floor_t *f, int from, int n)
         snprintf(op.id, sizeof op.id, "att-%08d", i);
         snprintf(fields, sizeof fields, ATT_FMT, i % 1000, i);
         op.json = fields;
-        if (fsa_uuid7(fsa_port_posix(), op.op_id) != FSA_OK) {
+        if (fsa_uuid8(fsa_port_posix(), (uint64_t)i, op.op_id) != FSA_OK) {
             fprintf(stderr, "bench_journal: floor: no op id\n");
             exit(1);
         }

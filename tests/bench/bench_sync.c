@@ -37,7 +37,7 @@ static double now_s(void)
 static void make_op(fsa_op_t *op, int64_t seq, const char *tid)
 {
     memset(op, 0, sizeof *op);
-    if (fsa_uuid7(fsa_port_posix(), op->op_id) != FSA_OK)
+    if (fsa_uuid8(fsa_port_posix(), (uint64_t)seq, op->op_id) != FSA_OK)
         exit(1);
     op->seq = seq;
     op->at_ms = fsa_port_posix()->wall_now(NULL).ms;

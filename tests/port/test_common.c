@@ -39,31 +39,34 @@ static void test_fsa_uuid4__sim_is_reproducible(void **state)
     fsa_sim_free(s2);
 }
 
-/* Version 7: the wall clock's ms in the first 48 bits (ids made later sort after), the rest
- * random; the same canonical form as version 4. */
-static void test_fsa_uuid7__time_ordered(void **state)
+/* Version 8: the wall clock's ms in the first 48 bits (ids made later sort after), as version 7,
+ * the tail in the last 40, the rest random; the same canonical form as version 4. */
+static void test_fsa_uuid8__time_ordered(void **state)
 {
     (void)state;
     fsa_sim_t *sim;
     fsa_wall_t w = {.ms = INT64_C(1733356800123)}; /* 2024-12-05T00:00:00.123Z */
     assert_fsa_ok(fsa_sim_new(7, w, "u7", &sim));
     char a[FSA_UUID_STR_LEN], b[FSA_UUID_STR_LEN], c[FSA_UUID_STR_LEN];
-    assert_fsa_ok(fsa_uuid7(fsa_sim_port(sim), a));
-    assert_fsa_ok(fsa_uuid7(fsa_sim_port(sim), b));
+    assert_fsa_ok(fsa_uuid8(fsa_sim_port(sim), UINT64_C(0xff0123456789), a));
+    assert_fsa_ok(fsa_uuid8(fsa_sim_port(sim), UINT64_C(0xff0123456789), b));
     assert_int_equal(strlen(a), 36);
     assert_int_equal(a[8], '-');
     assert_int_equal(a[13], '-');
     assert_int_equal(a[18], '-');
     assert_int_equal(a[23], '-');
-    assert_int_equal(a[14], '7');                /* version */
+    assert_int_equal(a[14], '8');                /* version */
     assert_non_null(strchr("89ab", a[19]));      /* variant 10xx */
     assert_memory_equal(a, "0193941d-c87b", 13); /* 1733356800123 = 0x193941dc87b */
+    assert_string_equal(a + 26, "0123456789");   /* the tail's low 40 bits */
     assert_memory_equal(a, b, 13);               /* same ms */
-    assert_string_not_equal(a, b);               /* random after */
+    assert_string_not_equal(a, b);               /* random between */
+    assert_string_equal(b + 26, "0123456789");
     fsa_sim_advance(sim, 1 * FSA_NS_PER_MS);
-    assert_fsa_ok(fsa_uuid7(fsa_sim_port(sim), c));
+    assert_fsa_ok(fsa_uuid8(fsa_sim_port(sim), 0, c));
     assert_true(strcmp(c, a) > 0 && strcmp(c, b) > 0);
-    assert_int_equal(fsa_uuid7(NULL, c), FSA_EINVAL);
+    assert_string_equal(c + 26, "0000000000");
+    assert_int_equal(fsa_uuid8(NULL, 0, c), FSA_EINVAL);
     assert_string_equal(c, "");
     fsa_sim_free(sim);
 }
@@ -215,7 +218,7 @@ int main(void)
         cmocka_unit_test(test_fsa_uuid4__canonical_v4),
         cmocka_unit_test(test_fsa_uuid4__sim_is_reproducible),
         cmocka_unit_test(test_fsa_uuid4__null_port),
-        cmocka_unit_test(test_fsa_uuid7__time_ordered),
+        cmocka_unit_test(test_fsa_uuid8__time_ordered),
         cmocka_unit_test(test_fsa_log__filters_below_level),
         cmocka_unit_test(test_fsa_log__control_characters_shown_as_question_marks),
         cmocka_unit_test(test_fsa_log__c1_and_bidi_shown_as_question_marks),

@@ -1252,12 +1252,128 @@ static void raw_rows(fixture_t *f, const char *sql, const char *param, char *out
     sqlite3_close(db);
 }
 
+/* An op id carries its seq (schema 6): the outbox keeps no index of op ids, every lookup by id
+ * finds the op by the seq in its id and checks the id, and an id that is not one the journal made
+ * (one random digit changed, another op's tail under this op's clock and random bits, not an id at
+ * all) finds nothing. */
+static void test_fsa_journal_create__op_ids_carry_their_seq(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t a, b;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &a));
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T2", NULL, NULL, &b));
+    assert_int_equal(fsa__jn_op_id_seq(f->j, a.op_id), a.seq);
+    assert_int_equal(fsa__jn_op_id_seq(f->j, b.op_id), b.seq);
+    assert_string_not_equal(a.op_id + 26, b.op_id + 26);
+    char raw[512];
+    raw_rows(f,
+             "SELECT (SELECT count(*) FROM sqlite_master WHERE tbl_name = 'outbox' AND "
+             "sql IS NULL), (SELECT count(*) FROM outbox WHERE substr(op_id, 15, 1) <> '8')",
+             NULL, raw, sizeof raw);
+    assert_string_equal(raw, "0=0;"); /* no UNIQUE index; no op in outbox_legacy_ids */
+    fsa_op_state_t os;
+    assert_fsa_ok(fsa_outbox_op_state(f->j, a.op_id, &os));
+    assert_int_equal(os, FSA_OPSTATE_PENDING);
+    char forged[FSA_UUID_STR_LEN];
+    snprintf(forged, sizeof forged, "%s", a.op_id);
+    forged[20] = forged[20] == '0' ? '1' : '0'; /* a random digit */
+    assert_int_equal(fsa__jn_op_id_seq(f->j, forged), a.seq);
+    assert_int_equal(fsa_outbox_op_state(f->j, forged, &os), FSA_ENOTFOUND);
+    fsa_op_t op;
+    assert_int_equal(fsa_outbox_find(f->j, forged, &op, NULL), FSA_ENOTFOUND);
+    memcpy(forged + 26, b.op_id + 26, 10); /* b's seq, a's clock and random bits */
+    assert_int_equal(fsa__jn_op_id_seq(f->j, forged), b.seq);
+    assert_int_equal(fsa_outbox_op_state(f->j, forged, &os), FSA_ENOTFOUND);
+    fsa_op_result_t r = result_for(forged, FSA_RESULT_APPLIED, 1);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1)); /* not ours: nothing to do */
+    assert_fsa_ok(fsa_outbox_op_state(f->j, b.op_id, &os));
+    assert_int_equal(os, FSA_OPSTATE_PENDING);
+    static const char *const not_ids[] = {"", "T1", "0193941d-c87b-7000-8000-00000000000G",
+                                          "0193941d-c87b-7000-8000-0000000000010",
+                                          "0193941d-c87b-7000-8000-00-000000001"};
+    for (size_t i = 0; i < sizeof not_ids / sizeof not_ids[0]; i++)
+        assert_int_equal(fsa_outbox_op_state(f->j, not_ids[i], &os), FSA_ENOTFOUND);
+    assert_int_equal(fsa__jn_op_id_seq(f->j, "T1"), -1);
+    /* found by id as before: the op, and its result */
+    assert_fsa_ok(fsa_outbox_find(f->j, b.op_id, &op, NULL));
+    assert_int_equal(op.seq, b.seq);
+    fsa_op_clear(&op);
+    r = result_for(a.op_id, FSA_RESULT_APPLIED, 1);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    assert_fsa_ok(fsa_outbox_op_state(f->j, a.op_id, &os));
+    assert_int_equal(os, FSA_OPSTATE_DONE);
+}
+
+/* An op id carries 40 bits of its seq: the journal numbers 2^40 - 1 ops, and refuses the next one
+ * (too large) with a message, writing nothing. */
+static void test_fsa_journal_create__the_last_seq(void **state)
+{
+    fixture_t *f = *state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    char sql[160];
+    snprintf(sql, sizeof sql, "INSERT INTO sync_state(k, v) VALUES('outbox_last_deleted', %lld)",
+             (long long)FSA__OP_SEQ_MAX - 1);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    fsa_rec_t a, b;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &a));
+    assert_int_equal(a.seq, FSA__OP_SEQ_MAX);
+    assert_int_equal(fsa__jn_op_id_seq(f->j, a.op_id), a.seq);
+    fsa_op_state_t os;
+    assert_fsa_ok(fsa_outbox_op_state(f->j, a.op_id, &os));
+    assert_int_equal(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T2", NULL, NULL, &b),
+                     FSA_ETOOLARGE);
+    assert_non_null(strstr(b.error, "has given all 1099511627775 op numbers: start a new one"));
+    assert_int_equal(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T2", NULL, NULL, NULL), FSA_ENOTFOUND);
+    char raw[64];
+    raw_rows(f, "SELECT count(*) FROM outbox", NULL, raw, sizeof raw);
+    assert_string_equal(raw, "1;");
+}
+
+/* An entity with nothing pending keeps its base once: stored as '' it reads as its local view
+ * (schema 6); while an op is pending the base is its own text again. */
+static void test_fsa_journal_get_base__a_synced_entity_is_stored_once(void **state)
+{
+    fixture_t *f = *state;
+    fsa_rec_t a, b;
+    assert_fsa_ok(fsa_journal_create(f->j, FSA_TYPE_TICKET, "T1", NULL, NULL, &a));
+    fsa_op_result_t r = result_for(a.op_id, FSA_RESULT_APPLIED, 1);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    char raw[1024];
+    raw_rows(f, "SELECT base_fields, base_version FROM entities WHERE id = ?1", "T1", raw,
+             sizeof raw);
+    assert_string_equal(raw, "=1;");
+    char *base = NULL, *local = NULL;
+    int64_t v = 0;
+    assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T1", &base, &v));
+    assert_fsa_ok(fsa_journal_get(f->j, FSA_TYPE_TICKET, "T1", &local, NULL, NULL));
+    assert_string_equal(base, local);
+    assert_int_equal(v, 1);
+    fsa_free(local);
+    assert_fsa_ok(
+        fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"HIGH\"}", NULL, &b));
+    raw_rows(f, "SELECT base_fields FROM entities WHERE id = ?1", "T1", raw, sizeof raw);
+    char want[1024];
+    snprintf(want, sizeof want, "%s;", base);
+    assert_string_equal(raw, want); /* the base whole, beside the new local view */
+    fsa_free(base);
+    r = result_for(b.op_id, FSA_RESULT_APPLIED, 2);
+    assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
+    raw_rows(f, "SELECT base_fields, base_version FROM entities WHERE id = ?1", "T1", raw,
+             sizeof raw);
+    assert_string_equal(raw, "=2;");
+    assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T1", &base, &v));
+    assert_non_null(strstr(base, "\"priority\":\"HIGH\""));
+    fsa_free(base);
+}
+
 /* The sync state's rows, less the journal's own bookkeeping, in key order. */
 static void raw_state(fixture_t *f, char *out, size_t cap)
 {
     raw_rows(f,
              "SELECT k, v FROM sync_state WHERE k NOT IN ('clean_close', 'fsync_failures', "
-             "'wal_starts') "
+             "'wal_starts', 'op_id_salt') "
              "ORDER BY k",
              NULL, out, cap);
 }
@@ -2694,7 +2810,7 @@ static void test_fsa_outbox_compact__forgets_audit_ids_in_id_order(void **state)
     /* 100 ids made and done now: more than a step (64) of young ids after a's */
     for (int i = 0; i < 100; i++) {
         char id[FSA_UUID_STR_LEN];
-        assert_fsa_ok(fsa_uuid7(f->port, id));
+        assert_fsa_ok(fsa_uuid8(f->port, (uint64_t)i, id));
         done_id_insert(db, id, now_ms);
     }
     /* UUIDv4 ids of an older journal: old ones below and above the UUIDv7 ids, a young one */
@@ -3147,6 +3263,9 @@ int main(void)
         T(test_fsa_journal_open__migrates_version_zero_file),
         T(test_fsa_journal_open__outbox_columns_in_the_order_read),
         T(test_fsa_journal_create__defaults_and_seq),
+        T(test_fsa_journal_create__op_ids_carry_their_seq),
+        T(test_fsa_journal_create__the_last_seq),
+        T(test_fsa_journal_get_base__a_synced_entity_is_stored_once),
         T(test_fsa_journal_create__existing_refused),
         T(test_fsa_journal_create__attendance_requires_fields),
         T(test_fsa_journal_create__bad_id_refused),

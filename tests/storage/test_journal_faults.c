@@ -413,10 +413,10 @@ static char *journal_dump(const char *path)
                &t);
     text_add(&t, "state:\n");
     /* not the journal's own bookkeeping: the clean-close flag, the failed fsyncs, the WAL
-     * generations a drain started */
+     * generations a drain started; nor the op ids' random salt */
     dump_query(db,
-               "SELECT k, v FROM sync_state "
-               "WHERE k NOT IN ('clean_close', 'fsync_failures', 'wal_starts') ORDER BY k",
+               "SELECT k, v FROM sync_state WHERE k NOT IN ('clean_close', 'fsync_failures', "
+               "'wal_starts', 'op_id_salt') ORDER BY k",
                &t);
     text_add(&t, "done, conflicts, last seq:\n");
     dump_query(db,

@@ -508,8 +508,8 @@ static int snap_row(void *arg, int n, char **vals, char **names)
     return 0;
 }
 
-/* Everything the journal holds but random ids (op ids, group ids) and the clean-close flag. Read
- * through a connection of its own, which sees only committed state. */
+/* Everything the journal holds but random ids (op ids, group ids, their salt) and the clean-close
+ * flag. Read through a connection of its own, which sees only committed state. */
 static void journal_snapshot(void *ctx, buf_t *out)
 {
     jctx_t *c = ctx;
@@ -524,7 +524,8 @@ static void journal_snapshot(void *ctx, buf_t *out)
         "SELECT seq, done_ms FROM done_ops ORDER BY seq",
         "SELECT seq, outcome, code, reason, server_version, server_fields, created_ms, decision, "
         "resolution, resolved_ms FROM conflicts ORDER BY seq",
-        "SELECT k, v FROM sync_state WHERE k NOT IN ('clean_close', 'wal_starts') ORDER BY k",
+        "SELECT k, v FROM sync_state WHERE k NOT IN ('clean_close', 'wal_starts', 'op_id_salt') "
+        "ORDER BY k",
         "SELECT name, seq FROM sqlite_sequence ORDER BY name",
     };
     /* No file and a file without tables (a failed create) are the same: no journal. Every open
