@@ -253,10 +253,10 @@ static const char migration_steps[] =
      * storage/journal_record.c), so a lookup by op id is one by seq, the table's own key, and
      * checks the id. Those ids are of UUID version 8; the ops already there keep their ids (of
      * version 7, or 4 in the oldest journals), found through outbox_legacy_ids, which holds only
-     * those (and the ops an older program still running on the journal records after this step).
-     * SQLite cannot drop a UNIQUE constraint in place: the outbox is copied, as in the 2 -> 3 step
-     * (the conflicts have no foreign key to it since schema 5), and its indexes made again; its
-     * columns are the same, so an older program's handle still reads its rows.
+     * those. SQLite cannot drop a UNIQUE constraint in place: the outbox is copied, as in the
+     * 2 -> 3 step (the conflicts have no foreign key to it since schema 5), and its indexes made
+     * again. The step is run only by a program alone on the journal (migrate): one of an older
+     * build still on it would take a base stored once (below) for the text "".
      * Also from schema 6, an entity whose base is its local view stores its base as '' (once, not
      * twice: journal_entity.c); rows stored before keep both until they are written again. */
     "CREATE TABLE outbox_v6" DDL_OUTBOX_V6_COLUMNS "INSERT INTO outbox_v6 SELECT * FROM outbox;"
@@ -414,7 +414,8 @@ static fsa_status_t create_private(const char *path, bool create, char *err, siz
     return FSA_OK;
 }
 
-static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
+/* Migrates the journal to FSA_SCHEMA_VERSION; alone: no other user has it open (join_users). */
+static fsa_status_t migrate(sqlite3 *db, const char *path, bool alone, char *err, size_t errlen)
 {
     char detail[256] = "";
     fsa_status_t st = fsa__db_exec(db, "BEGIN IMMEDIATE", detail, sizeof detail);
@@ -441,6 +442,16 @@ static fsa_status_t migrate(sqlite3 *db, const char *path, char *err, size_t err
         snprintf(err, errlen, "journal %s has schema version %lld, which no fieldsync writes", path,
                  (long long)version);
         st = FSA_ESCHEMA;
+        goto out;
+    }
+    /* An older journal moves only while nobody else has it open: a program of an older build that
+     * has it open would go on reading and writing it by its own schema (since schema 6 its base
+     * of an entity stored once would be taken for the text "", and so corrupt the entity). */
+    if (!alone && version > 0 && version < FSA_SCHEMA_VERSION) {
+        snprintf(err, errlen,
+                 "journal %s has schema %lld and other programs open: stop them to upgrade it",
+                 path, (long long)version);
+        st = FSA_EBUSY;
         goto out;
     }
     /* A new file gets the current schema at once; an older journal, each step from its own. */
@@ -593,8 +604,9 @@ static fsa_status_t check_after_unclean(sqlite3 *db, const char *path, char *err
 /*
  * Who has the journal open is told by "<journal>.users": every user holds a shared lock on its
  * byte 0 for as long as it has the journal open, and the kernel drops the lock of a user that
- * dies. A user that can take the byte exclusively is alone: at open, it checks the journal if the
- * last users did not close it cleanly; at close, it is the last one and marks a clean close.
+ * dies. A user that can take the byte exclusively is alone: at open, it alone may migrate an older
+ * journal (migrate), and checks the journal if the last users did not close it cleanly; at close,
+ * it is the last one and marks a clean close.
  * The file is named after the journal's file as SQLite resolved it, not after path: a journal
  * reached through another name (a symlink to it) is the same database, and a user on a .users file
  * of its own would think itself alone, mark a clean close under the others, and a crash of theirs
@@ -633,7 +645,8 @@ static fsa_status_t join_users(fsa_port_t *port, const char *path, sqlite3 *db,
             return st == FSA_EBUSY ? FSA_EBUSY : st;
         }
     }
-    if (alone)
+    st = migrate(db, path, alone, err, errlen);
+    if (alone && st == FSA_OK)
         st = check_after_unclean(db, path, err, errlen);
     if (st == FSA_OK) {
         char detail[256] = "";
@@ -1467,9 +1480,6 @@ fsa_status_t fsa__db_open(fsa_port_t *port, const char *path, const fsa_db_opts_
             snprintf(err, errlen, "journal %s: %s", path, detail);
         goto fail;
     }
-    st = migrate(db, path, err, errlen);
-    if (st != FSA_OK)
-        goto fail;
     st = join_users(port, path, db, opts, users, err, errlen);
     if (st != FSA_OK)
         goto fail;

@@ -21,7 +21,8 @@ typedef struct fsa_db_opts {
 
 /*
  * Opens (and when asked, creates) the journal at path: WAL, synchronous FULL (or NORMAL), busy
- * timeout, foreign keys, the schema migrated to FSA_SCHEMA_VERSION in one transaction, and joins
+ * timeout, foreign keys, the schema migrated to FSA_SCHEMA_VERSION in one transaction (an older
+ * journal only by a user alone on it: FSA_EBUSY while others have it open), and joins
  * the journal's users (a shared lock on "<journal>.users", named after the file SQLite resolves
  * path to, a symlink's target); a user that finds itself alone on a journal whose last users did
  * not close it cleanly runs a quick integrity check first.

@@ -615,7 +615,7 @@ static void make_v5(sqlite3 *db)
  * rejection and by a conflict, one applied and gone to done_ops), opens as schema 6 with the
  * schema of a new journal and its rows as they were; every such id is still found (the op's
  * state, the op, its conflict, its result), and a new op's id carries its seq. A migration that
- * fails leaves schema 5 whole. */
+ * fails leaves schema 5 whole, and none is made while another program has the journal open. */
 static void test_fsa_journal_open__v5_journal_migrates_to_v6(void **state)
 {
     fixture_t *f = *state;
@@ -666,6 +666,19 @@ static void test_fsa_journal_open__v5_journal_migrates_to_v6(void **state)
     assert_string_equal(v, outbox);
     fsa_free(v);
     assert_int_equal(sqlite3_exec(db, "DROP TABLE outbox_v6", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    /* Not while another program (an older build, say) has it open: it would go on by schema 5. */
+    fsa_port_t *real = fsa_port_posix();
+    fsa_flock_t *other = NULL;
+    char upath[sizeof f->dir.path + 8];
+    snprintf(upath, sizeof upath, "%s.users", f->dir.path);
+    assert_fsa_ok(real->flock_open(real->ctx, upath, &other));
+    assert_fsa_ok(real->flock_try_shared(real->ctx, other, 0));
+    assert_int_equal(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err), FSA_EBUSY);
+    assert_non_null(strstr(err, "has schema 5 and other programs open: stop them to upgrade it"));
+    real->flock_close(real->ctx, other);
+    assert_int_equal(sqlite3_open(f->dir.path, &db), SQLITE_OK);
+    assert_int_equal(q_int(db, "PRAGMA user_version"), 5);
     sqlite3_close(db);
 
     assert_fsa_ok(fsa_journal_open(f->port, f->dir.path, &o, &f->j, err, sizeof err));
