@@ -19,13 +19,14 @@
 #define DB_STR_(x) #x
 #define DB_STR(x) DB_STR_(x) /* a macro's value as a string literal */
 
-/* The tables of schema 1 that later schemas keep as they were (schema_current). */
+/* The tables of schema 1 that later schemas keep as they were (schema_current), but for the
+ * entities' base_fields, which schema 6 names base (its 5 -> 6 step). */
 #define ENTITIES_DDL                                                                               \
     "CREATE TABLE entities("                                                                       \
     "type TEXT NOT NULL,"                                                                          \
     "id TEXT NOT NULL,"                                                                            \
-    "base_fields TEXT," /* last known server fields; NULL: not on the server; '': local_fields */  \
-    "base_version INTEGER NOT NULL DEFAULT 0," /* server version of base_fields; 0: none */        \
+    "base TEXT," /* last known server fields; NULL: not on the server; '': local_fields */         \
+    "base_version INTEGER NOT NULL DEFAULT 0," /* server version of base; 0: none */               \
     "local_fields TEXT,"                       /* base with pending ops replayed; NULL: none */    \
     "updated_ms INTEGER NOT NULL DEFAULT 0,"                                                       \
     "PRIMARY KEY(type,id)) WITHOUT ROWID;"
@@ -258,11 +259,15 @@ static const char migration_steps[] =
      * again. The step is run only by a program alone on the journal (migrate): one of an older
      * build still on it would take a base stored once (below) for the text "".
      * Also from schema 6, an entity whose base is its local view stores its base as '' (once, not
-     * twice: journal_entity.c); rows stored before keep both until they are written again. */
+     * twice: journal_entity.c); rows stored before keep both until they are written again. The
+     * column is renamed base_fields -> base, so that a program of an older build that reaches the
+     * journal all the same (it checks the schema before it joins the users: a newer program may
+     * migrate in between) fails on "no such column" rather than take '' for the text "". */
     "CREATE TABLE outbox_v6" DDL_OUTBOX_V6_COLUMNS "INSERT INTO outbox_v6 SELECT * FROM outbox;"
     "DROP TABLE outbox;"
-    "ALTER TABLE outbox_v6 RENAME TO outbox;" DDL_OUTBOX_BY_ENTITY_INDEX DDL_OUTBOX_BY_GROUP_INDEX
-        DDL_OUTBOX_CLOSED_INDEX DDL_OUTBOX_LEGACY_IDS_INDEX DDL_OP_ID_SALT_ROW;
+    "ALTER TABLE outbox_v6 RENAME TO outbox;ALTER TABLE entities RENAME base_fields TO "
+    "base;" DDL_OUTBOX_BY_ENTITY_INDEX DDL_OUTBOX_BY_GROUP_INDEX DDL_OUTBOX_CLOSED_INDEX
+        DDL_OUTBOX_LEGACY_IDS_INDEX DDL_OP_ID_SALT_ROW;
 _Static_assert(FSA_SCHEMA_VERSION == 6, "a new step: append it to migration_steps");
 #define SCHEMA_VERSION_TEXT_(v) #v
 #define SCHEMA_VERSION_TEXT_OF(v) SCHEMA_VERSION_TEXT_(v)

@@ -23,7 +23,7 @@ fsa_status_t fsa__jn_entity_load(fsa_journal_t *j, fsa_type_t type, const char *
     sqlite3_stmt *st;
     fsa_status_t s = prep(j,
                           /* a base stored as '' is the local view (fsa__jn_entity_store) */
-                          "SELECT iif(base_fields='',local_fields,base_fields),base_version,"
+                          "SELECT iif(base='',local_fields,base),base_version,"
                           "local_fields FROM entities WHERE type=?1 AND id=?2",
                           &st);
     if (s != FSA_OK)
@@ -64,9 +64,9 @@ fsa_status_t fsa__jn_entity_store(fsa_journal_t *j, fsa_type_t type, const char 
      * of creates would otherwise double each one's row, which the eighth of the budget left for
      * syncing does not hold (schema 6, storage/db.c). */
     s = prep(j,
-             "INSERT INTO entities(type,id,base_fields,base_version,local_fields,updated_ms) "
+             "INSERT INTO entities(type,id,base,base_version,local_fields,updated_ms) "
              "VALUES(?1,?2,iif(?3=?5,'',?3),?4,?5,?6) ON CONFLICT(type,id) DO UPDATE SET "
-             "base_fields=excluded.base_fields,base_version=excluded.base_version,"
+             "base=excluded.base,base_version=excluded.base_version,"
              "local_fields=excluded.local_fields,updated_ms=excluded.updated_ms",
              &st);
     if (s != FSA_OK)

@@ -1341,8 +1341,7 @@ static void test_fsa_journal_get_base__a_synced_entity_is_stored_once(void **sta
     fsa_op_result_t r = result_for(a.op_id, FSA_RESULT_APPLIED, 1);
     assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
     char raw[1024];
-    raw_rows(f, "SELECT base_fields, base_version FROM entities WHERE id = ?1", "T1", raw,
-             sizeof raw);
+    raw_rows(f, "SELECT base, base_version FROM entities WHERE id = ?1", "T1", raw, sizeof raw);
     assert_string_equal(raw, "=1;");
     char *base = NULL, *local = NULL;
     int64_t v = 0;
@@ -1353,15 +1352,14 @@ static void test_fsa_journal_get_base__a_synced_entity_is_stored_once(void **sta
     fsa_free(local);
     assert_fsa_ok(
         fsa_journal_set(f->j, FSA_TYPE_TICKET, "T1", "{\"priority\":\"HIGH\"}", NULL, &b));
-    raw_rows(f, "SELECT base_fields FROM entities WHERE id = ?1", "T1", raw, sizeof raw);
+    raw_rows(f, "SELECT base FROM entities WHERE id = ?1", "T1", raw, sizeof raw);
     char want[1024];
     snprintf(want, sizeof want, "%s;", base);
     assert_string_equal(raw, want); /* the base whole, beside the new local view */
     fsa_free(base);
     r = result_for(b.op_id, FSA_RESULT_APPLIED, 2);
     assert_fsa_ok(fsa_outbox_apply_results(f->j, &r, 1));
-    raw_rows(f, "SELECT base_fields, base_version FROM entities WHERE id = ?1", "T1", raw,
-             sizeof raw);
+    raw_rows(f, "SELECT base, base_version FROM entities WHERE id = ?1", "T1", raw, sizeof raw);
     assert_string_equal(raw, "=2;");
     assert_fsa_ok(fsa_journal_get_base(f->j, FSA_TYPE_TICKET, "T1", &base, &v));
     assert_non_null(strstr(base, "\"priority\":\"HIGH\""));

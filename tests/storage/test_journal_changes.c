@@ -581,9 +581,9 @@ static void test_fsa_journal_open__v2_journal_migrates_to_v3(void **state)
 /* ---- schema 6: no index of op ids ---- */
 
 /* Turns a journal of this schema back into schema 5 (storage/db.c): the outbox with its UNIQUE op
- * id, and every base stored whole. The op id salt stays, so that the ids the test made still
- * carry their seqs (a journal of schema 5 has none, and ids of version 7: the 5 -> 6 test makes
- * them so). */
+ * id, and every base stored whole, as base_fields. The op id salt stays, so that the ids the test
+ * made still carry their seqs (a journal of schema 5 has none, and ids of version 7: the 5 -> 6
+ * test makes them so). */
 static void make_v5(sqlite3 *db)
 {
     char *msg = NULL;
@@ -604,7 +604,8 @@ static void make_v5(sqlite3 *db)
                      "CREATE INDEX outbox_by_entity ON outbox(type,id,state,seq);"
                      "CREATE INDEX outbox_by_group ON outbox(grp,state) WHERE grp!='';"
                      "CREATE INDEX outbox_closed ON outbox(seq) WHERE state!=0;"
-                     "UPDATE entities SET base_fields = local_fields WHERE base_fields = '';"
+                     "UPDATE entities SET base = local_fields WHERE base = '';"
+                     "ALTER TABLE entities RENAME base TO base_fields;"
                      "PRAGMA user_version = 5;"
                      "COMMIT;",
                      NULL, NULL, &msg) != SQLITE_OK)
@@ -691,6 +692,10 @@ static void test_fsa_journal_open__v5_journal_migrates_to_v6(void **state)
                                "WHERE substr(op_id, 15, 1) <> '8' AND op_id > ''"),
                      5);
     assert_int_equal(q_int(db, "SELECT count(*) FROM sync_state WHERE k = 'op_id_salt'"), 1);
+    /* an older build's statements fail rather than read a base stored once as the text "" */
+    sqlite3_stmt *old = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT base_fields FROM entities", -1, &old, NULL),
+                     SQLITE_ERROR);
     char *sig_fresh = new_journal_schema(f), *sig_migrated = schema_signature(db);
     assert_null(strstr(sig_fresh, "sqlite_autoindex_outbox"));
     assert_non_null(strstr(sig_fresh, "outbox_legacy_ids"));

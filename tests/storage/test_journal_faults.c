@@ -408,7 +408,7 @@ static char *journal_dump(const char *path)
                &t);
     text_add(&t, "entities:\n");
     dump_query(db,
-               "SELECT type, id, base_fields, base_version, local_fields FROM entities "
+               "SELECT type, id, base, base_version, local_fields FROM entities "
                "ORDER BY type, id",
                &t);
     text_add(&t, "state:\n");

@@ -516,7 +516,7 @@ static void journal_snapshot(void *ctx, buf_t *out)
     static const char *const queries[] = {
         "PRAGMA user_version",
         "SELECT type, name, sql FROM sqlite_master ORDER BY name",
-        "SELECT type, id, base_fields, base_version, local_fields, updated_ms FROM entities "
+        "SELECT type, id, base, base_version, local_fields, updated_ms FROM entities "
         "ORDER BY type, id",
         "SELECT seq, at_ms, kind, type, id, grp <> '', field, base_version, by_n, from_s, to_s, "
         "akey, max_len, payload, prior, state, attempts, result_version, done_ms FROM outbox "
@@ -1735,7 +1735,7 @@ static void engine_snapshot(void *ctx, buf_t *out)
 {
     ectx_t *x = ctx;
     static const char *const queries[] = {
-        "SELECT type, id, base_fields, base_version, local_fields FROM entities ORDER BY type, id",
+        "SELECT type, id, base, base_version, local_fields FROM entities ORDER BY type, id",
         "SELECT seq, kind, type, id, grp <> '', field, base_version, by_n, from_s, to_s, akey, "
         "max_len, payload, prior, state, result_version FROM outbox ORDER BY seq",
         "SELECT count(*) FROM done_ops",
