@@ -203,12 +203,12 @@ typedef struct fieldsync_config {
  * client key not private); FIELDSYNC_EIO; FIELDSYNC_ESCHEMA; FIELDSYNC_ECORRUPT;
  * FIELDSYNC_EBUSY (another program kept the journal busy while it opened; or the journal is of an
  * older schema, which only a program alone on it moves to this library's, and other programs have
- * it open: stop them); FIELDSYNC_ENOMEM (then *out may be NULL). An init checks the server and TLS members (their
- * files read) and reads the secret file; an open without init does so only for what cfg sets:
- * the transport when it sets one of server_url, ca_file, pins, client_cert, client_key, proxy,
- * allow_http (the CA and client files in effect read, stored or given), the secret when it sets
- * secret_file. An open's paths are used as given (an init stores them absolute).
- * Any thread. cfg is not kept.
+ * it open: stop them); FIELDSYNC_ENOMEM (then *out may be NULL). An init checks the server and TLS
+ * members (their files read) and reads the secret file; an open without init does so only for what
+ * cfg sets: the transport when it sets one of server_url, ca_file, pins, client_cert, client_key,
+ * proxy, allow_http (the CA and client files in effect read, stored or given), the secret when it
+ * sets secret_file. An open's paths are used as given (an init stores them absolute). Any thread.
+ * cfg is not kept.
  */
 FIELDSYNC_API fieldsync_status_t fieldsync_open(const fieldsync_config_t *cfg,
                                                 fieldsync_t **out) FIELDSYNC_MUST_CHECK;
